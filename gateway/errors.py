@@ -1,0 +1,136 @@
+"""The gateway's error tree; `web/problems.py` turns it into RFC 9457 bodies at one boundary.
+
+    GatewayError                      500  anything we raise on purpose
+    ├── BadRequest                    400  malformed body, bad query parameter
+    ├── Unauthorized                  401  missing/invalid/revoked token, unknown trigger
+    ├── Forbidden                     403  valid credentials, not for this
+    ├── NotFound                      404  no such resource in this tenant
+    ├── MethodNotAllowed              405
+    ├── Conflict                      409  duplicate natural key, resource in use
+    ├── PayloadTooLarge               413
+    ├── UnsupportedMediaType          415
+    ├── InvalidPayload                422  schema, identifier or mapping failure (carries problems)
+    ├── RateLimited                   429  (carries retry_after)
+    ├── PartnerError                  502  a partner answered badly or not at all
+    ├── PartnerTimeout                504
+    └── StoreUnavailable              503  the database cannot be reached (carries retry_after)
+
+No aiohttp or pymongo imports here: adapters translate their libraries' errors into this tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One validation problem. `pointer` is a JSON Pointer into the offending document."""
+
+    pointer: str
+    message: str
+    keyword: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pointer": self.pointer, "message": self.message, "keyword": self.keyword,
+                **self.extra}
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal server error"
+    slug: ClassVar[str] = "internal"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 members this error contributes (the web layer adds `instance`)."""
+        return {
+            "type": f"https://rabbot.dev/problems/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+
+class BadRequest(GatewayError):
+    status, title, slug = 400, "Bad request", "bad-request"
+
+
+class Unauthorized(GatewayError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str = "", *, challenge: str = "Bearer", **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.challenge = challenge
+
+
+class Forbidden(GatewayError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(GatewayError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, title, slug = 405, "Method not allowed", "method-not-allowed"
+
+    def __init__(self, detail: str = "", *, allowed: Sequence[str] = (), **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.allowed = tuple(allowed)
+
+
+class Conflict(GatewayError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class InvalidPayload(GatewayError):
+    status, title, slug = 422, "Invalid payload", "invalid-payload"
+
+    def __init__(self, detail: str = "", problems: Sequence[FieldProblem] = (),
+                 **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.problems = list(problems)
+
+    def problem(self) -> dict[str, Any]:
+        return {**super().problem(), "errors": [p.as_dict() for p in self.problems]}
+
+
+class RateLimited(GatewayError):
+    status, title, slug = 429, "Too many requests", "rate-limited"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
+class PartnerError(GatewayError):
+    status, title, slug = 502, "Partner error", "partner-error"
+
+
+class PartnerTimeout(PartnerError):
+    status, title, slug = 504, "Partner timeout", "partner-timeout"
+
+
+class StoreUnavailable(GatewayError):
+    status, title, slug = 503, "Database unavailable", "store-unavailable"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
