@@ -1,0 +1,37 @@
+# One entry point for people and CI. `make demo` and `make test` work on a fresh machine
+# with Python 3.11+, make and network access to PyPI.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo serve test check lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## set up, load the demo tenant and run the gateway on the embedded database
+	$(BIN)/gateway demo
+
+serve: $(STAMP)
+	$(BIN)/gateway serve
+
+test: check pytest  ## set up, then lint, type-check and run the whole test suite
+
+check: lint typecheck
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""Rabbot webhook gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,80 @@
+"""The `gateway` command: serve | worker | admin-token | mapping validate/test | demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from gateway.config import ConfigError, Settings
+from gateway.logs import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Rabbot webhook gateway")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP server and the workers")
+    serve.add_argument("--host", help="interface to listen on (default: GATEWAY_HOST)")
+    serve.add_argument("--port", type=int, help="port (default: GATEWAY_PORT)")
+
+    commands.add_parser("worker", help="run the workers only (no HTTP server)")
+
+    demo = commands.add_parser("demo", help="load the demo tenant, then serve")
+    demo.add_argument("--host")
+    demo.add_argument("--port", type=int)
+    demo.add_argument("--tenant", default="demo")
+
+    token = commands.add_parser("admin-token", help="print an admin API token")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--role", choices=("admin", "viewer"), default="admin")
+    token.add_argument("--ttl", default="30d", help="lifetime: 3600s, 15m, 12h, 30d, 2w")
+    token.add_argument("--subject", default="cli")
+
+    mapping = commands.add_parser("mapping", help="check mapping files")
+    mapping_commands = mapping.add_subparsers(dest="mapping_command", required=True)
+    validate = mapping_commands.add_parser("validate", help="compile a mapping file")
+    validate.add_argument("file")
+    test = mapping_commands.add_parser("test", help="run a mapping file on a sample payload")
+    test.add_argument("file")
+    test.add_argument("sample")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, json=settings.log_json)
+    if args.command in ("serve", "demo"):
+        settings = replace(settings, host=args.host or settings.host,
+                           port=settings.port if args.port is None else args.port)
+    from gateway import cli
+
+    handlers = {
+        "serve": lambda: cli.serve(settings),
+        "demo": lambda: cli.demo(settings, args.tenant),
+        "worker": lambda: cli.worker(settings),
+        "admin-token": lambda: cli.admin_token(settings, args.tenant, args.role, args.ttl,
+                                               args.subject),
+        "mapping": lambda: cli.mapping(args.mapping_command, args.file,
+                                       getattr(args, "sample", None)),
+    }
+    try:
+        return handlers[args.command]()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last line of defence for a command-line user
+        logging.getLogger("gateway").exception("command failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

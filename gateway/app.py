@@ -1,0 +1,103 @@
+"""create_app(settings): the application's table of contents."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.auth.keys import KeyRing, generate_secret_key
+from gateway.config import Settings
+from gateway.entities import EntityService
+from gateway.events import EventRelay
+from gateway.keys import (
+    entities_key,
+    keyring_key,
+    metrics_key,
+    relay_key,
+    schemas_key,
+    settings_key,
+    store_key,
+)
+from gateway.metrics import Metrics
+from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+from gateway.store import Store, open_client
+from gateway.store.embedded import EmbeddedServer
+from gateway.web.middlewares import edge
+from gateway.web.routes import add_routes
+
+log = logging.getLogger(__name__)
+
+
+def load_secret_key(settings: Settings) -> str:
+    """GATEWAY_SECRET_KEY, or a key generated once into the data dir (with a warning)."""
+    if settings.secret_key is not None:
+        return settings.secret_key.value
+    path = settings.data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = generate_secret_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    log.warning("GATEWAY_SECRET_KEY is unset: generated one into %s; set it in production", path)
+    return key
+
+
+def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.Application:
+    """`mongodb_uri` overrides the settings (tests point every app at their own database)."""
+    app = web.Application(middlewares=[edge], client_max_size=settings.max_body_bytes)
+    app[settings_key] = settings
+    app[metrics_key] = Metrics(__version__)
+    app[keyring_key] = KeyRing.from_secret(load_secret_key(settings))
+    app[schemas_key] = SchemaRegistry.load(default_schema_dir())
+    app.cleanup_ctx.append(_database(mongodb_uri or settings.mongodb_uri))
+    app.cleanup_ctx.append(_event_relay)
+    add_routes(app)
+    return app
+
+
+def _database(uri: str | None):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[settings_key]
+        embedded = None
+        if uri is None:
+            embedded = EmbeddedServer(Path(settings.data_dir) / "db")
+            await asyncio.to_thread(embedded.start)
+        client = open_client(uri or embedded.uri)  # type: ignore[union-attr]
+        store = Store(client[settings.database])
+        await store.ensure_indexes()
+        app[store_key] = store
+        app[entities_key] = EntityService(store, app[schemas_key])
+        watcher = asyncio.create_task(_watch(embedded)) if embedded else None
+        yield
+        if watcher:
+            watcher.cancel()
+        await client.close()
+        if embedded:
+            await asyncio.to_thread(embedded.stop)
+    return ctx
+
+
+async def _watch(embedded: EmbeddedServer) -> None:
+    """A crash of the embedded database is reported, not hidden."""
+    while (code := embedded.exit_code()) is None:
+        await asyncio.sleep(1)
+    log.error("the embedded database exited with code %s:\n%s", code, embedded.log_tail())
+
+
+async def _event_relay(app: web.Application) -> AsyncIterator[None]:
+    relay = app[relay_key] = EventRelay(app[store_key], app[metrics_key])
+    task = asyncio.create_task(relay.run()) if app[settings_key].run_workers else None
+    yield
+    if task:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

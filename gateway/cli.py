@@ -1,0 +1,92 @@
+"""What each `gateway` command does (argument parsing lives in `__main__`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from gateway.app import create_app, load_secret_key
+from gateway.auth.keys import KeyRing
+from gateway.auth.tokens import issue_admin_token, parse_ttl
+from gateway.config import Settings
+
+
+def serve(settings: Settings) -> int:
+    app = create_app(settings)
+    # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish requests,
+    # then run every cleanup context (workers stop claiming, the database closes).
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None,
+                print=lambda msg: print(f"gateway listening on {settings.base_url}",
+                                        file=sys.stderr), shutdown_timeout=15)
+    return 0
+
+
+def demo(settings: Settings, tenant: str) -> int:
+    from gateway.demo import seed_demo
+
+    app = create_app(settings)
+
+    async def on_startup(app: web.Application) -> None:
+        summary = await seed_demo(app, tenant)
+        print(summary, flush=True)
+
+    app.on_startup.append(on_startup)
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
+                shutdown_timeout=15)
+    return 0
+
+
+def worker(settings: Settings) -> int:
+    """The app's background work (event relay, deliveries) without the HTTP server."""
+
+    async def run() -> None:
+        runner = web.AppRunner(create_app(settings))
+        await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print("gateway worker running", file=sys.stderr)
+        await stop.wait()
+        await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: str) -> int:
+    try:
+        lifetime = parse_ttl(ttl)
+    except ValueError as exc:
+        print(f"error: --ttl: {exc}", file=sys.stderr)
+        return 2
+    ring = KeyRing.from_secret(load_secret_key(settings))
+    print(issue_admin_token(ring, tenant=tenant, role=role,  # type: ignore[arg-type]
+                            subject=subject, ttl=lifetime))
+    return 0
+
+
+def mapping(command: str, file: str, sample: str | None) -> int:
+    from gateway.mapping import test_file, validate_file
+
+    if command == "validate":
+        problems = validate_file(Path(file))
+        for problem in problems:
+            line = problem.extra.get("line")
+            where = f"{file}:{line}" if line else file
+            print(f"{where}: {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+        if not problems:
+            print(f"{file}: ok")
+        return 1 if problems else 0
+    assert sample is not None
+    result = test_file(Path(file), Path(sample))
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
+    sys.stdout.write("\n")
+    return 1 if result.get("errors") else 0

@@ -1,0 +1,115 @@
+"""Settings, read once from the environment into a frozen, typed object. No other I/O here."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A missing or malformed environment variable; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A string that hides itself from repr/str so it never lands in a log line."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mongodb_uri: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("var")
+    # Several comma-separated keys rotate: the first signs and encrypts, all verify and decrypt.
+    secret_key: Secret | None = None
+    public_url: str | None = None
+    outbound_allow: tuple[str, ...] = ()
+    database: str = "gateway"
+    max_body_bytes: int = 1024 * 1024
+    max_batch_items: int = 500
+    run_workers: bool = True
+    log_level: str = "INFO"
+    log_json: bool = True
+    admin_jwks_url: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        env = _Env(environ)
+        return cls(
+            mongodb_uri=env.str("MONGODB_URI"),
+            host=env.str("GATEWAY_HOST") or "127.0.0.1",
+            port=env.int("GATEWAY_PORT", 8080, low=0, high=65535),
+            data_dir=Path(env.str("GATEWAY_DATA_DIR") or "var"),
+            secret_key=Secret(key) if (key := env.str("GATEWAY_SECRET_KEY")) else None,
+            public_url=env.url("GATEWAY_PUBLIC_URL"),
+            outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
+            database=env.str("GATEWAY_DATABASE") or "gateway",
+            max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
+            max_batch_items=env.int("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
+            run_workers=env.bool("GATEWAY_RUN_WORKERS", True),
+            log_level=(env.str("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+            log_json=env.bool("GATEWAY_LOG_JSON", True),
+            admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
+        )
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def str(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def int(self, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            raise ConfigError(f"{name} must be between {low} and {high or 'any'}, got {value}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("true", "1"):
+            return True
+        if raw.lower() in ("false", "0"):
+            return False
+        raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}")
+
+    def url(self, name: str) -> str | None:
+        raw = self.str(name)
+        if raw is not None and not raw.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must be an http(s) URL, got {raw!r}")
+        return raw
+
+    def allow_list(self, name: str) -> tuple[str, ...]:
+        entries = tuple(e.strip() for e in (self.str(name) or "").split(",") if e.strip())
+        for entry in entries:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ConfigError(f"{name}: {entry!r} is not a valid CIDR") from None
+        return entries

@@ -1,0 +1,202 @@
+"""Use case: create, read, change and delete entities, with the events each change causes.
+
+Every write validates the whole resulting document, computes what changed, and stores the
+change together with its events in one single-document write (see `store/entities.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+
+from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.schemas.ids import normalize_cnpj, normalize_cpf, normalize_plate
+from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
+from gateway.store import Doc, Store
+
+# An optimistic write loses to a concurrent one at most this often before we give up.
+_MAX_WRITE_ATTEMPTS = 8
+_KEY_FIELD = {"vehicle": "plate", "driver": "cpf", "operator": "cpf", "supplier": "cnpj"}
+_FILTER_NORMALIZERS = {"plate": normalize_plate, "cpf": normalize_cpf, "cnpj": normalize_cnpj}
+
+
+def _require_type(etype: str) -> None:
+    if etype not in ENTITY_TYPES:
+        raise NotFound(f"unknown entity type {etype!r}; expected one of {', '.join(ENTITY_TYPES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    entity: Doc
+    created: bool
+    changes: tuple[Change, ...] = ()
+    events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who caused a write: recorded on its events."""
+
+    kind: str  # "admin" | "trigger" | "action"
+    id: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
+    """Leaf-level differences between two documents, as dotted paths."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes: list[Change] = []
+        for key in old.keys() | new.keys():
+            path = f"{prefix}.{key}" if prefix else key
+            changes.extend(diff(old.get(key), new.get(key), path))
+        return sorted(changes, key=lambda c: c.field)
+    return [] if old == new else [Change(prefix, old, new)]
+
+
+def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7396 JSON merge patch: objects merge recursively, null removes a member."""
+    result = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def public(doc: Doc) -> dict[str, Any]:
+    """The API's view of a stored entity: its data, its id and its metadata."""
+    return {
+        **doc["data"], "id": str(doc["_id"]), "type": doc["type"],
+        "version": doc["rev"], "created_at": doc["created_at"], "updated_at": doc["updated_at"],
+    }
+
+
+class EntityService:
+    def __init__(self, store: Store, schemas: SchemaRegistry) -> None:
+        self._store = store
+        self._schemas = schemas
+
+    def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
+        """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
+        and its Mercosul twin ABC1C34 are one vehicle; others join their key fields."""
+        if etype == "vehicle":
+            return self._schemas.derived_fields(etype, data)["plate_key"]
+        return ":".join(self._schemas.natural_key(etype, data).values())
+
+    def _key_from_ref(self, etype: str, ref: str) -> str | None:
+        """A path reference as a natural key: a plate, a CPF, a CNPJ, or `kind:key`."""
+        if etype == "other":
+            kind, _, key = ref.partition(":")
+            return f"{kind}:{key}" if key else None
+        try:
+            return self.natural_key(etype, {_KEY_FIELD[etype]: ref})
+        except InvalidPayload:
+            return None
+
+    def normalize_filters(self, etype: str, filters: Mapping[str, str]) -> dict[str, str]:
+        _require_type(etype)
+        return {k: _FILTER_NORMALIZERS.get(k, str)(v) for k, v in filters.items()}
+
+    async def get(self, tenant: str, etype: str, ref: str) -> Doc:
+        """By id, or else by natural key."""
+        _require_type(etype)
+        doc = await self._store.entities.get(tenant, etype, id=ref)
+        if doc is None and (nk := self._key_from_ref(etype, ref)) is not None:
+            doc = await self._store.entities.get(tenant, etype, nk=nk)
+        if doc is None:
+            raise NotFound(f"no {etype} {ref!r}")
+        return doc
+
+    async def list(self, tenant: str, etype: str, filters: Mapping[str, Any], *,
+                   after: str | None, limit: int) -> list[Doc]:
+        _require_type(etype)
+        return await self._store.entities.list(tenant, etype, filters, after=after, limit=limit)
+
+    async def create(self, tenant: str, etype: str, data: Mapping[str, Any], origin: Origin,
+                     extra_events: Sequence[str] = ()) -> WriteResult:
+        clean = self._schemas.check(etype, data)
+        nk = self.natural_key(etype, clean)
+        events = [_event("entity.created", etype, clean, [], origin)]
+        events += [_event(t, etype, clean, [], origin) for t in extra_events]
+        doc = await self._store.entities.insert(tenant, etype, nk, clean, events)
+        if doc is None:
+            raise Conflict(f"a {etype} with key {nk!r} already exists")
+        return WriteResult(doc, True, (), tuple(e["type"] for e in events))
+
+    async def upsert(self, tenant: str, etype: str, fields: Mapping[str, Any], origin: Origin,
+                     extra_events: Sequence[str] = ()) -> WriteResult:
+        """Create the entity `fields` name by natural key, or merge `fields` into it."""
+        nk = self.natural_key(etype, fields)
+        for _ in range(_MAX_WRITE_ATTEMPTS):
+            current = await self._store.entities.get(tenant, etype, nk=nk)
+            if current is None:
+                try:
+                    return await self.create(tenant, etype, fields, origin, extra_events)
+                except Conflict:
+                    continue  # created concurrently: merge into it on the next round
+            result = await self._write(tenant, current, merge(current["data"], fields), origin,
+                                       extra_events)
+            if result is not None:
+                return result
+        raise Conflict("the entity is being changed concurrently; retry")
+
+    async def patch(self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any],
+                    origin: Origin) -> WriteResult:
+        for _ in range(_MAX_WRITE_ATTEMPTS):
+            current = await self.get(tenant, etype, ref)
+            result = await self._write(tenant, current, merge(current["data"], patch), origin)
+            if result is not None:
+                return result
+        raise Conflict("the entity is being changed concurrently; retry")
+
+    async def _write(self, tenant: str, current: Doc, data: Mapping[str, Any], origin: Origin,
+                     extra_events: Sequence[str] = ()) -> WriteResult | None:
+        etype = current["type"]
+        clean = self._schemas.check(etype, data)
+        if self.natural_key(etype, clean) != current["nk"]:
+            raise Conflict("the natural key of an entity cannot change; create a new one")
+        changes = diff(current["data"], clean)
+        events = [_event("entity.updated", etype, clean, changes, origin)] if changes else []
+        events += [_event(t, etype, clean, changes, origin) for t in extra_events]
+        if not events:
+            return WriteResult(current, False)
+        doc = await self._store.entities.replace_data(tenant, current, clean, events)
+        if doc is None:
+            return None
+        return WriteResult(doc, False, tuple(changes), tuple(e["type"] for e in events))
+
+    async def delete(self, tenant: str, etype: str, ref: str, origin: Origin) -> None:
+        for _ in range(_MAX_WRITE_ATTEMPTS):
+            current = await self.get(tenant, etype, ref)
+            event = _event("entity.deleted", etype, current["data"], [], origin)
+            if await self._store.entities.mark_deleted(tenant, current, event):
+                return
+        raise Conflict("the entity is being changed concurrently; retry")
+
+
+def _event(etype_event: str, etype: str, data: Mapping[str, Any], changes: Sequence[Change],
+           origin: Origin) -> Doc:
+    """An outbox entry: everything the relay needs to store and fan out the event."""
+    return {
+        "id": ObjectId(),
+        "type": etype_event,
+        "occurred_at": datetime.now(UTC),
+        "entity_type": etype,
+        "data": dict(data),
+        "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
+        "origin": {"kind": origin.kind, "id": origin.id, **origin.extra},
+    }

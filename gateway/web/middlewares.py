@@ -1,0 +1,66 @@
+"""One middleware at the edge: request id, metrics, access log, and errors → problem+json."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.errors import GatewayError
+from gateway.keys import metrics_key
+from gateway.logs import request_id_var
+from gateway.web import problems
+
+log = logging.getLogger("gateway.access")
+
+# A caller's id is echoed only if it is short and plain: it ends up in every log line.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-ID", "")
+    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id_var.set(request_id)
+    metrics = request.app[metrics_key]
+    started = time.perf_counter()
+    metrics.http_in_flight.inc()
+    try:
+        response = await _call(request, handler, request_id)
+    finally:
+        metrics.http_in_flight.dec()
+    elapsed = time.perf_counter() - started
+    route = _route_label(request)
+    metrics.http_requests.labels(route, request.method, f"{response.status // 100}xx").inc()
+    metrics.http_latency.labels(route, request.method).observe(elapsed)
+    response.headers["X-Request-ID"] = request_id
+    if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
+        log.log(logging.WARNING if response.status >= 500 else logging.DEBUG, "request",
+                extra={"method": request.method, "route": route, "status": response.status,
+                       "duration_ms": round(elapsed * 1000, 2)})
+    return response
+
+
+async def _call(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        if exc.status >= 500:
+            log.warning("request failed: %s", exc.detail, extra={"status": exc.status})
+        return problems.problem_response(exc, request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problems.http_exception_problem(exc, request)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return problems.internal_error(request, request_id)

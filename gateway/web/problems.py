@@ -1,0 +1,65 @@
+"""RFC 9457 problem details: the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    RateLimited,
+    StoreUnavailable,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def dumps(data: Any) -> bytes:
+    return orjson.dumps(data, default=str)
+
+
+def json_response(data: Any, *, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_bytes_response(data, dumps=dumps, status=status, headers=headers)
+
+
+def problem_response(error: GatewayError, request: web.Request) -> web.Response:
+    body = error.problem()
+    body["instance"] = request.path
+    headers: dict[str, str] = {}
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = f'{error.challenge} realm="rabbot-gateway"'
+    elif isinstance(error, RateLimited | StoreUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    elif isinstance(error, MethodNotAllowed) and error.allowed:
+        headers["Allow"] = ", ".join(error.allowed)
+    return web.json_bytes_response(body, dumps=dumps, status=error.status, headers=headers,
+                                   content_type=PROBLEM_JSON)
+
+
+def http_exception_problem(exc: web.HTTPException, request: web.Request) -> web.Response:
+    """aiohttp's own 404/405/413 become problem bodies too."""
+    body = {
+        "type": "about:blank", "title": exc.reason, "status": exc.status,
+        "detail": exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason,
+        "instance": request.path,
+    }
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    return web.json_bytes_response(body, dumps=dumps, status=exc.status, headers=headers,
+                                   content_type=PROBLEM_JSON)
+
+
+def internal_error(request: web.Request, request_id: str) -> web.Response:
+    body = {
+        "type": "https://rabbot.dev/problems/internal", "title": "Internal server error",
+        "status": 500, "detail": f"An unexpected error occurred; request id {request_id}.",
+        "instance": request.path, "request_id": request_id,
+    }
+    return web.json_bytes_response(body, dumps=dumps, status=500, content_type=PROBLEM_JSON)

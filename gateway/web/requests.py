@@ -1,0 +1,65 @@
+"""Reading requests: JSON bodies, bearer tokens, pagination parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import BadRequest, UnsupportedMediaType
+
+MAX_PAGE = 200
+
+
+def is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON; 415 for another media type, 400 (with the reason) if malformed.
+    aiohttp's `client_max_size` answers 413 for a body over the limit while it is read."""
+    if not is_json(request.content_type):
+        raise UnsupportedMediaType(
+            f"expected application/json, got {request.content_type or 'no content type'}")
+    body = await request.read()
+    return parse_json(body)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("the request body is empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def page_params(request: web.Request, default: int = 50) -> tuple[int, str | None]:
+    raw = request.query.get("limit", str(default))
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest(f"limit must be an integer, got {raw!r}") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+    return limit, request.query.get("cursor") or None
+
+
+def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """A page of a cursor-paginated list; `next_cursor` is null on the last page."""
+    next_cursor = items[-1]["id"] if len(items) == limit else None
+    return {"items": items, "next_cursor": next_cursor}

@@ -1,0 +1,67 @@
+"""Import directions of STYLE.md, read with `ast`: each library has one home, and nothing
+imports the entry layers (web/, app, cli, __main__)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
+ENTRY = ("gateway.web", "gateway.app", "gateway.cli", "gateway.__main__")
+# library → the modules (prefixes) allowed to import it
+HOMES = {
+    "aiohttp.web": ("gateway.web", "gateway.app", "gateway.cli", "gateway.keys"),
+    "pymongo": ("gateway.store",),
+    "jsonschema_rs": ("gateway.schemas",),
+    "jwt": ("gateway.auth",),
+    "prometheus_client": ("gateway.metrics",),
+    "secantus": (),
+}
+
+
+def _modules() -> list[tuple[str, set[str]]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(rel.parts).removesuffix(".__init__")
+        imports: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imports.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imports.add(node.module)
+                imports.update(f"{node.module}.{alias.name}" for alias in node.names)
+        found.append((name, imports))
+    return found
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize(("library", "homes"), HOMES.items())
+def test_each_library_is_imported_only_from_its_home(library: str, homes: tuple[str, ...]) -> None:
+    offenders = [name for name, imports in _modules()
+                 if any(_within(i, (library,)) for i in imports) and not _within(name, homes)]
+    assert offenders == [], f"{library} imported outside {homes}"
+
+
+def test_nothing_imports_the_entry_layers() -> None:
+    offenders = []
+    for name, imports in _modules():
+        if _within(name, ENTRY):
+            continue
+        offenders += [f"{name} → {i}" for i in imports if _within(i, ENTRY)]
+    assert offenders == []
+
+
+def test_pure_domain_does_not_reach_adapters() -> None:
+    pure = ("gateway.schemas", "gateway.mapping", "gateway.auth", "gateway.actions.retry",
+            "gateway.errors", "gateway.config", "gateway.models")
+    adapters = ("gateway.store", "gateway.metrics", "gateway.events", "gateway.entities",
+                "gateway.triggers")
+    offenders = [f"{name} → {i}" for name, imports in _modules() if _within(name, pure)
+                 for i in imports if _within(i, adapters)]
+    assert offenders == []

@@ -1,0 +1,57 @@
+"""The ops surface and the request edge, through HTTP against the running app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+
+
+async def test_healthz_answers_without_the_database(client: Client) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert (await response.json()) == {"status": "ok"}
+
+
+async def test_readyz_pings_the_database(client: Client) -> None:
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["database"] == "ok"
+
+
+async def test_request_id_is_echoed_when_given_and_generated_otherwise(client: Client) -> None:
+    echoed = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    generated = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith tabs"})
+    assert len(generated.headers["X-Request-ID"]) == 32
+
+
+async def test_unknown_route_is_a_problem_document(client: Client) -> None:
+    response = await client.get("/nope")
+    assert response.status == 404
+    assert response.content_type == "application/problem+json"
+    body = await response.json()
+    assert body["status"] == 404 and body["title"] and body["instance"] == "/nope"
+
+
+async def test_metrics_count_requests_by_route_template(client: Client) -> None:
+    await client.get("/api/v1/entities/vehicle", headers=auth())
+    response = await client.get("/metrics")
+    text = await response.text()
+    assert response.status == 200
+    assert ('gateway_http_requests_total{method="GET",route="/api/v1/entities/{type}",'
+            'status_class="2xx"} 1.0') in text
+    assert "gateway_http_request_duration_seconds_bucket" in text
+    assert 'gateway_build_info{version="0.1.0"} 1.0' in text
+
+
+async def test_body_over_the_limit_is_413(client: Client) -> None:
+    big = b'{"plate": "' + b"A" * (300 * 1024) + b'"}'
+    response = await client.post("/api/v1/entities/vehicle", data=big,
+                                 headers={**auth(), "Content-Type": "application/json"})
+    assert response.status == 413
+    assert response.content_type == "application/problem+json"
