@@ -1,0 +1,93 @@
+"""Encryption at rest for partner credentials and signing secrets.
+
+Fernet (AES-128-CBC + HMAC-SHA256, authenticated) under the key ring's "secretbox" subkeys:
+the current key seals, every key opens, and `rotate` re-seals under the current key. A
+`context` (e.g. "partner:<id>:auth") is sealed with the value and checked when it is opened,
+so a ciphertext copied onto another document does not open there.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from gateway.auth.keys import KeyRing, Purpose
+from gateway.errors import GatewayError
+
+
+class SecretBoxError(GatewayError):
+    """A stored secret cannot be opened. The message never includes the value."""
+
+
+class SecretBox:
+    def __init__(self, ring: KeyRing) -> None:
+        fernets = [
+            Fernet(base64.urlsafe_b64encode(k.key))
+            for k in ring.verification_keys(Purpose.SECRETBOX)
+        ]
+        self._current = fernets[0]
+        self._all = MultiFernet(fernets)
+
+    def __repr__(self) -> str:
+        return "SecretBox()"
+
+    def seal(self, plaintext: str | Mapping[str, Any], *, context: str = "") -> str:
+        if isinstance(plaintext, str):
+            envelope: dict[str, Any] = {"c": context, "s": plaintext}
+        else:
+            envelope = {"c": context, "j": dict(plaintext)}
+        return self._current.encrypt(orjson.dumps(envelope)).decode()
+
+    def open(self, token: str, *, context: str = "") -> str | dict[str, Any]:
+        envelope = self._decrypt(token)
+        if not isinstance(envelope, dict) or envelope.get("c") != context:
+            raise SecretBoxError("a stored secret was sealed for another record")
+        value = envelope.get("s", envelope.get("j"))
+        if not isinstance(value, str | dict):
+            raise SecretBoxError("a stored secret is malformed")
+        return value
+
+    def open_text(self, token: str, *, context: str = "") -> str:
+        value = self.open(token, context=context)
+        if not isinstance(value, str):
+            raise SecretBoxError("a stored secret is not text")
+        return value
+
+    def open_json(self, token: str, *, context: str = "") -> dict[str, Any]:
+        value = self.open(token, context=context)
+        if not isinstance(value, dict):
+            raise SecretBoxError("a stored secret is not an object")
+        return value
+
+    def rotate(self, token: str) -> str:
+        """The same secret sealed under the current key (its original timestamp kept)."""
+        try:
+            return self._all.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise _cannot_open() from None
+
+    def needs_rotation(self, token: str) -> bool:
+        """Whether `token` was sealed under an older key (and `rotate` would change it)."""
+        try:
+            self._current.decrypt(token.encode())
+        except InvalidToken:
+            self._decrypt(token)  # raises when no key opens it at all
+            return True
+        return False
+
+    def _decrypt(self, token: str) -> Any:
+        try:
+            return orjson.loads(self._all.decrypt(token.encode()))
+        except (InvalidToken, orjson.JSONDecodeError):
+            raise _cannot_open() from None
+
+
+def _cannot_open() -> SecretBoxError:
+    return SecretBoxError(
+        "a stored secret cannot be decrypted: GATEWAY_SECRET_KEY lacks the key that sealed "
+        "it, or the value is damaged"
+    )
