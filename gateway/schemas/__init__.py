@@ -1,0 +1,21 @@
+"""Entity schemas and Brazilian identifiers: load `schemas/` once, validate, normalise, explain.
+
+The only home of `jsonschema_rs`.
+"""
+
+from gateway.schemas.compiled import CompiledSchema, compile_schema
+from gateway.schemas.registry import (
+    ENTITY_TYPES,
+    ENVELOPE_FIELDS,
+    SchemaRegistry,
+    default_schema_dir,
+)
+
+__all__ = [
+    "ENTITY_TYPES",
+    "ENVELOPE_FIELDS",
+    "CompiledSchema",
+    "SchemaRegistry",
+    "compile_schema",
+    "default_schema_dir",
+]

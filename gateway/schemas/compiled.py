@@ -1,0 +1,117 @@
+"""One JSON Schema compiled once: normalise identifiers, validate, explain failures as problems.
+
+The only home of `jsonschema_rs`. Validators never fetch a remote `$ref` (`offline=True`), and
+the Brazilian identifier formats of `ids.py` are available to every schema.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema_rs
+import orjson
+
+from gateway.errors import FieldProblem, InvalidPayload
+from gateway.schemas.ids import IDENTIFIERS
+from gateway.schemas.problems import pointer, problems_from_errors, root_problem
+from gateway.schemas.walk import Normaliser, build_normaliser, has_path
+
+_FORMATS = {name: ident.is_valid for name, ident in IDENTIFIERS.items()}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledSchema:
+    """A ready validator plus what it needs to normalise documents and explain failures.
+
+    `name` is the kind name for kind schemas, else None. Immutable and safe to share between
+    threads and requests; treat `schema` as read-only.
+    """
+
+    schema: Mapping[str, Any]
+    name: str | None
+    _validator: jsonschema_rs.Validator
+    _normaliser: Normaliser | None
+
+    def normalise(self, doc: Any) -> Any:
+        """`doc` with identifiers normalised, as a new top-level dict (the store may add `_id`
+        to it); `doc` itself is never mutated."""
+        out = doc if self._normaliser is None else self._normaliser.apply(doc)
+        return dict(out) if out is doc and isinstance(doc, dict) else out
+
+    def validate(self, doc: Any) -> list[FieldProblem]:
+        """Every problem in `doc`, after normalisation (so formatted identifiers pass)."""
+        return self.problems(self.normalise(doc), doc)
+
+    def check(self, doc: Any) -> dict[str, Any]:
+        """The normalised document, or InvalidPayload listing every problem."""
+        normalised = self.normalise(doc)
+        problems = self.problems(normalised, doc)
+        what = str(self.schema.get("title", "document"))
+        if problems:
+            raise invalid(what, problems)
+        if not isinstance(normalised, dict):
+            raise invalid(what, [root_problem("must be a JSON object", "type")])
+        return normalised
+
+    def problems(self, normalised: Any, original: Any) -> list[FieldProblem]:
+        """Validate an already normalised document; messages quote values from `original`."""
+        try:
+            if self._validator.is_valid(normalised):
+                return []
+            errors = list(self._validator.iter_errors(normalised))
+        except ValueError as exc:  # a value JSON cannot carry, e.g. a datetime
+            return [root_problem(f"not a JSON document: {exc}", "type")]
+        return problems_from_errors(errors, self.schema, original)
+
+    def has_field(self, path: str) -> bool:
+        """Whether the dotted `path` ("cnh.number", "answers.0.question") can exist in a valid
+        document. Anything below a free-form object (like `attributes`) counts as existing."""
+        return has_path(self.schema, path.split("."))
+
+
+def invalid(what: str, problems: list[FieldProblem]) -> InvalidPayload:
+    """InvalidPayload whose detail quotes the first problem, for logs and one-line UIs."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return InvalidPayload(f"{what} is invalid: {problems[0].message}{more}", problems=problems)
+
+
+def compile_schema(
+    schema: Mapping[str, Any], *, name: str | None = None, at: str = ""
+) -> CompiledSchema:
+    """Compile a Draft 2020-12 schema with the identifier formats.
+
+    An invalid schema raises InvalidPayload whose problem points into the schema (prefixed by
+    the JSON Pointer `at`). Compiled schemas are cached by content, so compiling the same
+    tenant schema on every request costs a serialisation, not a compilation.
+    """
+    if not isinstance(schema, Mapping):
+        problem = FieldProblem(at, f"{at or 'schema'}: must be a JSON object", "type")
+        raise invalid("schema", [problem])
+    try:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        problem = FieldProblem(at, f"{at or 'schema'}: not JSON: {exc}", "type")
+        raise invalid("schema", [problem]) from None
+    try:
+        return _compile(key, name)
+    except jsonschema_rs.ValidationError as exc:
+        where = at + pointer(exc.instance_path)
+        message = exc.message.split("\n", 1)[0]
+        problem = FieldProblem(where, f"{where or 'schema'}: {message}", "schema")
+        raise invalid("schema", [problem]) from None
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(key: bytes, name: str | None) -> CompiledSchema:
+    schema: dict[str, Any] = orjson.loads(key)
+    validator = jsonschema_rs.Draft202012Validator(
+        schema,
+        formats=_FORMATS,
+        validate_formats=True,
+        ignore_unknown_formats=False,
+        offline=True,  # never fetch a remote $ref, whoever wrote the schema
+    )
+    return CompiledSchema(schema, name, validator, build_normaliser(schema))

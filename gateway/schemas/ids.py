@@ -1,0 +1,230 @@
+"""Brazilian identifiers: plate, RENAVAM, CPF, CNPJ and CNH — normalisation and check digits.
+
+Pure functions, no I/O. Every `check_*` accepts raw user input (formatting allowed) and returns
+`None` when the value is valid or a short human reason when it is not; every `normalize_*` only
+strips formatting (and upper-cases where letters are allowed), never raises, and is idempotent,
+so a caller can normalise first and validate the stored form.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from operator import mul
+from types import MappingProxyType
+
+_PLATE = re.compile(r"[A-Z]{3}[0-9][A-Z0-9][0-9]{2}")
+_OLD_PLATE = re.compile(r"[A-Z]{3}[0-9]{4}")
+_MERCOSUL_PLATE = re.compile(r"[A-Z]{3}[0-9][A-Z][0-9]{2}")
+_CNPJ = re.compile(r"[0-9A-Z]{12}[0-9]{2}")
+
+BAD_CHECK_DIGIT = "check digit mismatch"
+REPEATED = "all digits repeated"
+
+
+def _strip(value: str) -> str:
+    """Drop presentation characters: dots, dashes, slashes, spaces ("529.982.247-25")."""
+    # Chained replace is several times faster than str.translate, and this is the hot path.
+    return value.replace(".", "").replace("-", "").replace("/", "").replace(" ", "").strip()
+
+
+def _digits_problem(value: str, length: int) -> str | None:
+    if value and not (value.isascii() and value.isdigit()):
+        return "must contain only digits"
+    if len(value) != length:
+        return f"must have {length} digits"
+    if value == value[0] * length:
+        return REPEATED
+    return None
+
+
+def _weighted(digits: Iterable[int], weights: Iterable[int]) -> int:
+    return sum(map(mul, digits, weights))
+
+
+def _mod11_digit(total: int) -> int:
+    """The CPF/CNPJ rule: remainder 0 or 1 gives 0, otherwise 11 - remainder."""
+    remainder = total % 11
+    return 0 if remainder < 2 else 11 - remainder
+
+
+# --- plate ------------------------------------------------------------------------------------
+
+
+def normalize_plate(value: str) -> str:
+    return value.replace("-", "").replace(" ", "").strip().upper()
+
+
+def check_plate(value: str) -> str | None:
+    if _PLATE.fullmatch(normalize_plate(value)):
+        return None
+    return "must be 3 letters and 4 digits (ABC1234) or Mercosul (ABC1D23)"
+
+
+def is_mercosul_plate(value: str) -> bool:
+    return _MERCOSUL_PLATE.fullmatch(normalize_plate(value)) is not None
+
+
+def canonical_plate_key(value: str) -> str:
+    """The Mercosul form of a plate: an old plate and its Mercosul twin share this key.
+
+    Old → Mercosul is total (the 5th character, digit d, becomes chr(ord('A') + d)), so the
+    Mercosul form is the canonical one. Raises ValueError for an invalid plate.
+    """
+    plate = normalize_plate(value)
+    if _MERCOSUL_PLATE.fullmatch(plate):
+        return plate
+    if _OLD_PLATE.fullmatch(plate):
+        return plate[:4] + chr(ord("A") + int(plate[4])) + plate[5:]
+    raise ValueError(f"{value!r} is not a valid plate")
+
+
+def plate_equivalents(value: str) -> tuple[str, ...]:
+    """Every normalised spelling of the same vehicle: (old, Mercosul), or just (Mercosul,)
+    when the 5th letter is past J and the plate has no old-format twin."""
+    mercosul = canonical_plate_key(value)
+    letter = mercosul[4]
+    if "A" <= letter <= "J":
+        return (mercosul[:4] + str(ord(letter) - ord("A")) + mercosul[5:], mercosul)
+    return (mercosul,)
+
+
+# --- RENAVAM ----------------------------------------------------------------------------------
+
+_RENAVAM_WEIGHTS = (3, 2, 9, 8, 7, 6, 5, 4, 3, 2)
+
+
+def normalize_renavam(value: str) -> str:
+    renavam = _strip(value)
+    # Pre-2013 RENAVAMs had 9 digits; the 11-digit form left-pads them with zeros.
+    if len(renavam) == 9 and renavam.isascii() and renavam.isdigit():
+        return "00" + renavam
+    return renavam
+
+
+def check_renavam(value: str) -> str | None:
+    renavam = normalize_renavam(value)
+    if problem := _digits_problem(renavam, 11):
+        return problem
+    digits = list(map(int, renavam))
+    expected = 11 - _weighted(digits[:10], _RENAVAM_WEIGHTS) % 11
+    if expected >= 10:
+        expected = 0
+    return None if digits[10] == expected else BAD_CHECK_DIGIT
+
+
+# --- CPF --------------------------------------------------------------------------------------
+
+
+def normalize_cpf(value: str) -> str:
+    return _strip(value)
+
+
+def cpf_check_digits(base: str) -> str:
+    """The two check digits of a 9-digit CPF base."""
+    digits = list(map(int, base))
+    first = _mod11_digit(_weighted(digits, range(10, 1, -1)))
+    second = _mod11_digit(_weighted([*digits, first], range(11, 1, -1)))
+    return f"{first}{second}"
+
+
+def check_cpf(value: str) -> str | None:
+    cpf = normalize_cpf(value)
+    if problem := _digits_problem(cpf, 11):
+        return problem
+    return None if cpf_check_digits(cpf[:9]) == cpf[9:] else BAD_CHECK_DIGIT
+
+
+# --- CNPJ -------------------------------------------------------------------------------------
+
+_CNPJ_WEIGHTS = (6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2)
+
+
+def normalize_cnpj(value: str) -> str:
+    return _strip(value).upper()
+
+
+def cnpj_check_digits(base: str) -> str:
+    """The two check digits of a 12-character CNPJ base (digits or, since July 2026, A-Z).
+
+    Each character counts as its ASCII code minus 48, so digits keep their value and letters
+    weigh 17 (A) to 42 (Z).
+    """
+    values = [ord(c) - 48 for c in base]
+    first = _mod11_digit(_weighted(values, _CNPJ_WEIGHTS[1:]))
+    second = _mod11_digit(_weighted([*values, first], _CNPJ_WEIGHTS))
+    return f"{first}{second}"
+
+
+def check_cnpj(value: str) -> str | None:
+    cnpj = normalize_cnpj(value)
+    if len(cnpj) != 14:
+        return "must have 14 characters"
+    if not _CNPJ.fullmatch(cnpj):
+        return "must be 12 digits or letters followed by 2 check digits"
+    if cnpj == cnpj[0] * 14:
+        return REPEATED
+    return None if cnpj_check_digits(cnpj[:12]) == cnpj[12:] else BAD_CHECK_DIGIT
+
+
+# --- CNH --------------------------------------------------------------------------------------
+
+
+def normalize_cnh(value: str) -> str:
+    return _strip(value)
+
+
+def cnh_check_digits(base: str) -> str:
+    """DENATRAN's rule for the 11-digit CNH registration number (RENACH register).
+
+    The first digit is the weighted sum (9..1) mod 11; when that overflows to 10 it becomes 0
+    and the second digit (weights 1..9, mod 11) is lowered by 2, wrapping below zero.
+    """
+    digits = list(map(int, base))
+    first = _weighted(digits, range(9, 0, -1)) % 11
+    discount = 0
+    if first >= 10:
+        first, discount = 0, 2
+    second = (_weighted(digits, range(1, 10)) % 11 - discount) % 11
+    if second >= 10:
+        second = 0
+    return f"{first}{second}"
+
+
+def check_cnh(value: str) -> str | None:
+    cnh = normalize_cnh(value)
+    if problem := _digits_problem(cnh, 11):
+        return problem
+    return None if cnh_check_digits(cnh[:9]) == cnh[9:] else BAD_CHECK_DIGIT
+
+
+# --- table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    """One identifier as the schema layer sees it: the JSON Schema `format` name, a label for
+    messages, and its normalise/check pair."""
+
+    format: str
+    label: str
+    normalize: Callable[[str], str]
+    check: Callable[[str], str | None]
+
+    def is_valid(self, value: str) -> bool:
+        return self.check(value) is None
+
+
+IDENTIFIERS: Mapping[str, Identifier] = MappingProxyType(
+    {
+        i.format: i
+        for i in (
+            Identifier("plate", "plate", normalize_plate, check_plate),
+            Identifier("renavam", "RENAVAM", normalize_renavam, check_renavam),
+            Identifier("cpf", "CPF", normalize_cpf, check_cpf),
+            Identifier("cnpj", "CNPJ", normalize_cnpj, check_cnpj),
+            Identifier("cnh", "CNH number", normalize_cnh, check_cnh),
+        )
+    }
+)

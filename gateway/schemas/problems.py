@@ -1,0 +1,110 @@
+"""Turn jsonschema-rs errors into `FieldProblem`s that say which field and why.
+
+Every message starts with the field's JSON Pointer, so it reads on its own in a log line or a
+form: "/cpf: '529.982.247-26' is not a valid CPF: check digit mismatch".
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jsonschema_rs
+
+from gateway.errors import FieldProblem
+from gateway.schemas.ids import IDENTIFIERS
+
+_MISSING = object()
+
+
+def pointer(path: Iterable[str | int]) -> str:
+    """RFC 6901 JSON Pointer for a path of keys and indexes."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def root_problem(message: str, keyword: str) -> FieldProblem:
+    return FieldProblem("", f"document: {message}", keyword)
+
+
+def problems_from_errors(
+    errors: Iterable[jsonschema_rs.ValidationError],
+    schema: Mapping[str, Any],
+    original: Any,
+) -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    for error in errors:
+        problems.extend(_explain(error, schema, original))
+    return problems
+
+
+def _explain(
+    error: jsonschema_rs.ValidationError, schema: Mapping[str, Any], original: Any
+) -> list[FieldProblem]:
+    path = list(error.instance_path)
+    where = pointer(path)
+    kind = error.kind
+    keyword = kind.name
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+        field = f"{where}/{_escape(kind.property)}"
+        return [FieldProblem(field, f"{field}: required field is missing", keyword)]
+    if isinstance(
+        kind,
+        jsonschema_rs.ValidationErrorKind.AdditionalProperties
+        | jsonschema_rs.ValidationErrorKind.UnevaluatedProperties,
+    ):
+        known = _known_properties(schema, error.schema_path)
+        return [_unknown_field(where, name, known, keyword) for name in kind.unexpected]
+    value = _value_at(original, path)
+    if value is _MISSING:
+        value = error.instance
+    return [FieldProblem(where, f"{where or 'document'}: {_reason(kind, value, error)}", keyword)]
+
+
+def _reason(
+    kind: jsonschema_rs.ValidationErrorKind, value: Any, error: jsonschema_rs.ValidationError
+) -> str:
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Format):
+        ident = IDENTIFIERS.get(kind.format)
+        if ident is not None and isinstance(value, str):
+            return f"{value!r} is not a valid {ident.label}: {ident.check(value)}"
+        return f"{value!r} is not a valid {kind.format}"
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Enum):
+        return f"{value!r} is not one of {', '.join(repr(o) for o in kind.options)}"
+    return error.message
+
+
+def _unknown_field(where: str, name: str, known: Sequence[str], keyword: str) -> FieldProblem:
+    field = f"{where}/{_escape(name)}"
+    message = f"{field}: unknown field"
+    if match := difflib.get_close_matches(name, known, n=1, cutoff=0.7):
+        message += f" (did you mean {match[0]!r}?)"
+    return FieldProblem(field, message, keyword)
+
+
+def _known_properties(schema: Mapping[str, Any], schema_path: Sequence[str | int]) -> list[str]:
+    """Property names declared next to the failing additionalProperties keyword.
+
+    jsonschema-rs gives `schema_path` with local $refs already resolved, so a plain walk works.
+    """
+    node: Any = schema
+    for part in schema_path[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return []
+    properties = node.get("properties") if isinstance(node, Mapping) else None
+    return list(properties) if isinstance(properties, Mapping) else []
+
+
+def _value_at(doc: Any, path: Sequence[str | int]) -> Any:
+    for part in path:
+        try:
+            doc = doc[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return doc
+
+
+def _escape(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")

@@ -1,0 +1,256 @@
+"""The schema registry: every entity and built-in kind schema, compiled once at start-up.
+
+A `SchemaRegistry` is immutable and shared by every request and thread. Tenant custom kinds
+live in the database, not here: the caller compiles them with `compile_kind` and passes the
+result as `kind_schema=` when validating an `other` document of that kind.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
+from gateway.schemas.ids import canonical_plate_key, normalize_cnpj, normalize_cpf, normalize_plate
+from gateway.schemas.problems import root_problem
+
+ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
+
+# The top-level fields of an `other` document that belong to the envelope, not to its kind.
+ENVELOPE_FIELDS = ("kind", "key")
+
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_NATURAL_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "vehicle": ("plate",),
+        "driver": ("cpf",),
+        "operator": ("cpf",),
+        "supplier": ("cnpj",),
+        "other": ENVELOPE_FIELDS,
+    }
+)
+_KEY_NORMALISERS = {"plate": normalize_plate, "cpf": normalize_cpf, "cnpj": normalize_cnpj}
+
+
+def default_schema_dir() -> Path:
+    """`<repo>/schemas`; the package is installed editable, so it sits next to `gateway/`."""
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRegistry:
+    _entities: Mapping[str, CompiledSchema]
+    _kinds: Mapping[str, CompiledSchema]
+
+    @classmethod
+    def load(cls, path: Path) -> SchemaRegistry:
+        """Read `entities/<type>.schema.json` for every entity type and every
+        `kinds/<name>.schema.json` as a built-in kind. A bad file names itself."""
+        entities = {t: _load(path / "entities" / f"{t}.schema.json") for t in ENTITY_TYPES}
+        kinds = {
+            file.name.removesuffix(".schema.json"): file
+            for file in sorted((path / "kinds").glob("*.schema.json"))
+        }
+        return cls(
+            MappingProxyType(entities),
+            MappingProxyType({name: _load(file, name=name) for name, file in kinds.items()}),
+        )
+
+    @property
+    def builtin_kinds(self) -> tuple[str, ...]:
+        return tuple(self._kinds)
+
+    def entity_schema(self, entity_type: str) -> dict[str, Any]:
+        """A copy of the raw schema (for OpenAPI and docs)."""
+        return copy.deepcopy(dict(self._entity(entity_type).schema))
+
+    def kind_schema(self, kind: str) -> dict[str, Any]:
+        return copy.deepcopy(dict(self._builtin_kind(kind).schema))
+
+    # --- validation (hot path) ----------------------------------------------------------------
+
+    def validate(
+        self, entity_type: str, doc: Any, *, kind_schema: CompiledSchema | None = None
+    ) -> list[FieldProblem]:
+        """Every problem in `doc`; formatted identifiers ("529.982.247-25") are accepted."""
+        return self._run(entity_type, doc, kind_schema)[1]
+
+    def check(
+        self, entity_type: str, doc: Any, *, kind_schema: CompiledSchema | None = None
+    ) -> dict[str, Any]:
+        """The normalised document (a new dict; identifiers stripped of formatting, plates
+        upper case without dash), or InvalidPayload listing every problem.
+
+        Identifiers are normalised before validation, so what is validated is what is stored.
+        """
+        normalised, problems = self._run(entity_type, doc, kind_schema)
+        if problems:
+            raise invalid(entity_type, problems)
+        if not isinstance(normalised, dict):  # unreachable while every schema says object
+            raise invalid(entity_type, [root_problem("must be a JSON object", "type")])
+        return normalised
+
+    def _run(
+        self, entity_type: str, doc: Any, kind_schema: CompiledSchema | None
+    ) -> tuple[Any, list[FieldProblem]]:
+        compiled = self._entity(entity_type)
+        normalised = compiled.normalise(doc)
+        problems = compiled.problems(normalised, doc)
+        if entity_type != "other" or not isinstance(normalised, dict):
+            return normalised, problems
+        kind = normalised.get("kind")
+        if not isinstance(kind, str):
+            return normalised, problems  # the envelope problems already say why
+        schema = self._kind_for_doc(kind, kind_schema)
+        if isinstance(schema, FieldProblem):
+            return normalised, [*problems, schema]
+        # The kind schema sees the document without its envelope; pointers stay the same
+        # because every kind field sits at the top level next to kind and key.
+        body = {k: v for k, v in doc.items() if k not in ENVELOPE_FIELDS}
+        normalised_body = schema.normalise(body)
+        problems.extend(schema.problems(normalised_body, body))
+        envelope = {k: normalised[k] for k in ENVELOPE_FIELDS if k in normalised}
+        return {**envelope, **normalised_body}, problems
+
+    def _kind_for_doc(
+        self, kind: str, kind_schema: CompiledSchema | None
+    ) -> CompiledSchema | FieldProblem:
+        if kind in self._kinds:
+            return self._kinds[kind]
+        if kind_schema is None:
+            return FieldProblem("/kind", f"/kind: unknown kind {kind!r}", "kind")
+        if kind_schema.name is not None and kind_schema.name != kind:
+            message = f"/kind: {kind!r} does not match the kind schema {kind_schema.name!r}"
+            return FieldProblem("/kind", message, "kind")
+        return kind_schema
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def natural_key(self, entity_type: str, doc: Mapping[str, Any]) -> dict[str, str]:
+        """The fields that name `doc` within its tenant, normalised: {"plate"} for a vehicle,
+        {"cpf"} for a driver or operator, {"cnpj"} for a supplier, {"kind", "key"} for other.
+
+        Vehicles are *unique* by `derived_fields()["plate_key"]`, which an old plate and its
+        Mercosul twin share; see there.
+        """
+        fields = _NATURAL_KEYS.get(entity_type)
+        if fields is None:
+            raise _unknown_entity_type(entity_type)
+        key: dict[str, str] = {}
+        for name in fields:
+            value = doc.get(name)
+            if not isinstance(value, str) or not value:
+                message = f"/{name}: required field is missing"
+                raise invalid(entity_type, [FieldProblem(f"/{name}", message, "required")])
+            key[name] = _KEY_NORMALISERS.get(name, str)(value)
+        return key
+
+    def derived_fields(self, entity_type: str, doc: Mapping[str, Any]) -> dict[str, str]:
+        """Fields the store keeps next to the document, outside its schema-validated part.
+
+        A vehicle gets `plate_key`, the Mercosul spelling of its plate (`canonical_plate_key`):
+        ABC1234 and ABC1C34 share it, so keying vehicles by it makes an old plate and its twin
+        one vehicle, and re-plating to Mercosul an update rather than a new vehicle.
+        """
+        if entity_type != "vehicle":
+            self._entity(entity_type)
+            return {}
+        plate = self.natural_key(entity_type, doc)["plate"]
+        try:
+            return {"plate_key": canonical_plate_key(plate)}
+        except ValueError:
+            message = f"/plate: {plate!r} is not a valid plate"
+            raise invalid(entity_type, [FieldProblem("/plate", message, "format")]) from None
+
+    def normalize(
+        self, entity_type: str, doc: Mapping[str, Any], *, kind_schema: CompiledSchema | None = None
+    ) -> dict[str, Any]:
+        """`doc` (possibly partial) with identifiers normalised, without validating it."""
+        normalised: dict[str, Any] = self._entity(entity_type).normalise(dict(doc))
+        kind = normalised.get("kind")
+        if entity_type != "other" or not isinstance(kind, str):
+            return normalised
+        schema = self._kinds.get(kind, kind_schema)
+        return normalised if schema is None else dict(schema.normalise(normalised))
+
+    def require_type(self, entity_type: str) -> None:
+        """NotFound unless `entity_type` is one of ENTITY_TYPES."""
+        self._entity(entity_type)
+
+    # --- kinds and fields ---------------------------------------------------------------------
+
+    def compile_kind(self, name: str, schema: Mapping[str, Any]) -> CompiledSchema:
+        """Compile a tenant's custom kind. Problems point into {"name": ..., "schema": ...}.
+
+        The schema describes the kind's fields only (kind and key are the envelope's); built-in
+        kind names cannot be redefined.
+        """
+        if not isinstance(name, str) or not _KIND_NAME.fullmatch(name):
+            message = "/name: must be lower case letters, digits and _, starting with a letter"
+            raise invalid("kind", [FieldProblem("/name", message, "pattern")])
+        if name in self._kinds:
+            message = f"/name: {name!r} is a built-in kind and cannot be redefined"
+            raise invalid("kind", [FieldProblem("/name", message, "reserved")])
+        if isinstance(schema, Mapping) and schema.get("type") != "object":
+            message = "/schema/type: a kind schema must have type 'object'"
+            raise invalid("kind", [FieldProblem("/schema/type", message, "type")])
+        return compile_schema(schema, name=name, at="/schema")
+
+    def has_field(
+        self,
+        entity_type: str,
+        path: str,
+        *,
+        kind: str | None = None,
+        kind_schema: CompiledSchema | None = None,
+    ) -> bool:
+        """Whether the dotted `path` is a field of the entity ("last_position.latitude",
+        "attributes.anything"). For `other`, pass the kind (built-in name or compiled custom
+        schema); without one only the envelope is known and any other field is allowed."""
+        compiled = self._entity(entity_type)
+        if entity_type != "other":
+            return compiled.has_field(path)
+        if path in ENVELOPE_FIELDS or path.split(".", 1)[0] in ENVELOPE_FIELDS:
+            return path in ENVELOPE_FIELDS
+        if kind_schema is not None:
+            return kind_schema.has_field(path)
+        if kind is not None:
+            return self._builtin_kind(kind).has_field(path)
+        return compiled.has_field(path)
+
+    def _entity(self, entity_type: str) -> CompiledSchema:
+        try:
+            return self._entities[entity_type]
+        except KeyError:
+            raise _unknown_entity_type(entity_type) from None
+
+    def _builtin_kind(self, kind: str) -> CompiledSchema:
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            raise NotFound(f"unknown kind {kind!r}; built-in kinds: {self.builtin_kinds}") from None
+
+
+def _unknown_entity_type(entity_type: str) -> NotFound:
+    return NotFound(
+        f"unknown entity type {entity_type!r}; expected one of {', '.join(ENTITY_TYPES)}"
+    )
+
+
+def _load(file: Path, *, name: str | None = None) -> CompiledSchema:
+    try:
+        schema = orjson.loads(file.read_bytes())
+        return compile_schema(schema, name=name)
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise GatewayError(f"{file}: {exc}") from None
+    except InvalidPayload as exc:
+        where = "; ".join(p.message for p in exc.problems) or exc.detail
+        raise GatewayError(f"{file}: {where}") from None

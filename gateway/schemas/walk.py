@@ -1,0 +1,178 @@
+"""Static walks over a raw JSON Schema: where identifiers live, and which field paths exist.
+
+Both follow `properties`, `patternProperties`, `additionalProperties`, `items`, local `$ref`s
+and `allOf`/`anyOf`/`oneOf` (a path that exists in any branch exists). Remote `$ref`s are
+never followed — compiled schemas refuse them anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.schemas.ids import IDENTIFIERS
+
+_COMBINATORS = ("allOf", "anyOf", "oneOf")
+_MAX_DEPTH = 64  # recursive schemas ("a tree of nodes") stop here instead of looping
+
+
+@dataclass(slots=True)
+class Normaliser:
+    """A tree mirroring where identifier formats sit in a schema; `apply` rewrites only those
+    strings and copies only the containers on their way, leaving the input untouched."""
+
+    fn: Callable[[str], str] | None = None
+    props: dict[str, Normaliser] = field(default_factory=dict)
+    items: Normaliser | None = None
+
+    def apply(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.fn(value) if self.fn is not None else value
+        if isinstance(value, dict) and self.props:
+            out: dict[str, Any] | None = None
+            for key, sub in self.props.items():
+                if key in value:
+                    old = value[key]
+                    new = sub.apply(old)
+                    if new is not old:
+                        if out is None:
+                            out = dict(value)
+                        out[key] = new
+            return value if out is None else out
+        if isinstance(value, list) and self.items is not None:
+            return [self.items.apply(item) for item in value]
+        return value
+
+    def merge(self, other: Normaliser) -> None:
+        self.fn = self.fn or other.fn
+        for key, sub in other.props.items():
+            if key in self.props:
+                self.props[key].merge(sub)
+            else:
+                self.props[key] = sub
+        if other.items is not None:
+            if self.items is None:
+                self.items = other.items
+            else:
+                self.items.merge(other.items)
+
+
+def build_normaliser(schema: Mapping[str, Any]) -> Normaliser | None:
+    """The normaliser for `schema`, or None when it declares no identifier format."""
+    return _normaliser(schema, schema, 0)
+
+
+def _normaliser(root: Mapping[str, Any], node: Any, depth: int) -> Normaliser | None:
+    if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
+        return None
+    found = Normaliser()
+    useful = False
+    ident = IDENTIFIERS.get(node.get("format", ""))
+    if ident is not None:
+        found.fn, useful = ident.normalize, True
+    for sub in _branches(root, node):
+        if (branch := _normaliser(root, sub, depth + 1)) is not None:
+            found.merge(branch)
+            useful = True
+    for key, sub in _mapping(node.get("properties")).items():
+        if (child := _normaliser(root, sub, depth + 1)) is not None:
+            found.props[key] = child
+            useful = True
+    if (items := _normaliser(root, node.get("items"), depth + 1)) is not None:
+        found.items, useful = items, True
+    return found if useful else None
+
+
+def has_path(root: Mapping[str, Any], parts: Sequence[str]) -> bool:
+    """Whether a document valid against `root` may hold a value at `parts`."""
+    return _has(root, root, parts, 0)
+
+
+def _has(root: Mapping[str, Any], node: Any, parts: Sequence[str], depth: int) -> bool:
+    if node is False or depth > _MAX_DEPTH:
+        return False
+    if not parts or node is True:
+        return True
+    if not isinstance(node, Mapping):
+        return False
+    # A $ref and allOf arms constrain the same instance (all must allow the path); anyOf and
+    # oneOf need one arm that allows it.
+    if not all(_has(root, sub, parts, depth + 1) for sub in _conjuncts(root, node)):
+        return False
+    for combinator in ("anyOf", "oneOf"):
+        arms = node.get(combinator)
+        if isinstance(arms, list) and not any(_has(root, a, parts, depth + 1) for a in arms):
+            return False
+    return _has_own(root, node, parts, depth)
+
+
+def _has_own(
+    root: Mapping[str, Any], node: Mapping[str, Any], parts: Sequence[str], depth: int
+) -> bool:
+    """The path under the node's own keywords, ignoring $ref and combinators."""
+    head, rest = parts[0], parts[1:]
+    properties = _mapping(node.get("properties"))
+    if head in properties:
+        return _has(root, properties[head], rest, depth + 1)
+    for pattern, sub in _mapping(node.get("patternProperties")).items():
+        if re.search(pattern, head):
+            return _has(root, sub, rest, depth + 1)
+    types = node.get("type")
+    types = [types] if isinstance(types, str) else types
+    if head.isdigit() and (types is None or "array" in types):
+        return _has(root, node.get("items", True), rest, depth + 1)
+    if types is not None and "object" not in types:
+        return False
+    # unevaluatedProperties also sees properties declared in subschemas, checked above.
+    if node.get("unevaluatedProperties") is False and not _has_subschemas(node):
+        return False
+    return _has(root, node.get("additionalProperties", True), rest, depth + 1)
+
+
+def _conjuncts(root: Mapping[str, Any], node: Mapping[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    ref = node.get("$ref")
+    if isinstance(ref, str) and (target := _resolve_local(root, ref)) is not None:
+        out.append(target)
+    arms = node.get("allOf")
+    if isinstance(arms, list):
+        out.extend(arms)
+    return out
+
+
+def _has_subschemas(node: Mapping[str, Any]) -> bool:
+    return "$ref" in node or any(c in node for c in _COMBINATORS)
+
+
+def _branches(root: Mapping[str, Any], node: Mapping[str, Any]) -> list[Any]:
+    """Subschemas that apply to the same instance: a local $ref target and combinator arms."""
+    out: list[Any] = []
+    ref = node.get("$ref")
+    if isinstance(ref, str) and (target := _resolve_local(root, ref)) is not None:
+        out.append(target)
+    for combinator in _COMBINATORS:
+        arms = node.get(combinator)
+        if isinstance(arms, list):
+            out.extend(arms)
+    return out
+
+
+def _resolve_local(root: Mapping[str, Any], ref: str) -> Any:
+    if not ref.startswith("#"):
+        return None
+    node: Any = root
+    for raw in ref[1:].split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
