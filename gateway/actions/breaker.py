@@ -1,0 +1,223 @@
+"""Per-partner protection: circuit breaker, token-bucket rate limit and concurrency gate."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class BreakerState(enum.StrEnum):
+    """Exported as a metric label, so the values are part of the dashboard's contract."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """closed → open after `threshold` consecutive failures; open → half_open after `cooldown`
+    seconds; half_open lets one probe through at a time: success closes, failure reopens.
+
+    Callers ask `allow()` right before sending and then report exactly one of
+    `record_success()`, `record_failure()` or `release()` (sent nothing / no verdict).
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: int = 5,
+        cooldown: float = 30.0,
+        clock: Clock = time.monotonic,
+        on_change: Callable[[BreakerState], None] | None = None,
+    ) -> None:
+        if threshold < 1 or cooldown < 0:
+            raise ValueError("threshold must be >= 1 and cooldown >= 0")
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self._on_change = on_change
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state is BreakerState.OPEN and self.retry_in() == 0.0:
+            self._set(BreakerState.HALF_OPEN)
+        return self._state
+
+    def retry_in(self) -> float:
+        """Seconds until an open breaker lets a probe through (0 when not open)."""
+        if self._state is not BreakerState.OPEN:
+            return 0.0
+        return max(self._opened_at + self.cooldown - self._clock(), 0.0)
+
+    def allow(self) -> bool:
+        """May a request go out now? In half_open this takes the single probe slot."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._probing = False
+        self._set(BreakerState.CLOSED)
+
+    def record_failure(self) -> None:
+        self._probing = False
+        self._failures += 1
+        if self._state is BreakerState.HALF_OPEN or self._failures >= self.threshold:
+            self._opened_at = self._clock()
+            self._set(BreakerState.OPEN)
+
+    def release(self) -> None:
+        """The allowed request ended without a verdict (cancelled, not sent): free the probe."""
+        self._probing = False
+
+    def _set(self, state: BreakerState) -> None:
+        if state is not self._state:
+            self._state = state
+            if self._on_change is not None:
+                self._on_change(state)
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved up. Waiters reserve tokens in order
+    (the balance may go negative), so a steady stream of callers is served first come,
+    first served without polling."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1.0,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = burst
+        self._updated = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def try_acquire(self) -> float:
+        """Take a token and return 0.0, or take nothing and return the seconds to wait."""
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+    async def acquire(self, max_wait: float = math.inf) -> bool:
+        """Wait for a token; False (nothing taken) if that would take longer than max_wait."""
+        wait = self.try_acquire()
+        if wait == 0.0:
+            return True
+        if wait > max_wait:
+            return False
+        self._tokens -= 1  # reserve: later callers queue behind this one
+        try:
+            await self._sleep(wait)
+        except asyncio.CancelledError:
+            self._tokens += 1
+            raise
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """A partner's limits, as stored with the partner endpoint. Equal settings share a guard."""
+
+    max_concurrency: int = 10
+    rate_per_second: float | None = None  # None: no rate limit
+    burst: float = 1.0
+    max_wait: float = 5.0  # longest a send waits for a rate token or a concurrency slot
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1 or self.max_wait < 0:
+            raise ValueError("max_concurrency must be >= 1 and max_wait >= 0")
+
+
+@dataclass(slots=True)
+class PartnerGuard:
+    """Everything that stands between a partner and our senders."""
+
+    settings: GuardSettings
+    breaker: CircuitBreaker
+    limiter: TokenBucket | None
+    gate: asyncio.Semaphore
+
+    @classmethod
+    def build(
+        cls,
+        settings: GuardSettings,
+        *,
+        clock: Clock = time.monotonic,
+        on_breaker_change: Callable[[BreakerState], None] | None = None,
+    ) -> PartnerGuard:
+        breaker = CircuitBreaker(
+            threshold=settings.breaker_threshold,
+            cooldown=settings.breaker_cooldown,
+            clock=clock,
+            on_change=on_breaker_change,
+        )
+        limiter = None
+        if settings.rate_per_second is not None:
+            limiter = TokenBucket(settings.rate_per_second, settings.burst, clock=clock)
+        return cls(settings, breaker, limiter, asyncio.Semaphore(settings.max_concurrency))
+
+
+@dataclass(slots=True)
+class PartnerGuards:
+    """The registry of guards by partner id; a guard is rebuilt when its settings change.
+
+    Requests already in flight keep the old guard's slots; only new sends see the new limits.
+    """
+
+    clock: Clock = time.monotonic
+    on_breaker_change: Callable[[str, BreakerState], None] | None = None
+    _guards: dict[str, PartnerGuard] = field(default_factory=dict, init=False, repr=False)
+
+    def get(self, partner_id: str, settings: GuardSettings) -> PartnerGuard:
+        guard = self._guards.get(partner_id)
+        if guard is None or guard.settings != settings:
+            guard = PartnerGuard.build(
+                settings, clock=self.clock, on_breaker_change=self._callback(partner_id)
+            )
+            self._guards[partner_id] = guard
+        return guard
+
+    def states(self) -> dict[str, BreakerState]:
+        """Every partner's breaker state, for a metrics collector."""
+        return {pid: guard.breaker.state for pid, guard in self._guards.items()}
+
+    def discard(self, partner_id: str) -> None:
+        self._guards.pop(partner_id, None)
+
+    def _callback(self, partner_id: str) -> Callable[[BreakerState], None] | None:
+        hook = self.on_breaker_change
+        if hook is None:
+            return None
+        return lambda state: hook(partner_id, state)

@@ -1,0 +1,689 @@
+import asyncio
+import base64
+import gzip
+import hashlib
+import hmac
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
+
+from gateway.actions.breaker import BreakerState, GuardSettings, PartnerGuard
+from gateway.actions.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
+from gateway.actions.retry import Verdict
+from gateway.actions.sender import (
+    OutboundRequest,
+    Sender,
+    build_url,
+    signed_headers,
+)
+from gateway.actions.ssrf import OutboundPolicy
+from gateway.errors import InvalidPayload
+
+LOCAL = OutboundPolicy.from_entries(["127.0.0.1"])
+VECTORS = Path(__file__).parent / "data" / "standard_webhooks.json"
+KNOWN_VECTOR = {  # data/standard_webhooks.json, kept here so the suite runs without shared/
+    "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+    "webhook-timestamp": "1614265330",
+    "body": '{"test": 2432232314}',
+    "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+}
+
+
+# A local partner that records requests and whose answer a test changes mid-way.
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = b'{"ok": true}'
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    stall: bool = False
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()  # stalled answers wait for this (set at teardown)
+        self._standing = Answer()
+        self._queued: deque[Answer] = deque()
+        self.server: TestServer | None = None
+
+    def respond_with(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        times: int | None = None,
+        stall: bool = False,
+    ) -> None:
+        """The answer from now on, or for the next `times` requests only."""
+        answer = Answer(status, body, dict(headers or {}), stall)
+        if json_body is not None:
+            answer.body = json.dumps(json_body).encode()
+            answer.headers.setdefault("Content-Type", "application/json")
+        if times is None:
+            self._standing = answer
+        else:
+            self._queued.extend([answer] * times)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.path,
+                dict(request.query),
+                dict(request.headers),
+                await request.read(),
+            )
+        )
+        self.arrived.set()
+        answer = self._queued.popleft() if self._queued else self._standing
+        if answer.stall:
+            await self.release.wait()
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+    def url(self, path: str = "/hook") -> str:
+        assert self.server is not None
+        return str(self.server.make_url(path))
+
+
+MakeReceiver = Callable[[], Awaitable[Receiver]]
+
+
+@pytest.fixture
+async def make_receiver(aiohttp_server: AiohttpServer) -> AsyncIterator[MakeReceiver]:
+    made: list[Receiver] = []
+
+    async def make() -> Receiver:
+        receiver = Receiver()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", receiver.handle)
+        receiver.server = await aiohttp_server(app)
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.release.set()
+
+
+@pytest.fixture
+async def receiver(make_receiver: MakeReceiver) -> Receiver:
+    return await make_receiver()
+
+
+@pytest.fixture
+async def sender() -> AsyncIterator[Sender]:
+    async with Sender(LOCAL, max_body=64 * 1024, excerpt_bytes=1024, connect_timeout=1) as s:
+        yield s
+
+
+def post(url: str, body: bytes = b'{"plate": "ABC1D23"}', **kw: Any) -> OutboundRequest:
+    return OutboundRequest("POST", url, body=body, timeout=kw.pop("timeout", 2), **kw)
+
+
+@asynccontextmanager
+async def raw_partner(reply: bytes) -> AsyncIterator[str]:
+    """A TCP server that answers every request with `reply` bytes and hangs up."""
+    handlers: list[asyncio.Task[None]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(reply)
+            await writer.drain()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+        await asyncio.gather(*handlers)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# Answers and failures become Outcomes.
+
+
+async def test_success_keeps_status_json_headers_and_latency(
+    sender: Sender, receiver: Receiver
+) -> None:
+    receiver.respond_with(201, json_body={"id": "v1"}, headers={"X-Other": "no"})
+    outcome = await sender.send(
+        post(receiver.url(), headers={"Content-Type": "application/json"}, query=[("a", "1")]),
+        partner_id="erp",
+    )
+    assert (outcome.status, outcome.error, outcome.verdict) == (201, None, Verdict.SUCCESS)
+    assert outcome.is_json and outcome.json_body == {"id": "v1"}
+    assert dict(outcome.headers) == {"Content-Type": "application/json"}
+    assert outcome.body_excerpt == '{"id": "v1"}'
+    assert outcome.latency_ms > 0
+    [seen] = receiver.requests
+    assert (seen.method, seen.path, seen.query) == ("POST", "/hook", {"a": "1"})
+    assert seen.body == b'{"plate": "ABC1D23"}'
+    assert "Cookie" not in seen.headers
+
+
+async def test_partner_answer_changes_mid_way(sender: Sender, receiver: Receiver) -> None:
+    receiver.respond_with(500, b"boom")
+    first = await sender.send(post(receiver.url()), partner_id="erp")
+    receiver.respond_with(200)
+    second = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (first.status, first.verdict, first.body_excerpt) == (500, Verdict.RETRY, "boom")
+    assert (second.status, second.verdict) == (200, Verdict.SUCCESS)
+    assert len(receiver.requests) == 2
+
+
+async def test_429_carries_retry_after(sender: Sender, receiver: Receiver) -> None:
+    receiver.respond_with(429, headers={"Retry-After": "7"})
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert outcome.verdict is Verdict.RETRY
+    assert outcome.retry_after(datetime.now(UTC)) == 7.0
+
+
+async def test_410_means_gone(sender: Sender, receiver: Receiver) -> None:
+    receiver.respond_with(410)
+    assert (await sender.send(post(receiver.url()), partner_id="erp")).verdict is Verdict.GONE
+
+
+async def test_slow_partner_times_out(sender: Sender, receiver: Receiver) -> None:
+    receiver.respond_with(stall=True)
+    outcome = await sender.send(post(receiver.url(), timeout=0.2), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (None, "timeout", Verdict.RETRY)
+    assert len(receiver.requests) == 1
+
+
+async def test_garbage_body_is_reported_not_raised(sender: Sender, receiver: Receiver) -> None:
+    receiver.respond_with(200, b"\xff\xfe{not json", headers={"Content-Type": "application/json"})
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (outcome.status, outcome.error) == (200, "invalid_response")
+    assert outcome.verdict is Verdict.SUCCESS  # the partner did accept it
+    assert not outcome.is_json and outcome.json_body is None
+    assert outcome.body_excerpt == "\ufffd\ufffd{not json"
+
+
+async def test_untyped_json_is_parsed_when_it_parses(sender: Sender, receiver: Receiver) -> None:
+    receiver.respond_with(200, b"[1, 2]", headers={"Content-Type": "text/plain"})
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert outcome.is_json and outcome.json_body == [1, 2] and outcome.error is None
+    receiver.respond_with(200, b"[oops", headers={"Content-Type": "text/plain"})
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert not outcome.is_json and outcome.error is None
+
+
+async def test_declared_huge_body_is_not_read(sender: Sender, receiver: Receiver) -> None:
+    receiver.respond_with(200, b"x" * (512 * 1024), headers={"Content-Type": "text/plain"})
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (outcome.status, outcome.error) == (200, "too_large")
+    assert outcome.body_excerpt == "x" * 1024
+    assert outcome.message == "524288-byte body exceeds the 65536-byte cap; not read"
+
+
+async def test_endless_streamed_body_is_capped(
+    sender: Sender,
+    aiohttp_server: AiohttpServer,
+) -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            for _ in range(160):  # 10 MiB, chunked, no Content-Length
+                await response.write(b"y" * 65536)
+        except ConnectionError:
+            pass  # the sender hung up once it had enough, as it should
+        return response
+
+    app = web.Application()
+    app.router.add_get("/hook", endless)
+    server = await aiohttp_server(app)
+    request = OutboundRequest("GET", str(server.make_url("/hook")), timeout=5)
+    outcome = await sender.send(request, partner_id="gps")
+    assert (outcome.status, outcome.error) == (200, "too_large")
+    assert len(outcome.body_excerpt) == 1024
+
+
+async def test_compressed_bomb_is_capped_after_decompression(
+    sender: Sender, receiver: Receiver
+) -> None:
+    bomb = gzip.compress(b"0" * (32 * 1024 * 1024), compresslevel=1)
+    receiver.respond_with(200, bomb, headers={"Content-Encoding": "gzip"})
+    outcome = await sender.send(post(receiver.url()), partner_id="gps")
+    assert (outcome.status, outcome.error) == (200, "too_large")
+    assert outcome.body_excerpt == "0" * 1024
+
+
+async def test_connection_reset_mid_body(sender: Sender) -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error) == (200, "reset")
+    assert outcome.body_excerpt == "0123456789"
+
+
+async def test_connection_closed_before_status_line(sender: Sender) -> None:
+    async with raw_partner(b"HTTP/1.1 2") as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (None, "reset", Verdict.RETRY)
+
+
+async def test_not_http_is_an_invalid_response(sender: Sender) -> None:
+    async with raw_partner(b"SSH-2.0-OpenSSH_9.6\r\n\r\n") as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error) == (None, "invalid_response")
+
+
+async def test_refused_connection(sender: Sender) -> None:
+    async with raw_partner(b"") as url:
+        pass  # the port is free again once the server is closed
+    outcome = await sender.send(post(url, timeout=1), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (None, "connect", Verdict.RETRY)
+    assert outcome.message is not None and "cannot connect to 127.0.0.1" in outcome.message
+
+
+async def test_header_injection_is_refused_not_raised(sender: Sender, receiver: Receiver) -> None:
+    request = post(receiver.url(), headers={"X-Plate": "ABC\r\nX-Evil: 1"})
+    outcome = await sender.send(request, partner_id="erp")
+    assert (outcome.error, outcome.sent) == ("blocked", False)
+    assert receiver.requests == []
+
+
+async def test_send_before_start_is_a_bug() -> None:
+    with pytest.raises(RuntimeError):
+        await Sender(LOCAL).send(post("http://127.0.0.1/"), partner_id="erp")
+
+
+# Partner credentials.
+
+
+@pytest.mark.parametrize(
+    ("auth", "header", "query"),
+    [
+        ({"type": "bearer", "token": "t0k"}, ("Authorization", "Bearer t0k"), {}),
+        ({"type": "header", "name": "X-Api-Key", "value": "k3y"}, ("X-Api-Key", "k3y"), {}),
+        (
+            {"type": "basic", "username": "rabbot", "password": "p@ss:wörd"},
+            ("Authorization", "Basic " + base64.b64encode("rabbot:p@ss:wörd".encode()).decode()),
+            {},
+        ),
+        ({"type": "query", "name": "api_key", "value": "a b&c"}, None, {"api_key": "a b&c"}),
+        ({"type": "none"}, None, {}),
+    ],
+)
+async def test_each_auth_type_is_applied(
+    sender: Sender,
+    receiver: Receiver,
+    auth: dict[str, str],
+    header: tuple[str, str] | None,
+    query: dict[str, str],
+) -> None:
+    await sender.send(post(receiver.url()), partner_id="erp", auth=build_auth(auth))
+    [seen] = receiver.requests
+    if header is not None:
+        assert seen.headers[header[0]] == header[1]
+    else:
+        assert "Authorization" not in seen.headers
+    assert seen.query == query
+
+
+def test_bad_credentials_name_every_field() -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        build_auth({"type": "header", "name": "X Api", "value": "a\r\nb"})
+    assert {p.pointer for p in caught.value.problems} == {"/auth/name", "/auth/value"}
+    with pytest.raises(InvalidPayload) as caught:
+        build_auth({"type": "oauth2_client_credentials", "token_url": "ftp://x"})
+    assert {p.pointer for p in caught.value.problems} == {
+        "/auth/token_url",
+        "/auth/client_id",
+        "/auth/client_secret",
+    }
+    with pytest.raises(InvalidPayload) as caught:
+        build_auth({"type": "basic", "username": "a:b", "password": 1})
+    assert [p.pointer for p in caught.value.problems] == ["/auth/password", "/auth/username"]
+    with pytest.raises(InvalidPayload, match="credentials"):
+        build_auth({"type": "kerberos"})
+
+
+def test_credentials_stay_out_of_reprs() -> None:
+    bearer = build_auth({"type": "bearer", "token": "t0p-s3cret"})
+    oauth2 = build_auth(oauth("https://idp.example.com/token"))
+    assert "t0p-s3cret" not in repr(bearer)
+    assert "s3cr3t" not in repr(oauth2) and "fleet app" not in repr(oauth2)
+
+
+def token(value: str, expires_in: int = 3600) -> dict[str, Any]:
+    return {"access_token": value, "token_type": "Bearer", "expires_in": expires_in}
+
+
+def oauth(token_url: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "oauth2_client_credentials",
+        "token_url": token_url,
+        "client_id": "fleet app",
+        "client_secret": "s3cr3t",
+        "scope": "fines:read",
+        **overrides,
+    }
+
+
+async def test_oauth2_token_is_fetched_once_and_cached(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=token("tok-1"))
+    refreshes: list[None] = []
+    auth = build_auth(oauth(idp.url("/oauth/token")), on_refresh=lambda: refreshes.append(None))
+    for _ in range(3):
+        outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+        assert outcome.status == 200
+    assert [r.headers["Authorization"] for r in partner.requests] == ["Bearer tok-1"] * 3
+    [fetch] = idp.requests
+    assert fetch.method == "POST"
+    assert fetch.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert (
+        fetch.headers["Authorization"]
+        == "Basic " + base64.b64encode(b"fleet%20app:s3cr3t").decode()
+    )
+    assert dict(x.split("=") for x in fetch.body.decode().split("&")) == {
+        "grant_type": "client_credentials",
+        "scope": "fines%3Aread",
+    }
+    assert len(refreshes) == 1
+
+
+async def test_oauth2_client_secret_in_body_when_configured(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=token("tok-1"))
+    auth = build_auth(oauth(idp.url("/token"), client_auth="body", scope=None))
+    await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    [fetch] = idp.requests
+    assert "Authorization" not in fetch.headers
+    assert fetch.body == b"grant_type=client_credentials&client_id=fleet+app&client_secret=s3cr3t"
+
+
+async def test_concurrent_callers_share_one_refresh(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=token("tok-1"), stall=True)
+    refreshes: list[None] = []
+    auth = build_auth(oauth(idp.url("/token")), on_refresh=lambda: refreshes.append(None))
+    sends = [
+        asyncio.create_task(sender.send(post(partner.url()), partner_id="hr", auth=auth))
+        for _ in range(5)
+    ]
+    await idp.arrived.wait()  # every sender is now waiting on the one refresh
+    idp.release.set()
+    outcomes = await asyncio.gather(*sends)
+    assert [o.status for o in outcomes] == [200] * 5
+    assert len(idp.requests) == 1 and len(refreshes) == 1
+
+
+async def test_expired_token_is_refreshed_with_a_margin(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=token("tok-1", expires_in=100), times=1)
+    idp.respond_with(json_body=token("tok-2", expires_in=100))
+    now = [0.0]
+    auth = OAuth2ClientCredentials(
+        idp.url("/token"), "id", "secret", margin=30, clock=lambda: now[0]
+    )
+    await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    now[0] = 69.0
+    await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    now[0] = 70.0  # 100 s lifetime - 30 s margin
+    await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert [r.headers["Authorization"] for r in partner.requests] == [
+        "Bearer tok-1",
+        "Bearer tok-1",
+        "Bearer tok-2",
+    ]
+
+
+async def test_401_refreshes_the_token_and_retries_once(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=token("tok-1"), times=1)
+    idp.respond_with(json_body=token("tok-2"))
+    partner.respond_with(401, times=1)
+    outcome = await sender.send(
+        post(partner.url()), partner_id="hr", auth=build_auth(oauth(idp.url("/token")))
+    )
+    assert outcome.status == 200
+    assert [r.headers["Authorization"] for r in partner.requests] == [
+        "Bearer tok-1",
+        "Bearer tok-2",
+    ]
+
+
+async def test_persistent_401_is_retried_only_once(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=token("tok"))
+    partner.respond_with(401)
+    outcome = await sender.send(
+        post(partner.url()), partner_id="hr", auth=build_auth(oauth(idp.url("/token")))
+    )
+    assert (outcome.status, outcome.verdict) == (401, Verdict.FAIL)
+    assert len(partner.requests) == 2 and len(idp.requests) == 2
+
+
+async def test_static_credentials_are_not_retried_on_401(
+    sender: Sender, receiver: Receiver
+) -> None:
+    receiver.respond_with(401)
+    await sender.send(
+        post(receiver.url()), partner_id="erp", auth=build_auth({"type": "bearer", "token": "t"})
+    )
+    assert len(receiver.requests) == 1
+
+
+async def test_token_endpoint_refusal_is_auth_failed(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(401, json_body={"error": "invalid_client", "error_description": "nope"})
+    outcome = await sender.send(
+        post(partner.url()), partner_id="hr", auth=build_auth(oauth(idp.url("/token")))
+    )
+    assert (outcome.status, outcome.error, outcome.sent) == (None, "auth_failed", True)
+    assert outcome.message == "token endpoint answered 401: invalid_client nope"
+    assert partner.requests == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"token_type": "bearer"}, {"access_token": "x", "token_type": "mac"}, "not an object"],
+)
+async def test_unusable_token_answers_are_auth_failed(
+    sender: Sender, make_receiver: MakeReceiver, answer: Any
+) -> None:
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=answer)
+    outcome = await sender.send(
+        post(partner.url()), partner_id="hr", auth=build_auth(oauth(idp.url("/token")))
+    )
+    assert outcome.error == "auth_failed" and partner.requests == []
+
+
+async def test_token_url_passes_the_ssrf_guard(sender: Sender, receiver: Receiver) -> None:
+    auth = build_auth(oauth("http://169.254.169.254/token"))
+    outcome = await sender.send(post(receiver.url()), partner_id="hr", auth=auth)
+    assert outcome.error == "blocked"
+    assert outcome.message is not None and "cloud metadata" in outcome.message
+    assert receiver.requests == []
+
+
+# Standard Webhooks signatures.
+
+
+def test_signed_headers_match_the_known_vector() -> None:
+    case = json.loads(VECTORS.read_text())["cases"][0] if VECTORS.exists() else KNOWN_VECTOR
+    headers = signed_headers(
+        [case["secret"]], case["webhook-id"], int(case["webhook-timestamp"]), case["body"].encode()
+    )
+    assert headers == {
+        "webhook-id": case["webhook-id"],
+        "webhook-timestamp": case["webhook-timestamp"],
+        "webhook-signature": case["webhook-signature"],
+    }
+
+
+async def test_delivered_signatures_verify_for_both_secrets_during_rotation(
+    sender: Sender, receiver: Receiver
+) -> None:
+    old, new = KNOWN_VECTOR["secret"], "whsec_" + base64.b64encode(b"n" * 24).decode()
+    body = b'{"event": "fine.received"}'
+    headers = signed_headers([old, new], "msg_1", 1_700_000_000, body)
+    await sender.send(post(receiver.url(), body=body, headers=headers), partner_id="erp")
+    [seen] = receiver.requests
+    signatures = seen.headers["webhook-signature"].split(" ")
+    for secret, signature in zip((old, new), signatures, strict=True):
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+        mac = hmac.new(key, b"msg_1.1700000000." + seen.body, hashlib.sha256).digest()
+        assert signature == "v1," + base64.b64encode(mac).decode()
+
+
+# Guard integration: breaker, rate limit, concurrency.
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_breaker_opens_stops_sending_and_closes_after_a_probe(
+    sender: Sender, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=2, breaker_cooldown=60), clock=clock)
+    receiver.respond_with(503)
+    for _ in range(2):
+        await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    assert guard.breaker.state is BreakerState.OPEN
+    skipped = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    assert (skipped.error, skipped.sent, skipped.verdict) == ("circuit_open", False, Verdict.RETRY)
+    assert len(receiver.requests) == 2
+
+    clock.now += 60
+    receiver.respond_with(200)
+    probe = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    assert probe.status == 200
+    assert guard.breaker.state is BreakerState.CLOSED
+
+
+async def test_client_errors_do_not_open_the_breaker(sender: Sender, receiver: Receiver) -> None:
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    receiver.respond_with(422)
+    await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    assert guard.breaker.state is BreakerState.CLOSED
+
+
+async def test_blocked_sends_do_not_count_against_the_partner(sender: Sender) -> None:
+    guard = PartnerGuard.build(GuardSettings(breaker_threshold=1))
+    outcome = await sender.send(post("http://10.0.0.1/"), partner_id="erp", guard=guard)
+    assert outcome.error == "blocked"
+    assert guard.breaker.state is BreakerState.CLOSED
+
+
+async def test_over_the_rate_limit_is_not_sent(sender: Sender, receiver: Receiver) -> None:
+    guard = PartnerGuard.build(GuardSettings(rate_per_second=0.01, burst=1, max_wait=1))
+    first = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    second = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    assert first.status == 200
+    assert (second.error, second.sent) == ("rate_limited", False)
+    assert len(receiver.requests) == 1
+
+
+async def test_concurrency_gate_limits_requests_in_flight(
+    sender: Sender, receiver: Receiver
+) -> None:
+    guard = PartnerGuard.build(GuardSettings(max_concurrency=1, max_wait=0.05))
+    receiver.respond_with(stall=True, times=1)
+    slow = asyncio.create_task(sender.send(post(receiver.url()), partner_id="erp", guard=guard))
+    await receiver.arrived.wait()
+    busy = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
+    assert (busy.error, busy.sent) == ("rate_limited", False)
+    receiver.release.set()
+    assert (await slow).status == 200
+    assert (await sender.send(post(receiver.url()), partner_id="erp", guard=guard)).status == 200
+    assert len(receiver.requests) == 2
+
+
+# URLs.
+
+
+def test_build_url_encodes_params_and_query() -> None:
+    url = build_url(
+        "https://erp.example.com/api/v2/",
+        "/vehicles/{plate}/fines/{ait}",
+        {"plate": "ABC1D23", "ait": "A 12/34?x#y%"},
+        {"since": "2026-03-01T00:00:00-03:00", "paid": False, "skip": None},
+    )
+    assert url == (
+        "https://erp.example.com/api/v2/vehicles/ABC1D23/fines/A%2012%2F34%3Fx%23y%25"
+        "?since=2026-03-01T00%3A00%3A00-03%3A00&paid=false"
+    )
+
+
+@pytest.mark.parametrize("value", ["..", ".", ""])
+def test_path_params_cannot_escape_their_segment(value: str) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        build_url("https://erp.example.com/api", "/drivers/{id}", {"id": value})
+    assert caught.value.problems[0].pointer == "/path/id"
+
+
+async def test_traversal_attempt_stays_in_one_segment(sender: Sender, receiver: Receiver) -> None:
+    url = build_url(receiver.url("/api"), "/drivers/{id}/fines", {"id": "../../admin"})
+    await sender.send(OutboundRequest("GET", url, timeout=2), partner_id="hr")
+    [seen] = receiver.requests
+    assert seen.path == "/api/drivers/../../admin/fines"  # decoded by the server: one segment
+    assert url.endswith("/api/drivers/..%2F..%2Fadmin/fines")
+
+
+def test_build_url_reports_missing_params_and_bad_templates() -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        build_url("https://x.example", "/a/{missing}/{0}", {})
+    assert {p.pointer for p in caught.value.problems} == {"/path/missing", "/path"}
+    assert build_url("https://x.example/base?k=1", "", {}, [("q", 2)]) == (
+        "https://x.example/base?k=1&q=2"
+    )
+
+
+def test_no_auth_is_the_default() -> None:
+    assert NO_AUTH.refreshable is False
