@@ -9,6 +9,8 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
 
 from gateway import __version__
@@ -60,6 +62,8 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
     app[schemas_key] = SchemaRegistry.load(default_schema_dir())
     app.cleanup_ctx.append(_database(mongodb_uri or settings.mongodb_uri))
     app.cleanup_ctx.append(_event_relay)
+    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("gateway.web", "templates"),
+                         autoescape=jinja2.select_autoescape(default=True))
     add_routes(app)
     return app
 

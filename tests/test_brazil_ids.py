@@ -13,13 +13,9 @@ import pytest
 
 from gateway.schemas import ids
 
-# The shared vectors (SPEC: data/brazil_ids.json): the repo's copy if it has one, else the
-# shared checkout next to it.
-_VECTOR_FILES = [
-    Path(__file__).resolve().parents[1] / "data" / "brazil_ids.json",
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "brazil_ids.json",
-]
-VECTORS: dict[str, Any] = json.loads(next(p for p in _VECTOR_FILES if p.exists()).read_text())
+# The shared vectors (SPEC: data/brazil_ids.json), copied into tests/data.
+VECTORS: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "data" / "brazil_ids.json").read_text())
 
 CHECKS: dict[str, Callable[[str], str | None]] = {
     "cpf": ids.check_cpf,

@@ -12,7 +12,7 @@ import pytest
 from gateway.auth import webhook_signature as ws
 from gateway.errors import Unauthorized
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "data" / "standard_webhooks.json"
+VECTORS = Path(__file__).parent / "data" / "standard_webhooks.json"
 NOW = 1_700_000_000
 BODY = b'{"type":"vehicle.position","data":{"plate":"ABC1D23","speed_kmh":42}}'
 

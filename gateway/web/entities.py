@@ -10,6 +10,7 @@ from gateway.events import public_event
 from gateway.keys import entities_key, relay_key, store_key
 from gateway.store.entities import FILTERABLE
 from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 
@@ -26,6 +27,9 @@ def _filters(request: web.Request, etype: str) -> dict[str, str]:
     return filters
 
 
+@operation("List entities", tag="entities", response={"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}},
+           query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page"),
+                  ("plate/status/group/cpf/cnpj/kind/...", "filters on indexed fields")])
 async def list_entities(request: web.Request) -> web.Response:
     claims = authenticate(request)
     etype = request.match_info["type"]
@@ -36,6 +40,8 @@ async def list_entities(request: web.Request) -> web.Response:
     return json_response(page([public(d) for d in docs], limit))
 
 
+@operation("Create an entity", tag="entities", request="entity", response="entity",
+           status=201, errors=(409,))
 async def create_entity(request: web.Request) -> web.Response:
     claims = authenticate(request)
     body = await read_object(request)
@@ -45,6 +51,7 @@ async def create_entity(request: web.Request) -> web.Response:
     return json_response(public(result.entity), status=201)
 
 
+@operation("Get an entity by id or natural key", tag="entities", response="entity")
 async def get_entity(request: web.Request) -> web.Response:
     claims = authenticate(request)
     doc = await request.app[entities_key].get(
@@ -52,6 +59,8 @@ async def get_entity(request: web.Request) -> web.Response:
     return json_response(public(doc))
 
 
+@operation("Change an entity (JSON merge patch)", tag="entities",
+           request={"type": "object"}, response="entity", errors=(409,))
 async def patch_entity(request: web.Request) -> web.Response:
     claims = authenticate(request)
     body = await read_object(request)
@@ -64,6 +73,7 @@ async def patch_entity(request: web.Request) -> web.Response:
     return json_response(answer)
 
 
+@operation("Delete an entity", tag="entities", status=204)
 async def delete_entity(request: web.Request) -> web.Response:
     claims = authenticate(request)
     await request.app[entities_key].delete(
@@ -73,6 +83,9 @@ async def delete_entity(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@operation("List events", tag="events", response={"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}},
+           query=[("type", "event type"), ("entity_id", "entity id"), ("limit", "page size"),
+                  ("cursor", "next_cursor of the previous page")])
 async def list_events(request: web.Request) -> web.Response:
     claims = authenticate(request)
     limit, cursor = page_params(request)
@@ -86,6 +99,7 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response(page([public_event(d) for d in docs], limit))
 
 
+@operation("Get an event", tag="events", response={"type": "object"})
 async def get_event(request: web.Request) -> web.Response:
     claims = authenticate(request)
     doc = await request.app[store_key].events.get(claims.tenant, request.match_info["id"])

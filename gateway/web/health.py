@@ -6,13 +6,17 @@ from aiohttp import web
 
 from gateway.errors import StoreUnavailable
 from gateway.keys import metrics_key, store_key
+from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 
 
+@operation("Liveness: the process answers", tag="operations", auth="none")
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+@operation("Readiness: the database answers", tag="operations", auth="none",
+           errors=(503,))
 async def readyz(request: web.Request) -> web.Response:
     metrics = request.app[metrics_key]
     try:
@@ -24,6 +28,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready", "database": "ok"})
 
 
+@operation("Prometheus metrics", tag="operations", auth="none")
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[metrics_key].render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.web import entities, health
+from gateway.web import entities, health, openapi
 
 
 def add_routes(app: web.Application) -> None:
@@ -12,6 +12,8 @@ def add_routes(app: web.Application) -> None:
         web.get("/healthz", health.healthz),
         web.get("/readyz", health.readyz),
         web.get("/metrics", health.metrics),
+        web.get("/openapi.json", openapi.openapi_json),
+        web.get("/docs", openapi.api_docs),
         web.get("/api/v1/entities/{type}", entities.list_entities),
         web.post("/api/v1/entities/{type}", entities.create_entity),
         web.get("/api/v1/entities/{type}/{ref}", entities.get_entity),

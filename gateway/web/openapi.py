@@ -1,0 +1,166 @@
+"""The OpenAPI 3.1 document, generated from the URL table and the JSON Schemas.
+
+Handlers declare what the router cannot know with `@operation(...)`; paths, methods and path
+parameters come from the routes themselves, so the document cannot drift from the table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from gateway import __version__
+from gateway.keys import schemas_key
+from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
+from gateway.web.problems import json_response
+
+H = TypeVar("H", bound=Callable[..., Any])
+_ATTR = "__openapi_operation__"
+_PARAM = re.compile(r"{(\w+)(?::[^}]*)?}")
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object", "required": ["pointer", "message", "keyword"],
+            "properties": {"pointer": {"type": "string"}, "message": {"type": "string"},
+                           "keyword": {"type": "string"}}}},
+    },
+}
+_DEFAULT_ERRORS = {
+    "admin": (400, 401, 403, 404, 422),
+    "trigger": (400, 401, 403, 405, 413, 415, 422, 429, 503),
+    "none": (),
+}
+_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content",
+                400: "Malformed request", 401: "Missing or invalid credentials",
+                403: "Not allowed for these credentials", 404: "Not found",
+                405: "Method not allowed", 409: "Conflict", 413: "Body too large",
+                415: "Unsupported media type", 422: "Validation failed",
+                429: "Rate limited (see Retry-After)", 502: "Partner error",
+                503: "Database unavailable (see Retry-After)", 504: "Partner timeout"}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    summary: str
+    tag: str
+    auth: str = "admin"  # "admin" | "trigger" | "none"
+    # A JSON Schema, or "entity" for the entity schema selected by the {type} path parameter.
+    request: Mapping[str, Any] | str | None = None
+    response: Mapping[str, Any] | str | None = None
+    status: int = 200
+    query: Sequence[tuple[str, str]] = ()
+    errors: Sequence[int] = field(default_factory=tuple)
+
+
+def operation(summary: str, *, tag: str, **details: Any) -> Callable[[H], H]:
+    def mark(handler: H) -> H:
+        setattr(handler, _ATTR, Operation(summary, tag, **details))
+        return handler
+    return mark
+
+
+def build_document(app: web.Application) -> dict[str, Any]:
+    schemas = app[schemas_key]
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        op = getattr(route.handler, _ATTR, None)
+        if route.method == "HEAD" or op is None or route.resource is None:
+            continue
+        path = _PARAM.sub(r"{\1}", route.resource.canonical)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(path, op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Rabbot webhook gateway", "version": __version__,
+                 "description": "Triggers (inbound webhooks), actions (outbound webhooks) and "
+                                "the admin API. Errors are RFC 9457 problem details."},
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": {"Problem": PROBLEM_SCHEMA, **_entity_schemas(schemas)},
+            "securitySchemes": {
+                "admin": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                          "description": "Admin token: `gateway admin-token --tenant T`"},
+                "trigger": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                            "description": "The token returned when the trigger was created"},
+            },
+        },
+    }
+
+
+def _entity_schemas(schemas: SchemaRegistry) -> dict[str, Any]:
+    out = {}
+    for etype in ENTITY_TYPES:
+        name = etype.capitalize()
+        schema = schemas.entity_schema(etype)
+        schema.pop("$schema", None)
+        schema.pop("$id", None)
+        out[name] = _rebase(schema, f"#/components/schemas/{name}")
+    return out
+
+
+def _rebase(node: Any, base: str) -> Any:
+    """Point a schema's local `$ref`s at where it now sits inside the document."""
+    if isinstance(node, dict):
+        return {k: (base + v[1:] if k == "$ref" and isinstance(v, str) and v.startswith("#")
+                    else _rebase(v, base)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rebase(v, base) for v in node]
+    return node
+
+
+def _schema(value: Mapping[str, Any] | str) -> dict[str, Any]:
+    if value == "entity":
+        return {"oneOf": [{"$ref": f"#/components/schemas/{t.capitalize()}"}
+                          for t in ENTITY_TYPES]}
+    assert not isinstance(value, str)
+    return dict(value)
+
+
+def _operation(path: str, op: Operation) -> dict[str, Any]:
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+              for name in _PARAM.findall(path)]
+    params += [{"name": name, "in": "query", "required": False, "description": text,
+                "schema": {"type": "string"}} for name, text in op.query]
+    ok: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "OK")}
+    if op.response is not None:
+        ok["content"] = {"application/json": {"schema": _schema(op.response)}}
+    responses: dict[str, Any] = {str(op.status): ok}
+    for status in sorted({*_DEFAULT_ERRORS[op.auth], *op.errors}):
+        responses[str(status)] = {
+            "description": _STATUS_TEXT.get(status, "Error"),
+            "content": {"application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"}}}}
+    result: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
+                              "operationId": _operation_id(path, op.summary),
+                              "parameters": params, "responses": responses}
+    if op.auth != "none":
+        result["security"] = [{op.auth: []}]
+    if op.request is not None:
+        result["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": _schema(op.request)}}}
+    return result
+
+
+def _operation_id(path: str, summary: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "_", summary).strip("_").lower()
+
+
+@operation("The OpenAPI document", tag="meta", auth="none")
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(build_document(request.app))
+
+
+@operation("Human-readable API reference (works offline)", tag="meta", auth="none")
+@aiohttp_jinja2.template("api_docs.html")
+async def api_docs(request: web.Request) -> dict[str, Any]:
+    return {"doc": build_document(request.app)}
