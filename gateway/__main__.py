@@ -53,18 +53,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
     if args.command in ("serve", "demo"):
-        settings = replace(settings, host=args.host or settings.host,
-                           port=settings.port if args.port is None else args.port)
+        settings = replace(
+            settings,
+            host=args.host or settings.host,
+            port=settings.port if args.port is None else args.port,
+        )
     from gateway import cli
 
     handlers = {
         "serve": lambda: cli.serve(settings),
         "demo": lambda: cli.demo(settings, args.tenant),
         "worker": lambda: cli.worker(settings),
-        "admin-token": lambda: cli.admin_token(settings, args.tenant, args.role, args.ttl,
-                                               args.subject),
-        "mapping": lambda: cli.mapping(args.mapping_command, args.file,
-                                       getattr(args, "sample", None)),
+        "admin-token": lambda: cli.admin_token(
+            settings, args.tenant, args.role, args.ttl, args.subject
+        ),
+        "mapping": lambda: cli.mapping(
+            args.mapping_command, args.file, getattr(args, "sample", None)
+        ),
     }
     try:
         return handlers[args.command]()

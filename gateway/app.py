@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -21,12 +21,14 @@ from gateway.events import EventRelay
 from gateway.keys import (
     entities_key,
     keyring_key,
+    mappings_key,
     metrics_key,
     relay_key,
     schemas_key,
     settings_key,
     store_key,
 )
+from gateway.mappings import MappingService
 from gateway.metrics import Metrics
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.store import Store, open_client
@@ -62,24 +64,27 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
     app[schemas_key] = SchemaRegistry.load(default_schema_dir())
     app.cleanup_ctx.append(_database(mongodb_uri or settings.mongodb_uri))
     app.cleanup_ctx.append(_event_relay)
-    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("gateway.web", "templates"),
-                         autoescape=jinja2.select_autoescape(default=True))
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("gateway.web", "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+    )
     add_routes(app)
     return app
 
 
-def _database(uri: str | None):  # type: ignore[no-untyped-def]
+def _database(uri: str | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[settings_key]
-        embedded = None
-        if uri is None:
-            embedded = EmbeddedServer(Path(settings.data_dir) / "db")
+        embedded = None if uri else EmbeddedServer(Path(settings.data_dir) / "db")
+        if embedded is not None:
             await asyncio.to_thread(embedded.start)
-        client = open_client(uri or embedded.uri)  # type: ignore[union-attr]
+        client = open_client(embedded.uri if embedded else str(uri))
         store = Store(client[settings.database])
         await store.ensure_indexes()
         app[store_key] = store
         app[entities_key] = EntityService(store, app[schemas_key])
+        app[mappings_key] = MappingService(store, app[schemas_key], app[entities_key])
         watcher = asyncio.create_task(_watch(embedded)) if embedded else None
         yield
         if watcher:
@@ -87,6 +92,7 @@ def _database(uri: str | None):  # type: ignore[no-untyped-def]
         await client.close()
         if embedded:
             await asyncio.to_thread(embedded.stop)
+
     return ctx
 
 

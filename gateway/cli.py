@@ -15,30 +15,54 @@ from gateway.app import create_app, load_secret_key
 from gateway.auth.keys import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
+from gateway.demo import seed_entities
+from gateway.keys import entities_key, keyring_key
 
 
 def serve(settings: Settings) -> int:
     app = create_app(settings)
     # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish requests,
     # then run every cleanup context (workers stop claiming, the database closes).
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None,
-                print=lambda msg: print(f"gateway listening on {settings.base_url}",
-                                        file=sys.stderr), shutdown_timeout=15)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=lambda msg: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
+        shutdown_timeout=15,
+    )
     return 0
 
 
 def demo(settings: Settings, tenant: str) -> int:
-    from gateway.demo import seed_demo
-
+    """Serve with the demo tenant loaded, and print where to start."""
     app = create_app(settings)
 
     async def on_startup(app: web.Application) -> None:
-        summary = await seed_demo(app, tenant)
-        print(summary, flush=True)
+        created = await seed_entities(app[entities_key], tenant)
+        token = issue_admin_token(
+            app[keyring_key], tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
+        )
+        base = settings.base_url
+        print(
+            f"\nRabbot gateway demo: tenant {tenant!r} ({created} entities created)\n"
+            f"  API reference   {base}/docs\n"
+            f"  OpenAPI         {base}/openapi.json\n"
+            f"  health/metrics  {base}/readyz  {base}/metrics\n"
+            f"  admin token     {token}\n\n"
+            f'  curl -H "Authorization: Bearer {token}" {base}/api/v1/entities/vehicle\n',
+            flush=True,
+        )
 
     app.on_startup.append(on_startup)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
-                shutdown_timeout=15)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=15,
+    )
     return 0
 
 
@@ -68,8 +92,15 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
         print(f"error: --ttl: {exc}", file=sys.stderr)
         return 2
     ring = KeyRing.from_secret(load_secret_key(settings))
-    print(issue_admin_token(ring, tenant=tenant, role=role,  # type: ignore[arg-type]
-                            subject=subject, ttl=lifetime))
+    print(
+        issue_admin_token(
+            ring,
+            tenant=tenant,
+            role=role,  # type: ignore[arg-type]
+            subject=subject,
+            ttl=lifetime,
+        )
+    )
     return 0
 
 

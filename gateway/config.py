@@ -51,19 +51,19 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         env = _Env(environ)
         return cls(
-            mongodb_uri=env.str("MONGODB_URI"),
-            host=env.str("GATEWAY_HOST") or "127.0.0.1",
-            port=env.int("GATEWAY_PORT", 8080, low=0, high=65535),
-            data_dir=Path(env.str("GATEWAY_DATA_DIR") or "var"),
-            secret_key=Secret(key) if (key := env.str("GATEWAY_SECRET_KEY")) else None,
+            mongodb_uri=env.text("MONGODB_URI"),
+            host=env.text("GATEWAY_HOST") or "127.0.0.1",
+            port=env.integer("GATEWAY_PORT", 8080, low=0, high=65535),
+            data_dir=Path(env.text("GATEWAY_DATA_DIR") or "var"),
+            secret_key=Secret(key) if (key := env.text("GATEWAY_SECRET_KEY")) else None,
             public_url=env.url("GATEWAY_PUBLIC_URL"),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
-            database=env.str("GATEWAY_DATABASE") or "gateway",
-            max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
-            max_batch_items=env.int("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
-            run_workers=env.bool("GATEWAY_RUN_WORKERS", True),
-            log_level=(env.str("GATEWAY_LOG_LEVEL") or "INFO").upper(),
-            log_json=env.bool("GATEWAY_LOG_JSON", True),
+            database=env.text("GATEWAY_DATABASE") or "gateway",
+            max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
+            max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
+            run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
+            log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+            log_json=env.flag("GATEWAY_LOG_JSON", True),
             admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
         )
 
@@ -72,12 +72,12 @@ class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         return value or None
 
-    def int(self, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
-        raw = self.str(name)
+    def integer(self, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -88,8 +88,8 @@ class _Env:
             raise ConfigError(f"{name} must be between {low} and {high or 'any'}, got {value}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self.str(name)
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
         if raw is None:
             return default
         if raw.lower() in ("true", "1"):
@@ -99,13 +99,13 @@ class _Env:
         raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}")
 
     def url(self, name: str) -> str | None:
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is not None and not raw.startswith(("http://", "https://")):
             raise ConfigError(f"{name} must be an http(s) URL, got {raw!r}")
         return raw
 
     def allow_list(self, name: str) -> tuple[str, ...]:
-        entries = tuple(e.strip() for e in (self.str(name) or "").split(",") if e.strip())
+        entries = tuple(e.strip() for e in (self.text(name) or "").split(",") if e.strip())
         for entry in entries:
             if "/" in entry:
                 try:

@@ -80,8 +80,12 @@ def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
 def public(doc: Doc) -> dict[str, Any]:
     """The API's view of a stored entity: its data, its id and its metadata."""
     return {
-        **doc["data"], "id": str(doc["_id"]), "type": doc["type"],
-        "version": doc["rev"], "created_at": doc["created_at"], "updated_at": doc["updated_at"],
+        **doc["data"],
+        "id": str(doc["_id"]),
+        "entity_type": doc["type"],
+        "version": doc["rev"],
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
     }
 
 
@@ -121,13 +125,20 @@ class EntityService:
             raise NotFound(f"no {etype} {ref!r}")
         return doc
 
-    async def list(self, tenant: str, etype: str, filters: Mapping[str, Any], *,
-                   after: str | None, limit: int) -> list[Doc]:
+    async def find(
+        self, tenant: str, etype: str, filters: Mapping[str, Any], *, after: str | None, limit: int
+    ) -> list[Doc]:
         _require_type(etype)
-        return await self._store.entities.list(tenant, etype, filters, after=after, limit=limit)
+        return await self._store.entities.find(tenant, etype, filters, after=after, limit=limit)
 
-    async def create(self, tenant: str, etype: str, data: Mapping[str, Any], origin: Origin,
-                     extra_events: Sequence[str] = ()) -> WriteResult:
+    async def create(
+        self,
+        tenant: str,
+        etype: str,
+        data: Mapping[str, Any],
+        origin: Origin,
+        extra_events: Sequence[str] = (),
+    ) -> WriteResult:
         clean = self._schemas.check(etype, data)
         nk = self.natural_key(etype, clean)
         events = [_event("entity.created", etype, clean, [], origin)]
@@ -137,8 +148,14 @@ class EntityService:
             raise Conflict(f"a {etype} with key {nk!r} already exists")
         return WriteResult(doc, True, (), tuple(e["type"] for e in events))
 
-    async def upsert(self, tenant: str, etype: str, fields: Mapping[str, Any], origin: Origin,
-                     extra_events: Sequence[str] = ()) -> WriteResult:
+    async def upsert(
+        self,
+        tenant: str,
+        etype: str,
+        fields: Mapping[str, Any],
+        origin: Origin,
+        extra_events: Sequence[str] = (),
+    ) -> WriteResult:
         """Create the entity `fields` name by natural key, or merge `fields` into it."""
         nk = self.natural_key(etype, fields)
         for _ in range(_MAX_WRITE_ATTEMPTS):
@@ -148,14 +165,16 @@ class EntityService:
                     return await self.create(tenant, etype, fields, origin, extra_events)
                 except Conflict:
                     continue  # created concurrently: merge into it on the next round
-            result = await self._write(tenant, current, merge(current["data"], fields), origin,
-                                       extra_events)
+            result = await self._write(
+                tenant, current, merge(current["data"], fields), origin, extra_events
+            )
             if result is not None:
                 return result
         raise Conflict("the entity is being changed concurrently; retry")
 
-    async def patch(self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any],
-                    origin: Origin) -> WriteResult:
+    async def patch(
+        self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any], origin: Origin
+    ) -> WriteResult:
         for _ in range(_MAX_WRITE_ATTEMPTS):
             current = await self.get(tenant, etype, ref)
             result = await self._write(tenant, current, merge(current["data"], patch), origin)
@@ -163,8 +182,14 @@ class EntityService:
                 return result
         raise Conflict("the entity is being changed concurrently; retry")
 
-    async def _write(self, tenant: str, current: Doc, data: Mapping[str, Any], origin: Origin,
-                     extra_events: Sequence[str] = ()) -> WriteResult | None:
+    async def _write(
+        self,
+        tenant: str,
+        current: Doc,
+        data: Mapping[str, Any],
+        origin: Origin,
+        extra_events: Sequence[str] = (),
+    ) -> WriteResult | None:
         etype = current["type"]
         clean = self._schemas.check(etype, data)
         if self.natural_key(etype, clean) != current["nk"]:
@@ -188,8 +213,9 @@ class EntityService:
         raise Conflict("the entity is being changed concurrently; retry")
 
 
-def _event(etype_event: str, etype: str, data: Mapping[str, Any], changes: Sequence[Change],
-           origin: Origin) -> Doc:
+def _event(
+    etype_event: str, etype: str, data: Mapping[str, Any], changes: Sequence[Change], origin: Origin
+) -> Doc:
     """An outbox entry: everything the relay needs to store and fan out the event."""
     return {
         "id": ObjectId(),

@@ -35,8 +35,12 @@ class FieldProblem:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"pointer": self.pointer, "message": self.message, "keyword": self.keyword,
-                **self.extra}
+        return {
+            "pointer": self.pointer,
+            "message": self.message,
+            "keyword": self.keyword,
+            **self.extra,
+        }
 
 
 class GatewayError(Exception):
@@ -103,8 +107,9 @@ class UnsupportedMediaType(GatewayError):
 class InvalidPayload(GatewayError):
     status, title, slug = 422, "Invalid payload", "invalid-payload"
 
-    def __init__(self, detail: str = "", problems: Sequence[FieldProblem] = (),
-                 **extra: Any) -> None:
+    def __init__(
+        self, detail: str = "", problems: Sequence[FieldProblem] = (), **extra: Any
+    ) -> None:
         super().__init__(detail, **extra)
         self.problems = list(problems)
 

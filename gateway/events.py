@@ -29,11 +29,18 @@ async def _no_fanout(event: Doc) -> int:
 
 def event_document(tenant: str, entity: Doc, entry: Doc) -> Doc:
     return {
-        "_id": entry["id"], "tenant": tenant, "type": entry["type"],
+        "_id": entry["id"],
+        "tenant": tenant,
+        "type": entry["type"],
         "occurred_at": entry["occurred_at"],
-        "entity": {"type": entity["type"], "id": str(entity["_id"]),
-                   "key": entity["nk"].split("#deleted#")[0]},
-        "data": entry["data"], "changes": entry["changes"], "origin": entry["origin"],
+        "entity": {
+            "type": entity["type"],
+            "id": str(entity["_id"]),
+            "key": entity["nk"].split("#deleted#")[0],
+        },
+        "data": entry["data"],
+        "changes": entry["changes"],
+        "origin": entry["origin"],
     }
 
 
@@ -42,8 +49,15 @@ def public_event(doc: Doc) -> dict[str, Any]:
 
 
 class EventRelay:
-    def __init__(self, store: Store, metrics: Metrics, *, fanout: FanOut = _no_fanout,
-                 batch: int = 100, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        fanout: FanOut = _no_fanout,
+        batch: int = 100,
+        poll_seconds: float = 1.0,
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._fanout = fanout

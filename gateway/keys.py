@@ -8,6 +8,7 @@ from gateway.auth.keys import KeyRing
 from gateway.config import Settings
 from gateway.entities import EntityService
 from gateway.events import EventRelay
+from gateway.mappings import MappingService
 from gateway.metrics import Metrics
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
@@ -19,3 +20,4 @@ schemas_key = web.AppKey("schemas", SchemaRegistry)
 store_key = web.AppKey("store", Store)
 entities_key = web.AppKey("entities", EntityService)
 relay_key = web.AppKey("relay", EventRelay)
+mappings_key = web.AppKey("mappings", MappingService)

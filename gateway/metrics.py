@@ -17,21 +17,32 @@ class Metrics:
     def __init__(self, version: str) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
-            "gateway_http_requests_total", "HTTP requests served",
-            ["route", "method", "status_class"], registry=r)
+            "gateway_http_requests_total",
+            "HTTP requests served",
+            ["route", "method", "status_class"],
+            registry=r,
+        )
         self.http_latency = Histogram(
-            "gateway_http_request_duration_seconds", "HTTP request latency",
-            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=r)
+            "gateway_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.http_in_flight = Gauge(
-            "gateway_http_requests_in_flight", "HTTP requests being served", registry=r)
-        self.build_info = Gauge(
-            "gateway_build_info", "Build information", ["version"], registry=r)
+            "gateway_http_requests_in_flight", "HTTP requests being served", registry=r
+        )
+        self.build_info = Gauge("gateway_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(version=version).set(1)
         self.events_relayed = Counter(
-            "gateway_events_relayed_total", "Events moved from entity outboxes to the log",
-            ["type_family"], registry=r)
+            "gateway_events_relayed_total",
+            "Events moved from entity outboxes to the log",
+            ["type_family"],
+            registry=r,
+        )
         self.database_up = Gauge(
-            "gateway_database_up", "1 when the last database ping succeeded", registry=r)
+            "gateway_database_up", "1 when the last database ping succeeded", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

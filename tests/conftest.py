@@ -37,9 +37,13 @@ def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
-        secret_key=Secret(SECRET_KEY), data_dir=tmp_path, database=f"test_{os.getpid()}_"
-        f"{next(_db_names)}", run_workers=False, log_json=False,
-        outbound_allow=("127.0.0.1",), max_body_bytes=256 * 1024,
+        secret_key=Secret(SECRET_KEY),
+        data_dir=tmp_path,
+        database=f"test_{os.getpid()}_{next(_db_names)}",
+        run_workers=False,
+        log_json=False,
+        outbound_allow=("127.0.0.1",),
+        max_body_bytes=256 * 1024,
     )
 
 
@@ -49,10 +53,12 @@ def make_app(settings: Settings, mongodb_uri: str) -> Callable[..., web.Applicat
         from dataclasses import replace
 
         return create_app(replace(settings, **overrides), mongodb_uri=mongodb_uri)
+
     return factory
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, make_app: Callable[..., web.Application]
-                 ) -> AsyncIterator[TestClient[Any, Any]]:
+async def client(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> AsyncIterator[TestClient[Any, Any]]:
     yield await aiohttp_client(make_app())

@@ -43,8 +43,11 @@ def _within(name: str, prefixes: tuple[str, ...]) -> bool:
 
 @pytest.mark.parametrize(("library", "homes"), HOMES.items())
 def test_each_library_is_imported_only_from_its_home(library: str, homes: tuple[str, ...]) -> None:
-    offenders = [name for name, imports in _modules()
-                 if any(_within(i, (library,)) for i in imports) and not _within(name, homes)]
+    offenders = [
+        name
+        for name, imports in _modules()
+        if any(_within(i, (library,)) for i in imports) and not _within(name, homes)
+    ]
     assert offenders == [], f"{library} imported outside {homes}"
 
 
@@ -58,10 +61,27 @@ def test_nothing_imports_the_entry_layers() -> None:
 
 
 def test_pure_domain_does_not_reach_adapters() -> None:
-    pure = ("gateway.schemas", "gateway.mapping", "gateway.auth", "gateway.actions.retry",
-            "gateway.errors", "gateway.config", "gateway.models")
-    adapters = ("gateway.store", "gateway.metrics", "gateway.events", "gateway.entities",
-                "gateway.triggers")
-    offenders = [f"{name} → {i}" for name, imports in _modules() if _within(name, pure)
-                 for i in imports if _within(i, adapters)]
+    pure = (
+        "gateway.schemas",
+        "gateway.mapping",
+        "gateway.auth",
+        "gateway.actions.retry",
+        "gateway.errors",
+        "gateway.config",
+        "gateway.models",
+    )
+    adapters = (
+        "gateway.store",
+        "gateway.metrics",
+        "gateway.events",
+        "gateway.entities",
+        "gateway.triggers",
+    )
+    offenders = [
+        f"{name} → {i}"
+        for name, imports in _modules()
+        if _within(name, pure)
+        for i in imports
+        if _within(i, adapters)
+    ]
     assert offenders == []

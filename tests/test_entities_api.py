@@ -12,14 +12,27 @@ from tests.support import admin_token, auth
 
 Client = TestClient[Any, Any]
 
-VEHICLE = {"plate": "abc-1234", "renavam": "86769597308", "make": "Fiat", "model": "Strada",
-           "year": 2022, "status": "active", "odometer_km": 1200.5, "group": "north"}
-DRIVER = {"name": "Maria Souza", "cpf": "529.982.247-25", "phone": "+5511999990000",
-          "cnh": {"number": "09770304734", "category": "B", "expires_on": "2030-01-31"}}
+VEHICLE = {
+    "plate": "abc-1234",
+    "renavam": "86769597308",
+    "make": "Fiat",
+    "model": "Strada",
+    "year": 2022,
+    "status": "active",
+    "odometer_km": 1200.5,
+    "group": "north",
+}
+DRIVER = {
+    "name": "Maria Souza",
+    "cpf": "529.982.247-25",
+    "phone": "+5511999990000",
+    "cnh": {"number": "09770304734", "category": "B", "expires_on": "2030-01-31"},
+}
 
 
-async def _create(client: Client, etype: str, doc: dict[str, Any], tenant: str = "acme"
-                  ) -> dict[str, Any]:
+async def _create(
+    client: Client, etype: str, doc: dict[str, Any], tenant: str = "acme"
+) -> dict[str, Any]:
     response = await client.post(f"/api/v1/entities/{etype}", json=doc, headers=auth(tenant))
     assert response.status == 201, await response.text()
     return dict(await response.json())
@@ -41,15 +54,17 @@ async def test_vehicle_is_found_by_its_mercosul_twin_plate(client: Client) -> No
 
 async def test_duplicate_natural_key_is_409_even_across_plate_formats(client: Client) -> None:
     await _create(client, "vehicle", VEHICLE)
-    response = await client.post("/api/v1/entities/vehicle", json={"plate": "ABC1C34"},
-                                 headers=auth())
+    response = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "ABC1C34"}, headers=auth()
+    )
     assert response.status == 409
     assert (await response.json())["status"] == 409
 
 
 async def test_invalid_identifier_names_the_field_and_the_reason(client: Client) -> None:
-    response = await client.post("/api/v1/entities/driver",
-                                 json={**DRIVER, "cpf": "529.982.247-26"}, headers=auth())
+    response = await client.post(
+        "/api/v1/entities/driver", json={**DRIVER, "cpf": "529.982.247-26"}, headers=auth()
+    )
     assert response.status == 422
     body = await response.json()
     assert response.content_type == "application/problem+json"
@@ -66,11 +81,14 @@ async def test_every_failing_field_is_listed(client: Client) -> None:
 
 
 async def test_patch_reports_changes_and_emits_entity_updated_with_old_and_new(
-        client: Client) -> None:
+    client: Client,
+) -> None:
     created = await _create(client, "vehicle", VEHICLE)
-    response = await client.patch(f"/api/v1/entities/vehicle/{created['id']}",
-                                  json={"odometer_km": 1300, "status": "maintenance"},
-                                  headers=auth())
+    response = await client.patch(
+        f"/api/v1/entities/vehicle/{created['id']}",
+        json={"odometer_km": 1300, "status": "maintenance"},
+        headers=auth(),
+    )
     assert response.status == 200
     body = await response.json()
     assert body["changed"] == ["odometer_km", "status"] and body["version"] == 2
@@ -91,20 +109,26 @@ async def test_create_and_delete_emit_events_and_free_the_key(client: Client) ->
     await client.app[relay_key].run_until_idle()
     events = await (await client.get("/api/v1/events", headers=auth())).json()
     assert [e["type"] for e in events["items"]] == [
-        "entity.created", "entity.deleted", "entity.created"]
+        "entity.created",
+        "entity.deleted",
+        "entity.created",
+    ]
 
 
 async def test_list_filters_on_indexed_fields_and_paginates(client: Client) -> None:
     for n in range(5):
         await _create(client, "vehicle", {"plate": f"ABC1D2{n}", "group": "g1" if n % 2 else "g2"})
-    first = await (await client.get("/api/v1/entities/vehicle?group=g2&limit=2",
-                                    headers=auth())).json()
+    first = await (
+        await client.get("/api/v1/entities/vehicle?group=g2&limit=2", headers=auth())
+    ).json()
     assert len(first["items"]) == 2 and first["next_cursor"]
-    rest = await (await client.get(
-        f"/api/v1/entities/vehicle?group=g2&limit=2&cursor={first['next_cursor']}",
-        headers=auth())).json()
-    assert [v["plate"] for v in first["items"] + rest["items"]] == ["ABC1D20", "ABC1D22",
-                                                                    "ABC1D24"]
+    rest = await (
+        await client.get(
+            f"/api/v1/entities/vehicle?group=g2&limit=2&cursor={first['next_cursor']}",
+            headers=auth(),
+        )
+    ).json()
+    assert [v["plate"] for v in first["items"] + rest["items"]] == ["ABC1D20", "ABC1D22", "ABC1D24"]
     assert rest["next_cursor"] is None
     bad = await client.get("/api/v1/entities/vehicle?colour=red", headers=auth())
     assert bad.status == 400
@@ -112,8 +136,7 @@ async def test_list_filters_on_indexed_fields_and_paginates(client: Client) -> N
 
 async def test_other_tenant_sees_404_never_the_data(client: Client) -> None:
     created = await _create(client, "vehicle", VEHICLE, tenant="acme")
-    response = await client.get(f"/api/v1/entities/vehicle/{created['id']}",
-                                headers=auth("globex"))
+    response = await client.get(f"/api/v1/entities/vehicle/{created['id']}", headers=auth("globex"))
     assert response.status == 404
     assert "Fiat" not in await response.text()
     listed = await (await client.get("/api/v1/entities/vehicle", headers=auth("globex"))).json()
@@ -121,8 +144,14 @@ async def test_other_tenant_sees_404_never_the_data(client: Client) -> None:
 
 
 async def test_fine_is_an_other_entity_reachable_by_kind_and_key(client: Client) -> None:
-    fine = {"kind": "fine", "key": "AIT123", "ait_number": "AIT123", "plate": "ABC1D23",
-            "amount_brl": 195.23, "status": "open"}
+    fine = {
+        "kind": "fine",
+        "key": "AIT123",
+        "ait_number": "AIT123",
+        "plate": "ABC1D23",
+        "amount_brl": 195.23,
+        "status": "open",
+    }
     created = await _create(client, "other", fine)
     response = await client.get("/api/v1/entities/other/fine:AIT123", headers=auth())
     assert response.status == 200
@@ -144,11 +173,15 @@ async def test_admin_token_problems_are_401_and_viewer_writes_are_403(client: Cl
 
 async def test_bad_bodies_get_clear_errors_and_write_nothing(client: Client) -> None:
     url = "/api/v1/entities/vehicle"
-    malformed = await client.post(url, data=b'{"plate": ', headers={
-        **auth(), "Content-Type": "application/json"})
+    malformed = await client.post(
+        url, data=b'{"plate": ', headers={**auth(), "Content-Type": "application/json"}
+    )
     assert malformed.status == 400 and "malformed JSON" in (await malformed.json())["detail"]
-    wrong_type = await client.post(url, data=b"plate=ABC1234", headers={
-        **auth(), "Content-Type": "application/x-www-form-urlencoded"})
+    wrong_type = await client.post(
+        url,
+        data=b"plate=ABC1234",
+        headers={**auth(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert wrong_type.status == 415
     unknown = await client.post("/api/v1/entities/spaceship", json={}, headers=auth())
     assert unknown.status == 404

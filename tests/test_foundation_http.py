@@ -43,15 +43,18 @@ async def test_metrics_count_requests_by_route_template(client: Client) -> None:
     response = await client.get("/metrics")
     text = await response.text()
     assert response.status == 200
-    assert ('gateway_http_requests_total{method="GET",route="/api/v1/entities/{type}",'
-            'status_class="2xx"} 1.0') in text
+    assert (
+        'gateway_http_requests_total{method="GET",route="/api/v1/entities/{type}",'
+        'status_class="2xx"} 1.0'
+    ) in text
     assert "gateway_http_request_duration_seconds_bucket" in text
     assert 'gateway_build_info{version="0.1.0"} 1.0' in text
 
 
 async def test_body_over_the_limit_is_413(client: Client) -> None:
     big = b'{"plate": "' + b"A" * (300 * 1024) + b'"}'
-    response = await client.post("/api/v1/entities/vehicle", data=big,
-                                 headers={**auth(), "Content-Type": "application/json"})
+    response = await client.post(
+        "/api/v1/entities/vehicle", data=big, headers={**auth(), "Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert response.content_type == "application/problem+json"

@@ -36,14 +36,21 @@ def open_client(uri: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
 
 
 @contextlib.contextmanager
-def translate_errors(conflict_detail: str = "a resource with this key already exists") -> Iterator[None]:
+def translate_errors(
+    conflict_detail: str = "a resource with this key already exists",
+) -> Iterator[None]:
     """pymongo exceptions never leave store/: they become the gateway's own errors."""
     try:
         yield
     except DuplicateKeyError:
         raise Conflict(conflict_detail) from None
-    except (ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout, ConnectionFailure,
-            ExecutionTimeout) as exc:
+    except (
+        ServerSelectionTimeoutError,
+        AutoReconnect,
+        NetworkTimeout,
+        ConnectionFailure,
+        ExecutionTimeout,
+    ) as exc:
         raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
 
 

@@ -44,8 +44,9 @@ def _find_executable() -> str:
 class EmbeddedServer:
     """Starts `secantusd-py` on a free loopback port, waits until it answers, stops it."""
 
-    def __init__(self, storage_path: Path | str, *, host: str = "127.0.0.1",
-                 cache_size: str = "256M") -> None:
+    def __init__(
+        self, storage_path: Path | str, *, host: str = "127.0.0.1", cache_size: str = "256M"
+    ) -> None:
         self.storage_path = Path(storage_path)
         self.host = host
         self.cache_size = cache_size
@@ -71,19 +72,34 @@ class EmbeddedServer:
         self.storage_path.mkdir(parents=True, exist_ok=True)
         self.port = _free_port(self.host)
         cmd = [
-            _find_executable(), "--host", self.host, "--port", str(self.port),
-            "--storage-path", str(self.storage_path), "--log-level", "WARNING",
-            "--cache-size", self.cache_size,
+            _find_executable(),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.storage_path),
+            "--log-level",
+            "WARNING",
+            "--cache-size",
+            self.cache_size,
         ]
         log_file = self._log_path.open("ab")
         # A new session keeps a Ctrl-C in the terminal from reaching the child before we stop it.
-        self._proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         log_file.close()
         self._wait_until_listening(timeout)
-        log.info("embedded database started", extra={"port": self.port, "pid": self._proc.pid,
-                                                      "storage": str(self.storage_path)})
+        log.info(
+            "embedded database started",
+            extra={"port": self.port, "pid": self._proc.pid, "storage": str(self.storage_path)},
+        )
 
     def _wait_until_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

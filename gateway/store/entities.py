@@ -21,8 +21,11 @@ from gateway.errors import Conflict
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 
 INDEXES = [
-    IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("nk", ASCENDING)], unique=True,
-               name="natural_key"),
+    IndexModel(
+        [("tenant", ASCENDING), ("type", ASCENDING), ("nk", ASCENDING)],
+        unique=True,
+        name="natural_key",
+    ),
     IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("_id", ASCENDING)], name="by_type"),
     IndexModel([("pending", ASCENDING)], name="outbox_pending", sparse=True),
 ]
@@ -35,8 +38,11 @@ FILTERABLE = {
     "other": ("kind", "status", "plate"),
 }
 INDEXES += [
-    IndexModel([("tenant", ASCENDING), ("type", ASCENDING), (f"data.{field}", ASCENDING)],
-               name=f"data_{field}", sparse=True)
+    IndexModel(
+        [("tenant", ASCENDING), ("type", ASCENDING), (f"data.{field}", ASCENDING)],
+        name=f"data_{field}",
+        sparse=True,
+    )
     for field in sorted({f for fields in FILTERABLE.values() for f in fields})
 ]
 
@@ -52,8 +58,9 @@ class EntityStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
 
-    async def get(self, tenant: str, etype: str, *, id: str | None = None,
-                  nk: str | None = None) -> Doc | None:
+    async def get(
+        self, tenant: str, etype: str, *, id: str | None = None, nk: str | None = None
+    ) -> Doc | None:
         query: Doc = {"type": etype, "deleted": {"$ne": True}}
         if id is not None:
             oid = parse_id(id)
@@ -65,8 +72,9 @@ class EntityStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, query), {"outbox": 0})
 
-    async def list(self, tenant: str, etype: str, filters: Mapping[str, Any], *,
-                   after: str | None, limit: int) -> list[Doc]:
+    async def find(
+        self, tenant: str, etype: str, filters: Mapping[str, Any], *, after: str | None, limit: int
+    ) -> list[Doc]:
         query: Doc = {"type": etype, "deleted": {"$ne": True}}
         query.update({f"data.{k}": v for k, v in filters.items()})
         if after is not None and (oid := parse_id(after)) is not None:
@@ -75,14 +83,23 @@ class EntityStore:
             cursor = self._c.find(scoped(tenant, query), {"outbox": 0})
             return await cursor.sort("_id", ASCENDING).limit(limit).to_list(limit)
 
-    async def insert(self, tenant: str, etype: str, nk: str, data: Doc,
-                     events: Sequence[Doc]) -> Doc | None:
+    async def insert(
+        self, tenant: str, etype: str, nk: str, data: Doc, events: Sequence[Doc]
+    ) -> Doc | None:
         """Insert a new entity; None when its natural key is taken (the caller re-reads)."""
         now = datetime.now(UTC)
-        doc: Doc = scoped(tenant, {
-            "_id": ObjectId(), "type": etype, "nk": nk, "data": data, "rev": 1,
-            "created_at": now, "updated_at": now,
-        })
+        doc: Doc = scoped(
+            tenant,
+            {
+                "_id": ObjectId(),
+                "type": etype,
+                "nk": nk,
+                "data": data,
+                "rev": 1,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
         if events:
             doc.update(outbox=list(events), pending=True)
         try:
@@ -93,8 +110,9 @@ class EntityStore:
         doc.pop("outbox", None)
         return doc
 
-    async def replace_data(self, tenant: str, current: Doc, data: Doc,
-                           events: Sequence[Doc]) -> Doc | None:
+    async def replace_data(
+        self, tenant: str, current: Doc, data: Doc, events: Sequence[Doc]
+    ) -> Doc | None:
         """Write new data if nobody changed the entity since `current` was read, else None."""
         now = datetime.now(UTC)
         update: Doc = {"$set": {"data": data, "updated_at": now}, "$inc": {"rev": 1}}
@@ -103,7 +121,8 @@ class EntityStore:
             update["$set"]["pending"] = True
         with translate_errors():
             result = await self._c.update_one(
-                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}), update)
+                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}), update
+            )
         if result.matched_count == 0:
             return None
         return {**current, "data": data, "updated_at": now, "rev": current["rev"] + 1}
@@ -115,25 +134,36 @@ class EntityStore:
         with translate_errors():
             result = await self._c.update_one(
                 scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
-                {"$set": {"deleted": True, "nk": f"{current['nk']}#deleted#{current['_id']}",
-                          "updated_at": now, "pending": True},
-                 "$inc": {"rev": 1}, "$push": {"outbox": event}})
+                {
+                    "$set": {
+                        "deleted": True,
+                        "nk": f"{current['nk']}#deleted#{current['_id']}",
+                        "updated_at": now,
+                        "pending": True,
+                    },
+                    "$inc": {"rev": 1},
+                    "$push": {"outbox": event},
+                },
+            )
         return result.matched_count == 1
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
     async def pending_outboxes(self, limit: int) -> list[Doc]:
         with translate_errors():
-            cursor = self._c.find({"pending": True},
-                                  {"tenant": 1, "type": 1, "nk": 1, "outbox": 1, "deleted": 1})
+            cursor = self._c.find(
+                {"pending": True}, {"tenant": 1, "type": 1, "nk": 1, "outbox": 1, "deleted": 1}
+            )
             return await cursor.limit(limit).to_list(limit)
 
     async def drain_outbox(self, doc: Doc, event_ids: Sequence[str]) -> None:
         with translate_errors():
-            await self._c.update_one({"_id": doc["_id"]},
-                                     {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}})
+            await self._c.update_one(
+                {"_id": doc["_id"]}, {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}}
+            )
             # Only clear the flag if no request pushed a new event since we read the outbox.
-            await self._c.update_one({"_id": doc["_id"], "outbox": {"$size": 0}},
-                                     {"$unset": {"pending": ""}})
+            await self._c.update_one(
+                {"_id": doc["_id"], "outbox": {"$size": 0}}, {"$unset": {"pending": ""}}
+            )
             if doc.get("deleted"):
                 await self._c.delete_one({"_id": doc["_id"], "outbox": {"$size": 0}})

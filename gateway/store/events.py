@@ -6,16 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
+
 from gateway.errors import Conflict
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 from gateway.store.entities import parse_id
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
-    IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("_id", DESCENDING)],
-               name="by_type"),
-    IndexModel([("tenant", ASCENDING), ("entity.id", ASCENDING), ("_id", DESCENDING)],
-               name="by_entity"),
+    IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("_id", DESCENDING)], name="by_type"),
+    IndexModel(
+        [("tenant", ASCENDING), ("entity.id", ASCENDING), ("_id", DESCENDING)], name="by_entity"
+    ),
 ]
 
 
@@ -40,8 +41,9 @@ class EventStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, {"_id": oid}))
 
-    async def list(self, tenant: str, filters: Mapping[str, Any], *, before: str | None,
-                   limit: int) -> list[Doc]:
+    async def find(
+        self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int
+    ) -> list[Doc]:
         query: Doc = dict(filters)
         if before is not None and (oid := parse_id(before)) is not None:
             query["_id"] = {"$lt": oid}

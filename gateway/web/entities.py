@@ -22,31 +22,50 @@ def _filters(request: web.Request, etype: str) -> dict[str, str]:
     filters = {k: v for k, v in request.query.items() if k not in _PAGE_PARAMS}
     unknown = sorted(set(filters) - set(allowed))
     if unknown:
-        raise BadRequest(f"cannot filter {etype} by {', '.join(unknown)}; "
-                         f"filters: {', '.join(allowed) or 'none'}")
+        raise BadRequest(
+            f"cannot filter {etype} by {', '.join(unknown)}; "
+            f"filters: {', '.join(allowed) or 'none'}"
+        )
     return filters
 
 
-@operation("List entities", tag="entities", response={"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}},
-           query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page"),
-                  ("plate/status/group/cpf/cnpj/kind/...", "filters on indexed fields")])
+@operation(
+    "List entities",
+    tag="entities",
+    response={
+        "type": "object",
+        "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+    },
+    query=[
+        ("limit", "page size, 1-200"),
+        ("cursor", "next_cursor of the previous page"),
+        ("plate/status/group/cpf/cnpj/kind/...", "filters on indexed fields"),
+    ],
+)
 async def list_entities(request: web.Request) -> web.Response:
     claims = authenticate(request)
     etype = request.match_info["type"]
     limit, cursor = page_params(request)
     service = request.app[entities_key]
     filters = service.normalize_filters(etype, _filters(request, etype))
-    docs = await service.list(claims.tenant, etype, filters, after=cursor, limit=limit)
+    docs = await service.find(claims.tenant, etype, filters, after=cursor, limit=limit)
     return json_response(page([public(d) for d in docs], limit))
 
 
-@operation("Create an entity", tag="entities", request="entity", response="entity",
-           status=201, errors=(409,))
+@operation(
+    "Create an entity",
+    tag="entities",
+    request="entity",
+    response="entity",
+    status=201,
+    errors=(409,),
+)
 async def create_entity(request: web.Request) -> web.Response:
     claims = authenticate(request)
     body = await read_object(request)
     result = await request.app[entities_key].create(
-        claims.tenant, request.match_info["type"], body, Origin("admin", claims.subject))
+        claims.tenant, request.match_info["type"], body, Origin("admin", claims.subject)
+    )
     request.app[relay_key].notify()
     return json_response(public(result.entity), status=201)
 
@@ -55,18 +74,28 @@ async def create_entity(request: web.Request) -> web.Response:
 async def get_entity(request: web.Request) -> web.Response:
     claims = authenticate(request)
     doc = await request.app[entities_key].get(
-        claims.tenant, request.match_info["type"], request.match_info["ref"])
+        claims.tenant, request.match_info["type"], request.match_info["ref"]
+    )
     return json_response(public(doc))
 
 
-@operation("Change an entity (JSON merge patch)", tag="entities",
-           request={"type": "object"}, response="entity", errors=(409,))
+@operation(
+    "Change an entity (JSON merge patch)",
+    tag="entities",
+    request={"type": "object"},
+    response="entity",
+    errors=(409,),
+)
 async def patch_entity(request: web.Request) -> web.Response:
     claims = authenticate(request)
     body = await read_object(request)
     result = await request.app[entities_key].patch(
-        claims.tenant, request.match_info["type"], request.match_info["ref"], body,
-        Origin("admin", claims.subject))
+        claims.tenant,
+        request.match_info["type"],
+        request.match_info["ref"],
+        body,
+        Origin("admin", claims.subject),
+    )
     request.app[relay_key].notify()
     answer = public(result.entity)
     answer["changed"] = [c.field for c in result.changes]
@@ -77,15 +106,29 @@ async def patch_entity(request: web.Request) -> web.Response:
 async def delete_entity(request: web.Request) -> web.Response:
     claims = authenticate(request)
     await request.app[entities_key].delete(
-        claims.tenant, request.match_info["type"], request.match_info["ref"],
-        Origin("admin", claims.subject))
+        claims.tenant,
+        request.match_info["type"],
+        request.match_info["ref"],
+        Origin("admin", claims.subject),
+    )
     request.app[relay_key].notify()
     return web.Response(status=204)
 
 
-@operation("List events", tag="events", response={"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}},
-           query=[("type", "event type"), ("entity_id", "entity id"), ("limit", "page size"),
-                  ("cursor", "next_cursor of the previous page")])
+@operation(
+    "List events",
+    tag="events",
+    response={
+        "type": "object",
+        "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+    },
+    query=[
+        ("type", "event type"),
+        ("entity_id", "entity id"),
+        ("limit", "page size"),
+        ("cursor", "next_cursor of the previous page"),
+    ],
+)
 async def list_events(request: web.Request) -> web.Response:
     claims = authenticate(request)
     limit, cursor = page_params(request)
@@ -94,8 +137,9 @@ async def list_events(request: web.Request) -> web.Response:
         filters["type"] = event_type
     if entity_id := request.query.get("entity_id"):
         filters["entity.id"] = entity_id
-    docs = await request.app[store_key].events.list(claims.tenant, filters, before=cursor,
-                                                    limit=limit)
+    docs = await request.app[store_key].events.find(
+        claims.tenant, filters, before=cursor, limit=limit
+    )
     return json_response(page([public_event(d) for d in docs], limit))
 
 

@@ -15,8 +15,7 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@operation("Readiness: the database answers", tag="operations", auth="none",
-           errors=(503,))
+@operation("Readiness: the database answers", tag="operations", auth="none", errors=(503,))
 async def readyz(request: web.Request) -> web.Response:
     metrics = request.app[metrics_key]
     try:

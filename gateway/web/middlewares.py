@@ -44,9 +44,16 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics.http_latency.labels(route, request.method).observe(elapsed)
     response.headers["X-Request-ID"] = request_id
     if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
-        log.log(logging.WARNING if response.status >= 500 else logging.DEBUG, "request",
-                extra={"method": request.method, "route": route, "status": response.status,
-                       "duration_ms": round(elapsed * 1000, 2)})
+        log.log(
+            logging.WARNING if response.status >= 500 else logging.DEBUG,
+            "request",
+            extra={
+                "method": request.method,
+                "route": route,
+                "status": response.status,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )
     return response
 
 

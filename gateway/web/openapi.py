@@ -28,12 +28,23 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "RFC 9457 problem details",
     "required": ["type", "title", "status"],
     "properties": {
-        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-        "detail": {"type": "string"}, "instance": {"type": "string"},
-        "errors": {"type": "array", "items": {
-            "type": "object", "required": ["pointer", "message", "keyword"],
-            "properties": {"pointer": {"type": "string"}, "message": {"type": "string"},
-                           "keyword": {"type": "string"}}}},
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["pointer", "message", "keyword"],
+                "properties": {
+                    "pointer": {"type": "string"},
+                    "message": {"type": "string"},
+                    "keyword": {"type": "string"},
+                },
+            },
+        },
     },
 }
 _DEFAULT_ERRORS = {
@@ -41,13 +52,25 @@ _DEFAULT_ERRORS = {
     "trigger": (400, 401, 403, 405, 413, 415, 422, 429, 503),
     "none": (),
 }
-_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content",
-                400: "Malformed request", 401: "Missing or invalid credentials",
-                403: "Not allowed for these credentials", 404: "Not found",
-                405: "Method not allowed", 409: "Conflict", 413: "Body too large",
-                415: "Unsupported media type", 422: "Validation failed",
-                429: "Rate limited (see Retry-After)", 502: "Partner error",
-                503: "Database unavailable (see Retry-After)", 504: "Partner timeout"}
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No content",
+    400: "Malformed request",
+    401: "Missing or invalid credentials",
+    403: "Not allowed for these credentials",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Body too large",
+    415: "Unsupported media type",
+    422: "Validation failed",
+    429: "Rate limited (see Retry-After)",
+    502: "Partner error",
+    503: "Database unavailable (see Retry-After)",
+    504: "Partner timeout",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +90,7 @@ def operation(summary: str, *, tag: str, **details: Any) -> Callable[[H], H]:
     def mark(handler: H) -> H:
         setattr(handler, _ATTR, Operation(summary, tag, **details))
         return handler
+
     return mark
 
 
@@ -81,17 +105,28 @@ def build_document(app: web.Application) -> dict[str, Any]:
         paths.setdefault(path, {})[route.method.lower()] = _operation(path, op)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Rabbot webhook gateway", "version": __version__,
-                 "description": "Triggers (inbound webhooks), actions (outbound webhooks) and "
-                                "the admin API. Errors are RFC 9457 problem details."},
+        "info": {
+            "title": "Rabbot webhook gateway",
+            "version": __version__,
+            "description": "Triggers (inbound webhooks), actions (outbound webhooks) and "
+            "the admin API. Errors are RFC 9457 problem details.",
+        },
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": {"Problem": PROBLEM_SCHEMA, **_entity_schemas(schemas)},
             "securitySchemes": {
-                "admin": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                          "description": "Admin token: `gateway admin-token --tenant T`"},
-                "trigger": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                            "description": "The token returned when the trigger was created"},
+                "admin": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "Admin token: `gateway admin-token --tenant T`",
+                },
+                "trigger": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "The token returned when the trigger was created",
+                },
             },
         },
     }
@@ -111,8 +146,14 @@ def _entity_schemas(schemas: SchemaRegistry) -> dict[str, Any]:
 def _rebase(node: Any, base: str) -> Any:
     """Point a schema's local `$ref`s at where it now sits inside the document."""
     if isinstance(node, dict):
-        return {k: (base + v[1:] if k == "$ref" and isinstance(v, str) and v.startswith("#")
-                    else _rebase(v, base)) for k, v in node.items()}
+        return {
+            k: (
+                base + v[1:]
+                if k == "$ref" and isinstance(v, str) and v.startswith("#")
+                else _rebase(v, base)
+            )
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_rebase(v, base) for v in node]
     return node
@@ -120,17 +161,26 @@ def _rebase(node: Any, base: str) -> Any:
 
 def _schema(value: Mapping[str, Any] | str) -> dict[str, Any]:
     if value == "entity":
-        return {"oneOf": [{"$ref": f"#/components/schemas/{t.capitalize()}"}
-                          for t in ENTITY_TYPES]}
+        return {"oneOf": [{"$ref": f"#/components/schemas/{t.capitalize()}"} for t in ENTITY_TYPES]}
     assert not isinstance(value, str)
     return dict(value)
 
 
 def _operation(path: str, op: Operation) -> dict[str, Any]:
-    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-              for name in _PARAM.findall(path)]
-    params += [{"name": name, "in": "query", "required": False, "description": text,
-                "schema": {"type": "string"}} for name, text in op.query]
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PARAM.findall(path)
+    ]
+    params += [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": text,
+            "schema": {"type": "string"},
+        }
+        for name, text in op.query
+    ]
     ok: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "OK")}
     if op.response is not None:
         ok["content"] = {"application/json": {"schema": _schema(op.response)}}
@@ -138,16 +188,24 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
     for status in sorted({*_DEFAULT_ERRORS[op.auth], *op.errors}):
         responses[str(status)] = {
             "description": _STATUS_TEXT.get(status, "Error"),
-            "content": {"application/problem+json": {
-                "schema": {"$ref": "#/components/schemas/Problem"}}}}
-    result: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
-                              "operationId": _operation_id(path, op.summary),
-                              "parameters": params, "responses": responses}
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+    result: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": _operation_id(path, op.summary),
+        "parameters": params,
+        "responses": responses,
+    }
     if op.auth != "none":
         result["security"] = [{op.auth: []}]
     if op.request is not None:
-        result["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": _schema(op.request)}}}
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _schema(op.request)}},
+        }
     return result
 
 

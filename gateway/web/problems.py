@@ -25,8 +25,9 @@ def dumps(data: Any) -> bytes:
     return orjson.dumps(data, default=str)
 
 
-def json_response(data: Any, *, status: int = 200,
-                  headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_bytes_response(data, dumps=dumps, status=status, headers=headers)
 
 
@@ -40,26 +41,33 @@ def problem_response(error: GatewayError, request: web.Request) -> web.Response:
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, MethodNotAllowed) and error.allowed:
         headers["Allow"] = ", ".join(error.allowed)
-    return web.json_bytes_response(body, dumps=dumps, status=error.status, headers=headers,
-                                   content_type=PROBLEM_JSON)
+    return web.json_bytes_response(
+        body, dumps=dumps, status=error.status, headers=headers, content_type=PROBLEM_JSON
+    )
 
 
 def http_exception_problem(exc: web.HTTPException, request: web.Request) -> web.Response:
     """aiohttp's own 404/405/413 become problem bodies too."""
     body = {
-        "type": "about:blank", "title": exc.reason, "status": exc.status,
+        "type": "about:blank",
+        "title": exc.reason,
+        "status": exc.status,
         "detail": exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason,
         "instance": request.path,
     }
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-    return web.json_bytes_response(body, dumps=dumps, status=exc.status, headers=headers,
-                                   content_type=PROBLEM_JSON)
+    return web.json_bytes_response(
+        body, dumps=dumps, status=exc.status, headers=headers, content_type=PROBLEM_JSON
+    )
 
 
 def internal_error(request: web.Request, request_id: str) -> web.Response:
     body = {
-        "type": "https://rabbot.dev/problems/internal", "title": "Internal server error",
-        "status": 500, "detail": f"An unexpected error occurred; request id {request_id}.",
-        "instance": request.path, "request_id": request_id,
+        "type": "https://rabbot.dev/problems/internal",
+        "title": "Internal server error",
+        "status": 500,
+        "detail": f"An unexpected error occurred; request id {request_id}.",
+        "instance": request.path,
+        "request_id": request_id,
     }
     return web.json_bytes_response(body, dumps=dumps, status=500, content_type=PROBLEM_JSON)

@@ -21,7 +21,8 @@ async def read_json(request: web.Request) -> Any:
     aiohttp's `client_max_size` answers 413 for a body over the limit while it is read."""
     if not is_json(request.content_type):
         raise UnsupportedMediaType(
-            f"expected application/json, got {request.content_type or 'no content type'}")
+            f"expected application/json, got {request.content_type or 'no content type'}"
+        )
     body = await request.read()
     return parse_json(body)
 

@@ -8,17 +8,19 @@ from gateway.web import entities, health, openapi
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_routes([
-        web.get("/healthz", health.healthz),
-        web.get("/readyz", health.readyz),
-        web.get("/metrics", health.metrics),
-        web.get("/openapi.json", openapi.openapi_json),
-        web.get("/docs", openapi.api_docs),
-        web.get("/api/v1/entities/{type}", entities.list_entities),
-        web.post("/api/v1/entities/{type}", entities.create_entity),
-        web.get("/api/v1/entities/{type}/{ref}", entities.get_entity),
-        web.patch("/api/v1/entities/{type}/{ref}", entities.patch_entity),
-        web.delete("/api/v1/entities/{type}/{ref}", entities.delete_entity),
-        web.get("/api/v1/events", entities.list_events),
-        web.get("/api/v1/events/{id}", entities.get_event),
-    ])
+    app.router.add_routes(
+        [
+            web.get("/healthz", health.healthz),
+            web.get("/readyz", health.readyz),
+            web.get("/metrics", health.metrics),
+            web.get("/openapi.json", openapi.openapi_json),
+            web.get("/docs", openapi.api_docs),
+            web.get("/api/v1/entities/{type}", entities.list_entities),
+            web.post("/api/v1/entities/{type}", entities.create_entity),
+            web.get("/api/v1/entities/{type}/{ref}", entities.get_entity),
+            web.patch("/api/v1/entities/{type}/{ref}", entities.patch_entity),
+            web.delete("/api/v1/entities/{type}/{ref}", entities.delete_entity),
+            web.get("/api/v1/events", entities.list_events),
+            web.get("/api/v1/events/{id}", entities.get_event),
+        ]
+    )
