@@ -1,0 +1,479 @@
+"""Use case: mapping files as versioned, tenant-owned resources, and the compiled mappings
+that triggers and actions run.
+
+Every upload is compiled first (an invalid file stores nothing) and becomes a new immutable
+version; one version per name is active. `active()` is the hot path of every trigger call:
+
+- compiled mappings are cached in-process by (tenant, name, version): a version is compiled
+  once per process and never changes (version numbers are never reused, see
+  `store/mappings.py`);
+- which version is active is cached for `ACTIVE_TTL_SECONDS`. Activating, rolling back,
+  uploading or deleting through this process takes effect here at once; other gateway
+  processes see the change within `ACTIVE_TTL_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.entities import EntityService, diff, merge
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.mapping import CompiledMapping, load_mapping
+from gateway.schemas.registry import SchemaRegistry
+from gateway.store import Doc, Store
+
+ACTIVE_TTL_SECONDS = 2.0
+"""How long a process trusts its memory of which version is active (see the docstring)."""
+_MAX_COMPILED = 2048
+_MAX_ACTIVE = 10_000
+
+# (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None.
+EntityLookup = Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], Awaitable[Doc | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class MappingVersion:
+    name: str
+    version: int
+    active: bool
+    format: str  # "yaml" | "json"
+    source: str
+    document: dict[str, Any]
+    checksum: str
+    author: str
+    created_at: datetime
+    direction: str
+    entity_type: str | None
+
+    def as_dict(self, *, source: bool = True) -> dict[str, Any]:
+        data = {
+            "name": self.name,
+            "version": self.version,
+            "active": self.active,
+            "format": self.format,
+            "checksum": self.checksum,
+            "author": self.author,
+            "created_at": self.created_at,
+            "direction": self.direction,
+            "entity_type": self.entity_type,
+        }
+        if source:
+            data.update(source=self.source, document=self.document)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSummary:
+    name: str
+    active_version: int | None
+    latest_version: int
+    direction: str
+    entity_type: str | None
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "active_version": self.active_version,
+            "latest_version": self.latest_version,
+            "direction": self.direction,
+            "entity_type": self.entity_type,
+            "updated_at": self.updated_at,
+        }
+
+
+class MappingService:
+    def __init__(self, store: Store, schemas: SchemaRegistry, entities: EntityService) -> None:
+        self._store = store
+        self._schemas = schemas
+        self._entities = entities
+        self._compiled: OrderedDict[tuple[str, str, int], CompiledMapping] = OrderedDict()
+        self._active: dict[tuple[str, str], tuple[int, float]] = {}
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    async def active(self, tenant: str, name: str) -> CompiledMapping:
+        """The compiled active version of `name`; NotFound if there is none."""
+        version = self._cached_active(tenant, name)
+        if version is None:
+            head = await self._store.mappings.head(tenant, name)
+            if head is None:
+                raise NotFound(f"no mapping {name!r}")
+            if head.get("active_version") is None:
+                raise NotFound(f"mapping {name!r} has no active version")
+            version = int(head["active_version"])
+            if len(self._active) >= _MAX_ACTIVE:
+                self._active.clear()
+            self._active[(tenant, name)] = (version, time.monotonic() + ACTIVE_TTL_SECONDS)
+        return await self.compiled(tenant, name, version)
+
+    async def compiled(self, tenant: str, name: str, version: int) -> CompiledMapping:
+        """One version, compiled (once per process)."""
+        key = (tenant, name, version)
+        mapping = self._compiled.get(key)
+        if mapping is not None:
+            self._compiled.move_to_end(key)
+            return mapping
+        doc = await self._version_doc(tenant, name, version)
+        mapping = self.compile(doc["source"])
+        self._compiled[key] = mapping
+        if len(self._compiled) > _MAX_COMPILED:
+            self._compiled.popitem(last=False)
+        return mapping
+
+    def compile(self, text: str | bytes, *, filename: str | None = None) -> CompiledMapping:
+        """Compile a mapping file against the entity schemas; InvalidPayload lists every
+        problem with its pointer and line."""
+        return load_mapping(text, catalog=self._schemas, filename=filename)
+
+    def _cached_active(self, tenant: str, name: str) -> int | None:
+        hit = self._active.get((tenant, name))
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def _forget(self, tenant: str, name: str) -> None:
+        self._active.pop((tenant, name), None)
+
+    # -- versions ----------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        tenant: str,
+        text: str | bytes,
+        *,
+        author: str,
+        activate: bool = True,
+        filename: str | None = None,
+    ) -> MappingVersion:
+        """Store a new version (active unless `activate=False`). Uploading the same text as
+        the latest version returns that version instead of a duplicate (and activates it
+        when asked)."""
+        mapping = self.compile(text, filename=filename)
+        source = text if isinstance(text, str) else text.decode("utf-8-sig")
+        checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        name = mapping.name
+        latest = await self._store.mappings.latest(tenant, name)
+        if latest is not None and latest["checksum"] == checksum:
+            if activate:
+                await self._store.mappings.set_active(tenant, name, latest["version"])
+                self._forget(tenant, name)
+            return await self.get(tenant, name, latest["version"])
+        version = await self._store.mappings.allocate_version(tenant, name)
+        doc: Doc = {
+            "name": name,
+            "version": version,
+            "source": source,
+            "format": _format(source),
+            "document": mapping.source,
+            "checksum": checksum,
+            "author": author,
+            "created_at": datetime.now(UTC),
+            "direction": mapping.direction,
+            "entity_type": mapping.entity_type,
+        }
+        await self._store.mappings.insert_version(tenant, doc)
+        await self._store.mappings.publish(
+            tenant,
+            name,
+            direction=mapping.direction,
+            entity_type=mapping.entity_type,
+            active_version=version if activate else None,
+        )
+        self._compiled[(tenant, name, version)] = mapping
+        self._forget(tenant, name)
+        return await self.get(tenant, name, version)
+
+    async def get(self, tenant: str, name: str, version: int | None = None) -> MappingVersion:
+        """One version; the active one by default."""
+        head = await self._head(tenant, name)
+        active = head.get("active_version")
+        if version is None:
+            if active is None:
+                raise NotFound(f"mapping {name!r} has no active version; ask for a version")
+            version = int(active)
+        return _version(await self._version_doc(tenant, name, version), active)
+
+    async def versions(self, tenant: str, name: str) -> list[MappingVersion]:
+        head = await self._head(tenant, name)
+        docs = await self._store.mappings.versions(tenant, name)
+        return [
+            _version({**d, "source": "", "document": {}}, head.get("active_version")) for d in docs
+        ]
+
+    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[MappingSummary]:
+        heads = await self._store.mappings.heads(tenant, after=after, limit=limit)
+        return [
+            MappingSummary(
+                h["name"],
+                h.get("active_version"),
+                h["latest_version"],
+                h["direction"],
+                h.get("entity_type"),
+                h["updated_at"],
+            )
+            for h in heads
+        ]
+
+    async def activate(self, tenant: str, name: str, version: int) -> MappingVersion:
+        await self._version_doc(tenant, name, version)
+        if not await self._store.mappings.set_active(tenant, name, version):
+            raise NotFound(f"no mapping {name!r}")
+        self._forget(tenant, name)
+        return await self.get(tenant, name, version)
+
+    async def rollback(self, tenant: str, name: str) -> MappingVersion:
+        """Activate the version before the active one."""
+        head = await self._head(tenant, name)
+        active = head.get("active_version")
+        if active is None:
+            raise Conflict(f"mapping {name!r} has no active version to roll back from")
+        previous = await self._store.mappings.previous_version(tenant, name, int(active))
+        if previous is None:
+            raise Conflict(
+                f"version {active} is the first version of {name!r}; nothing to roll back to"
+            )
+        return await self.activate(tenant, name, previous)
+
+    async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
+        """What changed from v1 to v2: the parsed documents path by path, and the sources as
+        a unified diff."""
+        old = await self._version_doc(tenant, name, v1)
+        new = await self._version_doc(tenant, name, v2)
+        changes = document_diff(old["document"], new["document"])
+        text = "".join(
+            difflib.unified_diff(
+                old["source"].splitlines(keepends=True),
+                new["source"].splitlines(keepends=True),
+                fromfile=f"{name} v{v1}",
+                tofile=f"{name} v{v2}",
+            )
+        )
+        return {"name": name, "from": v1, "to": v2, **changes, "unified": text}
+
+    async def delete(self, tenant: str, name: str) -> None:
+        """Delete every version; refused (409, naming them) while a trigger or action uses
+        the mapping."""
+        await self._head(tenant, name)
+        users = await self._store.mappings.users(tenant, name)
+        if users:
+            named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in users)
+            raise Conflict(f"mapping {name!r} is used by {named}", used_by=users)
+        await self._store.mappings.delete(tenant, name)
+        self._forget(tenant, name)
+
+    async def used_by(self, tenant: str, name: str) -> builtins.list[dict[str, Any]]:
+        return await self._store.mappings.users(tenant, name)
+
+    async def _head(self, tenant: str, name: str) -> Doc:
+        head = await self._store.mappings.head(tenant, name)
+        if head is None:
+            raise NotFound(f"no mapping {name!r}")
+        return head
+
+    async def _version_doc(self, tenant: str, name: str, version: int) -> Doc:
+        doc = await self._store.mappings.version(tenant, name, version)
+        if doc is None:
+            raise NotFound(f"mapping {name!r} has no version {version}")
+        return doc
+
+    # -- dry run -----------------------------------------------------------------------------
+
+    async def dry_run(
+        self,
+        tenant: str,
+        *,
+        name: str | None = None,
+        version: int | None = None,
+        draft_text: str | bytes | Mapping[str, Any] | None = None,
+        payload: Any = None,
+        context: Any = None,
+        response: Any = None,
+        entity_lookup: EntityLookup | None = None,
+    ) -> dict[str, Any]:
+        """Run a stored mapping or a draft on a sample; nothing is written.
+
+        Inbound: per item of `payload`, the mapped document, lookup key, the events the write
+        would emit and the diff against the stored entity. Outbound: the request built from
+        `context` and/or the entity fields `map_response` takes from `response`. Secrets show
+        as `<secret:name>`.
+        """
+        mapping = await self._dry_run_mapping(tenant, name, version, draft_text)
+        secrets = {s: f"<secret:{s}>" for s in mapping.secrets}
+        result: dict[str, Any] = {
+            "name": mapping.name,
+            "direction": mapping.direction,
+            "entity_type": mapping.entity_type,
+        }
+        if mapping.direction == "inbound":
+            if payload is None:
+                raise _missing("/payload", "an inbound mapping needs a sample `payload`")
+            lookup = entity_lookup or self._find_entity
+            items = mapping.items(payload)
+            single = items == [payload]
+            result["results"] = [
+                await self._dry_run_item(
+                    tenant, mapping, item, secrets, lookup, raise_errors=single
+                )
+                for item in items
+            ]
+            return result
+        if context is None and response is None:
+            raise _missing("/context", "an outbound mapping needs a `context` or a `response`")
+        if context is not None:
+            request = mapping.build_request(context, secrets=secrets)
+            result["request"] = {
+                "path_params": request.path_params,
+                "query": request.query,
+                "headers": request.headers,
+                "body": request.body,
+            }
+        if response is not None:
+            result["response"] = mapping.map_response(response)
+        return result
+
+    async def _dry_run_mapping(
+        self,
+        tenant: str,
+        name: str | None,
+        version: int | None,
+        draft: str | bytes | Mapping[str, Any] | None,
+    ) -> CompiledMapping:
+        if draft is not None:
+            if isinstance(draft, Mapping):
+                draft = json.dumps(draft, ensure_ascii=False)
+            return self.compile(draft)
+        if name is None:
+            raise _missing("/name", "give the `name` of a stored mapping or a draft `mapping`")
+        if version is not None:
+            return await self.compiled(tenant, name, version)
+        return await self.active(tenant, name)
+
+    async def _dry_run_item(
+        self,
+        tenant: str,
+        mapping: CompiledMapping,
+        item: Any,
+        secrets: dict[str, Any],
+        lookup: EntityLookup,
+        *,
+        raise_errors: bool,
+    ) -> dict[str, Any]:
+        try:
+            mapped = mapping.apply(item, secrets=secrets)
+        except InvalidPayload as exc:
+            if raise_errors:
+                raise
+            return {"errors": [p.as_dict() for p in exc.problems]}
+        out: dict[str, Any] = {
+            "document": mapped.document,
+            "key": mapped.key,
+            "event_data": mapped.event_data,
+        }
+        etype = mapping.entity_type
+        if etype is None:
+            out["events"] = list(mapped.events)
+            return out
+        current = await lookup(tenant, etype, mapped.document, mapped.key)
+        old = current["data"] if current is not None else {}
+        merged = merge(old, mapped.document)
+        changes = diff(old, merged) if current is not None else []
+        if current is None:
+            write, events = "create", ["entity.created", *mapped.events]
+        elif changes:
+            write, events = "update", ["entity.updated", *mapped.events]
+        else:
+            write, events = "unchanged", list(mapped.events)
+        out.update(
+            events=events,
+            entity={
+                "id": None if current is None else str(current["_id"]),
+                "write": write,
+                "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
+            },
+        )
+        try:
+            self._schemas.check(etype, merged)
+        except InvalidPayload as exc:
+            out["entity"]["errors"] = [p.as_dict() for p in exc.problems]
+        return out
+
+    async def _find_entity(
+        self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]
+    ) -> Doc | None:
+        """By natural key when the mapped document has one, else by the mapping's key
+        fields (e.g. a tracker id)."""
+        try:
+            nk = self._entities.natural_key(etype, document)
+        except InvalidPayload:
+            nk = None
+        if nk is not None:
+            return await self._store.entities.get(tenant, etype, nk=nk)
+        if not key:
+            return None
+        found = await self._store.entities.find(tenant, etype, key, after=None, limit=1)
+        return found[0] if found else None
+
+
+def document_diff(old: Any, new: Any) -> dict[str, list[dict[str, Any]]]:
+    """Added, removed and changed leaves between two parsed documents, by JSON Pointer."""
+    out: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
+    _walk_diff(old, new, "", out)
+    return out
+
+
+def _walk_diff(old: Any, new: Any, at: str, out: dict[str, list[dict[str, Any]]]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            here = f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            if key not in new:
+                out["removed"].append({"path": here, "old": old[key]})
+            elif key not in old:
+                out["added"].append({"path": here, "new": new[key]})
+            else:
+                _walk_diff(old[key], new[key], here, out)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            _walk_diff(a, b, f"{at}/{i}", out)
+    elif old != new or type(old) is not type(new):
+        out["changed"].append({"path": at, "old": old, "new": new})
+
+
+def _format(source: str) -> str:
+    text = source.lstrip()
+    if text.startswith("{"):
+        try:
+            json.loads(text)
+        except ValueError:
+            return "yaml"
+        return "json"
+    return "yaml"
+
+
+def _version(doc: Doc, active: Any) -> MappingVersion:
+    return MappingVersion(
+        name=doc["name"],
+        version=doc["version"],
+        active=doc["version"] == active,
+        format=doc["format"],
+        source=doc["source"],
+        document=doc["document"],
+        checksum=doc["checksum"],
+        author=doc["author"],
+        created_at=doc["created_at"],
+        direction=doc["direction"],
+        entity_type=doc.get("entity_type"),
+    )
+
+
+def _missing(pointer: str, message: str) -> InvalidPayload:
+    return InvalidPayload(message, [FieldProblem(pointer, message, "required")])

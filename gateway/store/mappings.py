@@ -1,0 +1,173 @@
+"""The `mappings` and `mapping_heads` collections: immutable mapping versions and, per name,
+which version is active.
+
+A version is `{tenant, name, version, source, format, document, checksum, author,
+created_at, direction, entity_type}` and never changes once written. A head is
+`{tenant, name, latest_version, active_version?, direction, entity_type, created_at,
+updated_at, deleted?}`: it allocates version numbers (`$inc`, so two concurrent uploads
+never get the same number) and says which version is active. Deleting a mapping removes its
+versions and leaves the head as a tombstone, so a later upload of the same name continues the
+numbering: a (tenant, name, version) triple is never reused, which lets every process cache
+compiled versions by it forever.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+
+from gateway.store.client import Database, Doc, scoped, translate_errors
+
+VERSION_INDEXES = [
+    IndexModel(
+        [("tenant", ASCENDING), ("name", ASCENDING), ("version", ASCENDING)],
+        unique=True,
+        name="name_version",
+    ),
+]
+HEAD_INDEXES = [
+    IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="name"),
+]
+# Where other resources name a mapping: collection → the fields holding a mapping name.
+USERS = {
+    "triggers": ("mapping", "response_mapping"),
+    "actions": ("request_mapping", "response_mapping"),
+}
+_LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
+_NO_SOURCE = {"source": 0, "document": 0}
+
+
+class MappingStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._versions = db["mappings"]
+        self._heads = db["mapping_heads"]
+
+    async def ensure_indexes(self) -> None:
+        with translate_errors():
+            await self._versions.create_indexes(VERSION_INDEXES)
+            await self._heads.create_indexes(HEAD_INDEXES)
+
+    # -- versions ----------------------------------------------------------------------------
+
+    async def latest(self, tenant: str, name: str) -> Doc | None:
+        with translate_errors():
+            return await self._versions.find_one(
+                scoped(tenant, {"name": name}), sort=[("version", DESCENDING)]
+            )
+
+    async def version(self, tenant: str, name: str, version: int) -> Doc | None:
+        with translate_errors():
+            return await self._versions.find_one(scoped(tenant, {"name": name, "version": version}))
+
+    async def versions(self, tenant: str, name: str) -> list[Doc]:
+        """Every version's metadata, oldest first (no source: ask for one version for that)."""
+        with translate_errors():
+            cursor = self._versions.find(scoped(tenant, {"name": name}), _NO_SOURCE)
+            return await cursor.sort("version", ASCENDING).to_list(None)
+
+    async def previous_version(self, tenant: str, name: str, before: int) -> int | None:
+        with translate_errors():
+            doc = await self._versions.find_one(
+                scoped(tenant, {"name": name, "version": {"$lt": before}}),
+                {"version": 1},
+                sort=[("version", DESCENDING)],
+            )
+        return None if doc is None else int(doc["version"])
+
+    async def allocate_version(self, tenant: str, name: str) -> int:
+        """The next version number of `name`, never handed out twice."""
+        now = datetime.now(UTC)
+        with translate_errors():
+            head = await self._heads.find_one_and_update(
+                scoped(tenant, {"name": name}),
+                {"$inc": {"latest_version": 1}, "$setOnInsert": {"created_at": now}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        assert head is not None  # upsert=True with AFTER always returns the document
+        return int(head["latest_version"])
+
+    async def insert_version(self, tenant: str, doc: Doc) -> None:
+        with translate_errors(f"mapping {doc['name']!r} version {doc['version']} exists"):
+            await self._versions.insert_one(scoped(tenant, doc))
+
+    # -- heads -------------------------------------------------------------------------------
+
+    async def head(self, tenant: str, name: str) -> Doc | None:
+        with translate_errors():
+            return await self._heads.find_one(scoped(tenant, {"name": name, **_LISTED}))
+
+    async def publish(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        direction: str,
+        entity_type: str | None,
+        active_version: int | None,
+    ) -> None:
+        """After a version is stored: the head shows it (and makes it active if asked)."""
+        fields: Doc = {
+            "direction": direction,
+            "entity_type": entity_type,
+            "updated_at": datetime.now(UTC),
+        }
+        if active_version is not None:
+            fields["active_version"] = active_version
+        with translate_errors():
+            await self._heads.update_one(
+                scoped(tenant, {"name": name}), {"$set": fields, "$unset": {"deleted": ""}}
+            )
+
+    async def set_active(self, tenant: str, name: str, version: int) -> bool:
+        with translate_errors():
+            result = await self._heads.update_one(
+                scoped(tenant, {"name": name, **_LISTED}),
+                {"$set": {"active_version": version, "updated_at": datetime.now(UTC)}},
+            )
+        return result.matched_count == 1
+
+    async def heads(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+        query: Doc = dict(_LISTED)
+        if after is not None:
+            query["name"] = {"$gt": after}
+        with translate_errors():
+            cursor = self._heads.find(scoped(tenant, query))
+            return await cursor.sort("name", ASCENDING).limit(limit).to_list(limit)
+
+    async def delete(self, tenant: str, name: str) -> bool:
+        """Remove every version; the head stays as a tombstone that keeps the numbering."""
+        with translate_errors():
+            result = await self._heads.update_one(
+                scoped(tenant, {"name": name, **_LISTED}),
+                {
+                    "$set": {"deleted": True, "updated_at": datetime.now(UTC)},
+                    "$unset": {"active_version": ""},
+                },
+            )
+            await self._versions.delete_many(scoped(tenant, {"name": name}))
+        return result.matched_count == 1
+
+    # -- who uses a mapping ------------------------------------------------------------------
+
+    async def users(self, tenant: str, name: str) -> list[dict[str, Any]]:
+        """The triggers and actions of this tenant that name the mapping."""
+        found: list[dict[str, Any]] = []
+        for collection, fields in USERS.items():
+            query = scoped(tenant, {"$or": [{f: name} for f in fields]})
+            with translate_errors():
+                cursor = self._db[collection].find(query, {"name": 1, **dict.fromkeys(fields, 1)})
+                docs = await cursor.limit(50).to_list(50)
+            for doc in docs:
+                found.append(
+                    {
+                        "kind": collection.removesuffix("s"),
+                        "id": str(doc["_id"]),
+                        "name": doc.get("name"),
+                        "fields": [f for f in fields if doc.get(f) == name],
+                    }
+                )
+        return found
