@@ -1,0 +1,108 @@
+"""The `gateway` command as an operator runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from gateway.auth.keys import KeyRing
+from gateway.auth.tokens import verify_admin_token
+from tests.support import SECRET_KEY
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_help_lists_every_command() -> None:
+    result = _run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "worker", "admin-token", "mapping", "demo"):
+        assert command in result.stdout
+
+
+def test_admin_token_prints_the_token_alone(tmp_path: Path) -> None:
+    result = _run(
+        "admin-token",
+        "--tenant",
+        "acme",
+        "--role",
+        "viewer",
+        "--ttl",
+        "2h",
+        env={"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert result.stdout == token + "\n"
+    claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), token)
+    assert (claims.tenant, claims.role) == ("acme", "viewer")
+
+
+def test_malformed_setting_is_named_and_exits_2() -> None:
+    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_PORT": "eighty"})
+    assert result.returncode == 2
+    assert "GATEWAY_PORT" in result.stderr and "eighty" in result.stderr
+
+
+def test_bad_ttl_is_a_usage_error(tmp_path: Path) -> None:
+    result = _run(
+        "admin-token",
+        "--tenant",
+        "acme",
+        "--ttl",
+        "forever",
+        env={"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 2 and "--ttl" in result.stderr
+
+
+def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+    }
+    env.pop("MONGODB_URI", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        try:
+            # The server says where it listens once the database is up and indexes exist.
+            for line in proc.stderr:
+                if "gateway listening on" in line:
+                    break
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                assert r.status == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    # The embedded database child was stopped with the gateway, not orphaned.
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "db")], capture_output=True)
+    assert leftover.stdout == b""
