@@ -61,7 +61,7 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
     app[settings_key] = settings
     app[metrics_key] = Metrics(__version__)
     app[keyring_key] = KeyRing.from_secret(load_secret_key(settings))
-    app[schemas_key] = SchemaRegistry.load(default_schema_dir())
+    app[schemas_key] = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     app.cleanup_ctx.append(_database(mongodb_uri or settings.mongodb_uri))
     app.cleanup_ctx.append(_event_relay)
     aiohttp_jinja2.setup(

@@ -41,6 +41,8 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
     admin_jwks_url: str | None = None
+    # Where schemas/ lives; None = beside the package (a source checkout or editable install).
+    schema_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -65,6 +67,7 @@ class Settings:
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
+            schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
 
 
