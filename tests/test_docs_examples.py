@@ -1,0 +1,70 @@
+"""The HTTP examples in docs/api.md, replayed in order against a fresh gateway."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.keys import relay_key
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+_BLOCK = re.compile(r"```http\n(.*?)```", re.S)
+
+
+def _examples(text: str) -> list[dict[str, Any]]:
+    examples = []
+    for block in _BLOCK.findall(text):
+        request, _, response = block.partition("\nHTTP/1.1 ")
+        head, _, body = request.strip().partition("\n\n")
+        method, path = head.splitlines()[0].split(" ", 1)
+        status_line, _, expected = response.strip().partition("\n\n")
+        examples.append(
+            {
+                "method": method,
+                "path": path,
+                "body": body.strip() or None,
+                "status": int(status_line.split()[0]),
+                "expected": json.loads(expected) if expected.strip() else None,
+            }
+        )
+    return examples
+
+
+def _contains(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and _contains(actual[k], v) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(_contains(a, e) for a, e in zip(actual, expected, strict=True))
+        )
+    return bool(actual == expected)
+
+
+def test_the_api_page_has_examples() -> None:
+    assert len(_examples(DOC.read_text())) >= 10
+
+
+async def test_every_api_example_answers_as_documented(client: Client) -> None:
+    for example in _examples(DOC.read_text()):
+        headers = auth()
+        if example["body"]:
+            headers["Content-Type"] = "application/json"
+        await client.app[relay_key].run_until_idle()
+        response = await client.request(
+            example["method"], example["path"], headers=headers, data=example["body"]
+        )
+        where = f"{example['method']} {example['path']}"
+        assert response.status == example["status"], f"{where}: {await response.text()}"
+        if example["expected"] is not None:
+            body = await response.json(content_type=None)
+            assert _contains(body, example["expected"]), f"{where}: {body}"
