@@ -14,20 +14,20 @@ version; one version per name is active. `active()` is the hot path of every tri
 
 from __future__ import annotations
 
-import builtins
+import contextlib
 import difflib
 import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.entities import EntityService, diff, merge
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
-from gateway.mapping import CompiledMapping, load_mapping
+from gateway.mapping import CompiledMapping, load_mapping, read_sample
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
 
@@ -53,6 +53,7 @@ class MappingVersion:
     created_at: datetime
     direction: str
     entity_type: str | None
+    created: bool = False  # set by upload(): False when the same text was already the latest
 
     def as_dict(self, *, source: bool = True) -> dict[str, Any]:
         data = {
@@ -191,7 +192,7 @@ class MappingService:
         )
         self._compiled[(tenant, name, version)] = mapping
         self._forget(tenant, name)
-        return await self.get(tenant, name, version)
+        return replace(await self.get(tenant, name, version), created=True)
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> MappingVersion:
         """One version; the active one by default."""
@@ -210,7 +211,7 @@ class MappingService:
             _version({**d, "source": "", "document": {}}, head.get("active_version")) for d in docs
         ]
 
-    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[MappingSummary]:
+    async def find(self, tenant: str, *, after: str | None, limit: int) -> list[MappingSummary]:
         heads = await self._store.mappings.heads(tenant, after=after, limit=limit)
         return [
             MappingSummary(
@@ -271,7 +272,7 @@ class MappingService:
         await self._store.mappings.delete(tenant, name)
         self._forget(tenant, name)
 
-    async def used_by(self, tenant: str, name: str) -> builtins.list[dict[str, Any]]:
+    async def used_by(self, tenant: str, name: str) -> list[dict[str, Any]]:
         return await self._store.mappings.users(tenant, name)
 
     async def _head(self, tenant: str, name: str) -> Doc:
@@ -317,9 +318,12 @@ class MappingService:
         if mapping.direction == "inbound":
             if payload is None:
                 raise _missing("/payload", "an inbound mapping needs a sample `payload`")
+            if isinstance(payload, str):  # pasted text: JSON, or a query string (OsmAnd)
+                payload = read_sample(payload)
             lookup = entity_lookup or self._find_entity
-            items = mapping.items(payload)
-            single = items == [payload]
+            with _located("/payload"):
+                items = mapping.items(payload)
+            single = len(items) == 1 and items[0] is payload
             result["results"] = [
                 await self._dry_run_item(
                     tenant, mapping, item, secrets, lookup, raise_errors=single
@@ -330,7 +334,8 @@ class MappingService:
         if context is None and response is None:
             raise _missing("/context", "an outbound mapping needs a `context` or a `response`")
         if context is not None:
-            request = mapping.build_request(context, secrets=secrets)
+            with _located("/context"):
+                request = mapping.build_request(context, secrets=secrets)
             result["request"] = {
                 "path_params": request.path_params,
                 "query": request.query,
@@ -338,7 +343,8 @@ class MappingService:
                 "body": request.body,
             }
         if response is not None:
-            result["response"] = mapping.map_response(response)
+            with _located("/response"):
+                result["response"] = mapping.map_response(response)
         return result
 
     async def _dry_run_mapping(
@@ -351,7 +357,8 @@ class MappingService:
         if draft is not None:
             if isinstance(draft, Mapping):
                 draft = json.dumps(draft, ensure_ascii=False)
-            return self.compile(draft)
+            with _located("/mapping"):
+                return self.compile(draft)
         if name is None:
             raise _missing("/name", "give the `name` of a stored mapping or a draft `mapping`")
         if version is not None:
@@ -369,7 +376,8 @@ class MappingService:
         raise_errors: bool,
     ) -> dict[str, Any]:
         try:
-            mapped = mapping.apply(item, secrets=secrets)
+            with _located("/payload" if raise_errors else ""):
+                mapped = mapping.apply(item, secrets=secrets)
         except InvalidPayload as exc:
             if raise_errors:
                 raise
@@ -473,6 +481,18 @@ def _version(doc: Doc, active: Any) -> MappingVersion:
         direction=doc["direction"],
         entity_type=doc.get("entity_type"),
     )
+
+
+@contextlib.contextmanager
+def _located(prefix: str) -> Iterator[None]:
+    """Problems of a dry run point into the test request: /payload/..., /mapping/..."""
+    try:
+        yield
+    except InvalidPayload as exc:
+        if not prefix:
+            raise
+        moved = [replace(p, pointer=prefix + p.pointer) for p in exc.problems]
+        raise InvalidPayload(exc.detail, moved, **exc.extra) from None
 
 
 def _missing(pointer: str, message: str) -> InvalidPayload:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.web import entities, health, openapi
+from gateway.web import entities, health, mappings, openapi
 
 
 def add_routes(app: web.Application) -> None:
@@ -22,5 +22,15 @@ def add_routes(app: web.Application) -> None:
             web.delete("/api/v1/entities/{type}/{ref}", entities.delete_entity),
             web.get("/api/v1/events", entities.list_events),
             web.get("/api/v1/events/{id}", entities.get_event),
+            web.post("/api/v1/mappings", mappings.upload_mapping),
+            web.get("/api/v1/mappings", mappings.list_mappings),
+            web.post("/api/v1/mappings/test", mappings.dry_run_mapping),
+            web.get("/api/v1/mappings/{name}", mappings.get_mapping),
+            web.delete("/api/v1/mappings/{name}", mappings.delete_mapping),
+            web.get("/api/v1/mappings/{name}/versions", mappings.list_versions),
+            web.get("/api/v1/mappings/{name}/versions/{version}", mappings.get_version),
+            web.get("/api/v1/mappings/{name}/diff", mappings.diff_versions),
+            web.post("/api/v1/mappings/{name}/activate", mappings.activate_version),
+            web.post("/api/v1/mappings/{name}/rollback", mappings.rollback_mapping),
         ]
     )

@@ -1,0 +1,284 @@
+"""/api/v1/mappings: thin adapters over the mapping use case (upload, versions, activation,
+diff, delete, dry run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from gateway.errors import (
+    BadRequest,
+    FieldProblem,
+    InvalidPayload,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from gateway.keys import mappings_key
+from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.requests import is_json, page_params, read_object
+
+YAML_TYPES = frozenset(
+    {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
+)
+_CHUNK = 64 * 1024
+
+_VERSION = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "integer"},
+        "active": {"type": "boolean"},
+        "format": {"enum": ["yaml", "json"]},
+        "checksum": {"type": "string", "description": "sha256 of the source text"},
+        "author": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "direction": {"enum": ["inbound", "outbound"]},
+        "entity_type": {"type": ["string", "null"]},
+        "source": {"type": "string"},
+        "document": {"type": "object"},
+    },
+}
+_LIST = {
+    "type": "object",
+    "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+}
+_UPLOAD = {
+    "type": "object",
+    "description": "The mapping document. Also accepted as YAML (application/yaml, text/yaml, "
+    "application/x-yaml) or as multipart/form-data with a `file` field.",
+}
+_TEST = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "a stored mapping (its active version)"},
+        "version": {"type": "integer", "description": "a stored version instead of the active"},
+        "mapping": {"type": ["string", "object"], "description": "a draft: text or document"},
+        "payload": {"description": "inbound: a sample partner payload"},
+        "context": {"description": 'outbound: e.g. {"entity": {...}, "event": {...}}'},
+        "response": {"description": "outbound: a sample partner answer"},
+    },
+}
+
+
+def _name(request: web.Request) -> str:
+    return request.match_info["name"]
+
+
+def _int(value: Any, pointer: str) -> int:
+    """A version number from a query parameter or a JSON member."""
+    if isinstance(value, str) and value.isdecimal():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {value!r}"
+        raise InvalidPayload(message, [FieldProblem(pointer, message, "type")])
+    return value
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise BadRequest(f"{name} must be true, false, 1 or 0, got {raw!r}")
+
+
+def _too_large(size: int | None) -> None:
+    if size is not None and size > MAX_FILE_BYTES:
+        raise PayloadTooLarge(
+            f"a mapping file is at most {MAX_FILE_BYTES // 1024} KiB ({MAX_FILE_BYTES:,} bytes); "
+            f"this one is {size:,} bytes"
+        )
+
+
+async def _read_upload(request: web.Request) -> tuple[bytes, str | None]:
+    """The mapping file in the body (YAML or JSON), or in the `file` field of a form."""
+    ctype = request.content_type
+    if ctype == "multipart/form-data":
+        return await _read_file_field(request)
+    if ctype not in YAML_TYPES and not is_json(ctype):
+        raise UnsupportedMediaType(
+            f"upload a mapping as application/yaml, application/json or multipart/form-data, "
+            f"not {ctype or 'no content type'}"
+        )
+    _too_large(request.content_length)
+    body = await request.read()
+    _too_large(len(body))
+    return body, None
+
+
+async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                data = bytearray()
+                while chunk := await part.read_chunk(_CHUNK):
+                    data += chunk
+                    _too_large(len(data))
+                return bytes(data), part.filename
+            await part.release()
+    except (ValueError, AssertionError) as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+    message = "a multipart upload carries the mapping file in a field named `file`"
+    raise InvalidPayload(message, [FieldProblem("/file", message, "required")])
+
+
+@operation(
+    "Upload a mapping (a new version)",
+    tag="mappings",
+    request=_UPLOAD,
+    response=_VERSION,
+    status=201,
+    query=[("activate", "false to store the version without activating it (default true)")],
+    errors=(413, 415),
+)
+async def upload_mapping(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    activate = _flag(request, "activate", True)
+    text, filename = await _read_upload(request)
+    version = await request.app[mappings_key].upload(
+        claims.tenant, text, author=claims.subject, activate=activate, filename=filename
+    )
+    location = f"/api/v1/mappings/{version.name}/versions/{version.version}"
+    return json_response(
+        {**version.as_dict(source=False), "created": version.created},
+        status=201 if version.created else 200,
+        headers={"Location": location},
+    )
+
+
+@operation(
+    "List mappings",
+    tag="mappings",
+    response=_LIST,
+    query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+)
+async def list_mappings(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    limit, cursor = page_params(request)
+    found = await request.app[mappings_key].find(claims.tenant, after=cursor, limit=limit)
+    next_cursor = found[-1].name if len(found) == limit else None
+    return json_response({"items": [m.as_dict() for m in found], "next_cursor": next_cursor})
+
+
+@operation("Get a mapping's active version, with its source", tag="mappings", response=_VERSION)
+async def get_mapping(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    service = request.app[mappings_key]
+    version = await service.get(claims.tenant, _name(request))
+    used_by = await service.used_by(claims.tenant, _name(request))
+    return json_response({**version.as_dict(), "used_by": used_by})
+
+
+@operation("List a mapping's versions", tag="mappings", response=_LIST)
+async def list_versions(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    found = await request.app[mappings_key].versions(claims.tenant, _name(request))
+    return json_response({"items": [v.as_dict(source=False) for v in found]})
+
+
+@operation("Get one version of a mapping, with its source", tag="mappings", response=_VERSION)
+async def get_version(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    number = _int(request.match_info["version"], "/version")
+    version = await request.app[mappings_key].get(claims.tenant, _name(request), number)
+    return json_response(version.as_dict())
+
+
+@operation(
+    "Diff two versions of a mapping",
+    tag="mappings",
+    response={
+        "type": "object",
+        "properties": {
+            "added": {"type": "array"},
+            "removed": {"type": "array"},
+            "changed": {"type": "array"},
+            "unified": {"type": "string", "description": "unified diff of the sources"},
+        },
+    },
+    query=[("from", "the older version"), ("to", "the newer version")],
+)
+async def diff_versions(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    v1 = _int(request.query.get("from"), "/from")
+    v2 = _int(request.query.get("to"), "/to")
+    return json_response(
+        await request.app[mappings_key].diff(claims.tenant, _name(request), v1, v2)
+    )
+
+
+@operation(
+    "Activate a version of a mapping",
+    tag="mappings",
+    request={
+        "type": "object",
+        "required": ["version"],
+        "properties": {"version": {"type": "integer"}},
+    },
+    response=_VERSION,
+)
+async def activate_version(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    number = _int(body.get("version"), "/version")
+    version = await request.app[mappings_key].activate(claims.tenant, _name(request), number)
+    return json_response(version.as_dict(source=False))
+
+
+@operation(
+    "Roll a mapping back to the version before the active one",
+    tag="mappings",
+    response=_VERSION,
+    errors=(409,),
+)
+async def rollback_mapping(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    version = await request.app[mappings_key].rollback(claims.tenant, _name(request))
+    return json_response(version.as_dict(source=False))
+
+
+@operation("Delete a mapping (every version)", tag="mappings", status=204, errors=(409,))
+async def delete_mapping(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    await request.app[mappings_key].delete(claims.tenant, _name(request))
+    return web.Response(status=204)
+
+
+@operation(
+    "Dry-run a mapping or a draft on a sample (nothing is written)",
+    tag="mappings",
+    request=_TEST,
+    response={"type": "object"},
+)
+async def dry_run_mapping(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    draft = body.get("mapping")
+    if draft is not None and not isinstance(draft, str | dict):
+        raise _invalid("/mapping", "mapping must be the text of a mapping file or its document")
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _invalid("/name", "name must be a string")
+    version = None if body.get("version") is None else _int(body["version"], "/version")
+    result = await request.app[mappings_key].dry_run(
+        claims.tenant,
+        name=name,
+        version=version,
+        draft_text=draft,
+        payload=body.get("payload"),
+        context=body.get("context"),
+        response=body.get("response"),
+    )
+    return json_response(result)
+
+
+def _invalid(pointer: str, message: str) -> InvalidPayload:
+    return InvalidPayload(message, [FieldProblem(pointer, message, "type")])
