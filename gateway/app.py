@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.auth.keys import KeyRing, generate_secret_key
 from gateway.config import Settings
 from gateway.entities import EntityService
+from gateway.errors import StoreUnavailable
 from gateway.events import EventRelay
 from gateway.keys import (
     entities_key,
@@ -79,21 +80,41 @@ def _database(uri: str | None) -> Callable[[web.Application], AsyncIterator[None
         embedded = None if uri else EmbeddedServer(Path(settings.data_dir) / "db")
         if embedded is not None:
             await asyncio.to_thread(embedded.start)
-        client = open_client(embedded.uri if embedded else str(uri))
+        client = open_client(
+            embedded.uri if embedded else str(uri), timeout_ms=settings.db_timeout_ms
+        )
         store = Store(client[settings.database])
-        await store.ensure_indexes()
+        indexes = None
+        try:
+            await store.ensure_indexes()
+        except StoreUnavailable as exc:
+            log.error("database unavailable at start (%s); serving 503 until it answers", exc)
+            indexes = asyncio.create_task(_ensure_indexes(store))
         app[store_key] = store
         app[entities_key] = EntityService(store, app[schemas_key])
         app[mappings_key] = MappingService(store, app[schemas_key], app[entities_key])
         watcher = asyncio.create_task(_watch(embedded)) if embedded else None
         yield
-        if watcher:
-            watcher.cancel()
+        for task in (watcher, indexes):
+            if task is not None:
+                task.cancel()
         await client.close()
         if embedded:
             await asyncio.to_thread(embedded.stop)
 
     return ctx
+
+
+async def _ensure_indexes(store: Store) -> None:
+    """The gateway starts even if the database is down: readiness answers 503 and the indexes
+    are created as soon as it answers (creating an existing index is a no-op)."""
+    while True:
+        await asyncio.sleep(5)
+        try:
+            await store.ensure_indexes()
+            return
+        except StoreUnavailable:
+            continue
 
 
 async def _watch(embedded: EmbeddedServer) -> None:

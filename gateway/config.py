@@ -35,12 +35,19 @@ class Settings:
     public_url: str | None = None
     outbound_allow: tuple[str, ...] = ()
     database: str = "gateway"
+    db_timeout_ms: int = 5000
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
     run_workers: bool = True
     log_level: str = "INFO"
     log_json: bool = True
     admin_jwks_url: str | None = None
+    # Delivery workers (issue 5): a lease longer than any partner timeout (capped at 60 s).
+    delivery_lease_seconds: int = 90
+    delivery_concurrency: int = 32
+    delivery_poll_seconds: int = 1
+    delivery_shutdown_seconds: int = 10
+    partner_probe_seconds: int = 300
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -61,12 +68,18 @@ class Settings:
             public_url=env.url("GATEWAY_PUBLIC_URL"),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
             database=env.text("GATEWAY_DATABASE") or "gateway",
+            db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
+            delivery_lease_seconds=env.int("GATEWAY_DELIVERY_LEASE_SECONDS", 90, low=1),
+            delivery_concurrency=env.int("GATEWAY_DELIVERY_CONCURRENCY", 32, low=1, high=1000),
+            delivery_poll_seconds=env.int("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
+            delivery_shutdown_seconds=env.int("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
+            partner_probe_seconds=env.int("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
 

@@ -13,7 +13,8 @@
     ├── RateLimited                   429  (carries retry_after)
     ├── PartnerError                  502  a partner answered badly or not at all
     ├── PartnerTimeout                504
-    └── StoreUnavailable              503  the database cannot be reached (carries retry_after)
+    └── Unavailable                   503  not ready to serve (carries retry_after)
+        └── StoreUnavailable          503  the database cannot be reached
 
 No aiohttp or pymongo imports here: adapters translate their libraries' errors into this tree.
 """
@@ -133,9 +134,13 @@ class PartnerTimeout(PartnerError):
     status, title, slug = 504, "Partner timeout", "partner-timeout"
 
 
-class StoreUnavailable(GatewayError):
-    status, title, slug = 503, "Database unavailable", "store-unavailable"
+class Unavailable(GatewayError):
+    status, title, slug = 503, "Service unavailable", "unavailable"
 
     def __init__(self, detail: str = "", *, retry_after: int = 5, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(Unavailable):
+    title, slug = "Database unavailable", "store-unavailable"

@@ -64,6 +64,7 @@ class EventRelay:
         self._batch = batch
         self._poll = poll_seconds
         self._wake = asyncio.Event()
+        self.running = False
 
     def set_fanout(self, fanout: FanOut) -> None:
         self._fanout = fanout
@@ -95,6 +96,13 @@ class EventRelay:
         return total + await self.relay_once()
 
     async def run(self) -> None:
+        self.running = True
+        try:
+            await self._loop()
+        finally:
+            self.running = False
+
+    async def _loop(self) -> None:
         while True:
             self._wake.clear()
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -58,3 +59,24 @@ async def test_body_over_the_limit_is_413(client: Client) -> None:
     )
     assert response.status == 413
     assert response.content_type == "application/problem+json"
+
+
+async def test_readyz_reports_running_workers(aiohttp_client: Any, make_app: Any) -> None:
+    client = await aiohttp_client(make_app(run_workers=True))
+    body = await (await client.get("/readyz")).json()
+    assert body == {"status": "ready", "database": "ok", "workers": "running"}
+
+
+async def test_database_down_is_503_with_retry_after(aiohttp_client: Any, settings: Any) -> None:
+    from dataclasses import replace
+
+    from gateway.app import create_app
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"mongodb://127.0.0.1:{sock.getsockname()[1]}/"
+    app = create_app(replace(settings, db_timeout_ms=300), mongodb_uri=dead)
+    client = await aiohttp_client(app)
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert response.headers["Retry-After"] and response.content_type == "application/problem+json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.errors import StoreUnavailable
-from gateway.keys import metrics_key, store_key
+from gateway.errors import StoreUnavailable, Unavailable
+from gateway.keys import metrics_key, relay_key, settings_key, store_key
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 
@@ -24,7 +24,12 @@ async def readyz(request: web.Request) -> web.Response:
         metrics.database_up.set(0)
         raise
     metrics.database_up.set(1)
-    return json_response({"status": "ready", "database": "ok"})
+    workers = "disabled"
+    if request.app[settings_key].run_workers:
+        workers = "running" if request.app[relay_key].running else "stopped"
+        if workers == "stopped":
+            raise Unavailable("the background workers are not running")
+    return json_response({"status": "ready", "database": "ok", "workers": workers})
 
 
 @operation("Prometheus metrics", tag="operations", auth="none")

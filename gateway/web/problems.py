@@ -12,7 +12,7 @@ from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
     RateLimited,
-    StoreUnavailable,
+    Unavailable,
     Unauthorized,
 )
 
@@ -37,7 +37,7 @@ def problem_response(error: GatewayError, request: web.Request) -> web.Response:
     headers: dict[str, str] = {}
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = f'{error.challenge} realm="rabbot-gateway"'
-    elif isinstance(error, RateLimited | StoreUnavailable):
+    elif isinstance(error, RateLimited | Unavailable):
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, MethodNotAllowed) and error.allowed:
         headers["Allow"] = ", ".join(error.allowed)
