@@ -75,11 +75,11 @@ class Settings:
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
-            delivery_lease_seconds=env.int("GATEWAY_DELIVERY_LEASE_SECONDS", 90, low=1),
-            delivery_concurrency=env.int("GATEWAY_DELIVERY_CONCURRENCY", 32, low=1, high=1000),
-            delivery_poll_seconds=env.int("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
-            delivery_shutdown_seconds=env.int("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
-            partner_probe_seconds=env.int("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
+            delivery_lease_seconds=env.integer("GATEWAY_DELIVERY_LEASE_SECONDS", 90, low=1),
+            delivery_concurrency=env.integer("GATEWAY_DELIVERY_CONCURRENCY", 32, low=1, high=1000),
+            delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
+            delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
+            partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
 
