@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     test = mapping_commands.add_parser("test", help="run a mapping file on a sample payload")
     test.add_argument("file")
     test.add_argument("sample")
+    test.add_argument(
+        "--response",
+        action="store_true",
+        help="outbound mappings: the sample is the partner's answer (default: the context)",
+    )
     return parser
 
 
@@ -68,7 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, args.tenant, args.role, args.ttl, args.subject
         ),
         "mapping": lambda: cli.mapping(
-            args.mapping_command, args.file, getattr(args, "sample", None)
+            args.mapping_command,
+            args.file,
+            getattr(args, "sample", None),
+            response=getattr(args, "response", False),
+            schema_dir=settings.schema_dir,
         ),
     }
     try:

@@ -16,6 +16,7 @@ from gateway.auth.keys import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
 from gateway.demo import seed_entities
+from gateway.errors import FieldProblem, InvalidPayload
 from gateway.keys import entities_key, keyring_key
 
 
@@ -104,20 +105,50 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
     return 0
 
 
-def mapping(command: str, file: str, sample: str | None) -> int:
+def mapping(
+    command: str,
+    file: str,
+    sample: str | None,
+    *,
+    response: bool = False,
+    schema_dir: Path | None = None,
+) -> int:
+    """Check a mapping file (and run it on a sample) exactly as an upload would: against the
+    entity schemas, with the API's problems (pointer, line, message). Exit 0 when it passes,
+    1 when it does not, 2 when a file cannot be read."""
     from gateway.mapping import test_file, validate_file
+    from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
+    for path in (file, sample):
+        if path is not None and not Path(path).is_file():
+            print(f"error: {path}: no such file", file=sys.stderr)
+            return 2
+    catalog = SchemaRegistry.load(schema_dir or default_schema_dir())
     if command == "validate":
-        problems = validate_file(Path(file))
-        for problem in problems:
-            line = problem.extra.get("line")
-            where = f"{file}:{line}" if line else file
-            print(f"{where}: {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+        problems = validate_file(Path(file), catalog=catalog)
+        _print_problems(problems, file, file)
         if not problems:
             print(f"{file}: ok")
         return 1 if problems else 0
     assert sample is not None
-    result = test_file(Path(file), Path(sample))
+    try:
+        result = test_file(Path(file), Path(sample), response=response, catalog=catalog)
+    except InvalidPayload as exc:
+        print(f"{file}: {exc.detail}", file=sys.stderr)
+        _print_problems(exc.problems, file, sample)
+        return 1
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
     sys.stdout.write("\n")
-    return 1 if result.get("errors") else 0
+    return 0
+
+
+def _print_problems(problems: list[FieldProblem], file: str, sample: str) -> None:
+    """`FILE:LINE: /pointer: message` for the mapping file, `SAMPLE: /pointer: message
+    (target ...)` for a payload that does not fit it."""
+    for problem in problems:
+        line = problem.extra.get("line")
+        where = file if problem.extra.get("file") or problem.keyword == "file" else sample
+        where = f"{where}:{line}" if line else where
+        target = problem.extra.get("target")
+        suffix = f" (target {target})" if target else ""
+        print(f"{where}: {problem.pointer or '/'}: {problem.message}{suffix}", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""`gateway mapping validate|test` as an operator runs them: the real console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPPINGS = ROOT / "mappings"
+PAYLOADS = ROOT / "tests" / "data" / "partner_payloads"
+BAD = """name: broken
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [no_such_transform]}
+  not_a_vehicle_field: placa
+"""
+
+
+def _gateway(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "mapping", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_validate_passes_a_shipped_mapping() -> None:
+    result = _gateway("validate", MAPPINGS / "osmand.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("osmand.yaml: ok")
+
+
+def test_validate_lists_every_problem_with_file_line_and_pointer(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(BAD)
+    result = _gateway("validate", bad)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert any(
+        line.startswith(f"{bad}:6: /fields/plate") and "no_such_transform" in line for line in lines
+    ), result.stderr
+    assert any(line.startswith(f"{bad}:7: /fields/not_a_vehicle_field: ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("mapping", "sample"),
+    [("osmand.yaml", "osmand_query.txt"), ("flespi.yaml", "flespi_stream.json")],
+)
+def test_test_runs_a_shipped_mapping_on_its_sample(mapping: str, sample: str) -> None:
+    result = _gateway("test", MAPPINGS / mapping, PAYLOADS / sample)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["direction"] == "inbound" and output["results"]
+    assert all(r["key"] for r in output["results"])
+
+
+def test_test_of_a_payload_that_does_not_fit_names_each_field(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.json"
+    sample.write_text(json.dumps({"lat": "-23.5", "lon": "nowhere"}))
+    result = _gateway("test", MAPPINGS / "osmand.yaml", sample)
+    assert result.returncode == 1
+    assert "does not fit mapping 'osmand'" in result.stderr
+    assert f"{sample}: /lon: " in result.stderr
+    assert "(target attributes.tracker_id)" in result.stderr
+
+
+def test_test_response_maps_a_partner_answer(tmp_path: Path) -> None:
+    draft = tmp_path / "hr.yaml"
+    draft.write_text(
+        "name: hr\ndirection: outbound\nentity_type: vehicle\npath:\n"
+        "  plate: entity.plate\nresponse:\n  current_driver.cpf:\n"
+        "    {from: condutorAtual.cpf, transforms: [digits, {pad: 11}]}\n"
+    )
+    result = _gateway("test", "--response", draft, PAYLOADS / "driver_lookup_response.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["response"]["current_driver"]["cpf"].isdigit()
+
+
+def test_missing_file_or_argument_is_a_usage_error(tmp_path: Path) -> None:
+    assert _gateway("validate", tmp_path / "nope.yaml").returncode == 2
+    assert _gateway("test", MAPPINGS / "osmand.yaml", tmp_path / "nope.json").returncode == 2
+    assert _gateway("validate").returncode == 2
