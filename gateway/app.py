@@ -18,9 +18,11 @@ from gateway.auth.keys import KeyRing, generate_secret_key
 from gateway.config import Settings
 from gateway.entities import EntityService
 from gateway.errors import StoreUnavailable
+from gateway.kinds import KindService
 from gateway.events import EventRelay
 from gateway.keys import (
     entities_key,
+    kinds_key,
     keyring_key,
     mappings_key,
     metrics_key,
@@ -91,7 +93,8 @@ def _database(uri: str | None) -> Callable[[web.Application], AsyncIterator[None
             log.error("database unavailable at start (%s); serving 503 until it answers", exc)
             indexes = asyncio.create_task(_ensure_indexes(store))
         app[store_key] = store
-        app[entities_key] = EntityService(store, app[schemas_key])
+        app[kinds_key] = KindService(store, app[schemas_key])
+        app[entities_key] = EntityService(store, app[schemas_key], app[kinds_key])
         app[mappings_key] = MappingService(store, app[schemas_key], app[entities_key])
         watcher = asyncio.create_task(_watch(embedded)) if embedded else None
         yield

@@ -14,6 +14,7 @@ from typing import Any
 from bson import ObjectId
 
 from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.kinds import KindService
 from gateway.schemas.ids import normalize_cnpj, normalize_cpf, normalize_plate
 from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
 from gateway.store import Doc, Store
@@ -90,9 +91,17 @@ def public(doc: Doc) -> dict[str, Any]:
 
 
 class EntityService:
-    def __init__(self, store: Store, schemas: SchemaRegistry) -> None:
+    def __init__(self, store: Store, schemas: SchemaRegistry, kinds: KindService) -> None:
         self._store = store
         self._schemas = schemas
+        self._kinds = kinds
+
+    async def _check(self, tenant: str, etype: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated, normalised document; tenants' custom kinds use their own schema."""
+        kind_schema = None
+        if etype == "other":
+            kind_schema = await self._kinds.schema_for(tenant, data.get("kind"))
+        return self._schemas.check(etype, data, kind_schema=kind_schema)
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:
         """The stored natural key. Vehicles use the Mercosul form of the plate, so ABC1234
@@ -139,7 +148,7 @@ class EntityService:
         origin: Origin,
         extra_events: Sequence[str] = (),
     ) -> WriteResult:
-        clean = self._schemas.check(etype, data)
+        clean = await self._check(tenant, etype, data)
         nk = self.natural_key(etype, clean)
         events = [_event("entity.created", etype, clean, [], origin)]
         events += [_event(t, etype, clean, [], origin) for t in extra_events]
@@ -191,7 +200,7 @@ class EntityService:
         extra_events: Sequence[str] = (),
     ) -> WriteResult | None:
         etype = current["type"]
-        clean = self._schemas.check(etype, data)
+        clean = await self._check(tenant, etype, data)
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         changes = diff(current["data"], clean)

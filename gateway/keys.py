@@ -8,6 +8,7 @@ from gateway.auth.keys import KeyRing
 from gateway.config import Settings
 from gateway.entities import EntityService
 from gateway.events import EventRelay
+from gateway.kinds import KindService
 from gateway.mappings import MappingService
 from gateway.metrics import Metrics
 from gateway.schemas.registry import SchemaRegistry
@@ -19,5 +20,6 @@ keyring_key = web.AppKey("keyring", KeyRing)
 schemas_key = web.AppKey("schemas", SchemaRegistry)
 store_key = web.AppKey("store", Store)
 entities_key = web.AppKey("entities", EntityService)
+kinds_key = web.AppKey("kinds", KindService)
 relay_key = web.AppKey("relay", EventRelay)
 mappings_key = web.AppKey("mappings", MappingService)

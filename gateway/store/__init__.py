@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from gateway.store import entities, events
+from gateway.store import actions, deliveries, entities, events, kinds, partners
+from gateway.store.actions import ActionStore, SubscriptionStore
 from gateway.store.client import Database, Doc, open_client, translate_errors
+from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
+from gateway.store.idempotency import IdempotencyStore
+from gateway.store.kinds import KindStore
 from gateway.store.mappings import MappingStore
+from gateway.store.partners import PartnerStore
+from gateway.store.rejected import INDEXES as REJECTED_INDEXES
+from gateway.store.rejected import RejectedStore
+from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
+from gateway.store.triggers import TriggerStore
 
 __all__ = ["Doc", "Store", "open_client"]
 
@@ -16,13 +26,29 @@ class Store:
         self.db = db
         self.entities = EntityStore(db["entities"])
         self.events = EventStore(db["events"])
+        self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
+        self.triggers = TriggerStore(db["triggers"])
+        self.idempotency = IdempotencyStore(db["idempotency"])
+        self.rejected = RejectedStore(db["rejected"])
+        self.partners = PartnerStore(db["partners"])
+        self.actions = ActionStore(db["actions"])
+        self.subscriptions = SubscriptionStore(db["subscriptions"])
+        self.deliveries = DeliveryStore(db["deliveries"])
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
         with translate_errors():
             await self.db["entities"].create_indexes(entities.INDEXES)
             await self.db["events"].create_indexes(events.INDEXES)
+            await self.db["kinds"].create_indexes(kinds.INDEXES)
+            await self.db["triggers"].create_indexes(TRIGGER_INDEXES)
+            await self.db["idempotency"].create_indexes(IDEMPOTENCY_INDEXES)
+            await self.db["rejected"].create_indexes(REJECTED_INDEXES)
+            await self.db["partners"].create_indexes(partners.INDEXES)
+            await self.db["actions"].create_indexes(actions.ACTION_INDEXES)
+            await self.db["subscriptions"].create_indexes(actions.SUBSCRIPTION_INDEXES)
+            await self.db["deliveries"].create_indexes(deliveries.INDEXES)
         await self.mappings.ensure_indexes()
 
     async def ping(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.web import entities, health, mappings, openapi
+from gateway.web import entities, health, kinds, mappings, openapi
 
 
 def add_routes(app: web.Application) -> None:
@@ -20,6 +20,11 @@ def add_routes(app: web.Application) -> None:
             web.get("/api/v1/entities/{type}/{ref}", entities.get_entity),
             web.patch("/api/v1/entities/{type}/{ref}", entities.patch_entity),
             web.delete("/api/v1/entities/{type}/{ref}", entities.delete_entity),
+            web.get("/api/v1/kinds", kinds.list_kinds),
+            web.post("/api/v1/kinds", kinds.create_kind),
+            web.get("/api/v1/kinds/{name}", kinds.get_kind),
+            web.put("/api/v1/kinds/{name}", kinds.replace_kind),
+            web.delete("/api/v1/kinds/{name}", kinds.delete_kind),
             web.get("/api/v1/events", entities.list_events),
             web.get("/api/v1/events/{id}", entities.get_event),
             web.post("/api/v1/mappings", mappings.upload_mapping),

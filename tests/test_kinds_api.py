@@ -1,0 +1,87 @@
+"""Tenants register custom kinds of `other` entities, validated like the built-in ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+
+TYRE = {
+    "name": "tyre",
+    "schema": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["serial", "position"],
+        "properties": {
+            "serial": {"type": "string"},
+            "position": {"enum": ["FL", "FR", "RL", "RR"]},
+            "tread_mm": {"type": "number", "minimum": 0},
+            "vehicle_plate": {"type": "string", "format": "plate"},
+        },
+    },
+}
+
+
+async def _register(client: Client, tenant: str = "acme") -> None:
+    response = await client.post("/api/v1/kinds", json=TYRE, headers=auth(tenant))
+    assert response.status == 201, await response.text()
+
+
+async def test_custom_kind_validates_its_entities(client: Client) -> None:
+    await _register(client)
+    good = {
+        "kind": "tyre",
+        "key": "T-1",
+        "serial": "T-1",
+        "position": "FL",
+        "vehicle_plate": "abc-1234",
+    }
+    created = await client.post("/api/v1/entities/other", json=good, headers=auth())
+    assert created.status == 201
+    assert (await created.json())["vehicle_plate"] == "ABC1234"
+    bad = {"kind": "tyre", "key": "T-2", "serial": "T-2", "position": "middle", "tread_mm": -1}
+    response = await client.post("/api/v1/entities/other", json=bad, headers=auth())
+    assert response.status == 422
+    pointers = {e["pointer"] for e in (await response.json())["errors"]}
+    assert pointers == {"/position", "/tread_mm"}
+
+
+async def test_kinds_are_per_tenant(client: Client) -> None:
+    await _register(client, "acme")
+    doc = {"kind": "tyre", "key": "T-1", "serial": "T-1", "position": "FL"}
+    response = await client.post("/api/v1/entities/other", json=doc, headers=auth("globex"))
+    assert response.status == 422
+    assert "unknown kind" in (await response.text())
+    assert (await client.get("/api/v1/kinds/tyre", headers=auth("globex"))).status == 404
+
+
+async def test_invalid_kind_schema_and_builtin_names_are_refused(client: Client) -> None:
+    broken = {"name": "tyre", "schema": {"type": "object", "properties": {"x": {"type": "nope"}}}}
+    response = await client.post("/api/v1/kinds", json=broken, headers=auth())
+    assert response.status == 422
+    builtin = {"name": "fine", "schema": {"type": "object"}}
+    response = await client.post("/api/v1/kinds", json=builtin, headers=auth())
+    assert response.status == 422 and "built-in" in await response.text()
+    assert (await (await client.get("/api/v1/kinds", headers=auth())).json())["items"] == []
+
+
+async def test_kind_in_use_cannot_be_deleted(client: Client) -> None:
+    await _register(client)
+    doc = {"kind": "tyre", "key": "T-1", "serial": "T-1", "position": "FL"}
+    await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert (await client.delete("/api/v1/kinds/tyre", headers=auth())).status == 409
+    await client.delete("/api/v1/entities/other/tyre:T-1", headers=auth())
+    assert (await client.delete("/api/v1/kinds/tyre", headers=auth())).status == 204
+
+
+async def test_duplicate_kind_is_409_and_viewer_cannot_register(client: Client) -> None:
+    await _register(client)
+    assert (await client.post("/api/v1/kinds", json=TYRE, headers=auth())).status == 409
+    viewer = await client.post(
+        "/api/v1/kinds", json={**TYRE, "name": "other_tyre"}, headers=auth(role="viewer")
+    )
+    assert viewer.status == 403
