@@ -53,8 +53,9 @@ class KindService:
 
     def _parse(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         name, schema = body.get("name"), body.get("schema")
+        if not isinstance(name, str):
+            raise BadRequest("`name` must be a string")
         if not isinstance(schema, dict):
             raise BadRequest("`schema` must be a JSON Schema object")
         self._schemas.compile_kind(name, schema)  # every problem, or InvalidPayload
-        assert isinstance(name, str)
         return name, schema
