@@ -95,7 +95,9 @@ def _database(uri: str | None) -> Callable[[web.Application], AsyncIterator[None
         app[store_key] = store
         app[kinds_key] = KindService(store, app[schemas_key])
         app[entities_key] = EntityService(store, app[schemas_key], app[kinds_key])
-        app[mappings_key] = MappingService(store, app[schemas_key], app[entities_key])
+        app[mappings_key] = MappingService(
+            store, app[schemas_key], app[entities_key], app[kinds_key]
+        )
         watcher = asyncio.create_task(_watch(embedded)) if embedded else None
         yield
         for task in (watcher, indexes):

@@ -27,7 +27,9 @@ from typing import Any
 
 from gateway.entities import EntityService, diff, merge
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, load_mapping, read_sample
+from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
 
@@ -92,11 +94,33 @@ class MappingSummary:
         }
 
 
+class _Catalog:
+    """The entity schemas as the mapping compiler's FieldCatalog, with a tenant's custom kinds
+    of `other`; it notes the custom kinds it was asked about but does not know yet."""
+
+    def __init__(self, schemas: SchemaRegistry, custom: Mapping[str, CompiledSchema]) -> None:
+        self._schemas = schemas
+        self._custom = custom
+        self.unknown: set[str] = set()
+
+    def has_field(self, entity_type: str, path: str, *, kind: str | None = None) -> bool:
+        if entity_type != "other" or kind is None or kind in self._schemas.builtin_kinds:
+            return self._schemas.has_field(entity_type, path, kind=kind)
+        schema = self._custom.get(kind)
+        if schema is None:
+            self.unknown.add(kind)
+            return True
+        return self._schemas.has_field(entity_type, path, kind_schema=schema)
+
+
 class MappingService:
-    def __init__(self, store: Store, schemas: SchemaRegistry, entities: EntityService) -> None:
+    def __init__(
+        self, store: Store, schemas: SchemaRegistry, entities: EntityService, kinds: KindService
+    ) -> None:
         self._store = store
         self._schemas = schemas
         self._entities = entities
+        self._kinds = kinds
         self._compiled: OrderedDict[tuple[str, str, int], CompiledMapping] = OrderedDict()
         self._active: dict[tuple[str, str], tuple[int, float]] = {}
 
@@ -125,16 +149,32 @@ class MappingService:
             self._compiled.move_to_end(key)
             return mapping
         doc = await self._version_doc(tenant, name, version)
-        mapping = self.compile(doc["source"])
+        # Checked against the entity schemas when uploaded; running it needs no catalog (and
+        # a stored version keeps running even if a custom kind's schema changed since).
+        mapping = load_mapping(doc["source"])
         self._compiled[key] = mapping
         if len(self._compiled) > _MAX_COMPILED:
             self._compiled.popitem(last=False)
         return mapping
 
-    def compile(self, text: str | bytes, *, filename: str | None = None) -> CompiledMapping:
-        """Compile a mapping file against the entity schemas; InvalidPayload lists every
-        problem with its pointer and line."""
-        return load_mapping(text, catalog=self._schemas, filename=filename)
+    async def compile(
+        self, tenant: str, text: str | bytes, *, filename: str | None = None
+    ) -> CompiledMapping:
+        """Compile a mapping file against the entity schemas (and the tenant's custom kinds);
+        InvalidPayload lists every problem with its pointer and line."""
+        catalog = _Catalog(self._schemas, {})
+        mapping = load_mapping(text, catalog=catalog, filename=filename)
+        if not catalog.unknown:
+            return mapping
+        custom: dict[str, CompiledSchema] = {}
+        for kind in sorted(catalog.unknown):
+            schema = await self._kinds.schema_for(tenant, kind)
+            if schema is None:
+                builtin = ", ".join(self._schemas.builtin_kinds)
+                message = f"unknown kind {kind!r}: not built in ({builtin}) nor a tenant kind"
+                raise InvalidPayload(message, [FieldProblem("/kind", message, "reference")])
+            custom[kind] = schema
+        return load_mapping(text, catalog=_Catalog(self._schemas, custom), filename=filename)
 
     def _cached_active(self, tenant: str, name: str) -> int | None:
         hit = self._active.get((tenant, name))
@@ -159,7 +199,7 @@ class MappingService:
         """Store a new version (active unless `activate=False`). Uploading the same text as
         the latest version returns that version instead of a duplicate (and activates it
         when asked)."""
-        mapping = self.compile(text, filename=filename)
+        mapping = await self.compile(tenant, text, filename=filename)
         source = text if isinstance(text, str) else text.decode("utf-8-sig")
         checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
         name = mapping.name
@@ -358,7 +398,7 @@ class MappingService:
             if isinstance(draft, Mapping):
                 draft = json.dumps(draft, ensure_ascii=False)
             with _located("/mapping"):
-                return self.compile(draft)
+                return await self.compile(tenant, draft)
         if name is None:
             raise _missing("/name", "give the `name` of a stored mapping or a draft `mapping`")
         if version is not None:
@@ -409,8 +449,11 @@ class MappingService:
                 "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
             },
         )
+        kind_schema = None
+        if etype == "other":
+            kind_schema = await self._kinds.schema_for(tenant, merged.get("kind"))
         try:
-            self._schemas.check(etype, merged)
+            self._schemas.check(etype, merged, kind_schema=kind_schema)
         except InvalidPayload as exc:
             out["entity"]["errors"] = [p.as_dict() for p in exc.problems]
         return out

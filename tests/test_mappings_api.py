@@ -351,3 +351,38 @@ async def test_dry_run_of_an_outbound_mapping_builds_the_request_and_maps_the_an
     assert result["request"]["path_params"] == {"plate": "ABC1D23"}
     assert result["request"]["headers"]["Authorization"] == "Bearer <secret:hr_token>"
     assert result["response"]["current_driver"]["cpf"].isdigit()
+
+
+TYRE_MAPPING = """name: tyres
+direction: inbound
+entity_type: other
+kind: tyre
+key: [key]
+fields:
+  key: serie
+  serial: serie
+  position: posicao
+"""
+
+
+async def test_mapping_for_a_tenant_kind_is_checked_against_that_kind(client: Client) -> None:
+    problem = await _upload(client, TYRE_MAPPING, status=422)
+    assert problem["errors"][0]["pointer"] == "/kind"
+    schema = {
+        "type": "object",
+        "required": ["serial"],
+        "additionalProperties": False,
+        "properties": {"serial": {"type": "string"}, "position": {"enum": ["FL", "FR"]}},
+    }
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "tyre", "schema": schema})
+    await _upload(client, TYRE_MAPPING)
+    wrong = await _upload(client, TYRE_MAPPING + "  tread: sulco\n", status=422)
+    assert wrong["errors"][0]["pointer"] == "/fields/tread"
+    result = await _json(
+        client,
+        "POST",
+        "/api/v1/mappings/test",
+        json={"name": "tyres", "payload": {"serie": "T-1", "posicao": "XX"}},
+    )
+    entity = result["results"][0]["entity"]
+    assert entity["write"] == "create" and entity["errors"][0]["pointer"] == "/position"
