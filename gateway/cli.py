@@ -117,13 +117,15 @@ def mapping(
     entity schemas, with the API's problems (pointer, line, message). Exit 0 when it passes,
     1 when it does not, 2 when a file cannot be read."""
     from gateway.mapping import test_file, validate_file
+    from gateway.mappings import TenantCatalog
     from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
     for path in (file, sample):
         if path is not None and not Path(path).is_file():
             print(f"error: {path}: no such file", file=sys.stderr)
             return 2
-    catalog = SchemaRegistry.load(schema_dir or default_schema_dir())
+    # No tenant here: a tenant's custom kind is unknown, and its fields are not checked.
+    catalog = TenantCatalog(SchemaRegistry.load(schema_dir or default_schema_dir()), {})
     if command == "validate":
         problems = validate_file(Path(file), catalog=catalog)
         _print_problems(problems, file, file)

@@ -94,7 +94,7 @@ class MappingSummary:
         }
 
 
-class _Catalog:
+class TenantCatalog:
     """The entity schemas as the mapping compiler's FieldCatalog, with a tenant's custom kinds
     of `other`; it notes the custom kinds it was asked about but does not know yet."""
 
@@ -162,7 +162,7 @@ class MappingService:
     ) -> CompiledMapping:
         """Compile a mapping file against the entity schemas (and the tenant's custom kinds);
         InvalidPayload lists every problem with its pointer and line."""
-        catalog = _Catalog(self._schemas, {})
+        catalog = TenantCatalog(self._schemas, {})
         mapping = load_mapping(text, catalog=catalog, filename=filename)
         if not catalog.unknown:
             return mapping
@@ -174,7 +174,7 @@ class MappingService:
                 message = f"unknown kind {kind!r}: not built in ({builtin}) nor a tenant kind"
                 raise InvalidPayload(message, [FieldProblem("/kind", message, "reference")])
             custom[kind] = schema
-        return load_mapping(text, catalog=_Catalog(self._schemas, custom), filename=filename)
+        return load_mapping(text, catalog=TenantCatalog(self._schemas, custom), filename=filename)
 
     def _cached_active(self, tenant: str, name: str) -> int | None:
         hit = self._active.get((tenant, name))

@@ -88,3 +88,13 @@ def test_missing_file_or_argument_is_a_usage_error(tmp_path: Path) -> None:
     assert _gateway("validate", tmp_path / "nope.yaml").returncode == 2
     assert _gateway("test", MAPPINGS / "osmand.yaml", tmp_path / "nope.json").returncode == 2
     assert _gateway("validate").returncode == 2
+
+
+def test_validate_accepts_a_tenant_kind_it_cannot_know(tmp_path: Path) -> None:
+    tyres = tmp_path / "tyres.yaml"
+    tyres.write_text(
+        "name: tyres\ndirection: inbound\nentity_type: other\nkind: tyre\nkey: [key]\n"
+        "fields:\n  key: serie\n  serial: serie\n"
+    )
+    result = _gateway("validate", tyres)
+    assert result.returncode == 0, result.stderr
