@@ -1,0 +1,122 @@
+"""Evaluations per second of every shipped mapping on its sample: `python bench/bench_mapping.py`.
+
+Inbound mappings run `apply` on one item (batch samples: the first item); outbound ones run
+`build_request` on a context made for them, or `map_response` on the partner's answer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.mapping import load_mapping, read_sample  # noqa: E402
+
+SAMPLES = ROOT.parent / "shared" / "data" / "partner_payloads"
+VEHICLE = {
+    "plate": "ABC1D23",
+    "renavam": "86769597308",
+    "odometer_km": 152340.0,
+    "current_driver": {"name": "Ana Souza", "phone": "+5511987654321"},
+}
+FINE = {
+    "kind": "fine",
+    "key": "A123456789",
+    "ait_number": "A123456789",
+    "plate": "ABC1D23",
+    "amount_brl": 130.16,
+    "driver_cpf": "52998224725",
+}
+SECRETS = {"erp_token": "t", "hr_token": "t", "fcm_access_token": "t", "sms_api_key": "t"}
+CONTEXTS: dict[str, Any] = {
+    "erp-fine-paid": {
+        "entity": FINE,
+        "event": {
+            "type": "fine.paid",
+            "occurred_at": "2026-11-25T14:00:00Z",
+            "data": {"amount_paid_brl": 104.13},
+        },
+    },
+    "erp-mileage": {
+        "entity": VEHICLE,
+        "event": {
+            "type": "checklist.completed",
+            "data": {
+                "origin": "checklist",
+                "checklist_id": "chk-20261125-0042",
+                "captured_at": "2026-11-25T10:58:00Z",
+            },
+        },
+    },
+    "fcm-geofence-exit": {
+        "entity": VEHICLE,
+        "driver": {"push_tokens": ["tok"]},
+        "event": {
+            "type": "vehicle.geofence.exited",
+            "occurred_at": "2026-11-20T13:45:13Z",
+            "data": {"geofence": {"name": "Garagem SP"}},
+        },
+    },
+    "sms-maintenance-due": {
+        "entity": VEHICLE,
+        "event": {"type": "vehicle.maintenance.due", "data": {"due_at_km": 10000}},
+    },
+}
+INBOUND_SAMPLES = {
+    "traccar-position": "traccar_position_forward.json",
+    "traccar-event": "traccar_event_forward_geofence_exit.json",
+    "osmand": "osmand_query.txt",
+    "traccar-client": "traccar_client_json.json",
+    "samsara-geofence": "samsara_v2_geofence_exit.json",
+    "flespi": "flespi_stream.json",
+    "fine-feed": "fine_feed.json",
+    "checklist": "checklist_completed.json",
+}
+
+
+def _runner(path: Path) -> tuple[str, int, Callable[[], Any]]:
+    mapping = load_mapping(path.read_bytes(), filename=path.name)
+    fields = len(
+        mapping.source.get("fields")
+        or mapping.source.get("body")
+        or mapping.source.get("response")
+        or {}
+    )
+    if mapping.name in INBOUND_SAMPLES:
+        item = mapping.items(read_sample((SAMPLES / INBOUND_SAMPLES[mapping.name]).read_text()))[0]
+        return "apply", fields, lambda: mapping.apply(item)
+    if mapping.name == "hr-current-driver":
+        answer = json.loads((SAMPLES / "driver_lookup_response.json").read_text())
+        return "map_response", fields, lambda: mapping.map_response(answer)
+    context = CONTEXTS[mapping.name]
+    return "build_request", fields, lambda: mapping.build_request(context, secrets=SECRETS)
+
+
+def _measure(run: Callable[[], Any], seconds: float = 0.3) -> float:
+    loops = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(loops):
+            run()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return elapsed / loops
+        loops *= 2
+
+
+def main() -> None:
+    print(f"{'mapping':22} {'call':14} {'fields':>6} {'evals/s':>10} {'µs/eval':>8}")
+    for path in sorted((ROOT / "mappings").glob("*.yaml")):
+        call, fields, run = _runner(path)
+        per_eval = min(_measure(run) for _ in range(3))
+        print(f"{path.stem:22} {call:14} {fields:>6} {1 / per_eval:>10,.0f} {per_eval * 1e6:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The mapping language: declarative files that reshape partner payloads, and their engine.
+
+Pure: no I/O but `validate_file`/`test_file`, no database, no HTTP. The language is defined
+by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
+
+    load_mapping(text, *, catalog=None, filename=None) -> CompiledMapping
+        Parse YAML or JSON (JSON when the text is a JSON object), check every rule and
+        limit, compile. Raises InvalidPayload listing every problem, each with a JSON Pointer
+        into the file and extra={"line": n, ...}.
+
+    CompiledMapping
+        .name .direction .entity_type .kind .key_fields .emit .secrets .source .checksum
+        inbound:  .items(payload) -> list            batch items; one object -> [payload]
+                  .apply(item, *, secrets=None) -> MappedDocument(document, key, events,
+                                                                 event_data)
+        outbound: .build_request(context, *, secrets=None) -> OutboundRequest(path_params,
+                                                                 query, headers, body)
+                  .map_response(body) -> dict        entity fields from a partner answer
+        A payload that does not fit raises InvalidPayload whose problems name the target
+        field (extra["target"]), the source expression (extra["source"]) and, for a plain
+        path source, its JSON Pointer in the payload.
+
+    FieldCatalog    protocol: has_field(entity_type, dotted_path, *, kind=None) -> bool
+    flatten(doc) / unflatten(flat)                   nested <-> dotted keys
+    validate_file(path) -> list[FieldProblem]        for `gateway mapping validate`
+    test_file(path, sample_path, *, response=False) -> dict   for `gateway mapping test`
+
+Limits (file size, fields, nesting, expression length, list sizes, work per item) are the
+constants in `gateway.mapping.limits`.
+"""
+
+from .engine import CompiledMapping
+from .files import read_sample, test_file, validate_file
+from .loader import load_mapping
+from .model import Direction, FieldCatalog, MappedDocument, OutboundRequest
+from .paths import flatten, unflatten
+from .transforms import TRANSFORM_NAMES
+
+__all__ = [
+    "TRANSFORM_NAMES",
+    "CompiledMapping",
+    "Direction",
+    "FieldCatalog",
+    "MappedDocument",
+    "OutboundRequest",
+    "flatten",
+    "load_mapping",
+    "read_sample",
+    "test_file",
+    "unflatten",
+    "validate_file",
+]

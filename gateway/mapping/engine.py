@@ -1,0 +1,202 @@
+"""CompiledMapping: a mapping ready to run on payloads (inbound) or contexts (outbound)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import FieldProblem, InvalidPayload
+from .compiler import Plan
+from .expressions import Run
+from .limits import MAX_LIST_ITEMS
+from .model import Direction, EvalError, LimitExceeded, MappedDocument, OutboundRequest
+from .problems import payload_error
+from .tables import Table, evaluate, record
+from .transforms import to_string
+
+
+class CompiledMapping:
+    """A compiled mapping file. Immutable and shareable between tasks and threads."""
+
+    __slots__ = ("_events", "_plan", "checksum", "emit", "source")
+
+    def __init__(self, plan: Plan, source: dict[str, Any], checksum: str) -> None:
+        self._plan = plan
+        self.source = source
+        self.checksum = checksum
+        self.emit: tuple[str, ...] = tuple(dict.fromkeys(t for t, _ in plan.emit))
+        self._events = self.emit if all(c is None for _, c in plan.emit) else None
+
+    @property
+    def name(self) -> str:
+        return self._plan.name
+
+    @property
+    def direction(self) -> Direction:
+        return self._plan.direction
+
+    @property
+    def entity_type(self) -> str | None:
+        return self._plan.entity_type
+
+    @property
+    def kind(self) -> str | None:
+        return self._plan.kind
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        return self._plan.key_fields
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Names of the secrets the mapping reads: pass them all to apply/build_request."""
+        return self._plan.secrets
+
+    def __repr__(self) -> str:
+        return f"<CompiledMapping {self.name!r} {self.direction} {self.checksum[:12]}>"
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    def items(self, payload: Any) -> list[Any]:
+        """The items of a batch payload (`items` expression); a single object → [payload]."""
+        self._need("inbound")
+        getter = self._plan.items
+        if getter is None:
+            found = payload
+        else:
+            try:
+                found = getter(payload, Run())
+            except EvalError as error:
+                raise self._error(error, "items") from None
+            if found is None:
+                problem = FieldProblem(
+                    "", "the payload has no items", "required", {"target": "items"}
+                )
+                raise payload_error(self.name, [problem], 0)
+        if not isinstance(found, list):
+            return [found]
+        if len(found) > MAX_LIST_ITEMS:
+            message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
+            problem = FieldProblem("", message, "limit", {"target": "items"})
+            raise payload_error(self.name, [problem], 0)
+        return found
+
+    def apply(self, payload: Any, *, secrets: dict[str, Any] | None = None) -> MappedDocument:
+        """Map one item to entity fields, key and events; InvalidPayload lists every failure."""
+        plan = self._plan
+        if plan.direction != "inbound":
+            self._need("inbound")
+        run = Run(secrets)
+        document: dict[str, Any] = {}
+        key: dict[str, Any] = {}
+        events: tuple[str, ...] = ()
+        event_data: dict[str, Any] = {}
+        try:
+            document = evaluate(plan.fields, payload, run)
+            key = self._key(document, run)
+            if self._events is not None:
+                events = self._events
+            else:
+                events = tuple(t for t, when in plan.emit if when is None or when(payload, run))
+            event_data = evaluate(plan.event_data, payload, run) if plan.event_data else {}
+        except EvalError as error:  # a spent budget, or a failing emit condition
+            if not error.recorded:
+                record(run, error, "emit")
+        if run.problems:
+            raise payload_error(self.name, run.problems, run.dropped)
+        if plan.kind is not None and "kind" not in document:
+            document = {"kind": plan.kind, **document}
+        return MappedDocument(document, key, events, event_data)
+
+    def _key(self, document: dict[str, Any], run: Run) -> dict[str, Any]:
+        key = {}
+        for name in self._plan.key_fields:
+            value = _dig(document, name)
+            if value is None:
+                _missing_key(run, name)
+            key[name] = value
+        return key
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    def build_request(
+        self, context: Any, *, secrets: dict[str, Any] | None = None
+    ) -> OutboundRequest:
+        """The partner request's parts for a context such as {"entity": ..., "event": ...}."""
+        self._need("outbound")
+        plan = self._plan
+        run = Run(secrets)
+        path: dict[str, str] = {}
+        query: dict[str, str] = {}
+        headers: dict[str, str] = {}
+        body: Any = None
+        try:
+            path = _strings(plan.path, context, run, "path", required=True)
+            query = _strings(plan.query, context, run, "query")
+            headers = _strings(plan.headers, context, run, "headers")
+            body = None if plan.body is None else evaluate(plan.body, context, run)
+        except LimitExceeded:
+            pass  # recorded in run.problems
+        if run.problems:
+            raise payload_error(self.name, run.problems, run.dropped)
+        return OutboundRequest(path, query, headers, body)
+
+    def map_response(self, response_body: Any) -> dict[str, Any]:
+        """The entity fields in a partner's answer (the `response` section)."""
+        self._need("outbound")
+        run = Run()
+        document: dict[str, Any] = {}
+        try:
+            document = evaluate(self._plan.response, response_body, run)
+        except LimitExceeded:
+            pass  # recorded in run.problems
+        if run.problems:
+            raise payload_error(self.name, run.problems, run.dropped)
+        return document
+
+    def _need(self, direction: Direction) -> None:
+        if self._plan.direction != direction:
+            raise TypeError(f"mapping {self.name!r} is {self._plan.direction}, not {direction}")
+
+    def _error(self, error: EvalError, target: str) -> InvalidPayload:
+        run = Run()
+        record(run, error, target)
+        return payload_error(self.name, run.problems, 0)
+
+
+def _dig(document: dict[str, Any], dotted: str) -> Any:
+    value: Any = document
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _missing_key(run: Run, name: str) -> None:
+    if any(p.extra.get("target") == name for p in run.problems):
+        return  # its own failure is already listed
+    record(run, EvalError("key", f"key field {name!r} has no value"), name)
+
+
+def _strings(
+    table: Table, context: Any, run: Run, section: str, *, required: bool = False
+) -> dict[str, str]:
+    """Path, query and header values: text, present when required, no line breaks."""
+    result: dict[str, str] = {}
+    values = evaluate(table, context, run, f"{section}.")
+    for entry in table:
+        value = values.get(entry.leaf)
+        target = f"{section}.{entry.target}"
+        if value is None:
+            if required and not any(p.extra.get("target") == target for p in run.problems):
+                record(run, EvalError("required", "path parameter has no value"), target)
+            continue
+        if isinstance(value, dict | list):
+            record(run, EvalError("type", f"{type(value).__name__} is not text"), target)
+            continue
+        text = to_string(value)
+        if "\r" in text or "\n" in text:
+            record(run, EvalError("type", "line breaks are not allowed"), target)
+            continue
+        result[entry.leaf] = text
+    return result

@@ -1,0 +1,250 @@
+"""JMESPath expressions: compiled once, checked for size, evaluated within a work budget.
+
+Plain dotted paths (`position.latitude`, `"position.latitude"`) skip the JMESPath interpreter
+and read the dicts directly: same answer (a missing key or a non-object gives None), ten
+times faster. Everything else runs in `Run`, an interpreter that counts the nodes it visits
+and the values multi-selects build, so `[@, @] | [@, @] | ...` cannot double its way out of
+memory, and whose `join()` and `to_string()` refuse to build huge strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jmespath
+from jmespath import exceptions as jp_exceptions
+from jmespath import functions as jp_functions
+from jmespath import visitor as jp_visitor
+
+from ..errors import FieldProblem
+from .limits import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_LENGTH, MAX_STEPS, MAX_STRING_LENGTH
+from .model import EvalError, LimitExceeded
+from .paths import plain_path
+
+Getter = Callable[[Any, "Run"], Any]
+"""A compiled value source: (root, run) → value or None; raises EvalError."""
+
+
+def _too_big(what: str, limit: int) -> LimitExceeded:
+    return LimitExceeded(f"{what} exceeds the limit of {limit:,}")
+
+
+def charge_size(value: Any, budget: int) -> int:
+    """Walk a value, spending one unit per node; return what is left (raise when spent)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise _too_big("the work to evaluate this item", MAX_STEPS)
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return budget
+
+
+class _BoundedFunctions(jp_functions.Functions):
+    @jp_functions.signature({"types": ["string"]}, {"types": ["array-string"]})
+    def _func_join(self, separator: str, array: list[str]) -> str:
+        size = len(separator) * max(len(array) - 1, 0) + sum(len(s) for s in array)
+        if size > MAX_STRING_LENGTH:
+            raise _too_big("the string built by join()", MAX_STRING_LENGTH)
+        return separator.join(array)
+
+    @jp_functions.signature({"types": []})
+    def _func_to_string(self, arg: Any) -> str:
+        if isinstance(arg, str):
+            return arg
+        charge_size(arg, MAX_STEPS)
+        text = json.dumps(arg, separators=(",", ":"), default=str)
+        if len(text) > MAX_STRING_LENGTH:
+            raise _too_big("the string built by to_string()", MAX_STRING_LENGTH)
+        return text
+
+
+_FUNCTIONS = _BoundedFunctions()
+_OPTIONS = jp_visitor.Options(custom_functions=_FUNCTIONS)
+_Visit = Callable[..., Any]
+_DISPATCH: dict[str, _Visit] = {}
+
+
+class Run(jp_visitor.TreeInterpreter):
+    """One evaluation of one item: secrets, the work budget left, the problems found."""
+
+    def __init__(self, secrets: Mapping[str, Any] | None = None) -> None:
+        # No super().__init__(): the dispatch table is shared by the class, so a Run costs
+        # only these attributes (one is made per item, on the hot path).
+        self._options = _OPTIONS
+        self._functions = _FUNCTIONS
+        self._dict_cls = dict
+        self.secrets: Mapping[str, Any] = secrets or {}
+        self.steps = MAX_STEPS
+        self.problems: list[FieldProblem] = []
+        self.dropped = 0
+        self.target = ""
+
+    def visit(self, node: Any, *args: Any, **kwargs: Any) -> Any:
+        self.steps -= 1
+        if self.steps < 0:
+            raise _too_big("the work to evaluate this item", MAX_STEPS)
+        return _DISPATCH[node["type"]](self, node, *args, **kwargs)
+
+    def spend(self, units: int) -> None:
+        self.steps -= units
+        if self.steps < 0:
+            raise _too_big("the work to evaluate this item", MAX_STEPS)
+
+    def visit_multi_select_list(self, node: Any, value: Any) -> list[Any] | None:
+        result = super().visit_multi_select_list(node, value)
+        self.steps = charge_size(result, self.steps)
+        return result
+
+    def visit_multi_select_dict(self, node: Any, value: Any) -> Any:
+        result = super().visit_multi_select_dict(node, value)
+        self.steps = charge_size(result, self.steps)
+        return result
+
+
+_DISPATCH.update(
+    (name[len("visit_") :], getattr(Run, name)) for name in dir(Run) if name.startswith("visit_")
+)
+
+
+def is_truthy(value: Any) -> bool:
+    """JMESPath truth: null, false, "", [] and {} are false; everything else (0 too) is true."""
+    return not (value is None or value is False or value == "" or value == [] or value == {})
+
+
+def compile_expression(expression: str) -> tuple[Getter | None, str]:
+    """A getter for `expression`, or (None, why it is refused)."""
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        return None, (
+            f"expression is {len(expression):,} characters long, more than the limit of "
+            f"{MAX_EXPRESSION_LENGTH:,}"
+        )
+    if _bracket_depth(expression) > MAX_EXPRESSION_DEPTH:
+        return None, f"expression is nested more than {MAX_EXPRESSION_DEPTH} levels deep"
+    try:
+        parsed = jmespath.compile(expression)
+    except RecursionError:
+        return None, f"expression is nested more than {MAX_EXPRESSION_DEPTH} levels deep"
+    except jp_exceptions.JMESPathError as exc:
+        return None, f"expression does not compile: {_one_line(exc)}"
+    why = _check_tree(parsed.parsed)
+    if why:
+        return None, why
+    keys = plain_path(expression)
+    if keys is not None:
+        return _path_getter(keys), ""
+    if expression.strip() == "@":
+        return _identity, ""
+    return _interpreted(parsed.parsed, expression), ""
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _bracket_depth(expression: str) -> int:
+    """Deepest nesting of ( [ { outside quotes: checked before the recursive parser runs."""
+    depth = deepest = 0
+    quote = ""
+    escaped = False
+    for char in expression:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'`":
+            quote = char
+        elif char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth -= 1
+    return deepest
+
+
+def _check_tree(root: Any) -> str:
+    """Tree depth and function names and arity, which JMESPath checks only at run time."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            return f"expression is nested more than {MAX_EXPRESSION_DEPTH} levels deep"
+        if node.get("type") == "function_expression":
+            why = _check_function(node["value"], len(node["children"]))
+            if why:
+                return why
+        stack.extend((child, depth + 1) for child in node.get("children", ()) if _is_node(child))
+    return ""
+
+
+def _is_node(value: Any) -> bool:
+    return isinstance(value, dict) and "type" in value
+
+
+def _check_function(name: str, arity: int) -> str:
+    spec = _FUNCTIONS.FUNCTION_TABLE.get(name)
+    if spec is None:
+        return f"unknown function {name}()"
+    signature = spec["signature"]
+    variadic = bool(signature) and signature[-1].get("variadic", False)
+    if arity < len(signature) if variadic else arity != len(signature):
+        return f"{name}() takes {len(signature)}{' or more' if variadic else ''} arguments"
+    return ""
+
+
+def _identity(root: Any, run: Run) -> Any:
+    return root
+
+
+def _path_getter(keys: tuple[str, ...]) -> Getter:
+    if len(keys) == 1:
+        (k1,) = keys
+
+        def get1(root: Any, run: Run) -> Any:
+            return root.get(k1) if isinstance(root, dict) else None
+
+        return get1
+    if len(keys) == 2:
+        k1, k2 = keys
+
+        def get2(root: Any, run: Run) -> Any:
+            if isinstance(root, dict):
+                root = root.get(k1)
+                if isinstance(root, dict):
+                    return root.get(k2)
+            return None
+
+        return get2
+
+    def get_n(root: Any, run: Run) -> Any:
+        for key in keys:
+            if not isinstance(root, dict):
+                return None
+            root = root.get(key)
+        return root
+
+    return get_n
+
+
+def _interpreted(tree: Any, expression: str) -> Getter:
+    def get(root: Any, run: Run) -> Any:
+        try:
+            return run.visit(tree, root)
+        except jp_exceptions.JMESPathError as exc:
+            raise EvalError("expression", _one_line(exc), expression) from None
+        except LimitExceeded as exc:
+            exc.source = expression
+            raise
+        except RecursionError:
+            raise _too_big("the work to evaluate this item", MAX_STEPS) from None
+
+    return get

@@ -1,0 +1,98 @@
+"""File helpers for `gateway mapping validate FILE` and `gateway mapping test FILE SAMPLE`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ..errors import FieldProblem, InvalidPayload
+from .limits import MAX_FILE_BYTES
+from .loader import load_mapping
+from .model import FieldCatalog
+
+_MAX_SAMPLE_BYTES = 16 * 1024 * 1024
+
+
+def _read(path: str | Path, limit: int) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(limit + 1)  # one byte over the limit is enough to refuse it
+
+
+def validate_file(path: str | Path, *, catalog: FieldCatalog | None = None) -> list[FieldProblem]:
+    """Every problem in a mapping file ([] when it is valid)."""
+    try:
+        text = _read(path, MAX_FILE_BYTES)
+    except OSError as exc:
+        return [FieldProblem("", f"cannot read {path}: {exc.strerror}", "file")]
+    try:
+        load_mapping(text, catalog=catalog, filename=str(path))
+    except InvalidPayload as exc:
+        return exc.problems
+    return []
+
+
+def read_sample(text: str) -> Any:
+    """A sample payload: JSON, or else a query string / form body as a flat dict of strings.
+
+    The trigger layer reads OsmAnd-style query strings the same way: for a repeated name the
+    last value wins, and values stay strings (mappings cast them).
+    """
+    try:
+        return json.loads(text)
+    except ValueError:
+        return dict(parse_qsl(text.strip().lstrip("?"), keep_blank_values=True))
+
+
+def test_file(
+    path: str | Path,
+    sample_path: str | Path,
+    *,
+    response: bool = False,
+    secrets: dict[str, Any] | None = None,
+    catalog: FieldCatalog | None = None,
+) -> dict[str, Any]:
+    """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
+
+    Inbound: `{"results": [{"document", "key", "events", "event_data"}, ...]}`, one per item.
+    Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
+    `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
+    Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`.
+    """
+    mapping = load_mapping(_read(path, MAX_FILE_BYTES), catalog=catalog, filename=str(path))
+    sample = read_sample(_read(sample_path, _MAX_SAMPLE_BYTES).decode("utf-8-sig"))
+    known = {name: f"<secret:{name}>" for name in mapping.secrets} | (secrets or {})
+    if mapping.direction == "inbound":
+        results = []
+        for item in mapping.items(sample):
+            mapped = mapping.apply(item, secrets=known)
+            results.append(
+                {
+                    "document": mapped.document,
+                    "key": mapped.key,
+                    "events": list(mapped.events),
+                    "event_data": mapped.event_data,
+                }
+            )
+        return {"name": mapping.name, "direction": "inbound", "results": results}
+    if response:
+        return {
+            "name": mapping.name,
+            "direction": "outbound",
+            "response": mapping.map_response(sample),
+        }
+    request = mapping.build_request(sample, secrets=known)
+    return {
+        "name": mapping.name,
+        "direction": "outbound",
+        "request": {
+            "path_params": request.path_params,
+            "query": request.query,
+            "headers": request.headers,
+            "body": request.body,
+        },
+    }
+
+
+test_file.__test__ = False  # type: ignore[attr-defined]  # a CLI helper, not a pytest test

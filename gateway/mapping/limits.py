@@ -1,0 +1,31 @@
+"""Limits that keep loading, compiling and evaluating a mapping bounded, whatever the file says.
+
+Load and compile time (an upload over a limit is rejected whole, with the limit named):
+"""
+
+MAX_FILE_BYTES = 256 * 1024
+"""Size of a mapping file, checked before anything parses it."""
+MAX_DOCUMENT_NODES = 50_000
+"""YAML/JSON nodes (scalars, lists, objects) in one file."""
+MAX_DOCUMENT_DEPTH = 32
+"""Nesting of lists and objects in one file."""
+MAX_FIELDS = 500
+"""Field specs in one mapping, nested ones (inside each, when, object, ...) included."""
+MAX_SPEC_DEPTH = 8
+"""Nesting of specs inside specs."""
+MAX_TRANSFORMS = 20
+"""Transforms in one pipeline."""
+MAX_EXPRESSION_LENGTH = 1_000
+"""Characters in one JMESPath expression."""
+MAX_EXPRESSION_DEPTH = 40
+"""Depth of one parsed JMESPath expression (brackets, pipes, dots)."""
+MAX_PROBLEMS = 100
+"""Problems reported for one file or one payload; the rest are summed up in one last problem."""
+
+# Evaluation time (a payload over a limit is rejected with keyword "limit"):
+MAX_LIST_ITEMS = 1_000
+"""Elements of a batch (`items`) or of a list mapped with `each`."""
+MAX_STEPS = 100_000
+"""Work for one item: JMESPath nodes visited, values built by multi-selects, `each` elements."""
+MAX_STRING_LENGTH = 65_536
+"""Characters of a string built by a template, `pad`, `join()` or `to_string()`."""

@@ -1,0 +1,220 @@
+"""Mapping files → compiled mappings: parse YAML or JSON with line numbers, within limits.
+
+Parsing composes YAML nodes (safe: no tags but the standard ones, no anchors/aliases, no
+merge keys) and converts them ourselves, so every value's JSON Pointer gets its line and
+duplicate keys are reported instead of silently dropped. A JSON file (one that parses as a
+JSON object) keeps JSON's own values; YAML composes it only to find the lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from .compiler import compile_plan
+from .engine import CompiledMapping
+from .limits import MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES, MAX_FILE_BYTES
+from .model import FieldCatalog
+from .paths import pointer
+from .problems import Problems
+
+_TAG = "tag:yaml.org,2002:"
+_SCALARS = {
+    f"{_TAG}str": "construct_yaml_str",
+    f"{_TAG}int": "construct_yaml_int",
+    f"{_TAG}float": "construct_yaml_float",
+    f"{_TAG}bool": "construct_yaml_bool",
+    f"{_TAG}null": "construct_yaml_null",
+}
+_AS_TEXT = {f"{_TAG}timestamp"}  # dates stay text: 2026-12-18 means the string
+_CONSTRUCTOR = SafeConstructor()
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Converter:
+    """YAML node tree → plain data, recording the line of every pointer."""
+
+    def __init__(self, problems: Problems) -> None:
+        self.problems = problems
+        self.lines: dict[str, int] = {}
+        self.nodes = 0
+        self.seen: set[int] = set()
+
+    def convert(self, node: yaml.Node, at: str, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_DOCUMENT_NODES:
+            raise _TooBig(f"has more than {MAX_DOCUMENT_NODES:,} values")
+        if depth > MAX_DOCUMENT_DEPTH:
+            raise _TooBig(f"is nested more than {MAX_DOCUMENT_DEPTH} levels deep")
+        self.lines.setdefault(at, node.start_mark.line + 1)
+        if id(node) in self.seen:
+            self._add(at, "anchors and aliases (&name, *name) are not allowed", "yaml")
+            return None
+        self.seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, at)
+        if isinstance(node, yaml.SequenceNode) and node.tag == f"{_TAG}seq":
+            return [self.convert(item, f"{at}/{i}", depth + 1) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode) and node.tag == f"{_TAG}map":
+            return self._mapping(node, at, depth)
+        self._add(at, f"YAML tag {node.tag!r} is not allowed", "yaml")
+        return None
+
+    def _scalar(self, node: yaml.ScalarNode, at: str) -> Any:
+        if node.tag in _AS_TEXT:
+            return node.value
+        method = _SCALARS.get(node.tag)
+        if method is None:
+            self._add(at, f"YAML tag {node.tag!r} is not allowed", "yaml")
+            return None
+        return getattr(_CONSTRUCTOR, method)(node)
+
+    def _mapping(self, node: yaml.MappingNode, at: str, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._add(at, "keys are plain text, not lists or objects", "yaml", key_node)
+                continue
+            key = key_node.value  # the text as written: `1:` and `yes:` are the keys "1", "yes"
+            here = f"{at}{pointer(key)}"
+            if key in result:
+                line = key_node.start_mark.line + 1
+                self.problems.lines = self.lines
+                self.problems.add(here, f"duplicate key {key!r}", "yaml", line=line)
+                continue
+            self.lines[here] = key_node.start_mark.line + 1
+            result[key] = self.convert(value_node, here, depth + 1)
+        return result
+
+    def _add(self, at: str, message: str, keyword: str, node: yaml.Node | None = None) -> None:
+        if node is not None:
+            self.lines.setdefault(at, node.start_mark.line + 1)
+        self.problems.lines = self.lines
+        self.problems.add(at, message, keyword)
+
+
+def _decode(text: str | bytes, problems: Problems) -> str | None:
+    if isinstance(text, str):
+        size = len(text.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(text)
+    if size > MAX_FILE_BYTES:
+        problems.add(
+            "", f"file is {size:,} bytes, more than the limit of {MAX_FILE_BYTES:,}", "limit"
+        )
+        return None
+    if isinstance(text, str):
+        return text
+    try:
+        return text.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        problems.add("", f"file is not UTF-8: {exc.reason} at byte {exc.start}", "encoding")
+        return None
+
+
+def _as_json(text: str) -> Any:
+    """The JSON object in `text`, or None when it is not JSON (then it is read as YAML)."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# libyaml when present: 7x faster, and it refuses deep nesting itself.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MAX_FLOW_DEPTH = 200  # a pre-check only: the converter enforces MAX_DOCUMENT_DEPTH
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of [ and { (quotes ignored: they only over-count). PyYAML's pure-Python
+    scanner is quadratic in it, so a file of 200,000 `[` must be refused before parsing."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _compose(text: str, problems: Problems, quiet: bool) -> yaml.Node | None:
+    if _flow_depth(text) > _MAX_FLOW_DEPTH:
+        if not quiet:
+            problems.add("", f"file is nested more than {MAX_DOCUMENT_DEPTH} levels deep", "limit")
+        return None
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        if not quiet:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else None
+            problems.add("", f"not valid YAML: {_yaml_reason(exc)}", "yaml", line=line)
+    except yaml.YAMLError as exc:
+        if not quiet:
+            problems.add("", f"not valid YAML: {exc}", "yaml")
+    except RecursionError:
+        if not quiet:
+            problems.add("", f"nested more than {MAX_DOCUMENT_DEPTH} levels deep", "limit")
+    finally:
+        loader.dispose()
+    return None
+
+
+def _yaml_reason(exc: yaml.MarkedYAMLError) -> str:
+    return " ".join(filter(None, (exc.context, exc.problem)))
+
+
+def parse_document(text: str | bytes, problems: Problems) -> Any:
+    """The mapping document in `text` (JSON or YAML), with `problems.lines` filled in."""
+    decoded = _decode(text, problems)
+    if decoded is None:
+        return None
+    json_value = _as_json(decoded)
+    node = _compose(decoded, problems, quiet=json_value is not None)
+    data = None
+    if node is not None:
+        converter = _Converter(problems)
+        try:
+            data = converter.convert(node, "", 0)
+        except (_TooBig, RecursionError) as exc:
+            reason = str(exc) if isinstance(exc, _TooBig) else "is nested too deeply"
+            problems.add("", f"file has {reason}", "limit")
+            return None
+        problems.lines = converter.lines
+    if json_value is not None:
+        return json_value
+    if node is None and not problems:
+        problems.add("", "file is empty", "required")
+    return data
+
+
+def canonical_checksum(data: Any) -> str:
+    """sha256 of the document as canonical JSON (sorted keys, no spaces, UTF-8)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def load_mapping(
+    text: str | bytes, *, catalog: FieldCatalog | None = None, filename: str | None = None
+) -> CompiledMapping:
+    """Parse, validate and compile a mapping file; raise InvalidPayload listing every problem."""
+    problems = Problems(filename=filename)
+    data = parse_document(text, problems)
+    what = f"mapping {filename or ''}".rstrip()
+    problems.raise_if_any(f"{what} is not valid")
+    plan = compile_plan(data, problems, catalog)
+    problems.raise_if_any(f"{what} is not valid")
+    assert plan is not None and isinstance(data, Mapping)
+    return CompiledMapping(plan, dict(data), canonical_checksum(data))

@@ -1,0 +1,52 @@
+"""The plain types the mapping package hands out and accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Direction = Literal["inbound", "outbound"]
+
+
+class FieldCatalog(Protocol):
+    """What the compiler asks the entity schemas: does this dotted field exist?"""
+
+    def has_field(self, entity_type: str, path: str, *, kind: str | None = None) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MappedDocument:
+    """One inbound item, mapped: the entity fields, its lookup key and the events to emit."""
+
+    document: dict[str, Any]
+    key: dict[str, Any]
+    events: tuple[str, ...]
+    event_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    """The parts of a partner request a mapping builds; the action adds method, URL and auth."""
+
+    path_params: dict[str, str]
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any | None
+
+
+class EvalError(Exception):
+    """A spec failed on a payload; the table that called it adds the target field."""
+
+    def __init__(self, keyword: str, message: str, source: str = "") -> None:
+        super().__init__(message)
+        self.keyword = keyword
+        self.message = message
+        self.source = source
+        self.recorded = False
+
+
+class LimitExceeded(EvalError):
+    """The work budget of an evaluation is spent: the whole evaluation stops."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("limit", message)

@@ -1,0 +1,848 @@
+"""The mapping language: specs, transforms, errors with locations, limits, docs examples."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import jmespath
+import jsonschema_rs
+import pytest
+import yaml
+
+from gateway.errors import FieldProblem, InvalidPayload
+from gateway.mapping import (
+    CompiledMapping,
+    flatten,
+    load_mapping,
+    read_sample,
+    test_file,
+    unflatten,
+    validate_file,
+)
+from gateway.mapping.expressions import Run, compile_expression
+from gateway.mapping.limits import MAX_FIELDS, MAX_LIST_ITEMS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "mappings.md"
+SCHEMA = json.loads((ROOT / "schemas" / "mapping.schema.json").read_text())
+
+HEAD = "name: t\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+
+
+def inbound(fields: str, head: str = HEAD) -> CompiledMapping:
+    return load_mapping(head + "fields:\n  plate: plate\n" + fields)
+
+
+def problems_of(text: str | bytes, **kwargs: Any) -> list[FieldProblem]:
+    with pytest.raises(InvalidPayload) as caught:
+        load_mapping(text, **kwargs)
+    return caught.value.problems
+
+
+def located(problems: list[FieldProblem]) -> set[tuple[str, int | None, str]]:
+    return {(p.pointer, p.extra.get("line"), p.keyword) for p in problems}
+
+
+def apply_field(spec: str, payload: dict[str, Any]) -> Any:
+    mapping = inbound(f"  out: {spec}\n")
+    return mapping.apply({"plate": "ABC1D23", **payload}).document.get("out")
+
+
+def payload_problems(mapping: CompiledMapping, payload: Any, **kwargs: Any) -> list[FieldProblem]:
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.apply(payload, **kwargs)
+    return caught.value.problems
+
+
+# -- expressions -----------------------------------------------------------------------------------
+
+PAYLOADS = [
+    {"a": {"b": {"c": 1}}, "a.b": {"c": 2}, "x": [1, 2], "n": None, "s": "text"},
+    {"a": [1, 2], "a.b": "dotted"},
+    {"a": {"b": "not an object"}},
+    [1, 2, 3],
+    "a string",
+    None,
+]
+
+
+@pytest.mark.parametrize(
+    "expression", ["a", "a.b", "a.b.c", '"a.b"', '"a.b".c', "x", "n", "s.t", "missing.path"]
+)
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_plain_path_fast_path_matches_jmespath(expression: str, payload: Any) -> None:
+    getter, why = compile_expression(expression)
+    assert getter is not None, why
+    assert getter(payload, Run()) == jmespath.search(expression, payload)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("items[?ok].id", [1]),
+        ("length(items)", 2),
+        ("items[0].id", 1),
+        ("join(',', items[*].name)", "a,b"),
+        ("to_string(items[0].id)", "1"),
+        ("items[?id > `1`] | [0].name", "b"),
+        ("@", None),
+    ],
+)
+def test_full_jmespath_expressions_evaluate(expression: str, expected: Any) -> None:
+    payload = {"items": [{"id": 1, "ok": True, "name": "a"}, {"id": 2, "ok": False, "name": "b"}]}
+    getter, _ = compile_expression(expression)
+    assert getter is not None
+    assert getter(payload, Run()) == (payload if expression == "@" else expected)
+
+
+def test_quoted_identifiers_reach_dotted_keys() -> None:
+    mapping = inbound("  last_position.latitude: '\"position.latitude\"'\n")
+    mapped = mapping.apply({"plate": "X", "position.latitude": -23.5})
+    assert mapped.document["last_position"] == {"latitude": -23.5}
+
+
+# -- specs -----------------------------------------------------------------------------------------
+
+
+def test_missing_source_leaves_field_out_and_empty_objects_disappear() -> None:
+    mapping = inbound("  last_position.latitude: position.lat\n  group: group\n")
+    assert mapping.apply({"plate": "ABC1D23"}).document == {"plate": "ABC1D23"}
+
+
+def test_constants_defaults_and_coalesce() -> None:
+    assert apply_field("{value: {a: [1]}}", {}) == {"a": [1]}
+    assert apply_field("{from: missing, default: 7}", {}) == 7
+    assert apply_field("{coalesce: [a, b, {value: c}]}", {"b": 2}) == 2
+    assert apply_field("{coalesce: [a, b]}", {}) is None
+
+
+def test_constant_containers_are_fresh_each_time() -> None:
+    mapping = inbound("  attributes: {value: {tags: []}}\n")
+    first = mapping.apply({"plate": "A"}).document
+    first["attributes"]["tags"].append("mutated")
+    assert mapping.apply({"plate": "A"}).document["attributes"] == {"tags": []}
+
+
+def test_when_then_else_and_when_as_modifier() -> None:
+    spec = "{when: {from: s, in: [a, b]}, then: {value: yes-in}, else: {value: other}}"
+    assert apply_field(spec, {"s": "b"}) == "yes-in"
+    assert apply_field(spec, {"s": "c"}) == "other"
+    assert apply_field("{from: v, when: ok}", {"v": 1, "ok": True}) == 1
+    assert apply_field("{from: v, when: ok}", {"v": 1, "ok": False}) is None
+    assert apply_field('{from: v, when: "n > `3`"}', {"v": 1, "n": 4}) == 1
+    assert apply_field("{from: v, when: {from: n, gte: 5}}", {"v": 1, "n": 4}) is None
+    assert apply_field("{from: v, when: {from: n, equals: 1}}", {"v": 1, "n": True}) is None
+    assert apply_field("{from: v, when: zero}", {"v": 1, "zero": 0}) == 1  # JMESPath truth
+
+
+def test_template_substitutes_named_values() -> None:
+    spec = '{template: "{plate} saiu de {place} {{ok}}", vars: {plate: p, place: g.name}}'
+    assert apply_field(spec, {"p": "ABC1D23", "g": {"name": "Garagem"}}) == (
+        "ABC1D23 saiu de Garagem {ok}"
+    )
+    assert apply_field(spec, {"p": "ABC1D23"}) is None  # a null var: no text at all
+
+
+def test_each_maps_every_element() -> None:
+    spec = "{each: xs, fields: {id: {from: i, transforms: [string]}, n: n}}"
+    assert apply_field(spec, {"xs": [{"i": 1, "n": "a"}, {"i": 2}]}) == [
+        {"id": "1", "n": "a"},
+        {"id": "2"},
+    ]
+    assert apply_field(
+        "{each: xs, item: {from: v, transforms: [upper]}}", {"xs": [{"v": "a"}, {}]}
+    ) == ["A"]
+
+
+def test_object_and_list_build_shapes() -> None:
+    spec = "{list: [{object: {type: {value: text}, body.text: t}}, missing]}"
+    assert apply_field(spec, {"t": "hi"}) == [{"type": "text", "body": {"text": "hi"}}]
+
+
+def test_secrets_come_from_the_caller() -> None:
+    mapping = inbound("  attributes.token: {secret: erp_token}\n")
+    assert mapping.secrets == {"erp_token"}
+    mapped = mapping.apply({"plate": "A"}, secrets={"erp_token": "s3cr3t"})
+    assert mapped.document["attributes"] == {"token": "s3cr3t"}
+    (problem,) = payload_problems(mapping, {"plate": "A"})
+    assert problem.keyword == "secret"
+    assert "erp_token" in problem.message
+
+
+def test_other_entities_get_their_kind() -> None:
+    head = "name: t\ndirection: inbound\nentity_type: other\nkind: fine\nkey: [key]\n"
+    mapping = load_mapping(head + "fields:\n  key: ait\n")
+    assert mapping.apply({"ait": "A1"}).document == {"kind": "fine", "key": "A1"}
+    assert (mapping.entity_type, mapping.kind) == ("other", "fine")
+
+
+def test_conditional_events() -> None:
+    head = HEAD + "emit: [vehicle.position, {type: alarm.sos, when: {from: a, equals: sos}}]\n"
+    mapping = inbound("", head=head)
+    assert mapping.emit == ("vehicle.position", "alarm.sos")
+    assert mapping.apply({"plate": "A", "a": "sos"}).events == ("vehicle.position", "alarm.sos")
+    assert mapping.apply({"plate": "A"}).events == ("vehicle.position",)
+
+
+def test_items_extracts_batches() -> None:
+    mapping = inbound("", head=HEAD + "items: data.messages\n")
+    assert mapping.items({"data": {"messages": [{"plate": "A"}, {"plate": "B"}]}}) == [
+        {"plate": "A"},
+        {"plate": "B"},
+    ]
+    single = inbound("")
+    assert single.items({"plate": "A"}) == [{"plate": "A"}]
+    assert single.items([{"plate": "A"}]) == [{"plate": "A"}]
+
+
+# -- transforms ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("transforms", "value", "expected"),
+    [
+        ("[string]", 152340, "152340"),
+        ("[string]", True, "true"),
+        ("[integer]", "87", 87),
+        ("[integer]", 13.0, 13),
+        ("[number]", "13.1", 13.1),
+        ("[number]", " -46.5 ", -46.5),
+        ("[boolean]", "true", True),
+        ("[boolean]", "Não", False),
+        ("[boolean]", 1, True),
+        ("[trim, upper]", " abc1d23 ", "ABC1D23"),
+        ("[lower]", "A@B.COM", "a@b.com"),
+        ("[digits]", "529.982.247-25", "52998224725"),
+        ("[digits, {pad: 11}]", 8676959730, "08676959730"),
+        ("[{pad: {width: 5, fill: '*', side: right}}]", "ab", "ab***"),
+        ("[{truncate: 3}]", "abcdef", "abc"),
+        ("[{convert: {from: knots, to: km/h}}, {round: 1}]", 13.1, 24.3),
+        ("[{convert: {from: m/s, to: km/h}}, {round: 3}]", 6.74, 24.264),
+        ("[{convert: {from: mph, to: km/h}}, {round: 2}]", 10, 16.09),
+        ("[{convert: {from: m, to: km}}]", 1523412.9, 1523.4129),
+        ("[{convert: {from: mi, to: km}}, {round: 3}]", 2, 3.219),
+        ("[{convert: {from: km/h, to: knots}}, {round: 1}]", 24.2612, 13.1),
+        ("[{scale: 100}, {round: 0}]", 0.87, 87),
+        ("[{offset: -3}]", 10, 7),
+        ("[{round: 2}]", "104.128", 104.13),
+        ("[{round: 2}]", 5, 5),
+        ("[{round: 2}]", 0.125, 0.13),
+        ("[{round: 2}]", -0.125, -0.13),
+        ("[{round: 0}]", 2.5, 3),
+        ("[{round: 1}]", 1e300, 1e300),
+        ("[format_number]", 10000, "10.000"),
+        ("[{format_number: {decimals: 2}}]", 1234.5, "1.234,50"),
+        ("[{format_number: {decimals: 1, thousands: ',', decimal: '.'}}]", 1234.56, "1,234.6"),
+        ("[{map: {values: {'1': open, 'true': affirmative}, default: other}}]", 1, "open"),
+        ("[{map: {values: {'1': open, 'true': affirmative}}}]", True, "affirmative"),
+        ("[{map: {values: {'1': open}, default: other}}]", "9", "other"),
+        ("[{map: {values: {'1': open}}}]", "9", None),
+        ("[{datetime: {parse: unix}}]", "1795685112", "2026-11-26T09:25:12Z"),
+        ("[{datetime: {parse: unix}}]", 1795685112.5, "2026-11-26T09:25:12.500Z"),
+        ("[{datetime: {parse: unix_ms}}]", 1795685112000, "2026-11-26T09:25:12Z"),
+        ("[{datetime: {}}]", "2026-11-20T13:45:22.862Z", "2026-11-20T13:45:22.862Z"),
+        ("[{datetime: {parse: iso8601}}]", "2026-11-25T07:58:00-03:00", "2026-11-25T10:58:00Z"),
+        ("[{datetime: {}}]", 1795685112, "2026-11-26T09:25:12Z"),
+        (
+            "[{datetime: {input_tz: America/Sao_Paulo}}]",
+            "2026-11-18T13:45:00",
+            "2026-11-18T16:45:00Z",
+        ),
+        (
+            "[{datetime: {parse: '%d/%m/%Y %H:%M', input_tz: America/Sao_Paulo}}]",
+            "18/11/2026 13:45",
+            "2026-11-18T16:45:00Z",
+        ),
+        (
+            "[{datetime: {output_tz: America/Sao_Paulo}}]",
+            "2026-11-25T10:58:00Z",
+            "2026-11-25T07:58:00-03:00",
+        ),
+        (
+            "[{datetime: {format: '%H:%M', output_tz: America/Sao_Paulo}}]",
+            "2026-11-20T13:45:13Z",
+            "10:45",
+        ),
+        ("[{datetime: {format: date}}]", "2026-12-18", "2026-12-18"),
+        ("[{datetime: {format: unix}}]", "2026-11-26T09:25:12Z", 1795685112),
+        ("[{datetime: {format: unix_ms}}]", "2026-11-26T09:25:12.5Z", 1795685112500),
+    ],
+)
+def test_transform(transforms: str, value: Any, expected: Any) -> None:
+    assert apply_field(f"{{from: v, transforms: {transforms}}}", {"v": value}) == expected
+
+
+def test_a_single_transform_need_not_be_a_list() -> None:
+    assert apply_field("{from: v, transforms: upper}", {"v": "abc"}) == "ABC"
+
+
+def test_transforms_skip_nulls() -> None:
+    assert apply_field("{from: v, transforms: [integer, {scale: 2}]}", {"v": None}) is None
+
+
+@pytest.mark.parametrize(
+    ("transforms", "value", "keyword"),
+    [
+        ("[number]", "abc", "cast"),
+        ("[integer]", "13.5", "cast"),
+        ("[boolean]", "maybe", "cast"),
+        ("[string]", {"a": 1}, "cast"),
+        ("[number]", True, "cast"),
+        ("[{convert: {from: knots, to: km/h}}]", "fast", "cast"),
+        ("[{datetime: {parse: iso8601}}]", "yesterday", "datetime"),
+        ("[{datetime: {parse: unix}}]", "1e300", "datetime"),
+    ],
+)
+def test_transform_failure_names_target_and_source(
+    transforms: str, value: Any, keyword: str
+) -> None:
+    mapping = inbound(
+        f"  last_position.speed_kmh: {{from: position.v, transforms: {transforms}}}\n"
+    )
+    (problem,) = payload_problems(mapping, {"plate": "A", "position": {"v": value}})
+    assert problem.keyword == keyword
+    assert problem.pointer == "/position/v"
+    assert problem.extra == {"target": "last_position.speed_kmh", "source": "position.v"}
+
+
+def test_cast_failure_matches_the_documented_problem() -> None:
+    mapping = inbound("  last_position.latitude: {from: position.latitude, transforms: [number]}\n")
+    (problem,) = payload_problems(mapping, {"plate": "A", "position": {"latitude": "abc"}})
+    assert problem.as_dict() == {
+        "pointer": "/position/latitude",
+        "message": "cannot cast string 'abc' to number",
+        "keyword": "cast",
+        "target": "last_position.latitude",
+        "source": "position.latitude",
+    }
+
+
+def test_every_failing_field_is_listed() -> None:
+    mapping = inbound(
+        "  a: {from: x, required: true}\n"
+        "  b: {from: y, transforms: [integer]}\n"
+        "  c: {coalesce: [p, q], required: true}\n"
+        "  answers: {each: xs, fields: {n: {from: v, transforms: [number]}}}\n"
+    )
+    problems = payload_problems(mapping, {"y": "z", "xs": [{"v": 1}, {"v": "bad"}]})
+    got = {(p.extra["target"], p.keyword, p.extra["source"]) for p in problems}
+    assert got == {
+        ("plate", "key", ""),
+        ("a", "required", "x"),
+        ("b", "cast", "y"),
+        ("c", "required", "p, q"),
+        ("answers[1].n", "cast", "v"),
+    }
+
+
+def test_invalid_payload_error_is_a_422_problem() -> None:
+    mapping = inbound("  a: {from: x, required: true}\n")
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.apply({"plate": "A"})
+    body = caught.value.problem()
+    assert body["status"] == 422
+    assert body["errors"] == [
+        {
+            "pointer": "/x",
+            "message": "required value is missing",
+            "keyword": "required",
+            "target": "a",
+            "source": "x",
+        }
+    ]
+
+
+# -- outbound --------------------------------------------------------------------------------------
+
+OUTBOUND = """
+name: erp
+direction: outbound
+path: {id: entity.id}
+query: {full: {value: true}, page: {from: page, transforms: [integer]}, skip: nothing}
+headers:
+  Authorization: {template: "Bearer {t}", vars: {t: {secret: erp_token}}}
+  X-Plate: entity.plate
+body:
+  veiculo.placa: entity.plate
+  veiculo.km: {from: entity.odometer_km, transforms: [{round: 0}]}
+response:
+  odometer_km: km
+"""
+
+
+def test_build_request_and_map_response() -> None:
+    mapping = load_mapping(OUTBOUND)
+    request = mapping.build_request(
+        {"entity": {"id": 7, "plate": "ABC1D23", "odometer_km": 152340.4}, "page": "2"},
+        secrets={"erp_token": "tok"},
+    )
+    assert request.path_params == {"id": "7"}
+    assert request.query == {"full": "true", "page": "2"}
+    assert request.headers == {"Authorization": "Bearer tok", "X-Plate": "ABC1D23"}
+    assert request.body == {"veiculo": {"placa": "ABC1D23", "km": 152340}}
+    assert mapping.map_response({"km": 10}) == {"odometer_km": 10}
+
+
+def test_path_params_are_required_and_headers_refuse_line_breaks() -> None:
+    mapping = load_mapping(OUTBOUND)
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.build_request({"entity": {"plate": "A\r\nX-Evil: 1"}}, secrets={"erp_token": "t"})
+    got = {(p.extra["target"], p.keyword) for p in caught.value.problems}
+    assert got == {("path.id", "required"), ("headers.X-Plate", "type")}
+
+
+def test_directions_are_not_mixed() -> None:
+    with pytest.raises(TypeError):
+        load_mapping(OUTBOUND).apply({})
+    with pytest.raises(TypeError):
+        inbound("").build_request({})
+
+
+def test_inline_credentials_are_refused() -> None:
+    text = "name: x\ndirection: outbound\nheaders:\n  Authorization: {value: Bearer abc}\n"
+    (problem,) = problems_of(text)
+    assert (problem.pointer, problem.keyword, problem.extra["line"]) == (
+        "/headers/Authorization",
+        "secret",
+        4,
+    )
+
+
+# -- compile errors: every problem, with its location ----------------------------------------------
+
+
+def test_every_problem_is_listed_with_pointer_and_line() -> None:
+    text = """\
+name: broken
+direction: inbound
+entity_type: vehicle
+key: [plate, vin]
+colour: red
+fields:
+  plate: {from: device.name, transforms: [upcase]}
+  last_position.latitude: position.latitude[
+  last_position.speed_kmh: {from: s, transforms: [{convert: {from: knots, to: km}}]}
+  attributes.label: {template: "{name.__class__} {x[0]} {y:>10} {z!r}", vars: {name: a}}
+  status: {form: s}
+  year: 2020
+  group: {from: g, required: maybe}
+  odometer_km: {from: x, transforms: [{round: 1.5}]}
+  model: {from: x, value: y}
+"""
+    problems = problems_of(text)
+    assert located(problems) >= {
+        ("/colour", 5, "unknown"),
+        ("/key/1", 4, "key"),
+        ("/fields/plate/transforms/0", 7, "transform"),
+        ("/fields/last_position.latitude", 8, "expression"),
+        ("/fields/last_position.speed_kmh/transforms/0/convert", 9, "transform"),
+        ("/fields/attributes.label/template", 10, "template"),
+        ("/fields/status/form", 11, "unknown"),
+        ("/fields/year", 12, "type"),
+        ("/fields/group/required", 13, "type"),
+        ("/fields/odometer_km/transforms/0/round", 14, "transform"),
+        ("/fields/model", 15, "source"),
+    }
+    messages = " | ".join(p.message for p in problems)
+    assert "unknown transform 'upcase' (did you mean 'upper'?)" in messages
+    assert "unknown key 'form' (did you mean 'from'?)" in messages
+    assert "cannot convert speed (knots) to distance (km)" in messages
+    for bad in ("{name.__class__}", "{x[0]}", "{y:>10}", "{z!r}"):
+        assert f"placeholder {bad} is not allowed" in messages
+
+
+def test_template_attribute_access_is_rejected_at_compile_time() -> None:
+    (problem, *_) = problems_of(
+        HEAD + 'fields:\n  plate: {template: "{p.__class__.__mro__}", vars: {p: plate}}\n'
+    )
+    assert problem.pointer == "/fields/plate/template"
+    assert problem.keyword == "template"
+    assert problem.extra["line"] == 6
+
+
+def test_json_files_get_lines_too() -> None:
+    text = json.dumps(
+        {
+            "name": "j",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": ["plate"],
+            "fields": {"plate": "p", "vin": {"from": "v", "transforms": ["nope"]}},
+        },
+        indent=2,
+    )
+    (problem,) = problems_of(text)
+    assert problem.pointer == "/fields/vin/transforms/0"
+    assert problem.extra["line"] == text.splitlines().index('        "nope"') + 1
+
+
+def test_json_and_yaml_of_the_same_mapping_have_the_same_checksum() -> None:
+    as_yaml = HEAD + "fields:\n  plate: p\n  year: {from: y, transforms: [integer]}\n"
+    as_json = json.dumps(yaml.safe_load(as_yaml))
+    assert load_mapping(as_yaml).checksum == load_mapping(as_json.encode()).checksum
+    assert load_mapping(as_yaml).source == yaml.safe_load(as_yaml)
+
+
+def test_catalog_rejects_targets_outside_the_entity_schema() -> None:
+    class Catalog:
+        def has_field(self, entity_type: str, path: str, *, kind: str | None = None) -> bool:
+            return path in {"plate", "last_position.latitude"} or path.startswith("attributes.")
+
+    text = HEAD + "fields:\n  plate: p\n  last_position.lat: x\n  attributes.any: y\n"
+    (problem,) = problems_of(text, catalog=Catalog())
+    assert (problem.pointer, problem.keyword, problem.extra["line"]) == (
+        "/fields/last_position.lat",
+        "unknown_field",
+        7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "keyword"),
+    [
+        ("name: x\n", "", "required"),
+        ("- a\n- b\n", "", "type"),
+        (HEAD + "fields:\n  plate: p\n  a: x\n  a.b: y\n", "/fields/a.b", "target"),
+        (HEAD + "fields:\n  plate: p\n  'bad target': x\n", "/fields/bad target", "target"),
+        (HEAD + "fields:\n  plate: 'foo(x)'\n", "/fields/plate", "expression"),
+        (HEAD + "fields:\n  plate: 'join(x)'\n", "/fields/plate", "expression"),
+        (HEAD + "kind: fine\nfields:\n  plate: p\n", "/kind", "kind"),
+        (HEAD.replace("inbound", "sideways") + "fields: {plate: p}\n", "/direction", "enum"),
+        (HEAD + "fields:\n  plate: p\nbody: {a: b}\n", "/body", "unknown"),
+        (HEAD + "fields:\n  plate: {each: x}\n", "/fields/plate", "source"),
+        (HEAD + "fields:\n  plate: {then: x}\n", "/fields/plate/then", "source"),
+        (
+            HEAD + "fields:\n  plate: {from: x, when: {from: y, equals: 1, gt: 2}}\n",
+            "/fields/plate/when",
+            "condition",
+        ),
+        (
+            HEAD
+            + "fields:\n  plate: {from: x, transforms: [{datetime: {output_tz: Mars/Base}}]}\n",
+            "/fields/plate/transforms/0/datetime/output_tz",
+            "transform",
+        ),
+        (
+            HEAD + "fields:\n  plate: {from: x, transforms: [{upper: 1}]}\n",
+            "/fields/plate/transforms/0",
+            "transform",
+        ),
+        (HEAD + "fields:\n  plate: {template: '{a}'}\n", "/fields/plate/template", "template"),
+        (
+            HEAD + "fields:\n  plate: {template: '{a}', vars: {a: x, b: y}}\n",
+            "/fields/plate/vars/b",
+            "template",
+        ),
+        (HEAD + "fields:\n  plate: {template: 'open {'}\n", "/fields/plate/template", "template"),
+        (HEAD + "fields:\n  plate: {secret: 'not a name'}\n", "/fields/plate/secret", "secret"),
+        (HEAD + "emit: [Not An Event]\nfields: {plate: p}\n", "/emit/0", "emit"),
+    ],
+)
+def test_invalid_mappings(text: str, where: str, keyword: str) -> None:
+    assert (where, keyword) in {(p.pointer, p.keyword) for p in problems_of(text)}
+
+
+# -- bad input: clear and bounded rejections -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["name: [unclosed\n", "a: b\n  c: d\n", '{"name": "x",', "key: {a: 1}\n\tb: 2\n"]
+)
+def test_malformed_files_are_rejected_with_a_line(text: str) -> None:
+    (problem,) = problems_of(text)
+    assert problem.keyword == "yaml"
+    assert isinstance(problem.extra.get("line"), int)
+
+
+def test_binary_and_empty_files() -> None:
+    assert problems_of(b"\xff\xfe\x00garbage")[0].keyword == "encoding"
+    assert problems_of("")[0].message == "file is empty"
+
+
+def test_yaml_tags_anchors_and_duplicates_are_refused() -> None:
+    text = (
+        "name: !!python/object:os.system x\ndirection: inbound\nentity_type: vehicle\n"
+        "key: [plate]\nfields: &f\n  plate: p\n  plate: q\nevent_data: *f\n"
+    )
+    got = {(p.pointer, p.extra.get("line"), p.message.split(" ")[0]) for p in problems_of(text)}
+    assert got == {
+        ("/name", 1, "YAML"),
+        ("/fields/plate", 7, "duplicate"),
+        ("/event_data", 8, "anchors"),
+    }
+
+
+def test_billion_laughs_is_refused_quickly() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    started = time.perf_counter()
+    problems = problems_of("\n".join(lines))
+    assert time.perf_counter() - started < 1
+    assert any("aliases" in p.message for p in problems)
+
+
+def test_a_10_mb_file_is_refused_before_parsing() -> None:
+    text = HEAD + "fields:\n" + "  plate: p\n" * 1_000_000
+    started = time.perf_counter()
+    (problem,) = problems_of(text)
+    assert time.perf_counter() - started < 0.5
+    assert problem.keyword == "limit"
+    assert "more than the limit of 262,144" in problem.message
+
+
+def test_10000_fields_are_refused() -> None:
+    fields = "".join(f"  attributes.f{i}: a\n" for i in range(10_000))
+    started = time.perf_counter()
+    problems = problems_of(HEAD + "fields:\n  plate: p\n" + fields)
+    assert time.perf_counter() - started < 5
+    assert [(p.keyword, p.message) for p in problems] == [
+        ("limit", f"more than {MAX_FIELDS} field specs")
+    ]
+
+
+def test_deeply_nested_files_are_refused() -> None:
+    (problem,) = problems_of(HEAD + "fields:\n  plate: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert problem.keyword == "limit"
+    (problem,) = problems_of('{"a": ' * 100 + "1" + "}" * 100)
+    assert problem.keyword == "limit"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "(" * 200 + "a" + ")" * 200,
+        "[" * 100 + "a" + "]" * 100,
+        " | ".join(["a"] * 200),
+        "a" * 1001,
+    ],
+)
+def test_deeply_nested_or_long_expressions_are_refused(expression: str) -> None:
+    (problem,) = problems_of(HEAD + f"fields:\n  plate: '{expression}'\n")
+    assert (problem.pointer, problem.keyword) == ("/fields/plate", "limit")
+
+
+def test_specs_nested_too_deeply_are_refused() -> None:
+    spec = "x"
+    for _ in range(12):
+        spec = f"{{coalesce: [{spec}]}}"
+    problems = problems_of(HEAD + f"fields:\n  plate: {spec}\n")
+    assert any(p.keyword == "limit" and "nested" in p.message for p in problems)
+
+
+def test_expression_that_would_explode_is_stopped_by_the_work_limit() -> None:
+    doubling = " | ".join(["[@, @]"] * 20)
+    mapping = inbound(f"  attributes.x: 'length({doubling} | [] | [] | [] | [])'\n")
+    started = time.perf_counter()
+    (problem,) = payload_problems(mapping, {"plate": "A"})
+    assert time.perf_counter() - started < 2
+    assert (problem.keyword, problem.extra["target"]) == ("limit", "attributes.x")
+
+
+def test_string_doubling_is_stopped() -> None:
+    doubling = " | ".join(["join('', [@, @])"] * 30)
+    mapping = inbound(f'  attributes.x: "v | {doubling}"\n')
+    (problem,) = payload_problems(mapping, {"plate": "A", "v": "x" * 100})
+    assert problem.keyword == "limit"
+
+
+def test_large_arrays_are_bounded() -> None:
+    big = {"plate": "A", "xs": [{"v": i} for i in range(200_000)]}
+    mapping = inbound("  attributes.e: {each: xs, item: v}\n  attributes.n: 'xs[*].v'\n")
+    started = time.perf_counter()
+    problems = payload_problems(mapping, big)
+    assert time.perf_counter() - started < 2
+    assert {(p.extra["target"], p.keyword) for p in problems} == {
+        ("attributes.n", "limit"),
+        ("attributes.e", "limit"),
+    }
+    batch = inbound("", head=HEAD + "items: xs\n")
+    with pytest.raises(InvalidPayload) as caught:
+        batch.items(big)
+    assert caught.value.problems[0].keyword == "limit"
+    assert f"{MAX_LIST_ITEMS:,}" in caught.value.problems[0].message
+
+
+def test_nested_each_is_bounded_overall() -> None:
+    payload = {"plate": "A", "xs": [{"ys": [{"zs": list(range(900))}] * 900}] * 900}
+    spec = "{each: xs, fields: {a: {each: ys, fields: {b: {each: zs, item: '@'}}}}}"
+    mapping = inbound(f"  attributes.deep: {spec}\n")
+    started = time.perf_counter()
+    (problem,) = payload_problems(mapping, payload)
+    assert time.perf_counter() - started < 2
+    assert problem.keyword == "limit"
+
+
+def test_problem_lists_are_bounded() -> None:
+    fields = "".join(f"  attributes.f{i}: {{from: x, transforms: [nope{i}]}}\n" for i in range(400))
+    problems = problems_of(HEAD + "fields:\n  plate: p\n" + fields)
+    assert len(problems) == 101
+    assert problems[-1].message == "300 more problems not listed"
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def test_flatten_and_unflatten() -> None:
+    document = {
+        "plate": "A",
+        "last_position": {"latitude": 1, "speed_kmh": 2},
+        "tags": [1],
+        "e": {},
+    }
+    flat = flatten(document)
+    assert flat == {
+        "plate": "A",
+        "last_position.latitude": 1,
+        "last_position.speed_kmh": 2,
+        "tags": [1],
+        "e": {},
+    }
+    assert unflatten(flat) == document
+    with pytest.raises(ValueError):
+        unflatten({"a": 1, "a.b": 2})
+
+
+def test_validate_file_and_test_file(tmp_path: Path) -> None:
+    good = tmp_path / "m.yaml"
+    good.write_text(
+        HEAD + "fields:\n  plate: {from: id, transforms: [upper]}\n  "
+        "last_position.latitude: {from: lat, transforms: [number]}\n"
+    )
+    sample = tmp_path / "s.txt"
+    sample.write_text("id=abc1d23&lat=-23.5")
+    assert validate_file(good) == []
+    assert test_file(good, sample)["results"] == [
+        {
+            "document": {"plate": "ABC1D23", "last_position": {"latitude": -23.5}},
+            "key": {"plate": "ABC1D23"},
+            "events": [],
+            "event_data": {},
+        }
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [")
+    (problem,) = validate_file(bad)
+    assert problem.extra["file"] == str(bad)
+    assert validate_file(tmp_path / "missing.yaml")[0].keyword == "file"
+
+
+def test_read_sample_reads_json_and_query_strings() -> None:
+    assert read_sample('{"a": 1}') == {"a": 1}
+    assert read_sample("id=1&lat=-23.5&id=2\n") == {"id": "2", "lat": "-23.5"}
+
+
+# -- the schema and the docs agree with the compiler -----------------------------------------------
+
+VALIDATOR = jsonschema_rs.validator_for(SCHEMA)
+
+
+def _doc_blocks() -> list[tuple[str, str, dict[str, str]]]:
+    """(info, yaml text, {"sample": ..., "result": ...}) for each yaml block in the docs."""
+    blocks = re.findall(r"```(\w+)(?: (\w+))?\n(.*?)```", DOCS.read_text(), re.S)
+    found: list[tuple[str, str, dict[str, str]]] = []
+    for language, info, body in blocks:
+        if language == "yaml":
+            found.append((info, body, {}))
+        elif language == "json" and info in ("sample", "result") and found:
+            found[-1][2][info] = body
+    return found
+
+
+DOC_BLOCKS = _doc_blocks()
+
+
+def test_the_docs_have_examples() -> None:
+    assert len(DOC_BLOCKS) >= 8
+    assert sum(1 for _, _, extra in DOC_BLOCKS if "result" in extra) >= 6
+
+
+@pytest.mark.parametrize(("info", "text", "extra"), DOC_BLOCKS)
+def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
+    if info == "invalid":
+        problems = problems_of(text)
+        assert {p.pointer for p in problems} == {
+            "/fields/plates/transforms/0",
+            "/fields/last_position.latitude",
+            "/fields/attributes.label/template",
+            "/key/0",
+        }
+        return
+    mapping = load_mapping(text)
+    assert VALIDATOR.is_valid(yaml.safe_load(text))
+    if "sample" not in extra:
+        return
+    sample = json.loads(extra["sample"])
+    expected = json.loads(extra["result"])
+    secrets = {name: f"<secret:{name}>" for name in mapping.secrets}
+    if mapping.direction == "inbound":
+        (item, *_) = mapping.items(sample)
+        mapped = mapping.apply(item, secrets=secrets)
+        got = {"document": mapped.document, "key": mapped.key, "events": list(mapped.events)}
+    else:
+        request = mapping.build_request(sample, secrets=secrets)
+        got = {
+            "path_params": request.path_params,
+            "query": request.query,
+            "headers": request.headers,
+            "body": request.body,
+        }
+    assert got == expected
+
+
+def test_shipped_mappings_follow_the_schema() -> None:
+    for path in sorted((ROOT / "mappings").glob("*.yaml")):
+        errors = [e.message for e in VALIDATOR.iter_errors(yaml.safe_load(path.read_text()))]
+        assert errors == [], path.name
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"name": "x", "direction": "inbound"},
+        {"name": "x", "direction": "outbound"},
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": ["p"],
+            "fields": {"p": {"from": "a", "value": 1}},
+        },
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": ["p"],
+            "fields": {"p": {"from": "a", "transforms": ["nope"]}},
+        },
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": ["p"],
+            "fields": {"p": {"each": "a"}},
+        },
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": ["p"],
+            "fields": {"p": 5},
+        },
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "other",
+            "key": ["p"],
+            "fields": {"p": "a"},
+        },
+        {"name": "x", "direction": "outbound", "body": {"a": "b"}, "fields": {"a": "b"}},
+        {"name": "x", "direction": "outbound", "body": {"bad key": "b"}},
+    ],
+)
+def test_schema_and_compiler_reject_the_same_documents(document: dict[str, Any]) -> None:
+    assert not VALIDATOR.is_valid(document)
+    problems_of(json.dumps(document))

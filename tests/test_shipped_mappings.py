@@ -1,0 +1,372 @@
+"""Every file in mappings/ compiles and maps its partner sample to the right values."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.mapping import CompiledMapping, load_mapping, read_sample
+
+ROOT = Path(__file__).resolve().parent.parent
+MAPPINGS = ROOT / "mappings"
+SAMPLES = ROOT.parent / "shared" / "data" / "partner_payloads"
+
+# mapping file → the partner sample it is written for
+INBOUND = {
+    "traccar-position.yaml": "traccar_position_forward.json",
+    "traccar-event.yaml": "traccar_event_forward_geofence_exit.json",
+    "osmand.yaml": "osmand_query.txt",
+    "traccar-client.yaml": "traccar_client_json.json",
+    "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
+    "flespi.yaml": "flespi_stream.json",
+    "fine-feed.yaml": "fine_feed.json",
+    "checklist.yaml": "checklist_completed.json",
+}
+RESPONSE = {"hr-current-driver.yaml": "driver_lookup_response.json"}
+OUTBOUND = {
+    "erp-fine-paid.yaml": "erp_fine_paid.json",
+    "erp-mileage.yaml": "erp_mileage_update.json",
+    "fcm-geofence-exit.yaml": "fcm_v1_message.json",
+    "sms-maintenance-due.yaml": "sms_request.json",
+}
+
+VEHICLE = {
+    "plate": "ABC1D23",
+    "renavam": "86769597308",
+    "odometer_km": 152340.0,
+    "current_driver": {"name": "Ana Souza", "cpf": "52998224725"},
+}
+DRIVER = {
+    "name": "Ana Souza",
+    "cpf": "52998224725",
+    "phone": "+5511987654321",
+    "push_tokens": ["fcm-device-token-of-the-driver"],
+}
+FINE = {
+    "kind": "fine",
+    "key": "A123456789",
+    "ait_number": "A123456789",
+    "plate": "ABC1D23",
+    "amount_brl": 130.16,
+    "driver_cpf": "52998224725",
+    "status": "paid",
+}
+CONTEXTS: dict[str, dict[str, Any]] = {
+    "erp-fine-paid.yaml": {
+        "entity": FINE,
+        "event": {
+            "type": "fine.paid",
+            "occurred_at": "2026-11-25T14:00:00Z",
+            "data": {"amount_paid_brl": 104.13},
+        },
+    },
+    "erp-mileage.yaml": {
+        "entity": VEHICLE,
+        "event": {
+            "type": "entity.updated",
+            "occurred_at": "2026-11-25T10:58:02Z",
+            "data": {
+                "origin": "checklist",
+                "checklist_id": "chk-20261125-0042",
+                "captured_at": "2026-11-25T10:58:00Z",
+            },
+        },
+    },
+    "fcm-geofence-exit.yaml": {
+        "entity": VEHICLE,
+        "driver": DRIVER,
+        "event": {
+            "type": "vehicle.geofence.exited",
+            "occurred_at": "2026-11-20T13:45:13Z",
+            "data": {"geofence": {"name": "Garagem SP"}},
+        },
+    },
+    "sms-maintenance-due.yaml": {
+        "entity": VEHICLE,
+        "event": {"type": "vehicle.maintenance.due", "data": {"due_at_km": 10000}},
+        "driver": DRIVER,
+    },
+}
+SECRETS = {
+    "erp_token": "erp-t",
+    "hr_token": "hr-t",
+    "fcm_access_token": "fcm-t",
+    "sms_api_key": "k",
+}
+
+
+def load(name: str) -> CompiledMapping:
+    return load_mapping((MAPPINGS / name).read_bytes(), filename=name)
+
+
+def sample(name: str) -> Any:
+    return read_sample((SAMPLES / name).read_text())
+
+
+def mapped(name: str) -> list[dict[str, Any]]:
+    """The documents of every item of the mapping's sample."""
+    mapping = load(name)
+    results = [
+        mapping.apply(item, secrets=SECRETS) for item in mapping.items(sample(INBOUND[name]))
+    ]
+    return [
+        {"document": r.document, "key": r.key, "events": r.events, "event_data": r.event_data}
+        for r in results
+    ]
+
+
+def test_every_shipped_mapping_has_a_sample() -> None:
+    shipped = {path.name for path in MAPPINGS.glob("*")}
+    assert shipped == {*INBOUND, *RESPONSE, *OUTBOUND}
+
+
+@pytest.mark.parametrize("name", sorted({*INBOUND, *RESPONSE, *OUTBOUND}))
+def test_shipped_mapping_compiles(name: str) -> None:
+    mapping = load(name)
+    assert mapping.name == Path(name).stem
+    assert mapping.direction == ("inbound" if name in INBOUND else "outbound")
+
+
+def test_traccar_position() -> None:
+    (result,) = mapped("traccar-position.yaml")
+    document = result["document"]
+    assert result["key"] == {"plate": "ABC1D23"}
+    assert result["events"] == ("vehicle.position",)
+    assert document["last_position"] == {
+        "latitude": -23.56118,
+        "longitude": -46.65578,
+        "speed_kmh": 24.3,  # 13.1 knots
+        "course": 88.0,
+        "altitude_m": 761.0,
+        "accuracy_m": 6.0,
+        "fix_time": "2026-11-20T13:45:22Z",
+    }
+    assert document["attributes"] == {
+        "tracker_id": "353861053849681",
+        "traccar_total_distance_km": 1523.413,  # 1,523,412.9 m
+        "traccar_distance_km": 0.0124,  # 12.4 m
+        "ignition": True,
+        "battery_percent": 87,
+    }
+    assert "odometer_km" not in document  # no device odometer in this fix
+
+
+def test_traccar_event_geofence_exit() -> None:
+    (result,) = mapped("traccar-event.yaml")
+    document = result["document"]
+    assert result["key"] == {"plate": "ABC1D23"}
+    assert result["events"] == ("vehicle.geofence.exited",)
+    assert document["odometer_km"] == 98765.0  # 98,765,000 m
+    assert document["last_position"]["speed_kmh"] == 12.4  # 6.7 knots
+    assert document["last_position"]["fix_time"] == "2026-11-20T13:45:12Z"
+    assert document["attributes"]["traccar_total_distance_km"] == 1523.401  # 1,523,400.5 m
+    assert result["event_data"] == {
+        "traccar_event": "geofenceExit",
+        "occurred_at": "2026-11-20T13:45:13Z",
+        "geofence": {"id": 3, "name": "Garagem SP"},
+    }
+
+
+def test_traccar_event_geofence_enter_and_other_events() -> None:
+    mapping = load("traccar-event.yaml")
+    payload = sample("traccar_event_forward_geofence_exit.json")
+    payload["event"]["type"] = "geofenceEnter"
+    assert mapping.apply(payload).events == ("vehicle.geofence.entered",)
+    payload["event"]["type"] = "ignitionOn"
+    assert mapping.apply(payload).events == ()
+
+
+def test_osmand_query_string() -> None:
+    (result,) = mapped("osmand.yaml")
+    document = result["document"]
+    assert result["key"] == {"attributes.tracker_id": "353861053849681"}
+    assert result["events"] == ("vehicle.position",)
+    assert document["last_position"] == {
+        "latitude": -23.56118,
+        "longitude": -46.65578,
+        "speed_kmh": 24.3,  # "13.1" knots
+        "course": 88.0,
+        "altitude_m": 761.0,
+        "accuracy_m": 6.0,
+        "fix_time": "2026-11-26T09:25:12Z",  # Unix 1795685112
+    }
+    assert document["attributes"] == {
+        "tracker_id": "353861053849681",
+        "battery_percent": 87.0,
+        "ignition": True,
+    }
+    assert document["current_driver"] == {"cpf": "52998224725"}
+
+
+def test_traccar_client_json() -> None:
+    (result,) = mapped("traccar-client.yaml")
+    document = result["document"]
+    assert result["key"] == {"attributes.tracker_id": "353861053849681"}
+    assert document["last_position"]["speed_kmh"] == 24.3  # 6.74 m/s = 24.264 km/h
+    assert document["last_position"]["fix_time"] == "2026-11-20T13:45:22.862Z"
+    assert document["last_position"]["accuracy_m"] == 6
+    assert document["attributes"] == {
+        "tracker_id": "353861053849681",
+        "app_odometer_km": 152.34,  # 152,340 m
+        "battery_percent": 87,  # level 0.87
+        "moving": True,
+    }
+
+
+def test_samsara_geofence_exit() -> None:
+    (result,) = mapped("samsara-geofence.yaml")
+    assert result["document"] == {
+        "plate": "ABC1D23",
+        "vin": "9BWZZZ377VT004251",
+        "attributes": {"samsara_vehicle_id": "281474982859091", "samsara_name": "Caminhao 12"},
+    }
+    assert result["events"] == ("vehicle.geofence.exited",)
+    assert result["event_data"]["occurred_at"] == "2026-11-20T13:45:13Z"
+    assert result["event_data"]["geofence"] == {
+        "id": "1234",
+        "name": "Garagem SP",
+        "address": "Av. Paulista, 1000, Sao Paulo - SP",
+        "center": {"latitude": -23.5505, "longitude": -46.6333},
+        "radius_m": 300,
+    }
+
+
+def test_flespi_dotted_keys_and_batches() -> None:
+    first, second = mapped("flespi.yaml")
+    assert first["key"] == second["key"] == {"plate": "ABC1D23"}
+    assert first["document"]["last_position"] == {
+        "latitude": -23.56118,
+        "longitude": -46.65578,
+        "speed_kmh": 47,
+        "course": 88,
+        "altitude_m": 761,
+        "fix_time": "2026-11-26T09:25:12Z",
+    }
+    assert second["document"]["last_position"]["fix_time"] == "2026-11-26T09:25:22Z"
+    assert first["document"]["odometer_km"] == 152340.4
+    assert second["document"]["odometer_km"] == 152340.6  # 152340.55, halves up
+    assert first["document"]["attributes"] == {
+        "tracker_id": "353861053849681",
+        "ignition": True,
+        "satellites": 11,
+        "position_valid": True,
+    }
+
+
+def test_fine_feed() -> None:
+    (result,) = mapped("fine-feed.yaml")
+    assert result["document"] == {
+        "kind": "fine",
+        "key": "A123456789",
+        "ait_number": "A123456789",
+        "authority": "261810",
+        "plate": "ABC1D23",
+        "renavam": "86769597308",
+        "infraction_code": "7455",
+        "occurred_at": "2026-11-18T16:45:00Z",  # 13:45 in São Paulo
+        "place": "Av. Paulista, 1000",
+        "amount_brl": 130.16,
+        "points": 4,
+        "indication_deadline": "2026-12-18",
+        "status": "open",
+    }
+    assert result["key"] == {"key": "A123456789"}
+    assert result["events"] == ("fine.received",)
+
+
+def test_checklist() -> None:
+    (result,) = mapped("checklist.yaml")
+    assert result["document"] == {
+        "kind": "checklist",
+        "key": "chk-20261125-0042",
+        "vehicle_plate": "ABC1D23",
+        "driver_cpf": "52998224725",
+        "odometer_km": 152340,
+        "answers": [
+            {"question": "pneus", "answer": True},
+            {"question": "luzes", "answer": True},
+            {"question": "nivel_oleo", "answer": False},
+        ],
+        "photos": [
+            {
+                "ref": "https://storage.example.com/chk-20261125-0042/painel.jpg",
+                "content_type": "image/jpeg",
+                "sha256": "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b",
+            }
+        ],
+        "completed_at": "2026-11-25T10:58:00Z",
+    }
+    assert result["events"] == ("checklist.completed",)
+
+
+def test_current_driver_lookup() -> None:
+    mapping = load("hr-current-driver.yaml")
+    request = mapping.build_request({"entity": VEHICLE}, secrets=SECRETS)
+    assert request.path_params == {"plate": "ABC1D23"}
+    assert request.headers == {"Authorization": "Bearer hr-t", "Accept": "application/json"}
+    assert request.body is None
+    answer = sample(RESPONSE["hr-current-driver.yaml"])
+    assert mapping.map_response(answer) == {
+        "current_driver": {
+            "name": "Ana Souza",
+            "cpf": "52998224725",
+        }
+    }
+
+
+@pytest.mark.parametrize("name", sorted(OUTBOUND))
+def test_outbound_body_is_what_the_partner_expects(name: str) -> None:
+    request = load(name).build_request(CONTEXTS[name], secrets=SECRETS)
+    assert request.body == sample(OUTBOUND[name])
+    assert json.dumps(request.body)  # serialisable as it is
+
+
+def test_outbound_headers_carry_the_secrets() -> None:
+    fine = load("erp-fine-paid.yaml").build_request(CONTEXTS["erp-fine-paid.yaml"], secrets=SECRETS)
+    assert fine.headers == {"Authorization": "Bearer erp-t"}
+    assert fine.path_params == {"ait": "A123456789"}
+    sms = load("sms-maintenance-due.yaml")
+    assert sms.build_request(CONTEXTS["sms-maintenance-due.yaml"], secrets=SECRETS).headers == {
+        "X-Api-Key": "k"
+    }
+
+
+def test_fine_paid_falls_back_to_the_fine_amount_and_event_day() -> None:
+    context = {
+        "entity": FINE,
+        "event": {"type": "fine.paid", "occurred_at": "2026-11-26T01:30:00Z"},
+    }
+    body = load("erp-fine-paid.yaml").build_request(context, secrets=SECRETS).body
+    assert body["valorPago"] == 130.16
+    assert body["dataPagamento"] == "2026-11-25"  # still the 25th in São Paulo
+
+
+# -- against the real entity schemas ---------------------------------------------------------------
+
+
+@functools.cache
+def registry() -> Any:
+    from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+
+    return SchemaRegistry.load(default_schema_dir())
+
+
+@pytest.mark.parametrize("name", sorted({*INBOUND, *RESPONSE, *OUTBOUND}))
+def test_shipped_mapping_targets_are_entity_fields(name: str) -> None:
+    load_mapping((MAPPINGS / name).read_bytes(), catalog=registry())
+
+
+@pytest.mark.parametrize("name", sorted(INBOUND))
+def test_mapped_documents_are_valid_entities(name: str) -> None:
+    schemas = registry()
+    mapping = load(name)
+    for result in mapped(name):
+        # Trackers that know only their own id update a vehicle found by it: no plate.
+        document = {"plate": "ABC1D23", **result["document"]}
+        if mapping.entity_type != "vehicle":
+            document = result["document"]
+        assert schemas.validate(mapping.entity_type, document) == []
