@@ -1,0 +1,108 @@
+"""The `idempotency` collection: the first answer to a trigger call, by Idempotency-Key.
+
+A record is `{_id: "<trigger id>:<sha256 of the key>", tenant, trigger_id, body_hash, state:
+"pending"|"done", status, body, created_at, lease_until}`. A pending marker is inserted
+*before* the call is processed, so of two concurrent first calls only one wins the unique
+insert; the other sees the marker. A TTL index drops records after `RETENTION_SECONDS`
+(reads also ignore expired ones, because TTL deletion runs only now and then).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from pymongo import ASCENDING, IndexModel
+
+from gateway.errors import Conflict
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+
+RETENTION_SECONDS = 24 * 3600
+INDEXES = [
+    IndexModel([("created_at", ASCENDING)], expireAfterSeconds=RETENTION_SECONDS, name="ttl"),
+]
+
+
+def record_id(trigger_id: str, key: str) -> str:
+    return f"{trigger_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+class IdempotencyStore:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def claim(
+        self,
+        tenant: str,
+        trigger_id: str,
+        key: str,
+        body_hash: str,
+        *,
+        now: datetime,
+        lease: timedelta,
+    ) -> Doc | None:
+        """Take the key for this call: None when it is ours to process, else the record that
+        holds it (a finished answer, or a marker whose lease has not run out)."""
+        marker = scoped(
+            tenant,
+            {
+                "_id": record_id(trigger_id, key),
+                "trigger_id": trigger_id,
+                "body_hash": body_hash,
+                "state": "pending",
+                "created_at": now,
+                "lease_until": now + lease,
+            },
+        )
+        for _ in range(3):
+            try:
+                with translate_errors():
+                    await self._c.insert_one(marker)
+                return None
+            except Conflict:
+                pass
+            with translate_errors():
+                existing = await self._c.find_one(scoped(tenant, {"_id": marker["_id"]}))
+            if existing is None:
+                continue  # expired and removed meanwhile: insert again
+            stale = existing["created_at"] <= now - timedelta(seconds=RETENTION_SECONDS)
+            abandoned = existing["state"] == "pending" and existing["lease_until"] <= now
+            if not (stale or abandoned):
+                return existing
+            # Take over an expired record or a crashed caller's marker, unless someone else
+            # did first (then its record is what we answer with, next round).
+            with translate_errors():
+                taken = await self._c.replace_one(
+                    scoped(
+                        tenant,
+                        {
+                            "_id": marker["_id"],
+                            "created_at": existing["created_at"],
+                            "state": existing["state"],
+                        },
+                    ),
+                    marker,
+                )
+            if taken.modified_count == 1:
+                return None
+        raise Conflict("the Idempotency-Key is being used concurrently; retry")
+
+    async def complete(
+        self, tenant: str, trigger_id: str, key: str, *, status: int, body: bytes
+    ) -> None:
+        with translate_errors():
+            await self._c.update_one(
+                scoped(tenant, {"_id": record_id(trigger_id, key)}),
+                {"$set": {"state": "done", "status": status, "body": body}},
+            )
+
+    async def release(self, tenant: str, trigger_id: str, key: str) -> None:
+        """Forget a marker whose call failed, so a retry is processed afresh."""
+        with translate_errors():
+            await self._c.delete_one(
+                scoped(tenant, {"_id": record_id(trigger_id, key), "state": "pending"})
+            )
+
+    async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
+        with translate_errors():
+            await self._c.delete_many(scoped(tenant, {"trigger_id": trigger_id}))

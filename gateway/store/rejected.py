@@ -1,0 +1,112 @@
+"""The `rejected` collection: trigger payloads refused with a 422, kept for replay.
+
+A record is `{_id, tenant, trigger_id, received_at, reason: "schema"|"mapping"|"entity",
+detail, problems, scope: "body"|"item", index, schema_applies, payload (JSON text),
+replayable, status: "pending"|"replayed", attempts, replayed_at, result}`. The payload is
+kept as JSON text: exact, and free of BSON's limits on keys and integers. Each trigger keeps
+its newest `MAX_PER_TRIGGER` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.entities import parse_id
+
+MAX_PER_TRIGGER = 1000
+INDEXES = [
+    IndexModel(
+        [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("_id", DESCENDING)], name="by_trigger"
+    ),
+    IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
+]
+
+
+class RejectedStore:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def add(self, tenant: str, record: Doc) -> str:
+        doc = scoped(tenant, {**record, "_id": ObjectId()})
+        with translate_errors():
+            await self._c.insert_one(doc)
+            await self._trim(tenant, doc["trigger_id"])
+        return str(doc["_id"])
+
+    async def _trim(self, tenant: str, trigger_id: str) -> None:
+        query = scoped(tenant, {"trigger_id": trigger_id})
+        cursor = self._c.find(query, {"_id": 1}).sort("_id", DESCENDING).skip(MAX_PER_TRIGGER)
+        oldest_kept_past = await cursor.limit(1).to_list(1)
+        if oldest_kept_past:
+            await self._c.delete_many({**query, "_id": {"$lte": oldest_kept_past[0]["_id"]}})
+
+    async def get(self, tenant: str, record_id: str) -> Doc | None:
+        oid = parse_id(record_id)
+        if oid is None:
+            return None
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, {"_id": oid}))
+
+    async def list(
+        self,
+        tenant: str,
+        filters: Mapping[str, Any],
+        *,
+        cursor: str | None,
+        limit: int,
+        newest_first: bool = True,
+    ) -> list[Doc]:
+        """A page after `cursor` (the last id of the previous page) in the given order."""
+        query: Doc = dict(filters)
+        if cursor is not None and (oid := parse_id(cursor)) is not None:
+            query["_id"] = {"$lt" if newest_first else "$gt": oid}
+        with translate_errors():
+            found = self._c.find(scoped(tenant, query), {"payload": 0})
+            order = DESCENDING if newest_first else ASCENDING
+            return await found.sort("_id", order).limit(limit).to_list(limit)
+
+    async def mark_replayed(
+        self, tenant: str, record_id: str, *, at: datetime, result: Doc
+    ) -> None:
+        with translate_errors():
+            await self._c.update_one(
+                scoped(tenant, {"_id": ObjectId(record_id)}),
+                {
+                    "$set": {"status": "replayed", "replayed_at": at, "result": result},
+                    "$inc": {"attempts": 1},
+                },
+            )
+
+    async def record_failure(
+        self,
+        tenant: str,
+        record_id: str,
+        *,
+        at: datetime,
+        reason: str,
+        detail: str,
+        problems: Sequence[Doc],
+    ) -> None:
+        with translate_errors():
+            await self._c.update_one(
+                scoped(tenant, {"_id": ObjectId(record_id)}),
+                {
+                    "$set": {
+                        "reason": reason,
+                        "detail": detail,
+                        "problems": list(problems),
+                        "last_attempt_at": at,
+                    },
+                    "$inc": {"attempts": 1},
+                },
+            )
+
+    async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
+        with translate_errors():
+            await self._c.delete_many(scoped(tenant, {"trigger_id": trigger_id}))

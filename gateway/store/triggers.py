@@ -1,0 +1,77 @@
+"""The `triggers` collection: a trigger's configuration, status and credential ids.
+
+A document is `{_id: "trg_...", tenant, name, entity_type, kind, methods, format, mapping,
+response_mapping, input_schema_json, rate_limit, max_body_bytes, max_batch_items, expose,
+auth: {mode, token_in_query, jwks_url, public_key_pem, algorithms, issuer, audience,
+secrets: [{id, sealed, until}]}, tokens: [{id, issued_at, until}], status, version, rev,
+created_at, updated_at}`.
+
+Only token ids (`jti`) are stored, never tokens; webhook secrets are sealed (SecretBox).
+`version` changes whenever the compiled configuration would (processes key their compiled
+trigger by it); `rev` changes on every write and guards read-modify-write updates.
+`mapping` and `response_mapping` sit at the top level: `store/mappings.py` finds a mapping's
+users by them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+
+INDEXES = [
+    IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"),
+    IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
+]
+# What every partner request reads: small, so the per-request revocation check stays cheap.
+_GATE = {"tenant": 1, "status": 1, "version": 1, "tokens": 1}
+
+
+class TriggerStore:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def gate(self, trigger_id: str) -> Doc | None:
+        """Status, config version and live token ids of a trigger, for a partner request.
+
+        The one read here not scoped by tenant: a partner knows only the trigger id, which is
+        globally unique and unguessable; the tenant it names scopes everything that follows
+        (and must equal the tenant inside the caller's token).
+        """
+        with translate_errors():
+            return await self._c.find_one({"_id": trigger_id}, _GATE)
+
+    async def insert(self, doc: Doc) -> None:
+        with translate_errors(f"a trigger named {doc.get('name')!r} already exists"):
+            await self._c.insert_one(doc)
+
+    async def get(self, tenant: str, trigger_id: str) -> Doc | None:
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, {"_id": trigger_id}))
+
+    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+        query: Doc = {} if after is None else {"_id": {"$gt": after}}
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, query))
+            return await cursor.sort("_id", ASCENDING).limit(limit).to_list(limit)
+
+    async def update(
+        self, tenant: str, trigger_id: str, rev: int, changes: Doc, *, new_version: bool
+    ) -> Doc | None:
+        """Apply `changes` if nobody wrote since revision `rev`; the new document, or None."""
+        update: dict[str, Any] = {"$set": changes, "$inc": {"rev": 1}}
+        if new_version:
+            update["$inc"]["version"] = 1
+        with translate_errors(f"a trigger named {changes.get('name')!r} already exists"):
+            return await self._c.find_one_and_update(
+                scoped(tenant, {"_id": trigger_id, "rev": rev}),
+                update,
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def delete(self, tenant: str, trigger_id: str) -> bool:
+        with translate_errors():
+            result = await self._c.delete_one(scoped(tenant, {"_id": trigger_id}))
+        return result.deleted_count == 1
