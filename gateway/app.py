@@ -23,19 +23,23 @@ from gateway.events import EventRelay
 from gateway.keys import (
     entities_key,
     kinds_key,
+    hooks_key,
     keyring_key,
     mappings_key,
     metrics_key,
+    rejected_key,
     relay_key,
     schemas_key,
     settings_key,
     store_key,
+    triggers_key,
 )
 from gateway.mappings import MappingService
 from gateway.metrics import Metrics
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.store import Store, open_client
 from gateway.store.embedded import EmbeddedServer
+from gateway.triggers.wiring import open_triggers
 from gateway.web.middlewares import edge
 from gateway.web.routes import add_routes
 
@@ -66,6 +70,7 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
     app[keyring_key] = KeyRing.from_secret(load_secret_key(settings))
     app[schemas_key] = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     app.cleanup_ctx.append(_database(mongodb_uri or settings.mongodb_uri))
+    app.cleanup_ctx.append(_triggers)
     app.cleanup_ctx.append(_event_relay)
     aiohttp_jinja2.setup(
         app,
@@ -127,6 +132,23 @@ async def _watch(embedded: EmbeddedServer) -> None:
     while (code := embedded.exit_code()) is None:
         await asyncio.sleep(1)
     log.error("the embedded database exited with code %s:\n%s", code, embedded.log_tail())
+
+
+async def _triggers(app: web.Application) -> AsyncIterator[None]:
+    """Trigger admin, the partner-facing receiver and rejected payloads, for this process."""
+    async with open_triggers(
+        app[settings_key],
+        app[store_key],
+        app[entities_key],
+        app[schemas_key],
+        app[mappings_key],
+        app[keyring_key],
+        app[metrics_key],
+    ) as triggers:
+        app[triggers_key] = triggers.service
+        app[hooks_key] = triggers.receiver
+        app[rejected_key] = triggers.rejected
+        yield
 
 
 async def _event_relay(app: web.Application) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ from gateway.mappings import MappingService
 from gateway.metrics import Metrics
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
+from gateway.triggers import HookReceiver, RejectedPayloads, TriggerService
 
 settings_key = web.AppKey("settings", Settings)
 metrics_key = web.AppKey("metrics", Metrics)
@@ -23,3 +24,6 @@ entities_key = web.AppKey("entities", EntityService)
 kinds_key = web.AppKey("kinds", KindService)
 relay_key = web.AppKey("relay", EventRelay)
 mappings_key = web.AppKey("mappings", MappingService)
+triggers_key = web.AppKey("triggers", TriggerService)
+hooks_key = web.AppKey("hooks", HookReceiver)
+rejected_key = web.AppKey("rejected", RejectedPayloads)

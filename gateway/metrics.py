@@ -43,6 +43,38 @@ class Metrics:
         self.database_up = Gauge(
             "gateway_database_up", "1 when the last database ping succeeded", registry=r
         )
+        self._add_trigger_metrics(r)
+
+    def _add_trigger_metrics(self, r: CollectorRegistry) -> None:
+        # `trigger` is our trigger id (bounded by the triggers admins create) or "unknown";
+        # never the id a caller put in the URL, a token or the trigger's name.
+        self.trigger_requests = Counter(
+            "gateway_trigger_requests_total",
+            "Partner calls to triggers by outcome (created, accepted, partial, rejected_auth, "
+            "rejected_schema, rejected_mapping, rate_limited, unavailable, ...)",
+            ["trigger", "method", "outcome"],
+            registry=r,
+        )
+        self.trigger_latency = Histogram(
+            "gateway_trigger_request_duration_seconds",
+            "Trigger call latency in the gateway",
+            ["trigger"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.trigger_batch_items = Histogram(
+            "gateway_trigger_batch_items",
+            "Items per batch trigger call",
+            ["trigger"],
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=r,
+        )
+        self.trigger_rejected_kept = Counter(
+            "gateway_trigger_rejected_payloads_total",
+            "Rejected payloads kept for replay",
+            ["trigger", "reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.web import entities, health, kinds, mappings, openapi
+from gateway.web import entities, health, hooks, kinds, mappings, openapi, triggers
 
 
 def add_routes(app: web.Application) -> None:
@@ -15,6 +15,22 @@ def add_routes(app: web.Application) -> None:
             web.get("/metrics", health.metrics),
             web.get("/openapi.json", openapi.openapi_json),
             web.get("/docs", openapi.api_docs),
+            web.post("/hooks/{trigger_id}", hooks.post_hook),
+            web.get("/hooks/{trigger_id}", hooks.get_hooks),
+            web.get("/hooks/{trigger_id}/{key}", hooks.get_hook_entity),
+            web.post("/api/v1/triggers", triggers.create_trigger),
+            web.get("/api/v1/triggers", triggers.list_triggers),
+            web.get("/api/v1/triggers/{id}", triggers.get_trigger),
+            web.patch("/api/v1/triggers/{id}", triggers.patch_trigger),
+            web.delete("/api/v1/triggers/{id}", triggers.delete_trigger),
+            web.post("/api/v1/triggers/{id}/disable", triggers.disable_trigger),
+            web.post("/api/v1/triggers/{id}/enable", triggers.enable_trigger),
+            web.post("/api/v1/triggers/{id}/rotate", triggers.rotate_trigger),
+            web.post("/api/v1/triggers/{id}/revoke", triggers.revoke_trigger),
+            web.get("/api/v1/rejected", triggers.list_rejected),
+            web.post("/api/v1/rejected/replay", triggers.replay_all_rejected),
+            web.get("/api/v1/rejected/{id}", triggers.get_rejected),
+            web.post("/api/v1/rejected/{id}/replay", triggers.replay_rejected),
             web.get("/api/v1/entities/{type}", entities.list_entities),
             web.post("/api/v1/entities/{type}", entities.create_entity),
             web.get("/api/v1/entities/{type}/{ref}", entities.get_entity),

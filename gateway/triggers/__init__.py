@@ -1,0 +1,26 @@
+"""Triggers ("webhook como gatilho"): inbound webhooks through which partners write and read
+one entity type of one tenant.
+
+    service.TriggerService     admins: create, list, get, update, enable/disable, delete,
+                               rotate and revoke credentials
+    receiver.HookReceiver      partners: POST/GET /hooks/{id} (admission, idempotency, reads)
+    ingest.Ingestor            payload → validate → map → upsert (shared with replays)
+    rejected.RejectedPayloads  422'd payloads: list, get, replay one or all
+"""
+
+from gateway.triggers.ingest import Ingestor
+from gateway.triggers.model import BodyReader, HookAnswer, HookCall
+from gateway.triggers.receiver import HookReceiver
+from gateway.triggers.rejected import RejectedPayloads
+from gateway.triggers.service import IssuedTrigger, TriggerService
+
+__all__ = [
+    "BodyReader",
+    "HookAnswer",
+    "HookCall",
+    "HookReceiver",
+    "Ingestor",
+    "IssuedTrigger",
+    "RejectedPayloads",
+    "TriggerService",
+]

@@ -1,0 +1,44 @@
+"""The `outcome` label of `gateway_trigger_requests_total`: a small, fixed set."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GatewayError,
+    InvalidPayload,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    StoreUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+
+_BY_CLASS: Final = (
+    (Unauthorized, "rejected_auth"),
+    (Forbidden, "rejected_auth"),
+    (MethodNotAllowed, "rejected_method"),
+    (PayloadTooLarge, "rejected_size"),
+    (UnsupportedMediaType, "rejected_format"),
+    (BadRequest, "rejected_format"),
+    (RateLimited, "rate_limited"),
+    (StoreUnavailable, "unavailable"),
+    (NotFound, "not_found"),
+    (Conflict, "conflict"),
+)
+_REASONS: Final = frozenset({"schema", "mapping", "entity", "idempotency"})
+
+
+def outcome_of(error: GatewayError) -> str:
+    if isinstance(error, InvalidPayload):
+        reason = error.extra.get("reason")
+        return f"rejected_{reason}" if reason in _REASONS else "rejected_payload"
+    for cls, outcome in _BY_CLASS:
+        if isinstance(error, cls):
+            return outcome
+    return "error"

@@ -1,0 +1,81 @@
+"""Turning a partner's bytes into a payload: JSON (object or batch array) or a form/query."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import orjson
+
+from gateway.errors import BadRequest, UnsupportedMediaType
+
+MAX_DEPTH: Final = 32
+MAX_FORM_FIELDS: Final = 200
+FORM: Final = "application/x-www-form-urlencoded"
+
+
+def is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def parse_json(content_type: str, body: bytes) -> Any:
+    """A JSON object or array; 415 for another media type, 400 when malformed (invalid
+    UTF-8 included: orjson refuses it) or nested deeper than MAX_DEPTH."""
+    if not is_json(content_type):
+        raise UnsupportedMediaType(
+            f"expected application/json, got {content_type or 'no content type'}"
+        )
+    if not body:
+        raise BadRequest("the request body is empty")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict | list):
+        raise BadRequest("the body must be a JSON object or an array of objects")
+    # Counting brackets is a C-speed upper bound on depth: only a suspicious body is walked.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def parse_form(content_type: str, body: bytes, query_string: str) -> dict[str, str]:
+    """OsmAnd-style: a urlencoded body and/or the query string, as a flat object of strings
+    (body fields win over query fields; a repeated field keeps its last value)."""
+    if body and content_type != FORM:
+        raise UnsupportedMediaType(
+            f"expected {FORM} or a query string, got {content_type or 'no content type'}"
+        )
+    fields = _pairs(query_string)
+    if body:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the form body is not valid UTF-8") from None
+        fields.update(_pairs(text))
+    if not fields:
+        raise BadRequest("no fields in the query string or form body")
+    return fields
+
+
+def _pairs(text: str) -> dict[str, str]:
+    try:
+        return dict(
+            parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
+        )
+    except UnicodeDecodeError:
+        raise BadRequest("a form field is not valid UTF-8 once decoded") from None
+    except ValueError:
+        raise BadRequest(f"more than {MAX_FORM_FIELDS} form fields") from None
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest

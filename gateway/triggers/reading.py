@@ -1,0 +1,124 @@
+"""Use case: a partner reads through a trigger (`GET /hooks/{id}[/{key}]`).
+
+What a partner sees of an entity: its public fields, cut to the trigger's `expose` list when
+it has one, then reshaped by the trigger's response mapping (an outbound mapping whose
+`body` is built from the context `{"entity": ..., "trigger": {"id": ...}}`). Fields outside
+`expose` never reach the mapping, so they cannot be returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from gateway.entities import EntityService, public
+from gateway.errors import BadRequest, GatewayError, InvalidPayload, NotFound
+from gateway.mapping import CompiledMapping
+from gateway.store import Doc
+from gateway.store.entities import FILTERABLE
+from gateway.triggers.compiled import CompiledTrigger
+from gateway.triggers.ingest import MappingSource
+
+MAX_PAGE: Final = 200
+_PAGE: Final = frozenset({"limit", "cursor"})
+_KEYS: Final = {
+    "vehicle": ("plate",),
+    "driver": ("cpf",),
+    "operator": ("cpf",),
+    "supplier": ("cnpj",),
+    "other": ("key",),
+}
+
+
+class Reader:
+    def __init__(self, entities: EntityService, mappings: MappingSource) -> None:
+        self._entities = entities
+        self._mappings = mappings
+
+    async def read(
+        self, trigger: CompiledTrigger, ref: str | None, query: Mapping[str, str]
+    ) -> Any:
+        mapping = await self._response_mapping(trigger)
+        if ref is not None:
+            return self._shape(trigger, mapping, await self._one(trigger, ref))
+        limit, cursor, filters = self._params(trigger, query)
+        docs = await self._entities.find(
+            trigger.tenant, trigger.entity_type, filters, after=cursor, limit=limit
+        )
+        items = [self._shape(trigger, mapping, doc) for doc in docs]
+        return {"items": items, "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None}
+
+    async def _one(self, trigger: CompiledTrigger, ref: str) -> Doc:
+        etype = trigger.entity_type
+        try:
+            doc = await self._entities.get(trigger.tenant, etype, ref)
+        except NotFound:
+            if trigger.kind is None or ":" in ref:
+                raise
+            doc = await self._entities.get(trigger.tenant, etype, f"{trigger.kind}:{ref}")
+        if trigger.kind is not None and doc["data"].get("kind") != trigger.kind:
+            raise NotFound(f"no {etype} {ref!r}")
+        return doc
+
+    def _params(
+        self, trigger: CompiledTrigger, query: Mapping[str, str]
+    ) -> tuple[int, str | None, dict[str, str]]:
+        raw = query.get("limit", "50")
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise BadRequest(f"limit must be an integer, got {raw!r}") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+        etype = trigger.entity_type
+        allowed = {*FILTERABLE.get(etype, ()), *_KEYS[etype]}
+        ignored = _PAGE | ({trigger.token_param} if trigger.token_param else set())
+        filters = {k: v for k, v in query.items() if k not in ignored}
+        unknown = sorted(set(filters) - allowed)
+        if unknown:
+            raise BadRequest(
+                f"cannot filter by {', '.join(unknown)}; filters: {', '.join(sorted(allowed))}"
+            )
+        filters = self._entities.normalize_filters(etype, filters)
+        if trigger.kind is not None:
+            filters["kind"] = trigger.kind
+        return limit, query.get("cursor") or None, filters
+
+    async def _response_mapping(self, trigger: CompiledTrigger) -> CompiledMapping | None:
+        if trigger.response_mapping is None:
+            return None
+        try:
+            return await self._mappings.active(trigger.tenant, trigger.response_mapping)
+        except NotFound as exc:
+            raise GatewayError(
+                f"this trigger's response mapping is unavailable: {exc.detail}"
+            ) from None
+
+    def _shape(self, trigger: CompiledTrigger, mapping: CompiledMapping | None, doc: Doc) -> Any:
+        entity = public(doc)
+        if trigger.expose is not None:
+            entity = {"id": entity["id"], **pick(entity, trigger.expose)}
+        if mapping is None:
+            return entity
+        try:
+            body = mapping.build_request({"entity": entity, "trigger": {"id": trigger.id}}).body
+        except InvalidPayload as exc:
+            raise GatewayError(f"this trigger's response mapping failed: {exc.detail}") from None
+        return {} if body is None else body
+
+
+def pick(document: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """Only the dotted `paths` of `document`, nested as they were."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        *parents, leaf = path.split(".")
+        source: Any = document
+        for part in parents:
+            source = source.get(part) if isinstance(source, Mapping) else None
+        if not isinstance(source, Mapping) or leaf not in source:
+            continue
+        target = out
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = source[leaf]
+    return out

@@ -1,0 +1,281 @@
+"""Use case: a partner calls `/hooks/{trigger_id}` to write (POST) or read (GET) entities.
+
+    admit:  gate (one small read: status, config version, live token ids) → compiled config
+            (cached per version) → authenticate (token | partner JWT | body signature)
+            → enabled? → method allowed? → rate limit (per process)
+    write:  read body (size limit) → parse (JSON or form) → Idempotency-Key → ingest
+    read:   one entity by id/key, or a filtered page, shaped by the response mapping
+
+Every 401 has the same body, whether the trigger is unknown, the token bad, expired or
+revoked, so a caller learns nothing about which trigger ids exist. A valid token shown at
+another trigger's URL is a 403, decided from the token alone (again whatever the URL names).
+Revocation is read from the database on every call, so it holds at once in every process.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from gateway.actions.breaker import TokenBucket
+from gateway.auth import webhook_signature
+from gateway.auth.keys import KeyRing
+from gateway.auth.secretbox import SecretBox
+from gateway.auth.tokens import TriggerTokenVerifier
+from gateway.entities import EntityService, Origin
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    MethodNotAllowed,
+    RateLimited,
+    Unauthorized,
+)
+from gateway.metrics import Metrics
+from gateway.store import Doc, Store
+from gateway.triggers.compiled import CompiledTrigger, Fetch, compile_trigger
+from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
+from gateway.triggers.ingest import Ingestor, MappingSource
+from gateway.triggers.model import HookAnswer, HookCall
+from gateway.triggers.outcomes import outcome_of
+from gateway.triggers.payloads import parse_form, parse_json
+from gateway.triggers.reading import Reader
+
+DENIED: Final = "missing, invalid or revoked credentials"
+_MAX_CACHED: Final = 10_000
+
+
+@dataclass(slots=True)
+class _Tally:
+    trigger: str = "unknown"
+    outcome: str = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    trigger: CompiledTrigger
+    raw: bytes | None = None  # read already (to check its signature)
+    message_id: str | None = None  # the Standard Webhooks webhook-id
+
+
+def denied() -> Unauthorized:
+    return Unauthorized(DENIED)
+
+
+class HookReceiver:
+    def __init__(
+        self,
+        store: Store,
+        entities: EntityService,
+        ingestor: Ingestor,
+        mappings: MappingSource,
+        ring: KeyRing,
+        box: SecretBox,
+        metrics: Metrics,
+        *,
+        fetch: Fetch,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._ingestor = ingestor
+        self._reader = Reader(entities, mappings)
+        self._idempotency = IdempotencyGuard(store)
+        self._verifier = TriggerTokenVerifier(ring)
+        self._box = box
+        self._fetch = fetch
+        self._metrics = metrics
+        self._clock = clock
+        self._configs: dict[str, CompiledTrigger] = {}
+        self._buckets: dict[str, tuple[tuple[float, int], TokenBucket]] = {}
+
+    async def handle(self, call: HookCall) -> HookAnswer:
+        tally = _Tally()
+        started = time.perf_counter()
+        try:
+            return await self._handle(call, tally)
+        except GatewayError as exc:
+            tally.outcome = outcome_of(exc)
+            raise
+        finally:
+            self._metrics.trigger_requests.labels(tally.trigger, call.method, tally.outcome).inc()
+            self._metrics.trigger_latency.labels(tally.trigger).observe(
+                time.perf_counter() - started
+            )
+
+    async def _handle(self, call: HookCall, tally: _Tally) -> HookAnswer:
+        admitted = await self._admit(call, tally)
+        trigger = admitted.trigger
+        if call.ref is None and (call.method == "POST" or trigger.format == "form"):
+            return await self._write(admitted, call, tally)
+        answer = await self._reader.read(trigger, call.ref, call.query)
+        tally.outcome = "read"
+        return HookAnswer(200, orjson.dumps(answer, default=str))
+
+    # -- admission -----------------------------------------------------------------------------
+
+    async def _admit(self, call: HookCall, tally: _Tally) -> _Admitted:
+        gate = await self._store.triggers.gate(call.trigger_id)
+        if gate is None:
+            raise await self._refusal(_bearer(call.headers), call.trigger_id)
+        tally.trigger = gate["_id"]
+        trigger = await self.config(gate)
+        admitted = await self._authenticate(trigger, gate, call)
+        if gate["status"] != "active":
+            raise Forbidden("this trigger is disabled")
+        method = "GET" if call.method == "HEAD" else call.method
+        if method not in trigger.methods:
+            raise MethodNotAllowed(f"this trigger does not accept {method}", allowed=trigger.allow)
+        self._limit(trigger)
+        return admitted
+
+    async def _authenticate(self, trigger: CompiledTrigger, gate: Doc, call: HookCall) -> _Admitted:
+        if trigger.auth_mode == "webhook_signature":
+            raw = await call.body.read(trigger.max_body_bytes)
+            secrets = trigger.secrets_at(self._clock())
+            try:
+                msg_id = webhook_signature.verify(secrets, call.headers, raw, now=self._clock())
+            except Unauthorized:
+                raise denied() from None
+            return _Admitted(trigger, raw, msg_id)
+        token = _bearer(call.headers)
+        if token is None and trigger.token_param is not None:
+            token = call.query.get(trigger.token_param)
+        if not token:
+            raise denied()
+        if trigger.partner_jwt is not None:
+            try:
+                await trigger.partner_jwt.verify(token)
+            except Unauthorized:
+                raise denied() from None
+            return _Admitted(trigger)
+        try:
+            claims = self._verifier.verify(token, trigger_id=trigger.id)
+        except Unauthorized:
+            raise await self._refusal(token, trigger.id) from None
+        if claims.tenant != gate["tenant"] or not _live(gate, claims.token_id):
+            raise denied()
+        return _Admitted(trigger)
+
+    async def _refusal(self, token: str | None, trigger_id: str) -> GatewayError:
+        """403 for a live token of another trigger (whatever `trigger_id` names), else 401."""
+        subject = _unverified_subject(token) if token else None
+        if token is None or subject is None or subject == trigger_id:
+            return denied()
+        try:
+            claims = self._verifier.verify(token, trigger_id=subject)
+        except Unauthorized:
+            return denied()
+        own = await self._store.triggers.get(claims.tenant, subject)
+        if own is None or not _live(own, claims.token_id):
+            return denied()
+        return Forbidden("this token belongs to another trigger")
+
+    async def config(self, gate: Doc) -> CompiledTrigger:
+        """The compiled configuration for the gate's version (built once per version)."""
+        cached = self._configs.get(gate["_id"])
+        if cached is not None and cached.version == gate["version"]:
+            return cached
+        doc = await self._store.triggers.get(gate["tenant"], gate["_id"])
+        if doc is None:
+            raise denied()
+        return self.remember(doc)
+
+    def remember(self, doc: Doc) -> CompiledTrigger:
+        cached = self._configs.get(doc["_id"])
+        if cached is not None and cached.version == doc["version"]:
+            return cached
+        compiled = compile_trigger(doc, box=self._box, fetch=self._fetch)
+        if len(self._configs) >= _MAX_CACHED:
+            self._configs.pop(next(iter(self._configs)))
+        self._configs[compiled.id] = compiled
+        return compiled
+
+    def _limit(self, trigger: CompiledTrigger) -> None:
+        """The trigger's rate limit, counted in this process only."""
+        if trigger.rate is None:
+            return
+        entry = self._buckets.get(trigger.id)
+        if entry is None or entry[0] != trigger.rate:
+            if len(self._buckets) >= _MAX_CACHED:
+                self._buckets.pop(next(iter(self._buckets)))
+            entry = self._buckets[trigger.id] = (trigger.rate, TokenBucket(*trigger.rate))
+        wait = entry[1].try_acquire()
+        if wait:
+            raise RateLimited(
+                f"over this trigger's limit of {trigger.rate[0]:g} requests/s",
+                retry_after=max(1, math.ceil(wait)),
+            )
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def _write(self, admitted: _Admitted, call: HookCall, tally: _Tally) -> HookAnswer:
+        trigger = admitted.trigger
+        raw = admitted.raw
+        if raw is None:
+            raw = await call.body.read(trigger.max_body_bytes)
+        if trigger.format == "form":
+            form = parse_form(call.content_type, raw, call.query_string)
+            if trigger.token_param is not None:
+                form.pop(trigger.token_param, None)
+            payload: Any = form
+        else:
+            payload = parse_json(call.content_type, raw)
+        key = call.headers.get("Idempotency-Key") or admitted.message_id
+
+        async def ingest() -> HookAnswer:
+            ingested = await self._ingestor.ingest(
+                trigger, payload, origin=Origin("trigger", trigger.id)
+            )
+            tally.outcome = ingested.outcome
+            return HookAnswer(ingested.status, orjson.dumps(ingested.body), ingested.wrote)
+
+        if key is None:
+            return await ingest()
+        _check_key(key)
+        digest = hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest()
+        answer = await self._idempotency.run(trigger, key, digest, ingest)
+        if REPLAYED_HEADER in answer.headers:
+            tally.outcome = "replayed"
+        return answer
+
+
+def _check_key(key: str) -> None:
+    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _live(doc: Doc, token_id: str) -> bool:
+    """Whether the token id is among the trigger's live ones (rotated-out ones until their
+    grace period ends)."""
+    for token in doc.get("tokens", ()):
+        if token["id"] == token_id:
+            until = token.get("until")
+            return until is None or until > datetime.now(UTC)
+    return False
+
+
+def _unverified_subject(token: str) -> str | None:
+    """The `sub` a JWT claims, read without checking it: only to pick which check to run."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > 4096:
+        return None
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    return subject if isinstance(subject, str) else None

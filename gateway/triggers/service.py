@@ -1,0 +1,298 @@
+"""Use case: admins create, change, rotate, revoke and delete triggers.
+
+Credentials are shown once: `create` and `rotate` return the token (or, for signature mode,
+the `whsec_` secret); the store keeps only token ids and sealed secrets. Revoking, deleting
+or disabling takes effect at once in every process, because each partner call reads the
+trigger's status and live token ids from the database (see `receiver.py`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import secrets as _random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from gateway.auth.keys import KeyRing
+from gateway.auth.secretbox import SecretBox
+from gateway.auth.tokens import issue_trigger_token
+from gateway.auth.webhook_signature import generate_secret
+from gateway.errors import Conflict, FieldProblem, NotFound
+from gateway.schemas.compiled import invalid
+from gateway.store import Doc, Store
+from gateway.triggers.compiled import Fetch, partner_verifier, secret_context
+from gateway.triggers.ingest import MappingSource
+from gateway.triggers.spec import (
+    check_spec,
+    document,
+    merge_patch,
+    new_token_id,
+    new_trigger_id,
+    public_trigger,
+)
+
+MAX_GRACE_SECONDS: Final = 30 * 24 * 3600
+_MAX_ATTEMPTS: Final = 5
+# (current document, now) -> ($set fields, whether the compiled configuration changes)
+_Change = Callable[[Doc, datetime], Awaitable[tuple[Doc, bool]]]
+# Fields of the stored document that come from the admin's specification.
+_CONFIG: Final = (
+    "name",
+    "methods",
+    "format",
+    "mapping",
+    "response_mapping",
+    "rate_limit",
+    "expose",
+    "max_body_bytes",
+    "max_batch_items",
+    "input_schema_json",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTrigger:
+    """A trigger with the credential just issued for it (shown to the admin once)."""
+
+    trigger: dict[str, Any]
+    token: str | None = None
+    secret: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.trigger)
+        if self.token is not None:
+            out["token"] = self.token
+        if self.secret is not None:
+            out["secret"] = self.secret
+        return out
+
+
+class TriggerService:
+    def __init__(
+        self,
+        store: Store,
+        mappings: MappingSource,
+        ring: KeyRing,
+        box: SecretBox,
+        *,
+        base_url: str,
+        max_body_bytes: int,
+        max_batch_items: int,
+        fetch: Fetch,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._mappings = mappings
+        self._ring = ring
+        self._box = box
+        self._base_url = base_url
+        self._defaults = {"max_body_bytes": max_body_bytes, "max_batch_items": max_batch_items}
+        self._fetch = fetch
+        self._clock = clock
+
+    async def create(
+        self, tenant: str, spec: Mapping[str, Any] | None = None, **fields: Any
+    ) -> IssuedTrigger:
+        """`create("acme", name="gps", entity_type="vehicle", mapping="osmand")`, or a
+        specification mapping as the admin API receives it."""
+        spec = {**(spec or {}), **fields}
+        await self._check(tenant, spec)
+        now = self._clock()
+        doc = document(
+            spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
+        )
+        token, secret = self._issue(doc, now)
+        await self._store.triggers.insert(doc)
+        return IssuedTrigger(self._public(doc), token, secret)
+
+    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:
+        docs = await self._store.triggers.list(tenant, after=after, limit=limit)
+        return [self._public(doc) for doc in docs]
+
+    async def get(self, tenant: str, trigger_id: str) -> dict[str, Any]:
+        return self._public(await self._doc(tenant, trigger_id))
+
+    async def update(
+        self, tenant: str, trigger_id: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
+            spec = merge_patch(doc, patch)
+            await self._check(tenant, spec)
+            new = document(
+                spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
+            )
+            changes = {name: new[name] for name in _CONFIG}
+            changes["auth"] = {**new["auth"], "secrets": doc["auth"]["secrets"]}
+            return changes, True
+
+        return self._public(await self._change(tenant, trigger_id, change))
+
+    async def set_status(self, tenant: str, trigger_id: str, status: str) -> dict[str, Any]:
+        """ "active" or "disabled": a disabled trigger answers 403 to valid credentials."""
+
+        async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
+            return {"status": status}, False
+
+        return self._public(await self._change(tenant, trigger_id, change))
+
+    async def delete(self, tenant: str, trigger_id: str) -> None:
+        if not await self._store.triggers.delete(tenant, trigger_id):
+            raise NotFound(f"no trigger {trigger_id!r}")
+        await self._store.rejected.delete_for_trigger(tenant, trigger_id)
+        await self._store.idempotency.delete_for_trigger(tenant, trigger_id)
+
+    async def rotate(
+        self, tenant: str, trigger_id: str, *, grace_seconds: int = 0
+    ) -> IssuedTrigger:
+        """A new credential; the old ones stay valid for `grace_seconds` (0: end now)."""
+        if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+            message = f"/grace_seconds: must be between 0 and {MAX_GRACE_SECONDS}"
+            raise invalid("rotation", [FieldProblem("/grace_seconds", message, "maximum")])
+        issued: dict[str, str | None] = {}
+
+        async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
+            mode = _credentialed(doc)
+            grace = now + timedelta(seconds=grace_seconds) if grace_seconds else None
+            fresh = {
+                **doc,
+                "tokens": _graced(doc["tokens"], grace, now),
+                "auth": {**doc["auth"], "secrets": _graced(doc["auth"]["secrets"], grace, now)},
+            }
+            issued["token"], issued["secret"] = self._issue(fresh, now)
+            if mode == "token":
+                return {"tokens": fresh["tokens"]}, False
+            return {"auth.secrets": fresh["auth"]["secrets"]}, True
+
+        doc = await self._change(tenant, trigger_id, change)
+        return IssuedTrigger(self._public(doc), issued["token"], issued["secret"])
+
+    async def revoke(self, tenant: str, trigger_id: str) -> dict[str, Any]:
+        """Every credential of the trigger stops working now; `rotate` issues a new one."""
+
+        async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
+            mode = _credentialed(doc)
+            if mode == "token":
+                return {"tokens": []}, False
+            return {"auth.secrets": []}, True
+
+        return self._public(await self._change(tenant, trigger_id, change))
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _check(self, tenant: str, spec: Mapping[str, Any]) -> None:
+        check_spec(spec, max_body_bytes=self._defaults["max_body_bytes"])
+        problems = [*await self._mapping_problems(tenant, spec), *self._auth_problems(spec)]
+        if problems:
+            raise invalid("trigger", problems)
+
+    async def _mapping_problems(
+        self, tenant: str, spec: Mapping[str, Any]
+    ) -> builtins.list[FieldProblem]:
+        problems = []
+        for name, direction in (("mapping", "inbound"), ("response_mapping", "outbound")):
+            mapping_name = spec.get(name)
+            if mapping_name is None:
+                continue
+            try:
+                mapping = await self._mappings.active(tenant, mapping_name)
+            except NotFound as exc:
+                problems.append(FieldProblem(f"/{name}", f"/{name}: {exc.detail}", "exists"))
+                continue
+            message = None
+            if mapping.direction != direction:
+                message = f"{mapping_name!r} is {mapping.direction}; {name} must be {direction}"
+            elif mapping.entity_type not in (None, spec["entity_type"]):
+                message = f"{mapping_name!r} is for {mapping.entity_type} entities"
+            elif direction == "outbound" and mapping.source.get("body") is None:
+                message = f"{mapping_name!r} has no body section to shape answers with"
+            if message:
+                problems.append(FieldProblem(f"/{name}", f"/{name}: {message}", "mapping"))
+        return problems
+
+    def _auth_problems(self, spec: Mapping[str, Any]) -> builtins.list[FieldProblem]:
+        auth = spec.get("auth") or {}
+        if auth.get("mode") != "partner_jwt":
+            return []
+        try:
+            partner_verifier(auth, self._fetch)
+        except ValueError as exc:
+            where = "/auth/public_key_pem" if auth.get("public_key_pem") else "/auth"
+            return [FieldProblem(where, f"{where}: {exc}", "key")]
+        return []
+
+    def _issue(self, doc: Doc, now: datetime) -> tuple[str | None, str | None]:
+        """Add a new credential to `doc`; return it (token, secret) for showing once."""
+        mode = doc["auth"]["mode"]
+        if mode == "token":
+            token_id = new_token_id()
+            doc["tokens"] = [*doc["tokens"], {"id": token_id, "issued_at": now, "until": None}]
+            token = issue_trigger_token(
+                self._ring,
+                tenant=doc["tenant"],
+                trigger_id=doc["_id"],
+                token_id=token_id,
+                now=now.timestamp(),
+            )
+            return token, None
+        if mode == "webhook_signature":
+            secret = generate_secret()
+            sealed = self._box.seal(secret, context=secret_context(doc["_id"]))
+            entry = {
+                "id": _random.token_urlsafe(8),
+                "sealed": sealed,
+                "issued_at": now,
+                "until": None,
+            }
+            doc["auth"] = {**doc["auth"], "secrets": [*doc["auth"]["secrets"], entry]}
+            return None, secret
+        return None, None
+
+    async def _change(self, tenant: str, trigger_id: str, change: _Change) -> Doc:
+        """Read-modify-write guarded by the document's revision, retried on a lost race."""
+        for _ in range(_MAX_ATTEMPTS):
+            doc = await self._doc(tenant, trigger_id)
+            now = self._clock()
+            changes, new_version = await change(doc, now)
+            updated = await self._store.triggers.update(
+                tenant,
+                trigger_id,
+                doc["rev"],
+                {**changes, "updated_at": now},
+                new_version=new_version,
+            )
+            if updated is not None:
+                return updated
+        raise Conflict("the trigger is being changed concurrently; retry")
+
+    async def _doc(self, tenant: str, trigger_id: str) -> Doc:
+        doc = await self._store.triggers.get(tenant, trigger_id)
+        if doc is None:
+            raise NotFound(f"no trigger {trigger_id!r}")
+        return doc
+
+    def _public(self, doc: Doc) -> dict[str, Any]:
+        return public_trigger(doc, self._base_url)
+
+
+def _credentialed(doc: Doc) -> str:
+    mode: str = doc["auth"]["mode"]
+    if mode == "partner_jwt":
+        raise Conflict(
+            "this trigger checks the partner's own JWTs: its keys are the partner's to rotate"
+        )
+    return mode
+
+
+def _graced(entries: list[Doc], grace: datetime | None, now: datetime) -> list[Doc]:
+    """Credentials still valid after a rotation: none without grace, else each until the end
+    of the grace period (or its own earlier end)."""
+    if grace is None:
+        return []
+    kept = []
+    for entry in entries:
+        until = entry.get("until")
+        if until is None or until > now:
+            kept.append({**entry, "until": grace if until is None else min(until, grace)})
+    return kept

@@ -1,0 +1,241 @@
+"""What an admin may say about a trigger: the request schema, defaults, and the public view."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from gateway.errors import FieldProblem, InvalidPayload
+from gateway.schemas import ENTITY_TYPES, compile_schema
+from gateway.schemas.compiled import invalid
+from gateway.store import Doc
+
+AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature")
+METHODS: Final = ("GET", "POST")
+_FIELD_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
+_MAPPING_NAME = {"type": ["string", "null"], "minLength": 1, "maxLength": 100}
+
+TRIGGER_SCHEMA: Final[dict[str, Any]] = {
+    "title": "trigger",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "entity_type"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "entity_type": {"enum": list(ENTITY_TYPES)},
+        "kind": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+        "methods": {
+            "type": "array",
+            "items": {"enum": list(METHODS)},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
+        "mapping": _MAPPING_NAME,
+        "response_mapping": _MAPPING_NAME,
+        "input_schema": {"type": ["object", "null"]},
+        "rate_limit": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "required": ["per_second"],
+            "properties": {
+                "per_second": {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000},
+                "burst": {"type": "integer", "minimum": 1, "maximum": 100_000},
+            },
+        },
+        "max_body_bytes": {"type": "integer", "minimum": 64},
+        "max_batch_items": {"type": "integer", "minimum": 1, "maximum": 10_000},
+        "format": {"enum": ["json", "form"]},
+        "expose": {
+            "type": ["array", "null"],
+            "maxItems": 100,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": _FIELD_PATH, "maxLength": 200},
+        },
+        "auth": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "mode": {"enum": list(AUTH_MODES)},
+                "token_in_query": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                "jwks_url": {"type": "string", "pattern": "^https?://", "maxLength": 2000},
+                "public_key_pem": {"type": "string", "maxLength": 20_000},
+                "algorithms": {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"enum": ["RS256", "ES256", "EdDSA"]},
+                },
+                "issuer": {"type": "string", "minLength": 1, "maxLength": 500},
+                "audience": {"type": "string", "minLength": 1, "maxLength": 500},
+            },
+            "if": {"required": ["mode"], "properties": {"mode": {"const": "partner_jwt"}}},
+            "then": {"oneOf": [{"required": ["jwks_url"]}, {"required": ["public_key_pem"]}]},
+        },
+    },
+    "if": {"properties": {"entity_type": {"const": "other"}}},
+    "then": {"required": ["kind"]},
+    "else": {"not": {"required": ["kind"]}},
+}
+_VALIDATOR = compile_schema(TRIGGER_SCHEMA)
+# What PATCH may change; entity_type, kind and the auth mode are fixed at creation.
+PATCHABLE: Final = frozenset(TRIGGER_SCHEMA["properties"]) - {"entity_type", "kind"}
+_PARTNER_JWT_FIELDS: Final = ("jwks_url", "public_key_pem", "algorithms", "issuer", "audience")
+
+
+def new_trigger_id() -> str:
+    """Unguessable: 120 random bits, URL-safe."""
+    return "trg_" + secrets.token_urlsafe(15)
+
+
+def new_token_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int) -> None:
+    """InvalidPayload listing every problem of a trigger specification."""
+    problems = _VALIDATOR.validate(spec)
+    size = spec.get("max_body_bytes")
+    if isinstance(size, int) and size > max_body_bytes:
+        problems.append(
+            FieldProblem(
+                "/max_body_bytes",
+                f"/max_body_bytes: at most {max_body_bytes} (GATEWAY_MAX_BODY_BYTES)",
+                "maximum",
+            )
+        )
+    if problems:
+        raise invalid("trigger", problems)
+    schema = spec.get("input_schema")
+    if schema is not None:
+        compile_schema(schema, at="/input_schema")
+
+
+def document(
+    spec: Mapping[str, Any],
+    *,
+    trigger_id: str,
+    tenant: str,
+    defaults: Mapping[str, Any],
+    now: datetime,
+) -> Doc:
+    """The stored document for a new trigger (credentials are added by the caller)."""
+    auth = dict(spec.get("auth") or {})
+    mode = auth.get("mode", "token")
+    stored_auth: Doc = {"mode": mode, "token_in_query": auth.get("token_in_query"), "secrets": []}
+    if mode == "partner_jwt":
+        stored_auth.update({k: auth.get(k) for k in _PARTNER_JWT_FIELDS})
+        stored_auth["algorithms"] = auth.get("algorithms") or ["RS256", "ES256", "EdDSA"]
+    doc: Doc = {
+        "_id": trigger_id,
+        "tenant": tenant,
+        "name": spec["name"],
+        "entity_type": spec["entity_type"],
+        "kind": spec.get("kind"),
+        "methods": sorted(spec.get("methods") or ["POST"]),
+        "format": spec.get("format", "json"),
+        "mapping": spec.get("mapping"),
+        "response_mapping": spec.get("response_mapping"),
+        "rate_limit": spec.get("rate_limit"),
+        "expose": spec.get("expose"),
+        "max_body_bytes": spec.get("max_body_bytes", defaults["max_body_bytes"]),
+        "max_batch_items": spec.get("max_batch_items", defaults["max_batch_items"]),
+        "auth": stored_auth,
+        "tokens": [],
+        "status": "active",
+        "version": 1,
+        "rev": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    doc.update(schema_fields(spec.get("input_schema")))
+    return doc
+
+
+def schema_fields(schema: Mapping[str, Any] | None) -> Doc:
+    # Kept as JSON text: a schema's "$schema"/"$ref" keys are not welcome as BSON field names.
+    return {"input_schema_json": None if schema is None else orjson.dumps(schema).decode()}
+
+
+def as_spec(doc: Doc) -> dict[str, Any]:
+    """A stored trigger as the specification that would create it (for PATCH merging)."""
+    auth = doc["auth"]
+    spec: dict[str, Any] = {
+        "name": doc["name"],
+        "entity_type": doc["entity_type"],
+        "methods": doc["methods"],
+        "format": doc["format"],
+        "max_body_bytes": doc["max_body_bytes"],
+        "max_batch_items": doc["max_batch_items"],
+        "auth": {k: v for k, v in auth.items() if k != "secrets" and v is not None},
+    }
+    if doc.get("kind") is not None:
+        spec["kind"] = doc["kind"]
+    for name in ("mapping", "response_mapping", "rate_limit", "expose"):
+        if doc.get(name) is not None:
+            spec[name] = doc[name]
+    if doc.get("input_schema_json"):
+        spec["input_schema"] = orjson.loads(doc["input_schema_json"])
+    return spec
+
+
+def merge_patch(doc: Doc, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """The specification after a PATCH: top-level members replace, null clears."""
+    fixed = sorted(set(patch) - PATCHABLE)
+    if fixed:
+        problems = [
+            FieldProblem(f"/{name}", f"/{name}: cannot change; create another trigger", "readOnly")
+            for name in fixed
+        ]
+        raise invalid("trigger", problems)
+    spec = as_spec(doc)
+    for name, value in patch.items():
+        if value is None:
+            spec.pop(name, None)
+        else:
+            spec[name] = value
+    old_mode = doc["auth"]["mode"]
+    new_mode = (spec.get("auth") or {}).get("mode", "token")
+    if new_mode != old_mode:
+        message = f"/auth/mode: cannot change from {old_mode!r}; create another trigger"
+        raise InvalidPayload(message, [FieldProblem("/auth/mode", message, "readOnly")])
+    return spec
+
+
+def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
+    """The admin's view of a trigger: never a token, a secret or a token id."""
+    auth = {k: v for k, v in doc["auth"].items() if k != "secrets" and v is not None}
+    credentials = [
+        {"issued_at": c["issued_at"], "valid_until": c.get("until")}
+        for c in [*doc.get("tokens", ()), *doc["auth"].get("secrets", ())]
+    ]
+    schema = doc.get("input_schema_json")
+    return {
+        "id": doc["_id"],
+        "url": hook_url(base_url, doc["_id"]),
+        "name": doc["name"],
+        "entity_type": doc["entity_type"],
+        "kind": doc.get("kind"),
+        "methods": doc["methods"],
+        "format": doc["format"],
+        "mapping": doc.get("mapping"),
+        "response_mapping": doc.get("response_mapping"),
+        "input_schema": orjson.loads(schema) if schema else None,
+        "rate_limit": doc.get("rate_limit"),
+        "expose": doc.get("expose"),
+        "max_body_bytes": doc["max_body_bytes"],
+        "max_batch_items": doc["max_batch_items"],
+        "auth": auth,
+        "status": doc["status"],
+        "version": doc["version"],
+        "credentials": credentials,
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+    }
+
+
+def hook_url(base_url: str, trigger_id: str) -> str:
+    return f"{base_url.rstrip('/')}/hooks/{trigger_id}"

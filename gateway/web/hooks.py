@@ -1,0 +1,119 @@
+"""/hooks/{trigger_id}: the partner-facing edge of triggers. Plain values in, JSON bytes out."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway.errors import PayloadTooLarge
+from gateway.keys import hooks_key, relay_key
+from gateway.triggers import HookCall
+from gateway.web.openapi import operation
+
+_WRITTEN: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "One write (200 updated, 201 created); a batch answers 200, or 207 when an "
+    "item failed, with `results` (one per item) and a `summary`",
+    "properties": {
+        "id": {"type": "string"},
+        "key": {"type": ["string", "null"]},
+        "created": {"type": "boolean"},
+        "changed": {"type": "array", "items": {"type": "string"}},
+        "events": {"type": "array", "items": {"type": "string"}},
+        "results": {"type": "array", "items": {"type": "object"}},
+        "summary": {"type": "object"},
+    },
+}
+_PAGE: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+}
+_BODY: Final[dict[str, Any]] = {
+    "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
+}
+
+
+class _Body:
+    """Reads the body only when the use case asks, with the trigger's own size limit."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+
+    async def read(self, limit: int) -> bytes:
+        length = self._request.content_length
+        if length is not None and length > limit:
+            raise _too_large(limit)
+        try:
+            body = await self._request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(limit) from None
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the body is over this trigger's limit of {limit} bytes")
+
+
+async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
+    call = HookCall(
+        trigger_id=request.match_info["trigger_id"],
+        method=request.method,
+        headers=request.headers,
+        query=request.query,
+        query_string=request.query_string,
+        content_type=request.content_type if "Content-Type" in request.headers else "",
+        body=_Body(request),
+        ref=ref,
+    )
+    answer = await request.app[hooks_key].handle(call)
+    if answer.wrote:
+        request.app[relay_key].notify()
+    return web.Response(
+        body=answer.body,
+        status=answer.status,
+        headers=answer.headers,
+        content_type="application/json",
+    )
+
+
+@operation(
+    "Send data through a trigger: one object, or an array (batch)",
+    tag="hooks",
+    auth="trigger",
+    request=_BODY,
+    response=_WRITTEN,
+    errors=(409,),
+)
+async def post_hook(request: web.Request) -> web.Response:
+    return await _answer(request)
+
+
+@operation(
+    "Read through a trigger (a filtered page); form triggers write from the query",
+    tag="hooks",
+    auth="trigger",
+    response=_PAGE,
+    query=[
+        ("plate/cpf/cnpj/key/status/...", "natural key or indexed filters"),
+        ("limit", "page size, 1-200"),
+        ("cursor", "next_cursor of the previous page"),
+    ],
+)
+async def get_hooks(request: web.Request) -> web.Response:
+    return await _answer(request)
+
+
+@operation(
+    "Read one entity through a trigger, by id or natural key",
+    tag="hooks",
+    auth="trigger",
+    response={"type": "object"},
+    errors=(404,),
+)
+async def get_hook_entity(request: web.Request) -> web.Response:
+    return await _answer(request, request.match_info["key"])

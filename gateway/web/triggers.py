@@ -1,0 +1,212 @@
+"""/api/v1/triggers and /api/v1/rejected: thin adapters over the trigger use cases."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway.keys import rejected_key, relay_key, triggers_key
+from gateway.triggers.spec import TRIGGER_SCHEMA
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.requests import page, page_params, read_object
+
+_TRIGGER: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "A trigger; `token` (or `secret`) only when just issued",
+    "properties": {
+        "id": {"type": "string"},
+        "url": {"type": "string"},
+        "token": {"type": "string"},
+        "secret": {"type": "string"},
+    },
+}
+_PAGE: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+}
+_ROTATE: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"grace_seconds": {"type": "integer", "minimum": 0}},
+}
+_REPLAY_ALL: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"trigger_id": {"type": "string"}},
+}
+
+
+async def _optional_object(request: web.Request) -> dict[str, Any]:
+    return await read_object(request) if request.body_exists else {}
+
+
+@operation(
+    "Create a trigger (its token or secret is shown once)",
+    tag="triggers",
+    request=TRIGGER_SCHEMA,
+    response=_TRIGGER,
+    status=201,
+    errors=(409,),
+)
+async def create_trigger(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    issued = await request.app[triggers_key].create(claims.tenant, await read_object(request))
+    return json_response(issued.as_dict(), status=201)
+
+
+@operation(
+    "List triggers",
+    tag="triggers",
+    response=_PAGE,
+    query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+)
+async def list_triggers(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    limit, cursor = page_params(request)
+    items = await request.app[triggers_key].list(claims.tenant, after=cursor, limit=limit)
+    return json_response(page(items, limit))
+
+
+@operation("Get a trigger (never its token)", tag="triggers", response=_TRIGGER)
+async def get_trigger(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    return json_response(
+        await request.app[triggers_key].get(claims.tenant, request.match_info["id"])
+    )
+
+
+@operation(
+    "Change a trigger (top-level members replace; null clears)",
+    tag="triggers",
+    request={"type": "object"},
+    response=_TRIGGER,
+    errors=(409,),
+)
+async def patch_trigger(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    return json_response(
+        await request.app[triggers_key].update(claims.tenant, request.match_info["id"], body)
+    )
+
+
+@operation("Delete a trigger (its credentials fail at once)", tag="triggers", status=204)
+async def delete_trigger(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    await request.app[triggers_key].delete(claims.tenant, request.match_info["id"])
+    return web.Response(status=204)
+
+
+@operation("Disable a trigger (valid credentials get 403)", tag="triggers", response=_TRIGGER)
+async def disable_trigger(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    return json_response(
+        await request.app[triggers_key].set_status(
+            claims.tenant, request.match_info["id"], "disabled"
+        )
+    )
+
+
+@operation("Enable a trigger", tag="triggers", response=_TRIGGER)
+async def enable_trigger(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    return json_response(
+        await request.app[triggers_key].set_status(
+            claims.tenant, request.match_info["id"], "active"
+        )
+    )
+
+
+@operation(
+    "Issue a new token or secret (shown once); the old one lasts grace_seconds",
+    tag="triggers",
+    request=_ROTATE,
+    response=_TRIGGER,
+    errors=(409,),
+)
+async def rotate_trigger(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await _optional_object(request)
+    grace = body.get("grace_seconds", 0)
+    issued = await request.app[triggers_key].rotate(
+        claims.tenant,
+        request.match_info["id"],
+        grace_seconds=grace if isinstance(grace, int) and not isinstance(grace, bool) else -1,
+    )
+    return json_response(issued.as_dict())
+
+
+@operation(
+    "Revoke every token or secret of a trigger, at once",
+    tag="triggers",
+    response=_TRIGGER,
+    errors=(409,),
+)
+async def revoke_trigger(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    return json_response(
+        await request.app[triggers_key].revoke(claims.tenant, request.match_info["id"])
+    )
+
+
+@operation(
+    "List rejected trigger payloads (newest first)",
+    tag="rejected",
+    response=_PAGE,
+    query=[
+        ("trigger_id", "only this trigger's"),
+        ("status", "pending | replayed"),
+        ("limit", "page size, 1-200"),
+        ("cursor", "next_cursor of the previous page"),
+    ],
+)
+async def list_rejected(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    limit, cursor = page_params(request)
+    items = await request.app[rejected_key].list(
+        claims.tenant,
+        trigger_id=request.query.get("trigger_id"),
+        status=request.query.get("status"),
+        before=cursor,
+        limit=limit,
+    )
+    return json_response(page(items, limit))
+
+
+@operation("Get a rejected payload with its problems", tag="rejected", response={"type": "object"})
+async def get_rejected(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    return json_response(
+        await request.app[rejected_key].get(claims.tenant, request.match_info["id"])
+    )
+
+
+@operation(
+    "Replay a rejected payload with the trigger's current schema and mapping",
+    tag="rejected",
+    response={"type": "object"},
+    errors=(409,),
+)
+async def replay_rejected(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    result = await request.app[rejected_key].replay(claims.tenant, request.match_info["id"])
+    request.app[relay_key].notify()
+    return json_response(result)
+
+
+@operation(
+    "Replay every pending rejected payload (of one trigger, or all)",
+    tag="rejected",
+    request=_REPLAY_ALL,
+    response={"type": "object"},
+)
+async def replay_all_rejected(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await _optional_object(request)
+    trigger_id = body.get("trigger_id")
+    result = await request.app[rejected_key].replay_all(
+        claims.tenant, trigger_id=trigger_id if isinstance(trigger_id, str) else None
+    )
+    request.app[relay_key].notify()
+    return json_response(result)
