@@ -14,19 +14,32 @@ import jinja2
 from aiohttp import web
 
 from gateway import __version__
+from gateway.actions.catalog import Catalog, partner_guards
+from gateway.actions.deliveries import DeliveryService
+from gateway.actions.fanout import FanOut
+from gateway.actions.proxy import Proxy
+from gateway.actions.sender import Sender
+from gateway.actions.service import ActionService
+from gateway.actions.ssrf import OutboundPolicy
+from gateway.actions.worker import DeliveryWorker, WorkerSettings
 from gateway.auth.keys import KeyRing, generate_secret_key
+from gateway.auth.secretbox import SecretBox
 from gateway.config import Settings
 from gateway.entities import EntityService
 from gateway.errors import StoreUnavailable
-from gateway.kinds import KindService
 from gateway.events import EventRelay
 from gateway.keys import (
+    actions_key,
+    deliveries_key,
+    delivery_worker_key,
     entities_key,
-    kinds_key,
+    fanout_key,
     hooks_key,
     keyring_key,
+    kinds_key,
     mappings_key,
     metrics_key,
+    proxy_key,
     rejected_key,
     relay_key,
     schemas_key,
@@ -34,6 +47,7 @@ from gateway.keys import (
     store_key,
     triggers_key,
 )
+from gateway.kinds import KindService
 from gateway.mappings import MappingService
 from gateway.metrics import Metrics
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
@@ -70,6 +84,7 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
     app[keyring_key] = KeyRing.from_secret(load_secret_key(settings))
     app[schemas_key] = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     app.cleanup_ctx.append(_database(mongodb_uri or settings.mongodb_uri))
+    app.cleanup_ctx.append(_actions)  # before the relay: it fans out to deliveries
     app.cleanup_ctx.append(_triggers)
     app.cleanup_ctx.append(_event_relay)
     aiohttp_jinja2.setup(
@@ -153,9 +168,45 @@ async def _triggers(app: web.Application) -> AsyncIterator[None]:
 
 async def _event_relay(app: web.Application) -> AsyncIterator[None]:
     relay = app[relay_key] = EventRelay(app[store_key], app[metrics_key])
+    relay.set_fanout(app[fanout_key])  # before the relay runs: no event without its deliveries
     task = asyncio.create_task(relay.run()) if app[settings_key].run_workers else None
     yield
     if task:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _actions(app: web.Application) -> AsyncIterator[None]:
+    """Partners, actions, proxy, fan-out and the delivery worker around one HTTP client."""
+    settings, store, metrics = app[settings_key], app[store_key], app[metrics_key]
+    box = SecretBox(app[keyring_key])
+    catalog = Catalog(store, box, metrics)
+    guards = partner_guards(metrics)
+    async with Sender(OutboundPolicy.from_entries(settings.outbound_allow)) as sender:
+        app[actions_key] = ActionService(store, box, catalog, app[mappings_key])
+        app[proxy_key] = Proxy(
+            catalog, sender, guards, app[entities_key], app[mappings_key], metrics
+        )
+        worker = app[delivery_worker_key] = DeliveryWorker(
+            store,
+            catalog,
+            sender,
+            guards,
+            app[mappings_key],
+            metrics,
+            settings=WorkerSettings(
+                lease_seconds=settings.delivery_lease_seconds,
+                concurrency=settings.delivery_concurrency,
+                poll_seconds=settings.delivery_poll_seconds,
+                probe_seconds=settings.partner_probe_seconds,
+                shutdown_seconds=settings.delivery_shutdown_seconds,
+            ),
+        )
+        app[fanout_key] = FanOut(store, catalog, metrics, on_created=worker.notify)
+        app[deliveries_key] = DeliveryService(store, on_replay=worker.notify)
+        task = asyncio.create_task(worker.run()) if settings.run_workers else None
+        yield
+        if task:
+            await worker.stop()
             await task

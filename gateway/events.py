@@ -80,9 +80,12 @@ class EventRelay:
             for entry in entity.get("outbox", []):
                 event = event_document(entity["tenant"], entity, entry)
                 if await self._store.events.insert(event):
-                    await self._fanout(event)
                     self._metrics.events_relayed.labels(entry["type"].split(".")[0]).inc()
                     relayed += 1
+                # Fanned out even when the event was already stored: a relay that died
+                # between storing it and fanning it out must not lose its deliveries
+                # (the fan-out is idempotent: deliveries have deterministic ids).
+                await self._fanout(event)
                 done.append(entry["id"])
             await self._store.entities.drain_outbox(entity, done)
         return relayed

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.actions.deliveries import DeliveryService
+from gateway.actions.fanout import FanOut
+from gateway.actions.proxy import Proxy
+from gateway.actions.service import ActionService
+from gateway.actions.worker import DeliveryWorker
 from gateway.auth.keys import KeyRing
 from gateway.config import Settings
 from gateway.entities import EntityService
@@ -27,3 +32,8 @@ mappings_key = web.AppKey("mappings", MappingService)
 triggers_key = web.AppKey("triggers", TriggerService)
 hooks_key = web.AppKey("hooks", HookReceiver)
 rejected_key = web.AppKey("rejected", RejectedPayloads)
+actions_key = web.AppKey("actions", ActionService)
+proxy_key = web.AppKey("proxy", Proxy)
+fanout_key = web.AppKey("fanout", FanOut)
+delivery_worker_key = web.AppKey("delivery_worker", DeliveryWorker)
+deliveries_key = web.AppKey("deliveries", DeliveryService)

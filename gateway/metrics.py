@@ -45,6 +45,60 @@ class Metrics:
         )
         self._add_trigger_metrics(r)
 
+        self._add_delivery_metrics(r)
+
+    def _add_delivery_metrics(self, r: CollectorRegistry) -> None:
+        # `partner` is our partner id: bounded by the partners admins register.
+        self.deliveries = Counter(
+            "gateway_deliveries_total",
+            "Delivery attempts by what they led to "
+            "(succeeded, retry, failed, dead, gone, deferred)",
+            ["outcome"],
+            registry=r,
+        )
+        self.partner_requests = Counter(
+            "gateway_partner_requests_total",
+            "Requests to partners by verdict or unsent reason",
+            ["partner", "mode", "result"],
+            registry=r,
+        )
+        self.partner_latency = Histogram(
+            "gateway_partner_request_duration_seconds",
+            "Partner request latency",
+            ["partner", "mode"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery_queue = Gauge(
+            "gateway_delivery_queue_depth",
+            "Deliveries waiting (pending) or being sent",
+            ["status"],
+            registry=r,
+        )
+        self.delivery_oldest_due = Gauge(
+            "gateway_delivery_oldest_due_age_seconds",
+            "How long the oldest due delivery has been waiting (0 when none)",
+            registry=r,
+        )
+        self.partner_circuit = Gauge(
+            "gateway_partner_circuit_state",
+            "1 for a partner's current circuit breaker state",
+            ["partner", "state"],
+            registry=r,
+        )
+        self.partner_disabled = Counter(
+            "gateway_partner_status_changes_total",
+            "Partners disabled or re-enabled",
+            ["change"],
+            registry=r,
+        )
+        self.oauth_refreshes = Counter(
+            "gateway_partner_oauth_token_refreshes_total",
+            "OAuth2 tokens fetched for partners",
+            ["partner"],
+            registry=r,
+        )
+
     def _add_trigger_metrics(self, r: CollectorRegistry) -> None:
         # `trigger` is our trigger id (bounded by the triggers admins create) or "unknown";
         # never the id a caller put in the URL, a token or the trigger's name.

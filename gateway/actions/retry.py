@@ -42,6 +42,21 @@ class Verdict(enum.StrEnum):
     GONE = "gone"  # 410: the partner wants no more of these; disable the subscription
 
 
+class DeliveryStatus(enum.StrEnum):
+    """A delivery's persisted status (SPEC §2): pending → in_flight → a final status, or back
+    to pending for a retry. `failed` and `dead` can be replayed."""
+
+    PENDING = "pending"  # waiting for next_attempt_at
+    IN_FLIGHT = "in_flight"  # claimed by a worker under a lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # refused by the partner (4xx), or impossible to send
+    DEAD = "dead"  # the retry schedule is exhausted
+
+    @property
+    def final(self) -> bool:
+        return self not in (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
+
+
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
 

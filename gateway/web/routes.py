@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.web import entities, health, hooks, kinds, mappings, openapi, triggers
+from gateway.web import (
+    actions,
+    deliveries,
+    entities,
+    health,
+    hooks,
+    kinds,
+    mappings,
+    openapi,
+    partners,
+    triggers,
+)
 
 
 def add_routes(app: web.Application) -> None:
@@ -53,5 +64,28 @@ def add_routes(app: web.Application) -> None:
             web.get("/api/v1/mappings/{name}/diff", mappings.diff_versions),
             web.post("/api/v1/mappings/{name}/activate", mappings.activate_version),
             web.post("/api/v1/mappings/{name}/rollback", mappings.rollback_mapping),
+            web.post("/api/v1/partners", partners.create_partner),
+            web.get("/api/v1/partners", partners.list_partners),
+            web.get("/api/v1/partners/{id}", partners.get_partner),
+            web.patch("/api/v1/partners/{id}", partners.patch_partner),
+            web.delete("/api/v1/partners/{id}", partners.delete_partner),
+            web.post("/api/v1/actions", actions.create_action),
+            web.get("/api/v1/actions", actions.list_actions),
+            web.get("/api/v1/actions/{id}", actions.get_action),
+            web.patch("/api/v1/actions/{id}", actions.patch_action),
+            web.delete("/api/v1/actions/{id}", actions.delete_action),
+            web.post("/api/v1/actions/{id}/invoke", actions.invoke_action),
+            web.post("/api/v1/subscriptions", actions.create_subscription),
+            web.get("/api/v1/subscriptions", actions.list_subscriptions),
+            web.get("/api/v1/subscriptions/{id}", actions.get_subscription),
+            web.patch("/api/v1/subscriptions/{id}", actions.patch_subscription),
+            web.delete("/api/v1/subscriptions/{id}", actions.delete_subscription),
+            web.post(
+                "/api/v1/subscriptions/{id}/rotate-secret", actions.rotate_subscription_secret
+            ),
+            web.get("/api/v1/deliveries", deliveries.list_deliveries),
+            web.post("/api/v1/deliveries/replay", deliveries.replay_deliveries),
+            web.get("/api/v1/deliveries/{id}", deliveries.get_delivery),
+            web.post("/api/v1/deliveries/{id}/replay", deliveries.replay_delivery),
         ]
     )

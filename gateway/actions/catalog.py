@@ -1,0 +1,284 @@
+"""Partners, actions and subscriptions as ready objects: credentials opened and compiled,
+limits turned into guard settings, filters compiled. Cached briefly per process.
+
+The proxy's hot path reads no database document it has seen in the last `ttl` seconds.
+Writes through this process take effect here at once (`forget`); other processes see a
+change within `ttl` seconds. Compiled credentials are kept across refreshes while the
+partner's `rev` is unchanged, so an OAuth2 token survives a cache refresh.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from gateway.actions.breaker import BreakerState, GuardSettings, PartnerGuards
+from gateway.actions.partner_auth import PartnerAuth, build_auth
+from gateway.actions.retry import DEFAULT_SCHEDULE, Verdict
+from gateway.actions.sender import OutboundRequest, Outcome, build_url
+from gateway.auth.secretbox import SecretBox
+from gateway.errors import NotFound
+from gateway.mapping import CompiledMapping
+from gateway.metrics import Metrics
+from gateway.store import Doc, Store
+
+DEFAULT_TTL_SECONDS = 2.0
+_MAX_CACHED = 10_000
+
+
+def auth_context(partner_id: str) -> str:
+    return f"partner:{partner_id}:auth"
+
+
+def secrets_context(partner_id: str) -> str:
+    return f"partner:{partner_id}:secrets"
+
+
+def subscription_context(subscription_id: str) -> str:
+    return f"subscription:{subscription_id}:secret"
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    id: str
+    tenant: str
+    name: str
+    base_url: str
+    timeout: float
+    status: str  # "active" | "disabled"
+    guard: GuardSettings
+    auth: PartnerAuth = field(repr=False)
+    secrets: Mapping[str, str] = field(repr=False)  # for mappings' {secret: name}
+    disable_after: timedelta | None
+    failing_since: datetime | None
+
+    @property
+    def disabled(self) -> bool:
+        return self.status == "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    id: str
+    tenant: str
+    name: str
+    partner_id: str
+    method: str
+    path: str
+    mode: str  # "proxy" | "deliver"
+    request_mapping: str | None
+    response_mapping: str | None
+    success: tuple[int | str, ...]  # empty: any 2xx
+    retry_schedule: tuple[float, ...]
+    ordered: bool
+    write_back: bool
+
+    def verdict(self, outcome: Outcome) -> Verdict:
+        """The sender's verdict, with the action's own idea of success (e.g. [201], or 404
+        for an idempotent DELETE) when it has one."""
+        verdict = outcome.verdict
+        status = outcome.status
+        if status is None or not self.success:
+            return verdict
+        if any(
+            status == s or (isinstance(s, str) and str(status)[0] == s[0]) for s in self.success
+        ):
+            return Verdict.SUCCESS
+        return Verdict.FAIL if verdict is Verdict.SUCCESS else verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    tenant: str
+    action_id: str
+    status: str
+    secrets: tuple[tuple[str, datetime | None], ...] = field(repr=False)  # newest first
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The current secret, plus the previous one during its rotation grace period."""
+        return [s for s, expires in self.secrets if expires is None or expires > now]
+
+
+class Catalog:
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        metrics: Metrics,
+        *,
+        ttl: float = DEFAULT_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._box = box
+        self._metrics = metrics
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self._auth: dict[str, tuple[int, PartnerAuth]] = {}
+
+    def forget(self, resource_id: str) -> None:
+        """A resource changed through this process: drop it from every cache."""
+        for key in [k for k in self._cache if k[2] == resource_id]:
+            del self._cache[key]
+        self._auth.pop(resource_id, None)
+
+    async def partner(self, tenant: str, partner_id: str) -> Partner:
+        partner: Partner = await self._cached("partner", tenant, partner_id, self._load_partner)
+        return partner
+
+    async def action(self, tenant: str, action_id: str) -> Action:
+        action: Action = await self._cached("action", tenant, action_id, self._load_action)
+        return action
+
+    async def subscription(self, tenant: str, subscription_id: str) -> Subscription:
+        sub: Subscription = await self._cached(
+            "subscription", tenant, subscription_id, self._load_subscription
+        )
+        return sub
+
+    async def _cached(self, kind: str, tenant: str, rid: str, load: Any) -> Any:
+        key = (kind, tenant, rid)
+        hit = self._cache.get(key)
+        now = self._clock()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await load(tenant, rid)
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[key] = (now + self._ttl, value)
+        return value
+
+    async def _load_partner(self, tenant: str, partner_id: str) -> Partner:
+        doc = await self._store.partners.get(tenant, partner_id)
+        if doc is None:
+            raise NotFound(f"no partner {partner_id!r}")
+        return self.compile_partner(doc)
+
+    def compile_partner(self, doc: Doc) -> Partner:
+        pid = str(doc["_id"])
+        cached = self._auth.get(pid)
+        if cached is not None and cached[0] == doc["rev"]:
+            auth = cached[1]
+        else:
+            counter = self._metrics.oauth_refreshes.labels(pid)
+            auth = build_auth(
+                self._box.open_json(doc["auth_sealed"], context=auth_context(pid)),
+                on_refresh=counter.inc,
+            )
+            self._auth[pid] = (doc["rev"], auth)
+        secrets: dict[str, str] = {}
+        if doc.get("secrets_sealed"):
+            opened = self._box.open_json(doc["secrets_sealed"], context=secrets_context(pid))
+            secrets = {str(k): str(v) for k, v in opened.items()}
+        rate = doc.get("rate_limit") or {}
+        timeout = float(doc["timeout_seconds"])
+        hours = doc.get("disable_after_hours")
+        return Partner(
+            id=pid,
+            tenant=doc["tenant"],
+            name=doc["name"],
+            base_url=doc["base_url"],
+            timeout=timeout,
+            status=doc.get("status", "active"),
+            guard=GuardSettings(
+                max_concurrency=int(doc["max_concurrency"]),
+                rate_per_second=rate.get("per_second"),
+                burst=float(rate.get("burst", 1)),
+                max_wait=min(5.0, timeout),
+            ),
+            auth=auth,
+            secrets=secrets,
+            disable_after=timedelta(hours=hours) if hours else None,
+            failing_since=doc.get("failing_since"),
+        )
+
+    async def _load_action(self, tenant: str, action_id: str) -> Action:
+        doc = await self._store.actions.get(tenant, action_id)
+        if doc is None:
+            raise NotFound(f"no action {action_id!r}")
+        return Action(
+            id=str(doc["_id"]),
+            tenant=tenant,
+            name=doc["name"],
+            partner_id=doc["partner_id"],
+            method=doc["method"],
+            path=doc["path"],
+            mode=doc["mode"],
+            request_mapping=doc.get("request_mapping"),
+            response_mapping=doc.get("response_mapping"),
+            success=tuple(doc.get("success") or ()),
+            retry_schedule=tuple(doc.get("retry_schedule") or DEFAULT_SCHEDULE),
+            ordered=bool(doc.get("ordered")),
+            write_back=bool(doc.get("write_back")),
+        )
+
+    async def _load_subscription(self, tenant: str, subscription_id: str) -> Subscription:
+        doc = await self._store.subscriptions.get(tenant, subscription_id)
+        if doc is None:
+            raise NotFound(f"no subscription {subscription_id!r}")
+        context = subscription_context(subscription_id)
+        secrets = tuple(
+            (self._box.open_text(s["sealed"], context=context), s.get("expires_at"))
+            for s in doc["secrets"]
+        )
+        return Subscription(
+            id=subscription_id,
+            tenant=tenant,
+            action_id=doc["action_id"],
+            status=doc["status"],
+            secrets=secrets,
+        )
+
+
+def build_request(
+    action: Action,
+    partner: Partner,
+    mapping: CompiledMapping | None,
+    context: Mapping[str, Any],
+    *,
+    default_body: Any = None,
+    path_values: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+) -> tuple[OutboundRequest, bytes | None]:
+    """The partner request for an action: the request mapping on `context`, or, without
+    one, `default_body` as JSON and path parameters taken from `path_values`. Returns the
+    request and its exact body bytes (what a signature covers)."""
+    headers: dict[str, str] = {"Accept": "application/json"}
+    if mapping is not None:
+        parts = mapping.build_request(context, secrets=dict(partner.secrets))
+        params: Mapping[str, Any] = parts.path_params
+        query: Mapping[str, Any] = parts.query
+        headers.update(parts.headers)
+        body_value = parts.body
+    else:
+        params, query, body_value = path_values or {}, {}, default_body
+    body = None
+    if body_value is not None and action.method != "GET":
+        body = orjson.dumps(body_value, default=str)
+        headers.setdefault("Content-Type", "application/json")
+    url = build_url(partner.base_url, action.path, params, query)
+    request = OutboundRequest(
+        action.method,
+        url,
+        headers=headers,
+        body=body,
+        timeout=partner.timeout if timeout is None else timeout,
+    )
+    return request, body
+
+
+def partner_guards(metrics: Metrics) -> PartnerGuards:
+    """The process's partner guards, reporting every breaker transition as a gauge."""
+
+    def report(partner_id: str, state: BreakerState) -> None:
+        for each in BreakerState:
+            metrics.partner_circuit.labels(partner_id, each.value).set(int(each is state))
+
+    return PartnerGuards(on_breaker_change=report)

@@ -1,0 +1,172 @@
+"""Use case: invoke an action now (proxy mode) and answer with the partner's mapped reply.
+
+    context  = {"entity": <the entity>, "tenant": t}   for {"entity": {"type", "id"|"key"}}
+             = {**payload, "tenant": t}                for {"payload": {...}}
+    request  = the action's request mapping on the context (no mapping: the entity or the
+               payload as the JSON body, path parameters from its top-level fields)
+    answer   = the response mapping on the partner's JSON (no mapping: the JSON as it came)
+
+With `write_back`, the mapped answer is merged into the entity (a normal entity write: it is
+validated and emits `entity.updated`). Failures name the partner's status: 502 for an error
+answer or no answer, 504 when the partner's timeout passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.actions.breaker import PartnerGuards
+from gateway.actions.catalog import Catalog, Partner, build_request
+from gateway.actions.retry import Verdict
+from gateway.actions.sender import Outcome, Sender
+from gateway.actions.service import MappingSource
+from gateway.entities import EntityService, Origin, public
+from gateway.errors import (
+    BadRequest,
+    InvalidPayload,
+    PartnerError,
+    PartnerTimeout,
+    RateLimited,
+)
+from gateway.metrics import Metrics
+from gateway.store import Doc
+
+_EXCERPT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyResult:
+    status: int
+    data: Any
+    written: dict[str, Any] | None = None
+
+
+class Proxy:
+    def __init__(
+        self,
+        catalog: Catalog,
+        sender: Sender,
+        guards: PartnerGuards,
+        entities: EntityService,
+        mappings: MappingSource,
+        metrics: Metrics,
+    ) -> None:
+        self._catalog = catalog
+        self._sender = sender
+        self._guards = guards
+        self._entities = entities
+        self._mappings = mappings
+        self._metrics = metrics
+
+    async def invoke(
+        self,
+        tenant: str,
+        action_id: str,
+        *,
+        entity: Mapping[str, Any] | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> ProxyResult:
+        action = await self._catalog.action(tenant, action_id)
+        partner = await self._catalog.partner(tenant, action.partner_id)
+        entity_doc = await self._entity(tenant, entity) if entity is not None else None
+        fields: Mapping[str, Any]
+        if entity_doc is not None:
+            fields = public(entity_doc)
+            context: dict[str, Any] = {"entity": fields, "tenant": tenant}
+        else:
+            fields = payload or {}
+            context = {**fields, "tenant": tenant}
+        request_mapping = response_mapping = None
+        if action.request_mapping:
+            request_mapping = await self._mappings.active(tenant, action.request_mapping)
+        if action.response_mapping:
+            response_mapping = await self._mappings.active(tenant, action.response_mapping)
+        request, _ = build_request(
+            action, partner, request_mapping, context, default_body=fields, path_values=fields
+        )
+        outcome = await self._sender.send(
+            request,
+            partner_id=partner.id,
+            guard=self._guards.get(partner.id, partner.guard),
+            auth=partner.auth,
+        )
+        self._observe(partner, outcome, action.verdict(outcome))
+        _raise_for(partner, outcome, action.verdict(outcome))
+        data = outcome.json_body if outcome.is_json else None
+        if response_mapping is not None:
+            data = _mapped(partner, response_mapping.map_response, data)
+        written = None
+        if action.write_back and entity_doc is not None and isinstance(data, dict):
+            result = await self._entities.patch(
+                tenant,
+                entity_doc["type"],
+                str(entity_doc["_id"]),
+                data,
+                Origin("action", action.id, {"partner_id": partner.id}),
+            )
+            written = {
+                "entity": {"type": entity_doc["type"], "id": str(entity_doc["_id"])},
+                "changed": [c.field for c in result.changes],
+            }
+        assert outcome.status is not None
+        return ProxyResult(outcome.status, data, written)
+
+    async def _entity(self, tenant: str, ref: Mapping[str, Any]) -> Doc:
+        etype, key = ref.get("type"), ref.get("id", ref.get("key"))
+        if not isinstance(etype, str) or not isinstance(key, str) or not key:
+            raise BadRequest('entity is {"type": ..., "id": ...} or {"type": ..., "key": ...}')
+        return await self._entities.get(tenant, etype, key)
+
+    def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
+        result = verdict.value if outcome.sent else str(outcome.error)
+        self._metrics.partner_requests.labels(partner.id, "proxy", result).inc()
+        if outcome.sent:
+            self._metrics.partner_latency.labels(partner.id, "proxy").observe(
+                outcome.latency_ms / 1000
+            )
+
+
+def _raise_for(partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
+    name = partner.name
+    if outcome.error == "rate_limited":
+        raise RateLimited(f"partner {name}: {outcome.message}", retry_after=1)
+    if outcome.error == "timeout":
+        raise PartnerTimeout(
+            f"partner {name} did not answer within {partner.timeout:g} s", partner_id=partner.id
+        )
+    if outcome.status is None:
+        raise PartnerError(
+            f"partner {name} could not be reached: {outcome.message}",
+            partner_id=partner.id,
+            partner_error=outcome.error,
+        )
+    if verdict is not Verdict.SUCCESS:
+        raise PartnerError(
+            f"partner {name} answered {outcome.status}",
+            partner_id=partner.id,
+            partner_status=outcome.status,
+            partner_body=outcome.body_excerpt[:_EXCERPT],
+        )
+    if outcome.error is not None:  # a 2xx whose body is too large or not the JSON it claims
+        raise PartnerError(
+            f"partner {name} answered {outcome.status} with an unusable body: {outcome.message}",
+            partner_id=partner.id,
+            partner_status=outcome.status,
+        )
+
+
+def _mapped(partner: Partner, map_response: Any, data: Any) -> Any:
+    if data is None:
+        raise PartnerError(
+            f"partner {partner.name} answered without a JSON body to map", partner_id=partner.id
+        )
+    try:
+        return map_response(data)
+    except InvalidPayload as exc:
+        raise PartnerError(
+            f"partner {partner.name}'s answer does not fit the response mapping: {exc.detail}",
+            partner_id=partner.id,
+            errors=[p.as_dict() for p in exc.problems],
+        ) from None

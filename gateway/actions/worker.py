@@ -1,0 +1,548 @@
+"""Use case: the delivery worker. Named stages over the persisted status:
+
+    claim    due pending deliveries → in_flight under a lease (store/deliveries.py)
+    prepare  subscription, action, partner, request mapping → a signed request
+    send     through the partner's guard (breaker, rate limit, concurrency) and the SSRF guard
+    record   the attempt, then succeeded | pending at the next retry time | failed | dead
+
+Several processes can run workers on one database: a delivery is claimed by one worker at a
+time, and every write after the claim is fenced by the claim's token. A worker that dies
+leaves leases that expire; their deliveries are due again at once (at-least-once).
+
+Partners: a partner failing (retryable failures only, no success in between) for longer than
+its `disable_after_hours` is disabled: its deliveries wait instead of burning their retry
+schedule. Every `probe_seconds` one worker probes it with its oldest pending delivery (or a
+HEAD of its base URL when it has none); the first answer re-enables it and its backlog flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.actions.breaker import PartnerGuards
+from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
+from gateway.actions.retry import DeliveryStatus, Verdict, next_attempt_at
+from gateway.actions.sender import OutboundRequest, Outcome, Sender, signed_headers
+from gateway.actions.service import MappingSource
+from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
+from gateway.metrics import Metrics
+from gateway.store import Doc, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_EXCERPT = 1024
+_QUEUE_STATS_EVERY = 5  # housekeeping rounds between two queue-depth measurements
+_SECOND = timedelta(seconds=1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    lease_seconds: float = 90.0
+    concurrency: int = 32
+    poll_seconds: float = 1.0
+    probe_seconds: float = 300.0
+    shutdown_seconds: float = 10.0
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        sender: Sender,
+        guards: PartnerGuards,
+        mappings: MappingSource,
+        metrics: Metrics,
+        *,
+        settings: WorkerSettings = WorkerSettings(),
+        owner: str | None = None,
+        clock: Clock = utcnow,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._sender = sender
+        self._guards = guards
+        self._mappings = mappings
+        self._metrics = metrics
+        self._settings = settings
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Public so tests can move time and fix the jitter: scheduling reads them only.
+        self.clock = clock
+        self.rng = rng
+        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._batches = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._held: dict[str, str] = {}  # delivery id → claim token, until recorded
+        self._tasks: set[asyncio.Task[Counter[str]]] = set()
+        self._disabled: set[str] = set()  # partner ids whose deliveries wait
+        self._failing: set[str] = set()  # partners this process saw fail since their success
+
+    def notify(self) -> None:
+        """New deliveries exist (the fan-out calls this): claim now, not at the next poll."""
+        self._wake.set()
+
+    # -- driving -----------------------------------------------------------------------------
+
+    async def run_until_idle(self) -> Counter[str]:
+        """Claim and send until nothing is due now (per the worker's clock); counts by result.
+        Expired leases are taken back and due probes run first."""
+        counts: Counter[str] = Counter()
+        await self.housekeeping(measure=False)
+        while batch := await self._claim(self._settings.concurrency):
+            for result in await asyncio.gather(*(self._run_group(g) for g in _groups(batch))):
+                counts.update(result)
+        return counts
+
+    async def run(self) -> None:
+        """Until `stop()`: claim as many deliveries as there are free slots, send them in
+        the background, wait for a notification, a free slot or the poll interval."""
+        keeper = asyncio.create_task(self._housekeeping_loop())
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                free = self._settings.concurrency - len(self._held)
+                batch: list[Doc] = []
+                if free > 0:
+                    batch = await self._claim_safely(free)
+                    for group in _groups(batch):
+                        self._spawn(group)
+                if free > 0 and len(batch) == free:
+                    continue  # a full batch: there may be more due right now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight sends finish (bounded), release what did not."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, unfinished = await asyncio.wait(
+                set(self._tasks), timeout=self._settings.shutdown_seconds
+            )
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        for delivery_id, token in list(self._held.items()):
+            with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
+                await self._store.deliveries.finish(
+                    delivery_id,
+                    token,
+                    {"status": DeliveryStatus.PENDING.value, "updated_at": self.clock()},
+                )
+            self._held.pop(delivery_id, None)
+
+    def _spawn(self, group: list[Doc]) -> None:
+        task = asyncio.create_task(self._run_group(group))
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[Counter[str]]) -> None:
+            self._tasks.discard(finished)
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(done)
+
+    async def _run_group(self, group: list[Doc]) -> Counter[str]:
+        """Deliveries of one order key go one after the other; others run side by side."""
+        counts: Counter[str] = Counter()
+        for doc in group:
+            counts[await self._deliver(doc)] += 1
+        return counts
+
+    async def _claim(self, limit: int) -> list[Doc]:
+        token = f"{self.owner}:{next(self._batches)}"
+        now = self.clock()
+        docs = await self._store.deliveries.claim(
+            token, now, now + self._lease, limit, sorted(self._disabled)
+        )
+        for doc in docs:
+            self._held[doc["_id"]] = token
+        return docs
+
+    async def _claim_safely(self, limit: int) -> list[Doc]:
+        try:
+            return await self._claim(limit)
+        except StoreUnavailable as exc:
+            log.warning("delivery worker paused: %s", exc.detail)
+        except Exception:
+            log.exception("claiming deliveries failed; retrying")
+        return []
+
+    # -- housekeeping: leases, disabled partners, probes, queue metrics -----------------------
+
+    async def _housekeeping_loop(self) -> None:
+        for rounds in itertools.count():
+            try:
+                await self.housekeeping(measure=rounds % _QUEUE_STATS_EVERY == 0)
+            except StoreUnavailable as exc:
+                log.warning("delivery housekeeping paused: %s", exc.detail)
+            except Exception:
+                log.exception("delivery housekeeping failed; retrying")
+            await asyncio.sleep(self._settings.poll_seconds)
+
+    async def housekeeping(self, *, measure: bool = True) -> None:
+        """Take back expired leases, learn which partners are disabled, probe the ones due,
+        and (when `measure`) update the queue gauges."""
+        now = self.clock()
+        if expired := await self._store.deliveries.expire_leases(now):
+            log.info("took back %d deliveries whose lease expired", expired)
+            self._wake.set()
+        self._disabled = set(await self._store.partners.disabled_ids())
+        probe_next = now + timedelta(seconds=self._settings.probe_seconds)
+        while (doc := await self._store.partners.claim_probe(now, probe_next)) is not None:
+            await self._probe(doc)
+        if measure:
+            pending, in_flight, oldest = await self._store.deliveries.queue_stats(now)
+            self._metrics.delivery_queue.labels("pending").set(pending)
+            self._metrics.delivery_queue.labels("in_flight").set(in_flight)
+            age = (now - oldest).total_seconds() if oldest else 0.0
+            self._metrics.delivery_oldest_due.set(max(age, 0.0))
+
+    async def _probe(self, doc: Doc) -> None:
+        """Probe a disabled partner with its oldest pending delivery, or a HEAD request."""
+        partner = self._catalog.compile_partner(doc)
+        token = f"{self.owner}:probe:{next(self._batches)}"
+        now = self.clock()
+        delivery = await self._store.deliveries.claim_for_partner(
+            partner.id, token, now + self._lease
+        )
+        if delivery is not None:
+            self._held[delivery["_id"]] = token
+            await self._deliver(delivery, probe=True)
+            return
+        outcome = await self._sender.send(
+            OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout),
+            partner_id=partner.id,
+            guard=self._guard(partner),
+            auth=partner.auth,
+        )
+        if outcome.status is not None and outcome.status < 500:
+            await self._enable(partner)
+
+    # -- one delivery ------------------------------------------------------------------------
+
+    async def _deliver(self, doc: Doc, *, probe: bool = False) -> str:
+        token = self._held[doc["_id"]]
+        try:
+            result = await self._prepare_and_send(doc, token, probe)
+        except StoreUnavailable as exc:
+            # Nothing more can be written; the lease expires and another attempt follows.
+            log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
+            result = "unrecorded"
+        except Exception:
+            log.exception("delivery %s failed unexpectedly; released", doc["_id"])
+            result = "unrecorded"
+            with contextlib.suppress(Exception):
+                await self._store.deliveries.finish(
+                    doc["_id"],
+                    token,
+                    {
+                        "status": DeliveryStatus.PENDING.value,
+                        "next_attempt_at": self.clock() + self._lease,
+                    },
+                )
+        self._held.pop(doc["_id"], None)
+        return result
+
+    async def _prepare_and_send(self, doc: Doc, token: str, probe: bool) -> str:
+        tenant = doc["tenant"]
+        try:
+            sub = await self._catalog.subscription(tenant, doc["subscription_id"])
+            action = await self._catalog.action(tenant, sub.action_id)
+            partner = await self._catalog.partner(tenant, action.partner_id)
+        except NotFound as exc:
+            return await self._fail(doc, token, f"{exc.detail}: it was deleted")
+        if sub.status != "active":
+            return await self._fail(doc, token, "the subscription is disabled")
+        if partner.disabled and not probe:
+            self._disabled.add(partner.id)
+            return await self._defer(
+                doc, token, self.clock() + _SECOND * 5, f"partner {partner.name} is disabled"
+            )
+        if doc.get("order_key") and not probe and await self._must_wait(doc, token):
+            return "waiting"
+        try:
+            request = await self._signed_request(doc, sub, action, partner)
+        except (NotFound, InvalidPayload) as exc:
+            problems = getattr(exc, "problems", [])
+            return await self._fail(
+                doc,
+                token,
+                f"cannot build the request: {exc.detail}",
+                errors=[p.as_dict() for p in problems],
+            )
+        outcome = await self._sender.send(
+            request, partner_id=partner.id, guard=self._guard(partner), auth=partner.auth
+        )
+        return await self._record(doc, token, action, partner, outcome, probe)
+
+    async def _signed_request(
+        self, doc: Doc, sub: Subscription, action: Action, partner: Partner
+    ) -> OutboundRequest:
+        event = doc["event"]
+        entity = {**(event.get("data") or {}), **(event.get("entity") or {})}
+        mapping = None
+        if action.request_mapping:
+            mapping = await self._mappings.active(doc["tenant"], action.request_mapping)
+        context = {"event": event, "entity": entity, "tenant": doc["tenant"]}
+        remaining = (doc["lease_until"] - self.clock()).total_seconds() - 1.0
+        request, body = build_request(
+            action,
+            partner,
+            mapping,
+            context,
+            default_body=event,
+            path_values=entity,
+            timeout=max(min(partner.timeout, remaining), 0.1),
+        )
+        # The signature's timestamp is the real time: receivers check it against theirs.
+        signature = signed_headers(
+            sub.signing_secrets(self.clock()), doc["_id"], int(time.time()), body or b""
+        )
+        return replace(request, headers={**request.headers, **signature})
+
+    async def _must_wait(self, doc: Doc, token: str) -> bool:
+        """Ordered action: park behind an earlier delivery of the same entity that is not
+        final yet. The earlier one wakes it when it ends."""
+        deliveries = self._store.deliveries
+        earlier = await deliveries.earlier_open(doc["order_key"], doc["_id"])
+        if earlier is None:
+            return False
+        now = self.clock()
+        busy = earlier.get("lease_until") if earlier["status"] == "in_flight" else None
+        when = max(now, busy or earlier.get("next_attempt_at") or now) + _SECOND
+        parked = await deliveries.finish(
+            doc["_id"],
+            token,
+            {
+                "status": DeliveryStatus.PENDING.value,
+                "next_attempt_at": when,
+                "waiting_for": earlier["_id"],
+                "updated_at": now,
+            },
+        )
+        # The earlier one may have ended while we parked, and found nobody to wake.
+        if parked and await deliveries.earlier_open(doc["order_key"], doc["_id"]) is None:
+            await deliveries.unpark(doc["_id"], self.clock())
+        return True
+
+    # -- record ------------------------------------------------------------------------------
+
+    async def _record(
+        self, doc: Doc, token: str, action: Action, partner: Partner, outcome: Outcome, probe: bool
+    ) -> str:
+        now = self.clock()
+        verdict = action.verdict(outcome)
+        self._observe(partner, outcome, verdict)
+        if not outcome.sent and outcome.error != "blocked":
+            # Our own limits (rate, concurrency, open circuit): nothing went out, no attempt.
+            wait = max(self._guard(partner).breaker.retry_in(), 1.0)
+            return await self._defer(
+                doc, token, now + timedelta(seconds=wait), outcome.message or str(outcome.error)
+            )
+        if outcome.sent:
+            await self._note_health(partner, verdict, now)
+        attempt = _attempt(doc, outcome, now, probe)
+        if probe:
+            if verdict is Verdict.RETRY:  # still down: the probe costs the delivery nothing
+                await self._store.deliveries.finish(
+                    doc["_id"],
+                    token,
+                    {"status": DeliveryStatus.PENDING.value, "updated_at": now},
+                    attempt=attempt,
+                    counted=False,
+                )
+                return "probe_failed"
+            await self._enable(partner)
+        status, fields = self._next_state(doc, action, outcome, verdict, now)
+        if not await self._store.deliveries.finish(doc["_id"], token, fields, attempt=attempt):
+            log.warning(
+                "delivery %s: lease lost before recording; another worker owns it", doc["_id"]
+            )
+            return "lease_lost"
+        if verdict is Verdict.GONE:
+            await self._store.subscriptions.disable(
+                doc["tenant"], doc["subscription_id"], f"partner answered 410 at {now.isoformat()}"
+            )
+            self._catalog.forget(doc["subscription_id"])
+        if status.final and doc.get("order_key"):
+            await self._store.deliveries.wake_follower(doc["order_key"], doc["_id"], now)
+        result = (
+            "gone"
+            if verdict is Verdict.GONE
+            else ("retry" if status is DeliveryStatus.PENDING else status.value)
+        )
+        self._metrics.deliveries.labels(result).inc()
+        return result
+
+    def _next_state(
+        self, doc: Doc, action: Action, outcome: Outcome, verdict: Verdict, now: datetime
+    ) -> tuple[DeliveryStatus, Doc]:
+        error = None if verdict is Verdict.SUCCESS else _error_text(outcome)
+        fields: Doc = {"updated_at": now, "last_status": outcome.status, "last_error": error}
+        status = {
+            Verdict.SUCCESS: DeliveryStatus.SUCCEEDED,
+            Verdict.FAIL: DeliveryStatus.FAILED,
+            Verdict.GONE: DeliveryStatus.FAILED,
+        }.get(verdict, DeliveryStatus.PENDING)
+        if status is DeliveryStatus.PENDING:
+            when = next_attempt_at(
+                doc.get("attempt_count", 0) + 1,
+                action.retry_schedule,
+                now,
+                retry_after=outcome.retry_after(now),
+                rng=self.rng,
+            )
+            if when is None:
+                status = DeliveryStatus.DEAD
+            else:
+                fields["next_attempt_at"] = when
+        fields["status"] = status.value
+        if status.final:
+            fields["final_at"] = now
+        return status, fields
+
+    async def _fail(
+        self, doc: Doc, token: str, reason: str, errors: Sequence[dict[str, Any]] = ()
+    ) -> str:
+        now = self.clock()
+        attempt = {
+            "n": doc.get("attempt_count", 0) + 1,
+            "at": now,
+            "status": None,
+            "error": "unsendable",
+            "message": reason,
+            "errors": list(errors)[:20],
+        }
+        await self._store.deliveries.finish(
+            doc["_id"],
+            token,
+            {
+                "status": DeliveryStatus.FAILED.value,
+                "last_error": reason,
+                "final_at": now,
+                "updated_at": now,
+            },
+            attempt=attempt,
+        )
+        if doc.get("order_key"):
+            await self._store.deliveries.wake_follower(doc["order_key"], doc["_id"], now)
+        self._metrics.deliveries.labels("failed").inc()
+        return "failed"
+
+    async def _defer(self, doc: Doc, token: str, when: datetime, reason: str) -> str:
+        await self._store.deliveries.finish(
+            doc["_id"],
+            token,
+            {
+                "status": DeliveryStatus.PENDING.value,
+                "next_attempt_at": when,
+                "last_error": reason,
+                "updated_at": self.clock(),
+            },
+        )
+        self._metrics.deliveries.labels("deferred").inc()
+        return "deferred"
+
+    # -- partner health ----------------------------------------------------------------------
+
+    async def _note_health(self, partner: Partner, verdict: Verdict, now: datetime) -> None:
+        if verdict is not Verdict.RETRY:
+            if partner.id in self._failing or partner.failing_since is not None:
+                self._failing.discard(partner.id)
+                await self._store.partners.note_success(partner.tenant, partner.id)
+            return
+        self._failing.add(partner.id)
+        doc = await self._store.partners.note_failure(partner.tenant, partner.id, now)
+        since = doc.get("failing_since") if doc else None
+        if (
+            doc is None
+            or since is None
+            or partner.disable_after is None
+            or doc.get("status", "active") != "active"
+            or now - since < partner.disable_after
+        ):
+            return
+        probe_at = now + timedelta(seconds=self._settings.probe_seconds)
+        if await self._store.partners.disable(partner.tenant, partner.id, now, probe_at):
+            log.warning(
+                "partner %s disabled: failing since %s; probing every %g s",
+                partner.id,
+                since.isoformat(),
+                self._settings.probe_seconds,
+            )
+            self._metrics.partner_disabled.labels("disabled").inc()
+        self._disabled.add(partner.id)
+        self._catalog.forget(partner.id)
+
+    async def _enable(self, partner: Partner) -> None:
+        if await self._store.partners.enable(partner.tenant, partner.id):
+            log.warning("partner %s answers again: re-enabled", partner.id)
+            self._metrics.partner_disabled.labels("enabled").inc()
+        self._disabled.discard(partner.id)
+        self._failing.discard(partner.id)
+        self._catalog.forget(partner.id)
+        self._wake.set()
+
+    def _guard(self, partner: Partner) -> Any:
+        return self._guards.get(partner.id, partner.guard)
+
+    def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
+        result = verdict.value if outcome.sent else str(outcome.error)
+        self._metrics.partner_requests.labels(partner.id, "deliver", result).inc()
+        if outcome.sent:
+            self._metrics.partner_latency.labels(partner.id, "deliver").observe(
+                outcome.latency_ms / 1000
+            )
+
+
+def _groups(batch: list[Doc]) -> list[list[Doc]]:
+    """One group per order key (in delivery order), one group per unordered delivery."""
+    groups: dict[str, list[Doc]] = {}
+    for doc in sorted(batch, key=lambda d: d["_id"]):
+        groups.setdefault(doc.get("order_key") or doc["_id"], []).append(doc)
+    return list(groups.values())
+
+
+def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
+    attempt: Doc = {
+        "n": doc.get("attempt_count", 0) + 1,
+        "at": now,
+        "status": outcome.status,
+        "latency_ms": outcome.latency_ms,
+        "error": outcome.error,
+        "message": outcome.message,
+        "response": outcome.body_excerpt[:_EXCERPT],
+    }
+    if probe:
+        attempt["probe"] = True
+    return attempt
+
+
+def _error_text(outcome: Outcome) -> str:
+    if outcome.status is not None:
+        return f"partner answered {outcome.status}"
+    return f"{outcome.error}: {outcome.message}"

@@ -1,0 +1,250 @@
+"""The `deliveries` collection: durable outbound work, claimed by workers with a lease.
+
+A delivery is `{_id: "<event id>:<subscription id>", tenant, event, subscription_id,
+action_id, partner_id, entity_id, status, next_attempt_at, attempt_count, attempts[],
+order_key?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at, updated_at,
+final_at?}`. The `_id` is deterministic, so a relay that fans the same event out twice stores
+it once. `event` is the event itself (immutable), so sending needs no second read.
+
+Claiming is three round trips for a whole batch: pick due ids, flip the still-pending ones to
+`in_flight` under a batch token (one document at a time is atomic, so each delivery goes to
+one worker), read back what this token won. Every later write is fenced by that token: a
+worker whose lease expired and was re-claimed elsewhere cannot overwrite the new owner.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import BulkWriteError
+
+from gateway.actions.retry import DeliveryStatus
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+
+PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value
+REPLAYABLE = [DeliveryStatus.FAILED.value, DeliveryStatus.DEAD.value]
+MAX_ATTEMPTS_KEPT = 20
+_DUPLICATE_KEY = 11000
+
+INDEXES = [
+    IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),
+    IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)], name="leases"),
+    IndexModel(
+        [("partner_id", ASCENDING), ("status", ASCENDING), ("next_attempt_at", ASCENDING)],
+        name="by_partner_due",
+    ),
+    IndexModel([("order_key", ASCENDING), ("_id", ASCENDING)], name="ordering", sparse=True),
+    IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
+    IndexModel(
+        [("tenant", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)], name="by_status"
+    ),
+    IndexModel(
+        [("tenant", ASCENDING), ("action_id", ASCENDING), ("_id", DESCENDING)], name="by_action"
+    ),
+    IndexModel(
+        [("tenant", ASCENDING), ("entity_id", ASCENDING), ("_id", DESCENDING)], name="by_entity"
+    ),
+]
+# Filters the admin API accepts, and the fields they read.
+FILTERS = {
+    "status": "status",
+    "partner_id": "partner_id",
+    "action_id": "action_id",
+    "entity_id": "entity_id",
+    "subscription_id": "subscription_id",
+    "event_id": "event.id",
+}
+_LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
+
+
+class DeliveryStore:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def insert_many(self, docs: Sequence[Doc]) -> int:
+        """Insert what is new; a delivery that already exists is left as it is."""
+        if not docs:
+            return 0
+        try:
+            with translate_errors():
+                result = await self._c.insert_many(list(docs), ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+            return int(exc.details.get("nInserted", 0))
+        return len(result.inserted_ids)
+
+    # -- admin reads and replays (tenant-scoped) ---------------------------------------------
+
+    async def get(self, tenant: str, delivery_id: str) -> Doc | None:
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, {"_id": delivery_id}))
+
+    async def list(
+        self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int
+    ) -> list[Doc]:
+        query = _query(filters)
+        if before is not None:
+            query["_id"] = {"$lt": before}
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, query), {"attempts": 0, "event.data": 0})
+            return await cursor.sort("_id", DESCENDING).limit(limit).to_list(limit)
+
+    async def replay(
+        self,
+        tenant: str,
+        filters: Mapping[str, Any],
+        now: datetime,
+        *,
+        delivery_id: str | None = None,
+    ) -> int:
+        """Failed and dead deliveries matching `filters` → pending now, with a fresh schedule
+        (their attempt history is kept)."""
+        query = _query(filters)
+        query["status"] = {"$in": [s for s in REPLAYABLE if filters.get("status") in (None, s)]}
+        if delivery_id is not None:
+            query["_id"] = delivery_id
+        with translate_errors():
+            result = await self._c.update_many(
+                scoped(tenant, query),
+                {
+                    "$set": {
+                        "status": PENDING,
+                        "next_attempt_at": now,
+                        "attempt_count": 0,
+                        "updated_at": now,
+                        "replayed_at": now,
+                    },
+                    "$unset": {"final_at": "", "waiting_for": ""},
+                },
+            )
+        return result.modified_count
+
+    # -- the workers' side: system work across tenants, never reached from a request ---------
+
+    async def claim(
+        self,
+        token: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        exclude_partners: Sequence[str] = (),
+    ) -> builtins.list[Doc]:
+        query: Doc = {"status": PENDING, "next_attempt_at": {"$lte": now}}
+        if exclude_partners:
+            query["partner_id"] = {"$nin": list(exclude_partners)}
+        with translate_errors():
+            cursor = self._c.find(query, {"_id": 1}).sort("next_attempt_at", ASCENDING)
+            ids = [d["_id"] for d in await cursor.limit(limit).to_list(limit)]
+            if not ids:
+                return []
+            await self._c.update_many(
+                {"_id": {"$in": ids}, "status": PENDING, "next_attempt_at": {"$lte": now}},
+                {"$set": {"status": IN_FLIGHT, "lease_owner": token, "lease_until": lease_until}},
+            )
+            won = await self._c.find({"_id": {"$in": ids}, "lease_owner": token}).to_list(None)
+        won.sort(key=lambda d: d["next_attempt_at"])
+        return won
+
+    async def claim_for_partner(
+        self, partner_id: str, token: str, lease_until: datetime
+    ) -> Doc | None:
+        """The partner's oldest pending delivery, due or not: the probe of a disabled partner."""
+        with translate_errors():
+            return await self._c.find_one_and_update(
+                {"partner_id": partner_id, "status": PENDING},
+                {"$set": {"status": IN_FLIGHT, "lease_owner": token, "lease_until": lease_until}},
+                sort=[("next_attempt_at", ASCENDING)],
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def expire_leases(self, now: datetime) -> int:
+        """In-flight deliveries whose worker died (or overran its lease) become pending again;
+        their next_attempt_at is already past, so they are due at once."""
+        with translate_errors():
+            result = await self._c.update_many(
+                {"status": IN_FLIGHT, "lease_until": {"$lte": now}},
+                {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
+            )
+        return result.modified_count
+
+    async def finish(
+        self,
+        delivery_id: str,
+        token: str,
+        fields: Mapping[str, Any],
+        *,
+        attempt: Mapping[str, Any] | None = None,
+        counted: bool = True,
+        unset: Sequence[str] = (),
+    ) -> bool:
+        """Leave in_flight (to `fields["status"]`), recording an attempt; False when the lease
+        was lost to another worker (then nothing is written)."""
+        update: Doc = {
+            "$set": dict(fields),
+            "$unset": {**_LEASE_FIELDS, **dict.fromkeys(unset, "")},
+        }
+        if attempt is not None:
+            update["$push"] = {"attempts": {"$each": [dict(attempt)], "$slice": -MAX_ATTEMPTS_KEPT}}
+            if counted:
+                update["$inc"] = {"attempt_count": 1}
+        with translate_errors():
+            result = await self._c.update_one(
+                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT}, update
+            )
+        return result.modified_count == 1
+
+    async def earlier_open(self, order_key: str, delivery_id: str) -> Doc | None:
+        """The latest earlier delivery of the same order key that is not final yet."""
+        with translate_errors():
+            return await self._c.find_one(
+                {
+                    "order_key": order_key,
+                    "_id": {"$lt": delivery_id},
+                    "status": {"$in": [PENDING, IN_FLIGHT]},
+                },
+                {"status": 1, "next_attempt_at": 1, "lease_until": 1},
+                sort=[("_id", DESCENDING)],
+            )
+
+    async def wake_follower(self, order_key: str, delivery_id: str, now: datetime) -> None:
+        """The next delivery of the order key, parked behind this one, is due now."""
+        with translate_errors():
+            await self._c.find_one_and_update(
+                {
+                    "order_key": order_key,
+                    "_id": {"$gt": delivery_id},
+                    "status": PENDING,
+                    "waiting_for": {"$exists": True},
+                },
+                {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}},
+                sort=[("_id", ASCENDING)],
+            )
+
+    async def unpark(self, delivery_id: str, now: datetime) -> None:
+        with translate_errors():
+            await self._c.update_one(
+                {"_id": delivery_id, "status": PENDING, "waiting_for": {"$exists": True}},
+                {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}},
+            )
+
+    async def queue_stats(self, now: datetime) -> tuple[int, int, datetime | None]:
+        """(pending, in flight, next_attempt_at of the oldest due delivery)."""
+        with translate_errors():
+            pending = await self._c.count_documents({"status": PENDING})
+            in_flight = await self._c.count_documents({"status": IN_FLIGHT})
+            oldest = await self._c.find_one(
+                {"status": PENDING, "next_attempt_at": {"$lte": now}},
+                {"next_attempt_at": 1},
+                sort=[("next_attempt_at", ASCENDING)],
+            )
+        return pending, in_flight, oldest["next_attempt_at"] if oldest else None
+
+
+def _query(filters: Mapping[str, Any]) -> Doc:
+    return {FILTERS[k]: v for k, v in filters.items() if k in FILTERS and v is not None}

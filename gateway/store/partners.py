@@ -1,0 +1,135 @@
+"""The `partners` collection: partner endpoints, their sealed credentials and their health.
+
+A partner is `{_id, tenant, name, base_url, auth_type, auth_sealed, secrets_sealed?,
+secret_names, timeout_seconds, max_concurrency, rate_limit?, disable_after_hours?, status,
+failing_since?, disabled_at?, probe_at?, rev, created_at, updated_at}`. Credentials are only
+ever stored sealed (SecretBox, context `partner:<id>:auth`); this module never sees them in
+clear. `status` is `active` or `disabled` (failing for longer than `disable_after_hours`).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.entities import parse_id
+
+INDEXES = [
+    IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
+    IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], name="by_name"),
+    IndexModel([("status", ASCENDING), ("probe_at", ASCENDING)], name="disabled_probe"),
+]
+
+
+class PartnerStore:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def insert(self, doc: Doc) -> None:
+        with translate_errors():
+            await self._c.insert_one(doc)
+
+    async def get(self, tenant: str, partner_id: str) -> Doc | None:
+        oid = parse_id(partner_id)
+        if oid is None:
+            return None
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, {"_id": oid}))
+
+    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+        query: Doc = {}
+        if after is not None and (oid := parse_id(after)) is not None:
+            query["_id"] = {"$gt": oid}
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, query)).sort("_id", ASCENDING)
+            return await cursor.limit(limit).to_list(limit)
+
+    async def update(
+        self,
+        tenant: str,
+        partner_id: str,
+        rev: int,
+        fields: Mapping[str, Any],
+        unset: tuple[str, ...] = (),
+    ) -> Doc | None:
+        """Optimistic update: None when the partner changed (or vanished) since `rev`."""
+        update: Doc = {"$set": dict(fields), "$inc": {"rev": 1}}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        with translate_errors():
+            return await self._c.find_one_and_update(
+                scoped(tenant, {"_id": ObjectId(partner_id), "rev": rev}),
+                update,
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def delete(self, tenant: str, partner_id: str) -> bool:
+        oid = parse_id(partner_id)
+        if oid is None:
+            return False
+        with translate_errors():
+            result = await self._c.delete_one(scoped(tenant, {"_id": oid}))
+        return result.deleted_count == 1
+
+    # -- health: written by delivery workers of every process --------------------------------
+
+    async def note_failure(self, tenant: str, partner_id: str, now: datetime) -> Doc | None:
+        """Remember when the partner started failing (the earliest report wins)."""
+        with translate_errors():
+            return await self._c.find_one_and_update(
+                scoped(tenant, {"_id": ObjectId(partner_id)}),
+                {"$min": {"failing_since": now}},
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def note_success(self, tenant: str, partner_id: str) -> None:
+        with translate_errors():
+            await self._c.update_one(
+                scoped(tenant, {"_id": ObjectId(partner_id), "failing_since": {"$exists": True}}),
+                {"$unset": {"failing_since": ""}},
+            )
+
+    async def disable(
+        self, tenant: str, partner_id: str, now: datetime, probe_at: datetime
+    ) -> bool:
+        with translate_errors():
+            result = await self._c.update_one(
+                scoped(tenant, {"_id": ObjectId(partner_id), "status": "active"}),
+                {"$set": {"status": "disabled", "disabled_at": now, "probe_at": probe_at}},
+            )
+        return result.modified_count == 1
+
+    async def enable(self, tenant: str, partner_id: str) -> bool:
+        with translate_errors():
+            result = await self._c.update_one(
+                scoped(tenant, {"_id": ObjectId(partner_id), "status": "disabled"}),
+                {
+                    "$set": {"status": "active"},
+                    "$unset": {"disabled_at": "", "probe_at": "", "failing_since": ""},
+                },
+            )
+        return result.modified_count == 1
+
+    # -- system work across tenants, never reached from a request ----------------------------
+
+    async def disabled_ids(self) -> builtins.list[str]:
+        with translate_errors():
+            docs = await self._c.find({"status": "disabled"}, {"_id": 1}).to_list(None)
+        return [str(d["_id"]) for d in docs]
+
+    async def claim_probe(self, now: datetime, next_probe: datetime) -> Doc | None:
+        """A disabled partner due for a probe, pushed to its next probe time so that one
+        process probes it at a time."""
+        with translate_errors():
+            return await self._c.find_one_and_update(
+                {"status": "disabled", "probe_at": {"$lte": now}},
+                {"$set": {"probe_at": next_probe}},
+                sort=[("probe_at", ASCENDING)],
+                return_document=ReturnDocument.AFTER,
+            )

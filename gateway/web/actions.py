@@ -1,0 +1,225 @@
+"""/api/v1/actions (with invoke) and /api/v1/subscriptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.actions.service import public_action, public_subscription
+from gateway.errors import BadRequest
+from gateway.keys import actions_key, proxy_key, relay_key
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.partners import PAGE
+from gateway.web.problems import json_response
+from gateway.web.requests import page, page_params, read_object
+
+ACTION: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "partner_id", "method", "mode"],
+    "properties": {
+        "name": {"type": "string"},
+        "partner_id": {"type": "string"},
+        "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+        "path": {"type": "string", "description": 'a template such as "/fines/{ait}"'},
+        "mode": {"enum": ["proxy", "deliver"]},
+        "request_mapping": {"type": ["string", "null"]},
+        "response_mapping": {"type": ["string", "null"]},
+        "success": {"type": ["array", "null"], "items": {"type": ["integer", "string"]}},
+        "retry_schedule": {"type": ["array", "null"], "items": {"type": "number"}},
+        "ordered": {"type": "boolean"},
+        "write_back": {"type": "boolean"},
+    },
+}
+INVOKE: dict[str, Any] = {
+    "type": "object",
+    "description": '{"entity": {"type", "id"|"key"}} or {"payload": {...}} (the mapping context)',
+    "properties": {"entity": {"type": "object"}, "payload": {"type": "object"}},
+}
+INVOKED: dict[str, Any] = {
+    "type": "object",
+    "properties": {"status": {"type": "integer"}, "data": {}, "written": {"type": "object"}},
+}
+SUBSCRIPTION: dict[str, Any] = {
+    "type": "object",
+    "required": ["action_id", "event_types"],
+    "properties": {
+        "action_id": {"type": "string"},
+        "event_types": {"type": "array", "items": {"type": "string"}},
+        "filter": {
+            "type": "object",
+            "properties": {
+                "entity_type": {},
+                "changed": {"type": "array"},
+                "entity": {"type": "object"},
+                "origin": {"type": "object"},
+            },
+        },
+    },
+}
+WITH_SECRET: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "secret": {"type": "string", "description": "shown once"},
+    },
+}
+_LIST_QUERY = [("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")]
+
+
+def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k in names if (v := request.query.get(k))}
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+
+@operation("Create an action", tag="actions", request=ACTION, response=ACTION, status=201)
+async def create_action(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    doc = await request.app[actions_key].create_action(claims.tenant, body)
+    return json_response(public_action(doc), status=201)
+
+
+@operation(
+    "List actions",
+    tag="actions",
+    response=PAGE,
+    query=[*_LIST_QUERY, ("partner_id", "only this partner's"), ("mode", "proxy|deliver")],
+)
+async def list_actions(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    limit, cursor = page_params(request)
+    docs = await request.app[actions_key].list_actions(
+        claims.tenant, _filters(request, ("partner_id", "mode")), after=cursor, limit=limit
+    )
+    return json_response(page([public_action(d) for d in docs], limit))
+
+
+@operation("Get an action", tag="actions", response=ACTION)
+async def get_action(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    doc = await request.app[actions_key].get_action(claims.tenant, request.match_info["id"])
+    return json_response(public_action(doc))
+
+
+@operation(
+    "Change an action", tag="actions", request={"type": "object"}, response=ACTION, errors=(409,)
+)
+async def patch_action(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    doc = await request.app[actions_key].update_action(
+        claims.tenant, request.match_info["id"], body
+    )
+    return json_response(public_action(doc))
+
+
+@operation(
+    "Delete an action (409 while subscriptions use it)", tag="actions", status=204, errors=(409,)
+)
+async def delete_action(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    await request.app[actions_key].delete_action(claims.tenant, request.match_info["id"])
+    return web.Response(status=204)
+
+
+@operation(
+    "Invoke an action now (proxy): the partner's mapped answer",
+    tag="actions",
+    request=INVOKE,
+    response=INVOKED,
+    errors=(429, 502, 504),
+)
+async def invoke_action(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    entity, payload = body.get("entity"), body.get("payload")
+    if (entity is None) == (payload is None) or not isinstance(entity or payload, dict):
+        raise BadRequest('give either "entity": {"type", "id"|"key"} or "payload": {...}')
+    result = await request.app[proxy_key].invoke(
+        claims.tenant, request.match_info["id"], entity=entity, payload=payload
+    )
+    answer: dict[str, Any] = {"status": result.status, "data": result.data}
+    if result.written is not None:
+        request.app[relay_key].notify()
+        answer["written"] = result.written
+    return json_response(answer)
+
+
+# -- subscriptions ---------------------------------------------------------------------------
+
+
+@operation(
+    "Subscribe an action to events; the signing secret is shown once",
+    tag="subscriptions",
+    request=SUBSCRIPTION,
+    response=WITH_SECRET,
+    status=201,
+)
+async def create_subscription(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    doc, secret = await request.app[actions_key].create_subscription(claims.tenant, body)
+    return json_response({**public_subscription(doc), "secret": secret}, status=201)
+
+
+@operation(
+    "List subscriptions",
+    tag="subscriptions",
+    response=PAGE,
+    query=[*_LIST_QUERY, ("action_id", "only this action's"), ("status", "active|disabled")],
+)
+async def list_subscriptions(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    limit, cursor = page_params(request)
+    docs = await request.app[actions_key].list_subscriptions(
+        claims.tenant, _filters(request, ("action_id", "status")), after=cursor, limit=limit
+    )
+    return json_response(page([public_subscription(d) for d in docs], limit))
+
+
+@operation("Get a subscription", tag="subscriptions", response=SUBSCRIPTION)
+async def get_subscription(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    doc = await request.app[actions_key].get_subscription(claims.tenant, request.match_info["id"])
+    return json_response(public_subscription(doc))
+
+
+@operation(
+    "Change a subscription (event_types, filter, status)",
+    tag="subscriptions",
+    request={"type": "object"},
+    response=SUBSCRIPTION,
+    errors=(409,),
+)
+async def patch_subscription(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    doc = await request.app[actions_key].update_subscription(
+        claims.tenant, request.match_info["id"], body
+    )
+    return json_response(public_subscription(doc))
+
+
+@operation(
+    "Rotate the signing secret: both are used for 24 h; the new one is shown once",
+    tag="subscriptions",
+    response=WITH_SECRET,
+    errors=(409,),
+)
+async def rotate_subscription_secret(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    doc, secret = await request.app[actions_key].rotate_secret(
+        claims.tenant, request.match_info["id"]
+    )
+    return json_response({**public_subscription(doc), "secret": secret})
+
+
+@operation("Delete a subscription", tag="subscriptions", status=204)
+async def delete_subscription(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    await request.app[actions_key].delete_subscription(claims.tenant, request.match_info["id"])
+    return web.Response(status=204)

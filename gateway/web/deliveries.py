@@ -1,0 +1,82 @@
+"""/api/v1/deliveries: watch deliveries, replay failed and dead ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.actions.deliveries import STATUSES, parse_filters, public_delivery
+from gateway.keys import deliveries_key
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.partners import PAGE
+from gateway.web.problems import json_response
+from gateway.web.requests import page, page_params, read_object
+
+DELIVERY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"enum": list(STATUSES)},
+        "attempts": {"type": "array"},
+        "event": {"type": "object"},
+    },
+}
+_FILTERS = [
+    ("status", "|".join(STATUSES)),
+    ("partner_id", "partner id"),
+    ("action_id", "action id"),
+    ("entity_id", "entity id"),
+    ("subscription_id", "subscription id"),
+    ("event_id", "event id"),
+]
+
+
+@operation(
+    "List deliveries, newest first",
+    tag="deliveries",
+    response=PAGE,
+    query=[
+        *_FILTERS,
+        ("limit", "page size, 1-200"),
+        ("cursor", "next_cursor of the previous page"),
+    ],
+)
+async def list_deliveries(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    limit, cursor = page_params(request)
+    docs = await request.app[deliveries_key].list(
+        claims.tenant, parse_filters(request.query), before=cursor, limit=limit
+    )
+    return json_response(page([public_delivery(d) for d in docs], limit))
+
+
+@operation("Get a delivery with its attempts", tag="deliveries", response=DELIVERY)
+async def get_delivery(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    doc = await request.app[deliveries_key].get(claims.tenant, request.match_info["id"])
+    return json_response(public_delivery(doc, full=True))
+
+
+@operation(
+    "Replay a failed or dead delivery now", tag="deliveries", response=DELIVERY, errors=(409,)
+)
+async def replay_delivery(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    doc = await request.app[deliveries_key].replay(claims.tenant, request.match_info["id"])
+    return json_response(public_delivery(doc))
+
+
+@operation(
+    "Replay every failed and dead delivery matching a filter",
+    tag="deliveries",
+    request={"type": "object", "properties": {k: {"type": "string"} for k, _ in _FILTERS}},
+    response={"type": "object", "properties": {"replayed": {"type": "integer"}}},
+)
+async def replay_deliveries(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    filters = parse_filters({k: v for k, v in body.items() if isinstance(v, str)})
+    count = await request.app[deliveries_key].replay_matching(claims.tenant, filters)
+    return json_response({"replayed": count})

@@ -1,0 +1,129 @@
+"""/api/v1/partners: partner endpoints. Credentials are write-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.actions.service import public_partner
+from gateway.keys import actions_key
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.requests import page, page_params, read_object
+
+_AUTH: dict[str, Any] = {
+    "type": "object",
+    "required": ["type"],
+    "description": "bearer {token} | header {name, value} | basic {username, password} | "
+    "oauth2_client_credentials {token_url, client_id, client_secret, scope?, "
+    "client_auth?} | query {name, value} | none. Write-only.",
+    "properties": {
+        "type": {
+            "enum": ["bearer", "header", "basic", "oauth2_client_credentials", "query", "none"]
+        }
+    },
+}
+PARTNER_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "base_url", "auth"],
+    "properties": {
+        "name": {"type": "string"},
+        "base_url": {"type": "string", "format": "uri"},
+        "auth": _AUTH,
+        "timeout_seconds": {"type": "number", "minimum": 0.1, "maximum": 60, "default": 10},
+        "max_concurrency": {"type": "integer", "minimum": 1, "default": 10},
+        "rate_limit": {
+            "type": ["object", "null"],
+            "properties": {"per_second": {"type": "number"}, "burst": {"type": "number"}},
+        },
+        "disable_after_hours": {"type": "number", "default": 72},
+        "secrets": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "named values for mappings' {secret: name}; write-only",
+        },
+    },
+}
+PARTNER: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "base_url": {"type": "string"},
+        "auth": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "configured": {"type": "boolean"}},
+        },
+        "secrets": {"type": "array", "items": {"type": "string"}},
+        "status": {"enum": ["active", "disabled"]},
+    },
+}
+PAGE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+}
+
+
+@operation(
+    "Register a partner endpoint",
+    tag="partners",
+    request=PARTNER_BODY,
+    response=PARTNER,
+    status=201,
+)
+async def create_partner(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    doc = await request.app[actions_key].create_partner(claims.tenant, body)
+    return json_response(public_partner(doc), status=201)
+
+
+@operation(
+    "List partner endpoints",
+    tag="partners",
+    response=PAGE,
+    query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+)
+async def list_partners(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    limit, cursor = page_params(request)
+    docs = await request.app[actions_key].list_partners(claims.tenant, after=cursor, limit=limit)
+    return json_response(page([public_partner(d) for d in docs], limit))
+
+
+@operation("Get a partner endpoint", tag="partners", response=PARTNER)
+async def get_partner(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    doc = await request.app[actions_key].get_partner(claims.tenant, request.match_info["id"])
+    return json_response(public_partner(doc))
+
+
+@operation(
+    "Change a partner endpoint (auth and secrets are replaced whole; status "
+    "active re-enables a disabled partner)",
+    tag="partners",
+    request={"type": "object"},
+    response=PARTNER,
+    errors=(409,),
+)
+async def patch_partner(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    body = await read_object(request)
+    doc = await request.app[actions_key].update_partner(
+        claims.tenant, request.match_info["id"], body
+    )
+    return json_response(public_partner(doc))
+
+
+@operation(
+    "Delete a partner endpoint (409 while actions use it)",
+    tag="partners",
+    status=204,
+    errors=(409,),
+)
+async def delete_partner(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    await request.app[actions_key].delete_partner(claims.tenant, request.match_info["id"])
+    return web.Response(status=204)

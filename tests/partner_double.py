@@ -1,0 +1,232 @@
+"""A local partner for action tests: it records every request, answers what a test tells it
+(changed mid-way: `respond_with(500, times=1)` then the standing 200), can stall, be slow, send
+garbage or drop the connection mid-answer, and notices two concurrent requests carrying the
+same webhook-id. Plus helpers to register a partner, an action and a subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    @property
+    def webhook_id(self) -> str | None:
+        return self.headers.get("webhook-id")
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = b'{"ok": true}'
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    delay: float = 0.0
+    reset: bool = False  # drop the connection before answering
+    cut: bool = False  # send the headers and part of the body, then drop the connection
+
+
+class Partner:
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.in_flight: Counter[str] = Counter()
+        self.overlaps: list[str] = []  # webhook-ids seen twice at the same time
+        self.release = asyncio.Event()  # ends every pending delay (set at teardown)
+        self._standing = Answer()
+        self._queued: deque[Answer] = deque()
+        self._arrivals = asyncio.Condition()
+        self.server: TestServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    def respond_with(
+        self,
+        status: int = 200,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        times: int | None = None,
+        delay: float = 0.0,
+        reset: bool = False,
+        cut: bool = False,
+    ) -> None:
+        """The answer for the next `times` requests, or from now on when `times` is None."""
+        data = raw if raw is not None else orjson.dumps(body if body is not None else {})
+        answer = Answer(
+            status, data, {"Content-Type": "application/json", **(headers or {})}, delay, reset, cut
+        )
+        if times is None:
+            self._queued.clear()
+            self._standing = answer
+        else:
+            self._queued.extend([answer] * times)
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        """Until `count` requests arrived (a condition, not a sleep)."""
+        async with self._arrivals:
+            await asyncio.wait_for(
+                self._arrivals.wait_for(lambda: len(self.requests) >= count), timeout
+            )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        recorded = Recorded(
+            request.method,
+            request.path,
+            dict(request.query),
+            dict(request.headers),
+            body,
+            time.monotonic(),
+        )
+        hook = recorded.webhook_id
+        if hook is not None:
+            if self.in_flight[hook]:
+                self.overlaps.append(hook)
+            self.in_flight[hook] += 1
+        try:
+            async with self._arrivals:
+                self.requests.append(recorded)
+                self._arrivals.notify_all()
+            answer = self._queued.popleft() if self._queued else self._standing
+            if answer.delay:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.release.wait(), answer.delay)
+            if answer.reset:
+                assert request.transport is not None
+                request.transport.abort()
+            if answer.cut:
+                return await _drop_mid_answer(request, answer)
+            return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+        finally:
+            if hook is not None:
+                self.in_flight[hook] -= 1
+
+
+async def _drop_mid_answer(request: web.Request, answer: Answer) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=answer.status, headers={**answer.headers, "Content-Length": "100000"}
+    )
+    await response.prepare(request)
+    await response.write(answer.body[:5])
+    assert request.transport is not None
+    request.transport.abort()
+    return response
+
+
+@pytest.fixture
+async def partner() -> AsyncIterator[Partner]:
+    double = Partner()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", double.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    double.server = server
+    yield double
+    double.release.set()
+    await server.close()
+
+
+class FakeClock:
+    """The worker's clock: the real time, plus however far a test moved it forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    @property
+    def now(self) -> datetime:
+        return self()
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+async def post(
+    client: Client, path: str, body: Any, tenant: str = "acme", status: int = 201
+) -> Any:
+    response = await client.post(path, json=body, headers=auth(tenant))
+    data = await response.json()
+    assert response.status == status, data
+    return data
+
+
+async def create_partner(client: Client, base_url: str, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "name": "ERP",
+        "base_url": base_url,
+        "auth": {"type": "bearer", "token": "s3cr3t"},
+        "timeout_seconds": 2,
+        **overrides,
+    }
+    result: dict[str, Any] = await post(client, "/api/v1/partners", body)
+    return result
+
+
+async def create_action(client: Client, partner_id: str, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "name": "push",
+        "partner_id": partner_id,
+        "method": "POST",
+        "path": "/hooks",
+        "mode": "deliver",
+        **overrides,
+    }
+    result: dict[str, Any] = await post(client, "/api/v1/actions", body)
+    return result
+
+
+async def create_subscription(
+    client: Client,
+    action_id: str,
+    event_types: tuple[str, ...] = ("entity.updated",),
+    **overrides: Any,
+) -> dict[str, Any]:
+    body = {"action_id": action_id, "event_types": list(event_types), **overrides}
+    result: dict[str, Any] = await post(client, "/api/v1/subscriptions", body)
+    return result
+
+
+async def upload_mapping(client: Client, text: str, tenant: str = "acme") -> None:
+    headers = {**auth(tenant), "Content-Type": "application/yaml"}
+    response = await client.post("/api/v1/mappings", data=text.encode(), headers=headers)
+    assert response.status in (200, 201), await response.text()
+
+
+async def create_vehicle(client: Client, plate: str = "ABC1D23", **fields: Any) -> dict[str, Any]:
+    body = {"plate": plate, **fields}
+    result: dict[str, Any] = await post(client, "/api/v1/entities/vehicle", body)
+    return result

@@ -1,0 +1,448 @@
+"""Durable fan-out and the delivery worker against a local partner: signatures, filters,
+retries on schedule, Retry-After, 410, ordering, replay, secret rotation, shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.actions.worker import DeliveryWorker
+from gateway.auth.webhook_signature import verify
+from gateway.keys import delivery_worker_key, fanout_key, relay_key, store_key
+from tests.partner_double import (
+    FakeClock,
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+    partner,
+    post,
+)
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def worker(client: Client, clock: FakeClock) -> DeliveryWorker:
+    worker = client.app[delivery_worker_key]
+    worker.clock = clock
+    worker.rng = lambda: 0.5  # no jitter: delays are exactly the schedule's
+    return worker
+
+
+async def _deliver(client: Client, worker: DeliveryWorker) -> Counter[str]:
+    await client.app[relay_key].run_until_idle()
+    return await worker.run_until_idle()
+
+
+async def _subscribed(
+    client: Client,
+    partner: Partner,
+    *,
+    action: dict[str, Any] | None = None,
+    partner_fields: dict[str, Any] | None = None,
+    **subscription: Any,
+) -> dict[str, Any]:
+    partner_doc = await create_partner(client, partner.url, **(partner_fields or {}))
+    action_doc = await create_action(client, partner_doc["id"], **(action or {}))
+    sub = await create_subscription(client, action_doc["id"], **subscription)
+    return {"partner": partner_doc, "action": action_doc, "subscription": sub}
+
+
+async def _deliveries(client: Client, **filters: str) -> list[dict[str, Any]]:
+    query = "&".join(f"{k}={v}" for k, v in filters.items())
+    response = await client.get(f"/api/v1/deliveries?{query}", headers=auth())
+    assert response.status == 200
+    items: list[dict[str, Any]] = (await response.json())["items"]
+    return items
+
+
+async def _delivery(client: Client, delivery_id: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/deliveries/{delivery_id}", headers=auth())
+    assert response.status == 200
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def _odometer(client: Client, vehicle: dict[str, Any], km: float) -> None:
+    response = await client.patch(
+        f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": km}
+    )
+    assert response.status == 200
+
+
+async def test_matching_event_is_delivered_once_signed_with_the_event_as_body(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    setup = await _subscribed(
+        client,
+        partner,
+        filter={"changed": ["odometer_km"], "entity": {"group": "north"}, "entity_type": "vehicle"},
+    )
+    vehicle = await create_vehicle(client, group="north")
+    await _odometer(client, vehicle, 1200.5)
+
+    counts = await _deliver(client, worker)
+
+    assert counts == Counter(succeeded=1)
+    sent = partner.requests[0]
+    secret = setup["subscription"]["secret"]
+    assert secret.startswith("whsec_")
+    assert verify([secret], sent.headers, sent.body, now=time.time()) == sent.webhook_id
+    event = sent.json()
+    assert event["type"] == "entity.updated"
+    assert event["entity"]["id"] == vehicle["id"]
+    assert event["changes"] == [{"field": "odometer_km", "old": None, "new": 1200.5}]
+    assert sent.headers["Authorization"] == "Bearer s3cr3t"
+    [listed] = await _deliveries(client)
+    assert listed["id"] == sent.webhook_id == f"{event['id']}:{setup['subscription']['id']}"
+    delivery = await _delivery(client, listed["id"])
+    assert delivery["status"] == "succeeded"
+    [attempt] = delivery["attempts"]
+    assert attempt["status"] == 200 and attempt["latency_ms"] > 0
+    assert attempt["response"] == '{"ok": true}'
+
+
+async def test_events_the_filter_rejects_create_no_delivery(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    await _subscribed(
+        client, partner, filter={"changed": ["odometer_km"], "entity": {"group": ["north", "east"]}}
+    )
+    south = await create_vehicle(client, "ABC1D23", group="south")
+    north = await create_vehicle(client, "BRA2E19", group="north")
+    await _odometer(client, south, 10)  # wrong group
+    response = await client.patch(
+        f"/api/v1/entities/vehicle/{north['id']}", headers=auth(), json={"status": "maintenance"}
+    )  # another field
+    assert response.status == 200
+
+    await _deliver(client, worker)
+
+    assert partner.requests == []
+    assert await _deliveries(client) == []
+
+
+async def test_a_relay_that_runs_again_creates_no_duplicate(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    await _subscribed(client, partner, event_types=("vehicle.*", "entity.created"))
+    await create_vehicle(client)
+    await client.app[relay_key].run_until_idle()
+    [event] = await client.app[store_key].events.find("acme", {}, before=None, limit=10)
+
+    again = await client.app[fanout_key](event)
+
+    assert again == 0
+    assert len(await _deliveries(client)) == 1
+
+
+async def test_500_then_200_is_retried_on_the_schedule(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(500, {"erro": "x"}, times=1)
+    await _odometer(client, vehicle, 5)
+
+    first = await _deliver(client, worker)
+    [pending] = await _deliveries(client)
+    not_yet = await worker.run_until_idle()
+    clock.advance(5.1)
+    then = await worker.run_until_idle()
+
+    assert first == Counter(retry=1)
+    assert pending["status"] == "pending" and pending["last_error"] == "partner answered 500"
+    tried = (await _delivery(client, pending["id"]))["attempts"][0]["at"]
+    delay = datetime.fromisoformat(pending["next_attempt_at"]) - datetime.fromisoformat(tried)
+    assert abs(delay.total_seconds() - 5) < 0.01  # schedule[1], no jitter
+    assert not_yet == Counter()
+    assert then == Counter(succeeded=1)
+    delivery = await _delivery(client, pending["id"])
+    assert [a["status"] for a in delivery["attempts"]] == [500, 200]
+    assert delivery["attempt_count"] == 2
+    assert len({r.webhook_id for r in partner.requests}) == 1  # same id: receivers dedupe
+
+
+async def test_retry_after_is_honoured_as_a_floor(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(429, {}, headers={"Retry-After": "120"}, times=1)
+    await _odometer(client, vehicle, 5)
+
+    await _deliver(client, worker)
+    clock.advance(100)
+    early = await worker.run_until_idle()
+    clock.advance(21)
+    late = await worker.run_until_idle()
+
+    assert early == Counter()
+    assert late == Counter(succeeded=1)
+
+
+async def test_delivery_dead_after_schedule_exhausted_then_replayed(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    setup = await _subscribed(client, partner, action={"retry_schedule": [0, 1, 1]})
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {})
+    await _odometer(client, vehicle, 5)
+
+    counts = await _deliver(client, worker)
+    for _ in range(2):
+        clock.advance(1.1)
+        counts += await worker.run_until_idle()
+    [dead] = await _deliveries(client, status="dead")
+    partner.respond_with(200, {})
+    replay = await client.post(f"/api/v1/deliveries/{dead['id']}/replay", headers=auth())
+    again = await client.post(f"/api/v1/deliveries/{dead['id']}/replay", headers=auth())
+    after = await worker.run_until_idle()
+
+    assert counts == Counter(retry=2, dead=1)
+    assert dead["attempt_count"] == 3
+    assert replay.status == 200 and (await replay.json())["status"] == "pending"
+    assert again.status == 409
+    assert after == Counter(succeeded=1)
+    assert (await _deliveries(client, action_id=setup["action"]["id"]))[0]["status"] == "succeeded"
+
+
+async def test_other_4xx_fails_at_once(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(422, {"erro": "placa desconhecida"})
+    await _odometer(client, vehicle, 5)
+
+    counts = await _deliver(client, worker)
+
+    assert counts == Counter(failed=1)
+    [failed] = await _deliveries(client)
+    assert failed["status"] == "failed" and failed["attempt_count"] == 1
+    assert (
+        "placa desconhecida" in (await _delivery(client, failed["id"]))["attempts"][0]["response"]
+    )
+
+
+async def test_410_gone_disables_the_subscription(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    setup = await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(410, {})
+    await _odometer(client, vehicle, 5)
+
+    counts = await _deliver(client, worker)
+    await _odometer(client, vehicle, 6)
+    later = await _deliver(client, worker)
+
+    assert counts == Counter(gone=1)
+    sub = await (
+        await client.get(f"/api/v1/subscriptions/{setup['subscription']['id']}", headers=auth())
+    ).json()
+    assert sub["status"] == "disabled" and "410" in sub["disabled_reason"]
+    assert later == Counter()
+    assert len(partner.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ({"delay": 5}, "timeout"),
+        ({"reset": True}, "reset"),
+        ({"status": 503, "cut": True}, "reset"),
+        (
+            {"status": 502, "raw": b"<html>bad gateway", "headers": {"Content-Type": "text/html"}},
+            None,
+        ),
+    ],
+)
+async def test_network_faults_are_retried_and_nothing_is_lost(
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    answer: dict[str, Any],
+    error: str | None,
+) -> None:
+    await _subscribed(client, partner, partner_fields={"timeout_seconds": 0.3})
+    vehicle = await create_vehicle(client)
+    partner.respond_with(times=1, **answer)
+    await _odometer(client, vehicle, 5)
+
+    first = await _deliver(client, worker)
+    clock.advance(6)
+    second = await worker.run_until_idle()
+
+    assert first == Counter(retry=1) and second == Counter(succeeded=1)
+    [delivery] = await _deliveries(client)
+    attempts = (await _delivery(client, delivery["id"]))["attempts"]
+    assert attempts[0]["error"] == error
+
+
+@pytest.mark.parametrize("answer", [{"raw": b"\x00{garbage"}, {"cut": True}])
+async def test_a_2xx_counts_as_delivered_even_if_its_body_is_garbage_or_cut(
+    client: Client, partner: Partner, worker: DeliveryWorker, answer: dict[str, Any]
+) -> None:
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(200, **answer)
+    await _odometer(client, vehicle, 5)
+
+    assert await _deliver(client, worker) == Counter(succeeded=1)
+
+
+async def test_partner_down_keeps_the_delivery_until_it_is_reachable(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock, unused_tcp_port: int
+) -> None:
+    setup = await _subscribed(client, partner)
+    await client.patch(
+        f"/api/v1/partners/{setup['partner']['id']}",
+        headers=auth(),
+        json={"base_url": f"http://127.0.0.1:{unused_tcp_port}"},
+    )
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+
+    down = await _deliver(client, worker)
+    await client.patch(
+        f"/api/v1/partners/{setup['partner']['id']}", headers=auth(), json={"base_url": partner.url}
+    )
+    clock.advance(6)
+    up = await worker.run_until_idle()
+
+    assert down == Counter(retry=1) and up == Counter(succeeded=1)
+    [delivery] = await _deliveries(client)
+    assert (await _delivery(client, delivery["id"]))["attempts"][0]["error"] == "connect"
+
+
+async def test_rotated_secret_signs_with_both_for_24_hours(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    setup = await _subscribed(client, partner)
+    old = setup["subscription"]["secret"]
+    rotated = await post(
+        client, f"/api/v1/subscriptions/{setup['subscription']['id']}/rotate-secret", {}, status=200
+    )
+    new = rotated["secret"]
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+    await _deliver(client, worker)
+    clock.advance(24 * 3600 + 1)
+    await _odometer(client, vehicle, 6)
+    await _deliver(client, worker)
+
+    during, after = partner.requests
+    assert new != old and new.startswith("whsec_")
+    assert len(during.headers["webhook-signature"].split()) == 2
+    for secret in (old, new):
+        verify([secret], during.headers, during.body, now=time.time())
+    assert len(after.headers["webhook-signature"].split()) == 1
+    verify([new], after.headers, after.body, now=time.time())
+    with pytest.raises(Exception, match="signature"):
+        verify([old], after.headers, after.body, now=time.time())
+
+
+async def test_ordered_action_never_sends_a_later_event_first(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    await _subscribed(client, partner, action={"ordered": True})
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {}, times=1)
+    await _odometer(client, vehicle, 100)
+    await _odometer(client, vehicle, 200)
+
+    first = await _deliver(client, worker)
+    clock.advance(6)
+    second = await worker.run_until_idle()
+
+    sent = [r.json()["data"]["odometer_km"] for r in partner.requests]
+    assert sent == [100, 100, 200]
+    assert first == Counter(retry=1, waiting=1)
+    assert second == Counter(succeeded=2)
+
+
+async def test_replay_by_filter_counts_what_it_replayed(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    setup = await _subscribed(client, partner)
+    partner.respond_with(400, {})
+    for plate in ("ABC1D23", "BRA2E19"):
+        await _odometer(client, await create_vehicle(client, plate), 1)
+    await _deliver(client, worker)
+    partner.respond_with(200, {})
+
+    replayed = await post(
+        client,
+        "/api/v1/deliveries/replay",
+        {"partner_id": setup["partner"]["id"], "status": "failed"},
+        status=200,
+    )
+    counts = await worker.run_until_idle()
+
+    assert replayed == {"replayed": 2}
+    assert counts == Counter(succeeded=2)
+
+
+async def test_deliveries_list_is_paginated_and_filtered(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    await _subscribed(client, partner, event_types=("entity.created",))
+    vehicles = [await create_vehicle(client, plate) for plate in ("ABC1D23", "BRA2E19", "XYZ9A88")]
+    await _deliver(client, worker)
+
+    first = await (await client.get("/api/v1/deliveries?limit=2", headers=auth())).json()
+    rest = await (
+        await client.get(
+            f"/api/v1/deliveries?limit=2&cursor={first['next_cursor']}", headers=auth()
+        )
+    ).json()
+    one = await _deliveries(client, entity_id=vehicles[1]["id"])
+    other_tenant = await client.get("/api/v1/deliveries", headers=auth("globex"))
+    bad = await client.get("/api/v1/deliveries?status=lost", headers=auth())
+
+    assert len(first["items"]) == 2 and len(rest["items"]) == 1
+    assert rest["next_cursor"] is None
+    assert [d["entity"]["id"] for d in one] == [vehicles[1]["id"]]
+    assert (await other_tenant.json())["items"] == []
+    assert bad.status == 400
+
+
+async def test_metrics_count_outcomes_latency_and_queue(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    setup = await _subscribed(client, partner, event_types=("entity.created",))
+    await create_vehicle(client)
+    await _deliver(client, worker)
+    await worker.housekeeping()
+
+    text = await (await client.get("/metrics")).text()
+
+    pid = setup["partner"]["id"]
+    assert 'gateway_deliveries_total{outcome="succeeded"} 1.0' in text
+    assert 'gateway_deliveries_total{outcome="created"} 1.0' in text
+    assert (
+        f'gateway_partner_requests_total{{mode="deliver",partner="{pid}",result="success"}} 1.0'
+    ) in text
+    assert (
+        f'gateway_partner_request_duration_seconds_count{{mode="deliver",partner="{pid}"}}' in text
+    )
+    assert 'gateway_delivery_queue_depth{status="pending"} 0.0' in text
+    assert "gateway_delivery_oldest_due_age_seconds 0.0" in text
+    assert "s3cr3t" not in text

@@ -1,0 +1,252 @@
+"""Proxy actions: POST /api/v1/actions/{id}/invoke calls the partner now and answers with its
+mapped reply; partner failures are 502/504 problems naming the partner's status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.keys import relay_key
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    create_vehicle,
+    partner,
+    upload_mapping,
+)
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER_ANSWER = (ROOT / "tests/data/partner_payloads/driver_lookup_response.json").read_bytes()
+
+
+async def _proxy_action(client: Client, base_url: str, **overrides: Any) -> str:
+    partner_doc = await create_partner(client, base_url, timeout_seconds=1)
+    body = {"mode": "proxy", "method": "GET", "path": "/lookup", **overrides}
+    action = await create_action(client, partner_doc["id"], **body)
+    return str(action["id"])
+
+
+async def test_current_driver_lookup_is_mapped_and_written_into_the_vehicle(
+    client: Client, partner: Partner
+) -> None:
+    await upload_mapping(client, (ROOT / "mappings/hr-current-driver.yaml").read_text())
+    hr = await create_partner(
+        client, partner.url, name="RH", auth={"type": "none"}, secrets={"hr_token": "hr-t0ken"}
+    )
+    action = await create_action(
+        client,
+        hr["id"],
+        name="current driver",
+        mode="proxy",
+        method="GET",
+        path="/veiculos/{plate}/condutor-atual",
+        request_mapping="hr-current-driver",
+        response_mapping="hr-current-driver",
+        write_back=True,
+    )
+    vehicle = await create_vehicle(client, "ABC1D23")
+    partner.respond_with(raw=DRIVER_ANSWER)
+
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+
+    body = await response.json()
+    assert response.status == 200, body
+    sent = partner.requests[0]
+    assert (sent.method, sent.path) == ("GET", "/veiculos/ABC1D23/condutor-atual")
+    assert sent.headers["Authorization"] == "Bearer hr-t0ken"
+    # (the shipped sample keeps phone and e-mail beside condutorAtual, so only these map)
+    driver = {"name": "Ana Souza", "cpf": "52998224725"}
+    assert body["status"] == 200
+    assert body["data"] == {"current_driver": driver}
+    assert body["written"] == {
+        "entity": {"type": "vehicle", "id": vehicle["id"]},
+        "changed": ["current_driver"],
+    }
+    stored = await (
+        await client.get(f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth())
+    ).json()
+    assert stored["current_driver"] == driver
+    await client.app[relay_key].run_until_idle()
+    events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
+    assert events["items"][0]["origin"]["kind"] == "action"
+
+
+async def test_payload_is_the_body_and_fills_the_path_without_mappings(
+    client: Client, partner: Partner
+) -> None:
+    action_id = await _proxy_action(client, partner.url, method="POST", path="/fines/{ait}")
+    partner.respond_with(201, {"accepted": True})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke",
+        headers=auth(),
+        json={"payload": {"ait": "A 12/3", "amount": 130.16}},
+    )
+
+    assert response.status == 200
+    assert await response.json() == {"status": 201, "data": {"accepted": True}}
+    sent = partner.requests[0]
+    assert sent.path == "/fines/A 12/3"  # one percent-encoded segment, decoded by the server
+    assert sent.json() == {"ait": "A 12/3", "amount": 130.16}
+    assert sent.headers["Authorization"] == "Bearer s3cr3t"
+
+
+async def test_partner_error_is_502_naming_its_status(client: Client, partner: Partner) -> None:
+    action_id = await _proxy_action(client, partner.url)
+    partner.respond_with(500, {"erro": "interno"})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    problem = await response.json()
+    assert response.status == 502
+    assert response.content_type == "application/problem+json"
+    assert problem["detail"] == "partner ERP answered 500"
+    assert problem["partner_status"] == 500
+    assert "interno" in problem["partner_body"]
+
+
+async def test_slow_partner_is_504_bounded_by_its_timeout(client: Client, partner: Partner) -> None:
+    partner_doc = await create_partner(client, partner.url, timeout_seconds=0.3)
+    action = await create_action(client, partner_doc["id"], mode="proxy", method="GET")
+    partner.respond_with(200, {}, delay=5)
+
+    started = time.monotonic()
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 504
+    assert "did not answer within 0.3 s" in (await response.json())["detail"]
+    assert time.monotonic() - started < 2
+
+
+async def test_unreachable_partner_is_502(client: Client, unused_tcp_port: int) -> None:
+    action_id = await _proxy_action(client, f"http://127.0.0.1:{unused_tcp_port}")
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 502
+    assert "could not be reached" in (await response.json())["detail"]
+
+
+async def test_garbage_json_from_partner_is_502(client: Client, partner: Partner) -> None:
+    action_id = await _proxy_action(client, partner.url)
+    partner.respond_with(200, raw=b"{not json")
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 502
+    assert "unusable body" in (await response.json())["detail"]
+
+
+async def test_answer_that_does_not_fit_the_response_mapping_is_502(
+    client: Client, partner: Partner
+) -> None:
+    await upload_mapping(client, (ROOT / "mappings/hr-current-driver.yaml").read_text())
+    action_id = await _proxy_action(client, partner.url, response_mapping="hr-current-driver")
+    partner.respond_with(200, {"condutorAtual": None})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    problem = await response.json()
+    assert response.status == 502
+    assert "does not fit the response mapping" in problem["detail"]
+    assert problem["errors"]
+
+
+async def test_partner_not_on_the_allow_list_is_refused(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    client = await aiohttp_client(make_app(outbound_allow=()))
+    action_id = await _proxy_action(client, partner.url)
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 502
+    assert "loopback" in (await response.json())["detail"]
+    assert partner.requests == []
+
+
+async def test_oauth2_token_is_fetched_once_and_reused(client: Client, partner: Partner) -> None:
+    partner_doc = await create_partner(
+        client,
+        partner.url,
+        auth={
+            "type": "oauth2_client_credentials",
+            "token_url": f"{partner.url}/oauth/token",
+            "client_id": "gw",
+            "client_secret": "cl1ent-s3cret",
+        },
+    )
+    action = await create_action(client, partner_doc["id"], mode="proxy", method="GET", path="/api")
+    partner.respond_with(
+        200, {"access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600}, times=1
+    )
+
+    for _ in range(3):
+        response = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+        )
+        assert response.status == 200
+
+    assert partner.paths() == ["/oauth/token", "/api", "/api", "/api"]
+    assert {r.headers["Authorization"] for r in partner.requests[1:]} == {"Bearer tok-1"}
+    metrics = await (await client.get("/metrics")).text()
+    assert (
+        f'gateway_partner_oauth_token_refreshes_total{{partner="{partner_doc["id"]}"}} 1.0'
+        in metrics
+    )
+    assert "cl1ent-s3cret" not in metrics and "tok-1" not in metrics
+
+
+async def test_invoke_needs_an_entity_or_a_payload(client: Client, partner: Partner) -> None:
+    action_id = await _proxy_action(client, partner.url)
+
+    both = await client.post(
+        f"/api/v1/actions/{action_id}/invoke",
+        headers=auth(),
+        json={"payload": {}, "entity": {"type": "vehicle", "id": "x"}},
+    )
+    missing_entity = await client.post(
+        f"/api/v1/actions/{action_id}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ZZZ9Z99"}},
+    )
+
+    assert both.status == 400
+    assert missing_entity.status == 404
+    assert partner.requests == []
+
+
+async def test_viewer_cannot_invoke(client: Client, partner: Partner) -> None:
+    action_id = await _proxy_action(client, partner.url)
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(role="viewer"), json={"payload": {}}
+    )
+
+    assert response.status == 403
