@@ -46,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="outbound mappings: the sample is the partner's answer (default: the context)",
     )
+
+    trigger = commands.add_parser("trigger", help="create or list triggers")
+    trigger_commands = trigger.add_subparsers(dest="trigger_command", required=True)
+    create = trigger_commands.add_parser("create", help="create a trigger; prints url and token")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--entity-type", required=True)
+    create.add_argument("--kind", help="for --entity-type other: the kind written")
+    create.add_argument("--mapping", help="inbound mapping name")
+    create.add_argument("--response-mapping", help="outbound mapping shaping GET answers")
+    create.add_argument("--methods", default="POST", help="comma-separated: GET,POST")
+    create.add_argument("--format", choices=("json", "form"), default="json")
+    create.add_argument("--token-in-query", help="query parameter that may carry the token")
+    listing = trigger_commands.add_parser("list", help="list a tenant's triggers")
+    listing.add_argument("--tenant", required=True)
     return parser
 
 
@@ -79,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             response=getattr(args, "response", False),
             schema_dir=settings.schema_dir,
         ),
+        "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),
     }
     try:
         return handlers[args.command]()

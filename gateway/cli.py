@@ -154,3 +154,51 @@ def _print_problems(problems: list[FieldProblem], file: str, sample: str) -> Non
         target = problem.extra.get("target")
         suffix = f" (target {target})" if target else ""
         print(f"{where}: {problem.pointer or '/'}: {problem.message}{suffix}", file=sys.stderr)
+
+
+def trigger(settings: Settings, command: str, options: dict[str, object]) -> int:
+    """`gateway trigger create|list`, through TriggerService on the app's own resources
+    (with the embedded database, stop `gateway serve` first: they share the data dir)."""
+    from dataclasses import replace
+
+    from gateway.errors import GatewayError
+    from gateway.keys import triggers_key
+
+    tenant = str(options["tenant"])
+
+    async def run() -> dict[str, object]:
+        runner = web.AppRunner(create_app(replace(settings, run_workers=False)))
+        await runner.setup()
+        try:
+            service = runner.app[triggers_key]
+            if command == "create":
+                return (await service.create(tenant, _trigger_spec(options))).as_dict()
+            return {"items": await service.list(tenant, after=None, limit=200)}
+        finally:
+            await runner.cleanup()
+
+    try:
+        result = asyncio.run(run())
+    except GatewayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        for problem in getattr(exc, "problems", ()):
+            print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
+    sys.stdout.write("\n")
+    return 0
+
+
+def _trigger_spec(options: dict[str, object]) -> dict[str, object]:
+    spec: dict[str, object] = {
+        "name": options["name"],
+        "entity_type": options["entity_type"],
+        "methods": [m.strip().upper() for m in str(options["methods"]).split(",") if m.strip()],
+        "format": options["format"],
+    }
+    for name in ("kind", "mapping", "response_mapping"):
+        if options.get(name):
+            spec[name] = options[name]
+    if options.get("token_in_query"):
+        spec["auth"] = {"token_in_query": options["token_in_query"]}
+    return spec

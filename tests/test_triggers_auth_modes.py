@@ -1,0 +1,227 @@
+"""Trigger credentials: partner JWTs (PEM or JWKS), Standard Webhooks signatures, tokens in the
+query, and revocation that holds at once in every gateway process."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import orjson
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from gateway.auth.webhook_signature import signed_headers
+from tests.support import auth
+from tests.triggers_support import VEHICLE, Client, bearer, create_trigger, entities
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_PEM = (
+    RSA_KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def _partner_token(
+    key: Any = RSA_KEY, alg: str = "RS256", headers: dict[str, str] | None = None, **changes: Any
+) -> str:
+    claims = {
+        "iss": "erp",
+        "aud": "rabbot",
+        "sub": "erp-1",
+        "exp": int(time.time()) + 300,
+        **changes,
+    }
+    return jwt.encode(claims, key, algorithm=alg, headers=headers)
+
+
+async def _post(client: Client, trigger: dict[str, Any], token: str) -> int:
+    response = await client.post(
+        f"/hooks/{trigger['id']}", json=VEHICLE, headers={"Authorization": f"Bearer {token}"}
+    )
+    return response.status
+
+
+def _hs256_with_public_key() -> str:
+    """The classic key-confusion forgery: HMAC keyed with the partner's public key."""
+    segments = [
+        base64.urlsafe_b64encode(orjson.dumps(part)).rstrip(b"=")
+        for part in (
+            {"alg": "HS256", "typ": "JWT"},
+            {"iss": "erp", "aud": "rabbot", "exp": int(time.time()) + 300},
+        )
+    ]
+    signing_input = b".".join(segments)
+    mac = hmac.new(RSA_PEM.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+
+
+async def test_partner_jwt_from_a_pem_key_is_checked_with_its_policy(client: Client) -> None:
+    trigger = await create_trigger(
+        client,
+        auth={
+            "mode": "partner_jwt",
+            "public_key_pem": RSA_PEM,
+            "issuer": "erp",
+            "audience": "rabbot",
+            "algorithms": ["RS256"],
+        },
+    )
+    assert "token" not in trigger and trigger["auth"]["mode"] == "partner_jwt"
+    assert await _post(client, trigger, _partner_token()) == 201
+    refused = {
+        "wrong audience": _partner_token(aud="someone-else"),
+        "wrong issuer": _partner_token(iss="mallory"),
+        "expired": _partner_token(exp=int(time.time()) - 3600),
+        "not yet valid": _partner_token(nbf=int(time.time()) + 3600),
+        "alg none": jwt.encode({"iss": "erp", "aud": "rabbot"}, None, algorithm="none"),
+        "HS256 keyed with the public key": _hs256_with_public_key(),
+        "another key": _partner_token(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ),
+    }
+    for name, token in refused.items():
+        assert await _post(client, trigger, token) == 401, name
+    rotate = await client.post(f"/api/v1/triggers/{trigger['id']}/rotate", headers=auth())
+    assert rotate.status == 409  # the partner's keys are the partner's to rotate
+
+
+async def test_partner_jwt_keys_come_from_a_jwks_url(
+    client: Client, aiohttp_server: Callable[..., Any]
+) -> None:
+    jwk = jwt.algorithms.ECAlgorithm.to_jwk(EC_KEY.public_key(), as_dict=True)
+    fetched: list[str] = []
+
+    async def jwks(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        return web.json_response({"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]})
+
+    partner = web.Application()
+    partner.router.add_get("/.well-known/jwks.json", jwks)
+    server = await aiohttp_server(partner)
+    trigger = await create_trigger(
+        client,
+        auth={
+            "mode": "partner_jwt",
+            "jwks_url": str(server.make_url("/.well-known/jwks.json")),
+            "audience": "rabbot",
+            "algorithms": ["ES256"],
+        },
+    )
+    token = _partner_token(EC_KEY, "ES256", headers={"kid": "k1"})
+    assert await _post(client, trigger, token) == 201
+    assert await _post(client, trigger, token) == 200
+    assert fetched == ["/.well-known/jwks.json"]  # fetched once, then cached
+    assert await _post(client, trigger, _partner_token(headers={"kid": "k1"})) == 401
+
+
+async def test_invalid_partner_key_is_refused_when_the_trigger_is_saved(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/triggers",
+        headers=auth(),
+        json={
+            "name": "x",
+            "entity_type": "vehicle",
+            "auth": {"mode": "partner_jwt", "public_key_pem": "not a key"},
+        },
+    )
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["pointer"] == "/auth/public_key_pem"
+
+
+async def test_signed_webhooks_are_accepted_and_a_resent_message_gets_its_first_answer(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client, auth={"mode": "webhook_signature"})
+    secret = trigger["secret"]
+    assert secret.startswith("whsec_") and "token" not in trigger
+    body = orjson.dumps(VEHICLE)
+
+    async def send(secrets: list[str], msg_id: str, data: bytes = body) -> Any:
+        headers = signed_headers(secrets, msg_id, int(time.time()), data)
+        return await client.post(
+            f"/hooks/{trigger['id']}",
+            data=data,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+
+    first = await send([secret], "msg_1")
+    assert first.status == 201
+    again = await send([secret], "msg_1")  # the partner retries the same message
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert await again.json() == await first.json()
+    assert (await send(["whsec_" + base64.b64encode(b"x" * 24).decode()], "msg_2")).status == 401
+    tampered = signed_headers([secret], "msg_3", int(time.time()), body)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body + b" ",
+        headers={**tampered, "Content-Type": "application/json"},
+    )
+    assert response.status == 401
+    rotated = await (
+        await client.post(
+            f"/api/v1/triggers/{trigger['id']}/rotate", json={"grace_seconds": 600}, headers=auth()
+        )
+    ).json()
+    assert (await send([secret], "msg_4")).status == 200  # the old one, during the grace
+    assert (await send([rotated["secret"]], "msg_5")).status == 200
+    await client.post(f"/api/v1/triggers/{trigger['id']}/revoke", headers=auth())
+    assert (await send([rotated["secret"]], "msg_6")).status == 401
+
+
+async def test_token_in_the_query_only_when_the_trigger_allows_it(client: Client) -> None:
+    plain = await create_trigger(client)
+    response = await client.post(
+        f"/hooks/{plain['id']}?access_token={plain['token']}", json=VEHICLE
+    )
+    assert response.status == 401
+    allowed = await create_trigger(client, name="device", auth={"token_in_query": "access_token"})
+    response = await client.post(
+        f"/hooks/{allowed['id']}?access_token={allowed['token']}", json=VEHICLE
+    )
+    assert response.status == 201
+
+
+async def test_revoking_through_one_process_rejects_the_next_call_in_another(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    a = await aiohttp_client(make_app())
+    b = await aiohttp_client(make_app())
+    trigger = await create_trigger(a)
+    assert (
+        await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+    ).status == 201
+    patched = await a.patch(
+        f"/api/v1/triggers/{trigger['id']}", json={"methods": ["GET"]}, headers=auth()
+    )
+    assert patched.status == 200
+    response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+    assert response.status == 405  # B compiled the new config version at once
+    await a.patch(f"/api/v1/triggers/{trigger['id']}", json={"methods": ["POST"]}, headers=auth())
+    await a.post(f"/api/v1/triggers/{trigger['id']}/disable", headers=auth())
+    response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+    assert response.status == 403
+    await a.post(f"/api/v1/triggers/{trigger['id']}/enable", headers=auth())
+    assert (
+        await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+    ).status == 200
+    await a.post(f"/api/v1/triggers/{trigger['id']}/revoke", headers=auth())
+    response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+    assert response.status == 401
+    rotated = await (
+        await a.post(f"/api/v1/triggers/{trigger['id']}/rotate", headers=auth())
+    ).json()
+    assert (
+        await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(rotated))
+    ).status == 200
+    await a.delete(f"/api/v1/triggers/{trigger['id']}", headers=auth())
+    response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(rotated))
+    assert response.status == 401
+    assert len(await entities(a)) == 1

@@ -1,0 +1,150 @@
+"""Batches answered per item, Idempotency-Key replays, and the per-trigger rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tests.triggers_support import (
+    PAYLOADS,
+    VEHICLE,
+    Client,
+    bearer,
+    create_trigger,
+    entities,
+    hook,
+    upload_mapping,
+    upload_shipped,
+)
+
+MESSAGES_MAPPING = """
+name: fleet-messages
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: messages
+fields:
+  plate: {from: placa, required: true}
+  odometer_km: km
+"""
+
+
+async def test_batch_answers_each_item_and_a_failing_item_does_not_stop_the_others(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client)
+    items = [{"plate": "ABC1D23"}, {"plate": "not a plate"}, {"plate": "BRA2E19"}]
+    status, answer = await hook(client, trigger, items)
+    assert status == 207
+    assert [r["status"] for r in answer["results"]] == [201, 422, 201]
+    assert [r["index"] for r in answer["results"]] == [0, 1, 2]
+    assert answer["results"][1]["problem"]["errors"][0]["pointer"] == "/plate"
+    assert answer["summary"] == {"items": 3, "created": 2, "updated": 0, "failed": 1}
+    assert sorted(v["plate"] for v in await entities(client)) == ["ABC1D23", "BRA2E19"]
+    status, answer = await hook(client, trigger, [{"plate": "ABC1D23", "make": "VW"}])
+    assert status == 200 and answer["results"][0]["changed"] == ["make"]
+
+
+async def test_a_batch_where_every_item_fails_is_still_answered_per_item(client: Client) -> None:
+    trigger = await create_trigger(client)
+    status, answer = await hook(client, trigger, [{"make": "VW"}, "not an object"])
+    assert status == 207
+    assert [r["status"] for r in answer["results"]] == [422, 422]
+    assert answer["summary"]["failed"] == 2 and await entities(client) == []
+
+
+async def test_flespi_array_is_mapped_item_by_item(client: Client) -> None:
+    await upload_shipped(client, "flespi")
+    trigger = await create_trigger(client, mapping="flespi")
+    stream = json.loads((PAYLOADS / "flespi_stream.json").read_text())
+    status, answer = await hook(client, trigger, stream)
+    assert status == 200
+    assert [r["status"] for r in answer["results"]] == [201, 200]
+    [vehicle] = await entities(client)
+    assert vehicle["odometer_km"] == 152340.6
+
+
+async def test_an_object_whose_mapping_has_items_is_a_batch(client: Client) -> None:
+    await upload_mapping(client, MESSAGES_MAPPING)
+    trigger = await create_trigger(
+        client, mapping="fleet-messages", input_schema={"type": "object", "required": ["messages"]}
+    )
+    status, answer = await hook(
+        client, trigger, {"messages": [{"placa": "ABC1D23", "km": 10}, {"km": 5}]}
+    )
+    assert status == 207
+    assert [r["status"] for r in answer["results"]] == [201, 422]
+    status, problem = await hook(client, trigger, {"mensagens": []})
+    assert status == 422 and problem["reason"] == "schema"
+
+
+async def test_a_batch_over_the_triggers_limit_is_413_and_writes_nothing(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client, max_batch_items=2)
+    status, problem = await hook(client, trigger, [{"plate": "ABC1D23"}] * 3)
+    assert status == 413 and "limit of 2" in problem["detail"]
+    assert await entities(client) == []
+
+
+async def test_same_idempotency_key_and_body_replays_the_first_answer(client: Client) -> None:
+    trigger = await create_trigger(client)
+    key = {"Idempotency-Key": "order-42"}
+    first = await client.post(
+        f"/hooks/{trigger['id']}", json=VEHICLE, headers={**bearer(trigger), **key}
+    )
+    again = await client.post(
+        f"/hooks/{trigger['id']}", json=VEHICLE, headers={**bearer(trigger), **key}
+    )
+    assert (first.status, again.status) == (201, 201)
+    assert await again.json() == await first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={**VEHICLE, "make": "VW"},
+        headers={**bearer(trigger), **key},
+    )
+    assert other.status == 422
+    assert (await other.json())["reason"] == "idempotency"
+    [vehicle] = await entities(client)
+    assert vehicle["make"] == "Fiat" and vehicle["version"] == 1
+
+
+async def test_a_rejected_call_releases_its_idempotency_key(client: Client) -> None:
+    trigger = await create_trigger(client)
+    key = {"Idempotency-Key": "k-1"}
+    for _ in range(2):
+        response = await client.post(
+            f"/hooks/{trigger['id']}", json={"make": "VW"}, headers={**bearer(trigger), **key}
+        )
+        assert response.status == 422 and "Idempotent-Replayed" not in response.headers
+    bad = await client.post(
+        f"/hooks/{trigger['id']}",
+        json=VEHICLE,
+        headers={**bearer(trigger), "Idempotency-Key": "x" * 300},
+    )
+    assert bad.status == 400
+
+
+async def test_two_concurrent_first_calls_with_one_key_write_once(client: Client) -> None:
+    trigger = await create_trigger(client)
+    headers = {**bearer(trigger), "Idempotency-Key": "same"}
+    responses = await asyncio.gather(
+        *[client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers) for _ in range(4)]
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}, statuses
+    fresh = [r for r in responses if r.status == 201 and "Idempotent-Replayed" not in r.headers]
+    assert len(fresh) == 1
+    [vehicle] = await entities(client)
+    assert vehicle["version"] == 1
+
+
+async def test_over_the_rate_limit_is_429_with_retry_after(client: Client) -> None:
+    trigger = await create_trigger(client, rate_limit={"per_second": 0.01, "burst": 2})
+    statuses = [(await hook(client, trigger, VEHICLE))[0] for _ in range(3)]
+    assert statuses == [201, 200, 429]
+    response = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+    assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+    other = await create_trigger(client, name="other")
+    assert (await hook(client, other, VEHICLE))[0] == 200  # limits are per trigger

@@ -1,0 +1,208 @@
+"""Partners write and read through /hooks/{id}: mappings, schemas, forms, reads, events."""
+
+from __future__ import annotations
+
+import json
+
+from gateway.keys import relay_key
+from tests.support import auth
+from tests.triggers_support import (
+    PAYLOADS,
+    VEHICLE,
+    Client,
+    bearer,
+    create_trigger,
+    entities,
+    hook,
+    upload_mapping,
+    upload_shipped,
+)
+
+POSITION_SCHEMA = json.loads((PAYLOADS.parent / "position_schema.json").read_text())
+POSITION = json.loads((PAYLOADS.parent / "position_payload.json").read_text())
+POSITION_MAPPING = """
+name: position
+direction: inbound
+entity_type: vehicle
+key: [plate]
+emit: [vehicle.position]
+fields:
+  plate: {from: device.plate, required: true, transforms: [trim, upper]}
+  attributes.tracker_id: device.id
+  last_position.latitude: {from: position.latitude, required: true}
+  last_position.longitude: {from: position.longitude, required: true}
+  last_position.speed_kmh: position.speed
+  last_position.fix_time:
+    from: position.fixTime
+    required: true
+    transforms: [{datetime: {parse: iso8601}}]
+  odometer_km: {from: position.attributes.odometer, transforms: [{convert: {from: m, to: km}}]}
+"""
+RESPONSE_MAPPING = """
+name: vehicle-answer
+direction: outbound
+entity_type: vehicle
+body:
+  placa: {from: entity.plate, required: true}
+  marca: entity.make
+  odometro: entity.odometer_km
+"""
+
+
+async def test_first_post_creates_201_and_the_next_updates_200_naming_changed_fields(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client)
+    status, created = await hook(client, trigger, VEHICLE)
+    assert status == 201
+    assert created["created"] is True and created["key"] == "ABC1D23" and created["id"]
+    assert created["events"] == ["entity.created"]
+    status, updated = await hook(client, trigger, {**VEHICLE, "make": "VW", "year": 2023})
+    assert status == 200
+    assert updated == {
+        "id": created["id"],
+        "key": "ABC1D23",
+        "created": False,
+        "changed": ["make", "year"],
+        "events": ["entity.updated"],
+    }
+    [stored] = await entities(client)
+    assert stored["make"] == "VW" and stored["id"] == created["id"]
+
+
+async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(
+    client: Client,
+) -> None:
+    await upload_mapping(client, POSITION_MAPPING)
+    trigger = await create_trigger(client, mapping="position", input_schema=POSITION_SCHEMA)
+    status, answer = await hook(client, trigger, POSITION)
+    assert status == 201 and answer["events"] == ["entity.created", "vehicle.position"]
+    [vehicle] = await entities(client)
+    assert vehicle["last_position"]["latitude"] == -23.55052
+    assert vehicle["odometer_km"] == 1234.567
+    await client.app[relay_key].run_until_idle()
+    events = await (await client.get("/api/v1/events?type=vehicle.position", headers=auth())).json()
+    [event] = events["items"]
+    assert event["origin"] == {"kind": "trigger", "id": trigger["id"]}
+
+
+async def test_schema_failure_is_422_listing_every_failing_field_and_writes_nothing(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client, input_schema=POSITION_SCHEMA)
+    bad = {
+        "device": {"plate": "bad plate"},
+        "position": {"latitude": 123, "longitude": -46.6, "speed": -1},
+    }
+    status, problem = await hook(client, trigger, bad)
+    assert status == 422 and problem["reason"] == "schema"
+    pointers = {e["pointer"] for e in problem["errors"]}
+    assert pointers == {
+        "/device/plate",
+        "/position/latitude",
+        "/position/speed",
+        "/position/fixTime",
+    }
+    assert await entities(client) == []
+
+
+async def test_mapping_failure_is_422_naming_target_and_source(client: Client) -> None:
+    await upload_mapping(client, POSITION_MAPPING)
+    trigger = await create_trigger(client, mapping="position")
+    status, problem = await hook(
+        client, trigger, {"device": {"plate": "ABC1D23"}, "position": {"longitude": 1}}
+    )
+    assert status == 422 and problem["reason"] == "mapping"
+    by_target = {e["target"]: e for e in problem["errors"]}
+    assert by_target["last_position.latitude"]["source"] == "position.latitude"
+    assert "last_position.fix_time" in by_target
+    assert await entities(client) == []
+
+
+async def test_osmand_query_string_with_token_in_query_finds_the_vehicle_by_tracker_id(
+    client: Client,
+) -> None:
+    await upload_shipped(client, "osmand")
+    await client.post(
+        "/api/v1/entities/vehicle",
+        headers=auth(),
+        json={**VEHICLE, "attributes": {"tracker_id": "353861053849681"}},
+    )
+    trigger = await create_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    query = (PAYLOADS / "osmand_query.txt").read_text().strip()
+    response = await client.post(f"/hooks/{trigger['id']}?{query}&token={trigger['token']}")
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    assert answer["key"] == "ABC1D23" and "last_position" in answer["changed"]
+    get = await client.get(f"/hooks/{trigger['id']}?{query}&token={trigger['token']}")
+    assert get.status == 200  # OsmAnd devices may use GET: a form trigger writes from it
+
+
+async def test_form_body_is_accepted_and_unknown_tracker_is_422(client: Client) -> None:
+    await upload_shipped(client, "osmand")
+    trigger = await create_trigger(client, mapping="osmand", format="form")
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data="id=999&lat=1&lon=2&timestamp=1795685112",
+        headers={**bearer(trigger), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status == 422
+    problem = await response.json()
+    assert (
+        problem["reason"] == "entity"
+        and "no vehicle with attributes.tracker_id" in (problem["detail"])
+    )
+
+
+async def test_get_by_key_is_shaped_by_the_response_mapping(client: Client) -> None:
+    await upload_mapping(client, RESPONSE_MAPPING)
+    trigger = await create_trigger(client, response_mapping="vehicle-answer")
+    await hook(client, trigger, {**VEHICLE, "odometer_km": 12.5})
+    response = await client.get(f"/hooks/{trigger['id']}/ABC1D23", headers=bearer(trigger))
+    assert response.status == 200
+    assert await response.json() == {"placa": "ABC1D23", "marca": "Fiat", "odometro": 12.5}
+
+
+async def test_fields_the_trigger_does_not_expose_are_not_returned(client: Client) -> None:
+    trigger = await create_trigger(client, expose=["plate", "attributes.color"])
+    await hook(client, trigger, {**VEHICLE, "attributes": {"color": "red", "secret": "x"}})
+    response = await client.get(f"/hooks/{trigger['id']}?plate=ABC1D23", headers=bearer(trigger))
+    page = await response.json()
+    [item] = page["items"]
+    assert set(item) == {"id", "plate", "attributes"}
+    assert item["attributes"] == {"color": "red"} and page["next_cursor"] is None
+
+
+async def test_lists_are_cursor_paginated_and_unknown_filters_are_400(client: Client) -> None:
+    trigger = await create_trigger(client)
+    for plate in ("ABC1D23", "BRA2E19", "XYZ9K88"):
+        await hook(client, trigger, {"plate": plate, "status": "active"})
+    url = f"/hooks/{trigger['id']}"
+    first = await (await client.get(f"{url}?status=active&limit=2", headers=bearer(trigger))).json()
+    second = await (
+        await client.get(
+            f"{url}?status=active&limit=2&cursor={first['next_cursor']}", headers=bearer(trigger)
+        )
+    ).json()
+    plates = [i["plate"] for i in first["items"] + second["items"]]
+    assert sorted(plates) == ["ABC1D23", "BRA2E19", "XYZ9K88"]
+    bad = await client.get(f"{url}?colour=red", headers=bearer(trigger))
+    assert bad.status == 400
+    missing = await client.get(f"{url}/AAA0A00", headers=bearer(trigger))
+    assert missing.status == 404
+
+
+async def test_fine_trigger_writes_and_reads_its_kind_only(client: Client) -> None:
+    await upload_shipped(client, "fine-feed")
+    trigger = await create_trigger(client, entity_type="other", kind="fine", mapping="fine-feed")
+    fine = json.loads((PAYLOADS / "fine_feed.json").read_text())
+    status, answer = await hook(client, trigger, fine)
+    assert status == 201, answer
+    assert answer["key"] == "A123456789" and "fine.received" in answer["events"]
+    response = await client.get(f"/hooks/{trigger['id']}/A123456789", headers=bearer(trigger))
+    assert (await response.json())["amount_brl"] == 130.16
+    plain = await create_trigger(client, name="raw-fines", entity_type="other", kind="fine")
+    status, problem = await hook(client, plain, {"kind": "checklist", "key": "x"})
+    assert status == 422 and problem["errors"][0]["pointer"] == "/kind"

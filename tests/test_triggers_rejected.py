@@ -1,0 +1,129 @@
+"""Rejected payloads are kept per trigger (bounded) and replay after the admin fixes things."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.store import rejected as rejected_store
+from gateway.triggers import ingest
+from tests.support import auth
+from tests.triggers_support import Client, create_trigger, entities, hook, upload_mapping
+
+BROKEN = """
+name: erp-vehicle
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa_veiculo, required: true}
+  make: marca
+"""
+FIXED = BROKEN.replace("placa_veiculo", "placa")
+
+
+async def _rejected(client: Client, query: str = "", tenant: str = "acme") -> list[dict[str, Any]]:
+    response = await client.get(f"/api/v1/rejected{query}", headers=auth(tenant))
+    assert response.status == 200, await response.text()
+    return list((await response.json())["items"])
+
+
+async def test_a_mapping_failure_is_kept_and_replays_after_the_mapping_is_fixed(
+    client: Client,
+) -> None:
+    await upload_mapping(client, BROKEN)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    status, problem = await hook(client, trigger, {"placa": "ABC1D23", "marca": "Fiat"})
+    assert status == 422
+    [kept] = await _rejected(client, f"?trigger_id={trigger['id']}")
+    assert kept["reason"] == "mapping" and kept["status"] == "pending"
+    assert kept["errors"] == problem["errors"]
+    detail = await (await client.get(f"/api/v1/rejected/{kept['id']}", headers=auth())).json()
+    assert detail["payload"] == {"placa": "ABC1D23", "marca": "Fiat"}
+    failed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert failed.status == 422  # still broken: the record stays pending
+    await upload_mapping(client, FIXED)
+    replayed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    result = (await replayed.json())["result"]
+    assert result["status"] == 201 and result["key"] == "ABC1D23"
+    [vehicle] = await entities(client)
+    assert vehicle["make"] == "Fiat"
+    [after] = await _rejected(client)
+    assert after["status"] == "replayed" and after["attempts"] == 2
+    again = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert again.status == 409
+    assert len(await _rejected(client, "?status=pending")) == 0
+
+
+async def test_replay_all_replays_a_triggers_pending_payloads_oldest_first(
+    client: Client,
+) -> None:
+    await upload_mapping(client, BROKEN)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    other = await create_trigger(client, name="other", mapping="erp-vehicle")
+    for make in ("Fiat", "VW", "Ford"):
+        await hook(client, trigger, {"placa": "ABC1D23", "marca": make})
+    await hook(client, other, {"placa": "BRA2E19"})
+    await upload_mapping(client, FIXED)
+    response = await client.post(
+        "/api/v1/rejected/replay", json={"trigger_id": trigger["id"]}, headers=auth()
+    )
+    summary = await response.json()
+    assert (summary["replayed"], summary["failed"]) == (3, 0)
+    [vehicle] = await entities(client)
+    assert vehicle["make"] == "Ford" and vehicle["version"] == 3
+    assert len(await _rejected(client, f"?trigger_id={other['id']}&status=pending")) == 1
+
+
+async def test_failing_batch_items_are_kept_one_by_one_with_their_index(client: Client) -> None:
+    trigger = await create_trigger(client)
+    await hook(client, trigger, [{"plate": "ABC1D23"}, {"plate": "AB"}, {"make": "VW"}])
+    kept = await _rejected(client)
+    assert sorted(k["index"] for k in kept) == [1, 2]
+    assert {k["scope"] for k in kept} == {"item"} and {k["reason"] for k in kept} == {"entity"}
+
+
+async def test_each_trigger_keeps_only_its_newest_rejections(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rejected_store, "MAX_PER_TRIGGER", 3)
+    trigger = await create_trigger(client)
+    for n in range(5):
+        await hook(client, trigger, {"make": f"m{n}"})
+    kept = await _rejected(client)
+    payloads = [
+        (await (await client.get(f"/api/v1/rejected/{k['id']}", headers=auth())).json())["payload"][
+            "make"
+        ]
+        for k in kept
+    ]
+    assert payloads == ["m4", "m3", "m2"]
+
+
+async def test_a_payload_too_large_to_keep_whole_is_shown_truncated_and_not_replayed(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "MAX_KEPT_BYTES", 20)
+    trigger = await create_trigger(client)
+    await hook(client, trigger, {"make": "a rather long make name"})
+    [kept] = await _rejected(client)
+    detail = await (await client.get(f"/api/v1/rejected/{kept['id']}", headers=auth())).json()
+    assert detail["replayable"] is False and detail["payload"] is None
+    assert len(detail["payload_excerpt"]) == 20
+    response = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert response.status == 409
+
+
+async def test_rejected_payloads_belong_to_their_tenant_and_viewers_cannot_replay(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client)
+    await hook(client, trigger, {"make": "VW"})
+    [kept] = await _rejected(client)
+    assert await _rejected(client, tenant="globex") == []
+    missing = await client.get(f"/api/v1/rejected/{kept['id']}", headers=auth("globex"))
+    assert missing.status == 404
+    viewer = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth(role="viewer"))
+    assert viewer.status == 403

@@ -1,0 +1,66 @@
+"""Helpers for the trigger tests (tests/test_triggers_*.py): everything goes through HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+ROOT = Path(__file__).resolve().parents[1]
+MAPPINGS = ROOT / "mappings"
+PAYLOADS = Path(__file__).resolve().parent / "data" / "partner_payloads"
+VEHICLE = {"plate": "ABC1D23", "make": "Fiat", "model": "Strada", "year": 2022}
+YAML = {"Content-Type": "application/yaml"}
+
+
+async def create_trigger(client: Client, tenant: str = "acme", **spec: Any) -> dict[str, Any]:
+    body = {"name": "partner", "entity_type": "vehicle", "methods": ["GET", "POST"], **spec}
+    response = await client.post("/api/v1/triggers", json=body, headers=auth(tenant))
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def upload_mapping(client: Client, text: str, tenant: str = "acme") -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/mappings", data=text.encode(), headers={**auth(tenant), **YAML}
+    )
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def upload_shipped(client: Client, name: str, tenant: str = "acme") -> None:
+    await upload_mapping(client, (MAPPINGS / f"{name}.yaml").read_text(), tenant)
+
+
+def bearer(trigger: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {trigger['token']}"}
+
+
+async def hook(
+    client: Client,
+    trigger: dict[str, Any],
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    """POST a JSON body with the trigger's token; (status, parsed answer)."""
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json=body,
+        headers={**bearer(trigger), **(headers or {})},
+        **kwargs,
+    )
+    return response.status, await response.json()
+
+
+async def entities(
+    client: Client, etype: str = "vehicle", tenant: str = "acme"
+) -> list[dict[str, Any]]:
+    response = await client.get(f"/api/v1/entities/{etype}?limit=200", headers=auth(tenant))
+    assert response.status == 200, await response.text()
+    return list((await response.json())["items"])
