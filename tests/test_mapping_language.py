@@ -329,13 +329,29 @@ def test_every_failing_field_is_listed() -> None:
         "  answers: {each: xs, fields: {n: {from: v, transforms: [number]}}}\n"
     )
     problems = payload_problems(mapping, {"y": "z", "xs": [{"v": 1}, {"v": "bad"}]})
-    got = {(p.extra["target"], p.keyword, p.extra["source"]) for p in problems}
+    got = {(p.extra["target"], p.keyword, p.extra["source"], p.pointer) for p in problems}
     assert got == {
-        ("plate", "key", ""),
-        ("a", "required", "x"),
-        ("b", "cast", "y"),
-        ("c", "required", "p, q"),
-        ("answers[1].n", "cast", "v"),
+        ("plate", "key", "", ""),
+        ("a", "required", "x", "/x"),
+        ("b", "cast", "y", "/y"),
+        ("c", "required", "p, q", ""),
+        ("answers[1].n", "cast", "v", "/xs/1/v"),
+    }
+
+
+def test_problems_inside_lists_point_into_the_payload() -> None:
+    mapping = inbound(
+        "  attributes.a: {each: xs, item: {from: v.w, transforms: [integer]}}\n"
+        "  attributes.b: {each: xs, fields: {c: {each: ys, item: {from: z, required: true}}}}\n"
+    )
+    payload = {
+        "plate": "A",
+        "xs": [{"v": {"w": 1}, "ys": [{"z": 1}]}, {"v": {"w": "x"}, "ys": [{}]}],
+    }
+    got = {(p.extra["target"], p.pointer, p.message) for p in payload_problems(mapping, payload)}
+    assert got == {
+        ("attributes.a", "/xs/1/v/w", "element 1: cannot cast string 'x' to integer"),
+        ("attributes.b[1].c", "/xs/1/ys/0/z", "element 0: required value is missing"),
     }
 
 
@@ -403,13 +419,14 @@ def test_directions_are_not_mixed() -> None:
 
 
 def test_inline_credentials_are_refused() -> None:
-    text = "name: x\ndirection: outbound\nheaders:\n  Authorization: {value: Bearer abc}\n"
-    (problem,) = problems_of(text)
-    assert (problem.pointer, problem.keyword, problem.extra["line"]) == (
-        "/headers/Authorization",
-        "secret",
-        4,
+    text = (
+        "name: x\ndirection: outbound\nheaders:\n  Authorization: {value: Bearer abc}\n"
+        "query:\n  api_key: \"'abc'\"\n  page: \"'1'\"\n"
     )
+    assert located(problems_of(text)) == {
+        ("/headers/Authorization", 4, "secret"),
+        ("/query/api_key", 6, "secret"),
+    }
 
 
 # -- compile errors: every problem, with its location ----------------------------------------------

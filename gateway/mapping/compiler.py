@@ -205,7 +205,8 @@ def _outbound(
     plan.path = _named(data, "path", NAME_RE, specs)
     plan.query = _named(data, "query", QUERY_RE, specs)
     plan.headers = _named(data, "headers", HEADER_RE, specs)
-    _check_credentials(data.get("headers"), problems)
+    _check_credentials(data.get("headers"), "headers", problems)
+    _check_credentials(data.get("query"), "query", problems)
     if "body" in data:
         plan.body = specs.table(data["body"], "/body", 1) or ()
     if "response" in data:
@@ -230,17 +231,18 @@ def _named(
     return specs.table(raw, f"/{section}", 1, flat=True) or ()
 
 
-def _check_credentials(headers: Any, problems: Problems) -> None:
-    """Credentials live in secrets, never inline: a sensitive header must read a secret."""
-    if not isinstance(headers, dict):
+def _check_credentials(section: Any, name: str, problems: Problems) -> None:
+    """Credentials live in secrets, never inline: a header or query parameter whose name says
+    it carries one must read a secret."""
+    if not isinstance(section, dict):
         return
-    for name, spec in headers.items():
-        lower = str(name).lower()
+    for key, spec in section.items():
+        lower = str(key).lower()
         sensitive = lower in SENSITIVE_HEADERS or any(w in lower for w in SENSITIVE_WORDS)
         if sensitive and not mentions(spec, _SECRET_KEYS):
             problems.add(
-                f"/headers{pointer(name)}",
-                f"header {name!r} carries a credential: take it from a secret "
-                "({secret: name}, or a template with a secret var), never inline",
+                f"/{name}{pointer(key)}",
+                f"{key!r} carries a credential: take it from a secret ({{secret: name}}, or "
+                "a template with a secret var), never inline",
                 "secret",
             )

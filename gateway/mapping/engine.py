@@ -97,7 +97,8 @@ class CompiledMapping:
                 events = self._events
             else:
                 events = tuple(t for t, when in plan.emit if when is None or when(payload, run))
-            event_data = evaluate(plan.event_data, payload, run) if plan.event_data else {}
+            if plan.event_data:
+                event_data = evaluate(plan.event_data, payload, run, "event_data.")
         except EvalError as error:  # a spent budget, or a failing emit condition
             if not error.recorded:
                 record(run, error, "emit")
@@ -133,7 +134,7 @@ class CompiledMapping:
             path = _strings(plan.path, context, run, "path", required=True)
             query = _strings(plan.query, context, run, "query")
             headers = _strings(plan.headers, context, run, "headers")
-            body = None if plan.body is None else evaluate(plan.body, context, run)
+            body = None if plan.body is None else evaluate(plan.body, context, run, "body.")
         except LimitExceeded:
             pass  # recorded in run.problems
         if run.problems:
@@ -185,7 +186,7 @@ def _strings(
     result: dict[str, str] = {}
     values = evaluate(table, context, run, f"{section}.")
     for entry in table:
-        value = values.get(entry.leaf)
+        value = values.get(entry.key)
         target = f"{section}.{entry.target}"
         if value is None:
             if required and not any(p.extra.get("target") == target for p in run.problems):
@@ -198,5 +199,5 @@ def _strings(
         if "\r" in text or "\n" in text:
             record(run, EvalError("type", "line breaks are not allowed"), target)
             continue
-        result[entry.leaf] = text
+        result[entry.key] = text
     return result

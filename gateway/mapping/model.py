@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 Direction = Literal["inbound", "outbound"]
 
@@ -14,18 +13,17 @@ class FieldCatalog(Protocol):
     def has_field(self, entity_type: str, path: str, *, kind: str | None = None) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class MappedDocument:
-    """One inbound item, mapped: the entity fields, its lookup key and the events to emit."""
+class MappedDocument(NamedTuple):
+    """One inbound item, mapped: the entity fields, its lookup key, the events to emit and
+    the fields `event_data` adds to those events."""
 
     document: dict[str, Any]
     key: dict[str, Any]
     events: tuple[str, ...]
-    event_data: dict[str, Any] = field(default_factory=dict)
+    event_data: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class OutboundRequest:
+class OutboundRequest(NamedTuple):
     """The parts of a partner request a mapping builds; the action adds method, URL and auth."""
 
     path_params: dict[str, str]
@@ -42,6 +40,7 @@ class EvalError(Exception):
         self.keyword = keyword
         self.message = message
         self.source = source
+        self.pointer: str | None = None  # where in the payload, when not the source's path
         self.recorded = False
 
 

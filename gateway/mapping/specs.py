@@ -11,6 +11,7 @@ import copy
 import re
 import string
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .expressions import Getter, Run, compile_expression, is_truthy
@@ -22,9 +23,9 @@ from .limits import (
     MAX_TRANSFORMS,
 )
 from .model import EvalError
-from .paths import MAX_TARGET_LENGTH, TARGET_RE, pointer
+from .paths import MAX_TARGET_LENGTH, TARGET_RE, pointer, source_pointer
 from .problems import Problems, suggest
-from .tables import Entry, Table, evaluate
+from .tables import Table, build, evaluate
 from .transforms import Transform, compile_transform, to_string
 
 SOURCES = ("from", "value", "secret", "coalesce", "template", "each", "object", "list", "then")
@@ -81,7 +82,7 @@ class SpecCompiler:
         if not isinstance(raw, dict) or not raw:
             self.problems.add(at, "must be an object of target: spec", "type")
             return None
-        entries: list[Entry] = []
+        leaves: list[tuple[str, Getter, bool]] = []
         ok = True
         for target, spec in raw.items():
             here = f"{at}{pointer(target)}"
@@ -91,11 +92,8 @@ class SpecCompiler:
             if getter is None:
                 ok = False
                 continue
-            parts = (target,) if flat else tuple(target.split("."))
-            entries.append(
-                Entry(target, parts[:-1], parts[-1], getter, mentions(spec, _TABLE_KEYS))
-            )
-        return tuple(entries) if ok else None
+            leaves.append((target, getter, mentions(spec, _TABLE_KEYS)))
+        return build(leaves, flat=flat) if ok else None
 
     def _valid_target(self, target: str, at: str, siblings: dict[str, Any]) -> bool:
         if len(target) > MAX_TARGET_LENGTH or not TARGET_RE.match(target):
@@ -471,18 +469,35 @@ def _elements(items: Getter, raw: dict[str, Any], root: Any, run: Run) -> list[A
     return value
 
 
+def _in_element(list_pointer: str, index: int, pointer: str) -> str:
+    """A pointer relative to a list element, made absolute ("" when the list has no path)."""
+    return f"{list_pointer}/{index}{pointer}" if list_pointer and pointer else ""
+
+
 def _each_table(items: Getter, table: Table, raw: dict[str, Any]) -> Getter:
+    list_pointer = source_pointer(raw["each"])
+
     def each(root: Any, run: Run) -> Any:
         elements = _elements(items, raw, root, run)
         if elements is None:
             return None
         base = run.target
-        return [evaluate(table, el, run, f"{base}[{i}].") for i, el in enumerate(elements)]
+        result = []
+        for i, element in enumerate(elements):
+            before = len(run.problems)
+            result.append(evaluate(table, element, run, f"{base}[{i}]."))
+            for n in range(before, len(run.problems)):
+                problem = run.problems[n]
+                where = _in_element(list_pointer, i, problem.pointer)
+                run.problems[n] = replace(problem, pointer=where)
+        return result
 
     return each
 
 
 def _each_item(items: Getter, item: Getter, raw: dict[str, Any]) -> Getter:
+    list_pointer = source_pointer(raw["each"])
+
     def each(root: Any, run: Run) -> Any:
         elements = _elements(items, raw, root, run)
         if elements is None:
@@ -493,6 +508,8 @@ def _each_item(items: Getter, item: Getter, raw: dict[str, Any]) -> Getter:
                 value = item(element, run)
             except EvalError as error:
                 error.message = f"element {i}: {error.message}"
+                inner = source_pointer(error.source) if error.pointer is None else error.pointer
+                error.pointer = _in_element(list_pointer, i, inner)
                 raise
             if value is not None:
                 result.append(value)

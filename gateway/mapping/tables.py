@@ -12,17 +12,45 @@ from .paths import source_pointer
 
 
 class Entry(NamedTuple):
-    """One compiled `target: spec` line: where the value goes and how it is computed."""
+    """One key of the document a table builds: a value (`get`) or a group of entries."""
 
-    target: str
-    parents: tuple[str, ...]
-    leaf: str
-    get: Getter
+    key: str
+    get: Getter | None
+    group: tuple[Entry, ...]
     nested: bool
     """True when the spec holds tables of its own (each, object): they need `run.target`."""
+    target: str
+    """The dotted target, for problems."""
 
 
 Table = tuple[Entry, ...]
+
+
+def build(leaves: list[tuple[str, Getter, bool]], *, flat: bool = False) -> Table:
+    """A table from (dotted target, getter, nested): targets sharing a parent share a group,
+    so `evaluate` makes each intermediate object once instead of walking to it per field."""
+    if flat:
+        return tuple(Entry(target, get, (), nested, target) for target, get, nested in leaves)
+    return _group(
+        [(tuple(target.split(".")), target, get, nested) for target, get, nested in leaves]
+    )
+
+
+def _group(leaves: list[tuple[tuple[str, ...], str, Getter, bool]]) -> Table:
+    children: dict[str, list[tuple[tuple[str, ...], str, Getter, bool]]] = {}
+    order: list[tuple[str, Entry | None]] = []
+    for parts, target, get, nested in leaves:
+        if len(parts) == 1:
+            order.append((parts[0], Entry(parts[0], get, (), nested, target)))
+            continue
+        if parts[0] not in children:
+            children[parts[0]] = []
+            order.append((parts[0], None))
+        children[parts[0]].append((parts[1:], target, get, nested))
+    return tuple(
+        entry if entry is not None else Entry(key, None, _group(children[key]), False, key)
+        for key, entry in order
+    )
 
 
 def record(run: Run, error: EvalError, target: str) -> None:
@@ -31,15 +59,19 @@ def record(run: Run, error: EvalError, target: str) -> None:
         run.dropped += 1
         return
     extra = {"target": target, "source": error.source}
-    run.problems.append(
-        FieldProblem(source_pointer(error.source), error.message, error.keyword, extra)
-    )
+    where = source_pointer(error.source) if error.pointer is None else error.pointer
+    run.problems.append(FieldProblem(where, error.message, error.keyword, extra))
 
 
 def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, Any]:
     """The document a table builds from `root`; failures go to `run.problems`."""
     document: dict[str, Any] = {}
-    for target, parents, leaf, get, nested in table:
+    for key, get, group, nested, target in table:
+        if get is None:
+            value = evaluate(group, root, run, prefix)
+            if value:  # an object all of whose fields are missing is left out too
+                document[key] = value
+            continue
         if nested:
             run.target = prefix + target
         try:
@@ -51,13 +83,6 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
             if isinstance(error, LimitExceeded):
                 raise  # the budget is spent: stop the whole evaluation, not just this field
             continue
-        if value is None:
-            continue
-        node = document
-        for key in parents:
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            node = child
-        node[leaf] = value
+        if value is not None:
+            document[key] = value
     return document

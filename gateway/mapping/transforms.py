@@ -41,18 +41,21 @@ def _cast_error(value: Any, to: str) -> EvalError:
 
 
 def _parse_number(text: str) -> int | float | None:
-    """A decimal number in text ("87", "-13.1", "1e3"), or None. No exception on the happy path:
-    OsmAnd sends every value as text."""
-    text = text.strip()
-    if "_" in text:
-        return None
-    if text.isdigit() or (text[:1] in "+-" and text[1:].isdigit() and len(text) > 1):
+    """A decimal number in text ("87", "-13.1", "1e3"), or None. No exception on the happy
+    path: OsmAnd sends every value as text."""
+    if text.isascii() and text.isdigit():
         return int(text) if len(text) <= 30 else None
+    if "_" in text:  # float() would take "1_000"; JSON would not
+        return None
     try:
         number = float(text)
     except ValueError:
         return None
-    return number if math.isfinite(number) and not text.isalpha() else None
+    if not math.isfinite(number):  # "nan", "inf", "1e999"
+        return None
+    if number.is_integer() and "." not in text and "e" not in text and "E" not in text:
+        return int(number)  # "-5", " 7 "
+    return number
 
 
 def to_integer(value: Any) -> int:
@@ -254,8 +257,11 @@ def _compile_round(arg: Any, report: Report) -> Transform | None:
 
 
 def _compile_format_number(arg: Any, report: Report) -> Transform | None:
+    if not isinstance(arg, dict | None):
+        report("format_number takes {decimals, thousands, decimal}")
+        return None
     options = {"decimals": 0, "thousands": ".", "decimal": ",", **(arg or {})}
-    if not isinstance(arg, dict | None) or set(options) != {"decimals", "thousands", "decimal"}:
+    if set(options) != {"decimals", "thousands", "decimal"}:
         report("format_number takes {decimals, thousands, decimal}")
         return None
     decimals, thousands, decimal = options["decimals"], options["thousands"], options["decimal"]
