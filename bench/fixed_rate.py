@@ -1,0 +1,179 @@
+"""An open-loop, fixed-rate load generator (wrk has no -R and wrk2 is not packaged in Debian).
+
+    python bench/fixed_rate.py URL --rate 500 --duration 10 [--token T] [--payload FILE]
+
+Request i is due at start + i/rate whatever happened to the earlier ones; its latency is measured
+from that due time, so a server that stalls is not excused by a client that waited for it
+(no coordinated omission). Posts the benchmark payload with the plate varied over 1,000
+vehicles, like post_position.lua, over keep-alive HTTP/1.1 connections (one request in flight
+per connection, a new connection when all are busy). The client is a bare asyncio protocol with
+pre-encoded requests and callbacks: on 2 cores an aiohttp client cost more CPU than the server
+it measured.
+Prints one JSON line: rate, sent, ok, errors, p50/p99/max µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import PLATES, SHARED_BENCH
+
+MAX_CONNECTIONS = 256
+
+
+class Load:
+    """Callbacks only (no task per request): idle connections, requests waiting for one."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[Connection] = []
+        self.waiting: deque[tuple[float, bytes]] = deque()
+        self.opened = 0
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    def submit(self, due: float, request: bytes) -> None:
+        if self.idle:
+            self.idle.pop().send(due, request)
+            return
+        self.waiting.append((due, request))
+        if self.opened < MAX_CONNECTIONS:
+            self.opened += 1
+            task = asyncio.get_running_loop().create_task(self.open())
+            task.add_done_callback(lambda t: t.exception() and self.failed(None))
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: Connection(self), self.host, self.port)
+        self.release(conn)
+
+    def release(self, conn: Connection) -> None:
+        if self.waiting:
+            conn.send(*self.waiting.popleft())
+        else:
+            self.idle.append(conn)
+
+    def answered(self, conn: Connection, status: int, due: float) -> None:
+        if status >= 300:
+            self.errors += 1
+        else:
+            self.latencies.append(time.perf_counter() - due)
+        self.release(conn)
+
+    def failed(self, conn: Connection | None) -> None:
+        self.errors += 1
+        self.opened -= 1
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection with at most one request in flight."""
+
+    def __init__(self, load: Load) -> None:
+        self.load = load
+        self.buffer = b""
+        self.due: float | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.due is not None:
+            self.due = None
+            self.load.failed(self)
+
+    def send(self, due: float, request: bytes) -> None:
+        if self.transport is None:
+            self.load.failed(self)
+            return
+        self.due = due
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].lower()
+        if b"transfer-encoding: chunked" in head:
+            if not self.buffer.endswith(b"0\r\n\r\n"):
+                return
+        else:
+            start = head.find(b"content-length:")
+            length = int(head[start + 15 : head.find(b"\r\n", start)]) if start >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+        status, self.buffer = int(self.buffer[9:12]), b""
+        due, self.due = self.due, None
+        if due is not None:
+            self.load.answered(self, status, due)
+
+
+async def run(url: str, rate: float, duration: float, token: str, payload: str) -> dict:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    head = (
+        f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nAuthorization: Bearer {token}\r\n"
+    )
+    requests = []
+    for plate in PLATES:
+        body = payload.replace("ABC1D23", plate).encode()
+        requests.append(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    load = Load(host, port)
+    total = int(rate * duration)
+    start = time.perf_counter()
+    i = 0
+    while i < total:
+        now = time.perf_counter()
+        while i < total and start + i / rate <= now:
+            load.submit(start + i / rate, random.choice(requests))
+            i += 1
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+    sent_for = time.perf_counter() - start
+    deadline = time.perf_counter() + 10
+    while len(load.latencies) + load.errors < total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    latencies = sorted(load.latencies)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e6 if latencies else 0
+
+    return {
+        "target_rate": rate,
+        "rate": total / sent_for,
+        "sent": total,
+        "ok": len(latencies),
+        "errors": total - len(latencies),
+        "connections": load.opened,
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "max_us": latencies[-1] * 1e6 if latencies else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="open-loop fixed-rate POST load")
+    parser.add_argument("url")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--token", default="")
+    parser.add_argument("--payload", default=str(SHARED_BENCH / "position_payload.json"))
+    args = parser.parse_args()
+    payload = Path(args.payload).read_text()
+    print(json.dumps(asyncio.run(run(args.url, args.rate, args.duration, args.token, payload))))
+
+
+if __name__ == "__main__":
+    main()
