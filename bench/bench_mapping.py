@@ -81,14 +81,23 @@ INBOUND_SAMPLES = {
 }
 
 
+SECTIONS = ("fields", "event_data", "path", "query", "headers", "body", "response")
+
+
+def _count(table: Any) -> int:
+    """Field specs in a table, those of nested objects and lists included."""
+    if not isinstance(table, dict):
+        return 0
+    total = 0
+    for spec in table.values():
+        nested = (spec.get("object") or spec.get("fields")) if isinstance(spec, dict) else None
+        total += _count(nested) if nested else 1
+    return total
+
+
 def _runner(path: Path) -> tuple[str, int, Callable[[], Any]]:
     mapping = load_mapping(path.read_bytes(), filename=path.name)
-    fields = len(
-        mapping.source.get("fields")
-        or mapping.source.get("body")
-        or mapping.source.get("response")
-        or {}
-    )
+    fields = sum(_count(mapping.source.get(section)) for section in SECTIONS)
     if mapping.name in INBOUND_SAMPLES:
         item = mapping.items(read_sample((SAMPLES / INBOUND_SAMPLES[mapping.name]).read_text()))[0]
         return "apply", fields, lambda: mapping.apply(item)
