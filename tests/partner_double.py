@@ -100,6 +100,13 @@ class Partner:
                 self._arrivals.wait_for(lambda: len(self.requests) >= count), timeout
             )
 
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until no request is being answered (e.g. those of a killed worker finished)."""
+        async with self._arrivals:
+            await asyncio.wait_for(
+                self._arrivals.wait_for(lambda: not any(self.in_flight.values())), timeout
+            )
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         recorded = Recorded(
@@ -132,6 +139,8 @@ class Partner:
         finally:
             if hook is not None:
                 self.in_flight[hook] -= 1
+                async with self._arrivals:
+                    self._arrivals.notify_all()
 
 
 async def _drop_mid_answer(request: web.Request, answer: Answer) -> web.StreamResponse:

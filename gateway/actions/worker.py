@@ -92,10 +92,16 @@ class DeliveryWorker:
         self._batches = itertools.count(1)
         self._wake = asyncio.Event()
         self._stopping = False
+        self._running = False
         self._held: dict[str, str] = {}  # delivery id → claim token, until recorded
         self._tasks: set[asyncio.Task[Counter[str]]] = set()
         self._disabled: set[str] = set()  # partner ids whose deliveries wait
         self._failing: set[str] = set()  # partners this process saw fail since their success
+
+    @property
+    def running(self) -> bool:
+        """Whether `run()` is looping (for readiness)."""
+        return self._running
 
     def notify(self) -> None:
         """New deliveries exist (the fan-out calls this): claim now, not at the next poll."""
@@ -116,7 +122,11 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Until `stop()`: claim as many deliveries as there are free slots, send them in
         the background, wait for a notification, a free slot or the poll interval."""
-        keeper = asyncio.create_task(self._housekeeping_loop())
+        keepers = [
+            asyncio.create_task(self._housekeeping_loop()),
+            asyncio.create_task(self._lease_renewal_loop()),
+        ]
+        self._running = True
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -131,9 +141,10 @@ class DeliveryWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            self._running = False
+            for keeper in keepers:
+                keeper.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""
@@ -202,6 +213,18 @@ class DeliveryWorker:
             except Exception:
                 log.exception("delivery housekeeping failed; retrying")
             await asyncio.sleep(self._settings.poll_seconds)
+
+    async def _lease_renewal_loop(self) -> None:
+        """A slow send must not lose its lease to another worker: leases held are renewed
+        every third of their length, so only a dead (or frozen) worker's leases expire."""
+        while True:
+            await asyncio.sleep(self._settings.lease_seconds / 3)
+            try:
+                await self._store.deliveries.renew_leases(
+                    dict(self._held), self.clock() + self._lease
+                )
+            except Exception as exc:  # the next round tries again; expiry is the fallback
+                log.warning("renewing delivery leases failed: %s", exc)
 
     async def housekeeping(self, *, measure: bool = True) -> None:
         """Take back expired leases, learn which partners are disabled, probe the ones due,

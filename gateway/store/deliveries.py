@@ -163,6 +163,22 @@ class DeliveryStore:
                 return_document=ReturnDocument.AFTER,
             )
 
+    async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
+        """Extend the leases a live worker still holds (`held`: delivery id → claim token), so
+        only the leases of dead workers ever expire."""
+        if not held:
+            return 0
+        with translate_errors():
+            result = await self._c.update_many(
+                {
+                    "_id": {"$in": list(held)},
+                    "lease_owner": {"$in": sorted(set(held.values()))},
+                    "status": IN_FLIGHT,
+                },
+                {"$set": {"lease_until": lease_until}},
+            )
+        return result.modified_count
+
     async def expire_leases(self, now: datetime) -> int:
         """In-flight deliveries whose worker died (or overran its lease) become pending again;
         their next_attempt_at is already past, so they are due at once."""

@@ -1,0 +1,193 @@
+"""Partner protection and recovery: disable after a failing period, automatic re-probe and
+backlog, circuit breaker, SSRF refusal, and a graceful worker shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.actions.worker import DeliveryWorker
+from gateway.keys import delivery_worker_key, relay_key
+from tests.partner_double import (
+    FakeClock,
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+    partner,
+)
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+
+def _driven(client: Client, clock: FakeClock | None = None) -> DeliveryWorker:
+    worker = client.app[delivery_worker_key]
+    worker.clock = clock or FakeClock()
+    worker.rng = lambda: 0.5
+    return worker
+
+
+async def _setup(
+    client: Client,
+    partner: Partner,
+    *,
+    partner_fields: dict[str, Any],
+    action: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    partner_doc = await create_partner(client, partner.url, **partner_fields)
+    action_doc = await create_action(client, partner_doc["id"], **(action or {}))
+    await create_subscription(client, action_doc["id"], ("entity.created",))
+    return partner_doc
+
+
+async def _vehicles(client: Client, *plates: str) -> None:
+    for plate in plates:
+        await create_vehicle(client, plate)
+    await client.app[relay_key].run_until_idle()
+
+
+async def _partner_status(client: Client, partner_id: str) -> str:
+    doc = await (await client.get(f"/api/v1/partners/{partner_id}", headers=auth())).json()
+    return str(doc["status"])
+
+
+async def _attempt_counts(client: Client) -> list[int]:
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    return sorted(d["attempt_count"] for d in page["items"])
+
+
+async def test_failing_partner_is_disabled_then_reprobed_and_its_backlog_flows(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [0, 5, 5, 5, 5, 5]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+
+    first = await worker.run_until_idle()  # failing since now
+    clock.advance(5.1)
+    second = await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
+    await _vehicles(client, "BRA2E19", "XYZ9A88")
+    clock.advance(5.1)
+    while_disabled = await worker.run_until_idle()
+    status_while_disabled = await _partner_status(client, partner_doc["id"])
+    sent_while_disabled = len(partner.requests)
+    clock.advance(61)
+    failed_probe = await worker.run_until_idle()  # still 503: stays disabled, costs nothing
+    attempts_after_failed_probe = await _attempt_counts(client)
+    partner.respond_with(200, {})
+    clock.advance(61)
+    recovered = await worker.run_until_idle()
+
+    assert first == Counter(retry=1) and second == Counter(retry=1)
+    assert while_disabled == Counter() and status_while_disabled == "disabled"
+    assert sent_while_disabled == 2
+    assert failed_probe == Counter() and attempts_after_failed_probe == [0, 0, 2]
+    assert recovered == Counter(succeeded=2)  # the probe itself is counted apart
+    assert await _partner_status(client, partner_doc["id"]) == "active"
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert {d["status"] for d in page["items"]} == {"succeeded"}
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_partner_status_changes_total{change="disabled"} 1.0' in metrics
+    assert 'gateway_partner_status_changes_total{change="enabled"} 1.0' in metrics
+
+
+async def test_admin_can_reenable_a_disabled_partner(client: Client, partner: Partner) -> None:
+    partner_doc = await _setup(client, partner, partner_fields={})
+
+    disabled = await client.patch(
+        f"/api/v1/partners/{partner_doc['id']}", headers=auth(), json={"status": "disabled"}
+    )
+    await _vehicles(client, "ABC1D23")
+    held = await _driven(client).run_until_idle()
+    enabled = await client.patch(
+        f"/api/v1/partners/{partner_doc['id']}", headers=auth(), json={"status": "active"}
+    )
+    flowed = await _driven(client).run_until_idle()
+
+    assert (await disabled.json())["status"] == "disabled"
+    assert held == Counter()
+    assert (await enabled.json())["status"] == "active"
+    assert flowed == Counter(succeeded=1)
+
+
+async def test_open_circuit_defers_without_spending_attempts(
+    client: Client, partner: Partner
+) -> None:
+    partner_doc = await _setup(client, partner, partner_fields={"max_concurrency": 1})
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23", "BRA2E19", "XYZ9A88", "DEF4G56", "GHI7J89", "JKL0M12")
+
+    counts = await _driven(client).run_until_idle()
+
+    assert counts == Counter(retry=5, deferred=1)
+    assert len(partner.requests) == 5
+    assert await _attempt_counts(client) == [0, 1, 1, 1, 1, 1]
+    metrics = await (await client.get("/metrics")).text()
+    assert (
+        f'gateway_partner_circuit_state{{partner="{partner_doc["id"]}",state="open"}} 1.0'
+        in metrics
+    )
+
+
+async def test_partner_refused_by_the_ssrf_guard_fails_with_a_clear_error(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    client = await aiohttp_client(make_app(outbound_allow=()))
+    await _setup(client, partner, partner_fields={})
+    await _vehicles(client, "ABC1D23")
+
+    counts = await _driven(client).run_until_idle()
+
+    assert counts == Counter(failed=1)
+    assert partner.requests == []
+    [delivery] = (await (await client.get("/api/v1/deliveries", headers=auth())).json())["items"]
+    assert "loopback" in delivery["last_error"]
+    assert "GATEWAY_OUTBOUND_ALLOW" in delivery["last_error"]
+
+
+@pytest.mark.parametrize(("delay", "grace", "status"), [(0.2, 5, "succeeded"), (30, 0, "pending")])
+async def test_shutdown_finishes_in_flight_sends_within_its_bound_and_releases_the_rest(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    partner: Partner,
+    delay: float,
+    grace: int,
+    status: str,
+) -> None:
+    client = await aiohttp_client(make_app(delivery_shutdown_seconds=grace))
+    await _setup(client, partner, partner_fields={"timeout_seconds": 60})
+    partner.respond_with(200, {}, delay=delay)
+    worker = client.app[delivery_worker_key]
+    running = asyncio.create_task(worker.run())
+    await _vehicles(client, "ABC1D23")
+    worker.notify()
+    await partner.wait_for(1)
+
+    await worker.stop()
+    await running
+
+    [delivery] = (await (await client.get("/api/v1/deliveries", headers=auth())).json())["items"]
+    assert delivery["status"] == status
+    assert not worker.running
+    if status == "pending":  # released: due again at once, no attempt spent
+        assert delivery["attempt_count"] == 0
+        partner.respond_with(200, {})
+        assert await _driven(client).run_until_idle() == Counter(succeeded=1)

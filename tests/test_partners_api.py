@@ -1,0 +1,325 @@
+"""Admin API for partners, actions and subscriptions: validation that lists every problem,
+write-only credentials, tenant isolation, and deletes refused while something uses them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.keys import store_key
+from tests.partner_double import (
+    create_action,
+    create_partner,
+    create_subscription,
+    post,
+    upload_mapping,
+)
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+BASE = "https://erp.example.com/api"
+CREDENTIALS = {
+    "bearer": {"type": "bearer", "token": "tok-9f8e7d"},
+    "header": {"type": "header", "name": "X-Api-Key", "value": "key-9f8e7d"},
+    "basic": {"type": "basic", "username": "rabbot", "password": "pw-9f8e7d"},
+    "oauth2_client_credentials": {
+        "type": "oauth2_client_credentials",
+        "token_url": "https://erp.example.com/token",
+        "client_id": "gw",
+        "client_secret": "cs-9f8e7d",
+        "scope": "fines",
+    },
+    "query": {"type": "query", "name": "apikey", "value": "q-9f8e7d"},
+    "none": {"type": "none"},
+}
+
+
+async def _problem(response: Any, status: int) -> dict[str, Any]:
+    body: dict[str, Any] = await response.json()
+    assert response.status == status, body
+    assert response.content_type == "application/problem+json"
+    return body
+
+
+@pytest.mark.parametrize("kind", list(CREDENTIALS))
+async def test_partner_credentials_are_write_only_and_sealed_at_rest(
+    client: Client, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    created = await create_partner(
+        client, BASE, auth=CREDENTIALS[kind], secrets={"erp_token": "sec-9f8e7d"}
+    )
+
+    got = await (await client.get(f"/api/v1/partners/{created['id']}", headers=auth())).json()
+    listed = await (await client.get("/api/v1/partners", headers=auth())).text()
+    stored = await client.app[store_key].db["partners"].find_one({})
+
+    assert created["auth"] == got["auth"] == {"type": kind, "configured": True}
+    assert created["secrets"] == ["erp_token"]
+    assert created["base_url"] == BASE
+    assert created["status"] == "active" and created["timeout_seconds"] == 2
+    everything = " ".join(
+        [
+            str(created),
+            str(got),
+            listed,
+            str(stored),
+            caplog.text,
+            await (await client.get("/metrics")).text(),
+        ]
+    )
+    assert "9f8e7d" not in everything
+
+
+async def test_partner_body_problems_are_all_listed(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/partners",
+        headers=auth(),
+        json={
+            "name": "",
+            "base_url": "ftp://erp.example.com",
+            "auth": {"type": "basic"},
+            "timeout_seconds": 600,
+            "rate_limit": {"per_second": 0},
+            "colour": "blue",
+        },
+    )
+
+    problem = await _problem(response, 422)
+    pointers = {e["pointer"] for e in problem["errors"]}
+    assert pointers == {
+        "/name",
+        "/base_url",
+        "/auth/username",
+        "/auth/password",
+        "/timeout_seconds",
+        "/rate_limit",
+        "/colour",
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:pw@erp.example.com", "erp.example.com", "https://erp.example.com/?token=x"],
+)
+async def test_base_url_must_be_a_plain_http_url(client: Client, url: str) -> None:
+    response = await client.post(
+        "/api/v1/partners",
+        headers=auth(),
+        json={"name": "ERP", "base_url": url, "auth": {"type": "none"}},
+    )
+
+    problem = await _problem(response, 422)
+    assert [e["pointer"] for e in problem["errors"]] == ["/base_url"]
+
+
+async def test_patch_replaces_auth_and_keeps_the_rest(client: Client) -> None:
+    created = await create_partner(
+        client, BASE, max_concurrency=3, rate_limit={"per_second": 5, "burst": 10}
+    )
+
+    response = await client.patch(
+        f"/api/v1/partners/{created['id']}",
+        headers=auth(),
+        json={"auth": {"type": "header", "name": "X-Key", "value": "new"}},
+    )
+
+    patched = await response.json()
+    assert response.status == 200
+    assert patched["auth"] == {"type": "header", "configured": True}
+    assert patched["max_concurrency"] == 3
+    assert patched["rate_limit"] == {"per_second": 5, "burst": 10}
+
+
+async def test_partners_of_another_tenant_are_invisible(client: Client) -> None:
+    created = await create_partner(client, BASE)
+
+    other = await client.get(f"/api/v1/partners/{created['id']}", headers=auth("globex"))
+    listed = await (await client.get("/api/v1/partners", headers=auth("globex"))).json()
+    deleted = await client.delete(f"/api/v1/partners/{created['id']}", headers=auth("globex"))
+
+    assert other.status == 404 and deleted.status == 404
+    assert listed["items"] == []
+
+
+async def test_viewer_reads_but_cannot_write(client: Client) -> None:
+    await create_partner(client, BASE)
+
+    listed = await client.get("/api/v1/partners", headers=auth(role="viewer"))
+    created = await client.post(
+        "/api/v1/partners",
+        headers=auth(role="viewer"),
+        json={"name": "x", "base_url": BASE, "auth": {"type": "none"}},
+    )
+
+    assert listed.status == 200
+    assert created.status == 403
+
+
+async def test_partner_used_by_an_action_cannot_be_deleted(client: Client) -> None:
+    partner = await create_partner(client, BASE)
+    action = await create_action(client, partner["id"])
+
+    refused = await client.delete(f"/api/v1/partners/{partner['id']}", headers=auth())
+    await client.delete(f"/api/v1/actions/{action['id']}", headers=auth())
+    accepted = await client.delete(f"/api/v1/partners/{partner['id']}", headers=auth())
+
+    assert "used by 1 action" in (await _problem(refused, 409))["detail"]
+    assert accepted.status == 204
+
+
+async def test_action_body_problems_are_all_listed(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/actions",
+        headers=auth(),
+        json={
+            "name": "x",
+            "partner_id": "64b000000000000000000000",
+            "method": "FETCH",
+            "path": "fines/{ait",
+            "mode": "later",
+            "success": ["2xx", 700],
+            "retry_schedule": [-1],
+            "write_back": True,
+            "request_mapping": "nope",
+        },
+    )
+
+    problem = await _problem(response, 422)
+    pointers = {e["pointer"] for e in problem["errors"]}
+    assert pointers == {
+        "/partner_id",
+        "/method",
+        "/path",
+        "/mode",
+        "/success",
+        "/retry_schedule",
+        "/write_back",
+        "/request_mapping",
+    }
+
+
+async def test_action_needs_an_outbound_mapping(client: Client) -> None:
+    partner = await create_partner(client, BASE)
+    await upload_mapping(
+        client,
+        "name: inbound-one\ndirection: inbound\nentity_type: vehicle\n"
+        "key: [plate]\nfields:\n  plate: placa\n",
+    )
+
+    response = await client.post(
+        "/api/v1/actions",
+        headers=auth(),
+        json={
+            "name": "x",
+            "partner_id": partner["id"],
+            "method": "POST",
+            "path": "/x",
+            "mode": "deliver",
+            "request_mapping": "inbound-one",
+        },
+    )
+
+    problem = await _problem(response, 422)
+    assert problem["errors"][0]["pointer"] == "/request_mapping"
+    assert "outbound" in problem["errors"][0]["message"]
+
+
+async def test_action_crud_round_trip(client: Client) -> None:
+    partner = await create_partner(client, BASE)
+    action = await create_action(
+        client, partner["id"], success=["2xx", 404], retry_schedule=[0, 10], ordered=True
+    )
+
+    patched = await client.patch(
+        f"/api/v1/actions/{action['id']}",
+        headers=auth(),
+        json={"path": "/multas/{ait}", "ordered": False},
+    )
+    listed = await (
+        await client.get(f"/api/v1/actions?partner_id={partner['id']}", headers=auth())
+    ).json()
+
+    body = await patched.json()
+    assert patched.status == 200
+    assert body["path"] == "/multas/{ait}" and body["ordered"] is False
+    assert body["success"] == ["2xx", 404] and body["retry_schedule"] == [0, 10]
+    assert [a["id"] for a in listed["items"]] == [action["id"]]
+
+
+async def test_subscription_secret_is_shown_once(client: Client) -> None:
+    partner = await create_partner(client, BASE)
+    action = await create_action(client, partner["id"])
+    created = await create_subscription(client, action["id"], ("vehicle.*", "fine.paid"))
+
+    got = await (await client.get(f"/api/v1/subscriptions/{created['id']}", headers=auth())).json()
+    stored = await client.app[store_key].db["subscriptions"].find_one({})
+
+    assert created["secret"].startswith("whsec_")
+    assert "secret" not in got
+    assert created["secret"] not in str(stored)
+    assert got["event_types"] == ["fine.paid", "vehicle.*"]
+    assert got["partner_id"] == partner["id"]
+
+
+async def test_subscription_filter_problems_are_listed(client: Client) -> None:
+    partner = await create_partner(client, BASE)
+    action = await create_action(client, partner["id"])
+
+    response = await client.post(
+        "/api/v1/subscriptions",
+        headers=auth(),
+        json={
+            "action_id": action["id"],
+            "event_types": ["entity.updated", "Bad Type"],
+            "filter": {"changed": "odometer_km", "entity": {"group": {"$ne": 1}}, "when": 1},
+        },
+    )
+
+    problem = await _problem(response, 422)
+    pointers = {e["pointer"] for e in problem["errors"]}
+    assert pointers == {"/event_types/1", "/filter/changed", "/filter/entity/group", "/filter/when"}
+
+
+async def test_subscriptions_deliver_so_they_need_a_deliver_action(client: Client) -> None:
+    partner = await create_partner(client, BASE)
+    action = await create_action(client, partner["id"], mode="proxy")
+
+    response = await client.post(
+        "/api/v1/subscriptions",
+        headers=auth(),
+        json={"action_id": action["id"], "event_types": ["entity.updated"]},
+    )
+
+    assert (await _problem(response, 422))["errors"][0]["pointer"] == "/action_id"
+
+
+async def test_action_with_subscriptions_cannot_be_deleted(client: Client) -> None:
+    partner = await create_partner(client, BASE)
+    action = await create_action(client, partner["id"])
+    sub = await create_subscription(client, action["id"])
+
+    refused = await client.delete(f"/api/v1/actions/{action['id']}", headers=auth())
+    disabled = await client.patch(
+        f"/api/v1/subscriptions/{sub['id']}", headers=auth(), json={"status": "disabled"}
+    )
+    await client.delete(f"/api/v1/subscriptions/{sub['id']}", headers=auth())
+    accepted = await client.delete(f"/api/v1/actions/{action['id']}", headers=auth())
+
+    await _problem(refused, 409)
+    assert (await disabled.json())["status"] == "disabled"
+    assert accepted.status == 204
+
+
+async def test_rotating_a_secret_returns_a_new_one(client: Client) -> None:
+    partner = await create_partner(client, BASE)
+    action = await create_action(client, partner["id"])
+    sub = await create_subscription(client, action["id"])
+
+    rotated = await post(client, f"/api/v1/subscriptions/{sub['id']}/rotate-secret", {}, status=200)
+
+    assert rotated["secret"] != sub["secret"]
+    assert rotated["secret_rotated_at"] is not None
