@@ -148,3 +148,17 @@ async def test_over_the_rate_limit_is_429_with_retry_after(client: Client) -> No
     assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
     other = await create_trigger(client, name="other")
     assert (await hook(client, other, VEHICLE))[0] == 200  # limits are per trigger
+
+
+async def test_items_of_one_entity_are_written_in_order_within_a_concurrent_batch(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client)
+    plates = ["ABC1D23", "BRA2E19", "XYZ9K88"]
+    items = [{"plate": plates[n % 3], "odometer_km": n} for n in range(30)]
+    status, answer = await hook(client, trigger, items)
+    assert status == 200
+    assert [r["index"] for r in answer["results"]] == list(range(30))
+    assert [r["status"] for r in answer["results"][:3]] == [201, 201, 201]
+    odometers = {v["plate"]: v["odometer_km"] for v in await entities(client)}
+    assert odometers == {"ABC1D23": 27, "BRA2E19": 28, "XYZ9K88": 29}

@@ -13,6 +13,7 @@ with one result per item; a failing item does not stop the others.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_KEPT_BYTES: Final = 64 * 1024
 """A rejected payload larger than this is kept truncated (for reading) and cannot be replayed."""
 REASONS: Final = frozenset({"schema", "mapping", "entity"})
+BATCH_CONCURRENCY: Final = 16
+"""Writes of one batch in flight at once (different entities only)."""
 _KEY_FIELD: Final = {
     "vehicle": "plate",
     "driver": "cpf",
@@ -61,6 +64,13 @@ class Ingested:
     body: dict[str, Any]
     wrote: bool
     outcome: str  # a metrics label: created | accepted | partial | rejected_batch
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    fields: dict[str, Any]
+    events: Sequence[str]
+    lane: str  # the natural key: writes to one entity keep their order
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,43 +154,69 @@ class Ingestor:
         return plan
 
     async def _batch(self, trigger: CompiledTrigger, plan: _Plan, origin: Origin) -> Ingested:
-        results: list[dict[str, Any]] = []
-        created = updated = failed = 0
+        """Prepare every item, then write: items of one entity in order, different entities
+        concurrently (at most BATCH_CONCURRENCY writes in flight)."""
+        results: list[dict[str, Any] | None] = [None] * len(plan.items)
+        lanes: dict[str, list[tuple[int, _Prepared]]] = {}
         for index, item in enumerate(plan.items):
             try:
-                result = await self.item(
-                    trigger, plan.mapping, item, origin=origin, schema_applies=plan.schema_applies
+                prepared = await self.prepare(
+                    trigger, plan.mapping, item, schema_applies=plan.schema_applies
                 )
-            except (InvalidPayload, Conflict) as exc:
-                if isinstance(exc, InvalidPayload):
-                    await self.keep(
-                        trigger,
-                        exc,
-                        item,
-                        scope="item",
-                        index=index,
-                        schema_applies=plan.schema_applies,
-                    )
-                failed += 1
-                results.append({"index": index, "status": exc.status, "problem": exc.problem()})
+            except InvalidPayload as exc:
+                await self.keep(
+                    trigger,
+                    exc,
+                    item,
+                    scope="item",
+                    index=index,
+                    schema_applies=plan.schema_applies,
+                )
+                results[index] = _failure(index, exc)
                 continue
-            created += result.created
-            updated += not result.created
-            results.append(
-                {
+            lanes.setdefault(prepared.lane, []).append((index, prepared))
+        gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def write_lane(lane: list[tuple[int, _Prepared]]) -> None:
+            for index, prepared in lane:
+                async with gate:
+                    try:
+                        result = await self.write(trigger, prepared, origin)
+                    except (InvalidPayload, Conflict) as exc:
+                        if isinstance(exc, InvalidPayload):
+                            await self.keep(
+                                trigger,
+                                exc,
+                                plan.items[index],
+                                scope="item",
+                                index=index,
+                                schema_applies=plan.schema_applies,
+                            )
+                        results[index] = _failure(index, exc)
+                        continue
+                results[index] = {
                     "index": index,
                     "status": 201 if result.created else 200,
                     **written(trigger, result),
                 }
-            )
-        summary = {"items": len(results), "created": created, "updated": updated, "failed": failed}
+
+        await asyncio.gather(*(write_lane(lane) for lane in lanes.values()))
+        done = [r for r in results if r is not None]
+        failed = sum(r["status"] >= 400 for r in done)
+        created = sum(r["status"] == 201 for r in done)
+        summary = {
+            "items": len(done),
+            "created": created,
+            "updated": len(done) - created - failed,
+            "failed": failed,
+        }
         outcome = (
-            "accepted" if not failed else "partial" if failed < len(results) else ("rejected_batch")
+            "accepted" if not failed else "partial" if failed < len(done) else ("rejected_batch")
         )
         return Ingested(
             207 if failed else 200,
-            {"results": results, "summary": summary},
-            failed < len(results),
+            {"results": done, "summary": summary},
+            failed < len(done),
             outcome,
         )
 
@@ -194,6 +230,18 @@ class Ingestor:
         schema_applies: bool = True,
     ) -> WriteResult:
         """Validate, map and upsert one item; InvalidPayload names the refusing stage."""
+        prepared = await self.prepare(trigger, mapping, item, schema_applies=schema_applies)
+        return await self.write(trigger, prepared, origin)
+
+    async def prepare(
+        self,
+        trigger: CompiledTrigger,
+        mapping: CompiledMapping | None,
+        item: Any,
+        *,
+        schema_applies: bool = True,
+    ) -> _Prepared:
+        """Validate and map one item, and find which entity it writes."""
         if schema_applies:
             self.validate(trigger, item)
         if mapping is not None:
@@ -209,8 +257,21 @@ class Ingestor:
             raise rejected(invalid("payload", [problem]), "schema")
         fields = await self._locate(trigger, self._with_kind(trigger, fields), key)
         try:
+            lane = self._entities.natural_key(trigger.entity_type, fields)
+        except InvalidPayload as exc:
+            raise rejected(exc, "entity") from None
+        return _Prepared(fields, events, lane)
+
+    async def write(
+        self, trigger: CompiledTrigger, prepared: _Prepared, origin: Origin
+    ) -> WriteResult:
+        try:
             return await self._entities.upsert(
-                trigger.tenant, trigger.entity_type, fields, origin, extra_events=events
+                trigger.tenant,
+                trigger.entity_type,
+                prepared.fields,
+                origin,
+                extra_events=prepared.events,
             )
         except InvalidPayload as exc:
             raise rejected(exc, "entity") from None
@@ -322,3 +383,7 @@ def written(trigger: CompiledTrigger, result: WriteResult) -> dict[str, Any]:
 
 def _mapping_problem(message: str) -> InvalidPayload:
     return InvalidPayload(message, [FieldProblem("", message, "mapping")], reason="mapping")
+
+
+def _failure(index: int, error: InvalidPayload | Conflict) -> dict[str, Any]:
+    return {"index": index, "status": error.status, "problem": error.problem()}
