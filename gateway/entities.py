@@ -6,6 +6,7 @@ change together with its events in one single-document write (see `store/entitie
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,10 +92,13 @@ def public(doc: Doc) -> dict[str, Any]:
 
 
 class EntityService:
-    def __init__(self, store: Store, schemas: SchemaRegistry, kinds: KindService) -> None:
+    def __init__(
+        self, store: Store, schemas: SchemaRegistry, kinds: KindService, recent_size: int = 10_000
+    ) -> None:
         self._store = store
         self._schemas = schemas
         self._kinds = kinds
+        self._recent = _RecentEntities(recent_size)
 
     async def _check(self, tenant: str, etype: str, data: Mapping[str, Any]) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema."""
@@ -147,14 +151,16 @@ class EntityService:
         data: Mapping[str, Any],
         origin: Origin,
         extra_events: Sequence[str] = (),
+        event_detail: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         clean = await self._check(tenant, etype, data)
         nk = self.natural_key(etype, clean)
         events = [_event("entity.created", etype, clean, [], origin)]
-        events += [_event(t, etype, clean, [], origin) for t in extra_events]
+        events += [_event(t, etype, clean, [], origin, event_detail) for t in extra_events]
         doc = await self._store.entities.insert(tenant, etype, nk, clean, events)
         if doc is None:
             raise Conflict(f"a {etype} with key {nk!r} already exists")
+        self._recent.put(tenant, doc)
         return WriteResult(doc, True, (), tuple(e["type"] for e in events))
 
     async def upsert(
@@ -164,21 +170,37 @@ class EntityService:
         fields: Mapping[str, Any],
         origin: Origin,
         extra_events: Sequence[str] = (),
+        event_detail: Mapping[str, Any] | None = None,
     ) -> WriteResult:
-        """Create the entity `fields` name by natural key, or merge `fields` into it."""
+        """Create the entity `fields` name by natural key, or merge `fields` into it.
+
+        The entity as this process last wrote it is tried first: the write is guarded by the
+        entity's version, so a stale copy costs one failed update and a re-read, never a lost
+        change. A tracker sending positions for one vehicle thus costs one round trip a fix.
+        """
         nk = self.natural_key(etype, fields)
+        current = self._recent.get(tenant, etype, nk)
         for _ in range(_MAX_WRITE_ATTEMPTS):
-            current = await self._store.entities.get(tenant, etype, nk=nk)
+            if current is None:
+                current = await self._store.entities.get(tenant, etype, nk=nk)
             if current is None:
                 try:
-                    return await self.create(tenant, etype, fields, origin, extra_events)
+                    return await self.create(
+                        tenant, etype, fields, origin, extra_events, event_detail
+                    )
                 except Conflict:
                     continue  # created concurrently: merge into it on the next round
             result = await self._write(
-                tenant, current, merge(current["data"], fields), origin, extra_events
+                tenant,
+                current,
+                merge(current["data"], fields),
+                origin,
+                extra_events,
+                event_detail,
             )
             if result is not None:
                 return result
+            current = None
         raise Conflict("the entity is being changed concurrently; retry")
 
     async def patch(
@@ -198,6 +220,7 @@ class EntityService:
         data: Mapping[str, Any],
         origin: Origin,
         extra_events: Sequence[str] = (),
+        event_detail: Mapping[str, Any] | None = None,
     ) -> WriteResult | None:
         etype = current["type"]
         clean = await self._check(tenant, etype, data)
@@ -205,12 +228,14 @@ class EntityService:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         changes = diff(current["data"], clean)
         events = [_event("entity.updated", etype, clean, changes, origin)] if changes else []
-        events += [_event(t, etype, clean, changes, origin) for t in extra_events]
+        events += [_event(t, etype, clean, changes, origin, event_detail) for t in extra_events]
         if not events:
             return WriteResult(current, False)
         doc = await self._store.entities.replace_data(tenant, current, clean, events)
         if doc is None:
+            self._recent.drop(tenant, etype, current["nk"])
             return None
+        self._recent.put(tenant, doc)
         return WriteResult(doc, False, tuple(changes), tuple(e["type"] for e in events))
 
     async def delete(self, tenant: str, etype: str, ref: str, origin: Origin) -> None:
@@ -218,15 +243,22 @@ class EntityService:
             current = await self.get(tenant, etype, ref)
             event = _event("entity.deleted", etype, current["data"], [], origin)
             if await self._store.entities.mark_deleted(tenant, current, event):
+                self._recent.drop(tenant, etype, current["nk"])
                 return
         raise Conflict("the entity is being changed concurrently; retry")
 
 
 def _event(
-    etype_event: str, etype: str, data: Mapping[str, Any], changes: Sequence[Change], origin: Origin
+    etype_event: str,
+    etype: str,
+    data: Mapping[str, Any],
+    changes: Sequence[Change],
+    origin: Origin,
+    detail: Mapping[str, Any] | None = None,
 ) -> Doc:
-    """An outbox entry: everything the relay needs to store and fan out the event."""
-    return {
+    """An outbox entry: everything the relay needs to store and fan out the event.
+    `detail` is what the event adds to the entity's data (a geofence name, a fine's amount)."""
+    entry: Doc = {
         "id": ObjectId(),
         "type": etype_event,
         "occurred_at": datetime.now(UTC),
@@ -235,3 +267,31 @@ def _event(
         "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
         "origin": {"kind": origin.kind, "id": origin.id, **origin.extra},
     }
+    if detail:
+        entry["detail"] = dict(detail)
+    return entry
+
+
+class _RecentEntities:
+    """The entities this process wrote last, by natural key, bounded (least recent goes)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._docs: OrderedDict[tuple[str, str, str], Doc] = OrderedDict()
+
+    def get(self, tenant: str, etype: str, nk: str) -> Doc | None:
+        key = (tenant, etype, nk)
+        doc = self._docs.get(key)
+        if doc is not None:
+            self._docs.move_to_end(key)
+        return doc
+
+    def put(self, tenant: str, doc: Doc) -> None:
+        key = (tenant, doc["type"], doc["nk"])
+        self._docs[key] = doc
+        self._docs.move_to_end(key)
+        if len(self._docs) > self._size:
+            self._docs.popitem(last=False)
+
+    def drop(self, tenant: str, etype: str, nk: str) -> None:
+        self._docs.pop((tenant, etype, nk), None)

@@ -28,13 +28,13 @@ async def _no_fanout(event: Doc) -> int:
 
 
 def event_document(tenant: str, entity: Doc, entry: Doc) -> Doc:
-    return {
+    event: Doc = {
         "_id": entry["id"],
         "tenant": tenant,
         "type": entry["type"],
         "occurred_at": entry["occurred_at"],
         "entity": {
-            "type": entity["type"],
+            "type": entry["entity_type"],
             "id": str(entity["_id"]),
             "key": entity["nk"].split("#deleted#")[0],
         },
@@ -42,6 +42,9 @@ def event_document(tenant: str, entity: Doc, entry: Doc) -> Doc:
         "changes": entry["changes"],
         "origin": entry["origin"],
     }
+    if "detail" in entry:
+        event["detail"] = entry["detail"]
+    return event
 
 
 def public_event(doc: Doc) -> dict[str, Any]:

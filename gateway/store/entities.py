@@ -37,13 +37,15 @@ FILTERABLE = {
     "operator": ("cpf", "role"),
     "other": ("kind", "status", "plate"),
 }
+# Fields mappings look entities up by when a payload carries no natural key (a tracker id).
+LOOKUP_FIELDS = {"attributes.tracker_id"}
 INDEXES += [
     IndexModel(
         [("tenant", ASCENDING), ("type", ASCENDING), (f"data.{field}", ASCENDING)],
-        name=f"data_{field}",
+        name=f"data_{field.replace('.', '_')}",
         sparse=True,
     )
-    for field in sorted({f for fields in FILTERABLE.values() for f in fields})
+    for field in sorted({f for fields in FILTERABLE.values() for f in fields} | LOOKUP_FIELDS)
 ]
 
 
@@ -61,7 +63,9 @@ class EntityStore:
     async def get(
         self, tenant: str, etype: str, *, id: str | None = None, nk: str | None = None
     ) -> Doc | None:
-        query: Doc = {"type": etype, "deleted": {"$ne": True}}
+        # No `deleted` condition: a deleted entity changes type and key (see mark_deleted), and
+        # a `$ne` would keep SecantusDB from using the natural-key index.
+        query: Doc = {"type": etype}
         if id is not None:
             oid = parse_id(id)
             if oid is None:
@@ -75,7 +79,7 @@ class EntityStore:
     async def find(
         self, tenant: str, etype: str, filters: Mapping[str, Any], *, after: str | None, limit: int
     ) -> list[Doc]:
-        query: Doc = {"type": etype, "deleted": {"$ne": True}}
+        query: Doc = {"type": etype}
         query.update({f"data.{k}": v for k, v in filters.items()})
         if after is not None and (oid := parse_id(after)) is not None:
             query["_id"] = {"$gt": oid}
@@ -128,8 +132,9 @@ class EntityStore:
         return {**current, "data": data, "updated_at": now, "rev": current["rev"] + 1}
 
     async def mark_deleted(self, tenant: str, current: Doc, event: Doc) -> bool:
-        """Soft-delete: the natural key is freed now; the relay removes the document once its
-        outbox (holding `entity.deleted`) has been drained."""
+        """Soft-delete: the type and natural key change at once (so no query finds the entity
+        and its key is free); the relay removes the document once its outbox, which holds
+        `entity.deleted`, has been drained."""
         now = datetime.now(UTC)
         with translate_errors():
             result = await self._c.update_one(
@@ -137,6 +142,7 @@ class EntityStore:
                 {
                     "$set": {
                         "deleted": True,
+                        "type": f"{current['type']}#deleted",
                         "nk": f"{current['nk']}#deleted#{current['_id']}",
                         "updated_at": now,
                         "pending": True,

@@ -56,7 +56,7 @@ class KindStore:
         """Refused (Conflict) while entities of the kind exist: they would lose their schema."""
         with translate_errors():
             used = await self._entities.count_documents(
-                scoped(tenant, {"type": "other", "data.kind": name, "deleted": {"$ne": True}}),
+                scoped(tenant, {"type": "other", "data.kind": name}),
                 limit=1,
             )
             if used:

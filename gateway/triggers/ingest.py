@@ -71,6 +71,7 @@ class _Prepared:
     fields: dict[str, Any]
     events: Sequence[str]
     lane: str  # the natural key: writes to one entity keep their order
+    event_detail: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +251,9 @@ class Ingestor:
             except InvalidPayload as exc:
                 raise rejected(exc, "mapping") from None
             fields, events, key = mapped.document, mapped.events, mapped.key
+            detail = mapped.event_data
         elif isinstance(item, dict):
-            fields, events, key = item, (), {}
+            fields, events, key, detail = item, (), {}, {}
         else:
             problem = FieldProblem("", "each item must be a JSON object", "type")
             raise rejected(invalid("payload", [problem]), "schema")
@@ -260,7 +262,7 @@ class Ingestor:
             lane = self._entities.natural_key(trigger.entity_type, fields)
         except InvalidPayload as exc:
             raise rejected(exc, "entity") from None
-        return _Prepared(fields, events, lane)
+        return _Prepared(fields, events, lane, detail)
 
     async def write(
         self, trigger: CompiledTrigger, prepared: _Prepared, origin: Origin
@@ -272,6 +274,7 @@ class Ingestor:
                 prepared.fields,
                 origin,
                 extra_events=prepared.events,
+                event_detail=prepared.event_detail,
             )
         except InvalidPayload as exc:
             raise rejected(exc, "entity") from None
