@@ -1,0 +1,67 @@
+"""Entity writes across processes: the version guard keeps every change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.entities import Origin
+from gateway.keys import entities_key, relay_key, store_key
+from tests.support import auth
+
+ORIGIN = Origin("trigger", "t1")
+
+
+async def test_upsert_from_a_stale_process_keeps_the_other_process_change(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    a = await aiohttp_client(make_app())
+    b = await aiohttp_client(make_app())  # same database: a second gateway process
+    entities_a = a.app[entities_key]
+    await entities_a.upsert("acme", "vehicle", {"plate": "ABC1D23", "odometer_km": 10}, ORIGIN)
+    # B changes the vehicle behind A's back; A's remembered copy is now stale.
+    response = await b.patch(
+        "/api/v1/entities/vehicle/ABC1D23", json={"status": "maintenance"}, headers=auth()
+    )
+    assert response.status == 200
+    result = await entities_a.upsert(
+        "acme", "vehicle", {"plate": "ABC1D23", "odometer_km": 12}, ORIGIN
+    )
+    assert result.entity["data"]["status"] == "maintenance"
+    assert result.entity["data"]["odometer_km"] == 12
+    assert [c.field for c in result.changes] == ["odometer_km"]
+    stored = await (await b.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert (stored["status"], stored["odometer_km"], stored["version"]) == ("maintenance", 12, 3)
+
+
+async def test_upsert_after_another_process_deleted_the_entity_creates_it_again(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    a = await aiohttp_client(make_app())
+    b = await aiohttp_client(make_app())
+    entities_a = a.app[entities_key]
+    await entities_a.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    assert (await b.delete("/api/v1/entities/vehicle/ABC1D23", headers=auth())).status == 204
+    result = await entities_a.upsert("acme", "vehicle", {"plate": "ABC1D23", "year": 2020}, ORIGIN)
+    assert result.created
+
+
+async def test_domain_events_carry_the_mapping_detail(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    await client.app[entities_key].upsert(
+        "acme",
+        "vehicle",
+        {"plate": "ABC1D23"},
+        ORIGIN,
+        extra_events=["vehicle.geofence.exited"],
+        event_detail={"geofence": "Depot"},
+    )
+    await client.app[relay_key].run_until_idle()
+    events = await client.app[store_key].events.find("acme", {}, before=None, limit=10)
+    by_type = {e["type"]: e for e in events}
+    assert by_type["vehicle.geofence.exited"]["detail"] == {"geofence": "Depot"}
+    assert "detail" not in by_type["entity.created"]
