@@ -15,9 +15,10 @@ from gateway.app import create_app, load_secret_key
 from gateway.auth.keys import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
-from gateway.demo import seed_entities
+from gateway.demo import DemoTrigger, seed_entities, seed_mappings, seed_triggers
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.keys import entities_key, keyring_key
+from gateway.keys import entities_key, keyring_key, mappings_key, triggers_key
+from gateway.schemas.registry import default_schema_dir
 
 
 def serve(settings: Settings) -> int:
@@ -41,19 +42,13 @@ def demo(settings: Settings, tenant: str) -> int:
 
     async def on_startup(app: web.Application) -> None:
         created = await seed_entities(app[entities_key], tenant)
+        shipped = (settings.schema_dir or default_schema_dir()).parent / "mappings"
+        mappings = await seed_mappings(app[mappings_key], tenant, shipped)
+        hooks = await seed_triggers(app[triggers_key], tenant)
         token = issue_admin_token(
             app[keyring_key], tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
         )
-        base = settings.base_url
-        print(
-            f"\nRabbot gateway demo: tenant {tenant!r} ({created} entities created)\n"
-            f"  API reference   {base}/docs\n"
-            f"  OpenAPI         {base}/openapi.json\n"
-            f"  health/metrics  {base}/readyz  {base}/metrics\n"
-            f"  admin token     {token}\n\n"
-            f'  curl -H "Authorization: Bearer {token}" {base}/api/v1/entities/vehicle\n',
-            flush=True,
-        )
+        print(_demo_summary(settings.base_url, tenant, created, mappings, hooks, token), flush=True)
 
     app.on_startup.append(on_startup)
     web.run_app(
@@ -65,6 +60,34 @@ def demo(settings: Settings, tenant: str) -> int:
         shutdown_timeout=15,
     )
     return 0
+
+
+def _demo_summary(
+    base: str, tenant: str, created: int, mappings: int, hooks: list[DemoTrigger], token: str
+) -> str:
+    lines = [
+        f"\nRabbot gateway demo: tenant {tenant!r} ({created} entities created, "
+        f"{mappings} mappings loaded)",
+        f"  API reference   {base}/docs",
+        f"  OpenAPI         {base}/openapi.json",
+        f"  health/metrics  {base}/readyz  {base}/metrics",
+        "",
+        f"  export ADMIN_TOKEN={token}",
+    ]
+    lines += [
+        f"  export {_env_name(h.name)}_URL={h.url} {_env_name(h.name)}_TOKEN={h.token}"
+        for h in hooks
+    ]
+    lines += [
+        "",
+        "  Try the curl examples in README.md (section 'Try it') with these variables.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _env_name(name: str) -> str:
+    return name.upper().replace("-", "_")
 
 
 def worker(settings: Settings) -> int:

@@ -1,14 +1,23 @@
-"""The demo tenant: a small fleet with drivers, a supplier, an operator and a fine.
+"""The demo tenant: a small fleet, the shipped mappings, and triggers for a Traccar server,
+an OsmAnd phone app, an ERP (vehicles and drivers) and a fines provider.
 
-Seeding is idempotent: running `gateway demo` twice leaves one copy of everything.
+Seeding is idempotent: running `gateway demo` twice leaves one copy of everything; triggers
+that exist already get a fresh token (tokens are shown once, and the demo prints them).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.entities import EntityService, Origin
-from gateway.errors import Conflict
+from gateway.errors import Conflict, InvalidPayload
+from gateway.mappings import MappingService
+from gateway.triggers.service import TriggerService
+
+log = logging.getLogger(__name__)
 
 ORIGIN = Origin("admin", "demo")
 
@@ -24,6 +33,7 @@ VEHICLES: list[dict[str, Any]] = [
         "odometer_km": 18250.0,
         "group": "sao-paulo",
         "current_driver": {"cpf": "52998224725", "name": "Maria Souza"},
+        "attributes": {"tracker_id": "353861053849681"},
     },
     {
         "plate": "BRA2E19",
@@ -111,3 +121,61 @@ async def seed_entities(entities: EntityService, tenant: str) -> int:
             except Conflict:
                 pass  # already seeded
     return created
+
+
+TRIGGERS: list[dict[str, Any]] = [
+    {
+        "name": "traccar-positions",
+        "entity_type": "vehicle",
+        "methods": ["POST"],
+        "mapping": "traccar-position",
+    },
+    {
+        "name": "osmand-phone",
+        "entity_type": "vehicle",
+        "methods": ["GET", "POST"],
+        "mapping": "osmand",
+        "format": "form",
+        "auth": {"token_in_query": "token"},
+    },
+    {"name": "erp-vehicles", "entity_type": "vehicle", "methods": ["GET", "POST"]},
+    {"name": "erp-drivers", "entity_type": "driver", "methods": ["GET", "POST"]},
+    {
+        "name": "fines-provider",
+        "entity_type": "other",
+        "kind": "fine",
+        "methods": ["POST"],
+        "mapping": "fine-feed",
+    },
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoTrigger:
+    name: str
+    url: str
+    token: str
+
+
+async def seed_mappings(mappings: MappingService, tenant: str, directory: Path) -> int:
+    uploaded = 0
+    for file in sorted(directory.glob("*.yaml")):
+        try:
+            await mappings.upload(tenant, file.read_bytes(), author="demo", filename=file.name)
+            uploaded += 1
+        except InvalidPayload as exc:
+            log.warning("demo mapping %s not loaded: %s", file.name, exc.detail)
+    return uploaded
+
+
+async def seed_triggers(triggers: TriggerService, tenant: str) -> list[DemoTrigger]:
+    existing = {t["name"]: t["id"] for t in await triggers.list(tenant, after=None, limit=200)}
+    issued = []
+    for spec in TRIGGERS:
+        if spec["name"] in existing:
+            result = await triggers.rotate(tenant, existing[spec["name"]])
+        else:
+            result = await triggers.create(tenant, spec)
+        assert result.token is not None
+        issued.append(DemoTrigger(spec["name"], result.trigger["url"], result.token))
+    return issued

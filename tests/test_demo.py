@@ -1,0 +1,84 @@
+"""The demo tenant: seeding is idempotent and the demo triggers accept the partners' samples."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.demo import seed_entities, seed_mappings, seed_triggers
+from gateway.keys import entities_key, mappings_key, triggers_key
+from tests.support import auth
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = Path(__file__).parent / "data" / "partner_payloads"
+
+
+def _path(hook: Any) -> str:
+    return "/hooks/" + str(hook.url).rsplit("/hooks/", 1)[1]
+
+
+async def _seed(app: web.Application) -> dict[str, Any]:
+    await seed_entities(app[entities_key], "demo")
+    await seed_mappings(app[mappings_key], "demo", ROOT / "mappings")
+    return {t.name: t for t in await seed_triggers(app[triggers_key], "demo")}
+
+
+async def test_demo_seeding_twice_keeps_one_copy_and_issues_fresh_tokens(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    first = await _seed(client.app)
+    second = await _seed(client.app)
+    assert (
+        first.keys()
+        == second.keys()
+        == {"traccar-positions", "osmand-phone", "erp-vehicles", "erp-drivers", "fines-provider"}
+    )
+    assert first["erp-vehicles"].url == second["erp-vehicles"].url
+    stale = await client.get(
+        first["erp-vehicles"].url.split("8080")[-1] + "/ABC1D23",
+        headers={"Authorization": f"Bearer {first['erp-vehicles'].token}"},
+    )
+    assert stale.status == 401
+    vehicles = await (await client.get("/api/v1/entities/vehicle", headers=auth("demo"))).json()
+    assert len(vehicles["items"]) == 3
+
+
+async def test_demo_triggers_accept_the_partner_samples(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    hooks = await _seed(client.app)
+
+    def path(name: str) -> str:
+        return _path(hooks[name])
+
+    def bearer(name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {hooks[name].token}"}
+
+    traccar = json.loads((SAMPLES / "traccar_position_forward.json").read_text())
+    response = await client.post(
+        path("traccar-positions"), json=traccar, headers=bearer("traccar-positions")
+    )
+    assert response.status == 200, await response.text()
+    assert "vehicle.position" in (await response.json())["events"]
+
+    query = (SAMPLES / "osmand_query.txt").read_text().strip()
+    token = hooks["osmand-phone"].token
+    response = await client.get(f"{path('osmand-phone')}?token={token}&{query}")
+    assert response.status == 200, await response.text()
+
+    fine = json.loads((SAMPLES / "fine_feed.json").read_text())
+    response = await client.post(
+        path("fines-provider"), json=fine, headers=bearer("fines-provider")
+    )
+    assert response.status == 201, await response.text()
+
+    vehicle = await (
+        await client.get(path("erp-vehicles") + "/ABC1D23", headers=bearer("erp-vehicles"))
+    ).json()
+    assert vehicle["last_position"]["speed_kmh"] == 24.3  # 13.1 knots
