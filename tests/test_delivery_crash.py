@@ -105,7 +105,9 @@ async def test_killed_worker_loses_nothing_and_never_overlaps_a_delivery(
     assert len(delivered) == DELIVERIES
     assert partner.overlaps == []
     assert duplicates <= CONCURRENCY  # at most what the killed worker held, unrecorded
-    assert survivor.returncode == 0
+    # 0, or -SIGTERM when the signal came before the process installed its handler (then
+    # it stopped like the killed one: its leases expire, nothing is lost).
+    assert survivor.returncode in (0, -signal.SIGTERM)
 
 
 async def _statuses(client: Client) -> Counter[str]:

@@ -30,6 +30,7 @@ from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.events import public_event
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
+from gateway.store.deliveries import shard_of
 
 _EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 _MAX_VALUES = 100
@@ -180,8 +181,10 @@ def _utcnow() -> datetime:
 def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first: datetime) -> Doc:
     event_id = str(event["_id"])
     entity_id = (event.get("entity") or {}).get("id")
+    delivery_id = f"{event_id}:{sub['_id']}"
     doc: Doc = {
-        "_id": f"{event_id}:{sub['_id']}",
+        "_id": delivery_id,
+        "shard": shard_of(delivery_id),
         "tenant": event["tenant"],
         "event": public_event(event),
         "event_type": event["type"],
@@ -198,6 +201,8 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first
     }
     if action.ordered and entity_id:
         doc["order_key"] = f"{action.id}:{entity_id}"
+        # One shard per order key: a worker claims them together and sends them in turn.
+        doc["shard"] = shard_of(doc["order_key"])
     return doc
 
 

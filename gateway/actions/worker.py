@@ -40,12 +40,13 @@ from gateway.actions.service import MappingSource
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
+from gateway.store.deliveries import SHARDS
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _EXCERPT = 1024
-_QUEUE_STATS_EVERY = 5  # housekeeping rounds between two queue-depth measurements
+_QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O(backlog))
 _SECOND = timedelta(seconds=1)
 
 
@@ -90,9 +91,11 @@ class DeliveryWorker:
         self.rng = rng
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._batches = itertools.count(1)
+        self._shard = random.randrange(SHARDS)
         self._wake = asyncio.Event()
         self._stopping = False
         self._running = False
+        self._loop_ended = asyncio.Event()
         self._held: dict[str, str] = {}  # delivery id → claim token, until recorded
         self._tasks: set[asyncio.Task[Counter[str]]] = set()
         self._disabled: set[str] = set()  # partner ids whose deliveries wait
@@ -127,6 +130,7 @@ class DeliveryWorker:
             asyncio.create_task(self._lease_renewal_loop()),
         ]
         self._running = True
+        self._loop_ended.clear()
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -136,12 +140,13 @@ class DeliveryWorker:
                     batch = await self._claim_safely(free)
                     for group in _groups(batch):
                         self._spawn(group)
-                if free > 0 and len(batch) == free:
-                    continue  # a full batch: there may be more due right now
+                if batch:
+                    continue  # there may be more due right now, for the slots still free
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
         finally:
             self._running = False
+            self._loop_ended.set()
             for keeper in keepers:
                 keeper.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
@@ -150,6 +155,8 @@ class DeliveryWorker:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""
         self._stopping = True
         self._wake.set()
+        if self._running:
+            await self._loop_ended.wait()  # no claim may land after the leases are released
         if self._tasks:
             _, unfinished = await asyncio.wait(
                 set(self._tasks), timeout=self._settings.shutdown_seconds
@@ -184,14 +191,22 @@ class DeliveryWorker:
         return counts
 
     async def _claim(self, limit: int) -> list[Doc]:
-        token = f"{self.owner}:{next(self._batches)}"
-        now = self.clock()
-        docs = await self._store.deliveries.claim(
-            token, now, now + self._lease, limit, sorted(self._disabled)
-        )
-        for doc in docs:
-            self._held[doc["_id"]] = token
-        return docs
+        """Due deliveries of the next shard that has any; [] once every shard came back
+        empty. Shards are visited in turn from a random start, so workers spread out."""
+        for _ in range(SHARDS):
+            if self._stopping and self._running:
+                break  # stop() is waiting for the loop
+            shard, self._shard = self._shard, (self._shard + 1) % SHARDS
+            token = f"{self.owner}:{next(self._batches)}"
+            now = self.clock()
+            docs = await self._store.deliveries.claim(
+                token, now, now + self._lease, limit, shard, sorted(self._disabled)
+            )
+            for doc in docs:
+                self._held[doc["_id"]] = token
+            if docs:
+                return docs
+        return []
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:

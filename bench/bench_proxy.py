@@ -1,0 +1,218 @@
+"""Proxy action latency (SPEC §8: a proxy action adds under 1 ms median over calling the
+partner directly).
+
+    python bench/bench_proxy.py [--requests 2000] [--warmup 300]
+
+One run, side by side: a local partner (its own process) answers the current-driver lookup
+of mappings/hr-current-driver.yaml; `gateway serve` (its own process, embedded SecantusDB)
+has that partner and a proxy action using the mapping both ways. The client sends one
+request at a time, alternating
+
+- direct:  GET partner/veiculos/{plate}/condutor-atual with the bearer token;
+- proxy:   POST gateway/api/v1/actions/{id}/invoke {"payload": {"entity": {"plate"}}}
+           (admin JWT check, request mapping, guarded send, response mapping, answer);
+- entity:  the same with {"entity": {"type": "vehicle", "key": plate}}, which also reads the
+           vehicle from the database (one indexed find_one, ~2 ms on this embedded DB),
+
+and prints the median and p99 of each, and the added medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.store.embedded import EmbeddedServer  # noqa: E402
+
+SECRET_KEY = "bench-secret-key-0123456789abcdef0123456789abcdef"
+PLATE = "ABC1D23"
+DRIVER = (ROOT / "tests/data/partner_payloads/driver_lookup_response.json").read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_partner(port: int) -> None:
+    """The partner: answers the lookup, as fast as aiohttp can."""
+
+    async def lookup(request: web.Request) -> web.Response:
+        return web.Response(body=DRIVER, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/veiculos/{plate}/condutor-atual", lookup)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(url) as response:
+                if response.status < 500:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} not ready within {timeout:.0f} s")
+
+
+async def setup(
+    session: aiohttp.ClientSession, gateway: str, partner: str, headers: dict[str, str]
+) -> str:
+    async def post(path: str, **kwargs: Any) -> Any:
+        kwargs["headers"] = {**headers, **kwargs.get("headers", {})}
+        async with session.post(gateway + path, **kwargs) as response:
+            body = await response.json()
+            assert response.status in (200, 201), body
+            return body
+
+    mapping = (ROOT / "mappings/hr-current-driver.yaml").read_bytes()
+    await post(
+        "/api/v1/mappings", data=mapping, headers={**headers, "Content-Type": "application/yaml"}
+    )
+    hr = await post(
+        "/api/v1/partners",
+        json={
+            "name": "RH",
+            "base_url": partner,
+            "auth": {"type": "none"},
+            "secrets": {"hr_token": "hr-token"},
+            "max_concurrency": 50,
+        },
+    )
+    action = await post(
+        "/api/v1/actions",
+        json={
+            "name": "current driver",
+            "partner_id": hr["id"],
+            "method": "GET",
+            "path": "/veiculos/{plate}/condutor-atual",
+            "mode": "proxy",
+            "request_mapping": "hr-current-driver",
+            "response_mapping": "hr-current-driver",
+        },
+    )
+    await post("/api/v1/entities/vehicle", json={"plate": PLATE})
+    return str(action["id"])
+
+
+async def measure(args: argparse.Namespace, gateway: str, partner: str, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, gateway + "/healthz")
+        await wait_ready(session, partner + "/veiculos/x/condutor-atual")
+        action_id = await setup(session, gateway, partner, headers)
+        invoke = f"{gateway}/api/v1/actions/{action_id}/invoke"
+        calls = {
+            "direct": lambda: session.get(
+                f"{partner}/veiculos/{PLATE}/condutor-atual",
+                headers={"Authorization": "Bearer hr-token"},
+            ),
+            "proxy": lambda: session.post(
+                invoke, headers=headers, json={"payload": {"entity": {"plate": PLATE}}}
+            ),
+            "entity": lambda: session.post(
+                invoke, headers=headers, json={"entity": {"type": "vehicle", "key": PLATE}}
+            ),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        for i in range(args.warmup + args.requests):
+            for name, call in calls.items():
+                started = time.perf_counter()
+                async with call() as response:
+                    await response.read()
+                    assert response.status == 200, (name, response.status)
+                if i >= args.warmup:
+                    samples[name].append((time.perf_counter() - started) * 1000)
+    report(samples)
+
+
+def report(samples: dict[str, list[float]]) -> None:
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    for name, values in samples.items():
+        p99 = statistics.quantiles(values, n=100)[98]
+        print(
+            f"{name:7s} median {medians[name]:.3f} ms   p99 {p99:.3f} ms   ({len(values)} requests)"
+        )
+    direct = medians["direct"]
+    for name in ("proxy", "entity"):
+        added = medians[name] - direct
+        print(
+            f"{name} adds {added:.3f} ms median over direct "
+            f"(ratio {medians[name] / direct:.2f}x){'  <1 ms: ok' if added < 1 else ''}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--partner-only", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.partner_only:
+        run_partner(args.partner_only)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        db = EmbeddedServer(Path(tmp) / "db")
+        db.start()
+        gateway_port, partner_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "MONGODB_URI": db.uri,
+            "GATEWAY_PORT": str(gateway_port),
+            "GATEWAY_SECRET_KEY": SECRET_KEY,
+            "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
+            "GATEWAY_DATABASE": "bench_proxy",
+            "GATEWAY_DATA_DIR": tmp,
+            "GATEWAY_LOG_LEVEL": "WARNING",
+        }
+        token = subprocess.run(
+            [sys.executable, "-m", "gateway", "admin-token", "--tenant", "bench"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        procs = [
+            subprocess.Popen([sys.executable, __file__, "--partner-only", str(partner_port)]),
+            subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"], env=env, stderr=subprocess.DEVNULL
+            ),
+        ]
+        try:
+            asyncio.run(
+                measure(
+                    args,
+                    f"http://127.0.0.1:{gateway_port}",
+                    f"http://127.0.0.1:{partner_port}",
+                    token,
+                )
+            )
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(20)
+            db.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
