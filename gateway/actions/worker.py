@@ -92,6 +92,7 @@ class DeliveryWorker:
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._batches = itertools.count(1)
         self._shard = random.randrange(SHARDS)
+        self._refill_at = max(1, settings.concurrency // 4)
         self._wake = asyncio.Event()
         self._stopping = False
         self._running = False
@@ -136,7 +137,8 @@ class DeliveryWorker:
                 self._wake.clear()
                 free = self._settings.concurrency - len(self._held)
                 batch: list[Doc] = []
-                if free > 0:
+                # Refill in batches, not one slot at a time: a claim reads a whole shard.
+                if free >= self._refill_at or (free > 0 and not self._held):
                     batch = await self._claim_safely(free)
                     for group in _groups(batch):
                         self._spawn(group)
