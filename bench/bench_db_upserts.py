@@ -17,7 +17,8 @@ through AsyncMongoClient, measures one after the other on it:
    UpdateOne upserts by plate): the baseline of "batched position ingestion >= 70% of raw
    bulk_write".
 
-Each line gives the database server's CPU per write too (/proc/PID/stat).
+Each line gives the database server's CPU per write too (/proc/PID/stat), and the last lines
+the driver's: this process's CPU per write, one update_one at a time vs bulk_write.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bench._common import cpu_seconds, position_doc
 from gateway.store.embedded import EmbeddedServer
 from gateway.store.entities import INDEXES as ENTITY_INDEXES
 
+DRIVER_CPU: dict[str, float] = {}  # this process's CPU per write (µs): the driver's cost
 NATURAL_KEY = IndexModel(
     [("tenant", ASCENDING), ("type", ASCENDING), ("nk", ASCENDING)], unique=True
 )
@@ -55,6 +57,7 @@ async def upserts(
     docs = [position_doc(rng) for _ in range(total)]
     done = 0
     marks: list[tuple[float, float]] = [(time.perf_counter(), cpu_seconds(db_pid))]
+    client_cpu = time.process_time()
 
     async def writer(my_docs: list) -> None:
         nonlocal done
@@ -65,6 +68,7 @@ async def upserts(
                 marks.append((time.perf_counter(), cpu_seconds(db_pid)))
 
     await asyncio.gather(*(writer(docs[i::concurrency]) for i in range(concurrency)))
+    DRIVER_CPU[f"update_one {name}"] = (time.process_time() - client_cpu) / total * 1e6
     await client.close()
     rates = []
     for (t0, c0), (t1, c1) in itertools.pairwise(marks):
@@ -83,11 +87,12 @@ async def bulk(uri: str, total: int, batch: int, db_pid: int) -> dict[str, tuple
         ("insert", db["bulk_fixes"], lambda k, f: InsertOne({**k, **f})),
         ("upsert", db["bulk_upserts"], lambda k, f: UpdateOne(k, {"$set": f}, upsert=True)),
     ):
-        t0, c0 = time.perf_counter(), cpu_seconds(db_pid)
+        t0, c0, p0 = time.perf_counter(), cpu_seconds(db_pid), time.process_time()
         for i in range(0, total, batch):
             await coll.bulk_write([make(k, f) for k, f in docs[i : i + batch]], ordered=False)
         elapsed, cpu = time.perf_counter() - t0, cpu_seconds(db_pid) - c0
         results[label] = (total / elapsed, cpu / total * 1e6)
+        DRIVER_CPU[f"bulk {label}"] = (time.process_time() - p0) / total * 1e6
     await client.close()
     return results
 
@@ -123,12 +128,13 @@ async def main() -> None:
             assert "retryWrites=false" in no_retry
             retry = no_retry.replace("retryWrites=false", "retryWrites=true")
             print(f"embedded SecantusDB pid {server.pid}, concurrency {args.concurrency}")
-            rates = await upserts(no_retry, "v", args.upserts, args.concurrency, server.pid)
+            conc, pid = args.concurrency, server.pid
+            rates = await upserts(no_retry, "plain", args.upserts, conc, pid)
             summary(f"upsert retryWrites=false x{args.upserts}", rates)
-            slow = await upserts(retry, "v_retry", args.retry_upserts, args.concurrency, server.pid)
+            slow = await upserts(retry, "retrywrites", args.retry_upserts, conc, pid)
             summary(f"upsert retryWrites=true x{args.retry_upserts}", slow)
             indexed = await upserts(
-                no_retry, "v_idx", args.index_upserts, args.concurrency, server.pid, ENTITY_INDEXES
+                no_retry, "entity_indexes", args.index_upserts, conc, pid, ENTITY_INDEXES
             )
             summary(f"upsert +{len(ENTITY_INDEXES)} entity indexes x{args.index_upserts}", indexed)
             raw = await bulk(no_retry, args.bulk_docs, args.batch, server.pid)
@@ -137,6 +143,10 @@ async def main() -> None:
                     f"bulk_write {label} batch {args.batch:<10}  {rate:7,.0f} docs/s "
                     f"({cpu:4.0f} µs DB CPU/doc)"
                 )
+            print(
+                "driver (AsyncMongoClient) CPU per write in this process: "
+                + ", ".join(f"{k} {v:.0f} µs" for k, v in DRIVER_CPU.items())
+            )
             print(
                 "ratios: bulk upsert / single upsert (last 1k, retryWrites=false) "
                 f"{raw['upsert'][0] / rates[-1][0]:.2f}; retryWrites=true last/first "

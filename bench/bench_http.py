@@ -4,6 +4,10 @@ the other in one run on one embedded SecantusDB, driven by the same wrk script a
     python bench/bench_http.py [--duration 10] [--warmup 3] [--connections 16]
                                [--servers bare,nodered,gateway,gateway-web] [--gateway-src DIR]
 
+A gateway key may name another source tree to A/B a change in the same run, e.g.
+--servers bare,nodered,gateway-web,gateway-web@/tmp/patched (a directory holding gateway/,
+schemas/ and mappings/, put first on PYTHONPATH).
+
 Needs `wrk` (apt-get install wrk) and Node.js 20 with npm (Node-RED 4 and
 node-red-contrib-mongodb4 are installed into bench/.nodered/ on first use).
 
@@ -57,11 +61,17 @@ GATEWAY_ENV: dict[str, str] = {}  # --gateway-src sets PYTHONPATH here
 
 @dataclass
 class Server:
-    name: str
+    key: str  # bare | nodered | gateway | gateway-web, the last two optionally @SOURCE_DIR
+    name: str = ""
     url: str = ""
     token: str = ""
     proc: subprocess.Popen | None = None
     results: dict[str, float] = field(default_factory=dict)
+    db_name: str | None = None  # the gateway's database
+    outbox_db: str | None = None  # the same, when its event relay runs
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.key
 
 
 def free_port() -> int:
@@ -156,21 +166,26 @@ def nodered(server: Server, tmp: Path, db: EmbeddedServer) -> None:
 
 def gateway_server(workers: bool) -> Callable[[Server, Path, EmbeddedServer], None]:
     def start(server: Server, tmp: Path, db: EmbeddedServer) -> None:
+        """`gateway serve` from this checkout, or from the directory after "@" in the key."""
         port = free_port()
-        name = "gateway" if workers else "gateway-web"
+        src = server.key.partition("@")[2]
+        name = ("gateway" if workers else "gateway-web") + (f"-{Path(src).name}" if src else "")
+        server.db_name = name.replace("-", "_").replace(".", "_")
+        source = {"PYTHONPATH": str(Path(src).resolve())} if src else GATEWAY_ENV
         env = {
             "MONGODB_URI": db.uri,
             "GATEWAY_PORT": str(port),
             "GATEWAY_DATA_DIR": str(tmp / name),
             "GATEWAY_SECRET_KEY": os.urandom(32).hex(),
-            "GATEWAY_DATABASE": name.replace("-", "_"),
+            "GATEWAY_DATABASE": server.db_name,
             "GATEWAY_LOG_JSON": "true",
             "GATEWAY_LOG_LEVEL": "WARNING",
             "GATEWAY_RUN_WORKERS": "true" if workers else "false",
-            **GATEWAY_ENV,
+            **source,
         }
         base = f"http://127.0.0.1:{port}"
         server.name = name + (" (+workers)" if workers else " (web only)")
+        server.outbox_db = server.db_name if workers else None
         server.proc = spawn([GATEWAY, "serve"], tmp / f"{name}.log", env)
         wait_until(server, f"{base}/healthz")
         server.url, server.token = create_trigger(base, env)
@@ -224,19 +239,27 @@ SERVERS = {
 
 
 class CpuMeter:
-    """CPU seconds of the server's process tree and of the database between start and stop."""
+    """CPU seconds of the server's process tree and of the database, and the database's CRUD
+    operations (serverStatus opcounters), between start and stop."""
 
     def __init__(self, server: Server, db: EmbeddedServer) -> None:
         assert server.proc and db.pid
-        self.pids, self.db_pid = process_tree(server.proc.pid), db.pid
+        self.pids, self.db_pid, self.uri = process_tree(server.proc.pid), db.pid, db.uri
+
+    def _ops(self) -> int:
+        with MongoClient(self.uri) as client:
+            counters = client.admin.command("serverStatus")["opcounters"]
+        return sum(counters[k] for k in ("insert", "query", "update", "delete", "getmore"))
 
     def __enter__(self) -> CpuMeter:
+        self.ops0 = self._ops()
         self.server0, self.db0 = tree_cpu_seconds(self.pids), cpu_seconds(self.db_pid)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server = tree_cpu_seconds(self.pids) - self.server0
         self.db = cpu_seconds(self.db_pid) - self.db0
+        self.ops = self._ops() - self.ops0
 
 
 def wrk(server: Server, seconds: float, connections: int) -> dict[str, float]:
@@ -257,15 +280,36 @@ def fixed_rate(server: Server, rate: float, seconds: float) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def settle(server: Server, db: EmbeddedServer, limit: float = 120) -> float:
+    """Wait until the gateway's event relay has drained every outbox: what a request causes
+    is paid for before the meter stops. Seconds waited."""
+    if server.outbox_db is None:
+        return 0.0
+    started = time.monotonic()
+    with MongoClient(db.uri) as client:
+        entities = client[server.outbox_db]["entities"]
+        while entities.find_one({"pending": True}, {"_id": 1}) is not None:
+            if time.monotonic() - started > limit:
+                print(f"  {server.name}: outboxes still pending after {limit:.0f}s")
+                break
+            time.sleep(0.2)
+    return time.monotonic() - started
+
+
 def measure(server: Server, db: EmbeddedServer, args: argparse.Namespace) -> None:
     wrk(server, args.warmup, args.connections)
+    settle(server, db)
     with CpuMeter(server, db) as cpu:
         peak = wrk(server, args.duration, args.connections)
+        drained = settle(server, db)
     served = max(peak["requests"], 1)
-    server.results.update(peak)
-    server.results.update(cpu_us=cpu.server / served * 1e6, db_us=cpu.db / served * 1e6)
+    server.results.update(peak, drain_s=drained)
+    server.results.update(
+        cpu_us=cpu.server / served * 1e6, db_us=cpu.db / served * 1e6, db_ops=cpu.ops / served
+    )
     with CpuMeter(server, db) as cpu:
         half = fixed_rate(server, peak["rps"] / 2, args.duration)
+        settle(server, db)
     ok = max(half["ok"], 1)
     server.results.update(
         half_rate=half["rate"], half_p50_us=half["p50_us"], half_p99_us=half["p99_us"],
@@ -276,8 +320,8 @@ def measure(server: Server, db: EmbeddedServer, args: argparse.Namespace) -> Non
 def report(servers: list[Server]) -> None:
     head = (
         f"{'server':<24}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'err':>6}{'CPU µs/req':>12}"
-        f"{'DB µs/req':>11} | {'half req/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'err':>6}"
-        f"{'CPU µs/req':>12}{'DB µs/req':>11}"
+        f"{'DB µs/req':>11}{'DB ops/req':>11} | {'half req/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'err':>6}{'CPU µs/req':>12}{'DB µs/req':>11}"
     )
     print("\n" + head + "\n" + "-" * len(head))
     for s in servers:
@@ -287,16 +331,18 @@ def report(servers: list[Server]) -> None:
             continue
         print(
             f"{s.name:<24}{r['rps']:>8,.0f}{r['p50_us'] / 1e3:>8.2f}{r['p99_us'] / 1e3:>8.2f}"
-            f"{r['errors']:>6.0f}{r['cpu_us']:>12,.0f}{r['db_us']:>11,.0f} | "
+            f"{r['errors']:>6.0f}{r['cpu_us']:>12,.0f}{r['db_us']:>11,.0f}{r['db_ops']:>11.1f} | "
             f"{r['half_rate']:>10,.0f}{r['half_p50_us'] / 1e3:>8.2f}{r['half_p99_us'] / 1e3:>8.2f}"
             f"{r['half_errors']:>6.0f}{r['half_cpu_us']:>12,.0f}{r['half_db_us']:>11,.0f}"
         )
-    by = {s.name.split()[0]: s.results for s in servers if s.results}
-    bare_r, red = by.get("bare"), by.get("Node-RED")
+        if r["drain_s"]:
+            print(f"{'':<24}(CPU and DB figures include {r['drain_s']:.1f} s of event relay drain)")
+    by = {s.key: s.results for s in servers if s.results}
+    bare_r, red = by.get("bare"), by.get("nodered")
     print("\nratios (SPEC §8 target in brackets):")
-    for name in ("gateway", "gateway-web"):
-        gw = by.get(name)
-        if not gw:
+    for s in servers:
+        name, gw = s.name.split()[0], s.results
+        if not gw or not s.key.startswith("gateway"):
             continue
         if red:
             print(f"  {name} CPU/req ÷ Node-RED  {gw['cpu_us'] / red['cpu_us']:5.2f}  [≤ 0.5]")
@@ -308,14 +354,25 @@ def report(servers: list[Server]) -> None:
         print(f"  Node-RED CPU/req ÷ bare   {red['cpu_us'] / bare_r['cpu_us']:5.2f}")
 
 
-def stored_counts(db: EmbeddedServer) -> str:
+def stored_counts(db: EmbeddedServer, servers: list[Server]) -> str:
     with MongoClient(db.uri) as client:
         counts = {"nodered fleet.vehicles": client["fleet"]["vehicles"].count_documents({})}
-        for name in ("gateway", "gateway_web"):
+        for name in (s.db_name for s in servers if s.db_name):
             counts[f"{name} vehicles"] = client[name]["entities"].count_documents(
                 {"type": "vehicle"}
             )
+            counts[f"{name} events"] = client[name]["events"].count_documents({})
     return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def source_version(src: str | None) -> str:
+    """The commit the gateway runs from, and whether gateway/ has uncommitted changes."""
+    where = ["-C", str(src or ROOT)]
+    head = subprocess.run(["git", *where, "rev-parse", "--short", "HEAD"], capture_output=True)
+    dirty = subprocess.run(["git", *where, "status", "--porcelain", "gateway"], capture_output=True)
+    if head.returncode:
+        return "not a git checkout"
+    return head.stdout.decode().strip() + (" + uncommitted changes" if dirty.stdout else "")
 
 
 def main() -> None:
@@ -337,14 +394,18 @@ def main() -> None:
         tmp = Path(name)
         db = EmbeddedServer(tmp / "db")
         db.start()
-        print(f"embedded SecantusDB pid {db.pid}; wrk -t1 -c{args.connections} -d{args.duration}s")
+        load = f"wrk -t1 -c{args.connections} -d{args.duration:g}s"
+        print(f"embedded SecantusDB pid {db.pid}; {load}")
         servers = []
         try:
             for key in args.servers.split(","):
                 server = Server(key)
                 try:
-                    SERVERS[key](server, tmp, db)
+                    SERVERS[key.partition("@")[0]](server, tmp, db)
                     print(f"{server.name}: {server.url}", flush=True)
+                    if key.startswith("gateway"):
+                        src = key.partition("@")[2] or args.gateway_src
+                        print(f"  gateway/ from {src or ROOT} ({source_version(src)})")
                     measure(server, db, args)
                 except Exception as exc:  # report the others even if one server fails
                     print(f"{key}: FAILED: {exc}", flush=True)
@@ -357,7 +418,7 @@ def main() -> None:
                         server.proc.wait(15)
                 servers.append(server)
             report(servers)
-            print(f"\nstored: {stored_counts(db)}")
+            print(f"\nstored: {stored_counts(db, servers)}")
         finally:
             db.stop()
 
