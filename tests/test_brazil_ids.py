@@ -15,7 +15,8 @@ from gateway.schemas import ids
 
 # The shared vectors (SPEC: data/brazil_ids.json), copied into tests/data.
 VECTORS: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "data" / "brazil_ids.json").read_text())
+    (Path(__file__).parent / "data" / "brazil_ids.json").read_text()
+)
 
 CHECKS: dict[str, Callable[[str], str | None]] = {
     "cpf": ids.check_cpf,

@@ -12,8 +12,8 @@ from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
     RateLimited,
-    Unavailable,
     Unauthorized,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
