@@ -17,19 +17,23 @@ from gateway import __version__
 from gateway.actions.catalog import Catalog, partner_guards
 from gateway.actions.deliveries import DeliveryService
 from gateway.actions.fanout import FanOut
+from gateway.actions.jwks import jwks_fetcher
 from gateway.actions.proxy import Proxy
 from gateway.actions.sender import Sender
 from gateway.actions.service import ActionService
 from gateway.actions.ssrf import OutboundPolicy
 from gateway.actions.worker import DeliveryWorker, WorkerSettings
 from gateway.auth.keys import KeyRing, generate_secret_key
+from gateway.auth.partner_jwt import JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
+from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
 from gateway.config import Settings
 from gateway.entities import EntityService
 from gateway.errors import StoreUnavailable
 from gateway.events import EventRelay
 from gateway.keys import (
     actions_key,
+    admin_verifier_key,
     deliveries_key,
     delivery_worker_key,
     entities_key,
@@ -84,6 +88,7 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
     app[keyring_key] = KeyRing.from_secret(load_secret_key(settings))
     app[schemas_key] = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     app.cleanup_ctx.append(_database(mongodb_uri or settings.mongodb_uri))
+    app.cleanup_ctx.append(_admin_auth)
     app.cleanup_ctx.append(_actions)  # before the relay: it fans out to deliveries
     app.cleanup_ctx.append(_triggers)
     app.cleanup_ctx.append(_event_relay)
@@ -147,6 +152,24 @@ async def _watch(embedded: EmbeddedServer) -> None:
     while (code := embedded.exit_code()) is None:
         await asyncio.sleep(1)
     log.error("the embedded database exited with code %s:\n%s", code, embedded.log_tail())
+
+
+async def _admin_auth(app: web.Application) -> AsyncIterator[None]:
+    """Admin tokens: ours, and an identity provider's when GATEWAY_ADMIN_JWKS_URL is set (its
+    keys fetched through the SSRF-guarded client)."""
+    settings, ring = app[settings_key], app[keyring_key]
+    if settings.admin_jwks_url is None:
+        app[admin_verifier_key] = AdminTokenVerifier(ring)
+        yield
+        return
+    async with Sender(OutboundPolicy.from_entries(settings.outbound_allow)) as sender:
+        policy = JwtPolicy(issuer=settings.admin_jwt_issuer, audience=settings.admin_jwt_audience)
+        keys = PartnerJwtVerifier.from_jwks(settings.admin_jwks_url, jwks_fetcher(sender), policy)
+        external = ExternalAdminVerifier(
+            keys, tenant_claim=settings.admin_tenant_claim, role_claim=settings.admin_role_claim
+        )
+        app[admin_verifier_key] = AdminTokenVerifier(ring, external)
+        yield
 
 
 async def _triggers(app: web.Application) -> AsyncIterator[None]:

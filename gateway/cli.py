@@ -94,12 +94,13 @@ def worker(settings: Settings) -> int:
     """The app's background work (event relay, deliveries) without the HTTP server."""
 
     async def run() -> None:
-        runner = web.AppRunner(create_app(settings))
-        await runner.setup()
+        # Signals first: a SIGTERM while the app starts still shuts it down cleanly.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        runner = web.AppRunner(create_app(settings))
+        await runner.setup()
         print("gateway worker running", file=sys.stderr)
         await stop.wait()
         await runner.cleanup()

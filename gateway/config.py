@@ -41,7 +41,12 @@ class Settings:
     run_workers: bool = True
     log_level: str = "INFO"
     log_json: bool = True
+    # An external identity provider's admin tokens (RS256/ES256/EdDSA), checked on its JWKS.
     admin_jwks_url: str | None = None
+    admin_jwt_issuer: str | None = None
+    admin_jwt_audience: str | None = None
+    admin_tenant_claim: str = "tenant"
+    admin_role_claim: str = "role"
     # Delivery workers (issue 5): a lease longer than any partner timeout (capped at 60 s).
     delivery_lease_seconds: int = 90
     delivery_concurrency: int = 32
@@ -75,6 +80,10 @@ class Settings:
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
+            admin_jwt_issuer=env.text("GATEWAY_ADMIN_JWT_ISSUER"),
+            admin_jwt_audience=env.text("GATEWAY_ADMIN_JWT_AUDIENCE"),
+            admin_tenant_claim=env.text("GATEWAY_ADMIN_TENANT_CLAIM") or "tenant",
+            admin_role_claim=env.text("GATEWAY_ADMIN_ROLE_CLAIM") or "role",
             delivery_lease_seconds=env.integer("GATEWAY_DELIVERY_LEASE_SECONDS", 90, low=1),
             delivery_concurrency=env.integer("GATEWAY_DELIVERY_CONCURRENCY", 32, low=1, high=1000),
             delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),

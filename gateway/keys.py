@@ -10,6 +10,7 @@ from gateway.actions.proxy import Proxy
 from gateway.actions.service import ActionService
 from gateway.actions.worker import DeliveryWorker
 from gateway.auth.keys import KeyRing
+from gateway.auth.tokens import AdminTokenVerifier
 from gateway.config import Settings
 from gateway.entities import EntityService
 from gateway.events import EventRelay
@@ -23,6 +24,7 @@ from gateway.triggers import HookReceiver, RejectedPayloads, TriggerService
 settings_key = web.AppKey("settings", Settings)
 metrics_key = web.AppKey("metrics", Metrics)
 keyring_key = web.AppKey("keyring", KeyRing)
+admin_verifier_key = web.AppKey("admin_verifier", AdminTokenVerifier)
 schemas_key = web.AppKey("schemas", SchemaRegistry)
 store_key = web.AppKey("store", Store)
 entities_key = web.AppKey("entities", EntityService)

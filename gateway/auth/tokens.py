@@ -202,13 +202,40 @@ class ExternalAdminVerifier:
 
 
 class AdminTokenVerifier:
-    """One entry point for admin bearer tokens: ours (HS256) or the identity provider's."""
+    """One entry point for admin bearer tokens: ours (HS256) or the identity provider's.
 
-    def __init__(self, ring: KeyRing, external: ExternalAdminVerifier | None = None) -> None:
+    Like `TriggerTokenVerifier`, it remembers tokens that passed (bounded, valid ones only):
+    an admin client sends the same token on every call and full verification costs about
+    100 µs here. Admin tokens are not revocable one by one, so a hit only rechecks expiry.
+    """
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        external: ExternalAdminVerifier | None = None,
+        *,
+        cache_size: int = 1_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._ring = ring
         self._external = external
+        self._cache: dict[str, AdminClaims] = {}
+        self._cache_size = cache_size
+        self._clock = clock
 
     async def verify(self, token: str) -> AdminClaims:
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = await self._verify(token)
+            if len(self._cache) >= self._cache_size:
+                del self._cache[next(iter(self._cache))]  # oldest first
+            self._cache[token] = claims
+        elif claims.expires_at and claims.expires_at.timestamp() <= self._clock() - LEEWAY_SECONDS:
+            del self._cache[token]
+            raise Unauthorized("token expired")
+        return claims
+
+    async def _verify(self, token: str) -> AdminClaims:
         # Routing on the unverified alg is safe: each branch enforces its own allow-list.
         if self._external is not None and unverified_header(token).get("alg") != "HS256":
             return await self._external.verify(token)

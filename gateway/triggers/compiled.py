@@ -7,19 +7,16 @@ immutable and shared by every request of the process.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from gateway.auth.partner_jwt import JwtPolicy, PartnerJwtVerifier
+from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.store import Doc
-
-Fetch = Callable[[str], Awaitable[bytes]]
 
 
 def secret_context(trigger_id: str) -> str:

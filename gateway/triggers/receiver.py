@@ -28,6 +28,7 @@ import orjson
 from gateway.actions.breaker import TokenBucket
 from gateway.auth import webhook_signature
 from gateway.auth.keys import KeyRing
+from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import TriggerTokenVerifier
 from gateway.entities import EntityService, Origin
@@ -41,7 +42,7 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
-from gateway.triggers.compiled import CompiledTrigger, Fetch, compile_trigger
+from gateway.triggers.compiled import CompiledTrigger, compile_trigger
 from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
 from gateway.triggers.ingest import Ingestor, MappingSource
 from gateway.triggers.model import HookAnswer, HookCall

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from gateway.actions.jwks import jwks_fetcher
 from gateway.actions.sender import Sender
 from gateway.actions.ssrf import OutboundPolicy
 from gateway.auth.keys import KeyRing
@@ -16,7 +17,6 @@ from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry
 from gateway.store import Store
 from gateway.triggers.ingest import Ingestor, MappingSource
-from gateway.triggers.jwks import jwks_fetcher
 from gateway.triggers.receiver import HookReceiver
 from gateway.triggers.rejected import RejectedPayloads
 from gateway.triggers.service import TriggerService

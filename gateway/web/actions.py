@@ -77,7 +77,7 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
 
 @operation("Create an action", tag="actions", request=ACTION, response=ACTION, status=201)
 async def create_action(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     doc = await request.app[actions_key].create_action(claims.tenant, body)
     return json_response(public_action(doc), status=201)
@@ -90,7 +90,7 @@ async def create_action(request: web.Request) -> web.Response:
     query=[*_LIST_QUERY, ("partner_id", "only this partner's"), ("mode", "proxy|deliver")],
 )
 async def list_actions(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     limit, cursor = page_params(request)
     docs = await request.app[actions_key].list_actions(
         claims.tenant, _filters(request, ("partner_id", "mode")), after=cursor, limit=limit
@@ -100,7 +100,7 @@ async def list_actions(request: web.Request) -> web.Response:
 
 @operation("Get an action", tag="actions", response=ACTION)
 async def get_action(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[actions_key].get_action(claims.tenant, request.match_info["id"])
     return json_response(public_action(doc))
 
@@ -109,7 +109,7 @@ async def get_action(request: web.Request) -> web.Response:
     "Change an action", tag="actions", request={"type": "object"}, response=ACTION, errors=(409,)
 )
 async def patch_action(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     doc = await request.app[actions_key].update_action(
         claims.tenant, request.match_info["id"], body
@@ -121,7 +121,7 @@ async def patch_action(request: web.Request) -> web.Response:
     "Delete an action (409 while subscriptions use it)", tag="actions", status=204, errors=(409,)
 )
 async def delete_action(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     await request.app[actions_key].delete_action(claims.tenant, request.match_info["id"])
     return web.Response(status=204)
 
@@ -134,7 +134,7 @@ async def delete_action(request: web.Request) -> web.Response:
     errors=(429, 502, 504),
 )
 async def invoke_action(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     entity, payload = body.get("entity"), body.get("payload")
     if (entity is None) == (payload is None) or not isinstance(entity or payload, dict):
@@ -160,7 +160,7 @@ async def invoke_action(request: web.Request) -> web.Response:
     status=201,
 )
 async def create_subscription(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     doc, secret = await request.app[actions_key].create_subscription(claims.tenant, body)
     return json_response({**public_subscription(doc), "secret": secret}, status=201)
@@ -173,7 +173,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     query=[*_LIST_QUERY, ("action_id", "only this action's"), ("status", "active|disabled")],
 )
 async def list_subscriptions(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     limit, cursor = page_params(request)
     docs = await request.app[actions_key].list_subscriptions(
         claims.tenant, _filters(request, ("action_id", "status")), after=cursor, limit=limit
@@ -183,7 +183,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 
 @operation("Get a subscription", tag="subscriptions", response=SUBSCRIPTION)
 async def get_subscription(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[actions_key].get_subscription(claims.tenant, request.match_info["id"])
     return json_response(public_subscription(doc))
 
@@ -196,7 +196,7 @@ async def get_subscription(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def patch_subscription(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     doc = await request.app[actions_key].update_subscription(
         claims.tenant, request.match_info["id"], body
@@ -211,7 +211,7 @@ async def patch_subscription(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc, secret = await request.app[actions_key].rotate_secret(
         claims.tenant, request.match_info["id"]
     )
@@ -220,6 +220,6 @@ async def rotate_subscription_secret(request: web.Request) -> web.Response:
 
 @operation("Delete a subscription", tag="subscriptions", status=204)
 async def delete_subscription(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     await request.app[actions_key].delete_subscription(claims.tenant, request.match_info["id"])
     return web.Response(status=204)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.auth.tokens import AdminClaims, verify_admin_token
+from gateway.auth.tokens import AdminClaims
 from gateway.errors import Forbidden, Unauthorized
-from gateway.keys import keyring_key
+from gateway.keys import admin_verifier_key
 from gateway.web.requests import bearer_token
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def authenticate(request: web.Request) -> AdminClaims:
+async def authenticate(request: web.Request) -> AdminClaims:
     """The caller's claims; 401 without a valid admin token, 403 for a viewer that writes."""
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("an admin bearer token is required")
-    claims = verify_admin_token(request.app[keyring_key], token)
+    claims = await request.app[admin_verifier_key].verify(token)
     if request.method not in _READ_METHODS and claims.role != "admin":
         raise Forbidden("the viewer role is read-only")
     return claims

@@ -44,7 +44,7 @@ _FILTERS = [
     ],
 )
 async def list_deliveries(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     limit, cursor = page_params(request)
     docs = await request.app[deliveries_key].list(
         claims.tenant, parse_filters(request.query), before=cursor, limit=limit
@@ -54,7 +54,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 @operation("Get a delivery with its attempts", tag="deliveries", response=DELIVERY)
 async def get_delivery(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[deliveries_key].get(claims.tenant, request.match_info["id"])
     return json_response(public_delivery(doc, full=True))
 
@@ -63,7 +63,7 @@ async def get_delivery(request: web.Request) -> web.Response:
     "Replay a failed or dead delivery now", tag="deliveries", response=DELIVERY, errors=(409,)
 )
 async def replay_delivery(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[deliveries_key].replay(claims.tenant, request.match_info["id"])
     return json_response(public_delivery(doc))
 
@@ -75,7 +75,7 @@ async def replay_delivery(request: web.Request) -> web.Response:
     response={"type": "object", "properties": {"replayed": {"type": "integer"}}},
 )
 async def replay_deliveries(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     filters = parse_filters({k: v for k, v in body.items() if isinstance(v, str)})
     count = await request.app[deliveries_key].replay_matching(claims.tenant, filters)

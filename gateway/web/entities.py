@@ -43,7 +43,7 @@ def _filters(request: web.Request, etype: str) -> dict[str, str]:
     ],
 )
 async def list_entities(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     etype = request.match_info["type"]
     limit, cursor = page_params(request)
     service = request.app[entities_key]
@@ -61,7 +61,7 @@ async def list_entities(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def create_entity(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     result = await request.app[entities_key].create(
         claims.tenant, request.match_info["type"], body, Origin("admin", claims.subject)
@@ -72,7 +72,7 @@ async def create_entity(request: web.Request) -> web.Response:
 
 @operation("Get an entity by id or natural key", tag="entities", response="entity")
 async def get_entity(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[entities_key].get(
         claims.tenant, request.match_info["type"], request.match_info["ref"]
     )
@@ -87,7 +87,7 @@ async def get_entity(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def patch_entity(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     result = await request.app[entities_key].patch(
         claims.tenant,
@@ -104,7 +104,7 @@ async def patch_entity(request: web.Request) -> web.Response:
 
 @operation("Delete an entity", tag="entities", status=204)
 async def delete_entity(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     await request.app[entities_key].delete(
         claims.tenant,
         request.match_info["type"],
@@ -130,7 +130,7 @@ async def delete_entity(request: web.Request) -> web.Response:
     ],
 )
 async def list_events(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     limit, cursor = page_params(request)
     filters = {}
     if event_type := request.query.get("type"):
@@ -145,7 +145,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 @operation("Get an event", tag="events", response={"type": "object"})
 async def get_event(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[store_key].events.get(claims.tenant, request.match_info["id"])
     if doc is None:
         raise NotFound(f"no event {request.match_info['id']!r}")

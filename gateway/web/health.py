@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import StoreUnavailable, Unavailable
-from gateway.keys import metrics_key, relay_key, settings_key, store_key
+from gateway.keys import delivery_worker_key, metrics_key, relay_key, settings_key, store_key
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 
@@ -26,7 +26,8 @@ async def readyz(request: web.Request) -> web.Response:
     metrics.database_up.set(1)
     workers = "disabled"
     if request.app[settings_key].run_workers:
-        workers = "running" if request.app[relay_key].running else "stopped"
+        alive = request.app[relay_key].running and request.app[delivery_worker_key].running
+        workers = "running" if alive else "stopped"
         if workers == "stopped":
             raise Unavailable("the background workers are not running")
     return json_response({"status": "ready", "database": "ok", "workers": workers})

@@ -23,7 +23,7 @@ _KIND = {
 
 @operation("List custom kinds", tag="kinds", response={"type": "object"})
 async def list_kinds(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     docs = await request.app[kinds_key].find(claims.tenant)
     return json_response({"items": [public_kind(d) for d in docs]})
 
@@ -32,7 +32,7 @@ async def list_kinds(request: web.Request) -> web.Response:
     "Register a custom kind", tag="kinds", request=_KIND, response=_KIND, status=201, errors=(409,)
 )
 async def create_kind(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[kinds_key].create(
         claims.tenant, await read_object(request), claims.subject
     )
@@ -41,14 +41,14 @@ async def create_kind(request: web.Request) -> web.Response:
 
 @operation("Get a custom kind", tag="kinds", response=_KIND)
 async def get_kind(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[kinds_key].get(claims.tenant, request.match_info["name"])
     return json_response(public_kind(doc))
 
 
 @operation("Replace a custom kind's schema", tag="kinds", request=_KIND, response=_KIND)
 async def replace_kind(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[kinds_key].replace(
         claims.tenant, request.match_info["name"], await read_object(request), claims.subject
     )
@@ -62,6 +62,6 @@ async def replace_kind(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def delete_kind(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     await request.app[kinds_key].delete(claims.tenant, request.match_info["name"])
     return web.Response(status=204)

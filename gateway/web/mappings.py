@@ -140,7 +140,7 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
     errors=(413, 415),
 )
 async def upload_mapping(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     activate = _flag(request, "activate", True)
     text, filename = await _read_upload(request)
     version = await request.app[mappings_key].upload(
@@ -161,7 +161,7 @@ async def upload_mapping(request: web.Request) -> web.Response:
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
 )
 async def list_mappings(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     limit, cursor = page_params(request)
     found = await request.app[mappings_key].find(claims.tenant, after=cursor, limit=limit)
     next_cursor = found[-1].name if len(found) == limit else None
@@ -170,7 +170,7 @@ async def list_mappings(request: web.Request) -> web.Response:
 
 @operation("Get a mapping's active version, with its source", tag="mappings", response=_VERSION)
 async def get_mapping(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     service = request.app[mappings_key]
     version = await service.get(claims.tenant, _name(request))
     used_by = await service.used_by(claims.tenant, _name(request))
@@ -179,14 +179,14 @@ async def get_mapping(request: web.Request) -> web.Response:
 
 @operation("List a mapping's versions", tag="mappings", response=_LIST)
 async def list_versions(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     found = await request.app[mappings_key].versions(claims.tenant, _name(request))
     return json_response({"items": [v.as_dict(source=False) for v in found]})
 
 
 @operation("Get one version of a mapping, with its source", tag="mappings", response=_VERSION)
 async def get_version(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     number = _int(request.match_info["version"], "/version")
     version = await request.app[mappings_key].get(claims.tenant, _name(request), number)
     return json_response(version.as_dict())
@@ -207,7 +207,7 @@ async def get_version(request: web.Request) -> web.Response:
     query=[("from", "the older version"), ("to", "the newer version")],
 )
 async def diff_versions(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     v1 = _int(request.query.get("from"), "/from")
     v2 = _int(request.query.get("to"), "/to")
     return json_response(
@@ -226,7 +226,7 @@ async def diff_versions(request: web.Request) -> web.Response:
     response=_VERSION,
 )
 async def activate_version(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     number = _int(body.get("version"), "/version")
     version = await request.app[mappings_key].activate(claims.tenant, _name(request), number)
@@ -240,14 +240,14 @@ async def activate_version(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def rollback_mapping(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     version = await request.app[mappings_key].rollback(claims.tenant, _name(request))
     return json_response(version.as_dict(source=False))
 
 
 @operation("Delete a mapping (every version)", tag="mappings", status=204, errors=(409,))
 async def delete_mapping(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     await request.app[mappings_key].delete(claims.tenant, _name(request))
     return web.Response(status=204)
 
@@ -259,7 +259,7 @@ async def delete_mapping(request: web.Request) -> web.Response:
     response={"type": "object"},
 )
 async def dry_run_mapping(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     draft = body.get("mapping")
     if draft is not None and not isinstance(draft, str | dict):

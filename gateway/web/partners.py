@@ -74,7 +74,7 @@ PAGE: dict[str, Any] = {
     status=201,
 )
 async def create_partner(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     doc = await request.app[actions_key].create_partner(claims.tenant, body)
     return json_response(public_partner(doc), status=201)
@@ -87,7 +87,7 @@ async def create_partner(request: web.Request) -> web.Response:
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
 )
 async def list_partners(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     limit, cursor = page_params(request)
     docs = await request.app[actions_key].list_partners(claims.tenant, after=cursor, limit=limit)
     return json_response(page([public_partner(d) for d in docs], limit))
@@ -95,7 +95,7 @@ async def list_partners(request: web.Request) -> web.Response:
 
 @operation("Get a partner endpoint", tag="partners", response=PARTNER)
 async def get_partner(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     doc = await request.app[actions_key].get_partner(claims.tenant, request.match_info["id"])
     return json_response(public_partner(doc))
 
@@ -109,7 +109,7 @@ async def get_partner(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def patch_partner(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     doc = await request.app[actions_key].update_partner(
         claims.tenant, request.match_info["id"], body
@@ -124,6 +124,6 @@ async def patch_partner(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def delete_partner(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     await request.app[actions_key].delete_partner(claims.tenant, request.match_info["id"])
     return web.Response(status=204)

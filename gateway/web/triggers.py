@@ -50,7 +50,7 @@ async def _optional_object(request: web.Request) -> dict[str, Any]:
     errors=(409,),
 )
 async def create_trigger(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     issued = await request.app[triggers_key].create(claims.tenant, await read_object(request))
     return json_response(issued.as_dict(), status=201)
 
@@ -62,7 +62,7 @@ async def create_trigger(request: web.Request) -> web.Response:
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
 )
 async def list_triggers(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     limit, cursor = page_params(request)
     items = await request.app[triggers_key].list(claims.tenant, after=cursor, limit=limit)
     return json_response(page(items, limit))
@@ -70,7 +70,7 @@ async def list_triggers(request: web.Request) -> web.Response:
 
 @operation("Get a trigger (never its token)", tag="triggers", response=_TRIGGER)
 async def get_trigger(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     return json_response(
         await request.app[triggers_key].get(claims.tenant, request.match_info["id"])
     )
@@ -84,7 +84,7 @@ async def get_trigger(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def patch_trigger(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await read_object(request)
     return json_response(
         await request.app[triggers_key].update(claims.tenant, request.match_info["id"], body)
@@ -93,14 +93,14 @@ async def patch_trigger(request: web.Request) -> web.Response:
 
 @operation("Delete a trigger (its credentials fail at once)", tag="triggers", status=204)
 async def delete_trigger(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     await request.app[triggers_key].delete(claims.tenant, request.match_info["id"])
     return web.Response(status=204)
 
 
 @operation("Disable a trigger (valid credentials get 403)", tag="triggers", response=_TRIGGER)
 async def disable_trigger(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     return json_response(
         await request.app[triggers_key].set_status(
             claims.tenant, request.match_info["id"], "disabled"
@@ -110,7 +110,7 @@ async def disable_trigger(request: web.Request) -> web.Response:
 
 @operation("Enable a trigger", tag="triggers", response=_TRIGGER)
 async def enable_trigger(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     return json_response(
         await request.app[triggers_key].set_status(
             claims.tenant, request.match_info["id"], "active"
@@ -126,7 +126,7 @@ async def enable_trigger(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def rotate_trigger(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await _optional_object(request)
     grace = body.get("grace_seconds", 0)
     issued = await request.app[triggers_key].rotate(
@@ -144,7 +144,7 @@ async def rotate_trigger(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def revoke_trigger(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     return json_response(
         await request.app[triggers_key].revoke(claims.tenant, request.match_info["id"])
     )
@@ -162,7 +162,7 @@ async def revoke_trigger(request: web.Request) -> web.Response:
     ],
 )
 async def list_rejected(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     limit, cursor = page_params(request)
     items = await request.app[rejected_key].list(
         claims.tenant,
@@ -176,7 +176,7 @@ async def list_rejected(request: web.Request) -> web.Response:
 
 @operation("Get a rejected payload with its problems", tag="rejected", response={"type": "object"})
 async def get_rejected(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     return json_response(
         await request.app[rejected_key].get(claims.tenant, request.match_info["id"])
     )
@@ -189,7 +189,7 @@ async def get_rejected(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def replay_rejected(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     result = await request.app[rejected_key].replay(claims.tenant, request.match_info["id"])
     request.app[relay_key].notify()
     return json_response(result)
@@ -202,7 +202,7 @@ async def replay_rejected(request: web.Request) -> web.Response:
     response={"type": "object"},
 )
 async def replay_all_rejected(request: web.Request) -> web.Response:
-    claims = authenticate(request)
+    claims = await authenticate(request)
     body = await _optional_object(request)
     trigger_id = body.get("trigger_id")
     result = await request.app[rejected_key].replay_all(

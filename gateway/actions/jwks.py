@@ -1,12 +1,12 @@
-"""Fetching a partner's JWKS through the SSRF-guarded sender (GATEWAY_OUTBOUND_ALLOW applies)."""
+"""Fetching a JWKS (a partner's, an identity provider's) through the SSRF-guarded sender."""
 
 from __future__ import annotations
 
 import orjson
 
 from gateway.actions.sender import OutboundRequest, Sender
+from gateway.auth.partner_jwt import Fetch
 from gateway.errors import PartnerError
-from gateway.triggers.compiled import Fetch
 
 JWKS_TIMEOUT_SECONDS = 5.0
 
