@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -10,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from tests.support import auth
 
 Client = TestClient[Any, Any]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def test_healthz_answers_without_the_database(client: Client) -> None:
@@ -80,3 +84,19 @@ async def test_database_down_is_503_with_retry_after(aiohttp_client: Any, settin
     response = await client.get("/readyz")
     assert response.status == 503
     assert response.headers["Retry-After"] and response.content_type == "application/problem+json"
+
+
+async def test_grafana_dashboard_only_queries_metrics_the_gateway_exports(client: Client) -> None:
+    def base(name: str) -> str:
+        return re.sub(r"_(total|bucket|sum|count)$", "", name)
+
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    text = await (await client.get("/metrics")).text()
+    exported = {base(name) for name in re.findall(r"^# TYPE (\w+)", text, re.M)}
+    queried = {
+        base(name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bgateway_\w+", target["expr"])
+    }
+    assert queried and queried <= exported, queried - exported
