@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gateway.errors import StoreUnavailable
@@ -19,11 +19,11 @@ from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)
 
-# Called for every newly stored event; the actions layer creates its deliveries here.
-FanOut = Callable[[Doc], Awaitable[int]]
+# Called with each batch of relayed events; the actions layer creates their deliveries.
+FanOut = Callable[[Sequence[Doc]], Awaitable[int]]
 
 
-async def _no_fanout(event: Doc) -> int:
+async def _no_fanout(events: Sequence[Doc]) -> int:
     return 0
 
 
@@ -77,29 +77,34 @@ class EventRelay:
         self._wake.set()
 
     async def relay_once(self) -> int:
-        relayed = 0
-        for entity in await self._store.entities.pending_outboxes(self._batch):
-            done = []
-            for entry in entity.get("outbox", []):
-                event = event_document(entity["tenant"], entity, entry)
-                if await self._store.events.insert(event):
-                    self._metrics.events_relayed.labels(entry["type"].split(".")[0]).inc()
-                    relayed += 1
-                # Fanned out even when the event was already stored: a relay that died
-                # between storing it and fanning it out must not lose its deliveries
-                # (the fan-out is idempotent: deliveries have deterministic ids).
-                await self._fanout(event)
-                done.append(entry["id"])
-            await self._store.entities.drain_outbox(entity, done)
-        return relayed
+        """Relay one batch of outboxes; returns how many outbox entries it handled.
+
+        Three writes a batch, whatever its size: the events (new ones only), their
+        deliveries, and the drain of the outboxes. The fan-out runs even for events stored
+        by an earlier relay that died before draining: deliveries have deterministic ids, so
+        that re-creates nothing, and no event is left without its deliveries."""
+        entities = await self._store.entities.pending_outboxes(self._batch)
+        events: list[Doc] = []
+        drained = []
+        for entity in entities:
+            entries = entity.get("outbox", [])
+            events += [event_document(entity["tenant"], entity, entry) for entry in entries]
+            drained.append((entity, [entry["id"] for entry in entries]))
+        if not drained:
+            return 0
+        await self._store.events.insert_many(events)
+        await self._fanout(events)
+        await self._store.entities.drain_outboxes(drained)
+        for event in events:
+            self._metrics.events_relayed.labels(event["type"].split(".")[0]).inc()
+        return len(events) or len(drained)
 
     async def run_until_idle(self) -> int:
-        """Relay until no outbox holds anything; returns how many events were stored."""
+        """Relay until no outbox holds anything; returns how many entries were handled."""
         total = 0
-        while relayed := await self.relay_once():
-            total += relayed
-        # One more pass: an outbox drained of already-stored events relays 0 but must empty.
-        return total + await self.relay_once()
+        while handled := await self.relay_once():
+            total += handled
+        return total
 
     async def run(self) -> None:
         self.running = True

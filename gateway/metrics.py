@@ -36,7 +36,7 @@ class Metrics:
         self.build_info.labels(version=version).set(1)
         self.events_relayed = Counter(
             "gateway_events_relayed_total",
-            "Events moved from entity outboxes to the log",
+            "Events moved from entity outboxes to the log (at least once)",
             ["type_family"],
             registry=r,
         )

@@ -145,7 +145,7 @@ async def test_a_relay_that_runs_again_creates_no_duplicate(
     await client.app[relay_key].run_until_idle()
     [event] = await client.app[store_key].events.find("acme", {}, before=None, limit=10)
 
-    again = await client.app[fanout_key](event)
+    again = await client.app[fanout_key]([event])
 
     assert again == 0
     assert len(await _deliveries(client)) == 1

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -207,7 +208,7 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first
 
 
 class FanOut:
-    """`await fanout(event) -> created`; plugged into the relay with `relay.set_fanout`."""
+    """`await fanout(events) -> created`; plugged into the relay with `relay.set_fanout`."""
 
     def __init__(
         self,
@@ -227,20 +228,27 @@ class FanOut:
         self._on_created = on_created
         self._filters: dict[tuple[str, int], EventFilter] = {}
 
-    async def __call__(self, event: Doc) -> int:
-        tenant = event["tenant"]
-        subs = await self._store.subscriptions.matching(tenant, event_type_keys(event["type"]))
+    async def __call__(self, events: Sequence[Doc]) -> int:
+        """Create the deliveries of a batch of events: one subscription query per tenant,
+        one insert for all (existing deliveries are left alone: re-running is harmless)."""
+        by_tenant: dict[str, list[Doc]] = defaultdict(list)
+        for event in events:
+            by_tenant[event["tenant"]].append(event)
         now = self._clock()
         docs = []
-        for sub in subs:
-            if not self._filter(sub).matches(event):
-                continue
-            try:
-                action = await self._catalog.action(tenant, sub["action_id"])
-            except NotFound:
-                continue  # deleted since; the subscription goes with it
-            first = next_attempt_at(0, action.retry_schedule, now, rng=self._rng) or now
-            docs.append(delivery_document(event, sub, action, now, first))
+        for tenant, tenant_events in by_tenant.items():
+            subs = await self._store.subscriptions.active(tenant)
+            for event in tenant_events:
+                keys = set(event_type_keys(event["type"]))
+                for sub in subs:
+                    if keys.isdisjoint(sub["event_types"]) or not self._filter(sub).matches(event):
+                        continue
+                    try:
+                        action = await self._catalog.action(tenant, sub["action_id"])
+                    except NotFound:
+                        continue  # deleted since; the subscription goes with it
+                    first = next_attempt_at(0, action.retry_schedule, now, rng=self._rng) or now
+                    docs.append(delivery_document(event, sub, action, now, first))
         created = await self._store.deliveries.insert_many(docs)
         if created:
             self._metrics.deliveries.labels("created").inc(created)

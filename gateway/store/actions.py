@@ -24,11 +24,9 @@ ACTION_INDEXES = [
     IndexModel([("tenant", ASCENDING), ("partner_id", ASCENDING)], name="by_partner"),
 ]
 SUBSCRIPTION_INDEXES = [
-    # The fan-out's query: a tenant's active subscriptions to one event type.
-    IndexModel(
-        [("tenant", ASCENDING), ("event_types", ASCENDING), ("status", ASCENDING)],
-        name="by_event_type",
-    ),
+    # The fan-out's query: a tenant's active subscriptions (equality only: SecantusDB uses an
+    # index for equality, and scans for `$in`).
+    IndexModel([("tenant", ASCENDING), ("status", ASCENDING)], name="active"),
     IndexModel([("tenant", ASCENDING), ("action_id", ASCENDING)], name="by_action"),
 ]
 
@@ -97,11 +95,11 @@ class ActionStore(_Resources):
 
 
 class SubscriptionStore(_Resources):
-    async def matching(self, tenant: str, event_types: Sequence[str]) -> list[Doc]:
-        """Active subscriptions naming any of `event_types` (the type and its wildcards)."""
-        query = {"event_types": {"$in": list(event_types)}, "status": "active"}
+    async def active(self, tenant: str) -> list[Doc]:
+        """The tenant's active subscriptions; the fan-out matches event types in memory, once
+        per tenant and relay batch."""
         with translate_errors():
-            return await self._c.find(scoped(tenant, query)).to_list(None)
+            return await self._c.find(scoped(tenant, {"status": "active"})).to_list(None)
 
     async def disable(self, tenant: str, subscription_id: str, reason: str) -> None:
         with translate_errors():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -11,6 +11,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
@@ -52,6 +53,25 @@ def translate_errors(
         ExecutionTimeout,
     ) as exc:
         raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
+_DUPLICATE_KEY = 11000
+
+
+async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
+    """Insert the documents whose `_id` is new; those that exist are left as they are (the
+    idempotent writes of the relay and the fan-out). Returns how many were inserted."""
+    if not docs:
+        return 0
+    try:
+        with translate_errors():
+            result = await collection.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise StoreUnavailable(f"bulk insert failed: {errors[:1]}") from exc
+        return int(exc.details.get("nInserted", 0))
+    return len(result.inserted_ids)
 
 
 def scoped(tenant: str, query: Mapping[str, Any] | None = None) -> Doc:

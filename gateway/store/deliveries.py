@@ -22,15 +22,13 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
-from pymongo.errors import BulkWriteError
 
 from gateway.actions.retry import DeliveryStatus
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
 
 PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value
 REPLAYABLE = [DeliveryStatus.FAILED.value, DeliveryStatus.DEAD.value]
 MAX_ATTEMPTS_KEPT = 20
-_DUPLICATE_KEY = 11000
 
 # The embedded SecantusDB reads every document a query matches before it applies a limit,
 # and pays for every index on every write. So deliveries carry a `shard` (0..SHARDS-1, from
@@ -62,17 +60,7 @@ class DeliveryStore:
 
     async def insert_many(self, docs: Sequence[Doc]) -> int:
         """Insert what is new; a delivery that already exists is left as it is."""
-        if not docs:
-            return 0
-        try:
-            with translate_errors():
-                result = await self._c.insert_many(list(docs), ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-                raise
-            return int(exc.details.get("nInserted", 0))
-        return len(result.inserted_ids)
+        return await insert_new(self._c, docs)
 
     # -- admin reads and replays (tenant-scoped) ---------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateOne
 
 from gateway.errors import Conflict
 from gateway.store.client import Collection, Doc, scoped, translate_errors
@@ -162,14 +162,22 @@ class EntityStore:
             )
             return await cursor.limit(limit).to_list(limit)
 
-    async def drain_outbox(self, doc: Doc, event_ids: Sequence[str]) -> None:
-        with translate_errors():
-            await self._c.update_one(
-                {"_id": doc["_id"]}, {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}}
+    async def drain_outboxes(self, drained: Sequence[tuple[Doc, Sequence[Any]]]) -> None:
+        """Remove relayed entries from their outboxes, in one ordered bulk write: per entity,
+        pull the entries, then clear the flag only if no request pushed a new event since the
+        relay read the outbox, then remove a deleted entity whose outbox is empty."""
+        ops: list[UpdateOne | DeleteOne] = []
+        for doc, event_ids in drained:
+            ops.append(
+                UpdateOne(
+                    {"_id": doc["_id"]}, {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}}
+                )
             )
-            # Only clear the flag if no request pushed a new event since we read the outbox.
-            await self._c.update_one(
-                {"_id": doc["_id"], "outbox": {"$size": 0}}, {"$unset": {"pending": ""}}
+            ops.append(
+                UpdateOne({"_id": doc["_id"], "outbox": {"$size": 0}}, {"$unset": {"pending": ""}})
             )
             if doc.get("deleted"):
-                await self._c.delete_one({"_id": doc["_id"], "outbox": {"$size": 0}})
+                ops.append(DeleteOne({"_id": doc["_id"], "outbox": {"$size": 0}}))
+        if ops:
+            with translate_errors():
+                await self._c.bulk_write(ops, ordered=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from gateway.errors import Conflict
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
 from gateway.store.entities import parse_id
 
 INDEXES = [
@@ -33,6 +33,10 @@ class EventStore:
         except Conflict:
             return False
         return True
+
+    async def insert_many(self, events: Sequence[Doc]) -> int:
+        """Idempotent like `insert`, for a relay batch; returns how many were new."""
+        return await insert_new(self._c, events)
 
     async def get(self, tenant: str, event_id: str) -> Doc | None:
         oid = parse_id(event_id)
