@@ -187,3 +187,17 @@ async def test_bad_bodies_get_clear_errors_and_write_nothing(client: Client) -> 
     assert unknown.status == 404
     listed = await (await client.get(url, headers=auth())).json()
     assert listed["items"] == []
+
+
+async def test_list_combines_filters_and_follows_changes(client: Client) -> None:
+    await _create(client, "vehicle", {"plate": "ABC1D20", "group": "g1", "status": "active"})
+    await _create(client, "vehicle", {"plate": "ABC1D21", "group": "g1", "status": "inactive"})
+    await _create(client, "vehicle", {"plate": "ABC1D22", "group": "g2", "status": "active"})
+    url = "/api/v1/entities/vehicle?group=g1&status=active"
+    listed = await (await client.get(url, headers=auth())).json()
+    assert [v["plate"] for v in listed["items"]] == ["ABC1D20"]
+    await client.patch(
+        "/api/v1/entities/vehicle/ABC1D21", json={"status": "active"}, headers=auth()
+    )
+    listed = await (await client.get(url, headers=auth())).json()
+    assert [v["plate"] for v in listed["items"]] == ["ABC1D20", "ABC1D21"]
