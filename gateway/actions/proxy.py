@@ -19,9 +19,9 @@ from typing import Any
 
 from gateway.actions.breaker import PartnerGuards
 from gateway.actions.catalog import Catalog, Partner, build_request
+from gateway.actions.definitions import MappingSource
 from gateway.actions.retry import Verdict
 from gateway.actions.sender import Outcome, Sender
-from gateway.actions.service import MappingSource
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,

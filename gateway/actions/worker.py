@@ -34,9 +34,9 @@ from typing import Any
 
 from gateway.actions.breaker import PartnerGuards
 from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
+from gateway.actions.definitions import MappingSource
 from gateway.actions.retry import DeliveryStatus, Verdict, next_attempt_at
 from gateway.actions.sender import OutboundRequest, Outcome, Sender, signed_headers
-from gateway.actions.service import MappingSource
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store

@@ -6,7 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.actions.service import public_action, public_subscription
+from gateway.actions.definitions import public_action
+from gateway.actions.subscriptions import public_subscription
 from gateway.errors import BadRequest
 from gateway.keys import actions_key, proxy_key, relay_key
 from gateway.web.admin_auth import authenticate

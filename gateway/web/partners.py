@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.actions.service import public_partner
+from gateway.actions.partners import public_partner
 from gateway.keys import actions_key
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation

@@ -1,0 +1,207 @@
+"""Use case: actions, the admin-defined calls to a partner endpoint (invoked now by the
+proxy, or delivered from subscriptions)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from bson import ObjectId
+
+from gateway.actions.body_check import BodyCheck, doc_id, utcnow
+from gateway.actions.catalog import Catalog
+from gateway.errors import Conflict, NotFound
+from gateway.mapping import CompiledMapping
+from gateway.store import Doc, Store
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MODES = ("proxy", "deliver")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_STATUS_CLASS = re.compile(r"^[1-5]xx$")
+
+
+class MappingSource(Protocol):
+    async def active(self, tenant: str, name: str) -> CompiledMapping: ...
+
+
+_ACTION_FIELDS = (
+    "name",
+    "partner_id",
+    "method",
+    "path",
+    "mode",
+    "request_mapping",
+    "response_mapping",
+    "success",
+    "retry_schedule",
+    "ordered",
+    "write_back",
+)
+
+
+def public_action(doc: Doc) -> dict[str, Any]:
+    return {
+        "id": doc_id(doc),
+        **{k: doc.get(k) for k in _ACTION_FIELDS},
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+    }
+
+
+class ActionUseCases:
+    """Create, read, update and delete actions (part of `ActionService`)."""
+
+    _store: Store
+    _catalog: Catalog
+    _mappings: MappingSource | None
+
+    async def create_action(self, tenant: str, body: Mapping[str, Any]) -> Doc:
+        fields = await self._action_fields(tenant, body, None)
+        now = utcnow()
+        doc: Doc = {
+            "_id": ObjectId(),
+            "tenant": tenant,
+            **fields,
+            "rev": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._store.actions.insert(doc)
+        return doc
+
+    async def get_action(self, tenant: str, action_id: str) -> Doc:
+        doc = await self._store.actions.get(tenant, action_id)
+        if doc is None:
+            raise NotFound(f"no action {action_id!r}")
+        return doc
+
+    async def list_actions(
+        self, tenant: str, filters: Mapping[str, str], *, after: str | None, limit: int
+    ) -> list[Doc]:
+        return await self._store.actions.list(tenant, filters, after=after, limit=limit)
+
+    async def update_action(self, tenant: str, action_id: str, body: Mapping[str, Any]) -> Doc:
+        current = await self.get_action(tenant, action_id)
+        fields = await self._action_fields(tenant, {**_action_body(current), **body}, current)
+        fields["updated_at"] = utcnow()
+        doc = await self._store.actions.update(tenant, action_id, current["rev"], fields)
+        if doc is None:
+            raise Conflict("the action was changed concurrently; retry")
+        self._catalog.forget(action_id)
+        return doc
+
+    async def delete_action(self, tenant: str, action_id: str) -> None:
+        await self.get_action(tenant, action_id)
+        users = await self._store.subscriptions.count(tenant, {"action_id": action_id})
+        if users:
+            raise Conflict(f"action {action_id} has {users} subscription(s); delete them first")
+        await self._store.actions.delete(tenant, action_id)
+        self._catalog.forget(action_id)
+
+    async def _action_fields(
+        self, tenant: str, body: Mapping[str, Any], current: Doc | None
+    ) -> Doc:
+        check = BodyCheck(body, set(_ACTION_FIELDS))
+        fields: Doc = {
+            "name": check.text("name"),
+            "partner_id": check.text("partner_id", max_len=64),
+            "method": check.choice("method", METHODS),
+            "path": _path(check),
+            "mode": check.choice("mode", MODES),
+            "request_mapping": check.text("request_mapping", required=False),
+            "response_mapping": check.text("response_mapping", required=False),
+            "success": _success(check),
+            "retry_schedule": _schedule(check),
+            "ordered": check.flag("ordered"),
+            "write_back": check.flag("write_back"),
+        }
+        if fields["write_back"] and not fields["response_mapping"]:
+            check.add(
+                "/write_back",
+                "write_back needs a response_mapping to know which entity fields the answer holds",
+                "dependentRequired",
+            )
+        pid = fields["partner_id"]
+        if pid and await self._store.partners.get(tenant, pid) is None:
+            check.add("/partner_id", f"no partner {pid!r} in this tenant", "reference")
+        for name in ("request_mapping", "response_mapping"):
+            await self._check_mapping(tenant, check, name, fields[name])
+        check.done("action")
+        return fields
+
+    async def _check_mapping(
+        self, tenant: str, check: BodyCheck, field_name: str, name: str | None
+    ) -> None:
+        if name is None or self._mappings is None:
+            return
+        try:
+            mapping = await self._mappings.active(tenant, name)
+        except NotFound as exc:
+            check.add(f"/{field_name}", exc.detail, "reference")
+            return
+        if mapping.direction != "outbound":
+            check.add(
+                f"/{field_name}",
+                f"mapping {name!r} is {mapping.direction}; an action needs an outbound mapping",
+                "reference",
+            )
+
+
+# -- field checks ----------------------------------------------------------------------------
+
+
+def _path(check: BodyCheck) -> str | None:
+    path = check.body.get("path", "")
+    if not isinstance(path, str) or len(path) > 2000 or (path and not path.startswith("/")):
+        check.add("/path", "path must be a string starting with /", "pattern")
+        return None
+    if "{" in _PLACEHOLDER.sub("", path) or "}" in _PLACEHOLDER.sub("", path):
+        check.add("/path", "path placeholders are {name} (letters, digits, _)", "pattern")
+        return None
+    return path
+
+
+def _success(check: BodyCheck) -> list[int | str] | None:
+    success = check.body.get("success")
+    if success is None:
+        return None
+    if (
+        not isinstance(success, list)
+        or not success
+        or not all(
+            (isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599)
+            or (isinstance(s, str) and _STATUS_CLASS.match(s))
+            for s in success
+        )
+    ):
+        check.add("/success", 'success is a list of status codes or classes like "2xx"', "type")
+        return None
+    return list(success)
+
+
+def _schedule(check: BodyCheck) -> list[float] | None:
+    schedule = check.body.get("retry_schedule")
+    if schedule is None:
+        return None
+    week = 7 * 86400
+    if (
+        not isinstance(schedule, list)
+        or not 1 <= len(schedule) <= 30
+        or not all(
+            isinstance(s, int | float) and not isinstance(s, bool) and 0 <= s <= week
+            for s in schedule
+        )
+    ):
+        check.add(
+            "/retry_schedule",
+            "retry_schedule is 1 to 30 delays in seconds (0 to a "
+            "week): the wait before each attempt",
+            "type",
+        )
+        return None
+    return [float(s) for s in schedule]
+
+
+def _action_body(doc: Doc) -> dict[str, Any]:
+    return {k: doc[k] for k in _ACTION_FIELDS if doc.get(k) is not None}

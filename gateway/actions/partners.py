@@ -1,0 +1,218 @@
+"""Use case: partner endpoints as admin-managed resources.
+
+A partner's credentials (`auth`) and named secrets are sealed before they are stored and
+never leave this module in clear.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from yarl import URL
+
+from gateway.actions.body_check import BodyCheck, doc_id, utcnow
+from gateway.actions.catalog import Catalog, auth_context, secrets_context
+from gateway.actions.partner_auth import build_auth
+from gateway.auth.secretbox import SecretBox
+from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.store import Doc, Store
+
+MAX_TIMEOUT_SECONDS = 60.0
+_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def public_partner(doc: Doc) -> dict[str, Any]:
+    return {
+        "id": doc_id(doc),
+        "name": doc["name"],
+        "base_url": doc["base_url"],
+        "auth": {"type": doc["auth_type"], "configured": True},
+        "secrets": sorted(doc.get("secret_names", [])),
+        "timeout_seconds": doc["timeout_seconds"],
+        "max_concurrency": doc["max_concurrency"],
+        "rate_limit": doc.get("rate_limit"),
+        "disable_after_hours": doc.get("disable_after_hours"),
+        "status": doc.get("status", "active"),
+        "failing_since": doc.get("failing_since"),
+        "disabled_at": doc.get("disabled_at"),
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+    }
+
+
+class PartnerUseCases:
+    """Create, read, update and delete partners (part of `ActionService`)."""
+
+    _store: Store
+    _box: SecretBox
+    _catalog: Catalog
+
+    async def create_partner(self, tenant: str, body: Mapping[str, Any]) -> Doc:
+        oid, now = ObjectId(), utcnow()
+        doc = self._partner_fields(str(oid), body, creating=True)
+        doc.update(_id=oid, tenant=tenant, status="active", rev=1, created_at=now, updated_at=now)
+        await self._store.partners.insert(doc)
+        return doc
+
+    async def get_partner(self, tenant: str, partner_id: str) -> Doc:
+        doc = await self._store.partners.get(tenant, partner_id)
+        if doc is None:
+            raise NotFound(f"no partner {partner_id!r}")
+        return doc
+
+    async def list_partners(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+        return await self._store.partners.list(tenant, after=after, limit=limit)
+
+    async def update_partner(self, tenant: str, partner_id: str, body: Mapping[str, Any]) -> Doc:
+        """Merge `body` into the partner; `auth` and `secrets` are replaced whole."""
+        current = await self.get_partner(tenant, partner_id)
+        fields = self._partner_fields(partner_id, body, creating=False)
+        status = body.get("status")
+        unset: tuple[str, ...] = ()
+        if status == "active":
+            fields["status"] = "active"
+            unset = ("disabled_at", "probe_at", "failing_since")
+        elif status == "disabled":
+            fields.update(
+                status="disabled", disabled_at=utcnow(), probe_at=datetime.max.replace(tzinfo=UTC)
+            )
+        fields["updated_at"] = utcnow()
+        doc = await self._store.partners.update(tenant, partner_id, current["rev"], fields, unset)
+        if doc is None:
+            raise Conflict("the partner was changed concurrently; retry")
+        self._catalog.forget(partner_id)
+        return doc
+
+    async def delete_partner(self, tenant: str, partner_id: str) -> None:
+        await self.get_partner(tenant, partner_id)
+        users = await self._store.actions.count(tenant, {"partner_id": partner_id})
+        if users:
+            raise Conflict(f"partner {partner_id} is used by {users} action(s); delete them first")
+        await self._store.partners.delete(tenant, partner_id)
+        self._catalog.forget(partner_id)
+
+    def _partner_fields(self, partner_id: str, body: Mapping[str, Any], *, creating: bool) -> Doc:
+        allowed = {
+            "name",
+            "base_url",
+            "auth",
+            "timeout_seconds",
+            "max_concurrency",
+            "rate_limit",
+            "disable_after_hours",
+            "secrets",
+        }
+        if not creating:
+            allowed.add("status")
+        check = BodyCheck(body, allowed)
+        fields: Doc = {}
+        if creating or "name" in body:
+            fields["name"] = check.text("name")
+        if creating or "base_url" in body:
+            fields["base_url"] = _base_url(check)
+        if creating or "auth" in body:
+            fields.update(_sealed_auth(check, self._box, partner_id))
+        for name, low, high, integer, default in (
+            ("timeout_seconds", 0.1, MAX_TIMEOUT_SECONDS, False, 10.0),
+            ("max_concurrency", 1, 1000, True, 10),
+            ("disable_after_hours", 0.0001, 24 * 365, False, 72.0),
+        ):
+            if creating or name in body:
+                fields[name] = check.number(
+                    name, low, high, integer=integer, default=default if creating else None
+                )
+        if "rate_limit" in body:
+            fields["rate_limit"] = _rate_limit(check)
+        if "secrets" in body:
+            fields.update(_sealed_secrets(check, self._box, partner_id))
+        if "status" in body and body["status"] not in ("active", "disabled"):
+            check.add("/status", "status must be active or disabled", "enum")
+        check.done("partner")
+        return fields
+
+
+# -- field checks ----------------------------------------------------------------------------
+
+
+def _base_url(check: BodyCheck) -> str | None:
+    raw = check.text("base_url", max_len=2000)
+    if raw is None:
+        return None
+    try:
+        url = URL(raw)
+    except (ValueError, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        check.add("/base_url", "base_url must be an absolute http(s) URL", "format")
+        return None
+    if url.user or url.password:
+        check.add("/base_url", "put credentials in `auth`, not in the URL", "format")
+        return None
+    if url.fragment or url.query_string:
+        check.add(
+            "/base_url",
+            "base_url takes no query or fragment (use a query auth or the request mapping)",
+            "format",
+        )
+        return None
+    return raw.rstrip("/")
+
+
+def _sealed_auth(check: BodyCheck, box: SecretBox, partner_id: str) -> Doc:
+    auth = check.body.get("auth")
+    if not isinstance(auth, dict):
+        check.add("/auth", "auth must be an object with a type", "type")
+        return {}
+    try:
+        build_auth(auth)
+    except InvalidPayload as exc:
+        check.problems.extend(exc.problems)
+        return {}
+    return {
+        "auth_type": auth["type"],
+        "auth_sealed": box.seal(auth, context=auth_context(partner_id)),
+    }
+
+
+def _sealed_secrets(check: BodyCheck, box: SecretBox, partner_id: str) -> Doc:
+    secrets = check.body.get("secrets")
+    if secrets is None:
+        return {"secrets_sealed": None, "secret_names": []}
+    if not isinstance(secrets, dict) or len(secrets) > 50:
+        check.add("/secrets", "secrets must be an object of at most 50 name: value", "type")
+        return {}
+    for name, value in secrets.items():
+        if not _SECRET_NAME.match(name) or not isinstance(value, str) or not value:
+            check.add(
+                f"/secrets/{name}",
+                "a secret is a name (letters, digits, _) with a non-empty string value",
+                "type",
+            )
+    return {
+        "secrets_sealed": box.seal(secrets, context=secrets_context(partner_id)),
+        "secret_names": sorted(secrets),
+    }
+
+
+def _rate_limit(check: BodyCheck) -> Doc | None:
+    rate = check.body.get("rate_limit")
+    if rate is None:
+        return None
+    per_second = rate.get("per_second") if isinstance(rate, dict) else None
+    burst = rate.get("burst", 1) if isinstance(rate, dict) else None
+    valid = (
+        isinstance(per_second, int | float)
+        and not isinstance(per_second, bool)
+        and 0 < per_second <= 100_000
+        and isinstance(burst, int | float)
+        and not isinstance(burst, bool)
+        and 1 <= burst <= 100_000
+    )
+    if not isinstance(rate, dict) or set(rate) - {"per_second", "burst"} or not valid:
+        check.add("/rate_limit", "rate_limit is {per_second > 0, burst >= 1}", "type")
+        return None
+    return {"per_second": per_second, "burst": burst}

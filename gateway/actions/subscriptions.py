@@ -1,0 +1,167 @@
+"""Use case: subscriptions, which deliver a tenant's events to an action.
+
+A subscription's signing secrets are sealed before they are stored and never leave this
+module in clear, except in the answer that creates or rotates one (shown once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+
+from gateway.actions.body_check import BodyCheck, doc_id, utcnow
+from gateway.actions.catalog import Catalog, subscription_context
+from gateway.actions.fanout import compile_filter, event_type_problem
+from gateway.auth.secretbox import SecretBox
+from gateway.auth.webhook_signature import generate_secret
+from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.store import Doc, Store
+
+ROTATION_GRACE = timedelta(hours=24)
+
+
+def public_subscription(doc: Doc) -> dict[str, Any]:
+    return {
+        "id": doc_id(doc),
+        "action_id": doc["action_id"],
+        "partner_id": doc.get("partner_id"),
+        "event_types": doc["event_types"],
+        "filter": doc.get("filter") or {},
+        "status": doc["status"],
+        "disabled_reason": doc.get("disabled_reason"),
+        "secret_rotated_at": doc.get("secret_rotated_at"),
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+    }
+
+
+class SubscriptionUseCases:
+    """Create, read, update, rotate and delete subscriptions (part of `ActionService`)."""
+
+    _store: Store
+    _box: SecretBox
+    _catalog: Catalog
+
+    async def create_subscription(self, tenant: str, body: Mapping[str, Any]) -> tuple[Doc, str]:
+        """The stored subscription and its signing secret (shown this once)."""
+        fields = await self._subscription_fields(tenant, body, creating=True)
+        oid, now, secret = ObjectId(), utcnow(), generate_secret()
+        sealed = self._box.seal(secret, context=subscription_context(str(oid)))
+        doc: Doc = {
+            "_id": oid,
+            "tenant": tenant,
+            **fields,
+            "status": "active",
+            "secrets": [{"sealed": sealed, "created_at": now}],
+            "rev": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._store.subscriptions.insert(doc)
+        return doc, secret
+
+    async def get_subscription(self, tenant: str, subscription_id: str) -> Doc:
+        doc = await self._store.subscriptions.get(tenant, subscription_id)
+        if doc is None:
+            raise NotFound(f"no subscription {subscription_id!r}")
+        return doc
+
+    async def list_subscriptions(
+        self, tenant: str, filters: Mapping[str, str], *, after: str | None, limit: int
+    ) -> list[Doc]:
+        return await self._store.subscriptions.list(tenant, filters, after=after, limit=limit)
+
+    async def update_subscription(
+        self, tenant: str, subscription_id: str, body: Mapping[str, Any]
+    ) -> Doc:
+        current = await self.get_subscription(tenant, subscription_id)
+        fields = await self._subscription_fields(tenant, body, creating=False)
+        unset: tuple[str, ...] = ()
+        if fields.get("status") == "active":
+            unset = ("disabled_reason",)
+        elif fields.get("status") == "disabled":
+            fields["disabled_reason"] = "disabled by an admin"
+        fields["updated_at"] = utcnow()
+        doc = await self._store.subscriptions.update(
+            tenant, subscription_id, current["rev"], fields, unset
+        )
+        if doc is None:
+            raise Conflict("the subscription was changed concurrently; retry")
+        self._catalog.forget(subscription_id)
+        return doc
+
+    async def rotate_secret(self, tenant: str, subscription_id: str) -> tuple[Doc, str]:
+        """A new signing secret; the previous one keeps signing for ROTATION_GRACE (both
+        signatures are sent), older ones are dropped."""
+        current = await self.get_subscription(tenant, subscription_id)
+        now, secret = utcnow(), generate_secret()
+        sealed = self._box.seal(secret, context=subscription_context(subscription_id))
+        previous = [
+            {**s, "expires_at": s.get("expires_at") or now + ROTATION_GRACE}
+            for s in current["secrets"][:1]
+            if s.get("expires_at") is None or s["expires_at"] > now
+        ]
+        fields = {
+            "secrets": [{"sealed": sealed, "created_at": now}, *previous],
+            "secret_rotated_at": now,
+            "updated_at": now,
+        }
+        doc = await self._store.subscriptions.update(
+            tenant, subscription_id, current["rev"], fields
+        )
+        if doc is None:
+            raise Conflict("the subscription was changed concurrently; retry")
+        self._catalog.forget(subscription_id)
+        return doc, secret
+
+    async def delete_subscription(self, tenant: str, subscription_id: str) -> None:
+        if not await self._store.subscriptions.delete(tenant, subscription_id):
+            raise NotFound(f"no subscription {subscription_id!r}")
+        self._catalog.forget(subscription_id)
+
+    async def _subscription_fields(
+        self, tenant: str, body: Mapping[str, Any], *, creating: bool
+    ) -> Doc:
+        allowed = {"event_types", "filter"} | ({"action_id"} if creating else {"status"})
+        check = BodyCheck(body, allowed)
+        fields: Doc = {}
+        if creating:
+            action_id = check.text("action_id", max_len=64)
+            action = await self._store.actions.get(tenant, action_id) if action_id else None
+            if action_id and action is None:
+                check.add("/action_id", f"no action {action_id!r} in this tenant", "reference")
+            elif action is not None and action["mode"] != "deliver":
+                check.add(
+                    "/action_id",
+                    "subscriptions deliver events: the action's mode must be deliver",
+                    "reference",
+                )
+            if action is not None:
+                fields.update(action_id=action_id, partner_id=action["partner_id"])
+        if creating or "event_types" in body:
+            fields["event_types"] = _event_types(check)
+        if creating or "filter" in body:
+            raw = body.get("filter") or {}
+            try:
+                compile_filter(raw)
+            except InvalidPayload as exc:
+                check.problems.extend(exc.problems)
+            fields["filter"] = raw
+        if "status" in body:
+            fields["status"] = check.choice("status", ("active", "disabled"))
+        check.done("subscription")
+        return fields
+
+
+def _event_types(check: BodyCheck) -> list[str] | None:
+    types = check.body.get("event_types")
+    if not isinstance(types, list) or not types or len(types) > 50:
+        check.add("/event_types", "event_types is a non-empty list of event types", "type")
+        return None
+    for i, value in enumerate(types):
+        if (problem := event_type_problem(value)) is not None:
+            check.add(f"/event_types/{i}", problem, "pattern")
+    return sorted(set(types))
