@@ -19,7 +19,7 @@ from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import is_json, page_params, read_object
+from gateway.web.requests import is_json, page_params, query_flag, read_object
 
 YAML_TYPES = frozenset(
     {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
@@ -78,17 +78,6 @@ def _int(value: Any, pointer: str) -> int:
     return value
 
 
-def _flag(request: web.Request, name: str, default: bool) -> bool:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if raw.lower() in ("true", "1"):
-        return True
-    if raw.lower() in ("false", "0"):
-        return False
-    raise BadRequest(f"{name} must be true, false, 1 or 0, got {raw!r}")
-
-
 def _too_large(size: int | None) -> None:
     if size is not None and size > MAX_FILE_BYTES:
         raise PayloadTooLarge(
@@ -141,7 +130,7 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
 )
 async def upload_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    activate = _flag(request, "activate", True)
+    activate = query_flag(request, "activate", True)
     text, filename = await _read_upload(request)
     version = await request.app[mappings_key].upload(
         claims.tenant, text, author=claims.subject, activate=activate, filename=filename

@@ -1,4 +1,4 @@
-"""Reading requests: JSON bodies, bearer tokens, pagination parameters."""
+"""Reading requests: JSON bodies, bearer tokens, pagination and boolean query parameters."""
 
 from __future__ import annotations
 
@@ -58,6 +58,18 @@ def page_params(request: web.Request, default: int = 50) -> tuple[int, str | Non
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
     return limit, request.query.get("cursor") or None
+
+
+def query_flag(request: web.Request, name: str, default: bool) -> bool:
+    """A boolean query parameter: true/1 or false/0 (any case); `default` when absent."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise BadRequest(f"{name} must be true, false, 1 or 0, got {raw!r}")
 
 
 def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
