@@ -10,25 +10,27 @@ version; one version per name is active. `active()` is the hot path of every tri
 - which version is active is cached for `ACTIVE_TTL_SECONDS`. Activating, rolling back,
   uploading or deleting through this process takes effect here at once; other gateway
   processes see the change within `ACTIVE_TTL_SECONDS`.
+
+The dry run (`POST /api/v1/mappings/test`) is `mapping_dry_run.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.entities import EntityService, diff, merge
+from gateway.entities import EntityService
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
-from gateway.mapping import CompiledMapping, load_mapping, read_sample
+from gateway.mapping import CompiledMapping, load_mapping
+from gateway.mapping_dry_run import EntityLookup, MappingDryRun
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
@@ -37,9 +39,6 @@ ACTIVE_TTL_SECONDS = 2.0
 """How long a process trusts its memory of which version is active (see the docstring)."""
 _MAX_COMPILED = 2048
 _MAX_ACTIVE = 10_000
-
-# (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None.
-EntityLookup = Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], Awaitable[Doc | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +122,7 @@ class MappingService:
         self._kinds = kinds
         self._compiled: OrderedDict[tuple[str, str, int], CompiledMapping] = OrderedDict()
         self._active: dict[tuple[str, str], tuple[int, float]] = {}
+        self._dry_run = MappingDryRun(self, store, schemas, entities, kinds)
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -327,7 +327,7 @@ class MappingService:
             raise NotFound(f"mapping {name!r} has no version {version}")
         return doc
 
-    # -- dry run -----------------------------------------------------------------------------
+    # -- dry run (mapping_dry_run.py) --------------------------------------------------------
 
     async def dry_run(
         self,
@@ -341,138 +341,17 @@ class MappingService:
         response: Any = None,
         entity_lookup: EntityLookup | None = None,
     ) -> dict[str, Any]:
-        """Run a stored mapping or a draft on a sample; nothing is written.
-
-        Inbound: per item of `payload`, the mapped document, lookup key, the events the write
-        would emit and the diff against the stored entity. Outbound: the request built from
-        `context` and/or the entity fields `map_response` takes from `response`. Secrets show
-        as `<secret:name>`.
-        """
-        mapping = await self._dry_run_mapping(tenant, name, version, draft_text)
-        secrets = {s: f"<secret:{s}>" for s in mapping.secrets}
-        result: dict[str, Any] = {
-            "name": mapping.name,
-            "direction": mapping.direction,
-            "entity_type": mapping.entity_type,
-        }
-        if mapping.direction == "inbound":
-            if payload is None:
-                raise _missing("/payload", "an inbound mapping needs a sample `payload`")
-            if isinstance(payload, str):  # pasted text: JSON, or a query string (OsmAnd)
-                payload = read_sample(payload)
-            lookup = entity_lookup or self._find_entity
-            with _located("/payload"):
-                items = mapping.items(payload)
-            single = len(items) == 1 and items[0] is payload
-            result["results"] = [
-                await self._dry_run_item(
-                    tenant, mapping, item, secrets, lookup, raise_errors=single
-                )
-                for item in items
-            ]
-            return result
-        if context is None and response is None:
-            raise _missing("/context", "an outbound mapping needs a `context` or a `response`")
-        if context is not None:
-            with _located("/context"):
-                request = mapping.build_request(context, secrets=secrets)
-            result["request"] = {
-                "path_params": request.path_params,
-                "query": request.query,
-                "headers": request.headers,
-                "body": request.body,
-            }
-        if response is not None:
-            with _located("/response"):
-                result["response"] = mapping.map_response(response)
-        return result
-
-    async def _dry_run_mapping(
-        self,
-        tenant: str,
-        name: str | None,
-        version: int | None,
-        draft: str | bytes | Mapping[str, Any] | None,
-    ) -> CompiledMapping:
-        if draft is not None:
-            if isinstance(draft, Mapping):
-                draft = json.dumps(draft, ensure_ascii=False)
-            with _located("/mapping"):
-                return await self.compile(tenant, draft)
-        if name is None:
-            raise _missing("/name", "give the `name` of a stored mapping or a draft `mapping`")
-        if version is not None:
-            return await self.compiled(tenant, name, version)
-        return await self.active(tenant, name)
-
-    async def _dry_run_item(
-        self,
-        tenant: str,
-        mapping: CompiledMapping,
-        item: Any,
-        secrets: dict[str, Any],
-        lookup: EntityLookup,
-        *,
-        raise_errors: bool,
-    ) -> dict[str, Any]:
-        try:
-            with _located("/payload" if raise_errors else ""):
-                mapped = mapping.apply(item, secrets=secrets)
-        except InvalidPayload as exc:
-            if raise_errors:
-                raise
-            return {"errors": [p.as_dict() for p in exc.problems]}
-        out: dict[str, Any] = {
-            "document": mapped.document,
-            "key": mapped.key,
-            "event_data": mapped.event_data,
-        }
-        etype = mapping.entity_type
-        if etype is None:
-            out["events"] = list(mapped.events)
-            return out
-        current = await lookup(tenant, etype, mapped.document, mapped.key)
-        old = current["data"] if current is not None else {}
-        merged = merge(old, mapped.document)
-        changes = diff(old, merged) if current is not None else []
-        if current is None:
-            write, events = "create", ["entity.created", *mapped.events]
-        elif changes:
-            write, events = "update", ["entity.updated", *mapped.events]
-        else:
-            write, events = "unchanged", list(mapped.events)
-        out.update(
-            events=events,
-            entity={
-                "id": None if current is None else str(current["_id"]),
-                "write": write,
-                "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
-            },
+        """Run a stored mapping or a draft on a sample; nothing is written."""
+        return await self._dry_run.run(
+            tenant,
+            name=name,
+            version=version,
+            draft_text=draft_text,
+            payload=payload,
+            context=context,
+            response=response,
+            entity_lookup=entity_lookup,
         )
-        kind_schema = None
-        if etype == "other":
-            kind_schema = await self._kinds.schema_for(tenant, merged.get("kind"))
-        try:
-            self._schemas.check(etype, merged, kind_schema=kind_schema)
-        except InvalidPayload as exc:
-            out["entity"]["errors"] = [p.as_dict() for p in exc.problems]
-        return out
-
-    async def _find_entity(
-        self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]
-    ) -> Doc | None:
-        """By natural key when the mapped document has one, else by the mapping's key
-        fields (e.g. a tracker id)."""
-        try:
-            nk = self._entities.natural_key(etype, document)
-        except InvalidPayload:
-            nk = None
-        if nk is not None:
-            return await self._store.entities.get(tenant, etype, nk=nk)
-        if not key:
-            return None
-        found = await self._store.entities.find(tenant, etype, key, after=None, limit=1)
-        return found[0] if found else None
 
 
 def document_diff(old: Any, new: Any) -> dict[str, list[dict[str, Any]]]:
@@ -524,19 +403,3 @@ def _version(doc: Doc, active: Any) -> MappingVersion:
         direction=doc["direction"],
         entity_type=doc.get("entity_type"),
     )
-
-
-@contextlib.contextmanager
-def _located(prefix: str) -> Iterator[None]:
-    """Problems of a dry run point into the test request: /payload/..., /mapping/..."""
-    try:
-        yield
-    except InvalidPayload as exc:
-        if not prefix:
-            raise
-        moved = [replace(p, pointer=prefix + p.pointer) for p in exc.problems]
-        raise InvalidPayload(exc.detail, moved, **exc.extra) from None
-
-
-def _missing(pointer: str, message: str) -> InvalidPayload:
-    return InvalidPayload(message, [FieldProblem(pointer, message, "required")])
