@@ -9,10 +9,10 @@ Several processes can run workers on one database: a delivery is claimed by one 
 time, and every write after the claim is fenced by the claim's token. A worker that dies
 leaves leases that expire; their deliveries are due again at once (at-least-once).
 
-Partners: a partner failing (retryable failures only, no success in between) for longer than
-its `disable_after_hours` is disabled: its deliveries wait instead of burning their retry
-schedule. Every `probe_seconds` one worker probes it with its oldest pending delivery (or a
-HEAD of its base URL when it has none); the first answer re-enables it and its backlog flows.
+Partners: a partner failing for longer than its `disable_after_hours` is disabled
+(partner_health.py): its deliveries wait. Every `probe_seconds` one worker probes it with its
+oldest pending delivery (or a HEAD of its base URL when it has none); the first answer
+re-enables it and its backlog flows.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 from gateway.actions.breaker import PartnerGuards
 from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
 from gateway.actions.definitions import MappingSource
+from gateway.actions.partner_health import PartnerHealth
 from gateway.actions.retry import DeliveryStatus, Verdict, next_attempt_at
 from gateway.actions.sender import OutboundRequest, Outcome, Sender, signed_headers
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
@@ -99,8 +100,9 @@ class DeliveryWorker:
         self._loop_ended = asyncio.Event()
         self._held: dict[str, str] = {}  # delivery id → claim token, until recorded
         self._tasks: set[asyncio.Task[Counter[str]]] = set()
-        self._disabled: set[str] = set()  # partner ids whose deliveries wait
-        self._failing: set[str] = set()  # partners this process saw fail since their success
+        self._health = PartnerHealth(
+            store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self._wake.set
+        )
 
     @property
     def running(self) -> bool:
@@ -202,7 +204,7 @@ class DeliveryWorker:
             token = f"{self.owner}:{next(self._batches)}"
             now = self.clock()
             docs = await self._store.deliveries.claim(
-                token, now, now + self._lease, limit, shard, sorted(self._disabled)
+                token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
             )
             for doc in docs:
                 self._held[doc["_id"]] = token
@@ -250,7 +252,7 @@ class DeliveryWorker:
         if expired := await self._store.deliveries.expire_leases(now):
             log.info("took back %d deliveries whose lease expired", expired)
             self._wake.set()
-        self._disabled = set(await self._store.partners.disabled_ids())
+        await self._health.refresh()
         probe_next = now + timedelta(seconds=self._settings.probe_seconds)
         while (doc := await self._store.partners.claim_probe(now, probe_next)) is not None:
             await self._probe(doc)
@@ -280,7 +282,7 @@ class DeliveryWorker:
             auth=partner.auth,
         )
         if outcome.status is not None and outcome.status < 500:
-            await self._enable(partner)
+            await self._health.enable(partner)
 
     # -- one delivery ------------------------------------------------------------------------
 
@@ -318,7 +320,7 @@ class DeliveryWorker:
         if sub.status != "active":
             return await self._fail(doc, token, "the subscription is disabled")
         if partner.disabled and not probe:
-            self._disabled.add(partner.id)
+            self._health.disabled.add(partner.id)
             return await self._defer(
                 doc, token, self.clock() + _SECOND * 5, f"partner {partner.name} is disabled"
             )
@@ -404,7 +406,7 @@ class DeliveryWorker:
                 doc, token, now + timedelta(seconds=wait), outcome.message or str(outcome.error)
             )
         if outcome.sent:
-            await self._note_health(partner, verdict, now)
+            await self._health.note(partner, verdict, now)
         attempt = _attempt(doc, outcome, now, probe)
         if probe:
             if verdict is Verdict.RETRY:  # still down: the probe costs the delivery nothing
@@ -416,7 +418,7 @@ class DeliveryWorker:
                     counted=False,
                 )
                 return "probe_failed"
-            await self._enable(partner)
+            await self._health.enable(partner)
         status, fields = self._next_state(doc, action, outcome, verdict, now)
         if not await self._store.deliveries.finish(doc["_id"], token, fields, attempt=attempt):
             log.warning(
@@ -506,46 +508,6 @@ class DeliveryWorker:
         )
         self._metrics.deliveries.labels("deferred").inc()
         return "deferred"
-
-    # -- partner health ----------------------------------------------------------------------
-
-    async def _note_health(self, partner: Partner, verdict: Verdict, now: datetime) -> None:
-        if verdict is not Verdict.RETRY:
-            if partner.id in self._failing or partner.failing_since is not None:
-                self._failing.discard(partner.id)
-                await self._store.partners.note_success(partner.tenant, partner.id)
-            return
-        self._failing.add(partner.id)
-        doc = await self._store.partners.note_failure(partner.tenant, partner.id, now)
-        since = doc.get("failing_since") if doc else None
-        if (
-            doc is None
-            or since is None
-            or partner.disable_after is None
-            or doc.get("status", "active") != "active"
-            or now - since < partner.disable_after
-        ):
-            return
-        probe_at = now + timedelta(seconds=self._settings.probe_seconds)
-        if await self._store.partners.disable(partner.tenant, partner.id, now, probe_at):
-            log.warning(
-                "partner %s disabled: failing since %s; probing every %g s",
-                partner.id,
-                since.isoformat(),
-                self._settings.probe_seconds,
-            )
-            self._metrics.partner_disabled.labels("disabled").inc()
-        self._disabled.add(partner.id)
-        self._catalog.forget(partner.id)
-
-    async def _enable(self, partner: Partner) -> None:
-        if await self._store.partners.enable(partner.tenant, partner.id):
-            log.warning("partner %s answers again: re-enabled", partner.id)
-            self._metrics.partner_disabled.labels("enabled").inc()
-        self._disabled.discard(partner.id)
-        self._failing.discard(partner.id)
-        self._catalog.forget(partner.id)
-        self._wake.set()
 
     def _guard(self, partner: Partner) -> Any:
         return self._guards.get(partner.id, partner.guard)
