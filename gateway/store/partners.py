@@ -10,15 +10,13 @@ clear. `status` is `active` or `disabled` (failing for longer than `disable_afte
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from gateway.store.client import Collection, Doc, scoped, translate_errors
-from gateway.store.entities import parse_id
+from gateway.store.client import Doc, scoped, translate_errors
+from gateway.store.resources import TenantResources
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
@@ -27,56 +25,7 @@ INDEXES = [
 ]
 
 
-class PartnerStore:
-    def __init__(self, collection: Collection) -> None:
-        self._c = collection
-
-    async def insert(self, doc: Doc) -> None:
-        with translate_errors():
-            await self._c.insert_one(doc)
-
-    async def get(self, tenant: str, partner_id: str) -> Doc | None:
-        oid = parse_id(partner_id)
-        if oid is None:
-            return None
-        with translate_errors():
-            return await self._c.find_one(scoped(tenant, {"_id": oid}))
-
-    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
-        query: Doc = {}
-        if after is not None and (oid := parse_id(after)) is not None:
-            query["_id"] = {"$gt": oid}
-        with translate_errors():
-            cursor = self._c.find(scoped(tenant, query)).sort("_id", ASCENDING)
-            return await cursor.limit(limit).to_list(limit)
-
-    async def update(
-        self,
-        tenant: str,
-        partner_id: str,
-        rev: int,
-        fields: Mapping[str, Any],
-        unset: tuple[str, ...] = (),
-    ) -> Doc | None:
-        """Optimistic update: None when the partner changed (or vanished) since `rev`."""
-        update: Doc = {"$set": dict(fields), "$inc": {"rev": 1}}
-        if unset:
-            update["$unset"] = dict.fromkeys(unset, "")
-        with translate_errors():
-            return await self._c.find_one_and_update(
-                scoped(tenant, {"_id": ObjectId(partner_id), "rev": rev}),
-                update,
-                return_document=ReturnDocument.AFTER,
-            )
-
-    async def delete(self, tenant: str, partner_id: str) -> bool:
-        oid = parse_id(partner_id)
-        if oid is None:
-            return False
-        with translate_errors():
-            result = await self._c.delete_one(scoped(tenant, {"_id": oid}))
-        return result.deleted_count == 1
-
+class PartnerStore(TenantResources):
     # -- health: written by delivery workers of every process --------------------------------
 
     async def note_failure(self, tenant: str, partner_id: str, now: datetime) -> Doc | None:

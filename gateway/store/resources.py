@@ -1,0 +1,77 @@
+"""Tenant-scoped CRUD shared by the admin resource collections."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, ReturnDocument
+
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.entities import parse_id
+
+
+class TenantResources:
+    """Tenant-scoped CRUD of admin resources with ObjectId ids and an optimistic `rev`
+    (partners, actions, subscriptions)."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def insert(self, doc: Doc) -> None:
+        with translate_errors():
+            await self._c.insert_one(doc)
+
+    async def get(self, tenant: str, resource_id: str) -> Doc | None:
+        oid = parse_id(resource_id)
+        if oid is None:
+            return None
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, {"_id": oid}))
+
+    async def list(
+        self,
+        tenant: str,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        after: str | None,
+        limit: int,
+    ) -> list[Doc]:
+        query: Doc = dict(filters or {})
+        if after is not None and (oid := parse_id(after)) is not None:
+            query["_id"] = {"$gt": oid}
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, query)).sort("_id", ASCENDING)
+            return await cursor.limit(limit).to_list(limit)
+
+    async def update(
+        self,
+        tenant: str,
+        resource_id: str,
+        rev: int,
+        fields: Mapping[str, Any],
+        unset: Sequence[str] = (),
+    ) -> Doc | None:
+        """Optimistic update: None when the document changed (or vanished) since `rev`."""
+        update: Doc = {"$set": dict(fields), "$inc": {"rev": 1}}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        with translate_errors():
+            return await self._c.find_one_and_update(
+                scoped(tenant, {"_id": ObjectId(resource_id), "rev": rev}),
+                update,
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def delete(self, tenant: str, resource_id: str) -> bool:
+        oid = parse_id(resource_id)
+        if oid is None:
+            return False
+        with translate_errors():
+            result = await self._c.delete_one(scoped(tenant, {"_id": oid}))
+        return result.deleted_count == 1
+
+    async def count(self, tenant: str, filters: Mapping[str, Any]) -> int:
+        with translate_errors():
+            return await self._c.count_documents(scoped(tenant, filters), limit=1000)
