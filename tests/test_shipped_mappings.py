@@ -13,7 +13,7 @@ from gateway.mapping import CompiledMapping, load_mapping, read_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "mappings"
-SAMPLES = ROOT.parent / "shared" / "data" / "partner_payloads"
+SAMPLES = ROOT / "tests" / "data" / "partner_payloads"
 
 # mapping file → the partner sample it is written for
 INBOUND = {
