@@ -64,6 +64,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         env = _Env(environ)
+        if env.text("GATEWAY_ADMIN_JWKS_URL") and not env.text("GATEWAY_ADMIN_JWT_AUDIENCE"):
+            # Without an audience, any token the identity provider signs for any application
+            # with a tenant and a role claim would be an admin token here.
+            raise ConfigError("GATEWAY_ADMIN_JWT_AUDIENCE must be set with GATEWAY_ADMIN_JWKS_URL")
         return cls(
             mongodb_uri=env.text("MONGODB_URI"),
             host=env.text("GATEWAY_HOST") or "127.0.0.1",

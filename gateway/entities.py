@@ -181,6 +181,7 @@ class EntityService:
         nk = self.natural_key(etype, fields)
         current = self._recent.get(tenant, etype, nk)
         for _ in range(_MAX_WRITE_ATTEMPTS):
+            remembered = current is not None
             if current is None:
                 current = await self._store.entities.get(tenant, etype, nk=nk)
             if current is None:
@@ -198,8 +199,11 @@ class EntityService:
                 extra_events,
                 event_detail,
             )
-            if result is not None:
+            # "Nothing changed" was decided against the remembered copy without a write to
+            # guard it: confirm it against the database before answering.
+            if result is not None and (result.events or not remembered):
                 return result
+            self._recent.drop(tenant, etype, nk)
             current = None
         raise Conflict("the entity is being changed concurrently; retry")
 

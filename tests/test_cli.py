@@ -106,3 +106,13 @@ def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Pa
     # The embedded database child was stopped with the gateway, not orphaned.
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "db")], capture_output=True)
     assert leftover.stdout == b""
+
+
+def test_identity_provider_without_an_audience_is_a_configuration_error() -> None:
+    result = _run(
+        "admin-token",
+        "--tenant",
+        "acme",
+        env={"GATEWAY_ADMIN_JWKS_URL": "https://idp.example.com/certs"},
+    )
+    assert result.returncode == 2 and "GATEWAY_ADMIN_JWT_AUDIENCE" in result.stderr

@@ -65,3 +65,27 @@ async def test_domain_events_carry_the_mapping_detail(
     by_type = {e["type"]: e for e in events}
     assert by_type["vehicle.geofence.exited"]["detail"] == {"geofence": "Depot"}
     assert "detail" not in by_type["entity.created"]
+
+
+async def test_upsert_that_looks_unchanged_to_a_stale_process_is_still_written(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    a = await aiohttp_client(make_app())
+    b = await aiohttp_client(make_app())
+    entities_a = a.app[entities_key]
+    await entities_a.upsert("acme", "vehicle", {"plate": "ABC1D23", "status": "active"}, ORIGIN)
+    await b.patch(
+        "/api/v1/entities/vehicle/ABC1D23", json={"status": "maintenance"}, headers=auth()
+    )
+    result = await entities_a.upsert(
+        "acme", "vehicle", {"plate": "ABC1D23", "status": "active"}, ORIGIN
+    )
+    assert [c.field for c in result.changes] == ["status"]
+    stored = await (await b.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert stored["status"] == "active"
+    # Deleted elsewhere, then sent again unchanged: created again, not answered "no change".
+    assert (await b.delete("/api/v1/entities/vehicle/ABC1D23", headers=auth())).status == 204
+    again = await entities_a.upsert(
+        "acme", "vehicle", {"plate": "ABC1D23", "status": "active"}, ORIGIN
+    )
+    assert again.created

@@ -129,11 +129,25 @@ async def test_invalid_partner_key_is_refused_when_the_trigger_is_saved(client: 
         json={
             "name": "x",
             "entity_type": "vehicle",
-            "auth": {"mode": "partner_jwt", "public_key_pem": "not a key"},
+            "auth": {"mode": "partner_jwt", "public_key_pem": "not a key", "audience": "rabbot"},
         },
     )
     assert response.status == 422
     assert (await response.json())["errors"][0]["pointer"] == "/auth/public_key_pem"
+
+
+async def test_partner_jwt_trigger_requires_an_audience(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/triggers",
+        headers=auth(),
+        json={
+            "name": "x",
+            "entity_type": "vehicle",
+            "auth": {"mode": "partner_jwt", "public_key_pem": RSA_PEM},
+        },
+    )
+    assert response.status == 422
+    assert "audience" in await response.text()
 
 
 async def test_signed_webhooks_are_accepted_and_a_resent_message_gets_its_first_answer(

@@ -206,3 +206,23 @@ async def test_fine_trigger_writes_and_reads_its_kind_only(client: Client) -> No
     plain = await create_trigger(client, name="raw-fines", entity_type="other", kind="fine")
     status, problem = await hook(client, plain, {"kind": "checklist", "key": "x"})
     assert status == 422 and problem["errors"][0]["pointer"] == "/kind"
+
+
+async def test_lookup_key_from_the_payload_cannot_become_a_query_operator(client: Client) -> None:
+    await upload_mapping(
+        client,
+        "name: by-tracker\ndirection: inbound\nentity_type: vehicle\n"
+        "key: [attributes.tracker_id]\nfields:\n  attributes.tracker_id: device\n"
+        "  odometer_km: km\n",
+    )
+    trigger = await create_trigger(client, mapping="by-tracker")
+    await client.post(
+        "/api/v1/entities/vehicle",
+        headers=auth(),
+        json={"plate": "ABC1D23", "attributes": {"tracker_id": "4711"}},
+    )
+    status, answer = await hook(client, trigger, {"device": {"$regex": "^4"}, "km": 10})
+    assert status == 422
+    assert "lookup value" in str(answer)
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert "odometer_km" not in vehicle

@@ -17,7 +17,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateOne
 
-from gateway.errors import Conflict
+from gateway.errors import Conflict, FieldProblem, InvalidPayload
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 
 INDEXES = [
@@ -63,7 +63,14 @@ def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
     query: Doc = {}
     indexed = (*FILTERABLE.get(etype, ()), *LOOKUP_FIELDS)
     for field, value in filters.items():
-        if "fk" not in query and field in indexed and isinstance(value, str | int | float):
+        # Only plain values: an object from a payload ({"$regex": ...}) must never become a
+        # query operator.
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            problem = FieldProblem(
+                "", f"{field}: a lookup value must be a string or number", "type", {"target": field}
+            )
+            raise InvalidPayload(f"cannot look {etype} up by {field}", [problem])
+        if "fk" not in query and field in indexed:
             query["fk"] = f"{field}={value}"
         else:
             query[f"data.{field}"] = value

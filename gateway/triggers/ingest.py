@@ -320,7 +320,10 @@ class Ingestor:
         except InvalidPayload as exc:
             if not key:
                 raise rejected(exc, "entity") from None
-        found = await self._entities.find(trigger.tenant, etype, key, after=None, limit=2)
+        try:
+            found = await self._entities.find(trigger.tenant, etype, key, after=None, limit=2)
+        except InvalidPayload as exc:
+            raise rejected(exc, "mapping") from None
         described = ", ".join(f"{k} {v!r}" for k, v in key.items())
         if len(found) != 1:
             what = "no" if not found else "more than one"

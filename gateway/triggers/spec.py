@@ -73,7 +73,12 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
                 "audience": {"type": "string", "minLength": 1, "maxLength": 500},
             },
             "if": {"required": ["mode"], "properties": {"mode": {"const": "partner_jwt"}}},
-            "then": {"oneOf": [{"required": ["jwks_url"]}, {"required": ["public_key_pem"]}]},
+            # The audience ties a partner's token to us: without it, any token the partner
+            # signs for anyone else would open this trigger.
+            "then": {
+                "required": ["audience"],
+                "oneOf": [{"required": ["jwks_url"]}, {"required": ["public_key_pem"]}],
+            },
         },
     },
     "if": {"properties": {"entity_type": {"const": "other"}}},
