@@ -32,6 +32,7 @@ def serve(settings: Settings) -> int:
         access_log=None,
         print=lambda msg: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
         shutdown_timeout=15,
+        keepalive_timeout=75,
     )
     return 0
 
@@ -58,6 +59,7 @@ def demo(settings: Settings, tenant: str) -> int:
         access_log=None,
         print=None,
         shutdown_timeout=15,
+        keepalive_timeout=75,
     )
     return 0
 

@@ -6,6 +6,7 @@
     ├── Forbidden                     403  valid credentials, not for this
     ├── NotFound                      404  no such resource in this tenant
     ├── MethodNotAllowed              405
+    ├── RequestTimeout                408  the client sent its body too slowly
     ├── Conflict                      409  duplicate natural key, resource in use
     ├── PayloadTooLarge               413
     ├── UnsupportedMediaType          415
@@ -91,6 +92,10 @@ class MethodNotAllowed(GatewayError):
     def __init__(self, detail: str = "", *, allowed: Sequence[str] = (), **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.allowed = tuple(allowed)
+
+
+class RequestTimeout(GatewayError):
+    status, title, slug = 408, "Request timeout", "request-timeout"
 
 
 class Conflict(GatewayError):

@@ -49,6 +49,9 @@ async def _deliver(client: Client, worker: DeliveryWorker) -> Counter[str]:
     return await worker.run_until_idle()
 
 
+BEARER = {"type": "bearer", "token": "s3cr3t"}
+
+
 async def _subscribed(
     client: Client,
     partner: Partner,
@@ -315,14 +318,16 @@ async def test_partner_down_keeps_the_delivery_until_it_is_reachable(
     await client.patch(
         f"/api/v1/partners/{setup['partner']['id']}",
         headers=auth(),
-        json={"base_url": f"http://127.0.0.1:{unused_tcp_port}"},
+        json={"base_url": f"http://127.0.0.1:{unused_tcp_port}", "auth": BEARER},
     )
     vehicle = await create_vehicle(client)
     await _odometer(client, vehicle, 5)
 
     down = await _deliver(client, worker)
     await client.patch(
-        f"/api/v1/partners/{setup['partner']['id']}", headers=auth(), json={"base_url": partner.url}
+        f"/api/v1/partners/{setup['partner']['id']}",
+        headers=auth(),
+        json={"base_url": partner.url, "auth": BEARER},  # a new origin needs the credentials
     )
     clock.advance(6)
     up = await worker.run_until_idle()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support import auth
@@ -100,3 +102,22 @@ async def test_grafana_dashboard_only_queries_metrics_the_gateway_exports(client
         for name in re.findall(r"\bgateway_\w+", target["expr"])
     }
     assert queried and queried <= exported, queried - exported
+
+
+async def test_a_body_sent_too_slowly_is_408(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.web import requests
+
+    monkeypatch.setattr(requests, "BODY_TIMEOUT_SECONDS", 0.2)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    token = auth()["Authorization"]
+    writer.write(
+        b"POST /api/v1/entities/vehicle HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\nAuthorization: " + token.encode() + b'\r\n\r\n{"plate": '
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] == b"408"

@@ -323,3 +323,21 @@ async def test_rotating_a_secret_returns_a_new_one(client: Client) -> None:
 
     assert rotated["secret"] != sub["secret"]
     assert rotated["secret_rotated_at"] is not None
+
+
+async def test_moving_a_partner_to_another_origin_needs_its_credentials_again(
+    client: Client,
+) -> None:
+    partner = await create_partner(client, BASE)
+    url = f"/api/v1/partners/{partner['id']}"
+    same_origin = await client.patch(url, headers=auth(), json={"base_url": BASE + "/v2"})
+    assert same_origin.status == 200
+    moved = await client.patch(url, headers=auth(), json={"base_url": "https://evil.example/x"})
+    assert moved.status == 422
+    assert (await moved.json())["errors"][0]["pointer"] == "/auth"
+    with_auth = await client.patch(
+        url,
+        headers=auth(),
+        json={"base_url": "https://erp2.example.com", "auth": {"type": "bearer", "token": "t2"}},
+    )
+    assert with_auth.status == 200

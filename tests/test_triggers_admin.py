@@ -186,3 +186,13 @@ async def test_cli_creates_a_trigger_whose_token_works_and_lists_it(
     assert await asyncio.to_thread(main, ["trigger", "list", "--tenant", "acme"]) == 0
     listed = orjson.loads(capsys.readouterr().out)
     assert [t["name"] for t in listed["items"]] == ["gps"] and "token" not in listed["items"][0]
+
+
+async def test_trigger_limits_cannot_exceed_the_operators(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/triggers",
+        headers=auth(),
+        json={"name": "big", "entity_type": "vehicle", "max_batch_items": 10_000},
+    )
+    assert response.status == 422
+    assert "GATEWAY_MAX_BATCH_ITEMS" in await response.text()

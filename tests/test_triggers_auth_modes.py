@@ -171,6 +171,15 @@ async def test_signed_webhooks_are_accepted_and_a_resent_message_gets_its_first_
     again = await send([secret], "msg_1")  # the partner retries the same message
     assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
     assert await again.json() == await first.json()
+    # A captured message replayed with an Idempotency-Key of the attacker's still gets the
+    # first answer: signed messages are keyed by their signed webhook-id.
+    headers = signed_headers([secret], "msg_1", int(time.time()), body)
+    replayed = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={**headers, "Content-Type": "application/json", "Idempotency-Key": "fresh-1"},
+    )
+    assert replayed.headers["Idempotent-Replayed"] == "true"
     assert (await send(["whsec_" + base64.b64encode(b"x" * 24).decode()], "msg_2")).status == 401
     tampered = signed_headers([secret], "msg_3", int(time.time()), body)
     response = await client.post(

@@ -18,7 +18,7 @@ from gateway.actions.body_check import BodyCheck, doc_id, utcnow
 from gateway.actions.catalog import Catalog, auth_context, secrets_context
 from gateway.actions.partner_auth import build_auth
 from gateway.auth.secretbox import SecretBox
-from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc, Store
 
 MAX_TIMEOUT_SECONDS = 60.0
@@ -71,6 +71,16 @@ class PartnerUseCases:
         """Merge `body` into the partner; `auth` and `secrets` are replaced whole."""
         current = await self.get_partner(tenant, partner_id)
         fields = self._partner_fields(partner_id, body, creating=False)
+        new_url = fields.get("base_url")
+        if (
+            new_url
+            and "auth" not in body
+            and URL(new_url).origin() != URL(current["base_url"]).origin()
+        ):
+            # Stored credentials go only where they were given for: a new origin needs them
+            # again, or an admin could redirect a partner's token to a server of their own.
+            message = "/auth: a new origin in base_url needs the partner's credentials again"
+            raise InvalidPayload(message, [FieldProblem("/auth", message, "required")])
         status = body.get("status")
         unset: tuple[str, ...] = ()
         if status == "active":

@@ -229,7 +229,9 @@ class HookReceiver:
             payload: Any = form
         else:
             payload = parse_json(call.content_type, raw)
-        key = call.headers.get("Idempotency-Key") or admitted.message_id
+        # A signed message is keyed by its signed `webhook-id`: an unsigned Idempotency-Key
+        # must not let a captured message be replayed inside the signature's time window.
+        key = admitted.message_id or call.headers.get("Idempotency-Key")
 
         async def ingest() -> HookAnswer:
             ingested = await self._ingestor.ingest(

@@ -183,7 +183,11 @@ class TriggerService:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _check(self, tenant: str, spec: Mapping[str, Any]) -> None:
-        check_spec(spec, max_body_bytes=self._defaults["max_body_bytes"])
+        check_spec(
+            spec,
+            max_body_bytes=self._defaults["max_body_bytes"],
+            max_batch_items=self._defaults["max_batch_items"],
+        )
         problems = [*await self._mapping_problems(tenant, spec), *self._auth_problems(spec)]
         if problems:
             raise invalid("trigger", problems)

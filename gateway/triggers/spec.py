@@ -100,18 +100,18 @@ def new_token_id() -> str:
     return secrets.token_urlsafe(12)
 
 
-def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int) -> None:
-    """InvalidPayload listing every problem of a trigger specification."""
+def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int, max_batch_items: int) -> None:
+    """InvalidPayload listing every problem of a trigger specification. A trigger's limits
+    may be lower than the operator's (GATEWAY_MAX_*), never higher."""
     problems = _VALIDATOR.validate(spec)
-    size = spec.get("max_body_bytes")
-    if isinstance(size, int) and size > max_body_bytes:
-        problems.append(
-            FieldProblem(
-                "/max_body_bytes",
-                f"/max_body_bytes: at most {max_body_bytes} (GATEWAY_MAX_BODY_BYTES)",
-                "maximum",
-            )
-        )
+    for name, ceiling, setting in (
+        ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
+        ("max_batch_items", max_batch_items, "GATEWAY_MAX_BATCH_ITEMS"),
+    ):
+        value = spec.get(name)
+        if isinstance(value, int) and value > ceiling:
+            message = f"/{name}: at most {ceiling} ({setting})"
+            problems.append(FieldProblem(f"/{name}", message, "maximum"))
     if problems:
         raise invalid("trigger", problems)
     schema = spec.get("input_schema")

@@ -10,6 +10,7 @@ from gateway.errors import PayloadTooLarge
 from gateway.keys import hooks_key, relay_key
 from gateway.triggers import HookCall
 from gateway.web.openapi import operation
+from gateway.web.requests import read_body
 
 _WRITTEN: Final[dict[str, Any]] = {
     "type": "object",
@@ -47,7 +48,7 @@ class _Body:
         if length is not None and length > limit:
             raise _too_large(limit)
         try:
-            body = await self._request.read()
+            body = await read_body(self._request)
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(limit) from None
         if len(body) > limit:

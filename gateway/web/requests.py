@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from gateway.errors import BadRequest, UnsupportedMediaType
+from gateway.errors import BadRequest, RequestTimeout, UnsupportedMediaType
 
 MAX_PAGE = 200
+# A client gets this long to send its whole body; a slow one must not hold a connection
+# (and its memory) for as long as it likes.
+BODY_TIMEOUT_SECONDS = 30.0
 
 
 def is_json(content_type: str) -> bool:
@@ -23,8 +27,15 @@ async def read_json(request: web.Request) -> Any:
         raise UnsupportedMediaType(
             f"expected application/json, got {request.content_type or 'no content type'}"
         )
-    body = await request.read()
-    return parse_json(body)
+    return parse_json(await read_body(request))
+
+
+async def read_body(request: web.Request) -> bytes:
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the body took over {BODY_TIMEOUT_SECONDS:.0f} s to arrive") from None
 
 
 def parse_json(body: bytes) -> Any:
