@@ -451,3 +451,48 @@ async def test_metrics_count_outcomes_latency_and_queue(
     assert 'gateway_delivery_queue_depth{status="pending"} 0.0' in text
     assert "gateway_delivery_oldest_due_age_seconds 0.0" in text
     assert "s3cr3t" not in text
+
+
+async def test_ordered_deliveries_follow_the_entity_revision_not_the_event_id(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """Two processes writing one vehicle in the same second make event ids that do not sort
+    by time; the entity revision does."""
+    from datetime import UTC, datetime
+
+    from bson import ObjectId
+
+    await _subscribed(client, partner, action={"ordered": True})
+    vehicle = await create_vehicle(client)
+    await client.app[relay_key].run_until_idle()
+    later_id, earlier_id = ObjectId(), ObjectId()  # the later write gets the smaller id
+
+    def entry(event_id: ObjectId, rev: int, km: int) -> dict[str, Any]:
+        return {
+            "id": event_id,
+            "type": "entity.updated",
+            "occurred_at": datetime.now(UTC),
+            "entity_type": "vehicle",
+            "data": {"plate": vehicle["plate"], "odometer_km": km},
+            "changes": [],
+            "origin": {"kind": "trigger", "id": "t"},
+            "entity_rev": rev,
+            "position": 0,
+        }
+
+    await (
+        client.app[store_key]
+        .db["entities"]
+        .update_one(
+            {"_id": ObjectId(vehicle["id"])},
+            {
+                "$set": {"pending": True},
+                "$push": {
+                    "outbox": {"$each": [entry(later_id, 3, 200), entry(earlier_id, 2, 100)]}
+                },
+            },
+        )
+    )
+    await _deliver(client, worker)
+    sent = [r.json()["data"]["odometer_km"] for r in partner.requests]
+    assert sent == [100, 200]

@@ -202,6 +202,9 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first
     }
     if action.ordered and entity_id:
         doc["order_key"] = f"{action.id}:{entity_id}"
+        # Sorts by the entity's revision, then the event's place in that write.
+        rev = int((event.get("entity") or {}).get("rev", 0))
+        doc["seq"] = f"{rev:012d}.{int(event.get('position', 0)):03d}.{delivery_id}"
         # One shard per order key: a worker claims them together and sends them in turn.
         doc["shard"] = shard_of(doc["order_key"])
     return doc

@@ -350,7 +350,9 @@ class DeliveryWorker:
         if action.request_mapping:
             mapping = await self._mappings.active(doc["tenant"], action.request_mapping)
         context = {"event": event, "entity": entity, "tenant": doc["tenant"]}
-        remaining = (doc["lease_until"] - self.clock()).total_seconds() - 1.0
+        # Leases are renewed while a send runs, so a send may take a whole lease (less a margin)
+        # from now, even for the last delivery of an ordered group claimed long ago.
+        remaining = self._lease.total_seconds() - 1.0
         request, body = build_request(
             action,
             partner,
@@ -370,7 +372,7 @@ class DeliveryWorker:
         """Ordered action: park behind an earlier delivery of the same entity that is not
         final yet. The earlier one wakes it when it ends."""
         deliveries = self._store.deliveries
-        earlier = await deliveries.earlier_open(doc["order_key"], doc["_id"])
+        earlier = await deliveries.earlier_open(doc["order_key"], doc["seq"])
         if earlier is None:
             return False
         now = self.clock()
@@ -387,7 +389,7 @@ class DeliveryWorker:
             },
         )
         # The earlier one may have ended while we parked, and found nobody to wake.
-        if parked and await deliveries.earlier_open(doc["order_key"], doc["_id"]) is None:
+        if parked and await deliveries.earlier_open(doc["order_key"], doc["seq"]) is None:
             await deliveries.unpark(doc["_id"], self.clock())
         return True
 
@@ -431,7 +433,7 @@ class DeliveryWorker:
             )
             self._catalog.forget(doc["subscription_id"])
         if status.final and doc.get("order_key"):
-            await self._store.deliveries.wake_follower(doc["order_key"], doc["_id"], now)
+            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
         result = (
             "gone"
             if verdict is Verdict.GONE
@@ -491,7 +493,7 @@ class DeliveryWorker:
             attempt=attempt,
         )
         if doc.get("order_key"):
-            await self._store.deliveries.wake_follower(doc["order_key"], doc["_id"], now)
+            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
         self._metrics.deliveries.labels("failed").inc()
         return "failed"
 
@@ -524,7 +526,7 @@ class DeliveryWorker:
 def _groups(batch: list[Doc]) -> list[list[Doc]]:
     """One group per order key (in delivery order), one group per unordered delivery."""
     groups: dict[str, list[Doc]] = {}
-    for doc in sorted(batch, key=lambda d: d["_id"]):
+    for doc in sorted(batch, key=lambda d: d.get("seq") or d["_id"]):
         groups.setdefault(doc.get("order_key") or doc["_id"], []).append(doc)
     return list(groups.values())
 

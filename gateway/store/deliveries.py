@@ -2,7 +2,7 @@
 
 A delivery is `{_id: "<event id>:<subscription id>", tenant, event, subscription_id,
 action_id, partner_id, entity_id, status, next_attempt_at, attempt_count, attempts[],
-shard, order_key?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at,
+shard, order_key?, seq?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at,
 updated_at, final_at?}`. The `_id` is deterministic, so a relay that fans the same event out
 twice stores it once. `event` is the event itself (immutable): sending needs no second read.
 
@@ -40,7 +40,7 @@ INDEXES = [
         [("status", ASCENDING), ("shard", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
-    IndexModel([("order_key", ASCENDING), ("_id", ASCENDING)], name="ordering", sparse=True),
+    IndexModel([("order_key", ASCENDING), ("seq", ASCENDING)], name="ordering", sparse=True),
 ]
 # Filters the admin API accepts, and the fields they read.
 FILTERS = {
@@ -204,31 +204,31 @@ class DeliveryStore:
             )
         return result.modified_count == 1
 
-    async def earlier_open(self, order_key: str, delivery_id: str) -> Doc | None:
+    async def earlier_open(self, order_key: str, seq: str) -> Doc | None:
         """The latest earlier delivery of the same order key that is not final yet."""
         with translate_errors():
             return await self._c.find_one(
                 {
                     "order_key": order_key,
-                    "_id": {"$lt": delivery_id},
+                    "seq": {"$lt": seq},
                     "status": {"$in": [PENDING, IN_FLIGHT]},
                 },
                 {"status": 1, "next_attempt_at": 1, "lease_until": 1},
-                sort=[("_id", DESCENDING)],
+                sort=[("seq", DESCENDING)],
             )
 
-    async def wake_follower(self, order_key: str, delivery_id: str, now: datetime) -> None:
+    async def wake_follower(self, order_key: str, seq: str, now: datetime) -> None:
         """The next delivery of the order key, parked behind this one, is due now."""
         with translate_errors():
             await self._c.find_one_and_update(
                 {
                     "order_key": order_key,
-                    "_id": {"$gt": delivery_id},
+                    "seq": {"$gt": seq},
                     "status": PENDING,
                     "waiting_for": {"$exists": True},
                 },
                 {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}},
-                sort=[("_id", ASCENDING)],
+                sort=[("seq", ASCENDING)],
             )
 
     async def unpark(self, delivery_id: str, now: datetime) -> None:

@@ -77,6 +77,13 @@ def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
     return query
 
 
+def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
+    """Outbox entries carry the entity revision they were written with, and their place in
+    that write: ordered deliveries follow the entity's own order, not the event ids' (ids
+    made by different processes in one second do not sort by time)."""
+    return [{**event, "entity_rev": rev, "position": i} for i, event in enumerate(events)]
+
+
 def parse_id(value: str) -> ObjectId | None:
     try:
         return ObjectId(value)
@@ -133,7 +140,7 @@ class EntityStore:
             },
         )
         if events:
-            doc.update(outbox=list(events), pending=True)
+            doc.update(outbox=_stamped(events, 1), pending=True)
         try:
             with translate_errors():
                 await self._c.insert_one(doc)
@@ -152,7 +159,7 @@ class EntityStore:
             "$inc": {"rev": 1},
         }
         if events:
-            update["$push"] = {"outbox": {"$each": list(events)}}
+            update["$push"] = {"outbox": {"$each": _stamped(events, current["rev"] + 1)}}
             update["$set"]["pending"] = True
         with translate_errors():
             result = await self._c.update_one(
@@ -179,7 +186,7 @@ class EntityStore:
                         "pending": True,
                     },
                     "$inc": {"rev": 1},
-                    "$push": {"outbox": event},
+                    "$push": {"outbox": _stamped([event], current["rev"] + 1)[0]},
                 },
             )
         return result.matched_count == 1

@@ -201,7 +201,14 @@ class Ingestor:
                     **written(trigger, result),
                 }
 
-        await asyncio.gather(*(write_lane(lane) for lane in lanes.values()))
+        # A lane that fails for the whole request (the database went away) stops the others
+        # before the error is answered: nothing keeps writing behind a 503.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for lane in lanes.values():
+                    group.create_task(write_lane(lane))
+        except ExceptionGroup as group:
+            raise group.exceptions[0] from None
         done = [r for r in results if r is not None]
         failed = sum(r["status"] >= 400 for r in done)
         created = sum(r["status"] == 201 for r in done)
