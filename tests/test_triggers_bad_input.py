@@ -95,6 +95,10 @@ async def _wrong_method(client: Client, trigger: dict[str, Any]) -> ClientRespon
     return await client.get(f"/hooks/{trigger['id']}", headers=bearer(trigger))
 
 
+async def _unsupported_method(client: Client, trigger: dict[str, Any]) -> ClientResponse:
+    return await client.put(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
+
+
 async def _huge(client: Client, trigger: dict[str, Any]) -> ClientResponse:
     body = orjson.dumps({**VEHICLE, "attributes": {"blob": "x" * 5000}})
     return await _post(body)(client, trigger)
@@ -163,7 +167,8 @@ def _cases() -> dict[str, tuple[Any, int, str]]:
         "rotated_out_after_grace": (lambda t: _rotated_out_after_grace, 401, "unauthorized"),
         "unknown_trigger": (lambda t: _unknown_trigger, 401, "unauthorized"),
         "stale_webhook_signature": (lambda t: _stale_signature, 401, "unauthorized"),
-        "wrong_method": (lambda t: _wrong_method, 405, "method-not-allowed"),
+        "wrong_method": (lambda t: _wrong_method, 403, "forbidden"),
+        "unsupported_method": (lambda t: _unsupported_method, 405, "method-not-allowed"),
         "huge_body": (lambda t: _huge, 413, "payload-too-large"),
         "deep_nesting": (lambda t: _deep(), 400, "bad-request"),
         "invalid_utf8": (
@@ -203,7 +208,9 @@ async def test_bad_call_gets_its_status_writes_nothing_and_the_gateway_keeps_ser
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert problem["detail"] == "missing, invalid or revoked credentials"
     if status == 405:
-        assert response.headers["Allow"] == "POST"
+        assert "POST" in response.headers["Allow"]
+    if case == "wrong_method":
+        assert problem["allowed"] == ["POST"]
     fresh = await create_trigger(client, name="after")
     ok = await client.post(f"/hooks/{fresh['id']}", json=VEHICLE, headers=bearer(fresh))
     assert ok.status in (200, 201)

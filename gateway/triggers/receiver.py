@@ -36,9 +36,10 @@ from gateway.errors import (
     BadRequest,
     Forbidden,
     GatewayError,
-    MethodNotAllowed,
+    PartnerError,
     RateLimited,
     Unauthorized,
+    Unavailable,
 )
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
@@ -133,7 +134,12 @@ class HookReceiver:
             raise Forbidden("this trigger is disabled")
         method = "GET" if call.method == "HEAD" else call.method
         if method not in trigger.methods:
-            raise MethodNotAllowed(f"this trigger does not accept {method}", allowed=trigger.allow)
+            # SPEC §3.1: a valid token used beyond its scope is 403 (405 is for methods the
+            # endpoint has at all, which the router answers).
+            raise Forbidden(
+                f"this trigger does not accept {method}; it accepts {', '.join(trigger.methods)}",
+                allowed=list(trigger.methods),
+            )
         self._limit(trigger)
         return admitted
 
@@ -156,6 +162,12 @@ class HookReceiver:
                 await trigger.partner_jwt.verify(token)
             except Unauthorized:
                 raise denied() from None
+            except PartnerError:
+                # Their key server is down: a retry later may pass, so not a 401 (nor a 502,
+                # which would blame the partner's own request).
+                raise Unavailable(
+                    "the partner's signing keys cannot be fetched now", retry_after=30
+                ) from None
             return _Admitted(trigger)
         try:
             claims = self._verifier.verify(token, trigger_id=trigger.id)

@@ -9,11 +9,15 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import (
+    BadRequest,
     GatewayError,
     MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
     RateLimited,
     Unauthorized,
     Unavailable,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger(__name__)
@@ -46,15 +50,24 @@ def problem_response(error: GatewayError, request: web.Request) -> web.Response:
     )
 
 
+# aiohttp's own refusals (no route, a method the route lacks, a body over the app's limit)
+# get the same problem types as ours.
+_HTTP_ERRORS: dict[int, type[GatewayError]] = {
+    cls.status: cls
+    for cls in (BadRequest, NotFound, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType)
+}
+
+
 def http_exception_problem(exc: web.HTTPException, request: web.Request) -> web.Response:
     """aiohttp's own 404/405/413 become problem bodies too."""
-    body = {
-        "type": "about:blank",
-        "title": exc.reason,
-        "status": exc.status,
-        "detail": exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason,
-        "instance": request.path,
-    }
+    known = _HTTP_ERRORS.get(exc.status)
+    text = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+    body = (
+        known(text).problem()
+        if known
+        else {"type": "about:blank", "title": exc.reason, "status": exc.status, "detail": text}
+    )
+    body["instance"] = request.path
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
     return web.json_bytes_response(
         body, dumps=dumps, status=exc.status, headers=headers, content_type=PROBLEM_JSON
