@@ -41,6 +41,8 @@ class Settings:
     run_workers: bool = True
     log_level: str = "INFO"
     log_json: bool = True
+    # When set, /metrics asks for `Authorization: Bearer <it>` (label values name our ids).
+    metrics_token: Secret | None = None
     # An external identity provider's admin tokens (RS256/ES256/EdDSA), checked on its JWKS.
     admin_jwks_url: str | None = None
     admin_jwt_issuer: str | None = None
@@ -83,6 +85,7 @@ class Settings:
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
+            metrics_token=Secret(t) if (t := env.text("GATEWAY_METRICS_TOKEN")) else None,
             admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
             admin_jwt_issuer=env.text("GATEWAY_ADMIN_JWT_ISSUER"),
             admin_jwt_audience=env.text("GATEWAY_ADMIN_JWT_AUDIENCE"),

@@ -121,3 +121,14 @@ async def test_a_body_sent_too_slowly_is_408(
     writer.close()
     await writer.wait_closed()
     assert status_line.split()[1] == b"408"
+
+
+async def test_metrics_can_require_a_token(aiohttp_client: Any, make_app: Any) -> None:
+    from gateway.config import Secret
+
+    client = await aiohttp_client(make_app(metrics_token=Secret("scrape-me")))
+    assert (await client.get("/metrics")).status == 401
+    wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    ok = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert ok.status == 200 and "gateway_build_info" in await ok.text()

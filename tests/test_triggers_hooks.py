@@ -138,6 +138,12 @@ async def test_osmand_query_string_with_token_in_query_finds_the_vehicle_by_trac
     assert answer["key"] == "ABC1D23" and "last_position" in answer["changed"]
     get = await client.get(f"/hooks/{trigger['id']}?{query}&token={trigger['token']}")
     assert get.status == 200  # OsmAnd devices may use GET: a form trigger writes from it
+    before = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    later = query.replace("timestamp=1795685112", "timestamp=1795685999")
+    head = await client.head(f"/hooks/{trigger['id']}?{later}&token={trigger['token']}")
+    assert head.status < 500  # read as a GET list would be (its device fields are no filters)
+    after = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert after["version"] == before["version"]  # a HEAD never writes
 
 
 async def test_form_body_is_accepted_and_unknown_tracker_is_422(client: Client) -> None:

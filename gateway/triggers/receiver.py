@@ -115,7 +115,9 @@ class HookReceiver:
     async def _handle(self, call: HookCall, tally: _Tally) -> HookAnswer:
         admitted = await self._admit(call, tally)
         trigger = admitted.trigger
-        if call.ref is None and (call.method == "POST" or trigger.format == "form"):
+        # OsmAnd devices write with GET; a HEAD never writes.
+        writes = call.method == "POST" or (trigger.format == "form" and call.method == "GET")
+        if call.ref is None and writes:
             return await self._write(admitted, call, tally)
         answer = await self._reader.read(trigger, call.ref, call.query)
         tally.outcome = "read"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 
-from gateway.errors import StoreUnavailable, Unavailable
+from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
 from gateway.keys import delivery_worker_key, metrics_key, relay_key, settings_key, store_key
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
+from gateway.web.requests import bearer_token
 
 
 @operation("Liveness: the process answers", tag="operations", auth="none")
@@ -35,5 +38,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 @operation("Prometheus metrics", tag="operations", auth="none")
 async def metrics(request: web.Request) -> web.Response:
+    expected = request.app[settings_key].metrics_token
+    if expected is not None:
+        given = bearer_token(request) or ""
+        if not hmac.compare_digest(given.encode(), expected.value.encode()):
+            raise Unauthorized("the metrics token is missing or wrong")
     body = request.app[metrics_key].render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
