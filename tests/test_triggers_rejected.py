@@ -127,3 +127,23 @@ async def test_rejected_payloads_belong_to_their_tenant_and_viewers_cannot_repla
     assert missing.status == 404
     viewer = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth(role="viewer"))
     assert viewer.status == 403
+
+
+async def test_two_concurrent_replays_of_one_payload_write_once(client: Client) -> None:
+    import asyncio
+
+    trigger = await create_trigger(client, input_schema={"type": "object", "required": ["colour"]})
+    status, _ = await hook(client, trigger, {"plate": "ABC1D23"})
+    assert status == 422
+    [record] = (await (await client.get("/api/v1/rejected", headers=auth())).json())["items"]
+    fixed = await client.patch(
+        f"/api/v1/triggers/{trigger['id']}", headers=auth(), json={"input_schema": None}
+    )
+    assert fixed.status == 200
+    url = f"/api/v1/rejected/{record['id']}/replay"
+    first, second = await asyncio.gather(
+        client.post(url, headers=auth()), client.post(url, headers=auth())
+    )
+    assert sorted([first.status, second.status]) == [200, 409]
+    [vehicle] = await entities(client)
+    assert vehicle["version"] == 1

@@ -10,7 +10,7 @@ its newest `MAX_PER_TRIGGER` records.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -26,6 +26,9 @@ INDEXES = [
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
 ]
+
+
+REPLAY_CLAIM_SECONDS = 300
 
 
 class RejectedStore:
@@ -71,6 +74,33 @@ class RejectedStore:
             order = DESCENDING if newest_first else ASCENDING
             return await found.sort("_id", order).limit(limit).to_list(limit)
 
+    async def claim_replay(self, tenant: str, record_id: str, *, at: datetime) -> bool:
+        """Take a pending record for one replay; False when another replay has it (or had
+        it: a claim older than REPLAY_CLAIM_SECONDS is from a replay that died)."""
+        stale = at - timedelta(seconds=REPLAY_CLAIM_SECONDS)
+        with translate_errors():
+            result = await self._c.update_one(
+                scoped(
+                    tenant,
+                    {
+                        "_id": ObjectId(record_id),
+                        "$or": [
+                            {"status": "pending"},
+                            {"status": "replaying", "replaying_at": {"$lt": stale}},
+                        ],
+                    },
+                ),
+                {"$set": {"status": "replaying", "replaying_at": at}},
+            )
+        return result.modified_count == 1
+
+    async def release_replay(self, tenant: str, record_id: str) -> None:
+        with translate_errors():
+            await self._c.update_one(
+                scoped(tenant, {"_id": ObjectId(record_id), "status": "replaying"}),
+                {"$set": {"status": "pending"}, "$unset": {"replaying_at": ""}},
+            )
+
     async def mark_replayed(
         self, tenant: str, record_id: str, *, at: datetime, result: Doc
     ) -> None:
@@ -79,6 +109,7 @@ class RejectedStore:
                 scoped(tenant, {"_id": ObjectId(record_id)}),
                 {
                     "$set": {"status": "replayed", "replayed_at": at, "result": result},
+                    "$unset": {"replaying_at": ""},
                     "$inc": {"attempts": 1},
                 },
             )
@@ -98,6 +129,7 @@ class RejectedStore:
                 scoped(tenant, {"_id": ObjectId(record_id)}),
                 {
                     "$set": {
+                        "status": "pending",
                         "reason": reason,
                         "detail": detail,
                         "problems": list(problems),

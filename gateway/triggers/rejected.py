@@ -82,6 +82,9 @@ class RejectedPayloads:
         trigger_doc = await self._store.triggers.get(tenant, record["trigger_id"])
         if trigger_doc is None:
             raise NotFound(f"trigger {record['trigger_id']!r} no longer exists")
+        # Claimed first: two concurrent replays of one record must not both write.
+        if not await self._store.rejected.claim_replay(tenant, record_id, at=datetime.now(UTC)):
+            raise Conflict("this payload is being replayed or was replayed already")
         try:
             result = await self._rerun(trigger_doc, record)
         except InvalidPayload as exc:
@@ -93,6 +96,9 @@ class RejectedPayloads:
                 detail=exc.detail,
                 problems=[p.as_dict() for p in exc.problems],
             )
+            raise
+        except Exception:
+            await self._store.rejected.release_replay(tenant, record_id)
             raise
         await self._store.rejected.mark_replayed(
             tenant, record_id, at=datetime.now(UTC), result=result
