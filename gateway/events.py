@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -86,14 +87,36 @@ class EventRelay:
         by an earlier relay that died before draining: deliveries have deterministic ids, so
         that re-creates nothing, and no event is left without its deliveries."""
         entities = await self._store.entities.pending_outboxes(self._batch)
+        if not entities:
+            return 0
+        try:
+            return await self._relay(entities)
+        except Exception:
+            await self._store.ping()  # raises if the database itself is the problem
+        # One entity's outbox must not stall everyone's: relay them one by one, and set aside
+        # those that still fail while the database answers.
+        handled = 0
+        for entity in entities:
+            try:
+                handled += await self._relay([entity])
+            except Exception:
+                await self._store.ping()
+                await self._park(entity)
+        return handled or len(entities)
+
+    async def _park(self, entity: Doc) -> None:
+        reason = traceback.format_exc(limit=1).strip().splitlines()[-1]
+        log.error("outbox of entity %s parked: %s", entity["_id"], reason)
+        self._metrics.outboxes_parked.inc()
+        await self._store.entities.park_outbox(entity, reason)
+
+    async def _relay(self, entities: Sequence[Doc]) -> int:
         events: list[Doc] = []
         drained = []
         for entity in entities:
             entries = entity.get("outbox", [])
             events += [event_document(entity["tenant"], entity, entry) for entry in entries]
             drained.append((entity, [entry["id"] for entry in entries]))
-        if not drained:
-            return 0
         await self._store.events.insert_many(events)
         await self._fanout(events)
         await self._store.entities.drain_outboxes(drained)

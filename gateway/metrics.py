@@ -40,6 +40,11 @@ class Metrics:
             ["type_family"],
             registry=r,
         )
+        self.outboxes_parked = Counter(
+            "gateway_outboxes_parked_total",
+            "Entity outboxes the relay could not store and set aside (see relay_error)",
+            registry=r,
+        )
         self.database_up = Gauge(
             "gateway_database_up", "1 when the last database ping succeeded", registry=r
         )

@@ -89,3 +89,29 @@ async def test_upsert_that_looks_unchanged_to_a_stale_process_is_still_written(
         "acme", "vehicle", {"plate": "ABC1D23", "status": "active"}, ORIGIN
     )
     assert again.created
+
+
+async def test_a_poisoned_outbox_is_set_aside_and_the_others_are_relayed(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    from bson import ObjectId
+
+    client = await aiohttp_client(make_app())
+    service = client.app[entities_key]
+    bad = await service.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    await client.app[relay_key].run_until_idle()
+    entities = client.app[store_key].db["entities"]
+    # An entry the relay cannot turn into an event (written by a bug, say).
+    await entities.update_one(
+        {"_id": bad.entity["_id"]},
+        {"$set": {"pending": True}, "$push": {"outbox": {"id": ObjectId()}}},
+    )
+    await service.upsert("acme", "vehicle", {"plate": "BRA2E19"}, ORIGIN)
+    await client.app[relay_key].run_until_idle()
+    events = await client.app[store_key].events.find("acme", {}, before=None, limit=10)
+    assert [e["entity"]["key"] for e in events].count("BRA2E19") == 1
+    parked = await entities.find_one({"_id": bad.entity["_id"]})
+    assert parked is not None and "pending" not in parked and parked["relay_error"]["reason"]
+    assert len(parked["outbox"]) == 1  # kept for an operator, not lost
+    metrics = await (await client.get("/metrics")).text()
+    assert "gateway_outboxes_parked_total 1.0" in metrics

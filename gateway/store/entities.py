@@ -200,6 +200,18 @@ class EntityStore:
             )
             return await cursor.limit(limit).to_list(limit)
 
+    async def park_outbox(self, doc: Doc, reason: str) -> None:
+        """Take an outbox the relay cannot store out of its way, keeping every entry in the
+        document (`relay_error` says why) for an operator to look at."""
+        with translate_errors():
+            await self._c.update_one(
+                {"_id": doc["_id"]},
+                {
+                    "$unset": {"pending": ""},
+                    "$set": {"relay_error": {"at": datetime.now(UTC), "reason": reason[:500]}},
+                },
+            )
+
     async def drain_outboxes(self, drained: Sequence[tuple[Doc, Sequence[Any]]]) -> None:
         """Remove relayed entries from their outboxes, in one ordered bulk write: per entity,
         pull the entries, then clear the flag only if no request pushed a new event since the
