@@ -57,7 +57,6 @@ class MappingDryRun:
         payload: Any = None,
         context: Any = None,
         response: Any = None,
-        entity_lookup: EntityLookup | None = None,
     ) -> dict[str, Any]:
         """Run a stored mapping or a draft on a sample; nothing is written.
 
@@ -78,7 +77,7 @@ class MappingDryRun:
                 raise _missing("/payload", "an inbound mapping needs a sample `payload`")
             if isinstance(payload, str):  # pasted text: JSON, or a query string (OsmAnd)
                 payload = read_sample(payload)
-            lookup = entity_lookup or self._find_entity
+            lookup = self._find_entity
             with _located("/payload"):
                 items = mapping.items(payload)
             single = len(items) == 1 and items[0] is payload

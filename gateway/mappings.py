@@ -30,7 +30,7 @@ from gateway.entities import EntityService
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, load_mapping
-from gateway.mapping_dry_run import EntityLookup, MappingDryRun
+from gateway.mapping_dry_run import MappingDryRun
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
@@ -122,7 +122,8 @@ class MappingService:
         self._kinds = kinds
         self._compiled: OrderedDict[tuple[str, str, int], CompiledMapping] = OrderedDict()
         self._active: dict[tuple[str, str], tuple[int, float]] = {}
-        self._dry_run = MappingDryRun(self, store, schemas, entities, kinds)
+        # POST /api/v1/mappings/test: a stored mapping or a draft on a sample, nothing written.
+        self.dry_run = MappingDryRun(self, store, schemas, entities, kinds)
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -326,32 +327,6 @@ class MappingService:
         if doc is None:
             raise NotFound(f"mapping {name!r} has no version {version}")
         return doc
-
-    # -- dry run (mapping_dry_run.py) --------------------------------------------------------
-
-    async def dry_run(
-        self,
-        tenant: str,
-        *,
-        name: str | None = None,
-        version: int | None = None,
-        draft_text: str | bytes | Mapping[str, Any] | None = None,
-        payload: Any = None,
-        context: Any = None,
-        response: Any = None,
-        entity_lookup: EntityLookup | None = None,
-    ) -> dict[str, Any]:
-        """Run a stored mapping or a draft on a sample; nothing is written."""
-        return await self._dry_run.run(
-            tenant,
-            name=name,
-            version=version,
-            draft_text=draft_text,
-            payload=payload,
-            context=context,
-            response=response,
-            entity_lookup=entity_lookup,
-        )
 
 
 def document_diff(old: Any, new: Any) -> dict[str, list[dict[str, Any]]]:

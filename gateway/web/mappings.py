@@ -257,7 +257,7 @@ async def dry_run_mapping(request: web.Request) -> web.Response:
     if name is not None and not isinstance(name, str):
         raise _invalid("/name", "name must be a string")
     version = None if body.get("version") is None else _int(body["version"], "/version")
-    result = await request.app[mappings_key].dry_run(
+    result = await request.app[mappings_key].dry_run.run(
         claims.tenant,
         name=name,
         version=version,
