@@ -115,3 +115,19 @@ async def test_a_poisoned_outbox_is_set_aside_and_the_others_are_relayed(
     assert len(parked["outbox"]) == 1  # kept for an operator, not lost
     metrics = await (await client.get("/metrics")).text()
     assert "gateway_outboxes_parked_total 1.0" in metrics
+
+
+async def test_writes_wait_with_503_while_an_entity_outbox_is_full(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
+) -> None:
+    from gateway.store import entities as entity_store
+
+    monkeypatch.setattr(entity_store, "MAX_OUTBOX", 2)
+    client = await aiohttp_client(make_app())
+    url = "/api/v1/entities/vehicle/ABC1D23"
+    await client.post("/api/v1/entities/vehicle", json={"plate": "ABC1D23"}, headers=auth())
+    assert (await client.patch(url, json={"year": 2020}, headers=auth())).status == 200
+    full = await client.patch(url, json={"year": 2021}, headers=auth())
+    assert full.status == 503 and full.headers["Retry-After"]
+    await client.app[relay_key].run_until_idle()
+    assert (await client.patch(url, json={"year": 2021}, headers=auth())).status == 200

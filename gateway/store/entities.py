@@ -17,7 +17,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateOne
 
-from gateway.errors import Conflict, FieldProblem, InvalidPayload
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 
 INDEXES = [
@@ -75,6 +75,11 @@ def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
         else:
             query[f"data.{field}"] = value
     return query
+
+
+MAX_OUTBOX = 1_000
+"""Events an entity may hold before the relay has moved them (each carries a copy of the
+entity's data: 1,000 small vehicles stay far below MongoDB's 16 MiB document limit)."""
 
 
 def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
@@ -161,10 +166,21 @@ class EntityStore:
         if events:
             update["$push"] = {"outbox": {"$each": _stamped(events, current["rev"] + 1)}}
             update["$set"]["pending"] = True
+        query = {"_id": current["_id"], "rev": current["rev"]}
+        if events:
+            # Backpressure: while the relay is behind by this much for one entity, writes
+            # that add events wait (503) rather than grow the document towards its limit.
+            query[f"outbox.{MAX_OUTBOX - 1}"] = {"$exists": False}
         with translate_errors():
-            result = await self._c.update_one(
-                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}), update
-            )
+            result = await self._c.update_one(scoped(tenant, query), update)
+            if result.matched_count == 0 and events:
+                full = await self._c.count_documents(
+                    scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}), limit=1
+                )
+                if full:
+                    raise Unavailable(
+                        "events of this entity are waiting to be relayed; retry shortly"
+                    )
         if result.matched_count == 0:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
