@@ -35,12 +35,13 @@ class RejectedStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
 
-    async def add(self, tenant: str, record: Doc) -> str:
-        doc = scoped(tenant, {**record, "_id": ObjectId()})
+    async def add_many(self, tenant: str, trigger_id: str, records: Sequence[Doc]) -> None:
+        """Keep rejected payloads of one trigger (one insert, one trim to the newest
+        MAX_PER_TRIGGER)."""
+        docs = [scoped(tenant, {**record, "_id": ObjectId()}) for record in records]
         with translate_errors():
-            await self._c.insert_one(doc)
-            await self._trim(tenant, doc["trigger_id"])
-        return str(doc["_id"])
+            await self._c.insert_many(docs)
+            await self._trim(tenant, trigger_id)
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:
         query = scoped(tenant, {"trigger_id": trigger_id})

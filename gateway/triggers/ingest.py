@@ -35,7 +35,7 @@ from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry
 from gateway.schemas.compiled import invalid
-from gateway.store import Store
+from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class Ingestor:
         """Prepare every item, then write: items of one entity in order, different entities
         concurrently (at most BATCH_CONCURRENCY writes in flight)."""
         results: list[dict[str, Any] | None] = [None] * len(plan.items)
+        kept: list[Doc] = []  # rejected items, stored together once the batch is done
         lanes: dict[str, list[tuple[int, _Prepared]]] = {}
         for index, item in enumerate(plan.items):
             try:
@@ -165,14 +166,7 @@ class Ingestor:
                     trigger, plan.mapping, item, schema_applies=plan.schema_applies
                 )
             except InvalidPayload as exc:
-                await self.keep(
-                    trigger,
-                    exc,
-                    item,
-                    scope="item",
-                    index=index,
-                    schema_applies=plan.schema_applies,
-                )
+                kept.append(_record(trigger, exc, item, "item", index, plan.schema_applies))
                 results[index] = _failure(index, exc)
                 continue
             lanes.setdefault(prepared.lane, []).append((index, prepared))
@@ -185,13 +179,9 @@ class Ingestor:
                         result = await self.write(trigger, prepared, origin)
                     except (InvalidPayload, Conflict) as exc:
                         if isinstance(exc, InvalidPayload):
-                            await self.keep(
-                                trigger,
-                                exc,
-                                plan.items[index],
-                                scope="item",
-                                index=index,
-                                schema_applies=plan.schema_applies,
+                            item = plan.items[index]
+                            kept.append(
+                                _record(trigger, exc, item, "item", index, plan.schema_applies)
                             )
                         results[index] = _failure(index, exc)
                         continue
@@ -209,6 +199,7 @@ class Ingestor:
                     group.create_task(write_lane(lane))
         except ExceptionGroup as group:
             raise group.exceptions[0] from None
+        await self._keep_all(trigger, kept)
         done = [r for r in results if r is not None]
         failed = sum(r["status"] >= 400 for r in done)
         created = sum(r["status"] == 201 for r in done)
@@ -354,32 +345,49 @@ class Ingestor:
         index: int | None = None,
         schema_applies: bool = True,
     ) -> None:
-        """Keep a rejected payload for replay. Losing the record (database down) is logged,
-        not raised: the partner's answer is the 422 either way."""
-        reason = str(error.extra.get("reason", "payload"))
-        text = orjson.dumps(payload)
-        record = {
-            "trigger_id": trigger.id,
-            "received_at": datetime.now(UTC),
-            "reason": reason,
-            "detail": error.detail,
-            "problems": [p.as_dict() for p in error.problems],
-            "scope": scope,
-            "index": index,
-            "schema_applies": schema_applies,
-            "payload": text[:MAX_KEPT_BYTES].decode("utf-8", "replace"),
-            "size": len(text),
-            "replayable": len(text) <= MAX_KEPT_BYTES,
-            "status": "pending",
-            "attempts": 0,
-        }
-        try:
-            await self._store.rejected.add(trigger.tenant, record)
-        except StoreUnavailable as exc:
-            log.warning("rejected payload not kept: %s", exc.detail, extra={"trigger": trigger.id})
+        """Keep a rejected payload for replay (see `_keep_all`)."""
+        record = _record(trigger, error, payload, scope, index, schema_applies)
+        await self._keep_all(trigger, [record])
+
+    async def _keep_all(self, trigger: CompiledTrigger, records: Sequence[Doc]) -> None:
+        """Store rejected payloads in one write. Losing them (database down) is logged, not
+        raised: the partner's answer is the 422 either way."""
+        if not records:
             return
-        label = reason if reason in REASONS else "payload"
-        self._metrics.trigger_rejected_kept.labels(trigger.id, label).inc()
+        try:
+            await self._store.rejected.add_many(trigger.tenant, trigger.id, records)
+        except StoreUnavailable as exc:
+            log.warning("rejected payloads not kept: %s", exc.detail, extra={"trigger": trigger.id})
+            return
+        for record in records:
+            label = record["reason"] if record["reason"] in REASONS else "payload"
+            self._metrics.trigger_rejected_kept.labels(trigger.id, label).inc()
+
+
+def _record(
+    trigger: CompiledTrigger,
+    error: InvalidPayload,
+    payload: Any,
+    scope: str,
+    index: int | None,
+    schema_applies: bool,
+) -> Doc:
+    text = orjson.dumps(payload)
+    return {
+        "trigger_id": trigger.id,
+        "received_at": datetime.now(UTC),
+        "reason": str(error.extra.get("reason", "payload")),
+        "detail": error.detail,
+        "problems": [p.as_dict() for p in error.problems],
+        "scope": scope,
+        "index": index,
+        "schema_applies": schema_applies,
+        "payload": text[:MAX_KEPT_BYTES].decode("utf-8", "replace"),
+        "size": len(text),
+        "replayable": len(text) <= MAX_KEPT_BYTES,
+        "status": "pending",
+        "attempts": 0,
+    }
 
 
 def written(trigger: CompiledTrigger, result: WriteResult) -> dict[str, Any]:
