@@ -1,9 +1,10 @@
 """Use case: the delivery worker. Named stages over the persisted status:
 
     claim    due pending deliveries → in_flight under a lease (store/deliveries.py)
-    prepare  subscription, action, partner, request mapping → a signed request
+    prepare  subscription, action, partner, request mapping → a signed request (preparation.py)
     send     through the partner's guard (breaker, rate limit, concurrency) and the SSRF guard
     record   the attempt, then succeeded | pending at the next retry time | failed | dead
+             (recording.py)
 
 Several processes can run workers on one database: a delivery is claimed by one worker at a
 time, and every write after the claim is fenced by the claim's token. A worker that dies
@@ -24,20 +25,21 @@ import logging
 import os
 import random
 import socket
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.actions.breaker import PartnerGuards
-from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
+from gateway.actions.catalog import Catalog, Partner
 from gateway.actions.definitions import MappingSource
 from gateway.actions.partner_health import PartnerHealth
-from gateway.actions.retry import DeliveryStatus, Verdict, next_attempt_at
-from gateway.actions.sender import OutboundRequest, Outcome, Sender, signed_headers
+from gateway.actions.preparation import signed_request
+from gateway.actions.recording import DeliveryRecorder
+from gateway.actions.retry import DeliveryStatus
+from gateway.actions.sender import OutboundRequest, Sender
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
@@ -103,6 +105,9 @@ class DeliveryWorker:
         self._health = PartnerHealth(
             store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self._wake.set
         )
+        self._recorder = DeliveryRecorder(
+            store, catalog, guards, self._health, metrics, clock=self._now, rng=self._random
+        )
 
     @property
     def running(self) -> bool:
@@ -112,6 +117,12 @@ class DeliveryWorker:
     def notify(self) -> None:
         """New deliveries exist (the fan-out calls this): claim now, not at the next poll."""
         self._wake.set()
+
+    def _now(self) -> datetime:
+        return self.clock()  # read at each call: tests replace `clock` on the instance
+
+    def _random(self) -> float:
+        return self.rng()
 
     # -- driving -----------------------------------------------------------------------------
 
@@ -316,21 +327,23 @@ class DeliveryWorker:
             action = await self._catalog.action(tenant, sub.action_id)
             partner = await self._catalog.partner(tenant, action.partner_id)
         except NotFound as exc:
-            return await self._fail(doc, token, f"{exc.detail}: it was deleted")
+            return await self._recorder.fail(doc, token, f"{exc.detail}: it was deleted")
         if sub.status != "active":
-            return await self._fail(doc, token, "the subscription is disabled")
+            return await self._recorder.fail(doc, token, "the subscription is disabled")
         if partner.disabled and not probe:
             self._health.disabled.add(partner.id)
-            return await self._defer(
+            return await self._recorder.defer(
                 doc, token, self.clock() + _SECOND * 5, f"partner {partner.name} is disabled"
             )
         if doc.get("order_key") and not probe and await self._must_wait(doc, token):
             return "waiting"
         try:
-            request = await self._signed_request(doc, sub, action, partner)
+            request = await signed_request(
+                doc, sub, action, partner, self._mappings, lease=self._lease, clock=self._now
+            )
         except (NotFound, InvalidPayload) as exc:
             problems = getattr(exc, "problems", [])
-            return await self._fail(
+            return await self._recorder.fail(
                 doc,
                 token,
                 f"cannot build the request: {exc.detail}",
@@ -339,34 +352,7 @@ class DeliveryWorker:
         outcome = await self._sender.send(
             request, partner_id=partner.id, guard=self._guard(partner), auth=partner.auth
         )
-        return await self._record(doc, token, action, partner, outcome, probe)
-
-    async def _signed_request(
-        self, doc: Doc, sub: Subscription, action: Action, partner: Partner
-    ) -> OutboundRequest:
-        event = doc["event"]
-        entity = {**(event.get("data") or {}), **(event.get("entity") or {})}
-        mapping = None
-        if action.request_mapping:
-            mapping = await self._mappings.active(doc["tenant"], action.request_mapping)
-        context = {"event": event, "entity": entity, "tenant": doc["tenant"]}
-        # Leases are renewed while a send runs, so a send may take a whole lease (less a margin)
-        # from now, even for the last delivery of an ordered group claimed long ago.
-        remaining = self._lease.total_seconds() - 1.0
-        request, body = build_request(
-            action,
-            partner,
-            mapping,
-            context,
-            default_body=event,
-            path_values=entity,
-            timeout=max(min(partner.timeout, remaining), 0.1),
-        )
-        # The signature's timestamp is the real time: receivers check it against theirs.
-        signature = signed_headers(
-            sub.signing_secrets(self.clock()), doc["_id"], int(time.time()), body or b""
-        )
-        return replace(request, headers={**request.headers, **signature})
+        return await self._recorder.record(doc, token, action, partner, outcome, probe)
 
     async def _must_wait(self, doc: Doc, token: str) -> bool:
         """Ordered action: park behind an earlier delivery of the same entity that is not
@@ -393,134 +379,8 @@ class DeliveryWorker:
             await deliveries.unpark(doc["_id"], self.clock())
         return True
 
-    # -- record ------------------------------------------------------------------------------
-
-    async def _record(
-        self, doc: Doc, token: str, action: Action, partner: Partner, outcome: Outcome, probe: bool
-    ) -> str:
-        now = self.clock()
-        verdict = action.verdict(outcome)
-        self._observe(partner, outcome, verdict)
-        if not outcome.sent and outcome.error != "blocked":
-            # Our own limits (rate, concurrency, open circuit): nothing went out, no attempt.
-            wait = max(self._guard(partner).breaker.retry_in(), 1.0)
-            return await self._defer(
-                doc, token, now + timedelta(seconds=wait), outcome.message or str(outcome.error)
-            )
-        if outcome.sent:
-            await self._health.note(partner, verdict, now)
-        attempt = _attempt(doc, outcome, now, probe)
-        if probe:
-            if verdict is Verdict.RETRY:  # still down: the probe costs the delivery nothing
-                await self._store.deliveries.finish(
-                    doc["_id"],
-                    token,
-                    {"status": DeliveryStatus.PENDING.value, "updated_at": now},
-                    attempt=attempt,
-                    counted=False,
-                )
-                return "probe_failed"
-            await self._health.enable(partner)
-        status, fields = self._next_state(doc, action, outcome, verdict, now)
-        if not await self._store.deliveries.finish(doc["_id"], token, fields, attempt=attempt):
-            log.warning(
-                "delivery %s: lease lost before recording; another worker owns it", doc["_id"]
-            )
-            return "lease_lost"
-        if verdict is Verdict.GONE:
-            await self._store.subscriptions.disable(
-                doc["tenant"], doc["subscription_id"], f"partner answered 410 at {now.isoformat()}"
-            )
-            self._catalog.forget(doc["subscription_id"])
-        if status.final and doc.get("order_key"):
-            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
-        result = (
-            "gone"
-            if verdict is Verdict.GONE
-            else ("retry" if status is DeliveryStatus.PENDING else status.value)
-        )
-        self._metrics.deliveries.labels(result).inc()
-        return result
-
-    def _next_state(
-        self, doc: Doc, action: Action, outcome: Outcome, verdict: Verdict, now: datetime
-    ) -> tuple[DeliveryStatus, Doc]:
-        error = None if verdict is Verdict.SUCCESS else _error_text(outcome)
-        fields: Doc = {"updated_at": now, "last_status": outcome.status, "last_error": error}
-        status = {
-            Verdict.SUCCESS: DeliveryStatus.SUCCEEDED,
-            Verdict.FAIL: DeliveryStatus.FAILED,
-            Verdict.GONE: DeliveryStatus.FAILED,
-        }.get(verdict, DeliveryStatus.PENDING)
-        if status is DeliveryStatus.PENDING:
-            when = next_attempt_at(
-                doc.get("attempt_count", 0) + 1,
-                action.retry_schedule,
-                now,
-                retry_after=outcome.retry_after(now),
-                rng=self.rng,
-            )
-            if when is None:
-                status = DeliveryStatus.DEAD
-            else:
-                fields["next_attempt_at"] = when
-        fields["status"] = status.value
-        if status.final:
-            fields["final_at"] = now
-        return status, fields
-
-    async def _fail(
-        self, doc: Doc, token: str, reason: str, errors: Sequence[dict[str, Any]] = ()
-    ) -> str:
-        now = self.clock()
-        attempt = {
-            "n": doc.get("attempt_count", 0) + 1,
-            "at": now,
-            "status": None,
-            "error": "unsendable",
-            "message": reason,
-            "errors": list(errors)[:20],
-        }
-        await self._store.deliveries.finish(
-            doc["_id"],
-            token,
-            {
-                "status": DeliveryStatus.FAILED.value,
-                "last_error": reason,
-                "final_at": now,
-                "updated_at": now,
-            },
-            attempt=attempt,
-        )
-        if doc.get("order_key"):
-            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
-        self._metrics.deliveries.labels("failed").inc()
-        return "failed"
-
-    async def _defer(self, doc: Doc, token: str, when: datetime, reason: str) -> str:
-        await self._store.deliveries.finish(
-            doc["_id"],
-            token,
-            {
-                "status": DeliveryStatus.PENDING.value,
-                "next_attempt_at": when,
-                "last_error": reason,
-                "updated_at": self.clock(),
-            },
-        )
-        self._metrics.deliveries.labels("deferred").inc()
-        return "deferred"
-
     def _guard(self, partner: Partner) -> Any:
         return self._guards.get(partner.id, partner.guard)
-
-    def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
-        result = verdict.value if outcome.sent else str(outcome.error)
-        self._metrics.partner_requests.labels(partner.id, "deliver", result).inc()
-        if outcome.sent:
-            self._metrics.partner_latency.labels(partner.id, "deliver").observe(
-                outcome.latency_ms / 1000
-            )
 
 
 def _groups(batch: list[Doc]) -> list[list[Doc]]:
@@ -529,24 +389,3 @@ def _groups(batch: list[Doc]) -> list[list[Doc]]:
     for doc in sorted(batch, key=lambda d: d.get("seq") or d["_id"]):
         groups.setdefault(doc.get("order_key") or doc["_id"], []).append(doc)
     return list(groups.values())
-
-
-def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
-    attempt: Doc = {
-        "n": doc.get("attempt_count", 0) + 1,
-        "at": now,
-        "status": outcome.status,
-        "latency_ms": outcome.latency_ms,
-        "error": outcome.error,
-        "message": outcome.message,
-        "response": outcome.body_excerpt[:_EXCERPT],
-    }
-    if probe:
-        attempt["probe"] = True
-    return attempt
-
-
-def _error_text(outcome: Outcome) -> str:
-    if outcome.status is not None:
-        return f"partner answered {outcome.status}"
-    return f"{outcome.error}: {outcome.message}"
