@@ -17,18 +17,13 @@ from bson import ObjectId
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.schemas.ids import normalize_cnpj, normalize_cpf, normalize_plate
-from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
+from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
 
 # An optimistic write loses to a concurrent one at most this often before we give up.
 _MAX_WRITE_ATTEMPTS = 8
 _KEY_FIELD = {"vehicle": "plate", "driver": "cpf", "operator": "cpf", "supplier": "cnpj"}
 _FILTER_NORMALIZERS = {"plate": normalize_plate, "cpf": normalize_cpf, "cnpj": normalize_cnpj}
-
-
-def _require_type(etype: str) -> None:
-    if etype not in ENTITY_TYPES:
-        raise NotFound(f"unknown entity type {etype!r}; expected one of {', '.join(ENTITY_TYPES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +120,12 @@ class EntityService:
             return None
 
     def normalize_filters(self, etype: str, filters: Mapping[str, str]) -> dict[str, str]:
-        _require_type(etype)
+        self._schemas.require_type(etype)
         return {k: _FILTER_NORMALIZERS.get(k, str)(v) for k, v in filters.items()}
 
     async def get(self, tenant: str, etype: str, ref: str) -> Doc:
         """By id, or else by natural key."""
-        _require_type(etype)
+        self._schemas.require_type(etype)
         doc = await self._store.entities.get(tenant, etype, id=ref)
         if doc is None and (nk := self._key_from_ref(etype, ref)) is not None:
             doc = await self._store.entities.get(tenant, etype, nk=nk)
@@ -141,7 +136,7 @@ class EntityService:
     async def find(
         self, tenant: str, etype: str, filters: Mapping[str, Any], *, after: str | None, limit: int
     ) -> list[Doc]:
-        _require_type(etype)
+        self._schemas.require_type(etype)
         return await self._store.entities.find(tenant, etype, filters, after=after, limit=limit)
 
     async def create(

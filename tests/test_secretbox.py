@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from gateway.auth import passwords
 from gateway.auth.keys import KeyRing
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 
@@ -85,47 +84,3 @@ def test_tampered_ciphertext_is_refused() -> None:
     tampered = sealed[:middle] + ("A" if sealed[middle] != "A" else "B") + sealed[middle + 1 :]
     with pytest.raises(SecretBoxError):
         box().open(tampered)
-
-
-# --- passwords --------------------------------------------------------------------------
-
-FAST = {"n": 2**10, "r": 8, "p": 1}
-
-
-def test_password_hash_verifies_and_carries_its_parameters() -> None:
-    stored = passwords.hash_password("correct horse", **FAST)
-    assert stored.startswith("scrypt$1024$8$1$")
-    assert "correct horse" not in stored
-    assert passwords.verify_password("correct horse", stored)
-    assert not passwords.verify_password("correct horsE", stored)
-    assert passwords.hash_password("correct horse", **FAST) != stored  # salted
-
-
-def test_default_parameters_round_trip_and_older_ones_need_rehash() -> None:
-    stored = passwords.hash_password("senha-forte")
-    assert passwords.verify_password("senha-forte", stored)
-    assert not passwords.needs_rehash(stored)
-    assert passwords.needs_rehash(passwords.hash_password("senha-forte", **FAST))
-
-
-@pytest.mark.parametrize(
-    "stored",
-    [
-        None,
-        "",
-        "plain",
-        "bcrypt$2b$12$abc",
-        "scrypt$1024$8$1$salt",
-        "scrypt$1000$8$1$AAAA$AAAA",  # n not a power of two
-        "scrypt$1073741824$8$1$AAAA$AAAA",  # would ask for 1 TiB
-        "scrypt$1024$8$1$not base64!$AAAA",
-    ],
-)
-def test_unusable_hashes_never_verify(stored: str | None) -> None:
-    assert not passwords.verify_password("anything", stored)
-
-
-@pytest.mark.parametrize("password", ["", "x" * (passwords.MAX_PASSWORD_LENGTH + 1)])
-def test_empty_or_huge_passwords_are_refused(password: str) -> None:
-    with pytest.raises(ValueError, match="password"):
-        passwords.hash_password(password, **FAST)
