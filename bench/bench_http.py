@@ -52,8 +52,8 @@ from gateway.store.embedded import EmbeddedServer
 BENCH = ROOT / "bench"
 NODERED_DIR = BENCH / ".nodered"
 NODERED_PACKAGES = ["node-red@4", "node-red-contrib-mongodb4@3.4.0"]
-PAYLOAD = SHARED_BENCH / "position_payload.json"
-SCHEMA = SHARED_BENCH / "position_schema.json"
+PAYLOAD = ROOT / "tests" / "data" / "position_payload.json"  # copies of ../shared/bench/
+SCHEMA = ROOT / "tests" / "data" / "position_schema.json"
 PYTHON = sys.executable
 GATEWAY = str(Path(PYTHON).with_name("gateway"))
 GATEWAY_ENV: dict[str, str] = {}  # --gateway-src sets PYTHONPATH here

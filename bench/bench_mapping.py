@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.mapping import load_mapping, read_sample  # noqa: E402
 
-SAMPLES = ROOT.parent / "shared" / "data" / "partner_payloads"
+SAMPLES = ROOT / "tests" / "data" / "partner_payloads"
 VEHICLE = {
     "plate": "ABC1D23",
     "renavam": "86769597308",

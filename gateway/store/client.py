@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -72,6 +74,22 @@ async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
             raise StoreUnavailable(f"bulk insert failed: {errors[:1]}") from exc
         return int(exc.details.get("nInserted", 0))
     return len(result.inserted_ids)
+
+
+def parse_id(value: str) -> ObjectId | None:
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        return None
+
+
+async def find_by_id(collection: Collection, tenant: str, doc_id: str) -> Doc | None:
+    """The tenant's document with this ObjectId; None for another tenant's or a malformed id."""
+    oid = parse_id(doc_id)
+    if oid is None:
+        return None
+    with translate_errors():
+        return await collection.find_one(scoped(tenant, {"_id": oid}))
 
 
 def scoped(tenant: str, query: Mapping[str, Any] | None = None) -> Doc:

@@ -14,11 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateOne
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
 
 INDEXES = [
     IndexModel(
@@ -87,13 +86,6 @@ def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
     that write: ordered deliveries follow the entity's own order, not the event ids' (ids
     made by different processes in one second do not sort by time)."""
     return [{**event, "entity_rev": rev, "position": i} for i, event in enumerate(events)]
-
-
-def parse_id(value: str) -> ObjectId | None:
-    try:
-        return ObjectId(value)
-    except (InvalidId, TypeError):
-        return None
 
 
 class EntityStore:

@@ -7,9 +7,15 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from gateway.errors import Conflict
-from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
-from gateway.store.entities import parse_id
+from gateway.store.client import (
+    Collection,
+    Doc,
+    find_by_id,
+    insert_new,
+    parse_id,
+    scoped,
+    translate_errors,
+)
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
@@ -24,26 +30,13 @@ class EventStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
 
-    async def insert(self, event: Doc) -> bool:
-        """Idempotent: the event's `_id` comes from the outbox, so a relay that crashed
-        half-way and runs again does not store it twice. False when it already existed."""
-        try:
-            with translate_errors():
-                await self._c.insert_one(event)
-        except Conflict:
-            return False
-        return True
-
     async def insert_many(self, events: Sequence[Doc]) -> int:
-        """Idempotent like `insert`, for a relay batch; returns how many were new."""
+        """Idempotent: an event keeps the id it got in the outbox, so a relay that died
+        half-way and runs again stores nothing twice. Returns how many were new."""
         return await insert_new(self._c, events)
 
     async def get(self, tenant: str, event_id: str) -> Doc | None:
-        oid = parse_id(event_id)
-        if oid is None:
-            return None
-        with translate_errors():
-            return await self._c.find_one(scoped(tenant, {"_id": oid}))
+        return await find_by_id(self._c, tenant, event_id)
 
     async def find(
         self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int

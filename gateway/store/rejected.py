@@ -16,8 +16,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from gateway.store.client import Collection, Doc, scoped, translate_errors
-from gateway.store.entities import parse_id
+from gateway.store.client import Collection, Doc, find_by_id, parse_id, scoped, translate_errors
 
 MAX_PER_TRIGGER = 1000
 INDEXES = [
@@ -51,11 +50,7 @@ class RejectedStore:
             await self._c.delete_many({**query, "_id": {"$lte": oldest_kept_past[0]["_id"]}})
 
     async def get(self, tenant: str, record_id: str) -> Doc | None:
-        oid = parse_id(record_id)
-        if oid is None:
-            return None
-        with translate_errors():
-            return await self._c.find_one(scoped(tenant, {"_id": oid}))
+        return await find_by_id(self._c, tenant, record_id)
 
     async def list(
         self,

@@ -8,8 +8,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument
 
-from gateway.store.client import Collection, Doc, scoped, translate_errors
-from gateway.store.entities import parse_id
+from gateway.store.client import Collection, Doc, find_by_id, parse_id, scoped, translate_errors
 
 
 class TenantResources:
@@ -24,11 +23,7 @@ class TenantResources:
             await self._c.insert_one(doc)
 
     async def get(self, tenant: str, resource_id: str) -> Doc | None:
-        oid = parse_id(resource_id)
-        if oid is None:
-            return None
-        with translate_errors():
-            return await self._c.find_one(scoped(tenant, {"_id": oid}))
+        return await find_by_id(self._c, tenant, resource_id)
 
     async def list(
         self,
