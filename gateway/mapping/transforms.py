@@ -11,10 +11,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .limits import MAX_STRING_LENGTH
+from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS
 from .model import EvalError
-from .problems import suggest
+from .paths import pointer
+from .problems import Problems, suggest
 from .timefmt import compile_datetime
+from .units import UNITS, conversion, multiply
 
 Transform = Callable[[Any], Any]
 Report = Callable[..., None]
@@ -169,50 +171,30 @@ def _compile_truncate(arg: Any, report: Report) -> Transform | None:
 
 # -- numbers -----------------------------------------------------------------------------------
 
-_SPEED = {"km/h": 1.0, "knots": 1.852, "m/s": 3.6, "mph": 1.609344}
-_DISTANCE = {"km": 1.0, "m": 0.001, "mi": 1.609344}
-UNITS: dict[str, tuple[str, float]] = {
-    **{unit: ("speed", factor) for unit, factor in _SPEED.items()},
-    **{unit: ("distance", factor) for unit, factor in _DISTANCE.items()},
-}
-
 
 def _compile_convert(arg: Any, report: Report) -> Transform | None:
     if not (isinstance(arg, dict) and set(arg) == {"from", "to"}):
         report("convert takes {from: unit, to: unit}")
         return None
-    found = []
+    ok = True
     for end in ("from", "to"):
-        unit = UNITS.get(arg[end]) if isinstance(arg[end], str) else None
-        if unit is None:
+        if not isinstance(arg[end], str) or arg[end] not in UNITS:
             report(f"unknown unit {arg[end]!r}; known: {', '.join(UNITS)}", end)
-        found.append(unit)
-    source, target = found
-    if source is None or target is None:
+            ok = False
+    if not ok:
         return None
-    if source[0] != target[0]:
-        report(f"cannot convert {source[0]} ({arg['from']}) to {target[0]} ({arg['to']})")
+    converted = conversion(arg["from"], arg["to"], to_number)
+    if isinstance(converted, str):
+        report(converted)
         return None
-    return _multiply(source[1] / target[1])
-
-
-_NUMBERS = (int, float)
-
-
-def _multiply(factor: float) -> Transform:
-    def multiply(value: Any) -> Any:
-        if type(value) in _NUMBERS:
-            return value * factor
-        return to_number(value) * factor
-
-    return multiply
+    return converted
 
 
 def _compile_scale(arg: Any, report: Report) -> Transform | None:
     if not _number_arg(arg):
         report("scale takes a number")
         return None
-    return _multiply(arg)
+    return multiply(arg, to_number)
 
 
 def _compile_offset(arg: Any, report: Report) -> Transform | None:
@@ -281,8 +263,6 @@ def _compile_format_number(arg: Any, report: Report) -> Transform | None:
 
 # -- value maps --------------------------------------------------------------------------------
 
-_NO_DEFAULT = object()
-
 
 def map_key(value: Any) -> str | None:
     """The string a value is looked up by in a value map (keys are strings, as in JSON)."""
@@ -342,7 +322,6 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
 }
 
 TRANSFORM_NAMES = (*_SIMPLE, *_WITH_ARGUMENT)
-CASTS = frozenset({"string", "integer", "number", "boolean"})
 
 
 def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None:
@@ -372,3 +351,28 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
     hint = suggest(str(name), TRANSFORM_NAMES)
     report(f"unknown transform {name!r}{hint}; known: {', '.join(TRANSFORM_NAMES)}")
     return None
+
+
+def compile_pipeline(raw: Any, at: str, problems: Problems) -> list[Transform] | None:
+    """`transforms`: one transform or a list of them, compiled; None after reporting."""
+    items = [raw] if isinstance(raw, str | dict) else raw
+    if not isinstance(items, list | tuple):
+        problems.add(at, "transforms is a list of transforms", "type")
+        return None
+    if len(items) > MAX_TRANSFORMS:
+        problems.add(at, f"more than {MAX_TRANSFORMS} transforms", "limit")
+        return None
+    compiled: list[Transform] = []
+    ok = True
+    for i, item in enumerate(items):
+        here = at if items is not raw else f"{at}/{i}"
+
+        def report(message: str, *parts: str, _here: str = here) -> None:
+            problems.add(f"{_here}{pointer(*parts)}", message, "transform")
+
+        result = compile_transform(item, report)
+        if result is None:
+            ok = False
+        else:
+            compiled.append(result[1])
+    return compiled if ok else None
