@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="outbound mappings: the sample is the partner's answer (default: the context)",
     )
+    test.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a trigger param the mapping declares, e.g. distance_unit=mi (repeatable)",
+    )
 
     trigger = commands.add_parser("trigger", help="create or list triggers")
     trigger_commands = trigger.add_subparsers(dest="trigger_command", required=True)
@@ -92,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.file,
             getattr(args, "sample", None),
             response=getattr(args, "response", False),
+            params=getattr(args, "param", []),
             schema_dir=settings.schema_dir,
         ),
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),

@@ -137,6 +137,7 @@ def mapping(
     sample: str | None,
     *,
     response: bool = False,
+    params: list[str] | None = None,
     schema_dir: Path | None = None,
 ) -> int:
     """Check a mapping file (and run it on a sample) exactly as an upload would: against the
@@ -159,8 +160,11 @@ def mapping(
             print(f"{file}: ok")
         return 1 if problems else 0
     assert sample is not None
+    values = dict(_param(text) for text in params or ())
     try:
-        result = test_file(Path(file), Path(sample), response=response, catalog=catalog)
+        result = test_file(
+            Path(file), Path(sample), response=response, params=values, catalog=catalog
+        )
     except InvalidPayload as exc:
         print(f"{file}: {exc.detail}", file=sys.stderr)
         _print_problems(exc.problems, file, sample)
@@ -168,6 +172,15 @@ def mapping(
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
     sys.stdout.write("\n")
     return 0
+
+
+def _param(text: str) -> tuple[str, object]:
+    """`name=value`: the value is JSON when it reads as JSON (12, true), else text (mi)."""
+    name, _, value = text.partition("=")
+    try:
+        return name, orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return name, value
 
 
 def _print_problems(problems: list[FieldProblem], file: str, sample: str) -> None:

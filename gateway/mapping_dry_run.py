@@ -57,15 +57,17 @@ class MappingDryRun:
         payload: Any = None,
         context: Any = None,
         response: Any = None,
+        params: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run a stored mapping or a draft on a sample; nothing is written.
 
         Inbound: per item of `payload`, the mapped document, lookup key, the events the write
         would emit and the diff against the stored entity. Outbound: the request built from
         `context` and/or the entity fields `map_response` takes from `response`. Secrets show
-        as `<secret:name>`.
+        as `<secret:name>`; `params` are bound as a trigger would bind them.
         """
         mapping = await self._mapping(tenant, name, version, draft_text)
+        mapping = mapping.bind(params or {}, strict=True)
         secrets = {s: f"<secret:{s}>" for s in mapping.secrets}
         result: dict[str, Any] = {
             "name": mapping.name,

@@ -776,7 +776,7 @@ def _doc_blocks() -> list[tuple[str, str, dict[str, str]]]:
     for language, info, body in blocks:
         if language == "yaml":
             found.append((info, body, {}))
-        elif language == "json" and info in ("sample", "result") and found:
+        elif language == "json" and info in ("params", "sample", "result") and found:
             found[-1][2][info] = body
     return found
 
@@ -802,6 +802,8 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
         return
     mapping = load_mapping(text)
     assert VALIDATOR.is_valid(yaml.safe_load(text))
+    if "params" in extra:
+        mapping = mapping.bind(json.loads(extra["params"]), strict=True)
     if "sample" not in extra:
         return
     sample = json.loads(extra["sample"])

@@ -48,7 +48,7 @@ def compile_condition(
     return lambda root, run: test(getter(root, run), operand)
 
 
-def _same(left: Any, right: Any) -> bool:
+def json_equal(left: Any, right: Any) -> bool:
     """JSON equality: true is not 1."""
     if isinstance(left, bool) or isinstance(right, bool):
         return type(left) is type(right) and left == right
@@ -60,10 +60,10 @@ def _numbers(left: Any, right: Any) -> bool:
 
 
 _TESTS: dict[str, Callable[[Any, Any], bool]] = {
-    "equals": _same,
-    "not_equals": lambda a, b: not _same(a, b),
-    "in": lambda a, b: any(_same(a, x) for x in b),
-    "not_in": lambda a, b: not any(_same(a, x) for x in b),
+    "equals": json_equal,
+    "not_equals": lambda a, b: not json_equal(a, b),
+    "in": lambda a, b: any(json_equal(a, x) for x in b),
+    "not_in": lambda a, b: not any(json_equal(a, x) for x in b),
     "gt": lambda a, b: _numbers(a, b) and a > b,
     "gte": lambda a, b: _numbers(a, b) and a >= b,
     "lt": lambda a, b: _numbers(a, b) and a < b,

@@ -13,6 +13,7 @@ from typing import Any
 from .expressions import Getter, Run
 from .limits import MAX_LIST_ITEMS
 from .model import EvalError
+from .params import unset
 from .paths import source_pointer
 from .tables import Table, evaluate
 from .transforms import Transform
@@ -34,6 +35,13 @@ def secret_getter(name: str) -> Getter:
         return value
 
     return get_secret
+
+
+def unset_getter(name: str) -> Getter:
+    def fail(root: Any, run: Run) -> Any:
+        raise unset(name)
+
+    return fail
 
 
 def coalesced(getters: list[Getter]) -> Getter:

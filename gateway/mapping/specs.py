@@ -23,15 +23,28 @@ from .getters import (
     list_of,
     object_of,
     secret_getter,
+    unset_getter,
 )
 from .limits import MAX_FIELDS, MAX_SPEC_DEPTH
-from .paths import MAX_TARGET_LENGTH, TARGET_RE, pointer
+from .params import MISSING, NO_PARAMS, ParamScope
+from .paths import MAX_TARGET_LENGTH, NAME_RE, TARGET_RE, pointer
 from .problems import Problems, suggest
 from .tables import Table, build
-from .templates import NAME_RE, compile_template
+from .templates import compile_template
 from .transforms import compile_pipeline
 
-SOURCES = ("from", "value", "secret", "coalesce", "template", "each", "object", "list", "then")
+SOURCES = (
+    "from",
+    "value",
+    "secret",
+    "param",
+    "coalesce",
+    "template",
+    "each",
+    "object",
+    "list",
+    "then",
+)
 MODIFIERS = ("when", "else", "transforms", "default", "required")
 COMPANIONS = {"vars": "template", "fields": "each", "item": "each"}
 SPEC_KEYS = (*SOURCES, *MODIFIERS, *COMPANIONS)
@@ -67,8 +80,9 @@ _TABLE_KEYS = frozenset({"each", "object"})
 class SpecCompiler:
     """Compiles specs and tables, reporting every problem to `problems`."""
 
-    def __init__(self, problems: Problems) -> None:
+    def __init__(self, problems: Problems, scope: ParamScope = NO_PARAMS) -> None:
         self.problems = problems
+        self.scope = scope
         self.count = 0
         self.secrets: set[str] = set()
 
@@ -141,7 +155,8 @@ class SpecCompiler:
             condition = self.condition(raw["when"], f"{at}/when")
             if "else" in raw:
                 else_ = self.spec(raw["else"], f"{at}/else", depth + 1)
-        pipeline = compile_pipeline(raw.get("transforms", ()), f"{at}/transforms", self.problems)
+        transforms, where = raw.get("transforms", ()), f"{at}/transforms"
+        pipeline = compile_pipeline(transforms, where, self.problems, self.scope)
         required = raw.get("required", False)
         if not isinstance(required, bool):
             self.problems.add(f"{at}/required", "required is true or false", "type")
@@ -192,6 +207,8 @@ class SpecCompiler:
             return constant(value)
         if key == "secret":
             return self._secret(value, here)
+        if key == "param":
+            return self._param(value, here)
         if key == "coalesce":
             return self._coalesce(value, here, depth)
         if key == "template":
@@ -220,6 +237,14 @@ class SpecCompiler:
             return None
         self.secrets.add(name)
         return secret_getter(name)
+
+    def _param(self, name: Any, at: str) -> Getter | None:
+        if not isinstance(name, str) or name not in self.scope.declared:
+            known = ", ".join(self.scope.declared) or "none"
+            self.problems.add(at, f"param {name!r} is not declared in params ({known})", "param")
+            return None
+        value = self.scope.value(name)
+        return unset_getter(name) if value is MISSING else constant(value)
 
     def _spec_list(self, raw: Any, at: str, depth: int) -> list[Getter] | None:
         if not isinstance(raw, list) or not 0 < len(raw) <= _MAX_CHOICES:

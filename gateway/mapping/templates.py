@@ -3,7 +3,6 @@ so a template cannot reach attributes, indexes, conversions or format specs."""
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +10,10 @@ from typing import Any
 from .expressions import Getter, Run
 from .limits import MAX_STRING_LENGTH
 from .model import EvalError
-from .paths import pointer
+from .paths import NAME_RE, pointer
 from .problems import Problems
 from .transforms import to_string
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 MAX_TEMPLATE = 10_000
 _FORMATTER = string.Formatter()
 CompileSpec = Callable[[Any, str, int], Getter | None]

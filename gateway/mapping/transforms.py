@@ -13,6 +13,7 @@ from typing import Any
 
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS
 from .model import EvalError
+from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
 from .paths import pointer
 from .problems import Problems, suggest
 from .timefmt import compile_datetime
@@ -353,7 +354,9 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
     return None
 
 
-def compile_pipeline(raw: Any, at: str, problems: Problems) -> list[Transform] | None:
+def compile_pipeline(
+    raw: Any, at: str, problems: Problems, scope: ParamScope = NO_PARAMS
+) -> list[Transform] | None:
     """`transforms`: one transform or a list of them, compiled; None after reporting."""
     items = [raw] if isinstance(raw, str | dict) else raw
     if not isinstance(items, list | tuple):
@@ -370,9 +373,29 @@ def compile_pipeline(raw: Any, at: str, problems: Problems) -> list[Transform] |
         def report(message: str, *parts: str, _here: str = here) -> None:
             problems.add(f"{_here}{pointer(*parts)}", message, "transform")
 
-        result = compile_transform(item, report)
-        if result is None:
+        transform = _compile_item(item, scope, report)
+        if transform is None:
             ok = False
         else:
-            compiled.append(result[1])
+            compiled.append(transform)
     return compiled if ok else None
+
+
+def _compile_item(item: Any, scope: ParamScope, report: Report) -> Transform | None:
+    resolved = resolve_arguments(item, scope, report)
+    if resolved is None:
+        return None
+    result = compile_transform(resolved.item, report) if resolved.checkable else None
+    if resolved.checkable and result is None:
+        return None
+    if resolved.unset:
+        return _failing(unset(resolved.unset[0]))
+    assert result is not None
+    return result[1]
+
+
+def _failing(error: EvalError) -> Transform:
+    def fail(value: Any) -> Any:
+        raise EvalError(error.keyword, error.message)
+
+    return fail

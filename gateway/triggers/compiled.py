@@ -7,6 +7,7 @@ immutable and shared by every request of the process.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,7 @@ class CompiledTrigger:
     rate: tuple[float, int] | None  # (per second, burst)
     auth_mode: str
     token_param: str | None
+    params: Mapping[str, Any] = field(default_factory=dict)
     partner_jwt: PartnerJwtVerifier | None = None
     # (secret, valid until as a Unix time or None): several while a secret rotates.
     webhook_secrets: tuple[tuple[str, float | None], ...] = field(default=(), repr=False)
@@ -69,6 +71,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         format=doc["format"],
         mapping=doc.get("mapping"),
         response_mapping=doc.get("response_mapping"),
+        params=doc.get("params") or {},
         schema=compile_schema(orjson.loads(schema_text)) if schema_text else None,
         expose=tuple(doc["expose"]) if doc.get("expose") else None,
         max_body_bytes=doc["max_body_bytes"],

@@ -295,7 +295,10 @@ class Ingestor:
                 f"mapping {mapping.name!r} maps to {mapping.entity_type}, "
                 f"this trigger writes {trigger.entity_type}"
             )
-        return mapping
+        try:
+            return mapping.bind(trigger.params)
+        except InvalidPayload as exc:
+            raise rejected(exc, "mapping") from None
 
     def _with_kind(self, trigger: CompiledTrigger, fields: dict[str, Any]) -> dict[str, Any]:
         if trigger.kind is None:

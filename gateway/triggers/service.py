@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import secrets as _random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -45,6 +45,7 @@ _CONFIG: Final = (
     "format",
     "mapping",
     "response_mapping",
+    "params",
     "rate_limit",
     "expose",
     "max_body_bytes",
@@ -214,6 +215,14 @@ class TriggerService:
                 message = f"{mapping_name!r} has no body section to shape answers with"
             if message:
                 problems.append(FieldProblem(f"/{name}", f"/{name}: {message}", "mapping"))
+            elif direction == "inbound":
+                problems += [
+                    replace(p, message=f"{p.pointer}: {p.message}")
+                    for p in mapping.param_problems(spec.get("params") or {})
+                ]
+        if spec.get("params") and spec.get("mapping") is None:
+            message = "/params: params are read by the inbound mapping, and there is none"
+            problems.append(FieldProblem("/params", message, "mapping"))
         return problems
 
     def _auth_problems(self, spec: Mapping[str, Any]) -> builtins.list[FieldProblem]:

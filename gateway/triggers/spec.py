@@ -37,6 +37,13 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
         "mapping": _MAPPING_NAME,
         "response_mapping": _MAPPING_NAME,
         "input_schema": {"type": ["object", "null"]},
+        # Values for the params the inbound mapping declares (checked against it on save).
+        "params": {
+            "type": ["object", "null"],
+            "maxProperties": 50,
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,99}$"},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
         "rate_limit": {
             "type": ["object", "null"],
             "additionalProperties": False,
@@ -144,6 +151,7 @@ def document(
         "format": spec.get("format", "json"),
         "mapping": spec.get("mapping"),
         "response_mapping": spec.get("response_mapping"),
+        "params": spec.get("params"),
         "rate_limit": spec.get("rate_limit"),
         "expose": spec.get("expose"),
         "max_body_bytes": spec.get("max_body_bytes", defaults["max_body_bytes"]),
@@ -179,7 +187,7 @@ def as_spec(doc: Doc) -> dict[str, Any]:
     }
     if doc.get("kind") is not None:
         spec["kind"] = doc["kind"]
-    for name in ("mapping", "response_mapping", "rate_limit", "expose"):
+    for name in ("mapping", "response_mapping", "params", "rate_limit", "expose"):
         if doc.get(name) is not None:
             spec[name] = doc[name]
     if doc.get("input_schema_json"):
@@ -228,6 +236,7 @@ def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
         "format": doc["format"],
         "mapping": doc.get("mapping"),
         "response_mapping": doc.get("response_mapping"),
+        "params": doc.get("params"),
         "input_schema": orjson.loads(schema) if schema else None,
         "rate_limit": doc.get("rate_limit"),
         "expose": doc.get("expose"),

@@ -60,6 +60,7 @@ _TEST = {
         "payload": {"description": "inbound: a sample partner payload"},
         "context": {"description": 'outbound: e.g. {"entity": {...}, "event": {...}}'},
         "response": {"description": "outbound: a sample partner answer"},
+        "params": {"type": "object", "description": "inbound: a trigger's params"},
     },
 }
 
@@ -257,6 +258,9 @@ async def dry_run_mapping(request: web.Request) -> web.Response:
     if name is not None and not isinstance(name, str):
         raise _invalid("/name", "name must be a string")
     version = None if body.get("version") is None else _int(body["version"], "/version")
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise _invalid("/params", "params must be an object of name: value")
     result = await request.app[mappings_key].dry_run.run(
         claims.tenant,
         name=name,
@@ -265,6 +269,7 @@ async def dry_run_mapping(request: web.Request) -> web.Response:
         payload=body.get("payload"),
         context=body.get("context"),
         response=body.get("response"),
+        params=params,
     )
     return json_response(result)
 
