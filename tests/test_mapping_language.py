@@ -809,6 +809,9 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
     sample = json.loads(extra["sample"])
     expected = json.loads(extra["result"])
     secrets = {name: f"<secret:{name}>" for name in mapping.secrets}
+    if "probe" in expected:
+        assert mapping.probe(sample) == expected["probe"]
+        return
     if mapping.direction == "inbound":
         (item, *_) = mapping.items(sample)
         mapped = mapping.apply(item, secrets=secrets)

@@ -233,6 +233,10 @@ def test_samsara_geofence_exit() -> None:
         "center": {"latitude": -23.5505, "longitude": -46.6333},
         "radius_m": 300,
     }
+    mapping = load("samsara-geofence.yaml")
+    assert mapping.probe(sample(INBOUND["samsara-geofence.yaml"])) is None
+    ping = {"eventId": "bf72239c", "eventMs": 1795685112000, "eventType": "Ping"}
+    assert mapping.probe(ping) == {"ok": True}
 
 
 def test_flespi_dotted_keys_and_batches() -> None:

@@ -11,13 +11,14 @@ from .expressions import Getter
 from .model import Direction, FieldCatalog
 from .params import Param, ParamScope, compile_params
 from .paths import pointer
+from .probes import Probe, compile_probe
 from .problems import Problems, suggest
 from .specs import NAME_RE, SpecCompiler, mentions
 from .tables import Table
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 COMMON_KEYS = ("name", "description", "direction", "entity_type", "kind")
-INBOUND_KEYS = ("key", "emit", "items", "fields", "event_data", "params")
+INBOUND_KEYS = ("key", "emit", "items", "fields", "event_data", "params", "probe")
 OUTBOUND_KEYS = ("path", "query", "headers", "body", "response")
 ALL_KEYS = (*COMMON_KEYS, *INBOUND_KEYS, *OUTBOUND_KEYS)
 MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -52,6 +53,7 @@ class Plan:
     response: Table = ()
     secrets: frozenset[str] = field(default_factory=frozenset)
     params: Mapping[str, Param] = field(default_factory=dict)
+    probe: Probe | None = None
 
 
 def compile_plan(
@@ -145,6 +147,8 @@ def _inbound(
         else:
             problems.add("/items", "items is an expression that gives the list of items", "type")
     plan.emit = _emit(data.get("emit", []), specs)
+    if "probe" in data:
+        plan.probe = compile_probe(data["probe"], specs)
     if "event_data" in data:
         plan.event_data = specs.table(data["event_data"], "/event_data", 1) or ()
 

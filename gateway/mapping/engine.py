@@ -105,6 +105,11 @@ class CompiledMapping:
 
     # -- inbound -----------------------------------------------------------------------------
 
+    def probe(self, payload: Any) -> dict[str, Any] | None:
+        """The answer to a partner's probe (the file's `probe`), or None for a payload to map."""
+        probe = self._plan.probe
+        return None if probe is None else probe.answer_for(payload)
+
     def items(self, payload: Any) -> list[Any]:
         """The items of a batch payload (`items` expression); a single object → [payload]."""
         self._need("inbound")

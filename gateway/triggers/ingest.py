@@ -63,7 +63,7 @@ class Ingested:
     status: int
     body: dict[str, Any]
     wrote: bool
-    outcome: str  # a metrics label: created | accepted | partial | rejected_batch
+    outcome: str  # a metrics label: created | accepted | partial | rejected_batch | probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,7 @@ class _Plan:
     schema_applies: bool  # the input schema checks each item (else it checked the body)
     batch: bool
     mapping: CompiledMapping | None = field(default=None)
+    probe: dict[str, Any] | None = None  # the answer to a partner's probe: nothing to write
 
 
 def rejected(error: InvalidPayload, reason: str) -> InvalidPayload:
@@ -116,6 +117,8 @@ class Ingestor:
             if keep_body:
                 await self.keep(trigger, exc, payload, scope="body")
             raise
+        if plan.probe is not None:
+            return Ingested(200, plan.probe, False, "probe")
         if not plan.batch:
             try:
                 result = await self.item(trigger, plan.mapping, payload, origin=origin)
@@ -133,6 +136,8 @@ class Ingestor:
 
     async def _plan(self, trigger: CompiledTrigger, payload: Any) -> _Plan:
         mapping = await self.inbound_mapping(trigger)
+        if mapping is not None and (answer := mapping.probe(payload)) is not None:
+            return _Plan((), False, False, mapping, answer)
         if isinstance(payload, list):
             return self._sized(trigger, _Plan(payload, True, True, mapping))
         if mapping is None or mapping.source.get("items") is None:
