@@ -125,6 +125,12 @@ class Metrics:
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
             registry=r,
         )
+        self.trigger_signature_rejections = Counter(
+            "gateway_trigger_signature_rejections_total",
+            "Signed trigger calls refused (401), by reason: missing, malformed, stale, mismatch",
+            ["trigger", "reason"],
+            registry=r,
+        )
         self.trigger_rejected_kept = Counter(
             "gateway_trigger_rejected_payloads_total",
             "Rejected payloads kept for replay",

@@ -1,7 +1,8 @@
 """A trigger's configuration as ready objects, built once per (trigger id, config version).
 
-Building one compiles the input schema, binds the partner-JWT verifier to its keys and opens
-the sealed webhook secrets; a request then only reads attributes. Compiled triggers are
+Building one compiles the input schema, binds the partner-JWT verifier to its keys, builds
+the partner's HMAC scheme and opens the sealed webhook secrets; a request then only reads
+attributes. Compiled triggers are
 immutable and shared by every request of the process.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway.auth.partner_hmac import HmacScheme, scheme_from
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
@@ -45,6 +47,7 @@ class CompiledTrigger:
     token_param: str | None
     params: Mapping[str, Any] = field(default_factory=dict)
     partner_jwt: PartnerJwtVerifier | None = None
+    hmac: HmacScheme | None = None
     # (secret, valid until as a Unix time or None): several while a secret rotates.
     webhook_secrets: tuple[tuple[str, float | None], ...] = field(default=(), repr=False)
 
@@ -80,6 +83,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         auth_mode=auth["mode"],
         token_param=auth.get("token_in_query"),
         partner_jwt=partner_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,
+        hmac=scheme_from(auth) if auth["mode"] == "hmac" else None,
         webhook_secrets=tuple(
             (box.open_text(s["sealed"], context=secret_context(doc["_id"])), _epoch(s.get("until")))
             for s in auth.get("secrets", ())

@@ -1,7 +1,8 @@
 """Use case: a partner calls `/hooks/{trigger_id}` to write (POST) or read (GET) entities.
 
     admit:  gate (one small read: status, config version, live token ids) → compiled config
-            (cached per version) → authenticate (token | partner JWT | body signature)
+            (cached per version) → authenticate (token | partner JWT | body signature:
+            Standard Webhooks or the partner's own HMAC scheme)
             → enabled? → method allowed? → rate limit (per process)
     write:  read body (size limit) → parse (JSON or form) → Idempotency-Key → ingest
     read:   one entity by id/key, or a filtered page, shaped by the response mapping
@@ -26,10 +27,11 @@ from typing import Any, Final
 import orjson
 
 from gateway.actions.breaker import TokenBucket
-from gateway.auth import webhook_signature
+from gateway.auth import partner_hmac, webhook_signature
 from gateway.auth.keys import KeyRing
 from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox
+from gateway.auth.signatures import SignatureRejected
 from gateway.auth.tokens import TriggerTokenVerifier
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
@@ -52,6 +54,7 @@ from gateway.triggers.payloads import parse_form, parse_json
 from gateway.triggers.reading import Reader
 
 DENIED: Final = "missing, invalid or revoked credentials"
+SIGNED_MODES: Final = frozenset({"webhook_signature", "hmac"})
 _MAX_CACHED: Final = 10_000
 
 
@@ -65,7 +68,7 @@ class _Tally:
 class _Admitted:
     trigger: CompiledTrigger
     raw: bytes | None = None  # read already (to check its signature)
-    message_id: str | None = None  # the Standard Webhooks webhook-id
+    message_id: str | None = None  # a signed message's replay key (e.g. its webhook-id)
 
 
 def denied() -> Unauthorized:
@@ -146,14 +149,9 @@ class HookReceiver:
         return admitted
 
     async def _authenticate(self, trigger: CompiledTrigger, gate: Doc, call: HookCall) -> _Admitted:
-        if trigger.auth_mode == "webhook_signature":
+        if trigger.auth_mode in SIGNED_MODES:
             raw = await call.body.read(trigger.max_body_bytes)
-            secrets = trigger.secrets_at(self._clock())
-            try:
-                msg_id = webhook_signature.verify(secrets, call.headers, raw, now=self._clock())
-            except Unauthorized:
-                raise denied() from None
-            return _Admitted(trigger, raw, msg_id)
+            return _Admitted(trigger, raw, self._verify_signature(trigger, call.headers, raw))
         token = _bearer(call.headers)
         if token is None and trigger.token_param is not None:
             token = call.query.get(trigger.token_param)
@@ -178,6 +176,21 @@ class HookReceiver:
         if claims.tenant != gate["tenant"] or not _live(gate, claims.token_id):
             raise denied()
         return _Admitted(trigger)
+
+    def _verify_signature(
+        self, trigger: CompiledTrigger, headers: Mapping[str, str], raw: bytes
+    ) -> str:
+        """The signed message's replay key; a refusal is counted by reason and answered with
+        the same 401 as any bad credential."""
+        now = self._clock()
+        secrets = trigger.secrets_at(now)
+        try:
+            if trigger.hmac is not None:
+                return partner_hmac.verify(trigger.hmac, secrets, headers, raw, now=now)
+            return webhook_signature.verify(secrets, headers, raw, now=now)
+        except SignatureRejected as exc:
+            self._metrics.trigger_signature_rejections.labels(trigger.id, exc.reason).inc()
+            raise denied() from None
 
     async def _refusal(self, token: str | None, trigger_id: str) -> GatewayError:
         """403 for a live token of another trigger (whatever `trigger_id` names), else 401."""

@@ -9,15 +9,39 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.auth.partner_hmac import (
+    ALGORITHMS,
+    ENCODINGS,
+    MAX_TOLERANCE,
+    PRESETS,
+    SECRET_ENCODINGS,
+)
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.schemas import ENTITY_TYPES, compile_schema
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc
 
-AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature")
+AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature", "hmac")
 METHODS: Final = ("GET", "POST")
 _FIELD_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 _MAPPING_NAME = {"type": ["string", "null"], "minLength": 1, "maxLength": 100}
+
+_HEADER = {"type": "string", "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"}
+# hmac mode: a preset, any member overridden (checked further by partner_hmac.scheme_from).
+HMAC_PROPERTIES: Final[dict[str, Any]] = {
+    "preset": {"enum": list(PRESETS)},
+    "secret": {"type": "string", "minLength": 1, "maxLength": 1024, "writeOnly": True},
+    "algorithm": {"enum": list(ALGORITHMS)},
+    "header": _HEADER,
+    "encoding": {"enum": list(ENCODINGS)},
+    "prefix": {"type": "string", "maxLength": 32},
+    "signed_content": {"type": "string", "minLength": 6, "maxLength": 200},
+    "timestamp_header": _HEADER,
+    "id_header": _HEADER,
+    "tolerance_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TOLERANCE},
+    "secret_encoding": {"enum": list(SECRET_ENCODINGS)},
+}
+HMAC_FIELDS: Final = tuple(name for name in HMAC_PROPERTIES if name != "secret")
 
 TRIGGER_SCHEMA: Final[dict[str, Any]] = {
     "title": "trigger",
@@ -78,6 +102,7 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
                 },
                 "issuer": {"type": "string", "minLength": 1, "maxLength": 500},
                 "audience": {"type": "string", "minLength": 1, "maxLength": 500},
+                **HMAC_PROPERTIES,
             },
             "if": {"required": ["mode"], "properties": {"mode": {"const": "partner_jwt"}}},
             # The audience ties a partner's token to us: without it, any token the partner
@@ -141,6 +166,8 @@ def document(
     if mode == "partner_jwt":
         stored_auth.update({k: auth.get(k) for k in _PARTNER_JWT_FIELDS})
         stored_auth["algorithms"] = auth.get("algorithms") or ["RS256", "ES256", "EdDSA"]
+    if mode == "hmac":  # never `secret`: a partner's secret is sealed by the caller
+        stored_auth.update({k: auth.get(k) for k in HMAC_FIELDS})
     doc: Doc = {
         "_id": trigger_id,
         "tenant": tenant,
@@ -223,6 +250,7 @@ def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
     auth = {k: v for k, v in doc["auth"].items() if k != "secrets" and v is not None}
     credentials = [
         {"issued_at": c["issued_at"], "valid_until": c.get("until")}
+        | ({"source": c["source"]} if "source" in c else {})  # a secret's: gateway | partner
         for c in [*doc.get("tokens", ()), *doc["auth"].get("secrets", ())]
     ]
     schema = doc.get("input_schema_json")

@@ -29,7 +29,14 @@ _PAGE: Final[dict[str, Any]] = {
 }
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",
-    "properties": {"grace_seconds": {"type": "integer", "minimum": 0}},
+    "properties": {
+        "grace_seconds": {"type": "integer", "minimum": 0},
+        "secret": {
+            "type": "string",
+            "writeOnly": True,
+            "description": "hmac triggers: the partner's new secret (else one is issued)",
+        },
+    },
 }
 _REPLAY_ALL: Final[dict[str, Any]] = {
     "type": "object",
@@ -133,6 +140,7 @@ async def rotate_trigger(request: web.Request) -> web.Response:
         claims.tenant,
         request.match_info["id"],
         grace_seconds=grace if isinstance(grace, int) and not isinstance(grace, bool) else -1,
+        secret=body.get("secret"),
     )
     return json_response(issued.as_dict())
 
