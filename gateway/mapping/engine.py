@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
+from .casts import to_string
 from .compiler import Plan, compile_plan
 from .expressions import Run
 from .limits import MAX_LIST_ITEMS
@@ -13,7 +14,6 @@ from .model import Direction, EvalError, LimitExceeded, MappedDocument, Outbound
 from .params import Param, value_problems
 from .problems import Problems, payload_error
 from .tables import Table, evaluate, record
-from .transforms import to_string
 
 _MAX_BOUND: Final = 64
 """Sets of param values kept compiled per mapping version (one per trigger that sets them)."""

@@ -7,12 +7,12 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+from .casts import to_string
 from .expressions import Getter, Run
 from .limits import MAX_STRING_LENGTH
 from .model import EvalError
 from .paths import NAME_RE, pointer
 from .problems import Problems
-from .transforms import to_string
 
 MAX_TEMPLATE = 10_000
 _FORMATTER = string.Formatter()
