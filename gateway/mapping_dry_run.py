@@ -79,6 +79,9 @@ class MappingDryRun:
                 raise _missing("/payload", "an inbound mapping needs a sample `payload`")
             if isinstance(payload, str):  # pasted text: JSON, or a query string (OsmAnd)
                 payload = read_sample(payload)
+            if (answer := mapping.probe(payload)) is not None:
+                result["probe"] = answer  # what the trigger would answer; nothing to map
+                return result
             lookup = self._find_entity
             with _located("/payload"):
                 items = mapping.items(payload)

@@ -52,6 +52,15 @@ async def test_a_probe_is_answered_200_and_writes_nothing(client: Client) -> Non
     assert status == 422  # not a probe: the input schema refuses it
 
 
+async def test_the_dry_run_shows_the_probes_answer(client: Client) -> None:
+    await upload_mapping(client, PROBED)
+    body = {"name": "probed", "payload": {"action": "test"}}
+    response = await client.post("/api/v1/mappings/test", json=body, headers=auth())
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["probe"] == {"pong": True} and "results" not in answer
+
+
 async def test_the_probe_needs_the_triggers_credentials(client: Client) -> None:
     await upload_mapping(client, PROBED)
     trigger = await create_trigger(client, mapping="probed")
