@@ -135,7 +135,7 @@ def new_token_id() -> str:
 def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int, max_batch_items: int) -> None:
     """InvalidPayload listing every problem of a trigger specification. A trigger's limits
     may be lower than the operator's (GATEWAY_MAX_*), never higher."""
-    problems = _VALIDATOR.validate(spec)
+    problems = [*_VALIDATOR.validate(_without_secret(spec)), *_secret_problems(spec)]
     for name, ceiling, setting in (
         ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
         ("max_batch_items", max_batch_items, "GATEWAY_MAX_BATCH_ITEMS"),
@@ -149,6 +149,26 @@ def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int, max_batch_items:
     schema = spec.get("input_schema")
     if schema is not None:
         compile_schema(schema, at="/input_schema")
+
+
+def _without_secret(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The specification without `auth.secret`, which is checked apart: a schema error
+    quotes the value it refuses, and a secret must never be quoted back."""
+    auth = spec.get("auth")
+    if not isinstance(auth, Mapping) or "secret" not in auth:
+        return spec
+    return {**spec, "auth": {k: v for k, v in auth.items() if k != "secret"}}
+
+
+def _secret_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
+    auth = spec.get("auth")
+    if not isinstance(auth, Mapping) or "secret" not in auth:
+        return []
+    secret, limit = auth["secret"], HMAC_PROPERTIES["secret"]["maxLength"]
+    if isinstance(secret, str) and 1 <= len(secret) <= limit:
+        return []
+    message = f"/auth/secret: a secret is text of 1 to {limit} characters"
+    return [FieldProblem("/auth/secret", message, "type")]
 
 
 def document(
