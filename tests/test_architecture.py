@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 ENTRY = ("gateway.web", "gateway.app", "gateway.cli", "gateway.__main__")
 # library → the modules (prefixes) allowed to import it
 HOMES = {
-    "aiohttp.web": ("gateway.web", "gateway.app", "gateway.cli", "gateway.keys"),
+    "aiohttp.web": ("gateway.web", "gateway.app", "gateway.cli"),
     "pymongo": ("gateway.store",),
     "jsonschema_rs": ("gateway.schemas",),
     "jwt": ("gateway.auth",),
@@ -24,8 +24,7 @@ HOMES = {
 def _modules() -> list[tuple[str, set[str]]]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        rel = path.relative_to(PACKAGE.parent).with_suffix("")
-        name = ".".join(rel.parts).removesuffix(".__init__")
+        name = _module_name(path)
         imports: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -35,6 +34,11 @@ def _modules() -> list[tuple[str, set[str]]]:
                 imports.update(f"{node.module}.{alias.name}" for alias in node.names)
         found.append((name, imports))
     return found
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    return ".".join(rel.parts).removesuffix(".__init__")
 
 
 def _within(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -84,4 +88,19 @@ def test_pure_domain_does_not_reach_adapters() -> None:
         for i in imports
         if _within(i, adapters)
     ]
+    assert offenders == []
+
+
+def test_only_app_and_web_build_a_web_application() -> None:
+    """Workers and CLI commands open `gateway.services` without a web app around them."""
+    builders = {"Application", "AppRunner"}
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        if _within(name, ("gateway.app", "gateway.web")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in builders:
+                    offenders.append(f"{name}:{node.lineno}")
     assert offenders == []

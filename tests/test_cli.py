@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -9,9 +11,13 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from gateway.auth.keys import KeyRing
 from gateway.auth.tokens import verify_admin_token
+from gateway.config import Settings
+from gateway.entities import Origin
+from gateway.services import Services
 from tests.support import SECRET_KEY
 
 
@@ -116,3 +122,67 @@ def test_identity_provider_without_an_audience_is_a_configuration_error() -> Non
         env={"GATEWAY_ADMIN_JWKS_URL": "https://idp.example.com/certs"},
     )
     assert result.returncode == 2 and "GATEWAY_ADMIN_JWT_AUDIENCE" in result.stderr
+
+
+def _database_env(settings: Settings, mongodb_uri: str) -> dict[str, str]:
+    return {
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_DATA_DIR": str(settings.data_dir),
+        "GATEWAY_LOG_JSON": "false",
+    }
+
+
+async def test_trigger_commands_create_and_list_through_the_services(
+    settings: Settings, mongodb_uri: str, client: Any
+) -> None:
+    env = _database_env(settings, mongodb_uri)
+    created = await asyncio.to_thread(
+        _run,
+        *("trigger", "create", "--tenant", "acme", "--name", "erp", "--entity-type", "vehicle"),
+        env=env,
+    )
+    assert created.returncode == 0, created.stderr
+    issued = json.loads(created.stdout)
+    listed = await asyncio.to_thread(_run, "trigger", "list", "--tenant", "acme", env=env)
+    assert [t["id"] for t in json.loads(listed.stdout)["items"]] == [issued["id"]]
+    # The gateway (another process on the same database) takes the printed token.
+    path = "/hooks/" + issued["url"].rsplit("/hooks/", 1)[1]
+    answer = await client.post(
+        path, json={"plate": "ABC1D23"}, headers={"Authorization": f"Bearer {issued['token']}"}
+    )
+    assert answer.status == 201
+
+
+async def test_worker_relays_events_and_stops_on_sigterm(
+    settings: Settings, mongodb_uri: str, services: Services
+) -> None:
+    await services.entities.create("acme", "vehicle", {"plate": "ABC1D23"}, Origin("admin", "t"))
+    env = {**os.environ, **_database_env(settings, mongodb_uri)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            await asyncio.to_thread(_wait_for_line, proc, "gateway worker running")
+            # The worker process, not this one, moves the event out of the entity's outbox.
+            async with asyncio.timeout(20):
+                while not await services.store.events.find("acme", {}, before=None, limit=1):
+                    await asyncio.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if text in line:
+            return
+    raise AssertionError(f"the process ended without printing {text!r}")

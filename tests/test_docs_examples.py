@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import relay_key
+from gateway.web.state import services_key
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -59,7 +59,7 @@ async def test_every_api_example_answers_as_documented(client: Client) -> None:
         headers = auth()
         if example["body"]:
             headers["Content-Type"] = "application/json"
-        await client.app[relay_key].run_until_idle()
+        await client.app[services_key].relay.run_until_idle()
         response = await client.request(
             example["method"], example["path"], headers=headers, data=example["body"]
         )

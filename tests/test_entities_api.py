@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import relay_key
+from gateway.web.state import services_key
 from tests.support import admin_token, auth
 
 Client = TestClient[Any, Any]
@@ -92,7 +92,7 @@ async def test_patch_reports_changes_and_emits_entity_updated_with_old_and_new(
     assert response.status == 200
     body = await response.json()
     assert body["changed"] == ["odometer_km", "status"] and body["version"] == 2
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
     [event] = events["items"]
     assert event["entity"]["id"] == created["id"]
@@ -106,7 +106,7 @@ async def test_create_and_delete_emit_events_and_free_the_key(client: Client) ->
     gone = await client.get(f"/api/v1/entities/driver/{created['id']}", headers=auth())
     assert gone.status == 404
     await _create(client, "driver", DRIVER)  # the CPF is free again
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events", headers=auth())).json()
     assert [e["type"] for e in events["items"]] == [
         "entity.created",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.keys import relay_key
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
     PAYLOADS,
@@ -80,7 +80,7 @@ async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(
     [vehicle] = await entities(client)
     assert vehicle["last_position"]["latitude"] == -23.55052
     assert vehicle["odometer_km"] == 1234.567
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events?type=vehicle.position", headers=auth())).json()
     [event] = events["items"]
     assert event["origin"] == {"kind": "trigger", "id": trigger["id"]}

@@ -7,12 +7,12 @@ from aiohttp import web
 from gateway.entities import Origin, public
 from gateway.errors import BadRequest, NotFound
 from gateway.events import public_event
-from gateway.keys import entities_key, relay_key, store_key
 from gateway.store.entities import FILTERABLE
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
+from gateway.web.state import services_of
 
 _PAGE_PARAMS = frozenset({"limit", "cursor"})
 
@@ -46,7 +46,7 @@ async def list_entities(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     etype = request.match_info["type"]
     limit, cursor = page_params(request)
-    service = request.app[entities_key]
+    service = services_of(request).entities
     filters = service.normalize_filters(etype, _filters(request, etype))
     docs = await service.find(claims.tenant, etype, filters, after=cursor, limit=limit)
     return json_response(page([public(d) for d in docs], limit))
@@ -63,17 +63,17 @@ async def list_entities(request: web.Request) -> web.Response:
 async def create_entity(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    result = await request.app[entities_key].create(
+    result = await services_of(request).entities.create(
         claims.tenant, request.match_info["type"], body, Origin("admin", claims.subject)
     )
-    request.app[relay_key].notify()
+    services_of(request).relay.notify()
     return json_response(public(result.entity), status=201)
 
 
 @operation("Get an entity by id or natural key", tag="entities", response="entity")
 async def get_entity(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[entities_key].get(
+    doc = await services_of(request).entities.get(
         claims.tenant, request.match_info["type"], request.match_info["ref"]
     )
     return json_response(public(doc))
@@ -89,14 +89,14 @@ async def get_entity(request: web.Request) -> web.Response:
 async def patch_entity(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    result = await request.app[entities_key].patch(
+    result = await services_of(request).entities.patch(
         claims.tenant,
         request.match_info["type"],
         request.match_info["ref"],
         body,
         Origin("admin", claims.subject),
     )
-    request.app[relay_key].notify()
+    services_of(request).relay.notify()
     answer = public(result.entity)
     answer["changed"] = [c.field for c in result.changes]
     return json_response(answer)
@@ -105,13 +105,13 @@ async def patch_entity(request: web.Request) -> web.Response:
 @operation("Delete an entity", tag="entities", status=204)
 async def delete_entity(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    await request.app[entities_key].delete(
+    await services_of(request).entities.delete(
         claims.tenant,
         request.match_info["type"],
         request.match_info["ref"],
         Origin("admin", claims.subject),
     )
-    request.app[relay_key].notify()
+    services_of(request).relay.notify()
     return web.Response(status=204)
 
 
@@ -137,7 +137,7 @@ async def list_events(request: web.Request) -> web.Response:
         filters["type"] = event_type
     if entity_id := request.query.get("entity_id"):
         filters["entity.id"] = entity_id
-    docs = await request.app[store_key].events.find(
+    docs = await services_of(request).store.events.find(
         claims.tenant, filters, before=cursor, limit=limit
     )
     return json_response(page([public_event(d) for d in docs], limit))
@@ -146,7 +146,7 @@ async def list_events(request: web.Request) -> web.Response:
 @operation("Get an event", tag="events", response={"type": "object"})
 async def get_event(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[store_key].events.get(claims.tenant, request.match_info["id"])
+    doc = await services_of(request).store.events.get(claims.tenant, request.match_info["id"])
     if doc is None:
         raise NotFound(f"no event {request.match_info['id']!r}")
     return json_response(public_event(doc))
