@@ -24,10 +24,6 @@ log = logging.getLogger(__name__)
 FanOut = Callable[[Sequence[Doc]], Awaitable[int]]
 
 
-async def _no_fanout(events: Sequence[Doc]) -> int:
-    return 0
-
-
 def event_document(tenant: str, entity: Doc, entry: Doc) -> Doc:
     event: Doc = {
         "_id": entry["id"],
@@ -60,7 +56,7 @@ class EventRelay:
         store: Store,
         metrics: Metrics,
         *,
-        fanout: FanOut = _no_fanout,
+        fanout: FanOut,
         batch: int = 100,
         poll_seconds: float = 1.0,
     ) -> None:
@@ -71,9 +67,6 @@ class EventRelay:
         self._poll = poll_seconds
         self._wake = asyncio.Event()
         self.running = False
-
-    def set_fanout(self, fanout: FanOut) -> None:
-        self._fanout = fanout
 
     def notify(self) -> None:
         """A request wrote an outbox entry: relay it now rather than at the next poll."""

@@ -211,7 +211,7 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first
 
 
 class FanOut:
-    """`await fanout(events) -> created`; plugged into the relay with `relay.set_fanout`."""
+    """`await fanout(events) -> created`; the relay (`gateway/events.py`) is built with it."""
 
     def __init__(
         self,
