@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import cpu_seconds  # noqa: E402
-from gateway.actions.fanout import delivery_document  # noqa: E402
 from gateway.config import Secret, Settings  # noqa: E402
+from gateway.delivery.fanout import delivery_document  # noqa: E402
 from gateway.services import open_services  # noqa: E402
 from gateway.store.embedded import EmbeddedServer  # noqa: E402
 

@@ -17,24 +17,24 @@ from dataclasses import dataclass, replace
 
 from gateway import __version__
 from gateway.actions.catalog import Catalog, partner_guards
-from gateway.actions.deliveries import DeliveryService
-from gateway.actions.fanout import FanOut
-from gateway.actions.jwks import jwks_fetcher
 from gateway.actions.proxy import Proxy
-from gateway.actions.sender import Sender
 from gateway.actions.service import ActionService
-from gateway.actions.ssrf import OutboundPolicy
-from gateway.actions.worker import DeliveryWorker, WorkerSettings
 from gateway.auth.keys import KeyRing, generate_secret_key
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
 from gateway.config import Settings
+from gateway.delivery.deliveries import DeliveryService
+from gateway.delivery.fanout import FanOut
+from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.entities import EntityService
 from gateway.events import EventRelay
 from gateway.kinds import KindService
 from gateway.mappings import MappingService
 from gateway.metrics import Metrics
+from gateway.outbound.jwks import jwks_fetcher
+from gateway.outbound.sender import Sender
+from gateway.outbound.ssrf import OutboundPolicy
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.store import Store
 from gateway.store.connection import open_store

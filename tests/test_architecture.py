@@ -69,7 +69,7 @@ def test_pure_domain_does_not_reach_adapters() -> None:
         "gateway.schemas",
         "gateway.mapping",
         "gateway.auth",
-        "gateway.actions.retry",
+        "gateway.delivery.retry",
         "gateway.errors",
         "gateway.config",
         "gateway.models",

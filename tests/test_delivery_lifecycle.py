@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.actions.worker import DeliveryWorker
 from gateway.auth.webhook_signature import verify
+from gateway.delivery.worker import DeliveryWorker
 from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.actions.worker import DeliveryWorker
+from gateway.delivery.worker import DeliveryWorker
 from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.actions.retry import (
+from gateway.delivery.retry import (
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_SCHEDULE,
     Verdict,

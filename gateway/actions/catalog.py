@@ -17,14 +17,14 @@ from typing import Any
 
 import orjson
 
-from gateway.actions.breaker import BreakerState, GuardSettings, PartnerGuards
-from gateway.actions.partner_auth import PartnerAuth, build_auth
-from gateway.actions.retry import DEFAULT_SCHEDULE, Verdict
-from gateway.actions.sender import OutboundRequest, Outcome, build_url
 from gateway.auth.secretbox import SecretBox
+from gateway.delivery.retry import DEFAULT_SCHEDULE, Verdict
 from gateway.errors import NotFound
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
+from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
+from gateway.outbound.partner_auth import PartnerAuth, build_auth
+from gateway.outbound.sender import OutboundRequest, Outcome, build_url
 from gateway.store import Doc, Store
 
 DEFAULT_TTL_SECONDS = 2.0

@@ -16,9 +16,9 @@ from yarl import URL
 
 from gateway.actions.body_check import BodyCheck, doc_id, utcnow
 from gateway.actions.catalog import Catalog, auth_context, secrets_context
-from gateway.actions.partner_auth import build_auth
 from gateway.auth.secretbox import SecretBox
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.outbound.partner_auth import build_auth
 from gateway.store import Doc, Store
 
 MAX_TIMEOUT_SECONDS = 60.0

@@ -25,7 +25,6 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.actions.breaker import TokenBucket
 from gateway.auth import webhook_signature
 from gateway.auth.keys import KeyRing
 from gateway.auth.partner_jwt import Fetch
@@ -42,6 +41,7 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.metrics import Metrics
+from gateway.outbound.breaker import TokenBucket
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger, compile_trigger
 from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.actions.deliveries import STATUSES, parse_filters, public_delivery
+from gateway.delivery.deliveries import STATUSES, parse_filters, public_delivery
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.partners import PAGE

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
-from gateway.actions.retry import ErrorKind
+from gateway.delivery.retry import ErrorKind
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError
 
 

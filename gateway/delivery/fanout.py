@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.actions.catalog import Action, Catalog
-from gateway.actions.retry import DeliveryStatus, next_attempt_at
+from gateway.delivery.retry import DeliveryStatus, next_attempt_at
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.events import public_event
 from gateway.metrics import Metrics

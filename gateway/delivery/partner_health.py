@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from gateway.actions.catalog import Catalog, Partner
-from gateway.actions.retry import Verdict
+from gateway.delivery.retry import Verdict
 from gateway.metrics import Metrics
 from gateway.store import Store
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from gateway.actions.catalog import Action, Partner, Subscription, build_request
 from gateway.actions.definitions import MappingSource
-from gateway.actions.sender import OutboundRequest, signed_headers
+from gateway.outbound.sender import OutboundRequest, signed_headers
 from gateway.store import Doc
 
 

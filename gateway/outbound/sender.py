@@ -20,20 +20,19 @@ import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver
 
-from gateway.actions.breaker import BreakerState, PartnerGuard
-from gateway.actions.partner_auth import (
+# Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
+from gateway.auth.webhook_signature import signed_headers as signed_headers
+from gateway.delivery.retry import NOT_SENT, ErrorKind, Verdict, classify, parse_retry_after
+from gateway.errors import FieldProblem, InvalidPayload
+from gateway.outbound.breaker import BreakerState, PartnerGuard
+from gateway.outbound.partner_auth import (
     NO_AUTH,
     Applied,
     PartnerAuth,
     TokenFetchFailed,
     TokenResponse,
 )
-from gateway.actions.retry import NOT_SENT, ErrorKind, Verdict, classify, parse_retry_after
-from gateway.actions.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
-
-# Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
-from gateway.auth.webhook_signature import signed_headers as signed_headers
-from gateway.errors import FieldProblem, InvalidPayload
+from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
 
 KIB = 1024
 # Response headers worth keeping in an attempt record (redirects are answers, see ssrf.py).
