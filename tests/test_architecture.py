@@ -70,6 +70,7 @@ def test_pure_domain_does_not_reach_adapters() -> None:
         "gateway.mapping",
         "gateway.auth",
         "gateway.delivery.retry",
+        "gateway.outbound.verdict",
         "gateway.errors",
         "gateway.config",
         "gateway.models",
@@ -87,6 +88,57 @@ def test_pure_domain_does_not_reach_adapters() -> None:
         if _within(name, pure)
         for i in imports
         if _within(i, adapters)
+    ]
+    assert offenders == []
+
+
+USE_CASES = (
+    "gateway.entities",
+    "gateway.events",
+    "gateway.kinds",
+    "gateway.mappings",
+    "gateway.mapping_dry_run",
+    "gateway.triggers",
+    "gateway.actions",
+    "gateway.delivery",
+    "gateway.demo",
+)
+# package → the packages it must not import (arrows point down: web → use cases → outbound).
+FORBIDDEN = {
+    "gateway.outbound": (*USE_CASES, "gateway.store", "gateway.metrics"),
+    "gateway.actions": ("gateway.delivery", "gateway.triggers"),
+    "gateway.delivery": ("gateway.triggers",),
+    "gateway.triggers": ("gateway.actions", "gateway.delivery"),
+    "gateway.store": (*USE_CASES, "gateway.outbound", "gateway.metrics"),
+    "gateway.services": ENTRY,
+}
+
+
+@pytest.mark.parametrize(("package", "forbidden"), FORBIDDEN.items())
+def test_packages_import_only_downwards(package: str, forbidden: tuple[str, ...]) -> None:
+    offenders = [
+        f"{name} → {i}"
+        for name, imports in _modules()
+        if _within(name, (package,))
+        for i in imports
+        if _within(i, forbidden)
+    ]
+    assert offenders == []
+
+
+def test_the_models_leaf_imports_nothing_of_the_gateway_but_errors() -> None:
+    (imports,) = [imports for name, imports in _modules() if name == "gateway.models"]
+    assert {i for i in imports if _within(i, ("gateway",))} <= {"gateway.errors"} | {
+        i for i in imports if i.startswith("gateway.errors.")
+    }
+
+
+def test_only_the_entry_layers_open_the_services() -> None:
+    """Use cases are given what they need; only the entry layers reach the composition root."""
+    offenders = [
+        name
+        for name, imports in _modules()
+        if "gateway.services" in imports and not _within(name, (*ENTRY, "gateway.services"))
     ]
     assert offenders == []
 

@@ -17,7 +17,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
-from gateway.delivery.retry import Verdict
 from gateway.errors import InvalidPayload
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
@@ -28,6 +27,7 @@ from gateway.outbound.sender import (
     signed_headers,
 )
 from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.verdict import Verdict
 
 LOCAL = OutboundPolicy.from_entries(["127.0.0.1"])
 VECTORS = Path(__file__).parent / "data" / "standard_webhooks.json"

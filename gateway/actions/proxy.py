@@ -19,7 +19,6 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner, build_request
 from gateway.actions.definitions import MappingSource
-from gateway.delivery.retry import Verdict
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
@@ -31,6 +30,7 @@ from gateway.errors import (
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import Outcome, Sender
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
 _EXCERPT = 500

@@ -14,9 +14,9 @@ from bson import ObjectId
 
 from gateway.actions.body_check import BodyCheck, doc_id, utcnow
 from gateway.actions.catalog import Catalog, subscription_context
+from gateway.actions.filters import compile_filter, event_type_problem
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import generate_secret
-from gateway.delivery.fanout import compile_filter, event_type_problem
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store
 

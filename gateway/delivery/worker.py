@@ -37,9 +37,9 @@ from gateway.actions.definitions import MappingSource
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import signed_request
 from gateway.delivery.recording import DeliveryRecorder
-from gateway.delivery.retry import DeliveryStatus
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.metrics import Metrics
+from gateway.models import DeliveryStatus
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
 from gateway.store import Doc, Store

@@ -22,7 +22,6 @@ from aiohttp.abc import AbstractResolver
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
-from gateway.delivery.retry import NOT_SENT, ErrorKind, Verdict, classify, parse_retry_after
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.outbound.breaker import BreakerState, PartnerGuard
 from gateway.outbound.partner_auth import (
@@ -33,6 +32,7 @@ from gateway.outbound.partner_auth import (
     TokenResponse,
 )
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
+from gateway.outbound.verdict import NOT_SENT, ErrorKind, Verdict, classify, parse_retry_after
 
 KIB = 1024
 # Response headers worth keeping in an attempt record (redirects are answers, see ssrf.py).
