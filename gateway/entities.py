@@ -14,6 +14,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from gateway.doorbell import Doorbell
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.schemas.ids import normalize_cnpj, normalize_cpf, normalize_plate
@@ -88,11 +89,18 @@ def public(doc: Doc) -> dict[str, Any]:
 
 class EntityService:
     def __init__(
-        self, store: Store, schemas: SchemaRegistry, kinds: KindService, recent_size: int = 10_000
+        self,
+        store: Store,
+        schemas: SchemaRegistry,
+        kinds: KindService,
+        relay_doorbell: Doorbell,
+        recent_size: int = 10_000,
     ) -> None:
         self._store = store
         self._schemas = schemas
         self._kinds = kinds
+        # Every write that adds events rings it: the relay moves them on at once.
+        self._relay_doorbell = relay_doorbell
         self._recent = _RecentEntities(recent_size)
 
     async def _check(self, tenant: str, etype: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,6 +163,7 @@ class EntityService:
         doc = await self._store.entities.insert(tenant, etype, nk, clean, events)
         if doc is None:
             raise Conflict(f"a {etype} with key {nk!r} already exists")
+        self._relay_doorbell.ring()
         self._recent.put(tenant, doc)
         return WriteResult(doc, True, (), tuple(e["type"] for e in events))
 
@@ -234,6 +243,7 @@ class EntityService:
         if doc is None:
             self._recent.drop(tenant, etype, current["nk"])
             return None
+        self._relay_doorbell.ring()
         self._recent.put(tenant, doc)
         return WriteResult(doc, False, tuple(changes), tuple(e["type"] for e in events))
 
@@ -242,6 +252,7 @@ class EntityService:
             current = await self.get(tenant, etype, ref)
             event = _event("entity.deleted", etype, current["data"], [], origin)
             if await self._store.entities.mark_deleted(tenant, current, event):
+                self._relay_doorbell.ring()
                 self._recent.drop(tenant, etype, current["nk"])
                 return
         raise Conflict("the entity is being changed concurrently; retry")

@@ -7,13 +7,12 @@ processes may relay at once; they only race to do the same idempotent work.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from gateway.doorbell import Doorbell
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
@@ -57,6 +56,7 @@ class EventRelay:
         metrics: Metrics,
         *,
         fanout: FanOut,
+        doorbell: Doorbell,
         batch: int = 100,
         poll_seconds: float = 1.0,
     ) -> None:
@@ -65,12 +65,9 @@ class EventRelay:
         self._fanout = fanout
         self._batch = batch
         self._poll = poll_seconds
-        self._wake = asyncio.Event()
+        # Rung by the entity service after every write that added events.
+        self._doorbell = doorbell
         self.running = False
-
-    def notify(self) -> None:
-        """A request wrote an outbox entry: relay it now rather than at the next poll."""
-        self._wake.set()
 
     async def relay_once(self) -> int:
         """Relay one batch of outboxes; returns how many outbox entries it handled.
@@ -133,12 +130,10 @@ class EventRelay:
 
     async def _loop(self) -> None:
         while True:
-            self._wake.clear()
             try:
                 await self.run_until_idle()
             except StoreUnavailable as exc:
                 log.warning("event relay paused: %s", exc.detail)
             except Exception:
                 log.exception("event relay failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+            await self._doorbell.wait(self._poll)

@@ -27,6 +27,7 @@ from gateway.config import Settings
 from gateway.delivery.deliveries import DeliveryService
 from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
+from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventRelay
 from gateway.kinds import KindService
@@ -104,7 +105,8 @@ def _assemble(
     box = SecretBox(ring)
     fetch = jwks_fetcher(sender)
     kinds = KindService(store, schemas)
-    entities = EntityService(store, schemas, kinds)
+    relay_doorbell = Doorbell()
+    entities = EntityService(store, schemas, kinds, relay_doorbell)
     mappings = MappingService(store, schemas, entities, kinds)
     catalog = Catalog(store, box, metrics)
     guards = partner_guards(metrics)
@@ -142,7 +144,7 @@ def _assemble(
         deliveries=DeliveryService(store, on_replay=worker.notify),
         delivery_worker=worker,
         # Built with its fan-out: no event is ever relayed without its deliveries.
-        relay=EventRelay(store, metrics, fanout=fanout),
+        relay=EventRelay(store, metrics, fanout=fanout, doorbell=relay_doorbell),
     )
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from gateway.entities import Origin
+from gateway.doorbell import Doorbell
+from gateway.entities import EntityService, Origin
+from gateway.events import EventRelay
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.support import auth
@@ -128,3 +132,29 @@ async def test_writes_wait_with_503_while_an_entity_outbox_is_full(
     assert full.status == 503 and full.headers["Retry-After"]
     await client.app[services_key].relay.run_until_idle()
     assert (await client.patch(url, json={"year": 2021}, headers=auth())).status == 200
+
+
+async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Services) -> None:
+    """No caller tells the relay about a write: the entity service rings it."""
+    doorbell = Doorbell()
+    entities = EntityService(services.store, services.schemas, services.kinds, doorbell)
+    relay = EventRelay(
+        services.store,
+        services.metrics,
+        fanout=services.fanout,
+        doorbell=doorbell,
+        poll_seconds=3600,
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        for plate in ("ABC1D23", "BRA2E19"):  # the second arrives while the relay waits
+            await entities.create("acme", "vehicle", {"plate": plate}, ORIGIN)
+            async with asyncio.timeout(10):
+                while not await services.store.events.find(
+                    "acme", {"entity.key": plate}, before=None, limit=1
+                ):
+                    await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -62,7 +62,6 @@ class MappingSource(Protocol):
 class Ingested:
     status: int
     body: dict[str, Any]
-    wrote: bool
     outcome: str  # a metrics label: created | accepted | partial | rejected_batch
 
 
@@ -126,7 +125,6 @@ class Ingestor:
             return Ingested(
                 201 if result.created else 200,
                 written(trigger, result),
-                True,
                 "created" if result.created else "accepted",
             )
         return await self._batch(trigger, plan, origin)
@@ -215,7 +213,6 @@ class Ingestor:
         return Ingested(
             207 if failed else 200,
             {"results": done, "summary": summary},
-            failed < len(done),
             outcome,
         )
 

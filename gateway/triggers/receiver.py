@@ -252,7 +252,7 @@ class HookReceiver:
                 trigger, payload, origin=Origin("trigger", trigger.id)
             )
             tally.outcome = ingested.outcome
-            return HookAnswer(ingested.status, orjson.dumps(ingested.body), ingested.wrote)
+            return HookAnswer(ingested.status, orjson.dumps(ingested.body))
 
         if key is None:
             return await ingest()

@@ -145,7 +145,6 @@ async def invoke_action(request: web.Request) -> web.Response:
     )
     answer: dict[str, Any] = {"status": result.status, "data": result.data}
     if result.written is not None:
-        services_of(request).relay.notify()
         answer["written"] = result.written
     return json_response(answer)
 

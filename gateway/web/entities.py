@@ -66,7 +66,6 @@ async def create_entity(request: web.Request) -> web.Response:
     result = await services_of(request).entities.create(
         claims.tenant, request.match_info["type"], body, Origin("admin", claims.subject)
     )
-    services_of(request).relay.notify()
     return json_response(public(result.entity), status=201)
 
 
@@ -96,7 +95,6 @@ async def patch_entity(request: web.Request) -> web.Response:
         body,
         Origin("admin", claims.subject),
     )
-    services_of(request).relay.notify()
     answer = public(result.entity)
     answer["changed"] = [c.field for c in result.changes]
     return json_response(answer)
@@ -111,7 +109,6 @@ async def delete_entity(request: web.Request) -> web.Response:
         request.match_info["ref"],
         Origin("admin", claims.subject),
     )
-    services_of(request).relay.notify()
     return web.Response(status=204)
 
 

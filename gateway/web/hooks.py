@@ -72,8 +72,6 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
         ref=ref,
     )
     answer = await services_of(request).hooks.handle(call)
-    if answer.wrote:
-        services_of(request).relay.notify()
     return web.Response(
         body=answer.body,
         status=answer.status,

@@ -191,7 +191,6 @@ async def get_rejected(request: web.Request) -> web.Response:
 async def replay_rejected(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     result = await services_of(request).rejected.replay(claims.tenant, request.match_info["id"])
-    services_of(request).relay.notify()
     return json_response(result)
 
 
@@ -208,5 +207,4 @@ async def replay_all_rejected(request: web.Request) -> web.Response:
     result = await services_of(request).rejected.replay_all(
         claims.tenant, trigger_id=trigger_id if isinstance(trigger_id, str) else None
     )
-    services_of(request).relay.notify()
     return json_response(result)
