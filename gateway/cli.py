@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.auth.keys import KeyRing
+from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
 from gateway.demo import DemoTrigger, seed_entities, seed_mappings, seed_triggers
@@ -132,7 +132,7 @@ def mapping(
     entity schemas, with the API's problems (pointer, line, message). Exit 0 when it passes,
     1 when it does not, 2 when a file cannot be read."""
     from gateway.mapping import test_file, validate_file
-    from gateway.mappings import TenantCatalog
+    from gateway.mapping_files.service import TenantCatalog
     from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
     for path in (file, sample):

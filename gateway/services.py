@@ -19,7 +19,7 @@ from gateway import __version__
 from gateway.actions.catalog import Catalog, partner_guards
 from gateway.actions.proxy import Proxy
 from gateway.actions.service import ActionService
-from gateway.auth.keys import KeyRing, generate_secret_key
+from gateway.auth.keyring import KeyRing, generate_secret_key
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
@@ -31,7 +31,7 @@ from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventRelay
 from gateway.kinds import KindService
-from gateway.mappings import MappingService
+from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
@@ -41,7 +41,7 @@ from gateway.store import Store
 from gateway.store.connection import open_store
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.receiver import HookReceiver
-from gateway.triggers.rejected import RejectedPayloads
+from gateway.triggers.replay import RejectedPayloads
 from gateway.triggers.service import TriggerService
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.auth.keys import KeyRing
+from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
 from gateway.config import Settings
 from gateway.entities import Origin

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientResponse
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.auth.keys import KeyRing, Purpose
+from gateway.auth.keyring import KeyRing, Purpose
 from gateway.auth.webhook_signature import signed_headers
 from gateway.web.state import services_key
 from tests.support import SECRET_KEY, auth

@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, TypeGuard, get_args
 
 import jwt
 
-from gateway.auth.keys import KeyRing, Purpose, SubKey
+from gateway.auth.keyring import KeyRing, Purpose, SubKey
 from gateway.auth.partner_jwt import PartnerJwtVerifier, unverified_header
 from gateway.errors import Forbidden, Unauthorized
 

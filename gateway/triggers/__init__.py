@@ -11,7 +11,7 @@ one entity type of one tenant.
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.model import BodyReader, HookAnswer, HookCall
 from gateway.triggers.receiver import HookReceiver
-from gateway.triggers.rejected import RejectedPayloads
+from gateway.triggers.replay import RejectedPayloads
 from gateway.triggers.service import IssuedTrigger, TriggerService
 
 __all__ = [

@@ -26,7 +26,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.auth import webhook_signature
-from gateway.auth.keys import KeyRing
+from gateway.auth.keyring import KeyRing
 from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import TriggerTokenVerifier

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from gateway.auth.keys import KeyRing
+from gateway.auth.keyring import KeyRing
 from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import issue_trigger_token

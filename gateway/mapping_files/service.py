@@ -30,7 +30,7 @@ from gateway.entities import EntityService
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, load_mapping
-from gateway.mapping_dry_run import MappingDryRun
+from gateway.mapping_files.dry_run import MappingDryRun
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
