@@ -7,7 +7,7 @@ change together with its events in one single-document write (see `store/entitie
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,16 +15,16 @@ from typing import Any
 from bson import ObjectId
 
 from gateway.doorbell import Doorbell
-from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
 from gateway.kinds import KindService
-from gateway.schemas.ids import normalize_cnpj, normalize_cpf, normalize_plate
-from gateway.schemas.registry import SchemaRegistry
+from gateway.paging import PAGE_PARAMS
+from gateway.schemas.ids import normalize_identifier
+from gateway.schemas.registry import SchemaRegistry, reference_field
 from gateway.store import Doc, Store
+from gateway.store.entities import FILTERABLE
 
 # An optimistic write loses to a concurrent one at most this often before we give up.
 _MAX_WRITE_ATTEMPTS = 8
-_KEY_FIELD = {"vehicle": "plate", "driver": "cpf", "operator": "cpf", "supplier": "cnpj"}
-_FILTER_NORMALIZERS = {"plate": normalize_plate, "cpf": normalize_cpf, "cnpj": normalize_cnpj}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +123,25 @@ class EntityService:
             kind, _, key = ref.partition(":")
             return f"{kind}:{key}" if key else None
         try:
-            return self.natural_key(etype, {_KEY_FIELD[etype]: ref})
+            return self.natural_key(etype, {reference_field(etype): ref})
         except InvalidPayload:
             return None
 
-    def normalize_filters(self, etype: str, filters: Mapping[str, str]) -> dict[str, str]:
+    def filters(
+        self, etype: str, query: Mapping[str, str], *, ignore: Collection[str] = ()
+    ) -> dict[str, str]:
+        """Query parameters as filters on the type's indexed fields and its natural key,
+        normalised as stored; BadRequest names the unknown ones. Paging parameters and
+        `ignore` (a token parameter, say) are not filters."""
         self._schemas.require_type(etype)
-        return {k: _FILTER_NORMALIZERS.get(k, str)(v) for k, v in filters.items()}
+        allowed = {*FILTERABLE.get(etype, ()), reference_field(etype)}
+        filters = {k: v for k, v in query.items() if k not in PAGE_PARAMS and k not in ignore}
+        if unknown := sorted(set(filters) - allowed):
+            raise BadRequest(
+                f"cannot filter {etype} by {', '.join(unknown)}; "
+                f"filters: {', '.join(sorted(allowed))}"
+            )
+        return {k: normalize_identifier(k, v) for k, v in filters.items()}
 
     async def get(self, tenant: str, etype: str, ref: str) -> Doc:
         """By id, or else by natural key."""

@@ -23,7 +23,8 @@ from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
-from gateway.outbound.sender import OutboundRequest, Outcome, build_url
+from gateway.outbound.sender import OutboundRequest, Outcome
+from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner, build_request
-from gateway.actions.definitions import MappingSource
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
@@ -27,6 +26,7 @@ from gateway.errors import (
     PartnerTimeout,
     RateLimited,
 )
+from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import Outcome, Sender

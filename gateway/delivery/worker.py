@@ -33,11 +33,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
-from gateway.actions.definitions import MappingSource
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import signed_request
 from gateway.delivery.recording import DeliveryRecorder
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
+from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
 from gateway.outbound.breaker import PartnerGuards

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 
@@ -32,6 +32,7 @@ from gateway.errors import (
     StoreUnavailable,
 )
 from gateway.mapping import CompiledMapping
+from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry
 from gateway.schemas.compiled import invalid
@@ -52,10 +53,6 @@ _KEY_FIELD: Final = {
     "supplier": "cnpj",
     "other": "key",
 }
-
-
-class MappingSource(Protocol):
-    async def active(self, tenant: str, name: str) -> CompiledMapping: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import base64
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,7 +29,7 @@ from gateway.auth import webhook_signature
 from gateway.auth.keyring import KeyRing
 from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox
-from gateway.auth.tokens import TriggerTokenVerifier
+from gateway.auth.tokens import TriggerTokenVerifier, bearer_token
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
     BadRequest,
@@ -40,12 +40,13 @@ from gateway.errors import (
     Unauthorized,
     Unavailable,
 )
+from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import TokenBucket
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger, compile_trigger
 from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
-from gateway.triggers.ingest import Ingestor, MappingSource
+from gateway.triggers.ingest import Ingestor
 from gateway.triggers.model import HookAnswer, HookCall
 from gateway.triggers.outcomes import outcome_of
 from gateway.triggers.payloads import parse_form, parse_json
@@ -128,7 +129,7 @@ class HookReceiver:
     async def _admit(self, call: HookCall, tally: _Tally) -> _Admitted:
         gate = await self._store.triggers.gate(call.trigger_id)
         if gate is None:
-            raise await self._refusal(_bearer(call.headers), call.trigger_id)
+            raise await self._refusal(bearer_token(call.headers), call.trigger_id)
         tally.trigger = gate["_id"]
         trigger = await self.config(gate)
         admitted = await self._authenticate(trigger, gate, call)
@@ -154,7 +155,7 @@ class HookReceiver:
             except Unauthorized:
                 raise denied() from None
             return _Admitted(trigger, raw, msg_id)
-        token = _bearer(call.headers)
+        token = bearer_token(call.headers)
         if token is None and trigger.token_param is not None:
             token = call.query.get(trigger.token_param)
         if not token:
@@ -267,12 +268,6 @@ class HookReceiver:
 def _check_key(key: str) -> None:
     if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
         raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
-
-
-def _bearer(headers: Mapping[str, str]) -> str | None:
-    scheme, _, token = headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
 
 
 def _live(doc: Doc, token_id: str) -> bool:

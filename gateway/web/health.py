@@ -6,10 +6,10 @@ import hmac
 
 from aiohttp import web
 
+from gateway.auth.tokens import bearer_token
 from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import bearer_token
 from gateway.web.state import services_of
 
 
@@ -42,7 +42,7 @@ async def metrics(request: web.Request) -> web.Response:
     services = services_of(request)
     expected = services.settings.metrics_token
     if expected is not None:
-        given = bearer_token(request) or ""
+        given = bearer_token(request.headers) or ""
         if not hmac.compare_digest(given.encode(), expected.value.encode()):
             raise Unauthorized("the metrics token is missing or wrong")
     body = services.metrics.render()
