@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
-
 from gateway.doorbell import Doorbell
 from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.paging import PAGE_PARAMS
 from gateway.schemas.ids import normalize_identifier
 from gateway.schemas.registry import SchemaRegistry, reference_field
-from gateway.store import Doc, Store
+from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE
 
 # An optimistic write loses to a concurrent one at most this often before we give up.
@@ -281,7 +279,7 @@ def _event(
     """An outbox entry: everything the relay needs to store and fan out the event.
     `detail` is what the event adds to the entity's data (a geofence name, a fine's amount)."""
     entry: Doc = {
-        "id": ObjectId(),
+        "id": new_id(),
         "type": etype_event,
         "occurred_at": datetime.now(UTC),
         "entity_type": etype,

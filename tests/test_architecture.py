@@ -14,6 +14,7 @@ ENTRY = ("gateway.web", "gateway.app", "gateway.cli", "gateway.__main__")
 HOMES = {
     "aiohttp.web": ("gateway.web", "gateway.app", "gateway.cli"),
     "pymongo": ("gateway.store",),
+    "bson": ("gateway.store",),
     "jsonschema_rs": ("gateway.schemas",),
     "jwt": ("gateway.auth",),
     "prometheus_client": ("gateway.metrics",),

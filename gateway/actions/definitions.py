@@ -7,14 +7,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bson import ObjectId
-
 from gateway.actions.body_check import BodyCheck, doc_id, utcnow
 from gateway.actions.catalog import Catalog
 from gateway.errors import Conflict, NotFound
 from gateway.mapping_files.source import MappingSource
 from gateway.outbound.urls import malformed_template
-from gateway.store import Doc, Store
+from gateway.store import Doc, Store, new_id
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MODES = ("proxy", "deliver")
@@ -56,7 +54,7 @@ class ActionUseCases:
         fields = await self._action_fields(tenant, body, None)
         now = utcnow()
         doc: Doc = {
-            "_id": ObjectId(),
+            "_id": new_id(),
             "tenant": tenant,
             **fields,
             "rev": 1,
