@@ -39,8 +39,11 @@ from gateway.outbound.ssrf import OutboundPolicy
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.store import Store
 from gateway.store.connection import open_store
+from gateway.triggers.compiled import TriggerConfigs
 from gateway.triggers.ingest import Ingestor
+from gateway.triggers.pipeline import Pipeline
 from gateway.triggers.receiver import HookReceiver
+from gateway.triggers.rejected import RejectedKeeper
 from gateway.triggers.replay import RejectedPayloads
 from gateway.triggers.service import TriggerService
 
@@ -114,8 +117,10 @@ def _assemble(
         store, catalog, sender, guards, mappings, metrics, settings=_worker_settings(settings)
     )
     fanout = FanOut(store, catalog, metrics, on_created=worker.notify)
-    ingestor = Ingestor(store, entities, schemas, mappings, metrics)
-    hooks = HookReceiver(store, entities, ingestor, mappings, ring, box, metrics, fetch=fetch)
+    configs = TriggerConfigs(store, box, fetch)
+    ingestor = Ingestor(
+        Pipeline(entities, schemas, mappings), RejectedKeeper(store, metrics), metrics
+    )
     return Services(
         settings=settings,
         metrics=metrics,
@@ -136,8 +141,8 @@ def _assemble(
             max_batch_items=settings.max_batch_items,
             fetch=fetch,
         ),
-        hooks=hooks,
-        rejected=RejectedPayloads(store, hooks, ingestor),
+        hooks=HookReceiver(store, configs, entities, ingestor, mappings, ring, metrics),
+        rejected=RejectedPayloads(store, configs, ingestor),
         actions=ActionService(store, box, catalog, mappings),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
         fanout=fanout,

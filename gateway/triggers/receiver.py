@@ -27,8 +27,6 @@ import orjson
 
 from gateway.auth import webhook_signature
 from gateway.auth.keyring import KeyRing
-from gateway.auth.partner_jwt import Fetch
-from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import TriggerTokenVerifier, bearer_token
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
@@ -44,7 +42,7 @@ from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import TokenBucket
 from gateway.store import Doc, Store
-from gateway.triggers.compiled import CompiledTrigger, compile_trigger
+from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.model import HookAnswer, HookCall
@@ -53,7 +51,7 @@ from gateway.triggers.payloads import parse_form, parse_json
 from gateway.triggers.reading import Reader
 
 DENIED: Final = "missing, invalid or revoked credentials"
-_MAX_CACHED: Final = 10_000
+_MAX_BUCKETS: Final = 10_000
 
 
 @dataclass(slots=True)
@@ -77,26 +75,23 @@ class HookReceiver:
     def __init__(
         self,
         store: Store,
+        configs: TriggerConfigs,
         entities: EntityService,
         ingestor: Ingestor,
         mappings: MappingSource,
         ring: KeyRing,
-        box: SecretBox,
         metrics: Metrics,
         *,
-        fetch: Fetch,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._configs = configs
         self._ingestor = ingestor
         self._reader = Reader(entities, mappings)
-        self._idempotency = IdempotencyGuard(store)
+        self._idempotency = IdempotencyGuard(store, clock=clock)
         self._verifier = TriggerTokenVerifier(ring)
-        self._box = box
-        self._fetch = fetch
         self._metrics = metrics
         self._clock = clock
-        self._configs: dict[str, CompiledTrigger] = {}
         self._buckets: dict[str, tuple[tuple[float, int], TokenBucket]] = {}
 
     async def handle(self, call: HookCall) -> HookAnswer:
@@ -131,7 +126,9 @@ class HookReceiver:
         if gate is None:
             raise await self._refusal(bearer_token(call.headers), call.trigger_id)
         tally.trigger = gate["_id"]
-        trigger = await self.config(gate)
+        trigger = await self._configs.for_gate(gate)
+        if trigger is None:
+            raise denied()
         admitted = await self._authenticate(trigger, gate, call)
         if gate["status"] != "active":
             raise Forbidden("this trigger is disabled")
@@ -176,7 +173,7 @@ class HookReceiver:
             claims = self._verifier.verify(token, trigger_id=trigger.id)
         except Unauthorized:
             raise await self._refusal(token, trigger.id) from None
-        if claims.tenant != gate["tenant"] or not _live(gate, claims.token_id):
+        if claims.tenant != gate["tenant"] or not _live(gate, claims.token_id, self._now()):
             raise denied()
         return _Admitted(trigger)
 
@@ -190,29 +187,12 @@ class HookReceiver:
         except Unauthorized:
             return denied()
         own = await self._store.triggers.get(claims.tenant, subject)
-        if own is None or not _live(own, claims.token_id):
+        if own is None or not _live(own, claims.token_id, self._now()):
             return denied()
         return Forbidden("this token belongs to another trigger")
 
-    async def config(self, gate: Doc) -> CompiledTrigger:
-        """The compiled configuration for the gate's version (built once per version)."""
-        cached = self._configs.get(gate["_id"])
-        if cached is not None and cached.version == gate["version"]:
-            return cached
-        doc = await self._store.triggers.get(gate["tenant"], gate["_id"])
-        if doc is None:
-            raise denied()
-        return self.remember(doc)
-
-    def remember(self, doc: Doc) -> CompiledTrigger:
-        cached = self._configs.get(doc["_id"])
-        if cached is not None and cached.version == doc["version"]:
-            return cached
-        compiled = compile_trigger(doc, box=self._box, fetch=self._fetch)
-        if len(self._configs) >= _MAX_CACHED:
-            self._configs.pop(next(iter(self._configs)))
-        self._configs[compiled.id] = compiled
-        return compiled
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     def _limit(self, trigger: CompiledTrigger) -> None:
         """The trigger's rate limit, counted in this process only."""
@@ -220,7 +200,7 @@ class HookReceiver:
             return
         entry = self._buckets.get(trigger.id)
         if entry is None or entry[0] != trigger.rate:
-            if len(self._buckets) >= _MAX_CACHED:
+            if len(self._buckets) >= _MAX_BUCKETS:
                 self._buckets.pop(next(iter(self._buckets)))
             entry = self._buckets[trigger.id] = (trigger.rate, TokenBucket(*trigger.rate))
         wait = entry[1].try_acquire()
@@ -270,13 +250,13 @@ def _check_key(key: str) -> None:
         raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
 
 
-def _live(doc: Doc, token_id: str) -> bool:
+def _live(doc: Doc, token_id: str, now: datetime) -> bool:
     """Whether the token id is among the trigger's live ones (rotated-out ones until their
     grace period ends)."""
     for token in doc.get("tokens", ()):
         if token["id"] == token_id:
             until = token.get("until")
-            return until is None or until > datetime.now(UTC)
+            return until is None or until > now
     return False
 
 

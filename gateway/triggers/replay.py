@@ -1,4 +1,5 @@
-"""Use case: rejected trigger payloads — list them, read one, replay after a fix.
+"""Use case: rejected trigger payloads (kept by `rejected.py`) — list them, read one, replay
+after a fix.
 
 A replay runs the trigger's pipeline again on the kept payload with the trigger's *current*
 input schema and mapping (no authentication, rate limit or idempotency: the admin is
@@ -18,41 +19,19 @@ import orjson
 from gateway.entities import Origin
 from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store
-from gateway.triggers.ingest import Ingestor, written
-from gateway.triggers.receiver import HookReceiver
+from gateway.triggers.compiled import TriggerConfigs
+from gateway.triggers.ingest import Ingestor
+from gateway.triggers.pipeline import written
+from gateway.triggers.rejected import public_rejected
 
 MAX_REPLAY_ALL: Final = 1000
 STATUSES: Final = ("pending", "replayed")
 
 
-def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
-    out = {
-        "id": str(doc["_id"]),
-        "trigger_id": doc["trigger_id"],
-        "received_at": doc["received_at"],
-        "reason": doc["reason"],
-        "detail": doc["detail"],
-        "errors": doc["problems"],
-        "scope": doc["scope"],
-        "index": doc.get("index"),
-        "status": doc["status"],
-        "attempts": doc.get("attempts", 0),
-        "replayable": doc["replayable"],
-        "size": doc.get("size"),
-        "replayed_at": doc.get("replayed_at"),
-        "result": doc.get("result"),
-    }
-    if payload:
-        out["payload"] = orjson.loads(doc["payload"]) if doc["replayable"] else None
-        if not doc["replayable"]:
-            out["payload_excerpt"] = doc["payload"]
-    return out
-
-
 class RejectedPayloads:
-    def __init__(self, store: Store, receiver: HookReceiver, ingestor: Ingestor) -> None:
+    def __init__(self, store: Store, configs: TriggerConfigs, ingestor: Ingestor) -> None:
         self._store = store
-        self._receiver = receiver
+        self._configs = configs
         self._ingestor = ingestor
 
     async def list(
@@ -124,15 +103,14 @@ class RejectedPayloads:
         return {"replayed": replayed, "failed": len(results) - replayed, "results": results}
 
     async def _rerun(self, trigger_doc: Doc, record: Doc) -> dict[str, Any]:
-        trigger = self._receiver.remember(trigger_doc)
+        trigger = self._configs.compiled(trigger_doc)
         payload = orjson.loads(record["payload"])
         origin = Origin("trigger", trigger.id, {"replay_of": str(record["_id"])})
         if record["scope"] == "body":
             ingested = await self._ingestor.ingest(trigger, payload, origin=origin, keep_body=False)
             return {"status": ingested.status, **ingested.body}
-        mapping = await self._ingestor.inbound_mapping(trigger)
-        result = await self._ingestor.item(
-            trigger, mapping, payload, origin=origin, schema_applies=record["schema_applies"]
+        result = await self._ingestor.ingest_item(
+            trigger, payload, origin=origin, schema_applies=record["schema_applies"]
         )
         return {"status": 201 if result.created else 200, **written(trigger, result)}
 

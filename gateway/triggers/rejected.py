@@ -1,0 +1,108 @@
+"""Rejected payloads: a 422'd payload (or batch item) is kept, bounded, with its reason and
+problems, so an admin can fix the trigger and replay it (`replay.py`).
+
+The record is written here and read here (`public_rejected`); `store/rejected.py` keeps the
+documents. Losing a record (database down) is logged, not raised: the partner's answer is
+the 422 either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from gateway.errors import InvalidPayload, StoreUnavailable
+from gateway.metrics import Metrics
+from gateway.store import Doc, Store
+from gateway.triggers.compiled import CompiledTrigger
+
+log = logging.getLogger(__name__)
+
+MAX_KEPT_BYTES: Final = 64 * 1024
+"""A rejected payload larger than this is kept truncated (for reading) and cannot be replayed."""
+REASONS: Final = frozenset({"schema", "mapping", "entity"})
+"""The pipeline stages that refuse a payload (`pipeline.py`); other reasons count as "payload"."""
+
+
+class RejectedKeeper:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+
+    def record(
+        self,
+        trigger: CompiledTrigger,
+        error: InvalidPayload,
+        payload: Any,
+        *,
+        scope: str,
+        index: int | None = None,
+        schema_applies: bool = True,
+    ) -> Doc:
+        """A rejected payload as it is kept: `scope` "body" (the whole call) or "item" (the
+        batch item at `index`); `schema_applies` says whether a replay validates it."""
+        text = orjson.dumps(payload)
+        return {
+            "trigger_id": trigger.id,
+            "received_at": self._clock(),
+            "reason": str(error.extra.get("reason", "payload")),
+            "detail": error.detail,
+            "problems": [p.as_dict() for p in error.problems],
+            "scope": scope,
+            "index": index,
+            "schema_applies": schema_applies,
+            "payload": text[:MAX_KEPT_BYTES].decode("utf-8", "replace"),
+            "size": len(text),
+            "replayable": len(text) <= MAX_KEPT_BYTES,
+            "status": "pending",
+            "attempts": 0,
+        }
+
+    async def keep(self, trigger: CompiledTrigger, records: Sequence[Doc]) -> None:
+        """Store rejected payloads in one write."""
+        if not records:
+            return
+        try:
+            await self._store.rejected.add_many(trigger.tenant, trigger.id, records)
+        except StoreUnavailable as exc:
+            log.warning("rejected payloads not kept: %s", exc.detail, extra={"trigger": trigger.id})
+            return
+        for record in records:
+            label = record["reason"] if record["reason"] in REASONS else "payload"
+            self._metrics.trigger_rejected_kept.labels(trigger.id, label).inc()
+
+
+def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
+    """A kept record as the admin API shows it (the payload itself only when asked)."""
+    out = {
+        "id": str(doc["_id"]),
+        "trigger_id": doc["trigger_id"],
+        "received_at": doc["received_at"],
+        "reason": doc["reason"],
+        "detail": doc["detail"],
+        "errors": doc["problems"],
+        "scope": doc["scope"],
+        "index": doc.get("index"),
+        "status": doc["status"],
+        "attempts": doc.get("attempts", 0),
+        "replayable": doc["replayable"],
+        "size": doc.get("size"),
+        "replayed_at": doc.get("replayed_at"),
+        "result": doc.get("result"),
+    }
+    if payload:
+        out["payload"] = orjson.loads(doc["payload"]) if doc["replayable"] else None
+        if not doc["replayable"]:
+            out["payload_excerpt"] = doc["payload"]
+    return out
