@@ -29,7 +29,7 @@ from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
-from gateway.events import EventRelay
+from gateway.events import EventLog, EventRelay
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
@@ -72,6 +72,7 @@ class Services:
     fanout: FanOut
     deliveries: DeliveryService
     delivery_worker: DeliveryWorker
+    events: EventLog
     relay: EventRelay
 
 
@@ -149,7 +150,8 @@ def _assemble(
         deliveries=DeliveryService(store, on_replay=worker.notify),
         delivery_worker=worker,
         # Built with its fan-out: no event is ever relayed without its deliveries.
-        relay=EventRelay(store, metrics, fanout=fanout, doorbell=relay_doorbell),
+        events=EventLog(store),
+        relay=EventRelay(store, metrics, on_relayed=fanout, doorbell=relay_doorbell),
     )
 
 

@@ -141,7 +141,7 @@ async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Service
     relay = EventRelay(
         services.store,
         services.metrics,
-        fanout=services.fanout,
+        on_relayed=services.fanout,
         doorbell=doorbell,
         poll_seconds=3600,
     )

@@ -1,12 +1,10 @@
-"""/api/v1/entities/{type} and /api/v1/events: thin adapters over the entity use case."""
+"""/api/v1/entities/{type}: thin adapters over the entity use case."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from gateway.entities import Origin, public
-from gateway.errors import NotFound
-from gateway.events import public_event
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
@@ -95,40 +93,3 @@ async def delete_entity(request: web.Request) -> web.Response:
         Origin("admin", claims.subject),
     )
     return web.Response(status=204)
-
-
-@operation(
-    "List events",
-    tag="events",
-    response={
-        "type": "object",
-        "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
-    },
-    query=[
-        ("type", "event type"),
-        ("entity_id", "entity id"),
-        ("limit", "page size"),
-        ("cursor", "next_cursor of the previous page"),
-    ],
-)
-async def list_events(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    limit, cursor = page_params(request)
-    filters = {}
-    if event_type := request.query.get("type"):
-        filters["type"] = event_type
-    if entity_id := request.query.get("entity_id"):
-        filters["entity.id"] = entity_id
-    docs = await services_of(request).store.events.find(
-        claims.tenant, filters, before=cursor, limit=limit
-    )
-    return json_response(page([public_event(d) for d in docs], limit))
-
-
-@operation("Get an event", tag="events", response={"type": "object"})
-async def get_event(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    doc = await services_of(request).store.events.get(claims.tenant, request.match_info["id"])
-    if doc is None:
-        raise NotFound(f"no event {request.match_info['id']!r}")
-    return json_response(public_event(doc))
