@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.support import auth
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).parent / "data" / "partner_payloads"
+README = ROOT / "README.md"
 
 
 def _path(hook: Any) -> str:
@@ -83,3 +85,17 @@ async def test_demo_triggers_accept_the_partner_samples(
         await client.get(path("erp-vehicles") + "/ABC1D23", headers=bearer("erp-vehicles"))
     ).json()
     assert vehicle["last_position"]["speed_kmh"] == 24.3  # 13.1 knots
+
+
+async def test_the_readme_driver_example_creates_a_new_driver(client: Any) -> None:
+    """README's "the ERP ... writes a driver" curl, sent to the demo's erp-drivers trigger."""
+    hooks = await _seed(client.app[services_key])
+    match = re.search(r"-d '(\{.*?\})' \"\$ERP_DRIVERS_URL\"", README.read_text())
+    assert match is not None
+    driver = json.loads(match.group(1))
+    trigger = hooks["erp-drivers"]
+    response = await client.post(
+        _path(trigger), json=driver, headers={"Authorization": f"Bearer {trigger.token}"}
+    )
+    assert response.status == 201, await response.text()
+    assert (await response.json())["created"] is True

@@ -68,3 +68,13 @@ async def test_every_api_example_answers_as_documented(client: Client) -> None:
         if example["expected"] is not None:
             body = await response.json(content_type=None)
             assert _contains(body, example["expected"]), f"{where}: {body}"
+
+
+def test_the_readme_layout_names_every_package_and_module() -> None:
+    readme = (DOC.parents[1] / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    package = DOC.parents[1] / "gateway"
+    names = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+    names |= {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    missing = sorted(n for n in names if not re.search(rf"(?<![\w/]){re.escape(n)}", layout))
+    assert missing == []

@@ -232,3 +232,19 @@ async def test_lookup_key_from_the_payload_cannot_become_a_query_operator(client
     assert "lookup value" in str(answer)
     vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
     assert "odometer_km" not in vehicle
+
+
+async def test_event_data_of_a_mapping_is_the_events_detail_beside_the_entity_data(
+    client: Client,
+) -> None:
+    await upload_shipped(client, "samsara-geofence")
+    trigger = await create_trigger(client, mapping="samsara-geofence")
+    sample = json.loads((PAYLOADS / "samsara_v2_geofence_exit.json").read_text())
+    status, answer = await hook(client, trigger, sample)
+    assert status == 201 and "vehicle.geofence.exited" in answer["events"]
+    await client.app[services_key].relay.run_until_idle()
+    events = await client.get("/api/v1/events?type=vehicle.geofence.exited", headers=auth())
+    [event] = (await events.json())["items"]
+    assert event["detail"]["geofence"]["name"] == sample["data"]["address"]["name"]
+    assert event["data"]["plate"] == answer["key"]  # the entity as written
+    assert "geofence" not in event["data"]  # event_data never lands in the entity
