@@ -78,3 +78,19 @@ def test_the_readme_layout_names_every_package_and_module() -> None:
     names |= {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
     missing = sorted(n for n in names if not re.search(rf"(?<![\w/]){re.escape(n)}", layout))
     assert missing == []
+
+
+def test_the_architecture_page_names_modules_and_functions_that_exist() -> None:
+    """Every "`module.py` `Class.function`" hop of docs/architecture.md is in the code."""
+    text = (DOC.parent / "architecture.md").read_text()
+    package = DOC.parents[1] / "gateway"
+    hops = re.findall(r"`([\w/]+\.py)` `([\w.]+)`", text)
+    assert len(hops) >= 30
+    wrong = []
+    for module, name in hops:
+        path = package / module
+        source = path.read_text() if path.exists() else ""
+        for part in name.split("."):
+            if not re.search(rf"(def|class) {part}\b|^{part} = ", source, re.M):
+                wrong.append(f"{module} {name}")
+    assert wrong == []
