@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
@@ -19,6 +22,8 @@ from gateway.demo import DemoTrigger, seed_entities, seed_mappings, seed_trigger
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import load_secret_key, open_services
+
+T = TypeVar("T")
 
 
 def serve(settings: Settings) -> int:
@@ -51,8 +56,28 @@ def demo(settings: Settings, tenant: str) -> int:
             )
         return _demo_summary(settings.base_url, tenant, created, mappings, hooks, token)
 
-    print(asyncio.run(seed()), flush=True)
+    print(_run(seed), flush=True)
     return serve(settings)
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """asyncio.run(main()), with SIGTERM and SIGINT cancelling it, so that the services it
+    opened close (the embedded database stops) instead of being left behind. Interrupted,
+    it raises KeyboardInterrupt (exit 130)."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        if threading.current_thread() is threading.main_thread():  # signals reach only it
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, task.cancel)
+        return await main()
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
 
 
 def _demo_summary(
@@ -183,7 +208,7 @@ def trigger(settings: Settings, command: str, options: dict[str, object]) -> int
             return {"items": await services.triggers.list(tenant, after=None, limit=200)}
 
     try:
-        result = asyncio.run(run())
+        result = _run(run)
     except GatewayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         for problem in getattr(exc, "problems", ()):

@@ -134,27 +134,6 @@ def _database_env(settings: Settings, mongodb_uri: str) -> dict[str, str]:
     }
 
 
-async def test_trigger_commands_create_and_list_through_the_services(
-    settings: Settings, mongodb_uri: str, client: Any
-) -> None:
-    env = _database_env(settings, mongodb_uri)
-    created = await asyncio.to_thread(
-        _run,
-        *("trigger", "create", "--tenant", "acme", "--name", "erp", "--entity-type", "vehicle"),
-        env=env,
-    )
-    assert created.returncode == 0, created.stderr
-    issued = json.loads(created.stdout)
-    listed = await asyncio.to_thread(_run, "trigger", "list", "--tenant", "acme", env=env)
-    assert [t["id"] for t in json.loads(listed.stdout)["items"]] == [issued["id"]]
-    # The gateway (another process on the same database) takes the printed token.
-    path = "/hooks/" + issued["url"].rsplit("/hooks/", 1)[1]
-    answer = await client.post(
-        path, json={"plate": "ABC1D23"}, headers={"Authorization": f"Bearer {issued['token']}"}
-    )
-    assert answer.status == 201
-
-
 async def test_worker_relays_events_and_stops_on_sigterm(
     settings: Settings, mongodb_uri: str, services: Services
 ) -> None:
@@ -186,3 +165,70 @@ def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
         if text in line:
             return
     raise AssertionError(f"the process ended without printing {text!r}")
+
+
+async def test_demo_seeds_then_serves_and_stops_on_sigterm(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    port = _free_port()
+    env = {**os.environ, **_database_env(settings, mongodb_uri), "GATEWAY_PORT": str(port)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
+            assert proc.stdout is not None
+            summary = await asyncio.to_thread(_read_until, proc.stdout, "Try the curl examples")
+            token = summary.split("export ADMIN_TOKEN=", 1)[1].split()[0]
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/entities/vehicle/ABC1D23",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            with await asyncio.to_thread(urllib.request.urlopen, request, timeout=5) as answer:
+                assert json.loads(answer.read())["plate"] == "ABC1D23"
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_a_command_interrupted_while_the_embedded_database_starts_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_LOG_JSON": "false",
+    }
+    env.pop("MONGODB_URI", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "trigger", "list", "--tenant", "acme"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            _wait_for_line(proc, "embedded database started")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) in (0, 130)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "db")], capture_output=True)
+    assert leftover.stdout == b""
+
+
+def _read_until(stream: Any, text: str) -> str:
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)

@@ -23,7 +23,7 @@ async def open_store(settings: Settings, uri: str | None) -> AsyncIterator[Store
     """The store on `uri`, or on an embedded server in the data dir when `uri` is None."""
     embedded = None if uri else EmbeddedServer(Path(settings.data_dir) / "db")
     if embedded is not None:
-        await asyncio.to_thread(embedded.start)
+        await _start(embedded)
     client = open_client(embedded.uri if embedded else str(uri), timeout_ms=settings.db_timeout_ms)
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -42,6 +42,19 @@ async def open_store(settings: Settings, uri: str | None) -> AsyncIterator[Store
         await client.close()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+async def _start(embedded: EmbeddedServer) -> None:
+    """Start the child; cancelled meanwhile (a SIGTERM), wait for it and stop it again: the
+    database process never outlives the gateway."""
+    starting = asyncio.ensure_future(asyncio.to_thread(embedded.start))
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await starting
+        await asyncio.to_thread(embedded.stop)
+        raise
 
 
 async def _ensure_indexes(store: Store) -> None:
