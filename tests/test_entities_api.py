@@ -131,7 +131,17 @@ async def test_list_filters_on_indexed_fields_and_paginates(client: Client) -> N
     assert [v["plate"] for v in first["items"] + rest["items"]] == ["ABC1D20", "ABC1D22", "ABC1D24"]
     assert rest["next_cursor"] is None
     bad = await client.get("/api/v1/entities/vehicle?colour=red", headers=auth())
-    assert bad.status == 400
+    assert bad.status == 400 and "cannot filter vehicle by colour" in (await bad.json())["detail"]
+
+
+async def test_filters_are_normalised_like_the_stored_identifiers(client: Client) -> None:
+    """The admin list and a trigger's GET share one filter rule (EntityService.filters)."""
+    await _create(client, "vehicle", {"plate": "ABC1D23", "renavam": "86769597308"})
+    fine = {"kind": "fine", "key": "SP1", "ait_number": "SP1", "plate": "ABC1D23"}
+    await _create(client, "other", {**fine, "amount_brl": 130.16, "status": "open"})
+    for query in ("vehicle?plate=abc-1d23", "vehicle?renavam=8676959730-8", "other?key=SP1"):
+        answer = await client.get(f"/api/v1/entities/{query}", headers=auth())
+        assert answer.status == 200 and len((await answer.json())["items"]) == 1, query
 
 
 async def test_other_tenant_sees_404_never_the_data(client: Client) -> None:
