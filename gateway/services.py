@@ -149,8 +149,8 @@ def _assemble(
         fanout=fanout,
         deliveries=DeliveryService(store, on_replay=worker.notify),
         delivery_worker=worker,
-        # Built with its fan-out: no event is ever relayed without its deliveries.
         events=EventLog(store),
+        # Built with its fan-out: no event is ever relayed without its deliveries.
         relay=EventRelay(store, metrics, on_relayed=fanout, doorbell=relay_doorbell),
     )
 
