@@ -6,19 +6,24 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
 
-from gateway.app import create_app, load_secret_key
-from gateway.auth.keys import KeyRing
+from gateway.app import create_app
+from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
 from gateway.demo import DemoTrigger, seed_entities, seed_mappings, seed_triggers
-from gateway.errors import FieldProblem, InvalidPayload
-from gateway.keys import entities_key, keyring_key, mappings_key, triggers_key
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
+from gateway.services import load_secret_key, open_services
+
+T = TypeVar("T")
 
 
 def serve(settings: Settings) -> int:
@@ -38,30 +43,41 @@ def serve(settings: Settings) -> int:
 
 
 def demo(settings: Settings, tenant: str) -> int:
-    """Serve with the demo tenant loaded, and print where to start."""
-    app = create_app(settings)
+    """Load the demo tenant, print where to start, then serve."""
 
-    async def on_startup(app: web.Application) -> None:
-        created = await seed_entities(app[entities_key], tenant)
-        shipped = (settings.schema_dir or default_schema_dir()).parent / "mappings"
-        mappings = await seed_mappings(app[mappings_key], tenant, shipped)
-        hooks = await seed_triggers(app[triggers_key], tenant)
-        token = issue_admin_token(
-            app[keyring_key], tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
-        )
-        print(_demo_summary(settings.base_url, tenant, created, mappings, hooks, token), flush=True)
+    async def seed() -> str:
+        async with open_services(settings, run_workers=False) as services:
+            created = await seed_entities(services.entities, tenant)
+            shipped = (settings.schema_dir or default_schema_dir()).parent / "mappings"
+            mappings = await seed_mappings(services.mappings, tenant, shipped)
+            hooks = await seed_triggers(services.triggers, tenant)
+            token = issue_admin_token(
+                services.keyring, tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
+            )
+        return _demo_summary(settings.base_url, tenant, created, mappings, hooks, token)
 
-    app.on_startup.append(on_startup)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=15,
-        keepalive_timeout=75,
-    )
-    return 0
+    print(_run(seed), flush=True)
+    return serve(settings)
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """asyncio.run(main()), with SIGTERM and SIGINT cancelling it, so that the services it
+    opened close (the embedded database stops) instead of being left behind. Interrupted,
+    it raises KeyboardInterrupt (exit 130)."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        if threading.current_thread() is threading.main_thread():  # signals reach only it
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, task.cancel)
+        return await main()
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
 
 
 def _demo_summary(
@@ -93,19 +109,17 @@ def _env_name(name: str) -> str:
 
 
 def worker(settings: Settings) -> int:
-    """The app's background work (event relay, deliveries) without the HTTP server."""
+    """The background work (event relay, deliveries) without the HTTP server."""
 
     async def run() -> None:
-        # Signals first: a SIGTERM while the app starts still shuts it down cleanly.
+        # Signals first: a SIGTERM while the services open still shuts them down cleanly.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        runner = web.AppRunner(create_app(settings))
-        await runner.setup()
-        print("gateway worker running", file=sys.stderr)
-        await stop.wait()
-        await runner.cleanup()
+        async with open_services(settings, run_workers=True):
+            print("gateway worker running", file=sys.stderr)
+            await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
@@ -144,7 +158,7 @@ def mapping(
     entity schemas, with the API's problems (pointer, line, message). Exit 0 when it passes,
     1 when it does not, 2 when a file cannot be read."""
     from gateway.mapping import test_file, validate_file
-    from gateway.mappings import TenantCatalog
+    from gateway.mapping_files.service import TenantCatalog
     from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
     for path in (file, sample):
@@ -196,28 +210,18 @@ def _print_problems(problems: list[FieldProblem], file: str, sample: str) -> Non
 
 
 def trigger(settings: Settings, command: str, options: dict[str, object]) -> int:
-    """`gateway trigger create|list`, through TriggerService on the app's own resources
-    (with the embedded database, stop `gateway serve` first: they share the data dir)."""
-    from dataclasses import replace
-
-    from gateway.errors import GatewayError
-    from gateway.keys import triggers_key
-
+    """`gateway trigger create|list`, through the trigger use case (with the embedded
+    database, stop `gateway serve` first: they share the data dir)."""
     tenant = str(options["tenant"])
 
     async def run() -> dict[str, object]:
-        runner = web.AppRunner(create_app(replace(settings, run_workers=False)))
-        await runner.setup()
-        try:
-            service = runner.app[triggers_key]
+        async with open_services(settings, run_workers=False) as services:
             if command == "create":
-                return (await service.create(tenant, _trigger_spec(options))).as_dict()
-            return {"items": await service.list(tenant, after=None, limit=200)}
-        finally:
-            await runner.cleanup()
+                return (await services.triggers.create(tenant, _trigger_spec(options))).as_dict()
+            return {"items": await services.triggers.list(tenant, after=None, limit=200)}
 
     try:
-        result = asyncio.run(run())
+        result = _run(run)
     except GatewayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         for problem in getattr(exc, "problems", ()):

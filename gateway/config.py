@@ -12,6 +12,15 @@ class ConfigError(ValueError):
     """A missing or malformed environment variable; the message names it."""
 
 
+def parse_flag(raw: str) -> bool:
+    """A boolean as settings and query parameters spell it: true/1 or false/0, any case."""
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Secret:
     """A string that hides itself from repr/str so it never lands in a log line."""
@@ -124,11 +133,10 @@ class _Env:
         raw = self.text(name)
         if raw is None:
             return default
-        if raw.lower() in ("true", "1"):
-            return True
-        if raw.lower() in ("false", "0"):
-            return False
-        raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}")
+        try:
+            return parse_flag(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}") from None
 
     def url(self, name: str) -> str | None:
         raw = self.text(name)

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, InvalidPayload
-from gateway.mappings import MappingService
+from gateway.mapping_files.service import MappingService
 from gateway.triggers.service import TriggerService
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.config import Secret, Settings
+from gateway.services import Services, open_services
 from gateway.store.embedded import EmbeddedServer
 from tests.support import SECRET_KEY
 
@@ -50,8 +52,6 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def make_app(settings: Settings, mongodb_uri: str) -> Callable[..., web.Application]:
     def factory(**overrides: Any) -> web.Application:
-        from dataclasses import replace
-
         return create_app(replace(settings, **overrides), mongodb_uri=mongodb_uri)
 
     return factory
@@ -62,3 +62,11 @@ async def client(
     aiohttp_client: Any, make_app: Callable[..., web.Application]
 ) -> AsyncIterator[TestClient[Any, Any]]:
     yield await aiohttp_client(make_app())
+
+
+@pytest.fixture
+async def services(settings: Settings, mongodb_uri: str) -> AsyncIterator[Services]:
+    """A gateway process without its web app, on the test's database (the same one the
+    `client` fixture's app uses): for use cases driven directly."""
+    async with open_services(settings, mongodb_uri=mongodb_uri) as opened:
+        yield opened

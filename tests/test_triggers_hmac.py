@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.keys import store_key
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import VEHICLE, Client, create_trigger, entities
 
@@ -61,7 +61,7 @@ async def test_a_partners_secret_is_write_only_and_sealed(client: Client) -> Non
     assert trigger["auth"] == {"mode": "hmac", "preset": "samsara"}
     assert trigger["credentials"][0]["source"] == "partner"
     shown = await (await client.get(f"/api/v1/triggers/{trigger['id']}", headers=auth())).text()
-    stored = await client.app[store_key].db["triggers"].find_one({"_id": trigger["id"]})
+    stored = await client.app[services_key].store.db["triggers"].find_one({"_id": trigger["id"]})
     for text in (shown, orjson.dumps(stored, default=str).decode()):
         assert SAMSARA_SECRET not in text
     response = await _post(client, trigger, _samsara(SAMSARA_SECRET))

@@ -17,17 +17,22 @@ from typing import Any
 
 import orjson
 
-from gateway.actions.breaker import BreakerState, GuardSettings, PartnerGuards
-from gateway.actions.partner_auth import PartnerAuth, build_auth
-from gateway.actions.retry import DEFAULT_SCHEDULE, Verdict
-from gateway.actions.sender import OutboundRequest, Outcome, build_url
 from gateway.auth.secretbox import SecretBox
 from gateway.errors import NotFound
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
+from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
+from gateway.outbound.partner_auth import PartnerAuth, build_auth
+from gateway.outbound.sender import OutboundRequest, Outcome
+from gateway.outbound.urls import build_url
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 
 DEFAULT_TTL_SECONDS = 2.0
+# An action's retry schedule unless it sets its own (see `delivery/retry.py`): the delay
+# before attempt n+1, in seconds, for n attempts already made. The first attempt is
+# immediate, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. Eight attempts in all, ~27.5 h.
+DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 _MAX_CACHED = 10_000
 
 

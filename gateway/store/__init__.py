@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.store import actions, deliveries, entities, events, kinds, partners
 from gateway.store.actions import ActionStore, SubscriptionStore
-from gateway.store.client import Database, Doc, open_client, translate_errors
+from gateway.store.client import Database, Doc, new_id, open_client, translate_errors
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
@@ -18,7 +18,7 @@ from gateway.store.rejected import RejectedStore
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
 
-__all__ = ["Doc", "Store", "open_client"]
+__all__ = ["Doc", "Store", "new_id", "open_client"]
 
 
 class Store:

@@ -19,7 +19,7 @@ from gateway.auth.partner_hmac import HmacScheme, scheme_from
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
-from gateway.store import Doc
+from gateway.store import Doc, Store
 
 
 def secret_context(trigger_id: str) -> str:
@@ -89,6 +89,39 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
             for s in auth.get("secrets", ())
         ),
     )
+
+
+class TriggerConfigs:
+    """This process's compiled triggers, one per trigger at its current config version
+    (bounded; the oldest goes). The receiver and the replay of rejected payloads share it."""
+
+    def __init__(
+        self, store: Store, box: SecretBox, fetch: Fetch, *, max_cached: int = 10_000
+    ) -> None:
+        self._store = store
+        self._box = box
+        self._fetch = fetch
+        self._max = max_cached
+        self._configs: dict[str, CompiledTrigger] = {}
+
+    async def for_gate(self, gate: Doc) -> CompiledTrigger | None:
+        """The compiled trigger at the gate's version; None if it was deleted meanwhile."""
+        cached = self._configs.get(gate["_id"])
+        if cached is not None and cached.version == gate["version"]:
+            return cached
+        doc = await self._store.triggers.get(gate["tenant"], gate["_id"])
+        return None if doc is None else self.compiled(doc)
+
+    def compiled(self, doc: Doc) -> CompiledTrigger:
+        """The trigger document compiled (once per version)."""
+        cached = self._configs.get(doc["_id"])
+        if cached is not None and cached.version == doc["version"]:
+            return cached
+        compiled = compile_trigger(doc, box=self._box, fetch=self._fetch)
+        if len(self._configs) >= self._max:
+            self._configs.pop(next(iter(self._configs)))
+        self._configs[compiled.id] = compiled
+        return compiled
 
 
 def partner_verifier(auth: Doc, fetch: Fetch) -> PartnerJwtVerifier:

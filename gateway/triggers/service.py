@@ -18,17 +18,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from gateway.auth import partner_hmac
-from gateway.auth.keys import KeyRing
+from gateway.auth.keyring import KeyRing
 from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.errors import Conflict, FieldProblem, NotFound
+from gateway.mapping_files.source import MappingSource
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import partner_verifier, secret_context
 from gateway.triggers.hmac_secrets import check_rotated_secret, hmac_problems
-from gateway.triggers.ingest import MappingSource
 from gateway.triggers.spec import (
     check_spec,
     document,

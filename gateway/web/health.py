@@ -6,11 +6,11 @@ import hmac
 
 from aiohttp import web
 
+from gateway.auth.tokens import bearer_token
 from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
-from gateway.keys import delivery_worker_key, metrics_key, relay_key, settings_key, store_key
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import bearer_token
+from gateway.web.state import services_of
 
 
 @operation("Liveness: the process answers", tag="operations", auth="none")
@@ -20,16 +20,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 @operation("Readiness: the database answers", tag="operations", auth="none", errors=(503,))
 async def readyz(request: web.Request) -> web.Response:
-    metrics = request.app[metrics_key]
+    services = services_of(request)
+    metrics = services.metrics
     try:
-        await request.app[store_key].ping()
+        await services.store.ping()
     except StoreUnavailable:
         metrics.database_up.set(0)
         raise
     metrics.database_up.set(1)
     workers = "disabled"
-    if request.app[settings_key].run_workers:
-        alive = request.app[relay_key].running and request.app[delivery_worker_key].running
+    if services.settings.run_workers:
+        alive = services.relay.running and services.delivery_worker.running
         workers = "running" if alive else "stopped"
         if workers == "stopped":
             raise Unavailable("the background workers are not running")
@@ -38,10 +39,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 @operation("Prometheus metrics", tag="operations", auth="none")
 async def metrics(request: web.Request) -> web.Response:
-    expected = request.app[settings_key].metrics_token
+    services = services_of(request)
+    expected = services.settings.metrics_token
     if expected is not None:
-        given = bearer_token(request) or ""
+        given = bearer_token(request.headers) or ""
         if not hmac.compare_digest(given.encode(), expected.value.encode()):
             raise Unauthorized("the metrics token is missing or wrong")
-    body = request.app[metrics_key].render()
+    body = services.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

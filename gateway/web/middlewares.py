@@ -11,9 +11,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError
-from gateway.keys import metrics_key
 from gateway.logs import request_id_var
 from gateway.web import problems
+from gateway.web.state import services_of
 
 log = logging.getLogger("gateway.access")
 
@@ -31,7 +31,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("X-Request-ID", "")
     request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
     request_id_var.set(request_id)
-    metrics = request.app[metrics_key]
+    metrics = services_of(request).metrics
     started = time.perf_counter()
     metrics.http_in_flight.inc()
     try:

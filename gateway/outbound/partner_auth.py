@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
-from gateway.actions.retry import ErrorKind
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError
+from gateway.outbound.verdict import ErrorKind
 
 
 class TokenFetchFailed(PartnerError):

@@ -9,8 +9,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.actions.catalog import Action, Partner, Subscription, build_request
-from gateway.actions.definitions import MappingSource
-from gateway.actions.sender import OutboundRequest, signed_headers
+from gateway.mapping_files.source import MappingSource
+from gateway.outbound.sender import OutboundRequest, signed_headers
 from gateway.store import Doc
 
 

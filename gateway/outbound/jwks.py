@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.actions.sender import OutboundRequest, Sender
 from gateway.auth.partner_jwt import Fetch
 from gateway.errors import PartnerError
+from gateway.outbound.sender import OutboundRequest, Sender
 
 JWKS_TIMEOUT_SECONDS = 5.0
 

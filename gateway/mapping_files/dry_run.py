@@ -7,29 +7,18 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.entities import EntityService, diff, merge
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, read_sample
+from gateway.mapping_files.source import MappingSource
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
 
 # (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None.
 EntityLookup = Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], Awaitable[Doc | None]]
-
-
-class MappingSource(Protocol):
-    """The stored mappings (`MappingService`), compiled."""
-
-    async def active(self, tenant: str, name: str) -> CompiledMapping: ...
-
-    async def compiled(self, tenant: str, name: str, version: int) -> CompiledMapping: ...
-
-    async def compile(
-        self, tenant: str, text: str | bytes, *, filename: str | None = None
-    ) -> CompiledMapping: ...
 
 
 class MappingDryRun:

@@ -11,7 +11,7 @@ version; one version per name is active. `active()` is the hot path of every tri
   uploading or deleting through this process takes effect here at once; other gateway
   processes see the change within `ACTIVE_TTL_SECONDS`.
 
-The dry run (`POST /api/v1/mappings/test`) is `mapping_dry_run.py`.
+The dry run (`POST /api/v1/mappings/test`) is `dry_run.py`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from gateway.entities import EntityService
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, load_mapping
-from gateway.mapping_dry_run import MappingDryRun
+from gateway.mapping_files.dry_run import MappingDryRun
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store

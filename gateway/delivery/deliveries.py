@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.actions.retry import DeliveryStatus
 from gateway.errors import BadRequest, Conflict, NotFound
+from gateway.models import DeliveryStatus
 from gateway.store import Doc, Store
 from gateway.store.deliveries import FILTERS
 

@@ -1,14 +1,13 @@
 """The one place outbound HTTP happens: an aiohttp client behind the SSRF guard, partner
 limits and credentials, turning every answer or failure into an `Outcome`.
 
-No aiohttp exception leaves this module. URL building and the signing headers are offered
-here too, because they shape the bytes the sender puts on the wire.
+No aiohttp exception leaves this module. The signing headers are offered here too, because
+they shape the bytes the sender puts on the wire; URLs are built in `urls.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,20 +19,18 @@ import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver
 
-from gateway.actions.breaker import BreakerState, PartnerGuard
-from gateway.actions.partner_auth import (
+# Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
+from gateway.auth.webhook_signature import signed_headers as signed_headers
+from gateway.outbound.breaker import BreakerState, PartnerGuard
+from gateway.outbound.partner_auth import (
     NO_AUTH,
     Applied,
     PartnerAuth,
     TokenFetchFailed,
     TokenResponse,
 )
-from gateway.actions.retry import NOT_SENT, ErrorKind, Verdict, classify, parse_retry_after
-from gateway.actions.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
-
-# Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
-from gateway.auth.webhook_signature import signed_headers as signed_headers
-from gateway.errors import FieldProblem, InvalidPayload
+from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
+from gateway.outbound.verdict import NOT_SENT, ErrorKind, Verdict, classify, parse_retry_after
 
 KIB = 1024
 # Response headers worth keeping in an attempt record (redirects are answers, see ssrf.py).
@@ -333,54 +330,3 @@ def _finish(outcome: Outcome, started: float, secrets: Sequence[str]) -> Outcome
                 message = message.replace(secret, "***").replace(quote(secret, safe=""), "***")
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     return replace(outcome, latency_ms=latency_ms, message=message)
-
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def build_url(
-    base_url: str,
-    path_template: str,
-    path_params: Mapping[str, object],
-    query: Mapping[str, object] | Sequence[tuple[str, object]] = (),
-) -> str:
-    """base_url + path_template with each `{name}` replaced by one percent-encoded segment.
-
-    A parameter can never leave its segment: "/", "?", "#" and "%" are encoded, and "",
-    "." and ".." are refused (URL normalisation would turn them into a different path).
-    """
-    problems: list[FieldProblem] = []
-
-    def segment(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in path_params or path_params[name] is None:
-            problems.append(
-                FieldProblem(f"/path/{name}", f"path parameter {name} is missing", "required")
-            )
-            return ""
-        value = str(path_params[name])
-        if value in ("", ".", ".."):
-            problems.append(
-                FieldProblem(
-                    f"/path/{name}", f"path parameter {name} cannot be {value!r}", "pattern"
-                )
-            )
-        return quote(value, safe="")
-
-    path = _PLACEHOLDER.sub(segment, path_template)
-    if "{" in path or "}" in path:
-        problems.append(
-            FieldProblem("/path", f"malformed path template {path_template!r}", "format")
-        )
-    if problems:
-        raise InvalidPayload("cannot build the partner URL", problems)
-    url = base_url.rstrip("/") + ("/" + path.lstrip("/") if path else "")
-    pairs = query.items() if isinstance(query, Mapping) else query
-    encoded = urlencode([(k, _query_value(v)) for k, v in pairs if v is not None])
-    return f"{url}{'&' if '?' in url else '?'}{encoded}" if encoded else url
-
-
-def _query_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

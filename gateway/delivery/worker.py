@@ -32,16 +32,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.actions.breaker import PartnerGuards
 from gateway.actions.catalog import Catalog, Partner
-from gateway.actions.definitions import MappingSource
-from gateway.actions.partner_health import PartnerHealth
-from gateway.actions.preparation import signed_request
-from gateway.actions.recording import DeliveryRecorder
-from gateway.actions.retry import DeliveryStatus
-from gateway.actions.sender import OutboundRequest, Sender
+from gateway.delivery.partner_health import PartnerHealth
+from gateway.delivery.preparation import signed_request
+from gateway.delivery.recording import DeliveryRecorder
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
+from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
+from gateway.models import DeliveryStatus
+from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.sender import OutboundRequest, Sender
 from gateway.store import Doc, Store
 from gateway.store.deliveries import SHARDS
 

@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.actions.breaker import PartnerGuard, PartnerGuards
 from gateway.actions.catalog import Action, Catalog, Partner
-from gateway.actions.partner_health import PartnerHealth
-from gateway.actions.retry import DeliveryStatus, Verdict, next_attempt_at
-from gateway.actions.sender import Outcome
+from gateway.delivery.partner_health import PartnerHealth
+from gateway.delivery.retry import next_attempt_at
 from gateway.metrics import Metrics
+from gateway.models import DeliveryStatus
+from gateway.outbound.breaker import PartnerGuard, PartnerGuards
+from gateway.outbound.sender import Outcome
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)

@@ -1,23 +1,13 @@
-"""Pure delivery arithmetic: when to try again, and what a partner's answer means."""
+"""What a partner's answer means: the verdict on an outcome, the kinds of failure, and how
+long a partner asks us to wait (`Retry-After`)."""
 
 from __future__ import annotations
 
 import enum
-import math
-import random
 import re
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
-
-# Delay before attempt n+1, in seconds, for n attempts already made: the first attempt is
-# immediate, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. Eight attempts in all, ~27.5 h.
-DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
-DEFAULT_JITTER = 0.2
-# Retry-After is clamped so a hostile or confused partner can't park a delivery for a week:
-# past this we fall back to our own schedule (and, at worst, to `dead` and a manual replay).
-DEFAULT_MAX_RETRY_AFTER = 3600.0
 
 ErrorKind = Literal[
     "timeout",  # no answer within the partner's timeout (connect or total)
@@ -42,21 +32,6 @@ class Verdict(enum.StrEnum):
     GONE = "gone"  # 410: the partner wants no more of these; disable the subscription
 
 
-class DeliveryStatus(enum.StrEnum):
-    """A delivery's persisted status (SPEC §2): pending → in_flight → a final status, or back
-    to pending for a retry. `failed` and `dead` can be replayed."""
-
-    PENDING = "pending"  # waiting for next_attempt_at
-    IN_FLIGHT = "in_flight"  # claimed by a worker under a lease
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # refused by the partner (4xx), or impossible to send
-    DEAD = "dead"  # the retry schedule is exhausted
-
-    @property
-    def final(self) -> bool:
-        return self not in (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
-
-
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
 
@@ -77,33 +52,6 @@ def classify(status: int | None, error: ErrorKind | None) -> Verdict:
         return Verdict.RETRY
     # 1xx/3xx (redirects are not followed, see ssrf.py) and the other 4xx.
     return Verdict.FAIL
-
-
-def next_attempt_at(
-    attempts: int,
-    schedule: Sequence[float],
-    now: datetime,
-    *,
-    retry_after: float | None = None,
-    rng: Callable[[], float] = random.random,
-    jitter: float = DEFAULT_JITTER,
-    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
-) -> datetime | None:
-    """When to make attempt `attempts + 1`, or None once the schedule is exhausted (→ dead).
-
-    The scheduled delay gets ±`jitter` (a fraction) so a partner's recovery is not met by
-    every delivery at once. A `Retry-After` is a floor, never a shortcut: we wait
-    max(scheduled, min(retry_after, max_retry_after)), so `Retry-After: 0` cannot make us
-    hammer a partner and `Retry-After: 604800` cannot stall a delivery past the cap.
-    """
-    if attempts < 0:
-        raise ValueError(f"attempts must be >= 0, got {attempts}")
-    if attempts >= len(schedule):
-        return None
-    delay = float(schedule[attempts]) * (1.0 + jitter * (2.0 * rng() - 1.0))
-    if retry_after is not None and math.isfinite(retry_after):
-        delay = max(delay, min(max(retry_after, 0.0), max_retry_after))
-    return now + timedelta(seconds=max(delay, 0.0))
 
 
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")

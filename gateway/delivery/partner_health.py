@@ -13,8 +13,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from gateway.actions.catalog import Catalog, Partner
-from gateway.actions.retry import Verdict
 from gateway.metrics import Metrics
+from gateway.outbound.verdict import Verdict
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
