@@ -43,6 +43,7 @@ from gateway.keys import (
     kinds_key,
     mappings_key,
     metrics_key,
+    notify_key,
     proxy_key,
     rejected_key,
     relay_key,
@@ -54,6 +55,7 @@ from gateway.keys import (
 from gateway.kinds import KindService
 from gateway.mappings import MappingService
 from gateway.metrics import Metrics
+from gateway.notify.wiring import open_notify
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.store import Store, open_client
 from gateway.store.embedded import EmbeddedServer
@@ -92,6 +94,7 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
     app.cleanup_ctx.append(_actions)  # before the relay: it fans out to deliveries
     app.cleanup_ctx.append(_triggers)
     app.cleanup_ctx.append(_event_relay)
+    app.cleanup_ctx.append(_notify)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("gateway.web", "templates"),
@@ -233,3 +236,10 @@ async def _actions(app: web.Application) -> AsyncIterator[None]:
         if task:
             await worker.stop()
             await task
+
+
+async def _notify(app: web.Application) -> AsyncIterator[None]:
+    """Driver assignments, channels, templates, senders and flows (docs/notifications.md)."""
+    async with open_notify(app[store_key], app[entities_key]) as notify:
+        app[notify_key] = notify
+        yield

@@ -17,6 +17,7 @@ from gateway.events import EventRelay
 from gateway.kinds import KindService
 from gateway.mappings import MappingService
 from gateway.metrics import Metrics
+from gateway.notify.wiring import NotifyServices
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
 from gateway.triggers import HookReceiver, RejectedPayloads, TriggerService
@@ -39,3 +40,4 @@ proxy_key = web.AppKey("proxy", Proxy)
 fanout_key = web.AppKey("fanout", FanOut)
 delivery_worker_key = web.AppKey("delivery_worker", DeliveryWorker)
 deliveries_key = web.AppKey("deliveries", DeliveryService)
+notify_key = web.AppKey("notify", NotifyServices)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from gateway.web import (
     actions,
+    assignments,
     deliveries,
     entities,
     health,
@@ -14,6 +15,7 @@ from gateway.web import (
     mappings,
     openapi,
     partners,
+    templates,
     triggers,
 )
 
@@ -45,6 +47,8 @@ def add_routes(app: web.Application) -> None:
             web.get("/api/v1/entities/{type}", entities.list_entities),
             web.post("/api/v1/entities/{type}", entities.create_entity),
             web.get("/api/v1/entities/{type}/{ref}", entities.get_entity),
+            web.get("/api/v1/entities/vehicle/{ref}/drivers", assignments.list_vehicle_drivers),
+            web.post("/api/v1/entities/vehicle/{ref}/drivers", assignments.assign_vehicle_driver),
             web.patch("/api/v1/entities/{type}/{ref}", entities.patch_entity),
             web.delete("/api/v1/entities/{type}/{ref}", entities.delete_entity),
             web.get("/api/v1/kinds", kinds.list_kinds),
@@ -83,6 +87,12 @@ def add_routes(app: web.Application) -> None:
             web.post(
                 "/api/v1/subscriptions/{id}/rotate-secret", actions.rotate_subscription_secret
             ),
+            web.post("/api/v1/templates", templates.create_template),
+            web.get("/api/v1/templates", templates.list_templates),
+            web.post("/api/v1/templates/preview", templates.preview_template),
+            web.get("/api/v1/templates/{ref}", templates.get_template),
+            web.put("/api/v1/templates/{ref}", templates.replace_template),
+            web.delete("/api/v1/templates/{ref}", templates.delete_template),
             web.get("/api/v1/deliveries", deliveries.list_deliveries),
             web.post("/api/v1/deliveries/replay", deliveries.replay_deliveries),
             web.get("/api/v1/deliveries/{id}", deliveries.get_delivery),
