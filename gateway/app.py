@@ -240,6 +240,13 @@ async def _actions(app: web.Application) -> AsyncIterator[None]:
 
 async def _notify(app: web.Application) -> AsyncIterator[None]:
     """Driver assignments, channels, templates, senders and flows (docs/notifications.md)."""
-    async with open_notify(app[store_key], app[entities_key]) as notify:
+    async with open_notify(
+        app[settings_key],
+        app[store_key],
+        app[entities_key],
+        app[mappings_key],
+        app[keyring_key],
+        app[metrics_key],
+    ) as notify:
         app[notify_key] = notify
         yield

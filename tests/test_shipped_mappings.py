@@ -32,6 +32,8 @@ OUTBOUND = {
     "erp-mileage.yaml": "erp_mileage_update.json",
     "fcm-geofence-exit.yaml": "fcm_v1_message.json",
     "sms-maintenance-due.yaml": "sms_request.json",
+    "sms-zenvia.yaml": "sms_request.json",
+    "sms-twilio.yaml": "twilio_sms_request.json",
 }
 
 VEHICLE = {
@@ -89,6 +91,21 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "entity": VEHICLE,
         "event": {"type": "vehicle.maintenance.due", "data": {"due_at_km": 10000}},
         "driver": DRIVER,
+    },
+    # An SMS channel's message (gateway/notify/sms.py), as Zenvia and Twilio want it.
+    "sms-zenvia.yaml": {
+        "message": {
+            "to": "+55 11 98765-4321",
+            "text": "Rabbot: ABC1D23 atingiu 10.000 km. Agende a revisao.",
+            "from": "RABBOT",
+        }
+    },
+    "sms-twilio.yaml": {
+        "message": {
+            "to": "+55 11 98765-4321",
+            "text": "Rabbot: ABC1D23 atingiu 10.000 km. Agende a revisao.",
+            "from": "+15005550006",
+        }
     },
 }
 SECRETS = {

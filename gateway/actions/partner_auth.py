@@ -205,9 +205,16 @@ def build_auth(
     kind = credentials.get("type")
     if kind == "oauth2_client_credentials":
         return _build_oauth2(credentials, on_refresh)
+    if kind == "google_service_account":
+        # Imported here: the notify lane's auth builds on this module's token cache.
+        from gateway.notify.service_account import build_service_account_auth
+
+        return build_service_account_auth(credentials, on_refresh)
     builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
-        known = ", ".join([*_STATIC_BUILDERS, "oauth2_client_credentials"])
+        known = ", ".join(
+            [*_STATIC_BUILDERS, "oauth2_client_credentials", "google_service_account"]
+        )
         raise _invalid("/auth/type", f"unknown auth type {kind!r}; expected one of {known}")
     return StaticAuth(builder(_Fields(credentials)))
 

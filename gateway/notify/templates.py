@@ -34,6 +34,14 @@ async def _no_users(tenant: str, name: str) -> list[dict[str, Any]]:
     return []
 
 
+async def refuse_if_used(users: Users, tenant: str, what: str, name: str) -> None:
+    """409 naming the flows that still use a channel or template."""
+    found = await users(tenant, name)
+    if found:
+        named = ", ".join(f"{u['kind']} {u['name']}" for u in found)
+        raise Conflict(f"{what} {name!r} is used by {named}", used_by=found)
+
+
 def public_template(doc: Doc) -> dict[str, Any]:
     return {
         "id": str(doc["_id"]),
@@ -92,10 +100,7 @@ class TemplateService:
 
     async def delete(self, tenant: str, ref: str) -> None:
         doc = await self.get(tenant, ref)
-        users = await self.users(tenant, doc["name"])
-        if users:
-            named = ", ".join(f"{u['kind']} {u['name']}" for u in users)
-            raise Conflict(f"template {doc['name']!r} is used by {named}", used_by=users)
+        await refuse_if_used(self.users, tenant, "template", doc["name"])
         await self._store.delete(tenant, str(doc["_id"]))
 
     async def compiled(self, tenant: str, name: str) -> CompiledTemplate:

@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.web import (
     actions,
     assignments,
+    channels,
     deliveries,
     entities,
     health,
@@ -87,6 +88,14 @@ def add_routes(app: web.Application) -> None:
             web.post(
                 "/api/v1/subscriptions/{id}/rotate-secret", actions.rotate_subscription_secret
             ),
+            web.post("/api/v1/channels", channels.create_channel),
+            web.get("/api/v1/channels", channels.list_channels),
+            web.get("/api/v1/channels/{ref}", channels.get_channel),
+            web.patch("/api/v1/channels/{ref}", channels.patch_channel),
+            web.delete("/api/v1/channels/{ref}", channels.delete_channel),
+            web.post("/api/v1/channels/{ref}/test", channels.test_channel),
+            web.get("/api/v1/notification-settings", channels.get_notification_settings),
+            web.put("/api/v1/notification-settings", channels.put_notification_settings),
             web.post("/api/v1/templates", templates.create_template),
             web.get("/api/v1/templates", templates.list_templates),
             web.post("/api/v1/templates/preview", templates.preview_template),
