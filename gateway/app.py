@@ -247,6 +247,8 @@ async def _notify(app: web.Application) -> AsyncIterator[None]:
         app[mappings_key],
         app[keyring_key],
         app[metrics_key],
+        app[schemas_key],
+        app[kinds_key],
     ) as notify:
         app[notify_key] = notify
         yield

@@ -26,7 +26,10 @@ INBOUND = {
     "fine-feed.yaml": "fine_feed.json",
     "checklist.yaml": "checklist_completed.json",
 }
-RESPONSE = {"hr-current-driver.yaml": "driver_lookup_response.json"}
+RESPONSE = {
+    "hr-current-driver.yaml": "driver_lookup_response.json",
+    "hr-driver-lookup.yaml": "driver_lookup_response.json",
+}
 OUTBOUND = {
     "erp-fine-paid.yaml": "erp_fine_paid.json",
     "erp-mileage.yaml": "erp_mileage_update.json",
@@ -318,6 +321,21 @@ def test_checklist() -> None:
         "completed_at": "2026-11-25T10:58:00Z",
     }
     assert result["events"] == ("checklist.completed",)
+
+
+def test_driver_lookup_for_flows_answers_a_driver_with_contacts() -> None:
+    mapping = load("hr-driver-lookup.yaml")
+    fine = {**FINE, "occurred_at": "2026-11-18T16:45:00Z"}
+    request = mapping.build_request({"entity": fine})
+    assert request.path_params == {"plate": "ABC1D23"}
+    assert request.query == {"em": "2026-11-18T16:45:00Z"}
+    assert mapping.map_response(sample(RESPONSE["hr-driver-lookup.yaml"])) == {
+        "name": "Ana Souza",
+        "cpf": "52998224725",
+        "email": "ana.souza@example.com",
+        "phone": "+5511987654321",
+        "since": "2026-11-01T08:00:00-03:00",
+    }
 
 
 def test_current_driver_lookup() -> None:

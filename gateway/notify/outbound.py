@@ -1,10 +1,12 @@
-"""The outbound layer as the notify lane uses it, imported in this one place: the HTTP sender
-(SSRF guard, partner limits, credentials), partner and action definitions, retry verdicts.
+"""The actions layer as the notify lane and flows use it, imported in this one place: the HTTP
+sender (SSRF guard, partner limits, credentials), partner and action definitions, request
+building, retry verdicts, the subscription filter language.
 (The `arch` lane is moving these modules; this file is what follows them.)"""
 
 from gateway.actions.body_check import BodyCheck
 from gateway.actions.breaker import PartnerGuards
-from gateway.actions.catalog import Action, Catalog, Partner
+from gateway.actions.catalog import Action, Catalog, Partner, build_request
+from gateway.actions.fanout import EventFilter, compile_filter, event_type_keys
 from gateway.actions.partner_auth import (
     OAuth2ClientCredentials,
     TokenFetcher,
@@ -20,6 +22,7 @@ __all__ = [
     "Action",
     "BodyCheck",
     "Catalog",
+    "EventFilter",
     "OAuth2ClientCredentials",
     "OutboundBlocked",
     "OutboundPolicy",
@@ -30,6 +33,9 @@ __all__ = [
     "Sender",
     "TokenFetcher",
     "Verdict",
+    "build_request",
     "build_url",
+    "compile_filter",
+    "event_type_keys",
     "parse_token_response",
 ]

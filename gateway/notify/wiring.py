@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.actions.catalog import partner_guards
 from gateway.assignments import AssignmentService
@@ -12,6 +13,10 @@ from gateway.auth.keys import KeyRing
 from gateway.auth.secretbox import SecretBox
 from gateway.config import Settings
 from gateway.entities import EntityService
+from gateway.flows.dry_run import DryRunParts, FlowDryRun
+from gateway.flows.recipients import RecipientResolver
+from gateway.flows.service import FlowService
+from gateway.kinds import KindService
 from gateway.metrics import Metrics
 from gateway.notify.channels import ChannelService
 from gateway.notify.email import EmailSender
@@ -20,7 +25,8 @@ from gateway.notify.outbound import Catalog, OutboundPolicy, Sender
 from gateway.notify.push import FcmSender
 from gateway.notify.settings import SettingsService
 from gateway.notify.sms import SmsSender
-from gateway.notify.templates import TemplateService
+from gateway.notify.templates import TemplateService, Users
+from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
 
 
@@ -31,6 +37,8 @@ class NotifyServices:
     channels: ChannelService
     settings: SettingsService
     notifier: Notifier
+    flows: FlowService
+    flow_dry_run: FlowDryRun
 
 
 @contextlib.asynccontextmanager
@@ -41,17 +49,41 @@ async def open_notify(
     mappings: MappingSource,
     ring: KeyRing,
     metrics: Metrics,
+    schemas: SchemaRegistry,
+    kinds: KindService,
 ) -> AsyncIterator[NotifyServices]:
     """Senders share one SSRF-guarded HTTP client of their own and their own partner catalog
     (phase B moves both onto the composition root's, with the delivery worker's)."""
     box = SecretBox(ring)
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
+    catalog = Catalog(store, box, metrics)
     channels = ChannelService(store, box)
+    templates = TemplateService(store.notify.templates)
+    assignments = AssignmentService(store.notify.assignments, entities)
+    notify_settings = SettingsService(store.notify.settings)
+    flows = FlowService(store)
+    channels.users = _users_of(flows, "channel")
+    templates.users = _users_of(flows, "template")
+    dry_run = FlowDryRun(
+        DryRunParts(
+            store,
+            flows,
+            catalog,
+            mappings,
+            entities,
+            schemas,
+            kinds,
+            RecipientResolver(entities, assignments),
+            templates,
+            channels,
+            notify_settings,
+        )
+    )
     async with Sender(policy) as sender:
         guards = partner_guards(metrics)
         notifier = Notifier(
             channels,
-            Catalog(store, box, metrics),
+            catalog,
             mappings,
             entities,
             email=EmailSender(policy),
@@ -59,9 +91,18 @@ async def open_notify(
             sms=SmsSender(sender, guards),
         )
         yield NotifyServices(
-            assignments=AssignmentService(store.notify.assignments, entities),
-            templates=TemplateService(store.notify.templates),
+            assignments=assignments,
+            templates=templates,
             channels=channels,
-            settings=SettingsService(store.notify.settings),
+            settings=notify_settings,
             notifier=notifier,
+            flows=flows,
+            flow_dry_run=dry_run,
         )
+
+
+def _users_of(flows: FlowService, kind: str) -> Users:
+    async def users(tenant: str, name: str) -> list[dict[str, Any]]:
+        return await flows.users_of(tenant, kind, name)
+
+    return users

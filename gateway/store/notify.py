@@ -1,5 +1,5 @@
 """The notify lane's collections: driver assignments, channels, templates, per-tenant
-notification settings and cooldowns.
+notification settings, cooldowns, and flows (`store/flows.py`).
 
 Channels and templates are `{_id, tenant, name, ..., rev, created_at, updated_at}` with a name
 unique per tenant (flows name them). Settings are one document per tenant (`_id` = tenant). A
@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from gateway.store.assignments import AssignmentStore
 from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
+from gateway.store.flows import FlowStore
 from gateway.store.resources import TenantResources
 
 NAME_INDEXES = [IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="name")]
@@ -83,6 +84,11 @@ class CooldownStore:
             found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
         return None if found is None else found["sent_at"]
 
+    async def last_sent(self, tenant: str, key: str) -> datetime | None:
+        with translate_errors():
+            found = await self._c.find_one(scoped(tenant, {"_id": f"{tenant}:{key}"}))
+        return None if found is None else found["sent_at"]
+
 
 class NotifyStores:
     def __init__(self, db: Database) -> None:
@@ -91,6 +97,7 @@ class NotifyStores:
         self.templates = NamedResources(db["templates"])
         self.settings = SettingsStore(db["notify_settings"])
         self.cooldowns = CooldownStore(db["notify_cooldowns"])
+        self.flows = FlowStore(db)
         self._db = db
 
     async def ensure_indexes(self) -> None:
@@ -99,3 +106,4 @@ class NotifyStores:
             await self._db["channels"].create_indexes(NAME_INDEXES)
             await self._db["templates"].create_indexes(NAME_INDEXES)
             await self._db["notify_cooldowns"].create_indexes(COOLDOWN_INDEXES)
+        await self.flows.ensure_indexes()
