@@ -103,7 +103,7 @@ class AssignmentService:
         author: str,
     ) -> AssignResult:
         now = self._clock()
-        start = self._check_start(start or now, now, source)
+        start = self._check(start or now, now, source, ref)
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         driver = None if driver_ref is None else await self._driver(tenant, driver_ref)
         vid = str(vehicle["_id"])
@@ -153,8 +153,10 @@ class AssignmentService:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _check_start(self, start: datetime, now: datetime, source: str) -> datetime:
+    def _check(self, start: datetime, now: datetime, source: str, ref: str | None) -> datetime:
         problems = []
+        if ref is not None and not 0 < len(ref) <= 200:
+            problems.append(FieldProblem("/ref", "ref is text of at most 200", "maxLength"))
         if start.tzinfo is None:
             problems.append(FieldProblem("/start", "start needs a UTC offset", "format"))
         elif not EARLIEST <= start <= now + MAX_AHEAD:

@@ -88,6 +88,11 @@ def test_a_flow_that_writes_what_starts_it_is_a_cycle() -> None:
     load_flow(kept_out)
 
 
+def test_set_fields_cannot_overlap() -> None:
+    text = BASE + "  - id: s\n    set: {fields: {attributes: '`{}`', attributes.x: '`1`'}}\n"
+    assert _problems(text) == [("/steps/0/set/fields/attributes.x", "overlap", 6)]
+
+
 async def test_an_upload_names_only_what_the_tenant_has(client: Client) -> None:
     response = await client.post(
         "/api/v1/flows",

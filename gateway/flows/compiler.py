@@ -180,6 +180,12 @@ class _Compiler:
 
     def set(self, raw: dict[str, Any], at: str, earlier: frozenset[str]) -> SetSpec:
         entity = raw.get("entity")
+        names = raw["fields"]
+        for inner in names:
+            outer = next((n for n in names if inner.startswith(n + ".")), None)
+            if outer is not None:
+                message = f"{inner!r} is inside {outer!r}: write one or the other"
+                self.problems.add(f"{at}/fields/{_escape(inner)}", message, "overlap")
         return SetSpec(
             fields=self.values(raw["fields"], f"{at}/fields", earlier),
             entity_type=None if entity is None else entity["type"],

@@ -5,7 +5,7 @@ building, retry verdicts, the subscription filter language.
 
 from gateway.actions.body_check import BodyCheck
 from gateway.actions.breaker import PartnerGuards
-from gateway.actions.catalog import Action, Catalog, Partner, build_request
+from gateway.actions.catalog import Action, Catalog, Partner, build_request, partner_guards
 from gateway.actions.fanout import EventFilter, compile_filter, event_type_keys
 from gateway.actions.partner_auth import (
     OAuth2ClientCredentials,
@@ -38,4 +38,5 @@ __all__ = [
     "compile_filter",
     "event_type_keys",
     "parse_token_response",
+    "partner_guards",
 ]

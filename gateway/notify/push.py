@@ -30,14 +30,14 @@ _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 
 def fcm_body(message: PushMessage, priority: str = "high") -> dict[str, Any]:
-    return {
-        "message": {
-            "token": message.token,
-            "notification": {"title": message.title, "body": message.body},
-            "data": {str(k): str(v) for k, v in message.data.items()},
-            "android": {"priority": priority},
-        }
+    body: dict[str, Any] = {
+        "token": message.token,
+        "notification": {"title": message.title, "body": message.body},
+        "android": {"priority": priority},
     }
+    if message.data:
+        body["data"] = {str(k): str(v) for k, v in message.data.items()}
+    return {"message": body}
 
 
 class FcmSender:

@@ -18,6 +18,7 @@ dicts), every way a template could reach Python or take unbounded time or memory
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -81,12 +82,14 @@ class BoundedUndefined(ChainableUndefined):
         return ""
 
 
-_MISSING: list[list[str]] = []
+# The names a render printed without a value; set by `budget()` for the render in progress.
+_MISSING: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("missing", default=None)
 
 
 def _note_undefined(name: str | None) -> None:
-    if _MISSING and name and name not in _MISSING[-1]:
-        _MISSING[-1].append(name)
+    missing = _MISSING.get()
+    if missing is not None and name and name not in missing:
+        missing.append(name)
 
 
 def measure(value: Any, budget: int = MAX_VALUE_NODES) -> int:
@@ -261,15 +264,16 @@ def budget(steps: int = MAX_STEPS, seconds: float = MAX_SECONDS) -> Iterator[lis
         return trace
 
     previous = sys.gettrace()
-    _MISSING.append([])
+    missing: list[str] = []
+    token = _MISSING.set(missing)
     sys.settrace(trace)
     try:
-        yield _MISSING[-1]
+        yield missing
     except RecursionError:
         raise RenderLimit("rendering recursed too deeply") from None
     finally:
         sys.settrace(previous)
-        _MISSING.pop()
+        _MISSING.reset(token)
 
 
 def bounded_text(chunks: Iterator[str]) -> str:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.actions.catalog import partner_guards
 from gateway.assignments import AssignmentService
 from gateway.auth.keys import KeyRing
 from gateway.auth.secretbox import SecretBox
@@ -21,7 +20,7 @@ from gateway.metrics import Metrics
 from gateway.notify.channels import ChannelService
 from gateway.notify.email import EmailSender
 from gateway.notify.notifier import MappingSource, Notifier
-from gateway.notify.outbound import Catalog, OutboundPolicy, Sender
+from gateway.notify.outbound import Catalog, OutboundPolicy, Sender, partner_guards
 from gateway.notify.push import FcmSender
 from gateway.notify.settings import SettingsService
 from gateway.notify.sms import SmsSender
