@@ -237,7 +237,7 @@ async def test_scenario_2_reaches_driver_and_managers_and_lists_who_it_cannot(
         "type": "vehicle.maintenance.due",
         "entity": {"type": "vehicle", "id": vehicle["id"]},
         "data": {"plate": "ABC1D23", "odometer_km": 10012.4},
-        "detail": {"due_at_km": 10000},
+        "detail": {"due_km": 10000},
     }
     result = await _test(client, {"flow": "maintenance-due-alert", "event": event})
     push, email, sms = result["steps"]

@@ -46,7 +46,7 @@ def test_scenario_texts_match_the_partner_samples() -> None:
     sms = compile_template(
         checked_template(yaml.safe_load((FLOWS / "templates/maintenance-due-sms.yaml").read_text()))
     )
-    context = {"entity": {"plate": "ABC1D23"}, "event": {"detail": {"due_at_km": 10000}}}
+    context = {"entity": {"plate": "ABC1D23"}, "event": {"detail": {"due_km": 10000}}}
     # tests/data/partner_payloads/sms_request.json
     assert sms.render(context, "pt-BR").parts["text"] == (
         "Rabbot: ABC1D23 atingiu 10.000 km. Agende a revisao."
