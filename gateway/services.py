@@ -33,6 +33,7 @@ from gateway.events import EventLog, EventRelay
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
+from gateway.notify.wiring import NotifyServices, assemble_notify
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
@@ -74,6 +75,7 @@ class Services:
     delivery_worker: DeliveryWorker
     events: EventLog
     relay: EventRelay
+    notify: NotifyServices
 
 
 @contextlib.asynccontextmanager
@@ -92,7 +94,7 @@ async def open_services(
         open_store(settings, mongodb_uri or settings.mongodb_uri) as store,
         Sender(policy) as sender,
     ):
-        services = _assemble(settings, metrics, ring, schemas, store, sender)
+        services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
         async with _background(services):
             yield services
 
@@ -104,6 +106,7 @@ def _assemble(
     schemas: SchemaRegistry,
     store: Store,
     sender: Sender,
+    policy: OutboundPolicy,
 ) -> Services:
     """Every use case, each given what it needs, in dependency order (no I/O here)."""
     box = SecretBox(ring)
@@ -152,6 +155,9 @@ def _assemble(
         events=EventLog(store),
         # Built with its fan-out: no event is ever relayed without its deliveries.
         relay=EventRelay(store, metrics, on_relayed=fanout, doorbell=relay_doorbell),
+        notify=assemble_notify(
+            store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
+        ),
     )
 
 

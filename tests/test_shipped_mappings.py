@@ -39,12 +39,17 @@ PARAMS: dict[str, dict[str, Any]] = {
     },
     "fleetio-meter-entry.yaml": {"meter_unit": "mi"},
 }
-RESPONSE = {"hr-current-driver.yaml": "driver_lookup_response.json"}
+RESPONSE = {
+    "hr-current-driver.yaml": "driver_lookup_response.json",
+    "hr-driver-lookup.yaml": "driver_lookup_response.json",
+}
 OUTBOUND = {
     "erp-fine-paid.yaml": "erp_fine_paid.json",
     "erp-mileage.yaml": "erp_mileage_update.json",
     "fcm-geofence-exit.yaml": "fcm_v1_message.json",
     "sms-maintenance-due.yaml": "sms_request.json",
+    "sms-zenvia.yaml": "sms_request.json",
+    "sms-twilio.yaml": "twilio_sms_request.json",
 }
 
 VEHICLE = {
@@ -102,6 +107,21 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "entity": VEHICLE,
         "event": {"type": "vehicle.maintenance.due", "data": {"due_at_km": 10000}},
         "driver": DRIVER,
+    },
+    # An SMS channel's message (gateway/notify/sms.py), as Zenvia and Twilio want it.
+    "sms-zenvia.yaml": {
+        "message": {
+            "to": "+55 11 98765-4321",
+            "text": "Rabbot: ABC1D23 atingiu 10.000 km. Agende a revisao.",
+            "from": "RABBOT",
+        }
+    },
+    "sms-twilio.yaml": {
+        "message": {
+            "to": "+55 11 98765-4321",
+            "text": "Rabbot: ABC1D23 atingiu 10.000 km. Agende a revisao.",
+            "from": "+15005550006",
+        }
     },
 }
 SECRETS = {
@@ -318,6 +338,21 @@ def test_checklist() -> None:
         "completed_at": "2026-11-25T10:58:00Z",
     }
     assert result["events"] == ("checklist.completed",)
+
+
+def test_driver_lookup_for_flows_answers_a_driver_with_contacts() -> None:
+    mapping = load("hr-driver-lookup.yaml")
+    fine = {**FINE, "occurred_at": "2026-11-18T16:45:00Z"}
+    request = mapping.build_request({"entity": fine})
+    assert request.path_params == {"plate": "ABC1D23"}
+    assert request.query == {"em": "2026-11-18T16:45:00Z"}
+    assert mapping.map_response(sample(RESPONSE["hr-driver-lookup.yaml"])) == {
+        "name": "Ana Souza",
+        "cpf": "52998224725",
+        "email": "ana.souza@example.com",
+        "phone": "+5511987654321",
+        "since": "2026-11-01T08:00:00-03:00",
+    }
 
 
 def test_current_driver_lookup() -> None:

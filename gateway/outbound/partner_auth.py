@@ -163,10 +163,10 @@ class OAuth2ClientCredentials:
         else:
             form |= {"client_id": self._client_id, "client_secret": self._client_secret}
         response = await fetch(self.token_url, form, headers)
-        return _parse_token_response(response, self._default_ttl)
+        return parse_token_response(response, self._default_ttl)
 
 
-def _parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[str, float]:
+def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[str, float]:
     body = response.json if isinstance(response.json, dict) else {}
     if not 200 <= response.status < 300:
         reason = " ".join(str(body.get(k, ""))[:200] for k in ("error", "error_description"))
@@ -205,9 +205,16 @@ def build_auth(
     kind = credentials.get("type")
     if kind == "oauth2_client_credentials":
         return _build_oauth2(credentials, on_refresh)
+    if kind == "google_service_account":
+        # Imported here: that module builds on this one's token cache (a cycle at import time).
+        from gateway.outbound.service_account import build_service_account_auth
+
+        return build_service_account_auth(credentials, on_refresh)
     builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
-        known = ", ".join([*_STATIC_BUILDERS, "oauth2_client_credentials"])
+        known = ", ".join(
+            [*_STATIC_BUILDERS, "oauth2_client_credentials", "google_service_account"]
+        )
         raise _invalid("/auth/type", f"unknown auth type {kind!r}; expected one of {known}")
     return StaticAuth(builder(_Fields(credentials)))
 

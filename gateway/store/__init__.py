@@ -12,6 +12,7 @@ from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.kinds import KindStore
 from gateway.store.mappings import MappingStore
+from gateway.store.notify import NotifyStores
 from gateway.store.partners import PartnerStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
 from gateway.store.rejected import RejectedStore
@@ -35,6 +36,7 @@ class Store:
         self.actions = ActionStore(db["actions"])
         self.subscriptions = SubscriptionStore(db["subscriptions"])
         self.deliveries = DeliveryStore(db["deliveries"])
+        self.notify = NotifyStores(db)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
@@ -50,6 +52,7 @@ class Store:
             await self.db["subscriptions"].create_indexes(actions.SUBSCRIPTION_INDEXES)
             await self.db["deliveries"].create_indexes(deliveries.INDEXES)
         await self.mappings.ensure_indexes()
+        await self.notify.ensure_indexes()
 
     async def ping(self) -> None:
         with translate_errors():

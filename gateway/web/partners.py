@@ -18,10 +18,19 @@ _AUTH: dict[str, Any] = {
     "required": ["type"],
     "description": "bearer {token} | header {name, value} | basic {username, password} | "
     "oauth2_client_credentials {token_url, client_id, client_secret, scope?, "
-    "client_auth?} | query {name, value} | none. Write-only.",
+    "client_auth?} | query {name, value} | none | google_service_account {service_account: "
+    "the key file, scope?}. Write-only.",
     "properties": {
         "type": {
-            "enum": ["bearer", "header", "basic", "oauth2_client_credentials", "query", "none"]
+            "enum": [
+                "bearer",
+                "header",
+                "basic",
+                "oauth2_client_credentials",
+                "query",
+                "none",
+                "google_service_account",
+            ]
         }
     },
 }
