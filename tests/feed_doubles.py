@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestServer
 
 @dataclass
 class Misbehaviour:
-    kind: str  # garbage | shape | status | slow | loop | expire
+    kind: str  # garbage | shape | status | slow | loop | repeat (Geotab)
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -113,6 +113,8 @@ class GeotabDouble(FeedDouble):
             "result": {"data": data, "toVersion": f"{start + len(data):016x}"},
         }
         plan = self._misbehaviour()
+        if plan is not None and plan.kind == "repeat":  # the first page under a new version
+            answer["result"]["data"] = self.records[:limit]
         if plan is not None and (odd := await self._odd(plan, answer)) is not None:
             return odd
         if self._stuck is not None:
