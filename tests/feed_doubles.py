@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -36,12 +36,27 @@ class FeedDouble:
         self._plans: deque[Misbehaviour] = deque()
         self._stuck: Any = None  # the answer repeated by "loop"
         self.release = asyncio.Event()
+        self.delay = 0.0  # seconds each feed call takes to answer
+        self._arrivals = asyncio.Condition()
         self.server: TestServer | None = None
 
     @property
     def url(self) -> str:
         assert self.server is not None
         return str(self.server.make_url("")).rstrip("/")
+
+    async def record(self, call: dict[str, Any]) -> None:
+        async with self._arrivals:
+            self.calls.append(call)
+            self._arrivals.notify_all()
+        if self.delay:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.delay)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Until a call arrives after which `predicate()` holds (a condition, not a sleep)."""
+        async with self._arrivals:
+            await asyncio.wait_for(self._arrivals.wait_for(predicate), timeout)
 
     def misbehave(self, kind: str, times: int = 1, **options: Any) -> None:
         self._plans.extend(Misbehaviour(kind, **options) for _ in range(times))
@@ -104,7 +119,7 @@ class GeotabDouble(FeedDouble):
         credentials = params.get("credentials") or {}
         if credentials.get("sessionId") not in self.sessions:
             return _rpc_error("InvalidUserException", "Incorrect login credentials")
-        self.calls.append({"fromVersion": params.get("fromVersion"), "params": params})
+        await self.record({"fromVersion": params.get("fromVersion"), "params": params})
         start = int(params.get("fromVersion") or "0", 16)
         limit = int(params.get("resultsLimit") or 1000)
         data = self.records[start : start + limit]
@@ -165,7 +180,7 @@ class SamsaraDouble(FeedDouble):
         if request.headers.get("Authorization") != f"Bearer {self.TOKEN}":
             return web.json_response({"message": "unauthorized"}, status=401)
         after = request.query.get("after")
-        self.calls.append({"after": after, "types": request.query.get("types")})
+        await self.record({"after": after, "types": request.query.get("types")})
         start = int(after[1:]) if after else 0
         data = self.records[start : start + self.PAGE]
         end = start + len(data)
