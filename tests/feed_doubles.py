@@ -92,6 +92,7 @@ class GeotabDouble(FeedDouble):
         super().__init__()
         self.sessions: set[str] = set()
         self.authentications = 0
+        self.path = "ThisServer"  # or the server that really holds the database
 
     def add_records(self, count: int, devices: tuple[str, ...] = ("b3A", "b7")) -> None:
         for _ in range(count):
@@ -147,7 +148,7 @@ class GeotabDouble(FeedDouble):
         session = f"session-{self.authentications}"
         self.sessions.add(session)
         credentials = {"database": self.DATABASE, "userName": self.USER, "sessionId": session}
-        return web.json_response({"result": {"credentials": credentials, "path": "ThisServer"}})
+        return web.json_response({"result": {"credentials": credentials, "path": self.path}})
 
 
 class SamsaraDouble(FeedDouble):

@@ -104,6 +104,18 @@ async def test_geotab_credentials_that_fail_are_a_recorded_error(
     assert geotab.PASSWORD not in str(state) and geotab.calls == []
 
 
+async def test_a_database_on_another_geotab_server_is_named_not_followed(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(1)
+    geotab.path = "my3.geotab.com"
+    schedule = await geotab_schedule(client, geotab)
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    error = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]["last_error"]
+    assert "served by my3.geotab.com: set the partner's base_url" in error["message"]
+    assert geotab.calls == []  # no GetFeed went anywhere with that session
+
+
 async def test_samsara_feed_follows_has_next_page_and_keeps_the_end_cursor(
     client: Client, samsara: SamsaraDouble
 ) -> None:
