@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,16 +19,19 @@ from gateway.app import create_app
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
-from gateway.demo import DemoTrigger, seed_entities, seed_mappings, seed_triggers
+from gateway.demo import DemoTrigger, seed_entities, seed_geotab, seed_mappings, seed_triggers
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import load_secret_key, open_services
+from gateway.web import demo_partner
 
 T = TypeVar("T")
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, extend: Callable[[web.Application], None] | None = None) -> int:
     app = create_app(settings)
+    if extend is not None:
+        extend(app)
     # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish requests,
     # then run every cleanup context (workers stop claiming, the database closes).
     web.run_app(
@@ -43,7 +47,11 @@ def serve(settings: Settings) -> int:
 
 
 def demo(settings: Settings, tenant: str) -> int:
-    """Load the demo tenant, print where to start, then serve."""
+    """Load the demo tenant, print where to start, then serve (with a stand-in Geotab server,
+    which the demo's schedule polls: the process may call its own loopback address)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    geotab_url = f"http://{host}:{settings.port}{demo_partner.PATH.removesuffix('/apiv1')}"
+    settings = replace(settings, outbound_allow=(*settings.outbound_allow, host))
 
     async def seed() -> str:
         async with open_services(settings, run_workers=False) as services:
@@ -51,13 +59,36 @@ def demo(settings: Settings, tenant: str) -> int:
             shipped = (settings.schema_dir or default_schema_dir()).parent / "mappings"
             mappings = await seed_mappings(services.mappings, tenant, shipped)
             hooks = await seed_triggers(services.triggers, tenant)
+            schedule = await seed_geotab(
+                services.actions, services.schedules, tenant, geotab_url, _DEMO_GEOTAB
+            )
             token = issue_admin_token(
                 services.keyring, tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
             )
-        return _demo_summary(settings.base_url, tenant, created, mappings, hooks, token)
+        summary = _demo_summary(settings.base_url, tenant, created, mappings, hooks, token)
+        return summary + _schedule_summary(settings.base_url, schedule)
 
     print(_run(seed), flush=True)
-    return serve(settings)
+    return serve(settings, demo_partner.add_demo_partner)
+
+
+_DEMO_GEOTAB = {
+    "database": demo_partner.DATABASE,
+    "username": demo_partner.USER,
+    "password": demo_partner.PASSWORD,
+}
+
+
+def _schedule_summary(base: str, schedule: dict[str, object]) -> str:
+    runs = f"{base}/api/v1/schedules/{schedule['id']}/runs"
+    return "\n".join(
+        [
+            f"  Polling: schedule {schedule['name']!r} reads a Geotab feed (a stand-in MyGeotab",
+            f"  server at {base}{demo_partner.PATH}) every {schedule['every']}; its runs:",
+            f'  curl -s -H "Authorization: Bearer $ADMIN_TOKEN" {runs}',
+            "",
+        ]
+    )
 
 
 def _run(main: Callable[[], Awaitable[T]]) -> T:

@@ -64,6 +64,9 @@ class Settings:
     delivery_poll_seconds: int = 1
     delivery_shutdown_seconds: int = 10
     partner_probe_seconds: int = 300
+    # Schedule runners (issue 13): one run holds its schedule's lease, renewed while it runs.
+    schedule_lease_seconds: int = 60
+    schedule_concurrency: int = 4
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -105,6 +108,8 @@ class Settings:
             delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
             delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
             partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
+            schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
+            schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
 

@@ -37,15 +37,18 @@ from gateway.notify.wiring import NotifyServices, assemble_notify
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
+from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
+from gateway.schedules.poll import PollContext
+from gateway.schedules.sinks import EntitySink, PageSink, compile_target
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.store import Store
 from gateway.store.connection import open_store
-from gateway.triggers.compiled import TriggerConfigs
+from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.pipeline import Pipeline
 from gateway.triggers.receiver import HookReceiver
 from gateway.triggers.rejected import RejectedKeeper
-from gateway.triggers.replay import RejectedPayloads
+from gateway.triggers.replay import OtherTargets, RejectedPayloads
 from gateway.triggers.service import TriggerService
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,8 @@ class Services:
     events: EventLog
     relay: EventRelay
     notify: NotifyServices
+    schedules: ScheduleService
+    schedule_runner: ScheduleRunner
 
 
 @contextlib.asynccontextmanager
@@ -122,8 +127,26 @@ def _assemble(
     )
     fanout = FanOut(store, catalog, metrics, on_created=worker.notify)
     configs = TriggerConfigs(store, box, fetch)
-    ingestor = Ingestor(
-        Pipeline(entities, schemas, mappings), RejectedKeeper(store, metrics), metrics
+    keeper = RejectedKeeper(store, metrics)
+    ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics)
+    # Where a schedule's pages land, by target type (the fleet lane adds "positions").
+    sinks: dict[str, PageSink] = {"entities": EntitySink(ingestor)}
+    runner = ScheduleRunner(
+        PollContext(
+            store,
+            catalog,
+            sender,
+            guards,
+            mappings,
+            sinks,
+            keeper,
+            metrics,
+            settings.max_body_bytes,
+        ),
+        settings=RunnerSettings(
+            lease_seconds=settings.schedule_lease_seconds,
+            concurrency=settings.schedule_concurrency,
+        ),
     )
     return Services(
         settings=settings,
@@ -146,7 +169,9 @@ def _assemble(
             fetch=fetch,
         ),
         hooks=HookReceiver(store, configs, entities, ingestor, mappings, ring, metrics),
-        rejected=RejectedPayloads(store, configs, ingestor),
+        rejected=RejectedPayloads(
+            store, configs, ingestor, other_targets=_schedule_targets(store, settings)
+        ),
         actions=ActionService(store, box, catalog, mappings),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
         fanout=fanout,
@@ -158,7 +183,20 @@ def _assemble(
         notify=assemble_notify(
             store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
         ),
+        schedules=ScheduleService(store, mappings, list(sinks), on_due=runner.notify),
+        schedule_runner=runner,
     )
+
+
+def _schedule_targets(store: Store, settings: Settings) -> OtherTargets:
+    """Rejected items of a schedule's pages are kept under its id: a replay finds the target
+    there (as it is now) when no trigger has that id."""
+
+    async def find(tenant: str, target_id: str) -> CompiledTrigger | None:
+        doc = await store.schedules.get(tenant, target_id)
+        return None if doc is None else compile_target(doc, max_body_bytes=settings.max_body_bytes)
+
+    return find
 
 
 def _worker_settings(settings: Settings) -> WorkerSettings:
@@ -186,16 +224,19 @@ def _admin_verifier(settings: Settings, ring: KeyRing, fetch: Fetch) -> AdminTok
 
 @contextlib.asynccontextmanager
 async def _background(services: Services) -> AsyncIterator[None]:
-    """The relay, then the delivery worker; on the way out the worker stops claiming and
-    finishes its in-flight sends before the relay stops."""
+    """The relay, the delivery worker and the schedule runner; on the way out the runner and
+    the worker stop claiming and finish what they started before the relay stops."""
     if not services.settings.run_workers:
         yield
         return
     relay = asyncio.create_task(services.relay.run())
     worker = asyncio.create_task(services.delivery_worker.run())
+    runner = asyncio.create_task(services.schedule_runner.run())
     try:
         yield
     finally:
+        await services.schedule_runner.stop()
+        await runner
         await services.delivery_worker.stop()
         await worker
         relay.cancel()

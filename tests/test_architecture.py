@@ -75,6 +75,7 @@ USE_CASES = (
     "gateway.triggers",
     "gateway.actions",
     "gateway.delivery",
+    "gateway.schedules",
     "gateway.demo",
 )
 ADAPTERS = ("gateway.store", "gateway.metrics", "gateway.outbound")
@@ -106,9 +107,9 @@ def test_pure_domain_reaches_no_adapter_or_use_case() -> None:
 # package → the packages it must not import (arrows point down: web → use cases → outbound).
 FORBIDDEN = {
     "gateway.outbound": (*USE_CASES, "gateway.store", "gateway.metrics"),
-    "gateway.actions": ("gateway.delivery", "gateway.triggers"),
-    "gateway.delivery": ("gateway.triggers",),
-    "gateway.triggers": ("gateway.actions", "gateway.delivery"),
+    "gateway.actions": ("gateway.delivery", "gateway.triggers", "gateway.schedules"),
+    "gateway.delivery": ("gateway.triggers", "gateway.schedules"),
+    "gateway.triggers": ("gateway.actions", "gateway.delivery", "gateway.schedules"),
     "gateway.store": (*USE_CASES, "gateway.outbound", "gateway.metrics"),
     "gateway.services": ENTRY,
 }

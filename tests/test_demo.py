@@ -10,8 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.demo import seed_entities, seed_mappings, seed_triggers
+from gateway.demo import seed_entities, seed_geotab, seed_mappings, seed_triggers
 from gateway.services import Services
+from gateway.web.demo_partner import DATABASE, PASSWORD, USER, add_demo_partner
 from gateway.web.state import services_key
 from tests.support import auth
 
@@ -99,3 +100,30 @@ async def test_the_readme_driver_example_creates_a_new_driver(client: Any) -> No
     )
     assert response.status == 201, await response.text()
     assert (await response.json())["created"] is True
+
+
+async def test_the_demo_schedule_polls_the_stand_in_geotab_server(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app()
+    add_demo_partner(app)
+    client = await aiohttp_client(app)
+    services = client.app[services_key]
+    await _seed(services)
+    credentials = {"database": DATABASE, "username": USER, "password": PASSWORD}
+    geotab_url = str(client.make_url("/demo/geotab"))
+    schedule = await seed_geotab(
+        services.actions, services.schedules, "demo", geotab_url, credentials
+    )
+    again = await seed_geotab(services.actions, services.schedules, "demo", geotab_url, credentials)
+    assert again["id"] == schedule["id"]
+    assert await services.schedule_runner.run_until_idle() == {"ok": 1}
+    runs = await (
+        await client.get(f"/api/v1/schedules/{schedule['id']}/runs", headers=auth("demo"))
+    ).json()
+    (run,) = runs["items"]
+    assert (run["pages"], run["items_read"], run["written"]) == (4, 12, 12)  # 5 + 5 + 2, then none
+    truck = await (
+        await client.get("/api/v1/entities/vehicle/BRA2E19", headers=auth("demo"))
+    ).json()
+    assert truck["last_position"]["fix_time"] and truck["attributes"]["geotab_log_id"] == "bB"

@@ -82,6 +82,12 @@ class Action:
     retry_schedule: tuple[float, ...]
     ordered: bool
     write_back: bool
+    read_only: bool = False  # a POST that only reads (JSON-RPC): schedules may run it
+
+    @property
+    def reads(self) -> bool:
+        """Whether a schedule may run it: a GET, or an action marked read-only."""
+        return self.method == "GET" or self.read_only
 
     def verdict(self, outcome: Outcome) -> Verdict:
         """The sender's verdict, with the action's own idea of success (e.g. [201], or 404
@@ -222,6 +228,7 @@ class Catalog:
             retry_schedule=tuple(doc.get("retry_schedule") or DEFAULT_SCHEDULE),
             ordered=bool(doc.get("ordered")),
             write_back=bool(doc.get("write_back")),
+            read_only=bool(doc.get("read_only")),
         )
 
     async def _load_subscription(self, tenant: str, subscription_id: str) -> Subscription:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.store import actions, deliveries, entities, events, kinds, partners
+from gateway.store import actions, deliveries, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
 from gateway.store.client import Database, Doc, new_id, open_client, translate_errors
 from gateway.store.deliveries import DeliveryStore
@@ -16,6 +16,7 @@ from gateway.store.notify import NotifyStores
 from gateway.store.partners import PartnerStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
 from gateway.store.rejected import RejectedStore
+from gateway.store.schedules import ScheduleStore
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
 
@@ -37,6 +38,7 @@ class Store:
         self.subscriptions = SubscriptionStore(db["subscriptions"])
         self.deliveries = DeliveryStore(db["deliveries"])
         self.notify = NotifyStores(db)
+        self.schedules = ScheduleStore(db["schedules"], db["schedule_runs"])
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
@@ -51,6 +53,8 @@ class Store:
             await self.db["actions"].create_indexes(actions.ACTION_INDEXES)
             await self.db["subscriptions"].create_indexes(actions.SUBSCRIPTION_INDEXES)
             await self.db["deliveries"].create_indexes(deliveries.INDEXES)
+            await self.db["schedules"].create_indexes(schedules.INDEXES)
+            await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.mappings.ensure_indexes()
         await self.notify.ensure_indexes()
 

@@ -31,6 +31,10 @@ ACTION: dict[str, Any] = {
         "retry_schedule": {"type": ["array", "null"], "items": {"type": "number"}},
         "ordered": {"type": "boolean"},
         "write_back": {"type": "boolean"},
+        "read_only": {
+            "type": "boolean",
+            "description": "a POST that only reads (JSON-RPC): schedules may run it",
+        },
     },
 }
 INVOKE: dict[str, Any] = {
