@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from gateway import __version__
+from gateway.accounts import AccountService
 from gateway.actions.catalog import Catalog, partner_guards
 from gateway.actions.proxy import Proxy
 from gateway.actions.service import ActionService
@@ -24,6 +25,7 @@ from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
 from gateway.config import Settings
+from gateway.dashboard import Dashboard
 from gateway.delivery.deliveries import DeliveryService
 from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
@@ -76,6 +78,8 @@ class Services:
     events: EventLog
     relay: EventRelay
     notify: NotifyServices
+    accounts: AccountService
+    dashboard: Dashboard
 
 
 @contextlib.asynccontextmanager
@@ -122,6 +126,7 @@ def _assemble(
     )
     fanout = FanOut(store, catalog, metrics, on_created=worker.notify)
     configs = TriggerConfigs(store, box, fetch)
+    admin_verifier = _admin_verifier(settings, ring, fetch)
     ingestor = Ingestor(
         Pipeline(entities, schemas, mappings), RejectedKeeper(store, metrics), metrics
     )
@@ -134,7 +139,7 @@ def _assemble(
         kinds=kinds,
         entities=entities,
         mappings=mappings,
-        admin_verifier=_admin_verifier(settings, ring, fetch),
+        admin_verifier=admin_verifier,
         triggers=TriggerService(
             store,
             mappings,
@@ -158,6 +163,8 @@ def _assemble(
         notify=assemble_notify(
             store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
         ),
+        accounts=AccountService(store, admin_verifier),
+        dashboard=Dashboard(store, guards.states),
     )
 
 
