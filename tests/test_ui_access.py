@@ -3,12 +3,17 @@ tenant isolation and the security headers. Nothing refused changes anything."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.accounts import MAX_FAILURES
+from gateway.config import Settings
 from gateway.services import Services
-from tests.support import admin_token, auth
+from tests.support import SECRET_KEY, admin_token, auth
 from tests.ui_support import PASSWORD, Client, csrf, log_in, make_user
 
 
@@ -198,3 +203,40 @@ async def test_the_language_switch_never_sends_the_visitor_to_another_site(
     for target in ("https://evil.example/", "//evil.example/", "/admin\\@evil.example"):
         response = await client.get(f"/admin/lang/en?next={target}", allow_redirects=False)
         assert response.headers["Location"] == "/admin/"
+
+
+async def test_the_cli_creates_a_user_who_can_then_log_in(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_DATA_DIR": str(settings.data_dir),
+        "GATEWAY_LOG_JSON": "false",
+    }
+    command = [sys.executable, "-m", "gateway", "ui-user", "create", "--tenant", "acme"]
+    created = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--email", "Ana@Acme.com.br", "--role", "viewer"],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created viewer ana@acme.com.br" in created.stderr
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--email", "bob@acme.com.br"],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert refused.returncode == 1 and "/password" in refused.stderr
+    assert (await log_in(client)).status == 303
+    assert "leitor" in await (await client.get("/admin/")).text()

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from multidict import MultiMapping
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
@@ -126,3 +127,15 @@ def nest(values: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
             target = target.setdefault(part, {})
         target[leaf] = value
     return body
+
+
+def json_field(values: Mapping[str, Any], name: str) -> Any:
+    """A textarea holding JSON: None when empty; malformed JSON is a problem of that field."""
+    raw = values.get(name)
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = f"malformed JSON: {exc}"
+        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "format")]) from None

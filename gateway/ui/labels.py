@@ -11,6 +11,7 @@ from gateway.models import DeliveryStatus
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui.forms import ERROR_STATUSES, KEYWORDS
 from gateway.ui.i18n import LANGUAGES
+from gateway.ui.partners import AUTH_TYPES
 
 ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "role": ADMIN_ROLES,
@@ -30,4 +31,6 @@ ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "direction": ("inbound", "outbound"),
     "write": ("create", "update", "unchanged"),
     "diff": ("added", "removed", "changed"),
+    "auth": (*AUTH_TYPES, "google_service_account"),
+    "mode": ("deliver", "proxy"),
 }

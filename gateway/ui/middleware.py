@@ -29,8 +29,9 @@ SESSION_COOKIE: Final = "rabbot_session"
 PRE_SESSION_COOKIE: Final = "rabbot_pre"
 # Routes a visitor reaches without a session; every other one needs a live session.
 PUBLIC: Final = frozenset({"login", "login_password", "login_token", "language", "static"})
-# POSTs a viewer may make (everything else that POSTs changes something: admins only).
-ANY_ROLE_POSTS: Final = frozenset({"logout"})
+# POSTs a viewer may make: logging out, and the dry runs, which write nothing. Every other
+# POST changes something: admins only.
+ANY_ROLE_POSTS: Final = frozenset({"logout", "mapping_dry_run", "flow_dry_run", "template_preview"})
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

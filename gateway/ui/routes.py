@@ -9,7 +9,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.ui import access, dashboard, deliveries, entities, mappings, triggers
+from gateway.ui import (
+    access,
+    dashboard,
+    deliveries,
+    entities,
+    mappings,
+    notify,
+    partners,
+    triggers,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -43,11 +52,42 @@ def add_ui_routes(ui: web.Application) -> None:
             web.post("/mappings/{name}/activate", mappings.activate_mapping),
             web.post("/mappings/{name}/rollback", mappings.rollback_mapping),
             web.post("/mappings/{name}/delete", mappings.delete_mapping),
-            web.post("/mappings/{name}/test", mappings.dry_run_mapping),
+            web.post("/mappings/{name}/test", mappings.dry_run_mapping, name="mapping_dry_run"),
             web.get("/deliveries", deliveries.list_deliveries),
             web.post("/deliveries/replay", deliveries.replay_deliveries),
             web.get("/deliveries/{id}", deliveries.delivery_page),
             web.post("/deliveries/{id}/replay", deliveries.replay_delivery),
+            web.get("/partners", partners.list_partners),
+            web.post("/partners", partners.create_partner),
+            web.get("/partners/{id}", partners.partner_page),
+            web.post("/partners/{id}/credentials", partners.replace_credentials),
+            web.post("/partners/{id}/delete", partners.delete_partner),
+            web.get("/actions", partners.list_actions),
+            web.post("/actions", partners.create_action),
+            web.get("/actions/{id}", partners.action_page),
+            web.post("/actions/{id}/delete", partners.delete_action),
+            web.get("/subscriptions", partners.list_subscriptions),
+            web.post("/subscriptions", partners.create_subscription),
+            web.get("/subscriptions/{id}", partners.subscription_page),
+            web.post("/subscriptions/{id}/rotate-secret", partners.rotate_subscription_secret),
+            web.post("/subscriptions/{id}/status", partners.set_subscription_status),
+            web.post("/subscriptions/{id}/delete", partners.delete_subscription),
+            web.get("/flows", notify.list_flows),
+            web.post("/flows", notify.upload_flow),
+            web.get("/flows/{name}", notify.flow_page),
+            web.post("/flows/{name}/test", notify.dry_run_flow, name="flow_dry_run"),
+            web.post("/flows/{name}/activate", notify.activate_flow),
+            web.post("/flows/{name}/rollback", notify.rollback_flow),
+            web.post("/flows/{name}/delete", notify.delete_flow),
+            web.get("/channels", notify.list_channels),
+            web.post("/channels", notify.create_channel),
+            web.get("/channels/{ref}", notify.channel_page),
+            web.post("/channels/{ref}/delete", notify.delete_channel),
+            web.get("/templates", notify.list_templates),
+            web.post("/templates", notify.create_template),
+            web.get("/templates/{ref}", notify.template_page),
+            web.post("/templates/{ref}/preview", notify.preview_template, name="template_preview"),
+            web.post("/templates/{ref}/delete", notify.delete_template),
             web.get("/entities/{type}", entities.list_entities),
             web.get("/entities/{type}/{ref}", entities.entity_page),
         ]
