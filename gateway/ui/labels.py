@@ -31,6 +31,6 @@ ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "direction": ("inbound", "outbound"),
     "write": ("create", "update", "unchanged"),
     "diff": ("added", "removed", "changed"),
-    "auth": (*AUTH_TYPES, "google_service_account"),
+    "auth_type": (*AUTH_TYPES, "google_service_account"),
     "mode": ("deliver", "proxy"),
 }
