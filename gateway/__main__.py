@@ -1,4 +1,5 @@
-"""The `gateway` command: serve | worker | admin-token | mapping validate/test | demo."""
+"""The `gateway` command: serve | worker | admin-token | mapping validate/test | demo |
+trigger create/list | ui-user create."""
 
 from __future__ import annotations
 
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--token-in-query", help="query parameter that may carry the token")
     listing = trigger_commands.add_parser("list", help="list a tenant's triggers")
     listing.add_argument("--tenant", required=True)
+
+    ui_user = commands.add_parser("ui-user", help="manage admin UI users")
+    ui_user_commands = ui_user.add_subparsers(dest="ui_user_command", required=True)
+    add_user = ui_user_commands.add_parser(
+        "create", help="create a user; the password is read from stdin (or asked for)"
+    )
+    add_user.add_argument("--tenant", required=True)
+    add_user.add_argument("--email", required=True)
+    add_user.add_argument("--role", choices=("admin", "viewer"), default="admin")
     return parser
 
 
@@ -103,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema_dir=settings.schema_dir,
         ),
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),
+        "ui-user": lambda: cli.ui_user(settings, args.tenant, args.email, args.role),
     }
     try:
         return handlers[args.command]()

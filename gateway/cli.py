@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import signal
 import sys
 import threading
@@ -276,3 +277,34 @@ def _trigger_spec(options: dict[str, object]) -> dict[str, object]:
     if options.get("token_in_query"):
         spec["auth"] = {"token_in_query": options["token_in_query"]}
     return spec
+
+
+def ui_user(settings: Settings, tenant: str, email: str, role: str) -> int:
+    """`gateway ui-user create`: an admin UI user. The password comes from stdin when it is
+    not a terminal (one line), else from a prompt asked twice; never from the command line,
+    where `ps` and shell history would keep it."""
+    password = _read_password()
+    if password is None:
+        print("error: the two passwords differ", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        async with open_services(settings, run_workers=False) as services:
+            await services.accounts.create_user(tenant, email, role, password)
+
+    try:
+        _run(run)
+    except GatewayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        for problem in getattr(exc, "problems", ()):
+            print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+        return 1
+    print(f"created {role} {email.strip().lower()} of tenant {tenant}", file=sys.stderr)
+    return 0
+
+
+def _read_password() -> str | None:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    return first if getpass.getpass("again: ") == first else None

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from gateway import __version__
+from gateway.accounts import AccountService
 from gateway.actions.catalog import Catalog, partner_guards
 from gateway.actions.proxy import Proxy
 from gateway.actions.service import ActionService
@@ -24,6 +25,7 @@ from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
 from gateway.config import Settings
+from gateway.dashboard import Dashboard
 from gateway.delivery.deliveries import DeliveryService
 from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
@@ -81,6 +83,8 @@ class Services:
     notify: NotifyServices
     schedules: ScheduleService
     schedule_runner: ScheduleRunner
+    accounts: AccountService
+    dashboard: Dashboard
 
 
 @contextlib.asynccontextmanager
@@ -127,6 +131,7 @@ def _assemble(
     )
     fanout = FanOut(store, catalog, metrics, on_created=worker.notify)
     configs = TriggerConfigs(store, box, fetch)
+    admin_verifier = _admin_verifier(settings, ring, fetch)
     keeper = RejectedKeeper(store, metrics)
     ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics)
     # Where a schedule's pages land, by target type (the fleet lane adds "positions").
@@ -157,7 +162,7 @@ def _assemble(
         kinds=kinds,
         entities=entities,
         mappings=mappings,
-        admin_verifier=_admin_verifier(settings, ring, fetch),
+        admin_verifier=admin_verifier,
         triggers=TriggerService(
             store,
             mappings,
@@ -185,6 +190,8 @@ def _assemble(
         ),
         schedules=ScheduleService(store, mappings, list(sinks), on_due=runner.notify),
         schedule_runner=runner,
+        accounts=AccountService(store, admin_verifier),
+        dashboard=Dashboard(store, guards.states),
     )
 
 

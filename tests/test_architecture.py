@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
-ENTRY = ("gateway.web", "gateway.app", "gateway.cli", "gateway.__main__")
+ENTRY = ("gateway.web", "gateway.ui", "gateway.app", "gateway.cli", "gateway.__main__")
 # library → the modules (prefixes) allowed to import it
 HOMES = {
-    "aiohttp.web": ("gateway.web", "gateway.app", "gateway.cli"),
+    "aiohttp.web": ("gateway.web", "gateway.ui", "gateway.app", "gateway.cli"),
     "pymongo": ("gateway.store",),
     "bson": ("gateway.store",),
     "jsonschema_rs": ("gateway.schemas",),
@@ -77,6 +77,8 @@ USE_CASES = (
     "gateway.delivery",
     "gateway.schedules",
     "gateway.demo",
+    "gateway.accounts",
+    "gateway.dashboard",
 )
 ADAPTERS = ("gateway.store", "gateway.metrics", "gateway.outbound")
 PURE = (

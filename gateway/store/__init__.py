@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.store import actions, deliveries, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
+from gateway.store.activity import ActivityStore
 from gateway.store.client import Database, Doc, new_id, open_client, translate_errors
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
@@ -19,6 +20,7 @@ from gateway.store.rejected import RejectedStore
 from gateway.store.schedules import ScheduleStore
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
+from gateway.store.ui_accounts import UiAccountStores
 
 __all__ = ["Doc", "Store", "new_id", "open_client"]
 
@@ -39,6 +41,8 @@ class Store:
         self.deliveries = DeliveryStore(db["deliveries"])
         self.notify = NotifyStores(db)
         self.schedules = ScheduleStore(db["schedules"], db["schedule_runs"])
+        self.ui = UiAccountStores(db)
+        self.activity = ActivityStore(db)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
@@ -57,6 +61,7 @@ class Store:
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.mappings.ensure_indexes()
         await self.notify.ensure_indexes()
+        await self.ui.ensure_indexes()
 
     async def ping(self) -> None:
         with translate_errors():
