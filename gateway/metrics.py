@@ -48,13 +48,20 @@ class Metrics:
         self._add_trigger_metrics(r)
 
         self._add_delivery_metrics(r)
+        self.flow_runs = Counter(
+            "gateway_flow_runs_total",
+            "Flow runs by what happened: started, succeeded, stopped, failed, waiting (a step "
+            "retries later), loop_guard (an event of a chain of flows too deep started none)",
+            ["outcome"],
+            registry=r,
+        )
 
     def _add_delivery_metrics(self, r: CollectorRegistry) -> None:
         # `partner` is our partner id: bounded by the partners admins register.
         self.deliveries = Counter(
             "gateway_deliveries_total",
             "Delivery attempts by what they led to "
-            "(succeeded, retry, failed, dead, gone, deferred)",
+            "(succeeded, retry, failed, dead, gone, deferred, suppressed)",
             ["outcome"],
             registry=r,
         )

@@ -1,9 +1,9 @@
 """The composition root: every long-lived object of a gateway process, built in one place.
 
 `open_services(settings)` opens, in order, the store, the one outbound HTTP client, the use
-cases, the event relay and the delivery worker, and closes them in reverse. The web app
-(`create_app`), `gateway worker`, the CLI commands and the tests all start here; nothing
-else constructs a use case.
+cases, the event relay, the flow runner and the delivery worker, and closes them in reverse.
+The web app (`create_app`), `gateway worker`, the CLI commands and the tests all start here;
+nothing else constructs a use case.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 from gateway import __version__
@@ -29,16 +29,18 @@ from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
-from gateway.events import EventLog, EventRelay
+from gateway.events import EventLog, EventRelay, OnRelayed
+from gateway.flows.runner import FlowRunner, RunnerSettings
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
-from gateway.notify.wiring import NotifyServices, assemble_notify
+from gateway.models import DeliveryKind
+from gateway.notify.wiring import NotifyServices, assemble_flow_runtime, assemble_notify
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
-from gateway.store import Store
+from gateway.store import Doc, Store
 from gateway.store.connection import open_store
 from gateway.triggers.compiled import TriggerConfigs
 from gateway.triggers.ingest import Ingestor
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Services:
     """What a gateway process runs on, ready to use. `settings.run_workers` says whether this
-    process runs the relay and the delivery worker in the background."""
+    process runs the relay, the flow runner and the delivery worker in the background."""
 
     settings: Settings
     metrics: Metrics
@@ -76,6 +78,7 @@ class Services:
     events: EventLog
     relay: EventRelay
     notify: NotifyServices
+    flow_runner: FlowRunner
 
 
 @contextlib.asynccontextmanager
@@ -117,10 +120,32 @@ def _assemble(
     mappings = MappingService(store, schemas, entities, kinds)
     catalog = Catalog(store, box, metrics)
     guards = partner_guards(metrics)
+    notify = assemble_notify(
+        store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
+    )
     worker = DeliveryWorker(
-        store, catalog, sender, guards, mappings, metrics, settings=_worker_settings(settings)
+        store,
+        catalog,
+        sender,
+        guards,
+        mappings,
+        metrics,
+        settings=_worker_settings(settings),
+        senders={DeliveryKind.NOTIFICATION: notify.notification_sender},
     )
     fanout = FanOut(store, catalog, metrics, on_created=worker.notify)
+    flow_runtime = assemble_flow_runtime(
+        notify,
+        store,
+        catalog,
+        mappings,
+        sender,
+        guards,
+        entities,
+        metrics,
+        settings=_runner_settings(settings),
+        on_deliveries=worker.notify,
+    )
     configs = TriggerConfigs(store, box, fetch)
     ingestor = Ingestor(
         Pipeline(entities, schemas, mappings), RejectedKeeper(store, metrics), metrics
@@ -153,12 +178,30 @@ def _assemble(
         deliveries=DeliveryService(store, on_replay=worker.notify),
         delivery_worker=worker,
         events=EventLog(store),
-        # Built with its fan-out: no event is ever relayed without its deliveries.
-        relay=EventRelay(store, metrics, on_relayed=fanout, doorbell=relay_doorbell),
-        notify=assemble_notify(
-            store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
+        # Built with its fan-out and the flow starter: no event is ever relayed without its
+        # deliveries and its flow runs (and the driver changes it reports).
+        relay=EventRelay(
+            store,
+            metrics,
+            on_relayed=each_of(fanout, flow_runtime.starter, notify.assignment_feed),
+            doorbell=relay_doorbell,
         ),
+        notify=notify,
+        flow_runner=flow_runtime.runner,
     )
+
+
+def each_of(*hooks: OnRelayed) -> OnRelayed:
+    """One relay hook that calls `hooks` in turn with each batch (each is idempotent, so a
+    batch relayed again after a failure in a later hook repeats nothing)."""
+
+    async def relayed(events: Sequence[Doc]) -> int:
+        done = 0
+        for hook in hooks:
+            done += await hook(events)
+        return done
+
+    return relayed
 
 
 def _worker_settings(settings: Settings) -> WorkerSettings:
@@ -167,6 +210,16 @@ def _worker_settings(settings: Settings) -> WorkerSettings:
         concurrency=settings.delivery_concurrency,
         poll_seconds=settings.delivery_poll_seconds,
         probe_seconds=settings.partner_probe_seconds,
+        shutdown_seconds=settings.delivery_shutdown_seconds,
+    )
+
+
+def _runner_settings(settings: Settings) -> RunnerSettings:
+    """Flow runs are leased, polled and stopped like deliveries."""
+    return RunnerSettings(
+        lease_seconds=settings.delivery_lease_seconds,
+        concurrency=settings.delivery_concurrency,
+        poll_seconds=settings.delivery_poll_seconds,
         shutdown_seconds=settings.delivery_shutdown_seconds,
     )
 
@@ -186,16 +239,20 @@ def _admin_verifier(settings: Settings, ring: KeyRing, fetch: Fetch) -> AdminTok
 
 @contextlib.asynccontextmanager
 async def _background(services: Services) -> AsyncIterator[None]:
-    """The relay, then the delivery worker; on the way out the worker stops claiming and
-    finishes its in-flight sends before the relay stops."""
+    """The relay, the flow runner, then the delivery worker; on the way out the runner
+    finishes its runs (which may queue deliveries), the worker stops claiming and finishes its
+    in-flight sends, then the relay stops."""
     if not services.settings.run_workers:
         yield
         return
     relay = asyncio.create_task(services.relay.run())
+    runner = asyncio.create_task(services.flow_runner.run())
     worker = asyncio.create_task(services.delivery_worker.run())
     try:
         yield
     finally:
+        await services.flow_runner.stop()
+        await runner
         await services.delivery_worker.stop()
         await worker
         relay.cancel()

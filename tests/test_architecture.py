@@ -76,6 +76,10 @@ USE_CASES = (
     "gateway.actions",
     "gateway.delivery",
     "gateway.demo",
+    "gateway.notify",
+    "gateway.flows",
+    "gateway.assignments",
+    "gateway.assignment_feed",
 )
 ADAPTERS = ("gateway.store", "gateway.metrics", "gateway.outbound")
 PURE = (
@@ -107,7 +111,8 @@ def test_pure_domain_reaches_no_adapter_or_use_case() -> None:
 FORBIDDEN = {
     "gateway.outbound": (*USE_CASES, "gateway.store", "gateway.metrics"),
     "gateway.actions": ("gateway.delivery", "gateway.triggers"),
-    "gateway.delivery": ("gateway.triggers",),
+    # The worker sends notifications through the sender it is given (delivery/kinds.py).
+    "gateway.delivery": ("gateway.triggers", "gateway.notify", "gateway.flows"),
     "gateway.triggers": ("gateway.actions", "gateway.delivery"),
     "gateway.store": (*USE_CASES, "gateway.outbound", "gateway.metrics"),
     "gateway.services": ENTRY,

@@ -51,8 +51,17 @@ async def test_scenario_3_renders_the_hr_request_and_the_drivers_email(
         },
     )
     assert result["starts"] is True and result["unresolved"] == []
-    hr, gate, email = result["steps"]
+    hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "answered"
+    assert hr["assign"] == {
+        "vehicle": "ABC1D23",
+        "driver": "52998224725",
+        "start": "2026-11-01T08:00:00-03:00",
+    }
+    assert driver["outcome"] == "rendered" and driver["changes"] == [
+        {"field": "driver_cpf", "old": None, "new": "52998224725"}
+    ]
+    assert "not stored" in driver["note"]
     assert hr["request"]["method"] == "GET"
     assert hr["request"]["url"] == (
         f"{partner.url}/veiculos/ABC1D23/condutor-atual?em=2026-11-18T16%3A45%3A00Z"
@@ -81,8 +90,9 @@ async def test_a_fetch_without_a_sample_is_unresolved_and_the_run_says_so(
 ) -> None:
     await _scenario3(client, partner)
     result = await _test(client, {"flow": "fine-email-driver", "event": FINE_EVENT})
-    hr, gate, email = result["steps"]
+    hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "unresolved" and result["unresolved"] == ["hr"]
+    assert driver["outcome"] == "skipped" and "unresolved" in driver["note"]
     assert gate["outcome"] == "stopped" and "unresolved" in gate["note"]
     assert email["outcome"] == "not reached"
     assert partner.requests == []
