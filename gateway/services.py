@@ -31,6 +31,7 @@ from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.flows.runner import FlowRunner, RunnerSettings
+from gateway.flows.starter import FlowStarter
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
@@ -78,6 +79,7 @@ class Services:
     events: EventLog
     relay: EventRelay
     notify: NotifyServices
+    flow_starter: FlowStarter
     flow_runner: FlowRunner
 
 
@@ -187,6 +189,7 @@ def _assemble(
             doorbell=relay_doorbell,
         ),
         notify=notify,
+        flow_starter=flow_runtime.starter,
         flow_runner=flow_runtime.runner,
     )
 
