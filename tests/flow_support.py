@@ -12,6 +12,7 @@ import yaml
 from aiohttp.test_utils import TestClient
 
 from gateway.services import Services
+from tests.fcm_double import PROJECT, Fcm
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
 
@@ -97,6 +98,44 @@ async def email_channel(client: Client, port: int = 2525) -> dict[str, Any]:
             "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
             "from": "Frota Acme <alertas@acme.com.br>",
         },
+    )
+
+
+async def push_channel(client: Client, fcm: Fcm) -> None:
+    """Channel `push`: FCM (the double) through a partner with its service account."""
+    fcm_partner = await create_partner(
+        client,
+        fcm.url,
+        name="FCM",
+        auth={"type": "google_service_account", "service_account": fcm.service_account()},
+    )
+    await post(
+        client,
+        "/api/v1/channels",
+        {"name": "push", "type": "push", "partner_id": fcm_partner["id"], "project_id": PROJECT},
+    )
+
+
+async def sms_channel(client: Client, provider_url: str, token: str = "z") -> None:
+    """Channel `sms`: a Zenvia-shaped provider at `provider_url`."""
+    await add_mapping(client, "sms-zenvia")
+    zenvia = await create_partner(
+        client,
+        provider_url,
+        name="Zenvia",
+        auth={"type": "header", "name": "X-API-TOKEN", "value": token},
+    )
+    action = await create_action(
+        client,
+        zenvia["id"],
+        name="sms",
+        path="/v2/channels/sms/messages",
+        request_mapping="sms-zenvia",
+    )
+    await post(
+        client,
+        "/api/v1/channels",
+        {"name": "sms", "type": "sms", "action_id": action["id"], "from": "RABBOT"},
     )
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.flow_support import (
@@ -29,7 +28,14 @@ from tests.flow_support import (
     send_to,
     trigger_for,
 )
-from tests.partner_double import Partner, create_action, create_partner, partner, post
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    running_partner,
+)
 from tests.smtp_double import SmtpDouble, SmtpFactory, smtp_server
 from tests.support import SECRET_KEY
 
@@ -43,15 +49,8 @@ LEASE_SECONDS = 3
 @pytest.fixture
 async def slow() -> AsyncIterator[Partner]:
     """A second partner: an audit service that answers only when the test lets it."""
-    double = Partner()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", double.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    double.server = server
-    yield double
-    double.release.set()
-    await server.close()
+    async with running_partner() as double:
+        yield double
 
 
 async def _worker(client: Client, mongodb_uri: str, data_dir: Path, name: str) -> Any:

@@ -14,21 +14,22 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
-from tests.fcm_double import PROJECT, Fcm, fcm
+from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
-    add_mapping,
     add_template,
     drain,
     email_channel,
     erp_actions,
     get,
     hr_lookup,
+    push_channel,
     sample,
     send_to,
+    sms_channel,
     trigger_for,
     upload_flow,
 )
-from tests.partner_double import Partner, create_action, create_partner, partner, post
+from tests.partner_double import Partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
 
@@ -148,24 +149,10 @@ async def test_scenario_4_the_erp_hears_of_a_paid_fine_and_a_checklists_mileage(
     assert [d["source"] for d in drivers["items"]] == ["hr"]
 
 
-async def _push_channel(client: Client, fcm: Fcm) -> None:
-    fcm_partner = await create_partner(
-        client,
-        fcm.url,
-        name="FCM",
-        auth={"type": "google_service_account", "service_account": fcm.service_account()},
-    )
-    await post(
-        client,
-        "/api/v1/channels",
-        {"name": "push", "type": "push", "partner_id": fcm_partner["id"], "project_id": PROJECT},
-    )
-
-
 async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
     client: Client, fcm: Fcm
 ) -> None:
-    await _push_channel(client, fcm)
+    await push_channel(client, fcm)
     await add_template(client, "geofence-exit")
     await upload_flow(client, "geofence-exit-push")
     traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
@@ -201,27 +188,9 @@ async def test_scenario_2_the_service_alert_goes_out_by_push_email_and_sms(
     client: Client, partner: Partner, fcm: Fcm, smtp_server: SmtpFactory
 ) -> None:
     smtp = await smtp_server()
-    await _push_channel(client, fcm)
+    await push_channel(client, fcm)
     await email_channel(client, smtp.port)
-    await add_mapping(client, "sms-zenvia")
-    zenvia = await create_partner(
-        client,
-        partner.url,
-        name="Zenvia",
-        auth={"type": "header", "name": "X-API-TOKEN", "value": "zenvia-token"},
-    )
-    action = await create_action(
-        client,
-        zenvia["id"],
-        name="sms",
-        path="/v2/channels/sms/messages",
-        request_mapping="sms-zenvia",
-    )
-    await post(
-        client,
-        "/api/v1/channels",
-        {"name": "sms", "type": "sms", "action_id": action["id"], "from": "RABBOT"},
-    )
+    await sms_channel(client, partner.url, "zenvia-token")
     for name in ("maintenance-due-push", "maintenance-due-email", "maintenance-due-sms"):
         await add_template(client, name)
     await upload_flow(client, "maintenance-due-alert")

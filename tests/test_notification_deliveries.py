@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
-from tests.fcm_double import PROJECT, Fcm, fcm
-from tests.flow_support import drain, email_channel, get
-from tests.partner_double import FakeClock, create_partner, post
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import drain, email_channel, get, push_channel
+from tests.partner_double import FakeClock, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
 
@@ -74,17 +74,7 @@ async def _email_setup(client: Client, port: int, recipients: list[Any], **notif
 
 
 async def _push_setup(client: Client, fcm: Fcm, tokens: list[str]) -> None:
-    fcm_partner = await create_partner(
-        client,
-        fcm.url,
-        name="FCM",
-        auth={"type": "google_service_account", "service_account": fcm.service_account()},
-    )
-    await post(
-        client,
-        "/api/v1/channels",
-        {"name": "push", "type": "push", "partner_id": fcm_partner["id"], "project_id": PROJECT},
-    )
+    await push_channel(client, fcm)
     await _templates(client)
     await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": tokens})
     await _flow(client, "push", [{"driver": {"from": '`{"cpf": "52998224725"}`'}}])

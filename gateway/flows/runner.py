@@ -32,9 +32,10 @@ from typing import Any
 from gateway.delivery.retry import next_attempt_at
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.flows.context import run_context
+from gateway.flows.deliveries import RunRef
 from gateway.flows.model import Step
 from gateway.flows.service import FlowService
-from gateway.flows.steps import RunRef, StepRunner, Wait, failed
+from gateway.flows.steps import StepRunner, Wait, failed
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store

@@ -21,11 +21,9 @@ deterministic and inserted only when new; a `set` already done changes nothing.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import parseaddr
 from typing import Any
 
 from gateway.actions.catalog import Catalog, build_request
@@ -34,33 +32,21 @@ from gateway.delivery.retry import next_attempt_at
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.flows.context import evaluate, holds, plain
-from gateway.flows.messages import Composed, MessageComposer
+from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
+from gateway.flows.messages import MessageComposer
 from gateway.flows.model import Step
 from gateway.flows.recipients import parse_time
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
-from gateway.models import DeliveryKind, DeliveryStatus, RunStatus
+from gateway.models import DeliveryKind, RunStatus
 from gateway.notify.notifier import MappingSource
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import Sender
 from gateway.outbound.verdict import Verdict
-from gateway.store import Doc, Store
-from gateway.store.deliveries import shard_of
+from gateway.store import Store
 
 _CONFLICT_RETRY = (1.0, 5.0, 30.0)  # a `set` that keeps losing to concurrent writers
-
-
-@dataclass(frozen=True, slots=True)
-class RunRef:
-    """What a step needs to know of its run."""
-
-    id: str
-    tenant: str
-    flow: str
-    depth: int
-    started: datetime
-    event: Mapping[str, Any]  # the public event
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +203,7 @@ class StepRunner:
         action, partner, mapping = await self._action(run.tenant, step.action)
         local = plain({**context, **evaluate(step.values, context)})
         _build(action, partner, mapping, local)  # a call that cannot be built fails now
-        doc = _delivery(run, step, f"{run.id}:{step.id}", DeliveryKind.FLOW_CALL, now)
+        doc = flow_delivery(run, step, f"{run.id}:{step.id}", DeliveryKind.FLOW_CALL, now)
         entity = local.get("entity") if isinstance(local.get("entity"), dict) else {}
         doc.update(
             action_id=action.id,
@@ -244,7 +230,7 @@ class StepRunner:
                 "key": str(spec.cooldown_key.value(context)),
                 "seconds": spec.cooldown_seconds,
             }
-        docs, messages = _messages(run, step, composed, cooldown, spec.urgent, now)
+        docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
         created = await self._p.store.deliveries.insert_many(docs)
         entry: dict[str, Any] = {
             "outcome": "queued",
@@ -300,81 +286,6 @@ def _build(action: Any, partner: Any, mapping: Any, local: dict[str, Any]) -> An
         return build_request(action, partner, mapping, local, default_body=local.get("event"))
     except InvalidPayload as exc:
         raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
-
-
-def _messages(
-    run: RunRef,
-    step: Step,
-    composed: Composed,
-    cooldown: dict[str, Any] | None,
-    urgent: bool,
-    now: datetime,
-) -> tuple[list[Doc], list[dict[str, Any]]]:
-    channel = composed.channel
-    docs, listed = [], []
-    for n, message in enumerate(composed.messages):
-        who = message.recipient.name or message.recipient.address
-        if message.rendered is None:
-            assert message.error is not None
-            listed.append({"recipient": who, "outcome": "failed", "detail": message.error.detail})
-            continue
-        doc = _delivery(run, step, f"{run.id}:{step.id}:{n}", DeliveryKind.NOTIFICATION, now)
-        doc["notification"] = {
-            "channel": channel.name,
-            "channel_id": channel.id,
-            "channel_type": channel.type,
-            "template": composed.template.name,
-            "locale": message.rendered.locale,
-            "recipient": message.recipient.as_dict(),
-            "parts": message.rendered.parts,
-            "data": _push_data(run.event) if channel.type == "push" else {},
-            "message_id": _message_id(doc["_id"], channel.email.sender)
-            if channel.email is not None
-            else None,
-            "cooldown": cooldown,
-            "claim": f"{run.id}:{step.id}",
-            "urgent": urgent,
-        }
-        docs.append(doc)
-        listed.append({"recipient": who, "outcome": "queued", "delivery": doc["_id"]})
-    return docs, listed
-
-
-def _delivery(run: RunRef, step: Step, delivery_id: str, kind: DeliveryKind, now: datetime) -> Doc:
-    event = run.event
-    summary = {k: event.get(k) for k in ("id", "type", "occurred_at", "entity")}
-    return {
-        "_id": delivery_id,
-        "kind": kind.value,
-        "shard": shard_of(delivery_id),
-        "tenant": run.tenant,
-        "event": summary,
-        "event_type": event.get("type"),
-        "entity_id": (event.get("entity") or {}).get("id"),
-        "run_id": run.id,
-        "step_id": step.id,
-        "status": DeliveryStatus.PENDING.value,
-        "next_attempt_at": now,
-        "attempt_count": 0,
-        "attempts": [],
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _push_data(event: Mapping[str, Any]) -> dict[str, str]:
-    """FCM `data` (strings): the event's type, and the plate when it is about a vehicle."""
-    data = {"event": str(event.get("type"))}
-    plate = (event.get("data") or {}).get("plate")
-    if isinstance(plate, str):
-        data["plate"] = plate
-    return data
-
-
-def _message_id(delivery_id: str, sender: str) -> str:
-    """Stable per notification (retries and replays repeat it: receivers can drop a repeat)."""
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "rabbot.gateway"
-    return f"<{hashlib.sha256(delivery_id.encode()).hexdigest()[:32]}@{domain}>"
 
 
 def _said(status: int | None, message: str | None) -> str:
