@@ -191,9 +191,10 @@ class DeliveryRecorder:
             fields = {"status": suppressed, "last_error": result.reason, "final_at": now}
             note = {"n": doc.get("attempt_count", 0) + 1, "at": now, "status": None}
             attempt = {**note, "error": suppressed, "message": result.reason}
-            await self._store.deliveries.finish(
+            if not await self._store.deliveries.finish(
                 doc["_id"], token, {**fields, "updated_at": now}, attempt=attempt, counted=False
-            )
+            ):
+                return "lease_lost"
             self._metrics.deliveries.labels(suppressed).inc()
             return suppressed
         error = None if result.verdict is Verdict.SUCCESS else result.detail
