@@ -259,3 +259,16 @@ event_data:
     assert response.status == 201, await response.text()
     body = {"name": "maintenance", "entity_type": "vehicle", "methods": ["POST"]}
     return dict(await post(client, "/api/v1/triggers", {**body, "mapping": "maintenance-report"}))
+
+
+async def test_a_payment_notice_for_a_fine_the_gateway_lacks_is_refused(client: Client) -> None:
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    response = await client.post(
+        f"/hooks/{payments['id']}",
+        json=sample("fine_payment.json"),
+        headers={"Authorization": f"Bearer {payments['token']}"},
+    )
+    body = await response.json()
+    assert response.status == 422
+    assert {e["pointer"] for e in body["errors"]} >= {"/ait_number", "/plate", "/amount_brl"}
+    assert (await get(client, "/api/v1/events?type=fine.paid"))["items"] == []
