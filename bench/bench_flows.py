@@ -243,8 +243,8 @@ async def main_async(args: argparse.Namespace) -> None:
             await when_cost(db, Path(tmp), args.relay_events, args.rounds)
         finally:
             db.stop()
-    base = results[0]
     for result in results[1:]:
+        base = results[0]
         print(
             f"{result.workers} vs {base.workers} worker process(es): "
             f"{result.rate / base.rate:.2f}x the runs/s"
@@ -254,7 +254,12 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=600)
-    parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
+    parser.add_argument(
+        "--workers",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[1, 2],
+        help="worker process counts to measure runs/s with ('' skips that part)",
+    )
     parser.add_argument("--relay-events", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     asyncio.run(main_async(parser.parse_args()))

@@ -87,6 +87,17 @@ async def test_on_when_and_the_filter_decide_which_events_start_a_run(
     assert await _runs(client) == [] and partner.requests == []
 
 
+async def test_expressions_see_the_event_as_json_as_in_the_dry_run(
+    client: Client, partner: Partner
+) -> None:
+    fines = await _fines(client, partner)
+    await _upload(client, _lookup_flow(when="starts_with(event.occurred_at, '20')"))
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    (run,) = await _runs(client)
+    assert run["status"] == "succeeded"
+
+
 async def test_a_run_keeps_the_version_it_started_with(client: Client, partner: Partner) -> None:
     fines = await _fines(client, partner)
     await _upload(client, _lookup_flow(version_note="v1"))

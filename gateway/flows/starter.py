@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.actions.filters import event_type_keys
 from gateway.events import public_event
-from gateway.flows.context import run_context, starts
+from gateway.flows.context import plain, run_context, starts
 from gateway.flows.model import CompiledFlow
 from gateway.flows.runs import run_document
 from gateway.flows.service import FlowService
@@ -92,7 +92,8 @@ class FlowStarter:
             if depth >= MAX_DEPTH:
                 self._metrics.flow_runs.labels("loop_guard").inc()
                 continue
-            public: dict[str, Any] = public_event(event)
+            # The context is JSON, as in the dry run: times as RFC 3339 text.
+            public: dict[str, Any] = plain(public_event(event))
             for version, flow in wanted:
                 context = run_context(public, flow=flow.name, version=version, now=now)
                 if starts(flow, public, context) is None:
