@@ -219,11 +219,9 @@ def _worker_settings(settings: Settings) -> WorkerSettings:
 
 def _runner_settings(settings: Settings) -> RunnerSettings:
     """Flow runs are leased, polled and stopped like deliveries."""
+    worker = _worker_settings(settings)
     return RunnerSettings(
-        lease_seconds=settings.delivery_lease_seconds,
-        concurrency=settings.delivery_concurrency,
-        poll_seconds=settings.delivery_poll_seconds,
-        shutdown_seconds=settings.delivery_shutdown_seconds,
+        worker.lease_seconds, worker.concurrency, worker.poll_seconds, worker.shutdown_seconds
     )
 
 
