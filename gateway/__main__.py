@@ -29,6 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int)
     demo.add_argument("--tenant", default="demo")
 
+    partners = commands.add_parser(
+        "demo-partners",
+        help="serve the demo's partners and an SMTP server that print what they get",
+    )
+    partners.add_argument("--host", default="127.0.0.1")
+    partners.add_argument("--port", type=int, default=8090)
+    partners.add_argument("--smtp-port", type=int, default=8025)
+
     token = commands.add_parser("admin-token", help="print an admin API token")
     token.add_argument("--tenant", required=True)
     token.add_argument("--role", choices=("admin", "viewer"), default="admin")
@@ -101,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": lambda: cli.serve(settings),
         "demo": lambda: cli.demo(settings, args.tenant),
         "worker": lambda: cli.worker(settings),
+        "demo-partners": lambda: cli.demo_partners(args.host, args.port, args.smtp_port),
         "admin-token": lambda: cli.admin_token(
             settings, args.tenant, args.role, args.ttl, args.subject
         ),

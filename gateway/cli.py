@@ -21,6 +21,7 @@ from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
 from gateway.demo import DemoTrigger, seed_entities, seed_geotab, seed_mappings, seed_triggers
+from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import load_secret_key, open_services
@@ -49,16 +50,21 @@ def serve(settings: Settings, extend: Callable[[web.Application], None] | None =
 
 def demo(settings: Settings, tenant: str) -> int:
     """Load the demo tenant, print where to start, then serve (with a stand-in Geotab server,
-    which the demo's schedule polls: the process may call its own loopback address)."""
+    which the demo's schedule polls). Its other partners are local (`gateway demo-partners`),
+    so this process may call its own loopback address and 127.0.0.1."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     geotab_url = f"http://{host}:{settings.port}{demo_partner.PATH.removesuffix('/apiv1')}"
-    settings = replace(settings, outbound_allow=(*settings.outbound_allow, host))
+    allow = {host, "127.0.0.1"} - set(settings.outbound_allow)
+    settings = replace(settings, outbound_allow=(*settings.outbound_allow, *sorted(allow)))
 
     async def seed() -> str:
         async with open_services(settings, run_workers=False) as services:
             created = await seed_entities(services.entities, tenant)
-            shipped = (settings.schema_dir or default_schema_dir()).parent / "mappings"
-            mappings = await seed_mappings(services.mappings, tenant, shipped)
+            root = (settings.schema_dir or default_schema_dir()).parent
+            mappings = await seed_mappings(services.mappings, tenant, root / "mappings")
+            flows = await seed_automations(
+                services.actions, services.notify, tenant, root / "flows"
+            )
             hooks = await seed_triggers(services.triggers, tenant)
             schedule = await seed_geotab(
                 services.actions, services.schedules, tenant, geotab_url, _DEMO_GEOTAB
@@ -66,7 +72,8 @@ def demo(settings: Settings, tenant: str) -> int:
             token = issue_admin_token(
                 services.keyring, tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
             )
-        summary = _demo_summary(settings.base_url, tenant, created, mappings, hooks, token)
+        counts = f"{created} entities created, {mappings} mappings, {flows.flows} flows loaded"
+        summary = _demo_summary(settings.base_url, tenant, counts, hooks, token)
         return summary + _schedule_summary(settings.base_url, schedule)
 
     print(_run(seed), flush=True)
@@ -112,12 +119,9 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         raise KeyboardInterrupt from None
 
 
-def _demo_summary(
-    base: str, tenant: str, created: int, mappings: int, hooks: list[DemoTrigger], token: str
-) -> str:
+def _demo_summary(base: str, tenant: str, counts: str, hooks: list[DemoTrigger], token: str) -> str:
     lines = [
-        f"\nRabbot gateway demo: tenant {tenant!r} ({created} entities created, "
-        f"{mappings} mappings loaded)",
+        f"\nRabbot gateway demo: tenant {tenant!r} ({counts})",
         f"  API reference   {base}/docs",
         f"  OpenAPI         {base}/openapi.json",
         f"  health/metrics  {base}/readyz  {base}/metrics",
@@ -130,7 +134,8 @@ def _demo_summary(
     ]
     lines += [
         "",
-        "  Try the curl examples in README.md (section 'Try it') with these variables.",
+        "  Try the curl examples in README.md (section 'Try it') with these variables;",
+        "  the flows' partners and an SMTP server: `gateway demo-partners` in another shell.",
         "",
     ]
     return "\n".join(lines)
@@ -138,6 +143,15 @@ def _demo_summary(
 
 def _env_name(name: str) -> str:
     return name.upper().replace("-", "_")
+
+
+def demo_partners(host: str, port: int, smtp_port: int) -> int:
+    """The demo's partners (HR, ERP, SMS, FCM) and an SMTP server, printing what they get."""
+    from gateway.web.demo_partners import serve_demo_partners
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(lambda: serve_demo_partners(host, port, smtp_port))
+    return 0
 
 
 def worker(settings: Settings) -> int:

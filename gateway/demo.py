@@ -1,6 +1,8 @@
-"""The demo tenant: a small fleet, the shipped mappings, triggers for a Traccar server,
-an OsmAnd phone app, an ERP (vehicles and drivers) and a fines provider, and a schedule that
-polls a Geotab feed (the stand-in server `web/demo_partner.py`, served by `gateway demo`).
+"""The demo tenant: a small fleet, the shipped mappings, triggers for a Traccar server, its
+event forward (geofences), an OsmAnd phone app, an ERP (vehicles and drivers), a fines provider
+(fines and their payments) and a checklist app, and a schedule that polls a Geotab feed (the
+stand-in server `web/demo_partner.py`, served by `gateway demo`). Its partners, channels and
+flows: `demo_integrations.py`.
 
 Seeding is idempotent: running `gateway demo` twice leaves one copy of everything; triggers
 that exist already get a fresh token (tokens are shown once, and the demo prints them).
@@ -67,6 +69,8 @@ DRIVERS: list[dict[str, Any]] = [
         "cpf": "529.982.247-25",
         "phone": "+5511999990000",
         "email": "maria.souza@example.com",
+        "push_tokens": ["demo-phone-of-maria"],
+        "language": "pt-BR",
         "status": "active",
         "cnh": {"number": "09770304734", "category": "B", "expires_on": "2030-01-31"},
     },
@@ -93,6 +97,12 @@ OPERATORS: list[dict[str, Any]] = [
         "email": "ana@example.com",
         "cpf": "111.444.777-35",
         "role": "dispatcher",
+    },
+    {
+        "name": "Carla Gestora",
+        "email": "carla.gestora@example.com",
+        "cpf": "861.204.735-80",
+        "role": "fleet_manager",
     },
 ]
 OTHERS: list[dict[str, Any]] = [
@@ -136,6 +146,12 @@ TRIGGERS: list[dict[str, Any]] = [
         "mapping": "traccar-position",
     },
     {
+        "name": "traccar-events",
+        "entity_type": "vehicle",
+        "methods": ["POST"],
+        "mapping": "traccar-event",
+    },
+    {
         "name": "osmand-phone",
         "entity_type": "vehicle",
         "methods": ["GET", "POST"],
@@ -151,6 +167,20 @@ TRIGGERS: list[dict[str, Any]] = [
         "kind": "fine",
         "methods": ["POST"],
         "mapping": "fine-feed",
+    },
+    {
+        "name": "fine-payments",
+        "entity_type": "other",
+        "kind": "fine",
+        "methods": ["POST"],
+        "mapping": "fine-payment",
+    },
+    {
+        "name": "checklists",
+        "entity_type": "other",
+        "kind": "checklist",
+        "methods": ["POST"],
+        "mapping": "checklist",
     },
 ]
 

@@ -48,6 +48,13 @@ class Metrics:
         self._add_trigger_metrics(r)
 
         self._add_delivery_metrics(r)
+        self.flow_runs = Counter(
+            "gateway_flow_runs_total",
+            "Flow runs by what happened: started, succeeded, stopped, failed, waiting (a step "
+            "retries later), loop_guard (an event of a chain of flows too deep started none)",
+            ["outcome"],
+            registry=r,
+        )
         self._add_schedule_metrics(r)
 
     def _add_schedule_metrics(self, r: CollectorRegistry) -> None:
@@ -84,7 +91,7 @@ class Metrics:
         self.deliveries = Counter(
             "gateway_deliveries_total",
             "Delivery attempts by what they led to "
-            "(succeeded, retry, failed, dead, gone, deferred)",
+            "(succeeded, retry, failed, dead, gone, deferred, suppressed)",
             ["outcome"],
             registry=r,
         )

@@ -1,9 +1,9 @@
 """The composition root: every long-lived object of a gateway process, built in one place.
 
 `open_services(settings)` opens, in order, the store, the one outbound HTTP client, the use
-cases, the event relay and the delivery worker, and closes them in reverse. The web app
-(`create_app`), `gateway worker`, the CLI commands and the tests all start here; nothing
-else constructs a use case.
+cases, the event relay, the flow runner and the delivery worker, and closes them in reverse.
+The web app (`create_app`), `gateway worker`, the CLI commands and the tests all start here;
+nothing else constructs a use case.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 from gateway import __version__
@@ -31,11 +31,15 @@ from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
-from gateway.events import EventLog, EventRelay
+from gateway.events import EventLog, EventRelay, OnRelayed
+from gateway.flows.runner import FlowRunner
+from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
+from gateway.flows.starter import FlowStarter
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
-from gateway.notify.wiring import NotifyServices, assemble_notify
+from gateway.models import DeliveryKind
+from gateway.notify.wiring import NotifyServices, assemble_flow_runtime, assemble_notify
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
@@ -43,7 +47,7 @@ from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
 from gateway.schedules.poll import PollContext
 from gateway.schedules.sinks import EntitySink, PageSink, compile_target
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
-from gateway.store import Store
+from gateway.store import Doc, Store
 from gateway.store.connection import open_store
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.ingest import Ingestor
@@ -59,7 +63,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Services:
     """What a gateway process runs on, ready to use. `settings.run_workers` says whether this
-    process runs the relay and the delivery worker in the background."""
+    process runs the relay, the flow runner and the delivery worker in the background."""
 
     settings: Settings
     metrics: Metrics
@@ -85,6 +89,8 @@ class Services:
     schedule_runner: ScheduleRunner
     accounts: AccountService
     dashboard: Dashboard
+    flow_starter: FlowStarter
+    flow_runner: FlowRunner
 
 
 @contextlib.asynccontextmanager
@@ -126,10 +132,32 @@ def _assemble(
     mappings = MappingService(store, schemas, entities, kinds)
     catalog = Catalog(store, box, metrics)
     guards = partner_guards(metrics)
+    notify = assemble_notify(
+        store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
+    )
     worker = DeliveryWorker(
-        store, catalog, sender, guards, mappings, metrics, settings=_worker_settings(settings)
+        store,
+        catalog,
+        sender,
+        guards,
+        mappings,
+        metrics,
+        settings=_worker_settings(settings),
+        senders={DeliveryKind.NOTIFICATION: notify.notification_sender},
     )
     fanout = FanOut(store, catalog, metrics, on_created=worker.notify)
+    flow_runtime = assemble_flow_runtime(
+        notify,
+        store,
+        catalog,
+        mappings,
+        sender,
+        guards,
+        entities,
+        metrics,
+        settings=_runner_settings(settings),
+        on_deliveries=worker.notify,
+    )
     configs = TriggerConfigs(store, box, fetch)
     admin_verifier = _admin_verifier(settings, ring, fetch)
     keeper = RejectedKeeper(store, metrics)
@@ -183,11 +211,17 @@ def _assemble(
         deliveries=DeliveryService(store, on_replay=worker.notify),
         delivery_worker=worker,
         events=EventLog(store),
-        # Built with its fan-out: no event is ever relayed without its deliveries.
-        relay=EventRelay(store, metrics, on_relayed=fanout, doorbell=relay_doorbell),
-        notify=assemble_notify(
-            store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
+        # Built with its fan-out and the flow starter: no event is ever relayed without its
+        # deliveries and its flow runs (and the driver changes it reports).
+        relay=EventRelay(
+            store,
+            metrics,
+            on_relayed=each_of(fanout, flow_runtime.starter, notify.assignment_feed),
+            doorbell=relay_doorbell,
         ),
+        notify=notify,
+        flow_starter=flow_runtime.starter,
+        flow_runner=flow_runtime.runner,
         schedules=ScheduleService(store, mappings, list(sinks), on_due=runner.notify),
         schedule_runner=runner,
         accounts=AccountService(store, admin_verifier),
@@ -206,6 +240,19 @@ def _schedule_targets(store: Store, settings: Settings) -> OtherTargets:
     return find
 
 
+def each_of(*hooks: OnRelayed) -> OnRelayed:
+    """One relay hook that calls `hooks` in turn with each batch (each is idempotent, so a
+    batch relayed again after a failure in a later hook repeats nothing)."""
+
+    async def relayed(events: Sequence[Doc]) -> int:
+        done = 0
+        for hook in hooks:
+            done += await hook(events)
+        return done
+
+    return relayed
+
+
 def _worker_settings(settings: Settings) -> WorkerSettings:
     return WorkerSettings(
         lease_seconds=settings.delivery_lease_seconds,
@@ -213,6 +260,14 @@ def _worker_settings(settings: Settings) -> WorkerSettings:
         poll_seconds=settings.delivery_poll_seconds,
         probe_seconds=settings.partner_probe_seconds,
         shutdown_seconds=settings.delivery_shutdown_seconds,
+    )
+
+
+def _runner_settings(settings: Settings) -> FlowRunnerSettings:
+    """Flow runs are leased, polled and stopped like deliveries."""
+    worker = _worker_settings(settings)
+    return FlowRunnerSettings(
+        worker.lease_seconds, worker.concurrency, worker.poll_seconds, worker.shutdown_seconds
     )
 
 
@@ -231,18 +286,22 @@ def _admin_verifier(settings: Settings, ring: KeyRing, fetch: Fetch) -> AdminTok
 
 @contextlib.asynccontextmanager
 async def _background(services: Services) -> AsyncIterator[None]:
-    """The relay, the delivery worker and the schedule runner; on the way out the runner and
-    the worker stop claiming and finish what they started before the relay stops."""
+    """The relay, the flow runner, the delivery worker and the schedule runner; on the way out
+    the runners finish what they started (flow runs may queue deliveries), the worker stops
+    claiming and finishes its in-flight sends, then the relay stops."""
     if not services.settings.run_workers:
         yield
         return
     relay = asyncio.create_task(services.relay.run())
+    runner = asyncio.create_task(services.flow_runner.run())
     worker = asyncio.create_task(services.delivery_worker.run())
-    runner = asyncio.create_task(services.schedule_runner.run())
+    schedules = asyncio.create_task(services.schedule_runner.run())
     try:
         yield
     finally:
         await services.schedule_runner.stop()
+        await schedules
+        await services.flow_runner.stop()
         await runner
         await services.delivery_worker.stop()
         await worker

@@ -79,6 +79,10 @@ USE_CASES = (
     "gateway.demo",
     "gateway.accounts",
     "gateway.dashboard",
+    "gateway.notify",
+    "gateway.flows",
+    "gateway.assignments",
+    "gateway.assignment_feed",
 )
 ADAPTERS = ("gateway.store", "gateway.metrics", "gateway.outbound")
 PURE = (
@@ -110,7 +114,13 @@ def test_pure_domain_reaches_no_adapter_or_use_case() -> None:
 FORBIDDEN = {
     "gateway.outbound": (*USE_CASES, "gateway.store", "gateway.metrics"),
     "gateway.actions": ("gateway.delivery", "gateway.triggers", "gateway.schedules"),
-    "gateway.delivery": ("gateway.triggers", "gateway.schedules"),
+    # The worker sends notifications through the sender it is given (delivery/kinds.py).
+    "gateway.delivery": (
+        "gateway.triggers",
+        "gateway.schedules",
+        "gateway.notify",
+        "gateway.flows",
+    ),
     "gateway.triggers": ("gateway.actions", "gateway.delivery", "gateway.schedules"),
     "gateway.store": (*USE_CASES, "gateway.outbound", "gateway.metrics"),
     "gateway.services": ENTRY,

@@ -30,6 +30,7 @@ _FILTERS = [
     ("entity_id", "entity id"),
     ("subscription_id", "subscription id"),
     ("event_id", "event id"),
+    ("run_id", "flow run id: the run's calls and notifications"),
 ]
 
 
