@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +26,7 @@ from gateway.auth.keys import KeyRing, generate_secret_key
 from gateway.auth.partner_jwt import JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
+from gateway.background import cancel_and_wait
 from gateway.config import Settings
 from gateway.entities import EntityService
 from gateway.errors import StoreUnavailable
@@ -34,6 +34,7 @@ from gateway.events import EventRelay
 from gateway.keys import (
     actions_key,
     admin_verifier_key,
+    db_health_key,
     deliveries_key,
     delivery_worker_key,
     entities_key,
@@ -55,8 +56,8 @@ from gateway.kinds import KindService
 from gateway.mappings import MappingService
 from gateway.metrics import Metrics
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
-from gateway.store import Store, open_client
-from gateway.store.embedded import EmbeddedServer
+from gateway.store import Store
+from gateway.store.connection import open_connection
 from gateway.triggers.wiring import open_triggers
 from gateway.web.middlewares import edge
 from gateway.web.routes import add_routes
@@ -104,33 +105,29 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
 def _database(uri: str | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[settings_key]
-        embedded = None if uri else EmbeddedServer(Path(settings.data_dir) / "db")
-        if embedded is not None:
-            await asyncio.to_thread(embedded.start)
-        client = open_client(
-            embedded.uri if embedded else str(uri), timeout_ms=settings.db_timeout_ms
-        )
-        store = Store(client[settings.database])
-        indexes = None
-        try:
-            await store.ensure_indexes()
-        except StoreUnavailable as exc:
-            log.error("database unavailable at start (%s); serving 503 until it answers", exc)
-            indexes = asyncio.create_task(_ensure_indexes(store))
-        app[store_key] = store
-        app[kinds_key] = KindService(store, app[schemas_key])
-        app[entities_key] = EntityService(store, app[schemas_key], app[kinds_key])
-        app[mappings_key] = MappingService(
-            store, app[schemas_key], app[entities_key], app[kinds_key]
-        )
-        watcher = asyncio.create_task(_watch(embedded)) if embedded else None
-        yield
-        for task in (watcher, indexes):
-            if task is not None:
-                task.cancel()
-        await client.close()
-        if embedded:
-            await asyncio.to_thread(embedded.stop)
+        async with open_connection(
+            uri,
+            data_dir=Path(settings.data_dir),
+            database=settings.database,
+            timeout_ms=settings.db_timeout_ms,
+            write_concern=settings.db_write_concern,
+        ) as connection:
+            store = connection.store
+            app[db_health_key] = connection.health
+            indexes = None
+            try:
+                await store.ensure_indexes()
+            except StoreUnavailable as exc:
+                log.error("database unavailable at start (%s); serving 503 until it answers", exc)
+                indexes = asyncio.create_task(_ensure_indexes(store))
+            app[store_key] = store
+            app[kinds_key] = KindService(store, app[schemas_key])
+            app[entities_key] = EntityService(store, app[schemas_key], app[kinds_key])
+            app[mappings_key] = MappingService(
+                store, app[schemas_key], app[entities_key], app[kinds_key]
+            )
+            yield
+            await cancel_and_wait(indexes)
 
     return ctx
 
@@ -145,13 +142,6 @@ async def _ensure_indexes(store: Store) -> None:
             return
         except StoreUnavailable:
             continue
-
-
-async def _watch(embedded: EmbeddedServer) -> None:
-    """A crash of the embedded database is reported, not hidden."""
-    while (code := embedded.exit_code()) is None:
-        await asyncio.sleep(1)
-    log.error("the embedded database exited with code %s:\n%s", code, embedded.log_tail())
 
 
 async def _admin_auth(app: web.Application) -> AsyncIterator[None]:
@@ -194,10 +184,7 @@ async def _event_relay(app: web.Application) -> AsyncIterator[None]:
     relay.set_fanout(app[fanout_key])  # before the relay runs: no event without its deliveries
     task = asyncio.create_task(relay.run()) if app[settings_key].run_workers else None
     yield
-    if task:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(task)
 
 
 async def _actions(app: web.Application) -> AsyncIterator[None]:

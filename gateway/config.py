@@ -36,6 +36,9 @@ class Settings:
     outbound_allow: tuple[str, ...] = ()
     database: str = "gateway"
     db_timeout_ms: int = 5000
+    # The write concern's `w` (journaling is always on): "majority" on a replica set, or a
+    # number of members; None keeps the URI's (default 1).
+    db_write_concern: str | int | None = None
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
     run_workers: bool = True
@@ -80,6 +83,7 @@ class Settings:
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
             database=env.text("GATEWAY_DATABASE") or "gateway",
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
+            db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
@@ -129,6 +133,14 @@ class _Env:
         if raw.lower() in ("false", "0"):
             return False
         raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}")
+
+    def write_concern(self, name: str) -> str | int | None:
+        raw = self.text(name)
+        if raw is None or raw == "majority":
+            return raw
+        if raw.isdecimal() and int(raw) >= 1:
+            return int(raw)
+        raise ConfigError(f"{name} must be majority or a number of members, got {raw!r}")
 
     def url(self, name: str) -> str | None:
         raw = self.text(name)

@@ -19,6 +19,7 @@ from gateway.mappings import MappingService
 from gateway.metrics import Metrics
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
+from gateway.store.health import DatabaseHealth
 from gateway.triggers import HookReceiver, RejectedPayloads, TriggerService
 
 settings_key = web.AppKey("settings", Settings)
@@ -27,6 +28,7 @@ keyring_key = web.AppKey("keyring", KeyRing)
 admin_verifier_key = web.AppKey("admin_verifier", AdminTokenVerifier)
 schemas_key = web.AppKey("schemas", SchemaRegistry)
 store_key = web.AppKey("store", Store)
+db_health_key = web.AppKey("db_health", DatabaseHealth)
 entities_key = web.AppKey("entities", EntityService)
 kinds_key = web.AppKey("kinds", KindService)
 relay_key = web.AppKey("relay", EventRelay)

@@ -40,6 +40,7 @@ from gateway.actions.preparation import signed_request
 from gateway.actions.recording import DeliveryRecorder
 from gateway.actions.retry import DeliveryStatus
 from gateway.actions.sender import OutboundRequest, Sender
+from gateway.background import cancel_and_wait
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
@@ -162,9 +163,7 @@ class DeliveryWorker:
         finally:
             self._running = False
             self._loop_ended.set()
-            for keeper in keepers:
-                keeper.cancel()
-            await asyncio.gather(*keepers, return_exceptions=True)
+            await cancel_and_wait(*keepers)
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""

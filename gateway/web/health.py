@@ -7,24 +7,39 @@ import hmac
 from aiohttp import web
 
 from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
-from gateway.keys import delivery_worker_key, metrics_key, relay_key, settings_key, store_key
+from gateway.keys import (
+    db_health_key,
+    delivery_worker_key,
+    metrics_key,
+    relay_key,
+    settings_key,
+    store_key,
+)
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import bearer_token
 
 
-@operation("Liveness: the process answers", tag="operations", auth="none")
+@operation("Liveness: the process answers", tag="operations", auth="none", database=False)
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@operation("Readiness: the database answers", tag="operations", auth="none", errors=(503,))
+@operation(
+    "Readiness: the database answers and the workers make progress",
+    tag="operations",
+    auth="none",
+    errors=(503,),
+    database=False,
+)
 async def readyz(request: web.Request) -> web.Response:
-    metrics = request.app[metrics_key]
+    metrics, health = request.app[metrics_key], request.app[db_health_key]
     try:
+        health.check()  # known down (crashed, restarting, frozen): no need to wait for a ping
         await request.app[store_key].ping()
     except StoreUnavailable:
         metrics.database_up.set(0)
+        health.suspect()
         raise
     metrics.database_up.set(1)
     workers = "disabled"
@@ -36,7 +51,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready", "database": "ok", "workers": workers})
 
 
-@operation("Prometheus metrics", tag="operations", auth="none")
+@operation("Prometheus metrics", tag="operations", auth="none", database=False)
 async def metrics(request: web.Request) -> web.Response:
     expected = request.app[settings_key].metrics_token
     if expected is not None:

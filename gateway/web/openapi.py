@@ -84,6 +84,17 @@ class Operation:
     status: int = 200
     query: Sequence[tuple[str, str]] = ()
     errors: Sequence[int] = field(default_factory=tuple)
+    # False for the few routes that never touch the database (health, metrics, the docs):
+    # they keep answering while it is down.
+    database: bool = True
+    # Whether a retry with the same `Idempotency-Key` header is answered from the first call.
+    idempotency_key: bool = False
+
+
+def operation_of(handler: Any) -> Operation | None:
+    """What `@operation` declared on a route's handler (None for aiohttp's own)."""
+    op = getattr(handler, _ATTR, None)
+    return op if isinstance(op, Operation) else None
 
 
 def operation(summary: str, *, tag: str, **details: Any) -> Callable[[H], H]:
@@ -213,12 +224,12 @@ def _operation_id(path: str, summary: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]+", "_", summary).strip("_").lower()
 
 
-@operation("The OpenAPI document", tag="meta", auth="none")
+@operation("The OpenAPI document", tag="meta", auth="none", database=False)
 async def openapi_json(request: web.Request) -> web.Response:
     return json_response(build_document(request.app))
 
 
-@operation("Human-readable API reference (works offline)", tag="meta", auth="none")
+@operation("Human-readable API reference (works offline)", tag="meta", auth="none", database=False)
 @aiohttp_jinja2.template("api_docs.html")
 async def api_docs(request: web.Request) -> dict[str, Any]:
     return {"doc": build_document(request.app)}
