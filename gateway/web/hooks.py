@@ -89,6 +89,7 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
     request=_BODY,
     response=_WRITTEN,
     errors=(409,),
+    idempotency_key=True,
 )
 async def post_hook(request: web.Request) -> web.Response:
     return await _answer(request)
