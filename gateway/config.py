@@ -58,6 +58,9 @@ class Settings:
     delivery_poll_seconds: int = 1
     delivery_shutdown_seconds: int = 10
     partner_probe_seconds: int = 300
+    # /readyz turns unready when the event relay or the delivery worker has failed for this
+    # long with work waiting.
+    stall_seconds: int = 60
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -100,6 +103,7 @@ class Settings:
             delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
             delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
             partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
+            stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
 

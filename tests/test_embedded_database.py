@@ -92,8 +92,9 @@ def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
                 "POST", "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, headers=auth()
             )
             assert status == 503 and headers["Retry-After"]
-            # From the known state (the supervisor's word), not from a 5 s selection wait.
-            assert "the embedded database" in body["detail"]
+            # From the known state (the supervisor's or the driver's word, which the gate
+            # checks before anything), not from a 5 s server-selection wait.
+            assert body["detail"].startswith("the database is unavailable (")
             assert "outcome" not in body  # refused before anything was attempted
             assert gateway.get("/healthz")[0] == 200
         wait_until(gateway.ready, 30, "the restarted database")

@@ -43,6 +43,7 @@ from gateway.actions.sender import OutboundRequest, Sender
 from gateway.background import cancel_and_wait
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.metrics import Metrics
+from gateway.progress import Progress
 from gateway.store import Doc, Store
 from gateway.store.deliveries import SHARDS
 
@@ -98,6 +99,7 @@ class DeliveryWorker:
         self._shard = random.randrange(SHARDS)
         self._refill_at = max(1, settings.concurrency // 4)
         self._wake = asyncio.Event()
+        self.progress = Progress()  # of claiming, for readiness
         self._stopping = False
         self._running = False
         self._loop_ended = asyncio.Event()
@@ -224,10 +226,14 @@ class DeliveryWorker:
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:
-            return await self._claim(limit)
+            claimed = await self._claim(limit)
+            self.progress.moved()
+            return claimed
         except StoreUnavailable as exc:
+            self.progress.stuck(exc.detail)
             log.warning("delivery worker paused: %s", exc.detail)
-        except Exception:
+        except Exception as exc:
+            self.progress.stuck(f"{type(exc).__name__}: {exc}")
             log.exception("claiming deliveries failed; retrying")
         return []
 
@@ -304,17 +310,14 @@ class DeliveryWorker:
             # Nothing more can be written; the lease expires and another attempt follows.
             log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
-        except Exception:
-            log.exception("delivery %s failed unexpectedly; released", doc["_id"])
+        except Exception as exc:
+            # What the worker cannot process is parked (failed, with why; replayable), not
+            # retried forever.
+            log.exception("delivery %s failed unexpectedly; parked", doc["_id"])
             result = "unrecorded"
             with contextlib.suppress(Exception):
-                await self._store.deliveries.finish(
-                    doc["_id"],
-                    token,
-                    {
-                        "status": DeliveryStatus.PENDING.value,
-                        "next_attempt_at": self.clock() + self._lease,
-                    },
+                result = await self._recorder.fail(
+                    doc, token, f"cannot be processed: {type(exc).__name__}: {exc}"[:500]
                 )
         self._held.pop(doc["_id"], None)
         return result

@@ -44,11 +44,22 @@ async def readyz(request: web.Request) -> web.Response:
     metrics.database_up.set(1)
     workers = "disabled"
     if request.app[settings_key].run_workers:
-        alive = request.app[relay_key].running and request.app[delivery_worker_key].running
-        workers = "running" if alive else "stopped"
-        if workers == "stopped":
-            raise Unavailable("the background workers are not running")
+        _check_workers(request.app)
+        workers = "running"
     return json_response({"status": "ready", "database": "ok", "workers": workers})
+
+
+def _check_workers(app: web.Application) -> None:
+    relay, worker = app[relay_key], app[delivery_worker_key]
+    if not (relay.running and worker.running):
+        raise Unavailable("the background workers are not running")
+    limit = app[settings_key].stall_seconds
+    for name, progress in (("event relay", relay.progress), ("delivery worker", worker.progress)):
+        if (stalled := progress.stalled_for()) > limit:
+            raise Unavailable(
+                f"the {name} has made no progress for {stalled:.0f} s: {progress.reason}",
+                retry_after=limit,
+            )
 
 
 @operation("Prometheus metrics", tag="operations", auth="none", database=False)

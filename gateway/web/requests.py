@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from gateway.triggers.payloads import check_depth
 
 MAX_PAGE = 200
 # A client gets this long to send its whole body; a slow one must not hold a connection
@@ -39,12 +40,16 @@ async def read_body(request: web.Request) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
+    """The body's JSON, nested at most 32 deep like a trigger's (the size is capped while it
+    is read: `client_max_size`, GATEWAY_MAX_BODY_BYTES)."""
     if not body:
         raise BadRequest("the request body is empty")
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    check_depth(body, data)
+    return data
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
