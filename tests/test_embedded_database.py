@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -82,21 +81,23 @@ def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
     gateway = Gateway(tmp_path).start()
     try:
         database = gateway.db_pid
-        port = _port_of(database)
-        os.kill(database, signal.SIGKILL)
-        # Hold its port so the restart cannot succeed until we let it: the down window is
-        # ours to observe, whatever the machine's speed.
-        with _held(port):
+        launcher = _parent_of(database)
+        # The launcher, stopped, cannot report the death yet: the down window is ours to
+        # observe, whatever the machine's speed; the driver alone knows the database is gone.
+        os.kill(launcher, signal.SIGSTOP)
+        try:
+            os.kill(database, signal.SIGKILL)
             wait_until(lambda: gateway.get("/readyz")[0] == 503, 10, "readiness to drop")
             status, headers, body = gateway.request(
                 "POST", "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, headers=auth()
             )
             assert status == 503 and headers["Retry-After"]
-            # From the known state (the supervisor's or the driver's word, which the gate
-            # checks before anything), not from a 5 s server-selection wait.
+            # From the known state, checked before anything: not a 5 s server-selection wait.
             assert body["detail"].startswith("the database is unavailable (")
             assert "outcome" not in body  # refused before anything was attempted
             assert gateway.get("/healthz")[0] == 200
+        finally:
+            os.kill(launcher, signal.SIGCONT)
         wait_until(gateway.ready, 30, "the restarted database")
         status, _, _ = gateway.request(
             "POST", "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, headers=auth()
@@ -107,35 +108,11 @@ def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
         gateway.stop()
 
 
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _secantusd() -> str:
     import sys
 
     return str(Path(sys.executable).with_name("secantusd-py"))
-
-
-def _port_of(pid: int) -> int:
-    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    return int(args[args.index("--port") + 1])
-
-
-class _held:
-    """Listen on a port (as soon as the dead database's socket lets us)."""
-
-    def __init__(self, port: int) -> None:
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._port = port
-
-    def __enter__(self) -> None:
-        def bound() -> bool:
-            try:
-                self._sock.bind(("127.0.0.1", self._port))
-            except OSError:
-                return False
-            return True
-
-        wait_until(bound, 10, f"port {self._port} to be free")
-        self._sock.listen()
-
-    def __exit__(self, *exc: object) -> None:
-        self._sock.close()

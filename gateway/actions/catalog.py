@@ -19,6 +19,7 @@ import orjson
 
 from gateway.actions.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.actions.partner_auth import PartnerAuth, build_auth
+from gateway.actions.redaction import Redactor
 from gateway.actions.retry import DEFAULT_SCHEDULE, Verdict
 from gateway.actions.sender import OutboundRequest, Outcome, build_url
 from gateway.auth.secretbox import SecretBox
@@ -60,6 +61,11 @@ class Partner:
     @property
     def disabled(self) -> bool:
         return self.status == "disabled"
+
+    def redactor(self) -> Redactor:
+        """Removes this partner's credentials from what it sends back (built per answer: an
+        OAuth2 access token changes)."""
+        return Redactor((*self.auth.credential_values(), *self.secrets.values()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,9 +77,10 @@ class DatabaseHealth(TopologyListener):
                 f"the database is unavailable ({self.reason})", retry_after=RETRY_AFTER_SECONDS
             )
 
-    def suspect(self) -> None:
-        """An operation failed mid-way: have the prober ping now."""
-        self._suspect.set()
+    def report_failure(self, reason: str) -> None:
+        """An operation failed for want of the database: known down until a ping passes (the
+        prober starts at once; on a healthy database that is a few milliseconds)."""
+        self.mark_down("probe", reason)
 
     # -- the prober ------------------------------------------------------------------------
 

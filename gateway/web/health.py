@@ -36,10 +36,13 @@ async def readyz(request: web.Request) -> web.Response:
     metrics, health = request.app[metrics_key], request.app[db_health_key]
     try:
         health.check()  # known down (crashed, restarting, frozen): no need to wait for a ping
-        await request.app[store_key].ping()
+        try:
+            await request.app[store_key].ping()
+        except StoreUnavailable as exc:
+            health.report_failure(exc.detail)
+            raise
     except StoreUnavailable:
         metrics.database_up.set(0)
-        health.suspect()
         raise
     metrics.database_up.set(1)
     workers = "disabled"

@@ -70,9 +70,9 @@ async def _call(request: web.Request, handler: Handler, request_id: str) -> web.
     try:
         return await handler(request)
     except StoreUnavailable as exc:
+        health.report_failure(exc.detail)
         if request.method in _WRITES:
             exc = _outcome_unknown(exc, op)
-        health.suspect()
         log.warning("request failed: %s", exc.detail, extra={"status": exc.status})
         return problems.problem_response(exc, request)
     except GatewayError as exc:
