@@ -19,18 +19,19 @@ from gateway.demo import DemoTrigger, seed_entities, seed_mappings, seed_trigger
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.keys import entities_key, keyring_key, mappings_key, triggers_key
 from gateway.schemas.registry import default_schema_dir
+from gateway.web import server
 
 
 def serve(settings: Settings) -> int:
     app = create_app(settings)
-    # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish requests,
-    # then run every cleanup context (workers stop claiming, the database closes).
-    web.run_app(
+    # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every
+    # cleanup context (workers stop claiming, the database closes).
+    server.run(
         app,
         host=settings.host,
         port=settings.port,
+        on_listening=lambda: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
         access_log=None,
-        print=lambda msg: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
         shutdown_timeout=15,
         keepalive_timeout=75,
     )
@@ -52,12 +53,11 @@ def demo(settings: Settings, tenant: str) -> int:
         print(_demo_summary(settings.base_url, tenant, created, mappings, hooks, token), flush=True)
 
     app.on_startup.append(on_startup)
-    web.run_app(
+    server.run(
         app,
         host=settings.host,
         port=settings.port,
         access_log=None,
-        print=None,
         shutdown_timeout=15,
         keepalive_timeout=75,
     )
