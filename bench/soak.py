@@ -166,7 +166,13 @@ class Soak:
             self.window.errors += 1
 
     async def relay_lag(self) -> float:
-        _, page = await self.call("GET", "/api/v1/events?limit=1", headers=self.admin)
+        """Now minus the newest relayed event's time (NaN when it cannot be read)."""
+        try:
+            status, page = await self.call("GET", "/api/v1/events?limit=1", headers=self.admin)
+        except (aiohttp.ClientError, TimeoutError):
+            return float("nan")
+        if status != 200 or not page["items"]:
+            return float("nan")
         newest = datetime.fromisoformat(page["items"][0]["occurred_at"])
         return (datetime.now(UTC) - newest).total_seconds()
 

@@ -16,6 +16,7 @@ from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
     PyMongoError,
+    ServerSelectionTimeoutError,
 )
 from pymongo.monitoring import TopologyListener
 
@@ -67,13 +68,18 @@ def translate_errors(
     except DuplicateKeyError:
         raise Conflict(conflict_detail) from None
     except ConnectionFailure as exc:  # server selection, AutoReconnect, NetworkTimeout
-        raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        deadline = exc.timeout and not isinstance(exc, ServerSelectionTimeoutError)
+        raise StoreUnavailable(
+            f"database unavailable: {type(exc).__name__}", deadline=deadline
+        ) from exc
     except PyMongoError as exc:
         if not exc.timeout:
             raise
         # A deadline passed (timeoutMS, or the server's maxTimeMS): the operation may still
         # complete on the server; the web edge says so on a write (outcome unknown).
-        raise StoreUnavailable(f"database deadline passed: {type(exc).__name__}") from exc
+        raise StoreUnavailable(
+            f"database deadline passed: {type(exc).__name__}", deadline=True
+        ) from exc
 
 
 _DUPLICATE_KEY = 11000

@@ -77,10 +77,15 @@ class DatabaseHealth(TopologyListener):
                 f"the database is unavailable ({self.reason})", retry_after=RETRY_AFTER_SECONDS
             )
 
-    def report_failure(self, reason: str) -> None:
-        """An operation failed for want of the database: known down until a ping passes (the
-        prober starts at once; on a healthy database that is a few milliseconds)."""
-        self.mark_down("probe", reason)
+    def report_failure(self, error: StoreUnavailable) -> None:
+        """An operation failed for want of the database. No server or a lost connection: known
+        down until a ping passes (the prober starts at once; on a healthy database that takes
+        milliseconds). A deadline passed: maybe only a slow query under load, so the prober
+        decides (a ping with a short deadline) before anything is refused."""
+        if error.deadline:
+            self._suspect.set()
+        else:
+            self.mark_down("probe", error.detail)
 
     # -- the prober ------------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ def _filters(request: web.Request, etype: str) -> dict[str, str]:
 
 
 @operation(
-    "List entities",
+    "List entities (also filtered by indexed fields: vehicle plate, status, group, renavam; "
+    "driver cpf, status; supplier cnpj; operator cpf, role; other kind, status, plate)",
     tag="entities",
     response={
         "type": "object",
@@ -39,7 +40,6 @@ def _filters(request: web.Request, etype: str) -> dict[str, str]:
     query=[
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
-        ("plate/status/group/cpf/cnpj/kind/...", "filters on indexed fields"),
     ],
 )
 async def list_entities(request: web.Request) -> web.Response:

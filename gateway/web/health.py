@@ -39,7 +39,7 @@ async def readyz(request: web.Request) -> web.Response:
         try:
             await request.app[store_key].ping()
         except StoreUnavailable as exc:
-            health.report_failure(exc.detail)
+            health.report_failure(exc)
             raise
     except StoreUnavailable:
         metrics.database_up.set(0)

@@ -70,7 +70,7 @@ async def _call(request: web.Request, handler: Handler, request_id: str) -> web.
     try:
         return await handler(request)
     except StoreUnavailable as exc:
-        health.report_failure(exc.detail)
+        health.report_failure(exc)
         if request.method in _WRITES:
             exc = _outcome_unknown(exc, op)
         log.warning("request failed: %s", exc.detail, extra={"status": exc.status})

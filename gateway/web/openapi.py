@@ -57,11 +57,13 @@ _STATUS_TEXT = {
     201: "Created",
     202: "Accepted",
     204: "No content",
+    207: "Batch with at least one failed item (see `results`)",
     400: "Malformed request",
     401: "Missing or invalid credentials",
     403: "Not allowed for these credentials",
     404: "Not found",
     405: "Method not allowed",
+    408: "The body took too long to arrive",
     409: "Conflict",
     413: "Body too large",
     415: "Unsupported media type",
@@ -89,6 +91,14 @@ class Operation:
     database: bool = True
     # Whether a retry with the same `Idempotency-Key` header is answered from the first call.
     idempotency_key: bool = False
+    # False when the body may be left out (the server then takes `{}`).
+    body_required: bool = True
+    # Other success statuses answered with the same schema (e.g. 201 and 207 for /hooks).
+    also: Sequence[int] = ()
+    # JSON Schemas of path and query parameters by name (default: any string), and the
+    # query parameters that must be given.
+    schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    required_query: Sequence[str] = ()
 
 
 def operation_of(handler: Any) -> Operation | None:
@@ -179,24 +189,28 @@ def _schema(value: Mapping[str, Any] | str) -> dict[str, Any]:
 
 def _operation(path: str, op: Operation) -> dict[str, Any]:
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _param_schema(op, name)}
         for name in _PARAM.findall(path)
     ]
     params += [
         {
             "name": name,
             "in": "query",
-            "required": False,
+            "required": name in op.required_query,
             "description": text,
-            "schema": {"type": "string"},
+            "schema": _param_schema(op, name),
         }
         for name, text in op.query
     ]
-    ok: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "OK")}
-    if op.response is not None:
-        ok["content"] = {"application/json": {"schema": _schema(op.response)}}
-    responses: dict[str, Any] = {str(op.status): ok}
-    for status in sorted({*_DEFAULT_ERRORS[op.auth], *op.errors}):
+    if op.idempotency_key:
+        params.append(_IDEMPOTENCY_KEY)
+    responses: dict[str, Any] = {}
+    for status in (op.status, *op.also):
+        ok: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "OK")}
+        if op.response is not None:
+            ok["content"] = {"application/json": {"schema": _schema(op.response)}}
+        responses[str(status)] = ok
+    for status in sorted(_errors(op)):
         responses[str(status)] = {
             "description": _STATUS_TEXT.get(status, "Error"),
             "content": {
@@ -214,10 +228,38 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
         result["security"] = [{op.auth: []}]
     if op.request is not None:
         result["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {"schema": _schema(op.request)}},
         }
     return result
+
+
+_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 200},
+}
+
+
+def _param_schema(op: Operation, name: str) -> dict[str, Any]:
+    return dict(op.schemas.get(name) or _PARAM_SCHEMAS.get(name) or {"type": "string"})
+
+
+_IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "a retry with the same key and body gets the first answer again (24 h)",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$"},
+}
+
+
+def _errors(op: Operation) -> set[int]:
+    """Every error status the route can answer: its own, its auth's, and the edge's."""
+    errors = {*_DEFAULT_ERRORS[op.auth], *op.errors}
+    if op.request is not None:
+        errors |= {400, 408, 413, 415}  # malformed, too slow, too large, not JSON
+    if op.database and op.auth != "none":
+        errors.add(503)
+    return errors
 
 
 def _operation_id(path: str, summary: str) -> str:

@@ -8,7 +8,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from gateway.errors import (
+    BadRequest,
+    FieldProblem,
+    InvalidPayload,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from gateway.triggers.payloads import check_depth
 
 MAX_PAGE = 200
@@ -57,6 +63,22 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     return data
+
+
+def check_members(body: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> None:
+    """422 for a member the route does not know or of the wrong JSON type, every one listed
+    (the OpenAPI document declares exactly these, with additionalProperties false)."""
+    problems = [
+        FieldProblem(f"/{k}", f"{k} is not a member of this body", "additionalProperties")
+        for k in sorted(set(body) - set(types))
+    ]
+    problems += [
+        FieldProblem(f"/{k}", f"{k} has the wrong type", "type")
+        for k, kind in types.items()
+        if k in body and (not isinstance(body[k], kind) or isinstance(body[k], bool))
+    ]
+    if problems:
+        raise InvalidPayload("the body does not fit this route", problems)
 
 
 def bearer_token(request: web.Request) -> str | None:
