@@ -210,3 +210,37 @@ def _verify(data_dir: Path, stream: _Stream) -> dict[str, int]:
         "events_lost": len([e for e in expected if e not in events]),
         "duplicated": sum(n - 1 for n in created.values() if n > 1),
     }
+
+
+def test_no_answered_write_is_lost_when_the_gateway_is_killed_mid_stream(
+    tmp_path: Path,
+) -> None:
+    first = Gateway(tmp_path).start()
+    status, _, trigger = first.request(
+        "POST",
+        "/api/v1/triggers",
+        {"name": "gateway-kill", "entity_type": "vehicle", "methods": ["POST"]},
+        headers=auth(),
+    )
+    assert status == 201, trigger
+    with _Stream(first, trigger) as stream:
+        wait_until(lambda: stream.count() >= WRITES_BETWEEN_KILLS, 60, "writes")
+        first.kill()  # SIGKILL: requests in flight get no answer; the database goes with it
+        stream.stop.set()
+    second = Gateway(tmp_path).start()  # same data dir: it takes over the outboxes
+    try:
+        status, _, _ = second.request(
+            "POST",
+            f"/hooks/{trigger['id']}",
+            {"plate": "ZZZ9Z99", "odometer_km": 1},
+            headers={"Authorization": f"Bearer {trigger['token']}"},
+        )
+        assert status == 201
+    finally:
+        second.stop()
+    report = _verify(tmp_path, stream)
+    print(
+        f"\ngateway kill: {stream.sent} sent, {len(stream.answered)} answered 2xx, "
+        f"{report['lost']} lost, {report['duplicated']} duplicated"
+    )
+    assert report == {"lost": 0, "stale": 0, "events_lost": 0, "duplicated": 0}
