@@ -199,7 +199,7 @@ async def peak(soak: Soak, partner: Partner, seconds: float) -> float:
 
 def _pct(values: list[float], q: float) -> float:
     if not values:
-        return 0.0
+        return float("nan")  # nothing arrived in the window: not "no lag"
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
 
@@ -318,11 +318,16 @@ async def _soak(
         f"median of windows {statistics.median(r[4] for r in rows):.1f} ms; "
         f"RSS gateway {rows[0][5]:.0f} -> {rows[-1][5]:.0f} MiB, "
         f"database {rows[0][6]:.0f} -> {rows[-1][6]:.0f} MiB; "
-        f"relay lag max {max(r[7] for r in rows):.2f} s; "
-        f"delivery lag p99 max {max(r[8] for r in rows):.2f} s; "
+        f"relay lag max {_finite_max(r[7] for r in rows):.2f} s; "
+        f"delivery lag p99 max {_finite_max(r[8] for r in rows):.2f} s; "
         f"{partner.received} deliveries received",
         flush=True,
     )
+
+
+def _finite_max(values: Any) -> float:
+    finite = [v for v in values if v == v]  # NaN is a window where nothing could be read
+    return max(finite) if finite else float("nan")
 
 
 def main() -> None:
