@@ -34,10 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import cpu_seconds  # noqa: E402
-from gateway.actions.fanout import delivery_document  # noqa: E402
-from gateway.app import create_app  # noqa: E402
 from gateway.config import Secret, Settings  # noqa: E402
-from gateway.keys import actions_key, store_key  # noqa: E402
+from gateway.delivery.fanout import delivery_document  # noqa: E402
+from gateway.services import open_services  # noqa: E402
 from gateway.store.embedded import EmbeddedServer  # noqa: E402
 
 SECRET_KEY = "bench-secret-key-0123456789abcdef0123456789abcdef"
@@ -89,11 +88,8 @@ def _event(n: int) -> dict[str, Any]:
 
 async def _prepare(settings: Settings, uri: str, partner_url: str, count: int) -> None:
     """Partner, action, subscription through the services; N deliveries as fan-out makes them."""
-    runner = web.AppRunner(create_app(settings, mongodb_uri=uri))
-    await runner.setup()
-    try:
-        app = runner.app
-        service = app[actions_key]
+    async with open_services(settings, mongodb_uri=uri) as services:
+        service = services.actions
         partner = await service.create_partner(
             TENANT,
             {
@@ -116,25 +112,16 @@ async def _prepare(settings: Settings, uri: str, partner_url: str, count: int) -
         sub, _ = await service.create_subscription(
             TENANT, {"action_id": str(action["_id"]), "event_types": ["entity.updated"]}
         )
-        catalog_action = await app[actions_key]._catalog.action(TENANT, str(action["_id"]))
+        catalog_action = await service._catalog.action(TENANT, str(action["_id"]))
         now = datetime.now(UTC)
         docs = [delivery_document(_event(n), sub, catalog_action, now, now) for n in range(count)]
-        store = app[store_key]
         for start in range(0, count, 500):
-            await store.deliveries.insert_many(docs[start : start + 500])
-        # The event documents the deliveries name (the fan-out writes them first).
-    finally:
-        await runner.cleanup()
+            await services.store.deliveries.insert_many(docs[start : start + 500])
 
 
 async def _count_succeeded(settings: Settings, uri: str) -> int:
-    runner = web.AppRunner(create_app(settings, mongodb_uri=uri))
-    await runner.setup()
-    try:
-        collection = runner.app[store_key].db["deliveries"]
-        return await collection.count_documents({"status": "succeeded"})
-    finally:
-        await runner.cleanup()
+    async with open_services(settings, mongodb_uri=uri) as services:
+        return await services.store.db["deliveries"].count_documents({"status": "succeeded"})
 
 
 def _rss_mb(pid: int) -> float:

@@ -23,7 +23,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.auth.keys import KeyRing  # noqa: E402
+from gateway.auth.keyring import KeyRing  # noqa: E402
 from gateway.auth.secretbox import SecretBox  # noqa: E402
 from gateway.auth.tokens import TriggerTokenVerifier, issue_trigger_token  # noqa: E402
 from gateway.mapping import load_mapping  # noqa: E402

@@ -1,4 +1,5 @@
-"""The `gateway` command: serve | worker | admin-token | mapping validate/test | demo."""
+"""The `gateway` command: serve | worker | admin-token | mapping validate/test | demo |
+trigger create/list | ui-user create."""
 
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="outbound mappings: the sample is the partner's answer (default: the context)",
     )
+    test.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a trigger param the mapping declares, e.g. distance_unit=mi (repeatable)",
+    )
 
     trigger = commands.add_parser("trigger", help="create or list triggers")
     trigger_commands = trigger.add_subparsers(dest="trigger_command", required=True)
@@ -61,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--token-in-query", help="query parameter that may carry the token")
     listing = trigger_commands.add_parser("list", help="list a tenant's triggers")
     listing.add_argument("--tenant", required=True)
+
+    ui_user = commands.add_parser("ui-user", help="manage admin UI users")
+    ui_user_commands = ui_user.add_subparsers(dest="ui_user_command", required=True)
+    add_user = ui_user_commands.add_parser(
+        "create", help="create a user; the password is read from stdin (or asked for)"
+    )
+    add_user.add_argument("--tenant", required=True)
+    add_user.add_argument("--email", required=True)
+    add_user.add_argument("--role", choices=("admin", "viewer"), default="admin")
     return parser
 
 
@@ -92,9 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.file,
             getattr(args, "sample", None),
             response=getattr(args, "response", False),
+            params=getattr(args, "param", []),
             schema_dir=settings.schema_dir,
         ),
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),
+        "ui-user": lambda: cli.ui_user(settings, args.tenant, args.email, args.role),
     }
     try:
         return handlers[args.command]()

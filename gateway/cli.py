@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import signal
 import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
 
-from gateway.app import create_app, load_secret_key
-from gateway.auth.keys import KeyRing
+from gateway.app import create_app
+from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
-from gateway.demo import DemoTrigger, seed_entities, seed_mappings, seed_triggers
-from gateway.errors import FieldProblem, InvalidPayload
-from gateway.keys import entities_key, keyring_key, mappings_key, triggers_key
+from gateway.demo import DemoTrigger, seed_entities, seed_geotab, seed_mappings, seed_triggers
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
-from gateway.web import server
+from gateway.services import load_secret_key, open_services
+from gateway.web import demo_partner, server
+
+T = TypeVar("T")
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, extend: Callable[[web.Application], None] | None = None) -> int:
     app = create_app(settings)
+    if extend is not None:
+        extend(app)
     # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every
     # cleanup context (workers stop claiming, the database closes).
     server.run(
@@ -39,29 +48,68 @@ def serve(settings: Settings) -> int:
 
 
 def demo(settings: Settings, tenant: str) -> int:
-    """Serve with the demo tenant loaded, and print where to start."""
-    app = create_app(settings)
+    """Load the demo tenant, print where to start, then serve (with a stand-in Geotab server,
+    which the demo's schedule polls: the process may call its own loopback address)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    geotab_url = f"http://{host}:{settings.port}{demo_partner.PATH.removesuffix('/apiv1')}"
+    settings = replace(settings, outbound_allow=(*settings.outbound_allow, host))
 
-    async def on_startup(app: web.Application) -> None:
-        created = await seed_entities(app[entities_key], tenant)
-        shipped = (settings.schema_dir or default_schema_dir()).parent / "mappings"
-        mappings = await seed_mappings(app[mappings_key], tenant, shipped)
-        hooks = await seed_triggers(app[triggers_key], tenant)
-        token = issue_admin_token(
-            app[keyring_key], tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
-        )
-        print(_demo_summary(settings.base_url, tenant, created, mappings, hooks, token), flush=True)
+    async def seed() -> str:
+        async with open_services(settings, run_workers=False) as services:
+            created = await seed_entities(services.entities, tenant)
+            shipped = (settings.schema_dir or default_schema_dir()).parent / "mappings"
+            mappings = await seed_mappings(services.mappings, tenant, shipped)
+            hooks = await seed_triggers(services.triggers, tenant)
+            schedule = await seed_geotab(
+                services.actions, services.schedules, tenant, geotab_url, _DEMO_GEOTAB
+            )
+            token = issue_admin_token(
+                services.keyring, tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
+            )
+        summary = _demo_summary(settings.base_url, tenant, created, mappings, hooks, token)
+        return summary + _schedule_summary(settings.base_url, schedule)
 
-    app.on_startup.append(on_startup)
-    server.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        shutdown_timeout=15,
-        keepalive_timeout=75,
+    print(_run(seed), flush=True)
+    return serve(settings, demo_partner.add_demo_partner)
+
+
+_DEMO_GEOTAB = {
+    "database": demo_partner.DATABASE,
+    "username": demo_partner.USER,
+    "password": demo_partner.PASSWORD,
+}
+
+
+def _schedule_summary(base: str, schedule: dict[str, object]) -> str:
+    runs = f"{base}/api/v1/schedules/{schedule['id']}/runs"
+    return "\n".join(
+        [
+            f"  Polling: schedule {schedule['name']!r} reads a Geotab feed (a stand-in MyGeotab",
+            f"  server at {base}{demo_partner.PATH}) every {schedule['every']}; its runs:",
+            f'  curl -s -H "Authorization: Bearer $ADMIN_TOKEN" {runs}',
+            "",
+        ]
     )
-    return 0
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """asyncio.run(main()), with SIGTERM and SIGINT cancelling it, so that the services it
+    opened close (the embedded database stops) instead of being left behind. Interrupted,
+    it raises KeyboardInterrupt (exit 130)."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        if threading.current_thread() is threading.main_thread():  # signals reach only it
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, task.cancel)
+        return await main()
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
 
 
 def _demo_summary(
@@ -93,19 +141,17 @@ def _env_name(name: str) -> str:
 
 
 def worker(settings: Settings) -> int:
-    """The app's background work (event relay, deliveries) without the HTTP server."""
+    """The background work (event relay, deliveries) without the HTTP server."""
 
     async def run() -> None:
-        # Signals first: a SIGTERM while the app starts still shuts it down cleanly.
+        # Signals first: a SIGTERM while the services open still shuts them down cleanly.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        runner = web.AppRunner(create_app(settings))
-        await runner.setup()
-        print("gateway worker running", file=sys.stderr)
-        await stop.wait()
-        await runner.cleanup()
+        async with open_services(settings, run_workers=True):
+            print("gateway worker running", file=sys.stderr)
+            await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
@@ -137,13 +183,14 @@ def mapping(
     sample: str | None,
     *,
     response: bool = False,
+    params: list[str] | None = None,
     schema_dir: Path | None = None,
 ) -> int:
     """Check a mapping file (and run it on a sample) exactly as an upload would: against the
     entity schemas, with the API's problems (pointer, line, message). Exit 0 when it passes,
     1 when it does not, 2 when a file cannot be read."""
     from gateway.mapping import test_file, validate_file
-    from gateway.mappings import TenantCatalog
+    from gateway.mapping_files.service import TenantCatalog
     from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
     for path in (file, sample):
@@ -159,8 +206,11 @@ def mapping(
             print(f"{file}: ok")
         return 1 if problems else 0
     assert sample is not None
+    values = dict(_param(text) for text in params or ())
     try:
-        result = test_file(Path(file), Path(sample), response=response, catalog=catalog)
+        result = test_file(
+            Path(file), Path(sample), response=response, params=values, catalog=catalog
+        )
     except InvalidPayload as exc:
         print(f"{file}: {exc.detail}", file=sys.stderr)
         _print_problems(exc.problems, file, sample)
@@ -168,6 +218,15 @@ def mapping(
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
     sys.stdout.write("\n")
     return 0
+
+
+def _param(text: str) -> tuple[str, object]:
+    """`name=value`: the value is JSON when it reads as JSON (12, true), else text (mi)."""
+    name, _, value = text.partition("=")
+    try:
+        return name, orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return name, value
 
 
 def _print_problems(problems: list[FieldProblem], file: str, sample: str) -> None:
@@ -183,28 +242,18 @@ def _print_problems(problems: list[FieldProblem], file: str, sample: str) -> Non
 
 
 def trigger(settings: Settings, command: str, options: dict[str, object]) -> int:
-    """`gateway trigger create|list`, through TriggerService on the app's own resources
-    (with the embedded database, stop `gateway serve` first: they share the data dir)."""
-    from dataclasses import replace
-
-    from gateway.errors import GatewayError
-    from gateway.keys import triggers_key
-
+    """`gateway trigger create|list`, through the trigger use case (with the embedded
+    database, stop `gateway serve` first: they share the data dir)."""
     tenant = str(options["tenant"])
 
     async def run() -> dict[str, object]:
-        runner = web.AppRunner(create_app(replace(settings, run_workers=False)))
-        await runner.setup()
-        try:
-            service = runner.app[triggers_key]
+        async with open_services(settings, run_workers=False) as services:
             if command == "create":
-                return (await service.create(tenant, _trigger_spec(options))).as_dict()
-            return {"items": await service.list(tenant, after=None, limit=200)}
-        finally:
-            await runner.cleanup()
+                return (await services.triggers.create(tenant, _trigger_spec(options))).as_dict()
+            return {"items": await services.triggers.list(tenant, after=None, limit=200)}
 
     try:
-        result = asyncio.run(run())
+        result = _run(run)
     except GatewayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         for problem in getattr(exc, "problems", ()):
@@ -228,3 +277,34 @@ def _trigger_spec(options: dict[str, object]) -> dict[str, object]:
     if options.get("token_in_query"):
         spec["auth"] = {"token_in_query": options["token_in_query"]}
     return spec
+
+
+def ui_user(settings: Settings, tenant: str, email: str, role: str) -> int:
+    """`gateway ui-user create`: an admin UI user. The password comes from stdin when it is
+    not a terminal (one line), else from a prompt asked twice; never from the command line,
+    where `ps` and shell history would keep it."""
+    password = _read_password()
+    if password is None:
+        print("error: the two passwords differ", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        async with open_services(settings, run_workers=False) as services:
+            await services.accounts.create_user(tenant, email, role, password)
+
+    try:
+        _run(run)
+    except GatewayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        for problem in getattr(exc, "problems", ()):
+            print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+        return 1
+    print(f"created {role} {email.strip().lower()} of tenant {tenant}", file=sys.stderr)
+    return 0
+
+
+def _read_password() -> str | None:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    return first if getpass.getpass("again: ") == first else None

@@ -12,6 +12,15 @@ class ConfigError(ValueError):
     """A missing or malformed environment variable; the message names it."""
 
 
+def parse_flag(raw: str) -> bool:
+    """A boolean as settings and query parameters spell it: true/1 or false/0, any case."""
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Secret:
     """A string that hides itself from repr/str so it never lands in a log line."""
@@ -61,6 +70,9 @@ class Settings:
     # /readyz turns unready when the event relay or the delivery worker has failed for this
     # long with work waiting.
     stall_seconds: int = 60
+    # Schedule runners (issue 13): one run holds its schedule's lease, renewed while it runs.
+    schedule_lease_seconds: int = 60
+    schedule_concurrency: int = 4
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -104,6 +116,8 @@ class Settings:
             delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
             partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
             stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1),
+            schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
+            schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
 
@@ -132,11 +146,10 @@ class _Env:
         raw = self.text(name)
         if raw is None:
             return default
-        if raw.lower() in ("true", "1"):
-            return True
-        if raw.lower() in ("false", "0"):
-            return False
-        raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}")
+        try:
+            return parse_flag(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}") from None
 
     def write_concern(self, name: str) -> str | int | None:
         raw = self.text(name)

@@ -7,23 +7,22 @@ change together with its events in one single-document write (see `store/entitie
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
-
-from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.doorbell import Doorbell
+from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
 from gateway.kinds import KindService
-from gateway.schemas.ids import normalize_cnpj, normalize_cpf, normalize_plate
-from gateway.schemas.registry import SchemaRegistry
-from gateway.store import Doc, Store
+from gateway.paging import PAGE_PARAMS
+from gateway.schemas.ids import normalize_identifier
+from gateway.schemas.registry import SchemaRegistry, reference_field
+from gateway.store import Doc, Store, new_id
+from gateway.store.entities import FILTERABLE
 
 # An optimistic write loses to a concurrent one at most this often before we give up.
 _MAX_WRITE_ATTEMPTS = 8
-_KEY_FIELD = {"vehicle": "plate", "driver": "cpf", "operator": "cpf", "supplier": "cnpj"}
-_FILTER_NORMALIZERS = {"plate": normalize_plate, "cpf": normalize_cpf, "cnpj": normalize_cnpj}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +87,18 @@ def public(doc: Doc) -> dict[str, Any]:
 
 class EntityService:
     def __init__(
-        self, store: Store, schemas: SchemaRegistry, kinds: KindService, recent_size: int = 10_000
+        self,
+        store: Store,
+        schemas: SchemaRegistry,
+        kinds: KindService,
+        relay_doorbell: Doorbell,
+        recent_size: int = 10_000,
     ) -> None:
         self._store = store
         self._schemas = schemas
         self._kinds = kinds
+        # Every write that adds events rings it: the relay moves them on at once.
+        self._relay_doorbell = relay_doorbell
         self._recent = _RecentEntities(recent_size)
 
     async def _check(self, tenant: str, etype: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,13 +121,25 @@ class EntityService:
             kind, _, key = ref.partition(":")
             return f"{kind}:{key}" if key else None
         try:
-            return self.natural_key(etype, {_KEY_FIELD[etype]: ref})
+            return self.natural_key(etype, {reference_field(etype): ref})
         except InvalidPayload:
             return None
 
-    def normalize_filters(self, etype: str, filters: Mapping[str, str]) -> dict[str, str]:
+    def filters(
+        self, etype: str, query: Mapping[str, str], *, ignore: Collection[str] = ()
+    ) -> dict[str, str]:
+        """Query parameters as filters on the type's indexed fields and its natural key,
+        normalised as stored; BadRequest names the unknown ones. Paging parameters and
+        `ignore` (a token parameter, say) are not filters."""
         self._schemas.require_type(etype)
-        return {k: _FILTER_NORMALIZERS.get(k, str)(v) for k, v in filters.items()}
+        allowed = {*FILTERABLE.get(etype, ()), reference_field(etype)}
+        filters = {k: v for k, v in query.items() if k not in PAGE_PARAMS and k not in ignore}
+        if unknown := sorted(set(filters) - allowed):
+            raise BadRequest(
+                f"cannot filter {etype} by {', '.join(unknown)}; "
+                f"filters: {', '.join(sorted(allowed))}"
+            )
+        return {k: normalize_identifier(k, v) for k, v in filters.items()}
 
     async def get(self, tenant: str, etype: str, ref: str) -> Doc:
         """By id, or else by natural key."""
@@ -155,6 +173,7 @@ class EntityService:
         doc = await self._store.entities.insert(tenant, etype, nk, clean, events)
         if doc is None:
             raise Conflict(f"a {etype} with key {nk!r} already exists")
+        self._relay_doorbell.ring()
         self._recent.put(tenant, doc)
         return WriteResult(doc, True, (), tuple(e["type"] for e in events))
 
@@ -234,6 +253,7 @@ class EntityService:
         if doc is None:
             self._recent.drop(tenant, etype, current["nk"])
             return None
+        self._relay_doorbell.ring()
         self._recent.put(tenant, doc)
         return WriteResult(doc, False, tuple(changes), tuple(e["type"] for e in events))
 
@@ -242,6 +262,7 @@ class EntityService:
             current = await self.get(tenant, etype, ref)
             event = _event("entity.deleted", etype, current["data"], [], origin)
             if await self._store.entities.mark_deleted(tenant, current, event):
+                self._relay_doorbell.ring()
                 self._recent.drop(tenant, etype, current["nk"])
                 return
         raise Conflict("the entity is being changed concurrently; retry")
@@ -258,7 +279,7 @@ def _event(
     """An outbox entry: everything the relay needs to store and fan out the event.
     `detail` is what the event adds to the entity's data (a geofence name, a fine's amount)."""
     entry: Doc = {
-        "id": ObjectId(),
+        "id": new_id(),
         "type": etype_event,
         "occurred_at": datetime.now(UTC),
         "entity_type": etype,

@@ -1,4 +1,5 @@
-"""Use case: move events from entity outboxes into the event log and fan them out.
+"""Use cases: move events from entity outboxes into the event log and fan them out (the
+relay), and read the log.
 
 The relay is at-least-once and idempotent: an event keeps the id it was given in the outbox,
 so a relay that dies between storing an event and draining it stores nothing twice. Several
@@ -7,26 +8,22 @@ processes may relay at once; they only race to do the same idempotent work.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from gateway.errors import StoreUnavailable
+from gateway.doorbell import Doorbell
+from gateway.errors import NotFound, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.progress import Progress
 from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)
 
-# Called with each batch of relayed events; the actions layer creates their deliveries.
-FanOut = Callable[[Sequence[Doc]], Awaitable[int]]
-
-
-async def _no_fanout(events: Sequence[Doc]) -> int:
-    return 0
+# Called with each batch of relayed events before their outboxes are drained (the delivery
+# fan-out, `delivery/fanout.py`, creates their deliveries); returns how many it created.
+OnRelayed = Callable[[Sequence[Doc]], Awaitable[int]]
 
 
 def event_document(tenant: str, entity: Doc, entry: Doc) -> Doc:
@@ -55,32 +52,56 @@ def public_event(doc: Doc) -> dict[str, Any]:
     return {"id": str(doc["_id"]), **{k: v for k, v in doc.items() if k not in ("_id", "tenant")}}
 
 
+class EventLog:
+    """Use case: the tenant's event log, newest first (what the relay stored)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def find(
+        self,
+        tenant: str,
+        *,
+        event_type: str | None = None,
+        entity_id: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> list[Doc]:
+        filters = {}
+        if event_type:
+            filters["type"] = event_type
+        if entity_id:
+            filters["entity.id"] = entity_id
+        return await self._store.events.find(tenant, filters, before=before, limit=limit)
+
+    async def get(self, tenant: str, event_id: str) -> Doc:
+        doc = await self._store.events.get(tenant, event_id)
+        if doc is None:
+            raise NotFound(f"no event {event_id!r}")
+        return doc
+
+
 class EventRelay:
     def __init__(
         self,
         store: Store,
         metrics: Metrics,
         *,
-        fanout: FanOut = _no_fanout,
+        on_relayed: OnRelayed,
+        doorbell: Doorbell,
         batch: int = 100,
         poll_seconds: float = 1.0,
     ) -> None:
         self._store = store
         self._metrics = metrics
-        self._fanout = fanout
+        self._on_relayed = on_relayed
         self._batch = batch
         self._poll = poll_seconds
-        self._wake = asyncio.Event()
+        # Rung by the entity service after every write that added events.
+        self._doorbell = doorbell
         self.running = False
         self.progress = Progress()
         self._unparkable: list[Any] = []  # entities this process skips (see _park)
-
-    def set_fanout(self, fanout: FanOut) -> None:
-        self._fanout = fanout
-
-    def notify(self) -> None:
-        """A request wrote an outbox entry: relay it now rather than at the next poll."""
-        self._wake.set()
 
     async def relay_once(self) -> int:
         """Relay one batch of outboxes; returns how many outbox entries it handled.
@@ -129,7 +150,7 @@ class EventRelay:
             events += [event_document(entity["tenant"], entity, entry) for entry in entries]
             drained.append((entity, [entry["id"] for entry in entries]))
         await self._store.events.insert_many(events)
-        await self._fanout(events)
+        await self._on_relayed(events)
         await self._store.entities.drain_outboxes(drained)
         for event in events:
             self._metrics.events_relayed.labels(event["type"].split(".")[0]).inc()
@@ -151,7 +172,6 @@ class EventRelay:
 
     async def _loop(self) -> None:
         while True:
-            self._wake.clear()
             try:
                 await self.run_until_idle()
                 self.progress.moved()
@@ -161,5 +181,4 @@ class EventRelay:
             except Exception as exc:
                 self.progress.stuck(f"{type(exc).__name__}: {exc}")
                 log.exception("event relay failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+            await self._doorbell.wait(self._poll)

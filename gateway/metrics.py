@@ -48,6 +48,36 @@ class Metrics:
         self._add_trigger_metrics(r)
 
         self._add_delivery_metrics(r)
+        self._add_schedule_metrics(r)
+
+    def _add_schedule_metrics(self, r: CollectorRegistry) -> None:
+        # `schedule` is our schedule id: bounded by the schedules admins create.
+        self.schedule_runs = Counter(
+            "gateway_schedule_runs_total",
+            "Schedule runs by outcome (ok, more, failed, lost_lease)",
+            ["schedule", "outcome"],
+            registry=r,
+        )
+        self.schedule_items = Counter(
+            "gateway_schedule_items_total",
+            "Items of polled pages: read, written, rejected, skipped (already seen)",
+            ["schedule", "result"],
+            registry=r,
+        )
+        self.schedule_errors = Counter(
+            "gateway_schedule_errors_total",
+            "Failed schedule runs by kind (timeout, http_status, rate_limited, not_json, "
+            "partner_error, bad_cursor, loop, mapping, ...)",
+            ["schedule", "kind"],
+            registry=r,
+        )
+        self.schedule_run_duration = Histogram(
+            "gateway_schedule_run_duration_seconds",
+            "Schedule run duration",
+            ["schedule"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def _add_delivery_metrics(self, r: CollectorRegistry) -> None:
         # `partner` is our partner id: bounded by the partners admins register.
@@ -123,6 +153,12 @@ class Metrics:
             "Items per batch trigger call",
             ["trigger"],
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=r,
+        )
+        self.trigger_signature_rejections = Counter(
+            "gateway_trigger_signature_rejections_total",
+            "Signed trigger calls refused (401), by reason: missing, malformed, stale, mismatch",
+            ["trigger", "reason"],
             registry=r,
         )
         self.trigger_rejected_kept = Counter(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.config import Secret, Settings
+from gateway.services import Services, open_services
 from gateway.store.embedded import EmbeddedServer
 from tests.support import SECRET_KEY
 
@@ -50,8 +52,6 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def make_app(settings: Settings, mongodb_uri: str) -> Callable[..., web.Application]:
     def factory(**overrides: Any) -> web.Application:
-        from dataclasses import replace
-
         return create_app(replace(settings, **overrides), mongodb_uri=mongodb_uri)
 
     return factory
@@ -62,3 +62,38 @@ async def client(
     aiohttp_client: Any, make_app: Callable[..., web.Application]
 ) -> AsyncIterator[TestClient[Any, Any]]:
     yield await aiohttp_client(make_app())
+
+
+@pytest.fixture
+async def services(settings: Settings, mongodb_uri: str) -> AsyncIterator[Services]:
+    """A gateway process without its web app, on the test's database (the same one the
+    `client` fixture's app uses): for use cases driven directly."""
+    async with open_services(settings, mongodb_uri=mongodb_uri) as opened:
+        yield opened
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # tests run as root in CI
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """One headless Debian Chromium for the whole session (each test opens its own context).
+    A missing browser fails the run: `make test` installs it (`apt-get install chromium`)."""
+    from playwright.async_api import async_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` (apt-get install -y chromium)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()

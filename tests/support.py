@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from gateway.auth.keys import KeyRing
+from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token
 
 SECRET_KEY = "test-secret-key-0123456789abcdef0123456789abcdef"

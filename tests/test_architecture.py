@@ -1,5 +1,7 @@
-"""Import directions of STYLE.md, read with `ast`: each library has one home, and nothing
-imports the entry layers (web/, app, cli, __main__)."""
+"""Import directions of STYLE.md and docs/architecture.md, read with `ast`: each library has
+one home; nothing imports the entry layers (web/, app, cli, __main__) and only they open the
+services; the pure domain reaches no adapter; packages point one way; models.py is a leaf;
+only app.py and web/ build a web.Application."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
-ENTRY = ("gateway.web", "gateway.app", "gateway.cli", "gateway.__main__")
+ENTRY = ("gateway.web", "gateway.ui", "gateway.app", "gateway.cli", "gateway.__main__")
 # library → the modules (prefixes) allowed to import it
 HOMES = {
-    "aiohttp.web": ("gateway.web", "gateway.app", "gateway.cli", "gateway.keys"),
+    "aiohttp.web": ("gateway.web", "gateway.ui", "gateway.app", "gateway.cli"),
     "pymongo": ("gateway.store",),
+    "bson": ("gateway.store",),
     "jsonschema_rs": ("gateway.schemas",),
     "jwt": ("gateway.auth",),
     "prometheus_client": ("gateway.metrics",),
@@ -24,8 +27,7 @@ HOMES = {
 def _modules() -> list[tuple[str, set[str]]]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        rel = path.relative_to(PACKAGE.parent).with_suffix("")
-        name = ".".join(rel.parts).removesuffix(".__init__")
+        name = _module_name(path)
         imports: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -35,6 +37,11 @@ def _modules() -> list[tuple[str, set[str]]]:
                 imports.update(f"{node.module}.{alias.name}" for alias in node.names)
         found.append((name, imports))
     return found
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    return ".".join(rel.parts).removesuffix(".__init__")
 
 
 def _within(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -60,28 +67,94 @@ def test_nothing_imports_the_entry_layers() -> None:
     assert offenders == []
 
 
-def test_pure_domain_does_not_reach_adapters() -> None:
-    pure = (
-        "gateway.schemas",
-        "gateway.mapping",
-        "gateway.auth",
-        "gateway.actions.retry",
-        "gateway.errors",
-        "gateway.config",
-        "gateway.models",
-    )
-    adapters = (
-        "gateway.store",
-        "gateway.metrics",
-        "gateway.events",
-        "gateway.entities",
-        "gateway.triggers",
-    )
+USE_CASES = (
+    "gateway.entities",
+    "gateway.events",
+    "gateway.kinds",
+    "gateway.mapping_files",
+    "gateway.triggers",
+    "gateway.actions",
+    "gateway.delivery",
+    "gateway.schedules",
+    "gateway.demo",
+    "gateway.accounts",
+    "gateway.dashboard",
+)
+ADAPTERS = ("gateway.store", "gateway.metrics", "gateway.outbound")
+PURE = (
+    "gateway.schemas",
+    "gateway.mapping",
+    "gateway.auth",
+    "gateway.delivery.retry",
+    "gateway.outbound.verdict",
+    "gateway.errors",
+    "gateway.config",
+    "gateway.models",
+    "gateway.paging",
+    "gateway.doorbell",
+)
+
+
+def test_pure_domain_reaches_no_adapter_or_use_case() -> None:
     offenders = [
         f"{name} → {i}"
         for name, imports in _modules()
-        if _within(name, pure)
+        if _within(name, PURE)
         for i in imports
-        if _within(i, adapters)
+        if _within(i, (*USE_CASES, *ADAPTERS, "gateway.services")) and not _within(i, PURE)
     ]
+    assert offenders == []
+
+
+# package → the packages it must not import (arrows point down: web → use cases → outbound).
+FORBIDDEN = {
+    "gateway.outbound": (*USE_CASES, "gateway.store", "gateway.metrics"),
+    "gateway.actions": ("gateway.delivery", "gateway.triggers", "gateway.schedules"),
+    "gateway.delivery": ("gateway.triggers", "gateway.schedules"),
+    "gateway.triggers": ("gateway.actions", "gateway.delivery", "gateway.schedules"),
+    "gateway.store": (*USE_CASES, "gateway.outbound", "gateway.metrics"),
+    "gateway.services": ENTRY,
+}
+
+
+@pytest.mark.parametrize(("package", "forbidden"), FORBIDDEN.items())
+def test_packages_import_only_downwards(package: str, forbidden: tuple[str, ...]) -> None:
+    offenders = [
+        f"{name} → {i}"
+        for name, imports in _modules()
+        if _within(name, (package,))
+        for i in imports
+        if _within(i, forbidden)
+    ]
+    assert offenders == []
+
+
+def test_the_models_leaf_imports_nothing_of_the_gateway_but_errors() -> None:
+    (imports,) = [imports for name, imports in _modules() if name == "gateway.models"]
+    gateway = [i for i in imports if _within(i, ("gateway",))]
+    assert [i for i in gateway if not _within(i, ("gateway.errors",))] == []
+
+
+def test_only_the_entry_layers_open_the_services() -> None:
+    """Use cases are given what they need; only the entry layers reach the composition root."""
+    offenders = [
+        name
+        for name, imports in _modules()
+        if "gateway.services" in imports and not _within(name, (*ENTRY, "gateway.services"))
+    ]
+    assert offenders == []
+
+
+def test_only_app_and_web_build_a_web_application() -> None:
+    """Workers and CLI commands open `gateway.services` without a web app around them."""
+    builders = {"Application", "AppRunner"}
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        if _within(name, ("gateway.app", "gateway.web")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in builders:
+                    offenders.append(f"{name}:{node.lineno}")
     assert offenders == []

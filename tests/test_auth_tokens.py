@@ -14,7 +14,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.auth.keys import KeyRing, Purpose
+from gateway.auth.keyring import KeyRing, Purpose
 from gateway.auth.partner_jwt import JwtPolicy, PartnerJwtVerifier
 from gateway.auth.tokens import (
     AdminTokenVerifier,

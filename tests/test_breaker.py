@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from gateway.actions.breaker import (
+from gateway.outbound.breaker import (
     BreakerState,
     CircuitBreaker,
     GuardSettings,

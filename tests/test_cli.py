@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -9,9 +11,13 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-from gateway.auth.keys import KeyRing
+from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
+from gateway.config import Settings
+from gateway.entities import Origin
+from gateway.services import Services
 from tests.support import SECRET_KEY
 
 
@@ -116,3 +122,113 @@ def test_identity_provider_without_an_audience_is_a_configuration_error() -> Non
         env={"GATEWAY_ADMIN_JWKS_URL": "https://idp.example.com/certs"},
     )
     assert result.returncode == 2 and "GATEWAY_ADMIN_JWT_AUDIENCE" in result.stderr
+
+
+def _database_env(settings: Settings, mongodb_uri: str) -> dict[str, str]:
+    return {
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_DATA_DIR": str(settings.data_dir),
+        "GATEWAY_LOG_JSON": "false",
+    }
+
+
+async def test_worker_relays_events_and_stops_on_sigterm(
+    settings: Settings, mongodb_uri: str, services: Services
+) -> None:
+    await services.entities.create("acme", "vehicle", {"plate": "ABC1D23"}, Origin("admin", "t"))
+    env = {**os.environ, **_database_env(settings, mongodb_uri)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            await asyncio.to_thread(_wait_for_line, proc, "gateway worker running")
+            # The worker process, not this one, moves the event out of the entity's outbox.
+            async with asyncio.timeout(20):
+                while not await services.store.events.find("acme", {}, before=None, limit=1):
+                    await asyncio.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if text in line:
+            return
+    raise AssertionError(f"the process ended without printing {text!r}")
+
+
+async def test_demo_seeds_then_serves_and_stops_on_sigterm(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    port = _free_port()
+    env = {**os.environ, **_database_env(settings, mongodb_uri), "GATEWAY_PORT": str(port)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            await asyncio.to_thread(_wait_for_line, proc, "gateway listening on")
+            assert proc.stdout is not None
+            summary = await asyncio.to_thread(_read_until, proc.stdout, "Try the curl examples")
+            token = summary.split("export ADMIN_TOKEN=", 1)[1].split()[0]
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/entities/vehicle/ABC1D23",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            with await asyncio.to_thread(urllib.request.urlopen, request, timeout=5) as answer:
+                assert json.loads(answer.read())["plate"] == "ABC1D23"
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_a_command_interrupted_while_the_embedded_database_starts_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_LOG_JSON": "false",
+    }
+    env.pop("MONGODB_URI", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "trigger", "list", "--tenant", "acme"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            _wait_for_line(proc, "embedded database started")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) in (0, 130)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "db")], capture_output=True)
+    assert leftover.stdout == b""
+
+
+def _read_until(stream: Any, text: str) -> str:
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)

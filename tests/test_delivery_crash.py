@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import delivery_worker_key, relay_key, settings_key, store_key
+from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
     Partner,
@@ -42,7 +42,7 @@ async def _start_worker(
     env = {
         **os.environ,
         "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": client.app[settings_key].database,
+        "GATEWAY_DATABASE": client.app[services_key].settings.database,
         "GATEWAY_SECRET_KEY": SECRET_KEY,
         "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
         "GATEWAY_DATA_DIR": str(data_dir),
@@ -78,8 +78,8 @@ async def test_killed_worker_loses_nothing_and_never_overlaps_a_delivery(
         # The killed process's last requests are still being answered; its leases (3 s)
         # outlive them, as a lease must outlive the partner's answers.
         await partner.wait_idle()
-        await client.app[relay_key].run_until_idle()
-        worker = client.app[delivery_worker_key]
+        await client.app[services_key].relay.run_until_idle()
+        worker = client.app[services_key].delivery_worker
         clock = FakeClock()
         clock.advance(LEASE_SECONDS + 1)  # the killed worker's leases have expired
         worker.clock = clock
@@ -111,7 +111,9 @@ async def test_killed_worker_loses_nothing_and_never_overlaps_a_delivery(
 
 
 async def _statuses(client: Client) -> Counter[str]:
-    docs = await client.app[store_key].db["deliveries"].find({}, {"status": 1}).to_list(None)
+    docs = (
+        await client.app[services_key].store.db["deliveries"].find({}, {"status": 1}).to_list(None)
+    )
     return Counter(d["status"] for d in docs)
 
 

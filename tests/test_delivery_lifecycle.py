@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.actions.worker import DeliveryWorker
 from gateway.auth.webhook_signature import verify
-from gateway.keys import delivery_worker_key, fanout_key, relay_key, store_key
+from gateway.delivery.worker import DeliveryWorker
+from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
     Partner,
@@ -38,14 +38,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def worker(client: Client, clock: FakeClock) -> DeliveryWorker:
-    worker = client.app[delivery_worker_key]
+    worker = client.app[services_key].delivery_worker
     worker.clock = clock
     worker.rng = lambda: 0.5  # no jitter: delays are exactly the schedule's
     return worker
 
 
 async def _deliver(client: Client, worker: DeliveryWorker) -> Counter[str]:
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     return await worker.run_until_idle()
 
 
@@ -145,10 +145,10 @@ async def test_a_relay_that_runs_again_creates_no_duplicate(
 ) -> None:
     await _subscribed(client, partner, event_types=("vehicle.*", "entity.created"))
     await create_vehicle(client)
-    await client.app[relay_key].run_until_idle()
-    [event] = await client.app[store_key].events.find("acme", {}, before=None, limit=10)
+    await client.app[services_key].relay.run_until_idle()
+    [event] = await client.app[services_key].store.events.find("acme", {}, before=None, limit=10)
 
-    again = await client.app[fanout_key]([event])
+    again = await client.app[services_key].fanout([event])
 
     assert again == 0
     assert len(await _deliveries(client)) == 1
@@ -464,7 +464,7 @@ async def test_ordered_deliveries_follow_the_entity_revision_not_the_event_id(
 
     await _subscribed(client, partner, action={"ordered": True})
     vehicle = await create_vehicle(client)
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     later_id, earlier_id = ObjectId(), ObjectId()  # the later write gets the smaller id
 
     def entry(event_id: ObjectId, rev: int, km: int) -> dict[str, Any]:
@@ -481,8 +481,8 @@ async def test_ordered_deliveries_follow_the_entity_revision_not_the_event_id(
         }
 
     await (
-        client.app[store_key]
-        .db["entities"]
+        client.app[services_key]
+        .store.db["entities"]
         .update_one(
             {"_id": ObjectId(vehicle["id"])},
             {

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.actions.worker import DeliveryWorker
-from gateway.keys import delivery_worker_key, relay_key
+from gateway.delivery.worker import DeliveryWorker
+from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
     Partner,
@@ -31,7 +31,7 @@ Client = TestClient[Any, Any]
 
 
 def _driven(client: Client, clock: FakeClock | None = None) -> DeliveryWorker:
-    worker = client.app[delivery_worker_key]
+    worker = client.app[services_key].delivery_worker
     worker.clock = clock or FakeClock()
     worker.rng = lambda: 0.5
     return worker
@@ -53,7 +53,7 @@ async def _setup(
 async def _vehicles(client: Client, *plates: str) -> None:
     for plate in plates:
         await create_vehicle(client, plate)
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
 
 
 async def _partner_status(client: Client, partner_id: str) -> str:
@@ -175,7 +175,7 @@ async def test_shutdown_finishes_in_flight_sends_within_its_bound_and_releases_t
     client = await aiohttp_client(make_app(delivery_shutdown_seconds=grace))
     await _setup(client, partner, partner_fields={"timeout_seconds": 60})
     partner.respond_with(200, {}, delay=delay)
-    worker = client.app[delivery_worker_key]
+    worker = client.app[services_key].delivery_worker
     running = asyncio.create_task(worker.run())
     await _vehicles(client, "ABC1D23")
     worker.notify()

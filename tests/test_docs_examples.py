@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import relay_key
+from gateway.web.state import services_key
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -59,7 +59,7 @@ async def test_every_api_example_answers_as_documented(client: Client) -> None:
         headers = auth()
         if example["body"]:
             headers["Content-Type"] = "application/json"
-        await client.app[relay_key].run_until_idle()
+        await client.app[services_key].relay.run_until_idle()
         response = await client.request(
             example["method"], example["path"], headers=headers, data=example["body"]
         )
@@ -68,3 +68,29 @@ async def test_every_api_example_answers_as_documented(client: Client) -> None:
         if example["expected"] is not None:
             body = await response.json(content_type=None)
             assert _contains(body, example["expected"]), f"{where}: {body}"
+
+
+def test_the_readme_layout_names_every_package_and_module() -> None:
+    readme = (DOC.parents[1] / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    package = DOC.parents[1] / "gateway"
+    names = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+    names |= {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    missing = sorted(n for n in names if not re.search(rf"(?<![\w/]){re.escape(n)}", layout))
+    assert missing == []
+
+
+def test_the_architecture_page_names_modules_and_functions_that_exist() -> None:
+    """Every "`module.py` `Class.function`" hop of docs/architecture.md is in the code."""
+    text = (DOC.parent / "architecture.md").read_text()
+    package = DOC.parents[1] / "gateway"
+    hops = re.findall(r"`([\w/]+\.py)` `([\w.]+)`", text)
+    assert len(hops) >= 30
+    wrong = []
+    for module, name in hops:
+        path = package / module
+        source = path.read_text() if path.exists() else ""
+        for part in name.split("."):
+            if not re.search(rf"(def|class) {part}\b|^{part} = ", source, re.M):
+                wrong.append(f"{module} {name}")
+    assert wrong == []

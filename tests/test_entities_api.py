@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import relay_key
+from gateway.web.state import services_key
 from tests.support import admin_token, auth
 
 Client = TestClient[Any, Any]
@@ -92,7 +92,7 @@ async def test_patch_reports_changes_and_emits_entity_updated_with_old_and_new(
     assert response.status == 200
     body = await response.json()
     assert body["changed"] == ["odometer_km", "status"] and body["version"] == 2
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
     [event] = events["items"]
     assert event["entity"]["id"] == created["id"]
@@ -106,7 +106,7 @@ async def test_create_and_delete_emit_events_and_free_the_key(client: Client) ->
     gone = await client.get(f"/api/v1/entities/driver/{created['id']}", headers=auth())
     assert gone.status == 404
     await _create(client, "driver", DRIVER)  # the CPF is free again
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events", headers=auth())).json()
     assert [e["type"] for e in events["items"]] == [
         "entity.created",
@@ -131,7 +131,17 @@ async def test_list_filters_on_indexed_fields_and_paginates(client: Client) -> N
     assert [v["plate"] for v in first["items"] + rest["items"]] == ["ABC1D20", "ABC1D22", "ABC1D24"]
     assert rest["next_cursor"] is None
     bad = await client.get("/api/v1/entities/vehicle?colour=red", headers=auth())
-    assert bad.status == 400
+    assert bad.status == 400 and "cannot filter vehicle by colour" in (await bad.json())["detail"]
+
+
+async def test_filters_are_normalised_like_the_stored_identifiers(client: Client) -> None:
+    """The admin list and a trigger's GET share one filter rule (EntityService.filters)."""
+    await _create(client, "vehicle", {"plate": "ABC1D23", "renavam": "86769597308"})
+    fine = {"kind": "fine", "key": "SP1", "ait_number": "SP1", "plate": "ABC1D23"}
+    await _create(client, "other", {**fine, "amount_brl": 130.16, "status": "open"})
+    for query in ("vehicle?plate=abc-1d23", "vehicle?renavam=8676959730-8", "other?key=SP1"):
+        answer = await client.get(f"/api/v1/entities/{query}", headers=auth())
+        assert answer.status == 200 and len((await answer.json())["items"]) == 1, query
 
 
 async def test_other_tenant_sees_404_never_the_data(client: Client) -> None:

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from gateway.entities import Origin
-from gateway.keys import entities_key, relay_key, store_key
+from gateway.doorbell import Doorbell
+from gateway.entities import EntityService, Origin
+from gateway.events import EventRelay
+from gateway.services import Services
+from gateway.web.state import services_key
 from tests.support import auth
 
 ORIGIN = Origin("trigger", "t1")
 
 
 async def test_upsert_from_a_stale_process_keeps_the_other_process_change(
-    aiohttp_client: Any, make_app: Callable[..., web.Application]
+    services: Services, aiohttp_client: Any, make_app: Callable[..., web.Application]
 ) -> None:
-    a = await aiohttp_client(make_app())
     b = await aiohttp_client(make_app())  # same database: a second gateway process
-    entities_a = a.app[entities_key]
+    entities_a = services.entities
     await entities_a.upsert("acme", "vehicle", {"plate": "ABC1D23", "odometer_km": 10}, ORIGIN)
     # B changes the vehicle behind A's back; A's remembered copy is now stale.
     response = await b.patch(
@@ -41,18 +45,15 @@ async def test_upsert_after_another_process_deleted_the_entity_creates_it_again(
 ) -> None:
     a = await aiohttp_client(make_app())
     b = await aiohttp_client(make_app())
-    entities_a = a.app[entities_key]
+    entities_a = a.app[services_key].entities
     await entities_a.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
     assert (await b.delete("/api/v1/entities/vehicle/ABC1D23", headers=auth())).status == 204
     result = await entities_a.upsert("acme", "vehicle", {"plate": "ABC1D23", "year": 2020}, ORIGIN)
     assert result.created
 
 
-async def test_domain_events_carry_the_mapping_detail(
-    aiohttp_client: Any, make_app: Callable[..., web.Application]
-) -> None:
-    client = await aiohttp_client(make_app())
-    await client.app[entities_key].upsert(
+async def test_domain_events_carry_the_mapping_detail(services: Services) -> None:
+    await services.entities.upsert(
         "acme",
         "vehicle",
         {"plate": "ABC1D23"},
@@ -60,8 +61,8 @@ async def test_domain_events_carry_the_mapping_detail(
         extra_events=["vehicle.geofence.exited"],
         event_detail={"geofence": "Depot"},
     )
-    await client.app[relay_key].run_until_idle()
-    events = await client.app[store_key].events.find("acme", {}, before=None, limit=10)
+    await services.relay.run_until_idle()
+    events = await services.store.events.find("acme", {}, before=None, limit=10)
     by_type = {e["type"]: e for e in events}
     assert by_type["vehicle.geofence.exited"]["detail"] == {"geofence": "Depot"}
     assert "detail" not in by_type["entity.created"]
@@ -72,7 +73,7 @@ async def test_upsert_that_looks_unchanged_to_a_stale_process_is_still_written(
 ) -> None:
     a = await aiohttp_client(make_app())
     b = await aiohttp_client(make_app())
-    entities_a = a.app[entities_key]
+    entities_a = a.app[services_key].entities
     await entities_a.upsert("acme", "vehicle", {"plate": "ABC1D23", "status": "active"}, ORIGIN)
     await b.patch(
         "/api/v1/entities/vehicle/ABC1D23", json={"status": "maintenance"}, headers=auth()
@@ -97,18 +98,18 @@ async def test_a_poisoned_outbox_is_set_aside_and_the_others_are_relayed(
     from bson import ObjectId
 
     client = await aiohttp_client(make_app())
-    service = client.app[entities_key]
+    service = client.app[services_key].entities
     bad = await service.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
-    await client.app[relay_key].run_until_idle()
-    entities = client.app[store_key].db["entities"]
+    await client.app[services_key].relay.run_until_idle()
+    entities = client.app[services_key].store.db["entities"]
     # An entry the relay cannot turn into an event (written by a bug, say).
     await entities.update_one(
         {"_id": bad.entity["_id"]},
         {"$set": {"pending": True}, "$push": {"outbox": {"id": ObjectId()}}},
     )
     await service.upsert("acme", "vehicle", {"plate": "BRA2E19"}, ORIGIN)
-    await client.app[relay_key].run_until_idle()
-    events = await client.app[store_key].events.find("acme", {}, before=None, limit=10)
+    await client.app[services_key].relay.run_until_idle()
+    events = await client.app[services_key].store.events.find("acme", {}, before=None, limit=10)
     assert [e["entity"]["key"] for e in events].count("BRA2E19") == 1
     parked = await entities.find_one({"_id": bad.entity["_id"]})
     assert parked is not None and "pending" not in parked and parked["relay_error"]["reason"]
@@ -129,5 +130,31 @@ async def test_writes_wait_with_503_while_an_entity_outbox_is_full(
     assert (await client.patch(url, json={"year": 2020}, headers=auth())).status == 200
     full = await client.patch(url, json={"year": 2021}, headers=auth())
     assert full.status == 503 and full.headers["Retry-After"]
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     assert (await client.patch(url, json={"year": 2021}, headers=auth())).status == 200
+
+
+async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Services) -> None:
+    """No caller tells the relay about a write: the entity service rings it."""
+    doorbell = Doorbell()
+    entities = EntityService(services.store, services.schemas, services.kinds, doorbell)
+    relay = EventRelay(
+        services.store,
+        services.metrics,
+        on_relayed=services.fanout,
+        doorbell=doorbell,
+        poll_seconds=3600,
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        for plate in ("ABC1D23", "BRA2E19"):  # the second arrives while the relay waits
+            await entities.create("acme", "vehicle", {"plate": plate}, ORIGIN)
+            async with asyncio.timeout(10):
+                while not await services.store.events.find(
+                    "acme", {"entity.key": plate}, before=None, limit=1
+                ):
+                    await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -25,6 +25,7 @@ from gateway.mapping import (
 )
 from gateway.mapping.expressions import Run, compile_expression
 from gateway.mapping.limits import MAX_FIELDS, MAX_LIST_ITEMS
+from gateway.mapping.units import UNITS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "mappings.md"
@@ -226,6 +227,16 @@ def test_items_extracts_batches() -> None:
         ("[{convert: {from: m, to: km}}]", 1523412.9, 1523.4129),
         ("[{convert: {from: mi, to: km}}, {round: 3}]", 2, 3.219),
         ("[{convert: {from: km/h, to: knots}}, {round: 1}]", 24.2612, 13.1),
+        ("[{convert: {from: gal, to: l}}, {round: 3}]", 10, 37.854),
+        ("[{convert: {from: gal_imp, to: l}}, {round: 3}]", "10", 45.461),
+        ("[{convert: {from: m3, to: l}}]", 1.5, 1500.0),
+        ("[{convert: {from: ml, to: l}}]", 500, 0.5),
+        ("[{convert: {from: l, to: gal}}, {round: 4}]", 3.785411784, 1.0),
+        ("[{convert: {from: mpg, to: km/l}}, {round: 2}]", 30, 12.75),
+        ("[{convert: {from: l/100km, to: km/l}}]", 8, 12.5),
+        ("[{convert: {from: km/l, to: l/100km}}]", 12.5, 8.0),
+        ("[{convert: {from: mpg, to: l/100km}}, {round: 2}]", 30, 7.84),
+        ("[{convert: {from: mpg_imp, to: l/100km}}, {round: 2}]", 40, 7.06),
         ("[{scale: 100}, {round: 0}]", 0.87, 87),
         ("[{offset: -3}]", 10, 7),
         ("[{round: 2}]", "104.128", 104.13),
@@ -293,6 +304,7 @@ def test_transforms_skip_nulls() -> None:
         ("[string]", {"a": 1}, "cast"),
         ("[number]", True, "cast"),
         ("[{convert: {from: knots, to: km/h}}]", "fast", "cast"),
+        ("[{convert: {from: l/100km, to: km/l}}]", 0, "transform"),
         ("[{datetime: {parse: iso8601}}]", "yesterday", "datetime"),
         ("[{datetime: {parse: unix}}]", "1e300", "datetime"),
     ],
@@ -764,7 +776,7 @@ def _doc_blocks() -> list[tuple[str, str, dict[str, str]]]:
     for language, info, body in blocks:
         if language == "yaml":
             found.append((info, body, {}))
-        elif language == "json" and info in ("sample", "result") and found:
+        elif language == "json" and info in ("params", "sample", "result") and found:
             found[-1][2][info] = body
     return found
 
@@ -790,11 +802,16 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
         return
     mapping = load_mapping(text)
     assert VALIDATOR.is_valid(yaml.safe_load(text))
+    if "params" in extra:
+        mapping = mapping.bind(json.loads(extra["params"]), strict=True)
     if "sample" not in extra:
         return
     sample = json.loads(extra["sample"])
     expected = json.loads(extra["result"])
     secrets = {name: f"<secret:{name}>" for name in mapping.secrets}
+    if "probe" in expected:
+        assert mapping.probe(sample) == expected["probe"]
+        return
     if mapping.direction == "inbound":
         (item, *_) = mapping.items(sample)
         mapped = mapping.apply(item, secrets=secrets)
@@ -808,6 +825,10 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
             "body": request.body,
         }
     assert got == expected
+
+
+def test_the_schema_lists_every_unit() -> None:
+    assert SCHEMA["$defs"]["unit"]["enum"] == list(UNITS)
 
 
 def test_shipped_mappings_follow_the_schema() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import mappings_key, store_key
 from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.web.state import services_key
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -56,7 +56,7 @@ async def test_yaml_upload_becomes_version_1_and_is_active(client: Client) -> No
     shown = await _json(client, "GET", "/api/v1/mappings/osmand")
     assert shown["source"] == OSMAND and shown["document"]["name"] == "osmand"
     assert shown["used_by"] == []
-    compiled = await client.app[mappings_key].active("acme", "osmand")
+    compiled = await client.app[services_key].mappings.active("acme", "osmand")
     assert compiled.key_fields == ("attributes.tracker_id",)
 
 
@@ -145,7 +145,7 @@ async def test_staged_upload_leaves_the_active_version_alone(client: Client) -> 
 
 
 async def test_activate_and_rollback_change_what_triggers_run(client: Client) -> None:
-    service = client.app[mappings_key]
+    service = client.app[services_key].mappings
     await _upload(client, OSMAND)
     await _upload(client, OSMAND.replace("[vehicle.position]", "[vehicle.position, custom.fix]"))
     assert (await service.active("acme", "osmand")).emit == ("vehicle.position", "custom.fix")
@@ -190,7 +190,7 @@ async def test_delete_is_refused_while_a_trigger_or_action_uses_the_mapping(
     client: Client,
 ) -> None:
     await _upload(client, OSMAND)
-    db = client.app[store_key].db
+    db = client.app[services_key].store.db
     trigger = await db["triggers"].insert_one(
         {"tenant": "acme", "name": "phones", "mapping": "osmand"}
     )
@@ -261,7 +261,7 @@ async def test_list_is_cursor_paginated_by_name(client: Client) -> None:
 
 
 async def _counts(client: Client) -> tuple[int, int]:
-    db = client.app[store_key].db
+    db = client.app[services_key].store.db
     return await db["entities"].count_documents({}), await db["events"].count_documents({})
 
 

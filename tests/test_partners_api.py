@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import store_key
+from gateway.web.state import services_key
 from tests.partner_double import (
     create_action,
     create_partner,
@@ -55,7 +55,7 @@ async def test_partner_credentials_are_write_only_and_sealed_at_rest(
 
     got = await (await client.get(f"/api/v1/partners/{created['id']}", headers=auth())).json()
     listed = await (await client.get("/api/v1/partners", headers=auth())).text()
-    stored = await client.app[store_key].db["partners"].find_one({})
+    stored = await client.app[services_key].store.db["partners"].find_one({})
 
     assert created["auth"] == got["auth"] == {"type": kind, "configured": True}
     assert created["secrets"] == ["erp_token"]
@@ -256,7 +256,7 @@ async def test_subscription_secret_is_shown_once(client: Client) -> None:
     created = await create_subscription(client, action["id"], ("vehicle.*", "fine.paid"))
 
     got = await (await client.get(f"/api/v1/subscriptions/{created['id']}", headers=auth())).json()
-    stored = await client.app[store_key].db["subscriptions"].find_one({})
+    stored = await client.app[services_key].store.db["subscriptions"].find_one({})
 
     assert created["secret"].startswith("whsec_")
     assert "secret" not in got

@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
-from gateway.keys import delivery_worker_key, relay_key, store_key
 from gateway.progress import Progress
 from gateway.store.deliveries import shard_of
+from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
     create_action,
@@ -65,7 +65,7 @@ async def test_entity_the_database_cannot_update_does_not_stop_the_others_events
 ) -> None:
     # Written before the limit existed: nested so deep that the database stores and reads
     # it but refuses to update it, so its outbox can neither be drained nor parked.
-    store = client.app[store_key]
+    store = client.app[services_key].store
     poison = ObjectId()
     entry = {
         "id": ObjectId(),
@@ -87,7 +87,7 @@ async def test_entity_the_database_cannot_update_does_not_stop_the_others_events
             "pending": True,
         }
     )
-    relay = client.app[relay_key]
+    relay = client.app[services_key].relay
     await relay.run_until_idle()
     created = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await relay.run_until_idle()  # returns: the poison is left aside, not retried forever
@@ -101,7 +101,7 @@ async def test_delivery_the_worker_cannot_process_is_parked_with_its_reason(
     partner_doc = await create_partner(client, partner.url)
     action = await create_action(client, partner_doc["id"])
     sub = await create_subscription(client, action["id"], ("entity.created",))
-    store = client.app[store_key]
+    store = client.app[services_key].store
     poison_id = f"{ObjectId()}:{sub['id']}"
     await store.db["deliveries"].insert_one(
         {
@@ -118,8 +118,8 @@ async def test_delivery_the_worker_cannot_process_is_parked_with_its_reason(
         }
     )
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
-    await client.app[relay_key].run_until_idle()
-    await client.app[delivery_worker_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
+    await client.app[services_key].delivery_worker.run_until_idle()
     assert len(partner.requests) == 1
     parked = await store.db["deliveries"].find_one({"_id": poison_id})
     assert parked is not None and parked["status"] == "failed"
@@ -131,14 +131,13 @@ async def test_readiness_drops_when_the_relay_is_stuck_past_the_threshold(
 ) -> None:
     client = await aiohttp_client(make_app(run_workers=True, stall_seconds=5))
     now = [1000.0]
-    relay = client.app[relay_key]
+    relay = client.app[services_key].relay
     relay.progress = Progress(clock=lambda: now[0])
 
     async def failing() -> int:  # a relay round that keeps failing, as on a bug
         raise RuntimeError("cannot relay")
 
     relay.relay_once = failing  # type: ignore[method-assign]
-    relay.notify()
     await _until(lambda: relay.progress.reason is not None)
     now[0] += 4
     assert (await client.get("/readyz")).status == 200

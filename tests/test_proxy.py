@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import relay_key
+from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
     create_action,
@@ -80,7 +80,7 @@ async def test_current_driver_lookup_is_mapped_and_written_into_the_vehicle(
         await client.get(f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth())
     ).json()
     assert stored["current_driver"] == driver
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
     assert events["items"][0]["origin"]["kind"] == "action"
 

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.actions.redaction import MASK, Redactor
-from gateway.keys import delivery_worker_key, relay_key
+from gateway.outbound.redaction import MASK, Redactor
+from gateway.web.state import services_key
 from tests.partner_double import create_action, create_partner, create_subscription, post
 from tests.support import auth
 
@@ -96,8 +96,8 @@ async def test_echoed_credentials_are_redacted_in_stored_attempts_and_proxy_502(
         await create_subscription(client, deliver["id"], ("entity.created",))
         proxy = await create_action(client, partner["id"], name=f"proxy-{n}", mode="proxy")
         vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC1D{n:02d}"})
-        await client.app[relay_key].run_until_idle()
-        await client.app[delivery_worker_key].run_until_idle()
+        await client.app[services_key].relay.run_until_idle()
+        await client.app[services_key].delivery_worker.run_until_idle()
 
         listed = await client.get(
             f"/api/v1/deliveries?partner_id={partner['id']}", headers=auth(role="viewer")

@@ -2,14 +2,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.actions.retry import (
-    DEFAULT_MAX_RETRY_AFTER,
-    DEFAULT_SCHEDULE,
-    Verdict,
-    classify,
-    next_attempt_at,
-    parse_retry_after,
-)
+from gateway.actions.catalog import DEFAULT_SCHEDULE
+from gateway.delivery.retry import DEFAULT_MAX_RETRY_AFTER, next_attempt_at
+from gateway.outbound.verdict import Verdict, classify, parse_retry_after
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from gateway.auth.keys import KeyRing
+from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 
 NEW_KEY = "new-root-key-0123456789abcdefghij"

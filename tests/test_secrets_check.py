@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.keys import delivery_worker_key, relay_key, store_key
+from gateway.web.state import services_key
 from tests.partner_double import create_action, create_partner, create_subscription
 from tests.support import admin_token
 from tests.test_redaction import Echo, _cases, echo
@@ -69,8 +69,8 @@ async def test_no_secret_the_suite_creates_leaks_anywhere(
     rotated = await app.call("POST", f"/api/v1/triggers/{trigger['id']}/rotate")
     secrets["rotated trigger token"] = handed_out_token = rotated["token"]
     handed_out[handed_out_token] = f"POST /api/v1/triggers/{trigger['id']}/rotate"
-    await client.app[relay_key].run_until_idle()
-    await client.app[delivery_worker_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
+    await client.app[services_key].delivery_worker.run_until_idle()
     for path in (
         "/api/v1/partners",
         "/api/v1/triggers",
@@ -84,7 +84,12 @@ async def test_no_secret_the_suite_creates_leaks_anywhere(
         for item in page["items"]:
             await app.call("GET", f"{path}/{item['id']}")
     metrics = await (await client.get("/metrics")).text()
-    attempts = await client.app[store_key].db["deliveries"].find({}, {"attempts": 1}).to_list(None)
+    attempts = (
+        await client.app[services_key]
+        .store.db["deliveries"]
+        .find({}, {"attempts": 1})
+        .to_list(None)
+    )
 
     assert len(secrets) >= 15
     places = {

@@ -17,17 +17,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
-from gateway.actions.breaker import BreakerState, GuardSettings, PartnerGuard
-from gateway.actions.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
-from gateway.actions.retry import Verdict
-from gateway.actions.sender import (
-    OutboundRequest,
-    Sender,
-    build_url,
-    signed_headers,
-)
-from gateway.actions.ssrf import OutboundPolicy
 from gateway.errors import InvalidPayload
+from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard
+from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
+from gateway.outbound.sender import OutboundRequest, Sender, signed_headers
+from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.urls import build_url
+from gateway.outbound.verdict import Verdict
 
 LOCAL = OutboundPolicy.from_entries(["127.0.0.1"])
 VECTORS = Path(__file__).parent / "data" / "standard_webhooks.json"

@@ -25,13 +25,31 @@ INBOUND = {
     "flespi.yaml": "flespi_stream.json",
     "fine-feed.yaml": "fine_feed.json",
     "checklist.yaml": "checklist_completed.json",
+    "motive-vehicle-location.yaml": "motive_vehicle_location_updated.json",
+    "geotab-logrecord.yaml": "geotab_getfeed_logrecord.json",
+    "fleetio-meter-entry.yaml": "fleetio_meter_entry_created.json",
+    "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
 }
-RESPONSE = {"hr-current-driver.yaml": "driver_lookup_response.json"}
+# the params a trigger sets for the mappings that declare some (a US account's units)
+PARAMS: dict[str, dict[str, Any]] = {
+    "motive-vehicle-location.yaml": {
+        "distance_unit": "mi",
+        "speed_unit": "mph",
+        "volume_unit": "gal",
+    },
+    "fleetio-meter-entry.yaml": {"meter_unit": "mi"},
+}
+RESPONSE = {
+    "hr-current-driver.yaml": "driver_lookup_response.json",
+    "hr-driver-lookup.yaml": "driver_lookup_response.json",
+}
 OUTBOUND = {
     "erp-fine-paid.yaml": "erp_fine_paid.json",
     "erp-mileage.yaml": "erp_mileage_update.json",
     "fcm-geofence-exit.yaml": "fcm_v1_message.json",
     "sms-maintenance-due.yaml": "sms_request.json",
+    "sms-zenvia.yaml": "sms_request.json",
+    "sms-twilio.yaml": "twilio_sms_request.json",
 }
 
 VEHICLE = {
@@ -90,6 +108,21 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "event": {"type": "vehicle.maintenance.due", "data": {"due_at_km": 10000}},
         "driver": DRIVER,
     },
+    # An SMS channel's message (gateway/notify/sms.py), as Zenvia and Twilio want it.
+    "sms-zenvia.yaml": {
+        "message": {
+            "to": "+55 11 98765-4321",
+            "text": "Rabbot: ABC1D23 atingiu 10.000 km. Agende a revisao.",
+            "from": "RABBOT",
+        }
+    },
+    "sms-twilio.yaml": {
+        "message": {
+            "to": "+55 11 98765-4321",
+            "text": "Rabbot: ABC1D23 atingiu 10.000 km. Agende a revisao.",
+            "from": "+15005550006",
+        }
+    },
 }
 SECRETS = {
     "erp_token": "erp-t",
@@ -109,7 +142,7 @@ def sample(name: str) -> Any:
 
 def mapped(name: str) -> list[dict[str, Any]]:
     """The documents of every item of the mapping's sample."""
-    mapping = load(name)
+    mapping = load(name).bind(PARAMS.get(name, {}), strict=True)
     results = [
         mapping.apply(item, secrets=SECRETS) for item in mapping.items(sample(INBOUND[name]))
     ]
@@ -233,6 +266,10 @@ def test_samsara_geofence_exit() -> None:
         "center": {"latitude": -23.5505, "longitude": -46.6333},
         "radius_m": 300,
     }
+    mapping = load("samsara-geofence.yaml")
+    assert mapping.probe(sample(INBOUND["samsara-geofence.yaml"])) is None
+    ping = {"eventId": "bf72239c", "eventMs": 1795685112000, "eventType": "Ping"}
+    assert mapping.probe(ping) == {"ok": True}
 
 
 def test_flespi_dotted_keys_and_batches() -> None:
@@ -303,6 +340,21 @@ def test_checklist() -> None:
     assert result["events"] == ("checklist.completed",)
 
 
+def test_driver_lookup_for_flows_answers_a_driver_with_contacts() -> None:
+    mapping = load("hr-driver-lookup.yaml")
+    fine = {**FINE, "occurred_at": "2026-11-18T16:45:00Z"}
+    request = mapping.build_request({"entity": fine})
+    assert request.path_params == {"plate": "ABC1D23"}
+    assert request.query == {"em": "2026-11-18T16:45:00Z"}
+    assert mapping.map_response(sample(RESPONSE["hr-driver-lookup.yaml"])) == {
+        "name": "Ana Souza",
+        "cpf": "52998224725",
+        "email": "ana.souza@example.com",
+        "phone": "+5511987654321",
+        "since": "2026-11-01T08:00:00-03:00",
+    }
+
+
 def test_current_driver_lookup() -> None:
     mapping = load("hr-current-driver.yaml")
     request = mapping.build_request({"entity": VEHICLE}, secrets=SECRETS)
@@ -370,3 +422,90 @@ def test_mapped_documents_are_valid_entities(name: str) -> None:
         if mapping.entity_type != "vehicle":
             document = result["document"]
         assert schemas.validate(mapping.entity_type, document) == []
+
+
+def test_motive_vehicle_location_in_a_us_accounts_units() -> None:
+    (result,) = mapped("motive-vehicle-location.yaml")
+    assert result["key"] == {"attributes.tracker_id": 1984895}
+    assert result["events"] == ("vehicle.position",)
+    document = result["document"]
+    assert document["last_position"] == {
+        "latitude": -23.56118,
+        "longitude": -46.65578,
+        "fix_time": "2026-11-20T13:45:22Z",
+        "course": 236.2,
+        "speed_kmh": 24.5,  # 15.2 mph
+    }
+    assert document["odometer_km"] == 151476.9  # 94,123.4 mi
+    assert document["attributes"] == {
+        "tracker_id": 1984895,
+        "motive_vehicle_number": "T55",
+        "engine_hours": 5801.6,
+        "fuel_used_l": 31652.7,  # 8,361.77 US gallons
+        "motive_location": "Av. Paulista, Sao Paulo, SP",
+    }
+
+
+def test_motive_in_a_metric_account_and_without_its_units() -> None:
+    metric = load("motive-vehicle-location.yaml").bind(
+        {"distance_unit": "km", "speed_unit": "km/h", "volume_unit": "l"}
+    )
+    document = metric.apply(sample(INBOUND["motive-vehicle-location.yaml"])).document
+    assert document["odometer_km"] == 94123.4
+    assert document["last_position"]["speed_kmh"] == 15.2
+    problems = load("motive-vehicle-location.yaml").param_problems({})
+    assert [(p.pointer, p.keyword) for p in problems] == [
+        (f"/params/{name}", "required") for name in ("distance_unit", "speed_unit", "volume_unit")
+    ]
+
+
+def test_geotab_logrecord_page() -> None:
+    results = mapped("geotab-logrecord.yaml")
+    assert [r["key"] for r in results] == [
+        {"attributes.tracker_id": "b3A"},
+        {"attributes.tracker_id": "b7"},
+        {"attributes.tracker_id": "b3A"},
+    ]
+    assert results[2]["document"] == {
+        "attributes": {"tracker_id": "b3A", "geotab_log_id": "b2F9C3"},
+        "last_position": {
+            "latitude": -23.56118,
+            "longitude": -46.65578,
+            "speed_kmh": 24,
+            "fix_time": "2026-11-20T13:45:35Z",
+        },
+    }
+    assert all(r["events"] == ("vehicle.position",) for r in results)
+
+
+def test_fleetio_meter_entry() -> None:
+    (result,) = mapped("fleetio-meter-entry.yaml")
+    assert result["key"] == {"attributes.fleetio_vehicle_id": 987}
+    assert result["document"] == {
+        "attributes": {
+            "fleetio_vehicle_id": 987,
+            "odometer_read_at": "2026-11-25T10:55:00Z",
+            "fleetio_meter_entry_id": 5550123,
+        },
+        "odometer_km": 151476.9,  # "94123.4" mi
+    }
+    mapping = load("fleetio-meter-entry.yaml").bind({"meter_unit": "km"})
+    entry = sample(INBOUND["fleetio-meter-entry.yaml"])
+    for change in ({"void": True}, {"meter_type": "secondary"}):
+        other = {**entry, "payload": {**entry["payload"], **change}}
+        assert "odometer_km" not in mapping.apply(other).document
+
+
+def test_samsara_vehicle_stats_feed_page() -> None:
+    first, second = mapped("samsara-vehicle-stats-feed.yaml")
+    assert first["key"] == {"attributes.samsara_vehicle_id": "281474982859091"}
+    assert first["document"]["last_position"] == {  # the newest of the two points
+        "latitude": -23.56118,
+        "longitude": -46.65578,
+        "course": 88,
+        "speed_kmh": 24.5,  # 15.2 mph
+        "fix_time": "2026-11-20T13:45:32Z",
+    }
+    assert first["document"]["odometer_km"] == 151476.9  # 151,476,930 m
+    assert second["document"]["last_position"]["speed_kmh"] == 0
+    assert "odometer_km" not in second["document"]

@@ -7,9 +7,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
-from gateway.actions.retry import Verdict
-from gateway.actions.sender import OutboundRequest, Sender
-from gateway.actions.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy, blocked_reason
+from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy, blocked_reason
+from gateway.outbound.verdict import Verdict
 
 DEFAULT = OutboundPolicy.from_entries([])
 

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.__main__ import main
 from gateway.config import Settings
-from gateway.keys import store_key
+from gateway.web.state import services_key
 from tests.support import SECRET_KEY, auth
 from tests.triggers_support import (
     VEHICLE,
@@ -32,7 +32,7 @@ async def test_created_trigger_has_an_unguessable_id_a_url_and_a_token_shown_onc
     got = await (await client.get(f"/api/v1/triggers/{trigger['id']}", headers=auth())).json()
     listed = await (await client.get("/api/v1/triggers", headers=auth())).json()
     assert "token" not in got and all("token" not in t for t in listed["items"])
-    stored = await client.app[store_key].db["triggers"].find_one({"_id": trigger["id"]})
+    stored = await client.app[services_key].store.db["triggers"].find_one({"_id": trigger["id"]})
     assert trigger["token"] not in orjson.dumps(stored, default=str).decode()
     assert (await hook(client, trigger, VEHICLE))[0] == 201
 

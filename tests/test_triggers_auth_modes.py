@@ -12,11 +12,21 @@ from typing import Any
 
 import jwt
 import orjson
+import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import signed_headers
+from gateway.errors import Unauthorized
+from gateway.services import Services
+from gateway.triggers.compiled import TriggerConfigs
+from gateway.triggers.ingest import Ingestor
+from gateway.triggers.model import HookCall
+from gateway.triggers.pipeline import Pipeline
+from gateway.triggers.receiver import HookReceiver
+from gateway.triggers.rejected import RejectedKeeper
 from tests.support import auth
 from tests.triggers_support import VEHICLE, Client, bearer, create_trigger, entities
 
@@ -248,3 +258,45 @@ async def test_revoking_through_one_process_rejects_the_next_call_in_another(
     response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(rotated))
     assert response.status == 401
     assert len(await entities(a)) == 1
+
+
+class _NoBody:
+    async def read(self, limit: int) -> bytes:
+        raise AssertionError("a read never reads the body")
+
+
+async def test_a_rotated_out_token_ends_by_the_receivers_own_clock(
+    client: Client, services: Services
+) -> None:
+    trigger = await create_trigger(client)
+    rotated = await client.post(
+        f"/api/v1/triggers/{trigger['id']}/rotate", headers=auth(), json={"grace_seconds": 3600}
+    )
+    assert rotated.status == 200
+
+    def receiver(clock: Callable[[], float]) -> HookReceiver:
+        configs = TriggerConfigs(services.store, SecretBox(services.keyring), _no_fetch)
+        pipeline = Pipeline(services.entities, services.schemas, services.mappings)
+        ingestor = Ingestor(
+            pipeline, RejectedKeeper(services.store, services.metrics), services.metrics
+        )
+        return HookReceiver(
+            services.store,
+            configs,
+            services.entities,
+            ingestor,
+            services.mappings,
+            services.keyring,
+            services.metrics,
+            clock=clock,
+        )
+
+    call = HookCall(trigger["id"], "GET", bearer(trigger), {}, "", "", _NoBody())
+    assert (await receiver(time.time).handle(call)).status == 200  # within the grace
+    two_hours_later = receiver(lambda: time.time() + 7200)
+    with pytest.raises(Unauthorized):
+        await two_hours_later.handle(call)
+
+
+async def _no_fetch(url: str) -> bytes:
+    raise AssertionError("no JWKS here")

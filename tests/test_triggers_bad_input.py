@@ -14,9 +14,9 @@ import pytest
 from aiohttp import ClientResponse
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.auth.keys import KeyRing, Purpose
+from gateway.auth.keyring import KeyRing, Purpose
 from gateway.auth.webhook_signature import signed_headers
-from gateway.keys import store_key
+from gateway.web.state import services_key
 from tests.support import SECRET_KEY, auth
 from tests.triggers_support import VEHICLE, Client, bearer, create_trigger, entities
 
@@ -122,7 +122,7 @@ async def _rotated_out_after_grace(client: Client, trigger: dict[str, Any]) -> C
     during = await _with_token(trigger["token"])(client, trigger)
     assert during.status == 201  # still valid while the grace lasts
     # The grace period ends: move its end into the past instead of waiting for it.
-    triggers = client.app[store_key].db["triggers"]
+    triggers = client.app[services_key].store.db["triggers"]
     doc = await triggers.find_one({"_id": trigger["id"]})
     ended = [
         {**t, "until": t["until"].replace(year=2000)} if t["until"] else t for t in doc["tokens"]
@@ -264,10 +264,9 @@ class _CountingVerifier:
 async def test_unknown_trigger_costs_the_same_checks_as_a_known_one_with_a_bad_token(
     client: Client,
 ) -> None:
-    from gateway.keys import hooks_key
 
     trigger = await create_trigger(client)
-    receiver = client.app[hooks_key]
+    receiver = client.app[services_key].hooks
     counting = receiver._verifier = _CountingVerifier(receiver._verifier)
     checks = {}
     for trigger_id in (trigger["id"], "trg_doesnotexist0000000"):

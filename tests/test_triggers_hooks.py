@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.keys import relay_key
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
     PAYLOADS,
@@ -80,7 +80,7 @@ async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(
     [vehicle] = await entities(client)
     assert vehicle["last_position"]["latitude"] == -23.55052
     assert vehicle["odometer_km"] == 1234.567
-    await client.app[relay_key].run_until_idle()
+    await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events?type=vehicle.position", headers=auth())).json()
     [event] = events["items"]
     assert event["origin"] == {"kind": "trigger", "id": trigger["id"]}
@@ -232,3 +232,19 @@ async def test_lookup_key_from_the_payload_cannot_become_a_query_operator(client
     assert "lookup value" in str(answer)
     vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
     assert "odometer_km" not in vehicle
+
+
+async def test_event_data_of_a_mapping_is_the_events_detail_beside_the_entity_data(
+    client: Client,
+) -> None:
+    await upload_shipped(client, "samsara-geofence")
+    trigger = await create_trigger(client, mapping="samsara-geofence")
+    sample = json.loads((PAYLOADS / "samsara_v2_geofence_exit.json").read_text())
+    status, answer = await hook(client, trigger, sample)
+    assert status == 201 and "vehicle.geofence.exited" in answer["events"]
+    await client.app[services_key].relay.run_until_idle()
+    events = await client.get("/api/v1/events?type=vehicle.geofence.exited", headers=auth())
+    [event] = (await events.json())["items"]
+    assert event["detail"]["geofence"]["name"] == sample["data"]["address"]["name"]
+    assert event["data"]["plate"] == answer["key"]  # the entity as written
+    assert "geofence" not in event["data"]  # event_data never lands in the entity

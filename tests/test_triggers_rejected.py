@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.store import rejected as rejected_store
-from gateway.triggers import ingest
+from gateway.triggers import rejected
 from tests.support import auth
 from tests.triggers_support import Client, create_trigger, entities, hook, upload_mapping
 
@@ -105,7 +105,7 @@ async def test_each_trigger_keeps_only_its_newest_rejections(
 async def test_a_payload_too_large_to_keep_whole_is_shown_truncated_and_not_replayed(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest, "MAX_KEPT_BYTES", 20)
+    monkeypatch.setattr(rejected, "MAX_KEPT_BYTES", 20)
     trigger = await create_trigger(client)
     await hook(client, trigger, {"make": "a rather long make name"})
     [kept] = await _rejected(client)

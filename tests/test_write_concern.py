@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient
 from pymongo import monitoring
 
 from gateway.config import ConfigError, Settings
-from gateway.keys import delivery_worker_key, relay_key
 from gateway.store.client import open_client
+from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
     create_action,
@@ -65,8 +65,8 @@ async def test_every_write_the_gateway_sends_asks_for_the_journal(
         )
         assert answer.status == 201
         await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9A87"})
-        await client.app[relay_key].run_until_idle()
-        await client.app[delivery_worker_key].run_until_idle()
+        await client.app[services_key].relay.run_until_idle()
+        await client.app[services_key].delivery_worker.run_until_idle()
         assert len(partner.requests) == 2
     finally:
         _LISTENER.recording = False

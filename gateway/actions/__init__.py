@@ -1,1 +1,2 @@
-"""Outbound calls to partners: retry policy, SSRF guard, per-partner limits, auth, sender."""
+"""Actions: partner endpoints, the calls defined on them, subscriptions of those calls to
+events (with their filter language), and invoking an action now (proxy)."""

@@ -17,18 +17,23 @@ from typing import Any
 
 import orjson
 
-from gateway.actions.breaker import BreakerState, GuardSettings, PartnerGuards
-from gateway.actions.partner_auth import PartnerAuth, build_auth
-from gateway.actions.redaction import Redactor
-from gateway.actions.retry import DEFAULT_SCHEDULE, Verdict
-from gateway.actions.sender import OutboundRequest, Outcome, build_url
 from gateway.auth.secretbox import SecretBox
 from gateway.errors import NotFound
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
+from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
+from gateway.outbound.partner_auth import PartnerAuth, build_auth
+from gateway.outbound.redaction import Redactor
+from gateway.outbound.sender import OutboundRequest, Outcome
+from gateway.outbound.urls import build_url
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 
 DEFAULT_TTL_SECONDS = 2.0
+# An action's retry schedule unless it sets its own (see `delivery/retry.py`): the delay
+# before attempt n+1, in seconds, for n attempts already made. The first attempt is
+# immediate, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. Eight attempts in all, ~27.5 h.
+DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 _MAX_CACHED = 10_000
 
 
@@ -83,6 +88,12 @@ class Action:
     retry_schedule: tuple[float, ...]
     ordered: bool
     write_back: bool
+    read_only: bool = False  # a POST that only reads (JSON-RPC): schedules may run it
+
+    @property
+    def reads(self) -> bool:
+        """Whether a schedule may run it: a GET, or an action marked read-only."""
+        return self.method == "GET" or self.read_only
 
     def verdict(self, outcome: Outcome) -> Verdict:
         """The sender's verdict, with the action's own idea of success (e.g. [201], or 404
@@ -223,6 +234,7 @@ class Catalog:
             retry_schedule=tuple(doc.get("retry_schedule") or DEFAULT_SCHEDULE),
             ordered=bool(doc.get("ordered")),
             write_back=bool(doc.get("write_back")),
+            read_only=bool(doc.get("read_only")),
         )
 
     async def _load_subscription(self, tenant: str, subscription_id: str) -> Subscription:

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Protocol
-
-from bson import ObjectId
+from typing import Any
 
 from gateway.actions.body_check import BodyCheck, doc_id, utcnow
 from gateway.actions.catalog import Catalog
 from gateway.errors import Conflict, NotFound
-from gateway.mapping import CompiledMapping
-from gateway.store import Doc, Store
+from gateway.mapping_files.source import MappingSource
+from gateway.outbound.urls import malformed_template
+from gateway.store import Doc, Store, new_id
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MODES = ("proxy", "deliver")
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
-
-
-class MappingSource(Protocol):
-    async def active(self, tenant: str, name: str) -> CompiledMapping: ...
 
 
 _ACTION_FIELDS = (
@@ -37,6 +31,7 @@ _ACTION_FIELDS = (
     "retry_schedule",
     "ordered",
     "write_back",
+    "read_only",
 )
 
 
@@ -60,7 +55,7 @@ class ActionUseCases:
         fields = await self._action_fields(tenant, body, None)
         now = utcnow()
         doc: Doc = {
-            "_id": ObjectId(),
+            "_id": new_id(),
             "tenant": tenant,
             **fields,
             "rev": 1,
@@ -115,6 +110,9 @@ class ActionUseCases:
             "retry_schedule": _schedule(check),
             "ordered": check.flag("ordered"),
             "write_back": check.flag("write_back"),
+            # A POST that only reads (a JSON-RPC read such as Geotab's GetFeed): schedules
+            # may run it; they run GET actions and read-only ones, nothing that writes.
+            "read_only": check.flag("read_only"),
         }
         if fields["write_back"] and not fields["response_mapping"]:
             check.add(
@@ -156,7 +154,7 @@ def _path(check: BodyCheck) -> str | None:
     if not isinstance(path, str) or len(path) > 2000 or (path and not path.startswith("/")):
         check.add("/path", "path must be a string starting with /", "pattern")
         return None
-    if "{" in _PLACEHOLDER.sub("", path) or "}" in _PLACEHOLDER.sub("", path):
+    if malformed_template(path):
         check.add("/path", "path placeholders are {name} (letters, digits, _)", "pattern")
         return None
     return path

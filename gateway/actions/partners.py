@@ -11,15 +11,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
 from yarl import URL
 
 from gateway.actions.body_check import BodyCheck, doc_id, utcnow
 from gateway.actions.catalog import Catalog, auth_context, secrets_context
-from gateway.actions.partner_auth import build_auth
 from gateway.auth.secretbox import SecretBox
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
-from gateway.store import Doc, Store
+from gateway.outbound.partner_auth import build_auth
+from gateway.store import Doc, Store, new_id
 
 MAX_TIMEOUT_SECONDS = 60.0
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -52,7 +51,7 @@ class PartnerUseCases:
     _catalog: Catalog
 
     async def create_partner(self, tenant: str, body: Mapping[str, Any]) -> Doc:
-        oid, now = ObjectId(), utcnow()
+        oid, now = new_id(), utcnow()
         doc = self._partner_fields(str(oid), body, creating=True)
         doc.update(_id=oid, tenant=tenant, status="active", rev=1, created_at=now, updated_at=now)
         await self._store.partners.insert(doc)

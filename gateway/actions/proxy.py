@@ -17,11 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.actions.breaker import PartnerGuards
 from gateway.actions.catalog import Catalog, Partner, build_request
-from gateway.actions.definitions import MappingSource
-from gateway.actions.retry import Verdict
-from gateway.actions.sender import Outcome, Sender
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
@@ -30,7 +26,11 @@ from gateway.errors import (
     PartnerTimeout,
     RateLimited,
 )
+from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
+from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.sender import Outcome, Sender
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
 _EXCERPT = 500

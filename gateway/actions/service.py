@@ -8,10 +8,11 @@ One service for the three resource families, each in its own module: `partners.p
 from __future__ import annotations
 
 from gateway.actions.catalog import Catalog
-from gateway.actions.definitions import ActionUseCases, MappingSource
+from gateway.actions.definitions import ActionUseCases
 from gateway.actions.partners import PartnerUseCases
 from gateway.actions.subscriptions import SubscriptionUseCases
 from gateway.auth.secretbox import SecretBox
+from gateway.mapping_files.source import MappingSource
 from gateway.store import Store
 
 

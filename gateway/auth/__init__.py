@@ -5,7 +5,7 @@ The only home of PyJWT. Nothing here imports aiohttp.web or the store: the web l
 these with plain values, and a partner's JWKS is fetched through a callable it injects.
 """
 
-from gateway.auth.keys import KeyRing, Purpose, SubKey, generate_secret_key
+from gateway.auth.keyring import KeyRing, Purpose, SubKey, generate_secret_key
 from gateway.auth.partner_jwt import Fetch, JwksKeys, JwtPolicy, PartnerJwtVerifier, StaticKeys
 from gateway.auth.secretbox import SecretBox, SecretBoxError
 from gateway.auth.tokens import (

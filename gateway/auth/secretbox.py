@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from gateway.auth.keys import KeyRing, Purpose
+from gateway.auth.keyring import KeyRing, Purpose
 from gateway.errors import GatewayError
 
 

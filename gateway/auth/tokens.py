@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, TypeGuard, get_args
 
 import jwt
 
-from gateway.auth.keys import KeyRing, Purpose, SubKey
+from gateway.auth.keyring import KeyRing, Purpose, SubKey
 from gateway.auth.partner_jwt import PartnerJwtVerifier, unverified_header
 from gateway.errors import Forbidden, Unauthorized
 
@@ -339,3 +339,10 @@ def _new_token_id() -> str:
 
 def _invalid() -> Unauthorized:
     return Unauthorized("invalid token")
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme in any case), or None."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None

@@ -16,7 +16,7 @@ import secrets as _random
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from gateway.errors import Unauthorized
+from gateway.auth.signatures import SignatureRejected, header_value
 
 SECRET_PREFIX: Final = "whsec_"
 TOLERANCE_SECONDS: Final = 300
@@ -73,19 +73,19 @@ def verify(
 ) -> str:
     """Check an inbound signed message and return its webhook-id (a natural idempotency key).
 
-    Raises `Unauthorized` when a header is missing, the timestamp is more than `tolerance`
-    seconds away from `now` (replays), or no signature matches any of `secrets`.
+    Raises `SignatureRejected` (a 401) when a header is missing, the timestamp is more than
+    `tolerance` seconds away from `now` (replays), or no signature matches any of `secrets`.
     """
-    msg_id = _header(headers, ID_HEADER)
-    stamp = _header(headers, TIMESTAMP_HEADER)
-    offered = _header(headers, SIGNATURE_HEADER)
+    msg_id = header_value(headers, ID_HEADER)
+    stamp = header_value(headers, TIMESTAMP_HEADER)
+    offered = header_value(headers, SIGNATURE_HEADER)
     if not (msg_id and stamp and offered):
-        raise _unauthorized("missing webhook signature headers")
+        raise SignatureRejected("missing", "missing webhook signature headers")
     if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
-        raise _unauthorized("invalid webhook timestamp")
+        raise SignatureRejected("malformed", "invalid webhook timestamp")
     timestamp = int(stamp)
     if abs(now - timestamp) > tolerance:
-        raise _unauthorized("webhook timestamp outside the tolerance")
+        raise SignatureRejected("stale", "webhook timestamp outside the tolerance")
     candidates = [
         value.encode()
         for version, _, value in (s.partition(",") for s in offered.split())
@@ -96,22 +96,10 @@ def verify(
         # Every candidate is compared, in constant time, whatever matched before.
         if sum(hmac.compare_digest(expected, candidate) for candidate in candidates):
             return msg_id
-    raise _unauthorized("no matching webhook signature")
+    raise SignatureRejected("mismatch", "no matching webhook signature")
 
 
 def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     # hmac.digest is the one-shot C path: several times cheaper than an hmac.new object.
     mac = hmac.digest(key, f"{msg_id}.{timestamp}.".encode() + body, "sha256")
     return base64.b64encode(mac).decode()
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    # aiohttp's headers are case-insensitive already; a plain dict may not be.
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
-
-
-def _unauthorized(detail: str) -> Unauthorized:
-    return Unauthorized(detail)

@@ -10,7 +10,11 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
 
     CompiledMapping
         .name .direction .entity_type .kind .key_fields .emit .secrets .source .checksum
-        inbound:  .items(payload) -> list            batch items; one object -> [payload]
+        .params                                      declared params (`params:`), by name
+        .param_problems(values) -> [FieldProblem]    a trigger's params, checked (/params/x)
+        .bind(values, *, strict=False) -> CompiledMapping   compiled once per set of values
+        inbound:  .probe(payload) -> dict | None     the answer to a partner's ping, if it is one
+                  .items(payload) -> list            batch items; one object -> [payload]
                   .apply(item, *, secrets=None) -> MappedDocument(document, key, events,
                                                                  event_data)
         outbound: .build_request(context, *, secrets=None) -> OutboundRequest(path_params,
@@ -23,7 +27,8 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
     FieldCatalog    protocol: has_field(entity_type, dotted_path, *, kind=None) -> bool
     flatten(doc) / unflatten(flat)                   nested <-> dotted keys
     validate_file(path) -> list[FieldProblem]        for `gateway mapping validate`
-    test_file(path, sample_path, *, response=False) -> dict   for `gateway mapping test`
+    test_file(path, sample_path, *, response=False, params=None) -> dict
+                                                     for `gateway mapping test`
 
 Limits (file size, fields, nesting, expression length, list sizes, work per item) are the
 constants in `gateway.mapping.limits`.

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .expressions import Getter
 from .model import Direction, FieldCatalog
+from .params import Param, ParamScope, compile_params
 from .paths import pointer
+from .probes import Probe, compile_probe
 from .problems import Problems, suggest
 from .specs import NAME_RE, SpecCompiler, mentions
 from .tables import Table
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 COMMON_KEYS = ("name", "description", "direction", "entity_type", "kind")
-INBOUND_KEYS = ("key", "emit", "items", "fields", "event_data")
+INBOUND_KEYS = ("key", "emit", "items", "fields", "event_data", "params", "probe")
 OUTBOUND_KEYS = ("path", "query", "headers", "body", "response")
 ALL_KEYS = (*COMMON_KEYS, *INBOUND_KEYS, *OUTBOUND_KEYS)
 MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -49,16 +52,26 @@ class Plan:
     body: Table | None = None
     response: Table = ()
     secrets: frozenset[str] = field(default_factory=frozenset)
+    params: Mapping[str, Param] = field(default_factory=dict)
+    probe: Probe | None = None
 
 
-def compile_plan(data: Any, problems: Problems, catalog: FieldCatalog | None) -> Plan | None:
-    """The plan for a mapping document, or None when `problems` got at least one problem."""
+def compile_plan(
+    data: Any,
+    problems: Problems,
+    catalog: FieldCatalog | None,
+    values: Mapping[str, Any] | None = None,
+) -> Plan | None:
+    """The plan for a mapping document, or None when `problems` got at least one problem.
+    `values` are a trigger's params (unset ones take their defaults)."""
     if not isinstance(data, dict):
         problems.add("", "a mapping file is an object with name, direction, ...", "type")
         return None
     direction = _header(data, problems)
-    specs = SpecCompiler(problems)
+    declared = compile_params(data["params"], problems) if "params" in data else {}
+    specs = SpecCompiler(problems, ParamScope(declared, values or {}))
     plan = Plan(name=str(data.get("name", "")), direction=direction or "inbound")
+    plan.params = declared
     plan.entity_type = data.get("entity_type") if data.get("entity_type") in ENTITY_TYPES else None
     plan.kind = data.get("kind") if isinstance(data.get("kind"), str) else None
     if direction == "inbound":
@@ -134,6 +147,8 @@ def _inbound(
         else:
             problems.add("/items", "items is an expression that gives the list of items", "type")
     plan.emit = _emit(data.get("emit", []), specs)
+    if "probe" in data:
+        plan.probe = compile_probe(data["probe"], specs)
     if "event_data" in data:
         plan.event_data = specs.table(data["event_data"], "/event_data", 1) or ()
 

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
-from .compiler import Plan
+from .casts import to_string
+from .compiler import Plan, compile_plan
 from .expressions import Run
 from .limits import MAX_LIST_ITEMS
 from .model import Direction, EvalError, LimitExceeded, MappedDocument, OutboundRequest
-from .problems import payload_error
+from .params import Param, value_problems
+from .problems import Problems, payload_error
 from .tables import Table, evaluate, record
-from .transforms import to_string
+
+_MAX_BOUND: Final = 64
+"""Sets of param values kept compiled per mapping version (one per trigger that sets them)."""
 
 
 class CompiledMapping:
     """A compiled mapping file. Immutable and shareable between tasks and threads."""
 
-    __slots__ = ("_events", "_plan", "checksum", "emit", "source")
+    __slots__ = ("_bound", "_events", "_plan", "checksum", "emit", "source")
 
     def __init__(self, plan: Plan, source: dict[str, Any], checksum: str) -> None:
         self._plan = plan
@@ -25,6 +30,7 @@ class CompiledMapping:
         self.checksum = checksum
         self.emit: tuple[str, ...] = tuple(dict.fromkeys(t for t, _ in plan.emit))
         self._events = self.emit if all(c is None for _, c in plan.emit) else None
+        self._bound: dict[tuple[tuple[str, Any], ...], CompiledMapping] = {}
 
     @property
     def name(self) -> str:
@@ -51,10 +57,58 @@ class CompiledMapping:
         """Names of the secrets the mapping reads: pass them all to apply/build_request."""
         return self._plan.secrets
 
+    @property
+    def params(self) -> Mapping[str, Param]:
+        """The parameters the mapping declares (`params:`), by name."""
+        return self._plan.params
+
+    def param_problems(
+        self, values: Mapping[str, Any], *, complete: bool = True
+    ) -> list[FieldProblem]:
+        """What is wrong with a trigger's params for this mapping (pointers /params/...)."""
+        return value_problems(self._plan.params, values, complete=complete)
+
+    def bind(self, values: Mapping[str, Any], *, strict: bool = False) -> CompiledMapping:
+        """This mapping with a trigger's params bound (compiled once per set of values).
+
+        Values the mapping does not declare are ignored (a trigger is checked against the
+        mapping when it is saved; a later version may drop a param), unless `strict`. A
+        value that does not fit raises InvalidPayload naming the param; unset required
+        params make the fields that read them fail per payload.
+        """
+        declared = self._plan.params
+        if strict and (problems := value_problems(declared, values, complete=False)):
+            raise InvalidPayload(f"params do not fit mapping {self.name!r}", problems)
+        key = tuple(sorted((k, v) for k, v in values.items() if k in declared))
+        if not key:
+            return self
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._compile_bound(dict(key))
+            if len(self._bound) >= _MAX_BOUND:
+                self._bound.pop(next(iter(self._bound)))
+            self._bound[key] = bound
+        return bound
+
+    def _compile_bound(self, values: dict[str, Any]) -> CompiledMapping:
+        problems = value_problems(self._plan.params, values, complete=False)
+        if problems:
+            raise InvalidPayload(f"params do not fit mapping {self.name!r}", problems)
+        found = Problems()
+        plan = compile_plan(self.source, found, None, values)
+        found.raise_if_any(f"mapping {self.name!r} does not compile with these params")
+        assert plan is not None
+        return CompiledMapping(plan, self.source, self.checksum)
+
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name!r} {self.direction} {self.checksum[:12]}>"
 
     # -- inbound -----------------------------------------------------------------------------
+
+    def probe(self, payload: Any) -> dict[str, Any] | None:
+        """The answer to a partner's probe (the file's `probe`), or None for a payload to map."""
+        probe = self._plan.probe
+        return None if probe is None else probe.answer_for(payload)
 
     def items(self, payload: Any) -> list[Any]:
         """The items of a batch payload (`items` expression); a single object → [payload]."""

@@ -51,6 +51,7 @@ def test_file(
     *,
     response: bool = False,
     secrets: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
     catalog: FieldCatalog | None = None,
 ) -> dict[str, Any]:
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
@@ -58,9 +59,11 @@ def test_file(
     Inbound: `{"results": [{"document", "key", "events", "event_data"}, ...]}`, one per item.
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
-    Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`.
+    Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
+    a trigger's params, checked against the mapping's declarations.
     """
     mapping = load_mapping(_read(path, MAX_FILE_BYTES), catalog=catalog, filename=str(path))
+    mapping = mapping.bind(params or {}, strict=True)
     sample = read_sample(_read(sample_path, _MAX_SAMPLE_BYTES).decode("utf-8-sig"))
     known = {name: f"<secret:{name}>" for name in mapping.secrets} | (secrets or {})
     if mapping.direction == "inbound":

@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+"""Names of template vars and params."""
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
 TARGET_RE = re.compile(rf"^{_SEGMENT}(?:\.{_SEGMENT})*$")
 MAX_TARGET_LENGTH = 200

@@ -11,105 +11,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .limits import MAX_STRING_LENGTH
+from .casts import to_boolean, to_integer, to_number, to_string
+from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS
 from .model import EvalError
-from .problems import suggest
+from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
+from .paths import pointer
+from .problems import Problems, suggest
 from .timefmt import compile_datetime
+from .units import UNITS, conversion, multiply
 
 Transform = Callable[[Any], Any]
 Report = Callable[..., None]
 """report(message, *pointer_parts_below_the_transform)."""
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "list" if isinstance(value, list) else "object"
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _cast_error(value: Any, to: str) -> EvalError:
-    return EvalError("cast", f"cannot cast {_kind(value)} {_show(value)} to {to}")
-
-
-def _parse_number(text: str) -> int | float | None:
-    """A decimal number in text ("87", "-13.1", "1e3"), or None. No exception on the happy
-    path: OsmAnd sends every value as text."""
-    if text.isascii() and text.isdigit():
-        return int(text) if len(text) <= 30 else None
-    if "_" in text:  # float() would take "1_000"; JSON would not
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    if not math.isfinite(number):  # "nan", "inf", "1e999"
-        return None
-    if number.is_integer() and "." not in text and "e" not in text and "E" not in text:
-        return int(number)  # "-5", " 7 "
-    return number
-
-
-def to_integer(value: Any) -> int:
-    kind = type(value)
-    if kind is int:
-        return int(value)
-    if kind is float and value.is_integer():
-        return int(value)
-    if kind is str:
-        number = _parse_number(value)
-        if number is not None and float(number).is_integer():
-            return int(number)
-    raise _cast_error(value, "integer")
-
-
-def to_number(value: Any) -> int | float:
-    kind = type(value)
-    if kind is int or (kind is float and math.isfinite(value)):
-        return value  # type: ignore[no-any-return]
-    if kind is str:
-        number = _parse_number(value)
-        if number is not None:
-            return number
-    raise _cast_error(value, "number")
-
-
-def to_string(value: Any) -> str:
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[no-any-return]
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int or kind is float:
-        return repr(value)
-    raise _cast_error(value, "string")
-
-
-_TRUE = frozenset({"true", "1", "yes", "on", "sim", "s", "y"})
-_FALSE = frozenset({"false", "0", "no", "off", "nao", "não", "n"})
-
-
-def to_boolean(value: Any) -> bool:
-    kind = type(value)
-    if kind is bool:
-        return bool(value)
-    if kind is str:
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    elif (kind is int or kind is float) and value in (0, 1):
-        return bool(value)
-    raise _cast_error(value, "boolean")
 
 
 def _number_arg(value: Any) -> bool:
@@ -169,50 +82,30 @@ def _compile_truncate(arg: Any, report: Report) -> Transform | None:
 
 # -- numbers -----------------------------------------------------------------------------------
 
-_SPEED = {"km/h": 1.0, "knots": 1.852, "m/s": 3.6, "mph": 1.609344}
-_DISTANCE = {"km": 1.0, "m": 0.001, "mi": 1.609344}
-UNITS: dict[str, tuple[str, float]] = {
-    **{unit: ("speed", factor) for unit, factor in _SPEED.items()},
-    **{unit: ("distance", factor) for unit, factor in _DISTANCE.items()},
-}
-
 
 def _compile_convert(arg: Any, report: Report) -> Transform | None:
     if not (isinstance(arg, dict) and set(arg) == {"from", "to"}):
         report("convert takes {from: unit, to: unit}")
         return None
-    found = []
+    ok = True
     for end in ("from", "to"):
-        unit = UNITS.get(arg[end]) if isinstance(arg[end], str) else None
-        if unit is None:
+        if not isinstance(arg[end], str) or arg[end] not in UNITS:
             report(f"unknown unit {arg[end]!r}; known: {', '.join(UNITS)}", end)
-        found.append(unit)
-    source, target = found
-    if source is None or target is None:
+            ok = False
+    if not ok:
         return None
-    if source[0] != target[0]:
-        report(f"cannot convert {source[0]} ({arg['from']}) to {target[0]} ({arg['to']})")
+    converted = conversion(arg["from"], arg["to"], to_number)
+    if isinstance(converted, str):
+        report(converted)
         return None
-    return _multiply(source[1] / target[1])
-
-
-_NUMBERS = (int, float)
-
-
-def _multiply(factor: float) -> Transform:
-    def multiply(value: Any) -> Any:
-        if type(value) in _NUMBERS:
-            return value * factor
-        return to_number(value) * factor
-
-    return multiply
+    return converted
 
 
 def _compile_scale(arg: Any, report: Report) -> Transform | None:
     if not _number_arg(arg):
         report("scale takes a number")
         return None
-    return _multiply(arg)
+    return multiply(arg, to_number)
 
 
 def _compile_offset(arg: Any, report: Report) -> Transform | None:
@@ -281,8 +174,6 @@ def _compile_format_number(arg: Any, report: Report) -> Transform | None:
 
 # -- value maps --------------------------------------------------------------------------------
 
-_NO_DEFAULT = object()
-
 
 def map_key(value: Any) -> str | None:
     """The string a value is looked up by in a value map (keys are strings, as in JSON)."""
@@ -342,7 +233,6 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
 }
 
 TRANSFORM_NAMES = (*_SIMPLE, *_WITH_ARGUMENT)
-CASTS = frozenset({"string", "integer", "number", "boolean"})
 
 
 def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None:
@@ -372,3 +262,50 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
     hint = suggest(str(name), TRANSFORM_NAMES)
     report(f"unknown transform {name!r}{hint}; known: {', '.join(TRANSFORM_NAMES)}")
     return None
+
+
+def compile_pipeline(
+    raw: Any, at: str, problems: Problems, scope: ParamScope = NO_PARAMS
+) -> list[Transform] | None:
+    """`transforms`: one transform or a list of them, compiled; None after reporting."""
+    items = [raw] if isinstance(raw, str | dict) else raw
+    if not isinstance(items, list | tuple):
+        problems.add(at, "transforms is a list of transforms", "type")
+        return None
+    if len(items) > MAX_TRANSFORMS:
+        problems.add(at, f"more than {MAX_TRANSFORMS} transforms", "limit")
+        return None
+    compiled: list[Transform] = []
+    ok = True
+    for i, item in enumerate(items):
+        here = at if items is not raw else f"{at}/{i}"
+
+        def report(message: str, *parts: str, _here: str = here) -> None:
+            problems.add(f"{_here}{pointer(*parts)}", message, "transform")
+
+        transform = _compile_item(item, scope, report)
+        if transform is None:
+            ok = False
+        else:
+            compiled.append(transform)
+    return compiled if ok else None
+
+
+def _compile_item(item: Any, scope: ParamScope, report: Report) -> Transform | None:
+    resolved = resolve_arguments(item, scope, report)
+    if resolved is None:
+        return None
+    result = compile_transform(resolved.item, report) if resolved.checkable else None
+    if resolved.checkable and result is None:
+        return None
+    if resolved.unset:
+        return _failing(unset(resolved.unset[0]))
+    assert result is not None
+    return result[1]
+
+
+def _failing(error: EvalError) -> Transform:
+    def fail(value: Any) -> Any:
+        raise EvalError(error.keyword, error.message)
+
+    return fail

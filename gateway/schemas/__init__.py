@@ -7,15 +7,19 @@ from gateway.schemas.compiled import CompiledSchema, compile_schema
 from gateway.schemas.registry import (
     ENTITY_TYPES,
     ENVELOPE_FIELDS,
+    NATURAL_KEYS,
     SchemaRegistry,
     default_schema_dir,
+    reference_field,
 )
 
 __all__ = [
     "ENTITY_TYPES",
     "ENVELOPE_FIELDS",
+    "NATURAL_KEYS",
     "CompiledSchema",
     "SchemaRegistry",
     "compile_schema",
     "default_schema_dir",
+    "reference_field",
 ]

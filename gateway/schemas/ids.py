@@ -228,3 +228,10 @@ IDENTIFIERS: Mapping[str, Identifier] = MappingProxyType(
         )
     }
 )
+
+
+def normalize_identifier(name: str, value: str) -> str:
+    """`value` normalised when `name` is an identifier field (plate, cpf, ...), else as is: how
+    natural keys and filter values are compared with what is stored."""
+    ident = IDENTIFIERS.get(name)
+    return value if ident is None else ident.normalize(value)

@@ -19,7 +19,7 @@ import orjson
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
-from gateway.schemas.ids import canonical_plate_key, normalize_cnpj, normalize_cpf, normalize_plate
+from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.problems import root_problem
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
@@ -28,7 +28,9 @@ ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 ENVELOPE_FIELDS = ("kind", "key")
 
 _KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-_NATURAL_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+# The fields that name an entity within its tenant; the last one is the field a reference
+# names it by (`/entities/vehicle/{plate}`, `GET /hooks/{id}/{key}`).
+NATURAL_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "vehicle": ("plate",),
         "driver": ("cpf",),
@@ -37,7 +39,14 @@ _NATURAL_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "other": ENVELOPE_FIELDS,
     }
 )
-_KEY_NORMALISERS = {"plate": normalize_plate, "cpf": normalize_cpf, "cnpj": normalize_cnpj}
+
+
+def reference_field(entity_type: str) -> str:
+    """The field a reference names an entity by: plate, cpf, cnpj, or an `other`'s key."""
+    fields = NATURAL_KEYS.get(entity_type)
+    if fields is None:
+        raise _unknown_entity_type(entity_type)
+    return fields[-1]
 
 
 def default_schema_dir() -> Path:
@@ -141,7 +150,7 @@ class SchemaRegistry:
         Vehicles are *unique* by `derived_fields()["plate_key"]`, which an old plate and its
         Mercosul twin share; see there.
         """
-        fields = _NATURAL_KEYS.get(entity_type)
+        fields = NATURAL_KEYS.get(entity_type)
         if fields is None:
             raise _unknown_entity_type(entity_type)
         key: dict[str, str] = {}
@@ -150,7 +159,7 @@ class SchemaRegistry:
             if not isinstance(value, str) or not value:
                 message = f"/{name}: required field is missing"
                 raise invalid(entity_type, [FieldProblem(f"/{name}", message, "required")])
-            key[name] = _KEY_NORMALISERS.get(name, str)(value)
+            key[name] = normalize_identifier(name, value)
         return key
 
     def derived_fields(self, entity_type: str, doc: Mapping[str, Any]) -> dict[str, str]:

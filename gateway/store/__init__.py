@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
-from gateway.store import actions, deliveries, entities, events, kinds, partners
+from gateway.store import actions, deliveries, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
-from gateway.store.client import Database, Doc, open_client, translate_errors
+from gateway.store.activity import ActivityStore
+from gateway.store.client import Database, Doc, new_id, open_client, translate_errors
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.kinds import KindStore
 from gateway.store.mappings import MappingStore
+from gateway.store.notify import NotifyStores
 from gateway.store.partners import PartnerStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
 from gateway.store.rejected import RejectedStore
+from gateway.store.schedules import ScheduleStore
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
+from gateway.store.ui_accounts import UiAccountStores
 
-__all__ = ["Doc", "Store", "open_client"]
+__all__ = ["Doc", "Store", "new_id", "open_client"]
 
 
 class Store:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, health: DatabaseHealth | None = None) -> None:
         self.db = db
+        # What requests check before touching the database (see health.py).
+        self.health = health or DatabaseHealth()
         self.entities = EntityStore(db["entities"])
         self.events = EventStore(db["events"])
         self.kinds = KindStore(db["kinds"], db["entities"])
@@ -35,6 +42,10 @@ class Store:
         self.actions = ActionStore(db["actions"])
         self.subscriptions = SubscriptionStore(db["subscriptions"])
         self.deliveries = DeliveryStore(db["deliveries"])
+        self.notify = NotifyStores(db)
+        self.schedules = ScheduleStore(db["schedules"], db["schedule_runs"])
+        self.ui = UiAccountStores(db)
+        self.activity = ActivityStore(db)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
@@ -49,7 +60,11 @@ class Store:
             await self.db["actions"].create_indexes(actions.ACTION_INDEXES)
             await self.db["subscriptions"].create_indexes(actions.SUBSCRIPTION_INDEXES)
             await self.db["deliveries"].create_indexes(deliveries.INDEXES)
+            await self.db["schedules"].create_indexes(schedules.INDEXES)
+            await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.mappings.ensure_indexes()
+        await self.notify.ensure_indexes()
+        await self.ui.ensure_indexes()
 
     async def ping(self) -> None:
         with translate_errors():

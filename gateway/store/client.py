@@ -101,6 +101,12 @@ async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
     return len(result.inserted_ids)
 
 
+def new_id() -> ObjectId:
+    """A fresh document id, for a caller that must know it before the insert (to seal a
+    secret to it, or to name an event in an outbox)."""
+    return ObjectId()
+
+
 def parse_id(value: str) -> ObjectId | None:
     try:
         return ObjectId(value)

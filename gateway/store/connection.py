@@ -1,55 +1,80 @@
-"""The database a process uses, opened and closed as one resource: the embedded server under
-its supervisor (when no URI is given) or MONGODB_URI, the journaled client with its
-deadline, the `Store` over it, and the health that requests check first."""
+"""Opening the database for a process, and closing it again: the embedded server under its
+supervisor (when no URI is given) or MONGODB_URI, the journaled client with its deadline,
+the indexes, and the health that requests check first (`store.health`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.background import cancel_and_wait
+from gateway.config import Settings
+from gateway.errors import StoreUnavailable
 from gateway.store import Store
 from gateway.store.client import open_client
 from gateway.store.embedded import EmbeddedServer
 from gateway.store.health import DatabaseHealth
 from gateway.store.supervisor import EmbeddedSupervisor
 
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    store: Store
-    health: DatabaseHealth
-    supervisor: EmbeddedSupervisor | None  # None with MONGODB_URI
+log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def open_connection(
-    uri: str | None,
-    *,
-    data_dir: Path,
-    database: str,
-    timeout_ms: int,
-    write_concern: str | int | None = None,
-) -> AsyncIterator[Connection]:
+async def open_store(settings: Settings, uri: str | None) -> AsyncIterator[Store]:
+    """The store on `uri`, or on an embedded server in the data dir when `uri` is None."""
     health = DatabaseHealth()
     supervisor = None
     if uri is None:
-        supervisor = EmbeddedSupervisor(EmbeddedServer(data_dir / "db"), health)
-        await supervisor.start()
+        supervisor = EmbeddedSupervisor(EmbeddedServer(Path(settings.data_dir) / "db"), health)
+        await _start(supervisor)
         uri = supervisor.server.uri
     client = open_client(
-        uri, timeout_ms=timeout_ms, write_concern=write_concern, listeners=[health]
+        uri,
+        timeout_ms=settings.db_timeout_ms,
+        write_concern=settings.db_write_concern,
+        listeners=[health],
     )
-    store = Store(client[database])
-    prober = asyncio.create_task(health.run_prober(store.ping))
+    tasks: list[asyncio.Task[None]] = []
     try:
-        yield Connection(store, health, supervisor)
+        store = Store(client[settings.database], health)
+        tasks.append(asyncio.create_task(health.run_prober(store.ping)))
+        try:
+            await store.ensure_indexes()
+        except StoreUnavailable as exc:
+            log.error("database unavailable at start (%s); serving 503 until it answers", exc)
+            tasks.append(asyncio.create_task(_ensure_indexes(store)))
+        yield store
     finally:
-        await cancel_and_wait(prober)
+        await cancel_and_wait(*tasks)
         health.close()
         await client.close()
         if supervisor is not None:
             await supervisor.stop()
+
+
+async def _start(supervisor: EmbeddedSupervisor) -> None:
+    """Start the child; cancelled meanwhile (a SIGTERM), wait for it and stop it again: the
+    database process never outlives the gateway."""
+    starting = asyncio.ensure_future(supervisor.start())
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await starting
+        await supervisor.stop()
+        raise
+
+
+async def _ensure_indexes(store: Store) -> None:
+    """The gateway starts even if the database is down: readiness answers 503 and the indexes
+    are created as soon as it answers (creating an existing index is a no-op)."""
+    while True:
+        await asyncio.sleep(5)
+        try:
+            await store.ensure_indexes()
+            return
+        except StoreUnavailable:
+            continue

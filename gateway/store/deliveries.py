@@ -23,7 +23,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
-from gateway.actions.retry import DeliveryStatus
+from gateway.models import DeliveryStatus
 from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
 
 PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value

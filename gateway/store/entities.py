@@ -9,6 +9,7 @@ events are durable together on any MongoDB deployment without a transaction; the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -51,28 +52,69 @@ def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
         value: Any = data
         for part in field.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            keys.append(f"{field}={value}")
+        text = lookup_text(value)
+        if text is not None:
+            keys.append(f"{field}={text}")
     return keys
+
+
+def lookup_text(value: Any) -> str | None:
+    """The text a lookup compares by, so that text and numbers meet by value: a string as it
+    is, a number in its canonical decimal form (123 and 123.0 → "123", 1.5 → "1.5"). So
+    "123" finds 123 and 123 finds "123", but "0123" and "123.0" (text) find only themselves.
+    None for anything else (booleans, objects, lists, null)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, int) else repr(value)
+
+
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]*[1-9]")
+
+
+def _same_values(value: str | int | float) -> Any:
+    """What a lookup value matches in the data: itself, and the number its text is (or the
+    text its number is), by the rule of `lookup_text`."""
+    if not isinstance(value, str):
+        return {"$in": [value, lookup_text(value)]}
+    number: int | float | None = None
+    if _INTEGER.fullmatch(value):
+        number = int(value)
+    elif _DECIMAL.fullmatch(value) and repr(float(value)) == value:
+        number = float(value)
+    return value if number is None else {"$in": [value, number]}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
     """The first indexed filter goes through the `fk` index (an equality, which SecantusDB
-    serves from the index); the others are matched on the data."""
+    serves from the index); the others are matched on the data. Text and numbers compare by
+    value both ways (see `lookup_text`)."""
     query: Doc = {}
     indexed = (*FILTERABLE.get(etype, ()), *LOOKUP_FIELDS)
     for field, value in filters.items():
+        text = lookup_text(value)
         # Only plain values: an object from a payload ({"$regex": ...}) must never become a
         # query operator.
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            problem = FieldProblem(
-                "", f"{field}: a lookup value must be a string or number", "type", {"target": field}
-            )
+        if text is None:
+            message = f"{field}: a lookup value is text or a number, not {_kind(value)}"
+            problem = FieldProblem("", message, "type", {"target": field})
             raise InvalidPayload(f"cannot look {etype} up by {field}", [problem])
         if "fk" not in query and field in indexed:
-            query["fk"] = f"{field}={value}"
+            query["fk"] = f"{field}={text}"
         else:
-            query[f"data.{field}"] = value
+            query[f"data.{field}"] = _same_values(value)
     return query
 
 

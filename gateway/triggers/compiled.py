@@ -1,22 +1,25 @@
 """A trigger's configuration as ready objects, built once per (trigger id, config version).
 
-Building one compiles the input schema, binds the partner-JWT verifier to its keys and opens
-the sealed webhook secrets; a request then only reads attributes. Compiled triggers are
+Building one compiles the input schema, binds the partner-JWT verifier to its keys, builds
+the partner's HMAC scheme and opens the sealed webhook secrets; a request then only reads
+attributes. Compiled triggers are
 immutable and shared by every request of the process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from gateway.auth.partner_hmac import HmacScheme, scheme_from
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
-from gateway.store import Doc
+from gateway.store import Doc, Store
 
 
 def secret_context(trigger_id: str) -> str:
@@ -42,7 +45,9 @@ class CompiledTrigger:
     rate: tuple[float, int] | None  # (per second, burst)
     auth_mode: str
     token_param: str | None
+    params: Mapping[str, Any] = field(default_factory=dict)
     partner_jwt: PartnerJwtVerifier | None = None
+    hmac: HmacScheme | None = None
     # (secret, valid until as a Unix time or None): several while a secret rotates.
     webhook_secrets: tuple[tuple[str, float | None], ...] = field(default=(), repr=False)
 
@@ -69,6 +74,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         format=doc["format"],
         mapping=doc.get("mapping"),
         response_mapping=doc.get("response_mapping"),
+        params=doc.get("params") or {},
         schema=compile_schema(orjson.loads(schema_text)) if schema_text else None,
         expose=tuple(doc["expose"]) if doc.get("expose") else None,
         max_body_bytes=doc["max_body_bytes"],
@@ -77,11 +83,45 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         auth_mode=auth["mode"],
         token_param=auth.get("token_in_query"),
         partner_jwt=partner_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,
+        hmac=scheme_from(auth) if auth["mode"] == "hmac" else None,
         webhook_secrets=tuple(
             (box.open_text(s["sealed"], context=secret_context(doc["_id"])), _epoch(s.get("until")))
             for s in auth.get("secrets", ())
         ),
     )
+
+
+class TriggerConfigs:
+    """This process's compiled triggers, one per trigger at its current config version
+    (bounded; the oldest goes). The receiver and the replay of rejected payloads share it."""
+
+    def __init__(
+        self, store: Store, box: SecretBox, fetch: Fetch, *, max_cached: int = 10_000
+    ) -> None:
+        self._store = store
+        self._box = box
+        self._fetch = fetch
+        self._max = max_cached
+        self._configs: dict[str, CompiledTrigger] = {}
+
+    async def for_gate(self, gate: Doc) -> CompiledTrigger | None:
+        """The compiled trigger at the gate's version; None if it was deleted meanwhile."""
+        cached = self._configs.get(gate["_id"])
+        if cached is not None and cached.version == gate["version"]:
+            return cached
+        doc = await self._store.triggers.get(gate["tenant"], gate["_id"])
+        return None if doc is None else self.compiled(doc)
+
+    def compiled(self, doc: Doc) -> CompiledTrigger:
+        """The trigger document compiled (once per version)."""
+        cached = self._configs.get(doc["_id"])
+        if cached is not None and cached.version == doc["version"]:
+            return cached
+        compiled = compile_trigger(doc, box=self._box, fetch=self._fetch)
+        if len(self._configs) >= self._max:
+            self._configs.pop(next(iter(self._configs)))
+        self._configs[compiled.id] = compiled
+        return compiled
 
 
 def partner_verifier(auth: Doc, fetch: Fetch) -> PartnerJwtVerifier:

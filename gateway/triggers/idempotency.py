@@ -10,6 +10,7 @@ after a fix is processed afresh. A marker left by a crashed process is taken ove
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -26,8 +27,9 @@ REPLAYED_HEADER: Final = "Idempotent-Replayed"
 
 
 class IdempotencyGuard:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._clock = clock  # Unix seconds, the receiver's clock
 
     async def run(
         self,
@@ -38,7 +40,12 @@ class IdempotencyGuard:
     ) -> HookAnswer:
         records = self._store.idempotency
         existing = await records.claim(
-            trigger.tenant, trigger.id, key, body_hash, now=datetime.now(UTC), lease=LEASE
+            trigger.tenant,
+            trigger.id,
+            key,
+            body_hash,
+            now=datetime.fromtimestamp(self._clock(), UTC),
+            lease=LEASE,
         )
         if existing is not None:
             return _replay(existing, body_hash)

@@ -29,5 +29,4 @@ class HookCall:
 class HookAnswer:
     status: int
     body: bytes  # JSON
-    wrote: bool = False  # entities were written: wake the event relay
     headers: Mapping[str, str] = field(default_factory=dict)

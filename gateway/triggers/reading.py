@@ -9,25 +9,15 @@ it has one, then reshaped by the trigger's response mapping (an outbound mapping
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 from gateway.entities import EntityService, public
-from gateway.errors import BadRequest, GatewayError, InvalidPayload, NotFound
+from gateway.errors import GatewayError, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
+from gateway.mapping_files.source import MappingSource
+from gateway.paging import page, page_params
 from gateway.store import Doc
-from gateway.store.entities import FILTERABLE
 from gateway.triggers.compiled import CompiledTrigger
-from gateway.triggers.ingest import MappingSource
-
-MAX_PAGE: Final = 200
-_PAGE: Final = frozenset({"limit", "cursor"})
-_KEYS: Final = {
-    "vehicle": ("plate",),
-    "driver": ("cpf",),
-    "operator": ("cpf",),
-    "supplier": ("cnpj",),
-    "other": ("key",),
-}
 
 
 class Reader:
@@ -46,7 +36,7 @@ class Reader:
             trigger.tenant, trigger.entity_type, filters, after=cursor, limit=limit
         )
         items = [self._shape(trigger, mapping, doc) for doc in docs]
-        return {"items": items, "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None}
+        return page(items, limit, str(docs[-1]["_id"]) if docs else None)
 
     async def _one(self, trigger: CompiledTrigger, ref: str) -> Doc:
         etype = trigger.entity_type
@@ -63,26 +53,12 @@ class Reader:
     def _params(
         self, trigger: CompiledTrigger, query: Mapping[str, str]
     ) -> tuple[int, str | None, dict[str, str]]:
-        raw = query.get("limit", "50")
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise BadRequest(f"limit must be an integer, got {raw!r}") from None
-        if not 1 <= limit <= MAX_PAGE:
-            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
-        etype = trigger.entity_type
-        allowed = {*FILTERABLE.get(etype, ()), *_KEYS[etype]}
-        ignored = _PAGE | ({trigger.token_param} if trigger.token_param else set())
-        filters = {k: v for k, v in query.items() if k not in ignored}
-        unknown = sorted(set(filters) - allowed)
-        if unknown:
-            raise BadRequest(
-                f"cannot filter by {', '.join(unknown)}; filters: {', '.join(sorted(allowed))}"
-            )
-        filters = self._entities.normalize_filters(etype, filters)
+        limit, cursor = page_params(query)
+        ignore = (trigger.token_param,) if trigger.token_param else ()
+        filters = self._entities.filters(trigger.entity_type, query, ignore=ignore)
         if trigger.kind is not None:
             filters["kind"] = trigger.kind
-        return limit, query.get("cursor") or None, filters
+        return limit, cursor, filters
 
     async def _response_mapping(self, trigger: CompiledTrigger) -> CompiledMapping | None:
         if trigger.response_mapping is None:

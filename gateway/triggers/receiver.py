@@ -1,7 +1,8 @@
 """Use case: a partner calls `/hooks/{trigger_id}` to write (POST) or read (GET) entities.
 
     admit:  gate (one small read: status, config version, live token ids) → compiled config
-            (cached per version) → authenticate (token | partner JWT | body signature)
+            (cached per version) → authenticate (token | partner JWT | body signature:
+            Standard Webhooks or the partner's own HMAC scheme)
             → enabled? → method allowed? → rate limit (per process)
     write:  read body (size limit) → parse (JSON or form) → Idempotency-Key → ingest
     read:   one entity by id/key, or a filtered page, shaped by the response mapping
@@ -26,12 +27,10 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.actions.breaker import TokenBucket
-from gateway.auth import webhook_signature
-from gateway.auth.keys import KeyRing
-from gateway.auth.partner_jwt import Fetch
-from gateway.auth.secretbox import SecretBox
-from gateway.auth.tokens import TriggerTokenVerifier
+from gateway.auth import partner_hmac, webhook_signature
+from gateway.auth.keyring import KeyRing
+from gateway.auth.signatures import SignatureRejected
+from gateway.auth.tokens import TriggerTokenVerifier, bearer_token
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
     BadRequest,
@@ -42,18 +41,21 @@ from gateway.errors import (
     Unauthorized,
     Unavailable,
 )
+from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
+from gateway.outbound.breaker import TokenBucket
 from gateway.store import Doc, Store
-from gateway.triggers.compiled import CompiledTrigger, compile_trigger
+from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
-from gateway.triggers.ingest import Ingestor, MappingSource
+from gateway.triggers.ingest import Ingestor
 from gateway.triggers.model import HookAnswer, HookCall
 from gateway.triggers.outcomes import outcome_of
 from gateway.triggers.payloads import parse_form, parse_json
 from gateway.triggers.reading import Reader
 
 DENIED: Final = "missing, invalid or revoked credentials"
-_MAX_CACHED: Final = 10_000
+SIGNED_MODES: Final = frozenset({"webhook_signature", "hmac"})
+_MAX_BUCKETS: Final = 10_000
 
 
 @dataclass(slots=True)
@@ -66,7 +68,7 @@ class _Tally:
 class _Admitted:
     trigger: CompiledTrigger
     raw: bytes | None = None  # read already (to check its signature)
-    message_id: str | None = None  # the Standard Webhooks webhook-id
+    message_id: str | None = None  # a signed message's replay key (e.g. its webhook-id)
 
 
 def denied() -> Unauthorized:
@@ -77,26 +79,23 @@ class HookReceiver:
     def __init__(
         self,
         store: Store,
+        configs: TriggerConfigs,
         entities: EntityService,
         ingestor: Ingestor,
         mappings: MappingSource,
         ring: KeyRing,
-        box: SecretBox,
         metrics: Metrics,
         *,
-        fetch: Fetch,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._configs = configs
         self._ingestor = ingestor
         self._reader = Reader(entities, mappings)
-        self._idempotency = IdempotencyGuard(store)
+        self._idempotency = IdempotencyGuard(store, clock=clock)
         self._verifier = TriggerTokenVerifier(ring)
-        self._box = box
-        self._fetch = fetch
         self._metrics = metrics
         self._clock = clock
-        self._configs: dict[str, CompiledTrigger] = {}
         self._buckets: dict[str, tuple[tuple[float, int], TokenBucket]] = {}
 
     async def handle(self, call: HookCall) -> HookAnswer:
@@ -129,7 +128,7 @@ class HookReceiver:
     async def _admit(self, call: HookCall, tally: _Tally) -> _Admitted:
         gate = await self._store.triggers.gate(call.trigger_id)
         if gate is None:
-            token = _bearer(call.headers)
+            token = bearer_token(call.headers)
             if token:
                 # The same signature check a known trigger's bad token gets, so the time to
                 # answer does not tell which trigger ids exist.
@@ -137,7 +136,9 @@ class HookReceiver:
                     self._verifier.verify(token, trigger_id=call.trigger_id)
             raise await self._refusal(token, call.trigger_id)
         tally.trigger = gate["_id"]
-        trigger = await self.config(gate)
+        trigger = await self._configs.for_gate(gate)
+        if trigger is None:
+            raise denied()
         admitted = await self._authenticate(trigger, gate, call)
         if gate["status"] != "active":
             raise Forbidden("this trigger is disabled")
@@ -153,15 +154,10 @@ class HookReceiver:
         return admitted
 
     async def _authenticate(self, trigger: CompiledTrigger, gate: Doc, call: HookCall) -> _Admitted:
-        if trigger.auth_mode == "webhook_signature":
+        if trigger.auth_mode in SIGNED_MODES:
             raw = await call.body.read(trigger.max_body_bytes)
-            secrets = trigger.secrets_at(self._clock())
-            try:
-                msg_id = webhook_signature.verify(secrets, call.headers, raw, now=self._clock())
-            except Unauthorized:
-                raise denied() from None
-            return _Admitted(trigger, raw, msg_id)
-        token = _bearer(call.headers)
+            return _Admitted(trigger, raw, self._verify_signature(trigger, call.headers, raw))
+        token = bearer_token(call.headers)
         if token is None and trigger.token_param is not None:
             token = call.query.get(trigger.token_param)
         if not token:
@@ -182,9 +178,24 @@ class HookReceiver:
             claims = self._verifier.verify(token, trigger_id=trigger.id)
         except Unauthorized:
             raise await self._refusal(token, trigger.id) from None
-        if claims.tenant != gate["tenant"] or not _live(gate, claims.token_id):
+        if claims.tenant != gate["tenant"] or not _live(gate, claims.token_id, self._now()):
             raise denied()
         return _Admitted(trigger)
+
+    def _verify_signature(
+        self, trigger: CompiledTrigger, headers: Mapping[str, str], raw: bytes
+    ) -> str:
+        """The signed message's replay key; a refusal is counted by reason and answered with
+        the same 401 as any bad credential."""
+        now = self._clock()
+        secrets = trigger.secrets_at(now)
+        try:
+            if trigger.hmac is not None:
+                return partner_hmac.verify(trigger.hmac, secrets, headers, raw, now=now)
+            return webhook_signature.verify(secrets, headers, raw, now=now)
+        except SignatureRejected as exc:
+            self._metrics.trigger_signature_rejections.labels(trigger.id, exc.reason).inc()
+            raise denied() from None
 
     async def _refusal(self, token: str | None, trigger_id: str) -> GatewayError:
         """403 for a live token of another trigger (whatever `trigger_id` names), else 401."""
@@ -196,29 +207,12 @@ class HookReceiver:
         except Unauthorized:
             return denied()
         own = await self._store.triggers.get(claims.tenant, subject)
-        if own is None or not _live(own, claims.token_id):
+        if own is None or not _live(own, claims.token_id, self._now()):
             return denied()
         return Forbidden("this token belongs to another trigger")
 
-    async def config(self, gate: Doc) -> CompiledTrigger:
-        """The compiled configuration for the gate's version (built once per version)."""
-        cached = self._configs.get(gate["_id"])
-        if cached is not None and cached.version == gate["version"]:
-            return cached
-        doc = await self._store.triggers.get(gate["tenant"], gate["_id"])
-        if doc is None:
-            raise denied()
-        return self.remember(doc)
-
-    def remember(self, doc: Doc) -> CompiledTrigger:
-        cached = self._configs.get(doc["_id"])
-        if cached is not None and cached.version == doc["version"]:
-            return cached
-        compiled = compile_trigger(doc, box=self._box, fetch=self._fetch)
-        if len(self._configs) >= _MAX_CACHED:
-            self._configs.pop(next(iter(self._configs)))
-        self._configs[compiled.id] = compiled
-        return compiled
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     def _limit(self, trigger: CompiledTrigger) -> None:
         """The trigger's rate limit, counted in this process only."""
@@ -226,7 +220,7 @@ class HookReceiver:
             return
         entry = self._buckets.get(trigger.id)
         if entry is None or entry[0] != trigger.rate:
-            if len(self._buckets) >= _MAX_CACHED:
+            if len(self._buckets) >= _MAX_BUCKETS:
                 self._buckets.pop(next(iter(self._buckets)))
             entry = self._buckets[trigger.id] = (trigger.rate, TokenBucket(*trigger.rate))
         wait = entry[1].try_acquire()
@@ -259,7 +253,7 @@ class HookReceiver:
                 trigger, payload, origin=Origin("trigger", trigger.id)
             )
             tally.outcome = ingested.outcome
-            return HookAnswer(ingested.status, orjson.dumps(ingested.body), ingested.wrote)
+            return HookAnswer(ingested.status, orjson.dumps(ingested.body))
 
         if key is None:
             return await ingest()
@@ -276,19 +270,13 @@ def _check_key(key: str) -> None:
         raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
 
 
-def _bearer(headers: Mapping[str, str]) -> str | None:
-    scheme, _, token = headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def _live(doc: Doc, token_id: str) -> bool:
+def _live(doc: Doc, token_id: str, now: datetime) -> bool:
     """Whether the token id is among the trigger's live ones (rotated-out ones until their
     grace period ends)."""
     for token in doc.get("tokens", ()):
         if token["id"] == token_id:
             until = token.get("until")
-            return until is None or until > datetime.now(UTC)
+            return until is None or until > now
     return False
 
 

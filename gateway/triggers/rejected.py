@@ -1,31 +1,90 @@
-"""Use case: rejected trigger payloads — list them, read one, replay after a fix.
+"""Rejected payloads: a 422'd payload (or batch item) is kept, bounded, with its reason and
+problems, so an admin can fix the trigger and replay it (`replay.py`).
 
-A replay runs the trigger's pipeline again on the kept payload with the trigger's *current*
-input schema and mapping (no authentication, rate limit or idempotency: the admin is
-asking). On success the record is marked `replayed` with the write's result; on failure it
-keeps the new problems and counts the attempt. Replaying "all" goes oldest first, so
-positions of one vehicle are written in the order they arrived.
+The record is written here and read here (`public_rejected`); `store/rejected.py` keeps the
+documents. Losing a record (database down) is logged, not raised: the partner's answer is
+the 422 either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
-from gateway.entities import Origin
-from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
+from gateway.errors import InvalidPayload, StoreUnavailable
+from gateway.metrics import Metrics
 from gateway.store import Doc, Store
-from gateway.triggers.ingest import Ingestor, written
-from gateway.triggers.receiver import HookReceiver
+from gateway.triggers.compiled import CompiledTrigger
 
-MAX_REPLAY_ALL: Final = 1000
-STATUSES: Final = ("pending", "replayed")
+log = logging.getLogger(__name__)
+
+MAX_KEPT_BYTES: Final = 64 * 1024
+"""A rejected payload larger than this is kept truncated (for reading) and cannot be replayed."""
+REASONS: Final = frozenset({"schema", "mapping", "entity"})
+"""The pipeline stages that refuse a payload (`pipeline.py`); other reasons count as "payload"."""
+
+
+class RejectedKeeper:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+
+    def record(
+        self,
+        trigger: CompiledTrigger,
+        error: InvalidPayload,
+        payload: Any,
+        *,
+        scope: str,
+        index: int | None = None,
+        schema_applies: bool = True,
+    ) -> Doc:
+        """A rejected payload as it is kept: `scope` "body" (the whole call) or "item" (the
+        batch item at `index`); `schema_applies` says whether a replay validates it."""
+        text = orjson.dumps(payload)
+        return {
+            "trigger_id": trigger.id,
+            "received_at": self._clock(),
+            "reason": str(error.extra.get("reason", "payload")),
+            "detail": error.detail,
+            "problems": [p.as_dict() for p in error.problems],
+            "scope": scope,
+            "index": index,
+            "schema_applies": schema_applies,
+            "payload": text[:MAX_KEPT_BYTES].decode("utf-8", "replace"),
+            "size": len(text),
+            "replayable": len(text) <= MAX_KEPT_BYTES,
+            "status": "pending",
+            "attempts": 0,
+        }
+
+    async def keep(self, trigger: CompiledTrigger, records: Sequence[Doc]) -> None:
+        """Store rejected payloads in one write."""
+        if not records:
+            return
+        try:
+            await self._store.rejected.add_many(trigger.tenant, trigger.id, records)
+        except StoreUnavailable as exc:
+            log.warning("rejected payloads not kept: %s", exc.detail, extra={"trigger": trigger.id})
+            return
+        for record in records:
+            label = record["reason"] if record["reason"] in REASONS else "payload"
+            self._metrics.trigger_rejected_kept.labels(trigger.id, label).inc()
 
 
 def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
+    """A kept record as the admin API shows it (the payload itself only when asked)."""
     out = {
         "id": str(doc["_id"]),
         "trigger_id": doc["trigger_id"],
@@ -47,108 +106,3 @@ def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
         if not doc["replayable"]:
             out["payload_excerpt"] = doc["payload"]
     return out
-
-
-class RejectedPayloads:
-    def __init__(self, store: Store, receiver: HookReceiver, ingestor: Ingestor) -> None:
-        self._store = store
-        self._receiver = receiver
-        self._ingestor = ingestor
-
-    async def list(
-        self,
-        tenant: str,
-        *,
-        trigger_id: str | None = None,
-        status: str | None = None,
-        before: str | None = None,
-        limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Newest first; `before` is the last id of the previous page."""
-        docs = await self._store.rejected.list(
-            tenant, _filters(trigger_id, status), cursor=before, limit=limit
-        )
-        return [public_rejected(doc) for doc in docs]
-
-    async def get(self, tenant: str, record_id: str) -> dict[str, Any]:
-        return public_rejected(await self._record(tenant, record_id), payload=True)
-
-    async def replay(self, tenant: str, record_id: str) -> dict[str, Any]:
-        record = await self._record(tenant, record_id)
-        if record["status"] == "replayed":
-            raise Conflict("this payload was replayed already")
-        if not record["replayable"]:
-            raise Conflict("this payload was too large to keep whole; it cannot be replayed")
-        trigger_doc = await self._store.triggers.get(tenant, record["trigger_id"])
-        if trigger_doc is None:
-            raise NotFound(f"trigger {record['trigger_id']!r} no longer exists")
-        # Claimed first: two concurrent replays of one record must not both write.
-        if not await self._store.rejected.claim_replay(tenant, record_id, at=datetime.now(UTC)):
-            raise Conflict("this payload is being replayed or was replayed already")
-        try:
-            result = await self._rerun(trigger_doc, record)
-        except InvalidPayload as exc:
-            await self._store.rejected.record_failure(
-                tenant,
-                record_id,
-                at=datetime.now(UTC),
-                reason=str(exc.extra.get("reason")),
-                detail=exc.detail,
-                problems=[p.as_dict() for p in exc.problems],
-            )
-            raise
-        except Exception:
-            await self._store.rejected.release_replay(tenant, record_id)
-            raise
-        await self._store.rejected.mark_replayed(
-            tenant, record_id, at=datetime.now(UTC), result=result
-        )
-        return {"id": record_id, "status": "replayed", "result": result}
-
-    async def replay_all(self, tenant: str, *, trigger_id: str | None = None) -> dict[str, Any]:
-        """Replay every pending, replayable record (oldest first, at most MAX_REPLAY_ALL)."""
-        query = {**_filters(trigger_id, "pending"), "replayable": True}
-        docs = await self._store.rejected.list(
-            tenant, query, cursor=None, limit=MAX_REPLAY_ALL, newest_first=False
-        )
-        results: list[dict[str, Any]] = []
-        for doc in docs:
-            record_id = str(doc["_id"])
-            try:
-                await self.replay(tenant, record_id)
-            except (InvalidPayload, Conflict, NotFound) as exc:
-                results.append({"id": record_id, "status": "failed", "problem": exc.problem()})
-                continue
-            results.append({"id": record_id, "status": "replayed"})
-        replayed = sum(r["status"] == "replayed" for r in results)
-        return {"replayed": replayed, "failed": len(results) - replayed, "results": results}
-
-    async def _rerun(self, trigger_doc: Doc, record: Doc) -> dict[str, Any]:
-        trigger = self._receiver.remember(trigger_doc)
-        payload = orjson.loads(record["payload"])
-        origin = Origin("trigger", trigger.id, {"replay_of": str(record["_id"])})
-        if record["scope"] == "body":
-            ingested = await self._ingestor.ingest(trigger, payload, origin=origin, keep_body=False)
-            return {"status": ingested.status, **ingested.body}
-        mapping = await self._ingestor.inbound_mapping(trigger)
-        result = await self._ingestor.item(
-            trigger, mapping, payload, origin=origin, schema_applies=record["schema_applies"]
-        )
-        return {"status": 201 if result.created else 200, **written(trigger, result)}
-
-    async def _record(self, tenant: str, record_id: str) -> Doc:
-        doc = await self._store.rejected.get(tenant, record_id)
-        if doc is None:
-            raise NotFound(f"no rejected payload {record_id!r}")
-        return doc
-
-
-def _filters(trigger_id: str | None, status: str | None) -> Mapping[str, Any]:
-    filters: dict[str, Any] = {}
-    if trigger_id is not None:
-        filters["trigger_id"] = trigger_id
-    if status is not None:
-        if status not in STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
-        filters["status"] = status
-    return filters

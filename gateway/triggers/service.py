@@ -1,9 +1,11 @@
 """Use case: admins create, change, rotate, revoke and delete triggers.
 
-Credentials are shown once: `create` and `rotate` return the token (or, for signature mode,
-the `whsec_` secret); the store keeps only token ids and sealed secrets. Revoking, deleting
-or disabling takes effect at once in every process, because each partner call reads the
-trigger's status and live token ids from the database (see `receiver.py`).
+Credentials are shown once: `create` and `rotate` return the token (or, for signature modes,
+the secret); the store keeps only token ids and sealed secrets. An hmac trigger may instead
+take the partner's own secret (`auth.secret`, or in PATCH or rotate): sealed, never shown
+back. Revoking, deleting or disabling takes effect at once in every process, because each
+partner call reads the trigger's status and live token ids from the database (see
+`receiver.py`).
 """
 
 from __future__ import annotations
@@ -11,20 +13,22 @@ from __future__ import annotations
 import builtins
 import secrets as _random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from gateway.auth.keys import KeyRing
+from gateway.auth import partner_hmac
+from gateway.auth.keyring import KeyRing
 from gateway.auth.partner_jwt import Fetch
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import issue_trigger_token
 from gateway.auth.webhook_signature import generate_secret
 from gateway.errors import Conflict, FieldProblem, NotFound
+from gateway.mapping_files.source import MappingSource
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import partner_verifier, secret_context
-from gateway.triggers.ingest import MappingSource
+from gateway.triggers.hmac_secrets import check_rotated_secret, hmac_problems
 from gateway.triggers.spec import (
     check_spec,
     document,
@@ -45,6 +49,7 @@ _CONFIG: Final = (
     "format",
     "mapping",
     "response_mapping",
+    "params",
     "rate_limit",
     "expose",
     "max_body_bytes",
@@ -104,7 +109,7 @@ class TriggerService:
         doc = document(
             spec, trigger_id=new_trigger_id(), tenant=tenant, defaults=self._defaults, now=now
         )
-        token, secret = self._issue(doc, now)
+        token, secret = self._issue(doc, now, given=(spec.get("auth") or {}).get("secret"))
         await self._store.triggers.insert(doc)
         return IssuedTrigger(self._public(doc), token, secret)
 
@@ -125,7 +130,13 @@ class TriggerService:
                 spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
             )
             changes = {name: new[name] for name in _CONFIG}
-            changes["auth"] = {**new["auth"], "secrets": doc["auth"]["secrets"]}
+            secrets = doc["auth"]["secrets"]
+            given = (spec.get("auth") or {}).get("secret")
+            if given is not None:  # the partner's new secret replaces the old ones now
+                fresh = {**new, "auth": {**new["auth"], "secrets": []}}
+                self._issue(fresh, now, given=given)
+                secrets = fresh["auth"]["secrets"]
+            changes["auth"] = {**new["auth"], "secrets": secrets}
             return changes, True
 
         return self._public(await self._change(tenant, trigger_id, change))
@@ -145,9 +156,10 @@ class TriggerService:
         await self._store.idempotency.delete_for_trigger(tenant, trigger_id)
 
     async def rotate(
-        self, tenant: str, trigger_id: str, *, grace_seconds: int = 0
+        self, tenant: str, trigger_id: str, *, grace_seconds: int = 0, secret: Any = None
     ) -> IssuedTrigger:
-        """A new credential; the old ones stay valid for `grace_seconds` (0: end now)."""
+        """A new credential; the old ones stay valid for `grace_seconds` (0: end now). An
+        hmac trigger may take the partner's new `secret` instead of one issued here."""
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             message = f"/grace_seconds: must be between 0 and {MAX_GRACE_SECONDS}"
             raise invalid("rotation", [FieldProblem("/grace_seconds", message, "maximum")])
@@ -155,13 +167,15 @@ class TriggerService:
 
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             mode = _credentialed(doc)
+            if secret is not None:
+                check_rotated_secret(doc["auth"], secret)
             grace = now + timedelta(seconds=grace_seconds) if grace_seconds else None
             fresh = {
                 **doc,
                 "tokens": _graced(doc["tokens"], grace, now),
                 "auth": {**doc["auth"], "secrets": _graced(doc["auth"]["secrets"], grace, now)},
             }
-            issued["token"], issued["secret"] = self._issue(fresh, now)
+            issued["token"], issued["secret"] = self._issue(fresh, now, given=secret)
             if mode == "token":
                 return {"tokens": fresh["tokens"]}, False
             return {"auth.secrets": fresh["auth"]["secrets"]}, True
@@ -214,10 +228,20 @@ class TriggerService:
                 message = f"{mapping_name!r} has no body section to shape answers with"
             if message:
                 problems.append(FieldProblem(f"/{name}", f"/{name}: {message}", "mapping"))
+            elif direction == "inbound":
+                problems += [
+                    replace(p, message=f"{p.pointer}: {p.message}")
+                    for p in mapping.param_problems(spec.get("params") or {})
+                ]
+        if spec.get("params") and spec.get("mapping") is None:
+            message = "/params: params are read by the inbound mapping, and there is none"
+            problems.append(FieldProblem("/params", message, "mapping"))
         return problems
 
     def _auth_problems(self, spec: Mapping[str, Any]) -> builtins.list[FieldProblem]:
         auth = spec.get("auth") or {}
+        if auth.get("mode") == "hmac":
+            return hmac_problems(auth)
         if auth.get("mode") != "partner_jwt":
             return []
         try:
@@ -227,8 +251,11 @@ class TriggerService:
             return [FieldProblem(where, f"{where}: {exc}", "key")]
         return []
 
-    def _issue(self, doc: Doc, now: datetime) -> tuple[str | None, str | None]:
-        """Add a new credential to `doc`; return it (token, secret) for showing once."""
+    def _issue(
+        self, doc: Doc, now: datetime, *, given: str | None = None
+    ) -> tuple[str | None, str | None]:
+        """Add a new credential to `doc`; return it (token, secret) for showing once. A
+        secret the partner `given` is sealed like ours, and never shown back."""
         mode = doc["auth"]["mode"]
         if mode == "token":
             token_id = new_token_id()
@@ -241,17 +268,23 @@ class TriggerService:
                 now=now.timestamp(),
             )
             return token, None
-        if mode == "webhook_signature":
-            secret = generate_secret()
+        if mode in ("webhook_signature", "hmac"):
+            if given is not None:
+                secret = given
+            elif mode == "hmac":
+                secret = partner_hmac.generate_secret(partner_hmac.scheme_from(doc["auth"]))
+            else:
+                secret = generate_secret()
             sealed = self._box.seal(secret, context=secret_context(doc["_id"]))
             entry = {
                 "id": _random.token_urlsafe(8),
                 "sealed": sealed,
                 "issued_at": now,
                 "until": None,
+                "source": "partner" if given is not None else "gateway",
             }
             doc["auth"] = {**doc["auth"], "secrets": [*doc["auth"]["secrets"], entry]}
-            return None, secret
+            return None, None if given is not None else secret
         return None, None
 
     async def _change(self, tenant: str, trigger_id: str, change: _Change) -> Doc:

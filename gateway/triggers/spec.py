@@ -9,15 +9,39 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.auth.partner_hmac import (
+    ALGORITHMS,
+    ENCODINGS,
+    MAX_TOLERANCE,
+    PRESETS,
+    SECRET_ENCODINGS,
+)
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.schemas import ENTITY_TYPES, compile_schema
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc
 
-AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature")
+AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature", "hmac")
 METHODS: Final = ("GET", "POST")
 _FIELD_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 _MAPPING_NAME = {"type": ["string", "null"], "minLength": 1, "maxLength": 100}
+
+_HEADER = {"type": "string", "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"}
+# hmac mode: a preset, any member overridden (checked further by partner_hmac.scheme_from).
+HMAC_PROPERTIES: Final[dict[str, Any]] = {
+    "preset": {"enum": list(PRESETS)},
+    "secret": {"type": "string", "minLength": 1, "maxLength": 1024, "writeOnly": True},
+    "algorithm": {"enum": list(ALGORITHMS)},
+    "header": _HEADER,
+    "encoding": {"enum": list(ENCODINGS)},
+    "prefix": {"type": "string", "maxLength": 32},
+    "signed_content": {"type": "string", "minLength": 6, "maxLength": 200},
+    "timestamp_header": _HEADER,
+    "id_header": _HEADER,
+    "tolerance_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TOLERANCE},
+    "secret_encoding": {"enum": list(SECRET_ENCODINGS)},
+}
+HMAC_FIELDS: Final = tuple(name for name in HMAC_PROPERTIES if name != "secret")
 
 TRIGGER_SCHEMA: Final[dict[str, Any]] = {
     "title": "trigger",
@@ -37,6 +61,13 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
         "mapping": _MAPPING_NAME,
         "response_mapping": _MAPPING_NAME,
         "input_schema": {"type": ["object", "null"]},
+        # Values for the params the inbound mapping declares (checked against it on save).
+        "params": {
+            "type": ["object", "null"],
+            "maxProperties": 50,
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,99}$"},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
         "rate_limit": {
             "type": ["object", "null"],
             "additionalProperties": False,
@@ -71,6 +102,7 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
                 },
                 "issuer": {"type": "string", "minLength": 1, "maxLength": 500},
                 "audience": {"type": "string", "minLength": 1, "maxLength": 500},
+                **HMAC_PROPERTIES,
             },
             "if": {"required": ["mode"], "properties": {"mode": {"const": "partner_jwt"}}},
             # The audience ties a partner's token to us: without it, any token the partner
@@ -103,7 +135,7 @@ def new_token_id() -> str:
 def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int, max_batch_items: int) -> None:
     """InvalidPayload listing every problem of a trigger specification. A trigger's limits
     may be lower than the operator's (GATEWAY_MAX_*), never higher."""
-    problems = _VALIDATOR.validate(spec)
+    problems = [*_VALIDATOR.validate(_without_secret(spec)), *_secret_problems(spec)]
     for name, ceiling, setting in (
         ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
         ("max_batch_items", max_batch_items, "GATEWAY_MAX_BATCH_ITEMS"),
@@ -117,6 +149,26 @@ def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int, max_batch_items:
     schema = spec.get("input_schema")
     if schema is not None:
         compile_schema(schema, at="/input_schema")
+
+
+def _without_secret(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The specification without `auth.secret`, which is checked apart: a schema error
+    quotes the value it refuses, and a secret must never be quoted back."""
+    auth = spec.get("auth")
+    if not isinstance(auth, Mapping) or "secret" not in auth:
+        return spec
+    return {**spec, "auth": {k: v for k, v in auth.items() if k != "secret"}}
+
+
+def _secret_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
+    auth = spec.get("auth")
+    if not isinstance(auth, Mapping) or "secret" not in auth:
+        return []
+    secret, limit = auth["secret"], HMAC_PROPERTIES["secret"]["maxLength"]
+    if isinstance(secret, str) and 1 <= len(secret) <= limit:
+        return []
+    message = f"/auth/secret: a secret is text of 1 to {limit} characters"
+    return [FieldProblem("/auth/secret", message, "type")]
 
 
 def document(
@@ -134,6 +186,8 @@ def document(
     if mode == "partner_jwt":
         stored_auth.update({k: auth.get(k) for k in _PARTNER_JWT_FIELDS})
         stored_auth["algorithms"] = auth.get("algorithms") or ["RS256", "ES256", "EdDSA"]
+    if mode == "hmac":  # never `secret`: a partner's secret is sealed by the caller
+        stored_auth.update({k: auth.get(k) for k in HMAC_FIELDS})
     doc: Doc = {
         "_id": trigger_id,
         "tenant": tenant,
@@ -144,6 +198,7 @@ def document(
         "format": spec.get("format", "json"),
         "mapping": spec.get("mapping"),
         "response_mapping": spec.get("response_mapping"),
+        "params": spec.get("params"),
         "rate_limit": spec.get("rate_limit"),
         "expose": spec.get("expose"),
         "max_body_bytes": spec.get("max_body_bytes", defaults["max_body_bytes"]),
@@ -179,7 +234,7 @@ def as_spec(doc: Doc) -> dict[str, Any]:
     }
     if doc.get("kind") is not None:
         spec["kind"] = doc["kind"]
-    for name in ("mapping", "response_mapping", "rate_limit", "expose"):
+    for name in ("mapping", "response_mapping", "params", "rate_limit", "expose"):
         if doc.get(name) is not None:
             spec[name] = doc[name]
     if doc.get("input_schema_json"):
@@ -215,6 +270,7 @@ def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
     auth = {k: v for k, v in doc["auth"].items() if k != "secrets" and v is not None}
     credentials = [
         {"issued_at": c["issued_at"], "valid_until": c.get("until")}
+        | ({"source": c["source"]} if "source" in c else {})  # a secret's: gateway | partner
         for c in [*doc.get("tokens", ()), *doc["auth"].get("secrets", ())]
     ]
     schema = doc.get("input_schema_json")
@@ -228,6 +284,7 @@ def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
         "format": doc["format"],
         "mapping": doc.get("mapping"),
         "response_mapping": doc.get("response_mapping"),
+        "params": doc.get("params"),
         "input_schema": orjson.loads(schema) if schema else None,
         "rate_limit": doc.get("rate_limit"),
         "expose": doc.get("expose"),

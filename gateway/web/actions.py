@@ -9,12 +9,12 @@ from aiohttp import web
 from gateway.actions.definitions import public_action
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import BadRequest
-from gateway.keys import actions_key, proxy_key, relay_key
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
+from gateway.web.state import services_of
 
 ACTION: dict[str, Any] = {
     "type": "object",
@@ -31,6 +31,10 @@ ACTION: dict[str, Any] = {
         "retry_schedule": {"type": ["array", "null"], "items": {"type": "number"}},
         "ordered": {"type": "boolean"},
         "write_back": {"type": "boolean"},
+        "read_only": {
+            "type": "boolean",
+            "description": "a POST that only reads (JSON-RPC): schedules may run it",
+        },
     },
 }
 INVOKE: dict[str, Any] = {
@@ -118,7 +122,7 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
 async def create_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    doc = await request.app[actions_key].create_action(claims.tenant, body)
+    doc = await services_of(request).actions.create_action(claims.tenant, body)
     return json_response(public_action(doc), status=201)
 
 
@@ -132,7 +136,7 @@ async def create_action(request: web.Request) -> web.Response:
 async def list_actions(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
-    docs = await request.app[actions_key].list_actions(
+    docs = await services_of(request).actions.list_actions(
         claims.tenant, _filters(request, ("partner_id", "mode")), after=cursor, limit=limit
     )
     return json_response(page([public_action(d) for d in docs], limit))
@@ -141,7 +145,7 @@ async def list_actions(request: web.Request) -> web.Response:
 @operation("Get an action", tag="actions", response=ACTION)
 async def get_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[actions_key].get_action(claims.tenant, request.match_info["id"])
+    doc = await services_of(request).actions.get_action(claims.tenant, request.match_info["id"])
     return json_response(public_action(doc))
 
 
@@ -151,7 +155,7 @@ async def get_action(request: web.Request) -> web.Response:
 async def patch_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    doc = await request.app[actions_key].update_action(
+    doc = await services_of(request).actions.update_action(
         claims.tenant, request.match_info["id"], body
     )
     return json_response(public_action(doc))
@@ -162,7 +166,7 @@ async def patch_action(request: web.Request) -> web.Response:
 )
 async def delete_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    await request.app[actions_key].delete_action(claims.tenant, request.match_info["id"])
+    await services_of(request).actions.delete_action(claims.tenant, request.match_info["id"])
     return web.Response(status=204)
 
 
@@ -179,12 +183,11 @@ async def invoke_action(request: web.Request) -> web.Response:
     entity, payload = body.get("entity"), body.get("payload")
     if (entity is None) == (payload is None) or not isinstance(entity or payload, dict):
         raise BadRequest('give either "entity": {"type", "id"|"key"} or "payload": {...}')
-    result = await request.app[proxy_key].invoke(
+    result = await services_of(request).proxy.invoke(
         claims.tenant, request.match_info["id"], entity=entity, payload=payload
     )
     answer: dict[str, Any] = {"status": result.status, "data": result.data}
     if result.written is not None:
-        request.app[relay_key].notify()
         answer["written"] = result.written
     return json_response(answer)
 
@@ -202,7 +205,7 @@ async def invoke_action(request: web.Request) -> web.Response:
 async def create_subscription(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    doc, secret = await request.app[actions_key].create_subscription(claims.tenant, body)
+    doc, secret = await services_of(request).actions.create_subscription(claims.tenant, body)
     return json_response({**public_subscription(doc), "secret": secret}, status=201)
 
 
@@ -216,7 +219,7 @@ async def create_subscription(request: web.Request) -> web.Response:
 async def list_subscriptions(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
-    docs = await request.app[actions_key].list_subscriptions(
+    docs = await services_of(request).actions.list_subscriptions(
         claims.tenant, _filters(request, ("action_id", "status")), after=cursor, limit=limit
     )
     return json_response(page([public_subscription(d) for d in docs], limit))
@@ -225,7 +228,9 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 @operation("Get a subscription", tag="subscriptions", response=SUBSCRIPTION)
 async def get_subscription(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[actions_key].get_subscription(claims.tenant, request.match_info["id"])
+    doc = await services_of(request).actions.get_subscription(
+        claims.tenant, request.match_info["id"]
+    )
     return json_response(public_subscription(doc))
 
 
@@ -239,7 +244,7 @@ async def get_subscription(request: web.Request) -> web.Response:
 async def patch_subscription(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    doc = await request.app[actions_key].update_subscription(
+    doc = await services_of(request).actions.update_subscription(
         claims.tenant, request.match_info["id"], body
     )
     return json_response(public_subscription(doc))
@@ -253,7 +258,7 @@ async def patch_subscription(request: web.Request) -> web.Response:
 )
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc, secret = await request.app[actions_key].rotate_secret(
+    doc, secret = await services_of(request).actions.rotate_secret(
         claims.tenant, request.match_info["id"]
     )
     return json_response({**public_subscription(doc), "secret": secret})
@@ -262,5 +267,5 @@ async def rotate_subscription_secret(request: web.Request) -> web.Response:
 @operation("Delete a subscription", tag="subscriptions", status=204)
 async def delete_subscription(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    await request.app[actions_key].delete_subscription(claims.tenant, request.match_info["id"])
+    await services_of(request).actions.delete_subscription(claims.tenant, request.match_info["id"])
     return web.Response(status=204)

@@ -6,13 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.actions.deliveries import STATUSES, parse_filters, public_delivery
-from gateway.keys import deliveries_key
+from gateway.delivery.deliveries import STATUSES, parse_filters, public_delivery
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
 from gateway.web.requests import check_members, page, page_params, read_object
+from gateway.web.state import services_of
 
 DELIVERY: dict[str, Any] = {
     "type": "object",
@@ -47,7 +47,7 @@ _FILTERS = [
 async def list_deliveries(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
-    docs = await request.app[deliveries_key].list(
+    docs = await services_of(request).deliveries.list(
         claims.tenant, parse_filters(request.query), before=cursor, limit=limit
     )
     return json_response(page([public_delivery(d) for d in docs], limit))
@@ -56,7 +56,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 @operation("Get a delivery with its attempts", tag="deliveries", response=DELIVERY)
 async def get_delivery(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[deliveries_key].get(claims.tenant, request.match_info["id"])
+    doc = await services_of(request).deliveries.get(claims.tenant, request.match_info["id"])
     return json_response(public_delivery(doc, full=True))
 
 
@@ -65,7 +65,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 )
 async def replay_delivery(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[deliveries_key].replay(claims.tenant, request.match_info["id"])
+    doc = await services_of(request).deliveries.replay(claims.tenant, request.match_info["id"])
     return json_response(public_delivery(doc))
 
 
@@ -87,5 +87,5 @@ async def replay_deliveries(request: web.Request) -> web.Response:
     body = await read_object(request)
     check_members(body, {k: str for k, _ in _FILTERS})
     filters = parse_filters(body)
-    count = await request.app[deliveries_key].replay_matching(claims.tenant, filters)
+    count = await services_of(request).deliveries.replay_matching(claims.tenant, filters)
     return json_response({"replayed": count})

@@ -6,18 +6,12 @@ import hmac
 
 from aiohttp import web
 
+from gateway.auth.tokens import bearer_token
 from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
-from gateway.keys import (
-    db_health_key,
-    delivery_worker_key,
-    metrics_key,
-    relay_key,
-    settings_key,
-    store_key,
-)
+from gateway.services import Services
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import bearer_token
+from gateway.web.state import services_of
 
 
 @operation("Liveness: the process answers", tag="operations", auth="none", database=False)
@@ -33,11 +27,12 @@ async def healthz(request: web.Request) -> web.Response:
     database=False,
 )
 async def readyz(request: web.Request) -> web.Response:
-    metrics, health = request.app[metrics_key], request.app[db_health_key]
+    services = services_of(request)
+    metrics, health = services.metrics, services.store.health
     try:
         health.check()  # known down (crashed, restarting, frozen): no need to wait for a ping
         try:
-            await request.app[store_key].ping()
+            await services.store.ping()
         except StoreUnavailable as exc:
             health.report_failure(exc)
             raise
@@ -46,17 +41,17 @@ async def readyz(request: web.Request) -> web.Response:
         raise
     metrics.database_up.set(1)
     workers = "disabled"
-    if request.app[settings_key].run_workers:
-        _check_workers(request.app)
+    if services.settings.run_workers:
+        _check_workers(services)
         workers = "running"
     return json_response({"status": "ready", "database": "ok", "workers": workers})
 
 
-def _check_workers(app: web.Application) -> None:
-    relay, worker = app[relay_key], app[delivery_worker_key]
+def _check_workers(services: Services) -> None:
+    relay, worker = services.relay, services.delivery_worker
     if not (relay.running and worker.running):
         raise Unavailable("the background workers are not running")
-    limit = app[settings_key].stall_seconds
+    limit = services.settings.stall_seconds
     for name, progress in (("event relay", relay.progress), ("delivery worker", worker.progress)):
         if (stalled := progress.stalled_for()) > limit:
             raise Unavailable(
@@ -67,10 +62,11 @@ def _check_workers(app: web.Application) -> None:
 
 @operation("Prometheus metrics", tag="operations", auth="none", database=False)
 async def metrics(request: web.Request) -> web.Response:
-    expected = request.app[settings_key].metrics_token
+    services = services_of(request)
+    expected = services.settings.metrics_token
     if expected is not None:
-        given = bearer_token(request) or ""
+        given = bearer_token(request.headers) or ""
         if not hmac.compare_digest(given.encode(), expected.value.encode()):
             raise Unauthorized("the metrics token is missing or wrong")
-    body = request.app[metrics_key].render()
+    body = services.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

@@ -7,10 +7,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway.errors import PayloadTooLarge
-from gateway.keys import hooks_key, relay_key
 from gateway.triggers import HookCall
 from gateway.web.openapi import operation
 from gateway.web.requests import read_body
+from gateway.web.state import services_of
 
 _WRITTEN: Final[dict[str, Any]] = {
     "type": "object",
@@ -73,9 +73,7 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
         body=_Body(request),
         ref=ref,
     )
-    answer = await request.app[hooks_key].handle(call)
-    if answer.wrote:
-        request.app[relay_key].notify()
+    answer = await services_of(request).hooks.handle(call)
     return web.Response(
         body=answer.body,
         status=answer.status,

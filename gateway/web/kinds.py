@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.keys import kinds_key
 from gateway.kinds import public_kind
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import read_object
+from gateway.web.state import services_of
 
 _KIND = {
     "type": "object",
@@ -24,7 +24,7 @@ _KIND = {
 @operation("List custom kinds", tag="kinds", response={"type": "object"})
 async def list_kinds(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    docs = await request.app[kinds_key].find(claims.tenant)
+    docs = await services_of(request).kinds.find(claims.tenant)
     return json_response({"items": [public_kind(d) for d in docs]})
 
 
@@ -33,7 +33,7 @@ async def list_kinds(request: web.Request) -> web.Response:
 )
 async def create_kind(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[kinds_key].create(
+    doc = await services_of(request).kinds.create(
         claims.tenant, await read_object(request), claims.subject
     )
     return json_response(public_kind(doc), status=201)
@@ -42,14 +42,14 @@ async def create_kind(request: web.Request) -> web.Response:
 @operation("Get a custom kind", tag="kinds", response=_KIND)
 async def get_kind(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[kinds_key].get(claims.tenant, request.match_info["name"])
+    doc = await services_of(request).kinds.get(claims.tenant, request.match_info["name"])
     return json_response(public_kind(doc))
 
 
 @operation("Replace a custom kind's schema", tag="kinds", request=_KIND, response=_KIND)
 async def replace_kind(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[kinds_key].replace(
+    doc = await services_of(request).kinds.replace(
         claims.tenant, request.match_info["name"], await read_object(request), claims.subject
     )
     return json_response(public_kind(doc))
@@ -63,5 +63,5 @@ async def replace_kind(request: web.Request) -> web.Response:
 )
 async def delete_kind(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    await request.app[kinds_key].delete(claims.tenant, request.match_info["name"])
+    await services_of(request).kinds.delete(claims.tenant, request.match_info["name"])
     return web.Response(status=204)

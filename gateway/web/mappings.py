@@ -14,12 +14,12 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from gateway.keys import mappings_key
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import is_json, page_params, query_flag, read_object
+from gateway.web.state import services_of
 
 YAML_TYPES = frozenset(
     {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
@@ -74,6 +74,7 @@ _TEST = {
         "payload": {"description": "inbound: a sample partner payload"},
         "context": {"description": 'outbound: e.g. {"entity": {...}, "event": {...}}'},
         "response": {"description": "outbound: a sample partner answer"},
+        "params": {"type": "object", "description": "inbound: a trigger's params"},
     },
 }
 
@@ -147,7 +148,7 @@ async def upload_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     activate = query_flag(request, "activate", True)
     text, filename = await _read_upload(request)
-    version = await request.app[mappings_key].upload(
+    version = await services_of(request).mappings.upload(
         claims.tenant, text, author=claims.subject, activate=activate, filename=filename
     )
     location = f"/api/v1/mappings/{version.name}/versions/{version.version}"
@@ -167,7 +168,7 @@ async def upload_mapping(request: web.Request) -> web.Response:
 async def list_mappings(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
-    found = await request.app[mappings_key].find(claims.tenant, after=cursor, limit=limit)
+    found = await services_of(request).mappings.find(claims.tenant, after=cursor, limit=limit)
     next_cursor = found[-1].name if len(found) == limit else None
     return json_response({"items": [m.as_dict() for m in found], "next_cursor": next_cursor})
 
@@ -175,7 +176,7 @@ async def list_mappings(request: web.Request) -> web.Response:
 @operation("Get a mapping's active version, with its source", tag="mappings", response=_VERSION)
 async def get_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    service = request.app[mappings_key]
+    service = services_of(request).mappings
     version = await service.get(claims.tenant, _name(request))
     used_by = await service.used_by(claims.tenant, _name(request))
     return json_response({**version.as_dict(), "used_by": used_by})
@@ -184,7 +185,7 @@ async def get_mapping(request: web.Request) -> web.Response:
 @operation("List a mapping's versions", tag="mappings", response=_LIST)
 async def list_versions(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    found = await request.app[mappings_key].versions(claims.tenant, _name(request))
+    found = await services_of(request).mappings.versions(claims.tenant, _name(request))
     return json_response({"items": [v.as_dict(source=False) for v in found]})
 
 
@@ -197,7 +198,7 @@ async def list_versions(request: web.Request) -> web.Response:
 async def get_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     number = _int(request.match_info["version"], "/version")
-    version = await request.app[mappings_key].get(claims.tenant, _name(request), number)
+    version = await services_of(request).mappings.get(claims.tenant, _name(request), number)
     return json_response(version.as_dict())
 
 
@@ -222,7 +223,7 @@ async def diff_versions(request: web.Request) -> web.Response:
     v1 = _int(request.query.get("from"), "/from")
     v2 = _int(request.query.get("to"), "/to")
     return json_response(
-        await request.app[mappings_key].diff(claims.tenant, _name(request), v1, v2)
+        await services_of(request).mappings.diff(claims.tenant, _name(request), v1, v2)
     )
 
 
@@ -240,7 +241,7 @@ async def activate_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
     number = _int(body.get("version"), "/version")
-    version = await request.app[mappings_key].activate(claims.tenant, _name(request), number)
+    version = await services_of(request).mappings.activate(claims.tenant, _name(request), number)
     return json_response(version.as_dict(source=False))
 
 
@@ -252,14 +253,14 @@ async def activate_version(request: web.Request) -> web.Response:
 )
 async def rollback_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    version = await request.app[mappings_key].rollback(claims.tenant, _name(request))
+    version = await services_of(request).mappings.rollback(claims.tenant, _name(request))
     return json_response(version.as_dict(source=False))
 
 
 @operation("Delete a mapping (every version)", tag="mappings", status=204, errors=(409,))
 async def delete_mapping(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    await request.app[mappings_key].delete(claims.tenant, _name(request))
+    await services_of(request).mappings.delete(claims.tenant, _name(request))
     return web.Response(status=204)
 
 
@@ -279,7 +280,10 @@ async def dry_run_mapping(request: web.Request) -> web.Response:
     if name is not None and not isinstance(name, str):
         raise _invalid("/name", "name must be a string")
     version = None if body.get("version") is None else _int(body["version"], "/version")
-    result = await request.app[mappings_key].dry_run.run(
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise _invalid("/params", "params must be an object of name: value")
+    result = await services_of(request).mappings.dry_run.run(
         claims.tenant,
         name=name,
         version=version,
@@ -287,6 +291,7 @@ async def dry_run_mapping(request: web.Request) -> web.Response:
         payload=body.get("payload"),
         context=body.get("context"),
         response=body.get("response"),
+        params=params,
     )
     return json_response(result)
 

@@ -11,10 +11,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError, StoreUnavailable
-from gateway.keys import db_health_key, metrics_key
 from gateway.logs import request_id_var
 from gateway.web import problems
 from gateway.web.openapi import Operation, operation_of
+from gateway.web.state import services_of
 
 log = logging.getLogger("gateway.access")
 
@@ -33,7 +33,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("X-Request-ID", "")
     request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
     request_id_var.set(request_id)
-    metrics = request.app[metrics_key]
+    metrics = services_of(request).metrics
     started = time.perf_counter()
     metrics.http_in_flight.inc()
     try:
@@ -61,7 +61,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _call(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     op = operation_of(request.match_info.handler)
-    health = request.app[db_health_key]
+    health = services_of(request).store.health
     if op is not None and op.database:
         try:
             health.check()  # known down: 503 at once, nothing attempted

@@ -15,9 +15,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway import __version__
-from gateway.keys import schemas_key
 from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
 from gateway.web.problems import json_response
+from gateway.web.state import services_key
 
 H = TypeVar("H", bound=Callable[..., Any])
 _ATTR = "__openapi_operation__"
@@ -116,7 +116,7 @@ def operation(summary: str, *, tag: str, **details: Any) -> Callable[[H], H]:
 
 
 def build_document(app: web.Application) -> dict[str, Any]:
-    schemas = app[schemas_key]
+    schemas = app[services_key].schemas
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         op = getattr(route.handler, _ATTR, None)

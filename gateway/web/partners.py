@@ -7,21 +7,31 @@ from typing import Any
 from aiohttp import web
 
 from gateway.actions.partners import public_partner
-from gateway.keys import actions_key
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
+from gateway.web.state import services_of
 
 _AUTH: dict[str, Any] = {
     "type": "object",
     "required": ["type"],
     "description": "bearer {token} | header {name, value} | basic {username, password} | "
     "oauth2_client_credentials {token_url, client_id, client_secret, scope?, "
-    "client_auth?} | query {name, value} | none. Write-only.",
+    "client_auth?} | query {name, value} | none | google_service_account {service_account: "
+    "the key file, scope?} | geotab {url, database, username, password}. Write-only.",
     "properties": {
         "type": {
-            "enum": ["bearer", "header", "basic", "oauth2_client_credentials", "query", "none"]
+            "enum": [
+                "bearer",
+                "header",
+                "basic",
+                "oauth2_client_credentials",
+                "query",
+                "none",
+                "google_service_account",
+                "geotab",
+            ]
         }
     },
 }
@@ -76,7 +86,7 @@ PAGE: dict[str, Any] = {
 async def create_partner(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    doc = await request.app[actions_key].create_partner(claims.tenant, body)
+    doc = await services_of(request).actions.create_partner(claims.tenant, body)
     return json_response(public_partner(doc), status=201)
 
 
@@ -89,14 +99,16 @@ async def create_partner(request: web.Request) -> web.Response:
 async def list_partners(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
-    docs = await request.app[actions_key].list_partners(claims.tenant, after=cursor, limit=limit)
+    docs = await services_of(request).actions.list_partners(
+        claims.tenant, after=cursor, limit=limit
+    )
     return json_response(page([public_partner(d) for d in docs], limit))
 
 
 @operation("Get a partner endpoint", tag="partners", response=PARTNER)
 async def get_partner(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await request.app[actions_key].get_partner(claims.tenant, request.match_info["id"])
+    doc = await services_of(request).actions.get_partner(claims.tenant, request.match_info["id"])
     return json_response(public_partner(doc))
 
 
@@ -111,7 +123,7 @@ async def get_partner(request: web.Request) -> web.Response:
 async def patch_partner(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    doc = await request.app[actions_key].update_partner(
+    doc = await services_of(request).actions.update_partner(
         claims.tenant, request.match_info["id"], body
     )
     return json_response(public_partner(doc))
@@ -125,5 +137,5 @@ async def patch_partner(request: web.Request) -> web.Response:
 )
 async def delete_partner(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    await request.app[actions_key].delete_partner(claims.tenant, request.match_info["id"])
+    await services_of(request).actions.delete_partner(claims.tenant, request.match_info["id"])
     return web.Response(status=204)

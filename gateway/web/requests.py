@@ -1,4 +1,4 @@
-"""Reading requests: JSON bodies, bearer tokens, pagination and boolean query parameters."""
+"""Reading requests: JSON bodies, pagination and boolean query parameters."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway import paging
+from gateway.config import parse_flag
 from gateway.errors import (
     BadRequest,
     FieldProblem,
@@ -17,7 +19,6 @@ from gateway.errors import (
 )
 from gateway.triggers.payloads import check_depth
 
-MAX_PAGE = 200
 # A client gets this long to send its whole body; a slow one must not hold a connection
 # (and its memory) for as long as it likes.
 BODY_TIMEOUT_SECONDS = 30.0
@@ -81,21 +82,8 @@ def check_members(body: dict[str, Any], types: dict[str, type | tuple[type, ...]
         raise InvalidPayload("the body does not fit this route", problems)
 
 
-def bearer_token(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def page_params(request: web.Request, default: int = 50) -> tuple[int, str | None]:
-    raw = request.query.get("limit", str(default))
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise BadRequest(f"limit must be an integer, got {raw!r}") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
-    return limit, request.query.get("cursor") or None
+def page_params(request: web.Request, default: int = paging.DEFAULT_PAGE) -> tuple[int, str | None]:
+    return paging.page_params(request.query, default)
 
 
 def query_flag(request: web.Request, name: str, default: bool) -> bool:
@@ -103,14 +91,12 @@ def query_flag(request: web.Request, name: str, default: bool) -> bool:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if raw.lower() in ("true", "1"):
-        return True
-    if raw.lower() in ("false", "0"):
-        return False
-    raise BadRequest(f"{name} must be true, false, 1 or 0, got {raw!r}")
+    try:
+        return parse_flag(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be true, false, 1 or 0, got {raw!r}") from None
 
 
 def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
-    """A page of a cursor-paginated list; `next_cursor` is null on the last page."""
-    next_cursor = items[-1]["id"] if len(items) == limit else None
-    return {"items": items, "next_cursor": next_cursor}
+    """A page of API documents, each with its `id`."""
+    return paging.page(items, limit, items[-1]["id"] if items else None)

@@ -6,12 +6,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.keys import rejected_key, relay_key, triggers_key
 from gateway.triggers.spec import TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import check_members, page, page_params, read_object
+from gateway.web.state import services_of
 
 _TRIGGER: Final[dict[str, Any]] = {
     "type": "object",
@@ -35,7 +35,14 @@ _TRIGGER_PATCH: Final[dict[str, Any]] = {
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"grace_seconds": {"type": "integer", "minimum": 0}},
+    "properties": {
+        "grace_seconds": {"type": "integer", "minimum": 0},
+        "secret": {
+            "type": "string",
+            "writeOnly": True,
+            "description": "hmac triggers: the partner's new secret (else one is issued)",
+        },
+    },
 }
 _REPLAY_ALL: Final[dict[str, Any]] = {
     "type": "object",
@@ -58,7 +65,7 @@ async def _optional_object(request: web.Request) -> dict[str, Any]:
 )
 async def create_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    issued = await request.app[triggers_key].create(claims.tenant, await read_object(request))
+    issued = await services_of(request).triggers.create(claims.tenant, await read_object(request))
     return json_response(issued.as_dict(), status=201)
 
 
@@ -71,7 +78,7 @@ async def create_trigger(request: web.Request) -> web.Response:
 async def list_triggers(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
-    items = await request.app[triggers_key].list(claims.tenant, after=cursor, limit=limit)
+    items = await services_of(request).triggers.list(claims.tenant, after=cursor, limit=limit)
     return json_response(page(items, limit))
 
 
@@ -79,7 +86,7 @@ async def list_triggers(request: web.Request) -> web.Response:
 async def get_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
-        await request.app[triggers_key].get(claims.tenant, request.match_info["id"])
+        await services_of(request).triggers.get(claims.tenant, request.match_info["id"])
     )
 
 
@@ -94,14 +101,14 @@ async def patch_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
     return json_response(
-        await request.app[triggers_key].update(claims.tenant, request.match_info["id"], body)
+        await services_of(request).triggers.update(claims.tenant, request.match_info["id"], body)
     )
 
 
 @operation("Delete a trigger (its credentials fail at once)", tag="triggers", status=204)
 async def delete_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    await request.app[triggers_key].delete(claims.tenant, request.match_info["id"])
+    await services_of(request).triggers.delete(claims.tenant, request.match_info["id"])
     return web.Response(status=204)
 
 
@@ -109,7 +116,7 @@ async def delete_trigger(request: web.Request) -> web.Response:
 async def disable_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
-        await request.app[triggers_key].set_status(
+        await services_of(request).triggers.set_status(
             claims.tenant, request.match_info["id"], "disabled"
         )
     )
@@ -119,7 +126,7 @@ async def disable_trigger(request: web.Request) -> web.Response:
 async def enable_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
-        await request.app[triggers_key].set_status(
+        await services_of(request).triggers.set_status(
             claims.tenant, request.match_info["id"], "active"
         )
     )
@@ -136,12 +143,13 @@ async def enable_trigger(request: web.Request) -> web.Response:
 async def rotate_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await _optional_object(request)
-    check_members(body, {"grace_seconds": int})
+    check_members(body, {"grace_seconds": int, "secret": str})
     grace = body.get("grace_seconds", 0)
-    issued = await request.app[triggers_key].rotate(
+    issued = await services_of(request).triggers.rotate(
         claims.tenant,
         request.match_info["id"],
         grace_seconds=grace if isinstance(grace, int) and not isinstance(grace, bool) else -1,
+        secret=body.get("secret"),
     )
     return json_response(issued.as_dict())
 
@@ -155,7 +163,7 @@ async def rotate_trigger(request: web.Request) -> web.Response:
 async def revoke_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
-        await request.app[triggers_key].revoke(claims.tenant, request.match_info["id"])
+        await services_of(request).triggers.revoke(claims.tenant, request.match_info["id"])
     )
 
 
@@ -174,7 +182,7 @@ async def revoke_trigger(request: web.Request) -> web.Response:
 async def list_rejected(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
-    items = await request.app[rejected_key].list(
+    items = await services_of(request).rejected.list(
         claims.tenant,
         trigger_id=request.query.get("trigger_id"),
         status=request.query.get("status"),
@@ -188,7 +196,7 @@ async def list_rejected(request: web.Request) -> web.Response:
 async def get_rejected(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     return json_response(
-        await request.app[rejected_key].get(claims.tenant, request.match_info["id"])
+        await services_of(request).rejected.get(claims.tenant, request.match_info["id"])
     )
 
 
@@ -200,8 +208,7 @@ async def get_rejected(request: web.Request) -> web.Response:
 )
 async def replay_rejected(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    result = await request.app[rejected_key].replay(claims.tenant, request.match_info["id"])
-    request.app[relay_key].notify()
+    result = await services_of(request).rejected.replay(claims.tenant, request.match_info["id"])
     return json_response(result)
 
 
@@ -217,8 +224,7 @@ async def replay_all_rejected(request: web.Request) -> web.Response:
     body = await _optional_object(request)
     check_members(body, {"trigger_id": str})
     trigger_id = body.get("trigger_id")
-    result = await request.app[rejected_key].replay_all(
+    result = await services_of(request).rejected.replay_all(
         claims.tenant, trigger_id=trigger_id if isinstance(trigger_id, str) else None
     )
-    request.app[relay_key].notify()
     return json_response(result)

@@ -1,0 +1,160 @@
+"""The subscription filter language: which events a subscription wants.
+
+Filters (a subscription's `filter`, every member optional, all must match):
+
+    {"entity_type": "vehicle" | ["vehicle", "driver"],
+     "changed": ["odometer_km", "position"],     any of these fields (or below them) changed
+     "entity": {"group": "north", "status": ["active", "maintenance"], "plate": null},
+                                                  the entity's data at the event: a value, any
+                                                  of a list, null for "absent"; dotted paths
+     "origin": {"kind": "trigger"}}              who caused the event (kind, id)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import FieldProblem, InvalidPayload
+
+_EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
+_MAX_VALUES = 100
+_SCALARS = (str, int, float, bool, type(None))
+
+Values = tuple[tuple[str, tuple[Any, ...]], ...]
+
+
+def event_type_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > 100 or not _EVENT_TYPE.match(value):
+        return 'an event type is like "entity.updated", "vehicle.*" (a family) or "*" (everything)'
+    return None
+
+
+def event_type_keys(event_type: str) -> list[str]:
+    """The subscription event_types that name `event_type`: itself, its families, "*"."""
+    parts = event_type.split(".")
+    families = [".".join(parts[:i]) + ".*" for i in range(len(parts) - 1, 0, -1)]
+    return [event_type, *families, "*"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    entity_types: frozenset[str] | None = None
+    changed: tuple[str, ...] = ()
+    entity: Values = ()
+    origin: Values = ()
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        entity = event.get("entity") or {}
+        if self.entity_types is not None and entity.get("type") not in self.entity_types:
+            return False
+        if self.changed:
+            fields = [c.get("field", "") for c in event.get("changes") or ()]
+            if not any(_related(f, want) for f in fields for want in self.changed):
+                return False
+        return _all_match(self.entity, event.get("data") or {}) and _all_match(
+            self.origin, event.get("origin") or {}
+        )
+
+
+def _related(changed: str, wanted: str) -> bool:
+    """A change at `a.b` concerns a filter on `a` and on `a.b.c` (a whole object replaced)."""
+    return changed == wanted or changed.startswith(wanted + ".") or wanted.startswith(changed + ".")
+
+
+def _all_match(values: Values, document: Mapping[str, Any]) -> bool:
+    return all(_dig(document, path) in allowed for path, allowed in values)
+
+
+def _dig(document: Mapping[str, Any], path: str) -> Any:
+    value: Any = document
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def compile_filter(raw: Any) -> EventFilter:
+    """A subscription's filter, checked whole; InvalidPayload names every bad member."""
+    problems: list[FieldProblem] = []
+    if not isinstance(raw, Mapping):
+        raise InvalidPayload(
+            "invalid filter", [FieldProblem("/filter", "filter must be an object", "type")]
+        )
+    for key in raw:
+        if key not in ("entity_type", "changed", "entity", "origin"):
+            problems.append(
+                FieldProblem(
+                    f"/filter/{key}",
+                    f"unknown filter {key!r}; use entity_type, changed, entity, origin",
+                    "additionalProperties",
+                )
+            )
+    result = EventFilter(
+        entity_types=_entity_types(raw.get("entity_type"), problems),
+        changed=_fields(raw.get("changed"), problems),
+        entity=_values(raw.get("entity"), "/filter/entity", problems),
+        origin=_values(raw.get("origin"), "/filter/origin", problems),
+    )
+    if problems:
+        raise InvalidPayload("invalid filter", problems)
+    return result
+
+
+def _entity_types(value: Any, problems: list[FieldProblem]) -> frozenset[str] | None:
+    if value is None:
+        return None
+    types = [value] if isinstance(value, str) else value
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+        problems.append(
+            FieldProblem("/filter/entity_type", "entity_type is a type or a list of types", "type")
+        )
+        return None
+    return frozenset(types)
+
+
+def _fields(value: Any, problems: list[FieldProblem]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > _MAX_VALUES
+        or not all(isinstance(f, str) and f for f in value)
+    ):
+        problems.append(
+            FieldProblem(
+                "/filter/changed", "changed is a list of field names (dotted paths)", "type"
+            )
+        )
+        return ()
+    return tuple(value)
+
+
+def _values(value: Any, at: str, problems: list[FieldProblem]) -> Values:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or len(value) > _MAX_VALUES:
+        problems.append(FieldProblem(at, "expected an object of field: value", "type"))
+        return ()
+    out = []
+    for path, wanted in value.items():
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if (
+            not path
+            or len(options) > _MAX_VALUES
+            or not all(isinstance(o, _SCALARS) for o in options)
+        ):
+            problems.append(
+                FieldProblem(
+                    f"{at}/{path}",
+                    "a value, or a list of values, each a string, number, boolean or null",
+                    "type",
+                )
+            )
+            continue
+        out.append((str(path), tuple(options)))
+    return tuple(out)

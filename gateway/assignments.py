@@ -1,0 +1,220 @@
+"""Use case: who drives which vehicle, as a history of changes (see `store/assignments.py`).
+
+    assign(tenant, vehicle, driver, start=, source=, ref=, author=) -> AssignResult
+        `vehicle` is an id or a plate, `driver` an id or a CPF (or None: nobody drives it from
+        `start`). Written by the admin API today; by triggers, actions, checklists and flows
+        through the same call (their `source` and a `ref` such as the checklist id).
+    driver_at(tenant, vehicle, when) -> Assignment | None     "who drove at the infraction"
+    current(tenant, vehicle) -> Assignment | None              driver_at(now)
+    history(tenant, vehicle, before=, limit=) -> [Assignment]  newest first
+
+Rules (docs/notifications.md, "Drivers of vehicles"):
+- A change lasts until the next change of the same vehicle: no two assignments overlap.
+- A late report (a start before later changes) is inserted at its place in time; the later
+  changes stay, so it only covers the gap up to the next one.
+- Reporting the driver who already drives at `start` changes nothing (HR systems and ERPs
+  repeat "current driver" answers); two changes at the same instant: the later write wins.
+- The vehicle's `current_driver` field follows the history (an `entity.updated` event when
+  it changes), so mappings and filters can read it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from gateway.entities import EntityService, Origin
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
+from gateway.store import Doc
+from gateway.store.assignments import AssignmentStore
+
+Source = Literal["erp", "hr", "checklist", "admin", "flow"]
+SOURCES: tuple[str, ...] = ("erp", "hr", "checklist", "admin", "flow")
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_AHEAD = timedelta(days=366)  # a scheduled change, at most a year ahead
+_SYNC_ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    vehicle_id: str
+    plate: str
+    driver: dict[str, str] | None  # {id, cpf, name}; None: nobody
+    start: datetime
+    end: datetime | None  # the next change's start; None while it lasts
+    source: str
+    ref: str | None
+    author: str
+    recorded_at: datetime
+    id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "vehicle": {"id": self.vehicle_id, "plate": self.plate},
+            "driver": self.driver,
+            "start": self.start,
+            "end": self.end,
+            "source": self.source,
+            "ref": self.ref,
+            "author": self.author,
+            "recorded_at": self.recorded_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AssignResult:
+    assignment: Assignment
+    changed: bool  # False: that driver already drove the vehicle at `start`
+    replaced: Assignment | None = None  # a change at the same instant, overwritten
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AssignmentService:
+    def __init__(
+        self,
+        store: AssignmentStore,
+        entities: EntityService,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._store = store
+        self._entities = entities
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    async def assign(
+        self,
+        tenant: str,
+        vehicle_ref: str,
+        driver_ref: str | None,
+        *,
+        start: datetime | None = None,
+        source: str = "admin",
+        ref: str | None = None,
+        author: str,
+    ) -> AssignResult:
+        now = self._clock()
+        start = self._check(start or now, now, source, ref)
+        vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        driver = None if driver_ref is None else await self._driver(tenant, driver_ref)
+        vid = str(vehicle["_id"])
+        in_force = await self._store.at(tenant, vid, start)
+        if in_force is not None and _same_driver(in_force.get("driver"), driver):
+            return AssignResult(await self._assignment(tenant, in_force), changed=False)
+        fields = {
+            "plate": vehicle["data"]["plate"],
+            "start": start,
+            "driver": driver,
+            "source": source,
+            "ref": ref,
+            "author": author,
+            "recorded_at": now,
+        }
+        replaced = await self._store.record(tenant, vid, fields)
+        await self._sync_current_driver(tenant, vehicle, Origin(source, ref or author))
+        written = await self._store.at(tenant, vid, start)
+        assert written is not None  # just recorded
+        return AssignResult(
+            await self._assignment(tenant, written),
+            changed=True,
+            replaced=None if replaced is None else await self._assignment(tenant, replaced),
+        )
+
+    async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
+        vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        doc = await self._store.at(tenant, str(vehicle["_id"]), when)
+        return None if doc is None else await self._assignment(tenant, doc)
+
+    async def current(self, tenant: str, vehicle_ref: str) -> Assignment | None:
+        return await self.driver_at(tenant, vehicle_ref, self._clock())
+
+    async def history(
+        self, tenant: str, vehicle_ref: str, *, before: str | None, limit: int
+    ) -> list[Assignment]:
+        vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        docs = await self._store.history(tenant, str(vehicle["_id"]), before=before, limit=limit)
+        if not docs:
+            return []
+        # Each change ends where the newer one (listed before it) starts; the page's newest
+        # ends at a change on the previous page, or lasts.
+        first = await self._assignment(tenant, docs[0])
+        return [first] + [
+            _to_assignment(doc, newer["start"]) for newer, doc in itertools.pairwise(docs)
+        ]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _check(self, start: datetime, now: datetime, source: str, ref: str | None) -> datetime:
+        problems = []
+        if ref is not None and not 0 < len(ref) <= 200:
+            problems.append(FieldProblem("/ref", "ref is text of at most 200", "maxLength"))
+        if start.tzinfo is None:
+            problems.append(FieldProblem("/start", "start needs a UTC offset", "format"))
+        elif not EARLIEST <= start <= now + MAX_AHEAD:
+            problems.append(
+                FieldProblem("/start", "start must be after 2000 and at most a year ahead", "range")
+            )
+        if source not in SOURCES:
+            problems.append(
+                FieldProblem("/source", f"source is one of {', '.join(SOURCES)}", "enum")
+            )
+        if problems:
+            raise InvalidPayload("invalid driver assignment", problems)
+        return start.astimezone(UTC)
+
+    async def _driver(self, tenant: str, driver_ref: str) -> dict[str, str]:
+        try:
+            doc = await self._entities.get(tenant, "driver", driver_ref)
+        except NotFound:
+            message = f"no driver {driver_ref!r} (an id or a CPF) in this tenant"
+            raise InvalidPayload(message, [FieldProblem("/driver", message, "reference")]) from None
+        data = doc["data"]
+        return {"id": str(doc["_id"]), "cpf": data["cpf"], "name": data["name"]}
+
+    async def _assignment(self, tenant: str, doc: Doc) -> Assignment:
+        following = await self._store.next_after(tenant, doc["vehicle_id"], doc["start"])
+        return _to_assignment(doc, None if following is None else following["start"])
+
+    async def _sync_current_driver(self, tenant: str, vehicle: Doc, origin: Origin) -> None:
+        """The vehicle's `current_driver` follows the history. Re-checked after writing: a
+        concurrent assignment may have changed the history between our read and our write."""
+        vid = str(vehicle["_id"])
+        for _ in range(_SYNC_ROUNDS):
+            in_force = await self._store.at(tenant, vid, self._clock())
+            wanted = _current_field(None if in_force is None else in_force.get("driver"))
+            latest = await self._entities.get(tenant, "vehicle", vid)
+            if latest["data"].get("current_driver") == wanted:
+                return
+            await self._entities.patch(tenant, "vehicle", vid, {"current_driver": wanted}, origin)
+
+
+def _current_field(driver: dict[str, str] | None) -> dict[str, str] | None:
+    return None if driver is None else {k: driver[k] for k in ("id", "cpf", "name")}
+
+
+def _same_driver(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
+    return (a or {}).get("id") == (b or {}).get("id")
+
+
+def _to_assignment(doc: Doc, end: datetime | None) -> Assignment:
+    return Assignment(
+        vehicle_id=doc["vehicle_id"],
+        plate=doc["plate"],
+        driver=doc.get("driver"),
+        start=doc["start"],
+        end=end,
+        source=doc["source"],
+        ref=doc.get("ref"),
+        author=doc["author"],
+        recorded_at=doc["recorded_at"],
+        id=doc["_id"],
+    )

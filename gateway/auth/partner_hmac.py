@@ -1,0 +1,240 @@
+"""Partners' own webhook signatures: an HMAC of the body (or of a template over the body, a
+timestamp and a message id) in a header, as Motive, Samsara, Fleetio and GitHub send them.
+
+    scheme = scheme_from({"preset": "samsara"})           # or algorithm, header, encoding, ...
+    replay_key = verify(scheme, secrets, headers, body, now=time.time())
+
+A scheme is algorithm (sha1, sha256, sha512), header, encoding of the signature (hex,
+base64), prefix (`sha256=`, `v1=`), signed content (`{body}`, or e.g.
+`v1:{timestamp}:{body}` with `timestamp_header`, `{id}` with `id_header`), timestamp
+tolerance, and how the secret is the key (`text`: its UTF-8 bytes; `base64`: decoded).
+Comparison is constant-time; every refusal is a `SignatureRejected` with a reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets as _random
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from gateway.auth.signatures import SignatureRejected, header_value
+
+ALGORITHMS: Final = ("sha1", "sha256", "sha512")
+ENCODINGS: Final = ("hex", "base64")
+SECRET_ENCODINGS: Final = ("text", "base64")
+PLACEHOLDERS: Final = ("body", "timestamp", "id")
+MAX_TOLERANCE: Final = 86_400
+_DIGEST_SIZES: Final = {name: hashlib.new(name).digest_size for name in ALGORITHMS}
+_MAX_ID: Final = 200
+_FORMATTER = string.Formatter()
+
+# From the partners' published docs (see docs/partners.md for each recipe and its source).
+PRESETS: Final[dict[str, dict[str, Any]]] = {
+    # HMAC-SHA1 hex digest of the JSON body with the webhook's shared secret.
+    "motive": {"algorithm": "sha1", "header": "X-KT-Webhook-Signature"},
+    # v1=<hex HMAC-SHA256 of "v1:<X-Samsara-Timestamp>:<body>">, keyed by the base64-decoded
+    # secret key of the webhook.
+    "samsara": {
+        "algorithm": "sha256",
+        "header": "X-Samsara-Signature",
+        "prefix": "v1=",
+        "signed_content": "v1:{timestamp}:{body}",
+        "timestamp_header": "X-Samsara-Timestamp",
+        "secret_encoding": "base64",
+    },
+    # Hex HMAC-SHA256 of the raw body with the webhook's secret key.
+    "fleetio": {"algorithm": "sha256", "header": "X-Fleetio-Webhook-Signature"},
+    # sha256=<hex HMAC-SHA256 of the body>.
+    "github": {"algorithm": "sha256", "header": "X-Hub-Signature-256", "prefix": "sha256="},
+}
+
+
+class SchemeError(ValueError):
+    """A scheme that cannot work; `field` names the member of `auth` that is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class HmacScheme:
+    algorithm: str
+    header: str
+    encoding: str = "hex"
+    prefix: str = ""
+    signed_content: str = "{body}"
+    timestamp_header: str | None = None
+    id_header: str | None = None
+    tolerance_seconds: int = 300
+    secret_encoding: str = "text"
+    _parts: tuple[tuple[bytes, str | None], ...] = field(default=(), repr=False, compare=False)
+
+    def key(self, secret: str) -> bytes:
+        """The HMAC key in a secret; ValueError when the secret does not fit the scheme."""
+        if self.secret_encoding == "text":
+            if not secret:
+                raise ValueError("the secret is empty")
+            return secret.encode()
+        try:
+            key = base64.b64decode(secret, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("this scheme's secret is base64 (secret_encoding: base64)") from None
+        if not key:
+            raise ValueError("the secret is empty")
+        return key
+
+    def content(self, body: bytes, timestamp: str = "", msg_id: str = "") -> bytes:
+        """What is signed: the body, or the signed-content template filled in."""
+        values = {"body": body, "timestamp": timestamp.encode(), "id": msg_id.encode()}
+        return b"".join(literal + (values[name] if name else b"") for literal, name in self._parts)
+
+    def sign(self, key: bytes, body: bytes, *, timestamp: str = "", msg_id: str = "") -> str:
+        """The signature header's value, as the partner would send it."""
+        mac = hmac.digest(key, self.content(body, timestamp, msg_id), self.algorithm)
+        encoded = mac.hex() if self.encoding == "hex" else base64.b64encode(mac).decode()
+        return self.prefix + encoded
+
+
+def scheme_from(auth: Mapping[str, Any]) -> HmacScheme:
+    """The scheme a trigger's `auth` describes: a preset, with any member overridden.
+    Raises SchemeError naming the member that cannot work."""
+    preset = auth.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise SchemeError("preset", f"preset is one of {', '.join(PRESETS)}")
+    names = [f.name for f in fields(HmacScheme) if not f.name.startswith("_")]
+    given = {name: auth[name] for name in names if auth.get(name) is not None}
+    merged = {**PRESETS.get(preset or "", {}), **given}
+    for name in ("algorithm", "header"):
+        if name not in merged:
+            raise SchemeError(name, f"{name} is required without a preset")
+    _check_members(merged)
+    parts = _template(merged)
+    return HmacScheme(**merged, _parts=parts)
+
+
+def _check_members(merged: Mapping[str, Any]) -> None:
+    choices = {
+        "algorithm": ALGORITHMS,
+        "encoding": ENCODINGS,
+        "secret_encoding": SECRET_ENCODINGS,
+    }
+    for name, allowed in choices.items():
+        if name in merged and merged[name] not in allowed:
+            raise SchemeError(name, f"{name} is one of {', '.join(allowed)}")
+    tolerance = merged.get("tolerance_seconds", 300)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int):
+        raise SchemeError("tolerance_seconds", "tolerance_seconds is a number of seconds")
+    if not 1 <= tolerance <= MAX_TOLERANCE:
+        message = f"tolerance_seconds is between 1 and {MAX_TOLERANCE}"
+        raise SchemeError("tolerance_seconds", message)
+
+
+def _template(merged: Mapping[str, Any]) -> tuple[tuple[bytes, str | None], ...]:
+    text = merged.get("signed_content", "{body}")
+    try:
+        parsed = list(_FORMATTER.parse(text))
+    except ValueError as exc:
+        raise SchemeError("signed_content", f"signed_content is malformed: {exc}") from None
+    names = [name for _, name, _, _ in parsed if name is not None]
+    for _, name, spec, conversion in parsed:
+        if name is not None and (name not in PLACEHOLDERS or spec or conversion):
+            message = "signed_content takes only {body}, {timestamp} and {id}"
+            raise SchemeError("signed_content", message)
+    if names.count("body") != 1:
+        raise SchemeError("signed_content", "signed_content has {body} exactly once")
+    for name, header in (("timestamp", "timestamp_header"), ("id", "id_header")):
+        if name in names and not merged.get(header):
+            raise SchemeError(header, f"{{{name}}} in signed_content needs {header}")
+        if name not in names and merged.get(header):
+            message = f"{header} is set but signed_content has no {{{name}}}: it would be unsigned"
+            raise SchemeError("signed_content", message)
+    return tuple((literal.encode(), name) for literal, name, _, _ in parsed)
+
+
+def generate_secret(scheme: HmacScheme) -> str:
+    """A new secret for a partner to sign with: 32 random bytes, as the scheme reads it."""
+    raw = _random.token_bytes(32)
+    return raw.hex() if scheme.secret_encoding == "text" else base64.b64encode(raw).decode()
+
+
+def verify(
+    scheme: HmacScheme,
+    secrets: Sequence[str],
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+) -> str:
+    """Check a signed request; return its replay key (the signed message id, or else the
+    signature itself): a request sent again, by the partner or by someone who captured it,
+    is answered from the first one instead of being written twice.
+
+    Raises SignatureRejected: a header is missing, a value malformed, the timestamp outside
+    the tolerance, or no secret's signature matches.
+    """
+    offered_text = _required(headers, scheme.header).strip()
+    timestamp = msg_id = ""
+    if scheme.timestamp_header:
+        timestamp = _timestamp(scheme, _required(headers, scheme.timestamp_header), now)
+    if scheme.id_header:
+        msg_id = _required(headers, scheme.id_header)
+        if len(msg_id) > _MAX_ID or not msg_id.isascii() or not msg_id.isprintable():
+            raise SignatureRejected("malformed", "the message id is not printable ASCII")
+    offered = _decoded(scheme, offered_text)
+    content = scheme.content(body, timestamp, msg_id)
+    matched = 0
+    for secret in secrets:
+        try:
+            key = scheme.key(secret)
+        except ValueError:
+            continue  # a secret kept from before the scheme changed: it cannot match
+        expected = hmac.digest(key, content, scheme.algorithm)
+        # Every secret is tried, in constant time, whatever matched before.
+        matched |= hmac.compare_digest(expected, offered)
+    if not matched:
+        raise SignatureRejected("mismatch", "no matching signature")
+    return f"id:{msg_id}" if msg_id else f"sig:{timestamp}:{offered.hex()[:128]}"
+
+
+def _required(headers: Mapping[str, str], name: str) -> str:
+    value = header_value(headers, name)
+    if not value:
+        raise SignatureRejected("missing", f"missing {name}")
+    return value
+
+
+def _timestamp(scheme: HmacScheme, text: str, now: float) -> str:
+    text = text.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise SignatureRejected("malformed", "the timestamp is not Unix seconds")
+    if abs(now - int(text)) > scheme.tolerance_seconds:
+        raise SignatureRejected("stale", "the timestamp is outside the tolerance")
+    return text
+
+
+def _decoded(scheme: HmacScheme, text: str) -> bytes:
+    """The signature's bytes: prefix, encoding and length as the scheme says, else malformed."""
+    if not text.startswith(scheme.prefix):
+        raise SignatureRejected("malformed", f"the signature does not start with {scheme.prefix}")
+    encoded = text[len(scheme.prefix) :]
+    try:
+        if scheme.encoding == "hex":
+            if not all(c in string.hexdigits for c in encoded):
+                raise ValueError
+            offered = bytes.fromhex(encoded)
+        else:
+            offered = base64.b64decode(encoded, validate=True)
+    except (ValueError, binascii.Error):
+        raise SignatureRejected("malformed", f"the signature is not {scheme.encoding}") from None
+    if len(offered) != _DIGEST_SIZES[scheme.algorithm]:
+        # A truncated signature, or one made with another algorithm.
+        raise SignatureRejected("malformed", f"the signature is not a {scheme.algorithm} digest")
+    return offered

@@ -1,0 +1,31 @@
+"""What the inbound signature checks share: how they refuse, and how they read headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final, Literal
+
+from gateway.errors import Unauthorized
+
+Reason = Literal["missing", "malformed", "stale", "mismatch"]
+REASONS: Final[tuple[Reason, ...]] = ("missing", "malformed", "stale", "mismatch")
+
+
+class SignatureRejected(Unauthorized):
+    """A signed request that does not verify. `reason` is a metrics label: a header is
+    `missing`, a value is `malformed` (not the encoding, length or prefix of the scheme), the
+    timestamp is `stale` (outside the tolerance: a replay), or no signature is a `mismatch`.
+    The partner sees the same 401 as for any bad credential."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason: Reason = reason
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    # aiohttp's headers are case-insensitive already; a plain dict may not be.
+    value = headers.get(name)
+    if value is None:
+        lower = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lower), None)
+    return value

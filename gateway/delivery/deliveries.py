@@ -1,0 +1,101 @@
+"""Use case: watch deliveries and replay the ones that failed or died."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.errors import BadRequest, Conflict, NotFound
+from gateway.models import DeliveryStatus
+from gateway.store import Doc, Store
+from gateway.store.deliveries import FILTERS
+
+STATUSES = tuple(s.value for s in DeliveryStatus)
+_SUMMARY = (
+    "status",
+    "event_type",
+    "subscription_id",
+    "action_id",
+    "partner_id",
+    "attempt_count",
+    "last_status",
+    "last_error",
+    "waiting_for",
+    "created_at",
+    "updated_at",
+    "final_at",
+    "replayed_at",
+)
+
+
+def public_delivery(doc: Doc, *, full: bool = False) -> dict[str, Any]:
+    event = doc.get("event") or {}
+    view: dict[str, Any] = {
+        "id": doc["_id"],
+        "event_id": event.get("id"),
+        "entity": event.get("entity"),
+        **{k: doc.get(k) for k in _SUMMARY},
+    }
+    if doc["status"] == DeliveryStatus.PENDING.value:
+        view["next_attempt_at"] = doc.get("next_attempt_at")
+    if full:
+        view["attempts"] = doc.get("attempts", [])
+        view["event"] = event
+    return view
+
+
+def parse_filters(query: Mapping[str, str]) -> dict[str, str]:
+    filters = {k: v for k, v in query.items() if k in FILTERS and v}
+    status = filters.get("status")
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+    return filters
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        on_replay: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._on_replay = on_replay
+
+    async def list(
+        self, tenant: str, filters: Mapping[str, str], *, before: str | None, limit: int
+    ) -> list[Doc]:
+        return await self._store.deliveries.list(tenant, filters, before=before, limit=limit)
+
+    async def get(self, tenant: str, delivery_id: str) -> Doc:
+        doc = await self._store.deliveries.get(tenant, delivery_id)
+        if doc is None:
+            raise NotFound(f"no delivery {delivery_id!r}")
+        return doc
+
+    async def replay(self, tenant: str, delivery_id: str) -> Doc:
+        """One failed or dead delivery → pending, due now."""
+        doc = await self.get(tenant, delivery_id)
+        if not await self._store.deliveries.replay(
+            tenant, {}, self._clock(), delivery_id=delivery_id
+        ):
+            raise Conflict(
+                f"delivery {delivery_id} is {doc['status']}; only failed and dead "
+                "deliveries can be replayed"
+            )
+        self._replayed()
+        return await self.get(tenant, delivery_id)
+
+    async def replay_matching(self, tenant: str, filters: Mapping[str, str]) -> int:
+        """Every failed and dead delivery matching `filters` → pending; how many."""
+        count = await self._store.deliveries.replay(tenant, filters, self._clock())
+        if count:
+            self._replayed()
+        return count
+
+    def _replayed(self) -> None:
+        if self._on_replay is not None:
+            self._on_replay()

@@ -1,0 +1,125 @@
+"""Fan-out: one stored event → one delivery per matching subscription (its filter, from
+`actions/filters.py`, says which).
+
+The relay (`gateway/events.py`) calls `FanOut` for every event it moves out of an entity's
+outbox, before it drains the outbox. A delivery's `_id` is `<event id>:<subscription id>`,
+so running the relay again after a crash re-creates nothing: at-least-once fan-out with
+exactly one delivery per (event, subscription).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from gateway.actions.catalog import Action, Catalog
+from gateway.actions.filters import EventFilter, compile_filter, event_type_keys
+from gateway.delivery.retry import next_attempt_at
+from gateway.errors import InvalidPayload, NotFound
+from gateway.events import public_event
+from gateway.metrics import Metrics
+from gateway.models import DeliveryStatus
+from gateway.store import Doc, Store
+from gateway.store.deliveries import shard_of
+
+_MAX_FILTERS_CACHED = 10_000
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first: datetime) -> Doc:
+    event_id = str(event["_id"])
+    entity_id = (event.get("entity") or {}).get("id")
+    delivery_id = f"{event_id}:{sub['_id']}"
+    doc: Doc = {
+        "_id": delivery_id,
+        "shard": shard_of(delivery_id),
+        "tenant": event["tenant"],
+        "event": public_event(event),
+        "event_type": event["type"],
+        "subscription_id": str(sub["_id"]),
+        "action_id": action.id,
+        "partner_id": action.partner_id,
+        "entity_id": entity_id,
+        "status": DeliveryStatus.PENDING.value,
+        "next_attempt_at": first,
+        "attempt_count": 0,
+        "attempts": [],
+        "created_at": now,
+        "updated_at": now,
+    }
+    if action.ordered and entity_id:
+        doc["order_key"] = f"{action.id}:{entity_id}"
+        # Sorts by the entity's revision, then the event's place in that write.
+        rev = int((event.get("entity") or {}).get("rev", 0))
+        doc["seq"] = f"{rev:012d}.{int(event.get('position', 0)):03d}.{delivery_id}"
+        # One shard per order key: a worker claims them together and sends them in turn.
+        doc["shard"] = shard_of(doc["order_key"])
+    return doc
+
+
+class FanOut:
+    """`await fanout(events) -> created`; the relay (`gateway/events.py`) is built with it."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        rng: Callable[[], float] = random.random,
+        on_created: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = rng
+        self._on_created = on_created
+        self._filters: dict[tuple[str, int], EventFilter] = {}
+
+    async def __call__(self, events: Sequence[Doc]) -> int:
+        """Create the deliveries of a batch of events: one subscription query per tenant,
+        one insert for all (existing deliveries are left alone: re-running is harmless)."""
+        by_tenant: dict[str, list[Doc]] = defaultdict(list)
+        for event in events:
+            by_tenant[event["tenant"]].append(event)
+        now = self._clock()
+        docs = []
+        for tenant, tenant_events in by_tenant.items():
+            subs = await self._store.subscriptions.active(tenant)
+            for event in tenant_events:
+                keys = set(event_type_keys(event["type"]))
+                for sub in subs:
+                    if keys.isdisjoint(sub["event_types"]) or not self._filter(sub).matches(event):
+                        continue
+                    try:
+                        action = await self._catalog.action(tenant, sub["action_id"])
+                    except NotFound:
+                        continue  # deleted since; the subscription goes with it
+                    first = next_attempt_at(0, action.retry_schedule, now, rng=self._rng) or now
+                    docs.append(delivery_document(event, sub, action, now, first))
+        created = await self._store.deliveries.insert_many(docs)
+        if created:
+            self._metrics.deliveries.labels("created").inc(created)
+            if self._on_created is not None:
+                self._on_created()
+        return created
+
+    def _filter(self, sub: Doc) -> EventFilter:
+        key = (str(sub["_id"]), int(sub.get("rev", 0)))
+        compiled = self._filters.get(key)
+        if compiled is None:
+            try:
+                compiled = compile_filter(sub.get("filter") or {})
+            except InvalidPayload:
+                compiled = EventFilter(entity_types=frozenset())  # matches nothing
+            if len(self._filters) >= _MAX_FILTERS_CACHED:
+                self._filters.clear()
+            self._filters[key] = compiled
+        return compiled

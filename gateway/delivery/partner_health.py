@@ -1,0 +1,81 @@
+"""Partner health, as the delivery worker sees it: which partners are disabled, and turning
+them off and on.
+
+A partner failing (retryable failures only, no success in between) for longer than its
+`disable_after_hours` is disabled: its deliveries wait instead of burning their retry
+schedule. The worker probes it every `probe_seconds`; the first answer re-enables it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from gateway.actions.catalog import Catalog, Partner
+from gateway.metrics import Metrics
+from gateway.outbound.verdict import Verdict
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class PartnerHealth:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        metrics: Metrics,
+        *,
+        probe_seconds: float,
+        on_enabled: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._metrics = metrics
+        self._probe_seconds = probe_seconds
+        self._on_enabled = on_enabled
+        self.disabled: set[str] = set()  # partner ids whose deliveries wait
+        self._failing: set[str] = set()  # partners this process saw fail since their success
+
+    async def refresh(self) -> None:
+        """Learn which partners are disabled (by any process)."""
+        self.disabled = set(await self._store.partners.disabled_ids())
+
+    async def note(self, partner: Partner, verdict: Verdict, now: datetime) -> None:
+        if verdict is not Verdict.RETRY:
+            if partner.id in self._failing or partner.failing_since is not None:
+                self._failing.discard(partner.id)
+                await self._store.partners.note_success(partner.tenant, partner.id)
+            return
+        self._failing.add(partner.id)
+        doc = await self._store.partners.note_failure(partner.tenant, partner.id, now)
+        since = doc.get("failing_since") if doc else None
+        if (
+            doc is None
+            or since is None
+            or partner.disable_after is None
+            or doc.get("status", "active") != "active"
+            or now - since < partner.disable_after
+        ):
+            return
+        probe_at = now + timedelta(seconds=self._probe_seconds)
+        if await self._store.partners.disable(partner.tenant, partner.id, now, probe_at):
+            log.warning(
+                "partner %s disabled: failing since %s; probing every %g s",
+                partner.id,
+                since.isoformat(),
+                self._probe_seconds,
+            )
+            self._metrics.partner_disabled.labels("disabled").inc()
+        self.disabled.add(partner.id)
+        self._catalog.forget(partner.id)
+
+    async def enable(self, partner: Partner) -> None:
+        if await self._store.partners.enable(partner.tenant, partner.id):
+            log.warning("partner %s answers again: re-enabled", partner.id)
+            self._metrics.partner_disabled.labels("enabled").inc()
+        self.disabled.discard(partner.id)
+        self._failing.discard(partner.id)
+        self._catalog.forget(partner.id)
+        self._on_enabled()

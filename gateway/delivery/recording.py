@@ -1,0 +1,204 @@
+"""The delivery worker's record stage: an attempt's Outcome becomes the delivery's next state
+(succeeded | pending at the next retry time | failed | dead), fenced by the claim's token.
+
+Also here: what that state means around the delivery — metrics, partner health, a 410
+disabling the subscription, and waking the next delivery of an ordered group once this one
+is final.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.actions.catalog import Action, Catalog, Partner
+from gateway.delivery.partner_health import PartnerHealth
+from gateway.delivery.retry import next_attempt_at
+from gateway.metrics import Metrics
+from gateway.models import DeliveryStatus
+from gateway.outbound.breaker import PartnerGuard, PartnerGuards
+from gateway.outbound.redaction import Redactor
+from gateway.outbound.sender import Outcome
+from gateway.outbound.verdict import Verdict
+from gateway.store import Doc, Store
+
+log = logging.getLogger(__name__)
+
+_EXCERPT = 1024
+
+
+class DeliveryRecorder:
+    """Writes every end of an attempt. `clock` and `rng` are callables, so the worker's
+    (which tests replace on the worker) are the ones read at each call."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        guards: PartnerGuards,
+        health: PartnerHealth,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime],
+        rng: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._guards = guards
+        self._health = health
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = rng
+
+    async def record(
+        self, doc: Doc, token: str, action: Action, partner: Partner, outcome: Outcome, probe: bool
+    ) -> str:
+        now = self._clock()
+        verdict = action.verdict(outcome)
+        self._observe(partner, outcome, verdict)
+        if not outcome.sent and outcome.error != "blocked":
+            # Our own limits (rate, concurrency, open circuit): nothing went out, no attempt.
+            wait = max(self._guard(partner).breaker.retry_in(), 1.0)
+            return await self.defer(
+                doc, token, now + timedelta(seconds=wait), outcome.message or str(outcome.error)
+            )
+        if outcome.sent:
+            await self._health.note(partner, verdict, now)
+        attempt = _attempt(doc, outcome, now, probe, partner.redactor())
+        if probe:
+            if verdict is Verdict.RETRY:  # still down: the probe costs the delivery nothing
+                await self._store.deliveries.finish(
+                    doc["_id"],
+                    token,
+                    {"status": DeliveryStatus.PENDING.value, "updated_at": now},
+                    attempt=attempt,
+                    counted=False,
+                )
+                return "probe_failed"
+            await self._health.enable(partner)
+        status, fields = self._next_state(doc, action, outcome, verdict, now)
+        if not await self._store.deliveries.finish(doc["_id"], token, fields, attempt=attempt):
+            log.warning(
+                "delivery %s: lease lost before recording; another worker owns it", doc["_id"]
+            )
+            return "lease_lost"
+        if verdict is Verdict.GONE:
+            await self._store.subscriptions.disable(
+                doc["tenant"], doc["subscription_id"], f"partner answered 410 at {now.isoformat()}"
+            )
+            self._catalog.forget(doc["subscription_id"])
+        if status.final and doc.get("order_key"):
+            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
+        result = (
+            "gone"
+            if verdict is Verdict.GONE
+            else ("retry" if status is DeliveryStatus.PENDING else status.value)
+        )
+        self._metrics.deliveries.labels(result).inc()
+        return result
+
+    def _next_state(
+        self, doc: Doc, action: Action, outcome: Outcome, verdict: Verdict, now: datetime
+    ) -> tuple[DeliveryStatus, Doc]:
+        error = None if verdict is Verdict.SUCCESS else _error_text(outcome)
+        fields: Doc = {"updated_at": now, "last_status": outcome.status, "last_error": error}
+        status = {
+            Verdict.SUCCESS: DeliveryStatus.SUCCEEDED,
+            Verdict.FAIL: DeliveryStatus.FAILED,
+            Verdict.GONE: DeliveryStatus.FAILED,
+        }.get(verdict, DeliveryStatus.PENDING)
+        if status is DeliveryStatus.PENDING:
+            when = next_attempt_at(
+                doc.get("attempt_count", 0) + 1,
+                action.retry_schedule,
+                now,
+                retry_after=outcome.retry_after(now),
+                rng=self._rng,
+            )
+            if when is None:
+                status = DeliveryStatus.DEAD
+            else:
+                fields["next_attempt_at"] = when
+        fields["status"] = status.value
+        if status.final:
+            fields["final_at"] = now
+        return status, fields
+
+    async def fail(
+        self, doc: Doc, token: str, reason: str, errors: Sequence[dict[str, Any]] = ()
+    ) -> str:
+        """Unsendable (deleted, disabled, request cannot be built): failed without a send."""
+        now = self._clock()
+        attempt = {
+            "n": doc.get("attempt_count", 0) + 1,
+            "at": now,
+            "status": None,
+            "error": "unsendable",
+            "message": reason,
+            "errors": list(errors)[:20],
+        }
+        await self._store.deliveries.finish(
+            doc["_id"],
+            token,
+            {
+                "status": DeliveryStatus.FAILED.value,
+                "last_error": reason,
+                "final_at": now,
+                "updated_at": now,
+            },
+            attempt=attempt,
+        )
+        if doc.get("order_key"):
+            await self._store.deliveries.wake_follower(doc["order_key"], doc["seq"], now)
+        self._metrics.deliveries.labels("failed").inc()
+        return "failed"
+
+    async def defer(self, doc: Doc, token: str, when: datetime, reason: str) -> str:
+        """Pending again at `when` without spending an attempt."""
+        await self._store.deliveries.finish(
+            doc["_id"],
+            token,
+            {
+                "status": DeliveryStatus.PENDING.value,
+                "next_attempt_at": when,
+                "last_error": reason,
+                "updated_at": self._clock(),
+            },
+        )
+        self._metrics.deliveries.labels("deferred").inc()
+        return "deferred"
+
+    def _guard(self, partner: Partner) -> PartnerGuard:
+        return self._guards.get(partner.id, partner.guard)
+
+    def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
+        result = verdict.value if outcome.sent else str(outcome.error)
+        self._metrics.partner_requests.labels(partner.id, "deliver", result).inc()
+        if outcome.sent:
+            self._metrics.partner_latency.labels(partner.id, "deliver").observe(
+                outcome.latency_ms / 1000
+            )
+
+
+def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: Redactor) -> Doc:
+    attempt: Doc = {
+        "n": doc.get("attempt_count", 0) + 1,
+        "at": now,
+        "status": outcome.status,
+        "latency_ms": outcome.latency_ms,
+        "error": outcome.error,
+        "message": redactor.redact(outcome.message or "") or None,
+        # Redacted whole, then cut: the cut must not leave half a credential behind.
+        "response": redactor.redact(outcome.body_excerpt)[:_EXCERPT],
+    }
+    if probe:
+        attempt["probe"] = True
+    return attempt
+
+
+def _error_text(outcome: Outcome) -> str:
+    if outcome.status is not None:
+        return f"partner answered {outcome.status}"
+    return f"{outcome.error}: {outcome.message}"

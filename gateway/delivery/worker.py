@@ -1,0 +1,393 @@
+"""Use case: the delivery worker. Named stages over the persisted status:
+
+    claim    due pending deliveries → in_flight under a lease (store/deliveries.py)
+    prepare  subscription, action, partner, request mapping → a signed request (preparation.py)
+    send     through the partner's guard (breaker, rate limit, concurrency) and the SSRF guard
+    record   the attempt, then succeeded | pending at the next retry time | failed | dead
+             (recording.py)
+
+Several processes can run workers on one database: a delivery is claimed by one worker at a
+time, and every write after the claim is fenced by the claim's token. A worker that dies
+leaves leases that expire; their deliveries are due again at once (at-least-once).
+
+Partners: a partner failing for longer than its `disable_after_hours` is disabled
+(partner_health.py): its deliveries wait. Every `probe_seconds` one worker probes it with its
+oldest pending delivery (or a HEAD of its base URL when it has none); the first answer
+re-enables it and its backlog flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.actions.catalog import Catalog, Partner
+from gateway.background import cancel_and_wait
+from gateway.delivery.partner_health import PartnerHealth
+from gateway.delivery.preparation import signed_request
+from gateway.delivery.recording import DeliveryRecorder
+from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
+from gateway.mapping_files.source import MappingSource
+from gateway.metrics import Metrics
+from gateway.models import DeliveryStatus
+from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.progress import Progress
+from gateway.store import Doc, Store
+from gateway.store.deliveries import SHARDS
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_EXCERPT = 1024
+_QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O(backlog))
+_SECOND = timedelta(seconds=1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    lease_seconds: float = 90.0
+    concurrency: int = 32
+    poll_seconds: float = 1.0
+    probe_seconds: float = 300.0
+    shutdown_seconds: float = 10.0
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        sender: Sender,
+        guards: PartnerGuards,
+        mappings: MappingSource,
+        metrics: Metrics,
+        *,
+        settings: WorkerSettings = WorkerSettings(),
+        owner: str | None = None,
+        clock: Clock = utcnow,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._sender = sender
+        self._guards = guards
+        self._mappings = mappings
+        self._metrics = metrics
+        self._settings = settings
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Public so tests can move time and fix the jitter: scheduling reads them only.
+        self.clock = clock
+        self.rng = rng
+        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._batches = itertools.count(1)
+        self._shard = random.randrange(SHARDS)
+        self._refill_at = max(1, settings.concurrency // 4)
+        self._wake = asyncio.Event()
+        self.progress = Progress()  # of claiming, for readiness
+        self._stopping = False
+        self._running = False
+        self._loop_ended = asyncio.Event()
+        self._held: dict[str, str] = {}  # delivery id → claim token, until recorded
+        self._tasks: set[asyncio.Task[Counter[str]]] = set()
+        self._health = PartnerHealth(
+            store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self._wake.set
+        )
+        self._recorder = DeliveryRecorder(
+            store, catalog, guards, self._health, metrics, clock=self._now, rng=self._random
+        )
+
+    @property
+    def running(self) -> bool:
+        """Whether `run()` is looping (for readiness)."""
+        return self._running
+
+    def notify(self) -> None:
+        """New deliveries exist (the fan-out calls this): claim now, not at the next poll."""
+        self._wake.set()
+
+    def _now(self) -> datetime:
+        return self.clock()  # read at each call: tests replace `clock` on the instance
+
+    def _random(self) -> float:
+        return self.rng()
+
+    # -- driving -----------------------------------------------------------------------------
+
+    async def run_until_idle(self) -> Counter[str]:
+        """Claim and send until nothing is due now (per the worker's clock); counts by result.
+        Expired leases are taken back and due probes run first."""
+        counts: Counter[str] = Counter()
+        await self.housekeeping(measure=False)
+        while batch := await self._claim(self._settings.concurrency):
+            for result in await asyncio.gather(*(self._run_group(g) for g in _groups(batch))):
+                counts.update(result)
+        return counts
+
+    async def run(self) -> None:
+        """Until `stop()`: claim as many deliveries as there are free slots, send them in
+        the background, wait for a notification, a free slot or the poll interval."""
+        keepers = [
+            asyncio.create_task(self._housekeeping_loop()),
+            asyncio.create_task(self._lease_renewal_loop()),
+        ]
+        self._running = True
+        self._loop_ended.clear()
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                free = self._settings.concurrency - len(self._held)
+                batch: list[Doc] = []
+                # Refill in batches, not one slot at a time: a claim reads a whole shard.
+                if free >= self._refill_at or (free > 0 and not self._held):
+                    batch = await self._claim_safely(free)
+                    for group in _groups(batch):
+                        self._spawn(group)
+                if batch:
+                    continue  # there may be more due right now, for the slots still free
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+        finally:
+            self._running = False
+            self._loop_ended.set()
+            await cancel_and_wait(*keepers)
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight sends finish (bounded), release what did not."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            await self._loop_ended.wait()  # no claim may land after the leases are released
+        if self._tasks:
+            _, unfinished = await asyncio.wait(
+                set(self._tasks), timeout=self._settings.shutdown_seconds
+            )
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        for delivery_id, token in list(self._held.items()):
+            with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
+                await self._store.deliveries.finish(
+                    delivery_id,
+                    token,
+                    {"status": DeliveryStatus.PENDING.value, "updated_at": self.clock()},
+                )
+            self._held.pop(delivery_id, None)
+
+    def _spawn(self, group: list[Doc]) -> None:
+        task = asyncio.create_task(self._run_group(group))
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[Counter[str]]) -> None:
+            self._tasks.discard(finished)
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(done)
+
+    async def _run_group(self, group: list[Doc]) -> Counter[str]:
+        """Deliveries of one order key go one after the other; others run side by side."""
+        counts: Counter[str] = Counter()
+        for doc in group:
+            counts[await self._deliver(doc)] += 1
+        return counts
+
+    async def _claim(self, limit: int) -> list[Doc]:
+        """Due deliveries of the next shard that has any; [] once every shard came back
+        empty. Shards are visited in turn from a random start, so workers spread out."""
+        for _ in range(SHARDS):
+            if self._stopping and self._running:
+                break  # stop() is waiting for the loop
+            shard, self._shard = self._shard, (self._shard + 1) % SHARDS
+            token = f"{self.owner}:{next(self._batches)}"
+            now = self.clock()
+            docs = await self._store.deliveries.claim(
+                token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
+            )
+            for doc in docs:
+                self._held[doc["_id"]] = token
+            if docs:
+                return docs
+        return []
+
+    async def _claim_safely(self, limit: int) -> list[Doc]:
+        try:
+            claimed = await self._claim(limit)
+            self.progress.moved()
+            return claimed
+        except StoreUnavailable as exc:
+            self.progress.stuck(exc.detail)
+            log.warning("delivery worker paused: %s", exc.detail)
+        except Exception as exc:
+            self.progress.stuck(f"{type(exc).__name__}: {exc}")
+            log.exception("claiming deliveries failed; retrying")
+        return []
+
+    # -- housekeeping: leases, disabled partners, probes, queue metrics -----------------------
+
+    async def _housekeeping_loop(self) -> None:
+        for rounds in itertools.count():
+            try:
+                await self.housekeeping(measure=rounds % _QUEUE_STATS_EVERY == 0)
+            except StoreUnavailable as exc:
+                log.warning("delivery housekeeping paused: %s", exc.detail)
+            except Exception:
+                log.exception("delivery housekeeping failed; retrying")
+            await asyncio.sleep(self._settings.poll_seconds)
+
+    async def _lease_renewal_loop(self) -> None:
+        """A slow send must not lose its lease to another worker: leases held are renewed
+        every third of their length, so only a dead (or frozen) worker's leases expire."""
+        while True:
+            await asyncio.sleep(self._settings.lease_seconds / 3)
+            try:
+                await self._store.deliveries.renew_leases(
+                    dict(self._held), self.clock() + self._lease
+                )
+            except Exception as exc:  # the next round tries again; expiry is the fallback
+                log.warning("renewing delivery leases failed: %s", exc)
+
+    async def housekeeping(self, *, measure: bool = True) -> None:
+        """Take back expired leases, learn which partners are disabled, probe the ones due,
+        and (when `measure`) update the queue gauges."""
+        now = self.clock()
+        if expired := await self._store.deliveries.expire_leases(now):
+            log.info("took back %d deliveries whose lease expired", expired)
+            self._wake.set()
+        await self._health.refresh()
+        probe_next = now + timedelta(seconds=self._settings.probe_seconds)
+        while (doc := await self._store.partners.claim_probe(now, probe_next)) is not None:
+            await self._probe(doc)
+        if measure:
+            pending, in_flight, oldest = await self._store.deliveries.queue_stats(now)
+            self._metrics.delivery_queue.labels("pending").set(pending)
+            self._metrics.delivery_queue.labels("in_flight").set(in_flight)
+            age = (now - oldest).total_seconds() if oldest else 0.0
+            self._metrics.delivery_oldest_due.set(max(age, 0.0))
+
+    async def _probe(self, doc: Doc) -> None:
+        """Probe a disabled partner with its oldest pending delivery, or a HEAD request."""
+        partner = self._catalog.compile_partner(doc)
+        token = f"{self.owner}:probe:{next(self._batches)}"
+        now = self.clock()
+        delivery = await self._store.deliveries.claim_for_partner(
+            partner.id, token, now + self._lease
+        )
+        if delivery is not None:
+            self._held[delivery["_id"]] = token
+            await self._deliver(delivery, probe=True)
+            return
+        outcome = await self._sender.send(
+            OutboundRequest("HEAD", partner.base_url, timeout=partner.timeout),
+            partner_id=partner.id,
+            guard=self._guard(partner),
+            auth=partner.auth,
+        )
+        if outcome.status is not None and outcome.status < 500:
+            await self._health.enable(partner)
+
+    # -- one delivery ------------------------------------------------------------------------
+
+    async def _deliver(self, doc: Doc, *, probe: bool = False) -> str:
+        token = self._held[doc["_id"]]
+        try:
+            result = await self._prepare_and_send(doc, token, probe)
+        except StoreUnavailable as exc:
+            # Nothing more can be written; the lease expires and another attempt follows.
+            log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
+            result = "unrecorded"
+        except Exception as exc:
+            # What the worker cannot process is parked (failed, with why; replayable), not
+            # retried forever.
+            log.exception("delivery %s failed unexpectedly; parked", doc["_id"])
+            result = "unrecorded"
+            with contextlib.suppress(Exception):
+                result = await self._recorder.fail(
+                    doc, token, f"cannot be processed: {type(exc).__name__}: {exc}"[:500]
+                )
+        self._held.pop(doc["_id"], None)
+        return result
+
+    async def _prepare_and_send(self, doc: Doc, token: str, probe: bool) -> str:
+        tenant = doc["tenant"]
+        try:
+            sub = await self._catalog.subscription(tenant, doc["subscription_id"])
+            action = await self._catalog.action(tenant, sub.action_id)
+            partner = await self._catalog.partner(tenant, action.partner_id)
+        except NotFound as exc:
+            return await self._recorder.fail(doc, token, f"{exc.detail}: it was deleted")
+        if sub.status != "active":
+            return await self._recorder.fail(doc, token, "the subscription is disabled")
+        if partner.disabled and not probe:
+            self._health.disabled.add(partner.id)
+            return await self._recorder.defer(
+                doc, token, self.clock() + _SECOND * 5, f"partner {partner.name} is disabled"
+            )
+        if doc.get("order_key") and not probe and await self._must_wait(doc, token):
+            return "waiting"
+        try:
+            request = await signed_request(
+                doc, sub, action, partner, self._mappings, lease=self._lease, clock=self._now
+            )
+        except (NotFound, InvalidPayload) as exc:
+            problems = getattr(exc, "problems", [])
+            return await self._recorder.fail(
+                doc,
+                token,
+                f"cannot build the request: {exc.detail}",
+                errors=[p.as_dict() for p in problems],
+            )
+        outcome = await self._sender.send(
+            request, partner_id=partner.id, guard=self._guard(partner), auth=partner.auth
+        )
+        return await self._recorder.record(doc, token, action, partner, outcome, probe)
+
+    async def _must_wait(self, doc: Doc, token: str) -> bool:
+        """Ordered action: park behind an earlier delivery of the same entity that is not
+        final yet. The earlier one wakes it when it ends."""
+        deliveries = self._store.deliveries
+        earlier = await deliveries.earlier_open(doc["order_key"], doc["seq"])
+        if earlier is None:
+            return False
+        now = self.clock()
+        busy = earlier.get("lease_until") if earlier["status"] == "in_flight" else None
+        when = max(now, busy or earlier.get("next_attempt_at") or now) + _SECOND
+        parked = await deliveries.finish(
+            doc["_id"],
+            token,
+            {
+                "status": DeliveryStatus.PENDING.value,
+                "next_attempt_at": when,
+                "waiting_for": earlier["_id"],
+                "updated_at": now,
+            },
+        )
+        # The earlier one may have ended while we parked, and found nobody to wake.
+        if parked and await deliveries.earlier_open(doc["order_key"], doc["seq"]) is None:
+            await deliveries.unpark(doc["_id"], self.clock())
+        return True
+
+    def _guard(self, partner: Partner) -> Any:
+        return self._guards.get(partner.id, partner.guard)
+
+
+def _groups(batch: list[Doc]) -> list[list[Doc]]:
+    """One group per order key (in delivery order), one group per unordered delivery."""
+    groups: dict[str, list[Doc]] = {}
+    for doc in sorted(batch, key=lambda d: d.get("seq") or d["_id"]):
+        groups.setdefault(doc.get("order_key") or doc["_id"], []).append(doc)
+    return list(groups.values())

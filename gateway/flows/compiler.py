@@ -1,0 +1,263 @@
+"""Flow files → compiled flows. Pure: no database, no HTTP.
+
+load_flow(text | document, *, filename=None) -> CompiledFlow
+    YAML or JSON, checked against schemas/flow.schema.json, then the rules a schema cannot
+    say: each step is one kind, ids are unique, expressions compile, a step reads only the
+    steps before it (`steps.<id>` of itself or a later step would be a cycle), and a flow
+    does not write the entities whose updates start it. InvalidPayload lists every problem
+    with its JSON Pointer and line. Whether named actions, channels and templates exist is
+    the service's check (they live in the tenant).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jmespath
+
+from gateway.actions.filters import compile_filter, event_type_keys
+from gateway.errors import InvalidPayload
+from gateway.flows.model import (
+    KINDS,
+    CompiledFlow,
+    DriverSpec,
+    Expr,
+    NotifySpec,
+    RecipientSpec,
+    Reference,
+    SetSpec,
+    Step,
+)
+from gateway.mapping.expressions import compile_expression
+from gateway.mapping.loader import canonical_checksum, parse_document
+from gateway.mapping.problems import Problems
+from gateway.schemas import CompiledSchema, compile_schema, default_schema_dir
+
+_SELF_TRIGGERING = ("entity.updated", "entity.created")
+
+
+@cache
+def flow_schema() -> CompiledSchema:
+    path = default_schema_dir() / "flow.schema.json"
+    return compile_schema(json.loads(path.read_text()))
+
+
+def load_flow(
+    text: str | bytes | Mapping[str, Any], *, filename: str | None = None
+) -> CompiledFlow:
+    if isinstance(text, Mapping):
+        text = json.dumps(text, ensure_ascii=False)
+    problems = Problems(filename=filename)
+    data = parse_document(text, problems)
+    problems.raise_if_any(_what(filename))
+    for problem in flow_schema().validate(data):
+        problems.add(problem.pointer, problem.message, problem.keyword)
+    problems.raise_if_any(_what(filename))
+    flow = _Compiler(problems).flow(data)
+    problems.raise_if_any(_what(filename))
+    assert flow is not None
+    return flow
+
+
+def _what(filename: str | None) -> str:
+    return f"flow {filename or ''}".rstrip() + " is not valid"
+
+
+class _Compiler:
+    def __init__(self, problems: Problems) -> None:
+        self.problems = problems
+        self.references: list[Reference] = []
+
+    def flow(self, data: dict[str, Any]) -> CompiledFlow | None:
+        on = data["on"]
+        event_filter = None
+        if "filter" in on:
+            try:
+                event_filter = compile_filter(on["filter"])
+            except InvalidPayload as exc:
+                for p in exc.problems:
+                    self.problems.add("/on" + p.pointer, p.message, p.keyword)
+        when = self.expr(on.get("when"), "/on/when", frozenset())
+        steps: list[Step] = []
+        seen: set[str] = set()
+        for i, raw in enumerate(data["steps"]):
+            at = f"/steps/{i}"
+            if raw["id"] in seen:
+                self.problems.add(f"{at}/id", f"step id {raw['id']!r} is used twice", "unique")
+            step = self.step(raw, at, frozenset(seen))
+            seen.add(raw["id"])
+            if step is not None:
+                steps.append(step)
+        self.check_self_trigger(data, steps)
+        if self.problems:
+            return None
+        return CompiledFlow(
+            name=data["name"],
+            description=data.get("description", ""),
+            events=tuple(on["events"]),
+            filter=event_filter,
+            when=when,
+            steps=tuple(steps),
+            references=tuple(self.references),
+            source=data,
+            checksum=canonical_checksum(data),
+        )
+
+    def step(self, raw: dict[str, Any], at: str, earlier: frozenset[str]) -> Step | None:
+        kinds = [k for k in KINDS if k in raw and k != "when"]
+        if len(kinds) > 1:
+            message = f"a step is one of fetch, notify, call, set or when; this one has {kinds}"
+            self.problems.add(at, message, "oneOf")
+            return None
+        kind = kinds[0] if kinds else "when"
+        if kind == "when" and "when" not in raw:
+            self.problems.add(at, "a step needs fetch, notify, call, set or when", "required")
+            return None
+        if "with" in raw and kind not in ("fetch", "call"):
+            self.problems.add(f"{at}/with", "with goes with fetch and call", "dependentRequired")
+        sid = raw["id"]
+        condition = self.expr(raw.get("when"), f"{at}/when", earlier)
+        step = Step(sid, kind, at, guard=condition if kind != "when" else None)
+        if kind == "when":
+            return Step(sid, kind, at, condition=condition)
+        if kind in ("fetch", "call"):
+            needs = "GET" if kind == "fetch" else "write"
+            self.references.append(Reference("action", raw[kind], f"{at}/{kind}", sid, needs))
+            values = self.values(raw.get("with", {}), f"{at}/with", earlier)
+            return Step(sid, kind, at, guard=step.guard, action=raw[kind], values=values)
+        if kind == "notify":
+            notify = self.notify(raw["notify"], f"{at}/notify", sid, earlier)
+            return Step(sid, kind, at, guard=step.guard, notify=notify)
+        set_spec = self.set(raw["set"], f"{at}/set", earlier)
+        return Step(sid, kind, at, guard=step.guard, set=set_spec)
+
+    def notify(self, raw: dict[str, Any], at: str, sid: str, earlier: frozenset[str]) -> NotifySpec:
+        self.references.append(Reference("channel", raw["channel"], f"{at}/channel", sid))
+        self.references.append(
+            Reference("template", raw["template"], f"{at}/template", sid, raw["channel"])
+        )
+        recipients = tuple(
+            self.recipient(r, f"{at}/recipients/{i}", earlier)
+            for i, r in enumerate(raw["recipients"])
+        )
+        cooldown = raw.get("cooldown") or {}
+        return NotifySpec(
+            channel=raw["channel"],
+            template=raw["template"],
+            recipients=recipients,
+            context=self.values(raw["context"], f"{at}/context", earlier)
+            if "context" in raw
+            else None,
+            cooldown_key=self.expr(cooldown.get("key"), f"{at}/cooldown/key", earlier),
+            cooldown_seconds=cooldown.get("seconds"),
+            urgent=bool(raw.get("urgent", False)),
+        )
+
+    def recipient(self, raw: dict[str, Any], at: str, earlier: frozenset[str]) -> RecipientSpec:
+        if "operators" in raw:
+            return RecipientSpec(role=raw["operators"]["role"])
+        if "address" in raw:
+            address = raw["address"]
+            return RecipientSpec(
+                addresses=(address,) if isinstance(address, str) else tuple(address)
+            )
+        driver = raw["driver"]
+        if driver == "current":
+            return RecipientSpec(driver=DriverSpec())
+        if "from" in driver and len(driver) > 1:
+            message = "a driver comes from the context (from) or the history (vehicle, at)"
+            self.problems.add(f"{at}/driver", message, "oneOf")
+        return RecipientSpec(
+            driver=DriverSpec(
+                vehicle=self.expr(driver.get("vehicle"), f"{at}/driver/vehicle", earlier),
+                at=self.expr(driver.get("at"), f"{at}/driver/at", earlier),
+                source=self.expr(driver.get("from"), f"{at}/driver/from", earlier),
+            )
+        )
+
+    def set(self, raw: dict[str, Any], at: str, earlier: frozenset[str]) -> SetSpec:
+        entity = raw.get("entity")
+        names = raw["fields"]
+        for inner in names:
+            outer = next((n for n in names if inner.startswith(n + ".")), None)
+            if outer is not None:
+                message = f"{inner!r} is inside {outer!r}: write one or the other"
+                self.problems.add(f"{at}/fields/{_escape(inner)}", message, "overlap")
+        return SetSpec(
+            fields=self.values(raw["fields"], f"{at}/fields", earlier),
+            entity_type=None if entity is None else entity["type"],
+            ref=None if entity is None else self.expr(entity["ref"], f"{at}/entity/ref", earlier),
+        )
+
+    def values(self, raw: dict[str, str], at: str, earlier: frozenset[str]) -> dict[str, Expr]:
+        out: dict[str, Expr] = {}
+        for name, text in raw.items():
+            expr = self.expr(text, f"{at}/{_escape(name)}", earlier)
+            if expr is not None:
+                out[name] = expr
+        return out
+
+    def expr(self, text: str | None, at: str, earlier: frozenset[str]) -> Expr | None:
+        if text is None:
+            return None
+        getter, why = compile_expression(text)
+        if getter is None:
+            self.problems.add(at, why, "expression")
+            return None
+        for ref in sorted(step_references(text)):
+            if ref not in earlier:
+                message = (
+                    f"steps.{ref} is not a step before this one: a step reads the answers of "
+                    "earlier steps only (a later or the same step would be a cycle)"
+                )
+                self.problems.add(at, message, "cycle")
+        return Expr(text, getter)
+
+    def check_self_trigger(self, data: dict[str, Any], steps: list[Step]) -> None:
+        """A `set` writes an entity, which emits entity.updated: a flow started by that event
+        (with no origin filter keeping flows out) would start itself again."""
+        keys = {k for event in _SELF_TRIGGERING for k in event_type_keys(event)}
+        if keys.isdisjoint(data["on"]["events"]):
+            return
+        origin = (data["on"].get("filter") or {}).get("origin") or {}
+        kinds = origin.get("kind")
+        allowed = kinds if isinstance(kinds, list) else [kinds] if kinds is not None else None
+        if allowed is not None and "flow" not in allowed:
+            return
+        for step in steps:
+            if step.kind == "set":
+                message = (
+                    "this set writes entities whose entity.updated events start the flow: a "
+                    "cycle; keep flows out with on.filter.origin.kind (e.g. [trigger, admin])"
+                )
+                self.problems.add(f"{step.pointer}/set", message, "cycle")
+
+
+def step_references(expression: str) -> set[str]:
+    """The step ids an expression reads as `steps.<id>`."""
+    found: set[str] = set()
+    stack = [jmespath.compile(expression).parsed]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        children = node.get("children") or []
+        # `steps.a.b` is one subexpression of the fields steps, a, b.
+        if node.get("type") == "subexpression" and len(children) >= 2:
+            if _field(children[0]) == "steps" and _field(children[1]):
+                found.add(str(_field(children[1])))
+        stack.extend(c for c in children if isinstance(c, dict))
+    return found
+
+
+def _field(node: Any) -> str | None:
+    if isinstance(node, dict) and node.get("type") == "field":
+        return str(node.get("value"))
+    return None
+
+
+def _escape(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")

@@ -1,0 +1,96 @@
+"""A flow run's context, and whether an event starts a flow. Pure.
+
+The context every expression sees:
+
+    {"event":  the event (type, occurred_at, entity {type, id, key, rev}, data, changes,
+               origin, detail),
+     "entity": the entity's data at the event, plus its id,
+     "steps":  {step id: what the step gave: a fetch its mapped answer, a set the entity
+               written, a notify {"messages": n}},
+     "flow":   {"name", "version"},
+     "now":    the run's start, RFC 3339}
+
+`with` (fetch, call) adds or replaces top-level members for the action's request mapping;
+`context` (notify) is what the template sees instead, plus `recipient` {name, language}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.actions.filters import event_type_keys
+from gateway.errors import FieldProblem, InvalidPayload
+from gateway.flows.model import CompiledFlow, Expr
+from gateway.mapping.model import EvalError
+
+_EVENT_KEYS = ("id", "type", "occurred_at", "entity", "data", "changes", "origin", "detail")
+
+
+def sample_event(raw: Any, now: datetime) -> dict[str, Any]:
+    """A sample event for a dry run, completed like a stored one; InvalidPayload if unusable."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("type"), str):
+        message = 'event is an object with at least a "type" (and usually entity and data)'
+        raise InvalidPayload(message, [FieldProblem("/event", message, "required")])
+    unknown = [k for k in raw if k not in _EVENT_KEYS]
+    if unknown:
+        problems = [
+            FieldProblem(f"/event/{k}", f"unknown event member {k!r}", "additionalProperties")
+            for k in unknown
+        ]
+        raise InvalidPayload("invalid sample event", problems)
+    event: dict[str, Any] = {
+        "id": "dry-run",
+        "occurred_at": now.isoformat(),
+        "entity": {},
+        "data": {},
+        "changes": [],
+        "origin": {"kind": "admin", "id": "dry-run"},
+        **raw,
+    }
+    completed: dict[str, Any] = plain(event)
+    return completed
+
+
+def run_context(
+    event: Mapping[str, Any], *, flow: str, version: int | None, now: datetime
+) -> dict[str, Any]:
+    ref = event.get("entity") or {}
+    return {
+        "event": dict(event),
+        "entity": {**(event.get("data") or {}), "id": ref.get("id")},
+        "steps": {},
+        "flow": {"name": flow, "version": version},
+        "now": now.astimezone(UTC).isoformat(),
+    }
+
+
+def starts(flow: CompiledFlow, event: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+    """None when the event starts the flow, else why not. `on.when` errors count as false."""
+    if set(event_type_keys(str(event.get("type", "")))).isdisjoint(flow.events):
+        return f"the flow starts on {', '.join(flow.events)}, not {event.get('type')}"
+    if flow.filter is not None and not flow.filter.matches(event):
+        return "the event does not pass on.filter"
+    if flow.when is not None and not holds(flow.when, context):
+        return f"on.when is false: {flow.when.text}"
+    return None
+
+
+def holds(expr: Expr, context: Mapping[str, Any]) -> bool:
+    try:
+        return expr.holds(context)
+    except EvalError:  # a failing condition is a false one, not a crash
+        return False
+
+
+def evaluate(values: Mapping[str, Expr], context: Mapping[str, Any]) -> dict[str, Any]:
+    """`with` / `context` / `fields` values (raises the engine's EvalError)."""
+    return {name: expr.value(context) for name, expr in values.items()}
+
+
+def plain(value: Any) -> Any:
+    """JSON values only: times as RFC 3339 text, ids as text."""
+    return orjson.loads(orjson.dumps(value, default=str))

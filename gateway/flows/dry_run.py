@@ -1,0 +1,350 @@
+"""Use case: `POST /api/v1/flows/test`: run a flow (stored or draft) on a sample event and
+return every step as it would go out, sending nothing and writing nothing.
+
+- `fetch`: the GET request is built, not sent (a partner's GET may still count, bill or log).
+  Its answer comes from `samples[<step id>]` (the partner's raw answer; the action's response
+  mapping is applied) or the step is *unresolved*: `steps.<id>` is null for later steps, and
+  the result lists it.
+- `when`: evaluated; false stops the run (later steps are "not reached").
+- `notify`: recipients resolved (assignment history and entities are read), the template
+  rendered per recipient in their language, the provider's request shown (FCM body, SMS
+  provider request, e-mail headers and parts), and what cooldown and quiet hours would decide.
+- `call`: the request built from the action's mapping; partner secrets show as <secret:name>.
+- `set`: the entity's document after the change, validated, and the changes; not written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from gateway.actions.catalog import Catalog, build_request
+from gateway.entities import EntityService, diff, merge
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.flows.compiler import step_references
+from gateway.flows.context import evaluate, holds, plain, run_context, sample_event, starts
+from gateway.flows.model import CompiledFlow, Step
+from gateway.flows.recipients import RecipientResolver
+from gateway.flows.service import FlowService
+from gateway.kinds import KindService
+from gateway.mapping import unflatten
+from gateway.mapping.model import EvalError
+from gateway.notify.channels import ChannelService
+from gateway.notify.messages import PushMessage, SmsMessage
+from gateway.notify.notifier import MappingSource, Recipient
+from gateway.notify.policy import decide
+from gateway.notify.push import SEND_PATH, fcm_body
+from gateway.notify.settings import SettingsService
+from gateway.notify.sms import sms_request
+from gateway.notify.templates import TemplateService
+from gateway.notify.templating import RenderFailed
+from gateway.schemas.registry import SchemaRegistry
+from gateway.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunParts:
+    store: Store
+    flows: FlowService
+    catalog: Catalog
+    mappings: MappingSource
+    entities: EntityService
+    schemas: SchemaRegistry
+    kinds: KindService
+    recipients: RecipientResolver
+    templates: TemplateService
+    channels: ChannelService
+    settings: SettingsService
+
+
+class StepFailed(Exception):
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail, self.errors = detail, errors or []
+
+
+class FlowDryRun:
+    def __init__(self, parts: DryRunParts) -> None:
+        self._p = parts
+
+    async def run(
+        self,
+        tenant: str,
+        *,
+        name: str | None,
+        version: int | None,
+        draft: str | dict[str, Any] | None,
+        event: Any,
+        samples: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        if draft is not None:
+            flow, version = await self._p.flows.compile(tenant, draft), None
+        elif name is not None:
+            flow = await self._p.flows.compiled(tenant, name, version)
+            version = version or (await self._p.flows.get(tenant, name)).version
+        else:
+            message = "give a stored flow's name or a draft"
+            raise InvalidPayload(message, [FieldProblem("/flow", message, "required")])
+        sample = sample_event(event, now)
+        context = run_context(sample, flow=flow.name, version=version, now=now)
+        result: dict[str, Any] = {"flow": flow.name, "version": version, "event": sample}
+        why = starts(flow, sample, context)
+        if why is not None:
+            return {**result, "starts": False, "reason": why, "steps": [], "unresolved": []}
+        steps, unresolved = await self._steps(tenant, flow, context, samples)
+        return {**result, "starts": True, "reason": None, "steps": steps, "unresolved": unresolved}
+
+    async def _steps(
+        self, tenant: str, flow: CompiledFlow, context: dict[str, Any], samples: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        out: list[dict[str, Any]] = []
+        unresolved: list[str] = []
+        ended = False
+        for step in flow.steps:
+            entry: dict[str, Any] = {"id": step.id, "kind": step.kind}
+            reads = _reads(step) & set(unresolved)
+            if reads:
+                entry["note"] = f"reads unresolved steps ({', '.join(sorted(reads))}): give samples"
+            if ended:
+                out.append({**entry, "outcome": "not reached"})
+                continue
+            if step.guard is not None and not holds(step.guard, context):
+                out.append({**entry, "outcome": "skipped", "reason": f"when: {step.guard.text}"})
+                continue
+            try:
+                entry.update(await self._step(tenant, step, context, samples))
+            except StepFailed as exc:
+                entry.update(outcome="failed", detail=exc.detail, errors=exc.errors)
+            except EvalError as exc:
+                entry.update(outcome="failed", detail=f"expression {exc.source!r}: {exc.message}")
+            if entry["outcome"] == "unresolved":
+                unresolved.append(step.id)
+            ended = entry["outcome"] in ("stopped", "failed")
+            out.append(entry)
+        return out, unresolved
+
+    async def _step(
+        self, tenant: str, step: Step, context: dict[str, Any], samples: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        if step.kind == "when":
+            assert step.condition is not None
+            passed = holds(step.condition, context)
+            return {"outcome": "passed" if passed else "stopped", "condition": step.condition.text}
+        if step.kind in ("fetch", "call"):
+            return await self._action(tenant, step, context, samples)
+        if step.kind == "notify":
+            return await self._notify(tenant, step, context)
+        return await self._set(tenant, step, context)
+
+    # -- fetch and call ----------------------------------------------------------------------
+
+    async def _action(
+        self, tenant: str, step: Step, context: dict[str, Any], samples: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        assert step.action is not None
+        action, partner, mapping = await self._resolve_action(tenant, step.action)
+        local = {**context, **evaluate(step.values, context)}
+        masked = {
+            n: f"<secret:{n}>" for n in (*partner.secrets, *(mapping.secrets if mapping else ()))
+        }
+        try:
+            request, body = build_request(
+                action,
+                replace(partner, secrets=masked),
+                mapping,
+                plain(local),
+                default_body=local["event"],
+            )
+        except InvalidPayload as exc:
+            raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
+        entry: dict[str, Any] = {"action": action.name, "request": _request(request, body)}
+        if step.kind == "call":
+            context["steps"][step.id] = None  # a call is a delivery: its answer comes later
+            return {**entry, "outcome": "rendered"}
+        if step.id not in samples:
+            context["steps"][step.id] = None
+            return {**entry, "outcome": "unresolved"}
+        answer = samples[step.id]
+        mapped = answer
+        if action.response_mapping:
+            response = await self._p.mappings.active(tenant, action.response_mapping)
+            try:
+                mapped = response.map_response(answer)
+            except InvalidPayload as exc:
+                raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
+        context["steps"][step.id] = mapped
+        return {**entry, "outcome": "answered", "answer": answer, "result": mapped}
+
+    async def _resolve_action(self, tenant: str, ref: str) -> tuple[Any, Any, Any]:
+        doc = await self._p.store.actions.get(tenant, ref)
+        if doc is None:
+            named = await self._p.store.actions.list(tenant, {"name": ref}, after=None, limit=1)
+            if not named:
+                raise StepFailed(f"no action {ref!r}")
+            doc = named[0]
+        action = await self._p.catalog.action(tenant, str(doc["_id"]))
+        partner = await self._p.catalog.partner(tenant, action.partner_id)
+        mapping = None
+        if action.request_mapping:
+            mapping = await self._p.mappings.active(tenant, action.request_mapping)
+        return action, partner, mapping
+
+    # -- notify ------------------------------------------------------------------------------
+
+    async def _notify(self, tenant: str, step: Step, context: dict[str, Any]) -> dict[str, Any]:
+        spec = step.notify
+        assert spec is not None
+        try:
+            channel_doc = await self._p.channels.get(tenant, spec.channel)
+            template = await self._p.templates.compiled(tenant, spec.template)
+        except NotFound as exc:
+            raise StepFailed(exc.detail) from None
+        channel = self._p.channels.compile(channel_doc)
+        found = await self._p.recipients.resolve(tenant, spec.recipients, channel.type, context)
+        base = evaluate(spec.context, context) if spec.context is not None else context
+        decision = await self._decision(tenant, step, channel.type, context)
+        messages = []
+        for recipient in found.recipients:
+            data = {**base, "recipient": {"name": recipient.name, "language": recipient.language}}
+            message: dict[str, Any] = {"recipient": recipient.as_dict(), "decision": decision}
+            try:
+                rendered = template.render(data, recipient.language)
+                message.update(locale=rendered.locale, parts=rendered.parts)
+                message["request"] = await self._preview(tenant, channel, recipient, rendered.parts)
+                if rendered.undefined:
+                    message["undefined"] = rendered.undefined
+            except RenderFailed as exc:
+                message.update(error=exc.detail, errors=[p.as_dict() for p in exc.problems])
+            messages.append(message)
+        context["steps"][step.id] = {"messages": len(messages)}
+        return {
+            "outcome": "rendered",
+            "channel": channel.name,
+            "template": template.name,
+            "messages": messages,
+            "unreachable": found.unreachable,
+        }
+
+    async def _decision(
+        self, tenant: str, step: Step, channel_type: str, context: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        spec = step.notify
+        assert spec is not None
+        settings = await self._p.settings.get(tenant)
+        key, last = None, None
+        if spec.cooldown_key is not None:  # read only: a dry run claims no cooldown
+            key = str(spec.cooldown_key.value(context))
+            last = await self._p.store.notify.cooldowns.last_sent(tenant, key)
+        seconds = spec.cooldown_seconds
+        decision = decide(
+            datetime.now(UTC),
+            channel_type,
+            last_sent=last,
+            settings=settings,
+            cooldown=None if seconds is None else timedelta(seconds=seconds),
+            urgent=spec.urgent,
+        )
+        return {
+            "action": decision.action,
+            "until": decision.until,
+            "reason": decision.reason,
+            "cooldown_key": key,
+        }
+
+    async def _preview(
+        self, tenant: str, channel: Any, recipient: Recipient, parts: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """What the provider would receive."""
+        if channel.email is not None:
+            return {
+                "from": channel.email.sender,
+                "reply_to": channel.email.reply_to,
+                "to": [recipient.address],
+                "server": f"{channel.email.host}:{channel.email.port} ({channel.email.security})",
+            }
+        try:
+            if channel.push is not None:
+                partner = await self._p.catalog.partner(tenant, channel.push.partner_id)
+                url = partner.base_url + SEND_PATH.format(project=channel.push.project_id)
+                push = PushMessage(recipient.address, parts["title"], parts["body"])
+                return {"method": "POST", "url": url, "body": fcm_body(push, channel.push.priority)}
+            action, partner, mapping = await self._resolve_action(tenant, channel.sms.action_id)
+            masked = replace(partner, secrets={n: f"<secret:{n}>" for n in partner.secrets})
+            request = sms_request(
+                action,
+                masked,
+                mapping,
+                SmsMessage(recipient.address, parts["text"]),
+                channel.sms.sender,
+            )
+        except (GatewayError, StepFailed) as exc:
+            return {"error": getattr(exc, "detail", str(exc))}
+        return _request(request, request.body)
+
+    # -- set ---------------------------------------------------------------------------------
+
+    async def _set(self, tenant: str, step: Step, context: dict[str, Any]) -> dict[str, Any]:
+        spec = step.set
+        assert spec is not None
+        event_ref = context["event"].get("entity") or {}
+        etype = spec.entity_type or event_ref.get("type")
+        ref = spec.ref.value(context) if spec.ref is not None else event_ref.get("id")
+        if not isinstance(etype, str) or not isinstance(ref, str) or not ref:
+            raise StepFailed("set: no entity to write (the event names none; give set.entity)")
+        try:
+            current = await self._p.entities.get(tenant, etype, ref)
+        except (NotFound, InvalidPayload) as exc:
+            raise StepFailed(exc.detail) from None
+        fields = plain(evaluate(spec.fields, context))
+        try:
+            document = merge(current["data"], unflatten(fields))
+        except ValueError as exc:  # one field inside another (a and a.b)
+            raise StepFailed(f"set: {exc}") from None
+        kind_schema = None
+        if etype == "other":
+            kind_schema = await self._p.kinds.schema_for(tenant, document.get("kind"))
+        try:
+            document = self._p.schemas.check(etype, document, kind_schema=kind_schema)
+        except InvalidPayload as exc:
+            raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
+        changes = [
+            {"field": c.field, "old": c.old, "new": c.new} for c in diff(current["data"], document)
+        ]
+        context["steps"][step.id] = {**document, "id": str(current["_id"])}
+        return {
+            "outcome": "rendered",
+            "entity": {"type": etype, "id": str(current["_id"])},
+            "fields": fields,
+            "changes": changes,
+            "document": document,
+        }
+
+
+def _reads(step: Step) -> set[str]:
+    texts = [e.text for e in (step.guard, step.condition) if e is not None]
+    texts += [e.text for e in step.values.values()]
+    if step.notify is not None and step.notify.context:
+        texts += [e.text for e in step.notify.context.values()]
+    if step.set is not None:
+        texts += [e.text for e in step.set.fields.values()]
+    return {ref for text in texts for ref in step_references(text)}
+
+
+def _request(request: Any, body: bytes | None) -> dict[str, Any]:
+    shown: Any = None
+    if body:
+        try:
+            shown = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            shown = body.decode("utf-8", "replace")
+    return {
+        "method": request.method,
+        "url": request.url,
+        "headers": dict(request.headers),
+        "body": shown,
+    }

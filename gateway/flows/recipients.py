@@ -1,0 +1,155 @@
+"""Who a `notify` step reaches, and at which address for the channel's type.
+
+    driver: current                 the driver of the event's vehicle now (assignment history)
+    driver: {vehicle?, at?}         the driver of a vehicle (default: the event's) at a time
+                                    (default: now): "the driver at the infraction"
+    driver: {from: steps.hr}        a driver in the context (a fetched answer); its CPF finds
+                                    the driver entity, whose push tokens and language join in
+    operators: {role: ...}          the tenant's active operators with that role (managers)
+    address: [...]                  fixed addresses
+
+A recipient without the contact the channel needs (a driver with no e-mail, no phone, no push
+token) is *unreachable*: listed with the reason, not sent, never an error of the run. A push
+goes to every token of a driver, one message each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.assignments import AssignmentService
+from gateway.entities import EntityService
+from gateway.errors import NotFound
+from gateway.flows.model import DriverSpec, RecipientSpec
+from gateway.notify.notifier import Recipient
+
+MAX_OPERATORS = 50
+_CONTACT = {"email": "e-mail address", "sms": "phone number", "push": "push token"}
+
+
+@dataclass(slots=True)
+class Resolved:
+    recipients: list[Recipient] = field(default_factory=list)
+    unreachable: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RecipientResolver:
+    def __init__(self, entities: EntityService, assignments: AssignmentService) -> None:
+        self._entities = entities
+        self._assignments = assignments
+
+    async def resolve(
+        self,
+        tenant: str,
+        specs: tuple[RecipientSpec, ...],
+        channel_type: str,
+        context: Mapping[str, Any],
+    ) -> Resolved:
+        """Raises the mapping engine's EvalError when an expression fails."""
+        found = Resolved()
+        for spec in specs:
+            if spec.addresses:
+                found.recipients += [Recipient(a) for a in spec.addresses]
+            elif spec.role is not None:
+                for operator in await self._operators(tenant, spec.role):
+                    _add(found, operator, channel_type, None, f"operator {operator['name']}")
+            elif spec.driver is not None:
+                driver, why = await self._driver(tenant, spec.driver, context)
+                if driver is None:
+                    found.unreachable.append({"recipient": "driver", "reason": why})
+                else:
+                    label = f"driver {driver.get('name') or driver.get('cpf')}"
+                    _add(found, driver, channel_type, driver.get("id"), label)
+        return found
+
+    async def _operators(self, tenant: str, role: str) -> list[dict[str, Any]]:
+        docs = await self._entities.find(
+            tenant, "operator", {"role": role}, after=None, limit=MAX_OPERATORS
+        )
+        return [
+            {**d["data"], "id": str(d["_id"])}
+            for d in docs
+            if d["data"].get("status", "active") == "active"
+        ]
+
+    async def _driver(
+        self, tenant: str, spec: DriverSpec, context: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, str]:
+        if spec.source is not None:
+            return await self._driver_from(tenant, spec.source.value(context))
+        vehicle = (
+            spec.vehicle.value(context) if spec.vehicle is not None else _event_vehicle(context)
+        )
+        if not isinstance(vehicle, str) or not vehicle:
+            return None, "the event is not about a vehicle; say which (driver: {vehicle: ...})"
+        when = _time(spec.at.value(context)) if spec.at is not None else None
+        if spec.at is not None and when is None:
+            return None, f"{spec.at.text} is not an RFC 3339 time"
+        try:
+            assignment = (
+                await self._assignments.current(tenant, vehicle)
+                if when is None
+                else await self._assignments.driver_at(tenant, vehicle, when)
+            )
+        except NotFound:
+            return None, f"no vehicle {vehicle!r}"
+        if assignment is None or assignment.driver is None:
+            at = "now" if when is None else f"at {when.isoformat()}"
+            return None, f"vehicle {vehicle} had no driver {at}"
+        return await self._driver_entity(tenant, assignment.driver["id"])
+
+    async def _driver_from(self, tenant: str, value: Any) -> tuple[dict[str, Any] | None, str]:
+        if not isinstance(value, Mapping) or not value:
+            return None, "no driver in the context (the fetch found nobody?)"
+        driver = dict(value)
+        cpf = driver.get("cpf")
+        if isinstance(cpf, str) and cpf:
+            stored, _ = await self._driver_entity(tenant, cpf)
+            if stored is not None:  # what was fetched is fresher; the entity adds the rest
+                driver = {**stored, **{k: v for k, v in driver.items() if v not in (None, "")}}
+        return driver, ""
+
+    async def _driver_entity(self, tenant: str, ref: str) -> tuple[dict[str, Any] | None, str]:
+        try:
+            doc = await self._entities.get(tenant, "driver", ref)
+        except NotFound:
+            return None, f"no driver {ref!r}"
+        return {**doc["data"], "id": str(doc["_id"])}, ""
+
+
+def _add(
+    found: Resolved,
+    person: Mapping[str, Any],
+    channel_type: str,
+    driver_id: str | None,
+    label: str,
+) -> None:
+    name, language = person.get("name"), person.get("language")
+    if channel_type == "push":
+        tokens = [t for t in person.get("push_tokens") or [] if isinstance(t, str) and t]
+        found.recipients += [Recipient(t, name, driver_id, language) for t in tokens]
+        address = tokens[0] if tokens else None
+    else:
+        address = person.get("email" if channel_type == "email" else "phone")
+        if isinstance(address, str) and address:
+            found.recipients.append(Recipient(address, name, driver_id, language))
+    if not address:
+        found.unreachable.append(
+            {"recipient": label, "reason": f"{label} has no {_CONTACT[channel_type]}"}
+        )
+
+
+def _event_vehicle(context: Mapping[str, Any]) -> str | None:
+    ref = (context.get("event") or {}).get("entity") or {}
+    return ref.get("id") if ref.get("type") == "vehicle" else None
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None

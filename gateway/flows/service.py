@@ -1,0 +1,274 @@
+"""Use case: flows as versioned, tenant-owned documents (upload, versions, activate, roll back,
+diff, delete), like mappings; and the compiled flows that will run (phase B).
+
+An upload is compiled (`compiler.py`) and its references checked in the tenant before anything
+is stored: every named action exists (a GET for `fetch`, a write for `call`), every channel
+exists, every template exists and is for its channel's type. Compiled versions are cached per
+process by (tenant, name, version): a version never changes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.flows.compiler import load_flow
+from gateway.flows.model import CompiledFlow, Reference
+from gateway.mapping.loader import parse_document
+from gateway.mapping.problems import Problems
+from gateway.mapping_files.service import document_diff
+from gateway.store import Doc, Store
+from gateway.store.flows import DIRECTION
+
+_MAX_COMPILED = 2048
+_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowVersion:
+    name: str
+    version: int
+    active: bool
+    source: str
+    document: dict[str, Any]
+    checksum: str
+    author: str
+    created_at: datetime
+    created: bool = False
+
+    def as_dict(self, *, source: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "active": self.active,
+            "events": self.document.get("on", {}).get("events", []),
+            "checksum": self.checksum,
+            "author": self.author,
+            "created_at": self.created_at,
+        }
+        if source:
+            data.update(source=self.source, document=self.document)
+        return data
+
+
+class FlowService:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._flows = store.notify.flows
+        self._compiled: OrderedDict[tuple[str, str, int], CompiledFlow] = OrderedDict()
+
+    async def compile(
+        self, tenant: str, text: str | bytes | dict[str, Any], *, filename: str | None = None
+    ) -> CompiledFlow:
+        flow = load_flow(text, filename=filename)
+        missing = [(r, why) for r in flow.references if (why := await self._check(tenant, r, flow))]
+        if missing:
+            lines = Problems()
+            if not isinstance(text, dict):
+                parse_document(text, lines)
+            problems = [
+                FieldProblem(r.pointer, why, "reference", _line(lines.line_of(r.pointer)))
+                for r, why in missing
+            ]
+            raise InvalidPayload(f"flow {flow.name!r} names what the tenant lacks", problems)
+        return flow
+
+    async def _check(self, tenant: str, ref: Reference, flow: CompiledFlow) -> str | None:
+        if ref.kind == "action":
+            return await self._check_action(tenant, ref)
+        notify = flow.step(ref.step).notify
+        assert notify is not None
+        channel = await self._store.notify.channels.by_ref(tenant, notify.channel)
+        if ref.kind == "channel":
+            return None if channel else f"no channel {ref.name!r}"
+        template = await self._store.notify.templates.by_ref(tenant, ref.name)
+        if template is None:
+            return f"no template {ref.name!r}"
+        if channel is not None and template["channel_type"] != channel["type"]:
+            return (
+                f"template {ref.name!r} is for {template['channel_type']}, "
+                f"channel {channel['name']!r} is {channel['type']}"
+            )
+        return None
+
+    async def _check_action(self, tenant: str, ref: Reference) -> str | None:
+        action = await self._store.actions.get(tenant, ref.name)
+        if action is None:
+            named = await self._store.actions.list(tenant, {"name": ref.name}, after=None, limit=2)
+            if len(named) > 1:
+                return f"two actions are named {ref.name!r}; use the id"
+            action = named[0] if named else None
+        if action is None:
+            return f"no action {ref.name!r}"
+        if ref.needs == "GET" and action["method"] != "GET":
+            return f"fetch needs a GET action; {ref.name!r} is {action['method']}"
+        if ref.needs == "write" and action["method"] not in _WRITES:
+            return "call needs a POST, PUT, PATCH or DELETE action; not GET"
+        return None
+
+    # -- versions ----------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        tenant: str,
+        text: str | bytes,
+        *,
+        author: str,
+        activate: bool = True,
+        filename: str | None = None,
+    ) -> FlowVersion:
+        """A new version (active unless `activate=False`); the same text as the latest version
+        returns that version (activated when asked)."""
+        flow = await self.compile(tenant, text, filename=filename)
+        source = text if isinstance(text, str) else text.decode("utf-8-sig")
+        checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        latest = await self._flows.latest(tenant, flow.name)
+        if latest is not None and latest["checksum"] == checksum:
+            if activate:
+                await self._flows.set_active(tenant, flow.name, latest["version"])
+            return await self.get(tenant, flow.name, latest["version"])
+        version = await self._flows.allocate_version(tenant, flow.name)
+        doc: Doc = {
+            "name": flow.name,
+            "version": version,
+            "source": source,
+            "document": dict(flow.source),
+            "checksum": checksum,
+            "author": author,
+            "created_at": datetime.now(UTC),
+        }
+        await self._flows.insert_version(tenant, doc)
+        await self._flows.publish(
+            tenant,
+            flow.name,
+            direction=DIRECTION,
+            entity_type=None,
+            active_version=version if activate else None,
+        )
+        self._compiled[(tenant, flow.name, version)] = flow
+        return replace(await self.get(tenant, flow.name, version), created=True)
+
+    async def get(self, tenant: str, name: str, version: int | None = None) -> FlowVersion:
+        head = await self._head(tenant, name)
+        active = head.get("active_version")
+        if version is None:
+            if active is None:
+                raise NotFound(f"flow {name!r} has no active version; ask for a version")
+            version = int(active)
+        return _version(await self._version_doc(tenant, name, version), active)
+
+    async def versions(self, tenant: str, name: str) -> list[FlowVersion]:
+        head = await self._head(tenant, name)
+        docs = await self._flows.versions(tenant, name)
+        return [
+            _version({**d, "source": "", "document": {}}, head.get("active_version")) for d in docs
+        ]
+
+    async def find(self, tenant: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:
+        heads = await self._flows.heads(tenant, after=after, limit=limit)
+        return [
+            {
+                "name": h["name"],
+                "active_version": h.get("active_version"),
+                "latest_version": h["latest_version"],
+                "updated_at": h["updated_at"],
+            }
+            for h in heads
+        ]
+
+    async def activate(self, tenant: str, name: str, version: int) -> FlowVersion:
+        doc = await self._version_doc(tenant, name, version)
+        await self.compile(tenant, doc["source"])  # what it names may be gone since
+        await self._flows.set_active(tenant, name, version)
+        return await self.get(tenant, name, version)
+
+    async def rollback(self, tenant: str, name: str) -> FlowVersion:
+        head = await self._head(tenant, name)
+        active = head.get("active_version")
+        if active is None:
+            raise Conflict(f"flow {name!r} has no active version to roll back from")
+        previous = await self._flows.previous_version(tenant, name, int(active))
+        if previous is None:
+            raise Conflict(f"version {active} is the first version of {name!r}; nothing before it")
+        return await self.activate(tenant, name, previous)
+
+    async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
+        old = await self._version_doc(tenant, name, v1)
+        new = await self._version_doc(tenant, name, v2)
+        unified = "".join(
+            difflib.unified_diff(
+                old["source"].splitlines(keepends=True),
+                new["source"].splitlines(keepends=True),
+                fromfile=f"{name} v{v1}",
+                tofile=f"{name} v{v2}",
+            )
+        )
+        changes = document_diff(old["document"], new["document"])
+        return {"name": name, "from": v1, "to": v2, **changes, "unified": unified}
+
+    async def delete(self, tenant: str, name: str) -> None:
+        await self._head(tenant, name)
+        await self._flows.delete(tenant, name)
+
+    # -- compiled flows ----------------------------------------------------------------------
+
+    async def compiled(self, tenant: str, name: str, version: int | None = None) -> CompiledFlow:
+        if version is None:
+            version = (await self.get(tenant, name)).version
+        key = (tenant, name, version)
+        flow = self._compiled.get(key)
+        if flow is None:
+            doc = await self._version_doc(tenant, name, version)
+            flow = self._compiled[key] = load_flow(doc["source"])
+            if len(self._compiled) > _MAX_COMPILED:
+                self._compiled.popitem(last=False)
+        return flow
+
+    async def active(self, tenant: str) -> list[tuple[int, CompiledFlow]]:
+        """The tenant's active flows (phase B's fan-out asks this per batch of events)."""
+        return [
+            (doc["version"], await self.compiled(tenant, doc["name"], doc["version"]))
+            for doc in await self._flows.active_versions(tenant)
+        ]
+
+    async def users_of(self, tenant: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """Active flows that name a channel or template (they refuse deletion while used)."""
+        users = []
+        for version, flow in await self.active(tenant):
+            if any(r.kind == kind and r.name == name for r in flow.references):
+                users.append({"kind": "flow", "name": flow.name, "version": version})
+        return users
+
+    async def _head(self, tenant: str, name: str) -> Doc:
+        head = await self._flows.head(tenant, name)
+        if head is None:
+            raise NotFound(f"no flow {name!r}")
+        return head
+
+    async def _version_doc(self, tenant: str, name: str, version: int) -> Doc:
+        doc = await self._flows.version(tenant, name, version)
+        if doc is None:
+            raise NotFound(f"flow {name!r} has no version {version}")
+        return doc
+
+
+def _line(line: int | None) -> dict[str, Any]:
+    return {} if line is None else {"line": line}
+
+
+def _version(doc: Doc, active: Any) -> FlowVersion:
+    return FlowVersion(
+        name=doc["name"],
+        version=doc["version"],
+        active=doc["version"] == active,
+        source=doc["source"],
+        document=doc["document"],
+        checksum=doc["checksum"],
+        author=doc["author"],
+        created_at=doc["created_at"],
+    )

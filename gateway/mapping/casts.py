@@ -1,0 +1,100 @@
+"""The type casts (`string`, `integer`, `number`, `boolean`), which the other transforms use
+too: text that reads as a number is a number, and nothing else is guessed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .model import EvalError
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "object"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _cast_error(value: Any, to: str) -> EvalError:
+    return EvalError("cast", f"cannot cast {_kind(value)} {_show(value)} to {to}")
+
+
+def _parse_number(text: str) -> int | float | None:
+    """A decimal number in text ("87", "-13.1", "1e3"), or None. No exception on the happy
+    path: OsmAnd sends every value as text."""
+    if text.isascii() and text.isdigit():
+        return int(text) if len(text) <= 30 else None
+    if "_" in text:  # float() would take "1_000"; JSON would not
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number):  # "nan", "inf", "1e999"
+        return None
+    if number.is_integer() and "." not in text and "e" not in text and "E" not in text:
+        return int(number)  # "-5", " 7 "
+    return number
+
+
+def to_integer(value: Any) -> int:
+    kind = type(value)
+    if kind is int:
+        return int(value)
+    if kind is float and value.is_integer():
+        return int(value)
+    if kind is str:
+        number = _parse_number(value)
+        if number is not None and float(number).is_integer():
+            return int(number)
+    raise _cast_error(value, "integer")
+
+
+def to_number(value: Any) -> int | float:
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return value  # type: ignore[no-any-return]
+    if kind is str:
+        number = _parse_number(value)
+        if number is not None:
+            return number
+    raise _cast_error(value, "number")
+
+
+def to_string(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int or kind is float:
+        return repr(value)
+    raise _cast_error(value, "string")
+
+
+_TRUE = frozenset({"true", "1", "yes", "on", "sim", "s", "y"})
+_FALSE = frozenset({"false", "0", "no", "off", "nao", "não", "n"})
+
+
+def to_boolean(value: Any) -> bool:
+    kind = type(value)
+    if kind is bool:
+        return bool(value)
+    if kind is str:
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    elif (kind is int or kind is float) and value in (0, 1):
+        return bool(value)
+    raise _cast_error(value, "boolean")

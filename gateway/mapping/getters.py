@@ -1,0 +1,223 @@
+"""The runtime pieces of specs: closures built once when a mapping compiles, called per payload.
+
+Each takes `(root, run)` and gives a value or None (a missing value), or raises EvalError.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from .expressions import Getter, Run
+from .limits import MAX_LIST_ITEMS
+from .model import EvalError
+from .params import unset
+from .paths import source_pointer
+from .tables import Table, evaluate
+from .transforms import Transform
+
+Condition = Callable[[Any, Run], bool]
+
+
+def constant(value: Any) -> Getter:
+    if isinstance(value, dict | list):
+        return lambda root, run: copy.deepcopy(value)
+    return lambda root, run: value
+
+
+def secret_getter(name: str) -> Getter:
+    def get_secret(root: Any, run: Run) -> Any:
+        value = run.secrets.get(name)
+        if value is None:
+            raise EvalError("secret", f"secret {name!r} was not provided")
+        return value
+
+    return get_secret
+
+
+def unset_getter(name: str) -> Getter:
+    def fail(root: Any, run: Run) -> Any:
+        raise unset(name)
+
+    return fail
+
+
+def coalesced(getters: list[Getter]) -> Getter:
+    def first_non_null(root: Any, run: Run) -> Any:
+        for getter in getters:
+            value = getter(root, run)
+            if value is not None:
+                return value
+        return None
+
+    return first_non_null
+
+
+def conditional(condition: Condition, then: Getter, else_: Getter | None) -> Getter:
+    def choose(root: Any, run: Run) -> Any:
+        if condition(root, run):
+            return then(root, run)
+        return None if else_ is None else else_(root, run)
+
+    return choose
+
+
+def object_of(table: Table) -> Getter:
+    def build(root: Any, run: Run) -> Any:
+        return evaluate(table, root, run, run.target + ".")
+
+    return build
+
+
+def list_of(getters: list[Getter]) -> Getter:
+    def build(root: Any, run: Run) -> Any:
+        values = (getter(root, run) for getter in getters)
+        return [value for value in values if value is not None]
+
+    return build
+
+
+# -- each --------------------------------------------------------------------------------------
+
+
+def _elements(items: Getter, expression: str, root: Any, run: Run) -> list[Any] | None:
+    value = items(root, run)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise EvalError("type", f"each expects a list, got {type(value).__name__}", expression)
+    if len(value) > MAX_LIST_ITEMS:
+        raise EvalError(
+            "limit",
+            f"each got {len(value):,} elements, more than the limit of {MAX_LIST_ITEMS:,}",
+            expression,
+        )
+    run.spend(len(value))
+    return value
+
+
+def _in_element(list_pointer: str, index: int, pointer: str) -> str:
+    """A pointer relative to a list element, made absolute ("" when the list has no path)."""
+    return f"{list_pointer}/{index}{pointer}" if list_pointer and pointer else ""
+
+
+def each_table(items: Getter, table: Table, expression: str) -> Getter:
+    """One object per element: the element is the root of the table's specs."""
+    list_pointer = source_pointer(expression)
+
+    def each(root: Any, run: Run) -> Any:
+        elements = _elements(items, expression, root, run)
+        if elements is None:
+            return None
+        base = run.target
+        result = []
+        for i, element in enumerate(elements):
+            before = len(run.problems)
+            result.append(evaluate(table, element, run, f"{base}[{i}]."))
+            for n in range(before, len(run.problems)):
+                problem = run.problems[n]
+                where = _in_element(list_pointer, i, problem.pointer)
+                run.problems[n] = replace(problem, pointer=where)
+        return result
+
+    return each
+
+
+def each_item(items: Getter, item: Getter, expression: str) -> Getter:
+    """One value per element; null values are dropped."""
+    list_pointer = source_pointer(expression)
+
+    def each(root: Any, run: Run) -> Any:
+        elements = _elements(items, expression, root, run)
+        if elements is None:
+            return None
+        result = []
+        for i, element in enumerate(elements):
+            try:
+                value = item(element, run)
+            except EvalError as error:
+                error.message = f"element {i}: {error.message}"
+                inner = source_pointer(error.source) if error.pointer is None else error.pointer
+                error.pointer = _in_element(list_pointer, i, inner)
+                raise
+            if value is not None:
+                result.append(value)
+        return result
+
+    return each
+
+
+# -- transforms, default, required ---------------------------------------------------------------
+
+
+def _chain(pipeline: list[Transform]) -> Transform | None:
+    """The transforms as one function that stops at the first null."""
+    if not pipeline:
+        return None
+    if len(pipeline) == 1:
+        return pipeline[0]
+    first, *rest = pipeline
+    if len(rest) == 1:
+        (second,) = rest
+
+        def two(value: Any) -> Any:
+            value = first(value)
+            return None if value is None else second(value)
+
+        return two
+
+    def many(value: Any) -> Any:
+        for transform in pipeline:
+            value = transform(value)
+            if value is None:
+                return None
+        return value
+
+    return many
+
+
+def _transformed(source: Getter, chain: Transform, described: str) -> Getter:
+    def get(root: Any, run: Run) -> Any:
+        value = source(root, run)
+        if value is None:
+            return None
+        try:
+            return chain(value)
+        except EvalError as error:
+            error.source = error.source or described
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise EvalError("transform", f"transform failed: {exc}", described) from None
+
+    return get
+
+
+def finish(
+    source: Getter, pipeline: list[Transform], default: Any, required: bool, described: str
+) -> Getter:
+    """One getter: source, then transforms (stopping at null), then default, then required."""
+    chain = _chain(pipeline)
+    if default is None and not required:
+        return source if chain is None else _transformed(source, chain, described)
+    default_get = None if default is None else constant(default)
+
+    def get(root: Any, run: Run) -> Any:
+        value = source(root, run)
+        try:
+            if value is not None and chain is not None:
+                value = chain(value)
+        except EvalError as error:
+            error.source = error.source or described
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise EvalError("transform", f"transform failed: {exc}", described) from None
+        if value is None:
+            if default_get is not None:
+                return default_get(root, run)
+            if required:
+                raise EvalError("required", "required value is missing", described)
+        return value
+
+    return get

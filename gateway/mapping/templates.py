@@ -1,0 +1,100 @@
+"""Templates: `"text {name}"` with each `{name}` filled from a var's spec. Plain names only,
+so a template cannot reach attributes, indexes, conversions or format specs."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from typing import Any
+
+from .casts import to_string
+from .expressions import Getter, Run
+from .limits import MAX_STRING_LENGTH
+from .model import EvalError
+from .paths import NAME_RE, pointer
+from .problems import Problems
+
+MAX_TEMPLATE = 10_000
+_FORMATTER = string.Formatter()
+CompileSpec = Callable[[Any, str, int], Getter | None]
+"""(spec, pointer, depth) → getter, or None after reporting why not."""
+
+
+def compile_template(
+    text: Any, raw_vars: Any, at: str, depth: int, problems: Problems, spec: CompileSpec
+) -> Getter | None:
+    """The getter of `{template: text, vars: raw_vars}` at `at`, or None after reporting."""
+    here = f"{at}/template"
+    if not isinstance(text, str) or len(text) > MAX_TEMPLATE:
+        problems.add(here, f"template is a string of at most {MAX_TEMPLATE} characters")
+        return None
+    if not isinstance(raw_vars, dict):
+        problems.add(f"{at}/vars", "vars is an object of name: spec", "type")
+        return None
+    try:
+        parsed = list(_FORMATTER.parse(text))
+    except ValueError as exc:
+        message = f"template is malformed: {exc} (write {{{{ for a {{)"
+        problems.add(here, message, "template")
+        return None
+    names = [name for _, name, _, _ in parsed if name is not None]
+    if not _check_placeholders(parsed, raw_vars, here, problems):
+        return None
+    getters = {
+        name: spec(var, f"{at}/vars{pointer(name)}", depth + 1) for name, var in raw_vars.items()
+    }
+    unused = [name for name in raw_vars if name not in names]
+    for name in unused:
+        problems.add(f"{at}/vars{pointer(name)}", f"var {name!r} is not used", "template")
+    if unused or any(getter is None for getter in getters.values()):
+        return None
+    parts: list[tuple[str, Getter | None, str]] = [
+        (literal, getters[name] if name is not None else None, name or "")
+        for literal, name, _, _ in parsed
+    ]
+    return _render(parts)
+
+
+def _check_placeholders(
+    parsed: list[Any], raw_vars: dict[str, Any], at: str, problems: Problems
+) -> bool:
+    ok = True
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not NAME_RE.match(name) or spec or conversion:
+            problems.add(
+                at,
+                f"placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not allowed: only plain names like "
+                "{plate}, no attributes, indexes, conversions or format specs",
+                "template",
+            )
+            ok = False
+        elif name not in raw_vars:
+            problems.add(at, f"placeholder {{{name}}} has no var {name!r}", "template")
+            ok = False
+    return ok
+
+
+def _render(parts: list[tuple[str, Getter | None, str]]) -> Getter:
+    def render(root: Any, run: Run) -> Any:
+        pieces: list[str] = []
+        size = 0
+        for literal, getter, name in parts:
+            pieces.append(literal)
+            if getter is None:
+                continue
+            value = getter(root, run)
+            if value is None:
+                return None
+            if isinstance(value, dict | list):
+                raise EvalError("template", f"var {name!r} is a {type(value).__name__}, not text")
+            text = to_string(value)
+            size += len(text) + len(literal)
+            if size > MAX_STRING_LENGTH:
+                raise EvalError("limit", f"template result longer than {MAX_STRING_LENGTH:,}")
+            pieces.append(text)
+        return "".join(pieces)
+
+    return render

@@ -1,0 +1,200 @@
+"""Use case: the dry run of a mapping (`POST /api/v1/mappings/test`): a stored version or a
+draft run on a sample, showing what a trigger or an action would do; nothing is written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+from gateway.entities import EntityService, diff, merge
+from gateway.errors import FieldProblem, InvalidPayload
+from gateway.kinds import KindService
+from gateway.mapping import CompiledMapping, read_sample
+from gateway.mapping_files.source import MappingSource
+from gateway.schemas.registry import SchemaRegistry
+from gateway.store import Doc, Store
+
+# (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None.
+EntityLookup = Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], Awaitable[Doc | None]]
+
+
+class MappingDryRun:
+    def __init__(
+        self,
+        mappings: MappingSource,
+        store: Store,
+        schemas: SchemaRegistry,
+        entities: EntityService,
+        kinds: KindService,
+    ) -> None:
+        self._mappings = mappings
+        self._store = store
+        self._schemas = schemas
+        self._entities = entities
+        self._kinds = kinds
+
+    async def run(
+        self,
+        tenant: str,
+        *,
+        name: str | None = None,
+        version: int | None = None,
+        draft_text: str | bytes | Mapping[str, Any] | None = None,
+        payload: Any = None,
+        context: Any = None,
+        response: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run a stored mapping or a draft on a sample; nothing is written.
+
+        Inbound: per item of `payload`, the mapped document, lookup key, the events the write
+        would emit and the diff against the stored entity. Outbound: the request built from
+        `context` and/or the entity fields `map_response` takes from `response`. Secrets show
+        as `<secret:name>`; `params` are bound as a trigger would bind them.
+        """
+        mapping = await self._mapping(tenant, name, version, draft_text)
+        mapping = mapping.bind(params or {}, strict=True)
+        secrets = {s: f"<secret:{s}>" for s in mapping.secrets}
+        result: dict[str, Any] = {
+            "name": mapping.name,
+            "direction": mapping.direction,
+            "entity_type": mapping.entity_type,
+        }
+        if mapping.direction == "inbound":
+            if payload is None:
+                raise _missing("/payload", "an inbound mapping needs a sample `payload`")
+            if isinstance(payload, str):  # pasted text: JSON, or a query string (OsmAnd)
+                payload = read_sample(payload)
+            if (answer := mapping.probe(payload)) is not None:
+                result["probe"] = answer  # what the trigger would answer; nothing to map
+                return result
+            lookup = self._find_entity
+            with _located("/payload"):
+                items = mapping.items(payload)
+            single = len(items) == 1 and items[0] is payload
+            result["results"] = [
+                await self._item(tenant, mapping, item, secrets, lookup, raise_errors=single)
+                for item in items
+            ]
+            return result
+        if context is None and response is None:
+            raise _missing("/context", "an outbound mapping needs a `context` or a `response`")
+        if context is not None:
+            with _located("/context"):
+                request = mapping.build_request(context, secrets=secrets)
+            result["request"] = {
+                "path_params": request.path_params,
+                "query": request.query,
+                "headers": request.headers,
+                "body": request.body,
+            }
+        if response is not None:
+            with _located("/response"):
+                result["response"] = mapping.map_response(response)
+        return result
+
+    async def _mapping(
+        self,
+        tenant: str,
+        name: str | None,
+        version: int | None,
+        draft: str | bytes | Mapping[str, Any] | None,
+    ) -> CompiledMapping:
+        if draft is not None:
+            if isinstance(draft, Mapping):
+                draft = json.dumps(draft, ensure_ascii=False)
+            with _located("/mapping"):
+                return await self._mappings.compile(tenant, draft)
+        if name is None:
+            raise _missing("/name", "give the `name` of a stored mapping or a draft `mapping`")
+        if version is not None:
+            return await self._mappings.compiled(tenant, name, version)
+        return await self._mappings.active(tenant, name)
+
+    async def _item(
+        self,
+        tenant: str,
+        mapping: CompiledMapping,
+        item: Any,
+        secrets: dict[str, Any],
+        lookup: EntityLookup,
+        *,
+        raise_errors: bool,
+    ) -> dict[str, Any]:
+        try:
+            with _located("/payload" if raise_errors else ""):
+                mapped = mapping.apply(item, secrets=secrets)
+        except InvalidPayload as exc:
+            if raise_errors:
+                raise
+            return {"errors": [p.as_dict() for p in exc.problems]}
+        out: dict[str, Any] = {
+            "document": mapped.document,
+            "key": mapped.key,
+            "event_data": mapped.event_data,
+        }
+        etype = mapping.entity_type
+        if etype is None:
+            out["events"] = list(mapped.events)
+            return out
+        current = await lookup(tenant, etype, mapped.document, mapped.key)
+        old = current["data"] if current is not None else {}
+        merged = merge(old, mapped.document)
+        changes = diff(old, merged) if current is not None else []
+        if current is None:
+            write, events = "create", ["entity.created", *mapped.events]
+        elif changes:
+            write, events = "update", ["entity.updated", *mapped.events]
+        else:
+            write, events = "unchanged", list(mapped.events)
+        out.update(
+            events=events,
+            entity={
+                "id": None if current is None else str(current["_id"]),
+                "write": write,
+                "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
+            },
+        )
+        kind_schema = None
+        if etype == "other":
+            kind_schema = await self._kinds.schema_for(tenant, merged.get("kind"))
+        try:
+            self._schemas.check(etype, merged, kind_schema=kind_schema)
+        except InvalidPayload as exc:
+            out["entity"]["errors"] = [p.as_dict() for p in exc.problems]
+        return out
+
+    async def _find_entity(
+        self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]
+    ) -> Doc | None:
+        """By natural key when the mapped document has one, else by the mapping's key
+        fields (e.g. a tracker id)."""
+        try:
+            nk = self._entities.natural_key(etype, document)
+        except InvalidPayload:
+            nk = None
+        if nk is not None:
+            return await self._store.entities.get(tenant, etype, nk=nk)
+        if not key:
+            return None
+        found = await self._store.entities.find(tenant, etype, key, after=None, limit=1)
+        return found[0] if found else None
+
+
+@contextlib.contextmanager
+def _located(prefix: str) -> Iterator[None]:
+    """Problems of a dry run point into the test request: /payload/..., /mapping/..."""
+    try:
+        yield
+    except InvalidPayload as exc:
+        if not prefix:
+            raise
+        moved = [replace(p, pointer=prefix + p.pointer) for p in exc.problems]
+        raise InvalidPayload(exc.detail, moved, **exc.extra) from None
+
+
+def _missing(pointer: str, message: str) -> InvalidPayload:
+    return InvalidPayload(message, [FieldProblem(pointer, message, "required")])

@@ -1,0 +1,380 @@
+"""Use case: mapping files as versioned, tenant-owned resources, and the compiled mappings
+that triggers and actions run.
+
+Every upload is compiled first (an invalid file stores nothing) and becomes a new immutable
+version; one version per name is active. `active()` is the hot path of every trigger call:
+
+- compiled mappings are cached in-process by (tenant, name, version): a version is compiled
+  once per process and never changes (version numbers are never reused, see
+  `store/mappings.py`);
+- which version is active is cached for `ACTIVE_TTL_SECONDS`. Activating, rolling back,
+  uploading or deleting through this process takes effect here at once; other gateway
+  processes see the change within `ACTIVE_TTL_SECONDS`.
+
+The dry run (`POST /api/v1/mappings/test`) is `dry_run.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.entities import EntityService
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.kinds import KindService
+from gateway.mapping import CompiledMapping, load_mapping
+from gateway.mapping_files.dry_run import MappingDryRun
+from gateway.schemas.compiled import CompiledSchema
+from gateway.schemas.registry import SchemaRegistry
+from gateway.store import Doc, Store
+
+ACTIVE_TTL_SECONDS = 2.0
+"""How long a process trusts its memory of which version is active (see the docstring)."""
+_MAX_COMPILED = 2048
+_MAX_ACTIVE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class MappingVersion:
+    name: str
+    version: int
+    active: bool
+    format: str  # "yaml" | "json"
+    source: str
+    document: dict[str, Any]
+    checksum: str
+    author: str
+    created_at: datetime
+    direction: str
+    entity_type: str | None
+    created: bool = False  # set by upload(): False when the same text was already the latest
+
+    def as_dict(self, *, source: bool = True) -> dict[str, Any]:
+        data = {
+            "name": self.name,
+            "version": self.version,
+            "active": self.active,
+            "format": self.format,
+            "checksum": self.checksum,
+            "author": self.author,
+            "created_at": self.created_at,
+            "direction": self.direction,
+            "entity_type": self.entity_type,
+        }
+        if source:
+            data.update(source=self.source, document=self.document)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSummary:
+    name: str
+    active_version: int | None
+    latest_version: int
+    direction: str
+    entity_type: str | None
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "active_version": self.active_version,
+            "latest_version": self.latest_version,
+            "direction": self.direction,
+            "entity_type": self.entity_type,
+            "updated_at": self.updated_at,
+        }
+
+
+class TenantCatalog:
+    """The entity schemas as the mapping compiler's FieldCatalog, with a tenant's custom kinds
+    of `other`; it notes the custom kinds it was asked about but does not know yet."""
+
+    def __init__(self, schemas: SchemaRegistry, custom: Mapping[str, CompiledSchema]) -> None:
+        self._schemas = schemas
+        self._custom = custom
+        self.unknown: set[str] = set()
+
+    def has_field(self, entity_type: str, path: str, *, kind: str | None = None) -> bool:
+        if entity_type != "other" or kind is None or kind in self._schemas.builtin_kinds:
+            return self._schemas.has_field(entity_type, path, kind=kind)
+        schema = self._custom.get(kind)
+        if schema is None:
+            self.unknown.add(kind)
+            return True
+        return self._schemas.has_field(entity_type, path, kind_schema=schema)
+
+
+class MappingService:
+    def __init__(
+        self, store: Store, schemas: SchemaRegistry, entities: EntityService, kinds: KindService
+    ) -> None:
+        self._store = store
+        self._schemas = schemas
+        self._entities = entities
+        self._kinds = kinds
+        self._compiled: OrderedDict[tuple[str, str, int], CompiledMapping] = OrderedDict()
+        self._active: dict[tuple[str, str], tuple[int, float]] = {}
+        # POST /api/v1/mappings/test: a stored mapping or a draft on a sample, nothing written.
+        self.dry_run = MappingDryRun(self, store, schemas, entities, kinds)
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    async def active(self, tenant: str, name: str) -> CompiledMapping:
+        """The compiled active version of `name`; NotFound if there is none."""
+        version = self._cached_active(tenant, name)
+        if version is None:
+            head = await self._store.mappings.head(tenant, name)
+            if head is None:
+                raise NotFound(f"no mapping {name!r}")
+            if head.get("active_version") is None:
+                raise NotFound(f"mapping {name!r} has no active version")
+            version = int(head["active_version"])
+            if len(self._active) >= _MAX_ACTIVE:
+                self._active.clear()
+            self._active[(tenant, name)] = (version, time.monotonic() + ACTIVE_TTL_SECONDS)
+        return await self.compiled(tenant, name, version)
+
+    async def compiled(self, tenant: str, name: str, version: int) -> CompiledMapping:
+        """One version, compiled (once per process)."""
+        key = (tenant, name, version)
+        mapping = self._compiled.get(key)
+        if mapping is not None:
+            self._compiled.move_to_end(key)
+            return mapping
+        doc = await self._version_doc(tenant, name, version)
+        # Checked against the entity schemas when uploaded; running it needs no catalog (and
+        # a stored version keeps running even if a custom kind's schema changed since).
+        mapping = load_mapping(doc["source"])
+        self._compiled[key] = mapping
+        if len(self._compiled) > _MAX_COMPILED:
+            self._compiled.popitem(last=False)
+        return mapping
+
+    async def compile(
+        self, tenant: str, text: str | bytes, *, filename: str | None = None
+    ) -> CompiledMapping:
+        """Compile a mapping file against the entity schemas (and the tenant's custom kinds);
+        InvalidPayload lists every problem with its pointer and line."""
+        catalog = TenantCatalog(self._schemas, {})
+        mapping = load_mapping(text, catalog=catalog, filename=filename)
+        if not catalog.unknown:
+            return mapping
+        custom: dict[str, CompiledSchema] = {}
+        for kind in sorted(catalog.unknown):
+            schema = await self._kinds.schema_for(tenant, kind)
+            if schema is None:
+                builtin = ", ".join(self._schemas.builtin_kinds)
+                message = f"unknown kind {kind!r}: not built in ({builtin}) nor a tenant kind"
+                raise InvalidPayload(message, [FieldProblem("/kind", message, "reference")])
+            custom[kind] = schema
+        return load_mapping(text, catalog=TenantCatalog(self._schemas, custom), filename=filename)
+
+    def _cached_active(self, tenant: str, name: str) -> int | None:
+        hit = self._active.get((tenant, name))
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def _forget(self, tenant: str, name: str) -> None:
+        self._active.pop((tenant, name), None)
+
+    # -- versions ----------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        tenant: str,
+        text: str | bytes,
+        *,
+        author: str,
+        activate: bool = True,
+        filename: str | None = None,
+    ) -> MappingVersion:
+        """Store a new version (active unless `activate=False`). Uploading the same text as
+        the latest version returns that version instead of a duplicate (and activates it
+        when asked)."""
+        mapping = await self.compile(tenant, text, filename=filename)
+        source = text if isinstance(text, str) else text.decode("utf-8-sig")
+        checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        name = mapping.name
+        latest = await self._store.mappings.latest(tenant, name)
+        if latest is not None and latest["checksum"] == checksum:
+            if activate:
+                await self._store.mappings.set_active(tenant, name, latest["version"])
+                self._forget(tenant, name)
+            return await self.get(tenant, name, latest["version"])
+        version = await self._store.mappings.allocate_version(tenant, name)
+        doc: Doc = {
+            "name": name,
+            "version": version,
+            "source": source,
+            "format": _format(source),
+            "document": mapping.source,
+            "checksum": checksum,
+            "author": author,
+            "created_at": datetime.now(UTC),
+            "direction": mapping.direction,
+            "entity_type": mapping.entity_type,
+        }
+        await self._store.mappings.insert_version(tenant, doc)
+        await self._store.mappings.publish(
+            tenant,
+            name,
+            direction=mapping.direction,
+            entity_type=mapping.entity_type,
+            active_version=version if activate else None,
+        )
+        self._compiled[(tenant, name, version)] = mapping
+        self._forget(tenant, name)
+        return replace(await self.get(tenant, name, version), created=True)
+
+    async def get(self, tenant: str, name: str, version: int | None = None) -> MappingVersion:
+        """One version; the active one by default."""
+        head = await self._head(tenant, name)
+        active = head.get("active_version")
+        if version is None:
+            if active is None:
+                raise NotFound(f"mapping {name!r} has no active version; ask for a version")
+            version = int(active)
+        return _version(await self._version_doc(tenant, name, version), active)
+
+    async def versions(self, tenant: str, name: str) -> list[MappingVersion]:
+        head = await self._head(tenant, name)
+        docs = await self._store.mappings.versions(tenant, name)
+        return [
+            _version({**d, "source": "", "document": {}}, head.get("active_version")) for d in docs
+        ]
+
+    async def find(self, tenant: str, *, after: str | None, limit: int) -> list[MappingSummary]:
+        heads = await self._store.mappings.heads(tenant, after=after, limit=limit)
+        return [
+            MappingSummary(
+                h["name"],
+                h.get("active_version"),
+                h["latest_version"],
+                h["direction"],
+                h.get("entity_type"),
+                h["updated_at"],
+            )
+            for h in heads
+        ]
+
+    async def activate(self, tenant: str, name: str, version: int) -> MappingVersion:
+        await self._version_doc(tenant, name, version)
+        if not await self._store.mappings.set_active(tenant, name, version):
+            raise NotFound(f"no mapping {name!r}")
+        self._forget(tenant, name)
+        return await self.get(tenant, name, version)
+
+    async def rollback(self, tenant: str, name: str) -> MappingVersion:
+        """Activate the version before the active one."""
+        head = await self._head(tenant, name)
+        active = head.get("active_version")
+        if active is None:
+            raise Conflict(f"mapping {name!r} has no active version to roll back from")
+        previous = await self._store.mappings.previous_version(tenant, name, int(active))
+        if previous is None:
+            raise Conflict(
+                f"version {active} is the first version of {name!r}; nothing to roll back to"
+            )
+        return await self.activate(tenant, name, previous)
+
+    async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
+        """What changed from v1 to v2: the parsed documents path by path, and the sources as
+        a unified diff."""
+        old = await self._version_doc(tenant, name, v1)
+        new = await self._version_doc(tenant, name, v2)
+        changes = document_diff(old["document"], new["document"])
+        text = "".join(
+            difflib.unified_diff(
+                old["source"].splitlines(keepends=True),
+                new["source"].splitlines(keepends=True),
+                fromfile=f"{name} v{v1}",
+                tofile=f"{name} v{v2}",
+            )
+        )
+        return {"name": name, "from": v1, "to": v2, **changes, "unified": text}
+
+    async def delete(self, tenant: str, name: str) -> None:
+        """Delete every version; refused (409, naming them) while a trigger or action uses
+        the mapping."""
+        await self._head(tenant, name)
+        users = await self._store.mappings.users(tenant, name)
+        if users:
+            named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in users)
+            raise Conflict(f"mapping {name!r} is used by {named}", used_by=users)
+        await self._store.mappings.delete(tenant, name)
+        self._forget(tenant, name)
+
+    async def used_by(self, tenant: str, name: str) -> list[dict[str, Any]]:
+        return await self._store.mappings.users(tenant, name)
+
+    async def _head(self, tenant: str, name: str) -> Doc:
+        head = await self._store.mappings.head(tenant, name)
+        if head is None:
+            raise NotFound(f"no mapping {name!r}")
+        return head
+
+    async def _version_doc(self, tenant: str, name: str, version: int) -> Doc:
+        doc = await self._store.mappings.version(tenant, name, version)
+        if doc is None:
+            raise NotFound(f"mapping {name!r} has no version {version}")
+        return doc
+
+
+def document_diff(old: Any, new: Any) -> dict[str, list[dict[str, Any]]]:
+    """Added, removed and changed leaves between two parsed documents, by JSON Pointer."""
+    out: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
+    _walk_diff(old, new, "", out)
+    return out
+
+
+def _walk_diff(old: Any, new: Any, at: str, out: dict[str, list[dict[str, Any]]]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            here = f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            if key not in new:
+                out["removed"].append({"path": here, "old": old[key]})
+            elif key not in old:
+                out["added"].append({"path": here, "new": new[key]})
+            else:
+                _walk_diff(old[key], new[key], here, out)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            _walk_diff(a, b, f"{at}/{i}", out)
+    elif old != new or type(old) is not type(new):
+        out["changed"].append({"path": at, "old": old, "new": new})
+
+
+def _format(source: str) -> str:
+    text = source.lstrip()
+    if text.startswith("{"):
+        try:
+            json.loads(text)
+        except ValueError:
+            return "yaml"
+        return "json"
+    return "yaml"
+
+
+def _version(doc: Doc, active: Any) -> MappingVersion:
+    return MappingVersion(
+        name=doc["name"],
+        version=doc["version"],
+        active=doc["version"] == active,
+        format=doc["format"],
+        source=doc["source"],
+        document=doc["document"],
+        checksum=doc["checksum"],
+        author=doc["author"],
+        created_at=doc["created_at"],
+        direction=doc["direction"],
+        entity_type=doc.get("entity_type"),
+    )

@@ -1,0 +1,266 @@
+"""Use case: notification channels as tenant resources, and the same channels ready to send.
+
+    email  {"smtp": {"host", "port"?, "security": "none"|"starttls"|"tls", "username"?,
+            "password"?, "timeout_seconds"?}, "from", "reply_to"?}
+    push   {"partner_id", "project_id", "priority"?: "high"|"normal"}   the partner's auth is
+           google_service_account, its base URL FCM's (https://fcm.googleapis.com)
+    sms    {"action_id", "from"}   a POST/PUT action whose request mapping is the provider's
+
+The SMTP password is write-only: sealed with the SecretBox (context `channel:<id>:smtp`),
+never returned; `smtp` is replaced whole on a change, so a new server needs it again.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.actions.body_check import BodyCheck
+from gateway.auth.secretbox import SecretBox
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.notify.messages import Channel, EmailSettings, PushSettings, SmsSettings
+from gateway.notify.templates import NAME, Users, _no_users, refuse_if_used
+from gateway.outbound.service_account import AUTH_TYPE
+from gateway.store import Doc, Store, new_id
+
+TYPES = ("email", "push", "sms")
+SECURITY = ("none", "starttls", "tls")
+DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+_COMMON = {"name", "type", "description"}
+_BY_TYPE = {
+    "email": {"smtp", "from", "reply_to"},
+    "push": {"partner_id", "project_id", "priority"},
+    "sms": {"action_id", "from"},
+}
+_SMTP = {"host", "port", "security", "username", "password", "timeout_seconds", "ca_certificate"}
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$")
+_ADDRESS = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
+_SENDER = re.compile(r"^(\+?[0-9]{3,15}|[A-Za-z0-9 ._-]{1,20})$")
+
+
+def smtp_context(channel_id: str) -> str:
+    return f"channel:{channel_id}:smtp"
+
+
+def public_channel(doc: Doc) -> dict[str, Any]:
+    out = {
+        "id": str(doc["_id"]),
+        **{k: doc[k] for k in (*_COMMON, *_BY_TYPE[doc["type"]]) if k in doc and k != "smtp"},
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+    }
+    if "smtp" in doc:
+        out["smtp"] = {**doc["smtp"], "password": {"configured": bool(doc.get("smtp_sealed"))}}
+    return out
+
+
+class ChannelService:
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self._store = store
+        self._channels = store.notify.channels
+        self._box = box
+        self.users: Users = _no_users
+
+    async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
+        oid, now = new_id(), datetime.now(UTC)
+        doc = await self._fields(tenant, str(oid), body, None)
+        doc.update(_id=oid, tenant=tenant, rev=1, created_at=now, updated_at=now)
+        await self._channels.insert(doc)
+        return doc
+
+    async def get(self, tenant: str, ref: str) -> Doc:
+        doc = await self._channels.by_ref(tenant, ref)
+        if doc is None:
+            raise NotFound(f"no channel {ref!r}")
+        return doc
+
+    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+        return await self._channels.list(tenant, after=after, limit=limit)
+
+    async def update(self, tenant: str, ref: str, body: Mapping[str, Any]) -> Doc:
+        """Merge `body` into the channel (its type stays; `smtp` is replaced whole)."""
+        current = await self.get(tenant, ref)
+        if body.get("type", current["type"]) != current["type"]:
+            message = "a channel keeps its type; create another channel"
+            raise InvalidPayload(message, [FieldProblem("/type", message, "const")])
+        if "name" in body and body["name"] != current["name"]:
+            users = await self.users(tenant, current["name"])
+            if users:
+                raise Conflict(f"channel {current['name']!r} is named by flows; keep its name")
+        merged = {k: v for k, v in current.items() if k in _COMMON | _BY_TYPE[current["type"]]}
+        # An unchanged `smtp` keeps its sealed password; a new one brings its own.
+        kept = None if "smtp" in body else current.get("smtp_sealed")
+        fields = await self._fields(tenant, str(current["_id"]), {**merged, **body}, kept)
+        fields["updated_at"] = datetime.now(UTC)
+        unset = [k for k in ("reply_to", "description", "smtp_sealed") if k not in fields]
+        doc = await self._channels.update(
+            tenant, str(current["_id"]), current["rev"], fields, unset
+        )
+        if doc is None:
+            raise Conflict("the channel was changed concurrently; retry")
+        return doc
+
+    async def delete(self, tenant: str, ref: str) -> None:
+        doc = await self.get(tenant, ref)
+        await refuse_if_used(self.users, tenant, "channel", doc["name"])
+        await self._channels.delete(tenant, str(doc["_id"]))
+
+    async def ready(self, tenant: str, ref: str) -> Channel:
+        """The channel with its password opened, ready for a sender."""
+        return self.compile(await self.get(tenant, ref))
+
+    def compile(self, doc: Doc) -> Channel:
+        cid, kind = str(doc["_id"]), doc["type"]
+        channel = Channel(cid, doc["tenant"], doc["name"], kind)
+        if kind == "email":
+            smtp = doc["smtp"]
+            password = None
+            if doc.get("smtp_sealed"):
+                password = self._box.open_text(doc["smtp_sealed"], context=smtp_context(cid))
+            settings = EmailSettings(
+                host=smtp["host"],
+                port=int(smtp["port"]),
+                security=smtp["security"],
+                sender=doc["from"],
+                reply_to=doc.get("reply_to"),
+                username=smtp.get("username"),
+                password=password,
+                timeout=float(smtp.get("timeout_seconds", 15)),
+                ca_certificate=smtp.get("ca_certificate"),
+            )
+            return replace(channel, email=settings)
+        if kind == "push":
+            push = PushSettings(doc["partner_id"], doc["project_id"], doc.get("priority", "high"))
+            return replace(channel, push=push)
+        return replace(channel, sms=SmsSettings(doc["action_id"], doc["from"]))
+
+    # -- checks ------------------------------------------------------------------------------
+
+    async def _fields(
+        self, tenant: str, cid: str, body: Mapping[str, Any], kept_password: str | None
+    ) -> Doc:
+        kind = body.get("type")
+        check = BodyCheck(body, _COMMON | _BY_TYPE.get(kind, set()) if kind in TYPES else _COMMON)
+        name = check.text("name", max_len=100)
+        if name is not None and not NAME.match(name):
+            check.add("/name", "name is 1-100 letters, digits, _ . -", "pattern")
+        if kind not in TYPES:
+            check.add("/type", f"type is one of {', '.join(TYPES)}", "enum")
+        fields: Doc = {"name": name, "type": kind}
+        if body.get("description") is not None:
+            fields["description"] = check.text("description", max_len=2000)
+        if kind == "email":
+            fields.update(self._email(check, cid, kept_password))
+        elif kind == "push":
+            fields.update(await self._push(check, tenant))
+        elif kind == "sms":
+            fields.update(await self._sms(check, tenant))
+        check.done("channel")
+        return fields
+
+    def _email(self, check: BodyCheck, cid: str, kept_password: str | None) -> Doc:
+        fields: Doc = {"from": _address(check, "from", required=True)}
+        if check.body.get("reply_to") is not None:
+            fields["reply_to"] = _address(check, "reply_to", required=False)
+        smtp = check.body.get("smtp")
+        if not isinstance(smtp, Mapping):
+            check.add("/smtp", "smtp is {host, port?, security, username?, password?}", "type")
+            return fields
+        for key in smtp:
+            if key not in _SMTP:
+                check.add(f"/smtp/{key}", f"unknown field {key!r}", "additionalProperties")
+        inner = BodyCheck(smtp, _SMTP)
+        host = inner.text("host", max_len=253)
+        if host is not None and not _HOST.match(host):
+            check.add("/smtp/host", "host is a server name or an IP address", "format")
+        security = smtp.get("security", "starttls")
+        if security not in SECURITY:
+            check.add("/smtp/security", f"security is one of {', '.join(SECURITY)}", "enum")
+            security = "starttls"
+        port = inner.number("port", 1, 65535, integer=True, default=DEFAULT_PORTS[security])
+        timeout = inner.number("timeout_seconds", 1, 60, default=15)
+        username = inner.text("username", required=False, max_len=320)
+        password = smtp.get("password")
+        if (username is None) != (password is None and kept_password is None):
+            check.add("/smtp/password", "username and password go together", "dependentRequired")
+        if password is not None and (not isinstance(password, str) or not password):
+            check.add("/smtp/password", "password is a non-empty string", "type")
+            password = None
+        ca = _ca_certificate(check, smtp.get("ca_certificate"))
+        check.problems.extend(
+            FieldProblem(f"/smtp{p.pointer}", p.message, p.keyword) for p in inner.problems
+        )
+        fields["smtp"] = {
+            "host": host,
+            "port": port,
+            "security": security,
+            "timeout_seconds": timeout,
+            **({"username": username} if username else {}),
+            **({"ca_certificate": ca} if ca else {}),
+        }
+        if isinstance(password, str):
+            fields["smtp_sealed"] = self._box.seal(password, context=smtp_context(cid))
+        elif kept_password is not None and username:
+            fields["smtp_sealed"] = kept_password
+        return fields
+
+    async def _push(self, check: BodyCheck, tenant: str) -> Doc:
+        partner_id = check.text("partner_id", max_len=64)
+        project = check.text("project_id", max_len=64)
+        if project is not None and not _PROJECT.match(project):
+            check.add("/project_id", "a Firebase project id (lower case, digits, -)", "pattern")
+        priority = check.body.get("priority", "high")
+        if priority not in ("high", "normal"):
+            check.add("/priority", "priority is high or normal", "enum")
+        if partner_id is not None:
+            partner = await self._store.partners.get(tenant, partner_id)
+            if partner is None:
+                check.add("/partner_id", f"no partner {partner_id!r} in this tenant", "reference")
+            elif partner["auth_type"] != AUTH_TYPE:
+                message = f"the partner's auth must be {AUTH_TYPE} (FCM's OAuth2 JWT grant)"
+                check.add("/partner_id", message, "reference")
+        return {"partner_id": partner_id, "project_id": project, "priority": priority}
+
+    async def _sms(self, check: BodyCheck, tenant: str) -> Doc:
+        action_id = check.text("action_id", max_len=64)
+        sender = check.text("from", max_len=20)
+        if sender is not None and not _SENDER.match(sender):
+            check.add("/from", "from is a sender id (letters, digits) or a number", "pattern")
+        if action_id is not None:
+            action = await self._store.actions.get(tenant, action_id)
+            if action is None:
+                check.add("/action_id", f"no action {action_id!r} in this tenant", "reference")
+            elif action["method"] not in ("POST", "PUT") or not action.get("request_mapping"):
+                message = "an SMS action is a POST or PUT with a request_mapping"
+                check.add("/action_id", message, "reference")
+        return {"action_id": action_id, "from": sender}
+
+
+def _ca_certificate(check: BodyCheck, value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str) and len(value) <= 64 * 1024 and "CERTIFICATE" in value:
+            ssl.create_default_context(cadata=value)
+            return value
+    except (ssl.SSLError, ValueError):
+        pass
+    check.add("/smtp/ca_certificate", "ca_certificate is a PEM CA certificate", "format")
+    return None
+
+
+def _address(check: BodyCheck, name: str, *, required: bool) -> str | None:
+    value = check.text(name, required=required, max_len=320)
+    if value is None:
+        return None
+    display, address = email.utils.parseaddr(value)
+    if not _ADDRESS.match(address) or any(c in value for c in "\r\n"):
+        check.add(f"/{name}", f'{name} is an address, or "Name <address>"', "format")
+        return None
+    return email.utils.formataddr((display, address)) if display else address

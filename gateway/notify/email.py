@@ -1,0 +1,169 @@
+"""E-mail over SMTP (aiosmtplib): STARTTLS or implicit TLS, AUTH, text and HTML parts.
+
+The server's address passes the same SSRF policy as partner URLs: the name is resolved here,
+every address is checked, and the connection goes to the checked address (no second lookup
+that DNS rebinding could answer differently); TLS still verifies the certificate for the name.
+Every failure becomes a `SendOutcome`: 4xx replies and network trouble are worth a retry,
+5xx replies (a refused recipient, failed authentication) and TLS failures are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import email.utils
+import functools
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import aiosmtplib
+
+from gateway.errors import GatewayError
+from gateway.notify.messages import EmailMessage, EmailSettings, SendOutcome
+from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.verdict import Verdict
+
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class EmailSender:
+    def __init__(self, policy: OutboundPolicy, *, resolve: Resolve = _resolve) -> None:
+        self._policy = policy
+        self._resolve = resolve
+
+    async def send(self, settings: EmailSettings, message: EmailMessage) -> SendOutcome:
+        started = time.perf_counter()
+        summary = {"to": list(message.to), "subject": message.subject, "server": settings.host}
+        try:
+            mime = build_message(settings, message)
+        except ValueError as exc:
+            return _outcome(Verdict.FAIL, f"cannot build the message: {exc}", started, summary)
+        try:
+            sock = await self._connect(settings)
+        except GatewayError as exc:  # the SSRF policy refused the server
+            return _outcome(Verdict.FAIL, exc.detail, started, summary)
+        except (OSError, TimeoutError, aiosmtplib.SMTPException) as exc:
+            verdict, code, detail = describe_failure(exc)
+            return _outcome(verdict, detail, started, summary, code=code)
+        try:
+            # From here the socket belongs to aiosmtplib's transport, which closes it (closing
+            # it here too would pull it from under a TLS shutdown still in progress).
+            errors, reply = await aiosmtplib.send(
+                mime,
+                hostname=settings.host,
+                sock=sock,
+                port=None,
+                username=settings.username,
+                password=settings.password,
+                use_tls=settings.security == "tls",
+                start_tls=settings.security == "starttls",
+                tls_context=tls_context(settings.ca_certificate),
+                timeout=settings.timeout,
+            )
+        except ValueError as exc:  # settings aiosmtplib refused before it took the socket
+            sock.close()
+            return _outcome(Verdict.FAIL, f"SMTP settings: {exc}", started, summary)
+        except Exception as exc:  # every library failure becomes an outcome
+            verdict, code, detail = describe_failure(exc)
+            return _outcome(verdict, detail, started, summary, code=code)
+        detail = f"accepted: {reply.strip()[:200]}"
+        if errors:
+            refused = ", ".join(f"{rcpt} ({r.code})" for rcpt, r in errors.items())
+            detail += f"; refused: {refused}"
+        return _outcome(
+            Verdict.SUCCESS, detail, started, summary, code=250, provider=mime["Message-ID"]
+        )
+
+    async def _connect(self, settings: EmailSettings) -> socket.socket:
+        """A socket connected to a checked address of the server."""
+        addresses = await asyncio.wait_for(
+            self._resolve(settings.host, settings.port), settings.timeout
+        )
+        if not self._policy.host_allowed(settings.host):
+            for address in addresses:
+                self._policy.check_address(settings.host, address)
+        last: OSError | None = None
+        loop = asyncio.get_running_loop()
+        for address in addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(
+                    loop.sock_connect(sock, (address, settings.port)), settings.timeout
+                )
+                return sock
+            except (OSError, TimeoutError) as exc:
+                sock.close()
+                last = exc if isinstance(exc, OSError) else OSError(f"timed out: {exc}")
+        raise aiosmtplib.SMTPConnectError(
+            f"cannot connect to {settings.host}:{settings.port}: {last or 'no address'}"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def tls_context(ca_certificate: str | None) -> ssl.SSLContext:
+    """The system's trusted CAs, or only the channel's own CA (a private relay's)."""
+    return ssl.create_default_context(cadata=ca_certificate)
+
+
+def build_message(settings: EmailSettings, message: EmailMessage) -> email.message.EmailMessage:
+    """The MIME message: text, plus HTML as an alternative; headers refuse line breaks."""
+    mime = email.message.EmailMessage()
+    mime["From"] = settings.sender
+    mime["To"] = ", ".join(message.to)
+    if settings.reply_to:
+        mime["Reply-To"] = settings.reply_to
+    mime["Subject"] = message.subject
+    mime["Date"] = email.utils.formatdate(localtime=False)
+    domain = email.utils.parseaddr(settings.sender)[1].rpartition("@")[2] or None
+    mime["Message-ID"] = message.message_id or email.utils.make_msgid(domain=domain)
+    mime.set_content(message.text)
+    if message.html:
+        mime.add_alternative(message.html, subtype="html")
+    return mime
+
+
+def describe_failure(exc: BaseException) -> tuple[Verdict, int | None, str]:
+    """(verdict, SMTP code, detail) for an aiosmtplib or network failure."""
+    tls = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(tls, ssl.SSLError):  # a certificate or protocol mismatch: a setting to fix
+        return Verdict.FAIL, None, f"TLS failed: {getattr(tls, 'verify_message', '') or tls}"
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        temporary = any(400 <= c < 500 for c in codes)
+        return (Verdict.RETRY if temporary else Verdict.FAIL), codes[0], f"refused: {detail}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        verdict = Verdict.RETRY if 400 <= exc.code < 500 else Verdict.FAIL
+        what = "authentication failed" if exc.code in (530, 534, 535) else "refused"
+        return verdict, exc.code, f"{what}: {exc.code} {exc.message}"
+    if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected):
+        return Verdict.RETRY, None, str(exc)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return Verdict.RETRY, None, f"timed out: {exc}"
+    if isinstance(exc, aiosmtplib.SMTPException):  # e.g. no STARTTLS offered: a setting
+        return Verdict.FAIL, None, str(exc)
+    if isinstance(exc, OSError):
+        return Verdict.RETRY, None, f"network: {exc}"
+    return Verdict.FAIL, None, f"{type(exc).__name__}: {exc}"
+
+
+def _outcome(
+    verdict: Verdict,
+    detail: str,
+    started: float,
+    request: Mapping[str, object],
+    *,
+    code: int | None = None,
+    provider: str | None = None,
+) -> SendOutcome:
+    latency = round((time.perf_counter() - started) * 1000, 3)
+    return SendOutcome(verdict, detail, code, provider, None, latency, request=request)

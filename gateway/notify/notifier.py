@@ -1,0 +1,124 @@
+"""Use case: send one rendered notification through its channel, and act on what came back.
+
+    Notifier.send(tenant, Notification) -> SendOutcome
+
+A `Notification` is what a delivery will store (phase B: flows render it once, the delivery
+worker sends and retries it): the channel, one recipient, the rendered parts. Everything that
+can go wrong is an outcome, never an exception: a deleted channel, partner, action or mapping
+fails the notification with a message saying which. When FCM says a device token is
+UNREGISTERED, the token is removed from the driver it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from gateway.actions.catalog import Catalog
+from gateway.entities import EntityService, Origin
+from gateway.errors import GatewayError, NotFound
+from gateway.mapping import CompiledMapping
+from gateway.notify.channels import ChannelService
+from gateway.notify.email import EmailSender
+from gateway.notify.messages import Channel, EmailMessage, PushMessage, SendOutcome, SmsMessage
+from gateway.notify.push import FcmSender
+from gateway.notify.sms import SmsSender
+from gateway.outbound.verdict import Verdict
+
+
+class MappingSource(Protocol):
+    async def active(self, tenant: str, name: str) -> CompiledMapping: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    address: str  # an e-mail address, a phone number or a device token
+    name: str | None = None
+    driver_id: str | None = None  # a driver's: an UNREGISTERED token is removed from it
+    language: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("address", "name", "driver_id", "language")}
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    channel: str  # a channel id or name
+    recipient: Recipient
+    parts: Mapping[str, str]  # subject/text/html, title/body, or text
+    data: Mapping[str, str] = field(default_factory=dict)  # push data
+    message_id: str | None = None  # stable across retries (e-mail Message-ID)
+
+
+class Notifier:
+    def __init__(
+        self,
+        channels: ChannelService,
+        catalog: Catalog,
+        mappings: MappingSource,
+        entities: EntityService,
+        *,
+        email: EmailSender,
+        push: FcmSender,
+        sms: SmsSender,
+    ) -> None:
+        self._channels = channels
+        self._catalog = catalog
+        self._mappings = mappings
+        self._entities = entities
+        self._email = email
+        self._push = push
+        self._sms = sms
+
+    async def send(self, tenant: str, notification: Notification) -> SendOutcome:
+        try:
+            channel = await self._channels.ready(tenant, notification.channel)
+            outcome = await self._dispatch(tenant, channel, notification)
+        except NotFound as exc:
+            return SendOutcome(Verdict.FAIL, f"{exc.detail}: it was deleted")
+        except GatewayError as exc:  # e.g. a sealed secret that no longer opens
+            return SendOutcome(Verdict.FAIL, exc.detail)
+        if outcome.unregistered and notification.recipient.driver_id:
+            removed = await self._forget_token(tenant, channel, notification.recipient)
+            if removed:
+                outcome = replace(outcome, detail=f"{outcome.detail}; token removed from driver")
+        return outcome
+
+    async def _dispatch(
+        self, tenant: str, channel: Channel, notification: Notification
+    ) -> SendOutcome:
+        parts, to = notification.parts, notification.recipient.address
+        if channel.email is not None:
+            message = EmailMessage(
+                (to,), parts["subject"], parts["text"], parts.get("html"), notification.message_id
+            )
+            return await self._email.send(channel.email, message)
+        if channel.push is not None:
+            partner = await self._catalog.partner(tenant, channel.push.partner_id)
+            push = PushMessage(to, parts["title"], parts["body"], notification.data)
+            return await self._push.send(channel.push, partner, push)
+        assert channel.sms is not None
+        action = await self._catalog.action(tenant, channel.sms.action_id)
+        partner = await self._catalog.partner(tenant, action.partner_id)
+        if action.request_mapping is None:
+            return SendOutcome(Verdict.FAIL, f"action {action.name} has no request mapping")
+        mapping = await self._mappings.active(tenant, action.request_mapping)
+        sms = SmsMessage(to, parts["text"])
+        return await self._sms.send(action, partner, mapping, sms, channel.sms.sender)
+
+    async def _forget_token(self, tenant: str, channel: Channel, recipient: Recipient) -> bool:
+        assert recipient.driver_id is not None
+        try:
+            driver = await self._entities.get(tenant, "driver", recipient.driver_id)
+        except NotFound:
+            return False
+        tokens = list(driver["data"].get("push_tokens") or [])
+        if recipient.address not in tokens:
+            return False
+        remaining = [t for t in tokens if t != recipient.address]
+        origin = Origin("notification", channel.id, {"reason": "fcm_unregistered"})
+        await self._entities.patch(
+            tenant, "driver", recipient.driver_id, {"push_tokens": remaining or None}, origin
+        )
+        return True

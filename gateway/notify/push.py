@@ -1,0 +1,108 @@
+"""Push through FCM HTTP v1: `POST {base}/v1/projects/{project}/messages:send`, authenticated
+by the partner's Google service account (see `service_account.py`).
+
+FCM's answers, as outcomes: 200 → sent (the message name is the provider id); an error whose
+`FcmError` detail says `UNREGISTERED` → failed, and the device token is marked for removal
+from the driver; 429 and 5xx → retry (Retry-After kept); other 4xx → failed. Data values are
+strings, as FCM requires.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.actions.catalog import Partner
+from gateway.notify.messages import PushMessage, PushSettings, SendOutcome
+from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.sender import OutboundRequest, Outcome, Sender
+from gateway.outbound.urls import build_url
+from gateway.outbound.verdict import Verdict
+
+SEND_PATH = "/v1/projects/{project}/messages:send"
+_FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+
+
+def fcm_body(message: PushMessage, priority: str = "high") -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "token": message.token,
+        "notification": {"title": message.title, "body": message.body},
+        "android": {"priority": priority},
+    }
+    if message.data:
+        body["data"] = {str(k): str(v) for k, v in message.data.items()}
+    return {"message": body}
+
+
+class FcmSender:
+    def __init__(self, sender: Sender, guards: PartnerGuards) -> None:
+        self._sender = sender
+        self._guards = guards
+
+    async def send(
+        self, settings: PushSettings, partner: Partner, message: PushMessage
+    ) -> SendOutcome:
+        url = build_url(partner.base_url, SEND_PATH, {"project": settings.project_id})
+        request = OutboundRequest(
+            "POST",
+            url,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            body=orjson.dumps(fcm_body(message, settings.priority)),
+            timeout=partner.timeout,
+        )
+        outcome = await self._sender.send(
+            request,
+            partner_id=partner.id,
+            guard=self._guards.get(partner.id, partner.guard),
+            auth=partner.auth,
+        )
+        summary = {"method": "POST", "url": url, "title": message.title}
+        return _push_outcome(outcome, summary)
+
+
+def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
+    body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else None
+    codes = _fcm_error_codes(error)
+    retry_after = (
+        outcome.retry_after(datetime.now(UTC)) if outcome.verdict is Verdict.RETRY else None
+    )
+    if outcome.verdict is Verdict.SUCCESS:
+        detail, provider = "sent", body.get("name")
+    elif outcome.status is None:
+        detail, provider = outcome.message or "not sent", None
+    else:
+        reason = (error or {}).get("message") or outcome.body_excerpt[:200]
+        detail, provider = f"FCM answered {outcome.status} {'/'.join(codes)}: {reason}", None
+    unregistered = "UNREGISTERED" in codes
+    verdict = Verdict.FAIL if unregistered else outcome.verdict
+    if verdict is Verdict.GONE:
+        verdict = Verdict.FAIL
+    return SendOutcome(
+        verdict,
+        detail.strip(),
+        outcome.status,
+        provider if isinstance(provider, str) else None,
+        retry_after,
+        outcome.latency_ms,
+        unregistered,
+        summary,
+    )
+
+
+def _fcm_error_codes(error: dict[str, Any] | None) -> list[str]:
+    """FCM's own error codes (UNREGISTERED, QUOTA_EXCEEDED, ...), else the Google status."""
+    if error is None:
+        return []
+    details = error.get("details")
+    if not isinstance(details, list):
+        details = []
+    codes = [
+        str(d.get("errorCode"))
+        for d in details
+        if isinstance(d, dict) and d.get("@type") == _FCM_ERROR and d.get("errorCode")
+    ]
+    status = error.get("status")
+    return codes or ([status] if isinstance(status, str) else [])

@@ -1,0 +1,288 @@
+"""A Jinja2 environment that admin-uploaded templates can neither escape nor exhaust.
+
+On top of Jinja's `ImmutableSandboxedEnvironment` (no `_` attributes, no mutation of lists and
+dicts), every way a template could reach Python or take unbounded time or memory is closed:
+
+- internals: an unsafe attribute raises at once (Jinja's default prints it as empty), and
+  `include`, `import` and `extends` are refused when a template is compiled;
+- calls: only macros, the few globals (`range`, `dict`, `namespace`, `cycler`, `joiner`) and
+  an allowlist of plain string/dict/list methods; everything else is a SecurityError;
+- memory: `*`, `**`, `+` and `%` are checked before they run, and so is every value that a
+  filter, a call, `~` or `{{ }}` turns into text (a nested list shared with itself prints
+  exponentially); filters that pad or repeat take bounded widths; output is counted as it is
+  produced and stops at `MAX_OUTPUT_CHARS`;
+- time: rendering runs under a step budget (Python trace events) and a deadline, so nested
+  `range` loops or recursive macros stop with an error instead of running for ever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from functools import wraps
+from types import FrameType
+from typing import Any
+
+from jinja2 import ChainableUndefined, Environment, Undefined, nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, LoopContext, Macro
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2.utils import Cycler, Joiner, Namespace
+
+MAX_OUTPUT_CHARS = 256 * 1024
+"""Characters of one rendered part (and of any string a template builds)."""
+MAX_VALUE_NODES = 20_000
+"""Values (list items, dict members, nested) in one structure a template prints or passes on."""
+MAX_WIDTH = 1_000
+"""Width or count argument of a filter that pads or repeats (center, indent, batch, ...)."""
+MAX_STEPS = 500_000
+"""Python trace events one render may cost (a short e-mail costs a few thousand)."""
+MAX_SECONDS = 1.0
+"""Wall-clock time one render may take."""
+
+_METHODS: Mapping[type, frozenset[str]] = {
+    str: frozenset(
+        "capitalize casefold count endswith find isalnum isalpha isdigit islower isnumeric "
+        "isspace istitle isupper lower lstrip partition rfind rpartition rsplit rstrip split "
+        "splitlines startswith strip swapcase title upper".split()
+    ),
+    dict: frozenset({"get", "items", "keys", "values"}),
+    list: frozenset({"count", "index"}),
+    LoopContext: frozenset({"cycle", "changed"}),
+    Cycler: frozenset({"next", "reset"}),
+}
+_GLOBALS: Mapping[str, Any] = {
+    "range": safe_range,
+    "dict": dict,
+    "namespace": Namespace,
+    "cycler": Cycler,
+    "joiner": Joiner,
+}
+_CALLABLE_TYPES = (Macro, Joiner)
+_MAX_BITS = 4096
+_WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice", "truncate"})
+_DROPPED_FILTERS = ("format", "random", "filesizeformat", "xmlattr")
+
+
+class RenderLimit(Exception):
+    """A render spent its budget: too many steps, too long, or too large an output."""
+
+
+class BoundedUndefined(ChainableUndefined):
+    """A missing value prints as nothing (`{{ driver.phone }}` with no phone) and chains
+    (`{{ a.b.c }}`); `undefined_names` lists what was missing, for previews."""
+
+    def __str__(self) -> str:
+        _note_undefined(self._undefined_name)
+        return ""
+
+
+# The names a render printed without a value; set by `budget()` for the render in progress.
+_MISSING: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("missing", default=None)
+
+
+def _note_undefined(name: str | None) -> None:
+    missing = _MISSING.get()
+    if missing is not None and name and name not in missing:
+        missing.append(name)
+
+
+def measure(value: Any, budget: int = MAX_VALUE_NODES) -> int:
+    """Characters `value` will print as (roughly), visiting at most `budget` values; a
+    structure larger than that raises RenderLimit before anything turns it into text."""
+    size, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise RenderLimit(f"a value has more than {MAX_VALUE_NODES:,} parts")
+        if isinstance(item, str):
+            size += len(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+        else:
+            size += 8
+    if size > MAX_OUTPUT_CHARS:
+        raise RenderLimit(f"a value of about {size:,} characters exceeds {MAX_OUTPUT_CHARS:,}")
+    return size
+
+
+def _guard_value(value: Any) -> Any:
+    if not isinstance(value, str | int | float | bool | type(None) | BoundedUndefined):
+        measure(value)
+    return value
+
+
+class _Generator(CodeGenerator):
+    """Jinja's code generator, with `a ~ b` measuring its parts before joining them."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"{join}(environment.guard_parts((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
+
+
+class BoundedEnvironment(ImmutableSandboxedEnvironment):
+    code_generator_class = _Generator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, *, autoescape: bool, filters: Mapping[str, Callable[..., Any]]) -> None:
+        super().__init__(
+            autoescape=autoescape,
+            undefined=BoundedUndefined,
+            finalize=_guard_value,
+            auto_reload=False,
+            cache_size=0,
+        )
+        self.globals.clear()
+        self.globals.update(_GLOBALS)
+        for name in _DROPPED_FILTERS:
+            self.filters.pop(name, None)
+        self.filters.update(filters)
+        self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
+        self._safe_functions = frozenset(id(f) for f in _GLOBALS.values())
+
+    # -- reaching Python ---------------------------------------------------------------------
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of a {type(obj).__name__} is not allowed"
+        )
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(obj, Undefined):
+            raise SecurityError(f"{obj._undefined_name or 'a value'} is undefined: not callable")
+        if not self._allowed_call(obj):
+            name = getattr(obj, "__name__", type(obj).__name__)
+            raise SecurityError(f"calling {name}() is not allowed in templates")
+        measure((args, kwargs))
+        return _guard_value(context.call(obj, *args, **kwargs))
+
+    def _allowed_call(self, obj: Any) -> bool:
+        if isinstance(obj, _CALLABLE_TYPES) or id(obj) in self._safe_functions:
+            return True
+        owner = getattr(obj, "__self__", None)
+        name = getattr(obj, "__name__", "")
+        allowed = next((m for t, m in _METHODS.items() if isinstance(owner, t)), frozenset())
+        return name in allowed and callable(obj)
+
+    # -- operators ---------------------------------------------------------------------------
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%" and isinstance(left, str):
+            raise SecurityError("'%' formatting is not allowed in templates; use filters")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if abs(left).bit_length() * abs(right) > _MAX_BITS:
+                raise RenderLimit(f"a power of more than {_MAX_BITS} bits")
+        if operator == "*":
+            _check_product(left, right)
+        if operator == "+" and not (_number(left) and _number(right)):
+            measure([left, right])
+        return super().call_binop(context, operator, left, right)
+
+    def guard_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        measure([p for p in parts if not isinstance(p, BoundedUndefined)])
+        return parts
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_product(left: Any, right: Any) -> None:
+    if _number(left) and _number(right):
+        if isinstance(left, int) and isinstance(right, int):
+            if abs(left).bit_length() + abs(right).bit_length() > _MAX_BITS:
+                raise RenderLimit(f"a product of more than {_MAX_BITS} bits")
+        return
+    times, seq = (left, right) if _number(left) else (right, left)
+    if _number(times) and isinstance(seq, str | list | tuple):
+        if times > 0 and max(measure(seq), len(seq)) * times > MAX_OUTPUT_CHARS:
+            raise RenderLimit(f"repeating a value {times} times exceeds {MAX_OUTPUT_CHARS:,}")
+
+
+def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """Filters see measured arguments, bounded widths, and give measured results."""
+
+    @wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        values = [a for a in args if not isinstance(a, Context | EvalContext | Environment)]
+        measure((values, kwargs))
+        if name in _WIDTH_FILTERS:
+            for arg in [*values[1:], *kwargs.values()]:
+                if _number(arg) and abs(arg) > MAX_WIDTH:
+                    raise RenderLimit(f"{name}: a width or count of {arg} exceeds {MAX_WIDTH:,}")
+        if name == "replace" and len(values) >= 3:
+            _check_replace(values[0], values[1], values[2])
+        if name == "join" and values:
+            separator = values[1] if len(values) > 1 else kwargs.get("d", "")
+            items = values[0] if isinstance(values[0], list | tuple) else ()
+            if len(str(separator)) * len(items) > MAX_OUTPUT_CHARS:
+                raise RenderLimit(f"join: the result exceeds {MAX_OUTPUT_CHARS:,} characters")
+        return _guard_value(func(*args, **kwargs))
+
+    return guarded
+
+
+def _check_replace(text: Any, old: Any, new: Any) -> None:
+    text, old, new = str(text), str(old), str(new)
+    count = len(text) + 1 if not old else text.count(old)
+    if len(text) + count * max(0, len(new) - len(old)) > MAX_OUTPUT_CHARS:
+        raise RenderLimit(f"replace: the result exceeds {MAX_OUTPUT_CHARS:,} characters")
+
+
+@contextlib.contextmanager
+def budget(steps: int = MAX_STEPS, seconds: float = MAX_SECONDS) -> Iterator[list[str]]:
+    """Trace the render in this block: over `steps` events or past `seconds`, RenderLimit is
+    raised where the template is. Yields the names of undefined values met while rendering.
+    Rendering is synchronous, so the trace never sees another task's frames."""
+    left = [steps]
+    deadline = time.monotonic() + seconds
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        left[0] -= 1
+        if left[0] < 0:
+            raise RenderLimit(f"rendering took more than {steps:,} steps")
+        if left[0] & 1023 == 0 and time.monotonic() > deadline:
+            raise RenderLimit(f"rendering took more than {seconds:g} s")
+        return trace
+
+    previous = sys.gettrace()
+    missing: list[str] = []
+    token = _MISSING.set(missing)
+    sys.settrace(trace)
+    try:
+        yield missing
+    except RecursionError:
+        raise RenderLimit("rendering recursed too deeply") from None
+    finally:
+        sys.settrace(previous)
+        _MISSING.reset(token)
+
+
+def bounded_text(chunks: Iterator[str]) -> str:
+    """Join a template's output as it is produced; stop past MAX_OUTPUT_CHARS."""
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise RenderLimit(f"the output exceeds {MAX_OUTPUT_CHARS:,} characters")
+        out.append(chunk)
+    return "".join(out)

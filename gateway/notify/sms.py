@@ -1,0 +1,104 @@
+"""SMS through an HTTP provider: the channel's action (a partner endpoint, a path, and an
+outbound mapping shaped like the provider's send API: `mappings/sms-zenvia.yaml`,
+`mappings/sms-twilio.yaml`) applied to `{"message": {"to", "text", "from"}}`.
+
+A mapping whose headers say `Content-Type: application/x-www-form-urlencoded` (Twilio) gets
+its flat body form-encoded; any other body goes as JSON (Zenvia). The action's own success
+codes count; 429 and 5xx are retried, other 4xx fail (an invalid number, say).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from gateway.actions.catalog import Action, Partner
+from gateway.errors import InvalidPayload
+from gateway.mapping import CompiledMapping
+from gateway.notify.messages import SendOutcome, SmsMessage
+from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.urls import build_url
+from gateway.outbound.verdict import Verdict
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def sms_context(message: SmsMessage, sender_id: str) -> dict[str, Any]:
+    return {"message": {"to": message.to, "text": message.text, "from": sender_id}}
+
+
+def sms_request(
+    action: Action,
+    partner: Partner,
+    mapping: CompiledMapping,
+    message: SmsMessage,
+    sender_id: str,
+) -> OutboundRequest:
+    """The provider request; InvalidPayload when the mapping cannot build it."""
+    parts = mapping.build_request(sms_context(message, sender_id), secrets=dict(partner.secrets))
+    headers = {"Accept": "application/json", **parts.headers}
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    if content_type is not None and content_type.split(";")[0].strip().lower() == FORM:
+        body = urlencode(_flat_form(parts.body)).encode()
+    else:
+        body = orjson.dumps(parts.body)
+        headers.setdefault("Content-Type", "application/json")
+    url = build_url(partner.base_url, action.path, parts.path_params, parts.query)
+    return OutboundRequest(action.method, url, headers=headers, body=body, timeout=partner.timeout)
+
+
+def _flat_form(body: Any) -> list[tuple[str, str]]:
+    if not isinstance(body, dict) or any(isinstance(v, dict | list) for v in body.values()):
+        raise InvalidPayload("a form-encoded body is a flat object of text values")
+    return [(str(k), str(v)) for k, v in body.items() if v is not None]
+
+
+class SmsSender:
+    def __init__(self, sender: Sender, guards: PartnerGuards) -> None:
+        self._sender = sender
+        self._guards = guards
+
+    async def send(
+        self,
+        action: Action,
+        partner: Partner,
+        mapping: CompiledMapping,
+        message: SmsMessage,
+        sender_id: str,
+    ) -> SendOutcome:
+        try:
+            request = sms_request(action, partner, mapping, message, sender_id)
+        except InvalidPayload as exc:
+            problems = "; ".join(p.message for p in exc.problems[:3])
+            detail = f"cannot build the SMS request: {exc.detail}" + (
+                f" ({problems})" if problems else ""
+            )
+            return SendOutcome(Verdict.FAIL, detail)
+        outcome = await self._sender.send(
+            request,
+            partner_id=partner.id,
+            guard=self._guards.get(partner.id, partner.guard),
+            auth=partner.auth,
+        )
+        verdict = action.verdict(outcome)
+        body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
+        provider = next((body[k] for k in ("id", "sid", "messageId") if k in body), None)
+        if verdict is Verdict.SUCCESS:
+            detail = "sent"
+        elif outcome.status is None:
+            detail = outcome.message or "not sent"
+        else:
+            detail = f"provider answered {outcome.status}: {outcome.body_excerpt[:300]}"
+        return SendOutcome(
+            Verdict.FAIL if verdict is Verdict.GONE else verdict,
+            detail,
+            outcome.status,
+            str(provider) if provider is not None else None,
+            outcome.retry_after(datetime.now(UTC)) if verdict is Verdict.RETRY else None,
+            outcome.latency_ms,
+            request={"method": request.method, "url": request.url.split("?")[0], "to": message.to},
+        )

@@ -1,0 +1,217 @@
+"""Use case: notification templates as tenant resources: checked, compiled and test-rendered
+on upload, cached compiled per process, previewed on a sample (`templating.py` renders)."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.notify.templating import (
+    CHANNEL_TYPES,
+    LOCALES,
+    PARTS,
+    REQUIRED,
+    CompiledTemplate,
+    compile_template,
+)
+from gateway.store import Doc, new_id
+from gateway.store.notify import NamedResources
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_FIELDS = ("name", "channel_type", "description", "default_locale", "locales", "sample")
+_MAX_CACHED = 2048
+# Who uses a template (flows name them): (tenant, name) → [{kind, name, ...}].
+Users = Callable[[str, str], Awaitable[list[dict[str, Any]]]]
+
+
+async def _no_users(tenant: str, name: str) -> list[dict[str, Any]]:
+    return []
+
+
+async def refuse_if_used(users: Users, tenant: str, what: str, name: str) -> None:
+    """409 naming the flows that still use a channel or template."""
+    found = await users(tenant, name)
+    if found:
+        named = ", ".join(f"{u['kind']} {u['name']}" for u in found)
+        raise Conflict(f"{what} {name!r} is used by {named}", used_by=found)
+
+
+def public_template(doc: Doc) -> dict[str, Any]:
+    return {
+        "id": str(doc["_id"]),
+        **{k: doc.get(k) for k in _FIELDS},
+        "version": doc["rev"],
+        "author": doc.get("author"),
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+    }
+
+
+class TemplateService:
+    def __init__(self, templates: NamedResources) -> None:
+        self._store = templates
+        self._compiled: OrderedDict[tuple[str, str, int], CompiledTemplate] = OrderedDict()
+        self.users: Users = _no_users
+
+    async def create(self, tenant: str, body: Mapping[str, Any], author: str) -> Doc:
+        fields = checked_template(body)
+        compile_template(fields)
+        now = datetime.now(UTC)
+        doc = {
+            "_id": new_id(),
+            "tenant": tenant,
+            **fields,
+            "author": author,
+            "rev": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._store.insert(doc)
+        return doc
+
+    async def get(self, tenant: str, ref: str) -> Doc:
+        doc = await self._store.by_ref(tenant, ref)
+        if doc is None:
+            raise NotFound(f"no template {ref!r}")
+        return doc
+
+    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+        return await self._store.list(tenant, after=after, limit=limit)
+
+    async def replace(self, tenant: str, ref: str, body: Mapping[str, Any], author: str) -> Doc:
+        current = await self.get(tenant, ref)
+        fields = checked_template(body)
+        if fields["name"] != current["name"]:
+            message = "a template keeps its name (flows use it); create a new one instead"
+            raise InvalidPayload(message, [FieldProblem("/name", message, "const")])
+        compile_template(fields)
+        unset = [k for k in _FIELDS if k not in fields]
+        update = {**fields, "author": author, "updated_at": datetime.now(UTC)}
+        doc = await self._store.update(tenant, str(current["_id"]), current["rev"], update, unset)
+        if doc is None:
+            raise Conflict("the template was changed concurrently; retry")
+        return doc
+
+    async def delete(self, tenant: str, ref: str) -> None:
+        doc = await self.get(tenant, ref)
+        await refuse_if_used(self.users, tenant, "template", doc["name"])
+        await self._store.delete(tenant, str(doc["_id"]))
+
+    async def compiled(self, tenant: str, name: str) -> CompiledTemplate:
+        """The template as it is now, compiled once per version and process."""
+        doc = await self.get(tenant, name)
+        key = (tenant, str(doc["_id"]), int(doc["rev"]))
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = compile_template(doc)
+            if len(self._compiled) > _MAX_CACHED:
+                self._compiled.popitem(last=False)
+        return found
+
+    async def preview(
+        self,
+        tenant: str,
+        *,
+        ref: str | None,
+        draft: Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None,
+        locale: str | None,
+    ) -> dict[str, Any]:
+        """Render a stored template or a draft on a sample context; nothing is stored."""
+        if draft is not None:
+            fields = checked_template(draft)
+            template = compile_template(fields)
+            sample = context if context is not None else fields.get("sample")
+        elif ref is not None:
+            doc = await self.get(tenant, ref)
+            template = await self.compiled(tenant, doc["name"])
+            sample = context if context is not None else doc.get("sample")
+        else:
+            message = "give a stored template's name or a draft"
+            raise InvalidPayload(message, [FieldProblem("/template", message, "required")])
+        rendered = template.render(sample or {}, locale)
+        return {
+            "name": template.name,
+            "channel_type": template.channel_type,
+            "locale": rendered.locale,
+            "parts": rendered.parts,
+            "undefined": rendered.undefined,
+        }
+
+
+def checked_template(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The template document's shape, every problem listed; the text is compiled later."""
+    problems = [
+        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
+        for k in body
+        if k not in _FIELDS
+    ]
+    name = body.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        problems.append(FieldProblem("/name", "name is 1-100 letters, digits, _ . -", "pattern"))
+    channel_type = body.get("channel_type")
+    if not isinstance(channel_type, str):
+        channel_type = repr(channel_type)  # refused below; a str keeps the lookups hashable
+    if channel_type not in CHANNEL_TYPES:
+        message = f"channel_type is one of {', '.join(CHANNEL_TYPES)}"
+        problems.append(FieldProblem("/channel_type", message, "enum"))
+    description = body.get("description", "")
+    if not isinstance(description, str) or len(description) > 2000:
+        problems.append(FieldProblem("/description", "text of at most 2000", "type"))
+    locales = _locales(body.get("locales"), channel_type, problems)
+    default = body.get(
+        "default_locale", "pt-BR" if "pt-BR" in locales else next(iter(locales), None)
+    )
+    if locales and (not isinstance(default, str) or default not in locales):
+        message = f"default_locale must be one of the template's locales ({', '.join(locales)})"
+        problems.append(FieldProblem("/default_locale", message, "enum"))
+    sample = body.get("sample")
+    if sample is not None and not isinstance(sample, Mapping):
+        problems.append(FieldProblem("/sample", "sample is an object (a context)", "type"))
+    if problems:
+        raise InvalidPayload("invalid template", problems)
+    fields = {
+        "name": name,
+        "channel_type": channel_type,
+        "description": description,
+        "default_locale": default,
+        "locales": locales,
+    }
+    if sample is not None:
+        fields["sample"] = dict(sample)
+    return fields
+
+
+def _locales(
+    raw: Any, channel_type: Any, problems: list[FieldProblem]
+) -> dict[str, dict[str, str]]:
+    if not isinstance(raw, Mapping) or not raw:
+        problems.append(
+            FieldProblem("/locales", f"locales is an object of {' and/or '.join(LOCALES)}", "type")
+        )
+        return {}
+    parts = PARTS.get(channel_type, ())
+    found: dict[str, dict[str, str]] = {}
+    for locale, texts in raw.items():
+        at = f"/locales/{locale}"
+        if locale not in LOCALES:
+            problems.append(FieldProblem(at, f"a locale is one of {', '.join(LOCALES)}", "enum"))
+            continue
+        if not isinstance(texts, Mapping):
+            problems.append(FieldProblem(at, f"an object of {', '.join(parts)}", "type"))
+            continue
+        for part, text in texts.items():
+            if part not in parts:
+                message = f"a {channel_type} template has {', '.join(parts)}, not {part!r}"
+                problems.append(FieldProblem(f"{at}/{part}", message, "additionalProperties"))
+            elif not isinstance(text, str):
+                problems.append(FieldProblem(f"{at}/{part}", "a template is text", "type"))
+        for part in REQUIRED.get(channel_type, ()):
+            if part not in texts:
+                problems.append(FieldProblem(f"{at}/{part}", f"{part} is required", "required"))
+        found[locale] = {k: v for k, v in texts.items() if k in parts and isinstance(v, str)}
+    return found

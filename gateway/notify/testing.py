@@ -1,0 +1,46 @@
+"""Use case: an admin's test send through a channel (`POST /api/v1/channels/{ref}/test`):
+a template rendered on a context, or a short built-in message, sent now to one address."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import FieldProblem, InvalidPayload
+from gateway.notify.messages import SendOutcome
+from gateway.notify.notifier import Notification, Recipient
+
+if TYPE_CHECKING:
+    from gateway.notify.wiring import NotifyServices
+
+_BUILT_IN = {
+    "email": {
+        "subject": "Rabbot: mensagem de teste / test message",
+        "text": "Este canal funciona. / This channel works.",
+    },
+    "push": {"title": "Rabbot", "body": "Este canal funciona. / This channel works."},
+    "sms": {"text": "Rabbot: este canal funciona. / This channel works."},
+}
+
+
+async def send_test(
+    notify: NotifyServices,
+    tenant: str,
+    channel_ref: str,
+    *,
+    to: str,
+    template: str | None,
+    context: Mapping[str, Any] | None,
+    locale: str | None,
+) -> SendOutcome:
+    channel = await notify.channels.get(tenant, channel_ref)
+    parts: Mapping[str, str] = _BUILT_IN[channel["type"]]
+    if template is not None:
+        compiled = await notify.templates.compiled(tenant, template)
+        if compiled.channel_type != channel["type"]:
+            message = f"template {template!r} is for {compiled.channel_type}, not {channel['type']}"
+            raise InvalidPayload(message, [FieldProblem("/template", message, "reference")])
+        doc = await notify.templates.get(tenant, template)
+        parts = compiled.render(context or doc.get("sample") or {}, locale).parts
+    notification = Notification(str(channel["_id"]), Recipient(to), parts, {"test": "true"})
+    return await notify.notifier.send(tenant, notification)

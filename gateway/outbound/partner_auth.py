@@ -1,0 +1,375 @@
+"""Partner credentials compiled into request decorations, OAuth2 client credentials included.
+
+`build_auth(credentials)` runs once per partner (when its decrypted credentials are loaded);
+`apply()` runs per request. Nothing here does I/O itself: the OAuth2 token request goes
+through a `TokenFetcher` the sender provides, so it passes the same SSRF guard and limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from urllib.parse import quote
+
+from gateway.errors import FieldProblem, InvalidPayload, PartnerError
+from gateway.outbound.verdict import ErrorKind
+
+
+class TokenFetchFailed(PartnerError):
+    """The token endpoint could not be reached or gave no usable token."""
+
+    title, slug = "Partner token request failed", "partner-token-failed"
+
+    def __init__(self, detail: str, *, kind: ErrorKind = "auth_failed") -> None:
+        super().__init__(detail)
+        self.kind: ErrorKind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    status: int
+    json: Any  # the parsed JSON body, None when it was not JSON
+
+
+# POST `form` (urlencoded) with extra `headers` to a token URL. Raises TokenFetchFailed when
+# nothing usable came back (timeout, refused, blocked by the SSRF guard).
+TokenFetcher = Callable[[str, Mapping[str, str], Mapping[str, str]], Awaitable[TokenResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a credential adds to one request, and which values must never be logged."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: tuple[tuple[str, str], ...] = ()
+    token: str | None = None  # the token or session used, to invalidate it once refused
+    # Members set in a JSON body: (path of keys, value), e.g. a JSON-RPC call's
+    # params.credentials (Geotab). A request without a JSON object body cannot take them.
+    body_members: tuple[tuple[tuple[str, ...], Any], ...] = ()
+
+    def __repr__(self) -> str:  # names only: the values are credentials
+        return f"Applied(headers={list(self.headers)}, query={[n for n, _ in self.query]})"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        token = (self.token,) if self.token and self.body_members else ()
+        return (*self.headers.values(), *(value for _, value in self.query), *token)
+
+
+class PartnerAuth(Protocol):
+    @property
+    def refreshable(self) -> bool:
+        """True when a 401 is worth one retry with fresh credentials."""
+        ...
+
+    async def apply(self, fetch: TokenFetcher) -> Applied: ...
+
+    def invalidate(self, applied: Applied) -> None: ...
+
+    def credential_values(self) -> tuple[str, ...]:
+        """Every value that must never come back out of us (see redaction.py)."""
+        ...
+
+    def refused(self, status: int | None, body: Any) -> bool:
+        """Whether an answer refused the credentials (worth one retry when refreshable)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticAuth:
+    """bearer, header, basic, query and none: fixed headers and query parameters."""
+
+    applied: Applied = field(default_factory=Applied)
+    refreshable: bool = False
+
+    async def apply(self, fetch: TokenFetcher) -> Applied:
+        return self.applied
+
+    def invalidate(self, applied: Applied) -> None:
+        return None
+
+    def credential_values(self) -> tuple[str, ...]:
+        return tuple(v for secret in self.applied.secrets for v in _parts(secret))
+
+    def refused(self, status: int | None, body: Any) -> bool:
+        return status == 401
+
+
+NO_AUTH = StaticAuth()
+
+
+class OAuth2ClientCredentials:
+    """RFC 6749 §4.4: a cached bearer token, fetched with grant_type=client_credentials.
+
+    The token is reused until `expires_in` minus a safety margin (at most half its lifetime),
+    or until the partner answers 401 with it. Concurrent callers wait on one refresh.
+    """
+
+    refreshable = True
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str | None = None,
+        *,
+        client_auth: Literal["basic", "body"] = "basic",
+        margin: float = 30.0,
+        default_ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_refresh: Callable[[], None] | None = None,
+    ) -> None:
+        self.token_url = token_url
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._scope = scope
+        self._client_auth = client_auth
+        self._margin = margin
+        self._default_ttl = default_ttl
+        self._clock = clock
+        self._on_refresh = on_refresh
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"OAuth2ClientCredentials(token_url={self.token_url!r}, client_id=...)"
+
+    async def apply(self, fetch: TokenFetcher) -> Applied:
+        token = await self._current_token(fetch)
+        return Applied(headers={"Authorization": f"Bearer {token}"}, token=token)
+
+    def credential_values(self) -> tuple[str, ...]:
+        pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret, safe='')}"
+        basic = base64.b64encode(pair.encode()).decode()
+        token = (self._token,) if self._token else ()
+        return (self._client_secret, basic, *token)
+
+    def invalidate(self, applied: Applied) -> None:
+        # Only the token that was refused: after N concurrent 401s, one refresh, not N.
+        if applied.token is not None and applied.token == self._token:
+            self._token = None
+
+    def refused(self, status: int | None, body: Any) -> bool:
+        return status == 401
+
+    def _cached(self) -> str | None:
+        if self._token is not None and self._clock() < self._expires_at:
+            return self._token
+        return None
+
+    async def _current_token(self, fetch: TokenFetcher) -> str:
+        token = self._cached()
+        if token is not None:
+            return token
+        async with self._lock:
+            token = self._cached()  # another caller may have refreshed while we waited
+            if token is None:
+                token, ttl = await self._request_token(fetch)
+                self._token = token
+                self._expires_at = self._clock() + ttl - min(self._margin, ttl / 2)
+                if self._on_refresh is not None:
+                    self._on_refresh()
+            return token
+
+    async def _request_token(self, fetch: TokenFetcher) -> tuple[str, float]:
+        form = {"grant_type": "client_credentials"}
+        if self._scope:
+            form["scope"] = self._scope
+        headers: dict[str, str] = {}
+        if self._client_auth == "basic":
+            # RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
+            pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret, safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form |= {"client_id": self._client_id, "client_secret": self._client_secret}
+        response = await fetch(self.token_url, form, headers)
+        return parse_token_response(response, self._default_ttl)
+
+
+def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[str, float]:
+    body = response.json if isinstance(response.json, dict) else {}
+    if not 200 <= response.status < 300:
+        reason = " ".join(str(body.get(k, ""))[:200] for k in ("error", "error_description"))
+        raise TokenFetchFailed(
+            f"token endpoint answered {response.status}"
+            + (f": {reason.strip()}" if reason.strip() else "")
+        )
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise TokenFetchFailed("token endpoint answer has no access_token")
+    token_type = body.get("token_type", "bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise TokenFetchFailed(f"unsupported token_type {token_type!r} (only bearer)")
+    return token, _ttl(body.get("expires_in"), default_ttl)
+
+
+def _ttl(expires_in: Any, default: float) -> float:
+    try:
+        ttl = float(expires_in)
+    except (TypeError, ValueError):
+        return default  # absent or garbled: RFC 6749 lets the server omit it
+    return ttl if 0 < ttl < 10 * 365 * 86400 else default
+
+
+def _parts(secret: str) -> tuple[str, ...]:
+    """A header value and what it carries: "Bearer T" → T; "Basic B" → B, and the password
+    inside B (a partner may echo it decoded)."""
+    scheme, _, rest = secret.partition(" ")
+    if scheme == "Bearer" and rest:
+        return (secret, rest)
+    if scheme == "Basic" and rest:
+        try:
+            user_pass = base64.b64decode(rest, validate=True).decode()
+        except ValueError:
+            return (secret, rest)
+        return (secret, rest, user_pass, user_pass.partition(":")[2])
+    return (secret,)
+
+
+# RFC 9110 token characters, for header and query names.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def build_auth(
+    credentials: Mapping[str, Any], *, on_refresh: Callable[[], None] | None = None
+) -> PartnerAuth:
+    """Compile a partner's decrypted `auth` document (SPEC §3.5) into a PartnerAuth.
+
+    Raises InvalidPayload naming each bad field (pointers under /auth).
+    """
+    kind = credentials.get("type")
+    if kind == "oauth2_client_credentials":
+        return _build_oauth2(credentials, on_refresh)
+    if kind == "google_service_account":
+        # Imported here: that module builds on this one's token cache (a cycle at import time).
+        from gateway.outbound.service_account import build_service_account_auth
+
+        return build_service_account_auth(credentials, on_refresh)
+    if kind == "geotab":
+        from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
+
+        return build_geotab_auth(credentials, on_refresh)
+    builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
+    if builder is None:
+        known = ", ".join(
+            [*_STATIC_BUILDERS, "oauth2_client_credentials", "google_service_account", "geotab"]
+        )
+        raise _invalid("/auth/type", f"unknown auth type {kind!r}; expected one of {known}")
+    return StaticAuth(builder(_Fields(credentials)))
+
+
+class _Fields:
+    """Reads required string fields, collecting every problem before raising."""
+
+    def __init__(self, credentials: Mapping[str, Any]) -> None:
+        self._credentials = credentials
+        self.problems: list[FieldProblem] = []
+
+    def text(self, name: str, *, required: bool = True, header_safe: bool = True) -> str:
+        value = self._credentials.get(name)
+        pointer = f"/auth/{name}"
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str) or not value:
+            self.problems.append(
+                FieldProblem(pointer, f"{name} must be a non-empty string", "type")
+            )
+            return ""
+        if header_safe and any(c in value for c in "\r\n\0"):
+            self.problems.append(
+                FieldProblem(pointer, f"{name} must not contain line breaks", "pattern")
+            )
+        return value
+
+    def name(self, name: str) -> str:
+        value = self.text(name)
+        if value and not _TOKEN.fullmatch(value):
+            self.problems.append(
+                FieldProblem(
+                    f"/auth/{name}", f"{name} must be an HTTP token (no spaces)", "pattern"
+                )
+            )
+        return value
+
+    def done(self) -> None:
+        if self.problems:
+            raise InvalidPayload("invalid partner credentials", self.problems)
+
+
+def _bearer(f: _Fields) -> Applied:
+    token = f.text("token")
+    f.done()
+    return Applied(headers={"Authorization": f"Bearer {token}"})
+
+
+def _header(f: _Fields) -> Applied:
+    name, value = f.name("name"), f.text("value")
+    f.done()
+    return Applied(headers={name: value})
+
+
+def _basic(f: _Fields) -> Applied:
+    username, password = f.text("username"), f.text("password")
+    if ":" in username:
+        f.problems.append(
+            FieldProblem("/auth/username", "username must not contain ':' (RFC 7617)", "pattern")
+        )
+    f.done()
+    pair = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return Applied(headers={"Authorization": f"Basic {pair}"})
+
+
+def _query(f: _Fields) -> Applied:
+    name, value = f.name("name"), f.text("value", header_safe=False)
+    f.done()
+    return Applied(query=((name, value),))
+
+
+def _none(f: _Fields) -> Applied:
+    return Applied()
+
+
+_STATIC_BUILDERS: dict[str, Callable[[_Fields], Applied]] = {
+    "bearer": _bearer,
+    "header": _header,
+    "basic": _basic,
+    "query": _query,
+    "none": _none,
+}
+
+
+def _build_oauth2(
+    credentials: Mapping[str, Any], on_refresh: Callable[[], None] | None
+) -> OAuth2ClientCredentials:
+    f = _Fields(credentials)
+    token_url, client_id = f.text("token_url"), f.text("client_id")
+    client_secret, scope = f.text("client_secret"), f.text("scope", required=False)
+    client_auth = credentials.get("client_auth", "basic")
+    if token_url and not token_url.startswith(("http://", "https://")):
+        f.problems.append(
+            FieldProblem("/auth/token_url", "token_url must be an http(s) URL", "format")
+        )
+    if client_auth not in ("basic", "body"):
+        f.problems.append(
+            FieldProblem("/auth/client_auth", "client_auth must be 'basic' or 'body'", "enum")
+        )
+    f.done()
+    return OAuth2ClientCredentials(
+        token_url,
+        client_id,
+        client_secret,
+        scope or None,
+        client_auth="body" if client_auth == "body" else "basic",
+        on_refresh=on_refresh,
+    )
+
+
+def _invalid(pointer: str, message: str) -> InvalidPayload:
+    return InvalidPayload("invalid partner credentials", [FieldProblem(pointer, message, "enum")])

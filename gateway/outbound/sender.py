@@ -1,0 +1,352 @@
+"""The one place outbound HTTP happens: an aiohttp client behind the SSRF guard, partner
+limits and credentials, turning every answer or failure into an `Outcome`.
+
+No aiohttp exception leaves this module. The signing headers are offered here too, because
+they shape the bytes the sender puts on the wire; URLs are built in `urls.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import orjson
+from aiohttp.abc import AbstractResolver
+
+# Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
+from gateway.auth.webhook_signature import signed_headers as signed_headers
+from gateway.outbound.breaker import BreakerState, PartnerGuard
+from gateway.outbound.partner_auth import (
+    NO_AUTH,
+    Applied,
+    PartnerAuth,
+    TokenFetchFailed,
+    TokenResponse,
+)
+from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
+from gateway.outbound.verdict import NOT_SENT, ErrorKind, Verdict, classify, parse_retry_after
+
+KIB = 1024
+# Response headers worth keeping in an attempt record (redirects are answers, see ssrf.py).
+KEPT_HEADERS = ("Retry-After", "Content-Type", "Location")
+USER_AGENT = "rabbot-gateway (+https://rabbot.dev)"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    method: str
+    url: str  # absolute; see build_url
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Sequence[tuple[str, str]] = ()  # added to the URL's own query
+    body: bytes | None = None
+    timeout: float = 10.0  # total seconds, the partner's setting
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one request. `status` is None when no HTTP answer came back."""
+
+    status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # KEPT_HEADERS only
+    body_excerpt: str = ""  # the first bytes of the body, decoded leniently
+    json_body: Any = None
+    is_json: bool = False  # json_body holds a parsed body (which may be JSON null)
+    latency_ms: float = 0.0
+    error: ErrorKind | None = None
+    message: str | None = None  # human detail for `error`, never carrying credentials
+
+    @property
+    def verdict(self) -> Verdict:
+        return classify(self.status, self.error)
+
+    @property
+    def sent(self) -> bool:
+        return self.error not in NOT_SENT
+
+    def retry_after(self, now: datetime) -> float | None:
+        return parse_retry_after(self.headers.get("Retry-After"), now)
+
+
+def _not_sent(error: ErrorKind, message: str) -> Outcome:
+    return Outcome(error=error, message=message)
+
+
+class Sender:
+    """Owns one ClientSession (pooled connections, SSRF-guarded resolver) for the process.
+
+    Use `async with Sender(policy) as sender:` or pair `start()` with `close()` in a
+    cleanup_ctx. The session keeps no cookies (partners share it) and ignores proxy
+    environment variables (a proxy would resolve names where our guard cannot see).
+    """
+
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        *,
+        connect_timeout: float = 5.0,
+        max_body: int = 1024 * KIB,
+        excerpt_bytes: int = 4 * KIB,
+        pool_limit: int = 200,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._policy = policy
+        self._connect_timeout = connect_timeout
+        self._max_body = max_body
+        self._excerpt_bytes = excerpt_bytes
+        self._pool_limit = pool_limit
+        self._inner_resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self._policy, self._inner_resolver),
+            limit=self._pool_limit,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> Sender:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def send(
+        self,
+        request: OutboundRequest,
+        *,
+        partner_id: str,
+        guard: PartnerGuard | None = None,
+        auth: PartnerAuth = NO_AUTH,
+    ) -> Outcome:
+        """Send through the partner's guard: circuit breaker, rate limit, concurrency gate."""
+        if guard is None:
+            return await self._send_with_auth(request, auth)
+        if guard.breaker.state is BreakerState.OPEN:
+            return _circuit_open(guard)
+        max_wait = guard.settings.max_wait
+        if guard.limiter is not None and not await guard.limiter.acquire(max_wait):
+            return _not_sent("rate_limited", f"over the rate limit for partner {partner_id}")
+        try:
+            async with asyncio.timeout(max_wait):
+                await guard.gate.acquire()
+        except TimeoutError:
+            return _not_sent(
+                "rate_limited",
+                f"{guard.settings.max_concurrency} requests already in flight "
+                f"to partner {partner_id}",
+            )
+        try:
+            return await self._send_through_breaker(request, guard, auth)
+        finally:
+            guard.gate.release()
+
+    async def _send_through_breaker(
+        self, request: OutboundRequest, guard: PartnerGuard, auth: PartnerAuth
+    ) -> Outcome:
+        breaker = guard.breaker
+        if not breaker.allow():  # opened while we waited, or another probe is out
+            return _circuit_open(guard)
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._send_with_auth(request, auth)
+            return outcome
+        finally:
+            if outcome is None or not outcome.sent:
+                breaker.release()
+            elif outcome.verdict is Verdict.RETRY:
+                breaker.record_failure()
+            else:  # answered, even with a 4xx: the partner is up
+                breaker.record_success()
+
+    async def _send_with_auth(self, request: OutboundRequest, auth: PartnerAuth) -> Outcome:
+        async def fetch(
+            url: str, form: Mapping[str, str], headers: Mapping[str, str]
+        ) -> TokenResponse:
+            return await self._fetch_token(url, form, headers, request.timeout)
+
+        try:
+            applied = await auth.apply(fetch)
+            outcome = await self._exchange(request, applied)
+            if auth.refreshable and auth.refused(outcome.status, outcome.json_body):
+                auth.invalidate(applied)
+                applied = await auth.apply(fetch)
+                outcome = await self._exchange(request, applied)
+        except TokenFetchFailed as exc:
+            return Outcome(error=exc.kind, message=exc.detail)
+        return outcome
+
+    async def _fetch_token(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str], timeout: float
+    ) -> TokenResponse:
+        token_request = OutboundRequest(
+            "POST",
+            url,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+            body=urlencode(form).encode(),
+            timeout=timeout,
+        )
+        # As an Applied, the client's Basic credentials are also redacted from messages.
+        outcome = await self._exchange(token_request, Applied(headers=headers))
+        if outcome.status is None:
+            kind = outcome.error or "auth_failed"
+            raise TokenFetchFailed(f"token endpoint: {outcome.message}", kind=kind)
+        return TokenResponse(outcome.status, outcome.json_body if outcome.is_json else None)
+
+    async def _exchange(self, request: OutboundRequest, applied: Applied) -> Outcome:
+        """One HTTP request and its bounded answer; every failure becomes an Outcome."""
+        if self._session is None:
+            raise RuntimeError("Sender.start() was not called")
+        started = time.perf_counter()
+        try:
+            url = self._policy.check_url(request.url)
+            if request.query or applied.query:
+                url = url.extend_query([*request.query, *applied.query])
+            timeout = aiohttp.ClientTimeout(
+                total=request.timeout, sock_connect=min(self._connect_timeout, request.timeout)
+            )
+            async with self._session.request(
+                request.method,
+                url,
+                headers={**request.headers, **applied.headers},
+                data=_with_members(request.body, applied.body_members),
+                allow_redirects=False,
+                timeout=timeout,
+            ) as response:
+                outcome = await self._read(response)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
+            kind, message = _describe(exc)
+            outcome = Outcome(error=kind, message=message)
+        return _finish(outcome, started, applied.secrets)
+
+    async def _read(self, response: aiohttp.ClientResponse) -> Outcome:
+        body, error, message = await self._read_body(response)
+        is_json, parsed = False, None
+        if error is None:
+            is_json, parsed, message = _parse_json(body, response.content_type)
+            error = None if message is None else "invalid_response"
+        return Outcome(
+            status=response.status,
+            headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
+            body_excerpt=body[: self._excerpt_bytes].decode("utf-8", "replace"),
+            json_body=parsed,
+            is_json=is_json,
+            error=error,
+            message=message,
+        )
+
+    async def _read_body(
+        self, response: aiohttp.ClientResponse
+    ) -> tuple[bytes, ErrorKind | None, str | None]:
+        """Read at most max_body bytes; past that keep what we have and drop the connection."""
+        declared = response.content_length
+        # A declared oversize body is refused after reading no more than the excerpt.
+        declared_too_large = declared is not None and declared > self._max_body
+        limit = self._excerpt_bytes if declared_too_large else self._max_body
+        buffer = bytearray()
+        try:
+            while len(buffer) <= limit:
+                chunk = await response.content.read(64 * KIB)
+                if not chunk:
+                    break
+                buffer += chunk
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            kind, message = _describe(exc)
+            return bytes(buffer), kind, message
+        if declared_too_large or len(buffer) > limit:
+            response.close()  # don't drain (or pool) a connection with a huge body on it
+            size = f"{declared}-byte" if declared_too_large else "larger"
+            message = f"{size} body exceeds the {self._max_body}-byte cap; not read"
+            return bytes(buffer[: self._excerpt_bytes]), "too_large", message
+        return bytes(buffer), None, None
+
+
+def _with_members(body: bytes | None, members: Sequence[tuple[Sequence[str], Any]]) -> bytes | None:
+    """The JSON body with a credential's members set (ValueError: not a JSON object)."""
+    if not members:
+        return body
+    try:
+        document = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        document = None
+    if not isinstance(document, dict):
+        raise ValueError("these credentials go into a JSON object body, and there is none")
+    for path, value in members:
+        node = document
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"the body's {key!r} is not an object")
+        node[path[-1]] = value
+    return orjson.dumps(document)
+
+
+def _circuit_open(guard: PartnerGuard) -> Outcome:
+    wait = guard.breaker.retry_in()
+    return _not_sent("circuit_open", f"circuit open after repeated failures; probe in {wait:.0f} s")
+
+
+def _parse_json(body: bytes, content_type: str) -> tuple[bool, Any, str | None]:
+    """(is_json, value, problem). A JSON content type must parse; other bodies may."""
+    declared = content_type == "application/json" or content_type.endswith("+json")
+    if not declared and body.lstrip()[:1] not in (b"{", b"["):
+        return False, None, None
+    if declared and not body.strip():
+        return False, None, None
+    try:
+        return True, orjson.loads(body), None
+    except orjson.JSONDecodeError as exc:
+        return False, None, (f"body is not valid JSON: {exc}" if declared else None)
+
+
+def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
+    """Our error kind for an exception, with a message that names no URL (query secrets)."""
+    if isinstance(exc, OutboundBlocked):
+        return "blocked", exc.detail
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "blocked", "invalid URL"
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError & co. included
+        return "timeout", f"no answer in time ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return (
+            "connect",
+            f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}",
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "invalid_response", f"invalid HTTP answer: {exc.message}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | OSError):
+        return "reset", f"connection lost: {type(exc).__name__}: {exc}"
+    if isinstance(exc, ValueError):
+        return "blocked", f"request not sendable: {exc}"
+    return "connect", f"{type(exc).__name__}: {exc}"
+
+
+def _finish(outcome: Outcome, started: float, secrets: Sequence[str]) -> Outcome:
+    message = outcome.message
+    if message:
+        for secret in secrets:
+            if secret:
+                message = message.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    return replace(outcome, latency_ms=latency_ms, message=message)

@@ -1,0 +1,67 @@
+"""Partner URLs: a base URL, an action's path template with each {name} filled by exactly one
+percent-encoded segment, and a query string."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote, urlencode
+
+from gateway.errors import FieldProblem, InvalidPayload
+
+# A path parameter in an action's path template: "/fines/{ait}".
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def malformed_template(template: str) -> bool:
+    """Whether a brace of `template` is not part of a {name} placeholder."""
+    rest = PLACEHOLDER.sub("", template)
+    return "{" in rest or "}" in rest
+
+
+def build_url(
+    base_url: str,
+    path_template: str,
+    path_params: Mapping[str, object],
+    query: Mapping[str, object] | Sequence[tuple[str, object]] = (),
+) -> str:
+    """base_url + path_template with each `{name}` replaced by one percent-encoded segment.
+
+    A parameter can never leave its segment: "/", "?", "#" and "%" are encoded, and "",
+    "." and ".." are refused (URL normalisation would turn them into a different path).
+    """
+    problems: list[FieldProblem] = []
+
+    def segment(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in path_params or path_params[name] is None:
+            problems.append(
+                FieldProblem(f"/path/{name}", f"path parameter {name} is missing", "required")
+            )
+            return ""
+        value = str(path_params[name])
+        if value in ("", ".", ".."):
+            problems.append(
+                FieldProblem(
+                    f"/path/{name}", f"path parameter {name} cannot be {value!r}", "pattern"
+                )
+            )
+        return quote(value, safe="")
+
+    path = PLACEHOLDER.sub(segment, path_template)
+    if malformed_template(path_template):
+        problems.append(
+            FieldProblem("/path", f"malformed path template {path_template!r}", "format")
+        )
+    if problems:
+        raise InvalidPayload("cannot build the partner URL", problems)
+    url = base_url.rstrip("/") + ("/" + path.lstrip("/") if path else "")
+    pairs = query.items() if isinstance(query, Mapping) else query
+    encoded = urlencode([(k, _query_value(v)) for k, v in pairs if v is not None])
+    return f"{url}{'&' if '?' in url else '?'}{encoded}" if encoded else url
+
+
+def _query_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

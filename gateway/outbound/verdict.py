@@ -1,0 +1,77 @@
+"""What a partner's answer means: the verdict on an outcome, the kinds of failure, and how
+long a partner asks us to wait (`Retry-After`)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+ErrorKind = Literal[
+    "timeout",  # no answer within the partner's timeout (connect or total)
+    "connect",  # DNS failure, refused, unreachable
+    "reset",  # the connection dropped mid-request or mid-response
+    "blocked",  # refused by the SSRF guard or an unusable URL: never sent
+    "too_large",  # the answer's body passed our read cap (status still known)
+    "invalid_response",  # not HTTP, or a JSON body that does not parse (status may be known)
+    "auth_failed",  # the partner's OAuth2 token endpoint did not give us a token
+    "rate_limited",  # our own per-partner rate/concurrency limit: never sent
+    "circuit_open",  # the partner's circuit breaker is open: never sent
+]
+
+# Error kinds for which no request reached the partner.
+NOT_SENT: frozenset[ErrorKind] = frozenset({"blocked", "rate_limited", "circuit_open"})
+
+
+class Verdict(enum.StrEnum):
+    SUCCESS = "success"  # 2xx
+    RETRY = "retry"  # worth another attempt later
+    FAIL = "fail"  # the partner refused this request; retrying will not help
+    GONE = "gone"  # 410: the partner wants no more of these; disable the subscription
+
+
+_RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def classify(status: int | None, error: ErrorKind | None) -> Verdict:
+    """What a send outcome means for the delivery.
+
+    When the partner answered with a status, the status decides, even if its body was then
+    too large, cut short or not JSON: the partner did say whether it took the request.
+    Without a status, everything is transient except a URL the SSRF guard refuses.
+    """
+    if status is None:
+        return Verdict.FAIL if error == "blocked" else Verdict.RETRY
+    if 200 <= status < 300:
+        return Verdict.SUCCESS
+    if status == 410:
+        return Verdict.GONE
+    if status in _RETRY_STATUSES or status >= 500:
+        return Verdict.RETRY
+    # 1xx/3xx (redirects are not followed, see ssrf.py) and the other 4xx.
+    return Verdict.FAIL
+
+
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
+
+
+def parse_retry_after(header: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta-seconds or HTTP-date); None if unusable.
+
+    `now` must be timezone-aware. A date in the past means "now" (0 seconds).
+    """
+    if header is None:
+        return None
+    value = header.strip()
+    # Digits only, bounded: int() of a 5,000-digit string raises, and 10 digits is 300 years.
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" parses as naive; HTTP-dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)

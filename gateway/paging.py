@@ -1,0 +1,29 @@
+"""Cursor pagination, as every list reads it from a query: `limit` (1 to MAX_PAGE) and
+`cursor` (the `next_cursor` of the previous page)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from gateway.errors import BadRequest
+
+MAX_PAGE: Final = 200
+DEFAULT_PAGE: Final = 50
+PAGE_PARAMS: Final = frozenset({"limit", "cursor"})
+
+
+def page_params(query: Mapping[str, str], default: int = DEFAULT_PAGE) -> tuple[int, str | None]:
+    raw = query.get("limit", str(default))
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest(f"limit must be an integer, got {raw!r}") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+    return limit, query.get("cursor") or None
+
+
+def page(items: list[Any], limit: int, last_id: str | None) -> dict[str, Any]:
+    """A page; `next_cursor` (the last item's id) is null on the last page."""
+    return {"items": items, "next_cursor": last_id if len(items) == limit else None}

@@ -1,0 +1,109 @@
+"""The notify lane's collections: driver assignments, channels, templates, per-tenant
+notification settings, cooldowns, and flows (`store/flows.py`).
+
+Channels and templates are `{_id, tenant, name, ..., rev, created_at, updated_at}` with a name
+unique per tenant (flows name them). Settings are one document per tenant (`_id` = tenant). A
+cooldown is `{_id: "<tenant>:<key>", tenant, key, sent_at, expires_at}`: the last time a
+notification for that key went out, dropped by a TTL index once the longest cooldown is over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from gateway.store.assignments import AssignmentStore
+from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
+from gateway.store.flows import FlowStore
+from gateway.store.resources import TenantResources
+
+NAME_INDEXES = [IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="name")]
+COOLDOWN_INDEXES = [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="ttl")]
+
+
+class NamedResources(TenantResources):
+    """Tenant resources with a unique name, found by id or by name."""
+
+    async def by_ref(self, tenant: str, ref: str) -> Doc | None:
+        doc = await find_by_id(self._c, tenant, ref)
+        if doc is None:
+            with translate_errors():
+                doc = await self._c.find_one(scoped(tenant, {"name": ref}))
+        return doc
+
+    async def by_names(self, tenant: str, names: list[str]) -> list[Doc]:
+        with translate_errors():
+            return await self._c.find(scoped(tenant, {"name": {"$in": names}})).to_list(None)
+
+
+class SettingsStore:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def get(self, tenant: str) -> Doc | None:
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, {"_id": tenant}))
+
+    async def put(self, tenant: str, fields: Mapping[str, Any]) -> Doc:
+        with translate_errors():
+            doc = await self._c.find_one_and_update(
+                scoped(tenant, {"_id": tenant}),
+                {"$set": dict(fields), "$inc": {"rev": 1}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        assert doc is not None  # upsert with AFTER always returns the document
+        return doc
+
+
+class CooldownStore:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def claim(
+        self, tenant: str, key: str, now: datetime, quiet_until: datetime, keep_until: datetime
+    ) -> datetime | None:
+        """Note a send for `key` unless one was noted after `quiet_until`; returns None when
+        this call may send, else when the earlier send happened. Atomic across processes:
+        the loser of two concurrent claims sees the winner's time."""
+        doc_id = f"{tenant}:{key}"
+        with translate_errors():
+            try:
+                await self._c.find_one_and_update(
+                    scoped(tenant, {"_id": doc_id, "sent_at": {"$lte": quiet_until}}),
+                    {"$set": {"key": key, "sent_at": now, "expires_at": keep_until}},
+                    upsert=True,
+                )
+                return None
+            except DuplicateKeyError:
+                pass  # it exists with a later send: the filter missed and the insert failed
+            found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
+        return None if found is None else found["sent_at"]
+
+    async def last_sent(self, tenant: str, key: str) -> datetime | None:
+        with translate_errors():
+            found = await self._c.find_one(scoped(tenant, {"_id": f"{tenant}:{key}"}))
+        return None if found is None else found["sent_at"]
+
+
+class NotifyStores:
+    def __init__(self, db: Database) -> None:
+        self.assignments = AssignmentStore(db["driver_assignments"])
+        self.channels = NamedResources(db["channels"])
+        self.templates = NamedResources(db["templates"])
+        self.settings = SettingsStore(db["notify_settings"])
+        self.cooldowns = CooldownStore(db["notify_cooldowns"])
+        self.flows = FlowStore(db)
+        self._db = db
+
+    async def ensure_indexes(self) -> None:
+        """Assignments are read through their `_id` alone."""
+        with translate_errors():
+            await self._db["channels"].create_indexes(NAME_INDEXES)
+            await self._db["templates"].create_indexes(NAME_INDEXES)
+            await self._db["notify_cooldowns"].create_indexes(COOLDOWN_INDEXES)
+        await self.flows.ensure_indexes()

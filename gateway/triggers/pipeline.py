@@ -1,0 +1,178 @@
+"""One payload item through a trigger: validate (schema) → map (mapping) → locate (entity key)
+→ upsert (entity). Shared by partner calls (`ingest.py`) and replays (`replay.py`).
+
+Each stage labels what it refuses with its own name (`with stage("mapping"):`): that label
+is the `reason` of the 422 and of the kept record (`rejected.py`), so an admin knows whether
+to fix the schema, the mapping or the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.entities import EntityService, Origin, WriteResult
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
+from gateway.mapping import CompiledMapping
+from gateway.mapping_files.source import MappingSource
+from gateway.schemas import SchemaRegistry, reference_field
+from gateway.schemas.compiled import invalid
+from gateway.triggers.compiled import CompiledTrigger
+
+
+@contextlib.contextmanager
+def stage(reason: str) -> Iterator[None]:
+    """What fails inside is this stage's: an InvalidPayload without a reason gets `reason`."""
+    try:
+        yield
+    except InvalidPayload as exc:
+        if "reason" in exc.extra:
+            raise
+        raise InvalidPayload(exc.detail, exc.problems, **exc.extra, reason=reason) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An item validated and mapped, ready to write."""
+
+    fields: dict[str, Any]
+    events: Sequence[str]
+    lane: str  # the natural key: writes to one entity keep their order
+    event_detail: Mapping[str, Any] | None = None
+
+
+class Pipeline:
+    def __init__(
+        self, entities: EntityService, schemas: SchemaRegistry, mappings: MappingSource
+    ) -> None:
+        self._entities = entities
+        self._schemas = schemas
+        self._mappings = mappings
+
+    async def item(
+        self,
+        trigger: CompiledTrigger,
+        mapping: CompiledMapping | None,
+        item: Any,
+        *,
+        origin: Origin,
+        schema_applies: bool = True,
+    ) -> WriteResult:
+        """Validate, map and upsert one item."""
+        prepared = await self.prepare(trigger, mapping, item, schema_applies=schema_applies)
+        return await self.write(trigger, prepared, origin)
+
+    async def prepare(
+        self,
+        trigger: CompiledTrigger,
+        mapping: CompiledMapping | None,
+        item: Any,
+        *,
+        schema_applies: bool = True,
+    ) -> Prepared:
+        """Validate and map one item, and find which entity it writes."""
+        if schema_applies:
+            self.validate(trigger, item)
+        if mapping is not None:
+            with stage("mapping"):
+                mapped = mapping.apply(item)
+            fields, events, key = mapped.document, mapped.events, mapped.key
+            detail = mapped.event_data
+        elif isinstance(item, dict):
+            fields, events, key, detail = item, (), {}, {}
+        else:
+            with stage("schema"):
+                problem = FieldProblem("", "each item must be a JSON object", "type")
+                raise invalid("payload", [problem])
+        fields = await self._locate(trigger, self._with_kind(trigger, fields), key)
+        with stage("entity"):
+            lane = self._entities.natural_key(trigger.entity_type, fields)
+        return Prepared(fields, events, lane, detail)
+
+    async def write(
+        self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin
+    ) -> WriteResult:
+        with stage("entity"):
+            return await self._entities.upsert(
+                trigger.tenant,
+                trigger.entity_type,
+                prepared.fields,
+                origin,
+                extra_events=prepared.events,
+                event_detail=prepared.event_detail,
+            )
+
+    def validate(self, trigger: CompiledTrigger, payload: Any) -> None:
+        """The trigger's input schema, when it has one."""
+        with stage("schema"):
+            if trigger.schema is not None and (problems := trigger.schema.validate(payload)):
+                raise invalid("payload", problems)
+
+    async def inbound_mapping(self, trigger: CompiledTrigger) -> CompiledMapping | None:
+        """The trigger's active inbound mapping; a mapping failure when it cannot serve."""
+        if trigger.mapping is None:
+            return None
+        try:
+            mapping = await self._mappings.active(trigger.tenant, trigger.mapping)
+        except NotFound as exc:
+            raise _mapping_problem(exc.detail) from None
+        if mapping.direction != "inbound":
+            raise _mapping_problem(f"mapping {mapping.name!r} is not an inbound mapping")
+        if mapping.entity_type not in (None, trigger.entity_type):
+            raise _mapping_problem(
+                f"mapping {mapping.name!r} maps to {mapping.entity_type}, "
+                f"this trigger writes {trigger.entity_type}"
+            )
+        with stage("mapping"):
+            return mapping.bind(trigger.params)
+
+    def _with_kind(self, trigger: CompiledTrigger, fields: dict[str, Any]) -> dict[str, Any]:
+        if trigger.kind is None:
+            return fields
+        kind = fields.get("kind", trigger.kind)
+        with stage("schema"):
+            if kind != trigger.kind:
+                message = f"/kind: this trigger writes {trigger.kind!r} documents, not {kind!r}"
+                raise invalid("payload", [FieldProblem("/kind", message, "const")])
+        return fields if "kind" in fields else {"kind": kind, **fields}
+
+    async def _locate(
+        self, trigger: CompiledTrigger, fields: dict[str, Any], key: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """`fields` carrying a natural key: theirs, or that of the one entity the mapping's
+        key fields (e.g. a tracker id) find."""
+        etype = trigger.entity_type
+        with stage("entity"):
+            try:
+                self._schemas.natural_key(etype, fields)
+                return fields
+            except InvalidPayload:
+                if not key:
+                    raise  # no key of its own, and no lookup key to find the entity by
+        with stage("mapping"):  # a lookup value the mapping made unusable
+            found = await self._entities.find(trigger.tenant, etype, key, after=None, limit=2)
+        if len(found) != 1:
+            described = ", ".join(f"{k} {v!r}" for k, v in key.items())
+            message = f"{'no' if not found else 'more than one'} {etype} with {described}"
+            keyword = "not_found" if not found else "ambiguous"
+            problems = [FieldProblem("", message, keyword, {"target": name}) for name in key]
+            raise InvalidPayload(message, problems, reason="entity")
+        return {**fields, **self._schemas.natural_key(etype, found[0]["data"])}
+
+
+def written(trigger: CompiledTrigger, result: WriteResult) -> dict[str, Any]:
+    """A write as the partner sees it; `key` is what GET /hooks/{id}/{key} accepts."""
+    doc = result.entity
+    return {
+        "id": str(doc["_id"]),
+        "key": doc["data"].get(reference_field(trigger.entity_type)),
+        "created": result.created,
+        "changed": [c.field for c in result.changes],
+        "events": list(result.events),
+    }
+
+
+def _mapping_problem(message: str) -> InvalidPayload:
+    return InvalidPayload(message, [FieldProblem("", message, "mapping")], reason="mapping")

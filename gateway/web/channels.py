@@ -1,0 +1,182 @@
+"""/api/v1/channels (e-mail, push, SMS), a channel's test send, and
+/api/v1/notification-settings (cooldown, quiet hours)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import FieldProblem, InvalidPayload
+from gateway.notify.channels import public_channel
+from gateway.notify.testing import send_test
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.requests import page, page_params, read_object
+from gateway.web.state import services_of
+
+CHANNEL_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "type"],
+    "description": "email: smtp {host, port?, security: none|starttls|tls, username?, "
+    "password? (write-only), timeout_seconds?, ca_certificate?}, from, reply_to?; push: "
+    "partner_id (auth google_service_account), project_id, priority?; sms: action_id, from",
+    "properties": {
+        "name": {"type": "string"},
+        "type": {"enum": ["email", "push", "sms"]},
+        "description": {"type": "string"},
+        "smtp": {"type": "object"},
+        "from": {"type": "string"},
+        "reply_to": {"type": "string"},
+        "partner_id": {"type": "string"},
+        "project_id": {"type": "string"},
+        "priority": {"enum": ["high", "normal"]},
+        "action_id": {"type": "string"},
+    },
+}
+CHANNEL: dict[str, Any] = {
+    "type": "object",
+    "properties": {**CHANNEL_BODY["properties"], "id": {"type": "string"}},
+}
+_TEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["to"],
+    "properties": {
+        "to": {"type": "string", "description": "an address, a phone number or a device token"},
+        "template": {"type": "string", "description": "a template to render (default: a test)"},
+        "context": {"type": "object"},
+        "locale": {"type": "string"},
+    },
+}
+SETTINGS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "cooldown_seconds": {"type": "integer", "minimum": 0, "default": 3600},
+        "quiet_hours": {
+            "type": ["object", "null"],
+            "properties": {
+                "start": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
+                "end": {"type": "string"},
+                "timezone": {"type": "string", "default": "America/Sao_Paulo"},
+                "during": {"enum": ["delay", "suppress"]},
+                "channels": {"type": "array", "items": {"enum": ["email", "push", "sms"]}},
+            },
+        },
+    },
+}
+
+
+def _ref(request: web.Request) -> str:
+    return request.match_info["ref"]
+
+
+@operation(
+    "Create a notification channel",
+    tag="channels",
+    request=CHANNEL_BODY,
+    response=CHANNEL,
+    status=201,
+    errors=(409,),
+)
+async def create_channel(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    doc = await services_of(request).notify.channels.create(
+        claims.tenant, await read_object(request)
+    )
+    return json_response(public_channel(doc), status=201)
+
+
+@operation(
+    "List notification channels",
+    tag="channels",
+    response={"type": "object", "properties": {"items": {"type": "array"}}},
+    query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+)
+async def list_channels(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    limit, cursor = page_params(request)
+    docs = await services_of(request).notify.channels.list(claims.tenant, after=cursor, limit=limit)
+    return json_response(page([public_channel(d) for d in docs], limit))
+
+
+@operation("Get a channel by id or name", tag="channels", response=CHANNEL)
+async def get_channel(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    doc = await services_of(request).notify.channels.get(claims.tenant, _ref(request))
+    return json_response(public_channel(doc))
+
+
+@operation(
+    "Change a channel (smtp is replaced whole; the type stays)",
+    tag="channels",
+    request={"type": "object"},
+    response=CHANNEL,
+    errors=(409,),
+)
+async def patch_channel(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request)
+    doc = await services_of(request).notify.channels.update(claims.tenant, _ref(request), body)
+    return json_response(public_channel(doc))
+
+
+@operation("Delete a channel (409 while a flow uses it)", tag="channels", status=204, errors=(409,))
+async def delete_channel(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    await services_of(request).notify.channels.delete(claims.tenant, _ref(request))
+    return web.Response(status=204)
+
+
+@operation(
+    "Send a test message through a channel now (a template, or a built-in text)",
+    tag="channels",
+    request=_TEST,
+    response={"type": "object", "properties": {"result": {"enum": ["success", "retry", "fail"]}}},
+)
+async def test_channel(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request)
+    problems = [
+        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
+        for k in body
+        if k not in _TEST["properties"]
+    ]
+    for name in ("to", "template", "locale"):
+        value = body.get(name)
+        if (name == "to" or value is not None) and (not isinstance(value, str) or not value):
+            problems.append(FieldProblem(f"/{name}", f"{name} must be a non-empty string", "type"))
+    if body.get("context") is not None and not isinstance(body["context"], dict):
+        problems.append(FieldProblem("/context", "context is an object", "type"))
+    if problems:
+        raise InvalidPayload("invalid test message", problems)
+    outcome = await send_test(
+        services_of(request).notify,
+        claims.tenant,
+        _ref(request),
+        to=body["to"],
+        template=body.get("template"),
+        context=body.get("context"),
+        locale=body.get("locale"),
+    )
+    return json_response(outcome.as_dict())
+
+
+@operation("Get the tenant's notification settings", tag="channels", response=SETTINGS)
+async def get_notification_settings(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    settings = await services_of(request).notify.settings.get(claims.tenant)
+    return json_response(settings.as_dict())
+
+
+@operation(
+    "Set the tenant's notification settings (cooldown, quiet hours)",
+    tag="channels",
+    request=SETTINGS,
+    response=SETTINGS,
+)
+async def put_notification_settings(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request)
+    settings = await services_of(request).notify.settings.put(claims.tenant, body, claims.subject)
+    return json_response(settings.as_dict())

@@ -1,0 +1,46 @@
+"""/api/v1/events: the event log, as the relay stored it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.events import public_event
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.requests import page, page_params
+from gateway.web.state import services_of
+
+
+@operation(
+    "List events",
+    tag="events",
+    response={
+        "type": "object",
+        "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+    },
+    query=[
+        ("type", "event type"),
+        ("entity_id", "entity id"),
+        ("limit", "page size"),
+        ("cursor", "next_cursor of the previous page"),
+    ],
+)
+async def list_events(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    limit, cursor = page_params(request)
+    docs = await services_of(request).events.find(
+        claims.tenant,
+        event_type=request.query.get("type"),
+        entity_id=request.query.get("entity_id"),
+        before=cursor,
+        limit=limit,
+    )
+    return json_response(page([public_event(d) for d in docs], limit))
+
+
+@operation("Get an event", tag="events", response={"type": "object"})
+async def get_event(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    doc = await services_of(request).events.get(claims.tenant, request.match_info["id"])
+    return json_response(public_event(doc))

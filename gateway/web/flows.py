@@ -1,0 +1,214 @@
+"""/api/v1/flows: flow files as versions (upload, activate, roll back, diff, delete) and the
+dry run (`POST /api/v1/flows/test`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import FieldProblem, InvalidPayload, PayloadTooLarge, UnsupportedMediaType
+from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.web.admin_auth import authenticate
+from gateway.web.mappings import YAML_TYPES
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.requests import is_json, page_params, query_flag, read_body, read_object
+from gateway.web.state import services_of
+
+_VERSION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "integer"},
+        "active": {"type": "boolean"},
+        "events": {"type": "array", "items": {"type": "string"}},
+        "checksum": {"type": "string"},
+        "author": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "source": {"type": "string"},
+        "document": {"type": "object"},
+    },
+}
+_UPLOAD: dict[str, Any] = {
+    "type": "object",
+    "description": "The flow document (schemas/flow.schema.json); also as YAML "
+    "(application/yaml, text/yaml).",
+}
+_TEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["flow", "event"],
+    "properties": {
+        "flow": {"type": ["string", "object"], "description": "a stored flow's name, or a draft"},
+        "version": {"type": "integer", "description": "a stored version instead of the active"},
+        "event": {"type": "object", "description": "a sample event: type, entity, data, ..."},
+        "samples": {
+            "type": "object",
+            "description": "fetch answers by step id (the partner's raw answer)",
+        },
+    },
+}
+_LIST = {"type": "object", "properties": {"items": {"type": "array"}}}
+
+
+def _name(request: web.Request) -> str:
+    return request.match_info["name"]
+
+
+def _int(value: Any, pointer: str) -> int:
+    if isinstance(value, str) and value.isdecimal():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {value!r}"
+        raise InvalidPayload(message, [FieldProblem(pointer, message, "type")])
+    return value
+
+
+@operation(
+    "Upload a flow (a new version)",
+    tag="flows",
+    request=_UPLOAD,
+    response=_VERSION,
+    status=201,
+    query=[("activate", "false to store the version without activating it (default true)")],
+    errors=(413, 415),
+)
+async def upload_flow(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    activate = query_flag(request, "activate", True)
+    if request.content_type not in YAML_TYPES and not is_json(request.content_type):
+        raise UnsupportedMediaType(
+            f"upload a flow as application/yaml or application/json, not "
+            f"{request.content_type or 'no content type'}"
+        )
+    text = await read_body(request)
+    if len(text) > MAX_FILE_BYTES:
+        raise PayloadTooLarge(f"a flow file is at most {MAX_FILE_BYTES // 1024} KiB")
+    version = await services_of(request).notify.flows.upload(
+        claims.tenant, text, author=claims.subject, activate=activate
+    )
+    return json_response(
+        {**version.as_dict(source=False), "created": version.created},
+        status=201 if version.created else 200,
+        headers={"Location": f"/api/v1/flows/{version.name}/versions/{version.version}"},
+    )
+
+
+@operation(
+    "List flows",
+    tag="flows",
+    response=_LIST,
+    query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+)
+async def list_flows(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    limit, cursor = page_params(request)
+    found = await services_of(request).notify.flows.find(claims.tenant, after=cursor, limit=limit)
+    next_cursor = found[-1]["name"] if len(found) == limit else None
+    return json_response({"items": found, "next_cursor": next_cursor})
+
+
+@operation("Get a flow's active version, with its source", tag="flows", response=_VERSION)
+async def get_flow(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    version = await services_of(request).notify.flows.get(claims.tenant, _name(request))
+    return json_response(version.as_dict())
+
+
+@operation("List a flow's versions", tag="flows", response=_LIST)
+async def list_flow_versions(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    found = await services_of(request).notify.flows.versions(claims.tenant, _name(request))
+    return json_response({"items": [v.as_dict(source=False) for v in found]})
+
+
+@operation("Get one version of a flow, with its source", tag="flows", response=_VERSION)
+async def get_flow_version(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    number = _int(request.match_info["version"], "/version")
+    version = await services_of(request).notify.flows.get(claims.tenant, _name(request), number)
+    return json_response(version.as_dict())
+
+
+@operation(
+    "Diff two versions of a flow",
+    tag="flows",
+    response={"type": "object"},
+    query=[("from", "the older version"), ("to", "the newer version")],
+)
+async def diff_flow_versions(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    v1 = _int(request.query.get("from"), "/from")
+    v2 = _int(request.query.get("to"), "/to")
+    diff = await services_of(request).notify.flows.diff(claims.tenant, _name(request), v1, v2)
+    return json_response(diff)
+
+
+@operation(
+    "Activate a version of a flow",
+    tag="flows",
+    request={"type": "object", "required": ["version"], "properties": {"version": {}}},
+    response=_VERSION,
+)
+async def activate_flow(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    number = _int((await read_object(request)).get("version"), "/version")
+    version = await services_of(request).notify.flows.activate(
+        claims.tenant, _name(request), number
+    )
+    return json_response(version.as_dict(source=False))
+
+
+@operation(
+    "Roll a flow back to the version before the active one",
+    tag="flows",
+    response=_VERSION,
+    errors=(409,),
+)
+async def rollback_flow(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    version = await services_of(request).notify.flows.rollback(claims.tenant, _name(request))
+    return json_response(version.as_dict(source=False))
+
+
+@operation("Delete a flow (every version)", tag="flows", status=204)
+async def delete_flow(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    await services_of(request).notify.flows.delete(claims.tenant, _name(request))
+    return web.Response(status=204)
+
+
+@operation(
+    "Dry-run a flow or a draft on a sample event: every step rendered, nothing sent or written",
+    tag="flows",
+    request=_TEST,
+    response={"type": "object"},
+)
+async def dry_run_flow(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request)
+    flow: Any = body.get("flow")
+    samples = body.get("samples", {})
+    problems = [
+        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
+        for k in body
+        if k not in _TEST["properties"]
+    ]
+    if not isinstance(flow, str | dict) or not flow:
+        problems.append(FieldProblem("/flow", "flow is a stored flow's name or a draft", "type"))
+    if not isinstance(samples, dict):
+        problems.append(FieldProblem("/samples", "samples is an object: step id → answer", "type"))
+    if problems:
+        raise InvalidPayload("invalid flow test", problems)
+    # A name is one word; a draft is a document, or its text (YAML has lines, JSON braces).
+    is_draft = isinstance(flow, dict) or "\n" in flow or flow.lstrip().startswith("{")
+    version = None if body.get("version") is None else _int(body["version"], "/version")
+    result = await services_of(request).notify.flow_dry_run.run(
+        claims.tenant,
+        name=None if is_draft else flow,
+        version=version,
+        draft=flow if is_draft else None,
+        event=body.get("event"),
+        samples=samples,
+    )
+    return json_response(result)

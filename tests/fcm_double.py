@@ -1,0 +1,149 @@
+"""A local FCM HTTP v1 with its OAuth token endpoint, for push tests.
+
+`/token` checks the JWT-bearer grant as Google does (grant type, RS256 signature by the
+service account's key, audience = the token URL, scope) and issues access tokens;
+`/v1/projects/{project}/messages:send` wants a token it issued, records the message, and
+answers like FCM: UNREGISTERED (404) for tokens a test unregistered, or what a test queued
+(429 with Retry-After, 503, a 401 that makes the client fetch a new token).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+PROJECT = "rabbot-demo"
+
+
+@dataclass
+class Fcm:
+    server: TestServer | None = None
+    key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    tokens_issued: list[str] = field(default_factory=list)
+    assertions: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    unregistered: set[str] = field(default_factory=set)
+    queued: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
+    expires_in: int = 3600
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    def service_account(self) -> dict[str, str]:
+        """A key file as Google gives it, pointing at this double's token endpoint."""
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        return {
+            "type": "service_account",
+            "project_id": PROJECT,
+            "private_key_id": "key-1",
+            "private_key": pem,
+            "client_email": "gateway@rabbot-demo.iam.gserviceaccount.com",
+            "client_id": "1234567890",
+            "token_uri": f"{self.url}/token",
+        }
+
+    def answer_next(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.queued.append((status, headers or {}))
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        try:
+            claims = jwt.decode(
+                str(form.get("assertion")),
+                self.key.public_key(),
+                algorithms=["RS256"],
+                audience=f"{self.url}/token",
+            )
+        except jwt.InvalidTokenError as exc:
+            return web.json_response(
+                {"error": "invalid_grant", "error_description": str(exc)}, status=400
+            )
+        self.assertions.append(claims)
+        if claims.get("scope") != SCOPE:
+            return web.json_response({"error": "invalid_scope"}, status=400)
+        token = f"ya29.token-{len(self.tokens_issued) + 1}"
+        self.tokens_issued.append(token)
+        return web.json_response(
+            {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
+        )
+
+    async def send(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        if not self.tokens_issued or auth != f"Bearer {self.tokens_issued[-1]}":
+            return _error(401, "UNAUTHENTICATED", "Request had invalid authentication")
+        if self.queued:
+            status, headers = self.queued.popleft()
+            code = {429: "QUOTA_EXCEEDED", 401: "UNAUTHENTICATED"}.get(status, "UNAVAILABLE")
+            return _error(status, code, "queued by the test", headers)
+        body = await request.json()
+        message = body["message"]
+        if message["token"] in self.unregistered:
+            return _error(
+                404, "UNREGISTERED", "Requested entity was not found.", status="NOT_FOUND"
+            )
+        self.messages.append(message)
+        project = request.match_info["project"]
+        return web.json_response({"name": f"projects/{project}/messages/0:{next(self._ids)}"})
+
+
+def _error(
+    code: int,
+    fcm_code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    status: str = "UNAVAILABLE",
+) -> web.Response:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "status": status,
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                    "errorCode": fcm_code,
+                }
+            ],
+        }
+    }
+    return web.Response(
+        status=code,
+        body=orjson.dumps(body),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+@pytest.fixture
+async def fcm() -> AsyncIterator[Fcm]:
+    double = Fcm()
+    app = web.Application()
+    app.router.add_post("/token", double.token)
+    app.router.add_post("/v1/projects/{project}/messages:send", double.send)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    double.server = server
+    yield double
+    await server.close()

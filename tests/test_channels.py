@@ -1,0 +1,209 @@
+"""Notification channels: e-mail over SMTP, SMS through a provider's send API (Zenvia- and
+Twilio-shaped mappings shipped), with write-only credentials and a test send."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    upload_mapping,
+)
+from tests.smtp_double import HOST, SmtpDouble, SmtpFactory, self_signed, smtp_server
+from tests.support import auth
+from tests.test_templates import FINE_EMAIL
+
+__all__ = ["partner", "smtp_server"]  # the fixtures
+
+Client = TestClient[Any, Any]
+MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
+PHONE = "+55 11 98765-4321"
+
+
+def _email_channel(double: SmtpDouble, **smtp: Any) -> dict[str, Any]:
+    return {
+        "name": "email",
+        "type": "email",
+        "smtp": {"host": HOST, "port": double.port, "security": "none", **smtp},
+        "from": "Frota Acme <alertas@acme.com.br>",
+        "reply_to": "frota@acme.com.br",
+    }
+
+
+async def test_an_email_channel_sends_a_rendered_template(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    double = await smtp_server("plain")
+    await post(client, "/api/v1/channels", _email_channel(double))
+    await post(client, "/api/v1/templates", FINE_EMAIL)
+    result = await post(
+        client,
+        "/api/v1/channels/email/test",
+        {"to": "ana.souza@example.com", "template": "fine-received"},
+        status=200,
+    )
+    assert result["result"] == "success", result
+    (got,) = double.received
+    assert got.message["Subject"] == "Multa A123456789 - ABC1D23"
+    assert got.part("plain").strip() == "Olá Ana Souza, multa de R$ 130,16 em 18/11/2026 13:45."
+    assert got.part("html").strip() == "<p>Olá Ana Souza</p>"
+    assert got.message["Reply-To"] == "frota@acme.com.br"
+
+
+async def test_the_smtp_password_is_write_only_sealed_and_kept_on_change(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    cert = self_signed()
+    double = await smtp_server("starttls", logins={"frota": "s3nha"}, cert=cert)
+    body = _email_channel(
+        double, security="starttls", username="frota", password="s3nha", ca_certificate=cert.pem
+    )
+    created = await post(client, "/api/v1/channels", body)
+    assert created["smtp"]["password"] == {"configured": True}
+    assert "s3nha" not in str(created)
+    stored = await client.app[services_key].store.db["channels"].find_one({"name": "email"})
+    assert stored is not None and "s3nha" not in str(stored)
+    renamed = await client.patch(
+        f"/api/v1/channels/{created['id']}", json={"reply_to": "outro@acme.com.br"}, headers=auth()
+    )
+    assert renamed.status == 200
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert result["result"] == "success", result
+    assert double.received[0].login == "frota" and double.received[0].tls
+
+
+async def test_bad_channels_are_refused_with_every_problem(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/channels",
+        json={
+            "name": "mail",
+            "type": "email",
+            "smtp": {"host": "smtp example", "port": 70000, "security": "ssl", "username": "u"},
+            "from": "not an address",
+            "color": "blue",
+        },
+        headers=auth(),
+    )
+    assert response.status == 422
+    assert {e["pointer"] for e in (await response.json())["errors"]} == {
+        "/smtp/host",
+        "/smtp/port",
+        "/smtp/security",
+        "/smtp/password",
+        "/from",
+        "/color",
+    }
+    unknown = await client.post(
+        "/api/v1/channels",
+        json={"name": "sms", "type": "sms", "action_id": "64b000000000000000000000", "from": "X"},
+        headers=auth(),
+    )
+    assert (await unknown.json())["errors"][0]["pointer"] == "/action_id"
+    fax = await client.post("/api/v1/channels", json={"name": "f", "type": "fax"}, headers=auth())
+    assert (await fax.json())["errors"][0]["pointer"] == "/type"
+
+
+async def _sms_channel(client: Client, partner: Partner, provider: str) -> None:
+    await upload_mapping(client, (MAPPINGS / f"sms-{provider}.yaml").read_text())
+    if provider == "zenvia":
+        auth_body = {"type": "header", "name": "X-API-TOKEN", "value": "zenvia-token"}
+        path, sender = "/v2/channels/sms/messages", "RABBOT"
+    else:
+        auth_body = {"type": "basic", "username": "AC0123", "password": "twilio-token"}
+        path, sender = "/2010-04-01/Accounts/AC0123/Messages.json", "+15005550006"
+    created = await create_partner(client, partner.url, name=provider, auth=auth_body)
+    action = await create_action(
+        client,
+        created["id"],
+        name=f"sms-{provider}",
+        path=path,
+        request_mapping=f"sms-{provider}",
+    )
+    await post(
+        client,
+        "/api/v1/channels",
+        {"name": "sms", "type": "sms", "action_id": action["id"], "from": sender},
+    )
+
+
+async def test_sms_through_a_zenvia_shaped_provider(client: Client, partner: Partner) -> None:
+    await _sms_channel(client, partner, "zenvia")
+    partner.respond_with(200, {"id": "zv-1"})
+    result = await post(client, "/api/v1/channels/sms/test", {"to": PHONE}, status=200)
+    assert result["result"] == "success" and result["provider_id"] == "zv-1"
+    (request,) = partner.requests
+    assert request.path == "/v2/channels/sms/messages"
+    assert request.headers["X-API-TOKEN"] == "zenvia-token"
+    assert request.json() == {
+        "from": "RABBOT",
+        "to": "5511987654321",
+        "contents": [
+            {"type": "text", "text": "Rabbot: este canal funciona. / This channel works."}
+        ],
+    }
+
+
+async def test_sms_through_a_twilio_shaped_provider(client: Client, partner: Partner) -> None:
+    await _sms_channel(client, partner, "twilio")
+    partner.respond_with(201, {"sid": "SM123", "status": "queued"})
+    result = await post(client, "/api/v1/channels/sms/test", {"to": PHONE}, status=200)
+    assert result["result"] == "success" and result["provider_id"] == "SM123"
+    (request,) = partner.requests
+    assert request.path == "/2010-04-01/Accounts/AC0123/Messages.json"
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert request.headers["Authorization"].startswith("Basic ")
+    assert dict(parse_qsl(request.body.decode())) == {
+        "To": "+5511987654321",
+        "From": "+15005550006",
+        "Body": "Rabbot: este canal funciona. / This channel works.",
+    }
+
+
+async def test_provider_refusals_fail_and_throttling_retries(
+    client: Client, partner: Partner
+) -> None:
+    await _sms_channel(client, partner, "twilio")
+    partner.respond_with(400, {"code": 21211, "message": "The 'To' number is not valid."})
+    refused = await post(client, "/api/v1/channels/sms/test", {"to": PHONE}, status=200)
+    assert refused["result"] == "fail" and "21211" in refused["detail"]
+    partner.respond_with(429, {}, headers={"Retry-After": "12"})
+    throttled = await post(client, "/api/v1/channels/sms/test", {"to": PHONE}, status=200)
+    assert throttled["result"] == "retry" and throttled["retry_after"] == 12
+
+
+async def test_a_template_for_another_channel_type_is_refused(
+    client: Client, partner: Partner
+) -> None:
+    await _sms_channel(client, partner, "zenvia")
+    await post(client, "/api/v1/templates", FINE_EMAIL)
+    response = await client.post(
+        "/api/v1/channels/sms/test", json={"to": PHONE, "template": "fine-received"}, headers=auth()
+    )
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["pointer"] == "/template"
+
+
+async def test_notification_settings_are_stored_per_tenant(client: Client) -> None:
+    default = await (await client.get("/api/v1/notification-settings", headers=auth())).json()
+    assert default == {"cooldown_seconds": 3600, "quiet_hours": None}
+    body = {"cooldown_seconds": 600, "quiet_hours": {"start": "22:00", "end": "07:00"}}
+    response = await client.put("/api/v1/notification-settings", json=body, headers=auth())
+    saved = await response.json()
+    assert response.status == 200 and saved["quiet_hours"]["timezone"] == "America/Sao_Paulo"
+    again = await (await client.get("/api/v1/notification-settings", headers=auth())).json()
+    assert again == saved
+    other = await (await client.get("/api/v1/notification-settings", headers=auth("other"))).json()
+    assert other["cooldown_seconds"] == 3600
+    bad = await client.put(
+        "/api/v1/notification-settings", json={"cooldown_seconds": "1h"}, headers=auth()
+    )
+    assert bad.status == 422

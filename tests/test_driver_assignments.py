@@ -1,0 +1,154 @@
+"""Driver assignments: a vehicle's history of drivers, the driver at time T, late reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.partner_double import create_vehicle, post
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+ANA = "52998224725"
+BRUNO = "11144477735"
+DRIVERS = "/api/v1/entities/vehicle/ABC1D23/drivers"
+
+
+async def _drivers(client: Client) -> None:
+    await create_vehicle(client)
+    await post(client, "/api/v1/entities/driver", {"name": "Ana Souza", "cpf": ANA})
+    await post(client, "/api/v1/entities/driver", {"name": "Bruno Lima", "cpf": BRUNO})
+
+
+async def _get(client: Client, query: str = "", status: int = 200) -> Any:
+    response = await client.get(DRIVERS + query, headers=auth())
+    body = await response.json()
+    assert response.status == status, body
+    return body
+
+
+async def test_assigning_a_driver_ends_the_previous_assignment(client: Client) -> None:
+    await _drivers(client)
+    first = await post(client, DRIVERS, {"driver": ANA, "start": "2026-11-01T08:00:00-03:00"})
+    assert first["driver"]["cpf"] == ANA and first["end"] is None and first["changed"] is True
+    await post(client, DRIVERS, {"driver": BRUNO, "start": "2026-11-10T08:00:00-03:00"})
+    history = await _get(client)
+    assert [(a["driver"]["cpf"], a["start"], a["end"]) for a in history["items"]] == [
+        (BRUNO, "2026-11-10T11:00:00+00:00", None),
+        (ANA, "2026-11-01T11:00:00+00:00", "2026-11-10T11:00:00+00:00"),
+    ]
+    assert history["driver"]["driver"]["name"] == "Bruno Lima"
+
+
+async def test_driver_at_a_time_answers_who_drove_then(client: Client) -> None:
+    await _drivers(client)
+    await post(client, DRIVERS, {"driver": ANA, "start": "2026-11-01T08:00:00-03:00"})
+    await post(client, DRIVERS, {"driver": BRUNO, "start": "2026-11-20T08:00:00-03:00"})
+    fine_time = await _get(client, "?at=2026-11-18T13:45:00-03:00")
+    assert fine_time["driver"]["driver"]["cpf"] == ANA
+    before = await _get(client, "?at=2026-10-01T00:00:00Z")
+    assert before["driver"] is None
+
+
+async def test_a_late_report_fills_only_the_gap_before_the_next_change(client: Client) -> None:
+    await _drivers(client)
+    await post(client, DRIVERS, {"driver": BRUNO, "start": "2026-11-10T08:00:00-03:00"})
+    late = await post(
+        client,
+        DRIVERS,
+        {"driver": ANA, "start": "2026-11-01T08:00:00-03:00", "source": "hr", "ref": "hr-1"},
+    )
+    assert late["end"] == "2026-11-10T11:00:00+00:00" and late["source"] == "hr"
+    now = await _get(client)
+    assert now["driver"]["driver"]["cpf"] == BRUNO  # the later change still stands
+
+
+async def test_repeating_the_current_driver_changes_nothing(client: Client) -> None:
+    await _drivers(client)
+    await post(client, DRIVERS, {"driver": ANA, "start": "2026-11-01T08:00:00-03:00"})
+    again = await post(
+        client, DRIVERS, {"driver": ANA, "start": "2026-11-05T08:00:00-03:00"}, status=200
+    )
+    assert again["changed"] is False and again["start"] == "2026-11-01T11:00:00+00:00"
+    assert len((await _get(client))["items"]) == 1
+
+
+async def test_two_reports_of_the_same_instant_keep_the_later(client: Client) -> None:
+    await _drivers(client)
+    start = "2026-11-01T08:00:00-03:00"
+    await post(client, DRIVERS, {"driver": ANA, "start": start, "source": "erp"})
+    second = await post(client, DRIVERS, {"driver": BRUNO, "start": start, "source": "admin"})
+    assert second["replaced"]["driver"]["cpf"] == ANA
+    assert [a["driver"]["cpf"] for a in (await _get(client))["items"]] == [BRUNO]
+
+
+async def test_unassigning_leaves_the_vehicle_without_driver(client: Client) -> None:
+    await _drivers(client)
+    await post(client, DRIVERS, {"driver": ANA, "start": "2026-11-01T08:00:00Z"})
+    await post(client, DRIVERS, {"driver": None, "start": "2026-11-02T08:00:00Z"})
+    assert (await _get(client))["driver"]["driver"] is None
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert "current_driver" not in vehicle
+
+
+async def test_the_vehicle_current_driver_follows_the_history(client: Client) -> None:
+    await _drivers(client)
+    await post(client, DRIVERS, {"driver": ANA})
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert vehicle["current_driver"]["cpf"] == ANA and vehicle["current_driver"]["name"]
+    await client.app[services_key].relay.run_until_idle()
+    events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
+    assert any(
+        c["field"].startswith("current_driver") for e in events["items"] for c in e["changes"]
+    )
+
+
+async def test_history_pages_with_a_cursor_and_keeps_each_end(client: Client) -> None:
+    await _drivers(client)
+    for day, cpf in ((1, ANA), (2, BRUNO), (3, ANA)):
+        await post(client, DRIVERS, {"driver": cpf, "start": f"2026-11-0{day}T08:00:00Z"})
+    page1 = await _get(client, "?limit=2")
+    assert [a["start"][:10] for a in page1["items"]] == ["2026-11-03", "2026-11-02"]
+    page2 = await _get(client, f"?limit=2&cursor={page1['next_cursor']}")
+    assert [(a["start"][:10], a["end"][:10]) for a in page2["items"]] == [
+        ("2026-11-01", "2026-11-02")
+    ]
+    assert page2["next_cursor"] is None
+
+
+async def test_bad_assignments_are_refused_with_every_problem(client: Client) -> None:
+    await _drivers(client)
+    response = await client.post(
+        DRIVERS,
+        json={"driver": 42, "start": "yesterday", "source": "fax", "color": "red"},
+        headers=auth(),
+    )
+    body = await response.json()
+    assert response.status == 422
+    assert {e["pointer"] for e in body["errors"]} == {"/driver", "/color", "/start"}
+    unknown = await client.post(DRIVERS, json={"driver": "98765432100"}, headers=auth())
+    assert unknown.status == 422
+    assert (await unknown.json())["errors"][0]["pointer"] == "/driver"
+    wrong_source = await client.post(DRIVERS, json={"driver": ANA, "source": "fax"}, headers=auth())
+    assert (await wrong_source.json())["errors"][0]["pointer"] == "/source"
+    far = await client.post(
+        DRIVERS, json={"driver": ANA, "start": "2099-01-01T00:00:00Z"}, headers=auth()
+    )
+    assert (await far.json())["errors"][0]["pointer"] == "/start"
+    missing = await client.post(
+        "/api/v1/entities/vehicle/XYZ9Z99/drivers", json={"driver": ANA}, headers=auth()
+    )
+    assert missing.status == 404
+    bad_at = await client.get(DRIVERS + "?at=soon", headers=auth())
+    assert bad_at.status == 400
+
+
+async def test_assignments_belong_to_their_tenant(client: Client) -> None:
+    await _drivers(client)
+    await post(client, DRIVERS, {"driver": ANA})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, tenant="other")
+    response = await client.get(DRIVERS, headers=auth("other"))
+    body = await response.json()
+    assert body["items"] == [] and body["driver"] is None

@@ -1,0 +1,128 @@
+"""E-mail goes out over SMTP as the channel says: plain, STARTTLS or implicit TLS, with AUTH,
+text and HTML parts, From and Reply-To; every refusal is an outcome, never an exception."""
+
+from __future__ import annotations
+
+from gateway.notify.email import EmailSender
+from gateway.notify.messages import EmailMessage, EmailSettings
+from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.verdict import Verdict
+from tests.smtp_double import HOST, SmtpDouble, SmtpFactory, self_signed, smtp_server
+
+__all__ = ["smtp_server"]  # the fixture
+
+ALLOW = OutboundPolicy.from_entries([HOST])
+MESSAGE = EmailMessage(
+    to=("ana.souza@example.com",),
+    subject="Multa A123456789 - ABC1D23",
+    text="Olá Ana, multa de R$ 130,16.",
+    html="<p>Olá <b>Ana</b></p>",
+    message_id="<n-1@rabbot.test>",
+)
+
+
+def _settings(double: SmtpDouble, **overrides: object) -> EmailSettings:
+    base: dict[str, object] = {
+        "host": HOST,
+        "port": double.port,
+        "security": "none",
+        "sender": "Frota Acme <alertas@acme.com.br>",
+        "reply_to": "frota@acme.com.br",
+        "timeout": 5.0,
+    }
+    return EmailSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+async def test_a_message_arrives_with_text_html_from_and_reply_to(smtp_server: SmtpFactory) -> None:
+    double = await smtp_server("plain")
+    outcome = await EmailSender(ALLOW).send(_settings(double), MESSAGE)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    (got,) = double.received
+    assert got.sender == "alertas@acme.com.br" and got.recipients == ["ana.souza@example.com"]
+    assert got.message["From"] == "Frota Acme <alertas@acme.com.br>"
+    assert got.message["Reply-To"] == "frota@acme.com.br"
+    assert got.message["Subject"] == "Multa A123456789 - ABC1D23"
+    assert got.message["Message-ID"] == "<n-1@rabbot.test>"
+    assert got.part("plain").strip() == "Olá Ana, multa de R$ 130,16."
+    assert got.part("html").strip() == "<p>Olá <b>Ana</b></p>"
+    assert outcome.provider_id == "<n-1@rabbot.test>"
+
+
+async def test_starttls_with_auth(smtp_server: SmtpFactory) -> None:
+    cert = self_signed()
+    double = await smtp_server("starttls", logins={"frota": "s3nha"}, cert=cert)
+    settings = _settings(
+        double, security="starttls", username="frota", password="s3nha", ca_certificate=cert.pem
+    )
+    outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    assert double.received[0].tls and double.received[0].login == "frota"
+
+
+async def test_implicit_tls_with_auth(smtp_server: SmtpFactory) -> None:
+    cert = self_signed()
+    double = await smtp_server("tls", logins={"frota": "s3nha"}, cert=cert)
+    settings = _settings(
+        double, security="tls", username="frota", password="s3nha", ca_certificate=cert.pem
+    )
+    outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    assert double.received[0].tls and double.received[0].login == "frota"
+
+
+async def test_a_wrong_password_fails_without_retry(smtp_server: SmtpFactory) -> None:
+    cert = self_signed()
+    double = await smtp_server("starttls", logins={"frota": "s3nha"}, cert=cert)
+    settings = _settings(
+        double, security="starttls", username="frota", password="wrong", ca_certificate=cert.pem
+    )
+    outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+    assert outcome.verdict is Verdict.FAIL and outcome.code == 535
+    assert "authentication failed" in outcome.detail and "wrong" not in outcome.detail
+    assert double.received == []
+
+
+async def test_an_untrusted_certificate_fails(smtp_server: SmtpFactory) -> None:
+    double = await smtp_server("tls")
+    outcome = await EmailSender(ALLOW).send(_settings(double, security="tls"), MESSAGE)
+    assert outcome.verdict is Verdict.FAIL and "certificate" in outcome.detail.lower()
+
+
+async def test_starttls_required_but_not_offered_fails(smtp_server: SmtpFactory) -> None:
+    double = await smtp_server("plain")
+    outcome = await EmailSender(ALLOW).send(_settings(double, security="starttls"), MESSAGE)
+    assert outcome.verdict is Verdict.FAIL and "STARTTLS" in outcome.detail
+
+
+async def test_a_refused_recipient_fails_and_a_busy_one_retries(smtp_server: SmtpFactory) -> None:
+    double = await smtp_server("plain")
+    double.refuse["ana.souza@example.com"] = "550 5.1.1 no such user"
+    refused = await EmailSender(ALLOW).send(_settings(double), MESSAGE)
+    assert refused.verdict is Verdict.FAIL and refused.code == 550
+    assert "no such user" in refused.detail
+    double.refuse["ana.souza@example.com"] = "452 4.2.2 mailbox full"
+    busy = await EmailSender(ALLOW).send(_settings(double), MESSAGE)
+    assert busy.verdict is Verdict.RETRY and busy.code == 452
+
+
+async def test_an_unreachable_server_is_retried(smtp_server: SmtpFactory) -> None:
+    double = await smtp_server("plain")
+    settings = _settings(double, port=1)
+    outcome = await EmailSender(ALLOW).send(settings, MESSAGE)
+    assert outcome.verdict is Verdict.RETRY
+
+
+async def test_servers_on_private_addresses_are_refused_unless_allowed(
+    smtp_server: SmtpFactory,
+) -> None:
+    double = await smtp_server("plain")
+    outcome = await EmailSender(OutboundPolicy.from_entries([])).send(_settings(double), MESSAGE)
+    assert outcome.verdict is Verdict.FAIL and "127.0.0.1" in outcome.detail
+    assert double.received == []
+
+
+async def test_header_injection_is_refused(smtp_server: SmtpFactory) -> None:
+    double = await smtp_server("plain")
+    bad = EmailMessage(to=("a@b.c",), subject="x\r\nBcc: evil@x.y", text="t")
+    outcome = await EmailSender(ALLOW).send(_settings(double), bad)
+    assert outcome.verdict is Verdict.FAIL and double.received == []

@@ -1,0 +1,282 @@
+"""POST /api/v1/flows/test: every step of a flow rendered on a sample event (the requests the
+partners would get, the messages recipients would get), with nothing sent or written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.fcm_double import PROJECT, Fcm, fcm
+from tests.flow_support import (
+    FINE_EVENT,
+    add_mapping,
+    add_template,
+    email_channel,
+    erp_actions,
+    hr_lookup,
+    sample,
+    upload_flow,
+)
+from tests.partner_double import Partner, create_action, create_partner, partner, post
+from tests.support import auth
+
+__all__ = ["fcm", "partner"]  # the fixtures
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+
+
+async def _test(client: Client, body: dict[str, Any], status: int = 200) -> Any:
+    return await post(client, "/api/v1/flows/test", body, status=status)
+
+
+async def _scenario3(client: Client, partner: Partner) -> None:
+    await hr_lookup(client, partner.url)
+    await email_channel(client)
+    await add_template(client, "fine-received")
+    await upload_flow(client, "fine-email-driver")
+
+
+async def test_scenario_3_renders_the_hr_request_and_the_drivers_email(
+    client: Client, partner: Partner
+) -> None:
+    await _scenario3(client, partner)
+    result = await _test(
+        client,
+        {
+            "flow": "fine-email-driver",
+            "event": FINE_EVENT,
+            "samples": {"hr": sample("driver_lookup_response.json")},
+        },
+    )
+    assert result["starts"] is True and result["unresolved"] == []
+    hr, gate, email = result["steps"]
+    assert hr["outcome"] == "answered"
+    assert hr["request"]["method"] == "GET"
+    assert hr["request"]["url"] == (
+        f"{partner.url}/veiculos/ABC1D23/condutor-atual?em=2026-11-18T16%3A45%3A00Z"
+    )
+    assert hr["result"]["email"] == "ana.souza@example.com"
+    assert gate == {
+        "id": "has_email",
+        "kind": "when",
+        "outcome": "passed",
+        "condition": "steps.hr.email",
+    }
+    assert email["outcome"] == "rendered" and email["unreachable"] == []
+    (message,) = email["messages"]
+    assert message["recipient"]["address"] == "ana.souza@example.com"
+    assert message["locale"] == "pt-BR" and message["decision"]["action"] == "send"
+    assert message["parts"]["subject"] == "Multa A123456789 - ABC1D23"
+    assert "Olá Ana Souza" in message["parts"]["text"]
+    assert "Valor: R$ 130,16" in message["parts"]["text"]
+    assert "18/11/2026 13:45" in message["parts"]["text"]
+    assert message["request"]["from"] == "Frota Acme <alertas@acme.com.br>"
+    assert partner.requests == []  # nothing was sent
+
+
+async def test_a_fetch_without_a_sample_is_unresolved_and_the_run_says_so(
+    client: Client, partner: Partner
+) -> None:
+    await _scenario3(client, partner)
+    result = await _test(client, {"flow": "fine-email-driver", "event": FINE_EVENT})
+    hr, gate, email = result["steps"]
+    assert hr["outcome"] == "unresolved" and result["unresolved"] == ["hr"]
+    assert gate["outcome"] == "stopped" and "unresolved" in gate["note"]
+    assert email["outcome"] == "not reached"
+    assert partner.requests == []
+
+
+async def test_an_event_the_flow_does_not_start_on(client: Client, partner: Partner) -> None:
+    await _scenario3(client, partner)
+    result = await _test(client, {"flow": "fine-email-driver", "event": {"type": "fine.paid"}})
+    assert result["starts"] is False and "fine.received" in result["reason"]
+    vehicle = {**FINE_EVENT, "entity": {"type": "vehicle", "id": "x"}}
+    filtered = await _test(client, {"flow": "fine-email-driver", "event": vehicle})
+    assert filtered["starts"] is False and "filter" in filtered["reason"]
+
+
+async def test_scenario_4_renders_the_erp_requests_without_writing(
+    client: Client, partner: Partner
+) -> None:
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    await upload_flow(client, "checklist-mileage-erp")
+    paid = await _test(
+        client,
+        {
+            "flow": "fine-paid-erp",
+            "event": {
+                **FINE_EVENT,
+                "type": "fine.paid",
+                "data": {**FINE_EVENT["data"], "status": "paid", "driver_cpf": "52998224725"},
+                "detail": {"amount_paid_brl": 104.13, "paid_on": "2026-11-25"},
+            },
+        },
+    )
+    (erp,) = paid["steps"]
+    assert erp["outcome"] == "rendered" and erp["request"]["method"] == "PUT"
+    assert erp["request"]["url"] == f"{partner.url}/multas/A123456789/pagamento"
+    assert erp["request"]["headers"]["Authorization"] == "Bearer <secret:erp_token>"
+    assert erp["request"]["body"] == sample("erp_fine_paid.json")
+
+    await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "ABC1D23", "renavam": "86769597308", "odometer_km": 151000},
+    )
+    checklist = {
+        "type": "checklist.completed",
+        "entity": {"type": "other", "id": "65f000000000000000000002"},
+        "data": {
+            "kind": "checklist",
+            "key": "chk-20261125-0042",
+            "vehicle_plate": "ABC1D23",
+            "odometer_km": 152340,
+            "completed_at": "2026-11-25T10:58:00Z",
+        },
+    }
+    mileage = await _test(client, {"flow": "checklist-mileage-erp", "event": checklist})
+    written, call = mileage["steps"]
+    assert written["outcome"] == "rendered" and written["fields"] == {"odometer_km": 152340}
+    assert written["changes"] == [{"field": "odometer_km", "old": 151000, "new": 152340}]
+    assert call["request"]["url"] == f"{partner.url}/veiculos/quilometragem"
+    assert call["request"]["body"] == sample("erp_mileage_update.json")
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert vehicle["odometer_km"] == 151000  # not written
+    assert partner.requests == []
+
+
+async def _push_channel(client: Client, fcm: Fcm) -> None:
+    fcm_partner = await create_partner(
+        client,
+        fcm.url,
+        name="FCM",
+        auth={"type": "google_service_account", "service_account": fcm.service_account()},
+    )
+    await post(
+        client,
+        "/api/v1/channels",
+        {"name": "push", "type": "push", "partner_id": fcm_partner["id"], "project_id": PROJECT},
+    )
+
+
+async def test_scenario_1_pushes_to_the_current_driver_of_the_vehicle(
+    client: Client, fcm: Fcm
+) -> None:
+    await _push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["tok-1", "tok-2"]})
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    event = {
+        "type": "vehicle.geofence.exited",
+        "occurred_at": "2026-11-20T13:45:13Z",
+        "entity": {"type": "vehicle", "id": vehicle["id"], "key": "ABC1D23"},
+        "data": {"plate": "ABC1D23"},
+        "detail": {"geofence": {"id": "g1", "name": "Garagem SP"}},
+    }
+    result = await _test(client, {"flow": "geofence-exit-push", "event": event})
+    (push,) = result["steps"]
+    assert [m["recipient"]["address"] for m in push["messages"]] == ["tok-1", "tok-2"]
+    first = push["messages"][0]
+    assert first["request"]["url"] == f"{fcm.url}/v1/projects/{PROJECT}/messages:send"
+    assert first["request"]["body"]["message"]["notification"] == {
+        "title": "Veículo fora da área autorizada",
+        "body": "ABC1D23 saiu de Garagem SP às 10:45",
+    }
+    assert first["decision"]["cooldown_key"] == "geofence-exit:ABC1D23:g1"
+    assert fcm.messages == [] and fcm.tokens_issued == []
+
+
+async def test_scenario_2_reaches_driver_and_managers_and_lists_who_it_cannot(
+    client: Client, partner: Partner, fcm: Fcm
+) -> None:
+    await _push_channel(client, fcm)
+    await email_channel(client)
+    await add_mapping(client, "sms-zenvia")
+    zenvia = await create_partner(
+        client,
+        partner.url,
+        name="Zenvia",
+        auth={"type": "header", "name": "X-API-TOKEN", "value": "z"},
+    )
+    action = await create_action(
+        client,
+        zenvia["id"],
+        name="sms",
+        path="/v2/channels/sms/messages",
+        request_mapping="sms-zenvia",
+    )
+    await post(
+        client,
+        "/api/v1/channels",
+        {"name": "sms", "type": "sms", "action_id": action["id"], "from": "RABBOT"},
+    )
+    for name in ("maintenance-due-push", "maintenance-due-email", "maintenance-due-sms"):
+        await add_template(client, name)
+    await upload_flow(client, "maintenance-due-alert")
+    vehicle = await post(
+        client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 10012.4}
+    )
+    await post(client, "/api/v1/entities/driver", {**ANA, "phone": "+5511987654321"})
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client,
+        "/api/v1/entities/operator",
+        {
+            "name": "Bruno Lima",
+            "cpf": "11144477735",
+            "email": "bruno@acme.com.br",
+            "role": "fleet_manager",
+        },
+    )
+    event = {
+        "type": "vehicle.maintenance.due",
+        "entity": {"type": "vehicle", "id": vehicle["id"]},
+        "data": {"plate": "ABC1D23", "odometer_km": 10012.4},
+        "detail": {"due_km": 10000},
+    }
+    result = await _test(client, {"flow": "maintenance-due-alert", "event": event})
+    push, email, sms = result["steps"]
+    assert push["messages"] == [] and push["unreachable"] == [
+        {"recipient": "driver Ana Souza", "reason": "driver Ana Souza has no push token"}
+    ]
+    assert [m["recipient"]["address"] for m in email["messages"]] == ["bruno@acme.com.br"]
+    assert email["messages"][0]["parts"]["text"].startswith("Olá Bruno Lima,")
+    assert email["unreachable"] == [
+        {"recipient": "driver Ana Souza", "reason": "driver Ana Souza has no e-mail address"}
+    ]
+    (text,) = sms["messages"]
+    assert text["request"]["body"] == sample("sms_request.json")
+    assert partner.requests == []
+
+
+async def test_a_draft_is_tried_before_upload_and_failures_point_at_the_step(
+    client: Client, partner: Partner
+) -> None:
+    await hr_lookup(client, partner.url)
+    draft = {
+        "name": "draft",
+        "on": {"events": ["fine.received"]},
+        "steps": [
+            {"id": "hr", "fetch": "hr-driver-lookup"},
+            {"id": "bad", "when": "to_number(steps.hr.name) > `1`"},
+        ],
+    }
+    result = await _test(
+        client, {"flow": draft, "event": FINE_EVENT, "samples": {"hr": {"condutorAtual": {}}}}
+    )
+    hr, bad = result["steps"]
+    assert hr["outcome"] == "failed" and hr["errors"][0]["keyword"] == "required"
+    assert bad["outcome"] == "not reached"
+    missing = await client.post(
+        "/api/v1/flows/test", json={"flow": "nope", "event": FINE_EVENT}, headers=auth()
+    )
+    assert missing.status == 404
+    bad_event = await client.post(
+        "/api/v1/flows/test", json={"flow": draft, "event": {"kind": 1}}, headers=auth()
+    )
+    assert bad_event.status == 422

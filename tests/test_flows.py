@@ -1,0 +1,191 @@
+"""Flows as versioned documents: uploads are checked whole (schema, step rules, cycles,
+expressions, what they name in the tenant), versions activate, roll back and diff."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.errors import InvalidPayload
+from gateway.flows.compiler import load_flow
+from tests.flow_support import FLOWS, add_template, email_channel, hr_lookup, upload_flow
+from tests.partner_double import Partner, partner, post
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+BASE = """\
+name: f
+on:
+  events: [fine.received]
+steps:
+"""
+
+
+def _problems(text: str) -> list[tuple[str, str, int | None]]:
+    with pytest.raises(InvalidPayload) as caught:
+        load_flow(text)
+    return [(p.pointer, p.keyword, p.extra.get("line")) for p in caught.value.problems]
+
+
+def test_each_step_is_one_kind_with_a_unique_id() -> None:
+    text = BASE + (
+        "  - {id: a, when: 'entity.plate'}\n"
+        "  - {id: a, when: 'entity.plate'}\n"
+        "  - {id: b, fetch: x, call: y}\n"
+        "  - {id: c}\n"
+        "  - {id: d, with: {}, notify: {channel: e, template: t, recipients: [{address: x}]}}\n"
+    )
+    assert _problems(text) == [
+        ("/steps/1/id", "unique", 6),
+        ("/steps/2", "oneOf", 7),
+        ("/steps/3", "required", 8),
+        ("/steps/4/with", "dependentRequired", 9),
+    ]
+
+
+def test_a_step_reads_only_earlier_steps() -> None:
+    text = BASE + (
+        "  - {id: a, when: 'steps.b.ok'}\n"
+        "  - {id: b, fetch: x, when: 'steps.b'}\n"
+        "  - {id: c, when: 'steps.a || steps.zzz'}\n"
+    )
+    assert _problems(text) == [
+        ("/steps/0/when", "cycle", 5),
+        ("/steps/1/when", "cycle", 6),
+        ("/steps/2/when", "cycle", 7),
+    ]
+
+
+def test_invalid_expressions_and_schema_errors_have_pointers_and_lines() -> None:
+    text = BASE + (
+        "  - {id: a, when: 'entity.[plate'}\n"
+        "  - id: b\n"
+        "    notify: {channel: e, template: t, recipients: [{driver: nobody}], colour: red}\n"
+    )
+    problems = _problems(text)
+    assert {(p, line) for p, _, line in problems} == {
+        ("/steps/1/notify/recipients/0/driver", 7),
+        ("/steps/1/notify/colour", 7),
+    }
+    expression = _problems(BASE + "  - {id: a, when: 'entity.[plate'}\n")
+    assert expression == [("/steps/0/when", "expression", 5)]
+
+
+def test_a_flow_that_writes_what_starts_it_is_a_cycle() -> None:
+    cycle = (
+        "name: f\non:\n  events: [entity.updated]\nsteps:\n"
+        "  - id: s\n    set: {fields: {status: \"'active'\"}}\n"
+    )
+    assert _problems(cycle) == [("/steps/0/set", "cycle", 6)]
+    kept_out = cycle.replace(
+        "events: [entity.updated]", "events: [entity.updated]\n  filter: {origin: {kind: trigger}}"
+    )
+    load_flow(kept_out)
+
+
+def test_set_fields_cannot_overlap() -> None:
+    text = BASE + "  - id: s\n    set: {fields: {attributes: '`{}`', attributes.x: '`1`'}}\n"
+    assert _problems(text) == [("/steps/0/set/fields/attributes.x", "overlap", 6)]
+
+
+async def test_an_upload_names_only_what_the_tenant_has(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/flows",
+        data=(FLOWS / "fine-email-driver.yaml").read_bytes(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    body = await response.json()
+    assert response.status == 422
+    assert [(e["pointer"], e["line"]) for e in body["errors"]] == [
+        ("/steps/0/fetch", 10),
+        ("/steps/2/notify/channel", 15),
+        ("/steps/2/notify/template", 16),
+    ]
+
+
+async def test_fetch_needs_a_get_and_templates_match_their_channel(
+    client: Client, partner: Partner
+) -> None:
+    action = await hr_lookup(client, partner.url)
+    await client.patch(f"/api/v1/actions/{action['id']}", json={"method": "POST"}, headers=auth())
+    await email_channel(client)
+    await add_template(client, "geofence-exit")  # a push template
+    text = (FLOWS / "fine-email-driver.yaml").read_text().replace("fine-received", "geofence-exit")
+    response = await client.post(
+        "/api/v1/flows", data=text.encode(), headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    errors = (await response.json())["errors"]
+    assert [e["pointer"] for e in errors] == ["/steps/0/fetch", "/steps/2/notify/template"]
+    assert "GET" in errors[0]["message"] and "push" in errors[1]["message"]
+
+
+async def _scenario3(client: Client, partner: Partner) -> None:
+    await hr_lookup(client, partner.url)
+    await email_channel(client)
+    await add_template(client, "fine-received")
+
+
+async def test_versions_activate_roll_back_and_diff(client: Client, partner: Partner) -> None:
+    await _scenario3(client, partner)
+    first = await upload_flow(client, "fine-email-driver")
+    assert first["version"] == 1 and first["active"] and first["events"] == ["fine.received"]
+    again = await upload_flow(client, "fine-email-driver", status=200)
+    assert again["created"] is False and again["version"] == 1
+    text = (FLOWS / "fine-email-driver.yaml").read_text().replace("has_email", "reachable")
+    headers = {**auth(), "Content-Type": "application/yaml"}
+    second = await client.post("/api/v1/flows?activate=false", data=text.encode(), headers=headers)
+    assert (await second.json())["active"] is False
+    listed = await (await client.get("/api/v1/flows", headers=auth())).json()
+    assert listed["items"][0]["active_version"] == 1 and listed["items"][0]["latest_version"] == 2
+    await post(client, "/api/v1/flows/fine-email-driver/activate", {"version": 2}, status=200)
+    diff = await (
+        await client.get("/api/v1/flows/fine-email-driver/diff?from=1&to=2", headers=auth())
+    ).json()
+    assert diff["changed"] == [{"path": "/steps/1/id", "old": "has_email", "new": "reachable"}]
+    rolled = await post(client, "/api/v1/flows/fine-email-driver/rollback", {}, status=200)
+    assert rolled["version"] == 1
+    versions = await (
+        await client.get("/api/v1/flows/fine-email-driver/versions", headers=auth())
+    ).json()
+    assert [(v["version"], v["active"]) for v in versions["items"]] == [(1, True), (2, False)]
+    current = await (await client.get("/api/v1/flows/fine-email-driver", headers=auth())).json()
+    assert "source" in current and current["document"]["name"] == "fine-email-driver"
+
+
+async def test_channels_and_templates_in_use_cannot_be_deleted(
+    client: Client, partner: Partner
+) -> None:
+    await _scenario3(client, partner)
+    await upload_flow(client, "fine-email-driver")
+    template = await client.delete("/api/v1/templates/fine-received", headers=auth())
+    assert template.status == 409
+    assert (await template.json())["used_by"] == [
+        {"kind": "flow", "name": "fine-email-driver", "version": 1}
+    ]
+    assert (await client.delete("/api/v1/channels/email", headers=auth())).status == 409
+    assert (await client.delete("/api/v1/flows/fine-email-driver", headers=auth())).status == 204
+    assert (await client.delete("/api/v1/templates/fine-received", headers=auth())).status == 204
+    gone = await client.get("/api/v1/flows/fine-email-driver", headers=auth())
+    assert gone.status == 404
+
+
+async def test_flows_belong_to_their_tenant_and_viewers_only_read(
+    client: Client, partner: Partner
+) -> None:
+    await _scenario3(client, partner)
+    await upload_flow(client, "fine-email-driver")
+    other = await client.get("/api/v1/flows/fine-email-driver", headers=auth("other"))
+    assert other.status == 404
+    viewer = await client.post(
+        "/api/v1/flows/fine-email-driver/rollback", headers=auth(role="viewer")
+    )
+    assert viewer.status == 403
+    wrong_type = await client.post(
+        "/api/v1/flows", data=b"name: x", headers={**auth(), "Content-Type": "text/csv"}
+    )
+    assert wrong_type.status == 415

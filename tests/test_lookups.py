@@ -1,0 +1,100 @@
+"""Lookups by a mapping's key fields (a tracker id, a partner's vehicle id) compare text and
+numbers by value: "123" finds 123 and 123 finds "123", through the index or on the data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support import auth
+from tests.triggers_support import Client, create_trigger, hook, upload_mapping
+
+
+def _by(field: str) -> str:
+    return (
+        f"name: by-{field.replace('.', '-')}\ndirection: inbound\nentity_type: vehicle\n"
+        f"key: [{field}]\nfields:\n  {field}: device\n  odometer_km: km\n"
+    )
+
+
+async def _vehicle(client: Client, attributes: dict[str, Any], plate: str = "ABC1D23") -> None:
+    response = await client.post(
+        "/api/v1/entities/vehicle",
+        headers=auth(),
+        json={"plate": plate, "attributes": attributes},
+    )
+    assert response.status == 201, await response.text()
+
+
+async def _odometer(client: Client, plate: str = "ABC1D23") -> Any:
+    vehicle = await (await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())).json()
+    return vehicle.get("odometer_km")
+
+
+@pytest.mark.parametrize(
+    ("field", "stored", "sent"),
+    [
+        ("attributes.tracker_id", 353861053849681, "353861053849681"),  # through the index
+        ("attributes.tracker_id", "4711", 4711),
+        ("attributes.tracker_id", 4711.0, "4711"),
+        ("attributes.tracker_id", 12.5, "12.5"),
+        ("attributes.fleetio_vehicle_id", "987", 987),  # matched on the data
+        ("attributes.fleetio_vehicle_id", 987, "987"),
+        ("attributes.fleetio_vehicle_id", 987, 987.0),
+        ("attributes.fleetio_vehicle_id", -2.25, "-2.25"),
+    ],
+)
+async def test_text_and_numbers_find_each_other_by_value(
+    client: Client, field: str, stored: Any, sent: Any
+) -> None:
+    _, attribute = field.split(".")
+    await _vehicle(client, {attribute: stored})
+    await upload_mapping(client, _by(field))
+    trigger = await create_trigger(client, mapping=f"by-{field.replace('.', '-')}")
+    status, answer = await hook(client, trigger, {"device": sent, "km": 10})
+    assert status == 200, answer
+    assert answer["key"] == "ABC1D23" and "odometer_km" in answer["changed"]
+    assert await _odometer(client) == 10
+
+
+@pytest.mark.parametrize(
+    ("field", "stored", "sent"),
+    [
+        ("attributes.tracker_id", 123, "0123"),
+        ("attributes.tracker_id", 123, "123.0"),
+        ("attributes.tracker_id", "123", 1230),
+        ("attributes.fleetio_vehicle_id", 123, "0123"),
+        ("attributes.fleetio_vehicle_id", 1.5, "1.50"),
+        ("attributes.fleetio_vehicle_id", "true", True),
+    ],
+)
+async def test_other_texts_do_not_match(client: Client, field: str, stored: Any, sent: Any) -> None:
+    _, attribute = field.split(".")
+    await _vehicle(client, {attribute: stored})
+    await upload_mapping(client, _by(field))
+    trigger = await create_trigger(client, mapping=f"by-{field.replace('.', '-')}")
+    status, problem = await hook(client, trigger, {"device": sent, "km": 10})
+    assert status == 422
+    assert problem["errors"][0]["keyword"] in ("not_found", "type")
+    assert await _odometer(client) is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "kind"),
+    [({"$gt": ""}, "an object"), (["4711"], "an array"), (True, "a boolean")],
+)
+async def test_a_lookup_value_that_is_not_text_or_a_number_is_a_clear_422(
+    client: Client, sent: Any, kind: str
+) -> None:
+    await _vehicle(client, {"tracker_id": "4711"})
+    await upload_mapping(client, _by("attributes.tracker_id"))
+    trigger = await create_trigger(client, mapping="by-attributes-tracker_id")
+    status, problem = await hook(client, trigger, {"device": sent, "km": 10})
+    assert status == 422
+    (error,) = problem["errors"]
+    assert error["message"] == (
+        f"attributes.tracker_id: a lookup value is text or a number, not {kind}"
+    )
+    assert error["target"] == "attributes.tracker_id"
+    assert await _odometer(client) is None

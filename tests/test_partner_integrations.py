@@ -1,0 +1,148 @@
+"""The shipped partner mappings end to end: each partner's sample, signed as that partner
+signs it, through a trigger with its preset and params, into the vehicles it names."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from tests.support import auth
+from tests.triggers_support import (
+    MAPPINGS,
+    PAYLOADS,
+    Client,
+    create_trigger,
+    hook,
+    upload_shipped,
+)
+
+
+async def _vehicle(client: Client, plate: str, **attributes: Any) -> None:
+    response = await client.post(
+        "/api/v1/entities/vehicle", headers=auth(), json={"plate": plate, "attributes": attributes}
+    )
+    assert response.status == 201, await response.text()
+
+
+async def _get(client: Client, plate: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())
+    return dict(await response.json())
+
+
+async def _signed(client: Client, trigger: dict[str, Any], body: bytes, headers: Any) -> Any:
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    return response.status, await response.json()
+
+
+async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: Client) -> None:
+    await _vehicle(client, "ABC1D23", tracker_id="1984895")  # the id as text; Motive sends 1984895
+    await upload_shipped(client, "motive-vehicle-location")
+    trigger = await create_trigger(
+        client,
+        mapping="motive-vehicle-location",
+        params={"distance_unit": "mi", "speed_unit": "mph", "volume_unit": "gal"},
+        auth={"mode": "hmac", "preset": "motive"},
+    )
+    body = (PAYLOADS / "motive_vehicle_location_updated.json").read_bytes()
+    signature = hmac.new(trigger["secret"].encode(), body, hashlib.sha1).hexdigest()
+    status, answer = await _signed(client, trigger, body, {"X-KT-Webhook-Signature": signature})
+    assert status == 200, answer
+    assert answer["key"] == "ABC1D23" and "vehicle.position" in answer["events"]
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["odometer_km"] == 151476.9
+    assert vehicle["last_position"]["speed_kmh"] == 24.5
+    unsigned = await client.post(f"/hooks/{trigger['id']}", data=body)
+    assert unsigned.status == 401
+
+
+async def test_samsara_ping_and_geofence_webhook_with_the_partners_secret(client: Client) -> None:
+    secret = base64.b64encode(b"the key Samsara shows").decode()
+    await upload_shipped(client, "samsara-geofence")
+    trigger = await create_trigger(
+        client,
+        mapping="samsara-geofence",
+        auth={"mode": "hmac", "preset": "samsara", "secret": secret},
+    )
+
+    def signed(body: bytes) -> dict[str, str]:
+        stamp = str(int(time.time()))
+        message = b"v1:" + stamp.encode() + b":" + body
+        mac = hmac.new(base64.b64decode(secret), message, hashlib.sha256).hexdigest()
+        return {"X-Samsara-Signature": f"v1={mac}", "X-Samsara-Timestamp": stamp}
+
+    ping = b'{"eventId": "bf72239c", "eventMs": 1795685112000, "eventType": "Ping"}'
+    assert await _signed(client, trigger, ping, signed(ping)) == (200, {"ok": True})
+    body = (PAYLOADS / "samsara_v2_geofence_exit.json").read_bytes()
+    status, answer = await _signed(client, trigger, body, signed(body))
+    assert status == 201 and "vehicle.geofence.exited" in answer["events"]
+
+
+async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:
+    await _vehicle(client, "ABC1D23", samsara_vehicle_id="281474982859091")
+    await _vehicle(client, "XYZ9A87", samsara_vehicle_id=281474982859092)
+    await upload_shipped(client, "samsara-vehicle-stats-feed")
+    trigger = await create_trigger(client, mapping="samsara-vehicle-stats-feed")
+    page = json.loads((PAYLOADS / "samsara_vehicle_stats_feed.json").read_text())
+    status, answer = await hook(client, trigger, page)
+    assert status == 200, answer
+    assert answer["summary"] == {"items": 2, "created": 0, "updated": 2, "failed": 0}
+    assert (await _get(client, "ABC1D23"))["odometer_km"] == 151476.9
+    assert (await _get(client, "XYZ9A87"))["last_position"]["latitude"] == -22.90685
+
+
+async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client) -> None:
+    await _vehicle(client, "ABC1D23", tracker_id="b3A")
+    await _vehicle(client, "XYZ9A87", tracker_id="b7")
+    await upload_shipped(client, "geotab-logrecord")
+    trigger = await create_trigger(client, mapping="geotab-logrecord")
+    page = json.loads((PAYLOADS / "geotab_getfeed_logrecord.json").read_text())
+    status, answer = await hook(client, trigger, page)
+    assert status == 200 and answer["summary"]["updated"] == 3, answer
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert position["fix_time"] == "2026-11-20T13:45:35Z"  # the later of its two records
+
+
+async def test_fleetio_meter_entry_signed_with_the_partners_key(client: Client) -> None:
+    await _vehicle(client, "ABC1D23", fleetio_vehicle_id=987)
+    await upload_shipped(client, "fleetio-meter-entry")
+    secret = "fleetio-shared-key-of-the-webhook"
+    trigger = await create_trigger(
+        client,
+        mapping="fleetio-meter-entry",
+        params={"meter_unit": "mi"},
+        auth={"mode": "hmac", "preset": "fleetio", "secret": secret},
+    )
+    body = (PAYLOADS / "fleetio_meter_entry_created.json").read_bytes()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Fleetio-Webhook-Signature": signature}
+    status, answer = await _signed(client, trigger, body, headers)
+    assert status == 200, answer
+    assert (await _get(client, "ABC1D23"))["odometer_km"] == 151476.9
+
+
+def _mapping_test(*extra: str) -> subprocess.CompletedProcess[str]:
+    mapping, sample = (
+        MAPPINGS / "fleetio-meter-entry.yaml",
+        PAYLOADS / "fleetio_meter_entry_created.json",
+    )
+    command = [sys.executable, "-m", "gateway", "mapping", "test", str(mapping), str(sample)]
+    return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_binds_params() -> None:
+    result = _mapping_test("--param", "meter_unit=mi")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["document"]["odometer_km"] == 151476.9
+    unknown = _mapping_test("--param", "meter=mi")
+    assert unknown.returncode == 1
+    assert "/params/meter: unknown param 'meter'" in unknown.stderr

@@ -1,0 +1,76 @@
+"""docs/partners.md: every `gateway mapping test` it shows gives the output it shows, and
+every signature example verifies."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.auth.partner_hmac import scheme_from, verify
+from gateway.mapping import test_file
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = (ROOT / "docs" / "partners.md").read_text()
+_BLOCK = re.compile(r"```(\w+)(?: (\w+))?\n(.*?)```", re.S)
+BLOCKS = [(language, info, body) for language, info, body in _BLOCK.findall(DOC)]
+
+
+def _dry_runs() -> list[tuple[str, dict[str, Any]]]:
+    """(the command, the result block after it)."""
+    pairs = []
+    for (language, info, body), after in itertools.pairwise(BLOCKS):
+        if (language, info) == ("sh", "test"):
+            assert after[:2] == ("json", "result"), body
+            pairs.append((body.strip(), json.loads(after[2])))
+    return pairs
+
+
+def _run(command: str) -> dict[str, Any]:
+    words = shlex.split(command)
+    assert words[:3] == ["gateway", "mapping", "test"], command
+    args = words[3:]
+    response = "--response" in args
+    params = {}
+    while "--param" in args:
+        at = args.index("--param")
+        name, _, value = args[at + 1].partition("=")
+        params[name] = value
+        del args[at : at + 2]
+    file, sample = [a for a in args if a != "--response"]
+    return test_file(ROOT / file, ROOT / sample, response=response, params=params)
+
+
+def test_the_page_has_an_example_per_partner_kind() -> None:
+    assert len(_dry_runs()) >= 6
+    assert sum(1 for language, info, _ in BLOCKS if (language, info) == ("json", "signature")) == 4
+
+
+@pytest.mark.parametrize(("command", "expected"), _dry_runs())
+def test_dry_runs_answer_as_shown(command: str, expected: dict[str, Any]) -> None:
+    output = _run(command)
+    if output["direction"] == "outbound":
+        assert output["response"] == expected
+        return
+    first = output["results"][0]
+    assert {key: first[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        json.loads(body)
+        for language, info, body in BLOCKS
+        if (language, info) == ("json", "signature")
+    ],
+)
+def test_signature_examples_verify(example: dict[str, Any]) -> None:
+    scheme = scheme_from({"preset": example["preset"]})
+    body = example["body"].encode()
+    now = example.get("now", 1_795_685_112)
+    assert verify(scheme, [example["secret"]], example["headers"], body, now=now)

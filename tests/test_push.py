@@ -1,0 +1,148 @@
+"""Push through FCM HTTP v1 with a Google service account (OAuth2 JWT-bearer grant): the key
+is write-only, the access token is cached, UNREGISTERED tokens leave the driver, 429 and 5xx
+are worth a retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.notify.notifier import Notification, Recipient
+from gateway.outbound.verdict import Verdict
+from gateway.web.state import services_key
+from tests.fcm_double import PROJECT, SCOPE, Fcm, fcm
+from tests.partner_double import post
+from tests.support import auth
+
+__all__ = ["fcm"]  # the fixture
+
+Client = TestClient[Any, Any]
+TOKEN = "fcm-device-token-of-the-driver"
+
+
+async def _push_channel(client: Client, fcm: Fcm) -> dict[str, Any]:
+    partner = await post(
+        client,
+        "/api/v1/partners",
+        {
+            "name": "FCM",
+            "base_url": fcm.url,
+            "auth": {"type": "google_service_account", "service_account": fcm.service_account()},
+        },
+    )
+    assert partner["auth"] == {"type": "google_service_account", "configured": True}
+    return await post(
+        client,
+        "/api/v1/channels",
+        {"name": "push", "type": "push", "partner_id": partner["id"], "project_id": PROJECT},
+    )
+
+
+async def _test_send(client: Client, to: str = TOKEN) -> Any:
+    return await post(client, "/api/v1/channels/push/test", {"to": to}, status=200)
+
+
+async def test_a_push_reaches_fcm_with_a_token_from_the_service_account(
+    client: Client, fcm: Fcm
+) -> None:
+    await _push_channel(client, fcm)
+    result = await _test_send(client)
+    assert result["result"] == "success", result
+    assert result["provider_id"] == f"projects/{PROJECT}/messages/0:1"
+    (message,) = fcm.messages
+    assert message["token"] == TOKEN and message["notification"]["title"] == "Rabbot"
+    assert message["android"] == {"priority": "high"}
+    (claims,) = fcm.assertions
+    assert claims["iss"] == "gateway@rabbot-demo.iam.gserviceaccount.com"
+    assert claims["scope"] == SCOPE and claims["exp"] - claims["iat"] == 3600
+
+
+async def test_the_access_token_is_reused_until_fcm_refuses_it(client: Client, fcm: Fcm) -> None:
+    await _push_channel(client, fcm)
+    await _test_send(client)
+    await _test_send(client)
+    assert len(fcm.tokens_issued) == 1
+    fcm.answer_next(401)
+    again = await _test_send(client)
+    assert again["result"] == "success" and len(fcm.tokens_issued) == 2
+
+
+async def test_the_service_account_key_is_write_only_and_sealed(client: Client, fcm: Fcm) -> None:
+    await _push_channel(client, fcm)
+    stored = await client.app[services_key].store.db["partners"].find_one({"name": "FCM"})
+    assert stored is not None
+    assert "PRIVATE KEY" not in str(stored) and stored["auth_type"] == "google_service_account"
+    listed = await (await client.get("/api/v1/partners", headers=auth())).text()
+    assert "PRIVATE KEY" not in listed and "gserviceaccount" not in listed
+
+
+async def test_a_bad_service_account_is_refused_with_pointers(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/partners",
+        json={
+            "name": "FCM",
+            "base_url": "https://fcm.googleapis.com",
+            "auth": {
+                "type": "google_service_account",
+                "service_account": {"type": "user", "private_key": "nope", "token_uri": "ftp://x"},
+            },
+        },
+        headers=auth(),
+    )
+    assert response.status == 422
+    pointers = {e["pointer"] for e in (await response.json())["errors"]}
+    assert pointers == {
+        "/auth/service_account/type",
+        "/auth/service_account/client_email",
+        "/auth/service_account/token_uri",
+        "/auth/service_account/private_key",
+    }
+
+
+async def test_unregistered_tokens_are_removed_from_the_driver(client: Client, fcm: Fcm) -> None:
+    channel = await _push_channel(client, fcm)
+    driver = await post(
+        client,
+        "/api/v1/entities/driver",
+        {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": [TOKEN, "phone-2"]},
+    )
+    fcm.unregistered.add(TOKEN)
+    notification = Notification(
+        channel["id"],
+        Recipient(TOKEN, driver_id=driver["id"]),
+        {"title": "Veículo fora da área", "body": "ABC1D23 saiu de Garagem SP"},
+    )
+    outcome = await client.app[services_key].notify.notifier.send("acme", notification)
+    assert outcome.verdict is Verdict.FAIL and outcome.unregistered
+    assert "UNREGISTERED" in outcome.detail and "token removed" in outcome.detail
+    stored = await (
+        await client.get(f"/api/v1/entities/driver/{driver['id']}", headers=auth())
+    ).json()
+    assert stored["push_tokens"] == ["phone-2"]
+
+
+async def test_quota_and_outages_are_retryable(client: Client, fcm: Fcm) -> None:
+    await _push_channel(client, fcm)
+    await _test_send(client)  # a token first, so the queued answers reach the send itself
+    fcm.answer_next(429, {"Retry-After": "30"})
+    quota = await _test_send(client)
+    assert quota["result"] == "retry" and quota["retry_after"] == 30 and quota["code"] == 429
+    fcm.answer_next(503)
+    outage = await _test_send(client)
+    assert outage["result"] == "retry" and outage["code"] == 503
+
+
+async def test_a_push_channel_needs_a_service_account_partner(client: Client, fcm: Fcm) -> None:
+    partner = await post(
+        client,
+        "/api/v1/partners",
+        {"name": "ERP", "base_url": fcm.url, "auth": {"type": "bearer", "token": "x"}},
+    )
+    response = await client.post(
+        "/api/v1/channels",
+        json={"name": "push", "type": "push", "partner_id": partner["id"], "project_id": "X"},
+        headers=auth(),
+    )
+    pointers = {e["pointer"] for e in (await response.json())["errors"]}
+    assert response.status == 422 and pointers == {"/partner_id", "/project_id"}

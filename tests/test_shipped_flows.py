@@ -1,0 +1,68 @@
+"""Every flow in flows/ and every template in flows/templates/ compiles and renders its sample
+(the four seed scenarios, run end to end in phase B)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.flows.compiler import load_flow
+from gateway.notify.templates import checked_template
+from gateway.notify.templating import compile_template
+
+FLOWS = Path(__file__).resolve().parents[1] / "flows"
+
+
+@pytest.mark.parametrize("path", sorted(FLOWS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_flow_compiles(path: Path) -> None:
+    flow = load_flow(path.read_bytes(), filename=path.name)
+    assert flow.name == path.stem
+
+
+@pytest.mark.parametrize("path", sorted((FLOWS / "templates").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_template_renders_its_sample_in_both_languages(path: Path) -> None:
+    doc = checked_template(yaml.safe_load(path.read_text()))
+    template = compile_template(doc)
+    assert template.name == path.stem and set(template.locales) == {"pt-BR", "en"}
+    for locale in ("pt-BR", "en"):
+        rendered = template.render(doc["sample"], locale)
+        assert rendered.undefined == [] and all(rendered.parts.values())
+
+
+def test_the_shipped_flows_name_only_shipped_templates() -> None:
+    templates = {p.stem for p in (FLOWS / "templates").glob("*.yaml")}
+    named = {
+        r.name
+        for path in FLOWS.glob("*.yaml")
+        for r in load_flow(path.read_bytes()).references
+        if r.kind == "template"
+    }
+    assert named == templates
+
+
+def test_scenario_texts_match_the_partner_samples() -> None:
+    sms = compile_template(
+        checked_template(yaml.safe_load((FLOWS / "templates/maintenance-due-sms.yaml").read_text()))
+    )
+    context = {"entity": {"plate": "ABC1D23"}, "event": {"detail": {"due_km": 10000}}}
+    # tests/data/partner_payloads/sms_request.json
+    assert sms.render(context, "pt-BR").parts["text"] == (
+        "Rabbot: ABC1D23 atingiu 10.000 km. Agende a revisao."
+    )
+    push = compile_template(
+        checked_template(yaml.safe_load((FLOWS / "templates/geofence-exit.yaml").read_text()))
+    )
+    context = {
+        "entity": {"plate": "ABC1D23"},
+        "event": {
+            "occurred_at": "2026-11-20T13:45:13Z",
+            "detail": {"geofence": {"name": "Garagem SP"}},
+        },
+    }
+    # tests/data/partner_payloads/fcm_v1_message.json, with its accents
+    assert push.render(context, "pt-BR").parts == {
+        "title": "Veículo fora da área autorizada",
+        "body": "ABC1D23 saiu de Garagem SP às 10:45",
+    }

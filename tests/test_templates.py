@@ -1,0 +1,238 @@
+"""Notification templates: uploaded by admins, rendered in a sandbox that cannot reach Python
+internals, loop for ever or build huge output; pt-BR or English by the driver's language."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.errors import InvalidPayload
+from gateway.notify.templating import RenderFailed, compile_template
+from tests.partner_double import post
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+FINE_SAMPLE = {
+    "driver": {"name": "Ana Souza"},
+    "fine": {
+        "ait_number": "A123456789",
+        "amount_brl": 130.16,
+        "occurred_at": "2026-11-18T16:45:00Z",
+    },
+    "vehicle": {"plate": "ABC1D23"},
+}
+FINE_EMAIL = {
+    "name": "fine-received",
+    "channel_type": "email",
+    "locales": {
+        "pt-BR": {
+            "subject": "Multa {{ fine.ait_number }} - {{ vehicle.plate }}",
+            "text": "Olá {{ driver.name }}, multa de {{ fine.amount_brl|money }} "
+            "em {{ fine.occurred_at|datetime }}.",
+            "html": "<p>Olá {{ driver.name }}</p>",
+        },
+        "en": {
+            "subject": "Fine {{ fine.ait_number }} - {{ vehicle.plate }}",
+            "text": "Hello {{ driver.name }}, a fine of {{ fine.amount_brl|money }} "
+            "on {{ fine.occurred_at|datetime }}.",
+        },
+    },
+    "sample": FINE_SAMPLE,
+}
+
+
+def _template(text: str, sample: dict[str, Any] | None = None, part: str = "text") -> Any:
+    doc: dict[str, Any] = {
+        "name": "t",
+        "channel_type": "sms" if part == "text" else "email",
+        "default_locale": "en",
+        "locales": {"en": {part: text, **({"subject": "s"} if part == "html" else {})}},
+    }
+    if sample is not None:
+        doc["sample"] = sample
+    return compile_template(doc)
+
+
+def _refusal(text: str, sample: dict[str, Any] | None = None) -> str:
+    with pytest.raises(InvalidPayload) as caught:
+        _template(text, sample)
+    problem = caught.value.problems[0]
+    assert problem.pointer == "/locales/en/text"
+    return f"{problem.keyword}: {problem.message}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ x['__class__'] }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ self._TemplateReference__context }}",
+    ],
+)
+def test_python_internals_are_refused_at_upload(text: str) -> None:
+    assert "Python internals" in _refusal(text)
+
+
+def test_internals_reached_indirectly_fail_when_rendered() -> None:
+    assert _refusal("{{ x|attr('__class__') }}", {"x": 1}).startswith("security")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ 'x'.ljust(100000000) }}",
+        "{{ 'abc'.format(1) }}",
+        "{{ '%999999999d' % 1 }}",
+        "{{ lipsum(10000) }}",
+        "{% include 'other' %}",
+    ],
+)
+def test_calls_outside_the_allowlist_are_refused(text: str) -> None:
+    assert _refusal(text).startswith("security")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+        "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+        "{{ 'a' * 1000000000 }}",
+        "{{ 'a'|center(1000000000) }}",
+        "{{ [1, 2]|join('x' * 200000) }}",
+        "{% set ns = namespace(x=[1]) %}{% for i in range(40) %}"
+        "{% set ns.x = [ns.x, ns.x] %}{% endfor %}{{ ns.x }}",
+        "{% set ns = namespace(x='a') %}{% for i in range(40) %}"
+        "{% set ns.x = ns.x ~ ns.x %}{% endfor %}",
+        "{{ (9 ** 9) ** (9 ** 9) }}",
+    ],
+)
+def test_templates_that_never_end_or_explode_fail_at_upload(text: str) -> None:
+    assert _refusal(text).startswith("limit")
+
+
+def test_a_runaway_template_fails_at_run_time_as_an_outcome_with_its_line() -> None:
+    template = _template(
+        "Hi\n{% for a in range(n) %}{% for b in range(n) %}{% endfor %}{% endfor %}"
+    )
+    with pytest.raises(RenderFailed) as caught:
+        template.render({"n": 100000}, "en")
+    assert caught.value.keyword == "limit" and caught.value.line == 2
+
+
+def test_html_is_escaped_and_text_is_not() -> None:
+    html = _template("<p>{{ name }}</p>", part="html").render({"name": "<b>&"}, "en")
+    assert html.parts["html"] == "<p>&lt;b&gt;&amp;</p>"
+    text = _template("{{ name }}").render({"name": "<b>&"}, "en")
+    assert text.parts["text"] == "<b>&"
+
+
+def test_missing_values_print_nothing_and_are_listed() -> None:
+    rendered = _template("Hi {{ driver.name }}{{ driver.nickname }}").render(
+        {"driver": {"name": "Ana"}}, "en"
+    )
+    assert rendered.parts["text"] == "Hi Ana" and rendered.undefined == ["nickname"]
+
+
+def test_data_errors_count_only_with_a_sample() -> None:
+    _template("{{ fine.amount + 1 }}")  # no sample: the data is unknown, upload accepted
+    assert _refusal("{{ fine.amount + 1 }}", {"fine": {}}).startswith("render")
+
+
+def test_subjects_are_one_line_and_sms_respects_its_length() -> None:
+    doc = {
+        "name": "t",
+        "channel_type": "email",
+        "default_locale": "en",
+        "locales": {"en": {"subject": "a\r\nBcc: x@y.z", "text": "t"}},
+    }
+    assert compile_template(doc).render({}, "en").parts["subject"] == "a Bcc: x@y.z"
+    assert _refusal("{{ 'x' * 2000 }}").startswith("limit")
+
+
+def test_locale_follows_the_recipient_language_with_fallbacks() -> None:
+    template = compile_template({**FINE_EMAIL, "default_locale": "pt-BR"})
+    assert template.render(FINE_SAMPLE, "en").parts["text"] == (
+        "Hello Ana Souza, a fine of R$130.16 on 2026-11-18 13:45."
+    )
+    assert template.render(FINE_SAMPLE, "en-US").locale == "en"
+    assert template.render(FINE_SAMPLE, "pt").locale == "pt-BR"
+    portuguese = template.render(FINE_SAMPLE, "es")
+    assert portuguese.parts["text"] == "Olá Ana Souza, multa de R$ 130,16 em 18/11/2026 13:45."
+
+
+async def test_admins_upload_preview_and_replace_templates(client: Client) -> None:
+    created = await post(client, "/api/v1/templates", FINE_EMAIL)
+    assert created["version"] == 1 and created["default_locale"] == "pt-BR"
+    preview = await post(
+        client,
+        "/api/v1/templates/preview",
+        {"template": "fine-received", "locale": "en"},
+        status=200,
+    )
+    assert preview["parts"]["subject"] == "Fine A123456789 - ABC1D23"
+    draft = {**FINE_EMAIL, "locales": {"en": {"subject": "{{ x }}", "text": "-"}}}
+    drafted = await post(
+        client, "/api/v1/templates/preview", {"template": draft, "context": {"x": "y"}}, status=200
+    )
+    assert drafted["parts"] == {"subject": "y", "text": "-"}
+    replaced = await client.put(
+        f"/api/v1/templates/{created['id']}",
+        json={**FINE_EMAIL, "description": "v2"},
+        headers=auth(),
+    )
+    assert replaced.status == 200 and (await replaced.json())["version"] == 2
+    listed = await (await client.get("/api/v1/templates", headers=auth())).json()
+    assert [t["name"] for t in listed["items"]] == ["fine-received"]
+    deleted = await client.delete("/api/v1/templates/fine-received", headers=auth())
+    assert deleted.status == 204
+
+
+async def test_a_bad_template_upload_lists_every_problem_with_its_line(client: Client) -> None:
+    body = {
+        "name": "bad name!",
+        "channel_type": "fax",
+        "locales": {"fr": {}, "en": {"text": "{{ x.__class__ }}"}},
+    }
+    response = await client.post("/api/v1/templates", json=body, headers=auth())
+    problems = (await response.json())["errors"]
+    assert response.status == 422
+    assert {p["pointer"] for p in problems} >= {"/name", "/channel_type", "/locales/fr"}
+    body = {**FINE_EMAIL, "locales": {"en": {"subject": "x", "text": "ok\n{{ x.__class__ }}"}}}
+    response = await client.post("/api/v1/templates", json=body, headers=auth())
+    problem = (await response.json())["errors"][0]
+    assert problem["pointer"] == "/locales/en/text" and problem["line"] == 2
+
+
+async def test_a_preview_that_fails_points_at_the_part(client: Client) -> None:
+    await post(client, "/api/v1/templates", FINE_EMAIL)
+    response = await client.post(
+        "/api/v1/templates/preview",
+        json={
+            "template": "fine-received",
+            "context": {"fine": {"amount_brl": "x"}},
+            "locale": "en",
+        },
+        headers=auth(),
+    )
+    assert response.status == 200  # a money filter on text prints the text
+    response = await client.post(
+        "/api/v1/templates/preview",
+        json={"template": {**FINE_EMAIL, "locales": {"en": {"subject": "{{ 1/0 }}", "text": "-"}}}},
+        headers=auth(),
+    )
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["pointer"] == "/locales/en/subject"
+
+
+async def test_templates_are_per_tenant_and_viewers_cannot_write(client: Client) -> None:
+    await post(client, "/api/v1/templates", FINE_EMAIL)
+    other = await client.get("/api/v1/templates/fine-received", headers=auth("other"))
+    assert other.status == 404
+    viewer = await client.post("/api/v1/templates", json=FINE_EMAIL, headers=auth(role="viewer"))
+    assert viewer.status == 403
+    duplicate = await client.post("/api/v1/templates", json=FINE_EMAIL, headers=auth())
+    assert duplicate.status == 409

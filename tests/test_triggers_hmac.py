@@ -1,0 +1,185 @@
+"""hmac triggers through HTTP: a partner's own signature scheme, with a secret we issue (shown
+once) or the partner's (write-only, sealed at rest); bad signatures get the same 401 as any
+bad credential and are counted by reason."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import orjson
+
+from gateway.web.state import services_key
+from tests.support import auth
+from tests.triggers_support import VEHICLE, Client, create_trigger, entities
+
+BODY = orjson.dumps(VEHICLE)
+SAMSARA_SECRET = base64.b64encode(b"secret key the partner gave").decode()
+
+
+def _samsara(secret: str, body: bytes = BODY, stamp: int | None = None) -> dict[str, str]:
+    stamp = int(time.time()) if stamp is None else stamp
+    message = b"v1:" + str(stamp).encode() + b":" + body
+    mac = hmac.new(base64.b64decode(secret), message, hashlib.sha256).hexdigest()
+    return {"X-Samsara-Signature": f"v1={mac}", "X-Samsara-Timestamp": str(stamp)}
+
+
+def _motive(secret: str, body: bytes = BODY) -> dict[str, str]:
+    return {"X-KT-Webhook-Signature": hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()}
+
+
+async def _post(
+    client: Client, trigger: dict[str, Any], headers: dict[str, str], body: bytes = BODY
+) -> Any:
+    return await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+
+async def _rejections(client: Client, trigger: dict[str, Any]) -> dict[str, float]:
+    """gateway_trigger_signature_rejections_total of one trigger, by reason."""
+    text = await (await client.get("/metrics")).text()
+    counts = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name == "gateway_trigger_signature_rejections_total" and trigger["id"] in rest:
+            reason = rest.split('reason="')[1].split('"')[0]
+            counts[reason] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def test_a_partners_secret_is_write_only_and_sealed(client: Client) -> None:
+    trigger = await create_trigger(
+        client, auth={"mode": "hmac", "preset": "samsara", "secret": SAMSARA_SECRET}
+    )
+    assert "secret" not in trigger and "token" not in trigger
+    assert trigger["auth"] == {"mode": "hmac", "preset": "samsara"}
+    assert trigger["credentials"][0]["source"] == "partner"
+    shown = await (await client.get(f"/api/v1/triggers/{trigger['id']}", headers=auth())).text()
+    stored = await client.app[services_key].store.db["triggers"].find_one({"_id": trigger["id"]})
+    for text in (shown, orjson.dumps(stored, default=str).decode()):
+        assert SAMSARA_SECRET not in text
+    response = await _post(client, trigger, _samsara(SAMSARA_SECRET))
+    assert response.status == 201, await response.text()
+    assert [v["plate"] for v in await entities(client)] == ["ABC1D23"]
+
+
+async def test_a_secret_we_issue_is_shown_once_and_signs(client: Client) -> None:
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    secret = trigger["secret"]
+    assert len(bytes.fromhex(secret)) == 32
+    assert trigger["credentials"][0]["source"] == "gateway"
+    shown = await (await client.get(f"/api/v1/triggers/{trigger['id']}", headers=auth())).text()
+    assert secret not in shown
+    assert (await _post(client, trigger, _motive(secret))).status == 201
+
+
+async def test_bad_signatures_get_the_same_401_and_are_counted_by_reason(client: Client) -> None:
+    trigger = await create_trigger(
+        client, auth={"mode": "hmac", "preset": "samsara", "secret": SAMSARA_SECRET}
+    )
+    plain = await create_trigger(client, name="plain")
+    bad_token = await client.post(
+        f"/hooks/{plain['id']}", json=VEHICLE, headers={"Authorization": "Bearer nope"}
+    )
+    expected = (await bad_token.json())["detail"]
+    now = int(time.time())
+    good = _samsara(SAMSARA_SECRET, stamp=now)
+    attempts = {
+        "missing": {},
+        "malformed": {**good, "X-Samsara-Signature": good["X-Samsara-Signature"][:-4]},
+        "stale": _samsara(SAMSARA_SECRET, stamp=now - 3600),
+        "mismatch": _samsara(base64.b64encode(b"someone else").decode(), stamp=now),
+    }
+    for headers in attempts.values():
+        response = await _post(client, trigger, headers)
+        assert response.status == 401
+        assert "WWW-Authenticate" in response.headers
+        assert (await response.json())["detail"] == expected
+    tampered = await _post(client, trigger, good, BODY.replace(b"Fiat", b"Ford"))
+    assert tampered.status == 401
+    assert await _rejections(client, trigger) == {
+        "missing": 1,
+        "malformed": 1,
+        "stale": 1,
+        "mismatch": 2,
+    }
+    assert await entities(client) == []
+
+
+async def test_a_replayed_request_gets_the_first_answer_not_a_second_write(client: Client) -> None:
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    headers = _motive(trigger["secret"])
+    first = await _post(client, trigger, headers)
+    assert first.status == 201
+    again = await _post(client, trigger, {**headers, "Idempotency-Key": "attacker-chosen"})
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert await again.json() == await first.json()
+
+
+async def test_partner_secrets_rotate_with_a_grace_period_and_are_revoked(client: Client) -> None:
+    trigger = await create_trigger(
+        client, auth={"mode": "hmac", "preset": "samsara", "secret": SAMSARA_SECRET}
+    )
+    new = base64.b64encode(b"the partner's next key").decode()
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    refused = await client.post(rotate, json={"secret": "not base64!"}, headers=auth())
+    assert refused.status == 422
+    assert (await refused.json())["errors"][0]["pointer"] == "/secret"
+    rotated = await client.post(rotate, json={"secret": new, "grace_seconds": 600}, headers=auth())
+    assert rotated.status == 200 and "secret" not in await rotated.json()
+    vehicle = orjson.dumps({**VEHICLE, "year": 2023})
+    assert (await _post(client, trigger, _samsara(SAMSARA_SECRET))).status == 201
+    assert (await _post(client, trigger, _samsara(new, vehicle), vehicle)).status == 200
+    await client.post(f"/api/v1/triggers/{trigger['id']}/revoke", headers=auth())
+    assert (await _post(client, trigger, _samsara(new, vehicle), vehicle)).status == 401
+
+
+async def test_a_patched_secret_replaces_the_old_one(client: Client) -> None:
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    old = trigger["secret"]
+    patched = await client.patch(
+        f"/api/v1/triggers/{trigger['id']}",
+        json={"auth": {"mode": "hmac", "preset": "motive", "secret": "the partner's own"}},
+        headers=auth(),
+    )
+    assert patched.status == 200, await patched.text()
+    assert "the partner's own" not in await patched.text()
+    assert (await _post(client, trigger, _motive(old))).status == 401
+    assert (await _post(client, trigger, _motive("the partner's own"))).status == 201
+
+
+async def test_schemes_that_cannot_work_are_refused_on_save(client: Client) -> None:
+    cases = [
+        ("/auth/secret", {"mode": "hmac", "preset": "samsara", "secret": "not base64!"}),
+        ("/auth/secret", {"mode": "hmac", "preset": "motive", "secret": "not base64!" * 100}),
+        ("/auth/secret", {"mode": "hmac", "preset": "motive", "secret": 12345}),
+        ("/auth/header", {"mode": "hmac", "algorithm": "sha256"}),
+        (
+            "/auth/signed_content",
+            {
+                "mode": "hmac",
+                "algorithm": "sha256",
+                "header": "X-Sig",
+                "signed_content": "{timestamp}",
+                "timestamp_header": "X-Ts",
+            },
+        ),
+        ("/auth/algorithm", {"mode": "hmac", "algorithm": "md5", "header": "X-Sig"}),
+    ]
+    for pointer, spec in cases:
+        response = await client.post(
+            "/api/v1/triggers",
+            json={"name": "x", "entity_type": "vehicle", "auth": spec},
+            headers=auth(),
+        )
+        assert response.status == 422, pointer
+        text = await response.text()
+        pointers = [e["pointer"] for e in orjson.loads(text)["errors"]]
+        assert pointer in pointers, (pointer, pointers)
+        assert "not base64!" not in text and "12345" not in text  # a secret is never quoted
