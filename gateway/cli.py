@@ -25,7 +25,7 @@ from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import load_secret_key, open_services
-from gateway.web import demo_partner
+from gateway.web import demo_partner, server
 
 T = TypeVar("T")
 
@@ -34,14 +34,14 @@ def serve(settings: Settings, extend: Callable[[web.Application], None] | None =
     app = create_app(settings)
     if extend is not None:
         extend(app)
-    # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish requests,
-    # then run every cleanup context (workers stop claiming, the database closes).
-    web.run_app(
+    # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every
+    # cleanup context (workers stop claiming, the database closes).
+    server.run(
         app,
         host=settings.host,
         port=settings.port,
+        on_listening=lambda: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
         access_log=None,
-        print=lambda msg: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
         shutdown_timeout=15,
         keepalive_timeout=75,
     )

@@ -45,6 +45,9 @@ class Settings:
     outbound_allow: tuple[str, ...] = ()
     database: str = "gateway"
     db_timeout_ms: int = 5000
+    # The write concern's `w` (journaling is always on): "majority" on a replica set, or a
+    # number of members; None keeps the URI's (default 1).
+    db_write_concern: str | int | None = None
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
     run_workers: bool = True
@@ -64,6 +67,9 @@ class Settings:
     delivery_poll_seconds: int = 1
     delivery_shutdown_seconds: int = 10
     partner_probe_seconds: int = 300
+    # /readyz turns unready when the event relay or the delivery worker has failed for this
+    # long with work waiting.
+    stall_seconds: int = 60
     # Schedule runners (issue 13): one run holds its schedule's lease, renewed while it runs.
     schedule_lease_seconds: int = 60
     schedule_concurrency: int = 4
@@ -92,6 +98,7 @@ class Settings:
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
             database=env.text("GATEWAY_DATABASE") or "gateway",
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
+            db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
@@ -108,6 +115,7 @@ class Settings:
             delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
             delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
             partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
+            stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1),
             schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
             schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
@@ -142,6 +150,14 @@ class _Env:
             return parse_flag(raw)
         except ValueError:
             raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}") from None
+
+    def write_concern(self, name: str) -> str | int | None:
+        raw = self.text(name)
+        if raw is None or raw == "majority":
+            return raw
+        if raw.isdecimal() and int(raw) >= 1:
+            return int(raw)
+        raise ConfigError(f"{name} must be majority or a number of members, got {raw!r}")
 
     def url(self, name: str) -> str | None:
         raw = self.text(name)

@@ -16,6 +16,7 @@ from typing import Any
 from gateway.doorbell import Doorbell
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.metrics import Metrics
+from gateway.progress import Progress
 from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class EventRelay:
         # Rung by the entity service after every write that added events.
         self._doorbell = doorbell
         self.running = False
+        self.progress = Progress()
+        self._unparkable: list[Any] = []  # entities this process skips (see _park)
 
     async def relay_once(self) -> int:
         """Relay one batch of outboxes; returns how many outbox entries it handled.
@@ -107,7 +110,7 @@ class EventRelay:
         deliveries, and the drain of the outboxes. The fan-out runs even for events stored
         by an earlier relay that died before draining: deliveries have deterministic ids, so
         that re-creates nothing, and no event is left without its deliveries."""
-        entities = await self._store.entities.pending_outboxes(self._batch)
+        entities = await self._store.entities.pending_outboxes(self._batch, self._unparkable)
         if not entities:
             return 0
         try:
@@ -129,7 +132,15 @@ class EventRelay:
         reason = traceback.format_exc(limit=1).strip().splitlines()[-1]
         log.error("outbox of entity %s parked: %s", entity["_id"], reason)
         self._metrics.outboxes_parked.inc()
-        await self._store.entities.park_outbox(entity, reason)
+        try:
+            await self._store.entities.park_outbox(entity, reason)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # The database refuses even to update it (e.g. nested deeper than it can
+            # rewrite): this process leaves it aside from now on, the log says which.
+            log.error("outbox of entity %s cannot be parked either (%s)", entity["_id"], exc)
+            self._unparkable.append(entity["_id"])
 
     async def _relay(self, entities: Sequence[Doc]) -> int:
         events: list[Doc] = []
@@ -163,8 +174,11 @@ class EventRelay:
         while True:
             try:
                 await self.run_until_idle()
+                self.progress.moved()
             except StoreUnavailable as exc:
+                self.progress.stuck(exc.detail)
                 log.warning("event relay paused: %s", exc.detail)
-            except Exception:
+            except Exception as exc:
+                self.progress.stuck(f"{type(exc).__name__}: {exc}")
                 log.exception("event relay failed; retrying")
             await self._doorbell.wait(self._poll)

@@ -24,6 +24,7 @@ from gateway.auth.keyring import KeyRing, generate_secret_key
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
+from gateway.background import cancel_and_wait
 from gateway.config import Settings
 from gateway.dashboard import Dashboard
 from gateway.delivery.deliveries import DeliveryService
@@ -305,9 +306,7 @@ async def _background(services: Services) -> AsyncIterator[None]:
         await runner
         await services.delivery_worker.stop()
         await worker
-        relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay
+        await cancel_and_wait(relay)  # a single cancel can be lost on Python 3.11
 
 
 def load_secret_key(settings: Settings) -> str:

@@ -23,6 +23,7 @@ from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -65,6 +66,11 @@ class Partner:
     @property
     def disabled(self) -> bool:
         return self.status == "disabled"
+
+    def redactor(self) -> Redactor:
+        """Removes this partner's credentials from what it sends back (built per answer: an
+        OAuth2 access token changes)."""
+        return Redactor((*self.auth.credential_values(), *self.secrets.values()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from gateway.delivery.retry import next_attempt_at
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
 from gateway.outbound.breaker import PartnerGuard, PartnerGuards
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import Outcome
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
@@ -67,7 +68,7 @@ class DeliveryRecorder:
             )
         if outcome.sent:
             await self._health.note(partner, verdict, now)
-        attempt = _attempt(doc, outcome, now, probe)
+        attempt = _attempt(doc, outcome, now, probe, partner.redactor())
         if probe:
             if verdict is Verdict.RETRY:  # still down: the probe costs the delivery nothing
                 await self._store.deliveries.finish(
@@ -228,15 +229,16 @@ class DeliveryRecorder:
             )
 
 
-def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
+def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: Redactor) -> Doc:
     attempt: Doc = {
         "n": doc.get("attempt_count", 0) + 1,
         "at": now,
         "status": outcome.status,
         "latency_ms": outcome.latency_ms,
         "error": outcome.error,
-        "message": outcome.message,
-        "response": outcome.body_excerpt[:_EXCERPT],
+        "message": redactor.redact(outcome.message or "") or None,
+        # Redacted whole, then cut: the cut must not leave half a credential behind.
+        "response": redactor.redact(outcome.body_excerpt)[:_EXCERPT],
     }
     if probe:
         attempt["probe"] = True

@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.background import cancel_and_wait
 from gateway.delivery.kinds import KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
@@ -48,6 +49,7 @@ from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.progress import Progress
 from gateway.store import Doc, Store
 from gateway.store.deliveries import SHARDS
 
@@ -105,6 +107,7 @@ class DeliveryWorker:
         self._shard = random.randrange(SHARDS)
         self._refill_at = max(1, settings.concurrency // 4)
         self._wake = asyncio.Event()
+        self.progress = Progress()  # of claiming, for readiness
         self._stopping = False
         self._running = False
         self._loop_ended = asyncio.Event()
@@ -170,9 +173,7 @@ class DeliveryWorker:
         finally:
             self._running = False
             self._loop_ended.set()
-            for keeper in keepers:
-                keeper.cancel()
-            await asyncio.gather(*keepers, return_exceptions=True)
+            await cancel_and_wait(*keepers)
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""
@@ -184,9 +185,7 @@ class DeliveryWorker:
             _, unfinished = await asyncio.wait(
                 set(self._tasks), timeout=self._settings.shutdown_seconds
             )
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+            await cancel_and_wait(*unfinished)
         for delivery_id, token in list(self._held.items()):
             with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
                 await self._store.deliveries.finish(
@@ -233,10 +232,14 @@ class DeliveryWorker:
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:
-            return await self._claim(limit)
+            claimed = await self._claim(limit)
+            self.progress.moved()
+            return claimed
         except StoreUnavailable as exc:
+            self.progress.stuck(exc.detail)
             log.warning("delivery worker paused: %s", exc.detail)
-        except Exception:
+        except Exception as exc:
+            self.progress.stuck(f"{type(exc).__name__}: {exc}")
             log.exception("claiming deliveries failed; retrying")
         return []
 
@@ -313,17 +316,14 @@ class DeliveryWorker:
             # Nothing more can be written; the lease expires and another attempt follows.
             log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
-        except Exception:
-            log.exception("delivery %s failed unexpectedly; released", doc["_id"])
+        except Exception as exc:
+            # What the worker cannot process is parked (failed, with why; replayable), not
+            # retried forever.
+            log.exception("delivery %s failed unexpectedly; parked", doc["_id"])
             result = "unrecorded"
             with contextlib.suppress(Exception):
-                await self._store.deliveries.finish(
-                    doc["_id"],
-                    token,
-                    {
-                        "status": DeliveryStatus.PENDING.value,
-                        "next_attempt_at": self.clock() + self._lease,
-                    },
+                result = await self._recorder.fail(
+                    doc, token, f"cannot be processed: {type(exc).__name__}: {exc}"[:500]
                 )
         self._held.pop(doc["_id"], None)
         return result

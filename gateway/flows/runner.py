@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gateway.background import cancel_and_wait
 from gateway.delivery.retry import next_attempt_at
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.flows.context import run_context
@@ -143,9 +144,7 @@ class FlowRunner:
         finally:
             self._running = False
             self._loop_ended.set()
-            for keeper in keepers:
-                keeper.cancel()
-            await asyncio.gather(*keepers, return_exceptions=True)
+            await cancel_and_wait(*keepers)
 
     async def stop(self) -> None:
         """Stop claiming, let runs under way finish (bounded), hand back what did not."""
@@ -157,9 +156,7 @@ class FlowRunner:
             _, unfinished = await asyncio.wait(
                 set(self._tasks), timeout=self._settings.shutdown_seconds
             )
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+            await cancel_and_wait(*unfinished)
         for run_id, token in list(self._held.items()):
             with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
                 await self._runs.release(run_id, token, self.clock())

@@ -69,6 +69,10 @@ class GeotabSession:
         if self._credentials is not None and applied.token == self._credentials["sessionId"]:
             self._credentials = None
 
+    def credential_values(self) -> tuple[str, ...]:
+        session = (self._credentials or {}).get("sessionId")
+        return (self._password, *((session,) if session else ()))
+
     def refused(self, status: int | None, body: Any) -> bool:
         """Geotab answers an expired or unknown session with HTTP 200 and a JSON-RPC error."""
         return status == 401 or REFUSED in error_names(body)

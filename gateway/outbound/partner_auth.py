@@ -71,6 +71,10 @@ class PartnerAuth(Protocol):
 
     def invalidate(self, applied: Applied) -> None: ...
 
+    def credential_values(self) -> tuple[str, ...]:
+        """Every value that must never come back out of us (see redaction.py)."""
+        ...
+
     def refused(self, status: int | None, body: Any) -> bool:
         """Whether an answer refused the credentials (worth one retry when refreshable)."""
         ...
@@ -88,6 +92,9 @@ class StaticAuth:
 
     def invalidate(self, applied: Applied) -> None:
         return None
+
+    def credential_values(self) -> tuple[str, ...]:
+        return tuple(v for secret in self.applied.secrets for v in _parts(secret))
 
     def refused(self, status: int | None, body: Any) -> bool:
         return status == 401
@@ -137,6 +144,12 @@ class OAuth2ClientCredentials:
     async def apply(self, fetch: TokenFetcher) -> Applied:
         token = await self._current_token(fetch)
         return Applied(headers={"Authorization": f"Bearer {token}"}, token=token)
+
+    def credential_values(self) -> tuple[str, ...]:
+        pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret, safe='')}"
+        basic = base64.b64encode(pair.encode()).decode()
+        token = (self._token,) if self._token else ()
+        return (self._client_secret, basic, *token)
 
     def invalidate(self, applied: Applied) -> None:
         # Only the token that was refused: after N concurrent 401s, one refresh, not N.
@@ -203,6 +216,21 @@ def _ttl(expires_in: Any, default: float) -> float:
     except (TypeError, ValueError):
         return default  # absent or garbled: RFC 6749 lets the server omit it
     return ttl if 0 < ttl < 10 * 365 * 86400 else default
+
+
+def _parts(secret: str) -> tuple[str, ...]:
+    """A header value and what it carries: "Bearer T" → T; "Basic B" → B, and the password
+    inside B (a partner may echo it decoded)."""
+    scheme, _, rest = secret.partition(" ")
+    if scheme == "Bearer" and rest:
+        return (secret, rest)
+    if scheme == "Basic" and rest:
+        try:
+            user_pass = base64.b64decode(rest, validate=True).decode()
+        except ValueError:
+            return (secret, rest)
+        return (secret, rest, user_pass, user_pass.partition(":")[2])
+    return (secret,)
 
 
 # RFC 9110 token characters, for header and query names.

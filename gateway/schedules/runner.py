@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gateway.background import cancel_and_wait
 from gateway.errors import StoreUnavailable
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
@@ -134,9 +135,7 @@ class ScheduleRunner:
             _, unfinished = await asyncio.wait(
                 set(self._tasks), timeout=self._settings.shutdown_seconds
             )
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+            await cancel_and_wait(*unfinished)
 
     def _spawn(self, doc: Doc) -> None:
         task = asyncio.create_task(self._run_one(doc))
@@ -186,9 +185,7 @@ class ScheduleRunner:
             log.exception("schedule %s failed unexpectedly", doc["_id"])
             failure = PollFailure("internal", f"{type(exc).__name__}: {exc}")
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
+            await cancel_and_wait(renewal)
         if failure is not None:
             outcome = "failed"
         elif outcome == "ok" and poll.tally.more:

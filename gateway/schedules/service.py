@@ -179,6 +179,9 @@ class ScheduleService:
     async def _mapping_problems(
         self, tenant: str, name: str, target: Doc
     ) -> builtins.list[FieldProblem]:
+        if not isinstance(name, str) or not name:
+            message = "mapping is the name of an inbound mapping"
+            return [FieldProblem("/target/mapping", message, "type")]
         try:
             mapping = await self._mappings.active(tenant, name)
         except NotFound as exc:

@@ -9,6 +9,7 @@ from gateway.store.client import Database, Doc, new_id, open_client, translate_e
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.kinds import KindStore
@@ -26,8 +27,10 @@ __all__ = ["Doc", "Store", "new_id", "open_client"]
 
 
 class Store:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, health: DatabaseHealth | None = None) -> None:
         self.db = db
+        # What requests check before touching the database (see health.py).
+        self.health = health or DatabaseHealth()
         self.entities = EntityStore(db["entities"])
         self.events = EventStore(db["events"])
         self.kinds = KindStore(db["kinds"], db["entities"])

@@ -243,10 +243,13 @@ class EntityStore:
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
-    async def pending_outboxes(self, limit: int) -> list[Doc]:
+    async def pending_outboxes(self, limit: int, exclude: Sequence[Any] = ()) -> list[Doc]:
+        query: Doc = {"pending": True}
+        if exclude:
+            query["_id"] = {"$nin": list(exclude)}
         with translate_errors():
             cursor = self._c.find(
-                {"pending": True}, {"tenant": 1, "type": 1, "nk": 1, "outbox": 1, "deleted": 1}
+                query, {"tenant": 1, "type": 1, "nk": 1, "outbox": 1, "deleted": 1}
             )
             return await cursor.limit(limit).to_list(limit)
 

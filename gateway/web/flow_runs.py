@@ -38,6 +38,7 @@ RUN: dict[str, Any] = {
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
+    schemas={"status": {"enum": list(STATUSES)}},
 )
 async def list_flow_runs(request: web.Request) -> web.Response:
     claims = await authenticate(request)
