@@ -14,39 +14,11 @@ from tests.flow_support import drain, email_channel
 from tests.partner_double import Partner, create_action, create_partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
-from tests.ui_support import Client, log_in, make_user
+from tests.ui_support import ALERT_FLOW, ALERT_TEMPLATE, Client, log_in, make_user
 
 __all__ = ["partner", "smtp_server"]  # the fixtures
 
 MODEL = "<b>Volvo</b> <script>window.pwned=1</script>"
-FLOW = {
-    "name": "alerta-frota",
-    "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
-    "steps": [
-        {"id": "erp", "call": "push"},
-        {
-            "id": "aviso",
-            "notify": {
-                "channel": "email",
-                "template": "alerta",
-                "recipients": [{"address": "frota@acme.com.br"}],
-                # One key for every vehicle: the second alert within the hour is suppressed.
-                "cooldown": {"key": "'novos-veiculos'", "seconds": 3600},
-            },
-        },
-    ],
-}
-TEMPLATE = {
-    "name": "alerta",
-    "channel_type": "email",
-    "default_locale": "pt-BR",
-    "locales": {
-        "pt-BR": {
-            "subject": "Novo veículo {{ entity.plate }}: {{ entity.model }}",
-            "text": "Modelo {{ entity.model }}",
-        }
-    },
-}
 
 
 async def _two_runs(client: Client, partner: Partner, smtp_port: int) -> list[dict[str, Any]]:
@@ -54,8 +26,8 @@ async def _two_runs(client: Client, partner: Partner, smtp_port: int) -> list[di
     erp = await create_partner(client, partner.url)
     await create_action(client, erp["id"])
     await email_channel(client, smtp_port)
-    await post(client, "/api/v1/templates", TEMPLATE)
-    await post(client, "/api/v1/flows", FLOW)
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    await post(client, "/api/v1/flows", ALERT_FLOW)
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "model": MODEL})
     await post(client, "/api/v1/entities/vehicle", {"plate": "BRA2E19", "model": "Scania"})
     await drain(client.app[services_key])

@@ -12,26 +12,16 @@ from gateway.web.state import services_key
 from tests.partner_double import Partner, create_action, create_partner, partner, post
 from tests.partner_double import upload_mapping as api_upload_mapping
 from tests.support import auth
-from tests.ui_support import Client, csrf, log_in, make_user
+from tests.ui_support import POLLED_MAPPING, Client, csrf, log_in, make_user
 
 __all__ = ["partner"]  # the fixture
 
-MAPPING = """\
-name: frota-api
-direction: inbound
-entity_type: vehicle
-key: [plate]
-items: veiculos
-fields:
-  plate: {from: placa, transforms: [upper]}
-  odometer_km: {from: km, transforms: [number]}
-"""
 FIRST_PAGE = {"veiculos": [{"placa": "abc1d23", "km": "1200.5"}], "next": "c2"}
 
 
 async def _reader(client: Client, partner: Partner, tenant: str = "acme") -> str:
     """A GET action on the partner double and the inbound mapping a schedule lands with."""
-    await api_upload_mapping(client, MAPPING, tenant=tenant)
+    await api_upload_mapping(client, POLLED_MAPPING, tenant=tenant)
     if tenant == "acme":
         partner_doc = await create_partner(client, partner.url)
         action = await create_action(

@@ -42,9 +42,11 @@ async def flow_run_page(request: web.Request) -> web.Response:
         tenant, {"run_id": run["id"]}, before=None, limit=paging.MAX_PAGE
     )
     deliveries = [public_delivery(d) for d in docs]
+    actions = await services.actions.list_actions(tenant, {}, after=None, limit=paging.MAX_PAGE)
     context = {
         "run": run,
         "deliveries": deliveries,
         "by_id": {d["id"]: d for d in deliveries},
+        "actions_by_id": {str(a["_id"]): a["name"] for a in actions},
     }
     return render(request, "notify/flow_run.html", context)

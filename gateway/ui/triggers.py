@@ -152,19 +152,15 @@ def trigger_patch(values: dict[str, Any], trigger: dict[str, Any]) -> dict[str, 
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"  # 5.0 → "5"
     return "" if value is None else str(value)
 
 
 async def _edit_form(
     request: web.Request, trigger: dict[str, Any], form: Form, *, status: int = 200
 ) -> web.Response:
-    mappings = await services_of(request).mappings.find(tenant_of(request), after=None, limit=200)
-    context = {
-        "trigger": trigger,
-        "form": form,
-        "inbound": [m.name for m in mappings if m.direction == "inbound"],
-        "outbound": [m.name for m in mappings if m.direction == "outbound"],
-    }
+    context = {"trigger": trigger, "form": form, **await _mapping_choices(request)}
     return render(request, "triggers/edit.html", context, status=status)
 
 
@@ -229,11 +225,14 @@ def _curl(trigger: dict[str, Any], token: str | None) -> str:
 
 
 async def _form(request: web.Request, form: Form, *, status: int = 200) -> web.Response:
-    mappings = await services_of(request).mappings.find(tenant_of(request), after=None, limit=200)
-    context = {
-        "form": form,
-        "entity_types": ENTITY_TYPES,
-        "inbound": [m.name for m in mappings if m.direction == "inbound"],
-        "outbound": [m.name for m in mappings if m.direction == "outbound"],
-    }
+    context = {"form": form, "entity_types": ENTITY_TYPES, **await _mapping_choices(request)}
     return render(request, "triggers/new.html", context, status=status)
+
+
+async def _mapping_choices(request: web.Request) -> dict[str, list[tuple[str, str]]]:
+    """The tenant's mappings a trigger may name, as (value, text) options."""
+    mappings = await services_of(request).mappings.find(tenant_of(request), after=None, limit=200)
+    return {
+        direction: [(m.name, m.name) for m in mappings if m.direction == direction]
+        for direction in ("inbound", "outbound")
+    }
