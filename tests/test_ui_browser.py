@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.entities import Origin
 from gateway.services import Services
 from gateway.web.state import services_key
+from tests.flow_support import drain, email_channel
 from tests.partner_double import (
     Partner,
     create_action,
@@ -29,11 +30,14 @@ from tests.partner_double import (
     create_subscription,
     create_vehicle,
     partner,
+    post,
+    upload_mapping,
 )
+from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
-from tests.ui_support import PASSWORD, make_user
+from tests.ui_support import ALERT_FLOW, ALERT_TEMPLATE, PASSWORD, POLLED_MAPPING, make_user
 
-__all__ = ["partner"]  # the fixture
+__all__ = ["partner", "smtp_server"]  # the fixtures
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
 BROKEN_MAPPING = """\
@@ -140,6 +144,15 @@ async def test_an_admin_logs_in_creates_a_trigger_and_copies_its_token(ui: Ui) -
     await ui.goto("/admin/triggers")
     assert await ui.page.get_by_role("link", name="Rastreador da frota").count() == 1
     await ui.shot("triggers")
+    await ui.page.get_by_role("link", name="Rastreador da frota").click()
+    await ui.page.get_by_role("link", name="Alterar").click()
+    await ui.page.fill("#f-rate_limit\\.per_second", "5")
+    await ui.page.get_by_role("button", name="Salvar").click()
+    await ui.page.locator(".flash").wait_for()
+    assert "5.0/s" in await ui.page.inner_text("dl.facts")
+    await ui.page.get_by_role("link", name="Alterar").click()
+    assert await ui.page.input_value("#f-rate_limit\\.per_second") == "5"
+    await ui.shot("trigger-edit")
 
 
 async def test_missing_and_invalid_fields_are_shown_next_to_them_and_kept(ui: Ui) -> None:
@@ -271,3 +284,86 @@ async def test_markup_and_scripts_in_names_and_payloads_are_shown_as_text(ui: Ui
     assert await ui.page.evaluate("window.pwned") is None
     assert await ui.page.locator("main b").count() == 0
     await ui.shot("vehicle-escaped")
+
+
+async def test_an_admin_schedules_a_partner_feed_runs_it_now_and_sees_the_run(
+    ui: Ui, partner: Partner
+) -> None:
+    await make_user(ui.services)
+    await upload_mapping(ui.api, POLLED_MAPPING)
+    erp = await create_partner(ui.api, partner.url)
+    await create_action(ui.api, erp["id"], name="frota", method="GET", path="/veiculos")
+    partner.respond_with(200, {"veiculos": [], "next": "c2"})
+    partner.respond_with(
+        200, {"veiculos": [{"placa": "abc1d23", "km": "815"}], "next": "c2"}, times=1
+    )
+    await ui.log_in()
+    await ui.page.get_by_role("link", name="Agendamentos", exact=True).click()
+    await ui.page.get_by_role("link", name="Novo agendamento").click()
+    await ui.page.fill("#f-name", "Frota do ERP")
+    await ui.page.select_option("#f-action_id", label="frota (GET /veiculos)")
+    await ui.page.fill("#f-every", "1h")
+    await ui.page.select_option("#f-target\\.entity_type", "vehicle")
+    await ui.page.select_option("#f-target\\.mapping", "frota-api")
+    await ui.page.fill("#f-cursor\\.from", "next")
+    await ui.page.fill("#f-cursor\\.param", "query.after")
+    await ui.shot("schedule-form")
+    await ui.page.get_by_role("button", name="Criar").click()
+    await ui.page.locator(".flash").wait_for()
+    assert "primeira leitura" in await ui.page.inner_text(".flash")
+    await ui.page.get_by_role("button", name="Ler agora").click()
+    await ui.page.locator(".flash").wait_for()
+    assert await ui.services.schedule_runner.run_until_idle() == {"ok": 1}
+    await ui.page.reload()
+    runs = ui.page.get_by_test_id("schedule-runs")
+    await runs.wait_for()
+    cells = await runs.locator("tbody tr").first.locator("td").all_inner_texts()
+    assert cells[1:7] == ["ok", "2", "1", "1", "0", "0"]  # pages, read, written, rejected, skipped
+    assert cells[7] == "— → c2"
+    assert "c2" in await ui.page.get_by_test_id("schedule-state").inner_text()
+    await ui.shot("schedule-runs")
+    await ui.goto("/admin/schedules")
+    assert await ui.page.get_by_role("link", name="Frota do ERP").count() == 1
+    await ui.shot("schedules")
+    stored = await ui.services.entities.get("acme", "vehicle", "ABC1D23")
+    assert stored["data"]["odometer_km"] == 815
+
+
+async def test_a_flow_runs_steps_lead_to_the_message_it_sent_and_the_channel_tests(
+    ui: Ui, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await make_user(ui.services)
+    erp = await create_partner(ui.api, partner.url)
+    await create_action(ui.api, erp["id"])
+    await email_channel(ui.api, smtp.port)
+    await post(ui.api, "/api/v1/templates", ALERT_TEMPLATE)
+    await post(ui.api, "/api/v1/flows", ALERT_FLOW)
+    await create_vehicle(ui.api, "ABC1D23", model="<i>FH</i>")
+    await drain(ui.services)
+    await ui.log_in()
+    await ui.goto("/admin/flows/alerta-frota")
+    await ui.page.get_by_test_id("flow-runs-link").click()
+    await ui.page.locator("#flow-runs tbody a").first.click()
+    steps = ui.page.get_by_test_id("run-steps")
+    await steps.wait_for()
+    assert (await steps.locator(":scope > li").count()) == 2
+    await ui.shot("flow-run")
+    await steps.locator("li[data-step=aviso]").get_by_test_id("step-delivery").click()
+    subject = ui.page.get_by_test_id("message-subject")
+    await subject.wait_for()
+    assert await subject.inner_text() == "Novo veículo ABC1D23: <i>FH</i>"
+    assert "entregue" in await ui.page.inner_text("h1")
+    await ui.shot("notification-delivery")
+    await ui.goto("/admin/channels/email")
+    test = ui.page.get_by_test_id("channel-test")
+    await test.locator("input[name=to]").fill("ana@example.com.br")
+    await test.get_by_role("button", name="Enviar agora").click()
+    outcome = ui.page.get_by_test_id("test-outcome")
+    await outcome.wait_for()
+    assert "enviada" in await outcome.inner_text()
+    assert [m.recipients for m in smtp.received] == [["frota@acme.com.br"], ["ana@example.com.br"]]
+    await ui.shot("channel-test")
+    await ui.page.get_by_role("link", name="Avisos", exact=True).click()
+    await ui.page.get_by_test_id("settings-form").wait_for()
+    await ui.shot("notification-settings")

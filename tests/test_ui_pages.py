@@ -16,7 +16,12 @@ async def test_every_page_of_the_menu_renders(client: Client, services: Services
     for item in NAV:
         response = await client.get(f"/admin{item.path}")
         assert response.status == 200, f"{item.path}: {await response.text()}"
-    for path in ("/admin/rejected", "/admin/triggers/new", "/admin/entities/driver"):
+    for path in (
+        "/admin/rejected",
+        "/admin/triggers/new",
+        "/admin/schedules/new",
+        "/admin/entities/driver",
+    ):
         assert (await client.get(path)).status == 200
 
 

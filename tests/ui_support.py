@@ -1,4 +1,5 @@
-"""Helpers for the admin UI's tests: users, logging in over HTTP, reading forms."""
+"""Helpers for the admin UI's tests: users, logging in over HTTP, reading forms; a polled
+feed's mapping and an alert flow (a partner call and an e-mail) the pages show."""
 
 from __future__ import annotations
 
@@ -11,6 +12,46 @@ from gateway.services import Services
 
 Client = TestClient[Any, Any]
 PASSWORD = "correct horse battery staple"
+# A partner's list of vehicles, as a schedule reads it page by page.
+POLLED_MAPPING = """\
+name: frota-api
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: veiculos
+fields:
+  plate: {from: placa, transforms: [upper]}
+  odometer_km: {from: km, transforms: [number]}
+"""
+# A vehicle is created → the ERP is told (action `push`) and the fleet e-mailed (channel
+# `email`, template ALERT_TEMPLATE); one cooldown key for every vehicle.
+ALERT_FLOW: dict[str, Any] = {
+    "name": "alerta-frota",
+    "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+    "steps": [
+        {"id": "erp", "call": "push"},
+        {
+            "id": "aviso",
+            "notify": {
+                "channel": "email",
+                "template": "alerta",
+                "recipients": [{"address": "frota@acme.com.br"}],
+                "cooldown": {"key": "'novos-veiculos'", "seconds": 3600},
+            },
+        },
+    ],
+}
+ALERT_TEMPLATE: dict[str, Any] = {
+    "name": "alerta",
+    "channel_type": "email",
+    "default_locale": "pt-BR",
+    "locales": {
+        "pt-BR": {
+            "subject": "Novo veículo {{ entity.plate }}: {{ entity.model }}",
+            "text": "Modelo {{ entity.model }}",
+        }
+    },
+}
 
 
 async def make_user(

@@ -23,6 +23,27 @@ _BUILT_IN = {
 }
 
 
+TEST_FIELDS = ("to", "template", "context", "locale")
+
+
+def check_test_body(body: Mapping[str, Any]) -> None:
+    """InvalidPayload listing every problem of a test send's body (`to` required; `template`
+    and `locale` non-empty text, `context` an object, when given)."""
+    problems = [
+        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
+        for k in body
+        if k not in TEST_FIELDS
+    ]
+    for name in ("to", "template", "locale"):
+        value = body.get(name)
+        if (name == "to" or value is not None) and (not isinstance(value, str) or not value):
+            problems.append(FieldProblem(f"/{name}", f"{name} must be a non-empty string", "type"))
+    if body.get("context") is not None and not isinstance(body["context"], dict):
+        problems.append(FieldProblem("/context", "context is an object", "type"))
+    if problems:
+        raise InvalidPayload("invalid test message", problems)
+
+
 async def send_test(
     notify: NotifyServices,
     tenant: str,

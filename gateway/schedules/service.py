@@ -62,6 +62,11 @@ class ScheduleService:
         self._on_due = on_due
         self._clock = clock
 
+    @property
+    def target_types(self) -> tuple[str, ...]:
+        """Where this gateway's schedules can land pages ("entities", and what others add)."""
+        return self._types
+
     async def create(self, tenant: str, body: Mapping[str, Any]) -> dict[str, Any]:
         fields = await self._checked(tenant, body)
         now = self._clock()

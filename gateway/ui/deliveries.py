@@ -1,5 +1,6 @@
-"""Delivery pages: filter by status, partner, action or entity; one delivery's attempt
-timeline; replay one, or every failed one matching the filter."""
+"""Delivery pages: filter by status, partner, action, entity or flow run; one delivery's
+kind (webhook, a flow's call, a notification with its channel, recipient and rendered
+message) and attempt timeline; replay one, or every failed one matching the filter."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from gateway.ui.rendering import redirect, render
 from gateway.ui.state import tenant_of
 from gateway.web.state import services_of
 
-_FILTERS = ("status", "partner_id", "action_id", "entity_id")
+_FILTERS = ("status", "partner_id", "action_id", "entity_id", "run_id")
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
@@ -29,6 +30,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         "statuses": STATUSES,
         "partners": [(str(p["_id"]), p["name"]) for p in partners],
         "actions": [(str(a["_id"]), a["name"]) for a in actions],
+        "actions_by_id": {str(a["_id"]): a["name"] for a in actions},
     }
     return render(request, "deliveries/list.html", context)
 

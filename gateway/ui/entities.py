@@ -1,21 +1,28 @@
 """Entity pages: browse and search each type; one entity's data and events; a vehicle's
-odometer, current driver and driver history."""
+odometer, current driver and driver history, and assigning its driver."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
 
 from aiohttp import web
 
 from gateway import paging
 from gateway.entities import public
+from gateway.errors import FieldProblem, InvalidPayload
 from gateway.events import public_event
 from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
 from gateway.store.entities import FILTERABLE
-from gateway.ui.rendering import render
-from gateway.ui.state import tenant_of
+from gateway.ui.forms import Form, read_values
+from gateway.ui.rendering import redirect, render
+from gateway.ui.state import session_of, tenant_of
+from gateway.ui.templating import ZONE
 from gateway.web.state import services_of
+
+ASSIGN_FIELDS: Final = ("driver", "start", "ref")
 
 
 def search_fields(etype: str) -> list[str]:
@@ -45,7 +52,12 @@ async def list_entities(request: web.Request) -> web.Response:
 
 
 async def entity_page(request: web.Request) -> web.Response:
-    etype, ref = request.match_info["type"], request.match_info["ref"]
+    return await _entity(request, request.match_info["type"], request.match_info["ref"])
+
+
+async def _entity(
+    request: web.Request, etype: str, ref: str, form: Form | None = None
+) -> web.Response:
     services = services_of(request)
     tenant = tenant_of(request)
     doc = await services.entities.get(tenant, etype, ref)
@@ -57,6 +69,8 @@ async def entity_page(request: web.Request) -> web.Response:
         "events": [public_event(e) for e in events],
         "driver": None,
         "history": [],
+        "form": form or Form(),
+        "drivers": [],
     }
     if etype == "vehicle":
         assignments = services.notify.assignments
@@ -64,4 +78,48 @@ async def entity_page(request: web.Request) -> web.Response:
         context["driver"] = None if current is None else current.as_dict()
         history = await assignments.history(tenant, entity["id"], before=None, limit=10)
         context["history"] = [a.as_dict() for a in history]
-    return render(request, "entities/detail.html", context)
+        drivers = await services.entities.find(tenant, "driver", {}, after=None, limit=200)
+        context["drivers"] = [(d["data"].get("cpf"), d["data"].get("name")) for d in drivers]
+    return render(request, "entities/detail.html", context, status=422 if form else 200)
+
+
+async def assign_driver(request: web.Request) -> web.Response:
+    """A vehicle's driver from a time (default now) on, or nobody: source `admin`."""
+    ref = request.match_info["ref"]
+    values = read_values(await request.post())
+    try:
+        driver, start = _assignment(values)
+        result = await services_of(request).notify.assignments.assign(
+            tenant_of(request),
+            ref,
+            driver,
+            start=start,
+            ref=values.get("ref") or None,
+            author=session_of(request).subject,
+        )
+    except InvalidPayload as exc:
+        return await _entity(request, "vehicle", ref, Form(values).refuse(exc, ASSIGN_FIELDS))
+    flash = "entities.assigned" if result.changed else "entities.assigned_already"
+    return redirect(f"/admin/entities/vehicle/{ref}", flash=flash)
+
+
+def _assignment(values: Mapping[str, Any]) -> tuple[str | None, datetime | None]:
+    """The driver (None: nobody) and the start, read as Brasília time like every time the
+    pages show; every problem of the two at once."""
+    problems = []
+    nobody = values.get("nobody") == "on"
+    driver = None if nobody else (values.get("driver") or None)
+    if driver is None and not nobody:
+        message = "driver is a driver's id or CPF; or choose nobody"
+        problems.append(FieldProblem("/driver", message, "required"))
+    start = None
+    if raw := values.get("start"):
+        try:
+            start = datetime.fromisoformat(raw)
+        except ValueError:
+            problems.append(FieldProblem("/start", f"not a date and time: {raw!r}", "format"))
+        else:
+            start = start if start.tzinfo else start.replace(tzinfo=ZONE)
+    if problems:
+        raise InvalidPayload("invalid driver assignment", problems)
+    return driver, start

@@ -7,6 +7,7 @@ A form's fields are named after the request body they become (`auth.token` is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,17 +74,21 @@ class Form:
     def failed(self) -> bool:
         return bool(self.errors or self.general)
 
-    def refuse(self, error: GatewayError, fields: Iterable[str]) -> Form:
-        """Place an error's problems by field (InvalidPayload), or above the form."""
+    def refuse(
+        self, error: GatewayError, fields: Iterable[str], *, rest: str | None = None
+    ) -> Form:
+        """Place an error's problems by field (InvalidPayload), or above the form. `rest`
+        is the field that takes the problems no other field claims (a JSON document's
+        textarea takes every problem of the document)."""
         if isinstance(error, InvalidPayload) and error.problems:
             names = sorted(fields, key=len, reverse=True)
             for problem in error.problems:
-                self._place(problem, names)
+                self._place(problem, names, rest)
         else:
             self.general.append(Problem(error_key(error.status), error.detail))
         return self
 
-    def _place(self, problem: FieldProblem, names: list[str]) -> None:
+    def _place(self, problem: FieldProblem, names: list[str], rest: str | None) -> None:
         dotted = ".".join(p for p in problem.pointer.split("/") if p)
         keyword = problem.keyword if problem.keyword in KEYWORDS else "other"
         line = problem.extra.get("line")
@@ -94,6 +99,13 @@ class Form:
             if dotted == name or dotted.startswith(name + "."):
                 self.errors.setdefault(name, []).append(shown)
                 return
+        if rest is not None:
+            # Inside a document the pointer says where: name it unless the message does.
+            pointer = problem.pointer
+            if pointer and not shown.message.startswith(pointer):
+                shown = Problem(shown.label, f"{pointer}: {shown.message}", shown.line)
+            self.errors.setdefault(rest, []).append(shown)
+            return
         self.general.append(shown)
 
 
@@ -139,3 +151,25 @@ def json_field(values: Mapping[str, Any], name: str) -> Any:
     except orjson.JSONDecodeError as exc:
         message = f"malformed JSON: {exc}"
         raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "format")]) from None
+
+
+def number_field(values: Mapping[str, Any], name: str, *, integer: bool = True) -> Any:
+    """A number typed in a form: None when empty (a decimal comma is read as a point); text
+    that is not a (finite) number stays text, for the use case to refuse by its field."""
+    raw = str(values.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        number = int(raw) if integer else float(raw.replace(",", "."))
+    except ValueError:
+        return raw
+    return number if math.isfinite(number) else raw
+
+
+def document_field(values: Mapping[str, Any], name: str = "document") -> dict[str, Any]:
+    """A textarea holding a resource's JSON document, as the admin API takes it."""
+    doc = json_field(values, name)
+    if not isinstance(doc, dict):
+        message = "paste the JSON document, as the admin API takes it"
+        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "required")])
+    return doc

@@ -7,11 +7,25 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.auth.tokens import ADMIN_ROLES
-from gateway.models import DeliveryStatus
+from gateway.models import DeliveryKind, DeliveryStatus, RunStatus
+from gateway.outbound.verdict import Verdict
 from gateway.schemas import ENTITY_TYPES
+from gateway.ui.actions import FLAGS
 from gateway.ui.forms import ERROR_STATUSES, KEYWORDS
 from gateway.ui.i18n import LANGUAGES
 from gateway.ui.partners import AUTH_TYPES
+
+# What a flow run's step (or one of its messages) ended with (docs/flows.md, "Runs").
+STEP_OUTCOMES: Final = (
+    "answered",
+    "passed",
+    "stopped",
+    "skipped",
+    "queued",
+    "failed",
+    "written",
+    "unchanged",
+)
 
 ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "role": ADMIN_ROLES,
@@ -19,6 +33,8 @@ ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "status": (
         *(s.value for s in DeliveryStatus),
         "active",
+        "paused",
+        "running",
         "disabled",
         "pending",
         "replayed",
@@ -33,4 +49,14 @@ ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "diff": ("added", "removed", "changed"),
     "auth_type": (*AUTH_TYPES, "google_service_account"),
     "mode": ("deliver", "proxy"),
+    "kind": tuple(k.value for k in DeliveryKind),
+    "run_status": tuple(s.value for s in RunStatus),
+    "outcome": STEP_OUTCOMES,
+    "run_outcome": ("ok", "more", "failed", "lost_lease"),
+    # Where a schedule lands pages: "entities" here; the fleet lane adds "positions".
+    "target_type": ("entities", "positions"),
+    "send_result": tuple(v.value for v in Verdict),
+    "during": ("delay", "suppress"),
+    "part": ("subject", "text", "html", "title", "body"),
+    "action_flag": FLAGS,
 }

@@ -1,5 +1,5 @@
 """The UI's navigation: one entry per page family, in menu order. A new family (geofences,
-maintenance plans, flow runs, schedules) adds its line here, its routes in `routes.py` and
+maintenance plans) adds its line here, its routes in `routes.py` and
 its words in `messages/<family>.yaml`."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ NAV: Final = (
     NavItem("/", "nav.dashboard"),
     NavItem("/triggers", "nav.triggers"),
     NavItem("/mappings", "nav.mappings"),
+    NavItem("/schedules", "nav.schedules"),
     NavItem("/partners", "nav.partners"),
     NavItem("/actions", "nav.actions"),
     NavItem("/subscriptions", "nav.subscriptions"),
@@ -23,5 +24,6 @@ NAV: Final = (
     NavItem("/flows", "nav.flows"),
     NavItem("/channels", "nav.channels"),
     NavItem("/templates", "nav.templates"),
+    NavItem("/notification-settings", "nav.notification_settings"),
     NavItem("/entities/vehicle", "nav.entities"),
 )

@@ -1,5 +1,6 @@
-"""Flow, channel and template pages: flows uploaded, versioned and dry-run; channels and
-templates listed, created from their JSON document, and templates previewed on a sample."""
+"""Flow and template pages: flows uploaded, versioned and dry-run (their runs: `flow_runs.py`);
+templates listed, created from their JSON document and previewed on a sample (channels:
+`channels.py`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway import paging
-from gateway.errors import FieldProblem, GatewayError, InvalidPayload
-from gateway.notify.channels import public_channel
+from gateway.errors import GatewayError, InvalidPayload
 from gateway.notify.templates import public_template
-from gateway.ui.forms import Form, json_field, read_values
+from gateway.ui.forms import Form, document_field, json_field, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import session_of, tenant_of
 from gateway.web.state import services_of
@@ -21,14 +21,6 @@ FLOW_TEST_FIELDS: Final = ("event", "samples", "version")
 
 def _name(request: web.Request) -> str:
     return request.match_info["name"]
-
-
-def _document(values: dict[str, Any]) -> dict[str, Any]:
-    doc = json_field(values, "document")
-    if not isinstance(doc, dict):
-        message = "paste the JSON document, as the admin API takes it"
-        raise InvalidPayload(message, [FieldProblem("/document", message, "required")])
-    return doc
 
 
 # -- flows -------------------------------------------------------------------------------------
@@ -114,45 +106,6 @@ async def delete_flow(request: web.Request) -> web.Response:
     return redirect("/admin/flows", flash="flows.deleted")
 
 
-# -- channels ----------------------------------------------------------------------------------
-
-
-async def list_channels(request: web.Request, form: Form | None = None) -> web.Response:
-    limit, cursor = paging.page_params(request.query)
-    docs = await services_of(request).notify.channels.list(
-        tenant_of(request), after=cursor, limit=limit
-    )
-    context = {
-        "items": [public_channel(d) for d in docs],
-        "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
-        "form": form or Form(),
-    }
-    return render(request, "notify/channels.html", context, status=422 if form else 200)
-
-
-async def create_channel(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
-    try:
-        doc = await services_of(request).notify.channels.create(
-            tenant_of(request), _document(values)
-        )
-    except InvalidPayload as exc:
-        return await list_channels(request, Form(values).refuse(exc, ("document",)))
-    return redirect(f"/admin/channels/{doc['_id']}", flash="channels.created")
-
-
-async def channel_page(request: web.Request) -> web.Response:
-    doc = await services_of(request).notify.channels.get(
-        tenant_of(request), request.match_info["ref"]
-    )
-    return render(request, "notify/channel.html", {"channel": public_channel(doc)})
-
-
-async def delete_channel(request: web.Request) -> web.Response:
-    await services_of(request).notify.channels.delete(tenant_of(request), request.match_info["ref"])
-    return redirect("/admin/channels", flash="channels.deleted")
-
-
 # -- templates ---------------------------------------------------------------------------------
 
 
@@ -173,10 +126,10 @@ async def create_template(request: web.Request) -> web.Response:
     values = read_values(await request.post())
     try:
         doc = await services_of(request).notify.templates.create(
-            tenant_of(request), _document(values), session_of(request).subject
+            tenant_of(request), document_field(values), session_of(request).subject
         )
     except InvalidPayload as exc:
-        return await list_templates(request, Form(values).refuse(exc, ("document",)))
+        return await list_templates(request, Form(values).refuse(exc, (), rest="document"))
     return redirect(f"/admin/templates/{doc['_id']}", flash="templates.created")
 
 

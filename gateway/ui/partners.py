@@ -1,5 +1,5 @@
 """Partner pages: list, register (credentials are write-only: typed once, never shown),
-replace credentials, delete; actions and subscriptions on top of them."""
+replace credentials, delete; and the subscriptions on their actions (actions: `actions.py`)."""
 
 from __future__ import annotations
 
@@ -31,15 +31,6 @@ AUTH_FIELDS: Final = (
     "auth.scope",
 )
 PARTNER_FIELDS: Final = ("name", "base_url", *AUTH_FIELDS, "timeout_seconds")
-ACTION_FIELDS: Final = (
-    "name",
-    "partner_id",
-    "method",
-    "path",
-    "mode",
-    "request_mapping",
-    "response_mapping",
-)
 SUBSCRIPTION_FIELDS: Final = ("action_id", "event_types", "filter")
 # What each kind of credential is made of: the other auth.* fields are left out of the body.
 _AUTH_PARTS: Final = {
@@ -135,47 +126,6 @@ async def _partners(
         "auth_types": AUTH_TYPES,
     }
     return render(request, "partners/list.html", context, status=status)
-
-
-# -- actions -----------------------------------------------------------------------------------
-
-
-async def list_actions(request: web.Request, form: Form | None = None) -> web.Response:
-    tenant = tenant_of(request)
-    services = services_of(request)
-    limit, cursor = paging.page_params(request.query)
-    docs = await services.actions.list_actions(tenant, {}, after=cursor, limit=limit)
-    partners = await services.actions.list_partners(tenant, after=None, limit=200)
-    mappings = await services.mappings.find(tenant, after=None, limit=200)
-    context = {
-        "items": [public_action(d) for d in docs],
-        "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
-        "form": form or Form({"method": "POST", "mode": "deliver"}),
-        "partners": [(str(p["_id"]), p["name"]) for p in partners],
-        "outbound": [(m.name, m.name) for m in mappings if m.direction == "outbound"],
-    }
-    return render(request, "partners/actions.html", context, status=422 if form else 200)
-
-
-async def create_action(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
-    try:
-        await services_of(request).actions.create_action(
-            tenant_of(request), nest(values, ACTION_FIELDS)
-        )
-    except InvalidPayload as exc:
-        return await list_actions(request, Form(values).refuse(exc, ACTION_FIELDS))
-    return redirect("/admin/actions", flash="actions.created")
-
-
-async def action_page(request: web.Request) -> web.Response:
-    doc = await services_of(request).actions.get_action(tenant_of(request), _id(request))
-    return render(request, "partners/action.html", {"action": public_action(doc)})
-
-
-async def delete_action(request: web.Request) -> web.Response:
-    await services_of(request).actions.delete_action(tenant_of(request), _id(request))
-    return redirect("/admin/actions", flash="actions.deleted")
 
 
 # -- subscriptions -----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Trigger pages: list, create (the URL and token shown once, with a curl example), rotate,
-revoke, enable/disable, delete; and rejected payloads with their replay."""
+"""Trigger pages: list, create (the URL and token shown once, with a curl example), edit,
+rotate, revoke, enable/disable, delete; and rejected payloads with their replay."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from gateway import paging
 from gateway.errors import InvalidPayload
 from gateway.schemas import ENTITY_TYPES
 from gateway.triggers.service import IssuedTrigger
-from gateway.ui.forms import Form, nest, read_values
+from gateway.ui.forms import Form, json_field, nest, number_field, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import tenant_of
+from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
 FIELDS: Final = (
@@ -25,6 +26,24 @@ FIELDS: Final = (
     "response_mapping",
     "format",
     "auth.token_in_query",
+)
+
+
+# What an edit may change (entity type, kind and the auth mode are fixed at creation).
+EDIT_FIELDS: Final = (
+    "name",
+    "methods",
+    "mapping",
+    "response_mapping",
+    "format",
+    "auth.token_in_query",
+    "rate_limit.per_second",
+    "rate_limit.burst",
+    "max_body_bytes",
+    "max_batch_items",
+    "params",
+    "expose",
+    "input_schema",
 )
 
 
@@ -63,6 +82,86 @@ async def trigger_page(request: web.Request) -> web.Response:
     return render(
         request, "triggers/detail.html", {"trigger": trigger, "rejected": rejected, "form": Form()}
     )
+
+
+async def edit_trigger(request: web.Request) -> web.Response:
+    trigger = await services_of(request).triggers.get(tenant_of(request), _id(request))
+    return await _edit_form(request, trigger, Form(edit_values(trigger)))
+
+
+async def update_trigger(request: web.Request) -> web.Response:
+    tenant, triggers = tenant_of(request), services_of(request).triggers
+    trigger = await triggers.get(tenant, _id(request))
+    values = read_values(await request.post(), lists=("methods",))
+    try:
+        await triggers.update(tenant, trigger["id"], trigger_patch(values, trigger))
+    except InvalidPayload as exc:
+        form = Form(values).refuse(exc, EDIT_FIELDS)
+        return await _edit_form(request, trigger, form, status=422)
+    return redirect(f"/admin/triggers/{trigger['id']}", flash="triggers.saved")
+
+
+def edit_values(trigger: dict[str, Any]) -> dict[str, Any]:
+    """A trigger as the edit form shows it."""
+    rate = trigger.get("rate_limit") or {}
+    return {
+        "name": trigger["name"],
+        "methods": list(trigger["methods"]),
+        "mapping": trigger.get("mapping") or "",
+        "response_mapping": trigger.get("response_mapping") or "",
+        "format": trigger["format"],
+        "auth.token_in_query": trigger["auth"].get("token_in_query") or "",
+        "rate_limit.per_second": _text(rate.get("per_second")),
+        "rate_limit.burst": _text(rate.get("burst")),
+        "max_body_bytes": _text(trigger.get("max_body_bytes")),
+        "max_batch_items": _text(trigger.get("max_batch_items")),
+        "params": tojson_pretty(trigger["params"]) if trigger.get("params") else "",
+        "expose": ", ".join(trigger.get("expose") or ()),
+        "input_schema": tojson_pretty(trigger["input_schema"])
+        if trigger.get("input_schema")
+        else "",
+    }
+
+
+def trigger_patch(values: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
+    """The edit form as a PATCH: every member it shows, null for the ones emptied (the
+    default again); `auth` only when the token's query parameter changed (it is replaced
+    whole, secrets aside)."""
+    rate = {
+        "per_second": number_field(values, "rate_limit.per_second", integer=False),
+        "burst": number_field(values, "rate_limit.burst"),
+    }
+    expose = [f.strip() for f in str(values.get("expose") or "").replace("\n", ",").split(",")]
+    patch: dict[str, Any] = {
+        "name": values.get("name", ""),
+        "methods": values.get("methods") or [],
+        "format": values.get("format") or None,
+        "mapping": values.get("mapping") or None,
+        "response_mapping": values.get("response_mapping") or None,
+        "rate_limit": {k: v for k, v in rate.items() if v is not None} or None,
+        "max_body_bytes": number_field(values, "max_body_bytes"),
+        "max_batch_items": number_field(values, "max_batch_items"),
+        "params": json_field(values, "params"),
+        "expose": [f for f in expose if f] or None,
+        "input_schema": json_field(values, "input_schema"),
+    }
+    in_query = values.get("auth.token_in_query") or None
+    if in_query != trigger["auth"].get("token_in_query"):
+        patch["auth"] = {**trigger["auth"], "token_in_query": in_query}
+    return patch
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"  # 5.0 → "5"
+    return "" if value is None else str(value)
+
+
+async def _edit_form(
+    request: web.Request, trigger: dict[str, Any], form: Form, *, status: int = 200
+) -> web.Response:
+    context = {"trigger": trigger, "form": form, **await _mapping_choices(request)}
+    return render(request, "triggers/edit.html", context, status=status)
 
 
 async def rotate_trigger(request: web.Request) -> web.Response:
@@ -126,58 +225,14 @@ def _curl(trigger: dict[str, Any], token: str | None) -> str:
 
 
 async def _form(request: web.Request, form: Form, *, status: int = 200) -> web.Response:
-    mappings = await services_of(request).mappings.find(tenant_of(request), after=None, limit=200)
-    context = {
-        "form": form,
-        "entity_types": ENTITY_TYPES,
-        "inbound": [m.name for m in mappings if m.direction == "inbound"],
-        "outbound": [m.name for m in mappings if m.direction == "outbound"],
-    }
+    context = {"form": form, "entity_types": ENTITY_TYPES, **await _mapping_choices(request)}
     return render(request, "triggers/new.html", context, status=status)
 
 
-# -- rejected payloads -------------------------------------------------------------------------
-
-
-async def list_rejected(request: web.Request) -> web.Response:
-    limit, cursor = paging.page_params(request.query)
-    status = request.query.get("status") or None
-    trigger_id = request.query.get("trigger_id") or None
-    items = await services_of(request).rejected.list(
-        tenant_of(request), trigger_id=trigger_id, status=status, before=cursor, limit=limit
-    )
-    next_cursor = items[-1]["id"] if len(items) == limit else None
-    params = {k: v for k, v in (("status", status), ("trigger_id", trigger_id)) if v}
-    return render(
-        request,
-        "triggers/rejected.html",
-        {"items": items, "next_cursor": next_cursor, "params": params, "status": status},
-    )
-
-
-async def rejected_page(request: web.Request) -> web.Response:
-    record = await services_of(request).rejected.get(tenant_of(request), _id(request))
-    return render(request, "triggers/rejected_one.html", {"record": record, "form": Form()})
-
-
-async def replay_rejected(request: web.Request) -> web.Response:
-    tenant = tenant_of(request)
-    try:
-        await services_of(request).rejected.replay(tenant, _id(request))
-    except InvalidPayload as exc:
-        record = await services_of(request).rejected.get(tenant, _id(request))
-        form = Form().refuse(exc, ())
-        return render(
-            request, "triggers/rejected_one.html", {"record": record, "form": form}, status=422
-        )
-    return redirect(f"/admin/rejected/{_id(request)}", flash="rejected.replayed")
-
-
-async def replay_all_rejected(request: web.Request) -> web.Response:
-    trigger_id = (await request.post()).get("trigger_id")
-    result = await services_of(request).rejected.replay_all(
-        tenant_of(request),
-        trigger_id=trigger_id if isinstance(trigger_id, str) and trigger_id else None,
-    )
-    flash = "rejected.replayed_all" if not result["failed"] else "rejected.replayed_some"
-    return redirect("/admin/rejected?status=pending", flash=flash)
+async def _mapping_choices(request: web.Request) -> dict[str, list[tuple[str, str]]]:
+    """The tenant's mappings a trigger may name, as (value, text) options."""
+    mappings = await services_of(request).mappings.find(tenant_of(request), after=None, limit=200)
+    return {
+        direction: [(m.name, m.name) for m in mappings if m.direction == direction]
+        for direction in ("inbound", "outbound")
+    }

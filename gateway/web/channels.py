@@ -7,9 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.channels import public_channel
-from gateway.notify.testing import send_test
+from gateway.notify.testing import check_test_body, send_test
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
@@ -137,19 +136,7 @@ async def delete_channel(request: web.Request) -> web.Response:
 async def test_channel(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    problems = [
-        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
-        for k in body
-        if k not in _TEST["properties"]
-    ]
-    for name in ("to", "template", "locale"):
-        value = body.get(name)
-        if (name == "to" or value is not None) and (not isinstance(value, str) or not value):
-            problems.append(FieldProblem(f"/{name}", f"{name} must be a non-empty string", "type"))
-    if body.get("context") is not None and not isinstance(body["context"], dict):
-        problems.append(FieldProblem("/context", "context is an object", "type"))
-    if problems:
-        raise InvalidPayload("invalid test message", problems)
+    check_test_body(body)
     outcome = await send_test(
         services_of(request).notify,
         claims.tenant,

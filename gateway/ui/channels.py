@@ -1,0 +1,194 @@
+"""Channel pages: list, create and edit from their JSON document, a test send (a template or
+the built-in text, to one address, now), delete; and the tenant's notification settings
+(cooldown, quiet hours)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway import paging
+from gateway.errors import GatewayError, InvalidPayload
+from gateway.notify.channels import public_channel
+from gateway.notify.policy import CHANNEL_TYPES
+from gateway.notify.testing import TEST_FIELDS, check_test_body, send_test
+from gateway.ui.forms import Form, document_field, json_field, nest, number_field, read_values
+from gateway.ui.rendering import redirect, render
+from gateway.ui.state import session_of, tenant_of
+from gateway.ui.templating import tojson_pretty
+from gateway.web.state import services_of
+
+_SHOWN_ONLY: Final = ("id", "created_at", "updated_at")
+QUIET_FIELDS: Final = (
+    "quiet_hours.start",
+    "quiet_hours.end",
+    "quiet_hours.timezone",
+    "quiet_hours.during",
+)
+SETTINGS_FIELDS: Final = ("cooldown_seconds", *QUIET_FIELDS, "quiet_hours.channels")
+
+
+def _ref(request: web.Request) -> str:
+    return request.match_info["ref"]
+
+
+def editable(channel: Mapping[str, Any]) -> dict[str, Any]:
+    """A channel as the document that would write it: no id or times, and the SMTP password
+    (write-only) left out."""
+    doc = {k: v for k, v in channel.items() if k not in _SHOWN_ONLY}
+    if isinstance(doc.get("smtp"), dict):
+        doc["smtp"] = {k: v for k, v in doc["smtp"].items() if k != "password"}
+    return doc
+
+
+def channel_patch(current: Mapping[str, Any], posted: Mapping[str, Any]) -> dict[str, Any]:
+    """What changed between the document shown and the one posted: changed members, and
+    null for removed ones. An unchanged `smtp` is left out, so its password is kept."""
+    patch = {k: v for k, v in posted.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k not in posted})
+    return patch
+
+
+# -- channels ----------------------------------------------------------------------------------
+
+
+async def list_channels(request: web.Request, form: Form | None = None) -> web.Response:
+    limit, cursor = paging.page_params(request.query)
+    docs = await services_of(request).notify.channels.list(
+        tenant_of(request), after=cursor, limit=limit
+    )
+    context = {
+        "items": [public_channel(d) for d in docs],
+        "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
+        "form": form or Form(),
+    }
+    return render(request, "notify/channels.html", context, status=422 if form else 200)
+
+
+async def create_channel(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    try:
+        doc = await services_of(request).notify.channels.create(
+            tenant_of(request), document_field(values)
+        )
+    except InvalidPayload as exc:
+        return await list_channels(request, Form(values).refuse(exc, (), rest="document"))
+    return redirect(f"/admin/channels/{doc['_id']}", flash="channels.created")
+
+
+async def channel_page(
+    request: web.Request,
+    *,
+    edit: Form | None = None,
+    test: Form | None = None,
+    outcome: dict[str, Any] | None = None,
+) -> web.Response:
+    tenant, notify = tenant_of(request), services_of(request).notify
+    channel = public_channel(await notify.channels.get(tenant, _ref(request)))
+    templates = await notify.templates.list(tenant, after=None, limit=paging.MAX_PAGE)
+    context = {
+        "channel": channel,
+        "templates": [
+            (t["name"], t["name"]) for t in templates if t["channel_type"] == channel["type"]
+        ],
+        "edit": edit or Form({"document": tojson_pretty(editable(channel))}),
+        "test": test or Form(),
+        "outcome": outcome,
+    }
+    failed = (edit is not None and edit.failed) or (test is not None and test.failed)
+    return render(request, "notify/channel.html", context, status=422 if failed else 200)
+
+
+async def edit_channel(request: web.Request) -> web.Response:
+    tenant, channels = tenant_of(request), services_of(request).notify.channels
+    values = read_values(await request.post())
+    current = editable(public_channel(await channels.get(tenant, _ref(request))))
+    try:
+        patch = channel_patch(current, document_field(values))
+        doc = await channels.update(tenant, _ref(request), patch)
+    except InvalidPayload as exc:
+        return await channel_page(request, edit=Form(values).refuse(exc, (), rest="document"))
+    return redirect(f"/admin/channels/{doc['_id']}", flash="channels.saved")
+
+
+async def test_channel(request: web.Request) -> web.Response:
+    """Sends a real message now: an admin's POST, like any other change."""
+    values = read_values(await request.post())
+    form = Form(values)
+    try:
+        body = nest(values, ("to", "template", "locale"))
+        if (context := json_field(values, "context")) is not None:
+            body["context"] = context
+        check_test_body(body)
+        outcome = await send_test(
+            services_of(request).notify,
+            tenant_of(request),
+            _ref(request),
+            to=body.get("to", ""),
+            template=body.get("template"),
+            context=body.get("context"),
+            locale=body.get("locale"),
+        )
+    except GatewayError as exc:  # a template of another type, a partner's refusal...
+        return await channel_page(request, test=form.refuse(exc, TEST_FIELDS))
+    return await channel_page(request, test=form, outcome=outcome.as_dict())
+
+
+async def delete_channel(request: web.Request) -> web.Response:
+    await services_of(request).notify.channels.delete(tenant_of(request), _ref(request))
+    return redirect("/admin/channels", flash="channels.deleted")
+
+
+# -- notification settings ---------------------------------------------------------------------
+
+
+def settings_body(values: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if (cooldown := number_field(values, "cooldown_seconds")) is not None:
+        body["cooldown_seconds"] = cooldown
+    if values.get("quiet_hours.enabled") != "on":
+        body["quiet_hours"] = None
+        return body
+    quiet = nest(values, QUIET_FIELDS).get("quiet_hours", {})
+    # Every channel unticked is a choice the use case refuses, not "all" by default.
+    quiet["channels"] = list(values.get("quiet_hours.channels") or [])
+    body["quiet_hours"] = quiet
+    return body
+
+
+def settings_values(settings: Mapping[str, Any]) -> dict[str, Any]:
+    quiet = settings.get("quiet_hours")
+    shown = quiet or {
+        "start": "22:00",
+        "end": "07:00",
+        "timezone": "America/Sao_Paulo",
+        "during": "delay",
+        "channels": ["push", "sms"],
+    }
+    return {
+        "cooldown_seconds": str(settings["cooldown_seconds"]),
+        "quiet_hours.enabled": "on" if quiet else "",
+        **{f"quiet_hours.{k}": v for k, v in shown.items()},
+    }
+
+
+async def settings_page(request: web.Request, form: Form | None = None) -> web.Response:
+    settings = await services_of(request).notify.settings.get(tenant_of(request))
+    context = {
+        "form": form or Form(settings_values(settings.as_dict())),
+        "channel_types": CHANNEL_TYPES,
+    }
+    return render(request, "notify/settings.html", context, status=422 if form else 200)
+
+
+async def save_settings(request: web.Request) -> web.Response:
+    values = read_values(await request.post(), lists=("quiet_hours.channels",))
+    try:
+        await services_of(request).notify.settings.put(
+            tenant_of(request), settings_body(values), session_of(request).subject
+        )
+    except GatewayError as exc:
+        return await settings_page(request, Form(values).refuse(exc, SETTINGS_FIELDS))
+    return redirect("/admin/notification-settings", flash="settings.saved")

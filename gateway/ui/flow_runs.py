@@ -1,0 +1,52 @@
+"""Flow run pages: a flow's runs (filtered by status) and one run's step timeline, with the
+outcome of each step and the deliveries it created, linked to their pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway import paging
+from gateway.delivery.deliveries import public_delivery
+from gateway.flows.runs import STATUSES, public_run
+from gateway.ui.rendering import render
+from gateway.ui.state import tenant_of
+from gateway.web.state import services_of
+
+
+async def list_flow_runs(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    limit, cursor = paging.page_params(request.query)
+    status = request.query.get("status") or None
+    docs = await services_of(request).notify.flow_runs.list(
+        tenant_of(request), name, status=status, before=cursor, limit=limit
+    )
+    context: dict[str, Any] = {
+        "name": name,
+        "items": [public_run(d) for d in docs],
+        "next_cursor": docs[-1]["_id"] if len(docs) == limit else None,
+        "status": status,
+        "statuses": STATUSES,
+        "params": {"status": status} if status else {},
+    }
+    return render(request, "notify/flow_runs.html", context)
+
+
+async def flow_run_page(request: web.Request) -> web.Response:
+    tenant, services = tenant_of(request), services_of(request)
+    doc = await services.notify.flow_runs.get(tenant, request.match_info["id"])
+    run = public_run(doc, full=True)
+    # A run creates at most a few deliveries per step (one per call, one per recipient).
+    docs = await services.deliveries.list(
+        tenant, {"run_id": run["id"]}, before=None, limit=paging.MAX_PAGE
+    )
+    deliveries = [public_delivery(d) for d in docs]
+    actions = await services.actions.list_actions(tenant, {}, after=None, limit=paging.MAX_PAGE)
+    context = {
+        "run": run,
+        "deliveries": deliveries,
+        "by_id": {d["id"]: d for d in deliveries},
+        "actions_by_id": {str(a["_id"]): a["name"] for a in actions},
+    }
+    return render(request, "notify/flow_run.html", context)

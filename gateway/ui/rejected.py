@@ -1,0 +1,61 @@
+"""Rejected payloads: every call refused with a 422, its problems and payload; replay one,
+or every pending one (of a trigger)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import paging
+from gateway.errors import InvalidPayload
+from gateway.ui.forms import Form
+from gateway.ui.rendering import redirect, render
+from gateway.ui.state import tenant_of
+from gateway.web.state import services_of
+
+
+def _id(request: web.Request) -> str:
+    return request.match_info["id"]
+
+
+async def list_rejected(request: web.Request) -> web.Response:
+    limit, cursor = paging.page_params(request.query)
+    status = request.query.get("status") or None
+    trigger_id = request.query.get("trigger_id") or None
+    items = await services_of(request).rejected.list(
+        tenant_of(request), trigger_id=trigger_id, status=status, before=cursor, limit=limit
+    )
+    next_cursor = items[-1]["id"] if len(items) == limit else None
+    params = {k: v for k, v in (("status", status), ("trigger_id", trigger_id)) if v}
+    return render(
+        request,
+        "triggers/rejected.html",
+        {"items": items, "next_cursor": next_cursor, "params": params, "status": status},
+    )
+
+
+async def rejected_page(request: web.Request) -> web.Response:
+    record = await services_of(request).rejected.get(tenant_of(request), _id(request))
+    return render(request, "triggers/rejected_one.html", {"record": record, "form": Form()})
+
+
+async def replay_rejected(request: web.Request) -> web.Response:
+    tenant = tenant_of(request)
+    try:
+        await services_of(request).rejected.replay(tenant, _id(request))
+    except InvalidPayload as exc:
+        record = await services_of(request).rejected.get(tenant, _id(request))
+        form = Form().refuse(exc, ())
+        return render(
+            request, "triggers/rejected_one.html", {"record": record, "form": form}, status=422
+        )
+    return redirect(f"/admin/rejected/{_id(request)}", flash="rejected.replayed")
+
+
+async def replay_all_rejected(request: web.Request) -> web.Response:
+    trigger_id = (await request.post()).get("trigger_id")
+    result = await services_of(request).rejected.replay_all(
+        tenant_of(request),
+        trigger_id=trigger_id if isinstance(trigger_id, str) and trigger_id else None,
+    )
+    flash = "rejected.replayed_all" if not result["failed"] else "rejected.replayed_some"
+    return redirect("/admin/rejected?status=pending", flash=flash)

@@ -1,0 +1,231 @@
+"""Editing what exists, over HTTP: a trigger (name, methods, mapping, rate limit, limits,
+params...) keeping its credentials, an action (every member), and a vehicle's driver
+assigned from its page; problems next to their fields with what was typed, a viewer changes
+nothing, another tenant's ids are a 404, markup stays text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.services import Services
+from tests.partner_double import create_action, create_partner, post, upload_mapping
+from tests.support import auth
+from tests.ui_support import Client, csrf, log_in, make_user
+
+ANA = {"name": "Ana <b>Souza</b>", "cpf": "52998224725"}
+MAPPING = """\
+name: fleet-feed
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [upper]}
+"""
+
+
+async def _trigger(client: Client, tenant: str = "acme") -> dict[str, Any]:
+    body = {"name": "gps", "entity_type": "vehicle", "methods": ["POST"]}
+    trigger: dict[str, Any] = await post(client, "/api/v1/triggers", body, tenant=tenant)
+    return trigger
+
+
+async def _get(client: Client, path: str, tenant: str = "acme") -> dict[str, Any]:
+    response = await client.get(path, headers=auth(tenant))
+    assert response.status == 200, await response.text()
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def test_a_trigger_is_edited_and_its_token_still_works(
+    client: Client, services: Services
+) -> None:
+    await upload_mapping(client, MAPPING)
+    trigger = await _trigger(client)
+    await make_user(services)
+    await log_in(client)
+    base = f"/admin/triggers/{trigger['id']}"
+    form = await (await client.get(f"{base}/edit")).text()
+    assert 'value="gps"' in form and 'value="POST" checked' in form
+    token = await csrf(client, f"{base}/edit")
+    data = [
+        ("csrf", token),
+        ("name", "GPS da frota"),
+        ("methods", "POST"),
+        ("methods", "GET"),
+        ("mapping", "fleet-feed"),
+        ("format", "json"),
+        ("auth.token_in_query", "token"),
+        ("rate_limit.per_second", "2,5"),
+        ("rate_limit.burst", "10"),
+        ("max_body_bytes", "4096"),
+        ("max_batch_items", ""),
+        ("expose", "plate, odometer_km"),
+        ("params", ""),
+        ("input_schema", ""),
+    ]
+    saved = await client.post(f"{base}/edit", data=data)
+    assert saved.status == 200 and "credenciais continuam valendo" in await saved.text()
+    stored = await _get(client, f"/api/v1/triggers/{trigger['id']}")
+    assert (stored["name"], stored["methods"], stored["mapping"]) == (
+        "GPS da frota",
+        ["GET", "POST"],
+        "fleet-feed",
+    )
+    assert stored["rate_limit"] == {"per_second": 2.5, "burst": 10}
+    assert (stored["max_body_bytes"], stored["expose"]) == (4096, ["plate", "odometer_km"])
+    assert stored["auth"]["token_in_query"] == "token"
+    # The token still opens the trigger, now also in the query, through the new mapping.
+    hook = f"/hooks/{trigger['id']}?token={trigger['token']}"
+    written = await client.post(hook, json={"placa": "abc1d23"})
+    assert written.status == 201, await written.text()
+    assert (await services.entities.get("acme", "vehicle", "ABC1D23"))["data"]["plate"]
+    bad = [("csrf", token), ("name", "x"), ("rate_limit.per_second", "rápido")]
+    bad += [("max_body_bytes", "10"), ("params", "{nope")]
+    refused = await client.post(f"{base}/edit", data=bad)
+    page = await refused.text()
+    assert refused.status == 422 and 'data-field="params"' in page
+    bad[-1] = ("params", "")
+    refused = await client.post(f"{base}/edit", data=bad)
+    page = await refused.text()
+    assert refused.status == 422
+    for field in ("methods", "rate_limit.per_second", "max_body_bytes"):
+        assert f'data-field="{field}"' in page, field
+    assert 'value="rápido"' in page
+    assert (await _get(client, f"/api/v1/triggers/{trigger['id']}"))["name"] == "GPS da frota"
+
+
+async def test_an_action_is_edited_member_by_member(client: Client, services: Services) -> None:
+    partner = await create_partner(client, "https://erp.example.com")
+    action = await create_action(client, partner["id"])
+    await make_user(services)
+    await log_in(client)
+    base = f"/admin/actions/{action['id']}"
+    token = await csrf(client, f"{base}/edit")
+    fields = {
+        "name": "fetch-vehicle",
+        "partner_id": partner["id"],
+        "method": "GET",
+        "path": "/veiculos/{plate}",
+        "mode": "proxy",
+        "success": "2xx, 404",
+        "retry_schedule": "5, 30",
+        "read_only": "on",
+    }
+    saved = await client.post(f"{base}/edit", data={"csrf": token, **fields})
+    page = await saved.text()
+    assert saved.status == 200 and "Ação salva" in page and "2xx, 404" in page
+    stored = await _get(client, f"/api/v1/actions/{action['id']}")
+    assert (stored["method"], stored["path"], stored["mode"]) == (
+        "GET",
+        "/veiculos/{plate}",
+        "proxy",
+    )
+    assert (stored["success"], stored["retry_schedule"]) == (["2xx", 404], [5.0, 30.0])
+    assert (stored["read_only"], stored["ordered"]) == (True, False)
+    form = await (await client.get(f"{base}/edit")).text()
+    assert 'value="5, 30"' in form and 'name="read_only" value="on" checked' in form
+    bad = {**fields, "path": "no-slash", "retry_schedule": "logo", "write_back": "on"}
+    refused = await client.post(f"{base}/edit", data={"csrf": token, **bad})
+    page = await refused.text()
+    assert refused.status == 422
+    for field in ("path", "retry_schedule", "write_back"):
+        assert f'data-field="{field}"' in page, field
+    assert 'value="no-slash"' in page and 'value="logo"' in page
+    assert (await _get(client, f"/api/v1/actions/{action['id']}"))["path"] == "/veiculos/{plate}"
+
+
+async def test_a_vehicles_driver_is_assigned_from_its_page(
+    client: Client, services: Services
+) -> None:
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await make_user(services)
+    await log_in(client)
+    page_path = f"/admin/entities/vehicle/{vehicle['id']}"
+    page = await (await client.get(page_path)).text()
+    assert '<option value="52998224725">Ana &lt;b&gt;Souza&lt;/b&gt;</option>' in page
+    token = await csrf(client, page_path)
+    assign = f"{page_path}/drivers"
+    missing = await client.post(assign, data={"csrf": token, "start": "2026-12-02T14:30"})
+    page = await missing.text()
+    assert missing.status == 422 and 'data-field="driver"' in page
+    assert 'value="2026-12-02T14:30"' in page
+    unknown = await client.post(assign, data={"csrf": token, "driver": "11144477735"})
+    page = await unknown.text()
+    assert unknown.status == 422 and "no driver &#39;11144477735&#39;" in page
+    bad_time = await client.post(
+        assign, data={"csrf": token, "driver": ANA["cpf"], "start": "ontem"}
+    )
+    assert bad_time.status == 422 and 'data-field="start"' in await bad_time.text()
+    assigned = await client.post(
+        assign,
+        data={"csrf": token, "driver": ANA["cpf"], "start": "2026-01-05T08:00", "ref": "chk-1"},
+    )
+    page = await assigned.text()
+    assert assigned.status == 200 and "Troca de condutor registrada" in page
+    current = page[page.index('data-testid="current-driver"') :]
+    assert current.index("Ana &lt;b&gt;Souza&lt;/b&gt;") < current.index("</div>")
+    history = await _get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    (entry,) = history["items"]
+    assert (entry["source"], entry["ref"], entry["author"]) == ("admin", "chk-1", "ana@acme.com.br")
+    assert entry["start"] == "2026-01-05T11:00:00+00:00"  # 08:00 in Brasília time
+    again = await client.post(assign, data={"csrf": token, "driver": ANA["cpf"]})
+    assert "nada mudou" in await again.text()
+    nobody = await client.post(assign, data={"csrf": token, "nobody": "on"})
+    assert "Troca de condutor registrada" in await nobody.text()
+    history = await _get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert history["driver"]["driver"] is None and len(history["items"]) == 2
+
+
+async def test_a_viewer_edits_and_assigns_nothing(client: Client, services: Services) -> None:
+    trigger = await _trigger(client)
+    partner = await create_partner(client, "https://erp.example.com")
+    action = await create_action(client, partner["id"])
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    await log_in(client, email="vera@acme.com.br")
+    page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
+    assert 'data-testid="assign-driver"' not in page
+    trigger_page = await (await client.get(f"/admin/triggers/{trigger['id']}")).text()
+    assert "/edit" not in trigger_page
+    token = await csrf(client, "/admin/")
+    for path, data in (
+        (f"/admin/triggers/{trigger['id']}/edit", {"name": "x", "methods": "GET"}),
+        (f"/admin/actions/{action['id']}/edit", {"name": "x", "method": "GET"}),
+        (f"/admin/entities/vehicle/{vehicle['id']}/drivers", {"driver": ANA["cpf"]}),
+    ):
+        response = await client.post(path, data={"csrf": token, **data})
+        assert response.status == 403, path
+    assert (await _get(client, f"/api/v1/triggers/{trigger['id']}"))["name"] == "gps"
+    assert (await _get(client, f"/api/v1/actions/{action['id']}"))["name"] == "push"
+    assert (await _get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"] == []
+
+
+async def test_another_tenants_trigger_action_and_vehicle_are_not_found(
+    client: Client, services: Services
+) -> None:
+    trigger = await _trigger(client, "globex")
+    body = {"name": "ERP", "base_url": "https://erp.example.com", "auth": {"type": "none"}}
+    partner = await post(client, "/api/v1/partners", body, tenant="globex")
+    action_body = {"name": "push", "partner_id": partner["id"], "method": "POST", "path": "/x"}
+    action = await post(client, "/api/v1/actions", {**action_body, "mode": "deliver"}, "globex")
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, "globex")
+    await post(client, "/api/v1/entities/driver", ANA)  # acme's driver, globex's vehicle
+    await make_user(services)
+    await log_in(client)
+    for path in (f"/admin/triggers/{trigger['id']}/edit", f"/admin/actions/{action['id']}/edit"):
+        assert (await client.get(path)).status == 404, path
+    token = await csrf(client)
+    for path, data in (
+        (f"/admin/triggers/{trigger['id']}/edit", {"name": "x", "methods": "GET"}),
+        (f"/admin/actions/{action['id']}/edit", {"name": "x", "method": "GET"}),
+        (f"/admin/entities/vehicle/{vehicle['id']}/drivers", {"driver": ANA["cpf"]}),
+        ("/admin/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]}),
+    ):
+        response = await client.post(path, data={"csrf": token, **data})
+        assert response.status == 404, path
+    assert (await _get(client, f"/api/v1/triggers/{trigger['id']}", "globex"))["name"] == "gps"
+    assert (await _get(client, f"/api/v1/actions/{action['id']}", "globex"))["name"] == "push"
+    drivers = await _get(client, "/api/v1/entities/vehicle/ABC1D23/drivers", "globex")
+    assert drivers["items"] == []

@@ -1,0 +1,125 @@
+"""Flow runs and the deliveries they create, over HTTP: a flow's runs filtered by status, a
+run's step timeline linking each step's deliveries, a notification delivery's channel,
+recipient and rendered subject (escaped), `suppressed` deliveries and the run filter; another
+tenant's runs are a 404."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gateway.services import Services
+from gateway.web.state import services_key
+from tests.flow_support import drain, email_channel
+from tests.partner_double import Partner, create_action, create_partner, partner, post
+from tests.smtp_double import SmtpFactory, smtp_server
+from tests.support import auth
+from tests.ui_support import ALERT_FLOW, ALERT_TEMPLATE, Client, log_in, make_user
+
+__all__ = ["partner", "smtp_server"]  # the fixtures
+
+MODEL = "<b>Volvo</b> <script>window.pwned=1</script>"
+
+
+async def _two_runs(client: Client, partner: Partner, smtp_port: int) -> list[dict[str, Any]]:
+    """The flow, its action, channel and template; two vehicles created, everything sent."""
+    erp = await create_partner(client, partner.url)
+    await create_action(client, erp["id"])
+    await email_channel(client, smtp_port)
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    await post(client, "/api/v1/flows", ALERT_FLOW)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "model": MODEL})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "BRA2E19", "model": "Scania"})
+    await drain(client.app[services_key])
+    response = await client.get("/api/v1/flows/alerta-frota/runs", headers=auth())
+    runs: list[dict[str, Any]] = (await response.json())["items"]
+    return runs
+
+
+def _links(page: str, prefix: str) -> list[str]:
+    """What follows `prefix` in the page's links (ids, with ":" as the URLs write it)."""
+    found = re.findall(rf'href="{re.escape(prefix)}([^"?]+)"', page)
+    return [link.replace("%3A", ":") for link in found]
+
+
+async def test_a_runs_steps_link_the_deliveries_it_created(
+    client: Client, services: Services, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    runs = await _two_runs(client, partner, smtp.port)
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    await make_user(services)
+    await log_in(client)
+    listed = await (await client.get("/admin/flows/alerta-frota/runs")).text()
+    assert listed.count('class="badge s-succeeded">concluída') == 2
+    assert sorted(_links(listed, "/admin/flow-runs/")) == sorted(r["id"] for r in runs)
+    failed = await (await client.get("/admin/flows/alerta-frota/runs?status=failed")).text()
+    assert "/admin/flow-runs/" not in failed and "Nada por aqui" in failed
+    bad = await client.get("/admin/flows/alerta-frota/runs?status=nonsense")
+    assert bad.status == 400 and "status must be one of" in await bad.text()
+
+    run = next(r for r in runs if r["event"]["entity"]["key"] == "ABC1D23")
+    page = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
+    steps = page[page.index('data-testid="run-steps"') : page.index("</ol>")]
+    assert steps.count("na fila") == 3  # the call, the notify step and its one message
+    delivery_ids = {f"{run['id']}:erp", f"{run['id']}:aviso:0"}
+    assert set(_links(steps, "/admin/")) == {f"deliveries/{d}" for d in delivery_ids}
+    deliveries = page[page.index('id="run-deliveries"') :]
+    assert "chamada de fluxo" in deliveries and "notificação" in deliveries
+    assert "email → frota@acme.com.br" in deliveries
+
+    message = await (await client.get(f"/admin/deliveries/{run['id']}:aviso:0")).text()
+    assert 'data-testid="delivery-kind">notificação' in message
+    assert "<code>frota@acme.com.br</code>" in message and "alerta · pt-BR" in message
+    subject = re.search(r'data-testid="message-subject">([^<]*)<', message)
+    assert subject is not None
+    assert subject.group(1) == (
+        "Novo veículo ABC1D23: &lt;b&gt;Volvo&lt;/b&gt; &lt;script&gt;window.pwned=1&lt;/script&gt;"
+    )
+    assert MODEL not in message
+    assert f'href="/admin/flow-runs/{run["id"]}"' in message.replace("%3A", ":")
+    call = await (await client.get(f"/admin/deliveries/{run['id']}:erp")).text()
+    assert 'data-testid="delivery-kind">chamada de fluxo' in call
+    assert 'href="/admin/actions/' in call and 'data-testid="notification"' not in call
+
+
+async def test_a_suppressed_notification_is_listed_with_its_reason_and_runs_filter(
+    client: Client, services: Services, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    runs = await _two_runs(client, partner, smtp.port)
+    assert len(smtp.received) == 1  # the second alert came within the cooldown
+    await make_user(services)
+    await log_in(client)
+    suppressed = await (await client.get("/admin/deliveries?status=suppressed")).text()
+    (delivery_id,) = _links(suppressed, "/admin/deliveries/")
+    assert "suprimida" in suppressed and "notificação" in suppressed
+    detail = await (await client.get(f"/admin/deliveries/{delivery_id}")).text()
+    assert 'class="badge s-suppressed">suprimida' in detail
+    assert "Motivo da supressão" in detail and "cooldown" in detail
+    assert "/replay" not in detail  # only failed and dead deliveries are replayed
+
+    run_id = runs[0]["id"]
+    filtered = await (await client.get(f"/admin/deliveries?run_id={run_id}")).text()
+    ids = set(_links(filtered, "/admin/deliveries/"))
+    assert ids == {f"{run_id}:erp", f"{run_id}:aviso:0"}
+    assert f'name="run_id" value="{run_id}"' in filtered
+
+
+async def test_another_tenants_runs_are_not_found(
+    client: Client, services: Services, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    runs = await _two_runs(client, partner, smtp.port)
+    await make_user(services, tenant="globex", email="gil@globex.com")
+    await log_in(client, tenant="globex", email="gil@globex.com")
+    for path in (
+        "/admin/flows/alerta-frota/runs",
+        f"/admin/flow-runs/{runs[0]['id']}",
+        f"/admin/deliveries/{runs[0]['id']}:aviso:0",
+    ):
+        response = await client.get(path)
+        page = await response.text()
+        assert response.status == 404 and "ABC1D23" not in page and "frota@acme" not in page
+    listed = await (await client.get(f"/admin/deliveries?run_id={runs[0]['id']}")).text()
+    assert _links(listed, "/admin/deliveries/") == []

@@ -1,0 +1,253 @@
+"""Schedule pages over HTTP: created from the form (every problem next to its field, what was
+typed kept), run now against a local partner and the run shown, edited with the cursor kept,
+paused and resumed; a viewer changes nothing, another tenant's schedule is a 404, and names
+stay text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.services import Services
+from gateway.web.state import services_key
+from tests.partner_double import Partner, create_action, create_partner, partner, post
+from tests.partner_double import upload_mapping as api_upload_mapping
+from tests.support import auth
+from tests.ui_support import POLLED_MAPPING, Client, csrf, log_in, make_user
+
+__all__ = ["partner"]  # the fixture
+
+FIRST_PAGE = {"veiculos": [{"placa": "abc1d23", "km": "1200.5"}], "next": "c2"}
+
+
+async def _reader(client: Client, partner: Partner, tenant: str = "acme") -> str:
+    """A GET action on the partner double and the inbound mapping a schedule lands with."""
+    await api_upload_mapping(client, POLLED_MAPPING, tenant=tenant)
+    if tenant == "acme":
+        partner_doc = await create_partner(client, partner.url)
+        action = await create_action(
+            client, partner_doc["id"], name="frota", method="GET", path="/veiculos", mode="proxy"
+        )
+        return str(action["id"])
+    body = {"name": "ERP", "base_url": partner.url, "auth": {"type": "none"}}
+    partner_doc = await post(client, "/api/v1/partners", body, tenant=tenant)
+    action_body = {
+        "name": "frota",
+        "partner_id": partner_doc["id"],
+        "method": "GET",
+        "path": "/veiculos",
+        "mode": "proxy",
+    }
+    return str((await post(client, "/api/v1/actions", action_body, tenant=tenant))["id"])
+
+
+def _form(action_id: str, **fields: str) -> dict[str, str]:
+    return {
+        "name": "frota-api",
+        "action_id": action_id,
+        "every": "5m",
+        "timezone": "America/Sao_Paulo",
+        "target.type": "entities",
+        "target.entity_type": "vehicle",
+        "target.mapping": "frota-api",
+        "cursor.from": "next",
+        "cursor.param": "query.after",
+        "max_pages": "10",
+        **fields,
+    }
+
+
+async def _schedules(client: Client, tenant: str = "acme") -> list[dict[str, Any]]:
+    response = await client.get("/api/v1/schedules", headers=auth(tenant))
+    items: list[dict[str, Any]] = (await response.json())["items"]
+    return items
+
+
+async def test_a_schedule_is_created_run_now_and_its_run_shown(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    await make_user(services)
+    action_id = await _reader(client, partner)
+    partner.respond_with(200, {"veiculos": [], "next": "c2"})
+    partner.respond_with(200, FIRST_PAGE, times=1)
+    await log_in(client)
+    token = await csrf(client, "/admin/schedules/new")
+    created = await client.post(
+        "/admin/schedules", data={"csrf": token, **_form(action_id)}, allow_redirects=False
+    )
+    assert created.status == 303, await created.text()
+    (schedule,) = await _schedules(client)
+    assert created.headers["Location"] == f"/admin/schedules/{schedule['id']}"
+    assert (schedule["cursor"]["from"], schedule["cursor"]["param"]) == ("next", "query.after")
+    runner = client.app[services_key].schedule_runner
+    assert await runner.run_until_idle() == {"ok": 1}  # a new schedule is due at once
+    run_now = await client.post(f"/admin/schedules/{schedule['id']}/run", data={"csrf": token})
+    assert run_now.status == 200 and "Leitura pedida" in await run_now.text()
+    assert await runner.run_until_idle() == {"ok": 1}
+    # the first run read on while pages had items (two calls); the run now, one call
+    assert [r.query.get("after") for r in partner.requests] == [None, "c2", "c2"]
+    page = await (await client.get(f"/admin/schedules/{schedule['id']}")).text()
+    runs = page[page.index('data-testid="schedule-runs"') :]
+    assert runs.count('class="badge o-ok"') == 2
+    # newest first: the run now read nothing; the first read one vehicle and wrote it
+    first_run = runs[runs.rindex("<tr>") :]
+    cells = [c.split(">", 1)[1] for c in first_run.split("</td>")[2:7]]
+    assert cells == ["2", "1", "1", "0", "0"]  # pages, read, written, rejected, skipped
+    assert "<code>—</code> → <code>c2</code>" in first_run
+    listed = await (await client.get("/admin/schedules")).text()
+    assert "frota-api" in listed and "ativo" in listed
+    stored = await services.entities.get("acme", "vehicle", "ABC1D23")
+    assert stored["data"]["odometer_km"] == 1200.5
+
+
+async def test_missing_and_invalid_fields_are_shown_next_to_them_and_kept(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    await make_user(services)
+    action_id = await _reader(client, partner)
+    await log_in(client)
+    token = await csrf(client, "/admin/schedules/new")
+    bad = _form(
+        action_id,
+        every="toda hora",
+        **{"cursor.param": "path.x", "target.mapping": "", "dedupe.keep": "0"},
+    )
+    refused = await client.post("/admin/schedules", data={"csrf": token, **bad})
+    assert refused.status == 422
+    page = await refused.text()
+    for field in ("every", "cursor.param", "target.mapping", "dedupe.by", "dedupe.keep"):
+        assert f'data-field="{field}"' in page, field
+    assert 'value="toda hora"' in page and 'value="path.x"' in page
+    malformed = {**_form(action_id), "request.query": '{"types": '}
+    refused = await client.post("/admin/schedules", data={"csrf": token, **malformed})
+    page = await refused.text()
+    assert refused.status == 422 and 'data-field="request.query"' in page
+    assert "{&#34;types&#34;:</textarea>" in page
+    assert await _schedules(client) == []
+
+
+async def test_an_edit_changes_the_definition_and_keeps_the_cursor(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    await make_user(services)
+    action_id = await _reader(client, partner)
+    partner.respond_with(200, FIRST_PAGE)
+    body = {**_schedule_body(action_id), "cursor": {**_schedule_body(action_id)["cursor"]}}
+    body["cursor"]["initial"] = 7
+    schedule = await post(client, "/api/v1/schedules", body)
+    await client.app[services_key].schedule_runner.run_until_idle()
+    await log_in(client)
+    form_page = await (await client.get(f"/admin/schedules/{schedule['id']}/edit")).text()
+    assert 'value="frota-api"' in form_page and 'value="7"' in form_page
+    token = await csrf(client, f"/admin/schedules/{schedule['id']}/edit")
+    changed = _form(
+        action_id,
+        every="0 6 * * 1-5",
+        timezone="America/Manaus",
+        **{"cursor.initial": "7", "dedupe.by": "placa", "request.query": '{"tipo": "leve"}'},
+    )
+    saved = await client.post(
+        f"/admin/schedules/{schedule['id']}/edit", data={"csrf": token, **changed}
+    )
+    assert saved.status == 200 and "cursor foi mantido" in await saved.text()
+    (stored,) = await _schedules(client)
+    assert (stored["every"], stored["timezone"]) == ("0 6 * * 1-5", "America/Manaus")
+    assert stored["cursor"]["initial"] == 7  # shown unchanged: still a number
+    assert stored["dedupe"] == {"by": "placa", "keep": 1000}
+    assert stored["request"] == {"query": {"tipo": "leve"}, "body": None}
+    assert stored["state"]["cursor"] == "c2"
+    # Emptying the cursor and the request removes them.
+    cleared = {**changed, "cursor.from": "", "cursor.param": "", "cursor.initial": ""}
+    cleared["request.query"] = ""
+    await client.post(f"/admin/schedules/{schedule['id']}/edit", data={"csrf": token, **cleared})
+    (stored,) = await _schedules(client)
+    assert stored["cursor"] is None and stored["request"] is None
+
+
+async def test_pause_and_resume_and_run_now_while_paused_is_refused(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    await make_user(services)
+    schedule = await post(
+        client, "/api/v1/schedules", _schedule_body(await _reader(client, partner))
+    )
+    base = f"/admin/schedules/{schedule['id']}"
+    await log_in(client)
+    token = await csrf(client, base)
+    paused = await client.post(f"{base}/pause", data={"csrf": token})
+    page = await paused.text()
+    assert "Agendamento pausado" in page and f'action="{base}/resume"' in page
+    refused = await client.post(f"{base}/run", data={"csrf": token})
+    assert refused.status == 409 and "resume it first" in await refused.text()
+    await client.post(f"{base}/resume", data={"csrf": token})
+    assert [s["status"] for s in await _schedules(client)] == ["active"]
+
+
+async def test_a_viewer_sees_schedules_but_every_change_is_refused(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    action_id = await _reader(client, partner)
+    schedule = await post(client, "/api/v1/schedules", _schedule_body(action_id))
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    await log_in(client, email="vera@acme.com.br")
+    base = f"/admin/schedules/{schedule['id']}"
+    page = await (await client.get(base)).text()
+    assert "frota-api" in page and f"{base}/pause" not in page and f"{base}/edit" not in page
+    token = await csrf(client, "/admin/")
+    for path, data in (
+        ("/admin/schedules", _form(action_id, name="outro")),
+        (f"{base}/pause", {}),
+        (f"{base}/run", {}),
+        (f"{base}/edit", _form(action_id, every="1h")),
+        (f"{base}/delete", {}),
+    ):
+        response = await client.post(path, data={"csrf": token, **data})
+        assert response.status == 403, path
+    (kept,) = await _schedules(client)
+    assert (kept["status"], kept["every"]) == ("active", "5m")
+
+
+async def test_another_tenants_schedule_is_not_found_and_unchanged(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    theirs = await post(
+        client,
+        "/api/v1/schedules",
+        {**_schedule_body(await _reader(client, partner, "globex")), "name": "their feed"},
+        tenant="globex",
+    )
+    await make_user(services)
+    await log_in(client)
+    base = f"/admin/schedules/{theirs['id']}"
+    for path in (base, f"{base}/edit"):
+        response = await client.get(path)
+        assert response.status == 404 and "their feed" not in await response.text()
+    token = await csrf(client)
+    for action in ("pause", "run", "delete", "edit"):
+        response = await client.post(f"{base}/{action}", data={"csrf": token, "name": "x"})
+        assert response.status == 404, action
+    (kept,) = await _schedules(client, "globex")
+    assert (kept["name"], kept["status"]) == ("their feed", "active")
+
+
+async def test_markup_in_a_schedule_name_is_shown_as_text(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    evil = "<script>alert(1)</script><b>x</b>"
+    action_id = await _reader(client, partner)
+    schedule = await post(client, "/api/v1/schedules", {**_schedule_body(action_id), "name": evil})
+    await make_user(services)
+    await log_in(client)
+    for path in ("/admin/schedules", f"/admin/schedules/{schedule['id']}"):
+        page = await (await client.get(path)).text()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page
+        assert evil not in page
+
+
+def _schedule_body(action_id: str) -> dict[str, Any]:
+    return {
+        "name": "frota-api",
+        "action_id": action_id,
+        "every": "5m",
+        "cursor": {"from": "next", "param": "query.after"},
+        "target": {"entity_type": "vehicle", "mapping": "frota-api"},
+    }
