@@ -79,6 +79,7 @@ def _fuzz(gateway: Gateway, token: str, *options: str, config: str | None = None
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
+@pytest.mark.timeout(300)  # a fuzzing run of every route, on a shared machine
 def test_admin_routes_match_their_document(gateway: Gateway) -> None:
     _fuzz(
         gateway,
@@ -101,6 +102,7 @@ def test_admin_routes_match_their_document(gateway: Gateway) -> None:
     )
 
 
+@pytest.mark.timeout(300)  # a fuzzing run of every route, on a shared machine
 def test_hooks_match_their_document(gateway: Gateway, tmp_path: Path) -> None:
     status, _, trigger = gateway.request(
         "POST",
@@ -124,6 +126,7 @@ def test_hooks_match_their_document(gateway: Gateway, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.timeout(300)  # a fuzzing run of every route, on a shared machine
 def test_every_route_matches_its_document_with_a_forged_token(gateway: Gateway) -> None:
     forged = admin_token(secret="not-the-gateway-secret-0123456789abcdef")
     _fuzz(
