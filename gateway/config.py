@@ -48,6 +48,8 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
     run_workers: bool = True
+    # Caches follow change streams where the deployment has them; false: re-read instead.
+    change_streams: bool = True
     log_level: str = "INFO"
     log_json: bool = True
     # When set, /metrics asks for `Authorization: Bearer <it>` (label values name our ids).
@@ -92,6 +94,7 @@ class Settings:
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
+            change_streams=env.flag("GATEWAY_CHANGE_STREAMS", True),
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             metrics_token=Secret(t) if (t := env.text("GATEWAY_METRICS_TOKEN")) else None,

@@ -45,6 +45,12 @@ class Metrics:
         self.database_up = Gauge(
             "gateway_database_up", "1 when the last database ping succeeded", registry=r
         )
+        self.change_stream_up = Gauge(
+            "gateway_change_stream_up",
+            "1 while the change stream a cache follows is open (0: it re-reads instead)",
+            ["collection"],
+            registry=r,
+        )
         self._add_trigger_metrics(r)
 
         self._add_delivery_metrics(r)
@@ -116,6 +122,11 @@ class Metrics:
             "Trigger call latency in the gateway",
             ["trigger"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.trigger_gate_reads = Counter(
+            "gateway_trigger_gate_reads_total",
+            "Trigger gates read from the database (the rest came from this process's cache)",
             registry=r,
         )
         self.trigger_batch_items = Histogram(

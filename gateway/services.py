@@ -41,6 +41,7 @@ from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.store import Store
 from gateway.store.connection import open_store
 from gateway.triggers.compiled import TriggerConfigs
+from gateway.triggers.gates import TriggerGates
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.pipeline import Pipeline
 from gateway.triggers.receiver import HookReceiver
@@ -66,6 +67,7 @@ class Services:
     mappings: MappingService
     admin_verifier: AdminTokenVerifier
     triggers: TriggerService
+    gates: TriggerGates
     hooks: HookReceiver
     rejected: RejectedPayloads
     actions: ActionService
@@ -95,8 +97,11 @@ async def open_services(
         Sender(policy) as sender,
     ):
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
-        async with _background(services):
-            yield services
+        try:
+            async with _background(services):
+                yield services
+        finally:
+            await services.gates.close()
 
 
 def _assemble(
@@ -122,6 +127,7 @@ def _assemble(
     )
     fanout = FanOut(store, catalog, metrics, on_created=worker.notify)
     configs = TriggerConfigs(store, box, fetch)
+    gates = TriggerGates(store, metrics, follow_changes=settings.change_streams)
     ingestor = Ingestor(
         Pipeline(entities, schemas, mappings), RejectedKeeper(store, metrics), metrics
     )
@@ -144,8 +150,10 @@ def _assemble(
             max_body_bytes=settings.max_body_bytes,
             max_batch_items=settings.max_batch_items,
             fetch=fetch,
+            on_change=gates.forget,
         ),
-        hooks=HookReceiver(store, configs, entities, ingestor, mappings, ring, metrics),
+        gates=gates,
+        hooks=HookReceiver(store, gates, configs, entities, ingestor, mappings, ring, metrics),
         rejected=RejectedPayloads(store, configs, ingestor),
         actions=ActionService(store, box, catalog, mappings),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
