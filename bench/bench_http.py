@@ -24,9 +24,10 @@ of the database process is read; CPU per request = its change / requests served.
 - gateway: `gateway serve` with a tenant, the position mapping (position_mapping.yaml) and a
   vehicle trigger with ../shared/bench/position_schema.json as input schema, POST
   /hooks/{id} with the trigger's token; workers (event relay) in the same process. A
-  subscription of a `deliver` action to `entity.updated` makes every request store one
-  delivery too; its partner is disabled, so deliveries are stored and not sent (sending is
-  bench_fanout.py's figure);
+  subscription of a `deliver` action to `vehicle.position` (the event every request emits;
+  the payload repeats, so a plate seen before has no changed field and no entity.updated)
+  makes every request store one delivery too; its partner is disabled, so deliveries are
+  stored and not sent (sending is bench_fanout.py's figure);
 - gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only).
 
 Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED included.
@@ -254,7 +255,7 @@ def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
 
 
 def store_deliveries(base: str, auth: dict[str, str]) -> None:
-    """A `deliver` action subscribed to entity.updated, its partner then disabled: every
+    """A `deliver` action subscribed to vehicle.position, its partner then disabled: every
     request stores one delivery, and none is sent during the measurement."""
 
     def post(path: str, spec: dict, method: str = "POST") -> dict:
@@ -273,7 +274,7 @@ def store_deliveries(base: str, auth: dict[str, str]) -> None:
         {"name": "bench erp update", "partner_id": partner["id"], "method": "POST",
          "path": "/vehicles", "mode": "deliver"},
     )  # fmt: skip
-    post("/api/v1/subscriptions", {"action_id": action["id"], "event_types": ["entity.updated"]})
+    post("/api/v1/subscriptions", {"action_id": action["id"], "event_types": ["vehicle.position"]})
     post(f"/api/v1/partners/{partner['id']}", {"status": "disabled"}, method="PATCH")
 
 
