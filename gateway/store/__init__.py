@@ -8,6 +8,7 @@ from gateway.store.client import Database, Doc, new_id, open_client, translate_e
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.group_commit import GroupCommit
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.kinds import KindStore
@@ -25,7 +26,9 @@ __all__ = ["Doc", "Store", "new_id", "open_client"]
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.entities = EntityStore(db["entities"])
+        # Concurrent requests' entity writes go to the database together (group_commit.py).
+        self.commits = GroupCommit(db.client)
+        self.entities = EntityStore(db["entities"], self.commits)
         self.events = EventStore(db["events"])
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)

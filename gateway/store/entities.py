@@ -5,6 +5,9 @@ A document is `{_id, tenant, type, nk, data, fk, rev, outbox, pending, created_a
 into `outbox` in the same single-document update as the write itself, so the write and its
 events are durable together on any MongoDB deployment without a transaction; the relay in
 `gateway/events.py` moves them to the `events` collection and fans them out.
+
+Writes go through the process's group commit (`group_commit.py`): concurrent requests'
+entity writes reach the database in one command.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateOne
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
 from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
+from gateway.store.group_commit import GroupCommit
 
 INDEXES = [
     IndexModel(
@@ -131,8 +135,9 @@ def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
 
 
 class EntityStore:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, commits: GroupCommit) -> None:
         self._c = collection
+        self._commits = commits
 
     async def get(
         self, tenant: str, etype: str, *, id: str | None = None, nk: str | None = None
@@ -181,8 +186,7 @@ class EntityStore:
         if events:
             doc.update(outbox=_stamped(events, 1), pending=True)
         try:
-            with translate_errors():
-                await self._c.insert_one(doc)
+            await self._commits.insert(self._c, doc)
         except Conflict:
             return None
         doc.pop("outbox", None)
@@ -205,17 +209,15 @@ class EntityStore:
             # Backpressure: while the relay is behind by this much for one entity, writes
             # that add events wait (503) rather than grow the document towards its limit.
             query[f"outbox.{MAX_OUTBOX - 1}"] = {"$exists": False}
-        with translate_errors():
-            result = await self._c.update_one(scoped(tenant, query), update)
-            if result.matched_count == 0 and events:
+        matched = await self._commits.update(self._c, scoped(tenant, query), update)
+        if matched == 0 and events:
+            with translate_errors():
                 full = await self._c.count_documents(
                     scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}), limit=1
                 )
-                if full:
-                    raise Unavailable(
-                        "events of this entity are waiting to be relayed; retry shortly"
-                    )
-        if result.matched_count == 0:
+            if full:
+                raise Unavailable("events of this entity are waiting to be relayed; retry shortly")
+        if matched == 0:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
 
@@ -224,22 +226,22 @@ class EntityStore:
         and its key is free); the relay removes the document once its outbox, which holds
         `entity.deleted`, has been drained."""
         now = datetime.now(UTC)
-        with translate_errors():
-            result = await self._c.update_one(
-                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
-                {
-                    "$set": {
-                        "deleted": True,
-                        "type": f"{current['type']}#deleted",
-                        "nk": f"{current['nk']}#deleted#{current['_id']}",
-                        "updated_at": now,
-                        "pending": True,
-                    },
-                    "$inc": {"rev": 1},
-                    "$push": {"outbox": _stamped([event], current["rev"] + 1)[0]},
+        matched = await self._commits.update(
+            self._c,
+            scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
+            {
+                "$set": {
+                    "deleted": True,
+                    "type": f"{current['type']}#deleted",
+                    "nk": f"{current['nk']}#deleted#{current['_id']}",
+                    "updated_at": now,
+                    "pending": True,
                 },
-            )
-        return result.matched_count == 1
+                "$inc": {"rev": 1},
+                "$push": {"outbox": _stamped([event], current["rev"] + 1)[0]},
+            },
+        )
+        return matched == 1
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
