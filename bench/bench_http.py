@@ -26,8 +26,8 @@ of the database process is read; CPU per request = its change / requests served.
   /hooks/{id} with the trigger's token; workers (event relay) in the same process. A
   subscription of a `deliver` action to `vehicle.position` (the event every request emits;
   the payload repeats, so a plate seen before has no changed field and no entity.updated)
-  makes every request store one delivery too; its partner is disabled, so deliveries are
-  stored and not sent (sending is bench_fanout.py's figure);
+  makes every request store one delivery too; its first attempt is a day away (the action's
+  retry_schedule), so deliveries are stored and not sent (sending is bench_fanout.py's);
 - gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only).
 
 Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED included.
@@ -255,14 +255,15 @@ def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
 
 
 def store_deliveries(base: str, auth: dict[str, str]) -> None:
-    """A `deliver` action subscribed to vehicle.position, its partner then disabled: every
-    request stores one delivery, and none is sent during the measurement."""
+    """A `deliver` action subscribed to vehicle.position whose first attempt is a day away:
+    every request stores one delivery, and none is due during the measurement. (A disabled
+    partner would do the same, but every claim then scans its backlog.)"""
 
-    def post(path: str, spec: dict, method: str = "POST") -> dict:
+    def post(path: str, spec: dict) -> dict:
         headers = {**auth, "Content-Type": "application/json"}
-        status, body = http(method, f"{base}{path}", json.dumps(spec).encode(), **headers)
-        if status not in (200, 201):
-            raise RuntimeError(f"{method} {path}: {status} {body[:500]!r}")
+        status, body = http("POST", f"{base}{path}", json.dumps(spec).encode(), **headers)
+        if status != 201:
+            raise RuntimeError(f"POST {path}: {status} {body[:500]!r}")
         return json.loads(body)
 
     partner = post(
@@ -272,10 +273,9 @@ def store_deliveries(base: str, auth: dict[str, str]) -> None:
     action = post(
         "/api/v1/actions",
         {"name": "bench erp update", "partner_id": partner["id"], "method": "POST",
-         "path": "/vehicles", "mode": "deliver"},
+         "path": "/vehicles", "mode": "deliver", "retry_schedule": [86400]},
     )  # fmt: skip
     post("/api/v1/subscriptions", {"action_id": action["id"], "event_types": ["vehicle.position"]})
-    post(f"/api/v1/partners/{partner['id']}", {"status": "disabled"}, method="PATCH")
 
 
 SERVERS = {
