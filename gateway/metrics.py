@@ -37,6 +37,22 @@ class Metrics:
             ["type_family"],
             registry=r,
         )
+        self.relay_lag = Histogram(
+            "gateway_event_relay_lag_seconds",
+            "From an event's write to its storage in the log (and its deliveries' creation)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.relay_oldest_waiting = Gauge(
+            "gateway_event_relay_oldest_waiting_seconds",
+            "How long the longest waiting outbox of this process's relay shards has waited",
+            registry=r,
+        )
+        self.relay_shards = Gauge(
+            "gateway_event_relay_shards",
+            "Relay shards this process holds (leases in MongoDB)",
+            registry=r,
+        )
         self.outboxes_parked = Counter(
             "gateway_outboxes_parked_total",
             "Entity outboxes the relay could not store and set aside (see relay_error)",

@@ -38,8 +38,10 @@ from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+from gateway.shares import Shares
 from gateway.store import Store
 from gateway.store.connection import open_store
+from gateway.store.entities import RELAY_SHARDS
 from gateway.triggers.compiled import TriggerConfigs
 from gateway.triggers.gates import TriggerGates
 from gateway.triggers.ingest import Ingestor
@@ -162,7 +164,13 @@ def _assemble(
         delivery_worker=worker,
         events=EventLog(store),
         # Built with its fan-out: no event is ever relayed without its deliveries.
-        relay=EventRelay(store, metrics, on_relayed=fanout, doorbell=relay_doorbell),
+        relay=EventRelay(
+            store,
+            metrics,
+            on_relayed=fanout,
+            doorbell=relay_doorbell,
+            shares=Shares(store, "event-relay", RELAY_SHARDS),
+        ),
         notify=assemble_notify(
             store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
         ),

@@ -107,7 +107,10 @@ class FanOut:
         created = await self._store.deliveries.insert_many(docs)
         if created:
             self._metrics.deliveries.labels("created").inc(created)
-            if self._on_created is not None:
+            # Wake the worker only for work it can do now: one whose first attempt waits
+            # (an action's retry_schedule) is found by the worker's own poll when due.
+            due = any(doc["next_attempt_at"] <= now for doc in docs)
+            if due and self._on_created is not None:
                 self._on_created()
         return created
 

@@ -12,6 +12,7 @@ from gateway.store.group_commit import GroupCommit
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.kinds import KindStore
+from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
 from gateway.store.notify import NotifyStores
 from gateway.store.partners import PartnerStore
@@ -40,11 +41,15 @@ class Store:
         self.subscriptions = SubscriptionStore(db["subscriptions"])
         self.deliveries = DeliveryStore(db["deliveries"])
         self.notify = NotifyStores(db)
+        self.leases = LeaseStore(db["leases"])
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
         with translate_errors():
             await self.db["entities"].create_indexes(entities.INDEXES)
+            existing = await (await self.db["entities"].list_indexes()).to_list(None)
+            for name in set(entities.RETIRED_INDEXES) & {i["name"] for i in existing}:
+                await self.db["entities"].drop_index(name)
             await self.db["events"].create_indexes(events.INDEXES)
             await self.db["kinds"].create_indexes(kinds.INDEXES)
             await self.db["triggers"].create_indexes(TRIGGER_INDEXES)

@@ -1,6 +1,7 @@
 """The `entities` collection: one document per entity, with its event outbox inside it.
 
-A document is `{_id, tenant, type, nk, data, fk, rev, outbox, pending, created_at, updated_at}`.
+A document is `{_id, tenant, type, nk, data, fk, rev, outbox, pending, pending_shard,
+created_at, updated_at}`.
 `nk` is the natural key (unique per tenant and type). Events caused by a write are pushed
 into `outbox` in the same single-document update as the write itself, so the write and its
 events are durable together on any MongoDB deployment without a transaction; the relay in
@@ -8,11 +9,17 @@ events are durable together on any MongoDB deployment without a transaction; the
 
 Writes go through the process's group commit (`group_commit.py`): concurrent requests'
 entity writes reach the database in one command.
+
+While its outbox holds events, a document has `pending` (when its oldest waiting event was
+written: the relay takes the oldest first) and `pending_shard` (which relay shard it belongs
+to, see `gateway/shares.py`); the relay removes both once it has moved the events.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
+from collections.abc import Collection as Collection_
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +38,12 @@ INDEXES = [
         name="natural_key",
     ),
     IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("_id", ASCENDING)], name="by_type"),
-    IndexModel([("pending", ASCENDING)], name="outbox_pending", sparse=True),
+    # Only documents with events waiting are in it (sparse): the relay's queue, by shard.
+    IndexModel(
+        [("pending_shard", ASCENDING), ("pending", ASCENDING)],
+        name="outbox_pending_by_shard",
+        sparse=True,
+    ),
 ]
 # Fields admins filter on, and fields mappings look entities up by when a payload carries no
 # natural key (a tracker id). They are indexed through one multikey index on `fk`, a list of
@@ -48,6 +60,21 @@ LOOKUP_FIELDS = ("attributes.tracker_id",)
 INDEXES.append(
     IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("fk", ASCENDING)], name="filters")
 )
+RETIRED_INDEXES = ["outbox_pending"]  # dropped at start: every index costs every write
+RELAY_SHARDS = 16
+
+
+def relay_shard(entity_id: Any) -> int:
+    return zlib.crc32(str(entity_id).encode()) % RELAY_SHARDS
+
+
+def _shards_query(shards: Collection_[int] | None) -> Doc:
+    """Documents of these shards (all when None); one marked pending by hand, without a
+    shard, belongs to shard 0."""
+    chosen: list[int | None] = list(range(RELAY_SHARDS) if shards is None else sorted(shards))
+    if 0 in chosen:
+        chosen.append(None)
+    return {"pending_shard": {"$in": chosen}, "pending": {"$exists": True}}
 
 
 def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
@@ -184,7 +211,9 @@ class EntityStore:
             },
         )
         if events:
-            doc.update(outbox=_stamped(events, 1), pending=True)
+            doc.update(
+                outbox=_stamped(events, 1), pending=now, pending_shard=relay_shard(doc["_id"])
+            )
         try:
             await self._commits.insert(self._c, doc)
         except Conflict:
@@ -203,7 +232,8 @@ class EntityStore:
         }
         if events:
             update["$push"] = {"outbox": {"$each": _stamped(events, current["rev"] + 1)}}
-            update["$set"]["pending"] = True
+            update["$set"]["pending_shard"] = relay_shard(current["_id"])
+            update["$min"] = {"pending": now}  # the oldest waiting event's time stays
         query = {"_id": current["_id"], "rev": current["rev"]}
         if events:
             # Backpressure: while the relay is behind by this much for one entity, writes
@@ -235,8 +265,9 @@ class EntityStore:
                     "type": f"{current['type']}#deleted",
                     "nk": f"{current['nk']}#deleted#{current['_id']}",
                     "updated_at": now,
-                    "pending": True,
+                    "pending_shard": relay_shard(current["_id"]),
                 },
+                "$min": {"pending": now},
                 "$inc": {"rev": 1},
                 "$push": {"outbox": _stamped([event], current["rev"] + 1)[0]},
             },
@@ -245,12 +276,14 @@ class EntityStore:
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
-    async def pending_outboxes(self, limit: int) -> list[Doc]:
+    async def pending_outboxes(
+        self, limit: int, shards: Collection_[int] | None = None
+    ) -> list[Doc]:
+        """Documents with events waiting, in these relay shards, the longest waiting first."""
+        projection = {"tenant": 1, "type": 1, "nk": 1, "rev": 1, "outbox": 1, "deleted": 1}
         with translate_errors():
-            cursor = self._c.find(
-                {"pending": True}, {"tenant": 1, "type": 1, "nk": 1, "outbox": 1, "deleted": 1}
-            )
-            return await cursor.limit(limit).to_list(limit)
+            cursor = self._c.find(_shards_query(shards), projection | {"pending": 1})
+            return await cursor.sort("pending", ASCENDING).limit(limit).to_list(limit)
 
     async def park_outbox(self, doc: Doc, reason: str) -> None:
         """Take an outbox the relay cannot store out of its way, keeping every entry in the
@@ -259,27 +292,33 @@ class EntityStore:
             await self._c.update_one(
                 {"_id": doc["_id"]},
                 {
-                    "$unset": {"pending": ""},
+                    "$unset": {"pending": "", "pending_shard": ""},
                     "$set": {"relay_error": {"at": datetime.now(UTC), "reason": reason[:500]}},
                 },
             )
 
     async def drain_outboxes(self, drained: Sequence[tuple[Doc, Sequence[Any]]]) -> None:
-        """Remove relayed entries from their outboxes, in one ordered bulk write: per entity,
-        pull the entries, then clear the flag only if no request pushed a new event since the
-        relay read the outbox, then remove a deleted entity whose outbox is empty."""
+        """Remove relayed entries from their outboxes, in one bulk write, one write per entity:
+        if no request wrote the entity since the relay read it (same `rev`), the outbox goes
+        (and a deleted entity with it); otherwise only the relayed entries are pulled and the
+        entity stays pending for the newer ones. The two conditions exclude each other."""
         ops: list[UpdateOne | DeleteOne] = []
         for doc, event_ids in drained:
+            unchanged = {"_id": doc["_id"], "rev": doc["rev"]}
+            if doc.get("deleted"):
+                ops.append(DeleteOne(unchanged))
+            else:
+                ops.append(
+                    UpdateOne(
+                        unchanged, {"$unset": {"outbox": "", "pending": "", "pending_shard": ""}}
+                    )
+                )
             ops.append(
                 UpdateOne(
-                    {"_id": doc["_id"]}, {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}}
+                    {"_id": doc["_id"], "rev": {"$ne": doc["rev"]}},
+                    {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}},
                 )
             )
-            ops.append(
-                UpdateOne({"_id": doc["_id"], "outbox": {"$size": 0}}, {"$unset": {"pending": ""}})
-            )
-            if doc.get("deleted"):
-                ops.append(DeleteOne({"_id": doc["_id"], "outbox": {"$size": 0}}))
         if ops:
             with translate_errors():
-                await self._c.bulk_write(ops, ordered=True)
+                await self._c.bulk_write(ops, ordered=False)
