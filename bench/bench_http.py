@@ -36,6 +36,7 @@ Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -68,6 +69,7 @@ SCHEMA = ROOT / "tests" / "data" / "position_schema.json"
 PYTHON = sys.executable
 GATEWAY = str(Path(PYTHON).with_name("gateway"))
 GATEWAY_ENV: dict[str, str] = {}  # --gateway-src sets PYTHONPATH here
+RUNS = itertools.count(1)  # a server named twice in --servers runs twice, on its own database
 PROCESSES = re.compile(r"-x(\d+)$")  # gateway-x2: `gateway serve --workers 2`
 
 
@@ -191,7 +193,7 @@ def gateway_server(workers: bool) -> Callable[[Server, Path, EmbeddedServer], No
         processes = int(match[1]) if match else 1
         name = ("gateway" if workers else "gateway-web") + (f"-x{processes}" if match else "")
         name += f"-{Path(src).name}" if src else ""
-        server.db_name = name.replace("-", "_").replace(".", "_")
+        server.db_name = name.replace("-", "_").replace(".", "_") + f"_{next(RUNS)}"
         source = {"PYTHONPATH": str(Path(src).resolve())} if src else GATEWAY_ENV
         env = {
             "MONGODB_URI": journaled(db),
@@ -508,7 +510,7 @@ def main() -> None:
             report(servers)
             print(f"\nstored: {stored_counts(db, servers)}")
             if args.json:
-                figures = {s.key: {"name": s.name, **s.results} for s in servers}
+                figures = [{"key": s.key, "name": s.name, **s.results} for s in servers]
                 args.json.write_text(json.dumps({"load": os.getloadavg(), "servers": figures}))
         finally:
             db.stop()

@@ -26,7 +26,13 @@ from gateway.services import load_secret_key, open_services
 T = TypeVar("T")
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, *, workers: int = 1, reuse_port: bool = False) -> int:
+    """One process, or with `workers` > 1 that many on one port (`prefork.py`). A child of
+    `--workers` is started with `reuse_port` and quietly (the parent says where it listens)."""
+    if workers > 1:
+        from gateway.prefork import serve_processes
+
+        return serve_processes(settings, workers)
     app = create_app(settings)
     # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish requests,
     # then run every cleanup context (workers stop claiming, the database closes).
@@ -34,8 +40,11 @@ def serve(settings: Settings) -> int:
         app,
         host=settings.host,
         port=settings.port,
+        reuse_port=reuse_port or None,
         access_log=None,
-        print=lambda msg: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
+        print=None
+        if reuse_port
+        else lambda msg: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
         shutdown_timeout=15,
         keepalive_timeout=75,
     )
@@ -109,7 +118,8 @@ def _env_name(name: str) -> str:
 
 
 def worker(settings: Settings) -> int:
-    """The background work (event relay, deliveries) without the HTTP server."""
+    """The background jobs (`settings.jobs`: event relay, deliveries) without the HTTP
+    server; several such processes share the work through leases in MongoDB."""
 
     async def run() -> None:
         # Signals first: a SIGTERM while the services open still shuts them down cleanly.
@@ -118,7 +128,7 @@ def worker(settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with open_services(settings, run_workers=True):
-            print("gateway worker running", file=sys.stderr)
+            print(f"gateway worker running: {', '.join(settings.jobs)}", file=sys.stderr)
             await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -21,6 +21,21 @@ def parse_flag(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+JOBS: tuple[str, ...] = ("relay", "delivery")
+"""The background jobs: the event relay (outboxes → events → deliveries) and the delivery
+worker. A process runs all of them unless told otherwise."""
+
+
+def parse_jobs(raw: str) -> tuple[str, ...]:
+    """`relay,delivery` → ("relay", "delivery"); `none` → (); unknown names are an error."""
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    if unknown := [n for n in names if n not in JOBS]:
+        raise ValueError(f"unknown job {', '.join(unknown)}; jobs: {', '.join(JOBS)} or none")
+    return names
+
+
 @dataclass(frozen=True, slots=True)
 class Secret:
     """A string that hides itself from repr/str so it never lands in a log line."""
@@ -48,6 +63,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
     run_workers: bool = True
+    # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
+    # giving a `gateway worker` process only it.
+    jobs: tuple[str, ...] = JOBS
     # Caches follow change streams where the deployment has them; false: re-read instead.
     change_streams: bool = True
     log_level: str = "INFO"
@@ -94,6 +112,7 @@ class Settings:
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
+            jobs=env.jobs("GATEWAY_WORKERS"),
             change_streams=env.flag("GATEWAY_CHANGE_STREAMS", True),
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
@@ -140,6 +159,15 @@ class _Env:
             return parse_flag(raw)
         except ValueError:
             raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}") from None
+
+    def jobs(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name)
+        if raw is None:
+            return JOBS
+        try:
+            return parse_jobs(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
 
     def url(self, name: str) -> str | None:
         raw = self.text(name)

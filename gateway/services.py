@@ -200,23 +200,36 @@ def _admin_verifier(settings: Settings, ring: KeyRing, fetch: Fetch) -> AdminTok
     return AdminTokenVerifier(ring, external)
 
 
+def running_jobs(settings: Settings) -> tuple[str, ...]:
+    """The background jobs this process runs: none without workers."""
+    return settings.jobs if settings.run_workers else ()
+
+
+def jobs_alive(services: Services) -> bool:
+    """Whether every background job this process should run is running."""
+    jobs = running_jobs(services.settings)
+    return ("relay" not in jobs or services.relay.running) and (
+        "delivery" not in jobs or services.delivery_worker.running
+    )
+
+
 @contextlib.asynccontextmanager
 async def _background(services: Services) -> AsyncIterator[None]:
-    """The relay, then the delivery worker; on the way out the worker stops claiming and
-    finishes its in-flight sends before the relay stops."""
-    if not services.settings.run_workers:
-        yield
-        return
-    relay = asyncio.create_task(services.relay.run())
-    worker = asyncio.create_task(services.delivery_worker.run())
+    """The relay and the delivery worker (those of `settings.jobs`); on the way out the worker
+    stops claiming and finishes its in-flight sends before the relay stops."""
+    jobs = running_jobs(services.settings)
+    relay = asyncio.create_task(services.relay.run()) if "relay" in jobs else None
+    worker = asyncio.create_task(services.delivery_worker.run()) if "delivery" in jobs else None
     try:
         yield
     finally:
-        await services.delivery_worker.stop()
-        await worker
-        relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay
+        if worker is not None:
+            await services.delivery_worker.stop()
+            await worker
+        if relay is not None:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
 
 
 def load_secret_key(settings: Settings) -> str:

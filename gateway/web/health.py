@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.auth.tokens import bearer_token
 from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
+from gateway.services import jobs_alive, running_jobs
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.state import services_of
@@ -29,9 +30,8 @@ async def readyz(request: web.Request) -> web.Response:
         raise
     metrics.database_up.set(1)
     workers = "disabled"
-    if services.settings.run_workers:
-        alive = services.relay.running and services.delivery_worker.running
-        workers = "running" if alive else "stopped"
+    if running_jobs(services.settings):
+        workers = "running" if jobs_alive(services) else "stopped"
         if workers == "stopped":
             raise Unavailable("the background workers are not running")
     return json_response({"status": "ready", "database": "ok", "workers": workers})
