@@ -28,7 +28,10 @@ of the database process is read; CPU per request = its change / requests served.
   the payload repeats, so a plate seen before has no changed field and no entity.updated)
   makes every request store one delivery too; its first attempt is a day away (the action's
   retry_schedule), so deliveries are stored and not sent (sending is bench_fanout.py's);
-- gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only).
+- gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only);
+- gateway-probe: the same as gateway, posting a partner's probe (probe_mapping.yaml,
+  probe_payload.json) that the mapping answers without a write: the request path without the
+  database, to show what one more process adds where the database is not the limit.
 
 Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED included.
 """
@@ -65,6 +68,7 @@ BENCH = ROOT / "bench"
 NODERED_DIR = BENCH / ".nodered"
 NODERED_PACKAGES = ["node-red@4", "node-red-contrib-mongodb4@3.4.0"]
 PAYLOAD = ROOT / "tests" / "data" / "position_payload.json"  # copies of ../shared/bench/
+PROBE_PAYLOAD = BENCH / "probe_payload.json"
 SCHEMA = ROOT / "tests" / "data" / "position_schema.json"
 PYTHON = sys.executable
 GATEWAY = str(Path(PYTHON).with_name("gateway"))
@@ -88,6 +92,7 @@ class Server:
     results: dict[str, float] = field(default_factory=dict)
     db_name: str | None = None  # the gateway's database
     outbox_db: str | None = None  # the same, when its event relay runs
+    payload: Path = PAYLOAD
 
     def __post_init__(self) -> None:
         self.name = self.name or self.key
@@ -125,7 +130,7 @@ def post_ok(server: Server) -> bool:
     status, _ = http(
         "POST",
         server.url,
-        PAYLOAD.read_bytes(),
+        server.payload.read_bytes(),
         **{"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
     )
     return 200 <= status < 300
@@ -184,14 +189,17 @@ def nodered(server: Server, tmp: Path, db: EmbeddedServer) -> None:
     wait_until(server, server.url)
 
 
-def gateway_server(workers: bool) -> Callable[[Server, Path, EmbeddedServer], None]:
+def gateway_server(
+    workers: bool, probe: bool = False
+) -> Callable[[Server, Path, EmbeddedServer], None]:
     def start(server: Server, tmp: Path, db: EmbeddedServer) -> None:
         """`gateway serve` from this checkout, or from the directory after "@" in the key."""
         port = free_port()
         base_key, _, src = server.key.partition("@")
         match = PROCESSES.search(base_key)
         processes = int(match[1]) if match else 1
-        name = ("gateway" if workers else "gateway-web") + (f"-x{processes}" if match else "")
+        kind = "gateway-probe" if probe else "gateway" if workers else "gateway-web"
+        name = kind + (f"-x{processes}" if match else "")
         name += f"-{Path(src).name}" if src else ""
         server.db_name = name.replace("-", "_").replace(".", "_") + f"_{next(RUNS)}"
         source = {"PYTHONPATH": str(Path(src).resolve())} if src else GATEWAY_ENV
@@ -208,19 +216,21 @@ def gateway_server(workers: bool) -> Callable[[Server, Path, EmbeddedServer], No
             **source,
         }
         base = f"http://127.0.0.1:{port}"
-        server.name = name + (" (+workers)" if workers else " (web only)")
-        server.outbox_db = server.db_name if workers else None
+        server.name = name + (" (probe)" if probe else " (+workers)" if workers else " (web only)")
+        server.outbox_db = server.db_name if workers and not probe else None
         serve = [GATEWAY, "serve"] + (["--workers", str(processes)] if processes > 1 else [])
         server.proc = spawn(serve, tmp / f"{name}.log", env)
         wait_until(server, f"{base}/healthz")
-        server.url, server.token = create_trigger(base, env)
+        mapping = "probe_mapping.yaml" if probe else "position_mapping.yaml"
+        server.url, server.token = create_trigger(base, env, mapping)
+        server.payload = PROBE_PAYLOAD if probe else PAYLOAD
         wait_until(server, server.url)
 
     return start
 
 
-def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
-    """Tenant `bench`: upload the position mapping, create a vehicle trigger; (url, token)."""
+def create_trigger(base: str, env: dict[str, str], mapping_file: str) -> tuple[str, str]:
+    """Tenant `bench`: upload the mapping, create a vehicle trigger with it; (url, token)."""
     admin = subprocess.run(
         [GATEWAY, "admin-token", "--tenant", "bench"],
         env={**os.environ, **env},
@@ -229,7 +239,7 @@ def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
         text=True,
     ).stdout.strip()
     auth = {"Authorization": f"Bearer {admin}"}
-    mapping = (BENCH / "position_mapping.yaml").read_bytes()
+    mapping = (BENCH / mapping_file).read_bytes()
     status, body = http(
         "POST", f"{base}/api/v1/mappings", mapping, **auth, **{"Content-Type": "application/yaml"}
     )
@@ -239,7 +249,7 @@ def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
         "name": "bench positions",
         "entity_type": "vehicle",
         "methods": ["POST"],
-        "mapping": "bench-position",
+        "mapping": "bench-probe" if "probe" in mapping_file else "bench-position",
         "input_schema": json.loads(SCHEMA.read_text()),
     }
     status, body = http(
@@ -285,6 +295,7 @@ SERVERS = {
     "nodered": nodered,
     "gateway": gateway_server(workers=True),
     "gateway-web": gateway_server(workers=False),
+    "gateway-probe": gateway_server(workers=True, probe=True),
 }
 
 
@@ -304,18 +315,20 @@ class CpuMeter:
     def __enter__(self) -> CpuMeter:
         self.ops0 = self._ops()
         self.server0, self.db0 = tree_cpu_seconds(self.pids), cpu_seconds(self.db_pid)
+        self.wall0 = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server = tree_cpu_seconds(self.pids) - self.server0
         self.db = cpu_seconds(self.db_pid) - self.db0
         self.ops = self._ops() - self.ops0
+        self.wall = time.monotonic() - self.wall0
 
 
 def wrk(server: Server, seconds: float, connections: int) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
     cmd += ["-s", str(BENCH / "post_position.lua"), server.url]
-    env = {**os.environ, "TOKEN": server.token, "PAYLOAD": str(PAYLOAD)}
+    env = {**os.environ, "TOKEN": server.token, "PAYLOAD": str(server.payload)}
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     requests, errors, duration, p50, p99, peak = (int(v) for v in line.split()[1:])
@@ -325,7 +338,7 @@ def wrk(server: Server, seconds: float, connections: int) -> dict[str, float]:
 
 def fixed_rate(server: Server, rate: float, seconds: float) -> dict[str, float]:
     cmd = [PYTHON, str(BENCH / "fixed_rate.py"), server.url, "--rate", f"{rate:.0f}"]
-    cmd += ["--duration", str(seconds), "--token", server.token, "--payload", str(PAYLOAD)]
+    cmd += ["--duration", str(seconds), "--token", server.token, "--payload", str(server.payload)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -382,6 +395,8 @@ def measure(server: Server, db: EmbeddedServer, args: argparse.Namespace) -> Non
     server.results.update(
         cpu_us=cpu.server / served * 1e6, db_us=cpu.db / served * 1e6, db_ops=cpu.ops / served
     )
+    # Cores busy during the peak (and its drain): where the limit is on this machine.
+    server.results.update(server_cores=cpu.server / cpu.wall, db_cores=cpu.db / cpu.wall)
     server.results.update({f"peak_{k}": v for k, v in relay_lag(server, db, began).items()})
     with CpuMeter(server, db) as cpu:
         began = datetime.now(UTC)
