@@ -104,7 +104,9 @@ class FanOut:
                         continue  # deleted since; the subscription goes with it
                     first = next_attempt_at(0, action.retry_schedule, now, rng=self._rng) or now
                     docs.append(delivery_document(event, sub, action, now, first))
-        created = await self._store.deliveries.insert_many(docs)
+        # Not journaled: the relay calls this before it drains the events' outboxes, which
+        # are (store/client.py `unjournaled`).
+        created = await self._store.deliveries.insert_many(docs, journaled=False)
         if created:
             self._metrics.deliveries.labels("created").inc(created)
             # Wake the worker only for work it can do now: one whose first attempt waits

@@ -29,7 +29,9 @@ class Store:
         self.db = db
         # Concurrent requests' entity writes go to the database together (group_commit.py).
         self.commits = GroupCommit(db.client)
-        self.entities = EntityStore(db["entities"], self.commits)
+        # The relay's drains back no answer: not journaled (store/client.py `unjournaled`).
+        self.relay_commits = GroupCommit(db.client, journaled=False)
+        self.entities = EntityStore(db["entities"], self.commits, self.relay_commits)
         self.events = EventStore(db["events"])
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)

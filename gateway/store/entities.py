@@ -17,6 +17,7 @@ to, see `gateway/shares.py`); the relay removes both once it has moved the event
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from collections.abc import Collection as Collection_
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
 from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
@@ -162,9 +163,12 @@ def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
 
 
 class EntityStore:
-    def __init__(self, collection: Collection, commits: GroupCommit) -> None:
+    def __init__(
+        self, collection: Collection, commits: GroupCommit, relay_commits: GroupCommit
+    ) -> None:
         self._c = collection
         self._commits = commits
+        self._relay_commits = relay_commits  # not journaled: see drain_outboxes
 
     async def get(
         self, tenant: str, etype: str, *, id: str | None = None, nk: str | None = None
@@ -298,27 +302,23 @@ class EntityStore:
             )
 
     async def drain_outboxes(self, drained: Sequence[tuple[Doc, Sequence[Any]]]) -> None:
-        """Remove relayed entries from their outboxes, in one bulk write, one write per entity:
-        if no request wrote the entity since the relay read it (same `rev`), the outbox goes
-        (and a deleted entity with it); otherwise only the relayed entries are pulled and the
-        entity stays pending for the newer ones. The two conditions exclude each other."""
-        ops: list[UpdateOne | DeleteOne] = []
-        for doc, event_ids in drained:
+        """Remove relayed entries from their outboxes, one write per entity, all in one round
+        trip (a group commit): if no request wrote the entity since the relay read it (same
+        `rev`), the outbox goes (and a deleted entity with it); otherwise, in a second round,
+        only the relayed entries are pulled and the entity stays pending for the newer ones.
+        Not journaled: the events and deliveries were written before, and the journal keeps
+        the order (`client.py` `unjournaled`), so a crash never keeps a drain without them."""
+        commits = self._relay_commits
+
+        async def drain(doc: Doc, event_ids: Sequence[Any]) -> None:
             unchanged = {"_id": doc["_id"], "rev": doc["rev"]}
             if doc.get("deleted"):
-                ops.append(DeleteOne(unchanged))
+                matched = await commits.delete(self._c, unchanged)
             else:
-                ops.append(
-                    UpdateOne(
-                        unchanged, {"$unset": {"outbox": "", "pending": "", "pending_shard": ""}}
-                    )
-                )
-            ops.append(
-                UpdateOne(
-                    {"_id": doc["_id"], "rev": {"$ne": doc["rev"]}},
-                    {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}},
-                )
-            )
-        if ops:
-            with translate_errors():
-                await self._c.bulk_write(ops, ordered=False)
+                done = {"$unset": {"outbox": "", "pending": "", "pending_shard": ""}}
+                matched = await commits.update(self._c, unchanged, done)
+            if not matched:
+                pull = {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}}
+                await commits.update(self._c, {"_id": doc["_id"]}, pull)
+
+        await asyncio.gather(*(drain(doc, ids) for doc, ids in drained))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, cast
 
 from pymongo import AsyncMongoClient, DeleteOne, InsertOne, UpdateOne
@@ -27,7 +27,13 @@ from pymongo.errors import ClientBulkWriteException, InvalidOperation
 from pymongo.results import ClientBulkWriteResult
 
 from gateway.errors import Conflict, StoreUnavailable
-from gateway.store.client import Collection, Doc, translate_errors
+from gateway.store.client import (
+    Collection,
+    Doc,
+    translate_errors,
+    unjournaled,
+    without_journal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +94,12 @@ class GroupCommit:
         max_writes: int = 500,
         max_in_flight: int = 2,
         client_bulk: bool = True,
+        journaled: bool = True,
     ) -> None:
-        """`client_bulk=False` sends every write alone (what a server before 8.0 gets)."""
+        """`client_bulk=False` sends every write alone (what a server before 8.0 gets);
+        `journaled=False` is for the event relay's writes (`client.py` `unjournaled`)."""
         self._client = client
+        self._concern = None if journaled else without_journal(client.write_concern)
         self._max = max_writes
         self._max_in_flight = max_in_flight
         self._queue: list[_Pending] = []
@@ -151,7 +160,9 @@ class GroupCommit:
         self.round_trips += 1
         try:
             with translate_errors():
-                result = await self._client.bulk_write(models, ordered=False, verbose_results=True)
+                result = await self._client.bulk_write(
+                    models, ordered=False, verbose_results=True, write_concern=self._concern
+                )
         except ClientBulkWriteException as exc:
             # Documents, whatever pymongo's annotation says.
             reported = cast(list[dict[str, Any]], exc.write_errors or [])
@@ -165,8 +176,11 @@ class GroupCommit:
 
     async def _alone(self, pending: _Pending) -> None:
         self.round_trips += 1
+        write = pending.write
+        if self._concern is not None:
+            write = replace(write, collection=unjournaled(write.collection))
         try:
-            pending.done.set_result(await pending.write.run_alone())
+            pending.done.set_result(await write.run_alone())
         except Exception as exc:
             pending.done.set_exception(exc)
 
