@@ -457,16 +457,33 @@ def report(servers: list[Server]) -> None:
         print(f"  Node-RED CPU/req ÷ bare   {red['cpu_us'] / bare_r['cpu_us']:5.2f}")
 
 
-def stored_counts(db: EmbeddedServer, servers: list[Server]) -> str:
+def store_and_drop(server: Server, db: EmbeddedServer) -> None:
+    """What the server stored (into its results), then its database goes: the next server of
+    the run starts on a database server that does not carry this one's data."""
     with MongoClient(db.uri) as client:
-        counts = {"nodered fleet.vehicles": client["fleet"]["vehicles"].count_documents({})}
-        for name in (s.db_name for s in servers if s.db_name):
-            counts[f"{name} vehicles"] = client[name]["entities"].count_documents(
-                {"type": "vehicle"}
-            )
-            counts[f"{name} events"] = client[name]["events"].count_documents({})
-            counts[f"{name} deliveries"] = client[name]["deliveries"].count_documents({})
-    return ", ".join(f"{k} {v}" for k, v in counts.items())
+        if server.key.startswith("nodered"):
+            stored = {"vehicles": client["fleet"]["vehicles"].count_documents({})}
+            client.drop_database("fleet")
+        elif server.db_name:
+            gateway = client[server.db_name]
+            stored = {
+                "vehicles": gateway["entities"].count_documents({"type": "vehicle"}),
+                "events": gateway["events"].count_documents({}),
+                "deliveries": gateway["deliveries"].count_documents({}),
+            }
+            client.drop_database(server.db_name)
+        else:
+            return
+    server.results.update({f"stored_{k}": v for k, v in stored.items()})
+
+
+def stored_counts(servers: list[Server]) -> str:
+    return "; ".join(
+        f"{s.name}: "
+        + ", ".join(f"{k[7:]} {v}" for k, v in s.results.items() if k[:7] == "stored_")
+        for s in servers
+        if any(k.startswith("stored_") for k in s.results)
+    )
 
 
 def source_version(src: str | None) -> str:
@@ -512,6 +529,7 @@ def main() -> None:
                         src = key.partition("@")[2] or args.gateway_src
                         print(f"  gateway/ from {src or ROOT} ({source_version(src)})")
                     measure(server, db, args)
+                    store_and_drop(server, db)
                 except Exception as exc:  # report the others even if one server fails
                     print(f"{key}: FAILED: {exc}", flush=True)
                     logs = sorted(tmp.glob(f"{key.split('-')[0]}*.log"))
@@ -523,7 +541,7 @@ def main() -> None:
                         server.proc.wait(15)
                 servers.append(server)
             report(servers)
-            print(f"\nstored: {stored_counts(db, servers)}")
+            print(f"\nstored: {stored_counts(servers)}")
             if args.json:
                 figures = [{"key": s.key, "name": s.name, **s.results} for s in servers]
                 args.json.write_text(json.dumps({"load": os.getloadavg(), "servers": figures}))
