@@ -5,7 +5,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test check lint typecheck pytest bench clean
+.PHONY: demo serve test check lint typecheck pytest browser bench clean
+CHROMIUM := /usr/bin/chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,7 @@ demo: $(STAMP)  ## set up, load the demo tenant and run the gateway on the embed
 serve: $(STAMP)
 	$(BIN)/gateway serve
 
-test: check pytest  ## set up, then lint, type-check and run the whole test suite
+test: check browser pytest  ## set up, then lint, type-check and run the whole test suite
 
 check: lint typecheck
 
@@ -29,6 +30,13 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The admin UI's browser tests drive Debian's Chromium; install it when missing (as root, as
+# CI runs). Without it the browser tests fail, they never skip.
+browser:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		{ echo "chromium is missing: run 'apt-get install chromium' as root" >&2; exit 1; }
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q

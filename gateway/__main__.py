@@ -1,5 +1,5 @@
 """The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
-validate/test | demo | trigger."""
+validate/test | demo | trigger create/list | ui-user create."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_jobs,
         metavar="JOBS",
-        help="comma-separated background jobs to run: relay, delivery "
+        help="comma-separated background jobs to run: relay, flows, delivery, schedules "
         "(default: GATEWAY_WORKERS, or all)",
     )
 
@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host")
     demo.add_argument("--port", type=int)
     demo.add_argument("--tenant", default="demo")
+
+    partners = commands.add_parser(
+        "demo-partners",
+        help="serve the demo's partners and an SMTP server that print what they get",
+    )
+    partners.add_argument("--host", default="127.0.0.1")
+    partners.add_argument("--port", type=int, default=8090)
+    partners.add_argument("--smtp-port", type=int, default=8025)
 
     token = commands.add_parser("admin-token", help="print an admin API token")
     token.add_argument("--tenant", required=True)
@@ -84,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--token-in-query", help="query parameter that may carry the token")
     listing = trigger_commands.add_parser("list", help="list a tenant's triggers")
     listing.add_argument("--tenant", required=True)
+
+    ui_user = commands.add_parser("ui-user", help="manage admin UI users")
+    ui_user_commands = ui_user.add_subparsers(dest="ui_user_command", required=True)
+    add_user = ui_user_commands.add_parser(
+        "create", help="create a user; the password is read from stdin (or asked for)"
+    )
+    add_user.add_argument("--tenant", required=True)
+    add_user.add_argument("--email", required=True)
+    add_user.add_argument("--role", choices=("admin", "viewer"), default="admin")
     return parser
 
 
@@ -123,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": lambda: cli.serve(settings, workers=args.workers, reuse_port=args.reuse_port),
         "demo": lambda: cli.demo(settings, args.tenant),
         "worker": lambda: cli.worker(settings),
+        "demo-partners": lambda: cli.demo_partners(args.host, args.port, args.smtp_port),
         "admin-token": lambda: cli.admin_token(
             settings, args.tenant, args.role, args.ttl, args.subject
         ),
@@ -135,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema_dir=settings.schema_dir,
         ),
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),
+        "ui-user": lambda: cli.ui_user(settings, args.tenant, args.email, args.role),
     }
     try:
         return handlers[args.command]()

@@ -10,6 +10,11 @@ from aiohttp import web
 
 from gateway.config import Settings
 from gateway.services import open_services
+from gateway.ui.i18n import Catalog
+from gateway.ui.middleware import ui_guard
+from gateway.ui.routes import add_ui_routes
+from gateway.ui.state import catalog_key, templates_key
+from gateway.ui.templating import FILTERS, OPTIONS
 from gateway.web.middlewares import edge
 from gateway.web.routes import add_routes
 from gateway.web.state import services_key
@@ -25,7 +30,19 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
         autoescape=jinja2.select_autoescape(default=True),
     )
     add_routes(app)
+    app.add_subapp("/admin", _admin_ui())
     return app
+
+
+def _admin_ui() -> web.Application:
+    """The admin UI (`gateway/ui/`) under /admin: the same services, pages instead of JSON."""
+    ui = web.Application(middlewares=[ui_guard])
+    aiohttp_jinja2.setup(
+        ui, app_key=templates_key, filters=FILTERS, default_helpers=False, **OPTIONS
+    )
+    ui[catalog_key] = Catalog.load()
+    add_ui_routes(ui)
+    return ui
 
 
 def _services(

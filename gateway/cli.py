@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,15 +20,23 @@ from gateway.app import create_app
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
-from gateway.demo import DemoTrigger, seed_entities, seed_mappings, seed_triggers
+from gateway.demo import DemoTrigger, seed_entities, seed_geotab, seed_mappings, seed_triggers
+from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import load_secret_key, open_services
+from gateway.web import demo_partner, server
 
 T = TypeVar("T")
 
 
-def serve(settings: Settings, *, workers: int = 1, reuse_port: bool = False) -> int:
+def serve(
+    settings: Settings,
+    extend: Callable[[web.Application], None] | None = None,
+    *,
+    workers: int = 1,
+    reuse_port: bool = False,
+) -> int:
     """One process, or with `workers` > 1 that many on one port (`prefork.py`). A child of
     `--workers` is started with `reuse_port` and quietly (the parent says where it listens)."""
     if workers > 1:
@@ -34,17 +44,19 @@ def serve(settings: Settings, *, workers: int = 1, reuse_port: bool = False) -> 
 
         return serve_processes(settings, workers)
     app = create_app(settings)
-    # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish requests,
-    # then run every cleanup context (workers stop claiming, the database closes).
-    web.run_app(
+    if extend is not None:
+        extend(app)
+    # SIGTERM/SIGINT shut down gracefully: stop accepting, finish requests, then run every
+    # cleanup context (workers stop claiming, the database closes).
+    server.run(
         app,
         host=settings.host,
         port=settings.port,
-        reuse_port=reuse_port or None,
-        access_log=None,
-        print=None
+        on_listening=(lambda: None)
         if reuse_port
-        else lambda msg: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
+        else lambda: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
+        reuse_port=reuse_port,
+        access_log=None,
         shutdown_timeout=15,
         keepalive_timeout=75,
     )
@@ -52,21 +64,54 @@ def serve(settings: Settings, *, workers: int = 1, reuse_port: bool = False) -> 
 
 
 def demo(settings: Settings, tenant: str) -> int:
-    """Load the demo tenant, print where to start, then serve."""
+    """Load the demo tenant, print where to start, then serve (with a stand-in Geotab server,
+    which the demo's schedule polls). Its other partners are local (`gateway demo-partners`),
+    so this process may call its own loopback address and 127.0.0.1."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    geotab_url = f"http://{host}:{settings.port}{demo_partner.PATH.removesuffix('/apiv1')}"
+    allow = {host, "127.0.0.1"} - set(settings.outbound_allow)
+    settings = replace(settings, outbound_allow=(*settings.outbound_allow, *sorted(allow)))
 
     async def seed() -> str:
         async with open_services(settings, run_workers=False) as services:
             created = await seed_entities(services.entities, tenant)
-            shipped = (settings.schema_dir or default_schema_dir()).parent / "mappings"
-            mappings = await seed_mappings(services.mappings, tenant, shipped)
+            root = (settings.schema_dir or default_schema_dir()).parent
+            mappings = await seed_mappings(services.mappings, tenant, root / "mappings")
+            flows = await seed_automations(
+                services.actions, services.notify, tenant, root / "flows"
+            )
             hooks = await seed_triggers(services.triggers, tenant)
+            schedule = await seed_geotab(
+                services.actions, services.schedules, tenant, geotab_url, _DEMO_GEOTAB
+            )
             token = issue_admin_token(
                 services.keyring, tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
             )
-        return _demo_summary(settings.base_url, tenant, created, mappings, hooks, token)
+        counts = f"{created} entities created, {mappings} mappings, {flows.flows} flows loaded"
+        summary = _demo_summary(settings.base_url, tenant, counts, hooks, token)
+        return summary + _schedule_summary(settings.base_url, schedule)
 
     print(_run(seed), flush=True)
-    return serve(settings)
+    return serve(settings, demo_partner.add_demo_partner)
+
+
+_DEMO_GEOTAB = {
+    "database": demo_partner.DATABASE,
+    "username": demo_partner.USER,
+    "password": demo_partner.PASSWORD,
+}
+
+
+def _schedule_summary(base: str, schedule: dict[str, object]) -> str:
+    runs = f"{base}/api/v1/schedules/{schedule['id']}/runs"
+    return "\n".join(
+        [
+            f"  Polling: schedule {schedule['name']!r} reads a Geotab feed (a stand-in MyGeotab",
+            f"  server at {base}{demo_partner.PATH}) every {schedule['every']}; its runs:",
+            f'  curl -s -H "Authorization: Bearer $ADMIN_TOKEN" {runs}',
+            "",
+        ]
+    )
 
 
 def _run(main: Callable[[], Awaitable[T]]) -> T:
@@ -89,12 +134,9 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         raise KeyboardInterrupt from None
 
 
-def _demo_summary(
-    base: str, tenant: str, created: int, mappings: int, hooks: list[DemoTrigger], token: str
-) -> str:
+def _demo_summary(base: str, tenant: str, counts: str, hooks: list[DemoTrigger], token: str) -> str:
     lines = [
-        f"\nRabbot gateway demo: tenant {tenant!r} ({created} entities created, "
-        f"{mappings} mappings loaded)",
+        f"\nRabbot gateway demo: tenant {tenant!r} ({counts})",
         f"  API reference   {base}/docs",
         f"  OpenAPI         {base}/openapi.json",
         f"  health/metrics  {base}/readyz  {base}/metrics",
@@ -107,7 +149,8 @@ def _demo_summary(
     ]
     lines += [
         "",
-        "  Try the curl examples in README.md (section 'Try it') with these variables.",
+        "  Try the curl examples in README.md (section 'Try it') with these variables;",
+        "  the flows' partners and an SMTP server: `gateway demo-partners` in another shell.",
         "",
     ]
     return "\n".join(lines)
@@ -115,6 +158,15 @@ def _demo_summary(
 
 def _env_name(name: str) -> str:
     return name.upper().replace("-", "_")
+
+
+def demo_partners(host: str, port: int, smtp_port: int) -> int:
+    """The demo's partners (HR, ERP, SMS, FCM) and an SMTP server, printing what they get."""
+    from gateway.web.demo_partners import serve_demo_partners
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(lambda: serve_demo_partners(host, port, smtp_port))
+    return 0
 
 
 def worker(settings: Settings) -> int:
@@ -255,3 +307,34 @@ def _trigger_spec(options: dict[str, object]) -> dict[str, object]:
     if options.get("token_in_query"):
         spec["auth"] = {"token_in_query": options["token_in_query"]}
     return spec
+
+
+def ui_user(settings: Settings, tenant: str, email: str, role: str) -> int:
+    """`gateway ui-user create`: an admin UI user. The password comes from stdin when it is
+    not a terminal (one line), else from a prompt asked twice; never from the command line,
+    where `ps` and shell history would keep it."""
+    password = _read_password()
+    if password is None:
+        print("error: the two passwords differ", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        async with open_services(settings, run_workers=False) as services:
+            await services.accounts.create_user(tenant, email, role, password)
+
+    try:
+        _run(run)
+    except GatewayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        for problem in getattr(exc, "problems", ()):
+            print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+        return 1
+    print(f"created {role} {email.strip().lower()} of tenant {tenant}", file=sys.stderr)
+    return 0
+
+
+def _read_password() -> str | None:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    return first if getpass.getpass("again: ") == first else None

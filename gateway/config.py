@@ -21,9 +21,10 @@ def parse_flag(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
-JOBS: tuple[str, ...] = ("relay", "delivery")
-"""The background jobs: the event relay (outboxes → events → deliveries) and the delivery
-worker. A process runs all of them unless told otherwise."""
+JOBS: tuple[str, ...] = ("relay", "flows", "delivery", "schedules")
+"""The background jobs: the event relay (outboxes → events → deliveries and flow runs), the
+flow runner, the delivery worker and the schedule runner. A process runs all of them unless
+told otherwise."""
 
 
 def parse_jobs(raw: str) -> tuple[str, ...]:
@@ -60,6 +61,9 @@ class Settings:
     outbound_allow: tuple[str, ...] = ()
     database: str = "gateway"
     db_timeout_ms: int = 5000
+    # The write concern's `w` (journaling is always on): "majority" on a replica set, or a
+    # number of members; None keeps the URI's (default 1).
+    db_write_concern: str | int | None = None
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
     run_workers: bool = True
@@ -84,6 +88,12 @@ class Settings:
     delivery_poll_seconds: int = 1
     delivery_shutdown_seconds: int = 10
     partner_probe_seconds: int = 300
+    # /readyz turns unready when the event relay or the delivery worker has failed for this
+    # long with work waiting.
+    stall_seconds: int = 60
+    # Schedule runners (issue 13): one run holds its schedule's lease, renewed while it runs.
+    schedule_lease_seconds: int = 60
+    schedule_concurrency: int = 4
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -109,6 +119,7 @@ class Settings:
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
             database=env.text("GATEWAY_DATABASE") or "gateway",
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
+            db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
@@ -127,6 +138,9 @@ class Settings:
             delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
             delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
             partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
+            stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1),
+            schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
+            schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
 
@@ -168,6 +182,14 @@ class _Env:
             return parse_jobs(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+
+    def write_concern(self, name: str) -> str | int | None:
+        raw = self.text(name)
+        if raw is None or raw == "majority":
+            return raw
+        if raw.isdecimal() and int(raw) >= 1:
+            return int(raw)
+        raise ConfigError(f"{name} must be majority or a number of members, got {raw!r}")
 
     def url(self, name: str) -> str | None:
         raw = self.text(name)

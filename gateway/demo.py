@@ -1,5 +1,8 @@
-"""The demo tenant: a small fleet, the shipped mappings, and triggers for a Traccar server,
-an OsmAnd phone app, an ERP (vehicles and drivers) and a fines provider.
+"""The demo tenant: a small fleet, the shipped mappings, triggers for a Traccar server, its
+event forward (geofences), an OsmAnd phone app, an ERP (vehicles and drivers), a fines provider
+(fines and their payments) and a checklist app, and a schedule that polls a Geotab feed (the
+stand-in server `web/demo_partner.py`, served by `gateway demo`). Its partners, channels and
+flows: `demo_integrations.py`.
 
 Seeding is idempotent: running `gateway demo` twice leaves one copy of everything; triggers
 that exist already get a fresh token (tokens are shown once, and the demo prints them).
@@ -12,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.actions.service import ActionService
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, InvalidPayload
 from gateway.mapping_files.service import MappingService
+from gateway.schedules.service import ScheduleService
 from gateway.triggers.service import TriggerService
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ VEHICLES: list[dict[str, Any]] = [
         "status": "active",
         "odometer_km": 152300.0,
         "group": "campinas",
+        "attributes": {"tracker_id": "b7"},  # its Geotab device
     },
     {
         "plate": "XYZ9876",
@@ -54,6 +60,7 @@ VEHICLES: list[dict[str, Any]] = [
         "status": "maintenance",
         "odometer_km": 40110.0,
         "group": "sao-paulo",
+        "attributes": {"tracker_id": "b3A"},  # its Geotab device
     },
 ]
 DRIVERS: list[dict[str, Any]] = [
@@ -62,6 +69,8 @@ DRIVERS: list[dict[str, Any]] = [
         "cpf": "529.982.247-25",
         "phone": "+5511999990000",
         "email": "maria.souza@example.com",
+        "push_tokens": ["demo-phone-of-maria"],
+        "language": "pt-BR",
         "status": "active",
         "cnh": {"number": "09770304734", "category": "B", "expires_on": "2030-01-31"},
     },
@@ -88,6 +97,12 @@ OPERATORS: list[dict[str, Any]] = [
         "email": "ana@example.com",
         "cpf": "111.444.777-35",
         "role": "dispatcher",
+    },
+    {
+        "name": "Carla Gestora",
+        "email": "carla.gestora@example.com",
+        "cpf": "861.204.735-80",
+        "role": "fleet_manager",
     },
 ]
 OTHERS: list[dict[str, Any]] = [
@@ -131,6 +146,12 @@ TRIGGERS: list[dict[str, Any]] = [
         "mapping": "traccar-position",
     },
     {
+        "name": "traccar-events",
+        "entity_type": "vehicle",
+        "methods": ["POST"],
+        "mapping": "traccar-event",
+    },
+    {
         "name": "osmand-phone",
         "entity_type": "vehicle",
         "methods": ["GET", "POST"],
@@ -146,6 +167,20 @@ TRIGGERS: list[dict[str, Any]] = [
         "kind": "fine",
         "methods": ["POST"],
         "mapping": "fine-feed",
+    },
+    {
+        "name": "fine-payments",
+        "entity_type": "other",
+        "kind": "fine",
+        "methods": ["POST"],
+        "mapping": "fine-payment",
+    },
+    {
+        "name": "checklists",
+        "entity_type": "other",
+        "kind": "checklist",
+        "methods": ["POST"],
+        "mapping": "checklist",
     },
 ]
 
@@ -179,3 +214,63 @@ async def seed_triggers(triggers: TriggerService, tenant: str) -> list[DemoTrigg
         assert result.token is not None
         issued.append(DemoTrigger(spec["name"], result.trigger["url"], result.token))
     return issued
+
+
+GEOTAB_SCHEDULE = "geotab-logrecords"
+
+
+async def seed_geotab(
+    actions: ActionService,
+    schedules: ScheduleService,
+    tenant: str,
+    base_url: str,
+    credentials: dict[str, str],
+) -> dict[str, Any]:
+    """A Geotab partner (session auth), its GetFeed action and a schedule reading LogRecords
+    every 30 s with the version cursor; `base_url` serves MyGeotab's /apiv1."""
+    partners = await actions.list_partners(tenant, after=None, limit=200)
+    partner = next((p for p in partners if p["name"] == "Geotab (demo)"), None)
+    if partner is None:
+        partner = await actions.create_partner(
+            tenant,
+            {
+                "name": "Geotab (demo)",
+                "base_url": base_url,
+                "auth": {"type": "geotab", "url": f"{base_url}/apiv1", **credentials},
+            },
+        )
+    listed = await actions.list_actions(tenant, {}, after=None, limit=200)
+    action = next((a for a in listed if a["name"] == "geotab-getfeed"), None)
+    if action is None:
+        action = await actions.create_action(
+            tenant,
+            {
+                "name": "geotab-getfeed",
+                "partner_id": str(partner["_id"]),
+                "method": "POST",
+                "path": "/apiv1",
+                "mode": "proxy",
+                "read_only": True,
+            },
+        )
+    existing = await schedules.list(tenant, after=None, limit=200)
+    found = next((s for s in existing if s["name"] == GEOTAB_SCHEDULE), None)
+    if found is not None:
+        return found
+    return await schedules.create(
+        tenant,
+        {
+            "name": GEOTAB_SCHEDULE,
+            "action_id": str(action["_id"]),
+            "every": "30s",
+            "request": {
+                "body": {
+                    "method": "GetFeed",
+                    "params": {"typeName": "LogRecord", "resultsLimit": 5},
+                }
+            },
+            "cursor": {"from": "result.toVersion", "param": "body.params.fromVersion"},
+            "error": "error",
+            "target": {"entity_type": "vehicle", "mapping": "geotab-logrecord"},
+        },
+    )

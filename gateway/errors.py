@@ -149,3 +149,11 @@ class Unavailable(GatewayError):
 
 class StoreUnavailable(Unavailable):
     title, slug = "Database unavailable", "store-unavailable"
+
+    def __init__(
+        self, detail: str = "", *, retry_after: int = 5, deadline: bool = False, **extra: Any
+    ) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        # True when an operation's deadline passed (a slow or frozen database), False when no
+        # server could be reached or the connection was lost.
+        self.deadline = deadline

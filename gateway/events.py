@@ -22,6 +22,7 @@ from typing import Any
 from gateway.doorbell import Doorbell
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.metrics import Metrics
+from gateway.progress import Progress
 from gateway.shares import Shares
 from gateway.store import Doc, Store
 
@@ -110,6 +111,8 @@ class EventRelay:
         # Rung by the entity service after every write that added events.
         self._doorbell = doorbell
         self.running = False
+        self.progress = Progress()
+        self._unparkable: list[Any] = []  # entities this process skips (see _park)
 
     async def relay_once(self, shards: Items[int] | None = None) -> int:
         """Relay one batch of outboxes (of these relay shards; all when None), the longest
@@ -119,7 +122,9 @@ class EventRelay:
         deliveries, and the drain of the outboxes. The fan-out runs even for events stored
         by an earlier relay that died before draining: deliveries have deterministic ids, so
         that re-creates nothing, and no event is left without its deliveries."""
-        entities = await self._store.entities.pending_outboxes(self._batch, shards)
+        entities = await self._store.entities.pending_outboxes(
+            self._batch, shards, self._unparkable
+        )
         self._measure_waiting(entities)
         if not entities:
             return 0
@@ -142,7 +147,15 @@ class EventRelay:
         reason = traceback.format_exc(limit=1).strip().splitlines()[-1]
         log.error("outbox of entity %s parked: %s", entity["_id"], reason)
         self._metrics.outboxes_parked.inc()
-        await self._store.entities.park_outbox(entity, reason)
+        try:
+            await self._store.entities.park_outbox(entity, reason)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # The database refuses even to update it (e.g. nested deeper than it can
+            # rewrite): this process leaves it aside from now on, the log says which.
+            log.error("outbox of entity %s cannot be parked either (%s)", entity["_id"], exc)
+            self._unparkable.append(entity["_id"])
 
     def _measure_waiting(self, entities: Sequence[Doc]) -> None:
         """How long the longest waiting outbox of this relay's shards has waited (the first:
@@ -198,8 +211,11 @@ class EventRelay:
                 shards = None if self._shares is None else self._shares.mine
                 if shards is None or shards:
                     await self.run_until_idle(shards)
+                self.progress.moved()
             except StoreUnavailable as exc:
+                self.progress.stuck(exc.detail)
                 log.warning("event relay paused: %s", exc.detail)
-            except Exception:
+            except Exception as exc:
+                self.progress.stuck(f"{type(exc).__name__}: {exc}")
                 log.exception("event relay failed; retrying")
             await self._doorbell.wait(self._poll)

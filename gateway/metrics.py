@@ -119,13 +119,50 @@ class Metrics:
         self._add_trigger_metrics(r)
 
         self._add_delivery_metrics(r)
+        self.flow_runs = Counter(
+            "gateway_flow_runs_total",
+            "Flow runs by what happened: started, succeeded, stopped, failed, waiting (a step "
+            "retries later), loop_guard (an event of a chain of flows too deep started none)",
+            ["outcome"],
+            registry=r,
+        )
+        self._add_schedule_metrics(r)
+
+    def _add_schedule_metrics(self, r: CollectorRegistry) -> None:
+        # `schedule` is our schedule id: bounded by the schedules admins create.
+        self.schedule_runs = Counter(
+            "gateway_schedule_runs_total",
+            "Schedule runs by outcome (ok, more, failed, lost_lease)",
+            ["schedule", "outcome"],
+            registry=r,
+        )
+        self.schedule_items = Counter(
+            "gateway_schedule_items_total",
+            "Items of polled pages: read, written, rejected, skipped (already seen)",
+            ["schedule", "result"],
+            registry=r,
+        )
+        self.schedule_errors = Counter(
+            "gateway_schedule_errors_total",
+            "Failed schedule runs by kind (timeout, http_status, rate_limited, not_json, "
+            "partner_error, bad_cursor, loop, mapping, ...)",
+            ["schedule", "kind"],
+            registry=r,
+        )
+        self.schedule_run_duration = Histogram(
+            "gateway_schedule_run_duration_seconds",
+            "Schedule run duration",
+            ["schedule"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def _add_delivery_metrics(self, r: CollectorRegistry) -> None:
         # `partner` is our partner id: bounded by the partners admins register.
         self.deliveries = Counter(
             "gateway_deliveries_total",
             "Delivery attempts by what they led to "
-            "(succeeded, retry, failed, dead, gone, deferred)",
+            "(succeeded, retry, failed, dead, gone, deferred, suppressed)",
             ["outcome"],
             registry=r,
         )

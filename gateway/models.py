@@ -15,7 +15,32 @@ class DeliveryStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # refused by the partner (4xx), or impossible to send
     DEAD = "dead"  # the retry schedule is exhausted
+    SUPPRESSED = "suppressed"  # a notification a cooldown or quiet hours dropped: not sent
 
     @property
     def final(self) -> bool:
         return self not in (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
+
+
+class DeliveryKind(enum.StrEnum):
+    """What a delivery carries, and so how the worker prepares and sends it. A stored
+    delivery without a `kind` is a webhook (deliveries before kinds existed)."""
+
+    WEBHOOK = "webhook"  # an event to a subscription's action, signed (Standard Webhooks)
+    FLOW_CALL = "flow_call"  # a flow's `call` step: an action on the run's context
+    NOTIFICATION = "notification"  # a rendered message to one recipient through a channel
+
+
+class RunStatus(enum.StrEnum):
+    """A flow run's persisted status: pending → running (claimed under a lease) → a final
+    status, or back to pending while a step waits for a retry."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # every step ran
+    STOPPED = "stopped"  # a `when` step was false
+    FAILED = "failed"  # a step failed; the run says which and why
+
+    @property
+    def final(self) -> bool:
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)

@@ -1,9 +1,9 @@
 """The composition root: every long-lived object of a gateway process, built in one place.
 
 `open_services(settings)` opens, in order, the store, the one outbound HTTP client, the use
-cases, the event relay and the delivery worker, and closes them in reverse. The web app
-(`create_app`), `gateway worker`, the CLI commands and the tests all start here; nothing
-else constructs a use case.
+cases, the event relay, the flow runner and the delivery worker, and closes them in reverse.
+The web app (`create_app`), `gateway worker`, the CLI commands and the tests all start here;
+nothing else constructs a use case.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 from gateway import __version__
+from gateway.accounts import AccountService
 from gateway.actions.catalog import Catalog, partner_guards
 from gateway.actions.proxy import Proxy
 from gateway.actions.service import ActionService
@@ -23,32 +24,41 @@ from gateway.auth.keyring import KeyRing, generate_secret_key
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
+from gateway.background import cancel_and_wait
 from gateway.config import Settings
+from gateway.dashboard import Dashboard
 from gateway.delivery.deliveries import DeliveryService
 from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
-from gateway.events import EventLog, EventRelay
+from gateway.events import EventLog, EventRelay, OnRelayed
+from gateway.flows.runner import FlowRunner
+from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
+from gateway.flows.starter import FlowStarter
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
-from gateway.notify.wiring import NotifyServices, assemble_notify
+from gateway.models import DeliveryKind
+from gateway.notify.wiring import NotifyServices, assemble_flow_runtime, assemble_notify
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
+from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
+from gateway.schedules.poll import PollContext
+from gateway.schedules.sinks import EntitySink, PageSink, compile_target
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 from gateway.shares import Shares
-from gateway.store import Store
+from gateway.store import Doc, Store
 from gateway.store.connection import open_store
 from gateway.store.entities import RELAY_SHARDS
-from gateway.triggers.compiled import TriggerConfigs
+from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.gates import TriggerGates
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.pipeline import Pipeline
 from gateway.triggers.receiver import HookReceiver
 from gateway.triggers.rejected import RejectedKeeper
-from gateway.triggers.replay import RejectedPayloads
+from gateway.triggers.replay import OtherTargets, RejectedPayloads
 from gateway.triggers.service import TriggerService
 
 log = logging.getLogger(__name__)
@@ -57,7 +67,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Services:
     """What a gateway process runs on, ready to use. `settings.run_workers` says whether this
-    process runs the relay and the delivery worker in the background."""
+    process runs the relay, the flow runner and the delivery worker in the background."""
 
     settings: Settings
     metrics: Metrics
@@ -80,6 +90,12 @@ class Services:
     events: EventLog
     relay: EventRelay
     notify: NotifyServices
+    schedules: ScheduleService
+    schedule_runner: ScheduleRunner
+    accounts: AccountService
+    dashboard: Dashboard
+    flow_starter: FlowStarter
+    flow_runner: FlowRunner
 
 
 @contextlib.asynccontextmanager
@@ -124,14 +140,55 @@ def _assemble(
     mappings = MappingService(store, schemas, entities, kinds)
     catalog = Catalog(store, box, metrics)
     guards = partner_guards(metrics)
+    notify = assemble_notify(
+        store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
+    )
     worker = DeliveryWorker(
-        store, catalog, sender, guards, mappings, metrics, settings=_worker_settings(settings)
+        store,
+        catalog,
+        sender,
+        guards,
+        mappings,
+        metrics,
+        settings=_worker_settings(settings),
+        senders={DeliveryKind.NOTIFICATION: notify.notification_sender},
     )
     fanout = FanOut(store, catalog, metrics, on_created=worker.notify)
+    flow_runtime = assemble_flow_runtime(
+        notify,
+        store,
+        catalog,
+        mappings,
+        sender,
+        guards,
+        entities,
+        metrics,
+        settings=_runner_settings(settings),
+        on_deliveries=worker.notify,
+    )
     configs = TriggerConfigs(store, box, fetch)
     gates = TriggerGates(store, metrics, follow_changes=settings.change_streams)
-    ingestor = Ingestor(
-        Pipeline(entities, schemas, mappings), RejectedKeeper(store, metrics), metrics
+    admin_verifier = _admin_verifier(settings, ring, fetch)
+    keeper = RejectedKeeper(store, metrics)
+    ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics)
+    # Where a schedule's pages land, by target type (the fleet lane adds "positions").
+    sinks: dict[str, PageSink] = {"entities": EntitySink(ingestor)}
+    runner = ScheduleRunner(
+        PollContext(
+            store,
+            catalog,
+            sender,
+            guards,
+            mappings,
+            sinks,
+            keeper,
+            metrics,
+            settings.max_body_bytes,
+        ),
+        settings=RunnerSettings(
+            lease_seconds=settings.schedule_lease_seconds,
+            concurrency=settings.schedule_concurrency,
+        ),
     )
     return Services(
         settings=settings,
@@ -142,7 +199,7 @@ def _assemble(
         kinds=kinds,
         entities=entities,
         mappings=mappings,
-        admin_verifier=_admin_verifier(settings, ring, fetch),
+        admin_verifier=admin_verifier,
         triggers=TriggerService(
             store,
             mappings,
@@ -156,25 +213,56 @@ def _assemble(
         ),
         gates=gates,
         hooks=HookReceiver(store, gates, configs, entities, ingestor, mappings, ring, metrics),
-        rejected=RejectedPayloads(store, configs, ingestor),
+        rejected=RejectedPayloads(
+            store, configs, ingestor, other_targets=_schedule_targets(store, settings)
+        ),
         actions=ActionService(store, box, catalog, mappings),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
         fanout=fanout,
         deliveries=DeliveryService(store, on_replay=worker.notify),
         delivery_worker=worker,
         events=EventLog(store),
-        # Built with its fan-out: no event is ever relayed without its deliveries.
+        # Built with its fan-out and the flow starter: no event is ever relayed without its
+        # deliveries and its flow runs (and the driver changes it reports).
         relay=EventRelay(
             store,
             metrics,
-            on_relayed=fanout,
+            on_relayed=each_of(fanout, flow_runtime.starter, notify.assignment_feed),
             doorbell=relay_doorbell,
             shares=Shares(store, "event-relay", RELAY_SHARDS),
         ),
-        notify=assemble_notify(
-            store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
-        ),
+        notify=notify,
+        flow_starter=flow_runtime.starter,
+        flow_runner=flow_runtime.runner,
+        schedules=ScheduleService(store, mappings, list(sinks), on_due=runner.notify),
+        schedule_runner=runner,
+        accounts=AccountService(store, admin_verifier),
+        dashboard=Dashboard(store, guards.states),
     )
+
+
+def _schedule_targets(store: Store, settings: Settings) -> OtherTargets:
+    """Rejected items of a schedule's pages are kept under its id: a replay finds the target
+    there (as it is now) when no trigger has that id."""
+
+    async def find(tenant: str, target_id: str) -> CompiledTrigger | None:
+        doc = await store.schedules.get(tenant, target_id)
+        return None if doc is None else compile_target(doc, max_body_bytes=settings.max_body_bytes)
+
+    return find
+
+
+def each_of(*hooks: OnRelayed) -> OnRelayed:
+    """One relay hook that calls `hooks` in turn with each batch (each is idempotent, so a
+    batch relayed again after a failure in a later hook repeats nothing)."""
+
+    async def relayed(events: Sequence[Doc]) -> int:
+        done = 0
+        for hook in hooks:
+            done += await hook(events)
+        return done
+
+    return relayed
 
 
 def _worker_settings(settings: Settings) -> WorkerSettings:
@@ -184,6 +272,14 @@ def _worker_settings(settings: Settings) -> WorkerSettings:
         poll_seconds=settings.delivery_poll_seconds,
         probe_seconds=settings.partner_probe_seconds,
         shutdown_seconds=settings.delivery_shutdown_seconds,
+    )
+
+
+def _runner_settings(settings: Settings) -> FlowRunnerSettings:
+    """Flow runs are leased, polled and stopped like deliveries."""
+    worker = _worker_settings(settings)
+    return FlowRunnerSettings(
+        worker.lease_seconds, worker.concurrency, worker.poll_seconds, worker.shutdown_seconds
     )
 
 
@@ -207,29 +303,43 @@ def running_jobs(settings: Settings) -> tuple[str, ...]:
 
 def jobs_alive(services: Services) -> bool:
     """Whether every background job this process should run is running."""
-    jobs = running_jobs(services.settings)
-    return ("relay" not in jobs or services.relay.running) and (
-        "delivery" not in jobs or services.delivery_worker.running
-    )
+    running = {
+        "relay": services.relay.running,
+        "flows": services.flow_runner.running,
+        "delivery": services.delivery_worker.running,
+        "schedules": services.schedule_runner.running,
+    }
+    return all(running[job] for job in running_jobs(services.settings))
 
 
 @contextlib.asynccontextmanager
 async def _background(services: Services) -> AsyncIterator[None]:
-    """The relay and the delivery worker (those of `settings.jobs`); on the way out the worker
-    stops claiming and finishes its in-flight sends before the relay stops."""
+    """The background jobs of `settings.jobs`: the relay, the flow runner, the delivery worker
+    and the schedule runner; on the way out the runners finish what they started (flow runs
+    may queue deliveries), the worker stops claiming and finishes its in-flight sends, then
+    the relay stops."""
     jobs = running_jobs(services.settings)
-    relay = asyncio.create_task(services.relay.run()) if "relay" in jobs else None
-    worker = asyncio.create_task(services.delivery_worker.run()) if "delivery" in jobs else None
+    runs = {
+        "relay": services.relay.run,
+        "flows": services.flow_runner.run,
+        "delivery": services.delivery_worker.run,
+        "schedules": services.schedule_runner.run,
+    }
+    tasks = {job: asyncio.create_task(run()) for job, run in runs.items() if job in jobs}
     try:
         yield
     finally:
-        if worker is not None:
-            await services.delivery_worker.stop()
-            await worker
-        if relay is not None:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+        stops = {
+            "schedules": services.schedule_runner.stop,
+            "flows": services.flow_runner.stop,
+            "delivery": services.delivery_worker.stop,
+        }
+        for job, stop in stops.items():
+            if job in tasks:
+                await stop()
+                await tasks[job]
+        if "relay" in tasks:
+            await cancel_and_wait(tasks["relay"])  # a single cancel can be lost on Python 3.11
 
 
 def load_secret_key(settings: Settings) -> str:

@@ -70,3 +70,30 @@ async def services(settings: Settings, mongodb_uri: str) -> AsyncIterator[Servic
     `client` fixture's app uses): for use cases driven directly."""
     async with open_services(settings, mongodb_uri=mongodb_uri) as opened:
         yield opened
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # tests run as root in CI
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """One headless Debian Chromium for the whole session (each test opens its own context).
+    A missing browser fails the run: `make test` installs it (`apt-get install chromium`)."""
+    from playwright.async_api import async_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` (apt-get install -y chromium)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()

@@ -4,12 +4,15 @@ templates that flows/*.yaml name, pointed at local doubles."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp.test_utils import TestClient
 
+from gateway.services import Services
+from tests.fcm_double import PROJECT, Fcm
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
 
@@ -98,6 +101,44 @@ async def email_channel(client: Client, port: int = 2525) -> dict[str, Any]:
     )
 
 
+async def push_channel(client: Client, fcm: Fcm) -> None:
+    """Channel `push`: FCM (the double) through a partner with its service account."""
+    fcm_partner = await create_partner(
+        client,
+        fcm.url,
+        name="FCM",
+        auth={"type": "google_service_account", "service_account": fcm.service_account()},
+    )
+    await post(
+        client,
+        "/api/v1/channels",
+        {"name": "push", "type": "push", "partner_id": fcm_partner["id"], "project_id": PROJECT},
+    )
+
+
+async def sms_channel(client: Client, provider_url: str, token: str = "z") -> None:
+    """Channel `sms`: a Zenvia-shaped provider at `provider_url`."""
+    await add_mapping(client, "sms-zenvia")
+    zenvia = await create_partner(
+        client,
+        provider_url,
+        name="Zenvia",
+        auth={"type": "header", "name": "X-API-TOKEN", "value": token},
+    )
+    action = await create_action(
+        client,
+        zenvia["id"],
+        name="sms",
+        path="/v2/channels/sms/messages",
+        request_mapping="sms-zenvia",
+    )
+    await post(
+        client,
+        "/api/v1/channels",
+        {"name": "sms", "type": "sms", "action_id": action["id"], "from": "RABBOT"},
+    )
+
+
 FINE_EVENT: dict[str, Any] = {
     "type": "fine.received",
     "occurred_at": "2026-11-19T09:00:00Z",
@@ -115,3 +156,45 @@ FINE_EVENT: dict[str, Any] = {
         "status": "open",
     },
 }
+
+
+async def drain(services: Services) -> Counter[str]:
+    """Relay events, run flows and send deliveries until none of them has anything left
+    (a condition, not a sleep); what the runner and the worker did, by result."""
+    done: Counter[str] = Counter()
+    for _ in range(20):
+        relayed = await services.relay.run_until_idle()
+        ran = await services.flow_runner.run_until_idle()
+        sent = await services.delivery_worker.run_until_idle()
+        done += ran + sent
+        if not relayed and not ran and not sent:
+            return done
+    raise AssertionError(f"still busy after 20 rounds: {done}")
+
+
+async def trigger_for(
+    client: Client, mapping: str, entity_type: str = "other", **spec: Any
+) -> dict[str, Any]:
+    """A POST trigger with a shipped inbound mapping; its answer carries the token."""
+    await add_mapping(client, mapping)
+    body = {"name": mapping, "entity_type": entity_type, "methods": ["POST"], "mapping": mapping}
+    return dict(await post(client, "/api/v1/triggers", {**body, **spec}))
+
+
+async def send_to(client: Client, trigger: dict[str, Any], payload: Any) -> Any:
+    """What a partner does: POST its own payload with the trigger's token."""
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json=payload,
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    body = await response.json()
+    assert response.status in (200, 201), body
+    return body
+
+
+async def get(client: Client, path: str, status: int = 200) -> Any:
+    response = await client.get(path, headers=auth())
+    body = await response.json()
+    assert response.status == status, body
+    return body

@@ -154,17 +154,26 @@ async def _drop_mid_answer(request: web.Request, answer: Answer) -> web.StreamRe
     return response
 
 
-@pytest.fixture
-async def partner() -> AsyncIterator[Partner]:
+@contextlib.asynccontextmanager
+async def running_partner() -> AsyncIterator[Partner]:
+    """A partner double on a local port (the `partner` fixture; a test may want two)."""
     double = Partner()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", double.handle)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     double.server = server
-    yield double
-    double.release.set()
-    await server.close()
+    try:
+        yield double
+    finally:
+        double.release.set()
+        await server.close()
+
+
+@pytest.fixture
+async def partner() -> AsyncIterator[Partner]:
+    async with running_partner() as double:
+        yield double
 
 
 class FakeClock:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
-ENTRY = ("gateway.web", "gateway.app", "gateway.cli", "gateway.__main__")
+ENTRY = ("gateway.web", "gateway.ui", "gateway.app", "gateway.cli", "gateway.__main__")
 # library → the modules (prefixes) allowed to import it
 HOMES = {
-    "aiohttp.web": ("gateway.web", "gateway.app", "gateway.cli"),
+    "aiohttp.web": ("gateway.web", "gateway.ui", "gateway.app", "gateway.cli"),
     "pymongo": ("gateway.store",),
     "bson": ("gateway.store",),
     "jsonschema_rs": ("gateway.schemas",),
@@ -75,7 +75,14 @@ USE_CASES = (
     "gateway.triggers",
     "gateway.actions",
     "gateway.delivery",
+    "gateway.schedules",
     "gateway.demo",
+    "gateway.accounts",
+    "gateway.dashboard",
+    "gateway.notify",
+    "gateway.flows",
+    "gateway.assignments",
+    "gateway.assignment_feed",
 )
 ADAPTERS = ("gateway.store", "gateway.metrics", "gateway.outbound")
 PURE = (
@@ -106,9 +113,15 @@ def test_pure_domain_reaches_no_adapter_or_use_case() -> None:
 # package → the packages it must not import (arrows point down: web → use cases → outbound).
 FORBIDDEN = {
     "gateway.outbound": (*USE_CASES, "gateway.store", "gateway.metrics"),
-    "gateway.actions": ("gateway.delivery", "gateway.triggers"),
-    "gateway.delivery": ("gateway.triggers",),
-    "gateway.triggers": ("gateway.actions", "gateway.delivery"),
+    "gateway.actions": ("gateway.delivery", "gateway.triggers", "gateway.schedules"),
+    # The worker sends notifications through the sender it is given (delivery/kinds.py).
+    "gateway.delivery": (
+        "gateway.triggers",
+        "gateway.schedules",
+        "gateway.notify",
+        "gateway.flows",
+    ),
+    "gateway.triggers": ("gateway.actions", "gateway.delivery", "gateway.schedules"),
     "gateway.store": (*USE_CASES, "gateway.outbound", "gateway.metrics"),
     "gateway.services": ENTRY,
 }

@@ -14,7 +14,7 @@ from gateway.web.state import services_key
 
 
 def test_the_jobs_come_from_gateway_workers() -> None:
-    assert Settings.from_env({}).jobs == ("relay", "delivery")
+    assert Settings.from_env({}).jobs == ("relay", "flows", "delivery", "schedules")
     assert Settings.from_env({"GATEWAY_WORKERS": "delivery"}).jobs == ("delivery",)
     assert Settings.from_env({"GATEWAY_WORKERS": " relay , relay "}).jobs == ("relay",)
     assert Settings.from_env({"GATEWAY_WORKERS": "none"}).jobs == ()
@@ -29,7 +29,9 @@ async def test_a_process_runs_only_its_jobs_and_is_ready_with_them(
     services = client.app[services_key]
     body = await (await client.get("/readyz")).json()
     assert body["workers"] == "running"
-    assert services.relay.running and not services.delivery_worker.running
+    assert services.relay.running
+    assert not (services.delivery_worker.running or services.flow_runner.running)
+    assert not services.schedule_runner.running
 
 
 def test_gateway_worker_refuses_an_unknown_job() -> None:

@@ -9,10 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from gateway.demo import seed_entities, seed_mappings, seed_triggers
+from gateway.demo import seed_entities, seed_geotab, seed_mappings, seed_triggers
+from gateway.demo_integrations import seed_automations
 from gateway.services import Services
+from gateway.web.demo_partner import DATABASE, PASSWORD, USER, add_demo_partner
+from gateway.web.demo_partners import DemoPartners, start_smtp
 from gateway.web.state import services_key
+from tests.flow_support import drain
 from tests.support import auth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +29,19 @@ def _path(hook: Any) -> str:
     return "/hooks/" + str(hook.url).rsplit("/hooks/", 1)[1]
 
 
-async def _seed(services: Services) -> dict[str, Any]:
+async def _seed(
+    services: Services, partners_url: str = "http://127.0.0.1:9", smtp_port: int = 9
+) -> dict[str, Any]:
     await seed_entities(services.entities, "demo")
     await seed_mappings(services.mappings, "demo", ROOT / "mappings")
+    await seed_automations(
+        services.actions,
+        services.notify,
+        "demo",
+        ROOT / "flows",
+        partners_url=partners_url,
+        smtp_port=smtp_port,
+    )
     return {t.name: t for t in await seed_triggers(services.triggers, "demo")}
 
 
@@ -39,7 +54,16 @@ async def test_demo_seeding_twice_keeps_one_copy_and_issues_fresh_tokens(
     assert (
         first.keys()
         == second.keys()
-        == {"traccar-positions", "osmand-phone", "erp-vehicles", "erp-drivers", "fines-provider"}
+        == {
+            "traccar-positions",
+            "traccar-events",
+            "osmand-phone",
+            "erp-vehicles",
+            "erp-drivers",
+            "fines-provider",
+            "fine-payments",
+            "checklists",
+        }
     )
     assert first["erp-vehicles"].url == second["erp-vehicles"].url
     stale = await client.get(
@@ -49,6 +73,17 @@ async def test_demo_seeding_twice_keeps_one_copy_and_issues_fresh_tokens(
     assert stale.status == 401
     vehicles = await (await client.get("/api/v1/entities/vehicle", headers=auth("demo"))).json()
     assert len(vehicles["items"]) == 3
+    for resource, count in (("partners", 4), ("actions", 4), ("channels", 3), ("templates", 5)):
+        listed = await (await client.get(f"/api/v1/{resource}", headers=auth("demo"))).json()
+        assert len(listed["items"]) == count, resource
+    flows = await (await client.get("/api/v1/flows", headers=auth("demo"))).json()
+    assert sorted((f["name"], f["active_version"]) for f in flows["items"]) == [
+        ("checklist-mileage-erp", 1),
+        ("fine-email-driver", 1),
+        ("fine-paid-erp", 1),
+        ("geofence-exit-push", 1),
+        ("maintenance-due-alert", 1),
+    ]
 
 
 async def test_demo_triggers_accept_the_partner_samples(
@@ -99,3 +134,93 @@ async def test_the_readme_driver_example_creates_a_new_driver(client: Any) -> No
     )
     assert response.status == 201, await response.text()
     assert (await response.json())["created"] is True
+
+
+async def test_the_demo_schedule_polls_the_stand_in_geotab_server(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app()
+    add_demo_partner(app)
+    client = await aiohttp_client(app)
+    services = client.app[services_key]
+    await _seed(services)
+    credentials = {"database": DATABASE, "username": USER, "password": PASSWORD}
+    geotab_url = str(client.make_url("/demo/geotab"))
+    schedule = await seed_geotab(
+        services.actions, services.schedules, "demo", geotab_url, credentials
+    )
+    again = await seed_geotab(services.actions, services.schedules, "demo", geotab_url, credentials)
+    assert again["id"] == schedule["id"]
+    assert await services.schedule_runner.run_until_idle() == {"ok": 1}
+    runs = await (
+        await client.get(f"/api/v1/schedules/{schedule['id']}/runs", headers=auth("demo"))
+    ).json()
+    (run,) = runs["items"]
+    assert (run["pages"], run["items_read"], run["written"]) == (4, 12, 12)  # 5 + 5 + 2, then none
+    truck = await (
+        await client.get("/api/v1/entities/vehicle/BRA2E19", headers=auth("demo"))
+    ).json()
+    assert truck["last_position"]["fix_time"] and truck["attributes"]["geotab_log_id"] == "bB"
+
+
+async def test_the_readme_seed_scenarios_reach_the_demo_partners(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """README's "The seed scenarios": the same payloads to the same demo triggers, with
+    `gateway demo-partners` standing by; each partner gets what the README says."""
+    partners = DemoPartners(out=lambda line: None)
+    server = TestServer(partners.app(), host="127.0.0.1")
+    await server.start_server()
+    smtp = await start_smtp(partners, "127.0.0.1", 0)
+    assert smtp is not None
+    try:
+        client = await aiohttp_client(make_app())
+        services = client.app[services_key]
+        port = smtp.sockets[0].getsockname()[1]
+        hooks = await _seed(services, str(server.make_url("")).rstrip("/"), port)
+        readme = README.read_text()
+        sent = re.findall(r'\$(\w+)_TOKEN" \\\n.*--data @\$P/(\w+\.json) "\$(\w+)_URL"', readme)
+        assert [(file, name) for _, file, name in sent] == [
+            ("traccar_position_forward.json", "TRACCAR_POSITIONS"),
+            ("fine_feed.json", "FINES_PROVIDER"),
+            ("fine_payment.json", "FINE_PAYMENTS"),
+            ("checklist_completed.json", "CHECKLISTS"),
+            ("traccar_event_forward_geofence_exit.json", "TRACCAR_EVENTS"),
+        ]
+        for _, file, name in sent:
+            trigger = hooks[name.lower().replace("_", "-")]
+            response = await client.post(
+                _path(trigger),
+                data=(SAMPLES / file).read_bytes(),
+                headers={
+                    "Authorization": f"Bearer {trigger.token}",
+                    "Content-Type": "application/json",
+                },
+            )
+            assert response.status in (200, 201), await response.text()
+            await drain(services)  # each call in its turn, as a person pasting them
+    finally:
+        smtp.close()
+        await server.close()
+
+    got = {
+        (r["partner"], r["method"], r["path"].split("?")[0]): r["body"] for r in partners.received
+    }
+    mail = got[("smtp", "DATA", "")]
+    assert mail["to"] == ["maria.souza@example.com"]
+    assert mail["subject"] == "Multa A123456789 - ABC1D23"
+    assert mail["text"].startswith("Olá Maria Souza,")
+    assert ("hr", "GET", "/hr/veiculos/ABC1D23/condutor-atual") in got
+    assert got[("erp", "PUT", "/multas/A123456789/pagamento")] == json.loads(
+        (SAMPLES / "erp_fine_paid.json").read_text()
+    )
+    assert got[("erp", "POST", "/veiculos/quilometragem")] == json.loads(
+        (SAMPLES / "erp_mileage_update.json").read_text()
+    )
+    push = got[("fcm", "POST", "/fcm/v1/projects/rabbot-demo/messages:send")]
+    assert push["token"] == "demo-phone-of-maria"
+    assert push["notification"]["body"] == "ABC1D23 saiu de Garagem SP às 10:45"
+    runs_path = re.search(r"http://127.0.0.1:8080(/api/v1/flows/fine-email-driver/runs)", readme)
+    assert runs_path is not None
+    runs = await (await client.get(runs_path.group(1), headers=auth("demo"))).json()
+    assert [r["status"] for r in runs["items"]] == ["succeeded"]

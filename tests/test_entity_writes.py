@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from gateway.background import cancel_and_wait
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService, Origin
 from gateway.events import EventRelay
@@ -155,6 +155,4 @@ async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Service
                 ):
                     await asyncio.sleep(0.01)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

@@ -10,15 +10,16 @@ from aiohttp.test_utils import TestClient
 from tests.fcm_double import PROJECT, Fcm, fcm
 from tests.flow_support import (
     FINE_EVENT,
-    add_mapping,
     add_template,
     email_channel,
     erp_actions,
     hr_lookup,
+    push_channel,
     sample,
+    sms_channel,
     upload_flow,
 )
-from tests.partner_double import Partner, create_action, create_partner, partner, post
+from tests.partner_double import Partner, partner, post
 from tests.support import auth
 
 __all__ = ["fcm", "partner"]  # the fixtures
@@ -51,8 +52,17 @@ async def test_scenario_3_renders_the_hr_request_and_the_drivers_email(
         },
     )
     assert result["starts"] is True and result["unresolved"] == []
-    hr, gate, email = result["steps"]
+    hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "answered"
+    assert hr["assign"] == {
+        "vehicle": "ABC1D23",
+        "driver": "52998224725",
+        "start": "2026-11-01T08:00:00-03:00",
+    }
+    assert driver["outcome"] == "rendered" and driver["changes"] == [
+        {"field": "driver_cpf", "old": None, "new": "52998224725"}
+    ]
+    assert "not stored" in driver["note"]
     assert hr["request"]["method"] == "GET"
     assert hr["request"]["url"] == (
         f"{partner.url}/veiculos/ABC1D23/condutor-atual?em=2026-11-18T16%3A45%3A00Z"
@@ -81,8 +91,9 @@ async def test_a_fetch_without_a_sample_is_unresolved_and_the_run_says_so(
 ) -> None:
     await _scenario3(client, partner)
     result = await _test(client, {"flow": "fine-email-driver", "event": FINE_EVENT})
-    hr, gate, email = result["steps"]
+    hr, driver, gate, email = result["steps"]
     assert hr["outcome"] == "unresolved" and result["unresolved"] == ["hr"]
+    assert driver["outcome"] == "skipped" and "unresolved" in driver["note"]
     assert gate["outcome"] == "stopped" and "unresolved" in gate["note"]
     assert email["outcome"] == "not reached"
     assert partner.requests == []
@@ -148,24 +159,10 @@ async def test_scenario_4_renders_the_erp_requests_without_writing(
     assert partner.requests == []
 
 
-async def _push_channel(client: Client, fcm: Fcm) -> None:
-    fcm_partner = await create_partner(
-        client,
-        fcm.url,
-        name="FCM",
-        auth={"type": "google_service_account", "service_account": fcm.service_account()},
-    )
-    await post(
-        client,
-        "/api/v1/channels",
-        {"name": "push", "type": "push", "partner_id": fcm_partner["id"], "project_id": PROJECT},
-    )
-
-
 async def test_scenario_1_pushes_to_the_current_driver_of_the_vehicle(
     client: Client, fcm: Fcm
 ) -> None:
-    await _push_channel(client, fcm)
+    await push_channel(client, fcm)
     await add_template(client, "geofence-exit")
     await upload_flow(client, "geofence-exit-push")
     vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
@@ -194,27 +191,9 @@ async def test_scenario_1_pushes_to_the_current_driver_of_the_vehicle(
 async def test_scenario_2_reaches_driver_and_managers_and_lists_who_it_cannot(
     client: Client, partner: Partner, fcm: Fcm
 ) -> None:
-    await _push_channel(client, fcm)
+    await push_channel(client, fcm)
     await email_channel(client)
-    await add_mapping(client, "sms-zenvia")
-    zenvia = await create_partner(
-        client,
-        partner.url,
-        name="Zenvia",
-        auth={"type": "header", "name": "X-API-TOKEN", "value": "z"},
-    )
-    action = await create_action(
-        client,
-        zenvia["id"],
-        name="sms",
-        path="/v2/channels/sms/messages",
-        request_mapping="sms-zenvia",
-    )
-    await post(
-        client,
-        "/api/v1/channels",
-        {"name": "sms", "type": "sms", "action_id": action["id"], "from": "RABBOT"},
-    )
+    await sms_channel(client, partner.url)
     for name in ("maintenance-due-push", "maintenance-due-email", "maintenance-due-sms"):
         await add_template(client, name)
     await upload_flow(client, "maintenance-due-alert")

@@ -102,9 +102,9 @@ async def test_an_upload_names_only_what_the_tenant_has(client: Client) -> None:
     body = await response.json()
     assert response.status == 422
     assert [(e["pointer"], e["line"]) for e in body["errors"]] == [
-        ("/steps/0/fetch", 10),
-        ("/steps/2/notify/channel", 15),
-        ("/steps/2/notify/template", 16),
+        ("/steps/0/fetch", 11),
+        ("/steps/3/notify/channel", 23),
+        ("/steps/3/notify/template", 24),
     ]
 
 
@@ -120,7 +120,7 @@ async def test_fetch_needs_a_get_and_templates_match_their_channel(
         "/api/v1/flows", data=text.encode(), headers={**auth(), "Content-Type": "application/yaml"}
     )
     errors = (await response.json())["errors"]
-    assert [e["pointer"] for e in errors] == ["/steps/0/fetch", "/steps/2/notify/template"]
+    assert [e["pointer"] for e in errors] == ["/steps/0/fetch", "/steps/3/notify/template"]
     assert "GET" in errors[0]["message"] and "push" in errors[1]["message"]
 
 
@@ -146,7 +146,7 @@ async def test_versions_activate_roll_back_and_diff(client: Client, partner: Par
     diff = await (
         await client.get("/api/v1/flows/fine-email-driver/diff?from=1&to=2", headers=auth())
     ).json()
-    assert diff["changed"] == [{"path": "/steps/1/id", "old": "has_email", "new": "reachable"}]
+    assert diff["changed"] == [{"path": "/steps/2/id", "old": "has_email", "new": "reachable"}]
     rolled = await post(client, "/api/v1/flows/fine-email-driver/rollback", {}, status=200)
     assert rolled["version"] == 1
     versions = await (

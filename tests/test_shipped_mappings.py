@@ -24,6 +24,7 @@ INBOUND = {
     "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
     "flespi.yaml": "flespi_stream.json",
     "fine-feed.yaml": "fine_feed.json",
+    "fine-payment.yaml": "fine_payment.json",
     "checklist.yaml": "checklist_completed.json",
     "motive-vehicle-location.yaml": "motive_vehicle_location_updated.json",
     "geotab-logrecord.yaml": "geotab_getfeed_logrecord.json",
@@ -315,6 +316,19 @@ def test_fine_feed() -> None:
     assert result["events"] == ("fine.received",)
 
 
+def test_fine_payment_marks_the_fine_paid_and_says_what_was_paid() -> None:
+    (result,) = mapped("fine-payment.yaml")
+    assert result["document"] == {"kind": "fine", "key": "A123456789", "status": "paid"}
+    assert result["key"] == {"key": "A123456789"}
+    assert result["events"] == ("fine.paid",)
+    assert result["event_data"] == {
+        "amount_paid_brl": 104.13,  # 20% off for paying through the SNE
+        "paid_on": "2026-11-25",
+        "discount_brl": 26.03,
+        "method": "boleto",
+    }
+
+
 def test_checklist() -> None:
     (result,) = mapped("checklist.yaml")
     assert result["document"] == {
@@ -412,6 +426,10 @@ def test_shipped_mapping_targets_are_entity_fields(name: str) -> None:
     load_mapping((MAPPINGS / name).read_bytes(), catalog=registry())
 
 
+# mappings that only change an entity another mapping brought (a payment: the fine)
+UPDATES = {"fine-payment.yaml": "fine-feed.yaml"}
+
+
 @pytest.mark.parametrize("name", sorted(INBOUND))
 def test_mapped_documents_are_valid_entities(name: str) -> None:
     schemas = registry()
@@ -421,6 +439,8 @@ def test_mapped_documents_are_valid_entities(name: str) -> None:
         document = {"plate": "ABC1D23", **result["document"]}
         if mapping.entity_type != "vehicle":
             document = result["document"]
+        if name in UPDATES:
+            document = {**mapped(UPDATES[name])[0]["document"], **document}
         assert schemas.validate(mapping.entity_type, document) == []
 
 

@@ -52,6 +52,10 @@ class FakeDNS(AbstractResolver):
         ("192.0.2.10", "reserved"),  # documentation range: not globally routable
         ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped
         ("64:ff9b::a00:1", "private"),  # NAT64 of 10.0.0.1
+        ("64:ff9b:1::7f00:1", "loopback"),  # local-use NAT64 of 127.0.0.1
+        ("::127.0.0.1", "loopback"),  # IPv4-compatible
+        ("::10.0.0.1", "private"),
+        ("::169.254.169.254", "cloud metadata"),
         ("2002:a9fe:a9fe::", "cloud metadata"),  # 6to4 of 169.254.169.254
         ("8.8.8.8", None),
         ("2606:4700:4700::1111", None),
@@ -68,6 +72,8 @@ def test_blocked_reason(address: str, reason: str | None) -> None:
         "http://10.0.0.7:8080/x",
         "http://169.254.169.254/latest/meta-data/",
         "http://[::1]:9000/",
+        "http://[::127.0.0.1]/",
+        "http://[::ffff:7f00:1]/",
         "http://[fd00:ec2::254]/",
         "ftp://partner.example.com/",
         "file:///etc/passwd",

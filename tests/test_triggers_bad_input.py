@@ -248,3 +248,34 @@ async def test_bad_check_digit_names_the_field_and_why(client: Client) -> None:
     response = await _bad_check_digit(client, {})
     [error] = (await response.json())["errors"]
     assert error["pointer"] == "/cpf" and "check digit" in error["message"]
+
+
+class _CountingVerifier:
+    """The receiver's token verifier, counting signature checks."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, 0
+
+    def verify(self, token: str, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.inner.verify(token, **kwargs)
+
+
+async def test_unknown_trigger_costs_the_same_checks_as_a_known_one_with_a_bad_token(
+    client: Client,
+) -> None:
+
+    trigger = await create_trigger(client)
+    receiver = client.app[services_key].hooks
+    counting = receiver._verifier = _CountingVerifier(receiver._verifier)
+    checks = {}
+    for trigger_id in (trigger["id"], "trg_doesnotexist0000000"):
+        # Signed with another key, naming the trigger of the URL: the forger's best guess.
+        forged = jwt.encode({"sub": trigger_id, "tid": "x"}, "another-key-0123456789abcdef0123")
+        counting.calls = 0
+        response = await client.post(
+            f"/hooks/{trigger_id}", json=VEHICLE, headers={"Authorization": f"Bearer {forged}"}
+        )
+        assert response.status == 401
+        checks[trigger_id] = counting.calls
+    assert checks[trigger["id"]] == checks["trg_doesnotexist0000000"] == 1

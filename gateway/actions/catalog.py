@@ -23,6 +23,7 @@ from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -66,6 +67,11 @@ class Partner:
     def disabled(self) -> bool:
         return self.status == "disabled"
 
+    def redactor(self) -> Redactor:
+        """Removes this partner's credentials from what it sends back (built per answer: an
+        OAuth2 access token changes)."""
+        return Redactor((*self.auth.credential_values(), *self.secrets.values()))
+
 
 @dataclass(frozen=True, slots=True)
 class Action:
@@ -82,6 +88,12 @@ class Action:
     retry_schedule: tuple[float, ...]
     ordered: bool
     write_back: bool
+    read_only: bool = False  # a POST that only reads (JSON-RPC): schedules may run it
+
+    @property
+    def reads(self) -> bool:
+        """Whether a schedule may run it: a GET, or an action marked read-only."""
+        return self.method == "GET" or self.read_only
 
     def verdict(self, outcome: Outcome) -> Verdict:
         """The sender's verdict, with the action's own idea of success (e.g. [201], or 404
@@ -222,6 +234,7 @@ class Catalog:
             retry_schedule=tuple(doc.get("retry_schedule") or DEFAULT_SCHEDULE),
             ordered=bool(doc.get("ordered")),
             write_back=bool(doc.get("write_back")),
+            read_only=bool(doc.get("read_only")),
         )
 
     async def _load_subscription(self, tenant: str, subscription_id: str) -> Subscription:

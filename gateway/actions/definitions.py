@@ -31,6 +31,7 @@ _ACTION_FIELDS = (
     "retry_schedule",
     "ordered",
     "write_back",
+    "read_only",
 )
 
 
@@ -109,6 +110,9 @@ class ActionUseCases:
             "retry_schedule": _schedule(check),
             "ordered": check.flag("ordered"),
             "write_back": check.flag("write_back"),
+            # A POST that only reads (a JSON-RPC read such as Geotab's GetFeed): schedules
+            # may run it; they run GET actions and read-only ones, nothing that writes.
+            "read_only": check.flag("read_only"),
         }
         if fields["write_back"] and not fields["response_mapping"]:
             check.add(

@@ -147,7 +147,7 @@ def _raise_for(partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
             f"partner {name} answered {outcome.status}",
             partner_id=partner.id,
             partner_status=outcome.status,
-            partner_body=outcome.body_excerpt[:_EXCERPT],
+            partner_body=partner.redactor().redact(outcome.body_excerpt)[:_EXCERPT],
         )
     if outcome.error is not None:  # a 2xx whose body is too large or not the JSON it claims
         raise PartnerError(

@@ -159,7 +159,7 @@ def _event_types(check: BodyCheck) -> list[str] | None:
     if not isinstance(types, list) or not types or len(types) > 50:
         check.add("/event_types", "event_types is a non-empty list of event types", "type")
         return None
-    for i, value in enumerate(types):
-        if (problem := event_type_problem(value)) is not None:
-            check.add(f"/event_types/{i}", problem, "pattern")
-    return sorted(set(types))
+    bad = [i for i, value in enumerate(types) if event_type_problem(value) is not None]
+    for i in bad:
+        check.add(f"/event_types/{i}", str(event_type_problem(types[i])), "pattern")
+    return None if bad else sorted(set(types))

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import BadRequest, Conflict, NotFound
-from gateway.models import DeliveryStatus
+from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.store import Doc, Store
 from gateway.store.deliveries import FILTERS
 
 STATUSES = tuple(s.value for s in DeliveryStatus)
 _SUMMARY = (
+    "kind",
     "status",
     "event_type",
     "subscription_id",
@@ -27,6 +28,9 @@ _SUMMARY = (
     "final_at",
     "replayed_at",
 )
+# What a flow's deliveries add: the run and step that made them; a notification its message.
+_FLOW = ("run_id", "step_id")
+_MESSAGE = ("channel", "channel_type", "template", "locale", "recipient")
 
 
 def public_delivery(doc: Doc, *, full: bool = False) -> dict[str, Any]:
@@ -37,11 +41,18 @@ def public_delivery(doc: Doc, *, full: bool = False) -> dict[str, Any]:
         "entity": event.get("entity"),
         **{k: doc.get(k) for k in _SUMMARY},
     }
+    view["kind"] = doc.get("kind", DeliveryKind.WEBHOOK.value)
+    view.update({k: doc[k] for k in _FLOW if k in doc})
+    message = doc.get("notification")
+    if message is not None:
+        view["notification"] = {k: message.get(k) for k in _MESSAGE}
     if doc["status"] == DeliveryStatus.PENDING.value:
         view["next_attempt_at"] = doc.get("next_attempt_at")
     if full:
         view["attempts"] = doc.get("attempts", [])
         view["event"] = event
+        if message is not None:
+            view["notification"]["parts"] = message.get("parts")
     return view
 
 

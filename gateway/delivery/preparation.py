@@ -1,35 +1,76 @@
-"""The delivery worker's prepare stage: a claimed delivery, its subscription, action and
-partner → the request to send, with the action's request mapping applied and signed."""
+"""The delivery worker's prepare stage for deliveries that call a partner's action: a claimed
+delivery → its action and partner (`resolve_target`) → the request to send
+(`delivery_request`), the action's request mapping applied.
+
+Two kinds call actions, and differ only in what the mapping sees and who signs:
+    webhook    the event (`{"event", "entity", "tenant"}`), signed with the subscription's
+               secrets (Standard Webhooks)
+    flow_call  the flow run's context as the `call` step saw it (stored on the delivery);
+               no subscription, so no signature: the partner's own auth applies
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from gateway.actions.catalog import Action, Partner, Subscription, build_request
+from gateway.actions.catalog import Action, Catalog, Partner, Subscription, build_request
+from gateway.errors import NotFound
 from gateway.mapping_files.source import MappingSource
+from gateway.models import DeliveryKind
 from gateway.outbound.sender import OutboundRequest, signed_headers
 from gateway.store import Doc
 
 
-async def signed_request(
+class Unsendable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    action: Action
+    partner: Partner
+    subscription: Subscription | None  # a webhook's: it signs the request
+
+
+async def resolve_target(doc: Doc, catalog: Catalog) -> Target:
+    """The action and partner (and subscription) as they are now; Unsendable when one was
+    deleted or the subscription is disabled."""
+    tenant = doc["tenant"]
+    try:
+        sub = None
+        if doc.get("kind", DeliveryKind.WEBHOOK) == DeliveryKind.WEBHOOK:
+            sub = await catalog.subscription(tenant, doc["subscription_id"])
+            action = await catalog.action(tenant, sub.action_id)
+        else:
+            action = await catalog.action(tenant, doc["action_id"])
+        partner = await catalog.partner(tenant, action.partner_id)
+    except NotFound as exc:
+        raise Unsendable(f"{exc.detail}: it was deleted") from None
+    if sub is not None and sub.status != "active":
+        raise Unsendable("the subscription is disabled")
+    return Target(action, partner, sub)
+
+
+async def delivery_request(
     doc: Doc,
-    sub: Subscription,
-    action: Action,
-    partner: Partner,
+    target: Target,
     mappings: MappingSource,
     *,
     lease: timedelta,
     clock: Callable[[], datetime],
 ) -> OutboundRequest:
-    event = doc["event"]
-    entity = {**(event.get("data") or {}), **(event.get("entity") or {})}
+    """Raises NotFound (a mapping deleted) or InvalidPayload (the mapping cannot build it)."""
+    action, partner = target.action, target.partner
+    context, default_body, path_values = _INPUTS[doc.get("kind", DeliveryKind.WEBHOOK)](doc)
     mapping = None
     if action.request_mapping:
         mapping = await mappings.active(doc["tenant"], action.request_mapping)
-    context = {"event": event, "entity": entity, "tenant": doc["tenant"]}
     # Leases are renewed while a send runs, so a send may take a whole lease (less a margin)
     # from now, even for the last delivery of an ordered group claimed long ago.
     remaining = lease.total_seconds() - 1.0
@@ -38,12 +79,35 @@ async def signed_request(
         partner,
         mapping,
         context,
-        default_body=event,
-        path_values=entity,
+        default_body=default_body,
+        path_values=path_values,
         timeout=max(min(partner.timeout, remaining), 0.1),
     )
+    if target.subscription is None:
+        return request
     # The signature's timestamp is the real time: receivers check it against theirs.
     signature = signed_headers(
-        sub.signing_secrets(clock()), doc["_id"], int(time.time()), body or b""
+        target.subscription.signing_secrets(clock()), doc["_id"], int(time.time()), body or b""
     )
     return replace(request, headers={**request.headers, **signature})
+
+
+Inputs = tuple[dict[str, Any], Any, dict[str, Any]]  # context, default body, path values
+
+
+def _webhook_inputs(doc: Doc) -> Inputs:
+    event = doc["event"]
+    entity = {**(event.get("data") or {}), **(event.get("entity") or {})}
+    return {"event": event, "entity": entity, "tenant": doc["tenant"]}, event, entity
+
+
+def _flow_call_inputs(doc: Doc) -> Inputs:
+    context = {**doc["context"], "tenant": doc["tenant"]}
+    entity = context.get("entity") if isinstance(context.get("entity"), dict) else {}
+    return context, context.get("event"), dict(entity or {})
+
+
+_INPUTS: dict[str, Callable[[Doc], Inputs]] = {
+    DeliveryKind.WEBHOOK: _webhook_inputs,
+    DeliveryKind.FLOW_CALL: _flow_call_inputs,
+}

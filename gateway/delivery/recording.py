@@ -3,7 +3,8 @@
 
 Also here: what that state means around the delivery — metrics, partner health, a 410
 disabling the subscription, and waking the next delivery of an ordered group once this one
-is final.
+is final. Kinds that send themselves (notifications) are recorded by `settle`, with the same
+retry schedule arithmetic and one more final status, `suppressed`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Action, Catalog, Partner
+from gateway.delivery.kinds import Dropped, Held, SendResult
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.retry import next_attempt_at
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
 from gateway.outbound.breaker import PartnerGuard, PartnerGuards
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import Outcome
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
@@ -65,7 +68,7 @@ class DeliveryRecorder:
             )
         if outcome.sent:
             await self._health.note(partner, verdict, now)
-        attempt = _attempt(doc, outcome, now, probe)
+        attempt = _attempt(doc, outcome, now, probe, partner.redactor())
         if probe:
             if verdict is Verdict.RETRY:  # still down: the probe costs the delivery nothing
                 await self._store.deliveries.finish(
@@ -77,13 +80,17 @@ class DeliveryRecorder:
                 )
                 return "probe_failed"
             await self._health.enable(partner)
-        status, fields = self._next_state(doc, action, outcome, verdict, now)
+        error = None if verdict is Verdict.SUCCESS else _error_text(outcome)
+        retry_after = outcome.retry_after(now)
+        status, fields = self._next_state(
+            doc, action.retry_schedule, verdict, now, outcome.status, error, retry_after
+        )
         if not await self._store.deliveries.finish(doc["_id"], token, fields, attempt=attempt):
             log.warning(
                 "delivery %s: lease lost before recording; another worker owns it", doc["_id"]
             )
             return "lease_lost"
-        if verdict is Verdict.GONE:
+        if verdict is Verdict.GONE and doc.get("subscription_id"):
             await self._store.subscriptions.disable(
                 doc["tenant"], doc["subscription_id"], f"partner answered 410 at {now.isoformat()}"
             )
@@ -99,10 +106,16 @@ class DeliveryRecorder:
         return result
 
     def _next_state(
-        self, doc: Doc, action: Action, outcome: Outcome, verdict: Verdict, now: datetime
+        self,
+        doc: Doc,
+        schedule: Sequence[float],
+        verdict: Verdict,
+        now: datetime,
+        code: int | None,
+        error: str | None,
+        retry_after: float | None,
     ) -> tuple[DeliveryStatus, Doc]:
-        error = None if verdict is Verdict.SUCCESS else _error_text(outcome)
-        fields: Doc = {"updated_at": now, "last_status": outcome.status, "last_error": error}
+        fields: Doc = {"updated_at": now, "last_status": code, "last_error": error}
         status = {
             Verdict.SUCCESS: DeliveryStatus.SUCCEEDED,
             Verdict.FAIL: DeliveryStatus.FAILED,
@@ -111,9 +124,9 @@ class DeliveryRecorder:
         if status is DeliveryStatus.PENDING:
             when = next_attempt_at(
                 doc.get("attempt_count", 0) + 1,
-                action.retry_schedule,
+                schedule,
                 now,
-                retry_after=outcome.retry_after(now),
+                retry_after=retry_after,
                 rng=self._rng,
             )
             if when is None:
@@ -169,6 +182,41 @@ class DeliveryRecorder:
         self._metrics.deliveries.labels("deferred").inc()
         return "deferred"
 
+    async def settle(self, doc: Doc, token: str, result: SendResult) -> str:
+        """What a kind's own sender answered (`kinds.py`) → the delivery's next state."""
+        if isinstance(result, Held):
+            return await self.defer(doc, token, result.until, result.reason)
+        now = self._clock()
+        if isinstance(result, Dropped):
+            suppressed = DeliveryStatus.SUPPRESSED.value
+            fields = {"status": suppressed, "last_error": result.reason, "final_at": now}
+            note = {"n": doc.get("attempt_count", 0) + 1, "at": now, "status": None}
+            attempt = {**note, "error": suppressed, "message": result.reason}
+            if not await self._store.deliveries.finish(
+                doc["_id"], token, {**fields, "updated_at": now}, attempt=attempt, counted=False
+            ):
+                return "lease_lost"
+            self._metrics.deliveries.labels(suppressed).inc()
+            return suppressed
+        error = None if result.verdict is Verdict.SUCCESS else result.detail
+        status, fields = self._next_state(
+            doc, result.schedule, result.verdict, now, result.code, error, result.retry_after
+        )
+        attempt = {
+            "n": doc.get("attempt_count", 0) + 1,
+            "at": now,
+            "status": result.code,
+            "latency_ms": result.latency_ms,
+            "error": None if result.verdict is Verdict.SUCCESS else result.verdict.value,
+            "message": result.detail,
+            "response": result.provider_id or "",
+        }
+        if not await self._store.deliveries.finish(doc["_id"], token, fields, attempt=attempt):
+            return "lease_lost"
+        outcome = "retry" if status is DeliveryStatus.PENDING else status.value
+        self._metrics.deliveries.labels(outcome).inc()
+        return outcome
+
     def _guard(self, partner: Partner) -> PartnerGuard:
         return self._guards.get(partner.id, partner.guard)
 
@@ -181,15 +229,16 @@ class DeliveryRecorder:
             )
 
 
-def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
+def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: Redactor) -> Doc:
     attempt: Doc = {
         "n": doc.get("attempt_count", 0) + 1,
         "at": now,
         "status": outcome.status,
         "latency_ms": outcome.latency_ms,
         "error": outcome.error,
-        "message": outcome.message,
-        "response": outcome.body_excerpt[:_EXCERPT],
+        "message": redactor.redact(outcome.message or "") or None,
+        # Redacted whole, then cut: the cut must not leave half a credential behind.
+        "response": redactor.redact(outcome.body_excerpt)[:_EXCERPT],
     }
     if probe:
         attempt["probe"] = True

@@ -1,10 +1,15 @@
 """Use case: the delivery worker. Named stages over the persisted status:
 
     claim    due pending deliveries → in_flight under a lease (store/deliveries.py)
-    prepare  subscription, action, partner, request mapping → a signed request (preparation.py)
+    prepare  action, partner (and a webhook's subscription), request mapping → the request
+             (preparation.py)
     send     through the partner's guard (breaker, rate limit, concurrency) and the SSRF guard
     record   the attempt, then succeeded | pending at the next retry time | failed | dead
              (recording.py)
+
+A delivery's `kind` (models.DeliveryKind) says which: webhooks and flow calls are action calls
+and take the stages above; a kind with a sender of its own (notifications: `kinds.py`) is
+handed to it after the claim, and what it answers is recorded the same way.
 
 Several processes can run workers on one database: a delivery is claimed by one worker at a
 time, and every write after the claim is fenced by the claim's token. A worker that dies
@@ -27,21 +32,24 @@ import random
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.background import cancel_and_wait
+from gateway.delivery.kinds import KindSender
 from gateway.delivery.partner_health import PartnerHealth
-from gateway.delivery.preparation import signed_request
+from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
-from gateway.models import DeliveryStatus
+from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.progress import Progress
 from gateway.store import Doc, Store
 from gateway.store.deliveries import SHARDS
 
@@ -77,6 +85,7 @@ class DeliveryWorker:
         metrics: Metrics,
         *,
         settings: WorkerSettings = WorkerSettings(),
+        senders: Mapping[str, KindSender] | None = None,
         owner: str | None = None,
         clock: Clock = utcnow,
         rng: Callable[[], float] = random.random,
@@ -88,6 +97,7 @@ class DeliveryWorker:
         self._mappings = mappings
         self._metrics = metrics
         self._settings = settings
+        self._senders = dict(senders or {})  # kind → its own sender (notifications)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Public so tests can move time and fix the jitter: scheduling reads them only.
         self.clock = clock
@@ -97,6 +107,7 @@ class DeliveryWorker:
         self._shard = random.randrange(SHARDS)
         self._refill_at = max(1, settings.concurrency // 4)
         self._wake = asyncio.Event()
+        self.progress = Progress()  # of claiming, for readiness
         self._stopping = False
         self._running = False
         self._loop_ended = asyncio.Event()
@@ -162,9 +173,7 @@ class DeliveryWorker:
         finally:
             self._running = False
             self._loop_ended.set()
-            for keeper in keepers:
-                keeper.cancel()
-            await asyncio.gather(*keepers, return_exceptions=True)
+            await cancel_and_wait(*keepers)
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""
@@ -176,9 +185,7 @@ class DeliveryWorker:
             _, unfinished = await asyncio.wait(
                 set(self._tasks), timeout=self._settings.shutdown_seconds
             )
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+            await cancel_and_wait(*unfinished)
         for delivery_id, token in list(self._held.items()):
             with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
                 await self._store.deliveries.finish(
@@ -225,10 +232,14 @@ class DeliveryWorker:
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:
-            return await self._claim(limit)
+            claimed = await self._claim(limit)
+            self.progress.moved()
+            return claimed
         except StoreUnavailable as exc:
+            self.progress.stuck(exc.detail)
             log.warning("delivery worker paused: %s", exc.detail)
-        except Exception:
+        except Exception as exc:
+            self.progress.stuck(f"{type(exc).__name__}: {exc}")
             log.exception("claiming deliveries failed; retrying")
         return []
 
@@ -305,31 +316,27 @@ class DeliveryWorker:
             # Nothing more can be written; the lease expires and another attempt follows.
             log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
-        except Exception:
-            log.exception("delivery %s failed unexpectedly; released", doc["_id"])
+        except Exception as exc:
+            # What the worker cannot process is parked (failed, with why; replayable), not
+            # retried forever.
+            log.exception("delivery %s failed unexpectedly; parked", doc["_id"])
             result = "unrecorded"
             with contextlib.suppress(Exception):
-                await self._store.deliveries.finish(
-                    doc["_id"],
-                    token,
-                    {
-                        "status": DeliveryStatus.PENDING.value,
-                        "next_attempt_at": self.clock() + self._lease,
-                    },
+                result = await self._recorder.fail(
+                    doc, token, f"cannot be processed: {type(exc).__name__}: {exc}"[:500]
                 )
         self._held.pop(doc["_id"], None)
         return result
 
     async def _prepare_and_send(self, doc: Doc, token: str, probe: bool) -> str:
-        tenant = doc["tenant"]
+        own = self._senders.get(doc.get("kind", DeliveryKind.WEBHOOK))
+        if own is not None:
+            return await self._recorder.settle(doc, token, await own.send(doc, self.clock()))
         try:
-            sub = await self._catalog.subscription(tenant, doc["subscription_id"])
-            action = await self._catalog.action(tenant, sub.action_id)
-            partner = await self._catalog.partner(tenant, action.partner_id)
-        except NotFound as exc:
-            return await self._recorder.fail(doc, token, f"{exc.detail}: it was deleted")
-        if sub.status != "active":
-            return await self._recorder.fail(doc, token, "the subscription is disabled")
+            target = await resolve_target(doc, self._catalog)
+        except Unsendable as exc:
+            return await self._recorder.fail(doc, token, exc.reason)
+        partner = target.partner
         if partner.disabled and not probe:
             self._health.disabled.add(partner.id)
             return await self._recorder.defer(
@@ -338,8 +345,8 @@ class DeliveryWorker:
         if doc.get("order_key") and not probe and await self._must_wait(doc, token):
             return "waiting"
         try:
-            request = await signed_request(
-                doc, sub, action, partner, self._mappings, lease=self._lease, clock=self._now
+            request = await delivery_request(
+                doc, target, self._mappings, lease=self._lease, clock=self._now
             )
         except (NotFound, InvalidPayload) as exc:
             problems = getattr(exc, "problems", [])
@@ -352,7 +359,7 @@ class DeliveryWorker:
         outcome = await self._sender.send(
             request, partner_id=partner.id, guard=self._guard(partner), auth=partner.auth
         )
-        return await self._recorder.record(doc, token, action, partner, outcome, probe)
+        return await self._recorder.record(doc, token, target.action, partner, outcome, probe)
 
     async def _must_wait(self, doc: Doc, token: str) -> bool:
         """Ordered action: park behind an earlier delivery of the same entity that is not

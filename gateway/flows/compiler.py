@@ -22,6 +22,7 @@ from gateway.actions.filters import compile_filter, event_type_keys
 from gateway.errors import InvalidPayload
 from gateway.flows.model import (
     KINDS,
+    AssignSpec,
     CompiledFlow,
     DriverSpec,
     Expr,
@@ -118,6 +119,8 @@ class _Compiler:
             return None
         if "with" in raw and kind not in ("fetch", "call"):
             self.problems.add(f"{at}/with", "with goes with fetch and call", "dependentRequired")
+        if "assign" in raw and kind != "fetch":
+            self.problems.add(f"{at}/assign", "assign goes with fetch", "dependentRequired")
         sid = raw["id"]
         condition = self.expr(raw.get("when"), f"{at}/when", earlier)
         step = Step(sid, kind, at, guard=condition if kind != "when" else None)
@@ -127,7 +130,10 @@ class _Compiler:
             needs = "GET" if kind == "fetch" else "write"
             self.references.append(Reference("action", raw[kind], f"{at}/{kind}", sid, needs))
             values = self.values(raw.get("with", {}), f"{at}/with", earlier)
-            return Step(sid, kind, at, guard=step.guard, action=raw[kind], values=values)
+            assign = self.assign(raw.get("assign"), f"{at}/assign", earlier | {sid})
+            return Step(
+                sid, kind, at, guard=step.guard, action=raw[kind], values=values, assign=assign
+            )
         if kind == "notify":
             notify = self.notify(raw["notify"], f"{at}/notify", sid, earlier)
             return Step(sid, kind, at, guard=step.guard, notify=notify)
@@ -177,6 +183,19 @@ class _Compiler:
                 source=self.expr(driver.get("from"), f"{at}/driver/from", earlier),
             )
         )
+
+    def assign(
+        self, raw: dict[str, Any] | None, at: str, readable: frozenset[str]
+    ) -> AssignSpec | None:
+        """`assign` reads the fetch's own answer (`steps.<its id>`) besides earlier steps."""
+        if raw is None:
+            return None
+        vehicle = self.expr(raw["vehicle"], f"{at}/vehicle", readable)
+        driver = self.expr(raw["driver"], f"{at}/driver", readable)
+        start = self.expr(raw.get("start"), f"{at}/start", readable)
+        if vehicle is None or driver is None:
+            return None
+        return AssignSpec(vehicle, driver, start, raw.get("source", "hr"))
 
     def set(self, raw: dict[str, Any], at: str, earlier: frozenset[str]) -> SetSpec:
         entity = raw.get("entity")

@@ -27,21 +27,19 @@ from gateway.entities import EntityService, diff, merge
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.flows.compiler import step_references
 from gateway.flows.context import evaluate, holds, plain, run_context, sample_event, starts
+from gateway.flows.messages import MessageComposer
 from gateway.flows.model import CompiledFlow, Step
-from gateway.flows.recipients import RecipientResolver
+from gateway.flows.references import StepFailed, resolve_action
 from gateway.flows.service import FlowService
 from gateway.kinds import KindService
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
-from gateway.notify.channels import ChannelService
 from gateway.notify.messages import PushMessage, SmsMessage
 from gateway.notify.notifier import MappingSource, Recipient
 from gateway.notify.policy import decide
 from gateway.notify.push import SEND_PATH, fcm_body
 from gateway.notify.settings import SettingsService
 from gateway.notify.sms import sms_request
-from gateway.notify.templates import TemplateService
-from gateway.notify.templating import RenderFailed
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
 
@@ -55,16 +53,8 @@ class DryRunParts:
     entities: EntityService
     schemas: SchemaRegistry
     kinds: KindService
-    recipients: RecipientResolver
-    templates: TemplateService
-    channels: ChannelService
+    composer: MessageComposer
     settings: SettingsService
-
-
-class StepFailed(Exception):
-    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(detail)
-        self.detail, self.errors = detail, errors or []
 
 
 class FlowDryRun:
@@ -178,56 +168,43 @@ class FlowDryRun:
             except InvalidPayload as exc:
                 raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
         context["steps"][step.id] = mapped
+        if step.assign is not None:  # what the history would record (not written)
+            spec = step.assign
+            values = {"vehicle": spec.vehicle, "driver": spec.driver, "start": spec.start}
+            entry["assign"] = evaluate({k: v for k, v in values.items() if v}, context)
         return {**entry, "outcome": "answered", "answer": answer, "result": mapped}
 
     async def _resolve_action(self, tenant: str, ref: str) -> tuple[Any, Any, Any]:
-        doc = await self._p.store.actions.get(tenant, ref)
-        if doc is None:
-            named = await self._p.store.actions.list(tenant, {"name": ref}, after=None, limit=1)
-            if not named:
-                raise StepFailed(f"no action {ref!r}")
-            doc = named[0]
-        action = await self._p.catalog.action(tenant, str(doc["_id"]))
-        partner = await self._p.catalog.partner(tenant, action.partner_id)
-        mapping = None
-        if action.request_mapping:
-            mapping = await self._p.mappings.active(tenant, action.request_mapping)
-        return action, partner, mapping
+        return await resolve_action(self._p.store, self._p.catalog, self._p.mappings, tenant, ref)
 
     # -- notify ------------------------------------------------------------------------------
 
     async def _notify(self, tenant: str, step: Step, context: dict[str, Any]) -> dict[str, Any]:
         spec = step.notify
         assert spec is not None
-        try:
-            channel_doc = await self._p.channels.get(tenant, spec.channel)
-            template = await self._p.templates.compiled(tenant, spec.template)
-        except NotFound as exc:
-            raise StepFailed(exc.detail) from None
-        channel = self._p.channels.compile(channel_doc)
-        found = await self._p.recipients.resolve(tenant, spec.recipients, channel.type, context)
-        base = evaluate(spec.context, context) if spec.context is not None else context
-        decision = await self._decision(tenant, step, channel.type, context)
+        composed = await self._p.composer.compose(tenant, spec, context)
+        decision = await self._decision(tenant, step, composed.channel.type, context)
         messages = []
-        for recipient in found.recipients:
-            data = {**base, "recipient": {"name": recipient.name, "language": recipient.language}}
-            message: dict[str, Any] = {"recipient": recipient.as_dict(), "decision": decision}
-            try:
-                rendered = template.render(data, recipient.language)
-                message.update(locale=rendered.locale, parts=rendered.parts)
-                message["request"] = await self._preview(tenant, channel, recipient, rendered.parts)
-                if rendered.undefined:
-                    message["undefined"] = rendered.undefined
-            except RenderFailed as exc:
-                message.update(error=exc.detail, errors=[p.as_dict() for p in exc.problems])
+        for m in composed.messages:
+            message: dict[str, Any] = {"recipient": m.recipient.as_dict(), "decision": decision}
+            if m.rendered is not None:
+                parts = m.rendered.parts
+                message.update(locale=m.rendered.locale, parts=parts)
+                message["request"] = await self._preview(
+                    tenant, composed.channel, m.recipient, parts
+                )
+                if m.rendered.undefined:
+                    message["undefined"] = m.rendered.undefined
+            elif m.error is not None:
+                message.update(error=m.error.detail, errors=[p.as_dict() for p in m.error.problems])
             messages.append(message)
         context["steps"][step.id] = {"messages": len(messages)}
         return {
             "outcome": "rendered",
-            "channel": channel.name,
-            "template": template.name,
+            "channel": composed.channel.name,
+            "template": composed.template.name,
             "messages": messages,
-            "unreachable": found.unreachable,
+            "unreachable": composed.unreachable,
         }
 
     async def _decision(
@@ -296,10 +273,15 @@ class FlowDryRun:
         ref = spec.ref.value(context) if spec.ref is not None else event_ref.get("id")
         if not isinstance(etype, str) or not isinstance(ref, str) or not ref:
             raise StepFailed("set: no entity to write (the event names none; give set.entity)")
+        note = None
         try:
             current = await self._p.entities.get(tenant, etype, ref)
         except (NotFound, InvalidPayload) as exc:
-            raise StepFailed(exc.detail) from None
+            if spec.ref is not None or not context["event"].get("data"):
+                raise StepFailed(exc.detail) from None
+            # A sample event about an entity that is not stored: its data stands in.
+            current = {"_id": ref, "data": context["event"]["data"]}
+            note = "the event's entity is not stored: the sample event's data stands in"
         fields = plain(evaluate(spec.fields, context))
         try:
             document = merge(current["data"], unflatten(fields))
@@ -317,6 +299,7 @@ class FlowDryRun:
         ]
         context["steps"][step.id] = {**document, "id": str(current["_id"])}
         return {
+            **({"note": note} if note else {}),
             "outcome": "rendered",
             "entity": {"type": etype, "id": str(current["_id"])},
             "fields": fields,

@@ -1,4 +1,4 @@
-"""A compiled flow: plain, immutable objects the dry run (and phase B's runner) walk."""
+"""A compiled flow: plain, immutable objects the dry run and the runner walk."""
 
 from __future__ import annotations
 
@@ -61,6 +61,16 @@ class SetSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AssignSpec:
+    """A fetch whose answer says who drives a vehicle: recorded in its driver history."""
+
+    vehicle: Expr  # a plate or a vehicle id
+    driver: Expr  # a CPF or a driver id
+    start: Expr | None = None  # an RFC 3339 time; default: the run's start
+    source: str = "hr"
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     id: str
     kind: StepKind
@@ -69,6 +79,7 @@ class Step:
     condition: Expr | None = None  # a `when` step: end the run when false
     action: str | None = None  # fetch, call
     values: Mapping[str, Expr] = field(default_factory=dict)  # fetch, call: `with`
+    assign: AssignSpec | None = None  # fetch
     notify: NotifySpec | None = None
     set: SetSpec | None = None
 

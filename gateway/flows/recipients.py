@@ -85,7 +85,7 @@ class RecipientResolver:
         )
         if not isinstance(vehicle, str) or not vehicle:
             return None, "the event is not about a vehicle; say which (driver: {vehicle: ...})"
-        when = _time(spec.at.value(context)) if spec.at is not None else None
+        when = parse_time(spec.at.value(context)) if spec.at is not None else None
         if spec.at is not None and when is None:
             return None, f"{spec.at.text} is not an RFC 3339 time"
         try:
@@ -147,7 +147,8 @@ def _event_vehicle(context: Mapping[str, Any]) -> str | None:
     return ref.get("id") if ref.get("type") == "vehicle" else None
 
 
-def _time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time with its offset, or None."""
     try:
         parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:

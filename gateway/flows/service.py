@@ -1,10 +1,11 @@
 """Use case: flows as versioned, tenant-owned documents (upload, versions, activate, roll back,
-diff, delete), like mappings; and the compiled flows that will run (phase B).
+diff, delete), like mappings; and the compiled flows that run.
 
 An upload is compiled (`compiler.py`) and its references checked in the tenant before anything
 is stored: every named action exists (a GET for `fetch`, a write for `call`), every channel
 exists, every template exists and is for its channel's type. Compiled versions are cached per
-process by (tenant, name, version): a version never changes.
+process by (tenant, name, version): a version never changes. `revision` counts the changes of
+active versions made through this process (the starter's cache of active flows reads it).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class FlowService:
         self._store = store
         self._flows = store.notify.flows
         self._compiled: OrderedDict[tuple[str, str, int], CompiledFlow] = OrderedDict()
+        self.revision = 0
 
     async def compile(
         self, tenant: str, text: str | bytes | dict[str, Any], *, filename: str | None = None
@@ -131,6 +133,7 @@ class FlowService:
         if latest is not None and latest["checksum"] == checksum:
             if activate:
                 await self._flows.set_active(tenant, flow.name, latest["version"])
+                self.revision += 1
             return await self.get(tenant, flow.name, latest["version"])
         version = await self._flows.allocate_version(tenant, flow.name)
         doc: Doc = {
@@ -150,6 +153,7 @@ class FlowService:
             entity_type=None,
             active_version=version if activate else None,
         )
+        self.revision += 1
         self._compiled[(tenant, flow.name, version)] = flow
         return replace(await self.get(tenant, flow.name, version), created=True)
 
@@ -185,6 +189,7 @@ class FlowService:
         doc = await self._version_doc(tenant, name, version)
         await self.compile(tenant, doc["source"])  # what it names may be gone since
         await self._flows.set_active(tenant, name, version)
+        self.revision += 1
         return await self.get(tenant, name, version)
 
     async def rollback(self, tenant: str, name: str) -> FlowVersion:
@@ -214,6 +219,7 @@ class FlowService:
     async def delete(self, tenant: str, name: str) -> None:
         await self._head(tenant, name)
         await self._flows.delete(tenant, name)
+        self.revision += 1
 
     # -- compiled flows ----------------------------------------------------------------------
 
@@ -230,7 +236,7 @@ class FlowService:
         return flow
 
     async def active(self, tenant: str) -> list[tuple[int, CompiledFlow]]:
-        """The tenant's active flows (phase B's fan-out asks this per batch of events)."""
+        """The tenant's active flows with their versions (read from the database)."""
         return [
             (doc["version"], await self.compiled(tenant, doc["name"], doc["version"]))
             for doc in await self._flows.active_versions(tenant)

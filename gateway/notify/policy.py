@@ -149,7 +149,12 @@ def _quiet_hours(raw: Any, problems: list[FieldProblem]) -> QuietHours | None:
     if during not in ("delay", "suppress"):
         problems.append(FieldProblem(f"{at}/during", "during is delay or suppress", "enum"))
     channels = raw.get("channels", list(CHANNEL_TYPES))
-    if not isinstance(channels, list) or not channels or set(channels) - set(CHANNEL_TYPES):
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or not all(isinstance(c, str) for c in channels)
+        or set(channels) - set(CHANNEL_TYPES)
+    ):
         problems.append(
             FieldProblem(f"{at}/channels", "channels is a list of push, email, sms", "enum")
         )

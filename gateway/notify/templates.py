@@ -154,6 +154,8 @@ def checked_template(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(name, str) or not NAME.match(name):
         problems.append(FieldProblem("/name", "name is 1-100 letters, digits, _ . -", "pattern"))
     channel_type = body.get("channel_type")
+    if not isinstance(channel_type, str):
+        channel_type = repr(channel_type)  # refused below; a str keeps the lookups hashable
     if channel_type not in CHANNEL_TYPES:
         message = f"channel_type is one of {', '.join(CHANNEL_TYPES)}"
         problems.append(FieldProblem("/channel_type", message, "enum"))
@@ -164,7 +166,7 @@ def checked_template(body: Mapping[str, Any]) -> dict[str, Any]:
     default = body.get(
         "default_locale", "pt-BR" if "pt-BR" in locales else next(iter(locales), None)
     )
-    if locales and default not in locales:
+    if locales and (not isinstance(default, str) or default not in locales):
         message = f"default_locale must be one of the template's locales ({', '.join(locales)})"
         problems.append(FieldProblem("/default_locale", message, "enum"))
     sample = body.get("sample")

@@ -1,19 +1,30 @@
-"""The notification and flow components of one process, assembled by `services.py`."""
+"""The notification and flow components of one process, assembled by `services.py`:
+`assemble_notify` (channels, templates, senders, flows and their dry run: no workers), then,
+once the delivery worker exists, `assemble_flow_runtime` (the starter and the runner)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.actions.catalog import Catalog
+from gateway.assignment_feed import AssignmentFeed
 from gateway.assignments import AssignmentService
 from gateway.auth.secretbox import SecretBox
 from gateway.entities import EntityService
 from gateway.flows.dry_run import DryRunParts, FlowDryRun
+from gateway.flows.messages import MessageComposer
 from gateway.flows.recipients import RecipientResolver
+from gateway.flows.runner import FlowRunner, RunnerSettings
+from gateway.flows.runs import FlowRunService
 from gateway.flows.service import FlowService
+from gateway.flows.starter import FlowStarter
+from gateway.flows.steps import StepParts, StepRunner
 from gateway.kinds import KindService
+from gateway.metrics import Metrics
 from gateway.notify.channels import ChannelService
+from gateway.notify.dispatch import NotificationSender
 from gateway.notify.email import EmailSender
 from gateway.notify.notifier import MappingSource, Notifier
 from gateway.notify.push import FcmSender
@@ -30,12 +41,22 @@ from gateway.store import Store
 @dataclass(frozen=True, slots=True)
 class NotifyServices:
     assignments: AssignmentService
+    assignment_feed: AssignmentFeed
     templates: TemplateService
     channels: ChannelService
     settings: SettingsService
     notifier: Notifier
+    notification_sender: NotificationSender  # the delivery worker's, for notifications
+    composer: MessageComposer
     flows: FlowService
+    flow_runs: FlowRunService
     flow_dry_run: FlowDryRun
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRuntime:
+    starter: FlowStarter  # the relay calls it with every batch of events
+    runner: FlowRunner
 
 
 def assemble_notify(
@@ -59,19 +80,10 @@ def assemble_notify(
     flows = FlowService(store)
     channels.users = _users_of(flows, "channel")
     templates.users = _users_of(flows, "template")
+    composer = MessageComposer(channels, templates, RecipientResolver(entities, assignments))
     dry_run = FlowDryRun(
         DryRunParts(
-            store,
-            flows,
-            catalog,
-            mappings,
-            entities,
-            schemas,
-            kinds,
-            RecipientResolver(entities, assignments),
-            templates,
-            channels,
-            notify_settings,
+            store, flows, catalog, mappings, entities, schemas, kinds, composer, notify_settings
         )
     )
     notifier = Notifier(
@@ -85,13 +97,44 @@ def assemble_notify(
     )
     return NotifyServices(
         assignments=assignments,
+        assignment_feed=AssignmentFeed(assignments),
         templates=templates,
         channels=channels,
         settings=notify_settings,
         notifier=notifier,
+        notification_sender=NotificationSender(notifier, notify_settings, store.notify.cooldowns),
+        composer=composer,
         flows=flows,
+        flow_runs=FlowRunService(store),
         flow_dry_run=dry_run,
     )
+
+
+def assemble_flow_runtime(
+    notify: NotifyServices,
+    store: Store,
+    catalog: Catalog,
+    mappings: MappingSource,
+    sender: Sender,
+    guards: PartnerGuards,
+    entities: EntityService,
+    metrics: Metrics,
+    *,
+    settings: RunnerSettings,
+    on_deliveries: Callable[[], None],
+) -> FlowRuntime:
+    """The runner wakes the delivery worker (`on_deliveries`) when a step queued messages or
+    calls; the starter wakes the runner."""
+    steps = StepRunner(
+        StepParts(
+            store, catalog, mappings, sender, guards, entities, notify.assignments, notify.composer
+        )
+    )
+    runner = FlowRunner(
+        store, notify.flows, steps, metrics, settings=settings, on_deliveries=on_deliveries
+    )
+    starter = FlowStarter(store, notify.flows, metrics, on_started=runner.notify)
+    return FlowRuntime(starter, runner)
 
 
 def _users_of(flows: FlowService, kind: str) -> Users:

@@ -47,14 +47,18 @@ class Applied:
 
     headers: Mapping[str, str] = field(default_factory=dict)
     query: tuple[tuple[str, str], ...] = ()
-    token: str | None = None  # the OAuth2 access token used, to invalidate it after a 401
+    token: str | None = None  # the token or session used, to invalidate it once refused
+    # Members set in a JSON body: (path of keys, value), e.g. a JSON-RPC call's
+    # params.credentials (Geotab). A request without a JSON object body cannot take them.
+    body_members: tuple[tuple[tuple[str, ...], Any], ...] = ()
 
     def __repr__(self) -> str:  # names only: the values are credentials
         return f"Applied(headers={list(self.headers)}, query={[n for n, _ in self.query]})"
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return (*self.headers.values(), *(value for _, value in self.query))
+        token = (self.token,) if self.token and self.body_members else ()
+        return (*self.headers.values(), *(value for _, value in self.query), *token)
 
 
 class PartnerAuth(Protocol):
@@ -66,6 +70,14 @@ class PartnerAuth(Protocol):
     async def apply(self, fetch: TokenFetcher) -> Applied: ...
 
     def invalidate(self, applied: Applied) -> None: ...
+
+    def credential_values(self) -> tuple[str, ...]:
+        """Every value that must never come back out of us (see redaction.py)."""
+        ...
+
+    def refused(self, status: int | None, body: Any) -> bool:
+        """Whether an answer refused the credentials (worth one retry when refreshable)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +92,12 @@ class StaticAuth:
 
     def invalidate(self, applied: Applied) -> None:
         return None
+
+    def credential_values(self) -> tuple[str, ...]:
+        return tuple(v for secret in self.applied.secrets for v in _parts(secret))
+
+    def refused(self, status: int | None, body: Any) -> bool:
+        return status == 401
 
 
 NO_AUTH = StaticAuth()
@@ -127,10 +145,19 @@ class OAuth2ClientCredentials:
         token = await self._current_token(fetch)
         return Applied(headers={"Authorization": f"Bearer {token}"}, token=token)
 
+    def credential_values(self) -> tuple[str, ...]:
+        pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret, safe='')}"
+        basic = base64.b64encode(pair.encode()).decode()
+        token = (self._token,) if self._token else ()
+        return (self._client_secret, basic, *token)
+
     def invalidate(self, applied: Applied) -> None:
         # Only the token that was refused: after N concurrent 401s, one refresh, not N.
         if applied.token is not None and applied.token == self._token:
             self._token = None
+
+    def refused(self, status: int | None, body: Any) -> bool:
+        return status == 401
 
     def _cached(self) -> str | None:
         if self._token is not None and self._clock() < self._expires_at:
@@ -191,6 +218,21 @@ def _ttl(expires_in: Any, default: float) -> float:
     return ttl if 0 < ttl < 10 * 365 * 86400 else default
 
 
+def _parts(secret: str) -> tuple[str, ...]:
+    """A header value and what it carries: "Bearer T" → T; "Basic B" → B, and the password
+    inside B (a partner may echo it decoded)."""
+    scheme, _, rest = secret.partition(" ")
+    if scheme == "Bearer" and rest:
+        return (secret, rest)
+    if scheme == "Basic" and rest:
+        try:
+            user_pass = base64.b64decode(rest, validate=True).decode()
+        except ValueError:
+            return (secret, rest)
+        return (secret, rest, user_pass, user_pass.partition(":")[2])
+    return (secret,)
+
+
 # RFC 9110 token characters, for header and query names.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -210,10 +252,14 @@ def build_auth(
         from gateway.outbound.service_account import build_service_account_auth
 
         return build_service_account_auth(credentials, on_refresh)
+    if kind == "geotab":
+        from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
+
+        return build_geotab_auth(credentials, on_refresh)
     builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
         known = ", ".join(
-            [*_STATIC_BUILDERS, "oauth2_client_credentials", "google_service_account"]
+            [*_STATIC_BUILDERS, "oauth2_client_credentials", "google_service_account", "geotab"]
         )
         raise _invalid("/auth/type", f"unknown auth type {kind!r}; expected one of {known}")
     return StaticAuth(builder(_Fields(credentials)))

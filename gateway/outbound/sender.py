@@ -186,7 +186,7 @@ class Sender:
         try:
             applied = await auth.apply(fetch)
             outcome = await self._exchange(request, applied)
-            if outcome.status == 401 and auth.refreshable:
+            if auth.refreshable and auth.refused(outcome.status, outcome.json_body):
                 auth.invalidate(applied)
                 applied = await auth.apply(fetch)
                 outcome = await self._exchange(request, applied)
@@ -230,7 +230,7 @@ class Sender:
                 request.method,
                 url,
                 headers={**request.headers, **applied.headers},
-                data=request.body,
+                data=_with_members(request.body, applied.body_members),
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
@@ -280,6 +280,26 @@ class Sender:
             message = f"{size} body exceeds the {self._max_body}-byte cap; not read"
             return bytes(buffer[: self._excerpt_bytes]), "too_large", message
         return bytes(buffer), None, None
+
+
+def _with_members(body: bytes | None, members: Sequence[tuple[Sequence[str], Any]]) -> bytes | None:
+    """The JSON body with a credential's members set (ValueError: not a JSON object)."""
+    if not members:
+        return body
+    try:
+        document = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        document = None
+    if not isinstance(document, dict):
+        raise ValueError("these credentials go into a JSON object body, and there is none")
+    for path, value in members:
+        node = document
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"the body's {key!r} is not an object")
+        node[path[-1]] = value
+    return orjson.dumps(document)
 
 
 def _circuit_open(guard: PartnerGuard) -> Outcome:

@@ -48,7 +48,10 @@ _BLOCKED: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("ff00::/8", "multicast"),
     )
 )
-_NAT64 = ip_network("64:ff9b::/96")
+_NAT64 = (ip_network("64:ff9b::/96"), ip_network("64:ff9b:1::/48"))
+# IPv4-compatible addresses (::a.b.c.d, deprecated but still parsed and routed by some
+# stacks): classed by the IPv4 address they carry, e.g. http://[::127.0.0.1] is loopback.
+_COMPATIBLE = ip_network("::/96")
 
 
 class OutboundBlocked(PartnerError):
@@ -58,7 +61,8 @@ class OutboundBlocked(PartnerError):
 
 
 def _with_embedded(ip: IPAddress) -> Iterator[IPAddress]:
-    """The address and any IPv4 address tunnelled inside it (mapped, 6to4, NAT64, Teredo)."""
+    """The address and any IPv4 address tunnelled inside it (mapped, compatible, 6to4, NAT64,
+    Teredo)."""
     if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
         yield ip.ipv4_mapped  # ::ffff:a.b.c.d *is* a.b.c.d on a dual-stack socket
         return
@@ -68,7 +72,7 @@ def _with_embedded(ip: IPAddress) -> Iterator[IPAddress]:
             yield ip.sixtofour
         if ip.teredo is not None:
             yield from ip.teredo
-        if ip in _NAT64:
+        if any(ip in net for net in _NAT64) or (ip in _COMPATIBLE and int(ip) > 1):
             yield IPv4Address(int(ip) & 0xFFFFFFFF)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from gateway.store import actions, deliveries, entities, events, kinds, partners
+from gateway.store import actions, deliveries, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
+from gateway.store.activity import ActivityStore
 from gateway.store.client import Database, Doc, new_id, open_client, translate_errors
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
 from gateway.store.group_commit import GroupCommit
+from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.kinds import KindStore
@@ -18,15 +20,19 @@ from gateway.store.notify import NotifyStores
 from gateway.store.partners import PartnerStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
 from gateway.store.rejected import RejectedStore
+from gateway.store.schedules import ScheduleStore
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
+from gateway.store.ui_accounts import UiAccountStores
 
 __all__ = ["Doc", "Store", "new_id", "open_client"]
 
 
 class Store:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, health: DatabaseHealth | None = None) -> None:
         self.db = db
+        # What requests check before touching the database (see health.py).
+        self.health = health or DatabaseHealth()
         # Concurrent requests' entity writes go to the database together (group_commit.py).
         self.commits = GroupCommit(db.client)
         # The relay's drains back no answer: not journaled (store/client.py `unjournaled`).
@@ -43,6 +49,9 @@ class Store:
         self.subscriptions = SubscriptionStore(db["subscriptions"])
         self.deliveries = DeliveryStore(db["deliveries"])
         self.notify = NotifyStores(db)
+        self.schedules = ScheduleStore(db["schedules"], db["schedule_runs"])
+        self.ui = UiAccountStores(db)
+        self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
 
     async def ensure_indexes(self) -> None:
@@ -61,8 +70,11 @@ class Store:
             await self.db["actions"].create_indexes(actions.ACTION_INDEXES)
             await self.db["subscriptions"].create_indexes(actions.SUBSCRIPTION_INDEXES)
             await self.db["deliveries"].create_indexes(deliveries.INDEXES)
+            await self.db["schedules"].create_indexes(schedules.INDEXES)
+            await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.mappings.ensure_indexes()
         await self.notify.ensure_indexes()
+        await self.ui.ensure_indexes()
 
     async def ping(self) -> None:
         with translate_errors():

@@ -12,14 +12,13 @@ from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
-    AutoReconnect,
     BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
-    ExecutionTimeout,
-    NetworkTimeout,
+    PyMongoError,
     ServerSelectionTimeoutError,
 )
+from pymongo.monitoring import TopologyListener
 
 from gateway.errors import Conflict, StoreUnavailable
 
@@ -28,13 +27,34 @@ Collection = AsyncCollection[Doc]
 Database = AsyncDatabase[Doc]
 
 
-def open_client(uri: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
+def open_client(
+    uri: str,
+    *,
+    timeout_ms: int = 5000,
+    write_concern: str | int | None = None,
+    listeners: Sequence[TopologyListener] = (),
+) -> AsyncMongoClient[Doc]:
+    """The client every store module shares.
+
+    - `journal=True`: a write is acknowledged only once it is in the database's journal, so a
+      2xx survives the database being killed right after it (SPEC §5). Passed as a keyword, it
+      wins over a `journal=false` in the URI.
+    - `w`: GATEWAY_WRITE_CONCERN (e.g. "majority" on a replica set); unset keeps the URI's.
+    - `timeoutMS`: every operation (server selection, connection checkout, the round trip)
+      has this deadline; past it the driver gives up and the caller answers 503.
+    """
+    options: dict[str, Any] = {"journal": True}
+    if write_concern is not None:
+        options["w"] = write_concern
     return AsyncMongoClient(
         uri,
         tz_aware=True,
+        timeoutMS=timeout_ms,
         serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
+        connectTimeoutMS=min(timeout_ms, 2000),
         appname="rabbot-gateway",
+        event_listeners=list(listeners),
+        **options,
     )
 
 
@@ -47,14 +67,19 @@ def translate_errors(
         yield
     except DuplicateKeyError:
         raise Conflict(conflict_detail) from None
-    except (
-        ServerSelectionTimeoutError,
-        AutoReconnect,
-        NetworkTimeout,
-        ConnectionFailure,
-        ExecutionTimeout,
-    ) as exc:
-        raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    except ConnectionFailure as exc:  # server selection, AutoReconnect, NetworkTimeout
+        deadline = exc.timeout and not isinstance(exc, ServerSelectionTimeoutError)
+        raise StoreUnavailable(
+            f"database unavailable: {type(exc).__name__}", deadline=deadline
+        ) from exc
+    except PyMongoError as exc:
+        if not exc.timeout:
+            raise
+        # A deadline passed (timeoutMS, or the server's maxTimeMS): the operation may still
+        # complete on the server; the web edge says so on a write (outcome unknown).
+        raise StoreUnavailable(
+            f"database deadline passed: {type(exc).__name__}", deadline=True
+        ) from exc
 
 
 _DUPLICATE_KEY = 11000

@@ -1,5 +1,6 @@
-"""Opening the database for a process: the embedded server (when no URI is given), the client,
-the indexes, and closing them again."""
+"""Opening the database for a process, and closing it again: the embedded server under its
+supervisor (when no URI is given) or MONGODB_URI, the journaled client with its deadline,
+the indexes, and the health that requests check first (`store.health`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from gateway.background import cancel_and_wait
 from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.store import Store
 from gateway.store.client import open_client
 from gateway.store.embedded import EmbeddedServer
+from gateway.store.health import DatabaseHealth
+from gateway.store.supervisor import EmbeddedSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -21,39 +25,46 @@ log = logging.getLogger(__name__)
 @contextlib.asynccontextmanager
 async def open_store(settings: Settings, uri: str | None) -> AsyncIterator[Store]:
     """The store on `uri`, or on an embedded server in the data dir when `uri` is None."""
-    embedded = None if uri else EmbeddedServer(Path(settings.data_dir) / "db")
-    if embedded is not None:
-        await _start(embedded)
-    client = open_client(embedded.uri if embedded else str(uri), timeout_ms=settings.db_timeout_ms)
+    health = DatabaseHealth()
+    supervisor = None
+    if uri is None:
+        supervisor = EmbeddedSupervisor(EmbeddedServer(Path(settings.data_dir) / "db"), health)
+        await _start(supervisor)
+        uri = supervisor.server.uri
+    client = open_client(
+        uri,
+        timeout_ms=settings.db_timeout_ms,
+        write_concern=settings.db_write_concern,
+        listeners=[health],
+    )
     tasks: list[asyncio.Task[None]] = []
     try:
-        store = Store(client[settings.database])
+        store = Store(client[settings.database], health)
+        tasks.append(asyncio.create_task(health.run_prober(store.ping)))
         try:
             await store.ensure_indexes()
         except StoreUnavailable as exc:
             log.error("database unavailable at start (%s); serving 503 until it answers", exc)
             tasks.append(asyncio.create_task(_ensure_indexes(store)))
-        if embedded is not None:
-            tasks.append(asyncio.create_task(_watch(embedded)))
         yield store
     finally:
-        for task in tasks:
-            task.cancel()
+        await cancel_and_wait(*tasks)
+        health.close()
         await client.close()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+        if supervisor is not None:
+            await supervisor.stop()
 
 
-async def _start(embedded: EmbeddedServer) -> None:
+async def _start(supervisor: EmbeddedSupervisor) -> None:
     """Start the child; cancelled meanwhile (a SIGTERM), wait for it and stop it again: the
     database process never outlives the gateway."""
-    starting = asyncio.ensure_future(asyncio.to_thread(embedded.start))
+    starting = asyncio.ensure_future(supervisor.start())
     try:
         await asyncio.shield(starting)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             await starting
-        await asyncio.to_thread(embedded.stop)
+        await supervisor.stop()
         raise
 
 
@@ -67,10 +78,3 @@ async def _ensure_indexes(store: Store) -> None:
             return
         except StoreUnavailable:
             continue
-
-
-async def _watch(embedded: EmbeddedServer) -> None:
-    """A crash of the embedded database is reported, not hidden."""
-    while (code := embedded.exit_code()) is None:
-        await asyncio.sleep(1)
-    log.error("the embedded database exited with code %s:\n%s", code, embedded.log_tail())

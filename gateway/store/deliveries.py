@@ -3,7 +3,9 @@
 A delivery is `{_id: "<event id>:<subscription id>", tenant, event, subscription_id,
 action_id, partner_id, entity_id, status, next_attempt_at, attempt_count, attempts[],
 shard, order_key?, seq?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at,
-updated_at, final_at?}`. The `_id` is deterministic, so a relay that fans the same event out
+updated_at, final_at?}`; a flow's deliveries have a `kind` (`flow_call`: `context` instead of
+a subscription; `notification`: the rendered `notification`), `run_id` and `step_id`, and the
+id `<run id>:<step id>[:<n>]`. The `_id` is deterministic, so a relay that fans the same event out
 twice stores it once. `event` is the event itself (immutable): sending needs no second read.
 
 Claiming is two round trips for a whole batch: read due deliveries, flip the still-pending
@@ -57,6 +59,7 @@ FILTERS = {
     "entity_id": "entity_id",
     "subscription_id": "subscription_id",
     "event_id": "event.id",
+    "run_id": "run_id",
 }
 _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
 

@@ -1,7 +1,15 @@
-"""The embedded SecantusDB server, run as a separate child process (it is GPL; never imported)."""
+"""The embedded SecantusDB server, run as a separate child process (it is GPL; never imported).
+
+The child is `launcher.py` (see there), which runs `secantusd-py` and stops it when this
+process dies, however it dies; `GATEWAY_DATA_DIR/db.pid` names the database process while
+it runs. A start first stops a database left running on the same storage by a gateway that
+could not stop it (e.g. one from before the launcher), after checking that the process
+really is `secantusd-py` on that storage.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -10,15 +18,28 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 EXECUTABLE = "secantusd-py"
+_LAUNCHER = Path(__file__).with_name("launcher.py")
+# The database child's whole environment: locale, paths, time zone and its own settings.
+# Never the gateway's secrets (GATEWAY_SECRET_KEY, tokens, MONGODB_URI credentials).
+_PASSED = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"})
+_PASSED_PREFIXES = ("SECANTUS_",)
+_LOCKED = "already being managed by another process"
 
 
 class EmbeddedServerError(RuntimeError):
     pass
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k in _PASSED or k.startswith(_PASSED_PREFIXES)}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def _free_port(host: str) -> int:
@@ -41,8 +62,66 @@ def _find_executable() -> str:
     return found
 
 
+def _command_line(pid: int) -> list[str]:
+    """A process's arguments, [] when it is gone (or not ours to read)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    except OSError:
+        pass
+    try:  # no /proc (macOS): ps prints the command line, space-joined
+        out = subprocess.run(
+            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return out.stdout.split()
+
+
+def _serves(pid: int, storage_path: Path) -> bool:
+    """Whether `pid` is a secantusd-py process on exactly this storage path."""
+    args = _command_line(pid)
+    if not any(EXECUTABLE in a for a in args[:3]) or "--storage-path" not in args:
+        return False
+    given = args[args.index("--storage-path") + 1 : args.index("--storage-path") + 2]
+    return bool(given) and Path(given[0]).resolve() == storage_path.resolve()
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def stop_stale(storage_path: Path, pid_file: Path) -> int | None:
+    """Stop the database a dead gateway left running on `storage_path` (SIGTERM, then
+    SIGKILL after 10 s). Returns its pid, or None when there was none. A pid file naming
+    any other process (the pid was reused) is ignored."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _serves(pid, storage_path):
+        return None
+    log.warning("stopping a database left running on %s (pid %d)", storage_path, pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, 10):
+            os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, 5)
+    return pid
+
+
 class EmbeddedServer:
-    """Starts `secantusd-py` on a free loopback port, waits until it answers, stops it."""
+    """Starts `secantusd-py` (through the launcher) on a loopback port, waits until it
+    answers, stops it. `start()` again after a crash reuses the port, so clients reconnect."""
 
     def __init__(
         self, storage_path: Path | str, *, host: str = "127.0.0.1", cache_size: str = "256M"
@@ -52,7 +131,9 @@ class EmbeddedServer:
         self.cache_size = cache_size
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watch_fd: int | None = None  # our end of the launcher's pipe; never written
         self._log_path = self.storage_path.parent / (self.storage_path.name + ".log")
+        self.pid_file = self.storage_path.parent / (self.storage_path.name + ".pid")
 
     @property
     def uri(self) -> str:
@@ -62,16 +143,28 @@ class EmbeddedServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        """The database process's pid (the launcher's child), None when it is not running."""
+        try:
+            return int(self.pid_file.read_text().strip()) if self._proc else None
+        except (OSError, ValueError):
+            return None
 
     def exit_code(self) -> int | None:
-        """None while running; the child's exit code once it has died."""
+        """None while running; the launcher's exit code (the database's) once it has died."""
         return self._proc.poll() if self._proc else None
 
     def start(self, timeout: float = 30.0) -> None:
         self.storage_path.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port(self.host)
+        stop_stale(self.storage_path, self.pid_file)
+        self.port = self.port or _free_port(self.host)
+        read_fd, self._watch_fd = os.pipe()
         cmd = [
+            sys.executable,
+            "-I",
+            str(_LAUNCHER),
+            str(read_fd),
+            str(self.pid_file),
+            "--",
             _find_executable(),
             "--host",
             self.host,
@@ -84,21 +177,25 @@ class EmbeddedServer:
             "--cache-size",
             self.cache_size,
         ]
-        log_file = self._log_path.open("ab")
-        # A new session keeps a Ctrl-C in the terminal from reaching the child before we stop it.
-        self._proc = subprocess.Popen(
-            cmd,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log_file.close()
+        try:
+            with self._log_path.open("ab") as log_file:  # the child keeps its own handle
+                # A new session keeps a Ctrl-C in the terminal from reaching the child
+                # before we stop it.
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    pass_fds=(read_fd,),
+                    env=child_environment(os.environ),
+                )
+        finally:
+            os.close(read_fd)
         self._wait_until_listening(timeout)
         log.info(
             "embedded database started",
-            extra={"port": self.port, "pid": self._proc.pid, "storage": str(self.storage_path)},
+            extra={"port": self.port, "pid": self.pid, "storage": str(self.storage_path)},
         )
 
     def _wait_until_listening(self, timeout: float) -> None:
@@ -106,10 +203,8 @@ class EmbeddedServer:
         while time.monotonic() < deadline:
             code = self.exit_code()
             if code is not None:
-                raise EmbeddedServerError(
-                    f"{EXECUTABLE} exited with code {code} while starting; see {self._log_path}:"
-                    f"\n{self.log_tail()}"
-                )
+                self._release()
+                raise EmbeddedServerError(self._failure(code))
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
                     return
@@ -118,20 +213,37 @@ class EmbeddedServer:
         self.stop()
         raise EmbeddedServerError(f"{EXECUTABLE} did not listen within {timeout:.0f}s")
 
+    def _failure(self, code: int) -> str:
+        tail = self.log_tail()
+        if _LOCKED in tail:
+            return (
+                f"the database files in {self.storage_path} are locked by another process "
+                "(another gateway on the same GATEWAY_DATA_DIR, or a database it left "
+                f"running). Find it with: pgrep -af -- '--storage-path {self.storage_path}' "
+                "and stop it (kill PID), or use another GATEWAY_DATA_DIR."
+            )
+        return f"{EXECUTABLE} exited with code {code} while starting; see {self._log_path}:\n{tail}"
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to the launcher, which stops the database and waits for it."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("embedded database ignored SIGTERM; killing it")
-            proc.kill()
-            proc.wait()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("embedded database did not stop in %.0f s; killing it", timeout)
+                proc.kill()  # the database gets SIGKILL too (its parent-death signal)
+                proc.wait()
+        self._release()
+
+    def _release(self) -> None:
+        if self._watch_fd is not None:
+            os.close(self._watch_fd)
+            self._watch_fd = None

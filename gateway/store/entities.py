@@ -281,12 +281,16 @@ class EntityStore:
     # -- the relay's side: system work across tenants, never reached from a request --
 
     async def pending_outboxes(
-        self, limit: int, shards: Collection_[int] | None = None
+        self, limit: int, shards: Collection_[int] | None = None, exclude: Sequence[Any] = ()
     ) -> list[Doc]:
-        """Documents with events waiting, in these relay shards, the longest waiting first."""
+        """Documents with events waiting, in these relay shards (all when None), the longest
+        waiting first; `exclude` names ids this process has set aside."""
+        query = _shards_query(shards)
+        if exclude:
+            query["_id"] = {"$nin": list(exclude)}
         projection = {"tenant": 1, "type": 1, "nk": 1, "rev": 1, "outbox": 1, "deleted": 1}
         with translate_errors():
-            cursor = self._c.find(_shards_query(shards), projection | {"pending": 1})
+            cursor = self._c.find(query, projection | {"pending": 1})
             return await cursor.sort("pending", ASCENDING).limit(limit).to_list(limit)
 
     async def park_outbox(self, doc: Doc, reason: str) -> None:

@@ -34,6 +34,7 @@ HEAD_INDEXES = [
 USERS = {
     "triggers": ("mapping", "response_mapping"),
     "actions": ("request_mapping", "response_mapping"),
+    "schedules": ("mapping",),
 }
 _LISTED = {"deleted": {"$ne": True}, "direction": {"$exists": True}}
 _NO_SOURCE = {"source": 0, "document": 0}

@@ -1,10 +1,11 @@
 """The notify lane's collections: driver assignments, channels, templates, per-tenant
-notification settings, cooldowns, and flows (`store/flows.py`).
+notification settings, cooldowns, flows (`store/flows.py`) and their runs (`store/flow_runs.py`).
 
 Channels and templates are `{_id, tenant, name, ..., rev, created_at, updated_at}` with a name
 unique per tenant (flows name them). Settings are one document per tenant (`_id` = tenant). A
-cooldown is `{_id: "<tenant>:<key>", tenant, key, sent_at, expires_at}`: the last time a
-notification for that key went out, dropped by a TTL index once the longest cooldown is over.
+cooldown is `{_id: "<tenant>:<key>", tenant, key, sent_at, by, expires_at}`: the last time a
+notification for that key went out and who sent it (`by`: a flow run's notify step, whose
+messages and their retries share the claim), dropped by a TTL index once the cooldown is over.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from gateway.store.assignments import AssignmentStore
 from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
+from gateway.store.flow_runs import FlowRunStore
 from gateway.store.flows import FlowStore
 from gateway.store.resources import TenantResources
 
@@ -65,17 +67,27 @@ class CooldownStore:
         self._c = collection
 
     async def claim(
-        self, tenant: str, key: str, now: datetime, quiet_until: datetime, keep_until: datetime
+        self,
+        tenant: str,
+        key: str,
+        now: datetime,
+        quiet_until: datetime,
+        keep_until: datetime,
+        *,
+        by: str | None = None,
     ) -> datetime | None:
-        """Note a send for `key` unless one was noted after `quiet_until`; returns None when
-        this call may send, else when the earlier send happened. Atomic across processes:
-        the loser of two concurrent claims sees the winner's time."""
+        """Note a send for `key` unless one was noted after `quiet_until` by someone other
+        than `by`; returns None when this call may send, else when the earlier send happened.
+        Atomic across processes: the loser of two concurrent claims sees the winner's time."""
         doc_id = f"{tenant}:{key}"
+        passes: list[Doc] = [{"sent_at": {"$lte": quiet_until}}]
+        if by is not None:
+            passes.append({"by": by})  # our own earlier claim (another message, a retry)
         with translate_errors():
             try:
                 await self._c.find_one_and_update(
-                    scoped(tenant, {"_id": doc_id, "sent_at": {"$lte": quiet_until}}),
-                    {"$set": {"key": key, "sent_at": now, "expires_at": keep_until}},
+                    scoped(tenant, {"_id": doc_id, "$or": passes}),
+                    {"$set": {"key": key, "sent_at": now, "by": by, "expires_at": keep_until}},
                     upsert=True,
                 )
                 return None
@@ -84,9 +96,13 @@ class CooldownStore:
             found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
         return None if found is None else found["sent_at"]
 
-    async def last_sent(self, tenant: str, key: str) -> datetime | None:
+    async def holder(self, tenant: str, key: str) -> Doc | None:
+        """The last noted send for `key` ({sent_at, by}), or None."""
         with translate_errors():
-            found = await self._c.find_one(scoped(tenant, {"_id": f"{tenant}:{key}"}))
+            return await self._c.find_one(scoped(tenant, {"_id": f"{tenant}:{key}"}))
+
+    async def last_sent(self, tenant: str, key: str) -> datetime | None:
+        found = await self.holder(tenant, key)
         return None if found is None else found["sent_at"]
 
 
@@ -98,6 +114,7 @@ class NotifyStores:
         self.settings = SettingsStore(db["notify_settings"])
         self.cooldowns = CooldownStore(db["notify_cooldowns"])
         self.flows = FlowStore(db)
+        self.runs = FlowRunStore(db["flow_runs"])
         self._db = db
 
     async def ensure_indexes(self) -> None:
@@ -107,3 +124,4 @@ class NotifyStores:
             await self._db["templates"].create_indexes(NAME_INDEXES)
             await self._db["notify_cooldowns"].create_indexes(COOLDOWN_INDEXES)
         await self.flows.ensure_indexes()
+        await self.runs.ensure_indexes()

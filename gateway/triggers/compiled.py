@@ -133,6 +133,8 @@ def partner_verifier(auth: Doc, fetch: Fetch) -> PartnerJwtVerifier:
     )
     if auth.get("public_key_pem"):
         return PartnerJwtVerifier.from_pem([auth["public_key_pem"]], policy)
+    if not auth.get("jwks_url"):
+        raise ValueError("give a jwks_url or a public_key_pem")
     return PartnerJwtVerifier.from_jwks(auth["jwks_url"], fetch, policy)
 
 

@@ -33,10 +33,15 @@ def parse_json(content_type: str, body: bytes) -> Any:
         raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict | list):
         raise BadRequest("the body must be a JSON object or an array of objects")
+    check_depth(body, data)
+    return data
+
+
+def check_depth(body: bytes, data: Any) -> None:
+    """400 for JSON nested deeper than MAX_DEPTH (SPEC §7), on every route that reads JSON."""
     # Counting brackets is a C-speed upper bound on depth: only a suspicious body is walked.
     if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
         raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels")
-    return data
 
 
 def parse_form(content_type: str, body: bytes, query_string: str) -> dict[str, str]:

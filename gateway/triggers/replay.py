@@ -10,7 +10,7 @@ positions of one vehicle are written in the order they arrived.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -19,7 +19,7 @@ import orjson
 from gateway.entities import Origin
 from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store
-from gateway.triggers.compiled import TriggerConfigs
+from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.pipeline import written
 from gateway.triggers.rejected import public_rejected
@@ -27,12 +27,28 @@ from gateway.triggers.rejected import public_rejected
 MAX_REPLAY_ALL: Final = 1000
 STATUSES: Final = ("pending", "replayed")
 
+OtherTargets = Callable[[str, str], Awaitable[CompiledTrigger | None]]
+"""(tenant, id) → the compiled target of payloads kept under an id that is not a trigger's
+(a schedule's pages), or None."""
+
+
+async def _no_other_target(tenant: str, target_id: str) -> CompiledTrigger | None:
+    return None
+
 
 class RejectedPayloads:
-    def __init__(self, store: Store, configs: TriggerConfigs, ingestor: Ingestor) -> None:
+    def __init__(
+        self,
+        store: Store,
+        configs: TriggerConfigs,
+        ingestor: Ingestor,
+        *,
+        other_targets: OtherTargets = _no_other_target,
+    ) -> None:
         self._store = store
         self._configs = configs
         self._ingestor = ingestor
+        self._other_targets = other_targets
 
     async def list(
         self,
@@ -58,14 +74,12 @@ class RejectedPayloads:
             raise Conflict("this payload was replayed already")
         if not record["replayable"]:
             raise Conflict("this payload was too large to keep whole; it cannot be replayed")
-        trigger_doc = await self._store.triggers.get(tenant, record["trigger_id"])
-        if trigger_doc is None:
-            raise NotFound(f"trigger {record['trigger_id']!r} no longer exists")
+        trigger = await self._target(tenant, record["trigger_id"])
         # Claimed first: two concurrent replays of one record must not both write.
         if not await self._store.rejected.claim_replay(tenant, record_id, at=datetime.now(UTC)):
             raise Conflict("this payload is being replayed or was replayed already")
         try:
-            result = await self._rerun(trigger_doc, record)
+            result = await self._rerun(trigger, record)
         except InvalidPayload as exc:
             await self._store.rejected.record_failure(
                 tenant,
@@ -102,8 +116,16 @@ class RejectedPayloads:
         replayed = sum(r["status"] == "replayed" for r in results)
         return {"replayed": replayed, "failed": len(results) - replayed, "results": results}
 
-    async def _rerun(self, trigger_doc: Doc, record: Doc) -> dict[str, Any]:
-        trigger = self._configs.compiled(trigger_doc)
+    async def _target(self, tenant: str, trigger_id: str) -> CompiledTrigger:
+        trigger_doc = await self._store.triggers.get(tenant, trigger_id)
+        if trigger_doc is not None:
+            return self._configs.compiled(trigger_doc)
+        other = await self._other_targets(tenant, trigger_id)
+        if other is None:
+            raise NotFound(f"trigger {trigger_id!r} no longer exists")
+        return other
+
+    async def _rerun(self, trigger: CompiledTrigger, record: Doc) -> dict[str, Any]:
         payload = orjson.loads(record["payload"])
         origin = Origin("trigger", trigger.id, {"replay_of": str(record["_id"])})
         if record["scope"] == "body":

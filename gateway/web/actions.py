@@ -31,12 +31,38 @@ ACTION: dict[str, Any] = {
         "retry_schedule": {"type": ["array", "null"], "items": {"type": "number"}},
         "ordered": {"type": "boolean"},
         "write_back": {"type": "boolean"},
+        "read_only": {
+            "type": "boolean",
+            "description": "a POST that only reads (JSON-RPC): schedules may run it",
+        },
     },
 }
 INVOKE: dict[str, Any] = {
     "type": "object",
     "description": '{"entity": {"type", "id"|"key"}} or {"payload": {...}} (the mapping context)',
-    "properties": {"entity": {"type": "object"}, "payload": {"type": "object"}},
+    "oneOf": [
+        {
+            "required": ["entity"],
+            "not": {"required": ["payload"]},
+            "properties": {
+                "entity": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "id": {"type": "string", "minLength": 1},
+                        "key": {"type": "string", "minLength": 1},
+                    },
+                    "anyOf": [{"required": ["id"]}, {"required": ["key"]}],
+                }
+            },
+        },
+        {
+            "required": ["payload"],
+            "not": {"required": ["entity"]},
+            "properties": {"payload": {"type": "object"}},
+        },
+    ],
 }
 INVOKED: dict[str, Any] = {
     "type": "object",
@@ -47,7 +73,16 @@ SUBSCRIPTION: dict[str, Any] = {
     "required": ["action_id", "event_types"],
     "properties": {
         "action_id": {"type": "string"},
-        "event_types": {"type": "array", "items": {"type": "string"}},
+        "event_types": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 50,
+            "items": {
+                "type": "string",
+                "maxLength": 100,
+                "pattern": "^(\\*|[a-z0-9_]+(\\.[a-z0-9_]+)*(\\.\\*)?)$",
+            },
+        },
         "filter": {
             "type": "object",
             "properties": {
@@ -69,8 +104,15 @@ WITH_SECRET: dict[str, Any] = {
 _LIST_QUERY = [("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")]
 
 
+_CHOICES = {"mode": ("proxy", "deliver"), "status": ("active", "disabled")}
+
+
 def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
-    return {k: v for k in names if (v := request.query.get(k))}
+    filters = {k: v for k in names if (v := request.query.get(k))}
+    for name, value in filters.items():
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise BadRequest(f"{name} must be one of {', '.join(_CHOICES[name])}")
+    return filters
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -89,6 +131,7 @@ async def create_action(request: web.Request) -> web.Response:
     tag="actions",
     response=PAGE,
     query=[*_LIST_QUERY, ("partner_id", "only this partner's"), ("mode", "proxy|deliver")],
+    schemas={"mode": {"enum": ["proxy", "deliver"]}},
 )
 async def list_actions(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -171,6 +214,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     tag="subscriptions",
     response=PAGE,
     query=[*_LIST_QUERY, ("action_id", "only this action's"), ("status", "active|disabled")],
+    schemas={"status": {"enum": ["active", "disabled"]}},
 )
 async def list_subscriptions(request: web.Request) -> web.Response:
     claims = await authenticate(request)

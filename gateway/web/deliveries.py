@@ -11,7 +11,7 @@ from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
-from gateway.web.requests import page, page_params, read_object
+from gateway.web.requests import check_members, page, page_params, read_object
 from gateway.web.state import services_of
 
 DELIVERY: dict[str, Any] = {
@@ -30,6 +30,7 @@ _FILTERS = [
     ("entity_id", "entity id"),
     ("subscription_id", "subscription id"),
     ("event_id", "event id"),
+    ("run_id", "flow run id: the run's calls and notifications"),
 ]
 
 
@@ -37,6 +38,7 @@ _FILTERS = [
     "List deliveries, newest first",
     tag="deliveries",
     response=PAGE,
+    schemas={"status": {"enum": list(STATUSES)}},
     query=[
         *_FILTERS,
         ("limit", "page size, 1-200"),
@@ -71,12 +73,20 @@ async def replay_delivery(request: web.Request) -> web.Response:
 @operation(
     "Replay every failed and dead delivery matching a filter",
     tag="deliveries",
-    request={"type": "object", "properties": {k: {"type": "string"} for k, _ in _FILTERS}},
+    request={
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            **{k: {"type": "string"} for k, _ in _FILTERS},
+            "status": {"enum": ["", *STATUSES]},
+        },
+    },
     response={"type": "object", "properties": {"replayed": {"type": "integer"}}},
 )
 async def replay_deliveries(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    filters = parse_filters({k: v for k, v in body.items() if isinstance(v, str)})
+    check_members(body, {k: str for k, _ in _FILTERS})
+    filters = parse_filters(body)
     count = await services_of(request).deliveries.replay_matching(claims.tenant, filters)
     return json_response({"replayed": count})

@@ -13,7 +13,8 @@ from gateway.web.state import services_of
 
 
 @operation(
-    "List entities",
+    "List entities (also filtered by indexed fields: vehicle plate, status, group, renavam; "
+    "driver cpf, status; supplier cnpj; operator cpf, role; other kind, status, plate)",
     tag="entities",
     response={
         "type": "object",
@@ -22,7 +23,6 @@ from gateway.web.state import services_of
     query=[
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
-        ("plate/status/group/cpf/cnpj/kind/...", "filters on indexed fields"),
     ],
 )
 async def list_entities(request: web.Request) -> web.Response:

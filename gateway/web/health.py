@@ -8,36 +8,63 @@ from aiohttp import web
 
 from gateway.auth.tokens import bearer_token
 from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
-from gateway.services import jobs_alive, running_jobs
+from gateway.services import Services, jobs_alive, running_jobs
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.state import services_of
 
 
-@operation("Liveness: the process answers", tag="operations", auth="none")
+@operation("Liveness: the process answers", tag="operations", auth="none", database=False)
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@operation("Readiness: the database answers", tag="operations", auth="none", errors=(503,))
+@operation(
+    "Readiness: the database answers and the workers make progress",
+    tag="operations",
+    auth="none",
+    errors=(503,),
+    database=False,
+)
 async def readyz(request: web.Request) -> web.Response:
     services = services_of(request)
-    metrics = services.metrics
+    metrics, health = services.metrics, services.store.health
     try:
-        await services.store.ping()
+        health.check()  # known down (crashed, restarting, frozen): no need to wait for a ping
+        try:
+            await services.store.ping()
+        except StoreUnavailable as exc:
+            health.report_failure(exc)
+            raise
     except StoreUnavailable:
         metrics.database_up.set(0)
         raise
     metrics.database_up.set(1)
     workers = "disabled"
     if running_jobs(services.settings):
-        workers = "running" if jobs_alive(services) else "stopped"
-        if workers == "stopped":
-            raise Unavailable("the background workers are not running")
+        _check_workers(services)
+        workers = "running"
     return json_response({"status": "ready", "database": "ok", "workers": workers})
 
 
-@operation("Prometheus metrics", tag="operations", auth="none")
+def _check_workers(services: Services) -> None:
+    """The jobs this process runs (`GATEWAY_WORKERS`) are running, and making progress."""
+    if not jobs_alive(services):
+        raise Unavailable("the background workers are not running")
+    limit = services.settings.stall_seconds
+    jobs = running_jobs(services.settings)
+    watched = [("event relay", services.relay.progress)] if "relay" in jobs else []
+    if "delivery" in jobs:
+        watched.append(("delivery worker", services.delivery_worker.progress))
+    for name, progress in watched:
+        if (stalled := progress.stalled_for()) > limit:
+            raise Unavailable(
+                f"the {name} has made no progress for {stalled:.0f} s: {progress.reason}",
+                retry_after=limit,
+            )
+
+
+@operation("Prometheus metrics", tag="operations", auth="none", database=False)
 async def metrics(request: web.Request) -> web.Response:
     services = services_of(request)
     expected = services.settings.metrics_token

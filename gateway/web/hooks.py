@@ -31,7 +31,9 @@ _PAGE: Final[dict[str, Any]] = {
     "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
 }
 _BODY: Final[dict[str, Any]] = {
-    "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
+    "description": "One object, or an array (a batch) whose items are validated one by one: "
+    "an item that is not a valid object fails alone, in `results` (207)",
+    "oneOf": [{"type": "object"}, {"type": "array"}],
 }
 
 
@@ -87,18 +89,20 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
     request=_BODY,
     response=_WRITTEN,
     errors=(409,),
+    idempotency_key=True,
+    also=(201, 207),
 )
 async def post_hook(request: web.Request) -> web.Response:
     return await _answer(request)
 
 
 @operation(
-    "Read through a trigger (a filtered page); form triggers write from the query",
+    "Read through a trigger (a filtered page by natural key or indexed fields, e.g. "
+    "?plate=ABC1D23); form triggers write from the query",
     tag="hooks",
     auth="trigger",
     response=_PAGE,
     query=[
-        ("plate/cpf/cnpj/key/status/...", "natural key or indexed filters"),
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],

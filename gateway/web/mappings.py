@@ -26,6 +26,7 @@ YAML_TYPES = frozenset(
 )
 _CHUNK = 64 * 1024
 
+_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 _VERSION = {
     "type": "object",
     "properties": {
@@ -53,10 +54,23 @@ _UPLOAD = {
 }
 _TEST = {
     "type": "object",
+    "anyOf": [{"required": ["name"]}, {"required": ["mapping"]}],
     "properties": {
-        "name": {"type": "string", "description": "a stored mapping (its active version)"},
-        "version": {"type": "integer", "description": "a stored version instead of the active"},
-        "mapping": {"type": ["string", "object"], "description": "a draft: text or document"},
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "description": "a stored mapping (its active version)",
+        },
+        "version": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "a stored version instead of the active",
+        },
+        "mapping": {
+            "type": ["string", "object"],
+            "minLength": 1,
+            "description": "a draft: text or document",
+        },
         "payload": {"description": "inbound: a sample partner payload"},
         "context": {"description": 'outbound: e.g. {"entity": {...}, "event": {...}}'},
         "response": {"description": "outbound: a sample partner answer"},
@@ -73,7 +87,7 @@ def _int(value: Any, pointer: str) -> int:
     """A version number from a query parameter or a JSON member."""
     if isinstance(value, str) and value.isdecimal():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
         message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {value!r}"
         raise InvalidPayload(message, [FieldProblem(pointer, message, "type")])
     return value
@@ -127,6 +141,7 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
     response=_VERSION,
     status=201,
     query=[("activate", "false to store the version without activating it (default true)")],
+    schemas={"activate": {"enum": ["true", "false", "1", "0"]}},
     errors=(413, 415),
 )
 async def upload_mapping(request: web.Request) -> web.Response:
@@ -174,7 +189,12 @@ async def list_versions(request: web.Request) -> web.Response:
     return json_response({"items": [v.as_dict(source=False) for v in found]})
 
 
-@operation("Get one version of a mapping, with its source", tag="mappings", response=_VERSION)
+@operation(
+    "Get one version of a mapping, with its source",
+    tag="mappings",
+    response=_VERSION,
+    schemas={"version": _VERSION_NUMBER},
+)
 async def get_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     number = _int(request.match_info["version"], "/version")
@@ -195,6 +215,8 @@ async def get_version(request: web.Request) -> web.Response:
         },
     },
     query=[("from", "the older version"), ("to", "the newer version")],
+    schemas={"from": _VERSION_NUMBER, "to": _VERSION_NUMBER},
+    required_query=("from", "to"),
 )
 async def diff_versions(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -211,7 +233,7 @@ async def diff_versions(request: web.Request) -> web.Response:
     request={
         "type": "object",
         "required": ["version"],
-        "properties": {"version": {"type": "integer"}},
+        "properties": {"version": _VERSION_NUMBER},
     },
     response=_VERSION,
 )

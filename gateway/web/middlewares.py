@@ -10,15 +10,17 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
 from gateway.web import problems
+from gateway.web.openapi import Operation, operation_of
 from gateway.web.state import services_of
 
 log = logging.getLogger("gateway.access")
 
 # A caller's id is echoed only if it is short and plain: it ends up in every log line.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _route_label(request: web.Request) -> str:
@@ -58,8 +60,21 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _call(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+    op = operation_of(request.match_info.handler)
+    health = services_of(request).store.health
+    if op is not None and op.database:
+        try:
+            health.check()  # known down: 503 at once, nothing attempted
+        except StoreUnavailable as exc:
+            return problems.problem_response(exc, request)
     try:
         return await handler(request)
+    except StoreUnavailable as exc:
+        health.report_failure(exc)
+        if request.method in _WRITES:
+            exc = _outcome_unknown(exc, op)
+        log.warning("request failed: %s", exc.detail, extra={"status": exc.status})
+        return problems.problem_response(exc, request)
     except GatewayError as exc:
         if exc.status >= 500:
             log.warning("request failed: %s", exc.detail, extra={"status": exc.status})
@@ -71,3 +86,18 @@ async def _call(request: web.Request, handler: Handler, request_id: str) -> web.
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return problems.internal_error(request, request_id)
+
+
+def _outcome_unknown(exc: StoreUnavailable, op: Operation | None) -> StoreUnavailable:
+    """The database failed while this write was being processed (a deadline passed or the
+    connection was lost): it may or may not have been stored, and the caller must know."""
+    if op is not None and op.idempotency_key:
+        retry = "retry with the same Idempotency-Key: that is safe, the write is applied once"
+    else:
+        retry = "read the resource before retrying: a retry may repeat the write"
+    return StoreUnavailable(
+        f"{exc.detail}; the outcome of this write is unknown",
+        retry_after=exc.retry_after,
+        outcome="unknown",
+        retry=retry,
+    )

@@ -57,11 +57,13 @@ _STATUS_TEXT = {
     201: "Created",
     202: "Accepted",
     204: "No content",
+    207: "Batch with at least one failed item (see `results`)",
     400: "Malformed request",
     401: "Missing or invalid credentials",
     403: "Not allowed for these credentials",
     404: "Not found",
     405: "Method not allowed",
+    408: "The body took too long to arrive",
     409: "Conflict",
     413: "Body too large",
     415: "Unsupported media type",
@@ -84,6 +86,25 @@ class Operation:
     status: int = 200
     query: Sequence[tuple[str, str]] = ()
     errors: Sequence[int] = field(default_factory=tuple)
+    # False for the few routes that never touch the database (health, metrics, the docs):
+    # they keep answering while it is down.
+    database: bool = True
+    # Whether a retry with the same `Idempotency-Key` header is answered from the first call.
+    idempotency_key: bool = False
+    # False when the body may be left out (the server then takes `{}`).
+    body_required: bool = True
+    # Other success statuses answered with the same schema (e.g. 201 and 207 for /hooks).
+    also: Sequence[int] = ()
+    # JSON Schemas of path and query parameters by name (default: any string), and the
+    # query parameters that must be given.
+    schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    required_query: Sequence[str] = ()
+
+
+def operation_of(handler: Any) -> Operation | None:
+    """What `@operation` declared on a route's handler (None for aiohttp's own)."""
+    op = getattr(handler, _ATTR, None)
+    return op if isinstance(op, Operation) else None
 
 
 def operation(summary: str, *, tag: str, **details: Any) -> Callable[[H], H]:
@@ -168,24 +189,28 @@ def _schema(value: Mapping[str, Any] | str) -> dict[str, Any]:
 
 def _operation(path: str, op: Operation) -> dict[str, Any]:
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _param_schema(op, name)}
         for name in _PARAM.findall(path)
     ]
     params += [
         {
             "name": name,
             "in": "query",
-            "required": False,
+            "required": name in op.required_query,
             "description": text,
-            "schema": {"type": "string"},
+            "schema": _param_schema(op, name),
         }
         for name, text in op.query
     ]
-    ok: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "OK")}
-    if op.response is not None:
-        ok["content"] = {"application/json": {"schema": _schema(op.response)}}
-    responses: dict[str, Any] = {str(op.status): ok}
-    for status in sorted({*_DEFAULT_ERRORS[op.auth], *op.errors}):
+    if op.idempotency_key:
+        params.append(_IDEMPOTENCY_KEY)
+    responses: dict[str, Any] = {}
+    for status in (op.status, *op.also):
+        ok: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "OK")}
+        if op.response is not None:
+            ok["content"] = {"application/json": {"schema": _schema(op.response)}}
+        responses[str(status)] = ok
+    for status in sorted(_errors(op)):
         responses[str(status)] = {
             "description": _STATUS_TEXT.get(status, "Error"),
             "content": {
@@ -203,22 +228,50 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
         result["security"] = [{op.auth: []}]
     if op.request is not None:
         result["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {"schema": _schema(op.request)}},
         }
     return result
+
+
+_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 200},
+}
+
+
+def _param_schema(op: Operation, name: str) -> dict[str, Any]:
+    return dict(op.schemas.get(name) or _PARAM_SCHEMAS.get(name) or {"type": "string"})
+
+
+_IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "a retry with the same key and body gets the first answer again (24 h)",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$"},
+}
+
+
+def _errors(op: Operation) -> set[int]:
+    """Every error status the route can answer: its own, its auth's, and the edge's."""
+    errors = {*_DEFAULT_ERRORS[op.auth], *op.errors}
+    if op.request is not None:
+        errors |= {400, 408, 413, 415}  # malformed, too slow, too large, not JSON
+    if op.database and op.auth != "none":
+        errors.add(503)
+    return errors
 
 
 def _operation_id(path: str, summary: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]+", "_", summary).strip("_").lower()
 
 
-@operation("The OpenAPI document", tag="meta", auth="none")
+@operation("The OpenAPI document", tag="meta", auth="none", database=False)
 async def openapi_json(request: web.Request) -> web.Response:
     return json_response(build_document(request.app))
 
 
-@operation("Human-readable API reference (works offline)", tag="meta", auth="none")
+@operation("Human-readable API reference (works offline)", tag="meta", auth="none", database=False)
 @aiohttp_jinja2.template("api_docs.html")
 async def api_docs(request: web.Request) -> dict[str, Any]:
     return {"doc": build_document(request.app)}

@@ -19,7 +19,7 @@ _AUTH: dict[str, Any] = {
     "description": "bearer {token} | header {name, value} | basic {username, password} | "
     "oauth2_client_credentials {token_url, client_id, client_secret, scope?, "
     "client_auth?} | query {name, value} | none | google_service_account {service_account: "
-    "the key file, scope?}. Write-only.",
+    "the key file, scope?} | geotab {url, database, username, password}. Write-only.",
     "properties": {
         "type": {
             "enum": [
@@ -30,6 +30,7 @@ _AUTH: dict[str, Any] = {
                 "query",
                 "none",
                 "google_service_account",
+                "geotab",
             ]
         }
     },

@@ -10,7 +10,14 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.config import parse_flag
-from gateway.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from gateway.errors import (
+    BadRequest,
+    FieldProblem,
+    InvalidPayload,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from gateway.triggers.payloads import check_depth
 
 # A client gets this long to send its whole body; a slow one must not hold a connection
 # (and its memory) for as long as it likes.
@@ -40,12 +47,16 @@ async def read_body(request: web.Request) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
+    """The body's JSON, nested at most 32 deep like a trigger's (the size is capped while it
+    is read: `client_max_size`, GATEWAY_MAX_BODY_BYTES)."""
     if not body:
         raise BadRequest("the request body is empty")
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    check_depth(body, data)
+    return data
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
@@ -53,6 +64,22 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     return data
+
+
+def check_members(body: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> None:
+    """422 for a member the route does not know or of the wrong JSON type, every one listed
+    (the OpenAPI document declares exactly these, with additionalProperties false)."""
+    problems = [
+        FieldProblem(f"/{k}", f"{k} is not a member of this body", "additionalProperties")
+        for k in sorted(set(body) - set(types))
+    ]
+    problems += [
+        FieldProblem(f"/{k}", f"{k} has the wrong type", "type")
+        for k, kind in types.items()
+        if k in body and (not isinstance(body[k], kind) or isinstance(body[k], bool))
+    ]
+    if problems:
+        raise InvalidPayload("the body does not fit this route", problems)
 
 
 def page_params(request: web.Request, default: int = paging.DEFAULT_PAGE) -> tuple[int, str | None]:

@@ -10,4 +10,5 @@ services_key = web.AppKey("services", Services)
 
 
 def services_of(request: web.Request) -> Services:
-    return request.app[services_key]
+    # config_dict: the admin UI is a sub-application, and reads the services of its parent.
+    return request.config_dict[services_key]

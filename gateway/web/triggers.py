@@ -10,7 +10,7 @@ from gateway.triggers.spec import TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import page, page_params, read_object
+from gateway.web.requests import check_members, page, page_params, read_object
 from gateway.web.state import services_of
 
 _TRIGGER: Final[dict[str, Any]] = {
@@ -27,8 +27,14 @@ _PAGE: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
 }
+_TRIGGER_PATCH: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": TRIGGER_SCHEMA["properties"],
+}
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",
+    "additionalProperties": False,
     "properties": {
         "grace_seconds": {"type": "integer", "minimum": 0},
         "secret": {
@@ -40,6 +46,7 @@ _ROTATE: Final[dict[str, Any]] = {
 }
 _REPLAY_ALL: Final[dict[str, Any]] = {
     "type": "object",
+    "additionalProperties": False,
     "properties": {"trigger_id": {"type": "string"}},
 }
 
@@ -86,7 +93,7 @@ async def get_trigger(request: web.Request) -> web.Response:
 @operation(
     "Change a trigger (top-level members replace; null clears)",
     tag="triggers",
-    request={"type": "object"},
+    request=_TRIGGER_PATCH,
     response=_TRIGGER,
     errors=(409,),
 )
@@ -131,10 +138,12 @@ async def enable_trigger(request: web.Request) -> web.Response:
     request=_ROTATE,
     response=_TRIGGER,
     errors=(409,),
+    body_required=False,
 )
 async def rotate_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await _optional_object(request)
+    check_members(body, {"grace_seconds": int, "secret": str})
     grace = body.get("grace_seconds", 0)
     issued = await services_of(request).triggers.rotate(
         claims.tenant,
@@ -162,6 +171,7 @@ async def revoke_trigger(request: web.Request) -> web.Response:
     "List rejected trigger payloads (newest first)",
     tag="rejected",
     response=_PAGE,
+    schemas={"status": {"enum": ["pending", "replayed"]}},
     query=[
         ("trigger_id", "only this trigger's"),
         ("status", "pending | replayed"),
@@ -207,10 +217,12 @@ async def replay_rejected(request: web.Request) -> web.Response:
     tag="rejected",
     request=_REPLAY_ALL,
     response={"type": "object"},
+    body_required=False,
 )
 async def replay_all_rejected(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await _optional_object(request)
+    check_members(body, {"trigger_id": str})
     trigger_id = body.get("trigger_id")
     result = await services_of(request).rejected.replay_all(
         claims.tenant, trigger_id=trigger_id if isinstance(trigger_id, str) else None

@@ -1,0 +1,193 @@
+"""Use case: who may use the admin UI — users of a tenant with scrypt-hashed passwords, or an
+admin token pasted in — and their sessions, with a lockout after repeated failed logins.
+
+A session is a record in the store (tenant, role, expiry) named by a random id that the UI
+keeps in a signed cookie (`auth/sessions.py`); logout deletes the record, so a copied cookie
+dies with it. Failed logins are counted per target (tenant and e-mail, or the client's
+address for tokens) whether the user exists or not, so the lockout says nothing about which
+e-mails exist; after `MAX_FAILURES` in a row the target is locked for a while that doubles
+with every further failure, up to `MAX_LOCK`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from gateway.auth.passwords import dummy_hash, hash_password, password_problem, verify_password
+from gateway.auth.sessions import new_session_id
+from gateway.auth.tokens import ADMIN_ROLES, AdminRole, AdminTokenVerifier
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload, RateLimited, Unauthorized
+from gateway.store import Doc, Store, new_id
+
+SESSION_TTL: Final = timedelta(hours=8)
+MAX_FAILURES: Final = 5
+FIRST_LOCK: Final = timedelta(minutes=1)
+MAX_LOCK: Final = timedelta(minutes=15)
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_REFUSED: Final = "wrong tenant, e-mail or password"
+
+
+@dataclass(frozen=True, slots=True)
+class UiSession:
+    id: str
+    tenant: str
+    subject: str  # the user's e-mail, or "token:<subject>" for a pasted admin token
+    role: AdminRole
+    expires_at: datetime
+
+    @property
+    def can_change(self) -> bool:
+        return self.role == "admin"
+
+
+class AccountService:
+    def __init__(
+        self,
+        store: Store,
+        verifier: AdminTokenVerifier,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._verifier = verifier
+        self._clock = clock
+
+    # -- users -------------------------------------------------------------------------------
+
+    async def create_user(self, tenant: str, email: str, role: str, password: str) -> Doc:
+        """A new user; InvalidPayload names each bad field, Conflict a taken e-mail."""
+        email = email.strip().lower()
+        problems = []
+        if not _TENANT.match(tenant):
+            problems.append(
+                FieldProblem("/tenant", "a tenant is 1-100 letters, digits, _.-", "pattern")
+            )
+        if not _EMAIL.match(email):
+            problems.append(FieldProblem("/email", f"{email!r} is not an e-mail address", "format"))
+        if role not in ADMIN_ROLES:
+            problems.append(
+                FieldProblem("/role", f"role is one of {', '.join(ADMIN_ROLES)}", "enum")
+            )
+        if (why := password_problem(password)) is not None:
+            problems.append(FieldProblem("/password", why, "minLength"))
+        if problems:
+            raise InvalidPayload("invalid user", problems)
+        now = self._clock()
+        doc: Doc = {
+            "_id": new_id(),
+            "tenant": tenant,
+            "email": email,
+            "role": role,
+            "password_hash": await asyncio.to_thread(hash_password, password),
+            "rev": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._store.ui.users.insert(doc)
+        return doc
+
+    # -- logging in and out ------------------------------------------------------------------
+
+    async def login(self, tenant: str, email: str, password: str) -> UiSession:
+        email = email.strip().lower()
+        key = f"password:{tenant}:{email}"
+        await self._refuse_if_locked(key)
+        user = await self._store.ui.users.by_email(tenant, email) if _TENANT.match(tenant) else None
+        stored = user["password_hash"] if user is not None else dummy_hash()
+        # scrypt is CPU- and memory-bound for ~0.2 s: off the event loop.
+        matches = await asyncio.to_thread(verify_password, password, stored)
+        if user is None or not matches:
+            await self._fail(key)
+            raise Unauthorized(_REFUSED)
+        await self._store.ui.throttle.clear(key)
+        return await self._open(tenant, email, user["role"], user_id=str(user["_id"]))
+
+    async def login_with_token(self, token: str, client: str) -> UiSession:
+        key = f"token:{client}"
+        await self._refuse_if_locked(key)
+        try:
+            claims = await self._verifier.verify(token.strip())
+        except GatewayError:
+            await self._fail(key)
+            raise Unauthorized("this admin token is not valid") from None
+        await self._store.ui.throttle.clear(key)
+        expires = claims.expires_at
+        return await self._open(
+            claims.tenant, f"token:{claims.subject}", claims.role, not_after=expires
+        )
+
+    async def session(self, session_id: str) -> UiSession | None:
+        """The live session with this id; None when it is unknown, ended or expired."""
+        doc = await self._store.ui.sessions.get(session_id)
+        if doc is None:
+            return None
+        expires = doc["expires_at"]
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if expires <= self._clock():
+            await self._store.ui.sessions.delete(session_id)
+            return None
+        return UiSession(session_id, doc["tenant"], doc["subject"], doc["role"], expires)
+
+    async def logout(self, session_id: str) -> None:
+        await self._store.ui.sessions.delete(session_id)
+
+    async def _open(
+        self,
+        tenant: str,
+        subject: str,
+        role: AdminRole,
+        *,
+        user_id: str | None = None,
+        not_after: datetime | None = None,
+    ) -> UiSession:
+        now = self._clock()
+        expires = now + SESSION_TTL
+        if not_after is not None:
+            expires = min(expires, not_after)
+        doc: dict[str, Any] = {
+            "_id": new_session_id(),
+            "tenant": tenant,
+            "subject": subject,
+            "role": role,
+            "created_at": now,
+            "expires_at": expires,
+        }
+        if user_id is not None:
+            doc["user_id"] = user_id
+        await self._store.ui.sessions.insert(doc)
+        return UiSession(doc["_id"], tenant, subject, role, expires)
+
+    # -- the lockout -------------------------------------------------------------------------
+
+    async def _refuse_if_locked(self, key: str) -> None:
+        doc = await self._store.ui.throttle.get(key)
+        until = doc.get("locked_until") if doc else None
+        if until is None:
+            return
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+        wait = (until - self._clock()).total_seconds()
+        if wait > 0:
+            raise RateLimited(
+                f"too many failed logins; try again in {int(wait) + 1} s",
+                retry_after=int(wait) + 1,
+            )
+
+    async def _fail(self, key: str) -> None:
+        now = self._clock()
+        failures = await self._store.ui.throttle.add_failure(key, now)
+        if failures >= MAX_FAILURES:
+            await self._store.ui.throttle.lock(key, now + lock_time(failures))
+
+
+def lock_time(failures: int) -> timedelta:
+    """How long a target stays locked after its `failures`-th failure in a row."""
+    doublings = min(failures - MAX_FAILURES, 10)
+    return min(FIRST_LOCK * (1 << doublings), MAX_LOCK)

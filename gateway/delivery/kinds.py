@@ -1,0 +1,51 @@
+"""Deliveries that are not partner HTTP calls (notifications) send themselves: the worker
+claims them like any delivery, hands each to the sender registered for its `kind`, and records
+what that sender answers. Pure types; the senders live with what they send (`notify/`).
+
+    Attempted  something was tried: a verdict (success, retry, fail), recorded as an attempt;
+               a retry follows `schedule` (and `retry_after`), like a webhook's
+    Held       not now (quiet hours): pending again at `until`, no attempt spent
+    Dropped    never: final status `suppressed` (a cooldown, quiet hours that suppress)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from gateway.outbound.verdict import Verdict
+from gateway.store import Doc
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted:
+    verdict: Verdict
+    detail: str
+    schedule: Sequence[float]
+    code: int | None = None  # the HTTP status or SMTP reply code, when there was one
+    retry_after: float | None = None
+    latency_ms: float = 0.0
+    provider_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    reason: str
+
+
+SendResult = Attempted | Held | Dropped
+
+
+class KindSender(Protocol):
+    """Sends one claimed delivery of its kind; every failure is a result, never an error
+    (a StoreUnavailable may escape: the lease then expires and the delivery is retried)."""
+
+    async def send(self, doc: Doc, now: datetime) -> SendResult: ...

@@ -1,0 +1,114 @@
+"""The deliveries a flow run's steps create, with ids made of the run's and the step's, so a
+step repeated after a crash stores nothing twice:
+
+    <run id>:<step id>        a `call`: kind flow_call, the run's context for the action
+    <run id>:<step id>:<n>    a `notify`: kind notification, one per recipient, the message
+                              rendered (parts, locale), the channel, the cooldown key and the
+                              claim its messages share (see `notify/dispatch.py`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+
+from gateway.flows.messages import Composed
+from gateway.flows.model import Step
+from gateway.models import DeliveryKind, DeliveryStatus
+from gateway.store import Doc
+from gateway.store.deliveries import shard_of
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """What a step needs to know of its run."""
+
+    id: str
+    tenant: str
+    flow: str
+    depth: int
+    started: datetime
+    event: Mapping[str, Any]  # the public event
+
+
+def notification_deliveries(
+    run: RunRef,
+    step: Step,
+    composed: Composed,
+    cooldown: dict[str, Any] | None,
+    urgent: bool,
+    now: datetime,
+) -> tuple[list[Doc], list[dict[str, Any]]]:
+    """The deliveries of a notify step's messages, and the step's list of them (a message
+    that failed to render is listed, not stored)."""
+    channel = composed.channel
+    docs, listed = [], []
+    for n, message in enumerate(composed.messages):
+        who = message.recipient.name or message.recipient.address
+        if message.rendered is None:
+            assert message.error is not None
+            listed.append({"recipient": who, "outcome": "failed", "detail": message.error.detail})
+            continue
+        doc = flow_delivery(run, step, f"{run.id}:{step.id}:{n}", DeliveryKind.NOTIFICATION, now)
+        doc["notification"] = {
+            "channel": channel.name,
+            "channel_id": channel.id,
+            "channel_type": channel.type,
+            "template": composed.template.name,
+            "locale": message.rendered.locale,
+            "recipient": message.recipient.as_dict(),
+            "parts": message.rendered.parts,
+            "data": _push_data(run.event) if channel.type == "push" else {},
+            "message_id": _message_id(doc["_id"], channel.email.sender)
+            if channel.email is not None
+            else None,
+            "cooldown": cooldown,
+            "claim": f"{run.id}:{step.id}",
+            "urgent": urgent,
+        }
+        docs.append(doc)
+        listed.append({"recipient": who, "outcome": "queued", "delivery": doc["_id"]})
+    return docs, listed
+
+
+def flow_delivery(
+    run: RunRef, step: Step, delivery_id: str, kind: DeliveryKind, now: datetime
+) -> Doc:
+    event = run.event
+    summary = {k: event.get(k) for k in ("id", "type", "occurred_at", "entity")}
+    return {
+        "_id": delivery_id,
+        "kind": kind.value,
+        "shard": shard_of(delivery_id),
+        "tenant": run.tenant,
+        "event": summary,
+        "event_type": event.get("type"),
+        "entity_id": (event.get("entity") or {}).get("id"),
+        "run_id": run.id,
+        "step_id": step.id,
+        "status": DeliveryStatus.PENDING.value,
+        "next_attempt_at": now,
+        "attempt_count": 0,
+        "attempts": [],
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _push_data(event: Mapping[str, Any]) -> dict[str, str]:
+    """FCM `data` (strings): the event's type, and the plate when it is about a vehicle."""
+    data = {"event": str(event.get("type"))}
+    plate = (event.get("data") or {}).get("plate")
+    if isinstance(plate, str):
+        data["plate"] = plate
+    return data
+
+
+def _message_id(delivery_id: str, sender: str) -> str:
+    """Stable per notification (retries and replays repeat it: receivers can drop a repeat)."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "rabbot.gateway"
+    return f"<{hashlib.sha256(delivery_id.encode()).hexdigest()[:32]}@{domain}>"

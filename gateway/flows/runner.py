@@ -1,0 +1,341 @@
+"""Use case: the flow runner. Named stages over the persisted run (`store/flow_runs.py`):
+
+    claim    due pending runs → running under a lease (a batch token fences every write)
+    step     the first step without an outcome runs (`steps.py`)
+    record   its outcome is stored before the next step starts; the last one (or one that
+             ends the run) sets the final status: succeeded | stopped | failed
+    wait     a step that must retry (a fetch's partner down) → pending at the retry time
+
+A runner that dies leaves leases that expire: the run is pending again and resumes at its
+first step without an outcome, in any process. Steps with effects outside the run are
+recorded one by one; a step without any (`when`, a skipped guard) is recorded with the next
+write, since running it again gives the same answer. Several processes run runners on one
+database, like delivery workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.background import cancel_and_wait
+from gateway.delivery.retry import next_attempt_at
+from gateway.errors import NotFound, StoreUnavailable
+from gateway.flows.context import run_context
+from gateway.flows.deliveries import RunRef
+from gateway.flows.model import Step
+from gateway.flows.service import FlowService
+from gateway.flows.steps import StepRunner, Wait, failed
+from gateway.metrics import Metrics
+from gateway.models import RunStatus
+from gateway.store import Doc, Store
+from gateway.store.flow_runs import SHARDS
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    lease_seconds: float = 90.0
+    concurrency: int = 32
+    poll_seconds: float = 1.0
+    shutdown_seconds: float = 10.0
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Where a claimed run stands: `base` is the step the stored run is at (the fence),
+    `entries` the outcomes not stored yet."""
+
+    base: int
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[str, Any] = field(default_factory=dict)
+
+
+class FlowRunner:
+    def __init__(
+        self,
+        store: Store,
+        flows: FlowService,
+        steps: StepRunner,
+        metrics: Metrics,
+        *,
+        settings: RunnerSettings = RunnerSettings(),
+        owner: str | None = None,
+        clock: Clock = utcnow,
+        rng: Callable[[], float] = random.random,
+        on_deliveries: Callable[[], None] | None = None,
+    ) -> None:
+        self._runs = store.notify.runs
+        self._flows = flows
+        self._steps = steps
+        self._metrics = metrics
+        self._settings = settings
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock  # public so tests can move time; read at each call
+        self.rng = rng
+        self._on_deliveries = on_deliveries
+        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._batches = itertools.count(1)
+        self._shard = random.randrange(SHARDS)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running = False
+        self._loop_ended = asyncio.Event()
+        self._held: dict[str, str] = {}  # run id → claim token
+        self._tasks: set[asyncio.Task[str]] = set()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def notify(self) -> None:
+        """New runs exist (the starter calls this): claim now, not at the next poll."""
+        self._wake.set()
+
+    # -- driving -----------------------------------------------------------------------------
+
+    async def run_until_idle(self) -> Counter[str]:
+        """Claim and run until nothing is due now (per the runner's clock); counts by result.
+        Expired leases are taken back first."""
+        counts: Counter[str] = Counter()
+        await self.housekeeping()
+        while batch := await self._claim(self._settings.concurrency):
+            counts.update(await asyncio.gather(*(self._drive(doc) for doc in batch)))
+        return counts
+
+    async def run(self) -> None:
+        """Until `stop()`: claim as many runs as there are free slots, run them in the
+        background, wait for a notification, a free slot or the poll interval."""
+        keepers = [
+            asyncio.create_task(self._housekeeping_loop()),
+            asyncio.create_task(self._lease_renewal_loop()),
+        ]
+        self._running = True
+        self._loop_ended.clear()
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                free = self._settings.concurrency - len(self._held)
+                batch = await self._claim_safely(free) if free > 0 else []
+                for doc in batch:
+                    self._spawn(doc)
+                if batch:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+        finally:
+            self._running = False
+            self._loop_ended.set()
+            await cancel_and_wait(*keepers)
+
+    async def stop(self) -> None:
+        """Stop claiming, let runs under way finish (bounded), hand back what did not."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            await self._loop_ended.wait()
+        if self._tasks:
+            _, unfinished = await asyncio.wait(
+                set(self._tasks), timeout=self._settings.shutdown_seconds
+            )
+            await cancel_and_wait(*unfinished)
+        for run_id, token in list(self._held.items()):
+            with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
+                await self._runs.release(run_id, token, self.clock())
+            self._held.pop(run_id, None)
+
+    def _spawn(self, doc: Doc) -> None:
+        task = asyncio.create_task(self._drive(doc))
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[str]) -> None:
+            self._tasks.discard(finished)
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(done)
+
+    async def _claim(self, limit: int) -> list[Doc]:
+        for _ in range(SHARDS):
+            if self._stopping and self._running:
+                break
+            shard, self._shard = self._shard, (self._shard + 1) % SHARDS
+            token = f"{self.owner}:{next(self._batches)}"
+            now = self.clock()
+            docs = await self._runs.claim(token, now, now + self._lease, limit, shard)
+            for doc in docs:
+                self._held[doc["_id"]] = token
+            if docs:
+                return docs
+        return []
+
+    async def _claim_safely(self, limit: int) -> list[Doc]:
+        try:
+            return await self._claim(limit)
+        except StoreUnavailable as exc:
+            log.warning("flow runner paused: %s", exc.detail)
+        except Exception:
+            log.exception("claiming flow runs failed; retrying")
+        return []
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            try:
+                await self.housekeeping()
+            except StoreUnavailable as exc:
+                log.warning("flow runner housekeeping paused: %s", exc.detail)
+            except Exception:
+                log.exception("flow runner housekeeping failed; retrying")
+            await asyncio.sleep(self._settings.poll_seconds)
+
+    async def _lease_renewal_loop(self) -> None:
+        """A long step (a slow partner) must not lose its run to another runner."""
+        while True:
+            await asyncio.sleep(self._settings.lease_seconds / 3)
+            try:
+                await self._runs.renew_leases(dict(self._held), self.clock() + self._lease)
+            except Exception as exc:  # the next round tries again; expiry is the fallback
+                log.warning("renewing flow run leases failed: %s", exc)
+
+    async def housekeeping(self) -> None:
+        """Take back the runs of runners that died."""
+        if expired := await self._runs.expire_leases(self.clock()):
+            log.info("took back %d flow runs whose lease expired", expired)
+            self._wake.set()
+
+    # -- one run -----------------------------------------------------------------------------
+
+    async def _drive(self, doc: Doc) -> str:
+        token = self._held[doc["_id"]]
+        progress = _Progress(doc["next_step"])
+        try:
+            result = await self._steps_of(doc, token, progress)
+        except StoreUnavailable as exc:
+            log.warning("flow run %s not recorded: %s", doc["_id"], exc.detail)
+            result = "unrecorded"
+        except Exception as exc:
+            # A bug must not spin: the run waits a lease, then tries from its last record.
+            log.exception("flow run %s failed unexpectedly; released", doc["_id"])
+            result = "unrecorded"
+            later = {"next_attempt_at": self.clock() + self._lease, "last_error": repr(exc)}
+            with contextlib.suppress(Exception):
+                await self._record(doc, token, _Progress(progress.base), RunStatus.PENDING, later)
+        self._held.pop(doc["_id"], None)
+        self._metrics.flow_runs.labels(result).inc()
+        return result
+
+    async def _steps_of(self, doc: Doc, token: str, progress: _Progress) -> str:
+        tenant = doc["tenant"]
+        try:
+            flow = await self._flows.compiled(tenant, doc["flow"], doc["version"])
+        except NotFound as exc:
+            entry = {"id": None, "kind": None, **failed(exc.detail).entry, "at": self.clock()}
+            progress.entries.append(entry)
+            return await self._end(doc, token, progress, RunStatus.FAILED, exc.detail)
+        context = run_context(
+            doc["event"], flow=flow.name, version=doc["version"], now=doc["created_at"]
+        )
+        context["steps"] = dict(doc.get("answers") or {})
+        run = RunRef(
+            doc["_id"], tenant, flow.name, doc.get("depth", 0), doc["created_at"], doc["event"]
+        )
+        for index in range(progress.base, len(flow.steps)):
+            step = flow.steps[index]
+            outcome = await self._steps.run(run, step, context, self.clock())
+            if outcome.wait is not None:
+                return await self._wait(doc, token, progress, step, outcome.wait)
+            progress.entries.append(
+                {"id": step.id, "kind": step.kind, **outcome.entry, "at": self.clock()}
+            )
+            context["steps"][step.id] = outcome.answer
+            if outcome.answer is not None:
+                progress.answers[step.id] = outcome.answer
+            if outcome.end is not None:
+                return await self._end(
+                    doc, token, progress, outcome.end, outcome.entry.get("detail")
+                )
+            if outcome.created and self._on_deliveries is not None:
+                self._on_deliveries()
+            if not outcome.pure and index + 1 < len(flow.steps):
+                if not await self._record(doc, token, progress, None, {"next_step": index + 1}):
+                    return "lease_lost"
+        return await self._end(doc, token, progress, RunStatus.SUCCEEDED, None)
+
+    async def _end(
+        self, doc: Doc, token: str, progress: _Progress, status: RunStatus, error: Any
+    ) -> str:
+        now = self.clock()
+        fields = {"next_step": progress.base + len(progress.entries), "finished_at": now}
+        if error is not None:
+            fields["last_error"] = error
+        if not await self._record(doc, token, progress, status, fields):
+            return "lease_lost"
+        return status.value
+
+    async def _wait(self, doc: Doc, token: str, progress: _Progress, step: Step, wait: Wait) -> str:
+        """Pending again at the step's next retry time; failed once its schedule is done."""
+        waits = doc.get("waits") or {}
+        made = (waits.get("attempts", 0) if waits.get("step") == step.id else 0) + 1
+        now = self.clock()
+        when = next_attempt_at(made, wait.schedule, now, retry_after=wait.retry_after, rng=self.rng)
+        if when is None:
+            detail = f"{wait.detail}; gave up after {made} attempts"
+            gave_up = {"id": step.id, "kind": step.kind, **failed(detail).entry, "at": now}
+            progress.entries.append(gave_up)
+            return await self._end(doc, token, progress, RunStatus.FAILED, detail)
+        fields = {
+            "next_step": progress.base + len(progress.entries),
+            "next_attempt_at": when,
+            "waits": {"step": step.id, "attempts": made, "last_error": wait.detail},
+        }
+        if not await self._record(doc, token, progress, RunStatus.PENDING, fields):
+            return "lease_lost"
+        return "waiting"
+
+    async def _record(
+        self,
+        doc: Doc,
+        token: str,
+        progress: _Progress,
+        status: RunStatus | None,
+        fields: dict[str, Any],
+    ) -> bool:
+        """Store what `progress` holds (fenced by the token and the stored step); `status`
+        set means the run leaves our hands (final, or pending for a wait)."""
+        update = {**fields, "updated_at": self.clock()}
+        if status is not None:
+            update["status"] = status.value
+        stored = await self._runs.record(
+            doc["_id"],
+            token,
+            progress.base,
+            entries=progress.entries,
+            answers=progress.answers,
+            fields=update,
+            release=status is not None,
+        )
+        if stored:
+            progress.base = update.get("next_step", progress.base)
+            progress.entries, progress.answers = [], {}
+        else:
+            log.warning(
+                "flow run %s: lease lost before recording; another runner owns it", doc["_id"]
+            )
+        return stored

@@ -1,0 +1,102 @@
+"""Flow runs as documents (what the starter stores) and as the admin API shows them.
+
+    run_document(tenant, event, flow, version, now, depth) -> the pending run of one
+                                                               (event, flow)
+    FlowRunService.list(tenant, flow, ...) / get(tenant, run id)
+
+A run pins the flow's version it started with: activating another version changes the runs
+that start after, never one under way. Its `depth` is how many flows led to its event (0 for
+an event a trigger, an admin or the telemetry caused); see `starter.py` for the loop guard.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from gateway.errors import BadRequest, NotFound
+from gateway.flows.model import CompiledFlow
+from gateway.models import RunStatus
+from gateway.store import Doc, Store
+from gateway.store.flow_runs import shard_of
+
+STATUSES = tuple(s.value for s in RunStatus)
+
+
+def run_id_of(event_id: str, flow: str) -> str:
+    return f"{event_id}:{flow}"
+
+
+def run_document(
+    tenant: str,
+    event: dict[str, Any],
+    flow: CompiledFlow,
+    version: int,
+    now: datetime,
+    depth: int,
+) -> Doc:
+    """`event` is the public event (`events.public_event`): the run's context starts there."""
+    run_id = run_id_of(event["id"], flow.name)
+    return {
+        "_id": run_id,
+        "tenant": tenant,
+        "flow": flow.name,
+        "version": version,
+        "event": event,
+        "depth": depth,
+        "status": RunStatus.PENDING.value,
+        "next_step": 0,
+        "steps": [],
+        "answers": {},
+        "shard": shard_of(run_id),
+        "next_attempt_at": now,
+        "claims": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def public_run(doc: Doc, *, full: bool = False) -> dict[str, Any]:
+    event = doc.get("event") or {}
+    view: dict[str, Any] = {
+        "id": doc["_id"],
+        "flow": doc["flow"],
+        "version": doc["version"],
+        "status": doc["status"],
+        "event": {k: event.get(k) for k in ("id", "type", "occurred_at", "entity", "origin")},
+        "depth": doc.get("depth", 0),
+        "steps": doc.get("steps", []),
+        "next_step": doc.get("next_step", 0),
+        "last_error": doc.get("last_error"),
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+        "finished_at": doc.get("finished_at"),
+    }
+    if doc["status"] == RunStatus.PENDING.value:
+        view["next_attempt_at"] = doc.get("next_attempt_at")
+        if doc.get("waits"):
+            view["waits"] = doc["waits"]
+    if full:
+        view["answers"] = doc.get("answers", {})
+    return view
+
+
+class FlowRunService:
+    def __init__(self, store: Store) -> None:
+        self._runs = store.notify.runs
+        self._flows = store.notify.flows
+
+    async def list(
+        self, tenant: str, flow: str, *, status: str | None, before: str | None, limit: int
+    ) -> list[Doc]:
+        if status is not None and status not in STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+        if await self._flows.head(tenant, flow) is None:
+            raise NotFound(f"no flow {flow!r}")
+        return await self._runs.list(tenant, flow, status=status, before=before, limit=limit)
+
+    async def get(self, tenant: str, run_id: str) -> Doc:
+        doc = await self._runs.get(tenant, run_id)
+        if doc is None:
+            raise NotFound(f"no flow run {run_id!r}")
+        return doc

@@ -1,0 +1,292 @@
+"""One step of a flow run, for real (the dry run, `dry_run.py`, renders the same steps without
+sending or writing). Each step gives a `StepOutcome`: what to record, the step's answer for
+later steps, whether the run ends, or that the step must wait and run again later.
+
+    when     passed | stopped (the run ends, status `stopped`); a guard beside another kind
+             that is false: skipped
+    fetch    the GET goes out now; answered (the mapped answer becomes steps.<id>), or a retry
+             later on the action's schedule (network, 5xx, 429), or failed (other 4xx, an
+             answer the response mapping refuses). With `assign`, the answer is recorded in
+             the vehicle's driver history (source hr or erp)
+    call     a `flow_call` delivery with id `<run id>:<step id>`: queued
+    notify   one `notification` delivery per recipient, ids `<run id>:<step id>:<n>`:
+             queued (with who is unreachable and why, and messages that failed to render)
+    set      the entity written with origin {kind: flow, id: <flow>, run, depth: n + 1}:
+             written | unchanged
+
+Steps that create deliveries or write entities are idempotent, so a step repeated after a
+crash (it ran, its outcome was not recorded yet) creates nothing twice: delivery ids are
+deterministic and inserted only when new; a `set` already done changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.actions.catalog import Catalog, build_request
+from gateway.assignments import AssignmentService
+from gateway.delivery.retry import next_attempt_at
+from gateway.entities import EntityService, Origin
+from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.flows.context import evaluate, holds, plain
+from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
+from gateway.flows.messages import MessageComposer
+from gateway.flows.model import Step
+from gateway.flows.recipients import parse_time
+from gateway.flows.references import StepFailed, resolve_action
+from gateway.mapping import unflatten
+from gateway.mapping.model import EvalError
+from gateway.models import DeliveryKind, RunStatus
+from gateway.notify.notifier import MappingSource
+from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.sender import Sender
+from gateway.outbound.verdict import Verdict
+from gateway.store import Store
+
+_CONFLICT_RETRY = (1.0, 5.0, 30.0)  # a `set` that keeps losing to concurrent writers
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Run the step again later: the n-th retry waits schedule[n] (Retry-After a floor)."""
+
+    schedule: Sequence[float]
+    detail: str
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    entry: dict[str, Any] = field(default_factory=dict)  # {outcome, ...}: what is recorded
+    answer: Any = None  # steps.<id> for the steps after
+    end: RunStatus | None = None  # the run ends with this status
+    wait: Wait | None = None  # nothing recorded: the step runs again later
+    pure: bool = False  # no effect outside the run (when, skipped): may be recorded later
+    created: int = 0  # deliveries created
+
+
+def failed(detail: str, errors: Sequence[dict[str, Any]] = ()) -> StepOutcome:
+    entry: dict[str, Any] = {"outcome": "failed", "detail": detail}
+    if errors:
+        entry["errors"] = list(errors)[:20]
+    return StepOutcome(entry, end=RunStatus.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class StepParts:
+    store: Store
+    catalog: Catalog
+    mappings: MappingSource
+    sender: Sender
+    guards: PartnerGuards
+    entities: EntityService
+    assignments: AssignmentService
+    composer: MessageComposer
+
+
+class StepRunner:
+    def __init__(self, parts: StepParts) -> None:
+        self._p = parts
+        self._kinds: dict[
+            str, Callable[[RunRef, Step, dict[str, Any], datetime], Awaitable[StepOutcome]]
+        ]
+        self._kinds = {
+            "when": self._when,
+            "fetch": self._fetch,
+            "call": self._call,
+            "notify": self._notify,
+            "set": self._set,
+        }
+
+    async def run(
+        self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
+    ) -> StepOutcome:
+        if step.guard is not None and not holds(step.guard, context):
+            return StepOutcome(
+                {"outcome": "skipped", "reason": f"when: {step.guard.text}"}, pure=True
+            )
+        try:
+            return await self._kinds[step.kind](run, step, context, now)
+        except StepFailed as exc:
+            return failed(exc.detail, exc.errors)
+        except EvalError as exc:
+            return failed(f"expression {exc.source!r}: {exc.message}")
+
+    async def _when(
+        self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
+    ) -> StepOutcome:
+        assert step.condition is not None
+        if holds(step.condition, context):
+            return StepOutcome({"outcome": "passed"}, pure=True)
+        entry = {"outcome": "stopped", "reason": f"when: {step.condition.text}"}
+        return StepOutcome(entry, end=RunStatus.STOPPED, pure=True)
+
+    # -- fetch -------------------------------------------------------------------------------
+
+    async def _fetch(
+        self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
+    ) -> StepOutcome:
+        assert step.action is not None
+        action, partner, mapping = await self._action(run.tenant, step.action)
+        local = plain({**context, **evaluate(step.values, context)})
+        request, _ = _build(action, partner, mapping, local)
+        guard = self._p.guards.get(partner.id, partner.guard)
+        outcome = await self._p.sender.send(
+            request, partner_id=partner.id, guard=guard, auth=partner.auth
+        )
+        verdict = action.verdict(outcome)
+        entry: dict[str, Any] = {
+            "action": action.name,
+            "request": {"method": request.method, "url": request.url.split("?")[0]},
+            "status": outcome.status,
+            "latency_ms": outcome.latency_ms,
+        }
+        if not outcome.sent and outcome.error != "blocked":  # our own limits: nothing went out
+            wait = max(guard.breaker.retry_in(), 1.0)
+            return StepOutcome(wait=Wait(action.retry_schedule, str(outcome.message), wait))
+        if verdict is Verdict.RETRY:
+            detail = f"{partner.name}: {_said(outcome.status, outcome.message)}"
+            retry_after = outcome.retry_after(now)
+            return StepOutcome(wait=Wait(action.retry_schedule, detail, retry_after))
+        if verdict is not Verdict.SUCCESS:
+            raise StepFailed(f"{partner.name}: {_said(outcome.status, outcome.message)}")
+        answer = outcome.json_body if outcome.is_json else None
+        if action.response_mapping:
+            if answer is None:
+                raise StepFailed(f"{partner.name} answered without a JSON body to map")
+            response = await self._p.mappings.active(run.tenant, action.response_mapping)
+            try:
+                answer = response.map_response(answer)
+            except InvalidPayload as exc:
+                raise StepFailed(
+                    f"{partner.name}'s answer does not fit the response mapping: {exc.detail}",
+                    [p.as_dict() for p in exc.problems],
+                ) from None
+        entry["outcome"] = "answered"
+        if step.assign is not None:
+            seen = {**context, "steps": {**context["steps"], step.id: answer}}
+            entry["assignment"] = await self._assign(run, step, seen)
+        return StepOutcome(entry, answer)
+
+    async def _assign(self, run: RunRef, step: Step, context: dict[str, Any]) -> dict[str, Any]:
+        """The fetched driver into the vehicle's history; a recorded note, never a failure."""
+        spec = step.assign
+        assert spec is not None
+        vehicle, driver = spec.vehicle.value(context), spec.driver.value(context)
+        if not isinstance(vehicle, str) or not vehicle or not isinstance(driver, str) or not driver:
+            return {"recorded": False, "reason": "the answer names no vehicle or no driver"}
+        start = parse_time(spec.start.value(context)) if spec.start is not None else None
+        try:
+            result = await self._p.assignments.assign(
+                run.tenant,
+                vehicle,
+                driver,
+                start=start or run.started,
+                source=spec.source,
+                ref=run.id,
+                author=f"flow:{run.flow}",
+            )
+        except (InvalidPayload, NotFound) as exc:
+            return {"recorded": False, "reason": exc.detail}
+        chosen = result.assignment
+        return {"recorded": True, "changed": result.changed, "start": chosen.start.isoformat()}
+
+    # -- call --------------------------------------------------------------------------------
+
+    async def _call(
+        self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
+    ) -> StepOutcome:
+        assert step.action is not None
+        action, partner, mapping = await self._action(run.tenant, step.action)
+        local = plain({**context, **evaluate(step.values, context)})
+        _build(action, partner, mapping, local)  # a call that cannot be built fails now
+        doc = flow_delivery(run, step, f"{run.id}:{step.id}", DeliveryKind.FLOW_CALL, now)
+        entity = local.get("entity") if isinstance(local.get("entity"), dict) else {}
+        doc.update(
+            action_id=action.id,
+            partner_id=action.partner_id,
+            entity_id=(entity or {}).get("id") or doc["entity_id"],
+            context=local,
+            next_attempt_at=next_attempt_at(0, action.retry_schedule, now) or now,
+        )
+        created = await self._p.store.deliveries.insert_many([doc])
+        entry = {"outcome": "queued", "action": action.name, "delivery": doc["_id"]}
+        return StepOutcome(entry, created=created)
+
+    # -- notify ------------------------------------------------------------------------------
+
+    async def _notify(
+        self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
+    ) -> StepOutcome:
+        spec = step.notify
+        assert spec is not None
+        composed = await self._p.composer.compose(run.tenant, spec, context)
+        cooldown = None
+        if spec.cooldown_key is not None:
+            cooldown = {
+                "key": str(spec.cooldown_key.value(context)),
+                "seconds": spec.cooldown_seconds,
+            }
+        docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
+        created = await self._p.store.deliveries.insert_many(docs)
+        entry: dict[str, Any] = {
+            "outcome": "queued",
+            "channel": composed.channel.name,
+            "template": composed.template.name,
+            "messages": messages,
+            "unreachable": composed.unreachable,
+        }
+        if cooldown is not None:
+            entry["cooldown_key"] = cooldown["key"]
+        return StepOutcome(entry, {"messages": len(docs)}, created=created)
+
+    # -- set ---------------------------------------------------------------------------------
+
+    async def _set(
+        self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
+    ) -> StepOutcome:
+        spec = step.set
+        assert spec is not None
+        event_ref = context["event"].get("entity") or {}
+        etype = spec.entity_type or event_ref.get("type")
+        ref = spec.ref.value(context) if spec.ref is not None else event_ref.get("id")
+        if not isinstance(etype, str) or not isinstance(ref, str) or not ref:
+            raise StepFailed("set: no entity to write (the event names none; give set.entity)")
+        fields = plain(evaluate(spec.fields, context))
+        try:
+            patch = unflatten(fields)
+        except ValueError as exc:  # one field inside another (a and a.b)
+            raise StepFailed(f"set: {exc}") from None
+        origin = Origin("flow", run.flow, {"run": run.id, "depth": run.depth + 1})
+        try:
+            result = await self._p.entities.patch(run.tenant, etype, ref, patch, origin)
+        except (NotFound, InvalidPayload) as exc:
+            problems = [p.as_dict() for p in getattr(exc, "problems", [])]
+            raise StepFailed(exc.detail, problems) from None
+        except Conflict as exc:
+            return StepOutcome(wait=Wait(_CONFLICT_RETRY, exc.detail))
+        written = result.entity
+        entry = {
+            "outcome": "written" if result.changes else "unchanged",
+            "entity": {"type": etype, "id": str(written["_id"])},
+            "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in result.changes],
+        }
+        return StepOutcome(entry, {**written["data"], "id": str(written["_id"])})
+
+    async def _action(self, tenant: str, ref: str) -> Any:
+        p = self._p
+        return await resolve_action(p.store, p.catalog, p.mappings, tenant, ref)
+
+
+def _build(action: Any, partner: Any, mapping: Any, local: dict[str, Any]) -> Any:
+    try:
+        return build_request(action, partner, mapping, local, default_body=local.get("event"))
+    except InvalidPayload as exc:
+        raise StepFailed(exc.detail, [p.as_dict() for p in exc.problems]) from None
+
+
+def _said(status: int | None, message: str | None) -> str:
+    return f"answered {status}" if status is not None else str(message or "no answer")

@@ -1,0 +1,113 @@
+"""The delivery worker's sender for notification deliveries (`delivery/kinds.py`): at send
+time, the tenant's quiet hours and the step's cooldown decide, then the notifier sends.
+
+A notification delivery stores what a flow's `notify` step rendered for one recipient:
+
+    {"kind": "notification", "notification": {"channel", "channel_id", "channel_type",
+     "template", "locale", "recipient": {address, name, driver_id, language}, "parts",
+     "data", "message_id", "cooldown": {"key", "seconds"} | null, "claim", "urgent"}}
+
+- quiet hours that `delay` → Held until they end (no attempt spent); that `suppress` →
+  Dropped (status `suppressed`);
+- a cooldown key another alert noted within its cooldown → Dropped; else the send is noted
+  (atomically, `CooldownStore.claim`) under the step's `claim` (`<run id>:<step id>`), which
+  every message of that step and every retry share: two phones of one driver both get the
+  alert, a retried e-mail is not suppressed by its own first try. The claim holds once taken,
+  even if that send then fails (a later alert inside the cooldown is suppressed);
+- then `Notifier.send`; its outcome is the attempt (retries on the actions' schedule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.actions.catalog import DEFAULT_SCHEDULE
+from gateway.delivery.kinds import Attempted, Dropped, Held, SendResult
+from gateway.notify.notifier import Notification, Notifier, Recipient
+from gateway.notify.policy import decide
+from gateway.notify.settings import SettingsService
+from gateway.store import Doc
+from gateway.store.notify import CooldownStore
+
+
+class NotificationSender:
+    def __init__(
+        self,
+        notifier: Notifier,
+        settings: SettingsService,
+        cooldowns: CooldownStore,
+        *,
+        schedule: Sequence[float] = DEFAULT_SCHEDULE,
+    ) -> None:
+        self._notifier = notifier
+        self._settings = settings
+        self._cooldowns = cooldowns
+        self._schedule = tuple(schedule)
+
+    async def send(self, doc: Doc, now: datetime) -> SendResult:
+        tenant, message = doc["tenant"], doc["notification"]
+        held = await self._policy(tenant, message, now)
+        if held is not None:
+            return held
+        outcome = await self._notifier.send(tenant, _notification(message))
+        return Attempted(
+            outcome.verdict,
+            outcome.detail,
+            self._schedule,
+            outcome.code,
+            outcome.retry_after,
+            outcome.latency_ms,
+            outcome.provider_id,
+        )
+
+    async def _policy(self, tenant: str, message: Doc, now: datetime) -> Held | Dropped | None:
+        """None: send now (the cooldown, if any, is noted)."""
+        settings = await self._settings.get(tenant)
+        cooldown = message.get("cooldown")
+        wait, last = settings.cooldown, None
+        if cooldown is not None:
+            if cooldown.get("seconds") is not None:
+                wait = timedelta(seconds=cooldown["seconds"])
+            holder = await self._cooldowns.holder(tenant, cooldown["key"])
+            if holder is not None and holder.get("by") != message["claim"]:
+                last = holder["sent_at"]
+        decision = decide(
+            now,
+            message["channel_type"],
+            last_sent=last,
+            settings=settings,
+            cooldown=wait,
+            urgent=bool(message.get("urgent")),
+        )
+        until = decision.until.isoformat() if decision.until else ""
+        if decision.action == "delay":
+            assert decision.until is not None
+            return Held(decision.until, f"held: {decision.reason} until {until}")
+        if decision.action == "suppress":
+            return Dropped(f"suppressed: {decision.reason} (until {until})")
+        if cooldown is None:
+            return None
+        earlier = await self._cooldowns.claim(
+            tenant, cooldown["key"], now, now - wait, now + wait, by=message["claim"]
+        )
+        if earlier is not None:  # another process noted one first
+            return Dropped(f"suppressed: cooldown: sent at {earlier.isoformat()}")
+        return None
+
+
+def _notification(message: Doc) -> Notification:
+    recipient: dict[str, Any] = message["recipient"]
+    return Notification(
+        channel=message["channel_id"],
+        recipient=Recipient(
+            recipient["address"],
+            recipient.get("name"),
+            recipient.get("driver_id"),
+            recipient.get("language"),
+        ),
+        parts=message["parts"],
+        data=message.get("data") or {},
+        message_id=message.get("message_id"),
+    )

@@ -1,0 +1,55 @@
+"""A partner's credentials, removed from what a partner sends back before we keep or show it.
+
+A partner that echoes what it received (a debug endpoint, an error page quoting the request)
+would otherwise put our credential for it into a delivery attempt's `response`, readable by
+any viewer, or into a proxy 502's `partner_body`. Every credential value of the partner is
+replaced by `[redacted]`: as sent, percent-encoded (query keys) and JSON-escaped, and the
+start of one cut off at the end of an excerpt too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+MASK = "[redacted]"
+# Shorter values would mangle ordinary text; no partner credential is that short.
+MIN_LENGTH = 4
+
+
+# What URL encoders (yarl's included) leave as is in a query value.
+_QUERY_SAFE = "/?:@!$'()*,;"
+
+
+def _forms(value: str) -> set[str]:
+    encoded = {quote(value, safe=s) for s in ("", _QUERY_SAFE)}
+    encoded |= {quote_plus(value, safe=s) for s in ("", _QUERY_SAFE)}
+    return {value, json.dumps(value)[1:-1], *encoded}
+
+
+class Redactor:
+    """Built once per partner from its credential values; `redact(text)` per answer."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        forms = {f for v in values if len(v) >= MIN_LENGTH for f in _forms(v)}
+        self._forms = sorted(forms, key=len, reverse=True)  # longest first: "Bearer x", then x
+
+    def redact(self, text: str) -> str:
+        if not text:
+            return text
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return self._without_cut_tail(text)
+
+    def _without_cut_tail(self, text: str) -> str:
+        """An excerpt may end inside a credential: drop a tail that starts one."""
+        for form in self._forms:
+            for size in range(min(len(form) - 1, len(text)), MIN_LENGTH - 1, -1):
+                if text.endswith(form[:size]):
+                    return text[:-size] + MASK
+        return text
+
+
+NO_REDACTION = Redactor(())

@@ -1,0 +1,199 @@
+"""One call of a schedule: the request (the action's, with the cursor where `cursor.param`
+says), and its answer read into a page (cursor, whether there is more, the items) or refused
+with a `PollFailure` that names what was wrong. Nothing here writes."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from gateway.actions.catalog import Action, Partner, build_request
+from gateway.mapping import CompiledMapping
+from gateway.mapping.expressions import Run, compile_expression, is_truthy
+from gateway.mapping.model import EvalError, LimitExceeded
+from gateway.outbound.sender import OutboundRequest, Outcome
+from gateway.store import Doc
+
+_EXCERPT: Final = 300
+_MAX_ID: Final = 100
+
+
+class PollFailure(Exception):
+    """A run stops here: `kind` is a metrics label, `message` what the admin reads."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        problems: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.problems = list(problems)
+
+    def as_doc(self, at: datetime) -> Doc:
+        doc: Doc = {"at": at, "kind": self.kind, "message": self.message}
+        if self.status is not None:
+            doc["status"] = self.status
+        if self.problems:
+            doc["errors"] = self.problems[:5]
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    answer: Any
+    cursor: str | int | float | None  # what the answer says the next call starts from
+    more: bool | None  # the partner says it has more (None: the schedule does not ask)
+
+
+def request_for(
+    doc: Doc,
+    action: Action,
+    partner: Partner,
+    request_mapping: CompiledMapping | None,
+    cursor: Any,
+) -> OutboundRequest:
+    """The action's request with the schedule's fixed parts and the cursor in place."""
+    fixed = doc.get("request") or {}
+    body = copy.deepcopy(fixed.get("body"))
+    query: dict[str, Any] = dict(fixed.get("query") or {})
+    headers: dict[str, str] = {}
+    path_values: Mapping[str, Any] = {}
+    if request_mapping is not None:
+        context = {"cursor": cursor, "tenant": doc["tenant"], "schedule": _about(doc)}
+        parts = request_mapping.build_request(context, secrets=dict(partner.secrets))
+        path_values, body = parts.path_params, parts.body if parts.body is not None else body
+        query.update(parts.query)
+        headers.update(parts.headers)
+    spec = doc.get("cursor")
+    if spec is not None and cursor is not None:
+        where, _, name = spec["param"].partition(".")
+        if where == "query":
+            query[name] = cursor
+        elif where == "header":
+            headers[name] = str(cursor)
+        else:
+            body = _with_member(body, name.split("."), cursor)
+    request, _ = build_request(
+        action, partner, None, {}, default_body=body, path_values=path_values
+    )
+    return replace(
+        request,
+        headers={**request.headers, **headers},
+        query=tuple((k, _text(v)) for k, v in query.items()),
+    )
+
+
+def read_page(doc: Doc, outcome: Outcome, now: datetime) -> Page:
+    """The partner's answer as a page; PollFailure for anything that is not a usable one."""
+    status = outcome.status
+    if status is None:
+        raise PollFailure(str(outcome.error or "connect"), f"no answer: {outcome.message}")
+    if not 200 <= status < 300:
+        excerpt = outcome.body_excerpt[:_EXCERPT]
+        raise PollFailure(
+            "rate_limited" if status == 429 else "http_status",
+            f"the partner answered {status}" + (f": {excerpt}" if excerpt else ""),
+            status=status,
+            retry_after=outcome.retry_after(now),
+        )
+    if outcome.error is not None:
+        raise PollFailure("invalid_response", f"unusable answer: {outcome.message}", status=status)
+    if not outcome.is_json:
+        excerpt = outcome.body_excerpt[:_EXCERPT]
+        raise PollFailure("not_json", f"the answer is not JSON: {excerpt!r}", status=status)
+    answer = outcome.json_body
+    if doc.get("error") and is_truthy(error := _search(doc["error"], answer, "error")):
+        raise PollFailure("partner_error", f"the partner reported an error: {_short(error)}")
+    spec = doc.get("cursor")
+    if spec is None:
+        return Page(answer, None, None)
+    cursor = _search(spec["from"], answer, "cursor.from")
+    if isinstance(cursor, bool) or not isinstance(cursor, str | int | float | None):
+        raise PollFailure(
+            "bad_cursor",
+            f"cursor.from ({spec['from']}) found {_short(cursor)}, not a string or a number",
+        )
+    more = is_truthy(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
+    return Page(answer, cursor, more)
+
+
+def page_items(mapping: CompiledMapping, answer: Any) -> list[Any]:
+    """The page's items, as the target's mapping finds them (InvalidPayload if it cannot)."""
+    if isinstance(answer, list) and mapping.source.get("items") is None:
+        return answer
+    return mapping.items(answer)
+
+
+def item_id(expression: str, item: Any) -> str | None:
+    """An item's id for deduplication, as text (long or structured ids are hashed)."""
+    value = _search(expression, item, "dedupe.by")
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else _canonical(value)
+    if len(text) > _MAX_ID:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+def digest(items: Sequence[Any]) -> str:
+    return hashlib.sha256(_canonical(list(items)).encode()).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _search(expression: str, value: Any, what: str) -> Any:
+    getter, why = compile_expression(expression)
+    if getter is None:
+        raise PollFailure("expression", f"{what}: {why}")
+    try:
+        return getter(value, Run())
+    except (EvalError, LimitExceeded) as exc:
+        raise PollFailure("expression", f"{what} ({expression}) failed: {exc}") from None
+
+
+def _with_member(body: Any, path: Sequence[str], value: Any) -> Any:
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise PollFailure("request", "the cursor goes into the body, which is not a JSON object")
+    node = body
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[path[-1]] = value
+    return body
+
+
+def _about(doc: Doc) -> dict[str, Any]:
+    return {"id": str(doc["_id"]), "name": doc["name"]}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    return text[:_EXCERPT]

@@ -1,0 +1,233 @@
+"""One run of a schedule, under its lease: page after page, call → read → land → commit.
+
+    call    the action's request with the cursor (`calls.request_for`), sent like any partner
+            request (guard, credentials, SSRF check)
+    read    the answer as a page, or a PollFailure (`calls.read_page`): no answer, an error
+            status (429 with its Retry-After), not JSON, the partner's own error member, a
+            cursor that is not a string or a number
+    land    the page's items (deduplicated by id when the schedule says so) through the
+            target's sink: the trigger ingest path
+    commit  only then the cursor, the remembered ids and the page's digest move, in one
+            write fenced by the lease: a runner that lost its lease moves nothing
+
+It drains while the partner says there is more (`cursor.more`, or: the page had items and
+the cursor moved), at most `max_pages` pages. A page whose new items are those of the last
+page again (the same cursor answered with the same page, or the same page under new cursors)
+is refused before anything is written: the partner is looping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.actions.catalog import Catalog, Partner
+from gateway.entities import Origin
+from gateway.errors import InvalidPayload, NotFound
+from gateway.mapping import CompiledMapping
+from gateway.mapping_files.source import MappingSource
+from gateway.metrics import Metrics
+from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.sender import Sender
+from gateway.schedules.calls import (
+    Page,
+    PollFailure,
+    digest,
+    item_id,
+    page_items,
+    read_page,
+    request_for,
+)
+from gateway.schedules.sinks import PageSink, compile_target
+from gateway.store import Doc, Store
+from gateway.triggers.compiled import CompiledTrigger
+from gateway.triggers.rejected import RejectedKeeper
+
+
+class LeaseLost(Exception):
+    """Another runner holds the schedule now: this run stops and records nothing more."""
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one run did, as its run record shows it."""
+
+    pages: int = 0
+    read: int = 0
+    written: int = 0
+    rejected: int = 0
+    skipped: int = 0  # items already seen (dedupe)
+    more: bool = False  # stopped at max_pages while the partner had more
+    cursor_before: Any = None
+    cursor_after: Any = None
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PollContext:
+    """What every run needs, built once by the runner."""
+
+    store: Store
+    catalog: Catalog
+    sender: Sender
+    guards: PartnerGuards
+    mappings: MappingSource
+    sinks: dict[str, PageSink]
+    rejected: RejectedKeeper
+    metrics: Metrics
+    max_body_bytes: int
+
+
+class Poll:
+    def __init__(
+        self,
+        context: PollContext,
+        doc: Doc,
+        owner: str,
+        *,
+        clock: Callable[[], datetime],
+        lease: timedelta,
+    ) -> None:
+        self._c = context
+        self._doc = doc
+        self._owner = owner
+        self._clock = clock
+        self._lease = lease
+        self.tally = Tally()
+        cursor = doc.get("cursor_value")
+        spec = doc.get("cursor")
+        if cursor is None and spec is not None:
+            cursor = spec.get("initial")
+        self._cursor = cursor
+        self._digest: str | None = doc.get("last_digest")
+        self._seen = set(doc.get("seen") or ())
+        self.tally.cursor_before = self.tally.cursor_after = cursor
+
+    async def run(self) -> None:
+        """Every page this run may read; raises PollFailure or LeaseLost."""
+        doc = self._doc
+        tenant = doc["tenant"]
+        try:
+            action = await self._c.catalog.action(tenant, doc["action_id"])
+            partner = await self._c.catalog.partner(tenant, action.partner_id)
+            request_mapping = None
+            if action.request_mapping:
+                request_mapping = await self._c.mappings.active(tenant, action.request_mapping)
+            mapping = await self._c.mappings.active(tenant, doc["mapping"])
+            mapping = mapping.bind(doc["target"].get("params") or {})
+        except (NotFound, InvalidPayload) as exc:
+            raise PollFailure("configuration", exc.detail) from None
+        if not action.reads:
+            raise PollFailure(
+                "configuration", f"action {action.name!r} is a {action.method} not marked read_only"
+            )
+        target = compile_target(doc, max_body_bytes=self._c.max_body_bytes)
+        sink = self._c.sinks.get(doc["target"]["type"])
+        if sink is None:
+            raise PollFailure("configuration", f"no {doc['target']['type']} target here")
+        for _ in range(doc["max_pages"]):
+            request = request_for(doc, action, partner, request_mapping, self._cursor)
+            outcome = await self._c.sender.send(
+                request,
+                partner_id=partner.id,
+                guard=self._c.guards.get(partner.id, partner.guard),
+                auth=partner.auth,
+            )
+            self._observe(partner, outcome.status, outcome.latency_ms, outcome.error)
+            page = read_page(doc, outcome, self._clock())
+            if not await self._page(page, mapping, target, sink):
+                return
+        self.tally.more = True
+
+    async def _page(
+        self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, sink: PageSink
+    ) -> bool:
+        """Land one page and move past it; whether to read the next one now."""
+        doc, tally = self._doc, self.tally
+        items = await self._items(page, mapping, target)
+        tally.pages += 1
+        tally.read += len(items)
+        fresh, ids = self._unseen(items)
+        tally.skipped += len(items) - len(fresh)
+        spec = doc.get("cursor")
+        page_digest = digest(fresh) if fresh else self._digest
+        if spec is not None and fresh and page_digest == self._digest:
+            raise PollFailure(
+                "loop",
+                f"the partner answered the same {len(fresh)} item(s) again (cursor "
+                f"{self._cursor!r} → {page.cursor!r}): it is looping; nothing was written",
+            )
+        if fresh:
+            landed = await sink.land(target, fresh, self._origin())
+            tally.written += landed.written
+            tally.rejected += landed.rejected
+            tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
+        moved = spec is not None and page.cursor is not None and page.cursor != self._cursor
+        fields: Doc = {"last_digest": page_digest, "lease_until": self._clock() + self._lease}
+        if moved:
+            fields["cursor_value"] = page.cursor
+        keep = (doc.get("dedupe") or {}).get("keep", 0)
+        if not await self._c.store.schedules.commit_page(
+            doc["_id"], self._owner, fields, seen=ids, keep=keep
+        ):
+            raise LeaseLost()
+        self._digest = page_digest
+        self._seen.update(ids)
+        if moved:
+            self._cursor = tally.cursor_after = page.cursor
+        if not moved:
+            return False
+        return page.more if page.more is not None else bool(items)
+
+    async def _items(
+        self, page: Page, mapping: CompiledMapping, target: CompiledTrigger
+    ) -> list[Any]:
+        try:
+            items = page_items(mapping, page.answer)
+        except InvalidPayload as exc:
+            if not self._doc.get("failures"):  # kept once per failure streak, not per retry
+                refused = InvalidPayload(exc.detail, exc.problems, reason="mapping")
+                record = self._c.rejected.record(target, refused, page.answer, scope="body")
+                await self._c.rejected.keep(target, [record])
+            raise PollFailure(
+                "mapping",
+                f"the answer does not fit mapping {mapping.name!r}: {exc.detail}",
+                problems=[p.as_dict() for p in exc.problems],
+            ) from exc
+        if len(items) > target.max_batch_items:
+            raise PollFailure(
+                "page",
+                f"a page of {len(items)} items is over the limit of {target.max_batch_items}",
+            )
+        return items
+
+    def _unseen(self, items: list[Any]) -> tuple[list[Any], list[str]]:
+        """The items not seen before and their ids (all items, no ids, without dedupe)."""
+        dedupe = self._doc.get("dedupe")
+        if dedupe is None:
+            return items, []
+        fresh: list[Any] = []
+        ids: list[str] = []
+        for item in items:
+            key = item_id(dedupe["by"], item)
+            if key is not None and (key in self._seen or key in ids):
+                continue
+            fresh.append(item)
+            if key is not None:
+                ids.append(key)
+        return fresh, ids
+
+    def _origin(self) -> Origin:
+        return Origin("schedule", str(self._doc["_id"]), {"cursor": self._cursor})
+
+    def _observe(
+        self, partner: Partner, status: int | None, latency_ms: float, error: str | None
+    ) -> None:
+        result = str(error) if status is None else f"{status // 100}xx"
+        self._c.metrics.partner_requests.labels(partner.id, "schedule", result).inc()
+        if status is not None:
+            self._c.metrics.partner_latency.labels(partner.id, "schedule").observe(
+                latency_ms / 1000
+            )

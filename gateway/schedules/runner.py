@@ -1,0 +1,293 @@
+"""Use case: the schedule runner of a process. Claim due schedules under a lease, run each
+(`poll.py`), record the run, set the next run time, give the lease back.
+
+Every `gateway serve` and `gateway worker` process runs one; they share the schedules through
+leases in MongoDB (`store/schedules.py`), so a schedule runs in one process at a time. A run
+renews its lease while it lasts; a process that dies leaves a lease that expires, and another
+process takes the schedule over from the last committed cursor.
+
+After a failure the schedule waits (5 s, 30 s, 2 min, 10 min, 30 min, then hourly, ±20%; a
+partner's Retry-After is honoured up to an hour) and its `last_error` says why; pages read
+before the failure keep their progress. A run that stopped at `max_pages` while the partner
+had more is due again at once (after the other due schedules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.background import cancel_and_wait
+from gateway.errors import StoreUnavailable
+from gateway.schedules.calls import PollFailure
+from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
+from gateway.schedules.timing import backoff_seconds, every_from_doc
+from gateway.store import Doc
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    lease_seconds: float = 60.0
+    poll_seconds: float = 1.0
+    concurrency: int = 4
+    shutdown_seconds: float = 10.0
+
+
+class ScheduleRunner:
+    def __init__(
+        self,
+        context: PollContext,
+        *,
+        settings: RunnerSettings = RunnerSettings(),
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._c = context
+        self._settings = settings
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Public so tests can move time and fix the jitter.
+        self.clock = clock
+        self.rng = rng
+        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._claims = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running = False
+        self._loop_ended = asyncio.Event()
+        self._tasks: set[asyncio.Task[str]] = set()
+        self._finished = 0
+        self._progress = asyncio.Condition()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def notify(self) -> None:
+        """A schedule became due (created, resumed, "run now"): look now, not at the next poll."""
+        self._wake.set()
+
+    def _now(self) -> datetime:
+        return self.clock()
+
+    async def wait_runs(self, count: int) -> None:
+        """Until this runner has finished `count` runs (for whoever waits on the background)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._finished >= count)
+
+    # -- driving -----------------------------------------------------------------------------
+
+    async def run_until_idle(self) -> Counter[str]:
+        """Run every due schedule until none is due (per the runner's clock); counts by outcome."""
+        counts: Counter[str] = Counter()
+        while claimed := await self._claim(self._settings.concurrency):
+            counts.update(await asyncio.gather(*(self._run_one(doc) for doc in claimed)))
+        return counts
+
+    async def run(self) -> None:
+        """Until `stop()`: claim what free slots allow, run in the background, then wait for a
+        notification, a free slot or the poll interval."""
+        self._running = True
+        self._loop_ended.clear()
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                free = self._settings.concurrency - len(self._tasks)
+                claimed: list[Doc] = []
+                if free > 0:
+                    claimed = await self._claim_safely(free)
+                    for doc in claimed:
+                        self._spawn(doc)
+                if claimed:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+        finally:
+            self._running = False
+            self._loop_ended.set()
+
+    async def stop(self) -> None:
+        """Stop claiming and let running schedules finish (bounded); one cut short gives its
+        lease back, due at once, so another process takes it over without waiting."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            await self._loop_ended.wait()
+        if self._tasks:
+            _, unfinished = await asyncio.wait(
+                set(self._tasks), timeout=self._settings.shutdown_seconds
+            )
+            await cancel_and_wait(*unfinished)
+
+    def _spawn(self, doc: Doc) -> None:
+        task = asyncio.create_task(self._run_one(doc))
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[str]) -> None:
+            self._tasks.discard(finished)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _claim(self, limit: int) -> list[Doc]:
+        now = self.clock()
+        token = f"{self.owner}:{next(self._claims)}"
+        return await self._c.store.schedules.claim_due(token, now, now + self._lease, limit)
+
+    async def _claim_safely(self, limit: int) -> list[Doc]:
+        try:
+            return await self._claim(limit)
+        except StoreUnavailable as exc:
+            log.warning("schedule runner paused: %s", exc.detail)
+        except Exception:
+            log.exception("claiming schedules failed; retrying")
+        return []
+
+    # -- one run -----------------------------------------------------------------------------
+
+    async def _run_one(self, doc: Doc) -> str:
+        owner = doc["lease_owner"]
+        started_at, started = self.clock(), time.perf_counter()
+        poll = Poll(self._c, doc, owner, clock=self._now, lease=self._lease)
+        renewal = asyncio.create_task(self._renew(doc, owner))
+        failure: PollFailure | None = None
+        outcome = "ok"
+        try:
+            await poll.run()
+        except PollFailure as exc:
+            failure = exc
+        except LeaseLost:
+            outcome = "lost_lease"
+        except StoreUnavailable as exc:
+            failure = PollFailure("store", exc.detail)
+        except asyncio.CancelledError:
+            await self._give_back(doc, owner)
+            raise
+        except Exception as exc:
+            log.exception("schedule %s failed unexpectedly", doc["_id"])
+            failure = PollFailure("internal", f"{type(exc).__name__}: {exc}")
+        finally:
+            await cancel_and_wait(renewal)
+        if failure is not None:
+            outcome = "failed"
+        elif outcome == "ok" and poll.tally.more:
+            outcome = "more"
+        duration = time.perf_counter() - started
+        try:
+            await self._finish(doc, owner, outcome, failure, poll.tally, started_at, duration)
+        except StoreUnavailable as exc:  # the lease expires; the next runner reads again
+            log.warning("schedule %s run not recorded: %s", doc["_id"], exc.detail)
+        async with self._progress:
+            self._finished += 1
+            self._progress.notify_all()
+        return outcome
+
+    async def _finish(
+        self,
+        doc: Doc,
+        owner: str,
+        outcome: str,
+        failure: PollFailure | None,
+        tally: Tally,
+        started_at: datetime,
+        duration: float,
+    ) -> None:
+        now = self.clock()
+        error = failure.as_doc(now) if failure is not None else None
+        if outcome != "lost_lease":
+            await self._c.store.schedules.release(
+                doc["_id"], owner, self._next_state(doc, outcome, failure, started_at, now)
+            )
+        run: Doc = {
+            "tenant": doc["tenant"],
+            "schedule_id": str(doc["_id"]),
+            "owner": owner,
+            "started_at": started_at,
+            "finished_at": now,
+            "duration_ms": round(duration * 1000, 1),
+            "outcome": outcome,
+            "pages": tally.pages,
+            "items_read": tally.read,
+            "written": tally.written,
+            "rejected": tally.rejected,
+            "skipped": tally.skipped,
+            "cursor_before": tally.cursor_before,
+            "cursor_after": tally.cursor_after,
+            "item_errors": tally.problems,
+            "error": error,
+        }
+        await self._c.store.schedules.add_run(run)
+        self._count(str(doc["_id"]), outcome, failure, tally, duration)
+
+    def _next_state(
+        self,
+        doc: Doc,
+        outcome: str,
+        failure: PollFailure | None,
+        started_at: datetime,
+        now: datetime,
+    ) -> dict[str, Any]:
+        if failure is not None:
+            failures = int(doc.get("failures") or 0) + 1
+            wait = backoff_seconds(failures, failure.retry_after, self.rng)
+            return {
+                "failures": failures,
+                "last_error": failure.as_doc(now),
+                "last_run_at": started_at,
+                "next_run_at": now + timedelta(seconds=wait),
+            }
+        due = now if outcome == "more" else every_from_doc(doc["every"]).next_after(started_at)
+        return {"failures": 0, "last_run_at": started_at, "last_ok_at": now, "next_run_at": due}
+
+    async def _give_back(self, doc: Doc, owner: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._c.store.schedules.release(doc["_id"], owner, {"next_run_at": self.clock()})
+
+    async def _renew(self, doc: Doc, owner: str) -> None:
+        """A slow partner must not cost the lease: renewed every third of its length."""
+        while True:
+            await asyncio.sleep(self._settings.lease_seconds / 3)
+            try:
+                await self._c.store.schedules.renew(doc["_id"], owner, self.clock() + self._lease)
+            except Exception as exc:  # the next round tries again; commits are fenced anyway
+                log.warning("renewing the lease of schedule %s failed: %s", doc["_id"], exc)
+
+    def _count(
+        self,
+        schedule: str,
+        outcome: str,
+        failure: PollFailure | None,
+        tally: Tally,
+        duration: float,
+    ) -> None:
+        metrics = self._c.metrics
+        metrics.schedule_runs.labels(schedule, outcome).inc()
+        metrics.schedule_run_duration.labels(schedule).observe(duration)
+        for result, count in (
+            ("read", tally.read),
+            ("written", tally.written),
+            ("rejected", tally.rejected),
+            ("skipped", tally.skipped),
+        ):
+            if count:
+                metrics.schedule_items.labels(schedule, result).inc(count)
+        if failure is not None:
+            metrics.schedule_errors.labels(schedule, failure.kind).inc()

@@ -1,0 +1,222 @@
+"""Use case: schedules as admin resources (create, list, get, change, delete, pause, resume,
+run now) and their runs."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.errors import Conflict, FieldProblem, NotFound
+from gateway.mapping_files.source import MappingSource
+from gateway.schedules.spec import check_fields, public_schedule
+from gateway.schemas.compiled import invalid
+from gateway.store import Doc, Store, new_id
+from gateway.store.schedules import FREE
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def public_run(doc: Doc) -> dict[str, Any]:
+    return {
+        "id": str(doc["_id"]),
+        **{k: doc.get(k) for k in _RUN_FIELDS},
+    }
+
+
+_RUN_FIELDS = (
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "outcome",
+    "pages",
+    "items_read",
+    "written",
+    "rejected",
+    "skipped",
+    "cursor_before",
+    "cursor_after",
+    "error",
+    "item_errors",
+    "owner",
+)
+
+
+class ScheduleService:
+    def __init__(
+        self,
+        store: Store,
+        mappings: MappingSource,
+        target_types: Sequence[str],
+        *,
+        on_due: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._mappings = mappings
+        self._types = tuple(target_types)
+        self._on_due = on_due
+        self._clock = clock
+
+    async def create(self, tenant: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        fields = await self._checked(tenant, body)
+        now = self._clock()
+        doc: Doc = {
+            "_id": new_id(),
+            "tenant": tenant,
+            **fields,
+            "next_run_at": now,
+            "lease_until": FREE,
+            "cursor_value": None,
+            "last_digest": None,
+            "seen": [],
+            "failures": 0,
+            "rev": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._store.schedules.insert(doc)
+        self._on_due()
+        return self._public(doc)
+
+    async def list(
+        self, tenant: str, *, after: str | None, limit: int
+    ) -> builtins.list[dict[str, Any]]:
+        docs = await self._store.schedules.list(tenant, after=after, limit=limit)
+        return [self._public(d) for d in docs]
+
+    async def get(self, tenant: str, schedule_id: str) -> dict[str, Any]:
+        return self._public(await self._doc(tenant, schedule_id))
+
+    async def update(
+        self, tenant: str, schedule_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge `body` into the definition (objects are replaced whole); the state (cursor,
+        remembered ids, failures) is kept."""
+        current = await self._doc(tenant, schedule_id)
+        fields = await self._checked(tenant, {**_definition(current), **body})
+        fields["updated_at"] = self._clock()
+        doc = await self._store.schedules.update(tenant, schedule_id, current["rev"], fields)
+        if doc is None:
+            raise Conflict("the schedule was changed concurrently; retry")
+        return self._public(doc)
+
+    async def delete(self, tenant: str, schedule_id: str) -> None:
+        await self._doc(tenant, schedule_id)
+        await self._store.schedules.delete(tenant, schedule_id)
+        await self._store.schedules.delete_runs(tenant, schedule_id)
+
+    async def pause(self, tenant: str, schedule_id: str) -> dict[str, Any]:
+        return await self._status(tenant, schedule_id, "paused")
+
+    async def resume(self, tenant: str, schedule_id: str) -> dict[str, Any]:
+        return await self._status(tenant, schedule_id, "active")
+
+    async def run_now(self, tenant: str, schedule_id: str) -> dict[str, Any]:
+        doc = await self._doc(tenant, schedule_id)
+        if doc["status"] != "active":
+            raise Conflict("the schedule is paused; resume it first")
+        updated = await self._store.schedules.run_now(tenant, schedule_id, self._clock())
+        if updated is None:
+            raise NotFound(f"no schedule {schedule_id!r}")
+        self._on_due()
+        return self._public(updated)
+
+    async def runs(
+        self, tenant: str, schedule_id: str, *, before: str | None, limit: int
+    ) -> builtins.list[dict[str, Any]]:
+        await self._doc(tenant, schedule_id)
+        docs = await self._store.schedules.runs(tenant, schedule_id, before=before, limit=limit)
+        return [public_run(d) for d in docs]
+
+    async def _status(self, tenant: str, schedule_id: str, status: str) -> dict[str, Any]:
+        await self._doc(tenant, schedule_id)
+        doc = await self._store.schedules.set_status(tenant, schedule_id, status, self._clock())
+        if doc is None:
+            raise NotFound(f"no schedule {schedule_id!r}")
+        if status == "active":
+            self._on_due()
+        return self._public(doc)
+
+    async def _doc(self, tenant: str, schedule_id: str) -> Doc:
+        doc = await self._store.schedules.get(tenant, schedule_id)
+        if doc is None:
+            raise NotFound(f"no schedule {schedule_id!r}")
+        return doc
+
+    def _public(self, doc: Doc) -> dict[str, Any]:
+        lease = doc.get("lease_until") or FREE
+        return public_schedule(doc, running="lease_owner" in doc and lease > self._clock())
+
+    async def _checked(self, tenant: str, body: Mapping[str, Any]) -> Doc:
+        fields, problems = check_fields(body, self._types)
+        if fields["action_id"] is not None:
+            problems += await self._action_problems(tenant, fields["action_id"])
+        if fields["mapping"] is not None and fields["target"] is not None:
+            problems += await self._mapping_problems(tenant, fields["mapping"], fields["target"])
+        if problems:
+            raise invalid("schedule", problems)
+        return fields
+
+    async def _action_problems(self, tenant: str, action_id: str) -> builtins.list[FieldProblem]:
+        action = await self._store.actions.get(tenant, action_id)
+        if action is None:
+            return [
+                FieldProblem("/action_id", f"no action {action_id!r} in this tenant", "reference")
+            ]
+        if action["method"] != "GET" and not action.get("read_only"):
+            message = (
+                f"a schedule reads: action {action['name']!r} is a {action['method']}; use a GET "
+                "action, or mark a POST that only reads (JSON-RPC) read_only"
+            )
+            return [FieldProblem("/action_id", message, "reference")]
+        return []
+
+    async def _mapping_problems(
+        self, tenant: str, name: str, target: Doc
+    ) -> builtins.list[FieldProblem]:
+        if not isinstance(name, str) or not name:
+            message = "mapping is the name of an inbound mapping"
+            return [FieldProblem("/target/mapping", message, "type")]
+        try:
+            mapping = await self._mappings.active(tenant, name)
+        except NotFound as exc:
+            return [FieldProblem("/target/mapping", exc.detail, "reference")]
+        if mapping.direction != "inbound":
+            message = f"{name!r} is {mapping.direction}; a schedule's mapping must be inbound"
+            return [FieldProblem("/target/mapping", message, "mapping")]
+        if target["type"] == "entities" and mapping.entity_type not in (
+            None,
+            target["entity_type"],
+        ):
+            message = f"{name!r} is for {mapping.entity_type} entities"
+            return [FieldProblem("/target/mapping", message, "mapping")]
+        return [
+            replace(p, pointer=f"/target{p.pointer}")
+            for p in mapping.param_problems(target.get("params") or {})
+        ]
+
+
+def _definition(doc: Doc) -> dict[str, Any]:
+    """The stored definition back in the shape an admin writes it."""
+    target = {**doc["target"], "mapping": doc.get("mapping")}
+    body: dict[str, Any] = {
+        "name": doc["name"],
+        "action_id": doc["action_id"],
+        "every": doc["every"]["text"],
+        "target": {k: v for k, v in target.items() if v is not None},
+        "max_pages": doc["max_pages"],
+        "status": doc["status"],
+    }
+    if doc["every"].get("timezone"):
+        body["timezone"] = doc["every"]["timezone"]
+    for name in ("cursor", "dedupe", "request", "error"):
+        if doc.get(name) is not None:
+            body[name] = doc[name]
+    if body.get("cursor"):
+        body["cursor"] = {k: v for k, v in body["cursor"].items() if v is not None}
+    return body

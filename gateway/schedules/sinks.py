@@ -1,0 +1,92 @@
+"""Where a schedule's pages land: the same ingest path as a partner's POST to a trigger.
+
+A schedule's `target` is compiled into the trigger configuration a partner's call would run
+through (`CompiledTrigger`: entity type, kind, mapping, params; no input schema, no auth), and
+a `PageSink` writes a page's items through it. Entities go through the trigger `Ingestor`
+(validate → map → locate → upsert, events, rejected items kept and replayable). A positions
+target is one more `PageSink` (the fleet lane's position trigger behind the same protocol),
+registered under "positions" in `open_services`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from gateway.entities import Origin
+from gateway.store import Doc
+from gateway.triggers.compiled import CompiledTrigger
+from gateway.triggers.ingest import Ingestor
+
+MAX_PAGE_ITEMS: Final = 10_000
+"""Items one page may hold (a Geotab `resultsLimit` is at most 5,000)."""
+AUTH_MODE: Final = "schedule"
+"""The `auth_mode` of a compiled schedule target: no partner credential comes in."""
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    written: int = 0
+    rejected: int = 0
+    problems: tuple[dict[str, Any], ...] = field(default=())  # the first few item problems
+
+
+class PageSink(Protocol):
+    """Writes a page's items exactly as a partner's POST of them to a trigger would.
+
+    Raises InvalidPayload when the page as a whole is refused (kept by the sink like a
+    refused POST body), and StoreUnavailable when nothing could be written."""
+
+    async def land(
+        self, target: CompiledTrigger, items: Sequence[Any], origin: Origin
+    ) -> Landed: ...
+
+
+class EntitySink:
+    """Entity targets: a page is a batch through the trigger ingest path."""
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self._ingestor = ingestor
+
+    async def land(self, target: CompiledTrigger, items: Sequence[Any], origin: Origin) -> Landed:
+        ingested = await self._ingestor.ingest(target, list(items), origin=origin)
+        return landed_from(ingested.body)
+
+
+def landed_from(body: Mapping[str, Any]) -> Landed:
+    """The counts of a batch answer (`{"results", "summary": {"items", "failed"}}`), as a
+    trigger answers it, for entities and positions alike."""
+    summary = body.get("summary") or {}
+    failed = int(summary.get("failed", 0))
+    problems = tuple(
+        {"index": r["index"], **r["problem"]}
+        for r in body.get("results", ())
+        if r.get("status", 200) >= 400 and "problem" in r
+    )[:5]
+    return Landed(int(summary.get("items", 0)) - failed, failed, problems)
+
+
+def compile_target(doc: Doc, *, max_body_bytes: int) -> CompiledTrigger:
+    """The trigger configuration a schedule's pages go through (its id is the schedule's, so
+    the items it refuses are kept, listed and replayed under that id)."""
+    target = doc["target"]
+    return CompiledTrigger(
+        id=str(doc["_id"]),
+        tenant=doc["tenant"],
+        version=doc["rev"],
+        entity_type=target["entity_type"],
+        kind=target.get("kind"),
+        methods=frozenset({"POST"}),
+        format="json",
+        mapping=doc.get("mapping"),
+        response_mapping=None,
+        schema=None,
+        expose=None,
+        max_body_bytes=max_body_bytes,
+        max_batch_items=MAX_PAGE_ITEMS,
+        rate=None,
+        auth_mode=AUTH_MODE,
+        token_param=None,
+        params=target.get("params") or {},
+    )

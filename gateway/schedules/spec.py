@@ -1,0 +1,246 @@
+"""A schedule as an admin writes it, checked whole (every problem with its JSON Pointer), and
+as the API shows it.
+
+    {"name", "action_id", "every": "30s" | "*/5 * * * *", "timezone"?,
+     "cursor"?: {"from": JMESPath on the answer, "param": "query.after" | "body.params.x"
+                 | "header.X", "more"?: JMESPath (true while the partner has more pages),
+                 "initial"?: the value of the first call},
+     "target": {"type"?: "entities" (default) | "positions", "entity_type", "kind"?,
+                "mapping", "params"?},
+     "dedupe"?: {"by": JMESPath on an item (its id), "keep"?: ids remembered (1000)},
+     "request"?: {"query"?: {...}, "body"?: {...}},  the call's fixed parts
+     "error"?: JMESPath: a non-empty value fails the answer (JSON-RPC's `error`),
+     "max_pages"?: pages per run (10), "status"?: "active" | "paused"}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from gateway.errors import FieldProblem
+from gateway.mapping.expressions import compile_expression
+from gateway.schedules.timing import parse_every
+from gateway.store import Doc
+
+FIELDS: Final = frozenset(
+    {
+        "name",
+        "action_id",
+        "every",
+        "timezone",
+        "cursor",
+        "target",
+        "dedupe",
+        "request",
+        "error",
+        "max_pages",
+        "status",
+    }
+)
+MAX_PAGES: Final = 100
+DEFAULT_MAX_PAGES: Final = 10
+DEFAULT_KEEP: Final = 1000
+MAX_KEEP: Final = 20_000
+_PARAM = re.compile(
+    r"^(query|header)\.[A-Za-z0-9_.\-]{1,100}$|^body(\.[A-Za-z0-9_\-]{1,100}){1,8}$"
+)
+_SCALARS = (str, int, float)
+
+
+class _Check:
+    def __init__(self) -> None:
+        self.problems: list[FieldProblem] = []
+
+    def add(self, pointer: str, message: str, keyword: str) -> None:
+        self.problems.append(FieldProblem(pointer, message, keyword))
+
+    def object(self, value: Any, pointer: str, allowed: set[str]) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.add(pointer, f"{pointer.lstrip('/')} must be an object", "type")
+            return None
+        for key in value:
+            if key not in allowed:
+                self.add(f"{pointer}/{key}", f"unknown field {key!r}", "additionalProperties")
+        return value
+
+    def expression(self, value: Any, pointer: str, *, required: bool = True) -> str | None:
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.add(pointer, "a JMESPath expression (text) is required", "type")
+            return None
+        getter, why = compile_expression(value)
+        if getter is None:
+            self.add(pointer, why, "expression")
+            return None
+        return value
+
+
+def check_fields(
+    body: Mapping[str, Any], target_types: Sequence[str]
+) -> tuple[Doc, list[FieldProblem]]:
+    """The stored fields of a whole schedule body, and every problem found (none: valid)."""
+    check = _Check()
+    for key in body:
+        if key not in FIELDS:
+            check.add(f"/{key}", f"unknown field {key!r}", "additionalProperties")
+    fields: Doc = {
+        "name": _text(check, body.get("name"), "/name"),
+        "action_id": _text(check, body.get("action_id"), "/action_id", max_len=64),
+        "every": _every(check, body.get("every"), body.get("timezone")),
+        "cursor": _cursor(check, body.get("cursor")),
+        "target": _target(check, body.get("target"), target_types),
+        "dedupe": _dedupe(check, body.get("dedupe")),
+        "request": _request(check, body.get("request")),
+        "error": check.expression(body.get("error"), "/error", required=False),
+        "max_pages": _max_pages(check, body.get("max_pages", DEFAULT_MAX_PAGES)),
+        "status": body.get("status", "active"),
+    }
+    if fields["status"] not in ("active", "paused"):
+        check.add("/status", "status must be active or paused", "enum")
+    target = fields["target"] or {}
+    fields["mapping"] = target.pop("mapping", None)
+    return fields, check.problems
+
+
+def _text(check: _Check, value: Any, pointer: str, *, max_len: int = 200) -> str | None:
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        name = pointer.lstrip("/")
+        check.add(
+            pointer, f"{name} must be a non-empty string of at most {max_len} characters", "type"
+        )
+        return None
+    return value
+
+
+def _every(check: _Check, value: Any, timezone: Any) -> dict[str, object] | None:
+    if timezone is not None and not isinstance(timezone, str):
+        check.add("/timezone", "timezone is an IANA name such as America/Sao_Paulo", "type")
+        return None
+    if not isinstance(value, str):
+        check.add("/every", 'every is an interval ("30s", "5m", "1h") or a cron expression', "type")
+        return None
+    try:
+        return parse_every(value, timezone).as_doc()
+    except ValueError as exc:
+        pointer = "/timezone" if "time zone" in str(exc) else "/every"
+        check.add(pointer, str(exc), "format")
+        return None
+
+
+def _cursor(check: _Check, value: Any) -> Doc | None:
+    if value is None:
+        return None
+    cursor = check.object(value, "/cursor", {"from", "param", "more", "initial"})
+    if cursor is None:
+        return None
+    param = cursor.get("param")
+    if not isinstance(param, str) or not _PARAM.match(param):
+        check.add(
+            "/cursor/param",
+            'param is where the cursor goes: "query.NAME", "header.NAME" or "body.a.b"',
+            "pattern",
+        )
+    initial = cursor.get("initial")
+    if initial is not None and (isinstance(initial, bool) or not isinstance(initial, _SCALARS)):
+        check.add("/cursor/initial", "initial is a string or a number", "type")
+    return {
+        "from": check.expression(cursor.get("from"), "/cursor/from"),
+        "param": param,
+        "more": check.expression(cursor.get("more"), "/cursor/more", required=False),
+        "initial": initial,
+    }
+
+
+def _target(check: _Check, value: Any, types: Sequence[str]) -> Doc | None:
+    target = check.object(value, "/target", {"type", "entity_type", "kind", "mapping", "params"})
+    if target is None:
+        return None
+    kind = target.get("type", "entities")
+    if kind not in types:
+        known = ", ".join(types)
+        check.add("/target/type", f"target type must be one of {known} on this gateway", "enum")
+    entity_type = target.get("entity_type", "vehicle" if kind == "positions" else None)
+    _text(check, entity_type, "/target/entity_type", max_len=64)
+    if target.get("kind") is not None:
+        _text(check, target.get("kind"), "/target/kind", max_len=64)
+    _text(check, target.get("mapping"), "/target/mapping")
+    params = target.get("params") or {}
+    if not isinstance(params, dict):
+        check.add("/target/params", "params is an object of name: value", "type")
+    return {
+        "type": kind,
+        "entity_type": entity_type,
+        "kind": target.get("kind"),
+        "mapping": target.get("mapping"),
+        "params": params if isinstance(params, dict) else {},
+    }
+
+
+def _dedupe(check: _Check, value: Any) -> Doc | None:
+    if value is None:
+        return None
+    dedupe = check.object(value, "/dedupe", {"by", "keep"})
+    if dedupe is None:
+        return None
+    keep = dedupe.get("keep", DEFAULT_KEEP)
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= MAX_KEEP:
+        check.add(
+            "/dedupe/keep", f"keep is how many ids are remembered: 1 to {MAX_KEEP}", "maximum"
+        )
+    return {"by": check.expression(dedupe.get("by"), "/dedupe/by"), "keep": keep}
+
+
+def _request(check: _Check, value: Any) -> Doc | None:
+    if value is None:
+        return None
+    request = check.object(value, "/request", {"query", "body"})
+    if request is None:
+        return None
+    query = request.get("query") or {}
+    if not isinstance(query, dict) or not all(isinstance(v, _SCALARS) for v in query.values()):
+        check.add("/request/query", "query is an object of name: string or number", "type")
+    body = request.get("body")
+    if body is not None and not isinstance(body, dict):
+        check.add("/request/body", "body is a JSON object", "type")
+    return {"query": query if isinstance(query, dict) else {}, "body": body}
+
+
+def _max_pages(check: _Check, value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGES:
+        check.add("/max_pages", f"max_pages is 1 to {MAX_PAGES} pages per run", "maximum")
+        return None
+    return value
+
+
+def public_schedule(doc: Doc, *, running: bool = False) -> dict[str, Any]:
+    """A schedule as the API shows it: its definition and its state."""
+    target = {**doc["target"], "mapping": doc.get("mapping")}
+    return {
+        "id": str(doc["_id"]),
+        "name": doc["name"],
+        "action_id": doc["action_id"],
+        "every": doc["every"]["text"],
+        "timezone": doc["every"].get("timezone"),
+        "cursor": doc.get("cursor"),
+        "target": {k: v for k, v in target.items() if v not in (None, {})},
+        "dedupe": doc.get("dedupe"),
+        "request": doc.get("request"),
+        "error": doc.get("error"),
+        "max_pages": doc["max_pages"],
+        "status": doc["status"],
+        "state": {
+            "cursor": doc.get("cursor_value"),
+            "next_run_at": doc.get("next_run_at"),
+            "running": running,
+            "failures": doc.get("failures", 0),
+            "last_error": doc.get("last_error"),
+            "last_run_at": doc.get("last_run_at"),
+            "last_ok_at": doc.get("last_ok_at"),
+            "remembered_ids": len(doc.get("seen") or ()),
+        },
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+    }

@@ -1,0 +1,160 @@
+"""The `flow_runs` collection: one durable run per (event, flow), claimed by runners with a
+lease, its steps' outcomes appended as they happen.
+
+A run is `{_id: "<event id>:<flow name>", tenant, flow, version, event, depth, status,
+next_step, steps: [{id, kind, outcome, at, ...}], answers: {step id: value}, shard,
+next_attempt_at, waits?: {step, attempts}, lease_owner?, lease_until?, claims, last_error?,
+created_at, updated_at, finished_at?}`. The `_id` is deterministic, so a relay that starts the
+same event twice stores one run. Claiming works like deliveries' (`store/deliveries.py`): a
+shard's due runs flipped to `running` under a batch token, every later write fenced by that
+token *and* by `next_step`, so a runner whose lease was taken over can neither record a step
+twice nor overwrite the new owner.
+"""
+
+from __future__ import annotations
+
+import builtins
+import zlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from gateway.models import RunStatus
+from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
+
+PENDING, RUNNING = RunStatus.PENDING.value, RunStatus.RUNNING.value
+# Fewer shards than deliveries: a runner visits them all when it looks for work.
+SHARDS = 8
+INDEXES = [
+    IndexModel(
+        [("status", ASCENDING), ("shard", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"
+    ),
+    IndexModel([("tenant", ASCENDING), ("flow", ASCENDING), ("_id", DESCENDING)], name="by_flow"),
+]
+# What a list shows of each run: not the event's data nor the fetched answers.
+_LIST_FIELDS = {"event.data": 0, "event.changes": 0, "event.detail": 0, "answers": 0}
+_LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
+
+
+def shard_of(run_id: str) -> int:
+    return zlib.crc32(run_id.encode()) % SHARDS
+
+
+class FlowRunStore:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def ensure_indexes(self) -> None:
+        with translate_errors():
+            await self._c.create_indexes(INDEXES)
+
+    async def insert_many(self, docs: Sequence[Doc]) -> int:
+        """Insert the runs that are new; an existing run is left as it is."""
+        return await insert_new(self._c, docs)
+
+    # -- admin reads (tenant-scoped) ---------------------------------------------------------
+
+    async def get(self, tenant: str, run_id: str) -> Doc | None:
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, {"_id": run_id}))
+
+    async def list(
+        self,
+        tenant: str,
+        flow: str,
+        *,
+        status: str | None,
+        before: str | None,
+        limit: int,
+    ) -> builtins.list[Doc]:
+        """Newest first (run ids start with the event's id, which grows with time)."""
+        query: Doc = {"flow": flow}
+        if status is not None:
+            query["status"] = status
+        if before is not None:
+            query["_id"] = {"$lt": before}
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, query), _LIST_FIELDS).sort("_id", DESCENDING)
+            return await cursor.limit(limit).to_list(limit)
+
+    # -- the runners' side: system work across tenants, never reached from a request ---------
+
+    async def claim(
+        self, token: str, now: datetime, lease_until: datetime, limit: int, shard: int
+    ) -> builtins.list[Doc]:
+        """Up to `limit` due runs of one shard, oldest first, now running for us."""
+        query: Doc = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
+        claimed = {"status": RUNNING, "lease_owner": token, "lease_until": lease_until}
+        with translate_errors():
+            found = await self._c.find(query).sort("next_attempt_at", ASCENDING).to_list(limit)
+            if not found:
+                return []
+            ids = [d["_id"] for d in found]
+            result = await self._c.update_many(
+                {"_id": {"$in": ids}, "status": PENDING, "next_attempt_at": {"$lte": now}},
+                {"$set": claimed, "$inc": {"claims": 1}},
+            )
+            if result.modified_count == len(ids):  # no other runner took any: all ours
+                return [{**d, **claimed} for d in found]
+            return await self._c.find({"_id": {"$in": ids}, "lease_owner": token}).to_list(None)
+
+    async def record(
+        self,
+        run_id: str,
+        token: str,
+        at_step: int,
+        *,
+        entries: Sequence[Mapping[str, Any]],
+        answers: Mapping[str, Any],
+        fields: Mapping[str, Any],
+        release: bool,
+    ) -> bool:
+        """Append step outcomes, store answers and set `fields` (next_step, a status...), if
+        we still hold the run at `at_step`; `release` drops the lease (a final status or a
+        wait). False when the lease was lost (then nothing is written)."""
+        update: Doc = {"$set": {**fields, **{f"answers.{k}": v for k, v in answers.items()}}}
+        if entries:
+            update["$push"] = {"steps": {"$each": [dict(e) for e in entries]}}
+        if release:
+            update["$unset"] = _LEASE_FIELDS
+        with translate_errors():
+            result = await self._c.update_one(
+                {"_id": run_id, "lease_owner": token, "status": RUNNING, "next_step": at_step},
+                update,
+            )
+        return result.modified_count == 1
+
+    async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
+        """Extend the leases a live runner still holds (run id → claim token)."""
+        if not held:
+            return 0
+        with translate_errors():
+            result = await self._c.update_many(
+                {
+                    "_id": {"$in": builtins.list(held)},
+                    "lease_owner": {"$in": sorted(set(held.values()))},
+                    "status": RUNNING,
+                },
+                {"$set": {"lease_until": lease_until}},
+            )
+        return result.modified_count
+
+    async def expire_leases(self, now: datetime) -> int:
+        """Runs whose runner died become pending again, due at once: they resume at their
+        first step without an outcome."""
+        with translate_errors():
+            result = await self._c.update_many(
+                {"status": RUNNING, "lease_until": {"$lte": now}},
+                {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
+            )
+        return result.modified_count
+
+    async def release(self, run_id: str, token: str, now: datetime) -> None:
+        """A runner stopping hands a run it holds back, due now."""
+        with translate_errors():
+            await self._c.update_one(
+                {"_id": run_id, "lease_owner": token, "status": RUNNING},
+                {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
+            )

@@ -1,0 +1,130 @@
+"""What the gateway knows about its database right now: up, or down and why.
+
+Three sources feed it, each able to hold it down on its own:
+- `embedded`: the supervisor of the embedded database (the child died / listens again);
+- `driver`: pymongo's topology monitor, as a listener (no usable server / one again);
+- `probe`: after an operation failed mid-way (a deadline, a lost connection, which the
+  driver does not count as the server being down), a ping with a short deadline decides;
+  while it fails, the prober pings again every `probe_interval` until one passes.
+
+Requests check it before they touch the database (`check()`), so while the database is
+known down they get their 503 at once instead of after a server-selection wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import pymongo
+from pymongo.monitoring import (
+    TopologyClosedEvent,
+    TopologyDescriptionChangedEvent,
+    TopologyListener,
+    TopologyOpenedEvent,
+)
+
+from gateway.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Ping = Callable[[], Awaitable[None]]
+RETRY_AFTER_SECONDS = 2
+
+
+class DatabaseHealth(TopologyListener):
+    def __init__(self, *, probe_timeout: float = 1.0, probe_interval: float = 0.5) -> None:
+        self._down: dict[str, str] = {}  # source → why
+        self._since: float | None = None
+        self._probe_timeout = probe_timeout
+        self._probe_interval = probe_interval
+        self._suspect = asyncio.Event()
+        self._closing = False
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        return not self._down
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self._down.values()) or None
+
+    def down_for(self) -> float:
+        return time.monotonic() - self._since if self._since is not None else 0.0
+
+    def mark_down(self, source: str, reason: str) -> None:
+        if self.up:
+            self._since = time.monotonic()
+            log.warning("database marked down (%s): %s", source, reason)
+        self._down[source] = reason
+        # Pinging also asks the driver to check the server now rather than at its next
+        # heartbeat (10 s), so "up again" is known as soon as it is true.
+        self._suspect.set()
+
+    def mark_up(self, source: str) -> None:
+        if self._down.pop(source, None) is not None and self.up:
+            log.info("database up again after %.1f s", self.down_for())
+            self._since = None
+
+    def check(self) -> None:
+        """Raise the 503 at once while the database is known down."""
+        if self._down:
+            raise StoreUnavailable(
+                f"the database is unavailable ({self.reason})", retry_after=RETRY_AFTER_SECONDS
+            )
+
+    def report_failure(self, error: StoreUnavailable) -> None:
+        """An operation failed for want of the database. No server or a lost connection: known
+        down until a ping passes (the prober starts at once; on a healthy database that takes
+        milliseconds). A deadline passed: maybe only a slow query under load, so the prober
+        decides (a ping with a short deadline) before anything is refused."""
+        if error.deadline:
+            self._suspect.set()
+        else:
+            self.mark_down("probe", error.detail)
+
+    # -- the prober ------------------------------------------------------------------------
+
+    async def run_prober(self, ping: Ping) -> None:
+        """Until cancelled: after each suspicion or loss, ping until the database answers."""
+        while True:
+            await self._suspect.wait()
+            self._suspect.clear()
+            while not await self._ping(ping):
+                await asyncio.sleep(self._probe_interval)
+            self.mark_up("probe")
+
+    async def _ping(self, ping: Ping) -> bool:
+        try:
+            with pymongo.timeout(self._probe_timeout):
+                await ping()
+            return True
+        except StoreUnavailable as exc:
+            self.mark_down("probe", exc.detail)
+            return False
+
+    # -- pymongo's topology events (called by the driver) -----------------------------------
+
+    def opened(self, event: TopologyOpenedEvent) -> None:
+        return None
+
+    def close(self) -> None:
+        """The client is being closed on purpose: what the driver reports now is not news."""
+        self._closing = True
+
+    def description_changed(self, event: TopologyDescriptionChangedEvent) -> None:
+        if self._closing:
+            return
+        description = event.new_description
+        if description.has_writable_server():
+            self.mark_up("driver")
+        elif event.previous_description.has_writable_server():
+            # Only a loss counts: before the first answer the topology is unknown, not down.
+            self.mark_down("driver", "no writable database server is reachable")
+
+    def closed(self, event: TopologyClosedEvent) -> None:
+        return None

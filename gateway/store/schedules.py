@@ -1,0 +1,156 @@
+"""The `schedules` and `schedule_runs` collections: polled partner feeds and what each run did.
+
+A schedule is `{_id, tenant, name, action_id, every: {seconds} | {cron, timezone}, cursor?:
+{from, param, more?, initial?}, target: {type, entity_type?, kind?, params?}, mapping,
+dedupe?: {by, keep}, request?: {query?, body?}, error?, max_pages, status: active|paused,
+next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], failures,
+last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at}`. `mapping` sits at the
+top level: `store/mappings.py` finds a mapping's users by it.
+
+One runner per schedule across processes: a run claims the schedule under a lease
+(`lease_owner`, `lease_until`); every later write of that run is fenced by the owner token, so
+a runner whose lease was taken over writes nothing. The cursor, the remembered item ids and the
+last page's digest move together in one single-document update (`commit_page`), after the
+page's entity writes are durable.
+
+A run is `{_id, tenant, schedule_id, owner, started_at, finished_at, duration_ms, pages,
+items_read, written, rejected, skipped, cursor_before, cursor_after, outcome, error?}`; each
+schedule keeps its newest `MAX_RUNS_PER_SCHEDULE`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+
+from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
+from gateway.store.resources import TenantResources
+
+FREE: Final = datetime(1970, 1, 1, tzinfo=UTC)
+"""`lease_until` of a schedule nobody holds."""
+MAX_RUNS_PER_SCHEDULE: Final = 200
+INDEXES = [
+    IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"),
+    IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
+    IndexModel([("status", ASCENDING), ("next_run_at", ASCENDING)], name="due"),
+]
+RUN_INDEXES = [
+    IndexModel(
+        [("tenant", ASCENDING), ("schedule_id", ASCENDING), ("_id", DESCENDING)], name="by_schedule"
+    ),
+]
+
+
+class ScheduleStore(TenantResources):
+    def __init__(self, collection: Collection, runs: Collection) -> None:
+        super().__init__(collection)
+        self._runs = runs
+
+    async def set_status(
+        self, tenant: str, schedule_id: str, status: str, next_run_at: datetime
+    ) -> Doc | None:
+        """Pause or resume; resuming clears the failure streak so the next run is not delayed."""
+        fields: Doc = {"status": status, "next_run_at": next_run_at}
+        if status == "active":
+            fields["failures"] = 0
+        with translate_errors():
+            return await self._c.find_one_and_update(
+                scoped(tenant, {"_id": ObjectId(schedule_id)}),
+                {"$set": fields, "$inc": {"rev": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def run_now(self, tenant: str, schedule_id: str, now: datetime) -> Doc | None:
+        with translate_errors():
+            return await self._c.find_one_and_update(
+                scoped(tenant, {"_id": ObjectId(schedule_id)}),
+                {"$set": {"next_run_at": now}},
+                return_document=ReturnDocument.AFTER,
+            )
+
+    # -- the runners' side: system work across tenants, never reached from a request --------
+
+    async def claim_due(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> builtins.list[Doc]:
+        """Up to `limit` due, active schedules that nobody holds, now leased to `owner`."""
+        due: Doc = {"status": "active", "next_run_at": {"$lte": now}, "lease_until": {"$lte": now}}
+        claimed: list[Doc] = []
+        with translate_errors():
+            found = (
+                await self._c.find(due, {"_id": 1}).sort("next_run_at", ASCENDING).to_list(limit)
+            )
+            for candidate in found:
+                doc = await self._c.find_one_and_update(
+                    {**due, "_id": candidate["_id"]},
+                    {"$set": {"lease_owner": owner, "lease_until": lease_until}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is not None:  # else another runner took it between the two reads
+                    claimed.append(doc)
+        return claimed
+
+    async def renew(self, schedule_id: ObjectId, owner: str, lease_until: datetime) -> bool:
+        with translate_errors():
+            result = await self._c.update_one(
+                {"_id": schedule_id, "lease_owner": owner}, {"$set": {"lease_until": lease_until}}
+            )
+        return result.modified_count == 1
+
+    async def commit_page(
+        self,
+        schedule_id: ObjectId,
+        owner: str,
+        fields: Mapping[str, Any],
+        *,
+        seen: Sequence[str] = (),
+        keep: int = 0,
+    ) -> bool:
+        """Move the cursor (and the remembered ids) past a page whose writes are durable;
+        False when the lease was lost (then nothing moves)."""
+        update: Doc = {"$set": dict(fields)}
+        if seen:
+            update["$push"] = {"seen": {"$each": list(seen), "$slice": -keep}}
+        with translate_errors():
+            result = await self._c.update_one({"_id": schedule_id, "lease_owner": owner}, update)
+        return result.modified_count == 1
+
+    async def release(self, schedule_id: ObjectId, owner: str, fields: Mapping[str, Any]) -> bool:
+        """End a run: record its outcome and the next run time, and give the lease back."""
+        with translate_errors():
+            result = await self._c.update_one(
+                {"_id": schedule_id, "lease_owner": owner},
+                {"$set": {**fields, "lease_until": FREE}, "$unset": {"lease_owner": ""}},
+            )
+        return result.modified_count == 1
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def add_run(self, run: Doc) -> None:
+        with translate_errors():
+            await self._runs.insert_one(run)
+            query = scoped(run["tenant"], {"schedule_id": run["schedule_id"]})
+            cursor = self._runs.find(query, {"_id": 1}).sort("_id", DESCENDING)
+            past = await cursor.skip(MAX_RUNS_PER_SCHEDULE).limit(1).to_list(1)
+            if past:
+                await self._runs.delete_many({**query, "_id": {"$lte": past[0]["_id"]}})
+
+    async def runs(
+        self, tenant: str, schedule_id: str, *, before: str | None, limit: int
+    ) -> builtins.list[Doc]:
+        """Newest first; `before` is the last run id of the previous page."""
+        query: Doc = {"schedule_id": schedule_id}
+        if before is not None and (oid := parse_id(before)) is not None:
+            query["_id"] = {"$lt": oid}
+        with translate_errors():
+            cursor = self._runs.find(scoped(tenant, query)).sort("_id", DESCENDING)
+            return await cursor.limit(limit).to_list(limit)
+
+    async def delete_runs(self, tenant: str, schedule_id: str) -> None:
+        with translate_errors():
+            await self._runs.delete_many(scoped(tenant, {"schedule_id": schedule_id}))

@@ -1,0 +1,91 @@
+"""Keeps the embedded database running: a crash is logged with why it died (exit code or
+signal, and the tail of its log), the database health is marked down at once, and the
+database is restarted on the same port with backoff. A database that ran for a while before
+crashing restarts quickly again; one that keeps dying backs off up to 30 s between tries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from gateway.background import cancel_and_wait
+from gateway.store.embedded import EmbeddedServer, EmbeddedServerError
+from gateway.store.health import DatabaseHealth
+
+log = logging.getLogger(__name__)
+
+BACKOFF_SECONDS = (0.2, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def describe_exit(code: int) -> str:
+    """The launcher's exit code as a cause: 128 + N means signal N killed the database."""
+    if code > 128:
+        return f"killed by signal {code - 128}"
+    return f"exited with code {code}"
+
+
+class EmbeddedSupervisor:
+    def __init__(
+        self,
+        server: EmbeddedServer,
+        health: DatabaseHealth,
+        *,
+        backoff: Sequence[float] = BACKOFF_SECONDS,
+        poll_seconds: float = 0.05,
+        stable_seconds: float = 60.0,
+    ) -> None:
+        self.server = server
+        self._health = health
+        self._backoff = backoff
+        self._poll = poll_seconds
+        self._stable = stable_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.restarts = 0
+
+    async def start(self) -> None:
+        """Start the database (in a thread: it waits until the server listens), then watch."""
+        await asyncio.to_thread(self.server.start)
+        self._task = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        await asyncio.to_thread(self.server.stop)
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            started = time.monotonic()
+            code = await self._wait_for_exit()
+            cause = describe_exit(code)
+            self._health.mark_down("embedded", f"the embedded database {cause}")
+            log.error(
+                "the embedded database %s; restarting it. Its log ends with:\n%s",
+                cause,
+                self.server.log_tail(),
+            )
+            if time.monotonic() - started >= self._stable:
+                failures = 0
+            failures = await self._restart(failures)
+            self._health.mark_up("embedded")
+            self.restarts += 1
+
+    async def _wait_for_exit(self) -> int:
+        while (code := self.server.exit_code()) is None:
+            await asyncio.sleep(self._poll)
+        return code
+
+    async def _restart(self, failures: int) -> int:
+        """Start again after the backoff for `failures`; returns the failure count reached."""
+        while True:
+            await asyncio.sleep(self._backoff[min(failures, len(self._backoff) - 1)])
+            failures += 1
+            try:
+                await asyncio.to_thread(self.server.start)
+            except EmbeddedServerError as exc:
+                log.error("restarting the embedded database failed (try %d): %s", failures, exc)
+                continue
+            log.info("embedded database restarted (try %d)", failures)
+            return failures

@@ -1,0 +1,106 @@
+"""The admin UI's collections: users, sessions and login throttles.
+
+- `ui_users`: `{_id, tenant, email, role, password_hash, created_at, updated_at}`, the e-mail
+  unique per tenant (stored lower-cased).
+- `ui_sessions`: `{_id: session id, tenant, user_id?, subject, role, created_at, expires_at}`;
+  logout deletes the record, and a TTL index drops expired ones.
+- `ui_login_throttle`: `{_id: key, failures, locked_until?, updated_at}` per login target
+  (tenant and e-mail, or a client address for tokens), whether the user exists or not;
+  dropped a day after its last failure.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
+from gateway.store.client import Database, Doc, scoped, translate_errors
+from gateway.store.resources import TenantResources
+
+THROTTLE_RETENTION_SECONDS: Final = 24 * 3600
+USER_INDEXES = [
+    IndexModel([("tenant", ASCENDING), ("email", ASCENDING)], unique=True, name="email"),
+]
+SESSION_INDEXES = [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="ttl")]
+THROTTLE_INDEXES = [
+    IndexModel(
+        [("updated_at", ASCENDING)], expireAfterSeconds=THROTTLE_RETENTION_SECONDS, name="ttl"
+    )
+]
+
+
+class UiUserStore(TenantResources):
+    async def by_email(self, tenant: str, email: str) -> Doc | None:
+        with translate_errors():
+            return await self._c.find_one(scoped(tenant, {"email": email}))
+
+
+class UiSessionStore:
+    def __init__(self, db: Database) -> None:
+        self._c = db["ui_sessions"]
+
+    async def insert(self, doc: Doc) -> None:
+        with translate_errors():
+            await self._c.insert_one(doc)
+
+    async def get(self, session_id: str) -> Doc | None:
+        with translate_errors():
+            return await self._c.find_one({"_id": session_id})
+
+    async def delete(self, session_id: str) -> None:
+        with translate_errors():
+            await self._c.delete_one({"_id": session_id})
+
+    async def delete_for_user(self, tenant: str, user_id: str) -> int:
+        with translate_errors():
+            result = await self._c.delete_many(scoped(tenant, {"user_id": user_id}))
+        return result.deleted_count
+
+
+class LoginThrottleStore:
+    def __init__(self, db: Database) -> None:
+        self._c = db["ui_login_throttle"]
+
+    async def get(self, key: str) -> Doc | None:
+        with translate_errors():
+            return await self._c.find_one({"_id": key})
+
+    async def add_failure(self, key: str, now: datetime) -> int:
+        """Count one more failure; how many in a row now."""
+        with translate_errors():
+            doc = await self._c.find_one_and_update(
+                {"_id": key},
+                {"$inc": {"failures": 1}, "$set": {"updated_at": now}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        assert doc is not None  # upsert with AFTER always returns the document
+        return int(doc["failures"])
+
+    async def lock(self, key: str, until: datetime) -> None:
+        with translate_errors():
+            await self._c.update_one({"_id": key}, {"$set": {"locked_until": until}})
+
+    async def clear(self, key: str) -> None:
+        with translate_errors():
+            await self._c.delete_one({"_id": key})
+
+
+class UiAccountStores:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.users = UiUserStore(db["ui_users"])
+        self.sessions = UiSessionStore(db)
+        self.throttle = LoginThrottleStore(db)
+
+    async def ensure_indexes(self) -> None:
+        indexes: dict[str, Any] = {
+            "ui_users": USER_INDEXES,
+            "ui_sessions": SESSION_INDEXES,
+            "ui_login_throttle": THROTTLE_INDEXES,
+        }
+        with translate_errors():
+            for name, models in indexes.items():
+                await self._db[name].create_indexes(models)

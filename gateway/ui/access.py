@@ -1,0 +1,96 @@
+"""Logging in (password or admin token), logging out, and choosing the language."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.accounts import UiSession
+from gateway.auth.sessions import sign_session
+from gateway.errors import RateLimited, Unauthorized
+from gateway.ui.forms import Form, read_values
+from gateway.ui.i18n import COOKIE as LANG_COOKIE
+from gateway.ui.i18n import LANGUAGES
+from gateway.ui.middleware import end_session_cookie, session_cookie
+from gateway.ui.rendering import local_path, redirect, render
+from gateway.ui.state import PREFIX, visitor_of
+from gateway.web.state import services_of
+
+_ONE_YEAR = 365 * 24 * 3600
+
+
+async def login_page(request: web.Request) -> web.Response:
+    if visitor_of(request).session is not None:
+        return redirect(local_path(request.query.get("next")))
+    return _login(request, Form(), Form())
+
+
+async def login_password(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    form = Form({k: values.get(k, "") for k in ("tenant", "email", "next")})
+    try:
+        session = await services_of(request).accounts.login(
+            values.get("tenant", ""), values.get("email", ""), str(values.get("password", ""))
+        )
+    except (Unauthorized, RateLimited) as exc:
+        return _login(request, form.refuse(exc, ()), Form(), status=exc.status)
+    return _signed_in(request, session, form.value("next"))
+
+
+async def login_token(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    client = request.remote or "unknown"
+    try:
+        session = await services_of(request).accounts.login_with_token(
+            str(values.get("token", "")), client
+        )
+    except (Unauthorized, RateLimited) as exc:
+        token_form = Form({"next": values.get("next", "")}).refuse(exc, ())
+        return _login(request, Form(), token_form, status=exc.status)
+    return _signed_in(request, session, values.get("next"))
+
+
+async def logout(request: web.Request) -> web.Response:
+    session = visitor_of(request).session
+    if session is not None:
+        await services_of(request).accounts.logout(session.id)
+    response = redirect(f"{PREFIX}/login", flash="login.logged_out")
+    end_session_cookie(response)
+    return response
+
+
+async def language(request: web.Request) -> web.Response:
+    """GET /admin/lang/{code}?next=...: a link, so the switch works without JavaScript; it
+    changes nothing but the visitor's own cookie."""
+    code = request.match_info["code"]
+    response = redirect(local_path(request.query.get("next")))
+    if code in LANGUAGES:
+        response.set_cookie(
+            LANG_COOKIE, code, path=PREFIX, max_age=_ONE_YEAR, samesite="Lax", httponly=True
+        )
+    return response
+
+
+def _login(request: web.Request, password: Form, token: Form, *, status: int = 200) -> web.Response:
+    next_path = local_path(request.query.get("next") or password.value("next") or None)
+    return render(
+        request,
+        "login.html",
+        {
+            "form": password,
+            "token_form": token,
+            "next": next_path,
+            "expired": request.query.get("expired") == "1",
+        },
+        status=status,
+    )
+
+
+def _signed_in(request: web.Request, session: UiSession, next_path: str | None) -> web.Response:
+    response = redirect(local_path(next_path))
+    lifetime = int((session.expires_at - datetime.now(UTC)).total_seconds())
+    session_cookie(
+        response, request, sign_session(services_of(request).keyring, session.id), lifetime
+    )
+    return response

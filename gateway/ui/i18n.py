@@ -1,0 +1,94 @@
+"""The UI's languages: a message catalog loaded from `messages/*.yaml`, and choosing a
+language per request (the `lang` cookie, else Accept-Language, else pt-BR).
+
+Each YAML file holds one page family's keys, each with its text in every language side by
+side, so a page and its words are added together and a missing translation is seen at a
+glance (and refused at load). A text may name `{placeholders}`, filled from keyword
+arguments; the result is plain text, escaped by the templates like any other value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from typing import Any, Final
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+LANGUAGES: Final = ("pt-BR", "en")
+DEFAULT: Final = "pt-BR"
+COOKIE: Final = "rabbot_lang"
+
+
+class CatalogError(ValueError):
+    """A message file that lacks a language, or holds something other than text."""
+
+
+class Catalog:
+    def __init__(self, texts: Mapping[str, Mapping[str, str]]) -> None:
+        self._texts = texts
+
+    @classmethod
+    def load(cls) -> Catalog:
+        texts: dict[str, dict[str, str]] = {}
+        folder = resources.files("gateway.ui") / "messages"
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".yaml"):
+                for key, value in _entries(entry.name, yaml.safe_load(entry.read_text("utf-8"))):
+                    if key in texts:
+                        raise CatalogError(f"{entry.name}: {key!r} is defined twice")
+                    texts[key] = value
+        return cls(texts)
+
+    def keys(self) -> Iterable[str]:
+        return self._texts.keys()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._texts
+
+    def text(self, lang: str, key: str, **params: Any) -> str:
+        entry = self._texts.get(key)
+        if entry is None:
+            log.warning("no message %r", key)  # tests/test_ui_catalog.py keeps this from happening
+            return key
+        text = entry[lang]
+        return text.format_map(params) if params else text
+
+
+def _entries(filename: str, data: Any) -> Iterable[tuple[str, dict[str, str]]]:
+    if not isinstance(data, dict):
+        raise CatalogError(f"{filename}: expected a mapping of message keys")
+    for key, value in data.items():
+        if not isinstance(value, dict) or set(value) != set(LANGUAGES):
+            raise CatalogError(f"{filename}: {key!r} needs exactly {', '.join(LANGUAGES)}")
+        if not all(isinstance(v, str) and v for v in value.values()):
+            raise CatalogError(f"{filename}: {key!r} has an empty or non-text translation")
+        yield str(key), value
+
+
+def choose_language(cookie: str | None, accept_language: str | None) -> str:
+    """The `lang` cookie when it names one of ours; else the first language of the
+    browser's Accept-Language (by q-value) that we speak; else pt-BR."""
+    if cookie in LANGUAGES:
+        return cookie
+    ranked: list[tuple[float, int, str]] = []
+    for index, part in enumerate((accept_language or "").split(",")[:20]):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        ranked.append((-quality, index, tag.strip().lower()))
+    for quality, _, tag in sorted(ranked):
+        if quality >= 0:
+            continue
+        if tag == "pt" or tag.startswith("pt-"):
+            return "pt-BR"
+        if tag == "en" or tag.startswith("en-"):
+            return "en"
+    return DEFAULT

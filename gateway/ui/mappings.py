@@ -1,0 +1,192 @@
+"""Mapping pages: upload (a file or pasted text; every problem at its line), versions, diff,
+activate, roll back, delete, and the dry run beside the stored entity."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiMapping
+
+from gateway import paging
+from gateway.entities import public
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound, PayloadTooLarge
+from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.ui.forms import Form, read_values
+from gateway.ui.rendering import redirect, render
+from gateway.ui.state import session_of, tenant_of
+from gateway.web.state import services_of
+
+UPLOAD_FIELDS: Final = ("source", "file")
+TEST_FIELDS: Final = ("payload", "context", "response", "params", "version")
+
+
+def _name(request: web.Request) -> str:
+    return request.match_info["name"]
+
+
+async def list_mappings(request: web.Request) -> web.Response:
+    return await _list(request, Form({"activate": "on"}))
+
+
+async def upload_mapping(request: web.Request) -> web.Response:
+    data = await request.post()
+    values = read_values(data)
+    form = Form(values)
+    try:
+        text, filename = _source(data)
+        form.values["source"] = text  # a file's text lands in the box, to fix it in place
+        version = await services_of(request).mappings.upload(
+            tenant_of(request),
+            text,
+            author=session_of(request).subject,
+            activate=values.get("activate") == "on",
+            filename=filename,
+        )
+    except (InvalidPayload, PayloadTooLarge) as exc:
+        return await _list(request, form.refuse(exc, UPLOAD_FIELDS), status=422)
+    flash = "mappings.uploaded" if version.created else "mappings.unchanged"
+    return redirect(f"/admin/mappings/{version.name}", flash=flash)
+
+
+async def mapping_page(request: web.Request) -> web.Response:
+    return await _detail(request, Form())
+
+
+async def version_page(request: web.Request) -> web.Response:
+    number = _number(request.match_info["version"])
+    version = await services_of(request).mappings.get(tenant_of(request), _name(request), number)
+    return render(request, "mappings/version.html", {"version": version})
+
+
+async def diff_page(request: web.Request) -> web.Response:
+    old, new = _number(request.query.get("from")), _number(request.query.get("to"))
+    diff = await services_of(request).mappings.diff(tenant_of(request), _name(request), old, new)
+    return render(request, "mappings/diff.html", {"diff": diff, "name": _name(request)})
+
+
+async def activate_mapping(request: web.Request) -> web.Response:
+    number = _number((await request.post()).get("version"))
+    await services_of(request).mappings.activate(tenant_of(request), _name(request), number)
+    return redirect(f"/admin/mappings/{_name(request)}", flash="mappings.activated")
+
+
+async def rollback_mapping(request: web.Request) -> web.Response:
+    await services_of(request).mappings.rollback(tenant_of(request), _name(request))
+    return redirect(f"/admin/mappings/{_name(request)}", flash="mappings.rolled_back")
+
+
+async def delete_mapping(request: web.Request) -> web.Response:
+    await services_of(request).mappings.delete(tenant_of(request), _name(request))
+    return redirect("/admin/mappings", flash="mappings.deleted")
+
+
+async def dry_run_mapping(request: web.Request) -> web.Response:
+    """The dry run: what the mapping makes of a pasted sample, beside the entity stored now."""
+    values = read_values(await request.post())
+    form = Form(values)
+    tenant = tenant_of(request)
+    services = services_of(request)
+    try:
+        version = values.get("version") or None
+        result = await services.mappings.dry_run.run(
+            tenant,
+            name=_name(request),
+            version=None if version is None else _number(version),
+            payload=values.get("payload") or None,
+            context=_json(values, "context"),
+            response=_json(values, "response"),
+            params=_json(values, "params") or {},
+        )
+    except GatewayError as exc:
+        return await _detail(request, form.refuse(exc, TEST_FIELDS), status=422)
+    stored = [await _stored(request, result, item) for item in result.get("results", [])]
+    return await _detail(request, form, result=result, stored=stored)
+
+
+async def _stored(
+    request: web.Request, result: dict[str, Any], item: dict[str, Any]
+) -> dict[str, Any] | None:
+    entity_id = (item.get("entity") or {}).get("id")
+    if entity_id is None or result.get("entity_type") is None:
+        return None
+    try:
+        doc = await services_of(request).entities.get(
+            tenant_of(request), result["entity_type"], entity_id
+        )
+    except NotFound:
+        return None
+    return public(doc)
+
+
+async def _list(request: web.Request, form: Form, *, status: int = 200) -> web.Response:
+    limit, cursor = paging.page_params(request.query)
+    items = await services_of(request).mappings.find(tenant_of(request), after=cursor, limit=limit)
+    next_cursor = items[-1].name if len(items) == limit else None
+    bad_lines = {p.line for problems in form.errors.values() for p in problems if p.line}
+    bad_lines |= {p.line for p in form.general if p.line}
+    context = {"items": items, "next_cursor": next_cursor, "form": form, "bad_lines": bad_lines}
+    return render(request, "mappings/list.html", context, status=status)
+
+
+async def _detail(
+    request: web.Request,
+    form: Form,
+    *,
+    result: dict[str, Any] | None = None,
+    stored: list[dict[str, Any] | None] | None = None,
+    status: int = 200,
+) -> web.Response:
+    tenant, name = tenant_of(request), _name(request)
+    service = services_of(request).mappings
+    versions = await service.versions(tenant, name)
+    active = next((v for v in versions if v.active), None)
+    shown = await service.get(tenant, name, (active or versions[-1]).version)
+    context = {
+        "mapping": shown,
+        "versions": versions,
+        "used_by": await service.used_by(tenant, name),
+        "form": form,
+        "result": result,
+        "stored": stored or [],
+    }
+    return render(request, "mappings/detail.html", context, status=status)
+
+
+def _source(data: MultiMapping[Any]) -> tuple[str, str | None]:
+    """The uploaded file when one was chosen, else the pasted text."""
+    upload = data.get("file")
+    if isinstance(upload, FileField) and upload.filename:
+        raw = upload.file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise PayloadTooLarge(f"a mapping file is at most {MAX_FILE_BYTES // 1024} KiB")
+        try:
+            return raw.decode("utf-8-sig"), upload.filename
+        except UnicodeDecodeError:
+            raise _invalid("/file", "the file is not UTF-8 text") from None
+    text = data.get("source")
+    if not isinstance(text, str) or not text.strip():
+        raise _invalid("/source", "choose a mapping file or paste its text")
+    return text, None
+
+
+def _json(values: dict[str, Any], name: str) -> Any:
+    raw = values.get(name)
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid(f"/{name}", f"malformed JSON: {exc}") from None
+
+
+def _number(raw: Any) -> int:
+    if isinstance(raw, str) and raw.isdecimal() and int(raw) >= 1:
+        return int(raw)
+    raise _invalid("/version", f"a version is a number (1, 2, ...), not {raw!r}")
+
+
+def _invalid(pointer: str, message: str) -> InvalidPayload:
+    return InvalidPayload(message, [FieldProblem(pointer, message, "required")])

@@ -1,0 +1,170 @@
+"""The UI's one middleware: who is asking (language, session), the CSRF check on every POST,
+the roles (a viewer sees, an admin changes), errors as pages, and the security headers.
+
+It runs inside the app's `edge` middleware (request id, metrics, access log), which never
+sees a UI error: every failure here becomes an HTML page in the visitor's language.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
+from gateway.errors import GatewayError
+from gateway.logs import request_id_var
+from gateway.ui.forms import error_key
+from gateway.ui.i18n import COOKIE as LANG_COOKIE
+from gateway.ui.i18n import choose_language
+from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
+from gateway.ui.state import Visitor, visitor_key
+from gateway.web.state import services_of
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE: Final = "rabbot_session"
+PRE_SESSION_COOKIE: Final = "rabbot_pre"
+# Routes a visitor reaches without a session; every other one needs a live session.
+PUBLIC: Final = frozenset({"login", "login_password", "login_token", "language", "static"})
+# POSTs a viewer may make: logging out, and the dry runs, which write nothing. Every other
+# POST changes something: admins only.
+ANY_ROLE_POSTS: Final = frozenset({"logout", "mapping_dry_run", "flow_dry_run", "template_preview"})
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@web.middleware
+async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await _admit(request, handler)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            _secure(exc, request)
+            raise
+        response = _error_page(request, exc.status, exc.reason)
+    except GatewayError as exc:
+        response = _error_page(request, exc.status, exc.detail)
+    except Exception:
+        log.exception("unhandled error in the admin UI", extra={"path": request.path})
+        response = _error_page(request, 500, f"request id {request_id_var.get()}")
+    _secure(response, request)
+    return response
+
+
+async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    visitor = await _visitor(request)
+    request[visitor_key] = visitor
+    route = request.match_info.route.name
+    if route not in PUBLIC and visitor.session is None:
+        # A POST without a live session does nothing: the visitor logs in again first.
+        target = request.path_qs if request.method == "GET" else request.path
+        return redirect(login_url(target, expired=visitor.expired))
+    if request.method == "POST":
+        form = await request.post()
+        token = form.get("csrf")
+        if not isinstance(token, str) or not _csrf_ok(request, visitor, token):
+            return _error_page(request, 403, "csrf")
+        session = visitor.session
+        if session is not None and route not in ANY_ROLE_POSTS and not session.can_change:
+            return _error_page(request, 403, "viewer")
+    response = await handler(request)
+    if visitor.new_pre_session is not None:
+        response.set_cookie(
+            PRE_SESSION_COOKIE,
+            visitor.new_pre_session,
+            path="/admin",
+            httponly=True,
+            samesite="Lax",
+            secure=_https(request),
+        )
+    return response
+
+
+async def _visitor(request: web.Request) -> Visitor:
+    services = services_of(request)
+    lang = choose_language(request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language"))
+    flash = request.cookies.get(FLASH_COOKIE)
+    ring = services.keyring
+    cookie = request.cookies.get(SESSION_COOKIE)
+    session_id = unsign_session(ring, cookie) if cookie else None
+    session = await services.accounts.session(session_id) if session_id else None
+    if session is not None:
+        return Visitor(lang, session, csrf_token(ring, session.id), flash=flash)
+    pre = request.cookies.get(PRE_SESSION_COOKIE)
+    fresh = None
+    if not pre or len(pre) > 64:
+        pre = fresh = new_session_id()
+    return Visitor(
+        lang,
+        None,
+        csrf_token(ring, "pre:" + pre),
+        expired=session_id is not None,
+        new_pre_session=fresh,
+        flash=flash,
+    )
+
+
+def _csrf_ok(request: web.Request, visitor: Visitor, token: str) -> bool:
+    ring = services_of(request).keyring
+    if visitor.session is not None:
+        return check_csrf(ring, visitor.session.id, token)
+    pre = request.cookies.get(PRE_SESSION_COOKIE)
+    if not pre or visitor.new_pre_session is not None:
+        return False
+    return check_csrf(ring, "pre:" + pre, token)
+
+
+def _https(request: web.Request) -> bool:
+    return services_of(request).settings.base_url.startswith("https://")
+
+
+def _error_page(request: web.Request, status: int, detail: str) -> web.Response:
+    if visitor_key not in request:
+        lang = choose_language(
+            request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language")
+        )
+        request[visitor_key] = Visitor(lang, None, "")
+    # csrf and viewer refusals have words of their own; other errors show the use case's.
+    reason = detail if detail in ("csrf", "viewer") else None
+    return render(
+        request,
+        "error.html",
+        {"title": error_key(status), "reason": reason, "detail": None if reason else detail},
+        status=status,
+    )
+
+
+def _secure(response: web.StreamResponse, request: web.Request) -> None:
+    response.headers.update(SECURITY_HEADERS)
+    if not request.path.startswith("/admin/static/"):
+        # Pages show tokens once and tenants' data: never kept by a browser or a proxy.
+        response.headers["Cache-Control"] = "no-store"
+
+
+def session_cookie(
+    response: web.StreamResponse, request: web.Request, value: str, max_age: int
+) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        value,
+        path="/admin",
+        httponly=True,
+        samesite="Lax",
+        secure=_https(request),
+        max_age=max_age,
+    )
+
+
+def end_session_cookie(response: web.StreamResponse) -> None:
+    response.del_cookie(SESSION_COOKIE, path="/admin")

@@ -1,0 +1,27 @@
+"""The UI's navigation: one entry per page family, in menu order. A new family (geofences,
+maintenance plans, flow runs, schedules) adds its line here, its routes in `routes.py` and
+its words in `messages/<family>.yaml`."""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+
+class NavItem(NamedTuple):
+    path: str  # under /admin
+    label: str  # a message key
+
+
+NAV: Final = (
+    NavItem("/", "nav.dashboard"),
+    NavItem("/triggers", "nav.triggers"),
+    NavItem("/mappings", "nav.mappings"),
+    NavItem("/partners", "nav.partners"),
+    NavItem("/actions", "nav.actions"),
+    NavItem("/subscriptions", "nav.subscriptions"),
+    NavItem("/deliveries", "nav.deliveries"),
+    NavItem("/flows", "nav.flows"),
+    NavItem("/channels", "nav.channels"),
+    NavItem("/templates", "nav.templates"),
+    NavItem("/entities/vehicle", "nav.entities"),
+)

@@ -1,0 +1,215 @@
+"""Flow, channel and template pages: flows uploaded, versioned and dry-run; channels and
+templates listed, created from their JSON document, and templates previewed on a sample."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway import paging
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.notify.channels import public_channel
+from gateway.notify.templates import public_template
+from gateway.ui.forms import Form, json_field, read_values
+from gateway.ui.rendering import redirect, render
+from gateway.ui.state import session_of, tenant_of
+from gateway.web.state import services_of
+
+FLOW_TEST_FIELDS: Final = ("event", "samples", "version")
+
+
+def _name(request: web.Request) -> str:
+    return request.match_info["name"]
+
+
+def _document(values: dict[str, Any]) -> dict[str, Any]:
+    doc = json_field(values, "document")
+    if not isinstance(doc, dict):
+        message = "paste the JSON document, as the admin API takes it"
+        raise InvalidPayload(message, [FieldProblem("/document", message, "required")])
+    return doc
+
+
+# -- flows -------------------------------------------------------------------------------------
+
+
+async def list_flows(request: web.Request, form: Form | None = None) -> web.Response:
+    limit, cursor = paging.page_params(request.query)
+    items = await services_of(request).notify.flows.find(
+        tenant_of(request), after=cursor, limit=limit
+    )
+    context = {
+        "items": items,
+        "next_cursor": items[-1]["name"] if len(items) == limit else None,
+        "form": form or Form({"activate": "on"}),
+    }
+    return render(request, "notify/flows.html", context, status=422 if form else 200)
+
+
+async def upload_flow(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    try:
+        version = await services_of(request).notify.flows.upload(
+            tenant_of(request),
+            str(values.get("source", "")).encode(),
+            author=session_of(request).subject,
+            activate=values.get("activate") == "on",
+        )
+    except InvalidPayload as exc:
+        return await list_flows(request, Form(values).refuse(exc, ("source",)))
+    return redirect(f"/admin/flows/{version.name}", flash="flows.uploaded")
+
+
+async def flow_page(
+    request: web.Request,
+    form: Form | None = None,
+    result: dict[str, Any] | None = None,
+) -> web.Response:
+    tenant, name = tenant_of(request), _name(request)
+    flows = services_of(request).notify.flows
+    versions = await flows.versions(tenant, name)
+    active = next((v for v in versions if v.active), versions[-1])
+    context = {
+        "flow": await flows.get(tenant, name, active.version),
+        "versions": versions,
+        "form": form or Form(),
+        "result": result,
+    }
+    status = 422 if form is not None and form.failed else 200
+    return render(request, "notify/flow.html", context, status=status)
+
+
+async def dry_run_flow(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    form = Form(values)
+    try:
+        result = await services_of(request).notify.flow_dry_run.run(
+            tenant_of(request),
+            name=_name(request),
+            version=None,
+            draft=None,
+            event=json_field(values, "event"),
+            samples=json_field(values, "samples") or {},
+        )
+    except GatewayError as exc:
+        return await flow_page(request, form.refuse(exc, FLOW_TEST_FIELDS))
+    return await flow_page(request, form, result)
+
+
+async def activate_flow(request: web.Request) -> web.Response:
+    raw = (await request.post()).get("version")
+    number = int(raw) if isinstance(raw, str) and raw.isdecimal() else 0
+    await services_of(request).notify.flows.activate(tenant_of(request), _name(request), number)
+    return redirect(f"/admin/flows/{_name(request)}", flash="mappings.activated")
+
+
+async def rollback_flow(request: web.Request) -> web.Response:
+    await services_of(request).notify.flows.rollback(tenant_of(request), _name(request))
+    return redirect(f"/admin/flows/{_name(request)}", flash="mappings.rolled_back")
+
+
+async def delete_flow(request: web.Request) -> web.Response:
+    await services_of(request).notify.flows.delete(tenant_of(request), _name(request))
+    return redirect("/admin/flows", flash="flows.deleted")
+
+
+# -- channels ----------------------------------------------------------------------------------
+
+
+async def list_channels(request: web.Request, form: Form | None = None) -> web.Response:
+    limit, cursor = paging.page_params(request.query)
+    docs = await services_of(request).notify.channels.list(
+        tenant_of(request), after=cursor, limit=limit
+    )
+    context = {
+        "items": [public_channel(d) for d in docs],
+        "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
+        "form": form or Form(),
+    }
+    return render(request, "notify/channels.html", context, status=422 if form else 200)
+
+
+async def create_channel(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    try:
+        doc = await services_of(request).notify.channels.create(
+            tenant_of(request), _document(values)
+        )
+    except InvalidPayload as exc:
+        return await list_channels(request, Form(values).refuse(exc, ("document",)))
+    return redirect(f"/admin/channels/{doc['_id']}", flash="channels.created")
+
+
+async def channel_page(request: web.Request) -> web.Response:
+    doc = await services_of(request).notify.channels.get(
+        tenant_of(request), request.match_info["ref"]
+    )
+    return render(request, "notify/channel.html", {"channel": public_channel(doc)})
+
+
+async def delete_channel(request: web.Request) -> web.Response:
+    await services_of(request).notify.channels.delete(tenant_of(request), request.match_info["ref"])
+    return redirect("/admin/channels", flash="channels.deleted")
+
+
+# -- templates ---------------------------------------------------------------------------------
+
+
+async def list_templates(request: web.Request, form: Form | None = None) -> web.Response:
+    limit, cursor = paging.page_params(request.query)
+    docs = await services_of(request).notify.templates.list(
+        tenant_of(request), after=cursor, limit=limit
+    )
+    context = {
+        "items": [public_template(d) for d in docs],
+        "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
+        "form": form or Form(),
+    }
+    return render(request, "notify/templates.html", context, status=422 if form else 200)
+
+
+async def create_template(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    try:
+        doc = await services_of(request).notify.templates.create(
+            tenant_of(request), _document(values), session_of(request).subject
+        )
+    except InvalidPayload as exc:
+        return await list_templates(request, Form(values).refuse(exc, ("document",)))
+    return redirect(f"/admin/templates/{doc['_id']}", flash="templates.created")
+
+
+async def template_page(
+    request: web.Request, form: Form | None = None, preview: dict[str, Any] | None = None
+) -> web.Response:
+    doc = await services_of(request).notify.templates.get(
+        tenant_of(request), request.match_info["ref"]
+    )
+    context = {"template": public_template(doc), "form": form or Form(), "preview": preview}
+    status = 422 if form is not None and form.failed else 200
+    return render(request, "notify/template.html", context, status=status)
+
+
+async def preview_template(request: web.Request) -> web.Response:
+    """A preview writes nothing, so a viewer may run it too (see ANY_ROLE_POSTS)."""
+    values = read_values(await request.post())
+    form = Form(values)
+    try:
+        preview = await services_of(request).notify.templates.preview(
+            tenant_of(request),
+            ref=request.match_info["ref"],
+            draft=None,
+            context=json_field(values, "context"),
+            locale=values.get("locale") or None,
+        )
+    except GatewayError as exc:
+        return await template_page(request, form.refuse(exc, ("context", "locale")))
+    return await template_page(request, form, preview)
+
+
+async def delete_template(request: web.Request) -> web.Response:
+    await services_of(request).notify.templates.delete(
+        tenant_of(request), request.match_info["ref"]
+    )
+    return redirect("/admin/templates", flash="templates.deleted")

@@ -1,0 +1,239 @@
+"""Partner pages: list, register (credentials are write-only: typed once, never shown),
+replace credentials, delete; actions and subscriptions on top of them."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway import paging
+from gateway.actions.definitions import public_action
+from gateway.actions.partners import public_partner
+from gateway.actions.subscriptions import public_subscription
+from gateway.errors import InvalidPayload
+from gateway.ui.forms import Form, json_field, nest, read_values
+from gateway.ui.rendering import redirect, render
+from gateway.ui.state import tenant_of
+from gateway.web.state import services_of
+
+AUTH_TYPES: Final = ("bearer", "header", "basic", "oauth2_client_credentials", "query", "none")
+AUTH_FIELDS: Final = (
+    "auth.type",
+    "auth.token",
+    "auth.name",
+    "auth.value",
+    "auth.username",
+    "auth.password",
+    "auth.token_url",
+    "auth.client_id",
+    "auth.client_secret",
+    "auth.scope",
+)
+PARTNER_FIELDS: Final = ("name", "base_url", *AUTH_FIELDS, "timeout_seconds")
+ACTION_FIELDS: Final = (
+    "name",
+    "partner_id",
+    "method",
+    "path",
+    "mode",
+    "request_mapping",
+    "response_mapping",
+)
+SUBSCRIPTION_FIELDS: Final = ("action_id", "event_types", "filter")
+# What each kind of credential is made of: the other auth.* fields are left out of the body.
+_AUTH_PARTS: Final = {
+    "bearer": ("token",),
+    "header": ("name", "value"),
+    "basic": ("username", "password"),
+    "oauth2_client_credentials": ("token_url", "client_id", "client_secret", "scope"),
+    "query": ("name", "value"),
+    "none": (),
+}
+
+
+def _id(request: web.Request) -> str:
+    return request.match_info["id"]
+
+
+def _partner_body(values: dict[str, Any]) -> dict[str, Any]:
+    kind = values.get("auth.type", "")
+    parts = _AUTH_PARTS.get(kind, ())
+    names = [n for n in PARTNER_FIELDS if not n.startswith("auth.") or n[5:] in (*parts, "type")]
+    body = nest(values, names)
+    timeout = body.get("timeout_seconds")
+    if isinstance(timeout, str):
+        try:
+            body["timeout_seconds"] = float(timeout.replace(",", "."))
+        except ValueError:
+            pass  # the use case names the field
+    return body
+
+
+async def list_partners(request: web.Request) -> web.Response:
+    limit, cursor = paging.page_params(request.query)
+    docs = await services_of(request).actions.list_partners(
+        tenant_of(request), after=cursor, limit=limit
+    )
+    return await _partners(request, [public_partner(d) for d in docs], limit, Form())
+
+
+async def create_partner(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    try:
+        doc = await services_of(request).actions.create_partner(
+            tenant_of(request), _partner_body(values)
+        )
+    except InvalidPayload as exc:
+        return await _partners(request, [], 1, Form(values).refuse(exc, PARTNER_FIELDS), 422)
+    return redirect(f"/admin/partners/{doc['_id']}", flash="partners.created")
+
+
+async def partner_page(request: web.Request, form: Form | None = None) -> web.Response:
+    tenant = tenant_of(request)
+    services = services_of(request)
+    partner = public_partner(await services.actions.get_partner(tenant, _id(request)))
+    actions = await services.actions.list_actions(
+        tenant, {"partner_id": partner["id"]}, after=None, limit=200
+    )
+    context = {
+        "partner": partner,
+        "actions": [public_action(a) for a in actions],
+        "form": form or Form(),
+        "auth_types": AUTH_TYPES,
+    }
+    return render(request, "partners/detail.html", context, status=422 if form else 200)
+
+
+async def replace_credentials(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    body = {k: v for k, v in _partner_body(values).items() if k == "auth"}
+    try:
+        await services_of(request).actions.update_partner(tenant_of(request), _id(request), body)
+    except InvalidPayload as exc:
+        return await partner_page(request, Form(values).refuse(exc, AUTH_FIELDS))
+    return redirect(f"/admin/partners/{_id(request)}", flash="partners.credentials_replaced")
+
+
+async def delete_partner(request: web.Request) -> web.Response:
+    await services_of(request).actions.delete_partner(tenant_of(request), _id(request))
+    return redirect("/admin/partners", flash="partners.deleted")
+
+
+async def _partners(
+    request: web.Request, items: list[dict[str, Any]], limit: int, form: Form, status: int = 200
+) -> web.Response:
+    if status != 200:
+        docs = await services_of(request).actions.list_partners(
+            tenant_of(request), after=None, limit=paging.DEFAULT_PAGE
+        )
+        items, limit = [public_partner(d) for d in docs], paging.DEFAULT_PAGE
+    context = {
+        "items": items,
+        "next_cursor": items[-1]["id"] if len(items) == limit else None,
+        "form": form,
+        "auth_types": AUTH_TYPES,
+    }
+    return render(request, "partners/list.html", context, status=status)
+
+
+# -- actions -----------------------------------------------------------------------------------
+
+
+async def list_actions(request: web.Request, form: Form | None = None) -> web.Response:
+    tenant = tenant_of(request)
+    services = services_of(request)
+    limit, cursor = paging.page_params(request.query)
+    docs = await services.actions.list_actions(tenant, {}, after=cursor, limit=limit)
+    partners = await services.actions.list_partners(tenant, after=None, limit=200)
+    mappings = await services.mappings.find(tenant, after=None, limit=200)
+    context = {
+        "items": [public_action(d) for d in docs],
+        "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
+        "form": form or Form({"method": "POST", "mode": "deliver"}),
+        "partners": [(str(p["_id"]), p["name"]) for p in partners],
+        "outbound": [(m.name, m.name) for m in mappings if m.direction == "outbound"],
+    }
+    return render(request, "partners/actions.html", context, status=422 if form else 200)
+
+
+async def create_action(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    try:
+        await services_of(request).actions.create_action(
+            tenant_of(request), nest(values, ACTION_FIELDS)
+        )
+    except InvalidPayload as exc:
+        return await list_actions(request, Form(values).refuse(exc, ACTION_FIELDS))
+    return redirect("/admin/actions", flash="actions.created")
+
+
+async def action_page(request: web.Request) -> web.Response:
+    doc = await services_of(request).actions.get_action(tenant_of(request), _id(request))
+    return render(request, "partners/action.html", {"action": public_action(doc)})
+
+
+async def delete_action(request: web.Request) -> web.Response:
+    await services_of(request).actions.delete_action(tenant_of(request), _id(request))
+    return redirect("/admin/actions", flash="actions.deleted")
+
+
+# -- subscriptions -----------------------------------------------------------------------------
+
+
+async def list_subscriptions(request: web.Request, form: Form | None = None) -> web.Response:
+    tenant = tenant_of(request)
+    services = services_of(request)
+    limit, cursor = paging.page_params(request.query)
+    docs = await services.actions.list_subscriptions(tenant, {}, after=cursor, limit=limit)
+    actions = await services.actions.list_actions(tenant, {}, after=None, limit=200)
+    context = {
+        "items": [public_subscription(d) for d in docs],
+        "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
+        "form": form or Form(),
+        "actions": [(str(a["_id"]), a["name"]) for a in actions],
+    }
+    return render(request, "partners/subscriptions.html", context, status=422 if form else 200)
+
+
+async def create_subscription(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    form = Form(values)
+    try:
+        body = nest(values, ("action_id",))
+        body["event_types"] = [
+            e.strip() for e in str(values.get("event_types", "")).split(",") if e.strip()
+        ]
+        if (event_filter := json_field(values, "filter")) is not None:
+            body["filter"] = event_filter
+        doc, secret = await services_of(request).actions.create_subscription(
+            tenant_of(request), body
+        )
+    except InvalidPayload as exc:
+        return await list_subscriptions(request, form.refuse(exc, SUBSCRIPTION_FIELDS))
+    context = {"subscription": public_subscription(doc), "secret": secret}
+    return render(request, "partners/subscription_secret.html", context, status=201)
+
+
+async def subscription_page(request: web.Request) -> web.Response:
+    doc = await services_of(request).actions.get_subscription(tenant_of(request), _id(request))
+    return render(request, "partners/subscription.html", {"s": public_subscription(doc)})
+
+
+async def rotate_subscription_secret(request: web.Request) -> web.Response:
+    doc, secret = await services_of(request).actions.rotate_secret(tenant_of(request), _id(request))
+    context = {"subscription": public_subscription(doc), "secret": secret}
+    return render(request, "partners/subscription_secret.html", context)
+
+
+async def set_subscription_status(request: web.Request) -> web.Response:
+    status = "disabled" if (await request.post()).get("status") == "disabled" else "active"
+    await services_of(request).actions.update_subscription(
+        tenant_of(request), _id(request), {"status": status}
+    )
+    return redirect(f"/admin/subscriptions/{_id(request)}", flash=f"subscriptions.now_{status}")
+
+
+async def delete_subscription(request: web.Request) -> web.Response:
+    await services_of(request).actions.delete_subscription(tenant_of(request), _id(request))
+    return redirect("/admin/subscriptions", flash="subscriptions.deleted")

@@ -1,0 +1,51 @@
+"""The UI's typed state: its template environment and message catalog (per app), and who is
+asking (per request)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jinja2
+from aiohttp import web
+
+from gateway.accounts import UiSession
+from gateway.ui.i18n import Catalog
+
+PREFIX = "/admin"
+templates_key = web.AppKey("ui_templates", jinja2.Environment)
+catalog_key = web.AppKey("ui_catalog", Catalog)
+
+
+@dataclass(slots=True)
+class Visitor:
+    """The person behind a UI request: their language, their session (None before login),
+    the CSRF token their forms carry, and whether a session of theirs just ended."""
+
+    lang: str
+    session: UiSession | None
+    csrf: str
+    expired: bool = False
+    new_pre_session: str | None = None  # set: the login page's cookie is still to be sent
+    flash: str | None = None
+
+
+visitor_key = web.RequestKey("ui_visitor", Visitor)
+
+
+def visitor_of(request: web.Request) -> Visitor:
+    return request[visitor_key]
+
+
+def session_of(request: web.Request) -> UiSession:
+    """The signed-in session (the middleware lets no other request reach a page)."""
+    session = request[visitor_key].session
+    assert session is not None, "a page handler ran without a session"
+    return session
+
+
+def tenant_of(request: web.Request) -> str:
+    return session_of(request).tenant
+
+
+def catalog_of(request: web.Request) -> Catalog:
+    return request.config_dict[catalog_key]

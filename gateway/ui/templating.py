@@ -1,0 +1,53 @@
+"""The UI's Jinja2 environment: options for `aiohttp_jinja2.setup` and the filters pages use.
+
+Autoescaping is on for every template: whatever a tenant or a partner wrote (names, payloads,
+mapping sources) is text on the page, never markup. Undefined names are errors, so a page
+that forgets a value fails its test instead of rendering a blank.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import jinja2
+import orjson
+
+# Fleet admins read local time: Brasília time, whatever the language.
+ZONE: Final = ZoneInfo("America/Sao_Paulo")
+_FORMATS: Final = {"pt-BR": "%d/%m/%Y %H:%M:%S", "en": "%Y-%m-%d %H:%M:%S"}
+
+OPTIONS: Final[dict[str, Any]] = {
+    "loader": jinja2.PackageLoader("gateway.ui", "templates"),
+    "autoescape": True,
+    "undefined": jinja2.StrictUndefined,
+    "trim_blocks": True,
+    "lstrip_blocks": True,
+}
+
+
+def tojson_pretty(value: Any) -> str:
+    """JSON for people: indented, keys in their order, non-ASCII as is. Plain text: the
+    template escapes it."""
+    text: str = orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
+    return text
+
+
+@jinja2.pass_context
+def when(context: jinja2.runtime.Context, value: Any) -> str:
+    """A time in Brasília time, in the page's language; other values as they are."""
+    if isinstance(value, str):
+        text: str = value
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            return text
+    if not isinstance(value, datetime):
+        return "—" if value is None else str(value)
+    local = value.astimezone(ZONE) if value.tzinfo else value
+    lang = context.get("lang")
+    return local.strftime(_FORMATS.get(lang if isinstance(lang, str) else "", _FORMATS["pt-BR"]))
+
+
+FILTERS: Final[dict[str, Any]] = {"tojson_pretty": tojson_pretty, "when": when}

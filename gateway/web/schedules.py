@@ -1,0 +1,164 @@
+"""/api/v1/schedules: polled partner feeds (docs/schedules.md) and their runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.requests import page, page_params, read_object
+from gateway.web.state import services_of
+
+SCHEDULE_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "action_id", "every", "target"],
+    "properties": {
+        "name": {"type": "string"},
+        "action_id": {"type": "string", "description": "a GET action, or one marked read_only"},
+        "every": {"type": "string", "description": '"30s", "5m", "1h", "1d" or 5-field cron'},
+        "timezone": {"type": "string", "default": "America/Sao_Paulo"},
+        "cursor": {
+            "type": "object",
+            "required": ["from", "param"],
+            "properties": {
+                "from": {"type": "string", "description": "JMESPath on the answer"},
+                "param": {"type": "string", "description": "query.NAME | header.NAME | body.a.b"},
+                "more": {"type": "string", "description": "JMESPath: the partner has more"},
+                "initial": {"type": ["string", "number"]},
+            },
+        },
+        "target": {
+            "type": "object",
+            "required": ["mapping"],
+            "properties": {
+                "type": {"enum": ["entities", "positions"], "default": "entities"},
+                "entity_type": {"type": "string"},
+                "kind": {"type": "string"},
+                "mapping": {"type": "string"},
+                "params": {"type": "object"},
+            },
+        },
+        "dedupe": {
+            "type": "object",
+            "required": ["by"],
+            "properties": {"by": {"type": "string"}, "keep": {"type": "integer", "default": 1000}},
+        },
+        "request": {
+            "type": "object",
+            "properties": {"query": {"type": "object"}, "body": {"type": "object"}},
+        },
+        "error": {"type": "string", "description": "JMESPath: a non-empty value fails the call"},
+        "max_pages": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+        "status": {"enum": ["active", "paused"]},
+    },
+}
+SCHEDULE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "status": {"enum": ["active", "paused"]},
+        "state": {
+            "type": "object",
+            "properties": {
+                "cursor": {},
+                "next_run_at": {"type": "string", "format": "date-time"},
+                "running": {"type": "boolean"},
+                "failures": {"type": "integer"},
+                "last_error": {"type": ["object", "null"]},
+            },
+        },
+    },
+}
+PAGE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+}
+_PAGING = [("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")]
+
+
+def _id(request: web.Request) -> str:
+    return request.match_info["id"]
+
+
+@operation(
+    "Create a schedule", tag="schedules", request=SCHEDULE_BODY, response=SCHEDULE, status=201
+)
+async def create_schedule(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request)
+    return json_response(
+        await services_of(request).schedules.create(claims.tenant, body), status=201
+    )
+
+
+@operation("List schedules", tag="schedules", response=PAGE, query=_PAGING)
+async def list_schedules(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    limit, cursor = page_params(request)
+    items = await services_of(request).schedules.list(claims.tenant, after=cursor, limit=limit)
+    return json_response(page(items, limit))
+
+
+@operation("Get a schedule and its state", tag="schedules", response=SCHEDULE)
+async def get_schedule(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    return json_response(await services_of(request).schedules.get(claims.tenant, _id(request)))
+
+
+@operation(
+    "Change a schedule (members replaced whole; the cursor is kept)",
+    tag="schedules",
+    request={"type": "object"},
+    response=SCHEDULE,
+    errors=(409,),
+)
+async def patch_schedule(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request)
+    schedules = services_of(request).schedules
+    return json_response(await schedules.update(claims.tenant, _id(request), body))
+
+
+@operation("Delete a schedule and its runs", tag="schedules", status=204)
+async def delete_schedule(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    await services_of(request).schedules.delete(claims.tenant, _id(request))
+    return web.Response(status=204)
+
+
+@operation("Pause a schedule", tag="schedules", response=SCHEDULE)
+async def pause_schedule(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    return json_response(await services_of(request).schedules.pause(claims.tenant, _id(request)))
+
+
+@operation("Resume a paused schedule (due at once)", tag="schedules", response=SCHEDULE)
+async def resume_schedule(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    return json_response(await services_of(request).schedules.resume(claims.tenant, _id(request)))
+
+
+@operation("Run a schedule now", tag="schedules", response=SCHEDULE, status=202, errors=(409,))
+async def run_schedule(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    schedules = services_of(request).schedules
+    return json_response(await schedules.run_now(claims.tenant, _id(request)), status=202)
+
+
+@operation(
+    "A schedule's runs, newest first (items read, written, rejected, cursor, duration, error)",
+    tag="schedules",
+    response=PAGE,
+    query=_PAGING,
+)
+async def list_schedule_runs(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    limit, cursor = page_params(request)
+    runs = await services_of(request).schedules.runs(
+        claims.tenant, _id(request), before=cursor, limit=limit
+    )
+    return json_response(page(runs, limit))

@@ -1,0 +1,122 @@
+"""Serving the app: aiohttp's server, whose refusals of malformed HTTP are problem documents too.
+
+aiohttp answers what its parser refuses (a request line over 8,190 bytes, a NUL byte in a
+header, a bad method...) before any middleware runs, with a `text/plain` 400 and an ERROR log
+line carrying a traceback. Here those become RFC 9457 problems like every other error (414
+for a URL too long, 431 for headers too large, 400 otherwise) and one WARNING line without a
+traceback: a client's garbage is not our error.
+
+aiohttp has no public hook for this; the handler class is chosen by the low-level server,
+so `GatewayRunner` gives its server a handler subclass (tests/test_http_edge.py pins the
+behaviour, so an aiohttp upgrade that changes it fails there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway.web.problems import PROBLEM_JSON, dumps
+
+log = logging.getLogger("gateway.access")
+
+_TITLES = {400: "Bad request", 414: "URI too long", 431: "Request header fields too large"}
+
+
+# aiohttp's LineTooLong names the start of what was too long: a request target (the URL)
+# starts with "/", a scheme or "*"; anything else is a header.
+_TARGET = re.compile(r"reading: (?:bytearray\()?b'(?:/|https?:|\*)")
+
+
+def _refusal(exc: BadHttpMessage, status: int) -> tuple[int, str]:
+    """The status and a detail that quotes nothing the client sent (a URL may hold a token)."""
+    text = exc.message if isinstance(exc.message, str) else str(exc)
+    if isinstance(exc, LineTooLong):
+        if _TARGET.search(text):
+            return 414, "the request line (method and URL) is longer than 8190 bytes"
+        return 431, "a header line is longer than 8190 bytes"
+    return status, text.splitlines()[0].rstrip(":") if text else "malformed request"
+
+
+class ProblemRequestHandler(RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        status, detail = _refusal(exc, status)
+        log.warning("malformed request refused: %s", detail, extra={"status": status})
+        body = {
+            "type": f"https://rabbot.dev/problems/{'bad-request' if status == 400 else status}",
+            "title": _TITLES.get(status, "Bad request"),
+            "status": status,
+            "detail": f"malformed HTTP request: {detail}",
+        }
+        response = web.Response(status=status, body=dumps(body), content_type=PROBLEM_JSON)
+        response.force_close()
+        return response
+
+
+class _ProblemServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """An AppRunner whose connections answer malformed HTTP with problem documents."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _ProblemServer  # same state, one method different
+        return server
+
+
+def run(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    on_listening: Callable[[], None] = lambda: None,
+    reuse_port: bool = False,
+    **runner_options: Any,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish the
+    requests in flight, run every cleanup context). `reuse_port`: bind with SO_REUSEPORT,
+    beside the other processes of `serve --workers N` (`gateway/prefork.py`)."""
+    asyncio.run(_serve(app, host, port, on_listening, reuse_port, runner_options))
+
+
+async def _serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    on_listening: Callable[[], None],
+    reuse_port: bool,
+    runner_options: dict[str, Any],
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = GatewayRunner(app, **runner_options)
+    await runner.setup()
+    try:
+        if not stop.is_set():
+            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            on_listening()
+            await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,130 @@
+"""Setting up polled feeds through the admin API: the shipped mappings, a partner and a read
+action per feed double, vehicles that know their feed ids, and the schedule itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.schedules.runner import ScheduleRunner
+from gateway.web.state import services_key
+from tests.feed_doubles import GeotabDouble, SamsaraDouble
+from tests.partner_double import create_action, create_partner, post, upload_mapping
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
+
+
+def runner(client: Client) -> ScheduleRunner:
+    return client.app[services_key].schedule_runner
+
+
+async def geotab_schedule(
+    client: Client, geotab: GeotabDouble, *, limit: int = 2, **overrides: Any
+) -> dict[str, Any]:
+    """Vehicles ABC1D23 (device b3A) and BRA2E19 (device b7), and a GetFeed schedule."""
+    await upload_mapping(client, (MAPPINGS / "geotab-logrecord.yaml").read_text())
+    for plate, device in (("ABC1D23", "b3A"), ("BRA2E19", "b7")):
+        await post(
+            client,
+            "/api/v1/entities/vehicle",
+            {"plate": plate, "attributes": {"tracker_id": device}},
+        )
+    partner = await create_partner(
+        client,
+        geotab.url,
+        name="Geotab",
+        timeout_seconds=1,
+        auth={
+            "type": "geotab",
+            "url": f"{geotab.url}/apiv1",
+            "database": geotab.DATABASE,
+            "username": geotab.USER,
+            "password": geotab.PASSWORD,
+        },
+    )
+    action = await create_action(
+        client,
+        partner["id"],
+        name="getfeed",
+        method="POST",
+        path="/apiv1",
+        mode="proxy",
+        read_only=True,
+    )
+    body = {
+        "name": "geotab-logrecords",
+        "action_id": action["id"],
+        "every": "1m",
+        "request": {
+            "body": {
+                "method": "GetFeed",
+                "params": {"typeName": "LogRecord", "resultsLimit": limit},
+            }
+        },
+        "cursor": {"from": "result.toVersion", "param": "body.params.fromVersion"},
+        "error": "error",
+        "target": {"entity_type": "vehicle", "mapping": "geotab-logrecord"},
+        **overrides,
+    }
+    result: dict[str, Any] = await post(client, "/api/v1/schedules", body)
+    return result
+
+
+async def samsara_schedule(
+    client: Client, samsara: SamsaraDouble, **overrides: Any
+) -> dict[str, Any]:
+    await upload_mapping(client, (MAPPINGS / "samsara-vehicle-stats-feed.yaml").read_text())
+    for plate, vid in (("ABC1D23", "2811"), ("BRA2E19", "2812"), ("XYZ9876", "2813")):
+        await post(
+            client,
+            "/api/v1/entities/vehicle",
+            {"plate": plate, "attributes": {"samsara_vehicle_id": vid}},
+        )
+    partner = await create_partner(
+        client, samsara.url, name="Samsara", auth={"type": "bearer", "token": samsara.TOKEN}
+    )
+    action = await create_action(
+        client,
+        partner["id"],
+        name="stats-feed",
+        method="GET",
+        path="/fleet/vehicles/stats/feed",
+        mode="proxy",
+    )
+    body = {
+        "name": "samsara-stats",
+        "action_id": action["id"],
+        "every": "30s",
+        "request": {"query": {"types": "gps,obdOdometerMeters"}},
+        "cursor": {
+            "from": "pagination.endCursor",
+            "param": "query.after",
+            "more": "pagination.hasNextPage",
+        },
+        "target": {"entity_type": "vehicle", "mapping": "samsara-vehicle-stats-feed"},
+        **overrides,
+    }
+    result: dict[str, Any] = await post(client, "/api/v1/schedules", body)
+    return result
+
+
+async def get(client: Client, path: str) -> Any:
+    await client.app[services_key].relay.run_until_idle()  # events are listed once relayed
+    response = await client.get(path, headers=auth())
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def runs(client: Client, schedule_id: str) -> list[dict[str, Any]]:
+    page = await get(client, f"/api/v1/schedules/{schedule_id}/runs")
+    items: list[dict[str, Any]] = page["items"]
+    return items
+
+
+async def run_now(client: Client, schedule_id: str) -> None:
+    response = await client.post(f"/api/v1/schedules/{schedule_id}/run", headers=auth())
+    assert response.status == 202, await response.text()

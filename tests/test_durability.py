@@ -1,0 +1,246 @@
+"""The kill experiment (SPEC §5: "a database killed right after an answer loses nothing"):
+a real `gateway serve` on its embedded database takes concurrent vehicle POSTs while the
+database process is SIGKILLed several times; afterwards every write answered 2xx must be
+stored, not stale, with its events."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pymongo
+
+from gateway.store.embedded import EmbeddedServer
+from tests.processes import Gateway, wait_until
+from tests.support import auth
+
+WORKERS = 8
+# CI keeps the experiment short; KILL_EXPERIMENT_KILLS / _WRITES run a longer one by hand.
+KILLS = int(os.environ.get("KILL_EXPERIMENT_KILLS", "3"))
+WRITES_BETWEEN_KILLS = int(os.environ.get("KILL_EXPERIMENT_WRITES", "60"))
+
+
+def _plate(worker: int, n: int) -> str:
+    """A Mercosul plate (LLLNLNN) unique per (worker, n)."""
+    letters = f"K{chr(65 + worker)}{chr(65 + n // 1000 % 26)}"
+    return f"{letters}{n // 100 % 10}{chr(65 + n // 10 % 10)}{n % 10}{worker % 10}"
+
+
+class _Stream:
+    """WORKERS threads POSTing until stopped: odd calls create a new vehicle, even ones move
+    the worker's own vehicle's odometer forward (one writer per vehicle, so the last
+    answered value is the least the database must hold)."""
+
+    def __init__(self, gateway: Gateway, trigger: dict[str, Any]) -> None:
+        self._gateway = gateway
+        self.unknown: list[tuple[dict[str, Any], dict[str, str], dict[str, Any]]] = []
+        self._path = f"/hooks/{trigger['id']}"
+        self._headers = {"Authorization": f"Bearer {trigger['token']}"}
+        self.stop = threading.Event()
+        self.sent = 0
+        self.answered: list[tuple[str, int, dict[str, Any]]] = []  # plate, odometer, answer
+        self.last_sent: dict[str, int] = {}
+        self.statuses: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(w,)) for w in range(WORKERS)]
+
+    def __enter__(self) -> _Stream:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _run(self, worker: int) -> None:
+        own = f"UP{chr(65 + worker)}1A00"
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            plate, odometer = (_plate(worker, n), 1) if n % 2 else (own, n)
+            with self._lock:
+                self.sent += 1
+                self.last_sent[plate] = odometer
+            payload = {"plate": plate, "odometer_km": odometer}
+            headers = {**self._headers, "Idempotency-Key": f"{worker}-{n}"}
+            status, _, body = self._gateway.request(
+                "POST", self._path, payload, headers=headers, timeout=15
+            )
+            with self._lock:
+                self.statuses[status] += 1
+                if status in (200, 201):
+                    self.answered.append((plate, odometer, body))
+                elif status == 503 and body.get("outcome") == "unknown":
+                    self.unknown.append((payload, headers, body))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.answered)
+
+
+def test_no_answered_write_is_lost_when_the_database_is_killed_mid_stream(
+    tmp_path: Path,
+) -> None:
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="3000").start()
+    try:
+        status, _, trigger = gateway.request(
+            "POST",
+            "/api/v1/triggers",
+            {"name": "durability", "entity_type": "vehicle", "methods": ["POST"]},
+            headers=auth(),
+        )
+        assert status == 201, trigger
+        with _Stream(gateway, trigger) as stream:
+            for _ in range(KILLS):
+                target = stream.count() + WRITES_BETWEEN_KILLS
+                wait_until(lambda t=target: stream.count() >= t, 60, "writes to be answered")
+                os.kill(gateway.db_pid, signal.SIGKILL)  # mid-stream: requests are in flight
+                wait_until(gateway.ready, 60, "the database to be restarted")
+            target = stream.count() + WRITES_BETWEEN_KILLS
+            wait_until(lambda: stream.count() >= target, 60, "writes after the last restart")
+    finally:
+        gateway.stop()
+    report = _verify(tmp_path, stream)
+    print(
+        f"\nkill experiment: {KILLS} SIGKILLs, {stream.sent} sent, {len(stream.answered)} "
+        f"answered 2xx, {report['lost']} lost, {report['stale']} stale, "
+        f"{report['events_lost']} events lost, {report['duplicated']} duplicated; "
+        f"statuses {dict(stream.statuses)}"
+    )
+    assert report == {"lost": 0, "stale": 0, "events_lost": 0, "duplicated": 0}
+    assert "the embedded database killed by signal 9" in gateway.log()
+
+
+def test_database_freeze_bounds_requests_and_says_which_outcomes_are_unknown(
+    tmp_path: Path,
+) -> None:
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="1000").start()
+    try:
+        status, _, trigger = gateway.request(
+            "POST",
+            "/api/v1/triggers",
+            {"name": "freeze", "entity_type": "vehicle", "methods": ["POST"]},
+            headers=auth(),
+        )
+        assert status == 201, trigger
+        database = gateway.db_pid
+        with _Stream(gateway, trigger) as stream:
+            wait_until(lambda: stream.count() >= WRITES_BETWEEN_KILLS, 60, "writes")
+            os.kill(database, signal.SIGSTOP)
+            try:
+                # In-flight requests end at the deadline (outcome unknown); once the
+                # database is known frozen, new ones are refused at once.
+                wait_until(lambda: stream.statuses[503] >= 50, 60, "503 answers")
+                wait_until(lambda: gateway.get("/readyz")[0] == 503, 30, "readiness to drop")
+            finally:
+                os.kill(database, signal.SIGCONT)
+            wait_until(gateway.ready, 60, "the database to answer again")
+            target = stream.count() + WRITES_BETWEEN_KILLS
+            wait_until(lambda: stream.count() >= target, 60, "writes after the freeze")
+        assert stream.statuses[0] == 0  # no request hung past the client's 15 s
+        assert stream.unknown, "no write was in flight when the database froze"
+        for _, _, problem in stream.unknown:
+            assert "Idempotency-Key" in problem["retry"] and problem["status"] == 503
+        # The retry the problem document asks for: answered from the first call or applied
+        # once (or, while the first call's marker is leased, told to retry later).
+        retried: Counter[int] = Counter()
+        for payload, headers, _ in stream.unknown:
+            status, _, body = gateway.request(
+                "POST", f"/hooks/{trigger['id']}", payload, headers=headers
+            )
+            retried[status] += 1
+            if status in (200, 201):  # now the last answered write of its vehicle
+                stream.answered.append((payload["plate"], payload["odometer_km"], body))
+        assert set(retried) <= {200, 201, 409}, retried
+    finally:
+        gateway.stop()
+    report = _verify(tmp_path, stream)
+    print(
+        f"\nfreeze experiment: {stream.sent} sent, {len(stream.answered)} answered 2xx, "
+        f"{len(stream.unknown)} answered 503 outcome unknown (retried: {dict(retried)}), "
+        f"{report['lost']} lost, {report['duplicated']} duplicated; "
+        f"statuses {dict(stream.statuses)}"
+    )
+    assert report == {"lost": 0, "stale": 0, "events_lost": 0, "duplicated": 0}
+
+
+def _event_key(entity_id: str, event: dict[str, Any]) -> tuple[str, str, int]:
+    return (entity_id, event["type"], event["data"]["odometer_km"])
+
+
+def _verify(data_dir: Path, stream: _Stream) -> dict[str, int]:
+    """Read what the database holds, with the gateway stopped."""
+    server = EmbeddedServer(data_dir / "db")
+    server.start()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(server.uri)
+    try:
+        db = client["gateway"]
+        entities = {d["data"]["plate"]: d for d in db.entities.find({"type": "vehicle"})}
+        # (entity id, event type, odometer): each answered write's event, relayed or not yet.
+        events = {_event_key(d["entity"]["id"], d) for d in db.events.find()}
+        events |= {
+            _event_key(str(d["_id"]), e) for d in entities.values() for e in d.get("outbox", [])
+        }
+        created = Counter(
+            d["entity"]["id"] for d in db.events.find({"type": "entity.created"}, {"entity": 1})
+        )
+    finally:
+        client.close()
+        server.stop()
+    newest: dict[str, int] = {}
+    expected: list[tuple[str, str, int]] = []
+    for plate, odometer, body in stream.answered:
+        newest[plate] = odometer  # one writer per vehicle: the last answered is the newest
+        expected += [(body["id"], event_type, odometer) for event_type in body["events"]]
+    lost = [p for p in newest if p not in entities]
+    stale = [
+        p
+        for p, odometer in newest.items()
+        if p in entities and entities[p]["data"]["odometer_km"] < odometer
+    ]
+    return {
+        "lost": len(lost),
+        "stale": len(stale),
+        "events_lost": len([e for e in expected if e not in events]),
+        "duplicated": sum(n - 1 for n in created.values() if n > 1),
+    }
+
+
+def test_no_answered_write_is_lost_when_the_gateway_is_killed_mid_stream(
+    tmp_path: Path,
+) -> None:
+    first = Gateway(tmp_path).start()
+    status, _, trigger = first.request(
+        "POST",
+        "/api/v1/triggers",
+        {"name": "gateway-kill", "entity_type": "vehicle", "methods": ["POST"]},
+        headers=auth(),
+    )
+    assert status == 201, trigger
+    with _Stream(first, trigger) as stream:
+        wait_until(lambda: stream.count() >= WRITES_BETWEEN_KILLS, 60, "writes")
+        first.kill()  # SIGKILL: requests in flight get no answer; the database goes with it
+        stream.stop.set()
+    second = Gateway(tmp_path).start()  # same data dir: it takes over the outboxes
+    try:
+        status, _, _ = second.request(
+            "POST",
+            f"/hooks/{trigger['id']}",
+            {"plate": "ZZZ9Z99", "odometer_km": 1},
+            headers={"Authorization": f"Bearer {trigger['token']}"},
+        )
+        assert status == 201
+    finally:
+        second.stop()
+    report = _verify(tmp_path, stream)
+    print(
+        f"\ngateway kill: {stream.sent} sent, {len(stream.answered)} answered 2xx, "
+        f"{report['lost']} lost, {report['duplicated']} duplicated"
+    )
+    assert report == {"lost": 0, "stale": 0, "events_lost": 0, "duplicated": 0}

@@ -1,0 +1,118 @@
+"""The embedded database as an operator meets it, with real processes and real signals: it
+dies with its gateway, a leftover one is stopped, a crash is survived (SPEC §3.4, §3.1)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from gateway.store.embedded import EmbeddedServer, child_environment
+from tests.processes import Gateway, alive, free_port, wait_until
+from tests.support import SECRET_KEY, auth
+
+
+def test_database_child_gets_none_of_the_gateway_secrets(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, GATEWAY_METRICS_TOKEN="metrics-token-not-for-the-db").start()
+    try:
+        environ = Path(f"/proc/{gateway.db_pid}/environ").read_bytes()
+    finally:
+        gateway.stop()
+    assert SECRET_KEY.encode() not in environ
+    assert b"metrics-token-not-for-the-db" not in environ
+    assert b"GATEWAY_" not in environ
+
+
+def test_child_environment_keeps_only_what_the_database_needs() -> None:
+    env = child_environment(
+        {"PATH": "/bin", "GATEWAY_SECRET_KEY": "k", "MONGODB_URI": "mongodb://u:p@h", "LANG": "C"}
+    )
+    assert env == {"PATH": "/bin", "LANG": "C", "PYTHONUNBUFFERED": "1"}
+
+
+def test_killed_gateway_takes_its_database_along_and_the_next_one_starts(tmp_path: Path) -> None:
+    first = Gateway(tmp_path).start()
+    database = first.db_pid
+    first.kill()
+    wait_until(lambda: not alive(database), 20, "the database of the killed gateway to stop")
+    second = Gateway(tmp_path).start()  # same data dir: the storage lock is free again
+    try:
+        assert second.get("/readyz")[0] == 200
+    finally:
+        second.stop()
+
+
+def test_start_stops_a_database_left_running_on_the_same_storage(tmp_path: Path) -> None:
+    # As a gateway from before the launcher left it: secantusd-py alone on our storage.
+    server = EmbeddedServer(tmp_path / "db")
+    leftover = subprocess.Popen(
+        [_secantusd(), "--port", str(free_port()), "--storage-path", str(tmp_path / "db")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        server.pid_file.write_text(f"{leftover.pid}\n")
+        gateway = Gateway(tmp_path).start()
+        gateway.stop()
+        assert leftover.wait(5) is not None
+        assert "stopping a database left running" in gateway.log()
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+
+
+def test_pid_file_naming_another_process_is_left_alone(tmp_path: Path) -> None:
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "db.pid").write_text(f"{other.pid}\n")
+        Gateway(tmp_path).start().stop()
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
+    tmp_path: Path,
+) -> None:
+    gateway = Gateway(tmp_path).start()
+    try:
+        database = gateway.db_pid
+        launcher = _parent_of(database)
+        # The launcher, stopped, cannot report the death yet: the down window is ours to
+        # observe, whatever the machine's speed; the driver alone knows the database is gone.
+        os.kill(launcher, signal.SIGSTOP)
+        try:
+            os.kill(database, signal.SIGKILL)
+            wait_until(lambda: gateway.get("/readyz")[0] == 503, 10, "readiness to drop")
+            status, headers, body = gateway.request(
+                "POST", "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, headers=auth()
+            )
+            assert status == 503 and headers["Retry-After"]
+            # From the known state, checked before anything: not a 5 s server-selection wait.
+            assert body["detail"].startswith("the database is unavailable (")
+            assert "outcome" not in body  # refused before anything was attempted
+            assert gateway.get("/healthz")[0] == 200
+        finally:
+            os.kill(launcher, signal.SIGCONT)
+        wait_until(gateway.ready, 30, "the restarted database")
+        status, _, _ = gateway.request(
+            "POST", "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, headers=auth()
+        )
+        assert status == 201
+        assert "the embedded database killed by signal 9; restarting it" in gateway.log()
+    finally:
+        gateway.stop()
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _secantusd() -> str:
+    import sys
+
+    return str(Path(sys.executable).with_name("secantusd-py"))

@@ -1,0 +1,159 @@
+"""The crash test for flows: a real `gateway worker` runs flow runs and is killed with SIGKILL
+between steps (each run's first step recorded, its second waiting on a slow partner). Another
+`gateway worker` takes the runs over once their leases expire and finishes them: every run
+succeeds, no step that was recorded runs again (one HR lookup per run, one e-mail per run),
+and only the step that was in flight at the kill is repeated (at least once, as documented).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.flow_support import (
+    add_template,
+    email_channel,
+    hr_lookup,
+    sample,
+    send_to,
+    trigger_for,
+)
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    running_partner,
+)
+from tests.smtp_double import SmtpDouble, SmtpFactory, smtp_server
+from tests.support import SECRET_KEY
+
+__all__ = ["partner", "smtp_server"]  # the fixtures
+
+Client = TestClient[Any, Any]
+RUNS = 6
+LEASE_SECONDS = 3
+
+
+@pytest.fixture
+async def slow() -> AsyncIterator[Partner]:
+    """A second partner: an audit service that answers only when the test lets it."""
+    async with running_partner() as double:
+        yield double
+
+
+async def _worker(client: Client, mongodb_uri: str, data_dir: Path, name: str) -> Any:
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": client.app[services_key].settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_DELIVERY_LEASE_SECONDS": str(LEASE_SECONDS),
+        "GATEWAY_LOG_JSON": "false",
+    }
+    with (data_dir / f"{name}.log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "worker", env=env, stdout=log, stderr=log
+        )
+
+
+async def _setup(client: Client, hr: Partner, audit: Partner, smtp: SmtpDouble) -> dict[str, Any]:
+    await hr_lookup(client, hr.url)
+    hr.respond_with(200, sample("driver_lookup_response.json"))
+    auditor = await create_partner(client, audit.url, name="Audit")
+    await create_action(
+        client, auditor["id"], name="audit", method="GET", path="/audit", mode="proxy"
+    )
+    await email_channel(client, smtp.port)
+    await add_template(client, "fine-received")
+    flow = {
+        "name": "fine-audit",
+        "on": {"events": ["fine.received"]},
+        "steps": [
+            {"id": "hr", "fetch": "hr-driver-lookup"},
+            {"id": "audit", "fetch": "audit"},
+            {
+                "id": "email",
+                "notify": {
+                    "channel": "email",
+                    "template": "fine-received",
+                    "recipients": [{"driver": {"from": "steps.hr"}}],
+                    "context": {
+                        "fine": "entity",
+                        "driver": "steps.hr",
+                        "vehicle": "{plate: entity.plate}",
+                    },
+                },
+            },
+        ],
+    }
+    await post(client, "/api/v1/flows", flow)
+    return await trigger_for(client, "fine-feed", kind="fine")
+
+
+async def test_a_killed_worker_leaves_runs_that_resume_elsewhere_without_repeating_a_step(
+    client: Client,
+    partner: Partner,
+    slow: Partner,
+    smtp_server: SmtpFactory,
+    mongodb_uri: str,
+    tmp_path: Path,
+) -> None:
+    smtp = await smtp_server()
+    fines = await _setup(client, partner, slow, smtp)
+    slow.respond_with(200, {}, delay=60)  # the audit hangs until the test releases it
+    for n in range(RUNS):
+        fine = {**sample("fine_feed.json"), "ait": f"A00000000{n}"}
+        fine["dataHora"] = f"2026-11-18T13:4{n}:00-03:00"
+        await send_to(client, fines, fine)
+
+    victim = await _worker(client, mongodb_uri, tmp_path, "victim")
+    survivor = None
+    try:
+        await slow.wait_for(RUNS, timeout=40)  # every run is between its first two steps
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+        runs = client.app[services_key].store.db["flow_runs"]
+        at_kill = await runs.find({}, {"steps.id": 1, "status": 1}).to_list(None)
+        assert [[s["id"] for s in r["steps"]] for r in at_kill] == [["hr"]] * RUNS
+        assert {r["status"] for r in at_kill} == {"running"}  # leases the dead process held
+
+        slow.respond_with(200, {})  # the audit answers again
+        slow.release.set()
+        survivor = await _worker(client, mongodb_uri, tmp_path, "survivor")
+        async with smtp.arrived:
+            await asyncio.wait_for(smtp.arrived.wait_for(lambda: len(smtp.received) >= RUNS), 60)
+        # A graceful stop finishes the runs under way: each records its end.
+        survivor.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(survivor.wait(), 20) == 0
+        finished = await runs.find().to_list(None)
+    finally:
+        for process in (victim, survivor):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 20)
+
+    assert Counter(r["status"] for r in finished) == Counter(succeeded=RUNS)
+    for run in finished:
+        assert [s["id"] for s in run["steps"]] == ["hr", "audit", "email"]
+        assert run["claims"] == 2  # the victim's, then the survivor's
+    lookups = Counter(r.query["em"] for r in partner.requests)
+    assert len(lookups) == RUNS and set(lookups.values()) == {1}  # recorded: never repeated
+    assert len(slow.requests) == 2 * RUNS  # in flight at the kill: repeated
+    assert len(smtp.received) == RUNS
+    assert len({m.message["Message-ID"] for m in smtp.received}) == RUNS
+    subjects = sorted(m.message["Subject"] for m in smtp.received)
+    assert subjects == [f"Multa A00000000{n} - ABC1D23" for n in range(RUNS)]

@@ -1,0 +1,249 @@
+"""Flow runs: started once per (event, flow), pinned to a version, steps recorded in order, a
+fetch retried while its partner is down, a step repeated after a crash creating nothing twice,
+the loop guard, and the runs API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.flow_support import (
+    drain,
+    erp_actions,
+    get,
+    hr_lookup,
+    sample,
+    send_to,
+    trigger_for,
+    upload_flow,
+)
+from tests.partner_double import FakeClock, Partner, partner, post
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+
+async def _upload(client: Client, flow: dict[str, Any], status: int = 201) -> Any:
+    response = await client.post("/api/v1/flows", json=flow, headers=auth())
+    body = await response.json()
+    assert response.status == status, body
+    return body
+
+
+def _lookup_flow(when: str | None = None, version_note: str = "") -> dict[str, Any]:
+    """On a fine: ask HR who drove (a fetch), stop unless they have an e-mail."""
+    on: dict[str, Any] = {"events": ["fine.received"]}
+    if when:
+        on["when"] = when
+    return {
+        "name": "lookup",
+        "description": version_note,
+        "on": on,
+        "steps": [
+            {"id": "hr", "fetch": "hr-driver-lookup"},
+            {"id": "reachable", "when": "steps.hr.email"},
+        ],
+    }
+
+
+async def _fines(client: Client, partner: Partner) -> dict[str, Any]:
+    await hr_lookup(client, partner.url)
+    partner.respond_with(200, sample("driver_lookup_response.json"))
+    return await trigger_for(client, "fine-feed", kind="fine")
+
+
+async def _runs(client: Client, flow: str = "lookup", query: str = "") -> list[dict[str, Any]]:
+    return list((await get(client, f"/api/v1/flows/{flow}/runs{query}"))["items"])
+
+
+async def test_each_event_starts_each_flow_once_even_when_relayed_again(
+    client: Client, partner: Partner
+) -> None:
+    fines = await _fines(client, partner)
+    await _upload(client, _lookup_flow())
+    await send_to(client, fines, sample("fine_feed.json"))
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    # A relay that died after starting the runs, before draining, relays the batch again.
+    events = await services.store.db["events"].find({"type": "fine.received"}).to_list(None)
+    assert await services.flow_starter(events) == 0
+    await drain(services)
+    (run,) = await _runs(client)
+    assert run["status"] == "succeeded" and len(partner.requests) == 1
+
+
+async def test_on_when_and_the_filter_decide_which_events_start_a_run(
+    client: Client, partner: Partner
+) -> None:
+    fines = await _fines(client, partner)
+    await _upload(client, _lookup_flow(when="entity.amount_brl > `500`"))
+    await send_to(client, fines, sample("fine_feed.json"))  # R$ 130.16
+    await drain(client.app[services_key])
+    assert await _runs(client) == [] and partner.requests == []
+
+
+async def test_expressions_see_the_event_as_json_as_in_the_dry_run(
+    client: Client, partner: Partner
+) -> None:
+    fines = await _fines(client, partner)
+    await _upload(client, _lookup_flow(when="starts_with(event.occurred_at, '20')"))
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    (run,) = await _runs(client)
+    assert run["status"] == "succeeded"
+
+
+async def test_a_run_keeps_the_version_it_started_with(client: Client, partner: Partner) -> None:
+    fines = await _fines(client, partner)
+    await _upload(client, _lookup_flow(version_note="v1"))
+    await send_to(client, fines, sample("fine_feed.json"))
+    services = client.app[services_key]
+    await services.relay.run_until_idle()  # started with v1, not run yet
+    second = _lookup_flow(version_note="v2")
+    second["steps"] = [{"id": "gate", "when": "`false`"}]
+    await _upload(client, second)
+    await drain(services)
+    (run,) = await _runs(client)
+    assert run["version"] == 1 and [s["id"] for s in run["steps"]] == ["hr", "reachable"]
+
+
+async def test_a_fetch_waits_while_its_partner_is_down_then_goes_on(
+    client: Client, partner: Partner
+) -> None:
+    fines = await _fines(client, partner)
+    await _upload(client, _lookup_flow())
+    partner.respond_with(503, {"erro": "manutenção"}, times=2)
+    await send_to(client, fines, sample("fine_feed.json"))
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = clock
+    await drain(services)  # the first try, at once
+
+    (run,) = await _runs(client)
+    assert run["status"] == "pending" and run["steps"] == []
+    assert run["waits"] == {"step": "hr", "attempts": 1, "last_error": "HR: answered 503"}
+    due = (await services.store.db["flow_runs"].find_one({"_id": run["id"]}))["next_attempt_at"]
+    assert timedelta(seconds=3.9) < due - clock.now < timedelta(seconds=6.1)  # 5 s ± 20%
+    clock.advance(7)
+    await drain(services)  # the second try: 503 again, then 5 min
+    assert (await _runs(client))[0]["waits"]["attempts"] == 2
+    clock.advance(400)
+    await drain(services)
+    (run,) = await _runs(client)
+    assert run["status"] == "succeeded" and len(partner.requests) == 3
+
+
+async def test_a_fetch_the_partner_refuses_fails_the_run_with_the_reason(
+    client: Client, partner: Partner
+) -> None:
+    fines = await _fines(client, partner)
+    await _upload(client, _lookup_flow())
+    partner.respond_with(404, {"erro": "veículo desconhecido"})
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    (run,) = await _runs(client, query="?status=failed")
+    assert run["last_error"] == "HR: answered 404"
+    assert run["steps"] == [
+        {
+            "id": "hr",
+            "kind": "fetch",
+            "outcome": "failed",
+            "detail": "HR: answered 404",
+            "at": run["steps"][0]["at"],
+        }
+    ]
+
+
+async def test_a_step_repeated_after_a_crash_creates_nothing_twice(
+    client: Client, partner: Partner
+) -> None:
+    """The set and the call ran, then the runner died before recording them: the run resumes
+    at its first step without an outcome and repeats both; nothing changes twice and the ERP
+    is called once (the call's delivery id is the run's and the step's)."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "checklist-mileage-erp")
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "ABC1D23", "renavam": "86769597308", "odometer_km": 151000},
+    )
+    await post(client, "/api/v1/entities/driver", {"name": "Ana Souza", "cpf": "52998224725"})
+    await send_to(client, checklists, sample("checklist_completed.json"))
+    services = client.app[services_key]
+    await drain(services)
+    (run,) = await _runs(client, "checklist-mileage-erp")
+    assert [s["outcome"] for s in run["steps"]] == ["written", "queued"]
+
+    runs = services.store.db["flow_runs"]
+    await runs.update_one(
+        {"_id": run["id"]}, {"$set": {"status": "pending", "next_step": 0, "steps": []}}
+    )
+    await drain(services)
+    (again,) = await _runs(client, "checklist-mileage-erp")
+    assert [s["outcome"] for s in again["steps"]] == ["unchanged", "queued"]
+    assert again["steps"][1]["delivery"] == run["steps"][1]["delivery"]
+    assert [r.path for r in partner.requests] == ["/veiculos/quilometragem"]
+    updates = await get(client, "/api/v1/events?type=entity.updated")
+    by_flow = [e for e in updates["items"] if e["origin"]["kind"] == "flow"]
+    assert len(by_flow) == 1
+    assert by_flow[0]["origin"] == {
+        "kind": "flow",
+        "id": "checklist-mileage-erp",
+        "run": run["id"],
+        "depth": 1,
+    }
+
+
+async def test_events_of_a_chain_of_flows_three_deep_start_nothing(
+    client: Client, partner: Partner
+) -> None:
+    await _fines(client, partner)
+    await _upload(client, _lookup_flow())
+    services = client.app[services_key]
+    fine = sample("fine_feed.json")
+
+    def event(n: int, depth: int | None) -> dict[str, Any]:
+        origin = (
+            {"kind": "trigger", "id": "t"} if depth is None else {"kind": "flow", "depth": depth}
+        )
+        return {
+            "_id": f"65f00000000000000000000{n}",
+            "tenant": "acme",
+            "type": "fine.received",
+            "occurred_at": "2026-11-19T09:00:00Z",
+            "entity": {"type": "other", "id": f"e{n}", "key": "fine:A1", "rev": 1},
+            "data": {"plate": fine["placa"], "occurred_at": "2026-11-18T16:45:00Z"},
+            "changes": [],
+            "origin": origin,
+        }
+
+    started = await services.flow_starter([event(1, None), event(2, 2), event(3, 3), event(4, 7)])
+    assert started == 2
+    ids = {r["_id"] for r in await services.store.db["flow_runs"].find().to_list(None)}
+    assert ids == {"65f000000000000000000001:lookup", "65f000000000000000000002:lookup"}
+    depths = await services.store.db["flow_runs"].find({}, {"depth": 1}).to_list(None)
+    assert sorted(d["depth"] for d in depths) == [0, 2]
+
+
+async def test_the_runs_api_lists_filters_and_explains(client: Client, partner: Partner) -> None:
+    fines = await _fines(client, partner)
+    await _upload(client, _lookup_flow())
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    (run,) = await _runs(client, query="?status=succeeded")
+    assert await _runs(client, query="?status=failed") == []
+    detail = await get(client, f"/api/v1/flow-runs/{run['id']}")
+    assert detail["answers"]["hr"]["cpf"] == "52998224725"
+    assert [s["outcome"] for s in detail["steps"]] == ["answered", "passed"]
+    assert detail["steps"][0]["request"]["url"].endswith("/veiculos/ABC1D23/condutor-atual")
+    await get(client, "/api/v1/flows/lookup/runs?status=sleeping", status=400)
+    await get(client, "/api/v1/flows/nope/runs", status=404)
+    await get(client, "/api/v1/flow-runs/nope", status=404)
+    other = await client.get(f"/api/v1/flow-runs/{run['id']}", headers=auth("globex"))
+    assert other.status == 404  # another tenant's run does not exist for it

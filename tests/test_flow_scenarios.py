@@ -1,0 +1,274 @@
+"""The seed scenarios end to end: each starts from a partner's own payload sent to a trigger
+and ends at what the recipient receives — an e-mail on a real SMTP server (aiosmtpd), the
+ERP's request body, a push at the FCM double, an SMS at the provider double.
+
+Scenarios 1 and 2 start from events the telemetry fold will emit (the `fleet` lane): here
+scenario 1 starts from Traccar's own geofence event forward, and scenario 2 from a trigger
+whose mapping emits `vehicle.maintenance.due` with the plan's limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import (
+    add_template,
+    drain,
+    email_channel,
+    erp_actions,
+    get,
+    hr_lookup,
+    push_channel,
+    sample,
+    send_to,
+    sms_channel,
+    trigger_for,
+    upload_flow,
+)
+from tests.partner_double import Partner, partner, post
+from tests.smtp_double import SmtpFactory, smtp_server
+from tests.support import auth
+
+__all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+
+
+async def _scenario3(client: Client, hr: Partner, smtp_port: int) -> dict[str, Any]:
+    """The tenant of scenario 3: the fines trigger, the HR lookup, the e-mail channel."""
+    await hr_lookup(client, hr.url)
+    await email_channel(client, smtp_port)
+    await add_template(client, "fine-received")
+    await upload_flow(client, "fine-email-driver")
+    hr.respond_with(200, sample("driver_lookup_response.json"))
+    return await trigger_for(client, "fine-feed", kind="fine")
+
+
+async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)  # the tenant knows her, not her e-mail
+    written = await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    (lookup,) = partner.requests
+    assert lookup.method == "GET" and lookup.path == "/veiculos/ABC1D23/condutor-atual"
+    assert lookup.query == {"em": "2026-11-18T16:45:00Z"}  # the infraction's time
+    assert lookup.headers["Authorization"] == "Bearer hr-token"
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana.souza@example.com"]
+    assert mail.message["Subject"] == "Multa A123456789 - ABC1D23"
+    assert mail.message["From"] == "Frota Acme <alertas@acme.com.br>"
+    text = mail.part("plain").replace("\r\n", "\n")  # SMTP lines end in CRLF
+    assert text.startswith("Olá Ana Souza,")
+    assert "que você dirigia em\n18/11/2026 13:45." in text
+    assert "Valor: R$ 130,16" in text and "Pontos: 4" in text
+    assert "Prazo para indicação do condutor: 2026-12-18" in text
+    assert "<b>ABC1D23</b>" in mail.part("html")
+
+    runs = await get(client, "/api/v1/flows/fine-email-driver/runs")
+    (run,) = runs["items"]
+    assert run["status"] == "succeeded" and run["id"].endswith(":fine-email-driver")
+    assert run["event"]["type"] == "fine.received"
+    assert run["event"]["entity"]["id"] == written["id"]
+    assert [(s["id"], s["outcome"]) for s in run["steps"]] == [
+        ("hr", "answered"),
+        ("driver", "written"),
+        ("has_email", "passed"),
+        ("email", "queued"),
+    ]
+    # What HR said went into the vehicle's driver history, from when HR says she drives it.
+    assert run["steps"][0]["assignment"] == {
+        "recorded": True,
+        "changed": True,
+        "start": "2026-11-01T11:00:00+00:00",
+    }
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers?at=2026-11-18T16:45:00Z")
+    assert history["driver"]["driver"]["cpf"] == ANA["cpf"]
+    assert history["driver"]["source"] == "hr" and history["driver"]["ref"] == run["id"]
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert fine["driver_cpf"] == "52998224725"
+    detail = await get(client, f"/api/v1/flow-runs/{run['id']}")
+    assert detail["answers"]["hr"]["email"] == "ana.souza@example.com"
+    (message,) = detail["steps"][3]["messages"]
+    delivery = await get(client, f"/api/v1/deliveries/{message['delivery']}")
+    assert delivery["kind"] == "notification" and delivery["status"] == "succeeded"
+    assert delivery["run_id"] == run["id"] and delivery["step_id"] == "email"
+    assert delivery["notification"]["recipient"]["address"] == "ana.souza@example.com"
+    assert delivery["notification"]["parts"]["subject"] == "Multa A123456789 - ABC1D23"
+    assert delivery["attempts"][0]["response"] == mail.message["Message-ID"]
+
+
+async def test_scenario_4_the_erp_hears_of_a_paid_fine_and_a_checklists_mileage(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """With scenario 3 before it: HR's answer names the fine's driver, whom the ERP hears of."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)  # the HR system and the ERP: one double
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    await upload_flow(client, "checklist-mileage-erp")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "ABC1D23", "renavam": "86769597308", "odometer_km": 151000},
+    )
+    await post(client, "/api/v1/entities/driver", ANA)
+
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)  # scenario 3: HR names the driver, the fine records her
+    await send_to(client, payments, sample("fine_payment.json"))  # a week later, it is paid
+    await send_to(client, checklists, sample("checklist_completed.json"))
+    await drain(services)
+
+    lookup, paid, mileage = sorted(
+        partner.requests,
+        key=lambda r: ["GET", "PUT"].index(r.method) if r.method in ("GET", "PUT") else 2,
+    )
+    assert lookup.path == "/veiculos/ABC1D23/condutor-atual"
+    assert (paid.method, paid.path) == ("PUT", "/multas/A123456789/pagamento")
+    assert paid.json() == sample("erp_fine_paid.json")
+    assert (mileage.method, mileage.path) == ("POST", "/veiculos/quilometragem")
+    assert mileage.json() == sample("erp_mileage_update.json")
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["odometer_km"] == 152340
+    # HR named her from 1 November; the checklist names her again: one change in the history.
+    drivers = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers?at=2026-11-25T11:00:00Z")
+    assert drivers["driver"]["driver"]["cpf"] == ANA["cpf"]
+    assert [d["source"] for d in drivers["items"]] == ["hr"]
+
+
+async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
+    client: Client, fcm: Fcm
+) -> None:
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["fcm-device-token"]})
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+
+    forward = sample("traccar_event_forward_geofence_exit.json")
+    await send_to(client, traccar, forward)
+    await send_to(client, traccar, forward)  # Traccar forwards it again: one alert
+    await drain(client.app[services_key])
+
+    (message,) = fcm.messages
+    assert message == {
+        "token": "fcm-device-token",
+        "notification": {
+            "title": "Veículo fora da área autorizada",
+            "body": "ABC1D23 saiu de Garagem SP às 10:45",
+        },
+        "data": {"event": "vehicle.geofence.exited", "plate": "ABC1D23"},
+        "android": {"priority": "high"},
+    }
+    assert len(fcm.tokens_issued) == 1
+    runs = (await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"]
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    statuses = await get(client, "/api/v1/deliveries?status=suppressed")
+    (suppressed,) = statuses["items"]
+    assert suppressed["kind"] == "notification"
+    assert suppressed["last_error"].startswith("suppressed: cooldown")
+
+
+async def test_scenario_2_the_service_alert_goes_out_by_push_email_and_sms(
+    client: Client, partner: Partner, fcm: Fcm, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await push_channel(client, fcm)
+    await email_channel(client, smtp.port)
+    await sms_channel(client, partner.url, "zenvia-token")
+    for name in ("maintenance-due-push", "maintenance-due-email", "maintenance-due-sms"):
+        await add_template(client, name)
+    await upload_flow(client, "maintenance-due-alert")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "model": "Strada"})
+    await post(
+        client,
+        "/api/v1/entities/driver",
+        {
+            **ANA,
+            "phone": "+5511987654321",
+            "email": "ana.souza@example.com",
+            "push_tokens": ["fcm-device-token"],
+        },
+    )
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client,
+        "/api/v1/entities/operator",
+        {
+            "name": "Bruno Lima",
+            "cpf": "11144477735",
+            "email": "bruno@acme.com.br",
+            "role": "fleet_manager",
+        },
+    )
+    maintenance = await _maintenance_trigger(client)
+
+    await send_to(client, maintenance, {"placa": "ABC1D23", "odometro": 10012.4, "limite": 10000})
+    await drain(client.app[services_key])
+
+    (push,) = fcm.messages
+    assert push["notification"] == {
+        "title": "Revisão do ABC1D23",
+        "body": "ABC1D23 atingiu 10.000 km. Agende a revisão.",
+    }
+    assert sorted(m.recipients[0] for m in smtp.received) == [
+        "ana.souza@example.com",
+        "bruno@acme.com.br",
+    ]
+    assert {m.message["Subject"] for m in smtp.received} == {"Revisão: ABC1D23 atingiu 10.000 km"}
+    (sms,) = [r for r in partner.requests if r.path == "/v2/channels/sms/messages"]
+    assert sms.json() == sample("sms_request.json")
+    assert sms.headers["X-API-TOKEN"] == "zenvia-token"
+
+
+async def _maintenance_trigger(client: Client) -> dict[str, Any]:
+    """Stands in for the fold (fleet lane): a vehicle's odometer reported with the plan's
+    limit it reached, emitting the event the fold will emit."""
+    mapping = """
+name: maintenance-report
+direction: inbound
+entity_type: vehicle
+key: [plate]
+emit: [vehicle.maintenance.due]
+fields:
+  plate: placa
+  odometer_km: odometro
+event_data:
+  due_km: limite
+"""
+    response = await client.post(
+        "/api/v1/mappings",
+        data=mapping.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    assert response.status == 201, await response.text()
+    body = {"name": "maintenance", "entity_type": "vehicle", "methods": ["POST"]}
+    return dict(await post(client, "/api/v1/triggers", {**body, "mapping": "maintenance-report"}))
+
+
+async def test_a_payment_notice_for_a_fine_the_gateway_lacks_is_refused(client: Client) -> None:
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    response = await client.post(
+        f"/hooks/{payments['id']}",
+        json=sample("fine_payment.json"),
+        headers={"Authorization": f"Bearer {payments['token']}"},
+    )
+    body = await response.json()
+    assert response.status == 422
+    assert {e["pointer"] for e in body["errors"]} >= {"/ait_number", "/plate", "/amount_brl"}
+    assert (await get(client, "/api/v1/events?type=fine.paid"))["items"] == []

@@ -1,0 +1,254 @@
+"""Notifications are deliveries: stored when the flow's step runs, sent by the delivery worker
+with the tenant's quiet hours and the step's cooldown applied at send time, retried, listed,
+replayable with the same Message-ID; what goes wrong is an outcome, never a lost run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import drain, email_channel, get, push_channel
+from tests.partner_double import FakeClock, post
+from tests.smtp_double import SmtpFactory, smtp_server
+from tests.support import auth
+
+__all__ = ["fcm", "smtp_server"]  # the fixtures
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725"}
+SAO_PAULO = ZoneInfo("America/Sao_Paulo")
+
+
+async def _flow(client: Client, channel: str, recipients: list[Any], **notify: Any) -> None:
+    """A vehicle is created → a message on `channel` (templates `hello-<type>`)."""
+    await post(
+        client,
+        "/api/v1/flows",
+        {
+            "name": "hello",
+            "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+            "steps": [
+                {
+                    "id": "say",
+                    "notify": {
+                        "channel": channel,
+                        "template": f"hello-{channel}",
+                        "recipients": recipients,
+                        **notify,
+                    },
+                }
+            ],
+        },
+    )
+
+
+async def _templates(client: Client) -> None:
+    for body in (
+        {
+            "name": "hello-email",
+            "channel_type": "email",
+            "default_locale": "en",
+            "locales": {
+                "en": {"subject": "New {{ entity.plate }}", "text": "Hi {{ recipient.name }}"}
+            },
+        },
+        {
+            "name": "hello-push",
+            "channel_type": "push",
+            "default_locale": "en",
+            "locales": {"en": {"title": "New vehicle", "body": "{{ entity.plate }}"}},
+        },
+    ):
+        await post(client, "/api/v1/templates", body)
+
+
+async def _email_setup(client: Client, port: int, recipients: list[Any], **notify: Any) -> None:
+    await email_channel(client, port)
+    await _templates(client)
+    await _flow(client, "email", recipients, **notify)
+
+
+async def _push_setup(client: Client, fcm: Fcm, tokens: list[str]) -> None:
+    await push_channel(client, fcm)
+    await _templates(client)
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": tokens})
+    await _flow(client, "push", [{"driver": {"from": '`{"cpf": "52998224725"}`'}}])
+
+
+async def _vehicle(client: Client, plate: str = "ABC1D23") -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+
+
+async def _deliveries(client: Client, query: str = "") -> list[dict[str, Any]]:
+    return list((await get(client, f"/api/v1/deliveries{query}"))["items"])
+
+
+async def test_a_refused_recipient_fails_with_the_reason_and_a_replay_keeps_the_message_id(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    smtp.refuse["nobody@acme.com.br"] = "550 5.1.1 no such user"
+    await _email_setup(client, smtp.port, [{"address": "nobody@acme.com.br"}])
+    await _vehicle(client)
+    services = client.app[services_key]
+    await drain(services)
+
+    (failed,) = await _deliveries(client, "?status=failed")
+    assert failed["kind"] == "notification" and failed["attempt_count"] == 1
+    assert "550" in failed["last_error"] and "no such user" in failed["last_error"]
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert run["status"] == "succeeded"  # the step stored the message; sending is the delivery's
+    assert smtp.received == []
+
+    del smtp.refuse["nobody@acme.com.br"]  # the mailbox exists now
+    await post(client, f"/api/v1/deliveries/{failed['id']}/replay", {}, status=200)
+    await drain(services)
+    (mail,) = smtp.received
+    stored = await services.store.db["deliveries"].find_one({"_id": failed["id"]})
+    assert mail.message["Message-ID"] == stored["notification"]["message_id"]
+    assert stored["status"] == "succeeded"
+
+
+async def test_a_busy_mail_server_is_retried_on_the_schedule(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    smtp.refuse["ops@acme.com.br"] = "451 4.7.1 greylisted, try again later"
+    await _email_setup(client, smtp.port, [{"address": "ops@acme.com.br"}])
+    await _vehicle(client)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await drain(services)
+    (waiting,) = await _deliveries(client, "?status=pending")
+    assert waiting["attempt_count"] == 1 and "451" in waiting["last_error"]
+    del smtp.refuse["ops@acme.com.br"]
+    clock.advance(7)  # the schedule's second try: 5 s (± 20%)
+    await drain(services)
+    assert [m.recipients for m in smtp.received] == [["ops@acme.com.br"]]
+
+
+async def test_quiet_hours_hold_a_message_until_they_end_without_spending_an_attempt(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _email_setup(client, smtp.port, [{"address": "ops@acme.com.br"}])
+    now = datetime.now(SAO_PAULO)
+    start, end = (
+        (now - timedelta(hours=1)).strftime("%H:00"),
+        (now + timedelta(hours=2)).strftime("%H:00"),
+    )
+    await client.put(
+        "/api/v1/notification-settings",
+        json={"quiet_hours": {"start": start, "end": end, "channels": ["email"]}},
+        headers=auth(),
+    )
+    await _vehicle(client)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await drain(services)
+    (held,) = await _deliveries(client, "?status=pending")
+    assert held["attempt_count"] == 0 and held["last_error"].startswith("held: quiet hours")
+    quiet_end = datetime.fromisoformat(held["next_attempt_at"])
+    assert quiet_end.astimezone(SAO_PAULO).strftime("%H:%M") == end
+    assert smtp.received == []
+    clock.advance((quiet_end - datetime.now(UTC)).total_seconds() + 1)
+    await drain(services)
+    assert len(smtp.received) == 1
+
+
+async def test_quiet_hours_that_suppress_drop_the_message_as_suppressed(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _email_setup(client, smtp.port, [{"address": "ops@acme.com.br"}])
+    now = datetime.now(SAO_PAULO)
+    window = {
+        "start": (now - timedelta(hours=1)).strftime("%H:00"),
+        "end": (now + timedelta(hours=2)).strftime("%H:00"),
+        "during": "suppress",
+    }
+    await client.put("/api/v1/notification-settings", json={"quiet_hours": window}, headers=auth())
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (dropped,) = await _deliveries(client, "?status=suppressed")
+    assert dropped["last_error"].startswith("suppressed: quiet hours")
+    assert dropped["attempt_count"] == 0 and smtp.received == []
+
+
+async def test_a_cooldown_lets_every_message_of_one_alert_through_and_stops_the_next_alert(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _email_setup(
+        client,
+        smtp.port,
+        [{"address": ["ops@acme.com.br", "boss@acme.com.br"]}],
+        cooldown={"key": "'new-vehicles'", "seconds": 600},
+    )
+    await _vehicle(client, "ABC1D23")
+    await drain(client.app[services_key])
+    await _vehicle(client, "BRA2E19")  # a second alert within ten minutes
+    await drain(client.app[services_key])
+    assert sorted(m.recipients[0] for m in smtp.received) == ["boss@acme.com.br", "ops@acme.com.br"]
+    assert {m.message["Subject"] for m in smtp.received} == {"New ABC1D23"}
+    assert len(await _deliveries(client, "?status=suppressed")) == 2
+
+
+async def test_a_driver_without_an_email_is_listed_unreachable_and_the_run_goes_on(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await post(client, "/api/v1/entities/driver", ANA)
+    await _email_setup(
+        client,
+        smtp.port,
+        [{"driver": {"from": '`{"cpf": "52998224725"}`'}}, {"address": "ops@acme.com.br"}],
+    )
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert run["status"] == "succeeded"
+    (step,) = run["steps"]
+    assert step["unreachable"] == [
+        {"recipient": "driver Ana Souza", "reason": "driver Ana Souza has no e-mail address"}
+    ]
+    assert [m["recipient"] for m in step["messages"]] == ["ops@acme.com.br"]
+    assert [m.recipients for m in smtp.received] == [["ops@acme.com.br"]]
+
+
+async def test_fcm_unregistered_fails_that_message_and_forgets_the_token(
+    client: Client, fcm: Fcm
+) -> None:
+    await _push_setup(client, fcm, ["old-phone", "new-phone"])
+    fcm.unregistered.add("old-phone")
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    assert [m["token"] for m in fcm.messages] == ["new-phone"]
+    (failed,) = await _deliveries(client, "?status=failed")
+    assert "UNREGISTERED" in failed["last_error"] and "token removed" in failed["last_error"]
+    driver = await get(client, "/api/v1/entities/driver/52998224725")
+    assert driver["push_tokens"] == ["new-phone"]
+
+
+async def test_fcm_throttling_is_retried_no_sooner_than_it_asks(client: Client, fcm: Fcm) -> None:
+    await _push_setup(client, fcm, ["phone"])
+    fcm.answer_next(429, {"Retry-After": "120"})
+    await _vehicle(client)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await drain(services)
+    (waiting,) = await _deliveries(client, "?status=pending")
+    assert waiting["attempt_count"] == 1 and waiting["last_status"] == 429
+    due = datetime.fromisoformat(waiting["next_attempt_at"])
+    assert due - clock.now > timedelta(seconds=115)  # not the schedule's 5 s
+    clock.advance(125)
+    await drain(services)
+    assert [m["token"] for m in fcm.messages] == ["phone"]

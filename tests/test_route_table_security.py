@@ -1,0 +1,236 @@
+"""Walked from the URL table, so a new route cannot skip them: every protected route refuses
+every class of forged credential (401, problem+json, nothing done), and every route that
+names a resource answers another tenant's id with 404, never its data (SPEC §7)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import orjson
+from aiohttp.test_utils import TestClient
+
+from gateway.auth.keyring import KeyRing, Purpose
+from gateway.web.openapi import operation_of
+from gateway.web.state import services_key
+from tests.partner_double import create_action, create_partner, create_subscription, post
+from tests.support import SECRET_KEY, admin_token, auth
+from tests.triggers_support import create_trigger
+
+Client = TestClient[Any, Any]
+RING = KeyRing.from_secret(SECRET_KEY)
+
+
+def _sign(claims: dict[str, Any], *, purpose: Purpose = Purpose.ADMIN_TOKEN, **header: Any) -> str:
+    key = RING.signing_key(purpose)
+    return jwt.encode(claims, key.key, algorithm="HS256", headers={"kid": key.kid, **header})
+
+
+def _claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base = {
+        "iss": "rabbot-gateway",
+        "aud": "admin",
+        "sub": "mallory",
+        "tenant": "acme",
+        "role": "admin",
+        "jti": "j1",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return {k: v for k, v in {**base, **overrides}.items() if v is not None}
+
+
+def _unsigned(claims: dict[str, Any], header: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(claims)}."
+
+
+def _hs256(claims: dict[str, Any], key: bytes, kid: str) -> str:
+    """Signed by hand: PyJWT itself refuses an empty HMAC key."""
+    unsigned = _unsigned(claims, {"alg": "HS256", "typ": "JWT", "kid": kid})[:-1]
+    mac = hmac.new(key, unsigned.encode(), hashlib.sha256).digest()
+    return f"{unsigned}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def forged_admin_tokens(trigger_token: str) -> Iterator[tuple[str, str]]:
+    kid = RING.signing_key(Purpose.ADMIN_TOKEN).kid
+    good = admin_token()
+    yield "alg none", _unsigned(_claims(), {"alg": "none", "typ": "JWT", "kid": kid})
+    yield (
+        "HS256 with an empty key",
+        _hs256(_claims(), b"", kid),
+    )
+    yield (
+        "HS256 with the public kid as key",
+        jwt.encode(
+            _claims(), kid.encode().ljust(32, b"0"), algorithm="HS256", headers={"kid": kid}
+        ),
+    )
+    yield "another secret", admin_token(secret="another-secret-0123456789abcdef0123")
+    yield "unknown kid", _sign(_claims(), kid="k-unknown")
+    yield "wrong audience", _sign(_claims(aud="hooks"))
+    yield "wrong issuer", _sign(_claims(iss="someone-else"))
+    yield "expired", _sign(_claims(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200))
+    yield "not yet valid", _sign(_claims(nbf=int(time.time()) + 3600))
+    yield "no expiry", _sign(_claims(exp=None))
+    yield "unknown role", _sign(_claims(role="root"))
+    yield "truncated", good[:-10]
+    yield "oversized", good + "A" * 4096
+    yield "garbage", "not.a.jwt"
+    yield "trigger token", trigger_token
+
+
+def _protected(client: Client) -> Iterator[tuple[str, str]]:
+    for route in client.app.router.routes():
+        op = operation_of(route.handler)
+        if op is None or op.auth != "admin" or route.resource is None or route.method == "HEAD":
+            continue
+        path = route.resource.canonical
+        for name, value in (
+            ("{type}", "vehicle"),
+            ("{id}", "x"),
+            ("{ref}", "x"),
+            ("{name}", "x"),
+            ("{version}", "1"),
+        ):
+            path = path.replace(name, value)
+        yield route.method, path
+
+
+async def test_every_admin_route_refuses_every_forged_token(client: Client) -> None:
+    trigger = await create_trigger(client)
+    routes = list(_protected(client))
+    assert len(routes) >= 50
+    for label, token in forged_admin_tokens(trigger["token"]):
+        for method, path in routes:
+            response = await client.request(
+                method, path, json={}, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status == 401, (label, method, path, response.status)
+            assert response.content_type == "application/problem+json"
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    # Nothing was created by any of them.
+    listed = await client.get("/api/v1/triggers", headers=auth())
+    assert [t["id"] for t in (await listed.json())["items"]] == [trigger["id"]]
+
+
+async def test_hooks_refuse_admin_tokens_and_forged_trigger_tokens(client: Client) -> None:
+    trigger = await create_trigger(client)
+    claims = {
+        "iss": "rabbot-gateway",
+        "aud": "hooks",
+        "sub": trigger["id"],
+        "tenant": "acme",
+        "jti": "forged",
+        "iat": int(time.time()),
+    }
+    forged = {
+        "admin token": admin_token(),
+        "alg none": _unsigned(claims, {"alg": "none"}),
+        "unknown token id": _sign(claims, purpose=Purpose.TRIGGER_TOKEN),
+        "truncated": trigger["token"][:-5],
+    }
+    for label, token in forged.items():
+        for method in ("GET", "POST"):
+            response = await client.request(
+                method,
+                f"/hooks/{trigger['id']}",
+                json={"plate": "ABC1D23"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert response.status == 401, (label, method, response.status)
+
+
+async def _acme_resources(client: Client, partner_url: str) -> dict[str, str]:
+    """One of each resource in tenant acme: the ids another tenant will try."""
+    partner = await create_partner(client, partner_url)
+    action = await create_action(client, partner["id"])
+    sub = await create_subscription(client, action["id"], ("entity.created",))
+    trigger = await create_trigger(client)
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    mapping = (
+        "name: acme-map\ndirection: inbound\nentity_type: vehicle\n"
+        "key: [plate]\nfields: {plate: placa}\n"
+    )
+    upload = await client.post(
+        "/api/v1/mappings",
+        data=mapping.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    assert upload.status == 201, await upload.text()
+    kind = await post(client, "/api/v1/kinds", {"name": "acme_kind", "schema": {"type": "object"}})
+
+    await client.app[services_key].relay.run_until_idle()
+    events = await (await client.get("/api/v1/events", headers=auth())).json()
+    deliveries = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    return {
+        "partners": partner["id"],
+        "actions": action["id"],
+        "subscriptions": sub["id"],
+        "triggers": trigger["id"],
+        "entities": vehicle["id"],
+        "mappings": "acme-map",
+        "kinds": kind["name"],
+        "events": events["items"][0]["id"],
+        "deliveries": deliveries["items"][0]["id"],
+        "rejected": "x",
+    }
+
+
+async def test_another_tenants_ids_are_404_on_every_route_that_names_one(
+    client: Client,
+) -> None:
+    from tests.partner_double import Partner  # noqa: F401  (the fixture's type)
+
+    ids = await _acme_resources(client, "http://127.0.0.1:9")
+    other = auth("globex")
+    checked = 0
+    for route in client.app.router.routes():
+        op = operation_of(route.handler)
+        if op is None or op.auth != "admin" or route.resource is None or route.method == "HEAD":
+            continue
+        template = route.resource.canonical
+        if "{" not in template.replace("{type}", ""):
+            if route.method == "GET":  # a list: another tenant's lists are empty
+                listed = await client.get(template.replace("{type}", "vehicle"), headers=other)
+                body = await listed.json()
+                assert listed.status == 200 and body.get("items", []) == [], (template, body)
+            continue
+        family = template.split("/")[3]
+        path = (
+            template.replace("{type}", "vehicle")
+            .replace("{id}", ids.get(family, "x"))
+            .replace("{ref}", ids["entities"])
+            .replace("{name}", ids.get(family, "x"))
+            .replace("{version}", "1")
+        )
+        query = {name: "1" for name in op.required_query}  # e.g. a diff's from and to
+        if template.endswith("/diff"):
+            query |= {"from": "1", "to": "1"}
+        response = await client.request(route.method, path, json={}, params=query, headers=other)
+        text = await response.text()
+        # 404, or the body refused before any lookup (it is {} here): nothing seen or changed.
+        allowed = {404} if op.request is None else {400, 404, 422}
+        assert response.status in allowed, (route.method, path, response.status, text[:200])
+        # Never its data: neither the vehicle, the partner's URL, nor any id the path did not
+        # name (a 404 may echo the id it was asked for).
+        leaked = {
+            v for v in ("ABC1D23", "127.0.0.1:9", *ids.values()) if v != "x" and v not in path
+        }
+        assert not [v for v in leaked if v in text], (route.method, path, text[:200])
+        checked += 1
+    assert checked >= 25
+    # And nothing of acme's was changed or deleted by the walk.
+    for family in ("partners", "actions", "subscriptions", "triggers", "mappings", "kinds"):
+        mine = await client.get(f"/api/v1/{family}/{ids[family]}", headers=auth())
+        assert mine.status == 200, family
+    vehicle = await client.get(f"/api/v1/entities/vehicle/{ids['entities']}", headers=auth())
+    assert (await vehicle.json())["plate"] == "ABC1D23"

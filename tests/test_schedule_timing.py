@@ -1,0 +1,86 @@
+"""When schedules run: intervals, cron expressions in a time zone (São Paulo by default,
+daylight-saving zones handled), what is refused, and the backoff after failures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.schedules.timing import backoff_seconds, every_from_doc, parse_every
+
+SAO_PAULO = ZoneInfo("America/Sao_Paulo")
+NOW = datetime(2026, 12, 4, 15, 7, 30, tzinfo=UTC)  # a Friday, 12:07:30 in São Paulo
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5s", 5), ("30s", 30), ("5m", 300), ("1h", 3600), ("7d", 604800)]
+)
+def test_intervals_run_that_long_after_the_last_start(text: str, seconds: int) -> None:
+    every = parse_every(text)
+    assert every.next_after(NOW) == NOW + timedelta(seconds=seconds)
+    assert every_from_doc(every.as_doc()) == every
+
+
+def test_cron_runs_at_the_next_matching_minute_in_sao_paulo_by_default() -> None:
+    every = parse_every("*/15 9-17 * * 1-5")
+    assert every.timezone == "America/Sao_Paulo"
+    assert every.next_after(NOW).astimezone(SAO_PAULO) == datetime(
+        2026, 12, 4, 12, 15, tzinfo=SAO_PAULO
+    )
+    friday_evening = datetime(2026, 12, 4, 20, 50, tzinfo=UTC)  # 17:50 local
+    assert every.next_after(friday_evening).astimezone(SAO_PAULO) == datetime(
+        2026, 12, 7, 9, 0, tzinfo=SAO_PAULO
+    )
+
+
+def test_cron_never_answers_the_instant_it_is_asked_at() -> None:
+    every = parse_every("0 9 * * *")
+    nine = datetime(2026, 12, 7, 9, 0, tzinfo=SAO_PAULO)
+    assert every.next_after(nine) == datetime(2026, 12, 8, 9, 0, tzinfo=SAO_PAULO)
+
+
+def test_cron_follows_daylight_saving_in_zones_that_have_it() -> None:
+    every = parse_every("30 2 * * *", "America/New_York")
+    # 2026-03-08: New York skips 02:00-03:00; the 02:30 run happens at 03:00 local (cron's way)
+    before = datetime(2026, 3, 8, 5, 0, tzinfo=UTC)  # 00:00 EST
+    nxt = every.next_after(before).astimezone(ZoneInfo("America/New_York"))
+    assert (nxt.month, nxt.day) == (3, 8) and nxt.hour == 3
+    after = every.next_after(every.next_after(before))
+    assert after.astimezone(ZoneInfo("America/New_York")).hour == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "message"),
+    [
+        ("2s", None, "from 5s to 7d"),
+        ("8d", None, "from 5s to 7d"),
+        ("every minute", None, "5 fields"),
+        ("61 * * * *", None, "cron expression"),
+        ("* * * * *", "Mars/Olympus", "unknown time zone"),
+        ("0 0 30 2 *", None, "cron expression"),
+    ],
+)
+def test_what_cannot_be_a_schedule_says_why(text: str, zone: str | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_every(text, zone)
+
+
+def test_backoff_grows_then_stays_hourly_and_honours_retry_after_up_to_an_hour() -> None:
+    half = lambda: 0.5  # noqa: E731 - no jitter
+    assert [backoff_seconds(n, None, half) for n in (1, 2, 3, 4, 5, 6, 7, 50)] == [
+        5,
+        30,
+        120,
+        600,
+        1800,
+        3600,
+        3600,
+        3600,
+    ]
+    assert backoff_seconds(1, 120, half) == 120
+    assert backoff_seconds(1, 7 * 86400, half) == 3600
+    assert (
+        4 <= backoff_seconds(1, None, lambda: 0.0) <= backoff_seconds(1, None, lambda: 1.0) <= 6.001
+    )

@@ -1,0 +1,211 @@
+"""A partner that answers garbage, the wrong shape, an error status, too slowly, or loops:
+each run that fails says why (on the schedule and in its run), is counted in the metrics,
+writes nothing of the bad page, moves no cursor, and waits before trying again (no hot loop);
+the schedule recovers once the partner does. Items a page cannot write are kept, like a
+pushed batch's, and replayable."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.feed_doubles import GeotabDouble, geotab
+from tests.partner_double import FakeClock, post
+from tests.schedule_support import geotab_schedule, get, run_now, runner, runs
+from tests.support import auth
+
+__all__ = ["geotab"]  # the fixture
+Client = TestClient[Any, Any]
+
+
+async def _setup(client: Client, geotab: GeotabDouble, **overrides: Any) -> tuple[str, FakeClock]:
+    clock = FakeClock()
+    runner(client).clock = clock
+    runner(client).rng = lambda: 0.5  # no jitter: backoffs are exact
+    schedule = await geotab_schedule(client, geotab, **overrides)
+    return schedule["id"], clock
+
+
+async def _state(client: Client, schedule_id: str) -> dict[str, Any]:
+    state: dict[str, Any] = (await get(client, f"/api/v1/schedules/{schedule_id}"))["state"]
+    return state
+
+
+async def _positions(client: Client) -> int:
+    events = await get(client, "/api/v1/events?type=vehicle.position&limit=200")
+    return len(events["items"])
+
+
+async def _metric(client: Client, name: str, **labels: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_garbage_fails_the_run_visibly_writes_nothing_and_backs_off(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(3)
+    geotab.misbehave("garbage")
+    schedule_id, clock = await _setup(client, geotab)
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    assert await runner(client).run_until_idle() == {}  # not due again at once: no hot loop
+    state = await _state(client, schedule_id)
+    assert state["last_error"]["kind"] == "not_json"
+    assert "Service Unavailable" in state["last_error"]["message"]
+    assert (state["cursor"], state["failures"]) == (None, 1)
+    waited = datetime.fromisoformat(state["next_run_at"]) - clock.now
+    assert 4 <= waited.total_seconds() <= 6  # the first backoff step, 5 s
+    assert await _positions(client) == 0
+    (run,) = await runs(client, schedule_id)
+    assert (run["outcome"], run["written"], run["error"]["kind"]) == ("failed", 0, "not_json")
+    assert await _metric(client, "gateway_schedule_errors_total", kind="not_json") == 1
+
+    clock.advance(6)  # the partner recovered
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    state = await _state(client, schedule_id)
+    assert (state["failures"], state["cursor"]) == (0, f"{3:016x}")
+    assert await _positions(client) == 3
+
+
+async def test_a_page_of_the_wrong_shape_is_kept_once_and_nothing_is_written(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(2)
+    geotab.misbehave("shape", times=2)
+    schedule_id, clock = await _setup(client, geotab)
+    await runner(client).run_until_idle()
+    clock.advance(60)
+    await runner(client).run_until_idle()
+    state = await _state(client, schedule_id)
+    assert (state["failures"], state["last_error"]["kind"]) == (2, "mapping")
+    assert "does not fit mapping 'geotab-logrecord'" in state["last_error"]["message"]
+    kept = await get(client, f"/api/v1/rejected?trigger_id={schedule_id}")
+    assert [r["scope"] for r in kept["items"]] == ["body"]  # once per failure streak
+    assert await _positions(client) == 0
+    clock.advance(60)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+
+async def test_a_cursor_that_loops_on_the_same_page_is_refused_before_writing_it_again(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(4)
+    geotab.misbehave("loop", times=10)  # the first page and its version, forever
+    schedule_id, clock = await _setup(client, geotab)
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    clock.advance(60)
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    state = await _state(client, schedule_id)
+    assert state["last_error"]["kind"] == "loop"
+    assert "looping; nothing was written" in state["last_error"]["message"]
+    assert state["cursor"] == f"{2:016x}"  # the first page was read once, and kept
+    assert await _positions(client) == 2
+    assert await _metric(client, "gateway_schedule_errors_total", kind="loop") == 2
+
+
+async def test_the_same_page_under_new_cursors_is_refused_as_a_loop(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(6)
+    geotab.misbehave("ok")  # the first page as it is
+    geotab.misbehave("repeat")  # then the same records under the next version
+    schedule_id, _ = await _setup(client, geotab)
+    await runner(client).run_until_idle()
+    state = await _state(client, schedule_id)
+    assert state["last_error"]["kind"] == "loop"
+    assert await _positions(client) == 2
+
+
+async def test_a_partner_that_does_not_answer_in_time_is_a_timeout(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(1)
+    geotab.misbehave("slow")
+    schedule_id, _ = await _setup(client, geotab)  # the partner's timeout is 1 s
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    error = (await _state(client, schedule_id))["last_error"]
+    assert error["kind"] == "timeout"
+    assert await _metric(client, "gateway_schedule_errors_total", kind="timeout") == 1
+
+
+async def test_429_with_retry_after_waits_as_long_as_the_partner_asks(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(1)
+    geotab.misbehave("status", status=429, headers={"Retry-After": "120"})
+    schedule_id, clock = await _setup(client, geotab)
+    await runner(client).run_until_idle()
+    state = await _state(client, schedule_id)
+    assert (state["last_error"]["kind"], state["last_error"]["status"]) == ("rate_limited", 429)
+    waited = datetime.fromisoformat(state["next_run_at"]) - clock.now
+    assert 119 <= waited.total_seconds() <= 121
+    clock.advance(60)
+    assert await runner(client).run_until_idle() == {}
+    clock.advance(61)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+
+async def test_an_item_whose_lookup_value_is_an_object_is_kept_and_the_rest_written(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(2)
+    geotab.records[0]["device"]["id"] = {"id": "b7"}  # an object where an id belongs
+    geotab.records.append({**geotab.records[1], "id": "b00FF", "device": {"id": "b99"}})
+    schedule_id, _ = await _setup(client, geotab, limit=10)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    (run,) = await runs(client, schedule_id)
+    assert (run["items_read"], run["written"], run["rejected"]) == (3, 1, 2)
+    assert {e["index"] for e in run["item_errors"]} == {0, 2}
+    assert (await _state(client, schedule_id))["cursor"] == f"{3:016x}"
+    kept = (await get(client, f"/api/v1/rejected?trigger_id={schedule_id}"))["items"]
+    assert sorted(r["reason"] for r in kept) == ["entity", "mapping"]
+
+    # The unknown device gets its vehicle; its kept item replays through the schedule's target.
+    await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "XYZ9876", "attributes": {"tracker_id": "b99"}},
+    )
+    (unknown,) = [r for r in kept if r["reason"] == "entity"]
+    response = await client.post(f"/api/v1/rejected/{unknown['id']}/replay", headers=auth())
+    assert response.status == 200, await response.text()
+    vehicle = await get(client, "/api/v1/entities/vehicle/XYZ9876")
+    assert vehicle["attributes"]["geotab_log_id"] == "b00FF"
+
+
+async def test_the_partner_error_member_of_a_json_rpc_answer_fails_the_run(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(1)
+    geotab.misbehave("status", status=200)  # HTTP 200 carrying {"error": "no"}
+    schedule_id, _ = await _setup(client, geotab)
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    error = (await _state(client, schedule_id))["last_error"]
+    assert (error["kind"], error["message"]) == (
+        "partner_error",
+        "the partner reported an error: no",
+    )
+    assert await _positions(client) == 0
+
+
+async def test_run_now_on_a_paused_schedule_is_a_conflict(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    schedule_id, _ = await _setup(client, geotab)
+    await client.post(f"/api/v1/schedules/{schedule_id}/pause", headers=auth())
+    response = await client.post(f"/api/v1/schedules/{schedule_id}/run", headers=auth())
+    assert response.status == 409
+    assert await runner(client).run_until_idle() == {}
+    await run_now_after_resume(client, schedule_id)
+
+
+async def run_now_after_resume(client: Client, schedule_id: str) -> None:
+    response = await client.post(f"/api/v1/schedules/{schedule_id}/resume", headers=auth())
+    assert (await response.json())["status"] == "active"
+    await run_now(client, schedule_id)
+    assert await runner(client).run_until_idle() == {"ok": 1}

@@ -1,0 +1,85 @@
+"""The kill test: a real `gateway worker` process drains a slow Geotab feed and is killed with
+SIGKILL mid-run; a second `gateway worker` takes the schedule's lease over once it expires
+and finishes the feed. No page is read again beyond the one in flight at the kill (whose
+re-write the idempotent upserts absorb), and the cursor never goes backwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.feed_doubles import GeotabDouble, geotab
+from tests.schedule_support import geotab_schedule, get, runs
+from tests.support import SECRET_KEY
+
+__all__ = ["geotab"]  # the fixture
+Client = TestClient[Any, Any]
+RECORDS = 40
+PAGE = 2
+LEASE_SECONDS = 2
+
+
+async def _start_worker(
+    client: Client, mongodb_uri: str, data_dir: Path, name: str
+) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": client.app[services_key].settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_SCHEDULE_LEASE_SECONDS": str(LEASE_SECONDS),
+        "GATEWAY_LOG_JSON": "false",
+    }
+    with (data_dir / f"{name}.log").open("wb") as log:  # the child keeps its own handle
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "worker", env=env, stdout=log, stderr=log
+        )
+
+
+async def test_a_killed_runner_is_taken_over_without_rewinding_the_cursor(
+    client: Client, geotab: GeotabDouble, mongodb_uri: str, tmp_path: Path
+) -> None:
+    geotab.add_records(RECORDS)
+    geotab.delay = 0.15  # each page takes a while: the kill lands mid-run
+    schedule = await geotab_schedule(client, geotab, limit=PAGE, max_pages=100)
+    final = f"{RECORDS:016x}"
+    victim = await _start_worker(client, mongodb_uri, tmp_path, "victim")
+    survivor = None
+    try:
+        await geotab.wait_until(lambda: len(geotab.calls) >= 6)
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+        calls_at_kill = len(geotab.calls)
+        survivor = await _start_worker(client, mongodb_uri, tmp_path, "survivor")
+        await geotab.wait_until(lambda: any(c["fromVersion"] == final for c in geotab.calls))
+        # A graceful stop lets the survivor finish its run (and record it) first.
+        survivor.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(survivor.wait(), 30)
+    finally:
+        for process in (victim, survivor):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 20)
+
+    versions = [int(c["fromVersion"] or "0", 16) for c in geotab.calls]
+    read_twice = len(versions) - len(set(versions))
+    print(f"\n{len(versions)} calls, {calls_at_kill} before SIGKILL, {read_twice} page read twice")
+    assert versions == sorted(versions)  # the cursor never went backwards
+    assert read_twice <= 1  # at most the page in flight at the kill
+    (run,) = await runs(client, schedule["id"])  # the victim never recorded its run
+    assert run["outcome"] == "ok" and run["cursor_after"] == final
+    # The survivor started where the victim's last commit left the cursor.
+    assert int(run["cursor_before"] or "0", 16) >= versions[calls_at_kill - 1]
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["cursor"] == final
+    events = await get(client, "/api/v1/events?type=vehicle.position&limit=200")
+    assert RECORDS <= len(events["items"]) <= RECORDS + PAGE

@@ -1,0 +1,192 @@
+"""Polled feeds end to end against local doubles: a Geotab GetFeed of LogRecords read with its
+version cursor (sessions obtained and renewed), a Samsara-style stats feed read with its
+`after` cursor, and a feed without a cursor deduplicated by item id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.feed_doubles import GeotabDouble, SamsaraDouble, geotab, samsara
+from tests.partner_double import create_action, create_partner, partner, post, upload_mapping
+from tests.schedule_support import (
+    MAPPINGS,
+    geotab_schedule,
+    get,
+    run_now,
+    runner,
+    runs,
+    samsara_schedule,
+)
+
+__all__ = ["geotab", "partner", "samsara"]  # fixtures
+Client = TestClient[Any, Any]
+_SUMMARY = (
+    "outcome",
+    "pages",
+    "items_read",
+    "written",
+    "rejected",
+    "cursor_before",
+    "cursor_after",
+    "error",
+)
+
+
+async def test_geotab_feed_is_drained_page_by_page_and_resumes_from_its_version(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(5)
+    schedule = await geotab_schedule(client, geotab, limit=2)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    # Pages of 2, 2 and 1, then an empty page: caught up.
+    assert [c["fromVersion"] for c in geotab.calls] == [None, f"{2:016x}", f"{4:016x}", f"{5:016x}"]
+    (run,) = await runs(client, schedule["id"])
+    assert {k: run[k] for k in _SUMMARY} == {
+        "outcome": "ok",
+        "pages": 4,
+        "items_read": 5,
+        "written": 5,
+        "rejected": 0,
+        "cursor_before": None,
+        "cursor_after": f"{5:016x}",
+        "error": None,
+    }
+    vehicle = await get(client, "/api/v1/entities/vehicle/BRA2E19")
+    assert vehicle["attributes"]["geotab_log_id"] == "b0005"  # the newest of device b7
+    assert vehicle["last_position"]["speed_kmh"] == 5
+    events = await get(client, "/api/v1/events?type=vehicle.position&limit=50")
+    assert len(events["items"]) == 5
+    assert geotab.authentications == 1
+    assert all(c["params"]["credentials"]["sessionId"] == "session-1" for c in geotab.calls)
+
+    geotab.add_records(1)
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert geotab.calls[4]["fromVersion"] == f"{5:016x}"  # from where the last run stopped
+    latest = (await runs(client, schedule["id"]))[0]
+    assert (latest["items_read"], latest["cursor_before"], latest["cursor_after"]) == (
+        1,
+        f"{5:016x}",
+        f"{6:016x}",
+    )
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["cursor"] == f"{6:016x}" and state["failures"] == 0 and not state["running"]
+
+
+async def test_an_expired_geotab_session_is_renewed_once_and_the_call_repeated(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(2)
+    schedule = await geotab_schedule(client, geotab, limit=10)
+    await runner(client).run_until_idle()
+    geotab.expire_sessions()
+    geotab.add_records(2)
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert geotab.authentications == 2
+    assert (await runs(client, schedule["id"]))[0]["written"] == 2
+
+
+async def test_geotab_credentials_that_fail_are_a_recorded_error(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(1)
+    schedule = await geotab_schedule(client, geotab)
+    geotab.PASSWORD = "changed-since"  # the partner's password is no longer the one we have
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert "Geotab Authenticate failed: InvalidUserException" in state["last_error"]["message"]
+    assert geotab.PASSWORD not in str(state) and geotab.calls == []
+
+
+async def test_a_database_on_another_geotab_server_is_named_not_followed(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    geotab.add_records(1)
+    geotab.path = "my3.geotab.com"
+    schedule = await geotab_schedule(client, geotab)
+    assert await runner(client).run_until_idle() == {"failed": 1}
+    error = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]["last_error"]
+    assert "served by my3.geotab.com: set the partner's base_url" in error["message"]
+    assert geotab.calls == []  # no GetFeed went anywhere with that session
+
+
+async def test_samsara_feed_follows_has_next_page_and_keeps_the_end_cursor(
+    client: Client, samsara: SamsaraDouble
+) -> None:
+    for n, vid in enumerate(("2811", "2812", "2813")):
+        samsara.add_vehicle_stats(vid, f"Truck {n}", minute=n)
+    schedule = await samsara_schedule(client, samsara)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert [c["after"] for c in samsara.calls] == [None, "c2"]
+    assert all(c["types"] == "gps,obdOdometerMeters" for c in samsara.calls)
+    vehicle = await get(client, "/api/v1/entities/vehicle/XYZ9876")
+    assert vehicle["odometer_km"] == 2.0
+    assert vehicle["last_position"]["speed_kmh"] == 16.1  # 10 mph
+
+    await run_now(client, schedule["id"])
+    await runner(client).run_until_idle()
+    assert samsara.calls[-1]["after"] == "c3"
+    (latest, first) = await runs(client, schedule["id"])
+    assert (first["pages"], first["written"], latest["pages"], latest["items_read"]) == (2, 3, 1, 0)
+
+
+async def test_a_feed_without_cursor_writes_only_items_it_has_not_seen(
+    client: Client, partner: Any
+) -> None:
+    """Zapier-style: the partner answers its newest items each time; ids already seen are
+    skipped, and the remembered ids are bounded by `keep`."""
+    await upload_mapping(client, (MAPPINGS / "fine-feed.yaml").read_text())
+    fines = [_fine(n) for n in range(3)]
+    partner.respond_with(200, fines)
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(
+        client, partner_doc["id"], name="fines", method="GET", path="/fines", mode="proxy"
+    )
+    schedule = await post(
+        client,
+        "/api/v1/schedules",
+        {
+            "name": "fines",
+            "action_id": action["id"],
+            "every": "*/10 * * * *",
+            "target": {"entity_type": "other", "kind": "fine", "mapping": "fine-feed"},
+            "dedupe": {"by": "ait", "keep": 3},
+        },
+    )
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    partner.respond_with(200, [_fine(3), *fines[:2]])
+    await run_now(client, schedule["id"])
+    await runner(client).run_until_idle()
+    latest, first = await runs(client, schedule["id"])
+    assert (first["written"], first["skipped"]) == (3, 0)
+    assert (latest["written"], latest["skipped"]) == (1, 2)
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["remembered_ids"] == 3
+    received = await get(client, "/api/v1/events?type=fine.received&limit=50")
+    assert len(received["items"]) == 4
+
+
+def _fine(n: int) -> dict[str, Any]:
+    sample = json.loads(
+        (MAPPINGS.parent / "tests/data/partner_payloads/fine_feed.json").read_text()
+    )
+    return {**sample, "ait": f"A12345678{n}"}
+
+
+async def test_schedule_runs_in_the_background_of_a_process_with_workers(
+    aiohttp_client: Any, make_app: Any, geotab: GeotabDouble
+) -> None:
+    client = await aiohttp_client(make_app(run_workers=True))
+    geotab.add_records(3)
+    schedule = await geotab_schedule(client, geotab, limit=10)
+    background = client.app[services_key].schedule_runner
+    assert background.running
+    await asyncio.wait_for(background.wait_runs(1), 20)
+    (found,) = await runs(client, schedule["id"])
+    assert (found["outcome"], found["written"]) == ("ok", 3)

@@ -1,0 +1,242 @@
+"""The admin UI's doors, over HTTP: login (password, token), sessions, CSRF, roles, lockout,
+tenant isolation and the security headers. Nothing refused changes anything."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.accounts import MAX_FAILURES
+from gateway.config import Settings
+from gateway.services import Services
+from tests.support import SECRET_KEY, admin_token, auth
+from tests.ui_support import PASSWORD, Client, csrf, log_in, make_user
+
+
+async def _trigger(client: Client, tenant: str = "acme", name: str = "gps") -> dict[str, Any]:
+    body = {"name": name, "entity_type": "vehicle"}
+    response = await client.post("/api/v1/triggers", json=body, headers=auth(tenant))
+    assert response.status == 201
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def test_pages_need_a_session_and_send_the_visitor_to_log_in(client: Client) -> None:
+    response = await client.get("/admin/triggers?limit=5", allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == "/admin/login?next=/admin/triggers%3Flimit%3D5"
+
+
+async def test_a_user_logs_in_with_a_password_and_sees_their_tenant(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    response = await log_in(client)
+    assert response.status == 303 and response.headers["Location"] == "/admin/"
+    cookie = response.cookies["rabbot_session"]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/admin"
+    assert 0 < int(cookie["max-age"]) <= 8 * 3600
+    page = await (await client.get("/admin/")).text()
+    assert "ana@acme.com.br · acme" in page
+
+
+async def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    wrong = await log_in(client, password="not the password")
+    unknown = await log_in(client, email="nobody@acme.com.br")
+    assert wrong.status == unknown.status == 401
+    assert "wrong tenant, e-mail or password" in await wrong.text()
+    assert "rabbot_session" not in wrong.cookies
+
+
+async def test_repeated_failures_lock_the_login_even_for_the_right_password(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    for _ in range(MAX_FAILURES):
+        assert (await log_in(client, password="guess guess guess")).status == 401
+    locked = await log_in(client)
+    assert locked.status == 429
+    assert "too many failed logins" in await locked.text()
+    assert "rabbot_session" not in locked.cookies
+
+
+async def test_an_admin_token_pasted_in_opens_a_session_of_its_tenant_and_role(
+    client: Client,
+) -> None:
+    token = await csrf(client, "/admin/login")
+    response = await client.post(
+        "/admin/login/token",
+        data={"csrf": token, "token": admin_token("globex", "viewer")},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    page = await (await client.get("/admin/")).text()
+    assert "token:tester · globex · leitor" in page
+
+
+async def test_a_forged_csrf_token_is_refused_and_nothing_changes(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    body = {"csrf": "forged", "name": "evil", "entity_type": "vehicle", "methods": "POST"}
+    response = await client.post("/admin/triggers", data=body)
+    assert response.status == 403
+    assert "não veio desta página" in await response.text()
+    assert await services.triggers.list("acme", after=None, limit=10) == []
+
+
+async def test_a_login_form_without_its_cookie_is_refused(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    token = await csrf(client, "/admin/login")
+    client.session.cookie_jar.clear()
+    response = await client.post(
+        "/admin/login",
+        data={"csrf": token, "tenant": "acme", "email": "ana@acme.com.br", "password": PASSWORD},
+        allow_redirects=False,
+    )
+    assert response.status == 403
+
+
+async def test_a_viewer_sees_but_every_change_is_refused(
+    client: Client, services: Services
+) -> None:
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    trigger = await _trigger(client)
+    await log_in(client, email="vera@acme.com.br")
+    page = await (await client.get(f"/admin/triggers/{trigger['id']}")).text()
+    assert "gps" in page and "/revoke" not in page  # no buttons for a viewer
+    token = await csrf(client)
+    response = await client.post(f"/admin/triggers/{trigger['id']}/revoke", data={"csrf": token})
+    assert response.status == 403
+    assert "papel é de leitor" in await response.text()
+    assert (await services.triggers.get("acme", trigger["id"]))["credentials"] != []
+
+
+async def test_an_expired_session_sends_the_visitor_to_log_in_and_changes_nothing(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client)
+    trigger = await _trigger(client)
+    await services.store.db["ui_sessions"].update_many(
+        {}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}}
+    )
+    response = await client.post(
+        f"/admin/triggers/{trigger['id']}/revoke", data={"csrf": token}, allow_redirects=False
+    )
+    assert response.status == 303
+    assert response.headers["Location"].endswith("&expired=1")
+    assert (await services.triggers.get("acme", trigger["id"]))["credentials"] != []
+    page = await (await client.get(response.headers["Location"])).text()
+    assert "Sua sessão terminou" in page
+
+
+async def test_logout_ends_the_session_for_every_copy_of_the_cookie(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    copied = client.session.cookie_jar.filter_cookies(client.make_url("/admin/"))
+    stolen = copied["rabbot_session"].value
+    response = await client.post("/admin/logout", data={"csrf": await csrf(client)})
+    assert response.status == 200 and "Você saiu" in await response.text()
+    replayed = await client.get(
+        "/admin/", headers={"Cookie": f"rabbot_session={stolen}"}, allow_redirects=False
+    )
+    assert replayed.status == 303 and "expired=1" in replayed.headers["Location"]
+
+
+async def test_a_strangers_ids_are_not_found_and_nothing_of_theirs_changes(
+    client: Client, services: Services
+) -> None:
+    theirs = await _trigger(client, tenant="globex", name="their gps")
+    await make_user(services)
+    await log_in(client)
+    page = await client.get(f"/admin/triggers/{theirs['id']}")
+    assert page.status == 404 and "their gps" not in await page.text()
+    token = await csrf(client)
+    for action in ("revoke", "delete", "rotate"):
+        response = await client.post(
+            f"/admin/triggers/{theirs['id']}/{action}", data={"csrf": token}
+        )
+        assert response.status == 404
+    kept = await services.triggers.get("globex", theirs["id"])
+    assert kept["credentials"] != [] and kept["status"] == "active"
+
+
+async def test_every_ui_response_carries_the_security_headers(client: Client) -> None:
+    for path in ("/admin/login", "/admin/static/ui.css", "/admin/nowhere"):
+        response = await client.get(path, allow_redirects=False)
+        csp = response.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+async def test_the_language_follows_the_browser_then_the_switch(client: Client) -> None:
+    english = await client.get("/admin/login", headers={"Accept-Language": "en-US,en;q=0.9"})
+    assert '<html lang="en">' in await english.text()
+    portuguese = await client.get("/admin/login", headers={"Accept-Language": "fr, de;q=0.5"})
+    assert '<html lang="pt-BR">' in await portuguese.text()
+    switched = await client.get(
+        "/admin/lang/en?next=/admin/login", headers={"Accept-Language": "pt-BR"}
+    )
+    assert '<html lang="en">' in await switched.text()
+
+
+async def test_the_language_switch_never_sends_the_visitor_to_another_site(
+    client: Client,
+) -> None:
+    for target in ("https://evil.example/", "//evil.example/", "/admin\\@evil.example"):
+        response = await client.get(f"/admin/lang/en?next={target}", allow_redirects=False)
+        assert response.headers["Location"] == "/admin/"
+
+
+async def test_the_cli_creates_a_user_who_can_then_log_in(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_DATA_DIR": str(settings.data_dir),
+        "GATEWAY_LOG_JSON": "false",
+    }
+    command = [sys.executable, "-m", "gateway", "ui-user", "create", "--tenant", "acme"]
+    created = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--email", "Ana@Acme.com.br", "--role", "viewer"],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created viewer ana@acme.com.br" in created.stderr
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--email", "bob@acme.com.br"],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert refused.returncode == 1 and "/password" in refused.stderr
+    assert (await log_in(client)).status == 303
+    assert "leitor" in await (await client.get("/admin/")).text()

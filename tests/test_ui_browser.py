@@ -1,0 +1,273 @@
+"""The admin UI in a real browser (Debian's Chromium, headless, driven by Playwright): the
+core flows an admin runs, with screenshots of the main pages saved under artifacts/ui/.
+
+Each test gets a fresh app on a real port and its own browser context; the browser is one per
+session (`browser` in conftest.py). A page that breaks the CSP (an inline script or style)
+shows up as a console error, and every test fails on one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.entities import Origin
+from gateway.services import Services
+from gateway.web.state import services_key
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+    partner,
+)
+from tests.support import auth
+from tests.ui_support import PASSWORD, make_user
+
+__all__ = ["partner"]  # the fixture
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
+BROKEN_MAPPING = """\
+name: fleet-feed
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [nonsense]}
+  odometer_km: {from: km, transforms: [number]}
+"""
+FIXED_MAPPING = BROKEN_MAPPING.replace("transforms: [nonsense]", "transforms: [upper]")
+
+
+@dataclass
+class Ui:
+    """The app under test on a real port, an API client on the same server, and a page."""
+
+    server: TestServer
+    api: TestClient[Any, Any]
+    page: Any
+    console_errors: list[str]
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    @property
+    def services(self) -> Services:
+        return self.api.app[services_key]
+
+    async def goto(self, path: str) -> None:
+        await self.page.goto(self.url(path))
+
+    async def log_in(self, tenant: str = "acme", email: str = "ana@acme.com.br") -> None:
+        await self.goto("/admin/")
+        form = self.page.get_by_test_id("password-login")
+        await form.locator("input[name=tenant]").fill(tenant)
+        await form.locator("input[name=email]").fill(email)
+        await form.locator("input[name=password]").fill(PASSWORD)
+        await form.locator("button").click()
+        await self.page.wait_for_url(self.url("/admin/"))
+
+    async def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _unexpected(message: Any) -> bool:
+    """A console error, except a page the test meant to get refused (a 4xx document: the
+    form answered 422, the stranger's id 404)."""
+    refused = re.search(r"status of 4\d\d", message.text)
+    return message.type == "error" and not refused
+
+
+@pytest.fixture
+async def ui(
+    browser: Any,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    make_app: Callable[..., web.Application],
+) -> AsyncIterator[Ui]:
+    server = await aiohttp_server(make_app())
+    api = await aiohttp_client(server)
+    context = await browser.new_context(locale="pt-BR", viewport={"width": 1280, "height": 900})
+    await context.grant_permissions(
+        ["clipboard-read", "clipboard-write"], origin=str(server.make_url("")).rstrip("/")
+    )
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if _unexpected(m) else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    yield Ui(server, api, page, errors)
+    await context.close()
+    assert errors == [], "the browser reported errors (CSP violations, script errors)"
+
+
+async def test_an_admin_logs_in_creates_a_trigger_and_copies_its_token(ui: Ui) -> None:
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.shot("dashboard")
+    await ui.page.get_by_role("link", name="Gatilhos", exact=True).click()
+    await ui.page.get_by_role("link", name="Novo gatilho").click()
+    await ui.page.fill("#f-name", "Rastreador da frota")
+    await ui.page.select_option("#f-entity_type", "vehicle")
+    await ui.page.get_by_role("button", name="Criar").click()
+    issued = ui.page.get_by_test_id("issued")
+    await issued.wait_for()
+    await ui.shot("trigger-issued")
+    token = (await ui.page.inner_text("#trigger-token")).strip()
+    await issued.get_by_role("button", name="Copiar").nth(1).click()
+    await ui.page.get_by_role("button", name="Copiado!").wait_for()
+    assert await ui.page.evaluate("navigator.clipboard.readText()") == token
+    curl = await ui.page.inner_text("#trigger-curl")
+    assert f"Authorization: Bearer {token}" in curl
+    # The token works: the partner writes through the trigger.
+    url = await ui.page.inner_text("#trigger-url")
+    trigger_path = url[url.index("/hooks/") :]
+    written = await ui.api.post(
+        trigger_path, json={"plate": "ABC1D23"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert written.status == 201
+    await ui.goto("/admin/triggers")
+    assert await ui.page.get_by_role("link", name="Rastreador da frota").count() == 1
+    await ui.shot("triggers")
+
+
+async def test_missing_and_invalid_fields_are_shown_next_to_them_and_kept(ui: Ui) -> None:
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.goto("/admin/triggers/new")
+    await ui.page.fill("#f-kind", "Not A Kind!")
+    await ui.page.select_option("#f-entity_type", "other")
+    await ui.page.get_by_role("button", name="Criar").click()
+    name_error = ui.page.locator(".field-error[data-field=name]")
+    await name_error.wait_for()
+    assert "Obrigatório" in await name_error.inner_text()
+    assert await ui.page.locator(".field-error[data-field=kind]").count() == 1
+    assert await ui.page.input_value("#f-kind") == "Not A Kind!"
+    assert await ui.page.input_value("#f-entity_type") == "other"
+    assert await ui.services.triggers.list("acme", after=None, limit=5) == []
+    await ui.shot("trigger-form-errors")
+
+
+async def test_a_broken_mapping_shows_its_problems_then_the_fix_uploads_and_dry_runs(
+    ui: Ui,
+) -> None:
+    await make_user(ui.services)
+    await create_vehicle(ui.api, "ABC1D23", odometer_km=1000)
+    await ui.log_in()
+    await ui.goto("/admin/mappings")
+    upload = ui.page.get_by_test_id("upload")
+    await upload.locator("input[type=file]").set_input_files(
+        {
+            "name": "fleet-feed.yaml",
+            "mimeType": "application/yaml",
+            "buffer": BROKEN_MAPPING.encode(),
+        }
+    )
+    await upload.get_by_role("button", name="Enviar").click()
+    problems = ui.page.get_by_test_id("upload-problems")
+    await problems.wait_for()
+    assert "linha 6" in await problems.inner_text()
+    assert await ui.page.locator("pre.source span.line.bad[data-line='6']").count() == 1
+    await ui.shot("mapping-problems")
+    assert await ui.services.mappings.find("acme", after=None, limit=5) == []
+    # The file's text is in the box: fix it there and upload again.
+    await ui.page.fill("#f-source", FIXED_MAPPING)
+    await ui.page.get_by_test_id("upload").get_by_role("button", name="Enviar").click()
+    await ui.page.wait_for_url(ui.url("/admin/mappings/fleet-feed"))
+    assert "Nova versão guardada" in await ui.page.inner_text(".flash")
+    await ui.page.fill("#f-payload", '{"placa": "abc1d23", "km": "1234.5"}')
+    await ui.page.get_by_test_id("dry-run").get_by_role("button", name="Testar").click()
+    result = ui.page.get_by_test_id("dry-run-result")
+    await result.wait_for()
+    text = await result.inner_text()
+    assert "Atualizaria o cadastro" in text and "1234.5" in text and "1000" in text
+    assert await ui.page.input_value("#f-payload") == '{"placa": "abc1d23", "km": "1234.5"}'
+    await ui.shot("mapping-dry-run")
+    stored = await ui.services.entities.get("acme", "vehicle", "ABC1D23")
+    assert stored["data"]["odometer_km"] == 1000  # a dry run writes nothing
+
+
+async def test_a_failed_delivery_is_replayed_from_its_timeline(ui: Ui, partner: Partner) -> None:
+    await make_user(ui.services)
+    partner_doc = await create_partner(ui.api, partner.url)
+    action = await create_action(ui.api, partner_doc["id"])
+    await create_subscription(ui.api, action["id"], ("entity.created",))
+    partner.respond_with(400, {"error": "placa desconhecida"})
+    await create_vehicle(ui.api, "ABC1D23")
+    await ui.services.relay.run_until_idle()
+    await ui.services.delivery_worker.run_until_idle()
+    await ui.log_in()
+    assert await ui.page.inner_text("[data-testid=failed-count] strong") == "1"
+    await ui.page.get_by_test_id("failed-count").click()
+    await ui.page.locator("#deliveries tbody a").first.click()
+    timeline = ui.page.get_by_test_id("timeline")
+    await timeline.wait_for()
+    assert "400" in await timeline.inner_text()
+    await ui.shot("delivery-timeline")
+    partner.respond_with(200, {})
+    await ui.page.get_by_role("button", name="Reenviar").click()
+    await ui.page.locator(".flash").wait_for()
+    assert "pendente" in await ui.page.inner_text("h1")
+    await ui.services.delivery_worker.run_until_idle()
+    await ui.page.reload()
+    assert "entregue" in await ui.page.inner_text("h1")
+    assert len(partner.requests) == 2
+
+
+async def test_the_language_follows_the_browser_and_the_switch(ui: Ui) -> None:
+    await make_user(ui.services)
+    await ui.log_in()
+    assert await ui.page.get_attribute("html", "lang") == "pt-BR"
+    await ui.page.get_by_role("link", name="English").click()
+    await ui.page.get_by_role("heading", name="Dashboard").wait_for()
+    await ui.page.get_by_role("link", name="Deliveries", exact=True).click()
+    await ui.page.get_by_role("heading", name="Deliveries").wait_for()
+    assert await ui.page.get_attribute("html", "lang") == "en"
+    await ui.shot("deliveries-en")
+    await ui.page.get_by_role("link", name="Português").click()
+    await ui.page.get_by_role("heading", name="Entregas").wait_for()
+
+
+async def test_a_second_tenants_admin_sees_none_of_the_first_tenants_data(ui: Ui) -> None:
+    trigger = await ui.services.triggers.create("acme", name="acme gps", entity_type="vehicle")
+    await create_vehicle(ui.api, "ABC1D23", make="Volvo")
+    await ui.services.mappings.upload("acme", FIXED_MAPPING, author="t")
+    await make_user(ui.services, tenant="globex", email="gil@globex.com")
+    await ui.log_in("globex", "gil@globex.com")
+    for path in ("/admin/triggers", "/admin/mappings", "/admin/entities/vehicle"):
+        await ui.goto(path)
+        body = await ui.page.inner_text("main")
+        assert "acme gps" not in body and "ABC1D23" not in body and "fleet-feed" not in body
+    response = await ui.page.goto(ui.url(f"/admin/triggers/{trigger.trigger['id']}"))
+    assert response.status == 404
+    await ui.shot("stranger-not-found")
+
+
+async def test_markup_and_scripts_in_names_and_payloads_are_shown_as_text(ui: Ui) -> None:
+    evil = '<script>window.pwned = 1</script><img src=x onerror="window.pwned=2"><b>bold</b>'
+    await make_user(ui.services)
+    await ui.services.triggers.create("acme", name=evil[:100], entity_type="vehicle")
+    await ui.services.entities.create(
+        "acme", "vehicle", {"plate": "ABC1D23", "model": evil}, Origin("admin", "t")
+    )
+    await ui.log_in()
+    await ui.goto("/admin/triggers")
+    assert "<script>window.pwned = 1</script>" in await ui.page.inner_text("#triggers")
+    vehicles = await ui.api.get("/api/v1/entities/vehicle", headers=auth())
+    vehicle_id = (await vehicles.json())["items"][0]["id"]
+    await ui.goto(f"/admin/entities/vehicle/{vehicle_id}")
+    assert 'onerror=\\"window.pwned=2\\"' in await ui.page.inner_text("main")
+    assert await ui.page.evaluate("window.pwned") is None
+    assert await ui.page.locator("main b").count() == 0
+    await ui.shot("vehicle-escaped")

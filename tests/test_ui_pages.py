@@ -1,0 +1,99 @@
+"""Every page of the admin UI renders for an admin, over HTTP; forms over the partner, action,
+subscription, flow and template use cases keep what was typed and never echo a secret."""
+
+from __future__ import annotations
+
+from gateway.services import Services
+from gateway.ui.navigation import NAV
+from tests.partner_double import create_action, create_partner, create_subscription
+from tests.support import auth
+from tests.ui_support import Client, csrf, log_in, make_user
+
+
+async def test_every_page_of_the_menu_renders(client: Client, services: Services) -> None:
+    await make_user(services)
+    await log_in(client)
+    for item in NAV:
+        response = await client.get(f"/admin{item.path}")
+        assert response.status == 200, f"{item.path}: {await response.text()}"
+    for path in ("/admin/rejected", "/admin/triggers/new", "/admin/entities/driver"):
+        assert (await client.get(path)).status == 200
+
+
+async def test_a_partner_is_registered_and_its_credentials_never_shown(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/partners")
+    missing = await client.post(
+        "/admin/partners", data={"csrf": token, "name": "ERP", "auth.type": "bearer"}
+    )
+    assert missing.status == 422
+    page = await missing.text()
+    assert 'data-field="base_url"' in page and 'value="ERP"' in page
+    created = await client.post(
+        "/admin/partners",
+        data={
+            "csrf": token,
+            "name": "ERP",
+            "base_url": "https://erp.example.com",
+            "auth.type": "bearer",
+            "auth.token": "very-secret-token",
+            "auth.username": "ignored",
+            "timeout_seconds": "5",
+        },
+    )
+    assert created.status == 200
+    page = await created.text()
+    assert "ERP" in page and "very-secret-token" not in page
+    (partner,) = await services.actions.list_partners("acme", after=None, limit=5)
+    assert partner["auth_type"] == "bearer" and partner["timeout_seconds"] == 5
+
+
+async def test_a_subscription_secret_is_shown_once(client: Client, services: Services) -> None:
+    await make_user(services)
+    partner = await create_partner(client, "https://erp.example.com")
+    action = await create_action(client, partner["id"])
+    await log_in(client)
+    token = await csrf(client, "/admin/subscriptions")
+    response = await client.post(
+        "/admin/subscriptions",
+        data={"csrf": token, "action_id": action["id"], "event_types": "entity.updated, x.y"},
+    )
+    assert response.status == 201
+    page = await response.text()
+    assert "whsec_" in page
+    (sub,) = await services.actions.list_subscriptions("acme", {}, after=None, limit=5)
+    assert sub["event_types"] == ["entity.updated", "x.y"]
+    detail = await (await client.get(f"/admin/subscriptions/{sub['_id']}")).text()
+    assert "whsec_" not in detail
+    await create_subscription(client, action["id"])
+
+
+async def test_a_template_preview_renders_a_sample_and_a_viewer_may_run_it(
+    client: Client, services: Services
+) -> None:
+    body = {
+        "name": "alert",
+        "channel_type": "sms",
+        "locales": {
+            "pt-BR": {"text": "Olá {{ driver.name }}"},
+            "en": {"text": "Hi {{ driver.name }}"},
+        },
+    }
+    response = await client.post("/api/v1/templates", json=body, headers=auth())
+    template = await response.json()
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    await log_in(client, email="vera@acme.com.br")
+    token = await csrf(client, f"/admin/templates/{template['id']}")
+    preview = await client.post(
+        f"/admin/templates/{template['id']}/preview",
+        data={"csrf": token, "context": '{"driver": {"name": "<b>Ana</b>"}}', "locale": "en"},
+    )
+    assert preview.status == 200
+    assert "Hi &lt;b&gt;Ana&lt;/b&gt;" in await preview.text()
+    bad = await client.post(
+        f"/admin/templates/{template['id']}/preview", data={"csrf": token, "context": "{nope"}
+    )
+    assert bad.status == 422 and 'data-field="context"' in await bad.text()

@@ -1,0 +1,127 @@
+"""Every write behind a 2xx is journaled (SPEC §5): what goes on the wire, seen by a pymongo
+command listener, for ingest, idempotency records, admin writes and deliveries. The event
+relay's own writes (the events and deliveries it copies out of an outbox, and the outbox's
+drain) are the exception: they back no answer, the outbox they empty is journaled, and the
+journal keeps writes in order (gateway/store/client.py `unjournaled`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from pymongo import monitoring
+
+from gateway.config import ConfigError, Settings
+from gateway.store.client import open_client
+from gateway.web.state import services_key
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    partner,
+    post,
+)
+from tests.triggers_support import bearer, create_trigger
+
+__all__ = ["partner"]
+
+_WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "bulkWrite"})
+
+
+class _Writes(monitoring.CommandListener):
+    """Records write commands while `recording`; registered once for the session's clients."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.recording and event.command_name in _WRITE_COMMANDS:
+            self.commands.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+_LISTENER = _Writes()
+monitoring.register(_LISTENER)  # applies to clients created from now on (the app's below)
+
+
+async def test_every_write_the_gateway_sends_asks_for_the_journal(
+    aiohttp_client: Any, make_app: Any, partner: Partner
+) -> None:
+    client: TestClient[Any, Any] = await aiohttp_client(make_app())
+    _LISTENER.commands.clear()
+    _LISTENER.recording = True
+    try:
+        partner_doc = await create_partner(client, partner.url)
+        action = await create_action(client, partner_doc["id"])
+        await create_subscription(client, action["id"], ("entity.created", "entity.updated"))
+        trigger = await create_trigger(client)
+        headers = {**bearer(trigger), "Idempotency-Key": "k-1"}
+        answer = await client.post(
+            f"/hooks/{trigger['id']}", json={"plate": "ABC1D23"}, headers=headers
+        )
+        assert answer.status == 201
+        await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9A87"})
+        await client.app[services_key].relay.run_until_idle()
+        await client.app[services_key].delivery_worker.run_until_idle()
+        assert len(partner.requests) == 2
+    finally:
+        _LISTENER.recording = False
+    kinds = {name for name, _ in _LISTENER.commands}
+    assert kinds >= {"insert", "update", "findAndModify", "bulkWrite"}, kinds
+    unjournaled = [
+        (n, c.get("writeConcern"))
+        for n, c in _LISTENER.commands
+        if not _journaled(c) and not _relays(n, c)
+    ]
+    assert unjournaled == []
+    entity_writes = [c for n, c in _LISTENER.commands if n == "bulkWrite" and not _relays(n, c)]
+    assert entity_writes and all(_journaled(c) for c in entity_writes)
+
+
+def _journaled(command: dict[str, Any]) -> bool:
+    concern = command.get("writeConcern") or {}
+    return concern.get("j") is True and concern.get("w", 1) != 0
+
+
+def _relays(name: str, command: dict[str, Any]) -> bool:
+    """One of the event relay's own writes: the events and deliveries it stores, or an
+    outbox drained (every operation of the bulk removes relayed outbox entries)."""
+    if name == "insert":
+        return command["insert"] in ("events", "deliveries")
+    if name != "bulkWrite":
+        return False
+    drains = []
+    for op in command["ops"]:
+        change = op.get("updateMods", {})
+        outbox = "outbox" in change.get("$unset", {}) or "outbox" in change.get("$pull", {})
+        drains.append("delete" in op or outbox)
+    return all(drains)
+
+
+def test_write_concern_setting_takes_majority_or_a_member_count() -> None:
+    assert Settings.from_env({"GATEWAY_WRITE_CONCERN": "majority"}).db_write_concern == "majority"
+    assert Settings.from_env({"GATEWAY_WRITE_CONCERN": "2"}).db_write_concern == 2
+    assert Settings.from_env({}).db_write_concern is None
+    for bad in ("0", "all", "-1"):
+        try:
+            Settings.from_env({"GATEWAY_WRITE_CONCERN": bad})
+        except ConfigError as exc:
+            assert "GATEWAY_WRITE_CONCERN" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} accepted")
+
+
+async def test_journal_cannot_be_switched_off_from_the_uri(mongodb_uri: str) -> None:
+    sep = "&" if "?" in mongodb_uri else "?"
+    client = open_client(f"{mongodb_uri}{sep}journal=false", write_concern="majority")
+    try:
+        assert client.write_concern.document == {"w": "majority", "j": True}
+    finally:
+        await client.close()
