@@ -39,7 +39,7 @@ def test_the_compose_file_starts_a_three_member_replica_set() -> None:
     assert "replicaSet=rs0" in uri and "w=majority" in uri and "journal=true" in uri
 
 
-def test_the_compose_file_starts_n_gateways_of_p_processes_and_a_delivery_worker() -> None:
+def test_the_compose_file_starts_n_gateways_of_p_processes_and_a_worker() -> None:
     services = _compose()["services"]
     gateway, worker = services["gateway"], services["worker"]
     assert re.fullmatch(r"\$\{GATEWAY_REPLICAS:-\d+\}", str(gateway["deploy"]["replicas"]))
@@ -48,7 +48,7 @@ def test_the_compose_file_starts_n_gateways_of_p_processes_and_a_delivery_worker
     assert (serve.command, serve.workers) == ("serve", 2)
     assert parse_jobs(gateway["environment"]["GATEWAY_WORKERS"]) == ("relay",)
     work = _parser().parse_args(worker["command"])
-    assert (work.command, work.jobs) == ("worker", ("delivery",))
+    assert (work.command, work.jobs) == ("worker", ("flows", "delivery", "schedules"))
     for service in (gateway, worker):
         assert service["depends_on"]["mongo1"]["condition"] == "service_healthy"
         assert service["environment"]["MONGODB_URI"] == gateway["environment"]["MONGODB_URI"]
