@@ -41,5 +41,8 @@ browser:
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
+bench: $(STAMP)  ## every SPEC §8 benchmark, one after the other, and one table (~15 min)
+	$(BIN)/python bench/figures.py
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

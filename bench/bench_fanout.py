@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -216,6 +217,12 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{result.workers} vs {base.workers} worker process(es): "
             f"{result.rate / base.rate:.2f}x the deliveries/s"
         )
+    if args.json:
+        figures = [
+            {"workers": r.workers, "rate": r.rate, "cpu_us": r.worker_cpu_us, "db_us": r.db_cpu_us}
+            for r in results
+        ]
+        args.json.write_text(json.dumps(figures))
 
 
 def main() -> int:
@@ -228,6 +235,7 @@ def main() -> int:
         default=32,
         help="GATEWAY_DELIVERY_CONCURRENCY of each worker process",
     )
+    parser.add_argument("--json", type=Path, help="write the rates to this file")
     asyncio.run(main_async(parser.parse_args()))
     return 0
 

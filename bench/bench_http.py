@@ -3,10 +3,13 @@ the other in one run on one embedded SecantusDB, driven by the same wrk script a
 
     python bench/bench_http.py [--duration 10] [--warmup 3] [--connections 16]
                                [--servers bare,nodered,gateway,gateway-web] [--gateway-src DIR]
+                               [--json FILE]
 
 A gateway key may name another source tree to A/B a change in the same run, e.g.
 --servers bare,nodered,gateway-web,gateway-web@/tmp/patched (a directory holding gateway/,
-schemas/ and mappings/, put first on PYTHONPATH).
+schemas/ and mappings/, put first on PYTHONPATH), and a number of processes:
+`gateway-x2` runs `gateway serve --workers 2` (one port, SO_REUSEPORT).
+--json writes every server's figures to FILE (bench/figures.py reads it for `make bench`).
 
 Needs `wrk` (apt-get install wrk) and Node.js 20 with npm (Node-RED 4 and
 node-red-contrib-mongodb4 are installed into bench/.nodered/ on first use).
@@ -20,15 +23,26 @@ of the database process is read; CPU per request = its change / requests served.
 - nodered: ../shared/bench/nodered (HS256 check, ajv, mapping, upsert by plate, answer);
 - gateway: `gateway serve` with a tenant, the position mapping (position_mapping.yaml) and a
   vehicle trigger with ../shared/bench/position_schema.json as input schema, POST
-  /hooks/{id} with the trigger's token; workers (event relay) in the same process;
-- gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only).
+  /hooks/{id} with the trigger's token; workers (event relay) in the same process. A
+  subscription of a `deliver` action to `vehicle.position` (the event every request emits;
+  the payload repeats, so a plate seen before has no changed field and no entity.updated)
+  makes every request store one delivery too; its first attempt is a day away (the action's
+  retry_schedule), so deliveries are stored and not sent (sending is bench_fanout.py's);
+- gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only);
+- gateway-probe: the same as gateway, posting a partner's probe (probe_mapping.yaml,
+  probe_payload.json) that the mapping answers without a write: the request path without the
+  database, to show what one more process adds where the database is not the limit.
+
+Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED included.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -39,6 +53,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
@@ -53,10 +68,18 @@ BENCH = ROOT / "bench"
 NODERED_DIR = BENCH / ".nodered"
 NODERED_PACKAGES = ["node-red@4", "node-red-contrib-mongodb4@3.4.0"]
 PAYLOAD = ROOT / "tests" / "data" / "position_payload.json"  # copies of ../shared/bench/
+PROBE_PAYLOAD = BENCH / "probe_payload.json"
 SCHEMA = ROOT / "tests" / "data" / "position_schema.json"
 PYTHON = sys.executable
 GATEWAY = str(Path(PYTHON).with_name("gateway"))
 GATEWAY_ENV: dict[str, str] = {}  # --gateway-src sets PYTHONPATH here
+RUNS = itertools.count(1)  # a server named twice in --servers runs twice, on its own database
+PROCESSES = re.compile(r"-x(\d+)$")  # gateway-x2: `gateway serve --workers 2`
+
+
+def journaled(db: EmbeddedServer) -> str:
+    """The database's URI with journaled writes (SPEC §5), for every server of the run."""
+    return db.uri + "&journal=true"
 
 
 @dataclass
@@ -69,6 +92,7 @@ class Server:
     results: dict[str, float] = field(default_factory=dict)
     db_name: str | None = None  # the gateway's database
     outbox_db: str | None = None  # the same, when its event relay runs
+    payload: Path = PAYLOAD
 
     def __post_init__(self) -> None:
         self.name = self.name or self.key
@@ -106,7 +130,7 @@ def post_ok(server: Server) -> bool:
     status, _ = http(
         "POST",
         server.url,
-        PAYLOAD.read_bytes(),
+        server.payload.read_bytes(),
         **{"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
     )
     return 200 <= status < 300
@@ -146,8 +170,9 @@ def nodered(server: Server, tmp: Path, db: EmbeddedServer) -> None:
     user_dir.mkdir()
     shutil.copy(SHARED_BENCH / "nodered" / "settings.js", user_dir)
     secret = os.urandom(32).hex()
+    make_flows = SHARED_BENCH / "nodered" / "make_flows.py"
     flows = subprocess.run(
-        [PYTHON, str(SHARED_BENCH / "nodered" / "make_flows.py"), str(SCHEMA), secret, db.uri],
+        [PYTHON, str(make_flows), str(SCHEMA), secret, journaled(db)],
         check=True,
         capture_output=True,
     ).stdout
@@ -164,16 +189,22 @@ def nodered(server: Server, tmp: Path, db: EmbeddedServer) -> None:
     wait_until(server, server.url)
 
 
-def gateway_server(workers: bool) -> Callable[[Server, Path, EmbeddedServer], None]:
+def gateway_server(
+    workers: bool, probe: bool = False
+) -> Callable[[Server, Path, EmbeddedServer], None]:
     def start(server: Server, tmp: Path, db: EmbeddedServer) -> None:
         """`gateway serve` from this checkout, or from the directory after "@" in the key."""
         port = free_port()
-        src = server.key.partition("@")[2]
-        name = ("gateway" if workers else "gateway-web") + (f"-{Path(src).name}" if src else "")
-        server.db_name = name.replace("-", "_").replace(".", "_")
+        base_key, _, src = server.key.partition("@")
+        match = PROCESSES.search(base_key)
+        processes = int(match[1]) if match else 1
+        kind = "gateway-probe" if probe else "gateway" if workers else "gateway-web"
+        name = kind + (f"-x{processes}" if match else "")
+        name += f"-{Path(src).name}" if src else ""
+        server.db_name = name.replace("-", "_").replace(".", "_") + f"_{next(RUNS)}"
         source = {"PYTHONPATH": str(Path(src).resolve())} if src else GATEWAY_ENV
         env = {
-            "MONGODB_URI": db.uri,
+            "MONGODB_URI": journaled(db),
             "GATEWAY_PORT": str(port),
             "GATEWAY_DATA_DIR": str(tmp / name),
             "GATEWAY_SECRET_KEY": os.urandom(32).hex(),
@@ -181,21 +212,25 @@ def gateway_server(workers: bool) -> Callable[[Server, Path, EmbeddedServer], No
             "GATEWAY_LOG_JSON": "true",
             "GATEWAY_LOG_LEVEL": "WARNING",
             "GATEWAY_RUN_WORKERS": "true" if workers else "false",
+            "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
             **source,
         }
         base = f"http://127.0.0.1:{port}"
-        server.name = name + (" (+workers)" if workers else " (web only)")
-        server.outbox_db = server.db_name if workers else None
-        server.proc = spawn([GATEWAY, "serve"], tmp / f"{name}.log", env)
+        server.name = name + (" (probe)" if probe else " (+workers)" if workers else " (web only)")
+        server.outbox_db = server.db_name if workers and not probe else None
+        serve = [GATEWAY, "serve"] + (["--workers", str(processes)] if processes > 1 else [])
+        server.proc = spawn(serve, tmp / f"{name}.log", env)
         wait_until(server, f"{base}/healthz")
-        server.url, server.token = create_trigger(base, env)
+        mapping = "probe_mapping.yaml" if probe else "position_mapping.yaml"
+        server.url, server.token = create_trigger(base, env, mapping)
+        server.payload = PROBE_PAYLOAD if probe else PAYLOAD
         wait_until(server, server.url)
 
     return start
 
 
-def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
-    """Tenant `bench`: upload the position mapping, create a vehicle trigger; (url, token)."""
+def create_trigger(base: str, env: dict[str, str], mapping_file: str) -> tuple[str, str]:
+    """Tenant `bench`: upload the mapping, create a vehicle trigger with it; (url, token)."""
     admin = subprocess.run(
         [GATEWAY, "admin-token", "--tenant", "bench"],
         env={**os.environ, **env},
@@ -204,7 +239,7 @@ def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
         text=True,
     ).stdout.strip()
     auth = {"Authorization": f"Bearer {admin}"}
-    mapping = (BENCH / "position_mapping.yaml").read_bytes()
+    mapping = (BENCH / mapping_file).read_bytes()
     status, body = http(
         "POST", f"{base}/api/v1/mappings", mapping, **auth, **{"Content-Type": "application/yaml"}
     )
@@ -214,7 +249,7 @@ def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
         "name": "bench positions",
         "entity_type": "vehicle",
         "methods": ["POST"],
-        "mapping": "bench-position",
+        "mapping": "bench-probe" if "probe" in mapping_file else "bench-position",
         "input_schema": json.loads(SCHEMA.read_text()),
     }
     status, body = http(
@@ -227,7 +262,32 @@ def create_trigger(base: str, env: dict[str, str]) -> tuple[str, str]:
     if status != 201:
         raise RuntimeError(f"trigger creation: {status} {body[:500]!r} (is POST /hooks/ there?)")
     trigger = json.loads(body)
+    store_deliveries(base, auth)
     return trigger["url"], trigger["token"]
+
+
+def store_deliveries(base: str, auth: dict[str, str]) -> None:
+    """A `deliver` action subscribed to vehicle.position whose first attempt is a day away:
+    every request stores one delivery, and none is due during the measurement. (A disabled
+    partner would do the same, but every claim then scans its backlog.)"""
+
+    def post(path: str, spec: dict) -> dict:
+        headers = {**auth, "Content-Type": "application/json"}
+        status, body = http("POST", f"{base}{path}", json.dumps(spec).encode(), **headers)
+        if status != 201:
+            raise RuntimeError(f"POST {path}: {status} {body[:500]!r}")
+        return json.loads(body)
+
+    partner = post(
+        "/api/v1/partners",
+        {"name": "bench erp", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    action = post(
+        "/api/v1/actions",
+        {"name": "bench erp update", "partner_id": partner["id"], "method": "POST",
+         "path": "/vehicles", "mode": "deliver", "retry_schedule": [86400]},
+    )  # fmt: skip
+    post("/api/v1/subscriptions", {"action_id": action["id"], "event_types": ["vehicle.position"]})
 
 
 SERVERS = {
@@ -235,6 +295,7 @@ SERVERS = {
     "nodered": nodered,
     "gateway": gateway_server(workers=True),
     "gateway-web": gateway_server(workers=False),
+    "gateway-probe": gateway_server(workers=True, probe=True),
 }
 
 
@@ -254,18 +315,20 @@ class CpuMeter:
     def __enter__(self) -> CpuMeter:
         self.ops0 = self._ops()
         self.server0, self.db0 = tree_cpu_seconds(self.pids), cpu_seconds(self.db_pid)
+        self.wall0 = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server = tree_cpu_seconds(self.pids) - self.server0
         self.db = cpu_seconds(self.db_pid) - self.db0
         self.ops = self._ops() - self.ops0
+        self.wall = time.monotonic() - self.wall0
 
 
 def wrk(server: Server, seconds: float, connections: int) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
     cmd += ["-s", str(BENCH / "post_position.lua"), server.url]
-    env = {**os.environ, "TOKEN": server.token, "PAYLOAD": str(PAYLOAD)}
+    env = {**os.environ, "TOKEN": server.token, "PAYLOAD": str(server.payload)}
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     requests, errors, duration, p50, p99, peak = (int(v) for v in line.split()[1:])
@@ -275,39 +338,68 @@ def wrk(server: Server, seconds: float, connections: int) -> dict[str, float]:
 
 def fixed_rate(server: Server, rate: float, seconds: float) -> dict[str, float]:
     cmd = [PYTHON, str(BENCH / "fixed_rate.py"), server.url, "--rate", f"{rate:.0f}"]
-    cmd += ["--duration", str(seconds), "--token", server.token, "--payload", str(PAYLOAD)]
+    cmd += ["--duration", str(seconds), "--token", server.token, "--payload", str(server.payload)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def settle(server: Server, db: EmbeddedServer, limit: float = 120) -> float:
+def settle(server: Server, db: EmbeddedServer, limit: float = 120) -> tuple[float, int]:
     """Wait until the gateway's event relay has drained every outbox: what a request causes
-    is paid for before the meter stops. Seconds waited."""
+    is paid for before the meter stops. (Seconds waited, events waiting when it began.)"""
     if server.outbox_db is None:
-        return 0.0
+        return 0.0, 0
     started = time.monotonic()
+    pending = {"pending": {"$exists": True}}
     with MongoClient(db.uri) as client:
         entities = client[server.outbox_db]["entities"]
-        while entities.find_one({"pending": True}, {"_id": 1}) is not None:
+        backlog = sum(
+            len(doc.get("outbox", ())) for doc in entities.find(pending, {"outbox.id": 1})
+        )
+        while entities.find_one(pending, {"_id": 1}) is not None:
             if time.monotonic() - started > limit:
                 print(f"  {server.name}: outboxes still pending after {limit:.0f}s")
                 break
-            time.sleep(0.2)
-    return time.monotonic() - started
+            time.sleep(0.05)
+    return time.monotonic() - started, backlog
+
+
+def relay_lag(server: Server, db: EmbeddedServer, since: datetime) -> dict[str, float]:
+    """Event relay lag (relayed_at - occurred_at) of the events that occurred since `since`:
+    p50, p99 and max in seconds; {} for a gateway that does not stamp relayed_at."""
+    if server.outbox_db is None:
+        return {}
+    with MongoClient(db.uri, tz_aware=True) as client:
+        events = client[server.outbox_db]["events"].find(
+            {"occurred_at": {"$gte": since}, "relayed_at": {"$exists": True}},
+            {"occurred_at": 1, "relayed_at": 1, "_id": 0},
+        )
+        lags = sorted((e["relayed_at"] - e["occurred_at"]).total_seconds() for e in events)
+    if not lags:
+        return {}
+    return {
+        "lag_p50_s": lags[len(lags) // 2],
+        "lag_p99_s": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+        "lag_max_s": lags[-1],
+    }
 
 
 def measure(server: Server, db: EmbeddedServer, args: argparse.Namespace) -> None:
     wrk(server, args.warmup, args.connections)
     settle(server, db)
     with CpuMeter(server, db) as cpu:
+        began = datetime.now(UTC)
         peak = wrk(server, args.duration, args.connections)
-        drained = settle(server, db)
+        drained, backlog = settle(server, db)
     served = max(peak["requests"], 1)
-    server.results.update(peak, drain_s=drained)
+    server.results.update(peak, drain_s=drained, backlog=backlog)
     server.results.update(
         cpu_us=cpu.server / served * 1e6, db_us=cpu.db / served * 1e6, db_ops=cpu.ops / served
     )
+    # Cores busy during the peak (and its drain): where the limit is on this machine.
+    server.results.update(server_cores=cpu.server / cpu.wall, db_cores=cpu.db / cpu.wall)
+    server.results.update({f"peak_{k}": v for k, v in relay_lag(server, db, began).items()})
     with CpuMeter(server, db) as cpu:
+        began = datetime.now(UTC)
         half = fixed_rate(server, peak["rps"] / 2, args.duration)
         settle(server, db)
     ok = max(half["ok"], 1)
@@ -315,6 +407,7 @@ def measure(server: Server, db: EmbeddedServer, args: argparse.Namespace) -> Non
         half_rate=half["rate"], half_p50_us=half["p50_us"], half_p99_us=half["p99_us"],
         half_errors=half["errors"], half_cpu_us=cpu.server / ok * 1e6, half_db_us=cpu.db / ok * 1e6,
     )  # fmt: skip
+    server.results.update({f"half_{k}": v for k, v in relay_lag(server, db, began).items()})
 
 
 def report(servers: list[Server]) -> None:
@@ -336,7 +429,17 @@ def report(servers: list[Server]) -> None:
             f"{r['half_errors']:>6.0f}{r['half_cpu_us']:>12,.0f}{r['half_db_us']:>11,.0f}"
         )
         if r["drain_s"]:
-            print(f"{'':<24}(CPU and DB figures include {r['drain_s']:.1f} s of event relay drain)")
+            rate = r["backlog"] / r["drain_s"]
+            print(
+                f"{'':<24}(CPU and DB figures include {r['drain_s']:.1f} s of event relay drain: "
+                f"{r['backlog']:,.0f} events waiting at the end of the peak, {rate:,.0f}/s)"
+            )
+        for phase in ("peak", "half"):
+            if f"{phase}_lag_p99_s" in r:
+                print(
+                    f"{'':<24}event relay lag at {phase}: p50 {r[f'{phase}_lag_p50_s']:.3f} s, "
+                    f"p99 {r[f'{phase}_lag_p99_s']:.3f} s, max {r[f'{phase}_lag_max_s']:.3f} s"
+                )
     by = {s.key: s.results for s in servers if s.results}
     bare_r, red = by.get("bare"), by.get("nodered")
     print("\nratios (SPEC §8 target in brackets):")
@@ -348,21 +451,39 @@ def report(servers: list[Server]) -> None:
             print(f"  {name} CPU/req ÷ Node-RED  {gw['cpu_us'] / red['cpu_us']:5.2f}  [≤ 0.5]")
             print(f"  {name} req/s ÷ Node-RED    {gw['rps'] / red['rps']:5.2f}  [≥ 1.5]")
         if bare_r:
-            print(f"  {name} CPU/req ÷ bare      {gw['cpu_us'] / bare_r['cpu_us']:5.2f}  [≤ 2]")
+            print(f"  {name} CPU/req ÷ bare      {gw['cpu_us'] / bare_r['cpu_us']:5.2f}  [≤ 3]")
         print(f"  {name} p99 at half peak    {gw['half_p99_us'] / 1e3:5.1f} ms [< 20 ms]")
     if red and bare_r:
         print(f"  Node-RED CPU/req ÷ bare   {red['cpu_us'] / bare_r['cpu_us']:5.2f}")
 
 
-def stored_counts(db: EmbeddedServer, servers: list[Server]) -> str:
+def store_and_drop(server: Server, db: EmbeddedServer) -> None:
+    """What the server stored (into its results), then its database goes: the next server of
+    the run starts on a database server that does not carry this one's data."""
     with MongoClient(db.uri) as client:
-        counts = {"nodered fleet.vehicles": client["fleet"]["vehicles"].count_documents({})}
-        for name in (s.db_name for s in servers if s.db_name):
-            counts[f"{name} vehicles"] = client[name]["entities"].count_documents(
-                {"type": "vehicle"}
-            )
-            counts[f"{name} events"] = client[name]["events"].count_documents({})
-    return ", ".join(f"{k} {v}" for k, v in counts.items())
+        if server.key.startswith("nodered"):
+            stored = {"vehicles": client["fleet"]["vehicles"].count_documents({})}
+            client.drop_database("fleet")
+        elif server.db_name:
+            gateway = client[server.db_name]
+            stored = {
+                "vehicles": gateway["entities"].count_documents({"type": "vehicle"}),
+                "events": gateway["events"].count_documents({}),
+                "deliveries": gateway["deliveries"].count_documents({}),
+            }
+            client.drop_database(server.db_name)
+        else:
+            return
+    server.results.update({f"stored_{k}": v for k, v in stored.items()})
+
+
+def stored_counts(servers: list[Server]) -> str:
+    return "; ".join(
+        f"{s.name}: "
+        + ", ".join(f"{k[7:]} {v}" for k, v in s.results.items() if k[:7] == "stored_")
+        for s in servers
+        if any(k.startswith("stored_") for k in s.results)
+    )
 
 
 def source_version(src: str | None) -> str:
@@ -384,6 +505,7 @@ def main() -> None:
     parser.add_argument(
         "--gateway-src", help="run the gateway from this directory's gateway/ (A/B a change)"
     )
+    parser.add_argument("--json", type=Path, help="write every server's figures to this file")
     args = parser.parse_args()
     if args.gateway_src:
         GATEWAY_ENV["PYTHONPATH"] = str(Path(args.gateway_src).resolve())
@@ -401,12 +523,13 @@ def main() -> None:
             for key in args.servers.split(","):
                 server = Server(key)
                 try:
-                    SERVERS[key.partition("@")[0]](server, tmp, db)
+                    SERVERS[PROCESSES.sub("", key.partition("@")[0])](server, tmp, db)
                     print(f"{server.name}: {server.url}", flush=True)
                     if key.startswith("gateway"):
                         src = key.partition("@")[2] or args.gateway_src
                         print(f"  gateway/ from {src or ROOT} ({source_version(src)})")
                     measure(server, db, args)
+                    store_and_drop(server, db)
                 except Exception as exc:  # report the others even if one server fails
                     print(f"{key}: FAILED: {exc}", flush=True)
                     logs = sorted(tmp.glob(f"{key.split('-')[0]}*.log"))
@@ -418,7 +541,10 @@ def main() -> None:
                         server.proc.wait(15)
                 servers.append(server)
             report(servers)
-            print(f"\nstored: {stored_counts(db, servers)}")
+            print(f"\nstored: {stored_counts(servers)}")
+            if args.json:
+                figures = [{"key": s.key, "name": s.name, **s.results} for s in servers]
+                args.json.write_text(json.dumps({"load": os.getloadavg(), "servers": figures}))
         finally:
             db.stop()
 

@@ -1,5 +1,5 @@
-"""The `gateway` command: serve | worker | admin-token | mapping validate/test | demo |
-trigger create/list | ui-user create."""
+"""The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
+validate/test | demo | trigger create/list | ui-user create."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, Settings, parse_jobs
 from gateway.logs import configure_logging
 
 
@@ -21,8 +21,23 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP server and the workers")
     serve.add_argument("--host", help="interface to listen on (default: GATEWAY_HOST)")
     serve.add_argument("--port", type=int, help="port (default: GATEWAY_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="gateway processes sharing the port (SO_REUSEPORT); default 1",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
-    commands.add_parser("worker", help="run the workers only (no HTTP server)")
+    worker = commands.add_parser("worker", help="run the workers only (no HTTP server)")
+    worker.add_argument(
+        "--jobs",
+        type=_jobs,
+        metavar="JOBS",
+        help="comma-separated background jobs to run: relay, flows, delivery, schedules "
+        "(default: GATEWAY_WORKERS, or all)",
+    )
 
     demo = commands.add_parser("demo", help="load the demo tenant, then serve")
     demo.add_argument("--host")
@@ -89,6 +104,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _jobs(text: str) -> tuple[str, ...]:
+    try:
+        return parse_jobs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -103,10 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host or settings.host,
             port=settings.port if args.port is None else args.port,
         )
+    if args.command == "worker" and args.jobs is not None:
+        settings = replace(settings, jobs=args.jobs)
     from gateway import cli
 
     handlers = {
-        "serve": lambda: cli.serve(settings),
+        "serve": lambda: cli.serve(settings, workers=args.workers, reuse_port=args.reuse_port),
         "demo": lambda: cli.demo(settings, args.tenant),
         "worker": lambda: cli.worker(settings),
         "demo-partners": lambda: cli.demo_partners(args.host, args.port, args.smtp_port),

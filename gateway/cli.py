@@ -30,7 +30,19 @@ from gateway.web import demo_partner, server
 T = TypeVar("T")
 
 
-def serve(settings: Settings, extend: Callable[[web.Application], None] | None = None) -> int:
+def serve(
+    settings: Settings,
+    extend: Callable[[web.Application], None] | None = None,
+    *,
+    workers: int = 1,
+    reuse_port: bool = False,
+) -> int:
+    """One process, or with `workers` > 1 that many on one port (`prefork.py`). A child of
+    `--workers` is started with `reuse_port` and quietly (the parent says where it listens)."""
+    if workers > 1:
+        from gateway.prefork import serve_processes
+
+        return serve_processes(settings, workers)
     app = create_app(settings)
     if extend is not None:
         extend(app)
@@ -40,7 +52,10 @@ def serve(settings: Settings, extend: Callable[[web.Application], None] | None =
         app,
         host=settings.host,
         port=settings.port,
-        on_listening=lambda: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
+        on_listening=(lambda: None)
+        if reuse_port
+        else lambda: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
+        reuse_port=reuse_port,
         access_log=None,
         shutdown_timeout=15,
         keepalive_timeout=75,
@@ -155,7 +170,8 @@ def demo_partners(host: str, port: int, smtp_port: int) -> int:
 
 
 def worker(settings: Settings) -> int:
-    """The background work (event relay, deliveries) without the HTTP server."""
+    """The background jobs (`settings.jobs`: event relay, deliveries) without the HTTP
+    server; several such processes share the work through leases in MongoDB."""
 
     async def run() -> None:
         # Signals first: a SIGTERM while the services open still shuts them down cleanly.
@@ -164,7 +180,7 @@ def worker(settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with open_services(settings, run_workers=True):
-            print("gateway worker running", file=sys.stderr)
+            print(f"gateway worker running: {', '.join(settings.jobs)}", file=sys.stderr)
             await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -21,6 +21,22 @@ def parse_flag(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+JOBS: tuple[str, ...] = ("relay", "flows", "delivery", "schedules")
+"""The background jobs: the event relay (outboxes → events → deliveries and flow runs), the
+flow runner, the delivery worker and the schedule runner. A process runs all of them unless
+told otherwise."""
+
+
+def parse_jobs(raw: str) -> tuple[str, ...]:
+    """`relay,delivery` → ("relay", "delivery"); `none` → (); unknown names are an error."""
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    if unknown := [n for n in names if n not in JOBS]:
+        raise ValueError(f"unknown job {', '.join(unknown)}; jobs: {', '.join(JOBS)} or none")
+    return names
+
+
 @dataclass(frozen=True, slots=True)
 class Secret:
     """A string that hides itself from repr/str so it never lands in a log line."""
@@ -51,6 +67,11 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
     run_workers: bool = True
+    # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
+    # giving a `gateway worker` process only it.
+    jobs: tuple[str, ...] = JOBS
+    # Caches follow change streams where the deployment has them; false: re-read instead.
+    change_streams: bool = True
     log_level: str = "INFO"
     log_json: bool = True
     # When set, /metrics asks for `Authorization: Bearer <it>` (label values name our ids).
@@ -102,6 +123,8 @@ class Settings:
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
+            jobs=env.jobs("GATEWAY_WORKERS"),
+            change_streams=env.flag("GATEWAY_CHANGE_STREAMS", True),
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             metrics_token=Secret(t) if (t := env.text("GATEWAY_METRICS_TOKEN")) else None,
@@ -150,6 +173,15 @@ class _Env:
             return parse_flag(raw)
         except ValueError:
             raise ConfigError(f"{name} must be one of true, 1, false, 0, got {raw!r}") from None
+
+    def jobs(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name)
+        if raw is None:
+            return JOBS
+        try:
+            return parse_jobs(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
 
     def write_concern(self, name: str) -> str | int | None:
         raw = self.text(name)

@@ -2,12 +2,16 @@
 
 Every write validates the whole resulting document, computes what changed, and stores the
 change together with its events in one single-document write (see `store/entities.py`).
+Writes to one entity take turns in this process (`_Lanes`), in the order they arrived;
+writes to different entities go to the database together (`store/group_commit.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +104,7 @@ class EntityService:
         # Every write that adds events rings it: the relay moves them on at once.
         self._relay_doorbell = relay_doorbell
         self._recent = _RecentEntities(recent_size)
+        self._lanes = _Lanes()
 
     async def _check(self, tenant: str, etype: str, data: Mapping[str, Any]) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema."""
@@ -193,6 +198,19 @@ class EntityService:
         change. A tracker sending positions for one vehicle thus costs one round trip a fix.
         """
         nk = self.natural_key(etype, fields)
+        async with self._lanes.turn((tenant, etype, nk)):
+            return await self._upsert(tenant, etype, nk, fields, origin, extra_events, event_detail)
+
+    async def _upsert(
+        self,
+        tenant: str,
+        etype: str,
+        nk: str,
+        fields: Mapping[str, Any],
+        origin: Origin,
+        extra_events: Sequence[str],
+        event_detail: Mapping[str, Any] | None,
+    ) -> WriteResult:
         current = self._recent.get(tenant, etype, nk)
         for _ in range(_MAX_WRITE_ATTEMPTS):
             remembered = current is not None
@@ -224,11 +242,13 @@ class EntityService:
     async def patch(
         self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any], origin: Origin
     ) -> WriteResult:
-        for _ in range(_MAX_WRITE_ATTEMPTS):
-            current = await self.get(tenant, etype, ref)
-            result = await self._write(tenant, current, merge(current["data"], patch), origin)
-            if result is not None:
-                return result
+        nk = (await self.get(tenant, etype, ref))["nk"]
+        async with self._lanes.turn((tenant, etype, nk)):
+            for _ in range(_MAX_WRITE_ATTEMPTS):
+                current = await self.get(tenant, etype, ref)
+                result = await self._write(tenant, current, merge(current["data"], patch), origin)
+                if result is not None:
+                    return result
         raise Conflict("the entity is being changed concurrently; retry")
 
     async def _write(
@@ -258,13 +278,15 @@ class EntityService:
         return WriteResult(doc, False, tuple(changes), tuple(e["type"] for e in events))
 
     async def delete(self, tenant: str, etype: str, ref: str, origin: Origin) -> None:
-        for _ in range(_MAX_WRITE_ATTEMPTS):
-            current = await self.get(tenant, etype, ref)
-            event = _event("entity.deleted", etype, current["data"], [], origin)
-            if await self._store.entities.mark_deleted(tenant, current, event):
-                self._relay_doorbell.ring()
-                self._recent.drop(tenant, etype, current["nk"])
-                return
+        nk = (await self.get(tenant, etype, ref))["nk"]
+        async with self._lanes.turn((tenant, etype, nk)):
+            for _ in range(_MAX_WRITE_ATTEMPTS):
+                current = await self.get(tenant, etype, ref)
+                event = _event("entity.deleted", etype, current["data"], [], origin)
+                if await self._store.entities.mark_deleted(tenant, current, event):
+                    self._relay_doorbell.ring()
+                    self._recent.drop(tenant, etype, current["nk"])
+                    return
         raise Conflict("the entity is being changed concurrently; retry")
 
 
@@ -290,6 +312,29 @@ def _event(
     if detail:
         entry["detail"] = dict(detail)
     return entry
+
+
+class _Lanes:
+    """One write at a time per entity in this process, in the order they arrived (asyncio's
+    lock is first come, first served): a later write builds on the earlier one's result
+    instead of racing it, and one group commit never carries two writes of one entity."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: tuple[str, str, str]) -> AsyncIterator[None]:
+        lock, waiting = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._locks[key]
+            if waiting == 1:
+                del self._locks[key]  # nobody else wants this entity: forget its lock
+            else:
+                self._locks[key] = (lock, waiting - 1)
 
 
 class _RecentEntities:

@@ -3,20 +3,27 @@ relay), and read the log.
 
 The relay is at-least-once and idempotent: an event keeps the id it was given in the outbox,
 so a relay that dies between storing an event and draining it stores nothing twice. Several
-processes may relay at once; they only race to do the same idempotent work.
+processes relay at once, each the outboxes of its share of the relay shards (leased in
+MongoDB, `gateway/shares.py`); during a hand-over two may race, to do the same idempotent
+work. A relay is woken by its own process's writes (the doorbell) and otherwise looks for
+other processes' every `poll_seconds`, the longest waiting outbox first.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Collection as Items
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.doorbell import Doorbell
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.progress import Progress
+from gateway.shares import Shares
 from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -26,12 +33,14 @@ log = logging.getLogger(__name__)
 OnRelayed = Callable[[Sequence[Doc]], Awaitable[int]]
 
 
-def event_document(tenant: str, entity: Doc, entry: Doc) -> Doc:
+def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime) -> Doc:
+    """The stored event of an outbox entry; `relayed_at` - `occurred_at` is the relay's lag."""
     event: Doc = {
         "_id": entry["id"],
         "tenant": tenant,
         "type": entry["type"],
         "occurred_at": entry["occurred_at"],
+        "relayed_at": relayed_at,
         "entity": {
             "type": entry["entity_type"],
             "id": str(entity["_id"]),
@@ -89,12 +98,14 @@ class EventRelay:
         *,
         on_relayed: OnRelayed,
         doorbell: Doorbell,
+        shares: Shares | None = None,
         batch: int = 100,
-        poll_seconds: float = 1.0,
+        poll_seconds: float = 0.2,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._on_relayed = on_relayed
+        self._shares = shares  # None: every shard (a single relay, or a test driving it)
         self._batch = batch
         self._poll = poll_seconds
         # Rung by the entity service after every write that added events.
@@ -103,14 +114,18 @@ class EventRelay:
         self.progress = Progress()
         self._unparkable: list[Any] = []  # entities this process skips (see _park)
 
-    async def relay_once(self) -> int:
-        """Relay one batch of outboxes; returns how many outbox entries it handled.
+    async def relay_once(self, shards: Items[int] | None = None) -> int:
+        """Relay one batch of outboxes (of these relay shards; all when None), the longest
+        waiting first; returns how many outbox entries it handled.
 
         Three writes a batch, whatever its size: the events (new ones only), their
         deliveries, and the drain of the outboxes. The fan-out runs even for events stored
         by an earlier relay that died before draining: deliveries have deterministic ids, so
         that re-creates nothing, and no event is left without its deliveries."""
-        entities = await self._store.entities.pending_outboxes(self._batch, self._unparkable)
+        entities = await self._store.entities.pending_outboxes(
+            self._batch, shards, self._unparkable
+        )
+        self._measure_waiting(entities)
         if not entities:
             return 0
         try:
@@ -142,24 +157,34 @@ class EventRelay:
             log.error("outbox of entity %s cannot be parked either (%s)", entity["_id"], exc)
             self._unparkable.append(entity["_id"])
 
+    def _measure_waiting(self, entities: Sequence[Doc]) -> None:
+        """How long the longest waiting outbox of this relay's shards has waited (the first:
+        they come oldest first); 0 when none waits."""
+        waiting = entities[0].get("pending") if entities else None
+        age = (datetime.now(UTC) - waiting).total_seconds() if isinstance(waiting, datetime) else 0
+        self._metrics.relay_oldest_waiting.set(max(age, 0.0))
+
     async def _relay(self, entities: Sequence[Doc]) -> int:
+        now = datetime.now(UTC)
         events: list[Doc] = []
         drained = []
         for entity in entities:
             entries = entity.get("outbox", [])
-            events += [event_document(entity["tenant"], entity, entry) for entry in entries]
+            events += [event_document(entity["tenant"], entity, entry, now) for entry in entries]
             drained.append((entity, [entry["id"] for entry in entries]))
         await self._store.events.insert_many(events)
         await self._on_relayed(events)
         await self._store.entities.drain_outboxes(drained)
         for event in events:
             self._metrics.events_relayed.labels(event["type"].split(".")[0]).inc()
+            self._metrics.relay_lag.observe((now - event["occurred_at"]).total_seconds())
         return len(events) or len(drained)
 
-    async def run_until_idle(self) -> int:
-        """Relay until no outbox holds anything; returns how many entries were handled."""
+    async def run_until_idle(self, shards: Items[int] | None = None) -> int:
+        """Relay until no outbox (of these shards; all when None) holds anything; returns
+        how many entries were handled."""
         total = 0
-        while handled := await self.relay_once():
+        while handled := await self.relay_once(shards):
             total += handled
         return total
 
@@ -169,11 +194,23 @@ class EventRelay:
             await self._loop()
         finally:
             self.running = False
+            if self._shares is not None:
+                try:
+                    await self._shares.release_all()
+                except Exception as exc:  # the leases then expire instead
+                    log.warning("releasing the relay's shards failed: %s", exc)
 
     async def _loop(self) -> None:
+        refresh_at = 0.0
         while True:
             try:
-                await self.run_until_idle()
+                if self._shares is not None and time.monotonic() >= refresh_at:
+                    refresh_at = time.monotonic() + self._shares.refresh_seconds
+                    mine = await self._shares.refresh()
+                    self._metrics.relay_shards.set(len(mine))
+                shards = None if self._shares is None else self._shares.mine
+                if shards is None or shards:
+                    await self.run_until_idle(shards)
                 self.progress.moved()
             except StoreUnavailable as exc:
                 self.progress.stuck(exc.detail)

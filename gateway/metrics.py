@@ -1,8 +1,42 @@
-"""The only home of prometheus_client: one registry per app, so tests and processes never share."""
+"""The only home of prometheus_client: one registry per app, so tests and processes never share.
+
+Under `gateway serve --workers N` the N processes share one port, so a scrape reaches any of
+them: each then writes its values to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's
+multiprocess mode, chosen by that variable, which the parent sets) and `/metrics` adds up
+every process's files. Each gauge says how its values combine across processes
+(`multiprocess_mode`): the sum of the live ones, or their minimum or maximum.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(path: Path) -> None:
+    """An empty directory for N processes' metric files: files of earlier runs would be
+    counted again (counters would not start at zero)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+
+
+def mark_process_dead(pid: int, path: Path) -> None:
+    """A process of `serve --workers N` exited: its live gauges stop counting (its counters
+    and histograms keep counting what it did)."""
+    multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -27,9 +61,18 @@ class Metrics:
             registry=r,
         )
         self.http_in_flight = Gauge(
-            "gateway_http_requests_in_flight", "HTTP requests being served", registry=r
+            "gateway_http_requests_in_flight",
+            "HTTP requests being served",
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        self.build_info = Gauge("gateway_build_info", "Build information", ["version"], registry=r)
+        self.build_info = Gauge(
+            "gateway_build_info",
+            "Build information",
+            ["version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.build_info.labels(version=version).set(1)
         self.events_relayed = Counter(
             "gateway_events_relayed_total",
@@ -37,13 +80,41 @@ class Metrics:
             ["type_family"],
             registry=r,
         )
+        self.relay_lag = Histogram(
+            "gateway_event_relay_lag_seconds",
+            "From an event's write to its storage in the log (and its deliveries' creation)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.relay_oldest_waiting = Gauge(
+            "gateway_event_relay_oldest_waiting_seconds",
+            "How long the longest waiting outbox of this process's relay shards has waited",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.relay_shards = Gauge(
+            "gateway_event_relay_shards",
+            "Relay shards this process holds (leases in MongoDB)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.outboxes_parked = Counter(
             "gateway_outboxes_parked_total",
             "Entity outboxes the relay could not store and set aside (see relay_error)",
             registry=r,
         )
         self.database_up = Gauge(
-            "gateway_database_up", "1 when the last database ping succeeded", registry=r
+            "gateway_database_up",
+            "1 when the last database ping succeeded",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.change_stream_up = Gauge(
+            "gateway_change_stream_up",
+            "1 while the change stream a cache follows is open (0: it re-reads instead)",
+            ["collection"],
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self._add_trigger_metrics(r)
 
@@ -113,17 +184,20 @@ class Metrics:
             "Deliveries waiting (pending) or being sent",
             ["status"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.delivery_oldest_due = Gauge(
             "gateway_delivery_oldest_due_age_seconds",
             "How long the oldest due delivery has been waiting (0 when none)",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.partner_circuit = Gauge(
             "gateway_partner_circuit_state",
             "1 for a partner's current circuit breaker state",
             ["partner", "state"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.partner_disabled = Counter(
             "gateway_partner_status_changes_total",
@@ -155,6 +229,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.trigger_gate_reads = Counter(
+            "gateway_trigger_gate_reads_total",
+            "Trigger gates read from the database (the rest came from this process's cache)",
+            registry=r,
+        )
         self.trigger_batch_items = Histogram(
             "gateway_trigger_batch_items",
             "Items per batch trigger call",
@@ -176,4 +255,10 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's metrics; every process's, added up, under `serve --workers N`."""
+        path = os.environ.get(MULTIPROCESS_DIR)
+        if not path:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

@@ -48,9 +48,12 @@ from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
 from gateway.schedules.poll import PollContext
 from gateway.schedules.sinks import EntitySink, PageSink, compile_target
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+from gateway.shares import Shares
 from gateway.store import Doc, Store
 from gateway.store.connection import open_store
+from gateway.store.entities import RELAY_SHARDS
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
+from gateway.triggers.gates import TriggerGates
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.pipeline import Pipeline
 from gateway.triggers.receiver import HookReceiver
@@ -76,6 +79,7 @@ class Services:
     mappings: MappingService
     admin_verifier: AdminTokenVerifier
     triggers: TriggerService
+    gates: TriggerGates
     hooks: HookReceiver
     rejected: RejectedPayloads
     actions: ActionService
@@ -111,8 +115,11 @@ async def open_services(
         Sender(policy) as sender,
     ):
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
-        async with _background(services):
-            yield services
+        try:
+            async with _background(services):
+                yield services
+        finally:
+            await services.gates.close()
 
 
 def _assemble(
@@ -160,6 +167,7 @@ def _assemble(
         on_deliveries=worker.notify,
     )
     configs = TriggerConfigs(store, box, fetch)
+    gates = TriggerGates(store, metrics, follow_changes=settings.change_streams)
     admin_verifier = _admin_verifier(settings, ring, fetch)
     keeper = RejectedKeeper(store, metrics)
     ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics)
@@ -201,8 +209,10 @@ def _assemble(
             max_body_bytes=settings.max_body_bytes,
             max_batch_items=settings.max_batch_items,
             fetch=fetch,
+            on_change=gates.forget,
         ),
-        hooks=HookReceiver(store, configs, entities, ingestor, mappings, ring, metrics),
+        gates=gates,
+        hooks=HookReceiver(store, gates, configs, entities, ingestor, mappings, ring, metrics),
         rejected=RejectedPayloads(
             store, configs, ingestor, other_targets=_schedule_targets(store, settings)
         ),
@@ -219,6 +229,7 @@ def _assemble(
             metrics,
             on_relayed=each_of(fanout, flow_runtime.starter, notify.assignment_feed),
             doorbell=relay_doorbell,
+            shares=Shares(store, "event-relay", RELAY_SHARDS),
         ),
         notify=notify,
         flow_starter=flow_runtime.starter,
@@ -285,28 +296,50 @@ def _admin_verifier(settings: Settings, ring: KeyRing, fetch: Fetch) -> AdminTok
     return AdminTokenVerifier(ring, external)
 
 
+def running_jobs(settings: Settings) -> tuple[str, ...]:
+    """The background jobs this process runs: none without workers."""
+    return settings.jobs if settings.run_workers else ()
+
+
+def jobs_alive(services: Services) -> bool:
+    """Whether every background job this process should run is running."""
+    running = {
+        "relay": services.relay.running,
+        "flows": services.flow_runner.running,
+        "delivery": services.delivery_worker.running,
+        "schedules": services.schedule_runner.running,
+    }
+    return all(running[job] for job in running_jobs(services.settings))
+
+
 @contextlib.asynccontextmanager
 async def _background(services: Services) -> AsyncIterator[None]:
-    """The relay, the flow runner, the delivery worker and the schedule runner; on the way out
-    the runners finish what they started (flow runs may queue deliveries), the worker stops
-    claiming and finishes its in-flight sends, then the relay stops."""
-    if not services.settings.run_workers:
-        yield
-        return
-    relay = asyncio.create_task(services.relay.run())
-    runner = asyncio.create_task(services.flow_runner.run())
-    worker = asyncio.create_task(services.delivery_worker.run())
-    schedules = asyncio.create_task(services.schedule_runner.run())
+    """The background jobs of `settings.jobs`: the relay, the flow runner, the delivery worker
+    and the schedule runner; on the way out the runners finish what they started (flow runs
+    may queue deliveries), the worker stops claiming and finishes its in-flight sends, then
+    the relay stops."""
+    jobs = running_jobs(services.settings)
+    runs = {
+        "relay": services.relay.run,
+        "flows": services.flow_runner.run,
+        "delivery": services.delivery_worker.run,
+        "schedules": services.schedule_runner.run,
+    }
+    tasks = {job: asyncio.create_task(run()) for job, run in runs.items() if job in jobs}
     try:
         yield
     finally:
-        await services.schedule_runner.stop()
-        await schedules
-        await services.flow_runner.stop()
-        await runner
-        await services.delivery_worker.stop()
-        await worker
-        await cancel_and_wait(relay)  # a single cancel can be lost on Python 3.11
+        stops = {
+            "schedules": services.schedule_runner.stop,
+            "flows": services.flow_runner.stop,
+            "delivery": services.delivery_worker.stop,
+        }
+        for job, stop in stops.items():
+            if job in tasks:
+                await stop()
+                await tasks[job]
+        if "relay" in tasks:
+            await cancel_and_wait(tasks["relay"])  # a single cancel can be lost on Python 3.11
 
 
 def load_secret_key(settings: Settings) -> str:

@@ -47,8 +47,9 @@ def alive(pid: int) -> bool:
 class Gateway:
     """`gateway serve` in a real process; its log goes to `data_dir/gateway.log`."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, **env: str) -> None:
         self.data_dir = data_dir
+        self.args = args  # after `gateway serve`, e.g. "--workers", "2"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -69,7 +70,7 @@ class Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve"],
+                [sys.executable, "-m", "gateway", "serve", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=log,

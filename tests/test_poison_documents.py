@@ -134,7 +134,7 @@ async def test_readiness_drops_when_the_relay_is_stuck_past_the_threshold(
     relay = client.app[services_key].relay
     relay.progress = Progress(clock=lambda: now[0])
 
-    async def failing() -> int:  # a relay round that keeps failing, as on a bug
+    async def failing(shards: object = None) -> int:  # a relay round that keeps failing
         raise RuntimeError("cannot relay")
 
     relay.relay_once = failing  # type: ignore[method-assign]

@@ -1,8 +1,9 @@
 """Trigger credentials: partner JWTs (PEM or JWKS), Standard Webhooks signatures, tokens in the
-query, and revocation that holds at once in every gateway process."""
+query, and revocation that holds in every gateway process (within 1 s in the others)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -222,7 +223,20 @@ async def test_token_in_the_query_only_when_the_trigger_allows_it(client: Client
     assert response.status == 201
 
 
-async def test_revoking_through_one_process_rejects_the_next_call_in_another(
+async def _answers_within_a_second(
+    client: Any, trigger: dict[str, Any], status: int, token: dict[str, Any] | None = None
+) -> None:
+    """Another process learns of a trigger change within 1 s (SPEC §7; triggers/gates.py)."""
+    changed = time.monotonic()
+    headers = bearer(token or trigger)
+    while (
+        await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    ).status != status:
+        assert time.monotonic() - changed < 1.0, f"no {status} within 1 s of the change"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_trigger_changed_through_one_process_holds_in_another_within_a_second(
     aiohttp_client: Any, make_app: Callable[..., web.Application]
 ) -> None:
     a = await aiohttp_client(make_app())
@@ -235,28 +249,20 @@ async def test_revoking_through_one_process_rejects_the_next_call_in_another(
         f"/api/v1/triggers/{trigger['id']}", json={"methods": ["GET"]}, headers=auth()
     )
     assert patched.status == 200
-    response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
-    assert response.status == 403  # B compiled the new config version at once
+    await _answers_within_a_second(b, trigger, 403)  # B compiled the new config version
     await a.patch(f"/api/v1/triggers/{trigger['id']}", json={"methods": ["POST"]}, headers=auth())
     await a.post(f"/api/v1/triggers/{trigger['id']}/disable", headers=auth())
-    response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
-    assert response.status == 403
+    await _answers_within_a_second(b, trigger, 403)
     await a.post(f"/api/v1/triggers/{trigger['id']}/enable", headers=auth())
-    assert (
-        await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
-    ).status == 200
+    await _answers_within_a_second(b, trigger, 200)
     await a.post(f"/api/v1/triggers/{trigger['id']}/revoke", headers=auth())
-    response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(trigger))
-    assert response.status == 401
+    await _answers_within_a_second(b, trigger, 401)
     rotated = await (
         await a.post(f"/api/v1/triggers/{trigger['id']}/rotate", headers=auth())
     ).json()
-    assert (
-        await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(rotated))
-    ).status == 200
+    await _answers_within_a_second(b, trigger, 200, rotated)
     await a.delete(f"/api/v1/triggers/{trigger['id']}", headers=auth())
-    response = await b.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=bearer(rotated))
-    assert response.status == 401
+    await _answers_within_a_second(b, trigger, 401, rotated)
     assert len(await entities(a)) == 1
 
 
@@ -282,6 +288,7 @@ async def test_a_rotated_out_token_ends_by_the_receivers_own_clock(
         )
         return HookReceiver(
             services.store,
+            services.gates,
             configs,
             services.entities,
             ingestor,

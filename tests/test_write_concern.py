@@ -1,5 +1,8 @@
 """Every write behind a 2xx is journaled (SPEC §5): what goes on the wire, seen by a pymongo
-command listener, for ingest, idempotency records, admin writes, the relay and deliveries."""
+command listener, for ingest, idempotency records, admin writes and deliveries. The event
+relay's own writes (the events and deliveries it copies out of an outbox, and the outbox's
+drain) are the exception: they back no answer, the outbox they empty is journaled, and the
+journal keeps writes in order (gateway/store/client.py `unjournaled`)."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from tests.triggers_support import bearer, create_trigger
 
 __all__ = ["partner"]
 
-_WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
+_WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "bulkWrite"})
 
 
 class _Writes(monitoring.CommandListener):
@@ -71,14 +74,35 @@ async def test_every_write_the_gateway_sends_asks_for_the_journal(
     finally:
         _LISTENER.recording = False
     kinds = {name for name, _ in _LISTENER.commands}
-    assert kinds >= {"insert", "update", "findAndModify"}, kinds
-    unjournaled = [(n, c.get("writeConcern")) for n, c in _LISTENER.commands if not _journaled(c)]
+    assert kinds >= {"insert", "update", "findAndModify", "bulkWrite"}, kinds
+    unjournaled = [
+        (n, c.get("writeConcern"))
+        for n, c in _LISTENER.commands
+        if not _journaled(c) and not _relays(n, c)
+    ]
     assert unjournaled == []
+    entity_writes = [c for n, c in _LISTENER.commands if n == "bulkWrite" and not _relays(n, c)]
+    assert entity_writes and all(_journaled(c) for c in entity_writes)
 
 
 def _journaled(command: dict[str, Any]) -> bool:
     concern = command.get("writeConcern") or {}
     return concern.get("j") is True and concern.get("w", 1) != 0
+
+
+def _relays(name: str, command: dict[str, Any]) -> bool:
+    """One of the event relay's own writes: the events and deliveries it stores, or an
+    outbox drained (every operation of the bulk removes relayed outbox entries)."""
+    if name == "insert":
+        return command["insert"] in ("events", "deliveries")
+    if name != "bulkWrite":
+        return False
+    drains = []
+    for op in command["ops"]:
+        change = op.get("updateMods", {})
+        outbox = "outbox" in change.get("$unset", {}) or "outbox" in change.get("$pull", {})
+        drains.append("delete" in op or outbox)
+    return all(drains)
 
 
 def test_write_concern_setting_takes_majority_or_a_member_count() -> None:

@@ -104,10 +104,15 @@ class FanOut:
                         continue  # deleted since; the subscription goes with it
                     first = next_attempt_at(0, action.retry_schedule, now, rng=self._rng) or now
                     docs.append(delivery_document(event, sub, action, now, first))
-        created = await self._store.deliveries.insert_many(docs)
+        # Not journaled: the relay calls this before it drains the events' outboxes, which
+        # are (store/client.py `unjournaled`).
+        created = await self._store.deliveries.insert_many(docs, journaled=False)
         if created:
             self._metrics.deliveries.labels("created").inc(created)
-            if self._on_created is not None:
+            # Wake the worker only for work it can do now: one whose first attempt waits
+            # (an action's retry_schedule) is found by the worker's own poll when due.
+            due = any(doc["next_attempt_at"] <= now for doc in docs)
+            if due and self._on_created is not None:
                 self._on_created()
         return created
 

@@ -9,10 +9,12 @@ from gateway.store.client import Database, Doc, new_id, open_client, translate_e
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.group_commit import GroupCommit
 from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.kinds import KindStore
+from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
 from gateway.store.notify import NotifyStores
 from gateway.store.partners import PartnerStore
@@ -31,7 +33,11 @@ class Store:
         self.db = db
         # What requests check before touching the database (see health.py).
         self.health = health or DatabaseHealth()
-        self.entities = EntityStore(db["entities"])
+        # Concurrent requests' entity writes go to the database together (group_commit.py).
+        self.commits = GroupCommit(db.client)
+        # The relay's drains back no answer: not journaled (store/client.py `unjournaled`).
+        self.relay_commits = GroupCommit(db.client, journaled=False)
+        self.entities = EntityStore(db["entities"], self.commits, self.relay_commits)
         self.events = EventStore(db["events"])
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
@@ -46,11 +52,15 @@ class Store:
         self.schedules = ScheduleStore(db["schedules"], db["schedule_runs"])
         self.ui = UiAccountStores(db)
         self.activity = ActivityStore(db)
+        self.leases = LeaseStore(db["leases"])
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
         with translate_errors():
             await self.db["entities"].create_indexes(entities.INDEXES)
+            existing = await (await self.db["entities"].list_indexes()).to_list(None)
+            for name in set(entities.RETIRED_INDEXES) & {i["name"] for i in existing}:
+                await self.db["entities"].drop_index(name)
             await self.db["events"].create_indexes(events.INDEXES)
             await self.db["kinds"].create_indexes(kinds.INDEXES)
             await self.db["triggers"].create_indexes(TRIGGER_INDEXES)

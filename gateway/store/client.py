@@ -8,7 +8,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -128,3 +128,15 @@ def scoped(tenant: str, query: Mapping[str, Any] | None = None) -> Doc:
     if not isinstance(tenant, str) or not tenant:
         raise ValueError("a tenant is required for every query")
     return {**(query or {}), "tenant": tenant}
+
+
+def unjournaled(collection: Collection) -> Collection:
+    """The collection with the client's write concern minus `j`: for the event relay's own
+    writes, which back no answer. An outbox stays in its (journaled) entity document until
+    the relay drains it, and the journal keeps writes in order, so no crash can keep a drain
+    and lose the events and deliveries written before it: at worst the relay does it again."""
+    return collection.with_options(write_concern=without_journal(collection.write_concern))
+
+
+def without_journal(concern: WriteConcern) -> WriteConcern:
+    return WriteConcern(**{**concern.document, "j": False})

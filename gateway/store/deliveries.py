@@ -26,7 +26,14 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from gateway.models import DeliveryStatus
-from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
+from gateway.store.client import (
+    Collection,
+    Doc,
+    insert_new,
+    scoped,
+    translate_errors,
+    unjournaled,
+)
 
 PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value
 REPLAYABLE = [DeliveryStatus.FAILED.value, DeliveryStatus.DEAD.value]
@@ -60,10 +67,12 @@ _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
 class DeliveryStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
+        self._relayed = unjournaled(collection)
 
-    async def insert_many(self, docs: Sequence[Doc]) -> int:
-        """Insert what is new; a delivery that already exists is left as it is."""
-        return await insert_new(self._c, docs)
+    async def insert_many(self, docs: Sequence[Doc], *, journaled: bool = True) -> int:
+        """Insert what is new; a delivery that already exists is left as it is. The event
+        relay's fan-out inserts without `j` (`client.py` `unjournaled`)."""
+        return await insert_new(self._c if journaled else self._relayed, docs)
 
     # -- admin reads and replays (tenant-scoped) ---------------------------------------------
 

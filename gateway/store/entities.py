@@ -1,24 +1,36 @@
 """The `entities` collection: one document per entity, with its event outbox inside it.
 
-A document is `{_id, tenant, type, nk, data, fk, rev, outbox, pending, created_at, updated_at}`.
+A document is `{_id, tenant, type, nk, data, fk, rev, outbox, pending, pending_shard,
+created_at, updated_at}`.
 `nk` is the natural key (unique per tenant and type). Events caused by a write are pushed
 into `outbox` in the same single-document update as the write itself, so the write and its
 events are durable together on any MongoDB deployment without a transaction; the relay in
 `gateway/events.py` moves them to the `events` collection and fans them out.
+
+Writes go through the process's group commit (`group_commit.py`): concurrent requests'
+entity writes reach the database in one command.
+
+While its outbox holds events, a document has `pending` (when its oldest waiting event was
+written: the relay takes the oldest first) and `pending_shard` (which relay shard it belongs
+to, see `gateway/shares.py`); the relay removes both once it has moved the events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import zlib
+from collections.abc import Collection as Collection_
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
 from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
+from gateway.store.group_commit import GroupCommit
 
 INDEXES = [
     IndexModel(
@@ -27,7 +39,12 @@ INDEXES = [
         name="natural_key",
     ),
     IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("_id", ASCENDING)], name="by_type"),
-    IndexModel([("pending", ASCENDING)], name="outbox_pending", sparse=True),
+    # Only documents with events waiting are in it (sparse): the relay's queue, by shard.
+    IndexModel(
+        [("pending_shard", ASCENDING), ("pending", ASCENDING)],
+        name="outbox_pending_by_shard",
+        sparse=True,
+    ),
 ]
 # Fields admins filter on, and fields mappings look entities up by when a payload carries no
 # natural key (a tracker id). They are indexed through one multikey index on `fk`, a list of
@@ -44,6 +61,21 @@ LOOKUP_FIELDS = ("attributes.tracker_id",)
 INDEXES.append(
     IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("fk", ASCENDING)], name="filters")
 )
+RETIRED_INDEXES = ["outbox_pending"]  # dropped at start: every index costs every write
+RELAY_SHARDS = 16
+
+
+def relay_shard(entity_id: Any) -> int:
+    return zlib.crc32(str(entity_id).encode()) % RELAY_SHARDS
+
+
+def _shards_query(shards: Collection_[int] | None) -> Doc:
+    """Documents of these shards (all when None); one marked pending by hand, without a
+    shard, belongs to shard 0."""
+    chosen: list[int | None] = list(range(RELAY_SHARDS) if shards is None else sorted(shards))
+    if 0 in chosen:
+        chosen.append(None)
+    return {"pending_shard": {"$in": chosen}, "pending": {"$exists": True}}
 
 
 def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
@@ -131,8 +163,12 @@ def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
 
 
 class EntityStore:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(
+        self, collection: Collection, commits: GroupCommit, relay_commits: GroupCommit
+    ) -> None:
         self._c = collection
+        self._commits = commits
+        self._relay_commits = relay_commits  # not journaled: see drain_outboxes
 
     async def get(
         self, tenant: str, etype: str, *, id: str | None = None, nk: str | None = None
@@ -179,10 +215,11 @@ class EntityStore:
             },
         )
         if events:
-            doc.update(outbox=_stamped(events, 1), pending=True)
+            doc.update(
+                outbox=_stamped(events, 1), pending=now, pending_shard=relay_shard(doc["_id"])
+            )
         try:
-            with translate_errors():
-                await self._c.insert_one(doc)
+            await self._commits.insert(self._c, doc)
         except Conflict:
             return None
         doc.pop("outbox", None)
@@ -199,23 +236,22 @@ class EntityStore:
         }
         if events:
             update["$push"] = {"outbox": {"$each": _stamped(events, current["rev"] + 1)}}
-            update["$set"]["pending"] = True
+            update["$set"]["pending_shard"] = relay_shard(current["_id"])
+            update["$min"] = {"pending": now}  # the oldest waiting event's time stays
         query = {"_id": current["_id"], "rev": current["rev"]}
         if events:
             # Backpressure: while the relay is behind by this much for one entity, writes
             # that add events wait (503) rather than grow the document towards its limit.
             query[f"outbox.{MAX_OUTBOX - 1}"] = {"$exists": False}
-        with translate_errors():
-            result = await self._c.update_one(scoped(tenant, query), update)
-            if result.matched_count == 0 and events:
+        matched = await self._commits.update(self._c, scoped(tenant, query), update)
+        if matched == 0 and events:
+            with translate_errors():
                 full = await self._c.count_documents(
                     scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}), limit=1
                 )
-                if full:
-                    raise Unavailable(
-                        "events of this entity are waiting to be relayed; retry shortly"
-                    )
-        if result.matched_count == 0:
+            if full:
+                raise Unavailable("events of this entity are waiting to be relayed; retry shortly")
+        if matched == 0:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
 
@@ -224,34 +260,38 @@ class EntityStore:
         and its key is free); the relay removes the document once its outbox, which holds
         `entity.deleted`, has been drained."""
         now = datetime.now(UTC)
-        with translate_errors():
-            result = await self._c.update_one(
-                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
-                {
-                    "$set": {
-                        "deleted": True,
-                        "type": f"{current['type']}#deleted",
-                        "nk": f"{current['nk']}#deleted#{current['_id']}",
-                        "updated_at": now,
-                        "pending": True,
-                    },
-                    "$inc": {"rev": 1},
-                    "$push": {"outbox": _stamped([event], current["rev"] + 1)[0]},
+        matched = await self._commits.update(
+            self._c,
+            scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
+            {
+                "$set": {
+                    "deleted": True,
+                    "type": f"{current['type']}#deleted",
+                    "nk": f"{current['nk']}#deleted#{current['_id']}",
+                    "updated_at": now,
+                    "pending_shard": relay_shard(current["_id"]),
                 },
-            )
-        return result.matched_count == 1
+                "$min": {"pending": now},
+                "$inc": {"rev": 1},
+                "$push": {"outbox": _stamped([event], current["rev"] + 1)[0]},
+            },
+        )
+        return matched == 1
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
-    async def pending_outboxes(self, limit: int, exclude: Sequence[Any] = ()) -> list[Doc]:
-        query: Doc = {"pending": True}
+    async def pending_outboxes(
+        self, limit: int, shards: Collection_[int] | None = None, exclude: Sequence[Any] = ()
+    ) -> list[Doc]:
+        """Documents with events waiting, in these relay shards (all when None), the longest
+        waiting first; `exclude` names ids this process has set aside."""
+        query = _shards_query(shards)
         if exclude:
             query["_id"] = {"$nin": list(exclude)}
+        projection = {"tenant": 1, "type": 1, "nk": 1, "rev": 1, "outbox": 1, "deleted": 1}
         with translate_errors():
-            cursor = self._c.find(
-                query, {"tenant": 1, "type": 1, "nk": 1, "outbox": 1, "deleted": 1}
-            )
-            return await cursor.limit(limit).to_list(limit)
+            cursor = self._c.find(query, projection | {"pending": 1})
+            return await cursor.sort("pending", ASCENDING).limit(limit).to_list(limit)
 
     async def park_outbox(self, doc: Doc, reason: str) -> None:
         """Take an outbox the relay cannot store out of its way, keeping every entry in the
@@ -260,27 +300,29 @@ class EntityStore:
             await self._c.update_one(
                 {"_id": doc["_id"]},
                 {
-                    "$unset": {"pending": ""},
+                    "$unset": {"pending": "", "pending_shard": ""},
                     "$set": {"relay_error": {"at": datetime.now(UTC), "reason": reason[:500]}},
                 },
             )
 
     async def drain_outboxes(self, drained: Sequence[tuple[Doc, Sequence[Any]]]) -> None:
-        """Remove relayed entries from their outboxes, in one ordered bulk write: per entity,
-        pull the entries, then clear the flag only if no request pushed a new event since the
-        relay read the outbox, then remove a deleted entity whose outbox is empty."""
-        ops: list[UpdateOne | DeleteOne] = []
-        for doc, event_ids in drained:
-            ops.append(
-                UpdateOne(
-                    {"_id": doc["_id"]}, {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}}
-                )
-            )
-            ops.append(
-                UpdateOne({"_id": doc["_id"], "outbox": {"$size": 0}}, {"$unset": {"pending": ""}})
-            )
+        """Remove relayed entries from their outboxes, one write per entity, all in one round
+        trip (a group commit): if no request wrote the entity since the relay read it (same
+        `rev`), the outbox goes (and a deleted entity with it); otherwise, in a second round,
+        only the relayed entries are pulled and the entity stays pending for the newer ones.
+        Not journaled: the events and deliveries were written before, and the journal keeps
+        the order (`client.py` `unjournaled`), so a crash never keeps a drain without them."""
+        commits = self._relay_commits
+
+        async def drain(doc: Doc, event_ids: Sequence[Any]) -> None:
+            unchanged = {"_id": doc["_id"], "rev": doc["rev"]}
             if doc.get("deleted"):
-                ops.append(DeleteOne({"_id": doc["_id"], "outbox": {"$size": 0}}))
-        if ops:
-            with translate_errors():
-                await self._c.bulk_write(ops, ordered=True)
+                matched = await commits.delete(self._c, unchanged)
+            else:
+                done = {"$unset": {"outbox": "", "pending": "", "pending_shard": ""}}
+                matched = await commits.update(self._c, unchanged, done)
+            if not matched:
+                pull = {"$pull": {"outbox": {"id": {"$in": list(event_ids)}}}}
+                await commits.update(self._c, {"_id": doc["_id"]}, pull)
+
+        await asyncio.gather(*(drain(doc, ids) for doc, ids in drained))

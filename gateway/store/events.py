@@ -15,6 +15,7 @@ from gateway.store.client import (
     parse_id,
     scoped,
     translate_errors,
+    unjournaled,
 )
 
 INDEXES = [
@@ -29,11 +30,13 @@ INDEXES = [
 class EventStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
+        self._relayed = unjournaled(collection)
 
     async def insert_many(self, events: Sequence[Doc]) -> int:
-        """Idempotent: an event keeps the id it got in the outbox, so a relay that died
-        half-way and runs again stores nothing twice. Returns how many were new."""
-        return await insert_new(self._c, events)
+        """The relay's insert. Idempotent: an event keeps the id it got in the outbox, so a
+        relay that died half-way and runs again stores nothing twice. Not journaled (its
+        outbox is, until drained: `client.py` `unjournaled`). Returns how many were new."""
+        return await insert_new(self._relayed, events)
 
     async def get(self, tenant: str, event_id: str) -> Doc | None:
         return await find_by_id(self._c, tenant, event_id)

@@ -15,17 +15,19 @@ users by them.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
+from gateway.store.changes import changed_ids
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"),
     IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
 ]
-# What every partner request reads: small, so the per-request revocation check stays cheap.
+# What a partner request is admitted on (a process caches it: see triggers/gates.py).
 _GATE = {"tenant": 1, "status": 1, "version": 1, "tokens": 1}
 
 
@@ -42,6 +44,10 @@ class TriggerStore:
         """
         with translate_errors():
             return await self._c.find_one({"_id": trigger_id}, _GATE)
+
+    def changes(self, *, await_ms: int) -> AsyncIterator[list[Any]]:
+        """Ids of triggers as they change (`store/changes.py`), for caches to forget them."""
+        return changed_ids(self._c, await_ms=await_ms)
 
     async def insert(self, doc: Doc) -> None:
         with translate_errors(f"a trigger named {doc.get('name')!r} already exists"):

@@ -1,8 +1,8 @@
 """Use case: a partner calls `/hooks/{trigger_id}` to write (POST) or read (GET) entities.
 
-    admit:  gate (one small read: status, config version, live token ids) → compiled config
-            (cached per version) → authenticate (token | partner JWT | body signature:
-            Standard Webhooks or the partner's own HMAC scheme)
+    admit:  gate (status, config version, live token ids; cached while current, see
+            gates.py) → compiled config (cached per version) → authenticate (token | partner
+            JWT | body signature: Standard Webhooks or the partner's own HMAC scheme)
             → enabled? → method allowed? → rate limit (per process)
     write:  read body (size limit) → parse (JSON or form) → Idempotency-Key → ingest
     read:   one entity by id/key, or a filtered page, shaped by the response mapping
@@ -10,7 +10,8 @@
 Every 401 has the same body, whether the trigger is unknown, the token bad, expired or
 revoked, so a caller learns nothing about which trigger ids exist. A valid token shown at
 another trigger's URL is a 403, decided from the token alone (again whatever the URL names).
-Revocation is read from the database on every call, so it holds at once in every process.
+A revocation holds at once in the process that made it and within 1 s in every other
+(`gates.py`: the gate cache follows the triggers' change stream, or re-reads).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from gateway.metrics import Metrics
 from gateway.outbound.breaker import TokenBucket
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
+from gateway.triggers.gates import TriggerGates
 from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.model import HookAnswer, HookCall
@@ -79,6 +81,7 @@ class HookReceiver:
     def __init__(
         self,
         store: Store,
+        gates: TriggerGates,
         configs: TriggerConfigs,
         entities: EntityService,
         ingestor: Ingestor,
@@ -89,6 +92,7 @@ class HookReceiver:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._gates = gates
         self._configs = configs
         self._ingestor = ingestor
         self._reader = Reader(entities, mappings)
@@ -126,7 +130,7 @@ class HookReceiver:
     # -- admission -----------------------------------------------------------------------------
 
     async def _admit(self, call: HookCall, tally: _Tally) -> _Admitted:
-        gate = await self._store.triggers.gate(call.trigger_id)
+        gate = await self._gates.gate(call.trigger_id)
         if gate is None:
             token = bearer_token(call.headers)
             if token:

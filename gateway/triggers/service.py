@@ -3,9 +3,8 @@
 Credentials are shown once: `create` and `rotate` return the token (or, for signature modes,
 the secret); the store keeps only token ids and sealed secrets. An hmac trigger may instead
 take the partner's own secret (`auth.secret`, or in PATCH or rotate): sealed, never shown
-back. Revoking, deleting or disabling takes effect at once in every process, because each
-partner call reads the trigger's status and live token ids from the database (see
-`receiver.py`).
+back. Revoking, deleting or disabling takes effect at once in this process (`on_change`
+makes its gate cache forget the trigger) and within 1 s in every other (`gates.py`).
 """
 
 from __future__ import annotations
@@ -88,8 +87,11 @@ class TriggerService:
         max_batch_items: int,
         fetch: Fetch,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_change: Callable[[str], None] = lambda trigger_id: None,
     ) -> None:
         self._store = store
+        # Told the id of every trigger this process changed (the gate cache forgets it).
+        self._on_change = on_change
         self._mappings = mappings
         self._ring = ring
         self._box = box
@@ -150,7 +152,9 @@ class TriggerService:
         return self._public(await self._change(tenant, trigger_id, change))
 
     async def delete(self, tenant: str, trigger_id: str) -> None:
-        if not await self._store.triggers.delete(tenant, trigger_id):
+        deleted = await self._store.triggers.delete(tenant, trigger_id)
+        self._on_change(trigger_id)
+        if not deleted:
             raise NotFound(f"no trigger {trigger_id!r}")
         await self._store.rejected.delete_for_trigger(tenant, trigger_id)
         await self._store.idempotency.delete_for_trigger(tenant, trigger_id)
@@ -301,6 +305,7 @@ class TriggerService:
                 new_version=new_version,
             )
             if updated is not None:
+                self._on_change(trigger_id)
                 return updated
         raise Conflict("the trigger is being changed concurrently; retry")
 

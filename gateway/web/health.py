@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.auth.tokens import bearer_token
 from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
-from gateway.services import Services
+from gateway.services import Services, jobs_alive, running_jobs
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.state import services_of
@@ -41,18 +41,22 @@ async def readyz(request: web.Request) -> web.Response:
         raise
     metrics.database_up.set(1)
     workers = "disabled"
-    if services.settings.run_workers:
+    if running_jobs(services.settings):
         _check_workers(services)
         workers = "running"
     return json_response({"status": "ready", "database": "ok", "workers": workers})
 
 
 def _check_workers(services: Services) -> None:
-    relay, worker = services.relay, services.delivery_worker
-    if not (relay.running and worker.running):
+    """The jobs this process runs (`GATEWAY_WORKERS`) are running, and making progress."""
+    if not jobs_alive(services):
         raise Unavailable("the background workers are not running")
     limit = services.settings.stall_seconds
-    for name, progress in (("event relay", relay.progress), ("delivery worker", worker.progress)):
+    jobs = running_jobs(services.settings)
+    watched = [("event relay", services.relay.progress)] if "relay" in jobs else []
+    if "delivery" in jobs:
+        watched.append(("delivery worker", services.delivery_worker.progress))
+    for name, progress in watched:
         if (stalled := progress.stalled_for()) > limit:
             raise Unavailable(
                 f"the {name} has made no progress for {stalled:.0f} s: {progress.reason}",

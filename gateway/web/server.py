@@ -90,11 +90,13 @@ def run(
     host: str,
     port: int,
     on_listening: Callable[[], None] = lambda: None,
+    reuse_port: bool = False,
     **runner_options: Any,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish the
-    requests in flight, run every cleanup context)."""
-    asyncio.run(_serve(app, host, port, on_listening, runner_options))
+    requests in flight, run every cleanup context). `reuse_port`: bind with SO_REUSEPORT,
+    beside the other processes of `serve --workers N` (`gateway/prefork.py`)."""
+    asyncio.run(_serve(app, host, port, on_listening, reuse_port, runner_options))
 
 
 async def _serve(
@@ -102,6 +104,7 @@ async def _serve(
     host: str,
     port: int,
     on_listening: Callable[[], None],
+    reuse_port: bool,
     runner_options: dict[str, Any],
 ) -> None:
     stop = asyncio.Event()
@@ -112,7 +115,7 @@ async def _serve(
     await runner.setup()
     try:
         if not stop.is_set():
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
             on_listening()
             await stop.wait()
     finally:

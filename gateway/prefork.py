@@ -1,0 +1,127 @@
+"""`gateway serve --workers N`: N gateway processes serving one port.
+
+The parent does no request work. It starts the embedded database once (when MONGODB_URI is
+unset: N processes cannot each start one on the same files), empties the directory the
+processes write their metrics to, then starts N `gateway serve` children that bind the same
+port with SO_REUSEPORT, so the kernel spreads connections over them. Each child is a whole
+gateway process: web, its cached trigger gates, and its share of the background jobs
+(relay shards and delivery claims are leased in MongoDB). The parent restarts a child that
+dies (and marks it dead in the metrics), forwards SIGTERM/SIGINT to all of them, and stops
+the database last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from gateway.config import Settings
+from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
+from gateway.store.embedded import EmbeddedServer
+
+log = logging.getLogger(__name__)
+
+_RESTART_DELAY = (1.0, 30.0)  # after a crash, doubling while a child keeps crashing
+_STOP_SECONDS = 30.0  # a child gets this long to finish in-flight work after SIGTERM
+
+
+@dataclass
+class _Child:
+    number: int
+    proc: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+    delay: float = _RESTART_DELAY[0]
+
+
+def serve_processes(settings: Settings, count: int) -> int:
+    """Run `count` serving children until SIGTERM or SIGINT; the exit code."""
+    if settings.port == 0:
+        print("error: --workers needs a fixed --port (the children share it)", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    with _database(settings) as uri:
+        env = _child_env(settings, uri)
+        children = [_start(n, settings, env) for n in range(count)]
+        print(f"gateway listening on {settings.base_url} ({count} processes)", file=sys.stderr)
+        try:
+            while not stop.wait(0.5):
+                for i, child in enumerate(children):
+                    if child.proc.poll() is not None:
+                        children[i] = _restart(child, settings, env)
+        finally:
+            _stop(children, Path(env[MULTIPROCESS_DIR]))
+    return 0
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str | None]:
+    """The embedded database, started here once for every child, when no URI is set."""
+    if settings.mongodb_uri:
+        yield None
+        return
+    embedded = EmbeddedServer(Path(settings.data_dir) / "db")
+    embedded.start()
+    try:
+        yield embedded.uri
+    finally:
+        embedded.stop()
+
+
+def _child_env(settings: Settings, uri: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    metrics = Path(env.get(MULTIPROCESS_DIR) or Path(settings.data_dir) / "metrics")
+    prepare_multiprocess_dir(metrics)
+    env[MULTIPROCESS_DIR] = str(metrics.resolve())
+    if uri is not None:
+        env["MONGODB_URI"] = uri
+    return env
+
+
+def _start(number: int, settings: Settings, env: dict[str, str]) -> _Child:
+    cmd = [sys.executable, "-m", "gateway", "serve", "--host", settings.host]
+    cmd += ["--port", str(settings.port), "--reuse-port"]
+    return _Child(number, subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
+
+
+def _restart(child: _Child, settings: Settings, env: dict[str, str]) -> _Child:
+    code = child.proc.returncode
+    mark_process_dead(child.proc.pid, Path(env[MULTIPROCESS_DIR]))
+    # A child that ran a while before dying gets restarted at once; one that keeps dying
+    # right after starting is restarted ever more slowly.
+    quick = time.monotonic() - child.started < 60
+    delay = child.delay if quick else 0.0
+    log.error("gateway process %s exited with %s; restarting in %.0fs", child.number, code, delay)
+    time.sleep(delay)
+    restarted = _start(child.number, settings, env)
+    restarted.delay = min(child.delay * 2, _RESTART_DELAY[1]) if quick else _RESTART_DELAY[0]
+    return restarted
+
+
+def _stop(children: list[_Child], metrics: Path) -> None:
+    for child in children:
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_SECONDS
+    for child in children:
+        try:
+            child.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait()
+        mark_process_dead(child.proc.pid, metrics)

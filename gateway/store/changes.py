@@ -1,0 +1,74 @@
+"""Change streams: which documents of a collection changed, as they change.
+
+A process that caches what it read (the trigger gate, say) follows the collection's change
+stream and forgets what changed. Change streams need a replica set (SecantusDB advertises a
+single-node one); a standalone MongoDB refuses them, and the caller then falls back to
+re-reading on a short interval (`ChangeStreamsUnavailable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from pymongo.errors import OperationFailure
+
+from gateway.errors import StoreUnavailable
+from gateway.store.client import Collection, translate_errors
+
+# "The $changeStream stage is only supported on replica sets" (standalone mongod), and
+# "command not supported" from servers or proxies that have no change streams at all.
+_UNSUPPORTED: Final = frozenset({40573, 115, 136})
+_PROJECTION: Final = {"$project": {"operationType": 1, "documentKey": 1}}
+# Operations after which the stream ends: the collection or database went away.
+_ENDINGS: Final = frozenset({"invalidate", "drop", "rename", "dropDatabase"})
+
+EVERYTHING: Final = "*"
+"""Yielded (in the id list) when the stream cannot say which documents changed."""
+
+
+class ChangeStreamsUnavailable(Exception):
+    """This deployment has no change streams (a standalone MongoDB)."""
+
+
+async def changed_ids(
+    collection: Collection, *, await_ms: int, min_interval_ms: int = 200
+) -> AsyncIterator[list[Any]]:
+    """The `_id`s of documents changed since the stream opened, in order.
+
+    Yields `[]` right after the stream opened and whenever a wait of `await_ms` brought no
+    change: the caller knows then that it has seen every change up to about that moment.
+    `[EVERYTHING]` when the collection was dropped or renamed (the stream then ends).
+    Raises ChangeStreamsUnavailable, or StoreUnavailable when the database fails.
+
+    A server may end a wait early whenever anything at all is written (SecantusDB does):
+    under write load an empty answer then comes back at once, so successive waits start at
+    least `min_interval_ms` apart instead of spinning.
+    """
+    try:
+        with translate_errors():
+            stream = await collection.watch([_PROJECTION], max_await_time_ms=await_ms)
+    except OperationFailure as exc:
+        if exc.code in _UNSUPPORTED:
+            raise ChangeStreamsUnavailable(str(exc)) from None
+        raise StoreUnavailable(f"change stream refused: {exc}") from exc
+    loop = asyncio.get_running_loop()
+    async with stream:
+        yield []
+        started = loop.time()
+        while stream.alive:
+            try:
+                with translate_errors():
+                    change = await stream.try_next()
+            except OperationFailure as exc:
+                raise StoreUnavailable(f"change stream failed: {exc}") from exc
+            if change is None:
+                yield []
+                await asyncio.sleep(max(0.0, started + min_interval_ms / 1000 - loop.time()))
+                started = loop.time()
+            elif change.get("operationType") in _ENDINGS:
+                yield [EVERYTHING]
+                return
+            else:
+                yield [change["documentKey"]["_id"]]

@@ -1,0 +1,142 @@
+"""What this process verified about triggers, kept while it is known to be current.
+
+A partner call is admitted on its trigger's gate: status, config version and live token ids
+(`store/triggers.py` `gate`). Reading it on every call costs a database round trip a
+request; this cache keeps it instead, and forgets it (SPEC §7: a revocation holds in every
+process within 1 s):
+
+- at once, when this process changed the trigger (`forget`, called by the trigger use case);
+- when the `triggers` change stream reports a change made by any process (milliseconds);
+- an entry is trusted only while the stream is known to be current: its last empty wait
+  ended less than `trust_seconds` ago. A stream that stalls or fails stops vouching, and
+  entries are then re-read once they are `poll_seconds` old, which is also the rule
+  without change streams (a standalone MongoDB, or `GATEWAY_CHANGE_STREAMS=false`).
+
+A read that raced with a change is not kept (`_generation`), and everything read before a
+stream (re)opened is forgotten when it opens: a change the stream did not see cannot linger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.metrics import Metrics
+from gateway.store import Doc, Store
+from gateway.store.changes import EVERYTHING, ChangeStreamsUnavailable
+
+log = logging.getLogger(__name__)
+
+_RETRY_SECONDS: Final = (0.5, 30.0)  # first and longest wait before reopening a stream
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    gate: Doc
+    read_at: float  # the clock when its read began
+
+
+class TriggerGates:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        follow_changes: bool = True,
+        poll_seconds: float = 0.5,
+        trust_seconds: float = 0.75,
+        await_ms: int = 250,
+        max_cached: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._follow = follow_changes
+        self._poll = poll_seconds
+        self._trust = trust_seconds
+        self._await_ms = await_ms
+        self._max = max_cached
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._generation = 0  # bumped by every forget: a read that raced one is not kept
+        self._trusted_until = 0.0  # the change stream vouches for every entry until then
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def following(self) -> bool:
+        """Whether the change stream currently vouches for the cache."""
+        return self._clock() < self._trusted_until
+
+    async def gate(self, trigger_id: str) -> Doc | None:
+        """The trigger's gate (`store/triggers.py`), from memory while that is current."""
+        if self._follow and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch())
+        now = self._clock()
+        entry = self._entries.get(trigger_id)
+        if entry is not None and (now < self._trusted_until or now - entry.read_at < self._poll):
+            return entry.gate
+        generation = self._generation
+        gate = await self._store.triggers.gate(trigger_id)
+        self._metrics.trigger_gate_reads.inc()
+        if gate is not None and generation == self._generation:
+            self._entries.pop(trigger_id, None)
+            if len(self._entries) >= self._max:
+                self._entries.pop(next(iter(self._entries)))  # the least recently read
+            self._entries[trigger_id] = _Entry(gate, now)
+        return gate
+
+    def forget(self, trigger_id: str) -> None:
+        """This trigger changed: the next call reads it again."""
+        self._generation += 1
+        self._entries.pop(trigger_id, None)
+
+    def forget_all(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
+    async def _watch(self) -> None:
+        """Follow the change stream for as long as the process runs; reopen it after a
+        failure (with a growing delay); stop for good if the deployment has none."""
+        delay = _RETRY_SECONDS[0]
+        while True:
+            try:
+                await self._follow_stream()
+                delay = _RETRY_SECONDS[0]
+            except ChangeStreamsUnavailable as exc:
+                log.warning(
+                    "no change streams (%s): trigger gates are re-read every %ss", exc, self._poll
+                )
+                return
+            except Exception as exc:  # the database failed: read through until it is back
+                log.warning("trigger change stream failed (%s); reopening in %.1fs", exc, delay)
+            finally:
+                self._trusted_until = 0.0
+                self._metrics.change_stream_up.labels("triggers").set(0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_SECONDS[1])
+
+    async def _follow_stream(self) -> None:
+        opened = False
+        async for ids in self._store.triggers.changes(await_ms=self._await_ms):
+            if not opened:
+                opened = True
+                self.forget_all()  # what was read before the stream opened may have changed
+                self._metrics.change_stream_up.labels("triggers").set(1)
+            for changed in ids:
+                if changed == EVERYTHING:
+                    self.forget_all()
+                else:
+                    self.forget(str(changed))
+            if not ids:  # caught up: every change until about now has been seen
+                self._trusted_until = self._clock() + self._trust

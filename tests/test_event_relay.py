@@ -1,0 +1,113 @@
+"""The event relay keeps up and shares the work: the longest waiting outbox first, a write that
+lands mid-relay is not lost, relay shards are split between processes by leases, and the lag
+is measured (gateway/events.py, gateway/shares.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from gateway.doorbell import Doorbell
+from gateway.entities import Origin
+from gateway.events import EventRelay
+from gateway.services import Services
+from gateway.shares import Shares
+from gateway.store import Doc
+from gateway.store.entities import RELAY_SHARDS, relay_shard
+
+ORIGIN = Origin("trigger", "t1")
+
+
+def _plate(i: int) -> str:
+    return f"ABC{i % 10}D{i // 10 % 10}{i % 10}"
+
+
+def _relay(services: Services, **options: object) -> EventRelay:
+    return EventRelay(
+        services.store,
+        services.metrics,
+        on_relayed=services.fanout,
+        doorbell=Doorbell(),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_the_longest_waiting_outbox_is_relayed_first(services: Services) -> None:
+    for i in range(5):
+        await services.entities.upsert("acme", "vehicle", {"plate": _plate(i)}, ORIGIN)
+    # The first vehicle is written again: its outbox keeps the time of its oldest event.
+    await services.entities.upsert("acme", "vehicle", {"plate": _plate(0), "year": 2020}, ORIGIN)
+    order: list[str] = []
+
+    async def record(events: Sequence[Doc]) -> int:
+        order.extend(dict.fromkeys(e["entity"]["key"] for e in events))
+        return 0
+
+    relay = EventRelay(
+        services.store, services.metrics, on_relayed=record, doorbell=Doorbell(), batch=1
+    )
+    assert await relay.run_until_idle() == 6
+    assert order == [_plate(i) for i in range(5)]
+
+
+async def test_a_write_between_the_relay_reading_and_draining_an_outbox_is_relayed_next(
+    services: Services,
+) -> None:
+    entities = services.store.entities
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    (read,) = await entities.pending_outboxes(10)
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23", "year": 2020}, ORIGIN)
+    await entities.drain_outboxes([(read, [e["id"] for e in read["outbox"]])])
+    (left,) = await entities.pending_outboxes(10)
+    assert [e["type"] for e in left["outbox"]] == ["entity.updated"]
+    assert await services.relay.run_until_idle() == 1
+    assert await entities.pending_outboxes(10) == []
+
+
+async def test_a_relay_moves_only_the_outboxes_of_its_shards_and_stamps_the_lag(
+    services: Services,
+) -> None:
+    written = [
+        (await services.entities.upsert("acme", "vehicle", {"plate": _plate(i)}, ORIGIN)).entity
+        for i in range(12)
+    ]
+    shards = {relay_shard(written[0]["_id"])}
+    mine = [doc for doc in written if relay_shard(doc["_id"]) in shards]
+    relay = _relay(services)
+    assert await relay.run_until_idle(shards) == len(mine)
+    stored = await services.store.events.find("acme", {}, before=None, limit=50)
+    assert sorted(e["entity"]["id"] for e in stored) == sorted(str(d["_id"]) for d in mine)
+    assert all(e["relayed_at"] >= e["occurred_at"] for e in stored)
+    assert await relay.run_until_idle() == len(written) - len(mine)
+    metrics = services.metrics.render().decode()
+    assert f"gateway_event_relay_lag_seconds_count {len(written)}.0" in metrics
+
+
+async def test_processes_split_the_relay_shards_and_take_over_a_dead_ones(
+    services: Services,
+) -> None:
+    now = [datetime(2026, 12, 1, tzinfo=UTC)]
+
+    def share(owner: str) -> Shares:
+        return Shares(services.store, "relay-test", RELAY_SHARDS, owner=owner, clock=lambda: now[0])
+
+    a, b, c = share("a"), share("b"), share("c")
+    assert await a.refresh() == frozenset(range(RELAY_SHARDS))  # alone: every shard
+    assert await b.refresh() == frozenset()  # all taken; b is counted from now on
+    await a.refresh()  # a lets go of b's fair share...
+    await b.refresh()  # ...which b takes
+    assert len(a.mine) == len(b.mine) == RELAY_SHARDS // 2
+    assert a.mine.isdisjoint(b.mine)
+    await c.refresh()
+    for process in (a, b, c, a, b, c):
+        await process.refresh()
+    assert sorted(len(p.mine) for p in (a, b, c)) == [5, 5, 6]
+    assert a.mine | b.mine | c.mine == frozenset(range(RELAY_SHARDS))
+    await c.release_all()  # a clean stop: the others take over at once
+    now[0] += timedelta(seconds=1)
+    for process in (a, b, a, b):
+        await process.refresh()
+    assert a.mine | b.mine == frozenset(range(RELAY_SHARDS))
+    # b dies without a word: once its leases expire, a holds every shard.
+    now[0] += timedelta(seconds=11)
+    assert await a.refresh() == frozenset(range(RELAY_SHARDS))

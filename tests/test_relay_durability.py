@@ -1,0 +1,87 @@
+"""What is journaled (SPEC §5): every write that backs an answer; the event relay's own writes
+(events, deliveries, drains) are not, because the outbox they empty is, and the journal keeps
+writes in order. Read from the database's own profiler: the write concern each command had."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from gateway.config import Settings
+from gateway.entities import Origin
+from gateway.services import Services, open_services
+
+ORIGIN = Origin("trigger", "t1")
+
+
+@pytest.fixture
+async def journaled(settings: Settings, mongodb_uri: str) -> AsyncIterator[Services]:
+    """A gateway process whose client journals (`journal=true`, as SPEC §5 deploys it)."""
+    uri = mongodb_uri + ("&" if "?" in mongodb_uri else "?") + "journal=true"
+    async with open_services(replace(settings, run_workers=False), mongodb_uri=uri) as services:
+        admin = services.store.db.client["admin"]
+        for db in (admin, services.store.db):
+            await db.command("profile", 2)
+        try:
+            yield services
+        finally:
+            for db in (admin, services.store.db):
+                await db.command("profile", 0)
+
+
+async def _profiled(services: Services) -> list[dict[str, Any]]:
+    """(collection, what the command did, its write concern) of our database's writes."""
+    name = services.store.db.name
+    seen = []
+    async for doc in services.store.db["system.profile"].find(
+        {"op": {"$in": ["insert", "update"]}}
+    ):
+        command = doc["command"]
+        target = command.get("insert") or command.get("update")
+        j = command["writeConcern"]["j"]
+        seen.append({"what": f"{doc['op']} {target}", "j": j})
+    admin = services.store.db.client["admin"]["system.profile"]
+    async for doc in admin.find({"command.bulkWrite": {"$exists": True}}):
+        command = doc["command"]
+        if not any(ns["ns"].startswith(f"{name}.") for ns in command["nsInfo"]):
+            continue
+        for op in command["ops"]:
+            kind = "insert" if "insert" in op else "delete" if "delete" in op else "update"
+            change = op.get("updateMods", {})
+            drain = kind == "delete" or "$unset" in change or "$pull" in change
+            what = f"{'drain' if drain else 'write'} entities"
+            seen.append({"what": what, "j": command["writeConcern"]["j"]})
+    return seen
+
+
+async def test_entity_writes_are_journaled_and_the_relays_writes_are_not(
+    journaled: Services,
+) -> None:
+    services = journaled
+    partner = await services.actions.create_partner("acme", {
+        "name": "erp", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}
+    })  # fmt: skip
+    action = await services.actions.create_action("acme", {
+        "name": "push", "partner_id": str(partner["_id"]), "method": "POST", "path": "/",
+        "mode": "deliver",
+    })  # fmt: skip
+    await services.actions.create_subscription(
+        "acme", {"action_id": str(action["_id"]), "event_types": ["entity.*"]}
+    )
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23", "year": 2020}, ORIGIN)
+    assert await services.relay.run_until_idle() == 2
+    by_kind: dict[str, set[bool]] = {}
+    for command in await _profiled(services):
+        by_kind.setdefault(command["what"], set()).add(command["j"])
+    assert by_kind["write entities"] == {True}  # what the answers stand on
+    # SecantusDB does not apply a bulkWrite's `j` to its operations: each round is sealed by
+    # a journaled write after it (store/group_commit.py `_seal`).
+    assert by_kind["update group_commits"] == {True}
+    assert by_kind["insert events"] == {False}
+    assert by_kind["insert deliveries"] == {False}
+    assert by_kind["drain entities"] == {False}
+    assert await services.store.db["deliveries"].count_documents({}) == 2

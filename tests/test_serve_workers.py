@@ -1,0 +1,82 @@
+"""`gateway serve --workers N` (gateway/prefork.py): N processes on one port, one embedded
+database, metrics added up across them, a dead process replaced, all stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.processes import Gateway, alive, wait_until
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _servers(gateway: Gateway) -> list[int]:
+    """The serving children (the embedded database is a child too)."""
+    assert gateway.proc is not None
+    return [
+        pid
+        for pid in _children(gateway.proc.pid)
+        if b"--reuse-port" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def _served(gateway: Gateway) -> float:
+    status, text = gateway.get("/metrics")
+    assert status == 200
+    prefix = 'gateway_http_requests_total{method="GET",route="/healthz",status_class="2xx"}'
+    lines = [line for line in str(text).splitlines() if line.startswith(prefix)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def test_two_processes_share_one_port_and_one_metrics_view(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, "--workers", "2").start()
+    try:
+        servers = _servers(gateway)
+        assert len(servers) == 2
+        for _ in range(30):
+            assert gateway.get("/healthz")[0] == 200
+        assert _served(gateway) == 30  # every process's count, added up
+        os.kill(servers[0], signal.SIGKILL)
+        wait_until(lambda: not alive(servers[0]), 10, "the killed process to be gone")
+        # The other one serves meanwhile (a connection caught in the dying socket's queue
+        # may be refused: a load balancer retries it).
+        wait_until(lambda: gateway.get("/healthz")[0] == 200, 5, "the other process to answer")
+        wait_until(lambda: len(_servers(gateway)) == 2, 30, "the dead process to be replaced")
+        assert servers[0] not in _servers(gateway)
+        served = _served(gateway)
+        for _ in range(30):
+            assert gateway.get("/healthz")[0] == 200
+        assert _served(gateway) == served + 30  # the dead process's count still counts
+        assert served >= 31
+        everyone = [*_children(gateway.proc.pid)] if gateway.proc else []
+    finally:
+        gateway.stop()
+    assert gateway.proc is not None and gateway.proc.returncode == 0
+    assert not any(alive(pid) for pid in everyone)  # the servers and the database
+
+
+def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--workers", "2", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GATEWAY_DATA_DIR": str(tmp_path)},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--workers needs a fixed --port" in done.stderr
