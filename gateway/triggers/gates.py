@@ -19,13 +19,13 @@ stream (re)opened is forgotten when it opens: a change the stream did not see ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from gateway.background import cancel_and_wait
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
 from gateway.store.changes import EVERYTHING, ChangeStreamsUnavailable
@@ -100,10 +100,7 @@ class TriggerGates:
         self._entries.clear()
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await cancel_and_wait(self._watcher)
 
     async def _watch(self) -> None:
         """Follow the change stream for as long as the process runs; reopen it after a
