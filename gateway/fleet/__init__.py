@@ -1,0 +1,1 @@
+"""Fleet telemetry: positions, the fold, odometer, geofences and maintenance."""
