@@ -33,6 +33,8 @@ from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
+from gateway.fleet.rule_service import GeofenceService, PlanService
+from gateway.fleet.rules import FleetRules
 from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.starter import FlowStarter
@@ -96,6 +98,9 @@ class Services:
     dashboard: Dashboard
     flow_starter: FlowStarter
     flow_runner: FlowRunner
+    fleet_rules: FleetRules
+    geofences: GeofenceService
+    maintenance_plans: PlanService
 
 
 @contextlib.asynccontextmanager
@@ -190,6 +195,7 @@ def _assemble(
             concurrency=settings.schedule_concurrency,
         ),
     )
+    fleet_rules = FleetRules(store)
     return Services(
         settings=settings,
         metrics=metrics,
@@ -238,6 +244,9 @@ def _assemble(
         schedule_runner=runner,
         accounts=AccountService(store, admin_verifier),
         dashboard=Dashboard(store, guards.states),
+        fleet_rules=fleet_rules,
+        geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
+        maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
     )
 
 

@@ -96,6 +96,9 @@ PURE = (
     "gateway.models",
     "gateway.paging",
     "gateway.doorbell",
+    "gateway.fleet.geometry",
+    "gateway.fleet.geofences",
+    "gateway.fleet.maintenance",
 )
 
 

@@ -9,6 +9,7 @@ from gateway.store.client import Database, Doc, new_id, open_client, translate_e
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.group_commit import GroupCommit
 from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
@@ -53,6 +54,7 @@ class Store:
         self.ui = UiAccountStores(db)
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
+        self.fleet_rules = FleetRuleStores(db)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
@@ -75,6 +77,7 @@ class Store:
         await self.mappings.ensure_indexes()
         await self.notify.ensure_indexes()
         await self.ui.ensure_indexes()
+        await self.fleet_rules.ensure_indexes()
 
     async def ping(self) -> None:
         with translate_errors():
