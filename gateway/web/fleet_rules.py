@@ -62,12 +62,9 @@ _POSITION: dict[str, Any] = {
     "type": "array",
     "minItems": 2,
     "maxItems": 3,
-    "prefixItems": [
-        {"type": "number", "minimum": -180, "maximum": 180},
-        {"type": "number", "minimum": -90, "maximum": 90},
-    ],
     "items": {"type": "number"},
-    "description": "[lon, lat] or [lon, lat, altitude] in degrees (RFC 7946)",
+    "description": "[lon, lat] or [lon, lat, altitude]: lon in [-180, 180], lat in [-90, 90] "
+    "degrees (RFC 7946)",
 }
 _POLYGON: dict[str, Any] = {
     "type": "object",
