@@ -1,0 +1,7 @@
+"""Fleet telemetry (SPEC §6 "append, then fold"): positions appended to each vehicle's track,
+then folded per vehicle into its last position, odometer, geofence states and maintenance
+counters.
+
+    fix.py       the canonical fix: parse, validate, normalise (pure)
+    append.py    use case: resolve the vehicle, append through the group commit, outcome per fix
+"""
