@@ -36,6 +36,7 @@ from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
 from gateway.fleet.rule_service import GeofenceService, PlanService
 from gateway.fleet.rules import FleetRules
+from gateway.fleet.servicing import ServiceRecorder
 from gateway.fleet.tracks import Tracks
 from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
@@ -105,6 +106,7 @@ class Services:
     fleet_rules: FleetRules
     geofences: GeofenceService
     maintenance_plans: PlanService
+    vehicle_services: ServiceRecorder
 
 
 @contextlib.asynccontextmanager
@@ -260,6 +262,7 @@ def _assemble(
         fleet_rules=fleet_rules,
         geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
         maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
+        vehicle_services=ServiceRecorder(store, entities, store.fleet_rules.plans),
     )
 
 

@@ -215,3 +215,41 @@ async def test_the_folds_view_follows_this_processs_changes_at_once(client: Clie
     await client.delete(f"/api/v1/geofences/{fence['id']}", headers=auth())
     assert (await rules.for_tenant("acme")).geofences == ()
     assert (await rules.for_tenant("globex")).plans == ()
+
+
+async def test_a_recorded_service_is_queued_for_the_vehicles_fold(client: Client) -> None:
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "oil", "every_km": 10_000})
+    recorded = await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/services",
+        {"km": 10_120.5, "at": "2026-11-30T09:00:00-03:00", "plan": "oil"},
+        status=202,
+    )
+    assert recorded["vehicle"] == {"id": vehicle["id"], "plate": "ABC1D23"}
+    assert (recorded["km"], recorded["plan"]) == (10_120.5, plan["id"])
+    # no body: every plan, the odometer as the plans saw it, now
+    await post(client, f"/api/v1/entities/vehicle/{vehicle['id']}/services", None, status=202)
+
+    fleet = await client.app[services_key].store.positions.fleet("acme", vehicle["id"])
+    assert fleet is not None and fleet["dirty"] is True
+    first, second = fleet["services"]
+    assert (first["km"], first["plan"]) == (10_120.5, plan["id"])
+    assert first["at"].isoformat() == "2026-11-30T12:00:00+00:00"
+    assert "km" not in second and "plan" not in second
+
+
+async def test_a_bad_service_is_refused_and_nothing_is_queued(client: Client) -> None:
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    path = "/api/v1/entities/vehicle/ABC1D23/services"
+    for body, pointer in [
+        ({"plan": "no-such-plan"}, "/plan"),
+        ({"km": -1}, "/km"),
+        ({"at": "2999-01-01T00:00:00Z"}, "/at"),
+        ({"at": "yesterday"}, "/at"),
+        ({"odometer": 5}, "/odometer"),
+    ]:
+        refused = await problem(client, "POST", path, body)
+        assert pointers(refused) == [pointer], (body, refused)
+    await problem(client, "POST", "/api/v1/entities/vehicle/XYZ9A87/services", {}, 404)
+    assert await client.app[services_key].store.positions.fleet("acme", vehicle["id"]) is None

@@ -1,4 +1,5 @@
-"""/api/v1/geofences and /api/v1/maintenance-plans: a tenant's fleet rules (docs/fleet.md)."""
+"""/api/v1/geofences and /api/v1/maintenance-plans: a tenant's fleet rules, and the services
+recorded on a vehicle, which reset its plans (docs/fleet.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gateway.fleet.rule_service import (
     PlanService,
     public_rule,
 )
+from gateway.fleet.servicing import MAX_KM
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
@@ -284,3 +286,56 @@ async def delete_plan(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     await _plans(request).delete(claims.tenant, _ref(request))
     return web.Response(status=204)
+
+
+SERVICE_BODY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "km": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": MAX_KM,
+            "description": "odometer at the service (default: as the plans last saw it)",
+        },
+        "at": {
+            "type": ["string", "null"],
+            "description": "RFC 3339 with an offset, not in the future (default: now)",
+        },
+        "plan": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "maxLength": 100,
+            "pattern": "\\S",
+            "description": "the plan reset, by id or name (default: every plan of the vehicle)",
+        },
+    },
+}
+SERVICE: dict[str, Any] = {
+    "type": "object",
+    "required": ["vehicle", "at", "source"],
+    "properties": {
+        "vehicle": {"type": "object"},
+        "km": {"type": "number"},
+        "at": {"type": "string"},
+        "plan": {"type": "string"},
+        "source": {"type": "string"},
+    },
+}
+
+
+@operation(
+    "Record a service done on a vehicle (resets its maintenance plans at the next fold)",
+    tag="fleet",
+    request=SERVICE_BODY,
+    response=SERVICE,
+    status=202,
+    body_required=False,
+)
+async def record_service(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request) if request.body_exists else {}
+    recorded = await services_of(request).vehicle_services.record(
+        claims.tenant, _ref(request), body, source=f"admin:{claims.subject}"
+    )
+    return json_response(recorded, status=202)

@@ -57,6 +57,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/api/v1/entities/vehicle/{ref}/drivers", assignments.list_vehicle_drivers),
             web.post("/api/v1/entities/vehicle/{ref}/drivers", assignments.assign_vehicle_driver),
             web.get("/api/v1/entities/vehicle/{ref}/positions", positions.list_vehicle_positions),
+            web.post("/api/v1/entities/vehicle/{ref}/services", fleet_rules.record_service),
             web.patch("/api/v1/entities/{type}/{ref}", entities.patch_entity),
             web.delete("/api/v1/entities/{type}/{ref}", entities.delete_entity),
             web.get("/api/v1/kinds", kinds.list_kinds),
