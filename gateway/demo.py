@@ -180,7 +180,7 @@ async def seed_fleet_rules(geofences: GeofenceService, plans: PlanService, tenan
 TRIGGERS: list[dict[str, Any]] = [
     {
         "name": "traccar-positions",
-        "entity_type": "vehicle",
+        "target": "positions",
         "methods": ["POST"],
         "mapping": "traccar-position",
     },
@@ -192,7 +192,7 @@ TRIGGERS: list[dict[str, Any]] = [
     },
     {
         "name": "osmand-phone",
-        "entity_type": "vehicle",
+        "target": "positions",
         "methods": ["GET", "POST"],
         "mapping": "osmand",
         "format": "form",
