@@ -15,6 +15,7 @@ nearest border (a hole's border included: a point in a hole is outside).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,14 +71,18 @@ class Polygon:
         self._lon0 = (min(lons) + max(lons)) / 2
         self._lat0 = (min(lats) + max(lats)) / 2
         self._kx = math.radians(1) * EARTH_RADIUS_M * math.cos(math.radians(self._lat0))
-        edges: list[tuple[float, float, float, float]] = []
+        edges: list[tuple[float, float, float, float, float, float, float, float]] = []
         for ring in self.rings:
             xy = [self._project(lon, lat) for lon, lat in ring]
-            edges.extend((*xy[i], *xy[i + 1]) for i in range(len(xy) - 1))
+            for (ax, ay), (bx, by) in itertools.pairwise(xy):
+                edges.append((ax, ay, bx, by, min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)))
         self._edges = tuple(edges)
-        xs = [e[0] for e in edges]
-        ys = [e[1] for e in edges]
-        self._box = (min(xs), min(ys), max(xs), max(ys))
+        self._box = (
+            min(e[4] for e in edges),
+            min(e[5] for e in edges),
+            max(e[6] for e in edges),
+            max(e[7] for e in edges),
+        )
 
     def _project(self, lon: float, lat: float) -> tuple[float, float]:
         dlon = (lon - self._lon0 + 180.0) % 360.0 - 180.0
@@ -86,12 +91,23 @@ class Polygon:
     def signed_distance_m(self, lat: float, lon: float) -> float:
         px, py = self._project(lon, lat)
         inside = False
-        nearest = math.inf
-        for ax, ay, bx, by in self._edges:
+        nearest2 = math.inf  # squared: one square root at the end
+        for ax, ay, bx, by, x0, y0, x1, y1 in self._edges:
             # even-odd rule over every ring: a point in a hole is outside
             if (ay > py) != (by > py) and px < ax + (py - ay) * (bx - ax) / (by - ay):
                 inside = not inside
-            nearest = min(nearest, _segment_distance(px, py, ax, ay, bx, by))
+            # an edge whose box is no nearer than the nearest edge so far is skipped
+            gx = x0 - px if px < x0 else px - x1 if px > x1 else 0.0
+            gy = y0 - py if py < y0 else py - y1 if py > y1 else 0.0
+            if gx * gx + gy * gy >= nearest2:
+                continue
+            dx, dy = bx - ax, by - ay
+            length2 = dx * dx + dy * dy
+            t = ((px - ax) * dx + (py - ay) * dy) / length2 if length2 else 0.0
+            t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
+            ex, ey = px - ax - t * dx, py - ay - t * dy
+            nearest2 = min(nearest2, ex * ex + ey * ey)
+        nearest = math.sqrt(nearest2)
         return -nearest if inside else nearest
 
     def outside_by_at_least_m(self, lat: float, lon: float) -> float:
@@ -116,13 +132,6 @@ class Polygon:
 
 
 Shape = Circle | Polygon
-
-
-def _segment_distance(px: float, py: float, ax: float, ay: float, bx: float, by: float) -> float:
-    dx, dy = bx - ax, by - ay
-    length2 = dx * dx + dy * dy
-    t = 0.0 if length2 == 0 else max(0.0, min(1.0, ((px - ax) * dx + (py - ay) * dy) / length2))
-    return math.hypot(px - ax - t * dx, py - ay - t * dy)
 
 
 # ---------------------------------------------------------------- validation
