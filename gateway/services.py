@@ -36,6 +36,7 @@ from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
 from gateway.fleet.rule_service import GeofenceService, PlanService
 from gateway.fleet.rules import FleetRules
+from gateway.fleet.service_feed import ServiceFeed
 from gateway.fleet.servicing import ServiceRecorder
 from gateway.fleet.tracks import Tracks
 from gateway.flows.runner import FlowRunner
@@ -207,6 +208,7 @@ def _assemble(
         ),
     )
     fleet_rules = FleetRules(store)
+    services_done = ServiceRecorder(store, entities, store.fleet_rules.plans)
     return Services(
         settings=settings,
         metrics=metrics,
@@ -248,7 +250,9 @@ def _assemble(
         relay=EventRelay(
             store,
             metrics,
-            on_relayed=each_of(fanout, flow_runtime.starter, notify.assignment_feed),
+            on_relayed=each_of(
+                fanout, flow_runtime.starter, notify.assignment_feed, ServiceFeed(services_done)
+            ),
             doorbell=relay_doorbell,
             shares=Shares(store, "event-relay", RELAY_SHARDS),
         ),
@@ -262,7 +266,7 @@ def _assemble(
         fleet_rules=fleet_rules,
         geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
         maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
-        vehicle_services=ServiceRecorder(store, entities, store.fleet_rules.plans),
+        vehicle_services=services_done,
     )
 
 
