@@ -249,6 +249,8 @@ async def test_a_bad_service_is_refused_and_nothing_is_queued(client: Client) ->
         ({"km": -1}, "/km"),
         ({"at": "2999-01-01T00:00:00Z"}, "/at"),
         ({"at": "yesterday"}, "/at"),
+        ({"at": "0001-01-01T00:00:00+01:00"}, "/at"),
+        ({"at": "2026-11-30T09:00:00"}, "/at"),
         ({"odometer": 5}, "/odometer"),
     ]:
         refused = await problem(client, "POST", path, body)
