@@ -170,7 +170,7 @@ def _assemble(
     gates = TriggerGates(store, metrics, follow_changes=settings.change_streams)
     admin_verifier = _admin_verifier(settings, ring, fetch)
     keeper = RejectedKeeper(store, metrics)
-    ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics)
+    ingestor = Ingestor(Pipeline(entities, schemas, mappings, metrics), keeper, metrics)
     # Where a schedule's pages land, by target type (the fleet lane adds "positions").
     sinks: dict[str, PageSink] = {"entities": EntitySink(ingestor)}
     runner = ScheduleRunner(

@@ -18,19 +18,24 @@ to, see `gateway/shares.py`); the relay removes both once it has moved the event
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import zlib
 from collections.abc import Collection as Collection_
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
 from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import SEALS, GroupCommit
 
 INDEXES = [
     IndexModel(
@@ -162,6 +167,18 @@ def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
     return [{**event, "entity_rev": rev, "position": i} for i, event in enumerate(events)]
 
 
+@dataclass(frozen=True, slots=True)
+class TogetherWrite:
+    """One entity of a write that spans several (`write_together`): a new entity (`current`
+    None) or new data for `current`, with the events the change causes."""
+
+    etype: str
+    nk: str
+    current: Doc | None
+    data: Doc
+    events: Sequence[Doc]
+
+
 class EntityStore:
     def __init__(
         self, collection: Collection, commits: GroupCommit, relay_commits: GroupCommit
@@ -255,6 +272,99 @@ class EntityStore:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
 
+    async def write_together(
+        self, tenant: str, writes: Sequence[TogetherWrite]
+    ) -> list[Doc] | None:
+        """Several entities and their events in one multi-document transaction: all of them
+        are stored, or none is. None when one of them lost a race (its key was taken, its
+        revision moved): nothing was written and the caller re-reads.
+
+        The commit is journaled (the client's write concern), and one journaled write after
+        it seals it as a group commit round is sealed (`group_commit.py` `_seal`), so the
+        answer that follows survives a killed database."""
+        now = datetime.now(UTC)
+        client = self._c.database.client
+        with translate_errors():
+            async with client.start_session() as session:
+                await session.start_transaction()
+                try:
+                    docs = []
+                    for write in writes:
+                        doc = await self._write_in(session, tenant, write, now)
+                        if doc is None:
+                            await _abort(session)
+                            return None
+                        docs.append(doc)
+                    await session.commit_transaction()
+                except DuplicateKeyError:  # a natural key taken meanwhile
+                    await _abort(session)
+                    return None
+                except OperationFailure as exc:
+                    await _abort(session)
+                    if exc.has_error_label("TransientTransactionError"):
+                        return None  # a write conflict with another transaction
+                    raise
+                except BaseException:
+                    await _abort(session)
+                    raise
+            await self._c.database[SEALS].update_one(
+                {"_id": f"together:{os.uname().nodename}:{os.getpid()}"},
+                {"$inc": {"rounds": 1}},
+                upsert=True,
+            )
+        return docs
+
+    async def _write_in(
+        self, session: AsyncClientSession, tenant: str, write: TogetherWrite, now: datetime
+    ) -> Doc | None:
+        """One write of `write_together`, inside its transaction: the document as stored, or
+        None when the entity changed since it was read."""
+        current = write.current
+        if current is None:
+            doc: Doc = scoped(
+                tenant,
+                {
+                    "_id": ObjectId(),
+                    "type": write.etype,
+                    "nk": write.nk,
+                    "data": write.data,
+                    "fk": filter_keys(write.etype, write.data),
+                    "rev": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            if write.events:
+                doc.update(
+                    outbox=_stamped(write.events, 1),
+                    pending=now,
+                    pending_shard=relay_shard(doc["_id"]),
+                )
+            await self._c.insert_one(doc, session=session)
+            doc.pop("outbox", None)
+            return doc
+        update: Doc = {
+            "$set": {"data": write.data, "fk": filter_keys(write.etype, write.data)},
+            "$inc": {"rev": 1},
+        }
+        update["$set"]["updated_at"] = now
+        query: Doc = {"_id": current["_id"], "rev": current["rev"]}
+        if write.events:
+            update["$push"] = {"outbox": {"$each": _stamped(write.events, current["rev"] + 1)}}
+            update["$set"]["pending_shard"] = relay_shard(current["_id"])
+            update["$min"] = {"pending": now}
+            query[f"outbox.{MAX_OUTBOX - 1}"] = {"$exists": False}
+        result = await self._c.update_one(scoped(tenant, query), update, session=session)
+        if result.matched_count == 0:
+            if write.events and await self._c.count_documents(
+                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
+                limit=1,
+                session=session,
+            ):
+                raise Unavailable("events of this entity are waiting to be relayed; retry shortly")
+            return None
+        return {**current, **update["$set"], "rev": current["rev"] + 1}
+
     async def mark_deleted(self, tenant: str, current: Doc, event: Doc) -> bool:
         """Soft-delete: the type and natural key change at once (so no query finds the entity
         and its key is free); the relay removes the document once its outbox, which holds
@@ -326,3 +436,10 @@ class EntityStore:
                 await commits.update(self._c, {"_id": doc["_id"]}, pull)
 
         await asyncio.gather(*(drain(doc, ids) for doc, ids in drained))
+
+
+async def _abort(session: AsyncClientSession) -> None:
+    """Abort the session's transaction if it is still open (a failed one already is)."""
+    if session.in_transaction:
+        with contextlib.suppress(PyMongoError):
+            await session.abort_transaction()
