@@ -71,7 +71,7 @@ def test_file(
         results = []
         for item in mapping.items(sample):
             mapped = mapping.apply(item, secrets=known)
-            result = {
+            result: dict[str, Any] = {
                 "document": mapped.document,
                 "key": mapped.key,
                 "events": list(mapped.events),
