@@ -52,9 +52,9 @@ INDEXES = [
     ),
 ]
 # Fields admins filter on, and fields mappings look entities up by when a payload carries no
-# natural key (a tracker id). They are indexed through one multikey index on `fk`, a list of
-# "field=value" strings kept beside the data: one index to maintain per write instead of one
-# per field (each costs the embedded server milliseconds per update).
+# natural key (a tracker id, a partner's vehicle id). They are indexed through one multikey
+# index on `fk`, a list of "field=value" strings kept beside the data: one index to maintain
+# per write instead of one per field (each costs the embedded server milliseconds per update).
 FILTERABLE = {
     "vehicle": ("plate", "status", "group", "renavam"),
     "driver": ("cpf", "status"),
@@ -62,7 +62,14 @@ FILTERABLE = {
     "operator": ("cpf", "role"),
     "other": ("kind", "status", "plate"),
 }
-LOOKUP_FIELDS = ("attributes.tracker_id",)
+LOOKUP_SUFFIX = "_id"
+"""Partner ids are lookup fields by their name: an attribute named `<something>_id`
+(`attributes.tracker_id`, `attributes.erp_id`, `attributes.motive_id`, ...) of any entity type
+is indexed, so a mapping keyed by it finds the entity through the index."""
+MAX_LOOKUP_IDS = 20
+"""Partner ids indexed per entity (the first ones, in the attributes' order)."""
+MAX_LOOKUP_TEXT = 200
+"""Longer values are not indexed (nor looked up through the index: matched on the data)."""
 INDEXES.append(
     IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("fk", ASCENDING)], name="filters")
 )
@@ -83,15 +90,30 @@ def _shards_query(shards: Collection_[int] | None) -> Doc:
     return {"pending_shard": {"$in": chosen}, "pending": {"$exists": True}}
 
 
+def is_lookup_field(field: str) -> bool:
+    """Whether `field` is a partner id (`attributes.<name>_id`), indexed for lookups."""
+    head, _, name = field.partition(".")
+    return head == "attributes" and name.endswith(LOOKUP_SUFFIX) and "." not in name
+
+
 def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
     keys = []
-    for field in (*FILTERABLE.get(etype, ()), *LOOKUP_FIELDS):
-        value: Any = data
-        for part in field.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        text = lookup_text(value)
-        if text is not None:
+    for field in FILTERABLE.get(etype, ()):
+        text = lookup_text(data.get(field))
+        if text is not None and len(text) <= MAX_LOOKUP_TEXT:
             keys.append(f"{field}={text}")
+    attributes = data.get("attributes")
+    if isinstance(attributes, Mapping):
+        ids = 0
+        for name, value in attributes.items():
+            if ids == MAX_LOOKUP_IDS:
+                break
+            if not name.endswith(LOOKUP_SUFFIX) or "." in name:
+                continue
+            text = lookup_text(value)
+            if text is not None and len(text) <= MAX_LOOKUP_TEXT:
+                keys.append(f"attributes.{name}={text}")
+                ids += 1
     return keys
 
 
@@ -139,7 +161,7 @@ def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
     serves from the index); the others are matched on the data. Text and numbers compare by
     value both ways (see `lookup_text`)."""
     query: Doc = {}
-    indexed = (*FILTERABLE.get(etype, ()), *LOOKUP_FIELDS)
+    filterable = FILTERABLE.get(etype, ())
     for field, value in filters.items():
         text = lookup_text(value)
         # Only plain values: an object from a payload ({"$regex": ...}) must never become a
@@ -148,7 +170,8 @@ def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
             message = f"{field}: a lookup value is text or a number, not {_kind(value)}"
             problem = FieldProblem("", message, "type", {"target": field})
             raise InvalidPayload(f"cannot look {etype} up by {field}", [problem])
-        if "fk" not in query and field in indexed:
+        indexed = field in filterable or is_lookup_field(field)
+        if "fk" not in query and indexed and len(text) <= MAX_LOOKUP_TEXT:
             query["fk"] = f"{field}={text}"
         else:
             query[f"data.{field}"] = _same_values(value)
@@ -387,6 +410,29 @@ class EntityStore:
             },
         )
         return matched == 1
+
+    async def backfill_lookup_keys(self) -> int:
+        """Give entities written before partner ids (`attributes.*_id`) were indexed their
+        lookup keys; once per database (a marker in `migrations`), at start. Each update is
+        guarded by the entity's revision: a write meanwhile has set its own keys. Returns
+        how many entities it updated."""
+        marker = {"_id": "entities.fk.partner_ids"}
+        migrations = self._c.database["migrations"]
+        updated = 0
+        with translate_errors():
+            if await migrations.find_one(marker) is not None:
+                return 0
+            projection = {"type": 1, "data": 1, "fk": 1, "rev": 1}
+            async for doc in self._c.find({"data.attributes": {"$type": "object"}}, projection):
+                keys = filter_keys(doc["type"], doc["data"])
+                if keys != doc.get("fk"):
+                    guard = {"_id": doc["_id"], "rev": doc["rev"]}
+                    result = await self._c.update_one(guard, {"$set": {"fk": keys}})
+                    updated += result.modified_count
+            await migrations.update_one(
+                marker, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True
+            )
+        return updated
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
