@@ -816,6 +816,16 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
         (item, *_) = mapping.items(sample)
         mapped = mapping.apply(item, secrets=secrets)
         got = {"document": mapped.document, "key": mapped.key, "events": list(mapped.events)}
+        if mapped.also:
+            got["also"] = [
+                {
+                    "entity_type": t.entity_type,
+                    "document": t.document,
+                    "key": t.key,
+                    "events": list(t.events),
+                }
+                for t in mapped.also
+            ]
     else:
         request = mapping.build_request(sample, secrets=secrets)
         got = {
