@@ -22,6 +22,17 @@ _WRITTEN: Final[dict[str, Any]] = {
         "created": {"type": "boolean"},
         "changed": {"type": "array", "items": {"type": "string"}},
         "events": {"type": "array", "items": {"type": "string"}},
+        "skipped": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Only-forward fields left unwritten: their value was stale",
+        },
+        "also": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "The further entities of the same write (a mapping's `also`): "
+            "entity_type, id, key, created, changed, events, skipped",
+        },
         "results": {"type": "array", "items": {"type": "object"}},
         "summary": {"type": "object"},
     },
