@@ -302,9 +302,11 @@ class EntityStore:
         are stored, or none is. None when one of them lost a race (its key was taken, its
         revision moved): nothing was written and the caller re-reads.
 
-        The commit is journaled (the client's write concern), and one journaled write after
-        it seals it as a group commit round is sealed (`group_commit.py` `_seal`), so the
-        answer that follows survives a killed database."""
+        The commit is journaled (the client's write concern); one journaled write after it
+        seals it as a group commit round is sealed (`group_commit.py` `_seal`), because
+        SecantusDB is known to drop `j` on the operations of a multi-operation command. The
+        kill experiment (tests/test_durability.py) kept every answered write with and
+        without the seal; it stays as the cheap guarantee (one round trip per such write)."""
         now = datetime.now(UTC)
         client = self._c.database.client
         with translate_errors():
