@@ -190,6 +190,15 @@ def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
     return [{**event, "entity_rev": rev, "position": i} for i, event in enumerate(events)]
 
 
+_ILLEGAL_OPERATION = 20
+_NO_TRANSACTIONS = (
+    "this database has no multi-document transactions (a standalone MongoDB): a mapping "
+    "that writes several entities (also) needs a replica set (one node is enough) or the "
+    "embedded database"
+)
+_NO_TRANSACTIONS_PROBLEM = FieldProblem("", _NO_TRANSACTIONS, "transactions")
+
+
 @dataclass(frozen=True, slots=True)
 class TogetherWrite:
     """One entity of a write that spans several (`write_together`): a new entity (`current`
@@ -328,6 +337,8 @@ class EntityStore:
                     await _abort(session)
                     if exc.has_error_label("TransientTransactionError"):
                         return None  # a write conflict with another transaction
+                    if exc.code == _ILLEGAL_OPERATION:  # a standalone server: no transactions
+                        raise InvalidPayload(_NO_TRANSACTIONS, [_NO_TRANSACTIONS_PROBLEM]) from None
                     raise
                 except BaseException:
                     await _abort(session)
