@@ -4,6 +4,7 @@ against the real database."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Callable
 from typing import Any
@@ -324,3 +325,69 @@ async def test_the_dry_run_shows_every_target_and_what_would_be_skipped(client: 
         {"field": "attributes.odometer_source", "old": None, "new": "checklist"}
     ]
     assert await entities(client, "other") == []
+
+
+BY_ERP_ID = """
+name: checklist-by-erp-id
+direction: inbound
+entity_type: other
+kind: checklist
+key: [key]
+fields:
+  key: checklistId
+  vehicle_plate: placa
+  driver_cpf: condutorCpf
+  answers: {each: respostas, fields: {question: item, answer: ok}}
+  completed_at: {from: concluidoEm, transforms: [{datetime: {parse: iso8601}}]}
+also:
+  - entity_type: vehicle
+    key: [attributes.erp_id]
+    create: false
+    fields:
+      attributes.erp_id: veiculoId
+      odometer_km: {from: odometroKm, only_forward: true}
+"""
+
+
+async def test_a_further_entity_is_found_by_a_partner_id(client: Client) -> None:
+    await _vehicle(client, odometer_km=151000, attributes={"erp_id": 77})
+    await upload_mapping(client, BY_ERP_ID)
+    trigger = await _checklist_trigger(client, "checklist-by-erp-id")
+
+    status, answer = await hook(client, trigger, {**CHECKLIST, "veiculoId": "77"})
+
+    assert status == 201, answer
+    assert answer["also"][0]["key"] == "ABC1D23"
+    assert "odometer_km" in answer["also"][0]["changed"]
+    assert (await _get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152340
+    status, problem = await hook(client, trigger, {**CHECKLIST, "veiculoId": "78"})
+    assert status == 422 and problem["errors"][0]["keyword"] == "not_found"
+
+
+async def test_checklists_arriving_together_leave_the_newest_reading(client: Client) -> None:
+    await _vehicle(client, odometer_km=0)
+    await upload_shipped(client, "checklist")
+    trigger = await _checklist_trigger(client)
+    hours = [5, 2, 9, 1, 7, 3, 8, 0, 6, 4]  # completion hours, sent in this order at once
+
+    answers = await asyncio.gather(
+        *(
+            hook(
+                client,
+                trigger,
+                {
+                    **CHECKLIST,
+                    "checklistId": f"chk-{hour}",
+                    "odometroKm": 1000 + hour,
+                    "concluidoEm": f"2026-11-25T{hour:02d}:00:00Z",
+                },
+            )
+            for hour in hours
+        )
+    )
+
+    assert [status for status, _ in answers] == [201] * len(hours)
+    vehicle = await _get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["odometer_km"] == 1009
+    assert vehicle["attributes"]["odometer_read_at"] == "2026-11-25T09:00:00Z"
+    assert len(await entities(client, "other")) == len(hours)
