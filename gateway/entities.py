@@ -349,10 +349,12 @@ class EntityService:
             for key in sorted(set(keys)):
                 await turns.enter_async_context(self._lanes.turn(key))
             for _ in range(_MAX_WRITE_ATTEMPTS):
-                planned = [
-                    await self._plan(tenant, u, nk, origin)
-                    for u, (_, _, nk) in zip(upserts, keys, strict=True)
-                ]
+                planned = await asyncio.gather(  # read and check them side by side
+                    *(
+                        self._plan(tenant, u, nk, origin)
+                        for u, (_, _, nk) in zip(upserts, keys, strict=True)
+                    )
+                )
                 writes = [write for write, _ in planned if write is not None]
                 docs = await self._store.entities.write_together(tenant, writes) if writes else []
                 if docs is None:
