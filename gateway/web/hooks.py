@@ -15,24 +15,15 @@ from gateway.web.state import services_of
 _WRITTEN: Final[dict[str, Any]] = {
     "type": "object",
     "description": "One write (200 updated, 201 created); a batch answers 200, or 207 when an "
-    "item failed, with `results` (one per item) and a `summary`",
+    "item failed, with `results` (one per item) and a `summary`. A write may add `skipped` "
+    "(only-forward fields left unwritten: their value was stale) and `also` (the further "
+    "entities of a mapping's `also`: entity_type, id, key, created, changed, events)",
     "properties": {
         "id": {"type": "string"},
         "key": {"type": ["string", "null"]},
         "created": {"type": "boolean"},
         "changed": {"type": "array", "items": {"type": "string"}},
         "events": {"type": "array", "items": {"type": "string"}},
-        "skipped": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "Only-forward fields left unwritten: their value was stale",
-        },
-        "also": {
-            "type": "array",
-            "items": {"type": "object"},
-            "description": "The further entities of the same write (a mapping's `also`): "
-            "entity_type, id, key, created, changed, events, skipped",
-        },
         "results": {"type": "array", "items": {"type": "object"}},
         "summary": {"type": "object"},
     },
