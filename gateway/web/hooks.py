@@ -15,9 +15,7 @@ from gateway.web.state import services_of
 _WRITTEN: Final[dict[str, Any]] = {
     "type": "object",
     "description": "One write (200 updated, 201 created); a batch answers 200, or 207 when an "
-    "item failed, with `results` (one per item) and a `summary`. A write may add `skipped` "
-    "(only-forward fields left unwritten: their value was stale) and `also` (the further "
-    "entities of a mapping's `also`: entity_type, id, key, created, changed, events)",
+    "item failed, with `results` (one per item) and a `summary`",
     "properties": {
         "id": {"type": "string"},
         "key": {"type": ["string", "null"]},
