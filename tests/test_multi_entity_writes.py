@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from gateway.services import Services
 from gateway.store import entities as entity_store
 from gateway.web.state import services_key
 from tests.flow_support import sample
@@ -24,6 +26,7 @@ from tests.triggers_support import (
     upload_mapping,
     upload_shipped,
 )
+from tests.ui_support import csrf, log_in, make_user
 
 CHECKLIST = sample("checklist_completed.json")  # ABC1D23 at 152,340 km, 25 Nov 10:58 UTC
 
@@ -391,3 +394,28 @@ async def test_checklists_arriving_together_leave_the_newest_reading(client: Cli
     assert vehicle["odometer_km"] == 1009
     assert vehicle["attributes"]["odometer_read_at"] == "2026-11-25T09:00:00Z"
     assert len(await entities(client, "other")) == len(hours)
+
+
+async def test_the_admin_uis_dry_run_shows_the_further_entity(
+    client: Client, services: Services
+) -> None:
+    await _vehicle(
+        client, odometer_km=160000, attributes={"odometer_read_at": "2026-12-01T10:00:00Z"}
+    )
+    await upload_shipped(client, "checklist")
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings/checklist")
+
+    response = await client.post(
+        "/admin/mappings/checklist/test",
+        data={"csrf": token, "payload": json.dumps(CHECKLIST)},
+    )
+
+    page = await response.text()
+    assert response.status == 200, page
+    also = page[page.index('data-testid="dry-run-also"') :]
+    assert "Também grava: vehicle" in also
+    assert "Atualizaria o cadastro" in also
+    assert "<code>odometer_km</code> <code>attributes.odometer_read_at</code>" in also
+    assert await entities(client, "other") == []
