@@ -1,7 +1,10 @@
 """Use case: create, read, change and delete entities, with the events each change causes.
 
 Every write validates the whole resulting document, computes what changed, and stores the
-change together with its events in one single-document write (see `store/entities.py`).
+change together with its events in one single-document write (see `store/entities.py`); a
+write that spans several entities (`upsert_together`, a mapping's `also`) stores them all
+with their events in one transaction. Only-forward fields (`forward`) are compared with the
+stored entity at the revision the write is guarded by, so a stale value is never written.
 Writes to one entity take turns in this process (`_Lanes`), in the order they arrived;
 writes to different entities go to the database together (`store/group_commit.py`).
 """
@@ -12,18 +15,18 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.doorbell import Doorbell
-from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
+from gateway.errors import BadRequest, Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
 from gateway.paging import PAGE_PARAMS
 from gateway.schemas.ids import normalize_identifier
 from gateway.schemas.registry import SchemaRegistry, reference_field
 from gateway.store import Doc, Store, new_id
-from gateway.store.entities import FILTERABLE
+from gateway.store.entities import FILTERABLE, TogetherWrite
 
 # An optimistic write loses to a concurrent one at most this often before we give up.
 _MAX_WRITE_ATTEMPTS = 8
@@ -42,6 +45,25 @@ class WriteResult:
     created: bool
     changes: tuple[Change, ...] = ()
     events: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # only-forward fields not written: their value was stale
+    also: tuple[WriteResult, ...] = ()  # the further entities of the same write (`also`)
+
+
+Forward = Sequence[tuple[str, str]]
+"""Only-forward fields: (field, ordering field) pairs, see `forward_only`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """One entity of `upsert_together`: like the arguments of `upsert`, plus whether it may
+    be created (`create=False`: it must exist)."""
+
+    etype: str
+    fields: Mapping[str, Any]
+    extra_events: Sequence[str] = ()
+    event_detail: Mapping[str, Any] | None = None
+    forward: Forward = ()
+    create: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +96,68 @@ def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
             result[key] = merge(result[key], value)
         else:
             result[key] = value
+    return result
+
+
+def _dig(data: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = data
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _instant(value: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def behind(new: Any, old: Any) -> bool:
+    """Whether `new` is before `old`: numbers by value, date-times (ISO 8601 text) in time.
+    Values that cannot be ordered (text, mixed kinds) are never behind."""
+    numbers = [isinstance(v, int | float) and not isinstance(v, bool) for v in (new, old)]
+    if all(numbers):
+        return bool(new < old)
+    if isinstance(new, str) and isinstance(old, str):
+        new_at, old_at = _instant(new), _instant(old)
+        return new_at is not None and old_at is not None and new_at < old_at
+    return False
+
+
+def forward_only(
+    stored: Mapping[str, Any], fields: Mapping[str, Any], forward: Forward
+) -> tuple[Mapping[str, Any], tuple[str, ...]]:
+    """`fields` without the only-forward fields whose ordering field would go back (its new
+    value is behind the stored one), and the dotted fields left out. A field ordered by
+    another leaves with it: a stale reading keeps neither its value nor its time."""
+    stale: dict[str, None] = {}
+    for target, by in forward:
+        new, old = _dig(fields, by), _dig(stored, by)
+        if new is not None and old is not None and behind(new, old):
+            stale[target] = None
+            stale[by] = None
+    if not stale:
+        return fields, ()
+    kept = _without(fields, set(stale))
+    return kept, tuple(stale)
+
+
+def _without(fields: Mapping[str, Any], dotted: set[str], prefix: str = "") -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in fields.items():
+        path = f"{prefix}{key}"
+        if path in dotted:
+            continue
+        if isinstance(value, Mapping) and any(d.startswith(f"{path}.") for d in dotted):
+            inner = _without(value, dotted, f"{path}.")
+            if inner:
+                result[key] = inner
+            continue
+        result[key] = value
     return result
 
 
@@ -190,16 +274,20 @@ class EntityService:
         origin: Origin,
         extra_events: Sequence[str] = (),
         event_detail: Mapping[str, Any] | None = None,
+        forward: Forward = (),
     ) -> WriteResult:
         """Create the entity `fields` name by natural key, or merge `fields` into it.
 
         The entity as this process last wrote it is tried first: the write is guarded by the
         entity's version, so a stale copy costs one failed update and a re-read, never a lost
         change. A tracker sending positions for one vehicle thus costs one round trip a fix.
+        Only-forward fields (`forward`) whose value is stale are left out (`skipped`).
         """
         nk = self.natural_key(etype, fields)
         async with self._lanes.turn((tenant, etype, nk)):
-            return await self._upsert(tenant, etype, nk, fields, origin, extra_events, event_detail)
+            return await self._upsert(
+                tenant, etype, nk, fields, origin, extra_events, event_detail, forward
+            )
 
     async def _upsert(
         self,
@@ -210,6 +298,7 @@ class EntityService:
         origin: Origin,
         extra_events: Sequence[str],
         event_detail: Mapping[str, Any] | None,
+        forward: Forward = (),
     ) -> WriteResult:
         current = self._recent.get(tenant, etype, nk)
         for _ in range(_MAX_WRITE_ATTEMPTS):
@@ -223,10 +312,15 @@ class EntityService:
                     )
                 except Conflict:
                     continue  # created concurrently: merge into it on the next round
+            # Only-forward fields are judged against `current`, and the write is guarded by
+            # its revision: a value judged fresh is never written over a newer one.
+            kept, skipped = (
+                forward_only(current["data"], fields, forward) if forward else (fields, ())
+            )
             result = await self._write(
                 tenant,
                 current,
-                merge(current["data"], fields),
+                merge(current["data"], kept),
                 origin,
                 extra_events,
                 event_detail,
@@ -234,10 +328,80 @@ class EntityService:
             # "Nothing changed" was decided against the remembered copy without a write to
             # guard it: confirm it against the database before answering.
             if result is not None and (result.events or not remembered):
-                return result
+                return replace(result, skipped=skipped) if skipped else result
             self._recent.drop(tenant, etype, nk)
             current = None
         raise Conflict("the entity is being changed concurrently; retry")
+
+    async def upsert_together(
+        self, tenant: str, upserts: Sequence[Upsert], origin: Origin
+    ) -> list[WriteResult]:
+        """Upsert several entities in one durable write: every entity with its events, or
+        nothing (a multi-document transaction, `store/entities.py` `write_together`). Each
+        is checked first, so one that does not validate fails them all before any write;
+        one that changed meanwhile makes them all re-read and try again. The entities take
+        their turns (`_Lanes`) in one order, so two such writes never wait for each other."""
+        keys = [(tenant, u.etype, self.natural_key(u.etype, u.fields)) for u in upserts]
+        if len(set(keys)) != len(keys):
+            message = "two targets of one payload write the same entity"
+            raise InvalidPayload(message, [FieldProblem("", message, "duplicate")])
+        async with contextlib.AsyncExitStack() as turns:
+            for key in sorted(set(keys)):
+                await turns.enter_async_context(self._lanes.turn(key))
+            for _ in range(_MAX_WRITE_ATTEMPTS):
+                planned = await asyncio.gather(  # read and check them side by side
+                    *(
+                        self._plan(tenant, u, nk, origin)
+                        for u, (_, _, nk) in zip(upserts, keys, strict=True)
+                    )
+                )
+                writes = [write for write, _ in planned if write is not None]
+                docs = await self._store.entities.write_together(tenant, writes) if writes else []
+                if docs is None:
+                    continue  # one of them changed meanwhile: read them all again
+                if writes:
+                    self._relay_doorbell.ring()
+                stored = iter(docs)
+                results = []
+                for write, result in planned:
+                    if write is not None:
+                        doc = next(stored)
+                        self._recent.put(tenant, doc)
+                        result = replace(result, entity=doc)
+                    results.append(result)
+                return results
+        raise Conflict("the entities are being changed concurrently; retry")
+
+    async def _plan(
+        self, tenant: str, upsert: Upsert, nk: str, origin: Origin
+    ) -> tuple[TogetherWrite | None, WriteResult]:
+        """One entity of `upsert_together`, checked: its write (None when nothing changes)
+        and its result, whose entity the write will replace."""
+        etype, extra, detail = upsert.etype, upsert.extra_events, upsert.event_detail
+        current = await self._store.entities.get(tenant, etype, nk=nk)
+        try:
+            if current is None:
+                if not upsert.create:
+                    message = f"no {etype} {nk!r}: this mapping does not create one"
+                    raise InvalidPayload(message, [FieldProblem("", message, "not_found")])
+                clean = await self._check(tenant, etype, upsert.fields)
+                events = [_event("entity.created", etype, clean, [], origin)]
+                events += [_event(t, etype, clean, [], origin, detail) for t in extra]
+                write = TogetherWrite(etype, nk, None, clean, events)
+                return write, WriteResult({}, True, (), tuple(e["type"] for e in events))
+            kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
+            clean = await self._check(tenant, etype, merge(current["data"], kept))
+        except InvalidPayload as exc:
+            problems = [replace(p, extra={**p.extra, "entity_type": etype}) for p in exc.problems]
+            raise InvalidPayload(f"{etype} {nk!r}: {exc.detail}", problems, **exc.extra) from None
+        if self.natural_key(etype, clean) != nk:
+            raise Conflict("the natural key of an entity cannot change; create a new one")
+        changes = diff(current["data"], clean)
+        events = [_event("entity.updated", etype, clean, changes, origin)] if changes else []
+        events += [_event(t, etype, clean, changes, origin, detail) for t in extra]
+        types = tuple(e["type"] for e in events)
+        result = WriteResult(current, False, tuple(changes), types, skipped)
+        return (TogetherWrite(etype, nk, current, clean, events) if events else None), result
 
     async def patch(
         self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any], origin: Origin

@@ -263,6 +263,12 @@ class Metrics:
             ["trigger", "reason"],
             registry=r,
         )
+        self.stale_fields_skipped = Counter(
+            "gateway_stale_fields_skipped_total",
+            "Only-forward fields left unwritten because their value was behind the stored one",
+            ["trigger", "field"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """This process's metrics; every process's, added up, under `serve --workers N`."""

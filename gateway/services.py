@@ -184,7 +184,7 @@ def _assemble(
     keeper = RejectedKeeper(store, metrics)
     positions = PositionAppender(store, entities, metrics)
     tracks = Tracks(store, positions)
-    ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics, positions)
+    ingestor = Ingestor(Pipeline(entities, schemas, mappings, metrics), keeper, metrics, positions)
     # Where a schedule's pages land, by target type: the trigger ingest path for both.
     sinks: dict[str, PageSink] = {
         "entities": EntitySink(ingestor),

@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pymongo
+import yaml
 
 from gateway.store.embedded import EmbeddedServer
 from tests.processes import Gateway, wait_until
@@ -244,3 +247,129 @@ def test_no_answered_write_is_lost_when_the_gateway_is_killed_mid_stream(
         f"{report['lost']} lost, {report['duplicated']} duplicated"
     )
     assert report == {"lost": 0, "stale": 0, "events_lost": 0, "duplicated": 0}
+
+
+class _Checklists:
+    """WORKERS threads POSTing checklists, each for its own vehicle with a growing odometer:
+    each answered checklist wrote the checklist and the vehicle's reading together."""
+
+    def __init__(self, gateway: Gateway, trigger: dict[str, Any]) -> None:
+        self._gateway = gateway
+        self._path = f"/hooks/{trigger['id']}"
+        self._headers = {"Authorization": f"Bearer {trigger['token']}"}
+        self.stop = threading.Event()
+        self.answered: list[tuple[str, str, int]] = []  # checklist key, plate, odometer
+        self.statuses: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(w,)) for w in range(WORKERS)]
+
+    def __enter__(self) -> _Checklists:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _run(self, worker: int) -> None:
+        plate = f"CK{chr(65 + worker)}1A00"
+        start = datetime(2026, 11, 25, tzinfo=UTC)
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            key = f"chk-{worker}-{n}"
+            payload = {
+                "checklistId": key,
+                "placa": plate,
+                "condutorCpf": "52998224725",
+                "odometroKm": 1000 + n,
+                "concluidoEm": (start + timedelta(minutes=n)).isoformat(),
+                "respostas": [{"item": "pneus", "ok": True}],
+            }
+            headers = {**self._headers, "Idempotency-Key": key}
+            status = 0
+            while status not in (200, 201) and not self.stop.is_set():
+                status, _, _ = self._gateway.request(
+                    "POST", self._path, payload, headers=headers, timeout=15
+                )
+                with self._lock:
+                    self.statuses[status] += 1
+                if status not in (200, 201):
+                    time.sleep(0.1)  # the database restarts: the same checklist again
+            if status in (200, 201):
+                with self._lock:
+                    self.answered.append((key, plate, 1000 + n))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.answered)
+
+
+def test_a_write_of_several_entities_is_never_lost_nor_half_kept_when_the_database_is_killed(
+    tmp_path: Path,
+) -> None:
+    """The checklist mapping writes a checklist and its vehicle's reading in one transaction.
+    After SIGKILLs of the database mid-stream, every answered checklist is stored, and each
+    vehicle's odometer is exactly the highest reading among its stored checklists: no
+    checklist kept without its reading, no reading without its checklist."""
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="3000").start()
+    mapping = (Path(__file__).resolve().parents[1] / "mappings" / "checklist.yaml").read_text()
+    try:
+        for worker in range(WORKERS):
+            vehicle = {"plate": f"CK{chr(65 + worker)}1A00", "odometer_km": 0}
+            status, _, body = gateway.request(
+                "POST", "/api/v1/entities/vehicle", vehicle, headers=auth()
+            )
+            assert status == 201, body
+        status, _, body = gateway.request(
+            "POST", "/api/v1/mappings", yaml.safe_load(mapping), headers=auth()
+        )
+        assert status == 201, body
+        spec = {
+            "name": "checklists",
+            "entity_type": "other",
+            "kind": "checklist",
+            "methods": ["POST"],
+            "mapping": "checklist",
+        }
+        status, _, trigger = gateway.request("POST", "/api/v1/triggers", spec, headers=auth())
+        assert status == 201, trigger
+        with _Checklists(gateway, trigger) as stream:
+            for _ in range(2):
+                target = stream.count() + WRITES_BETWEEN_KILLS // 2
+                wait_until(lambda t=target: stream.count() >= t, 60, "checklists answered")
+                os.kill(gateway.db_pid, signal.SIGKILL)
+                wait_until(gateway.ready, 60, "the database to be restarted")
+            target = stream.count() + WRITES_BETWEEN_KILLS // 2
+            wait_until(lambda: stream.count() >= target, 60, "checklists after the restart")
+    finally:
+        gateway.stop()
+    server = EmbeddedServer(tmp_path / "db")
+    server.start()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(server.uri)
+    try:
+        db = client["gateway"]
+        checklists = {d["data"]["key"]: d["data"] for d in db.entities.find({"type": "other"})}
+        odometers = {
+            d["data"]["plate"]: d["data"]["odometer_km"]
+            for d in db.entities.find({"type": "vehicle"})
+        }
+    finally:
+        client.close()
+        server.stop()
+    lost = [key for key, _, _ in stream.answered if key not in checklists]
+    highest: dict[str, int] = {}
+    for data in checklists.values():
+        plate = data["vehicle_plate"]
+        highest[plate] = max(highest.get(plate, 0), data["odometer_km"])
+    half = {
+        p: (odometers[p], highest.get(p, 0)) for p in odometers if odometers[p] != highest.get(p, 0)
+    }
+    print(
+        f"\nkill experiment (several entities per write): {len(stream.answered)} answered, "
+        f"{len(checklists)} stored, {len(lost)} lost, {len(half)} half-kept; "
+        f"statuses {dict(stream.statuses)}"
+    )
+    assert lost == [] and half == {}

@@ -132,10 +132,11 @@ async def test_scenario_4_renders_the_erp_requests_without_writing(
     assert erp["request"]["headers"]["Authorization"] == "Bearer <secret:erp_token>"
     assert erp["request"]["body"] == sample("erp_fine_paid.json")
 
+    # The checklist mapping wrote the reading to the vehicle with the checklist (`also`).
     await post(
         client,
         "/api/v1/entities/vehicle",
-        {"plate": "ABC1D23", "renavam": "86769597308", "odometer_km": 151000},
+        {"plate": "ABC1D23", "renavam": "86769597308", "odometer_km": 152340},
     )
     checklist = {
         "type": "checklist.completed",
@@ -150,12 +151,15 @@ async def test_scenario_4_renders_the_erp_requests_without_writing(
     }
     mileage = await _test(client, {"flow": "checklist-mileage-erp", "event": checklist})
     written, call = mileage["steps"]
-    assert written["outcome"] == "rendered" and written["fields"] == {"odometer_km": 152340}
-    assert written["changes"] == [{"field": "odometer_km", "old": 151000, "new": 152340}]
+    assert written["outcome"] == "rendered"
+    assert written["fields"] == {"attributes.last_checklist": "chk-20261125-0042"}
+    assert written["changes"] == [
+        {"field": "attributes", "old": None, "new": {"last_checklist": "chk-20261125-0042"}}
+    ]
     assert call["request"]["url"] == f"{partner.url}/veiculos/quilometragem"
     assert call["request"]["body"] == sample("erp_mileage_update.json")
     vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
-    assert vehicle["odometer_km"] == 151000  # not written
+    assert "attributes" not in vehicle  # not written
     assert partner.requests == []
 
 

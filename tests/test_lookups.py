@@ -1,5 +1,6 @@
 """Lookups by a mapping's key fields (a tracker id, a partner's vehicle id) compare text and
-numbers by value: "123" finds 123 and 123 finds "123", through the index or on the data."""
+numbers by value: "123" finds 123 and 123 finds "123", through the index or on the data.
+Partner ids (attributes named `*_id`) are looked up through the index."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import Client, create_trigger, hook, upload_mapping
 
@@ -39,10 +41,12 @@ async def _odometer(client: Client, plate: str = "ABC1D23") -> Any:
         ("attributes.tracker_id", "4711", 4711),
         ("attributes.tracker_id", 4711.0, "4711"),
         ("attributes.tracker_id", 12.5, "12.5"),
-        ("attributes.fleetio_vehicle_id", "987", 987),  # matched on the data
-        ("attributes.fleetio_vehicle_id", 987, "987"),
+        ("attributes.erp_id", "987", 987),  # every partner id: through the index
+        ("attributes.motive_id", 987, "987"),
         ("attributes.fleetio_vehicle_id", 987, 987.0),
         ("attributes.fleetio_vehicle_id", -2.25, "-2.25"),
+        ("attributes.fleet_number", "987", 987),  # not an id by its name: matched on the data
+        ("attributes.fleet_number", 987, "987"),
     ],
 )
 async def test_text_and_numbers_find_each_other_by_value(
@@ -67,6 +71,7 @@ async def test_text_and_numbers_find_each_other_by_value(
         ("attributes.fleetio_vehicle_id", 123, "0123"),
         ("attributes.fleetio_vehicle_id", 1.5, "1.50"),
         ("attributes.fleetio_vehicle_id", "true", True),
+        ("attributes.fleet_number", 123, "0123"),
     ],
 )
 async def test_other_texts_do_not_match(client: Client, field: str, stored: Any, sent: Any) -> None:
@@ -98,3 +103,31 @@ async def test_a_lookup_value_that_is_not_text_or_a_number_is_a_clear_422(
     )
     assert error["target"] == "attributes.tracker_id"
     assert await _odometer(client) is None
+
+
+async def test_partner_ids_are_found_through_the_index_and_backfilled_for_older_entities(
+    client: Client,
+) -> None:
+    """An entity written before partner ids were indexed (its `fk` keys as they were then) is
+    not found by the index until the start-up backfill gives it its keys."""
+    await _vehicle(client, {"erp_id": 123, "fleet_number": "7"})
+    await upload_mapping(client, _by("attributes.erp_id"))
+    trigger = await create_trigger(client, mapping="by-attributes-erp_id")
+    store = client.app[services_key].store
+    entities = store.db["entities"]
+    [stored] = await entities.find({"nk": "ABC1D23"}).to_list(None)
+    assert "attributes.erp_id=123" in stored["fk"]
+    assert not any(k.startswith("attributes.fleet_number") for k in stored["fk"])
+    # As an older gateway wrote it: no partner-id keys.
+    await entities.update_one({"_id": stored["_id"]}, {"$set": {"fk": ["plate=ABC1D23"]}})
+    status, problem = await hook(client, trigger, {"device": "123", "km": 10})
+    assert status == 422 and problem["errors"][0]["keyword"] == "not_found"  # the index's view
+
+    await store.db["migrations"].delete_many({})  # a database from before the backfill
+    await store.ensure_indexes()  # what every process runs at start
+
+    status, answer = await hook(client, trigger, {"device": "123", "km": 10})
+    assert status == 200, answer
+    assert await _odometer(client) == 10
+    await store.ensure_indexes()  # once per database: the marker stops a second pass
+    assert await store.entities.backfill_lookup_keys() == 0

@@ -816,6 +816,16 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
         (item, *_) = mapping.items(sample)
         mapped = mapping.apply(item, secrets=secrets)
         got = {"document": mapped.document, "key": mapped.key, "events": list(mapped.events)}
+        if mapped.also:
+            got["also"] = [
+                {
+                    "entity_type": t.entity_type,
+                    "document": t.document,
+                    "key": t.key,
+                    "events": list(t.events),
+                }
+                for t in mapped.also
+            ]
     else:
         request = mapping.build_request(sample, secrets=secrets)
         got = {
@@ -884,3 +894,92 @@ def test_shipped_mappings_follow_the_schema() -> None:
 def test_schema_and_compiler_reject_the_same_documents(document: dict[str, Any]) -> None:
     assert not VALIDATOR.is_valid(document)
     problems_of(json.dumps(document))
+
+
+# -- also and only_forward ------------------------------------------------------------------------
+
+BROKEN_ALSO = """\
+name: broken-also
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {main: x}
+  odo: {from: a, only_forward: {by: nope}}
+  items: {each: x, fields: {a: {from: b, only_forward: true}}}
+also:
+  - entity_type: vehicl
+    key: [plate]
+    fields:
+      plat: {main: zzz}
+  - entity_type: driver
+    key: cpf
+    fields:
+      cpf: {from: c, transforms: [upcase]}
+    emit: [Bad]
+    extra: 1
+  - entity_type: other
+    key: [key]
+    fields: {key: k, status: {from: s, only_forward: sometimes}}
+"""
+
+
+def test_also_and_only_forward_problems_are_listed_at_their_line() -> None:
+    assert located(problems_of(BROKEN_ALSO)) == {
+        ("/fields/plate/main", 6, "main"),
+        ("/fields/odo/only_forward/by", 7, "only_forward"),
+        ("/fields/items/fields/a/only_forward", 8, "only_forward"),
+        ("/also/0/entity_type", 10, "enum"),
+        ("/also/0/fields/plat/main", 13, "main"),
+        ("/also/0/key/0", 11, "key"),
+        ("/also/1/extra", 19, "unknown"),
+        ("/also/1/fields/cpf/transforms/0", 17, "transform"),
+        ("/also/1/emit/0", 18, "emit"),
+        ("/also/2", 20, "required"),  # other needs a kind
+        ("/also/2/fields/status/only_forward", 22, "only_forward"),
+    }
+
+
+def test_also_targets_map_the_same_payload_and_read_the_main_document() -> None:
+    mapping = load_mapping(
+        HEAD
+        + "fields:\n  plate: {from: p, transforms: [upper]}\n  attributes.tracker_id: t\n"
+        + "also:\n"
+        + "  - entity_type: other\n    kind: fine\n    key: [key]\n    when: ait\n"
+        + "    emit: [{type: fine.seen, when: ait}]\n"
+        + "    fields:\n      key: numero\n      plate: {main: plate}\n"
+        + "      tracker: {main: attributes}\n"
+    )
+    mapped = mapping.apply({"p": "abc1d23", "t": 7, "ait": "x", "numero": "A1"})
+    assert mapping.also_entity_types == ("other",)
+    [fine] = mapped.also
+    assert fine.entity_type == "other" and fine.create is True
+    assert fine.document == {
+        "kind": "fine",
+        "key": "A1",
+        "plate": "ABC1D23",
+        "tracker": {"tracker_id": 7},
+    }
+    assert (fine.key, fine.events) == ({"key": "A1"}, ("fine.seen",))
+    assert mapping.apply({"p": "abc1d23"}).also == ()  # `when` does not hold: no fine
+    problems = payload_problems(mapping, {"p": "abc1d23", "ait": "x"})  # no numero
+    assert [(p.extra["target"], p.keyword) for p in problems] == [("also.0.key", "key")]
+
+
+def test_only_forward_guards_follow_the_payload_and_the_params() -> None:
+    text = (
+        HEAD
+        + "params:\n  authoritative: {default: false}\n"
+        + "fields:\n  plate: plate\n"
+        + "  odometer_km: {from: km, only_forward: {unless: {param: authoritative}}}\n"
+        + "  attributes.hours: {from: h, only_forward: {by: attributes.at, unless: fix}}\n"
+        + "  attributes.at: at\n"
+    )
+    mapping = load_mapping(text)
+    assert mapping.apply({"plate": "A"}).forward == (
+        ("odometer_km", "odometer_km"),
+        ("attributes.hours", "attributes.at"),
+    )
+    assert mapping.apply({"plate": "A", "fix": True}).forward == (("odometer_km", "odometer_km"),)
+    erp = mapping.bind({"authoritative": True})
+    assert erp.apply({"plate": "A"}).forward == (("attributes.hours", "attributes.at"),)

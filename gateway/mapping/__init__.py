@@ -16,7 +16,8 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
         inbound:  .probe(payload) -> dict | None     the answer to a partner's ping, if it is one
                   .items(payload) -> list            batch items; one object -> [payload]
                   .apply(item, *, secrets=None) -> MappedDocument(document, key, events,
-                                                                 event_data)
+                                                  event_data, forward, also: [MappedTarget])
+                  .also_entity_types                 entity types `also` writes, in order
         outbound: .build_request(context, *, secrets=None) -> OutboundRequest(path_params,
                                                                  query, headers, body)
                   .map_response(body) -> dict        entity fields from a partner answer
@@ -37,7 +38,7 @@ constants in `gateway.mapping.limits`.
 from .engine import CompiledMapping
 from .files import read_sample, test_file, validate_file
 from .loader import load_mapping
-from .model import Direction, FieldCatalog, MappedDocument, OutboundRequest
+from .model import Direction, FieldCatalog, MappedDocument, MappedTarget, OutboundRequest
 from .paths import flatten, unflatten
 from .transforms import TRANSFORM_NAMES
 
@@ -47,6 +48,7 @@ __all__ = [
     "Direction",
     "FieldCatalog",
     "MappedDocument",
+    "MappedTarget",
     "OutboundRequest",
     "flatten",
     "load_mapping",

@@ -9,9 +9,10 @@ from typing import Any
 
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
 
+from .conditions import Condition
 from .expressions import Getter
 from .model import Direction, FieldCatalog
-from .params import Param, ParamScope, compile_params
+from .params import MISSING, Param, ParamScope, compile_params
 from .paths import pointer
 from .probes import Probe, compile_probe
 from .problems import Problems, suggest
@@ -20,11 +21,22 @@ from .tables import Table
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 COMMON_KEYS = ("name", "description", "direction", "entity_type", "kind")
-INBOUND_KEYS = ("target", "key", "emit", "items", "fields", "event_data", "params", "probe")
+INBOUND_KEYS = (
+    "target",
+    "key",
+    "emit",
+    "items",
+    "fields",
+    "event_data",
+    "params",
+    "probe",
+    "also",
+)
+ALSO_KEYS = ("entity_type", "kind", "key", "fields", "emit", "when", "create")
 TARGETS = ("entities", "positions")
 # What a position mapping may not have: fixes name their vehicle themselves (plate or
-# tracker_id) and events come from the fold, not from the mapping.
-_NOT_FOR_POSITIONS = ("key", "emit", "event_data")
+# tracker_id), events come from the fold, not from the mapping, and a fix writes no entity.
+_NOT_FOR_POSITIONS = ("key", "emit", "event_data", "also")
 OUTBOUND_KEYS = ("path", "query", "headers", "body", "response")
 ALL_KEYS = (*COMMON_KEYS, *INBOUND_KEYS, *OUTBOUND_KEYS)
 MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -37,6 +49,32 @@ SENSITIVE_WORDS = ("token", "secret", "password", "apikey", "api-key", "api_key"
 _MAX_DESCRIPTION = 2_000
 _MAX_EVENTS = 20
 _SECRET_KEYS = frozenset({"secret"})
+MAX_ALSO = 10
+"""Further entities one payload item may write (`also`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """`only_forward` on a target: written only when `by` (the target itself, or another
+    target of the same fields) does not go back; off when `unless` holds on the payload."""
+
+    target: str
+    by: str
+    unless: Condition | None = None
+
+
+@dataclass(slots=True)
+class AlsoPlan:
+    """One further entity of `also`: evaluated on the same payload after the main fields."""
+
+    entity_type: str
+    kind: str | None
+    key_fields: tuple[str, ...]
+    fields: Table
+    emit: tuple[tuple[str, Any], ...]
+    forward: tuple[Guard, ...]
+    when: Condition | None
+    create: bool
 
 
 @dataclass(slots=True)
@@ -61,6 +99,8 @@ class Plan:
     secrets: frozenset[str] = field(default_factory=frozenset)
     params: Mapping[str, Param] = field(default_factory=dict)
     probe: Probe | None = None
+    forward: tuple[Guard, ...] = ()
+    also: tuple[AlsoPlan, ...] = ()
 
 
 def compile_plan(
@@ -120,22 +160,26 @@ def _header(data: dict[str, Any], problems: Problems) -> Direction | None:
     return direction if direction in ("inbound", "outbound") else None
 
 
-def _entity(data: dict[str, Any], problems: Problems, *, required: bool) -> None:
+def _entity(data: dict[str, Any], problems: Problems, *, required: bool, at: str = "") -> bool:
+    """Checks entity_type and kind (of the file, or of an `also` target at `at`)."""
     entity_type, kind = data.get("entity_type"), data.get("kind")
+    count = len(problems.items)
     if entity_type is None:
         if required:
             problems.add(
-                "", f"entity_type is required: one of {', '.join(ENTITY_TYPES)}", "required"
+                at, f"entity_type is required: one of {', '.join(ENTITY_TYPES)}", "required"
             )
     elif entity_type not in ENTITY_TYPES:
-        problems.add("/entity_type", f"entity_type is one of {', '.join(ENTITY_TYPES)}", "enum")
+        message = f"entity_type is one of {', '.join(ENTITY_TYPES)}"
+        problems.add(f"{at}/entity_type", message, "enum")
     if kind is None:
         if entity_type == "other" and required:
-            problems.add("", "kind is required when entity_type is other", "required")
+            problems.add(at, "kind is required when entity_type is other", "required")
     elif entity_type != "other":
-        problems.add("/kind", "kind goes with entity_type other", "kind")
+        problems.add(f"{at}/kind", "kind goes with entity_type other", "kind")
     elif not isinstance(kind, str) or not KIND_RE.match(kind):
-        problems.add("/kind", "kind is lower-case letters, digits and '_'", "pattern")
+        problems.add(f"{at}/kind", "kind is lower-case letters, digits and '_'", "pattern")
+    return len(problems.items) == count
 
 
 # -- inbound -------------------------------------------------------------------------------------
@@ -154,15 +198,19 @@ def _inbound(
     if "fields" not in data:
         problems.add("", "fields is required", "required")
     else:
-        plan.fields = specs.table(data["fields"], "/fields", 1) or ()
-        _check_catalog(data["fields"], "/fields", plan, problems, catalog)
+        fields, plan.forward = _guards(data["fields"], "/fields", specs)
+        plan.fields = specs.table(fields, "/fields", 1) or ()
+        _check_catalog(data["fields"], "/fields", plan.entity_type, plan.kind, problems, catalog)
     plan.key_fields = _key(data, problems)
+    if "also" in data:
+        main = data["fields"] if isinstance(data.get("fields"), dict) else {}
+        plan.also = _also(data["also"], frozenset(main), specs, catalog)
     if "items" in data:
         if isinstance(data["items"], str):
             plan.items = specs.expression(data["items"], "/items")
         else:
             problems.add("/items", "items is an expression that gives the list of items", "type")
-    plan.emit = _emit(data.get("emit", []), specs)
+    plan.emit = _emit(data.get("emit", []), specs, "/emit")
     if "probe" in data:
         plan.probe = compile_probe(data["probe"], specs)
     if "event_data" in data:
@@ -197,35 +245,132 @@ def _positions(data: dict[str, Any], plan: Plan, specs: SpecCompiler) -> None:
         plan.probe = compile_probe(data["probe"], specs)
 
 
-def _key(data: dict[str, Any], problems: Problems) -> tuple[str, ...]:
+def _key(data: dict[str, Any], problems: Problems, base: str = "") -> tuple[str, ...]:
     raw = data.get("key")
     if raw is None:
-        problems.add("", "key is required: the fields that find the entity", "required")
+        problems.add(base, "key is required: the fields that find the entity", "required")
         return ()
     names = [raw] if isinstance(raw, str) else raw
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        problems.add("/key", "key is a field name or a list of field names", "type")
+        problems.add(f"{base}/key", "key is a field name or a list of field names", "type")
         return ()
     fields = data.get("fields")
     targets = fields if isinstance(fields, dict) else {}
-    at = "/key" if isinstance(raw, str) else None
+    at = f"{base}/key" if isinstance(raw, str) else None
     for i, name in enumerate(names):
         if name not in targets:
-            where = at or f"/key/{i}"
+            where = at or f"{base}/key/{i}"
             problems.add(where, f"key field {name!r} is not among the fields' targets", "key")
     if len(set(names)) != len(names):
-        problems.add("/key", "key lists a field twice", "key")
+        problems.add(f"{base}/key", "key lists a field twice", "key")
     return tuple(names)
 
 
-def _emit(raw: Any, specs: SpecCompiler) -> tuple[tuple[str, Any], ...]:
+def _guards(raw: Any, at: str, specs: SpecCompiler) -> tuple[Any, tuple[Guard, ...]]:
+    """`only_forward` taken off the top-level specs of a fields table: the table without it
+    (for the spec compiler) and the guards it declares."""
+    if not isinstance(raw, dict):
+        return raw, ()
+    problems = specs.problems
+    fields: dict[str, Any] = {}
+    guards: list[Guard] = []
+    for target, spec in raw.items():
+        if not isinstance(spec, dict) or "only_forward" not in spec:
+            fields[target] = spec
+            continue
+        fields[target] = {k: v for k, v in spec.items() if k != "only_forward"}
+        option, here = spec["only_forward"], f"{at}{pointer(target)}/only_forward"
+        if option is True:
+            guards.append(Guard(target, target))
+        elif isinstance(option, dict) and option and set(option) <= {"by", "unless"}:
+            guard = _guard(target, option, here, raw, specs)
+            if guard is not None:
+                guards.append(guard)
+        elif option is not False:
+            message = "only_forward is true, false or {by: target, unless: condition}"
+            problems.add(here, message, "only_forward")
+    return fields, tuple(guards)
+
+
+def _guard(
+    target: str, option: dict[str, Any], at: str, fields: dict[str, Any], specs: SpecCompiler
+) -> Guard | None:
+    by = option.get("by", target)
+    if not isinstance(by, str) or by not in fields:
+        specs.problems.add(
+            f"{at}/by", f"by {by!r} is not a target of the same fields", "only_forward"
+        )
+        return None
+    if "unless" not in option:
+        return Guard(target, by)
+    unless = option["unless"]
+    if isinstance(unless, dict) and set(unless) == {"param"}:
+        # An authoritative source, said by a trigger's param: decided once per set of values.
+        name = unless["param"]
+        if not isinstance(name, str) or name not in specs.scope.declared:
+            known = ", ".join(specs.scope.declared) or "none"
+            message = f"param {name!r} is not declared in params ({known})"
+            specs.problems.add(f"{at}/unless/param", message, "param")
+            return None
+        value = specs.scope.value(name)
+        return None if value is not MISSING and value not in (None, False) else Guard(target, by)
+    condition = specs.condition(unless, f"{at}/unless")
+    return None if condition is None else Guard(target, by, condition)
+
+
+def _also(
+    raw: Any, main: frozenset[str], specs: SpecCompiler, catalog: FieldCatalog | None
+) -> tuple[AlsoPlan, ...]:
+    """`also`: further entities the item writes, each with its entity type, key and fields."""
+    problems = specs.problems
+    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_ALSO:
+        message = f"also is a list of 1 to {MAX_ALSO} targets: {{entity_type, key, fields}}"
+        problems.add("/also", message, "type")
+        return ()
+    plans: list[AlsoPlan] = []
+    for i, item in enumerate(raw):
+        at = f"/also/{i}"
+        if not isinstance(item, dict):
+            problems.add(at, "an also target is {entity_type, key, fields, ...}", "type")
+            continue
+        for key in item:
+            if key not in ALSO_KEYS:
+                message = f"unknown key {key!r}{suggest(key, ALSO_KEYS)} in an also target"
+                problems.add(f"{at}{pointer(key)}", message, "unknown")
+        known = _entity(item, problems, required=True, at=at)
+        etype, kind = item.get("entity_type"), item.get("kind")
+        table: Table = ()
+        guards: tuple[Guard, ...] = ()
+        if "fields" not in item:
+            problems.add(at, "fields is required", "required")
+        else:
+            fields, guards = _guards(item["fields"], f"{at}/fields", specs)
+            specs.main_targets = main
+            table = specs.table(fields, f"{at}/fields", 1) or ()
+            specs.main_targets = None
+            if known:
+                _check_catalog(item["fields"], f"{at}/fields", etype, kind, problems, catalog)
+        key_fields = _key(item, problems, at)
+        emit = _emit(item.get("emit", []), specs, f"{at}/emit")
+        when = specs.condition(item["when"], f"{at}/when") if "when" in item else None
+        create = item.get("create", True)
+        if not isinstance(create, bool):
+            problems.add(f"{at}/create", "create is true or false", "type")
+        if known and isinstance(etype, str):
+            plans.append(
+                AlsoPlan(etype, kind, key_fields, table, emit, guards, when, create is not False)
+            )
+    return tuple(plans)
+
+
+def _emit(raw: Any, specs: SpecCompiler, base: str) -> tuple[tuple[str, Any], ...]:
     problems = specs.problems
     if not isinstance(raw, list) or len(raw) > _MAX_EVENTS:
-        problems.add("/emit", f"emit is a list of at most {_MAX_EVENTS} event types", "type")
+        problems.add(base, f"emit is a list of at most {_MAX_EVENTS} event types", "type")
         return ()
     events: list[tuple[str, Any]] = []
     for i, item in enumerate(raw):
-        at = f"/emit/{i}"
+        at = f"{base}/{i}"
         condition = None
         if isinstance(item, dict) and set(item) <= {"type", "when"} and "type" in item:
             if "when" in item:
@@ -241,13 +386,18 @@ def _emit(raw: Any, specs: SpecCompiler) -> tuple[tuple[str, Any], ...]:
 
 
 def _check_catalog(
-    raw: Any, at: str, plan: Plan, problems: Problems, catalog: FieldCatalog | None
+    raw: Any,
+    at: str,
+    entity_type: str | None,
+    kind: str | None,
+    problems: Problems,
+    catalog: FieldCatalog | None,
 ) -> None:
-    if catalog is None or plan.entity_type is None or not isinstance(raw, dict):
+    if catalog is None or entity_type is None or not isinstance(raw, dict):
         return
     for target in raw:
-        if not catalog.has_field(plan.entity_type, target, kind=plan.kind):
-            what = plan.entity_type + (f" ({plan.kind})" if plan.kind else "")
+        if not catalog.has_field(entity_type, target, kind=kind):
+            what = entity_type + (f" ({kind})" if kind else "")
             message = f"target {target!r} is not a field of the {what} schema"
             problems.add(f"{at}{pointer(target)}", message, "unknown_field")
 
@@ -270,7 +420,9 @@ def _outbound(
         plan.body = specs.table(data["body"], "/body", 1) or ()
     if "response" in data:
         plan.response = specs.table(data["response"], "/response", 1) or ()
-        _check_catalog(data["response"], "/response", plan, problems, catalog)
+        _check_catalog(
+            data["response"], "/response", plan.entity_type, plan.kind, problems, catalog
+        )
 
 
 def _named(

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
 from .casts import to_string
-from .compiler import Plan, compile_plan
+from .compiler import AlsoPlan, Guard, Plan, compile_plan
 from .expressions import Run
 from .limits import MAX_LIST_ITEMS
-from .model import Direction, EvalError, LimitExceeded, MappedDocument, OutboundRequest
+from .model import (
+    Direction,
+    EvalError,
+    Forward,
+    LimitExceeded,
+    MappedDocument,
+    MappedTarget,
+    OutboundRequest,
+)
 from .params import Param, value_problems
 from .problems import Problems, payload_error
 from .tables import Table, evaluate, record
@@ -22,7 +30,7 @@ _MAX_BOUND: Final = 64
 class CompiledMapping:
     """A compiled mapping file. Immutable and shareable between tasks and threads."""
 
-    __slots__ = ("_bound", "_events", "_plan", "checksum", "emit", "source")
+    __slots__ = ("_bound", "_events", "_forward", "_plan", "checksum", "emit", "source")
 
     def __init__(self, plan: Plan, source: dict[str, Any], checksum: str) -> None:
         self._plan = plan
@@ -30,6 +38,7 @@ class CompiledMapping:
         self.checksum = checksum
         self.emit: tuple[str, ...] = tuple(dict.fromkeys(t for t, _ in plan.emit))
         self._events = self.emit if all(c is None for _, c in plan.emit) else None
+        self._forward = _static_forward(plan.forward)
         self._bound: dict[tuple[tuple[str, Any], ...], CompiledMapping] = {}
 
     @property
@@ -56,6 +65,11 @@ class CompiledMapping:
     @property
     def key_fields(self) -> tuple[str, ...]:
         return self._plan.key_fields
+
+    @property
+    def also_entity_types(self) -> tuple[str, ...]:
+        """The entity types of the further entities an item writes (`also`), in order."""
+        return tuple(a.entity_type for a in self._plan.also)
 
     @property
     def secrets(self) -> frozenset[str]:
@@ -149,32 +163,30 @@ class CompiledMapping:
         key: dict[str, Any] = {}
         events: tuple[str, ...] = ()
         event_data: dict[str, Any] = {}
+        forward = self._forward
+        also: tuple[MappedTarget, ...] = ()
         try:
             document = evaluate(plan.fields, payload, run)
-            key = self._key(document, run)
+            key = _key(plan.key_fields, document, run)
             if self._events is not None:
                 events = self._events
             else:
                 events = tuple(t for t, when in plan.emit if when is None or when(payload, run))
             if plan.event_data:
                 event_data = evaluate(plan.event_data, payload, run, "event_data.")
+            if forward is None:
+                forward = _forward(plan.forward, payload, run)
+            if plan.kind is not None and "kind" not in document:
+                document = {"kind": plan.kind, **document}
+            if plan.also:
+                run.main = document
+                also = tuple(_also(plan.also, payload, run))
         except EvalError as error:  # a spent budget, or a failing emit condition
             if not error.recorded:
                 record(run, error, "emit")
         if run.problems:
             raise payload_error(self.name, run.problems, run.dropped)
-        if plan.kind is not None and "kind" not in document:
-            document = {"kind": plan.kind, **document}
-        return MappedDocument(document, key, events, event_data)
-
-    def _key(self, document: dict[str, Any], run: Run) -> dict[str, Any]:
-        key = {}
-        for name in self._plan.key_fields:
-            value = _dig(document, name)
-            if value is None:
-                _missing_key(run, name)
-            key[name] = value
-        return key
+        return MappedDocument(document, key, events, event_data, forward or (), also)
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -221,6 +233,43 @@ class CompiledMapping:
         run = Run()
         record(run, error, target)
         return payload_error(self.name, run.problems, 0)
+
+
+def _key(fields: tuple[str, ...], document: dict[str, Any], run: Run, prefix: str = "") -> Any:
+    key = {}
+    for name in fields:
+        value = _dig(document, name)
+        if value is None:
+            _missing_key(run, prefix + name)
+        key[name] = value
+    return key
+
+
+def _static_forward(guards: tuple[Guard, ...]) -> Forward | None:
+    """The guards as they apply to every payload, or None when a condition decides."""
+    if any(g.unless is not None for g in guards):
+        return None
+    return tuple((g.target, g.by) for g in guards)
+
+
+def _forward(guards: tuple[Guard, ...], payload: Any, run: Run) -> Forward:
+    """The guards that hold for this payload: an `unless` that holds turns one off."""
+    return tuple((g.target, g.by) for g in guards if g.unless is None or not g.unless(payload, run))
+
+
+def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[MappedTarget]:
+    """The further entities of `also` whose `when` holds, mapped from the same payload."""
+    for index, plan in enumerate(plans):
+        if plan.when is not None and not plan.when(payload, run):
+            continue
+        prefix = f"also.{index}."
+        document = evaluate(plan.fields, payload, run, prefix)
+        key = _key(plan.key_fields, document, run, prefix)
+        events = tuple(t for t, when in plan.emit if when is None or when(payload, run))
+        if plan.kind is not None and "kind" not in document:
+            document = {"kind": plan.kind, **document}
+        forward = _forward(plan.forward, payload, run)
+        yield MappedTarget(plan.entity_type, document, key, events, forward, plan.create)
 
 
 def _dig(document: dict[str, Any], dotted: str) -> Any:

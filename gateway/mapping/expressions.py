@@ -85,6 +85,7 @@ class Run(jp_visitor.TreeInterpreter):
         self.problems: list[FieldProblem] = []
         self.dropped = 0
         self.target = ""
+        self.main: Mapping[str, Any] = {}  # the main document, for the `main` source of `also`
 
     def visit(self, node: Any, *args: Any, **kwargs: Any) -> Any:
         self.steps -= 1

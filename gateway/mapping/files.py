@@ -58,8 +58,9 @@ def test_file(
 ) -> dict[str, Any]:
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
 
-    Inbound: `{"target", "results": [{"document", "key", "events", "event_data"}, ...]}`, one
-    per item (a position mapping's documents are canonical fixes, checked as the append would).
+    Inbound: `{"target", "results": [{"document", "key", "events", "event_data",
+    "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's documents are
+    canonical fixes, checked as the append would).
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
@@ -75,14 +76,30 @@ def test_file(
             mapped = mapping.apply(item, secrets=known)
             if mapping.target == "positions":
                 parse_fix(mapped.document)  # what a position trigger would refuse
-            results.append(
-                {
-                    "document": mapped.document,
-                    "key": mapped.key,
-                    "events": list(mapped.events),
-                    "event_data": mapped.event_data,
-                }
-            )
+            result: dict[str, Any] = {
+                "document": mapped.document,
+                "key": mapped.key,
+                "events": list(mapped.events),
+                "event_data": mapped.event_data,
+            }
+            if mapped.forward:
+                result["only_forward"] = [{"field": f, "by": by} for f, by in mapped.forward]
+            if mapped.also:
+                result["also"] = [
+                    {
+                        "entity_type": t.entity_type,
+                        "document": t.document,
+                        "key": t.key,
+                        "events": list(t.events),
+                        **(
+                            {"only_forward": [{"field": f, "by": b} for f, b in t.forward]}
+                            if t.forward
+                            else {}
+                        ),
+                    }
+                    for t in mapped.also
+                ]
+            results.append(result)
         return {
             "name": mapping.name,
             "direction": "inbound",

@@ -44,6 +44,20 @@ def unset_getter(name: str) -> Getter:
     return fail
 
 
+def main_getter(target: str) -> Getter:
+    parts = target.split(".")
+
+    def from_main(root: Any, run: Run) -> Any:
+        value: Any = run.main
+        for part in parts:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return copy.deepcopy(value) if isinstance(value, dict | list) else value
+
+    return from_main
+
+
 def coalesced(getters: list[Getter]) -> Getter:
     def first_non_null(root: Any, run: Run) -> Any:
         for getter in getters:

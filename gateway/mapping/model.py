@@ -13,14 +13,34 @@ class FieldCatalog(Protocol):
     def has_field(self, entity_type: str, path: str, *, kind: str | None = None) -> bool: ...
 
 
+Forward = tuple[tuple[str, str], ...]
+"""Only-forward fields of a mapped document: (target, ordering target) pairs. The target is
+written only when the ordering target's new value (a number or a date-time) is not behind
+the stored one; `only_forward: true` orders a field by itself."""
+
+
+class MappedTarget(NamedTuple):
+    """A further entity one item writes (`also`), in the same durable write as the main one."""
+
+    entity_type: str
+    document: dict[str, Any]
+    key: dict[str, Any]
+    events: tuple[str, ...]
+    forward: Forward
+    create: bool
+
+
 class MappedDocument(NamedTuple):
-    """One inbound item, mapped: the entity fields, its lookup key, the events to emit and
-    the fields `event_data` adds to those events."""
+    """One inbound item, mapped: the entity fields, its lookup key, the events to emit, the
+    fields `event_data` adds to those events, the only-forward fields and the further
+    entities the item writes (`also`)."""
 
     document: dict[str, Any]
     key: dict[str, Any]
     events: tuple[str, ...]
     event_data: dict[str, Any]
+    forward: Forward = ()
+    also: tuple[MappedTarget, ...] = ()
 
 
 class OutboundRequest(NamedTuple):

@@ -21,6 +21,7 @@ from .getters import (
     each_table,
     finish,
     list_of,
+    main_getter,
     object_of,
     secret_getter,
     unset_getter,
@@ -38,6 +39,7 @@ SOURCES = (
     "value",
     "secret",
     "param",
+    "main",
     "coalesce",
     "template",
     "each",
@@ -85,6 +87,9 @@ class SpecCompiler:
         self.scope = scope
         self.count = 0
         self.secrets: set[str] = set()
+        # The main `fields` targets while an `also` table compiles (its `main` source reads
+        # them); None elsewhere.
+        self.main_targets: frozenset[str] | None = None
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -170,7 +175,15 @@ class SpecCompiler:
     def _check_keys(self, raw: dict[str, Any], at: str) -> bool:
         ok = True
         for key in raw:
-            if key not in SPEC_KEYS:
+            if key == "only_forward":
+                self.problems.add(
+                    f"{at}/only_forward",
+                    "only_forward goes on a target of fields (or of also's fields), "
+                    "not inside each, object or another spec",
+                    "only_forward",
+                )
+                ok = False
+            elif key not in SPEC_KEYS:
                 self.problems.add(
                     f"{at}{pointer(key)}",
                     f"unknown key {key!r}{suggest(key, SPEC_KEYS)}; a spec takes "
@@ -209,6 +222,8 @@ class SpecCompiler:
             return self._secret(value, here)
         if key == "param":
             return self._param(value, here)
+        if key == "main":
+            return self._main(value, here)
         if key == "coalesce":
             return self._coalesce(value, here, depth)
         if key == "template":
@@ -245,6 +260,21 @@ class SpecCompiler:
             return None
         value = self.scope.value(name)
         return unset_getter(name) if value is MISSING else constant(value)
+
+    def _main(self, target: Any, at: str) -> Getter | None:
+        """`main: target`: the value the main `fields` gave a target (or a field inside one)."""
+        if self.main_targets is None:
+            self.problems.add(at, "main reads the main document: only in also's fields", "main")
+            return None
+        valid = isinstance(target, str) and TARGET_RE.match(target)
+        if not valid or not any(
+            target == t or target.startswith(f"{t}.") or t.startswith(f"{target}.")
+            for t in self.main_targets
+        ):
+            known = ", ".join(sorted(self.main_targets))
+            self.problems.add(at, f"main {target!r} is not a target of fields ({known})", "main")
+            return None
+        return main_getter(target)
 
     def _spec_list(self, raw: Any, at: str, depth: int) -> list[Getter] | None:
         if not isinstance(raw, list) or not 0 < len(raw) <= _MAX_CHOICES:

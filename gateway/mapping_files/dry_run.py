@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from gateway.entities import EntityService, diff, merge
+from gateway.entities import EntityService, diff, forward_only, merge
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.fleet.fix import parse_fix
 from gateway.kinds import KindService
-from gateway.mapping import CompiledMapping, read_sample
+from gateway.mapping import CompiledMapping, MappedDocument, MappedTarget, read_sample
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
@@ -151,32 +151,52 @@ class MappingDryRun:
         if etype is None:
             out["events"] = list(mapped.events)
             return out
+        out.update(await self._target(tenant, etype, mapped, lookup))
+        if mapped.also:
+            out["also"] = [
+                {
+                    "entity_type": target.entity_type,
+                    "document": target.document,
+                    "key": target.key,
+                    **await self._target(tenant, target.entity_type, target, lookup),
+                }
+                for target in mapped.also
+            ]
+        return out
+
+    async def _target(
+        self, tenant: str, etype: str, mapped: MappedDocument | MappedTarget, lookup: EntityLookup
+    ) -> dict[str, Any]:
+        """What writing one mapped entity would do: its events and its diff against the
+        stored entity (only-forward fields that are stale left out, as `skipped`)."""
         current = await lookup(tenant, etype, mapped.document, mapped.key)
         old = current["data"] if current is not None else {}
-        merged = merge(old, mapped.document)
+        fields, skipped = forward_only(old, mapped.document, mapped.forward)
+        merged = merge(old, fields)
         changes = diff(old, merged) if current is not None else []
         if current is None:
             write, events = "create", ["entity.created", *mapped.events]
+            if isinstance(mapped, MappedTarget) and not mapped.create:
+                write, events = "not_found", []
         elif changes:
             write, events = "update", ["entity.updated", *mapped.events]
         else:
             write, events = "unchanged", list(mapped.events)
-        out.update(
-            events=events,
-            entity={
-                "id": None if current is None else str(current["_id"]),
-                "write": write,
-                "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
-            },
-        )
+        entity: dict[str, Any] = {
+            "id": None if current is None else str(current["_id"]),
+            "write": write,
+            "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in changes],
+        }
+        if skipped:
+            entity["skipped"] = list(skipped)
         kind_schema = None
         if etype == "other":
             kind_schema = await self._kinds.schema_for(tenant, merged.get("kind"))
         try:
             self._schemas.check(etype, merged, kind_schema=kind_schema)
         except InvalidPayload as exc:
-            out["entity"]["errors"] = [p.as_dict() for p in exc.problems]
-        return out
+            entity["errors"] = [p.as_dict() for p in exc.problems]
+        return {"events": events, "entity": entity}
 
     async def _find_entity(
         self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]

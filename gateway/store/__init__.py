@@ -85,6 +85,7 @@ class Store:
             await self.db["deliveries"].create_indexes(deliveries.INDEXES)
             await self.db["schedules"].create_indexes(schedules.INDEXES)
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
+        await self.entities.backfill_lookup_keys()
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes()
         await self.notify.ensure_indexes()

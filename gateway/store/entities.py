@@ -18,19 +18,24 @@ to, see `gateway/shares.py`); the relay removes both once it has moved the event
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import zlib
 from collections.abc import Collection as Collection_
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
 from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import SEALS, GroupCommit
 
 INDEXES = [
     IndexModel(
@@ -47,9 +52,9 @@ INDEXES = [
     ),
 ]
 # Fields admins filter on, and fields mappings look entities up by when a payload carries no
-# natural key (a tracker id). They are indexed through one multikey index on `fk`, a list of
-# "field=value" strings kept beside the data: one index to maintain per write instead of one
-# per field (each costs the embedded server milliseconds per update).
+# natural key (a tracker id, a partner's vehicle id). They are indexed through one multikey
+# index on `fk`, a list of "field=value" strings kept beside the data: one index to maintain
+# per write instead of one per field (each costs the embedded server milliseconds per update).
 FILTERABLE = {
     "vehicle": ("plate", "status", "group", "renavam"),
     "driver": ("cpf", "status"),
@@ -57,7 +62,14 @@ FILTERABLE = {
     "operator": ("cpf", "role"),
     "other": ("kind", "status", "plate"),
 }
-LOOKUP_FIELDS = ("attributes.tracker_id",)
+LOOKUP_SUFFIX = "_id"
+"""Partner ids are lookup fields by their name: an attribute named `<something>_id`
+(`attributes.tracker_id`, `attributes.erp_id`, `attributes.motive_id`, ...) of any entity type
+is indexed, so a mapping keyed by it finds the entity through the index."""
+MAX_LOOKUP_IDS = 20
+"""Partner ids indexed per entity (the first ones, in the attributes' order)."""
+MAX_LOOKUP_TEXT = 200
+"""Longer values are not indexed (nor looked up through the index: matched on the data)."""
 INDEXES.append(
     IndexModel([("tenant", ASCENDING), ("type", ASCENDING), ("fk", ASCENDING)], name="filters")
 )
@@ -78,15 +90,30 @@ def _shards_query(shards: Collection_[int] | None) -> Doc:
     return {"pending_shard": {"$in": chosen}, "pending": {"$exists": True}}
 
 
+def is_lookup_field(field: str) -> bool:
+    """Whether `field` is a partner id (`attributes.<name>_id`), indexed for lookups."""
+    head, _, name = field.partition(".")
+    return head == "attributes" and name.endswith(LOOKUP_SUFFIX) and "." not in name
+
+
 def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
     keys = []
-    for field in (*FILTERABLE.get(etype, ()), *LOOKUP_FIELDS):
-        value: Any = data
-        for part in field.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        text = lookup_text(value)
-        if text is not None:
+    for field in FILTERABLE.get(etype, ()):
+        text = lookup_text(data.get(field))
+        if text is not None and len(text) <= MAX_LOOKUP_TEXT:
             keys.append(f"{field}={text}")
+    attributes = data.get("attributes")
+    if isinstance(attributes, Mapping):
+        ids = 0
+        for name, value in attributes.items():
+            if ids == MAX_LOOKUP_IDS:
+                break
+            if not name.endswith(LOOKUP_SUFFIX) or "." in name:
+                continue
+            text = lookup_text(value)
+            if text is not None and len(text) <= MAX_LOOKUP_TEXT:
+                keys.append(f"attributes.{name}={text}")
+                ids += 1
     return keys
 
 
@@ -134,7 +161,7 @@ def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
     serves from the index); the others are matched on the data. Text and numbers compare by
     value both ways (see `lookup_text`)."""
     query: Doc = {}
-    indexed = (*FILTERABLE.get(etype, ()), *LOOKUP_FIELDS)
+    filterable = FILTERABLE.get(etype, ())
     for field, value in filters.items():
         text = lookup_text(value)
         # Only plain values: an object from a payload ({"$regex": ...}) must never become a
@@ -143,7 +170,8 @@ def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
             message = f"{field}: a lookup value is text or a number, not {_kind(value)}"
             problem = FieldProblem("", message, "type", {"target": field})
             raise InvalidPayload(f"cannot look {etype} up by {field}", [problem])
-        if "fk" not in query and field in indexed:
+        indexed = field in filterable or is_lookup_field(field)
+        if "fk" not in query and indexed and len(text) <= MAX_LOOKUP_TEXT:
             query["fk"] = f"{field}={text}"
         else:
             query[f"data.{field}"] = _same_values(value)
@@ -160,6 +188,27 @@ def _stamped(events: Sequence[Doc], rev: int) -> list[Doc]:
     that write: ordered deliveries follow the entity's own order, not the event ids' (ids
     made by different processes in one second do not sort by time)."""
     return [{**event, "entity_rev": rev, "position": i} for i, event in enumerate(events)]
+
+
+_ILLEGAL_OPERATION = 20
+_NO_TRANSACTIONS = (
+    "this database has no multi-document transactions (a standalone MongoDB): a mapping "
+    "that writes several entities (also) needs a replica set (one node is enough) or the "
+    "embedded database"
+)
+_NO_TRANSACTIONS_PROBLEM = FieldProblem("", _NO_TRANSACTIONS, "transactions")
+
+
+@dataclass(frozen=True, slots=True)
+class TogetherWrite:
+    """One entity of a write that spans several (`write_together`): a new entity (`current`
+    None) or new data for `current`, with the events the change causes."""
+
+    etype: str
+    nk: str
+    current: Doc | None
+    data: Doc
+    events: Sequence[Doc]
 
 
 class EntityStore:
@@ -255,6 +304,103 @@ class EntityStore:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
 
+    async def write_together(
+        self, tenant: str, writes: Sequence[TogetherWrite]
+    ) -> list[Doc] | None:
+        """Several entities and their events in one multi-document transaction: all of them
+        are stored, or none is. None when one of them lost a race (its key was taken, its
+        revision moved): nothing was written and the caller re-reads.
+
+        The commit is journaled (the client's write concern); one journaled write after it
+        seals it as a group commit round is sealed (`group_commit.py` `_seal`), because
+        SecantusDB is known to drop `j` on the operations of a multi-operation command. The
+        kill experiment (tests/test_durability.py) kept every answered write with and
+        without the seal; it stays as the cheap guarantee (one round trip per such write)."""
+        now = datetime.now(UTC)
+        client = self._c.database.client
+        with translate_errors():
+            async with client.start_session() as session:
+                await session.start_transaction()
+                try:
+                    docs = []
+                    for write in writes:
+                        doc = await self._write_in(session, tenant, write, now)
+                        if doc is None:
+                            await _abort(session)
+                            return None
+                        docs.append(doc)
+                    await session.commit_transaction()
+                except DuplicateKeyError:  # a natural key taken meanwhile
+                    await _abort(session)
+                    return None
+                except OperationFailure as exc:
+                    await _abort(session)
+                    if exc.has_error_label("TransientTransactionError"):
+                        return None  # a write conflict with another transaction
+                    if exc.code == _ILLEGAL_OPERATION:  # a standalone server: no transactions
+                        raise InvalidPayload(_NO_TRANSACTIONS, [_NO_TRANSACTIONS_PROBLEM]) from None
+                    raise
+                except BaseException:
+                    await _abort(session)
+                    raise
+            await self._c.database[SEALS].update_one(
+                {"_id": f"together:{os.uname().nodename}:{os.getpid()}"},
+                {"$inc": {"rounds": 1}},
+                upsert=True,
+            )
+        return docs
+
+    async def _write_in(
+        self, session: AsyncClientSession, tenant: str, write: TogetherWrite, now: datetime
+    ) -> Doc | None:
+        """One write of `write_together`, inside its transaction: the document as stored, or
+        None when the entity changed since it was read."""
+        current = write.current
+        if current is None:
+            doc: Doc = scoped(
+                tenant,
+                {
+                    "_id": ObjectId(),
+                    "type": write.etype,
+                    "nk": write.nk,
+                    "data": write.data,
+                    "fk": filter_keys(write.etype, write.data),
+                    "rev": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            if write.events:
+                doc.update(
+                    outbox=_stamped(write.events, 1),
+                    pending=now,
+                    pending_shard=relay_shard(doc["_id"]),
+                )
+            await self._c.insert_one(doc, session=session)
+            doc.pop("outbox", None)
+            return doc
+        update: Doc = {
+            "$set": {"data": write.data, "fk": filter_keys(write.etype, write.data)},
+            "$inc": {"rev": 1},
+        }
+        update["$set"]["updated_at"] = now
+        query: Doc = {"_id": current["_id"], "rev": current["rev"]}
+        if write.events:
+            update["$push"] = {"outbox": {"$each": _stamped(write.events, current["rev"] + 1)}}
+            update["$set"]["pending_shard"] = relay_shard(current["_id"])
+            update["$min"] = {"pending": now}
+            query[f"outbox.{MAX_OUTBOX - 1}"] = {"$exists": False}
+        result = await self._c.update_one(scoped(tenant, query), update, session=session)
+        if result.matched_count == 0:
+            if write.events and await self._c.count_documents(
+                scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),
+                limit=1,
+                session=session,
+            ):
+                raise Unavailable("events of this entity are waiting to be relayed; retry shortly")
+            return None
+        return {**current, **update["$set"], "rev": current["rev"] + 1}
+
     async def mark_deleted(self, tenant: str, current: Doc, event: Doc) -> bool:
         """Soft-delete: the type and natural key change at once (so no query finds the entity
         and its key is free); the relay removes the document once its outbox, which holds
@@ -277,6 +423,29 @@ class EntityStore:
             },
         )
         return matched == 1
+
+    async def backfill_lookup_keys(self) -> int:
+        """Give entities written before partner ids (`attributes.*_id`) were indexed their
+        lookup keys; once per database (a marker in `migrations`), at start. Each update is
+        guarded by the entity's revision: a write meanwhile has set its own keys. Returns
+        how many entities it updated."""
+        marker = {"_id": "entities.fk.partner_ids"}
+        migrations = self._c.database["migrations"]
+        updated = 0
+        with translate_errors():
+            if await migrations.find_one(marker) is not None:
+                return 0
+            projection = {"type": 1, "data": 1, "fk": 1, "rev": 1}
+            async for doc in self._c.find({"data.attributes": {"$type": "object"}}, projection):
+                keys = filter_keys(doc["type"], doc["data"])
+                if keys != doc.get("fk"):
+                    guard = {"_id": doc["_id"], "rev": doc["rev"]}
+                    result = await self._c.update_one(guard, {"$set": {"fk": keys}})
+                    updated += result.modified_count
+            await migrations.update_one(
+                marker, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True
+            )
+        return updated
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
@@ -338,3 +507,10 @@ class EntityStore:
                 await commits.update(self._c, {"_id": doc["_id"]}, pull)
 
         await asyncio.gather(*(drain(doc, ids) for doc, ids in drained))
+
+
+async def _abort(session: AsyncClientSession) -> None:
+    """Abort the session's transaction if it is still open (a failed one already is)."""
+    if session.in_transaction:
+        with contextlib.suppress(PyMongoError):
+            await session.abort_transaction()

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.entities import EntityService, Origin, WriteResult
+from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
+from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry, reference_field
 from gateway.schemas.compiled import invalid
 from gateway.triggers.compiled import CompiledTrigger
@@ -42,15 +43,27 @@ class Prepared:
     events: Sequence[str]
     lane: str  # the natural key: writes to one entity keep their order
     event_detail: Mapping[str, Any] | None = None
+    forward: Forward = ()  # only-forward fields (the mapping's `only_forward`)
+    also: tuple[Upsert, ...] = ()  # further entities written with it, all or nothing
+
+
+ALSO_LANE = "also"
+"""The batch lane of every item whose mapping writes several entities (`also`): such items
+are written one after another, in order, so no entity sees them out of order."""
 
 
 class Pipeline:
     def __init__(
-        self, entities: EntityService, schemas: SchemaRegistry, mappings: MappingSource
+        self,
+        entities: EntityService,
+        schemas: SchemaRegistry,
+        mappings: MappingSource,
+        metrics: Metrics | None = None,
     ) -> None:
         self._entities = entities
         self._schemas = schemas
         self._mappings = mappings
+        self._metrics = metrics
 
     async def item(
         self,
@@ -76,21 +89,42 @@ class Pipeline:
         """Validate and map one item, and find which entity it writes."""
         if schema_applies:
             self.validate(trigger, item)
+        forward: Forward = ()
+        also: list[Upsert] = []
         if mapping is not None:
             with stage("mapping"):
                 mapped = mapping.apply(item)
             fields, events, key = mapped.document, mapped.events, mapped.key
-            detail = mapped.event_data
+            detail, forward = mapped.event_data, mapped.forward
+            for target in mapped.also:
+                located = await self._locate(
+                    trigger.tenant, target.entity_type, target.document, target.key
+                )
+                also.append(
+                    Upsert(
+                        target.entity_type,
+                        located,
+                        target.events,
+                        forward=target.forward,
+                        create=target.create,
+                    )
+                )
         elif isinstance(item, dict):
             fields, events, key, detail = item, (), {}, {}
         else:
             with stage("schema"):
                 problem = FieldProblem("", "each item must be a JSON object", "type")
                 raise invalid("payload", [problem])
-        fields = await self._locate(trigger, self._with_kind(trigger, fields), key)
+        fields = await self._locate(
+            trigger.tenant, trigger.entity_type, self._with_kind(trigger, fields), key
+        )
         with stage("entity"):
             lane = self._entities.natural_key(trigger.entity_type, fields)
-        return Prepared(fields, events, lane, detail)
+            for upsert in also:
+                self._entities.natural_key(upsert.etype, upsert.fields)
+        if mapping is not None and mapping.also_entity_types:
+            lane = ALSO_LANE
+        return Prepared(fields, events, lane, detail, forward, tuple(also))
 
     def fix(
         self,
@@ -112,14 +146,33 @@ class Pipeline:
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin
     ) -> WriteResult:
         with stage("entity"):
-            return await self._entities.upsert(
-                trigger.tenant,
-                trigger.entity_type,
-                prepared.fields,
-                origin,
-                extra_events=prepared.events,
-                event_detail=prepared.event_detail,
-            )
+            if prepared.also:
+                main = Upsert(
+                    trigger.entity_type,
+                    prepared.fields,
+                    prepared.events,
+                    prepared.event_detail,
+                    prepared.forward,
+                )
+                results = await self._entities.upsert_together(
+                    trigger.tenant, [main, *prepared.also], origin
+                )
+                result = replace(results[0], also=tuple(results[1:]))
+            else:
+                result = await self._entities.upsert(
+                    trigger.tenant,
+                    trigger.entity_type,
+                    prepared.fields,
+                    origin,
+                    extra_events=prepared.events,
+                    event_detail=prepared.event_detail,
+                    forward=prepared.forward,
+                )
+        if self._metrics is not None:
+            for one in (result, *result.also):
+                for name in one.skipped:
+                    self._metrics.stale_fields_skipped.labels(trigger.id, name).inc()
+        return result
 
     def validate(self, trigger: CompiledTrigger, payload: Any) -> None:
         """The trigger's input schema, when it has one."""
@@ -161,11 +214,10 @@ class Pipeline:
         return fields if "kind" in fields else {"kind": kind, **fields}
 
     async def _locate(
-        self, trigger: CompiledTrigger, fields: dict[str, Any], key: Mapping[str, Any]
+        self, tenant: str, etype: str, fields: dict[str, Any], key: Mapping[str, Any]
     ) -> dict[str, Any]:
         """`fields` carrying a natural key: theirs, or that of the one entity the mapping's
         key fields (e.g. a tracker id) find."""
-        etype = trigger.entity_type
         with stage("entity"):
             try:
                 self._schemas.natural_key(etype, fields)
@@ -174,7 +226,7 @@ class Pipeline:
                 if not key:
                     raise  # no key of its own, and no lookup key to find the entity by
         with stage("mapping"):  # a lookup value the mapping made unusable
-            found = await self._entities.find(trigger.tenant, etype, key, after=None, limit=2)
+            found = await self._entities.find(tenant, etype, key, after=None, limit=2)
         if len(found) != 1:
             described = ", ".join(f"{k} {v!r}" for k, v in key.items())
             message = f"{'no' if not found else 'more than one'} {etype} with {described}"
@@ -185,15 +237,29 @@ class Pipeline:
 
 
 def written(trigger: CompiledTrigger, result: WriteResult) -> dict[str, Any]:
-    """A write as the partner sees it; `key` is what GET /hooks/{id}/{key} accepts."""
+    """A write as the partner sees it; `key` is what GET /hooks/{id}/{key} accepts.
+    `skipped` lists stale only-forward fields left unwritten; `also` the further entities."""
+    answer = _written(trigger.entity_type, result)
+    if result.also:
+        answer["also"] = [
+            {"entity_type": one.entity["type"], **_written(one.entity["type"], one)}
+            for one in result.also
+        ]
+    return answer
+
+
+def _written(etype: str, result: WriteResult) -> dict[str, Any]:
     doc = result.entity
-    return {
+    answer = {
         "id": str(doc["_id"]),
-        "key": doc["data"].get(reference_field(trigger.entity_type)),
+        "key": doc["data"].get(reference_field(etype)),
         "created": result.created,
         "changed": [c.field for c in result.changes],
         "events": list(result.events),
     }
+    if result.skipped:
+        answer["skipped"] = list(result.skipped)
+    return answer
 
 
 def _mapping_problem(message: str) -> InvalidPayload:
