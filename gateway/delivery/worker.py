@@ -317,16 +317,28 @@ class DeliveryWorker:
             log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
         except Exception as exc:
-            # What the worker cannot process is parked (failed, with why; replayable), not
-            # retried forever.
-            log.exception("delivery %s failed unexpectedly; parked", doc["_id"])
-            result = "unrecorded"
-            with contextlib.suppress(Exception):
-                result = await self._recorder.fail(
-                    doc, token, f"cannot be processed: {type(exc).__name__}: {exc}"[:500]
-                )
+            log.exception("delivery %s cannot be processed; parked", doc["_id"])
+            result = await self._park(doc, token, f"{type(exc).__name__}: {exc}")
         self._held.pop(doc["_id"], None)
         return result
+
+    async def _park(self, doc: Doc, token: str, why: str) -> str:
+        """What the worker cannot process (a malformed document, a bug) is set aside, not
+        retried forever nor in anyone's way: `parked` with its reason, replayable once fixed.
+        The write reads nothing of the document but its id, so a malformed one parks too."""
+        reason = f"cannot be processed: {why}"[:500]
+        try:
+            if not await self._store.deliveries.park(doc["_id"], token, reason, self.clock()):
+                return "lease_lost"
+        except Exception as exc:  # then the lease expires, and the next claim tries again
+            log.error("delivery %s cannot be parked either: %s", doc["_id"], exc)
+            return "unrecorded"
+        self._metrics.deliveries.labels(DeliveryStatus.PARKED.value).inc()
+        order_key, seq = doc.get("order_key"), doc.get("seq")
+        if isinstance(order_key, str) and isinstance(seq, str):
+            with contextlib.suppress(Exception):  # the next one also wakes at its own time
+                await self._store.deliveries.wake_follower(order_key, seq, self.clock())
+        return DeliveryStatus.PARKED.value
 
     async def _prepare_and_send(self, doc: Doc, token: str, probe: bool) -> str:
         own = self._senders.get(doc.get("kind", DeliveryKind.WEBHOOK))
@@ -391,8 +403,13 @@ class DeliveryWorker:
 
 
 def _groups(batch: list[Doc]) -> list[list[Doc]]:
-    """One group per order key (in delivery order), one group per unordered delivery."""
-    groups: dict[str, list[Doc]] = {}
-    for doc in sorted(batch, key=lambda d: d.get("seq") or d["_id"]):
-        groups.setdefault(doc.get("order_key") or doc["_id"], []).append(doc)
+    """One group per order key (in delivery order), one group per unordered delivery. Read
+    defensively: a malformed document (a `seq` or `order_key` of another type) goes alone to
+    the stage that parks it, and never fails the whole batch."""
+    groups: dict[Any, list[Doc]] = {}
+    for doc in sorted(batch, key=lambda d: str(d.get("seq") or d["_id"])):
+        key = doc.get("order_key")
+        groups.setdefault(key if isinstance(key, str) and key else ("one", doc["_id"]), []).append(
+            doc
+        )
     return list(groups.values())
