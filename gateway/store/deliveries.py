@@ -34,6 +34,7 @@ from gateway.store.client import (
     translate_errors,
     unjournaled,
 )
+from gateway.store.newest import newest_first
 
 PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value
 REPLAYABLE = [DeliveryStatus.FAILED.value, DeliveryStatus.DEAD.value, DeliveryStatus.PARKED.value]
@@ -83,12 +84,18 @@ class DeliveryStore:
     async def list(
         self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int
     ) -> list[Doc]:
+        """Newest first (ids start with their event's ObjectId: `newest.py`); unfiltered, the
+        cost follows the latest deliveries, not the tenant's history."""
         query = _query(filters)
-        if before is not None:
-            query["_id"] = {"$lt": before}
-        with translate_errors():
-            cursor = self._c.find(scoped(tenant, query), {"attempts": 0, "event.data": 0})
-            return await cursor.sort("_id", DESCENDING).limit(limit).to_list(limit)
+        return await newest_first(
+            self._c,
+            tenant,
+            query,
+            before=before,
+            limit=limit,
+            windowed=not query,  # `by_tenant` covers only the tenant and the id
+            projection={"attempts": 0, "event.data": 0},
+        )
 
     async def replay(
         self,
