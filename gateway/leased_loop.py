@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -27,6 +30,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Unit = Coroutine[Any, Any, T]
+
+
+def lease_owner() -> str:
+    """Who holds a lease: this host and process, and one runner of it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class LeasedLoop(Generic[T]):

@@ -27,10 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import random
-import socket
-import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -43,7 +40,7 @@ from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
-from gateway.leased_loop import LeasedLoop, renew_leases
+from gateway.leased_loop import LeasedLoop, lease_owner, renew_leases
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
@@ -98,7 +95,7 @@ class DeliveryWorker:
         self._metrics = metrics
         self._settings = settings
         self._senders = dict(senders or {})  # kind → its own sender (notifications)
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or lease_owner()
         # Public so tests can move time and fix the jitter: scheduling reads them only.
         self.clock = clock
         self.rng = rng

@@ -19,10 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import random
-import socket
-import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -36,7 +33,7 @@ from gateway.flows.deliveries import RunRef
 from gateway.flows.model import Step
 from gateway.flows.service import FlowService
 from gateway.flows.steps import StepRunner, Wait, failed
-from gateway.leased_loop import LeasedLoop, renew_leases
+from gateway.leased_loop import LeasedLoop, lease_owner, renew_leases
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
@@ -88,7 +85,7 @@ class FlowRunner:
         self._steps = steps
         self._metrics = metrics
         self._settings = settings
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or lease_owner()
         self.clock = clock  # public so tests can move time; read at each call
         self.rng = rng
         self._on_deliveries = on_deliveries

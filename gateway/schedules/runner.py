@@ -18,11 +18,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import random
-import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -31,7 +28,7 @@ from typing import Any
 
 from gateway.background import cancel_and_wait
 from gateway.errors import StoreUnavailable
-from gateway.leased_loop import LeasedLoop
+from gateway.leased_loop import LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
 from gateway.schedules.timing import backoff_seconds, every_from_doc
@@ -64,7 +61,7 @@ class ScheduleRunner:
     ) -> None:
         self._c = context
         self._settings = settings
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or lease_owner()
         # Public so tests can move time and fix the jitter.
         self.clock = clock
         self.rng = rng
