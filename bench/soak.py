@@ -12,9 +12,9 @@ vehicle. Every delivery goes to a local partner that answers 200 at once.
 2. soak: an open loop at `fraction` x peak (requests due at fixed times; latency counted
    from the due time, so a stall is not hidden by a waiting client).
 Each window prints: requests, errors, p50/p99 latency, RSS of the gateway and of the
-database, relay lag (now minus the newest relayed event's time) and delivery lag p99 (a
-delivery's arrival at the partner minus its event's time). The summary compares the first
-and last windows.
+database, the CPU each used (% of one core), relay lag (now minus the newest relayed event's
+time) and delivery lag p99 (a delivery's arrival at the partner minus its event's time). The
+summary compares the first and last windows.
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ from gateway.auth.tokens import issue_admin_token, parse_ttl
 
 SECRET = "soak-secret-key-0123456789abcdef0123456789abcdef"
 VEHICLES = 500
-_ROW = "{:8d}  {:8d}  {:6d}  {:6.1f}  {:6.1f}  {:15.1f}  {:10.1f}  {:11.2f}  {:18.2f}"
+_ROW = (
+    "{:8d}  {:8d}  {:6d}  {:6.1f}  {:6.1f}  {:15.1f}  {:10.1f}  {:11.2f}  {:18.2f}"
+    "  {:15.0f}  {:10.0f}"
+)
 
 
 def _free_port() -> int:
@@ -61,6 +64,13 @@ def _rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -278,11 +288,12 @@ async def _soak(
     rows = []
     print(
         "window_s  requests  errors  p50_ms  p99_ms  rss_gateway_mib  rss_db_mib  "
-        "relay_lag_s  delivery_lag_p99_s",
+        "relay_lag_s  delivery_lag_p99_s  cpu_gateway_pct  cpu_db_pct",
         flush=True,
     )
     n, next_report = 0, start + args.window
     soak.window, partner.window = Window(), Window()
+    cpu = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
     while (now := time.perf_counter()) < end:
         due = start + n / rate
         if due > now:
@@ -294,6 +305,9 @@ async def _soak(
         if time.perf_counter() >= next_report:
             lag = await soak.relay_lag()
             w, d = soak.window, partner.window
+            used = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
+            busy = [(u - c) / args.window * 100 for u, c in zip(used, cpu, strict=True)]
+            cpu = used
             row = (
                 round(next_report - start),
                 len(w.latencies),
@@ -304,6 +318,7 @@ async def _soak(
                 _rss_mib(db_pid),
                 lag,
                 _pct(d.delivery_lags, 0.99),
+                *busy,
             )
             rows.append(row)
             print(_ROW.format(*row), flush=True)

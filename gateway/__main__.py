@@ -30,7 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
-    worker = commands.add_parser("worker", help="run the workers only (no HTTP server)")
+    worker = commands.add_parser(
+        "worker", help="run the workers only (no web app; /healthz, /readyz, /metrics)"
+    )
+    worker.add_argument("--host", help="health and metrics interface (default: GATEWAY_HOST)")
+    worker.add_argument(
+        "--port",
+        type=_port,
+        help="serve /healthz, /readyz and /metrics on this port (default: GATEWAY_WORKER_PORT; "
+        "0 or unset: no listener)",
+    )
     worker.add_argument(
         "--jobs",
         type=_jobs,
@@ -124,6 +133,13 @@ def _jobs(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}")
+    return port
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -138,8 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host or settings.host,
             port=settings.port if args.port is None else args.port,
         )
-    if args.command == "worker" and args.jobs is not None:
-        settings = replace(settings, jobs=args.jobs)
+    if args.command == "worker":
+        settings = replace(
+            settings,
+            jobs=settings.jobs if args.jobs is None else args.jobs,
+            host=args.host or settings.host,
+            worker_port=settings.worker_port if args.port is None else args.port,
+        )
     from gateway import cli
 
     handlers = {

@@ -33,6 +33,7 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import load_secret_key, open_services
 from gateway.web import demo_partner, server
+from gateway.web.worker_listener import worker_listener
 
 T = TypeVar("T")
 
@@ -181,8 +182,9 @@ def demo_partners(host: str, port: int, smtp_port: int) -> int:
 
 
 def worker(settings: Settings) -> int:
-    """The background jobs (`settings.jobs`: event relay, deliveries) without the HTTP
-    server; several such processes share the work through leases in MongoDB."""
+    """The background jobs (`settings.jobs`: event relay, deliveries) without the web app,
+    with a small listener for health and metrics (`settings.worker_port`, 0: none); several
+    such processes share the work through leases in MongoDB."""
 
     async def run() -> None:
         # Signals first: a SIGTERM while the services open still shuts them down cleanly.
@@ -190,8 +192,12 @@ def worker(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with open_services(settings, run_workers=True):
-            print(f"gateway worker running: {', '.join(settings.jobs)}", file=sys.stderr)
+        async with (
+            open_services(settings, run_workers=True) as services,
+            worker_listener(services, settings.host, settings.worker_port) as url,
+        ):
+            where = f"; health and metrics at {url}/readyz, {url}/metrics" if url else ""
+            print(f"gateway worker running: {', '.join(settings.jobs)}{where}", file=sys.stderr)
             await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):

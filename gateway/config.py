@@ -54,6 +54,9 @@ class Settings:
     mongodb_uri: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
+    # `gateway worker`'s own listener (/healthz, /readyz, /metrics); 0 (the default): none, so
+    # that several workers can share a host.
+    worker_port: int = 0
     data_dir: Path = Path("var")
     # Several comma-separated keys rotate: the first signs and encrypts, all verify and decrypt.
     secret_key: Secret | None = None
@@ -113,6 +116,7 @@ class Settings:
             mongodb_uri=env.text("MONGODB_URI"),
             host=env.text("GATEWAY_HOST") or "127.0.0.1",
             port=env.integer("GATEWAY_PORT", 8080, low=0, high=65535),
+            worker_port=env.integer("GATEWAY_WORKER_PORT", 0, low=0, high=65535),
             data_dir=Path(env.text("GATEWAY_DATA_DIR") or "var"),
             secret_key=Secret(key) if (key := env.text("GATEWAY_SECRET_KEY")) else None,
             public_url=env.url("GATEWAY_PUBLIC_URL"),

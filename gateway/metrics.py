@@ -172,7 +172,7 @@ class Metrics:
         self.deliveries = Counter(
             "gateway_deliveries_total",
             "Delivery attempts by what they led to "
-            "(succeeded, retry, failed, dead, gone, deferred, suppressed)",
+            "(succeeded, retry, failed, dead, gone, deferred, suppressed, parked)",
             ["outcome"],
             registry=r,
         )

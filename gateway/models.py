@@ -8,7 +8,7 @@ import enum
 
 class DeliveryStatus(enum.StrEnum):
     """A delivery's persisted status (SPEC §2): pending → in_flight → a final status, or back
-    to pending for a retry. `failed` and `dead` can be replayed."""
+    to pending for a retry. `failed`, `dead` and `parked` can be replayed."""
 
     PENDING = "pending"  # waiting for next_attempt_at
     IN_FLIGHT = "in_flight"  # claimed by a worker under a lease
@@ -16,6 +16,7 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"  # refused by the partner (4xx), or impossible to send
     DEAD = "dead"  # the retry schedule is exhausted
     SUPPRESSED = "suppressed"  # a notification a cooldown or quiet hours dropped: not sent
+    PARKED = "parked"  # the worker could not process it (a malformed document): set aside
 
     @property
     def final(self) -> bool:

@@ -49,6 +49,7 @@ def test_the_compose_file_starts_n_gateways_of_p_processes_and_a_worker() -> Non
     assert parse_jobs(gateway["environment"]["GATEWAY_WORKERS"]) == ("relay",)
     work = _parser().parse_args(worker["command"])
     assert (work.command, work.jobs) == ("worker", ("flows", "delivery", "schedules"))
+    assert work.port == 8080  # where the image's HEALTHCHECK asks for /healthz
     for service in (gateway, worker):
         assert service["depends_on"]["mongo1"]["condition"] == "service_healthy"
         assert service["environment"]["MONGODB_URI"] == gateway["environment"]["MONGODB_URI"]

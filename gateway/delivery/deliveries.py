@@ -1,4 +1,4 @@
-"""Use case: watch deliveries and replay the ones that failed or died."""
+"""Use case: watch deliveries and replay the ones that failed, died or were parked."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ _MESSAGE = ("channel", "channel_type", "template", "locale", "recipient")
 
 
 def public_delivery(doc: Doc, *, full: bool = False) -> dict[str, Any]:
-    event = doc.get("event") or {}
+    """The admin view. A malformed document (one the worker parked) is shown as it is: a
+    member of the wrong type reads as empty, never a 500."""
+    event = _object(doc.get("event"))
     view: dict[str, Any] = {
         "id": doc["_id"],
         "event_id": event.get("id"),
@@ -45,8 +47,9 @@ def public_delivery(doc: Doc, *, full: bool = False) -> dict[str, Any]:
     view.update({k: doc[k] for k in _FLOW if k in doc})
     message = doc.get("notification")
     if message is not None:
+        message = _object(message)
         view["notification"] = {k: message.get(k) for k in _MESSAGE}
-    if doc["status"] == DeliveryStatus.PENDING.value:
+    if doc.get("status") == DeliveryStatus.PENDING.value:
         view["next_attempt_at"] = doc.get("next_attempt_at")
     if full:
         view["attempts"] = doc.get("attempts", [])
@@ -54,6 +57,10 @@ def public_delivery(doc: Doc, *, full: bool = False) -> dict[str, Any]:
         if message is not None:
             view["notification"]["parts"] = message.get("parts")
     return view
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def parse_filters(query: Mapping[str, str]) -> dict[str, str]:
@@ -94,14 +101,14 @@ class DeliveryService:
             tenant, {}, self._clock(), delivery_id=delivery_id
         ):
             raise Conflict(
-                f"delivery {delivery_id} is {doc['status']}; only failed and dead "
-                "deliveries can be replayed"
+                f"delivery {delivery_id} is {doc['status']}; only failed, dead and "
+                "parked deliveries can be replayed"
             )
         self._replayed()
         return await self.get(tenant, delivery_id)
 
     async def replay_matching(self, tenant: str, filters: Mapping[str, str]) -> int:
-        """Every failed and dead delivery matching `filters` → pending; how many."""
+        """Every failed, dead and parked delivery matching `filters` → pending; how many."""
         count = await self._store.deliveries.replay(tenant, filters, self._clock())
         if count:
             self._replayed()

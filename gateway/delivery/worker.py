@@ -27,24 +27,20 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import random
-import socket
-import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
-from gateway.background import cancel_and_wait
 from gateway.delivery.kinds import KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder
-from gateway.doorbell import IdleWait
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
+from gateway.leased_loop import LeasedLoop, lease_owner, renew_leases
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
@@ -99,7 +95,7 @@ class DeliveryWorker:
         self._metrics = metrics
         self._settings = settings
         self._senders = dict(senders or {})  # kind → its own sender (notifications)
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or lease_owner()
         # Public so tests can move time and fix the jitter: scheduling reads them only.
         self.clock = clock
         self.rng = rng
@@ -107,15 +103,13 @@ class DeliveryWorker:
         self._batches = itertools.count(1)
         self._shard = random.randrange(SHARDS)
         self._refill_at = max(1, settings.concurrency // 4)
-        self._wake = asyncio.Event()
         self.progress = Progress()  # of claiming, for readiness
-        self._stopping = False
-        self._running = False
-        self._loop_ended = asyncio.Event()
+        self._loop: LeasedLoop[Counter[str]] = LeasedLoop(
+            poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
+        )
         self._held: dict[str, str] = {}  # delivery id → claim token, until recorded
-        self._tasks: set[asyncio.Task[Counter[str]]] = set()
         self._health = PartnerHealth(
-            store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self._wake.set
+            store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self.notify
         )
         self._recorder = DeliveryRecorder(
             store, catalog, guards, self._health, metrics, clock=self._now, rng=self._random
@@ -124,11 +118,11 @@ class DeliveryWorker:
     @property
     def running(self) -> bool:
         """Whether `run()` is looping (for readiness)."""
-        return self._running
+        return self._loop.running
 
     def notify(self) -> None:
         """New deliveries exist (the fan-out calls this): claim now, not at the next poll."""
-        self._wake.set()
+        self._loop.notify()
 
     def _now(self) -> datetime:
         return self.clock()  # read at each call: tests replace `clock` on the instance
@@ -150,46 +144,26 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         """Until `stop()`: claim as many deliveries as there are free slots, send them in
-        the background, wait for a notification, a free slot or the poll interval."""
-        keepers = [
-            asyncio.create_task(self._housekeeping_loop()),
-            asyncio.create_task(self._lease_renewal_loop()),
-        ]
-        self._running = True
-        self._loop_ended.clear()
-        idle = IdleWait(self._settings.poll_seconds)  # an empty sweep reads every shard
-        try:
-            while not self._stopping:
-                self._wake.clear()
-                free = self._settings.concurrency - len(self._held)
-                batch: list[Doc] = []
-                # Refill in batches, not one slot at a time: a claim reads a whole shard.
-                if free >= self._refill_at or (free > 0 and not self._held):
-                    batch = await self._claim_safely(free)
-                    idle.found(bool(batch))
-                    for group in _groups(batch):
-                        self._spawn(group)
-                if batch:
-                    continue  # there may be more due right now, for the slots still free
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), idle.seconds)
-                    idle.woken()
-        finally:
-            self._running = False
-            self._loop_ended.set()
-            await cancel_and_wait(*keepers)
+        the background, wait for a notification, a free slot or the poll interval
+        (`leased_loop.py`); beside it, housekeeping and the renewal of the leases held."""
+        await self._loop.run(
+            self._look,
+            keepers=[
+                self._housekeeping_loop,
+                lambda: renew_leases(self._settings.lease_seconds, self._renew, "delivery"),
+            ],
+        )
+
+    async def _look(self) -> list[Coroutine[Any, Any, Counter[str]]] | None:
+        free = self._settings.concurrency - len(self._held)
+        # Refill in batches, not one slot at a time: a claim reads a whole shard.
+        if not (free >= self._refill_at or (free > 0 and not self._held)):
+            return None
+        return [self._run_group(group) for group in _groups(await self._claim_safely(free))]
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""
-        self._stopping = True
-        self._wake.set()
-        if self._running:
-            await self._loop_ended.wait()  # no claim may land after the leases are released
-        if self._tasks:
-            _, unfinished = await asyncio.wait(
-                set(self._tasks), timeout=self._settings.shutdown_seconds
-            )
-            await cancel_and_wait(*unfinished)
+        await self._loop.stop()  # no claim may land after the leases are released
         for delivery_id, token in list(self._held.items()):
             with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
                 await self._store.deliveries.finish(
@@ -198,16 +172,6 @@ class DeliveryWorker:
                     {"status": DeliveryStatus.PENDING.value, "updated_at": self.clock()},
                 )
             self._held.pop(delivery_id, None)
-
-    def _spawn(self, group: list[Doc]) -> None:
-        task = asyncio.create_task(self._run_group(group))
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Task[Counter[str]]) -> None:
-            self._tasks.discard(finished)
-            self._wake.set()  # a slot is free
-
-        task.add_done_callback(done)
 
     async def _run_group(self, group: list[Doc]) -> Counter[str]:
         """Deliveries of one order key go one after the other; others run side by side."""
@@ -220,7 +184,7 @@ class DeliveryWorker:
         """Due deliveries of the next shard that has any; [] once every shard came back
         empty. Shards are visited in turn from a random start, so workers spread out."""
         for _ in range(SHARDS):
-            if self._stopping and self._running:
+            if self._loop.stopping and self._loop.running:
                 break  # stop() is waiting for the loop
             shard, self._shard = self._shard, (self._shard + 1) % SHARDS
             token = f"{self.owner}:{next(self._batches)}"
@@ -259,17 +223,8 @@ class DeliveryWorker:
                 log.exception("delivery housekeeping failed; retrying")
             await asyncio.sleep(self._settings.poll_seconds)
 
-    async def _lease_renewal_loop(self) -> None:
-        """A slow send must not lose its lease to another worker: leases held are renewed
-        every third of their length, so only a dead (or frozen) worker's leases expire."""
-        while True:
-            await asyncio.sleep(self._settings.lease_seconds / 3)
-            try:
-                await self._store.deliveries.renew_leases(
-                    dict(self._held), self.clock() + self._lease
-                )
-            except Exception as exc:  # the next round tries again; expiry is the fallback
-                log.warning("renewing delivery leases failed: %s", exc)
+    async def _renew(self) -> None:
+        await self._store.deliveries.renew_leases(dict(self._held), self.clock() + self._lease)
 
     async def housekeeping(self, *, measure: bool = True) -> None:
         """Take back expired leases, learn which partners are disabled, probe the ones due,
@@ -277,7 +232,7 @@ class DeliveryWorker:
         now = self.clock()
         if expired := await self._store.deliveries.expire_leases(now):
             log.info("took back %d deliveries whose lease expired", expired)
-            self._wake.set()
+            self.notify()
         await self._health.refresh()
         probe_next = now + timedelta(seconds=self._settings.probe_seconds)
         while (doc := await self._store.partners.claim_probe(now, probe_next)) is not None:
@@ -321,16 +276,28 @@ class DeliveryWorker:
             log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
         except Exception as exc:
-            # What the worker cannot process is parked (failed, with why; replayable), not
-            # retried forever.
-            log.exception("delivery %s failed unexpectedly; parked", doc["_id"])
-            result = "unrecorded"
-            with contextlib.suppress(Exception):
-                result = await self._recorder.fail(
-                    doc, token, f"cannot be processed: {type(exc).__name__}: {exc}"[:500]
-                )
+            log.exception("delivery %s cannot be processed; parked", doc["_id"])
+            result = await self._park(doc, token, f"{type(exc).__name__}: {exc}")
         self._held.pop(doc["_id"], None)
         return result
+
+    async def _park(self, doc: Doc, token: str, why: str) -> str:
+        """What the worker cannot process (a malformed document, a bug) is set aside, not
+        retried forever nor in anyone's way: `parked` with its reason, replayable once fixed.
+        The write reads nothing of the document but its id, so a malformed one parks too."""
+        reason = f"cannot be processed: {why}"[:500]
+        try:
+            if not await self._store.deliveries.park(doc["_id"], token, reason, self.clock()):
+                return "lease_lost"
+        except Exception as exc:  # then the lease expires, and the next claim tries again
+            log.error("delivery %s cannot be parked either: %s", doc["_id"], exc)
+            return "unrecorded"
+        self._metrics.deliveries.labels(DeliveryStatus.PARKED.value).inc()
+        order_key, seq = doc.get("order_key"), doc.get("seq")
+        if isinstance(order_key, str) and isinstance(seq, str):
+            with contextlib.suppress(Exception):  # the next one also wakes at its own time
+                await self._store.deliveries.wake_follower(order_key, seq, self.clock())
+        return DeliveryStatus.PARKED.value
 
     async def _prepare_and_send(self, doc: Doc, token: str, probe: bool) -> str:
         own = self._senders.get(doc.get("kind", DeliveryKind.WEBHOOK))
@@ -395,8 +362,13 @@ class DeliveryWorker:
 
 
 def _groups(batch: list[Doc]) -> list[list[Doc]]:
-    """One group per order key (in delivery order), one group per unordered delivery."""
-    groups: dict[str, list[Doc]] = {}
-    for doc in sorted(batch, key=lambda d: d.get("seq") or d["_id"]):
-        groups.setdefault(doc.get("order_key") or doc["_id"], []).append(doc)
+    """One group per order key (in delivery order), one group per unordered delivery. Read
+    defensively: a malformed document (a `seq` or `order_key` of another type) goes alone to
+    the stage that parks it, and never fails the whole batch."""
+    groups: dict[Any, list[Doc]] = {}
+    for doc in sorted(batch, key=lambda d: str(d.get("seq") or d["_id"])):
+        key = doc.get("order_key")
+        groups.setdefault(key if isinstance(key, str) and key else ("one", doc["_id"]), []).append(
+            doc
+        )
     return list(groups.values())

@@ -19,25 +19,21 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import random
-import socket
-import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.background import cancel_and_wait
 from gateway.delivery.retry import next_attempt_at
-from gateway.doorbell import IdleWait
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.flows.context import run_context
 from gateway.flows.deliveries import RunRef
 from gateway.flows.model import Step
 from gateway.flows.service import FlowService
 from gateway.flows.steps import StepRunner, Wait, failed
+from gateway.leased_loop import LeasedLoop, lease_owner, renew_leases
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
@@ -89,27 +85,25 @@ class FlowRunner:
         self._steps = steps
         self._metrics = metrics
         self._settings = settings
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or lease_owner()
         self.clock = clock  # public so tests can move time; read at each call
         self.rng = rng
         self._on_deliveries = on_deliveries
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._batches = itertools.count(1)
         self._shard = random.randrange(SHARDS)
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._running = False
-        self._loop_ended = asyncio.Event()
+        self._loop: LeasedLoop[str] = LeasedLoop(
+            poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
+        )
         self._held: dict[str, str] = {}  # run id → claim token
-        self._tasks: set[asyncio.Task[str]] = set()
 
     @property
     def running(self) -> bool:
-        return self._running
+        return self._loop.running
 
     def notify(self) -> None:
         """New runs exist (the starter calls this): claim now, not at the next poll."""
-        self._wake.set()
+        self._loop.notify()
 
     # -- driving -----------------------------------------------------------------------------
 
@@ -124,62 +118,33 @@ class FlowRunner:
 
     async def run(self) -> None:
         """Until `stop()`: claim as many runs as there are free slots, run them in the
-        background, wait for a notification, a free slot or the poll interval."""
-        keepers = [
-            asyncio.create_task(self._housekeeping_loop()),
-            asyncio.create_task(self._lease_renewal_loop()),
-        ]
-        self._running = True
-        self._loop_ended.clear()
-        idle = IdleWait(self._settings.poll_seconds)  # an empty look reads every shard
-        try:
-            while not self._stopping:
-                self._wake.clear()
-                free = self._settings.concurrency - len(self._held)
-                batch = await self._claim_safely(free) if free > 0 else []
-                if free > 0:
-                    idle.found(bool(batch))
-                for doc in batch:
-                    self._spawn(doc)
-                if batch:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), idle.seconds)
-                    idle.woken()
-        finally:
-            self._running = False
-            self._loop_ended.set()
-            await cancel_and_wait(*keepers)
+        background, wait for a notification, a free slot or the poll interval
+        (`leased_loop.py`); beside it, housekeeping and the renewal of the leases held."""
+        await self._loop.run(
+            self._look,
+            keepers=[
+                self._housekeeping_loop,
+                lambda: renew_leases(self._settings.lease_seconds, self._renew, "flow run"),
+            ],
+        )
+
+    async def _look(self) -> list[Coroutine[Any, Any, str]] | None:
+        free = self._settings.concurrency - len(self._held)
+        if free <= 0:
+            return None
+        return [self._drive(doc) for doc in await self._claim_safely(free)]
 
     async def stop(self) -> None:
         """Stop claiming, let runs under way finish (bounded), hand back what did not."""
-        self._stopping = True
-        self._wake.set()
-        if self._running:
-            await self._loop_ended.wait()
-        if self._tasks:
-            _, unfinished = await asyncio.wait(
-                set(self._tasks), timeout=self._settings.shutdown_seconds
-            )
-            await cancel_and_wait(*unfinished)
+        await self._loop.stop()
         for run_id, token in list(self._held.items()):
             with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
                 await self._runs.release(run_id, token, self.clock())
             self._held.pop(run_id, None)
 
-    def _spawn(self, doc: Doc) -> None:
-        task = asyncio.create_task(self._drive(doc))
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Task[str]) -> None:
-            self._tasks.discard(finished)
-            self._wake.set()  # a slot is free
-
-        task.add_done_callback(done)
-
     async def _claim(self, limit: int) -> list[Doc]:
         for _ in range(SHARDS):
-            if self._stopping and self._running:
+            if self._loop.stopping and self._loop.running:
                 break
             shard, self._shard = self._shard, (self._shard + 1) % SHARDS
             token = f"{self.owner}:{next(self._batches)}"
@@ -210,20 +175,15 @@ class FlowRunner:
                 log.exception("flow runner housekeeping failed; retrying")
             await asyncio.sleep(self._settings.poll_seconds)
 
-    async def _lease_renewal_loop(self) -> None:
+    async def _renew(self) -> None:
         """A long step (a slow partner) must not lose its run to another runner."""
-        while True:
-            await asyncio.sleep(self._settings.lease_seconds / 3)
-            try:
-                await self._runs.renew_leases(dict(self._held), self.clock() + self._lease)
-            except Exception as exc:  # the next round tries again; expiry is the fallback
-                log.warning("renewing flow run leases failed: %s", exc)
+        await self._runs.renew_leases(dict(self._held), self.clock() + self._lease)
 
     async def housekeeping(self) -> None:
         """Take back the runs of runners that died."""
         if expired := await self._runs.expire_leases(self.clock()):
             log.info("took back %d flow runs whose lease expired", expired)
-            self._wake.set()
+            self.notify()
 
     # -- one run -----------------------------------------------------------------------------
 

@@ -18,19 +18,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import random
-import socket
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.background import cancel_and_wait
 from gateway.errors import StoreUnavailable
+from gateway.leased_loop import LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
 from gateway.schedules.timing import backoff_seconds, every_from_doc
@@ -63,27 +61,28 @@ class ScheduleRunner:
     ) -> None:
         self._c = context
         self._settings = settings
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or lease_owner()
         # Public so tests can move time and fix the jitter.
         self.clock = clock
         self.rng = rng
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._claims = itertools.count(1)
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._running = False
-        self._loop_ended = asyncio.Event()
-        self._tasks: set[asyncio.Task[str]] = set()
+        # A fixed poll (no idle backoff): schedules come due by the clock, not by a wake-up.
+        self._loop: LeasedLoop[str] = LeasedLoop(
+            poll_seconds=settings.poll_seconds,
+            shutdown_seconds=settings.shutdown_seconds,
+            idle_factor=1,
+        )
         self._finished = 0
         self._progress = asyncio.Condition()
 
     @property
     def running(self) -> bool:
-        return self._running
+        return self._loop.running
 
     def notify(self) -> None:
         """A schedule became due (created, resumed, "run now"): look now, not at the next poll."""
-        self._wake.set()
+        self._loop.notify()
 
     def _now(self) -> datetime:
         return self.clock()
@@ -104,48 +103,20 @@ class ScheduleRunner:
 
     async def run(self) -> None:
         """Until `stop()`: claim what free slots allow, run in the background, then wait for a
-        notification, a free slot or the poll interval."""
-        self._running = True
-        self._loop_ended.clear()
-        try:
-            while not self._stopping:
-                self._wake.clear()
-                free = self._settings.concurrency - len(self._tasks)
-                claimed: list[Doc] = []
-                if free > 0:
-                    claimed = await self._claim_safely(free)
-                    for doc in claimed:
-                        self._spawn(doc)
-                if claimed:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
-        finally:
-            self._running = False
-            self._loop_ended.set()
+        notification, a free slot or the poll interval (`leased_loop.py`). Each run renews its
+        own lease while it lasts."""
+        await self._loop.run(self._look)
+
+    async def _look(self) -> list[Coroutine[Any, Any, str]] | None:
+        free = self._settings.concurrency - len(self._loop.tasks)
+        if free <= 0:
+            return None
+        return [self._run_one(doc) for doc in await self._claim_safely(free)]
 
     async def stop(self) -> None:
         """Stop claiming and let running schedules finish (bounded); one cut short gives its
         lease back, due at once, so another process takes it over without waiting."""
-        self._stopping = True
-        self._wake.set()
-        if self._running:
-            await self._loop_ended.wait()
-        if self._tasks:
-            _, unfinished = await asyncio.wait(
-                set(self._tasks), timeout=self._settings.shutdown_seconds
-            )
-            await cancel_and_wait(*unfinished)
-
-    def _spawn(self, doc: Doc) -> None:
-        task = asyncio.create_task(self._run_one(doc))
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Task[str]) -> None:
-            self._tasks.discard(finished)
-            self._wake.set()
-
-        task.add_done_callback(done)
+        await self._loop.stop()
 
     async def _claim(self, limit: int) -> list[Doc]:
         now = self.clock()

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
+from bson.errors import InvalidDocument, InvalidId
 from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -22,7 +22,7 @@ from pymongo.errors import (
 )
 from pymongo.monitoring import TopologyListener
 
-from gateway.errors import Conflict, StoreUnavailable
+from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
 
 Doc = dict[str, Any]
 Collection = AsyncCollection[Doc]
@@ -69,6 +69,8 @@ def translate_errors(
         yield
     except DuplicateKeyError:
         raise Conflict(conflict_detail) from None
+    except InvalidDocument as exc:  # e.g. a key with a NUL byte: BSON cannot hold it
+        raise InvalidPayload(f"the document cannot be stored: {exc}") from None
     except ConnectionFailure as exc:  # server selection, AutoReconnect, NetworkTimeout
         deadline = exc.timeout and not isinstance(exc, ServerSelectionTimeoutError)
         raise StoreUnavailable(

@@ -34,9 +34,10 @@ from gateway.store.client import (
     translate_errors,
     unjournaled,
 )
+from gateway.store.newest import newest_first
 
 PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value
-REPLAYABLE = [DeliveryStatus.FAILED.value, DeliveryStatus.DEAD.value]
+REPLAYABLE = [DeliveryStatus.FAILED.value, DeliveryStatus.DEAD.value, DeliveryStatus.PARKED.value]
 MAX_ATTEMPTS_KEPT = 20
 
 # The embedded SecantusDB reads every document a query matches before it applies a limit,
@@ -83,12 +84,18 @@ class DeliveryStore:
     async def list(
         self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int
     ) -> list[Doc]:
+        """Newest first (ids start with their event's ObjectId: `newest.py`); unfiltered, the
+        cost follows the latest deliveries, not the tenant's history."""
         query = _query(filters)
-        if before is not None:
-            query["_id"] = {"$lt": before}
-        with translate_errors():
-            cursor = self._c.find(scoped(tenant, query), {"attempts": 0, "event.data": 0})
-            return await cursor.sort("_id", DESCENDING).limit(limit).to_list(limit)
+        return await newest_first(
+            self._c,
+            tenant,
+            query,
+            before=before,
+            limit=limit,
+            windowed=not query,  # `by_tenant` covers only the tenant and the id
+            projection={"attempts": 0, "event.data": 0},
+        )
 
     async def replay(
         self,
@@ -98,8 +105,8 @@ class DeliveryStore:
         *,
         delivery_id: str | None = None,
     ) -> int:
-        """Failed and dead deliveries matching `filters` → pending now, with a fresh schedule
-        (their attempt history is kept)."""
+        """Failed, dead and parked deliveries matching `filters` → pending now, with a fresh
+        schedule (their attempt history is kept)."""
         query = _query(filters)
         query["status"] = {"$in": [s for s in REPLAYABLE if filters.get("status") in (None, s)]}
         if delivery_id is not None:
@@ -213,6 +220,25 @@ class DeliveryStore:
         with translate_errors():
             result = await self._c.update_one(
                 {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT}, update
+            )
+        return result.modified_count == 1
+
+    async def park(self, delivery_id: Any, token: str, reason: str, now: datetime) -> bool:
+        """Set aside a delivery the worker cannot process: `parked`, with why. Reads and writes
+        nothing else of the document, so a malformed one can be parked too; False when the
+        lease was lost to another worker."""
+        with translate_errors():
+            result = await self._c.update_one(
+                {"_id": delivery_id, "lease_owner": token, "status": IN_FLIGHT},
+                {
+                    "$set": {
+                        "status": DeliveryStatus.PARKED.value,
+                        "last_error": reason,
+                        "final_at": now,
+                        "updated_at": now,
+                    },
+                    "$unset": _LEASE_FIELDS,
+                },
             )
         return result.modified_count == 1
 

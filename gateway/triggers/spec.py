@@ -274,7 +274,10 @@ def merge_patch(doc: Doc, patch: Mapping[str, Any]) -> dict[str, Any]:
         else:
             spec[name] = value
     old_mode = doc["auth"]["mode"]
-    new_mode = (spec.get("auth") or {}).get("mode", "token")
+    auth = spec.get("auth")
+    if auth is not None and not isinstance(auth, dict):
+        return spec  # the validation that follows reports it
+    new_mode = (auth or {}).get("mode", "token")
     if new_mode != old_mode:
         message = f"/auth/mode: cannot change from {old_mode!r}; create another trigger"
         raise InvalidPayload(message, [FieldProblem("/auth/mode", message, "readOnly")])

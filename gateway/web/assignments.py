@@ -41,11 +41,21 @@ _HISTORY: dict[str, Any] = {
 _ASSIGN: dict[str, Any] = {
     "type": "object",
     "required": ["driver"],
+    "additionalProperties": False,
     "properties": {
-        "driver": {"type": ["string", "null"], "description": "a driver id or CPF; null: nobody"},
+        "driver": {
+            "type": ["string", "null"],
+            "pattern": r"\S",
+            "description": "a driver id or CPF; null: nobody",
+        },
         "start": {"type": "string", "format": "date-time", "description": "default: now"},
         "source": {"enum": ["erp", "hr", "checklist", "admin", "flow"], "default": "admin"},
-        "ref": {"type": "string", "description": "what reported it (a checklist id, ...)"},
+        "ref": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "description": "what reported it (a checklist id, ...)",
+        },
     },
 }
 
@@ -71,6 +81,7 @@ def parse_time(value: Any, pointer: str) -> datetime:
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
+    schemas={"at": {"type": "string", "format": "date-time"}},
 )
 async def list_vehicle_drivers(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -41,11 +41,20 @@ CHANNEL: dict[str, Any] = {
 _TEST: dict[str, Any] = {
     "type": "object",
     "required": ["to"],
+    "additionalProperties": False,
     "properties": {
-        "to": {"type": "string", "description": "an address, a phone number or a device token"},
-        "template": {"type": "string", "description": "a template to render (default: a test)"},
-        "context": {"type": "object"},
-        "locale": {"type": "string"},
+        "to": {
+            "type": "string",
+            "minLength": 1,
+            "description": "an address, a phone number or a device token",
+        },
+        "template": {
+            "type": "string",
+            "minLength": 1,
+            "description": "a template to render (default: a test)",
+        },
+        "context": {"type": ["object", "null"]},
+        "locale": {"type": "string", "minLength": 1},
     },
 }
 SETTINGS: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""/api/v1/deliveries: watch deliveries, replay failed and dead ones."""
+"""/api/v1/deliveries: watch deliveries, replay failed, dead and parked ones."""
 
 from __future__ import annotations
 
@@ -62,7 +62,10 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replay a failed or dead delivery now", tag="deliveries", response=DELIVERY, errors=(409,)
+    "Replay a failed, dead or parked delivery now",
+    tag="deliveries",
+    response=DELIVERY,
+    errors=(409,),
 )
 async def replay_delivery(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -71,7 +74,7 @@ async def replay_delivery(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replay every failed and dead delivery matching a filter",
+    "Replay every failed, dead and parked delivery matching a filter",
     tag="deliveries",
     request={
         "type": "object",

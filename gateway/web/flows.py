@@ -13,7 +13,15 @@ from gateway.web.admin_auth import authenticate
 from gateway.web.mappings import YAML_TYPES
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import is_json, page_params, query_flag, read_body, read_object
+from gateway.web.requests import (
+    VERSION_NUMBER,
+    is_json,
+    page_params,
+    query_flag,
+    read_body,
+    read_object,
+    version_number,
+)
 from gateway.web.state import services_of
 
 _VERSION: dict[str, Any] = {
@@ -53,15 +61,6 @@ _LIST = {"type": "object", "properties": {"items": {"type": "array"}}}
 
 def _name(request: web.Request) -> str:
     return request.match_info["name"]
-
-
-def _int(value: Any, pointer: str) -> int:
-    if isinstance(value, str) and value.isdecimal():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {value!r}"
-        raise InvalidPayload(message, [FieldProblem(pointer, message, "type")])
-    return value
 
 
 @operation(
@@ -122,10 +121,15 @@ async def list_flow_versions(request: web.Request) -> web.Response:
     return json_response({"items": [v.as_dict(source=False) for v in found]})
 
 
-@operation("Get one version of a flow, with its source", tag="flows", response=_VERSION)
+@operation(
+    "Get one version of a flow, with its source",
+    tag="flows",
+    response=_VERSION,
+    schemas={"version": VERSION_NUMBER},
+)
 async def get_flow_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    number = _int(request.match_info["version"], "/version")
+    number = version_number(request.match_info["version"], "/version")
     version = await services_of(request).notify.flows.get(claims.tenant, _name(request), number)
     return json_response(version.as_dict())
 
@@ -135,11 +139,13 @@ async def get_flow_version(request: web.Request) -> web.Response:
     tag="flows",
     response={"type": "object"},
     query=[("from", "the older version"), ("to", "the newer version")],
+    schemas={"from": VERSION_NUMBER, "to": VERSION_NUMBER},
+    required_query=("from", "to"),
 )
 async def diff_flow_versions(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    v1 = _int(request.query.get("from"), "/from")
-    v2 = _int(request.query.get("to"), "/to")
+    v1 = version_number(request.query.get("from"), "/from")
+    v2 = version_number(request.query.get("to"), "/to")
     diff = await services_of(request).notify.flows.diff(claims.tenant, _name(request), v1, v2)
     return json_response(diff)
 
@@ -147,12 +153,12 @@ async def diff_flow_versions(request: web.Request) -> web.Response:
 @operation(
     "Activate a version of a flow",
     tag="flows",
-    request={"type": "object", "required": ["version"], "properties": {"version": {}}},
+    request={"type": "object", "required": ["version"], "properties": {"version": VERSION_NUMBER}},
     response=_VERSION,
 )
 async def activate_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    number = _int((await read_object(request)).get("version"), "/version")
+    number = version_number((await read_object(request)).get("version"), "/version")
     version = await services_of(request).notify.flows.activate(
         claims.tenant, _name(request), number
     )
@@ -202,7 +208,7 @@ async def dry_run_flow(request: web.Request) -> web.Response:
         raise InvalidPayload("invalid flow test", problems)
     # A name is one word; a draft is a document, or its text (YAML has lines, JSON braces).
     is_draft = isinstance(flow, dict) or "\n" in flow or flow.lstrip().startswith("{")
-    version = None if body.get("version") is None else _int(body["version"], "/version")
+    version = None if body.get("version") is None else version_number(body["version"], "/version")
     result = await services_of(request).notify.flow_dry_run.run(
         claims.tenant,
         name=None if is_draft else flow,

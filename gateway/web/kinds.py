@@ -11,14 +11,20 @@ from gateway.web.problems import json_response
 from gateway.web.requests import read_object
 from gateway.web.state import services_of
 
+_NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}
+_SCHEMA = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"const": "object"}},
+    "description": "JSON Schema (2020-12) of the kind's fields: an object",
+}
 _KIND = {
     "type": "object",
     "required": ["name", "schema"],
-    "properties": {
-        "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
-        "schema": {"type": "object", "description": "JSON Schema (2020-12) of the kind's fields"},
-    },
+    "properties": {"name": _NAME, "schema": _SCHEMA},
 }
+# A replacement names its kind in the path; a `name` in the body is not read.
+_REPLACEMENT = {"type": "object", "required": ["schema"], "properties": {"schema": _SCHEMA}}
 
 
 @operation("List custom kinds", tag="kinds", response={"type": "object"})
@@ -46,7 +52,13 @@ async def get_kind(request: web.Request) -> web.Response:
     return json_response(public_kind(doc))
 
 
-@operation("Replace a custom kind's schema", tag="kinds", request=_KIND, response=_KIND)
+@operation(
+    "Replace a custom kind's schema",
+    tag="kinds",
+    request=_REPLACEMENT,
+    response=_KIND,
+    schemas={"name": _NAME},
+)
 async def replace_kind(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     doc = await services_of(request).kinds.replace(

@@ -3,8 +3,6 @@ diff, delete, dry run)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import BodyPartReader, web
 
 from gateway.errors import (
@@ -18,7 +16,14 @@ from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import is_json, page_params, query_flag, read_object
+from gateway.web.requests import (
+    VERSION_NUMBER,
+    is_json,
+    page_params,
+    query_flag,
+    read_object,
+    version_number,
+)
 from gateway.web.state import services_of
 
 YAML_TYPES = frozenset(
@@ -26,7 +31,6 @@ YAML_TYPES = frozenset(
 )
 _CHUNK = 64 * 1024
 
-_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 _VERSION = {
     "type": "object",
     "properties": {
@@ -81,16 +85,6 @@ _TEST = {
 
 def _name(request: web.Request) -> str:
     return request.match_info["name"]
-
-
-def _int(value: Any, pointer: str) -> int:
-    """A version number from a query parameter or a JSON member."""
-    if isinstance(value, str) and value.isdecimal():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
-        message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {value!r}"
-        raise InvalidPayload(message, [FieldProblem(pointer, message, "type")])
-    return value
 
 
 def _too_large(size: int | None) -> None:
@@ -193,11 +187,11 @@ async def list_versions(request: web.Request) -> web.Response:
     "Get one version of a mapping, with its source",
     tag="mappings",
     response=_VERSION,
-    schemas={"version": _VERSION_NUMBER},
+    schemas={"version": VERSION_NUMBER},
 )
 async def get_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    number = _int(request.match_info["version"], "/version")
+    number = version_number(request.match_info["version"], "/version")
     version = await services_of(request).mappings.get(claims.tenant, _name(request), number)
     return json_response(version.as_dict())
 
@@ -215,13 +209,13 @@ async def get_version(request: web.Request) -> web.Response:
         },
     },
     query=[("from", "the older version"), ("to", "the newer version")],
-    schemas={"from": _VERSION_NUMBER, "to": _VERSION_NUMBER},
+    schemas={"from": VERSION_NUMBER, "to": VERSION_NUMBER},
     required_query=("from", "to"),
 )
 async def diff_versions(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    v1 = _int(request.query.get("from"), "/from")
-    v2 = _int(request.query.get("to"), "/to")
+    v1 = version_number(request.query.get("from"), "/from")
+    v2 = version_number(request.query.get("to"), "/to")
     return json_response(
         await services_of(request).mappings.diff(claims.tenant, _name(request), v1, v2)
     )
@@ -233,14 +227,14 @@ async def diff_versions(request: web.Request) -> web.Response:
     request={
         "type": "object",
         "required": ["version"],
-        "properties": {"version": _VERSION_NUMBER},
+        "properties": {"version": VERSION_NUMBER},
     },
     response=_VERSION,
 )
 async def activate_version(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request)
-    number = _int(body.get("version"), "/version")
+    number = version_number(body.get("version"), "/version")
     version = await services_of(request).mappings.activate(claims.tenant, _name(request), number)
     return json_response(version.as_dict(source=False))
 
@@ -279,7 +273,7 @@ async def dry_run_mapping(request: web.Request) -> web.Response:
     name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise _invalid("/name", "name must be a string")
-    version = None if body.get("version") is None else _int(body["version"], "/version")
+    version = None if body.get("version") is None else version_number(body["version"], "/version")
     params = body.get("params") or {}
     if not isinstance(params, dict):
         raise _invalid("/params", "params must be an object of name: value")

@@ -100,3 +100,19 @@ def query_flag(request: web.Request, name: str, default: bool) -> bool:
 def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     """A page of API documents, each with its `id`."""
     return paging.page(items, limit, items[-1]["id"] if items else None)
+
+
+VERSION_NUMBER: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+
+
+def version_number(value: Any, pointer: str) -> int:
+    """A version number (VERSION_NUMBER) from a path or query parameter or a JSON member;
+    `2.0` is the integer 2, as in JSON Schema."""
+    if isinstance(value, str) and value.isdecimal():
+        value = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
+        message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {value!r}"
+        raise InvalidPayload(message, [FieldProblem(pointer, message, "type")])
+    return value

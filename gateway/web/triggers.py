@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.triggers.spec import TRIGGER_SCHEMA
+from gateway.triggers.spec import PATCHABLE, TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
@@ -30,7 +30,7 @@ _PAGE: Final[dict[str, Any]] = {
 _TRIGGER_PATCH: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
-    "properties": TRIGGER_SCHEMA["properties"],
+    "properties": {k: v for k, v in TRIGGER_SCHEMA["properties"].items() if k in PATCHABLE},
 }
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",

@@ -1,0 +1,92 @@
+"""Newest-first pages that do not read a tenant's whole history.
+
+The embedded SecantusDB reads every document a query matches before it applies a limit (SPEC
+§8), so `find({tenant}).sort(_id, -1).limit(20)` costs as much as the tenant has ever stored:
+a deliveries list grew from milliseconds to seconds in a soak, and overloaded the database.
+
+Ids that begin with an ObjectId are ordered by time (deliveries, events, flow runs). A page is
+read in windows of `_id`, newest first: everything from 8 s before the anchor (now, or the
+cursor's time; one query after a cursor that has none), then each window 8 times wider than
+the last, then the rest. The windows
+partition the ids, so the answer is exactly that of the single query, in the same order; but
+it stops at the first windows that fill the page, so its cost follows recent documents, not
+the history. An id that does not start with an ObjectId sorts where it sorts: it is still
+read by exactly one window.
+
+Only for queries an index covers whole (`windowed`): SecantusDB's planner uses an index only
+when every predicate is on its fields; one more (a status) makes every window a collection
+scan, and then one query is cheaper than several.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import DESCENDING
+
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+
+FIRST = timedelta(seconds=8)
+GROWTH = 8
+WIDEST = timedelta(days=30)  # past this, one last window takes everything older
+
+
+def _bound_of(ids: type) -> Callable[[datetime], Any]:
+    if ids is ObjectId:
+        return ObjectId.from_datetime
+    return lambda when: str(ObjectId.from_datetime(when))
+
+
+def _time_of(cursor: Any) -> datetime | None:
+    """When the id was made, when it starts with an ObjectId."""
+    if isinstance(cursor, ObjectId):
+        return cursor.generation_time
+    try:
+        return ObjectId(str(cursor)[:24]).generation_time
+    except (InvalidId, TypeError):
+        return None
+
+
+async def newest_first(
+    collection: Collection,
+    tenant: str,
+    query: Mapping[str, Any],
+    *,
+    before: Any | None,
+    limit: int,
+    windowed: bool,
+    ids: type = str,
+    projection: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> list[Doc]:
+    """Up to `limit` documents of `tenant` matching `query` with `_id` below `before` (all when
+    None), highest `_id` first. `ids` is the type of the collection's ids (str or ObjectId);
+    `windowed`: an index covers the tenant, the query's fields and `_id` (else one query)."""
+    bound = _bound_of(ids)
+    anchor = now or datetime.now(UTC)
+    if before is not None:  # the windows start at the cursor's time, when it has one
+        cursor_time = _time_of(before)
+        windowed = windowed and cursor_time is not None
+        anchor = cursor_time or anchor
+    found: list[Doc] = []
+    upper, width = before, (FIRST if windowed else WIDEST * GROWTH)
+    while len(found) < limit:
+        lower = bound(anchor - width) if width <= WIDEST else None
+        window: dict[str, Any] = {}
+        if lower is not None:
+            window["$gte"] = lower
+        if upper is not None:
+            window["$lt"] = upper
+        wanted = limit - len(found)
+        select = scoped(tenant, {**query, "_id": window} if window else dict(query))
+        with translate_errors():
+            cursor = collection.find(select, projection).sort("_id", DESCENDING).limit(wanted)
+            found += await cursor.to_list(wanted)
+        if lower is None:
+            break
+        upper, width = lower, width * GROWTH
+    return found
