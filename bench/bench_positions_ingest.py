@@ -215,9 +215,10 @@ def main() -> None:
         f"{args.fixes:,} fixes of {args.vehicles} vehicles, batches of {args.batch}, "
         f"{args.concurrency} in flight, j:true"
     )
+    r = raw_figures
     print(
-        f"  raw insert_many  {raw_figures['rate']:>9,.0f} fixes/s   DB {raw_figures['db_us']:>6,.0f} "
-        f"µs/fix   driver {raw_figures['client_us']:>5,.0f} µs/fix"
+        f"  raw insert_many  {r['rate']:>9,.0f} fixes/s   DB {r['db_us']:>6,.0f} "
+        f"µs/fix   driver {r['client_us']:>5,.0f} µs/fix"
     )
     print(
         f"  gateway (HTTP)   {gw['rate']:>9,.0f} fixes/s   DB {gw['db_us']:>6,.0f} µs/fix   "
