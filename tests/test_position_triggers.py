@@ -17,6 +17,8 @@ from tests.triggers_support import (
     bearer,
     create_position_trigger,
     hook,
+    upload_mapping,
+    upload_shipped,
     vehicle_track,
 )
 
@@ -233,3 +235,29 @@ async def test_the_shared_track_is_appended_in_batches(client: Client) -> None:
             break
         cursor = f"&cursor={page['next_cursor']}"
     assert seen == [f["time"] for f in fixes]
+
+
+async def test_a_trigger_takes_only_mappings_of_its_target(client: Client) -> None:
+    await upload_shipped(client, "osmand")  # a position mapping
+    await upload_mapping(client, ENTITY_MAPPING)
+    wrong = [
+        {"name": "a", "entity_type": "vehicle", "mapping": "osmand"},
+        {"name": "b", "target": "positions", "mapping": "erp-vehicle"},
+    ]
+    for spec in wrong:
+        response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+        assert response.status == 422, spec
+        errors = (await response.json())["errors"]
+        assert [e["pointer"] for e in errors] == ["/mapping"]
+    trigger = await position_trigger(client, mapping="osmand", format="form")
+    assert trigger["mapping"] == "osmand"
+
+
+ENTITY_MAPPING = """
+name: erp-vehicle
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, required: true}
+"""
