@@ -16,10 +16,12 @@ state, so that the fold consumes input and writes state in one single-document u
 and `state_version`. `since` is when the oldest waiting input was pushed (the fold takes the
 oldest first, and its lag is measured from it).
 
-Appends are group commits: the fixes of concurrent requests leave together in one journaled
-`insert_many` per round (`InsertRounds`), and their queue pushes in one client-level
+Appends are group commits: the queue pushes of concurrent requests leave in one client-level
 `bulkWrite` of the process's group commit (`group_commit.py`, sealed before anyone is
-answered).
+answered), then their fixes together in one journaled `insert_many` per round
+(`InsertRounds`). A fix is queued before it is stored, never the reverse: an id in `pending`
+whose position does not exist (yet, or ever, after a failure) is the fold's to wait for and
+then drop.
 """
 
 from __future__ import annotations
@@ -234,12 +236,12 @@ class PositionStore:
         """Store the fixes of several vehicles (`[(vehicle, fixes), ...]`) and queue each
         vehicle's for the fold; the outcomes in the same shape.
 
-        All the fixes join the next insert round together (`InsertRounds`: one `insert_many`
-        for every request in flight) and each vehicle's queue push the process's group
-        commit, side by side, so they share round trips with whatever else is in flight. A
-        fix whose (tenant, vehicle, t) exists is a duplicate: answered as stored, its fresh id
+        Each vehicle's queue push goes through the process's group commit, then all the
+        fixes join the next insert round together (`InsertRounds`: one `insert_many` for every
+        request in flight): both share round trips with whatever else is in flight. A fix
+        whose (tenant, vehicle, t) exists is a duplicate: answered as stored, its fresh id
         pulled from the queue again. StoreUnavailable when the database failed (then some
-        fixes may be stored: a retry finds them as duplicates)."""
+        fixes may be stored: a retry finds them as duplicates, already queued)."""
         now = datetime.now(UTC)
         per_vehicle = [
             (
@@ -262,14 +264,12 @@ class PositionStore:
             )
             for vehicle, vdocs in per_vehicle
         ]
-        inserted, *pushed = await asyncio.gather(
-            self.inserts.insert(docs), *pushes, return_exceptions=True
-        )
-        for outcome in (inserted, *pushed):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        assert isinstance(inserted, list)
-        stored = iter(inserted)
+        # Queued first, stored second: a fix is never stored without being queued for the
+        # fold (a crash or a failure in between leaves only an id whose fix does not exist,
+        # which the fold drops after a while; stored first, a failure of the push would leave
+        # a fix no fold ever sees, and its retry would be a duplicate that is not queued).
+        await asyncio.gather(*pushes)
+        stored = iter(await self.inserts.insert(docs))
         results: dict[str, list[Appended]] = {}
         pulls = []
         for vehicle, vdocs in per_vehicle:
