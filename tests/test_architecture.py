@@ -96,6 +96,9 @@ PURE = (
     "gateway.models",
     "gateway.paging",
     "gateway.doorbell",
+    "gateway.fleet.odometer",
+    "gateway.fleet.quality",
+    "gateway.fleet.state",
 )
 
 

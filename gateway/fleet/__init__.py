@@ -1,0 +1,1 @@
+"""Fleet telemetry: positions appended, then folded per vehicle (SPEC §6)."""
