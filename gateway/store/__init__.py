@@ -5,7 +5,14 @@ from __future__ import annotations
 from gateway.store import actions, deliveries, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
 from gateway.store.activity import ActivityStore
-from gateway.store.client import Database, Doc, new_id, open_client, translate_errors
+from gateway.store.client import (
+    Database,
+    Doc,
+    derived_id,
+    new_id,
+    open_client,
+    translate_errors,
+)
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
@@ -18,6 +25,7 @@ from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
 from gateway.store.notify import NotifyStores
 from gateway.store.partners import PartnerStore
+from gateway.store.positions import PositionStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
 from gateway.store.rejected import RejectedStore
 from gateway.store.schedules import ScheduleStore
@@ -25,7 +33,7 @@ from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
 from gateway.store.ui_accounts import UiAccountStores
 
-__all__ = ["Doc", "Store", "new_id", "open_client"]
+__all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 
 
 class Store:
@@ -53,6 +61,8 @@ class Store:
         self.ui = UiAccountStores(db)
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
+        # Telemetry: the track (insert-only) and the fold's queues and state per vehicle.
+        self.positions = PositionStore(db["positions"], db["fleet"], self.commits)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
@@ -73,6 +83,7 @@ class Store:
             await self.db["schedules"].create_indexes(schedules.INDEXES)
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.mappings.ensure_indexes()
+        await self.positions.ensure_indexes()
         await self.notify.ensure_indexes()
         await self.ui.ensure_indexes()
 
