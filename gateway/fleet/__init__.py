@@ -1,1 +1,1 @@
-"""Fleet telemetry: positions appended, then folded per vehicle (SPEC §6)."""
+"""Fleet telemetry: positions, the fold, odometer, geofences and maintenance."""
