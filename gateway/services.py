@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway import __version__
 from gateway.accounts import AccountService
@@ -33,6 +34,8 @@ from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
+from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold, RulesSource
+from gateway.fleet.settings import FleetSettingsService
 from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.starter import FlowStarter
@@ -96,6 +99,8 @@ class Services:
     dashboard: Dashboard
     flow_starter: FlowStarter
     flow_runner: FlowRunner
+    fleet_settings: FleetSettingsService
+    fold: Fold
 
 
 @contextlib.asynccontextmanager
@@ -190,6 +195,8 @@ def _assemble(
             concurrency=settings.schedule_concurrency,
         ),
     )
+    relayed = each_of(fanout, flow_runtime.starter, notify.assignment_feed)
+    fleet_settings = FleetSettingsService(store)
     return Services(
         settings=settings,
         metrics=metrics,
@@ -227,7 +234,7 @@ def _assemble(
         relay=EventRelay(
             store,
             metrics,
-            on_relayed=each_of(fanout, flow_runtime.starter, notify.assignment_feed),
+            on_relayed=relayed,
             doorbell=relay_doorbell,
             shares=Shares(store, "event-relay", RELAY_SHARDS),
         ),
@@ -238,6 +245,17 @@ def _assemble(
         schedule_runner=runner,
         accounts=AccountService(store, admin_verifier),
         dashboard=Dashboard(store, guards.states),
+        fleet_settings=fleet_settings,
+        # Its events go through the relay's hook: deliveries, flow runs, driver changes.
+        fold=Fold(
+            store,
+            metrics,
+            fleet_settings,
+            _NO_RULES,
+            on_relayed=relayed,
+            doorbell=Doorbell(),
+            shares=Shares(store, FOLD_JOB, FOLD_SHARDS),
+        ),
     )
 
 
@@ -308,22 +326,24 @@ def jobs_alive(services: Services) -> bool:
         "flows": services.flow_runner.running,
         "delivery": services.delivery_worker.running,
         "schedules": services.schedule_runner.running,
+        "fold": services.fold.running,
     }
     return all(running[job] for job in running_jobs(services.settings))
 
 
 @contextlib.asynccontextmanager
 async def _background(services: Services) -> AsyncIterator[None]:
-    """The background jobs of `settings.jobs`: the relay, the flow runner, the delivery worker
-    and the schedule runner; on the way out the runners finish what they started (flow runs
-    may queue deliveries), the worker stops claiming and finishes its in-flight sends, then
-    the relay stops."""
+    """The background jobs of `settings.jobs`: the relay, the flow runner, the delivery worker,
+    the schedule runner and the fleet fold; on the way out the runners finish what they
+    started (flow runs may queue deliveries), the worker stops claiming and finishes its
+    in-flight sends, then the fold and the relay stop."""
     jobs = running_jobs(services.settings)
     runs = {
         "relay": services.relay.run,
         "flows": services.flow_runner.run,
         "delivery": services.delivery_worker.run,
         "schedules": services.schedule_runner.run,
+        "fold": services.fold.run,
     }
     tasks = {job: asyncio.create_task(run()) for job, run in runs.items() if job in jobs}
     try:
@@ -338,8 +358,8 @@ async def _background(services: Services) -> AsyncIterator[None]:
             if job in tasks:
                 await stop()
                 await tasks[job]
-        if "relay" in tasks:
-            await cancel_and_wait(tasks["relay"])  # a single cancel can be lost on Python 3.11
+        # A single cancel can be lost on Python 3.11; a fold stopped mid-pass is repeated.
+        await cancel_and_wait(tasks.get("fold"), tasks.get("relay"))
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -356,3 +376,17 @@ def load_secret_key(settings: Settings) -> str:
         fh.write(key + "\n")
     log.warning("GATEWAY_SECRET_KEY is unset: generated one into %s; set it in production", path)
     return key
+
+
+@dataclass(frozen=True)
+class _NoTenantRules:  # until the geo lane's FleetRules is merged
+    geofences: tuple[Any, ...] = ()
+    plans: tuple[Any, ...] = ()
+
+
+class _NoRules:
+    async def for_tenant(self, tenant: str) -> _NoTenantRules:
+        return _NoTenantRules()
+
+
+_NO_RULES: RulesSource = _NoRules()

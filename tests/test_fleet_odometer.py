@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fleet.odometer import OdometerSettings, TrackPoint, haversine_m
+from gateway.fleet.geometry import haversine_m
+from gateway.fleet.odometer import OdometerSettings, TrackPoint
 from gateway.fleet.quality import QualitySettings, Reason
 from gateway.fleet.state import VehicleState, Verdict, fold_fix, rebaseline
 

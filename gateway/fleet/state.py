@@ -36,8 +36,9 @@ class VehicleState:
     suspects: tuple[TrackPoint, ...] = ()
     fences: dict[str, Any] = field(default_factory=dict)
     plans: dict[str, Any] = field(default_factory=dict)
-    # Device time of the last `vehicle.position` event (the sampling of the opt-in).
-    position_sent: datetime | None = None
+    # Device time of the last `vehicle.position` event, per subscription that asked for
+    # them (each one's sampling).
+    position_sent: dict[str, datetime] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -66,7 +67,7 @@ class VehicleState:
             suspects=tuple(point(p) for p in doc.get("suspects") or ()),
             fences=dict(doc.get("fences") or {}),
             plans=dict(doc.get("plans") or {}),
-            position_sent=doc.get("position_sent"),
+            position_sent=dict(doc.get("position_sent") or {}),
         )
 
     def is_late(self, fix: TrackPoint) -> bool:

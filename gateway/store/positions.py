@@ -223,10 +223,13 @@ class PositionStore:
         return sorted(docs, key=lambda doc: (doc["t"], doc["_id"]))
 
     async def neighbours(
-        self, tenant: str, vehicle: str, t: datetime
+        self, tenant: str, vehicle: str, t: datetime, exclude: Sequence[Any] = ()
     ) -> tuple[Doc | None, Doc | None]:
-        """The accepted (not rejected) fixes just before and just after device time `t`."""
+        """The accepted (not rejected) fixes just before and just after device time `t`;
+        `exclude` names fixes not folded yet (the fold's own pending ones)."""
         base = scoped(tenant, {"vehicle": vehicle, "rejected": {"$exists": False}})
+        if exclude:
+            base["_id"] = {"$nin": list(exclude)}
         with translate_errors():
             before = await self._p.find_one({**base, "t": {"$lt": t}}, sort=[("t", DESCENDING)])
             after = await self._p.find_one({**base, "t": {"$gt": t}}, sort=[("t", ASCENDING)])
