@@ -34,8 +34,10 @@ from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
+from gateway.fleet.append import PositionAppender
 from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold, RulesSource
 from gateway.fleet.settings import FleetSettingsService
+from gateway.fleet.tracks import Tracks
 from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.starter import FlowStarter
@@ -79,6 +81,8 @@ class Services:
     store: Store
     kinds: KindService
     entities: EntityService
+    positions: PositionAppender
+    tracks: Tracks
     mappings: MappingService
     admin_verifier: AdminTokenVerifier
     triggers: TriggerService
@@ -175,9 +179,15 @@ def _assemble(
     gates = TriggerGates(store, metrics, follow_changes=settings.change_streams)
     admin_verifier = _admin_verifier(settings, ring, fetch)
     keeper = RejectedKeeper(store, metrics)
-    ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics)
-    # Where a schedule's pages land, by target type (the fleet lane adds "positions").
-    sinks: dict[str, PageSink] = {"entities": EntitySink(ingestor)}
+    fold_doorbell = Doorbell()  # the appends wake their process's fold
+    positions = PositionAppender(store, entities, metrics, doorbell=fold_doorbell)
+    tracks = Tracks(store, positions)
+    ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics, positions)
+    # Where a schedule's pages land, by target type: the trigger ingest path for both.
+    sinks: dict[str, PageSink] = {
+        "entities": EntitySink(ingestor),
+        "positions": EntitySink(ingestor),
+    }
     runner = ScheduleRunner(
         PollContext(
             store,
@@ -205,6 +215,8 @@ def _assemble(
         store=store,
         kinds=kinds,
         entities=entities,
+        positions=positions,
+        tracks=tracks,
         mappings=mappings,
         admin_verifier=admin_verifier,
         triggers=TriggerService(
@@ -219,7 +231,9 @@ def _assemble(
             on_change=gates.forget,
         ),
         gates=gates,
-        hooks=HookReceiver(store, gates, configs, entities, ingestor, mappings, ring, metrics),
+        hooks=HookReceiver(
+            store, gates, configs, entities, ingestor, mappings, ring, metrics, tracks
+        ),
         rejected=RejectedPayloads(
             store, configs, ingestor, other_targets=_schedule_targets(store, settings)
         ),
@@ -253,7 +267,7 @@ def _assemble(
             fleet_settings,
             _NO_RULES,
             on_relayed=relayed,
-            doorbell=Doorbell(),
+            doorbell=fold_doorbell,
             shares=Shares(store, FOLD_JOB, FOLD_SHARDS),
         ),
     )

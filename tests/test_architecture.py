@@ -83,6 +83,7 @@ USE_CASES = (
     "gateway.flows",
     "gateway.assignments",
     "gateway.assignment_feed",
+    "gateway.fleet",
 )
 ADAPTERS = ("gateway.store", "gateway.metrics", "gateway.outbound")
 PURE = (
@@ -99,6 +100,7 @@ PURE = (
     "gateway.fleet.odometer",
     "gateway.fleet.quality",
     "gateway.fleet.state",
+    "gateway.fleet.fix",
 )
 
 
