@@ -285,6 +285,7 @@ class Fold:
             int(doc.get("state_version", 0)),
             folding.state.to_doc(),
             folding.consumed,
+            read=doc,
         )
 
 

@@ -293,7 +293,8 @@ class EntityStore:
             "$set": {**changes, "folded": version, "updated_at": datetime.now(UTC)},
             "$inc": {"rev": 1},
         }
-        return bool(await self._commits.update(self._c, query, update))
+        # Not journaled: the fold's journaled commit follows it (`client.py` `unjournaled`).
+        return bool(await self._relay_commits.update(self._c, query, update))
 
     # -- the relay's side: system work across tenants, never reached from a request --
 

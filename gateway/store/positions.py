@@ -242,9 +242,12 @@ class PositionStore:
         state_version: int,
         state: Doc,
         consumed: Consumed,
+        read: Doc | None = None,
     ) -> bool:
         """Write the fold's new state and take what it folded from the queues, in one
-        single-document update.
+        single-document update (through the group commit: the commits of a fold batch
+        share a round trip and a journal flush). `read` is the document as the fold read
+        it: the first attempt assumes it is still current and needs no read.
 
         If `version` still matches (nothing was pushed since the fold read the document),
         the queues are set to their remainders and `dirty` to whether any remain. Otherwise
@@ -253,9 +256,11 @@ class PositionStore:
         `version` go up by one. False when `state_version` no longer matches: another fold
         won; discard this one and read again."""
         taken = set(consumed.pending)
+        current = read
         for _ in range(_COMMIT_ATTEMPTS):
-            with translate_errors():
-                current = await self._f.find_one({"_id": doc_id})
+            if current is None:
+                with translate_errors():
+                    current = await self._f.find_one({"_id": doc_id})
             if current is None or current.get("state_version", 0) != state_version:
                 return False
             pending = [p for p in current.get("pending", []) if p not in taken]
@@ -280,10 +285,9 @@ class PositionStore:
                 "version": current.get("version"),
                 "state_version": state_version,
             }
-            with translate_errors():
-                result = await self._f.update_one(guard, update)
-            if result.matched_count:
+            if await self._commits.update(self._f, guard, update):
                 return True
+            current = None
         return await self._commit_racing(doc_id, state_version, state, consumed)
 
     async def _commit_racing(
