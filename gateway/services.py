@@ -36,6 +36,7 @@ from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
 from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold, RulesSource
+from gateway.fleet.readings import OdometerReadings
 from gateway.fleet.settings import FleetSettingsService
 from gateway.fleet.tracks import Tracks
 from gateway.flows.runner import FlowRunner
@@ -205,7 +206,9 @@ def _assemble(
             concurrency=settings.schedule_concurrency,
         ),
     )
-    relayed = each_of(fanout, flow_runtime.starter, notify.assignment_feed)
+    relayed = each_of(
+        fanout, flow_runtime.starter, notify.assignment_feed, OdometerReadings(store)
+    )
     fleet_settings = FleetSettingsService(store)
     return Services(
         settings=settings,

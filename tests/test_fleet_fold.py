@@ -15,7 +15,13 @@ from gateway.entities import Origin
 from gateway.fleet.odometer import TrackPoint
 from gateway.services import Services
 from gateway.store import Doc
-from tests.partner_double import create_action, create_partner, create_subscription
+from gateway.web.state import services_key
+from tests.partner_double import (
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+)
 from tests.support import auth
 from tests.test_fleet_odometer import ROUTE_M, START, route_points
 
@@ -169,3 +175,24 @@ def _length(points: Sequence[TrackPoint]) -> float:
 
 def _approx(value: float, rel: float) -> Any:
     return pytest.approx(value, rel=rel)
+
+
+async def test_an_odometer_written_to_the_vehicle_rebaselines_the_fold(client: Any) -> None:
+    services = client.app[services_key]
+    created = await create_vehicle(client, "RBT2B34")
+    await append(services, created["id"], route_points()[:20])
+    await services.fold.run_until_idle()
+    patched = await client.patch(
+        "/api/v1/entities/vehicle/RBT2B34", json={"odometer_km": 88_000}, headers=auth()
+    )
+    assert patched.status == 200, await patched.text()
+    for _ in range(2):  # the relay queues the reading, the fold takes it
+        await services.relay.run_until_idle()
+        await services.fold.run_until_idle()
+    events = await services.events.find(TENANT, event_type="vehicle.odometer.rebaselined", limit=10)
+    assert [e["detail"]["to_km"] for e in events] == [88_000.0]
+    assert events[0]["detail"]["source"].startswith("admin")
+    await append(services, created["id"], route_points()[20:40])
+    await services.fold.run_until_idle()
+    data = await vehicle_data(services, created["id"])
+    assert 88_000 < data["odometer_km"] < 88_010
