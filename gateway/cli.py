@@ -297,11 +297,12 @@ def trigger(settings: Settings, command: str, options: dict[str, object]) -> int
 def _trigger_spec(options: dict[str, object]) -> dict[str, object]:
     spec: dict[str, object] = {
         "name": options["name"],
-        "entity_type": options["entity_type"],
         "methods": [m.strip().upper() for m in str(options["methods"]).split(",") if m.strip()],
         "format": options["format"],
     }
-    for name in ("kind", "mapping", "response_mapping"):
+    if options.get("target") == "positions":
+        spec["target"] = "positions"
+    for name in ("entity_type", "kind", "mapping", "response_mapping"):
         if options.get(name):
             spec[name] = options[name]
     if options.get("token_in_query"):

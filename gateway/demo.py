@@ -141,7 +141,7 @@ async def seed_entities(entities: EntityService, tenant: str) -> int:
 TRIGGERS: list[dict[str, Any]] = [
     {
         "name": "traccar-positions",
-        "entity_type": "vehicle",
+        "target": "positions",
         "methods": ["POST"],
         "mapping": "traccar-position",
     },
@@ -153,7 +153,7 @@ TRIGGERS: list[dict[str, Any]] = [
     },
     {
         "name": "osmand-phone",
-        "entity_type": "vehicle",
+        "target": "positions",
         "methods": ["GET", "POST"],
         "mapping": "osmand",
         "format": "form",
