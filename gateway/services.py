@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from gateway import __version__
 from gateway.accounts import AccountService
@@ -35,8 +34,11 @@ from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
-from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold, RulesSource
+from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold
 from gateway.fleet.readings import OdometerReadings
+from gateway.fleet.rule_service import GeofenceService, PlanService
+from gateway.fleet.rules import FleetRules
+from gateway.fleet.servicing import ServiceRecorder
 from gateway.fleet.settings import FleetSettingsService
 from gateway.fleet.tracks import Tracks
 from gateway.flows.runner import FlowRunner
@@ -106,6 +108,10 @@ class Services:
     flow_runner: FlowRunner
     fleet_settings: FleetSettingsService
     fold: Fold
+    fleet_rules: FleetRules
+    geofences: GeofenceService
+    maintenance_plans: PlanService
+    vehicle_services: ServiceRecorder
 
 
 @contextlib.asynccontextmanager
@@ -206,10 +212,9 @@ def _assemble(
             concurrency=settings.schedule_concurrency,
         ),
     )
-    relayed = each_of(
-        fanout, flow_runtime.starter, notify.assignment_feed, OdometerReadings(store)
-    )
+    relayed = each_of(fanout, flow_runtime.starter, notify.assignment_feed, OdometerReadings(store))
     fleet_settings = FleetSettingsService(store)
+    fleet_rules = FleetRules(store)
     return Services(
         settings=settings,
         metrics=metrics,
@@ -268,11 +273,15 @@ def _assemble(
             store,
             metrics,
             fleet_settings,
-            _NO_RULES,
+            fleet_rules,
             on_relayed=relayed,
             doorbell=fold_doorbell,
             shares=Shares(store, FOLD_JOB, FOLD_SHARDS),
         ),
+        fleet_rules=fleet_rules,
+        geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
+        maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
+        vehicle_services=ServiceRecorder(store, entities, store.fleet_rules.plans),
     )
 
 
@@ -393,17 +402,3 @@ def load_secret_key(settings: Settings) -> str:
         fh.write(key + "\n")
     log.warning("GATEWAY_SECRET_KEY is unset: generated one into %s; set it in production", path)
     return key
-
-
-@dataclass(frozen=True)
-class _NoTenantRules:  # until the geo lane's FleetRules is merged
-    geofences: tuple[Any, ...] = ()
-    plans: tuple[Any, ...] = ()
-
-
-class _NoRules:
-    async def for_tenant(self, tenant: str) -> _NoTenantRules:
-        return _NoTenantRules()
-
-
-_NO_RULES: RulesSource = _NoRules()

@@ -101,6 +101,9 @@ PURE = (
     "gateway.fleet.quality",
     "gateway.fleet.state",
     "gateway.fleet.fix",
+    "gateway.fleet.geometry",
+    "gateway.fleet.geofences",
+    "gateway.fleet.maintenance",
 )
 
 

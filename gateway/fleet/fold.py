@@ -48,8 +48,7 @@ from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
 from gateway.progress import Progress
 from gateway.shares import Shares
-from gateway.store import Doc, Store
-from gateway.store.client import derived_id
+from gateway.store import Doc, Store, derived_id
 from gateway.store.positions import SHARDS, Consumed
 
 log = logging.getLogger(__name__)

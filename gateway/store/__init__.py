@@ -16,6 +16,7 @@ from gateway.store.client import (
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.fleet_settings import FleetSettingsStore
 from gateway.store.group_commit import GroupCommit
 from gateway.store.health import DatabaseHealth
@@ -65,6 +66,7 @@ class Store:
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
         # Telemetry: the track (insert-only) and the fold's queues and state per vehicle.
         self.positions = PositionStore(db["positions"], db["fleet"], self.commits)
+        self.fleet_rules = FleetRuleStores(db)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
@@ -88,6 +90,7 @@ class Store:
         await self.positions.ensure_indexes()
         await self.notify.ensure_indexes()
         await self.ui.ensure_indexes()
+        await self.fleet_rules.ensure_indexes()
 
     async def ping(self) -> None:
         with translate_errors():
