@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.fleet.odometer import TrackPoint
@@ -65,3 +65,20 @@ async def test_a_tenants_gates_apply_to_its_vehicles_only(client: Any) -> None:
     await services.fold.run_until_idle()
     track = await services.store.positions.track("acme", vehicle["id"], None, None, None, 5)
     assert [doc.get("rejected") for doc in track] == [None, "impossible_speed"]
+
+
+async def test_a_shorter_retention_drops_only_that_tenants_old_fixes(client: Any) -> None:
+    services = client.app[services_key]
+    put = await client.put("/api/v1/fleet/settings", json={"retention_days": 7}, headers=auth())
+    assert put.status == 200
+    positions = services.store.db["positions"]
+    now = datetime.now(UTC)
+    for tenant, days in (("acme", 8), ("acme", 6), ("globex", 8)):
+        # Fixes that arrived `days` ago (written as the append would have then).
+        await positions.insert_one(
+            {"tenant": tenant, "vehicle": "v1", "t": now - timedelta(days=days),
+             "at": now - timedelta(days=days), "lat": -23.5, "lon": -46.6, "source": "test"}
+        )  # fmt: skip
+    assert await services.fold.purge_expired() == 1
+    left = sorted((d["tenant"], (now - d["at"]).days) for d in await positions.find().to_list(None))
+    assert left == [("acme", 6), ("globex", 8)]

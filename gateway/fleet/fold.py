@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from gateway.doorbell import Doorbell
@@ -43,7 +43,7 @@ from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint
-from gateway.fleet.settings import FleetSettings, FleetSettingsService
+from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
 from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
 from gateway.progress import Progress
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 FOLD_JOB: Final = "fleet-fold"
 FOLD_SHARDS: Final = SHARDS
 POSITION_EVENT: Final = "vehicle.position"
+_PURGE_SECONDS: Final = 3600.0
 
 
 class TenantRules(Protocol):
@@ -161,8 +162,18 @@ class Fold:
                 except Exception as exc:  # the leases then expire instead
                     log.warning("releasing the fold's shards failed: %s", exc)
 
+    async def purge_expired(self) -> int:
+        """Drop the fixes of tenants that keep them for fewer days than the TTL index does;
+        how many went."""
+        purged = 0
+        now = datetime.now(UTC)
+        for doc in await self._store.fleet_settings.shorter_retention(MAX_RETENTION_DAYS):
+            before = now - timedelta(days=int(doc["retention_days"]))
+            purged += await self._store.positions.purge(str(doc["_id"]), before)
+        return purged
+
     async def _loop(self) -> None:
-        refresh_at = 0.0
+        refresh_at = purge_at = 0.0
         while True:
             try:
                 if self._shares is not None and time.monotonic() >= refresh_at:
@@ -172,6 +183,11 @@ class Fold:
                 shards = None if self._shares is None else self._shares.mine
                 if shards is None or shards:
                     await self.run_until_idle(shards)
+                # One process purges: the holder of shard 0.
+                if time.monotonic() >= purge_at and (shards is None or 0 in shards):
+                    purge_at = time.monotonic() + _PURGE_SECONDS
+                    if purged := await self.purge_expired():
+                        log.info("dropped %d fixes past their tenants' retention", purged)
                 self.progress.moved()
             except StoreUnavailable as exc:
                 self.progress.stuck(exc.detail)

@@ -13,10 +13,12 @@ from gateway.errors import FieldProblem, InvalidPayload
 from gateway.fleet.odometer import SOURCES, OdometerSettings
 from gateway.fleet.quality import QualitySettings
 from gateway.store import Store
+from gateway.store.positions import DEFAULT_RETENTION_DAYS
 
 CACHE_SECONDS: Final = 2.0
-DEFAULT_RETENTION_DAYS: Final = 90
-MAX_RETENTION_DAYS: Final = 3650
+# The positions' TTL index keeps every tenant's fixes this long (store/positions.py); a tenant
+# may keep them for less (the fold purges them, `Fold.purge_expired`), not for more.
+MAX_RETENTION_DAYS: Final = DEFAULT_RETENTION_DAYS
 
 # Each number a tenant may set: (low, high, integer).
 QUALITY_LIMITS: Final[dict[str, tuple[float, float, bool]]] = {

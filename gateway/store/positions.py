@@ -327,6 +327,13 @@ class PositionStore:
         with translate_errors():
             await self._p.bulk_write(writes, ordered=False)
 
+    async def purge(self, tenant: str, before: datetime) -> int:
+        """Drop a tenant's fixes received before `before` (a retention shorter than the TTL
+        index's); how many went."""
+        with translate_errors():
+            result = await self._p.delete_many(scoped(tenant, {"at": {"$lt": before}}))
+        return int(result.deleted_count)
+
     # --- reads ---------------------------------------------------------------------------
 
     async def track(
