@@ -129,6 +129,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.fold_readings = Counter(
+            "gateway_fleet_readings_total",
+            "Odometer readings the fold saw, by outcome: taken (re-baselined), stale (behind"
+            " the odometer, from a partner), outranked (a higher source re-baselined lately)",
+            ["outcome"],
+            registry=r,
+        )
         self.fold_events = Counter(
             "gateway_fleet_events_total",
             "Events the fold emitted, by type",

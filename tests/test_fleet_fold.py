@@ -196,3 +196,21 @@ async def test_an_odometer_written_to_the_vehicle_rebaselines_the_fold(client: A
     await services.fold.run_until_idle()
     data = await vehicle_data(services, created["id"])
     assert 88_000 < data["odometer_km"] < 88_010
+
+
+async def test_a_partners_late_meter_reading_never_moves_the_odometer_back(
+    services: Services,
+) -> None:
+    vehicle = await make_vehicle(services)
+    at = START + timedelta(hours=1)
+    push = services.store.positions.push_reading
+    await push(TENANT, vehicle, {"km": 42_000.0, "at": at, "source": "trigger:erp"})
+    await push(TENANT, vehicle, {"km": 41_000.0, "at": at, "source": "trigger:erp-late"})
+    await services.fold.run_until_idle()
+    assert (await vehicle_data(services, vehicle))["odometer_km"] == 42_000.0
+    metrics = services.metrics.render().decode()
+    assert 'gateway_fleet_readings_total{outcome="stale"} 1.0' in metrics
+    # An admin's correction is authoritative: it may go back.
+    await push(TENANT, vehicle, {"km": 41_000.0, "at": at, "source": "admin:fleet-manager"})
+    await services.fold.run_until_idle()
+    assert (await vehicle_data(services, vehicle))["odometer_km"] == 41_000.0

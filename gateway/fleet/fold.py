@@ -57,6 +57,8 @@ FOLD_JOB: Final = "fleet-fold"
 FOLD_SHARDS: Final = SHARDS
 POSITION_EVENT: Final = "vehicle.position"
 _PURGE_SECONDS: Final = 3600.0
+# Readings from these origins may move an odometer back (an admin's correction).
+AUTHORITATIVE: Final = ("admin",)
 
 
 class TenantRules(Protocol):
@@ -341,9 +343,14 @@ class _VehicleRun:
         self._pass.state = value
 
     def reading(self, reading: Doc) -> None:
-        at = reading.get("at") or datetime.now(UTC)
+        """A reading from a partner only moves the odometer forward (a late or wrong meter
+        reading is skipped and counted); an admin's is a correction and may move it back."""
+        at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
-        self._rebaseline(float(reading["km"]), "reading", at, source)
+        if km < self.state.odometer_km and not source.startswith(AUTHORITATIVE):
+            self._fold._metrics.fold_readings.labels("stale").inc()
+            return
+        self._rebaseline(km, "reading", at, source)
         self._check_plans(at)
 
     def service(self, service: Doc) -> None:
@@ -405,6 +412,8 @@ class _VehicleRun:
 
     def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> None:
         self.state, change = rebaseline(self.state, km, kind, at, self._settings.odometer)
+        if kind == "reading":
+            self._fold._metrics.fold_readings.labels("taken" if change else "outranked").inc()
         if change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
