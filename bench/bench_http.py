@@ -268,7 +268,7 @@ def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
     wait_until(server, f"{base}/healthz")
     auth = {"Authorization": f"Bearer {admin_token(env)}"}
     headers = {**auth, "Content-Type": "application/json"}
-    for plate in PLATES:
+    for plate in [*PLATES, "ABC1D23"]:  # and the payload's own, for the readiness POST
         body = json.dumps({"plate": plate}).encode()
         status, answer = http("POST", f"{base}/api/v1/entities/vehicle", body, **headers)
         if status not in (201, 409):
