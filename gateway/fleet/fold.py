@@ -76,7 +76,7 @@ class RulesSource(Protocol):
 @dataclass(frozen=True, slots=True)
 class FoldSettings:
     batch: int = 64  # vehicles per pass
-    max_fixes: int = 2000  # fixes per vehicle per pass
+    max_fixes: int = 500  # fixes per vehicle per pass
     poll_seconds: float = 0.5
     missing_seconds: float = 300.0
 
@@ -131,7 +131,9 @@ class Fold:
 
     async def fold_once(self, shards: Collection[int] | None = None) -> int:
         """Fold the vehicles of these shards (all when None) that have input waiting, the
-        longest waiting first, one batch; how many vehicles were folded."""
+        longest waiting first, one batch; how many vehicles were folded. A vehicle whose
+        pending fixes are not found yet (their inserts still in flight) waits for the next
+        pass, untouched, and does not count: a caller looping until 0 does not spin on it."""
         wanted = range(FOLD_SHARDS) if shards is None else shards
         docs = await self._store.positions.waiting(wanted, self._config.batch)
         self._measure_waiting(docs)
@@ -142,9 +144,13 @@ class Fold:
         tenants = sorted({doc["tenant"] for doc in docs})
         found = await asyncio.gather(*(self._position_listeners(t) for t in tenants))
         listeners = dict(zip(tenants, found, strict=True))
-        passes = await asyncio.gather(*(self._fold(doc, fixes, listeners) for doc in docs))
-        await self._write(passes)
-        return len(docs)
+        vehicles = await self._store.entities.vehicles([doc["vehicle"] for doc in docs])
+        passes = await asyncio.gather(
+            *(self._fold(doc, fixes, listeners, vehicles.get(doc["vehicle"])) for doc in docs)
+        )
+        moving = [p for p in passes if not _waiting_for_inserts(p)]
+        await self._write(moving)
+        return len(moving)
 
     async def run_until_idle(self, shards: Collection[int] | None = None) -> int:
         total = 0
@@ -207,9 +213,13 @@ class Fold:
     # -- one vehicle ------------------------------------------------------------------------
 
     async def _fold(
-        self, doc: Doc, fixes: Mapping[Any, Doc], listeners: Mapping[str, list[Listener]]
+        self,
+        doc: Doc,
+        fixes: Mapping[Any, Doc],
+        listeners: Mapping[str, list[Listener]],
+        vehicle: Doc | None,
     ) -> _Pass:
-        tenant, vehicle_id = doc["tenant"], doc["vehicle"]
+        tenant = doc["tenant"]
         now = datetime.now(UTC)
         pending = list(doc.get("pending", []))
         taken, found = [], []
@@ -226,8 +236,7 @@ class Fold:
             VehicleState.from_doc(doc.get("state")),
             Consumed(pending=taken, readings=len(readings), services=len(services)),
         )
-        vehicle = await self._store.entities.get(tenant, "vehicle", id=vehicle_id)
-        if vehicle is None:
+        if vehicle is None or vehicle.get("tenant") != tenant:
             return folding  # deleted: its input goes, nothing to tell
         run = _VehicleRun(
             self,
@@ -506,6 +515,14 @@ class _VehicleRun:
 
 
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
+
+
+def _waiting_for_inserts(folding: _Pass) -> bool:
+    """Whether a pass took nothing though fixes are pending: their positions are not found
+    yet (a dirty vehicle with empty queues is committed, which clears it)."""
+    consumed, doc = folding.consumed, folding.doc
+    took = consumed.pending or consumed.readings or consumed.services
+    return not took and bool(doc.get("pending"))
 
 
 def _point(doc: Doc) -> TrackPoint:
