@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
 from gateway.fleet.odometer import OdometerSettings
 from gateway.fleet.quality import QualitySettings
@@ -28,7 +29,7 @@ from tests.test_fleet_odometer import route_points
 
 Client = TestClient[Any, Any]
 VEHICLES = 6
-FIXES = 240  # per vehicle
+FIXES = 400  # per vehicle
 CHUNK = 8
 
 
@@ -59,31 +60,41 @@ async def _shards_of(client: Client, pid: int | None) -> list[int]:
     return [d["shard"] for d in owned if str(d.get("owner", "")).split(":")[1:2] == [str(pid)]]
 
 
-async def _kill_mid_pass(client: Client, victim: Any, tries: int = 400) -> bool:
+async def _kill_mid_pass(client: Client, victim: Any, tries: int = 300) -> bool:
     """SIGKILL the victim while it is between storing a pass's events and committing the
-    pass (a fix with its event that is still pending), freezing it (SIGSTOP) to look; after
-    `tries` looks, kill it wherever it is. Whether it was caught mid-pass."""
-    db = client.app[services_key].store.db
+    pass, freezing it (SIGSTOP) to look, and letting it run between looks (long enough to
+    renew its leases); after `tries` looks, kill it wherever it is. Whether it was caught
+    mid-pass."""
     for _ in range(tries):
         victim.send_signal(signal.SIGSTOP)
-        shards = await _shards_of(client, victim.pid)
-        for fleet in (
-            await db["fleet"].find({"dirty": True, "shard": {"$in": shards}}).to_list(None)
-        ):
-            fixes = await db["positions"].find({"_id": {"$in": fleet["pending"]}}).to_list(None)
-            query = {
-                "entity.id": fleet["vehicle"],
-                "type": "vehicle.position",
-                "detail.t": {"$in": [f["t"] for f in fixes]},
-            }
-            if fixes and await db["events"].count_documents(query):
-                victim.send_signal(signal.SIGKILL)
-                await victim.wait()
-                return True
+        if await _mid_pass(client, await _shards_of(client, victim.pid)):
+            victim.send_signal(signal.SIGKILL)
+            await victim.wait()
+            return True
         victim.send_signal(signal.SIGCONT)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
+    return False
+
+
+async def _mid_pass(client: Client, shards: list[int]) -> bool:
+    """Whether a vehicle of these shards has been folded further than its committed state: a
+    pending fix already has its event, or the vehicle entity carries a later fold's version."""
+    db = client.app[services_key].store.db
+    query = {"dirty": True, "shard": {"$in": shards}}
+    for fleet in await db["fleet"].find(query).to_list(None):
+        entity = await db["entities"].find_one({"_id": ObjectId(fleet["vehicle"])})
+        if entity and entity.get("folded", 0) > fleet.get("state_version", 0):
+            return True
+        fixes = await db["positions"].find({"_id": {"$in": fleet["pending"]}}).to_list(None)
+        events = {
+            "entity.id": fleet["vehicle"],
+            "type": "vehicle.position",
+            "detail.t": {"$in": [f["t"] for f in fixes]},
+        }
+        if fixes and await db["events"].count_documents(events):
+            return True
     return False
 
 
@@ -116,7 +127,7 @@ async def test_a_killed_fold_loses_no_fold_and_doubles_no_event(
             for vehicle, points in tracks.items():
                 docs = [fix_doc(p) for p in points[start : start + CHUNK]]
                 await services.store.positions.append("acme", vehicle, docs, "test")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
 
     feeder = asyncio.create_task(feed())
     try:
