@@ -214,3 +214,22 @@ async def test_a_partners_late_meter_reading_never_moves_the_odometer_back(
     await push(TENANT, vehicle, {"km": 41_000.0, "at": at, "source": "admin:fleet-manager"})
     await services.fold.run_until_idle()
     assert (await vehicle_data(services, vehicle))["odometer_km"] == 41_000.0
+
+
+async def test_a_fix_later_than_the_state_remembers_finds_its_neighbours_in_the_track(
+    services: Services,
+) -> None:
+    vehicle = await make_vehicle(services)
+    points = route_points()[:60]
+    late = TrackPoint(points[5].t, points[5].lat + 0.0006, points[5].lon, 8.0)  # 67 m aside
+    await append(services, vehicle, points[:5] + points[6:])
+    await services.fold.run_until_idle()
+    before = (await vehicle_data(services, vehicle))["odometer_km"]
+    await append(services, vehicle, [late])  # older than the newest fixes the state keeps
+    await services.fold.run_until_idle()
+    detour = late.distance_m(points[4]) + late.distance_m(points[6])
+    detour -= points[4].distance_m(points[6])
+    after = (await vehicle_data(services, vehicle))["odometer_km"]
+    assert detour > 20
+    assert (after - before) * 1000 == pytest.approx(detour, abs=1.0)  # written to the metre
+    assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[-1].lat

@@ -340,8 +340,8 @@ class _VehicleRun:
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
         self._exclude = exclude
-        self._accepted: list[TrackPoint] = []  # in this pass, oldest first
         self._moved = False
+        self._started_km = folding.state.odometer_km
 
     @property
     def state(self) -> VehicleState:
@@ -378,10 +378,11 @@ class _VehicleRun:
         point = _point(doc)
         before = after = None
         if self.state.is_late(point):
-            before, after = await self._fold.neighbours(self._pass.doc, point.t, self._exclude)
-            in_pass = [p for p in self._accepted if p.t < point.t]
-            if in_pass and (before is None or in_pass[-1].t > before.t):
-                before = in_pass[-1]
+            near = self.state.neighbours(point)
+            if near is not None:
+                before, after = near
+            else:  # older than the fixes the state keeps: from the track
+                before, after = await self._fold.neighbours(self._pass.doc, point.t, self._exclude)
         quality, odometer = self._settings.quality, self._settings.odometer
         self.state, verdict = fold_fix(
             self.state,
@@ -398,7 +399,6 @@ class _VehicleRun:
             self._pass.rejected[doc["_id"]] = verdict.reason.value
             self._fold._metrics.fold_rejected.labels(verdict.reason.value).inc()
             return
-        self._accepted.append(point)
         self._fold._metrics.fold_fixes.labels("late" if verdict.late else "accepted").inc()
         if verdict.late:
             return
@@ -414,7 +414,10 @@ class _VehicleRun:
         last, fields = self.state.last, self._pass.entity_fields
         if self._moved and last is not None:
             fields["last_position"] = _last_position(last, self.state.last_detail)
-        if self._moved or self._pass.consumed.readings:
+        # A late fix's detour moves the odometer without moving the vehicle; a reading is
+        # written even when it changes nothing (the entity may hold a stale partner value).
+        changed = self.state.odometer_km != self._started_km
+        if self._moved or changed or self._pass.consumed.readings:
             fields["odometer_km"] = round(self.state.odometer_km, 3)
 
     # -- events -----------------------------------------------------------------------------

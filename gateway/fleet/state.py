@@ -8,6 +8,7 @@ and the per-geofence and per-plan states the `geo` evaluators own (kept as their
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,9 @@ from gateway.fleet.quality import QualitySettings, Reason, neighbour_reason, sta
 
 # What a fix may carry besides its place, kept with the last position.
 DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
+# The newest accepted fixes kept in the state: a late fix newer than the oldest of them finds
+# its neighbours there, without a query (fixes arrive out of order by seconds, not hours).
+RECENT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,7 @@ class VehicleState:
     suspects: tuple[TrackPoint, ...] = ()
     fences: dict[str, Any] = field(default_factory=dict)
     plans: dict[str, Any] = field(default_factory=dict)
+    recent: tuple[TrackPoint, ...] = ()  # the newest accepted fixes, oldest first
     # Device time of the last `vehicle.position` event, per subscription that asked for
     # them (each one's sampling).
     position_sent: dict[str, datetime] = field(default_factory=dict)
@@ -48,6 +53,7 @@ class VehicleState:
             "odometer_km": self.odometer_km,
             "baseline": None if self.baseline is None else self.baseline.to_doc(),
             "suspects": [p.to_doc() for p in self.suspects],
+            "recent": [p.to_doc() for p in self.recent],
             "fences": self.fences,
             "plans": self.plans,
             "position_sent": self.position_sent,
@@ -65,6 +71,7 @@ class VehicleState:
             odometer_km=float(doc.get("odometer_km") or 0.0),
             baseline=Baseline.from_doc(doc["baseline"]) if doc.get("baseline") else None,
             suspects=tuple(point(p) for p in doc.get("suspects") or ()),
+            recent=tuple(point(p) for p in doc.get("recent") or ()),
             fences=dict(doc.get("fences") or {}),
             plans=dict(doc.get("plans") or {}),
             position_sent=dict(doc.get("position_sent") or {}),
@@ -73,6 +80,21 @@ class VehicleState:
     def is_late(self, fix: TrackPoint) -> bool:
         """Whether `fix` is older than the last position (it then never replaces it)."""
         return self.last is not None and fix.t <= self.last.t
+
+    def neighbours(self, fix: TrackPoint) -> tuple[TrackPoint, TrackPoint] | None:
+        """A late fix's accepted neighbours from `recent`; None when it is older than all of
+        them (the caller looks them up in the track)."""
+        if not self.recent or fix.t <= self.recent[0].t:
+            return None
+        i = bisect.bisect_left([p.t for p in self.recent], fix.t)
+        if i >= len(self.recent):
+            return None
+        return self.recent[i - 1], self.recent[i]
+
+    def remember(self, fix: TrackPoint) -> VehicleState:
+        """`fix` accepted: kept among the newest ones (in device-time order)."""
+        recent = sorted((*self.recent, fix), key=lambda p: p.t)[-RECENT:]
+        return replace(self, recent=tuple(recent))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +141,7 @@ def fold_fix(
                 return state, Verdict(reason, late=True)
         added = detour_m(before, fix, after, odometer) / 1000
         moved = replace(state, odometer_km=state.odometer_km + added)
-        return moved, Verdict(added_km=added, late=True)
+        return moved.remember(fix), Verdict(added_km=added, late=True)
     reason = neighbour_reason(fix, state.last, quality)
     if reason is Reason.IMPOSSIBLE_SPEED:
         return _suspect(state, fix, quality, detail)
@@ -136,7 +158,7 @@ def fold_fix(
         odometer_km=state.odometer_km + added,
         suspects=(),
     )
-    return moved, Verdict(added_km=added)
+    return moved.remember(fix), Verdict(added_km=added)
 
 
 def _suspect(
@@ -150,7 +172,7 @@ def _suspect(
     if len(suspects) < quality.relocate_after:
         return replace(state, suspects=suspects), Verdict(Reason.IMPOSSIBLE_SPEED)
     moved = replace(state, last=fix, last_detail=_detail(detail), anchor=fix, suspects=())
-    return moved, Verdict(relocated=True)
+    return moved.remember(fix), Verdict(relocated=True)
 
 
 def rebaseline(

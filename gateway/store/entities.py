@@ -279,12 +279,16 @@ class EntityStore:
         return matched == 1
 
     async def vehicles(self, ids: Sequence[str]) -> dict[str, Doc]:
-        """The fold's vehicles by id, across tenants (each fleet document names its tenant);
-        one query for a batch."""
+        """The fold's vehicles by id, across tenants (each fleet document names its tenant):
+        a lookup by `_id` each, side by side (SecantusDB scans for `_id $in [...]`)."""
+
+        async def one(oid: ObjectId) -> Doc | None:
+            with translate_errors():
+                return await self._c.find_one({"_id": oid, "type": "vehicle"}, {"outbox": 0})
+
         oids = [oid for oid in (parse_id(i) for i in ids) if oid is not None]
-        with translate_errors():
-            cursor = self._c.find({"_id": {"$in": oids}, "type": "vehicle"}, {"outbox": 0})
-            return {str(doc["_id"]): doc for doc in await cursor.to_list(None)}
+        found = await asyncio.gather(*(one(oid) for oid in oids))
+        return {str(doc["_id"]): doc for doc in found if doc is not None}
 
     async def set_folded(self, tenant: str, entity_id: str, fields: Doc, version: int) -> bool:
         """The fleet fold's view of a vehicle (`last_position`, `odometer_km`), only forward:

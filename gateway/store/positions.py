@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateMany
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from gateway.errors import StoreUnavailable
@@ -57,8 +57,10 @@ POSITION_INDEXES = [
     ),
 ]
 FLEET_INDEXES = [
-    # The fold's "what is waiting" query, by shard.
-    IndexModel([("shard", ASCENDING), ("dirty", ASCENDING)], name="waiting"),
+    # The fold's "what is waiting" query: dirty first. With (shard, dirty), SecantusDB scans
+    # for `shard $in [...]` (measured on 1,000 vehicles: 31 ms of database CPU a query;
+    # this way 0.75 ms).
+    IndexModel([("dirty", ASCENDING), ("shard", ASCENDING)], name="waiting_dirty"),
 ]
 
 
@@ -295,11 +297,19 @@ class PositionStore:
             return await self._f.find_one(scoped(tenant, {"_id": fleet_id(tenant, vehicle)}))
 
     async def fixes(self, ids: Sequence[Any]) -> list[Doc]:
-        """The positions with these ids that exist, in device-time order."""
+        """The positions with these ids that exist, in device-time order. One lookup per id:
+        SecantusDB answers `_id $in [...]` by scanning the collection (measured: 4.4 ms of
+        database CPU for 64 ids among 5,000 documents, growing with the track), a lookup by
+        `_id` in 0.2 ms whatever its size."""
         if not ids:
             return []
-        with translate_errors():
-            docs = await self._p.find({"_id": {"$in": list(ids)}}).to_list(None)
+
+        async def one(doc_id: Any) -> Doc | None:
+            with translate_errors():
+                return await self._p.find_one({"_id": doc_id})
+
+        found = await asyncio.gather(*(one(doc_id) for doc_id in ids))
+        docs = [doc for doc in found if doc is not None]
         return sorted(docs, key=lambda doc: (doc["t"], doc["_id"]))
 
     async def neighbours(
@@ -394,15 +404,13 @@ class PositionStore:
         return bool(result.matched_count)
 
     async def mark_rejected(self, ids_with_reasons: Mapping[Any, str]) -> None:
-        """Flag folded fixes the quality gates refused, with the reason (one command)."""
-        by_reason: dict[str, list[Any]] = {}
-        for doc_id, reason in ids_with_reasons.items():
-            by_reason.setdefault(reason, []).append(doc_id)
-        if not by_reason:
+        """Flag folded fixes the quality gates refused, with the reason (one command; an
+        update by `_id` each, see `fixes`)."""
+        if not ids_with_reasons:
             return
         writes = [
-            UpdateMany({"_id": {"$in": ids}}, {"$set": {"rejected": reason}})
-            for reason, ids in by_reason.items()
+            UpdateOne({"_id": doc_id}, {"$set": {"rejected": reason}})
+            for doc_id, reason in ids_with_reasons.items()
         ]
         with translate_errors():
             await self._p.bulk_write(writes, ordered=False)
