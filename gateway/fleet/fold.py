@@ -23,7 +23,8 @@ evaluators). Then, in this order:
 A process killed anywhere before 5 leaves the input queued: the next pass (here or in the
 process that takes the shard over) repeats 1–4 with the same outcome, which stores nothing
 twice. A pending fix whose position is not found (its insert failed, or is still in flight)
-stays queued; after `missing_seconds` it is dropped and counted.
+stays queued, and so do the fixes queued after it (append order); after `missing_seconds` it
+is dropped and counted.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class FoldSettings:
     batch: int = 64  # vehicles per pass
     max_fixes: int = 500  # fixes per vehicle per pass
     poll_seconds: float = 0.5
-    missing_seconds: float = 300.0
+    missing_seconds: float = 30.0  # far beyond an insert's deadline (GATEWAY_DB_TIMEOUT_MS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +224,17 @@ class Fold:
         now = datetime.now(UTC)
         pending = list(doc.get("pending", []))
         taken, found = [], []
+        # The queue is in append order: take it up to the first fix not stored yet (its
+        # insert still in flight), so that the fixes behind it do not make it late.
         for fix_id in pending[: self._config.max_fixes]:
             if fix_id in fixes:
                 taken.append(fix_id)
                 found.append(fixes[fix_id])
             elif _age(fix_id, now) > self._config.missing_seconds:
-                taken.append(fix_id)  # its insert failed long ago: nothing will come
+                taken.append(fix_id)  # its insert failed: nothing will come
                 self._metrics.fold_fixes.labels("missing").inc()
+            else:
+                break
         readings, services = doc.get("readings", []), doc.get("services", [])
         folding = _Pass(
             doc,
@@ -341,7 +346,7 @@ class _VehicleRun:
         self._listeners = listeners
         self._exclude = exclude
         self._moved = False
-        self._started_km = folding.state.odometer_km
+        self._detoured = False
 
     @property
     def state(self) -> VehicleState:
@@ -401,6 +406,8 @@ class _VehicleRun:
             return
         self._fold._metrics.fold_fixes.labels("late" if verdict.late else "accepted").inc()
         if verdict.late:
+            self._detoured = self._detoured or verdict.added_km > 0
+            self._position_event(point, doc)  # for the subscriptions that sample nothing
             return
         self._moved = True
         if doc.get("odometer_km") is not None:
@@ -414,10 +421,10 @@ class _VehicleRun:
         last, fields = self.state.last, self._pass.entity_fields
         if self._moved and last is not None:
             fields["last_position"] = _last_position(last, self.state.last_detail)
-        # A late fix's detour moves the odometer without moving the vehicle; a reading is
-        # written even when it changes nothing (the entity may hold a stale partner value).
-        changed = self.state.odometer_km != self._started_km
-        if self._moved or changed or self._pass.consumed.readings:
+        # Fixes (a late one's detour too) move the odometer; a reading alone does not write
+        # it: the vehicle holds the reading already (it came from a write to the vehicle),
+        # or a newer one the fold has not seen yet, which must not go back.
+        if self._moved or self._detoured:
             fields["odometer_km"] = round(self.state.odometer_km, 3)
 
     # -- events -----------------------------------------------------------------------------
@@ -476,12 +483,13 @@ class _VehicleRun:
             listener.id
             for listener in self._listeners
             if listener.id not in sent
+            or not listener.sample_s
             or (point.t - sent[listener.id]).total_seconds() >= listener.sample_s
         ]
         if not due:
             return
         for listener_id in due:
-            sent[listener_id] = point.t
+            sent[listener_id] = max(point.t, sent.get(listener_id, point.t))
         self.state = _with(self.state, position_sent=sent)
         detail = {k: v for k, v in doc.items() if k in _FIX_FIELDS}
         self._emit(POSITION_EVENT, point.t, _iso(point.t), detail, audience=due)

@@ -68,8 +68,8 @@ def parse_settings(body: Any) -> FleetSettings:
     if not isinstance(body, Mapping):
         raise InvalidPayload("invalid fleet settings", [FieldProblem("", "an object", "type")])
     _unknown(body, {"quality", "odometer", "retention_days"}, "", problems)
-    quality = _numbers(body.get("quality"), QUALITY_LIMITS, "/quality", problems)
-    odometer = _numbers(body.get("odometer"), ODOMETER_LIMITS, "/odometer", problems)
+    quality = _numbers(body, "quality", QUALITY_LIMITS, problems)
+    odometer = _numbers(body, "odometer", ODOMETER_LIMITS, problems)
     raw_odometer = body.get("odometer")
     if isinstance(raw_odometer, Mapping) and "precedence" in raw_odometer:
         precedence = raw_odometer["precedence"]
@@ -107,13 +107,15 @@ def _unknown(body: Mapping[str, Any], allowed: set[str], at: str, out: list[Fiel
 
 
 def _numbers(
-    raw: Any,
+    body: Mapping[str, Any],
+    member: str,
     limits: Mapping[str, tuple[float, float, bool]],
-    at: str,
     out: list[FieldProblem],
 ) -> dict[str, Any]:
-    if raw is None:
+    """A member's numbers within their limits (absent: {}; null or not an object: a problem)."""
+    if member not in body:
         return {}
+    raw, at = body[member], f"/{member}"
     if not isinstance(raw, Mapping):
         out.append(FieldProblem(at, "an object", "type"))
         return {}
