@@ -249,6 +249,8 @@ def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
     new fix to a vehicle's track (no event per fix: SPEC §6)."""
     port = free_port()
     server.db_name = f"gateway_positions_{next(RUNS)}"
+    src = server.key.partition("@")[2]
+    source = {"PYTHONPATH": str(Path(src).resolve())} if src else GATEWAY_ENV
     env = {
         "MONGODB_URI": journaled(db),
         "GATEWAY_PORT": str(port),
@@ -258,17 +260,17 @@ def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
         "GATEWAY_LOG_JSON": "true",
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_RUN_WORKERS": "true",
-        **GATEWAY_ENV,
+        **source,
     }
     base = f"http://127.0.0.1:{port}"
-    server.name = "gateway-positions (+workers)"
+    server.name = "gateway-positions" + (f"-{Path(src).name}" if src else "") + " (+workers)"
     server.script, server.fresh = "post_fix.lua", True
     server.fold_db = server.db_name
-    server.proc = spawn([GATEWAY, "serve"], tmp / "gateway-positions.log", env)
+    server.proc = spawn([GATEWAY, "serve"], tmp / f"gateway-positions-{server.db_name}.log", env)
     wait_until(server, f"{base}/healthz")
     auth = {"Authorization": f"Bearer {admin_token(env)}"}
     headers = {**auth, "Content-Type": "application/json"}
-    for plate in [*PLATES, "ABC1D23"]:  # and the payload's own, for the readiness POST
+    for plate in [*PLATES, "ABC1D23"]:  # and the payload's own plate (the readiness probe)
         body = json.dumps({"plate": plate}).encode()
         status, answer = http("POST", f"{base}/api/v1/entities/vehicle", body, **headers)
         if status not in (201, 409):
@@ -290,6 +292,8 @@ def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
         raise RuntimeError(f"trigger creation: {status} {body[:500]!r}")
     trigger = json.loads(body)
     server.url, server.token = trigger["url"], trigger["token"]
+    # The vehicles' entity.created events are relayed before the measurement (settle waits).
+    server.outbox_db = server.db_name
     wait_until(server, server.url)
 
 

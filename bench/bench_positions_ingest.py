@@ -2,7 +2,7 @@
 insert_many rate for the same documents"), one run, side by side on one embedded SecantusDB.
 
     python bench/bench_positions_ingest.py [--fixes 20000] [--batch 500] [--vehicles 10]
-                                           [--concurrency 4] [--json FILE]
+                                           [--concurrency 4] [--web-only] [--json FILE]
 
 1. raw: the same position documents the gateway stores (gateway/store/positions.py: the
    `positions` collection with its indexes, `j: true`) written with `insert_many(ordered=False)`
@@ -141,7 +141,7 @@ async def through_gateway(
 
 
 def start_gateway(
-    tmp: Path, db: EmbeddedServer, vehicles: int
+    tmp: Path, db: EmbeddedServer, vehicles: int, workers: bool = True
 ) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     env = {
@@ -152,7 +152,7 @@ def start_gateway(
         "GATEWAY_DATABASE": "bench_gateway",
         "GATEWAY_LOG_JSON": "true",
         "GATEWAY_LOG_LEVEL": "WARNING",
-        "GATEWAY_RUN_WORKERS": "true",
+        "GATEWAY_RUN_WORKERS": "true" if workers else "false",
         "GATEWAY_MAX_BODY_BYTES": str(8 * 1024 * 1024),
         "GATEWAY_MAX_BATCH_ITEMS": "10000",
     }
@@ -185,6 +185,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--vehicles", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--web-only", action="store_true", help="GATEWAY_RUN_WORKERS=false (no background jobs)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     all_fixes = fixes(args.fixes, args.vehicles)
@@ -200,7 +203,7 @@ def main() -> None:
         try:
             assert db.pid is not None
             raw_figures = asyncio.run(raw(journaled(db), db.pid, batches, args.concurrency))
-            proc, url, token = start_gateway(tmp, db, args.vehicles)
+            proc, url, token = start_gateway(tmp, db, args.vehicles, not args.web_only)
             pids = process_tree(proc.pid)
             warmup = [warm[: args.batch], warm[args.batch :]]
             asyncio.run(through_gateway(url, token, pids, db.pid, warmup, args.concurrency))

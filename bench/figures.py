@@ -1,19 +1,20 @@
 """`make bench`: every SPEC §8 benchmark, one after the other, and ONE table of the figures.
 
-    python bench/figures.py [--only http,scale,pipeline,proxy,fanout] [--duration 10]
+    python bench/figures.py [--only http,scale,ingest,pipeline,proxy,fanout] [--duration 10]
                             [--keep DIR] [--from DIR] [--markdown]
 
 Runs bench_http.py (bare aiohttp, Node-RED and the gateway side by side on one embedded
 database, plus the gateway with 2 processes), bench_http.py again for 1 against 2 processes
-where the database is not the limit (a probe the mapping answers), bench_trigger_pipeline.py,
+where the database is not the limit (a probe the mapping answers), bench_positions_ingest.py
+(batched position ingest against the database's raw insert_many), bench_trigger_pipeline.py,
 bench_proxy.py and bench_fanout.py, each writing its figures as JSON, then prints for each
 SPEC §8 figure its target, the measured value or ratio, pass or fail, and the command that
 reproduces it.
 `--keep DIR` keeps the JSON files; `--from DIR` prints the table from kept files without
 measuring again; `--markdown` prints it as a Markdown table (docs/benchmarks.md keeps one).
 
-A position-trigger server in bench_http.py (a SERVERS key with "position" in it) is measured
-too when it exists, and fills the position rows; without it they say so.
+The position-trigger server of bench_http.py (`gateway-positions`, a SERVERS key with
+"position" in it) is measured in the same run as Node-RED and fills the position rows.
 """
 
 from __future__ import annotations
@@ -200,6 +201,21 @@ def position_rows(http: Results | None, command: str) -> list[Row]:
     ]  # fmt: skip
 
 
+def ingest_rows(ingest: Any) -> list[Row]:
+    command = "python bench/bench_positions_ingest.py"
+    if not ingest:
+        return [Row("batched position ingest ÷ raw insert_many", "≥ 0.7", "no figures", "FAIL",
+                    command)]  # fmt: skip
+    gw, raw, ratio = ingest["gateway"], ingest["raw"], ingest["ratio"]
+    return [
+        Row(
+            "batched position ingest ÷ raw insert_many (same documents)", "≥ 0.7",
+            f"{ratio:.2f} ({gw['rate']:,.0f} vs {raw['rate']:,.0f} fixes/s; DB {gw['db_us']:,.0f}"
+            f" vs {raw['db_us']:,.0f} µs/fix)", verdict(ratio >= 0.7), command,
+        )
+    ]  # fmt: skip
+
+
 def other_rows(pipeline: Any, proxy: Any, fanout: Any) -> list[Row]:
     rows = []
     command = "python bench/bench_trigger_pipeline.py"
@@ -263,7 +279,7 @@ def print_table(rows: list[Row], markdown: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="http,scale,pipeline,proxy,fanout")
+    parser.add_argument("--only", default="http,scale,ingest,pipeline,proxy,fanout")
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--keep", type=Path, help="keep the JSON figures in this directory")
     parser.add_argument("--from", dest="source", type=Path, help="print kept figures")
@@ -276,6 +292,7 @@ def main() -> None:
     steps: dict[str, list[str]] = {
         "http": http_cmd,
         "scale": scale_cmd,
+        "ingest": ["bench/bench_positions_ingest.py"],
         "pipeline": ["bench/bench_trigger_pipeline.py"],
         "proxy": ["bench/bench_proxy.py"],
         "fanout": ["bench/bench_fanout.py"],
@@ -298,6 +315,7 @@ def main() -> None:
         if scale:
             rows += scale_rows(best(scale["servers"]), "python " + " ".join(scale_cmd))
         rows += position_rows(http, command)
+        rows += ingest_rows(results["ingest"]())
         rows += other_rows(results["pipeline"](), results["proxy"](), results["fanout"]())
         print(f"\nSPEC §8 figures, {machine()}")
         print("load average (1 min) before and after each benchmark: "

@@ -19,3 +19,23 @@ class Doorbell:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._rung.wait(), timeout)
         self._rung.clear()
+
+
+class IdleWait:
+    """How long a polling loop waits before it looks again: `base` while it finds work,
+    doubling up to `longest` while its looks come back empty, `base` again after a wake-up
+    (work announced in this process). An idle loop then asks the database a few times a
+    minute instead of every `base` seconds; work written by other processes waits at most
+    `longest` for it."""
+
+    def __init__(self, base: float, factor: int = 4) -> None:
+        self._base = base
+        self._longest = base * factor
+        self.seconds = base
+
+    def found(self, anything: bool) -> None:
+        """A look for work came back with something (or nothing)."""
+        self.seconds = self._base if anything else min(self.seconds * 2, self._longest)
+
+    def woken(self) -> None:
+        self.seconds = self._base

@@ -235,7 +235,7 @@ class Metrics:
         )
         self.delivery_queue = Gauge(
             "gateway_delivery_queue_depth",
-            "Deliveries waiting (pending) or being sent",
+            "Deliveries due and waiting for a worker (pending) or being sent (in_flight)",
             ["status"],
             registry=r,
             multiprocess_mode="livemax",

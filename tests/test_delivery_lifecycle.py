@@ -225,6 +225,33 @@ async def test_delivery_dead_after_schedule_exhausted_then_replayed(
     assert (await _deliveries(client, action_id=setup["action"]["id"]))[0]["status"] == "succeeded"
 
 
+async def test_the_queue_gauge_counts_deliveries_due_not_those_waiting_for_a_later_attempt(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    # The first attempt waits a minute (±20%): stored now, due later.
+    await _subscribed(
+        client, partner, action={"retry_schedule": [60, 60]}, event_types=("entity.created",)
+    )
+    await create_vehicle(client)
+    await client.app[services_key].relay.run_until_idle()
+
+    await worker.housekeeping()
+    waiting = await (await client.get("/metrics")).text()
+    clock.advance(100)
+    await worker.housekeeping()
+    due = await (await client.get("/metrics")).text()
+
+    assert 'gateway_delivery_queue_depth{status="pending"} 0.0' in waiting
+    assert "gateway_delivery_oldest_due_age_seconds 0.0" in waiting
+    assert 'gateway_delivery_queue_depth{status="pending"} 1.0' in due
+    [age] = [
+        float(line.split()[-1])
+        for line in due.splitlines()
+        if line.startswith("gateway_delivery_oldest_due_age_seconds ")
+    ]
+    assert 25 <= age <= 55
+
+
 async def test_other_4xx_fails_at_once(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:
@@ -486,7 +513,7 @@ async def test_ordered_deliveries_follow_the_entity_revision_not_the_event_id(
         .update_one(
             {"_id": ObjectId(vehicle["id"])},
             {
-                "$set": {"pending": True},
+                "$set": {"pending": True, "pending_shard": 0},
                 "$push": {
                     "outbox": {"$each": [entry(later_id, 3, 200), entry(earlier_id, 2, 100)]}
                 },

@@ -105,7 +105,7 @@ async def test_a_poisoned_outbox_is_set_aside_and_the_others_are_relayed(
     # An entry the relay cannot turn into an event (written by a bug, say).
     await entities.update_one(
         {"_id": bad.entity["_id"]},
-        {"$set": {"pending": True}, "$push": {"outbox": {"id": ObjectId()}}},
+        {"$set": {"pending": True, "pending_shard": 0}, "$push": {"outbox": {"id": ObjectId()}}},
     )
     await service.upsert("acme", "vehicle", {"plate": "BRA2E19"}, ORIGIN)
     await client.app[services_key].relay.run_until_idle()

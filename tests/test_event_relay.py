@@ -64,6 +64,22 @@ async def test_a_write_between_the_relay_reading_and_draining_an_outbox_is_relay
     assert await entities.pending_outboxes(10) == []
 
 
+async def test_an_outbox_written_before_relay_shards_is_relayed_after_a_restart(
+    services: Services,
+) -> None:
+    written = await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    entities = services.store.db["entities"]
+    # As an older gateway left it: pending, without a relay shard.
+    await entities.update_one({"_id": written.entity["_id"]}, {"$unset": {"pending_shard": ""}})
+    before = await services.relay.run_until_idle()
+    await services.store.ensure_indexes()  # what every start runs
+    after = await services.relay.run_until_idle()
+
+    assert (before, after) == (0, 1)
+    stored = await services.store.events.find("acme", {}, before=None, limit=5)
+    assert [e["entity"]["key"] for e in stored] == ["ABC1D23"]
+
+
 async def test_a_relay_moves_only_the_outboxes_of_its_shards_and_stamps_the_lag(
     services: Services,
 ) -> None:

@@ -85,6 +85,7 @@ async def test_entity_the_database_cannot_update_does_not_stop_the_others_events
             "data": {"plate": "POI1S00", "attributes": nested(500)},
             "outbox": [entry],
             "pending": True,
+            "pending_shard": 0,
         }
     )
     relay = client.app[services_key].relay

@@ -17,6 +17,8 @@ from tests.triggers_support import (
     bearer,
     create_position_trigger,
     hook,
+    upload_mapping,
+    upload_shipped,
     vehicle_track,
 )
 
@@ -79,11 +81,13 @@ async def test_a_batch_answers_each_fix_and_refuses_bad_ones_alone(client: Clien
         {"time": at(30), "lat": 1, "lon": 1},
         fix(35, altitude=3),
         fix(0),
+        fix(40, time="9999-12-31T23:00:00-05:00"),  # past year 9999 in UTC
+        fix(45, attributes={"can": {"$where": 1}}),  # a name the database cannot store
     ]
     status, body = await hook(client, trigger, batch)
     assert status == 207, body
     statuses = [r["status"] for r in body["results"]]
-    assert statuses == [201, 422, 422, 422, 422, 422, 422, 422, 200]
+    assert statuses == [201, 422, 422, 422, 422, 422, 422, 422, 200, 422, 422]
     keywords = [
         [e["keyword"] for e in r["problem"]["errors"]]
         for r in body["results"]
@@ -97,18 +101,23 @@ async def test_a_batch_answers_each_fix_and_refuses_bad_ones_alone(client: Clien
         ["unknown_vehicle"],
         ["required"],
         ["additionalProperties"],
+        ["format"],
+        ["propertyNames"],
     ]
-    pointers = [r["problem"]["errors"][0]["pointer"] for r in body["results"][1:8]]
-    assert pointers == ["/lat", "/time", "/lon", "/speed_kmh", "/plate", "", "/altitude"]
-    assert body["summary"] == {"items": 9, "stored": 1, "duplicates": 1, "failed": 7}
+    pointers = [r["problem"]["errors"][0]["pointer"] for r in body["results"] if r["status"] == 422]
+    assert pointers == [
+        "/lat", "/time", "/lon", "/speed_kmh", "/plate", "", "/altitude", "/time",
+        "/attributes/can/$where",
+    ]  # fmt: skip
+    assert body["summary"] == {"items": 11, "stored": 1, "duplicates": 1, "failed": 9}
     assert len((await track(client))["items"]) == 1
     kept = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
-    assert len((await kept.json())["items"]) == 7
+    assert len((await kept.json())["items"]) == 9
     metrics = await (await client.get("/metrics")).text()
     assert 'gateway_fixes_total{outcome="appended",reason=""} 1.0' in metrics
     assert 'gateway_fixes_total{outcome="duplicate",reason=""} 1.0' in metrics
     assert 'gateway_fixes_total{outcome="refused",reason="unknown_vehicle"} 1.0' in metrics
-    assert 'gateway_fixes_total{outcome="refused",reason="invalid"} 6.0' in metrics
+    assert 'gateway_fixes_total{outcome="refused",reason="invalid"} 8.0' in metrics
 
 
 async def test_nan_is_refused_as_malformed_json_not_stored(client: Client) -> None:
@@ -175,7 +184,16 @@ async def test_the_track_reads_in_cursor_pages_within_a_window_with_rejected_fix
 
 async def test_bad_track_queries_are_clear_errors(client: Client) -> None:
     await vehicle(client)
-    for query in ("?from=yesterday", "?cursor=abc", "?limit=0", "?plate=x"):
+    bad = (
+        "?from=yesterday",
+        "?from=2026-12-01T00:00:00",  # no offset
+        "?to=0001-01-01T00:00:00%2B05:00",  # before year 1 in UTC
+        "?cursor=abc",
+        "?cursor=999999999999999",  # past year 9999
+        "?limit=0",
+        "?plate=x",
+    )
+    for query in bad:
         response = await client.get(
             f"/api/v1/entities/vehicle/ABC1D23/positions{query}", headers=auth()
         )
@@ -233,3 +251,29 @@ async def test_the_shared_track_is_appended_in_batches(client: Client) -> None:
             break
         cursor = f"&cursor={page['next_cursor']}"
     assert seen == [f["time"] for f in fixes]
+
+
+async def test_a_trigger_takes_only_mappings_of_its_target(client: Client) -> None:
+    await upload_shipped(client, "osmand")  # a position mapping
+    await upload_mapping(client, ENTITY_MAPPING)
+    wrong = [
+        {"name": "a", "entity_type": "vehicle", "mapping": "osmand"},
+        {"name": "b", "target": "positions", "mapping": "erp-vehicle"},
+    ]
+    for spec in wrong:
+        response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+        assert response.status == 422, spec
+        errors = (await response.json())["errors"]
+        assert [e["pointer"] for e in errors] == ["/mapping"]
+    trigger = await position_trigger(client, mapping="osmand", format="form")
+    assert trigger["mapping"] == "osmand"
+
+
+ENTITY_MAPPING = """
+name: erp-vehicle
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, required: true}
+"""

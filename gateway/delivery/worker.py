@@ -43,6 +43,7 @@ from gateway.delivery.kinds import KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder
+from gateway.doorbell import IdleWait
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -156,6 +157,7 @@ class DeliveryWorker:
         ]
         self._running = True
         self._loop_ended.clear()
+        idle = IdleWait(self._settings.poll_seconds)  # an empty sweep reads every shard
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -164,12 +166,14 @@ class DeliveryWorker:
                 # Refill in batches, not one slot at a time: a claim reads a whole shard.
                 if free >= self._refill_at or (free > 0 and not self._held):
                     batch = await self._claim_safely(free)
+                    idle.found(bool(batch))
                     for group in _groups(batch):
                         self._spawn(group)
                 if batch:
                     continue  # there may be more due right now, for the slots still free
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+                    await asyncio.wait_for(self._wake.wait(), idle.seconds)
+                    idle.woken()
         finally:
             self._running = False
             self._loop_ended.set()

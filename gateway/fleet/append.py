@@ -3,8 +3,8 @@
     for each item:  parse the canonical fix (fix.py) → resolve its vehicle (plate or
                     tracker id → the vehicle entity's id; cached briefly)
     then:           every vehicle's fixes to the store at once (store/positions.py
-                    `PositionStore.append`: one insert per fix and one queue push per
-                    vehicle, all through the journaled group commit) → outcome per item
+                    `PositionStore.append_batch`: the fixes in the next insert round, one
+                    queue push per vehicle through the journaled group commit) → outcome per item
 
 An item is refused on its own (a 422 problem of its own) when it is not a valid fix, or names a
 vehicle that does not exist (`unknown_vehicle`: a fix never creates a vehicle) or a tracker id
@@ -16,7 +16,6 @@ duplicates).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,17 +107,17 @@ class PositionAppender:
                 continue
             by_vehicle.setdefault(vehicle, []).append((index, fix))
 
-        async def append_one(vehicle: Vehicle, fixes: list[tuple[int, Fix]]) -> None:
-            docs = [fix.document() for _, fix in fixes]
-            stored = await self._store.positions.append(tenant, vehicle.id, docs, source)
-            if self._doorbell is not None:
-                self._doorbell.ring()
-            for (index, fix), result in zip(fixes, stored, strict=True):
+        groups = list(by_vehicle.items())
+        stored = await self._store.positions.append_batch(
+            tenant, [(v.id, [fix.document() for _, fix in fixes]) for v, fixes in groups], source
+        )
+        if self._doorbell is not None:
+            self._doorbell.ring()
+        for (vehicle, fixes), results in zip(groups, stored, strict=True):
+            for (index, fix), result in zip(fixes, results, strict=True):
                 outcomes[index] = Appended(str(result.id), vehicle, fix.time, result.duplicate)
                 outcome = "duplicate" if result.duplicate else "appended"
                 self._metrics.fixes.labels(outcome, "").inc()
-
-        await asyncio.gather(*(append_one(v, fixes) for v, fixes in by_vehicle.items()))
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def vehicle(self, tenant: str, ref: str) -> Vehicle:

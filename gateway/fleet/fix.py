@@ -7,7 +7,8 @@ mapping produces (SPEC §3.5, §6).
 `parse_fix` checks one item and lists every problem (a 422 names each failing field): the
 vehicle named by a plate or a tracker id, `time` an RFC 3339 timestamp with an offset (or
 "Z"), coordinates finite and in range, speed, accuracy and odometer finite and not negative,
-heading within [0, 360], ignition a boolean, attributes an object. A fix that passes may still
+heading within [0, 360], ignition a boolean, attributes an object whose member names the
+database can store (no leading "$", no "." or NUL). A fix that passes may still
 be refused by the quality gates of the fold ((0,0), far future, impossible speed, ...): those
 are stored and flagged, not refused here.
 """
@@ -78,6 +79,14 @@ def parse_fix(item: Any) -> Fix:
     when = _time(item.get("time"), problems)
     lat = _number(item, "lat", -90.0, 90.0, problems, required=True)
     lon = _number(item, "lon", -180.0, 180.0, problems, required=True)
+    extra = _optional(item, problems)
+    if problems or when is None or lat is None or lon is None:
+        raise _invalid(problems)
+    return Fix(plate, tracker_id, when, lat, lon, extra)
+
+
+def _optional(item: Mapping[str, Any], problems: list[FieldProblem]) -> dict[str, Any]:
+    """The optional fields present and valid (their problems added to `problems`)."""
     extra: dict[str, Any] = {}
     for name, (low, high) in _RANGES.items():
         value = _number(item, name, low, high, problems, required=False)
@@ -89,18 +98,35 @@ def parse_fix(item: Any) -> Fix:
         else:
             problems.append(FieldProblem("/ignition", "/ignition: a boolean", "type"))
     if "attributes" in item and item["attributes"] is not None:
-        if isinstance(item["attributes"], Mapping):
-            extra["attributes"] = dict(item["attributes"])
-        else:
+        if not isinstance(item["attributes"], Mapping):
             problems.append(FieldProblem("/attributes", "/attributes: an object", "type"))
-    if problems or when is None or lat is None or lon is None:
-        raise _invalid(problems)
-    return Fix(plate, tracker_id, when, lat, lon, extra)
+        elif (bad := _bad_key(item["attributes"], "/attributes")) is not None:
+            message = f"{bad}: a name may not start with '$' or hold '.' or NUL"
+            problems.append(FieldProblem(bad, message, "propertyNames"))
+        else:
+            extra["attributes"] = dict(item["attributes"])
+    return extra
 
 
 def _invalid(problems: list[FieldProblem]) -> InvalidPayload:
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return InvalidPayload(f"fix is invalid: {problems[0].message}{more}", problems)
+
+
+def _bad_key(value: Any, at: str) -> str | None:
+    """The pointer of the first object member name the database cannot store, if any."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            where = f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
+                return where
+            if (bad := _bad_key(inner, where)) is not None:
+                return bad
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            if (bad := _bad_key(inner, f"{at}/{i}")) is not None:
+                return bad
+    return None
 
 
 def _has_vehicle(item: Mapping[str, Any]) -> bool:
@@ -137,11 +163,16 @@ def _time(value: Any, problems: list[FieldProblem]) -> datetime | None:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
             parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    utc = None
+    if parsed is not None and parsed.tzinfo is not None:
+        try:
+            utc = parsed.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 pushed past the calendar by its offset
+            utc = None
+    if utc is None:
         message = "/time: an RFC 3339 timestamp with an offset, e.g. 2026-12-01T12:00:00Z"
         problems.append(FieldProblem("/time", message, "format"))
         return None
-    utc = parsed.astimezone(UTC)
     return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
 
 

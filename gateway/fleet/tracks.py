@@ -92,21 +92,22 @@ def _time(query: Mapping[str, str], name: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise BadRequest(
-            f"{name} must be an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z"
-        )
-    return parsed.astimezone(UTC)
+        if parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time; or year 1 or 9999 past the calendar
+        pass
+    raise BadRequest(f"{name} must be an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z")
 
 
 def _cursor(cursor: str | None) -> datetime | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 15:
-        raise BadRequest("cursor must be the next_cursor of the previous page")
-    return datetime.fromtimestamp(int(cursor) / 1000, UTC)
+    try:
+        if cursor.isascii() and cursor.isdigit() and len(cursor) <= 15:
+            return datetime.fromtimestamp(int(cursor) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):  # past year 9999
+        pass
+    raise BadRequest("cursor must be the next_cursor of the previous page")
 
 
 def _millis(moment: datetime) -> int:

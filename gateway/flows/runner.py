@@ -31,6 +31,7 @@ from typing import Any
 
 from gateway.background import cancel_and_wait
 from gateway.delivery.retry import next_attempt_at
+from gateway.doorbell import IdleWait
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.flows.context import run_context
 from gateway.flows.deliveries import RunRef
@@ -130,17 +131,21 @@ class FlowRunner:
         ]
         self._running = True
         self._loop_ended.clear()
+        idle = IdleWait(self._settings.poll_seconds)  # an empty look reads every shard
         try:
             while not self._stopping:
                 self._wake.clear()
                 free = self._settings.concurrency - len(self._held)
                 batch = await self._claim_safely(free) if free > 0 else []
+                if free > 0:
+                    idle.found(bool(batch))
                 for doc in batch:
                     self._spawn(doc)
                 if batch:
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+                    await asyncio.wait_for(self._wake.wait(), idle.seconds)
+                    idle.woken()
         finally:
             self._running = False
             self._loop_ended.set()

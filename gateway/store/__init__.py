@@ -75,6 +75,7 @@ class Store:
             existing = await (await self.db["entities"].list_indexes()).to_list(None)
             for name in set(entities.RETIRED_INDEXES) & {i["name"] for i in existing}:
                 await self.db["entities"].drop_index(name)
+            await self.entities.shard_unsharded_outboxes()
             await self.db["events"].create_indexes(events.INDEXES)
             await self.db["kinds"].create_indexes(kinds.INDEXES)
             await self.db["triggers"].create_indexes(TRIGGER_INDEXES)

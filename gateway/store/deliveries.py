@@ -251,16 +251,27 @@ class DeliveryStore:
             )
 
     async def queue_stats(self, now: datetime) -> tuple[int, int, datetime | None]:
-        """(pending, in flight, next_attempt_at of the oldest due delivery)."""
+        """(deliveries due now, in flight, next_attempt_at of the oldest due one).
+
+        Read shard by shard through the `due` index, so the cost follows the deliveries that
+        are due, not the whole backlog: the ones waiting for a later attempt (a retry, an
+        action's first attempt a day away) are not read. Counting every pending delivery
+        instead made the embedded server read each of them every 15 s (80 ms of its CPU
+        with 5,000 waiting, in one burst that every request behind it waited for)."""
+        due_count, oldest = 0, None
         with translate_errors():
-            pending = await self._c.count_documents({"status": PENDING})
+            for shard in range(SHARDS):
+                due = {"status": PENDING, "shard": shard, "next_attempt_at": {"$lte": now}}
+                first = await self._c.find_one(
+                    due, {"next_attempt_at": 1}, sort=[("next_attempt_at", ASCENDING)]
+                )
+                if first is None:
+                    continue
+                due_count += await self._c.count_documents(due)
+                if oldest is None or first["next_attempt_at"] < oldest:
+                    oldest = first["next_attempt_at"]
             in_flight = await self._c.count_documents({"status": IN_FLIGHT})
-            oldest = await self._c.find_one(
-                {"status": PENDING, "next_attempt_at": {"$lte": now}},
-                {"next_attempt_at": 1},
-                sort=[("next_attempt_at", ASCENDING)],
-            )
-        return pending, in_flight, oldest["next_attempt_at"] if oldest else None
+        return due_count, in_flight, oldest
 
 
 def shard_of(delivery_id: str) -> int:

@@ -70,11 +70,11 @@ def relay_shard(entity_id: Any) -> int:
 
 
 def _shards_query(shards: Collection_[int] | None) -> Doc:
-    """Documents of these shards (all when None); one marked pending by hand, without a
-    shard, belongs to shard 0."""
-    chosen: list[int | None] = list(range(RELAY_SHARDS) if shards is None else sorted(shards))
-    if 0 in chosen:
-        chosen.append(None)
+    """Documents of these shards (all when None), served by the sparse pending index. Only
+    numbers: a `null` in the `$in` would have to match documents without the field, which a
+    sparse index does not hold, and turned every relay poll into a collection scan (21 ms of
+    the embedded server's CPU with 1,000 entities, against 1 ms)."""
+    chosen = list(range(RELAY_SHARDS)) if shards is None else sorted(shards)
     return {"pending_shard": {"$in": chosen}, "pending": {"$exists": True}}
 
 
@@ -312,6 +312,16 @@ class EntityStore:
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
+    async def shard_unsharded_outboxes(self) -> int:
+        """Outboxes written before relay shards existed (pending, no `pending_shard`) join
+        shard 0, so the relay's query finds them; run at start (it scans the collection)."""
+        with translate_errors():
+            result = await self._c.update_many(
+                {"pending": {"$exists": True}, "pending_shard": {"$exists": False}},
+                {"$set": {"pending_shard": 0}},
+            )
+        return result.modified_count
+
     async def pending_outboxes(
         self, limit: int, shards: Collection_[int] | None = None, exclude: Sequence[Any] = ()
     ) -> list[Doc]:
@@ -347,7 +357,9 @@ class EntityStore:
         commits = self._relay_commits
 
         async def drain(doc: Doc, event_ids: Sequence[Any]) -> None:
-            unchanged = {"_id": doc["_id"], "rev": doc["rev"]}
+            # `$eq` rather than a bare value: SecantusDB looks for a compound index covering
+            # a filter of bare equalities before it takes the `_id` (0.2 ms of its CPU a write).
+            unchanged = {"_id": doc["_id"], "rev": {"$eq": doc["rev"]}}
             if doc.get("deleted"):
                 matched = await commits.delete(self._c, unchanged)
             else:

@@ -5,7 +5,8 @@ its own outcome; the operations that arrive while a round trip is in flight leav
 the next one: one client-level `bulkWrite` command (MongoDB 8.0+, and SecantusDB), unordered,
 with a result per operation (`verbose_results`). Under load a round trip carries dozens of
 writes for the price of one, which is most of a write's cost in the driver (~250 µs of CPU
-each, ~35 µs in a batch of 16) and some of the database's; alone, a write leaves at once.
+each, ~35 µs in a batch of 16) and some of the database's; alone, a write leaves at once, as
+an ordinary command (journaled by its own write concern: no seal needed).
 
 A round is journaled as a whole: one journaled write after it flushes the journal for all of
 its writes (`_seal`), before any caller hears that its write is stored.
@@ -156,6 +157,11 @@ class GroupCommit:
 
     async def _round(self, batch: list[_Pending]) -> None:
         try:
+            if len(batch) == 1:
+                # Alone, a write is one command with the client's write concern (journaled
+                # where the client journals): no bulkWrite, no seal, one round trip.
+                await self._alone(batch[0])
+                return
             if self._bulk_supported:
                 try:
                     await self._bulk(batch)

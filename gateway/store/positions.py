@@ -16,10 +16,12 @@ state, so that the fold consumes input and writes state in one single-document u
 and `state_version`. `since` is when the oldest waiting input was pushed (the fold takes the
 oldest first, and its lag is measured from it).
 
-Appends are group commits: the fixes of concurrent requests leave together in one journaled
-`insert_many` per round (`InsertRounds`), and their queue pushes in one client-level
+Appends are group commits: the queue pushes of concurrent requests leave in one client-level
 `bulkWrite` of the process's group commit (`group_commit.py`, sealed before anyone is
-answered).
+answered), then their fixes together in one journaled `insert_many` per round
+(`InsertRounds`). A fix is queued before it is stored, never the reverse: an id in `pending`
+whose position does not exist (yet, or ever, after a failure) is the fold's to wait for and
+then drop.
 """
 
 from __future__ import annotations
@@ -226,43 +228,64 @@ class PositionStore:
     async def append(
         self, tenant: str, vehicle: str, fixes: Sequence[Doc], source: str
     ) -> list[Appended]:
-        """Store one vehicle's fixes (each `{t, lat, lon, ...}`) and queue them for the fold.
+        """Store one vehicle's fixes (each `{t, lat, lon, ...}`) and queue them for the fold
+        (`append_batch` for one vehicle)."""
+        return (await self.append_batch(tenant, [(vehicle, fixes)], source))[0]
 
-        The fixes join the next insert round (`InsertRounds`: one `insert_many` for every
-        request in flight) and the queue push the process's group commit, side by side, so
-        both share round trips with whatever else is in flight. A fix whose (tenant, vehicle,
-        t) exists is a duplicate: answered as stored, its fresh id pulled from the queue
-        again. StoreUnavailable when the database failed (then some fixes may be stored: a
-        retry finds them as duplicates)."""
-        if not fixes:
-            return []
+    async def append_batch(
+        self, tenant: str, batch: Sequence[tuple[str, Sequence[Doc]]], source: str
+    ) -> list[list[Appended]]:
+        """Store the fixes of several vehicles (`[(vehicle, fixes), ...]`) and queue each
+        vehicle's for the fold; the outcomes in the same shape.
+
+        Each vehicle's queue push goes through the process's group commit, then all the
+        fixes join the next insert round together (`InsertRounds`: one `insert_many` for every
+        request in flight): both share round trips with whatever else is in flight. A fix
+        whose (tenant, vehicle, t) exists is a duplicate: answered as stored, its fresh id
+        pulled from the queue again. StoreUnavailable when the database failed (then some
+        fixes may be stored: a retry finds them as duplicates, already queued)."""
         now = datetime.now(UTC)
-        docs = [
-            {
-                **fix,
-                "_id": new_id(),
-                "tenant": tenant,
-                "vehicle": vehicle,
-                "at": now,
-                "source": source,
-            }
-            for fix in fixes
+        per_vehicle = [
+            (
+                vehicle,
+                [
+                    {**fix, "_id": new_id(), "tenant": tenant, "vehicle": vehicle, "at": now,
+                     "source": source}
+                    for fix in fixes
+                ],
+            )
+            for vehicle, fixes in batch
+            if fixes
+        ]  # fmt: skip
+        docs = [doc for _, vehicle_docs in per_vehicle for doc in vehicle_docs]
+        if not docs:
+            return [[] for _ in batch]
+        pushes = [
+            self._push(
+                tenant, vehicle, {"$push": {"pending": {"$each": [d["_id"] for d in vdocs]}}}, now
+            )
+            for vehicle, vdocs in per_vehicle
         ]
-        ids = [doc["_id"] for doc in docs]
-        push = self._push(tenant, vehicle, {"$push": {"pending": {"$each": ids}}}, now)
-        inserted, pushed = await asyncio.gather(
-            self.inserts.insert(docs), push, return_exceptions=True
-        )
-        if isinstance(inserted, BaseException):
-            raise inserted
-        if isinstance(pushed, BaseException):
-            raise pushed
-        duplicates = [doc_id for doc_id, stored in zip(ids, inserted, strict=True) if not stored]
-        if duplicates:
-            # Not awaited by the fold: an id whose fix is not found waits, then is dropped.
-            pull = {"$pull": {"pending": {"$in": duplicates}}, "$inc": {"version": 1}}
-            await self._commits.update(self._f, {"_id": fleet_id(tenant, vehicle)}, pull)
-        return [Appended(doc_id, not stored) for doc_id, stored in zip(ids, inserted, strict=True)]
+        # Queued first, stored second: a fix is never stored without being queued for the
+        # fold (a crash or a failure in between leaves only an id whose fix does not exist,
+        # which the fold drops after a while; stored first, a failure of the push would leave
+        # a fix no fold ever sees, and its retry would be a duplicate that is not queued).
+        await asyncio.gather(*pushes)
+        stored = iter(await self.inserts.insert(docs))
+        results: dict[str, list[Appended]] = {}
+        pulls = []
+        for vehicle, vdocs in per_vehicle:
+            outcomes = [Appended(doc["_id"], not next(stored)) for doc in vdocs]
+            results[vehicle] = outcomes
+            duplicates = [a.id for a in outcomes if a.duplicate]
+            if duplicates:
+                # Not awaited by the fold: an id whose fix is not found waits, then is dropped.
+                pull = {"$pull": {"pending": {"$in": duplicates}}, "$inc": {"version": 1}}
+                pulls.append(
+                    self._commits.update(self._f, {"_id": fleet_id(tenant, vehicle)}, pull)
+                )
+        await asyncio.gather(*pulls)
+        return [results.get(vehicle, []) for vehicle, _ in batch]
 
     async def push_reading(self, tenant: str, vehicle: str, reading: Doc) -> None:
         """Queue an odometer reading from another source (`{km, at, source}`) for the fold."""
@@ -276,10 +299,15 @@ class PositionStore:
         key = fleet_id(tenant, vehicle)
         full = {
             **update,
-            "$set": {"dirty": True, "tenant": tenant, "vehicle": vehicle, "shard": shard_of(key)},
+            "$set": {"dirty": True},
             "$min": {"since": now},
             "$inc": {"version": 1},
-            "$setOnInsert": {"state_version": 0},
+            "$setOnInsert": {
+                "tenant": tenant,
+                "vehicle": vehicle,
+                "shard": shard_of(key),
+                "state_version": 0,
+            },
         }
         return await self._commits.update(self._f, {"_id": key}, full, upsert=True)
 

@@ -8,14 +8,29 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway import paging
+from gateway.auth.partner_hmac import PRESETS
 from gateway.errors import InvalidPayload
 from gateway.schemas import ENTITY_TYPES
 from gateway.triggers.service import IssuedTrigger
+from gateway.triggers.spec import AUTH_MODES
 from gateway.ui.forms import Form, json_field, nest, number_field, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
+
+# How a partner proves a call is theirs, chosen at creation: our token (the default), the
+# partner's own HMAC signature (a preset, with a secret we issue or the partner gives), or the
+# partner's own JWTs (its JWKS URL or public key, and the audience that ties them to us).
+AUTH_FIELDS: Final = (
+    "auth.mode",
+    "auth.preset",
+    "auth.secret",
+    "auth.jwks_url",
+    "auth.public_key_pem",
+    "auth.audience",
+    "auth.issuer",
+)
 
 FIELDS: Final = (
     "name",
@@ -26,6 +41,7 @@ FIELDS: Final = (
     "response_mapping",
     "format",
     "auth.token_in_query",
+    *AUTH_FIELDS,
 )
 
 
@@ -44,6 +60,7 @@ EDIT_FIELDS: Final = (
     "params",
     "expose",
     "input_schema",
+    "auth.secret",
 )
 
 
@@ -125,8 +142,8 @@ def edit_values(trigger: dict[str, Any]) -> dict[str, Any]:
 
 def trigger_patch(values: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
     """The edit form as a PATCH: every member it shows, null for the ones emptied (the
-    default again); `auth` only when the token's query parameter changed (it is replaced
-    whole, secrets aside)."""
+    default again); `auth` only when the token's query parameter or the partner's secret
+    changed (it is replaced whole, secrets aside)."""
     rate = {
         "per_second": number_field(values, "rate_limit.per_second", integer=False),
         "burst": number_field(values, "rate_limit.burst"),
@@ -148,6 +165,8 @@ def trigger_patch(values: dict[str, Any], trigger: dict[str, Any]) -> dict[str, 
     in_query = values.get("auth.token_in_query") or None
     if in_query != trigger["auth"].get("token_in_query"):
         patch["auth"] = {**trigger["auth"], "token_in_query": in_query}
+    if secret := values.get("auth.secret"):  # a partner's new secret (hmac mode only)
+        patch["auth"] = {**patch.get("auth", trigger["auth"]), "secret": secret}
     return patch
 
 
@@ -213,19 +232,35 @@ def _issued(request: web.Request, issued: IssuedTrigger, *, created: bool) -> we
 
 
 def _curl(trigger: dict[str, Any], token: str | None) -> str:
-    credential = token if token is not None else "<token>"
+    """A call the partner can start from: our token, its own JWT, or its HMAC signature of
+    the body in the scheme's header."""
+    auth = trigger["auth"]
+    mode = auth.get("mode", "token")
+    if mode == "hmac":
+        header = auth.get("header") or PRESETS.get(auth.get("preset") or "", {}).get("header")
+        credential_header = f"{header or 'X-Signature'}: <signature of payload.json>"
+    elif mode == "partner_jwt":
+        credential_header = "Authorization: Bearer <your JWT>"
+    else:
+        credential_header = f"Authorization: Bearer {token if token is not None else '<token>'}"
     if "POST" in trigger["methods"]:
         return (
             f"curl -X POST '{trigger['url']}' \\\n"
-            f"  -H 'Authorization: Bearer {credential}' \\\n"
+            f"  -H '{credential_header}' \\\n"
             "  -H 'Content-Type: application/json' \\\n"
             "  -d @payload.json"
         )
-    return f"curl '{trigger['url']}' \\\n  -H 'Authorization: Bearer {credential}'"
+    return f"curl '{trigger['url']}' \\\n  -H '{credential_header}'"
 
 
 async def _form(request: web.Request, form: Form, *, status: int = 200) -> web.Response:
-    context = {"form": form, "entity_types": ENTITY_TYPES, **await _mapping_choices(request)}
+    context = {
+        "form": form,
+        "entity_types": ENTITY_TYPES,
+        "auth_modes": AUTH_MODES,
+        "presets": sorted(PRESETS),
+        **await _mapping_choices(request),
+    }
     return render(request, "triggers/new.html", context, status=status)
 
 

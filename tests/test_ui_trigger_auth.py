@@ -1,0 +1,118 @@
+"""Creating a trigger from the admin UI with the partner's own credentials: an HMAC scheme
+with the partner's secret (write-only: never shown, the signed call goes through), a secret
+we issue (shown once), the partner's JWTs (the audience required, next to its field), and a
+new partner secret set from the edit page."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import orjson
+
+from gateway.services import Services
+from tests.support import auth
+from tests.triggers_support import VEHICLE
+from tests.ui_support import Client, csrf, log_in, make_user
+
+BODY = orjson.dumps(VEHICLE)
+
+
+def _motive(secret: str) -> dict[str, str]:
+    signature = hmac.new(secret.encode(), BODY, hashlib.sha1).hexdigest()
+    return {"X-KT-Webhook-Signature": signature, "Content-Type": "application/json"}
+
+
+async def _create(client: Client, *fields: tuple[str, str]) -> Any:
+    token = await csrf(client, "/admin/triggers/new")
+    data = [("csrf", token), ("name", "motive"), ("entity_type", "vehicle"), ("methods", "POST")]
+    data += [("format", "json"), *fields]
+    return await client.post("/admin/triggers", data=data)
+
+
+async def _only_trigger(client: Client) -> dict[str, Any]:
+    listed = await (await client.get("/api/v1/triggers", headers=auth())).json()
+    [trigger] = listed["items"]
+    return dict(trigger)
+
+
+async def test_an_hmac_trigger_with_the_partners_secret_is_created_and_verifies_its_calls(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    form = await (await client.get("/admin/triggers/new")).text()
+    assert 'name="auth.preset"' in form and 'value="motive"' in form
+    created = await _create(
+        client, ("auth.mode", "hmac"), ("auth.preset", "motive"), ("auth.secret", "kt-secret-1")
+    )
+    page = await created.text()
+    assert created.status == 201, page
+    assert "kt-secret-1" not in page  # the partner's secret is never shown back
+    assert "X-KT-Webhook-Signature: &lt;signature of payload.json&gt;" in page  # the curl
+    trigger = await _only_trigger(client)
+    assert trigger["auth"] == {"mode": "hmac", "preset": "motive"}
+    hook = f"/hooks/{trigger['id']}"
+    assert (await client.post(hook, data=BODY, headers=_motive("kt-secret-1"))).status == 201
+    assert (await client.post(hook, data=BODY, headers=_motive("guess"))).status == 401
+
+
+async def test_a_secret_the_gateway_issues_is_shown_once_on_the_created_page(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    created = await _create(client, ("auth.mode", "hmac"), ("auth.preset", "motive"))
+    page = await created.text()
+    assert created.status == 201 and 'id="trigger-secret"' in page
+    secret = page.split('id="trigger-secret" class="mono">')[1].split("<")[0]
+    trigger = await _only_trigger(client)
+    response = await client.post(f"/hooks/{trigger['id']}", data=BODY, headers=_motive(secret))
+    assert response.status == 201, await response.text()
+
+
+async def test_a_partner_jwt_trigger_without_an_audience_is_refused_next_to_the_field(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    jwks = "https://idp.example.com/.well-known/jwks.json"
+    refused = await _create(client, ("auth.mode", "partner_jwt"), ("auth.jwks_url", jwks))
+    page = await refused.text()
+    assert refused.status == 422, page
+    assert 'data-field="auth.audience"' in page
+    assert f'value="{jwks}"' in page  # what was typed is kept
+    listed = await (await client.get("/api/v1/triggers", headers=auth())).json()
+    assert listed["items"] == []
+    created = await _create(
+        client,
+        ("auth.mode", "partner_jwt"),
+        ("auth.jwks_url", jwks),
+        ("auth.audience", "rabbot-gateway"),
+    )
+    assert created.status == 201, await created.text()
+    trigger = await _only_trigger(client)
+    assert trigger["auth"]["mode"] == "partner_jwt"
+    assert trigger["auth"]["audience"] == "rabbot-gateway"
+
+
+async def test_a_new_partner_secret_set_on_the_edit_page_replaces_the_old_one(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    await _create(
+        client, ("auth.mode", "hmac"), ("auth.preset", "motive"), ("auth.secret", "old-secret")
+    )
+    trigger = await _only_trigger(client)
+    base = f"/admin/triggers/{trigger['id']}"
+    form = await (await client.get(f"{base}/edit")).text()
+    assert 'name="auth.secret"' in form and "old-secret" not in form
+    token = await csrf(client, f"{base}/edit")
+    data = [("csrf", token), ("name", "motive"), ("methods", "POST"), ("format", "json")]
+    saved = await client.post(f"{base}/edit", data=[*data, ("auth.secret", "new-secret")])
+    assert saved.status == 200, await saved.text()
+    hook = f"/hooks/{trigger['id']}"
+    assert (await client.post(hook, data=BODY, headers=_motive("old-secret"))).status == 401
+    assert (await client.post(hook, data=BODY, headers=_motive("new-secret"))).status == 201
