@@ -38,6 +38,7 @@ from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold
 from gateway.fleet.readings import OdometerReadings
 from gateway.fleet.rule_service import GeofenceService, PlanService
 from gateway.fleet.rules import FleetRules
+from gateway.fleet.service_feed import ServiceFeed
 from gateway.fleet.servicing import ServiceRecorder
 from gateway.fleet.settings import FleetSettingsService
 from gateway.fleet.tracks import Tracks
@@ -212,9 +213,16 @@ def _assemble(
             concurrency=settings.schedule_concurrency,
         ),
     )
-    relayed = each_of(fanout, flow_runtime.starter, notify.assignment_feed, OdometerReadings(store))
     fleet_settings = FleetSettingsService(store)
     fleet_rules = FleetRules(store)
+    services_done = ServiceRecorder(store, entities, store.fleet_rules.plans)
+    relayed = each_of(
+        fanout,
+        flow_runtime.starter,
+        notify.assignment_feed,
+        ServiceFeed(services_done),
+        OdometerReadings(store),
+    )
     return Services(
         settings=settings,
         metrics=metrics,
@@ -281,7 +289,7 @@ def _assemble(
         fleet_rules=fleet_rules,
         geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
         maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
-        vehicle_services=ServiceRecorder(store, entities, store.fleet_rules.plans),
+        vehicle_services=services_done,
     )
 
 

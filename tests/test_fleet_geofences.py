@@ -252,3 +252,40 @@ def test_a_polygon_keeps_its_rings_through_its_document() -> None:
     polygon = polygon_from(doc)
     assert polygon.to_doc() == doc
     assert Polygon([[tuple(p) for p in doc["coordinates"][0]]]) == polygon
+
+
+def test_the_quick_bound_never_overstates_how_far_outside_a_point_is() -> None:
+    outer = square(-46.63, -23.55, 0.01)
+    hole = square(-46.63, -23.55, 0.002)[::-1]
+    polygon = polygon_from({"type": "Polygon", "coordinates": [outer, hole]})
+    circle = Circle(-23.55, -46.63, 900)
+    rng = random.Random(3)
+    for _ in range(2_000):
+        lat, lon = -23.55 + rng.uniform(-0.05, 0.05), -46.63 + rng.uniform(-0.05, 0.05)
+        for shape in (polygon, circle):
+            exact = shape.signed_distance_m(lat, lon)
+            bound = shape.outside_by_at_least_m(lat, lon)
+            assert bound <= max(exact, 0.0) + 1e-6
+            if bound > 0:
+                assert exact > 0
+
+
+def comb(teeth: int) -> list[list[float]]:
+    """A valid ring of 4·teeth + 4 positions: thin teeth hanging from a spine."""
+    ring: list[list[float]] = []
+    for i in range(teeth):
+        x = i * 0.002
+        ring += [[x, 0.0], [x, -0.5], [x + 0.001, -0.5], [x + 0.001, 0.0]]
+    end = teeth * 0.002
+    return [*ring, [end, 0.0], [end, 0.1], [0.0, 0.1], [0.0, 0.0]]
+
+
+def test_a_polygon_may_have_up_to_2000_positions() -> None:
+    ring = comb(499)
+    assert len(ring) == 2_000
+    polygon = polygon_from({"type": "Polygon", "coordinates": [ring]})
+    assert polygon.signed_distance_m(-0.25, 0.0005) < 0  # in the first tooth
+    assert polygon.signed_distance_m(-0.25, 0.0015) > 0  # between the first two
+    bigger = comb(500)
+    with pytest.raises(InvalidPayload, match="at most 2000 positions"):
+        polygon_from({"type": "Polygon", "coordinates": [bigger]})

@@ -96,6 +96,16 @@ def test_a_recorded_service_resets_the_plan() -> None:
     assert [(d.kind, d.due_km) for d in found] == [("due_soon", 20_200), ("due", 20_200)]
 
 
+def test_the_same_service_recorded_twice_does_not_repeat_announcements() -> None:
+    state, _ = drive(OIL, [0, 9_000])
+    serviced = record_service(OIL, state, 9_000, T0)
+    state, found = drive(OIL, [18_600], serviced)
+    assert [d.kind for d in found] == ["due_soon"]
+    again = record_service(OIL, state, 9_000, T0)  # the same report, relayed twice
+    _, found = drive(OIL, [18_700, 19_000], again)
+    assert [d.kind for d in found] == ["due"]
+
+
 def test_a_service_without_km_counts_from_the_last_odometer_seen() -> None:
     state, _ = drive(OIL, [0, 4_321])
     serviced = record_service(OIL, state, None, T0)

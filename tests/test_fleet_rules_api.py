@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.fleet.geometry import Circle, Polygon
+from gateway.fleet.rules import FleetRules
+from gateway.services import Services
 from gateway.web.state import services_key
 from tests.partner_double import post
 from tests.support import auth
@@ -247,9 +249,23 @@ async def test_a_bad_service_is_refused_and_nothing_is_queued(client: Client) ->
         ({"km": -1}, "/km"),
         ({"at": "2999-01-01T00:00:00Z"}, "/at"),
         ({"at": "yesterday"}, "/at"),
+        ({"at": "0001-01-01T00:00:00+01:00"}, "/at"),
+        ({"at": "2026-11-30T09:00:00"}, "/at"),
         ({"odometer": 5}, "/odometer"),
     ]:
         refused = await problem(client, "POST", path, body)
         assert pointers(refused) == [pointer], (body, refused)
     await problem(client, "POST", "/api/v1/entities/vehicle/XYZ9A87/services", {}, 404)
     assert await client.app[services_key].store.positions.fleet("acme", vehicle["id"]) is None
+
+
+async def test_another_processs_change_is_seen_once_the_cache_expires(services: Services) -> None:
+    now = [100.0]
+    elsewhere = FleetRules(services.store, clock=lambda: now[0])  # another process's view
+    assert (await elsewhere.for_tenant("acme")).geofences == ()
+    await services.geofences.create("acme", {"name": "d", "kind": "authorized", "circle": DEPOT})
+    now[0] += 1.9
+    assert (await elsewhere.for_tenant("acme")).geofences == ()
+    now[0] += 0.1
+    (fence,) = (await elsewhere.for_tenant("acme")).geofences
+    assert fence.name == "d"

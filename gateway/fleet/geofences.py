@@ -92,10 +92,13 @@ def step(
     at: datetime,
 ) -> tuple[FenceState, Crossing | None]:
     """The state after one fix (in device-time order), and the crossing it confirms, if any."""
-    distance = fence.signed_distance_m(lat, lon)
+    accuracy = accuracy_m if accuracy_m is not None and accuracy_m > 0 else 0.0
+    # far outside (the common case): no need for the exact distance to decide
+    distance = fence.shape.outside_by_at_least_m(lat, lon)
+    if distance <= fence.margin_m + accuracy:
+        distance = fence.signed_distance_m(lat, lon)
     if state is None or state.inside is None:
         return FenceState(inside=distance <= 0), None
-    accuracy = accuracy_m if accuracy_m is not None and accuracy_m > 0 else 0.0
     if distance > fence.margin_m + accuracy:
         seen: bool | None = False
     elif distance < -fence.margin_m:

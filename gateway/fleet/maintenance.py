@@ -15,7 +15,8 @@ A vehicle past its due point when the plan starts gets its next announcement at 
 cycle; record a service (or set `start_km`) to line the plan up with reality.
 
 `record_service` resets the cycles: the service's km (or, unknown, the last odometer the plan
-saw) and time become the base; nothing announced is kept.
+saw) and time become the base; nothing announced is kept. Recording the same service (km and
+time) again changes nothing.
 """
 
 from __future__ import annotations
@@ -126,10 +127,14 @@ def step(
 def record_service(
     plan: Plan, state: PlanState | None, km: float | None, at: datetime
 ) -> PlanState:
-    """A service done at `km` (None: the last odometer seen) and `at`: the new base."""
+    """A service done at `km` (None: the last odometer seen) and `at`: the new base. The same
+    service recorded again (a report relayed twice) changes nothing."""
     previous = state or PlanState()
+    base_km = km if km is not None else previous.seen_km
+    if state is not None and (state.last_service_km, state.last_service_at) == (base_km, at):
+        return state
     return PlanState(
-        last_service_km=km if km is not None else previous.seen_km,
+        last_service_km=base_km,
         last_service_at=at,
         notified={},
         started_at=previous.started_at or at,

@@ -16,6 +16,7 @@ border gets its crossing at its next clear fix.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -58,8 +59,13 @@ class _RuleService:
     def _fields(self, body: Mapping[str, Any]) -> Doc:
         raise NotImplementedError
 
+    async def _checked(self, body: Mapping[str, Any]) -> Doc:
+        """`_fields` off the event loop: checking a large polygon's edges takes up to a second
+        (geometry.py `MAX_POSITIONS`), and other requests must not wait for it."""
+        return await asyncio.to_thread(self._fields, body)
+
     async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
-        fields = self._fields(body)
+        fields = await self._checked(body)
         now = datetime.now(UTC)
         doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
         doc.update(created_at=now, updated_at=now)
@@ -83,7 +89,7 @@ class _RuleService:
         if "circle" in body or "polygon" in body:  # a new shape replaces the old one
             merged.pop("circle", None)
             merged.pop("polygon", None)
-        fields = self._fields({**merged, **body})
+        fields = await self._checked({**merged, **body})
         fields["updated_at"] = datetime.now(UTC)
         unset = [k for k in _OPTIONAL if k in current and k not in fields]
         doc = await self._resources.update(

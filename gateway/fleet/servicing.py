@@ -14,7 +14,6 @@ or ERP integration can call the same route from a flow (`call` step) or a partne
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,18 +66,19 @@ def _time(check: BodyCheck, now: datetime) -> datetime:
     value = check.body.get("at")
     if value is None:
         return now
-    parsed = None
+    at = None
     if isinstance(value, str) and 10 < len(value) <= 40 and "T" in value.upper():
         try:
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            parsed = None
-    if parsed is None or parsed.tzinfo is None or not math.isfinite(parsed.timestamp()):
+            if parsed.tzinfo is not None:
+                at = parsed.astimezone(UTC)
+        except (ValueError, OverflowError):  # not a time; or year 1 pushed below by its offset
+            at = None
+    if at is None:
         check.add(
             "/at", "at is an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z", "format"
         )
         return now
-    at = parsed.astimezone(UTC)
     if at > now + FUTURE_TOLERANCE:
         check.add("/at", "at is in the future: a service is recorded once done", "maximum")
     return at.replace(microsecond=at.microsecond // 1000 * 1000)

@@ -1,0 +1,68 @@
+"""Services reported by a checklist app or an ERP reach the vehicle's fold queue (and so reset
+its maintenance plans) without an admin: through the relay, like driver changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.flow_support import add_mapping, sample, send_to
+from tests.partner_double import post
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+
+
+async def _queued(client: Client, vehicle_id: str) -> list[dict[str, Any]]:
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    fleet = await services.store.positions.fleet("acme", vehicle_id)
+    return [] if fleet is None else list(fleet["services"])
+
+
+async def test_a_service_checklist_resets_the_named_plan(client: Client) -> None:
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "revisao", "every_km": 10_000})
+    await add_mapping(client, "checklist")
+    trigger = await post(
+        client,
+        "/api/v1/triggers",
+        {"name": "checklists", "entity_type": "other", "kind": "checklist", "mapping": "checklist"},
+    )
+    routine = sample("checklist_completed.json")
+    await send_to(client, trigger, routine)  # an inspection, not a service
+    assert await _queued(client, vehicle["id"]) == []
+
+    serviced = {**routine, "checklistId": "chk-2", "servico": {"plano": "revisao"}}
+    await send_to(client, trigger, serviced)
+    (service,) = await _queued(client, vehicle["id"])
+    assert service["plan"] == plan["id"]
+    assert service["km"] == 152_340  # the checklist's odometer
+    assert service["at"].isoformat() == "2026-11-25T10:58:00+00:00"
+    assert service["source"] == "checklist:chk-2"
+
+
+async def test_an_erp_writing_last_service_resets_every_plan(client: Client) -> None:
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    path = "/api/v1/entities/vehicle/ABC1D23"
+    last = {"at": "2026-11-30T08:00:00-03:00", "km": 20_050}
+    patched = await client.patch(path, json={"last_service": last}, headers=auth())
+    assert patched.status == 200, await patched.text()
+    other = await client.patch(path, json={"status": "active"}, headers=auth())
+    assert other.status == 200
+    (service,) = await _queued(client, vehicle["id"])
+    assert (service["km"], "plan" in service) == (20_050, False)
+    assert service["at"].isoformat() == "2026-11-30T11:00:00+00:00"
+
+
+async def test_a_reported_service_naming_no_such_plan_is_skipped(client: Client) -> None:
+    vehicle = await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "ABC1D23", "last_service": {"at": "2026-11-30T08:00:00Z", "plan": "nope"}},
+    )
+    assert await _queued(client, vehicle["id"]) == []
+    events = await (await client.get("/api/v1/events", headers=auth())).json()
+    assert [e["type"] for e in events["items"]] == ["entity.created"]  # relayed, not stuck
