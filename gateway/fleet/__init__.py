@@ -8,4 +8,9 @@ counters.
     rule_service.py   use case: geofences and maintenance plans as admin resources
     rules.py     the fold's per-tenant cache of those rules
     servicing.py service_feed.py   services recorded (admin route; checklists, ERPs via the relay)
+    odometer.py  distance between accepted fixes, jitter, late fixes, re-baselines (pure)
+    quality.py   the quality gates (pure)
+    state.py     one vehicle's fold state and what a fix does to it (pure)
+    settings.py  use case: a tenant's fleet settings (gates, odometer, retention)
+    fold.py      use case: the fold processor (leased shards, events, checkpoints)
 """

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.fleet.fix import Fix, parse_fix
@@ -76,9 +77,11 @@ class PositionAppender:
         entities: EntityService,
         metrics: Metrics,
         *,
+        doorbell: Doorbell | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._doorbell = doorbell  # the fold's: rung after every append
         self._entities = entities
         self._metrics = metrics
         self._clock = clock
@@ -108,6 +111,8 @@ class PositionAppender:
         stored = await self._store.positions.append_batch(
             tenant, [(v.id, [fix.document() for _, fix in fixes]) for v, fixes in groups], source
         )
+        if self._doorbell is not None:
+            self._doorbell.ring()
         for (vehicle, fixes), results in zip(groups, stored, strict=True):
             for (index, fix), result in zip(fixes, results, strict=True):
                 outcomes[index] = Appended(str(result.id), vehicle, fix.time, result.duplicate)

@@ -447,6 +447,38 @@ class EntityStore:
             )
         return updated
 
+    async def vehicles(self, ids: Sequence[str]) -> dict[str, Doc]:
+        """The fold's vehicles by id, across tenants (each fleet document names its tenant):
+        a lookup by `_id` each, side by side (SecantusDB scans for `_id $in [...]`)."""
+
+        async def one(oid: ObjectId) -> Doc | None:
+            with translate_errors():
+                return await self._c.find_one({"_id": oid, "type": "vehicle"}, {"outbox": 0})
+
+        oids = [oid for oid in (parse_id(i) for i in ids) if oid is not None]
+        found = await asyncio.gather(*(one(oid) for oid in oids))
+        return {str(doc["_id"]): doc for doc in found if doc is not None}
+
+    async def set_folded(self, tenant: str, entity_id: str, fields: Doc, version: int) -> bool:
+        """The fleet fold's view of a vehicle (`last_position`, `odometer_km`), only forward:
+        written if no later fold (`folded`, the fold's state version) wrote it. The version
+        goes up, so a request that read the entity before re-reads it instead of writing
+        the old position back; no event (a position is not an `entity.updated`)."""
+        oid = parse_id(entity_id)
+        if oid is None:
+            return False
+        # `$not` matches a vehicle the fold never wrote too; an `$or` would cost SecantusDB a
+        # scan (measured: 9.7 ms of database CPU per update instead of 1.7).
+        behind = {"folded": {"$not": {"$gte": version}}}
+        query = scoped(tenant, {"_id": oid, "type": "vehicle", **behind})
+        changes = {f"data.{name}": value for name, value in fields.items()}
+        update: Doc = {
+            "$set": {**changes, "folded": version, "updated_at": datetime.now(UTC)},
+            "$inc": {"rev": 1},
+        }
+        # Not journaled: the fold's journaled commit follows it (`client.py` `unjournaled`).
+        return bool(await self._relay_commits.update(self._c, query, update))
+
     # -- the relay's side: system work across tenants, never reached from a request --
 
     async def shard_unsharded_outboxes(self) -> int:

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateMany
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from gateway.errors import StoreUnavailable
@@ -59,8 +59,10 @@ POSITION_INDEXES = [
     ),
 ]
 FLEET_INDEXES = [
-    # The fold's "what is waiting" query, by shard.
-    IndexModel([("shard", ASCENDING), ("dirty", ASCENDING)], name="waiting"),
+    # The fold's "what is waiting" query: dirty first. With (shard, dirty), SecantusDB scans
+    # for `shard $in [...]` (measured on 1,000 vehicles: 31 ms of database CPU a query;
+    # this way 0.75 ms).
+    IndexModel([("dirty", ASCENDING), ("shard", ASCENDING)], name="waiting_dirty"),
 ]
 
 
@@ -323,18 +325,29 @@ class PositionStore:
             return await self._f.find_one(scoped(tenant, {"_id": fleet_id(tenant, vehicle)}))
 
     async def fixes(self, ids: Sequence[Any]) -> list[Doc]:
-        """The positions with these ids that exist, in device-time order."""
+        """The positions with these ids that exist, in device-time order. One lookup per id:
+        SecantusDB answers `_id $in [...]` by scanning the collection (measured: 4.4 ms of
+        database CPU for 64 ids among 5,000 documents, growing with the track), a lookup by
+        `_id` in 0.2 ms whatever its size."""
         if not ids:
             return []
-        with translate_errors():
-            docs = await self._p.find({"_id": {"$in": list(ids)}}).to_list(None)
+
+        async def one(doc_id: Any) -> Doc | None:
+            with translate_errors():
+                return await self._p.find_one({"_id": doc_id})
+
+        found = await asyncio.gather(*(one(doc_id) for doc_id in ids))
+        docs = [doc for doc in found if doc is not None]
         return sorted(docs, key=lambda doc: (doc["t"], doc["_id"]))
 
     async def neighbours(
-        self, tenant: str, vehicle: str, t: datetime
+        self, tenant: str, vehicle: str, t: datetime, exclude: Sequence[Any] = ()
     ) -> tuple[Doc | None, Doc | None]:
-        """The accepted (not rejected) fixes just before and just after device time `t`."""
+        """The accepted (not rejected) fixes just before and just after device time `t`;
+        `exclude` names fixes not folded yet (the fold's own pending ones)."""
         base = scoped(tenant, {"vehicle": vehicle, "rejected": {"$exists": False}})
+        if exclude:
+            base["_id"] = {"$nin": list(exclude)}
         with translate_errors():
             before = await self._p.find_one({**base, "t": {"$lt": t}}, sort=[("t", DESCENDING)])
             after = await self._p.find_one({**base, "t": {"$gt": t}}, sort=[("t", ASCENDING)])
@@ -347,9 +360,12 @@ class PositionStore:
         state_version: int,
         state: Doc,
         consumed: Consumed,
+        read: Doc | None = None,
     ) -> bool:
         """Write the fold's new state and take what it folded from the queues, in one
-        single-document update.
+        single-document update (through the group commit: the commits of a fold batch
+        share a round trip and a journal flush). `read` is the document as the fold read
+        it: the first attempt assumes it is still current and needs no read.
 
         If `version` still matches (nothing was pushed since the fold read the document),
         the queues are set to their remainders and `dirty` to whether any remain. Otherwise
@@ -358,9 +374,11 @@ class PositionStore:
         `version` go up by one. False when `state_version` no longer matches: another fold
         won; discard this one and read again."""
         taken = set(consumed.pending)
+        current = read
         for _ in range(_COMMIT_ATTEMPTS):
-            with translate_errors():
-                current = await self._f.find_one({"_id": doc_id})
+            if current is None:
+                with translate_errors():
+                    current = await self._f.find_one({"_id": doc_id})
             if current is None or current.get("state_version", 0) != state_version:
                 return False
             pending = [p for p in current.get("pending", []) if p not in taken]
@@ -385,10 +403,9 @@ class PositionStore:
                 "version": current.get("version"),
                 "state_version": state_version,
             }
-            with translate_errors():
-                result = await self._f.update_one(guard, update)
-            if result.matched_count:
+            if await self._commits.update(self._f, guard, update):
                 return True
+            current = None
         return await self._commit_racing(doc_id, state_version, state, consumed)
 
     async def _commit_racing(
@@ -415,18 +432,23 @@ class PositionStore:
         return bool(result.matched_count)
 
     async def mark_rejected(self, ids_with_reasons: Mapping[Any, str]) -> None:
-        """Flag folded fixes the quality gates refused, with the reason (one command)."""
-        by_reason: dict[str, list[Any]] = {}
-        for doc_id, reason in ids_with_reasons.items():
-            by_reason.setdefault(reason, []).append(doc_id)
-        if not by_reason:
+        """Flag folded fixes the quality gates refused, with the reason (one command; an
+        update by `_id` each, see `fixes`)."""
+        if not ids_with_reasons:
             return
         writes = [
-            UpdateMany({"_id": {"$in": ids}}, {"$set": {"rejected": reason}})
-            for reason, ids in by_reason.items()
+            UpdateOne({"_id": doc_id}, {"$set": {"rejected": reason}})
+            for doc_id, reason in ids_with_reasons.items()
         ]
         with translate_errors():
             await self._p.bulk_write(writes, ordered=False)
+
+    async def purge(self, tenant: str, before: datetime) -> int:
+        """Drop a tenant's fixes received before `before` (a retention shorter than the TTL
+        index's); how many went."""
+        with translate_errors():
+            result = await self._p.delete_many(scoped(tenant, {"at": {"$lt": before}}))
+        return int(result.deleted_count)
 
     # --- reads ---------------------------------------------------------------------------
 
