@@ -127,6 +127,16 @@ class Metrics:
             registry=r,
         )
         self._add_schedule_metrics(r)
+        self._add_position_metrics(r)
+
+    def _add_position_metrics(self, r: CollectorRegistry) -> None:
+        self.fixes = Counter(
+            "gateway_fixes_total",
+            "Position fixes received: appended, duplicate (stored before: answered as stored), "
+            "refused (422) by reason (invalid, mapping, unknown_vehicle, ambiguous_vehicle)",
+            ["outcome", "reason"],
+            registry=r,
+        )
 
     def _add_schedule_metrics(self, r: CollectorRegistry) -> None:
         # `schedule` is our schedule id: bounded by the schedules admins create.

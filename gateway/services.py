@@ -33,6 +33,11 @@ from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
+from gateway.fleet.append import PositionAppender
+from gateway.fleet.rule_service import GeofenceService, PlanService
+from gateway.fleet.rules import FleetRules
+from gateway.fleet.servicing import ServiceRecorder
+from gateway.fleet.tracks import Tracks
 from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.starter import FlowStarter
@@ -76,6 +81,8 @@ class Services:
     store: Store
     kinds: KindService
     entities: EntityService
+    positions: PositionAppender
+    tracks: Tracks
     mappings: MappingService
     admin_verifier: AdminTokenVerifier
     triggers: TriggerService
@@ -96,6 +103,10 @@ class Services:
     dashboard: Dashboard
     flow_starter: FlowStarter
     flow_runner: FlowRunner
+    fleet_rules: FleetRules
+    geofences: GeofenceService
+    maintenance_plans: PlanService
+    vehicle_services: ServiceRecorder
 
 
 @contextlib.asynccontextmanager
@@ -170,9 +181,14 @@ def _assemble(
     gates = TriggerGates(store, metrics, follow_changes=settings.change_streams)
     admin_verifier = _admin_verifier(settings, ring, fetch)
     keeper = RejectedKeeper(store, metrics)
-    ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics)
-    # Where a schedule's pages land, by target type (the fleet lane adds "positions").
-    sinks: dict[str, PageSink] = {"entities": EntitySink(ingestor)}
+    positions = PositionAppender(store, entities, metrics)
+    tracks = Tracks(store, positions)
+    ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics, positions)
+    # Where a schedule's pages land, by target type: the trigger ingest path for both.
+    sinks: dict[str, PageSink] = {
+        "entities": EntitySink(ingestor),
+        "positions": EntitySink(ingestor),
+    }
     runner = ScheduleRunner(
         PollContext(
             store,
@@ -190,6 +206,7 @@ def _assemble(
             concurrency=settings.schedule_concurrency,
         ),
     )
+    fleet_rules = FleetRules(store)
     return Services(
         settings=settings,
         metrics=metrics,
@@ -198,6 +215,8 @@ def _assemble(
         store=store,
         kinds=kinds,
         entities=entities,
+        positions=positions,
+        tracks=tracks,
         mappings=mappings,
         admin_verifier=admin_verifier,
         triggers=TriggerService(
@@ -212,7 +231,9 @@ def _assemble(
             on_change=gates.forget,
         ),
         gates=gates,
-        hooks=HookReceiver(store, gates, configs, entities, ingestor, mappings, ring, metrics),
+        hooks=HookReceiver(
+            store, gates, configs, entities, ingestor, mappings, ring, metrics, tracks
+        ),
         rejected=RejectedPayloads(
             store, configs, ingestor, other_targets=_schedule_targets(store, settings)
         ),
@@ -238,6 +259,10 @@ def _assemble(
         schedule_runner=runner,
         accounts=AccountService(store, admin_verifier),
         dashboard=Dashboard(store, guards.states),
+        fleet_rules=fleet_rules,
+        geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
+        maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
+        vehicle_services=ServiceRecorder(store, entities, store.fleet_rules.plans),
     )
 
 

@@ -83,6 +83,7 @@ USE_CASES = (
     "gateway.flows",
     "gateway.assignments",
     "gateway.assignment_feed",
+    "gateway.fleet",
 )
 ADAPTERS = ("gateway.store", "gateway.metrics", "gateway.outbound")
 PURE = (
@@ -96,6 +97,10 @@ PURE = (
     "gateway.models",
     "gateway.paging",
     "gateway.doorbell",
+    "gateway.fleet.fix",
+    "gateway.fleet.geometry",
+    "gateway.fleet.geofences",
+    "gateway.fleet.maintenance",
 )
 
 

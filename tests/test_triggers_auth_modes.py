@@ -283,9 +283,8 @@ async def test_a_rotated_out_token_ends_by_the_receivers_own_clock(
     def receiver(clock: Callable[[], float]) -> HookReceiver:
         configs = TriggerConfigs(services.store, SecretBox(services.keyring), _no_fetch)
         pipeline = Pipeline(services.entities, services.schemas, services.mappings)
-        ingestor = Ingestor(
-            pipeline, RejectedKeeper(services.store, services.metrics), services.metrics
-        )
+        keeper = RejectedKeeper(services.store, services.metrics)
+        ingestor = Ingestor(pipeline, keeper, services.metrics, services.positions)
         return HookReceiver(
             services.store,
             services.gates,
@@ -295,6 +294,7 @@ async def test_a_rotated_out_token_ends_by_the_receivers_own_clock(
             services.mappings,
             services.keyring,
             services.metrics,
+            services.tracks,
             clock=clock,
         )
 

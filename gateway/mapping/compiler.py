@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.fleet.fix import FIELDS as FIX_FIELDS
+
 from .expressions import Getter
 from .model import Direction, FieldCatalog
 from .params import Param, ParamScope, compile_params
@@ -18,7 +20,11 @@ from .tables import Table
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 COMMON_KEYS = ("name", "description", "direction", "entity_type", "kind")
-INBOUND_KEYS = ("key", "emit", "items", "fields", "event_data", "params", "probe")
+INBOUND_KEYS = ("target", "key", "emit", "items", "fields", "event_data", "params", "probe")
+TARGETS = ("entities", "positions")
+# What a position mapping may not have: fixes name their vehicle themselves (plate or
+# tracker_id) and events come from the fold, not from the mapping.
+_NOT_FOR_POSITIONS = ("key", "emit", "event_data")
 OUTBOUND_KEYS = ("path", "query", "headers", "body", "response")
 ALL_KEYS = (*COMMON_KEYS, *INBOUND_KEYS, *OUTBOUND_KEYS)
 MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -41,6 +47,7 @@ class Plan:
     direction: Direction
     entity_type: str | None = None
     kind: str | None = None
+    target: str = "entities"  # inbound: entity upserts, or "positions" (canonical fixes)
     key_fields: tuple[str, ...] = ()
     emit: tuple[tuple[str, Any], ...] = ()
     items: Getter | None = None
@@ -106,7 +113,10 @@ def _header(data: dict[str, Any], problems: Problems) -> Direction | None:
         problems.add("", "direction is required: inbound or outbound", "required")
     elif direction not in ("inbound", "outbound"):
         problems.add("/direction", "direction is inbound or outbound", "enum")
-    _entity(data, problems, required=direction == "inbound")
+    positions = direction == "inbound" and data.get("target") == "positions"
+    _entity(data, problems, required=direction == "inbound" and not positions)
+    if positions and data.get("entity_type", "vehicle") != "vehicle":
+        problems.add("/entity_type", "a position mapping is for vehicles", "target")
     return direction if direction in ("inbound", "outbound") else None
 
 
@@ -135,6 +145,12 @@ def _inbound(
     data: dict[str, Any], plan: Plan, specs: SpecCompiler, catalog: FieldCatalog | None
 ) -> None:
     problems = specs.problems
+    target = data.get("target", "entities")
+    if target not in TARGETS:
+        problems.add("/target", f"target is one of {', '.join(TARGETS)}", "enum")
+    elif target == "positions":
+        _positions(data, plan, specs)
+        return
     if "fields" not in data:
         problems.add("", "fields is required", "required")
     else:
@@ -151,6 +167,34 @@ def _inbound(
         plan.probe = compile_probe(data["probe"], specs)
     if "event_data" in data:
         plan.event_data = specs.table(data["event_data"], "/event_data", 1) or ()
+
+
+def _positions(data: dict[str, Any], plan: Plan, specs: SpecCompiler) -> None:
+    """A position mapping: each item becomes a canonical fix (gateway/fleet/fix.py)."""
+    problems = specs.problems
+    plan.target, plan.entity_type = "positions", "vehicle"
+    for name in _NOT_FOR_POSITIONS:
+        if name in data:
+            message = f"{name} is not for position mappings (fixes name their vehicle)"
+            problems.add(pointer(name), message, "target")
+    raw = data.get("fields")
+    if raw is None:
+        problems.add("", "fields is required", "required")
+        return
+    plan.fields = specs.table(raw, "/fields", 1) or ()
+    if isinstance(raw, dict):
+        for target in raw:
+            top = target.split(".", 1)[0]
+            if top not in FIX_FIELDS or ("." in target and top != "attributes"):
+                message = f"target {target!r} is not a fix field ({', '.join(FIX_FIELDS)})"
+                problems.add(f"/fields{pointer(target)}", message, "unknown_field")
+    if "items" in data:
+        if isinstance(data["items"], str):
+            plan.items = specs.expression(data["items"], "/items")
+        else:
+            problems.add("/items", "items is an expression that gives the list of items", "type")
+    if "probe" in data:
+        plan.probe = compile_probe(data["probe"], specs)
 
 
 def _key(data: dict[str, Any], problems: Problems) -> tuple[str, ...]:

@@ -49,6 +49,11 @@ class CompiledMapping:
         return self._plan.kind
 
     @property
+    def target(self) -> str:
+        """Inbound: "entities" (upserts by key) or "positions" (canonical fixes)."""
+        return self._plan.target
+
+    @property
     def key_fields(self) -> tuple[str, ...]:
         return self._plan.key_fields
 

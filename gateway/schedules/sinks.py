@@ -2,10 +2,10 @@
 
 A schedule's `target` is compiled into the trigger configuration a partner's call would run
 through (`CompiledTrigger`: entity type, kind, mapping, params; no input schema, no auth), and
-a `PageSink` writes a page's items through it. Entities go through the trigger `Ingestor`
-(validate → map → locate → upsert, events, rejected items kept and replayable). A positions
-target is one more `PageSink` (the fleet lane's position trigger behind the same protocol),
-registered under "positions" in `open_services`.
+a `PageSink` writes a page's items through it: the trigger `Ingestor`, which upserts entities
+(validate → map → locate → upsert, events) or, for a "positions" target, appends fixes
+(validate → map → canonical fix → append, gateway/fleet/append.py), rejected items kept and
+replayable either way. `open_services` registers one sink per target type.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class PageSink(Protocol):
 
 
 class EntitySink:
-    """Entity targets: a page is a batch through the trigger ingest path."""
+    """Entity and position targets: a page is a batch through the trigger ingest path."""
 
     def __init__(self, ingestor: Ingestor) -> None:
         self._ingestor = ingestor
@@ -89,4 +89,5 @@ def compile_target(doc: Doc, *, max_body_bytes: int) -> CompiledTrigger:
         auth_mode=AUTH_MODE,
         token_param=None,
         params=target.get("params") or {},
+        target=target.get("type", "entities"),
     )

@@ -5,10 +5,18 @@ from __future__ import annotations
 from gateway.store import actions, deliveries, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
 from gateway.store.activity import ActivityStore
-from gateway.store.client import Database, Doc, new_id, open_client, translate_errors
+from gateway.store.client import (
+    Database,
+    Doc,
+    derived_id,
+    new_id,
+    open_client,
+    translate_errors,
+)
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.group_commit import GroupCommit
 from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
@@ -18,6 +26,7 @@ from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
 from gateway.store.notify import NotifyStores
 from gateway.store.partners import PartnerStore
+from gateway.store.positions import PositionStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
 from gateway.store.rejected import RejectedStore
 from gateway.store.schedules import ScheduleStore
@@ -25,7 +34,7 @@ from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
 from gateway.store.ui_accounts import UiAccountStores
 
-__all__ = ["Doc", "Store", "new_id", "open_client"]
+__all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 
 
 class Store:
@@ -53,6 +62,9 @@ class Store:
         self.ui = UiAccountStores(db)
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
+        # Telemetry: the track (insert-only) and the fold's queues and state per vehicle.
+        self.positions = PositionStore(db["positions"], db["fleet"], self.commits)
+        self.fleet_rules = FleetRuleStores(db)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
@@ -73,8 +85,10 @@ class Store:
             await self.db["schedules"].create_indexes(schedules.INDEXES)
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.mappings.ensure_indexes()
+        await self.positions.ensure_indexes()
         await self.notify.ensure_indexes()
         await self.ui.ensure_indexes()
+        await self.fleet_rules.ensure_indexes()
 
     async def ping(self) -> None:
         with translate_errors():

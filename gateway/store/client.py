@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -105,6 +107,17 @@ def new_id() -> ObjectId:
     """A fresh document id, for a caller that must know it before the insert (to seal a
     secret to it, or to name an event in an outbox)."""
     return ObjectId()
+
+
+def derived_id(at: datetime, *parts: str) -> ObjectId:
+    """A deterministic document id: the 4-byte timestamp is `at` (seconds, so ids still sort
+    by time), the other 8 bytes the first 8 of sha256 of the parts joined by "|". The same
+    parts at the same second always give the same id: a repeated insert is a duplicate key,
+    which is what makes a replayed write (an event the fold emits again after a crash)
+    idempotent."""
+    seconds = int(at.timestamp()) & 0xFFFFFFFF
+    digest = hashlib.sha256("|".join(parts).encode()).digest()
+    return ObjectId(seconds.to_bytes(4, "big") + digest[:8])
 
 
 def parse_id(value: str) -> ObjectId | None:

@@ -54,6 +54,7 @@ class _Write:
     kind: Literal["insert", "update", "delete"]
     query: Doc  # {} for an insert
     doc: Doc  # the inserted document, or the update's operators; {} for a delete
+    upsert: bool = False  # an update that inserts the document when `query` matches none
 
     def model(self) -> Any:
         """The write for a client-level bulk, which names its collection per operation."""
@@ -61,7 +62,7 @@ class _Write:
         if self.kind == "insert":
             return InsertOne(self.doc, namespace=namespace)
         if self.kind == "update":
-            return UpdateOne(self.query, self.doc, namespace=namespace)
+            return UpdateOne(self.query, self.doc, upsert=self.upsert, namespace=namespace)
         return DeleteOne(self.query, namespace=namespace)
 
     async def run_alone(self) -> int:
@@ -70,7 +71,8 @@ class _Write:
                 await self.collection.insert_one(self.doc)
                 return 1
             if self.kind == "update":
-                return (await self.collection.update_one(self.query, self.doc)).matched_count
+                result = await self.collection.update_one(self.query, self.doc, upsert=self.upsert)
+                return result.matched_count or int(result.upserted_id is not None)
             return (await self.collection.delete_one(self.query)).deleted_count
 
     def count_in(self, result: ClientBulkWriteResult | None, index: int) -> int | None:
@@ -81,7 +83,9 @@ class _Write:
             return 1 if index in result.insert_results else None
         if self.kind == "update":
             updated = result.update_results.get(index)
-            return None if updated is None else updated.matched_count
+            if updated is None:
+                return None
+            return updated.matched_count or int(updated.upserted_id is not None)
         deleted = result.delete_results.get(index)
         return None if deleted is None else deleted.deleted_count
 
@@ -120,9 +124,12 @@ class GroupCommit:
         """Insert `doc`; Conflict if a unique key (its `_id` included) is taken."""
         await self._write(_Write(collection, "insert", {}, doc))
 
-    async def update(self, collection: Collection, query: Doc, update: Doc) -> int:
-        """Update the one document `query` matches; how many matched (0 or 1)."""
-        return await self._write(_Write(collection, "update", query, update))
+    async def update(
+        self, collection: Collection, query: Doc, update: Doc, *, upsert: bool = False
+    ) -> int:
+        """Update the one document `query` matches; how many matched (0 or 1). With
+        `upsert`, a query that matches none inserts the document, and that counts as 1."""
+        return await self._write(_Write(collection, "update", query, update, upsert))
 
     async def delete(self, collection: Collection, query: Doc) -> int:
         return await self._write(_Write(collection, "delete", query, {}))

@@ -50,6 +50,7 @@ class CompiledTrigger:
     hmac: HmacScheme | None = None
     # (secret, valid until as a Unix time or None): several while a secret rotates.
     webhook_secrets: tuple[tuple[str, float | None], ...] = field(default=(), repr=False)
+    target: str = "entities"  # or "positions": fixes appended to vehicles' tracks (SPEC §6)
 
     @property
     def allow(self) -> tuple[str, ...]:
@@ -68,6 +69,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         id=doc["_id"],
         tenant=doc["tenant"],
         version=doc["version"],
+        target=doc.get("target", "entities"),
         entity_type=doc["entity_type"],
         kind=doc.get("kind"),
         methods=frozenset(doc["methods"]),

@@ -9,6 +9,10 @@ mapped on its own. A JSON object whose mapping has an `items` expression is a ba
 schema validates the whole body, the mapping's items are mapped one by one. A batch answers
 200 when every item was written and 207 when at least one failed (all of them included),
 with one result per item; a failing item does not stop the others.
+
+A position trigger (`target: positions`) takes the same path up to the mapping; each item is
+then a canonical fix, and the fixes are appended together (gateway/fleet/append.py), answered
+the same way (per item in a batch, 207 when one was refused).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.entities import Origin, WriteResult
+from gateway.entities import Origin
 from gateway.errors import Conflict, InvalidPayload, PayloadTooLarge
+from gateway.fleet.append import PositionAppender
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.store import Doc
@@ -48,10 +53,17 @@ class _Plan:
 
 
 class Ingestor:
-    def __init__(self, pipeline: Pipeline, rejected: RejectedKeeper, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        rejected: RejectedKeeper,
+        metrics: Metrics,
+        appender: PositionAppender,
+    ) -> None:
         self._pipeline = pipeline
         self._rejected = rejected
         self._metrics = metrics
+        self._appender = appender
 
     async def ingest(
         self, trigger: CompiledTrigger, payload: Any, *, origin: Origin, keep_body: bool = True
@@ -61,6 +73,8 @@ class Ingestor:
         and answered per item."""
         try:
             plan = await self._plan(trigger, payload)
+            if trigger.target == "positions" and plan.probe is None:
+                return await self._positions(trigger, plan)
             result = None
             if not plan.batch and plan.probe is None:
                 result = await self._pipeline.item(trigger, plan.mapping, payload, origin=origin)
@@ -81,11 +95,72 @@ class Ingestor:
 
     async def ingest_item(
         self, trigger: CompiledTrigger, item: Any, *, origin: Origin, schema_applies: bool
-    ) -> WriteResult:
-        """One item of a batch on its own (a replay of a kept item); nothing is kept."""
+    ) -> dict[str, Any]:
+        """One item of a batch on its own (a replay of a kept item), answered as a single
+        item would be (`status` included); nothing is kept."""
         mapping = await self._pipeline.inbound_mapping(trigger)
-        return await self._pipeline.item(
+        if trigger.target == "positions":
+            fix = self._pipeline.fix(trigger, mapping, item, schema_applies=schema_applies)
+            (outcome,) = await self._appender.append(trigger.tenant, [fix], trigger.id)
+            if isinstance(outcome, InvalidPayload):
+                raise outcome
+            return {"status": 200 if outcome.duplicate else 201, **outcome.answer()}
+        result = await self._pipeline.item(
             trigger, mapping, item, origin=origin, schema_applies=schema_applies
+        )
+        return {"status": 201 if result.created else 200, **written(trigger, result)}
+
+    async def _positions(self, trigger: CompiledTrigger, plan: _Plan) -> Ingested:
+        """A position trigger's items: each mapped to a canonical fix, then all appended
+        together (gateway/fleet/append.py). One fix answers 201 (200 for a duplicate) or
+        raises its 422; a batch answers per item, 207 when any was refused."""
+        items: list[Any] = []
+        for item in plan.items:
+            try:
+                fix = self._pipeline.fix(
+                    trigger, plan.mapping, item, schema_applies=plan.schema_applies
+                )
+            except InvalidPayload as exc:
+                fix = exc
+            items.append(fix)
+        outcomes = await self._appender.append(trigger.tenant, items, trigger.id)
+        if not plan.batch:
+            (outcome,) = outcomes
+            if isinstance(outcome, InvalidPayload):
+                raise outcome
+            if outcome.duplicate:
+                return Ingested(200, outcome.answer(), "accepted")
+            return Ingested(201, outcome.answer(), "created")
+        results: list[dict[str, Any]] = []
+        kept: list[Doc] = []
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InvalidPayload):
+                kept.append(
+                    self._rejected.record(
+                        trigger,
+                        outcome,
+                        plan.items[index],
+                        scope="item",
+                        index=index,
+                        schema_applies=plan.schema_applies,
+                    )
+                )
+                results.append({"index": index, "status": 422, "problem": outcome.problem()})
+            else:
+                status = 200 if outcome.duplicate else 201
+                results.append({"index": index, "status": status, **outcome.answer()})
+        await self._rejected.keep(trigger, kept)
+        failed = len(kept)
+        duplicates = sum(r.get("duplicate") is True for r in results)
+        summary = {
+            "items": len(results),
+            "stored": len(results) - failed - duplicates,
+            "duplicates": duplicates,
+            "failed": failed,
+        }
+        outcome_label = _batch_outcome(failed, len(results))
+        return Ingested(
+            207 if failed else 200, {"results": results, "summary": summary}, outcome_label
         )
 
     async def _plan(self, trigger: CompiledTrigger, payload: Any) -> _Plan:
@@ -178,5 +253,9 @@ def _answer(done: list[dict[str, Any]]) -> Ingested:
         "updated": len(done) - created - failed,
         "failed": failed,
     }
-    outcome = "accepted" if not failed else "partial" if failed < len(done) else "rejected_batch"
+    outcome = _batch_outcome(failed, len(done))
     return Ingested(207 if failed else 200, {"results": done, "summary": summary}, outcome)
+
+
+def _batch_outcome(failed: int, items: int) -> str:
+    return "accepted" if not failed else "partial" if failed < items else "rejected_batch"

@@ -1,5 +1,6 @@
 """One payload item through a trigger: validate (schema) → map (mapping) → locate (entity key)
-→ upsert (entity). Shared by partner calls (`ingest.py`) and replays (`replay.py`).
+→ upsert (entity); for a position trigger, validate → map → the canonical fix (`fix`), which
+the fleet append takes. Shared by partner calls (`ingest.py`) and replays (`replay.py`).
 
 Each stage labels what it refuses with its own name (`with stage("mapping"):`): that label
 is the `reason` of the 422 and of the kept record (`rejected.py`), so an admin knows whether
@@ -91,6 +92,22 @@ class Pipeline:
             lane = self._entities.natural_key(trigger.entity_type, fields)
         return Prepared(fields, events, lane, detail)
 
+    def fix(
+        self,
+        trigger: CompiledTrigger,
+        mapping: CompiledMapping | None,
+        item: Any,
+        *,
+        schema_applies: bool = True,
+    ) -> Any:
+        """A position trigger's item as a canonical fix (checked by the append, fix.py)."""
+        if schema_applies:
+            self.validate(trigger, item)
+        if mapping is None:
+            return item
+        with stage("mapping"):
+            return mapping.apply(item).document
+
     async def write(
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin
     ) -> WriteResult:
@@ -120,6 +137,11 @@ class Pipeline:
             raise _mapping_problem(exc.detail) from None
         if mapping.direction != "inbound":
             raise _mapping_problem(f"mapping {mapping.name!r} is not an inbound mapping")
+        if mapping.target != trigger.target:
+            raise _mapping_problem(
+                f"mapping {mapping.name!r} maps to {mapping.target}, "
+                f"this trigger writes {trigger.target}"
+            )
         if mapping.entity_type not in (None, trigger.entity_type):
             raise _mapping_problem(
                 f"mapping {mapping.name!r} maps to {mapping.entity_type}, "

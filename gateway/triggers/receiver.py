@@ -5,7 +5,8 @@
             JWT | body signature: Standard Webhooks or the partner's own HMAC scheme)
             → enabled? → method allowed? → rate limit (per process)
     write:  read body (size limit) → parse (JSON or form) → Idempotency-Key → ingest
-    read:   one entity by id/key, or a filtered page, shaped by the response mapping
+    read:   one entity by id/key, or a filtered page, shaped by the response mapping; a
+            position trigger's: a vehicle's recent track (gateway/fleet/tracks.py)
 
 Every 401 has the same body, whether the trigger is unknown, the token bad, expired or
 revoked, so a caller learns nothing about which trigger ids exist. A valid token shown at
@@ -42,6 +43,7 @@ from gateway.errors import (
     Unauthorized,
     Unavailable,
 )
+from gateway.fleet.tracks import Tracks
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import TokenBucket
@@ -88,6 +90,7 @@ class HookReceiver:
         mappings: MappingSource,
         ring: KeyRing,
         metrics: Metrics,
+        tracks: Tracks,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -96,6 +99,7 @@ class HookReceiver:
         self._configs = configs
         self._ingestor = ingestor
         self._reader = Reader(entities, mappings)
+        self._tracks = tracks
         self._idempotency = IdempotencyGuard(store, clock=clock)
         self._verifier = TriggerTokenVerifier(ring)
         self._metrics = metrics
@@ -123,9 +127,23 @@ class HookReceiver:
         writes = call.method == "POST" or (trigger.format == "form" and call.method == "GET")
         if call.ref is None and writes:
             return await self._write(admitted, call, tally)
-        answer = await self._reader.read(trigger, call.ref, call.query)
+        if trigger.target == "positions":
+            answer = await self._recent_track(trigger, call)
+        else:
+            answer = await self._reader.read(trigger, call.ref, call.query)
         tally.outcome = "read"
         return HookAnswer(200, orjson.dumps(answer, default=str))
+
+    async def _recent_track(self, trigger: CompiledTrigger, call: HookCall) -> Any:
+        """A position trigger's GET: a vehicle's recent track, by id or plate in the path, or
+        by `?plate=` / `?tracker_id=`."""
+        if call.ref is not None:
+            return await self._tracks.recent(trigger.tenant, call.ref)
+        if plate := call.query.get("plate"):
+            return await self._tracks.recent(trigger.tenant, plate)
+        if tracker_id := call.query.get("tracker_id"):
+            return await self._tracks.recent_by_tracker(trigger.tenant, tracker_id)
+        raise BadRequest("name a vehicle: /hooks/{id}/{plate}, ?plate= or ?tracker_id=")
 
     # -- admission -----------------------------------------------------------------------------
 

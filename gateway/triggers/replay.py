@@ -21,7 +21,6 @@ from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.ingest import Ingestor
-from gateway.triggers.pipeline import written
 from gateway.triggers.rejected import public_rejected
 
 MAX_REPLAY_ALL: Final = 1000
@@ -131,10 +130,9 @@ class RejectedPayloads:
         if record["scope"] == "body":
             ingested = await self._ingestor.ingest(trigger, payload, origin=origin, keep_body=False)
             return {"status": ingested.status, **ingested.body}
-        result = await self._ingestor.ingest_item(
+        return await self._ingestor.ingest_item(
             trigger, payload, origin=origin, schema_applies=record["schema_applies"]
         )
-        return {"status": 201 if result.created else 200, **written(trigger, result)}
 
     async def _record(self, tenant: str, record_id: str) -> Doc:
         doc = await self._store.rejected.get(tenant, record_id)

@@ -22,6 +22,7 @@ from gateway.schemas.compiled import invalid
 from gateway.store import Doc
 
 AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature", "hmac")
+TARGETS: Final = ("entities", "positions")
 METHODS: Final = ("GET", "POST")
 _FIELD_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 _MAPPING_NAME = {"type": ["string", "null"], "minLength": 1, "maxLength": 100}
@@ -47,9 +48,12 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
     "title": "trigger",
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "entity_type"],
+    "required": ["name"],
     "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        # entities: upsert entities by natural key; positions: append fixes to vehicles'
+        # tracks (SPEC §6), canonical fixes or a position mapping's output.
+        "target": {"enum": list(TARGETS)},
         "entity_type": {"enum": list(ENTITY_TYPES)},
         "kind": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
         "methods": {
@@ -113,13 +117,23 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
             },
         },
     },
-    "if": {"properties": {"entity_type": {"const": "other"}}},
-    "then": {"required": ["kind"]},
-    "else": {"not": {"required": ["kind"]}},
+    "allOf": [
+        {
+            "if": {"properties": {"entity_type": {"const": "other"}}, "required": ["entity_type"]},
+            "then": {"required": ["kind"]},
+            "else": {"not": {"required": ["kind"]}},
+        },
+        {
+            # A position trigger appends vehicles' fixes: entity_type is vehicle or absent.
+            "if": {"properties": {"target": {"const": "positions"}}, "required": ["target"]},
+            "then": {"properties": {"entity_type": {"const": "vehicle"}}},
+            "else": {"required": ["entity_type"]},
+        },
+    ],
 }
 _VALIDATOR = compile_schema(TRIGGER_SCHEMA)
-# What PATCH may change; entity_type, kind and the auth mode are fixed at creation.
-PATCHABLE: Final = frozenset(TRIGGER_SCHEMA["properties"]) - {"entity_type", "kind"}
+# What PATCH may change; target, entity_type, kind and the auth mode are fixed at creation.
+PATCHABLE: Final = frozenset(TRIGGER_SCHEMA["properties"]) - {"entity_type", "kind", "target"}
 _PARTNER_JWT_FIELDS: Final = ("jwks_url", "public_key_pem", "algorithms", "issuer", "audience")
 
 
@@ -192,7 +206,8 @@ def document(
         "_id": trigger_id,
         "tenant": tenant,
         "name": spec["name"],
-        "entity_type": spec["entity_type"],
+        "target": spec.get("target", "entities"),
+        "entity_type": spec.get("entity_type", "vehicle"),
         "kind": spec.get("kind"),
         "methods": sorted(spec.get("methods") or ["POST"]),
         "format": spec.get("format", "json"),
@@ -225,6 +240,7 @@ def as_spec(doc: Doc) -> dict[str, Any]:
     auth = doc["auth"]
     spec: dict[str, Any] = {
         "name": doc["name"],
+        "target": doc.get("target", "entities"),
         "entity_type": doc["entity_type"],
         "methods": doc["methods"],
         "format": doc["format"],
@@ -278,6 +294,7 @@ def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
         "id": doc["_id"],
         "url": hook_url(base_url, doc["_id"]),
         "name": doc["name"],
+        "target": doc.get("target", "entities"),
         "entity_type": doc["entity_type"],
         "kind": doc.get("kind"),
         "methods": doc["methods"],

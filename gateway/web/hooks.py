@@ -14,14 +14,21 @@ from gateway.web.state import services_of
 
 _WRITTEN: Final[dict[str, Any]] = {
     "type": "object",
-    "description": "One write (200 updated, 201 created); a batch answers 200, or 207 when an "
-    "item failed, with `results` (one per item) and a `summary`",
+    "description": "One write (200 updated, 201 created; a position trigger: 201 stored, 200 "
+    "a duplicate); a batch answers 200, or 207 when an item failed, with `results` (one per "
+    "item) and a `summary`",
     "properties": {
         "id": {"type": "string"},
         "key": {"type": ["string", "null"]},
         "created": {"type": "boolean"},
         "changed": {"type": "array", "items": {"type": "string"}},
         "events": {"type": "array", "items": {"type": "string"}},
+        "vehicle": {"type": "object", "description": "a position trigger's fix: its vehicle"},
+        "time": {"type": "string", "description": "a position trigger's fix: its device time"},
+        "duplicate": {
+            "type": "boolean",
+            "description": "a position trigger's fix: stored before (answered 200, kept once)",
+        },
         "results": {"type": "array", "items": {"type": "object"}},
         "summary": {"type": "object"},
     },

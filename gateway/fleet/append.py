@@ -1,0 +1,171 @@
+"""Use case: fixes appended to their vehicles' tracks (SPEC §6 "append").
+
+    for each item:  parse the canonical fix (fix.py) → resolve its vehicle (plate or
+                    tracker id → the vehicle entity's id; cached briefly)
+    then:           every vehicle's fixes to the store at once (store/positions.py
+                    `PositionStore.append`: one insert per fix and one queue push per
+                    vehicle, all through the journaled group commit) → outcome per item
+
+An item is refused on its own (a 422 problem of its own) when it is not a valid fix, or names a
+vehicle that does not exist (`unknown_vehicle`: a fix never creates a vehicle) or a tracker id
+two vehicles share (`ambiguous_vehicle`). A resent fix (same vehicle and device time) is a
+duplicate: answered as stored, stored once. The answer comes once the fixes are journaled; a
+database failure fails the whole call (some fixes may be stored: a retry finds them as
+duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from gateway.entities import EntityService
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
+from gateway.fleet.fix import Fix, parse_fix
+from gateway.metrics import Metrics
+from gateway.store import Store
+
+VEHICLE_CACHE_SECONDS: Final = 5.0
+"""How long a resolved plate or tracker id is trusted (a re-assigned tracker takes this long)."""
+_MAX_CACHED: Final = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Vehicle:
+    id: str
+    plate: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """One fix stored (or stored before: `duplicate`)."""
+
+    id: str
+    vehicle: Vehicle
+    time: datetime
+    duplicate: bool
+
+    def answer(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "vehicle": {"id": self.vehicle.id, "plate": self.vehicle.plate},
+            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "duplicate": self.duplicate,
+        }
+
+
+Outcome = Appended | InvalidPayload
+
+
+def refused_reason(error: InvalidPayload) -> str:
+    """The metrics label of a refusal."""
+    keywords = {p.keyword for p in error.problems}
+    for reason in ("unknown_vehicle", "ambiguous_vehicle"):
+        if reason in keywords:
+            return reason
+    return "mapping" if error.extra.get("reason") == "mapping" else "invalid"
+
+
+class PositionAppender:
+    def __init__(
+        self,
+        store: Store,
+        entities: EntityService,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._entities = entities
+        self._metrics = metrics
+        self._clock = clock
+        self._vehicles: dict[tuple[str, str, str], tuple[float, Vehicle]] = {}
+
+    async def append(
+        self, tenant: str, items: Sequence[Any | InvalidPayload], source: str
+    ) -> list[Outcome]:
+        """One outcome per item, in order. An item may already be a refusal (a mapping that
+        failed on it): it is counted and answered as it is."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        by_vehicle: dict[Vehicle, list[tuple[int, Fix]]] = {}
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, InvalidPayload):
+                    raise item
+                fix = parse_fix(item)
+                vehicle = await self._vehicle(tenant, fix)
+            except InvalidPayload as exc:
+                exc.extra.setdefault("reason", "schema")
+                outcomes[index] = exc
+                self._metrics.fixes.labels("refused", refused_reason(exc)).inc()
+                continue
+            by_vehicle.setdefault(vehicle, []).append((index, fix))
+
+        async def append_one(vehicle: Vehicle, fixes: list[tuple[int, Fix]]) -> None:
+            docs = [fix.document() for _, fix in fixes]
+            stored = await self._store.positions.append(tenant, vehicle.id, docs, source)
+            for (index, fix), result in zip(fixes, stored, strict=True):
+                outcomes[index] = Appended(str(result.id), vehicle, fix.time, result.duplicate)
+                outcome = "duplicate" if result.duplicate else "appended"
+                self._metrics.fixes.labels(outcome, "").inc()
+
+        await asyncio.gather(*(append_one(v, fixes) for v, fixes in by_vehicle.items()))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def vehicle(self, tenant: str, ref: str) -> Vehicle:
+        """The vehicle an admin names by id or plate (NotFound otherwise)."""
+        doc = await self._entities.get(tenant, "vehicle", ref)
+        return Vehicle(str(doc["_id"]), doc["data"].get("plate"))
+
+    async def by_tracker(self, tenant: str, tracker_id: str) -> Vehicle:
+        """The vehicle whose tracker has this id (NotFound otherwise)."""
+        found = await self._entities.find(
+            tenant, "vehicle", {"attributes.tracker_id": tracker_id}, after=None, limit=2
+        )
+        if len(found) != 1:
+            raise NotFound(f"no single vehicle with tracker id {tracker_id!r}")
+        return Vehicle(str(found[0]["_id"]), found[0]["data"].get("plate"))
+
+    async def _vehicle(self, tenant: str, fix: Fix) -> Vehicle:
+        if fix.plate is not None:
+            by, value = "plate", fix.plate
+        else:
+            by, value = "tracker_id", str(fix.tracker_id)
+        key = (tenant, by, value)
+        now = self._clock()
+        cached = self._vehicles.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = await self._resolve(tenant, fix, by)
+        if len(self._vehicles) >= _MAX_CACHED:
+            self._vehicles.pop(next(iter(self._vehicles)))
+        self._vehicles[key] = (now + VEHICLE_CACHE_SECONDS, found)
+        return found
+
+    async def _resolve(self, tenant: str, fix: Fix, by: str) -> Vehicle:
+        if fix.plate is not None:
+            try:
+                doc = await self._entities.get(tenant, "vehicle", fix.plate)
+            except NotFound:
+                raise _unknown("plate", fix.plate) from None
+            return Vehicle(str(doc["_id"]), doc["data"].get("plate"))
+        filters = {"attributes.tracker_id": fix.tracker_id}
+        found = await self._entities.find(tenant, "vehicle", filters, after=None, limit=2)
+        if not found:
+            raise _unknown("tracker_id", fix.tracker_id)
+        if len(found) > 1:
+            message = f"/tracker_id: more than one vehicle has tracker id {fix.tracker_id!r}"
+            problem = FieldProblem("/tracker_id", message, "ambiguous_vehicle")
+            raise InvalidPayload(message, [problem], reason="entity")
+        return Vehicle(str(found[0]["_id"]), found[0]["data"].get("plate"))
+
+
+def _unknown(field: str, value: Any) -> InvalidPayload:
+    message = f"/{field}: no vehicle with {field} {value!r} (a fix never creates a vehicle)"
+    return InvalidPayload(
+        message, [FieldProblem(f"/{field}", message, "unknown_vehicle")], reason="entity"
+    )

@@ -1,0 +1,175 @@
+"""The canonical fix: what a position trigger takes without a mapping, and what a position
+mapping produces (SPEC §3.5, §6).
+
+    {"plate" | "tracker_id", "time", "lat", "lon", "speed_kmh"?, "heading"?, "accuracy_m"?,
+     "odometer_km"?, "ignition"?, "attributes"?}
+
+`parse_fix` checks one item and lists every problem (a 422 names each failing field): the
+vehicle named by a plate or a tracker id, `time` an RFC 3339 timestamp with an offset (or
+"Z"), coordinates finite and in range, speed, accuracy and odometer finite and not negative,
+heading within [0, 360], ignition a boolean, attributes an object. A fix that passes may still
+be refused by the quality gates of the fold ((0,0), far future, impossible speed, ...): those
+are stored and flagged, not refused here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from gateway.errors import FieldProblem, InvalidPayload
+
+FIELDS: Final = (
+    "plate",
+    "tracker_id",
+    "time",
+    "lat",
+    "lon",
+    "speed_kmh",
+    "heading",
+    "accuracy_m",
+    "odometer_km",
+    "ignition",
+    "attributes",
+)
+_MAX_TEXT: Final = 100
+# Optional numbers: (lowest, highest) allowed.
+_RANGES: Final[Mapping[str, tuple[float, float]]] = {
+    "speed_kmh": (0.0, math.inf),
+    "heading": (0.0, 360.0),
+    "accuracy_m": (0.0, math.inf),
+    "odometer_km": (0.0, math.inf),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One valid fix. `plate` or `tracker_id` names the vehicle (the plate wins if both)."""
+
+    plate: str | None
+    tracker_id: str | int | None
+    time: datetime  # UTC, millisecond precision (what the database keeps)
+    lat: float
+    lon: float
+    extra: Mapping[str, Any] = field(default_factory=dict)  # the optional fields present
+
+    def document(self) -> dict[str, Any]:
+        """The position's fields as the track stores them (the store adds ids and times)."""
+        return {"t": self.time, "lat": self.lat, "lon": self.lon, **self.extra}
+
+
+def parse_fix(item: Any) -> Fix:
+    """The fix `item` describes; InvalidPayload listing every problem otherwise."""
+    if not isinstance(item, Mapping):
+        raise _invalid([FieldProblem("", "a fix is a JSON object", "type")])
+    problems: list[FieldProblem] = []
+    for name in item:
+        if name not in FIELDS:
+            message = f"/{name}: unknown field (a fix has {', '.join(FIELDS)})"
+            problems.append(FieldProblem(f"/{name}", message, "additionalProperties"))
+    plate = _vehicle_text(item, "plate", problems)
+    tracker_id = _tracker_id(item, problems)
+    if plate is None and tracker_id is None and not _has_vehicle(item):
+        message = "a fix names its vehicle: plate or tracker_id is required"
+        problems.append(FieldProblem("", message, "required"))
+    when = _time(item.get("time"), problems)
+    lat = _number(item, "lat", -90.0, 90.0, problems, required=True)
+    lon = _number(item, "lon", -180.0, 180.0, problems, required=True)
+    extra: dict[str, Any] = {}
+    for name, (low, high) in _RANGES.items():
+        value = _number(item, name, low, high, problems, required=False)
+        if value is not None:
+            extra[name] = value
+    if "ignition" in item and item["ignition"] is not None:
+        if isinstance(item["ignition"], bool):
+            extra["ignition"] = item["ignition"]
+        else:
+            problems.append(FieldProblem("/ignition", "/ignition: a boolean", "type"))
+    if "attributes" in item and item["attributes"] is not None:
+        if isinstance(item["attributes"], Mapping):
+            extra["attributes"] = dict(item["attributes"])
+        else:
+            problems.append(FieldProblem("/attributes", "/attributes: an object", "type"))
+    if problems or when is None or lat is None or lon is None:
+        raise _invalid(problems)
+    return Fix(plate, tracker_id, when, lat, lon, extra)
+
+
+def _invalid(problems: list[FieldProblem]) -> InvalidPayload:
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return InvalidPayload(f"fix is invalid: {problems[0].message}{more}", problems)
+
+
+def _has_vehicle(item: Mapping[str, Any]) -> bool:
+    return item.get("plate") is not None or item.get("tracker_id") is not None
+
+
+def _vehicle_text(item: Mapping[str, Any], name: str, problems: list[FieldProblem]) -> str | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
+        message = f"/{name}: text of 1 to {_MAX_TEXT} characters"
+        problems.append(FieldProblem(f"/{name}", message, "type"))
+        return None
+    return value.strip()
+
+
+def _tracker_id(item: Mapping[str, Any], problems: list[FieldProblem]) -> str | int | None:
+    value = item.get("tracker_id")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
+        return value  # a partner's numeric device id (Motive): found as number or text
+    return _vehicle_text(item, "tracker_id", problems)
+
+
+def _time(value: Any, problems: list[FieldProblem]) -> datetime | None:
+    if value is None:
+        problems.append(FieldProblem("/time", "/time is required (RFC 3339)", "required"))
+        return None
+    parsed: datetime | None = None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and 10 < len(value) <= 40 and "T" in value.upper():
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        message = "/time: an RFC 3339 timestamp with an offset, e.g. 2026-12-01T12:00:00Z"
+        problems.append(FieldProblem("/time", message, "format"))
+        return None
+    utc = parsed.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+
+
+def _number(
+    item: Mapping[str, Any],
+    name: str,
+    low: float,
+    high: float,
+    problems: list[FieldProblem],
+    *,
+    required: bool,
+) -> float | None:
+    value = item.get(name)
+    where = f"/{name}"
+    if value is None:
+        if required:
+            problems.append(FieldProblem(where, f"{where} is required", "required"))
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(FieldProblem(where, f"{where}: a number", "type"))
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        problems.append(FieldProblem(where, f"{where}: a finite number", "type"))
+        return None
+    if not low <= number <= high:
+        bounds = f"at least {low:g}" if math.isinf(high) else f"between {low:g} and {high:g}"
+        keyword = "minimum" if number < low else "maximum"
+        problems.append(FieldProblem(where, f"{where}: {bounds}, not {number:g}", keyword))
+        return None
+    return number

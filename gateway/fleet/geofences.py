@@ -1,0 +1,121 @@
+"""Geofences, pure: which vehicles a fence watches, and the hysteresis that turns a noisy
+stream of fixes into one crossing per real crossing.
+
+A fence's state for one vehicle is `FenceState`: `inside` (None until the first fix), and a
+`candidate` side seen but not yet confirmed by the dwell. `step` moves it with one fix:
+
+- the first fix sets `inside` (by the sign of the distance) and emits nothing;
+- a fix is *clearly outside* when it is outside the border by more than `margin_m` plus the
+  fix's accuracy, *clearly inside* when it is inside by more than `margin_m`; anything in
+  between (the band along the border) changes nothing, so GPS noise along a border does not
+  flap the state;
+- a clear fix on the other side switches the state at once (`dwell_s` = 0), or, with a
+  dwell, becomes the candidate; the switch happens at the first clear fix on that side at
+  least `dwell_s` after the candidate started (a clear fix back on the current side drops
+  the candidate). The crossing's `at` is the candidate's start: when the vehicle crossed.
+
+Both kinds of fence report both crossings; which one is the alert is the fence's `kind`
+("authorized": exited, "restricted": entered) and the fold's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from gateway.fleet.geometry import Shape
+
+FenceKind = Literal["authorized", "restricted"]
+CrossingKind = Literal["entered", "exited"]
+DEFAULT_MARGIN_M = 25.0
+
+
+@dataclass(frozen=True)
+class Geofence:
+    id: str
+    name: str
+    kind: FenceKind
+    shape: Shape
+    vehicles: frozenset[str] = field(default_factory=frozenset)
+    group: str | None = None
+    margin_m: float = DEFAULT_MARGIN_M
+    dwell_s: float = 0.0
+
+    def applies_to(self, plate: str, groups: Collection[str]) -> bool:
+        """No `vehicles` and no `group`: every vehicle; otherwise the named plates and the
+        members of the group (either)."""
+        if not self.vehicles and self.group is None:
+            return True
+        return plate in self.vehicles or (self.group is not None and self.group in groups)
+
+    def signed_distance_m(self, lat: float, lon: float) -> float:
+        """Metres to the border: < 0 inside, > 0 outside."""
+        return self.shape.signed_distance_m(lat, lon)
+
+
+@dataclass(frozen=True)
+class FenceState:
+    inside: bool | None = None
+    candidate: bool | None = None
+    candidate_since: datetime | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "inside": self.inside,
+            "candidate": self.candidate,
+            "candidate_since": self.candidate_since,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> FenceState:
+        return cls(
+            inside=doc.get("inside"),
+            candidate=doc.get("candidate"),
+            candidate_since=utc(doc.get("candidate_since")),
+        )
+
+
+@dataclass(frozen=True)
+class Crossing:
+    kind: CrossingKind
+    at: datetime
+
+
+def step(
+    fence: Geofence,
+    state: FenceState | None,
+    lat: float,
+    lon: float,
+    accuracy_m: float | None,
+    at: datetime,
+) -> tuple[FenceState, Crossing | None]:
+    """The state after one fix (in device-time order), and the crossing it confirms, if any."""
+    distance = fence.signed_distance_m(lat, lon)
+    if state is None or state.inside is None:
+        return FenceState(inside=distance <= 0), None
+    accuracy = accuracy_m if accuracy_m is not None and accuracy_m > 0 else 0.0
+    if distance > fence.margin_m + accuracy:
+        seen: bool | None = False
+    elif distance < -fence.margin_m:
+        seen = True
+    else:
+        seen = None  # in the band along the border: no evidence either way
+    if seen is None:
+        return state, None
+    if seen == state.inside:
+        return FenceState(inside=state.inside), None  # back on its side: any candidate is off
+    since = state.candidate_since if state.candidate == seen and state.candidate_since else at
+    if (at - since).total_seconds() < fence.dwell_s:
+        return FenceState(inside=state.inside, candidate=seen, candidate_since=since), None
+    return FenceState(inside=seen), Crossing("entered" if seen else "exited", since)
+
+
+def utc(value: Any) -> datetime | None:
+    """A stored time back as an aware UTC datetime (BSON gives datetimes, JSON ISO strings)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -1,0 +1,165 @@
+"""Use cases: a tenant's geofences and maintenance plans as admin resources (create, list,
+get, change, delete), checked whole before anything is stored; every change forgets the
+tenant's cached rules (`rules.py` `FleetRules.forget`).
+
+    geofence  {"name", "kind": "authorized"|"restricted", "circle": {"lat", "lon",
+              "radius_m"} | "polygon": GeoJSON Polygon, "vehicles"?: [plates], "group"?,
+              "margin_m"? (25), "dwell_seconds"? (0), "description"?}
+    plan      {"name", "every_km", "due_soon_km"?, "every_days"?, "due_soon_days"?,
+              "start_km"? (0), "vehicles"?: [plates], "group"?, "description"?}
+
+A rule with neither `vehicles` nor `group` applies to every vehicle of the tenant; otherwise to
+the plates listed and to the vehicles whose `group` (or one of whose `groups`) is `group`.
+Changing a fence keeps each vehicle's state: a vehicle that is now on the other side of the
+border gets its crossing at its next clear fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.actions.body_check import BodyCheck
+from gateway.errors import Conflict, InvalidPayload, NotFound
+from gateway.fleet.geofences import DEFAULT_MARGIN_M
+from gateway.fleet.geometry import circle_from, polygon_from
+from gateway.store import Doc, new_id
+from gateway.store.fleet_rules import RuleResources
+
+KINDS = ("authorized", "restricted")
+MAX_VEHICLES = 1_000
+MAX_MARGIN_M = 10_000.0
+MAX_DWELL_SECONDS = 86_400.0
+MAX_EVERY_KM = 1_000_000.0
+MAX_START_KM = 10_000_000.0
+MAX_EVERY_DAYS = 3_650.0
+_COMMON = {"name", "description", "vehicles", "group"}
+FENCE_FIELDS = _COMMON | {"kind", "circle", "polygon", "margin_m", "dwell_seconds"}
+PLAN_FIELDS = _COMMON | {"every_km", "due_soon_km", "every_days", "due_soon_days", "start_km"}
+# Fields that may be absent from a stored document (a change that drops them unsets them).
+_OPTIONAL = ("circle", "polygon", "description", "due_soon_km", "every_days", "due_soon_days")
+
+
+def public_rule(doc: Doc) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in ("_id", "tenant", "rev")}
+    return {"id": str(doc["_id"]), **out}
+
+
+class _RuleService:
+    """CRUD shared by geofences and plans; `_fields` checks a whole body."""
+
+    what = "rule"
+
+    def __init__(self, resources: RuleResources, on_change: Callable[[str], None]) -> None:
+        self._resources = resources
+        self._on_change = on_change
+
+    def _fields(self, body: Mapping[str, Any]) -> Doc:
+        raise NotImplementedError
+
+    async def create(self, tenant: str, body: Mapping[str, Any]) -> Doc:
+        fields = self._fields(body)
+        now = datetime.now(UTC)
+        doc = {"_id": new_id(), "tenant": tenant, **fields, "rev": 1}
+        doc.update(created_at=now, updated_at=now)
+        await self._resources.insert(doc)
+        self._on_change(tenant)
+        return doc
+
+    async def get(self, tenant: str, ref: str) -> Doc:
+        doc = await self._resources.by_ref(tenant, ref)
+        if doc is None:
+            raise NotFound(f"no {self.what} {ref!r}")
+        return doc
+
+    async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+        return await self._resources.list(tenant, after=after, limit=limit)
+
+    async def update(self, tenant: str, ref: str, body: Mapping[str, Any]) -> Doc:
+        """Merge `body` into the rule (null clears an optional field) and check the whole."""
+        current = await self.get(tenant, ref)
+        merged = {k: v for k, v in current.items() if k in FENCE_FIELDS | PLAN_FIELDS}
+        if "circle" in body or "polygon" in body:  # a new shape replaces the old one
+            merged.pop("circle", None)
+            merged.pop("polygon", None)
+        fields = self._fields({**merged, **body})
+        fields["updated_at"] = datetime.now(UTC)
+        unset = [k for k in _OPTIONAL if k in current and k not in fields]
+        doc = await self._resources.update(
+            tenant, str(current["_id"]), current["rev"], fields, unset
+        )
+        if doc is None:
+            raise Conflict(f"the {self.what} was changed concurrently; retry")
+        self._on_change(tenant)
+        return doc
+
+    async def delete(self, tenant: str, ref: str) -> None:
+        doc = await self.get(tenant, ref)
+        await self._resources.delete(tenant, str(doc["_id"]))
+        self._on_change(tenant)
+
+
+class GeofenceService(_RuleService):
+    what = "geofence"
+
+    def _fields(self, body: Mapping[str, Any]) -> Doc:
+        check = BodyCheck(body, FENCE_FIELDS)
+        fields = _common(check)
+        fields["kind"] = check.choice("kind", KINDS)
+        shapes = [k for k in ("circle", "polygon") if k in body]
+        if len(shapes) != 1:
+            check.add("/circle", "give exactly one of circle or polygon", "oneOf")
+        else:
+            try:
+                if shapes == ["circle"]:
+                    fields["circle"] = circle_from(body["circle"]).to_doc()
+                else:
+                    fields["polygon"] = polygon_from(body["polygon"]).to_doc()
+            except InvalidPayload as exc:
+                check.problems.extend(exc.problems)
+        fields["margin_m"] = check.number("margin_m", 0, MAX_MARGIN_M, default=DEFAULT_MARGIN_M)
+        fields["dwell_seconds"] = check.number("dwell_seconds", 0, MAX_DWELL_SECONDS, default=0)
+        check.done("geofence")
+        return fields
+
+
+class PlanService(_RuleService):
+    what = "maintenance plan"
+
+    def _fields(self, body: Mapping[str, Any]) -> Doc:
+        check = BodyCheck(body, PLAN_FIELDS)
+        fields = _common(check)
+        if body.get("every_km") is None:
+            check.add("/every_km", "every_km is required", "required")
+        fields["every_km"] = check.number("every_km", 1, MAX_EVERY_KM)
+        fields["start_km"] = check.number("start_km", 0, MAX_START_KM, default=0)
+        optional = {
+            "due_soon_km": check.number("due_soon_km", 0, MAX_EVERY_KM),
+            "every_days": check.number("every_days", 1, MAX_EVERY_DAYS),
+            "due_soon_days": check.number("due_soon_days", 0, MAX_EVERY_DAYS),
+        }
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        check.done("maintenance plan")
+        return fields
+
+
+def _common(check: BodyCheck) -> Doc:
+    """name, description, vehicles and group: the fields every rule has."""
+    fields: Doc = {"name": check.text("name", max_len=100)}
+    if check.body.get("description") is not None:
+        fields["description"] = check.text("description", max_len=2000)
+    vehicles = check.body.get("vehicles")
+    plates: list[str] = []
+    if vehicles is not None:
+        if not isinstance(vehicles, list) or len(vehicles) > MAX_VEHICLES:
+            check.add("/vehicles", f"vehicles is an array of at most {MAX_VEHICLES} plates", "type")
+        else:
+            for i, plate in enumerate(vehicles):
+                if not isinstance(plate, str) or not 1 <= len(plate) <= 64:
+                    check.add(f"/vehicles/{i}", "a plate is a string of 1-64 characters", "type")
+                elif plate not in plates:
+                    plates.append(plate)
+    fields["vehicles"] = plates
+    fields["group"] = check.text("group", required=False, max_len=100)
+    return fields

@@ -1,0 +1,84 @@
+"""Use case: a service done on a vehicle, recorded for the fold (which resets the vehicle's
+maintenance plans: `maintenance.py` `record_service`).
+
+    {"km"?: odometer at the service, "at"?: RFC 3339 (default: now), "plan"?: id or name}
+
+No `plan`: every plan of the vehicle is reset; with one, only that plan. No `km`: the fold
+takes the vehicle's odometer as the plans last saw it. The service is queued on the vehicle's
+fleet document (`store/positions.py` `push_service`, journaled) and takes effect at the next
+fold of the vehicle, in device-time order with its fixes' evaluation.
+
+An admin records one through `POST /api/v1/entities/vehicle/{id|key}/services`; a checklist
+or ERP integration can call the same route from a flow (`call` step) or a partner's script.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.actions.body_check import BodyCheck
+from gateway.entities import EntityService
+from gateway.store import Doc, Store
+from gateway.store.fleet_rules import RuleResources
+
+MAX_KM = 10_000_000.0
+# A service dated later than this is a typo or a wrong clock, not a plan.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class ServiceRecorder:
+    def __init__(self, store: Store, entities: EntityService, plans: RuleResources) -> None:
+        self._store = store
+        self._entities = entities
+        self._plans = plans
+
+    async def record(
+        self, tenant: str, vehicle_ref: str, body: Mapping[str, Any], *, source: str
+    ) -> dict[str, Any]:
+        """Queue the service; its record as the fold will see it, with the vehicle named."""
+        vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        check = BodyCheck(body, {"km", "at", "plan"})
+        km = check.number("km", 0, MAX_KM)
+        at = _time(check, datetime.now(UTC))
+        plan_id = None
+        if body.get("plan") is not None:
+            ref = check.text("plan", max_len=100)
+            plan = None if ref is None else await self._plans.by_ref(tenant, ref)
+            if ref is not None and plan is None:
+                check.add("/plan", f"no maintenance plan {ref!r}", "exists")
+            plan_id = None if plan is None else str(plan["_id"])
+        check.done("service")
+        service: Doc = {"at": at, "source": source}
+        if km is not None:
+            service["km"] = float(km)
+        if plan_id is not None:
+            service["plan"] = plan_id
+        await self._store.positions.push_service(tenant, str(vehicle["_id"]), service)
+        return {
+            "vehicle": {"id": str(vehicle["_id"]), "plate": vehicle["data"].get("plate")},
+            **service,
+        }
+
+
+def _time(check: BodyCheck, now: datetime) -> datetime:
+    value = check.body.get("at")
+    if value is None:
+        return now
+    parsed = None
+    if isinstance(value, str) and 10 < len(value) <= 40 and "T" in value.upper():
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None or not math.isfinite(parsed.timestamp()):
+        check.add(
+            "/at", "at is an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z", "format"
+        )
+        return now
+    at = parsed.astimezone(UTC)
+    if at > now + FUTURE_TOLERANCE:
+        check.add("/at", "at is in the future: a service is recorded once done", "maximum")
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)

@@ -1,0 +1,36 @@
+"""The `geofences` and `maintenance_plans` collections: a tenant's fleet rules.
+
+Both are `{_id: ObjectId, tenant, name, ..., rev, created_at, updated_at}` with a name unique
+per tenant, found by id or by name (`store/notify.py` `NamedResources`). A geofence carries
+`kind`, one of `circle` {lat, lon, radius_m} or `polygon` (GeoJSON), `vehicles` (plates),
+`group`, `margin_m`, `dwell_seconds`; a plan `every_km`, `due_soon_km`, `every_days`,
+`due_soon_days`, `start_km`, `vehicles`, `group`. The fold reads a tenant's rules whole
+(`all`): a tenant has tens of them, a few thousand at most (`MAX_RULES`).
+"""
+
+from __future__ import annotations
+
+from gateway.store.client import Database, Doc, scoped, translate_errors
+from gateway.store.notify import NAME_INDEXES, NamedResources
+
+MAX_RULES = 5_000
+
+
+class RuleResources(NamedResources):
+    async def all(self, tenant: str) -> list[Doc]:
+        """Every rule of the tenant (at most MAX_RULES), oldest first."""
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, {})).sort("_id", 1).limit(MAX_RULES)
+            return await cursor.to_list(MAX_RULES)
+
+
+class FleetRuleStores:
+    def __init__(self, db: Database) -> None:
+        self.geofences = RuleResources(db["geofences"])
+        self.plans = RuleResources(db["maintenance_plans"])
+        self._db = db
+
+    async def ensure_indexes(self) -> None:
+        with translate_errors():
+            await self._db["geofences"].create_indexes(NAME_INDEXES)
+            await self._db["maintenance_plans"].create_indexes(NAME_INDEXES)

@@ -1,0 +1,341 @@
+"""/api/v1/geofences and /api/v1/maintenance-plans: a tenant's fleet rules, and the services
+recorded on a vehicle, which reset its plans (docs/fleet.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.fleet.geofences import DEFAULT_MARGIN_M
+from gateway.fleet.geometry import MAX_POSITIONS, MAX_RADIUS_M
+from gateway.fleet.rule_service import (
+    MAX_DWELL_SECONDS,
+    MAX_EVERY_DAYS,
+    MAX_EVERY_KM,
+    MAX_MARGIN_M,
+    MAX_START_KM,
+    MAX_VEHICLES,
+    GeofenceService,
+    PlanService,
+    public_rule,
+)
+from gateway.fleet.servicing import MAX_KM
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.requests import page, page_params, read_object
+from gateway.web.state import services_of
+
+_TEXT = {"type": "string", "minLength": 1, "pattern": "\\S"}
+_COMMON: dict[str, Any] = {
+    "name": {**_TEXT, "maxLength": 100, "description": "unique in the tenant"},
+    "description": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": 2000,
+        "pattern": "\\S",
+    },
+    "vehicles": {
+        "type": ["array", "null"],
+        "maxItems": MAX_VEHICLES,
+        "items": {"type": "string", "minLength": 1, "maxLength": 64},
+        "description": "plates (vehicle keys); with `group`, either matches; neither: all",
+    },
+    "group": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": 100,
+        "pattern": "\\S",
+        "description": "a vehicle's `group` (or one of its `groups`)",
+    },
+}
+_CIRCLE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["lat", "lon", "radius_m"],
+    "properties": {
+        "lat": {"type": "number", "minimum": -90, "maximum": 90},
+        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+        "radius_m": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_RADIUS_M},
+    },
+}
+_POSITION: dict[str, Any] = {
+    "type": "array",
+    "minItems": 2,
+    "maxItems": 3,
+    "items": {"type": "number"},
+    "description": "[lon, lat] or [lon, lat, altitude]: lon in [-180, 180], lat in [-90, 90] "
+    "degrees (RFC 7946)",
+}
+_POLYGON: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "coordinates"],
+    "description": "a GeoJSON Polygon: the exterior ring, then holes; each ring closed (first "
+    "position = last), at least 4 positions, not crossing itself or another ring, holes "
+    f"inside the exterior; at most {MAX_POSITIONS} positions and 20 degrees across",
+    "properties": {
+        "type": {"const": "Polygon"},
+        "coordinates": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "array", "minItems": 4, "items": _POSITION},
+        },
+    },
+}
+_FENCE_PROPERTIES: dict[str, Any] = {
+    **_COMMON,
+    "kind": {
+        "enum": ["authorized", "restricted"],
+        "description": "authorized: alert on leaving; restricted: alert on entering",
+    },
+    "circle": _CIRCLE,
+    "polygon": _POLYGON,
+    "margin_m": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": MAX_MARGIN_M,
+        "description": f"hysteresis band, metres (default {DEFAULT_MARGIN_M:g}); leaving needs "
+        "margin + the fix's accuracy",
+    },
+    "dwell_seconds": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": MAX_DWELL_SECONDS,
+        "description": "how long a vehicle must stay on the other side (default 0)",
+    },
+}
+GEOFENCE_BODY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "kind"],
+    "oneOf": [{"required": ["circle"]}, {"required": ["polygon"]}],
+    "properties": _FENCE_PROPERTIES,
+}
+GEOFENCE_PATCH: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "not": {"required": ["circle", "polygon"]},
+    "description": "fields to change (null clears an optional one); a circle or a polygon "
+    "replaces the shape",
+    "properties": _FENCE_PROPERTIES,
+}
+_STORED: dict[str, Any] = {
+    "id": {"type": "string"},
+    "created_at": {"type": "string"},
+    "updated_at": {"type": "string"},
+}
+GEOFENCE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "name", "kind", "vehicles", "margin_m", "dwell_seconds"],
+    "properties": {**_FENCE_PROPERTIES, **_STORED},
+}
+_PLAN_PROPERTIES: dict[str, Any] = {
+    **_COMMON,
+    "every_km": {
+        "type": "number",
+        "minimum": 1,
+        "maximum": MAX_EVERY_KM,
+        "description": "a service every N km of odometer, counted from start_km (or the last "
+        "service)",
+    },
+    "due_soon_km": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": MAX_EVERY_KM,
+        "description": "announce due_soon this many km before",
+    },
+    "every_days": {
+        "type": ["number", "null"],
+        "minimum": 1,
+        "maximum": MAX_EVERY_DAYS,
+        "description": "and every N days, whichever comes first",
+    },
+    "due_soon_days": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": MAX_EVERY_DAYS,
+        "description": "announce due_soon this many days before",
+    },
+    "start_km": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": MAX_START_KM,
+        "description": "where the count starts (default 0)",
+    },
+}
+PLAN_BODY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "every_km"],
+    "properties": _PLAN_PROPERTIES,
+}
+PLAN_PATCH: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "fields to change (null clears an optional one)",
+    "properties": _PLAN_PROPERTIES,
+}
+PLAN: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "name", "every_km", "start_km", "vehicles"],
+    "properties": {**_PLAN_PROPERTIES, **_STORED},
+}
+_LIST: dict[str, Any] = {"type": "object", "properties": {"items": {"type": "array"}}}
+_PAGE = [("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")]
+
+
+def _ref(request: web.Request) -> str:
+    return request.match_info["ref"]
+
+
+def _fences(request: web.Request) -> GeofenceService:
+    return services_of(request).geofences
+
+
+def _plans(request: web.Request) -> PlanService:
+    return services_of(request).maintenance_plans
+
+
+@operation(
+    "Create a geofence (a circle or a GeoJSON polygon)",
+    tag="fleet",
+    request=GEOFENCE_BODY,
+    response=GEOFENCE,
+    status=201,
+    errors=(409,),
+)
+async def create_geofence(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    doc = await _fences(request).create(claims.tenant, await read_object(request))
+    return json_response(public_rule(doc), status=201)
+
+
+@operation("List geofences", tag="fleet", response=_LIST, query=_PAGE)
+async def list_geofences(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    limit, cursor = page_params(request)
+    docs = await _fences(request).list(claims.tenant, after=cursor, limit=limit)
+    return json_response(page([public_rule(d) for d in docs], limit))
+
+
+@operation("Get a geofence by id or name", tag="fleet", response=GEOFENCE)
+async def get_geofence(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    return json_response(public_rule(await _fences(request).get(claims.tenant, _ref(request))))
+
+
+@operation(
+    "Change a geofence", tag="fleet", request=GEOFENCE_PATCH, response=GEOFENCE, errors=(409,)
+)
+async def patch_geofence(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request)
+    doc = await _fences(request).update(claims.tenant, _ref(request), body)
+    return json_response(public_rule(doc))
+
+
+@operation("Delete a geofence", tag="fleet", status=204)
+async def delete_geofence(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    await _fences(request).delete(claims.tenant, _ref(request))
+    return web.Response(status=204)
+
+
+@operation(
+    "Create a maintenance plan (every N km and/or days)",
+    tag="fleet",
+    request=PLAN_BODY,
+    response=PLAN,
+    status=201,
+    errors=(409,),
+)
+async def create_plan(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    doc = await _plans(request).create(claims.tenant, await read_object(request))
+    return json_response(public_rule(doc), status=201)
+
+
+@operation("List maintenance plans", tag="fleet", response=_LIST, query=_PAGE)
+async def list_plans(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    limit, cursor = page_params(request)
+    docs = await _plans(request).list(claims.tenant, after=cursor, limit=limit)
+    return json_response(page([public_rule(d) for d in docs], limit))
+
+
+@operation("Get a maintenance plan by id or name", tag="fleet", response=PLAN)
+async def get_plan(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    return json_response(public_rule(await _plans(request).get(claims.tenant, _ref(request))))
+
+
+@operation(
+    "Change a maintenance plan", tag="fleet", request=PLAN_PATCH, response=PLAN, errors=(409,)
+)
+async def patch_plan(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request)
+    doc = await _plans(request).update(claims.tenant, _ref(request), body)
+    return json_response(public_rule(doc))
+
+
+@operation("Delete a maintenance plan", tag="fleet", status=204)
+async def delete_plan(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    await _plans(request).delete(claims.tenant, _ref(request))
+    return web.Response(status=204)
+
+
+SERVICE_BODY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "km": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": MAX_KM,
+            "description": "odometer at the service (default: as the plans last saw it)",
+        },
+        "at": {
+            "type": ["string", "null"],
+            "description": "RFC 3339 with an offset, not in the future (default: now)",
+        },
+        "plan": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "maxLength": 100,
+            "pattern": "\\S",
+            "description": "the plan reset, by id or name (default: every plan of the vehicle)",
+        },
+    },
+}
+SERVICE: dict[str, Any] = {
+    "type": "object",
+    "required": ["vehicle", "at", "source"],
+    "properties": {
+        "vehicle": {"type": "object"},
+        "km": {"type": "number"},
+        "at": {"type": "string"},
+        "plan": {"type": "string"},
+        "source": {"type": "string"},
+    },
+}
+
+
+@operation(
+    "Record a service done on a vehicle (resets its maintenance plans at the next fold)",
+    tag="fleet",
+    request=SERVICE_BODY,
+    response=SERVICE,
+    status=202,
+    body_required=False,
+)
+async def record_service(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_object(request) if request.body_exists else {}
+    recorded = await services_of(request).vehicle_services.record(
+        claims.tenant, _ref(request), body, source=f"admin:{claims.subject}"
+    )
+    return json_response(recorded, status=202)

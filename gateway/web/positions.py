@@ -1,0 +1,79 @@
+"""/api/v1/entities/vehicle/{ref}/positions: a vehicle's track (gateway/fleet/tracks.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway.web.admin_auth import authenticate
+from gateway.web.openapi import operation
+from gateway.web.problems import json_response
+from gateway.web.state import services_of
+
+_NUMBER: Final = {"type": "number"}
+FIX_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "time", "lat", "lon", "received_at", "source", "rejected"],
+    "properties": {
+        "id": {"type": "string"},
+        "time": {"type": "string", "format": "date-time", "description": "device time (UTC)"},
+        "lat": {"type": "number", "minimum": -90, "maximum": 90},
+        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+        "speed_kmh": _NUMBER,
+        "heading": _NUMBER,
+        "accuracy_m": _NUMBER,
+        "odometer_km": _NUMBER,
+        "ignition": {"type": "boolean"},
+        "attributes": {"type": "object"},
+        "received_at": {"type": "string", "format": "date-time"},
+        "source": {"type": ["string", "null"], "description": "the trigger or schedule id"},
+        "rejected": {
+            "type": ["string", "null"],
+            "description": "the quality gate that refused this fix (null: accepted or not "
+            "folded yet); a rejected fix never moves the last position or the odometer",
+        },
+    },
+}
+VEHICLE_REF_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "plate"],
+    "properties": {"id": {"type": "string"}, "plate": {"type": ["string", "null"]}},
+}
+_TRACK: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["vehicle", "items", "next_cursor"],
+    "properties": {
+        "vehicle": VEHICLE_REF_SCHEMA,
+        "items": {"type": "array", "items": FIX_SCHEMA},
+        "next_cursor": {"type": ["string", "null"]},
+    },
+}
+
+
+@operation(
+    "A vehicle's track: its fixes in device-time order, from <= time < to, in cursor pages "
+    "(rejected fixes included, flagged with their reason)",
+    tag="entities",
+    response=_TRACK,
+    query=[
+        ("from", "RFC 3339 time with an offset: fixes at or after it"),
+        ("to", "RFC 3339 time with an offset: fixes before it"),
+        ("limit", "page size, 1-200"),
+        ("cursor", "next_cursor of the previous page"),
+    ],
+    schemas={
+        "from": {"type": "string", "format": "date-time"},
+        "to": {"type": "string", "format": "date-time"},
+        "cursor": {"type": "string", "pattern": "^[0-9]{1,15}$"},
+    },
+)
+async def list_vehicle_positions(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    track = await services_of(request).tracks.page(
+        claims.tenant, request.match_info["ref"], request.query
+    )
+    return json_response(track)

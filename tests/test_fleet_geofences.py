@@ -1,0 +1,254 @@
+"""Geofence evaluation, pure: the geometry (distances, validation) and the hysteresis that
+turns noisy fixes into one crossing per real crossing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import InvalidPayload
+from gateway.fleet.geofences import Crossing, FenceState, Geofence, step
+from gateway.fleet.geometry import (
+    EARTH_RADIUS_M,
+    Circle,
+    Polygon,
+    circle_from,
+    haversine_m,
+    polygon_from,
+)
+
+TRACK = Path(__file__).parent / "data" / "tracks" / "route1.geojson"
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+M_PER_DEG_LAT = math.radians(1) * EARTH_RADIUS_M
+
+
+def track() -> list[list[float]]:
+    coordinates: list[list[float]] = json.loads(TRACK.read_text())["geometry"]["coordinates"]
+    return coordinates
+
+
+def north(lon: float, lat: float, metres: float) -> tuple[float, float]:
+    return lon, lat + metres / M_PER_DEG_LAT
+
+
+def square(lon: float, lat: float, half_deg: float) -> list[list[float]]:
+    return [
+        [lon - half_deg, lat - half_deg],
+        [lon + half_deg, lat - half_deg],
+        [lon + half_deg, lat + half_deg],
+        [lon - half_deg, lat + half_deg],
+        [lon - half_deg, lat - half_deg],
+    ]
+
+
+def run(
+    fence: Geofence, fixes: Iterable[tuple[float, float, float | None]], every_s: float = 5
+) -> list[Crossing]:
+    """Feed (lon, lat, accuracy) fixes in order, the state going through its document each
+    time as the fold persists it; the crossings confirmed."""
+    state: FenceState | None = None
+    crossings = []
+    for i, (lon, lat, accuracy) in enumerate(fixes):
+        at = T0 + timedelta(seconds=i * every_s)
+        state, crossing = step(fence, state, lat, lon, accuracy, at)
+        state = FenceState.from_doc(state.to_doc())
+        if crossing is not None:
+            crossings.append(crossing)
+    return crossings
+
+
+def test_haversine_gives_the_shared_tracks_length() -> None:
+    points = track()
+    length = sum(haversine_m(a[1], a[0], b[1], b[0]) for a, b in itertools.pairwise(points))
+    assert round(length) == 325_737
+    assert haversine_m(0, 0, 0, 1) == pytest.approx(math.radians(1) * EARTH_RADIUS_M)
+
+
+def test_circle_distance_is_negative_inside_and_metres_to_the_border() -> None:
+    circle = Circle(lat=-23.55, lon=-46.63, radius_m=500)
+    assert circle.signed_distance_m(-23.55, -46.63) == pytest.approx(-500)
+    lon, lat = north(-46.63, -23.55, 800)
+    assert circle.signed_distance_m(lat, lon) == pytest.approx(300, abs=0.01)
+
+
+def test_polygon_distance_counts_holes_as_outside() -> None:
+    outer = square(-46.63, -23.55, 0.01)  # about 2.2 km a side
+    hole = square(-46.63, -23.55, 0.002)[::-1]
+    polygon = polygon_from({"type": "Polygon", "coordinates": [outer, hole]})
+    # the centre is in the hole: outside, nearest to the hole's east and west sides
+    to_side = haversine_m(-23.55, -46.63, -23.55, -46.628)
+    assert polygon.signed_distance_m(-23.55, -46.63) == pytest.approx(to_side, 1e-3)
+    # between the hole and the exterior border: inside
+    lon, lat = north(-46.63, -23.55, 0.006 * M_PER_DEG_LAT)
+    assert polygon.signed_distance_m(lat, lon) == pytest.approx(-0.004 * M_PER_DEG_LAT, 1e-3)
+    # beyond the exterior border, measured across the projection to within a metre
+    lon, lat = north(-46.63, -23.55, 0.011 * M_PER_DEG_LAT)
+    assert polygon.signed_distance_m(lat, lon) == pytest.approx(0.001 * M_PER_DEG_LAT, abs=1)
+
+
+def test_polygon_distance_agrees_with_haversine_at_fence_scale() -> None:
+    polygon = polygon_from({"type": "Polygon", "coordinates": [square(-79.0, 37.6, 0.05)]})
+    # a point due east of the east border: the distance along a parallel
+    expected = haversine_m(37.6, -78.95, 37.6, -78.94)
+    assert polygon.signed_distance_m(37.6, -78.94) == pytest.approx(expected, rel=2e-3)
+
+
+def border_fence(segment: list[list[float]], **overrides: object) -> Geofence:
+    """A polygon whose northern border is the track segment itself; its inside is south."""
+    south = min(p[1] for p in segment) - 0.02
+    ring = [*segment, [segment[-1][0], south], [segment[0][0], south], segment[0]]
+    fields: dict[str, object] = {
+        "id": "f1",
+        "name": "yard",
+        "kind": "authorized",
+        "shape": polygon_from({"type": "Polygon", "coordinates": [ring]}),
+        **overrides,
+    }
+    return Geofence(**fields)  # type: ignore[arg-type]
+
+
+def test_a_track_wandering_along_the_border_with_gps_noise_exits_once() -> None:
+    segment = track()[2100:2251]  # 6.3 km heading east, longitudes increasing
+    fence = border_fence(segment)
+    rng = random.Random(10)
+    noise_m = 6.0  # per axis: a good receiver reports about 10 m accuracy (95%)
+    lead_in = [(*north(*segment[0], -300 + 20 * i), 10.0) for i in range(5)]
+    along: list[tuple[float, float, float | None]] = []
+    for k, (lon, lat) in enumerate(segment):
+        dlon = rng.gauss(0, noise_m) / (M_PER_DEG_LAT * math.cos(math.radians(lat)))
+        dlat = rng.gauss(0, noise_m) / M_PER_DEG_LAT
+        along.append((lon + dlon, lat + dlat, None if k % 7 == 0 else 10.0))
+    lead_out = [(*north(*segment[-1], 100 + 50 * i), 10.0) for i in range(5)]
+
+    crossings = run(fence, [*lead_in, *along, *lead_out])
+
+    # the naive rule (inside = distance < 0) would flap all along the border
+    signs = [fence.signed_distance_m(lat, lon) < 0 for lon, lat, _ in along]
+    assert sum(a != b for a, b in itertools.pairwise(signs)) >= 20
+    assert [c.kind for c in crossings] == ["exited"]
+    assert crossings[0].at >= T0 + timedelta(seconds=5 * (5 + len(along)))
+
+
+def test_the_first_fix_sets_the_state_without_a_crossing() -> None:
+    fence = Geofence("f", "depot", "authorized", Circle(-23.55, -46.63, 500))
+    far = north(-46.63, -23.55, 5_000)
+    assert run(fence, [(*far, 5.0), (*far, 5.0)]) == []
+    state, crossing = step(fence, None, -23.55, -46.63, None, T0)
+    assert (state.inside, crossing) == (True, None)
+
+
+def test_leaving_needs_the_margin_plus_the_accuracy() -> None:
+    fence = Geofence("f", "depot", "authorized", Circle(-23.55, -46.63, 500), margin_m=25)
+    inside = FenceState(inside=True)
+    lon, lat = north(-46.63, -23.55, 560)  # 60 m outside the border
+    assert step(fence, inside, lat, lon, 50.0, T0)[1] is None  # 60 < 25 + 50: not sure yet
+    state, crossing = step(fence, inside, lat, lon, 20.0, T0)  # 60 > 25 + 20
+    assert crossing == Crossing("exited", T0)
+    assert state.inside is False
+    # coming back needs to be inside by the margin, whatever the accuracy
+    lon, lat = north(-46.63, -23.55, 490)
+    assert step(fence, state, lat, lon, 1.0, T0)[1] is None
+    lon, lat = north(-46.63, -23.55, 470)
+    assert step(fence, state, lat, lon, 1.0, T0)[1] == Crossing("entered", T0)
+
+
+def test_a_dwell_ignores_a_short_excursion_and_dates_a_long_one_from_its_start() -> None:
+    fence = Geofence("f", "depot", "authorized", Circle(-23.55, -46.63, 500), dwell_s=60)
+    centre = (-46.63, -23.55, 5.0)
+    out = (*north(-46.63, -23.55, 700), 5.0)
+    # out for 30 s (fixes every 10 s), then back: nothing
+    assert run(fence, [centre, out, out, out, out, centre, centre], every_s=10) == []
+    # out for 60 s: one exit, dated when the vehicle left (the second fix)
+    crossings = run(fence, [centre, out, out, out, out, out, out, out], every_s=10)
+    assert crossings == [Crossing("exited", T0 + timedelta(seconds=10))]
+
+
+def test_a_restricted_area_reports_entering_and_leaving() -> None:
+    fence = Geofence("f", "quarry", "restricted", Circle(-23.55, -46.63, 200))
+    away = (*north(-46.63, -23.55, 1_000), 5.0)
+    centre = (-46.63, -23.55, 5.0)
+    assert [c.kind for c in run(fence, [away, centre, centre, away])] == ["entered", "exited"]
+
+
+def test_a_fence_applies_to_its_plates_and_group_or_to_everyone() -> None:
+    shape = Circle(0, 0, 10)
+    assert Geofence("f", "all", "authorized", shape).applies_to("ABC1D23", [])
+    fence = Geofence(
+        "f", "some", "authorized", shape, vehicles=frozenset({"ABC1D23"}), group="north"
+    )
+    assert fence.applies_to("ABC1D23", [])
+    assert fence.applies_to("XYZ9A87", ["north", "vans"])
+    assert not fence.applies_to("XYZ9A87", ["south"])
+
+
+def test_fence_state_survives_its_document() -> None:
+    state = FenceState(inside=True, candidate=False, candidate_since=T0)
+    assert FenceState.from_doc(state.to_doc()) == state
+    naive = {**state.to_doc(), "candidate_since": T0.replace(tzinfo=None)}
+    assert FenceState.from_doc(naive) == state
+
+
+@pytest.mark.parametrize(
+    ("ring", "pointer", "words"),
+    [
+        ([[0, 0], [1, 0], [1, 1], [0, 1]], "/polygon/coordinates/0", "does not close"),
+        ([[0, 0], [1, 0], [0, 0]], "/polygon/coordinates/0", "at least 4 positions"),
+        ([[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]], "/polygon/coordinates/0", "intersects itself"),
+        ([[0, 0], [2, 0], [1, 0], [1, 1], [0, 0]], "/polygon/coordinates/0", "intersects itself"),
+        ([[0, 0], [1, 0], [2, 0], [0, 0]], "/polygon/coordinates/0", "intersects itself"),
+        ([[0, 0], [1, 0], [1, 0], [0, 0]], "/polygon/coordinates/0", "no area"),
+        ([[0, 0], [1, 0], [1, 91], [0, 0]], "/polygon/coordinates/0/2/1", "latitude"),
+        ([[0, 0], [181, 0], [1, 1], [0, 0]], "/polygon/coordinates/0/1/0", "longitude"),
+        ([[0, 0], [1, 0], [1, True], [0, 0]], "/polygon/coordinates/0/2/1", "latitude"),
+        ([[0, 0], [1, 0], [1, 1, 2, 3], [0, 0]], "/polygon/coordinates/0/2", "position"),
+        ([[0, 0], [30, 0], [30, 1], [0, 0]], "/polygon/coordinates/0", "spans at most"),
+    ],
+)
+def test_a_bad_polygon_is_refused_naming_where(ring: object, pointer: str, words: str) -> None:
+    with pytest.raises(InvalidPayload) as refused:
+        polygon_from({"type": "Polygon", "coordinates": [ring]})
+    problem = refused.value.problems[0]
+    assert problem.pointer == pointer
+    assert words in problem.message
+
+
+def test_a_hole_must_sit_inside_and_not_cross_the_exterior() -> None:
+    outer = square(0, 0, 1)
+    crossing_hole = square(1, 0, 0.5)
+    with pytest.raises(InvalidPayload, match="cross"):
+        polygon_from({"type": "Polygon", "coordinates": [outer, crossing_hole]})
+    with pytest.raises(InvalidPayload, match="inside the exterior") as refused:
+        polygon_from({"type": "Polygon", "coordinates": [outer, square(5, 5, 0.5)]})
+    assert refused.value.problems[0].pointer == "/polygon/coordinates/1"
+
+
+@pytest.mark.parametrize(
+    ("circle", "pointer"),
+    [
+        ({"lat": 0, "lon": 0, "radius_m": 0}, "/circle/radius_m"),
+        ({"lat": 0, "lon": 0, "radius_m": -5}, "/circle/radius_m"),
+        ({"lat": 0, "lon": 0, "radius_m": 5e6}, "/circle/radius_m"),
+        ({"lat": 91, "lon": 0, "radius_m": 10}, "/circle/lat"),
+        ({"lat": 0, "lon": -180.5, "radius_m": 10}, "/circle/lon"),
+        ({"lat": float("nan"), "lon": 0, "radius_m": 10}, "/circle/lat"),
+        ({"lat": 0, "lon": 0}, "/circle/radius_m"),
+    ],
+)
+def test_a_bad_circle_is_refused_naming_the_field(circle: object, pointer: str) -> None:
+    with pytest.raises(InvalidPayload) as refused:
+        circle_from(circle)
+    assert refused.value.problems[0].pointer == pointer
+
+
+def test_a_polygon_keeps_its_rings_through_its_document() -> None:
+    doc = {"type": "Polygon", "coordinates": [square(10, 10, 0.1)]}
+    polygon = polygon_from(doc)
+    assert polygon.to_doc() == doc
+    assert Polygon([[tuple(p) for p in doc["coordinates"][0]]]) == polygon

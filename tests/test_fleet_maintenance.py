@@ -1,0 +1,126 @@
+"""Maintenance plans, pure: due_soon and due once per crossing, distance or time, whichever
+first, and a recorded service resets them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from gateway.fleet.maintenance import Due, Plan, PlanState, record_service, step
+
+T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+OIL = Plan(id="p1", name="oil change", every_km=10_000, due_soon_km=500)
+
+
+def drive(
+    plan: Plan, odometers: Iterable[float], state: PlanState | None = None, hours: float = 1
+) -> tuple[PlanState, list[Due]]:
+    """Step through odometer readings an hour apart, the state through its document."""
+    found: list[Due] = []
+    for i, km in enumerate(odometers):
+        state, dues = step(plan, state, km, T0 + timedelta(hours=i * hours))
+        state = PlanState.from_doc(state.to_doc())
+        found.extend(dues)
+    assert state is not None
+    return state, found
+
+
+def test_crossing_10000_km_announces_due_soon_once_and_due_once() -> None:
+    # 9,000 → 10,800 km in 20 km steps, with the odometer dithering back now and then
+    readings = []
+    for km in range(9_000, 10_801, 20):
+        readings.extend([km, km - 5] if km % 100 == 0 else [km])
+    _, found = drive(OIL, readings)
+    assert found == [
+        Due("due_soon", 10_000, None, "distance"),
+        Due("due", 10_000, None, "distance"),
+    ]
+
+
+def test_each_multiple_is_announced_once() -> None:
+    _, found = drive(OIL, [0, 9_600, 10_000, 10_100, 19_400, 19_600, 20_000, 20_001])
+    assert [(d.kind, d.due_km) for d in found] == [
+        ("due_soon", 10_000),
+        ("due", 10_000),
+        ("due_soon", 20_000),
+        ("due", 20_000),
+    ]
+
+
+def test_a_jump_over_several_cycles_announces_the_last_one() -> None:
+    _, found = drive(OIL, [100, 35_000])
+    assert [(d.kind, d.due_km) for d in found] == [("due", 30_000)]
+
+
+def test_the_first_reading_sets_the_state_without_announcing_the_past() -> None:
+    state, found = drive(OIL, [57_300])
+    assert found == []
+    _, found = drive(OIL, [57_300, 59_600, 60_000], state)
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 60_000), ("due", 60_000)]
+
+
+def test_start_km_moves_the_cycles() -> None:
+    plan = Plan(id="p", name="tyres", every_km=10_000, start_km=5_000)
+    _, found = drive(plan, [0, 10_000, 14_999, 15_000])
+    assert [(d.kind, d.due_km) for d in found] == [("due", 15_000)]
+
+
+def test_time_comes_first_when_the_vehicle_barely_moves() -> None:
+    plan = Plan(id="p", name="inspection", every_km=10_000, every_days=30, due_soon_days=7)
+    daily = [100 + d for d in range(40)]  # one reading a day, 1 km a day
+    _, found = drive(plan, daily, hours=24)
+    assert found == [
+        Due("due_soon", 10_000, T0 + timedelta(days=30), "time"),
+        Due("due", 10_000, T0 + timedelta(days=30), "time"),
+    ]
+    assert found[0].due_at is not None
+
+
+def test_distance_and_time_for_the_same_cycle_announce_once() -> None:
+    plan = Plan(id="p", name="service", every_km=1_000, every_days=10)
+    state, found = drive(plan, [0, 1_000], hours=1)  # distance first
+    assert [(d.kind, d.reason) for d in found] == [("due", "distance")]
+    later, _ = step(plan, state, 1_001, T0 + timedelta(days=11))  # time of the same cycle
+    assert _ == []
+    assert later.notified["due"] == 1_000
+
+
+def test_a_recorded_service_resets_the_plan() -> None:
+    state, found = drive(OIL, [0, 9_600, 10_200])
+    assert [d.kind for d in found] == ["due_soon", "due"]
+    serviced = record_service(OIL, state, 10_200, T0 + timedelta(days=1))
+    assert serviced.notified == {}
+    assert serviced.last_service_km == 10_200
+    # the next cycle counts from the service: nothing at 20,000, due_soon at 19,700
+    _, found = drive(OIL, [10_250, 19_650, 20_000, 19_700, 20_200], serviced)
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 20_200), ("due", 20_200)]
+
+
+def test_a_service_without_km_counts_from_the_last_odometer_seen() -> None:
+    state, _ = drive(OIL, [0, 4_321])
+    serviced = record_service(OIL, state, None, T0)
+    assert serviced.last_service_km == 4_321
+    _, found = drive(OIL, [13_821, 14_321], serviced)
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 14_321), ("due", 14_321)]
+
+
+def test_a_time_plan_counts_from_the_service_date() -> None:
+    plan = Plan(id="p", name="inspection", every_km=50_000, every_days=30)
+    state, _ = drive(plan, [0, 10])
+    serviced = record_service(plan, state, 10, T0 + timedelta(days=20))
+    after, found = step(plan, serviced, 20, T0 + timedelta(days=45))
+    assert found == []  # 25 days since the service
+    _, found = step(plan, after, 20, T0 + timedelta(days=50))
+    assert found == [Due("due", 50_010, T0 + timedelta(days=50), "time")]
+
+
+def test_a_plan_applies_to_its_plates_and_group_or_to_everyone() -> None:
+    assert OIL.applies_to("ABC1D23", [])
+    plan = Plan(id="p", name="vans", every_km=5_000, group="vans")
+    assert plan.applies_to("ABC1D23", ["vans"])
+    assert not plan.applies_to("ABC1D23", ["trucks"])
+
+
+def test_plan_state_survives_its_document() -> None:
+    state = PlanState(10_000.0, T0, {"due": 10_000.0}, T0 - timedelta(days=3), 10_050.5)
+    assert PlanState.from_doc(state.to_doc()) == state

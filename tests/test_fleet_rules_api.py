@@ -1,0 +1,255 @@
+"""/api/v1/geofences and /api/v1/maintenance-plans through HTTP: tenant-scoped CRUD, bad
+shapes and plans refused with a problem naming the field, and the fold's cached view of the
+rules following this process's changes at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.fleet.geometry import Circle, Polygon
+from gateway.web.state import services_key
+from tests.partner_double import post
+from tests.support import auth
+
+Client = TestClient[Any, Any]
+DEPOT = {"lat": -23.5505, "lon": -46.6333, "radius_m": 800}
+SQUARE = {
+    "type": "Polygon",
+    "coordinates": [
+        [[-46.64, -23.56], [-46.62, -23.56], [-46.62, -23.54], [-46.64, -23.54], [-46.64, -23.56]]
+    ],
+}
+
+
+async def problem(client: Client, method: str, path: str, body: Any, status: int = 422) -> Any:
+    response = await client.request(method, path, json=body, headers=auth())
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/problem+json"
+    return await response.json()
+
+
+def pointers(document: Any) -> list[str]:
+    return [e["pointer"] for e in document.get("errors", [])]
+
+
+async def test_a_geofence_is_created_read_changed_and_deleted(client: Client) -> None:
+    created = await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "Depósito Central",
+            "kind": "authorized",
+            "circle": DEPOT,
+            "vehicles": ["ABC1D23"],
+        },
+    )
+    assert created["circle"] == DEPOT
+    assert (created["margin_m"], created["dwell_seconds"], created["group"]) == (25, 0, None)
+    by_name = await client.get("/api/v1/geofences/Depósito Central", headers=auth())
+    assert (await by_name.json())["id"] == created["id"]
+
+    changed = await client.patch(
+        f"/api/v1/geofences/{created['id']}",
+        json={"polygon": SQUARE, "dwell_seconds": 60, "vehicles": None, "group": "sp"},
+        headers=auth(),
+    )
+    body = await changed.json()
+    assert changed.status == 200, body
+    assert "circle" not in body
+    assert body["polygon"] == SQUARE
+    assert (body["dwell_seconds"], body["vehicles"], body["group"]) == (60, [], "sp")
+
+    listed = await (await client.get("/api/v1/geofences", headers=auth())).json()
+    assert [f["name"] for f in listed["items"]] == ["Depósito Central"]
+    deleted = await client.delete(f"/api/v1/geofences/{created['id']}", headers=auth())
+    assert deleted.status == 204
+    gone = await client.get(f"/api/v1/geofences/{created['id']}", headers=auth())
+    assert gone.status == 404
+
+
+async def test_rules_belong_to_their_tenant(client: Client) -> None:
+    fence = await post(
+        client, "/api/v1/geofences", {"name": "y", "kind": "restricted", "circle": DEPOT}
+    )
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "oil", "every_km": 10_000})
+    for path in (f"/api/v1/geofences/{fence['id']}", f"/api/v1/maintenance-plans/{plan['id']}"):
+        for method in ("GET", "PATCH", "DELETE"):
+            other = await client.request(method, path, json={"name": "x"}, headers=auth("globex"))
+            assert other.status == 404, (method, path)
+    for path in ("/api/v1/geofences", "/api/v1/maintenance-plans"):
+        listed = await (await client.get(path, headers=auth("globex"))).json()
+        assert listed["items"] == []
+    # the same name in another tenant is another rule; twice in one tenant is a conflict
+    await post(
+        client, "/api/v1/geofences", {"name": "y", "kind": "restricted", "circle": DEPOT}, "globex"
+    )
+    await problem(
+        client,
+        "POST",
+        "/api/v1/geofences",
+        {"name": "y", "kind": "restricted", "circle": DEPOT},
+        409,
+    )
+
+
+async def test_bad_geofences_are_refused_naming_the_field(client: Client) -> None:
+    ring = SQUARE["coordinates"][0]
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        (
+            {"polygon": {"type": "Polygon", "coordinates": [ring[:-1]]}},
+            "/polygon/coordinates/0",
+            "does not close",
+        ),
+        (
+            {
+                "polygon": {
+                    "type": "Polygon",
+                    "coordinates": [[ring[0], ring[2], ring[1], ring[3], ring[0]]],
+                }
+            },
+            "/polygon/coordinates/0",
+            "intersects itself",
+        ),
+        ({"circle": {**DEPOT, "radius_m": 0}}, "/circle/radius_m", "radius_m"),
+        ({"circle": {**DEPOT, "lat": 91}}, "/circle/lat", "latitude"),
+        ({"circle": DEPOT, "polygon": SQUARE}, "/circle", "exactly one"),
+        ({}, "/circle", "exactly one"),
+        ({"circle": DEPOT, "kind": "forbidden"}, "/kind", "kind"),
+        ({"circle": DEPOT, "margin_m": -1}, "/margin_m", "margin_m"),
+        ({"circle": DEPOT, "vehicles": ["ABC1D23", 7]}, "/vehicles/1", "plate"),
+        ({"circle": DEPOT, "colour": "red"}, "/colour", "unknown"),
+    ]
+    for fields, pointer, words in cases:
+        body = {"name": "bad", "kind": "authorized", **fields}
+        refused = await problem(client, "POST", "/api/v1/geofences", body)
+        assert pointer in pointers(refused), (fields, refused)
+        assert any(words in e["message"] for e in refused["errors"]), (fields, refused)
+    listed = await (await client.get("/api/v1/geofences", headers=auth())).json()
+    assert listed["items"] == []
+
+
+async def test_a_change_that_breaks_a_geofence_is_refused_and_changes_nothing(
+    client: Client,
+) -> None:
+    fence = await post(
+        client, "/api/v1/geofences", {"name": "d", "kind": "authorized", "circle": DEPOT}
+    )
+    path = f"/api/v1/geofences/{fence['id']}"
+    refused = await problem(client, "PATCH", path, {"circle": {**DEPOT, "radius_m": -3}})
+    assert pointers(refused) == ["/circle/radius_m"]
+    still = await (await client.get(path, headers=auth())).json()
+    assert still["circle"] == DEPOT
+
+
+async def test_a_maintenance_plan_is_created_changed_and_deleted(client: Client) -> None:
+    plan = await post(
+        client,
+        "/api/v1/maintenance-plans",
+        {"name": "oil", "every_km": 10_000, "due_soon_km": 500, "every_days": 180, "group": "vans"},
+    )
+    assert (plan["start_km"], plan["vehicles"], plan["every_days"]) == (0, [], 180)
+    path = f"/api/v1/maintenance-plans/{plan['id']}"
+    changed = await client.patch(path, json={"every_days": None, "start_km": 1_000}, headers=auth())
+    body = await changed.json()
+    assert changed.status == 200, body
+    assert "every_days" not in body and body["start_km"] == 1_000 and body["due_soon_km"] == 500
+    assert (await client.delete(path, headers=auth())).status == 204
+    assert (await client.get(path, headers=auth())).status == 404
+
+
+async def test_bad_plans_are_refused_naming_the_field(client: Client) -> None:
+    cases = [
+        ({"every_km": 0}, "/every_km"),
+        ({}, "/every_km"),
+        ({"every_km": "10000"}, "/every_km"),
+        ({"every_km": 10_000, "due_soon_km": -1}, "/due_soon_km"),
+        ({"every_km": 10_000, "every_days": 0}, "/every_days"),
+        ({"every_km": 10_000, "start_km": -5}, "/start_km"),
+        ({"every_km": 10_000, "name": "  "}, "/name"),
+    ]
+    for fields, pointer in cases:
+        refused = await problem(
+            client, "POST", "/api/v1/maintenance-plans", {"name": "p", **fields}
+        )
+        assert pointers(refused) == [pointer], (fields, refused)
+
+
+async def test_the_folds_view_follows_this_processs_changes_at_once(client: Client) -> None:
+    rules = client.app[services_key].fleet_rules
+    assert (await rules.for_tenant("acme")).geofences == ()
+    fence = await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "yard",
+            "kind": "authorized",
+            "polygon": SQUARE,
+            "group": "sp",
+            "dwell_seconds": 30,
+        },
+    )
+    await post(
+        client,
+        "/api/v1/maintenance-plans",
+        {"name": "oil", "every_km": 10_000, "vehicles": ["ABC1D23"]},
+    )
+    seen = await rules.for_tenant("acme")
+    (geofence,) = seen.geofences
+    assert (geofence.id, geofence.kind, geofence.group, geofence.dwell_s) == (
+        fence["id"],
+        "authorized",
+        "sp",
+        30,
+    )
+    assert isinstance(geofence.shape, Polygon)
+    assert geofence.signed_distance_m(-23.55, -46.63) < 0
+    assert geofence.applies_to("XYZ9A87", ["sp"]) and not geofence.applies_to("XYZ9A87", [])
+    (plan,) = seen.plans
+    assert (plan.every_km, plan.vehicles) == (10_000, frozenset({"ABC1D23"}))
+
+    await client.patch(f"/api/v1/geofences/{fence['id']}", json={"circle": DEPOT}, headers=auth())
+    (geofence,) = (await rules.for_tenant("acme")).geofences
+    assert geofence.shape == Circle(**DEPOT)
+    await client.delete(f"/api/v1/geofences/{fence['id']}", headers=auth())
+    assert (await rules.for_tenant("acme")).geofences == ()
+    assert (await rules.for_tenant("globex")).plans == ()
+
+
+async def test_a_recorded_service_is_queued_for_the_vehicles_fold(client: Client) -> None:
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "oil", "every_km": 10_000})
+    recorded = await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/services",
+        {"km": 10_120.5, "at": "2026-11-30T09:00:00-03:00", "plan": "oil"},
+        status=202,
+    )
+    assert recorded["vehicle"] == {"id": vehicle["id"], "plate": "ABC1D23"}
+    assert (recorded["km"], recorded["plan"]) == (10_120.5, plan["id"])
+    # no body: every plan, the odometer as the plans saw it, now
+    await post(client, f"/api/v1/entities/vehicle/{vehicle['id']}/services", None, status=202)
+
+    fleet = await client.app[services_key].store.positions.fleet("acme", vehicle["id"])
+    assert fleet is not None and fleet["dirty"] is True
+    first, second = fleet["services"]
+    assert (first["km"], first["plan"]) == (10_120.5, plan["id"])
+    assert first["at"].isoformat() == "2026-11-30T12:00:00+00:00"
+    assert "km" not in second and "plan" not in second
+
+
+async def test_a_bad_service_is_refused_and_nothing_is_queued(client: Client) -> None:
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    path = "/api/v1/entities/vehicle/ABC1D23/services"
+    for body, pointer in [
+        ({"plan": "no-such-plan"}, "/plan"),
+        ({"km": -1}, "/km"),
+        ({"at": "2999-01-01T00:00:00Z"}, "/at"),
+        ({"at": "yesterday"}, "/at"),
+        ({"odometer": 5}, "/odometer"),
+    ]:
+        refused = await problem(client, "POST", path, body)
+        assert pointers(refused) == [pointer], (body, refused)
+    await problem(client, "POST", "/api/v1/entities/vehicle/XYZ9A87/services", {}, 404)
+    assert await client.app[services_key].store.positions.fleet("acme", vehicle["id"]) is None

@@ -1,0 +1,235 @@
+"""Position triggers (`"target": "positions"`, SPEC §6 "append"): canonical fixes appended to
+the vehicle's track through HTTP, duplicates stored once, bad fixes refused one by one with a
+clear 422, kept and replayable, and the track read back in cursor pages."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.services import Services
+from tests.support import auth
+from tests.triggers_support import VEHICLE, Client, bearer, hook
+
+TRACK = Path(__file__).resolve().parent / "data" / "tracks" / "route1.geojson"
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> str:
+    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def fix(seconds: float = 0, plate: str = "ABC1D23", **extra: Any) -> dict[str, Any]:
+    return {"plate": plate, "time": at(seconds), "lat": -23.55, "lon": -46.63, **extra}
+
+
+async def position_trigger(client: Client, **spec: Any) -> dict[str, Any]:
+    body = {"name": "trackers", "target": "positions", "methods": ["GET", "POST"], **spec}
+    response = await client.post("/api/v1/triggers", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def vehicle(client: Client, **data: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/entities/vehicle", json={**VEHICLE, **data}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def track(client: Client, ref: str = "ABC1D23", query: str = "") -> dict[str, Any]:
+    response = await client.get(f"/api/v1/entities/vehicle/{ref}/positions{query}", headers=auth())
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def test_a_canonical_fix_is_appended_and_a_resent_one_is_stored_once(
+    client: Client,
+) -> None:
+    car = await vehicle(client)
+    trigger = await position_trigger(client)
+    assert trigger["target"] == "positions" and trigger["entity_type"] == "vehicle"
+    sent = fix(0, speed_kmh=42.5, heading=90, accuracy_m=5, ignition=True)
+    status, body = await hook(client, trigger, sent)
+    assert status == 201, body
+    assert body["vehicle"] == {"id": car["id"], "plate": "ABC1D23"}
+    assert body["time"] == at(0) and body["duplicate"] is False
+    again_status, again = await hook(client, trigger, sent)
+    assert again_status == 200 and again["duplicate"] is True
+    page = await track(client)
+    [stored] = page["items"]
+    assert stored["time"] == at(0) and (stored["lat"], stored["lon"]) == (-23.55, -46.63)
+    assert stored["speed_kmh"] == 42.5 and stored["ignition"] is True
+    assert stored["source"] == trigger["id"] and stored["rejected"] is None
+
+
+async def test_a_batch_answers_each_fix_and_refuses_bad_ones_alone(client: Client) -> None:
+    await vehicle(client)
+    trigger = await position_trigger(client)
+    batch = [
+        fix(0),
+        fix(5, lat=91),
+        fix(10, time="yesterday"),
+        fix(15, lon="west"),
+        fix(20, speed_kmh=-3),
+        fix(25, plate="ZZZ9Z99"),
+        {"time": at(30), "lat": 1, "lon": 1},
+        fix(35, altitude=3),
+        fix(0),
+    ]
+    status, body = await hook(client, trigger, batch)
+    assert status == 207, body
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses == [201, 422, 422, 422, 422, 422, 422, 422, 200]
+    keywords = [
+        [e["keyword"] for e in r["problem"]["errors"]]
+        for r in body["results"]
+        if r["status"] == 422
+    ]
+    assert keywords == [
+        ["maximum"],
+        ["format"],
+        ["type"],
+        ["minimum"],
+        ["unknown_vehicle"],
+        ["required"],
+        ["additionalProperties"],
+    ]
+    pointers = [r["problem"]["errors"][0]["pointer"] for r in body["results"][1:8]]
+    assert pointers == ["/lat", "/time", "/lon", "/speed_kmh", "/plate", "", "/altitude"]
+    assert body["summary"] == {"items": 9, "stored": 1, "duplicates": 1, "failed": 7}
+    assert len((await track(client))["items"]) == 1
+    kept = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    assert len((await kept.json())["items"]) == 7
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fixes_total{outcome="appended",reason=""} 1.0' in metrics
+    assert 'gateway_fixes_total{outcome="duplicate",reason=""} 1.0' in metrics
+    assert 'gateway_fixes_total{outcome="refused",reason="unknown_vehicle"} 1.0' in metrics
+    assert 'gateway_fixes_total{outcome="refused",reason="invalid"} 6.0' in metrics
+
+
+async def test_nan_is_refused_as_malformed_json_not_stored(client: Client) -> None:
+    await vehicle(client)
+    trigger = await position_trigger(client)
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=json.dumps(fix(0, lat=float("nan"))),
+        headers={**bearer(trigger), "Content-Type": "application/json"},
+    )
+    assert response.status == 400
+    assert response.content_type == "application/problem+json"
+    assert (await track(client))["items"] == []
+
+
+async def test_a_fix_finds_its_vehicle_by_tracker_id(client: Client) -> None:
+    car = await vehicle(client, attributes={"tracker_id": "dev-42"})
+    trigger = await position_trigger(client)
+    sent = {"tracker_id": "dev-42", "time": at(0), "lat": 1.5, "lon": 2.5}
+    status, body = await hook(client, trigger, sent)
+    assert status == 201, body
+    assert body["vehicle"]["id"] == car["id"]
+
+
+async def test_an_unknown_vehicle_is_refused_kept_and_replays_once_it_exists(
+    client: Client,
+) -> None:
+    trigger = await position_trigger(client)
+    status, problem = await hook(client, trigger, fix(0))
+    assert status == 422
+    assert problem["errors"][0]["keyword"] == "unknown_vehicle"
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    [kept] = (await listed.json())["items"]
+    assert kept["reason"] == "entity"
+    await vehicle(client)
+    replayed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    assert (await replayed.json())["result"]["status"] == 201
+    assert [f["time"] for f in (await track(client))["items"]] == [at(0)]
+
+
+async def test_the_track_reads_in_cursor_pages_within_a_window_with_rejected_fixes_flagged(
+    client: Client, services: Services
+) -> None:
+    car = await vehicle(client)
+    trigger = await position_trigger(client)
+    # Sent out of order: the track is in device-time order.
+    status, body = await hook(client, trigger, [fix(s) for s in (30, 0, 20, 10, 40)])
+    assert status == 200, body
+    zero = body["results"][3]["id"]  # the fix at 10 s
+    stored = await services.store.positions.track("acme", car["id"], None, None, None, 10)
+    await services.store.positions.mark_rejected(
+        {d["_id"]: "zero_position" for d in stored if str(d["_id"]) == zero}
+    )
+    first = await track(client, car["id"], "?limit=2")
+    assert [f["time"] for f in first["items"]] == [at(0), at(10)]
+    assert [f["rejected"] for f in first["items"]] == [None, "zero_position"]
+    second = await track(client, "ABC1D23", f"?limit=2&cursor={first['next_cursor']}")
+    assert [f["time"] for f in second["items"]] == [at(20), at(30)]
+    window = await track(client, "ABC1D23", f"?from={at(10)}&to={at(40)}".replace("+", "%2B"))
+    assert [f["time"] for f in window["items"]] == [at(10), at(20), at(30)]
+    assert window["next_cursor"] is None
+
+
+async def test_bad_track_queries_are_clear_errors(client: Client) -> None:
+    await vehicle(client)
+    for query in ("?from=yesterday", "?cursor=abc", "?limit=0", "?plate=x"):
+        response = await client.get(
+            f"/api/v1/entities/vehicle/ABC1D23/positions{query}", headers=auth()
+        )
+        assert response.status == 400, query
+    missing = await client.get("/api/v1/entities/vehicle/ZZZ9Z99/positions", headers=auth())
+    assert missing.status == 404
+
+
+async def test_a_position_trigger_get_shows_the_recent_track(client: Client) -> None:
+    await vehicle(client, attributes={"tracker_id": "dev-42"})
+    trigger = await position_trigger(client)
+    await hook(client, trigger, [fix(0), fix(10)])
+    for path in ("/ABC1D23", "?plate=ABC1D23", "?tracker_id=dev-42"):
+        response = await client.get(f"/hooks/{trigger['id']}{path}", headers=bearer(trigger))
+        assert response.status == 200, await response.text()
+        recent = await response.json()
+        assert [f["time"] for f in recent["items"]] == [at(10), at(0)]  # newest first
+    nameless = await client.get(f"/hooks/{trigger['id']}", headers=bearer(trigger))
+    assert nameless.status == 400
+
+
+async def test_a_position_trigger_is_for_vehicles_and_keeps_its_target(client: Client) -> None:
+    body = {"name": "x", "target": "positions", "entity_type": "driver"}
+    response = await client.post("/api/v1/triggers", json=body, headers=auth())
+    assert response.status == 422
+    assert any(e["pointer"] == "/entity_type" for e in (await response.json())["errors"])
+    nameless = await client.post("/api/v1/triggers", json={"name": "x"}, headers=auth())
+    assert nameless.status == 422
+    trigger = await position_trigger(client)
+    patched = await client.patch(
+        f"/api/v1/triggers/{trigger['id']}", json={"target": "entities"}, headers=auth()
+    )
+    assert patched.status == 422
+
+
+async def test_the_shared_track_is_appended_in_batches(client: Client) -> None:
+    coordinates = json.loads(TRACK.read_text())["geometry"]["coordinates"][:600]
+    await vehicle(client)
+    trigger = await position_trigger(client, max_batch_items=200)
+    fixes = [
+        {"plate": "ABC1D23", "time": at(5 * i), "lat": lat, "lon": lon}
+        for i, (lon, lat) in enumerate(coordinates)
+    ]
+    for start in range(0, len(fixes), 200):
+        status, body = await hook(client, trigger, fixes[start : start + 200])
+        assert status == 200, body
+        assert body["summary"]["stored"] == 200
+    pages, cursor = 0, ""
+    seen: list[str] = []
+    while True:
+        page = await track(client, query=f"?limit=200{cursor}")
+        seen += [f["time"] for f in page["items"]]
+        pages += 1
+        if page["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page['next_cursor']}"
+    assert seen == [f["time"] for f in fixes]
