@@ -34,6 +34,7 @@ from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
+from gateway.fleet.overview import FleetOverview
 from gateway.fleet.rule_service import GeofenceService, PlanService
 from gateway.fleet.rules import FleetRules
 from gateway.fleet.servicing import ServiceRecorder
@@ -107,6 +108,7 @@ class Services:
     geofences: GeofenceService
     maintenance_plans: PlanService
     vehicle_services: ServiceRecorder
+    fleet_overview: FleetOverview
 
 
 @contextlib.asynccontextmanager
@@ -263,6 +265,7 @@ def _assemble(
         geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
         maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
         vehicle_services=ServiceRecorder(store, entities, store.fleet_rules.plans),
+        fleet_overview=FleetOverview(store, fleet_rules),
     )
 
 
