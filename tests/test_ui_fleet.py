@@ -241,3 +241,32 @@ async def test_a_viewer_changes_no_fence_and_another_tenants_fence_is_not_found(
         assert response.status == 403, path
     assert (await _api(client, f"/api/v1/geofences/{mine['id']}"))["name"] == "Garagem"
     assert (await client.get(f"/admin/geofences/{theirs['id']}")).status == 404
+
+
+async def test_a_position_trigger_is_created_from_the_form_and_appends_fixes(
+    client: Client, services: Services
+) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await make_user(services)
+    await log_in(client)
+    form = await (await client.get("/admin/triggers/new")).text()
+    assert 'name="target"' in form and 'value="positions"' in form
+    created = await _form(
+        client,
+        "/admin/triggers/new",
+        {"name": "rastreadores", "target": "positions", "methods": "POST", "format": "json"},
+    )
+    page = await created.text()
+    assert created.status == 201, page
+    token = page.split('id="trigger-token" class="mono">')[1].split("<")[0]
+    [trigger] = (await _api(client, "/api/v1/triggers"))["items"]
+    assert (trigger["target"], trigger["entity_type"]) == ("positions", "vehicle")
+    fix = {"plate": "ABC1D23", "time": "2026-12-01T12:00:00Z", "lat": -23.55, "lon": -46.63}
+    sent = await client.post(
+        f"/hooks/{trigger['id']}", json=fix, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert sent.status == 201, await sent.text()
+    track = await _api(client, "/api/v1/entities/vehicle/ABC1D23/positions")
+    assert [f["lat"] for f in track["items"]] == [-23.55]
+    listing = await (await client.get("/admin/triggers")).text()
+    assert "posições" in listing
