@@ -31,7 +31,11 @@ of the database process is read; CPU per request = its change / requests served.
 - gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only);
 - gateway-probe: the same as gateway, posting a partner's probe (probe_mapping.yaml,
   probe_payload.json) that the mapping answers without a write: the request path without the
-  database, to show what one more process adds where the database is not the limit.
+  database, to show what one more process adds where the database is not the limit;
+- gateway-positions: `gateway serve` with a position trigger (target positions,
+  fix_mapping.yaml, the same input schema) and the 1,000 vehicles; post_fix.lua (and
+  fixed_rate.py --fresh-times) give every request a new device time, so each one appends a new
+  fix (SPEC §6 "append"; the fold, when it runs, is in the process's CPU too).
 
 Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED included.
 """
@@ -61,7 +65,14 @@ from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import ROOT, SHARED_BENCH, cpu_seconds, process_tree, tree_cpu_seconds
+from bench._common import (
+    PLATES,
+    ROOT,
+    SHARED_BENCH,
+    cpu_seconds,
+    process_tree,
+    tree_cpu_seconds,
+)
 from gateway.store.embedded import EmbeddedServer
 
 BENCH = ROOT / "bench"
@@ -92,7 +103,10 @@ class Server:
     results: dict[str, float] = field(default_factory=dict)
     db_name: str | None = None  # the gateway's database
     outbox_db: str | None = None  # the same, when its event relay runs
+    fold_db: str | None = None  # the same, when its fleet fold runs (position triggers)
     payload: Path = PAYLOAD
+    script: str = "post_position.lua"  # the wrk script
+    fresh: bool = False  # every request a new fix (position triggers store a resent one once)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.key
@@ -229,6 +243,66 @@ def gateway_server(
     return start
 
 
+def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
+    """`gateway serve` with a position trigger (target positions, bench/fix_mapping.yaml, the
+    same input schema) and the 1,000 vehicles post_fix.lua names: each request appends one
+    new fix to a vehicle's track (no event per fix: SPEC §6)."""
+    port = free_port()
+    server.db_name = f"gateway_positions_{next(RUNS)}"
+    env = {
+        "MONGODB_URI": journaled(db),
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_DATA_DIR": str(tmp / "gateway-positions"),
+        "GATEWAY_SECRET_KEY": os.urandom(32).hex(),
+        "GATEWAY_DATABASE": server.db_name,
+        "GATEWAY_LOG_JSON": "true",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_RUN_WORKERS": "true",
+        **GATEWAY_ENV,
+    }
+    base = f"http://127.0.0.1:{port}"
+    server.name = "gateway-positions (+workers)"
+    server.script, server.fresh = "post_fix.lua", True
+    server.fold_db = server.db_name
+    server.proc = spawn([GATEWAY, "serve"], tmp / "gateway-positions.log", env)
+    wait_until(server, f"{base}/healthz")
+    auth = {"Authorization": f"Bearer {admin_token(env)}"}
+    headers = {**auth, "Content-Type": "application/json"}
+    for plate in [*PLATES, "ABC1D23"]:  # and the payload's own, for the readiness POST
+        body = json.dumps({"plate": plate}).encode()
+        status, answer = http("POST", f"{base}/api/v1/entities/vehicle", body, **headers)
+        if status not in (201, 409):
+            raise RuntimeError(f"vehicle {plate}: {status} {answer[:300]!r}")
+    mapping = (BENCH / "fix_mapping.yaml").read_bytes()
+    yaml = {**auth, "Content-Type": "application/yaml"}
+    status, body = http("POST", f"{base}/api/v1/mappings", mapping, **yaml)
+    if status != 201:
+        raise RuntimeError(f"mapping upload: {status} {body[:500]!r}")
+    spec = {
+        "name": "bench fixes",
+        "target": "positions",
+        "methods": ["POST"],
+        "mapping": "bench-fix",
+        "input_schema": json.loads(SCHEMA.read_text()),
+    }
+    status, body = http("POST", f"{base}/api/v1/triggers", json.dumps(spec).encode(), **headers)
+    if status != 201:
+        raise RuntimeError(f"trigger creation: {status} {body[:500]!r}")
+    trigger = json.loads(body)
+    server.url, server.token = trigger["url"], trigger["token"]
+    wait_until(server, server.url)
+
+
+def admin_token(env: dict[str, str]) -> str:
+    return subprocess.run(
+        [GATEWAY, "admin-token", "--tenant", "bench"],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def create_trigger(base: str, env: dict[str, str], mapping_file: str) -> tuple[str, str]:
     """Tenant `bench`: upload the mapping, create a vehicle trigger with it; (url, token)."""
     admin = subprocess.run(
@@ -296,6 +370,7 @@ SERVERS = {
     "gateway": gateway_server(workers=True),
     "gateway-web": gateway_server(workers=False),
     "gateway-probe": gateway_server(workers=True, probe=True),
+    "gateway-positions": gateway_positions,
 }
 
 
@@ -327,7 +402,7 @@ class CpuMeter:
 
 def wrk(server: Server, seconds: float, connections: int) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
-    cmd += ["-s", str(BENCH / "post_position.lua"), server.url]
+    cmd += ["-s", str(BENCH / server.script), server.url]
     env = {**os.environ, "TOKEN": server.token, "PAYLOAD": str(server.payload)}
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
@@ -339,16 +414,28 @@ def wrk(server: Server, seconds: float, connections: int) -> dict[str, float]:
 def fixed_rate(server: Server, rate: float, seconds: float) -> dict[str, float]:
     cmd = [PYTHON, str(BENCH / "fixed_rate.py"), server.url, "--rate", f"{rate:.0f}"]
     cmd += ["--duration", str(seconds), "--token", server.token, "--payload", str(server.payload)]
+    cmd += ["--fresh-times"] if server.fresh else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def settle(server: Server, db: EmbeddedServer, limit: float = 120) -> tuple[float, int]:
-    """Wait until the gateway's event relay has drained every outbox: what a request causes
-    is paid for before the meter stops. (Seconds waited, events waiting when it began.)"""
-    if server.outbox_db is None:
-        return 0.0, 0
+    """Wait until the gateway's event relay has drained every outbox and its fold every
+    vehicle's queue: what a request causes is paid for before the meter stops. (Seconds
+    waited, events waiting when it began.)"""
     started = time.monotonic()
+    if server.fold_db is not None:
+        with MongoClient(db.uri) as client:
+            fleet = client[server.fold_db]["fleet"]
+            while fleet.find_one({"dirty": True}, {"_id": 1}) is not None:
+                if time.monotonic() - started > limit:
+                    print(
+                        f"  {server.name}: vehicles still waiting for the fold after {limit:.0f}s"
+                    )
+                    break
+                time.sleep(0.05)
+    if server.outbox_db is None:
+        return time.monotonic() - started, 0
     pending = {"pending": {"$exists": True}}
     with MongoClient(db.uri) as client:
         entities = client[server.outbox_db]["entities"]
@@ -383,13 +470,40 @@ def relay_lag(server: Server, db: EmbeddedServer, since: datetime) -> dict[str, 
     }
 
 
+FOLD_LAG = re.compile(r'^gateway_fleet_fold_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
+
+
+def fold_lag_buckets(server: Server) -> dict[float, float]:
+    """The fold lag histogram's cumulative buckets (upper bound → count), from /metrics."""
+    if server.fold_db is None:
+        return {}
+    base = server.url.split("/hooks/")[0]
+    status, body = http("GET", f"{base}/metrics")
+    found = FOLD_LAG.findall(body.decode()) if status == 200 else []
+    return {float(le): float(count) for le, count in found}
+
+
+def fold_lag(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
+    """Fold lag between two readings: p99 as the bucket bound it falls under, and the share
+    of fixes folded within 1 s; {} without a fold."""
+    counts = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    if not total:
+        return {}
+    p99 = next(le for le, n in counts.items() if n >= 0.99 * total)
+    return {"fold_lag_p99_s": p99, "fold_within_1s": counts.get(1.0, 0.0) / total}
+
+
 def measure(server: Server, db: EmbeddedServer, args: argparse.Namespace) -> None:
     wrk(server, args.warmup, args.connections)
     settle(server, db)
     with CpuMeter(server, db) as cpu:
-        began = datetime.now(UTC)
+        began, lags = datetime.now(UTC), fold_lag_buckets(server)
         peak = wrk(server, args.duration, args.connections)
         drained, backlog = settle(server, db)
+    server.results.update(
+        {f"peak_{k}": v for k, v in fold_lag(lags, fold_lag_buckets(server)).items()}
+    )
     served = max(peak["requests"], 1)
     server.results.update(peak, drain_s=drained, backlog=backlog)
     server.results.update(
@@ -399,15 +513,33 @@ def measure(server: Server, db: EmbeddedServer, args: argparse.Namespace) -> Non
     server.results.update(server_cores=cpu.server / cpu.wall, db_cores=cpu.db / cpu.wall)
     server.results.update({f"peak_{k}": v for k, v in relay_lag(server, db, began).items()})
     with CpuMeter(server, db) as cpu:
-        began = datetime.now(UTC)
+        began, lags = datetime.now(UTC), fold_lag_buckets(server)
         half = fixed_rate(server, peak["rps"] / 2, args.duration)
         settle(server, db)
+    server.results.update(
+        {f"half_{k}": v for k, v in fold_lag(lags, fold_lag_buckets(server)).items()}
+    )
     ok = max(half["ok"], 1)
     server.results.update(
         half_rate=half["rate"], half_p50_us=half["p50_us"], half_p99_us=half["p99_us"],
         half_errors=half["errors"], half_cpu_us=cpu.server / ok * 1e6, half_db_us=cpu.db / ok * 1e6,
     )  # fmt: skip
     server.results.update({f"half_{k}": v for k, v in relay_lag(server, db, began).items()})
+
+
+def print_lags(r: dict[str, float]) -> None:
+    """The fold's and the event relay's lag lines of one server."""
+    for phase in ("peak", "half"):
+        if f"{phase}_fold_lag_p99_s" in r:
+            print(
+                f"{'':<24}fold lag at {phase}: p99 ≤ {r[f'{phase}_fold_lag_p99_s']:g} s, "
+                f"{r[f'{phase}_fold_within_1s']:.1%} of fixes folded within 1 s"
+            )
+        if f"{phase}_lag_p99_s" in r:
+            print(
+                f"{'':<24}event relay lag at {phase}: p50 {r[f'{phase}_lag_p50_s']:.3f} s, "
+                f"p99 {r[f'{phase}_lag_p99_s']:.3f} s, max {r[f'{phase}_lag_max_s']:.3f} s"
+            )
 
 
 def report(servers: list[Server]) -> None:
@@ -434,12 +566,7 @@ def report(servers: list[Server]) -> None:
                 f"{'':<24}(CPU and DB figures include {r['drain_s']:.1f} s of event relay drain: "
                 f"{r['backlog']:,.0f} events waiting at the end of the peak, {rate:,.0f}/s)"
             )
-        for phase in ("peak", "half"):
-            if f"{phase}_lag_p99_s" in r:
-                print(
-                    f"{'':<24}event relay lag at {phase}: p50 {r[f'{phase}_lag_p50_s']:.3f} s, "
-                    f"p99 {r[f'{phase}_lag_p99_s']:.3f} s, max {r[f'{phase}_lag_max_s']:.3f} s"
-                )
+        print_lags(r)
     by = {s.key: s.results for s in servers if s.results}
     bare_r, red = by.get("bare"), by.get("nodered")
     print("\nratios (SPEC §8 target in brackets):")
@@ -447,12 +574,18 @@ def report(servers: list[Server]) -> None:
         name, gw = s.name.split()[0], s.results
         if not gw or not s.key.startswith("gateway"):
             continue
-        if red:
+        if red and "positions" in s.key:
+            both, red_both = gw["cpu_us"] + gw["db_us"], red["cpu_us"] + red["db_us"]
+            print(f"  {name} req/s ÷ Node-RED    {gw['rps'] / red['rps']:5.2f}  [≥ 3]")
+            print(f"  {name} CPU+DB/req ÷ Node-RED {both / red_both:5.2f}  [≤ 0.33]")
+        elif red:
             print(f"  {name} CPU/req ÷ Node-RED  {gw['cpu_us'] / red['cpu_us']:5.2f}  [≤ 0.5]")
             print(f"  {name} req/s ÷ Node-RED    {gw['rps'] / red['rps']:5.2f}  [≥ 1.5]")
         if bare_r:
             print(f"  {name} CPU/req ÷ bare      {gw['cpu_us'] / bare_r['cpu_us']:5.2f}  [≤ 3]")
         print(f"  {name} p99 at half peak    {gw['half_p99_us'] / 1e3:5.1f} ms [< 20 ms]")
+        if "half_fold_lag_p99_s" in gw:
+            print(f"  {name} fold lag p99 at half ≤ {gw['half_fold_lag_p99_s']:g} s [< 1 s]")
     if red and bare_r:
         print(f"  Node-RED CPU/req ÷ bare   {red['cpu_us'] / bare_r['cpu_us']:5.2f}")
 
@@ -470,6 +603,7 @@ def store_and_drop(server: Server, db: EmbeddedServer) -> None:
                 "vehicles": gateway["entities"].count_documents({"type": "vehicle"}),
                 "events": gateway["events"].count_documents({}),
                 "deliveries": gateway["deliveries"].count_documents({}),
+                "positions": gateway["positions"].count_documents({}),
             }
             client.drop_database(server.db_name)
         else:

@@ -8,7 +8,8 @@ from that due time, so a server that stalls is not excused by a client that wait
 vehicles, like post_position.lua, over keep-alive HTTP/1.1 connections (one request in flight
 per connection, a new connection when all are busy). The client is a bare asyncio protocol with
 pre-encoded requests and callbacks: on 2 cores an aiohttp client cost more CPU than the server
-it measured.
+it measured. `--fresh-times` gives each request its own device time (a position trigger stores
+a resent fix once).
 Prints one JSON line: rate, sent, ok, errors, p50/p99/max µs.
 """
 
@@ -21,12 +22,15 @@ import random
 import sys
 import time
 from collections import deque
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import PLATES, SHARED_BENCH
+
+FIX_TIME = "2026-11-29T03:40:00Z"  # the device time in position_payload.json
 
 MAX_CONNECTIONS = 256
 
@@ -120,25 +124,45 @@ class Connection(asyncio.Protocol):
             self.load.answered(self, status, due)
 
 
-async def run(url: str, rate: float, duration: float, token: str, payload: str) -> dict:
+def fresh_times(payload: str, count: int) -> list[str]:
+    """`count` payloads, each with its own device time (a millisecond apart, from a minute ago)
+    and a random plate: position triggers store a resent fix once, so each request must be a
+    new fix, as with post_fix.lua."""
+    base = datetime.now(UTC) - timedelta(minutes=1)
+    out = []
+    for i in range(count):
+        at = (base + timedelta(milliseconds=i)).isoformat(timespec="milliseconds")
+        body = payload.replace(FIX_TIME, at.replace("+00:00", "Z"))
+        out.append(body.replace("ABC1D23", random.choice(PLATES)))
+    return out
+
+
+async def run(
+    url: str, rate: float, duration: float, token: str, payload: str, fresh: bool = False
+) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     head = (
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: application/json\r\nAuthorization: Bearer {token}\r\n"
     )
-    requests = []
-    for plate in PLATES:
-        body = payload.replace("ABC1D23", plate).encode()
-        requests.append(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-    load = Load(host, port)
     total = int(rate * duration)
+    if fresh:
+        bodies = fresh_times(payload, total)
+    else:
+        bodies = [payload.replace("ABC1D23", plate) for plate in PLATES]
+    requests = [
+        f"{head}Content-Length: {len(body.encode())}\r\n\r\n".encode() + body.encode()
+        for body in bodies
+    ]
+    load = Load(host, port)
     start = time.perf_counter()
     i = 0
     while i < total:
         now = time.perf_counter()
         while i < total and start + i / rate <= now:
-            load.submit(start + i / rate, random.choice(requests))
+            request = requests[i] if fresh else random.choice(requests)
+            load.submit(start + i / rate, request)
             i += 1
         await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
     sent_for = time.perf_counter() - start
@@ -170,9 +194,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--token", default="")
     parser.add_argument("--payload", default=str(SHARED_BENCH / "position_payload.json"))
+    parser.add_argument(
+        "--fresh-times", action="store_true", help="a new device time per request (positions)"
+    )
     args = parser.parse_args()
     payload = Path(args.payload).read_text()
-    print(json.dumps(asyncio.run(run(args.url, args.rate, args.duration, args.token, payload))))
+    figures = run(args.url, args.rate, args.duration, args.token, payload, args.fresh_times)
+    print(json.dumps(asyncio.run(figures)))
 
 
 if __name__ == "__main__":

@@ -83,7 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     create = trigger_commands.add_parser("create", help="create a trigger; prints url and token")
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", required=True)
-    create.add_argument("--entity-type", required=True)
+    create.add_argument("--entity-type", help="required unless --target positions")
+    create.add_argument(
+        "--target",
+        choices=("entities", "positions"),
+        default="entities",
+        help="positions: fixes appended to vehicles' tracks (docs/fleet.md)",
+    )
     create.add_argument("--kind", help="for --entity-type other: the kind written")
     create.add_argument("--mapping", help="inbound mapping name")
     create.add_argument("--response-mapping", help="outbound mapping shaping GET answers")

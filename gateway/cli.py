@@ -20,7 +20,14 @@ from gateway.app import create_app
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
-from gateway.demo import DemoTrigger, seed_entities, seed_geotab, seed_mappings, seed_triggers
+from gateway.demo import (
+    DemoTrigger,
+    seed_entities,
+    seed_fleet_rules,
+    seed_geotab,
+    seed_mappings,
+    seed_triggers,
+)
 from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.schemas.registry import default_schema_dir
@@ -75,6 +82,7 @@ def demo(settings: Settings, tenant: str) -> int:
     async def seed() -> str:
         async with open_services(settings, run_workers=False) as services:
             created = await seed_entities(services.entities, tenant)
+            rules = await seed_fleet_rules(services.geofences, services.maintenance_plans, tenant)
             root = (settings.schema_dir or default_schema_dir()).parent
             mappings = await seed_mappings(services.mappings, tenant, root / "mappings")
             flows = await seed_automations(
@@ -87,7 +95,10 @@ def demo(settings: Settings, tenant: str) -> int:
             token = issue_admin_token(
                 services.keyring, tenant=tenant, role="admin", subject="demo", ttl=parse_ttl("30d")
             )
-        counts = f"{created} entities created, {mappings} mappings, {flows.flows} flows loaded"
+        counts = (
+            f"{created} entities, {rules} geofences and plans created, {mappings} mappings, "
+            f"{flows.flows} flows loaded"
+        )
         summary = _demo_summary(settings.base_url, tenant, counts, hooks, token)
         return summary + _schedule_summary(settings.base_url, schedule)
 
@@ -297,11 +308,12 @@ def trigger(settings: Settings, command: str, options: dict[str, object]) -> int
 def _trigger_spec(options: dict[str, object]) -> dict[str, object]:
     spec: dict[str, object] = {
         "name": options["name"],
-        "entity_type": options["entity_type"],
         "methods": [m.strip().upper() for m in str(options["methods"]).split(",") if m.strip()],
         "format": options["format"],
     }
-    for name in ("kind", "mapping", "response_mapping"):
+    if options.get("target") == "positions":
+        spec["target"] = "positions"
+    for name in ("entity_type", "kind", "mapping", "response_mapping"):
         if options.get(name):
             spec[name] = options[name]
     if options.get("token_in_query"):

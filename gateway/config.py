@@ -21,9 +21,10 @@ def parse_flag(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
-JOBS: tuple[str, ...] = ("relay", "flows", "delivery", "schedules")
+JOBS: tuple[str, ...] = ("relay", "flows", "delivery", "schedules", "fold")
 """The background jobs: the event relay (outboxes → events → deliveries and flow runs), the
-flow runner, the delivery worker and the schedule runner. A process runs all of them unless
+flow runner, the delivery worker, the schedule runner and the fleet fold (positions →
+vehicle state and events). A process runs all of them unless
 told otherwise."""
 
 

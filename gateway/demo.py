@@ -1,8 +1,8 @@
-"""The demo tenant: a small fleet, the shipped mappings, triggers for a Traccar server, its
-event forward (geofences), an OsmAnd phone app, an ERP (vehicles and drivers), a fines provider
-(fines and their payments) and a checklist app, and a schedule that polls a Geotab feed (the
-stand-in server `web/demo_partner.py`, served by `gateway demo`). Its partners, channels and
-flows: `demo_integrations.py`.
+"""The demo tenant: a small fleet, its authorized area and maintenance plan, the shipped
+mappings, triggers for a Traccar server, its event forward (geofences), an OsmAnd phone app, an
+ERP (vehicles and drivers), a fines provider (fines and their payments) and a checklist app,
+and a schedule that polls a Geotab feed (the stand-in server `web/demo_partner.py`, served by
+`gateway demo`). Its partners, channels and flows: `demo_integrations.py`.
 
 Seeding is idempotent: running `gateway demo` twice leaves one copy of everything; triggers
 that exist already get a fresh token (tokens are shown once, and the demo prints them).
@@ -18,6 +18,7 @@ from typing import Any
 from gateway.actions.service import ActionService
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, InvalidPayload
+from gateway.fleet.rule_service import GeofenceService, PlanService
 from gateway.mapping_files.service import MappingService
 from gateway.schedules.service import ScheduleService
 from gateway.triggers.service import TriggerService
@@ -138,10 +139,48 @@ async def seed_entities(entities: EntityService, tenant: str) -> int:
     return created
 
 
+# Scenario 1: the São Paulo vehicles' authorized area, 1.5 km around Avenida Paulista, where
+# the Traccar sample (ABC1D23 at -23.56118, -46.65578) and the Geotab stand-in's devices start;
+# the Geotab devices drift east out of it after some minutes. Scenario 2: ABC1D23 (18,250 km)
+# was last serviced at 8,255 km, so its 10,000 km service falls due 5 km of driving later.
+GEOFENCES: list[dict[str, Any]] = [
+    {
+        "name": "Região da Paulista",
+        "kind": "authorized",
+        "circle": {"lat": -23.5613, "lon": -46.6565, "radius_m": 1500},
+        "group": "sao-paulo",
+        "margin_m": 25,
+        "dwell_seconds": 30,
+    },
+]
+PLANS: list[dict[str, Any]] = [
+    {
+        "name": "Revisão 10.000 km",
+        "every_km": 10_000,
+        "due_soon_km": 500,
+        "every_days": 180,
+        "start_km": 8_255,
+        "group": "sao-paulo",
+    },
+]
+
+
+async def seed_fleet_rules(geofences: GeofenceService, plans: PlanService, tenant: str) -> int:
+    created = 0
+    for service, docs in ((geofences, GEOFENCES), (plans, PLANS)):
+        for doc in docs:
+            try:
+                await service.create(tenant, doc)
+                created += 1
+            except Conflict:
+                pass  # already seeded
+    return created
+
+
 TRIGGERS: list[dict[str, Any]] = [
     {
         "name": "traccar-positions",
-        "entity_type": "vehicle",
+        "target": "positions",
         "methods": ["POST"],
         "mapping": "traccar-position",
     },
@@ -153,7 +192,7 @@ TRIGGERS: list[dict[str, Any]] = [
     },
     {
         "name": "osmand-phone",
-        "entity_type": "vehicle",
+        "target": "positions",
         "methods": ["GET", "POST"],
         "mapping": "osmand",
         "format": "form",

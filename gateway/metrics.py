@@ -98,6 +98,50 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.fold_lag = Histogram(
+            "gateway_fleet_fold_lag_seconds",
+            "From a fix's append to its fold",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.fold_oldest_waiting = Gauge(
+            "gateway_fleet_fold_oldest_waiting_seconds",
+            "How long the longest waiting vehicle of this process's fold shards has waited",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.fold_shards = Gauge(
+            "gateway_fleet_fold_shards",
+            "Fold shards this process holds (leases in MongoDB)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.fold_fixes = Counter(
+            "gateway_fleet_fixes_folded_total",
+            "Fixes the fold took, by outcome: accepted, late (inserted behind the last"
+            " position), missing (never stored, dropped), raced (folded by another process)",
+            ["outcome"],
+            registry=r,
+        )
+        self.fold_rejected = Counter(
+            "gateway_fleet_fixes_rejected_total",
+            "Fixes the quality gates refused, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.fold_readings = Counter(
+            "gateway_fleet_readings_total",
+            "Odometer readings the fold saw, by outcome: taken (re-baselined), stale (behind"
+            " the odometer, from a partner), outranked (a higher source re-baselined lately)",
+            ["outcome"],
+            registry=r,
+        )
+        self.fold_events = Counter(
+            "gateway_fleet_events_total",
+            "Events the fold emitted, by type",
+            ["type"],
+            registry=r,
+        )
         self.outboxes_parked = Counter(
             "gateway_outboxes_parked_total",
             "Entity outboxes the relay could not store and set aside (see relay_error)",

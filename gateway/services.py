@@ -34,10 +34,13 @@ from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
+from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold
 from gateway.fleet.overview import FleetOverview
+from gateway.fleet.readings import OdometerReadings
 from gateway.fleet.rule_service import GeofenceService, PlanService
 from gateway.fleet.rules import FleetRules
 from gateway.fleet.servicing import ServiceRecorder
+from gateway.fleet.settings import FleetSettingsService
 from gateway.fleet.tracks import Tracks
 from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
@@ -104,6 +107,8 @@ class Services:
     dashboard: Dashboard
     flow_starter: FlowStarter
     flow_runner: FlowRunner
+    fleet_settings: FleetSettingsService
+    fold: Fold
     fleet_rules: FleetRules
     geofences: GeofenceService
     maintenance_plans: PlanService
@@ -183,7 +188,8 @@ def _assemble(
     gates = TriggerGates(store, metrics, follow_changes=settings.change_streams)
     admin_verifier = _admin_verifier(settings, ring, fetch)
     keeper = RejectedKeeper(store, metrics)
-    positions = PositionAppender(store, entities, metrics)
+    fold_doorbell = Doorbell()  # the appends wake their process's fold
+    positions = PositionAppender(store, entities, metrics, doorbell=fold_doorbell)
     tracks = Tracks(store, positions)
     ingestor = Ingestor(Pipeline(entities, schemas, mappings), keeper, metrics, positions)
     # Where a schedule's pages land, by target type: the trigger ingest path for both.
@@ -208,6 +214,8 @@ def _assemble(
             concurrency=settings.schedule_concurrency,
         ),
     )
+    relayed = each_of(fanout, flow_runtime.starter, notify.assignment_feed, OdometerReadings(store))
+    fleet_settings = FleetSettingsService(store)
     fleet_rules = FleetRules(store)
     return Services(
         settings=settings,
@@ -250,7 +258,7 @@ def _assemble(
         relay=EventRelay(
             store,
             metrics,
-            on_relayed=each_of(fanout, flow_runtime.starter, notify.assignment_feed),
+            on_relayed=relayed,
             doorbell=relay_doorbell,
             shares=Shares(store, "event-relay", RELAY_SHARDS),
         ),
@@ -261,6 +269,17 @@ def _assemble(
         schedule_runner=runner,
         accounts=AccountService(store, admin_verifier),
         dashboard=Dashboard(store, guards.states),
+        fleet_settings=fleet_settings,
+        # Its events go through the relay's hook: deliveries, flow runs, driver changes.
+        fold=Fold(
+            store,
+            metrics,
+            fleet_settings,
+            fleet_rules,
+            on_relayed=relayed,
+            doorbell=fold_doorbell,
+            shares=Shares(store, FOLD_JOB, FOLD_SHARDS),
+        ),
         fleet_rules=fleet_rules,
         geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
         maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
@@ -336,22 +355,24 @@ def jobs_alive(services: Services) -> bool:
         "flows": services.flow_runner.running,
         "delivery": services.delivery_worker.running,
         "schedules": services.schedule_runner.running,
+        "fold": services.fold.running,
     }
     return all(running[job] for job in running_jobs(services.settings))
 
 
 @contextlib.asynccontextmanager
 async def _background(services: Services) -> AsyncIterator[None]:
-    """The background jobs of `settings.jobs`: the relay, the flow runner, the delivery worker
-    and the schedule runner; on the way out the runners finish what they started (flow runs
-    may queue deliveries), the worker stops claiming and finishes its in-flight sends, then
-    the relay stops."""
+    """The background jobs of `settings.jobs`: the relay, the flow runner, the delivery worker,
+    the schedule runner and the fleet fold; on the way out the runners finish what they
+    started (flow runs may queue deliveries), the worker stops claiming and finishes its
+    in-flight sends, then the fold and the relay stop."""
     jobs = running_jobs(services.settings)
     runs = {
         "relay": services.relay.run,
         "flows": services.flow_runner.run,
         "delivery": services.delivery_worker.run,
         "schedules": services.schedule_runner.run,
+        "fold": services.fold.run,
     }
     tasks = {job: asyncio.create_task(run()) for job, run in runs.items() if job in jobs}
     try:
@@ -366,8 +387,8 @@ async def _background(services: Services) -> AsyncIterator[None]:
             if job in tasks:
                 await stop()
                 await tasks[job]
-        if "relay" in tasks:
-            await cancel_and_wait(tasks["relay"])  # a single cancel can be lost on Python 3.11
+        # A single cancel can be lost on Python 3.11; a fold stopped mid-pass is repeated.
+        await cancel_and_wait(tasks.get("fold"), tasks.get("relay"))
 
 
 def load_secret_key(settings: Settings) -> str:

@@ -14,12 +14,12 @@ from gateway.web.state import services_key
 
 
 def test_the_jobs_come_from_gateway_workers() -> None:
-    assert Settings.from_env({}).jobs == ("relay", "flows", "delivery", "schedules")
+    assert Settings.from_env({}).jobs == ("relay", "flows", "delivery", "schedules", "fold")
     assert Settings.from_env({"GATEWAY_WORKERS": "delivery"}).jobs == ("delivery",)
     assert Settings.from_env({"GATEWAY_WORKERS": " relay , relay "}).jobs == ("relay",)
     assert Settings.from_env({"GATEWAY_WORKERS": "none"}).jobs == ()
-    with pytest.raises(ConfigError, match="GATEWAY_WORKERS: unknown job fold"):
-        Settings.from_env({"GATEWAY_WORKERS": "relay,fold"})
+    with pytest.raises(ConfigError, match="GATEWAY_WORKERS: unknown job folding"):
+        Settings.from_env({"GATEWAY_WORKERS": "relay,folding"})
 
 
 async def test_a_process_runs_only_its_jobs_and_is_ready_with_them(

@@ -102,13 +102,13 @@ async def test_demo_triggers_accept_the_partner_samples(
     response = await client.post(
         path("traccar-positions"), json=traccar, headers=bearer("traccar-positions")
     )
-    assert response.status == 200, await response.text()
-    assert "vehicle.position" in (await response.json())["events"]
+    assert response.status == 201, await response.text()
+    assert (await response.json())["vehicle"]["plate"] == "ABC1D23"
 
     query = (SAMPLES / "osmand_query.txt").read_text().strip()
     token = hooks["osmand-phone"].token
     response = await client.get(f"{path('osmand-phone')}?token={token}&{query}")
-    assert response.status == 200, await response.text()
+    assert response.status == 201, await response.text()  # its tracker id: ABC1D23 again
 
     fine = json.loads((SAMPLES / "fine_feed.json").read_text())
     response = await client.post(
@@ -119,7 +119,11 @@ async def test_demo_triggers_accept_the_partner_samples(
     vehicle = await (
         await client.get(path("erp-vehicles") + "/ABC1D23", headers=bearer("erp-vehicles"))
     ).json()
-    assert vehicle["last_position"]["speed_kmh"] == 24.3  # 13.1 knots
+    assert vehicle["plate"] == "ABC1D23"
+    track = await (
+        await client.get("/api/v1/entities/vehicle/ABC1D23/positions", headers=auth("demo"))
+    ).json()
+    assert [f["speed_kmh"] for f in track["items"]] == [24.3, 24.3]  # 13.1 knots, twice
 
 
 async def test_the_readme_driver_example_creates_a_new_driver(client: Any) -> None:

@@ -46,7 +46,7 @@ def test_the_compose_file_starts_n_gateways_of_p_processes_and_a_worker() -> Non
     assert gateway["ports"] == ["8080-8089:8080"]  # one host port per replica
     serve = _parser().parse_args(_interpolated(gateway["command"]))
     assert (serve.command, serve.workers) == ("serve", 2)
-    assert parse_jobs(gateway["environment"]["GATEWAY_WORKERS"]) == ("relay",)
+    assert parse_jobs(gateway["environment"]["GATEWAY_WORKERS"]) == ("relay", "fold")
     work = _parser().parse_args(worker["command"])
     assert (work.command, work.jobs) == ("worker", ("flows", "delivery", "schedules"))
     for service in (gateway, worker):

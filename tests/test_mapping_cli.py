@@ -58,8 +58,9 @@ def test_test_runs_a_shipped_mapping_on_its_sample(mapping: str, sample: str) ->
     result = _gateway("test", MAPPINGS / mapping, PAYLOADS / sample)
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
-    assert output["direction"] == "inbound" and output["results"]
-    assert all(r["key"] for r in output["results"])
+    assert output["direction"] == "inbound" and output["target"] == "positions"
+    assert output["results"]
+    assert all(r["document"]["tracker_id"] for r in output["results"])
 
 
 def test_test_of_a_payload_that_does_not_fit_names_each_field(tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ def test_test_of_a_payload_that_does_not_fit_names_each_field(tmp_path: Path) ->
     assert result.returncode == 1
     assert "does not fit mapping 'osmand'" in result.stderr
     assert f"{sample}: /lon: " in result.stderr
-    assert "(target attributes.tracker_id)" in result.stderr
+    assert "(target tracker_id)" in result.stderr
 
 
 def test_test_response_maps_a_partner_answer(tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
 PAYLOADS = ROOT / "tests" / "data" / "partner_payloads"
 YAML = {"Content-Type": "application/yaml"}
-OSMAND = (MAPPINGS / "osmand.yaml").read_text()
+ENTITY_MAPPINGS = ROOT / "tests" / "data" / "entity_mappings"
+OSMAND = (ENTITY_MAPPINGS / "osmand.yaml").read_text()
+FLESPI = (ENTITY_MAPPINGS / "flespi.yaml").read_text()
 BAD = """name: broken
 direction: inbound
 entity_type: vehicle
@@ -270,7 +272,7 @@ async def test_dry_run_shows_documents_keys_events_and_diff_and_writes_nothing(
 ) -> None:
     vehicle = {"plate": "ABC1D23", "odometer_km": 150000, "status": "active"}
     await _json(client, "POST", "/api/v1/entities/vehicle", 201, json=vehicle)
-    await _upload(client, (MAPPINGS / "flespi.yaml").read_text())
+    await _upload(client, FLESPI)
     stream = json.loads((PAYLOADS / "flespi_stream.json").read_text())
     before = await _counts(client)
     result = await _json(
@@ -291,7 +293,7 @@ async def test_dry_run_shows_documents_keys_events_and_diff_and_writes_nothing(
 async def test_dry_run_of_a_draft_reports_a_new_entity_and_bad_items_one_by_one(
     client: Client,
 ) -> None:
-    draft = (MAPPINGS / "flespi.yaml").read_text()
+    draft = FLESPI
     stream = json.loads((PAYLOADS / "flespi_stream.json").read_text())
     stream[1].pop("device.name")
     result = await _json(
@@ -307,6 +309,24 @@ async def test_dry_run_of_a_draft_reports_a_new_entity_and_bad_items_one_by_one(
         client, "POST", "/api/v1/mappings/test", json={"mapping": OSMAND, "payload": osmand}
     )
     assert found["results"][0]["key"] == {"attributes.tracker_id": "353861053849681"}
+
+
+async def test_dry_run_of_a_position_mapping_shows_each_fix_and_what_the_append_refuses(
+    client: Client,
+) -> None:
+    await _upload(client, (MAPPINGS / "flespi.yaml").read_text())
+    stream = json.loads((PAYLOADS / "flespi_stream.json").read_text())
+    stream[1]["position.latitude"] = 91
+    before = await _counts(client)
+    result = await _json(
+        client, "POST", "/api/v1/mappings/test", json={"name": "flespi", "payload": stream}
+    )
+    assert await _counts(client) == before
+    assert result["target"] == "positions"
+    ok, bad = result["results"]
+    assert ok["document"]["plate"] == "ABC1D23" and ok["document"]["lat"] == -23.56118
+    assert ok["events"] == [] and ok["fix"] == {"errors": []}
+    assert [e["pointer"] for e in bad["fix"]["errors"]] == ["/lat"]
 
 
 async def test_dry_run_failure_points_into_the_test_request(client: Client) -> None:

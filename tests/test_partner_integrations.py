@@ -17,9 +17,11 @@ from tests.triggers_support import (
     MAPPINGS,
     PAYLOADS,
     Client,
+    create_position_trigger,
     create_trigger,
     hook,
     upload_shipped,
+    vehicle_track,
 )
 
 
@@ -47,7 +49,7 @@ async def _signed(client: Client, trigger: dict[str, Any], body: bytes, headers:
 async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: Client) -> None:
     await _vehicle(client, "ABC1D23", tracker_id="1984895")  # the id as text; Motive sends 1984895
     await upload_shipped(client, "motive-vehicle-location")
-    trigger = await create_trigger(
+    trigger = await create_position_trigger(
         client,
         mapping="motive-vehicle-location",
         params={"distance_unit": "mi", "speed_unit": "mph", "volume_unit": "gal"},
@@ -56,11 +58,11 @@ async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: C
     body = (PAYLOADS / "motive_vehicle_location_updated.json").read_bytes()
     signature = hmac.new(trigger["secret"].encode(), body, hashlib.sha1).hexdigest()
     status, answer = await _signed(client, trigger, body, {"X-KT-Webhook-Signature": signature})
-    assert status == 200, answer
-    assert answer["key"] == "ABC1D23" and "vehicle.position" in answer["events"]
-    vehicle = await _get(client, "ABC1D23")
-    assert vehicle["odometer_km"] == 151476.9
-    assert vehicle["last_position"]["speed_kmh"] == 24.5
+    assert status == 201, answer
+    assert answer["vehicle"]["plate"] == "ABC1D23" and answer["time"] == "2026-11-20T13:45:22Z"
+    [fix] = (await vehicle_track(client))["items"]
+    assert fix["odometer_km"] == 151476.9
+    assert fix["speed_kmh"] == 24.5
     unsigned = await client.post(f"/hooks/{trigger['id']}", data=body)
     assert unsigned.status == 401
 

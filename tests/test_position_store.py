@@ -143,3 +143,25 @@ def test_derived_ids_are_deterministic_and_carry_the_time() -> None:
     assert a == derived_id(T0, "acme", "v1", "vehicle.geofence.exited", "g1")
     assert a != derived_id(T0, "acme", "v1", "vehicle.geofence.entered", "g1")
     assert a.generation_time == T0
+
+
+async def test_concurrent_appends_share_insert_rounds_and_each_gets_its_own_outcome(
+    services: Services,
+) -> None:
+    store = _store(services)
+    await store.append("acme", "v0", [_fix(0)], "t")
+    before = store.inserts.rounds
+    batches = await asyncio.gather(
+        *(store.append("acme", f"v{i % 5}", [_fix(i), _fix(0)], "t") for i in range(1, 41))
+    )
+    assert store.inserts.rounds - before < 40  # shared rounds
+    # Each request's own outcome: its new fix stored, the fix at 0 s a duplicate for v0 (and
+    # stored once for each other vehicle, by whichever request came first).
+    assert all(not batch[0].duplicate for batch in batches)
+    firsts = [batch[1] for batch in batches if not batch[1].duplicate]
+    assert len(firsts) == 4
+    for vehicle in range(5):
+        fleet = await store.fleet("acme", f"v{vehicle}")
+        assert fleet is not None
+        track = await store.track("acme", f"v{vehicle}", None, None, None, 100)
+        assert sorted(fleet["pending"]) == sorted(fix["_id"] for fix in track)

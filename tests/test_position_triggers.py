@@ -11,7 +11,14 @@ from typing import Any
 
 from gateway.services import Services
 from tests.support import auth
-from tests.triggers_support import VEHICLE, Client, bearer, hook
+from tests.triggers_support import (
+    VEHICLE,
+    Client,
+    bearer,
+    create_position_trigger,
+    hook,
+    vehicle_track,
+)
 
 TRACK = Path(__file__).resolve().parent / "data" / "tracks" / "route1.geojson"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -25,11 +32,7 @@ def fix(seconds: float = 0, plate: str = "ABC1D23", **extra: Any) -> dict[str, A
     return {"plate": plate, "time": at(seconds), "lat": -23.55, "lon": -46.63, **extra}
 
 
-async def position_trigger(client: Client, **spec: Any) -> dict[str, Any]:
-    body = {"name": "trackers", "target": "positions", "methods": ["GET", "POST"], **spec}
-    response = await client.post("/api/v1/triggers", json=body, headers=auth())
-    assert response.status == 201, await response.text()
-    return dict(await response.json())
+position_trigger = create_position_trigger
 
 
 async def vehicle(client: Client, **data: Any) -> dict[str, Any]:
@@ -40,10 +43,7 @@ async def vehicle(client: Client, **data: Any) -> dict[str, Any]:
     return dict(await response.json())
 
 
-async def track(client: Client, ref: str = "ABC1D23", query: str = "") -> dict[str, Any]:
-    response = await client.get(f"/api/v1/entities/vehicle/{ref}/positions{query}", headers=auth())
-    assert response.status == 200, await response.text()
-    return dict(await response.json())
+track = vehicle_track
 
 
 async def test_a_canonical_fix_is_appended_and_a_resent_one_is_stored_once(

@@ -27,7 +27,12 @@ async def test_a_bad_schedule_lists_every_problem_and_stores_nothing(
         "action_id": writer["id"],
         "every": "every minute",
         "cursor": {"from": "result.[", "param": "path.x"},
-        "target": {"type": "positions", "mapping": "no-such-mapping", "colour": "red"},
+        "target": {
+            "type": "tracks",
+            "entity_type": "vehicle",
+            "mapping": "no-such-mapping",
+            "colour": "red",
+        },
         "dedupe": {"by": "id", "keep": 0},
         "max_pages": 0,
         "surprise": 1,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.fleet.fix import parse_fix
 from gateway.mapping import CompiledMapping, load_mapping, read_sample
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,26 +168,24 @@ def test_shipped_mapping_compiles(name: str) -> None:
 
 def test_traccar_position() -> None:
     (result,) = mapped("traccar-position.yaml")
-    document = result["document"]
-    assert result["key"] == {"plate": "ABC1D23"}
-    assert result["events"] == ("vehicle.position",)
-    assert document["last_position"] == {
-        "latitude": -23.56118,
-        "longitude": -46.65578,
-        "speed_kmh": 24.3,  # 13.1 knots
-        "course": 88.0,
-        "altitude_m": 761.0,
-        "accuracy_m": 6.0,
-        "fix_time": "2026-11-20T13:45:22Z",
-    }
-    assert document["attributes"] == {
+    assert result["key"] == {} and result["events"] == ()
+    assert result["document"] == {
+        "plate": "ABC1D23",
         "tracker_id": "353861053849681",
-        "traccar_total_distance_km": 1523.413,  # 1,523,412.9 m
-        "traccar_distance_km": 0.0124,  # 12.4 m
+        "time": "2026-11-20T13:45:22Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "speed_kmh": 24.3,  # 13.1 knots
+        "heading": 88.0,
+        "accuracy_m": 6.0,
         "ignition": True,
-        "battery_percent": 87,
-    }
-    assert "odometer_km" not in document  # no device odometer in this fix
+        "attributes": {
+            "altitude_m": 761.0,
+            "traccar_total_distance_km": 1523.413,  # 1,523,412.9 m
+            "traccar_distance_km": 0.0124,  # 12.4 m
+            "battery_percent": 87,
+        },
+    }  # no device odometer in this fix
 
 
 def test_traccar_event_geofence_exit() -> None:
@@ -216,35 +215,28 @@ def test_traccar_event_geofence_enter_and_other_events() -> None:
 
 def test_osmand_query_string() -> None:
     (result,) = mapped("osmand.yaml")
-    document = result["document"]
-    assert result["key"] == {"attributes.tracker_id": "353861053849681"}
-    assert result["events"] == ("vehicle.position",)
-    assert document["last_position"] == {
-        "latitude": -23.56118,
-        "longitude": -46.65578,
-        "speed_kmh": 24.3,  # "13.1" knots
-        "course": 88.0,
-        "altitude_m": 761.0,
-        "accuracy_m": 6.0,
-        "fix_time": "2026-11-26T09:25:12Z",  # Unix 1795685112
-    }
-    assert document["attributes"] == {
+    assert result["document"] == {
         "tracker_id": "353861053849681",
-        "battery_percent": 87.0,
+        "time": "2026-11-26T09:25:12Z",  # Unix 1795685112
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "speed_kmh": 24.3,  # "13.1" knots
+        "heading": 88.0,
+        "accuracy_m": 6.0,
         "ignition": True,
+        "attributes": {"altitude_m": 761.0, "battery_percent": 87.0, "driver_cpf": "52998224725"},
     }
-    assert document["current_driver"] == {"cpf": "52998224725"}
 
 
 def test_traccar_client_json() -> None:
     (result,) = mapped("traccar-client.yaml")
     document = result["document"]
-    assert result["key"] == {"attributes.tracker_id": "353861053849681"}
-    assert document["last_position"]["speed_kmh"] == 24.3  # 6.74 m/s = 24.264 km/h
-    assert document["last_position"]["fix_time"] == "2026-11-20T13:45:22.862Z"
-    assert document["last_position"]["accuracy_m"] == 6
+    assert document["tracker_id"] == "353861053849681"
+    assert document["speed_kmh"] == 24.3  # 6.74 m/s = 24.264 km/h
+    assert document["time"] == "2026-11-20T13:45:22.862Z"
+    assert document["accuracy_m"] == 6
     assert document["attributes"] == {
-        "tracker_id": "353861053849681",
+        "altitude_m": 761.0,
         "app_odometer_km": 152.34,  # 152,340 m
         "battery_percent": 87,  # level 0.87
         "moving": True,
@@ -275,24 +267,20 @@ def test_samsara_geofence_exit() -> None:
 
 def test_flespi_dotted_keys_and_batches() -> None:
     first, second = mapped("flespi.yaml")
-    assert first["key"] == second["key"] == {"plate": "ABC1D23"}
-    assert first["document"]["last_position"] == {
-        "latitude": -23.56118,
-        "longitude": -46.65578,
-        "speed_kmh": 47,
-        "course": 88,
-        "altitude_m": 761,
-        "fix_time": "2026-11-26T09:25:12Z",
-    }
-    assert second["document"]["last_position"]["fix_time"] == "2026-11-26T09:25:22Z"
-    assert first["document"]["odometer_km"] == 152340.4
-    assert second["document"]["odometer_km"] == 152340.6  # 152340.55, halves up
-    assert first["document"]["attributes"] == {
+    assert first["document"] == {
+        "plate": "ABC1D23",
         "tracker_id": "353861053849681",
+        "time": "2026-11-26T09:25:12Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "speed_kmh": 47,
+        "heading": 88,
+        "odometer_km": 152340.4,
         "ignition": True,
-        "satellites": 11,
-        "position_valid": True,
+        "attributes": {"altitude_m": 761, "satellites": 11, "position_valid": True},
     }
+    assert second["document"]["time"] == "2026-11-26T09:25:22Z"
+    assert second["document"]["odometer_km"] == 152340.6  # 152340.55, halves up
 
 
 def test_fine_feed() -> None:
@@ -431,9 +419,13 @@ UPDATES = {"fine-payment.yaml": "fine-feed.yaml"}
 
 
 @pytest.mark.parametrize("name", sorted(INBOUND))
-def test_mapped_documents_are_valid_entities(name: str) -> None:
+def test_mapped_documents_are_valid_entities_or_fixes(name: str) -> None:
     schemas = registry()
     mapping = load(name)
+    if mapping.target == "positions":  # canonical fixes, as the append checks them
+        for result in mapped(name):
+            assert parse_fix(result["document"]).lat == result["document"]["lat"]
+        return
     for result in mapped(name):
         # Trackers that know only their own id update a vehicle found by it: no plate.
         document = {"plate": "ABC1D23", **result["document"]}
@@ -446,23 +438,20 @@ def test_mapped_documents_are_valid_entities(name: str) -> None:
 
 def test_motive_vehicle_location_in_a_us_accounts_units() -> None:
     (result,) = mapped("motive-vehicle-location.yaml")
-    assert result["key"] == {"attributes.tracker_id": 1984895}
-    assert result["events"] == ("vehicle.position",)
-    document = result["document"]
-    assert document["last_position"] == {
-        "latitude": -23.56118,
-        "longitude": -46.65578,
-        "fix_time": "2026-11-20T13:45:22Z",
-        "course": 236.2,
-        "speed_kmh": 24.5,  # 15.2 mph
-    }
-    assert document["odometer_km"] == 151476.9  # 94,123.4 mi
-    assert document["attributes"] == {
+    assert result["document"] == {
         "tracker_id": 1984895,
-        "motive_vehicle_number": "T55",
-        "engine_hours": 5801.6,
-        "fuel_used_l": 31652.7,  # 8,361.77 US gallons
-        "motive_location": "Av. Paulista, Sao Paulo, SP",
+        "time": "2026-11-20T13:45:22Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "heading": 236.2,
+        "speed_kmh": 24.5,  # 15.2 mph
+        "odometer_km": 151476.9,  # 94,123.4 mi
+        "attributes": {
+            "motive_vehicle_number": "T55",
+            "engine_hours": 5801.6,
+            "fuel_used_l": 31652.7,  # 8,361.77 US gallons
+            "motive_location": "Av. Paulista, Sao Paulo, SP",
+        },
     }
 
 
@@ -472,7 +461,7 @@ def test_motive_in_a_metric_account_and_without_its_units() -> None:
     )
     document = metric.apply(sample(INBOUND["motive-vehicle-location.yaml"])).document
     assert document["odometer_km"] == 94123.4
-    assert document["last_position"]["speed_kmh"] == 15.2
+    assert document["speed_kmh"] == 15.2
     problems = load("motive-vehicle-location.yaml").param_problems({})
     assert [(p.pointer, p.keyword) for p in problems] == [
         (f"/params/{name}", "required") for name in ("distance_unit", "speed_unit", "volume_unit")

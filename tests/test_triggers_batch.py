@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 
+from tests.support import auth
 from tests.triggers_support import (
     PAYLOADS,
     VEHICLE,
     Client,
     bearer,
+    create_position_trigger,
     create_trigger,
     entities,
     hook,
     upload_mapping,
     upload_shipped,
+    vehicle_track,
 )
 
 MESSAGES_MAPPING = """
@@ -54,14 +57,15 @@ async def test_a_batch_where_every_item_fails_is_still_answered_per_item(client:
 
 
 async def test_flespi_array_is_mapped_item_by_item(client: Client) -> None:
+    await client.post("/api/v1/entities/vehicle", json=VEHICLE, headers=auth())
     await upload_shipped(client, "flespi")
-    trigger = await create_trigger(client, mapping="flespi")
+    trigger = await create_position_trigger(client, mapping="flespi")
     stream = json.loads((PAYLOADS / "flespi_stream.json").read_text())
     status, answer = await hook(client, trigger, stream)
-    assert status == 200
-    assert [r["status"] for r in answer["results"]] == [201, 200]
-    [vehicle] = await entities(client)
-    assert vehicle["odometer_km"] == 152340.6
+    assert status == 200, answer
+    assert [r["status"] for r in answer["results"]] == [201, 201]
+    track = (await vehicle_track(client))["items"]
+    assert [f["odometer_km"] for f in track] == [152340.4, 152340.6]
 
 
 async def test_an_object_whose_mapping_has_items_is_a_batch(client: Client) -> None:

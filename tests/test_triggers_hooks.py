@@ -11,11 +11,13 @@ from tests.triggers_support import (
     VEHICLE,
     Client,
     bearer,
+    create_position_trigger,
     create_trigger,
     entities,
     hook,
     upload_mapping,
     upload_shipped,
+    vehicle_track,
 )
 
 POSITION_SCHEMA = json.loads((PAYLOADS.parent / "position_schema.json").read_text())
@@ -128,27 +130,27 @@ async def test_osmand_query_string_with_token_in_query_finds_the_vehicle_by_trac
         headers=auth(),
         json={**VEHICLE, "attributes": {"tracker_id": "353861053849681"}},
     )
-    trigger = await create_trigger(
+    trigger = await create_position_trigger(
         client, mapping="osmand", format="form", auth={"token_in_query": "token"}
     )
     query = (PAYLOADS / "osmand_query.txt").read_text().strip()
     response = await client.post(f"/hooks/{trigger['id']}?{query}&token={trigger['token']}")
-    assert response.status == 200, await response.text()
+    assert response.status == 201, await response.text()
     answer = await response.json()
-    assert answer["key"] == "ABC1D23" and "last_position" in answer["changed"]
+    assert answer["vehicle"]["plate"] == "ABC1D23" and answer["time"] == "2026-11-26T09:25:12Z"
     get = await client.get(f"/hooks/{trigger['id']}?{query}&token={trigger['token']}")
     assert get.status == 200  # OsmAnd devices may use GET: a form trigger writes from it
-    before = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert (await get.json())["duplicate"] is True  # the same fix again: stored once
     later = query.replace("timestamp=1795685112", "timestamp=1795685999")
     head = await client.head(f"/hooks/{trigger['id']}?{later}&token={trigger['token']}")
-    assert head.status < 500  # read as a GET list would be (its device fields are no filters)
-    after = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
-    assert after["version"] == before["version"]  # a HEAD never writes
+    assert head.status < 500  # read as a GET would be (it names no vehicle: 400)
+    track = (await vehicle_track(client))["items"]
+    assert [f["time"] for f in track] == ["2026-11-26T09:25:12Z"]  # a HEAD never writes
 
 
 async def test_form_body_is_accepted_and_unknown_tracker_is_422(client: Client) -> None:
     await upload_shipped(client, "osmand")
-    trigger = await create_trigger(client, mapping="osmand", format="form")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
     response = await client.post(
         f"/hooks/{trigger['id']}",
         data="id=999&lat=1&lon=2&timestamp=1795685112",
@@ -156,10 +158,26 @@ async def test_form_body_is_accepted_and_unknown_tracker_is_422(client: Client) 
     )
     assert response.status == 422
     problem = await response.json()
-    assert (
-        problem["reason"] == "entity"
-        and "no vehicle with attributes.tracker_id" in (problem["detail"])
+    assert problem["reason"] == "entity" and "no vehicle with tracker_id" in problem["detail"]
+    assert problem["errors"][0]["keyword"] == "unknown_vehicle"
+
+
+async def test_a_form_fix_with_nan_coordinates_is_a_clear_422(client: Client) -> None:
+    await upload_shipped(client, "osmand")
+    await client.post(
+        "/api/v1/entities/vehicle",
+        headers=auth(),
+        json={**VEHICLE, "attributes": {"tracker_id": "7"}},
     )
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data="id=7&lat=NaN&lon=2&timestamp=1795685112",
+        headers={**bearer(trigger), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status == 422, await response.text()
+    assert [e["pointer"] for e in (await response.json())["errors"]] == ["/lat"]
+    assert (await vehicle_track(client))["items"] == []
 
 
 async def test_get_by_key_is_shaped_by_the_response_mapping(client: Client) -> None:

@@ -24,6 +24,27 @@ async def create_trigger(client: Client, tenant: str = "acme", **spec: Any) -> d
     return dict(await response.json())
 
 
+async def create_position_trigger(
+    client: Client, tenant: str = "acme", **spec: Any
+) -> dict[str, Any]:
+    """A trigger whose target is positions (SPEC §6): fixes appended to vehicles' tracks."""
+    body = {"name": "trackers", "target": "positions", "methods": ["GET", "POST"], **spec}
+    response = await client.post("/api/v1/triggers", json=body, headers=auth(tenant))
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def vehicle_track(
+    client: Client, ref: str = "ABC1D23", query: str = "", tenant: str = "acme"
+) -> dict[str, Any]:
+    """GET /api/v1/entities/vehicle/{ref}/positions: the vehicle's track, oldest first."""
+    response = await client.get(
+        f"/api/v1/entities/vehicle/{ref}/positions{query}", headers=auth(tenant)
+    )
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
 async def upload_mapping(client: Client, text: str, tenant: str = "acme") -> dict[str, Any]:
     response = await client.post(
         "/api/v1/mappings", data=text.encode(), headers={**auth(tenant), **YAML}

@@ -55,7 +55,14 @@ class BodyCheck:
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
             what = "an integer" if integer else "a number"
-            self.add(f"/{name}", f"{name} must be {what} from {low:g} to {high:g}", "maximum")
+            keyword = (
+                "type"
+                if isinstance(value, bool) or not isinstance(value, kinds)
+                else "minimum"
+                if value < low
+                else "maximum"
+            )
+            self.add(f"/{name}", f"{name} must be {what} from {low:g} to {high:g}", keyword)
             return None
         return value
 

@@ -28,6 +28,7 @@ def public_subscription(doc: Doc) -> dict[str, Any]:
         "partner_id": doc.get("partner_id"),
         "event_types": doc["event_types"],
         "filter": doc.get("filter") or {},
+        "sample_seconds": doc.get("sample_seconds"),
         "status": doc["status"],
         "disabled_reason": doc.get("disabled_reason"),
         "secret_rotated_at": doc.get("secret_rotated_at"),
@@ -123,7 +124,9 @@ class SubscriptionUseCases:
     async def _subscription_fields(
         self, tenant: str, body: Mapping[str, Any], *, creating: bool
     ) -> Doc:
-        allowed = {"event_types", "filter"} | ({"action_id"} if creating else {"status"})
+        allowed = {"event_types", "filter", "sample_seconds"} | (
+            {"action_id"} if creating else {"status"}
+        )
         check = BodyCheck(body, allowed)
         fields: Doc = {}
         if creating:
@@ -148,6 +151,10 @@ class SubscriptionUseCases:
             except InvalidPayload as exc:
                 check.problems.extend(exc.problems)
             fields["filter"] = raw
+        if "sample_seconds" in body:
+            # vehicle.position events for this subscription: at most one per vehicle per N s.
+            sample = check.number("sample_seconds", 1, 86_400, integer=True)
+            fields["sample_seconds"] = None if sample is None else int(sample)
         if "status" in body:
             fields["status"] = check.choice("status", ("active", "disabled"))
         check.done("subscription")

@@ -62,6 +62,19 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first
     return doc
 
 
+# Event types a subscription gets only by naming them (not through "vehicle.*" or "*"):
+# one per fix would swamp every catch-all subscription (SPEC §6).
+OPT_IN_TYPES = frozenset({"vehicle.position"})
+
+
+def _asked_by(event: Doc) -> set[str]:
+    """The subscription event_types that want `event`. An event with an `audience` (the
+    fold's sampled `vehicle.position`) goes only to the subscriptions it names."""
+    if event["type"] in OPT_IN_TYPES:
+        return {event["type"]}
+    return set(event_type_keys(event["type"]))
+
+
 class FanOut:
     """`await fanout(events) -> created`; the relay (`gateway/events.py`) is built with it."""
 
@@ -94,9 +107,12 @@ class FanOut:
         for tenant, tenant_events in by_tenant.items():
             subs = await self._store.subscriptions.active(tenant)
             for event in tenant_events:
-                keys = set(event_type_keys(event["type"]))
+                keys = _asked_by(event)
+                audience = event.get("audience")
                 for sub in subs:
                     if keys.isdisjoint(sub["event_types"]) or not self._filter(sub).matches(event):
+                        continue
+                    if audience is not None and str(sub["_id"]) not in audience:
                         continue
                     try:
                         action = await self._catalog.action(tenant, sub["action_id"])

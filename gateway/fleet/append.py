@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.fleet.fix import Fix, parse_fix
@@ -77,9 +78,11 @@ class PositionAppender:
         entities: EntityService,
         metrics: Metrics,
         *,
+        doorbell: Doorbell | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._doorbell = doorbell  # the fold's: rung after every append
         self._entities = entities
         self._metrics = metrics
         self._clock = clock
@@ -108,6 +111,8 @@ class PositionAppender:
         async def append_one(vehicle: Vehicle, fixes: list[tuple[int, Fix]]) -> None:
             docs = [fix.document() for _, fix in fixes]
             stored = await self._store.positions.append(tenant, vehicle.id, docs, source)
+            if self._doorbell is not None:
+                self._doorbell.ring()
             for (index, fix), result in zip(fixes, stored, strict=True):
                 outcomes[index] = Appended(str(result.id), vehicle, fix.time, result.duplicate)
                 outcome = "duplicate" if result.duplicate else "appended"

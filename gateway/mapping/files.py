@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from gateway.fleet.fix import parse_fix
+
 from ..errors import FieldProblem, InvalidPayload
 from .limits import MAX_FILE_BYTES
 from .loader import load_mapping
@@ -56,7 +58,8 @@ def test_file(
 ) -> dict[str, Any]:
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
 
-    Inbound: `{"results": [{"document", "key", "events", "event_data"}, ...]}`, one per item.
+    Inbound: `{"target", "results": [{"document", "key", "events", "event_data"}, ...]}`, one
+    per item (a position mapping's documents are canonical fixes, checked as the append would).
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
@@ -70,6 +73,8 @@ def test_file(
         results = []
         for item in mapping.items(sample):
             mapped = mapping.apply(item, secrets=known)
+            if mapping.target == "positions":
+                parse_fix(mapped.document)  # what a position trigger would refuse
             results.append(
                 {
                     "document": mapped.document,
@@ -78,7 +83,12 @@ def test_file(
                     "event_data": mapped.event_data,
                 }
             )
-        return {"name": mapping.name, "direction": "inbound", "results": results}
+        return {
+            "name": mapping.name,
+            "direction": "inbound",
+            "target": mapping.target,
+            "results": results,
+        }
     if response:
         return {
             "name": mapping.name,

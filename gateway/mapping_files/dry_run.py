@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.entities import EntityService, diff, merge
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.fleet.fix import parse_fix
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, read_sample
 from gateway.mapping_files.source import MappingSource
@@ -51,7 +52,8 @@ class MappingDryRun:
         """Run a stored mapping or a draft on a sample; nothing is written.
 
         Inbound: per item of `payload`, the mapped document, lookup key, the events the write
-        would emit and the diff against the stored entity. Outbound: the request built from
+        would emit and the diff against the stored entity (a position mapping: the fix and
+        whether the append would refuse it). Outbound: the request built from
         `context` and/or the entity fields `map_response` takes from `response`. Secrets show
         as `<secret:name>`; `params` are bound as a trigger would bind them.
         """
@@ -62,6 +64,7 @@ class MappingDryRun:
             "name": mapping.name,
             "direction": mapping.direction,
             "entity_type": mapping.entity_type,
+            "target": mapping.target if mapping.direction == "inbound" else None,
         }
         if mapping.direction == "inbound":
             if payload is None:
@@ -136,6 +139,14 @@ class MappingDryRun:
             "key": mapped.key,
             "event_data": mapped.event_data,
         }
+        if mapping.target == "positions":  # a fix for the track: events come from the fold
+            out["events"] = []
+            try:
+                parse_fix(mapped.document)
+                out["fix"] = {"errors": []}
+            except InvalidPayload as exc:
+                out["fix"] = {"errors": [p.as_dict() for p in exc.problems]}
+            return out
         etype = mapping.entity_type
         if etype is None:
             out["events"] = list(mapped.events)

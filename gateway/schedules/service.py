@@ -194,6 +194,11 @@ class ScheduleService:
         if mapping.direction != "inbound":
             message = f"{name!r} is {mapping.direction}; a schedule's mapping must be inbound"
             return [FieldProblem("/target/mapping", message, "mapping")]
+        if mapping.target != target["type"]:
+            message = (
+                f"{name!r} maps to {mapping.target}; this schedule's target is {target['type']}"
+            )
+            return [FieldProblem("/target/mapping", message, "mapping")]
         if target["type"] == "entities" and mapping.entity_type not in (
             None,
             target["entity_type"],

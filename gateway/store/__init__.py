@@ -17,6 +17,7 @@ from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
 from gateway.store.fleet_rules import FleetRuleStores
+from gateway.store.fleet_settings import FleetSettingsStore
 from gateway.store.group_commit import GroupCommit
 from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
@@ -62,6 +63,7 @@ class Store:
         self.ui = UiAccountStores(db)
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
+        self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
         # Telemetry: the track (insert-only) and the fold's queues and state per vehicle.
         self.positions = PositionStore(db["positions"], db["fleet"], self.commits)
         self.fleet_rules = FleetRuleStores(db)

@@ -278,6 +278,24 @@ class EntityStore:
         )
         return matched == 1
 
+    async def set_folded(self, tenant: str, entity_id: str, fields: Doc, version: int) -> bool:
+        """The fleet fold's view of a vehicle (`last_position`, `odometer_km`), only forward:
+        written if no later fold (`folded`, the fold's state version) wrote it. The version
+        goes up, so a request that read the entity before re-reads it instead of writing
+        the old position back; no event (a position is not an `entity.updated`)."""
+        oid = parse_id(entity_id)
+        if oid is None:
+            return False
+        behind = {"$or": [{"folded": {"$lt": version}}, {"folded": {"$exists": False}}]}
+        query = scoped(tenant, {"_id": oid, "type": "vehicle", **behind})
+        changes = {f"data.{name}": value for name, value in fields.items()}
+        update: Doc = {
+            "$set": {**changes, "folded": version, "updated_at": datetime.now(UTC)},
+            "$inc": {"rev": 1},
+        }
+        # Not journaled: the fold's journaled commit follows it (`client.py` `unjournaled`).
+        return bool(await self._relay_commits.update(self._c, query, update))
+
     # -- the relay's side: system work across tenants, never reached from a request --
 
     async def pending_outboxes(

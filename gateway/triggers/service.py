@@ -226,7 +226,12 @@ class TriggerService:
             message = None
             if mapping.direction != direction:
                 message = f"{mapping_name!r} is {mapping.direction}; {name} must be {direction}"
-            elif mapping.entity_type not in (None, spec["entity_type"]):
+            elif direction == "inbound" and mapping.target != spec.get("target", "entities"):
+                message = (
+                    f"{mapping_name!r} maps to {mapping.target}; this trigger's target is "
+                    f"{spec.get('target', 'entities')}"
+                )
+            elif mapping.entity_type not in (None, spec.get("entity_type", "vehicle")):
                 message = f"{mapping_name!r} is for {mapping.entity_type} entities"
             elif direction == "outbound" and mapping.source.get("body") is None:
                 message = f"{mapping_name!r} has no body section to shape answers with"

@@ -92,6 +92,12 @@ SUBSCRIPTION: dict[str, Any] = {
                 "origin": {"type": "object"},
             },
         },
+        "sample_seconds": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": 86400,
+            "description": "vehicle.position only: at most one event per vehicle this often",
+        },
     },
 }
 WITH_SECRET: dict[str, Any] = {

@@ -56,6 +56,8 @@ def _check_workers(services: Services) -> None:
     watched = [("event relay", services.relay.progress)] if "relay" in jobs else []
     if "delivery" in jobs:
         watched.append(("delivery worker", services.delivery_worker.progress))
+    if "fold" in jobs:
+        watched.append(("fleet fold", services.fold.progress))
     for name, progress in watched:
         if (stalled := progress.stalled_for()) > limit:
             raise Unavailable(

@@ -1,0 +1,233 @@
+"""Batched position ingest (SPEC §8: "batched ingest at least 70% of the database's raw
+insert_many rate for the same documents"), one run, side by side on one embedded SecantusDB.
+
+    python bench/bench_positions_ingest.py [--fixes 20000] [--batch 500] [--vehicles 10]
+                                           [--concurrency 4] [--json FILE]
+
+1. raw: the same position documents the gateway stores (gateway/store/positions.py: the
+   `positions` collection with its indexes, `j: true`) written with `insert_many(ordered=False)`
+   in batches of --batch, --concurrency batches in flight: the database's rate;
+2. gateway: `gateway serve` with a position trigger (no mapping: canonical fixes) and
+   --vehicles vehicles; the same fixes POSTed as JSON arrays of --batch to /hooks/{id},
+   --concurrency requests in flight: the gateway's append rate, each fix validated, its vehicle
+   resolved, stored and queued for the fold, answered once journaled.
+
+Prints fixes/s, the gateway's and the database's CPU per fix, and the ratio gateway ÷ raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import PLATES, cpu_seconds, process_tree, tree_cpu_seconds
+from bench.bench_http import GATEWAY, admin_token, free_port, http, journaled, spawn
+from gateway.store.embedded import EmbeddedServer
+from gateway.store.positions import POSITION_INDEXES, retention_index
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def fixes(count: int, vehicles: int) -> list[dict[str, Any]]:
+    """Canonical fixes: each vehicle in turn, one every 5 s of device time."""
+    out = []
+    for i in range(count):
+        plate = PLATES[i % vehicles]
+        at = T0 + timedelta(seconds=5 * (i // vehicles))
+        out.append(
+            {
+                "plate": plate,
+                "time": at.isoformat().replace("+00:00", "Z"),
+                "lat": -23.55 + (i % 97) * 1e-4,
+                "lon": -46.63 - (i % 89) * 1e-4,
+                "speed_kmh": 42.5,
+            }
+        )
+    return out
+
+
+def documents(batch: list[dict[str, Any]], vehicle_ids: dict[str, str]) -> list[dict[str, Any]]:
+    """What the gateway stores for these fixes (store/positions.py PositionStore.append)."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "_id": ObjectId(),
+            "t": datetime.fromisoformat(fix["time"]),
+            "lat": fix["lat"],
+            "lon": fix["lon"],
+            "speed_kmh": fix["speed_kmh"],
+            "tenant": "bench",
+            "vehicle": vehicle_ids[fix["plate"]],
+            "at": now,
+            "source": "raw",
+        }
+        for fix in batch
+    ]
+
+
+async def raw(uri: str, db_pid: int, batches: list[list[dict[str, Any]]], concurrency: int) -> dict:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+    try:
+        coll = client["bench_raw"]["positions"]
+        await coll.create_indexes([*POSITION_INDEXES, retention_index(90)])
+        ids = {plate: str(ObjectId()) for plate in PLATES}
+        prepared = [documents(batch, ids) for batch in batches]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def write(docs: list[dict[str, Any]]) -> None:
+            async with gate:
+                await coll.insert_many(docs, ordered=False)
+
+        cpu0, db0, wall0 = time.process_time(), cpu_seconds(db_pid), time.perf_counter()
+        await asyncio.gather(*(write(docs) for docs in prepared))
+        wall = time.perf_counter() - wall0
+        count = sum(len(b) for b in batches)
+        stored = await coll.count_documents({})
+        await client.drop_database("bench_raw")
+    finally:
+        await client.close()
+    return {
+        "fixes": count,
+        "stored": stored,
+        "rate": count / wall,
+        "client_us": (time.process_time() - cpu0) / count * 1e6,
+        "db_us": (cpu_seconds(db_pid) - db0) / count * 1e6,
+    }
+
+
+async def through_gateway(
+    url: str, token: str, pids: list[int], db_pid: int, batches: list[list[dict]], concurrency: int
+) -> dict:
+    bodies = [json.dumps(batch).encode() for batch in batches]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    gate = asyncio.Semaphore(concurrency)
+    statuses: list[int] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def post(body: bytes) -> None:
+            async with gate, session.post(url, data=body, headers=headers) as response:
+                answer = await response.json()
+                statuses.append(response.status)
+                if response.status != 200:
+                    print(f"  {response.status}: {str(answer)[:300]}")
+
+        gw0, db0 = tree_cpu_seconds(pids), cpu_seconds(db_pid)
+        wall0 = time.perf_counter()
+        await asyncio.gather(*(post(body) for body in bodies))
+        wall = time.perf_counter() - wall0
+    count = sum(len(b) for b in batches)
+    return {
+        "fixes": count,
+        "ok_requests": statuses.count(200),
+        "rate": count / wall,
+        "gateway_us": (tree_cpu_seconds(pids) - gw0) / count * 1e6,
+        "db_us": (cpu_seconds(db_pid) - db0) / count * 1e6,
+    }
+
+
+def start_gateway(
+    tmp: Path, db: EmbeddedServer, vehicles: int
+) -> tuple[subprocess.Popen, str, str]:
+    port = free_port()
+    env = {
+        "MONGODB_URI": journaled(db),
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_DATA_DIR": str(tmp / "gateway"),
+        "GATEWAY_SECRET_KEY": os.urandom(32).hex(),
+        "GATEWAY_DATABASE": "bench_gateway",
+        "GATEWAY_LOG_JSON": "true",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_RUN_WORKERS": "true",
+        "GATEWAY_MAX_BODY_BYTES": str(8 * 1024 * 1024),
+        "GATEWAY_MAX_BATCH_ITEMS": "10000",
+    }
+    proc = spawn([GATEWAY, "serve"], tmp / "gateway.log", env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while http("GET", f"{base}/healthz")[0] != 200:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(
+                "gateway did not start: " + (tmp / "gateway.log").read_text()[-2000:]
+            )
+        time.sleep(0.2)
+    headers = {"Authorization": f"Bearer {admin_token(env)}", "Content-Type": "application/json"}
+    for plate in PLATES[:vehicles]:
+        body = json.dumps({"plate": plate}).encode()
+        status, answer = http("POST", f"{base}/api/v1/entities/vehicle", body, **headers)
+        if status != 201:
+            raise RuntimeError(f"vehicle {plate}: {status} {answer[:300]!r}")
+    spec = {"name": "ingest", "target": "positions", "max_batch_items": 10000}
+    status, answer = http("POST", f"{base}/api/v1/triggers", json.dumps(spec).encode(), **headers)
+    if status != 201:
+        raise RuntimeError(f"trigger: {status} {answer[:300]!r}")
+    trigger = json.loads(answer)
+    return proc, trigger["url"], trigger["token"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fixes", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--vehicles", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    all_fixes = fixes(args.fixes, args.vehicles)
+    batches = [all_fixes[i : i + args.batch] for i in range(0, len(all_fixes), args.batch)]
+    warm = fixes(args.batch * 2, args.vehicles)
+    for fix in warm:  # another day: not duplicates of the measured fixes
+        fix["time"] = fix["time"].replace("2026-12-01", "2026-11-30")
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as name:
+        tmp = Path(name)
+        db = EmbeddedServer(tmp / "db")
+        db.start()
+        proc = None
+        try:
+            assert db.pid is not None
+            raw_figures = asyncio.run(raw(journaled(db), db.pid, batches, args.concurrency))
+            proc, url, token = start_gateway(tmp, db, args.vehicles)
+            pids = process_tree(proc.pid)
+            warmup = [warm[: args.batch], warm[args.batch :]]
+            asyncio.run(through_gateway(url, token, pids, db.pid, warmup, args.concurrency))
+            gw = asyncio.run(through_gateway(url, token, pids, db.pid, batches, args.concurrency))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(15)
+            db.stop()
+    ratio = gw["rate"] / raw_figures["rate"]
+    print(
+        f"{args.fixes:,} fixes of {args.vehicles} vehicles, batches of {args.batch}, "
+        f"{args.concurrency} in flight, j:true"
+    )
+    r = raw_figures
+    print(
+        f"  raw insert_many  {r['rate']:>9,.0f} fixes/s   DB {r['db_us']:>6,.0f} "
+        f"µs/fix   driver {r['client_us']:>5,.0f} µs/fix"
+    )
+    print(
+        f"  gateway (HTTP)   {gw['rate']:>9,.0f} fixes/s   DB {gw['db_us']:>6,.0f} µs/fix   "
+        f"gateway {gw['gateway_us']:>5,.0f} µs/fix   ({gw['ok_requests']} × 200)"
+    )
+    print(f"  gateway ÷ raw    {ratio:9.2f}   [≥ 0.70]")
+    if args.json:
+        args.json.write_text(json.dumps({"raw": raw_figures, "gateway": gw, "ratio": ratio}))
+
+
+if __name__ == "__main__":
+    main()

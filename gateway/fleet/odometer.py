@@ -1,0 +1,137 @@
+"""The odometer of one vehicle, from its accepted fixes (pure).
+
+Distance is the haversine length between fixes on a sphere of radius 6,371,008.8 m (the
+mean Earth radius, IUGG). GPS jitter is left out: a fix adds distance only when it is
+farther from the last counted fix (the anchor) than the two fixes' accuracy radii together
+(at least `jitter_min_m`), that is when the move cannot be noise; the anchor stays put
+until then, so slow real movement still counts once it adds up. A late fix L that falls
+between two folded fixes A and B adds d(A,L) + d(L,B) − d(A,B), the detour the vehicle
+really took. A device odometer or an odometer reading (checklist, ERP, admin) re-baselines
+the count; `precedence` says which source wins when both speak within `hold_hours`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.fleet.geometry import haversine_m
+
+SOURCES = ("reading", "device")
+
+
+@dataclass(frozen=True, slots=True)
+class TrackPoint:
+    """A fix as the fold sees it: device time, place and how sure the device was of it."""
+
+    t: datetime
+    lat: float
+    lon: float
+    accuracy_m: float | None = None
+
+    def distance_m(self, other: TrackPoint) -> float:
+        return haversine_m(self.lat, self.lon, other.lat, other.lon)
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"t": self.t, "lat": self.lat, "lon": self.lon}
+        if self.accuracy_m is not None:
+            doc["accuracy_m"] = self.accuracy_m
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> TrackPoint:
+        accuracy = doc.get("accuracy_m")
+        return cls(doc["t"], float(doc["lat"]), float(doc["lon"]), accuracy)
+
+
+@dataclass(frozen=True, slots=True)
+class OdometerSettings:
+    # Which sources re-baseline the count, the first winning: within `hold_hours` of a
+    # re-baseline by a source, a later one from a source ranked below it is ignored.
+    precedence: tuple[str, ...] = SOURCES
+    hold_hours: float = 24.0
+    jitter_min_m: float = 10.0
+    # The accuracy assumed for a fix that reports none.
+    default_accuracy_m: float = 10.0
+    # A device odometer that moves the count by less than this re-baselines it silently.
+    event_km: float = 1.0
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "precedence": list(self.precedence),
+            "hold_hours": self.hold_hours,
+            "jitter_min_m": self.jitter_min_m,
+            "default_accuracy_m": self.default_accuracy_m,
+            "event_km": self.event_km,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> OdometerSettings:
+        fields = {**cls().to_doc(), **doc}
+        return cls(
+            precedence=tuple(fields["precedence"]),
+            hold_hours=float(fields["hold_hours"]),
+            jitter_min_m=float(fields["jitter_min_m"]),
+            default_accuracy_m=float(fields["default_accuracy_m"]),
+            event_km=float(fields["event_km"]),
+        )
+
+
+def jitter_m(a: TrackPoint, b: TrackPoint, settings: OdometerSettings) -> float:
+    """How far apart two fixes may be from noise alone."""
+    default = settings.default_accuracy_m
+    radii = (a.accuracy_m or default) + (b.accuracy_m or default)
+    return max(settings.jitter_min_m, radii)
+
+
+def step_m(anchor: TrackPoint, fix: TrackPoint, settings: OdometerSettings) -> float | None:
+    """The distance `fix` adds after `anchor` (the last counted fix); None when the move is
+    within the jitter (the anchor stays)."""
+    distance = anchor.distance_m(fix)
+    return distance if distance > jitter_m(anchor, fix, settings) else None
+
+
+def detour_m(
+    before: TrackPoint | None,
+    late: TrackPoint,
+    after: TrackPoint | None,
+    settings: OdometerSettings,
+) -> float:
+    """What a late fix adds between its folded neighbours: d(A,L) + d(L,B) − d(A,B); 0 when
+    it is within the jitter of either (it would not have counted in order either)."""
+    near = [p for p in (before, after) if p is not None]
+    if not near or any(late.distance_m(p) <= jitter_m(p, late, settings) for p in near):
+        return 0.0
+    if before is None or after is None:
+        return late.distance_m(near[0])  # before the first fix, or after the last
+    return max(0.0, before.distance_m(late) + late.distance_m(after) - before.distance_m(after))
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """The last re-baseline: its value, source and (device or reading) time."""
+
+    km: float
+    source: str
+    at: datetime
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"km": self.km, "source": self.source, "at": self.at}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Baseline:
+        return cls(float(doc["km"]), str(doc["source"]), doc["at"])
+
+
+def may_rebaseline(
+    current: Baseline | None, source: str, at: datetime, settings: OdometerSettings
+) -> bool:
+    """Whether a value from `source` at `at` re-baselines the count."""
+    if source not in settings.precedence:
+        return False
+    if current is None or current.source not in settings.precedence:
+        return True
+    outranked = settings.precedence.index(source) > settings.precedence.index(current.source)
+    held = at - current.at < timedelta(hours=settings.hold_hours)
+    return not (outranked and held)

@@ -1,0 +1,54 @@
+"""Use case: odometer readings from outside the fold (a checklist, the ERP, an admin).
+
+A relay hook (`services.py` `each_of`): every vehicle event that sets `odometer_km` (a created
+vehicle with one, or an update that changes it) becomes a reading in the vehicle's fold
+queue, which the fold uses to re-baseline the odometer (`odometer.py`). The fold itself
+writes `odometer_km` without events, so its own writes never come back as readings.
+Idempotent: a batch relayed again queues the same readings again, and the fold's re-baseline
+(its event id derived from the reading's source and time) repeats nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.store import Doc, Store
+
+
+class OdometerReadings:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def __call__(self, events: Sequence[Doc]) -> int:
+        queued = 0
+        for event in events:
+            km = _reading(event)
+            if km is None:
+                continue
+            origin = event.get("origin") or {}
+            source = ":".join(str(origin[k]) for k in ("kind", "id") if origin.get(k))
+            reading = {"km": km, "at": event["occurred_at"], "source": source or "reading"}
+            await self._store.positions.push_reading(
+                event["tenant"], event["entity"]["id"], reading
+            )
+            queued += 1
+        return queued
+
+
+def _reading(event: Doc) -> float | None:
+    """The odometer a vehicle event reports, if it sets one."""
+    if (event.get("entity") or {}).get("type") != "vehicle":
+        return None
+    if (event.get("origin") or {}).get("kind") == "fold":
+        return None
+    value: Any = None
+    if event["type"] == "entity.created":
+        value = (event.get("data") or {}).get("odometer_km")
+    elif event["type"] == "entity.updated":
+        for change in event.get("changes") or ():
+            if change.get("field") == "odometer_km":
+                value = change.get("new")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

@@ -1,0 +1,176 @@
+"""The fold state of one vehicle, and what one fix does to it (pure, serialisable).
+
+The state is what the fold keeps between passes in the vehicle's `fleet` document: the last
+accepted fix (the last position, only ever moved forward in device time), the odometer and
+its anchor and baseline (`odometer.py`), the fixes suspected of a relocation (`quality.py`),
+and the per-geofence and per-plan states the `geo` evaluators own (kept as their documents).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from gateway.fleet.odometer import (
+    Baseline,
+    OdometerSettings,
+    TrackPoint,
+    detour_m,
+    may_rebaseline,
+    step_m,
+)
+from gateway.fleet.quality import QualitySettings, Reason, neighbour_reason, static_reason
+
+# What a fix may carry besides its place, kept with the last position.
+DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleState:
+    last: TrackPoint | None = None
+    last_detail: dict[str, Any] = field(default_factory=dict)
+    anchor: TrackPoint | None = None
+    odometer_km: float = 0.0
+    baseline: Baseline | None = None
+    suspects: tuple[TrackPoint, ...] = ()
+    fences: dict[str, Any] = field(default_factory=dict)
+    plans: dict[str, Any] = field(default_factory=dict)
+    # Device time of the last `vehicle.position` event, per subscription that asked for
+    # them (each one's sampling).
+    position_sent: dict[str, datetime] = field(default_factory=dict)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "last": None if self.last is None else self.last.to_doc(),
+            "last_detail": self.last_detail,
+            "anchor": None if self.anchor is None else self.anchor.to_doc(),
+            "odometer_km": self.odometer_km,
+            "baseline": None if self.baseline is None else self.baseline.to_doc(),
+            "suspects": [p.to_doc() for p in self.suspects],
+            "fences": self.fences,
+            "plans": self.plans,
+            "position_sent": self.position_sent,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any] | None) -> VehicleState:
+        if not doc:
+            return cls()
+        point = TrackPoint.from_doc
+        return cls(
+            last=point(doc["last"]) if doc.get("last") else None,
+            last_detail=dict(doc.get("last_detail") or {}),
+            anchor=point(doc["anchor"]) if doc.get("anchor") else None,
+            odometer_km=float(doc.get("odometer_km") or 0.0),
+            baseline=Baseline.from_doc(doc["baseline"]) if doc.get("baseline") else None,
+            suspects=tuple(point(p) for p in doc.get("suspects") or ()),
+            fences=dict(doc.get("fences") or {}),
+            plans=dict(doc.get("plans") or {}),
+            position_sent=dict(doc.get("position_sent") or {}),
+        )
+
+    def is_late(self, fix: TrackPoint) -> bool:
+        """Whether `fix` is older than the last position (it then never replaces it)."""
+        return self.last is not None and fix.t <= self.last.t
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the fold made of one fix."""
+
+    reason: Reason | None = None  # None: accepted
+    added_km: float = 0.0
+    late: bool = False
+    relocated: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True, slots=True)
+class Rebaselined:
+    from_km: float
+    to_km: float
+    source: str
+    at: datetime
+
+
+def fold_fix(
+    state: VehicleState,
+    fix: TrackPoint,
+    received_at: datetime,
+    quality: QualitySettings,
+    odometer: OdometerSettings,
+    *,
+    detail: dict[str, Any] | None = None,
+    before: TrackPoint | None = None,
+    after: TrackPoint | None = None,
+) -> tuple[VehicleState, Verdict]:
+    """Apply one fix. A late fix (`state.is_late`) is judged between its accepted neighbours
+    `before` and `after` (the caller looks them up) and only adds its detour to the odometer;
+    any other fix is judged against the last position and moves it."""
+    if (reason := static_reason(fix, received_at, quality)) is not None:
+        return state, Verdict(reason)
+    if state.is_late(fix):
+        for neighbour in (before, after):
+            if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
+                return state, Verdict(reason, late=True)
+        added = detour_m(before, fix, after, odometer) / 1000
+        moved = replace(state, odometer_km=state.odometer_km + added)
+        return moved, Verdict(added_km=added, late=True)
+    reason = neighbour_reason(fix, state.last, quality)
+    if reason is Reason.IMPOSSIBLE_SPEED:
+        return _suspect(state, fix, quality, detail)
+    if reason is not None:
+        return state, Verdict(reason)
+    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer)
+    anchor = state.anchor if state.anchor is not None and added_m is None else fix
+    added = (added_m or 0.0) / 1000
+    moved = replace(
+        state,
+        last=fix,
+        last_detail=_detail(detail),
+        anchor=anchor,
+        odometer_km=state.odometer_km + added,
+        suspects=(),
+    )
+    return moved, Verdict(added_km=added)
+
+
+def _suspect(
+    state: VehicleState, fix: TrackPoint, quality: QualitySettings, detail: dict[str, Any] | None
+) -> tuple[VehicleState, Verdict]:
+    """A fix too far from the last position: refused, unless it is the `relocate_after`-th
+    in a row of fixes that agree with each other (the last position was the outlier, or the
+    vehicle was carried): then the vehicle is there, without the jump on the odometer."""
+    agree = state.suspects and neighbour_reason(fix, state.suspects[-1], quality) is None
+    suspects = (*state.suspects, fix) if agree else (fix,)
+    if len(suspects) < quality.relocate_after:
+        return replace(state, suspects=suspects), Verdict(Reason.IMPOSSIBLE_SPEED)
+    moved = replace(state, last=fix, last_detail=_detail(detail), anchor=fix, suspects=())
+    return moved, Verdict(relocated=True)
+
+
+def rebaseline(
+    state: VehicleState, km: float, source: str, at: datetime, odometer: OdometerSettings
+) -> tuple[VehicleState, Rebaselined | None]:
+    """A device odometer or a reading: the count starts again from `km` if `source` may
+    re-baseline it now; the event to emit (a reading always, a device odometer when it moves
+    the count by `event_km` or more, or takes over from another source)."""
+    if not may_rebaseline(state.baseline, source, at, odometer):
+        return state, None
+    before = state.odometer_km
+    moved = replace(state, odometer_km=km, baseline=Baseline(km, source, at))
+    quiet = (
+        source == "device"
+        and state.baseline is not None
+        and state.baseline.source == "device"
+        and abs(km - before) < odometer.event_km
+    )
+    return moved, None if quiet else Rebaselined(before, km, source, at)
+
+
+def _detail(detail: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (detail or {}).items() if k in DETAIL_FIELDS and v is not None}

@@ -1,0 +1,216 @@
+"""The fold, driven on the real database: fixes appended to the track are folded into the
+vehicle's last position, odometer and events (issue 10)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.entities import Origin
+from gateway.fleet.odometer import TrackPoint
+from gateway.services import Services
+from gateway.store import Doc
+from gateway.web.state import services_key
+from tests.partner_double import (
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+)
+from tests.support import auth
+from tests.test_fleet_odometer import ROUTE_M, START, route_points
+
+TENANT = "acme"
+
+
+async def make_vehicle(services: Services, plate: str = "ABC1D23", **data: Any) -> str:
+    result = await services.entities.create(
+        TENANT, "vehicle", {"plate": plate, **data}, Origin("admin", "test")
+    )
+    return str(result.entity["_id"])
+
+
+def fix_doc(point: TrackPoint, **extra: Any) -> Doc:
+    doc: Doc = {"t": point.t, "lat": point.lat, "lon": point.lon, **extra}
+    if point.accuracy_m is not None:
+        doc["accuracy_m"] = point.accuracy_m
+    return doc
+
+
+async def append(
+    services: Services, vehicle: str, points: Sequence[TrackPoint], batch: int = 100
+) -> None:
+    for i in range(0, len(points), batch):
+        docs = [fix_doc(p) for p in points[i : i + batch]]
+        await services.store.positions.append(TENANT, vehicle, docs, "test")
+
+
+async def vehicle_data(services: Services, vehicle: str) -> Doc:
+    doc = await services.store.entities.get(TENANT, "vehicle", id=vehicle)
+    assert doc is not None
+    return dict(doc["data"])
+
+
+async def events_of(services: Services, event_type: str) -> list[Doc]:
+    return await services.events.find(TENANT, event_type=event_type, limit=500)
+
+
+async def test_the_route_appended_in_order_folds_to_its_length(services: Services) -> None:
+    vehicle = await make_vehicle(services)
+    points = route_points()
+    await append(services, vehicle, points, batch=500)
+    await services.fold.run_until_idle()
+    data = await vehicle_data(services, vehicle)
+    assert data["odometer_km"] * 1000 == _approx(ROUTE_M, 0.005)
+    assert data["last_position"]["latitude"] == points[-1].lat
+    assert data["last_position"]["fix_time"].startswith(points[-1].t.strftime("%Y-%m-%dT%H:%M:%S"))
+    fleet = await services.store.positions.fleet(TENANT, vehicle)
+    assert fleet is not None and not fleet["dirty"] and fleet["pending"] == []
+    # A position is not an entity change: no entity.updated per fix.
+    assert await events_of(services, "entity.updated") == []
+
+
+async def test_fixes_shuffled_within_a_minute_and_folded_as_they_come_give_the_same(
+    services: Services,
+) -> None:
+    vehicle = await make_vehicle(services)
+    points = route_points()[:600]
+    length = _length(points)
+    rng = random.Random(11)
+    shuffled: list[TrackPoint] = []
+    windows: dict[int, list[TrackPoint]] = {}
+    for p in points:
+        windows.setdefault(int((p.t - START).total_seconds() // 60), []).append(p)
+    for key in sorted(windows):
+        rng.shuffle(windows[key])
+        shuffled += windows[key]
+    for i in range(0, len(shuffled), 10):  # small requests, each folded before the next
+        await append(services, vehicle, shuffled[i : i + 10])
+        await services.fold.run_until_idle()
+    data = await vehicle_data(services, vehicle)
+    assert data["odometer_km"] * 1000 == _approx(length, 0.005)
+    assert data["last_position"]["latitude"] == points[-1].lat  # never went backwards
+    metrics = services.metrics.render().decode()
+    assert 'gateway_fleet_fixes_folded_total{outcome="late"}' in metrics
+
+
+async def test_refused_fixes_stay_in_the_track_flagged_and_counted(services: Services) -> None:
+    vehicle = await make_vehicle(services)
+    rio = TrackPoint(datetime.now(UTC) - timedelta(minutes=5), -22.9068, -43.1729, 5.0)
+    manaus = TrackPoint(rio.t + timedelta(seconds=10), -3.119, -60.0217, 5.0)
+    null_island = TrackPoint(rio.t + timedelta(seconds=20), 0.0, 0.0, 5.0)
+    next_year = TrackPoint(rio.t + timedelta(days=365), -22.9069, -43.1729, 5.0)
+    await append(services, vehicle, [rio, manaus, null_island, next_year])
+    await services.fold.run_until_idle()
+    track = await services.store.positions.track(TENANT, vehicle, None, None, None, 10)
+    assert [doc.get("rejected") for doc in track] == [
+        None,
+        "impossible_speed",
+        "null_island",
+        "future",
+    ]
+    data = await vehicle_data(services, vehicle)
+    assert (data["last_position"]["latitude"], data["odometer_km"]) == (rio.lat, 0)
+    metrics = services.metrics.render().decode()
+    for reason in ("impossible_speed", "null_island", "future"):
+        assert f'gateway_fleet_fixes_rejected_total{{reason="{reason}"}} 1.0' in metrics
+
+
+async def test_a_reading_rebaselines_the_odometer_once(services: Services) -> None:
+    vehicle = await make_vehicle(services)
+    points = route_points()[:50]
+    await append(services, vehicle, points)
+    await services.fold.run_until_idle()
+    reading = {"km": 42_000.0, "at": points[-1].t, "source": "checklist"}
+    await services.store.positions.push_reading(TENANT, vehicle, reading)
+    await services.store.positions.push_reading(TENANT, vehicle, reading)  # resent
+    await services.fold.run_until_idle()
+    assert (await vehicle_data(services, vehicle))["odometer_km"] == 42_000.0
+    events = await events_of(services, "vehicle.odometer.rebaselined")
+    assert len(events) == 1
+    assert events[0]["detail"]["to_km"] == 42_000.0
+    assert events[0]["detail"]["source"] == "checklist"
+    assert events[0]["origin"] == {"kind": "fold"}
+    await append(services, vehicle, route_points()[50:60])
+    await services.fold.run_until_idle()
+    assert (await vehicle_data(services, vehicle))["odometer_km"] > 42_000.0
+
+
+async def test_no_position_events_unless_a_subscription_names_them(
+    services: Services, client: Any
+) -> None:
+    vehicle = await make_vehicle(services)
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action_id = (await create_action(client, partner["id"]))["id"]
+    catch_all = await create_subscription(client, action_id, ("vehicle.*",))
+    points = [
+        TrackPoint(START + timedelta(seconds=10 * i), -23.55 + i * 1e-3, -46.63, 5.0)
+        for i in range(30)
+    ]
+    await append(services, vehicle, points[:10])
+    await services.fold.run_until_idle()
+    assert await events_of(services, "vehicle.position") == []
+    sampled = await create_subscription(client, action_id, ("vehicle.position",), sample_seconds=60)
+    assert sampled["sample_seconds"] == 60
+    await append(services, vehicle, points[10:])
+    await services.fold.run_until_idle()
+    events = await events_of(services, "vehicle.position")
+    # 200 s of fixes every 10 s, at most one a minute: at 100, 160, 220 and 280 s.
+    assert sorted(e["detail"]["t"] for e in events) == [points[i].t for i in (10, 16, 22, 28)]
+    # Delivered to the subscription that asked, not to the catch-all one.
+    for sub, expected in ((sampled, 4), (catch_all, 0)):
+        page = await client.get(f"/api/v1/deliveries?subscription_id={sub['id']}", headers=auth())
+        kinds = [d["event_type"] for d in (await page.json())["items"]]
+        assert kinds.count("vehicle.position") == expected
+
+
+def _length(points: Sequence[TrackPoint]) -> float:
+    return sum(a.distance_m(b) for a, b in itertools.pairwise(points))
+
+
+def _approx(value: float, rel: float) -> Any:
+    return pytest.approx(value, rel=rel)
+
+
+async def test_an_odometer_written_to_the_vehicle_rebaselines_the_fold(client: Any) -> None:
+    services = client.app[services_key]
+    created = await create_vehicle(client, "RBT2B34")
+    await append(services, created["id"], route_points()[:20])
+    await services.fold.run_until_idle()
+    patched = await client.patch(
+        "/api/v1/entities/vehicle/RBT2B34", json={"odometer_km": 88_000}, headers=auth()
+    )
+    assert patched.status == 200, await patched.text()
+    for _ in range(2):  # the relay queues the reading, the fold takes it
+        await services.relay.run_until_idle()
+        await services.fold.run_until_idle()
+    events = await services.events.find(TENANT, event_type="vehicle.odometer.rebaselined", limit=10)
+    assert [e["detail"]["to_km"] for e in events] == [88_000.0]
+    assert events[0]["detail"]["source"].startswith("admin")
+    await append(services, created["id"], route_points()[20:40])
+    await services.fold.run_until_idle()
+    data = await vehicle_data(services, created["id"])
+    assert 88_000 < data["odometer_km"] < 88_010
+
+
+async def test_a_partners_late_meter_reading_never_moves_the_odometer_back(
+    services: Services,
+) -> None:
+    vehicle = await make_vehicle(services)
+    at = START + timedelta(hours=1)
+    push = services.store.positions.push_reading
+    await push(TENANT, vehicle, {"km": 42_000.0, "at": at, "source": "trigger:erp"})
+    await push(TENANT, vehicle, {"km": 41_000.0, "at": at, "source": "trigger:erp-late"})
+    await services.fold.run_until_idle()
+    assert (await vehicle_data(services, vehicle))["odometer_km"] == 42_000.0
+    metrics = services.metrics.render().decode()
+    assert 'gateway_fleet_readings_total{outcome="stale"} 1.0' in metrics
+    # An admin's correction is authoritative: it may go back.
+    await push(TENANT, vehicle, {"km": 41_000.0, "at": at, "source": "admin:fleet-manager"})
+    await services.fold.run_until_idle()
+    assert (await vehicle_data(services, vehicle))["odometer_km"] == 41_000.0

@@ -1,0 +1,216 @@
+"""The odometer and the quality gates, fix by fix, on the shared track (pure: no database).
+
+`route1.geojson` is 4,757 fixes and 325,737 m long by haversine with R = 6,371,008.8 m. The
+fixes get device times as a car at 60 km/h would (at least 1 s apart)."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import math
+import random
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.fleet.geometry import haversine_m
+from gateway.fleet.odometer import OdometerSettings, TrackPoint
+from gateway.fleet.quality import QualitySettings, Reason
+from gateway.fleet.state import VehicleState, Verdict, fold_fix, rebaseline
+
+ROUTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tracks" / "route1.geojson"
+ROUTE_M = 325_737
+# Recent enough for the gates (fixes older than the horizon are refused), fixed per run.
+START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=12)
+
+
+def route_points(path: Path = ROUTE, speed_kmh: float = 60.0) -> list[TrackPoint]:
+    if not path.exists():  # a checkout beside shared/ (CI keeps a copy there)
+        path = Path("/work/shared/data/tracks/route1.geojson")
+    coordinates = json.loads(path.read_text())["geometry"]["coordinates"]
+    points: list[TrackPoint] = []
+    t = START
+    for lon, lat in coordinates:
+        if points:
+            metres = haversine_m(points[-1].lat, points[-1].lon, lat, lon)
+            t += timedelta(seconds=max(1.0, metres / (speed_kmh / 3.6)))
+        points.append(TrackPoint(t, lat, lon, 8.0))
+    return points
+
+
+class Folder:
+    """The fold's view of one vehicle, with the store's neighbours kept in memory."""
+
+    def __init__(self, quality: QualitySettings | None = None) -> None:
+        self.state = VehicleState()
+        self.accepted: list[TrackPoint] = []
+        self.quality = quality or QualitySettings()
+        self.odometer = OdometerSettings()
+        self.verdicts: list[Verdict] = []
+
+    def fold(self, fixes: Iterable[TrackPoint], received: datetime | None = None) -> None:
+        for fix in fixes:
+            times = [p.t for p in self.accepted]
+            i = bisect.bisect_left(times, fix.t)
+            before = self.accepted[i - 1] if i else None
+            after = self.accepted[i] if i < len(self.accepted) else None
+            at = received or fix.t + timedelta(seconds=2)
+            self.state, verdict = fold_fix(
+                self.state, fix, at, self.quality, self.odometer, before=before, after=after
+            )
+            if verdict.accepted:
+                self.accepted.insert(i, fix)
+            self.verdicts.append(verdict)
+
+    @property
+    def metres(self) -> float:
+        return self.state.odometer_km * 1000
+
+
+def test_the_route_in_order_measures_its_length_within_half_a_percent() -> None:
+    folder = Folder()
+    folder.fold(route_points())
+    assert all(v.accepted for v in folder.verdicts)
+    assert folder.metres == pytest.approx(ROUTE_M, rel=0.005)
+    assert folder.state.last == route_points()[-1]
+
+
+def test_the_route_shuffled_within_a_minute_measures_the_same() -> None:
+    points = route_points()
+    rng = random.Random(7)
+    windows: dict[int, list[TrackPoint]] = {}
+    for p in points:
+        windows.setdefault(int((p.t - START).total_seconds() // 60), []).append(p)
+    shuffled = []
+    for key in sorted(windows):
+        rng.shuffle(windows[key])
+        shuffled += windows[key]
+    assert shuffled != points
+    folder = Folder()
+    folder.fold(shuffled)
+    assert sum(v.late for v in folder.verdicts) > 1000
+    assert all(v.accepted for v in folder.verdicts)
+    assert folder.metres == pytest.approx(ROUTE_M, rel=0.005)
+    assert folder.state.last == points[-1]  # the last position never went backwards
+
+
+def drift(n: int, sigma_m: float, accuracy_m: float | None, seed: int = 3) -> list[TrackPoint]:
+    rng = random.Random(seed)
+    lat0, lon0 = -23.5505, -46.6333
+    metres_per_degree = 111_320.0
+    return [
+        TrackPoint(
+            START + timedelta(seconds=5 * i),
+            lat0 + rng.gauss(0, sigma_m) / metres_per_degree,
+            lon0 + rng.gauss(0, sigma_m) / (metres_per_degree * math.cos(math.radians(lat0))),
+            accuracy_m,
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_parked_vehicle_with_gps_drift_gains_almost_nothing() -> None:
+    for accuracy in (10.0, None):  # as reported, or assumed when a tracker reports none
+        folder = Folder()
+        folder.fold(drift(2000, sigma_m=4.0, accuracy_m=accuracy))
+        assert folder.metres < 50, accuracy
+        assert all(v.accepted for v in folder.verdicts)
+
+
+def test_a_reading_rebaselines_and_distance_goes_on_from_it() -> None:
+    points = route_points()[:200]
+    folder = Folder()
+    folder.fold(points[:100])
+    before = folder.state.odometer_km
+    state, event = rebaseline(folder.state, 120_000.0, "reading", points[99].t, folder.odometer)
+    assert event is not None and (event.from_km, event.to_km) == (before, 120_000.0)
+    folder.state = state
+    folder.fold(points[100:])
+    gained = sum(a.distance_m(b) for a, b in itertools.pairwise(points[99:]))
+    assert folder.state.odometer_km * 1000 == pytest.approx(120_000_000 + gained, rel=1e-6)
+
+
+def test_a_device_odometer_does_not_override_a_recent_reading_by_default() -> None:
+    settings = OdometerSettings()  # readings first, then device odometers
+    state, _ = rebaseline(VehicleState(), 500.0, "reading", START, settings)
+    kept, event = rebaseline(state, 480.0, "device", START + timedelta(hours=1), settings)
+    assert (kept.odometer_km, event) == (500.0, None)
+    later, event = rebaseline(state, 530.0, "device", START + timedelta(days=2), settings)
+    assert later.odometer_km == 530.0 and event is not None
+    device_first = OdometerSettings(precedence=("device", "reading"))
+    state, _ = rebaseline(VehicleState(), 480.0, "device", START, device_first)
+    kept, event = rebaseline(state, 500.0, "reading", START + timedelta(hours=1), device_first)
+    assert (kept.odometer_km, event) == (480.0, None)
+
+
+def test_a_device_odometer_that_agrees_rebaselines_silently() -> None:
+    settings = OdometerSettings()
+    state, first = rebaseline(VehicleState(), 1000.0, "device", START, settings)
+    state, small = rebaseline(state, 1000.4, "device", START + timedelta(minutes=1), settings)
+    state, jump = rebaseline(state, 1010.0, "device", START + timedelta(minutes=2), settings)
+    assert first is not None and small is None and jump is not None
+    assert state.odometer_km == 1010.0
+
+
+def fix(seconds: float, lat: float, lon: float, accuracy: float | None = None) -> TrackPoint:
+    return TrackPoint(START + timedelta(seconds=seconds), lat, lon, accuracy)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (fix(10, 0.0, 0.0), Reason.NULL_ISLAND),
+        (fix(10, 91.0, 10.0), Reason.INVALID_COORDINATES),
+        (fix(10, math.nan, 10.0), Reason.INVALID_COORDINATES),
+        (fix(3600 * 24 * 365, -23.55, -46.63), Reason.FUTURE),
+        (TrackPoint(datetime(1970, 1, 1, tzinfo=UTC), -23.55, -46.63), Reason.TOO_OLD),
+        (fix(10, -23.55, -46.63, accuracy=5000), Reason.INACCURATE),
+        (fix(10, -3.119, -60.0217), Reason.IMPOSSIBLE_SPEED),  # Manaus 10 s after Rio
+        (fix(0.5, -22.9068, -43.1729), Reason.DUPLICATE),
+    ],
+)
+def test_a_bad_fix_is_refused_with_its_reason_and_moves_nothing(
+    bad: TrackPoint, reason: Reason
+) -> None:
+    folder = Folder()
+    rio = fix(0, -22.9068, -43.1729)
+    folder.fold([rio], received=START)
+    folder.fold([bad], received=START + timedelta(seconds=12))
+    assert folder.verdicts[-1].reason is reason
+    assert folder.state.last == rio and folder.state.odometer_km == 0
+
+
+def test_a_late_fix_never_moves_the_last_position_back() -> None:
+    points = route_points()[:10]
+    folder = Folder()
+    folder.fold(points[:5] + points[6:])
+    folder.fold([points[5]])
+    assert folder.verdicts[-1].late and folder.verdicts[-1].accepted
+    assert folder.state.last == points[-1]
+
+
+def test_a_vehicle_that_really_moved_is_found_after_a_few_agreeing_fixes() -> None:
+    folder = Folder()
+    folder.fold([fix(0, 0.5, 0.5)])  # a bogus first fix
+    sao_paulo = [fix(10 + 5 * i, -23.5505 + i * 1e-4, -46.6333) for i in range(5)]
+    folder.fold(sao_paulo)
+    reasons = [v.reason for v in folder.verdicts[1:]]
+    assert reasons[:2] == [Reason.IMPOSSIBLE_SPEED] * 2
+    assert folder.verdicts[3].relocated
+    assert folder.state.last == sao_paulo[-1]
+    assert folder.state.odometer_km * 1000 < 50  # the jump is not distance driven
+
+
+def test_the_state_survives_its_document() -> None:
+    folder = Folder()
+    folder.fold(route_points()[:50])
+    assert VehicleState.from_doc(folder.state.to_doc()) == folder.state
+
+
+def test_quality_settings_keep_their_defaults_for_what_a_tenant_leaves_out() -> None:
+    settings = QualitySettings.from_doc({"max_speed_kmh": 180})
+    assert settings.max_speed_kmh == 180.0
+    assert settings.future_tolerance_s == QualitySettings().future_tolerance_s

@@ -1,0 +1,172 @@
+"""Scenarios 1 and 2 from the tracker's own payload: Traccar position forwards posted to a
+position trigger, folded into a geofence exit and a maintenance crossing, and on through the
+shipped flows to what the driver receives (issues 10 and 11).
+
+`tests/test_flow_scenarios.py` starts the same flows from a Traccar event forward and from a
+trigger that emits the event; these start where a fleet's telemetry does."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.fleet.odometer import TrackPoint
+from gateway.web.state import services_key
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import (
+    add_mapping,
+    add_template,
+    drain,
+    email_channel,
+    get,
+    push_channel,
+    sample,
+    send_to,
+    sms_channel,
+    upload_flow,
+)
+from tests.partner_double import Partner, partner, post
+from tests.smtp_double import SmtpFactory, smtp_server
+from tests.test_fleet_odometer import route_points
+
+__all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+PAULISTA = (-23.5613, -46.6565)
+
+
+async def _traccar_trigger(client: Client) -> dict[str, Any]:
+    await add_mapping(client, "traccar-position")
+    body = {
+        "name": "traccar-positions",
+        "target": "positions",
+        "methods": ["POST"],
+        "mapping": "traccar-position",
+    }
+    return dict(await post(client, "/api/v1/triggers", body))
+
+
+def _forward(point: TrackPoint, plate: str = "ABC1D23") -> dict[str, Any]:
+    """Traccar's position forward for one fix (its own sample, moved and re-timed)."""
+    payload = copy.deepcopy(sample("traccar_position_forward.json"))
+    stamp = point.t.isoformat(timespec="milliseconds")
+    position = payload["position"]
+    position.update(latitude=point.lat, longitude=point.lon, fixTime=stamp, deviceTime=stamp)
+    position["attributes"].pop("odometer", None)
+    payload["device"]["name"] = plate
+    return payload
+
+
+async def _fold_and_drain(client: Client) -> None:
+    services = client.app[services_key]
+    for _ in range(3):  # a reading relayed, then folded; the fold's events, then their flows
+        await services.fold.run_until_idle()
+        await drain(services)
+
+
+async def _driver_of_abc(client: Client, **contacts: Any) -> None:
+    await post(client, "/api/v1/entities/driver", {**ANA, **contacts})
+    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+
+
+async def test_scenario_1_a_traccar_position_outside_the_authorized_area_pushes_to_the_driver(
+    client: Client, fcm: Fcm
+) -> None:
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await _driver_of_abc(client, push_tokens=["fcm-device-token"])
+    lat, lon = PAULISTA
+    circle = {"lat": lat, "lon": lon, "radius_m": 1000}
+    await post(
+        client,
+        "/api/v1/geofences",
+        {"name": "Garagem SP", "kind": "authorized", "circle": circle},
+    )
+    traccar = await _traccar_trigger(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    inside = TrackPoint(t0, lat, lon)
+    # 2 km east of the centre, a minute apart (~120 km/h), then on along the avenue.
+    outside = [
+        TrackPoint(t0 + timedelta(seconds=60 * i), lat, lon + 0.0196 + i * 1e-3) for i in (1, 2)
+    ]
+    for point in (inside, *outside):
+        await send_to(client, traccar, _forward(point))
+    await send_to(client, traccar, _forward(outside[0]))  # Traccar resends it: a duplicate
+    await _fold_and_drain(client)
+
+    (message,) = fcm.messages
+    local = outside[0].t.astimezone(ZoneInfo("America/Sao_Paulo")).strftime("%H:%M")
+    assert message["token"] == "fcm-device-token"
+    assert message["notification"] == {
+        "title": "Veículo fora da área autorizada",
+        "body": f"ABC1D23 saiu de Garagem SP às {local}",
+    }
+    assert message["data"] == {"event": "vehicle.geofence.exited", "plate": "ABC1D23"}
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["last_position"]["longitude"] == outside[-1].lon
+
+
+async def test_scenario_2_mileage_from_positions_reaches_the_plan_and_alerts_by_push_email_and_sms(
+    client: Client, partner: Partner, fcm: Fcm, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await push_channel(client, fcm)
+    await email_channel(client, smtp.port)
+    await sms_channel(client, partner.url, "zenvia-token")
+    for name in ("maintenance-due-push", "maintenance-due-email", "maintenance-due-sms"):
+        await add_template(client, name)
+    await upload_flow(client, "maintenance-due-alert")
+    await post(client, "/api/v1/maintenance-plans", {"name": "Revisão", "every_km": 10_000})
+    # The odometer a checklist recorded when the vehicle joined: 5 km before the service.
+    await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "ABC1D23", "model": "Strada", "odometer_km": 9_995},
+    )
+    await _driver_of_abc(
+        client,
+        phone="+5511987654321",
+        email="ana.souza@example.com",
+        push_tokens=["fcm-device-token"],
+    )
+    await post(
+        client,
+        "/api/v1/entities/operator",
+        {
+            "name": "Bruno Lima",
+            "cpf": "11144477735",
+            "email": "bruno@acme.com.br",
+            "role": "fleet_manager",
+        },
+    )
+    await _fold_and_drain(client)  # the reading re-baselines the odometer at 9,995 km
+    traccar = await _traccar_trigger(client)
+    route = route_points()[:200]  # 6.8 km of the shared track
+    shift = datetime.now(UTC) - timedelta(hours=1) - route[0].t
+    for point in route:
+        moved = TrackPoint(point.t + shift, point.lat, point.lon)
+        await send_to(client, traccar, _forward(moved))
+    await _fold_and_drain(client)
+
+    (push,) = fcm.messages
+    assert push["notification"] == {
+        "title": "Revisão do ABC1D23",
+        "body": "ABC1D23 atingiu 10.000 km. Agende a revisão.",
+    }
+    assert sorted(m.recipients[0] for m in smtp.received) == [
+        "ana.souza@example.com",
+        "bruno@acme.com.br",
+    ]
+    assert {m.message["Subject"] for m in smtp.received} == {"Revisão: ABC1D23 atingiu 10.000 km"}
+    (sms,) = [r for r in partner.requests if r.path == "/v2/channels/sms/messages"]
+    assert sms.json() == sample("sms_request.json")
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["odometer_km"] == pytest.approx(9_995 + 6.81, abs=0.05)

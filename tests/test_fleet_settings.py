@@ -1,0 +1,84 @@
+"""GET/PUT /api/v1/fleet/settings: a tenant's quality gates, odometer rules and retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.fleet.odometer import TrackPoint
+from gateway.web.state import services_key
+from tests.partner_double import create_vehicle
+from tests.support import auth
+from tests.test_fleet_fold import append
+from tests.test_fleet_odometer import START
+
+
+async def test_settings_start_at_their_documented_defaults(client: Any) -> None:
+    response = await client.get("/api/v1/fleet/settings", headers=auth())
+    assert response.status == 200
+    body = await response.json()
+    assert body["quality"]["max_speed_kmh"] == 300
+    assert body["quality"]["future_tolerance_s"] == 300
+    assert body["odometer"]["precedence"] == ["reading", "device"]
+    assert body["retention_days"] == 90
+
+
+async def test_bad_settings_are_refused_with_every_problem_and_change_nothing(
+    client: Any,
+) -> None:
+    bad = {
+        "quality": {"max_speed_kmh": 0, "nonsense": 1},
+        "odometer": {"precedence": ["gps", "gps"]},
+        "retention_days": 0,
+    }
+    response = await client.put("/api/v1/fleet/settings", json=bad, headers=auth())
+    assert response.status == 422
+    pointers = {e["pointer"] for e in (await response.json())["errors"]}
+    assert pointers == {
+        "/quality/max_speed_kmh",
+        "/quality/nonsense",
+        "/odometer/precedence",
+        "/retention_days",
+    }
+    body = await (await client.get("/api/v1/fleet/settings", headers=auth())).json()
+    assert body["quality"]["max_speed_kmh"] == 300
+
+
+async def test_a_tenants_gates_apply_to_its_vehicles_only(client: Any) -> None:
+    put = await client.put(
+        "/api/v1/fleet/settings",
+        json={"quality": {"max_speed_kmh": 50}, "retention_days": 30},
+        headers=auth(),
+    )
+    assert put.status == 200
+    assert (await put.json())["quality"]["max_speed_kmh"] == 50
+    other = await (await client.get("/api/v1/fleet/settings", headers=auth("globex"))).json()
+    assert other["quality"]["max_speed_kmh"] == 300
+    viewer = await client.put("/api/v1/fleet/settings", json={}, headers=auth(role="viewer"))
+    assert viewer.status == 403
+    services = client.app[services_key]
+    vehicle = await create_vehicle(client, "RBT3C45")
+    # 1 km in 36 s is 100 km/h: over this tenant's 50.
+    a = TrackPoint(START, -23.55, -46.63, 5.0)
+    b = TrackPoint(START + timedelta(seconds=36), -23.541, -46.63, 5.0)
+    await append(services, vehicle["id"], [a, b])
+    await services.fold.run_until_idle()
+    track = await services.store.positions.track("acme", vehicle["id"], None, None, None, 5)
+    assert [doc.get("rejected") for doc in track] == [None, "impossible_speed"]
+
+
+async def test_a_shorter_retention_drops_only_that_tenants_old_fixes(client: Any) -> None:
+    services = client.app[services_key]
+    put = await client.put("/api/v1/fleet/settings", json={"retention_days": 7}, headers=auth())
+    assert put.status == 200
+    positions = services.store.db["positions"]
+    now = datetime.now(UTC)
+    for tenant, days in (("acme", 8), ("acme", 6), ("globex", 8)):
+        # Fixes that arrived `days` ago (written as the append would have then).
+        await positions.insert_one(
+            {"tenant": tenant, "vehicle": "v1", "t": now - timedelta(days=days),
+             "at": now - timedelta(days=days), "lat": -23.5, "lon": -46.6, "source": "test"}
+        )  # fmt: skip
+    assert await services.fold.purge_expired() == 1
+    left = sorted((d["tenant"], (now - d["at"]).days) for d in await positions.find().to_list(None))
+    assert left == [("acme", 6), ("globex", 8)]

@@ -1,0 +1,154 @@
+"""The fold's crash test: two real `gateway worker --jobs fold` processes fold vehicles'
+tracks while the test appends to them; one is killed with SIGKILL mid-stream. The other takes
+its shards over once their leases expire. No fold may be lost (every vehicle's odometer is
+what one uninterrupted fold of its fixes gives) and no event doubled (one `vehicle.position`
+per fix for a subscription that samples nothing, each delivered once)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.fleet.odometer import OdometerSettings
+from gateway.fleet.quality import QualitySettings
+from gateway.fleet.state import VehicleState, fold_fix
+from gateway.web.state import services_key
+from tests.partner_double import create_action, create_partner, create_subscription, post
+from tests.support import SECRET_KEY
+from tests.test_fleet_fold import fix_doc
+from tests.test_fleet_odometer import route_points
+
+Client = TestClient[Any, Any]
+VEHICLES = 6
+FIXES = 240  # per vehicle
+CHUNK = 8
+
+
+async def _start_folder(client: Client, mongodb_uri: str, data_dir: Path, name: str) -> Any:
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": client.app[services_key].settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_LOG_JSON": "false",
+    }
+    with (data_dir / f"{name}.log").open("wb") as log:  # the child keeps its own handle
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "worker", "--jobs", "fold",
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+
+
+async def _count(client: Client, collection: str, query: dict[str, Any]) -> int:
+    return int(await client.app[services_key].store.db[collection].count_documents(query))
+
+
+async def _shards_of(client: Client, pid: int | None) -> list[int]:
+    """The fold shards the process `pid` holds."""
+    leases = client.app[services_key].store.db["leases"]
+    owned = await leases.find({"job": "fleet-fold", "shard": {"$exists": True}}).to_list(None)
+    return [d["shard"] for d in owned if str(d.get("owner", "")).split(":")[1:2] == [str(pid)]]
+
+
+async def _kill_mid_pass(client: Client, victim: Any, tries: int = 400) -> bool:
+    """SIGKILL the victim while it is between storing a pass's events and committing the
+    pass (a fix with its event that is still pending), freezing it (SIGSTOP) to look; after
+    `tries` looks, kill it wherever it is. Whether it was caught mid-pass."""
+    db = client.app[services_key].store.db
+    for _ in range(tries):
+        victim.send_signal(signal.SIGSTOP)
+        shards = await _shards_of(client, victim.pid)
+        for fleet in (
+            await db["fleet"].find({"dirty": True, "shard": {"$in": shards}}).to_list(None)
+        ):
+            fixes = await db["positions"].find({"_id": {"$in": fleet["pending"]}}).to_list(None)
+            query = {
+                "entity.id": fleet["vehicle"],
+                "type": "vehicle.position",
+                "detail.t": {"$in": [f["t"] for f in fixes]},
+            }
+            if fixes and await db["events"].count_documents(query):
+                victim.send_signal(signal.SIGKILL)
+                await victim.wait()
+                return True
+        victim.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    return False
+
+
+async def _until(condition: Any, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(180)
+async def test_a_killed_fold_loses_no_fold_and_doubles_no_event(
+    client: Client, mongodb_uri: str, tmp_path: Path
+) -> None:
+    services = client.app[services_key]
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await create_action(client, partner["id"])
+    await create_subscription(client, action["id"], ("vehicle.position",))
+    route = route_points()
+    tracks: dict[str, list[Any]] = {}
+    for n in range(VEHICLES):
+        vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": f"RBT1A{n:02d}"})
+        tracks[vehicle["id"]] = route[n * FIXES : (n + 1) * FIXES]
+    victim = await _start_folder(client, mongodb_uri, tmp_path, "victim")
+    survivor = await _start_folder(client, mongodb_uri, tmp_path, "survivor")
+
+    async def feed() -> None:
+        for start in range(0, FIXES, CHUNK):
+            for vehicle, points in tracks.items():
+                docs = [fix_doc(p) for p in points[start : start + CHUNK]]
+                await services.store.positions.append("acme", vehicle, docs, "test")
+            await asyncio.sleep(0.02)
+
+    feeder = asyncio.create_task(feed())
+    try:
+        await _until(
+            lambda: _count(client, "events", {"type": "vehicle.position"}), 60, "the first folds"
+        )
+        await _until(lambda: _shards_of(client, victim.pid), 30, "the victim's shards")
+        caught_mid_pass = await _kill_mid_pass(client, victim)
+        await feeder
+        total = VEHICLES * FIXES
+
+        async def all_folded() -> bool:
+            return await _count(client, "fleet", {"dirty": True}) == 0
+
+        await _until(all_folded, 90, "the survivor to fold everything")
+    finally:
+        feeder.cancel()
+        for process in (victim, survivor):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 30)
+
+    for vehicle, points in tracks.items():
+        expected = VehicleState()
+        for point in points:  # one uninterrupted fold of the same fixes
+            expected, _ = fold_fix(expected, point, point.t, QualitySettings(), OdometerSettings())
+        doc = await services.store.entities.get("acme", "vehicle", id=vehicle)
+        assert doc is not None
+        assert doc["data"]["odometer_km"] == pytest.approx(expected.odometer_km, abs=1e-3)
+        assert doc["data"]["last_position"]["latitude"] == points[-1].lat
+    print(f"\nvictim killed between its events and its commit: {caught_mid_pass}")
+    events = await services.store.db["events"].find({"type": "vehicle.position"}).to_list(None)
+    per_fix = Counter((e["entity"]["id"], e["detail"]["t"]) for e in events)
+    assert len(per_fix) == total and max(per_fix.values()) == 1
+    assert await _count(client, "deliveries", {"event_type": "vehicle.position"}) == total
