@@ -35,6 +35,7 @@ from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
 from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold
+from gateway.fleet.overview import FleetOverview
 from gateway.fleet.readings import OdometerReadings
 from gateway.fleet.rule_service import GeofenceService, PlanService
 from gateway.fleet.rules import FleetRules
@@ -113,6 +114,7 @@ class Services:
     geofences: GeofenceService
     maintenance_plans: PlanService
     vehicle_services: ServiceRecorder
+    fleet_overview: FleetOverview
 
 
 @contextlib.asynccontextmanager
@@ -290,6 +292,7 @@ def _assemble(
         geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
         maintenance_plans=PlanService(store.fleet_rules.plans, on_change=fleet_rules.forget),
         vehicle_services=services_done,
+        fleet_overview=FleetOverview(store, fleet_rules),
     )
 
 

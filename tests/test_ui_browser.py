@@ -367,3 +367,44 @@ async def test_a_flow_runs_steps_lead_to_the_message_it_sent_and_the_channel_tes
     await ui.page.get_by_role("link", name="Avisos", exact=True).click()
     await ui.page.get_by_test_id("settings-form").wait_for()
     await ui.shot("notification-settings")
+
+
+async def test_an_admin_draws_a_geofence_and_sees_it_over_a_vehicles_track(ui: Ui) -> None:
+    await make_user(ui.services)
+    vehicle = await create_vehicle(ui.api)
+    trigger = await post(
+        ui.api, "/api/v1/triggers", {"name": "gps", "target": "positions", "methods": ["POST"]}
+    )
+    fixes = [
+        {
+            "plate": vehicle["plate"],
+            "time": f"2026-12-01T12:0{m}:00Z",
+            "lat": -23.55 + m * 1e-3,
+            "lon": -46.63,
+        }
+        for m in range(6)
+    ]
+    sent = await ui.api.post(
+        f"/hooks/{trigger['id']}",
+        json=fixes,
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    assert sent.status in (200, 201, 207), await sent.text()
+    await ui.log_in()
+    await ui.page.get_by_role("link", name="Cercas virtuais", exact=True).click()
+    await ui.page.get_by_role("link", name="Nova cerca").click()
+    await ui.page.fill("#f-name", "Garagem SP")
+    await ui.page.fill("#f-circle\\.lat", "-23,552")
+    await ui.page.fill("#f-circle\\.lon", "-46.63")
+    await ui.page.fill("#f-circle\\.radius_m", "400")
+    await ui.page.get_by_role("button", name="Criar").click()
+    await ui.page.locator(".flash").wait_for()
+    assert await ui.page.locator("svg.map circle.fence-authorized").count() == 1
+    await ui.goto("/admin/geofences")
+    assert await ui.page.locator("svg.map polyline.track").count() == 1
+    await ui.shot("geofences")
+    await ui.goto(f"/admin/entities/vehicle/{vehicle['id']}")
+    fences = ui.page.get_by_test_id("vehicle-fences")
+    assert "Garagem SP" in await fences.inner_text()
+    assert await ui.page.locator("svg.map polyline.track").count() == 1
+    await ui.shot("vehicle")

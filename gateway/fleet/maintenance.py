@@ -181,3 +181,26 @@ class _Cycle:
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """Where a vehicle stands on a plan: the next due point and whether it is due now
+    (a cycle reached since the last service), soon, or not yet."""
+
+    condition: Literal["ok", "due_soon", "due"]
+    next_km: float
+    next_at: datetime | None
+
+
+def outlook(plan: Plan, state: PlanState | None, odometer_km: float, now: datetime) -> Outlook:
+    cycle = _Cycle(plan, state or PlanState(started_at=now))
+    current = max(cycle.reached(odometer_km, now))
+    upcoming = current + 1
+    if current >= 1:
+        condition: Literal["ok", "due_soon", "due"] = "due"
+    elif cycle.soon(upcoming, odometer_km, now) is not None:
+        condition = "due_soon"
+    else:
+        condition = "ok"
+    return Outlook(condition, cycle.km(upcoming), cycle.at(upcoming))

@@ -1,5 +1,6 @@
 """Entity pages: browse and search each type; one entity's data and events; a vehicle's
-odometer, current driver and driver history, and assigning its driver."""
+odometer, current driver and driver history, assigning its driver, and its recent track,
+geofences and maintenance plans (`fleet.py`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gateway.events import public_event
 from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
 from gateway.store.entities import FILTERABLE
+from gateway.ui.fleet import vehicle_fleet
 from gateway.ui.forms import Form, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import session_of, tenant_of
@@ -80,6 +82,7 @@ async def _entity(
         context["history"] = [a.as_dict() for a in history]
         drivers = await services.entities.find(tenant, "driver", {}, after=None, limit=200)
         context["drivers"] = [(d["data"].get("cpf"), d["data"].get("name")) for d in drivers]
+        context["fleet"] = await vehicle_fleet(request, doc)
     return render(request, "entities/detail.html", context, status=422 if form else 200)
 
 

@@ -1,6 +1,5 @@
-"""The UI's navigation: one entry per page family, in menu order. A new family (geofences,
-maintenance plans) adds its line here, its routes in `routes.py` and
-its words in `messages/<family>.yaml`."""
+"""The UI's navigation: one entry per page family, in menu order. A new family adds its line
+here, its routes in `routes.py` and its words in `messages/<family>.yaml`."""
 
 from __future__ import annotations
 
@@ -26,4 +25,6 @@ NAV: Final = (
     NavItem("/templates", "nav.templates"),
     NavItem("/notification-settings", "nav.notification_settings"),
     NavItem("/entities/vehicle", "nav.entities"),
+    NavItem("/geofences", "nav.geofences"),
+    NavItem("/maintenance-plans", "nav.maintenance_plans"),
 )

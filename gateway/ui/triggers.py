@@ -12,7 +12,7 @@ from gateway.auth.partner_hmac import PRESETS
 from gateway.errors import InvalidPayload
 from gateway.schemas import ENTITY_TYPES
 from gateway.triggers.service import IssuedTrigger
-from gateway.triggers.spec import AUTH_MODES
+from gateway.triggers.spec import AUTH_MODES, TARGETS
 from gateway.ui.forms import Form, json_field, nest, number_field, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import tenant_of
@@ -34,6 +34,7 @@ AUTH_FIELDS: Final = (
 
 FIELDS: Final = (
     "name",
+    "target",
     "entity_type",
     "kind",
     "methods",
@@ -76,7 +77,7 @@ async def list_triggers(request: web.Request) -> web.Response:
 
 
 async def new_trigger(request: web.Request) -> web.Response:
-    return await _form(request, Form({"methods": ["POST"], "format": "json"}))
+    return await _form(request, Form({"methods": ["POST"], "format": "json", "target": "entities"}))
 
 
 async def create_trigger(request: web.Request) -> web.Response:
@@ -258,6 +259,7 @@ async def _form(request: web.Request, form: Form, *, status: int = 200) -> web.R
         "form": form,
         "entity_types": ENTITY_TYPES,
         "auth_modes": AUTH_MODES,
+        "targets": TARGETS,
         "presets": sorted(PRESETS),
         **await _mapping_choices(request),
     }

@@ -1,0 +1,275 @@
+"""Geofence and maintenance-plan pages over HTTP: a circle typed in and a polygon pasted, both
+drawn (inline SVG) over the fleet's recent tracks; bad shapes refused next to their fields with
+what was typed kept; plans listing the vehicles due and due soon; a vehicle's page with its
+track, its fences and its plans; a viewer changes nothing; another tenant's fence is a 404."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.services import Services
+from tests.partner_double import post
+from tests.support import auth
+from tests.triggers_support import hook
+from tests.ui_support import Client, csrf, log_in, make_user
+
+SQUARE = {
+    "type": "Polygon",
+    "coordinates": [
+        [[-46.64, -23.56], [-46.62, -23.56], [-46.62, -23.54], [-46.64, -23.54], [-46.64, -23.56]]
+    ],
+}
+
+
+async def _form(client: Client, path: str, fields: dict[str, str]) -> Any:
+    token = await csrf(client, path if not path.endswith("/edit") else path[: -len("/edit")])
+    target = path.removesuffix("/new") if path.endswith("/new") else path
+    return await client.post(target, data={"csrf": token, **fields}, allow_redirects=False)
+
+
+async def _api(client: Client, path: str) -> Any:
+    response = await client.get(path, headers=auth())
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_a_typed_circle_and_a_pasted_polygon_are_created_and_drawn(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    circle = await _form(
+        client,
+        "/admin/geofences/new",
+        {
+            "name": "Garagem <b>SP</b>",
+            "kind": "authorized",
+            "circle.lat": "-23,55",  # a decimal comma, as typed in Brazil
+            "circle.lon": "-46.63",
+            "circle.radius_m": "800",
+            "vehicles": "ABC1D23, XYZ9K88",
+        },
+    )
+    assert circle.status == 303, await circle.text()
+    polygon = await _form(
+        client,
+        "/admin/geofences/new",
+        {"name": "Centro", "kind": "restricted", "polygon": json.dumps(SQUARE), "group": "sp"},
+    )
+    assert polygon.status == 303, await polygon.text()
+    listed = (await _api(client, "/api/v1/geofences"))["items"]
+    by_name = {f["name"]: f for f in listed}
+    assert by_name["Garagem <b>SP</b>"]["circle"] == {"lat": -23.55, "lon": -46.63, "radius_m": 800}
+    assert by_name["Garagem <b>SP</b>"]["vehicles"] == ["ABC1D23", "XYZ9K88"]
+    assert by_name["Centro"]["polygon"] == SQUARE and by_name["Centro"]["group"] == "sp"
+    page = await (await client.get("/admin/geofences")).text()
+    assert 'data-testid="fleet-map"' in page
+    for fence in listed:
+        assert f'data-fence="{fence["id"]}"' in page
+    assert '<circle class="fence fence-authorized"' in page
+    assert '<path class="fence fence-restricted"' in page
+    assert "Garagem &lt;b&gt;SP&lt;/b&gt;" in page and "<b>SP</b>" not in page
+
+
+async def test_bad_shapes_are_refused_next_to_their_fields_and_what_was_typed_is_kept(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    open_ring = {"type": "Polygon", "coordinates": [SQUARE["coordinates"][0][:-1]]}
+    refused = await _form(
+        client,
+        "/admin/geofences/new",
+        {"name": "Aberta", "kind": "authorized", "polygon": json.dumps(open_ring)},
+    )
+    page = await refused.text()
+    assert refused.status == 422 and 'data-field="polygon"' in page
+    assert "Aberta" in page and "-46.64" in page
+    zero = await _form(
+        client,
+        "/admin/geofences/new",
+        {
+            "name": "Ponto",
+            "kind": "authorized",
+            "circle.lat": "-23.5",
+            "circle.lon": "-46.6",
+            "circle.radius_m": "0",
+        },
+    )
+    page = await zero.text()
+    assert zero.status == 422 and 'data-field="circle.radius_m"' in page
+    north = await _form(
+        client,
+        "/admin/geofences/new",
+        {
+            "name": "Polo",
+            "kind": "authorized",
+            "circle.lat": "91",
+            "circle.lon": "0",
+            "circle.radius_m": "10",
+        },
+    )
+    assert north.status == 422 and 'data-field="circle.lat"' in await north.text()
+    plan = await _form(client, "/admin/maintenance-plans/new", {"name": "Zero", "every_km": "0"})
+    assert plan.status == 422 and 'data-field="every_km"' in await plan.text()
+    assert (await _api(client, "/api/v1/geofences"))["items"] == []
+    assert (await _api(client, "/api/v1/maintenance-plans"))["items"] == []
+
+
+async def test_a_plan_lists_the_vehicles_due_and_due_soon(
+    client: Client, services: Services
+) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 10_400})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "DEF4G56", "odometer_km": 9_600})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "GHI7J89", "odometer_km": 2_000})
+    await make_user(services)
+    await log_in(client)
+    created = await _form(
+        client,
+        "/admin/maintenance-plans/new",
+        {"name": "Revisão 10 mil", "every_km": "10000", "due_soon_km": "500"},
+    )
+    assert created.status == 303, await created.text()
+    page = await (await client.get(created.headers["Location"])).text()
+    assert '<tr data-condition="due"><td><a href="/admin/entities/vehicle/ABC1D23">' in page
+    assert '<tr data-condition="due_soon"><td><a href="/admin/entities/vehicle/DEF4G56">' in page
+    assert "GHI7J89" not in page
+    listing = await (await client.get("/admin/maintenance-plans")).text()
+    assert "ABC1D23" in listing and "DEF4G56" in listing and "GHI7J89" not in listing
+    [plan] = (await _api(client, "/api/v1/maintenance-plans"))["items"]
+    edited = await _form(
+        client,
+        f"/admin/maintenance-plans/{plan['id']}/edit",
+        {"name": "Revisão 20 mil", "every_km": "20000", "due_soon_km": "", "start_km": ""},
+    )
+    assert edited.status == 303, await edited.text()
+    stored = await _api(client, f"/api/v1/maintenance-plans/{plan['id']}")
+    assert (stored["name"], stored["every_km"], stored.get("due_soon_km")) == (
+        "Revisão 20 mil",
+        20000,
+        None,
+    )
+    page = await (await client.get(f"/admin/maintenance-plans/{plan['id']}")).text()
+    assert "ABC1D23" not in page and "DEF4G56" not in page
+
+
+async def test_a_vehicles_page_draws_its_track_and_shows_its_fences_and_plans(
+    client: Client, services: Services
+) -> None:
+    vehicle = await post(
+        client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 9_700}
+    )
+    trigger = await post(
+        client, "/api/v1/triggers", {"name": "gps", "target": "positions", "methods": ["POST"]}
+    )
+    fixes = [
+        {
+            "plate": "ABC1D23",
+            "time": f"2026-12-01T12:00:{s:02d}Z",
+            "lat": -23.55 + s * 1e-4,
+            "lon": -46.63,
+        }
+        for s in range(0, 50, 10)
+    ]
+    status, body = await hook(client, trigger, fixes)
+    assert status in (200, 201, 207), body
+    await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "Garagem",
+            "kind": "authorized",
+            "circle": {"lat": -23.55, "lon": -46.63, "radius_m": 500},
+        },
+    )
+    await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "Outra frota",
+            "kind": "authorized",
+            "circle": {"lat": -22.9, "lon": -43.2, "radius_m": 500},
+            "vehicles": ["ZZZ9Z99"],
+        },
+    )
+    await post(
+        client,
+        "/api/v1/maintenance-plans",
+        {"name": "Revisão", "every_km": 10_000, "due_soon_km": 500},
+    )
+    await services.fold.run_until_idle()
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
+    assert 'data-testid="last-position"' in page and "-23.546" in page  # the newest fix
+    assert '<polyline class="track"' in page and 'data-track="ABC1D23"' in page
+    fences = page.split('data-testid="vehicle-fences"')[1].split("</ul>")[0]
+    assert "Garagem" in fences and "Outra frota" not in fences
+    assert 'data-inside="yes"' in fences  # the fold's state of the fence
+    assert 'data-testid="recent-fixes"' in page and page.count("-23.55") >= 1
+    plans = page.split('data-testid="vehicle-plans"')[1].split("</table>")[0]
+    assert 'data-condition="due_soon"' in plans and "Revisão" in plans and "10,000" in plans
+
+
+async def test_a_viewer_changes_no_fence_and_another_tenants_fence_is_not_found(
+    client: Client, services: Services
+) -> None:
+    mine = await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "Garagem",
+            "kind": "authorized",
+            "circle": {"lat": -23.5, "lon": -46.6, "radius_m": 300},
+        },
+    )
+    theirs = await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "Deles",
+            "kind": "authorized",
+            "circle": {"lat": -23.5, "lon": -46.6, "radius_m": 300},
+        },
+        tenant="globex",
+    )
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    await log_in(client, email="vera@acme.com.br")
+    page = await (await client.get(f"/admin/geofences/{mine['id']}")).text()
+    assert 'data-testid="fence-form"' not in page and "Garagem" in page
+    token = await csrf(client, "/admin/")
+    for path in (f"/admin/geofences/{mine['id']}/edit", f"/admin/geofences/{mine['id']}/delete"):
+        response = await client.post(path, data={"csrf": token, "name": "x", "kind": "restricted"})
+        assert response.status == 403, path
+    assert (await _api(client, f"/api/v1/geofences/{mine['id']}"))["name"] == "Garagem"
+    assert (await client.get(f"/admin/geofences/{theirs['id']}")).status == 404
+
+
+async def test_a_position_trigger_is_created_from_the_form_and_appends_fixes(
+    client: Client, services: Services
+) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await make_user(services)
+    await log_in(client)
+    form = await (await client.get("/admin/triggers/new")).text()
+    assert 'name="target"' in form and 'value="positions"' in form
+    created = await _form(
+        client,
+        "/admin/triggers/new",
+        {"name": "rastreadores", "target": "positions", "methods": "POST", "format": "json"},
+    )
+    page = await created.text()
+    assert created.status == 201, page
+    token = page.split('id="trigger-token" class="mono">')[1].split("<")[0]
+    [trigger] = (await _api(client, "/api/v1/triggers"))["items"]
+    assert (trigger["target"], trigger["entity_type"]) == ("positions", "vehicle")
+    fix = {"plate": "ABC1D23", "time": "2026-12-01T12:00:00Z", "lat": -23.55, "lon": -46.63}
+    sent = await client.post(
+        f"/hooks/{trigger['id']}", json=fix, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert sent.status == 201, await sent.text()
+    track = await _api(client, "/api/v1/entities/vehicle/ABC1D23/positions")
+    assert [f["lat"] for f in track["items"]] == [-23.55]
+    listing = await (await client.get("/admin/triggers")).text()
+    assert "posições" in listing
