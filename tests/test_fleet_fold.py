@@ -68,6 +68,15 @@ async def events_of(services: Services, event_type: str) -> list[Doc]:
     return await services.events.find(TENANT, event_type=event_type, limit=500)
 
 
+async def test_a_registered_odometer_is_counted_on_from_not_reset(services: Services) -> None:
+    vehicle = await make_vehicle(services, odometer_km=18_250)
+    points = route_points()[:200]
+    await append(services, vehicle, points, batch=200)
+    await services.fold.run_until_idle()
+    driven_km = (await vehicle_data(services, vehicle))["odometer_km"] - 18_250
+    assert 0 < driven_km < 50  # the first fixes' distance, counted on from 18,250 km
+
+
 async def test_the_route_appended_in_order_folds_to_its_length(services: Services) -> None:
     vehicle = await make_vehicle(services)
     points = route_points()

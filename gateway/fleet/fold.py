@@ -347,6 +347,12 @@ class _VehicleRun:
         self._exclude = exclude
         self._moved = False
         self._detoured = False
+        start = data.get("odometer_km")
+        fresh = self.state.last is None and self.state.baseline is None
+        if fresh and not self.state.odometer_km and isinstance(start, int | float) and start > 0:
+            # A vehicle's first fold counts on from the odometer it was registered with (or
+            # had before the fold existed), not from zero.
+            self.state = _with(self.state, odometer_km=float(start))
 
     @property
     def state(self) -> VehicleState:
