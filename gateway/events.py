@@ -12,9 +12,7 @@ least `gather_seconds` apart, so that under light load the events of that time s
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Collection as Items
@@ -25,7 +23,7 @@ from gateway.doorbell import Doorbell
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.progress import Progress
-from gateway.shares import Shares
+from gateway.shares import ShardedLoop, Shares
 from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -108,16 +106,20 @@ class EventRelay:
         self._store = store
         self._metrics = metrics
         self._on_relayed = on_relayed
-        self._shares = shares  # None: every shard (a single relay, or a test driving it)
         self._batch = batch
-        self._poll = poll_seconds
-        # Passes start at least this far apart: under light load the writes of that time go
-        # in one batch (three writes and one read for all) instead of one batch each.
-        self._gather = gather_seconds
-        # Rung by the entity service after every write that added events.
-        self._doorbell = doorbell
-        self.running = False
-        self.progress = Progress()
+        # `shares` None: every shard (a single relay, or a test driving it). Passes start at
+        # least `gather_seconds` apart: under light load the writes of that time go in one
+        # batch (three writes and one read for all) instead of one batch each. The doorbell
+        # is rung by the entity service after every write that added events.
+        self._loop = ShardedLoop(
+            "event relay",
+            shares,
+            self.run_until_idle,
+            doorbell=doorbell,
+            poll_seconds=poll_seconds,
+            min_interval=gather_seconds,
+            on_shards=metrics.relay_shards.set,
+        )
         self._unparkable: list[Any] = []  # entities this process skips (see _park)
 
     async def relay_once(self, shards: Items[int] | None = None) -> int:
@@ -194,36 +196,18 @@ class EventRelay:
             total += handled
         return total
 
-    async def run(self) -> None:
-        self.running = True
-        try:
-            await self._loop()
-        finally:
-            self.running = False
-            if self._shares is not None:
-                try:
-                    await self._shares.release_all()
-                except Exception as exc:  # the leases then expire instead
-                    log.warning("releasing the relay's shards failed: %s", exc)
+    @property
+    def running(self) -> bool:
+        return self._loop.running
 
-    async def _loop(self) -> None:
-        refresh_at = 0.0
-        while True:
-            started = time.monotonic()
-            try:
-                if self._shares is not None and time.monotonic() >= refresh_at:
-                    refresh_at = time.monotonic() + self._shares.refresh_seconds
-                    mine = await self._shares.refresh()
-                    self._metrics.relay_shards.set(len(mine))
-                shards = None if self._shares is None else self._shares.mine
-                if shards is None or shards:
-                    await self.run_until_idle(shards)
-                self.progress.moved()
-            except StoreUnavailable as exc:
-                self.progress.stuck(exc.detail)
-                log.warning("event relay paused: %s", exc.detail)
-            except Exception as exc:
-                self.progress.stuck(f"{type(exc).__name__}: {exc}")
-                log.exception("event relay failed; retrying")
-            await self._doorbell.wait(self._poll)
-            await asyncio.sleep(started + self._gather - time.monotonic())
+    @property
+    def progress(self) -> Progress:
+        """Whether the loop moves (/readyz reads it); a test may give it another clock."""
+        return self._loop.progress
+
+    @progress.setter
+    def progress(self, value: Progress) -> None:
+        self._loop.progress = value
+
+    async def run(self) -> None:
+        await self._loop.run()

@@ -12,12 +12,20 @@ once its leases expire (`ttl`). No coordination but the leases (`store/leases.py
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 
+from gateway.doorbell import Doorbell
+from gateway.errors import StoreUnavailable
+from gateway.progress import Progress
 from gateway.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def process_owner() -> str:
@@ -81,3 +89,66 @@ class Shares:
         await self._store.leases.release(self._job, self.mine, self.owner)
         await self._store.leases.leave(self._job, self.owner)
         self.mine = frozenset()
+
+
+class ShardedLoop:
+    """The loop of a job whose shards are shared through `Shares` (the event relay, the
+    fleet fold): renew the share every `refresh_seconds`, `work` on the shards held (all of
+    them when `shares` is None), report progress, then wait for the doorbell or the poll —
+    and at least `min_interval` from the start of the pass, so light load batches. A failure
+    is logged and retried at the next pass; on stop the shards are let go at once."""
+
+    def __init__(
+        self,
+        name: str,
+        shares: Shares | None,
+        work: Callable[[Collection[int] | None], Awaitable[object]],
+        *,
+        doorbell: Doorbell,
+        poll_seconds: float,
+        min_interval: float = 0.0,
+        on_shards: Callable[[int], None] = lambda held: None,
+    ) -> None:
+        self._name = name
+        self._shares = shares
+        self._work = work
+        self._doorbell = doorbell
+        self._poll = poll_seconds
+        self._min_interval = min_interval
+        self._on_shards = on_shards
+        self.progress = Progress()
+        self.running = False
+
+    async def run(self) -> None:
+        self.running = True
+        try:
+            await self._loop()
+        finally:
+            self.running = False
+            if self._shares is not None:
+                try:
+                    await self._shares.release_all()
+                except Exception as exc:  # the leases then expire instead
+                    log.warning("releasing the %s's shards failed: %s", self._name, exc)
+
+    async def _loop(self) -> None:
+        refresh_at = 0.0
+        while True:
+            started = time.monotonic()
+            try:
+                if self._shares is not None and started >= refresh_at:
+                    refresh_at = started + self._shares.refresh_seconds
+                    self._on_shards(len(await self._shares.refresh()))
+                shards = None if self._shares is None else self._shares.mine
+                if shards is None or shards:
+                    await self._work(shards)
+                self.progress.moved()
+            except StoreUnavailable as exc:
+                self.progress.stuck(exc.detail)
+                log.warning("%s paused: %s", self._name, exc.detail)
+            except Exception as exc:
+                self.progress.stuck(f"{type(exc).__name__}: {exc}")
+                log.exception("%s failed; retrying", self._name)
+            await self._doorbell.wait(self._poll)
+            if self._min_interval:
+                await asyncio.sleep(started + self._min_interval - time.monotonic())

@@ -38,7 +38,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from gateway.doorbell import Doorbell
-from gateway.errors import StoreUnavailable
 from gateway.events import OnRelayed, event_document
 from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
@@ -48,7 +47,7 @@ from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSetti
 from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
 from gateway.progress import Progress
-from gateway.shares import Shares
+from gateway.shares import ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
 from gateway.store.positions import SHARDS, Consumed
 
@@ -122,10 +121,17 @@ class Fold:
         self._rules = rules
         self._on_relayed = on_relayed
         self._doorbell = doorbell  # rung by the append after every stored fix
-        self._shares = shares  # None: every shard (a single fold, or a test driving it)
         self._config = config
-        self.running = False
-        self.progress = Progress()
+        self._purge_at = 0.0
+        # `shares` None: every shard (a single fold, or a test driving it).
+        self._loop = ShardedLoop(
+            "fleet fold",
+            shares,
+            self._pass,
+            doorbell=doorbell,
+            poll_seconds=config.poll_seconds,
+            on_shards=metrics.fold_shards.set,
+        )
 
     def wake(self) -> None:
         self._doorbell.ring()
@@ -159,17 +165,21 @@ class Fold:
             total += folded
         return total
 
+    @property
+    def running(self) -> bool:
+        return self._loop.running
+
+    @property
+    def progress(self) -> Progress:
+        """Whether the loop moves (/readyz reads it); a test may give it another clock."""
+        return self._loop.progress
+
+    @progress.setter
+    def progress(self, value: Progress) -> None:
+        self._loop.progress = value
+
     async def run(self) -> None:
-        self.running = True
-        try:
-            await self._loop()
-        finally:
-            self.running = False
-            if self._shares is not None:
-                try:
-                    await self._shares.release_all()
-                except Exception as exc:  # the leases then expire instead
-                    log.warning("releasing the fold's shards failed: %s", exc)
+        await self._loop.run()
 
     async def purge_expired(self) -> int:
         """Drop the fixes of tenants that keep them for fewer days than the TTL index does;
@@ -181,30 +191,14 @@ class Fold:
             purged += await self._store.positions.purge(str(doc["_id"]), before)
         return purged
 
-    async def _loop(self) -> None:
-        refresh_at = purge_at = 0.0
-        while True:
-            try:
-                if self._shares is not None and time.monotonic() >= refresh_at:
-                    refresh_at = time.monotonic() + self._shares.refresh_seconds
-                    mine = await self._shares.refresh()
-                    self._metrics.fold_shards.set(len(mine))
-                shards = None if self._shares is None else self._shares.mine
-                if shards is None or shards:
-                    await self.run_until_idle(shards)
-                # One process purges: the holder of shard 0.
-                if time.monotonic() >= purge_at and (shards is None or 0 in shards):
-                    purge_at = time.monotonic() + _PURGE_SECONDS
-                    if purged := await self.purge_expired():
-                        log.info("dropped %d fixes past their tenants' retention", purged)
-                self.progress.moved()
-            except StoreUnavailable as exc:
-                self.progress.stuck(exc.detail)
-                log.warning("fleet fold paused: %s", exc.detail)
-            except Exception as exc:
-                self.progress.stuck(f"{type(exc).__name__}: {exc}")
-                log.exception("fleet fold failed; retrying")
-            await self._doorbell.wait(self._config.poll_seconds)
+    async def _pass(self, shards: Collection[int] | None) -> None:
+        """One pass of the loop: fold what waits; the holder of shard 0 (or a fold with every
+        shard) also purges what tenants keep for fewer days than the TTL index does."""
+        await self.run_until_idle(shards)
+        if time.monotonic() >= self._purge_at and (shards is None or 0 in shards):
+            self._purge_at = time.monotonic() + _PURGE_SECONDS
+            if purged := await self.purge_expired():
+                log.info("dropped %d fixes past their tenants' retention", purged)
 
     def _measure_waiting(self, docs: Sequence[Doc]) -> None:
         since = docs[0].get("since") if docs else None
