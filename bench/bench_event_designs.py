@@ -25,6 +25,9 @@ request is one vehicle's new data and its event (`vehicle.position`):
 - C+mark, C with a `pending` mark on each event (sparse index) and a relay that clears it
   after the fan-out (one update per batch): what a relay needs to find new events durably
   when they are not in an outbox;
+- C-idx, C without the entity index only the outbox needs (`outbox_pending_by_shard`);
+- U, the entity update alone in the same rounds and seal, no event: the floor of any design
+  that stores the gateway's entity document with its indexes;
 - D, Node-RED's equivalent (the floor): one upsert of the vehicle by plate per request, one
   command each, in a collection with that one unique index.
 
@@ -67,6 +70,7 @@ from gateway.store.group_commit import SEALS, GroupCommit
 
 TENANT = "bench"
 PENDING_EVENTS = IndexModel([("pending", ASCENDING)], name="pending", sparse=True)
+OUTBOX_INDEX = "outbox_pending_by_shard"  # only the outbox needs it
 NATURAL_KEY = IndexModel([("plate", ASCENDING)], unique=True)  # Node-RED's `vehicles`
 Client = AsyncMongoClient[Doc]
 
@@ -159,9 +163,11 @@ class Design:
         self.rng = random.Random(seed)
         self.current: dict[int, Doc] = {}
         self.relay_rounds = 0
+        self.entity_indexes = ENTITY_INDEXES
+        self.has_events = True
 
     async def setup(self, mark: bool = False) -> None:
-        await self.entities.create_indexes(ENTITY_INDEXES)
+        await self.entities.create_indexes(self.entity_indexes)
         await self.events.create_indexes(EVENT_INDEXES + ([PENDING_EVENTS] if mark else []))
         now = datetime.now(UTC)
         for i, plate in enumerate(PLATES):
@@ -246,12 +252,27 @@ class Outbox(Design):
 
 
 class Beside(Design):
-    """B, C and C+mark: the event in the `events` collection, written in the request's round."""
+    """B, C and its variants: the event in the `events` collection, written in the request's
+    round (U: no event at all)."""
 
-    def __init__(self, client: Client, name: str, seed: int, transaction: bool, mark: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        name: str,
+        seed: int,
+        *,
+        transaction: bool,
+        mark: bool = False,
+        event: bool = True,
+        outbox_index: bool = True,
+    ) -> None:
         super().__init__(client, name, seed)
         self.rounds = Rounds(client, self.db, transaction)
         self.mark = mark
+        self.has_events = event
+        if not outbox_index:
+            self.entity_indexes = [i for i in ENTITY_INDEXES if i.document["name"] != OUTBOX_INDEX]
+            assert len(self.entity_indexes) == len(ENTITY_INDEXES) - 1
 
     def round_trips(self) -> int:
         return self.rounds.commands
@@ -264,12 +285,10 @@ class Beside(Design):
         )
         if self.mark:
             event["pending"] = True
-        await self.rounds.write(
-            [
-                UpdateOne(query, update, namespace=self.entities.full_name),
-                InsertOne(event, namespace=self.events.full_name),
-            ]
-        )
+        writes: list[Any] = [UpdateOne(query, update, namespace=self.entities.full_name)]
+        if self.has_events:
+            writes.append(InsertOne(event, namespace=self.events.full_name))
+        await self.rounds.write(writes)
         self.current[i] = {**current, **update["$set"], "rev": current["rev"] + 1}
 
     async def relay(self, stop: asyncio.Event) -> None:
@@ -291,6 +310,7 @@ class NodeRed(Design):
     """D: one upsert of the vehicle's data by plate per request (Node-RED's flow)."""
 
     async def setup(self, mark: bool = False) -> None:
+        self.has_events = False
         self.vehicles = self.db["vehicles"]
         await self.vehicles.create_indexes([NATURAL_KEY])
         await self.vehicles.insert_many(
@@ -305,9 +325,11 @@ class NodeRed(Design):
 def designs(client: Client, seed: int) -> dict[str, Callable[[], Design]]:
     return {
         "A": lambda: Outbox(client, "A", seed),
-        "B": lambda: Beside(client, "B", seed, transaction=False, mark=False),
-        "C": lambda: Beside(client, "C", seed, transaction=True, mark=False),
+        "B": lambda: Beside(client, "B", seed, transaction=False),
+        "C": lambda: Beside(client, "C", seed, transaction=True),
         "C+mark": lambda: Beside(client, "C+mark", seed, transaction=True, mark=True),
+        "C-idx": lambda: Beside(client, "C-idx", seed, transaction=True, outbox_index=False),
+        "U": lambda: Beside(client, "U", seed, transaction=False, event=False),
         "D": lambda: NodeRed(client, "D", seed),
     }
 
@@ -317,6 +339,8 @@ TITLES = {
     "B": "beside, same bulkWrite round + seal",
     "C": "beside, one transaction per round",
     "C+mark": "C + relay mark on each event",
+    "C-idx": "C without the outbox's entity index",
+    "U": "the entity update alone, rounds + seal",
     "D": "Node-RED: one upsert by plate",
 }
 
@@ -366,10 +390,10 @@ async def measure(design: Design, requests: int, writers: int, db_pid: int) -> d
     done = per_writer * writers
     db_us = (cpu_seconds(db_pid) - db0) / done * 1e6
     client_us = (time.process_time() - cli0) / done * 1e6
-    events = await design.events.count_documents({}) if design.name != "D" else 0
+    events = await design.events.count_documents({})
     if isinstance(design, Beside) and design.mark:
         assert await design.events.count_documents({"pending": True}) == 0
-    if design.name != "D":
+    if design.has_events:
         assert events == done, f"{design.name}: {events} events for {done} requests"
     return {
         "design": design.name, "db_us": db_us, "client_us": client_us, "rate": done / elapsed,
@@ -382,10 +406,10 @@ async def measure(design: Design, requests: int, writers: int, db_pid: int) -> d
 async def run(uri: str, db_pid: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     client: Client = AsyncMongoClient(uri, tz_aware=True, journal=True)
     try:
-        names = ["A", "B", "C", "C+mark", "D"]
+        names = list(TITLES)
         if not await transactions_work(client):
-            print("the server has no working transactions: C and C+mark left out")
-            names = ["A", "B", "D"]
+            print("the server has no working transactions: C and its variants left out")
+            names = [n for n in names if not n.startswith("C")]
         runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
         for r in range(args.repeat):
             order = names if r % 2 == 0 else names[::-1]
