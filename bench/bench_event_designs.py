@@ -33,8 +33,9 @@ request is one vehicle's new data and its event (`vehicle.position`):
 
 Every measurement window ends when every event is stored and relayed. Prints, per design,
 the database server's CPU per request (/proc/PID/stat, relay included), this process's, and
-requests/s, with each as a ratio to D and to A in the same run. `--repeat 2` runs the designs
-twice, alternating, and reports the median of each.
+requests/s, with each as a ratio to D and to A in the same run, and the database's busy cores
+(CPU per request × requests/s: well below one core, the database was not what held the rate
+back). `--repeat 2` runs the designs twice, alternating, and reports the median of each.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class Rounds:
         self._client, self._db, self._transaction = client, db, transaction
         self._queue: list[tuple[list[Any], asyncio.Future[None]]] = []
         self._in_flight = 0
-        self.commands = 0  # round trips: a round, its seal
+        self.commands = 0  # round trips: a round's bulkWrite, its commit, its seal
 
     async def write(self, models: list[Any]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -129,6 +130,7 @@ class Rounds:
         try:
             self.commands += 1
             if self._transaction:
+                self.commands += 1  # its commitTransaction
                 async with self._client.start_session() as session:
                     async with await session.start_transaction():
                         await self._client.bulk_write(models, ordered=False, session=session)
@@ -438,13 +440,14 @@ def report(results: dict[str, dict[str, Any]], writers: int) -> None:
     print(f"\n{writers} writers; per request: the vehicle's data and one event (D: no event)")
     print(
         f"{'design':<46} {'DB µs/req':>9} {'÷D':>6} {'÷A':>6} {'req/s':>7} {'÷D':>6} {'÷A':>6}"
-        f" {'client µs':>9}"
+        f" {'client µs':>9} {'DB cores':>8}"
     )
     for name, r in results.items():
+        busy = r["db_us"] * r["rate"] / 1e6
         print(
             f"{name + ' ' + TITLES[name]:<46} {r['db_us']:9,.0f} {r['db_us'] / d['db_us']:6.2f} "
             f"{r['db_us'] / a['db_us']:6.2f} {r['rate']:7,.0f} {r['rate'] / d['rate']:6.2f} "
-            f"{r['rate'] / a['rate']:6.2f} {r['client_us']:9,.0f}"
+            f"{r['rate'] / a['rate']:6.2f} {r['client_us']:9,.0f} {busy:8.2f}"
         )
 
 
