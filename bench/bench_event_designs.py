@@ -191,7 +191,7 @@ class Design:
         """Runs beside the writers until `stop`, then until nothing waits."""
 
     def round_trips(self) -> int:
-        """Commands the requests sent (rounds and their seals; a transaction counts one)."""
+        """Commands the requests sent: bulkWrites, commits, seals (D: not counted)."""
         return 0
 
     def entity_update(self, i: int) -> tuple[Doc, Doc, Doc]:
