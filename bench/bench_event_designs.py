@@ -95,8 +95,8 @@ def now() -> datetime:
 
 class Rounds:
     """The group commit of `group_commit.py`, but a request hands over all its writes at
-    once and they leave in the same round: at most two rounds in flight; a lone request of
-    one write is one ordinary journaled command; otherwise one client-level `bulkWrite`, or
+    once and they leave in the same round: at most two rounds in flight, each one
+    client-level `bulkWrite` (even alone: 16 writers leave few rounds of one request), or
     (`transaction`) the round in one transaction, followed by the journaled seal: SecantusDB
     honours `j: true` neither on a bulkWrite's operations nor on `commitTransaction` (its
     `_commit_transaction` ignores the write concern), so without the seal neither would be
@@ -134,9 +134,6 @@ class Rounds:
                 async with self._client.start_session() as session:
                     async with await session.start_transaction():
                         await self._client.bulk_write(models, ordered=False, session=session)
-            elif len(models) == 1:
-                await self._client.bulk_write(models)  # one command, journaled: no seal
-                return self._settle(batch, None)
             else:
                 await self._client.bulk_write(models, ordered=False)
             self.commands += 1
