@@ -1,15 +1,15 @@
 """`make bench`: every SPEC §8 benchmark, one after the other, and ONE table of the figures.
 
-    python bench/figures.py [--only http,scale,ingest,pipeline,proxy,fanout] [--duration 10]
+    python bench/figures.py [--only http,scale,ingest,pipeline,proxy,fanout,events] [--duration 10]
                             [--keep DIR] [--from DIR] [--markdown]
 
 Runs bench_http.py (bare aiohttp, Node-RED and the gateway side by side on one embedded
 database, plus the gateway with 2 processes), bench_http.py again for 1 against 2 processes
 where the database is not the limit (a probe the mapping answers), bench_positions_ingest.py
 (batched position ingest against the database's raw insert_many), bench_trigger_pipeline.py,
-bench_proxy.py and bench_fanout.py, each writing its figures as JSON, then prints for each
-SPEC §8 figure its target, the measured value or ratio, pass or fail, and the command that
-reproduces it.
+bench_proxy.py, bench_fanout.py and bench_event_designs.py, each writing its figures as JSON,
+then prints for each SPEC §8 figure its target, the measured value or ratio, pass or fail, and
+the command that reproduces it.
 `--keep DIR` keeps the JSON files; `--from DIR` prints the table from kept files without
 measuring again; `--markdown` prints it as a Markdown table (docs/benchmarks.md keeps one).
 
@@ -248,6 +248,18 @@ def other_rows(pipeline: Any, proxy: Any, fanout: Any) -> list[Row]:
     return rows
 
 
+def event_rows(events: Any) -> list[Row]:
+    """What an entity write and its event cost the database, outbox (today) and a transaction
+    per round (the events beside the entity), against Node-RED's one upsert."""
+    figure = "entity write + event, database CPU ÷ Node-RED's upsert: outbox / transaction"
+    command = "python bench/bench_event_designs.py"
+    if not events or "C" not in events:
+        return [Row(figure, "≤ 1", "no figures", "not measured", command)]
+    a, c, d = (events[k]["db_us"] for k in ("A", "C", "D"))
+    measured = f"{a / d:.2f} / {c / d:.2f} ({a:,.0f} / {c:,.0f} vs {d:,.0f} µs)"
+    return [Row(figure, "≤ 1", measured, "info", command)]
+
+
 def machine() -> str:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -279,7 +291,7 @@ def print_table(rows: list[Row], markdown: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="http,scale,ingest,pipeline,proxy,fanout")
+    parser.add_argument("--only", default="http,scale,ingest,pipeline,proxy,fanout,events")
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--keep", type=Path, help="keep the JSON figures in this directory")
     parser.add_argument("--from", dest="source", type=Path, help="print kept figures")
@@ -296,6 +308,7 @@ def main() -> None:
         "pipeline": ["bench/bench_trigger_pipeline.py"],
         "proxy": ["bench/bench_proxy.py"],
         "fanout": ["bench/bench_fanout.py"],
+        "events": ["bench/bench_event_designs.py"],
     }
     with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
         folder = args.source or args.keep or Path(tmp)
@@ -317,6 +330,7 @@ def main() -> None:
         rows += position_rows(http, command)
         rows += ingest_rows(results["ingest"]())
         rows += other_rows(results["pipeline"](), results["proxy"](), results["fanout"]())
+        rows += event_rows(results["events"]())
         print(f"\nSPEC §8 figures, {machine()}")
         print("load average (1 min) before and after each benchmark: "
               + ", ".join(f"{load[0]:.1f}" for load in loads))  # fmt: skip
