@@ -22,8 +22,7 @@ from typing import Any
 from gateway.doorbell import Doorbell
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.progress import Progress
-from gateway.shares import ShardedLoop, Shares
+from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class EventLog:
         return doc
 
 
-class EventRelay:
+class EventRelay(ShardedJob):
     def __init__(
         self,
         store: Store,
@@ -195,19 +194,3 @@ class EventRelay:
         while handled := await self.relay_once(shards):
             total += handled
         return total
-
-    @property
-    def running(self) -> bool:
-        return self._loop.running
-
-    @property
-    def progress(self) -> Progress:
-        """Whether the loop moves (/readyz reads it); a test may give it another clock."""
-        return self._loop.progress
-
-    @progress.setter
-    def progress(self, value: Progress) -> None:
-        self._loop.progress = value
-
-    async def run(self) -> None:
-        await self._loop.run()

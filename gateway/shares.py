@@ -152,3 +152,25 @@ class ShardedLoop:
             await self._doorbell.wait(self._poll)
             if self._min_interval:
                 await asyncio.sleep(started + self._min_interval - time.monotonic())
+
+
+class ShardedJob:
+    """A job run by a `ShardedLoop` (its `_loop`): whether it runs, its progress (/readyz
+    reads it; a test may give it another clock) and `run()` for the process's background."""
+
+    _loop: ShardedLoop
+
+    @property
+    def running(self) -> bool:
+        return self._loop.running
+
+    @property
+    def progress(self) -> Progress:
+        return self._loop.progress
+
+    @progress.setter
+    def progress(self, value: Progress) -> None:
+        self._loop.progress = value
+
+    async def run(self) -> None:
+        await self._loop.run()

@@ -46,8 +46,7 @@ from gateway.fleet.odometer import TrackPoint
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
 from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
-from gateway.progress import Progress
-from gateway.shares import ShardedLoop, Shares
+from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
 from gateway.store.positions import SHARDS, Consumed
 
@@ -102,7 +101,7 @@ class _Pass:
     lags: list[float] = field(default_factory=list)
 
 
-class Fold:
+class Fold(ShardedJob):
     def __init__(
         self,
         store: Store,
@@ -164,22 +163,6 @@ class Fold:
         while folded := await self.fold_once(shards):
             total += folded
         return total
-
-    @property
-    def running(self) -> bool:
-        return self._loop.running
-
-    @property
-    def progress(self) -> Progress:
-        """Whether the loop moves (/readyz reads it); a test may give it another clock."""
-        return self._loop.progress
-
-    @progress.setter
-    def progress(self, value: Progress) -> None:
-        self._loop.progress = value
-
-    async def run(self) -> None:
-        await self._loop.run()
 
     async def purge_expired(self) -> int:
         """Drop the fixes of tenants that keep them for fewer days than the TTL index does;
