@@ -1,7 +1,7 @@
 """Soak: a real `gateway serve` (embedded database) under a mixed load at 70% of its measured
 peak for a long time, loopback only. Not a CI test: run it by hand before a release.
 
-    python bench/soak.py [--minutes 10] [--fraction 0.7] [--window 30]
+    python bench/soak.py [--minutes 10] [--fraction 0.7] [--window 30] [--tracemalloc DIR]
 
 Mix (per request drawn at random): 55% trigger POST (an upsert of one of 500 vehicles whose
 odometer moves, so every call writes, emits `entity.updated` and creates a delivery), 20%
@@ -15,6 +15,11 @@ Each window prints: requests, errors, p50/p99 latency, RSS of the gateway and of
 database, the CPU each used (% of one core), relay lag (now minus the newest relayed event's
 time) and delivery lag p99 (a delivery's arrival at the partner minus its event's time). The
 summary compares the first and last windows.
+
+`--tracemalloc DIR` runs the gateway under tracemalloc (`PYTHONTRACEMALLOC`, frames set by
+`--frames`; it runs slower, so its peak is lower) and takes a snapshot once the soak has run
+60 s (warm-up) and one at the end (`bench/_tracemalloc/sitecustomize.py`, on SIGUSR2); then it
+prints the allocation sites that grew most between the two, by traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -226,6 +232,12 @@ async def run(args: argparse.Namespace) -> None:
         "GATEWAY_LOG_LEVEL": "WARNING",
     }
     env.pop("MONGODB_URI", None)
+    if args.tracemalloc:
+        Path(args.tracemalloc).mkdir(parents=True, exist_ok=True)
+        hook = str(Path(__file__).resolve().parent / "_tracemalloc")
+        env["PYTHONTRACEMALLOC"] = str(args.frames)
+        env["SOAK_TRACEMALLOC_DIR"] = str(Path(args.tracemalloc).resolve())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [hook, env.get("PYTHONPATH")]))
     with (data_dir / "gateway.log").open("wb") as log:
         gateway = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"], env=env, stdout=log, stderr=log
@@ -292,6 +304,7 @@ async def _soak(
         flush=True,
     )
     n, next_report = 0, start + args.window
+    snapshots: list[Path] = []
     soak.window, partner.window = Window(), Window()
     cpu = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
     while (now := time.perf_counter()) < end:
@@ -324,7 +337,12 @@ async def _soak(
             print(_ROW.format(*row), flush=True)
             soak.window, partner.window = Window(), Window()
             next_report += args.window
+            if args.tracemalloc and not snapshots and next_report - start > 60:
+                snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, 1))
     await asyncio.gather(*pending)
+    if args.tracemalloc:
+        snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, len(snapshots) + 1))
+        _compare(snapshots[0], snapshots[-1], _rss_mib(gateway_pid))
     total = sum(r[1] for r in rows)
     errors = sum(r[2] for r in rows)
     print(
@@ -340,6 +358,35 @@ async def _soak(
     )
 
 
+async def _snapshot(directory: str, pid: int, n: int) -> Path:
+    """Ask the gateway for its n-th tracemalloc snapshot and wait until it is written."""
+    path = Path(directory) / f"snapshot-{n}.pickle"
+    os.kill(pid, signal.SIGUSR2)
+    while not path.exists():
+        await asyncio.sleep(0.2)
+    print(f"tracemalloc snapshot {path} (RSS gateway {_rss_mib(pid):.1f} MiB)", flush=True)
+    return path
+
+
+def _compare(first: Path, last: Path, rss: float, top: int = 15) -> None:
+    """The allocation sites (by traceback) that grew most between two snapshots."""
+    filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    old = tracemalloc.Snapshot.load(str(first)).filter_traces(filters)
+    new = tracemalloc.Snapshot.load(str(last)).filter_traces(filters)
+    diff = new.compare_to(old, "traceback")
+    traced = [sum(s.size for s in snap.statistics("filename")) / 2**20 for snap in (old, new)]
+    print(f"\ntraced Python memory {traced[0]:.1f} -> {traced[1]:.1f} MiB (RSS now {rss:.1f} MiB)")
+    print(f"top {top} growing allocation sites:")
+    for stat in diff[:top]:
+        print(
+            f"  {stat.size_diff / 1024:+9.1f} KiB  {stat.count_diff:+7d} blocks  "
+            f"(now {stat.size / 1024:.1f} KiB)"
+        )
+        for line in stat.traceback.format(most_recent_first=True)[:10]:
+            print(f"      {line}")
+    print(flush=True)
+
+
 def _finite_max(values: Any) -> float:
     finite = [v for v in values if v == v]  # NaN is a window where nothing could be read
     return max(finite) if finite else float("nan")
@@ -351,6 +398,8 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.7)
     parser.add_argument("--window", type=float, default=30)
     parser.add_argument("--peak-seconds", type=float, default=20)
+    parser.add_argument("--tracemalloc", metavar="DIR", help="snapshot the gateway's memory")
+    parser.add_argument("--frames", type=int, default=8, help="tracemalloc frames (with DIR)")
     asyncio.run(run(parser.parse_args()))
 
 
