@@ -77,6 +77,24 @@ async def test_a_registered_odometer_is_counted_on_from_not_reset(services: Serv
     assert 0 < driven_km < 50  # the first fixes' distance, counted on from 18,250 km
 
 
+async def test_a_pass_that_wrote_the_vehicle_but_never_committed_is_replaced(
+    services: Services,
+) -> None:
+    """A fold killed between writing the vehicle and committing its pass: the pass that
+    commits next has the same version and more fixes; its view wins, counted from where the
+    dead one started (the registered odometer), not from the dead one's odometer."""
+    vehicle = await make_vehicle(services, odometer_km=18_250)
+    points = route_points()[:200]
+    await append(services, vehicle, points, batch=200)
+    partial = {"odometer_km": 18_250.4}  # what a dead pass over the first fixes wrote
+    assert await services.store.entities.set_folded(TENANT, vehicle, partial, 1, start_km=18_250)
+    await services.fold.run_until_idle()
+    data = await vehicle_data(services, vehicle)
+    assert data["odometer_km"] == pytest.approx(await folded_km(services, vehicle))
+    driven_km = data["odometer_km"] - 18_250
+    assert 1 < driven_km < 50 and data["last_position"]["latitude"] == points[-1].lat
+
+
 async def test_the_route_appended_in_order_folds_to_its_length(services: Services) -> None:
     vehicle = await make_vehicle(services)
     points = route_points()

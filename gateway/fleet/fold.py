@@ -98,6 +98,7 @@ class _Pass:
     events: list[Doc] = field(default_factory=list)
     rejected: dict[Any, str] = field(default_factory=dict)
     entity_fields: Doc = field(default_factory=dict)
+    start_km: float | None = None  # a first fold's starting odometer (see _VehicleRun)
     lags: list[float] = field(default_factory=list)
 
 
@@ -267,22 +268,31 @@ class Fold(ShardedJob):
         if events:
             await self._store.events.insert_many(events)
             await self._on_relayed(events)
-        await asyncio.gather(*(self._update_vehicle(p) for p in passes if p.entity_fields))
+        writing = [p for p in passes if p.entity_fields]
+        written = await asyncio.gather(*(self._update_vehicle(p) for p in writing))
+        blocked = {id(p) for p, done in zip(writing, written, strict=True) if not done}
         committed = await asyncio.gather(*(self._commit(p) for p in passes))
         for folding, won in zip(passes, committed, strict=True):
             if not won:
                 self._metrics.fold_fixes.labels("raced").inc(len(folding.consumed.pending))
                 continue
+            if id(folding) in blocked:  # a pass that never committed wrote this version
+                await self._update_vehicle(folding, same_version=True)
             for lag in folding.lags:
                 self._metrics.fold_lag.observe(lag)
         for event in events:
             self._metrics.fold_events.labels(event["type"]).inc()
 
-    async def _update_vehicle(self, folding: _Pass) -> None:
+    async def _update_vehicle(self, folding: _Pass, *, same_version: bool = False) -> bool:
         doc = folding.doc
         version = int(doc.get("state_version", 0)) + 1
-        await self._store.entities.set_folded(
-            doc["tenant"], doc["vehicle"], folding.entity_fields, version
+        return await self._store.entities.set_folded(
+            doc["tenant"],
+            doc["vehicle"],
+            folding.entity_fields,
+            version,
+            start_km=folding.start_km,
+            same_version=same_version,
         )
 
     async def _commit(self, folding: _Pass) -> bool:
@@ -324,12 +334,16 @@ class _VehicleRun:
         self._exclude = exclude
         self._moved = False
         self._detoured = False
-        start = data.get("odometer_km")
         fresh = self.state.last is None and self.state.baseline is None
-        if fresh and not self.state.odometer_km and isinstance(start, int | float) and start > 0:
+        if fresh and not self.state.odometer_km:
             # A vehicle's first fold counts on from the odometer it was registered with (or
-            # had before the fold existed), not from zero.
-            self.state = _with(self.state, odometer_km=float(start))
+            # had before the fold existed), not from zero. If a fold already wrote the vehicle
+            # without committing (killed), its odometer is that fold's: start again from what
+            # that fold started from.
+            start = vehicle.get("fold_start_km") if "folded" in vehicle else data.get("odometer_km")
+            km = float(start) if isinstance(start, int | float) and start > 0 else 0.0
+            self.state = _with(self.state, odometer_km=km)
+            self._pass.start_km = km
 
     @property
     def state(self) -> VehicleState:

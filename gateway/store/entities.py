@@ -459,19 +459,34 @@ class EntityStore:
         found = await asyncio.gather(*(one(oid) for oid in oids))
         return {str(doc["_id"]): doc for doc in found if doc is not None}
 
-    async def set_folded(self, tenant: str, entity_id: str, fields: Doc, version: int) -> bool:
+    async def set_folded(
+        self,
+        tenant: str,
+        entity_id: str,
+        fields: Doc,
+        version: int,
+        *,
+        start_km: float | None = None,
+        same_version: bool = False,
+    ) -> bool:
         """The fleet fold's view of a vehicle (`last_position`, `odometer_km`), only forward:
         written if no later fold (`folded`, the fold's state version) wrote it. The version
         goes up, so a request that read the entity before re-reads it instead of writing
-        the old position back; no event (a position is not an `entity.updated`)."""
+        the old position back; no event (a position is not an `entity.updated`).
+        `same_version`: also over a write of the same version (the pass that committed
+        replaces one that did not, e.g. a fold killed before its commit). `start_km`: the
+        odometer a vehicle's first fold counted on from (`fold_start_km`), kept for a fold
+        that has to start again."""
         oid = parse_id(entity_id)
         if oid is None:
             return False
         # `$not` matches a vehicle the fold never wrote too; an `$or` would cost SecantusDB a
         # scan (measured: 9.7 ms of database CPU per update instead of 1.7).
-        behind = {"folded": {"$not": {"$gte": version}}}
+        behind = {"folded": {"$not": {"$gt" if same_version else "$gte": version}}}
         query = scoped(tenant, {"_id": oid, "type": "vehicle", **behind})
         changes = {f"data.{name}": value for name, value in fields.items()}
+        if start_km is not None:
+            changes["fold_start_km"] = start_km
         update: Doc = {
             "$set": {**changes, "folded": version, "updated_at": datetime.now(UTC)},
             "$inc": {"rev": 1},
