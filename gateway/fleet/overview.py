@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from gateway.fleet.maintenance import Outlook, PlanState, outlook
-from gateway.fleet.rules import FleetRules
+from gateway.fleet.rules import FleetRules, TenantRules
 from gateway.store import Doc, Store
 
 RECENT_FIXES: Final = 100
@@ -61,37 +61,56 @@ class FleetOverview:
         """`vehicle`: the stored vehicle entity."""
         vehicle_id, data = str(vehicle["_id"]), vehicle["data"]
         plate, groups = str(data.get("plate") or ""), vehicle_groups(data)
-        fleet = await self._store.positions.fleet(tenant, vehicle_id) or {}
-        state = fleet.get("state") or {}
-        odometer = data.get("odometer_km")
-        if odometer is None and fleet.get("state"):
-            odometer = state.get("odometer_km")
-        fixes = await self._store.positions.latest(tenant, vehicle_id, RECENT_FIXES)
         rules = await self._rules.for_tenant(tenant)
+        odometer, state, plans = await self._standing(tenant, vehicle, rules)
+        fixes = await self._store.positions.latest(tenant, vehicle_id, RECENT_FIXES)
         ids = {f.id for f in rules.geofences if f.applies_to(plate, groups)}
         fences = [
             d for d in await self._store.fleet_rules.geofences.all(tenant) if str(d["_id"]) in ids
         ]
         inside = {fid: (state.get("fences") or {}).get(fid, {}).get("inside") for fid in ids}
-        plans = []
-        for plan in rules.plans:
-            if not plan.applies_to(plate, groups):
-                continue
-            stored = (state.get("plans") or {}).get(plan.id)
-            plan_state = None if stored is None else PlanState.from_doc(stored)
-            km = float(odometer) if isinstance(odometer, int | float) else 0.0
-            plans.append(
-                PlanView(
-                    plan.id, plan.name, plan.every_km, outlook(plan, plan_state, km, self._clock())
-                )
-            )
         return VehicleFleetView(
-            odometer_km=float(odometer) if isinstance(odometer, int | float) else None,
+            odometer_km=odometer,
             fixes=list(reversed(fixes)),
             fences=fences,
             inside=inside,
             plans=plans,
         )
+
+    async def plan_outlooks(
+        self, tenant: str, vehicles: Sequence[Doc]
+    ) -> list[tuple[Doc, float | None, list[PlanView]]]:
+        """(vehicle, odometer, its plans' outlook) of each vehicle: the tenant's rules read
+        once, then each vehicle's fold document alone."""
+        rules = await self._rules.for_tenant(tenant)
+        found = []
+        for vehicle in vehicles:
+            odometer, _, plans = await self._standing(tenant, vehicle, rules)
+            found.append((vehicle, odometer, plans))
+        return found
+
+    async def _standing(
+        self, tenant: str, vehicle: Doc, rules: TenantRules
+    ) -> tuple[float | None, Doc, list[PlanView]]:
+        """The vehicle's odometer (its own, else the fold's), its fold state and the outlook
+        of the plans that apply to it."""
+        data = vehicle["data"]
+        plate, groups = str(data.get("plate") or ""), vehicle_groups(data)
+        fleet = await self._store.positions.fleet(tenant, str(vehicle["_id"])) or {}
+        state = fleet.get("state") or {}
+        found = data.get("odometer_km")
+        if found is None:
+            found = state.get("odometer_km")
+        odometer = float(found) if isinstance(found, int | float) else None
+        now, km = self._clock(), odometer or 0.0
+        plans = []
+        for plan in rules.plans:
+            if plan.applies_to(plate, groups):
+                stored = (state.get("plans") or {}).get(plan.id)
+                plan_state = None if stored is None else PlanState.from_doc(stored)
+                view = outlook(plan, plan_state, km, now)
+                plans.append(PlanView(plan.id, plan.name, plan.every_km, view))
+        return odometer, state, plans
 
     async def recent_tracks(
         self, tenant: str, vehicles: Sequence[Doc]

@@ -17,6 +17,7 @@ border gets its crossing at its next clear fix.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +48,7 @@ def public_rule(doc: Doc) -> dict[str, Any]:
     return {"id": str(doc["_id"]), **out}
 
 
-class _RuleService:
+class _RuleService(ABC):
     """CRUD shared by geofences and plans; `_fields` checks a whole body."""
 
     what = "rule"
@@ -56,8 +57,8 @@ class _RuleService:
         self._resources = resources
         self._on_change = on_change
 
-    def _fields(self, body: Mapping[str, Any]) -> Doc:
-        raise NotImplementedError
+    @abstractmethod
+    def _fields(self, body: Mapping[str, Any]) -> Doc: ...
 
     async def _checked(self, body: Mapping[str, Any]) -> Doc:
         """`_fields` off the event loop: checking a large polygon's edges takes up to a second

@@ -157,7 +157,7 @@ async def list_geofences(request: web.Request) -> web.Response:
 
 async def new_geofence(request: web.Request) -> web.Response:
     defaults = {"kind": "authorized", "margin_m": "25", "dwell_seconds": "0"}
-    return _fence_form(request, Form(defaults), None)
+    return _fence_form(request, Form(defaults))
 
 
 async def create_geofence(request: web.Request) -> web.Response:
@@ -165,7 +165,7 @@ async def create_geofence(request: web.Request) -> web.Response:
     try:
         doc = await services_of(request).geofences.create(tenant_of(request), fence_body(values))
     except InvalidPayload as exc:
-        return _fence_form(request, Form(values).refuse(exc, FENCE_FIELDS), None, status=422)
+        return _fence_form(request, Form(values).refuse(exc, FENCE_FIELDS), status=422)
     return redirect(f"/admin/geofences/{doc['_id']}", flash="fleet.fence_created")
 
 
@@ -201,9 +201,7 @@ async def delete_geofence(request: web.Request) -> web.Response:
     return redirect("/admin/geofences", flash="fleet.fence_deleted")
 
 
-def _fence_form(
-    request: web.Request, form: Form, fence: Doc | None, *, status: int = 200
-) -> web.Response:
+def _fence_form(request: web.Request, form: Form, *, status: int = 200) -> web.Response:
     return render(request, "fleet/geofence_new.html", {"form": form}, status=status)
 
 
@@ -286,15 +284,15 @@ async def _standing(
     ids = {p["id"] for p in plans}
     standing: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
     vehicles = await services.entities.find(tenant, "vehicle", {}, after=None, limit=PLAN_VEHICLES)
-    for vehicle in vehicles:
-        view = await services.fleet_overview.vehicle(tenant, vehicle)
-        for plan in view.plans:
+    outlooks = await services.fleet_overview.plan_outlooks(tenant, vehicles)
+    for vehicle, odometer, views in outlooks:
+        for plan in views:
             if plan.id in ids and plan.outlook.condition != "ok":
                 standing[plan.id].append(
                     {
                         "plate": vehicle["data"].get("plate"),
                         "condition": plan.outlook.condition,
-                        "odometer_km": view.odometer_km,
+                        "odometer_km": odometer,
                         "next_km": plan.outlook.next_km,
                     }
                 )
