@@ -59,6 +59,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import jwt
 from pymongo import MongoClient
@@ -423,19 +424,27 @@ def fixed_rate(server: Server, rate: float, seconds: float) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def folded(database: Any) -> bool:
+    """Whether the fold has folded and written everything appended: every shard's checkpoint
+    is past the last inbox number (a gateway from before the inbox: no vehicle waits)."""
+    seq = database["fleet_marks"].find_one({"_id": "seq"})
+    if seq is None:
+        return database["fleet"].find_one({"dirty": True}, {"_id": 1}) is None
+    marks = database["fleet_marks"].find({"_id": {"$regex": "^shard:"}})
+    written = [int(mark["through"]) for mark in marks]
+    return len(written) == 16 and min(written) >= int(seq["n"])
+
+
 def settle(server: Server, db: EmbeddedServer, limit: float = 120) -> tuple[float, int]:
-    """Wait until the gateway's event relay has drained every outbox and its fold every
-    vehicle's queue: what a request causes is paid for before the meter stops. (Seconds
-    waited, events waiting when it began.)"""
+    """Wait until the gateway's event relay has drained every outbox and its fold has folded
+    and written everything appended: what a request causes is paid for before the meter
+    stops. (Seconds waited, events waiting when it began.)"""
     started = time.monotonic()
     if server.fold_db is not None:
         with MongoClient(db.uri) as client:
-            fleet = client[server.fold_db]["fleet"]
-            while fleet.find_one({"dirty": True}, {"_id": 1}) is not None:
+            while not folded(client[server.fold_db]):
                 if time.monotonic() - started > limit:
-                    print(
-                        f"  {server.name}: vehicles still waiting for the fold after {limit:.0f}s"
-                    )
+                    print(f"  {server.name}: the fold still behind after {limit:.0f}s")
                     break
                 time.sleep(0.05)
     if server.outbox_db is None:

@@ -119,7 +119,7 @@ class Metrics:
         self.fold_fixes = Counter(
             "gateway_fleet_fixes_folded_total",
             "Fixes the fold took, by outcome: accepted, late (inserted behind the last"
-            " position), missing (never stored, dropped), raced (folded by another process)",
+            " position), missing (an inbox number whose round never wrote it: skipped)",
             ["outcome"],
             registry=r,
         )

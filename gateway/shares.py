@@ -108,8 +108,10 @@ class ShardedLoop:
         poll_seconds: float,
         min_interval: float = 0.0,
         on_shards: Callable[[int], None] = lambda held: None,
+        before_release: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._name = name
+        self._before_release = before_release
         self._shares = shares
         self._work = work
         self._doorbell = doorbell
@@ -125,6 +127,8 @@ class ShardedLoop:
             await self._loop()
         finally:
             self.running = False
+            if self._before_release is not None:
+                await self._before_release()
             if self._shares is not None:
                 try:
                     await self._shares.release_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token
@@ -29,3 +30,15 @@ def admin_token(
 
 def auth(tenant: str = "acme", role: str = "admin") -> dict[str, str]:
     return {"Authorization": f"Bearer {admin_token(tenant, role)}"}
+
+
+async def inbox_items(store: Any, tenant: str, vehicle: str, kind: str) -> list[dict[str, Any]]:
+    """What waits in the fold's inbox for one vehicle (`k` "fix", "reading" or "service"), in
+    inbox order: what a write handed to the fold before any fold ran."""
+    docs = await store.db["fleet_inbox"].find({}).sort("_id", 1).to_list(None)
+    return [
+        item
+        for doc in docs
+        for item in doc["items"]
+        if (item["tenant"], item["vehicle"], item["k"]) == (tenant, vehicle, kind)
+    ]

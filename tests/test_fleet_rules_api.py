@@ -13,7 +13,7 @@ from gateway.fleet.rules import FleetRules
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.partner_double import post
-from tests.support import auth
+from tests.support import auth, inbox_items
 
 Client = TestClient[Any, Any]
 DEPOT = {"lat": -23.5505, "lon": -46.6333, "radius_m": 800}
@@ -233,9 +233,8 @@ async def test_a_recorded_service_is_queued_for_the_vehicles_fold(client: Client
     # no body: every plan, the odometer as the plans saw it, now
     await post(client, f"/api/v1/entities/vehicle/{vehicle['id']}/services", None, status=202)
 
-    fleet = await client.app[services_key].store.positions.fleet("acme", vehicle["id"])
-    assert fleet is not None and fleet["dirty"] is True
-    first, second = fleet["services"]
+    store = client.app[services_key].store
+    first, second = await inbox_items(store, "acme", vehicle["id"], "service")
     assert (first["km"], first["plan"]) == (10_120.5, plan["id"])
     assert first["at"].isoformat() == "2026-11-30T12:00:00+00:00"
     assert "km" not in second and "plan" not in second
@@ -256,7 +255,8 @@ async def test_a_bad_service_is_refused_and_nothing_is_queued(client: Client) ->
         refused = await problem(client, "POST", path, body)
         assert pointers(refused) == [pointer], (body, refused)
     await problem(client, "POST", "/api/v1/entities/vehicle/XYZ9A87/services", {}, 404)
-    assert await client.app[services_key].store.positions.fleet("acme", vehicle["id"]) is None
+    store = client.app[services_key].store
+    assert await inbox_items(store, "acme", vehicle["id"], "service") == []
 
 
 async def test_another_processs_change_is_seen_once_the_cache_expires(services: Services) -> None:

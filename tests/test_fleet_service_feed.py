@@ -1,4 +1,4 @@
-"""Services reported by a checklist app or an ERP reach the vehicle's fold queue (and so reset
+"""Services reported by a checklist app or an ERP reach the fold's inbox (and so reset
 its maintenance plans) without an admin: through the relay, like driver changes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 from gateway.web.state import services_key
 from tests.flow_support import add_mapping, sample, send_to
 from tests.partner_double import post
-from tests.support import auth
+from tests.support import auth, inbox_items
 
 Client = TestClient[Any, Any]
 
@@ -18,8 +18,7 @@ Client = TestClient[Any, Any]
 async def _queued(client: Client, vehicle_id: str) -> list[dict[str, Any]]:
     services = client.app[services_key]
     await services.relay.run_until_idle()
-    fleet = await services.store.positions.fleet("acme", vehicle_id)
-    return [] if fleet is None else list(fleet.get("services") or [])  # readings may be there
+    return await inbox_items(services.store, "acme", vehicle_id, "service")
 
 
 async def test_a_service_checklist_resets_the_named_plan(client: Client) -> None:

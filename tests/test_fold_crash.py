@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from bson import ObjectId
 
 from gateway.fleet.odometer import OdometerSettings
 from gateway.fleet.quality import QualitySettings
@@ -61,10 +60,10 @@ async def _shards_of(client: Client, pid: int | None) -> list[int]:
 
 
 async def _kill_mid_pass(client: Client, victim: Any, tries: int = 300) -> bool:
-    """SIGKILL the victim while it is between storing a pass's events and committing the
-    pass, freezing it (SIGSTOP) to look, and letting it run between looks (long enough to
-    renew its leases); after `tries` looks, kill it wherever it is. Whether it was caught
-    mid-pass."""
+    """SIGKILL the victim while it has stored events of fixes its checkpoint is not past yet
+    (what it folded is in its memory only), freezing it (SIGSTOP) to look, and letting it run
+    between looks (long enough to renew its leases); after `tries` looks, kill it wherever it
+    is. Whether it was caught mid-pass."""
     for _ in range(tries):
         victim.send_signal(signal.SIGSTOP)
         if await _mid_pass(client, await _shards_of(client, victim.pid)):
@@ -79,22 +78,22 @@ async def _kill_mid_pass(client: Client, victim: Any, tries: int = 300) -> bool:
 
 
 async def _mid_pass(client: Client, shards: list[int]) -> bool:
-    """Whether a vehicle of these shards has been folded further than its committed state: a
-    pending fix already has its event, or the vehicle entity carries a later fold's version."""
+    """Whether a vehicle of these shards has been folded further than its shard's written
+    checkpoint: a fix in the inbox past the checkpoint already has its event."""
     db = client.app[services_key].store.db
-    query = {"dirty": True, "shard": {"$in": shards}}
-    for fleet in await db["fleet"].find(query).to_list(None):
-        entity = await db["entities"].find_one({"_id": ObjectId(fleet["vehicle"])})
-        if entity and entity.get("folded", 0) > fleet.get("state_version", 0):
-            return True
-        fixes = await db["positions"].find({"_id": {"$in": fleet["pending"]}}).to_list(None)
-        events = {
-            "entity.id": fleet["vehicle"],
-            "type": "vehicle.position",
-            "detail.t": {"$in": [f["t"] for f in fixes]},
-        }
-        if fixes and await db["events"].count_documents(events):
-            return True
+    for shard in shards:
+        mark = await db["fleet_marks"].find_one({"_id": f"shard:{shard:02d}"}) or {}
+        after = {"_id": {"$gt": int(mark.get("through", 0))}}
+        for doc in await db["fleet_inbox"].find(after).sort("_id", 1).to_list(20):
+            fixes = [i for i in doc["items"] if i["k"] == "fix" and i["shard"] == shard]
+            for fix in fixes[:2]:
+                event = {
+                    "entity.id": fix["vehicle"],
+                    "type": "vehicle.position",
+                    "detail.t": fix["t"],
+                }
+                if await db["events"].count_documents(event):
+                    return True
     return False
 
 
@@ -139,8 +138,11 @@ async def test_a_killed_fold_loses_no_fold_and_doubles_no_event(
         await feeder
         total = VEHICLES * FIXES
 
+        last = await services.store.fleet.last_number()
+
         async def all_folded() -> bool:
-            return await _count(client, "fleet", {"dirty": True}) == 0
+            written = await services.store.fleet.checkpoints(range(16))
+            return min(written.values()) >= last
 
         await _until(all_folded, 90, "the survivor to fold everything")
     finally:
@@ -158,7 +160,7 @@ async def test_a_killed_fold_loses_no_fold_and_doubles_no_event(
         assert doc is not None
         assert doc["data"]["odometer_km"] == pytest.approx(expected.odometer_km, abs=1e-3)
         assert doc["data"]["last_position"]["latitude"] == points[-1].lat
-    print(f"\nvictim killed between its events and its commit: {caught_mid_pass}")
+    print(f"\nvictim killed with folds not checkpointed: {caught_mid_pass}")
     events = await services.store.db["events"].find({"type": "vehicle.position"}).to_list(None)
     per_fix = Counter((e["entity"]["id"], e["detail"]["t"]) for e in events)
     assert len(per_fix) == total and max(per_fix.values()) == 1

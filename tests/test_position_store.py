@@ -1,15 +1,22 @@
-"""The positions and fleet collections (gateway/store/positions.py) against the real embedded
-database: appends queue fixes for the fold, duplicates are stored once, and `commit_fold`
-takes what a fold consumed in one guarded update (version / state_version semantics)."""
+"""The positions, fleet inbox and fleet state collections (gateway/store/positions.py,
+gateway/store/fleet.py) against the real embedded database: a fix's id is its vehicle and
+device time, so a resent fix is stored once; every append round hands its newly stored fixes
+to the fold's inbox in one numbered document; states and checkpoints only move forward."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
+import pytest
+
+from gateway.errors import StoreUnavailable
 from gateway.services import Services
 from gateway.store import derived_id
-from gateway.store.positions import Consumed, PositionStore, fleet_id
+from gateway.store.fleet import FleetStore, SavedState
+from gateway.store.positions import InsertRounds, PositionStore, position_id
+from tests.support import inbox_items
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -22,130 +29,63 @@ def _store(services: Services) -> PositionStore:
     return services.store.positions
 
 
-async def test_append_stores_fixes_and_queues_them_for_the_fold(services: Services) -> None:
+def _fleet(services: Services) -> FleetStore:
+    return services.store.fleet
+
+
+async def _inbox(services: Services) -> list[dict[str, Any]]:
+    docs = await services.store.db["fleet_inbox"].find({}).sort("_id", 1).to_list(None)
+    return list(docs)
+
+
+async def test_append_stores_fixes_under_their_vehicle_and_time_and_hands_them_on(
+    services: Services,
+) -> None:
     store = _store(services)
     appended = await store.append("acme", "v1", [_fix(0), _fix(5)], "trigger-1")
     assert [a.duplicate for a in appended] == [False, False]
-    fleet = await store.fleet("acme", "v1")
-    assert fleet is not None
-    assert fleet["pending"] == [a.id for a in appended]
-    assert fleet["dirty"] is True and fleet["version"] == 1 and fleet["state_version"] == 0
-    assert fleet["tenant"] == "acme" and fleet["vehicle"] == "v1"
-    fixes = await store.fixes([appended[1].id, appended[0].id])
-    assert [f["t"] for f in fixes] == [T0, T0 + timedelta(seconds=5)]
-    assert fixes[0]["source"] == "trigger-1" and fixes[0]["at"] >= fixes[0]["t"]
+    assert [a.id for a in appended] == ["v1-20261201T120000.000Z", "v1-20261201T120005.000Z"]
+    track = await store.track("acme", "v1", None, None, None, 10)
+    assert [f["_id"] for f in track] == [a.id for a in appended]
+    assert track[0]["source"] == "trigger-1" and track[0]["at"] >= track[0]["t"]
+    # One inbox document for the round, numbered from 1, with what the fold reads.
+    [doc] = await _inbox(services)
+    assert doc["_id"] == 1
+    first, second = doc["items"]
+    assert (first["k"], first["tenant"], first["vehicle"], first["id"]) == (
+        "fix",
+        "acme",
+        "v1",
+        appended[0].id,
+    )
+    assert (first["t"], first["lat"], first["lon"]) == (T0, -23.5, -46.6)
+    assert "source" not in first and second["t"] == T0 + timedelta(seconds=5)
 
 
-async def test_a_resent_fix_is_a_duplicate_stored_once_and_not_queued_again(
+def test_a_fix_id_sorts_by_device_time_and_keeps_milliseconds() -> None:
+    early = position_id("v1", datetime(999, 1, 1, tzinfo=UTC))
+    late = position_id("v1", datetime(2026, 12, 1, 9, 0, 0, 123_456, tzinfo=UTC))
+    assert early == "v1-09990101T000000.000Z" and late == "v1-20261201T090000.123Z"
+    assert early < late
+    other_zone = datetime(2026, 12, 1, 6, 0, 0, 123_000, tzinfo=timezone(timedelta(hours=-3)))
+    assert position_id("v1", other_zone) == late
+
+
+async def test_a_resent_fix_is_a_duplicate_stored_once_and_handed_on_once(
     services: Services,
 ) -> None:
     store = _store(services)
     first = await store.append("acme", "v1", [_fix(0)], "t")
     again = await store.append("acme", "v1", [_fix(0), _fix(10)], "t")
     assert [a.duplicate for a in again] == [True, False]
-    fleet = await store.fleet("acme", "v1")
-    assert fleet is not None
-    assert fleet["pending"] == [first[0].id, again[1].id]
+    assert again[0].id == first[0].id
     track = await store.track("acme", "v1", None, None, None, 10)
     assert len(track) == 2
+    items = await inbox_items(services.store, "acme", "v1", "fix")
+    assert [i["id"] for i in items] == [first[0].id, again[1].id]
 
 
-async def test_concurrent_appends_for_one_vehicle_all_reach_the_queue(services: Services) -> None:
-    store = _store(services)
-    batches = await asyncio.gather(*(store.append("acme", "v1", [_fix(i)], "t") for i in range(30)))
-    fleet = await store.fleet("acme", "v1")
-    assert fleet is not None
-    assert sorted(fleet["pending"]) == sorted(b[0].id for b in batches)
-    assert fleet["version"] == 30
-
-
-async def test_commit_fold_with_an_unchanged_version_clears_the_queues(services: Services) -> None:
-    store = _store(services)
-    appended = await store.append("acme", "v1", [_fix(0), _fix(5)], "t")
-    await store.push_reading("acme", "v1", {"km": 1000.0, "at": T0, "source": "checklist"})
-    [doc] = await store.waiting(range(16), 10)
-    consumed = Consumed(pending=[a.id for a in appended], readings=1)
-    ok = await store.commit_fold(doc["_id"], doc["version"], 0, {"odometer_km": 1000.0}, consumed)
-    assert ok
-    fleet = await store.fleet("acme", "v1")
-    assert fleet is not None
-    assert fleet["pending"] == [] and fleet["readings"] == [] and fleet["dirty"] is False
-    assert fleet["state"] == {"odometer_km": 1000.0}
-    assert fleet["state_version"] == 1 and fleet["version"] == doc["version"] + 1
-    assert "since" not in fleet
-    assert await store.waiting(range(16), 10) == []
-
-
-async def test_commit_fold_after_a_push_keeps_what_arrived_meanwhile(services: Services) -> None:
-    store = _store(services)
-    folded = await store.append("acme", "v1", [_fix(0)], "t")
-    [doc] = await store.waiting(range(16), 10)
-    await store.push_service("acme", "v1", {"km": 5000.0, "at": T0})
-    late = await store.append("acme", "v1", [_fix(9)], "t")
-    ok = await store.commit_fold(
-        doc["_id"], doc["version"], 0, {"n": 1}, Consumed(pending=[folded[0].id])
-    )
-    assert ok
-    fleet = await store.fleet("acme", "v1")
-    assert fleet is not None
-    assert fleet["pending"] == [late[0].id]
-    assert fleet["services"] == [{"km": 5000.0, "at": T0}]
-    assert fleet["dirty"] is True and fleet["state_version"] == 1
-    assert [d["_id"] for d in await store.waiting(range(16), 10)] == [fleet_id("acme", "v1")]
-
-
-async def test_commit_fold_with_a_stale_state_version_changes_nothing(services: Services) -> None:
-    store = _store(services)
-    appended = await store.append("acme", "v1", [_fix(0)], "t")
-    [doc] = await store.waiting(range(16), 10)
-    consumed = Consumed(pending=[appended[0].id])
-    assert await store.commit_fold(doc["_id"], doc["version"], 0, {"winner": True}, consumed)
-    # A second fold that read the same document lost the race: discarded.
-    assert not await store.commit_fold(doc["_id"], doc["version"], 0, {"loser": True}, consumed)
-    fleet = await store.fleet("acme", "v1")
-    assert fleet is not None
-    assert fleet["state"] == {"winner": True} and fleet["state_version"] == 1
-
-
-async def test_waiting_is_by_shard_and_neighbours_skip_rejected_fixes(services: Services) -> None:
-    store = _store(services)
-    appended = await store.append("acme", "v1", [_fix(0), _fix(10), _fix(20), _fix(30)], "t")
-    [doc] = await store.waiting(range(16), 10)
-    others = [s for s in range(16) if s != doc["shard"]]
-    assert await store.waiting(others, 10) == []
-    await store.mark_rejected({appended[1].id: "zero_position"})
-    before, after = await store.neighbours("acme", "v1", T0 + timedelta(seconds=15))
-    assert before is not None and after is not None
-    assert before["t"] == T0 and after["t"] == T0 + timedelta(seconds=20)
-    track = await store.track("acme", "v1", None, None, None, 10)
-    assert [f.get("rejected") for f in track] == [None, "zero_position", None, None]
-    # Pages: after the cursor, within [start, end).
-    page = await store.track("acme", "v1", T0, T0 + timedelta(seconds=30), T0, 10)
-    assert [f["t"] for f in page] == [T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)]
-
-
-async def test_another_tenant_never_sees_the_track(services: Services) -> None:
-    store = _store(services)
-    await store.append("acme", "v1", [_fix(0)], "t")
-    assert await store.track("other", "v1", None, None, None, 10) == []
-    assert await store.fleet("other", "v1") is None
-
-
-async def test_retention_is_a_ttl_index_that_can_be_changed(services: Services) -> None:
-    store = _store(services)
-    assert await store.retention_seconds() == 90 * 86_400
-    await store.set_retention(30)
-    assert await store.retention_seconds() == 30 * 86_400
-
-
-def test_derived_ids_are_deterministic_and_carry_the_time() -> None:
-    a = derived_id(T0, "acme", "v1", "vehicle.geofence.exited", "g1")
-    assert a == derived_id(T0, "acme", "v1", "vehicle.geofence.exited", "g1")
-    assert a != derived_id(T0, "acme", "v1", "vehicle.geofence.entered", "g1")
-    assert a.generation_time == T0
-
-
-async def test_concurrent_appends_share_insert_rounds_and_each_gets_its_own_outcome(
+async def test_concurrent_appends_share_rounds_and_each_fix_reaches_the_inbox_once(
     services: Services,
 ) -> None:
     store = _store(services)
@@ -158,10 +98,109 @@ async def test_concurrent_appends_share_insert_rounds_and_each_gets_its_own_outc
     # Each request's own outcome: its new fix stored, the fix at 0 s a duplicate for v0 (and
     # stored once for each other vehicle, by whichever request came first).
     assert all(not batch[0].duplicate for batch in batches)
-    firsts = [batch[1] for batch in batches if not batch[1].duplicate]
-    assert len(firsts) == 4
+    assert len([batch[1] for batch in batches if not batch[1].duplicate]) == 4
     for vehicle in range(5):
-        fleet = await store.fleet("acme", f"v{vehicle}")
-        assert fleet is not None
         track = await store.track("acme", f"v{vehicle}", None, None, None, 100)
-        assert sorted(fleet["pending"]) == sorted(fix["_id"] for fix in track)
+        items = await inbox_items(services.store, "acme", f"v{vehicle}", "fix")
+        assert sorted(i["id"] for i in items) == [fix["_id"] for fix in track]
+    # One document per round, numbered without a gap.
+    numbers = [doc["_id"] for doc in await _inbox(services)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) < 41
+
+
+async def test_a_round_whose_inbox_write_fails_leaves_nothing_stored_and_fails_its_callers(
+    services: Services,
+) -> None:
+    collection = services.store.db["positions"]
+
+    async def refuse(docs: list[dict[str, Any]]) -> None:
+        raise StoreUnavailable("inbox down")
+
+    rounds = InsertRounds(collection, after=refuse)
+    docs = [{"_id": position_id("v9", T0), "tenant": "acme", "t": T0}]
+    with pytest.raises(StoreUnavailable):
+        await rounds.insert(docs)
+    # Undone: the retry stores it anew (not a duplicate nobody handed on).
+    assert await collection.count_documents({"_id": docs[0]["_id"]}) == 0
+    assert await InsertRounds(collection).insert(docs) == [True]
+
+
+async def test_a_tombstone_stands_for_a_number_whose_round_failed(services: Services) -> None:
+    fleet = _fleet(services)
+    lost = await fleet.take_number()
+    await fleet.tombstone(lost)
+    await fleet.push_reading("acme", "v1", {"km": 10.0, "at": T0, "source": "erp"})
+    docs = await fleet.after(0, 10)
+    assert [(d["_id"], len(d["items"])) for d in docs] == [(lost, 0), (lost + 1, 1)]
+    await fleet.tombstone(lost + 1)  # a number whose document landed after all: kept
+    assert len((await fleet.after(lost, 10))[0]["items"]) == 1
+    assert await fleet.last_number() == lost + 1
+    assert await fleet.trim(lost) == 1
+    assert [d["_id"] for d in await fleet.after(0, 10)] == [lost + 1]
+
+
+async def test_states_and_checkpoints_only_move_forward(services: Services) -> None:
+    fleet = _fleet(services)
+    await fleet.save_states([SavedState("acme", "v1", {"odometer_km": 2.0}, 20)])
+    await fleet.save_states(
+        [
+            SavedState("acme", "v1", {"odometer_km": 1.0}, 10),  # an older fold: ignored
+            SavedState("acme", "v2", {"odometer_km": 5.0}, 10),
+        ]
+    )
+    doc = await fleet.state("acme", "v1")
+    assert doc is not None and doc["state"] == {"odometer_km": 2.0} and doc["through"] == 20
+    again = await fleet.states([("acme", "v1"), ("acme", "v2"), ("acme", "v3")])
+    assert sorted(again) == [("acme", "v1"), ("acme", "v2")]
+    assert again[("acme", "v2")]["shard"] in range(16)
+    await fleet.save_checkpoints({0: 7, 3: 9})
+    await fleet.save_checkpoints({0: 5})
+    assert await fleet.checkpoints([0, 3, 4]) == {0: 7, 3: 9, 4: 0}
+
+
+async def test_neighbours_skip_rejected_fixes_and_tracks_page_by_time(services: Services) -> None:
+    store = _store(services)
+    appended = await store.append("acme", "v1", [_fix(0), _fix(10), _fix(20), _fix(30)], "t")
+    await store.mark_rejected({appended[1].id: "zero_position"})
+    before, after = await store.neighbours("acme", "v1", T0 + timedelta(seconds=15))
+    assert before is not None and after is not None
+    assert before["t"] == T0 and after["t"] == T0 + timedelta(seconds=20)
+    excluded = await store.neighbours("acme", "v1", T0 + timedelta(seconds=15), [appended[2].id])
+    assert excluded[1] is not None and excluded[1]["t"] == T0 + timedelta(seconds=30)
+    first, next_one = await store.neighbours("acme", "v1", T0)
+    assert first is None and next_one is not None and next_one["t"] == after["t"]
+    track = await store.track("acme", "v1", None, None, None, 10)
+    assert [f.get("rejected") for f in track] == [None, "zero_position", None, None]
+    # Pages: after the cursor, within [start, end).
+    page = await store.track("acme", "v1", T0, T0 + timedelta(seconds=30), T0, 10)
+    assert [f["t"] for f in page] == [T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)]
+    newest = await store.latest("acme", "v1", 2)
+    assert [f["t"] for f in newest] == [T0 + timedelta(seconds=30), T0 + timedelta(seconds=20)]
+    # Another vehicle whose id starts like this one's shares nothing.
+    await store.append("acme", "v10", [_fix(5)], "t")
+    assert len(await store.track("acme", "v1", None, None, None, 10)) == 4
+
+
+async def test_another_tenant_never_sees_the_track_or_the_state(services: Services) -> None:
+    store = _store(services)
+    await store.append("acme", "v1", [_fix(0)], "t")
+    await _fleet(services).save_states([SavedState("acme", "v1", {}, 1)])
+    assert await store.track("other", "v1", None, None, None, 10) == []
+    assert await store.latest("other", "v1", 10) == []
+    assert await _fleet(services).state("other", "v1") is None
+
+
+async def test_retention_is_a_ttl_index_that_can_be_changed(services: Services) -> None:
+    store = _store(services)
+    assert await store.retention_seconds() == 90 * 86_400
+    await store.set_retention(30)
+    assert await store.retention_seconds() == 30 * 86_400
+    names = [i["name"] async for i in await services.store.db["positions"].list_indexes()]
+    assert sorted(names) == ["_id_", "retention"]  # nothing else costs every insert
+
+
+def test_derived_ids_are_deterministic_and_carry_the_time() -> None:
+    a = derived_id(T0, "acme", "v1", "vehicle.geofence.exited", "g1")
+    assert a == derived_id(T0, "acme", "v1", "vehicle.geofence.exited", "g1")
+    assert a != derived_id(T0, "acme", "v1", "vehicle.geofence.entered", "g1")
+    assert a.generation_time == T0

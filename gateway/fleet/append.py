@@ -4,7 +4,8 @@
                     tracker id → the vehicle entity's id; cached briefly)
     then:           every vehicle's fixes to the store at once (store/positions.py
                     `PositionStore.append_batch`: the fixes in the next insert round, one
-                    queue push per vehicle through the journaled group commit) → outcome per item
+                    journaled `insert_many` for every request in flight, then one document
+                    in the fold's inbox for the round) → outcome per item
 
 An item is refused on its own (a 422 problem of its own) when it is not a valid fix, or names a
 vehicle that does not exist (`unknown_vehicle`: a fix never creates a vehicle) or a tracker id

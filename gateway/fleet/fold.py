@@ -1,30 +1,39 @@
-"""Use case: the fold, which turns each vehicle's appended fixes into its state and events.
+"""Use case: the fold, which turns the fixes appended to each vehicle's track into its state
+and events (SPEC §6 "append, then fold").
 
 Every `gateway serve` / `gateway worker` process runs one. The vehicles are split into
-`FOLD_SHARDS` shards by their `fleet` document (`store/positions.py`); each process folds the
-vehicles of the shards it holds (leases in MongoDB, `gateway/shares.py`, job "fleet-fold").
-It is woken by its own process's appends (the doorbell) and otherwise polls for the others'.
+`FOLD_SHARDS` shards; each process folds the vehicles of the shards it holds (leases in
+MongoDB, `gateway/shares.py`, job "fleet-fold"). Its input is the fold's inbox
+(`store/fleet.py`): numbered documents, one per append round (and one per odometer reading or
+recorded service), read in number order from the lowest checkpoint of the shards held. It is
+woken by its own process's appends (the doorbell) and otherwise polls for the others'.
 
-A pass over one vehicle takes what waits in its queues: odometer readings and recorded
-services first, then the pending fixes in device-time order. Each fix goes through the
-quality gates and the odometer (`state.py`); an accepted fix that is not late also moves the
-last position and is run through the tenant's geofences and maintenance plans (the `geo`
-evaluators). Then, in this order:
+A pass reads the next inbox documents up to the first gap (a number taken whose document has
+not landed yet; given up after `missing_seconds`) and folds, per vehicle, what is new for it:
+odometer readings and recorded services first, then the fixes in device-time order. Each fix
+goes through the quality gates and the odometer (`state.py`); an accepted fix that is not
+late also moves the last position and is run through the tenant's geofences and maintenance
+plans (the `geo` evaluators). Then, in this order:
 
 1. the refused fixes are flagged in the track (`mark_rejected`, with the reason);
 2. the events are stored (`store.events.insert_many`; ids derived from the vehicle, the
    type, what happened and the fix's device time, so storing them again is a no-op);
 3. the relay's hook runs on them (fan-out, flow starter, assignment feed: idempotent);
-4. the vehicle entity gets its `last_position` and `odometer_km` (only forward: guarded by
-   the fold's version), without an `entity.updated` event per fix;
-5. `commit_fold` writes the new state and takes the folded input from the queues in one
-   single-document update, guarded by the state's version.
+4. the pass's states become the process's (in memory, per vehicle, with the inbox number
+   they are folded to).
 
-A process killed anywhere before 5 leaves the input queued: the next pass (here or in the
-process that takes the shard over) repeats 1–4 with the same outcome, which stores nothing
-twice. A pending fix whose position is not found (its insert failed, or is still in flight)
-stays queued, and so do the fixes queued after it (append order); after `missing_seconds` it
-is dropped and counted.
+What is in memory is written in batches (SPEC §6 "state is persisted in batches with a
+checkpoint"): a vehicle's `last_position` and `odometer_km` to its entity at least every
+`entity_seconds` while it moves (only forward: guarded by the inbox number, without an
+`entity.updated` event per fix), and every `checkpoint_seconds` all of it: the entities, then
+the vehicles' states (`fleet`), then the shards' checkpoints. A pass that finds nothing new
+writes everything at once, so a quiet fleet is always written.
+
+A process killed anywhere loses only memory: whoever takes its shards over reads the inbox
+from their checkpoints and folds the same input again to the same states and the same
+events, which stores nothing twice (a vehicle's state written after the checkpoint carries
+its own inbox number, and what it already holds is skipped). The fold is deterministic for
+that reason: it reads only the inbox, the track and the tenant's rules.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -48,7 +57,7 @@ from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
-from gateway.store.positions import SHARDS, Consumed
+from gateway.store.fleet import SHARDS, SavedState, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +65,11 @@ FOLD_JOB: Final = "fleet-fold"
 FOLD_SHARDS: Final = SHARDS
 POSITION_EVENT: Final = "vehicle.position"
 _PURGE_SECONDS: Final = 3600.0
+_FORGET_SECONDS: Final = 600.0  # a vehicle written and quiet this long leaves memory
 # Readings from these origins may move an odometer back (an admin's correction).
 AUTHORITATIVE: Final = ("admin",)
+
+Key = tuple[str, str]  # (tenant, vehicle id)
 
 
 class TenantRules(Protocol):
@@ -74,10 +86,13 @@ class RulesSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FoldSettings:
-    batch: int = 64  # vehicles per pass
-    max_fixes: int = 500  # fixes per vehicle per pass
+    batch: int = 200  # inbox documents per read
     poll_seconds: float = 0.5
-    missing_seconds: float = 30.0  # far beyond an insert's deadline (GATEWAY_DB_TIMEOUT_MS)
+    min_interval: float = 0.1  # between passes: the appends of that time fold together
+    missing_seconds: float = 30.0  # far beyond a round's deadlines (GATEWAY_DB_TIMEOUT_MS)
+    entity_seconds: float = 5.0
+    checkpoint_seconds: float = 15.0
+    vehicle_seconds: float = 10.0  # how long a vehicle's entity (plate, groups) is trusted
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +104,33 @@ class Listener:
 
 
 @dataclass(slots=True)
-class _Pass:
-    """What folding one vehicle produced, written in the order the module docstring gives."""
+class _Memory:
+    """One vehicle as this process folded it: its state as of inbox number `through`, how far
+    that is written (`saved`), and what its entity still has to get."""
 
-    doc: Doc
     state: VehicleState
-    consumed: Consumed
-    events: list[Doc] = field(default_factory=list)
-    rejected: dict[Any, str] = field(default_factory=dict)
-    entity_fields: Doc = field(default_factory=dict)
+    through: int
+    saved: int
+    entity: Doc = field(default_factory=dict)
+    entity_through: int = 0
     start_km: float | None = None  # a first fold's starting odometer (see _VehicleRun)
+    written_at: float = 0.0  # when its entity was last written (monotonic)
+    touched: float = 0.0
+
+
+@dataclass(slots=True)
+class _Pass:
+    """What folding one vehicle's new input produced, written in the order the module
+    docstring gives."""
+
+    key: Key
+    state: VehicleState
+    through: int
+    fix_ids: list[str] = field(default_factory=list)
+    events: list[Doc] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    entity_fields: Doc = field(default_factory=dict)
+    start_km: float | None = None
     lags: list[float] = field(default_factory=list)
 
 
@@ -120,9 +152,16 @@ class Fold(ShardedJob):
         self._settings = settings
         self._rules = rules
         self._on_relayed = on_relayed
-        self._doorbell = doorbell  # rung by the append after every stored fix
+        self._doorbell = doorbell  # rung by the append after every round
         self._config = config
         self._purge_at = 0.0
+        self._through: dict[int, int] = {}  # per shard held: the inbox number folded to
+        self._checkpointed: dict[int, int] = {}  # per shard held: the checkpoint written
+        self._saved_at = time.monotonic()
+        self._memory: dict[Key, _Memory] = {}
+        self._vehicles: dict[str, tuple[float, Doc | None]] = {}
+        self._gaps: dict[int, float] = {}  # inbox number → when it was first found missing
+        self._given_up: set[int] = set()  # numbers missing for good: folded past
         # `shares` None: every shard (a single fold, or a test driving it).
         self._loop = ShardedLoop(
             "fleet fold",
@@ -130,39 +169,71 @@ class Fold(ShardedJob):
             self._pass,
             doorbell=doorbell,
             poll_seconds=config.poll_seconds,
+            min_interval=config.min_interval,
             on_shards=metrics.fold_shards.set,
+            before_release=self._flush,
         )
 
     def wake(self) -> None:
         self._doorbell.ring()
 
     async def fold_once(self, shards: Collection[int] | None = None) -> int:
-        """Fold the vehicles of these shards (all when None) that have input waiting, the
-        longest waiting first, one batch; how many vehicles were folded. A vehicle whose
-        pending fixes are not found yet (their inserts still in flight) waits for the next
-        pass, untouched, and does not count: a caller looping until 0 does not spin on it."""
-        wanted = range(FOLD_SHARDS) if shards is None else shards
-        docs = await self._store.positions.waiting(wanted, self._config.batch)
-        self._measure_waiting(docs)
-        if not docs:
+        """Fold the next inbox documents of these shards (all when None), one batch; how
+        many documents were taken (0: nothing new, or the next one is still missing)."""
+        wanted = frozenset(range(FOLD_SHARDS) if shards is None else shards)
+        await self._hold(wanted)
+        start = min(self._through[s] for s in wanted)
+        docs = await self._store.fleet.after(start, self._config.batch)
+        oldest = docs[0].get("at") if docs else None
+        age = (datetime.now(UTC) - oldest).total_seconds() if isinstance(oldest, datetime) else 0
+        self._metrics.fold_oldest_waiting.set(max(age, 0.0))
+        taken, gap = self._contiguous(start, docs)
+        if gap is not None and not taken:
+            # A number given up: first make sure no other fold went past it (this process
+            # lost its shards for a while); then fold on past it.
+            if await self._resync(wanted):
+                return 0
+            self._given_up.update(range(*gap))
+            self._metrics.fold_fixes.labels("missing").inc(gap[1] - gap[0])
+            log.warning(
+                "fleet fold: inbox numbers %d-%d never written; skipped", gap[0], gap[1] - 1
+            )
+            taken, _ = self._contiguous(start, docs)
+        if not taken:
             return 0
-        ids = [i for doc in docs for i in doc.get("pending", [])[: self._config.max_fixes]]
-        fixes: dict[Any, Doc] = {fix["_id"]: fix for fix in await self._store.positions.fixes(ids)}
-        tenants = sorted({doc["tenant"] for doc in docs})
+        end = int(taken[-1]["_id"])
+        groups: dict[Key, list[tuple[int, Doc]]] = {}
+        for doc in taken:
+            for item in doc.get("items", ()):
+                shard = item.get("shard")
+                if shard in wanted and doc["_id"] > self._through[shard]:
+                    key = (str(item["tenant"]), str(item["vehicle"]))
+                    groups.setdefault(key, []).append((int(doc["_id"]), item))
+        await self._remember(groups)
+        vehicles = await self._vehicle_docs(vehicle for _, vehicle in groups)
+        tenants = sorted({tenant for tenant, _ in groups})
         found = await asyncio.gather(*(self._position_listeners(t) for t in tenants))
         listeners = dict(zip(tenants, found, strict=True))
-        vehicles = await self._store.entities.vehicles([doc["vehicle"] for doc in docs])
         passes = await asyncio.gather(
-            *(self._fold(doc, fixes, listeners, vehicles.get(doc["vehicle"])) for doc in docs)
+            *(
+                self._fold(key, items, listeners[key[0]], vehicles.get(key[1]))
+                for key, items in groups.items()
+            )
         )
-        moving = [p for p in passes if not _waiting_for_inserts(p)]
-        await self._write(moving)
-        return len(moving)
+        await self._write([p for p in passes if p is not None])
+        for shard in wanted:
+            self._through[shard] = max(self._through[shard], end)
+        low = min(self._through.values())
+        self._gaps = {n: at for n, at in self._gaps.items() if n > low}
+        self._given_up = {n for n in self._given_up if n > low}
+        return len(taken)
 
     async def run_until_idle(self, shards: Collection[int] | None = None) -> int:
+        """Fold until nothing new is left, then write everything (tests, and a quiet pass)."""
         total = 0
         while folded := await self.fold_once(shards):
             total += folded
+        await self._save(force=True)
         return total
 
     async def purge_expired(self) -> int:
@@ -176,65 +247,137 @@ class Fold(ShardedJob):
         return purged
 
     async def _pass(self, shards: Collection[int] | None) -> None:
-        """One pass of the loop: fold what waits; the holder of shard 0 (or a fold with every
-        shard) also purges what tenants keep for fewer days than the TTL index does."""
-        await self.run_until_idle(shards)
+        """One pass of the loop: fold what is new, writing on the way as often as the settings
+        ask, and everything when there was nothing new; the holder of shard 0 (or a fold with
+        every shard) also trims the inbox and purges what tenants keep for fewer days than
+        the TTL index does."""
+        folded = 0
+        while taken := await self.fold_once(shards):
+            folded += taken
+            await self._save(force=False)
+        await self._save(force=not folded)
         if time.monotonic() >= self._purge_at and (shards is None or 0 in shards):
             self._purge_at = time.monotonic() + _PURGE_SECONDS
             if purged := await self.purge_expired():
                 log.info("dropped %d fixes past their tenants' retention", purged)
 
-    def _measure_waiting(self, docs: Sequence[Doc]) -> None:
-        since = docs[0].get("since") if docs else None
-        age = (datetime.now(UTC) - since).total_seconds() if isinstance(since, datetime) else 0.0
-        self._metrics.fold_oldest_waiting.set(max(age, 0.0))
+    # -- the inbox ------------------------------------------------------------------------
+
+    def _contiguous(
+        self, start: int, docs: Sequence[Doc]
+    ) -> tuple[list[Doc], tuple[int, int] | None]:
+        """The documents numbered from `start + 1` on without a gap, and the first gap that
+        has been missing for `missing_seconds` (numbers `[from, to)`: taken by a round that
+        never wrote its document), if that is what stops them. A number is waited for that
+        long because its round may still be being written."""
+        expected, now = start + 1, time.monotonic()
+        taken: list[Doc] = []
+        for doc in docs:
+            seq = int(doc["_id"])
+            while expected < seq and expected in self._given_up:
+                expected += 1
+            if seq > expected:
+                first = self._gaps.setdefault(expected, now)
+                expired = now - first >= self._config.missing_seconds
+                return taken, (expected, seq) if expired else None
+            taken.append(doc)
+            expected = seq + 1
+        return taken, None
+
+    async def _hold(self, wanted: frozenset[int]) -> None:
+        """Memory follows the shards held: a shard let go is forgotten (its new holder folds
+        on from the checkpoint), a shard taken starts from its checkpoint."""
+        lost = set(self._through) - wanted
+        if lost:
+            self._forget(lost)
+        new = wanted - set(self._through)
+        if new:
+            found = await self._store.fleet.checkpoints(new)
+            self._forget(new)
+            self._through.update(found)
+            self._checkpointed.update(found)
+
+    async def _resync(self, wanted: frozenset[int]) -> bool:
+        """Whether a shard's written checkpoint is past this process's memory: it was folded
+        further elsewhere (this process lost it for a while), so its memory is dropped and
+        it starts again from that checkpoint."""
+        found = await self._store.fleet.checkpoints(wanted)
+        behind = {s for s, n in found.items() if n > self._through.get(s, 0)}
+        if behind:
+            self._forget(behind)
+            for shard in behind:
+                self._through[shard] = self._checkpointed[shard] = found[shard]
+        return bool(behind)
+
+    def _forget(self, shards: Collection[int]) -> None:
+        for key in [k for k in self._memory if _shard(k) in shards]:
+            del self._memory[key]
+        for shard in shards:
+            self._through.pop(shard, None)
+            self._checkpointed.pop(shard, None)
+
+    async def _remember(self, groups: Mapping[Key, Sequence[tuple[int, Doc]]]) -> None:
+        """The vehicles' states this process does not hold in memory yet, from `fleet`."""
+        missing = [key for key in groups if key not in self._memory]
+        if not missing:
+            return
+        found = await self._store.fleet.states(missing)
+        for key in missing:
+            doc = found.get(key) or {}
+            through = int(doc.get("through") or 0)
+            self._memory[key] = _Memory(VehicleState.from_doc(doc.get("state")), through, through)
+
+    async def _vehicle_docs(self, ids: Iterable[str]) -> dict[str, Doc]:
+        """The vehicles' entities (plate and groups for the rules, data for the events),
+        trusted for `vehicle_seconds`; a vehicle that does not exist is None."""
+        now = time.monotonic()
+        wanted = set(ids)
+        stale = [i for i in wanted if i not in self._vehicles or self._vehicles[i][0] <= now]
+        if stale:
+            found = await self._store.entities.vehicles(stale)
+            until = now + self._config.vehicle_seconds
+            for vehicle in stale:
+                self._vehicles[vehicle] = (until, found.get(vehicle))
+        if len(self._vehicles) > 4 * max(len(self._memory), 1000):
+            self._vehicles = {k: v for k, v in self._vehicles.items() if v[0] > now}
+        return {i: doc for i in wanted if (doc := self._vehicles[i][1]) is not None}
 
     # -- one vehicle ------------------------------------------------------------------------
 
     async def _fold(
         self,
-        doc: Doc,
-        fixes: Mapping[Any, Doc],
-        listeners: Mapping[str, list[Listener]],
+        key: Key,
+        items: Sequence[tuple[int, Doc]],
+        listeners: Sequence[Listener],
         vehicle: Doc | None,
-    ) -> _Pass:
-        tenant = doc["tenant"]
-        now = datetime.now(UTC)
-        pending = list(doc.get("pending", []))
-        taken, found = [], []
-        # The queue is in append order: take it up to the first fix not stored yet (its
-        # insert still in flight), so that the fixes behind it do not make it late.
-        for fix_id in pending[: self._config.max_fixes]:
-            if fix_id in fixes:
-                taken.append(fix_id)
-                found.append(fixes[fix_id])
-            elif _age(fix_id, now) > self._config.missing_seconds:
-                taken.append(fix_id)  # its insert failed: nothing will come
-                self._metrics.fold_fixes.labels("missing").inc()
-            else:
-                break
-        readings, services = doc.get("readings", []), doc.get("services", [])
-        folding = _Pass(
-            doc,
-            VehicleState.from_doc(doc.get("state")),
-            Consumed(pending=taken, readings=len(readings), services=len(services)),
-        )
+    ) -> _Pass | None:
+        memory = self._memory[key]
+        new = [(seq, item) for seq, item in items if seq > memory.through]
+        if not new:
+            return None
+        tenant = key[0]
+        folding = _Pass(key, memory.state, max(seq for seq, _ in new))
         if vehicle is None or vehicle.get("tenant") != tenant:
             return folding  # deleted: its input goes, nothing to tell
+        kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": []}
+        for _, item in new:
+            kinds.setdefault(str(item.get("k")), []).append(item)
+        fixes = sorted(kinds["fix"], key=lambda f: (f["t"], f["id"]))
+        folding.fix_ids = [f["id"] for f in fixes]
         run = _VehicleRun(
             self,
             folding,
             vehicle,
             await self._settings.for_fold(tenant),
             await self._rules.for_tenant(tenant),
-            listeners[tenant],
-            exclude=pending,
+            listeners,
         )
-        for reading in readings:
+        for reading in kinds["reading"]:
             run.reading(reading)
-        for service in services:
+        for service in kinds["service"]:
             run.service(service)
-        for fix in sorted(found, key=lambda f: (f["t"], f["_id"])):
+        now = datetime.now(UTC)
+        for fix in fixes:
             await run.fix(fix, now)
         run.finish()
         return folding
@@ -249,62 +392,100 @@ class Fold(ShardedJob):
         ]
 
     async def neighbours(
-        self, doc: Doc, t: datetime, exclude: Sequence[Any]
+        self, key: Key, t: datetime, exclude: Sequence[str]
     ) -> tuple[TrackPoint | None, TrackPoint | None]:
-        before, after = await self._store.positions.neighbours(
-            doc["tenant"], doc["vehicle"], t, exclude
-        )
+        before, after = await self._store.positions.neighbours(key[0], key[1], t, exclude)
         return (
             None if before is None else _point(before),
             None if after is None else _point(after),
         )
 
-    # -- the writes of a batch --------------------------------------------------------------
+    # -- the writes -------------------------------------------------------------------------
 
     async def _write(self, passes: Sequence[_Pass]) -> None:
+        """A batch's flags and events, then its states into memory."""
         rejected = {k: v for p in passes for k, v in p.rejected.items()}
         await self._store.positions.mark_rejected(rejected)
         events = [event for p in passes for event in p.events]
         if events:
             await self._store.events.insert_many(events)
             await self._on_relayed(events)
-        writing = [p for p in passes if p.entity_fields]
-        written = await asyncio.gather(*(self._update_vehicle(p) for p in writing))
-        blocked = {id(p) for p, done in zip(writing, written, strict=True) if not done}
-        committed = await asyncio.gather(*(self._commit(p) for p in passes))
-        for folding, won in zip(passes, committed, strict=True):
-            if not won:
-                self._metrics.fold_fixes.labels("raced").inc(len(folding.consumed.pending))
-                continue
-            if id(folding) in blocked:  # a pass that never committed wrote this version
-                await self._update_vehicle(folding, same_version=True)
+        now = time.monotonic()
+        for folding in passes:
+            memory = self._memory[folding.key]
+            memory.state, memory.through, memory.touched = folding.state, folding.through, now
+            if folding.entity_fields:
+                memory.entity.update(folding.entity_fields)
+                memory.entity_through = folding.through
+            if folding.start_km is not None:
+                memory.start_km = folding.start_km
             for lag in folding.lags:
                 self._metrics.fold_lag.observe(lag)
         for event in events:
             self._metrics.fold_events.labels(event["type"]).inc()
 
-    async def _update_vehicle(self, folding: _Pass, *, same_version: bool = False) -> bool:
-        doc = folding.doc
-        version = int(doc.get("state_version", 0)) + 1
-        return await self._store.entities.set_folded(
-            doc["tenant"],
-            doc["vehicle"],
-            folding.entity_fields,
-            version,
-            start_km=folding.start_km,
-            same_version=same_version,
+    async def _save(self, *, force: bool) -> None:
+        """Write what memory holds: the entities that are due (every `entity_seconds`), and
+        at a checkpoint (every `checkpoint_seconds`, or `force`) all of them, the states and
+        the shards' checkpoints, in that order."""
+        now = time.monotonic()
+        checkpoint = force or now - self._saved_at >= self._config.checkpoint_seconds
+        due = [
+            (key, memory)
+            for key, memory in self._memory.items()
+            if memory.entity
+            and (checkpoint or now - memory.written_at >= self._config.entity_seconds)
+        ]
+        await asyncio.gather(*(self._write_entity(key, memory, now) for key, memory in due))
+        if not checkpoint:
+            return
+        saving = [(key, m) for key, m in self._memory.items() if m.through > m.saved]
+        await self._store.fleet.save_states(
+            [SavedState(key[0], key[1], m.state.to_doc(), m.through) for key, m in saving]
         )
+        for _, memory in saving:
+            memory.saved = memory.through
+        moved = {s: n for s, n in self._through.items() if n > self._checkpointed.get(s, 0)}
+        await self._store.fleet.save_checkpoints(moved)
+        self._checkpointed.update(moved)
+        self._saved_at = now
+        if moved and 0 in self._through:
+            await self._trim()
+        quiet = [
+            key
+            for key, m in self._memory.items()
+            if m.saved == m.through and not m.entity and now - m.touched > _FORGET_SECONDS
+        ]
+        for key in quiet:
+            del self._memory[key]
 
-    async def _commit(self, folding: _Pass) -> bool:
-        doc = folding.doc
-        return await self._store.positions.commit_fold(
-            doc["_id"],
-            int(doc.get("version", 0)),
-            int(doc.get("state_version", 0)),
-            folding.state.to_doc(),
-            folding.consumed,
-            read=doc,
-        )
+    async def _write_entity(self, key: Key, memory: _Memory, now: float) -> None:
+        fields, through, start_km = memory.entity, memory.entity_through, memory.start_km
+        memory.entity, memory.written_at = {}, now
+        try:
+            await self._store.entities.set_folded(
+                key[0], key[1], fields, through, start_km=start_km
+            )
+        except BaseException:
+            if not memory.entity:  # not written: keep it for the next try
+                memory.entity = fields
+            raise
+        memory.start_km = None
+
+    async def _trim(self) -> None:
+        """Inbox documents every shard's checkpoint is past go (the holder of shard 0)."""
+        through = await self._store.fleet.checkpoints(range(FOLD_SHARDS))
+        lowest = min(through.values())
+        if lowest > 0:
+            await self._store.fleet.trim(lowest)
+
+    async def _flush(self) -> None:
+        """On the way out: what memory holds, written (best effort: a fold that takes the
+        shards over folds again from the checkpoints otherwise)."""
+        try:
+            await self._save(force=True)
+        except Exception as exc:
+            log.warning("fleet fold: writing its state on the way out failed: %s", exc)
 
 
 class _VehicleRun:
@@ -318,8 +499,6 @@ class _VehicleRun:
         settings: FleetSettings,
         rules: TenantRules,
         listeners: Sequence[Listener],
-        *,
-        exclude: Sequence[Any],
     ) -> None:
         self._fold = fold
         self._pass = folding
@@ -331,7 +510,6 @@ class _VehicleRun:
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
-        self._exclude = exclude
         self._moved = False
         self._detoured = False
         fresh = self.state.last is None and self.state.baseline is None
@@ -384,7 +562,9 @@ class _VehicleRun:
             if near is not None:
                 before, after = near
             else:  # older than the fixes the state keeps: from the track
-                before, after = await self._fold.neighbours(self._pass.doc, point.t, self._exclude)
+                before, after = await self._fold.neighbours(
+                    self._pass.key, point.t, self._pass.fix_ids
+                )
         quality, odometer = self._settings.quality, self._settings.odometer
         self.state, verdict = fold_fix(
             self.state,
@@ -398,7 +578,7 @@ class _VehicleRun:
         )
         self._pass.lags.append(max(0.0, (now - (doc.get("at") or now)).total_seconds()))
         if verdict.reason is not None:
-            self._pass.rejected[doc["_id"]] = verdict.reason.value
+            self._pass.rejected[doc["id"]] = verdict.reason.value
             self._fold._metrics.fold_rejected.labels(verdict.reason.value).inc()
             return
         self._fold._metrics.fold_fixes.labels("late" if verdict.late else "accepted").inc()
@@ -500,7 +680,7 @@ class _VehicleRun:
         *,
         audience: Sequence[str] | None = None,
     ) -> None:
-        tenant, vehicle = self._pass.doc["tenant"], self._vehicle
+        tenant, vehicle = self._pass.key[0], self._vehicle
         data = dict(vehicle.get("data") or {})
         if self.state.last is not None:
             data["last_position"] = _last_position(self.state.last, self.state.last_detail)
@@ -525,12 +705,8 @@ class _VehicleRun:
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
 
 
-def _waiting_for_inserts(folding: _Pass) -> bool:
-    """Whether a pass took nothing though fixes are pending: their positions are not found
-    yet (a dirty vehicle with empty queues is committed, which clears it)."""
-    consumed, doc = folding.consumed, folding.doc
-    took = consumed.pending or consumed.readings or consumed.services
-    return not took and bool(doc.get("pending"))
+def _shard(key: Key) -> int:
+    return shard_of(*key)
 
 
 def _point(doc: Doc) -> TrackPoint:
@@ -566,12 +742,6 @@ def _groups(data: Mapping[str, Any]) -> frozenset[str]:
 
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _age(fix_id: Any, now: datetime) -> float:
-    """Seconds since a pending id was made (an ObjectId carries its creation time)."""
-    made = getattr(fix_id, "generation_time", None)
-    return (now - made).total_seconds() if isinstance(made, datetime) else float("inf")
 
 
 def _with(state: VehicleState, **changes: Any) -> VehicleState:

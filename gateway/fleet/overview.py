@@ -96,7 +96,7 @@ class FleetOverview:
         of the plans that apply to it."""
         data = vehicle["data"]
         plate, groups = str(data.get("plate") or ""), vehicle_groups(data)
-        fleet = await self._store.positions.fleet(tenant, str(vehicle["_id"])) or {}
+        fleet = await self._store.fleet.state(tenant, str(vehicle["_id"])) or {}
         state = fleet.get("state") or {}
         found = data.get("odometer_km")
         if found is None:

@@ -29,9 +29,7 @@ class OdometerReadings:
             origin = event.get("origin") or {}
             source = ":".join(str(origin[k]) for k in ("kind", "id") if origin.get(k))
             reading = {"km": km, "at": event["occurred_at"], "source": source or "reading"}
-            await self._store.positions.push_reading(
-                event["tenant"], event["entity"]["id"], reading
-            )
+            await self._store.fleet.push_reading(event["tenant"], event["entity"]["id"], reading)
             queued += 1
         return queued
 

@@ -4,9 +4,9 @@ maintenance plans: `maintenance.py` `record_service`).
     {"km"?: odometer at the service, "at"?: RFC 3339 (default: now), "plan"?: id or name}
 
 No `plan`: every plan of the vehicle is reset; with one, only that plan. No `km`: the fold
-takes the vehicle's odometer as the plans last saw it. The service is queued on the vehicle's
-fleet document (`store/positions.py` `push_service`, journaled) and takes effect at the next
-fold of the vehicle, in device-time order with its fixes' evaluation.
+takes the vehicle's odometer as the plans last saw it. The service goes to the fold's inbox
+(`store/fleet.py` `push_service`, journaled) and takes effect at the next fold of the
+vehicle, before the fixes that came with it.
 
 An admin records one through `POST /api/v1/entities/vehicle/{id|key}/services`; a checklist
 or ERP integration can call the same route from a flow (`call` step) or a partner's script.
@@ -55,7 +55,7 @@ class ServiceRecorder:
             service["km"] = float(km)
         if plan_id is not None:
             service["plan"] = plan_id
-        await self._store.positions.push_service(tenant, str(vehicle["_id"]), service)
+        await self._store.fleet.push_service(tenant, str(vehicle["_id"]), service)
         return {
             "vehicle": {"id": str(vehicle["_id"]), "plate": vehicle["data"].get("plate")},
             **service,

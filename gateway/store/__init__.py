@@ -16,6 +16,7 @@ from gateway.store.client import (
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.fleet import FleetStore
 from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.fleet_settings import FleetSettingsStore
 from gateway.store.group_commit import GroupCommit
@@ -64,8 +65,9 @@ class Store:
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
-        # Telemetry: the track (insert-only) and the fold's queues and state per vehicle.
-        self.positions = PositionStore(db["positions"], db["fleet"], self.commits)
+        # Telemetry: the fold's inbox, states and checkpoints, and the track (insert-only).
+        self.fleet = FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"])
+        self.positions = PositionStore(db["positions"], self.fleet)
         self.fleet_rules = FleetRuleStores(db)
 
     async def ensure_indexes(self) -> None:

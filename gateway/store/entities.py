@@ -467,14 +467,12 @@ class EntityStore:
         version: int,
         *,
         start_km: float | None = None,
-        same_version: bool = False,
     ) -> bool:
         """The fleet fold's view of a vehicle (`last_position`, `odometer_km`), only forward:
-        written if no later fold (`folded`, the fold's state version) wrote it. The version
-        goes up, so a request that read the entity before re-reads it instead of writing
-        the old position back; no event (a position is not an `entity.updated`).
-        `same_version`: also over a write of the same version (the pass that committed
-        replaces one that did not, e.g. a fold killed before its commit). `start_km`: the
+        written unless a later fold wrote it (`folded`, the fold's inbox number; an equal
+        one is the same fold of the same input, written again after a crash). The revision
+        goes up, so a request that read the entity before re-reads it instead of writing the
+        old position back; no event (a position is not an `entity.updated`). `start_km`: the
         odometer a vehicle's first fold counted on from (`fold_start_km`), kept for a fold
         that has to start again."""
         oid = parse_id(entity_id)
@@ -482,7 +480,7 @@ class EntityStore:
             return False
         # `$not` matches a vehicle the fold never wrote too; an `$or` would cost SecantusDB a
         # scan (measured: 9.7 ms of database CPU per update instead of 1.7).
-        behind = {"folded": {"$not": {"$gt" if same_version else "$gte": version}}}
+        behind = {"folded": {"$not": {"$gt": version}}}
         query = scoped(tenant, {"_id": oid, "type": "vehicle", **behind})
         changes = {f"data.{name}": value for name, value in fields.items()}
         if start_km is not None:
@@ -491,7 +489,7 @@ class EntityStore:
             "$set": {**changes, "folded": version, "updated_at": datetime.now(UTC)},
             "$inc": {"rev": 1},
         }
-        # Not journaled: the fold's journaled commit follows it (`client.py` `unjournaled`).
+        # Not journaled: the fold's state is written after it, journaled.
         return bool(await self._relay_commits.update(self._c, query, update))
 
     # -- the relay's side: system work across tenants, never reached from a request --

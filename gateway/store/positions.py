@@ -1,77 +1,59 @@
-"""The `positions` and `fleet` collections: a vehicle's track, and the fold's queues and state.
+"""The `positions` collection: every vehicle's track (SPEC §6 "append, then fold").
 
-`positions` is insert-only (SPEC §6 "append, then fold"): one document per fix,
-`{_id, tenant, vehicle, t, at, lat, lon, speed_kmh?, heading?, accuracy_m?, odometer_km?,
-ignition?, attributes?, source, rejected?}`. `vehicle` is the vehicle entity's id (as text),
-`t` the device time, `at` when the gateway received it. A fix is identified by (tenant,
-vehicle, t): the unique index makes a resent fix a duplicate, stored once. Retention is a TTL
-index on `at` (default 90 days, `set_retention`). `rejected` (the quality gate's reason) is
-written later by the fold, the only update a position ever gets.
+Insert-only: one document per fix, `{_id, tenant, vehicle, t, at, lat, lon, speed_kmh?,
+heading?, accuracy_m?, odometer_km?, ignition?, attributes?, source, rejected?}`. `vehicle` is
+the vehicle entity's id (as text), `t` the device time, `at` when the gateway received it.
+`rejected` (the quality gate's reason) is written later by the fold, the only update a
+position ever gets. Retention is a TTL index on `at` (default 90 days, `set_retention`).
 
-`fleet` holds one document per vehicle, `{_id: "<tenant>:<vehicle>", tenant, vehicle, shard,
-pending, readings, services, dirty, since, version, state, state_version}`: the fold's input
-queues (fixes appended and not yet folded, odometer readings, recorded services) and its
-state, so that the fold consumes input and writes state in one single-document update
-(`commit_fold`). Every push increments `version`; every fold write increments both `version`
-and `state_version`. `since` is when the oldest waiting input was pushed (the fold takes the
-oldest first, and its lag is measured from it).
+A fix is identified by (vehicle, device time), and so is its document: `_id` is
+`"<vehicle>-<device time, UTC, zero-padded to the millisecond>"` (SPEC §8: a deterministic
+`_id` gives deduplication and range reads from the primary index for free). A resent fix is
+a duplicate key, stored once; a vehicle's track, its newest fixes and a late fix's neighbours
+are ranges of `_id`. No other index: SecantusDB charges every secondary index on every
+insert (one unique compound index about quadruples an insert's cost).
 
-Appends are group commits: the queue pushes of concurrent requests leave in one client-level
-`bulkWrite` of the process's group commit (`group_commit.py`, sealed before anyone is
-answered), then their fixes together in one journaled `insert_many` per round
-(`InsertRounds`). A fix is queued before it is stored, never the reverse: an id in `pending`
-whose position does not exist (yet, or ever, after a failure) is the fold's to wait for and
-then drop.
+Appends are group commits (`InsertRounds`): the fixes of concurrent requests leave in one
+journaled `insert_many` per round, and the round's newly stored fixes then go to the fold's
+inbox in one document (`store/fleet.py`), before anyone is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import zlib
-from collections.abc import Collection as Collection_
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
-from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from gateway.errors import StoreUnavailable
-from gateway.store.client import Collection, Doc, new_id, scoped, translate_errors
-from gateway.store.group_commit import GroupCommit
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.fleet import FleetStore, shard_of
 
-SHARDS: Final = 16
-"""The fold's shards (gateway/shares.py leases them): a vehicle's fleet document's `shard`."""
 DEFAULT_RETENTION_DAYS: Final = 90
 _RETENTION_INDEX: Final = "retention"
-_COMMIT_ATTEMPTS: Final = 3
+_RETIRED_INDEXES: Final = ("fix",)  # (tenant, vehicle, t) unique: the `_id` is the fix now
 _DUPLICATE_KEY: Final = 11000
-
-POSITION_INDEXES = [
-    # A fix is (tenant, vehicle, device time): a resent one is a duplicate. The same index
-    # serves the track reads and the fold's neighbours.
-    IndexModel(
-        [("tenant", ASCENDING), ("vehicle", ASCENDING), ("t", ASCENDING)],
-        unique=True,
-        name="fix",
-    ),
-]
-FLEET_INDEXES = [
-    # The fold's "what is waiting" query: dirty first. With (shard, dirty), SecantusDB scans
-    # for `shard $in [...]` (measured on 1,000 vehicles: 31 ms of database CPU a query;
-    # this way 0.75 ms).
-    IndexModel([("dirty", ASCENDING), ("shard", ASCENDING)], name="waiting_dirty"),
-]
+# The fix's fields the fold reads, copied into its inbox item.
+_FOLD_FIELDS: Final = (
+    "t", "lat", "lon", "accuracy_m", "speed_kmh", "heading", "odometer_km", "ignition", "at",
+)  # fmt: skip
 
 
-def fleet_id(tenant: str, vehicle: str) -> str:
-    return f"{tenant}:{vehicle}"
+def position_id(vehicle: str, t: datetime) -> str:
+    """A fix's `_id`: its vehicle and device time (UTC, to the millisecond, zero-padded, so
+    that the ids of one vehicle sort by device time)."""
+    t = t.astimezone(UTC)
+    return f"{vehicle}-{t.year:04d}{t:%m%dT%H%M%S}.{t.microsecond // 1000:03d}Z"
 
 
-def shard_of(fleet_doc_id: str) -> int:
-    return zlib.crc32(fleet_doc_id.encode()) % SHARDS
+def _track_bounds(vehicle: str) -> tuple[str, str]:
+    """The `_id` range of a whole track ("." and "~" sort before and after every digit)."""
+    return f"{vehicle}-", f"{vehicle}-~"
 
 
 def retention_index(days: int) -> IndexModel:
@@ -86,6 +68,9 @@ class _Waiting:
     done: asyncio.Future[list[bool]]
 
 
+AfterRound = Callable[[list[Doc]], Awaitable[None]]
+
+
 class InsertRounds:
     """Group commit of inserts into one collection: the documents of concurrent callers leave
     together in one `insert_many(ordered=False)` (journaled: the client writes with `j: true`),
@@ -95,12 +80,25 @@ class InsertRounds:
     inserted, False a duplicate key (already stored); a failure of the command fails the
     callers it concerns with StoreUnavailable (the others of the round get theirs).
 
+    `after` runs once per round on the documents it inserted, before anyone is answered (the
+    position store hands them to the fold's inbox); if it fails, the round's callers fail and
+    what the round inserted is deleted again, so that their retry stores it anew instead of
+    finding duplicates nobody handed on.
+
     One insert command per round instead of one per document (a client-level bulkWrite runs
     each insert as its own command on SecantusDB) is what brings batched ingest near the
     database's raw insert_many rate."""
 
-    def __init__(self, collection: Collection, *, max_docs: int = 2000, max_in_flight: int = 2):
+    def __init__(
+        self,
+        collection: Collection,
+        *,
+        after: AfterRound | None = None,
+        max_docs: int = 2000,
+        max_in_flight: int = 2,
+    ) -> None:
         self._c = collection
+        self._after = after
         self._max = max_docs
         self._max_in_flight = max_in_flight
         self._queue: list[_Waiting] = []
@@ -143,6 +141,13 @@ class InsertRounds:
                     refused[int(error["index"])] = int(error.get("code", 0))
                 if exc.details.get("writeConcernErrors"):
                     raise StoreUnavailable("write concern failed") from exc
+            if self._after is not None:
+                inserted = [doc for i, doc in enumerate(docs) if i not in refused]
+                try:
+                    await self._after(inserted)
+                except BaseException:
+                    await asyncio.shield(self._undo(inserted))
+                    raise
         except BaseException as exc:
             failure = exc if isinstance(exc, StoreUnavailable) else None
             for waiting in batch:
@@ -162,38 +167,41 @@ class InsertRounds:
             else:
                 waiting.done.set_result([code is None for code in codes])
 
-
-@dataclass(frozen=True, slots=True)
-class Consumed:
-    """What one fold step took from a fleet document's queues: the pending fix ids it folded
-    (or dropped), and how many readings and services it took from the front of their lists."""
-
-    pending: Sequence[Any] = ()
-    readings: int = 0
-    services: int = 0
+    async def _undo(self, docs: Sequence[Doc]) -> None:
+        """Best effort: a failure here leaves stored fixes whose retry is a duplicate."""
+        if not docs:
+            return
+        try:
+            with translate_errors():
+                await self._c.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})
+        except StoreUnavailable:
+            pass
 
 
 @dataclass(frozen=True, slots=True)
 class Appended:
     """The outcome of one fix: stored now, or a duplicate of one stored before."""
 
-    id: ObjectId
+    id: str
     duplicate: bool
 
 
 class PositionStore:
-    def __init__(self, positions: Collection, fleet: Collection, commits: GroupCommit) -> None:
+    def __init__(
+        self, positions: Collection, fleet: FleetStore, *, stall_seconds: float = 20.0
+    ) -> None:
         self._p = positions
-        self._f = fleet
-        self._commits = commits
-        self.inserts = InsertRounds(positions)
+        self._fleet = fleet
+        self._stall = stall_seconds  # a round older than this takes a new inbox number
+        self.inserts = InsertRounds(positions, after=self._hand_on)
 
     async def ensure_indexes(self, retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
         with translate_errors():
-            await self._p.create_indexes(POSITION_INDEXES)
-            await self._f.create_indexes(FLEET_INDEXES)
             existing = await (await self._p.list_indexes()).to_list(None)
-            if not any(index["name"] == _RETENTION_INDEX for index in existing):
+            names = {index["name"] for index in existing}
+            for name in set(_RETIRED_INDEXES) & names:
+                await self._p.drop_index(name)
+            if _RETENTION_INDEX not in names:
                 await self._p.create_indexes([retention_index(retention_days)])
 
     async def set_retention(self, days: int) -> None:
@@ -228,212 +236,59 @@ class PositionStore:
     async def append(
         self, tenant: str, vehicle: str, fixes: Sequence[Doc], source: str
     ) -> list[Appended]:
-        """Store one vehicle's fixes (each `{t, lat, lon, ...}`) and queue them for the fold
-        (`append_batch` for one vehicle)."""
+        """Store one vehicle's fixes (each `{t, lat, lon, ...}`) for the fold (`append_batch`
+        for one vehicle)."""
         return (await self.append_batch(tenant, [(vehicle, fixes)], source))[0]
 
     async def append_batch(
         self, tenant: str, batch: Sequence[tuple[str, Sequence[Doc]]], source: str
     ) -> list[list[Appended]]:
-        """Store the fixes of several vehicles (`[(vehicle, fixes), ...]`) and queue each
-        vehicle's for the fold; the outcomes in the same shape.
-
-        Each vehicle's queue push goes through the process's group commit, then all the
-        fixes join the next insert round together (`InsertRounds`: one `insert_many` for every
-        request in flight): both share round trips with whatever else is in flight. A fix
-        whose (tenant, vehicle, t) exists is a duplicate: answered as stored, its fresh id
-        pulled from the queue again. StoreUnavailable when the database failed (then some
-        fixes may be stored: a retry finds them as duplicates, already queued)."""
+        """Store the fixes of several vehicles (`[(vehicle, fixes), ...]`); the outcomes in the
+        same shape. They join the next insert round (`InsertRounds`: one `insert_many` for
+        every request in flight, then one inbox document for the fold). A fix whose vehicle
+        and device time are stored already is a duplicate: answered as stored, handed to the
+        fold once. StoreUnavailable when the database failed (then some fixes may be stored:
+        a retry finds them as duplicates)."""
         now = datetime.now(UTC)
-        per_vehicle = [
-            (
-                vehicle,
-                [
-                    {**fix, "_id": new_id(), "tenant": tenant, "vehicle": vehicle, "at": now,
-                     "source": source}
-                    for fix in fixes
-                ],
-            )
+        docs = [
+            {**fix, "_id": position_id(vehicle, fix["t"]), "tenant": tenant, "vehicle": vehicle,
+             "at": now, "source": source}
             for vehicle, fixes in batch
-            if fixes
+            for fix in fixes
         ]  # fmt: skip
-        docs = [doc for _, vehicle_docs in per_vehicle for doc in vehicle_docs]
         if not docs:
             return [[] for _ in batch]
-        pushes = [
-            self._push(
-                tenant, vehicle, {"$push": {"pending": {"$each": [d["_id"] for d in vdocs]}}}, now
-            )
-            for vehicle, vdocs in per_vehicle
-        ]
-        # Queued first, stored second: a fix is never stored without being queued for the
-        # fold (a crash or a failure in between leaves only an id whose fix does not exist,
-        # which the fold drops after a while; stored first, a failure of the push would leave
-        # a fix no fold ever sees, and its retry would be a duplicate that is not queued).
-        await asyncio.gather(*pushes)
         stored = iter(await self.inserts.insert(docs))
-        results: dict[str, list[Appended]] = {}
-        pulls = []
-        for vehicle, vdocs in per_vehicle:
-            outcomes = [Appended(doc["_id"], not next(stored)) for doc in vdocs]
-            results[vehicle] = outcomes
-            duplicates = [a.id for a in outcomes if a.duplicate]
-            if duplicates:
-                # Not awaited by the fold: an id whose fix is not found waits, then is dropped.
-                pull = {"$pull": {"pending": {"$in": duplicates}}, "$inc": {"version": 1}}
-                pulls.append(
-                    self._commits.update(self._f, {"_id": fleet_id(tenant, vehicle)}, pull)
-                )
-        await asyncio.gather(*pulls)
-        return [results.get(vehicle, []) for vehicle, _ in batch]
+        ids = iter(doc["_id"] for doc in docs)
+        return [[Appended(next(ids), not next(stored)) for _ in fixes] for _, fixes in batch]
 
-    async def push_reading(self, tenant: str, vehicle: str, reading: Doc) -> None:
-        """Queue an odometer reading from another source (`{km, at, source}`) for the fold."""
-        await self._push(tenant, vehicle, {"$push": {"readings": reading}}, datetime.now(UTC))
+    async def _hand_on(self, inserted: list[Doc]) -> None:
+        """A round's newly stored fixes to the fold's inbox, one document (`store/fleet.py`).
+        If the round took so long that the fold may have given its number up, a new one."""
+        if not inserted:
+            return
+        items = [
+            {"k": "fix", "tenant": d["tenant"], "vehicle": d["vehicle"], "id": d["_id"],
+             "shard": shard_of(d["tenant"], d["vehicle"]),
+             **{k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None}}
+            for d in inserted
+        ]  # fmt: skip
+        started = time.monotonic()
+        seq = await self._fleet.take_number()
+        try:
+            if time.monotonic() - started > self._stall:
+                stale, seq = seq, await self._fleet.take_number()
+                await self._fleet.tombstone(stale)
+            await self._fleet.put(seq, items)
+        except BaseException:
+            await asyncio.shield(self._fleet.tombstone(seq))
+            raise
 
-    async def push_service(self, tenant: str, vehicle: str, service: Doc) -> None:
-        """Queue a recorded service (`{km?, at, plan?}`) for the fold."""
-        await self._push(tenant, vehicle, {"$push": {"services": service}}, datetime.now(UTC))
+    # --- the fold's writes ---------------------------------------------------------------
 
-    async def _push(self, tenant: str, vehicle: str, update: Doc, now: datetime) -> int:
-        key = fleet_id(tenant, vehicle)
-        full = {
-            **update,
-            "$set": {"dirty": True},
-            "$min": {"since": now},
-            "$inc": {"version": 1},
-            "$setOnInsert": {
-                "tenant": tenant,
-                "vehicle": vehicle,
-                "shard": shard_of(key),
-                "state_version": 0,
-            },
-        }
-        return await self._commits.update(self._f, {"_id": key}, full, upsert=True)
-
-    # --- fold side -----------------------------------------------------------------------
-
-    async def waiting(self, shards: Collection_[int], limit: int) -> list[Doc]:
-        """Fleet documents with input waiting, in these shards, the longest waiting first."""
-        query = {"shard": {"$in": sorted(shards)}, "dirty": True}
-        with translate_errors():
-            docs = await self._f.find(query).sort("since", ASCENDING).limit(limit).to_list(limit)
-        return docs
-
-    async def fleet(self, tenant: str, vehicle: str) -> Doc | None:
-        with translate_errors():
-            return await self._f.find_one(scoped(tenant, {"_id": fleet_id(tenant, vehicle)}))
-
-    async def fixes(self, ids: Sequence[Any]) -> list[Doc]:
-        """The positions with these ids that exist, in device-time order. One lookup per id:
-        SecantusDB answers `_id $in [...]` by scanning the collection (measured: 4.4 ms of
-        database CPU for 64 ids among 5,000 documents, growing with the track), a lookup by
-        `_id` in 0.2 ms whatever its size."""
-        if not ids:
-            return []
-
-        async def one(doc_id: Any) -> Doc | None:
-            with translate_errors():
-                return await self._p.find_one({"_id": doc_id})
-
-        found = await asyncio.gather(*(one(doc_id) for doc_id in ids))
-        docs = [doc for doc in found if doc is not None]
-        return sorted(docs, key=lambda doc: (doc["t"], doc["_id"]))
-
-    async def neighbours(
-        self, tenant: str, vehicle: str, t: datetime, exclude: Sequence[Any] = ()
-    ) -> tuple[Doc | None, Doc | None]:
-        """The accepted (not rejected) fixes just before and just after device time `t`;
-        `exclude` names fixes not folded yet (the fold's own pending ones)."""
-        base = scoped(tenant, {"vehicle": vehicle, "rejected": {"$exists": False}})
-        if exclude:
-            base["_id"] = {"$nin": list(exclude)}
-        with translate_errors():
-            before = await self._p.find_one({**base, "t": {"$lt": t}}, sort=[("t", DESCENDING)])
-            after = await self._p.find_one({**base, "t": {"$gt": t}}, sort=[("t", ASCENDING)])
-        return before, after
-
-    async def commit_fold(
-        self,
-        doc_id: str,
-        version: int,
-        state_version: int,
-        state: Doc,
-        consumed: Consumed,
-        read: Doc | None = None,
-    ) -> bool:
-        """Write the fold's new state and take what it folded from the queues, in one
-        single-document update (through the group commit: the commits of a fold batch
-        share a round trip and a journal flush). `read` is the document as the fold read
-        it: the first attempt assumes it is still current and needs no read.
-
-        If `version` still matches (nothing was pushed since the fold read the document),
-        the queues are set to their remainders and `dirty` to whether any remain. Otherwise
-        (pushes landed meanwhile: they only append) the consumed ids are pulled and the first
-        readings and services removed, leaving `dirty` true. Either way `state_version` and
-        `version` go up by one. False when `state_version` no longer matches: another fold
-        won; discard this one and read again."""
-        taken = set(consumed.pending)
-        current = read
-        for _ in range(_COMMIT_ATTEMPTS):
-            if current is None:
-                with translate_errors():
-                    current = await self._f.find_one({"_id": doc_id})
-            if current is None or current.get("state_version", 0) != state_version:
-                return False
-            pending = [p for p in current.get("pending", []) if p not in taken]
-            readings = current.get("readings", [])[consumed.readings :]
-            services = current.get("services", [])[consumed.services :]
-            dirty = bool(pending or readings or services)
-            fields: Doc = {
-                "pending": pending,
-                "readings": readings,
-                "services": services,
-                "dirty": dirty,
-                "state": state,
-            }
-            update: Doc = {"$set": fields, "$inc": {"version": 1, "state_version": 1}}
-            if not dirty:
-                update["$unset"] = {"since": ""}
-            elif current.get("version") != version:
-                # Pushed since the fold read it: the remainder waits from now on.
-                fields["since"] = datetime.now(UTC)
-            guard = {
-                "_id": doc_id,
-                "version": current.get("version"),
-                "state_version": state_version,
-            }
-            if await self._commits.update(self._f, guard, update):
-                return True
-            current = None
-        return await self._commit_racing(doc_id, state_version, state, consumed)
-
-    async def _commit_racing(
-        self, doc_id: str, state_version: int, state: Doc, consumed: Consumed
-    ) -> bool:
-        """Pushes keep landing between read and write: pull what was consumed instead."""
-        with translate_errors():
-            current = await self._f.find_one({"_id": doc_id})
-        if current is None or current.get("state_version", 0) != state_version:
-            return False
-        pulls: Doc = {"pending": {"$in": list(consumed.pending)}}
-        if consumed.readings:
-            pulls["readings"] = {"$in": current.get("readings", [])[: consumed.readings]}
-        if consumed.services:
-            pulls["services"] = {"$in": current.get("services", [])[: consumed.services]}
-        guard: Doc = {"_id": doc_id, "state_version": state_version}
-        update = {
-            "$pull": pulls,
-            "$set": {"state": state, "dirty": True},
-            "$inc": {"version": 1, "state_version": 1},
-        }
-        with translate_errors():
-            result = await self._f.update_one(guard, update)
-        return bool(result.matched_count)
-
-    async def mark_rejected(self, ids_with_reasons: Mapping[Any, str]) -> None:
+    async def mark_rejected(self, ids_with_reasons: Mapping[str, str]) -> None:
         """Flag folded fixes the quality gates refused, with the reason (one command; an
-        update by `_id` each, see `fixes`)."""
+        update by `_id` each)."""
         if not ids_with_reasons:
             return
         writes = [
@@ -445,12 +300,35 @@ class PositionStore:
 
     async def purge(self, tenant: str, before: datetime) -> int:
         """Drop a tenant's fixes received before `before` (a retention shorter than the TTL
-        index's); how many went."""
+        index's); how many went. It scans: it runs hourly, on one process."""
         with translate_errors():
             result = await self._p.delete_many(scoped(tenant, {"at": {"$lt": before}}))
         return int(result.deleted_count)
 
     # --- reads ---------------------------------------------------------------------------
+
+    async def neighbours(
+        self, tenant: str, vehicle: str, t: datetime, exclude: Sequence[str] = ()
+    ) -> tuple[Doc | None, Doc | None]:
+        """The accepted (not rejected) fixes just before and just after device time `t`;
+        `exclude` names fixes not folded yet (the fold's own pending ones)."""
+        low, high = _track_bounds(vehicle)
+        at = position_id(vehicle, t)
+        base = scoped(tenant, {"rejected": {"$exists": False}})
+        if exclude:
+            base["_id"] = {"$nin": list(exclude)}
+
+        def within(bounds: Doc) -> Doc:
+            return {**base, "_id": {**base.get("_id", {}), **bounds}}
+
+        with translate_errors():
+            before = await self._p.find_one(
+                within({"$gte": low, "$lt": at}), sort=[("_id", DESCENDING)]
+            )
+            after = await self._p.find_one(
+                within({"$gt": at, "$lt": high}), sort=[("_id", ASCENDING)]
+            )
+        return before, after
 
     async def track(
         self,
@@ -463,21 +341,18 @@ class PositionStore:
     ) -> list[Doc]:
         """A vehicle's fixes in device-time order, `start` <= t < `end`, after the cursor
         `after` (the last device time of the previous page); rejected ones included (flagged)."""
-        bounds: Doc = {}
-        if start is not None:
-            bounds["$gte"] = start
-        if end is not None:
-            bounds["$lt"] = end
-        if after is not None:
-            bounds["$gt"] = after
-        query = scoped(tenant, {"vehicle": vehicle})
-        if bounds:
-            query["t"] = bounds
+        low, high = _track_bounds(vehicle)
+        lower_op, lower = "$gte", low if start is None else position_id(vehicle, start)
+        if after is not None and position_id(vehicle, after) >= lower:
+            lower_op, lower = "$gt", position_id(vehicle, after)
+        bounds: Doc = {lower_op: lower, "$lt": high if end is None else position_id(vehicle, end)}
+        query = scoped(tenant, {"_id": bounds})
         with translate_errors():
-            return await self._p.find(query).sort("t", ASCENDING).limit(limit).to_list(limit)
+            return await self._p.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
 
     async def latest(self, tenant: str, vehicle: str, limit: int) -> list[Doc]:
         """A vehicle's newest fixes by device time, newest first."""
-        query = scoped(tenant, {"vehicle": vehicle})
+        low, high = _track_bounds(vehicle)
+        query = scoped(tenant, {"_id": {"$gte": low, "$lt": high}})
         with translate_errors():
-            return await self._p.find(query).sort("t", DESCENDING).limit(limit).to_list(limit)
+            return await self._p.find(query).sort("_id", DESCENDING).limit(limit).to_list(limit)

@@ -1,0 +1,229 @@
+"""The fold's input and state: the `fleet_inbox`, `fleet` and `fleet_marks` collections.
+
+**The inbox** (`fleet_inbox`, insert-only but for trimming) is what the fold reads: one
+document per append round, `{_id: seq, at, items: [...]}`, where `seq` is a number taken from
+one counter (`fleet_marks` `{_id: "seq", n}`) and `items` are the round's newly stored fixes
+(`{k: "fix", tenant, vehicle, shard, id, t, lat, lon, ...}`, the fix's fields the fold uses)
+or an odometer reading / a recorded service (`k: "reading"` / `"service"`). One inbox insert
+per round instead of one queue update per vehicle is what makes an append cost about the
+database's raw insert (SPEC §6, §8): SecantusDB charges an update about eight times a small
+insert.
+
+The counter gives the inbox a total order without clocks: numbers are taken in one order and
+their documents may land in another, so the fold reads them in number order and stops at a
+gap (a number taken whose document has not landed yet). A writer whose insert failed leaves
+an empty document under its number (a tombstone) so that nobody waits for it; a writer that
+died in between leaves a gap the fold skips after a while (`Fold`, `missing_seconds`). A
+writer whose round took longer than that (a stalled process) takes a new number before it
+inserts, so what it answers for is never behind a skipped gap.
+
+**The state** (`fleet`, one document per vehicle): `{_id: "<tenant>:<vehicle>", tenant,
+vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
+`through`. A state is written only forward (`through` never goes down).
+
+**The checkpoints** (`fleet_marks` `{_id: "shard:NN", through}`): every fold shard's inbox
+number up to which its vehicles' states are written. The fold reads the inbox from the lowest
+checkpoint of its shards; inbox documents every shard is past are trimmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Collection as Collection_
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError
+
+from gateway.errors import Conflict, StoreUnavailable
+from gateway.store.client import Collection, Doc, scoped, translate_errors
+
+SHARDS: Final = 16
+"""The fold's shards (gateway/shares.py leases them): a vehicle's `shard`."""
+_SEQ: Final = "seq"
+_DUPLICATE_KEY: Final = 11000
+
+
+def fleet_id(tenant: str, vehicle: str) -> str:
+    return f"{tenant}:{vehicle}"
+
+
+def shard_of(tenant: str, vehicle: str) -> int:
+    return zlib.crc32(fleet_id(tenant, vehicle).encode()) % SHARDS
+
+
+def _item(kind: str, tenant: str, vehicle: str, fields: Doc) -> Doc:
+    return {
+        **fields,
+        "k": kind,
+        "tenant": tenant,
+        "vehicle": vehicle,
+        "shard": shard_of(tenant, vehicle),
+    }
+
+
+def _mark(shard: int) -> str:
+    return f"shard:{shard:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    """One vehicle's fold state to write, as of inbox number `through`."""
+
+    tenant: str
+    vehicle: str
+    state: Doc
+    through: int
+
+
+class FleetStore:
+    def __init__(self, inbox: Collection, states: Collection, marks: Collection) -> None:
+        self._inbox = inbox
+        self._states = states
+        self._marks = marks
+
+    # --- the inbox ---------------------------------------------------------------------
+
+    async def take_number(self) -> int:
+        """The next inbox number (one counter for every process)."""
+        with translate_errors():
+            doc = await self._marks.find_one_and_update(
+                {"_id": _SEQ},
+                {"$inc": {"n": 1}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        if doc is None:
+            raise StoreUnavailable("the fold's inbox counter was not written")
+        return int(doc["n"])
+
+    async def put(self, seq: int, items: Sequence[Doc]) -> None:
+        """The inbox document of number `seq` (journaled, like every write)."""
+        with translate_errors():
+            await self._inbox.insert_one(
+                {"_id": seq, "at": datetime.now(UTC), "items": list(items)}
+            )
+
+    async def tombstone(self, seq: int) -> None:
+        """An empty document under a number whose writer failed, so the fold does not wait for
+        it (best effort: if this fails too, the fold skips the gap after a while)."""
+        try:
+            with translate_errors():
+                await self._inbox.insert_one({"_id": seq, "at": datetime.now(UTC), "items": []})
+        except (StoreUnavailable, Conflict):  # down, or the document landed after all
+            pass
+
+    async def add(self, items: Sequence[Doc]) -> None:
+        """Items in a document of their own (a reading, a service: a number each)."""
+        seq = await self.take_number()
+        try:
+            await self.put(seq, items)
+        except BaseException:
+            await asyncio.shield(self.tombstone(seq))
+            raise
+
+    async def push_reading(self, tenant: str, vehicle: str, reading: Doc) -> None:
+        """An odometer reading from another source (`{km, at, source}`) for the fold."""
+        await self.add([_item("reading", tenant, vehicle, reading)])
+
+    async def push_service(self, tenant: str, vehicle: str, service: Doc) -> None:
+        """A recorded service (`{km?, at, plan?, source}`) for the fold."""
+        await self.add([_item("service", tenant, vehicle, service)])
+
+    async def after(self, seq: int, limit: int) -> list[Doc]:
+        """Inbox documents numbered above `seq`, in number order (the primary index)."""
+        with translate_errors():
+            cursor = self._inbox.find({"_id": {"$gt": seq}}).sort("_id", 1).limit(limit)
+            return await cursor.to_list(limit)
+
+    async def last_number(self) -> int:
+        """The last number taken (0 before any)."""
+        with translate_errors():
+            doc = await self._marks.find_one({"_id": _SEQ})
+        return int(doc["n"]) if doc else 0
+
+    async def trim(self, through: int) -> int:
+        """Drop the inbox documents numbered up to `through` (every shard is past them)."""
+        with translate_errors():
+            result = await self._inbox.delete_many({"_id": {"$lte": through}})
+        return int(result.deleted_count)
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    async def checkpoints(self, shards: Iterable[int]) -> dict[int, int]:
+        """Each shard's checkpoint (0 for a shard never written). One lookup by `_id` each:
+        SecantusDB scans for `_id $in [...]`."""
+        wanted = sorted(set(shards))
+
+        async def one(shard: int) -> int:
+            with translate_errors():
+                doc = await self._marks.find_one({"_id": _mark(shard)})
+            return int(doc["through"]) if doc else 0
+
+        found = await asyncio.gather(*(one(shard) for shard in wanted))
+        return dict(zip(wanted, found, strict=True))
+
+    async def save_checkpoints(self, through: dict[int, int]) -> None:
+        """Checkpoints only move forward (`$max`)."""
+        if not through:
+            return
+        writes = [
+            UpdateOne({"_id": _mark(shard)}, {"$max": {"through": n}}, upsert=True)
+            for shard, n in sorted(through.items())
+        ]
+        with translate_errors():
+            await self._marks.bulk_write(writes, ordered=False)
+
+    # --- vehicle states ----------------------------------------------------------------
+
+    async def state(self, tenant: str, vehicle: str) -> Doc | None:
+        """A vehicle's written fold state document (tenant-scoped)."""
+        with translate_errors():
+            return await self._states.find_one(scoped(tenant, {"_id": fleet_id(tenant, vehicle)}))
+
+    async def states(self, keys: Collection_[tuple[str, str]]) -> dict[tuple[str, str], Doc]:
+        """The fold's own read of several vehicles' states (a lookup by `_id` each)."""
+
+        async def one(key: tuple[str, str]) -> Doc | None:
+            with translate_errors():
+                return await self._states.find_one({"_id": fleet_id(*key)})
+
+        keys = list(keys)
+        found = await asyncio.gather(*(one(key) for key in keys))
+        return {key: doc for key, doc in zip(keys, found, strict=True) if doc is not None}
+
+    async def save_states(self, saved: Sequence[SavedState]) -> None:
+        """Write states, each only over an older one (`through` lower or equal: an equal one
+        is the same fold of the same input, written again after a crash)."""
+        if not saved:
+            return
+        writes = [
+            UpdateOne(
+                {"_id": fleet_id(s.tenant, s.vehicle), "through": {"$not": {"$gt": s.through}}},
+                {
+                    "$set": {"state": s.state, "through": s.through},
+                    "$setOnInsert": {
+                        "tenant": s.tenant,
+                        "vehicle": s.vehicle,
+                        "shard": shard_of(s.tenant, s.vehicle),
+                    },
+                },
+                upsert=True,
+            )
+            for s in saved
+        ]
+        try:
+            with translate_errors():
+                await self._states.bulk_write(writes, ordered=False)
+        except BulkWriteError as exc:
+            # A duplicate key is a state written further by another fold (the filter missed
+            # it, the upsert's insert collided): that one stands.
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(
+                e.get("code") != _DUPLICATE_KEY for e in errors
+            ):
+                raise StoreUnavailable("writing fold states failed") from exc
