@@ -1,5 +1,6 @@
 """Where the embedded database's time goes for the gateway: idle, and under the entity POST
-load of bench_http.py. For each gateway (this checkout, or a directory after "@" to A/B a
+load of bench_http.py (or its position POST load: a source named `gateway-positions`, e.g.
+`--sources gateway-positions,gateway-positions@/tmp/main`). For each gateway (this checkout, or a directory after "@" to A/B a
 change), on a fresh embedded SecantusDB:
 
     python bench/db_profile.py [--sources gateway,gateway@/tmp/main] [--idle 10] [--duration 10]
@@ -94,7 +95,10 @@ def profile(key: str, args: argparse.Namespace) -> None:
         db.start()
         server = bench_http.Server(key)
         try:
-            bench_http.gateway_server(workers=True)(server, tmp, db)
+            if key.partition("@")[0] == "gateway-positions":
+                bench_http.gateway_positions(server, tmp, db)
+            else:
+                bench_http.gateway_server(workers=True)(server, tmp, db)
             src = key.partition("@")[2]
             print(f"\n{server.name}: gateway/ from {src or bench_http.ROOT}; database pid {db.pid}")
             time.sleep(2)

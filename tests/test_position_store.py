@@ -108,21 +108,52 @@ async def test_concurrent_appends_share_rounds_and_each_fix_reaches_the_inbox_on
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) < 41
 
 
+class _BrokenInbox:
+    """The fold's inbox as a round sees it, failing where told (the numbers are real)."""
+
+    def __init__(self, fleet: FleetStore, fail_put: bool) -> None:
+        self._fleet, self._fail_put = fleet, fail_put
+        self.tombstones: list[int] = []
+
+    async def take_number(self) -> int:
+        return await self._fleet.take_number()
+
+    async def put_round(self, seq: int, docs: list[dict[str, Any]], took: float) -> None:
+        if self._fail_put:
+            raise StoreUnavailable("inbox down")
+        await self._fleet.put(seq, docs)
+
+    async def tombstone(self, seq: int) -> None:
+        self.tombstones.append(seq)
+        await self._fleet.tombstone(seq)
+
+
 async def test_a_round_whose_inbox_write_fails_leaves_nothing_stored_and_fails_its_callers(
     services: Services,
 ) -> None:
     collection = services.store.db["positions"]
-
-    async def refuse(docs: list[dict[str, Any]]) -> None:
-        raise StoreUnavailable("inbox down")
-
-    rounds = InsertRounds(collection, after=refuse)
+    inbox = _BrokenInbox(_fleet(services), fail_put=True)
     docs = [{"_id": position_id("v9", T0), "tenant": "acme", "t": T0}]
     with pytest.raises(StoreUnavailable):
-        await rounds.insert(docs)
-    # Undone: the retry stores it anew (not a duplicate nobody handed on).
+        await InsertRounds(collection, hand_on=inbox).insert(docs)
+    # Undone: the retry stores it anew (not a duplicate nobody handed on); its number stands
+    # for nothing, so the fold does not wait for it.
     assert await collection.count_documents({"_id": docs[0]["_id"]}) == 0
-    assert await InsertRounds(collection).insert(docs) == [True]
+    [seq] = inbox.tombstones
+    assert [(d["_id"], d["items"]) for d in await _fleet(services).after(0, 10)] == [(seq, [])]
+    working = _BrokenInbox(_fleet(services), fail_put=False)
+    assert await InsertRounds(collection, hand_on=working).insert(docs) == [True]
+    assert [d["_id"] for d in await _fleet(services).after(seq, 10)] == [seq + 1]
+
+
+async def test_a_round_of_duplicates_only_leaves_an_empty_inbox_document(
+    services: Services,
+) -> None:
+    store = _store(services)
+    await store.append("acme", "v1", [_fix(0)], "t")
+    again = await store.append("acme", "v1", [_fix(0)], "t")
+    assert again[0].duplicate
+    assert [len(d["items"]) for d in await _inbox(services)] == [1, 0]
 
 
 async def test_a_tombstone_stands_for_a_number_whose_round_failed(services: Services) -> None:

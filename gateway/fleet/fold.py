@@ -92,7 +92,9 @@ class FoldSettings:
     missing_seconds: float = 30.0  # far beyond a round's deadlines (GATEWAY_DB_TIMEOUT_MS)
     entity_seconds: float = 5.0
     checkpoint_seconds: float = 15.0
-    vehicle_seconds: float = 10.0  # how long a vehicle's entity (plate, groups) is trusted
+    # How long a vehicle's entity (its plate and groups, which rules apply) is trusted; the
+    # events of a pass carry the entity as it is then (`_fresh_events`).
+    vehicle_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,13 @@ class Listener:
 
     id: str
     sample_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Tenant:
+    settings: FleetSettings
+    rules: TenantRules
+    listeners: Sequence[Listener]
 
 
 @dataclass(slots=True)
@@ -211,12 +220,10 @@ class Fold(ShardedJob):
                     groups.setdefault(key, []).append((int(doc["_id"]), item))
         await self._remember(groups)
         vehicles = await self._vehicle_docs(vehicle for _, vehicle in groups)
-        tenants = sorted({tenant for tenant, _ in groups})
-        found = await asyncio.gather(*(self._position_listeners(t) for t in tenants))
-        listeners = dict(zip(tenants, found, strict=True))
+        tenants = {tenant: await self._tenant(tenant) for tenant in sorted({t for t, _ in groups})}
         passes = await asyncio.gather(
             *(
-                self._fold(key, items, listeners[key[0]], vehicles.get(key[1]))
+                self._fold(key, items, tenants[key[0]], vehicles.get(key[1]))
                 for key, items in groups.items()
             )
         )
@@ -348,7 +355,7 @@ class Fold(ShardedJob):
         self,
         key: Key,
         items: Sequence[tuple[int, Doc]],
-        listeners: Sequence[Listener],
+        tenant_view: _Tenant,
         vehicle: Doc | None,
     ) -> _Pass | None:
         memory = self._memory[key]
@@ -365,12 +372,7 @@ class Fold(ShardedJob):
         fixes = sorted(kinds["fix"], key=lambda f: (f["t"], f["id"]))
         folding.fix_ids = [f["id"] for f in fixes]
         run = _VehicleRun(
-            self,
-            folding,
-            vehicle,
-            await self._settings.for_fold(tenant),
-            await self._rules.for_tenant(tenant),
-            listeners,
+            self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
         )
         for reading in kinds["reading"]:
             run.reading(reading)
@@ -382,14 +384,19 @@ class Fold(ShardedJob):
         run.finish()
         return folding
 
-    async def _position_listeners(self, tenant: str) -> list[Listener]:
-        """The tenant's active subscriptions that name `vehicle.position` (opt-in: a family
-        or "*" does not ask for them); read once per batch, as the fan-out does."""
-        return [
+    async def _tenant(self, tenant: str) -> _Tenant:
+        """What a batch's vehicles of one tenant share, read once per batch: the tenant's
+        settings and rules (cached by their services), and its active subscriptions that name
+        `vehicle.position` (opt-in: a family or "*" does not ask for them), as the fan-out
+        reads them."""
+        listeners = [
             Listener(str(sub["_id"]), float(sub.get("sample_seconds") or 0))
             for sub in await self._store.subscriptions.active(tenant)
             if POSITION_EVENT in sub.get("event_types", ())
         ]
+        return _Tenant(
+            await self._settings.for_fold(tenant), await self._rules.for_tenant(tenant), listeners
+        )
 
     async def neighbours(
         self, key: Key, t: datetime, exclude: Sequence[str]
@@ -408,6 +415,7 @@ class Fold(ShardedJob):
         await self._store.positions.mark_rejected(rejected)
         events = [event for p in passes for event in p.events]
         if events:
+            await self._fresh_events(events)
             await self._store.events.insert_many(events)
             await self._on_relayed(events)
         now = time.monotonic()
@@ -423,6 +431,22 @@ class Fold(ShardedJob):
                 self._metrics.fold_lag.observe(lag)
         for event in events:
             self._metrics.fold_events.labels(event["type"]).inc()
+
+    async def _fresh_events(self, events: Sequence[Doc]) -> None:
+        """Events carry their vehicle as it is now, not as cached: its revision and data, with
+        the fold's last position and odometer as of the event."""
+        ids = sorted({event["entity"]["id"] for event in events})
+        fresh = await self._store.entities.vehicles(ids)
+        until = time.monotonic() + self._config.vehicle_seconds
+        for vehicle_id in ids:
+            self._vehicles[vehicle_id] = (until, fresh.get(vehicle_id))
+        for event in events:
+            doc = fresh.get(event["entity"]["id"])
+            if doc is None:
+                continue
+            folded = {k: v for k, v in event["data"].items() if k in _FOLDED_FIELDS}
+            event["data"] = {**(doc.get("data") or {}), **folded}
+            event["entity"]["rev"] = doc.get("rev", 0)
 
     async def _save(self, *, force: bool) -> None:
         """Write what memory holds: the entities that are due (every `entity_seconds`), and
@@ -702,6 +726,7 @@ class _VehicleRun:
         self._pass.events.append(event)
 
 
+_FOLDED_FIELDS = ("last_position", "odometer_km")
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
 
 

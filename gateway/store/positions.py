@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure
@@ -68,7 +68,16 @@ class _Waiting:
     done: asyncio.Future[list[bool]]
 
 
-AfterRound = Callable[[list[Doc]], Awaitable[None]]
+class HandOn(Protocol):
+    """Where a round's newly inserted documents go next (the fold's inbox): a number taken
+    while the insert is in flight, then the documents under it; a round that fails gives its
+    number up."""
+
+    async def take_number(self) -> int: ...
+
+    async def put_round(self, seq: int, docs: list[Doc], took: float) -> None: ...
+
+    async def tombstone(self, seq: int) -> None: ...
 
 
 class InsertRounds:
@@ -80,10 +89,11 @@ class InsertRounds:
     inserted, False a duplicate key (already stored); a failure of the command fails the
     callers it concerns with StoreUnavailable (the others of the round get theirs).
 
-    `after` runs once per round on the documents it inserted, before anyone is answered (the
-    position store hands them to the fold's inbox); if it fails, the round's callers fail and
-    what the round inserted is deleted again, so that their retry stores it anew instead of
-    finding duplicates nobody handed on.
+    `hand_on` gets each round's inserted documents before anyone is answered (the position
+    store hands them to the fold's inbox): its number is taken while the insert is in flight
+    (one round trip less to wait for), the documents are put under it after. If that fails,
+    the round's callers fail and what the round inserted is deleted again, so that their retry
+    stores it anew instead of finding duplicates nobody handed on.
 
     One insert command per round instead of one per document (a client-level bulkWrite runs
     each insert as its own command on SecantusDB) is what brings batched ingest near the
@@ -93,12 +103,12 @@ class InsertRounds:
         self,
         collection: Collection,
         *,
-        after: AfterRound | None = None,
+        hand_on: HandOn | None = None,
         max_docs: int = 2000,
         max_in_flight: int = 2,
     ) -> None:
         self._c = collection
-        self._after = after
+        self._hand_on = hand_on
         self._max = max_docs
         self._max_in_flight = max_in_flight
         self._queue: list[_Waiting] = []
@@ -131,23 +141,8 @@ class InsertRounds:
     async def _round(self, batch: list[_Waiting]) -> None:
         docs = [doc for waiting in batch for doc in waiting.docs]
         self.rounds += 1
-        refused: dict[int, int] = {}  # index in the round → error code
         try:
-            try:
-                with translate_errors():
-                    await self._c.insert_many(docs, ordered=False)
-            except BulkWriteError as exc:
-                for error in exc.details.get("writeErrors", []):
-                    refused[int(error["index"])] = int(error.get("code", 0))
-                if exc.details.get("writeConcernErrors"):
-                    raise StoreUnavailable("write concern failed") from exc
-            if self._after is not None:
-                inserted = [doc for i, doc in enumerate(docs) if i not in refused]
-                try:
-                    await self._after(inserted)
-                except BaseException:
-                    await asyncio.shield(self._undo(inserted))
-                    raise
+            refused = await self._store(docs)
         except BaseException as exc:
             failure = exc if isinstance(exc, StoreUnavailable) else None
             for waiting in batch:
@@ -167,8 +162,56 @@ class InsertRounds:
             else:
                 waiting.done.set_result([code is None for code in codes])
 
-    async def _undo(self, docs: Sequence[Doc]) -> None:
+    async def _store(self, docs: list[Doc]) -> dict[int, int]:
+        """Insert a round's documents and hand the new ones on; the error code of each one
+        refused, by its index in the round."""
+        started = time.monotonic()
+        hand_on = self._hand_on
+        number = None if hand_on is None else asyncio.create_task(hand_on.take_number())
+        try:
+            refused = await self._insert(docs)
+        except BaseException:
+            if number is not None:
+                await asyncio.shield(self._give_up(number))
+            raise
+        if hand_on is None or number is None:
+            return refused
+        inserted = [doc for i, doc in enumerate(docs) if i not in refused]
+        seq = None
+        try:
+            seq = await number
+            await hand_on.put_round(seq, inserted, time.monotonic() - started)
+        except BaseException:
+            await asyncio.shield(self._undo(seq, inserted))
+            raise
+        return refused
+
+    async def _insert(self, docs: list[Doc]) -> dict[int, int]:
+        refused: dict[int, int] = {}
+        try:
+            with translate_errors():
+                await self._c.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                refused[int(error["index"])] = int(error.get("code", 0))
+            if exc.details.get("writeConcernErrors"):
+                raise StoreUnavailable("write concern failed") from exc
+        return refused
+
+    async def _give_up(self, number: asyncio.Task[int]) -> None:
+        """A round whose insert failed: its number, once taken, stands for nothing."""
+        assert self._hand_on is not None
+        try:
+            seq = await number
+        except Exception:  # not taken: nothing to give up
+            return
+        await self._hand_on.tombstone(seq)
+
+    async def _undo(self, seq: int | None, docs: Sequence[Doc]) -> None:
         """Best effort: a failure here leaves stored fixes whose retry is a duplicate."""
+        assert self._hand_on is not None
+        if seq is not None:
+            await self._hand_on.tombstone(seq)
         if not docs:
             return
         try:
@@ -176,6 +219,36 @@ class InsertRounds:
                 await self._c.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})
         except StoreUnavailable:
             pass
+
+
+class _Inbox:
+    """A round's newly stored fixes to the fold's inbox, one document (`store/fleet.py`)."""
+
+    def __init__(self, fleet: FleetStore, stall_seconds: float) -> None:
+        self._fleet = fleet
+        self._stall = stall_seconds  # a round older than this takes a new number
+
+    async def take_number(self) -> int:
+        return await self._fleet.take_number()
+
+    async def tombstone(self, seq: int) -> None:
+        await self._fleet.tombstone(seq)
+
+    async def put_round(self, seq: int, docs: list[Doc], took: float) -> None:
+        """If the round took so long that the fold may have given its number up, a new one."""
+        if took > self._stall:
+            stale, seq = seq, await self._fleet.take_number()
+            await self._fleet.tombstone(stale)
+        items = [
+            {"k": "fix", "tenant": d["tenant"], "vehicle": d["vehicle"], "id": d["_id"],
+             "shard": shard_of(d["tenant"], d["vehicle"]),
+             **{k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None}}
+            for d in docs
+        ]  # fmt: skip
+        if items:
+            await self._fleet.put(seq, items)
+        else:  # every fix a duplicate: the number stands for nothing
+            await self._fleet.tombstone(seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +264,7 @@ class PositionStore:
         self, positions: Collection, fleet: FleetStore, *, stall_seconds: float = 20.0
     ) -> None:
         self._p = positions
-        self._fleet = fleet
-        self._stall = stall_seconds  # a round older than this takes a new inbox number
-        self.inserts = InsertRounds(positions, after=self._hand_on)
+        self.inserts = InsertRounds(positions, hand_on=_Inbox(fleet, stall_seconds))
 
     async def ensure_indexes(self, retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
         with translate_errors():
@@ -261,28 +332,6 @@ class PositionStore:
         stored = iter(await self.inserts.insert(docs))
         ids = iter(doc["_id"] for doc in docs)
         return [[Appended(next(ids), not next(stored)) for _ in fixes] for _, fixes in batch]
-
-    async def _hand_on(self, inserted: list[Doc]) -> None:
-        """A round's newly stored fixes to the fold's inbox, one document (`store/fleet.py`).
-        If the round took so long that the fold may have given its number up, a new one."""
-        if not inserted:
-            return
-        items = [
-            {"k": "fix", "tenant": d["tenant"], "vehicle": d["vehicle"], "id": d["_id"],
-             "shard": shard_of(d["tenant"], d["vehicle"]),
-             **{k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None}}
-            for d in inserted
-        ]  # fmt: skip
-        started = time.monotonic()
-        seq = await self._fleet.take_number()
-        try:
-            if time.monotonic() - started > self._stall:
-                stale, seq = seq, await self._fleet.take_number()
-                await self._fleet.tombstone(stale)
-            await self._fleet.put(seq, items)
-        except BaseException:
-            await asyncio.shield(self._fleet.tombstone(seq))
-            raise
 
     # --- the fold's writes ---------------------------------------------------------------
 
