@@ -192,7 +192,8 @@ async def test_states_and_checkpoints_only_move_forward(services: Services) -> N
 async def test_neighbours_skip_rejected_fixes_and_tracks_page_by_time(services: Services) -> None:
     store = _store(services)
     appended = await store.append("acme", "v1", [_fix(0), _fix(10), _fix(20), _fix(30)], "t")
-    await store.mark_rejected({appended[1].id: "zero_position"})
+    await store.mark_rejected("acme", {appended[1].id: "zero_position"})
+    await store.mark_rejected("acme", {appended[1].id: "zero_position"})  # again: a no-op
     before, after = await store.neighbours("acme", "v1", T0 + timedelta(seconds=15))
     assert before is not None and after is not None
     assert before["t"] == T0 and after["t"] == T0 + timedelta(seconds=20)
@@ -226,8 +227,11 @@ async def test_retention_is_a_ttl_index_that_can_be_changed(services: Services) 
     assert await store.retention_seconds() == 90 * 86_400
     await store.set_retention(30)
     assert await store.retention_seconds() == 30 * 86_400
-    names = [i["name"] async for i in await services.store.db["positions"].list_indexes()]
-    assert sorted(names) == ["_id_", "retention"]  # nothing else costs every insert
+    for collection in ("positions", "positions_refused"):
+        names = [i["name"] async for i in await services.store.db[collection].list_indexes()]
+        assert sorted(names) == ["_id_", "retention"]  # nothing else costs every insert
+    refused = await services.store.db["positions_refused"].index_information()
+    assert refused["retention"]["expireAfterSeconds"] == 30 * 86_400
 
 
 def test_derived_ids_are_deterministic_and_carry_the_time() -> None:

@@ -170,7 +170,7 @@ async def test_the_track_reads_in_cursor_pages_within_a_window_with_rejected_fix
     zero = body["results"][3]["id"]  # the fix at 10 s
     stored = await services.store.positions.track("acme", car["id"], None, None, None, 10)
     await services.store.positions.mark_rejected(
-        {d["_id"]: "zero_position" for d in stored if str(d["_id"]) == zero}
+        "acme", {d["_id"]: "zero_position" for d in stored if str(d["_id"]) == zero}
     )
     first = await track(client, car["id"], "?limit=2")
     assert [f["time"] for f in first["items"]] == [at(0), at(10)]

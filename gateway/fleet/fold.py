@@ -411,8 +411,9 @@ class Fold(ShardedJob):
 
     async def _write(self, passes: Sequence[_Pass]) -> None:
         """A batch's flags and events, then its states into memory."""
-        rejected = {k: v for p in passes for k, v in p.rejected.items()}
-        await self._store.positions.mark_rejected(rejected)
+        for tenant in {p.key[0] for p in passes if p.rejected}:
+            rejected = {k: v for p in passes if p.key[0] == tenant for k, v in p.rejected.items()}
+            await self._store.positions.mark_rejected(tenant, rejected)
         events = [event for p in passes for event in p.events]
         if events:
             await self._fresh_events(events)

@@ -67,7 +67,7 @@ class Store:
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
         # Telemetry: the fold's inbox, states and checkpoints, and the track (insert-only).
         self.fleet = FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"])
-        self.positions = PositionStore(db["positions"], self.fleet)
+        self.positions = PositionStore(db["positions"], db["positions_refused"], self.fleet)
         self.fleet_rules = FleetRuleStores(db)
 
     async def ensure_indexes(self) -> None:

@@ -3,8 +3,10 @@
 Insert-only: one document per fix, `{_id, tenant, vehicle, t, at, lat, lon, speed_kmh?,
 heading?, accuracy_m?, odometer_km?, ignition?, attributes?, source, rejected?}`. `vehicle` is
 the vehicle entity's id (as text), `t` the device time, `at` when the gateway received it.
-`rejected` (the quality gate's reason) is written later by the fold, the only update a
-position ever gets. Retention is a TTL index on `at` (default 90 days, `set_retention`).
+A position is never updated: the fold's verdict on a fix it refused goes to
+`positions_refused` (`{_id: the fix's _id, tenant, reason, at}`, insert-only), and the reads
+flag those fixes with their reason (`rejected`). Retention is a TTL index on `at` in both
+(default 90 days, `set_retention`).
 
 A fix is identified by (vehicle, device time), and so is its document: `_id` is
 `"<vehicle>-<device time, UTC, zero-padded to the millisecond>"` (SPEC §8: a deterministic
@@ -22,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection as Collection_
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from gateway.errors import StoreUnavailable
@@ -261,38 +264,46 @@ class Appended:
 
 class PositionStore:
     def __init__(
-        self, positions: Collection, fleet: FleetStore, *, stall_seconds: float = 20.0
+        self,
+        positions: Collection,
+        refusals: Collection,
+        fleet: FleetStore,
+        *,
+        stall_seconds: float = 20.0,
     ) -> None:
         self._p = positions
+        self._r = refusals  # the fold's verdicts on refused fixes, by the fix's `_id`
         self.inserts = InsertRounds(positions, hand_on=_Inbox(fleet, stall_seconds))
 
     async def ensure_indexes(self, retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
         with translate_errors():
-            existing = await (await self._p.list_indexes()).to_list(None)
-            names = {index["name"] for index in existing}
-            for name in set(_RETIRED_INDEXES) & names:
-                await self._p.drop_index(name)
-            if _RETENTION_INDEX not in names:
-                await self._p.create_indexes([retention_index(retention_days)])
+            for collection in (self._p, self._r):
+                existing = await (await collection.list_indexes()).to_list(None)
+                names = {index["name"] for index in existing}
+                for name in set(_RETIRED_INDEXES) & names:
+                    await collection.drop_index(name)
+                if _RETENTION_INDEX not in names:
+                    await collection.create_indexes([retention_index(retention_days)])
 
     async def set_retention(self, days: int) -> None:
-        """Positions older than `days` (by receipt) expire: the TTL index is changed in place
-        (collMod), or dropped and created where the server cannot."""
+        """Positions (and their refusals) older than `days` (by receipt) expire: the TTL index
+        is changed in place (collMod), or dropped and created where the server cannot."""
         seconds = int(days) * 86_400
         with translate_errors():
-            try:
-                await self._p.database.command(
-                    "collMod",
-                    self._p.name,
-                    index={"name": _RETENTION_INDEX, "expireAfterSeconds": seconds},
-                )
-                return
-            except OperationFailure:  # a server without collMod: drop and create
-                pass
-            existing = await (await self._p.list_indexes()).to_list(None)
-            if any(index["name"] == _RETENTION_INDEX for index in existing):
-                await self._p.drop_index(_RETENTION_INDEX)
-            await self._p.create_indexes([retention_index(days)])
+            for collection in (self._p, self._r):
+                try:
+                    await collection.database.command(
+                        "collMod",
+                        collection.name,
+                        index={"name": _RETENTION_INDEX, "expireAfterSeconds": seconds},
+                    )
+                    continue
+                except OperationFailure:  # a server without collMod: drop and create
+                    pass
+                existing = await (await collection.list_indexes()).to_list(None)
+                if any(index["name"] == _RETENTION_INDEX for index in existing):
+                    await collection.drop_index(_RETENTION_INDEX)
+                await collection.create_indexes([retention_index(days)])
 
     async def retention_seconds(self) -> int | None:
         with translate_errors():
@@ -335,22 +346,33 @@ class PositionStore:
 
     # --- the fold's writes ---------------------------------------------------------------
 
-    async def mark_rejected(self, ids_with_reasons: Mapping[str, str]) -> None:
-        """Flag folded fixes the quality gates refused, with the reason (one command; an
-        update by `_id` each)."""
+    async def mark_rejected(self, tenant: str, ids_with_reasons: Mapping[str, str]) -> None:
+        """Record the fixes the quality gates refused, with the reason: one insert each into
+        the refusals collection, under the fix's own `_id` (a fix is never updated: an update
+        costs the embedded database about eight small inserts). Recording one again (a fold
+        repeated after a crash) is a no-op."""
         if not ids_with_reasons:
             return
-        writes = [
-            UpdateOne({"_id": doc_id}, {"$set": {"rejected": reason}})
-            for doc_id, reason in ids_with_reasons.items()
+        now = datetime.now(UTC)
+        docs = [
+            {"_id": fix_id, "tenant": tenant, "reason": reason, "at": now}
+            for fix_id, reason in ids_with_reasons.items()
         ]
-        with translate_errors():
-            await self._p.bulk_write(writes, ordered=False)
+        try:
+            with translate_errors():
+                await self._r.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(
+                e.get("code") != _DUPLICATE_KEY for e in errors
+            ):
+                raise StoreUnavailable("recording refused fixes failed") from exc
 
     async def purge(self, tenant: str, before: datetime) -> int:
-        """Drop a tenant's fixes received before `before` (a retention shorter than the TTL
-        index's); how many went. It scans: it runs hourly, on one process."""
+        """Drop a tenant's fixes (and refusals) received before `before` (a retention shorter
+        than the TTL index's); how many fixes went. It scans: it runs hourly, on one process."""
         with translate_errors():
+            await self._r.delete_many(scoped(tenant, {"at": {"$lt": before}}))
             result = await self._p.delete_many(scoped(tenant, {"at": {"$lt": before}}))
         return int(result.deleted_count)
 
@@ -359,25 +381,57 @@ class PositionStore:
     async def neighbours(
         self, tenant: str, vehicle: str, t: datetime, exclude: Sequence[str] = ()
     ) -> tuple[Doc | None, Doc | None]:
-        """The accepted (not rejected) fixes just before and just after device time `t`;
+        """The accepted (not refused) fixes just before and just after device time `t`;
         `exclude` names fixes not folded yet (the fold's own pending ones)."""
         low, high = _track_bounds(vehicle)
         at = position_id(vehicle, t)
-        base = scoped(tenant, {"rejected": {"$exists": False}})
-        if exclude:
-            base["_id"] = {"$nin": list(exclude)}
-
-        def within(bounds: Doc) -> Doc:
-            return {**base, "_id": {**base.get("_id", {}), **bounds}}
-
-        with translate_errors():
-            before = await self._p.find_one(
-                within({"$gte": low, "$lt": at}), sort=[("_id", DESCENDING)]
-            )
-            after = await self._p.find_one(
-                within({"$gt": at, "$lt": high}), sort=[("_id", ASCENDING)]
-            )
+        skip = set(exclude)
+        before = await self._accepted(tenant, "$gte", low, "$lt", at, DESCENDING, skip)
+        after = await self._accepted(tenant, "$gt", at, "$lt", high, ASCENDING, skip)
         return before, after
+
+    async def _accepted(
+        self,
+        tenant: str,
+        low_op: str,
+        low: str,
+        high_op: str,
+        high: str,
+        order: int,
+        skip: Collection_[str],
+        page: int = 32,
+    ) -> Doc | None:
+        """The first fix in this `_id` range, in this order, that was not refused or skipped."""
+        while True:
+            query = scoped(tenant, {"_id": {low_op: low, high_op: high}})
+            with translate_errors():
+                docs = await self._p.find(query).sort("_id", order).limit(page).to_list(page)
+            await self._flag(tenant, docs)
+            for doc in docs:
+                if doc["_id"] not in skip and not doc.get("rejected"):
+                    return doc
+            if len(docs) < page:
+                return None
+            if order == ASCENDING:
+                low_op, low = "$gt", docs[-1]["_id"]
+            else:
+                high_op, high = "$lt", docs[-1]["_id"]
+
+    async def _flag(self, tenant: str, docs: list[Doc]) -> list[Doc]:
+        """Fixes with the reason the fold refused them (`rejected`), read from the refusals
+        over the same `_id` range (one query)."""
+        if not docs:
+            return docs
+        ids = [doc["_id"] for doc in docs]
+        query = scoped(tenant, {"_id": {"$gte": min(ids), "$lte": max(ids)}})
+        with translate_errors():
+            refused = {
+                doc["_id"]: doc["reason"] async for doc in self._r.find(query, {"reason": 1})
+            }
+        for doc in docs:
+            if doc["_id"] in refused:
+                doc["rejected"] = refused[doc["_id"]]
+        return docs
 
     async def track(
         self,
@@ -389,7 +443,7 @@ class PositionStore:
         limit: int,
     ) -> list[Doc]:
         """A vehicle's fixes in device-time order, `start` <= t < `end`, after the cursor
-        `after` (the last device time of the previous page); rejected ones included (flagged)."""
+        `after` (the last device time of the previous page); refused ones included (flagged)."""
         low, high = _track_bounds(vehicle)
         lower_op, lower = "$gte", low if start is None else position_id(vehicle, start)
         if after is not None and position_id(vehicle, after) >= lower:
@@ -397,11 +451,13 @@ class PositionStore:
         bounds: Doc = {lower_op: lower, "$lt": high if end is None else position_id(vehicle, end)}
         query = scoped(tenant, {"_id": bounds})
         with translate_errors():
-            return await self._p.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
+            docs = await self._p.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
+        return await self._flag(tenant, docs)
 
     async def latest(self, tenant: str, vehicle: str, limit: int) -> list[Doc]:
-        """A vehicle's newest fixes by device time, newest first."""
+        """A vehicle's newest fixes by device time, newest first (refused ones flagged)."""
         low, high = _track_bounds(vehicle)
         query = scoped(tenant, {"_id": {"$gte": low, "$lt": high}})
         with translate_errors():
-            return await self._p.find(query).sort("_id", DESCENDING).limit(limit).to_list(limit)
+            docs = await self._p.find(query).sort("_id", DESCENDING).limit(limit).to_list(limit)
+        return await self._flag(tenant, docs)
