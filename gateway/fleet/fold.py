@@ -70,6 +70,7 @@ _FORGET_SECONDS: Final = 600.0  # a vehicle written and quiet this long leaves m
 AUTHORITATIVE: Final = ("admin",)
 
 Key = tuple[str, str]  # (tenant, vehicle id)
+_UNREAD: Final[Doc] = {}  # a vehicle whose entity the pass does not need (never written to)
 
 
 class TenantRules(Protocol):
@@ -136,7 +137,7 @@ class _Pass:
     state: VehicleState
     through: int
     fix_ids: list[str] = field(default_factory=list)
-    events: list[Doc] = field(default_factory=list)
+    entries: list[Doc] = field(default_factory=list)  # its events, before they meet the entity
     rejected: dict[str, str] = field(default_factory=dict)
     entity_fields: Doc = field(default_factory=dict)
     start_km: float | None = None
@@ -219,11 +220,20 @@ class Fold(ShardedJob):
                     key = (str(item["tenant"]), str(item["vehicle"]))
                     groups.setdefault(key, []).append((int(doc["_id"]), item))
         await self._remember(groups)
-        vehicles = await self._vehicle_docs(vehicle for _, vehicle in groups)
         tenants = {tenant: await self._tenant(tenant) for tenant in sorted({t for t, _ in groups})}
+        # A vehicle's entity is needed for the rules that apply to it (its plate and groups)
+        # and for a first fold (its registered odometer); the events get a fresh one anyway.
+        needed = [
+            vehicle
+            for tenant, vehicle in groups
+            if tenants[tenant].rules.geofences
+            or tenants[tenant].rules.plans
+            or self._memory[(tenant, vehicle)].state.last is None
+        ]
+        vehicles = await self._vehicle_docs(needed)
         passes = await asyncio.gather(
             *(
-                self._fold(key, items, tenants[key[0]], vehicles.get(key[1]))
+                self._fold(key, items, tenants[key[0]], vehicles.get(key[1], _UNREAD))
                 for key, items in groups.items()
             )
         )
@@ -334,9 +344,9 @@ class Fold(ShardedJob):
             through = int(doc.get("through") or 0)
             self._memory[key] = _Memory(VehicleState.from_doc(doc.get("state")), through, through)
 
-    async def _vehicle_docs(self, ids: Iterable[str]) -> dict[str, Doc]:
-        """The vehicles' entities (plate and groups for the rules, data for the events),
-        trusted for `vehicle_seconds`; a vehicle that does not exist is None."""
+    async def _vehicle_docs(self, ids: Iterable[str]) -> dict[str, Doc | None]:
+        """The vehicles' entities (plate and groups for the rules, the registered odometer for
+        a first fold), trusted for `vehicle_seconds`; a vehicle that does not exist is None."""
         now = time.monotonic()
         wanted = set(ids)
         stale = [i for i in wanted if i not in self._vehicles or self._vehicles[i][0] <= now]
@@ -347,7 +357,7 @@ class Fold(ShardedJob):
                 self._vehicles[vehicle] = (until, found.get(vehicle))
         if len(self._vehicles) > 4 * max(len(self._memory), 1000):
             self._vehicles = {k: v for k, v in self._vehicles.items() if v[0] > now}
-        return {i: doc for i in wanted if (doc := self._vehicles[i][1]) is not None}
+        return {i: self._vehicles[i][1] for i in wanted}
 
     # -- one vehicle ------------------------------------------------------------------------
 
@@ -364,7 +374,7 @@ class Fold(ShardedJob):
             return None
         tenant = key[0]
         folding = _Pass(key, memory.state, max(seq for seq, _ in new))
-        if vehicle is None or vehicle.get("tenant") != tenant:
+        if vehicle is None or vehicle.get("tenant", tenant) != tenant:
             return folding  # deleted: its input goes, nothing to tell
         kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": []}
         for _, item in new:
@@ -414,9 +424,8 @@ class Fold(ShardedJob):
         for tenant in {p.key[0] for p in passes if p.rejected}:
             rejected = {k: v for p in passes if p.key[0] == tenant for k, v in p.rejected.items()}
             await self._store.positions.mark_rejected(tenant, rejected)
-        events = [event for p in passes for event in p.events]
+        events = await self._events(passes)
         if events:
-            await self._fresh_events(events)
             await self._store.events.insert_many(events)
             await self._on_relayed(events)
         now = time.monotonic()
@@ -433,21 +442,31 @@ class Fold(ShardedJob):
         for event in events:
             self._metrics.fold_events.labels(event["type"]).inc()
 
-    async def _fresh_events(self, events: Sequence[Doc]) -> None:
-        """Events carry their vehicle as it is now, not as cached: its revision and data, with
-        the fold's last position and odometer as of the event."""
-        ids = sorted({event["entity"]["id"] for event in events})
-        fresh = await self._store.entities.vehicles(ids)
-        until = time.monotonic() + self._config.vehicle_seconds
-        for vehicle_id in ids:
+    async def _events(self, passes: Sequence[_Pass]) -> list[Doc]:
+        """The passes' events, each carrying its vehicle as it is now (read fresh: its
+        revision and data), with the fold's last position and odometer as of the event. A
+        vehicle deleted meanwhile has none."""
+        keys = sorted({p.key for p in passes if p.entries})
+        if not keys:
+            return []
+        fresh = await self._store.entities.vehicles([vehicle for _, vehicle in keys])
+        until, now = time.monotonic() + self._config.vehicle_seconds, datetime.now(UTC)
+        events = []
+        for folding in passes:
+            tenant, vehicle_id = folding.key
             self._vehicles[vehicle_id] = (until, fresh.get(vehicle_id))
-        for event in events:
-            doc = fresh.get(event["entity"]["id"])
-            if doc is None:
+            doc = fresh.get(vehicle_id)
+            if doc is None or doc.get("tenant") != tenant:
                 continue
-            folded = {k: v for k, v in event["data"].items() if k in _FOLDED_FIELDS}
-            event["data"] = {**(doc.get("data") or {}), **folded}
-            event["entity"]["rev"] = doc.get("rev", 0)
+            for entry in folding.entries:
+                audience = entry.pop("audience", None)
+                entry["data"] = {**(doc.get("data") or {}), **entry["data"]}
+                entry["entity_rev"] = doc.get("rev", 0)
+                event = event_document(tenant, doc, entry, now)
+                if audience is not None:
+                    event["audience"] = audience
+                events.append(event)
+        return events
 
     async def _save(self, *, force: bool) -> None:
         """Write what memory holds: the entities that are due (every `entity_seconds`), and
@@ -527,7 +546,6 @@ class _VehicleRun:
     ) -> None:
         self._fold = fold
         self._pass = folding
-        self._vehicle = vehicle
         self._settings = settings
         data = vehicle.get("data") or {}
         plate = str(data.get("plate") or vehicle.get("nk") or "")
@@ -705,29 +723,25 @@ class _VehicleRun:
         *,
         audience: Sequence[str] | None = None,
     ) -> None:
-        tenant, vehicle = self._pass.key[0], self._vehicle
-        data = dict(vehicle.get("data") or {})
+        tenant, vehicle_id = self._pass.key
+        data: Doc = {"odometer_km": round(self.state.odometer_km, 3)}
         if self.state.last is not None:
             data["last_position"] = _last_position(self.state.last, self.state.last_detail)
-        data["odometer_km"] = round(self.state.odometer_km, 3)
         entry: Doc = {
-            "id": derived_id(at, tenant, str(vehicle["_id"]), event_type, which),
+            "id": derived_id(at, tenant, vehicle_id, event_type, which),
             "type": event_type,
             "occurred_at": at,
             "entity_type": "vehicle",
-            "entity_rev": vehicle.get("rev", 0),
-            "data": data,
+            "data": data,  # the fold's fields; the vehicle's own join them (`Fold._events`)
             "changes": [],
             "origin": {"kind": "fold"},
             "detail": detail,
         }
-        event = event_document(tenant, vehicle, entry, datetime.now(UTC))
         if audience is not None:
-            event["audience"] = list(audience)
-        self._pass.events.append(event)
+            entry["audience"] = list(audience)
+        self._pass.entries.append(entry)
 
 
-_FOLDED_FIELDS = ("last_position", "odometer_km")
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
 
 
