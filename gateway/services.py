@@ -34,7 +34,7 @@ from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
-from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold
+from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold, FoldSettings
 from gateway.fleet.overview import FleetOverview
 from gateway.fleet.readings import OdometerReadings
 from gateway.fleet.rule_service import GeofenceService, PlanService
@@ -287,6 +287,12 @@ def _assemble(
             on_relayed=relayed,
             doorbell=fold_doorbell,
             shares=Shares(store, FOLD_JOB, FOLD_SHARDS),
+            config=FoldSettings(
+                entity_seconds=settings.fold_entity_seconds,
+                checkpoint_seconds=max(
+                    settings.fold_checkpoint_seconds, settings.fold_entity_seconds
+                ),
+            ),
         ),
         fleet_rules=fleet_rules,
         geofences=GeofenceService(store.fleet_rules.geofences, on_change=fleet_rules.forget),
