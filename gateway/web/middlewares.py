@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -31,7 +31,7 @@ def _route_label(request: web.Request) -> str:
 @web.middleware
 async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("X-Request-ID", "")
-    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id = given if _REQUEST_ID.match(given) else os.urandom(16).hex()
     request_id_var.set(request_id)
     metrics = services_of(request).metrics
     started = time.perf_counter()
@@ -42,8 +42,9 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.http_in_flight.dec()
     elapsed = time.perf_counter() - started
     route = _route_label(request)
-    metrics.http_requests.labels(route, request.method, f"{response.status // 100}xx").inc()
-    metrics.http_latency.labels(route, request.method).observe(elapsed)
+    status_class = f"{response.status // 100}xx"
+    metrics.child(metrics.http_requests, route, request.method, status_class).inc()
+    metrics.child(metrics.http_latency, route, request.method).observe(elapsed)
     response.headers["X-Request-ID"] = request_id
     if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
         log.log(
