@@ -2,21 +2,24 @@
 partner directly).
 
     python bench/bench_proxy.py [--requests 2000] [--warmup 300] [--calls proxy,entity]
-                                [--gateway-src DIR ...] [--json FILE]
+                                [--bare] [--gateway-src DIR ...] [--json FILE]
 
 One run, side by side: a local partner (its own process) answers the current-driver lookup
 of mappings/hr-current-driver.yaml; `gateway serve` (its own process, embedded SecantusDB)
 has that partner and a proxy action using the mapping both ways. The client sends one
-request at a time, alternating
+request at a time, in rounds: direct, then the others in a shuffled order
 
 - direct:  GET partner/veiculos/{plate}/condutor-atual with the bearer token;
 - proxy:   POST gateway/api/v1/actions/{id}/invoke {"payload": {"entity": {"plate"}}}
            (admin JWT check, request mapping, guarded send, response mapping, answer);
 - entity:  the same with {"entity": {"type": "vehicle", "key": plate}}, which also reads the
-           vehicle from the database (one indexed find_one, ~2 ms on this embedded DB),
+           vehicle from the database (one indexed find_one, ~2 ms on this embedded DB);
+- bare (with --bare): the floor, a bare aiohttp handler in its own process that parses the
+           JSON, GETs the partner through a pooled ClientSession and answers its JSON,
 
-and prints the median and p99 of each, the added medians, and each gateway's CPU per call
-(user + system, its calls of both kinds together).
+and prints the median and p99 of each, the added medians, and each server's CPU per call
+(user + system, its calls of both kinds together). The order is shuffled because a process
+called right after another finds the caches of a 2-core machine warmer or colder.
 
 `--gateway-src DIR` (repeatable) adds a gateway run from another source tree (a directory
 holding gateway/, e.g. `git worktree add /tmp/proxy-base main`), with its own database on the
@@ -31,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -71,6 +75,29 @@ def run_partner(port: int) -> None:
 
     app = web.Application()
     app.router.add_get("/veiculos/{plate}/condutor-atual", lookup)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def run_bare_proxy(port: int, partner: str) -> None:
+    """The floor: a bare aiohttp handler that parses the JSON, GETs the partner through one
+    pooled ClientSession, parses its JSON and answers it (no auth, mapping or guard)."""
+
+    async def session_ctx(app: web.Application) -> Any:
+        app["session"] = aiohttp.ClientSession()
+        yield
+        await app["session"].close()
+
+    async def invoke(request: web.Request) -> web.Response:
+        plate = (await request.json())["payload"]["entity"]["plate"]
+        url = f"{partner}/veiculos/{plate}/condutor-atual"
+        headers = {"Authorization": "Bearer hr-token"}
+        async with request.app["session"].get(url, headers=headers) as response:
+            data = await response.json()
+        return web.json_response({"status": response.status, "data": data})
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/invoke", invoke)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -178,7 +205,7 @@ Call = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 
 
 async def measure(
-    args: argparse.Namespace, gateways: list[Gateway], partner: str
+    args: argparse.Namespace, gateways: list[Gateway], bare: Gateway | None, partner: str
 ) -> dict[str, float]:
     async with aiohttp.ClientSession() as session:
         await wait_ready(session, partner + "/veiculos/x/condutor-atual")
@@ -191,6 +218,14 @@ async def measure(
                 None,
             )
         }
+        if bare is not None:
+            await wait_ready(session, bare.url + "/")
+            calls["bare"] = (
+                lambda: session.post(
+                    f"{bare.url}/invoke", json={"payload": {"entity": {"plate": PLATE}}}
+                ),
+                bare,
+            )
         for gw in gateways:
             await wait_ready(session, gw.url + "/healthz")
             headers = {"Authorization": f"Bearer {gw.token}"}
@@ -210,12 +245,16 @@ async def measure(
                     gw,
                 )
         samples: dict[str, list[float]] = {name: [] for name in calls}
+        servers = [gw for gw in [bare, *gateways] if gw is not None]
+        first, *others = calls.items()
+        shuffle = random.Random(12).shuffle
         for i in range(args.warmup + args.requests):
             if i == args.warmup:
-                for gw in gateways:
+                for gw in servers:
                     assert gw.proc is not None
                     gw.cpu = -cpu_seconds(gw.proc.pid)
-            for name, (call, target) in calls.items():
+            shuffle(others)  # none always follows the same other (whose caches it would share)
+            for name, (call, target) in [first, *others]:
                 started = time.perf_counter()
                 async with call() as response:
                     await response.read()
@@ -224,10 +263,10 @@ async def measure(
                     samples[name].append((time.perf_counter() - started) * 1000)
                     if target is not None:
                         target.calls += 1
-        for gw in gateways:
+        for gw in servers:
             assert gw.proc is not None
             gw.cpu += cpu_seconds(gw.proc.pid)
-    return report(samples, gateways)
+    return report(samples, servers)
 
 
 def report(samples: dict[str, list[float]], gateways: list[Gateway]) -> dict[str, float]:
@@ -248,9 +287,8 @@ def report(samples: dict[str, list[float]], gateways: list[Gateway]) -> dict[str
             f"(ratio {medians[name] / direct:.2f}x){'  <0.5 ms: ok' if added < 0.5 else ''}"
         )
     for gw in gateways:
-        print(
-            f"gateway{gw.suffix} CPU {gw.cpu / gw.calls * 1e6:.0f} µs per call ({gw.calls} calls)"
-        )
+        name = gw.suffix if gw.suffix == "bare" else f"gateway{gw.suffix}"
+        print(f"{name} CPU {gw.cpu / gw.calls * 1e6:.0f} µs per call ({gw.calls} calls)")
     return medians
 
 
@@ -260,6 +298,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--calls", default="proxy,entity", help="proxy, entity or both")
     parser.add_argument(
+        "--bare", action="store_true", help="also measure the floor: a bare aiohttp proxy"
+    )
+    parser.add_argument(
         "--gateway-src",
         type=Path,
         action="append",
@@ -267,10 +308,14 @@ def main() -> int:
         help="also measure a gateway run from this source tree (repeatable)",
     )
     parser.add_argument("--partner-only", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-proxy-only", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the medians to this file")
     args = parser.parse_args()
     if args.partner_only:
         run_partner(args.partner_only)
+        return 0
+    if args.bare_proxy_only:
+        run_bare_proxy(int(args.bare_proxy_only[0]), args.bare_proxy_only[1])
         return 0
     gateways = [Gateway("", None)] + [
         Gateway(f"@{src.resolve().name}", src.resolve()) for src in args.gateway_src
@@ -279,15 +324,27 @@ def main() -> int:
         db = EmbeddedServer(Path(tmp) / "db")
         db.start()
         partner_port = free_port()
+        partner_url = f"http://127.0.0.1:{partner_port}"
         partner = subprocess.Popen([sys.executable, __file__, "--partner-only", str(partner_port)])
+        bare = None
+        if args.bare:
+            bare = Gateway("bare", None, url=f"http://127.0.0.1:{free_port()}")
+            port = bare.url.rpartition(":")[2]
+            bare.proc = subprocess.Popen(
+                [sys.executable, __file__, "--bare-proxy-only", port, partner_url]
+            )
         try:
             for index, gw in enumerate(gateways):
                 start_gateway(gw, index, db, tmp)
-            medians = asyncio.run(measure(args, gateways, f"http://127.0.0.1:{partner_port}"))
+            medians = asyncio.run(measure(args, gateways, bare, partner_url))
             if args.json:
                 args.json.write_text(json.dumps({"median_ms": medians}))
         finally:
-            for proc in [partner, *(gw.proc for gw in gateways if gw.proc is not None)]:
+            for gw in [bare, *gateways]:
+                if gw is not None and gw.proc is not None:
+                    gw.proc.terminate()
+                    gw.proc.wait(20)
+            for proc in [partner]:
                 proc.terminate()
                 proc.wait(20)
             db.stop()
