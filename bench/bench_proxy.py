@@ -1,20 +1,31 @@
-"""Proxy action latency (SPEC §8: a proxy action adds under 1 ms median over calling the
+"""Proxy action latency (SPEC §8: a proxy action adds under 0.5 ms median over calling the
 partner directly).
 
-    python bench/bench_proxy.py [--requests 2000] [--warmup 300]
+    python bench/bench_proxy.py [--requests 2000] [--warmup 300] [--calls proxy,entity]
+                                [--bare] [--gateway-src DIR ...] [--json FILE]
 
 One run, side by side: a local partner (its own process) answers the current-driver lookup
 of mappings/hr-current-driver.yaml; `gateway serve` (its own process, embedded SecantusDB)
 has that partner and a proxy action using the mapping both ways. The client sends one
-request at a time, alternating
+request at a time, in rounds: direct, then the others in a shuffled order
 
 - direct:  GET partner/veiculos/{plate}/condutor-atual with the bearer token;
 - proxy:   POST gateway/api/v1/actions/{id}/invoke {"payload": {"entity": {"plate"}}}
            (admin JWT check, request mapping, guarded send, response mapping, answer);
 - entity:  the same with {"entity": {"type": "vehicle", "key": plate}}, which also reads the
-           vehicle from the database (one indexed find_one, ~2 ms on this embedded DB),
+           vehicle from the database (one indexed find_one, ~2 ms on this embedded DB);
+- bare (with --bare): the floor, a bare aiohttp handler in its own process that parses the
+           JSON, GETs the partner through a pooled ClientSession and answers its JSON,
 
-and prints the median and p99 of each, and the added medians.
+and prints the median and p99 of each, the added medians, and each server's CPU per call
+(user + system, its calls of both kinds together). The order is shuffled because a process
+called right after another finds the caches of a 2-core machine warmer or colder.
+
+`--gateway-src DIR` (repeatable) adds a gateway run from another source tree (a directory
+holding gateway/, e.g. `git worktree add /tmp/proxy-base main`), with its own database on the
+same embedded server and the same partner; its calls are named proxy@NAME and entity@NAME
+(NAME: the directory's name) and alternate with this checkout's, so a before/after is
+measured in one run.
 """
 
 from __future__ import annotations
@@ -23,12 +34,16 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +58,7 @@ from gateway.store.embedded import EmbeddedServer  # noqa: E402
 SECRET_KEY = "bench-secret-key-0123456789abcdef0123456789abcdef"
 PLATE = "ABC1D23"
 DRIVER = (ROOT / "tests/data/partner_payloads/driver_lookup_response.json").read_bytes()
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -60,6 +76,76 @@ def run_partner(port: int) -> None:
     app = web.Application()
     app.router.add_get("/veiculos/{plate}/condutor-atual", lookup)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def run_bare_proxy(port: int, partner: str) -> None:
+    """The floor: a bare aiohttp handler that parses the JSON, GETs the partner through one
+    pooled ClientSession, parses its JSON and answers it (no auth, mapping or guard)."""
+
+    async def session_ctx(app: web.Application) -> Any:
+        app["session"] = aiohttp.ClientSession()
+        yield
+        await app["session"].close()
+
+    async def invoke(request: web.Request) -> web.Response:
+        plate = (await request.json())["payload"]["entity"]["plate"]
+        url = f"{partner}/veiculos/{plate}/condutor-atual"
+        headers = {"Authorization": "Bearer hr-token"}
+        async with request.app["session"].get(url, headers=headers) as response:
+            data = await response.json()
+        return web.json_response({"status": response.status, "data": data})
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/invoke", invoke)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass
+class Gateway:
+    suffix: str  # "" for this checkout, "@DIR" for another tree
+    src: Path | None
+    url: str = ""
+    token: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    calls: int = 0
+    cpu: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def start_gateway(gw: Gateway, index: int, db: EmbeddedServer, tmp: str) -> None:
+    port = free_port()
+    gw.url = f"http://127.0.0.1:{port}"
+    gw.env = {
+        **os.environ,
+        "MONGODB_URI": db.uri,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
+        "GATEWAY_DATABASE": f"bench_proxy_{index}",
+        "GATEWAY_DATA_DIR": str(Path(tmp) / f"gateway{index}"),
+        "GATEWAY_LOG_LEVEL": "WARNING",
+    }
+    if gw.src is not None:
+        gw.env["PYTHONPATH"] = str(gw.src)
+    cwd = gw.src or ROOT
+    gw.token = subprocess.run(
+        [sys.executable, "-m", "gateway", "admin-token", "--tenant", "bench"],
+        env=gw.env,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    gw.proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"], env=gw.env, cwd=cwd, stderr=subprocess.DEVNULL
+    )
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 60) -> None:
@@ -115,53 +201,94 @@ async def setup(
     return str(action["id"])
 
 
-async def measure(args: argparse.Namespace, gateway: str, partner: str, token: str) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
+Call = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
+
+
+async def measure(
+    args: argparse.Namespace, gateways: list[Gateway], bare: Gateway | None, partner: str
+) -> dict[str, float]:
     async with aiohttp.ClientSession() as session:
-        await wait_ready(session, gateway + "/healthz")
         await wait_ready(session, partner + "/veiculos/x/condutor-atual")
-        action_id = await setup(session, gateway, partner, headers)
-        invoke = f"{gateway}/api/v1/actions/{action_id}/invoke"
-        calls = {
-            "direct": lambda: session.get(
-                f"{partner}/veiculos/{PLATE}/condutor-atual",
-                headers={"Authorization": "Bearer hr-token"},
-            ),
-            "proxy": lambda: session.post(
-                invoke, headers=headers, json={"payload": {"entity": {"plate": PLATE}}}
-            ),
-            "entity": lambda: session.post(
-                invoke, headers=headers, json={"entity": {"type": "vehicle", "key": PLATE}}
-            ),
+        calls: dict[str, tuple[Call, Gateway | None]] = {
+            "direct": (
+                lambda: session.get(
+                    f"{partner}/veiculos/{PLATE}/condutor-atual",
+                    headers={"Authorization": "Bearer hr-token"},
+                ),
+                None,
+            )
         }
+        if bare is not None:
+            await wait_ready(session, bare.url + "/")
+            calls["bare"] = (
+                lambda: session.post(
+                    f"{bare.url}/invoke", json={"payload": {"entity": {"plate": PLATE}}}
+                ),
+                bare,
+            )
+        for gw in gateways:
+            await wait_ready(session, gw.url + "/healthz")
+            headers = {"Authorization": f"Bearer {gw.token}"}
+            invoke = (
+                f"{gw.url}/api/v1/actions/{await setup(session, gw.url, partner, headers)}/invoke"
+            )
+            bodies = {
+                "proxy": {"payload": {"entity": {"plate": PLATE}}},
+                "entity": {"entity": {"type": "vehicle", "key": PLATE}},
+            }
+            for kind in args.calls.split(","):
+                body = bodies[kind]
+                calls[kind + gw.suffix] = (
+                    lambda invoke=invoke, headers=headers, body=body: session.post(
+                        invoke, headers=headers, json=body
+                    ),
+                    gw,
+                )
         samples: dict[str, list[float]] = {name: [] for name in calls}
+        servers = [gw for gw in [bare, *gateways] if gw is not None]
+        first, *others = calls.items()
+        shuffle = random.Random(12).shuffle
         for i in range(args.warmup + args.requests):
-            for name, call in calls.items():
+            if i == args.warmup:
+                for gw in servers:
+                    assert gw.proc is not None
+                    gw.cpu = -cpu_seconds(gw.proc.pid)
+            shuffle(others)  # none always follows the same other (whose caches it would share)
+            for name, (call, target) in [first, *others]:
                 started = time.perf_counter()
                 async with call() as response:
                     await response.read()
                     assert response.status == 200, (name, response.status)
                 if i >= args.warmup:
                     samples[name].append((time.perf_counter() - started) * 1000)
-    medians = report(samples)
-    if args.json:
-        args.json.write_text(json.dumps({"median_ms": medians}))
+                    if target is not None:
+                        target.calls += 1
+        for gw in servers:
+            assert gw.proc is not None
+            gw.cpu += cpu_seconds(gw.proc.pid)
+    return report(samples, servers)
 
 
-def report(samples: dict[str, list[float]]) -> dict[str, float]:
+def report(samples: dict[str, list[float]], gateways: list[Gateway]) -> dict[str, float]:
     medians = {name: statistics.median(values) for name, values in samples.items()}
     for name, values in samples.items():
         p99 = statistics.quantiles(values, n=100)[98]
         print(
-            f"{name:7s} median {medians[name]:.3f} ms   p99 {p99:.3f} ms   ({len(values)} requests)"
+            f"{name:14s} median {medians[name]:.3f} ms   p99 {p99:.3f} ms"
+            f"   ({len(values)} requests)"
         )
     direct = medians["direct"]
-    for name in ("proxy", "entity"):
+    for name in medians:
+        if name == "direct":
+            continue
         added = medians[name] - direct
         print(
             f"{name} adds {added:.3f} ms median over direct "
             f"(ratio {medians[name] / direct:.2f}x){'  <0.5 ms: ok' if added < 0.5 else ''}"
         )
+    for gw in gateways:
+        name = gw.suffix if gw.suffix == "bare" else f"gateway{gw.suffix}"
+        print(f"{name} CPU {gw.cpu / gw.calls * 1e6:.0f} µs per call ({gw.calls} calls)")
     return medians
 
 
@@ -169,50 +296,55 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--calls", default="proxy,entity", help="proxy, entity or both")
+    parser.add_argument(
+        "--bare", action="store_true", help="also measure the floor: a bare aiohttp proxy"
+    )
+    parser.add_argument(
+        "--gateway-src",
+        type=Path,
+        action="append",
+        default=[],
+        help="also measure a gateway run from this source tree (repeatable)",
+    )
     parser.add_argument("--partner-only", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-proxy-only", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the medians to this file")
     args = parser.parse_args()
     if args.partner_only:
         run_partner(args.partner_only)
         return 0
+    if args.bare_proxy_only:
+        run_bare_proxy(int(args.bare_proxy_only[0]), args.bare_proxy_only[1])
+        return 0
+    gateways = [Gateway("", None)] + [
+        Gateway(f"@{src.resolve().name}", src.resolve()) for src in args.gateway_src
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         db = EmbeddedServer(Path(tmp) / "db")
         db.start()
-        gateway_port, partner_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "MONGODB_URI": db.uri,
-            "GATEWAY_PORT": str(gateway_port),
-            "GATEWAY_SECRET_KEY": SECRET_KEY,
-            "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
-            "GATEWAY_DATABASE": "bench_proxy",
-            "GATEWAY_DATA_DIR": tmp,
-            "GATEWAY_LOG_LEVEL": "WARNING",
-        }
-        token = subprocess.run(
-            [sys.executable, "-m", "gateway", "admin-token", "--tenant", "bench"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        procs = [
-            subprocess.Popen([sys.executable, __file__, "--partner-only", str(partner_port)]),
-            subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve"], env=env, stderr=subprocess.DEVNULL
-            ),
-        ]
-        try:
-            asyncio.run(
-                measure(
-                    args,
-                    f"http://127.0.0.1:{gateway_port}",
-                    f"http://127.0.0.1:{partner_port}",
-                    token,
-                )
+        partner_port = free_port()
+        partner_url = f"http://127.0.0.1:{partner_port}"
+        partner = subprocess.Popen([sys.executable, __file__, "--partner-only", str(partner_port)])
+        bare = None
+        if args.bare:
+            bare = Gateway("bare", None, url=f"http://127.0.0.1:{free_port()}")
+            port = bare.url.rpartition(":")[2]
+            bare.proc = subprocess.Popen(
+                [sys.executable, __file__, "--bare-proxy-only", port, partner_url]
             )
+        try:
+            for index, gw in enumerate(gateways):
+                start_gateway(gw, index, db, tmp)
+            medians = asyncio.run(measure(args, gateways, bare, partner_url))
+            if args.json:
+                args.json.write_text(json.dumps({"median_ms": medians}))
         finally:
-            for proc in procs:
+            for gw in [bare, *gateways]:
+                if gw is not None and gw.proc is not None:
+                    gw.proc.terminate()
+                    gw.proc.wait(20)
+            for proc in [partner]:
                 proc.terminate()
                 proc.wait(20)
             db.stop()

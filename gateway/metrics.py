@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -38,6 +40,8 @@ def mark_process_dead(pid: int, path: Path) -> None:
     multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
 
 
+M = TypeVar("M", bound=MetricWrapperBase)
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -46,6 +50,7 @@ class Metrics:
     token, a tenant-controlled string or anything else unbounded."""
 
     def __init__(self, version: str) -> None:
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
             "gateway_http_requests_total",
@@ -313,6 +318,15 @@ class Metrics:
             ["trigger", "field"],
             registry=r,
         )
+
+    def child(self, metric: M, *labels: str) -> M:
+        """`metric.labels(*labels)`, kept: `labels()` checks its values and takes a lock on
+        every call, which hot paths (every request, every proxy call) need not pay again."""
+        key = (metric, labels)
+        child: M | None = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         """This process's metrics; every process's, added up, under `serve --workers N`."""

@@ -32,6 +32,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer: tuple[str, int] | None = None  # the caller's address and port: its connection
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -116,6 +117,7 @@ class Partner:
             dict(request.headers),
             body,
             time.monotonic(),
+            request.transport.get_extra_info("peername") if request.transport else None,
         )
         hook = recorded.webhook_id
         if hook is not None:

@@ -105,6 +105,21 @@ async def test_payload_is_the_body_and_fills_the_path_without_mappings(
     assert sent.headers["Authorization"] == "Bearer s3cr3t"
 
 
+async def test_calls_to_a_partner_reuse_one_kept_alive_connection(
+    client: Client, partner: Partner
+) -> None:
+    action_id = await _proxy_action(client, partner.url)
+
+    for n in range(5):
+        response = await client.post(
+            f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {"n": n}}
+        )
+        assert response.status == 200
+
+    assert len(partner.requests) == 5
+    assert len({r.peer for r in partner.requests}) == 1  # one TCP connection for all five
+
+
 async def test_partner_error_is_502_naming_its_status(client: Client, partner: Partner) -> None:
     action_id = await _proxy_action(client, partner.url)
     partner.respond_with(500, {"erro": "interno"})

@@ -105,6 +105,17 @@ def test_allow_list_hosts_ips_and_cidrs() -> None:
         policy.check_url("http://10.21.0.1/")
 
 
+def test_each_check_of_a_literal_address_gives_the_same_verdict() -> None:
+    # check_url remembers the hosts that passed: a refused one must stay refused
+    policy = OutboundPolicy.from_entries(["10.20.0.0/16"])
+    for _ in range(3):
+        assert policy.check_url("http://10.20.3.4/a").host == "10.20.3.4"
+        with pytest.raises(OutboundBlocked, match="private address"):
+            policy.check_url("http://10.21.0.1/")
+        with pytest.raises(OutboundBlocked, match="cloud metadata"):
+            policy.check_url("http://169.254.169.254/")
+
+
 def test_blocked_message_says_how_to_allow() -> None:
     with pytest.raises(OutboundBlocked) as caught:
         DEFAULT.check_url("http://169.254.169.254/")

@@ -92,8 +92,9 @@ class Proxy:
             guard=self._guards.get(partner.id, partner.guard),
             auth=partner.auth,
         )
-        self._observe(partner, outcome, action.verdict(outcome))
-        _raise_for(partner, outcome, action.verdict(outcome))
+        verdict = action.verdict(outcome)
+        self._observe(partner, outcome, verdict)
+        _raise_for(partner, outcome, verdict)
         data = outcome.json_body if outcome.is_json else None
         if response_mapping is not None:
             data = _mapped(partner, response_mapping.map_response, data)
@@ -120,12 +121,12 @@ class Proxy:
         return await self._entities.get(tenant, etype, key)
 
     def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
+        metrics = self._metrics
         result = verdict.value if outcome.sent else str(outcome.error)
-        self._metrics.partner_requests.labels(partner.id, "proxy", result).inc()
+        metrics.child(metrics.partner_requests, partner.id, "proxy", result).inc()
         if outcome.sent:
-            self._metrics.partner_latency.labels(partner.id, "proxy").observe(
-                outcome.latency_ms / 1000
-            )
+            latency = metrics.child(metrics.partner_latency, partner.id, "proxy")
+            latency.observe(outcome.latency_ms / 1000)
 
 
 def _raise_for(partner: Partner, outcome: Outcome, verdict: Verdict) -> None:

@@ -145,10 +145,7 @@ class Sender:
         max_wait = guard.settings.max_wait
         if guard.limiter is not None and not await guard.limiter.acquire(max_wait):
             return _not_sent("rate_limited", f"over the rate limit for partner {partner_id}")
-        try:
-            async with asyncio.timeout(max_wait):
-                await guard.gate.acquire()
-        except TimeoutError:
+        if not await _enter(guard.gate, max_wait):
             return _not_sent(
                 "rate_limited",
                 f"{guard.settings.max_concurrency} requests already in flight "
@@ -234,14 +231,15 @@ class Sender:
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
-                outcome = await self._read(response)
+                outcome = await self._read(response, started)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
             kind, message = _describe(exc)
-            outcome = Outcome(error=kind, message=message)
-        return _finish(outcome, started, applied.secrets)
+            outcome = Outcome(error=kind, message=message, latency_ms=_since(started))
+        return _redacted(outcome, applied)
 
-    async def _read(self, response: aiohttp.ClientResponse) -> Outcome:
+    async def _read(self, response: aiohttp.ClientResponse, started: float) -> Outcome:
         body, error, message = await self._read_body(response)
+        latency_ms = _since(started)
         is_json, parsed = False, None
         if error is None:
             is_json, parsed, message = _parse_json(body, response.content_type)
@@ -252,6 +250,7 @@ class Sender:
             body_excerpt=body[: self._excerpt_bytes].decode("utf-8", "replace"),
             json_body=parsed,
             is_json=is_json,
+            latency_ms=latency_ms,
             error=error,
             message=message,
         )
@@ -302,6 +301,18 @@ def _with_members(body: bytes | None, members: Sequence[tuple[Sequence[str], Any
     return orjson.dumps(document)
 
 
+async def _enter(gate: asyncio.Semaphore, max_wait: float) -> bool:
+    """Take a place in the partner's concurrency gate within max_wait seconds (a free gate
+    is taken at once, without arming a timer)."""
+    if not gate.locked():
+        return await gate.acquire()
+    try:
+        async with asyncio.timeout(max_wait):
+            return await gate.acquire()
+    except TimeoutError:
+        return False
+
+
 def _circuit_open(guard: PartnerGuard) -> Outcome:
     wait = guard.breaker.retry_in()
     return _not_sent("circuit_open", f"circuit open after repeated failures; probe in {wait:.0f} s")
@@ -342,11 +353,16 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
     return "connect", f"{type(exc).__name__}: {exc}"
 
 
-def _finish(outcome: Outcome, started: float, secrets: Sequence[str]) -> Outcome:
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _redacted(outcome: Outcome, applied: Applied) -> Outcome:
+    """The outcome with the credentials' values removed from its message."""
     message = outcome.message
-    if message:
-        for secret in secrets:
-            if secret:
-                message = message.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    return replace(outcome, latency_ms=latency_ms, message=message)
+    if not message:
+        return outcome
+    for secret in applied.secrets:
+        if secret:
+            message = message.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return replace(outcome, message=message)

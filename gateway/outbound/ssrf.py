@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -52,6 +52,7 @@ _NAT64 = (ip_network("64:ff9b::/96"), ip_network("64:ff9b:1::/48"))
 # IPv4-compatible addresses (::a.b.c.d, deprecated but still parsed and routed by some
 # stacks): classed by the IPv4 address they carry, e.g. http://[::127.0.0.1] is loopback.
 _COMPATIBLE = ip_network("::/96")
+_MAX_PASSED = 1024
 
 
 class OutboundBlocked(PartnerError):
@@ -112,6 +113,9 @@ class OutboundPolicy:
 
     allowed_hosts: frozenset[str] = frozenset()
     allowed_networks: tuple[IPNetwork, ...] = ()
+    # URL hosts that passed check_url: its verdict depends on the host alone (a partner's
+    # base URL is checked once, not on every call). Bounded: cleared when full.
+    _passed: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
     def from_entries(cls, entries: Iterable[str]) -> OutboundPolicy:
@@ -163,8 +167,13 @@ class OutboundPolicy:
         host = parsed.raw_host
         if not host:
             raise OutboundBlocked("outbound URL has no host")
+        if host in self._passed:
+            return parsed
         if not self.host_allowed(host) and _parse_ip(host) is not None:
             self.check_address(host, host)
+        if len(self._passed) >= _MAX_PASSED:
+            self._passed.clear()
+        self._passed.add(host)
         return parsed
 
 

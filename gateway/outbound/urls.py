@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from urllib.parse import quote, urlencode
 
 from gateway.errors import FieldProblem, InvalidPayload
@@ -30,35 +31,42 @@ def build_url(
     A parameter can never leave its segment: "/", "?", "#" and "%" are encoded, and "",
     "." and ".." are refused (URL normalisation would turn them into a different path).
     """
+    texts, names, malformed = _template(path_template)
     problems: list[FieldProblem] = []
-
-    def segment(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in path_params or path_params[name] is None:
+    parts = [texts[0]]
+    for name, text in zip(names, texts[1:], strict=True):
+        given = path_params.get(name)
+        value = "" if given is None else str(given)
+        if given is None:
             problems.append(
                 FieldProblem(f"/path/{name}", f"path parameter {name} is missing", "required")
             )
-            return ""
-        value = str(path_params[name])
-        if value in ("", ".", ".."):
+        elif value in ("", ".", ".."):
             problems.append(
                 FieldProblem(
                     f"/path/{name}", f"path parameter {name} cannot be {value!r}", "pattern"
                 )
             )
-        return quote(value, safe="")
-
-    path = PLACEHOLDER.sub(segment, path_template)
-    if malformed_template(path_template):
+        parts += (quote(value, safe=""), text)
+    if malformed:
         problems.append(
             FieldProblem("/path", f"malformed path template {path_template!r}", "format")
         )
     if problems:
         raise InvalidPayload("cannot build the partner URL", problems)
+    path = "".join(parts)
     url = base_url.rstrip("/") + ("/" + path.lstrip("/") if path else "")
     pairs = query.items() if isinstance(query, Mapping) else query
     encoded = urlencode([(k, _query_value(v)) for k, v in pairs if v is not None])
     return f"{url}{'&' if '?' in url else '?'}{encoded}" if encoded else url
+
+
+@lru_cache(maxsize=1024)
+def _template(template: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """A path template split once: its literal texts around the placeholders, the
+    placeholders' names, and whether a brace is not part of one."""
+    pieces = PLACEHOLDER.split(template)  # text, name, text, name, ..., text
+    return tuple(pieces[0::2]), tuple(pieces[1::2]), malformed_template(template)
 
 
 def _query_value(value: object) -> str:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
+from gateway.services import Services
 from gateway.web import problems
 from gateway.web.openapi import Operation, operation_of
 from gateway.web.state import services_of
@@ -31,19 +32,21 @@ def _route_label(request: web.Request) -> str:
 @web.middleware
 async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("X-Request-ID", "")
-    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id = given if _REQUEST_ID.match(given) else os.urandom(16).hex()
     request_id_var.set(request_id)
-    metrics = services_of(request).metrics
+    services = services_of(request)
+    metrics = services.metrics
     started = time.perf_counter()
     metrics.http_in_flight.inc()
     try:
-        response = await _call(request, handler, request_id)
+        response = await _call(request, handler, request_id, services)
     finally:
         metrics.http_in_flight.dec()
     elapsed = time.perf_counter() - started
     route = _route_label(request)
-    metrics.http_requests.labels(route, request.method, f"{response.status // 100}xx").inc()
-    metrics.http_latency.labels(route, request.method).observe(elapsed)
+    status_class = f"{response.status // 100}xx"
+    metrics.child(metrics.http_requests, route, request.method, status_class).inc()
+    metrics.child(metrics.http_latency, route, request.method).observe(elapsed)
     response.headers["X-Request-ID"] = request_id
     if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
         log.log(
@@ -59,9 +62,11 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-async def _call(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+async def _call(
+    request: web.Request, handler: Handler, request_id: str, services: Services
+) -> web.StreamResponse:
     op = operation_of(request.match_info.handler)
-    health = services_of(request).store.health
+    health = services.store.health
     if op is not None and op.database:
         try:
             health.check()  # known down: 503 at once, nothing attempted

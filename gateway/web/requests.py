@@ -39,6 +39,8 @@ async def read_json(request: web.Request) -> Any:
 
 
 async def read_body(request: web.Request) -> bytes:
+    if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+        return await request.read()
     try:
         async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
             return await request.read()

@@ -10,5 +10,8 @@ services_key = web.AppKey("services", Services)
 
 
 def services_of(request: web.Request) -> Services:
-    # config_dict: the admin UI is a sub-application, and reads the services of its parent.
+    app = request.app
+    if services_key in app:
+        return app[services_key]
+    # The admin UI is a sub-application, and reads the services of its parent.
     return request.config_dict[services_key]
