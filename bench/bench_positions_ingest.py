@@ -5,12 +5,13 @@ insert_many rate for the same documents"), one run, side by side on one embedded
                                            [--concurrency 4] [--web-only] [--json FILE]
 
 1. raw: the same position documents the gateway stores (gateway/store/positions.py: the
-   `positions` collection with its indexes, `j: true`) written with `insert_many(ordered=False)`
-   in batches of --batch, --concurrency batches in flight: the database's rate;
+   `positions` collection with its index and ids, `j: true`) written with
+   `insert_many(ordered=False)` in batches of --batch, --concurrency batches in flight: the
+   database's rate;
 2. gateway: `gateway serve` with a position trigger (no mapping: canonical fixes) and
    --vehicles vehicles; the same fixes POSTed as JSON arrays of --batch to /hooks/{id},
    --concurrency requests in flight: the gateway's append rate, each fix validated, its vehicle
-   resolved, stored and queued for the fold, answered once journaled.
+   resolved, stored and handed to the fold's inbox, answered once journaled.
 
 Prints fixes/s, the gateway's and the database's CPU per fix, and the ratio gateway ÷ raw.
 """
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import PLATES, cpu_seconds, process_tree, tree_cpu_seconds
 from bench.bench_http import GATEWAY, admin_token, free_port, http, journaled, spawn
 from gateway.store.embedded import EmbeddedServer
-from gateway.store.positions import POSITION_INDEXES, retention_index
+from gateway.store.positions import position_id, retention_index
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -66,7 +67,7 @@ def documents(batch: list[dict[str, Any]], vehicle_ids: dict[str, str]) -> list[
     now = datetime.now(UTC)
     return [
         {
-            "_id": ObjectId(),
+            "_id": position_id(vehicle_ids[fix["plate"]], datetime.fromisoformat(fix["time"])),
             "t": datetime.fromisoformat(fix["time"]),
             "lat": fix["lat"],
             "lon": fix["lon"],
@@ -84,7 +85,7 @@ async def raw(uri: str, db_pid: int, batches: list[list[dict[str, Any]]], concur
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
     try:
         coll = client["bench_raw"]["positions"]
-        await coll.create_indexes([*POSITION_INDEXES, retention_index(90)])
+        await coll.create_indexes([retention_index(90)])
         ids = {plate: str(ObjectId()) for plate in PLATES}
         prepared = [documents(batch, ids) for batch in batches]
         gate = asyncio.Semaphore(concurrency)

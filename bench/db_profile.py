@@ -1,7 +1,7 @@
 """Where the embedded database's time goes for the gateway: idle, and under the entity POST
 load of bench_http.py (or its position POST load: a source named `gateway-positions`, e.g.
-`--sources gateway-positions,gateway-positions@/tmp/main`). For each gateway (this checkout, or a directory after "@" to A/B a
-change), on a fresh embedded SecantusDB:
+`--sources gateway-positions,gateway-positions@/tmp/main`). For each gateway (this checkout,
+or a directory after "@" to A/B a change), on a fresh embedded SecantusDB:
 
     python bench/db_profile.py [--sources gateway,gateway@/tmp/main] [--idle 10] [--duration 10]
 
