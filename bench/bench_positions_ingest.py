@@ -45,18 +45,20 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def fixes(count: int, vehicles: int) -> list[dict[str, Any]]:
-    """Canonical fixes: each vehicle in turn, one every 5 s of device time."""
+    """Canonical fixes: each vehicle in turn, one every 5 s of device time, driving north at
+    about 64 km/h (89 m a fix) on a line of its own, so the fold's quality gates take them
+    (a fleet's real tracks; jumps of a kilometre every 5 s would be refused as impossible)."""
     out = []
     for i in range(count):
-        plate = PLATES[i % vehicles]
-        at = T0 + timedelta(seconds=5 * (i // vehicles))
+        vehicle, step = i % vehicles, i // vehicles
+        at = T0 + timedelta(seconds=5 * step)
         out.append(
             {
-                "plate": plate,
+                "plate": PLATES[vehicle],
                 "time": at.isoformat().replace("+00:00", "Z"),
-                "lat": -23.55 + (i % 97) * 1e-4,
-                "lon": -46.63 - (i % 89) * 1e-4,
-                "speed_kmh": 42.5,
+                "lat": round(-23.55 + step * 8e-4, 6),
+                "lon": round(-46.63 - vehicle * 1e-2, 6),
+                "speed_kmh": 64.0,
             }
         )
     return out

@@ -39,6 +39,7 @@ that reason: it reads only the inbox, the track and the tenant's rules.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -384,6 +385,7 @@ class Fold(ShardedJob):
         run = _VehicleRun(
             self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
         )
+        run.track = await self._track_window(key, memory.state, fixes, folding.fix_ids)
         for reading in kinds["reading"]:
             run.reading(reading)
         for service in kinds["service"]:
@@ -407,6 +409,21 @@ class Fold(ShardedJob):
         return _Tenant(
             await self._settings.for_fold(tenant), await self._rules.for_tenant(tenant), listeners
         )
+
+    async def _track_window(
+        self, key: Key, state: VehicleState, fixes: Sequence[Doc], exclude: Sequence[str]
+    ) -> list[TrackPoint] | None:
+        """The track around the pass's fixes that are older than what the state keeps (late
+        ones: their neighbours are in the track), read at once; None when there are none, or
+        too many to hold (then each one asks the track on its own)."""
+        if state.last is None:
+            return None
+        oldest_kept = state.recent[0].t if state.recent else state.last.t
+        late = [f["t"] for f in fixes if f["t"] <= oldest_kept]
+        if not late:
+            return None
+        docs = await self._store.positions.window(key[0], key[1], late[0], late[-1], exclude)
+        return None if docs is None else [_point(doc) for doc in docs]
 
     async def neighbours(
         self, key: Key, t: datetime, exclude: Sequence[str]
@@ -553,6 +570,7 @@ class _VehicleRun:
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
+        self.track: list[TrackPoint] | None = None  # the track around late fixes, if read
         self._moved = False
         self._detoured = False
         fresh = self.state.last is None and self.state.baseline is None
@@ -604,7 +622,9 @@ class _VehicleRun:
             near = self.state.neighbours(point)
             if near is not None:
                 before, after = near
-            else:  # older than the fixes the state keeps: from the track
+            elif self.track is not None:  # older than the state keeps: the track read
+                before, after = _around(self.track, point.t)
+            else:
                 before, after = await self._fold.neighbours(
                     self._pass.key, point.t, self._pass.fix_ids
                 )
@@ -747,6 +767,15 @@ _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odomete
 
 def _shard(key: Key) -> int:
     return shard_of(*key)
+
+
+def _around(
+    track: Sequence[TrackPoint], t: datetime
+) -> tuple[TrackPoint | None, TrackPoint | None]:
+    """The points just before and just after `t` in a track in device-time order."""
+    i = bisect.bisect_left([p.t for p in track], t)
+    j = i + 1 if i < len(track) and track[i].t == t else i
+    return (track[i - 1] if i > 0 else None), (track[j] if j < len(track) else None)
 
 
 def _point(doc: Doc) -> TrackPoint:

@@ -92,6 +92,7 @@ class Store:
         await self.entities.backfill_lookup_keys()
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes()
+        await self.fleet.ensure_counter()
         await self.notify.ensure_indexes()
         await self.ui.ensure_indexes()
         await self.fleet_rules.ensure_indexes()

@@ -88,18 +88,25 @@ class FleetStore:
 
     # --- the inbox ---------------------------------------------------------------------
 
+    async def ensure_counter(self) -> None:
+        """The inbox counter exists before any round takes a number (two first rounds'
+        upserts racing on SecantusDB can leave one without an answer)."""
+        with translate_errors():
+            await self._marks.update_one({"_id": _SEQ}, {"$setOnInsert": {"n": 0}}, upsert=True)
+
     async def take_number(self) -> int:
         """The next inbox number (one counter for every process)."""
-        with translate_errors():
-            doc = await self._marks.find_one_and_update(
-                {"_id": _SEQ},
-                {"$inc": {"n": 1}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        if doc is None:
-            raise StoreUnavailable("the fold's inbox counter was not written")
-        return int(doc["n"])
+        for _ in range(3):
+            with translate_errors():
+                doc = await self._marks.find_one_and_update(
+                    {"_id": _SEQ},
+                    {"$inc": {"n": 1}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            if doc is not None:
+                return int(doc["n"])
+        raise StoreUnavailable("the fold's inbox counter was not written")
 
     async def put(self, seq: int, items: Sequence[Doc]) -> None:
         """The inbox document of number `seq` (journaled, like every write)."""

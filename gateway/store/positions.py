@@ -390,6 +390,33 @@ class PositionStore:
         after = await self._accepted(tenant, "$gt", at, "$lt", high, ASCENDING, skip)
         return before, after
 
+    async def window(
+        self,
+        tenant: str,
+        vehicle: str,
+        start: datetime,
+        end: datetime,
+        exclude: Sequence[str],
+        limit: int = 5_000,
+    ) -> list[Doc] | None:
+        """The accepted (not refused, not excluded) fixes with device time in [`start`, `end`],
+        with the accepted one just before and the one just after, in device-time order: every
+        neighbour a batch of late fixes in that span can have, in three reads instead of a few
+        per fix. None when the span holds more than `limit` fixes."""
+        low, high = _track_bounds(vehicle)
+        first, last = position_id(vehicle, start), position_id(vehicle, end)
+        skip = set(exclude)
+        query = scoped(tenant, {"_id": {"$gte": first, "$lte": last}})
+        with translate_errors():
+            docs = await self._p.find(query).sort("_id", ASCENDING).limit(limit + 1).to_list(None)
+        if len(docs) > limit:
+            return None
+        await self._flag(tenant, docs)
+        inside = [d for d in docs if d["_id"] not in skip and not d.get("rejected")]
+        before = await self._accepted(tenant, "$gte", low, "$lt", first, DESCENDING, skip)
+        after = await self._accepted(tenant, "$gt", last, "$lt", high, ASCENDING, skip)
+        return [d for d in (before, *inside, after) if d is not None]
+
     async def _accepted(
         self,
         tenant: str,
