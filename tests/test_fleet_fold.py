@@ -302,3 +302,38 @@ async def test_a_missing_inbox_number_holds_the_fold_until_it_is_given_up(
     data = await vehicle_data(services, vehicle)
     assert data["last_position"]["latitude"] == points[-1].lat
     assert await services.store.fleet.checkpoints([0]) == {0: 2}
+
+
+async def test_under_steady_input_a_checkpoint_is_written_a_few_vehicles_a_pass(
+    services: Services,
+) -> None:
+    """Writes are spread over passes (a fleet's writes do not hold its folds up): the shards'
+    checkpoint is written only once every vehicle folded before it is; a quiet pass writes
+    the rest at once."""
+    vehicles = [await make_vehicle(services, f"RBT1A{n:02d}") for n in range(5)]
+    for vehicle in vehicles:
+        await append(services, vehicle, route_points()[:10])
+
+    async def relayed(events: Sequence[Doc]) -> None:
+        return None
+
+    fold = Fold(
+        services.store,
+        services.metrics,
+        services.fleet_settings,
+        services.fleet_rules,
+        on_relayed=relayed,
+        doorbell=Doorbell(),
+        config=FoldSettings(checkpoint_seconds=0, entity_seconds=3600, writes_per_pass=2),
+    )
+    await fold.run_pass()  # folds everything; writes two vehicles, then two more
+    written = [await services.store.fleet.state(TENANT, v) for v in vehicles]
+    assert 0 < sum(doc is not None for doc in written) < len(vehicles)
+    assert set((await services.store.fleet.checkpoints(range(16))).values()) == {0}
+    await append(services, vehicles[0], route_points()[10:20])  # steady input
+    await fold.run_pass()  # the last vehicle: the checkpoint is written, for every shard
+    last = await services.store.fleet.last_number()
+    assert set((await services.store.fleet.checkpoints(range(16))).values()) == {last}
+    assert all([await services.store.fleet.state(TENANT, v) is not None for v in vehicles])
+    data = await vehicle_data(services, vehicles[0])
+    assert data["last_position"]["latitude"] == route_points()[19].lat

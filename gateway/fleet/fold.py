@@ -94,6 +94,7 @@ class FoldSettings:
     missing_seconds: float = 30.0  # far beyond a round's deadlines (GATEWAY_DB_TIMEOUT_MS)
     entity_seconds: float = 5.0
     checkpoint_seconds: float = 15.0
+    writes_per_pass: int = 200  # vehicles written (entity, state) per pass, but when quiet
     # How long a vehicle's entity (its plate and groups, which rules apply) is trusted; the
     # events of a pass carry the entity as it is then (`_fresh_events`).
     vehicle_seconds: float = 30.0
@@ -169,6 +170,8 @@ class Fold(ShardedJob):
         self._through: dict[int, int] = {}  # per shard held: the inbox number folded to
         self._checkpointed: dict[int, int] = {}  # per shard held: the checkpoint written
         self._saved_at = time.monotonic()
+        self._checkpoint: dict[int, int] | None = None  # per shard: the one under way
+        self._to_save: list[Key] = []  # its vehicles not written yet
         self._memory: dict[Key, _Memory] = {}
         self._vehicles: dict[str, tuple[float, Doc | None]] = {}
         self._gaps: dict[int, float] = {}  # inbox number → when it was first found missing
@@ -177,7 +180,7 @@ class Fold(ShardedJob):
         self._loop = ShardedLoop(
             "fleet fold",
             shares,
-            self._pass,
+            self.run_pass,
             doorbell=doorbell,
             poll_seconds=config.poll_seconds,
             min_interval=config.min_interval,
@@ -264,7 +267,7 @@ class Fold(ShardedJob):
             purged += await self._store.positions.purge(str(doc["_id"]), before)
         return purged
 
-    async def _pass(self, shards: Collection[int] | None) -> None:
+    async def run_pass(self, shards: Collection[int] | None = None) -> None:
         """One pass of the loop: fold what is new, writing on the way as often as the settings
         ask, and everything when there was nothing new; the holder of shard 0 (or a fold with
         every shard) also trims the inbox and purges what tenants keep for fewer days than
@@ -486,39 +489,76 @@ class Fold(ShardedJob):
         return events
 
     async def _save(self, *, force: bool) -> None:
-        """Write what memory holds: the entities that are due (every `entity_seconds`), and
-        at a checkpoint (every `checkpoint_seconds`, or `force`) all of them, the states and
-        the shards' checkpoints, in that order."""
+        """Write what memory holds, at most `writes_per_pass` vehicles a call unless `force`
+        (so that a fleet's writes do not hold its folds up): a checkpoint under way first
+        (begun every `checkpoint_seconds`: each vehicle folded since the last one gets its
+        entity, then its state; the shards' checkpoints are written once every one of them
+        is), then the entities that are due (every `entity_seconds`, the longest waiting
+        first). `force` writes everything: a quiet pass, a stop, a test."""
         now = time.monotonic()
-        checkpoint = force or now - self._saved_at >= self._config.checkpoint_seconds
-        due = [
-            (key, memory)
+        budget: int | None = None
+        if force:
+            if self._checkpoint is not None:  # the one under way, then one of everything
+                await self._continue_checkpoint(None)
+            self._begin_checkpoint(now)
+            await self._continue_checkpoint(None)
+        else:
+            if self._checkpoint is None and now - self._saved_at >= self._config.checkpoint_seconds:
+                self._begin_checkpoint(now)
+            budget = self._config.writes_per_pass
+            if self._checkpoint is not None:
+                budget = await self._continue_checkpoint(budget)
+            if budget is not None and budget <= 0:
+                return
+        due = sorted(
+            (memory.written_at, key)
             for key, memory in self._memory.items()
-            if memory.entity
-            and (checkpoint or now - memory.written_at >= self._config.entity_seconds)
-        ]
-        await asyncio.gather(*(self._write_entity(key, memory, now) for key, memory in due))
-        if not checkpoint:
-            return
-        saving = [(key, m) for key, m in self._memory.items() if m.through > m.saved]
-        await self._store.fleet.save_states(
-            [SavedState(key[0], key[1], m.state.to_doc(), m.through) for key, m in saving]
+            if memory.entity and (force or now - memory.written_at >= self._config.entity_seconds)
         )
-        for _, memory in saving:
-            memory.saved = memory.through
-        moved = {s: n for s, n in self._through.items() if n > self._checkpointed.get(s, 0)}
-        await self._store.fleet.save_checkpoints(moved)
-        self._checkpointed.update(moved)
+        writing = due if budget is None else due[:budget]
+        await asyncio.gather(
+            *(self._write_entity(key, self._memory[key], now) for _, key in writing)
+        )
+
+    def _begin_checkpoint(self, now: float) -> None:
+        self._checkpoint = dict(self._through)
+        self._to_save = [k for k, m in self._memory.items() if m.through > m.saved or m.entity]
         self._saved_at = now
-        if moved and 0 in self._through:
-            await self._trim()
-        quiet = [
-            key
-            for key, m in self._memory.items()
-            if m.saved == m.through and not m.entity and now - m.touched > _FORGET_SECONDS
-        ]
-        for key in quiet:
-            del self._memory[key]
+
+    async def _continue_checkpoint(self, budget: int | None) -> int | None:
+        """The next vehicles of the checkpoint under way (all of them when `budget` is None),
+        and the checkpoint itself once none is left; what is left of the budget."""
+        assert self._checkpoint is not None
+        chunk = self._to_save if budget is None else self._to_save[:budget]
+        self._to_save = self._to_save[len(chunk) :]
+        saving = [(key, self._memory[key]) for key in chunk if key in self._memory]
+        now = time.monotonic()
+        await asyncio.gather(*(self._write_entity(k, m, now) for k, m in saving if m.entity))
+        states = [(key, m) for key, m in saving if m.through > m.saved]
+        await self._store.fleet.save_states(
+            [SavedState(key[0], key[1], m.state.to_doc(), m.through) for key, m in states]
+        )
+        for _, memory in states:
+            memory.saved = memory.through
+        if not self._to_save:
+            reached = {
+                s: n
+                for s, n in self._checkpoint.items()
+                if s in self._through and n > self._checkpointed.get(s, 0)
+            }
+            await self._store.fleet.save_checkpoints(reached)
+            self._checkpointed.update(reached)
+            self._checkpoint = None
+            if reached and 0 in self._through:
+                await self._trim()
+            quiet = [
+                key
+                for key, m in self._memory.items()
+                if m.saved == m.through and not m.entity and now - m.touched > _FORGET_SECONDS
+            ]
+            for key in quiet:
+                del self._memory[key]
+        return None if budget is None else budget - len(chunk)
 
     async def _write_entity(self, key: Key, memory: _Memory, now: float) -> None:
         fields, through, start_km = memory.entity, memory.entity_through, memory.start_km
