@@ -97,8 +97,8 @@ class Settings:
     stall_seconds: int = 60
     # The fleet fold writes a moving vehicle's last position and odometer to its entity at
     # least this often, and its whole state with a checkpoint this often (docs/fleet.md).
-    fold_entity_seconds: int = 5
-    fold_checkpoint_seconds: int = 15
+    fold_entity_seconds: int = 10
+    fold_checkpoint_seconds: int = 30
     # Schedule runners (issue 13): one run holds its schedule's lease, renewed while it runs.
     schedule_lease_seconds: int = 60
     schedule_concurrency: int = 4
@@ -148,9 +148,9 @@ class Settings:
             delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
             partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
             stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1),
-            fold_entity_seconds=env.integer("GATEWAY_FOLD_ENTITY_SECONDS", 5, low=1, high=3600),
+            fold_entity_seconds=env.integer("GATEWAY_FOLD_ENTITY_SECONDS", 10, low=1, high=3600),
             fold_checkpoint_seconds=env.integer(
-                "GATEWAY_FOLD_CHECKPOINT_SECONDS", 15, low=1, high=3600
+                "GATEWAY_FOLD_CHECKPOINT_SECONDS", 30, low=1, high=3600
             ),
             schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
             schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),

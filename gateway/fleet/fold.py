@@ -92,8 +92,8 @@ class FoldSettings:
     poll_seconds: float = 0.5
     min_interval: float = 0.1  # between passes: the appends of that time fold together
     missing_seconds: float = 30.0  # far beyond a round's deadlines (GATEWAY_DB_TIMEOUT_MS)
-    entity_seconds: float = 5.0
-    checkpoint_seconds: float = 15.0
+    entity_seconds: float = 10.0
+    checkpoint_seconds: float = 30.0
     writes_per_pass: int = 200  # vehicles written (entity, state) per pass, but when quiet
     # How long a vehicle's entity (its plate and groups, which rules apply) is trusted; the
     # events of a pass carry the entity as it is then (`_fresh_events`).
