@@ -42,6 +42,7 @@ import asyncio
 import bisect
 import logging
 import time
+import zlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -58,7 +59,7 @@ from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
-from gateway.store.fleet import SHARDS, SavedState, shard_of
+from gateway.store.fleet import SHARDS, SavedState, fleet_id, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class FoldSettings:
     missing_seconds: float = 30.0  # far beyond a round's deadlines (GATEWAY_DB_TIMEOUT_MS)
     entity_seconds: float = 10.0
     checkpoint_seconds: float = 30.0
-    writes_per_pass: int = 200  # vehicles written (entity, state) per pass, but when quiet
+    writes_per_pass: int = 50  # vehicles written (entity, state) per pass, but when quiet
     # How long a vehicle's entity (its plate and groups, which rules apply) is trusted; the
     # events of a pass carry the entity as it is then (`_fresh_events`).
     vehicle_seconds: float = 30.0
@@ -128,6 +129,9 @@ class _Memory:
     start_km: float | None = None  # a first fold's starting odometer (see _VehicleRun)
     written_at: float = 0.0  # when its entity was last written (monotonic)
     touched: float = 0.0
+    # Its own interval within [½, 1] × `entity_seconds`: vehicles written together (a quiet
+    # pass, a checkpoint) come due again spread out, not all at once.
+    entity_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -346,7 +350,13 @@ class Fold(ShardedJob):
         for key in missing:
             doc = found.get(key) or {}
             through = int(doc.get("through") or 0)
-            self._memory[key] = _Memory(VehicleState.from_doc(doc.get("state")), through, through)
+            spread = 0.5 + zlib.crc32(fleet_id(*key).encode()) % 1000 / 2000
+            self._memory[key] = _Memory(
+                VehicleState.from_doc(doc.get("state")),
+                through,
+                through,
+                entity_seconds=self._config.entity_seconds * spread,
+            )
 
     async def _vehicle_docs(self, ids: Iterable[str]) -> dict[str, Doc | None]:
         """The vehicles' entities (plate and groups for the rules, the registered odometer for
@@ -513,7 +523,7 @@ class Fold(ShardedJob):
         due = sorted(
             (memory.written_at, key)
             for key, memory in self._memory.items()
-            if memory.entity and (force or now - memory.written_at >= self._config.entity_seconds)
+            if memory.entity and (force or now - memory.written_at >= memory.entity_seconds)
         )
         writing = due if budget is None else due[:budget]
         await asyncio.gather(
