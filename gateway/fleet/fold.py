@@ -96,6 +96,7 @@ class FoldSettings:
     entity_seconds: float = 10.0
     checkpoint_seconds: float = 30.0
     writes_per_pass: int = 50  # vehicles written (entity, state) per pass, but when quiet
+    quiet_seconds: float = 1.0  # nothing new for this long: everything is written at once
     # How long a vehicle's entity (its plate and groups, which rules apply) is trusted; the
     # events of a pass carry the entity as it is then (`_fresh_events`).
     vehicle_seconds: float = 30.0
@@ -174,6 +175,7 @@ class Fold(ShardedJob):
         self._through: dict[int, int] = {}  # per shard held: the inbox number folded to
         self._checkpointed: dict[int, int] = {}  # per shard held: the checkpoint written
         self._saved_at = time.monotonic()
+        self._folded_at = 0.0  # when a pass last found something new (monotonic)
         self._checkpoint: dict[int, int] | None = None  # per shard: the one under way
         self._to_save: list[Key] = []  # its vehicles not written yet
         self._memory: dict[Key, _Memory] = {}
@@ -273,14 +275,14 @@ class Fold(ShardedJob):
 
     async def run_pass(self, shards: Collection[int] | None = None) -> None:
         """One pass of the loop: fold what is new, writing on the way as often as the settings
-        ask, and everything when there was nothing new; the holder of shard 0 (or a fold with
-        every shard) also trims the inbox and purges what tenants keep for fewer days than
-        the TTL index does."""
-        folded = 0
-        while taken := await self.fold_once(shards):
-            folded += taken
+        ask, and everything once nothing new has come for `quiet_seconds`; the holder of shard
+        0 (or a fold with every shard) also trims the inbox and purges what tenants keep for
+        fewer days than the TTL index does."""
+        now = time.monotonic()
+        while await self.fold_once(shards):
+            self._folded_at = now = time.monotonic()
             await self._save(force=False)
-        await self._save(force=not folded)
+        await self._save(force=now - self._folded_at >= self._config.quiet_seconds)
         if time.monotonic() >= self._purge_at and (shards is None or 0 in shards):
             self._purge_at = time.monotonic() + _PURGE_SECONDS
             if purged := await self.purge_expired():
