@@ -273,7 +273,12 @@ class PositionStore:
     ) -> None:
         self._p = positions
         self._r = refusals  # the fold's verdicts on refused fixes, by the fix's `_id`
-        self.inserts = InsertRounds(positions, hand_on=_Inbox(fleet, stall_seconds))
+        # One round in flight: the next gathers what came meanwhile. Measured against two in
+        # flight, A/B twice in one run: 503 / 468 against 453 / 405 requests/s, and less
+        # gateway and database CPU per fix (each round is three commands whatever its size).
+        self.inserts = InsertRounds(
+            positions, hand_on=_Inbox(fleet, stall_seconds), max_in_flight=1
+        )
 
     async def ensure_indexes(self, retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
         with translate_errors():
