@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token
+from gateway.store.positions import inbox_items as items_of
 
 SECRET_KEY = "test-secret-key-0123456789abcdef0123456789abcdef"
 
@@ -39,6 +40,6 @@ async def inbox_items(store: Any, tenant: str, vehicle: str, kind: str) -> list[
     return [
         item
         for doc in docs
-        for item in doc["items"]
+        for item in items_of(doc)
         if (item["tenant"], item["vehicle"], item["k"]) == (tenant, vehicle, kind)
     ]

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from gateway.fleet.odometer import OdometerSettings
 from gateway.fleet.quality import QualitySettings
 from gateway.fleet.state import VehicleState, fold_fix
+from gateway.store.positions import inbox_items
 from gateway.web.state import services_key
 from tests.partner_double import create_action, create_partner, create_subscription, post
 from tests.support import SECRET_KEY
@@ -85,7 +86,7 @@ async def _mid_pass(client: Client, shards: list[int]) -> bool:
         mark = await db["fleet_marks"].find_one({"_id": f"shard:{shard:02d}"}) or {}
         after = {"_id": {"$gt": int(mark.get("through", 0))}}
         for doc in await db["fleet_inbox"].find(after).sort("_id", 1).to_list(20):
-            fixes = [i for i in doc["items"] if i["k"] == "fix" and i["shard"] == shard]
+            fixes = [i for i in inbox_items(doc) if i["k"] == "fix" and i["shard"] == shard]
             for fix in fixes[:2]:
                 event = {
                     "entity.id": fix["vehicle"],

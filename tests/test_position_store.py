@@ -16,6 +16,7 @@ from gateway.services import Services
 from gateway.store import derived_id
 from gateway.store.fleet import FleetStore, SavedState
 from gateway.store.positions import InsertRounds, PositionStore, position_id
+from gateway.store.positions import inbox_items as inbox_items_of
 from tests.support import inbox_items
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -51,7 +52,8 @@ async def test_append_stores_fixes_under_their_vehicle_and_time_and_hands_them_o
     # One inbox document for the round, numbered from 1, with what the fold reads.
     [doc] = await _inbox(services)
     assert doc["_id"] == 1
-    first, second = doc["items"]
+    assert [item["k"] for item in doc["items"]] == ["fixes"]  # one item per vehicle
+    first, second = inbox_items_of(doc)
     assert (first["k"], first["tenant"], first["vehicle"], first["id"]) == (
         "fix",
         "acme",

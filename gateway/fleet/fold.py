@@ -60,6 +60,7 @@ from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
 from gateway.store.fleet import SHARDS, SavedState, fleet_id, shard_of
+from gateway.store.positions import inbox_items
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class Fold(ShardedJob):
         end = int(taken[-1]["_id"])
         groups: dict[Key, list[tuple[int, Doc]]] = {}
         for doc in taken:
-            for item in doc.get("items", ()):
+            for item in inbox_items(doc):
                 shard = item.get("shard")
                 if shard in wanted and doc["_id"] > self._through[shard]:
                     key = (str(item["tenant"]), str(item["vehicle"]))
