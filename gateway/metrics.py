@@ -111,7 +111,7 @@ class Metrics:
         )
         self.fold_oldest_waiting = Gauge(
             "gateway_fleet_fold_oldest_waiting_seconds",
-            "How long the longest waiting vehicle of this process's fold shards has waited",
+            "How long the oldest fold inbox document this process has not folded has waited",
             registry=r,
             multiprocess_mode="livemax",
         )

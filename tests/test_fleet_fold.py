@@ -67,6 +67,24 @@ async def folded_km(services: Services, vehicle: str) -> float:
     return float(fleet["state"]["odometer_km"])
 
 
+def own_fold(services: Services, config: FoldSettings) -> Fold:
+    """A fold of the test's own, with other settings than the services' (its events go
+    nowhere)."""
+
+    async def relayed(events: Sequence[Doc]) -> None:
+        return None
+
+    return Fold(
+        services.store,
+        services.metrics,
+        services.fleet_settings,
+        services.fleet_rules,
+        on_relayed=relayed,
+        doorbell=Doorbell(),
+        config=config,
+    )
+
+
 async def events_of(services: Services, event_type: str) -> list[Doc]:
     return await services.events.find(TENANT, event_type=event_type, limit=500)
 
@@ -283,18 +301,7 @@ async def test_a_missing_inbox_number_holds_the_fold_until_it_is_given_up(
     await services.store.fleet.take_number()  # the round that never wrote
     await append(services, vehicle, points)
 
-    async def relayed(events: Sequence[Doc]) -> None:
-        return None
-
-    fold = Fold(
-        services.store,
-        services.metrics,
-        services.fleet_settings,
-        services.fleet_rules,
-        on_relayed=relayed,
-        doorbell=Doorbell(),
-        config=FoldSettings(missing_seconds=0.3),
-    )
+    fold = own_fold(services, FoldSettings(missing_seconds=0.3))
     assert await fold.run_until_idle() == 0
     assert "last_position" not in await vehicle_data(services, vehicle)
     await asyncio.sleep(0.4)
@@ -314,18 +321,8 @@ async def test_under_steady_input_a_checkpoint_is_written_a_few_vehicles_a_pass(
     for vehicle in vehicles:
         await append(services, vehicle, route_points()[:10])
 
-    async def relayed(events: Sequence[Doc]) -> None:
-        return None
-
-    fold = Fold(
-        services.store,
-        services.metrics,
-        services.fleet_settings,
-        services.fleet_rules,
-        on_relayed=relayed,
-        doorbell=Doorbell(),
-        config=FoldSettings(checkpoint_seconds=0, entity_seconds=3600, writes_per_pass=2),
-    )
+    config = FoldSettings(checkpoint_seconds=0, entity_seconds=3600, writes_per_pass=2)
+    fold = own_fold(services, config)
     await fold.run_pass()  # folds everything; writes two vehicles, then two more
     written = [await services.store.fleet.state(TENANT, v) for v in vehicles]
     assert 0 < sum(doc is not None for doc in written) < len(vehicles)

@@ -98,8 +98,8 @@ async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
         with translate_errors():
             result = await collection.insert_many(list(docs), ordered=False)
     except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+        if not only_duplicates(exc):
+            errors = exc.details.get("writeErrors", [])
             raise StoreUnavailable(f"bulk insert failed: {errors[:1]}") from exc
         return int(exc.details.get("nInserted", 0))
     return len(result.inserted_ids)
@@ -155,3 +155,12 @@ def unjournaled(collection: Collection) -> Collection:
 
 def without_journal(concern: WriteConcern) -> WriteConcern:
     return WriteConcern(**{**concern.document, "j": False})
+
+
+def only_duplicates(exc: BulkWriteError) -> bool:
+    """Whether a bulk write failed only on duplicate keys (documents written before: what an
+    idempotent repeat of the write runs into), with its write concern met."""
+    errors = exc.details.get("writeErrors", [])
+    return not exc.details.get("writeConcernErrors") and all(
+        e.get("code") == _DUPLICATE_KEY for e in errors
+    )

@@ -41,12 +41,11 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from gateway.errors import Conflict, StoreUnavailable
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Doc, only_duplicates, scoped, translate_errors
 
 SHARDS: Final = 16
 """The fold's shards (gateway/shares.py leases them): a vehicle's `shard`."""
 _SEQ: Final = "seq"
-_DUPLICATE_KEY: Final = 11000
 
 
 def fleet_id(tenant: str, vehicle: str) -> str:
@@ -230,8 +229,5 @@ class FleetStore:
         except BulkWriteError as exc:
             # A duplicate key is a state written further by another fold (the filter missed
             # it, the upsert's insert collided): that one stands.
-            errors = exc.details.get("writeErrors", [])
-            if exc.details.get("writeConcernErrors") or any(
-                e.get("code") != _DUPLICATE_KEY for e in errors
-            ):
+            if not only_duplicates(exc):
                 raise StoreUnavailable("writing fold states failed") from exc

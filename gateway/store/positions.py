@@ -34,7 +34,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from gateway.errors import StoreUnavailable
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
 from gateway.store.fleet import FleetStore, shard_of
 
 DEFAULT_RETENTION_DAYS: Final = 90
@@ -394,15 +394,7 @@ class PositionStore:
             {"_id": fix_id, "tenant": tenant, "reason": reason, "at": now}
             for fix_id, reason in ids_with_reasons.items()
         ]
-        try:
-            with translate_errors():
-                await self._r.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if exc.details.get("writeConcernErrors") or any(
-                e.get("code") != _DUPLICATE_KEY for e in errors
-            ):
-                raise StoreUnavailable("recording refused fixes failed") from exc
+        await insert_new(self._r, docs)
 
     async def purge(self, tenant: str, before: datetime) -> int:
         """Drop a tenant's fixes (and refusals) received before `before` (a retention shorter
