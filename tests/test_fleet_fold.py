@@ -24,6 +24,7 @@ from tests.partner_double import (
     create_partner,
     create_subscription,
     create_vehicle,
+    post,
 )
 from tests.support import auth
 from tests.test_fleet_odometer import ROUTE_M, START, route_points
@@ -334,3 +335,26 @@ async def test_under_steady_input_a_checkpoint_is_written_a_few_vehicles_a_pass(
     assert all([await services.store.fleet.state(TENANT, v) is not None for v in vehicles])
     data = await vehicle_data(services, vehicles[0])
     assert data["last_position"]["latitude"] == route_points()[19].lat
+
+
+async def test_a_deleted_geofence_or_plan_leaves_the_vehicles_fold_state(client: Any) -> None:
+    services = client.app[services_key]
+    vehicle = (await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"}))["id"]
+    points = route_points()
+    circle = {"lat": points[0].lat, "lon": points[0].lon, "radius_m": 500}
+    fence = await post(
+        client, "/api/v1/geofences", {"name": "depot", "kind": "authorized", "circle": circle}
+    )
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "oil", "every_km": 10_000})
+    await append(services, vehicle, points[:5])
+    await services.fold.run_until_idle()
+    before = await services.store.fleet.state(TENANT, vehicle)
+    assert before is not None
+    assert list(before["state"]["fences"]) == [fence["id"]]
+    assert list(before["state"]["plans"]) == [plan["id"]]
+    for path in (f"/api/v1/geofences/{fence['id']}", f"/api/v1/maintenance-plans/{plan['id']}"):
+        assert (await client.delete(path, headers=auth())).status == 204
+    await append(services, vehicle, points[5:10])
+    await services.fold.run_until_idle()
+    after = await services.store.fleet.state(TENANT, vehicle)
+    assert after is not None and after["state"]["fences"] == {} and after["state"]["plans"] == {}

@@ -731,7 +731,8 @@ class _VehicleRun:
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
 
     def _cross_fences(self, point: TrackPoint) -> None:
-        fences = dict(self.state.fences)
+        # Only the fences that apply now keep a state (a deleted one's goes with it).
+        fences = {f.id: self.state.fences[f.id] for f in self._fences if f.id in self.state.fences}
         for fence in self._fences:
             current = fences.get(fence.id)
             before = None if current is None else FenceState.from_doc(current)
@@ -750,7 +751,8 @@ class _VehicleRun:
         self.state = _with(self.state, fences=fences)
 
     def _check_plans(self, at: datetime) -> None:
-        plans = dict(self.state.plans)
+        # Only the plans that apply now keep a state (a deleted one's goes with it).
+        plans = {p.id: self.state.plans[p.id] for p in self._plans if p.id in self.state.plans}
         km = self.state.odometer_km
         for plan in self._plans:
             current = plans.get(plan.id)
