@@ -358,3 +358,36 @@ async def test_a_deleted_geofence_or_plan_leaves_the_vehicles_fold_state(client:
     await services.fold.run_until_idle()
     after = await services.store.fleet.state(TENANT, vehicle)
     assert after is not None and after["state"]["fences"] == {} and after["state"]["plans"] == {}
+
+
+async def test_a_parked_vehicle_comes_due_by_time_on_the_folds_clock(client: Any) -> None:
+    """A plan's time interval comes due without a fix: the fold's clock ticks the tenants
+    that have time-based plans (hourly), and the fold runs their vehicles' plans then."""
+    services = client.app[services_key]
+    vehicle = (await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"}))["id"]
+    plan = await post(
+        client,
+        "/api/v1/maintenance-plans",
+        {"name": "revisão", "every_km": 10_000, "every_days": 30},
+    )
+    points = route_points()[:5]
+    await append(services, vehicle, points)
+    await services.fold.run_until_idle()
+    assert await events_of(services, "vehicle.maintenance.due") == []
+    # The clock's own pass: a tick for this tenant (it has a time-based plan).
+    await services.fold.run_pass()
+    ticks = [
+        item
+        for doc in await services.store.db["fleet_inbox"].find({}).to_list(None)
+        for item in doc["items"]
+        if item["k"] == "tick"
+    ]
+    assert [t["tenant"] for t in ticks] == [TENANT]
+    # A month later, parked: due by time, once.
+    later = points[-1].t + timedelta(days=31)
+    for _ in range(2):
+        await services.store.fleet.push_ticks([TENANT], later)
+        await services.fold.run_until_idle()
+    (due,) = await events_of(services, "vehicle.maintenance.due")
+    assert due["detail"]["reason"] == "time" and due["detail"]["plan"]["id"] == plan["id"]
+    assert due["entity"]["id"] == vehicle

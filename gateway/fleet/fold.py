@@ -98,6 +98,7 @@ class FoldSettings:
     checkpoint_seconds: float = 30.0
     writes_per_pass: int = 50  # vehicles written (entity, state) per pass, but when quiet
     quiet_seconds: float = 1.0  # nothing new for this long: everything is written at once
+    tick_seconds: float = 3600.0  # the plans' time intervals checked on parked vehicles
     # How long a vehicle's entity (its plate and groups, which rules apply) is trusted; the
     # events of a pass carry the entity as it is then (`_fresh_events`).
     vehicle_seconds: float = 30.0
@@ -173,6 +174,7 @@ class Fold(ShardedJob):
         self._doorbell = doorbell  # rung by the append after every round
         self._config = config
         self._purge_at = 0.0
+        self._tick_at = 0.0
         self._through: dict[int, int] = {}  # per shard held: the inbox number folded to
         self._checkpointed: dict[int, int] = {}  # per shard held: the checkpoint written
         self._saved_at = time.monotonic()
@@ -224,12 +226,20 @@ class Fold(ShardedJob):
             return 0
         end = int(taken[-1]["_id"])
         groups: dict[Key, list[tuple[int, Doc]]] = {}
+        ticks: list[tuple[int, Doc]] = []
         for doc in taken:
             for item in inbox_items(doc):
+                if item.get("k") == "tick":
+                    ticks.append((int(doc["_id"]), item))
+                    continue
                 shard = item.get("shard")
                 if shard in wanted and doc["_id"] > self._through[shard]:
                     key = (str(item["tenant"]), str(item["vehicle"]))
                     groups.setdefault(key, []).append((int(doc["_id"]), item))
+        for seq, tick in ticks:  # the clock: every vehicle of the tenant in these shards
+            for key in await self._vehicles_of(str(tick["tenant"]), wanted):
+                if seq > self._through[_shard(key)]:
+                    groups.setdefault(key, []).append((seq, tick))
         await self._remember(groups)
         tenants = {tenant: await self._tenant(tenant) for tenant in sorted({t for t, _ in groups})}
         # A vehicle's entity is needed for the rules that apply to it (its plate and groups)
@@ -277,13 +287,18 @@ class Fold(ShardedJob):
     async def run_pass(self, shards: Collection[int] | None = None) -> None:
         """One pass of the loop: fold what is new, writing on the way as often as the settings
         ask, and everything once nothing new has come for `quiet_seconds`; the holder of shard
-        0 (or a fold with every shard) also trims the inbox and purges what tenants keep for
-        fewer days than the TTL index does."""
+        0 (or a fold with every shard) also ticks the fold's clock (every `tick_seconds`: the
+        tenants with time-based plans) and purges what tenants keep for fewer days than the
+        TTL index does."""
         now = time.monotonic()
         while await self.fold_once(shards):
             self._folded_at = now = time.monotonic()
             await self._save(force=False)
         await self._save(force=now - self._folded_at >= self._config.quiet_seconds)
+        if time.monotonic() >= self._tick_at and (shards is None or 0 in shards):
+            self._tick_at = time.monotonic() + self._config.tick_seconds
+            tenants = await self._store.fleet_rules.plans.tenants_with_time()
+            await self._store.fleet.push_ticks(tenants, datetime.now(UTC))
         if time.monotonic() >= self._purge_at and (shards is None or 0 in shards):
             self._purge_at = time.monotonic() + _PURGE_SECONDS
             if purged := await self.purge_expired():
@@ -344,6 +359,13 @@ class Fold(ShardedJob):
             self._through.pop(shard, None)
             self._checkpointed.pop(shard, None)
 
+    async def _vehicles_of(self, tenant: str, shards: frozenset[int]) -> list[Key]:
+        """A tenant's vehicles in these shards: those with a written state, and those in
+        memory (folded since)."""
+        keys = {(tenant, v) for v in await self._store.fleet.vehicles_of(tenant, shards)}
+        keys.update(k for k in self._memory if k[0] == tenant and _shard(k) in shards)
+        return sorted(keys)
+
     async def _remember(self, groups: Mapping[Key, Sequence[tuple[int, Doc]]]) -> None:
         """The vehicles' states this process does not hold in memory yet, from `fleet`."""
         missing = [key for key in groups if key not in self._memory]
@@ -393,7 +415,7 @@ class Fold(ShardedJob):
         folding = _Pass(key, memory.state, max(seq for seq, _ in new))
         if vehicle is None or vehicle.get("tenant", tenant) != tenant:
             return folding  # deleted: its input goes, nothing to tell
-        kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": []}
+        kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": [], "tick": []}
         for _, item in new:
             kinds.setdefault(str(item.get("k")), []).append(item)
         fixes = sorted(kinds["fix"], key=lambda f: (f["t"], f["id"]))
@@ -409,6 +431,8 @@ class Fold(ShardedJob):
         now = datetime.now(UTC)
         for fix in fixes:
             await run.fix(fix, now)
+        for tick in kinds["tick"]:
+            run.tick(tick["at"])
         run.finish()
         return folding
 
@@ -654,6 +678,10 @@ class _VehicleRun:
             self._fold._metrics.fold_readings.labels("stale").inc()
             return
         self._rebaseline(km, "reading", at, source)
+        self._check_plans(at)
+
+    def tick(self, at: datetime) -> None:
+        """The fold's clock: the plans' time intervals at `at`, moving or not."""
         self._check_plans(at)
 
     def service(self, service: Doc) -> None:

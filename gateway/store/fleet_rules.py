@@ -24,10 +24,20 @@ class RuleResources(NamedResources):
             return await cursor.to_list(MAX_RULES)
 
 
+class PlanResources(RuleResources):
+    async def tenants_with_time(self) -> list[str]:
+        """The tenants that have a plan with a time interval (`every_days`): system work of
+        the fold's clock, across tenants, never reached from a request. It scans the plans
+        (a few per tenant), once an hour."""
+        with translate_errors():
+            docs = await self._c.find({"every_days": {"$gt": 0}}, {"tenant": 1}).to_list(None)
+        return sorted({str(doc["tenant"]) for doc in docs})
+
+
 class FleetRuleStores:
     def __init__(self, db: Database) -> None:
         self.geofences = RuleResources(db["geofences"])
-        self.plans = RuleResources(db["maintenance_plans"])
+        self.plans = PlanResources(db["maintenance_plans"])
         self._db = db
 
     async def ensure_indexes(self) -> None:
