@@ -3,7 +3,7 @@
 **The inbox** (`fleet_inbox`, insert-only but for trimming) is what the fold reads: one
 document per append round, `{_id: seq, at, items: [...]}`, where `seq` is a number taken from
 one counter (`fleet_marks` `{_id: "seq", n}`) and `items` are the round's newly stored fixes,
-one item per vehicle (`{k: "fixes", tenant, vehicle, shard, at, fixes: [{t, lat, lon, ...}]}`,
+one item per vehicle and request (`{k: "fixes", tenant, vehicle, shard, at, fixes: [...]}`,
 the fields the fold uses; `store/positions.py` `inbox_items` lays them out one per fix), or an
 odometer reading / a recorded service (`k: "reading"` / `"service"`). One inbox insert
 per round instead of one queue update per vehicle is what makes an append cost about the

@@ -269,12 +269,13 @@ class _Inbox:
         if took > self._stall:
             stale, seq = seq, await self._fleet.take_number()
             await self._fleet.tombstone(stale)
-        groups: dict[tuple[str, str], Doc] = {}
-        for d in docs:  # one item per vehicle: its fixes, with what the fold reads of them
-            key = (d["tenant"], d["vehicle"])
+        groups: dict[tuple[str, str, datetime], Doc] = {}
+        for d in docs:  # one item per vehicle and request: its fixes, what the fold reads
+            key = (d["tenant"], d["vehicle"], d["at"])
             if key not in groups:
                 groups[key] = {"k": "fixes", "tenant": key[0], "vehicle": key[1],
-                               "shard": shard_of(*key), "at": d["at"], "fixes": []}  # fmt: skip
+                               "shard": shard_of(key[0], key[1]), "at": key[2],
+                               "fixes": []}  # fmt: skip
             groups[key]["fixes"].append({k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None})
         items = list(groups.values())
         if items:
