@@ -14,10 +14,12 @@ import pytest
 
 from gateway.doorbell import Doorbell
 from gateway.entities import Origin
+from gateway.errors import StoreUnavailable
 from gateway.fleet.fold import Fold, FoldSettings
 from gateway.fleet.odometer import TrackPoint
 from gateway.services import Services
 from gateway.store import Doc
+from gateway.store.fleet import SavedState
 from gateway.web.state import services_key
 from tests.partner_double import (
     create_action,
@@ -391,3 +393,33 @@ async def test_a_parked_vehicle_comes_due_by_time_on_the_folds_clock(client: Any
     (due,) = await events_of(services, "vehicle.maintenance.due")
     assert due["detail"]["reason"] == "time" and due["detail"]["plan"]["id"] == plan["id"]
     assert due["entity"]["id"] == vehicle
+
+
+async def test_a_checkpoint_is_never_written_past_a_state_whose_write_failed(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the first state write fails. The checkpoint waits for that vehicle's
+    state to be written on a later pass, never skipping it."""
+    vehicles = [await make_vehicle(services, f"RBT1A{n:02d}") for n in range(3)]
+    for vehicle in vehicles:
+        await append(services, vehicle, route_points()[:10])
+    store = services.store.fleet
+    real = store.save_states
+    failures = [StoreUnavailable("the database went away")]
+
+    async def flaky(saved: Sequence[SavedState]) -> None:
+        if failures:
+            raise failures.pop()
+        await real(saved)
+
+    monkeypatch.setattr(store, "save_states", flaky)
+    config = FoldSettings(checkpoint_seconds=0, entity_seconds=3600, writes_per_pass=1)
+    fold = own_fold(services, config)
+    with pytest.raises(StoreUnavailable):
+        await fold.run_pass()
+    for _ in range(4):
+        await fold.run_pass()
+        written = [await store.state(TENANT, v) is not None for v in vehicles]
+        if set((await store.checkpoints(range(16))).values()) != {0}:
+            assert all(written)  # a checkpoint only once every vehicle's state is written
+    assert set((await store.checkpoints(range(16))).values()) == {await store.last_number()}

@@ -567,16 +567,16 @@ class Fold(ShardedJob):
         and the checkpoint itself once none is left; what is left of the budget."""
         assert self._checkpoint is not None
         chunk = self._to_save if budget is None else self._to_save[:budget]
-        self._to_save = self._to_save[len(chunk) :]
         saving = [(key, self._memory[key]) for key in chunk if key in self._memory]
         now = time.monotonic()
         await asyncio.gather(*(self._write_entity(k, m, now) for k, m in saving if m.entity))
-        states = [(key, m) for key, m in saving if m.through > m.saved]
-        await self._store.fleet.save_states(
-            [SavedState(key[0], key[1], m.state.to_doc(), m.through) for key, m in states]
-        )
-        for _, memory in states:
-            memory.saved = memory.through
+        states = [(m, SavedState(k[0], k[1], m.state.to_doc(), m.through)) for k, m in saving]
+        await self._store.fleet.save_states([saved for m, saved in states if m.saved < m.through])
+        for memory, saved in states:
+            memory.saved = max(memory.saved, saved.through)
+        # Taken off the list only once written: a failure leaves them for the next try, and
+        # the checkpoint is not written past a state that is not.
+        self._to_save = self._to_save[len(chunk) :]
         if not self._to_save:
             reached = {
                 s: n
