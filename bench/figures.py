@@ -193,12 +193,21 @@ def position_rows(http: Results | None, command: str) -> list[Row]:
         ]
     ratio = pos["rps"] / red["rps"]
     cpu = (pos["cpu_us"] + pos["db_us"]) / (red["cpu_us"] + red["db_us"])
-    return [
-        Row("position POST throughput ÷ Node-RED", "≥ 3", f"{ratio:.2f}", verdict(ratio >= 3),
+    p99_ms, lag = pos["half_p99_us"] / 1000, pos.get("half_fold_lag_p99_s")
+    rows = [
+        Row("position POST throughput ÷ Node-RED", "≥ 3",
+            f"{ratio:.2f} ({pos['rps']:,.0f} vs {red['rps']:,.0f} req/s)", verdict(ratio >= 3),
             command),
-        Row("position gateway+DB CPU per request ÷ Node-RED", "≤ ⅓", f"{cpu:.2f}",
-            verdict(cpu <= 1 / 3), command),
+        Row("position gateway+DB CPU per request ÷ Node-RED", "≤ ⅓",
+            f"{cpu:.2f} ({pos['cpu_us']:,.0f} + {pos['db_us']:,.0f} vs {red['cpu_us']:,.0f} +"
+            f" {red['db_us']:,.0f} µs)", verdict(cpu <= 1 / 3), command),
+        Row("position POST p99 at half of peak", "< 20 ms",
+            f"{p99_ms:.1f} ms at {pos['half_rate']:,.0f} req/s", verdict(p99_ms < 20), command),
     ]  # fmt: skip
+    if lag is not None:
+        rows.append(Row("fold lag p99 at half of peak", "< 1 s", f"≤ {lag:g} s",
+                        verdict(lag < 1), command))  # fmt: skip
+    return rows
 
 
 def ingest_rows(ingest: Any) -> list[Row]:
