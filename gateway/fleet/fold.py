@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import logging
 import time
 import zlib
@@ -547,12 +548,12 @@ class Fold(ShardedJob):
                 budget = await self._continue_checkpoint(budget)
             if budget is not None and budget <= 0:
                 return
-        due = sorted(
+        due = (
             (memory.written_at, key)
             for key, memory in self._memory.items()
             if memory.entity and (force or now - memory.written_at >= memory.entity_seconds)
         )
-        writing = due if budget is None else due[:budget]
+        writing = list(due) if budget is None else heapq.nsmallest(budget, due)
         await asyncio.gather(
             *(self._write_entity(key, self._memory[key], now) for _, key in writing)
         )

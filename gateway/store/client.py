@@ -86,7 +86,7 @@ def translate_errors(
         ) from exc
 
 
-_DUPLICATE_KEY = 11000
+DUPLICATE_KEY = 11000  # the server's error code for a key that exists
 
 
 async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
@@ -162,5 +162,5 @@ def only_duplicates(exc: BulkWriteError) -> bool:
     idempotent repeat of the write runs into), with its write concern met."""
     errors = exc.details.get("writeErrors", [])
     return not exc.details.get("writeConcernErrors") and all(
-        e.get("code") == _DUPLICATE_KEY for e in errors
+        e.get("code") == DUPLICATE_KEY for e in errors
     )

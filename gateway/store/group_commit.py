@@ -33,6 +33,7 @@ from pymongo.results import ClientBulkWriteResult
 
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.client import (
+    DUPLICATE_KEY,
     Collection,
     Doc,
     translate_errors,
@@ -42,7 +43,6 @@ from gateway.store.client import (
 
 log = logging.getLogger(__name__)
 
-_DUPLICATE_KEY: Final = 11000
 SEALS: Final = "group_commits"
 """One tiny document per process, updated (journaled) after each round: see `_seal`."""
 
@@ -237,7 +237,7 @@ def _settle(
     """Give one write its outcome: its own error, its result, or StoreUnavailable when the
     command failed as a whole before reporting on it."""
     if error is not None:
-        if error.get("code") == _DUPLICATE_KEY:
+        if error.get("code") == DUPLICATE_KEY:
             pending.done.set_exception(Conflict("a resource with this key already exists"))
         else:
             detail = str(error.get("errmsg", error))[:200]

@@ -34,13 +34,19 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from gateway.errors import StoreUnavailable
-from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
+from gateway.store.client import (
+    DUPLICATE_KEY,
+    Collection,
+    Doc,
+    insert_new,
+    scoped,
+    translate_errors,
+)
 from gateway.store.fleet import FleetStore, shard_of
 
 DEFAULT_RETENTION_DAYS: Final = 90
 _RETENTION_INDEX: Final = "retention"
 _RETIRED_INDEXES: Final = ("fix",)  # (tenant, vehicle, t) unique: the `_id` is the fix now
-_DUPLICATE_KEY: Final = 11000
 # The fix's fields the fold reads, copied into its inbox item.
 _FOLD_FIELDS: Final = (
     "t", "lat", "lon", "accuracy_m", "speed_kmh", "heading", "odometer_km", "ignition",
@@ -172,7 +178,7 @@ class InsertRounds:
         for waiting in batch:
             codes = [refused.get(at + i) for i in range(len(waiting.docs))]
             at += len(waiting.docs)
-            if any(code not in (None, _DUPLICATE_KEY) for code in codes):
+            if any(code not in (None, DUPLICATE_KEY) for code in codes):
                 waiting.done.set_exception(StoreUnavailable("a fix was refused by the database"))
             else:
                 waiting.done.set_result([code is None for code in codes])
