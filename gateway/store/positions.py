@@ -50,6 +50,9 @@ FINISH_SECONDS: Final = 600.0
 """How long a failed round keeps trying to hand its stored fixes to the fold (a database
 restart takes seconds; a round that waited longer than the fold would wait for its number
 takes a new one: `_Inbox.put_round`)."""
+READ_BACK_GRACE_SECONDS: Final = 1.0
+"""A failed round whose insert may have landed reads back what it stored this long after the
+database first answers again."""
 MAX_UNFINISHED_ROUNDS: Final = 1_000
 """Failed rounds waiting for the database at once (each holds its fixes in memory)."""
 log = logging.getLogger(__name__)
@@ -265,6 +268,11 @@ class InsertRounds:
         while True:
             try:
                 if inserted is None:
+                    # The database answers again; an insert it took before it stalled (a
+                    # frozen server, a timed-out round) may still be landing beside this read:
+                    # read again once it has had time to.
+                    await self._stored_of(docs)
+                    await asyncio.sleep(READ_BACK_GRACE_SECONDS)
                     inserted = await self._stored_of(docs)
                 if not inserted:
                     if seq is not None:
