@@ -40,10 +40,11 @@ class RulePages:
     # The templates fleet/{name}s.html, {name}.html and {name}_new.html, the rule's key in
     # their context, and the messages fleet.{name}_created|_saved|_deleted.
     name: str
-    fields: tuple[str, ...]  # the form's fields, where the API's problems are placed
+    # The form's fields, named after the rule's (`circle.lat` is circle's lat): a rule's form
+    # shows them (`_form_values`), and the API's problems are placed next to them.
+    fields: tuple[str, ...]
     defaults: Mapping[str, str]  # a new rule's form
     body: Callable[[Mapping[str, Any], bool], dict[str, Any]]  # form → API body (editing?)
-    values: Callable[[Mapping[str, Any]], dict[str, Any]]  # rule → form
     listing: Callable[[web.Request, list[dict[str, Any]]], Awaitable[dict[str, Any]]]
     showing: Callable[[web.Request, dict[str, Any]], Awaitable[dict[str, Any]]]
     service: Callable[[Services], RuleService]
@@ -92,7 +93,7 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
 
     async def show(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
-        return await rule_page(request, rule, Form(kind.values(rule)))
+        return await rule_page(request, rule, Form(_form_values(rule, kind.fields)))
 
     async def update(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
@@ -128,13 +129,7 @@ def _ref(request: web.Request) -> str:
 def fence_body(values: Mapping[str, Any], editing: bool) -> dict[str, Any]:
     """A geofence form as the admin API's body: a pasted polygon wins over the circle's
     fields; empty optional fields are their defaults (or cleared on an edit)."""
-    body: dict[str, Any] = {
-        "name": values.get("name") or "",
-        "kind": values.get("kind") or "",
-        "description": values.get("description") or None,
-        "vehicles": _plates(values),
-        "group": values.get("group") or None,
-    }
+    body = {**_rule_body(values), "kind": values.get("kind") or ""}
     if str(values.get("polygon") or "").strip():
         body["polygon"] = json_field(values, "polygon")
     elif any(values.get(f"circle.{k}") for k in ("lat", "lon", "radius_m")):
@@ -148,23 +143,6 @@ def fence_body(values: Mapping[str, Any], editing: bool) -> dict[str, Any]:
         if (value := number_field(values, name, integer=False)) is not None:
             body[name] = value
     return body
-
-
-def fence_values(doc: Mapping[str, Any]) -> dict[str, Any]:
-    circle = doc.get("circle") or {}
-    return {
-        "name": doc["name"],
-        "kind": doc["kind"],
-        "description": doc.get("description") or "",
-        "circle.lat": _text(circle.get("lat")),
-        "circle.lon": _text(circle.get("lon")),
-        "circle.radius_m": _text(circle.get("radius_m")),
-        "polygon": tojson_pretty(doc["polygon"]) if doc.get("polygon") else "",
-        "vehicles": ", ".join(doc.get("vehicles") or ()),
-        "group": doc.get("group") or "",
-        "margin_m": _text(doc.get("margin_m")),
-        "dwell_seconds": _text(doc.get("dwell_seconds")),
-    }
 
 
 async def _fences_drawn(request: web.Request, fences: list[dict[str, Any]]) -> dict[str, Any]:
@@ -194,30 +172,12 @@ def _applies(rule: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
 
 
 def plan_body(values: Mapping[str, Any], editing: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": values.get("name") or "",
-        "description": values.get("description") or None,
-        "vehicles": _plates(values),
-        "group": values.get("group") or None,
-    }
+    body = _rule_body(values)
     for name in ("every_km", "due_soon_km", "every_days", "due_soon_days", "start_km"):
         value = number_field(values, name, integer=False)
         if value is not None or editing:  # an emptied field is cleared on an edit
             body[name] = value
     return body
-
-
-def plan_values(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "name": doc["name"],
-        "description": doc.get("description") or "",
-        **{
-            k: _text(doc.get(k))
-            for k in ("every_km", "due_soon_km", "every_days", "due_soon_days", "start_km")
-        },
-        "vehicles": ", ".join(doc.get("vehicles") or ()),
-        "group": doc.get("group") or "",
-    }
 
 
 async def _standing(request: web.Request, plans: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,15 +202,33 @@ async def _standing(request: web.Request, plans: list[dict[str, Any]]) -> dict[s
     return {"standing": standing}
 
 
-def _plates(values: Mapping[str, Any]) -> list[str]:
-    raw = str(values.get("vehicles") or "").replace("\n", ",")
-    return [p.strip() for p in raw.split(",") if p.strip()]
+def _rule_body(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every rule's form has, as the admin API's body."""
+    plates = str(values.get("vehicles") or "").replace("\n", ",")
+    return {
+        "name": values.get("name") or "",
+        "description": values.get("description") or None,
+        "vehicles": [p.strip() for p in plates.split(",") if p.strip()],
+        "group": values.get("group") or None,
+    }
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return "" if value is None else str(value)
+def _form_values(rule: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, str]:
+    """A rule as its form shows it: plates comma-separated, a polygon as indented JSON."""
+    values = {}
+    for name in fields:
+        value: Any = rule
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if isinstance(value, list):
+            values[name] = ", ".join(value)
+        elif isinstance(value, Mapping):
+            values[name] = tojson_pretty(value)
+        elif isinstance(value, float):
+            values[name] = f"{value:g}"
+        else:
+            values[name] = "" if value is None else str(value)
+    return values
 
 
 PAGES = (
@@ -272,7 +250,6 @@ PAGES = (
         ),
         defaults={"kind": "authorized", "margin_m": "25", "dwell_seconds": "0"},
         body=fence_body,
-        values=fence_values,
         listing=_fences_drawn,
         showing=_fence_drawn,
         service=lambda services: services.geofences,
@@ -293,7 +270,6 @@ PAGES = (
         ),
         defaults={"start_km": "0"},
         body=plan_body,
-        values=plan_values,
         listing=_standing,
         showing=lambda request, plan: _standing(request, [plan]),
         service=lambda services: services.maintenance_plans,
