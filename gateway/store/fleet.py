@@ -12,11 +12,13 @@ insert.
 
 The counter gives the inbox a total order without clocks: numbers are taken in one order and
 their documents may land in another, so the fold reads them in number order and stops at a
-gap (a number taken whose document has not landed yet). A writer whose insert failed leaves
-an empty document under its number (a tombstone) so that nobody waits for it; a writer that
-died in between leaves a gap the fold skips after a while (`Fold`, `missing_seconds`). A
-writer whose round took longer than that (a stalled process) takes a new number before it
-inserts, so what it answers for is never behind a skipped gap.
+gap (a number taken whose document has not landed yet). A round that stored nothing leaves an
+empty document under its number (a tombstone) so that nobody waits for it; a round that
+failed after storing fixes puts them under its number once the database answers again
+(`store/positions.py` `InsertRounds`); a writer that died in between leaves a gap the fold
+skips after a while (`Fold`, `missing_seconds`). A writer whose round took longer than that
+(a stalled process, a database restart) takes a new number before it inserts, so what it
+hands on is never behind a skipped gap.
 
 **The state** (`fleet`, one document per vehicle): `{_id: "<tenant>:<vehicle>", tenant,
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
