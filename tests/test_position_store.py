@@ -166,13 +166,20 @@ async def test_a_round_whose_inbox_write_fails_fails_its_callers_and_hands_its_f
     collection = services.store.db["positions"]
     inbox = _BrokenInbox(_fleet(services), failures=2)
     docs = [{"_id": position_id("v9", T0), "tenant": "acme", "vehicle": "v9", "t": T0}]
+    rounds = InsertRounds(collection, hand_on=inbox)
+    told: list[tuple[str, int]] = []
+    rounds.on_finished = lambda outcome, count: told.append((outcome, count))
     with pytest.raises(StoreUnavailable):
-        await InsertRounds(collection, hand_on=inbox).insert(docs)
+        await rounds.insert(docs)
     # Stored, and its retry will find a duplicate: so the round itself hands it on, under
     # its own number, once the inbox takes writes again.
     assert await collection.count_documents({"_id": docs[0]["_id"]}) == 1
     assert (await _finished(services))["items"] == [{"k": "fixes", "ids": [docs[0]["_id"]]}]
-    assert inbox.tombstones == []
+    for _ in range(100):  # the round tells once its own write has returned
+        if told:
+            break
+        await asyncio.sleep(0.02)
+    assert inbox.tombstones == [] and told == [("handed_on", 1)]
     working = _BrokenInbox(_fleet(services), failures=0)
     assert await InsertRounds(collection, hand_on=working).insert(docs) == [False]
 

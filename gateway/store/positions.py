@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Collection as Collection_
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
@@ -139,6 +139,8 @@ class InsertRounds:
         self._in_flight = 0
         self.rounds = 0  # commands sent (tests and benchmarks read it)
         self._finishing: set[asyncio.Task[None]] = set()  # failed rounds (`_finish`)
+        # Told how a failed round's stored documents ended: ("handed_on" | "not_handed_on", n).
+        self.on_finished: Callable[[str, int], None] | None = None
 
     async def insert(self, docs: Sequence[Doc]) -> list[bool]:
         done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
@@ -242,6 +244,7 @@ class InsertRounds:
                 len(self._finishing),
                 len(docs),
             )
+            self._finished("not_handed_on", len(inserted if inserted is not None else docs))
             return
         task = asyncio.create_task(self._finish(number, docs, inserted))
         self._finishing.add(task)
@@ -285,6 +288,7 @@ class InsertRounds:
                     "position store: a failed round's %d stored fixes handed to the fold late",
                     len(inserted),
                 )
+                self._finished("handed_on", len(inserted))
                 return
             except Conflict:  # an earlier attempt's inbox document landed after all
                 return
@@ -297,9 +301,14 @@ class InsertRounds:
                         FINISH_SECONDS,
                         exc,
                     )
+                    self._finished("not_handed_on", len(inserted if inserted else docs))
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _finished(self, outcome: str, count: int) -> None:
+        if self.on_finished is not None and count:
+            self.on_finished(outcome, count)
 
     async def _stored_of(self, docs: Sequence[Doc]) -> list[Doc]:
         """Which of `docs` are stored as this round wrote them (same receipt time and source:
