@@ -677,3 +677,12 @@ def test_motive_and_geotab_leave_out_what_the_vehicle_did_not_report() -> None:
               "latitude": -23.5, "longitude": -46.6}  # fmt: skip
     position = geotab.apply(record).document["last_position"]
     assert position == {"latitude": -23.5, "longitude": -46.6, "fix_time": "2026-11-20T13:45:05Z"}
+
+
+def test_motive_webhook_check_is_answered_without_a_write() -> None:
+    mapping = load("motive-vehicle-location.yaml").bind(PARAMS["motive-vehicle-location.yaml"])
+    assert mapping.probe(["vehicle_location_updated"]) == {"ok": True}
+    assert mapping.probe(["vehicle_location_updated", "fault_code_opened"]) == {"ok": True}
+    body = sample(INBOUND["motive-vehicle-location.yaml"])
+    assert mapping.probe(body) is None  # a location is mapped as usual
+    assert mapping.probe([body]) is None
