@@ -686,3 +686,20 @@ def test_motive_webhook_check_is_answered_without_a_write() -> None:
     body = sample(INBOUND["motive-vehicle-location.yaml"])
     assert mapping.probe(body) is None  # a location is mapped as usual
     assert mapping.probe([body]) is None
+
+
+def test_samsara_geofence_reads_the_vin_under_either_name_and_a_polygon_geofence() -> None:
+    mapping = load("samsara-geofence.yaml").bind({})
+    event = sample(INBOUND["samsara-geofence.yaml"])
+    vehicle = {k: v for k, v in event["data"]["vehicle"].items() if k != "vin"}
+    vehicle["vehicleVin"] = "9bwzzz377vt004251"
+    polygon = {"polygon": {"vertices": [{"latitude": -23.55, "longitude": -46.63}] * 3}}
+    address = {**event["data"]["address"], "geofence": polygon}
+    result = mapping.apply({**event, "data": {"vehicle": vehicle, "address": address}})
+    assert result.document["vin"] == "9BWZZZ377VT004251"
+    assert result.event_data["geofence"] == {
+        "id": "1234",
+        "name": "Garagem SP",
+        "address": "Av. Paulista, 1000, Sao Paulo - SP",
+    }  # a polygon has no center nor radius: left out
+    assert result.events == ("vehicle.geofence.exited",)
