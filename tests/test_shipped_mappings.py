@@ -593,6 +593,13 @@ def test_traccar_position_leaves_out_an_unknown_accuracy_and_flags_a_fix_without
     assert document["attributes"]["position_valid"] is False
     parse_fix(document)  # stored (and judged by the fold), not refused
     assert "position_valid" not in mapping.apply(traccar_forward()).document["attributes"]
+    # outdated with no earlier fix: Traccar sends fixTime 1970 at (0, 0); stored for the
+    # fold's gates to refuse (too_old, null_island), not refused at the door.
+    outdated = traccar_forward(
+        outdated=True, valid=False, fixTime="1970-01-01T00:00:00.000+00:00", latitude=0.0,
+        longitude=0.0,
+    )  # fmt: skip
+    assert parse_fix(mapping.apply(outdated).document).time.year == 1970
 
 
 def test_traccar_position_reads_traccar_4_offsets_without_a_colon() -> None:
