@@ -863,8 +863,7 @@ def _around(
 
 
 def _point(doc: Doc) -> TrackPoint:
-    accuracy = doc.get("accuracy_m")
-    return TrackPoint(doc["t"], float(doc["lat"]), float(doc["lon"]), accuracy)
+    return TrackPoint.from_doc(doc)
 
 
 def _last_position(point: TrackPoint, detail: Mapping[str, Any]) -> Doc:

@@ -34,6 +34,8 @@ ODOMETER_LIMITS: Final[dict[str, tuple[float, float, bool]]] = {
     "jitter_min_m": (0, 1_000, False),
     "default_accuracy_m": (0, 1_000, False),
     "event_km": (0, 10_000, False),
+    "still_kmh": (0, 20, False),
+    "still_m": (0, 1_000, False),
 }
 
 
