@@ -24,6 +24,7 @@ meet. Pure Python, no gateway imports besides none: the tests compare the gatewa
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -187,9 +188,7 @@ class Path:
 
 
 def length_m(points: Sequence[Sample | GenFix]) -> float:
-    return sum(
-        haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in zip(points, points[1:], strict=False)
-    )
+    return sum(haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in itertools.pairwise(points))
 
 
 # -- the receiver -----------------------------------------------------------------------------
@@ -291,7 +290,7 @@ def urban(seed: int, start: datetime, *, accuracy: bool = True) -> Track:
         f"urban{'' if accuracy else '-no-accuracy'}",
         fixes,
         path.length_m,
-        0.02,
+        0.025,
         sends=in_batches(len(fixes), 50),
         note="stop and go, red lights with 5–15 m drift, fixes every 1–10 s",
     )
@@ -391,7 +390,7 @@ def store_and_forward(seed: int, start: datetime, *, hours: float = 2.0) -> Trac
     live = [i for i, f in enumerate(fixes) if f.t >= live_t]
     sends = [live[i : i + 10] for i in range(0, len(live), 10)]
     sends += in_batches(len(buffered), 400)  # the buffer, oldest first, as large as allowed
-    return Track("store-and-forward", fixes, path.length_m, 0.02, sends=sends)
+    return Track("store-and-forward", fixes, path.length_m, 0.005, sends=sends)
 
 
 def border_wander(

@@ -649,6 +649,9 @@ class _VehicleRun:
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
         self.track: list[TrackPoint] | None = None  # the track around late fixes, if read
+        # The late fixes this pass accepted: neighbours of the next ones (the track read and
+        # the store's neighbours leave the pass's own fixes out; `recent` keeps the newest).
+        self._late: list[TrackPoint] = []
         self._moved = False
         self._detoured = False
         fresh = self.state.last is None and self.state.baseline is None
@@ -710,6 +713,7 @@ class _VehicleRun:
                 before, after = await self._fold.neighbours(
                     self._pass.key, point.t, self._pass.fix_ids
                 )
+            before, after = _nearest(before, after, *_around(self._late, point.t))
         quality, odometer = self._settings.quality, self._settings.odometer
         self.state, verdict = fold_fix(
             self.state,
@@ -728,6 +732,8 @@ class _VehicleRun:
             return
         self._fold._metrics.fold_fixes.labels("late" if verdict.late else "accepted").inc()
         if verdict.late:
+            if verdict.counted:
+                bisect.insort(self._late, point, key=lambda p: p.t)
             self._detoured = self._detoured or verdict.added_km > 0
             self._position_event(point, doc)  # for the subscriptions that sample nothing
             return
@@ -860,6 +866,20 @@ def _around(
     i = bisect.bisect_left([p.t for p in track], t)
     j = i + 1 if i < len(track) and track[i].t == t else i
     return (track[i - 1] if i > 0 else None), (track[j] if j < len(track) else None)
+
+
+def _nearest(
+    before: TrackPoint | None,
+    after: TrackPoint | None,
+    other_before: TrackPoint | None,
+    other_after: TrackPoint | None,
+) -> tuple[TrackPoint | None, TrackPoint | None]:
+    """The closer neighbours in time of two pairs found for the same fix."""
+    if other_before is not None and (before is None or other_before.t > before.t):
+        before = other_before
+    if other_after is not None and (after is None or other_after.t < after.t):
+        after = other_after
+    return before, after
 
 
 def _point(doc: Doc) -> TrackPoint:

@@ -136,15 +136,16 @@ def detour_m(
     late: TrackPoint,
     after: TrackPoint | None,
     settings: OdometerSettings,
-) -> float:
-    """What a late fix adds between its folded neighbours: d(A,L) + d(L,B) − d(A,B); 0 when
-    it is within the jitter of either (it would not have counted in order either)."""
+) -> float | None:
+    """What a late fix adds between its folded neighbours: d(A,L) + d(L,B) − d(A,B); None
+    when it is within the jitter of either (it would not have counted in order either, and,
+    like a fix in order that does not move the anchor, it is no neighbour of later ones)."""
     near = [p for p in (before, after) if p is not None]
-    still = is_still(late, before, settings)
-    if not near or any(
-        late.distance_m(p) <= jitter_m(p, late, settings, still=still) for p in near
-    ):
+    if not near:
         return 0.0
+    still = is_still(late, before, settings)
+    if any(late.distance_m(p) <= jitter_m(p, late, settings, still=still) for p in near):
+        return None
     if before is None or after is None:
         return late.distance_m(near[0])  # before the first fix, or after the last
     return max(0.0, before.distance_m(late) + late.distance_m(after) - before.distance_m(after))
