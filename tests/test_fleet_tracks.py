@@ -14,6 +14,7 @@ gains at most 50 m."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -54,12 +55,17 @@ async def fold(client: Client) -> None:
 async def post_track(
     client: Client, trigger: dict[str, Any], track: Track, plate: str, *, fold_each: bool = False
 ) -> None:
-    """Every batch of the track as canonical fixes, in its sending order."""
+    """Every batch of the track as canonical fixes, in its sending order (a batch sent again
+    is answered as duplicates)."""
+    sent: set[datetime] = set()
     for batch in track.batches():
         body = [fix.canonical(plate) for fix in batch]
         status, answer = await hook(client, trigger, body)
         assert status == 200, answer
+        resent = sum(fix.t in sent for fix in batch)
+        assert answer["summary"]["duplicates"] == resent, answer
         assert answer["summary"]["failed"] == 0, answer
+        sent.update(fix.t for fix in batch)
         if fold_each:
             await fold(client)
 
@@ -109,13 +115,15 @@ async def check_fold(client: Client, track: Track, plate: str) -> float:
 async def test_track_classes_posted_as_canonical_fixes_fold_to_their_ground_truth(
     client: Client,
 ) -> None:
-    """City stop-and-go (with and without accuracy), highway at 1 s, sparse fixes on curves,
-    a parked night (with and without accuracy or speed), a coverage gap, and a city track
-    with bad fixes mixed in: each one vehicle, posted in batches, folded once."""
+    """City stop-and-go (with and without accuracy or speed), highway at 1 s, sparse fixes on
+    curves, a parked night (with and without accuracy or speed), a coverage gap, and a city
+    track with bad fixes mixed in and a batch resent: each one vehicle, posted in batches,
+    folded once."""
     seed = 5
     classes: dict[str, Track] = {
         "URB1A01": ending_now(lambda s: tracks.urban(seed, s)),
         "URB1A02": ending_now(lambda s: tracks.urban(seed + 1, s, accuracy=False)),
+        "URB1A03": ending_now(lambda s: tracks.urban(seed + 3, s, speed=False, drift_tau_s=30)),
         "HWY1A01": ending_now(lambda s: tracks.highway(seed, s)),
         "SPR1A01": ending_now(lambda s: tracks.sparse(seed, s)),
         "PRK1A01": ending_now(lambda s: tracks.parked_night(seed, s)),
@@ -298,3 +306,40 @@ async def test_a_track_with_fixes_from_before_1970_reads_through_every_page(
         items += page["items"]
         query = page["next_cursor"] and f"?limit=1&cursor={page['next_cursor']}"
     assert [i["rejected"] for i in items] == ["too_old", "too_old", None]
+
+
+async def test_out_of_range_and_nan_fixes_in_a_track_are_refused_and_change_nothing(
+    client: Client,
+) -> None:
+    """A highway track whose batches carry a latitude of 91, a longitude of −181 and a
+    negative speed (each refused alone with a 422 naming the field, the rest stored), and a
+    request whose JSON carries NaN (a 400: JSON has no NaN): the odometer and the last
+    position are the clean track's."""
+    track = ending_now(lambda s: tracks.highway(6, s))
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "NAN1A01")
+    bad = [
+        ({"lat": 91.0}, "/lat"),
+        ({"lon": -181.0}, "/lon"),
+        ({"speed_kmh": -5.0}, "/speed_kmh"),
+    ]
+    for n, batch in enumerate(track.batches()):
+        body = [fix.canonical("NAN1A01") for fix in batch]
+        wrong, pointer = bad[n % len(bad)]
+        body.insert(
+            3, {**body[3], **wrong, "time": tracks.iso(batch[3].t + timedelta(seconds=0.5))}
+        )
+        status, answer = await hook(client, trigger, body)
+        assert status == 207, answer
+        (refused,) = [r for r in answer["results"] if r["status"] == 422]
+        assert [e["pointer"] for e in refused["problem"]["errors"]] == [pointer]
+        assert answer["summary"]["stored"] == len(batch)
+    nan = json.dumps([{**track.fixes[5].canonical("NAN1A01"), "lat": math.nan}])
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=nan,
+        headers={"Authorization": f"Bearer {trigger['token']}", "Content-Type": "application/json"},
+    )
+    assert response.status == 400 and response.content_type == "application/problem+json"
+    await fold(client)
+    await check_fold(client, track, "NAN1A01")

@@ -206,9 +206,14 @@ class Receiver:
         drift_m: tuple[float, float] = (5.0, 15.0),
         accuracy: bool = True,
         speed: bool = True,
+        drift_tau_s: float = 0.0,
     ) -> None:
         self.rng = rng
         self.speed = speed
+        # 0: each stopped fix drifts afresh (harsh at 1 s, what sparse fixes see); else the
+        # drift wanders with this time constant, as a receiver's does between close fixes.
+        self.drift_tau = drift_tau_s
+        self._r = rng.uniform(*drift_m)
         self.sigma, self.tau, self.white = sigma_m, tau_s, white_m
         self.drift = drift_m
         self.accuracy = accuracy
@@ -224,8 +229,17 @@ class Receiver:
         self._e = [e * keep + self.rng.gauss(0, fresh) for e in self._e]
         if sample.speed_kmh < 0.5:
             # stopped: the fix wanders 5–15 m around the vehicle
-            self._bearing += self.rng.gauss(0, 60)
-            r = self.rng.uniform(*self.drift)
+            low, high = self.drift
+            if self.drift_tau:
+                keep = math.exp(-dt / self.drift_tau)
+                self._bearing += self.rng.gauss(0, 60 * math.sqrt(1 - keep))
+                middle, spread = (low + high) / 2, (high - low) / 4
+                fresh = spread * math.sqrt(1 - keep * keep) * self.rng.gauss(0, 1)
+                self._r = middle + (self._r - middle) * keep + fresh
+                r = min(high, max(low, self._r))
+            else:
+                self._bearing += self.rng.gauss(0, 60)
+                r = self.rng.uniform(low, high)
             east = r * math.sin(math.radians(self._bearing))
             north = r * math.cos(math.radians(self._bearing))
             lat, lon = offset(sample.lat, sample.lon, east, north)
@@ -271,23 +285,27 @@ def in_batches(n: int, size: int) -> list[list[int]]:
 # -- the classes ------------------------------------------------------------------------------
 
 
-def urban(seed: int, start: datetime, *, accuracy: bool = True) -> Track:
+def urban(
+    seed: int, start: datetime, *, accuracy: bool = True, speed: bool = True, drift_tau_s: float = 0
+) -> Track:
     """Stop and go in a city: blocks of 150–400 m at 30–50 km/h, corners, red lights of
-    30–90 s (the fix drifting 5–15 m while stopped), fixes every 1–10 s."""
+    30–90 s (the fix drifting 5–15 m while stopped: afresh at every fix, or wandering with
+    `drift_tau_s`), fixes every 1–10 s, with or without accuracy and speed."""
     rng = random.Random(seed)
     path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360))
     for _ in range(14):
-        speed = rng.uniform(30, 50)
-        path.drive(round(rng.uniform(150, 400) / (speed / 3.6)), speed)
+        kmh = rng.uniform(30, 50)
+        path.drive(round(rng.uniform(150, 400) / (kmh / 3.6)), kmh)
         if rng.random() < 0.6:
             path.stop(rng.randint(30, 90))  # a red light
         if rng.random() < 0.5:
             path.turn(rng.choice((-90, 90)))
         else:
             path.drive(rng.randint(5, 15), rng.uniform(5, 15))  # crawling in traffic
-    fixes = sample_every(path, rng, 1, 10, Receiver(rng, sigma_m=3.0, accuracy=accuracy))
+    receiver = Receiver(rng, sigma_m=3.0, accuracy=accuracy, speed=speed, drift_tau_s=drift_tau_s)
+    fixes = sample_every(path, rng, 1, 10, receiver)
     return Track(
-        f"urban{'' if accuracy else '-no-accuracy'}",
+        f"urban{'' if accuracy else '-no-accuracy'}{'' if speed else '-no-speed'}",
         fixes,
         path.length_m,
         0.025,
@@ -427,8 +445,9 @@ def border_wander(
 def with_bad_fixes(track: Track, seed: int) -> Track:
     """`track` with bad fixes mixed in, each flagged with the gate that must refuse it:
     (0, 0), a fix dated 1970 and one next year, a teleport of one fix (5 km off the route,
-    back on it at the next fix), a position resent 0.5 s later (the same place: a duplicate).
-    The good fixes and the truth are unchanged."""
+    back on it at the next fix), a position resent 0.5 s later (the same place: a duplicate);
+    and a batch sent twice (a tracker that missed the answer: stored once). The good fixes
+    and the truth are unchanged."""
     rng = random.Random(seed)
     good = track.fixes
     extra: list[GenFix] = []
@@ -453,9 +472,6 @@ def with_bad_fixes(track: Track, seed: int) -> Track:
     extra.append(replace(first, t=year_1970, expect="too_old"))
     extra.append(replace(first, t=next_year, expect="future"))
     fixes = sorted([*good, *extra], key=lambda f: f.t)
-    return replace(
-        track,
-        name=f"{track.name}+bad",
-        fixes=fixes,
-        sends=in_batches(len(fixes), 50),
-    )
+    sends = in_batches(len(fixes), 50)
+    sends.insert(2, sends[1])
+    return replace(track, name=f"{track.name}+bad", fixes=fixes, sends=sends)
