@@ -148,12 +148,19 @@ async def test_a_store_and_forward_upload_after_live_fixes_adds_the_buffered_roa
 ) -> None:
     """Out of coverage for an hour, the tracker sends its live fixes first (each folded as it
     comes), then uploads the hour it buffered in a few large batches: every buffered fix is
-    late, and the road they describe is added between the fixes around it."""
+    late, and the road they describe is added between the fixes around it. The plan the
+    upload carries the odometer past is announced then, not at some later live fix."""
+    plan = {"name": "Longa", "every_km": 20}
+    response = await client.post("/api/v1/maintenance-plans", json=plan, headers=auth())
+    assert response.status == 201, await response.text()
     track = ending_now(lambda s: tracks.store_and_forward(3, s, hours=1.0))
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "SAF1A01")
     await post_track(client, trigger, track, "SAF1A01", fold_each=True)
     await check_fold(client, track, "SAF1A01")
+    due = await client.app[services_key].events.find(TENANT, event_type="vehicle.maintenance.due")
+    # 8 km live, then 42 km buffered in two batches: past 20 km, then past 40 km
+    assert sorted(e["detail"]["due_km"] for e in due) == [20, 40]
 
 
 def traccar_forward(fix: GenFix, plate: str) -> dict[str, Any]:

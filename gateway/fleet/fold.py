@@ -747,6 +747,10 @@ class _VehicleRun:
     def finish(self) -> None:
         """The vehicle's new last position and odometer, for its entity."""
         last, fields = self.state.last, self._pass.entity_fields
+        if self._detoured and not self._moved and last is not None:
+            # Only late fixes (a buffered upload) carried the odometer: the plans see it now,
+            # at the last position's time, not at the vehicle's next fix.
+            self._check_plans(last.t)
         if self._moved and last is not None:
             fields["last_position"] = _last_position(last, self.state.last_detail)
         # Fixes (a late one's detour too) move the odometer; a reading alone does not write
