@@ -116,9 +116,9 @@ async def test_track_classes_posted_as_canonical_fixes_fold_to_their_ground_trut
     client: Client,
 ) -> None:
     """City stop-and-go (with and without accuracy or speed), highway at 1 s, sparse fixes on
-    curves, a parked night (with and without accuracy or speed), a coverage gap, and a city
-    track with bad fixes mixed in and a batch resent: each one vehicle, posted in batches,
-    folded once."""
+    curves, a parked night (with and without accuracy or speed), an hour idling with a fix
+    every few seconds and neither, a coverage gap, and a city track with bad fixes mixed in
+    and a batch resent: each one vehicle, posted in batches, folded once."""
     seed = 5
     classes: dict[str, Track] = {
         "URB1A01": ending_now(lambda s: tracks.urban(seed, s)),
@@ -129,6 +129,11 @@ async def test_track_classes_posted_as_canonical_fixes_fold_to_their_ground_trut
         "PRK1A01": ending_now(lambda s: tracks.parked_night(seed, s)),
         "PRK1A02": ending_now(lambda s: tracks.parked_night(seed, s, accuracy=False)),
         "PRK1A03": ending_now(lambda s: tracks.parked_night(seed, s, accuracy=False, speed=False)),
+        "IDL1A01": ending_now(
+            lambda s: tracks.parked_night(
+                seed, s, accuracy=False, speed=False, hours=1, every_s=(1, 10)
+            )
+        ),
         "TUN1A01": ending_now(lambda s: tracks.tunnel(seed, s)),
         "BAD1A01": ending_now(lambda s: tracks.with_bad_fixes(tracks.urban(seed + 2, s), seed)),
     }

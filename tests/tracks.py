@@ -358,15 +358,23 @@ def sparse(seed: int, start: datetime) -> Track:
 
 
 def parked_night(
-    seed: int, start: datetime, *, accuracy: bool = True, speed: bool = True, hours: float = 8
+    seed: int,
+    start: datetime,
+    *,
+    accuracy: bool = True,
+    speed: bool = True,
+    hours: float = 8,
+    every_s: tuple[float, float] = (60, 300),
 ) -> Track:
-    """Parked overnight: a fix every 60–300 s, each 5–15 m from the car in a wandering
-    direction, with or without accuracy and speed. Truth: 0 m; the odometer may gain at most
-    50 m."""
+    """Parked overnight: a fix every 60–300 s (or `every_s`: a tracker idling at a dock
+    reports every few seconds), each 5–15 m from the car in a direction that wanders, with or
+    without accuracy and speed. Truth: 0 m; the odometer may gain at most 50 m."""
     rng = random.Random(seed)
     path = Path(start, *SAO_PAULO, heading=0).stop(int(hours * 3600))
-    fixes = sample_every(path, rng, 60, 300, Receiver(rng, accuracy=accuracy, speed=speed))
-    name = f"parked-night{'' if accuracy else '-no-accuracy'}{'' if speed else '-no-speed'}"
+    receiver = Receiver(rng, accuracy=accuracy, speed=speed)
+    fixes = sample_every(path, rng, *every_s, receiver)
+    kind = "parked-night" if every_s[0] >= 60 else "idling"
+    name = f"{kind}{'' if accuracy else '-no-accuracy'}{'' if speed else '-no-speed'}"
     return Track(name, fixes, 0.0, 0.0, abs_tolerance_m=50.0, sends=in_batches(len(fixes), 100))
 
 

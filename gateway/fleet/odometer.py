@@ -4,10 +4,10 @@ Distance is the haversine length between fixes on a sphere of radius 6,371,008.8
 mean Earth radius, IUGG). GPS jitter is left out: a fix adds distance only when it is
 farther from the last counted fix (the anchor) than the two fixes' accuracy radii together
 (at least `jitter_min_m`), that is when the move cannot be noise; the anchor stays put
-until then, so slow real movement still counts once it adds up. A fix that says the vehicle
-is standing still (a reported speed under `still_kmh`; without one, under `still_kmh` from
-the fix before) must be farther than `still_m` too: a stopped receiver's drift is often
-larger than the accuracy it reports, and a parked night must not add up. A late fix L that falls
+until then, so slow real movement still counts once it adds up. A fix that may be standing
+still (a reported speed under `still_kmh`, or no speed at all) must be farther than
+`still_m` too: a stopped receiver's drift is often larger than the accuracy it reports, and
+a parked night, or an hour idling at a dock, must not add up. A late fix L that falls
 between two folded fixes A and B adds d(A,L) + d(L,B) − d(A,B), the detour the vehicle
 really took. A device odometer or an odometer reading (checklist, ERP, admin) re-baselines
 the count; `precedence` says which source wins when both speak within `hold_hours`.
@@ -15,6 +15,7 @@ the count; `precedence` says which source wins when both speak within `hold_hour
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,6 +72,7 @@ class OdometerSettings:
     # A fix slower than this is standing still: it counts only beyond `still_m`.
     still_kmh: float = 3.0
     still_m: float = 50.0
+    still_window_s: float = 30.0
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -81,6 +83,7 @@ class OdometerSettings:
             "event_km": self.event_km,
             "still_kmh": self.still_kmh,
             "still_m": self.still_m,
+            "still_window_s": self.still_window_s,
         }
 
     @classmethod
@@ -94,19 +97,19 @@ class OdometerSettings:
             event_km=float(fields["event_km"]),
             still_kmh=float(fields["still_kmh"]),
             still_m=float(fields["still_m"]),
+            still_window_s=float(fields["still_window_s"]),
         )
 
 
-def is_still(fix: TrackPoint, previous: TrackPoint | None, settings: OdometerSettings) -> bool:
-    """Whether `fix` says the vehicle stands still: its reported speed is under `still_kmh`,
-    or, reporting none, it is that slow from the fix before it (a parked tracker's drift is
-    metres in minutes; a vehicle that drove off is far from its last fix)."""
+def is_still(fix: TrackPoint, history: Sequence[TrackPoint], settings: OdometerSettings) -> bool:
+    """Whether `fix` may be standing still: its reported speed is under `still_kmh`; or,
+    reporting none, it is within `still_m` of where the vehicle was `still_window_s` before
+    (the newest fix of `history`, oldest first, at least that much older): a stopped
+    receiver's drift stays within metres, a vehicle on its way is far from where it was."""
     if fix.speed_kmh is not None:
         return fix.speed_kmh < settings.still_kmh
-    if previous is None:
-        return False
-    seconds = abs((fix.t - previous.t).total_seconds())
-    return seconds > 0 and fix.distance_m(previous) * 3.6 < settings.still_kmh * seconds
+    older = [p for p in history if (fix.t - p.t).total_seconds() >= settings.still_window_s]
+    return bool(older) and fix.distance_m(older[-1]) <= settings.still_m
 
 
 def jitter_m(
@@ -122,12 +125,12 @@ def step_m(
     anchor: TrackPoint,
     fix: TrackPoint,
     settings: OdometerSettings,
-    previous: TrackPoint | None = None,
+    history: Sequence[TrackPoint] = (),
 ) -> float | None:
-    """The distance `fix` adds after `anchor` (the last counted fix; `previous` is the fix
-    folded just before it); None when the move is within the jitter (the anchor stays)."""
+    """The distance `fix` adds after `anchor` (the last counted fix; `history`: the fixes
+    before it, oldest first); None when the move is within the jitter (the anchor stays)."""
     distance = anchor.distance_m(fix)
-    still = is_still(fix, previous or anchor, settings)
+    still = is_still(fix, history, settings)
     return distance if distance > jitter_m(anchor, fix, settings, still=still) else None
 
 
@@ -143,7 +146,7 @@ def detour_m(
     near = [p for p in (before, after) if p is not None]
     if not near:
         return 0.0
-    still = is_still(late, before, settings)
+    still = is_still(late, () if before is None else (before,), settings)
     if any(late.distance_m(p) <= jitter_m(p, late, settings, still=still) for p in near):
         return None
     if before is None or after is None:

@@ -36,6 +36,7 @@ ODOMETER_LIMITS: Final[dict[str, tuple[float, float, bool]]] = {
     "event_km": (0, 10_000, False),
     "still_kmh": (0, 20, False),
     "still_m": (0, 1_000, False),
+    "still_window_s": (0, 3_600, False),
 }
 
 

@@ -153,7 +153,7 @@ def fold_fix(
         return _suspect(state, fix, quality, detail)
     if reason is not None:
         return state, Verdict(reason)
-    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.last)
+    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.recent)
     anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
     moved = replace(
