@@ -649,6 +649,9 @@ class _VehicleRun:
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
         self.track: list[TrackPoint] | None = None  # the track around late fixes, if read
+        # The late fixes this pass accepted: neighbours of the next ones (the track read and
+        # the store's neighbours leave the pass's own fixes out; `recent` keeps the newest).
+        self._late: list[TrackPoint] = []
         self._moved = False
         self._detoured = False
         fresh = self.state.last is None and self.state.baseline is None
@@ -710,6 +713,7 @@ class _VehicleRun:
                 before, after = await self._fold.neighbours(
                     self._pass.key, point.t, self._pass.fix_ids
                 )
+            before, after = _nearest(before, after, *_around(self._late, point.t))
         quality, odometer = self._settings.quality, self._settings.odometer
         self.state, verdict = fold_fix(
             self.state,
@@ -728,6 +732,8 @@ class _VehicleRun:
             return
         self._fold._metrics.fold_fixes.labels("late" if verdict.late else "accepted").inc()
         if verdict.late:
+            if verdict.counted:
+                bisect.insort(self._late, point, key=lambda p: p.t)
             self._detoured = self._detoured or verdict.added_km > 0
             self._position_event(point, doc)  # for the subscriptions that sample nothing
             return
@@ -741,6 +747,10 @@ class _VehicleRun:
     def finish(self) -> None:
         """The vehicle's new last position and odometer, for its entity."""
         last, fields = self.state.last, self._pass.entity_fields
+        if self._detoured and not self._moved and last is not None:
+            # Only late fixes (a buffered upload) carried the odometer: the plans see it now,
+            # at the last position's time, not at the vehicle's next fix.
+            self._check_plans(last.t)
         if self._moved and last is not None:
             fields["last_position"] = _last_position(last, self.state.last_detail)
         # Fixes (a late one's detour too) move the odometer; a reading alone does not write
@@ -862,9 +872,22 @@ def _around(
     return (track[i - 1] if i > 0 else None), (track[j] if j < len(track) else None)
 
 
+def _nearest(
+    before: TrackPoint | None,
+    after: TrackPoint | None,
+    other_before: TrackPoint | None,
+    other_after: TrackPoint | None,
+) -> tuple[TrackPoint | None, TrackPoint | None]:
+    """The closer neighbours in time of two pairs found for the same fix."""
+    if other_before is not None and (before is None or other_before.t > before.t):
+        before = other_before
+    if other_after is not None and (after is None or other_after.t < after.t):
+        after = other_after
+    return before, after
+
+
 def _point(doc: Doc) -> TrackPoint:
-    accuracy = doc.get("accuracy_m")
-    return TrackPoint(doc["t"], float(doc["lat"]), float(doc["lon"]), accuracy)
+    return TrackPoint.from_doc(doc)
 
 
 def _last_position(point: TrackPoint, detail: Mapping[str, Any]) -> Doc:

@@ -105,6 +105,9 @@ class Verdict:
     added_km: float = 0.0
     late: bool = False
     relocated: bool = False
+    # Whether the fix is a neighbour for the late fixes after it: False for a late fix
+    # within the jitter of its neighbours (it counts nothing, as the anchor would not move).
+    counted: bool = True
 
     @property
     def accepted(self) -> bool:
@@ -139,7 +142,10 @@ def fold_fix(
         for neighbour in (before, after):
             if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
                 return state, Verdict(reason, late=True)
-        added = detour_m(before, fix, after, odometer) / 1000
+        detour = detour_m(before, fix, after, odometer)
+        if detour is None:  # within the jitter of a neighbour: nothing, and no neighbour
+            return state, Verdict(late=True, counted=False)
+        added = detour / 1000
         moved = replace(state, odometer_km=state.odometer_km + added)
         return moved.remember(fix), Verdict(added_km=added, late=True)
     reason = neighbour_reason(fix, state.last, quality)
@@ -147,7 +153,7 @@ def fold_fix(
         return _suspect(state, fix, quality, detail)
     if reason is not None:
         return state, Verdict(reason)
-    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer)
+    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.recent)
     anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
     moved = replace(
