@@ -4,8 +4,9 @@
                     tracker id → the vehicle entity's id; cached briefly)
     then:           every vehicle's fixes to the store at once (store/positions.py
                     `PositionStore.append_batch`: the fixes in the next insert round, one
-                    journaled `insert_many` for every request in flight, then one document
-                    in the fold's inbox for the round) → outcome per item
+                    journaled `insert_many` for every request in flight) → outcome per
+                    item; the round then writes one document in the fold's inbox and rings
+                    the fold's doorbell
 
 An item is refused on its own (a 422 problem of its own) when it is not a valid fix, or names a
 vehicle that does not exist (`unknown_vehicle`: a fix never creates a vehicle) or a tracker id
@@ -89,11 +90,15 @@ class PositionAppender:
         self._metrics = metrics
         self._clock = clock
         self._vehicles: dict[tuple[str, str, str], tuple[float, Vehicle]] = {}
-        store.positions.inserts.on_finished = self._after_failure
+        store.positions.inserts.on_finished = self._handed
 
-    def _after_failure(self, outcome: str, count: int) -> None:
-        """What became of the fixes a failed round had stored (`InsertRounds._finish`)."""
-        self._metrics.fixes_after_failure.labels(outcome).inc(count)
+    def _handed(self, outcome: str, count: int) -> None:
+        """Where a round's stored fixes went: to the fold's inbox (its doorbell rung), in the
+        round, or after it failed (`InsertRounds._finish`, counted), or nowhere (counted)."""
+        if outcome != "handed_on_now":
+            self._metrics.fixes_after_failure.labels(outcome).inc(count)
+        if outcome != "not_handed_on" and self._doorbell is not None:
+            self._doorbell.ring()
 
     async def append(
         self, tenant: str, items: Sequence[Any | InvalidPayload], source: str
@@ -117,10 +122,11 @@ class PositionAppender:
 
         groups = list(by_vehicle.items())
         stored = await self._store.positions.append_batch(
-            tenant, [(v.id, [fix.document() for _, fix in fixes]) for v, fixes in groups], source
+            tenant,
+            [(v.id, [fix.document() for _, fix in fixes]) for v, fixes in groups],
+            source,
+            early=True,
         )
-        if self._doorbell is not None:
-            self._doorbell.ring()
         for (vehicle, fixes), results in zip(groups, stored, strict=True):
             for (index, fix), result in zip(fixes, results, strict=True):
                 outcomes[index] = Appended(str(result.id), vehicle, fix.time, result.duplicate)

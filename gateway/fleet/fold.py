@@ -268,7 +268,9 @@ class Fold(ShardedJob):
         return len(taken)
 
     async def run_until_idle(self, shards: Collection[int] | None = None) -> int:
-        """Fold until nothing new is left, then write everything (tests, and a quiet pass)."""
+        """Fold until nothing new is left, then write everything (tests, and a quiet pass);
+        after this process's appends in flight have reached the inbox."""
+        await self._store.positions.inserts.settled()
         total = 0
         while folded := await self.fold_once(shards):
             total += folded

@@ -17,7 +17,7 @@ insert (one unique compound index about quadruples an insert's cost).
 
 Appends are group commits (`InsertRounds`): the fixes of concurrent requests leave in one
 journaled `insert_many` per round, and the round's newly stored fixes then go to the fold's
-inbox in one document (`store/fleet.py`), before anyone is answered.
+inbox in one document (`store/fleet.py`); the request path is answered once they are stored.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def retention_index(days: int) -> IndexModel:
 @dataclass(slots=True)
 class _Waiting:
     docs: Sequence[Doc]
-    done: asyncio.Future[list[bool]]
+    done: asyncio.Future[list[bool]]  # the insert's outcome
+    handed: asyncio.Future[None]  # the round's hand-on ended (done, or left to `_finish`)
 
 
 class HandOn(Protocol):
@@ -110,12 +111,13 @@ class InsertRounds:
     stored); a failure of the command fails the callers it concerns with StoreUnavailable (the
     others of the round get theirs).
 
-    `hand_on` gets each round's inserted documents before anyone is answered (the position
-    store hands them to the fold's inbox): its number is taken while the insert is in flight
-    (one round trip less to wait for), the documents are put under it after. If that fails,
-    or the insert's outcome is unknown, the round's callers fail, and the round is finished
-    in the background once the database answers again: what it stored is handed on all the
-    same (their retries find duplicates, so nobody else would), or its number given up.
+    `hand_on` then gets each round's inserted documents (the position store hands them to the
+    fold's inbox): its number is taken while the insert is in flight (one round trip less to
+    wait for), the documents are put under it after; the next round starts once that is done.
+    A caller hears once the round handed on, or (`early`) once its documents are stored. If
+    the hand-on fails, or the insert's outcome is unknown (its callers then fail), the round is
+    finished in the background once the database answers again: what it stored is handed on
+    all the same (retries find duplicates, so nobody else would), or its number given up.
 
     One insert command per round instead of one per document (a client-level bulkWrite runs
     each insert as its own command on SecantusDB) is what brings batched ingest near the
@@ -139,15 +141,30 @@ class InsertRounds:
         self._in_flight = 0
         self.rounds = 0  # commands sent (tests and benchmarks read it)
         self._finishing: set[asyncio.Task[None]] = set()  # failed rounds (`_finish`)
-        # Told how a failed round's stored documents ended: ("handed_on" | "not_handed_on", n).
+        self._rounds: set[asyncio.Task[None]] = set()  # in flight
+        # Told where a round's stored documents went: ("handed_on_now", n) in the round,
+        # ("handed_on" | "not_handed_on", n) after it failed.
         self.on_finished: Callable[[str, int], None] | None = None
 
-    async def insert(self, docs: Sequence[Doc]) -> list[bool]:
-        done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(docs, done))
+    async def insert(self, docs: Sequence[Doc], *, early: bool = False) -> list[bool]:
+        """The documents' outcomes, once the round handed them on; `early`: once they are
+        stored (journaled), while the round hands them on."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(docs, loop.create_future(), loop.create_future())
+        self._queue.append(waiting)
         if self._may_start():
             self._start()
-        return await done
+        outcome = await waiting.done
+        if not early:
+            await asyncio.shield(waiting.handed)
+        return outcome
+
+    async def settled(self) -> None:
+        """Until the rounds in flight now have handed their documents on (or left them to be
+        finished later): a fold in this process reads after them."""
+        rounds = list(self._rounds)
+        if rounds:
+            await asyncio.wait(rounds)
 
     def _may_start(self) -> bool:
         """A round starts when none is in flight, or when fewer than `max_in_flight` are and
@@ -167,60 +184,49 @@ class InsertRounds:
             size += len(waiting.docs)
         self._in_flight += 1
         task = asyncio.create_task(self._round(batch))
+        self._rounds.add(task)
         task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._in_flight -= 1
+        self._rounds.discard(task)
         if self._may_start():
             self._start()
 
     async def _round(self, batch: list[_Waiting]) -> None:
+        """Insert the round's documents, answer its callers, then hand the new ones on (the
+        next round waits for that, so rounds hand on in order). If anything fails once the
+        insert may have stored documents, the round is finished later (`_finish`)."""
         docs = [doc for waiting in batch for doc in waiting.docs]
         self.rounds += 1
-        try:
-            refused = await self._store(docs)
-        except BaseException as exc:
-            failure = exc if isinstance(exc, StoreUnavailable) else None
-            for waiting in batch:
-                if not waiting.done.done():
-                    waiting.done.set_exception(
-                        failure or StoreUnavailable(f"database write failed: {type(exc).__name__}")
-                    )
-            if not isinstance(exc, Exception):
-                raise
-            return
-        at = 0
-        for waiting in batch:
-            codes = [refused.get(at + i) for i in range(len(waiting.docs))]
-            at += len(waiting.docs)
-            if any(code not in (None, DUPLICATE_KEY) for code in codes):
-                waiting.done.set_exception(StoreUnavailable("a fix was refused by the database"))
-            else:
-                waiting.done.set_result([code is None for code in codes])
-
-    async def _store(self, docs: list[Doc]) -> dict[int, int]:
-        """Insert a round's documents and hand the new ones on; the error code of each one
-        refused, by its index in the round. If anything fails once the insert may have
-        stored documents, the round is finished later (`_finish`): its callers fail now."""
         started = time.monotonic()
         hand_on = self._hand_on
         number = None if hand_on is None else asyncio.create_task(hand_on.take_number())
         try:
-            refused = await self._insert(docs)
-        except BaseException:
-            if number is not None:
-                self._finish_later(number, docs, None)
-            raise
-        if hand_on is None or number is None:
-            return refused
-        inserted = [doc for i, doc in enumerate(docs) if i not in refused]
-        try:
-            seq = await number
-            await hand_on.put_round(seq, inserted, time.monotonic() - started)
-        except BaseException:
-            self._finish_later(number, docs, inserted)
-            raise
-        return refused
+            try:
+                refused = await self._insert(docs)
+            except BaseException as exc:
+                if number is not None:
+                    self._finish_later(number, docs, None)
+                _fail(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            _answer(batch, refused)
+            if hand_on is None or number is None:
+                return
+            inserted = [doc for i, doc in enumerate(docs) if i not in refused]
+            try:
+                seq = await number
+                await hand_on.put_round(seq, inserted, time.monotonic() - started)
+            except Exception:
+                self._finish_later(number, docs, inserted)
+            else:
+                self._finished("handed_on_now", len(inserted))
+        finally:
+            for waiting in batch:
+                if not waiting.handed.done():
+                    waiting.handed.set_result(None)
 
     async def _insert(self, docs: list[Doc]) -> dict[int, int]:
         refused: dict[int, int] = {}
@@ -331,6 +337,27 @@ class InsertRounds:
                 ):
                     stored.append(mine)
         return stored
+
+
+def _fail(batch: Sequence[_Waiting], exc: BaseException) -> None:
+    failure = exc if isinstance(exc, StoreUnavailable) else None
+    for waiting in batch:
+        if not waiting.done.done():
+            message = f"database write failed: {type(exc).__name__}"
+            waiting.done.set_exception(failure or StoreUnavailable(message))
+
+
+def _answer(batch: Sequence[_Waiting], refused: Mapping[int, int]) -> None:
+    """Each caller its documents' outcomes: True stored now, False a duplicate; a caller with
+    a document the database refused otherwise fails."""
+    at = 0
+    for waiting in batch:
+        codes = [refused.get(at + i) for i in range(len(waiting.docs))]
+        at += len(waiting.docs)
+        if any(code not in (None, DUPLICATE_KEY) for code in codes):
+            waiting.done.set_exception(StoreUnavailable("a fix was refused by the database"))
+        else:
+            waiting.done.set_result([code is None for code in codes])
 
 
 def inbox_items(doc: Doc) -> list[Doc]:
@@ -457,14 +484,21 @@ class PositionStore:
         return (await self.append_batch(tenant, [(vehicle, fixes)], source))[0]
 
     async def append_batch(
-        self, tenant: str, batch: Sequence[tuple[str, Sequence[Doc]]], source: str
+        self,
+        tenant: str,
+        batch: Sequence[tuple[str, Sequence[Doc]]],
+        source: str,
+        *,
+        early: bool = False,
     ) -> list[list[Appended]]:
         """Store the fixes of several vehicles (`[(vehicle, fixes), ...]`); the outcomes in the
         same shape. They join the next insert round (`InsertRounds`: one `insert_many` for
         every request in flight, then one inbox document for the fold). A fix whose vehicle
         and device time are stored already is a duplicate: answered as stored, handed to the
         fold once. StoreUnavailable when the database failed (then some fixes may be stored:
-        a retry finds them as duplicates)."""
+        a retry finds them as duplicates, and the round hands them on). Answered once they
+        are in the fold's inbox, or `early`: once they are stored (journaled), while their
+        round writes the inbox (the request path: one journaled write less to wait for)."""
         now = datetime.now(UTC)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored (BSON: ms)
         docs = [
@@ -475,7 +509,7 @@ class PositionStore:
         ]  # fmt: skip
         if not docs:
             return [[] for _ in batch]
-        stored = iter(await self.inserts.insert(docs))
+        stored = iter(await self.inserts.insert(docs, early=early))
         ids = iter(doc["_id"] for doc in docs)
         return [[Appended(next(ids), not next(stored)) for _ in fixes] for _, fixes in batch]
 
