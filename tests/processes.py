@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,39 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw) if raw else None
     except ValueError:
         return raw.decode(errors="replace")
+
+
+class ClientThreads:
+    """`workers` threads calling a trigger of a real gateway until stopped (`with` starts and
+    stops them): each runs `_run(worker)`, counting answers by status under the lock."""
+
+    def __init__(self, gateway: Gateway, trigger: dict[str, Any], workers: int) -> None:
+        self._gateway = gateway
+        self._path = f"/hooks/{trigger['id']}"
+        self._headers = {"Authorization": f"Bearer {trigger['token']}"}
+        self.stop = threading.Event()
+        self.statuses: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(w,)) for w in range(workers)]
+
+    def __enter__(self) -> ClientThreads:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _run(self, worker: int) -> None:
+        raise NotImplementedError
+
+    def _post(self, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """POST to the trigger; the status is counted."""
+        status, _, body = self._gateway.request(
+            "POST", self._path, payload, headers={**self._headers, **(headers or {})}, timeout=15
+        )
+        with self._lock:
+            self.statuses[status] += 1
+        return status, body

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ import pymongo
 import yaml
 
 from gateway.store.embedded import EmbeddedServer
-from tests.processes import Gateway, wait_until
+from tests.processes import ClientThreads, Gateway, wait_until
 from tests.support import auth
 
 WORKERS = 8
@@ -33,33 +32,17 @@ def _plate(worker: int, n: int) -> str:
     return f"{letters}{n // 100 % 10}{chr(65 + n // 10 % 10)}{n % 10}{worker % 10}"
 
 
-class _Stream:
+class _Stream(ClientThreads):
     """WORKERS threads POSTing until stopped: odd calls create a new vehicle, even ones move
     the worker's own vehicle's odometer forward (one writer per vehicle, so the last
     answered value is the least the database must hold)."""
 
     def __init__(self, gateway: Gateway, trigger: dict[str, Any]) -> None:
-        self._gateway = gateway
+        super().__init__(gateway, trigger, WORKERS)
         self.unknown: list[tuple[dict[str, Any], dict[str, str], dict[str, Any]]] = []
-        self._path = f"/hooks/{trigger['id']}"
-        self._headers = {"Authorization": f"Bearer {trigger['token']}"}
-        self.stop = threading.Event()
         self.sent = 0
         self.answered: list[tuple[str, int, dict[str, Any]]] = []  # plate, odometer, answer
         self.last_sent: dict[str, int] = {}
-        self.statuses: Counter[int] = Counter()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(w,)) for w in range(WORKERS)]
-
-    def __enter__(self) -> _Stream:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(60)
 
     def _run(self, worker: int) -> None:
         own = f"UP{chr(65 + worker)}1A00"
@@ -72,11 +55,8 @@ class _Stream:
                 self.last_sent[plate] = odometer
             payload = {"plate": plate, "odometer_km": odometer}
             headers = {**self._headers, "Idempotency-Key": f"{worker}-{n}"}
-            status, _, body = self._gateway.request(
-                "POST", self._path, payload, headers=headers, timeout=15
-            )
+            status, body = self._post(payload, headers)
             with self._lock:
-                self.statuses[status] += 1
                 if status in (200, 201):
                     self.answered.append((plate, odometer, body))
                 elif status == 503 and body.get("outcome") == "unknown":
@@ -249,29 +229,13 @@ def test_no_answered_write_is_lost_when_the_gateway_is_killed_mid_stream(
     assert report == {"lost": 0, "stale": 0, "events_lost": 0, "duplicated": 0}
 
 
-class _Checklists:
+class _Checklists(ClientThreads):
     """WORKERS threads POSTing checklists, each for its own vehicle with a growing odometer:
     each answered checklist wrote the checklist and the vehicle's reading together."""
 
     def __init__(self, gateway: Gateway, trigger: dict[str, Any]) -> None:
-        self._gateway = gateway
-        self._path = f"/hooks/{trigger['id']}"
-        self._headers = {"Authorization": f"Bearer {trigger['token']}"}
-        self.stop = threading.Event()
+        super().__init__(gateway, trigger, WORKERS)
         self.answered: list[tuple[str, str, int]] = []  # checklist key, plate, odometer
-        self.statuses: Counter[int] = Counter()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(w,)) for w in range(WORKERS)]
-
-    def __enter__(self) -> _Checklists:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(60)
 
     def _run(self, worker: int) -> None:
         plate = f"CK{chr(65 + worker)}1A00"
@@ -288,14 +252,9 @@ class _Checklists:
                 "concluidoEm": (start + timedelta(minutes=n)).isoformat(),
                 "respostas": [{"item": "pneus", "ok": True}],
             }
-            headers = {**self._headers, "Idempotency-Key": key}
             status = 0
             while status not in (200, 201) and not self.stop.is_set():
-                status, _, _ = self._gateway.request(
-                    "POST", self._path, payload, headers=headers, timeout=15
-                )
-                with self._lock:
-                    self.statuses[status] += 1
+                status, _ = self._post(payload, {"Idempotency-Key": key})
                 if status not in (200, 201):
                     time.sleep(0.1)  # the database restarts: the same checklist again
             if status in (200, 201):

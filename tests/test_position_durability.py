@@ -14,9 +14,7 @@ from __future__ import annotations
 import math
 import os
 import signal
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -26,7 +24,7 @@ from typing import Any
 import pytest
 
 from gateway.fleet.geometry import haversine_m
-from tests.processes import Gateway, wait_until
+from tests.processes import ClientThreads, Gateway, wait_until
 from tests.support import auth
 
 TRACKERS = 6
@@ -55,43 +53,23 @@ def _fix(tracker: int, n: int, start: datetime) -> dict[str, Any]:
     }
 
 
-class _Trackers:
+class _Trackers(ClientThreads):
     """TRACKERS threads, one per vehicle, each sending its fixes in order and resending one
     until it is answered 2xx."""
 
     def __init__(self, gateway: Gateway, trigger: dict[str, Any], start: datetime) -> None:
-        self._gateway = gateway
-        self._path = f"/hooks/{trigger['id']}"
-        self._headers = {"Authorization": f"Bearer {trigger['token']}"}
+        super().__init__(gateway, trigger, TRACKERS)
         self._start = start
-        self.stop = threading.Event()
         self.answered: dict[str, list[str]] = {_plate(t): [] for t in range(TRACKERS)}
-        self.statuses: Counter[int] = Counter()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(t,)) for t in range(TRACKERS)]
-
-    def __enter__(self) -> _Trackers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(60)
 
     def _run(self, tracker: int) -> None:
         n = 0
         while not self.stop.is_set():
             fix = _fix(tracker, n, self._start)
-            status, _, body = self._gateway.request(
-                "POST", self._path, fix, headers=self._headers, timeout=15
-            )
-            with self._lock:
-                self.statuses[status] += 1
-                if status in (200, 201):
-                    self.answered[fix["plate"]].append(body["id"])
+            status, body = self._post(fix)
             if status in (200, 201):
+                with self._lock:
+                    self.answered[fix["plate"]].append(body["id"])
                 n += 1
 
     def count(self) -> int:
