@@ -425,6 +425,7 @@ class Fold(ShardedJob):
             self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
         )
         run.track = await self._track_window(key, memory.state, fixes, folding.fix_ids)
+        run.pending = set(folding.fix_ids)
         for reading in kinds["reading"]:
             run.reading(reading)
         for service in kinds["service"]:
@@ -467,7 +468,7 @@ class Fold(ShardedJob):
         return None if docs is None else [_point(doc) for doc in docs]
 
     async def neighbours(
-        self, key: Key, t: datetime, exclude: Sequence[str]
+        self, key: Key, t: datetime, exclude: Collection[str]
     ) -> tuple[TrackPoint | None, TrackPoint | None]:
         before, after = await self._store.positions.neighbours(key[0], key[1], t, exclude)
         return (
@@ -649,6 +650,9 @@ class _VehicleRun:
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
         self.track: list[TrackPoint] | None = None  # the track around late fixes, if read
+        # The pass's fixes not accepted yet: the track holds them, but they are nobody's
+        # neighbour (yet, or ever: refused ones are flagged only once the pass is written).
+        self.pending: set[str] = set()
         self._moved = False
         self._detoured = False
         fresh = self.state.last is None and self.state.baseline is None
@@ -707,9 +711,7 @@ class _VehicleRun:
             elif self.track is not None:  # older than the state keeps: the track read
                 before, after = _around(self.track, point.t)
             else:
-                before, after = await self._fold.neighbours(
-                    self._pass.key, point.t, self._pass.fix_ids
-                )
+                before, after = await self._fold.neighbours(self._pass.key, point.t, self.pending)
         quality, odometer = self._settings.quality, self._settings.odometer
         self.state, verdict = fold_fix(
             self.state,
@@ -727,6 +729,12 @@ class _VehicleRun:
             self._fold._metrics.fold_rejected.labels(verdict.reason.value).inc()
             return
         self._fold._metrics.fold_fixes.labels("late" if verdict.late else "accepted").inc()
+        if not verdict.late or verdict.added_km > 0:
+            # A neighbour of the pass's next late fixes (a late one within the jitter of its
+            # neighbours is not: as an anchor in order, it would not have moved).
+            self.pending.discard(doc["id"])
+            if verdict.late and self.track is not None:
+                bisect.insort(self.track, point, key=lambda p: p.t)
         if verdict.late:
             self._detoured = self._detoured or verdict.added_km > 0
             self._position_event(point, doc)  # for the subscriptions that sample nothing

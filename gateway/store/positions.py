@@ -414,7 +414,7 @@ class PositionStore:
     # --- reads ---------------------------------------------------------------------------
 
     async def neighbours(
-        self, tenant: str, vehicle: str, t: datetime, exclude: Sequence[str] = ()
+        self, tenant: str, vehicle: str, t: datetime, exclude: Collection_[str] = ()
     ) -> tuple[Doc | None, Doc | None]:
         """The accepted (not refused) fixes just before and just after device time `t`;
         `exclude` names fixes not folded yet (the fold's own pending ones)."""

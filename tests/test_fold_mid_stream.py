@@ -1,0 +1,78 @@
+"""The fold when things change under it (issue 10, SPEC §6): a tracker's buffer uploaded hours
+late, a fold that loses its shards mid-stream to another, a vehicle deleted or parked without
+a tracker. Fixes go in through HTTP (a position trigger) or the append store, on the real
+embedded database; folds are the app's own or a second `Fold` on the same database (what
+another process would be)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from gateway.fleet.odometer import TrackPoint
+from gateway.web.state import services_key
+from tests.support import auth
+from tests.test_fleet_odometer import route_points
+from tests.triggers_support import Client, create_position_trigger, hook
+
+PLATE = "ABC1D23"
+
+
+def _fix(point: TrackPoint, plate: str = PLATE) -> dict[str, Any]:
+    time = point.t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    body: dict[str, Any] = {"plate": plate, "time": time, "lat": point.lat, "lon": point.lon}
+    if point.accuracy_m is not None:
+        body["accuracy_m"] = point.accuracy_m
+    return body
+
+
+async def _post_fixes(
+    client: Client, trigger: dict[str, Any], points: Sequence[TrackPoint]
+) -> None:
+    for i in range(0, len(points), 500):
+        status, body = await hook(client, trigger, [_fix(p) for p in points[i : i + 500]])
+        assert status == 200, body
+
+
+async def _vehicle(client: Client, plate: str = PLATE, **data: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": plate, **data}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def _get_vehicle(client: Client, plate: str = PLATE) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+def _length_m(points: Sequence[TrackPoint]) -> float:
+    return sum(a.distance_m(b) for a, b in itertools.pairwise(points))
+
+
+async def test_a_trackers_buffer_uploaded_after_its_live_fixes_adds_the_trip_once(
+    client: Client,
+) -> None:
+    """Store-and-forward: the tracker lost its network after A, came back at B and sent its
+    live fixes first (more than the fold state keeps), then its buffer of the hours between
+    in one batch. Each buffered fix adds its detour between its neighbours, the one folded
+    just before it included: the odometer is the trip's length, not the buffer's distances
+    to A and B added up."""
+    await _vehicle(client)
+    trigger = await create_position_trigger(client)
+    points = route_points()[:400]
+    first, buffered, live = points[:1], points[1:300], points[300:]
+    await _post_fixes(client, trigger, first + live)
+    services = client.app[services_key]
+    await services.fold.run_until_idle()
+    await _post_fixes(client, trigger, buffered)
+    await services.fold.run_until_idle()
+    data = await _get_vehicle(client)
+    assert data["odometer_km"] * 1000 == pytest.approx(_length_m(points), rel=0.005)
+    assert data["last_position"]["latitude"] == points[-1].lat
