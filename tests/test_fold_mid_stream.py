@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from gateway.fleet.fold import FoldSettings
 from gateway.fleet.odometer import TrackPoint
 from gateway.web.state import services_key
 from tests.support import auth
+from tests.test_fleet_fold import fix_doc, own_fold
 from tests.test_fleet_odometer import route_points
 from tests.triggers_support import Client, create_position_trigger, hook
 
@@ -76,3 +78,32 @@ async def test_a_trackers_buffer_uploaded_after_its_live_fixes_adds_the_trip_onc
     data = await _get_vehicle(client)
     assert data["odometer_km"] * 1000 == pytest.approx(_length_m(points), rel=0.005)
     assert data["last_position"]["latitude"] == points[-1].lat
+
+
+async def test_a_fold_taking_over_mid_stream_repeats_the_same_events_not_new_ones(
+    client: Client,
+) -> None:
+    """Fold A folds two rounds and stores their events, then loses its shards before writing
+    anything (killed, or its leases expired); fold B takes over from the checkpoint and finds
+    a third round, with a fix dated between the first two. B must make the events A made (the
+    same ids: stored once), whatever rounds each of them happened to read in one pass: so
+    the exit is dated at the fix that was folded first, not at the earliest one."""
+    services = client.app[services_key]
+    vehicle = (await _vehicle(client))["id"]
+    start = route_points()[0]
+    circle = {"lat": start.lat, "lon": start.lon, "radius_m": 300}
+    fence = {"name": "depot", "kind": "authorized", "circle": circle, "margin_m": 10}
+    response = await client.post("/api/v1/geofences", json=fence, headers=auth())
+    assert response.status == 201, await response.text()
+    inside = TrackPoint(start.t, start.lat, start.lon, 5.0)
+    far = TrackPoint(start.t + timedelta(seconds=60), start.lat + 0.02, start.lon, 5.0)
+    between = TrackPoint(start.t + timedelta(seconds=30), start.lat + 0.01, start.lon, 5.0)
+    for point in (inside, far):
+        await services.store.positions.append("acme", vehicle, [fix_doc(point)], "test")
+    fold_a = own_fold(services, FoldSettings())
+    assert await fold_a.fold_once() == 2  # events stored, nothing written: then it is gone
+    await services.store.positions.append("acme", vehicle, [fix_doc(between)], "test")
+    fold_b = own_fold(services, FoldSettings())
+    assert await fold_b.run_until_idle() == 3
+    exits = await services.events.find("acme", event_type="vehicle.geofence.exited", limit=10)
+    assert [e["occurred_at"] for e in exits] == [far.t]

@@ -9,7 +9,8 @@ recorded service), read in number order from the lowest checkpoint of the shards
 woken by its own process's appends (the doorbell) and otherwise polls for the others'.
 
 A pass reads the next inbox documents up to the first gap (a number taken whose document has
-not landed yet; given up after `missing_seconds`) and folds, per vehicle, what is new for it:
+not landed yet; given up after `missing_seconds`) and folds, per vehicle, what is new for it,
+inbox document by inbox document (so the outcome does not depend on how many a pass read):
 odometer readings and recorded services first, then the fixes in device-time order. Each fix
 goes through the quality gates and the odometer (`state.py`); an accepted fix that is not
 late also moves the last position and is run through the tenant's geofences and maintenance
@@ -41,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+import itertools
 import logging
 import time
 import zlib
@@ -409,32 +411,37 @@ class Fold(ShardedJob):
         vehicle: Doc | None,
     ) -> _Pass | None:
         memory = self._memory[key]
-        new = [(seq, item) for seq, item in items if seq > memory.through]
+        # In inbox order (a tick joins its vehicles after their documents of the batch).
+        new = sorted(((seq, item) for seq, item in items if seq > memory.through), key=_seq)
         if not new:
             return None
         tenant = key[0]
         folding = _Pass(key, memory.state, max(seq for seq, _ in new))
         if vehicle is None or vehicle.get("tenant", tenant) != tenant:
             return folding  # deleted: its input goes, nothing to tell
-        kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": [], "tick": []}
-        for _, item in new:
-            kinds.setdefault(str(item.get("k")), []).append(item)
-        fixes = sorted(kinds["fix"], key=lambda f: (f["t"], f["id"]))
+        fixes = sorted((item for _, item in new if item.get("k") == "fix"), key=_fix_order)
         folding.fix_ids = [f["id"] for f in fixes]
         run = _VehicleRun(
             self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
         )
-        run.track = await self._track_window(key, memory.state, fixes, folding.fix_ids)
+        run.track, run.span = await self._track_window(key, memory.state, fixes, folding.fix_ids)
         run.pending = set(folding.fix_ids)
-        for reading in kinds["reading"]:
-            run.reading(reading)
-        for service in kinds["service"]:
-            run.service(service)
         now = datetime.now(UTC)
-        for fix in fixes:
-            await run.fix(fix, now)
-        for tick in kinds["tick"]:
-            run.tick(tick["at"])
+        # Inbox document by inbox document, as separate passes would: what the fold makes of
+        # the input does not depend on how many documents a pass happened to read (a fold
+        # that takes over mid-stream repeats the events of the one it replaces, same ids).
+        for _, in_doc in itertools.groupby(new, key=_seq):
+            kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": [], "tick": []}
+            for _, item in in_doc:
+                kinds.setdefault(str(item.get("k")), []).append(item)
+            for reading in kinds["reading"]:
+                run.reading(reading)
+            for service in kinds["service"]:
+                run.service(service)
+            for fix in sorted(kinds["fix"], key=_fix_order):
+                await run.fix(fix, now)
+            for tick in kinds["tick"]:
+                run.tick(tick["at"])
         run.finish()
         return folding
 
@@ -454,18 +461,21 @@ class Fold(ShardedJob):
 
     async def _track_window(
         self, key: Key, state: VehicleState, fixes: Sequence[Doc], exclude: Sequence[str]
-    ) -> list[TrackPoint] | None:
+    ) -> tuple[list[TrackPoint] | None, tuple[datetime, datetime] | None]:
         """The track around the pass's fixes that are older than what the state keeps (late
-        ones: their neighbours are in the track), read at once; None when there are none, or
-        too many to hold (then each one asks the track on its own)."""
+        ones: their neighbours are in the track), read at once, and the span of device time
+        it covers; None when there are none, or too many to hold (then each one asks the
+        track on its own)."""
         if state.last is None:
-            return None
+            return None, None
         oldest_kept = state.recent[0].t if state.recent else state.last.t
         late = [f["t"] for f in fixes if f["t"] <= oldest_kept]
         if not late:
-            return None
+            return None, None
         docs = await self._store.positions.window(key[0], key[1], late[0], late[-1], exclude)
-        return None if docs is None else [_point(doc) for doc in docs]
+        if docs is None:
+            return None, None
+        return [_point(doc) for doc in docs], (late[0], late[-1])
 
     async def neighbours(
         self, key: Key, t: datetime, exclude: Collection[str]
@@ -650,6 +660,7 @@ class _VehicleRun:
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
         self.track: list[TrackPoint] | None = None  # the track around late fixes, if read
+        self.span: tuple[datetime, datetime] | None = None  # the device times it is read for
         # The pass's fixes not accepted yet: the track holds them, but they are nobody's
         # neighbour (yet, or ever: refused ones are flagged only once the pass is written).
         self.pending: set[str] = set()
@@ -708,7 +719,8 @@ class _VehicleRun:
             near = self.state.neighbours(point)
             if near is not None:
                 before, after = near
-            elif self.track is not None:  # older than the state keeps: the track read
+            elif self.track is not None and self.span and self.span[0] <= point.t <= self.span[1]:
+                # older than the state keeps: the track read for it
                 before, after = _around(self.track, point.t)
             else:
                 before, after = await self._fold.neighbours(self._pass.key, point.t, self.pending)
@@ -855,6 +867,14 @@ class _VehicleRun:
 
 
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
+
+
+def _seq(pair: tuple[int, Doc]) -> int:
+    return pair[0]
+
+
+def _fix_order(fix: Doc) -> tuple[datetime, str]:
+    return fix["t"], str(fix["id"])
 
 
 def _shard(key: Key) -> int:
