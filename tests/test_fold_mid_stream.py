@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -107,3 +107,34 @@ async def test_a_fold_taking_over_mid_stream_repeats_the_same_events_not_new_one
     assert await fold_b.run_until_idle() == 3
     exits = await services.events.find("acme", event_type="vehicle.geofence.exited", limit=10)
     assert [e["occurred_at"] for e in exits] == [far.t]
+
+
+async def test_a_vehicle_without_a_tracker_comes_due_by_time(client: Client) -> None:
+    """A parked vehicle that never sent a fix (no tracker at all) has its time-based plans
+    counted on the fold's clock like any other: the first tick starts the plan, the tick a
+    plan interval later announces it, once."""
+    services = client.app[services_key]
+    vehicle = (await _vehicle(client, odometer_km=52_000))["id"]
+    other = (await _vehicle(client, "XYZ9876", group="rio"))["id"]
+    for plan in (
+        {"name": "revisão", "every_km": 10_000, "every_days": 30, "start_km": 50_000},
+        {"name": "rio", "every_km": 5_000, "every_days": 10, "group": "rio"},
+    ):
+        response = await client.post("/api/v1/maintenance-plans", json=plan, headers=auth())
+        assert response.status == 201, await response.text()
+    await services.fold.run_pass()  # the clock's first tick: the plans start counting
+    await services.fold.run_until_idle()
+    started = await services.store.fleet.state("acme", vehicle)
+    assert started is not None and started["state"]["last"] is None
+    later = datetime.now(UTC) + timedelta(days=31)
+    for _ in range(2):
+        await services.store.fleet.push_ticks(["acme"], later)
+        await services.fold.run_until_idle()
+    response = await client.get("/api/v1/events?type=vehicle.maintenance.due", headers=auth())
+    assert response.status == 200
+    dues = (await response.json())["items"]
+    assert sorted((d["entity"]["id"], d["detail"]["plan"]["name"]) for d in dues) == sorted(
+        [(vehicle, "revisão"), (other, "revisão"), (other, "rio")]
+    )
+    assert {d["detail"]["reason"] for d in dues} == {"time"}
+    assert {d["detail"]["odometer_km"] for d in dues if d["entity"]["id"] == vehicle} == {52_000}

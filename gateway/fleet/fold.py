@@ -363,11 +363,19 @@ class Fold(ShardedJob):
             self._checkpointed.pop(shard, None)
 
     async def _vehicles_of(self, tenant: str, shards: frozenset[int]) -> list[Key]:
-        """A tenant's vehicles in these shards: those with a written state, and those in
-        memory (folded since)."""
-        keys = {(tenant, v) for v in await self._store.fleet.vehicles_of(tenant, shards)}
-        keys.update(k for k in self._memory if k[0] == tenant and _shard(k) in shards)
-        return sorted(keys)
+        """The vehicles of a tenant in these shards that one of its time-based plans applies
+        to (a tick's: whether they ever sent a fix or not)."""
+        plans = [p for p in (await self._rules.for_tenant(tenant)).plans if p.every_days]
+        if not plans:
+            return []
+        keys = []
+        for doc in await self._store.entities.vehicle_refs(tenant):
+            key = (tenant, str(doc["_id"]))
+            data = doc.get("data") or {}
+            plate, groups = str(data.get("plate") or doc.get("nk") or ""), _groups(data)
+            if _shard(key) in shards and any(p.applies_to(plate, groups) for p in plans):
+                keys.append(key)
+        return keys
 
     async def _remember(self, groups: Mapping[Key, Sequence[tuple[int, Doc]]]) -> None:
         """The vehicles' states this process does not hold in memory yet, from `fleet`."""

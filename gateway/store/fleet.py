@@ -143,18 +143,11 @@ class FleetStore:
 
     async def push_ticks(self, tenants: Sequence[str], at: datetime) -> None:
         """The fold's clock: a tick at `at` for each of these tenants, in one document. The fold
-        runs every vehicle of the tenant (in its shards, with a state) through the tenant's
-        maintenance plans at `at`, so a time interval comes due on a parked vehicle too."""
+        runs every vehicle of the tenant in its shards that a time-based plan applies to
+        through the tenant's maintenance plans at `at`, so a time interval comes due on a
+        parked vehicle too, and on one without a tracker."""
         if tenants:
             await self.add([{"k": "tick", "tenant": t, "at": at} for t in tenants])
-
-    async def vehicles_of(self, tenant: str, shards: Collection_[int]) -> list[str]:
-        """The vehicles of a tenant in these shards that have a fold state (for a tick: it
-        scans the tenant's states, once an hour)."""
-        query = scoped(tenant, {"shard": {"$in": sorted(shards)}})
-        with translate_errors():
-            docs = await self._states.find(query, {"vehicle": 1}).to_list(None)
-        return [str(doc["vehicle"]) for doc in docs]
 
     async def after(self, seq: int, limit: int) -> list[Doc]:
         """Inbox documents numbered above `seq`, in number order (the primary index)."""
