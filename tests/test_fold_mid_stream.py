@@ -16,6 +16,7 @@ import pytest
 from gateway.fleet.fold import FoldSettings
 from gateway.fleet.odometer import TrackPoint
 from gateway.web.state import services_key
+from tests.flow_support import drain
 from tests.support import auth
 from tests.test_fleet_fold import fix_doc, own_fold
 from tests.test_fleet_odometer import route_points
@@ -138,3 +139,30 @@ async def test_a_vehicle_without_a_tracker_comes_due_by_time(client: Client) -> 
     )
     assert {d["detail"]["reason"] for d in dues} == {"time"}
     assert {d["detail"]["odometer_km"] for d in dues if d["entity"]["id"] == vehicle} == {52_000}
+
+
+async def test_a_deleted_vehicle_is_folded_no_more_and_its_fold_state_goes(
+    client: Client,
+) -> None:
+    """A vehicle deleted while no geofence or plan applies to it: its fold state goes once
+    the deletion is relayed, and the fixes still accepted for it (a plate is trusted by the
+    append for 30 s) are kept in the track but not folded into a new state."""
+    services = client.app[services_key]
+    await _vehicle(client)
+    trigger = await create_position_trigger(client)
+    points = route_points()[:40]
+    await _post_fixes(client, trigger, points[:20])
+    await services.fold.run_until_idle()
+    vehicle = (await _get_vehicle(client))["id"]
+    assert await services.store.fleet.state("acme", vehicle) is not None
+    deleted = await client.delete(f"/api/v1/entities/vehicle/{PLATE}", headers=auth())
+    assert deleted.status == 204, await deleted.text()
+    await _post_fixes(client, trigger, points[20:])  # the append still knows the plate
+    await drain(services)
+    await services.fold.run_until_idle()
+    assert await services.store.fleet.state("acme", vehicle) is None
+    await _post_fixes(client, trigger, [p for p in route_points()[40:50]])
+    await services.fold.run_until_idle()
+    assert await services.store.fleet.state("acme", vehicle) is None
+    metrics = services.metrics.render().decode()
+    assert 'gateway_fleet_fixes_folded_total{outcome="deleted"} 30.0' in metrics

@@ -154,6 +154,7 @@ class _Pass:
     entity_fields: Doc = field(default_factory=dict)
     start_km: float | None = None
     lags: list[float] = field(default_factory=list)
+    gone: bool = False  # the vehicle was deleted: forgotten, its state dropped
 
 
 class Fold(ShardedJob):
@@ -425,8 +426,15 @@ class Fold(ShardedJob):
             return None
         tenant = key[0]
         folding = _Pass(key, memory.state, max(seq for seq, _ in new))
-        if vehicle is None or vehicle.get("tenant", tenant) != tenant:
-            return folding  # deleted: its input goes, nothing to tell
+        deleted = any(item.get("k") == "deleted" for _, item in new)
+        if deleted or vehicle is None or vehicle.get("tenant", tenant) != tenant:
+            # Deleted (the deletion relayed, or found on reading the vehicle): its input goes,
+            # nothing to tell; the fixes the append took meanwhile stay in the track.
+            folding.gone = True
+            self._metrics.fold_fixes.labels("deleted").inc(
+                sum(item.get("k") == "fix" for _, item in new)
+            )
+            return folding
         fixes = sorted((item for _, item in new if item.get("k") == "fix"), key=_fix_order)
         folding.fix_ids = [f["id"] for f in fixes]
         run = _VehicleRun(
@@ -505,8 +513,15 @@ class Fold(ShardedJob):
         if events:
             await self._store.events.insert_many(events)
             await self._on_relayed(events)
+        gone = [p.key for p in passes if p.gone]
+        await self._store.fleet.drop_states(gone)
         now = time.monotonic()
+        for key in gone:
+            del self._memory[key]
+            self._vehicles[key[1]] = (now + self._config.vehicle_seconds, None)
         for folding in passes:
+            if folding.gone:
+                continue
             memory = self._memory[folding.key]
             memory.state, memory.through, memory.touched = folding.state, folding.through, now
             if folding.entity_fields:

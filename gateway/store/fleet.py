@@ -5,7 +5,8 @@ document per append round, `{_id: seq, at, items: [...]}`, where `seq` is a numb
 one counter (`fleet_marks` `{_id: "seq", n}`) and `items` are the round's newly stored fixes,
 one item per vehicle and request (`{k: "fixes", tenant, vehicle, shard, at, fixes: [...]}`,
 the fields the fold uses; `store/positions.py` `inbox_items` lays them out one per fix), or an
-odometer reading / a recorded service (`k: "reading"` / `"service"`). One inbox insert
+odometer reading, a recorded service, a deleted vehicle (`k: "reading"`, `"service"`,
+`"deleted"`) or the clock's ticks (`"tick"`). One inbox insert
 per round instead of one queue update per vehicle is what makes an append cost about the
 database's raw insert (SPEC §6, §8): SecantusDB charges an update about eight times a small
 insert.
@@ -141,6 +142,10 @@ class FleetStore:
         """A recorded service (`{km?, at, plan?, source}`) for the fold."""
         await self.add([_item("service", tenant, vehicle, service)])
 
+    async def push_deleted(self, tenant: str, vehicle: str) -> None:
+        """A vehicle deleted: the fold forgets it and drops its state."""
+        await self.add([_item("deleted", tenant, vehicle, {"at": datetime.now(UTC)})])
+
     async def push_ticks(self, tenants: Sequence[str], at: datetime) -> None:
         """The fold's clock: a tick at `at` for each of these tenants, in one document. The fold
         runs every vehicle of the tenant in its shards that a time-based plan applies to
@@ -210,6 +215,15 @@ class FleetStore:
         keys = list(keys)
         found = await asyncio.gather(*(one(key) for key in keys))
         return {key: doc for key, doc in zip(keys, found, strict=True) if doc is not None}
+
+    async def drop_states(self, keys: Collection_[tuple[str, str]]) -> None:
+        """Deleted vehicles' states go (a delete by `_id` each: SecantusDB scans for `$in`)."""
+
+        async def one(key: tuple[str, str]) -> None:
+            with translate_errors():
+                await self._states.delete_one({"_id": fleet_id(*key)})
+
+        await asyncio.gather(*(one(key) for key in keys))
 
     async def save_states(self, saved: Sequence[SavedState]) -> None:
         """Write states, each only over an older one (`through` lower or equal: an equal one
