@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from gateway.fleet.fold import FoldSettings
 from gateway.fleet.odometer import TrackPoint
+from gateway.store.fleet import shard_of
 from gateway.web.state import services_key
 from tests.flow_support import drain
 from tests.support import auth
@@ -166,3 +168,44 @@ async def test_a_deleted_vehicle_is_folded_no_more_and_its_fold_state_goes(
     assert await services.store.fleet.state("acme", vehicle) is None
     metrics = services.metrics.render().decode()
     assert 'gateway_fleet_fixes_folded_total{outcome="deleted"} 30.0' in metrics
+
+
+async def test_a_shard_lost_and_taken_back_mid_checkpoint_is_not_checkpointed_past_its_states(
+    client: Client,
+) -> None:
+    """A checkpoint is written a few vehicles a pass. If the fold loses a shard meanwhile
+    (its lease expired) and takes it back before the checkpoint is done, the vehicles of
+    that shard it skipped while away must not be passed by the checkpoint: a fold that takes
+    over after a crash would start past their fixes and never fold them."""
+    services = client.app[services_key]
+    vehicles: list[str] = []
+    n = 0
+    while len(vehicles) < 6:  # the third one alone in its shard
+        vehicle = (await _vehicle(client, f"RBT1A{n:02d}"))["id"]
+        n += 1
+        shards = [shard_of("acme", v) for v in vehicles]
+        if len(vehicles) == 2 and shard_of("acme", vehicle) in shards:
+            continue
+        if len(vehicles) > 2 and shard_of("acme", vehicle) == shards[2]:
+            continue
+        vehicles.append(vehicle)
+    away = shard_of("acme", vehicles[2])
+    points = route_points()[:10]
+    for vehicle in vehicles:
+        await services.store.positions.append("acme", vehicle, [fix_doc(p) for p in points], "t")
+    config = FoldSettings(checkpoint_seconds=0, entity_seconds=3600, writes_per_pass=1)
+    config = replace(config, quiet_seconds=3600)
+    fold = own_fold(services, config)
+    every = set(range(16))
+    await fold.run_pass(every)  # two vehicles written
+    await fold.run_pass(every - {away})  # the shard's lease lost: its vehicle skipped
+    await fold.run_pass(every)  # taken back
+    await fold.run_pass(every)
+    marks = await services.store.fleet.checkpoints(range(16))
+    if marks[away] > 0:  # a checkpoint written past the shard: its vehicle's state too
+        assert await services.store.fleet.state("acme", vehicles[2]) is not None
+    # Killed now: the fold that takes over folds every vehicle to its last fix.
+    await own_fold(services, FoldSettings()).run_until_idle()
+    for vehicle in vehicles:
+        state = await services.store.fleet.state("acme", vehicle)
+        assert state is not None and state["state"]["last"]["lat"] == points[-1].lat

@@ -362,6 +362,10 @@ class Fold(ShardedJob):
         for shard in shards:
             self._through.pop(shard, None)
             self._checkpointed.pop(shard, None)
+            # Not passed by the checkpoint under way: its vehicles in that one are forgotten
+            # (unwritten), even if the shard is held again before the checkpoint is done.
+            if self._checkpoint is not None:
+                self._checkpoint.pop(shard, None)
 
     async def _vehicles_of(self, tenant: str, shards: frozenset[int]) -> list[Key]:
         """The vehicles of a tenant in these shards that one of its time-based plans applies
