@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import Conflict, StoreUnavailable
 from gateway.fleet.fold import FoldSettings
 from gateway.fleet.odometer import TrackPoint
 from gateway.store.fleet import shard_of
@@ -209,3 +210,26 @@ async def test_a_shard_lost_and_taken_back_mid_checkpoint_is_not_checkpointed_pa
     for vehicle in vehicles:
         state = await services.store.fleet.state("acme", vehicle)
         assert state is not None and state["state"]["last"]["lat"] == points[-1].lat
+
+
+async def test_a_round_that_lands_after_its_number_was_given_up_fails_instead_of_vanishing(
+    client: Client,
+) -> None:
+    """A round took its inbox number, then stalled (a frozen process) long enough for the
+    fold to give the number up and fold on past it. When it finally writes, it must not land
+    where no fold will ever read it: its write fails (its requests get a 503 and are retried)
+    and the fold was not held up."""
+    services = client.app[services_key]
+    vehicle = (await _vehicle(client))["id"]
+    points = route_points()[:20]
+    stalled = await services.store.fleet.take_number()
+    await services.store.positions.append("acme", vehicle, [fix_doc(p) for p in points], "t")
+    giving_up = own_fold(services, FoldSettings(missing_seconds=0))
+    assert await giving_up.fold_once() == 2  # past the number, then gone before a checkpoint
+    # The fold that takes over does not wait at that number again, nor fold past it unseen.
+    assert await own_fold(services, FoldSettings(missing_seconds=3600)).run_until_idle() == 2
+    data = await _get_vehicle(client)
+    assert data["last_position"]["latitude"] == points[-1].lat
+    late = {"k": "fixes", "tenant": "acme", "vehicle": vehicle, "shard": 0, "fixes": []}
+    with pytest.raises((Conflict, StoreUnavailable)):
+        await services.store.fleet.put(stalled, [late])

@@ -188,7 +188,6 @@ class Fold(ShardedJob):
         self._memory: dict[Key, _Memory] = {}
         self._vehicles: dict[str, tuple[float, Doc | None]] = {}
         self._gaps: dict[int, float] = {}  # inbox number → when it was first found missing
-        self._given_up: set[int] = set()  # numbers missing for good: folded past
         # `shares` None: every shard (a single fold, or a test driving it).
         self._loop = ShardedLoop(
             "fleet fold",
@@ -216,16 +215,7 @@ class Fold(ShardedJob):
         self._metrics.fold_oldest_waiting.set(max(age, 0.0))
         taken, gap = self._contiguous(start, docs)
         if gap is not None and not taken:
-            # A number given up: first make sure no other fold went past it (this process
-            # lost its shards for a while); then fold on past it.
-            if await self._resync(wanted):
-                return 0
-            self._given_up.update(range(*gap))
-            self._metrics.fold_fixes.labels("missing").inc(gap[1] - gap[0])
-            log.warning(
-                "fleet fold: inbox numbers %d-%d never written; skipped", gap[0], gap[1] - 1
-            )
-            taken, _ = self._contiguous(start, docs)
+            return 0 if await self._give_up(gap, wanted) else await self.fold_once(shards)
         if not taken:
             return 0
         end = int(taken[-1]["_id"])
@@ -267,7 +257,6 @@ class Fold(ShardedJob):
             self._through[shard] = max(self._through[shard], end)
         low = min(self._through.values())
         self._gaps = {n: at for n, at in self._gaps.items() if n > low}
-        self._given_up = {n for n in self._given_up if n > low}
         return len(taken)
 
     async def run_until_idle(self, shards: Collection[int] | None = None) -> int:
@@ -321,8 +310,6 @@ class Fold(ShardedJob):
         taken: list[Doc] = []
         for doc in docs:
             seq = int(doc["_id"])
-            while expected < seq and expected in self._given_up:
-                expected += 1
             if seq > expected:
                 first = self._gaps.setdefault(expected, now)
                 expired = now - first >= self._config.missing_seconds
@@ -330,6 +317,21 @@ class Fold(ShardedJob):
             taken.append(doc)
             expected = seq + 1
         return taken, None
+
+    async def _give_up(self, gap: tuple[int, int], wanted: frozenset[int]) -> bool:
+        """Numbers missing for `missing_seconds`, given up: first make sure no other fold went
+        past them (this process lost its shards for a while: then it starts again from their
+        checkpoints, and True); then fill them with empty documents, so that every fold reads
+        them instead of waiting again, and a round that writes its document under one after
+        all fails (its requests are retried) instead of landing where no fold reads."""
+        if await self._resync(wanted):
+            return True
+        if skipped := await self._store.fleet.give_up(range(*gap)):
+            self._metrics.fold_fixes.labels("missing").inc(skipped)
+            log.warning(
+                "fleet fold: inbox numbers %d-%d never written; skipped", gap[0], gap[1] - 1
+            )
+        return False
 
     async def _hold(self, wanted: frozenset[int]) -> None:
         """Memory follows the shards held: a shard let go is forgotten (its new holder folds

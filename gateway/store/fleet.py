@@ -15,9 +15,11 @@ The counter gives the inbox a total order without clocks: numbers are taken in o
 their documents may land in another, so the fold reads them in number order and stops at a
 gap (a number taken whose document has not landed yet). A writer whose insert failed leaves
 an empty document under its number (a tombstone) so that nobody waits for it; a writer that
-died in between leaves a gap the fold skips after a while (`Fold`, `missing_seconds`). A
-writer whose round took longer than that (a stalled process) takes a new number before it
-inserts, so what it answers for is never behind a skipped gap.
+died in between leaves a gap the fold gives up after a while (`Fold`, `missing_seconds`) by
+writing empty documents there itself (`give_up`), so that a writer frozen in between that
+lands after all gets a duplicate key and fails instead of writing behind the fold. A writer
+whose round took longer than that takes a new number before it inserts, so what it answers
+for is never behind a skipped gap.
 
 **The state** (`fleet`, one document per vehicle): `{_id: "<tenant>:<vehicle>", tenant,
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
@@ -35,18 +37,27 @@ import zlib
 from collections.abc import Collection as Collection_
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from gateway.errors import Conflict, StoreUnavailable
-from gateway.store.client import Collection, Doc, only_duplicates, scoped, translate_errors
+from gateway.store.client import (
+    Collection,
+    Doc,
+    insert_new,
+    only_duplicates,
+    scoped,
+    translate_errors,
+)
 
 SHARDS: Final = 16
 """The fold's shards (gateway/shares.py leases them): a vehicle's `shard`."""
 _SEQ: Final = "seq"
+GIVEN_UP_KEPT: Final = timedelta(days=1)
+"""How long an inbox number the fold gave up stays taken after the fold is past it."""
 
 
 def fleet_id(tenant: str, vehicle: str) -> str:
@@ -125,6 +136,15 @@ class FleetStore:
         except (StoreUnavailable, Conflict):  # down, or the document landed after all
             pass
 
+    async def give_up(self, numbers: Iterable[int]) -> int:
+        """The fold gives up numbers whose documents never landed: empty documents under them,
+        so that a writer that lands after all gets a duplicate key (and fails its requests,
+        which are retried) instead of writing behind the fold. How many were still missing
+        (a document that landed meanwhile stands)."""
+        now = datetime.now(UTC)
+        empty = [{"_id": n, "at": now, "items": [], "given_up": True} for n in numbers]
+        return await insert_new(self._inbox, empty)
+
     async def add(self, items: Sequence[Doc]) -> None:
         """Items in a document of their own (a reading, a service: a number each)."""
         seq = await self.take_number()
@@ -167,9 +187,14 @@ class FleetStore:
         return int(doc["n"]) if doc else 0
 
     async def trim(self, through: int) -> int:
-        """Drop the inbox documents numbered up to `through` (every shard is past them)."""
+        """Drop the inbox documents numbered up to `through` (every shard is past them); the
+        numbers the fold gave up stay taken for `GIVEN_UP_KEPT` longer, so that a writer
+        that stalled past them still finds its number taken."""
+        older = {"_id": {"$lte": through}}
+        kept = datetime.now(UTC) - GIVEN_UP_KEPT
         with translate_errors():
-            result = await self._inbox.delete_many({"_id": {"$lte": through}})
+            result = await self._inbox.delete_many({**older, "given_up": {"$exists": False}})
+            await self._inbox.delete_many({**older, "given_up": True, "at": {"$lt": kept}})
         return int(result.deleted_count)
 
     # --- checkpoints -------------------------------------------------------------------
