@@ -233,3 +233,22 @@ async def test_a_round_that_lands_after_its_number_was_given_up_fails_instead_of
     late = {"k": "fixes", "tenant": "acme", "vehicle": vehicle, "shard": 0, "fixes": []}
     with pytest.raises((Conflict, StoreUnavailable)):
         await services.store.fleet.put(stalled, [late])
+
+
+async def test_a_pass_reads_a_bounded_number_of_fixes_however_big_the_rounds(
+    client: Client,
+) -> None:
+    """Rounds of big batches (a backlog after a long stop, a store-and-forward upload): a
+    pass takes inbox documents up to `max_fixes` fixes (one at least), so the fold's memory
+    is bounded by fixes, not by documents; the next passes fold the rest."""
+    services = client.app[services_key]
+    vehicle = (await _vehicle(client))["id"]
+    points = route_points()[:1000]
+    for i in range(0, 1000, 100):  # ten rounds of 100 fixes
+        docs = [fix_doc(p) for p in points[i : i + 100]]
+        await services.store.positions.append("acme", vehicle, docs, "t")
+    fold = own_fold(services, FoldSettings(max_fixes=250))
+    taken = [await fold.fold_once() for _ in range(6)]
+    assert taken[0] == 2 and sum(taken) == 10 and max(taken) <= 3
+    assert await fold.run_until_idle() == 0
+    assert (await _get_vehicle(client))["last_position"]["latitude"] == points[-1].lat

@@ -93,7 +93,9 @@ class RulesSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FoldSettings:
-    batch: int = 200  # inbox documents per read
+    batch: int = 200  # inbox documents per read, at most
+    # Fixes per pass, at most (but one document): a round holds up to 2,000 (InsertRounds).
+    max_fixes: int = 20_000
     poll_seconds: float = 0.5
     min_interval: float = 0.1  # between passes: the appends of that time fold together
     missing_seconds: float = 30.0  # far beyond a round's deadlines (GATEWAY_DB_TIMEOUT_MS)
@@ -178,6 +180,7 @@ class Fold(ShardedJob):
         self._doorbell = doorbell  # rung by the append after every round
         self._config = config
         self._purge_at = 0.0
+        self._reading = config.batch  # inbox documents to read next (`_bounded`)
         self._tick_at = 0.0
         self._through: dict[int, int] = {}  # per shard held: the inbox number folded to
         self._checkpointed: dict[int, int] = {}  # per shard held: the checkpoint written
@@ -209,13 +212,14 @@ class Fold(ShardedJob):
         wanted = frozenset(range(FOLD_SHARDS) if shards is None else shards)
         await self._hold(wanted)
         start = min(self._through[s] for s in wanted)
-        docs = await self._store.fleet.after(start, self._config.batch)
+        docs = await self._store.fleet.after(start, self._reading)
         oldest = docs[0].get("at") if docs else None
         age = (datetime.now(UTC) - oldest).total_seconds() if isinstance(oldest, datetime) else 0
         self._metrics.fold_oldest_waiting.set(max(age, 0.0))
         taken, gap = self._contiguous(start, docs)
         if gap is not None and not taken:
             return 0 if await self._give_up(gap, wanted) else await self.fold_once(shards)
+        taken = self._bounded(taken)
         if not taken:
             return 0
         end = int(taken[-1]["_id"])
@@ -317,6 +321,20 @@ class Fold(ShardedJob):
             taken.append(doc)
             expected = seq + 1
         return taken, None
+
+    def _bounded(self, docs: list[Doc]) -> list[Doc]:
+        """The first documents up to `max_fixes` fixes (one at least); the next read asks for
+        as many documents as that many fixes fill, going by these."""
+        fixes, taken = 0, 0
+        for doc in docs:
+            count = sum(len(item.get("fixes") or ()) or 1 for item in doc.get("items") or ())
+            if taken and fixes + count > self._config.max_fixes:
+                break
+            fixes, taken = fixes + count, taken + 1
+        if taken:
+            per_doc = max(fixes / taken, 1.0)
+            self._reading = max(1, min(self._config.batch, int(self._config.max_fixes / per_doc)))
+        return docs[:taken]
 
     async def _give_up(self, gap: tuple[int, int], wanted: frozenset[int]) -> bool:
         """Numbers missing for `missing_seconds`, given up: first make sure no other fold went
