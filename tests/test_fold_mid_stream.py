@@ -252,3 +252,40 @@ async def test_a_pass_reads_a_bounded_number_of_fixes_however_big_the_rounds(
     assert taken[0] == 2 and sum(taken) == 10 and max(taken) <= 3
     assert await fold.run_until_idle() == 0
     assert (await _get_vehicle(client))["last_position"]["latitude"] == points[-1].lat
+
+
+async def test_a_round_whose_inbox_write_landed_but_seemed_to_fail_is_stored_and_folded_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the inbox write of a round lands, but its answer is lost (a deadline).
+    The round finds its document there and answers as stored, instead of undoing its fixes
+    (whose resend would reach the fold a second time: accepted fixes flagged as refused
+    duplicates, detours counted twice). The tracker's resend is a duplicate."""
+    services = client.app[services_key]
+    await _vehicle(client)
+    trigger = await create_position_trigger(client)
+    points = route_points()[:60]
+    await _post_fixes(client, trigger, points[:30])
+    fleet = services.store.fleet
+    real = fleet.put
+    lost = [True]
+
+    async def answer_lost(seq: int, items: Sequence[Any]) -> None:
+        await real(seq, items)
+        if lost:
+            lost.pop()
+            raise StoreUnavailable("timed out", deadline=True)
+
+    monkeypatch.setattr(fleet, "put", answer_lost)
+    status, body = await hook(client, trigger, [_fix(p) for p in points[30:]])
+    assert status == 200 and body["summary"]["stored"] == 30, body
+    status, body = await hook(client, trigger, [_fix(p) for p in points[30:]])  # resent
+    assert status == 200 and body["summary"]["duplicates"] == 30, body
+    await services.fold.run_until_idle()
+    response = await client.get(
+        f"/api/v1/entities/vehicle/{PLATE}/positions?limit=200", headers=auth()
+    )
+    items = (await response.json())["items"]
+    assert len(items) == 60 and [i["rejected"] for i in items] == [None] * 60
+    data = await _get_vehicle(client)
+    assert data["odometer_km"] * 1000 == pytest.approx(_length_m(points), rel=0.005)

@@ -136,6 +136,19 @@ class FleetStore:
         except (StoreUnavailable, Conflict):  # down, or the document landed after all
             pass
 
+    async def landed(self, seq: int) -> bool:
+        """After a write under `seq` failed with an unknown outcome (a deadline): whether its
+        document stands after all. If not, an empty one is put there first, so that it
+        cannot land later. StoreUnavailable when that cannot be told."""
+        try:
+            with translate_errors():
+                await self._inbox.insert_one({"_id": seq, "at": datetime.now(UTC), "items": []})
+            return False
+        except Conflict:  # a document stands: the write's, or the fold's giving up
+            with translate_errors():
+                doc = await self._inbox.find_one({"_id": seq}, {"items": {"$slice": 1}})
+            return bool(doc and doc.get("items"))
+
     async def give_up(self, numbers: Iterable[int]) -> int:
         """The fold gives up numbers whose documents never landed: empty documents under them,
         so that a writer that lands after all gets a duplicate key (and fails its requests,

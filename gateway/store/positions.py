@@ -284,10 +284,23 @@ class _Inbox:
                                "fixes": []}  # fmt: skip
             groups[key]["fixes"].append({k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None})
         items = list(groups.values())
-        if items:
-            await self._fleet.put(seq, items)
-        else:  # every fix a duplicate: the number stands for nothing
+        if not items:  # every fix a duplicate: the number stands for nothing
             await self._fleet.tombstone(seq)
+            return
+        try:
+            await self._fleet.put(seq, items)
+        except StoreUnavailable:
+            # A deadline or a lost connection: the document may have landed, and then the
+            # round is handed on (an undo would delete fixes the fold has, and their resend
+            # would reach it a second time).
+            if not await self._landed(seq):
+                raise
+
+    async def _landed(self, seq: int) -> bool:
+        try:
+            return await self._fleet.landed(seq)
+        except StoreUnavailable:
+            return False
 
 
 @dataclass(frozen=True, slots=True)
