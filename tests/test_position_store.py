@@ -241,3 +241,42 @@ def test_derived_ids_are_deterministic_and_carry_the_time() -> None:
     assert a == derived_id(T0, "acme", "v1", "vehicle.geofence.exited", "g1")
     assert a != derived_id(T0, "acme", "v1", "vehicle.geofence.entered", "g1")
     assert a.generation_time == T0
+
+
+async def test_a_fix_answered_as_a_duplicate_survives_the_failure_of_the_round_that_stored_it(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round A stores fix 0 and hands it on slowly; round B (a resend, in flight beside it)
+    finds fix 0 stored and is answered "duplicate". Then A's inbox write fails and A undoes
+    what it stored: fix 0 must not go with it, or B's 2xx covers a fix nobody has. B waits
+    for A's outcome before its answer, and is failed with it (its retry stores the fix)."""
+    store, fleet = _store(services), _fleet(services)
+    real, release = fleet.put, asyncio.Event()
+    calls: list[int] = []
+
+    async def slow_then_failing(seq: int, items: Any) -> None:
+        calls.append(seq)
+        if len(calls) == 1:
+            await release.wait()
+            raise StoreUnavailable("the inbox write failed")
+        await real(seq, items)
+
+    monkeypatch.setattr(fleet, "put", slow_then_failing)
+    first = asyncio.create_task(store.append("acme", "v1", [_fix(i) for i in range(250)], "a"))
+    while not calls:
+        await asyncio.sleep(0.01)
+    resend = [_fix(0)] + [_fix(1000 + i) for i in range(200)]
+    second = asyncio.create_task(store.append("acme", "v1", resend, "b"))
+    while len(calls) < 2 and not second.done():
+        await asyncio.sleep(0.01)
+    release.set()
+    with pytest.raises(StoreUnavailable):
+        await first
+    with pytest.raises(StoreUnavailable):
+        await second
+    retried = await store.append("acme", "v1", resend, "b")
+    assert not retried[0].duplicate
+    track = await store.track("acme", "v1", None, None, None, 1000)
+    assert track[0]["_id"] == retried[0].id
+    items = await inbox_items(services.store, "acme", "v1", "fix")
+    assert sorted(i["id"] for i in items) == [fix["_id"] for fix in track]

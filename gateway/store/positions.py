@@ -71,6 +71,9 @@ def retention_index(days: int) -> IndexModel:
     )
 
 
+_UNDONE: Final = -1  # a duplicate whose first copy was undone: its caller must retry
+
+
 @dataclass(slots=True)
 class _Waiting:
     docs: Sequence[Doc]
@@ -126,6 +129,8 @@ class InsertRounds:
         self._queue: list[_Waiting] = []
         self._in_flight = 0
         self.rounds = 0  # commands sent (tests and benchmarks read it)
+        # Documents inserted by rounds whose hand-on is under way → its outcome (kept or not).
+        self._unsettled: dict[object, asyncio.Future[bool]] = {}
 
     async def insert(self, docs: Sequence[Doc]) -> list[bool]:
         done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
@@ -178,7 +183,9 @@ class InsertRounds:
         for waiting in batch:
             codes = [refused.get(at + i) for i in range(len(waiting.docs))]
             at += len(waiting.docs)
-            if any(code not in (None, DUPLICATE_KEY) for code in codes):
+            if _UNDONE in codes:
+                waiting.done.set_exception(StoreUnavailable("a concurrent write failed; retry"))
+            elif any(code not in (None, DUPLICATE_KEY) for code in codes):
                 waiting.done.set_exception(StoreUnavailable("a fix was refused by the database"))
             else:
                 waiting.done.set_result([code is None for code in codes])
@@ -198,14 +205,38 @@ class InsertRounds:
         if hand_on is None or number is None:
             return refused
         inserted = [doc for i, doc in enumerate(docs) if i not in refused]
+        # Another round of this process that finds one of these stored answers "duplicate"
+        # only once this round has handed it on (an undo deletes it: `_lost`).
+        settled = asyncio.get_running_loop().create_future()
+        for doc in inserted:
+            self._unsettled[doc["_id"]] = settled
         seq = None
         try:
             seq = await number
             await hand_on.put_round(seq, inserted, time.monotonic() - started)
+            settled.set_result(True)
         except BaseException:
             await asyncio.shield(self._undo(seq, inserted))
+            settled.set_result(False)
             raise
+        finally:
+            for doc in inserted:
+                if self._unsettled.get(doc["_id"]) is settled:
+                    del self._unsettled[doc["_id"]]
+        for i in await self._lost(docs, refused):
+            refused[i] = _UNDONE
         return refused
+
+    async def _lost(self, docs: list[Doc], refused: dict[int, int]) -> list[int]:
+        """The duplicates of this round that a round in flight beside it stored and then
+        undid (its hand-on failed): they are not stored, whatever the duplicate key said."""
+        waiting = {
+            i: future
+            for i, code in refused.items()
+            if code == DUPLICATE_KEY and (future := self._unsettled.get(docs[i]["_id"]))
+        }
+        outcomes = await asyncio.gather(*waiting.values())
+        return [i for i, kept in zip(waiting, outcomes, strict=True) if not kept]
 
     async def _insert(self, docs: list[Doc]) -> dict[int, int]:
         refused: dict[int, int] = {}
