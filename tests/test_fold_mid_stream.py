@@ -20,6 +20,7 @@ from gateway.fleet.odometer import TrackPoint
 from gateway.store.fleet import shard_of
 from gateway.web.state import services_key
 from tests.flow_support import drain
+from tests.partner_double import create_action, create_partner, create_subscription
 from tests.support import auth
 from tests.test_fleet_fold import fix_doc, own_fold
 from tests.test_fleet_odometer import route_points
@@ -289,3 +290,40 @@ async def test_a_round_whose_inbox_write_landed_but_seemed_to_fail_is_stored_and
     assert len(items) == 60 and [i["rejected"] for i in items] == [None] * 60
     data = await _get_vehicle(client)
     assert data["odometer_km"] * 1000 == pytest.approx(_length_m(points), rel=0.005)
+
+
+async def test_a_pass_that_failed_and_was_folded_again_is_counted_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: storing a pass's events fails once; the next pass folds the same input
+    again. The fold's counters (fixes folded and refused by reason) count each fix once."""
+    services = client.app[services_key]
+    await _vehicle(client)
+    trigger = await create_position_trigger(client)
+    points = route_points()[:20]
+    null_island = TrackPoint(points[-1].t + timedelta(seconds=5), 0.0, 0.0, 5.0)
+    await _post_fixes(client, trigger, [*points, null_island])
+    await create_subscription_for_positions(client)
+    events = services.store.events
+    real = events.insert_many
+    failures = [StoreUnavailable("the database went away")]
+
+    async def flaky(docs: Sequence[Any]) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(docs)
+
+    monkeypatch.setattr(events, "insert_many", flaky)
+    with pytest.raises(StoreUnavailable):
+        await services.fold.run_until_idle()
+    await services.fold.run_until_idle()
+    metrics = services.metrics.render().decode()
+    assert 'gateway_fleet_fixes_folded_total{outcome="accepted"} 20.0' in metrics
+    assert 'gateway_fleet_fixes_rejected_total{reason="null_island"} 1.0' in metrics
+    assert 'gateway_fleet_events_total{type="vehicle.position"} 20.0' in metrics
+
+
+async def create_subscription_for_positions(client: Client) -> None:
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await create_action(client, partner["id"])
+    await create_subscription(client, action["id"], ("vehicle.position",))

@@ -46,6 +46,7 @@ import itertools
 import logging
 import time
 import zlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -156,6 +157,9 @@ class _Pass:
     entity_fields: Doc = field(default_factory=dict)
     start_km: float | None = None
     lags: list[float] = field(default_factory=list)
+    # Its counts ((counter, label) → n), counted once the pass is written: a pass folded
+    # again after a failure counts nothing twice.
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     gone: bool = False  # the vehicle was deleted: forgotten, its state dropped
 
 
@@ -180,6 +184,11 @@ class Fold(ShardedJob):
         self._doorbell = doorbell  # rung by the append after every round
         self._config = config
         self._purge_at = 0.0
+        self._counters = {
+            "fixes": metrics.fold_fixes,
+            "rejected": metrics.fold_rejected,
+            "readings": metrics.fold_readings,
+        }
         self._reading = config.batch  # inbox documents to read next (`_bounded`)
         self._tick_at = 0.0
         self._through: dict[int, int] = {}  # per shard held: the inbox number folded to
@@ -455,9 +464,7 @@ class Fold(ShardedJob):
             # Deleted (the deletion relayed, or found on reading the vehicle): its input goes,
             # nothing to tell; the fixes the append took meanwhile stay in the track.
             folding.gone = True
-            self._metrics.fold_fixes.labels("deleted").inc(
-                sum(item.get("k") == "fix" for _, item in new)
-            )
+            folding.counts["fixes", "deleted"] += sum(item.get("k") == "fix" for _, item in new)
             return folding
         fixes = sorted((item for _, item in new if item.get("k") == "fix"), key=_fix_order)
         folding.fix_ids = [f["id"] for f in fixes]
@@ -555,6 +562,9 @@ class Fold(ShardedJob):
                 memory.start_km = folding.start_km
             for lag in folding.lags:
                 self._metrics.fold_lag.observe(lag)
+        for folding in passes:
+            for (counter, label), n in folding.counts.items():
+                self._counters[counter].labels(label).inc(n)
         for event in events:
             self._metrics.fold_events.labels(event["type"]).inc()
 
@@ -738,7 +748,7 @@ class _VehicleRun:
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
         if km < self.state.odometer_km and not source.startswith(AUTHORITATIVE):
-            self._fold._metrics.fold_readings.labels("stale").inc()
+            self._pass.counts["readings", "stale"] += 1
             return
         self._rebaseline(km, "reading", at, source)
         self._check_plans(at)
@@ -785,9 +795,9 @@ class _VehicleRun:
         self._pass.lags.append(max(0.0, (now - (doc.get("at") or now)).total_seconds()))
         if verdict.reason is not None:
             self._pass.rejected[doc["id"]] = verdict.reason.value
-            self._fold._metrics.fold_rejected.labels(verdict.reason.value).inc()
+            self._pass.counts["rejected", verdict.reason.value] += 1
             return
-        self._fold._metrics.fold_fixes.labels("late" if verdict.late else "accepted").inc()
+        self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
         if not verdict.late or verdict.added_km > 0:
             # A neighbour of the pass's next late fixes (a late one within the jitter of its
             # neighbours is not: as an anchor in order, it would not have moved).
@@ -821,7 +831,7 @@ class _VehicleRun:
     def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> None:
         self.state, change = rebaseline(self.state, km, kind, at, self._settings.odometer)
         if kind == "reading":
-            self._fold._metrics.fold_readings.labels("taken" if change else "outranked").inc()
+            self._pass.counts["readings", "taken" if change else "outranked"] += 1
         if change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
