@@ -466,26 +466,30 @@ class Fold(ShardedJob):
             folding.gone = True
             folding.counts["fixes", "deleted"] += sum(item.get("k") == "fix" for _, item in new)
             return folding
-        fixes = sorted((item for _, item in new if item.get("k") == "fix"), key=_fix_order)
-        folding.fix_ids = [f["id"] for f in fixes]
-        run = _VehicleRun(
-            self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
-        )
-        run.track, run.span = await self._track_window(key, memory.state, fixes, folding.fix_ids)
-        run.pending = set(folding.fix_ids)
-        now = datetime.now(UTC)
         # Inbox document by inbox document, as separate passes would: what the fold makes of
         # the input does not depend on how many documents a pass happened to read (a fold
         # that takes over mid-stream repeats the events of the one it replaces, same ids).
+        in_docs: list[dict[str, list[Doc]]] = []
         for _, in_doc in itertools.groupby(new, key=_seq):
             kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": [], "tick": []}
             for _, item in in_doc:
                 kinds.setdefault(str(item.get("k")), []).append(item)
+            kinds["fix"].sort(key=_fix_order)
+            in_docs.append(kinds)
+        fixes = [fix for kinds in in_docs for fix in kinds["fix"]]  # in the order folded
+        folding.fix_ids = [f["id"] for f in fixes]
+        run = _VehicleRun(
+            self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
+        )
+        run.track, run.covered = await self._track_window(key, memory.state, fixes, folding.fix_ids)
+        run.pending = set(folding.fix_ids)
+        now = datetime.now(UTC)
+        for kinds in in_docs:
             for reading in kinds["reading"]:
                 run.reading(reading)
             for service in kinds["service"]:
                 run.service(service)
-            for fix in sorted(kinds["fix"], key=_fix_order):
+            for fix in kinds["fix"]:
                 await run.fix(fix, now)
             for tick in kinds["tick"]:
                 run.tick(tick["at"])
@@ -508,21 +512,30 @@ class Fold(ShardedJob):
 
     async def _track_window(
         self, key: Key, state: VehicleState, fixes: Sequence[Doc], exclude: Sequence[str]
-    ) -> tuple[list[TrackPoint] | None, tuple[datetime, datetime] | None]:
-        """The track around the pass's fixes that are older than what the state keeps (late
-        ones: their neighbours are in the track), read at once, and the span of device time
-        it covers; None when there are none, or too many to hold (then each one asks the
-        track on its own)."""
+    ) -> tuple[list[TrackPoint], datetime | None]:
+        """The accepted fixes a late fix of the pass may have as neighbours, in device-time
+        order, and the device time from which on they are all there (None: none). The newest
+        ones the state keeps cover what is newer than the oldest of them; the pass's fixes
+        older than that find theirs in the track, read at once around them (unless there are
+        too many to hold: then each one asks the track on its own). The pass's fixes join
+        the list as they are accepted (`_VehicleRun.fix`)."""
         if state.last is None:
-            return None, None
-        oldest_kept = state.recent[0].t if state.recent else state.last.t
-        late = [f["t"] for f in fixes if f["t"] <= oldest_kept]
+            return [], None
+        track = list(state.recent) or [state.last]
+        covered = track[0].t
+        late = [f["t"] for f in fixes if f["t"] <= covered]
         if not late:
-            return None, None
-        docs = await self._store.positions.window(key[0], key[1], late[0], late[-1], exclude)
+            return track, covered
+        start, end = min(late), max(late)
+        docs = await self._store.positions.window(key[0], key[1], start, end, exclude)
         if docs is None:
-            return None, None
-        return [_point(doc) for doc in docs], (late[0], late[-1])
+            return track, covered
+        points = [_point(doc) for doc in docs if doc["t"] < covered]
+        # The window starts with the accepted fix just before it, if there is one: from
+        # there on, every accepted fix is held.
+        if points and points[0].t < start:
+            return points + track, points[0].t
+        return points + track, datetime.min.replace(tzinfo=UTC)
 
     async def neighbours(
         self, key: Key, t: datetime, exclude: Collection[str]
@@ -716,8 +729,10 @@ class _VehicleRun:
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
-        self.track: list[TrackPoint] | None = None  # the track around late fixes, if read
-        self.span: tuple[datetime, datetime] | None = None  # the device times it is read for
+        # The accepted fixes late ones may have as neighbours (`Fold._track_window`): all of
+        # them from the device time `covered` (exclusive) on.
+        self.track: list[TrackPoint] = []
+        self.covered: datetime | None = None
         # The pass's fixes not accepted yet: the track holds them, but they are nobody's
         # neighbour (yet, or ever: refused ones are flagged only once the pass is written).
         self.pending: set[str] = set()
@@ -773,13 +788,9 @@ class _VehicleRun:
         point = _point(doc)
         before = after = None
         if self.state.is_late(point):
-            near = self.state.neighbours(point)
-            if near is not None:
-                before, after = near
-            elif self.track is not None and self.span and self.span[0] <= point.t <= self.span[1]:
-                # older than the state keeps: the track read for it
+            if self.covered is not None and point.t > self.covered:
                 before, after = _around(self.track, point.t)
-            else:
+            else:  # older than what the pass holds: the track's, on its own
                 before, after = await self._fold.neighbours(self._pass.key, point.t, self.pending)
         quality, odometer = self._settings.quality, self._settings.odometer
         self.state, verdict = fold_fix(
@@ -800,10 +811,10 @@ class _VehicleRun:
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
         if not verdict.late or verdict.added_km > 0:
             # A neighbour of the pass's next late fixes (a late one within the jitter of its
-            # neighbours is not: as an anchor in order, it would not have moved).
+            # neighbours is not: as an anchor in order, it would not have moved; nor is it
+            # among the newest fixes the state keeps, `state.fold_fix`).
             self.pending.discard(doc["id"])
-            if verdict.late and self.track is not None:
-                bisect.insort(self.track, point, key=lambda p: p.t)
+            bisect.insort(self.track, point, key=_time)
         if verdict.late:
             self._detoured = self._detoured or verdict.added_km > 0
             self._position_event(point, doc)  # for the subscriptions that sample nothing
@@ -942,9 +953,13 @@ def _around(
     track: Sequence[TrackPoint], t: datetime
 ) -> tuple[TrackPoint | None, TrackPoint | None]:
     """The points just before and just after `t` in a track in device-time order."""
-    i = bisect.bisect_left([p.t for p in track], t)
+    i = bisect.bisect_left(track, t, key=_time)
     j = i + 1 if i < len(track) and track[i].t == t else i
     return (track[i - 1] if i > 0 else None), (track[j] if j < len(track) else None)
+
+
+def _time(point: TrackPoint) -> datetime:
+    return point.t
 
 
 def _point(doc: Doc) -> TrackPoint:

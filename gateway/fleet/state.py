@@ -8,7 +8,6 @@ and the per-geofence and per-plan states the `geo` evaluators own (kept as their
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -25,8 +24,9 @@ from gateway.fleet.quality import QualitySettings, Reason, neighbour_reason, sta
 
 # What a fix may carry besides its place, kept with the last position.
 DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
-# The newest accepted fixes kept in the state: a late fix newer than the oldest of them finds
-# its neighbours there, without a query (fixes arrive out of order by seconds, not hours).
+# The newest accepted fixes kept in the state (a late one only if it added distance): a late
+# fix newer than the oldest of them finds its neighbours there, without a query (fixes arrive
+# out of order by seconds, not hours).
 RECENT = 32
 
 
@@ -81,16 +81,6 @@ class VehicleState:
         """Whether `fix` is older than the last position (it then never replaces it)."""
         return self.last is not None and fix.t <= self.last.t
 
-    def neighbours(self, fix: TrackPoint) -> tuple[TrackPoint, TrackPoint] | None:
-        """A late fix's accepted neighbours from `recent`; None when it is older than all of
-        them (the caller looks them up in the track)."""
-        if not self.recent or fix.t <= self.recent[0].t:
-            return None
-        i = bisect.bisect_left([p.t for p in self.recent], fix.t)
-        if i >= len(self.recent):
-            return None
-        return self.recent[i - 1], self.recent[i]
-
     def remember(self, fix: TrackPoint) -> VehicleState:
         """`fix` accepted: kept among the newest ones (in device-time order)."""
         recent = sorted((*self.recent, fix), key=lambda p: p.t)[-RECENT:]
@@ -140,6 +130,8 @@ def fold_fix(
             if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
                 return state, Verdict(reason, late=True)
         added = detour_m(before, fix, after, odometer) / 1000
+        if not added:  # within the jitter: not a neighbour of the late fixes after it (an
+            return state, Verdict(late=True)  # anchor that would not have moved, in order)
         moved = replace(state, odometer_km=state.odometer_km + added)
         return moved.remember(fix), Verdict(added_km=added, late=True)
     reason = neighbour_reason(fix, state.last, quality)
