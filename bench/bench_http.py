@@ -8,7 +8,8 @@ the other in one run on one embedded SecantusDB, driven by the same wrk script a
 A gateway key may name another source tree to A/B a change in the same run, e.g.
 --servers bare,nodered,gateway-web,gateway-web@/tmp/patched (a directory holding gateway/,
 schemas/ and mappings/, put first on PYTHONPATH), and a number of processes:
-`gateway-x2` runs `gateway serve --workers 2` (one port, SO_REUSEPORT).
+`gateway-x2` runs `gateway serve --workers 2` (one port, SO_REUSEPORT), and settings of its
+own after "%", e.g. `gateway-positions%GATEWAY_FOLD_ENTITY_SECONDS=30` (A/B a setting).
 --json writes every server's figures to FILE (bench/figures.py reads it for `make bench`).
 
 Needs `wrk` (apt-get install wrk) and Node.js 20 with npm (Node-RED 4 and
@@ -34,8 +35,10 @@ of the database process is read; CPU per request = its change / requests served.
   database, to show what one more process adds where the database is not the limit;
 - gateway-positions: `gateway serve` with a position trigger (target positions,
   fix_mapping.yaml, the same input schema) and the 1,000 vehicles; post_fix.lua (and
-  fixed_rate.py --fresh-times) give every request a new device time, so each one appends a new
-  fix (SPEC §6 "append"; the fold, when it runs, is in the process's CPU too).
+  fixed_rate.py --fresh-times) make every request a new fix of a vehicle that drives (each
+  circles its own centre at 54 km/h, device time the wall clock), so each one appends a new
+  fix that passes the quality gates and moves the odometer (SPEC §6 "append"; the fold, when
+  it runs, is in the process's CPU too).
 
 Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED included.
 """
@@ -108,6 +111,7 @@ class Server:
     payload: Path = PAYLOAD
     script: str = "post_position.lua"  # the wrk script
     fresh: bool = False  # every request a new fix (position triggers store a resent one once)
+    env: dict[str, str] = field(default_factory=dict)  # "%NAME=value" after the key
 
     def __post_init__(self) -> None:
         self.name = self.name or self.key
@@ -229,9 +233,11 @@ def gateway_server(
             "GATEWAY_RUN_WORKERS": "true" if workers else "false",
             "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
             **source,
+            **server.env,
         }
         base = f"http://127.0.0.1:{port}"
         server.name = name + (" (probe)" if probe else " (+workers)" if workers else " (web only)")
+        server.name += "".join(f" {k}={v}" for k, v in server.env.items())
         server.outbox_db = server.db_name if workers and not probe else None
         serve = [GATEWAY, "serve"] + (["--workers", str(processes)] if processes > 1 else [])
         server.proc = spawn(serve, tmp / f"{name}.log", env)
@@ -262,9 +268,11 @@ def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_RUN_WORKERS": "true",
         **source,
+        **server.env,
     }
     base = f"http://127.0.0.1:{port}"
     server.name = "gateway-positions" + (f"-{Path(src).name}" if src else "") + " (+workers)"
+    server.name += "".join(f" {k}={v}" for k, v in server.env.items())
     server.script, server.fresh = "post_fix.lua", True
     server.fold_db = server.db_name
     server.proc = spawn([GATEWAY, "serve"], tmp / f"gateway-positions-{server.db_name}.log", env)
@@ -667,8 +675,10 @@ def main() -> None:
         print(f"embedded SecantusDB pid {db.pid}; {load}")
         servers = []
         try:
-            for key in args.servers.split(","):
-                server = Server(key)
+            for spec in args.servers.split(","):
+                # "gateway-positions%GATEWAY_FOLD_ENTITY_SECONDS=30": a setting for this one
+                key, *settings = spec.split("%")
+                server = Server(key, env=dict(s.split("=", 1) for s in settings))
                 try:
                     SERVERS[PROCESSES.sub("", key.partition("@")[0])](server, tmp, db)
                     print(f"{server.name}: {server.url}", flush=True)

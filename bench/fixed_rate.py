@@ -8,8 +8,8 @@ from that due time, so a server that stalls is not excused by a client that wait
 vehicles, like post_position.lua, over keep-alive HTTP/1.1 connections (one request in flight
 per connection, a new connection when all are busy). The client is a bare asyncio protocol with
 pre-encoded requests and callbacks: on 2 cores an aiohttp client cost more CPU than the server
-it measured. `--fresh-times` gives each request its own device time (a position trigger stores
-a resent fix once).
+it measured. `--fresh-times` makes each request a new fix of a vehicle that drives (post_fix.lua's
+tracks: a position trigger stores a resent fix once, and refuses implausible ones).
 Prints one JSON line: rate, sent, ok, errors, p50/p99/max µs.
 """
 
@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import sys
 import time
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -124,16 +125,36 @@ class Connection(asyncio.Protocol):
             self.load.answered(self, status, due)
 
 
-def fresh_times(payload: str, count: int) -> list[str]:
-    """`count` payloads, each with its own device time (a millisecond apart, from a minute ago)
-    and a random plate: position triggers store a resent fix once, so each request must be a
-    new fix, as with post_fix.lua."""
-    base = datetime.now(UTC) - timedelta(minutes=1)
+RADIUS_M, SPEED_MS, DEGREE_M = 2000.0, 15.0, 111_195.0  # as in post_fix.lua
+
+
+def place(i: int, ms: int) -> tuple[str, str]:
+    """Where vehicle `i` is at `ms` (Unix milliseconds): post_fix.lua's circle (keep them in
+    step, so that a vehicle's track goes on from one tool to the other)."""
+    clat = -23.55052 + (i % 40) * 0.05
+    clon = -46.633308 + (i // 40) * 0.05
+    angle = i + (ms / 1000.0) * SPEED_MS / RADIUS_M
+    lat = clat + RADIUS_M * math.sin(angle) / DEGREE_M
+    lon = clon + RADIUS_M * math.cos(angle) / (DEGREE_M * math.cos(math.radians(clat)))
+    return f"{lat:.6f}", f"{lon:.6f}"
+
+
+def fresh_times(payload: str, count: int, rate: float) -> list[str]:
+    """`count` payloads at `rate` a second, each a new fix of a random one of the 1,000
+    vehicles, as post_fix.lua makes them: device time the time it is due to be sent (at
+    least 0.5 s after the vehicle's previous fix), place on the vehicle's circle at that
+    time. Position triggers store a resent fix once, and refuse implausible tracks."""
+    start = int(time.time() * 1000)
+    last: dict[int, int] = {}
     out = []
-    for i in range(count):
-        at = (base + timedelta(milliseconds=i)).isoformat(timespec="milliseconds")
-        body = payload.replace(FIX_TIME, at.replace("+00:00", "Z"))
-        out.append(body.replace("ABC1D23", random.choice(PLATES)))
+    for n in range(count):
+        i = random.randrange(len(PLATES))
+        ms = max(start + int(n * 1000 / rate), last.get(i, 0) + 500)
+        last[i] = ms
+        at = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+        lat, lon = place(i, ms)
+        body = payload.replace(FIX_TIME, at.replace("+00:00", "Z")).replace("ABC1D23", PLATES[i])
+        out.append(body.replace("-23.55052", lat).replace("-46.633308", lon))
     return out
 
 
@@ -148,7 +169,7 @@ async def run(
     )
     total = int(rate * duration)
     if fresh:
-        bodies = fresh_times(payload, total)
+        bodies = fresh_times(payload, total, rate)
     else:
         bodies = [payload.replace("ABC1D23", plate) for plate in PLATES]
     requests = [

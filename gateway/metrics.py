@@ -186,6 +186,14 @@ class Metrics:
             ["outcome", "reason"],
             registry=r,
         )
+        self.fixes_after_failure = Counter(
+            "gateway_fixes_after_failure_total",
+            "Fixes an append round stored before it failed (its callers got a 503): handed_on "
+            "(to the fold, once the database answered again) or not_handed_on (the database "
+            "stayed away, or too many failed rounds waited: stored, never folded)",
+            ["outcome"],
+            registry=r,
+        )
 
     def _add_schedule_metrics(self, r: CollectorRegistry) -> None:
         # `schedule` is our schedule id: bounded by the schedules admins create.

@@ -178,6 +178,53 @@ async def test_bad_plans_are_refused_naming_the_field(client: Client) -> None:
         assert pointers(refused) == [pointer], (fields, refused)
 
 
+async def test_a_null_optional_number_is_its_default_and_the_rules_still_fold(
+    client: Client,
+) -> None:
+    fence = await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "d",
+            "kind": "authorized",
+            "circle": DEPOT,
+            "margin_m": None,
+            "dwell_seconds": None,
+        },
+    )
+    assert (fence["margin_m"], fence["dwell_seconds"]) == (25, 0)
+    changed = await client.patch(
+        f"/api/v1/geofences/{fence['id']}", json={"margin_m": 40}, headers=auth()
+    )
+    assert (await changed.json())["margin_m"] == 40
+    cleared = await client.patch(
+        f"/api/v1/geofences/{fence['id']}", json={"margin_m": None}, headers=auth()
+    )
+    assert cleared.status == 200 and (await cleared.json())["margin_m"] == 25
+    plan = await post(
+        client, "/api/v1/maintenance-plans", {"name": "oil", "every_km": 10_000, "start_km": None}
+    )
+    assert plan["start_km"] == 0
+    (geofence,) = (await client.app[services_key].fleet_rules.for_tenant("acme")).geofences
+    assert geofence.margin_m == 25
+    listing = await client.get("/api/v1/maintenance-plans", headers=auth())
+    assert listing.status == 200
+
+
+async def test_a_fence_stored_with_a_null_margin_folds_with_the_default(
+    services: Services,
+) -> None:
+    """Such documents were stored before a null margin meant the default."""
+    fence = await services.geofences.create(
+        "acme", {"name": "d", "kind": "authorized", "circle": DEPOT}
+    )
+    await services.store.fleet_rules.geofences.update(
+        "acme", str(fence["_id"]), fence["rev"], {"margin_m": None}, []
+    )
+    (geofence,) = (await services.fleet_rules.for_tenant("acme")).geofences
+    assert geofence.margin_m == 25
+
+
 async def test_the_folds_view_follows_this_processs_changes_at_once(client: Client) -> None:
     rules = client.app[services_key].fleet_rules
     assert (await rules.for_tenant("acme")).geofences == ()

@@ -6,6 +6,7 @@ to the fold's inbox in one numbered document; states and checkpoints only move f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -111,41 +112,105 @@ async def test_concurrent_appends_share_rounds_and_each_fix_reaches_the_inbox_on
 
 
 class _BrokenInbox:
-    """The fold's inbox as a round sees it, failing where told (the numbers are real)."""
+    """The fold's inbox as a round sees it, its puts failing the first `failures` times (the
+    numbers are real)."""
 
-    def __init__(self, fleet: FleetStore, fail_put: bool) -> None:
-        self._fleet, self._fail_put = fleet, fail_put
+    def __init__(self, fleet: FleetStore, failures: int) -> None:
+        self._fleet, self._failures = fleet, failures
         self.tombstones: list[int] = []
 
     async def take_number(self) -> int:
         return await self._fleet.take_number()
 
     async def put_round(self, seq: int, docs: list[dict[str, Any]], took: float) -> None:
-        if self._fail_put:
+        if self._failures:
+            self._failures -= 1
             raise StoreUnavailable("inbox down")
-        await self._fleet.put(seq, docs)
+        await self._fleet.put(seq, [{"k": "fixes", "ids": [d["_id"] for d in docs]}])
 
     async def tombstone(self, seq: int) -> None:
         self.tombstones.append(seq)
         await self._fleet.tombstone(seq)
 
 
-async def test_a_round_whose_inbox_write_fails_leaves_nothing_stored_and_fails_its_callers(
+class _LostAnswer:
+    """A collection whose inserts are stored but answered with a failure (the database died
+    after journaling them): the round cannot know what it stored."""
+
+    def __init__(self, collection: Any) -> None:
+        self._c = collection
+
+    async def insert_many(self, docs: list[dict[str, Any]], **options: Any) -> None:
+        with contextlib.suppress(Exception):  # duplicates too: what is stored is stored
+            await self._c.insert_many(docs, **options)
+        raise StoreUnavailable("connection closed")
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        return self._c.find(*args, **kwargs)
+
+
+async def _finished(services: Services) -> dict[str, Any]:
+    """The newest inbox document, once a failed round has written it under its number."""
+    for _ in range(200):
+        seq = await _fleet(services).last_number()
+        docs = await _fleet(services).after(seq - 1, 1)
+        if seq and docs and docs[0]["_id"] == seq:
+            return docs[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the failed round never wrote its inbox document")
+
+
+async def test_a_round_whose_inbox_write_fails_fails_its_callers_and_hands_its_fixes_on_later(
     services: Services,
 ) -> None:
     collection = services.store.db["positions"]
-    inbox = _BrokenInbox(_fleet(services), fail_put=True)
-    docs = [{"_id": position_id("v9", T0), "tenant": "acme", "t": T0}]
+    inbox = _BrokenInbox(_fleet(services), failures=2)
+    docs = [{"_id": position_id("v9", T0), "tenant": "acme", "vehicle": "v9", "t": T0}]
+    rounds = InsertRounds(collection, hand_on=inbox)
+    told: list[tuple[str, int]] = []
+    rounds.on_finished = lambda outcome, count: told.append((outcome, count))
     with pytest.raises(StoreUnavailable):
-        await InsertRounds(collection, hand_on=inbox).insert(docs)
-    # Undone: the retry stores it anew (not a duplicate nobody handed on); its number stands
-    # for nothing, so the fold does not wait for it.
-    assert await collection.count_documents({"_id": docs[0]["_id"]}) == 0
-    [seq] = inbox.tombstones
-    assert [(d["_id"], d["items"]) for d in await _fleet(services).after(0, 10)] == [(seq, [])]
-    working = _BrokenInbox(_fleet(services), fail_put=False)
-    assert await InsertRounds(collection, hand_on=working).insert(docs) == [True]
-    assert [d["_id"] for d in await _fleet(services).after(seq, 10)] == [seq + 1]
+        await rounds.insert(docs)
+    # Stored, and its retry will find a duplicate: so the round itself hands it on, under
+    # its own number, once the inbox takes writes again.
+    assert await collection.count_documents({"_id": docs[0]["_id"]}) == 1
+    assert (await _finished(services))["items"] == [{"k": "fixes", "ids": [docs[0]["_id"]]}]
+    for _ in range(100):  # the round tells once its own write has returned
+        if told:
+            break
+        await asyncio.sleep(0.02)
+    assert inbox.tombstones == [] and told == [("handed_on", 1)]
+    working = _BrokenInbox(_fleet(services), failures=0)
+    assert await InsertRounds(collection, hand_on=working).insert(docs) == [False]
+
+
+async def test_a_round_that_cannot_know_what_it_stored_reads_it_back_and_hands_only_its_own_on(
+    services: Services,
+) -> None:
+    collection = services.store.db["positions"]
+    earlier = {"_id": position_id("v9", T0), "tenant": "acme", "vehicle": "v9", "t": T0}
+    await collection.insert_one({**earlier, "at": T0, "source": "other"})
+    now = datetime.now(UTC).replace(microsecond=0)
+    docs = [
+        {**earlier, "at": now, "source": "s"},  # a duplicate of a fix stored before
+        {"_id": position_id("v9", T0 + timedelta(seconds=5)), "tenant": "acme",
+         "vehicle": "v9", "t": T0 + timedelta(seconds=5), "at": now, "source": "s"},
+    ]  # fmt: skip
+    inbox = _BrokenInbox(_fleet(services), failures=0)
+    with pytest.raises(StoreUnavailable):
+        await InsertRounds(_LostAnswer(collection), hand_on=inbox).insert(docs)  # type: ignore[arg-type]
+    assert (await _finished(services))["items"] == [{"k": "fixes", "ids": [docs[1]["_id"]]}]
+
+
+async def test_a_round_that_stored_nothing_gives_its_number_up(services: Services) -> None:
+    collection = services.store.db["positions"]
+    inbox = _BrokenInbox(_fleet(services), failures=0)
+    await collection.insert_one({"_id": position_id("v9", T0), "at": T0, "source": "other"})
+    docs = [{"_id": position_id("v9", T0), "vehicle": "v9", "t": T0, "at": T0, "source": "s"}]
+    with pytest.raises(StoreUnavailable):
+        await InsertRounds(_LostAnswer(collection), hand_on=inbox).insert(docs)  # type: ignore[arg-type]
+    finished = await _finished(services)
+    assert finished["items"] == [] and inbox.tombstones == [finished["_id"]]
 
 
 async def test_a_round_of_duplicates_only_leaves_an_empty_inbox_document(
@@ -241,42 +306,3 @@ def test_derived_ids_are_deterministic_and_carry_the_time() -> None:
     assert a == derived_id(T0, "acme", "v1", "vehicle.geofence.exited", "g1")
     assert a != derived_id(T0, "acme", "v1", "vehicle.geofence.entered", "g1")
     assert a.generation_time == T0
-
-
-async def test_a_fix_answered_as_a_duplicate_survives_the_failure_of_the_round_that_stored_it(
-    services: Services, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Round A stores fix 0 and hands it on slowly; round B (a resend, in flight beside it)
-    finds fix 0 stored and is answered "duplicate". Then A's inbox write fails and A undoes
-    what it stored: fix 0 must not go with it, or B's 2xx covers a fix nobody has. B waits
-    for A's outcome before its answer, and is failed with it (its retry stores the fix)."""
-    store, fleet = _store(services), _fleet(services)
-    real, release = fleet.put, asyncio.Event()
-    calls: list[int] = []
-
-    async def slow_then_failing(seq: int, items: Any) -> None:
-        calls.append(seq)
-        if len(calls) == 1:
-            await release.wait()
-            raise StoreUnavailable("the inbox write failed")
-        await real(seq, items)
-
-    monkeypatch.setattr(fleet, "put", slow_then_failing)
-    first = asyncio.create_task(store.append("acme", "v1", [_fix(i) for i in range(250)], "a"))
-    while not calls:
-        await asyncio.sleep(0.01)
-    resend = [_fix(0)] + [_fix(1000 + i) for i in range(200)]
-    second = asyncio.create_task(store.append("acme", "v1", resend, "b"))
-    while len(calls) < 2 and not second.done():
-        await asyncio.sleep(0.01)
-    release.set()
-    with pytest.raises(StoreUnavailable):
-        await first
-    with pytest.raises(StoreUnavailable):
-        await second
-    retried = await store.append("acme", "v1", resend, "b")
-    assert not retried[0].duplicate
-    track = await store.track("acme", "v1", None, None, None, 1000)
-    assert track[0]["_id"] == retried[0].id
-    items = await inbox_items(services.store, "acme", "v1", "fix")
-    assert sorted(i["id"] for i in items) == [fix["_id"] for fix in track]

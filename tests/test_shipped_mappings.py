@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import InvalidPayload
 from gateway.fleet.fix import parse_fix
 from gateway.mapping import CompiledMapping, load_mapping, read_sample
 
@@ -518,3 +519,42 @@ def test_samsara_vehicle_stats_feed_page() -> None:
     assert first["document"]["odometer_km"] == 151476.9  # 151,476,930 m
     assert second["document"]["last_position"]["speed_kmh"] == 0
     assert "odometer_km" not in second["document"]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "time"),
+    [
+        ("1795685112", "2026-11-26T09:25:12Z"),  # Unix seconds (Traccar Client)
+        ("1795685112.5", "2026-11-26T09:25:12.500Z"),
+        ("1795685112250", "2026-11-26T09:25:12.250Z"),  # Unix milliseconds (OsmAnd's own app)
+        ("2026-11-26T09:25:12Z", "2026-11-26T09:25:12Z"),
+        ("2026-11-26T06:25:12-03:00", "2026-11-26T09:25:12Z"),
+        ("2026-11-26 09:25:12", "2026-11-26T09:25:12Z"),  # Traccar's other text form, as UTC
+    ],
+)
+def test_osmand_reads_the_timestamp_in_every_form_traccar_accepts(
+    timestamp: str, time: str
+) -> None:
+    mapping = load("osmand.yaml").bind({}, strict=True)
+    query = {"id": "353861053849681", "lat": "-23.5", "lon": "-46.6", "timestamp": timestamp}
+    assert mapping.apply(query).document["time"] == time
+
+
+def test_osmand_takes_heading_for_bearing_and_refuses_a_fix_without_a_time() -> None:
+    mapping = load("osmand.yaml").bind({}, strict=True)
+    query = {"id": "T1", "lat": "-23.5", "lon": "-46.6", "timestamp": "1795685112"}
+    assert mapping.apply({**query, "heading": "271"}).document["heading"] == 271
+    for bad in ({"id": "T1", "lat": "-23.5", "lon": "-46.6"}, {**query, "timestamp": "yesterday"}):
+        with pytest.raises(InvalidPayload) as refused:
+            mapping.apply(bad)
+        [problem] = refused.value.problems
+        assert problem.extra.get("target") == "time", problem
+
+
+def test_traccar_client_leaves_out_the_speed_and_heading_a_phone_does_not_know() -> None:
+    mapping = load("traccar-client.yaml").bind({}, strict=True)
+    body = json.loads((SAMPLES / INBOUND["traccar-client.yaml"]).read_text())
+    body["location"]["coords"].update(speed=-1, heading=-1)
+    document = mapping.apply(body).document
+    assert "speed_kmh" not in document and "heading" not in document
+    assert parse_fix(document).lat == -23.56118  # a valid fix, not a refused one

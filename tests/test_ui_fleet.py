@@ -5,6 +5,7 @@ track, its fences and its plans; a viewer changes nothing; another tenant's fenc
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
@@ -70,6 +71,11 @@ async def test_a_typed_circle_and_a_pasted_polygon_are_created_and_drawn(
     assert '<circle class="fence fence-authorized"' in page
     assert '<path class="fence fence-restricted"' in page
     assert "Garagem &lt;b&gt;SP&lt;/b&gt;" in page and "<b>SP</b>" not in page
+    fence = by_name["Centro"]
+    page = await (await client.get(f"/admin/geofences/{fence['id']}")).text()
+    shown = json.loads(html.unescape(page.split('<pre class="json">')[1].split("</pre>")[0]))
+    assert shown.keys() == fence.keys()  # the API's document, not the stored one
+    assert shown["polygon"] == SQUARE
 
 
 async def test_bad_shapes_are_refused_next_to_their_fields_and_what_was_typed_is_kept(
@@ -138,6 +144,12 @@ async def test_a_plan_lists_the_vehicles_due_and_due_soon(
     listing = await (await client.get("/admin/maintenance-plans")).text()
     assert "ABC1D23" in listing and "DEF4G56" in listing and "GHI7J89" not in listing
     [plan] = (await _api(client, "/api/v1/maintenance-plans"))["items"]
+    refused = await _form(
+        client, f"/admin/maintenance-plans/{plan['id']}/edit", {"name": "x", "every_km": "0"}
+    )
+    page = await refused.text()
+    assert refused.status == 422 and 'data-field="every_km"' in page
+    assert '<tr data-condition="due"><td><a href="/admin/entities/vehicle/ABC1D23">' in page
     edited = await _form(
         client,
         f"/admin/maintenance-plans/{plan['id']}/edit",

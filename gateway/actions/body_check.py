@@ -3,7 +3,7 @@ InvalidPayload raised at the end, before anything is stored."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ from gateway.store import Doc
 class BodyCheck:
     """Collects every problem of a body before raising one InvalidPayload."""
 
-    def __init__(self, body: Mapping[str, Any], allowed: set[str]) -> None:
+    def __init__(self, body: Mapping[str, Any], allowed: Collection[str]) -> None:
         self.body = body
         self.problems = [
             FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")

@@ -89,6 +89,11 @@ class PositionAppender:
         self._metrics = metrics
         self._clock = clock
         self._vehicles: dict[tuple[str, str, str], tuple[float, Vehicle]] = {}
+        store.positions.inserts.on_finished = self._after_failure
+
+    def _after_failure(self, outcome: str, count: int) -> None:
+        """What became of the fixes a failed round had stored (`InsertRounds._finish`)."""
+        self._metrics.fixes_after_failure.labels(outcome).inc(count)
 
     async def append(
         self, tenant: str, items: Sequence[Any | InvalidPayload], source: str

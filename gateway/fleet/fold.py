@@ -519,8 +519,8 @@ class Fold(ShardedJob):
         older than that find theirs in the track, read at once around them (unless there are
         too many to hold: then each one asks the track on its own). The pass's fixes join
         the list as they are accepted (`_VehicleRun.fix`)."""
-        if state.last is None:
-            return [], None
+        if state.last is None:  # nothing folded before: the pass's own fixes are all there is
+            return [], datetime.min.replace(tzinfo=UTC)
         track = list(state.recent) or [state.last]
         covered = track[0].t
         late = [f["t"] for f in fixes if f["t"] <= covered]

@@ -20,7 +20,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.actions.body_check import BodyCheck
 from gateway.errors import Conflict, InvalidPayload, NotFound
@@ -36,11 +36,7 @@ MAX_DWELL_SECONDS = 86_400.0
 MAX_EVERY_KM = 1_000_000.0
 MAX_START_KM = 10_000_000.0
 MAX_EVERY_DAYS = 3_650.0
-_COMMON = {"name", "description", "vehicles", "group"}
-FENCE_FIELDS = _COMMON | {"kind", "circle", "polygon", "margin_m", "dwell_seconds"}
-PLAN_FIELDS = _COMMON | {"every_km", "due_soon_km", "every_days", "due_soon_days", "start_km"}
-# Fields that may be absent from a stored document (a change that drops them unsets them).
-_OPTIONAL = ("circle", "polygon", "description", "due_soon_km", "every_days", "due_soon_days")
+_COMMON = frozenset({"name", "description", "vehicles", "group"})
 
 
 def public_rule(doc: Doc) -> dict[str, Any]:
@@ -48,10 +44,14 @@ def public_rule(doc: Doc) -> dict[str, Any]:
     return {"id": str(doc["_id"]), **out}
 
 
-class _RuleService(ABC):
-    """CRUD shared by geofences and plans; `_fields` checks a whole body."""
+class RuleService(ABC):
+    """CRUD shared by every kind of rule. A kind names itself (`what`), its `fields`, and
+    checks a whole body into the document's fields (`_fields`)."""
 
-    what = "rule"
+    what: ClassVar[str]
+    fields: ClassVar[frozenset[str]]
+    # At most one of these is stored; a change that gives one drops the others.
+    alternatives: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, resources: RuleResources, on_change: Callable[[str], None]) -> None:
         self._resources = resources
@@ -86,13 +86,13 @@ class _RuleService(ABC):
     async def update(self, tenant: str, ref: str, body: Mapping[str, Any]) -> Doc:
         """Merge `body` into the rule (null clears an optional field) and check the whole."""
         current = await self.get(tenant, ref)
-        merged = {k: v for k, v in current.items() if k in FENCE_FIELDS | PLAN_FIELDS}
-        if "circle" in body or "polygon" in body:  # a new shape replaces the old one
-            merged.pop("circle", None)
-            merged.pop("polygon", None)
+        merged = {k: v for k, v in current.items() if k in self.fields}
+        if any(k in body for k in self.alternatives):
+            for k in self.alternatives:
+                merged.pop(k, None)
         fields = await self._checked({**merged, **body})
+        unset = [k for k in current if k in self.fields and k not in fields]
         fields["updated_at"] = datetime.now(UTC)
-        unset = [k for k in _OPTIONAL if k in current and k not in fields]
         doc = await self._resources.update(
             tenant, str(current["_id"]), current["rev"], fields, unset
         )
@@ -107,11 +107,13 @@ class _RuleService(ABC):
         self._on_change(tenant)
 
 
-class GeofenceService(_RuleService):
+class GeofenceService(RuleService):
     what = "geofence"
+    fields = _COMMON | {"kind", "circle", "polygon", "margin_m", "dwell_seconds"}
+    alternatives = ("circle", "polygon")  # a new shape replaces the old one
 
     def _fields(self, body: Mapping[str, Any]) -> Doc:
-        check = BodyCheck(body, FENCE_FIELDS)
+        check = BodyCheck(body, self.fields)
         fields = _common(check)
         fields["kind"] = check.choice("kind", KINDS)
         shapes = [k for k in ("circle", "polygon") if k in body]
@@ -125,30 +127,36 @@ class GeofenceService(_RuleService):
                     fields["polygon"] = polygon_from(body["polygon"]).to_doc()
             except InvalidPayload as exc:
                 check.problems.extend(exc.problems)
-        fields["margin_m"] = check.number("margin_m", 0, MAX_MARGIN_M, default=DEFAULT_MARGIN_M)
-        fields["dwell_seconds"] = check.number("dwell_seconds", 0, MAX_DWELL_SECONDS, default=0)
-        check.done("geofence")
+        fields["margin_m"] = _or(check.number("margin_m", 0, MAX_MARGIN_M), DEFAULT_MARGIN_M)
+        fields["dwell_seconds"] = _or(check.number("dwell_seconds", 0, MAX_DWELL_SECONDS), 0)
+        check.done(self.what)
         return fields
 
 
-class PlanService(_RuleService):
+class PlanService(RuleService):
     what = "maintenance plan"
+    fields = _COMMON | {"every_km", "due_soon_km", "every_days", "due_soon_days", "start_km"}
 
     def _fields(self, body: Mapping[str, Any]) -> Doc:
-        check = BodyCheck(body, PLAN_FIELDS)
+        check = BodyCheck(body, self.fields)
         fields = _common(check)
         if body.get("every_km") is None:
             check.add("/every_km", "every_km is required", "required")
         fields["every_km"] = check.number("every_km", 1, MAX_EVERY_KM)
-        fields["start_km"] = check.number("start_km", 0, MAX_START_KM, default=0)
+        fields["start_km"] = _or(check.number("start_km", 0, MAX_START_KM), 0)
         optional = {
             "due_soon_km": check.number("due_soon_km", 0, MAX_EVERY_KM),
             "every_days": check.number("every_days", 1, MAX_EVERY_DAYS),
             "due_soon_days": check.number("due_soon_days", 0, MAX_EVERY_DAYS),
         }
         fields.update({k: v for k, v in optional.items() if v is not None})
-        check.done("maintenance plan")
+        check.done(self.what)
         return fields
+
+
+def _or(value: float | None, default: float) -> float:
+    """An optional number left out or null (an edit clearing it) is its default."""
+    return default if value is None else value
 
 
 def _common(check: BodyCheck) -> Doc:

@@ -28,6 +28,7 @@ class TenantRules:
 
 
 def geofence_from_doc(doc: Mapping[str, Any]) -> Geofence:
+    margin = doc.get("margin_m")  # null where an edit cleared it (stored before the fix)
     return Geofence(
         id=str(doc["_id"]),
         name=doc["name"],
@@ -35,7 +36,7 @@ def geofence_from_doc(doc: Mapping[str, Any]) -> Geofence:
         shape=shape_from(dict(doc)),
         vehicles=frozenset(doc.get("vehicles") or ()),
         group=doc.get("group"),
-        margin_m=float(doc.get("margin_m", DEFAULT_MARGIN_M)),
+        margin_m=DEFAULT_MARGIN_M if margin is None else float(margin),
         dwell_s=float(doc.get("dwell_seconds") or 0),
     )
 

@@ -13,13 +13,15 @@ insert.
 
 The counter gives the inbox a total order without clocks: numbers are taken in one order and
 their documents may land in another, so the fold reads them in number order and stops at a
-gap (a number taken whose document has not landed yet). A writer whose insert failed leaves
-an empty document under its number (a tombstone) so that nobody waits for it; a writer that
-died in between leaves a gap the fold gives up after a while (`Fold`, `missing_seconds`) by
-writing empty documents there itself (`give_up`), so that a writer frozen in between that
-lands after all gets a duplicate key and fails instead of writing behind the fold. A writer
-whose round took longer than that takes a new number before it inserts, so what it answers
-for is never behind a skipped gap.
+gap (a number taken whose document has not landed yet). A round that stored nothing leaves an
+empty document under its number (a tombstone) so that nobody waits for it; a round that
+failed after storing fixes puts them under its number once the database answers again
+(`store/positions.py` `InsertRounds`); a writer that died in between leaves a gap the fold
+gives up after a while (`Fold`, `missing_seconds`) by writing empty documents there itself
+(`give_up`), so that a writer frozen in between finds its number taken and hands its fixes
+on under a new one instead of writing behind the fold. A writer whose round took longer than
+that (a stalled process, a database restart) takes a new number before it inserts, so what
+it hands on is never behind a skipped gap.
 
 **The state** (`fleet`, one document per vehicle): `{_id: "<tenant>:<vehicle>", tenant,
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
@@ -136,23 +138,17 @@ class FleetStore:
         except (StoreUnavailable, Conflict):  # down, or the document landed after all
             pass
 
-    async def landed(self, seq: int) -> bool:
-        """After a write under `seq` failed with an unknown outcome (a deadline): whether its
-        document stands after all. If not, an empty one is put there first, so that it
-        cannot land later. StoreUnavailable when that cannot be told."""
-        try:
-            with translate_errors():
-                await self._inbox.insert_one({"_id": seq, "at": datetime.now(UTC), "items": []})
-            return False
-        except Conflict:  # a document stands: the write's, or the fold's giving up
-            with translate_errors():
-                doc = await self._inbox.find_one({"_id": seq}, {"items": {"$slice": 1}})
-            return bool(doc and doc.get("items"))
+    async def holds_items(self, seq: int) -> bool:
+        """Whether the inbox document under `seq` holds items (not empty: a round's
+        tombstone, or a number the fold gave up)."""
+        with translate_errors():
+            doc = await self._inbox.find_one({"_id": seq}, {"items": {"$slice": 1}})
+        return bool(doc and doc.get("items"))
 
     async def give_up(self, numbers: Iterable[int]) -> int:
         """The fold gives up numbers whose documents never landed: empty documents under them,
-        so that a writer that lands after all gets a duplicate key (and fails its requests,
-        which are retried) instead of writing behind the fold. How many were still missing
+        so that a writer that lands after all gets a duplicate key (and hands its fixes on
+        under a new number) instead of writing behind the fold. How many were still missing
         (a document that landed meanwhile stands)."""
         now = datetime.now(UTC)
         empty = [{"_id": n, "at": now, "items": [], "given_up": True} for n in numbers]

@@ -23,9 +23,10 @@ inbox in one document (`store/fleet.py`), before anyone is answered.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Collection as Collection_
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
@@ -33,7 +34,7 @@ from typing import Final, Protocol
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.client import (
     DUPLICATE_KEY,
     Collection,
@@ -45,6 +46,16 @@ from gateway.store.client import (
 from gateway.store.fleet import FleetStore, shard_of
 
 DEFAULT_RETENTION_DAYS: Final = 90
+FINISH_SECONDS: Final = 600.0
+"""How long a failed round keeps trying to hand its stored fixes to the fold (a database
+restart takes seconds; a round that waited longer than the fold would wait for its number
+takes a new one: `_Inbox.put_round`)."""
+READ_BACK_GRACE_SECONDS: Final = 1.0
+"""A failed round whose insert may have landed reads back what it stored this long after the
+database first answers again."""
+MAX_UNFINISHED_ROUNDS: Final = 1_000
+"""Failed rounds waiting for the database at once (each holds its fixes in memory)."""
+log = logging.getLogger(__name__)
 _RETENTION_INDEX: Final = "retention"
 _RETIRED_INDEXES: Final = ("fix",)  # (tenant, vehicle, t) unique: the `_id` is the fix now
 # The fix's fields the fold reads, copied into its inbox item.
@@ -71,9 +82,6 @@ def retention_index(days: int) -> IndexModel:
     )
 
 
-_UNDONE: Final = -1  # a duplicate whose first copy was undone: its caller must retry
-
-
 @dataclass(slots=True)
 class _Waiting:
     docs: Sequence[Doc]
@@ -82,8 +90,8 @@ class _Waiting:
 
 class HandOn(Protocol):
     """Where a round's newly inserted documents go next (the fold's inbox): a number taken
-    while the insert is in flight, then the documents under it; a round that fails gives its
-    number up."""
+    while the insert is in flight, then the documents under it; a round that stored nothing
+    gives its number up."""
 
     async def take_number(self) -> int: ...
 
@@ -105,8 +113,9 @@ class InsertRounds:
     `hand_on` gets each round's inserted documents before anyone is answered (the position
     store hands them to the fold's inbox): its number is taken while the insert is in flight
     (one round trip less to wait for), the documents are put under it after. If that fails,
-    the round's callers fail and what the round inserted is deleted again, so that their retry
-    stores it anew instead of finding duplicates nobody handed on.
+    or the insert's outcome is unknown, the round's callers fail, and the round is finished
+    in the background once the database answers again: what it stored is handed on all the
+    same (their retries find duplicates, so nobody else would), or its number given up.
 
     One insert command per round instead of one per document (a client-level bulkWrite runs
     each insert as its own command on SecantusDB) is what brings batched ingest near the
@@ -129,8 +138,9 @@ class InsertRounds:
         self._queue: list[_Waiting] = []
         self._in_flight = 0
         self.rounds = 0  # commands sent (tests and benchmarks read it)
-        # Documents inserted by rounds whose hand-on is under way → its outcome (kept or not).
-        self._unsettled: dict[object, asyncio.Future[bool]] = {}
+        self._finishing: set[asyncio.Task[None]] = set()  # failed rounds (`_finish`)
+        # Told how a failed round's stored documents ended: ("handed_on" | "not_handed_on", n).
+        self.on_finished: Callable[[str, int], None] | None = None
 
     async def insert(self, docs: Sequence[Doc]) -> list[bool]:
         done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
@@ -183,16 +193,15 @@ class InsertRounds:
         for waiting in batch:
             codes = [refused.get(at + i) for i in range(len(waiting.docs))]
             at += len(waiting.docs)
-            if _UNDONE in codes:
-                waiting.done.set_exception(StoreUnavailable("a concurrent write failed; retry"))
-            elif any(code not in (None, DUPLICATE_KEY) for code in codes):
+            if any(code not in (None, DUPLICATE_KEY) for code in codes):
                 waiting.done.set_exception(StoreUnavailable("a fix was refused by the database"))
             else:
                 waiting.done.set_result([code is None for code in codes])
 
     async def _store(self, docs: list[Doc]) -> dict[int, int]:
         """Insert a round's documents and hand the new ones on; the error code of each one
-        refused, by its index in the round."""
+        refused, by its index in the round. If anything fails once the insert may have
+        stored documents, the round is finished later (`_finish`): its callers fail now."""
         started = time.monotonic()
         hand_on = self._hand_on
         number = None if hand_on is None else asyncio.create_task(hand_on.take_number())
@@ -200,43 +209,18 @@ class InsertRounds:
             refused = await self._insert(docs)
         except BaseException:
             if number is not None:
-                await asyncio.shield(self._give_up(number))
+                self._finish_later(number, docs, None)
             raise
         if hand_on is None or number is None:
             return refused
         inserted = [doc for i, doc in enumerate(docs) if i not in refused]
-        # Another round of this process that finds one of these stored answers "duplicate"
-        # only once this round has handed it on (an undo deletes it: `_lost`).
-        settled = asyncio.get_running_loop().create_future()
-        for doc in inserted:
-            self._unsettled[doc["_id"]] = settled
-        seq = None
         try:
             seq = await number
             await hand_on.put_round(seq, inserted, time.monotonic() - started)
-            settled.set_result(True)
         except BaseException:
-            await asyncio.shield(self._undo(seq, inserted))
-            settled.set_result(False)
+            self._finish_later(number, docs, inserted)
             raise
-        finally:
-            for doc in inserted:
-                if self._unsettled.get(doc["_id"]) is settled:
-                    del self._unsettled[doc["_id"]]
-        for i in await self._lost(docs, refused):
-            refused[i] = _UNDONE
         return refused
-
-    async def _lost(self, docs: list[Doc], refused: dict[int, int]) -> list[int]:
-        """The duplicates of this round that a round in flight beside it stored and then
-        undid (its hand-on failed): they are not stored, whatever the duplicate key said."""
-        waiting = {
-            i: future
-            for i, code in refused.items()
-            if code == DUPLICATE_KEY and (future := self._unsettled.get(docs[i]["_id"]))
-        }
-        outcomes = await asyncio.gather(*waiting.values())
-        return [i for i, kept in zip(waiting, outcomes, strict=True) if not kept]
 
     async def _insert(self, docs: list[Doc]) -> dict[int, int]:
         refused: dict[int, int] = {}
@@ -250,27 +234,103 @@ class InsertRounds:
                 raise StoreUnavailable("write concern failed") from exc
         return refused
 
-    async def _give_up(self, number: asyncio.Task[int]) -> None:
-        """A round whose insert failed: its number, once taken, stands for nothing."""
-        assert self._hand_on is not None
-        try:
-            seq = await number
-        except Exception:  # not taken: nothing to give up
+    def _finish_later(
+        self, number: asyncio.Task[int], docs: list[Doc], inserted: list[Doc] | None
+    ) -> None:
+        if len(self._finishing) >= MAX_UNFINISHED_ROUNDS:
+            log.error(
+                "position store: %d failed rounds already wait for the database; %d fixes "
+                "of one more may stay stored without being folded",
+                len(self._finishing),
+                len(docs),
+            )
+            self._finished("not_handed_on", len(inserted if inserted is not None else docs))
             return
-        await self._hand_on.tombstone(seq)
+        task = asyncio.create_task(self._finish(number, docs, inserted))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
-    async def _undo(self, seq: int | None, docs: Sequence[Doc]) -> None:
-        """Best effort: a failure here leaves stored fixes whose retry is a duplicate."""
+    async def _finish(
+        self, number: asyncio.Task[int], docs: list[Doc], inserted: list[Doc] | None
+    ) -> None:
+        """A round that failed after its insert was sent: whatever it stored still goes to
+        the fold, or nobody would fold it (its callers' retries find duplicates). Once the
+        database answers again: which of `docs` this round stored (`inserted`, or read back
+        when the insert's outcome is unknown), handed on under the round's number (a new one
+        if the number is too old: `put_round`); or, nothing stored, the number given up.
+        Tried for `FINISH_SECONDS`; after that the fixes stay stored without being folded
+        (logged)."""
         assert self._hand_on is not None
-        if seq is not None:
-            await self._hand_on.tombstone(seq)
-        if not docs:
-            return
         try:
+            seq: int | None = await number
+        except Exception:  # not taken, or unknown: a gap the fold skips after a while
+            seq = None
+        taken_at = time.monotonic()
+        deadline = taken_at + FINISH_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                if inserted is None:
+                    # The database answers again; an insert it took before it stalled (a
+                    # frozen server, a timed-out round) may still be landing beside this read:
+                    # read again once it has had time to.
+                    await self._stored_of(docs)
+                    await asyncio.sleep(READ_BACK_GRACE_SECONDS)
+                    inserted = await self._stored_of(docs)
+                if not inserted:
+                    if seq is not None:
+                        await self._hand_on.tombstone(seq)
+                    return
+                if seq is None:
+                    seq, taken_at = await self._hand_on.take_number(), time.monotonic()
+                await self._hand_on.put_round(seq, inserted, time.monotonic() - taken_at)
+                log.warning(
+                    "position store: a failed round's %d stored fixes handed to the fold late",
+                    len(inserted),
+                )
+                self._finished("handed_on", len(inserted))
+                return
+            except Conflict:  # an earlier attempt's inbox document landed after all
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "position store: %d fixes of a failed round may stay stored without "
+                        "being folded: the database did not answer for %.0f s (%s)",
+                        len(docs),
+                        FINISH_SECONDS,
+                        exc,
+                    )
+                    self._finished("not_handed_on", len(inserted if inserted else docs))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _finished(self, outcome: str, count: int) -> None:
+        if self.on_finished is not None and count:
+            self.on_finished(outcome, count)
+
+    async def _stored_of(self, docs: Sequence[Doc]) -> list[Doc]:
+        """Which of `docs` are stored as this round wrote them (same receipt time and source:
+        a fix stored before by another request is a duplicate, not this round's). One range
+        of `_id` per vehicle."""
+        wanted = {doc["_id"]: doc for doc in docs}
+        by_vehicle: dict[str, list[str]] = {}
+        for doc in docs:
+            by_vehicle.setdefault(doc["vehicle"], []).append(doc["_id"])
+        stored: list[Doc] = []
+        for ids in by_vehicle.values():
+            query = {"_id": {"$gte": min(ids), "$lte": max(ids)}}
             with translate_errors():
-                await self._c.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})
-        except StoreUnavailable:
-            pass
+                found = await self._c.find(query, {"at": 1, "source": 1}).to_list(None)
+            for doc in found:
+                mine = wanted.get(doc["_id"])
+                if mine is not None and (doc["at"], doc.get("source")) == (
+                    mine["at"],
+                    mine.get("source"),
+                ):
+                    stored.append(mine)
+        return stored
 
 
 def inbox_items(doc: Doc) -> list[Doc]:
@@ -320,18 +380,12 @@ class _Inbox:
             return
         try:
             await self._fleet.put(seq, items)
-        except StoreUnavailable:
-            # A deadline or a lost connection: the document may have landed, and then the
-            # round is handed on (an undo would delete fixes the fold has, and their resend
-            # would reach it a second time).
-            if not await self._landed(seq):
-                raise
-
-    async def _landed(self, seq: int) -> bool:
-        try:
-            return await self._fleet.landed(seq)
-        except StoreUnavailable:
-            return False
+        except Conflict:
+            # The number is taken: by an earlier attempt of this round that landed after all
+            # (done), or by the fold, which gave it up (a round frozen past `missing_seconds`
+            # would land behind it): then under a new one.
+            if not await self._fleet.holds_items(seq):
+                await self._fleet.put(await self._fleet.take_number(), items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +473,7 @@ class PositionStore:
         fold once. StoreUnavailable when the database failed (then some fixes may be stored:
         a retry finds them as duplicates)."""
         now = datetime.now(UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored (BSON: ms)
         docs = [
             {**fix, "_id": position_id(vehicle, fix["t"]), "tenant": tenant, "vehicle": vehicle,
              "at": now, "source": source}

@@ -117,18 +117,7 @@ def add_ui_routes(ui: web.Application) -> None:
             web.get("/entities/{type}", entities.list_entities),
             web.get("/entities/{type}/{ref}", entities.entity_page),
             web.post("/entities/vehicle/{ref}/drivers", entities.assign_driver),
-            web.get("/geofences", fleet.list_geofences),
-            web.get("/geofences/new", fleet.new_geofence),
-            web.post("/geofences", fleet.create_geofence),
-            web.get("/geofences/{ref}", fleet.geofence_page),
-            web.post("/geofences/{ref}/edit", fleet.update_geofence),
-            web.post("/geofences/{ref}/delete", fleet.delete_geofence),
-            web.get("/maintenance-plans", fleet.list_plans),
-            web.get("/maintenance-plans/new", fleet.new_plan),
-            web.post("/maintenance-plans", fleet.create_plan),
-            web.get("/maintenance-plans/{ref}", fleet.plan_page),
-            web.post("/maintenance-plans/{ref}/edit", fleet.update_plan),
-            web.post("/maintenance-plans/{ref}/delete", fleet.delete_plan),
+            *fleet.rule_routes(),
         ]
     )
     ui.router.add_static("/static", STATIC, name="static", append_version=False)

@@ -1,8 +1,11 @@
-"""/api/v1/geofences and /api/v1/maintenance-plans: a tenant's fleet rules, and the services
-recorded on a vehicle, which reset its plans (docs/fleet.md)."""
+"""/api/v1/geofences and /api/v1/maintenance-plans: a tenant's fleet rules, one table entry
+(`RESOURCES`) per kind served by one set of handlers; and the services recorded on a vehicle,
+which reset its plans (docs/fleet.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -16,11 +19,11 @@ from gateway.fleet.rule_service import (
     MAX_MARGIN_M,
     MAX_START_KM,
     MAX_VEHICLES,
-    GeofenceService,
-    PlanService,
+    RuleService,
     public_rule,
 )
 from gateway.fleet.servicing import MAX_KM
+from gateway.services import Services
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
@@ -186,106 +189,100 @@ _LIST: dict[str, Any] = {"type": "object", "properties": {"items": {"type": "arr
 _PAGE = [("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")]
 
 
+@dataclass(frozen=True)
+class RuleResource:
+    """One kind of rule as an admin resource: everything its five routes and their OpenAPI
+    operations need. A new kind of rule is one more entry in `RESOURCES`."""
+
+    path: str  # the collection; an item is `{path}/{ref}` (id or name)
+    what: str  # "geofence"
+    plural: str  # "geofences"
+    creates: str  # the create operation's summary
+    body: dict[str, Any]  # JSON Schemas: create, change, the stored rule
+    patch: dict[str, Any]
+    shape: dict[str, Any]
+    service: Callable[[Services], RuleService]
+
+
+RESOURCES = (
+    RuleResource(
+        path="/api/v1/geofences",
+        what="geofence",
+        plural="geofences",
+        creates="Create a geofence (a circle or a GeoJSON polygon)",
+        body=GEOFENCE_BODY,
+        patch=GEOFENCE_PATCH,
+        shape=GEOFENCE,
+        service=lambda services: services.geofences,
+    ),
+    RuleResource(
+        path="/api/v1/maintenance-plans",
+        what="maintenance plan",
+        plural="maintenance plans",
+        creates="Create a maintenance plan (every N km and/or days)",
+        body=PLAN_BODY,
+        patch=PLAN_PATCH,
+        shape=PLAN,
+        service=lambda services: services.maintenance_plans,
+    ),
+)
+
+
+def rule_routes() -> list[web.RouteDef]:
+    return [route for resource in RESOURCES for route in _routes(resource)]
+
+
+def _routes(kind: RuleResource) -> list[web.RouteDef]:
+    def rules(request: web.Request) -> RuleService:
+        return kind.service(services_of(request))
+
+    @operation(
+        kind.creates, tag="fleet", request=kind.body, response=kind.shape, status=201, errors=(409,)
+    )
+    async def create(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        doc = await rules(request).create(claims.tenant, await read_object(request))
+        return json_response(public_rule(doc), status=201)
+
+    @operation(f"List {kind.plural}", tag="fleet", response=_LIST, query=_PAGE)
+    async def listing(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        limit, cursor = page_params(request)
+        docs = await rules(request).list(claims.tenant, after=cursor, limit=limit)
+        return json_response(page([public_rule(d) for d in docs], limit))
+
+    @operation(f"Get a {kind.what} by id or name", tag="fleet", response=kind.shape)
+    async def get(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        return json_response(public_rule(await rules(request).get(claims.tenant, _ref(request))))
+
+    @operation(
+        f"Change a {kind.what}", tag="fleet", request=kind.patch, response=kind.shape, errors=(409,)
+    )
+    async def patch(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        body = await read_object(request)
+        doc = await rules(request).update(claims.tenant, _ref(request), body)
+        return json_response(public_rule(doc))
+
+    @operation(f"Delete a {kind.what}", tag="fleet", status=204)
+    async def delete(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        await rules(request).delete(claims.tenant, _ref(request))
+        return web.Response(status=204)
+
+    item = kind.path + "/{ref}"
+    return [
+        web.post(kind.path, create),
+        web.get(kind.path, listing),
+        web.get(item, get),
+        web.patch(item, patch),
+        web.delete(item, delete),
+    ]
+
+
 def _ref(request: web.Request) -> str:
     return request.match_info["ref"]
-
-
-def _fences(request: web.Request) -> GeofenceService:
-    return services_of(request).geofences
-
-
-def _plans(request: web.Request) -> PlanService:
-    return services_of(request).maintenance_plans
-
-
-@operation(
-    "Create a geofence (a circle or a GeoJSON polygon)",
-    tag="fleet",
-    request=GEOFENCE_BODY,
-    response=GEOFENCE,
-    status=201,
-    errors=(409,),
-)
-async def create_geofence(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    doc = await _fences(request).create(claims.tenant, await read_object(request))
-    return json_response(public_rule(doc), status=201)
-
-
-@operation("List geofences", tag="fleet", response=_LIST, query=_PAGE)
-async def list_geofences(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    limit, cursor = page_params(request)
-    docs = await _fences(request).list(claims.tenant, after=cursor, limit=limit)
-    return json_response(page([public_rule(d) for d in docs], limit))
-
-
-@operation("Get a geofence by id or name", tag="fleet", response=GEOFENCE)
-async def get_geofence(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    return json_response(public_rule(await _fences(request).get(claims.tenant, _ref(request))))
-
-
-@operation(
-    "Change a geofence", tag="fleet", request=GEOFENCE_PATCH, response=GEOFENCE, errors=(409,)
-)
-async def patch_geofence(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    body = await read_object(request)
-    doc = await _fences(request).update(claims.tenant, _ref(request), body)
-    return json_response(public_rule(doc))
-
-
-@operation("Delete a geofence", tag="fleet", status=204)
-async def delete_geofence(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    await _fences(request).delete(claims.tenant, _ref(request))
-    return web.Response(status=204)
-
-
-@operation(
-    "Create a maintenance plan (every N km and/or days)",
-    tag="fleet",
-    request=PLAN_BODY,
-    response=PLAN,
-    status=201,
-    errors=(409,),
-)
-async def create_plan(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    doc = await _plans(request).create(claims.tenant, await read_object(request))
-    return json_response(public_rule(doc), status=201)
-
-
-@operation("List maintenance plans", tag="fleet", response=_LIST, query=_PAGE)
-async def list_plans(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    limit, cursor = page_params(request)
-    docs = await _plans(request).list(claims.tenant, after=cursor, limit=limit)
-    return json_response(page([public_rule(d) for d in docs], limit))
-
-
-@operation("Get a maintenance plan by id or name", tag="fleet", response=PLAN)
-async def get_plan(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    return json_response(public_rule(await _plans(request).get(claims.tenant, _ref(request))))
-
-
-@operation(
-    "Change a maintenance plan", tag="fleet", request=PLAN_PATCH, response=PLAN, errors=(409,)
-)
-async def patch_plan(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    body = await read_object(request)
-    doc = await _plans(request).update(claims.tenant, _ref(request), body)
-    return json_response(public_rule(doc))
-
-
-@operation("Delete a maintenance plan", tag="fleet", status=204)
-async def delete_plan(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
-    await _plans(request).delete(claims.tenant, _ref(request))
-    return web.Response(status=204)
 
 
 SERVICE_BODY: dict[str, Any] = {
