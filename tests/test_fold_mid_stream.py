@@ -330,3 +330,32 @@ async def create_subscription_for_positions(client: Client) -> None:
     partner = await create_partner(client, "http://127.0.0.1:9")
     action = await create_action(client, partner["id"])
     await create_subscription(client, action["id"], ("vehicle.position",))
+
+
+async def test_rounds_folded_out_of_order_in_one_pass_find_their_neighbours_without_the_track(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent requests land in rounds whose device times interleave: a pass folds them
+    round by round, so the later rounds' fixes are late. Their neighbours are the fixes the
+    pass has just folded and those the state keeps: found without reading the track (on the
+    embedded database a range of the track is a scan of every vehicle's fixes), for a
+    vehicle's first rounds too. The odometer is the route's."""
+    services = client.app[services_key]
+    vehicle = (await _vehicle(client))["id"]
+    points = route_points()[:200]
+    reads: list[str] = []
+    for name in ("neighbours", "window"):
+        real = getattr(services.store.positions, name)
+
+        async def counted(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            reads.append(_name)
+            return await _real(*args, **kw)
+
+        monkeypatch.setattr(services.store.positions, name, counted)
+    for batch in (points[50:100], points[:50], points[150:], points[100:150]):
+        await services.store.positions.append("acme", vehicle, [fix_doc(p) for p in batch], "t")
+    await services.fold.run_until_idle()
+    data = await _get_vehicle(client)
+    assert data["odometer_km"] * 1000 == pytest.approx(_length_m(points), rel=0.005)
+    assert data["last_position"]["latitude"] == points[-1].lat
+    assert reads == []
