@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -406,3 +407,56 @@ async def test_mapping_for_a_tenant_kind_is_checked_against_that_kind(client: Cl
     )
     entity = result["results"][0]["entity"]
     assert entity["write"] == "create" and entity["errors"][0]["pointer"] == "/position"
+
+
+class _CountedHeads:
+    """The store's reads of which version is active (the real reads, against the real
+    database), counted; the first one's answer held back while `gate` is closed."""
+
+    def __init__(self, client: Client) -> None:
+        self._read = client.app[services_key].store.mappings.head
+        self.reads = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def head(self, tenant: str, name: str) -> Any:
+        self.reads += 1
+        first = self.reads == 1
+        doc = await self._read(tenant, name)
+        if first:
+            await self.gate.wait()
+        return doc
+
+
+async def test_callers_that_miss_the_active_version_together_read_it_once(
+    client: Client, monkeypatch: Any
+) -> None:
+    await _upload(client, OSMAND)
+    service = client.app[services_key].mappings
+    heads = _CountedHeads(client)
+    monkeypatch.setattr(client.app[services_key].store.mappings, "head", heads.head)
+    service._active.clear()  # the cache expired
+    compiled = await asyncio.gather(*(service.active("acme", "osmand") for _ in range(20)))
+    assert {c.name for c in compiled} == {"osmand"} and heads.reads == 1
+
+
+async def test_a_version_activated_while_the_active_one_is_read_is_not_hidden_by_that_read(
+    client: Client, monkeypatch: Any
+) -> None:
+    await _upload(client, OSMAND)
+    await _upload(client, OSMAND.replace("description: OsmAnd", "description: v2 OsmAnd"))
+    service = client.app[services_key].mappings
+    heads = _CountedHeads(client)
+    monkeypatch.setattr(client.app[services_key].store.mappings, "head", heads.head)
+    service._active.clear()
+    heads.gate.clear()
+    stale = asyncio.create_task(service.active("acme", "osmand"))  # reads "2 is active"
+    while not heads.reads:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # its read has answered; it waits at the gate
+    await _json(client, "POST", "/api/v1/mappings/osmand/activate", json={"version": 1})
+    heads.gate.set()
+    described = (await stale).source["description"]
+    assert described.startswith("v2 ")  # it asked before the change
+    now = await service.active("acme", "osmand")  # not the stale read's version, cached
+    assert now.source["description"].startswith("OsmAnd")

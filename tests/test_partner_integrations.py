@@ -55,6 +55,11 @@ async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: C
         params={"distance_unit": "mi", "speed_unit": "mph", "volume_unit": "gal"},
         auth={"mode": "hmac", "preset": "motive"},
     )
+    # Motive checks the endpoint with a signed array of the webhook's actions: no write.
+    check = b'["vehicle_location_updated"]'
+    signature = hmac.new(trigger["secret"].encode(), check, hashlib.sha1).hexdigest()
+    headers = {"X-KT-Webhook-Signature": signature}
+    assert await _signed(client, trigger, check, headers) == (200, {"ok": True})
     body = (PAYLOADS / "motive_vehicle_location_updated.json").read_bytes()
     signature = hmac.new(trigger["secret"].encode(), body, hashlib.sha1).hexdigest()
     status, answer = await _signed(client, trigger, body, {"X-KT-Webhook-Signature": signature})
@@ -65,6 +70,22 @@ async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: C
     assert fix["speed_kmh"] == 24.5
     unsigned = await client.post(f"/hooks/{trigger['id']}", data=body)
     assert unsigned.status == 401
+
+
+async def test_traccar_device_named_otherwise_than_its_plate_is_found_by_its_unique_id(
+    client: Client,
+) -> None:
+    await _vehicle(client, "ABC1D23", tracker_id="353861053849681")
+    await upload_shipped(client, "traccar-position")
+    trigger = await create_position_trigger(client, mapping="traccar-position")
+    forward = json.loads((PAYLOADS / "traccar_position_forward.json").read_text())
+    forward["device"]["name"] = "Caminhao 12"
+    forward["position"]["accuracy"] = 0.0  # Traccar's "unknown"
+    status, answer = await hook(client, trigger, forward)
+    assert status == 201, answer
+    assert answer["vehicle"]["plate"] == "ABC1D23"
+    [fix] = (await vehicle_track(client))["items"]
+    assert "accuracy_m" not in fix
 
 
 async def test_samsara_ping_and_geofence_webhook_with_the_partners_secret(client: Client) -> None:

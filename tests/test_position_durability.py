@@ -1,6 +1,6 @@
 """The kill experiment for position triggers (SPEC §5 and §6): a real `gateway serve` on its
-embedded database takes concurrent fixes while the database process is SIGKILLed (or frozen
-with SIGSTOP, so that rounds time out and their inserts land later) several times. Each
+embedded database takes concurrent fixes while the database process is SIGKILLed three times (or
+frozen with SIGSTOP for 3 s, so that rounds time out and their inserts land later). Each
 tracker resends a fix until it is answered, as trackers do. Afterwards every answered fix
 must be in its vehicle's track, and every stored fix must be folded: the vehicle's last
 position is its newest fix and its odometer the length of its whole track.
@@ -156,9 +156,15 @@ def _freeze(gateway: Gateway) -> None:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("fault", [_kill, _freeze], ids=["killed", "frozen"])
+@pytest.mark.parametrize(
+    ("fault", "times"),
+    # One freeze: each leaves an inbox number whose taking timed out, which the fold waits
+    # 30 s for before it skips it.
+    [(_kill, FAULTS), (_freeze, 1)],
+    ids=["killed", "frozen"],
+)
 def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_database_fails_mid_stream(
-    tmp_path: Path, fault: Callable[[Gateway], None]
+    tmp_path: Path, fault: Callable[[Gateway], None], times: int
 ) -> None:
     gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="1500").start()
     try:
@@ -176,7 +182,7 @@ def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_database_fails_mid_s
         assert status == 201, trigger
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
         with _Trackers(gateway, trigger, start) as trackers:
-            for _ in range(FAULTS):
+            for _ in range(times):
                 target = trackers.count() + FIXES_BETWEEN_FAULTS
                 wait_until(lambda t=target: trackers.count() >= t, 60, "fixes to be answered")
                 fault(gateway)
@@ -204,7 +210,7 @@ def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_database_fails_mid_s
     finally:
         gateway.stop()
     print(
-        f"\nposition fault experiment: {FAULTS} x {fault.__name__}, {trackers.count()} fixes "
+        f"\nposition fault experiment: {times} x {fault.__name__}, {trackers.count()} fixes "
         f"answered, {sum(len(t) for t in tracks.values())} stored; statuses "
         f"{dict(trackers.statuses)}"
     )

@@ -277,3 +277,26 @@ key: [plate]
 fields:
   plate: {from: placa, required: true}
 """
+
+
+async def test_a_mappings_items_pick_the_items_of_an_array_body_as_in_the_dry_run(
+    client: Client,
+) -> None:
+    """flespi's stream mixes fixes with telemetry-only messages: its mapping's `items` keeps
+    the fixes, live as in `POST /api/v1/mappings/test`."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "flespi")
+    trigger = await position_trigger(client, mapping="flespi")
+    message = {"ident": "353861053849681", "timestamp": T0.timestamp(),
+               "position.latitude": -23.55, "position.longitude": -46.63}  # fmt: skip
+    telemetry = {"ident": "353861053849681", "timestamp": T0.timestamp() + 5,
+                 "battery.voltage": 4.1}  # fmt: skip
+    stream = [message, telemetry, {**message, "timestamp": T0.timestamp() + 10}]
+    dry = await client.post(
+        "/api/v1/mappings/test", json={"name": "flespi", "payload": stream}, headers=auth()
+    )
+    assert dry.status == 200, await dry.text()
+    status, answer = await hook(client, trigger, stream)
+    assert status == 200, answer  # a batch, every item stored
+    assert len(answer["results"]) == len((await dry.json())["results"]) == 2
+    assert [f["time"] for f in (await track(client))["items"]] == [at(0), at(10)]

@@ -558,3 +558,156 @@ def test_traccar_client_leaves_out_the_speed_and_heading_a_phone_does_not_know()
     document = mapping.apply(body).document
     assert "speed_kmh" not in document and "heading" not in document
     assert parse_fix(document).lat == -23.56118  # a valid fix, not a refused one
+
+
+def traccar_forward(**position: Any) -> dict[str, Any]:
+    """The Traccar position forward sample with some of the position's fields changed."""
+    body = json.loads((SAMPLES / INBOUND["traccar-position.yaml"]).read_text())
+    body["position"].update(position)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("name", "vehicle"),
+    [
+        ("abc-1d23", {"plate": "ABC1D23", "tracker_id": "353861053849681"}),
+        ("ABC 1234", {"plate": "ABC1234", "tracker_id": "353861053849681"}),
+        ("Company Car 01", {"tracker_id": "353861053849681"}),  # a free name: found by its id
+        ("868618052108909", {"tracker_id": "353861053849681"}),  # named by its IMEI
+    ],
+)
+def test_traccar_position_finds_a_device_not_named_by_a_plate_by_its_tracker_id(
+    name: str, vehicle: dict[str, str]
+) -> None:
+    body = traccar_forward()
+    body["device"]["name"] = name
+    document = load("traccar-position.yaml").bind({}).apply(body).document
+    assert {k: document[k] for k in ("plate", "tracker_id") if k in document} == vehicle
+    parse_fix(document)
+
+
+def test_traccar_position_leaves_out_an_unknown_accuracy_and_flags_a_fix_without_gps_lock() -> None:
+    mapping = load("traccar-position.yaml").bind({})
+    document = mapping.apply(traccar_forward(accuracy=0.0, valid=False)).document
+    assert "accuracy_m" not in document  # 0: the protocol reports none, not an exact fix
+    assert document["attributes"]["position_valid"] is False
+    parse_fix(document)  # stored (and judged by the fold), not refused
+    assert "position_valid" not in mapping.apply(traccar_forward()).document["attributes"]
+    # outdated with no earlier fix: Traccar sends fixTime 1970 at (0, 0); stored for the
+    # fold's gates to refuse (too_old, null_island), not refused at the door.
+    outdated = traccar_forward(
+        outdated=True, valid=False, fixTime="1970-01-01T00:00:00.000+00:00", latitude=0.0,
+        longitude=0.0,
+    )  # fmt: skip
+    assert parse_fix(mapping.apply(outdated).document).time.year == 1970
+
+
+def test_traccar_position_reads_traccar_4_offsets_without_a_colon() -> None:
+    mapping = load("traccar-position.yaml").bind({})
+    body = traccar_forward(fixTime="2026-11-20T10:45:22.000-0300")
+    assert mapping.apply(body).document["time"] == "2026-11-20T13:45:22Z"
+
+
+def test_traccar_event_without_a_fix_and_from_traccar_4() -> None:
+    mapping = load("traccar-event.yaml").bind({})
+    forwarded = json.loads((SAMPLES / INBOUND["traccar-event.yaml"]).read_text())
+    # deviceOffline: no position, and Traccar 4 names the event's time serverTime.
+    offline = {
+        "event": {
+            "id": 43334,
+            "attributes": {},
+            "deviceId": 7,
+            "type": "deviceOffline",
+            "serverTime": "2026-11-20T13:50:34.984+0000",
+            "positionId": 0,
+            "geofenceId": 0,
+            "maintenanceId": 0,
+        },
+        "device": forwarded["device"],
+    }
+    result = mapping.apply(offline)
+    assert result.document == {"plate": "ABC1D23", "attributes": {"tracker_id": "353861053849681"}}
+    assert result.event_data["occurred_at"] == "2026-11-20T13:50:34.984Z"
+    forwarded["position"]["accuracy"] = 0.0
+    assert "accuracy_m" not in mapping.apply(forwarded).document["last_position"]
+
+
+def test_flespi_finds_a_device_by_ident_and_leaves_a_message_without_position_out() -> None:
+    mapping = load("flespi.yaml").bind({})
+    message = sample(INBOUND["flespi.yaml"])[0]
+    unregistered = {k: v for k, v in message.items() if not k.startswith("device.")}
+    free_name = {**message, "device.name": "Truck 12", "position.valid": False}
+    for item in (unregistered, free_name):
+        document = mapping.apply(item).document
+        assert "plate" not in document and document["tracker_id"] == "353861053849681"
+        parse_fix(document)
+    assert mapping.apply(free_name).document["attributes"]["position_valid"] is False
+    telemetry = {"ident": "353861053849681", "timestamp": 1795685130.5, "battery.voltage": 4.1}
+    assert mapping.items([message, telemetry, free_name]) == [message, free_name]
+    with pytest.raises(InvalidPayload) as refused:  # were it an item, it would be refused
+        mapping.apply(telemetry)
+    assert {p.extra.get("target") for p in refused.value.problems} == {"lat", "lon"}
+
+
+def test_samsara_stats_feed_takes_the_gps_odometer_when_the_engine_reports_none() -> None:
+    mapping = load("samsara-vehicle-stats-feed.yaml").bind({})
+    page = {
+        "data": [
+            {
+                "id": "1",
+                "gps": [],
+                "gpsOdometerMeters": [{"time": "2026-11-20T13:45:32Z", "value": 1500}],
+            },
+            {"id": "2", "name": "Van 3"},  # nothing new since the last page
+        ],
+        "pagination": {"endCursor": "x", "hasNextPage": False},
+    }
+    first, second = (mapping.apply(item).document for item in mapping.items(page))
+    assert first == {"attributes": {"samsara_vehicle_id": "1"}, "odometer_km": 1.5}
+    assert second == {"attributes": {"samsara_vehicle_id": "2", "samsara_name": "Van 3"}}
+
+
+def test_motive_and_geotab_leave_out_what_the_vehicle_did_not_report() -> None:
+    motive = load("motive-vehicle-location.yaml").bind(PARAMS["motive-vehicle-location.yaml"])
+    body = sample(INBOUND["motive-vehicle-location.yaml"])
+    unknown = dict.fromkeys(("bearing", "speed", "odometer", "engine_hours", "fuel", "description"))
+    document = motive.apply({**body, **unknown}).document
+    assert document == {
+        "tracker_id": 1984895,
+        "time": "2026-11-20T13:45:22Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "attributes": {"motive_vehicle_number": "T55"},
+    }
+    parse_fix(document)
+    geotab = load("geotab-logrecord.yaml").bind({})
+    record = {"id": "b1", "device": {"id": "b3A"}, "dateTime": "2026-11-20T13:45:05Z",
+              "latitude": -23.5, "longitude": -46.6}  # fmt: skip
+    position = geotab.apply(record).document["last_position"]
+    assert position == {"latitude": -23.5, "longitude": -46.6, "fix_time": "2026-11-20T13:45:05Z"}
+
+
+def test_motive_webhook_check_is_answered_without_a_write() -> None:
+    mapping = load("motive-vehicle-location.yaml").bind(PARAMS["motive-vehicle-location.yaml"])
+    assert mapping.probe(["vehicle_location_updated"]) == {"ok": True}
+    assert mapping.probe(["vehicle_location_updated", "fault_code_opened"]) == {"ok": True}
+    body = sample(INBOUND["motive-vehicle-location.yaml"])
+    assert mapping.probe(body) is None  # a location is mapped as usual
+    assert mapping.probe([body]) is None
+
+
+def test_samsara_geofence_reads_the_vin_under_either_name_and_a_polygon_geofence() -> None:
+    mapping = load("samsara-geofence.yaml").bind({})
+    event = sample(INBOUND["samsara-geofence.yaml"])
+    vehicle = {k: v for k, v in event["data"]["vehicle"].items() if k != "vin"}
+    vehicle["vehicleVin"] = "9bwzzz377vt004251"
+    polygon = {"polygon": {"vertices": [{"latitude": -23.55, "longitude": -46.63}] * 3}}
+    address = {**event["data"]["address"], "geofence": polygon}
+    result = mapping.apply({**event, "data": {"vehicle": vehicle, "address": address}})
+    assert result.document["vin"] == "9BWZZZ377VT004251"
+    assert result.event_data["geofence"] == {
+        "id": "1234",
+        "name": "Garagem SP",
+        "address": "Av. Paulista, 1000, Sao Paulo - SP",
+    }  # a polygon has no center nor radius: left out
+    assert result.events == ("vehicle.geofence.exited",)

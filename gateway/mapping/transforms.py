@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from gateway.schemas.ids import check_plate, normalize_plate
+
 from .casts import to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS
 from .model import EvalError
@@ -42,6 +44,13 @@ _NOT_DIGIT = re.compile(r"[^0-9]+")
 def _digits(value: Any) -> str:
     text = value if type(value) is str else to_string(value)
     return text if text.isdigit() and text.isascii() else _NOT_DIGIT.sub("", text)
+
+
+def _plate(value: Any) -> str | None:
+    """A Brazilian plate, normalised (ABC1D23, ABC1234); null for text that is not one (a
+    tracker's device name such as "Truck 12"), so a coalesce or the tracker id takes over."""
+    text = normalize_plate(value if type(value) is str else to_string(value))
+    return text if check_plate(text) is None else None
 
 
 def _compile_pad(arg: Any, report: Report) -> Transform | None:
@@ -218,6 +227,7 @@ _SIMPLE: dict[str, Transform] = {
     "lower": lambda v: (v if type(v) is str else to_string(v)).lower(),
     "trim": lambda v: (v if type(v) is str else to_string(v)).strip(),
     "digits": _digits,
+    "plate": _plate,
 }
 
 _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {

@@ -16,6 +16,7 @@ The dry run (`POST /api/v1/mappings/test`) is `dry_run.py`.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import hashlib
 import json
@@ -122,6 +123,8 @@ class MappingService:
         self._kinds = kinds
         self._compiled: OrderedDict[tuple[str, str, int], CompiledMapping] = OrderedDict()
         self._active: dict[tuple[str, str], tuple[int, float]] = {}
+        self._reading: dict[tuple[str, str], asyncio.Future[Doc | None]] = {}
+        self._changes = 0  # changes made through this process (`_forget`)
         # POST /api/v1/mappings/test: a stored mapping or a draft on a sample, nothing written.
         self.dry_run = MappingDryRun(self, store, schemas, entities, kinds)
 
@@ -131,16 +134,41 @@ class MappingService:
         """The compiled active version of `name`; NotFound if there is none."""
         version = self._cached_active(tenant, name)
         if version is None:
-            head = await self._store.mappings.head(tenant, name)
-            if head is None:
-                raise NotFound(f"no mapping {name!r}")
-            if head.get("active_version") is None:
-                raise NotFound(f"mapping {name!r} has no active version")
-            version = int(head["active_version"])
-            if len(self._active) >= _MAX_ACTIVE:
-                self._active.clear()
-            self._active[(tenant, name)] = (version, time.monotonic() + ACTIVE_TTL_SECONDS)
+            version = await self._read_active(tenant, name)
         return await self.compiled(tenant, name, version)
+
+    async def _read_active(self, tenant: str, name: str) -> int:
+        """The active version from the database: one read for every caller that missed the
+        cache meanwhile (under load, every request in flight when it expired), remembered
+        unless this process changed the mapping while it was read."""
+        key = (tenant, name)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._store.mappings.head(tenant, name))
+            self._reading[key] = reading
+            changes = self._changes
+            reading.add_done_callback(lambda done: self._remember(key, done, changes))
+        head = await asyncio.shield(reading)
+        if head is None:
+            raise NotFound(f"no mapping {name!r}")
+        if head.get("active_version") is None:
+            raise NotFound(f"mapping {name!r} has no active version")
+        return int(head["active_version"])
+
+    def _remember(
+        self, key: tuple[str, str], read: asyncio.Future[Doc | None], changes: int
+    ) -> None:
+        if self._reading.get(key) is read:
+            del self._reading[key]
+        if read.cancelled() or read.exception() is not None or changes != self._changes:
+            return
+        head = read.result()
+        if head is None or head.get("active_version") is None:
+            return
+        if len(self._active) >= _MAX_ACTIVE:
+            self._active.clear()
+        version = int(head["active_version"])
+        self._active[key] = (version, time.monotonic() + ACTIVE_TTL_SECONDS)
 
     async def compiled(self, tenant: str, name: str, version: int) -> CompiledMapping:
         """One version, compiled (once per process)."""
@@ -185,6 +213,8 @@ class MappingService:
 
     def _forget(self, tenant: str, name: str) -> None:
         self._active.pop((tenant, name), None)
+        self._reading.pop((tenant, name), None)  # a read under way may predate the change
+        self._changes += 1
 
     # -- versions ----------------------------------------------------------------------------
 

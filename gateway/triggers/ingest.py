@@ -167,9 +167,15 @@ class Ingestor:
         mapping = await self._pipeline.inbound_mapping(trigger)
         if mapping is not None and (answer := mapping.probe(payload)) is not None:
             return _Plan((), False, False, mapping, answer)
+        declared = mapping is not None and mapping.source.get("items") is not None
         if isinstance(payload, list):
+            # The input schema checks each item; a mapping's `items` expression still picks
+            # them (a filter, say), as the dry run does.
+            if mapping is not None and declared:
+                with stage("mapping"):
+                    payload = mapping.items(payload)
             return self._sized(trigger, _Plan(payload, True, True, mapping))
-        if mapping is None or mapping.source.get("items") is None:
+        if mapping is None or not declared:
             return _Plan((payload,), True, False, mapping)
         self._pipeline.validate(trigger, payload)
         with stage("mapping"):
