@@ -78,6 +78,14 @@ def test_the_route_in_order_measures_its_length_within_half_a_percent() -> None:
     assert folder.state.last == route_points()[-1]
 
 
+def test_the_route_without_accuracy_or_speed_measures_its_length_too() -> None:
+    """What a checker posting the GeoJSON's positions as bare fixes sends: the standing-still
+    rule (no speed) must not hold the anchor on a vehicle that is on its way."""
+    folder = Folder()
+    folder.fold(TrackPoint(p.t, p.lat, p.lon) for p in route_points())
+    assert folder.metres == pytest.approx(ROUTE_M, rel=0.005)
+
+
 def test_the_route_shuffled_within_a_minute_measures_the_same() -> None:
     points = route_points()
     rng = random.Random(7)

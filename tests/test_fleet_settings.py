@@ -82,3 +82,17 @@ async def test_a_shorter_retention_drops_only_that_tenants_old_fixes(client: Any
     assert await services.fold.purge_expired() == 1
     left = sorted((d["tenant"], (now - d["at"]).days) for d in await positions.find().to_list(None))
     assert left == [("acme", 6), ("globex", 8)]
+
+
+async def test_integer_settings_take_integral_numbers_as_json_schema_does(client: Any) -> None:
+    """3.0 is an integer for JSON Schema (the OpenAPI document says `integer`): taken as 3;
+    3.5 is not."""
+    body = {"retention_days": 3.0, "quality": {"relocate_after": 4.0}}
+    response = await client.put("/api/v1/fleet/settings", json=body, headers=auth())
+    assert response.status == 200, await response.text()
+    settings = await response.json()
+    assert (settings["retention_days"], settings["quality"]["relocate_after"]) == (3, 4)
+    response = await client.put(
+        "/api/v1/fleet/settings", json={"retention_days": 3.5}, headers=auth()
+    )
+    assert response.status == 422

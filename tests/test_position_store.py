@@ -306,3 +306,22 @@ def test_derived_ids_are_deterministic_and_carry_the_time() -> None:
     assert a == derived_id(T0, "acme", "v1", "vehicle.geofence.exited", "g1")
     assert a != derived_id(T0, "acme", "v1", "vehicle.geofence.entered", "g1")
     assert a.generation_time == T0
+
+
+async def test_the_fold_reads_its_own_processs_rounds_as_the_database_holds_them(
+    services: Services,
+) -> None:
+    """A process keeps the inbox documents it wrote for its own fold: the same documents a
+    read gives (through BSON: milliseconds, aware datetimes), as long as they follow on from
+    where the fold is; a number another process wrote sends the fold to the database."""
+    store, fleet = _store(services), _fleet(services)
+    await store.append("acme", "v1", [_fix(0), _fix(5)], "t")
+    await store.append("acme", "v1", [_fix(0)], "t")  # a duplicate only: an empty document
+    stored = await services.store.db["fleet_inbox"].find({}).sort("_id", 1).to_list(None)
+    assert await fleet.after(0, 10) == stored and len(stored) == 2
+    assert stored[0]["at"].tzinfo is not None and stored[0]["at"].microsecond % 1000 == 0
+    other = await fleet.take_number()  # another process's round, written behind this one's back
+    await services.store.db["fleet_inbox"].insert_one({"_id": other, "at": T0, "items": []})
+    await store.append("acme", "v1", [_fix(10)], "t")
+    assert [d["_id"] for d in await fleet.after(2, 10)] == [other, other + 1]
+    assert [d["_id"] for d in await fleet.after(other, 10)] == [other + 1]

@@ -809,7 +809,7 @@ class _VehicleRun:
             self._pass.counts["rejected", verdict.reason.value] += 1
             return
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
-        if not verdict.late or verdict.added_km > 0:
+        if not verdict.late or verdict.counted:
             # A neighbour of the pass's next late fixes (a late one within the jitter of its
             # neighbours is not: as an anchor in order, it would not have moved; nor is it
             # among the newest fixes the state keeps, `state.fold_fix`).
@@ -829,6 +829,10 @@ class _VehicleRun:
     def finish(self) -> None:
         """The vehicle's new last position and odometer, for its entity."""
         last, fields = self.state.last, self._pass.entity_fields
+        if self._detoured and not self._moved and last is not None:
+            # Only late fixes (a buffered upload) carried the odometer: the plans see it now,
+            # at the last position's time, not at the vehicle's next fix.
+            self._check_plans(last.t)
         if self._moved and last is not None:
             fields["last_position"] = _last_position(last, self.state.last_detail)
         # Fixes (a late one's detour too) move the odometer; a reading alone does not write
@@ -963,8 +967,7 @@ def _time(point: TrackPoint) -> datetime:
 
 
 def _point(doc: Doc) -> TrackPoint:
-    accuracy = doc.get("accuracy_m")
-    return TrackPoint(doc["t"], float(doc["lat"]), float(doc["lon"]), accuracy)
+    return TrackPoint.from_doc(doc)
 
 
 def _last_position(point: TrackPoint, detail: Mapping[str, Any]) -> Doc:

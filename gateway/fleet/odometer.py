@@ -4,7 +4,10 @@ Distance is the haversine length between fixes on a sphere of radius 6,371,008.8
 mean Earth radius, IUGG). GPS jitter is left out: a fix adds distance only when it is
 farther from the last counted fix (the anchor) than the two fixes' accuracy radii together
 (at least `jitter_min_m`), that is when the move cannot be noise; the anchor stays put
-until then, so slow real movement still counts once it adds up. A late fix L that falls
+until then, so slow real movement still counts once it adds up. A fix that may be standing
+still (a reported speed under `still_kmh`, or no speed at all) must be farther than
+`still_m` too: a stopped receiver's drift is often larger than the accuracy it reports, and
+a parked night, or an hour idling at a dock, must not add up. A late fix L that falls
 between two folded fixes A and B adds d(A,L) + d(L,B) − d(A,B), the detour the vehicle
 really took. A device odometer or an odometer reading (checklist, ERP, admin) re-baselines
 the count; `precedence` says which source wins when both speak within `hold_hours`.
@@ -12,6 +15,7 @@ the count; `precedence` says which source wins when both speak within `hold_hour
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +33,7 @@ class TrackPoint:
     lat: float
     lon: float
     accuracy_m: float | None = None
+    speed_kmh: float | None = None  # as the device reported it
 
     def distance_m(self, other: TrackPoint) -> float:
         return haversine_m(self.lat, self.lon, other.lat, other.lon)
@@ -37,12 +42,20 @@ class TrackPoint:
         doc: dict[str, Any] = {"t": self.t, "lat": self.lat, "lon": self.lon}
         if self.accuracy_m is not None:
             doc["accuracy_m"] = self.accuracy_m
+        if self.speed_kmh is not None:
+            doc["speed_kmh"] = self.speed_kmh
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> TrackPoint:
-        accuracy = doc.get("accuracy_m")
-        return cls(doc["t"], float(doc["lat"]), float(doc["lon"]), accuracy)
+        accuracy, speed = doc.get("accuracy_m"), doc.get("speed_kmh")
+        return cls(
+            doc["t"],
+            float(doc["lat"]),
+            float(doc["lon"]),
+            None if accuracy is None else float(accuracy),
+            None if speed is None else float(speed),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +69,10 @@ class OdometerSettings:
     default_accuracy_m: float = 10.0
     # A device odometer that moves the count by less than this re-baselines it silently.
     event_km: float = 1.0
+    # A fix slower than this is standing still: it counts only beyond `still_m`.
+    still_kmh: float = 3.0
+    still_m: float = 50.0
+    still_window_s: float = 30.0
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -64,6 +81,9 @@ class OdometerSettings:
             "jitter_min_m": self.jitter_min_m,
             "default_accuracy_m": self.default_accuracy_m,
             "event_km": self.event_km,
+            "still_kmh": self.still_kmh,
+            "still_m": self.still_m,
+            "still_window_s": self.still_window_s,
         }
 
     @classmethod
@@ -75,21 +95,43 @@ class OdometerSettings:
             jitter_min_m=float(fields["jitter_min_m"]),
             default_accuracy_m=float(fields["default_accuracy_m"]),
             event_km=float(fields["event_km"]),
+            still_kmh=float(fields["still_kmh"]),
+            still_m=float(fields["still_m"]),
+            still_window_s=float(fields["still_window_s"]),
         )
 
 
-def jitter_m(a: TrackPoint, b: TrackPoint, settings: OdometerSettings) -> float:
-    """How far apart two fixes may be from noise alone."""
+def is_still(fix: TrackPoint, history: Sequence[TrackPoint], settings: OdometerSettings) -> bool:
+    """Whether `fix` may be standing still: its reported speed is under `still_kmh`; or,
+    reporting none, it is within `still_m` of where the vehicle was `still_window_s` before
+    (the newest fix of `history`, oldest first, at least that much older): a stopped
+    receiver's drift stays within metres, a vehicle on its way is far from where it was."""
+    if fix.speed_kmh is not None:
+        return fix.speed_kmh < settings.still_kmh
+    older = [p for p in history if (fix.t - p.t).total_seconds() >= settings.still_window_s]
+    return bool(older) and fix.distance_m(older[-1]) <= settings.still_m
+
+
+def jitter_m(
+    a: TrackPoint, b: TrackPoint, settings: OdometerSettings, *, still: bool = False
+) -> float:
+    """How far apart two fixes may be from noise alone (`still`: `b` stands still)."""
     default = settings.default_accuracy_m
     radii = (a.accuracy_m or default) + (b.accuracy_m or default)
-    return max(settings.jitter_min_m, radii)
+    return max(settings.jitter_min_m, radii, settings.still_m if still else 0.0)
 
 
-def step_m(anchor: TrackPoint, fix: TrackPoint, settings: OdometerSettings) -> float | None:
-    """The distance `fix` adds after `anchor` (the last counted fix); None when the move is
-    within the jitter (the anchor stays)."""
+def step_m(
+    anchor: TrackPoint,
+    fix: TrackPoint,
+    settings: OdometerSettings,
+    history: Sequence[TrackPoint] = (),
+) -> float | None:
+    """The distance `fix` adds after `anchor` (the last counted fix; `history`: the fixes
+    before it, oldest first); None when the move is within the jitter (the anchor stays)."""
     distance = anchor.distance_m(fix)
-    return distance if distance > jitter_m(anchor, fix, settings) else None
+    still = is_still(fix, history, settings)
+    return distance if distance > jitter_m(anchor, fix, settings, still=still) else None
 
 
 def detour_m(
@@ -97,12 +139,16 @@ def detour_m(
     late: TrackPoint,
     after: TrackPoint | None,
     settings: OdometerSettings,
-) -> float:
-    """What a late fix adds between its folded neighbours: d(A,L) + d(L,B) − d(A,B); 0 when
-    it is within the jitter of either (it would not have counted in order either)."""
+) -> float | None:
+    """What a late fix adds between its folded neighbours: d(A,L) + d(L,B) − d(A,B); None
+    when it is within the jitter of either (it would not have counted in order either, and,
+    like a fix in order that does not move the anchor, it is no neighbour of later ones)."""
     near = [p for p in (before, after) if p is not None]
-    if not near or any(late.distance_m(p) <= jitter_m(p, late, settings) for p in near):
+    if not near:
         return 0.0
+    still = is_still(late, () if before is None else (before,), settings)
+    if any(late.distance_m(p) <= jitter_m(p, late, settings, still=still) for p in near):
+        return None
     if before is None or after is None:
         return late.distance_m(near[0])  # before the first fix, or after the last
     return max(0.0, before.distance_m(late) + late.distance_m(after) - before.distance_m(after))

@@ -34,6 +34,9 @@ ODOMETER_LIMITS: Final[dict[str, tuple[float, float, bool]]] = {
     "jitter_min_m": (0, 1_000, False),
     "default_accuracy_m": (0, 1_000, False),
     "event_km": (0, 10_000, False),
+    "still_kmh": (0, 20, False),
+    "still_m": (0, 1_000, False),
+    "still_window_s": (0, 3_600, False),
 }
 
 
@@ -84,18 +87,23 @@ def parse_settings(body: Any) -> FleetSettings:
             )
         else:
             odometer["precedence"] = precedence
-    retention = body.get("retention_days", DEFAULT_RETENTION_DAYS)
-    if isinstance(retention, bool) or not isinstance(retention, int):
-        retention = None
+    retention = _integral(body.get("retention_days", DEFAULT_RETENTION_DAYS))
     if retention is None or not 1 <= retention <= MAX_RETENTION_DAYS:
         problems.append(
             FieldProblem("/retention_days", f"an integer from 1 to {MAX_RETENTION_DAYS}", "maximum")
         )
-    if problems:
+    if problems or retention is None:
         raise InvalidPayload("invalid fleet settings", problems)
     return FleetSettings(
-        QualitySettings.from_doc(quality), OdometerSettings.from_doc(odometer), int(retention)
+        QualitySettings.from_doc(quality), OdometerSettings.from_doc(odometer), retention
     )
+
+
+def _integral(value: Any) -> int | None:
+    """An integer as JSON Schema counts them (3 and 3.0), else None."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _unknown(body: Mapping[str, Any], allowed: set[str], at: str, out: list[FieldProblem]) -> None:
@@ -125,9 +133,9 @@ def _numbers(
     for name, (low, high, integer) in limits.items():
         if name not in raw:
             continue
-        value = raw[name]
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        value: Any = _integral(raw[name]) if integer else raw[name]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not low <= value <= high:
             what = "an integer" if integer else "a number"
             out.append(FieldProblem(f"{at}/{name}", f"{what} from {low:g} to {high:g}", "maximum"))
         else:

@@ -24,9 +24,8 @@ from gateway.fleet.quality import QualitySettings, Reason, neighbour_reason, sta
 
 # What a fix may carry besides its place, kept with the last position.
 DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
-# The newest accepted fixes kept in the state (a late one only if it added distance): a late
-# fix newer than the oldest of them finds its neighbours there, without a query (fixes arrive
-# out of order by seconds, not hours).
+# The newest accepted fixes kept in the state: a late fix newer than the oldest of them finds
+# its neighbours there, without a query (fixes arrive out of order by seconds, not hours).
 RECENT = 32
 
 
@@ -95,6 +94,9 @@ class Verdict:
     added_km: float = 0.0
     late: bool = False
     relocated: bool = False
+    # Whether the fix is a neighbour for the late fixes after it: False for a late fix
+    # within the jitter of its neighbours (it counts nothing, as the anchor would not move).
+    counted: bool = True
 
     @property
     def accepted(self) -> bool:
@@ -129,9 +131,10 @@ def fold_fix(
         for neighbour in (before, after):
             if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
                 return state, Verdict(reason, late=True)
-        added = detour_m(before, fix, after, odometer) / 1000
-        if not added:  # within the jitter: not a neighbour of the late fixes after it (an
-            return state, Verdict(late=True)  # anchor that would not have moved, in order)
+        detour = detour_m(before, fix, after, odometer)
+        if detour is None:  # within the jitter of a neighbour: nothing, and no neighbour
+            return state, Verdict(late=True, counted=False)
+        added = detour / 1000
         moved = replace(state, odometer_km=state.odometer_km + added)
         return moved.remember(fix), Verdict(added_km=added, late=True)
     reason = neighbour_reason(fix, state.last, quality)
@@ -139,7 +142,7 @@ def fold_fix(
         return _suspect(state, fix, quality, detail)
     if reason is not None:
         return state, Verdict(reason)
-    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer)
+    added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.recent)
     anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
     moved = replace(

@@ -103,7 +103,8 @@ def _cursor(cursor: str | None) -> datetime | None:
     if cursor is None:
         return None
     try:
-        if cursor.isascii() and cursor.isdigit() and len(cursor) <= 15:
+        digits = cursor.removeprefix("-")  # a fix dated before 1970 (a clock never set)
+        if digits.isascii() and digits.isdigit() and len(digits) <= 15:
             return datetime.fromtimestamp(int(cursor) / 1000, UTC)
     except (ValueError, OverflowError, OSError):  # past year 9999
         pass

@@ -50,7 +50,7 @@ class EntitySink:
         self._ingestor = ingestor
 
     async def land(self, target: CompiledTrigger, items: Sequence[Any], origin: Origin) -> Landed:
-        ingested = await self._ingestor.ingest(target, list(items), origin=origin)
+        ingested = await self._ingestor.ingest(target, list(items), origin=origin, picked=True)
         return landed_from(ingested.body)
 
 

@@ -36,12 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections import OrderedDict
 from collections.abc import Collection as Collection_
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+import bson
+from bson.codec_options import CodecOptions
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -60,6 +63,8 @@ SHARDS: Final = 16
 _SEQ: Final = "seq"
 GIVEN_UP_KEPT: Final = timedelta(days=1)
 """How long an inbox number the fold gave up stays taken after the fold is past it."""
+MAX_WRITTEN_ITEMS: Final = 50_000
+"""Fixes (and other items) of the inbox documents a process keeps for its own fold."""
 
 
 def fleet_id(tenant: str, vehicle: str) -> str:
@@ -94,11 +99,44 @@ class SavedState:
     through: int
 
 
+class _Written:
+    """The inbox documents this process wrote, as a read from the database would give them
+    (through BSON), for its own fold: where one process appends and folds (the usual case, and
+    a process's own share of the rounds where several do), the fold reads the new rounds
+    without asking the database for them again. Only what the database acknowledged; at most
+    `MAX_WRITTEN_ITEMS` items (oldest dropped); what the fold has read past goes."""
+
+    def __init__(self, codec: CodecOptions[Doc]) -> None:
+        self._codec = codec
+        self._docs: OrderedDict[int, tuple[Doc, int]] = OrderedDict()  # seq → (doc, size)
+        self._size = 0
+
+    def add(self, doc: Doc) -> None:
+        size = sum(len(item.get("fixes", ())) or 1 for item in doc["items"]) + 1
+        self._docs[int(doc["_id"])] = (bson.decode(bson.encode(doc), self._codec), size)
+        self._size += size
+        while self._size > MAX_WRITTEN_ITEMS:
+            _, (_, dropped) = self._docs.popitem(last=False)
+            self._size -= dropped
+
+    def after(self, seq: int, limit: int) -> list[Doc]:
+        """The documents numbered seq + 1, seq + 2, ... this process holds, up to the first it
+        does not (or `limit`); those up to `seq` are dropped (read past)."""
+        while self._docs and next(iter(self._docs)) <= seq:
+            _, (_, dropped) = self._docs.popitem(last=False)
+            self._size -= dropped
+        found: list[Doc] = []
+        while len(found) < limit and (held := self._docs.get(seq + 1 + len(found))):
+            found.append(held[0])
+        return found
+
+
 class FleetStore:
     def __init__(self, inbox: Collection, states: Collection, marks: Collection) -> None:
         self._inbox = inbox
         self._states = states
         self._marks = marks
+        self._written = _Written(inbox.codec_options)
 
     # --- the inbox ---------------------------------------------------------------------
 
@@ -124,19 +162,21 @@ class FleetStore:
 
     async def put(self, seq: int, items: Sequence[Doc]) -> None:
         """The inbox document of number `seq` (journaled, like every write)."""
+        doc = {"_id": seq, "at": datetime.now(UTC), "items": list(items)}
         with translate_errors():
-            await self._inbox.insert_one(
-                {"_id": seq, "at": datetime.now(UTC), "items": list(items)}
-            )
+            await self._inbox.insert_one(doc)
+        self._written.add(doc)
 
     async def tombstone(self, seq: int) -> None:
         """An empty document under a number whose writer failed, so the fold does not wait for
         it (best effort: if this fails too, the fold skips the gap after a while)."""
+        doc = {"_id": seq, "at": datetime.now(UTC), "items": []}
         try:
             with translate_errors():
-                await self._inbox.insert_one({"_id": seq, "at": datetime.now(UTC), "items": []})
+                await self._inbox.insert_one(doc)
         except (StoreUnavailable, Conflict):  # down, or the document landed after all
-            pass
+            return
+        self._written.add(doc)
 
     async def holds_items(self, seq: int) -> bool:
         """Whether the inbox document under `seq` holds items (not empty: a round's
@@ -184,7 +224,11 @@ class FleetStore:
             await self.add([{"k": "tick", "tenant": t, "at": at} for t in tenants])
 
     async def after(self, seq: int, limit: int) -> list[Doc]:
-        """Inbox documents numbered above `seq`, in number order (the primary index)."""
+        """Inbox documents numbered above `seq`, in number order (the primary index); the
+        ones this process wrote itself from memory, as long as they follow on."""
+        written = self._written.after(seq, limit)
+        if written:
+            return written
         with translate_errors():
             cursor = self._inbox.find({"_id": {"$gt": seq}}).sort("_id", 1).limit(limit)
             return await cursor.to_list(limit)

@@ -66,13 +66,20 @@ class Ingestor:
         self._appender = appender
 
     async def ingest(
-        self, trigger: CompiledTrigger, payload: Any, *, origin: Origin, keep_body: bool = True
+        self,
+        trigger: CompiledTrigger,
+        payload: Any,
+        *,
+        origin: Origin,
+        keep_body: bool = True,
+        picked: bool = False,
     ) -> Ingested:
         """Write a parsed payload. A body-level failure raises (kept unless `keep_body` is
         false: a replay updates its own record instead); item failures of a batch are kept
-        and answered per item."""
+        and answered per item. `picked`: the payload is a list of items the mapping's `items`
+        expression already gave (a schedule's page)."""
         try:
-            plan = await self._plan(trigger, payload)
+            plan = await self._plan(trigger, payload, picked)
             if trigger.target == "positions" and plan.probe is None:
                 return await self._positions(trigger, plan)
             result = None
@@ -163,7 +170,7 @@ class Ingestor:
             207 if failed else 200, {"results": results, "summary": summary}, outcome_label
         )
 
-    async def _plan(self, trigger: CompiledTrigger, payload: Any) -> _Plan:
+    async def _plan(self, trigger: CompiledTrigger, payload: Any, picked: bool) -> _Plan:
         mapping = await self._pipeline.inbound_mapping(trigger)
         if mapping is not None and (answer := mapping.probe(payload)) is not None:
             return _Plan((), False, False, mapping, answer)
@@ -171,7 +178,7 @@ class Ingestor:
         if isinstance(payload, list):
             # The input schema checks each item; a mapping's `items` expression still picks
             # them (a filter, say), as the dry run does.
-            if mapping is not None and declared:
+            if mapping is not None and declared and not picked:
                 with stage("mapping"):
                     payload = mapping.items(payload)
             return self._sized(trigger, _Plan(payload, True, True, mapping))

@@ -1,0 +1,357 @@
+"""The fold on the classes of real tracks (issue 10: "checked on tracks you have not seen"):
+synthetic tracks with a known ground truth (`tests/tracks.py`), posted through HTTP to position
+triggers as canonical fixes and in trackers' own formats (Traccar, flespi), folded, and read
+back: the odometer against the truth, the last position, the rejected fixes with their
+reasons, a geofence border wandered along, a maintenance plan crossed.
+
+The tolerances per class (docs/fleet.md "Odometer"): 0.5% where the fixes are dense enough
+for chords to follow the road (highway at 1 s, a buffered upload at 5 s) or the gap is a
+straight road (the tunnel: 1%); 2.5% for city driving (corners cut between fixes 1–10 s
+apart, the anchor held through red lights); the sparse class against the chords of its
+noiseless fixes (fixes 60–120 s apart cannot see the curves between them); a parked night
+gains at most 50 m."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.web.state import services_key
+from tests import tracks
+from tests.flow_support import sample
+from tests.support import auth
+from tests.tracks import GenFix, Track
+from tests.triggers_support import Client, create_position_trigger, hook, upload_shipped
+
+TENANT = "acme"
+
+
+def ending_now(make: Callable[[datetime], Track]) -> Track:
+    """The track generated so that its newest fix is a minute old (the fold's gates judge
+    device times against their arrival)."""
+    origin = datetime(2026, 1, 1, tzinfo=UTC)
+    probe = make(origin)
+    end = max(f.t for f in probe.accepted)
+    now = datetime.now(UTC).replace(microsecond=0)
+    return make(now - (end - origin) - timedelta(minutes=1))
+
+
+async def new_vehicle(client: Client, plate: str, **data: Any) -> None:
+    body = {"plate": plate, **data}
+    response = await client.post("/api/v1/entities/vehicle", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+
+
+async def fold(client: Client) -> None:
+    await client.app[services_key].fold.run_until_idle()
+
+
+async def post_track(
+    client: Client, trigger: dict[str, Any], track: Track, plate: str, *, fold_each: bool = False
+) -> None:
+    """Every batch of the track as canonical fixes, in its sending order (a batch sent again
+    is answered as duplicates)."""
+    sent: set[datetime] = set()
+    for batch in track.batches():
+        body = [fix.canonical(plate) for fix in batch]
+        status, answer = await hook(client, trigger, body)
+        assert status == 200, answer
+        resent = sum(fix.t in sent for fix in batch)
+        assert answer["summary"]["duplicates"] == resent, answer
+        assert answer["summary"]["failed"] == 0, answer
+        sent.update(fix.t for fix in batch)
+        if fold_each:
+            await fold(client)
+
+
+async def vehicle(client: Client, plate: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())
+    assert response.status == 200
+    return dict(await response.json())
+
+
+async def whole_track(client: Client, plate: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    query = "?limit=200"
+    while True:
+        response = await client.get(
+            f"/api/v1/entities/vehicle/{plate}/positions{query}", headers=auth()
+        )
+        page = await response.json()
+        assert response.status == 200, page
+        items += page["items"]
+        if page["next_cursor"] is None:
+            return items
+        query = f"?limit=200&cursor={page['next_cursor']}"
+
+
+def stamp(t: datetime | str) -> datetime:
+    """A time as the API writes it (with or without milliseconds), comparable."""
+    return datetime.fromisoformat(t) if isinstance(t, str) else t
+
+
+async def check_fold(client: Client, track: Track, plate: str) -> float:
+    """The vehicle's odometer (m) within the track's tolerance, its last position the newest
+    accepted fix, every fix in the track read with the verdict it should have."""
+    car = await vehicle(client, plate)
+    metres = car["odometer_km"] * 1000
+    error = metres - track.expected_m
+    assert track.within(metres), (track.name, round(metres), round(track.expected_m), track.note)
+    newest = track.newest_accepted
+    last = car["last_position"]
+    assert (last["latitude"], last["longitude"]) == (newest.lat, newest.lon), track.name
+    assert stamp(last["fix_time"]) == newest.t, track.name
+    read = {stamp(item["time"]): item["rejected"] for item in await whole_track(client, plate)}
+    assert read == {f.t: f.expect for f in track.fixes}, track.name
+    return error
+
+
+async def test_track_classes_posted_as_canonical_fixes_fold_to_their_ground_truth(
+    client: Client,
+) -> None:
+    """City stop-and-go (with and without accuracy or speed), highway at 1 s, sparse fixes on
+    curves, a parked night (with and without accuracy or speed), an hour idling with a fix
+    every few seconds and neither, a coverage gap, and a city track with bad fixes mixed in
+    and a batch resent: each one vehicle, posted in batches, folded once."""
+    seed = 5
+    classes: dict[str, Track] = {
+        "URB1A01": ending_now(lambda s: tracks.urban(seed, s)),
+        "URB1A02": ending_now(lambda s: tracks.urban(seed + 1, s, accuracy=False)),
+        "URB1A03": ending_now(lambda s: tracks.urban(seed + 3, s, speed=False, drift_tau_s=30)),
+        "HWY1A01": ending_now(lambda s: tracks.highway(seed, s)),
+        "SPR1A01": ending_now(lambda s: tracks.sparse(seed, s)),
+        "PRK1A01": ending_now(lambda s: tracks.parked_night(seed, s)),
+        "PRK1A02": ending_now(lambda s: tracks.parked_night(seed, s, accuracy=False)),
+        "PRK1A03": ending_now(lambda s: tracks.parked_night(seed, s, accuracy=False, speed=False)),
+        "IDL1A01": ending_now(
+            lambda s: tracks.parked_night(
+                seed, s, accuracy=False, speed=False, hours=1, every_s=(1, 10)
+            )
+        ),
+        "TUN1A01": ending_now(lambda s: tracks.tunnel(seed, s)),
+        "BAD1A01": ending_now(lambda s: tracks.with_bad_fixes(tracks.urban(seed + 2, s), seed)),
+    }
+    trigger = await create_position_trigger(client)
+    for plate, track in classes.items():
+        await new_vehicle(client, plate)
+        await post_track(client, trigger, track, plate)
+    await fold(client)
+    errors = {
+        track.name: await check_fold(client, track, plate) for plate, track in classes.items()
+    }
+    assert set(errors) == {t.name for t in classes.values()}
+
+
+async def test_a_store_and_forward_upload_after_live_fixes_adds_the_buffered_road(
+    client: Client,
+) -> None:
+    """Out of coverage for an hour, the tracker sends its live fixes first (each folded as it
+    comes), then uploads the hour it buffered in a few large batches: every buffered fix is
+    late, and the road they describe is added between the fixes around it. The plan the
+    upload carries the odometer past is announced then, not at some later live fix."""
+    plan = {"name": "Longa", "every_km": 20}
+    response = await client.post("/api/v1/maintenance-plans", json=plan, headers=auth())
+    assert response.status == 201, await response.text()
+    track = ending_now(lambda s: tracks.store_and_forward(3, s, hours=1.0))
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "SAF1A01")
+    await post_track(client, trigger, track, "SAF1A01", fold_each=True)
+    await check_fold(client, track, "SAF1A01")
+    due = await client.app[services_key].events.find(TENANT, event_type="vehicle.maintenance.due")
+    # 8 km live, then 42 km buffered in two batches: past 20 km, then past 40 km
+    assert sorted(e["detail"]["due_km"] for e in due) == [20, 40]
+
+
+def traccar_forward(fix: GenFix, plate: str) -> dict[str, Any]:
+    """Traccar's position forward (its own sample) carrying `fix`: speed in knots."""
+    payload = copy.deepcopy(sample("traccar_position_forward.json"))
+    position = payload["position"]
+    when = fix.t.isoformat(timespec="milliseconds")
+    position.update(latitude=fix.lat, longitude=fix.lon, fixTime=when, deviceTime=when)
+    position.update(speed=(fix.speed_kmh or 0) / 1.852, course=fix.heading or 0)
+    position["accuracy"] = fix.accuracy_m or 0.0
+    position["attributes"].pop("odometer", None)
+    payload["device"]["name"] = plate
+    return payload
+
+
+def flespi_message(fix: GenFix, plate: str) -> dict[str, Any]:
+    """One message of a flespi stream: no accuracy, speed in km/h, Unix seconds."""
+    message: dict[str, Any] = {
+        "device.name": plate,
+        "ident": f"35386105{plate}",
+        "timestamp": fix.t.timestamp(),
+        "position.latitude": fix.lat,
+        "position.longitude": fix.lon,
+        "position.valid": True,
+    }
+    if fix.speed_kmh is not None:
+        message["position.speed"] = fix.speed_kmh
+    if fix.heading is not None:
+        message["position.direction"] = fix.heading
+    return message
+
+
+async def test_tracks_in_traccar_and_flespi_formats_fold_like_canonical_ones(
+    client: Client,
+) -> None:
+    """The tunnel track through Traccar's forward (one fix a request, accuracy and speed in
+    knots) and a city track with a parked hour through a flespi stream (batches, no
+    accuracy): the same odometer and last position as the truth says."""
+    await upload_shipped(client, "traccar-position")
+    await upload_shipped(client, "flespi")
+    traccar = await create_position_trigger(
+        client, name="traccar", mapping="traccar-position", methods=["POST"]
+    )
+    flespi = await create_position_trigger(
+        client, name="flespi", mapping="flespi", methods=["POST"]
+    )
+    tunnel = ending_now(lambda s: tracks.tunnel(8, s))
+    await new_vehicle(client, "TRC1A01")
+    for fix in tunnel.fixes:
+        status, answer = await hook(client, traccar, traccar_forward(fix, "TRC1A01"))
+        assert status == 201, answer
+    city = ending_now(lambda s: tracks.urban(8, s, accuracy=False))
+    await new_vehicle(client, "FLS1A01")
+    for batch in city.batches():
+        status, answer = await hook(client, flespi, [flespi_message(f, "FLS1A01") for f in batch])
+        assert status == 200 and answer["summary"]["failed"] == 0, answer
+    await fold(client)
+    for plate, track in (("TRC1A01", tunnel), ("FLS1A01", city)):
+        car = await vehicle(client, plate)
+        assert track.within(car["odometer_km"] * 1000), (plate, car["odometer_km"])
+        assert stamp(car["last_position"]["fix_time"]) == track.newest_accepted.t
+
+
+async def test_a_vehicle_wandering_along_a_fence_border_exits_once(client: Client) -> None:
+    """Fixes a second along a circle's border, the road itself weaving ±15 m across it and
+    the receiver's error on top, for five minutes; then the vehicle leaves: one exit, no
+    entry. The naive inside/outside rule flips many times on the same fixes."""
+    centre, radius = tracks.SAO_PAULO, 1500.0
+    track = ending_now(lambda s: tracks.border_wander(4, s, centre, radius))
+    flips = sum(
+        (a > radius) != (b > radius)
+        for a, b in zip(
+            [tracks.haversine_m(*centre, f.lat, f.lon) for f in track.fixes],
+            [tracks.haversine_m(*centre, f.lat, f.lon) for f in track.fixes[1:]],
+            strict=False,
+        )
+    )
+    assert flips > 10  # the test means something
+    circle = {"lat": centre[0], "lon": centre[1], "radius_m": radius}
+    fence = {"name": "Centro", "kind": "authorized", "circle": circle}
+    response = await client.post("/api/v1/geofences", json=fence, headers=auth())
+    assert response.status == 201, await response.text()
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "GEO1A01")
+    await post_track(client, trigger, track, "GEO1A01")
+    await fold(client)
+    services = client.app[services_key]
+    exits = await services.events.find(TENANT, event_type="vehicle.geofence.exited")
+    entries = await services.events.find(TENANT, event_type="vehicle.geofence.entered")
+    assert (len(exits), len(entries)) == (1, 0)
+    left_at = exits[0]["detail"]["occurred_at"]
+    assert stamp(left_at) >= track.fixes[-1].t - timedelta(seconds=120)  # when it really left
+
+
+async def test_a_plan_is_announced_once_per_crossing_on_a_real_track(client: Client) -> None:
+    """A plan every km, due soon 250 m before, on a city track with red lights and drift,
+    folded batch by batch: each crossing of the odometer announced exactly once."""
+    plan = {"name": "Curta", "every_km": 1, "due_soon_km": 0.25}
+    response = await client.post("/api/v1/maintenance-plans", json=plan, headers=auth())
+    assert response.status == 201, await response.text()
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "MNT1A01")
+    track = ending_now(lambda s: tracks.urban(9, s))
+    await post_track(client, trigger, track, "MNT1A01", fold_each=True)
+    car = await vehicle(client, "MNT1A01")
+    services = client.app[services_key]
+    due = await services.events.find(TENANT, event_type="vehicle.maintenance.due")
+    soon = await services.events.find(TENANT, event_type="vehicle.maintenance.due_soon")
+    crossed = math.floor(car["odometer_km"])
+    assert crossed >= 3
+    assert sorted(e["detail"]["due_km"] for e in due) == list(range(1, crossed + 1))
+    expected_soon = list(range(1, crossed + 1))
+    if car["odometer_km"] >= crossed + 1 - 0.25:
+        expected_soon.append(crossed + 1)
+    assert sorted(e["detail"]["due_km"] for e in soon) == expected_soon
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_generator_is_deterministic_and_its_truth_is_the_path(seed: int) -> None:
+    start = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    one, two = tracks.urban(seed, start), tracks.urban(seed, start)
+    assert one == two
+    assert 3_000 < one.truth_m < 8_000
+    sparse = tracks.sparse(seed, start)
+    assert sparse.measurable_m is not None and sparse.measurable_m < sparse.truth_m
+
+
+async def test_a_track_with_fixes_from_before_1970_reads_through_every_page(
+    client: Client,
+) -> None:
+    """A tracker whose clock was never set sends its epoch in local time
+    (1970-01-01T00:00:00+03:00 is 1969 in UTC): the fixes are stored and refused as too old,
+    and the track still pages through them (the cursor of such a page is negative)."""
+    await new_vehicle(client, "OLD1A01")
+    trigger = await create_position_trigger(client)
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    times = ["1970-01-01T00:00:00+03:00", "1970-01-01T00:00:05+03:00", tracks.iso(now)]
+    batch = [{"plate": "OLD1A01", "time": t, "lat": -23.55, "lon": -46.63} for t in times]
+    status, answer = await hook(client, trigger, batch)
+    assert status == 200 and answer["summary"]["stored"] == 3, answer
+    await fold(client)
+    items: list[dict[str, Any]] = []
+    query = "?limit=1"
+    while query:
+        response = await client.get(
+            f"/api/v1/entities/vehicle/OLD1A01/positions{query}", headers=auth()
+        )
+        page = await response.json()
+        assert response.status == 200, page
+        items += page["items"]
+        query = page["next_cursor"] and f"?limit=1&cursor={page['next_cursor']}"
+    assert [i["rejected"] for i in items] == ["too_old", "too_old", None]
+
+
+async def test_out_of_range_and_nan_fixes_in_a_track_are_refused_and_change_nothing(
+    client: Client,
+) -> None:
+    """A highway track whose batches carry a latitude of 91, a longitude of −181 and a
+    negative speed (each refused alone with a 422 naming the field, the rest stored), and a
+    request whose JSON carries NaN (a 400: JSON has no NaN): the odometer and the last
+    position are the clean track's."""
+    track = ending_now(lambda s: tracks.highway(6, s))
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "NAN1A01")
+    bad = [
+        ({"lat": 91.0}, "/lat"),
+        ({"lon": -181.0}, "/lon"),
+        ({"speed_kmh": -5.0}, "/speed_kmh"),
+    ]
+    for n, batch in enumerate(track.batches()):
+        body = [fix.canonical("NAN1A01") for fix in batch]
+        wrong, pointer = bad[n % len(bad)]
+        body.insert(
+            3, {**body[3], **wrong, "time": tracks.iso(batch[3].t + timedelta(seconds=0.5))}
+        )
+        status, answer = await hook(client, trigger, body)
+        assert status == 207, answer
+        (refused,) = [r for r in answer["results"] if r["status"] == 422]
+        assert [e["pointer"] for e in refused["problem"]["errors"]] == [pointer]
+        assert answer["summary"]["stored"] == len(batch)
+    nan = json.dumps([{**track.fixes[5].canonical("NAN1A01"), "lat": math.nan}])
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=nan,
+        headers={"Authorization": f"Bearer {trigger['token']}", "Content-Type": "application/json"},
+    )
+    assert response.status == 400 and response.content_type == "application/problem+json"
+    await fold(client)
+    await check_fold(client, track, "NAN1A01")
