@@ -307,7 +307,7 @@ async def test_a_missing_inbox_number_holds_the_fold_until_it_is_given_up(
     assert await waiting.run_until_idle() == 0
     assert "last_position" not in await vehicle_data(services, vehicle)
     fold = own_fold(services, FoldSettings(missing_seconds=0))  # the wait is over
-    assert await fold.run_until_idle() == 1
+    assert await fold.run_until_idle() == 2  # the number given up, then the round
     data = await vehicle_data(services, vehicle)
     assert data["last_position"]["latitude"] == points[-1].lat
     assert await services.store.fleet.checkpoints([0]) == {0: 2}

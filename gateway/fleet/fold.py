@@ -9,7 +9,8 @@ recorded service), read in number order from the lowest checkpoint of the shards
 woken by its own process's appends (the doorbell) and otherwise polls for the others'.
 
 A pass reads the next inbox documents up to the first gap (a number taken whose document has
-not landed yet; given up after `missing_seconds`) and folds, per vehicle, what is new for it:
+not landed yet; given up after `missing_seconds`) and folds, per vehicle, what is new for it,
+inbox document by inbox document (so the outcome does not depend on how many a pass read):
 odometer readings and recorded services first, then the fixes in device-time order. Each fix
 goes through the quality gates and the odometer (`state.py`); an accepted fix that is not
 late also moves the last position and is run through the tenant's geofences and maintenance
@@ -41,9 +42,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+import itertools
 import logging
 import time
 import zlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -91,7 +94,9 @@ class RulesSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FoldSettings:
-    batch: int = 200  # inbox documents per read
+    batch: int = 200  # inbox documents per read, at most
+    # Fixes per pass, at most (but one document): a round holds up to 2,000 (InsertRounds).
+    max_fixes: int = 20_000
     poll_seconds: float = 0.5
     min_interval: float = 0.1  # between passes: the appends of that time fold together
     missing_seconds: float = 30.0  # far beyond a round's deadlines (GATEWAY_DB_TIMEOUT_MS)
@@ -152,6 +157,10 @@ class _Pass:
     entity_fields: Doc = field(default_factory=dict)
     start_km: float | None = None
     lags: list[float] = field(default_factory=list)
+    # Its counts ((counter, label) → n), counted once the pass is written: a pass folded
+    # again after a failure counts nothing twice.
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    gone: bool = False  # the vehicle was deleted: forgotten, its state dropped
 
 
 class Fold(ShardedJob):
@@ -175,6 +184,12 @@ class Fold(ShardedJob):
         self._doorbell = doorbell  # rung by the append after every round
         self._config = config
         self._purge_at = 0.0
+        self._counters = {
+            "fixes": metrics.fold_fixes,
+            "rejected": metrics.fold_rejected,
+            "readings": metrics.fold_readings,
+        }
+        self._reading = config.batch  # inbox documents to read next (`_bounded`)
         self._tick_at = 0.0
         self._through: dict[int, int] = {}  # per shard held: the inbox number folded to
         self._checkpointed: dict[int, int] = {}  # per shard held: the checkpoint written
@@ -185,7 +200,6 @@ class Fold(ShardedJob):
         self._memory: dict[Key, _Memory] = {}
         self._vehicles: dict[str, tuple[float, Doc | None]] = {}
         self._gaps: dict[int, float] = {}  # inbox number → when it was first found missing
-        self._given_up: set[int] = set()  # numbers missing for good: folded past
         # `shares` None: every shard (a single fold, or a test driving it).
         self._loop = ShardedLoop(
             "fleet fold",
@@ -207,22 +221,14 @@ class Fold(ShardedJob):
         wanted = frozenset(range(FOLD_SHARDS) if shards is None else shards)
         await self._hold(wanted)
         start = min(self._through[s] for s in wanted)
-        docs = await self._store.fleet.after(start, self._config.batch)
+        docs = await self._store.fleet.after(start, self._reading)
         oldest = docs[0].get("at") if docs else None
         age = (datetime.now(UTC) - oldest).total_seconds() if isinstance(oldest, datetime) else 0
         self._metrics.fold_oldest_waiting.set(max(age, 0.0))
         taken, gap = self._contiguous(start, docs)
         if gap is not None and not taken:
-            # A number given up: first make sure no other fold went past it (this process
-            # lost its shards for a while); then fold on past it.
-            if await self._resync(wanted):
-                return 0
-            self._given_up.update(range(*gap))
-            self._metrics.fold_fixes.labels("missing").inc(gap[1] - gap[0])
-            log.warning(
-                "fleet fold: inbox numbers %d-%d never written; skipped", gap[0], gap[1] - 1
-            )
-            taken, _ = self._contiguous(start, docs)
+            return 0 if await self._give_up(gap, wanted) else await self.fold_once(shards)
+        taken = self._bounded(taken)
         if not taken:
             return 0
         end = int(taken[-1]["_id"])
@@ -264,7 +270,6 @@ class Fold(ShardedJob):
             self._through[shard] = max(self._through[shard], end)
         low = min(self._through.values())
         self._gaps = {n: at for n, at in self._gaps.items() if n > low}
-        self._given_up = {n for n in self._given_up if n > low}
         return len(taken)
 
     async def run_until_idle(self, shards: Collection[int] | None = None) -> int:
@@ -320,8 +325,6 @@ class Fold(ShardedJob):
         taken: list[Doc] = []
         for doc in docs:
             seq = int(doc["_id"])
-            while expected < seq and expected in self._given_up:
-                expected += 1
             if seq > expected:
                 first = self._gaps.setdefault(expected, now)
                 expired = now - first >= self._config.missing_seconds
@@ -329,6 +332,35 @@ class Fold(ShardedJob):
             taken.append(doc)
             expected = seq + 1
         return taken, None
+
+    def _bounded(self, docs: list[Doc]) -> list[Doc]:
+        """The first documents up to `max_fixes` fixes (one at least); the next read asks for
+        as many documents as that many fixes fill, going by these."""
+        fixes, taken = 0, 0
+        for doc in docs:
+            count = sum(len(item.get("fixes") or ()) or 1 for item in doc.get("items") or ())
+            if taken and fixes + count > self._config.max_fixes:
+                break
+            fixes, taken = fixes + count, taken + 1
+        if taken:
+            per_doc = max(fixes / taken, 1.0)
+            self._reading = max(1, min(self._config.batch, int(self._config.max_fixes / per_doc)))
+        return docs[:taken]
+
+    async def _give_up(self, gap: tuple[int, int], wanted: frozenset[int]) -> bool:
+        """Numbers missing for `missing_seconds`, given up: first make sure no other fold went
+        past them (this process lost its shards for a while: then it starts again from their
+        checkpoints, and True); then fill them with empty documents, so that every fold reads
+        them instead of waiting again, and a round that writes its document under one after
+        all fails (its requests are retried) instead of landing where no fold reads."""
+        if await self._resync(wanted):
+            return True
+        if skipped := await self._store.fleet.give_up(range(*gap)):
+            self._metrics.fold_fixes.labels("missing").inc(skipped)
+            log.warning(
+                "fleet fold: inbox numbers %d-%d never written; skipped", gap[0], gap[1] - 1
+            )
+        return False
 
     async def _hold(self, wanted: frozenset[int]) -> None:
         """Memory follows the shards held: a shard let go is forgotten (its new holder folds
@@ -361,13 +393,25 @@ class Fold(ShardedJob):
         for shard in shards:
             self._through.pop(shard, None)
             self._checkpointed.pop(shard, None)
+            # Not passed by the checkpoint under way: its vehicles in that one are forgotten
+            # (unwritten), even if the shard is held again before the checkpoint is done.
+            if self._checkpoint is not None:
+                self._checkpoint.pop(shard, None)
 
     async def _vehicles_of(self, tenant: str, shards: frozenset[int]) -> list[Key]:
-        """A tenant's vehicles in these shards: those with a written state, and those in
-        memory (folded since)."""
-        keys = {(tenant, v) for v in await self._store.fleet.vehicles_of(tenant, shards)}
-        keys.update(k for k in self._memory if k[0] == tenant and _shard(k) in shards)
-        return sorted(keys)
+        """The vehicles of a tenant in these shards that one of its time-based plans applies
+        to (a tick's: whether they ever sent a fix or not)."""
+        plans = [p for p in (await self._rules.for_tenant(tenant)).plans if p.every_days]
+        if not plans:
+            return []
+        keys = []
+        for doc in await self._store.entities.vehicle_refs(tenant):
+            key = (tenant, str(doc["_id"]))
+            data = doc.get("data") or {}
+            plate, groups = str(data.get("plate") or doc.get("nk") or ""), _groups(data)
+            if _shard(key) in shards and any(p.applies_to(plate, groups) for p in plans):
+                keys.append(key)
+        return keys
 
     async def _remember(self, groups: Mapping[Key, Sequence[tuple[int, Doc]]]) -> None:
         """The vehicles' states this process does not hold in memory yet, from `fleet`."""
@@ -411,31 +455,46 @@ class Fold(ShardedJob):
         vehicle: Doc | None,
     ) -> _Pass | None:
         memory = self._memory[key]
-        new = [(seq, item) for seq, item in items if seq > memory.through]
+        # In inbox order (a tick joins its vehicles after their documents of the batch).
+        new = sorted(((seq, item) for seq, item in items if seq > memory.through), key=_seq)
         if not new:
             return None
         tenant = key[0]
         folding = _Pass(key, memory.state, max(seq for seq, _ in new))
-        if vehicle is None or vehicle.get("tenant", tenant) != tenant:
-            return folding  # deleted: its input goes, nothing to tell
-        kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": [], "tick": []}
-        for _, item in new:
-            kinds.setdefault(str(item.get("k")), []).append(item)
-        fixes = sorted(kinds["fix"], key=lambda f: (f["t"], f["id"]))
+        deleted = any(item.get("k") == "deleted" for _, item in new)
+        if deleted or vehicle is None or vehicle.get("tenant", tenant) != tenant:
+            # Deleted (the deletion relayed, or found on reading the vehicle): its input goes,
+            # nothing to tell; the fixes the append took meanwhile stay in the track.
+            folding.gone = True
+            folding.counts["fixes", "deleted"] += sum(item.get("k") == "fix" for _, item in new)
+            return folding
+        # Inbox document by inbox document, as separate passes would: what the fold makes of
+        # the input does not depend on how many documents a pass happened to read (a fold
+        # that takes over mid-stream repeats the events of the one it replaces, same ids).
+        in_docs: list[dict[str, list[Doc]]] = []
+        for _, in_doc in itertools.groupby(new, key=_seq):
+            kinds: dict[str, list[Doc]] = {"fix": [], "reading": [], "service": [], "tick": []}
+            for _, item in in_doc:
+                kinds.setdefault(str(item.get("k")), []).append(item)
+            kinds["fix"].sort(key=_fix_order)
+            in_docs.append(kinds)
+        fixes = [fix for kinds in in_docs for fix in kinds["fix"]]  # in the order folded
         folding.fix_ids = [f["id"] for f in fixes]
         run = _VehicleRun(
             self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
         )
-        run.track = await self._track_window(key, memory.state, fixes, folding.fix_ids)
-        for reading in kinds["reading"]:
-            run.reading(reading)
-        for service in kinds["service"]:
-            run.service(service)
+        run.track, run.covered = await self._track_window(key, memory.state, fixes, folding.fix_ids)
+        run.pending = set(folding.fix_ids)
         now = datetime.now(UTC)
-        for fix in fixes:
-            await run.fix(fix, now)
-        for tick in kinds["tick"]:
-            run.tick(tick["at"])
+        for kinds in in_docs:
+            for reading in kinds["reading"]:
+                run.reading(reading)
+            for service in kinds["service"]:
+                run.service(service)
+            for fix in kinds["fix"]:
+                await run.fix(fix, now)
+            for tick in kinds["tick"]:
+                run.tick(tick["at"])
         run.finish()
         return folding
 
@@ -455,21 +514,33 @@ class Fold(ShardedJob):
 
     async def _track_window(
         self, key: Key, state: VehicleState, fixes: Sequence[Doc], exclude: Sequence[str]
-    ) -> list[TrackPoint] | None:
-        """The track around the pass's fixes that are older than what the state keeps (late
-        ones: their neighbours are in the track), read at once; None when there are none, or
-        too many to hold (then each one asks the track on its own)."""
-        if state.last is None:
-            return None
-        oldest_kept = state.recent[0].t if state.recent else state.last.t
-        late = [f["t"] for f in fixes if f["t"] <= oldest_kept]
+    ) -> tuple[list[TrackPoint], datetime | None]:
+        """The accepted fixes a late fix of the pass may have as neighbours, in device-time
+        order, and the device time from which on they are all there (None: none). The newest
+        ones the state keeps cover what is newer than the oldest of them; the pass's fixes
+        older than that find theirs in the track, read at once around them (unless there are
+        too many to hold: then each one asks the track on its own). The pass's fixes join
+        the list as they are accepted (`_VehicleRun.fix`)."""
+        if state.last is None:  # nothing folded before: the pass's own fixes are all there is
+            return [], datetime.min.replace(tzinfo=UTC)
+        track = list(state.recent) or [state.last]
+        covered = track[0].t
+        late = [f["t"] for f in fixes if f["t"] <= covered]
         if not late:
-            return None
-        docs = await self._store.positions.window(key[0], key[1], late[0], late[-1], exclude)
-        return None if docs is None else [_point(doc) for doc in docs]
+            return track, covered
+        start, end = min(late), max(late)
+        docs = await self._store.positions.window(key[0], key[1], start, end, exclude)
+        if docs is None:
+            return track, covered
+        points = [_point(doc) for doc in docs if doc["t"] < covered]
+        # The window starts with the accepted fix just before it, if there is one: from
+        # there on, every accepted fix is held.
+        if points and points[0].t < start:
+            return points + track, points[0].t
+        return points + track, datetime.min.replace(tzinfo=UTC)
 
     async def neighbours(
-        self, key: Key, t: datetime, exclude: Sequence[str]
+        self, key: Key, t: datetime, exclude: Collection[str]
     ) -> tuple[TrackPoint | None, TrackPoint | None]:
         before, after = await self._store.positions.neighbours(key[0], key[1], t, exclude)
         return (
@@ -488,8 +559,15 @@ class Fold(ShardedJob):
         if events:
             await self._store.events.insert_many(events)
             await self._on_relayed(events)
+        gone = [p.key for p in passes if p.gone]
+        await self._store.fleet.drop_states(gone)
         now = time.monotonic()
+        for key in gone:
+            del self._memory[key]
+            self._vehicles[key[1]] = (now + self._config.vehicle_seconds, None)
         for folding in passes:
+            if folding.gone:
+                continue
             memory = self._memory[folding.key]
             memory.state, memory.through, memory.touched = folding.state, folding.through, now
             if folding.entity_fields:
@@ -499,6 +577,9 @@ class Fold(ShardedJob):
                 memory.start_km = folding.start_km
             for lag in folding.lags:
                 self._metrics.fold_lag.observe(lag)
+        for folding in passes:
+            for (counter, label), n in folding.counts.items():
+                self._counters[counter].labels(label).inc(n)
         for event in events:
             self._metrics.fold_events.labels(event["type"]).inc()
 
@@ -650,10 +731,13 @@ class _VehicleRun:
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
         self._listeners = listeners
-        self.track: list[TrackPoint] | None = None  # the track around late fixes, if read
-        # The late fixes this pass accepted: neighbours of the next ones (the track read and
-        # the store's neighbours leave the pass's own fixes out; `recent` keeps the newest).
-        self._late: list[TrackPoint] = []
+        # The accepted fixes late ones may have as neighbours (`Fold._track_window`): all of
+        # them from the device time `covered` (exclusive) on.
+        self.track: list[TrackPoint] = []
+        self.covered: datetime | None = None
+        # The pass's fixes not accepted yet: the track holds them, but they are nobody's
+        # neighbour (yet, or ever: refused ones are flagged only once the pass is written).
+        self.pending: set[str] = set()
         self._moved = False
         self._detoured = False
         fresh = self.state.last is None and self.state.baseline is None
@@ -681,7 +765,7 @@ class _VehicleRun:
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
         if km < self.state.odometer_km and not source.startswith(AUTHORITATIVE):
-            self._fold._metrics.fold_readings.labels("stale").inc()
+            self._pass.counts["readings", "stale"] += 1
             return
         self._rebaseline(km, "reading", at, source)
         self._check_plans(at)
@@ -706,16 +790,10 @@ class _VehicleRun:
         point = _point(doc)
         before = after = None
         if self.state.is_late(point):
-            near = self.state.neighbours(point)
-            if near is not None:
-                before, after = near
-            elif self.track is not None:  # older than the state keeps: the track read
+            if self.covered is not None and point.t > self.covered:
                 before, after = _around(self.track, point.t)
-            else:
-                before, after = await self._fold.neighbours(
-                    self._pass.key, point.t, self._pass.fix_ids
-                )
-            before, after = _nearest(before, after, *_around(self._late, point.t))
+            else:  # older than what the pass holds: the track's, on its own
+                before, after = await self._fold.neighbours(self._pass.key, point.t, self.pending)
         quality, odometer = self._settings.quality, self._settings.odometer
         self.state, verdict = fold_fix(
             self.state,
@@ -730,12 +808,16 @@ class _VehicleRun:
         self._pass.lags.append(max(0.0, (now - (doc.get("at") or now)).total_seconds()))
         if verdict.reason is not None:
             self._pass.rejected[doc["id"]] = verdict.reason.value
-            self._fold._metrics.fold_rejected.labels(verdict.reason.value).inc()
+            self._pass.counts["rejected", verdict.reason.value] += 1
             return
-        self._fold._metrics.fold_fixes.labels("late" if verdict.late else "accepted").inc()
+        self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
+        if not verdict.late or verdict.counted:
+            # A neighbour of the pass's next late fixes (a late one within the jitter of its
+            # neighbours is not: as an anchor in order, it would not have moved; nor is it
+            # among the newest fixes the state keeps, `state.fold_fix`).
+            self.pending.discard(doc["id"])
+            bisect.insort(self.track, point, key=_time)
         if verdict.late:
-            if verdict.counted:
-                bisect.insort(self._late, point, key=lambda p: p.t)
             self._detoured = self._detoured or verdict.added_km > 0
             self._position_event(point, doc)  # for the subscriptions that sample nothing
             return
@@ -766,7 +848,7 @@ class _VehicleRun:
     def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> None:
         self.state, change = rebaseline(self.state, km, kind, at, self._settings.odometer)
         if kind == "reading":
-            self._fold._metrics.fold_readings.labels("taken" if change else "outranked").inc()
+            self._pass.counts["readings", "taken" if change else "outranked"] += 1
         if change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
@@ -861,6 +943,14 @@ class _VehicleRun:
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
 
 
+def _seq(pair: tuple[int, Doc]) -> int:
+    return pair[0]
+
+
+def _fix_order(fix: Doc) -> tuple[datetime, str]:
+    return fix["t"], str(fix["id"])
+
+
 def _shard(key: Key) -> int:
     return shard_of(*key)
 
@@ -869,23 +959,13 @@ def _around(
     track: Sequence[TrackPoint], t: datetime
 ) -> tuple[TrackPoint | None, TrackPoint | None]:
     """The points just before and just after `t` in a track in device-time order."""
-    i = bisect.bisect_left([p.t for p in track], t)
+    i = bisect.bisect_left(track, t, key=_time)
     j = i + 1 if i < len(track) and track[i].t == t else i
     return (track[i - 1] if i > 0 else None), (track[j] if j < len(track) else None)
 
 
-def _nearest(
-    before: TrackPoint | None,
-    after: TrackPoint | None,
-    other_before: TrackPoint | None,
-    other_after: TrackPoint | None,
-) -> tuple[TrackPoint | None, TrackPoint | None]:
-    """The closer neighbours in time of two pairs found for the same fix."""
-    if other_before is not None and (before is None or other_before.t > before.t):
-        before = other_before
-    if other_after is not None and (after is None or other_after.t < after.t):
-        after = other_after
-    return before, after
+def _time(point: TrackPoint) -> datetime:
+    return point.t
 
 
 def _point(doc: Doc) -> TrackPoint:

@@ -1,4 +1,5 @@
-"""Use case: odometer readings from outside the fold (a checklist, the ERP, an admin).
+"""Use case: what the fold learns from vehicle events: odometer readings from outside the
+fold (a checklist, the ERP, an admin), and deletions.
 
 A relay hook (`services.py` `each_of`): every vehicle event that sets `odometer_km` (a created
 vehicle with one, or an update that changes it) becomes a reading in the vehicle's fold
@@ -6,6 +7,9 @@ queue, which the fold uses to re-baseline the odometer (`odometer.py`). The fold
 writes `odometer_km` without events, so its own writes never come back as readings.
 Idempotent: a batch relayed again queues the same readings again, and the fold's re-baseline
 (its event id derived from the reading's source and time) repeats nothing.
+
+A vehicle's `entity.deleted` becomes a deletion in the fold's inbox: the fold forgets the
+vehicle and drops its fold state (docs/fleet.md "Fold"). Queued again, it drops nothing more.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ class OdometerReadings:
     async def __call__(self, events: Sequence[Doc]) -> int:
         queued = 0
         for event in events:
+            entity = event.get("entity") or {}
+            if event["type"] == "entity.deleted" and entity.get("type") == "vehicle":
+                await self._store.fleet.push_deleted(event["tenant"], entity["id"])
+                queued += 1
+                continue
             km = _reading(event)
             if km is None:
                 continue

@@ -8,7 +8,6 @@ and the per-geofence and per-plan states the `geo` evaluators own (kept as their
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -80,16 +79,6 @@ class VehicleState:
     def is_late(self, fix: TrackPoint) -> bool:
         """Whether `fix` is older than the last position (it then never replaces it)."""
         return self.last is not None and fix.t <= self.last.t
-
-    def neighbours(self, fix: TrackPoint) -> tuple[TrackPoint, TrackPoint] | None:
-        """A late fix's accepted neighbours from `recent`; None when it is older than all of
-        them (the caller looks them up in the track)."""
-        if not self.recent or fix.t <= self.recent[0].t:
-            return None
-        i = bisect.bisect_left([p.t for p in self.recent], fix.t)
-        if i >= len(self.recent):
-            return None
-        return self.recent[i - 1], self.recent[i]
 
     def remember(self, fix: TrackPoint) -> VehicleState:
         """`fix` accepted: kept among the newest ones (in device-time order)."""

@@ -459,6 +459,14 @@ class EntityStore:
         found = await asyncio.gather(*(one(oid) for oid in oids))
         return {str(doc["_id"]): doc for doc in found if doc is not None}
 
+    async def vehicle_refs(self, tenant: str) -> list[Doc]:
+        """A tenant's vehicles: their id, plate and groups (the fold's clock, once an hour:
+        which vehicles a time-based plan counts, tracker or not). A range of the `by_type`
+        index."""
+        projection = {"_id": 1, "nk": 1, "data.plate": 1, "data.group": 1, "data.groups": 1}
+        with translate_errors():
+            return await self._c.find(scoped(tenant, {"type": "vehicle"}), projection).to_list(None)
+
     async def set_folded(
         self,
         tenant: str,

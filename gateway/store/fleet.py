@@ -5,7 +5,8 @@ document per append round, `{_id: seq, at, items: [...]}`, where `seq` is a numb
 one counter (`fleet_marks` `{_id: "seq", n}`) and `items` are the round's newly stored fixes,
 one item per vehicle and request (`{k: "fixes", tenant, vehicle, shard, at, fixes: [...]}`,
 the fields the fold uses; `store/positions.py` `inbox_items` lays them out one per fix), or an
-odometer reading / a recorded service (`k: "reading"` / `"service"`). One inbox insert
+odometer reading, a recorded service, a deleted vehicle (`k: "reading"`, `"service"`,
+`"deleted"`) or the clock's ticks (`"tick"`). One inbox insert
 per round instead of one queue update per vehicle is what makes an append cost about the
 database's raw insert (SPEC §6, §8): SecantusDB charges an update about eight times a small
 insert.
@@ -16,9 +17,11 @@ gap (a number taken whose document has not landed yet). A round that stored noth
 empty document under its number (a tombstone) so that nobody waits for it; a round that
 failed after storing fixes puts them under its number once the database answers again
 (`store/positions.py` `InsertRounds`); a writer that died in between leaves a gap the fold
-skips after a while (`Fold`, `missing_seconds`). A writer whose round took longer than that
-(a stalled process, a database restart) takes a new number before it inserts, so what it
-hands on is never behind a skipped gap.
+gives up after a while (`Fold`, `missing_seconds`) by writing empty documents there itself
+(`give_up`), so that a writer frozen in between finds its number taken and hands its fixes
+on under a new one instead of writing behind the fold. A writer whose round took longer than
+that (a stalled process, a database restart) takes a new number before it inserts, so what
+it hands on is never behind a skipped gap.
 
 **The state** (`fleet`, one document per vehicle): `{_id: "<tenant>:<vehicle>", tenant,
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
@@ -37,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Collection as Collection_
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import bson
@@ -46,11 +49,20 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from gateway.errors import Conflict, StoreUnavailable
-from gateway.store.client import Collection, Doc, only_duplicates, scoped, translate_errors
+from gateway.store.client import (
+    Collection,
+    Doc,
+    insert_new,
+    only_duplicates,
+    scoped,
+    translate_errors,
+)
 
 SHARDS: Final = 16
 """The fold's shards (gateway/shares.py leases them): a vehicle's `shard`."""
 _SEQ: Final = "seq"
+GIVEN_UP_KEPT: Final = timedelta(days=1)
+"""How long an inbox number the fold gave up stays taken after the fold is past it."""
 MAX_WRITTEN_ITEMS: Final = 50_000
 """Fixes (and other items) of the inbox documents a process keeps for its own fold."""
 
@@ -166,6 +178,22 @@ class FleetStore:
             return
         self._written.add(doc)
 
+    async def holds_items(self, seq: int) -> bool:
+        """Whether the inbox document under `seq` holds items (not empty: a round's
+        tombstone, or a number the fold gave up)."""
+        with translate_errors():
+            doc = await self._inbox.find_one({"_id": seq}, {"items": {"$slice": 1}})
+        return bool(doc and doc.get("items"))
+
+    async def give_up(self, numbers: Iterable[int]) -> int:
+        """The fold gives up numbers whose documents never landed: empty documents under them,
+        so that a writer that lands after all gets a duplicate key (and hands its fixes on
+        under a new number) instead of writing behind the fold. How many were still missing
+        (a document that landed meanwhile stands)."""
+        now = datetime.now(UTC)
+        empty = [{"_id": n, "at": now, "items": [], "given_up": True} for n in numbers]
+        return await insert_new(self._inbox, empty)
+
     async def add(self, items: Sequence[Doc]) -> None:
         """Items in a document of their own (a reading, a service: a number each)."""
         seq = await self.take_number()
@@ -183,20 +211,17 @@ class FleetStore:
         """A recorded service (`{km?, at, plan?, source}`) for the fold."""
         await self.add([_item("service", tenant, vehicle, service)])
 
+    async def push_deleted(self, tenant: str, vehicle: str) -> None:
+        """A vehicle deleted: the fold forgets it and drops its state."""
+        await self.add([_item("deleted", tenant, vehicle, {"at": datetime.now(UTC)})])
+
     async def push_ticks(self, tenants: Sequence[str], at: datetime) -> None:
         """The fold's clock: a tick at `at` for each of these tenants, in one document. The fold
-        runs every vehicle of the tenant (in its shards, with a state) through the tenant's
-        maintenance plans at `at`, so a time interval comes due on a parked vehicle too."""
+        runs every vehicle of the tenant in its shards that a time-based plan applies to
+        through the tenant's maintenance plans at `at`, so a time interval comes due on a
+        parked vehicle too, and on one without a tracker."""
         if tenants:
             await self.add([{"k": "tick", "tenant": t, "at": at} for t in tenants])
-
-    async def vehicles_of(self, tenant: str, shards: Collection_[int]) -> list[str]:
-        """The vehicles of a tenant in these shards that have a fold state (for a tick: it
-        scans the tenant's states, once an hour)."""
-        query = scoped(tenant, {"shard": {"$in": sorted(shards)}})
-        with translate_errors():
-            docs = await self._states.find(query, {"vehicle": 1}).to_list(None)
-        return [str(doc["vehicle"]) for doc in docs]
 
     async def after(self, seq: int, limit: int) -> list[Doc]:
         """Inbox documents numbered above `seq`, in number order (the primary index); the
@@ -215,9 +240,14 @@ class FleetStore:
         return int(doc["n"]) if doc else 0
 
     async def trim(self, through: int) -> int:
-        """Drop the inbox documents numbered up to `through` (every shard is past them)."""
+        """Drop the inbox documents numbered up to `through` (every shard is past them); the
+        numbers the fold gave up stay taken for `GIVEN_UP_KEPT` longer, so that a writer
+        that stalled past them still finds its number taken."""
+        older = {"_id": {"$lte": through}}
+        kept = datetime.now(UTC) - GIVEN_UP_KEPT
         with translate_errors():
-            result = await self._inbox.delete_many({"_id": {"$lte": through}})
+            result = await self._inbox.delete_many({**older, "given_up": {"$exists": False}})
+            await self._inbox.delete_many({**older, "given_up": True, "at": {"$lt": kept}})
         return int(result.deleted_count)
 
     # --- checkpoints -------------------------------------------------------------------
@@ -263,6 +293,15 @@ class FleetStore:
         keys = list(keys)
         found = await asyncio.gather(*(one(key) for key in keys))
         return {key: doc for key, doc in zip(keys, found, strict=True) if doc is not None}
+
+    async def drop_states(self, keys: Collection_[tuple[str, str]]) -> None:
+        """Deleted vehicles' states go (a delete by `_id` each: SecantusDB scans for `$in`)."""
+
+        async def one(key: tuple[str, str]) -> None:
+            with translate_errors():
+                await self._states.delete_one({"_id": fleet_id(*key)})
+
+        await asyncio.gather(*(one(key) for key in keys))
 
     async def save_states(self, saved: Sequence[SavedState]) -> None:
         """Write states, each only over an older one (`through` lower or equal: an equal one

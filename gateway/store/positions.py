@@ -402,10 +402,17 @@ class _Inbox:
                                "fixes": []}  # fmt: skip
             groups[key]["fixes"].append({k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None})
         items = list(groups.values())
-        if items:
-            await self._fleet.put(seq, items)
-        else:  # every fix a duplicate: the number stands for nothing
+        if not items:  # every fix a duplicate: the number stands for nothing
             await self._fleet.tombstone(seq)
+            return
+        try:
+            await self._fleet.put(seq, items)
+        except Conflict:
+            # The number is taken: by an earlier attempt of this round that landed after all
+            # (done), or by the fold, which gave it up (a round frozen past `missing_seconds`
+            # would land behind it): then under a new one.
+            if not await self._fleet.holds_items(seq):
+                await self._fleet.put(await self._fleet.take_number(), items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,7 +547,7 @@ class PositionStore:
     # --- reads ---------------------------------------------------------------------------
 
     async def neighbours(
-        self, tenant: str, vehicle: str, t: datetime, exclude: Sequence[str] = ()
+        self, tenant: str, vehicle: str, t: datetime, exclude: Collection_[str] = ()
     ) -> tuple[Doc | None, Doc | None]:
         """The accepted (not refused) fixes just before and just after device time `t`;
         `exclude` names fixes not folded yet (the fold's own pending ones)."""
