@@ -274,8 +274,9 @@ class Fold(ShardedJob):
 
     async def run_until_idle(self, shards: Collection[int] | None = None) -> int:
         """Fold until nothing new is left, then write everything (tests, and a quiet pass);
-        after this process's appends in flight have reached the inbox."""
-        await self._store.positions.inserts.settled()
+        after this process's appends in flight have reached the inbox (waiting for them at
+        most `quiet_seconds`: a round may be stuck on the database)."""
+        await self._store.positions.inserts.settled(self._config.quiet_seconds)
         total = 0
         while folded := await self.fold_once(shards):
             total += folded

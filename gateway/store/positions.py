@@ -159,12 +159,12 @@ class InsertRounds:
             await asyncio.shield(waiting.handed)
         return outcome
 
-    async def settled(self) -> None:
+    async def settled(self, timeout: float) -> None:
         """Until the rounds in flight now have handed their documents on (or left them to be
-        finished later): a fold in this process reads after them."""
+        finished later), at most `timeout` seconds: a fold in this process reads after them."""
         rounds = list(self._rounds)
         if rounds:
-            await asyncio.wait(rounds)
+            await asyncio.wait(rounds, timeout=timeout)
 
     def _may_start(self) -> bool:
         """A round starts when none is in flight, or when fewer than `max_in_flight` are and
