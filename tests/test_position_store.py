@@ -323,3 +323,20 @@ async def test_the_fold_reads_its_own_processs_rounds_as_the_database_holds_them
     await store.append("acme", "v1", [_fix(10)], "t")
     assert [d["_id"] for d in await fleet.after(2, 10)] == [other, other + 1]
     assert [d["_id"] for d in await fleet.after(other, 10)] == [other + 1]
+
+
+async def test_a_track_read_on_the_embedded_database_is_served_by_an_index_not_a_scan(
+    services: Services,
+) -> None:
+    """SecantusDB reads an `_id` range by scanning the collection (the whole history of every
+    vehicle, for each track read); the `track` index (tenant, `_id`) serves it instead."""
+    assert await services.store.scans_id_ranges()
+    store = _store(services)
+    for vehicle in ("v1", "v2"):
+        await store.append("acme", vehicle, [_fix(s) for s in range(0, 50, 5)], "t")
+    low, high = "v1-", "v1-~"
+    query = {"tenant": "acme", "_id": {"$gte": low, "$lt": high}}
+    plan = await services.store.db["positions"].find(query).sort("_id", 1).limit(3).explain()
+    assert "COLLSCAN" not in str(plan["queryPlanner"]) and "track" in str(plan), plan
+    assert plan["executionStats"]["totalDocsExamined"] <= 10, plan["executionStats"]
+    assert len(await store.track("acme", "v1", None, None, None, 3)) == 3

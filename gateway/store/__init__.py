@@ -91,11 +91,18 @@ class Store:
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.entities.backfill_lookup_keys()
         await self.mappings.ensure_indexes()
-        await self.positions.ensure_indexes()
+        await self.positions.ensure_indexes(scans_id_ranges=await self.scans_id_ranges())
         await self.fleet.ensure_counter()
         await self.notify.ensure_indexes()
         await self.ui.ensure_indexes()
         await self.fleet_rules.ensure_indexes()
+
+    async def scans_id_ranges(self) -> bool:
+        """Whether the server reads a range of `_id` by scanning the collection (SecantusDB,
+        which names itself in `buildInfo`; MongoDB serves it from the primary index)."""
+        with translate_errors():
+            info = await self.db.client.admin.command("buildInfo")
+        return "secantusVersion" in info
 
     async def ping(self) -> None:
         with translate_errors():
