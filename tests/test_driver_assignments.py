@@ -152,3 +152,19 @@ async def test_assignments_belong_to_their_tenant(client: Client) -> None:
     response = await client.get(DRIVERS, headers=auth("other"))
     body = await response.json()
     assert body["items"] == [] and body["driver"] is None
+
+
+async def test_the_driver_at_a_time_is_read_through_an_index_on_the_embedded_database(
+    client: Client,
+) -> None:
+    """Every read of a history is a range of `_id`, which SecantusDB serves by scanning the
+    whole collection unless an index (tenant, `_id`) covers it."""
+    await _drivers(client)
+    await post(client, DRIVERS, {"driver": ANA, "start": "2026-11-01T08:00:00-03:00"})
+    await post(client, DRIVERS, {"driver": BRUNO, "start": "2026-11-10T08:00:00-03:00"})
+    collection = client.app[services_key].store.db["driver_assignments"]
+    query = {"tenant": "acme", "_id": {"$gte": "acme:", "$lt": "acme:~"}}
+    plan = await collection.find(query).sort("_id", -1).limit(1).explain()
+    assert "COLLSCAN" not in str(plan["queryPlanner"]) and "ranges" in str(plan), plan
+    answer = await _get(client, "?at=2026-11-05T12:00:00Z")
+    assert answer["driver"]["driver"]["cpf"] == ANA

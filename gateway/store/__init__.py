@@ -91,9 +91,10 @@ class Store:
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.entities.backfill_lookup_keys()
         await self.mappings.ensure_indexes()
-        await self.positions.ensure_indexes(scans_id_ranges=await self.scans_id_ranges())
+        scans = await self.scans_id_ranges()
+        await self.positions.ensure_indexes(scans_id_ranges=scans)
         await self.fleet.ensure_counter()
-        await self.notify.ensure_indexes()
+        await self.notify.ensure_indexes(scans_id_ranges=scans)
         await self.ui.ensure_indexes()
         await self.fleet_rules.ensure_indexes()
 

@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: text order is time order
+ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="ranges")
+"""Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
 
 
 def change_id(tenant: str, vehicle_id: str, start: datetime) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from gateway.store.assignments import AssignmentStore
+from gateway.store.assignments import ASSIGNMENT_RANGES, AssignmentStore
 from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
 from gateway.store.flow_runs import FlowRunStore
 from gateway.store.flows import FlowStore
@@ -117,9 +117,13 @@ class NotifyStores:
         self.runs = FlowRunStore(db["flow_runs"])
         self._db = db
 
-    async def ensure_indexes(self) -> None:
-        """Assignments are read through their `_id` alone."""
+    async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
+        """Assignments are read through their `_id` alone: ranges of it, which MongoDB serves
+        from its primary index and SecantusDB by scanning the collection, so there they get
+        an index (tenant, `_id`) that serves them (a driver change is a rare write)."""
         with translate_errors():
+            if scans_id_ranges:
+                await self._db["driver_assignments"].create_indexes([ASSIGNMENT_RANGES])
             await self._db["channels"].create_indexes(NAME_INDEXES)
             await self._db["templates"].create_indexes(NAME_INDEXES)
             await self._db["notify_cooldowns"].create_indexes(COOLDOWN_INDEXES)
