@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -142,7 +143,7 @@ def _json(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-class ClientThreads:
+class ClientThreads(ABC):
     """`workers` threads calling a trigger of a real gateway until stopped (`with` starts and
     stops them): each runs `_run(worker)`, counting answers by status under the lock."""
 
@@ -165,8 +166,9 @@ class ClientThreads:
         for thread in self._threads:
             thread.join(60)
 
+    @abstractmethod
     def _run(self, worker: int) -> None:
-        raise NotImplementedError
+        """One worker's calls, until `stop` is set."""
 
     def _post(self, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """POST to the trigger; the status is counted."""

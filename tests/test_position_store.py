@@ -148,6 +148,9 @@ class _LostAnswer:
     def find(self, *args: Any, **kwargs: Any) -> Any:
         return self._c.find(*args, **kwargs)
 
+    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._c.find_one(*args, **kwargs)
+
 
 async def _finished(services: Services) -> dict[str, Any]:
     """The newest inbox document, once a failed round has written it under its number."""
@@ -203,8 +206,9 @@ async def test_a_round_that_cannot_know_what_it_stored_reads_it_back_and_hands_o
 async def test_a_round_that_stored_nothing_gives_its_number_up(services: Services) -> None:
     collection = services.store.db["positions"]
     inbox = _BrokenInbox(_fleet(services), failures=0)
-    await collection.insert_one({"_id": position_id("v9", T0), "at": T0, "source": "other"})
-    docs = [{"_id": position_id("v9", T0), "vehicle": "v9", "t": T0, "at": T0, "source": "s"}]
+    fix = {"_id": position_id("v9", T0), "tenant": "acme", "vehicle": "v9", "t": T0, "at": T0}
+    await collection.insert_one({**fix, "source": "other"})
+    docs = [{**fix, "source": "s"}]
     with pytest.raises(StoreUnavailable):
         await InsertRounds(_LostAnswer(collection), hand_on=inbox).insert(docs)  # type: ignore[arg-type]
     finished = await _finished(services)

@@ -253,7 +253,7 @@ class InsertRounds:
                 len(self._finishing),
                 len(docs),
             )
-            self._finished("not_handed_on", len(inserted if inserted is not None else docs))
+            self._finished("not_handed_on", len(docs if inserted is None else inserted))
             return
         task = asyncio.create_task(self._finish(number, docs, inserted))
         self._finishing.add(task)
@@ -280,10 +280,11 @@ class InsertRounds:
         while True:
             try:
                 if inserted is None:
-                    # The database answers again; an insert it took before it stalled (a
-                    # frozen server, a timed-out round) may still be landing beside this read:
-                    # read again once it has had time to.
-                    await self._stored_of(docs)
+                    # Once the database answers again, an insert it took before it stalled
+                    # (a frozen server, a timed-out round) may still be landing: read what
+                    # the round stored only after it has had time to.
+                    with translate_errors():
+                        await self._c.find_one({"_id": docs[0]["_id"]}, {"_id": 1})
                     await asyncio.sleep(READ_BACK_GRACE_SECONDS)
                     inserted = await self._stored_of(docs)
                 if not inserted:
@@ -310,7 +311,7 @@ class InsertRounds:
                         FINISH_SECONDS,
                         exc,
                     )
-                    self._finished("not_handed_on", len(inserted if inserted else docs))
+                    self._finished("not_handed_on", len(docs if inserted is None else inserted))
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -322,14 +323,14 @@ class InsertRounds:
     async def _stored_of(self, docs: Sequence[Doc]) -> list[Doc]:
         """Which of `docs` are stored as this round wrote them (same receipt time and source:
         a fix stored before by another request is a duplicate, not this round's). One range
-        of `_id` per vehicle."""
+        of `_id` per vehicle, with its tenant (the `track` index's reads)."""
         wanted = {doc["_id"]: doc for doc in docs}
-        by_vehicle: dict[str, list[str]] = {}
+        by_vehicle: dict[tuple[str, str], list[str]] = {}
         for doc in docs:
-            by_vehicle.setdefault(doc["vehicle"], []).append(doc["_id"])
+            by_vehicle.setdefault((doc["tenant"], doc["vehicle"]), []).append(doc["_id"])
         stored: list[Doc] = []
-        for ids in by_vehicle.values():
-            query = {"_id": {"$gte": min(ids), "$lte": max(ids)}}
+        for (tenant, _), ids in by_vehicle.items():
+            query = scoped(tenant, {"_id": {"$gte": min(ids), "$lte": max(ids)}})
             with translate_errors():
                 found = await self._c.find(query, {"at": 1, "source": 1}).to_list(None)
             for doc in found:
