@@ -124,7 +124,8 @@ class Metrics:
         self.fold_fixes = Counter(
             "gateway_fleet_fixes_folded_total",
             "Fixes the fold took, by outcome: accepted, late (inserted behind the last"
-            " position), missing (an inbox number whose round never wrote it: skipped)",
+            " position), missing (an inbox number whose round never wrote it: given up),"
+            " recovered (fixes such a round stored, found by its number and folded)",
             ["outcome"],
             registry=r,
         )
@@ -190,7 +191,8 @@ class Metrics:
             "gateway_fixes_after_failure_total",
             "Fixes an append round stored before it failed (its callers got a 503): handed_on "
             "(to the fold, once the database answered again) or not_handed_on (the database "
-            "stayed away, or too many failed rounds waited: stored, never folded)",
+            "stayed away, or too many failed rounds waited: left for the fold to find when "
+            "it gives the round's number up)",
             ["outcome"],
             registry=r,
         )

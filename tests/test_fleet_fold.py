@@ -3,6 +3,7 @@ vehicle's last position, odometer and events (issue 10)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from collections.abc import Sequence
@@ -311,6 +312,25 @@ async def test_a_missing_inbox_number_holds_the_fold_until_it_is_given_up(
     data = await vehicle_data(services, vehicle)
     assert data["last_position"]["latitude"] == points[-1].lat
     assert await services.store.fleet.checkpoints([0]) == {0: 2}
+
+
+async def test_several_missing_inbox_numbers_in_sight_are_given_up_after_one_wait(
+    services: Services,
+) -> None:
+    """Rounds lost together (processes killed at once) leave several gaps: the fold waits
+    once for all it can see, not once for each in turn."""
+    vehicle = await make_vehicle(services)
+    points = route_points()[:20]
+    fleet = services.store.fleet
+    for part in (points[:10], points[10:]):
+        await fleet.take_number()  # a round that never wrote
+        await append(services, vehicle, part)
+    fold = own_fold(services, FoldSettings(missing_seconds=0.5))
+    assert await fold.fold_once() == 0  # both gaps in sight: both wait from now
+    await asyncio.sleep(0.6)
+    assert await fold.run_until_idle() == 4
+    data = await vehicle_data(services, vehicle)
+    assert data["last_position"]["latitude"] == points[-1].lat
 
 
 async def test_under_steady_input_a_checkpoint_is_written_a_few_vehicles_a_pass(

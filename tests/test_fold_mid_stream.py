@@ -223,13 +223,14 @@ async def test_a_shard_lost_and_taken_back_mid_checkpoint_is_not_checkpointed_pa
         assert state is not None and state["state"]["last"]["lat"] == points[-1].lat
 
 
-async def test_a_round_frozen_past_the_give_up_of_its_number_hands_on_under_a_new_one(
+async def test_a_round_frozen_after_its_insert_past_the_give_up_of_its_number_is_folded_once(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A round took its inbox number, then froze (a stopped process) long enough for the fold
-    to give the number up and fold on past it. When it wakes up, its fixes must not land
-    where no fold will ever read them: it finds the number taken and hands them on under a
-    new one; and a fold taking over does not wait at the given-up number again."""
+    """A round took its inbox number and stored its fixes, then froze (a stopped process, or
+    one killed) before its inbox write, long enough for the fold to give the number up: the
+    fold finds the fixes by the round's number and folds them; a fold taking over does not
+    wait at that number again; and the round, if it wakes up, finds the number taken with its
+    fixes and hands nothing on twice."""
     services = client.app[services_key]
     await _vehicle(client)
     trigger = await create_position_trigger(client)
@@ -255,12 +256,18 @@ async def test_a_round_frozen_past_the_give_up_of_its_number_hands_on_under_a_ne
     assert await giving_up.fold_once() == 2  # the number given up, and the round after it
     # Then that fold is gone; the one that takes over does not wait at that number again.
     assert await own_fold(services, FoldSettings(missing_seconds=3600)).run_until_idle() == 3
+    # The fold gave the number up with the fixes its round had stored (they carry it).
+    data = await _get_vehicle(client)
+    assert data["last_position"]["latitude"] == points[-1].lat
+    odometer = data["odometer_km"]
     thawed.set()
     status, body = await request
     assert status == 200 and body["summary"]["stored"] == 20, body
     await services.fold.run_until_idle()
-    data = await _get_vehicle(client)
+    data = await _get_vehicle(client)  # the round, thawed, handed on nothing twice
     assert data["last_position"]["latitude"] == points[-1].lat
+    assert data["odometer_km"] == odometer
+    assert await services.store.fleet.last_number() == 3
 
 
 async def test_a_round_whose_inbox_write_landed_but_seemed_to_fail_is_folded_once(

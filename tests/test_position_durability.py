@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 
 from gateway.fleet.geometry import haversine_m
@@ -71,6 +73,8 @@ class _Trackers(ClientThreads):
                 with self._lock:
                     self.answered[fix["plate"]].append(body["id"])
                 n += 1
+            else:
+                time.sleep(0.01)  # down, or refusing: resend a little later
 
     def count(self) -> int:
         with self._lock:
@@ -133,6 +137,44 @@ def _freeze(gateway: Gateway) -> None:
     wait_until(gateway.ready, 60, "the database to answer again")
 
 
+def _setup(gateway: Gateway) -> dict[str, Any]:
+    """The trackers' vehicles and the position trigger they post to."""
+    for tracker in range(TRACKERS):
+        status, _, body = gateway.request(
+            "POST", "/api/v1/entities/vehicle", {"plate": _plate(tracker)}, headers=auth()
+        )
+        assert status == 201, body
+    status, _, trigger = gateway.request(
+        "POST",
+        "/api/v1/triggers",
+        {"name": "trackers", "target": "positions", "methods": ["POST"]},
+        headers=auth(),
+    )
+    assert status == 201, trigger
+    return trigger
+
+
+def _check(gateway: Gateway, trackers: _Trackers) -> dict[str, list[dict[str, Any]]]:
+    """Every answered fix is in its vehicle's track, and every stored fix is folded (within
+    90 s: a number taken but never written holds the fold back until it gives it up, 30 s)."""
+    tracks = {plate: _track(gateway, plate) for plate in trackers.answered}
+    stored = {plate: {f["id"] for f in track} for plate, track in tracks.items()}
+    lost = [i for plate, ids in trackers.answered.items() for i in ids if i not in stored[plate]]
+    assert not lost, f"answered fixes missing from the tracks: {lost}"
+    reports: dict[str, dict[str, Any]] = {}
+
+    def all_folded() -> bool:
+        reports.update({p: _folded(gateway, p, t) for p, t in tracks.items()})
+        return all(_settled(r) for r in reports.values())
+
+    try:
+        wait_until(all_folded, 90, "every stored fix to be folded")
+    except AssertionError:
+        unsettled = {p: r for p, r in reports.items() if not _settled(r)}
+        raise AssertionError(f"stored fixes left out of the fold: {unsettled}") from None
+    return tracks
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(
     ("fault", "times"),
@@ -146,18 +188,7 @@ def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_database_fails_mid_s
 ) -> None:
     gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="1500").start()
     try:
-        for tracker in range(TRACKERS):
-            status, _, body = gateway.request(
-                "POST", "/api/v1/entities/vehicle", {"plate": _plate(tracker)}, headers=auth()
-            )
-            assert status == 201, body
-        status, _, trigger = gateway.request(
-            "POST",
-            "/api/v1/triggers",
-            {"name": "trackers", "target": "positions", "methods": ["POST"]},
-            headers=auth(),
-        )
-        assert status == 201, trigger
+        trigger = _setup(gateway)
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
         with _Trackers(gateway, trigger, start) as trackers:
             for _ in range(times):
@@ -166,25 +197,7 @@ def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_database_fails_mid_s
                 fault(gateway)
             target = trackers.count() + FIXES_BETWEEN_FAULTS
             wait_until(lambda: trackers.count() >= target, 60, "fixes after the last fault")
-        tracks = {plate: _track(gateway, plate) for plate in trackers.answered}
-        stored = {plate: {f["id"] for f in track} for plate, track in tracks.items()}
-        lost = [
-            i for plate, ids in trackers.answered.items() for i in ids if i not in stored[plate]
-        ]
-        assert not lost, f"answered fixes missing from the tracks: {lost}"
-        reports: dict[str, dict[str, Any]] = {}
-
-        def all_folded() -> bool:
-            reports.update({p: _folded(gateway, p, t) for p, t in tracks.items()})
-            return all(_settled(r) for r in reports.values())
-
-        try:
-            # A round whose inbox number was taken but never written holds the fold back
-            # until it gives the number up (30 s).
-            wait_until(all_folded, 90, "every stored fix to be folded")
-        except AssertionError:
-            unsettled = {p: r for p, r in reports.items() if not _settled(r)}
-            raise AssertionError(f"stored fixes left out of the fold: {unsettled}") from None
+        tracks = _check(gateway, trackers)
     finally:
         gateway.stop()
     print(
@@ -192,3 +205,58 @@ def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_database_fails_mid_s
         f"answered, {sum(len(t) for t in tracks.values())} stored; statuses "
         f"{dict(trackers.statuses)}"
     )
+
+
+def _kill_between_insert_and_inbox(gateway: Gateway, db: Any, tries: int = 500) -> bool:
+    """SIGKILL the gateway while a round has stored fixes (answered, or about to be) but not
+    yet written them to the fold's inbox, freezing it (SIGSTOP) to look and letting it run
+    between looks; after `tries` looks, kill it wherever it is. Whether it was caught so."""
+    assert gateway.proc is not None
+    for _ in range(tries):
+        gateway.proc.send_signal(signal.SIGSTOP)
+        newest = db["positions"].find({}, {"seq": 1}).sort("at", -1).limit(TRACKERS * 2)
+        numbers = {doc["seq"] for doc in newest}
+        if any(db["fleet_inbox"].find_one({"_id": n}, {"_id": 1}) is None for n in numbers):
+            gateway.kill()
+            return True
+        gateway.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
+    gateway.kill()
+    return False
+
+
+@pytest.mark.timeout(300)
+def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_gateway_is_killed_mid_stream(
+    tmp_path: Path, mongodb_uri: str
+) -> None:
+    """`gateway serve` SIGKILLed three times under the trackers, each time after a round
+    stored its fixes and before it wrote them to the fold's inbox, and started again: the
+    fold, giving the round's number up, finds them by that number and folds them."""
+    database = f"gateway_kill_{os.getpid()}"
+    gateway = Gateway(tmp_path, MONGODB_URI=mongodb_uri, GATEWAY_DATABASE=database).start()
+    db = pymongo.MongoClient(mongodb_uri)[database]
+    caught = 0
+    try:
+        trigger = _setup(gateway)
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        with _Trackers(gateway, trigger, start) as trackers:
+            for _ in range(FAULTS):
+                target = trackers.count() + FIXES_BETWEEN_FAULTS
+                wait_until(lambda t=target: trackers.count() >= t, 60, "fixes to be answered")
+                caught += _kill_between_insert_and_inbox(gateway, db)
+                gateway.start(timeout=60)  # same port and database: the trackers resend
+            target = trackers.count() + FIXES_BETWEEN_FAULTS
+            wait_until(lambda: trackers.count() >= target, 60, "fixes after the last kill")
+        tracks = _check(gateway, trackers)
+    finally:
+        gateway.stop()
+        db.client.drop_database(database)
+        db.client.close()
+    recovered = sum(int(n) for n in re.findall(r"given up, with the (\d+) fixes", gateway.log()))
+    print(
+        f"\ngateway kill experiment: {FAULTS} x SIGKILL ({caught} between a round's insert and "
+        f"its inbox write), {trackers.count()} fixes answered, "
+        f"{sum(len(t) for t in tracks.values())} stored, {recovered} found by the fold; "
+        f"statuses {dict(trackers.statuses)}"
+    )
+    assert caught and recovered

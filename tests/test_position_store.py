@@ -15,6 +15,7 @@ import pytest
 from gateway.errors import StoreUnavailable
 from gateway.services import Services
 from gateway.store import derived_id
+from gateway.store import positions as positions_module
 from gateway.store.fleet import FleetStore, SavedState
 from gateway.store.positions import InsertRounds, PositionStore, position_id
 from gateway.store.positions import inbox_items as inbox_items_of
@@ -122,7 +123,7 @@ class _BrokenInbox:
     async def take_number(self) -> int:
         return await self._fleet.take_number()
 
-    async def put_round(self, seq: int, docs: list[dict[str, Any]], took: float) -> None:
+    async def put_round(self, seq: int, docs: list[dict[str, Any]]) -> None:
         if self._failures:
             self._failures -= 1
             raise StoreUnavailable("inbox down")
@@ -213,6 +214,42 @@ async def test_a_round_that_stored_nothing_gives_its_number_up(services: Service
         await InsertRounds(_LostAnswer(collection), hand_on=inbox).insert(docs)  # type: ignore[arg-type]
     finished = await _finished(services)
     assert finished["items"] == [] and inbox.tombstones == [finished["_id"]]
+
+
+async def test_fixes_that_waited_too_long_for_a_round_fail_without_being_stored(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's fixes were all received at most `MAX_WAIT_SECONDS` before it took its number
+    (what bounds a fold's search for a dead round's fixes): a caller that waited longer for a
+    round, behind one stuck on the database, fails (503) with nothing stored."""
+    monkeypatch.setattr(positions_module, "MAX_WAIT_SECONDS", 0.2)
+    collection = services.store.db["positions"]
+    release = asyncio.Event()
+
+    class _SlowNumbers(_BrokenInbox):
+        async def take_number(self) -> int:
+            await release.wait()
+            return await super().take_number()
+
+    slow = _SlowNumbers(_fleet(services), failures=0)
+    rounds = InsertRounds(collection, hand_on=slow, max_in_flight=1)
+    docs = [
+        {"_id": position_id("v9", T0 + timedelta(seconds=s)), "tenant": "acme", "vehicle": "v9",
+         "t": T0 + timedelta(seconds=s), "at": T0}
+        for s in (0, 5)
+    ]  # fmt: skip
+    first = asyncio.create_task(rounds.insert(docs[:1]))
+    await asyncio.sleep(0.05)  # its round waits for a number
+    second = asyncio.create_task(rounds.insert(docs[1:]))
+    await asyncio.sleep(0.3)
+    release.set()
+    assert await first == [True]
+    with pytest.raises(StoreUnavailable):
+        await second
+    assert await collection.count_documents({"_id": docs[1]["_id"]}) == 0
+    assert await InsertRounds(collection, hand_on=_BrokenInbox(_fleet(services), 0)).insert(
+        docs[1:]
+    ) == [True]  # its resend is stored
 
 
 async def test_a_round_of_duplicates_only_leaves_an_empty_inbox_document(

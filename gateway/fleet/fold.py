@@ -64,7 +64,7 @@ from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
 from gateway.store.fleet import SHARDS, SavedState, fleet_id, shard_of
-from gateway.store.positions import inbox_items
+from gateway.store.positions import inbox_items, round_items
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ FOLD_SHARDS: Final = SHARDS
 POSITION_EVENT: Final = "vehicle.position"
 _PURGE_SECONDS: Final = 3600.0
 _FORGET_SECONDS: Final = 600.0  # a vehicle written and quiet this long leaves memory
+_CLOCKS_APART: Final = timedelta(seconds=60)  # between processes' clocks, at most
 # Readings from these origins may move an odometer back (an admin's correction).
 AUTHORITATIVE: Final = ("admin",)
 
@@ -227,7 +228,10 @@ class Fold(ShardedJob):
         self._metrics.fold_oldest_waiting.set(max(age, 0.0))
         taken, gap = self._contiguous(start, docs)
         if gap is not None and not taken:
-            return 0 if await self._give_up(gap, wanted) else await self.fold_once(shards)
+            after = next(doc for doc in docs if doc["_id"] == gap[1])
+            if await self._give_up(gap, after["at"], wanted):
+                return 0
+            return await self.fold_once(shards)
         taken = self._bounded(taken)
         if not taken:
             return 0
@@ -327,7 +331,13 @@ class Fold(ShardedJob):
         for doc in docs:
             seq = int(doc["_id"])
             if seq > expected:
-                first = self._gaps.setdefault(expected, now)
+                # Every gap in sight starts its wait now (several rounds lost at once, e.g.
+                # processes killed together, are given up together, not one wait after another).
+                present = [start, *(int(d["_id"]) for d in docs)]
+                for low, high in itertools.pairwise(present):
+                    for missing in range(low + 1, high):
+                        self._gaps.setdefault(missing, now)
+                first = self._gaps[expected]
                 expired = now - first >= self._config.missing_seconds
                 return taken, (expected, seq) if expired else None
             taken.append(doc)
@@ -348,18 +358,31 @@ class Fold(ShardedJob):
             self._reading = max(1, min(self._config.batch, int(self._config.max_fixes / per_doc)))
         return docs[:taken]
 
-    async def _give_up(self, gap: tuple[int, int], wanted: frozenset[int]) -> bool:
+    async def _give_up(
+        self, gap: tuple[int, int], written_by: datetime, wanted: frozenset[int]
+    ) -> bool:
         """Numbers missing for `missing_seconds`, given up: first make sure no other fold went
         past them (this process lost its shards for a while: then it starts again from their
-        checkpoints, and True); then fill them with empty documents, so that every fold reads
-        them instead of waiting again, and a round that writes its document under one after
-        all fails (its requests are retried) instead of landing where no fold reads."""
+        checkpoints, and True); then write their documents, with the fixes each number's
+        round stored (its process died after the insert: they carry the number, and were
+        received before the next number's document was written, `written_by`) or none, so
+        that every fold reads them instead of waiting again, and a round that writes its
+        document under one after all hands on what it lacks under a new number instead of
+        landing where no fold reads."""
         if await self._resync(wanted):
             return True
-        if skipped := await self._store.fleet.give_up(range(*gap)):
-            self._metrics.fold_fixes.labels("missing").inc(skipped)
+        received_by = written_by + _CLOCKS_APART
+        for n in range(*gap):  # usually one: a process dies in one round at a time
+            stored = await self._store.positions.of_round(n, received_by)
+            if not await self._store.fleet.give_up(n, round_items(stored)):
+                continue  # its document landed meanwhile: it stands
+            self._metrics.fold_fixes.labels("missing").inc()
+            self._metrics.fold_fixes.labels("recovered").inc(len(stored))
             log.warning(
-                "fleet fold: inbox numbers %d-%d never written; skipped", gap[0], gap[1] - 1
+                "fleet fold: inbox number %d never written; given up, with the %d fixes its "
+                "round stored",
+                n,
+                len(stored),
             )
         return False
 

@@ -17,11 +17,10 @@ gap (a number taken whose document has not landed yet). A round that stored noth
 empty document under its number (a tombstone) so that nobody waits for it; a round that
 failed after storing fixes puts them under its number once the database answers again
 (`store/positions.py` `InsertRounds`); a writer that died in between leaves a gap the fold
-gives up after a while (`Fold`, `missing_seconds`) by writing empty documents there itself
-(`give_up`), so that a writer frozen in between finds its number taken and hands its fixes
-on under a new one instead of writing behind the fold. A writer whose round took longer than
-that (a stalled process, a database restart) takes a new number before it inserts, so what
-it hands on is never behind a skipped gap.
+gives up after a while (`Fold`, `missing_seconds`) by writing the document there itself
+(`give_up`), with the fixes the round stored (they carry its number) or none. A writer frozen
+in between then finds its number taken and hands on what that document lacks under a new
+number, instead of writing behind the fold.
 
 **The state** (`fleet`, one document per vehicle): `{_id: "<tenant>:<vehicle>", tenant,
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
@@ -178,21 +177,19 @@ class FleetStore:
             return
         self._written.add(doc)
 
-    async def holds_items(self, seq: int) -> bool:
-        """Whether the inbox document under `seq` holds items (not empty: a round's
-        tombstone, or a number the fold gave up)."""
+    async def document(self, seq: int) -> Doc | None:
+        """The inbox document under `seq`, if there is one."""
         with translate_errors():
-            doc = await self._inbox.find_one({"_id": seq}, {"items": {"$slice": 1}})
-        return bool(doc and doc.get("items"))
+            return await self._inbox.find_one({"_id": seq})
 
-    async def give_up(self, numbers: Iterable[int]) -> int:
-        """The fold gives up numbers whose documents never landed: empty documents under them,
-        so that a writer that lands after all gets a duplicate key (and hands its fixes on
-        under a new number) instead of writing behind the fold. How many were still missing
-        (a document that landed meanwhile stands)."""
-        now = datetime.now(UTC)
-        empty = [{"_id": n, "at": now, "items": [], "given_up": True} for n in numbers]
-        return await insert_new(self._inbox, empty)
+    async def give_up(self, seq: int, items: Sequence[Doc]) -> bool:
+        """The fold gives up a number whose document never landed: a document under it with
+        the items it found of its round (none for a round that stored nothing), so that a
+        writer that lands after all gets a duplicate key (and hands on what they lack under a
+        new number) instead of writing behind the fold. Whether it was still missing (a
+        document that landed meanwhile stands)."""
+        doc = {"_id": seq, "at": datetime.now(UTC), "items": list(items), "given_up": True}
+        return await insert_new(self._inbox, [doc]) == 1
 
     async def add(self, items: Sequence[Doc]) -> None:
         """Items in a document of their own (a reading, a service: a number each)."""

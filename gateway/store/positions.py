@@ -1,8 +1,9 @@
 """The `positions` collection: every vehicle's track (SPEC §6 "append, then fold").
 
-Insert-only: one document per fix, `{_id, tenant, vehicle, t, at, lat, lon, speed_kmh?,
-heading?, accuracy_m?, odometer_km?, ignition?, attributes?, source, rejected?}`. `vehicle` is
-the vehicle entity's id (as text), `t` the device time, `at` when the gateway received it.
+Insert-only: one document per fix, `{_id, tenant, vehicle, t, at, seq, lat, lon, speed_kmh?,
+heading?, accuracy_m?, odometer_km?, ignition?, attributes?, source}`. `vehicle` is the vehicle
+entity's id (as text), `t` the device time, `at` when the gateway received it, `seq` the
+number of the insert round that stored it (its inbox number: below).
 A position is never updated: the fold's verdict on a fix it refused goes to
 `positions_refused` (`{_id: the fix's _id, tenant, reason, at}`, insert-only), and the reads
 flag those fixes with their reason (`rejected`). Retention is a TTL index on `at` in both
@@ -20,6 +21,10 @@ ranges by scanning, so there the `track` index (tenant, `_id`) serves them
 Appends are group commits (`InsertRounds`): the fixes of concurrent requests leave in one
 journaled `insert_many` per round, and the round's newly stored fixes then go to the fold's
 inbox in one document (`store/fleet.py`); the request path is answered once they are stored.
+A round takes its inbox number before it inserts and stamps its fixes with it (`seq`), so
+that what a round stored can always be found again, by whoever finishes it: the round itself
+after a failure (`InsertRounds._finish`), or, when its process died between the insert and
+the inbox write, the fold that gives its number up (`PositionStore.of_round`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Collection as Collection_
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -57,6 +62,18 @@ READ_BACK_GRACE_SECONDS: Final = 1.0
 database first answers again."""
 MAX_UNFINISHED_ROUNDS: Final = 1_000
 """Failed rounds waiting for the database at once (each holds its fixes in memory)."""
+MAX_WAIT_SECONDS: Final = 30.0
+"""A request whose fixes waited this long for a round fails (503, nothing stored) instead of
+joining one: a round's fixes were all received at most this long before it took its number,
+which bounds how far back `PositionStore.of_round` looks."""
+ROUND_SEARCH: Final = timedelta(days=1)
+"""How far back from a given-up number `PositionStore.of_round` looks for its round's fixes."""
+_FIRST_WINDOW: Final = timedelta(seconds=10)
+_LONGEST_WINDOW: Final = timedelta(hours=1)
+ROUND_LOOKBACK: Final = timedelta(seconds=120)
+"""How much earlier than a fix of an earlier round a round's own fixes may have been received:
+`MAX_WAIT_SECONDS`, the time a round may take to get its number (the database's deadline), and
+room for the clocks of different processes."""
 log = logging.getLogger(__name__)
 _RETENTION_INDEX: Final = "retention"
 _TRACK_INDEX: Final = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="track")
@@ -90,16 +107,17 @@ class _Waiting:
     docs: Sequence[Doc]
     done: asyncio.Future[list[bool]]  # the insert's outcome
     handed: asyncio.Future[None]  # the round's hand-on ended (done, or left to `_finish`)
+    since: float  # when it began to wait (monotonic)
 
 
 class HandOn(Protocol):
     """Where a round's newly inserted documents go next (the fold's inbox): a number taken
-    while the insert is in flight, then the documents under it; a round that stored nothing
-    gives its number up."""
+    before the insert (the documents carry it as `seq`), then the documents under it; a round
+    that stored nothing gives its number up."""
 
     async def take_number(self) -> int: ...
 
-    async def put_round(self, seq: int, docs: list[Doc], took: float) -> None: ...
+    async def put_round(self, seq: int, docs: list[Doc]) -> None: ...
 
     async def tombstone(self, seq: int) -> None: ...
 
@@ -114,13 +132,14 @@ class InsertRounds:
     stored); a failure of the command fails the callers it concerns with StoreUnavailable (the
     others of the round get theirs).
 
-    `hand_on` then gets each round's inserted documents (the position store hands them to the
-    fold's inbox): its number is taken while the insert is in flight (one round trip less to
-    wait for), the documents are put under it after; the next round starts once that is done.
-    A caller hears once the round handed on, or (`early`) once its documents are stored. If
-    the hand-on fails, or the insert's outcome is unknown (its callers then fail), the round is
-    finished in the background once the database answers again: what it stored is handed on
-    all the same (retries find duplicates, so nobody else would), or its number given up.
+    With a `hand_on`, a round first takes a number and stamps its documents with it (`seq`),
+    then inserts them, then hands the inserted ones on under that number (the position store:
+    to the fold's inbox); the next round starts once that is done. A caller hears once the
+    round handed on, or (`early`) once its documents are stored. If the hand-on fails, or the
+    insert's outcome is unknown (its callers then fail), the round is finished in the
+    background once the database answers again: what it stored (read back by `seq` if need
+    be) is handed on all the same (retries find duplicates, so nobody else would), or its
+    number given up. Callers that waited `MAX_WAIT_SECONDS` for a round fail instead.
 
     One insert command per round instead of one per document (a client-level bulkWrite runs
     each insert as its own command on SecantusDB) is what brings batched ingest near the
@@ -153,7 +172,7 @@ class InsertRounds:
         """The documents' outcomes, once the round handed them on; `early`: once they are
         stored (journaled), while the round hands them on."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(docs, loop.create_future(), loop.create_future())
+        waiting = _Waiting(docs, loop.create_future(), loop.create_future(), time.monotonic())
         self._queue.append(waiting)
         if self._may_start():
             self._start()
@@ -179,6 +198,12 @@ class InsertRounds:
         return self._in_flight == 0 or waiting >= self._parallel_from
 
     def _start(self) -> None:
+        too_old = time.monotonic() - MAX_WAIT_SECONDS
+        if stale := [w for w in self._queue if w.since < too_old]:
+            self._queue = [w for w in self._queue if w.since >= too_old]
+            _fail(stale, StoreUnavailable("the database is too slow to take fixes"))
+            if not self._queue:
+                return
         batch: list[_Waiting] = []
         size = 0
         while self._queue and (not batch or size + len(self._queue[0].docs) <= self._max):
@@ -197,33 +222,36 @@ class InsertRounds:
             self._start()
 
     async def _round(self, batch: list[_Waiting]) -> None:
-        """Insert the round's documents, answer its callers, then hand the new ones on (the
-        next round waits for that, so rounds hand on in order). If anything fails once the
-        insert may have stored documents, the round is finished later (`_finish`)."""
+        """Take the round's number, insert its documents stamped with it, answer its callers,
+        then hand the new ones on (the next round waits for that, so rounds hand on in order).
+        If anything fails once the insert may have stored documents, the round is finished
+        later (`_finish`)."""
         docs = [doc for waiting in batch for doc in waiting.docs]
         self.rounds += 1
-        started = time.monotonic()
         hand_on = self._hand_on
-        number = None if hand_on is None else asyncio.create_task(hand_on.take_number())
         try:
+            seq = None
             try:
+                if hand_on is not None:
+                    seq = await hand_on.take_number()
+                    for doc in docs:
+                        doc["seq"] = seq
                 refused = await self._insert(docs)
             except BaseException as exc:
-                if number is not None:
-                    self._finish_later(number, docs, None)
+                if seq is not None:
+                    self._finish_later(seq, docs, None)
                 _fail(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
                 return
             _answer(batch, refused)
-            if hand_on is None or number is None:
+            if hand_on is None or seq is None:
                 return
             inserted = [doc for i, doc in enumerate(docs) if i not in refused]
             try:
-                seq = await number
-                await hand_on.put_round(seq, inserted, time.monotonic() - started)
+                await hand_on.put_round(seq, inserted)
             except Exception:
-                self._finish_later(number, docs, inserted)
+                self._finish_later(seq, docs, inserted)
             else:
                 self._finished("handed_on_now", len(inserted))
         finally:
@@ -243,9 +271,7 @@ class InsertRounds:
                 raise StoreUnavailable("write concern failed") from exc
         return refused
 
-    def _finish_later(
-        self, number: asyncio.Task[int], docs: list[Doc], inserted: list[Doc] | None
-    ) -> None:
+    def _finish_later(self, seq: int, docs: list[Doc], inserted: list[Doc] | None) -> None:
         if len(self._finishing) >= MAX_UNFINISHED_ROUNDS:
             log.error(
                 "position store: %d failed rounds already wait for the database; %d fixes "
@@ -255,27 +281,20 @@ class InsertRounds:
             )
             self._finished("not_handed_on", len(docs if inserted is None else inserted))
             return
-        task = asyncio.create_task(self._finish(number, docs, inserted))
+        task = asyncio.create_task(self._finish(seq, docs, inserted))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
-    async def _finish(
-        self, number: asyncio.Task[int], docs: list[Doc], inserted: list[Doc] | None
-    ) -> None:
+    async def _finish(self, seq: int, docs: list[Doc], inserted: list[Doc] | None) -> None:
         """A round that failed after its insert was sent: whatever it stored still goes to
         the fold, or nobody would fold it (its callers' retries find duplicates). Once the
-        database answers again: which of `docs` this round stored (`inserted`, or read back
-        when the insert's outcome is unknown), handed on under the round's number (a new one
-        if the number is too old: `put_round`); or, nothing stored, the number given up.
-        Tried for `FINISH_SECONDS`; after that the fixes stay stored without being folded
-        (logged)."""
+        database answers again: which of `docs` this round stored (`inserted`, or read back by
+        its number when the insert's outcome is unknown), handed on under the round's number
+        (`put_round`: what a fold that gave the number up did not take, under a new one); or,
+        nothing stored, the number given up. Tried for `FINISH_SECONDS`; after that the fixes
+        are left to the fold, which finds them by their number when it gives it up."""
         assert self._hand_on is not None
-        try:
-            seq: int | None = await number
-        except Exception:  # not taken, or unknown: a gap the fold skips after a while
-            seq = None
-        taken_at = time.monotonic()
-        deadline = taken_at + FINISH_SECONDS
+        deadline = time.monotonic() + FINISH_SECONDS
         delay = 0.2
         while True:
             try:
@@ -286,28 +305,24 @@ class InsertRounds:
                     with translate_errors():
                         await self._c.find_one({"_id": docs[0]["_id"]}, {"_id": 1})
                     await asyncio.sleep(READ_BACK_GRACE_SECONDS)
-                    inserted = await self._stored_of(docs)
+                    inserted = await self._stored_of(docs, seq)
                 if not inserted:
-                    if seq is not None:
-                        await self._hand_on.tombstone(seq)
+                    await self._hand_on.tombstone(seq)
                     return
-                if seq is None:
-                    seq, taken_at = await self._hand_on.take_number(), time.monotonic()
-                await self._hand_on.put_round(seq, inserted, time.monotonic() - taken_at)
+                await self._hand_on.put_round(seq, inserted)
                 log.warning(
                     "position store: a failed round's %d stored fixes handed to the fold late",
                     len(inserted),
                 )
                 self._finished("handed_on", len(inserted))
                 return
-            except Conflict:  # an earlier attempt's inbox document landed after all
-                return
             except StoreUnavailable as exc:
                 if time.monotonic() + delay > deadline:
                     log.error(
-                        "position store: %d fixes of a failed round may stay stored without "
-                        "being folded: the database did not answer for %.0f s (%s)",
+                        "position store: %d fixes of a failed round (inbox number %d) are left "
+                        "to the fold: the database did not answer for %.0f s (%s)",
                         len(docs),
+                        seq,
                         FINISH_SECONDS,
                         exc,
                     )
@@ -320,26 +335,20 @@ class InsertRounds:
         if self.on_finished is not None and count:
             self.on_finished(outcome, count)
 
-    async def _stored_of(self, docs: Sequence[Doc]) -> list[Doc]:
-        """Which of `docs` are stored as this round wrote them (same receipt time and source:
-        a fix stored before by another request is a duplicate, not this round's). One range
-        of `_id` per vehicle, with its tenant (the `track` index's reads)."""
+    async def _stored_of(self, docs: Sequence[Doc], seq: int) -> list[Doc]:
+        """Which of `docs` are stored by this round (stamped with its number: a fix stored
+        before by another request is a duplicate, not this round's). One range of `_id` per
+        vehicle, with its tenant (the `track` index's reads)."""
         wanted = {doc["_id"]: doc for doc in docs}
         by_vehicle: dict[tuple[str, str], list[str]] = {}
         for doc in docs:
             by_vehicle.setdefault((doc["tenant"], doc["vehicle"]), []).append(doc["_id"])
         stored: list[Doc] = []
         for (tenant, _), ids in by_vehicle.items():
-            query = scoped(tenant, {"_id": {"$gte": min(ids), "$lte": max(ids)}})
+            query = scoped(tenant, {"_id": {"$gte": min(ids), "$lte": max(ids)}, "seq": seq})
             with translate_errors():
-                found = await self._c.find(query, {"at": 1, "source": 1}).to_list(None)
-            for doc in found:
-                mine = wanted.get(doc["_id"])
-                if mine is not None and (doc["at"], doc.get("source")) == (
-                    mine["at"],
-                    mine.get("source"),
-                ):
-                    stored.append(mine)
+                found = await self._c.find(query, {"_id": 1}).to_list(None)
+            stored += [wanted[doc["_id"]] for doc in found if doc["_id"] in wanted]
         return stored
 
 
@@ -379,12 +388,25 @@ def inbox_items(doc: Doc) -> list[Doc]:
     return items
 
 
+def round_items(docs: Sequence[Doc]) -> list[Doc]:
+    """A round's stored fixes as inbox items: one per vehicle and request (`{k: "fixes",
+    tenant, vehicle, shard, at, fixes}`), each fix with the fields the fold reads."""
+    groups: dict[tuple[str, str, datetime], Doc] = {}
+    for d in docs:
+        key = (d["tenant"], d["vehicle"], d["at"])
+        if key not in groups:
+            groups[key] = {"k": "fixes", "tenant": key[0], "vehicle": key[1],
+                           "shard": shard_of(key[0], key[1]), "at": key[2],
+                           "fixes": []}  # fmt: skip
+        groups[key]["fixes"].append({k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None})
+    return list(groups.values())
+
+
 class _Inbox:
     """A round's newly stored fixes to the fold's inbox, one document (`store/fleet.py`)."""
 
-    def __init__(self, fleet: FleetStore, stall_seconds: float) -> None:
+    def __init__(self, fleet: FleetStore) -> None:
         self._fleet = fleet
-        self._stall = stall_seconds  # a round older than this takes a new number
 
     async def take_number(self) -> int:
         return await self._fleet.take_number()
@@ -392,31 +414,22 @@ class _Inbox:
     async def tombstone(self, seq: int) -> None:
         await self._fleet.tombstone(seq)
 
-    async def put_round(self, seq: int, docs: list[Doc], took: float) -> None:
-        """If the round took so long that the fold may have given its number up, a new one."""
-        if took > self._stall:
-            stale, seq = seq, await self._fleet.take_number()
-            await self._fleet.tombstone(stale)
-        groups: dict[tuple[str, str, datetime], Doc] = {}
-        for d in docs:  # one item per vehicle and request: its fixes, what the fold reads
-            key = (d["tenant"], d["vehicle"], d["at"])
-            if key not in groups:
-                groups[key] = {"k": "fixes", "tenant": key[0], "vehicle": key[1],
-                               "shard": shard_of(key[0], key[1]), "at": key[2],
-                               "fixes": []}  # fmt: skip
-            groups[key]["fixes"].append({k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None})
-        items = list(groups.values())
+    async def put_round(self, seq: int, docs: list[Doc]) -> None:
+        """The round's fixes under its number; if the number is taken, by an earlier attempt
+        of this round that landed after all or by a fold that gave it up (and took the fixes
+        stored under it by then: `PositionStore.of_round`), what that document does not hold
+        under a new one."""
+        items = round_items(docs)
         if not items:  # every fix a duplicate: the number stands for nothing
             await self._fleet.tombstone(seq)
             return
         try:
             await self._fleet.put(seq, items)
         except Conflict:
-            # The number is taken: by an earlier attempt of this round that landed after all
-            # (done), or by the fold, which gave it up (a round frozen past `missing_seconds`
-            # would land behind it): then under a new one.
-            if not await self._fleet.holds_items(seq):
-                await self._fleet.put(await self._fleet.take_number(), items)
+            held = await self._fleet.document(seq)
+            taken = {item["id"] for item in inbox_items(held)} if held else set()
+            if rest := [doc for doc in docs if doc["_id"] not in taken]:
+                await self._fleet.put(await self._fleet.take_number(), round_items(rest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,8 +446,6 @@ class PositionStore:
         positions: Collection,
         refusals: Collection,
         fleet: FleetStore,
-        *,
-        stall_seconds: float = 20.0,
     ) -> None:
         self._p = positions
         self._r = refusals  # the fold's verdicts on refused fixes, by the fix's `_id`
@@ -444,7 +455,7 @@ class PositionStore:
         # 453 / 405 requests/s with less CPU per fix; but batched ingest (500-fix POSTs) lost
         # its overlap (0.66 of raw against 0.75).
         self.inserts = InsertRounds(
-            positions, hand_on=_Inbox(fleet, stall_seconds), max_in_flight=2, parallel_from=200
+            positions, hand_on=_Inbox(fleet), max_in_flight=2, parallel_from=200
         )
 
     async def ensure_indexes(
@@ -531,6 +542,37 @@ class PositionStore:
         stored = iter(await self.inserts.insert(docs, early=early))
         ids = iter(doc["_id"] for doc in docs)
         return [[Appended(next(ids), not next(stored)) for _ in fixes] for _, fixes in batch]
+
+    async def of_round(self, seq: int, received_by: datetime) -> list[Doc]:
+        """The fixes the round numbered `seq` stored, received at `received_by` or before: for
+        a fold giving up a number whose round never wrote its inbox document (its process died
+        after the insert). Read backwards in time through the retention index on `at`, one
+        bounded window at a time (SecantusDB reads every document of a range before it
+        returns the first), down to `ROUND_LOOKBACK` before the newest fix of an earlier round
+        (a round's fixes are received before it takes its number, at most `MAX_WAIT_SECONDS`
+        before), and at most `ROUND_SEARCH` back."""
+        projection = {k: 1 for k in ("tenant", "vehicle", "at", "seq", *_FOLD_FIELDS)}
+        found: list[Doc] = []
+        floor: datetime | None = None
+        end, span = received_by, _FIRST_WINDOW
+        while end > received_by - ROUND_SEARCH and (floor is None or end > floor):
+            start = end - span
+            query = {"at": {"$gt": start, "$lte": end}}
+            with translate_errors():
+                docs = await self._p.find(query, projection).to_list(None)
+            earlier: datetime | None = None
+            for doc in docs:
+                number = doc.get("seq")
+                if number == seq:
+                    found.append(doc)
+                elif number is None or number < seq:
+                    earlier = doc["at"] if earlier is None else max(earlier, doc["at"])
+            if floor is None and earlier is not None:
+                floor = earlier - ROUND_LOOKBACK
+            end = start
+            # Quiet times are crossed in long windows, busy ones in short.
+            span = min(span * 2, _LONGEST_WINDOW) if len(docs) < 2_000 else _FIRST_WINDOW
+        return found
 
     # --- the fold's writes ---------------------------------------------------------------
 
