@@ -225,6 +225,10 @@ def test_items_extracts_batches() -> None:
         ("[plate]", "868618052108909", None),
         ("[{pad: {width: 5, fill: '*', side: right}}]", "ab", "ab***"),
         ("[{truncate: 3}]", "abcdef", "abc"),
+        ("[{split: {separator: ',', index: 1}}, number]", "-23.55,-46.63", -46.63),
+        ("[{split: {separator: ',', index: -1}}]", "a,b,c", "c"),
+        ("[{split: {separator: ',', index: 2}}]", "-23.55,-46.63", None),
+        ("[{split: {separator: ' - ', index: 0}}]", 12.5, "12.5"),
         ("[{convert: {from: knots, to: km/h}}, {round: 1}]", 13.1, 24.3),
         ("[{convert: {from: m/s, to: km/h}}, {round: 3}]", 6.74, 24.264),
         ("[{convert: {from: mph, to: km/h}}, {round: 2}]", 10, 16.09),
@@ -465,6 +469,7 @@ fields:
   group: {from: g, required: maybe}
   odometer_km: {from: x, transforms: [{round: 1.5}]}
   model: {from: x, value: y}
+  attributes.part: {from: x, transforms: [{split: {separator: "", index: 0}}]}
 """
     problems = problems_of(text)
     assert located(problems) >= {
@@ -479,9 +484,11 @@ fields:
         ("/fields/group/required", 13, "type"),
         ("/fields/odometer_km/transforms/0/round", 14, "transform"),
         ("/fields/model", 15, "source"),
+        ("/fields/attributes.part/transforms/0/split", 16, "transform"),
     }
     messages = " | ".join(p.message for p in problems)
     assert "unknown transform 'upcase' (did you mean 'upper'?)" in messages
+    assert "split takes {separator: text of 1 to 16 characters" in messages
     assert "unknown key 'form' (did you mean 'from'?)" in messages
     assert "cannot convert speed (knots) to distance (km)" in messages
     for bad in ("{name.__class__}", "{x[0]}", "{y:>10}", "{z!r}"):

@@ -551,6 +551,18 @@ def test_osmand_takes_heading_for_bearing_and_refuses_a_fix_without_a_time() -> 
         assert problem.extra.get("target") == "time", problem
 
 
+def test_osmand_reads_the_position_from_location_when_lat_and_lon_are_absent() -> None:
+    mapping = load("osmand.yaml").bind({}, strict=True)
+    query = {"id": "T1", "timestamp": "1795685112", "location": "-23.5613,-46.6565"}
+    document = mapping.apply(query).document
+    assert (document["lat"], document["lon"]) == (-23.5613, -46.6565)
+    both = mapping.apply({**query, "lat": "-23.5", "lon": "-46.6"}).document
+    assert (both["lat"], both["lon"]) == (-23.5, -46.6)  # lat and lon first
+    with pytest.raises(InvalidPayload) as refused:
+        mapping.apply({**query, "location": "-23.5613"})  # no longitude
+    assert [p.extra.get("target") for p in refused.value.problems] == ["lon"]
+
+
 def test_traccar_client_leaves_out_the_speed_and_heading_a_phone_does_not_know() -> None:
     mapping = load("traccar-client.yaml").bind({}, strict=True)
     body = json.loads((SAMPLES / INBOUND["traccar-client.yaml"]).read_text())

@@ -89,6 +89,25 @@ def _compile_truncate(arg: Any, report: Report) -> Transform | None:
     return lambda v: to_string(v)[:arg]
 
 
+def _compile_split(arg: Any, report: Report) -> Transform | None:
+    if not (
+        isinstance(arg, dict)
+        and set(arg) == {"separator", "index"}
+        and isinstance(arg["separator"], str)
+        and 0 < len(arg["separator"]) <= 16
+        and _int_arg(arg["index"], -64, 63)
+    ):
+        report("split takes {separator: text of 1 to 16 characters, index: -64 to 63}")
+        return None
+    separator, index = arg["separator"], arg["index"]
+
+    def part(v: Any) -> str | None:
+        parts = (v if type(v) is str else to_string(v)).split(separator)
+        return parts[index] if -len(parts) <= index < len(parts) else None
+
+    return part
+
+
 # -- numbers -----------------------------------------------------------------------------------
 
 
@@ -233,6 +252,7 @@ _SIMPLE: dict[str, Transform] = {
 _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
     "pad": _compile_pad,
     "truncate": _compile_truncate,
+    "split": _compile_split,
     "convert": _compile_convert,
     "scale": _compile_scale,
     "offset": _compile_offset,
