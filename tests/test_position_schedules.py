@@ -9,25 +9,13 @@ from aiohttp.test_utils import TestClient
 
 from tests.feed_doubles import GeotabDouble, geotab
 from tests.partner_double import upload_mapping
-from tests.schedule_support import geotab_schedule, get, runner, runs
+from tests.schedule_support import MAPPINGS, geotab_schedule, get, runner, runs
 from tests.support import auth
 
 __all__ = ["geotab"]  # the fixture
 Client = TestClient[Any, Any]
 
-GEOTAB_FIXES = """
-name: geotab-fixes
-direction: inbound
-target: positions
-items: result.data
-fields:
-  tracker_id: {from: device.id, required: true}
-  time: {from: dateTime, required: true, transforms: [{datetime: {parse: iso8601}}]}
-  lat: {from: latitude, required: true}
-  lon: {from: longitude, required: true}
-  speed_kmh: speed
-  attributes.geotab_log_id: id
-"""
+GEOTAB_FIXES = (MAPPINGS / "geotab-positions.yaml").read_text()  # shipped
 
 
 async def test_a_positions_schedule_appends_each_record_as_a_fix(
@@ -36,7 +24,7 @@ async def test_a_positions_schedule_appends_each_record_as_a_fix(
     geotab.add_records(5)
     await upload_mapping(client, GEOTAB_FIXES)
     schedule = await geotab_schedule(
-        client, geotab, target={"type": "positions", "mapping": "geotab-fixes"}
+        client, geotab, target={"type": "positions", "mapping": "geotab-positions"}
     )
     assert await runner(client).run_until_idle() == {"ok": 1}
     (run,) = await runs(client, schedule["id"])

@@ -30,6 +30,7 @@ INBOUND = {
     "checklist.yaml": "checklist_completed.json",
     "motive-vehicle-location.yaml": "motive_vehicle_location_updated.json",
     "geotab-logrecord.yaml": "geotab_getfeed_logrecord.json",
+    "geotab-positions.yaml": "geotab_getfeed_logrecord.json",
     "fleetio-meter-entry.yaml": "fleetio_meter_entry_created.json",
     "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
 }
@@ -467,6 +468,20 @@ def test_motive_in_a_metric_account_and_without_its_units() -> None:
     assert [(p.pointer, p.keyword) for p in problems] == [
         (f"/params/{name}", "required") for name in ("distance_unit", "speed_unit", "volume_unit")
     ]
+
+
+def test_geotab_positions_page_gives_a_fix_per_record() -> None:
+    results = mapped("geotab-positions.yaml")
+    fixes = [parse_fix(r["document"]) for r in results]
+    assert [f.tracker_id for f in fixes] == ["b3A", "b7", "b3A"]
+    assert results[2]["document"] == {
+        "tracker_id": "b3A",
+        "time": "2026-11-20T13:45:35Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "speed_kmh": 24,
+        "attributes": {"geotab_log_id": "b2F9C3"},
+    }
 
 
 def test_geotab_logrecord_page() -> None:
