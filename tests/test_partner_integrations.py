@@ -135,6 +135,62 @@ async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client
     assert position["fix_time"] == "2026-11-20T13:45:35Z"  # the later of its two records
 
 
+async def _trigger(client: Client, mapping: str) -> dict[str, Any]:
+    await upload_shipped(client, mapping)
+    return dict(await create_trigger(client, name=mapping, mapping=mapping))
+
+
+async def _send(client: Client, trigger: dict[str, Any], payload: Any) -> dict[str, Any]:
+    status, answer = await hook(client, trigger, payload)
+    assert status in (200, 201), answer
+    return dict(answer)
+
+
+async def test_a_late_traccar_event_moves_no_position_or_odometer_back(client: Client) -> None:
+    """Traccar retries a forward that failed: the event arrives after a newer one."""
+    await _vehicle(client, "ABC1D23")
+    newer = json.loads((PAYLOADS / "traccar_event_forward_geofence_exit.json").read_text())
+    late = json.loads(json.dumps(newer))
+    late["position"].update(fixTime="2026-11-20T13:40:00.000+00:00", latitude=-23.6)
+    late["position"]["attributes"]["odometer"] = 98_000_000
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, newer)
+    answer = await _send(client, traccar, late)
+    assert "odometer_km" in answer["skipped"] and "last_position.latitude" in answer["skipped"]
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["last_position"]["fix_time"] == "2026-11-20T13:45:12Z"
+    assert vehicle["last_position"]["latitude"] == newer["position"]["latitude"]
+    assert vehicle["odometer_km"] == 98765.0
+
+
+async def test_a_polled_page_read_again_moves_no_position_or_odometer_back(
+    client: Client,
+) -> None:
+    """Geotab's and Samsara's feeds: an older page (read again after a lost cursor) after a
+    newer one."""
+    await _vehicle(client, "ABC1D23", tracker_id="b3A", samsara_vehicle_id="281474982859091")
+    await _vehicle(client, "XYZ9A87", tracker_id="b7", samsara_vehicle_id="281474982859092")
+    geotab = json.loads((PAYLOADS / "geotab_getfeed_logrecord.json").read_text())
+    records = geotab["result"]["data"]
+    trigger = await _trigger(client, "geotab-logrecord")
+    await _send(client, trigger, geotab)
+    geotab["result"]["data"] = records[:1]  # the device's older record alone
+    await _send(client, trigger, geotab)
+    position = (await _get(client, "ABC1D23"))["last_position"]
+    assert position["fix_time"] == "2026-11-20T13:45:35Z"
+    samsara = json.loads((PAYLOADS / "samsara_vehicle_stats_feed.json").read_text())
+    trigger = await _trigger(client, "samsara-vehicle-stats-feed")
+    await _send(client, trigger, samsara)
+    moved = await _get(client, "ABC1D23")
+    older = samsara["data"][0]
+    older["gps"] = older["gps"][:1]
+    older["obdOdometerMeters"] = [{"time": "2026-11-20T13:45:02Z", "value": 151_000_000}]
+    await _send(client, trigger, samsara)
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["last_position"] == moved["last_position"]
+    assert vehicle["odometer_km"] == moved["odometer_km"] == 151476.9
+
+
 async def test_fleetio_meter_entry_signed_with_the_partners_key(client: Client) -> None:
     await _vehicle(client, "ABC1D23", fleetio_vehicle_id=987)
     await upload_shipped(client, "fleetio-meter-entry")
