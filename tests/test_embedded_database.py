@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gateway.services import Services
 from gateway.store.embedded import EmbeddedServer, child_environment
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
@@ -116,3 +118,31 @@ def _secantusd() -> str:
     import sys
 
     return str(Path(sys.executable).with_name("secantusd-py"))
+
+
+async def test_on_the_embedded_database_no_index_is_a_ttl_index_and_the_gateway_expires_instead(
+    services: Services,
+) -> None:
+    """SecantusDB's TTL sweep reads and decodes every document of each collection with a TTL
+    index every 60 s, holding its storage lock (about 1.3 s per 100,000 documents, every
+    request waiting). The gateway keeps it from ever having one: each TTL index is a plain
+    index there, and the gateway drops what has expired through it (`Store.expiry`)."""
+    db = services.store.db
+    for name in await db.list_collection_names():
+        for index in await (await db[name].list_indexes()).to_list(None):
+            assert "expireAfterSeconds" not in index, (name, index)
+    now = datetime.now(UTC)
+    old, fresh = now - timedelta(days=2), now - timedelta(minutes=1)
+    await db["idempotency"].insert_many(
+        [{"_id": "a", "created_at": old}, {"_id": "b", "created_at": fresh}]
+    )
+    await db["ui_sessions"].insert_many(
+        [{"_id": "a", "expires_at": fresh}, {"_id": "b", "expires_at": now + timedelta(hours=1)}]
+    )
+    await db["ui_login_throttle"].insert_one({"_id": "a", "updated_at": old})
+    await db["notify_cooldowns"].insert_one({"_id": "a", "expires_at": fresh})
+    assert await services.store.expiry.expire(now) == 4
+    assert [d["_id"] for d in await db["idempotency"].find().to_list(None)] == ["b"]
+    assert [d["_id"] for d in await db["ui_sessions"].find().to_list(None)] == ["b"]
+    assert await db["ui_login_throttle"].count_documents({}) == 0
+    assert await db["notify_cooldowns"].count_documents({}) == 0

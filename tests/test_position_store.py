@@ -16,6 +16,7 @@ from gateway.errors import StoreUnavailable
 from gateway.services import Services
 from gateway.store import derived_id
 from gateway.store import positions as positions_module
+from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore, SavedState
 from gateway.store.positions import InsertRounds, PositionStore, position_id
 from gateway.store.positions import inbox_items as inbox_items_of
@@ -328,18 +329,57 @@ async def test_another_tenant_never_sees_the_track_or_the_state(services: Servic
     assert await _fleet(services).state("other", "v1") is None
 
 
-async def test_retention_is_a_ttl_index_that_can_be_changed(services: Services) -> None:
+async def test_on_the_embedded_database_the_gateway_expires_fixes_itself_through_an_index(
+    services: Services,
+) -> None:
+    """SecantusDB's TTL sweep reads every document of a collection with a TTL index every
+    60 s, holding its storage lock: there the retention index is a plain index on `at`, and
+    the gateway drops what has expired through it (a TTL index left by an earlier version is
+    replaced)."""
+    assert services.store.expiry.by_gateway
     store = _store(services)
+    for collection in ("positions", "positions_refused"):
+        indexes = await services.store.db[collection].index_information()
+        # Nothing else costs every insert, but the track index the embedded database needs
+        # for `_id` ranges (MongoDB reads them from `_id_`).
+        assert sorted(indexes) == ["_id_", "retention", "track"]
+        assert "expireAfterSeconds" not in indexes["retention"]
+    assert await store.retention_seconds() == 90 * 86_400
+    appended = await store.append("acme", "v1", [_fix(0), _fix(10)], "t")
+    await store.mark_rejected("acme", {appended[0].id: "zero_position"})
+    now = datetime.now(UTC)
+    assert await services.store.expiry.expire(now + timedelta(days=89)) == 0
+    await store.set_retention(30)
+    assert await store.retention_seconds() == 30 * 86_400
+    assert await services.store.expiry.expire(now + timedelta(days=31)) == 3  # 2 + 1 refusal
+    for collection in ("positions", "positions_refused"):
+        assert await services.store.db[collection].count_documents({}) == 0
+    await services.store.db["positions"].drop_index("retention")
+    await services.store.db["positions"].create_index(
+        "at", name="retention", expireAfterSeconds=86_400
+    )
+    await services.store.ensure_indexes()
+    indexes = await services.store.db["positions"].index_information()
+    assert "expireAfterSeconds" not in indexes["retention"]
+
+
+async def test_where_the_server_walks_its_ttl_indexes_the_retention_is_one(
+    services: Services,
+) -> None:
+    """MongoDB expires through a TTL index itself: there the retention index is one, and a
+    new retention changes it."""
+    expiry = Expiry()  # the server's own sweep
+    store = PositionStore(
+        services.store.db["positions_ttl"], services.store.db["refused_ttl"], _fleet(services),
+        expiry,
+    )  # fmt: skip
+    await store.ensure_indexes()
     assert await store.retention_seconds() == 90 * 86_400
     await store.set_retention(30)
     assert await store.retention_seconds() == 30 * 86_400
-    for collection in ("positions", "positions_refused"):
-        names = [i["name"] async for i in await services.store.db[collection].list_indexes()]
-        # Nothing else costs every insert, but the track index the embedded database needs
-        # for `_id` ranges (MongoDB reads them from `_id_`).
-        assert sorted(names) == ["_id_", "retention", "track"]
-    refused = await services.store.db["positions_refused"].index_information()
+    refused = await services.store.db["refused_ttl"].index_information()
     assert refused["retention"]["expireAfterSeconds"] == 30 * 86_400
+    assert await expiry.expire() == 0  # the server does it
 
 
 def test_derived_ids_are_deterministic_and_carry_the_time() -> None:

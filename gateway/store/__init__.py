@@ -16,6 +16,7 @@ from gateway.store.client import (
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.entities import EntityStore
 from gateway.store.events import EventStore
+from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore
 from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.fleet_settings import FleetSettingsStore
@@ -42,6 +43,9 @@ __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 class Store:
     def __init__(self, db: Database, health: DatabaseHealth | None = None) -> None:
         self.db = db
+        # TTL indexes, and expiry by the gateway where the server's sweep reads whole
+        # collections (expiry.py).
+        self.expiry = Expiry()
         # What requests check before touching the database (see health.py).
         self.health = health or DatabaseHealth()
         # Concurrent requests' entity writes go to the database together (group_commit.py).
@@ -59,19 +63,23 @@ class Store:
         self.actions = ActionStore(db["actions"])
         self.subscriptions = SubscriptionStore(db["subscriptions"])
         self.deliveries = DeliveryStore(db["deliveries"])
-        self.notify = NotifyStores(db)
+        self.notify = NotifyStores(db, self.expiry)
         self.schedules = ScheduleStore(db["schedules"], db["schedule_runs"])
-        self.ui = UiAccountStores(db)
+        self.ui = UiAccountStores(db, self.expiry)
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
         # Telemetry: the fold's inbox, states and checkpoints, and the track (insert-only).
         self.fleet = FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"])
-        self.positions = PositionStore(db["positions"], db["positions_refused"], self.fleet)
+        self.positions = PositionStore(
+            db["positions"], db["positions_refused"], self.fleet, self.expiry
+        )
         self.fleet_rules = FleetRuleStores(db)
 
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
+        scans = await self.scans_id_ranges()
+        self.expiry.by_gateway = await self.sweeps_ttl_by_scanning()
         with translate_errors():
             await self.db["entities"].create_indexes(entities.INDEXES)
             existing = await (await self.db["entities"].list_indexes()).to_list(None)
@@ -81,7 +89,6 @@ class Store:
             await self.db["events"].create_indexes(events.INDEXES)
             await self.db["kinds"].create_indexes(kinds.INDEXES)
             await self.db["triggers"].create_indexes(TRIGGER_INDEXES)
-            await self.db["idempotency"].create_indexes(IDEMPOTENCY_INDEXES)
             await self.db["rejected"].create_indexes(REJECTED_INDEXES)
             await self.db["partners"].create_indexes(partners.INDEXES)
             await self.db["actions"].create_indexes(actions.ACTION_INDEXES)
@@ -89,21 +96,31 @@ class Store:
             await self.db["deliveries"].create_indexes(deliveries.INDEXES)
             await self.db["schedules"].create_indexes(schedules.INDEXES)
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
+        await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES)
         await self.entities.backfill_lookup_keys()
         await self.mappings.ensure_indexes()
-        scans = await self.scans_id_ranges()
         await self.positions.ensure_indexes(scans_id_ranges=scans)
         await self.fleet.ensure_counter()
         await self.notify.ensure_indexes(scans_id_ranges=scans)
         await self.ui.ensure_indexes()
         await self.fleet_rules.ensure_indexes()
 
-    async def scans_id_ranges(self) -> bool:
-        """Whether the server reads a range of `_id` by scanning the collection (SecantusDB,
-        which names itself in `buildInfo`; MongoDB serves it from the primary index)."""
+    async def _is_secantus(self) -> bool:
+        """Whether the server is SecantusDB (it names itself in `buildInfo`)."""
         with translate_errors():
             info = await self.db.client.admin.command("buildInfo")
         return "secantusVersion" in info
+
+    async def scans_id_ranges(self) -> bool:
+        """Whether the server reads a range of `_id` by scanning the collection (SecantusDB;
+        MongoDB serves it from the primary index)."""
+        return await self._is_secantus()
+
+    async def sweeps_ttl_by_scanning(self) -> bool:
+        """Whether the server's TTL sweep reads every document of each collection with a TTL
+        index (SecantusDB, every 60 s, holding its storage lock; MongoDB walks the index):
+        then the gateway expires documents itself (`expiry.py`)."""
+        return await self._is_secantus()
 
     async def ping(self) -> None:
         with translate_errors():

@@ -21,6 +21,10 @@ from gateway.store.supervisor import EmbeddedSupervisor
 
 log = logging.getLogger(__name__)
 
+EXPIRE_SECONDS = 60.0
+"""How often a process expires documents past their TTL itself, where the server's own sweep
+reads whole collections (as often as MongoDB's sweep runs)."""
+
 
 @contextlib.asynccontextmanager
 async def open_store(settings: Settings, uri: str | None) -> AsyncIterator[Store]:
@@ -41,6 +45,7 @@ async def open_store(settings: Settings, uri: str | None) -> AsyncIterator[Store
     try:
         store = Store(client[settings.database], health)
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
+        tasks.append(asyncio.create_task(_expire(store)))
         try:
             await store.ensure_indexes()
         except StoreUnavailable as exc:
@@ -78,3 +83,18 @@ async def _ensure_indexes(store: Store) -> None:
             return
         except StoreUnavailable:
             continue
+
+
+async def _expire(store: Store) -> None:
+    """Documents past their TTL, dropped through the TTL indexes every `EXPIRE_SECONDS`
+    where the gateway expires them itself (`store/expiry.py`). Every process does: a delete of
+    what has expired is the same from any of them, and costs little when nothing has."""
+    while True:
+        await asyncio.sleep(EXPIRE_SECONDS)
+        if not store.expiry.by_gateway:
+            continue
+        try:
+            if expired := await store.expiry.expire():
+                log.info("expired %d documents past their TTL", expired)
+        except StoreUnavailable as exc:
+            log.warning("expiring documents past their TTL failed (%s); trying again", exc)

@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from gateway.store.assignments import ASSIGNMENT_RANGES, AssignmentStore
 from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
+from gateway.store.expiry import Expiry
 from gateway.store.flow_runs import FlowRunStore
 from gateway.store.flows import FlowStore
 from gateway.store.resources import TenantResources
@@ -107,7 +108,8 @@ class CooldownStore:
 
 
 class NotifyStores:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, expiry: Expiry) -> None:
+        self._expiry = expiry
         self.assignments = AssignmentStore(db["driver_assignments"])
         self.channels = NamedResources(db["channels"])
         self.templates = NamedResources(db["templates"])
@@ -126,6 +128,6 @@ class NotifyStores:
                 await self._db["driver_assignments"].create_indexes([ASSIGNMENT_RANGES])
             await self._db["channels"].create_indexes(NAME_INDEXES)
             await self._db["templates"].create_indexes(NAME_INDEXES)
-            await self._db["notify_cooldowns"].create_indexes(COOLDOWN_INDEXES)
+        await self._expiry.create_indexes(self._db["notify_cooldowns"], COOLDOWN_INDEXES)
         await self.flows.ensure_indexes()
         await self.runs.ensure_indexes()

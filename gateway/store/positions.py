@@ -7,7 +7,8 @@ number of the insert round that stored it (its inbox number: below).
 A position is never updated: the fold's verdict on a fix it refused goes to
 `positions_refused` (`{_id: the fix's _id, tenant, reason, at}`, insert-only), and the reads
 flag those fixes with their reason (`rejected`). Retention is a TTL index on `at` in both
-(default 90 days, `set_retention`).
+(default 90 days, `set_retention`); on the embedded database a plain index, through which the
+gateway expires them itself (`store/expiry.py`).
 
 A fix is identified by (vehicle, device time), and so is its document: `_id` is
 `"<vehicle>-<device time, UTC, zero-padded to the millisecond>"` (SPEC §8: a deterministic
@@ -50,6 +51,7 @@ from gateway.store.client import (
     scoped,
     translate_errors,
 )
+from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore, shard_of
 
 DEFAULT_RETENTION_DAYS: Final = 90
@@ -446,7 +448,9 @@ class PositionStore:
         positions: Collection,
         refusals: Collection,
         fleet: FleetStore,
+        expiry: Expiry,
     ) -> None:
+        self._expiry = expiry
         self._p = positions
         self._r = refusals  # the fold's verdicts on refused fixes, by the fix's `_id`
         # A second round in flight only for big batches: single fixes gather into the next
@@ -461,25 +465,31 @@ class PositionStore:
     async def ensure_indexes(
         self, retention_days: int = DEFAULT_RETENTION_DAYS, *, scans_id_ranges: bool = False
     ) -> None:
-        """The TTL index; and where the server reads an `_id` range by scanning the whole
-        collection (SecantusDB: 1.3 s for 50 fixes of 100,000, growing with the track), the
-        `track` index (tenant, `_id`) that every track read is served by (27 ms), paid for on
-        every insert. MongoDB reads `_id` ranges from its primary index: no such index there."""
+        """The TTL index (`store/expiry.py`: a plain one where the gateway expires the fixes
+        itself); and where the server reads an `_id` range by scanning the whole collection
+        (SecantusDB: 1.3 s for 50 fixes of 100,000, growing with the track), the `track` index
+        (tenant, `_id`) that every track read is served by (27 ms), paid for on every insert.
+        MongoDB reads `_id` ranges from its primary index: no such index there."""
         with translate_errors():
             for collection in (self._p, self._r):
                 existing = await (await collection.list_indexes()).to_list(None)
                 names = {index["name"] for index in existing}
                 for name in set(_RETIRED_INDEXES) & names:
                     await collection.drop_index(name)
-                if _RETENTION_INDEX not in names:
-                    await collection.create_indexes([retention_index(retention_days)])
+                if _RETENTION_INDEX not in names or self._expiry.by_gateway:
+                    await self._expiry.create_indexes(collection, [retention_index(retention_days)])
                 if scans_id_ranges and _TRACK_INDEX.document["name"] not in names:
                     await collection.create_indexes([_TRACK_INDEX])
 
     async def set_retention(self, days: int) -> None:
         """Positions (and their refusals) older than `days` (by receipt) expire: the TTL index
-        is changed in place (collMod), or dropped and created where the server cannot."""
+        is changed in place (collMod), or dropped and created where the server cannot; where
+        the gateway expires them itself, in this process from now on."""
         seconds = int(days) * 86_400
+        if self._expiry.by_gateway:
+            for collection in (self._p, self._r):
+                self._expiry.set_seconds(collection.name, _RETENTION_INDEX, seconds)
+            return
         with translate_errors():
             for collection in (self._p, self._r):
                 try:
@@ -497,6 +507,8 @@ class PositionStore:
                 await collection.create_indexes([retention_index(days)])
 
     async def retention_seconds(self) -> int | None:
+        if (seconds := self._expiry.seconds(self._p.name, _RETENTION_INDEX)) is not None:
+            return int(seconds)
         with translate_errors():
             existing = await (await self._p.list_indexes()).to_list(None)
         for index in existing:

@@ -17,6 +17,7 @@ from typing import Any, Final
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from gateway.store.client import Database, Doc, scoped, translate_errors
+from gateway.store.expiry import Expiry
 from gateway.store.resources import TenantResources
 
 THROTTLE_RETENTION_SECONDS: Final = 24 * 3600
@@ -89,8 +90,9 @@ class LoginThrottleStore:
 
 
 class UiAccountStores:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, expiry: Expiry) -> None:
         self._db = db
+        self._expiry = expiry
         self.users = UiUserStore(db["ui_users"])
         self.sessions = UiSessionStore(db)
         self.throttle = LoginThrottleStore(db)
@@ -101,6 +103,5 @@ class UiAccountStores:
             "ui_sessions": SESSION_INDEXES,
             "ui_login_throttle": THROTTLE_INDEXES,
         }
-        with translate_errors():
-            for name, models in indexes.items():
-                await self._db[name].create_indexes(models)
+        for name, models in indexes.items():
+            await self._expiry.create_indexes(self._db[name], models)

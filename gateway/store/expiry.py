@@ -1,0 +1,86 @@
+"""TTL indexes, and expiry by the gateway itself where the server's sweep reads whole
+collections.
+
+MongoDB drops what a TTL index says has expired by walking that index. SecantusDB's sweep
+reads and decodes every document of each collection with a TTL index, every 60 s, holding its
+storage lock: the whole database stops for about 1.3 s per 100,000 documents kept, and the
+positions alone are kept 90 days (docs/benchmarks.md, "The embedded database's TTL sweep").
+There (`by_gateway`), a TTL index is created as a plain index of the same name and keys, and
+the gateway drops what has expired through it (`expire`, every 60 s in every process:
+`store/connection.py`): a range delete of what expired since the last time, not a read of the
+documents that stay. Every collection with a TTL goes through `create_indexes` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pymongo import IndexModel
+
+from gateway.store.client import Collection, Doc, translate_errors
+
+
+@dataclass(slots=True)
+class _Ttl:
+    collection: Collection
+    field: str
+    seconds: float
+    partial: Doc | None
+
+
+class Expiry:
+    def __init__(self) -> None:
+        self.by_gateway = False  # set from the server before the indexes are created
+        self._ttls: dict[tuple[str, str], _Ttl] = {}  # (collection, index name)
+
+    async def create_indexes(self, collection: Collection, models: Sequence[IndexModel]) -> None:
+        """`collection.create_indexes(models)`; where the gateway expires documents itself,
+        each TTL index as a plain one (an earlier TTL index of that name is replaced), its TTL
+        kept here."""
+        if not self.by_gateway:
+            with translate_errors():
+                await collection.create_indexes(list(models))
+            return
+        with translate_errors():
+            existing = {i["name"]: i for i in await (await collection.list_indexes()).to_list(None)}
+        plain: list[IndexModel] = []
+        for model in models:
+            spec = dict(model.document)
+            seconds = spec.pop("expireAfterSeconds", None)
+            if seconds is not None:
+                key = spec.pop("key")
+                (field,) = list(key)
+                partial = spec.get("partialFilterExpression")
+                self._ttls[(collection.name, spec["name"])] = _Ttl(
+                    collection, field, float(seconds), partial
+                )
+                if "expireAfterSeconds" in existing.get(spec["name"], {}):
+                    with translate_errors():
+                        await collection.drop_index(spec["name"])
+                model = IndexModel(list(key.items()), **spec)
+            plain.append(model)
+        with translate_errors():
+            await collection.create_indexes(plain)
+
+    def seconds(self, collection: str, index: str) -> float | None:
+        """The TTL the gateway applies itself to this index (None: the server's, or none)."""
+        ttl = self._ttls.get((collection, index))
+        return None if ttl is None else ttl.seconds
+
+    def set_seconds(self, collection: str, index: str, seconds: float) -> None:
+        self._ttls[(collection, index)].seconds = float(seconds)
+
+    async def expire(self, now: datetime | None = None) -> int:
+        """Where the gateway expires documents itself: delete, through each TTL index, what
+        it says has expired; how many went (0 elsewhere: the server does it)."""
+        moment = now or datetime.now(UTC)
+        deleted = 0
+        for ttl in list(self._ttls.values()):
+            query: Doc = {ttl.field: {"$lt": moment - timedelta(seconds=ttl.seconds)}}
+            if ttl.partial:
+                query = {"$and": [query, dict(ttl.partial)]}
+            with translate_errors():
+                deleted += (await ttl.collection.delete_many(query)).deleted_count
+        return deleted
