@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,10 @@ from gateway.fleet.fold import Fold, FoldSettings
 from gateway.fleet.odometer import TrackPoint
 from gateway.services import Services
 from gateway.store import Doc
+from gateway.store import fleet as fleet_module
+from gateway.store import positions as positions_module
 from gateway.store.fleet import SavedState
+from gateway.store.positions import inbox_items
 from gateway.web.state import services_key
 from tests.partner_double import (
     create_action,
@@ -442,3 +446,43 @@ async def test_a_checkpoint_is_never_written_past_a_state_whose_write_failed(
         if set((await store.checkpoints(range(16))).values()) != {0}:
             assert all(written)  # a checkpoint only once every vehicle's state is written
     assert set((await store.checkpoints(range(16))).values()) == {await store.last_number()}
+
+
+async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_folded(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway killed between a round's insert and its inbox write in a quiet fleet (a
+    weekend, a night without ticks): the next inbox document, whose time bounds the fold's
+    search for that round's fixes from above, comes more than a day later. The fold gives the
+    number up when it sees the gap, and must still find the round's fixes (they carry its
+    number, and an earlier round's fixes are just before them), not stop a day short of them."""
+
+    class _Clock(datetime):
+        offset = timedelta(hours=25)  # the processes' clocks, a day and an hour ago
+
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.now(tz) - cls.offset
+
+    monkeypatch.setattr(positions_module, "datetime", _Clock)
+    monkeypatch.setattr(fleet_module, "datetime", _Clock)
+    dead = False
+    real_put = positions_module._Inbox.put_round
+
+    async def put_round(inbox: Any, seq: int, docs: list[Doc]) -> None:
+        if not dead:
+            await real_put(inbox, seq, docs)
+
+    monkeypatch.setattr(positions_module._Inbox, "put_round", put_round)
+    vehicle = await make_vehicle(services)
+    points = [replace(p, t=p.t - timedelta(days=1)) for p in route_points()[:30]]
+    await append(services, vehicle, points[:10])  # round 1
+    dead = True
+    await append(services, vehicle, points[10:20])  # round 2: stored, its process killed
+    dead, _Clock.offset = False, timedelta(0)
+    await append(services, vehicle, points[20:])  # round 3, a day and an hour later
+    fold = own_fold(services, FoldSettings(missing_seconds=0))
+    assert await fold.run_until_idle() == 3
+    given_up = await services.store.fleet.document(2)
+    assert given_up is not None and len(inbox_items(given_up)) == 10
+    assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
