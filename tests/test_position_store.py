@@ -461,3 +461,46 @@ async def test_a_round_handing_on_under_a_new_number_whose_answer_was_lost_hands
         await asyncio.sleep(0.05)
     items = await inbox_items(services.store, "acme", "v1", "fix")
     assert sorted(i["id"] for i in items) == [a.id for a in appended]  # each once
+
+
+async def test_a_dead_rounds_fixes_are_looked_for_in_bounded_reads_after_a_quiet_stretch(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold looks for a dead round's fixes backwards in time in windows that grow across
+    quiet times and shrink again once one holds 2,000 fixes. After a quiet stretch (a night)
+    the window has grown to an hour, and the busy hour before the quiet is then read whole, in
+    one query, whatever it holds (every tenant's fixes of that hour: on a busy fleet a read
+    that may outlive the database's deadline, retried by the fold at the gap each pass). No
+    read may return more than the 2,000 fixes a window is meant to hold."""
+    store, collection = _store(services), services.store.db["positions"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    busy = now - timedelta(hours=3)
+    earlier = [
+        {"_id": position_id(f"v{i % 50}", T0 + timedelta(seconds=i)), "tenant": "acme",
+         "vehicle": f"v{i % 50}", "t": T0 + timedelta(seconds=i), "lat": -23.5, "lon": -46.6,
+         "at": busy + timedelta(milliseconds=100 * i), "seq": 1 + i // 500, "source": "s"}
+        for i in range(5_000)
+    ]  # fmt: skip
+    dead = [
+        {"_id": position_id("w1", T0 + timedelta(seconds=i)), "tenant": "acme",
+         "vehicle": "w1", "t": T0 + timedelta(seconds=i), "lat": -23.5, "lon": -46.6,
+         "at": now, "seq": 11, "source": "s"}
+        for i in range(10)
+    ]  # fmt: skip
+    await collection.insert_many([*earlier, *dead])
+    reads: list[int] = []
+    real_find = store._p.find
+
+    class _Counted:
+        def __init__(self, cursor: Any) -> None:
+            self._cursor = cursor
+
+        async def to_list(self, length: int | None) -> list[Any]:
+            docs = await self._cursor.to_list(length)
+            reads.append(len(docs))
+            return list(docs)
+
+    monkeypatch.setattr(store._p, "find", lambda *a, **k: _Counted(real_find(*a, **k)))
+    found = await store.of_round(11, now + timedelta(seconds=60))
+    assert sorted(doc["_id"] for doc in found) == [doc["_id"] for doc in dead]
+    assert max(reads) <= 2_000, reads
