@@ -486,3 +486,47 @@ async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_
     given_up = await services.store.fleet.document(2)
     assert given_up is not None and len(inbox_items(given_up)) == 10
     assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
+
+
+async def test_a_round_handing_on_under_a_new_number_whose_answer_was_lost_is_folded_once(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round whose number was given up before its insert landed (a fold gave it up with
+    nothing: the round was frozen between taking its number and inserting) hands its fixes on
+    under a new number. If that write lands but its answer is lost (a timeout), the round is
+    finished later: it must not hand the same fixes on under yet another number, or the fold
+    takes them twice (the second time as late fixes, whose detours lengthen the odometer)."""
+    fleet = services.store.fleet
+    vehicle = await make_vehicle(services)
+    points = route_points()[:40]
+    await append(services, vehicle, points[:20])
+    real_take, real_put = fleet.take_number, fleet.put
+    given_up: list[int] = []
+    lost: list[int] = []
+
+    async def take_then_given_up() -> int:
+        seq = await real_take()
+        if not given_up:  # the round's own number: a fold gives it up meanwhile
+            given_up.append(seq)
+            assert await fleet.give_up(seq, [])
+        return seq
+
+    async def put_answer_lost(seq: int, items: Sequence[Doc]) -> None:
+        await real_put(seq, items)
+        if seq not in given_up and not lost:  # the hand-on under a new number
+            lost.append(seq)
+            raise StoreUnavailable("timed out")
+
+    monkeypatch.setattr(fleet, "take_number", take_then_given_up)
+    monkeypatch.setattr(fleet, "put", put_answer_lost)
+    await append(services, vehicle, points[20:])
+    for _ in range(200):  # the round, finished in the background, is done
+        if lost and not services.store.positions.inserts._finishing:
+            break
+        await asyncio.sleep(0.05)
+    monkeypatch.undo()
+    docs = await services.store.db["fleet_inbox"].find({}).sort("_id", 1).to_list(None)
+    ids = [item["id"] for doc in docs for item in inbox_items(doc) if item.get("k") == "fix"]
+    assert len(ids) == len(set(ids)) == len(points)  # each fix handed on once
+    await own_fold(services, FoldSettings(missing_seconds=0)).run_until_idle()
+    assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)

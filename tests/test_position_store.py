@@ -425,44 +425,6 @@ async def test_a_track_read_on_the_embedded_database_is_served_by_an_index_not_a
     assert len(await store.track("acme", "v1", None, None, None, 3)) == 3
 
 
-async def test_a_round_handing_on_under_a_new_number_whose_answer_was_lost_hands_on_once(
-    services: Services, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A round whose number was given up before its insert landed (the fold gave it up with
-    nothing: the round was frozen between taking its number and inserting) hands its fixes on
-    under a new number. If that write lands but its answer is lost (a timeout), the round is
-    finished later: it must not hand the same fixes on under yet another number (the fold
-    would take them twice, the second time as late fixes)."""
-    store, fleet = _store(services), _fleet(services)
-    real_take, real_put = fleet.take_number, fleet.put
-    given_up: list[int] = []
-    lost: list[int] = []
-
-    async def take_then_given_up(*_: Any) -> int:
-        seq = await real_take()
-        if not given_up:  # the round's own number: a fold gives it up meanwhile
-            given_up.append(seq)
-            assert await fleet.give_up(seq, [])
-        return seq
-
-    async def put_answer_lost(seq: int, items: Any) -> None:
-        await real_put(seq, items)
-        if seq not in given_up and not lost:  # the hand-on under a new number
-            lost.append(seq)
-            raise StoreUnavailable("timed out")
-
-    monkeypatch.setattr(fleet, "take_number", take_then_given_up)
-    monkeypatch.setattr(fleet, "put", put_answer_lost)
-    appended = await store.append("acme", "v1", [_fix(0), _fix(5)], "t")
-    assert [a.duplicate for a in appended] == [False, False]
-    for _ in range(200):  # the round, finished in the background, is done
-        if lost and not store.inserts._finishing:
-            break
-        await asyncio.sleep(0.05)
-    items = await inbox_items(services.store, "acme", "v1", "fix")
-    assert sorted(i["id"] for i in items) == [a.id for a in appended]  # each once
-
-
 async def test_a_dead_rounds_fixes_are_looked_for_in_bounded_reads_after_a_quiet_stretch(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
