@@ -68,10 +68,15 @@ MAX_WAIT_SECONDS: Final = 30.0
 """A request whose fixes waited this long for a round fails (503, nothing stored) instead of
 joining one: a round's fixes were all received at most this long before it took its number,
 which bounds how far back `PositionStore.of_round` looks."""
-ROUND_SEARCH: Final = timedelta(days=1)
-"""How far back from a given-up number `PositionStore.of_round` looks for its round's fixes."""
+ROUND_SEARCH: Final = timedelta(days=7)
+"""How far back from a given-up number's next document `PositionStore.of_round` looks for its
+round's fixes (a gateway down this long after a round died: its fixes stay unfolded)."""
 _FIRST_WINDOW: Final = timedelta(seconds=10)
-_LONGEST_WINDOW: Final = timedelta(hours=1)
+_SHORTEST_WINDOW: Final = timedelta(seconds=1)
+_LONGEST_WINDOW: Final = timedelta(seconds=60)
+"""SecantusDB reads every document of a range before it returns the first (a limit, a count
+or a probe of one costs the same): windows stay short, so that the first one with fixes after
+a quiet stretch is never a busy hour read at once (a quiet day is 1,440 empty reads)."""
 ROUND_LOOKBACK: Final = timedelta(seconds=120)
 """How much earlier than a fix of an earlier round a round's own fixes may have been received:
 `MAX_WAIT_SECONDS`, the time a round may take to get its number (the database's deadline), and
@@ -409,6 +414,9 @@ class _Inbox:
 
     def __init__(self, fleet: FleetStore) -> None:
         self._fleet = fleet
+        # A round whose number was taken by a fold that gave it up → the number its fixes
+        # went under instead (a later attempt of the same round puts them there again).
+        self._moved: dict[int, int] = {}
 
     async def take_number(self) -> int:
         return await self._fleet.take_number()
@@ -417,21 +425,25 @@ class _Inbox:
         await self._fleet.tombstone(seq)
 
     async def put_round(self, seq: int, docs: list[Doc]) -> None:
-        """The round's fixes under its number; if the number is taken, by an earlier attempt
-        of this round that landed after all or by a fold that gave it up (and took the fixes
-        stored under it by then: `PositionStore.of_round`), what that document does not hold
-        under a new one."""
-        items = round_items(docs)
-        if not items:  # every fix a duplicate: the number stands for nothing
+        """The round's fixes under its number. If that number is taken (by an earlier attempt
+        of this round that landed after all, or by a fold that gave it up with the fixes
+        stored under it by then: `PositionStore.of_round`), what its document lacks goes
+        under a new number, the same one on every attempt of this round."""
+        if not round_items(docs):  # every fix a duplicate: the number stands for nothing
             await self._fleet.tombstone(seq)
             return
-        try:
-            await self._fleet.put(seq, items)
-        except Conflict:
-            held = await self._fleet.document(seq)
-            taken = {item["id"] for item in inbox_items(held)} if held else set()
-            if rest := [doc for doc in docs if doc["_id"] not in taken]:
-                await self._fleet.put(await self._fleet.take_number(), round_items(rest))
+        number, rest = self._moved.get(seq, seq), docs
+        while rest:
+            try:
+                await self._fleet.put(number, round_items(rest))
+                break
+            except Conflict:
+                held = await self._fleet.document(number)
+                taken = {item["id"] for item in inbox_items(held)} if held else set()
+                rest = [doc for doc in rest if doc["_id"] not in taken]
+                if rest:
+                    number = self._moved[seq] = await self._fleet.take_number()
+        self._moved.pop(seq, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,8 +594,12 @@ class PositionStore:
             if floor is None and earlier is not None:
                 floor = earlier - ROUND_LOOKBACK
             end = start
-            # Quiet times are crossed in long windows, busy ones in short.
-            span = min(span * 2, _LONGEST_WINDOW) if len(docs) < 2_000 else _FIRST_WINDOW
+            # Quiet times are crossed in longer windows, busy ones in shorter (a read holds
+            # about 500 to 2,000 fixes, or fewer at the ends of the range).
+            if len(docs) >= 2_000:
+                span = max(span / 4, _SHORTEST_WINDOW)
+            elif len(docs) < 500:
+                span = min(span * 2, _LONGEST_WINDOW)
         return found
 
     # --- the fold's writes ---------------------------------------------------------------
