@@ -457,6 +457,12 @@ async def test_a_dead_rounds_fixes_are_looked_for_in_bounded_reads_after_a_quiet
         def __init__(self, cursor: Any) -> None:
             self._cursor = cursor
 
+        def sort(self, *args: Any) -> _Counted:
+            return _Counted(self._cursor.sort(*args))
+
+        def limit(self, n: int) -> _Counted:
+            return _Counted(self._cursor.limit(n))
+
         async def to_list(self, length: int | None) -> list[Any]:
             docs = await self._cursor.to_list(length)
             reads.append(len(docs))
