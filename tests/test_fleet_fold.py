@@ -530,3 +530,41 @@ async def test_a_round_handing_on_under_a_new_number_whose_answer_was_lost_is_fo
     assert len(ids) == len(set(ids)) == len(points)  # each fix handed on once
     await own_fold(services, FoldSettings(missing_seconds=0)).run_until_idle()
     assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
+
+
+async def test_a_round_whose_given_up_number_holds_part_of_its_fixes_is_folded_once(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold gave a frozen round's number up while the round's insert was landing, with the
+    half of its fixes stored by then; the round, awake, hands the other half on under a new
+    number, and that write lands but its answer is lost (a timeout). Finished later, the round
+    must subtract what the given-up document holds again, not hand that half on a second
+    time (the fold would take it twice, the odometer lengthened by the late fixes' detours)."""
+    fleet = services.store.fleet
+    vehicle = await make_vehicle(services)
+    points = route_points()[:40]
+    await append(services, vehicle, points[:20])
+    real_put = fleet.put
+    puts: list[int] = []
+
+    async def put(seq: int, items: Sequence[Doc]) -> None:
+        puts.append(seq)
+        if len(puts) == 1:  # the round's own number: given up with half of its fixes
+            [item] = items
+            assert await fleet.give_up(seq, [{**item, "fixes": item["fixes"][:10]}])
+        await real_put(seq, items)
+        if len(puts) == 2:  # the other half, under a new number: landed, answer lost
+            raise StoreUnavailable("timed out")
+
+    monkeypatch.setattr(fleet, "put", put)
+    await append(services, vehicle, points[20:])
+    for _ in range(200):  # the round, finished in the background, is done
+        if len(puts) > 2 and not services.store.positions.inserts._finishing:
+            break
+        await asyncio.sleep(0.05)
+    monkeypatch.undo()
+    docs = await services.store.db["fleet_inbox"].find({}).sort("_id", 1).to_list(None)
+    ids = [item["id"] for doc in docs for item in inbox_items(doc) if item.get("k") == "fix"]
+    assert len(ids) == len(set(ids)) == len(points)  # each fix handed on once
+    await own_fold(services, FoldSettings(missing_seconds=0)).run_until_idle()
+    assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
