@@ -220,9 +220,10 @@ async def test_a_round_that_stored_nothing_gives_its_number_up(services: Service
 async def test_fixes_that_waited_too_long_for_a_round_fail_without_being_stored(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A round's fixes were all received at most `MAX_WAIT_SECONDS` before it took its number
-    (what bounds a fold's search for a dead round's fixes): a caller that waited longer for a
-    round, behind one stuck on the database, fails (503) with nothing stored."""
+    """A round's fixes were all received at most `MAX_WAIT_SECONDS` before its number came
+    (what bounds a fold's search for a dead round's fixes): a caller whose round's number came
+    later than that, or that waited longer for a round behind one stuck on the database, fails
+    (503) with nothing stored; a number left without fixes is given up."""
     monkeypatch.setattr(positions_module, "MAX_WAIT_SECONDS", 0.2)
     collection = services.store.db["positions"]
     release = asyncio.Event()
@@ -241,16 +242,16 @@ async def test_fixes_that_waited_too_long_for_a_round_fail_without_being_stored(
     ]  # fmt: skip
     first = asyncio.create_task(rounds.insert(docs[:1]))
     await asyncio.sleep(0.05)  # its round waits for a number
-    second = asyncio.create_task(rounds.insert(docs[1:]))
+    second = asyncio.create_task(rounds.insert(docs[1:]))  # waits for a round
     await asyncio.sleep(0.3)
     release.set()
-    assert await first == [True]
-    with pytest.raises(StoreUnavailable):
-        await second
-    assert await collection.count_documents({"_id": docs[1]["_id"]}) == 0
-    assert await InsertRounds(collection, hand_on=_BrokenInbox(_fleet(services), 0)).insert(
-        docs[1:]
-    ) == [True]  # its resend is stored
+    for caller in (first, second):
+        with pytest.raises(StoreUnavailable):
+            await caller
+    assert await collection.count_documents({}) == 0
+    assert slow.tombstones == [await _fleet(services).last_number()]
+    working = InsertRounds(collection, hand_on=_BrokenInbox(_fleet(services), 0))
+    assert await working.insert(docs) == [True, True]  # their resends are stored
 
 
 async def test_a_round_of_duplicates_only_leaves_an_empty_inbox_document(
@@ -450,25 +451,51 @@ async def test_a_dead_rounds_fixes_are_looked_for_in_bounded_reads_after_a_quiet
         for i in range(10)
     ]  # fmt: skip
     await collection.insert_many([*earlier, *dead])
-    reads: list[int] = []
-    real_find = store._p.find
-
-    class _Counted:
-        def __init__(self, cursor: Any) -> None:
-            self._cursor = cursor
-
-        def sort(self, *args: Any) -> _Counted:
-            return _Counted(self._cursor.sort(*args))
-
-        def limit(self, n: int) -> _Counted:
-            return _Counted(self._cursor.limit(n))
-
-        async def to_list(self, length: int | None) -> list[Any]:
-            docs = await self._cursor.to_list(length)
-            reads.append(len(docs))
-            return list(docs)
-
-    monkeypatch.setattr(store._p, "find", lambda *a, **k: _Counted(real_find(*a, **k)))
-    found = await store.of_round(11, now + timedelta(seconds=60))
+    reads = _count_reads(monkeypatch, store)
+    found = (await store.of_rounds(range(11, 12), now + timedelta(seconds=60)))[11]
     assert sorted(doc["_id"] for doc in found) == [doc["_id"] for doc in dead]
     assert max(reads) <= 2_000, reads
+
+
+class _CountedReads:
+    """A collection's `find`, counting the documents each read returns."""
+
+    def __init__(self, cursor: Any, reads: list[int]) -> None:
+        self._cursor, self._reads = cursor, reads
+
+    def sort(self, *args: Any) -> _CountedReads:
+        return _CountedReads(self._cursor.sort(*args), self._reads)
+
+    def limit(self, n: int) -> _CountedReads:
+        return _CountedReads(self._cursor.limit(n), self._reads)
+
+    async def to_list(self, length: int | None) -> list[Any]:
+        docs = await self._cursor.to_list(length)
+        self._reads.append(len(docs))
+        return list(docs)
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch, store: PositionStore) -> list[int]:
+    reads: list[int] = []
+    real_find = store._p.find
+    monkeypatch.setattr(store._p, "find", lambda *a, **k: _CountedReads(real_find(*a, **k), reads))
+    return reads
+
+
+async def test_the_search_for_a_dead_rounds_fixes_stops_at_what_the_fold_read_before_it(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a fix of an earlier round nearby (a fleet parked for days, readings and ticks
+    only), the search would read back its whole bound, 60 s at a time; the newest receipt the
+    fold read below the number bounds it instead. An empty track is not read at all."""
+    store, collection = _store(services), services.store.db["positions"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert await store.of_rounds(range(7, 8), now) == {7: []}
+    old = {"_id": position_id("w1", T0), "tenant": "acme", "vehicle": "w1", "t": T0,
+           "lat": -23.5, "lon": -46.6, "at": now - timedelta(days=6), "source": "s"}  # fmt: skip
+    dead = {**old, "_id": position_id("w1", T0 + timedelta(seconds=5)), "at": now, "seq": 7}
+    await collection.insert_many([old, dead])
+    reads = _count_reads(monkeypatch, store)
+    found = await store.of_rounds(range(7, 8), now, received_after=now - timedelta(minutes=1))
+    assert [doc["_id"] for doc in found[7]] == [dead["_id"]]
+    assert len(reads) < 20, len(reads)

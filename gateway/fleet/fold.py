@@ -201,6 +201,10 @@ class Fold(ShardedJob):
         self._memory: dict[Key, _Memory] = {}
         self._vehicles: dict[str, tuple[float, Doc | None]] = {}
         self._gaps: dict[int, float] = {}  # inbox number → when it was first found missing
+        # The newest receipt of a fix (or tick) in the inbox documents read, and the number of
+        # the last of them: a round numbered after it received its fixes after it, give or
+        # take `MAX_WAIT_SECONDS` (a bound for the search of a dead round's fixes).
+        self._received: tuple[int, datetime] | None = None
         # `shares` None: every shard (a single fold, or a test driving it).
         self._loop = ShardedLoop(
             "fleet fold",
@@ -236,6 +240,7 @@ class Fold(ShardedJob):
         if not taken:
             return 0
         end = int(taken[-1]["_id"])
+        self._remember_receipts(taken)
         groups: dict[Key, list[tuple[int, Doc]]] = {}
         ticks: list[tuple[int, Doc]] = []
         for doc in taken:
@@ -371,9 +376,13 @@ class Fold(ShardedJob):
         landing where no fold reads."""
         if await self._resync(wanted):
             return True
-        received_by = written_by + _CLOCKS_APART
-        for n in range(*gap):  # usually one: a process dies in one round at a time
-            stored = await self._store.positions.of_round(n, received_by)
+        after = None
+        if self._received is not None and self._received[0] < gap[0]:
+            after = self._received[1] - _CLOCKS_APART
+        found = await self._store.positions.of_rounds(
+            range(*gap), written_by + _CLOCKS_APART, after
+        )
+        for n, stored in found.items():  # usually one: a process dies in one round at a time
             if not await self._store.fleet.give_up(n, round_items(stored)):
                 continue  # its document landed meanwhile: it stands
             self._metrics.fold_fixes.labels("missing").inc()
@@ -385,6 +394,16 @@ class Fold(ShardedJob):
                 len(stored),
             )
         return False
+
+    def _remember_receipts(self, docs: Sequence[Doc]) -> None:
+        last, newest = self._received or (0, None)
+        for doc in docs:
+            for item in doc.get("items") or ():
+                at = item.get("at")
+                if item.get("k") in ("fixes", "tick") and isinstance(at, datetime):
+                    newest = at if newest is None else max(newest, at)
+        if newest is not None:  # the highest number read, even after going back (`_resync`)
+            self._received = (max(last, int(docs[-1]["_id"])), newest)
 
     async def _hold(self, wanted: frozenset[int]) -> None:
         """Memory follows the shards held: a shard let go is forgotten (its new holder folds

@@ -25,7 +25,7 @@ inbox in one document (`store/fleet.py`); the request path is answered once they
 A round takes its inbox number before it inserts and stamps its fixes with it (`seq`), so
 that what a round stored can always be found again, by whoever finishes it: the round itself
 after a failure (`InsertRounds._finish`), or, when its process died between the insert and
-the inbox write, the fold that gives its number up (`PositionStore.of_round`).
+the inbox write, the fold that gives its number up (`PositionStore.of_rounds`).
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ MAX_UNFINISHED_ROUNDS: Final = 1_000
 MAX_WAIT_SECONDS: Final = 30.0
 """A request whose fixes waited this long for a round fails (503, nothing stored) instead of
 joining one: a round's fixes were all received at most this long before it took its number,
-which bounds how far back `PositionStore.of_round` looks."""
+which bounds how far back `PositionStore.of_rounds` looks."""
 ROUND_SEARCH: Final = timedelta(days=7)
-"""How far back from a given-up number's next document `PositionStore.of_round` looks for its
+"""How far back from a given-up number's next document `PositionStore.of_rounds` looks for its
 round's fixes (a gateway down this long after a round died: its fixes stay unfolded)."""
 _FIRST_WINDOW: Final = timedelta(seconds=10)
 _SHORTEST_WINDOW: Final = timedelta(seconds=1)
@@ -204,13 +204,19 @@ class InsertRounds:
         waiting = sum(len(w.docs) for w in self._queue)
         return self._in_flight == 0 or waiting >= self._parallel_from
 
-    def _start(self) -> None:
+    def _not_too_old(self, waiting: list[_Waiting]) -> list[_Waiting]:
+        """The callers that have waited less than `MAX_WAIT_SECONDS`; the others fail (503,
+        nothing stored)."""
         too_old = time.monotonic() - MAX_WAIT_SECONDS
-        if stale := [w for w in self._queue if w.since < too_old]:
-            self._queue = [w for w in self._queue if w.since >= too_old]
+        if stale := [w for w in waiting if w.since < too_old]:
             _fail(stale, StoreUnavailable("the database is too slow to take fixes"))
-            if not self._queue:
-                return
+            return [w for w in waiting if w.since >= too_old]
+        return waiting
+
+    def _start(self) -> None:
+        self._queue = self._not_too_old(self._queue)
+        if not self._queue:
+            return
         batch: list[_Waiting] = []
         size = 0
         while self._queue and (not batch or size + len(self._queue[0].docs) <= self._max):
@@ -233,19 +239,24 @@ class InsertRounds:
         then hand the new ones on (the next round waits for that, so rounds hand on in order).
         If anything fails once the insert may have stored documents, the round is finished
         later (`_finish`)."""
-        docs = [doc for waiting in batch for doc in waiting.docs]
         self.rounds += 1
         hand_on = self._hand_on
+        everyone, docs = batch, []
         try:
             seq = None
             try:
                 if hand_on is not None:
                     seq = await hand_on.take_number()
-                    for doc in docs:
-                        doc["seq"] = seq
+                    batch = self._not_too_old(batch)  # its number may have been slow to come
+                    if not batch:
+                        await hand_on.tombstone(seq)
+                        return
+                docs = [doc for waiting in batch for doc in waiting.docs]
+                for doc in docs if seq is not None else ():
+                    doc["seq"] = seq
                 refused = await self._insert(docs)
             except BaseException as exc:
-                if seq is not None:
+                if seq is not None and docs:
                     self._finish_later(seq, docs, None)
                 _fail(batch, exc)
                 if not isinstance(exc, Exception):
@@ -262,7 +273,7 @@ class InsertRounds:
             else:
                 self._finished("handed_on_now", len(inserted))
         finally:
-            for waiting in batch:
+            for waiting in everyone:
                 if not waiting.handed.done():
                     waiting.handed.set_result(None)
 
@@ -414,8 +425,8 @@ class _Inbox:
 
     def __init__(self, fleet: FleetStore) -> None:
         self._fleet = fleet
-        # A round whose number was taken by a fold that gave it up → the number its fixes
-        # went under instead (a later attempt of the same round puts them there again).
+        # A number taken by a fold that gave it up → the number the rest of its round's fixes
+        # went under instead (a later attempt of the same round walks the same chain).
         self._moved: dict[int, int] = {}
 
     async def take_number(self) -> int:
@@ -427,12 +438,12 @@ class _Inbox:
     async def put_round(self, seq: int, docs: list[Doc]) -> None:
         """The round's fixes under its number. If that number is taken (by an earlier attempt
         of this round that landed after all, or by a fold that gave it up with the fixes
-        stored under it by then: `PositionStore.of_round`), what its document lacks goes
+        stored under it by then: `PositionStore.of_rounds`), what its document lacks goes
         under a new number, the same one on every attempt of this round."""
         if not round_items(docs):  # every fix a duplicate: the number stands for nothing
             await self._fleet.tombstone(seq)
             return
-        number, rest = self._moved.get(seq, seq), docs
+        number, rest, chain = seq, docs, [seq]
         while rest:
             try:
                 await self._fleet.put(number, round_items(rest))
@@ -442,8 +453,14 @@ class _Inbox:
                 taken = {item["id"] for item in inbox_items(held)} if held else set()
                 rest = [doc for doc in rest if doc["_id"] not in taken]
                 if rest:
-                    number = self._moved[seq] = await self._fleet.take_number()
-        self._moved.pop(seq, None)
+                    if number not in self._moved:
+                        while len(self._moved) >= MAX_UNFINISHED_ROUNDS:  # abandoned rounds'
+                            self._moved.pop(next(iter(self._moved)))
+                        self._moved[number] = await self._fleet.take_number()
+                    number = self._moved[number]
+                    chain.append(number)
+        for number in chain:
+            self._moved.pop(number, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,17 +584,25 @@ class PositionStore:
         ids = iter(doc["_id"] for doc in docs)
         return [[Appended(next(ids), not next(stored)) for _ in fixes] for _, fixes in batch]
 
-    async def of_round(self, seq: int, received_by: datetime) -> list[Doc]:
-        """The fixes the round numbered `seq` stored, received at `received_by` or before: for
-        a fold giving up a number whose round never wrote its inbox document (its process died
-        after the insert). Read backwards in time through the retention index on `at`, one
-        bounded window at a time (SecantusDB reads every document of a range before it
-        returns the first), down to `ROUND_LOOKBACK` before the newest fix of an earlier round
-        (a round's fixes are received before it takes its number, at most `MAX_WAIT_SECONDS`
-        before), and at most `ROUND_SEARCH` back."""
+    async def of_rounds(
+        self, numbers: range, received_by: datetime, received_after: datetime | None = None
+    ) -> dict[int, list[Doc]]:
+        """The fixes the rounds of these numbers stored, received at `received_by` or before:
+        for a fold giving up numbers whose rounds never wrote their inbox documents (their
+        process died after the insert). Read backwards in time through the retention index,
+        in windows of 1 to 60 s (SecantusDB reads every document of a range before it answers
+        with the first, whatever the limit), down to `ROUND_LOOKBACK` before the newest fix of
+        an earlier round, or before `received_after` (the newest receipt the fold has read
+        below these numbers); at most `ROUND_SEARCH` back. A round's fixes are received at
+        most `MAX_WAIT_SECONDS` before its number comes, so before neither."""
+        found: dict[int, list[Doc]] = {n: [] for n in numbers}
+        if not found:
+            return found
+        with translate_errors():
+            if not await self._p.estimated_document_count():
+                return found
         projection = {k: 1 for k in ("tenant", "vehicle", "at", "seq", *_FOLD_FIELDS)}
-        found: list[Doc] = []
-        floor: datetime | None = None
+        floor = None if received_after is None else received_after - ROUND_LOOKBACK
         end, span = received_by, _FIRST_WINDOW
         while end > received_by - ROUND_SEARCH and (floor is None or end > floor):
             start = end - span
@@ -587,12 +612,13 @@ class PositionStore:
             earlier: datetime | None = None
             for doc in docs:
                 number = doc.get("seq")
-                if number == seq:
-                    found.append(doc)
-                elif number is None or number < seq:
+                if number in found:
+                    found[number].append(doc)
+                elif number is None or number < numbers.start:
                     earlier = doc["at"] if earlier is None else max(earlier, doc["at"])
-            if floor is None and earlier is not None:
-                floor = earlier - ROUND_LOOKBACK
+            if earlier is not None:
+                bound = earlier - ROUND_LOOKBACK
+                floor = bound if floor is None else max(floor, bound)
             end = start
             # Quiet times are crossed in longer windows, busy ones in shorter (a read holds
             # about 500 to 2,000 fixes, or fewer at the ends of the range).
