@@ -3,7 +3,7 @@ the other in one run on one embedded SecantusDB, driven by the same wrk script a
 
     python bench/bench_http.py [--duration 10] [--warmup 3] [--connections 16]
                                [--servers bare,nodered,gateway,gateway-web] [--gateway-src DIR]
-                               [--json FILE]
+                               [--json FILE] [--trace DIR]
 
 A gateway key may name another source tree to A/B a change in the same run, e.g.
 --servers bare,nodered,gateway-web,gateway-web@/tmp/patched (a directory holding gateway/,
@@ -11,6 +11,8 @@ schemas/ and mappings/, put first on PYTHONPATH), and a number of processes:
 `gateway-x2` runs `gateway serve --workers 2` (one port, SO_REUSEPORT), and settings of its
 own after "%", e.g. `gateway-positions%GATEWAY_FOLD_ENTITY_SECONDS=30` (A/B a setting).
 --json writes every server's figures to FILE (bench/figures.py reads it for `make bench`).
+--trace writes each server's half-of-peak requests to DIR/<n>-<server>.csv (fixed_rate.py
+--trace: when each was due, its latency, its status), to line its tail up with the server.
 
 Needs `wrk` (apt-get install wrk) and Node.js 20 with npm (Node-RED 4 and
 node-red-contrib-mongodb4 are installed into bench/.nodered/ on first use).
@@ -89,6 +91,7 @@ PYTHON = sys.executable
 GATEWAY = str(Path(PYTHON).with_name("gateway"))
 GATEWAY_ENV: dict[str, str] = {}  # --gateway-src sets PYTHONPATH here
 RUNS = itertools.count(1)  # a server named twice in --servers runs twice, on its own database
+TRACES = itertools.count(1)  # --trace: one file per server, numbered in the run's order
 PROCESSES = re.compile(r"-x(\d+)$")  # gateway-x2: `gateway serve --workers 2`
 
 
@@ -424,10 +427,13 @@ def wrk(server: Server, seconds: float, connections: int) -> dict[str, float]:
             "p50_us": p50, "p99_us": p99, "max_us": peak}  # fmt: skip
 
 
-def fixed_rate(server: Server, rate: float, seconds: float) -> dict[str, float]:
+def fixed_rate(
+    server: Server, rate: float, seconds: float, trace: Path | None = None
+) -> dict[str, float]:
     cmd = [PYTHON, str(BENCH / "fixed_rate.py"), server.url, "--rate", f"{rate:.0f}"]
     cmd += ["--duration", str(seconds), "--token", server.token, "--payload", str(server.payload)]
     cmd += ["--fresh-times"] if server.fresh else []
+    cmd += ["--trace", str(trace)] if trace else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -535,7 +541,11 @@ def measure(server: Server, db: EmbeddedServer, args: argparse.Namespace) -> Non
     server.results.update({f"peak_{k}": v for k, v in relay_lag(server, db, began).items()})
     with CpuMeter(server, db) as cpu:
         began, lags = datetime.now(UTC), fold_lag_buckets(server)
-        half = fixed_rate(server, peak["rps"] / 2, args.duration)
+        trace = None
+        if args.trace:
+            args.trace.mkdir(parents=True, exist_ok=True)
+            trace = args.trace / f"{next(TRACES)}-{server.name.split()[0]}.csv"
+        half = fixed_rate(server, peak["rps"] / 2, args.duration, trace)
         settle(server, db)
     server.results.update(
         {f"half_{k}": v for k, v in fold_lag(lags, fold_lag_buckets(server)).items()}
@@ -661,6 +671,9 @@ def main() -> None:
         "--gateway-src", help="run the gateway from this directory's gateway/ (A/B a change)"
     )
     parser.add_argument("--json", type=Path, help="write every server's figures to this file")
+    parser.add_argument(
+        "--trace", type=Path, help="write each server's half-of-peak requests to a CSV here"
+    )
     args = parser.parse_args()
     if args.gateway_src:
         GATEWAY_ENV["PYTHONPATH"] = str(Path(args.gateway_src).resolve())

@@ -10,7 +10,9 @@ per connection, a new connection when all are busy). The client is a bare asynci
 pre-encoded requests and callbacks: on 2 cores an aiohttp client cost more CPU than the server
 it measured. `--fresh-times` makes each request a new fix of a vehicle that drives (post_fix.lua's
 tracks: a position trigger stores a resent fix once, and refuses implausible ones).
-Prints one JSON line: rate, sent, ok, errors, p50/p99/max µs.
+Prints one JSON line: rate, sent, ok, errors, p50/p99/max µs. `--trace FILE` also writes every
+request as a CSV line (when it was due, wall clock in seconds; its latency in ms; its status,
+0 for a failed connection), to line the tail up with what the server did at those instants.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Load:
         self.opened = 0
         self.latencies: list[float] = []
         self.errors = 0
+        self.answers: list[tuple[float, float, int]] = []  # (due, latency, status), --trace
 
     def submit(self, due: float, request: bytes) -> None:
         if self.idle:
@@ -69,13 +72,17 @@ class Load:
             self.idle.append(conn)
 
     def answered(self, conn: Connection, status: int, due: float) -> None:
+        latency = time.perf_counter() - due
+        self.answers.append((due, latency, status))
         if status >= 300:
             self.errors += 1
         else:
-            self.latencies.append(time.perf_counter() - due)
+            self.latencies.append(latency)
         self.release(conn)
 
-    def failed(self, conn: Connection | None) -> None:
+    def failed(self, conn: Connection | None, due: float | None = None) -> None:
+        if due is not None:
+            self.answers.append((due, time.perf_counter() - due, 0))
         self.errors += 1
         self.opened -= 1
 
@@ -95,12 +102,12 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if self.due is not None:
-            self.due = None
-            self.load.failed(self)
+            due, self.due = self.due, None
+            self.load.failed(self, due)
 
     def send(self, due: float, request: bytes) -> None:
         if self.transport is None:
-            self.load.failed(self)
+            self.load.failed(self, due)
             return
         self.due = due
         self.transport.write(request)
@@ -159,7 +166,13 @@ def fresh_times(payload: str, count: int, rate: float) -> list[str]:
 
 
 async def run(
-    url: str, rate: float, duration: float, token: str, payload: str, fresh: bool = False
+    url: str,
+    rate: float,
+    duration: float,
+    token: str,
+    payload: str,
+    fresh: bool = False,
+    trace: Path | None = None,
 ) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -177,7 +190,7 @@ async def run(
         for body in bodies
     ]
     load = Load(host, port)
-    start = time.perf_counter()
+    start, wall = time.perf_counter(), time.time()
     i = 0
     while i < total:
         now = time.perf_counter()
@@ -191,6 +204,11 @@ async def run(
     while len(load.latencies) + load.errors < total and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)
     latencies = sorted(load.latencies)
+    if trace is not None:
+        with trace.open("w") as out:
+            out.write("due_s,latency_ms,status\n")
+            for due, latency, status in sorted(load.answers):
+                out.write(f"{wall + due - start:.4f},{latency * 1e3:.2f},{status}\n")
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e6 if latencies else 0
@@ -218,9 +236,12 @@ def main() -> None:
     parser.add_argument(
         "--fresh-times", action="store_true", help="a new device time per request (positions)"
     )
+    parser.add_argument("--trace", type=Path, help="write every request's latency to this CSV")
     args = parser.parse_args()
     payload = Path(args.payload).read_text()
-    figures = run(args.url, args.rate, args.duration, args.token, payload, args.fresh_times)
+    figures = run(
+        args.url, args.rate, args.duration, args.token, payload, args.fresh_times, args.trace
+    )
     print(json.dumps(asyncio.run(figures)))
 
 
