@@ -14,6 +14,7 @@ behaviour, so an aiohttp upgrade that changes it fails there).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import signal
@@ -113,6 +114,11 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     runner = GatewayRunner(app, **runner_options)
     await runner.setup()
+    # What start-up built (modules, schemas, the services) lives as long as the process: kept
+    # out of the collector's full passes, which paused every request in flight for 30-45 ms
+    # every ~8 s at the position bench's half of peak, 8 ms after (docs/benchmarks.md).
+    gc.collect()
+    gc.freeze()
     try:
         if not stop.is_set():
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
