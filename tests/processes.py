@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support import SECRET_KEY
+from tests.support import SECRET_KEY, auth
 
 
 def free_port() -> int:
@@ -116,6 +116,12 @@ class Gateway:
                 return exc.code, dict(exc.headers), _json(exc.read())
         except OSError as exc:  # refused, reset, timed out
             return 0, {}, str(exc)
+
+    def create(self, path: str, body: Any) -> Any:
+        """POST an admin resource (the test tenant's admin token); its answer, once 201."""
+        status, _, answer = self.request("POST", path, body, headers=auth())
+        assert status == 201, answer
+        return answer
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         status, _, body = self.request("GET", path, headers=headers, timeout=10)

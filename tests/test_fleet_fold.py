@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -520,16 +520,7 @@ async def test_a_round_handing_on_under_a_new_number_whose_answer_was_lost_is_fo
     monkeypatch.setattr(fleet, "take_number", take_then_given_up)
     monkeypatch.setattr(fleet, "put", put_answer_lost)
     await append(services, vehicle, points[20:])
-    for _ in range(200):  # the round, finished in the background, is done
-        if lost and not services.store.positions.inserts._finishing:
-            break
-        await asyncio.sleep(0.05)
-    monkeypatch.undo()
-    docs = await services.store.db["fleet_inbox"].find({}).sort("_id", 1).to_list(None)
-    ids = [item["id"] for doc in docs for item in inbox_items(doc) if item.get("k") == "fix"]
-    assert len(ids) == len(set(ids)) == len(points)  # each fix handed on once
-    await own_fold(services, FoldSettings(missing_seconds=0)).run_until_idle()
-    assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
+    await _handed_on_once_then_folded(services, monkeypatch, vehicle, points, lambda: bool(lost))
 
 
 async def test_a_round_whose_given_up_number_holds_part_of_its_fixes_is_folded_once(
@@ -558,8 +549,20 @@ async def test_a_round_whose_given_up_number_holds_part_of_its_fixes_is_folded_o
 
     monkeypatch.setattr(fleet, "put", put)
     await append(services, vehicle, points[20:])
-    for _ in range(200):  # the round, finished in the background, is done
-        if len(puts) > 2 and not services.store.positions.inserts._finishing:
+    await _handed_on_once_then_folded(services, monkeypatch, vehicle, points, lambda: len(puts) > 2)
+
+
+async def _handed_on_once_then_folded(
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    vehicle: str,
+    points: Sequence[TrackPoint],
+    failed: Callable[[], bool],
+) -> None:
+    """Once the injected failure has happened (`failed`) and the round, finished in the
+    background, is done: each fix is in the inbox once, and the fold counts the track once."""
+    for _ in range(200):
+        if failed() and not services.store.positions.inserts._finishing:
             break
         await asyncio.sleep(0.05)
     monkeypatch.undo()
