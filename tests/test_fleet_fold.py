@@ -571,3 +571,34 @@ async def _handed_on_once_then_folded(
     assert len(ids) == len(set(ids)) == len(points)  # each fix handed on once
     await own_fold(services, FoldSettings(missing_seconds=0)).run_until_idle()
     assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
+
+
+async def test_a_late_fix_never_takes_as_neighbour_a_fix_stored_but_not_folded_yet(
+    services: Services,
+) -> None:
+    """A store-and-forward upload in several requests: the fold takes the first request's
+    round while the next ones are already stored. A late fix of the first round must be
+    measured between the fixes folded around it, not against a fix of a later round that the
+    fold has not taken yet (its detour would be counted against the wrong neighbours, and the
+    odometer would not be the track's length once everything is folded)."""
+    vehicle = await make_vehicle(services)
+    start = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    east = 50.0 / 101_000  # about 50 m of longitude at this latitude, in degrees
+
+    def point(seconds: int, steps_east: float, north_m: float = 0.0) -> TrackPoint:
+        return TrackPoint(
+            start + timedelta(seconds=seconds), -23.5 + north_m / 111_195, -46.6 + steps_east * east
+        )
+
+    live = [point(10 * n, n) for n in range(40)]  # 400 s driving east, 50 m each 10 s
+    await append(services, vehicle, live)
+    fold = own_fold(services, FoldSettings(batch=1))  # one inbox document a read
+    await fold.run_until_idle()
+    # The upload: two requests, each an older fix between the second and third live ones,
+    # 60 m off the road on either side.
+    late = [point(12, 1.2, north_m=60), point(15, 1.5, north_m=-60)]
+    await append(services, vehicle, late[:1])
+    await append(services, vehicle, late[1:])
+    await fold.run_until_idle()
+    track = sorted([*live, *late], key=lambda p: p.t)
+    assert await folded_km(services, vehicle) == pytest.approx(_length(track) / 1000, abs=0.001)

@@ -526,7 +526,9 @@ class Fold(ShardedJob):
         run = _VehicleRun(
             self, folding, vehicle, tenant_view.settings, tenant_view.rules, tenant_view.listeners
         )
-        run.track, run.covered = await self._track_window(key, memory.state, fixes, folding.fix_ids)
+        run.track, run.covered = await self._track_window(
+            key, memory.state, fixes, folding.fix_ids, folding.through
+        )
         run.pending = set(folding.fix_ids)
         now = datetime.now(UTC)
         for kinds in in_docs:
@@ -556,7 +558,12 @@ class Fold(ShardedJob):
         )
 
     async def _track_window(
-        self, key: Key, state: VehicleState, fixes: Sequence[Doc], exclude: Sequence[str]
+        self,
+        key: Key,
+        state: VehicleState,
+        fixes: Sequence[Doc],
+        exclude: Sequence[str],
+        through: int,
     ) -> tuple[list[TrackPoint], datetime | None]:
         """The accepted fixes a late fix of the pass may have as neighbours, in device-time
         order, and the device time from which on they are all there (None: none). The newest
@@ -572,7 +579,9 @@ class Fold(ShardedJob):
         if not late:
             return track, covered
         start, end = min(late), max(late)
-        docs = await self._store.positions.window(key[0], key[1], start, end, exclude)
+        docs = await self._store.positions.window(
+            key[0], key[1], start, end, exclude, through=through
+        )
         if docs is None:
             return track, covered
         points = [_point(doc) for doc in docs if doc["t"] < covered]
@@ -583,9 +592,11 @@ class Fold(ShardedJob):
         return points + track, datetime.min.replace(tzinfo=UTC)
 
     async def neighbours(
-        self, key: Key, t: datetime, exclude: Collection[str]
+        self, key: Key, t: datetime, exclude: Collection[str], through: int
     ) -> tuple[TrackPoint | None, TrackPoint | None]:
-        before, after = await self._store.positions.neighbours(key[0], key[1], t, exclude)
+        """A late fix's neighbours in the track: accepted, and folded by the inbox number
+        `through` (the last of the pass), not stored by a later round the fold has not taken."""
+        before, after = await self._store.positions.neighbours(key[0], key[1], t, exclude, through)
         return (
             None if before is None else _point(before),
             None if after is None else _point(after),
@@ -836,7 +847,9 @@ class _VehicleRun:
             if self.covered is not None and point.t > self.covered:
                 before, after = _around(self.track, point.t)
             else:  # older than what the pass holds: the track's, on its own
-                before, after = await self._fold.neighbours(self._pass.key, point.t, self.pending)
+                before, after = await self._fold.neighbours(
+                    self._pass.key, point.t, self.pending, self._pass.through
+                )
         quality, odometer = self._settings.quality, self._settings.odometer
         self.state, verdict = fold_fix(
             self.state,

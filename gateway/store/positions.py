@@ -370,6 +370,21 @@ class InsertRounds:
         return stored
 
 
+class _Usable:
+    """Whether a stored fix may be a late fix's neighbour: not refused (flagged), not one of
+    `exclude`, and folded already: a round numbered after `through` is not."""
+
+    def __init__(self, exclude: Collection_[str], through: int | None) -> None:
+        self._skip = set(exclude)
+        self._through = through
+
+    def __call__(self, doc: Doc) -> bool:
+        if doc["_id"] in self._skip or doc.get("rejected"):
+            return False
+        seq = doc.get("seq")
+        return self._through is None or not isinstance(seq, int) or seq <= self._through
+
+
 def _fail(batch: Sequence[_Waiting], exc: BaseException) -> None:
     failure = exc if isinstance(exc, StoreUnavailable) else None
     for waiting in batch:
@@ -655,15 +670,22 @@ class PositionStore:
     # --- reads ---------------------------------------------------------------------------
 
     async def neighbours(
-        self, tenant: str, vehicle: str, t: datetime, exclude: Collection_[str] = ()
+        self,
+        tenant: str,
+        vehicle: str,
+        t: datetime,
+        exclude: Collection_[str] = (),
+        through: int | None = None,
     ) -> tuple[Doc | None, Doc | None]:
         """The accepted (not refused) fixes just before and just after device time `t`;
-        `exclude` names fixes not folded yet (the fold's own pending ones)."""
+        `exclude` names fixes not folded yet (the fold's own pending ones), and `through` the
+        last inbox number the fold has taken: fixes of rounds numbered after it are stored but
+        not folded yet, so nobody's neighbours yet."""
         low, high = _track_bounds(vehicle)
         at = position_id(vehicle, t)
-        skip = set(exclude)
-        before = await self._accepted(tenant, "$gte", low, "$lt", at, DESCENDING, skip)
-        after = await self._accepted(tenant, "$gt", at, "$lt", high, ASCENDING, skip)
+        usable = _Usable(exclude, through)
+        before = await self._accepted(tenant, "$gte", low, "$lt", at, DESCENDING, usable)
+        after = await self._accepted(tenant, "$gt", at, "$lt", high, ASCENDING, usable)
         return before, after
 
     async def window(
@@ -674,23 +696,25 @@ class PositionStore:
         end: datetime,
         exclude: Sequence[str],
         limit: int = 5_000,
+        through: int | None = None,
     ) -> list[Doc] | None:
-        """The accepted (not refused, not excluded) fixes with device time in [`start`, `end`],
-        with the accepted one just before and the one just after, in device-time order: every
-        neighbour a batch of late fixes in that span can have, in three reads instead of a few
-        per fix. None when the span holds more than `limit` fixes."""
+        """The accepted (not refused, not excluded, folded: `neighbours`) fixes with device
+        time in [`start`, `end`], with the accepted one just before and the one just after, in
+        device-time order: every neighbour a batch of late fixes in that span can have, in
+        three reads instead of a few per fix. None when the span holds more than `limit`
+        fixes."""
         low, high = _track_bounds(vehicle)
         first, last = position_id(vehicle, start), position_id(vehicle, end)
-        skip = set(exclude)
+        usable = _Usable(exclude, through)
         query = scoped(tenant, {"_id": {"$gte": first, "$lte": last}})
         with translate_errors():
             docs = await self._p.find(query).sort("_id", ASCENDING).limit(limit + 1).to_list(None)
         if len(docs) > limit:
             return None
         await self._flag(tenant, docs)
-        inside = [d for d in docs if d["_id"] not in skip and not d.get("rejected")]
-        before = await self._accepted(tenant, "$gte", low, "$lt", first, DESCENDING, skip)
-        after = await self._accepted(tenant, "$gt", last, "$lt", high, ASCENDING, skip)
+        inside = [d for d in docs if usable(d)]
+        before = await self._accepted(tenant, "$gte", low, "$lt", first, DESCENDING, usable)
+        after = await self._accepted(tenant, "$gt", last, "$lt", high, ASCENDING, usable)
         return [d for d in (before, *inside, after) if d is not None]
 
     async def _accepted(
@@ -701,17 +725,17 @@ class PositionStore:
         high_op: str,
         high: str,
         order: int,
-        skip: Collection_[str],
+        usable: _Usable,
         page: int = 32,
     ) -> Doc | None:
-        """The first fix in this `_id` range, in this order, that was not refused or skipped."""
+        """The first fix in this `_id` range, in this order, that is `usable`."""
         while True:
             query = scoped(tenant, {"_id": {low_op: low, high_op: high}})
             with translate_errors():
                 docs = await self._p.find(query).sort("_id", order).limit(page).to_list(page)
             await self._flag(tenant, docs)
             for doc in docs:
-                if doc["_id"] not in skip and not doc.get("rejected"):
+                if usable(doc):
                     return doc
             if len(docs) < page:
                 return None
