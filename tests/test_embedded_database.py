@@ -3,13 +3,18 @@ dies with its gateway, a leftover one is stopped, a crash is survived (SPEC §3.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.services import Services
+import pytest
+
+from gateway.config import Settings
+from gateway.services import Services, open_services
+from gateway.store import connection
 from gateway.store.embedded import EmbeddedServer, child_environment
 from tests.processes import Gateway, alive, free_port, wait_until
 from tests.support import SECRET_KEY, auth
@@ -146,3 +151,19 @@ async def test_on_the_embedded_database_no_index_is_a_ttl_index_and_the_gateway_
     assert [d["_id"] for d in await db["ui_sessions"].find().to_list(None)] == ["b"]
     assert await db["ui_login_throttle"].count_documents({}) == 0
     assert await db["notify_cooldowns"].count_documents({}) == 0
+
+
+async def test_a_running_gateway_expires_documents_past_their_ttl_on_its_own(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process runs the expiry (`store/connection.py`), as often as MongoDB's sweep
+    would (60 s; shortened here): a record past its TTL goes without anyone asking."""
+    monkeypatch.setattr(connection, "EXPIRE_SECONDS", 0.05)
+    async with open_services(settings, mongodb_uri=mongodb_uri) as services:
+        old = datetime.now(UTC) - timedelta(days=2)
+        await services.store.db["idempotency"].insert_one({"_id": "old", "created_at": old})
+        for _ in range(200):
+            if not await services.store.db["idempotency"].count_documents({}):
+                break
+            await asyncio.sleep(0.05)
+        assert await services.store.db["idempotency"].count_documents({}) == 0
