@@ -65,9 +65,9 @@ database first answers again."""
 MAX_UNFINISHED_ROUNDS: Final = 1_000
 """Failed rounds waiting for the database at once (each holds its fixes in memory)."""
 MAX_WAIT_SECONDS: Final = 30.0
-"""A request whose fixes waited this long for a round fails (503, nothing stored) instead of
-joining one: a round's fixes were all received at most this long before it took its number,
-which bounds how far back `PositionStore.of_rounds` looks."""
+"""A request whose fixes waited this long for their round's number fails (503, nothing
+stored): a round's fixes were all received at most this long before its number came, which
+bounds how far back `PositionStore.of_rounds` looks."""
 ROUND_SEARCH: Final = timedelta(days=7)
 """How far back from a given-up number's next document `PositionStore.of_rounds` looks for its
 round's fixes (a gateway down this long after a round died: its fixes stay unfolded)."""
@@ -79,8 +79,8 @@ or a probe of one costs the same): windows stay short, so that the first one wit
 a quiet stretch is never a busy hour read at once (a quiet day is 1,440 empty reads)."""
 ROUND_LOOKBACK: Final = timedelta(seconds=120)
 """How much earlier than a fix of an earlier round a round's own fixes may have been received:
-`MAX_WAIT_SECONDS`, the time a round may take to get its number (the database's deadline), and
-room for the clocks of different processes."""
+`MAX_WAIT_SECONDS` (checked once the number has come, however long that took), and room for
+the clocks of different processes."""
 log = logging.getLogger(__name__)
 _RETENTION_INDEX: Final = "retention"
 _TRACK_INDEX: Final = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="track")
@@ -146,7 +146,8 @@ class InsertRounds:
     insert's outcome is unknown (its callers then fail), the round is finished in the
     background once the database answers again: what it stored (read back by `seq` if need
     be) is handed on all the same (retries find duplicates, so nobody else would), or its
-    number given up. Callers that waited `MAX_WAIT_SECONDS` for a round fail instead.
+    number given up. Callers that waited `MAX_WAIT_SECONDS` for their round's number fail
+    instead.
 
     One insert command per round instead of one per document (a client-level bulkWrite runs
     each insert as its own command on SecantusDB) is what brings batched ingest near the
