@@ -226,10 +226,11 @@ async def test_fixes_that_waited_too_long_for_a_round_fail_without_being_stored(
     (503) with nothing stored; a number left without fixes is given up."""
     monkeypatch.setattr(positions_module, "MAX_WAIT_SECONDS", 0.2)
     collection = services.store.db["positions"]
-    release = asyncio.Event()
+    asked, release = asyncio.Event(), asyncio.Event()
 
     class _SlowNumbers(_BrokenInbox):
         async def take_number(self) -> int:
+            asked.set()
             await release.wait()
             return await super().take_number()
 
@@ -241,7 +242,7 @@ async def test_fixes_that_waited_too_long_for_a_round_fail_without_being_stored(
         for s in (0, 5)
     ]  # fmt: skip
     first = asyncio.create_task(rounds.insert(docs[:1]))
-    await asyncio.sleep(0.05)  # its round waits for a number
+    await asked.wait()  # its round waits for a number
     second = asyncio.create_task(rounds.insert(docs[1:]))  # waits for a round
     await asyncio.sleep(0.3)
     release.set()

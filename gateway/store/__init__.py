@@ -79,7 +79,9 @@ class Store:
     async def ensure_indexes(self) -> None:
         """Idempotent: creating an index that exists with the same spec is a no-op."""
         scans = await self.scans_id_ranges()
-        self.expiry.by_gateway = await self.sweeps_ttl_by_scanning()
+        # The same server sweeps its TTL indexes by reading every document of their
+        # collections (every 60 s, under its storage lock): there the gateway expires itself.
+        self.expiry.by_gateway = scans
         with translate_errors():
             await self.db["entities"].create_indexes(entities.INDEXES)
             existing = await (await self.db["entities"].list_indexes()).to_list(None)
@@ -105,22 +107,12 @@ class Store:
         await self.ui.ensure_indexes()
         await self.fleet_rules.ensure_indexes()
 
-    async def _is_secantus(self) -> bool:
-        """Whether the server is SecantusDB (it names itself in `buildInfo`)."""
+    async def scans_id_ranges(self) -> bool:
+        """Whether the server reads a range of `_id` by scanning the collection (SecantusDB,
+        which names itself in `buildInfo`; MongoDB serves it from the primary index)."""
         with translate_errors():
             info = await self.db.client.admin.command("buildInfo")
         return "secantusVersion" in info
-
-    async def scans_id_ranges(self) -> bool:
-        """Whether the server reads a range of `_id` by scanning the collection (SecantusDB;
-        MongoDB serves it from the primary index)."""
-        return await self._is_secantus()
-
-    async def sweeps_ttl_by_scanning(self) -> bool:
-        """Whether the server's TTL sweep reads every document of each collection with a TTL
-        index (SecantusDB, every 60 s, holding its storage lock; MongoDB walks the index):
-        then the gateway expires documents itself (`expiry.py`)."""
-        return await self._is_secantus()
 
     async def ping(self) -> None:
         with translate_errors():
