@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+from gateway import eventloop
 from gateway.config import ConfigError, Settings, parse_jobs
 from gateway.logs import configure_logging
 
@@ -146,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if settings.event_loop == "uvloop" and not eventloop.uvloop_installed():
+        print("configuration error: GATEWAY_EVENT_LOOP is uvloop, not installed", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
     if args.command in ("serve", "demo"):

@@ -16,6 +16,7 @@ from typing import TypeVar
 import orjson
 from aiohttp import web
 
+from gateway import eventloop
 from gateway.app import create_app
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
@@ -64,6 +65,7 @@ def serve(
         if reuse_port
         else lambda: print(f"gateway listening on {settings.base_url}", file=sys.stderr),
         reuse_port=reuse_port,
+        event_loop=settings.event_loop,
         access_log=None,
         shutdown_timeout=15,
         keepalive_timeout=75,
@@ -201,7 +203,7 @@ def worker(settings: Settings) -> int:
             await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        eventloop.run(run(), settings.event_loop)
     return 0
 
 

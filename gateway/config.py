@@ -21,6 +21,9 @@ def parse_flag(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+EVENT_LOOPS: tuple[str, ...] = ("uvloop", "asyncio")
+"""The event loops a long-running process can run on (`gateway/eventloop.py`)."""
+
 JOBS: tuple[str, ...] = ("relay", "flows", "delivery", "schedules", "fold")
 """The background jobs: the event relay (outboxes → events → deliveries and flow runs), the
 flow runner, the delivery worker, the schedule runner and the fleet fold (positions →
@@ -78,6 +81,9 @@ class Settings:
     change_streams: bool = True
     log_level: str = "INFO"
     log_json: bool = True
+    # The long-running processes' event loop (gateway/eventloop.py): one of EVENT_LOOPS, or
+    # None: uvloop where it is installed.
+    event_loop: str | None = None
     # When set, /metrics asks for `Authorization: Bearer <it>` (label values name our ids).
     metrics_token: Secret | None = None
     # An external identity provider's admin tokens (RS256/ES256/EdDSA), checked on its JWKS.
@@ -136,6 +142,7 @@ class Settings:
             change_streams=env.flag("GATEWAY_CHANGE_STREAMS", True),
             log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
+            event_loop=env.choice("GATEWAY_EVENT_LOOP", EVENT_LOOPS),
             metrics_token=Secret(t) if (t := env.text("GATEWAY_METRICS_TOKEN")) else None,
             admin_jwks_url=env.url("GATEWAY_ADMIN_JWKS_URL"),
             admin_jwt_issuer=env.text("GATEWAY_ADMIN_JWT_ISSUER"),
@@ -195,6 +202,12 @@ class _Env:
             return parse_jobs(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        raw = self.text(name)
+        if raw is not None and raw not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
 
     def write_concern(self, name: str) -> str | int | None:
         raw = self.text(name)

@@ -49,7 +49,7 @@ class Metrics:
     """Label values are route templates, methods, status classes and our own ids: never a
     token, a tenant-controlled string or anything else unbounded."""
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, event_loop: str) -> None:
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
@@ -73,12 +73,12 @@ class Metrics:
         )
         self.build_info = Gauge(
             "gateway_build_info",
-            "Build information",
-            ["version"],
+            "Build information: the version, and the event loop the process runs on",
+            ["version", "event_loop"],
             registry=r,
             multiprocess_mode="livemax",
         )
-        self.build_info.labels(version=version).set(1)
+        self.build_info.labels(version=version, event_loop=event_loop).set(1)
         self.events_relayed = Counter(
             "gateway_events_relayed_total",
             "Events moved from entity outboxes to the log (at least once)",

@@ -32,6 +32,7 @@ from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
+from gateway.eventloop import running_loop
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
 from gateway.fleet.fold import FOLD_JOB, FOLD_SHARDS, Fold, FoldSettings
@@ -125,7 +126,7 @@ async def open_services(
     `run_workers` overrides `settings.run_workers`."""
     if run_workers is not None:
         settings = replace(settings, run_workers=run_workers)
-    metrics = Metrics(__version__)
+    metrics = Metrics(__version__, running_loop())
     ring = KeyRing.from_secret(load_secret_key(settings))
     schemas = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     policy = OutboundPolicy.from_entries(settings.outbound_allow)

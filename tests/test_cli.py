@@ -13,11 +13,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gateway import __version__
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
 from gateway.config import Settings
 from gateway.entities import Origin
 from gateway.services import Services
+from tests.processes import Gateway
 from tests.support import SECRET_KEY
 
 
@@ -112,6 +114,28 @@ def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Pa
     # The embedded database child was stopped with the gateway, not orphaned.
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "db")], capture_output=True)
     assert leftover.stdout == b""
+
+
+def test_serve_runs_on_uvloop_unless_the_setting_asks_for_asyncio(
+    tmp_path: Path, mongodb_uri: str
+) -> None:
+    for setting, loop in ((None, "uvloop"), ("asyncio", "asyncio")):
+        env = {"MONGODB_URI": mongodb_uri, "GATEWAY_DATABASE": f"loop_{loop}"}
+        gateway = Gateway(
+            tmp_path / loop, **env, **({"GATEWAY_EVENT_LOOP": setting} if setting else {})
+        )
+        try:
+            status, metrics = gateway.start().get("/metrics")
+        finally:
+            gateway.stop()
+        assert status == 200
+        assert f'gateway_build_info{{event_loop="{loop}",version="{__version__}"}} 1.0' in metrics
+
+
+def test_an_unknown_event_loop_is_a_configuration_error() -> None:
+    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_EVENT_LOOP": "trio"})
+    assert result.returncode == 2
+    assert "GATEWAY_EVENT_LOOP must be one of uvloop, asyncio, got 'trio'" in result.stderr
 
 
 def test_identity_provider_without_an_audience_is_a_configuration_error() -> None:

@@ -55,7 +55,7 @@ async def test_metrics_count_requests_by_route_template(client: Client) -> None:
         'status_class="2xx"} 1.0'
     ) in text
     assert "gateway_http_request_duration_seconds_bucket" in text
-    assert 'gateway_build_info{version="0.1.0"} 1.0' in text
+    assert 'gateway_build_info{event_loop="asyncio",version="0.1.0"} 1.0' in text
 
 
 async def test_body_over_the_limit_is_413(client: Client) -> None:

@@ -26,6 +26,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from gateway import eventloop
 from gateway.web.problems import PROBLEM_JSON, dumps
 
 log = logging.getLogger("gateway.access")
@@ -92,12 +93,14 @@ def run(
     port: int,
     on_listening: Callable[[], None] = lambda: None,
     reuse_port: bool = False,
+    event_loop: str | None = None,
     **runner_options: Any,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish the
     requests in flight, run every cleanup context). `reuse_port`: bind with SO_REUSEPORT,
-    beside the other processes of `serve --workers N` (`gateway/prefork.py`)."""
-    asyncio.run(_serve(app, host, port, on_listening, reuse_port, runner_options))
+    beside the other processes of `serve --workers N` (`gateway/prefork.py`). `event_loop`:
+    `gateway/eventloop.py`."""
+    eventloop.run(_serve(app, host, port, on_listening, reuse_port, runner_options), event_loop)
 
 
 async def _serve(
