@@ -215,13 +215,19 @@ def ingest_rows(ingest: Any) -> list[Row]:
     if not ingest:
         return [Row("batched position ingest ÷ raw insert_many", "≥ 0.7", "no figures", "FAIL",
                     command)]  # fmt: skip
-    gw, raw, ratio = ingest["gateway"], ingest["raw"], ingest["ratio"]
+    gw, raw, floor = ingest["gateway"], ingest["raw"], ingest["raw_id_only"]
+    ratio, ratio_floor = ingest["ratio"], ingest["ratio_id_only"]
     return [
         Row(
-            "batched position ingest ÷ raw insert_many (same documents)", "≥ 0.7",
+            "batched position ingest ÷ raw insert_many (same documents, same indexes)", "≥ 0.7",
             f"{ratio:.2f} ({gw['rate']:,.0f} vs {raw['rate']:,.0f} fixes/s; DB {gw['db_us']:,.0f}"
             f" vs {raw['db_us']:,.0f} µs/fix)", verdict(ratio >= 0.7), command,
-        )
+        ),
+        Row(
+            "batched position ingest ÷ raw insert_many (same documents, `_id` alone)", "info",
+            f"{ratio_floor:.2f} ({floor['rate']:,.0f} fixes/s; DB {floor['db_us']:,.0f} µs/fix)",
+            "info", command,
+        ),
     ]  # fmt: skip
 
 

@@ -83,7 +83,7 @@ ROUND_LOOKBACK: Final = timedelta(seconds=120)
 the clocks of different processes."""
 log = logging.getLogger(__name__)
 _RETENTION_INDEX: Final = "retention"
-_TRACK_INDEX: Final = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="track")
+TRACK_INDEX: Final = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="track")
 _RETIRED_INDEXES: Final = ("fix",)  # (tenant, vehicle, t) unique: the `_id` is the fix now
 # The fix's fields the fold reads, copied into its inbox item.
 _FOLD_FIELDS: Final = (
@@ -523,8 +523,8 @@ class PositionStore:
                     await collection.drop_index(name)
                 if _RETENTION_INDEX not in names or self._expiry.by_gateway:
                     await self._expiry.create_indexes(collection, [retention_index(retention_days)])
-                if scans_id_ranges and _TRACK_INDEX.document["name"] not in names:
-                    await collection.create_indexes([_TRACK_INDEX])
+                if scans_id_ranges and TRACK_INDEX.document["name"] not in names:
+                    await collection.create_indexes([TRACK_INDEX])
 
     async def set_retention(self, days: int) -> None:
         """Positions (and their refusals) older than `days` (by receipt) expire: the TTL index
