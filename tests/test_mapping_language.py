@@ -541,6 +541,9 @@ def test_catalog_rejects_targets_outside_the_entity_schema() -> None:
     )
 
 
+_KEYED = "name: k\ndirection: inbound\nentity_type: vehicle\nkey: {}\nfields: {{plate: p, id: i}}\n"
+
+
 @pytest.mark.parametrize(
     ("text", "where", "keyword"),
     [
@@ -580,6 +583,11 @@ def test_catalog_rejects_targets_outside_the_entity_schema() -> None:
         (HEAD + "fields:\n  plate: {template: 'open {'}\n", "/fields/plate/template", "template"),
         (HEAD + "fields:\n  plate: {secret: 'not a name'}\n", "/fields/plate/secret", "secret"),
         (HEAD + "emit: [Not An Event]\nfields: {plate: p}\n", "/emit/0", "emit"),
+        (_KEYED.format("{first_of: []}"), "/key/first_of", "key"),
+        (_KEYED.format("{first_of: [plate, [plate]]}"), "/key/first_of", "key"),
+        (_KEYED.format("{first_of: [plate, [id, x]]}"), "/key/first_of/1/1", "key"),
+        (_KEYED.format("{first_of: [plate, 3]}"), "/key/first_of/1", "type"),
+        (_KEYED.format("{any_of: [plate, id]}"), "/key", "type"),
     ],
 )
 def test_invalid_mappings(text: str, where: str, keyword: str) -> None:
@@ -900,6 +908,20 @@ def test_shipped_mappings_follow_the_schema() -> None:
         },
         {"name": "x", "direction": "outbound", "body": {"a": "b"}, "fields": {"a": "b"}},
         {"name": "x", "direction": "outbound", "body": {"bad key": "b"}},
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": {"first_of": []},
+            "fields": {"plate": "p"},
+        },
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": {"first_of": ["plate"], "also": ["p"]},
+            "fields": {"plate": "p"},
+        },
     ],
 )
 def test_schema_and_compiler_reject_the_same_documents(document: dict[str, Any]) -> None:
