@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
     MAPPINGS,
@@ -108,6 +109,83 @@ async def test_samsara_ping_and_geofence_webhook_with_the_partners_secret(client
     body = (PAYLOADS / "samsara_v2_geofence_exit.json").read_bytes()
     status, answer = await _signed(client, trigger, body, signed(body))
     assert status == 201 and "vehicle.geofence.exited" in answer["events"]
+
+
+def _samsara_signed(secret: str, body: bytes) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    message = b"v1:" + stamp.encode() + b":" + body
+    mac = hmac.new(base64.b64decode(secret), message, hashlib.sha256).hexdigest()
+    return {"X-Samsara-Signature": f"v1={mac}", "X-Samsara-Timestamp": stamp}
+
+
+async def _events(client: Client, etype: str) -> list[dict[str, Any]]:
+    await client.app[services_key].relay.run_until_idle()
+    response = await client.get(f"/api/v1/events?type={etype}", headers=auth())
+    return list((await response.json())["items"])
+
+
+async def test_samsara_alerts_become_geofence_speeding_and_alert_events_of_the_vehicle(
+    client: Client,
+) -> None:
+    """Webhooks 1.0 alerts name the vehicle by Samsara's device: by its name when that is a
+    plate, else by the Samsara id a vehicle carries. The alert is the events' detail."""
+    await _vehicle(client, "XYZ9A87", samsara_vehicle_id="281474982859092")
+    secret = base64.b64encode(b"the key Samsara shows").decode()
+    await upload_shipped(client, "samsara-alert")
+    trigger = await create_trigger(
+        client,
+        mapping="samsara-alert",
+        auth={"mode": "hmac", "preset": "samsara", "secret": secret},
+    )
+    ping = json.dumps(
+        {
+            "eventId": "8928d556",
+            "eventMs": 1589474494538,
+            "eventType": "Ping",
+            "event": {"text": "Ping"},
+        }
+    ).encode()
+    assert await _signed(client, trigger, ping, _samsara_signed(secret, ping)) == (
+        200,
+        {"ok": True},
+    )
+
+    body = (PAYLOADS / "samsara_v1_alert_geofence.json").read_bytes()
+    status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 201, answer  # named by its plate: the vehicle is written by it
+    assert answer["key"] == "ABC1D23" and "vehicle.geofence.entered" in answer["events"]
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["samsara_vehicle_id"] == "281474982859091"
+    [entered] = await _events(client, "vehicle.geofence.entered")
+    assert entered["detail"]["occurred_at"] == "2026-11-26T09:25:12.539Z"
+    assert entered["detail"]["alert"]["details"] == "'ABC1D23' is inside Garagem SP."
+    assert "alert" not in entered["data"]
+
+    speeding = json.loads(body)
+    speeding["event"].update(
+        alertConditionId="DeviceSpeedAboveSpeedLimit",
+        alertConditionDescription="Vehicle is speeding above the speed limit",
+        device={"id": 281474982859092, "name": "Caminhao 12", "serial": "GFRV-43N-VGY"},
+    )
+    body = json.dumps(speeding).encode()
+    status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 200, answer  # not a plate: found by the Samsara id, never created
+    assert answer["key"] == "XYZ9A87" and answer["events"] == ["entity.updated", "vehicle.speeding"]
+    [event] = await _events(client, "vehicle.speeding")
+    assert event["data"]["plate"] == "XYZ9A87"
+
+    speeding["event"]["alertConditionId"] = "EngineIdle"  # any other condition
+    body = json.dumps(speeding).encode()
+    status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 200 and answer["events"] == ["vehicle.alert"], answer
+    speeding["event"]["device"] = {"id": 5, "name": "Trator"}  # an id no vehicle carries
+    body = json.dumps(speeding).encode()
+    status, problem = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 422 and problem["errors"][0]["keyword"] == "not_found"
+    speeding["event"].pop("device")
+    body = json.dumps(speeding).encode()
+    status, problem = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 422 and problem["errors"][0]["target"] == "key"
 
 
 async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:

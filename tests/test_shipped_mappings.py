@@ -24,6 +24,7 @@ INBOUND = {
     "osmand.yaml": "osmand_query.txt",
     "traccar-client.yaml": "traccar_client_json.json",
     "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
+    "samsara-alert.yaml": "samsara_v1_alert_geofence.json",
     "flespi.yaml": "flespi_stream.json",
     "fine-feed.yaml": "fine_feed.json",
     "fine-payment.yaml": "fine_payment.json",
