@@ -1016,3 +1016,51 @@ def test_only_forward_guards_follow_the_payload_and_the_params() -> None:
     assert mapping.apply({"plate": "A", "fix": True}).forward == (("odometer_km", "odometer_km"),)
     erp = mapping.bind({"authoritative": True})
     assert erp.apply({"plate": "A"}).forward == (("attributes.hours", "attributes.at"),)
+
+
+# -- conditions on params, combined ---------------------------------------------------------------
+
+PARAM_CONDITIONS = (
+    HEAD
+    + "params:\n  meter: {enum: [odometer, hours]}\n"
+    + "fields:\n  plate: plate\n"
+    + "  odometer_km:\n"
+    + "    when: {all: ['void != `true`', {param: meter, equals: odometer}]}\n"
+    + "    then: value\n"
+    + "  attributes.engine_hours:\n"
+    + "    when: {any: [{not: {param: meter, not_equals: hours}}, {from: kind, equals: h}]}\n"
+    + "    then: value\n"
+)
+
+
+def test_conditions_test_params_and_combine_with_the_payload() -> None:
+    mapping = load_mapping(PARAM_CONDITIONS)
+    odometer, hours = mapping.bind({"meter": "odometer"}), mapping.bind({"meter": "hours"})
+    reading = {"plate": "ABC1D23", "value": 7, "void": False}
+    assert odometer.apply(reading).document == {"plate": "ABC1D23", "odometer_km": 7}
+    assert hours.apply(reading).document == {"plate": "ABC1D23", "attributes": {"engine_hours": 7}}
+    assert odometer.apply({**reading, "void": True}).document == {"plate": "ABC1D23"}
+    both = odometer.apply({**reading, "kind": "h"}).document  # `any`: the payload's test holds
+    assert both == {"plate": "ABC1D23", "odometer_km": 7, "attributes": {"engine_hours": 7}}
+    # The param is required and unset: the fields whose condition reads it fail, named.
+    problems = payload_problems(mapping, reading)
+    assert {(p.extra["target"], p.keyword) for p in problems} == {
+        ("odometer_km", "param"),
+        ("attributes.engine_hours", "param"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("when", "where", "keyword"),
+    [
+        ("{all: []}", "/fields/out/when/all", "type"),
+        ("{any: [x, {from: y}]}", "/fields/out/when/any/1", "condition"),
+        ("{not: {param: nope, equals: 1}}", "/fields/out/when/not/param", "param"),
+        ("{param: p, from: x, equals: 1}", "/fields/out/when", "condition"),
+        ("{all: [x], any: [y]}", "/fields/out/when", "condition"),
+    ],
+)
+def test_bad_combined_and_param_conditions_are_located(when: str, where: str, keyword: str) -> None:
+    text = HEAD + "params:\n  p: {default: 1}\nfields:\n  plate: plate\n"
+    text += f"  out: {{from: x, when: {when}}}\n"
+    assert (where, keyword) in {(p.pointer, p.keyword) for p in problems_of(text)}
