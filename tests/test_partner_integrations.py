@@ -287,6 +287,75 @@ async def test_fleetio_meter_entry_signed_with_the_partners_key(client: Client) 
     assert (await _get(client, "ABC1D23"))["odometer_km"] == 151476.9
 
 
+async def test_fleetio_hour_meter_readings_move_the_engine_hours_forward_only(
+    client: Client,
+) -> None:
+    """A secondary meter counting engine hours (the account's default) moves
+    attributes.engine_hours, never the odometer; a late or void reading moves nothing."""
+    await _vehicle(client, "ABC1D23", fleetio_vehicle_id=987)
+    await upload_shipped(client, "fleetio-meter-entry")
+    secret = "fleetio-shared-key-of-the-webhook"
+    trigger = await create_trigger(
+        client,
+        mapping="fleetio-meter-entry",
+        params={"meter_unit": "km"},
+        auth={"mode": "hmac", "preset": "fleetio", "secret": secret},
+    )
+
+    async def send(entry: dict[str, Any]) -> tuple[int, Any]:
+        body = json.dumps(entry).encode()
+        signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return await _signed(client, trigger, body, {"X-Fleetio-Webhook-Signature": signature})
+
+    hours = json.loads((PAYLOADS / "fleetio_meter_entry_secondary_hours.json").read_text())
+    status, answer = await send(hours)
+    assert status == 200, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["engine_hours"] == 4321.5
+    assert vehicle["attributes"]["engine_hours_read_at"] == "2026-11-25T10:55:00Z"
+    assert "odometer_km" not in vehicle
+
+    late = {**hours, "payload": {**hours["payload"], "value": "4300", "date": "2026-11-24"}}
+    status, answer = await send(late)
+    assert status == 200, answer
+    assert answer["skipped"] == ["attributes.engine_hours", "attributes.engine_hours_read_at"]
+    void = {**hours, "payload": {**hours["payload"], "value": "9999", "void": True}}
+    assert (await send(void))[0] == 200
+    assert (await _get(client, "ABC1D23"))["attributes"]["engine_hours"] == 4321.5
+
+    odometer = json.loads((PAYLOADS / "fleetio_meter_entry_created.json").read_text())
+    assert (await send(odometer))[0] == 200
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["odometer_km"] == 94123.4 and vehicle["attributes"]["engine_hours"] == 4321.5
+
+
+async def test_fleetio_account_whose_primary_meter_counts_hours(client: Client) -> None:
+    await _vehicle(client, "ABC1D23", fleetio_vehicle_id=987)
+    await upload_shipped(client, "fleetio-meter-entry")
+    response = await client.post(
+        "/api/v1/triggers",
+        headers=auth(),
+        json={
+            "name": "fleetio-wrong",
+            "entity_type": "vehicle",
+            "mapping": "fleetio-meter-entry",
+            "params": {"meter_unit": "km", "primary_meter": "litres"},
+        },
+    )
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["pointer"] == "/params/primary_meter"
+    trigger = await create_trigger(
+        client,
+        mapping="fleetio-meter-entry",
+        params={"meter_unit": "km", "primary_meter": "hours"},
+    )
+    reading = json.loads((PAYLOADS / "fleetio_meter_entry_created.json").read_text())
+    status, answer = await hook(client, trigger, reading)
+    assert status == 200, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["engine_hours"] == 94123.4 and "odometer_km" not in vehicle
+
+
 def _mapping_test(*extra: str) -> subprocess.CompletedProcess[str]:
     mapping, sample = (
         MAPPINGS / "fleetio-meter-entry.yaml",
