@@ -1064,3 +1064,49 @@ def test_bad_combined_and_param_conditions_are_located(when: str, where: str, ke
     text = HEAD + "params:\n  p: {default: 1}\nfields:\n  plate: plate\n"
     text += f"  out: {{from: x, when: {when}}}\n"
     assert (where, keyword) in {(p.pointer, p.keyword) for p in problems_of(text)}
+
+
+# -- items inside items ---------------------------------------------------------------------------
+
+NESTED = (
+    "name: n\ndirection: inbound\ntarget: positions\n"
+    "items: {from: data, each: gps, as: point}\n"
+    "fields:\n  tracker_id: id\n  time: point.t\n  lat: point.lat\n  lon: point.lon\n"
+)
+
+
+def test_items_inside_each_element_keep_their_elements_fields() -> None:
+    mapping = load_mapping(NESTED)
+    page = {
+        "data": [
+            {"id": "a", "point": "hidden", "gps": [{"t": 1, "lat": 2, "lon": 3}, {"t": 4}]},
+            {"id": "b", "gps": []},
+            {"id": "c"},
+            {"id": "d", "gps": {"t": 9}},  # one element, not a list
+            None,
+        ]
+    }
+    items = mapping.items(page)
+    assert [(i["id"], i["point"]["t"]) for i in items] == [("a", 1), ("a", 4), ("d", 9)]
+    assert mapping.apply(items[0]).document == {"tracker_id": "a", "time": 1, "lat": 2, "lon": 3}
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.items({"data": ["not an object"]})
+    assert caught.value.problems[0].message == "element 0 of items' from is not an object"
+    many = {"data": [{"id": i, "gps": list(range(600))} for i in range(2)]}
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.items(many)
+    assert caught.value.problems[0].keyword == "limit"
+
+
+@pytest.mark.parametrize(
+    ("items", "where", "keyword"),
+    [
+        ("{from: data, each: gps}", "/items", "type"),
+        ("{from: data, each: gps, as: 'a b'}", "/items/as", "pattern"),
+        ("{from: data, each: 'gps[', as: point}", "/items/each", "expression"),
+        ("{from: 3, each: gps, as: point}", "/items/from", "type"),
+    ],
+)
+def test_bad_nested_items_are_located(items: str, where: str, keyword: str) -> None:
+    text = NESTED.replace("{from: data, each: gps, as: point}", items)
+    assert (where, keyword) in {(p.pointer, p.keyword) for p in problems_of(text)}

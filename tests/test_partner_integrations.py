@@ -201,6 +201,33 @@ async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:
     assert (await _get(client, "XYZ9A87"))["last_position"]["latitude"] == -22.90685
 
 
+async def test_samsara_feed_page_gives_every_gps_point_of_each_vehicle_to_its_track(
+    client: Client,
+) -> None:
+    """`items: {from: data, each: gps, as: point}`: a fix per point, each named by the
+    vehicle it is listed under (the page's vehicle id), not just the newest point."""
+    await _vehicle(client, "ABC1D23", tracker_id="281474982859091")
+    await _vehicle(client, "XYZ9A87", tracker_id=281474982859092)
+    await upload_shipped(client, "samsara-vehicle-stats-positions")
+    trigger = await create_position_trigger(client, mapping="samsara-vehicle-stats-positions")
+    page = json.loads((PAYLOADS / "samsara_vehicle_stats_feed.json").read_text())
+
+    status, answer = await hook(client, trigger, page)
+
+    assert status == 200 and answer["summary"]["stored"] == 3, answer
+    truck = (await vehicle_track(client, "ABC1D23"))["items"]
+    assert [(f["time"], f["speed_kmh"]) for f in truck] == [
+        ("2026-11-20T13:45:02Z", 29.9),
+        ("2026-11-20T13:45:32Z", 24.5),
+    ]
+    [van] = (await vehicle_track(client, "XYZ9A87"))["items"]
+    assert (van["lat"], van["lon"]) == (-22.90685, -43.1729)
+    page["data"][1]["gps"] = []  # a vehicle without new points gives no fix
+    page["data"][0]["id"] = "5"  # and a point of a vehicle we do not know is refused alone
+    status, answer = await hook(client, trigger, page)
+    assert [r.get("status") for r in answer["results"]] == [422, 422], answer
+
+
 async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client) -> None:
     await _vehicle(client, "ABC1D23", tracker_id="b3A")
     await _vehicle(client, "XYZ9A87", tracker_id="b7")

@@ -34,6 +34,7 @@ INBOUND = {
     "geotab-positions.yaml": "geotab_getfeed_logrecord.json",
     "fleetio-meter-entry.yaml": "fleetio_meter_entry_created.json",
     "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
+    "samsara-vehicle-stats-positions.yaml": "samsara_vehicle_stats_feed.json",
 }
 # the params a trigger sets for the mappings that declare some (a US account's units)
 PARAMS: dict[str, dict[str, Any]] = {

@@ -65,6 +65,21 @@ _KEY_SHAPE = (
 
 
 @dataclass(frozen=True, slots=True)
+class Inner:
+    """`items: {from: outer, each: inner, as: name}`: an item per element of each outer
+    element's inner list, the outer element with the inner one under `name`."""
+
+    each: Getter
+    name: str
+
+
+_ITEMS_SHAPE = (
+    "items is an expression that gives the list of items, or {from: expression, each: "
+    "expression, as: name} for a list inside each element"
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Guard:
     """`only_forward` on a target: written only when `by` (the target itself, or another
     target of the same fields) does not go back; off when `unless` holds on the payload."""
@@ -100,6 +115,7 @@ class Plan:
     key: Key = ()
     emit: tuple[tuple[str, Any], ...] = ()
     items: Getter | None = None
+    inner: Inner | None = None  # `items: {from, each, as}`: a list inside each element
     fields: Table = ()
     event_data: Table = ()
     path: Table = ()
@@ -217,10 +233,7 @@ def _inbound(
         main = data["fields"] if isinstance(data.get("fields"), dict) else {}
         plan.also = _also(data["also"], frozenset(main), specs, catalog)
     if "items" in data:
-        if isinstance(data["items"], str):
-            plan.items = specs.expression(data["items"], "/items")
-        else:
-            problems.add("/items", "items is an expression that gives the list of items", "type")
+        _items(data["items"], plan, specs)
     plan.emit = _emit(data.get("emit", []), specs, "/emit")
     if "probe" in data:
         plan.probe = compile_probe(data["probe"], specs)
@@ -248,12 +261,32 @@ def _positions(data: dict[str, Any], plan: Plan, specs: SpecCompiler) -> None:
                 message = f"target {target!r} is not a fix field ({', '.join(FIX_FIELDS)})"
                 problems.add(f"/fields{pointer(target)}", message, "unknown_field")
     if "items" in data:
-        if isinstance(data["items"], str):
-            plan.items = specs.expression(data["items"], "/items")
-        else:
-            problems.add("/items", "items is an expression that gives the list of items", "type")
+        _items(data["items"], plan, specs)
     if "probe" in data:
         plan.probe = compile_probe(data["probe"], specs)
+
+
+def _items(raw: Any, plan: Plan, specs: SpecCompiler) -> None:
+    """`items`: an expression, or `{from, each, as}` (a list inside each element: a page of
+    vehicles, each with its points; every item keeps its vehicle's fields)."""
+    if isinstance(raw, str):
+        plan.items = specs.expression(raw, "/items")
+        return
+    if not isinstance(raw, dict) or set(raw) != {"from", "each", "as"}:
+        specs.problems.add("/items", _ITEMS_SHAPE, "type")
+        return
+    name, count = raw["as"], len(specs.problems.items)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        specs.problems.add("/items/as", "as is a name: letters, digits and '_'", "pattern")
+    for key in ("from", "each"):
+        if not isinstance(raw[key], str):
+            specs.problems.add(f"/items/{key}", f"{key} is an expression", "type")
+    if len(specs.problems.items) != count:
+        return
+    outer = specs.expression(raw["from"], "/items/from")
+    each = specs.expression(raw["each"], "/items/each")
+    if outer is not None and each is not None:
+        plan.items, plan.inner = outer, Inner(each, name)
 
 
 def _key(data: dict[str, Any], problems: Problems, base: str = "") -> Key:

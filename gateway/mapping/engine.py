@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
 from .casts import to_string
-from .compiler import AlsoPlan, Guard, Key, Plan, compile_plan
+from .compiler import AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .expressions import Run
 from .limits import MAX_LIST_ITEMS
 from .model import (
@@ -152,12 +152,37 @@ class CompiledMapping:
                 )
                 raise payload_error(self.name, [problem], 0)
         if not isinstance(found, list):
-            return [found]
+            found = [found]
+        if self._plan.inner is not None:
+            found = self._inner_items(found, self._plan.inner)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
             problem = FieldProblem("", message, "limit", {"target": "items"})
             raise payload_error(self.name, [problem], 0)
         return found
+
+    def _inner_items(self, outers: list[Any], inner: Inner) -> list[Any]:
+        """`items: {from, each, as}`: per outer element, an item per element of its inner
+        list: the outer element with that element under `as` (an outer without the list, or
+        with an empty one, gives none)."""
+        items: list[Any] = []
+        for index, outer in enumerate(outers):
+            if outer is None:
+                continue
+            if not isinstance(outer, dict):
+                message = f"element {index} of items' from is not an object"
+                problem = FieldProblem("", message, "type", {"target": "items"})
+                raise payload_error(self.name, [problem], 0)
+            try:
+                elements = inner.each(outer, Run())
+            except EvalError as error:
+                raise self._error(error, "items") from None
+            for element in elements if isinstance(elements, list) else [elements]:
+                if element is not None:
+                    items.append({**outer, inner.name: element})
+            if len(items) > MAX_LIST_ITEMS:
+                break  # refused by the caller's limit, without building more
+        return items
 
     def apply(self, payload: Any, *, secrets: dict[str, Any] | None = None) -> MappedDocument:
         """Map one item to entity fields, key and events; InvalidPayload lists every failure."""
