@@ -234,6 +234,7 @@ def test_items_extracts_batches() -> None:
         ("[{convert: {from: mph, to: km/h}}, {round: 2}]", 10, 16.09),
         ("[{convert: {from: m, to: km}}]", 1523412.9, 1523.4129),
         ("[{convert: {from: mi, to: km}}, {round: 3}]", 2, 3.219),
+        ("[{convert: {from: ft, to: m}}, {round: 2}]", 1000, 304.8),
         ("[{convert: {from: km/h, to: knots}}, {round: 1}]", 24.2612, 13.1),
         ("[{convert: {from: gal, to: l}}, {round: 3}]", 10, 37.854),
         ("[{convert: {from: gal_imp, to: l}}, {round: 3}]", "10", 45.461),

@@ -228,6 +228,33 @@ async def test_samsara_feed_page_gives_every_gps_point_of_each_vehicle_to_its_tr
     assert [r.get("status") for r in answer["results"]] == [422, 422], answer
 
 
+async def test_wialon_units_page_puts_each_units_last_location_in_its_own_units(
+    client: Client,
+) -> None:
+    """A unit named by its plate, one found by its Wialon id whose account measures in US
+    units (mph, miles, feet: converted), and a unit never positioned (left out)."""
+    await _vehicle(client, "ABC1D23")
+    await _vehicle(client, "XYZ9A87", tracker_id=734460)
+    await upload_shipped(client, "wialon-units-positions")
+    trigger = await create_position_trigger(client, mapping="wialon-units-positions")
+    page = json.loads((PAYLOADS / "wialon_search_items_units.json").read_text())
+
+    status, answer = await hook(client, trigger, page)
+
+    assert status == 200 and answer["summary"]["stored"] == 2, answer
+    [metric] = (await vehicle_track(client, "ABC1D23"))["items"]
+    assert (metric["speed_kmh"], metric["odometer_km"]) == (47, 152340)
+    [us] = (await vehicle_track(client, "XYZ9A87"))["items"]
+    assert (us["time"], us["speed_kmh"], us["odometer_km"]) == (
+        "2026-11-26T09:25:20Z",
+        49.9,
+        151476.3,
+    )
+    assert us["attributes"]["altitude_m"] == 10.1
+    status, answer = await hook(client, trigger, page)  # polled again: nothing new
+    assert answer["summary"]["duplicates"] == 2, answer
+
+
 async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client) -> None:
     await _vehicle(client, "ABC1D23", tracker_id="b3A")
     await _vehicle(client, "XYZ9A87", tracker_id="b7")

@@ -35,6 +35,7 @@ INBOUND = {
     "fleetio-meter-entry.yaml": "fleetio_meter_entry_created.json",
     "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
     "samsara-vehicle-stats-positions.yaml": "samsara_vehicle_stats_feed.json",
+    "wialon-units-positions.yaml": "wialon_search_items_units.json",
 }
 # the params a trigger sets for the mappings that declare some (a US account's units)
 PARAMS: dict[str, dict[str, Any]] = {
