@@ -85,3 +85,28 @@ async def test_duplicate_kind_is_409_and_viewer_cannot_register(client: Client) 
         "/api/v1/kinds", json={**TYRE, "name": "other_tyre"}, headers=auth(role="viewer")
     )
     assert viewer.status == 403
+
+
+async def test_a_kind_schema_whose_refs_branch_and_recur_is_refused_not_walked_for_minutes(
+    client: Client,
+) -> None:
+    """Three arms, two of them recursive twice: exponentially many paths under any depth
+    limit. The walk that finds identifier formats stops at its budget: a 422, at once."""
+    node = {
+        "oneOf": [
+            {"type": "string", "format": "cpf"},
+            {
+                "type": "object",
+                "properties": {"a": {"$ref": "#/$defs/n"}, "b": {"$ref": "#/$defs/n"}},
+            },
+            {"type": "array", "items": {"$ref": "#/$defs/n"}},
+        ]
+    }
+    schema = {"type": "object", "$defs": {"n": node}, "properties": {"tree": {"$ref": "#/$defs/n"}}}
+    response = await client.post(
+        "/api/v1/kinds", json={"name": "tree", "schema": schema}, headers=auth()
+    )
+    assert response.status == 422
+    [problem] = (await response.json())["errors"]
+    assert problem["keyword"] == "complexity" and problem["pointer"] == "/schema"
+    assert (await (await client.get("/api/v1/kinds", headers=auth())).json())["items"] == []

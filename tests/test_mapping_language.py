@@ -234,6 +234,7 @@ def test_items_extracts_batches() -> None:
         ("[{convert: {from: mph, to: km/h}}, {round: 2}]", 10, 16.09),
         ("[{convert: {from: m, to: km}}]", 1523412.9, 1523.4129),
         ("[{convert: {from: mi, to: km}}, {round: 3}]", 2, 3.219),
+        ("[{convert: {from: ft, to: m}}, {round: 2}]", 1000, 304.8),
         ("[{convert: {from: km/h, to: knots}}, {round: 1}]", 24.2612, 13.1),
         ("[{convert: {from: gal, to: l}}, {round: 3}]", 10, 37.854),
         ("[{convert: {from: gal_imp, to: l}}, {round: 3}]", "10", 45.461),
@@ -256,6 +257,12 @@ def test_items_extracts_batches() -> None:
         ("[format_number]", 10000, "10.000"),
         ("[{format_number: {decimals: 2}}]", 1234.5, "1.234,50"),
         ("[{format_number: {decimals: 1, thousands: ',', decimal: '.'}}]", 1234.56, "1,234.6"),
+        ("[parse_number]", "1.234,56", 1234.56),
+        ("[parse_number]", "-23,5505", -23.5505),
+        ("[parse_number]", " 130,16 ", 130.16),
+        ("[parse_number]", 12.5, 12.5),
+        ("[{parse_number: {thousands: ',', decimal: '.'}}]", "1,234.56", 1234.56),
+        ("[{parse_number: {thousands: '', decimal: ','}}]", "1234,5", 1234.5),
         ("[{map: {values: {'1': open, 'true': affirmative}, default: other}}]", 1, "open"),
         ("[{map: {values: {'1': open, 'true': affirmative}}}]", True, "affirmative"),
         ("[{map: {values: {'1': open}, default: other}}]", "9", "other"),
@@ -312,6 +319,7 @@ def test_transforms_skip_nulls() -> None:
         ("[string]", {"a": 1}, "cast"),
         ("[number]", True, "cast"),
         ("[{convert: {from: knots, to: km/h}}]", "fast", "cast"),
+        ("[parse_number]", "1,2,3", "cast"),
         ("[{convert: {from: l/100km, to: km/l}}]", 0, "transform"),
         ("[{datetime: {parse: iso8601}}]", "yesterday", "datetime"),
         ("[{datetime: {parse: unix}}]", "1e300", "datetime"),
@@ -541,6 +549,9 @@ def test_catalog_rejects_targets_outside_the_entity_schema() -> None:
     )
 
 
+_KEYED = "name: k\ndirection: inbound\nentity_type: vehicle\nkey: {}\nfields: {{plate: p, id: i}}\n"
+
+
 @pytest.mark.parametrize(
     ("text", "where", "keyword"),
     [
@@ -580,6 +591,16 @@ def test_catalog_rejects_targets_outside_the_entity_schema() -> None:
         (HEAD + "fields:\n  plate: {template: 'open {'}\n", "/fields/plate/template", "template"),
         (HEAD + "fields:\n  plate: {secret: 'not a name'}\n", "/fields/plate/secret", "secret"),
         (HEAD + "emit: [Not An Event]\nfields: {plate: p}\n", "/emit/0", "emit"),
+        (
+            HEAD + "fields:\n  plate: {from: p, transforms: [{parse_number: {decimal: ''}}]}\n",
+            "/fields/plate/transforms/0/parse_number",
+            "transform",
+        ),
+        (_KEYED.format("{first_of: []}"), "/key/first_of", "key"),
+        (_KEYED.format("{first_of: [plate, [plate]]}"), "/key/first_of", "key"),
+        (_KEYED.format("{first_of: [plate, [id, x]]}"), "/key/first_of/1/1", "key"),
+        (_KEYED.format("{first_of: [plate, 3]}"), "/key/first_of/1", "type"),
+        (_KEYED.format("{any_of: [plate, id]}"), "/key", "type"),
     ],
 )
 def test_invalid_mappings(text: str, where: str, keyword: str) -> None:
@@ -900,6 +921,20 @@ def test_shipped_mappings_follow_the_schema() -> None:
         },
         {"name": "x", "direction": "outbound", "body": {"a": "b"}, "fields": {"a": "b"}},
         {"name": "x", "direction": "outbound", "body": {"bad key": "b"}},
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": {"first_of": []},
+            "fields": {"plate": "p"},
+        },
+        {
+            "name": "x",
+            "direction": "inbound",
+            "entity_type": "vehicle",
+            "key": {"first_of": ["plate"], "also": ["p"]},
+            "fields": {"plate": "p"},
+        },
     ],
 )
 def test_schema_and_compiler_reject_the_same_documents(document: dict[str, Any]) -> None:
@@ -994,3 +1029,97 @@ def test_only_forward_guards_follow_the_payload_and_the_params() -> None:
     assert mapping.apply({"plate": "A", "fix": True}).forward == (("odometer_km", "odometer_km"),)
     erp = mapping.bind({"authoritative": True})
     assert erp.apply({"plate": "A"}).forward == (("attributes.hours", "attributes.at"),)
+
+
+# -- conditions on params, combined ---------------------------------------------------------------
+
+PARAM_CONDITIONS = (
+    HEAD
+    + "params:\n  meter: {enum: [odometer, hours]}\n"
+    + "fields:\n  plate: plate\n"
+    + "  odometer_km:\n"
+    + "    when: {all: ['void != `true`', {param: meter, equals: odometer}]}\n"
+    + "    then: value\n"
+    + "  attributes.engine_hours:\n"
+    + "    when: {any: [{not: {param: meter, not_equals: hours}}, {from: kind, equals: h}]}\n"
+    + "    then: value\n"
+)
+
+
+def test_conditions_test_params_and_combine_with_the_payload() -> None:
+    mapping = load_mapping(PARAM_CONDITIONS)
+    odometer, hours = mapping.bind({"meter": "odometer"}), mapping.bind({"meter": "hours"})
+    reading = {"plate": "ABC1D23", "value": 7, "void": False}
+    assert odometer.apply(reading).document == {"plate": "ABC1D23", "odometer_km": 7}
+    assert hours.apply(reading).document == {"plate": "ABC1D23", "attributes": {"engine_hours": 7}}
+    assert odometer.apply({**reading, "void": True}).document == {"plate": "ABC1D23"}
+    both = odometer.apply({**reading, "kind": "h"}).document  # `any`: the payload's test holds
+    assert both == {"plate": "ABC1D23", "odometer_km": 7, "attributes": {"engine_hours": 7}}
+    # The param is required and unset: the fields whose condition reads it fail, named.
+    problems = payload_problems(mapping, reading)
+    assert {(p.extra["target"], p.keyword) for p in problems} == {
+        ("odometer_km", "param"),
+        ("attributes.engine_hours", "param"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("when", "where", "keyword"),
+    [
+        ("{all: []}", "/fields/out/when/all", "type"),
+        ("{any: [x, {from: y}]}", "/fields/out/when/any/1", "condition"),
+        ("{not: {param: nope, equals: 1}}", "/fields/out/when/not/param", "param"),
+        ("{param: p, from: x, equals: 1}", "/fields/out/when", "condition"),
+        ("{all: [x], any: [y]}", "/fields/out/when", "condition"),
+    ],
+)
+def test_bad_combined_and_param_conditions_are_located(when: str, where: str, keyword: str) -> None:
+    text = HEAD + "params:\n  p: {default: 1}\nfields:\n  plate: plate\n"
+    text += f"  out: {{from: x, when: {when}}}\n"
+    assert (where, keyword) in {(p.pointer, p.keyword) for p in problems_of(text)}
+
+
+# -- items inside items ---------------------------------------------------------------------------
+
+NESTED = (
+    "name: n\ndirection: inbound\ntarget: positions\n"
+    "items: {from: data, each: gps, as: point}\n"
+    "fields:\n  tracker_id: id\n  time: point.t\n  lat: point.lat\n  lon: point.lon\n"
+)
+
+
+def test_items_inside_each_element_keep_their_elements_fields() -> None:
+    mapping = load_mapping(NESTED)
+    page = {
+        "data": [
+            {"id": "a", "point": "hidden", "gps": [{"t": 1, "lat": 2, "lon": 3}, {"t": 4}]},
+            {"id": "b", "gps": []},
+            {"id": "c"},
+            {"id": "d", "gps": {"t": 9}},  # one element, not a list
+            None,
+        ]
+    }
+    items = mapping.items(page)
+    assert [(i["id"], i["point"]["t"]) for i in items] == [("a", 1), ("a", 4), ("d", 9)]
+    assert mapping.apply(items[0]).document == {"tracker_id": "a", "time": 1, "lat": 2, "lon": 3}
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.items({"data": ["not an object"]})
+    assert caught.value.problems[0].message == "element 0 of items' from is not an object"
+    many = {"data": [{"id": i, "gps": list(range(600))} for i in range(2)]}
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.items(many)
+    assert caught.value.problems[0].keyword == "limit"
+
+
+@pytest.mark.parametrize(
+    ("items", "where", "keyword"),
+    [
+        ("{from: data, each: gps}", "/items", "type"),
+        ("{from: data, each: gps, as: 'a b'}", "/items/as", "pattern"),
+        ("{from: data, each: 'gps[', as: point}", "/items/each", "expression"),
+        ("{from: 3, each: gps, as: point}", "/items/from", "type"),
+    ],
+)
+def test_bad_nested_items_are_located(items: str, where: str, keyword: str) -> None:
+    text = NESTED.replace("{from: data, each: gps, as: point}", items)
+    assert (where, keyword) in {(p.pointer, p.keyword) for p in problems_of(text)}

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
     MAPPINGS,
@@ -110,6 +111,83 @@ async def test_samsara_ping_and_geofence_webhook_with_the_partners_secret(client
     assert status == 201 and "vehicle.geofence.exited" in answer["events"]
 
 
+def _samsara_signed(secret: str, body: bytes) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    message = b"v1:" + stamp.encode() + b":" + body
+    mac = hmac.new(base64.b64decode(secret), message, hashlib.sha256).hexdigest()
+    return {"X-Samsara-Signature": f"v1={mac}", "X-Samsara-Timestamp": stamp}
+
+
+async def _events(client: Client, etype: str) -> list[dict[str, Any]]:
+    await client.app[services_key].relay.run_until_idle()
+    response = await client.get(f"/api/v1/events?type={etype}", headers=auth())
+    return list((await response.json())["items"])
+
+
+async def test_samsara_alerts_become_geofence_speeding_and_alert_events_of_the_vehicle(
+    client: Client,
+) -> None:
+    """Webhooks 1.0 alerts name the vehicle by Samsara's device: by its name when that is a
+    plate, else by the Samsara id a vehicle carries. The alert is the events' detail."""
+    await _vehicle(client, "XYZ9A87", samsara_vehicle_id="281474982859092")
+    secret = base64.b64encode(b"the key Samsara shows").decode()
+    await upload_shipped(client, "samsara-alert")
+    trigger = await create_trigger(
+        client,
+        mapping="samsara-alert",
+        auth={"mode": "hmac", "preset": "samsara", "secret": secret},
+    )
+    ping = json.dumps(
+        {
+            "eventId": "8928d556",
+            "eventMs": 1589474494538,
+            "eventType": "Ping",
+            "event": {"text": "Ping"},
+        }
+    ).encode()
+    assert await _signed(client, trigger, ping, _samsara_signed(secret, ping)) == (
+        200,
+        {"ok": True},
+    )
+
+    body = (PAYLOADS / "samsara_v1_alert_geofence.json").read_bytes()
+    status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 201, answer  # named by its plate: the vehicle is written by it
+    assert answer["key"] == "ABC1D23" and "vehicle.geofence.entered" in answer["events"]
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["samsara_vehicle_id"] == "281474982859091"
+    [entered] = await _events(client, "vehicle.geofence.entered")
+    assert entered["detail"]["occurred_at"] == "2026-11-26T09:25:12.539Z"
+    assert entered["detail"]["alert"]["details"] == "'ABC1D23' is inside Garagem SP."
+    assert "alert" not in entered["data"]
+
+    speeding = json.loads(body)
+    speeding["event"].update(
+        alertConditionId="DeviceSpeedAboveSpeedLimit",
+        alertConditionDescription="Vehicle is speeding above the speed limit",
+        device={"id": 281474982859092, "name": "Caminhao 12", "serial": "GFRV-43N-VGY"},
+    )
+    body = json.dumps(speeding).encode()
+    status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 200, answer  # not a plate: found by the Samsara id, never created
+    assert answer["key"] == "XYZ9A87" and answer["events"] == ["entity.updated", "vehicle.speeding"]
+    [event] = await _events(client, "vehicle.speeding")
+    assert event["data"]["plate"] == "XYZ9A87"
+
+    speeding["event"]["alertConditionId"] = "EngineIdle"  # any other condition
+    body = json.dumps(speeding).encode()
+    status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 200 and answer["events"] == ["vehicle.alert"], answer
+    speeding["event"]["device"] = {"id": 5, "name": "Trator"}  # an id no vehicle carries
+    body = json.dumps(speeding).encode()
+    status, problem = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 422 and problem["errors"][0]["keyword"] == "not_found"
+    speeding["event"].pop("device")
+    body = json.dumps(speeding).encode()
+    status, problem = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 422 and problem["errors"][0]["target"] == "key"
+
+
 async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:
     await _vehicle(client, "ABC1D23", samsara_vehicle_id="281474982859091")
     await _vehicle(client, "XYZ9A87", samsara_vehicle_id=281474982859092)
@@ -121,6 +199,60 @@ async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:
     assert answer["summary"] == {"items": 2, "created": 0, "updated": 2, "failed": 0}
     assert (await _get(client, "ABC1D23"))["odometer_km"] == 151476.9
     assert (await _get(client, "XYZ9A87"))["last_position"]["latitude"] == -22.90685
+
+
+async def test_samsara_feed_page_gives_every_gps_point_of_each_vehicle_to_its_track(
+    client: Client,
+) -> None:
+    """`items: {from: data, each: gps, as: point}`: a fix per point, each named by the
+    vehicle it is listed under (the page's vehicle id), not just the newest point."""
+    await _vehicle(client, "ABC1D23", tracker_id="281474982859091")
+    await _vehicle(client, "XYZ9A87", tracker_id=281474982859092)
+    await upload_shipped(client, "samsara-vehicle-stats-positions")
+    trigger = await create_position_trigger(client, mapping="samsara-vehicle-stats-positions")
+    page = json.loads((PAYLOADS / "samsara_vehicle_stats_feed.json").read_text())
+
+    status, answer = await hook(client, trigger, page)
+
+    assert status == 200 and answer["summary"]["stored"] == 3, answer
+    truck = (await vehicle_track(client, "ABC1D23"))["items"]
+    assert [(f["time"], f["speed_kmh"]) for f in truck] == [
+        ("2026-11-20T13:45:02Z", 29.9),
+        ("2026-11-20T13:45:32Z", 24.5),
+    ]
+    [van] = (await vehicle_track(client, "XYZ9A87"))["items"]
+    assert (van["lat"], van["lon"]) == (-22.90685, -43.1729)
+    page["data"][1]["gps"] = []  # a vehicle without new points gives no fix
+    page["data"][0]["id"] = "5"  # and a point of a vehicle we do not know is refused alone
+    status, answer = await hook(client, trigger, page)
+    assert [r.get("status") for r in answer["results"]] == [422, 422], answer
+
+
+async def test_wialon_units_page_puts_each_units_last_location_in_its_own_units(
+    client: Client,
+) -> None:
+    """A unit named by its plate, one found by its Wialon id whose account measures in US
+    units (mph, miles, feet: converted), and a unit never positioned (left out)."""
+    await _vehicle(client, "ABC1D23")
+    await _vehicle(client, "XYZ9A87", tracker_id=734460)
+    await upload_shipped(client, "wialon-units-positions")
+    trigger = await create_position_trigger(client, mapping="wialon-units-positions")
+    page = json.loads((PAYLOADS / "wialon_search_items_units.json").read_text())
+
+    status, answer = await hook(client, trigger, page)
+
+    assert status == 200 and answer["summary"]["stored"] == 2, answer
+    [metric] = (await vehicle_track(client, "ABC1D23"))["items"]
+    assert (metric["speed_kmh"], metric["odometer_km"]) == (47, 152340)
+    [us] = (await vehicle_track(client, "XYZ9A87"))["items"]
+    assert (us["time"], us["speed_kmh"], us["odometer_km"]) == (
+        "2026-11-26T09:25:20Z",
+        49.9,
+        151476.3,
+    )
+    assert us["attributes"]["altitude_m"] == 10.1
+    status, answer = await hook(client, trigger, page)  # polled again: nothing new
+    assert answer["summary"]["duplicates"] == 2, answer
 
 
 async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client) -> None:
@@ -207,6 +339,75 @@ async def test_fleetio_meter_entry_signed_with_the_partners_key(client: Client) 
     status, answer = await _signed(client, trigger, body, headers)
     assert status == 200, answer
     assert (await _get(client, "ABC1D23"))["odometer_km"] == 151476.9
+
+
+async def test_fleetio_hour_meter_readings_move_the_engine_hours_forward_only(
+    client: Client,
+) -> None:
+    """A secondary meter counting engine hours (the account's default) moves
+    attributes.engine_hours, never the odometer; a late or void reading moves nothing."""
+    await _vehicle(client, "ABC1D23", fleetio_vehicle_id=987)
+    await upload_shipped(client, "fleetio-meter-entry")
+    secret = "fleetio-shared-key-of-the-webhook"
+    trigger = await create_trigger(
+        client,
+        mapping="fleetio-meter-entry",
+        params={"meter_unit": "km"},
+        auth={"mode": "hmac", "preset": "fleetio", "secret": secret},
+    )
+
+    async def send(entry: dict[str, Any]) -> tuple[int, Any]:
+        body = json.dumps(entry).encode()
+        signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return await _signed(client, trigger, body, {"X-Fleetio-Webhook-Signature": signature})
+
+    hours = json.loads((PAYLOADS / "fleetio_meter_entry_secondary_hours.json").read_text())
+    status, answer = await send(hours)
+    assert status == 200, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["engine_hours"] == 4321.5
+    assert vehicle["attributes"]["engine_hours_read_at"] == "2026-11-25T10:55:00Z"
+    assert "odometer_km" not in vehicle
+
+    late = {**hours, "payload": {**hours["payload"], "value": "4300", "date": "2026-11-24"}}
+    status, answer = await send(late)
+    assert status == 200, answer
+    assert answer["skipped"] == ["attributes.engine_hours", "attributes.engine_hours_read_at"]
+    void = {**hours, "payload": {**hours["payload"], "value": "9999", "void": True}}
+    assert (await send(void))[0] == 200
+    assert (await _get(client, "ABC1D23"))["attributes"]["engine_hours"] == 4321.5
+
+    odometer = json.loads((PAYLOADS / "fleetio_meter_entry_created.json").read_text())
+    assert (await send(odometer))[0] == 200
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["odometer_km"] == 94123.4 and vehicle["attributes"]["engine_hours"] == 4321.5
+
+
+async def test_fleetio_account_whose_primary_meter_counts_hours(client: Client) -> None:
+    await _vehicle(client, "ABC1D23", fleetio_vehicle_id=987)
+    await upload_shipped(client, "fleetio-meter-entry")
+    response = await client.post(
+        "/api/v1/triggers",
+        headers=auth(),
+        json={
+            "name": "fleetio-wrong",
+            "entity_type": "vehicle",
+            "mapping": "fleetio-meter-entry",
+            "params": {"meter_unit": "km", "primary_meter": "litres"},
+        },
+    )
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["pointer"] == "/params/primary_meter"
+    trigger = await create_trigger(
+        client,
+        mapping="fleetio-meter-entry",
+        params={"meter_unit": "km", "primary_meter": "hours"},
+    )
+    reading = json.loads((PAYLOADS / "fleetio_meter_entry_created.json").read_text())
+    status, answer = await hook(client, trigger, reading)
+    assert status == 200, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["engine_hours"] == 94123.4 and "odometer_km" not in vehicle
 
 
 def _mapping_test(*extra: str) -> subprocess.CompletedProcess[str]:

@@ -24,6 +24,7 @@ INBOUND = {
     "osmand.yaml": "osmand_query.txt",
     "traccar-client.yaml": "traccar_client_json.json",
     "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
+    "samsara-alert.yaml": "samsara_v1_alert_geofence.json",
     "flespi.yaml": "flespi_stream.json",
     "fine-feed.yaml": "fine_feed.json",
     "fine-payment.yaml": "fine_payment.json",
@@ -33,6 +34,8 @@ INBOUND = {
     "geotab-positions.yaml": "geotab_getfeed_logrecord.json",
     "fleetio-meter-entry.yaml": "fleetio_meter_entry_created.json",
     "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
+    "samsara-vehicle-stats-positions.yaml": "samsara_vehicle_stats_feed.json",
+    "wialon-units-positions.yaml": "wialon_search_items_units.json",
 }
 # the params a trigger sets for the mappings that declare some (a US account's units)
 PARAMS: dict[str, dict[str, Any]] = {

@@ -52,6 +52,32 @@ _SECRET_KEYS = frozenset({"secret"})
 MAX_ALSO = 10
 """Further entities one payload item may write (`also`)."""
 
+Key = tuple[tuple[str, ...], ...]
+"""A mapping's `key`: its alternatives in order, each the target(s) that find the entity
+together. `key: [a, b]` is one alternative; `key: {first_of: [a, [b, c]]}` several, and an
+item is found by the first whose targets all have a value."""
+
+MAX_KEY_ALTERNATIVES = 10
+_KEY_SHAPE = (
+    "key is a field name, a list of field names, or {first_of: [alternative, ...]} whose "
+    "alternatives are each a field name or a list of field names"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Inner:
+    """`items: {from: outer, each: inner, as: name}`: an item per element of each outer
+    element's inner list, the outer element with the inner one under `name`."""
+
+    each: Getter
+    name: str
+
+
+_ITEMS_SHAPE = (
+    "items is an expression that gives the list of items, or {from: expression, each: "
+    "expression, as: name} for a list inside each element"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Guard:
@@ -69,7 +95,7 @@ class AlsoPlan:
 
     entity_type: str
     kind: str | None
-    key_fields: tuple[str, ...]
+    key: Key
     fields: Table
     emit: tuple[tuple[str, Any], ...]
     forward: tuple[Guard, ...]
@@ -86,9 +112,10 @@ class Plan:
     entity_type: str | None = None
     kind: str | None = None
     target: str = "entities"  # inbound: entity upserts, or "positions" (canonical fixes)
-    key_fields: tuple[str, ...] = ()
+    key: Key = ()
     emit: tuple[tuple[str, Any], ...] = ()
     items: Getter | None = None
+    inner: Inner | None = None  # `items: {from, each, as}`: a list inside each element
     fields: Table = ()
     event_data: Table = ()
     path: Table = ()
@@ -201,15 +228,12 @@ def _inbound(
         fields, plan.forward = _guards(data["fields"], "/fields", specs)
         plan.fields = specs.table(fields, "/fields", 1) or ()
         _check_catalog(data["fields"], "/fields", plan.entity_type, plan.kind, problems, catalog)
-    plan.key_fields = _key(data, problems)
+    plan.key = _key(data, problems)
     if "also" in data:
         main = data["fields"] if isinstance(data.get("fields"), dict) else {}
         plan.also = _also(data["also"], frozenset(main), specs, catalog)
     if "items" in data:
-        if isinstance(data["items"], str):
-            plan.items = specs.expression(data["items"], "/items")
-        else:
-            problems.add("/items", "items is an expression that gives the list of items", "type")
+        _items(data["items"], plan, specs)
     plan.emit = _emit(data.get("emit", []), specs, "/emit")
     if "probe" in data:
         plan.probe = compile_probe(data["probe"], specs)
@@ -237,33 +261,78 @@ def _positions(data: dict[str, Any], plan: Plan, specs: SpecCompiler) -> None:
                 message = f"target {target!r} is not a fix field ({', '.join(FIX_FIELDS)})"
                 problems.add(f"/fields{pointer(target)}", message, "unknown_field")
     if "items" in data:
-        if isinstance(data["items"], str):
-            plan.items = specs.expression(data["items"], "/items")
-        else:
-            problems.add("/items", "items is an expression that gives the list of items", "type")
+        _items(data["items"], plan, specs)
     if "probe" in data:
         plan.probe = compile_probe(data["probe"], specs)
 
 
-def _key(data: dict[str, Any], problems: Problems, base: str = "") -> tuple[str, ...]:
+def _items(raw: Any, plan: Plan, specs: SpecCompiler) -> None:
+    """`items`: an expression, or `{from, each, as}` (a list inside each element: a page of
+    vehicles, each with its points; every item keeps its vehicle's fields)."""
+    if isinstance(raw, str):
+        plan.items = specs.expression(raw, "/items")
+        return
+    if not isinstance(raw, dict) or set(raw) != {"from", "each", "as"}:
+        specs.problems.add("/items", _ITEMS_SHAPE, "type")
+        return
+    name, count = raw["as"], len(specs.problems.items)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        specs.problems.add("/items/as", "as is a name: letters, digits and '_'", "pattern")
+    for key in ("from", "each"):
+        if not isinstance(raw[key], str):
+            specs.problems.add(f"/items/{key}", f"{key} is an expression", "type")
+    if len(specs.problems.items) != count:
+        return
+    outer = specs.expression(raw["from"], "/items/from")
+    each = specs.expression(raw["each"], "/items/each")
+    if outer is not None and each is not None:
+        plan.items, plan.inner = outer, Inner(each, name)
+
+
+def _key(data: dict[str, Any], problems: Problems, base: str = "") -> Key:
     raw = data.get("key")
     if raw is None:
         problems.add(base, "key is required: the fields that find the entity", "required")
         return ()
-    names = [raw] if isinstance(raw, str) else raw
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        problems.add(f"{base}/key", "key is a field name or a list of field names", "type")
-        return ()
     fields = data.get("fields")
     targets = fields if isinstance(fields, dict) else {}
-    at = f"{base}/key" if isinstance(raw, str) else None
+    if isinstance(raw, dict):
+        choices = raw.get("first_of")
+        if set(raw) != {"first_of"} or not isinstance(choices, list):
+            problems.add(f"{base}/key", _KEY_SHAPE, "type")
+            return ()
+        if not 0 < len(choices) <= MAX_KEY_ALTERNATIVES:
+            message = f"first_of lists 1 to {MAX_KEY_ALTERNATIVES} alternatives"
+            problems.add(f"{base}/key/first_of", message, "key")
+            return ()
+        found = [
+            _alternative(c, f"{base}/key/first_of/{i}", targets, problems)
+            for i, c in enumerate(choices)
+        ]
+        alternatives = tuple(a for a in found if a)
+        if len(alternatives) != len(found):
+            return ()
+        if len(set(map(frozenset, alternatives))) != len(alternatives):
+            problems.add(f"{base}/key/first_of", "first_of lists an alternative twice", "key")
+        return alternatives
+    alternative = _alternative(raw, f"{base}/key", targets, problems)
+    return (alternative,) if alternative else ()
+
+
+def _alternative(raw: Any, at: str, targets: dict[str, Any], problems: Problems) -> tuple[str, ...]:
+    """One way to find the entity: the target(s) whose values, together, find it."""
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        problems.add(at, _KEY_SHAPE, "type")
+        return ()
+    count = len(problems.items)
     for i, name in enumerate(names):
         if name not in targets:
-            where = at or f"{base}/key/{i}"
+            where = at if isinstance(raw, str) else f"{at}/{i}"
             problems.add(where, f"key field {name!r} is not among the fields' targets", "key")
     if len(set(names)) != len(names):
-        problems.add(f"{base}/key", "key lists a field twice", "key")
-    return tuple(names)
+        problems.add(at, "key lists a field twice", "key")
+    return tuple(names) if len(problems.items) == count else ()
 
 
 def _guards(raw: Any, at: str, specs: SpecCompiler) -> tuple[Any, tuple[Guard, ...]]:
@@ -350,16 +419,14 @@ def _also(
             specs.main_targets = None
             if known:
                 _check_catalog(item["fields"], f"{at}/fields", etype, kind, problems, catalog)
-        key_fields = _key(item, problems, at)
+        key = _key(item, problems, at)
         emit = _emit(item.get("emit", []), specs, f"{at}/emit")
         when = specs.condition(item["when"], f"{at}/when") if "when" in item else None
         create = item.get("create", True)
         if not isinstance(create, bool):
             problems.add(f"{at}/create", "create is true or false", "type")
         if known and isinstance(etype, str):
-            plans.append(
-                AlsoPlan(etype, kind, key_fields, table, emit, guards, when, create is not False)
-            )
+            plans.append(AlsoPlan(etype, kind, key, table, emit, guards, when, create is not False))
     return tuple(plans)
 
 

@@ -1,5 +1,7 @@
 """Conditions (`when`, `emit[].when`, `probe.when`): an expression's JMESPath truth, or a
-comparison `{from: expression, <operator>: value}`."""
+comparison `{from: expression, <operator>: value}` of a value of the payload, or `{param: name,
+<operator>: value}` of a trigger's param (the same for every payload of that trigger), or
+`{all: [...]}`, `{any: [...]}`, `{not: condition}` of other conditions."""
 
 from __future__ import annotations
 
@@ -10,26 +12,44 @@ from .expressions import Getter, Run, is_truthy
 from .problems import Problems
 
 OPERATORS = ("equals", "not_equals", "in", "not_in", "gt", "gte", "lt", "lte")
+COMBINATORS = ("all", "any", "not")
+MAX_COMBINED = 10
+"""Conditions one `all` or `any` combines."""
 Condition = Callable[[Any, Run], bool]
 CompileExpression = Callable[[str, str], Getter | None]
 """(expression, pointer) → getter, or None after reporting why not."""
+CompileParam = Callable[[Any, str], Getter | None]
+"""(param name, pointer) → getter of its bound value, or None after reporting why not."""
 
 
 def compile_condition(
-    raw: Any, at: str, problems: Problems, expression: CompileExpression
+    raw: Any,
+    at: str,
+    problems: Problems,
+    expression: CompileExpression,
+    param: CompileParam | None = None,
 ) -> Condition | None:
     """The condition `raw` compiles to, or None after reporting every problem."""
+    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in COMBINATORS:
+        return _combined(raw, at, problems, expression, param)
     if isinstance(raw, str):
         truth = expression(raw, at)
         if truth is None:
             return None
         return lambda root, run: is_truthy(truth(root, run))
     operators = [k for k in OPERATORS if isinstance(raw, dict) and k in raw]
-    if not isinstance(raw, dict) or len(operators) != 1 or set(raw) != {"from", *operators}:
+    source = next((k for k in ("from", "param") if isinstance(raw, dict) and k in raw), "from")
+    if (
+        not isinstance(raw, dict)
+        or len(operators) != 1
+        or set(raw) != {source, *operators}
+        or (source == "param" and param is None)
+    ):
         problems.add(
             at,
-            f"when is an expression or {{from: expression, <operator>: value}} with one "
-            f"operator of {', '.join(OPERATORS)}",
+            f"when is an expression, {{from: expression, <operator>: value}} or {{param: "
+            f"name, <operator>: value}} with one operator of {', '.join(OPERATORS)}, or "
+            f"{{all: [...]}}, {{any: [...]}}, {{not: condition}}",
             "condition",
         )
         return None
@@ -38,14 +58,47 @@ def compile_condition(
     if operator in ("in", "not_in") and not isinstance(operand, list):
         problems.add(f"{at}/{operator}", f"{operator} takes a list of values", "type")
         return None
-    if not isinstance(raw["from"], str):
+    if source == "param":
+        assert param is not None
+        getter = param(raw["param"], f"{at}/param")
+    elif not isinstance(raw["from"], str):
         problems.add(f"{at}/from", "from is an expression string", "type")
         return None
-    getter = expression(raw["from"], f"{at}/from")
+    else:
+        getter = expression(raw["from"], f"{at}/from")
     if getter is None:
         return None
     test = _TESTS[operator]
     return lambda root, run: test(getter(root, run), operand)
+
+
+def _combined(
+    raw: dict[str, Any],
+    at: str,
+    problems: Problems,
+    expression: CompileExpression,
+    param: CompileParam | None,
+) -> Condition | None:
+    """`{all: [...]}` (every one holds), `{any: [...]}` (one holds, in order), `{not: c}`."""
+    ((name, inner),) = raw.items()
+    if name == "not":
+        condition = compile_condition(inner, f"{at}/not", problems, expression, param)
+        if condition is None:
+            return None
+        return lambda root, run: not condition(root, run)
+    if not isinstance(inner, list) or not 0 < len(inner) <= MAX_COMBINED:
+        problems.add(f"{at}/{name}", f"{name} is a list of 1 to {MAX_COMBINED} conditions", "type")
+        return None
+    found = [
+        compile_condition(c, f"{at}/{name}/{i}", problems, expression, param)
+        for i, c in enumerate(inner)
+    ]
+    conditions = [c for c in found if c is not None]
+    if len(conditions) != len(found):
+        return None
+    if name == "all":
+        return lambda root, run: all(c(root, run) for c in conditions)
+    return lambda root, run: any(c(root, run) for c in conditions)
 
 
 def json_equal(left: Any, right: Any) -> bool:

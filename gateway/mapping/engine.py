@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
 from .casts import to_string
-from .compiler import AlsoPlan, Guard, Plan, compile_plan
+from .compiler import AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .expressions import Run
 from .limits import MAX_LIST_ITEMS
 from .model import (
@@ -64,7 +64,13 @@ class CompiledMapping:
 
     @property
     def key_fields(self) -> tuple[str, ...]:
-        return self._plan.key_fields
+        """Every target the key names, in order (of all its alternatives)."""
+        return tuple(dict.fromkeys(name for choice in self._plan.key for name in choice))
+
+    @property
+    def key_alternatives(self) -> tuple[tuple[str, ...], ...]:
+        """The key's alternatives in order: an item is found by the first it has."""
+        return self._plan.key
 
     @property
     def also_entity_types(self) -> tuple[str, ...]:
@@ -146,12 +152,37 @@ class CompiledMapping:
                 )
                 raise payload_error(self.name, [problem], 0)
         if not isinstance(found, list):
-            return [found]
+            found = [found]
+        if self._plan.inner is not None:
+            found = self._inner_items(found, self._plan.inner)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
             problem = FieldProblem("", message, "limit", {"target": "items"})
             raise payload_error(self.name, [problem], 0)
         return found
+
+    def _inner_items(self, outers: list[Any], inner: Inner) -> list[Any]:
+        """`items: {from, each, as}`: per outer element, an item per element of its inner
+        list: the outer element with that element under `as` (an outer without the list, or
+        with an empty one, gives none)."""
+        items: list[Any] = []
+        for index, outer in enumerate(outers):
+            if outer is None:
+                continue
+            if not isinstance(outer, dict):
+                message = f"element {index} of items' from is not an object"
+                problem = FieldProblem("", message, "type", {"target": "items"})
+                raise payload_error(self.name, [problem], 0)
+            try:
+                elements = inner.each(outer, Run())
+            except EvalError as error:
+                raise self._error(error, "items") from None
+            for element in elements if isinstance(elements, list) else [elements]:
+                if element is not None:
+                    items.append({**outer, inner.name: element})
+            if len(items) > MAX_LIST_ITEMS:
+                break  # refused by the caller's limit, without building more
+        return items
 
     def apply(self, payload: Any, *, secrets: dict[str, Any] | None = None) -> MappedDocument:
         """Map one item to entity fields, key and events; InvalidPayload lists every failure."""
@@ -167,7 +198,7 @@ class CompiledMapping:
         also: tuple[MappedTarget, ...] = ()
         try:
             document = evaluate(plan.fields, payload, run)
-            key = _key(plan.key_fields, document, run)
+            key = _key(plan.key, document, run)
             if self._events is not None:
                 events = self._events
             else:
@@ -235,14 +266,27 @@ class CompiledMapping:
         return payload_error(self.name, run.problems, 0)
 
 
-def _key(fields: tuple[str, ...], document: dict[str, Any], run: Run, prefix: str = "") -> Any:
-    key = {}
-    for name in fields:
-        value = _dig(document, name)
-        if value is None:
-            _missing_key(run, prefix + name)
-        key[name] = value
-    return key
+def _key(alternatives: Key, document: dict[str, Any], run: Run, prefix: str = "") -> Any:
+    """The values of the key's first alternative whose targets all have one (`first_of`); a
+    problem when the item has none (its missing fields, or the alternatives it lacks)."""
+    for fields in alternatives:
+        key = {name: _dig(document, name) for name in fields}
+        if all(value is not None for value in key.values()):
+            return key
+    if not alternatives:
+        return {}
+    failed = {p.extra.get("target") for p in run.problems}  # their own failure is listed
+    if len(alternatives) == 1:
+        for name in alternatives[0]:
+            if _dig(document, name) is None and prefix + name not in failed:
+                record(run, EvalError("key", f"key field {name!r} has no value"), prefix + name)
+        return {}
+    if any(prefix + name in failed for fields in alternatives for name in fields):
+        return {}
+    described = "; ".join(" + ".join(fields) for fields in alternatives)
+    message = f"the item has none of the key's alternatives: {described}"
+    record(run, EvalError("key", message), f"{prefix}key")
+    return {}
 
 
 def _static_forward(guards: tuple[Guard, ...]) -> Forward | None:
@@ -264,7 +308,7 @@ def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[Mappe
             continue
         prefix = f"also.{index}."
         document = evaluate(plan.fields, payload, run, prefix)
-        key = _key(plan.key_fields, document, run, prefix)
+        key = _key(plan.key, document, run, prefix)
         events = tuple(t for t, when in plan.emit if when is None or when(payload, run))
         if plan.kind is not None and "kind" not in document:
             document = {"kind": plan.kind, **document}
@@ -279,12 +323,6 @@ def _dig(document: dict[str, Any], dotted: str) -> Any:
             return None
         value = value.get(part)
     return value
-
-
-def _missing_key(run: Run, name: str) -> None:
-    if any(p.extra.get("target") == name for p in run.problems):
-        return  # its own failure is already listed
-    record(run, EvalError("key", f"key field {name!r} has no value"), name)
 
 
 def _strings(

@@ -305,5 +305,6 @@ class SpecCompiler:
         return None if items is None or item is None else each_item(items, item, raw["each"])
 
     def condition(self, raw: Any, at: str) -> Condition | None:
-        """`when`: an expression (JMESPath truth) or {from: expr, <operator>: value}."""
-        return compile_condition(raw, at, self.problems, self.expression)
+        """`when`: an expression (JMESPath truth), {from: expr, <operator>: value} or
+        {param: name, <operator>: value}."""
+        return compile_condition(raw, at, self.problems, self.expression, self._param)

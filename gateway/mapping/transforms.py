@@ -200,6 +200,41 @@ def _compile_format_number(arg: Any, report: Report) -> Transform | None:
     return format_number
 
 
+def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
+    """Text written with a locale's separators to a number: pt-BR by default ("1.234,56"),
+    the reverse of format_number. Numbers pass as they are."""
+    if not isinstance(arg, dict | None):
+        report("parse_number takes {thousands, decimal}")
+        return None
+    options = {"thousands": ".", "decimal": ",", **(arg or {})}
+    if set(options) != {"thousands", "decimal"}:
+        report("parse_number takes {thousands, decimal}")
+        return None
+    thousands, decimal = options["thousands"], options["decimal"]
+    if not (
+        isinstance(thousands, str)
+        and isinstance(decimal, str)
+        and len(thousands) <= 1
+        and len(decimal) == 1
+        and thousands != decimal
+    ):
+        report("thousands (at most one character) and decimal (one) must be separators")
+        return None
+    swap: dict[int, str | None] = {ord(thousands): None} if thousands else {}
+    swap[ord(decimal)] = "."
+    table = str.maketrans(swap)
+
+    def parse_number(value: Any) -> int | float:
+        if type(value) is not str:
+            return to_number(value)
+        try:
+            return to_number(value.translate(table))
+        except EvalError:
+            raise EvalError("cast", f"cannot read {value[:40]!r} as a number") from None
+
+    return parse_number
+
+
 # -- value maps --------------------------------------------------------------------------------
 
 
@@ -258,6 +293,7 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
     "offset": _compile_offset,
     "round": _compile_round,
     "format_number": _compile_format_number,
+    "parse_number": _compile_parse_number,
     "map": _compile_map,
     "datetime": compile_datetime,
 }
@@ -281,7 +317,7 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
             return None
         return name, _SIMPLE[name]
     if name in _WITH_ARGUMENT:
-        if not has_arg and name != "format_number":
+        if not has_arg and name not in ("format_number", "parse_number"):
             report(f"{name} needs an argument: {{{name}: ...}}")
             return None
         below: Report = report

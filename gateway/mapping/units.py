@@ -14,6 +14,7 @@ from .model import EvalError
 _US_GALLON_L = 3.785411784  # exact, by definition (231 cubic inches)
 _IMPERIAL_GALLON_L = 4.54609  # exact, by definition
 _MILE_KM = 1.609344  # exact, by definition
+_FOOT_KM = 0.0003048  # exact, by definition (0.3048 m)
 
 
 class Unit(NamedTuple):
@@ -31,6 +32,7 @@ UNITS: dict[str, Unit] = {
     "km": Unit("distance", 1.0),
     "m": Unit("distance", 0.001),
     "mi": Unit("distance", _MILE_KM),
+    "ft": Unit("distance", _FOOT_KM),
     "l": Unit("volume", 1.0),
     "ml": Unit("volume", 0.001),
     "m3": Unit("volume", 1000.0),

@@ -15,7 +15,7 @@ from gateway.fleet.fix import parse_fix
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, MappedDocument, MappedTarget, read_sample
 from gateway.mapping_files.source import MappingSource
-from gateway.schemas.registry import SchemaRegistry
+from gateway.schemas.registry import SchemaRegistry, is_natural_key
 from gateway.store import Doc, Store
 
 # (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None.
@@ -171,7 +171,11 @@ class MappingDryRun:
         stored entity (only-forward fields that are stale left out, as `skipped`)."""
         current = await lookup(tenant, etype, mapped.document, mapped.key)
         old = current["data"] if current is not None else {}
-        fields, skipped = forward_only(old, mapped.document, mapped.forward)
+        document = mapped.document
+        if current is not None and mapped.key and not is_natural_key(etype, mapped.key):
+            # Found by a lookup: it keeps its natural key, as the write keeps it.
+            document = {**document, **self._schemas.natural_key(etype, old)}
+        fields, skipped = forward_only(old, document, mapped.forward)
         merged = merge(old, fields)
         changes = diff(old, merged) if current is not None else []
         if current is None:
@@ -201,16 +205,14 @@ class MappingDryRun:
     async def _find_entity(
         self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]
     ) -> Doc | None:
-        """By natural key when the mapped document has one, else by the mapping's key
-        fields (e.g. a tracker id)."""
-        try:
-            nk = self._entities.natural_key(etype, document)
-        except InvalidPayload:
-            nk = None
-        if nk is not None:
+        """As a write finds it (`Pipeline._locate`): by natural key when the key the item has
+        is the natural key (or there is none), else by the key's values (e.g. a tracker id)."""
+        if not key or is_natural_key(etype, key):
+            try:
+                nk = self._entities.natural_key(etype, document)
+            except InvalidPayload:
+                return None
             return await self._store.entities.get(tenant, etype, nk=nk)
-        if not key:
-            return None
         found = await self._store.entities.find(tenant, etype, key, after=None, limit=1)
         return found[0] if found else None
 

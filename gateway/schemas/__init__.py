@@ -10,6 +10,7 @@ from gateway.schemas.registry import (
     NATURAL_KEYS,
     SchemaRegistry,
     default_schema_dir,
+    is_natural_key,
     reference_field,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "SchemaRegistry",
     "compile_schema",
     "default_schema_dir",
+    "is_natural_key",
     "reference_field",
 ]

@@ -17,7 +17,7 @@ import orjson
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.schemas.ids import IDENTIFIERS
 from gateway.schemas.problems import pointer, problems_from_errors, root_problem
-from gateway.schemas.walk import Normaliser, build_normaliser, has_path
+from gateway.schemas.walk import Normaliser, SchemaTooComplex, build_normaliser, has_path
 
 _FORMATS = {name: ident.is_valid for name, ident in IDENTIFIERS.items()}
 
@@ -101,6 +101,9 @@ def compile_schema(
         where = at + pointer(exc.instance_path)
         message = exc.message.split("\n", 1)[0]
         problem = FieldProblem(where, f"{where or 'schema'}: {message}", "schema")
+        raise invalid("schema", [problem]) from None
+    except SchemaTooComplex as exc:
+        problem = FieldProblem(at, f"{at or 'schema'}: too complex: {exc}", "complexity")
         raise invalid("schema", [problem]) from None
 
 

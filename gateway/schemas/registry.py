@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -39,6 +39,13 @@ NATURAL_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "other": ENVELOPE_FIELDS,
     }
 )
+
+
+def is_natural_key(entity_type: str, fields: Collection[str]) -> bool:
+    """Whether a mapping's key `fields` include the type's natural key (an `other`'s kind
+    aside: its mapping or trigger gives it). Such a key finds the entity by it, and an upsert
+    may create it; any other key is a lookup that must find one existing entity."""
+    return set(NATURAL_KEYS.get(entity_type, ())) - {"kind"} <= set(fields)
 
 
 def reference_field(entity_type: str) -> str:

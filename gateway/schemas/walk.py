@@ -16,6 +16,26 @@ from gateway.schemas.ids import IDENTIFIERS
 
 _COMBINATORS = ("allOf", "anyOf", "oneOf")
 _MAX_DEPTH = 64  # recursive schemas ("a tree of nodes") stop here instead of looping
+MAX_VISITS = 20_000
+"""Subschemas one walk visits. Depth alone does not bound a walk: a schema whose `$ref`s
+branch and recur (two recursive properties in each of three `oneOf` arms) has exponentially
+many paths under the depth limit, and would hold a process for minutes."""
+
+
+class SchemaTooComplex(ValueError):
+    """A walk over a schema visited more than MAX_VISITS subschemas."""
+
+
+@dataclass(slots=True)
+class _Budget:
+    left: int = MAX_VISITS
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise SchemaTooComplex(
+                f"its $refs and combinators branch into more than {MAX_VISITS:,} subschemas"
+            )
 
 
 @dataclass(slots=True)
@@ -60,75 +80,92 @@ class Normaliser:
 
 
 def build_normaliser(schema: Mapping[str, Any]) -> Normaliser | None:
-    """The normaliser for `schema`, or None when it declares no identifier format."""
-    return _normaliser(schema, schema, 0)
+    """The normaliser for `schema`, or None when it declares no identifier format.
+    SchemaTooComplex when the walk would visit more than MAX_VISITS subschemas."""
+    return _normaliser(schema, schema, 0, _Budget())
 
 
-def _normaliser(root: Mapping[str, Any], node: Any, depth: int) -> Normaliser | None:
+def _normaliser(
+    root: Mapping[str, Any], node: Any, depth: int, budget: _Budget
+) -> Normaliser | None:
     if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
         return None
+    budget.spend()
     found = Normaliser()
     useful = False
     ident = IDENTIFIERS.get(node.get("format", ""))
     if ident is not None:
         found.fn, useful = ident.normalize, True
     for sub in _branches(root, node):
-        if (branch := _normaliser(root, sub, depth + 1)) is not None:
+        if (branch := _normaliser(root, sub, depth + 1, budget)) is not None:
             found.merge(branch)
             useful = True
     for key, sub in _mapping(node.get("properties")).items():
-        if (child := _normaliser(root, sub, depth + 1)) is not None:
+        if (child := _normaliser(root, sub, depth + 1, budget)) is not None:
             found.props[key] = child
             useful = True
-    if (items := _normaliser(root, node.get("items"), depth + 1)) is not None:
+    if (items := _normaliser(root, node.get("items"), depth + 1, budget)) is not None:
         found.items, useful = items, True
     return found if useful else None
 
 
 def has_path(root: Mapping[str, Any], parts: Sequence[str]) -> bool:
-    """Whether a document valid against `root` may hold a value at `parts`."""
-    return _has(root, root, parts, 0)
+    """Whether a document valid against `root` may hold a value at `parts` (False when the
+    walk would visit more than MAX_VISITS subschemas)."""
+    try:
+        return _has(root, root, parts, 0, _Budget())
+    except SchemaTooComplex:
+        return False
 
 
-def _has(root: Mapping[str, Any], node: Any, parts: Sequence[str], depth: int) -> bool:
+def _has(
+    root: Mapping[str, Any], node: Any, parts: Sequence[str], depth: int, budget: _Budget
+) -> bool:
     if node is False or depth > _MAX_DEPTH:
         return False
+    budget.spend()
     if not parts or node is True:
         return True
     if not isinstance(node, Mapping):
         return False
     # A $ref and allOf arms constrain the same instance (all must allow the path); anyOf and
     # oneOf need one arm that allows it.
-    if not all(_has(root, sub, parts, depth + 1) for sub in _conjuncts(root, node)):
+    if not all(_has(root, sub, parts, depth + 1, budget) for sub in _conjuncts(root, node)):
         return False
     for combinator in ("anyOf", "oneOf"):
         arms = node.get(combinator)
-        if isinstance(arms, list) and not any(_has(root, a, parts, depth + 1) for a in arms):
+        if isinstance(arms, list) and not any(
+            _has(root, a, parts, depth + 1, budget) for a in arms
+        ):
             return False
-    return _has_own(root, node, parts, depth)
+    return _has_own(root, node, parts, depth, budget)
 
 
 def _has_own(
-    root: Mapping[str, Any], node: Mapping[str, Any], parts: Sequence[str], depth: int
+    root: Mapping[str, Any],
+    node: Mapping[str, Any],
+    parts: Sequence[str],
+    depth: int,
+    budget: _Budget,
 ) -> bool:
     """The path under the node's own keywords, ignoring $ref and combinators."""
     head, rest = parts[0], parts[1:]
     properties = _mapping(node.get("properties"))
     if head in properties:
-        return _has(root, properties[head], rest, depth + 1)
+        return _has(root, properties[head], rest, depth + 1, budget)
     for pattern, sub in _mapping(node.get("patternProperties")).items():
         if re.search(pattern, head):
-            return _has(root, sub, rest, depth + 1)
+            return _has(root, sub, rest, depth + 1, budget)
     types = node.get("type")
     types = [types] if isinstance(types, str) else types
     if head.isdigit() and (types is None or "array" in types):
-        return _has(root, node.get("items", True), rest, depth + 1)
+        return _has(root, node.get("items", True), rest, depth + 1, budget)
     if types is not None and "object" not in types:
         return False
     # unevaluatedProperties also sees properties declared in subschemas, checked above.
     if node.get("unevaluatedProperties") is False and not _has_subschemas(node):
         return False
-    return _has(root, node.get("additionalProperties", True), rest, depth + 1)
+    return _has(root, node.get("additionalProperties", True), rest, depth + 1, budget)
 
 
 def _conjuncts(root: Mapping[str, Any], node: Mapping[str, Any]) -> list[Any]:

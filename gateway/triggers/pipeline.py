@@ -19,7 +19,7 @@ from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
-from gateway.schemas import SchemaRegistry, reference_field
+from gateway.schemas import SchemaRegistry, is_natural_key, reference_field
 from gateway.schemas.compiled import invalid
 from gateway.triggers.compiled import CompiledTrigger
 
@@ -216,15 +216,14 @@ class Pipeline:
     async def _locate(
         self, tenant: str, etype: str, fields: dict[str, Any], key: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """`fields` carrying a natural key: theirs, or that of the one entity the mapping's
-        key fields (e.g. a tracker id) find."""
-        with stage("entity"):
-            try:
+        """`fields` carrying the natural key that finds their entity: their own, when the
+        mapping's key (the alternative the item has) is the natural key or there is no key,
+        else that of the one entity the key (e.g. a tracker id) finds. An entity found by a
+        lookup keeps its natural key: a plate in the item does not move it."""
+        if not key or is_natural_key(etype, key):
+            with stage("entity"):
                 self._schemas.natural_key(etype, fields)
-                return fields
-            except InvalidPayload:
-                if not key:
-                    raise  # no key of its own, and no lookup key to find the entity by
+            return fields
         with stage("mapping"):  # a lookup value the mapping made unusable
             found = await self._entities.find(tenant, etype, key, after=None, limit=2)
         if len(found) != 1:
