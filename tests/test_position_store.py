@@ -279,6 +279,26 @@ async def test_a_tombstone_stands_for_a_number_whose_round_failed(services: Serv
     assert [d["_id"] for d in await fleet.after(0, 10)] == [lost + 1]
 
 
+async def test_another_process_reads_the_inbox_past_more_missing_numbers_than_it_reads_at_once(
+    services: Services,
+) -> None:
+    """A reader that did not write the documents (another process) reads them by number; a
+    run of taken numbers without documents longer than what it reads at once does not hide
+    the documents after it (the fold must see them to know the run is a gap)."""
+    writer = _fleet(services)
+    db = services.store.db
+    reader = FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"])
+    await writer.push_reading("acme", "v1", {"km": 10.0, "at": T0, "source": "erp"})
+    for _ in range(7):
+        await writer.take_number()  # rounds that died before writing, or still under way
+    await writer.push_reading("acme", "v1", {"km": 11.0, "at": T0, "source": "erp"})
+    assert [d["_id"] for d in await reader.after(0, 3)] == [1]
+    assert [d["_id"] for d in await reader.after(1, 3)] == [9]  # past numbers 2 to 8
+    assert await reader.after(9, 3) == []
+    await writer.take_number()  # a round under way: nothing to read yet, nothing beyond
+    assert await reader.after(9, 3) == []
+
+
 async def test_states_and_checkpoints_only_move_forward(services: Services) -> None:
     fleet = _fleet(services)
     await fleet.save_states([SavedState("acme", "v1", {"odometer_km": 2.0}, 20)])
