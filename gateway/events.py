@@ -137,6 +137,8 @@ class EventRelay(ShardedJob):
             return 0
         try:
             return await self._relay(entities)
+        except StoreUnavailable:
+            raise  # the database failed, not the outboxes: all of them wait for the next pass
         except Exception:
             await self._store.ping()  # raises if the database itself is the problem
         # One entity's outbox must not stall everyone's: relay them one by one, and set aside
@@ -145,6 +147,8 @@ class EventRelay(ShardedJob):
         for entity in entities:
             try:
                 handled += await self._relay([entity])
+            except StoreUnavailable:
+                raise
             except Exception:
                 await self._store.ping()
                 await self._park(entity)
