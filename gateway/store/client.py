@@ -48,6 +48,11 @@ def open_client(
     - `w`: GATEWAY_WRITE_CONCERN (e.g. "majority" on a replica set); unset keeps the URI's.
     - `timeoutMS`: every operation (server selection, connection checkout, the round trip)
       has this deadline; past it the driver gives up and the caller answers 503.
+    - `serverMonitoringMode=poll`: after an error that marks the server unknown (a
+      NotWritablePrimary, a ShutdownInProgress) the driver checks it again at once. With the
+      streaming protocol its monitor was waiting in an awaitable `hello` that a server whose
+      state did not change answers only after the heartbeat (10 s): every request failed
+      server selection until then (tests/test_command_faults.py).
     """
     options: dict[str, Any] = {"journal": True}
     if write_concern is not None:
@@ -59,6 +64,7 @@ def open_client(
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=min(timeout_ms, 2000),
         appname="rabbot-gateway",
+        serverMonitoringMode="poll",
         event_listeners=list(listeners),
         **options,
     )
