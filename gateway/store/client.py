@@ -104,7 +104,10 @@ def translate_errors(
         # passed `maxTimeMS` is a deadline like the driver's own.
         what = "deadline passed" if exc.timeout else "failed the command"
         raise StoreUnavailable(
-            f"database {what}: {_message(exc)}", deadline=exc.timeout, answered=True
+            f"database {what}: {_message(exc)}",
+            deadline=exc.timeout,
+            answered=True,
+            refused=not (exc.timeout or _server_state(exc)),
         ) from exc
     except PyMongoError as exc:
         if not exc.timeout:
@@ -114,6 +117,25 @@ def translate_errors(
         raise StoreUnavailable(
             f"database deadline passed: {type(exc).__name__}", deadline=True
         ) from exc
+
+
+# Command errors that speak of the server, not of what the command carried: the retryable
+# writes spec's codes (a primary stepping down or shutting down, a host or the network gone)
+# and a full disk. The server may also say so with a label.
+_SERVER_STATE_CODES = frozenset(
+    {6, 7, 89, 91, 134, 189, 262, 9001, 10058, 10107, 11600, 11602, 13435, 13436, 14031}
+)
+_TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
+
+
+def _server_state(exc: OperationFailure) -> bool:
+    """Whether the error is the server's state (the same command will pass once it changes),
+    rather than a refusal of what this command carried (`StoreUnavailable.refused`)."""
+    return (
+        isinstance(exc, WriteConcernError)
+        or exc.code in _SERVER_STATE_CODES
+        or any(exc.has_error_label(label) for label in _TRANSIENT_LABELS)
+    )
 
 
 def _message(exc: OperationFailure) -> str:
