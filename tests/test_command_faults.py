@@ -48,8 +48,8 @@ from tests.triggers_support import (
 
 __all__ = ["partner"]  # the fixture
 
-DB_TIMEOUT_MS = 500  # GATEWAY_DB_TIMEOUT_MS of the app under test
-BLOCK_MS = 1200  # a blocked command: longer than the deadline
+DB_TIMEOUT_MS = 1000  # GATEWAY_DB_TIMEOUT_MS of the app under test
+BLOCK_MS = 2000  # a blocked command: longer than the deadline
 WRITES = ["insert", "update", "delete", "findAndModify", "bulkWrite"]
 
 
@@ -146,9 +146,12 @@ def services_of(client: Client) -> Services:
 
 
 async def database_back(services: Services) -> None:
-    """Until the process knows its database answers again (its prober's ping passed)."""
+    """Until the process knows its database answers again (its prober's ping passed) and its
+    driver has found the server again (a lost connection or a NotWritablePrimary made it
+    unknown): what a client's retry meets, a moment after the fault."""
+    client = services.store.db.client
     async with asyncio.timeout(10):
-        while not services.store.health.up:
+        while not (services.store.health.up and client.topology_description.has_writable_server()):
             await asyncio.sleep(0.02)
 
 
