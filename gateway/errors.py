@@ -151,9 +151,23 @@ class StoreUnavailable(Unavailable):
     title, slug = "Database unavailable", "store-unavailable"
 
     def __init__(
-        self, detail: str = "", *, retry_after: int = 5, deadline: bool = False, **extra: Any
+        self,
+        detail: str = "",
+        *,
+        retry_after: int = 5,
+        deadline: bool = False,
+        answered: bool = False,
+        refused: bool = False,
+        **extra: Any,
     ) -> None:
         super().__init__(detail, retry_after=retry_after, **extra)
         # True when an operation's deadline passed (a slow or frozen database), False when no
         # server could be reached or the connection was lost.
         self.deadline = deadline
+        # True when the server answered, failing the command (an error code, a failed write
+        # concern): it is reachable, so it is not known down; a ping decides.
+        self.answered = answered
+        # True when that error was not about the server's state (a stepping down, a full
+        # disk, a failed write concern) but may be about what the command carried (an
+        # InternalError on one document): background work may set that work aside.
+        self.refused = refused

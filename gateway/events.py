@@ -137,7 +137,9 @@ class EventRelay(ShardedJob):
             return 0
         try:
             return await self._relay(entities)
-        except Exception:
+        except Exception as exc:
+            if _database_failed(exc):  # not the outboxes: they all wait for the next pass
+                raise
             await self._store.ping()  # raises if the database itself is the problem
         # One entity's outbox must not stall everyone's: relay them one by one, and set aside
         # those that still fail while the database answers.
@@ -145,7 +147,9 @@ class EventRelay(ShardedJob):
         for entity in entities:
             try:
                 handled += await self._relay([entity])
-            except Exception:
+            except Exception as exc:
+                if _database_failed(exc):
+                    raise
                 await self._store.ping()
                 await self._park(entity)
         return handled or len(entities)
@@ -156,9 +160,9 @@ class EventRelay(ShardedJob):
         self._metrics.outboxes_parked.inc()
         try:
             await self._store.entities.park_outbox(entity, reason)
-        except StoreUnavailable:
-            raise
         except Exception as exc:
+            if _database_failed(exc):
+                raise
             # The database refuses even to update it (e.g. nested deeper than it can
             # rewrite): this process leaves it aside from now on, the log says which.
             log.error("outbox of entity %s cannot be parked either (%s)", entity["_id"], exc)
@@ -194,3 +198,11 @@ class EventRelay(ShardedJob):
         while handled := await self.relay_once(shards):
             total += handled
         return total
+
+
+def _database_failed(exc: Exception) -> bool:
+    """The database failed (unreachable, a deadline, its state: a primary stepping down, a
+    full disk, a failed write concern), as opposed to refusing what an outbox holds: a
+    database that still answers a ping used to be taken for the latter, and every outbox of
+    the batch was parked."""
+    return isinstance(exc, StoreUnavailable) and not exc.refused

@@ -28,7 +28,8 @@ def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if uri := os.environ.get("TEST_MONGODB_URI"):
         yield uri
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("secantus") / "db")
+    # Test commands on: tests/test_command_faults.py injects faults with configureFailPoint.
+    server = EmbeddedServer(tmp_path_factory.mktemp("secantus") / "db", test_commands=True)
     server.start()
     try:
         yield server.uri

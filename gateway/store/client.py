@@ -15,10 +15,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     BulkWriteError,
+    ClientBulkWriteException,
     ConnectionFailure,
     DuplicateKeyError,
+    OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
+    WriteConcernError,
+    WriteError,
 )
 from pymongo.monitoring import TopologyListener
 
@@ -44,6 +48,11 @@ def open_client(
     - `w`: GATEWAY_WRITE_CONCERN (e.g. "majority" on a replica set); unset keeps the URI's.
     - `timeoutMS`: every operation (server selection, connection checkout, the round trip)
       has this deadline; past it the driver gives up and the caller answers 503.
+    - `serverMonitoringMode=poll`: after an error that marks the server unknown (a
+      NotWritablePrimary, a ShutdownInProgress) the driver checks it again at once. With the
+      streaming protocol its monitor was waiting in an awaitable `hello` that a server whose
+      state did not change answers only after the heartbeat (10 s): every request failed
+      server selection until then (tests/test_command_faults.py).
     """
     options: dict[str, Any] = {"journal": True}
     if write_concern is not None:
@@ -55,6 +64,7 @@ def open_client(
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=min(timeout_ms, 2000),
         appname="rabbot-gateway",
+        serverMonitoringMode="poll",
         event_listeners=list(listeners),
         **options,
     )
@@ -64,26 +74,79 @@ def open_client(
 def translate_errors(
     conflict_detail: str = "a resource with this key already exists",
 ) -> Iterator[None]:
-    """pymongo exceptions never leave store/: they become the gateway's own errors."""
+    """pymongo exceptions never leave store/: they become the gateway's own errors.
+
+    - a duplicate key is a Conflict; a document BSON cannot hold, or one the server refuses
+      for what it holds (a write error: nested too deep, too large), an InvalidPayload;
+    - everything else the database or the way to it does is StoreUnavailable (503 with
+      Retry-After at the edge, "outcome unknown" on a write): no server, a lost connection,
+      a deadline, and a command the server failed as a whole, whatever its code (a primary
+      stepping down, a full disk, a `writeConcernError`: then the write was applied but is
+      not known to be durable). Never a 500: the request is not at fault.
+    - a bulk write's own exceptions pass through: their callers read them per document."""
     try:
         yield
     except DuplicateKeyError:
         raise Conflict(conflict_detail) from None
     except InvalidDocument as exc:  # e.g. a key with a NUL byte: BSON cannot hold it
         raise InvalidPayload(f"the document cannot be stored: {exc}") from None
+    except WriteError as exc:
+        raise InvalidPayload(f"the database refused the document: {_message(exc)}") from None
+    except (BulkWriteError, ClientBulkWriteException):
+        raise
     except ConnectionFailure as exc:  # server selection, AutoReconnect, NetworkTimeout
         deadline = exc.timeout and not isinstance(exc, ServerSelectionTimeoutError)
         raise StoreUnavailable(
             f"database unavailable: {type(exc).__name__}", deadline=deadline
         ) from exc
+    except OperationFailure as exc:
+        # The server answered and failed the command (`ok: 0`, or `writeConcernError`); a
+        # passed `maxTimeMS` is a deadline like the driver's own.
+        what = "deadline passed" if exc.timeout else "failed the command"
+        raise StoreUnavailable(
+            f"database {what}: {_message(exc)}",
+            deadline=exc.timeout,
+            answered=True,
+            refused=not (exc.timeout or _server_state(exc)),
+        ) from exc
     except PyMongoError as exc:
         if not exc.timeout:
             raise
-        # A deadline passed (timeoutMS, or the server's maxTimeMS): the operation may still
-        # complete on the server; the web edge says so on a write (outcome unknown).
+        # A deadline passed (timeoutMS): the operation may still complete on the server; the
+        # web edge says so on a write (outcome unknown).
         raise StoreUnavailable(
             f"database deadline passed: {type(exc).__name__}", deadline=True
         ) from exc
+
+
+# Command errors that speak of the server, not of what the command carried: the retryable
+# writes spec's codes (a primary stepping down or shutting down, a host or the network gone)
+# and a full disk. The server may also say so with a label.
+_SERVER_STATE_CODES = frozenset(
+    {6, 7, 89, 91, 134, 189, 262, 9001, 10058, 10107, 11600, 11602, 13435, 13436, 14031}
+)
+_TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
+
+
+def _server_state(exc: OperationFailure) -> bool:
+    """Whether the error is the server's state (the same command will pass once it changes),
+    rather than a refusal of what this command carried (`StoreUnavailable.refused`)."""
+    return (
+        isinstance(exc, WriteConcernError)
+        or exc.code in _SERVER_STATE_CODES
+        or any(exc.has_error_label(label) for label in _TRANSIENT_LABELS)
+    )
+
+
+def _message(exc: OperationFailure) -> str:
+    """The server's code name and code (what an operator looks up), and its message."""
+    details = exc.details or {}
+    concern = details.get("writeConcernError")
+    if isinstance(exc, WriteConcernError) and isinstance(concern, dict):
+        details = concern
+    name = details.get("codeName") or type(exc).__name__
+    message = str(details.get("errmsg") or exc)[:200]
+    return f"{name} ({exc.code}): {message}"
 
 
 DUPLICATE_KEY = 11000  # the server's error code for a key that exists
@@ -98,9 +161,7 @@ async def insert_new(collection: Collection, docs: Sequence[Doc]) -> int:
         with translate_errors():
             result = await collection.insert_many(list(docs), ordered=False)
     except BulkWriteError as exc:
-        if not only_duplicates(exc):
-            errors = exc.details.get("writeErrors", [])
-            raise StoreUnavailable(f"bulk insert failed: {errors[:1]}") from exc
+        bulk_failure(exc)
         return int(exc.details.get("nInserted", 0))
     return len(result.inserted_ids)
 
@@ -155,6 +216,27 @@ def unjournaled(collection: Collection) -> Collection:
 
 def without_journal(concern: WriteConcern) -> WriteConcern:
     return WriteConcern(**{**concern.document, "j": False})
+
+
+def bulk_failure(exc: BulkWriteError) -> None:
+    """Raise what a bulk write's failure means, unless it failed only on duplicate keys (what
+    an idempotent repeat runs into): StoreUnavailable when its write concern failed (the
+    writes were applied, not known to be durable), InvalidPayload when the server refused a
+    document for what it holds (the translation of `translate_errors`)."""
+    if only_duplicates(exc):
+        return
+    if exc.details.get("writeConcernErrors"):
+        concern = exc.details["writeConcernErrors"][0]
+        raise StoreUnavailable(
+            f"database failed the command: {concern.get('codeName')} ({concern.get('code')}): "
+            f"{str(concern.get('errmsg'))[:200]}",
+            answered=True,
+        ) from exc
+    refused = next(e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY)
+    raise InvalidPayload(
+        f"the database refused the document: {refused.get('codeName', '')} "
+        f"({refused.get('code')}): {str(refused.get('errmsg'))[:200]}"
+    ) from exc
 
 
 def only_duplicates(exc: BulkWriteError) -> bool:

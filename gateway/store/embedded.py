@@ -124,9 +124,17 @@ class EmbeddedServer:
     answers, stops it. `start()` again after a crash reuses the port, so clients reconnect."""
 
     def __init__(
-        self, storage_path: Path | str, *, host: str = "127.0.0.1", cache_size: str = "256M"
+        self,
+        storage_path: Path | str,
+        *,
+        host: str = "127.0.0.1",
+        cache_size: str = "256M",
+        test_commands: bool = False,
     ) -> None:
+        """`test_commands`: the server's test-only commands (`configureFailPoint`, for fault
+        injection in the tests); off, as on mongod, for the gateway's own database."""
         self.storage_path = Path(storage_path)
+        self.test_commands = test_commands
         self.host = host
         self.cache_size = cache_size
         self.port = 0
@@ -176,6 +184,7 @@ class EmbeddedServer:
             "WARNING",
             "--cache-size",
             self.cache_size,
+            *(["--enable-test-commands"] if self.test_commands else []),
         ]
         try:
             with self._log_path.open("ab") as log_file:  # the child keeps its own handle

@@ -31,7 +31,7 @@ from pymongo import AsyncMongoClient, DeleteOne, InsertOne, UpdateOne
 from pymongo.errors import ClientBulkWriteException, InvalidOperation
 from pymongo.results import ClientBulkWriteResult
 
-from gateway.errors import Conflict, StoreUnavailable
+from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
 from gateway.store.client import (
     DUPLICATE_KEY,
     Collection,
@@ -235,16 +235,23 @@ def _settle(
     failure: Any,
 ) -> None:
     """Give one write its outcome: its own error, its result, or StoreUnavailable when the
-    command failed as a whole before reporting on it."""
+    command failed as a whole before reporting on it, or its write concern failed (the write
+    was applied, but is not known to be durable: no one may hear it is stored)."""
     if error is not None:
         if error.get("code") == DUPLICATE_KEY:
             pending.done.set_exception(Conflict("a resource with this key already exists"))
-        else:
-            detail = str(error.get("errmsg", error))[:200]
-            pending.done.set_exception(StoreUnavailable(f"write refused: {detail}"))
+        else:  # refused for what it holds, as `translate_errors` has it
+            detail = f"{error.get('codeName', '')} ({error.get('code')}): {error.get('errmsg')}"
+            message = f"the database refused the document: {detail[:200]}"
+            pending.done.set_exception(InvalidPayload(message))
         return
     count = pending.write.count_in(result, index)
-    if count is None:
+    if isinstance(failure, list) and failure:  # the round's write concern errors
+        concern = failure[0] if isinstance(failure[0], dict) else {"errmsg": str(failure[0])}
+        detail = f"{concern.get('codeName', '')} ({concern.get('code')}): {concern.get('errmsg')}"
+        message = f"database failed the command: {detail[:200]}"
+        pending.done.set_exception(StoreUnavailable(message, answered=True))
+    elif count is None:
         detail = str(failure)[:200]
         pending.done.set_exception(StoreUnavailable(f"write outcome unknown: {detail}"))
     else:
@@ -252,6 +259,6 @@ def _settle(
 
 
 def _unavailable(exc: BaseException) -> Exception:
-    if isinstance(exc, Conflict | StoreUnavailable):
+    if isinstance(exc, Conflict | InvalidPayload | StoreUnavailable):
         return exc
     return StoreUnavailable(f"database write failed: {type(exc).__name__}")

@@ -81,8 +81,9 @@ class DatabaseHealth(TopologyListener):
         """An operation failed for want of the database. No server or a lost connection: known
         down until a ping passes (the prober starts at once; on a healthy database that takes
         milliseconds). A deadline passed: maybe only a slow query under load, so the prober
-        decides (a ping with a short deadline) before anything is refused."""
-        if error.deadline:
+        decides (a ping with a short deadline) before anything is refused; so does a command
+        the server answered with an error (it is reachable: a ping says if it still serves)."""
+        if error.deadline or error.answered:
             self._suspect.set()
         else:
             self.mark_down("probe", error.detail)

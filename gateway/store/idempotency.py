@@ -96,12 +96,17 @@ class IdempotencyStore:
                 {"$set": {"state": "done", "status": status, "body": body}},
             )
 
-    async def release(self, tenant: str, trigger_id: str, key: str) -> None:
-        """Forget a marker whose call failed, so a retry is processed afresh."""
+    async def release(
+        self, tenant: str, trigger_id: str, key: str, *, created_at: datetime | None = None
+    ) -> bool:
+        """Forget a marker whose call failed, so a retry is processed afresh; with
+        `created_at`, only the marker claimed then (not one a later call took over). Whether
+        one was there to forget."""
+        query: Doc = {"_id": record_id(trigger_id, key), "state": "pending"}
+        if created_at is not None:
+            query["created_at"] = created_at
         with translate_errors():
-            await self._c.delete_one(
-                scoped(tenant, {"_id": record_id(trigger_id, key), "state": "pending"})
-            )
+            return (await self._c.delete_one(scoped(tenant, query))).deleted_count == 1
 
     async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
         with translate_errors():
