@@ -476,13 +476,16 @@ async def run(args: argparse.Namespace) -> None:
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
             base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
+            ready = time.monotonic() + 120  # slower to start under tracemalloc
+            while True:
                 try:
                     async with session.get(base + "/readyz") as r:
                         if r.status == 200:
                             break
                 except aiohttp.ClientError:
                     pass
+                if time.monotonic() > ready or gateway.poll() is not None:
+                    raise SystemExit(f"the gateway did not become ready: see {data_dir}")
                 await asyncio.sleep(0.1)
             admin = issue_admin_token(
                 KeyRing.from_secret(SECRET),
