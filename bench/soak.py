@@ -1,12 +1,13 @@
 """Soak: a real `gateway serve` (embedded database) under a mixed load at 70% of its measured
 peak for a long time, loopback only. Not a CI test: run it by hand before a release.
 
-    python bench/soak.py [--minutes 10] [--fraction 0.7] [--window 30] [--tracemalloc DIR]
+    python bench/soak.py [--mix entities|positions] [--minutes 10] [--fraction 0.7]
+                         [--window 30] [--tracemalloc DIR]
 
-Mix (per request drawn at random): 55% trigger POST (an upsert of one of 500 vehicles whose
-odometer moves, so every call writes, emits `entity.updated` and creates a delivery), 20%
-trigger GET by plate, 15% admin reads (entity list, delivery list), 10% admin GET of one
-vehicle. Every delivery goes to a local partner that answers 200 at once.
+Mix `entities` (the default; per request drawn at random): 55% trigger POST (an upsert of one
+of 500 vehicles whose odometer moves, so every call writes, emits `entity.updated` and creates
+a delivery), 20% trigger GET by plate, 15% admin reads (entity list, delivery list), 10%
+admin GET of one vehicle. Every delivery goes to a local partner that answers 200 at once.
 
 1. peak: a closed loop with 16 concurrent clients for 20 s; its rate is the peak.
 2. soak: an open loop at `fraction` x peak (requests due at fixed times; latency counted
@@ -15,6 +16,21 @@ Each window prints: requests, errors, p50/p99 latency, RSS of the gateway and of
 database, the CPU each used (% of one core), relay lag (now minus the newest relayed event's
 time) and delivery lag p99 (a delivery's arrival at the partner minus its event's time). The
 summary compares the first and last windows.
+
+Mix `positions`: every request is one fix posted to a position trigger (bench/fix_mapping.yaml,
+the tracker payload of ../shared/bench) for one of 1,000 vehicles drawn at random, made as
+post_fix.lua and fixed_rate.py make them (vehicle i circles its own centre, 2 km radius, 54
+km/h; device time the wall clock, at least 0.5 s after its previous fix): every fix passes the
+fold's quality gates and moves the odometer. Three authorized circles (20, 40, 60 km) and a
+restricted rectangle with a 30 s dwell cut some of the vehicles' circles, and a maintenance
+plan (every 5 km, due soon 1 km before) watches the whole fleet, so the fold emits geofence
+crossings and maintenance announcements; they are delivered to the local partner. The peak is
+counted until the fold has caught up with the fixes appended. Each window prints requests,
+errors, p50/p99, RSS and CPU of both processes, the fold lag (`gateway_fleet_fold_lag_seconds`
+over the window: its mean, and the upper bound of the bucket holding its p99), the age of the
+oldest inbox document not folded (`gateway_fleet_fold_oldest_waiting_seconds`), the fixes
+stored so far (`gateway_fixes_total{outcome="appended"}`), and the fleet events the partner
+received in the window.
 
 `--tracemalloc DIR` runs the gateway under tracemalloc (`PYTHONTRACEMALLOC`, frames set by
 `--frames`; it runs slower, so its peak is lower) and takes a snapshot once the soak has run
@@ -26,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import os
 import random
 import signal
@@ -46,12 +64,25 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import plate
+from bench._common import SHARED_BENCH, plate
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 
 SECRET = "soak-secret-key-0123456789abcdef0123456789abcdef"
 VEHICLES = 500
+FLEET = 1000  # the position mix's vehicles
+BENCH = Path(__file__).resolve().parent
+SCHEMA = BENCH.parent / "tests" / "data" / "position_schema.json"
+RADIUS_M, SPEED_MS, DEGREE_M = 2000.0, 15.0, 111_195.0  # as in post_fix.lua and fixed_rate.py
+FLEET_EVENTS = ["vehicle.geofence.*", "vehicle.maintenance.*"]
+_POSITION_HEADER = (
+    "window_s  requests  errors  p50_ms  p99_ms  rss_gateway_mib  rss_db_mib  cpu_gateway_pct"
+    "  cpu_db_pct  fold_lag_mean_s  fold_lag_p99_le_s  fold_oldest_s  fixes_stored  events"
+)
+_POSITION_ROW = (
+    "{:8d}  {:8d}  {:6d}  {:6.1f}  {:6.1f}  {:15.1f}  {:10.1f}  {:15.0f}  {:10.0f}"
+    "  {:15.3f}  {:17.3f}  {:13.2f}  {:12.0f}  {:6d}"
+)
 _ROW = (
     "{:8d}  {:8d}  {:6d}  {:6.1f}  {:6.1f}  {:15.1f}  {:10.1f}  {:11.2f}  {:18.2f}"
     "  {:15.0f}  {:10.0f}"
@@ -92,12 +123,15 @@ class Partner:
     def __init__(self) -> None:
         self.window = Window()
         self.received = 0
+        self.types: dict[str, int] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         occurred = datetime.fromisoformat(body["occurred_at"])
         self.window.delivery_lags.append((datetime.now(UTC) - occurred).total_seconds())
         self.received += 1
+        kind = str(body.get("type"))
+        self.types[kind] = self.types.get(kind, 0) + 1
         return web.json_response({})
 
 
@@ -193,9 +227,193 @@ class Soak:
         return (datetime.now(UTC) - newest).total_seconds()
 
 
-async def peak(soak: Soak, partner: Partner, seconds: float) -> float:
+def place(i: int, ms: int) -> tuple[float, float]:
+    """Where vehicle `i` is at `ms` (Unix milliseconds): post_fix.lua's circle."""
+    clat = -23.55052 + (i % 40) * 0.05
+    clon = -46.633308 + (i // 40) * 0.05
+    angle = i + (ms / 1000.0) * SPEED_MS / RADIUS_M
+    lat = clat + RADIUS_M * math.sin(angle) / DEGREE_M
+    lon = clon + RADIUS_M * math.cos(angle) / (DEGREE_M * math.cos(math.radians(clat)))
+    return round(lat, 6), round(lon, 6)
+
+
+def fleet_rules() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The geofences and the maintenance plan of the position mix. The vehicles' centres are
+    a 40 x 25 grid 0.05 degrees apart from (-23.55, -46.63); each fence's border cuts the
+    circles of some of them, which then cross it now and then."""
+    mid_lat, mid_lon = -23.55052 + 20 * 0.05, -46.633308 + 12 * 0.05
+    fences: list[dict[str, Any]] = [
+        {
+            "name": f"soak ring {km} km",
+            "kind": "authorized",
+            "circle": {"lat": mid_lat, "lon": mid_lon, "radius_m": km * 1000},
+            "group": "soak",
+        }
+        for km in (20, 40, 60)
+    ]
+    west, east, south, north = -46.40, -46.00, -23.30, -22.90
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    fences.append(
+        {
+            "name": "soak restricted area",
+            "kind": "restricted",
+            "polygon": {"type": "Polygon", "coordinates": [ring]},
+            "dwell_seconds": 30,
+        }
+    )
+    plan = {"name": "soak service", "every_km": 5, "due_soon_km": 1}
+    return fences, plan
+
+
+class PositionSoak:
+    """The position mix: one fix per request (see the module's docstring)."""
+
+    def __init__(self, base: str, session: aiohttp.ClientSession, admin: str) -> None:
+        self.base, self.session = base, session
+        self.admin = {"Authorization": f"Bearer {admin}"}
+        self.window = Window()
+        self.payload = json.loads((SHARED_BENCH / "position_payload.json").read_text())
+        self.last: dict[int, int] = {}  # vehicle → its previous fix's device time (ms)
+        self.url, self.hook = "", {}
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session.request(method, self.base + path, **kwargs) as response:
+            data = await response.json(content_type=None)
+            return response.status, data
+
+    async def setup(self, partner_url: str) -> None:
+        post = self.admin
+        for i in range(0, FLEET, 50):
+            answers = await asyncio.gather(
+                *(
+                    self.call(
+                        "POST",
+                        "/api/v1/entities/vehicle",
+                        json={"plate": plate(n), "group": "soak"},
+                        headers=post,
+                    )
+                    for n in range(i, i + 50)
+                )
+            )
+            assert all(status == 201 for status, _ in answers), answers
+        async with self.session.post(
+            self.base + "/api/v1/mappings",
+            data=(BENCH / "fix_mapping.yaml").read_bytes(),
+            headers={**post, "Content-Type": "application/yaml"},
+        ) as response:
+            assert response.status == 201, await response.text()
+        spec = {
+            "name": "soak fixes",
+            "target": "positions",
+            "methods": ["POST"],
+            "mapping": "bench-fix",
+            "input_schema": json.loads(SCHEMA.read_text()),
+        }
+        status, trigger = await self.call("POST", "/api/v1/triggers", json=spec, headers=post)
+        assert status == 201, trigger
+        self.url = f"/hooks/{trigger['id']}"
+        self.hook = {"Authorization": f"Bearer {trigger['token']}"}
+        fences, plan = fleet_rules()
+        for fence in fences:
+            status, body = await self.call("POST", "/api/v1/geofences", json=fence, headers=post)
+            assert status == 201, body
+        status, body = await self.call("POST", "/api/v1/maintenance-plans", json=plan, headers=post)
+        assert status == 201, body
+        body = {"name": "sink", "base_url": partner_url, "auth": {"type": "none"}}
+        _, partner = await self.call("POST", "/api/v1/partners", json=body, headers=post)
+        action = {
+            "name": "push",
+            "partner_id": partner["id"],
+            "method": "POST",
+            "path": "/events",
+            "mode": "deliver",
+        }
+        _, action_doc = await self.call("POST", "/api/v1/actions", json=action, headers=post)
+        sub = {"action_id": action_doc["id"], "event_types": FLEET_EVENTS}
+        status, body = await self.call("POST", "/api/v1/subscriptions", json=sub, headers=post)
+        assert status == 201, body
+
+    def fix(self, i: int) -> dict[str, Any]:
+        """A new fix of vehicle `i`, as post_fix.lua makes it."""
+        ms = max(int(time.time() * 1000), self.last.get(i, 0) + 500)
+        self.last[i] = ms
+        lat, lon = place(i, ms)
+        at = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+        body = json.loads(json.dumps(self.payload))
+        body["device"]["plate"] = plate(i)
+        body["position"].update(latitude=lat, longitude=lon, fixTime=at.replace("+00:00", "Z"))
+        return body
+
+    async def one(self, rng: random.Random) -> bool:
+        body = self.fix(rng.randrange(FLEET))
+        status, _ = await self.call("POST", self.url, json=body, headers=self.hook)
+        return status < 400
+
+    async def timed(self, rng: random.Random, due: float) -> None:
+        try:
+            ok = await self.one(rng)
+        except (aiohttp.ClientError, TimeoutError):
+            ok = False
+        self.window.latencies.append(time.perf_counter() - due)
+        if not ok:
+            self.window.errors += 1
+
+    async def metrics(self) -> dict[str, list[tuple[str, float]]]:
+        """The gateway's metrics: name → [(labels, value)] (empty when they cannot be read)."""
+        try:
+            async with self.session.get(self.base + "/metrics") as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return {}
+        out: dict[str, list[tuple[str, float]]] = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            name, _, labels = head.partition("{")
+            out.setdefault(name, []).append((labels, float(value)))
+        return out
+
+
+def _total(metrics: dict[str, list[tuple[str, float]]], name: str, *labels: str) -> float:
+    """The sum of a metric's series whose labels hold every one of `labels`."""
+    return sum(v for got, v in metrics.get(name, []) if all(want in got for want in labels))
+
+
+def _fold_lag(
+    old: dict[str, list[tuple[str, float]]], new: dict[str, list[tuple[str, float]]]
+) -> tuple[float, float]:
+    """The fold lag over a window from two readings of its histogram: (mean, the upper bound
+    of the bucket that holds the 99th percentile); NaN when nothing was folded."""
+    name = "gateway_fleet_fold_lag_seconds"
+    count = _total(new, name + "_count") - _total(old, name + "_count")
+    if count <= 0:
+        return float("nan"), float("nan")
+    mean = (_total(new, name + "_sum") - _total(old, name + "_sum")) / count
+    buckets: dict[float, float] = {}
+    for reading, sign in ((new, 1), (old, -1)):
+        for labels, value in reading.get(name + "_bucket", []):
+            le = float(labels.split('le="')[1].split('"')[0])
+            buckets[le] = buckets.get(le, 0.0) + sign * value
+    p99 = next((le for le in sorted(buckets) if buckets[le] >= 0.99 * count), math.inf)
+    return mean, p99
+
+
+def _folded(metrics: dict[str, list[tuple[str, float]]]) -> float:
+    """Fixes the fold has judged: taken (accepted, late) or refused by a quality gate."""
+    taken = _total(metrics, "gateway_fleet_fixes_folded_total", 'outcome="accepted"')
+    taken += _total(metrics, "gateway_fleet_fixes_folded_total", 'outcome="late"')
+    return taken + _total(metrics, "gateway_fleet_fixes_rejected_total")
+
+
+def _appended(metrics: dict[str, list[tuple[str, float]]]) -> float:
+    return _total(metrics, "gateway_fixes_total", 'outcome="appended"')
+
+
+async def peak(soak: Soak | PositionSoak, partner: Partner, seconds: float) -> float:
     """The sustainable rate of the mix: requests of a closed loop divided by the time until
-    the deliveries they caused have all arrived (the async work is part of the cost)."""
+    the deliveries they caused have all arrived, or (positions) until the fold has judged
+    every fix appended (the async work is part of the cost)."""
     rng = random.Random(1)
     done = 0
     end = time.perf_counter() + seconds
@@ -208,7 +426,12 @@ async def peak(soak: Soak, partner: Partner, seconds: float) -> float:
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(16)))
-    while partner.received < soak.posts and time.perf_counter() < started + 10 * seconds:
+    while time.perf_counter() < started + 10 * seconds:
+        if isinstance(soak, Soak):
+            if partner.received >= soak.posts:
+                break
+        elif _folded(now := await soak.metrics()) >= _appended(now):
+            break
         await asyncio.sleep(0.1)
     return done / (time.perf_counter() - started)
 
@@ -253,13 +476,16 @@ async def run(args: argparse.Namespace) -> None:
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
             base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
+            ready = time.monotonic() + 120  # slower to start under tracemalloc
+            while True:
                 try:
                     async with session.get(base + "/readyz") as r:
                         if r.status == 200:
                             break
                 except aiohttp.ClientError:
                     pass
+                if time.monotonic() > ready or gateway.poll() is not None:
+                    raise SystemExit(f"the gateway did not become ready: see {data_dir}")
                 await asyncio.sleep(0.1)
             admin = issue_admin_token(
                 KeyRing.from_secret(SECRET),
@@ -268,7 +494,7 @@ async def run(args: argparse.Namespace) -> None:
                 subject="soak",
                 ttl=parse_ttl("1d"),
             )
-            soak = Soak(base, session, admin)
+            soak = (PositionSoak if args.mix == "positions" else Soak)(base, session, admin)
             await soak.setup(f"http://127.0.0.1:{partner_port}")
             top = await peak(soak, partner, args.peak_seconds)
             rate = top * args.fraction
@@ -278,7 +504,10 @@ async def run(args: argparse.Namespace) -> None:
                 flush=True,
             )
             db_pid = int((data_dir / "db.pid").read_text())
-            await _soak(soak, partner, rate, args, gateway.pid, db_pid)
+            if isinstance(soak, PositionSoak):
+                await _soak_positions(soak, partner, rate, args, gateway.pid, db_pid)
+            else:
+                await _soak(soak, partner, rate, args, gateway.pid, db_pid)
     finally:
         await runner.cleanup()
         gateway.send_signal(signal.SIGTERM)
@@ -358,6 +587,96 @@ async def _soak(
     )
 
 
+async def _soak_positions(
+    soak: PositionSoak,
+    partner: Partner,
+    rate: float,
+    args: argparse.Namespace,
+    gateway_pid: int,
+    db_pid: int,
+) -> None:
+    """The open loop of the position mix; its own columns (see the module's docstring)."""
+    rng = random.Random(2)
+    start = time.perf_counter()
+    end = start + args.minutes * 60
+    pending: set[asyncio.Task[None]] = set()
+    rows = []
+    print(_POSITION_HEADER, flush=True)
+    n, next_report = 0, start + args.window
+    snapshots: list[Path] = []
+    soak.window = Window()
+    received = partner.received
+    cpu = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
+    metrics = await soak.metrics()
+    while (now := time.perf_counter()) < end:
+        due = start + n / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        task = asyncio.create_task(soak.timed(rng, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        n += 1
+        if time.perf_counter() >= next_report:
+            w = soak.window
+            used = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
+            busy = [(u - c) / args.window * 100 for u, c in zip(used, cpu, strict=True)]
+            cpu = used
+            latest = await soak.metrics()
+            lag_mean, lag_p99 = _fold_lag(metrics, latest) if latest else (math.nan,) * 2
+            metrics = latest or metrics
+            row = (
+                round(next_report - start),
+                len(w.latencies),
+                w.errors,
+                _pct(w.latencies, 0.5) * 1000,
+                _pct(w.latencies, 0.99) * 1000,
+                _rss_mib(gateway_pid),
+                _rss_mib(db_pid),
+                *busy,
+                lag_mean,
+                lag_p99,
+                _total(latest, "gateway_fleet_fold_oldest_waiting_seconds") if latest else math.nan,
+                _appended(latest) if latest else math.nan,
+                partner.received - received,
+            )
+            received = partner.received
+            rows.append(row)
+            print(_POSITION_ROW.format(*row), flush=True)
+            soak.window = Window()
+            next_report += args.window
+            if args.tracemalloc and not snapshots and next_report - start > 60:
+                snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, 1))
+    await asyncio.gather(*pending)
+    if args.tracemalloc:
+        snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, len(snapshots) + 1))
+        _compare(snapshots[0], snapshots[-1], _rss_mib(gateway_pid))
+    caught_up = time.perf_counter() + 60
+    while _folded(latest := await soak.metrics()) < _appended(latest):
+        if time.perf_counter() > caught_up:
+            break
+        await asyncio.sleep(0.2)
+    total = sum(r[1] for r in rows)
+    errors = sum(r[2] for r in rows)
+    outcomes = ", ".join(
+        f"{labels.split(chr(34))[1]} {v:.0f}"
+        for labels, v in latest.get("gateway_fleet_fixes_folded_total", [])
+    )
+    types = ", ".join(f"{k} {v}" for k, v in sorted(partner.types.items()))
+    print(
+        f"\nsummary: {total} requests, {errors} errors ({errors / max(total, 1):.4%}); "
+        f"p99 first/last window {rows[0][4]:.1f}/{rows[-1][4]:.1f} ms, "
+        f"median of windows {statistics.median(r[4] for r in rows):.1f} ms; "
+        f"RSS gateway {rows[0][5]:.0f} -> {rows[-1][5]:.0f} MiB, "
+        f"database {rows[0][6]:.0f} -> {rows[-1][6]:.0f} MiB; "
+        f"fold lag p99 max {_finite_max(r[10] for r in rows):.3f} s (bucket bound); "
+        f"{_appended(latest):.0f} fixes stored, {_folded(latest):.0f} judged by the fold "
+        f"(folded: {outcomes or 'none'}; "
+        f"refused by a gate {_total(latest, 'gateway_fleet_fixes_rejected_total'):.0f}); "
+        f"events received: {types or 'none'}",
+        flush=True,
+    )
+
+
 async def _snapshot(directory: str, pid: int, n: int) -> Path:
     """Ask the gateway for its n-th tracemalloc snapshot and wait until it is written."""
     path = Path(directory) / f"snapshot-{n}.pickle"
@@ -394,6 +713,7 @@ def _finite_max(values: Any) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mix", choices=["entities", "positions"], default="entities")
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--fraction", type=float, default=0.7)
     parser.add_argument("--window", type=float, default=30)

@@ -17,6 +17,7 @@ from gateway.doorbell import Doorbell
 from gateway.entities import Origin
 from gateway.errors import StoreUnavailable
 from gateway.fleet.fold import Fold, FoldSettings
+from gateway.fleet.geometry import haversine_m
 from gateway.fleet.odometer import TrackPoint
 from gateway.services import Services
 from gateway.store import Doc
@@ -383,6 +384,34 @@ async def test_a_deleted_geofence_or_plan_leaves_the_vehicles_fold_state(client:
     await services.fold.run_until_idle()
     after = await services.store.fleet.state(TENANT, vehicle)
     assert after is not None and after["state"]["fences"] == {} and after["state"]["plans"] == {}
+
+
+async def test_a_vehicle_folded_beside_one_whose_fix_made_an_event_keeps_being_folded(
+    client: Any,
+) -> None:
+    """A pass in which one vehicle leaves a fence (an event) and another only drives on: the
+    other one is not taken for deleted by the passes that follow (its state, odometer and
+    fixes go on), found by bench/soak.py --mix positions."""
+    services = client.app[services_key]
+    leaving = (await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"}))["id"]
+    driving = (await post(client, "/api/v1/entities/vehicle", {"plate": "XYZ9876"}))["id"]
+    points = route_points()[:60]
+    circle = {"lat": points[0].lat, "lon": points[0].lon, "radius_m": 500}
+    await post(
+        client, "/api/v1/geofences", {"name": "depot", "kind": "authorized", "circle": circle}
+    )
+    away = [replace(p, lat=p.lat + 1) for p in points]  # far from the fence: never crosses
+    await append(services, leaving, points[:40])
+    await append(services, driving, away[:30])
+    await services.fold.run_until_idle()
+    (exited,) = await events_of(services, "vehicle.geofence.exited")
+    assert exited["entity"]["id"] == leaving
+    await append(services, driving, away[30:])
+    await services.fold.run_until_idle()
+    state = await services.store.fleet.state(TENANT, driving)
+    assert state is not None and state["state"]["last"]["lat"] == away[-1].lat
+    driven = sum(haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in itertools.pairwise(away))
+    assert (await vehicle_data(services, driving))["odometer_km"] * 1000 == _approx(driven, 0.01)
 
 
 async def test_a_parked_vehicle_comes_due_by_time_on_the_folds_clock(client: Any) -> None:

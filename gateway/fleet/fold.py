@@ -648,6 +648,8 @@ class Fold(ShardedJob):
         until, now = time.monotonic() + self._config.vehicle_seconds, datetime.now(UTC)
         events = []
         for folding in passes:
+            if not folding.entries:  # not read here: its cached entity stands
+                continue
             tenant, vehicle_id = folding.key
             self._vehicles[vehicle_id] = (until, fresh.get(vehicle_id))
             doc = fresh.get(vehicle_id)
