@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from gateway.mapping import (
     validate_file,
 )
 from gateway.mapping.expressions import Run, compile_expression
-from gateway.mapping.limits import MAX_FIELDS, MAX_LIST_ITEMS
+from gateway.mapping.limits import MAX_FIELDS, MAX_LIST_ITEMS, MAX_NESTED_ITEM_FIELDS
 from gateway.mapping.units import UNITS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1123,3 +1124,37 @@ def test_items_inside_each_element_keep_their_elements_fields() -> None:
 def test_bad_nested_items_are_located(items: str, where: str, keyword: str) -> None:
     text = NESTED.replace("{from: data, each: gps, as: point}", items)
     assert (where, keyword) in {(p.pointer, p.keyword) for p in problems_of(text)}
+
+
+def test_items_inside_items_stop_at_the_batch_limit_without_building_every_item() -> None:
+    """One outer element with far more inner elements than the batch limit: refused without
+    copying the outer element once per inner element (a 1 MiB body could list 100,000s)."""
+    mapping = load_mapping(NESTED)
+    outer = {f"field{i}": i for i in range(50)}
+    page = {"data": [{**outer, "id": "a", "gps": [{"t": 1}] * 20_000}]}
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidPayload) as caught:
+            mapping.items(page)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.problems[0].keyword == "limit"
+    assert peak < 2_000_000, f"{peak:,} bytes built for a page refused"
+
+
+def test_items_inside_items_refuse_a_page_whose_items_would_copy_too_many_fields() -> None:
+    """Each item copies its outer element's fields: 1,000 items of an outer element with
+    100,000 fields (a body under 1 MiB) would be 100,000,000 of them, gigabytes. The copies
+    are bounded (MAX_NESTED_ITEM_FIELDS) and a page over it is a `limit` problem, refused
+    before any is made."""
+    mapping = load_mapping(NESTED)
+    wide = {f"field{i}": i for i in range(MAX_NESTED_ITEM_FIELDS // MAX_LIST_ITEMS + 1)}
+    page = {"data": [{**wide, "id": "a", "gps": [{"t": 1}] * MAX_LIST_ITEMS}]}
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.items(page)
+    problem = caught.value.problems[0]
+    assert problem.keyword == "limit" and "fields" in problem.message
+    # Within the bound, the same page with fewer fields per outer element passes.
+    narrow = {"data": [{"id": "a", "gps": [{"t": 1}] * MAX_LIST_ITEMS}]}
+    assert len(mapping.items(narrow)) == MAX_LIST_ITEMS

@@ -9,7 +9,7 @@ from ..errors import FieldProblem, InvalidPayload
 from .casts import to_string
 from .compiler import AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .expressions import Run
-from .limits import MAX_LIST_ITEMS
+from .limits import MAX_LIST_ITEMS, MAX_NESTED_ITEM_FIELDS
 from .model import (
     Direction,
     EvalError,
@@ -166,6 +166,7 @@ class CompiledMapping:
         list: the outer element with that element under `as` (an outer without the list, or
         with an empty one, gives none)."""
         items: list[Any] = []
+        fields = 0  # copied into the items: each is a copy of its outer element
         for index, outer in enumerate(outers):
             if outer is None:
                 continue
@@ -177,11 +178,23 @@ class CompiledMapping:
                 elements = inner.each(outer, Run())
             except EvalError as error:
                 raise self._error(error, "items") from None
-            for element in elements if isinstance(elements, list) else [elements]:
-                if element is not None:
-                    items.append({**outer, inner.name: element})
-            if len(items) > MAX_LIST_ITEMS:
-                break  # refused by the caller's limit, without building more
+            listed = elements if isinstance(elements, list) else [elements]
+            present = [element for element in listed if element is not None]
+            # Bounded before anything is copied: one outer element may list 100,000s.
+            if len(items) + len(present) > MAX_LIST_ITEMS:
+                count = len(items) + len(present)
+                message = f"{count:,} items or more, more than the limit of {MAX_LIST_ITEMS:,}"
+                problem = FieldProblem("", message, "limit", {"target": "items"})
+                raise payload_error(self.name, [problem], 0)
+            fields += (len(outer) + 1) * len(present)
+            if fields > MAX_NESTED_ITEM_FIELDS:
+                message = (
+                    f"the items would copy more than {MAX_NESTED_ITEM_FIELDS:,} fields of their "
+                    f"outer elements, the limit"
+                )
+                problem = FieldProblem("", message, "limit", {"target": "items"})
+                raise payload_error(self.name, [problem], 0)
+            items.extend({**outer, inner.name: element} for element in present)
         return items
 
     def apply(self, payload: Any, *, secrets: dict[str, Any] | None = None) -> MappedDocument:

@@ -25,6 +25,9 @@ MAX_PROBLEMS = 100
 # Evaluation time (a payload over a limit is rejected with keyword "limit"):
 MAX_LIST_ITEMS = 1_000
 """Elements of a batch (`items`) or of a list mapped with `each`."""
+MAX_NESTED_ITEM_FIELDS = 1_000_000
+"""Fields the items of `items: {from, each, as}` carry together: each item is a copy of its
+outer element (1,000 items of an element with 100,000 fields would be gigabytes)."""
 MAX_STEPS = 100_000
 """Work for one item: JMESPath nodes visited, values built by multi-selects, `each` elements."""
 MAX_STRING_LENGTH = 65_536
