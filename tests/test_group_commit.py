@@ -11,10 +11,11 @@ import pytest
 from bson import ObjectId
 
 from gateway.entities import Origin
-from gateway.errors import Conflict
+from gateway.errors import Conflict, InvalidPayload
 from gateway.services import Services
 from gateway.store.group_commit import GroupCommit
 from gateway.web.state import services_key
+from tests.support import auth
 from tests.triggers_support import VEHICLE, Client, create_trigger, hook
 
 ADMIN = Origin("admin", "tester")
@@ -87,3 +88,52 @@ async def test_a_refused_write_fails_alone_in_its_round_trip(
     assert outcomes[2:] == [1, 0]  # matched: the one that exists, not the one that does not
     assert (await collection.find_one({"_id": taken}))["n"] == 3
     assert await commits.delete(collection, {"n": 1}) == 1
+
+
+@pytest.mark.parametrize(
+    "unstorable",
+    [{"a\u0000b": 1}, {"odometer": 2**64 - 1}],
+    ids=["NUL in a key", "integer past 8 bytes"],
+)
+async def test_a_document_bson_cannot_hold_fails_alone_in_its_round_trip(
+    services: Services, unstorable: dict[str, Any]
+) -> None:
+    """Found while encoding the round's bulkWrite, before anything is sent: only its own
+    writer hears it (a 422), the others of the round (other requests, other tenants) are
+    stored, not answered that their document cannot be stored."""
+    collection: Any = services.store.db["group_commit_probe"]
+    commits = GroupCommit(services.store.db.client)
+    # Two writes leave alone (two rounds in flight); the rest share the third round.
+    good = [{"_id": ObjectId(), "n": n} for n in range(5)]
+    outcomes = await asyncio.gather(
+        *(commits.insert(collection, doc) for doc in good[:2]),
+        commits.insert(collection, {"_id": ObjectId(), **unstorable}),
+        *(commits.insert(collection, doc) for doc in good[2:]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[2], InvalidPayload), outcomes[2]
+    assert outcomes[:2] + outcomes[3:] == [None] * 5, outcomes
+    assert await collection.count_documents({"_id": {"$in": [d["_id"] for d in good]}}) == 5
+
+
+async def test_an_admin_write_bson_cannot_hold_is_a_422_and_concurrent_writes_are_stored(
+    client: Client, services: Services
+) -> None:
+    """An attribute with an integer past 8 bytes (JSON allows it): 422, never a 500; and the
+    requests that share its round trip are answered 201, not with its problem."""
+
+    async def create(plate: str, attributes: dict[str, Any]) -> Any:
+        body = {**VEHICLE, "plate": plate, "attributes": attributes}
+        return await client.post("/api/v1/entities/vehicle", json=body, headers=auth())
+
+    alone = await create("BIG1A11", {"odometer_raw": 2**64 - 1})
+    assert alone.status == 422, await alone.text()
+    assert "8-byte" in (await alone.json())["detail"]
+    plates = [_plate(i) for i in range(12)]
+    answers = await asyncio.gather(
+        *(create(p, {"n": i}) for i, p in enumerate(plates)),
+        create("BIG1A12", {"a\u0000b": 1}),
+    )
+    assert [a.status for a in answers] == [201] * len(plates) + [422]
+    for plate in plates:
+        assert (await services.entities.get("acme", "vehicle", plate))["data"]["plate"] == plate

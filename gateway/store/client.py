@@ -90,6 +90,8 @@ def translate_errors(
         raise Conflict(conflict_detail) from None
     except InvalidDocument as exc:  # e.g. a key with a NUL byte: BSON cannot hold it
         raise InvalidPayload(f"the document cannot be stored: {exc}") from None
+    except OverflowError as exc:  # an integer past 8 bytes (JSON allows it): BSON neither
+        raise InvalidPayload(f"the document cannot be stored: {exc}") from None
     except WriteError as exc:
         raise InvalidPayload(f"the database refused the document: {_message(exc)}") from None
     except (BulkWriteError, ClientBulkWriteException):

@@ -169,6 +169,12 @@ class GroupCommit:
                 except InvalidOperation as exc:  # a server before 8.0
                     log.warning("no client-level bulkWrite (%s): writes go one by one", exc)
                     self._bulk_supported = False
+                except InvalidPayload:
+                    # A document BSON cannot hold, found while encoding the command (before
+                    # it was sent, unless the round filled more than one 48 MB message): one
+                    # by one, so that only its own writer hears of it, not the whole round
+                    # (other requests, other tenants).
+                    pass
             await asyncio.gather(*(self._alone(pending) for pending in batch))
         except BaseException as exc:
             for pending in batch:
