@@ -208,3 +208,43 @@ async def test_the_dry_run_shows_the_alternative_the_item_has_and_the_entity_it_
     assert [c["field"] for c in by_id["entity"]["changes"]] == ["odometer_km"]
     assert by_plate["key"] == {"plate": "XYZ9A87"}
     assert by_plate["entity"]["write"] == "create"
+
+
+CHECKLIST_BY_DRIVER = """
+name: checklist-by-driver
+direction: inbound
+entity_type: other
+kind: checklist
+key: {first_of: [key, driver_cpf]}
+emit: [checklist.completed]
+fields:
+  key: checklistId
+  driver_cpf: {from: cpf, transforms: [digits]}
+"""
+
+
+async def test_a_lookup_key_finds_only_entities_of_the_triggers_kind(client: Client) -> None:
+    """A checklist trigger whose item is found by its driver's CPF (a lookup) never reaches a
+    fine that carries the same CPF: the trigger writes checklists only."""
+    fine = {
+        "kind": "fine",
+        "key": "AIT123",
+        "ait_number": "AIT123",
+        "plate": "ABC1D23",
+        "amount_brl": 195.23,
+        "status": "open",
+        "driver_cpf": "52998224725",
+    }
+    created = await client.post("/api/v1/entities/other", json=fine, headers=auth())
+    assert created.status == 201, await created.text()
+    await upload_mapping(client, CHECKLIST_BY_DRIVER)
+    trigger = await create_trigger(
+        client, entity_type="other", kind="checklist", mapping="checklist-by-driver"
+    )
+
+    status, answer = await hook(client, trigger, {"cpf": "529.982.247-25"})
+
+    assert status == 422, answer  # no checklist of that driver
+    assert answer["errors"][0]["keyword"] == "not_found"
+    stored = await client.get("/api/v1/entities/other/fine:AIT123", headers=auth())
+    assert (await stored.json())["version"] == 1

@@ -213,6 +213,8 @@ class MappingDryRun:
             except InvalidPayload:
                 return None
             return await self._store.entities.get(tenant, etype, nk=nk)
+        if etype == "other" and "kind" in document:  # of the kind written, as a write has it
+            key = {**key, "kind": document["kind"]}
         found = await self._store.entities.find(tenant, etype, key, after=None, limit=1)
         return found[0] if found else None
 

@@ -224,8 +224,11 @@ class Pipeline:
             with stage("entity"):
                 self._schemas.natural_key(etype, fields)
             return fields
+        # Among the entities of the kind being written (a trigger's kind, `_with_kind`): an
+        # `other` of another kind that carries the same value is not this one.
+        lookup = {**key, "kind": fields["kind"]} if etype == "other" and "kind" in fields else key
         with stage("mapping"):  # a lookup value the mapping made unusable
-            found = await self._entities.find(tenant, etype, key, after=None, limit=2)
+            found = await self._entities.find(tenant, etype, lookup, after=None, limit=2)
         if len(found) != 1:
             described = ", ".join(f"{k} {v!r}" for k, v in key.items())
             message = f"{'no' if not found else 'more than one'} {etype} with {described}"
