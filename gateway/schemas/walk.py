@@ -29,6 +29,10 @@ class SchemaTooComplex(ValueError):
 @dataclass(slots=True)
 class _Budget:
     left: int = MAX_VISITS
+    # `has_path`'s answers by (subschema, the path's parts left, depth): a walk that meets a
+    # subschema again with the same rest of the path (its anyOf arms $ref the same recursive
+    # definition) answers from here instead of walking it again, exponentially.
+    answers: dict[tuple[int, int, int], bool] = field(default_factory=dict)
 
     def spend(self) -> None:
         self.left -= 1
@@ -123,11 +127,25 @@ def _has(
 ) -> bool:
     if node is False or depth > _MAX_DEPTH:
         return False
-    budget.spend()
     if not parts or node is True:
         return True
     if not isinstance(node, Mapping):
         return False
+    state = (id(node), len(parts), depth)  # `parts` is always a suffix of the walk's path
+    known = budget.answers.get(state)
+    if known is None:
+        budget.spend()
+        known = budget.answers[state] = _has_here(root, node, parts, depth, budget)
+    return known
+
+
+def _has_here(
+    root: Mapping[str, Any],
+    node: Mapping[str, Any],
+    parts: Sequence[str],
+    depth: int,
+    budget: _Budget,
+) -> bool:
     # A $ref and allOf arms constrain the same instance (all must allow the path); anyOf and
     # oneOf need one arm that allows it.
     if not all(_has(root, sub, parts, depth + 1, budget) for sub in _conjuncts(root, node)):
