@@ -597,6 +597,16 @@ _KEYED = "name: k\ndirection: inbound\nentity_type: vehicle\nkey: {}\nfields: {{
             "/fields/plate/transforms/0/parse_number",
             "transform",
         ),
+        (  # a digit or a sign as a separator would change the number, not read it
+            HEAD + "fields:\n  plate: {from: p, transforms: [{parse_number: {thousands: '0'}}]}\n",
+            "/fields/plate/transforms/0/parse_number",
+            "transform",
+        ),
+        (
+            HEAD + "fields:\n  plate: {from: p, transforms: [{parse_number: {thousands: '-'}}]}\n",
+            "/fields/plate/transforms/0/parse_number",
+            "transform",
+        ),
         (_KEYED.format("{first_of: []}"), "/key/first_of", "key"),
         (_KEYED.format("{first_of: [plate, [plate]]}"), "/key/first_of", "key"),
         (_KEYED.format("{first_of: [plate, [id, x]]}"), "/key/first_of/1/1", "key"),

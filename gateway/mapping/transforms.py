@@ -217,6 +217,7 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
         and len(thousands) <= 1
         and len(decimal) == 1
         and thousands != decimal
+        and not set(thousands + decimal) & set("0123456789+-eE")  # part of a number's text
     ):
         report("thousands (at most one character) and decimal (one) must be separators")
         return None
