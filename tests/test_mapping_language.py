@@ -1168,3 +1168,18 @@ def test_items_inside_items_refuse_a_page_whose_items_would_copy_too_many_fields
     # Within the bound, the same page with fewer fields per outer element passes.
     narrow = {"data": [{"id": "a", "gps": [{"t": 1}] * MAX_LIST_ITEMS}]}
     assert len(mapping.items(narrow)) == MAX_LIST_ITEMS
+
+
+def test_items_inside_items_share_one_work_budget_across_the_outer_elements() -> None:
+    """`each` is evaluated once per outer element: each within the work limit, 10,000 outer
+    elements in a 1 MiB body would be minutes of one process's CPU for a page that gives no
+    item. The walk is one evaluation, like an `items` expression: over the limit, a `limit`
+    problem."""
+    burn = "[@,@,@,@,@,@,@,@,@,@][] | [@,@,@,@,@,@,@,@,@,@][] | [@,@,@,@,@,@,@,@,@,@][]"
+    each = f"gps | {burn} | [?t == `-1`]"  # 60,000 steps or so, and nothing left
+    mapping = load_mapping(NESTED.replace("each: gps", f"each: '{each}'"))
+    one = {"id": "a", "gps": [{"t": 1}] * 10}
+    assert mapping.items({"data": [one]}) == []  # alone, within the limit
+    with pytest.raises(InvalidPayload) as caught:
+        mapping.items({"data": [one] * 3})
+    assert caught.value.problems[0].keyword == "limit"

@@ -167,6 +167,7 @@ class CompiledMapping:
         with an empty one, gives none)."""
         items: list[Any] = []
         fields = 0  # copied into the items: each is a copy of its outer element
+        run = Run()  # one work budget for the walk, as for an `items` expression
         for index, outer in enumerate(outers):
             if outer is None:
                 continue
@@ -175,7 +176,7 @@ class CompiledMapping:
                 problem = FieldProblem("", message, "type", {"target": "items"})
                 raise payload_error(self.name, [problem], 0)
             try:
-                elements = inner.each(outer, Run())
+                elements = inner.each(outer, run)
             except EvalError as error:
                 raise self._error(error, "items") from None
             listed = elements if isinstance(elements, list) else [elements]
