@@ -70,6 +70,7 @@ FAULTS = [
     Fault("HostUnreachable", {"errorCode": 6}),
     Fault("HostUnreachable-labelled", {"errorCode": 6, "errorLabels": ["RetryableWriteError"]}),
     Fault("OutOfDiskSpace", {"errorCode": 14031}),
+    Fault("WriteConflict", {"errorCode": 112}),
     Fault("BadValue", {"errorCode": 2}),
     Fault(
         "WriteConcernFailed",
@@ -87,8 +88,8 @@ FAULTS = [
 ]
 # The background loops get one of each kind.
 LOOP_FAULTS = [f for f in FAULTS if f.name in {
-    "ShutdownInProgress-labelled", "HostUnreachable", "OutOfDiskSpace", "WriteConcernFailed",
-    "closeConnection", "blockConnection",
+    "ShutdownInProgress-labelled", "HostUnreachable", "OutOfDiskSpace", "WriteConflict",
+    "WriteConcernFailed", "closeConnection", "blockConnection",
 }]  # fmt: skip
 
 

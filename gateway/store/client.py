@@ -122,10 +122,12 @@ def translate_errors(
 
 
 # Command errors that speak of the server, not of what the command carried: the retryable
-# writes spec's codes (a primary stepping down or shutting down, a host or the network gone)
-# and a full disk. The server may also say so with a label.
+# writes spec's codes (a primary stepping down or shutting down, a host or the network gone),
+# a full disk, and contention that passes (a lock wait timed out, a write conflict, an
+# operation interrupted). The server may also say so with a label.
 _SERVER_STATE_CODES = frozenset(
-    {6, 7, 89, 91, 134, 189, 262, 9001, 10058, 10107, 11600, 11602, 13435, 13436, 14031}
+    {6, 7, 24, 89, 91, 112, 134, 189, 262, 9001, 10058, 10107, 11600, 11601, 11602, 13435, 13436}
+    | {14031}
 )
 _TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
 
