@@ -110,6 +110,21 @@ async def test_the_first_alternative_the_item_has_decides_even_when_it_has_a_pla
     assert sorted(v["plate"] for v in await entities(client)) == ["ABC1D23", "XYZ9A87"]
 
 
+async def test_an_empty_tracker_id_is_no_identifier_and_the_plate_finds_the_vehicle(
+    client: Client,
+) -> None:
+    await _vehicle(client, "ABC1D23", tracker_id="4711")
+    trigger = await _trigger(client, TRACKER_FIRST)
+
+    status, answer = await hook(client, trigger, {"deviceId": "", "placa": "ABC1D23", "km": 7})
+
+    assert status == 200, answer
+    assert answer["key"] == "ABC1D23" and "odometer_km" in answer["changed"]
+    assert (await _get(client, "ABC1D23"))["odometer_km"] == 7
+    status, problem = await hook(client, trigger, {"deviceId": "", "km": 7})
+    assert status == 422 and problem["errors"][0]["keyword"] == "key", problem
+
+
 async def test_a_tracker_id_finds_only_the_tenants_own_vehicle(client: Client) -> None:
     await _vehicle(client, "ABC1D23", tenant="other", tracker_id="4711")
     trigger = await _trigger(client, PLATE_FIRST)

@@ -282,17 +282,19 @@ class CompiledMapping:
 
 def _key(alternatives: Key, document: dict[str, Any], run: Run, prefix: str = "") -> Any:
     """The values of the key's first alternative whose targets all have one (`first_of`); a
-    problem when the item has none (its missing fields, or the alternatives it lacks)."""
+    problem when the item has none (its missing fields, or the alternatives it lacks). An
+    empty text is no identifier: a tracker that sends `"deviceId": ""` is found by the next
+    alternative."""
     for fields in alternatives:
         key = {name: _dig(document, name) for name in fields}
-        if all(value is not None for value in key.values()):
+        if all(_present(value) for value in key.values()):
             return key
     if not alternatives:
         return {}
     failed = {p.extra.get("target") for p in run.problems}  # their own failure is listed
     if len(alternatives) == 1:
         for name in alternatives[0]:
-            if _dig(document, name) is None and prefix + name not in failed:
+            if not _present(_dig(document, name)) and prefix + name not in failed:
                 record(run, EvalError("key", f"key field {name!r} has no value"), prefix + name)
         return {}
     if any(prefix + name in failed for fields in alternatives for name in fields):
@@ -301,6 +303,10 @@ def _key(alternatives: Key, document: dict[str, Any], run: Run, prefix: str = ""
     message = f"the item has none of the key's alternatives: {described}"
     record(run, EvalError("key", message), f"{prefix}key")
     return {}
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
 
 
 def _static_forward(guards: tuple[Guard, ...]) -> Forward | None:
