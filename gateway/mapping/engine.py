@@ -147,18 +147,14 @@ class CompiledMapping:
             except EvalError as error:
                 raise self._error(error, "items") from None
             if found is None:
-                problem = FieldProblem(
-                    "", "the payload has no items", "required", {"target": "items"}
-                )
-                raise payload_error(self.name, [problem], 0)
+                raise self._items_problem("the payload has no items", "required")
         if not isinstance(found, list):
             found = [found]
         if self._plan.inner is not None:
             found = self._inner_items(found, self._plan.inner)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
-            problem = FieldProblem("", message, "limit", {"target": "items"})
-            raise payload_error(self.name, [problem], 0)
+            raise self._items_problem(message, "limit")
         return found
 
     def _inner_items(self, outers: list[Any], inner: Inner) -> list[Any]:
@@ -173,8 +169,7 @@ class CompiledMapping:
                 continue
             if not isinstance(outer, dict):
                 message = f"element {index} of items' from is not an object"
-                problem = FieldProblem("", message, "type", {"target": "items"})
-                raise payload_error(self.name, [problem], 0)
+                raise self._items_problem(message, "type")
             try:
                 elements = inner.each(outer, run)
             except EvalError as error:
@@ -185,16 +180,14 @@ class CompiledMapping:
             if len(items) + len(present) > MAX_LIST_ITEMS:
                 count = len(items) + len(present)
                 message = f"{count:,} items or more, more than the limit of {MAX_LIST_ITEMS:,}"
-                problem = FieldProblem("", message, "limit", {"target": "items"})
-                raise payload_error(self.name, [problem], 0)
+                raise self._items_problem(message, "limit")
             fields += (len(outer) + 1) * len(present)
             if fields > MAX_NESTED_ITEM_FIELDS:
                 message = (
                     f"the items would copy more than {MAX_NESTED_ITEM_FIELDS:,} fields of their "
                     f"outer elements, the limit"
                 )
-                problem = FieldProblem("", message, "limit", {"target": "items"})
-                raise payload_error(self.name, [problem], 0)
+                raise self._items_problem(message, "limit")
             items.extend({**outer, inner.name: element} for element in present)
         return items
 
@@ -273,6 +266,11 @@ class CompiledMapping:
     def _need(self, direction: Direction) -> None:
         if self._plan.direction != direction:
             raise TypeError(f"mapping {self.name!r} is {self._plan.direction}, not {direction}")
+
+    def _items_problem(self, message: str, keyword: str) -> InvalidPayload:
+        """The payload's items cannot be had (none, too many, not objects)."""
+        problem = FieldProblem("", message, keyword, {"target": "items"})
+        return payload_error(self.name, [problem], 0)
 
     def _error(self, error: EvalError, target: str) -> InvalidPayload:
         run = Run()

@@ -15,7 +15,7 @@ from gateway.fleet.fix import parse_fix
 from gateway.kinds import KindService
 from gateway.mapping import CompiledMapping, MappedDocument, MappedTarget, read_sample
 from gateway.mapping_files.source import MappingSource
-from gateway.schemas.registry import SchemaRegistry, is_natural_key
+from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key
 from gateway.store import Doc, Store
 
 # (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None.
@@ -213,9 +213,8 @@ class MappingDryRun:
             except InvalidPayload:
                 return None
             return await self._store.entities.get(tenant, etype, nk=nk)
-        if etype == "other" and "kind" in document:  # of the kind written, as a write has it
-            key = {**key, "kind": document["kind"]}
-        found = await self._store.entities.find(tenant, etype, key, after=None, limit=1)
+        lookup = lookup_key(etype, document, key)
+        found = await self._store.entities.find(tenant, etype, lookup, after=None, limit=1)
         return found[0] if found else None
 
 

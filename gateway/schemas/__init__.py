@@ -11,6 +11,7 @@ from gateway.schemas.registry import (
     SchemaRegistry,
     default_schema_dir,
     is_natural_key,
+    lookup_key,
     reference_field,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "compile_schema",
     "default_schema_dir",
     "is_natural_key",
+    "lookup_key",
     "reference_field",
 ]

@@ -48,6 +48,17 @@ def is_natural_key(entity_type: str, fields: Collection[str]) -> bool:
     return set(NATURAL_KEYS.get(entity_type, ())) - {"kind"} <= set(fields)
 
 
+def lookup_key(
+    entity_type: str, document: Mapping[str, Any], key: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a key that is not the natural key (a tracker id) looks the entity up by: its
+    values, and for an `other` the kind being written (an `other` of another kind that carries
+    the same value is not this one). The write and the dry run find the same entity."""
+    if entity_type == "other" and "kind" in document:
+        return {**key, "kind": document["kind"]}
+    return dict(key)
+
+
 def reference_field(entity_type: str) -> str:
     """The field a reference names an entity by: plate, cpf, cnpj, or an `other`'s key."""
     fields = NATURAL_KEYS.get(entity_type)

@@ -148,9 +148,26 @@ def _message(exc: OperationFailure) -> str:
     concern = details.get("writeConcernError")
     if isinstance(exc, WriteConcernError) and isinstance(concern, dict):
         details = concern
-    name = details.get("codeName") or type(exc).__name__
-    message = str(details.get("errmsg") or exc)[:200]
-    return f"{name} ({exc.code}): {message}"
+    return server_error(
+        {"codeName": type(exc).__name__, "code": exc.code, "errmsg": exc, **details}
+    )
+
+
+def server_error(error: Mapping[str, Any]) -> str:
+    """A server's error document (a write error, a write concern error) as a log and problem
+    detail: its code name and code, and its message."""
+    message = str(error.get("errmsg") or "")[:200]
+    return f"{error.get('codeName') or ''} ({error.get('code')}): {message}"
+
+
+def refused(error: Mapping[str, Any]) -> InvalidPayload:
+    """A write error on one document: the server refused it for what it holds."""
+    return InvalidPayload(f"the database refused the document: {server_error(error)}")
+
+
+def concern_failed(concern: Mapping[str, Any]) -> StoreUnavailable:
+    """A failed write concern: the writes were applied, but are not known to be durable."""
+    return StoreUnavailable(f"database failed the command: {server_error(concern)}", answered=True)
 
 
 DUPLICATE_KEY = 11000  # the server's error code for a key that exists
@@ -230,17 +247,9 @@ def bulk_failure(exc: BulkWriteError) -> None:
     if only_duplicates(exc):
         return
     if exc.details.get("writeConcernErrors"):
-        concern = exc.details["writeConcernErrors"][0]
-        raise StoreUnavailable(
-            f"database failed the command: {concern.get('codeName')} ({concern.get('code')}): "
-            f"{str(concern.get('errmsg'))[:200]}",
-            answered=True,
-        ) from exc
-    refused = next(e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY)
-    raise InvalidPayload(
-        f"the database refused the document: {refused.get('codeName', '')} "
-        f"({refused.get('code')}): {str(refused.get('errmsg'))[:200]}"
-    ) from exc
+        raise concern_failed(exc.details["writeConcernErrors"][0]) from exc
+    error = next(e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY)
+    raise refused(error) from exc
 
 
 def only_duplicates(exc: BulkWriteError) -> bool:

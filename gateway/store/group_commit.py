@@ -36,6 +36,8 @@ from gateway.store.client import (
     DUPLICATE_KEY,
     Collection,
     Doc,
+    concern_failed,
+    refused,
     translate_errors,
     unjournaled,
     without_journal,
@@ -247,16 +249,12 @@ def _settle(
         if error.get("code") == DUPLICATE_KEY:
             pending.done.set_exception(Conflict("a resource with this key already exists"))
         else:  # refused for what it holds, as `translate_errors` has it
-            detail = f"{error.get('codeName', '')} ({error.get('code')}): {error.get('errmsg')}"
-            message = f"the database refused the document: {detail[:200]}"
-            pending.done.set_exception(InvalidPayload(message))
+            pending.done.set_exception(refused(error))
         return
     count = pending.write.count_in(result, index)
     if isinstance(failure, list) and failure:  # the round's write concern errors
         concern = failure[0] if isinstance(failure[0], dict) else {"errmsg": str(failure[0])}
-        detail = f"{concern.get('codeName', '')} ({concern.get('code')}): {concern.get('errmsg')}"
-        message = f"database failed the command: {detail[:200]}"
-        pending.done.set_exception(StoreUnavailable(message, answered=True))
+        pending.done.set_exception(concern_failed(concern))
     elif count is None:
         detail = str(failure)[:200]
         pending.done.set_exception(StoreUnavailable(f"write outcome unknown: {detail}"))

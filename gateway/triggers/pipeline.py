@@ -19,7 +19,7 @@ from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
-from gateway.schemas import SchemaRegistry, is_natural_key, reference_field
+from gateway.schemas import SchemaRegistry, is_natural_key, lookup_key, reference_field
 from gateway.schemas.compiled import invalid
 from gateway.triggers.compiled import CompiledTrigger
 
@@ -224,9 +224,7 @@ class Pipeline:
             with stage("entity"):
                 self._schemas.natural_key(etype, fields)
             return fields
-        # Among the entities of the kind being written (a trigger's kind, `_with_kind`): an
-        # `other` of another kind that carries the same value is not this one.
-        lookup = {**key, "kind": fields["kind"]} if etype == "other" and "kind" in fields else key
+        lookup = lookup_key(etype, fields, key)  # of the kind being written (`_with_kind`)
         with stage("mapping"):  # a lookup value the mapping made unusable
             found = await self._entities.find(tenant, etype, lookup, after=None, limit=2)
         if len(found) != 1:
