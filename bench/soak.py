@@ -54,10 +54,11 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -514,6 +515,86 @@ async def run(args: argparse.Namespace) -> None:
         gateway.wait(60)
 
 
+class _Mix(Protocol):
+    window: Window
+
+    async def timed(self, rng: random.Random, due: float) -> None: ...
+
+
+async def _open_loop(
+    mix: _Mix,
+    rate: float,
+    args: argparse.Namespace,
+    gateway_pid: int,
+    db_pid: int,
+    header: str,
+    row: str,
+    columns: Callable[[Window, list[float]], Awaitable[tuple[Any, ...]]],
+) -> list[tuple[Any, ...]]:
+    """Requests due at fixed times, `rate` a second for `args.minutes`; a row a window, printed
+    with `row`: its end (s), requests, errors, p50 and p99 (ms), the RSS of the gateway and of
+    the database (MiB), then the mix's own `columns` (given the window and the CPU the gateway
+    and the database used in it, % of a core). With --tracemalloc: a snapshot once the soak has
+    run 60 s and one at the end, compared."""
+    rng = random.Random(2)
+    start = time.perf_counter()
+    end = start + args.minutes * 60
+    pending: set[asyncio.Task[None]] = set()
+    rows: list[tuple[Any, ...]] = []
+    print(header, flush=True)
+    n, next_report = 0, start + args.window
+    snapshots: list[Path] = []
+    mix.window = Window()
+    cpu = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
+    while (now := time.perf_counter()) < end:
+        due = start + n / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        task = asyncio.create_task(mix.timed(rng, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        n += 1
+        if time.perf_counter() >= next_report:
+            w = mix.window
+            used = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
+            busy = [(u - c) / args.window * 100 for u, c in zip(used, cpu, strict=True)]
+            cpu = used
+            line = (
+                round(next_report - start),
+                len(w.latencies),
+                w.errors,
+                _pct(w.latencies, 0.5) * 1000,
+                _pct(w.latencies, 0.99) * 1000,
+                _rss_mib(gateway_pid),
+                _rss_mib(db_pid),
+                *await columns(w, busy),
+            )
+            rows.append(line)
+            print(row.format(*line), flush=True)
+            mix.window = Window()
+            next_report += args.window
+            if args.tracemalloc and not snapshots and next_report - start > 60:
+                snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, 1))
+    await asyncio.gather(*pending)
+    if args.tracemalloc:
+        snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, len(snapshots) + 1))
+        _compare(snapshots[0], snapshots[-1], _rss_mib(gateway_pid))
+    return rows
+
+
+def _summary(rows: list[tuple[Any, ...]]) -> str:
+    """What every mix's summary starts with: requests, errors, p99 and RSS over the run."""
+    total = sum(r[1] for r in rows)
+    errors = sum(r[2] for r in rows)
+    return (
+        f"\nsummary: {total} requests, {errors} errors ({errors / max(total, 1):.4%}); "
+        f"p99 first/last window {rows[0][4]:.1f}/{rows[-1][4]:.1f} ms, "
+        f"median of windows {statistics.median(r[4] for r in rows):.1f} ms; "
+        f"RSS gateway {rows[0][5]:.0f} -> {rows[-1][5]:.0f} MiB, "
+        f"database {rows[0][6]:.0f} -> {rows[-1][6]:.0f} MiB; "
+    )
+
+
 async def _soak(
     soak: Soak,
     partner: Partner,
@@ -522,65 +603,20 @@ async def _soak(
     gateway_pid: int,
     db_pid: int,
 ) -> None:
-    rng = random.Random(2)
-    start = time.perf_counter()
-    end = start + args.minutes * 60
-    pending: set[asyncio.Task[None]] = set()
-    rows = []
-    print(
+    header = (
         "window_s  requests  errors  p50_ms  p99_ms  rss_gateway_mib  rss_db_mib  "
-        "relay_lag_s  delivery_lag_p99_s  cpu_gateway_pct  cpu_db_pct",
-        flush=True,
+        "relay_lag_s  delivery_lag_p99_s  cpu_gateway_pct  cpu_db_pct"
     )
-    n, next_report = 0, start + args.window
-    snapshots: list[Path] = []
-    soak.window, partner.window = Window(), Window()
-    cpu = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
-    while (now := time.perf_counter()) < end:
-        due = start + n / rate
-        if due > now:
-            await asyncio.sleep(due - now)
-        task = asyncio.create_task(soak.timed(rng, due))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        n += 1
-        if time.perf_counter() >= next_report:
-            lag = await soak.relay_lag()
-            w, d = soak.window, partner.window
-            used = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
-            busy = [(u - c) / args.window * 100 for u, c in zip(used, cpu, strict=True)]
-            cpu = used
-            row = (
-                round(next_report - start),
-                len(w.latencies),
-                w.errors,
-                _pct(w.latencies, 0.5) * 1000,
-                _pct(w.latencies, 0.99) * 1000,
-                _rss_mib(gateway_pid),
-                _rss_mib(db_pid),
-                lag,
-                _pct(d.delivery_lags, 0.99),
-                *busy,
-            )
-            rows.append(row)
-            print(_ROW.format(*row), flush=True)
-            soak.window, partner.window = Window(), Window()
-            next_report += args.window
-            if args.tracemalloc and not snapshots and next_report - start > 60:
-                snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, 1))
-    await asyncio.gather(*pending)
-    if args.tracemalloc:
-        snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, len(snapshots) + 1))
-        _compare(snapshots[0], snapshots[-1], _rss_mib(gateway_pid))
-    total = sum(r[1] for r in rows)
-    errors = sum(r[2] for r in rows)
+
+    async def columns(window: Window, busy: list[float]) -> tuple[Any, ...]:
+        lag = await soak.relay_lag()
+        delivered, partner.window = partner.window, Window()
+        return (lag, _pct(delivered.delivery_lags, 0.99), *busy)
+
+    partner.window = Window()
+    rows = await _open_loop(soak, rate, args, gateway_pid, db_pid, header, _ROW, columns)
     print(
-        f"\nsummary: {total} requests, {errors} errors ({errors / max(total, 1):.4%}); "
-        f"p99 first/last window {rows[0][4]:.1f}/{rows[-1][4]:.1f} ms, "
-        f"median of windows {statistics.median(r[4] for r in rows):.1f} ms; "
-        f"RSS gateway {rows[0][5]:.0f} -> {rows[-1][5]:.0f} MiB, "
-        f"database {rows[0][6]:.0f} -> {rows[-1][6]:.0f} MiB; "
-        f"relay lag max {_finite_max(r[7] for r in rows):.2f} s; "
+        _summary(rows) + f"relay lag max {_finite_max(r[7] for r in rows):.2f} s; "
         f"delivery lag p99 max {_finite_max(r[8] for r in rows):.2f} s; "
         f"{partner.received} deliveries received",
         flush=True,
@@ -596,79 +632,40 @@ async def _soak_positions(
     db_pid: int,
 ) -> None:
     """The open loop of the position mix; its own columns (see the module's docstring)."""
-    rng = random.Random(2)
-    start = time.perf_counter()
-    end = start + args.minutes * 60
-    pending: set[asyncio.Task[None]] = set()
-    rows = []
-    print(_POSITION_HEADER, flush=True)
-    n, next_report = 0, start + args.window
-    snapshots: list[Path] = []
-    soak.window = Window()
     received = partner.received
-    cpu = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
     metrics = await soak.metrics()
-    while (now := time.perf_counter()) < end:
-        due = start + n / rate
-        if due > now:
-            await asyncio.sleep(due - now)
-        task = asyncio.create_task(soak.timed(rng, due))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        n += 1
-        if time.perf_counter() >= next_report:
-            w = soak.window
-            used = (_cpu_seconds(gateway_pid), _cpu_seconds(db_pid))
-            busy = [(u - c) / args.window * 100 for u, c in zip(used, cpu, strict=True)]
-            cpu = used
-            latest = await soak.metrics()
-            lag_mean, lag_p99 = _fold_lag(metrics, latest) if latest else (math.nan,) * 2
-            metrics = latest or metrics
-            row = (
-                round(next_report - start),
-                len(w.latencies),
-                w.errors,
-                _pct(w.latencies, 0.5) * 1000,
-                _pct(w.latencies, 0.99) * 1000,
-                _rss_mib(gateway_pid),
-                _rss_mib(db_pid),
-                *busy,
-                lag_mean,
-                lag_p99,
-                _total(latest, "gateway_fleet_fold_oldest_waiting_seconds") if latest else math.nan,
-                _appended(latest) if latest else math.nan,
-                partner.received - received,
-            )
-            received = partner.received
-            rows.append(row)
-            print(_POSITION_ROW.format(*row), flush=True)
-            soak.window = Window()
-            next_report += args.window
-            if args.tracemalloc and not snapshots and next_report - start > 60:
-                snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, 1))
-    await asyncio.gather(*pending)
-    if args.tracemalloc:
-        snapshots.append(await _snapshot(args.tracemalloc, gateway_pid, len(snapshots) + 1))
-        _compare(snapshots[0], snapshots[-1], _rss_mib(gateway_pid))
+
+    async def columns(window: Window, busy: list[float]) -> tuple[Any, ...]:
+        nonlocal received, metrics
+        latest = await soak.metrics()
+        lag_mean, lag_p99 = _fold_lag(metrics, latest) if latest else (math.nan,) * 2
+        metrics = latest or metrics
+        events, received = partner.received - received, partner.received
+        return (
+            *busy,
+            lag_mean,
+            lag_p99,
+            _total(latest, "gateway_fleet_fold_oldest_waiting_seconds") if latest else math.nan,
+            _appended(latest) if latest else math.nan,
+            events,
+        )
+
+    rows = await _open_loop(
+        soak, rate, args, gateway_pid, db_pid, _POSITION_HEADER, _POSITION_ROW, columns
+    )
     caught_up = time.perf_counter() + 60
     while _folded(latest := await soak.metrics()) < _appended(latest):
         if time.perf_counter() > caught_up:
             break
         await asyncio.sleep(0.2)
-    total = sum(r[1] for r in rows)
-    errors = sum(r[2] for r in rows)
     outcomes = ", ".join(
         f"{labels.split(chr(34))[1]} {v:.0f}"
         for labels, v in latest.get("gateway_fleet_fixes_folded_total", [])
     )
     types = ", ".join(f"{k} {v}" for k, v in sorted(partner.types.items()))
     print(
-        f"\nsummary: {total} requests, {errors} errors ({errors / max(total, 1):.4%}); "
-        f"p99 first/last window {rows[0][4]:.1f}/{rows[-1][4]:.1f} ms, "
-        f"median of windows {statistics.median(r[4] for r in rows):.1f} ms; "
-        f"RSS gateway {rows[0][5]:.0f} -> {rows[-1][5]:.0f} MiB, "
-        f"database {rows[0][6]:.0f} -> {rows[-1][6]:.0f} MiB; "
-        f"fold lag p99 max {_finite_max(r[10] for r in rows):.3f} s (bucket bound); "
+        _summary(rows) + f"fold lag p99 max {_finite_max(r[10] for r in rows):.3f} s "
+        f"(bucket bound); "
         f"{_appended(latest):.0f} fixes stored, {_folded(latest):.0f} judged by the fold "
         f"(folded: {outcomes or 'none'}; "
         f"refused by a gate {_total(latest, 'gateway_fleet_fixes_rejected_total'):.0f}); "
