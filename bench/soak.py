@@ -58,7 +58,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -136,20 +136,40 @@ class Partner:
         return web.json_response({})
 
 
-class Soak:
+class _Mix:
+    """A mix of requests: the gateway's address and admin token, the window being measured,
+    and one request drawn at a time (`one`), timed from when it was due."""
+
     def __init__(self, base: str, session: aiohttp.ClientSession, admin: str) -> None:
         self.base, self.session = base, session
         self.admin = {"Authorization": f"Bearer {admin}"}
-        self.trigger: dict[str, Any] = {}
-        self.odometer = 0
         self.window = Window()
-        self.vehicle_ids: list[str] = []
-        self.posts = 0  # each one changes a vehicle: one delivery to the partner
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         async with self.session.request(method, self.base + path, **kwargs) as response:
             data = await response.json(content_type=None)
             return response.status, data
+
+    async def one(self, rng: random.Random) -> bool:
+        raise NotImplementedError
+
+    async def timed(self, rng: random.Random, due: float) -> None:
+        try:
+            ok = await self.one(rng)
+        except (aiohttp.ClientError, TimeoutError):
+            ok = False
+        self.window.latencies.append(time.perf_counter() - due)
+        if not ok:
+            self.window.errors += 1
+
+
+class Soak(_Mix):
+    def __init__(self, base: str, session: aiohttp.ClientSession, admin: str) -> None:
+        super().__init__(base, session, admin)
+        self.trigger: dict[str, Any] = {}
+        self.odometer = 0
+        self.vehicle_ids: list[str] = []
+        self.posts = 0  # each one changes a vehicle: one delivery to the partner
 
     async def setup(self, partner_url: str) -> None:
         status, self.trigger = await self.call(
@@ -207,15 +227,6 @@ class Soak:
             )
         return status < 400
 
-    async def timed(self, rng: random.Random, due: float) -> None:
-        try:
-            ok = await self.one(rng)
-        except (aiohttp.ClientError, TimeoutError):
-            ok = False
-        self.window.latencies.append(time.perf_counter() - due)
-        if not ok:
-            self.window.errors += 1
-
     async def relay_lag(self) -> float:
         """Now minus the newest relayed event's time (NaN when it cannot be read)."""
         try:
@@ -266,21 +277,14 @@ def fleet_rules() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return fences, plan
 
 
-class PositionSoak:
+class PositionSoak(_Mix):
     """The position mix: one fix per request (see the module's docstring)."""
 
     def __init__(self, base: str, session: aiohttp.ClientSession, admin: str) -> None:
-        self.base, self.session = base, session
-        self.admin = {"Authorization": f"Bearer {admin}"}
-        self.window = Window()
+        super().__init__(base, session, admin)
         self.payload = json.loads((SHARED_BENCH / "position_payload.json").read_text())
         self.last: dict[int, int] = {}  # vehicle → its previous fix's device time (ms)
         self.url, self.hook = "", {}
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.session.request(method, self.base + path, **kwargs) as response:
-            data = await response.json(content_type=None)
-            return response.status, data
 
     async def setup(self, partner_url: str) -> None:
         post = self.admin
@@ -349,15 +353,6 @@ class PositionSoak:
         body = self.fix(rng.randrange(FLEET))
         status, _ = await self.call("POST", self.url, json=body, headers=self.hook)
         return status < 400
-
-    async def timed(self, rng: random.Random, due: float) -> None:
-        try:
-            ok = await self.one(rng)
-        except (aiohttp.ClientError, TimeoutError):
-            ok = False
-        self.window.latencies.append(time.perf_counter() - due)
-        if not ok:
-            self.window.errors += 1
 
     async def metrics(self) -> dict[str, list[tuple[str, float]]]:
         """The gateway's metrics: name → [(labels, value)] (empty when they cannot be read)."""
@@ -513,12 +508,6 @@ async def run(args: argparse.Namespace) -> None:
         await runner.cleanup()
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(60)
-
-
-class _Mix(Protocol):
-    window: Window
-
-    async def timed(self, rng: random.Random, due: float) -> None: ...
 
 
 async def _open_loop(
