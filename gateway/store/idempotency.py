@@ -1,15 +1,18 @@
 """The `idempotency` collection: the first answer to a trigger call, by Idempotency-Key.
 
 A record is `{_id: "<trigger id>:<sha256 of the key>", tenant, trigger_id, body_hash, state:
-"pending"|"done", status, body, created_at, lease_until}`. A pending marker is inserted
-*before* the call is processed, so of two concurrent first calls only one wins the unique
-insert; the other sees the marker. A TTL index drops records after `RETENTION_SECONDS`
-(reads also ignore expired ones, because TTL deletion runs only now and then).
+"pending"|"done", status, body, created_at, lease_until, claim}` (`claim`: a random token of
+the call that wrote the marker, by which that call, and no other, releases it). A pending
+marker is inserted *before* the call is processed, so of two concurrent first calls only one
+wins the unique insert; the other sees the marker. A TTL index drops records after
+`RETENTION_SECONDS` (reads also ignore expired ones, because TTL deletion runs only now and
+then).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel
@@ -38,11 +41,13 @@ class IdempotencyStore:
         key: str,
         body_hash: str,
         *,
+        claim: str,
         now: datetime,
         lease: timedelta,
     ) -> Doc | None:
-        """Take the key for this call: None when it is ours to process, else the record that
-        holds it (a finished answer, or a marker whose lease has not run out)."""
+        """Take the key for this call (`claim`: its token): None when it is ours to process,
+        else the record that holds it (a finished answer, or a marker whose lease has not run
+        out)."""
         marker = scoped(
             tenant,
             {
@@ -52,6 +57,7 @@ class IdempotencyStore:
                 "state": "pending",
                 "created_at": now,
                 "lease_until": now + lease,
+                "claim": claim,
             },
         )
         for _ in range(3):
@@ -96,17 +102,14 @@ class IdempotencyStore:
                 {"$set": {"state": "done", "status": status, "body": body}},
             )
 
-    async def release(
-        self, tenant: str, trigger_id: str, key: str, *, created_at: datetime | None = None
-    ) -> bool:
-        """Forget a marker whose call failed, so a retry is processed afresh; with
-        `created_at`, only the marker claimed then (not one a later call took over). Whether
-        one was there to forget."""
-        query: Doc = {"_id": record_id(trigger_id, key), "state": "pending"}
-        if created_at is not None:
-            query["created_at"] = created_at
+    async def release(self, tenant: str, claims: Sequence[tuple[str, str]]) -> None:
+        """Forget the markers of calls that failed, so a retry is processed afresh: each
+        `(record id, claim)` names one call's marker, never one a later call took over."""
+        ids = sorted({record for record, _ in claims})
+        tokens = sorted({claim for _, claim in claims})
+        query = {"_id": {"$in": ids}, "claim": {"$in": tokens}, "state": "pending"}
         with translate_errors():
-            return (await self._c.delete_one(scoped(tenant, query))).deleted_count == 1
+            await self._c.delete_many(scoped(tenant, query))
 
     async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
         with translate_errors():

@@ -4,21 +4,26 @@ A pending marker is stored (unique insert) before the call is processed, so two 
 first calls cannot both run: the second gets a 409 until the first is answered. Only
 successful answers (2xx, 207 included) are kept: a failed call releases its key, so a retry
 after a fix is processed afresh (when the database failed the release too, it is tried again
-in the background until it passes). A marker left by a crashed process is taken over after
-`LEASE`. The same key with another body is a 422. Answers are kept 24 hours.
+in the background until it passes, one command per tenant and round for every failed call).
+A call releases only its own marker, named by a random claim token. A marker left by a
+crashed process is taken over after `LEASE`. The same key with another body is a 422. Answers
+are kept 24 hours.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, StoreUnavailable
 from gateway.store import Store
+from gateway.store.idempotency import record_id
 from gateway.triggers.compiled import CompiledTrigger
 from gateway.triggers.model import HookAnswer
 
@@ -29,11 +34,23 @@ RELEASE_RETRY_SECONDS: Final = 0.1  # a failed release is tried again after this
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 
 
+@dataclass(slots=True)
+class _Release:
+    """A failed call's marker to forget, tried again until the database answers."""
+
+    record_id: str
+    until: float  # loop time: past half the lease, a retry may have taken the key over
+    settled: bool  # the claim's outcome is known (the server answered): one release is enough
+
+
 class IdempotencyGuard:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock  # Unix seconds, the receiver's clock
-        self._releasing: set[asyncio.Task[None]] = set()
+        # Markers of failed calls still to release, by tenant and claim token: one releaser
+        # task for all of them, one command per tenant and round however many calls failed.
+        self._releases: dict[str, dict[str, _Release]] = {}
+        self._releaser: asyncio.Task[None] | None = None
 
     async def run(
         self,
@@ -43,17 +60,17 @@ class IdempotencyGuard:
         call: Callable[[], Awaitable[HookAnswer]],
     ) -> HookAnswer:
         records = self._store.idempotency
-        # Milliseconds, as the database keeps it: the release names this marker by it.
-        ms = int(self._clock() * 1000)
-        now = datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
+        claim = secrets.token_hex(8)  # names this call's marker: only this call releases it
+        now = datetime.fromtimestamp(self._clock(), UTC)
         try:
             existing = await records.claim(
-                trigger.tenant, trigger.id, key, body_hash, now=now, lease=LEASE
+                trigger.tenant, trigger.id, key, body_hash, claim=claim, now=now, lease=LEASE
             )
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             # The marker may be stored all the same (a failed write concern, a command the
             # database ran after the deadline): released once the database is back.
-            self._release_later(trigger, key, now)
+            settled = exc.answered and not exc.deadline
+            self._release_later(trigger, key, claim, settled=settled)
             raise
         if existing is not None:
             return _replay(existing, body_hash)
@@ -61,10 +78,10 @@ class IdempotencyGuard:
             answer = await call()
         except BaseException:
             try:
-                await records.release(trigger.tenant, trigger.id, key, created_at=now)
+                await records.release(trigger.tenant, [(record_id(trigger.id, key), claim)])
             except GatewayError as exc:
                 log.warning("idempotency key not released yet: %s", exc.detail)
-                self._release_later(trigger, key, now)
+                self._release_later(trigger, key, claim, settled=True)
             raise
         try:
             await records.complete(
@@ -74,36 +91,45 @@ class IdempotencyGuard:
             log.warning("idempotent answer not kept: %s", exc.detail)
         return answer
 
-    def _release_later(self, trigger: CompiledTrigger, key: str, created_at: datetime) -> None:
+    def _release_later(
+        self, trigger: CompiledTrigger, key: str, claim: str, *, settled: bool
+    ) -> None:
         """The database failed the call, or the claim itself, and the marker may be left
         (a fault of a moment, a failpoint): release it in the background once the database
         is back, so that the client's retry is processed, not answered 409 until the lease
-        runs out. Only this call's marker (by its `created_at`), and only within half the
-        lease: past it, a retry may have taken the key over."""
-        task = asyncio.create_task(
-            self._keep_releasing(trigger.tenant, trigger.id, key, created_at)
-        )
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
+        runs out. Only this call's marker (by its claim token), and only within half the
+        lease: past it, a retry may have taken the key over. When the claim's outcome was
+        not known (a deadline, a lost connection), its insert may still land: released
+        again each round until then."""
+        until = asyncio.get_running_loop().time() + LEASE.total_seconds() / 2
+        release = _Release(record_id(trigger.id, key), until, settled)
+        self._releases.setdefault(trigger.tenant, {})[claim] = release
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.create_task(self._keep_releasing())
 
-    async def _keep_releasing(
-        self, tenant: str, trigger_id: str, key: str, created_at: datetime
-    ) -> None:
+    async def _keep_releasing(self) -> None:
         loop = asyncio.get_running_loop()
-        ends = loop.time() + LEASE.total_seconds() / 2
         delay = RELEASE_RETRY_SECONDS
-        while loop.time() + delay < ends:
+        while self._releases:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-            try:
-                if await self._store.idempotency.release(
-                    tenant, trigger_id, key, created_at=created_at
-                ):
+            for tenant, releases in list(self._releases.items()):
+                for claim in [c for c, r in releases.items() if r.until <= loop.time()]:
+                    del releases[claim]
+                batch = [(r.record_id, claim) for claim, r in releases.items()]
+                try:
+                    if batch:
+                        await self._store.idempotency.release(tenant, batch)
+                except GatewayError:
+                    continue  # still failing: again, later
+                except Exception:  # the store was closed (the process is stopping): the lease
+                    self._releases.clear()  # frees the keys
                     return
-            except GatewayError:
-                continue  # still failing: again, later
-            except Exception:  # the store was closed (the process is stopping): the lease
-                return  # frees the key
+                for _, claim in batch:
+                    if releases[claim].settled:
+                        del releases[claim]
+                if not releases:
+                    del self._releases[tenant]
 
 
 def _replay(record: dict[str, object], body_hash: str) -> HookAnswer:

@@ -1,0 +1,99 @@
+"""An `Idempotency-Key` whose call failed is released (docs/reliability.md "Command faults"):
+only that call's marker, never the marker of a call still running with the same key, and in
+one command per round however many calls failed while the database was down."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from gateway.errors import Conflict, StoreUnavailable
+from gateway.triggers.idempotency import IdempotencyGuard
+from gateway.triggers.model import HookAnswer
+from tests.test_command_faults import (
+    FAULTS,
+    Injector,
+    app,
+    database_back,
+    faults,
+    services_of,
+)
+from tests.triggers_support import VEHICLE, Client, bearer, create_trigger
+
+__all__ = ["app", "faults"]  # the fixtures
+
+CLOSE = next(f for f in FAULTS if f.name == "closeConnection")
+SHUTDOWN = next(f for f in FAULTS if f.name == "ShutdownInProgress")
+
+
+async def test_a_call_whose_claim_failed_never_releases_the_marker_of_one_still_running(
+    app: Client, faults: Injector
+) -> None:
+    # Both calls in the same millisecond (a frozen clock): they differ by their claim alone.
+    guard = IdempotencyGuard(services_of(app).store, clock=lambda: 1_800_000_000.0)
+    trigger: Any = SimpleNamespace(tenant="t1", id="trg-same-ms")
+    running, finish = asyncio.Event(), asyncio.Event()
+
+    async def first_call() -> HookAnswer:
+        running.set()
+        await finish.wait()
+        return HookAnswer(201, b'{"first": true}')
+
+    async def another_call() -> HookAnswer:
+        raise AssertionError("ran beside the first call, whose key it holds")
+
+    first = asyncio.create_task(guard.run(trigger, "order-7", "h", first_call))
+    await running.wait()
+    # The second call's claim fails: whether its marker was written or not, the marker there
+    # is the first call's, and it must not take it away.
+    async with faults.failing(SHUTDOWN, commands=["insert"], mode={"times": 1}):
+        with pytest.raises(StoreUnavailable):
+            await guard.run(trigger, "order-7", "h", another_call)
+    # Its release rounds run meanwhile (0.1, 0.3, 0.7 s after the failure): each finds no
+    # marker of its own, and the first call's key stays held.
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + 1.0
+    while loop.time() < ends:
+        try:
+            await guard.run(trigger, "order-7", "h", another_call)
+        except Conflict:
+            await asyncio.sleep(0.05)
+    finish.set()
+    assert (await first).status == 201
+    replay = await guard.run(trigger, "order-7", "h", another_call)
+    assert (replay.status, replay.body) == (201, b'{"first": true}')
+
+
+async def test_calls_failed_while_the_database_was_down_are_released_in_a_few_commands(
+    app: Client, faults: Injector
+) -> None:
+    services = services_of(app)
+    trigger = await create_trigger(app)
+    calls = 40
+
+    def send(n: int) -> Any:
+        headers = {**bearer(trigger), "Idempotency-Key": f"order-{n}"}
+        return app.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+
+    # The connection drops under each claim: whether its marker was written is not known,
+    # so each is released again, round after round, until half the lease has passed.
+    async with faults.failing(CLOSE, commands=["insert"]):
+        answers = await asyncio.gather(*[send(n) for n in range(calls)])
+    assert {a.status for a in answers} == {503}
+    await database_back(services)
+    admin = faults.admin.admin
+
+    async def deletes() -> int:
+        return int((await admin.command("serverStatus"))["opcounters"]["delete"])
+
+    before = await deletes()
+    await asyncio.sleep(1.0)
+    released = await deletes() - before
+    # One command per round for all of them (nothing else here deletes): 0-1 in this second,
+    # where one command per call and round was 9 or more.
+    assert released <= 3, released
+    retries = await asyncio.gather(*[send(n) for n in range(calls)])
+    assert {r.status for r in retries} <= {200, 201}, [r.status for r in retries]
