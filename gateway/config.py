@@ -105,6 +105,9 @@ class Settings:
     # least this often, and its whole state with a checkpoint this often (docs/fleet.md).
     fold_entity_seconds: int = 10
     fold_checkpoint_seconds: int = 30
+    # An inbox number taken by a round that never wrote it (killed, or its write lost) holds
+    # the fold this long before the fold gives it up: far beyond a round's deadlines.
+    fold_gap_seconds: int = 30
     # Schedule runners (issue 13): one run holds its schedule's lease, renewed while it runs.
     schedule_lease_seconds: int = 60
     schedule_concurrency: int = 4
@@ -159,6 +162,7 @@ class Settings:
             fold_checkpoint_seconds=env.integer(
                 "GATEWAY_FOLD_CHECKPOINT_SECONDS", 30, low=1, high=3600
             ),
+            fold_gap_seconds=env.integer("GATEWAY_FOLD_GAP_SECONDS", 30, low=2, high=3600),
             schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
             schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,

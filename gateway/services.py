@@ -293,6 +293,7 @@ def _assemble(
                 checkpoint_seconds=max(
                     settings.fold_checkpoint_seconds, settings.fold_entity_seconds
                 ),
+                missing_seconds=settings.fold_gap_seconds,
             ),
         ),
         fleet_rules=fleet_rules,

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
+from gateway.config import ConfigError, Settings
 from gateway.doorbell import Doorbell
 from gateway.entities import Origin
 from gateway.errors import StoreUnavailable
 from gateway.fleet.fold import Fold, FoldSettings
 from gateway.fleet.geometry import haversine_m
 from gateway.fleet.odometer import TrackPoint
-from gateway.services import Services
+from gateway.services import Services, open_services
 from gateway.store import Doc
 from gateway.store import fleet as fleet_module
 from gateway.store import positions as positions_module
@@ -319,19 +320,45 @@ async def test_a_missing_inbox_number_holds_the_fold_until_it_is_given_up(
     assert await services.store.fleet.checkpoints([0]) == {0: 2}
 
 
+async def test_an_operators_shorter_gap_gives_a_lost_rounds_number_up_sooner(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """GATEWAY_FOLD_GAP_SECONDS: the fold in a process so configured waits that long."""
+    gap = Settings.from_env({"GATEWAY_FOLD_GAP_SECONDS": "2"}).fold_gap_seconds
+    async with open_services(replace(settings, fold_gap_seconds=gap), mongodb_uri=mongodb_uri) as (
+        services
+    ):
+        vehicle = await make_vehicle(services)
+        points = route_points()[:10]
+        await append(services, vehicle, points[:5])
+        await services.store.fleet.take_number()  # a round that never wrote
+        await append(services, vehicle, points[5:])
+        assert await services.fold.run_until_idle() == 1  # up to the gap, which waits from now
+        await asyncio.sleep(1.0)
+        assert await services.fold.run_until_idle() == 0  # still within the 2 s
+        await asyncio.sleep(1.1)
+        assert await services.fold.run_until_idle() == 2  # given up, then the round
+        data = await vehicle_data(services, vehicle)
+        assert data["last_position"]["latitude"] == points[-1].lat
+    with pytest.raises(ConfigError, match="GATEWAY_FOLD_GAP_SECONDS must be between 2"):
+        Settings.from_env({"GATEWAY_FOLD_GAP_SECONDS": "1"})
+
+
 async def test_several_missing_inbox_numbers_in_sight_are_given_up_after_one_wait(
     services: Services,
 ) -> None:
     """Rounds lost together (processes killed at once) leave several gaps: the fold waits
     once for all it can see, not once for each in turn."""
     vehicle = await make_vehicle(services)
-    points = route_points()[:20]
+    points = route_points()[:21]
     fleet = services.store.fleet
-    for part in (points[:10], points[10:]):
+    await append(services, vehicle, points[:1])  # a round before (what the search stops at)
+    for part in (points[1:11], points[11:]):
         await fleet.take_number()  # a round that never wrote
         await append(services, vehicle, part)
     fold = own_fold(services, FoldSettings(missing_seconds=0.5))
-    assert await fold.fold_once() == 0  # both gaps in sight: both wait from now
+    assert await fold.fold_once() == 1  # the round before; both gaps in sight wait from now
+    assert await fold.fold_once() == 0
     await asyncio.sleep(0.6)
     assert await fold.run_until_idle() == 4
     data = await vehicle_data(services, vehicle)

@@ -35,6 +35,9 @@ FIXES_BETWEEN_FAULTS = int(os.environ.get("KILL_EXPERIMENT_WRITES", "60"))
 STEP_M = 30.0
 SECONDS_PER_FIX = 3  # 36 km/h between fixes
 DEGREE_M = 111_195.0
+# A number a killed or frozen round took and never wrote holds the fold this long (30 s by
+# default): beyond these tests' database deadlines (1.5 and 2 s).
+GAP_SECONDS = "6"
 
 
 def _plate(tracker: int) -> str:
@@ -164,7 +167,7 @@ def _under_faults(
 
 def _check(gateway: Gateway, trackers: _Trackers) -> dict[str, list[dict[str, Any]]]:
     """Every answered fix is in its vehicle's track, and every stored fix is folded (within
-    90 s: a number taken but never written holds the fold back until it gives it up, 30 s)."""
+    90 s: a number taken but never written holds the fold back until it gives it up)."""
     tracks = {plate: _track(gateway, plate) for plate in trackers.answered}
     stored = {plate: {f["id"] for f in track} for plate, track in tracks.items()}
     lost = [i for plate, ids in trackers.answered.items() for i in ids if i not in stored[plate]]
@@ -187,14 +190,16 @@ def _check(gateway: Gateway, trackers: _Trackers) -> dict[str, list[dict[str, An
 @pytest.mark.parametrize(
     ("fault", "times"),
     # One freeze: each leaves an inbox number whose taking timed out, which the fold waits
-    # 30 s for before it skips it.
+    # GAP_SECONDS for before it skips it.
     [(_kill, FAULTS), (_freeze, 1)],
     ids=["killed", "frozen"],
 )
 def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_database_fails_mid_stream(
     tmp_path: Path, fault: Callable[[Gateway], None], times: int
 ) -> None:
-    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="1500").start()
+    gateway = Gateway(
+        tmp_path, GATEWAY_DB_TIMEOUT_MS="1500", GATEWAY_FOLD_GAP_SECONDS=GAP_SECONDS
+    ).start()
     try:
         trackers, tracks = _under_faults(gateway, fault, times)
     finally:
@@ -232,7 +237,13 @@ def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_gateway_is_killed_mi
     stored its fixes and before it wrote them to the fold's inbox, and started again: the
     fold, giving the round's number up, finds them by that number and folds them."""
     database = f"gateway_kill_{os.getpid()}"
-    gateway = Gateway(tmp_path, MONGODB_URI=mongodb_uri, GATEWAY_DATABASE=database).start()
+    gateway = Gateway(
+        tmp_path,
+        MONGODB_URI=mongodb_uri,
+        GATEWAY_DATABASE=database,
+        GATEWAY_DB_TIMEOUT_MS="2000",
+        GATEWAY_FOLD_GAP_SECONDS=GAP_SECONDS,
+    ).start()
     db = pymongo.MongoClient(mongodb_uri)[database]
     caught: list[bool] = []
 

@@ -96,8 +96,18 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         except PermissionError:
             return False
+        if _zombie(pid):  # it has exited; its parent (not always us) has yet to reap it
+            return True
         time.sleep(0.05)
     return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone meanwhile, or no /proc (macOS: the next signal says)
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def stop_stale(storage_path: Path, pid_file: Path) -> int | None:
