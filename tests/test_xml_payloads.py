@@ -114,6 +114,32 @@ async def test_a_soap_envelope_with_namespaces_attributes_and_repeats_writes_the
     }
 
 
+async def test_the_charset_of_the_media_type_decides_the_encoding(client: Client) -> None:
+    await create_vehicle(client, "ABC1D23")
+    mapping = """
+name: plain-xml
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: veiculo.placa
+  attributes.city: veiculo.cidade
+"""
+    await upload_mapping(client, mapping)
+    trigger = await create_trigger(client, name="latin", mapping="plain-xml", format="xml")
+    body = "<veiculo><placa>ABC1D23</placa><cidade>São Paulo</cidade></veiculo>"
+    latin = "text/xml; charset=ISO-8859-1"
+    status, answer = await _post(client, trigger, body.encode("latin-1"), latin)
+    assert status == 200, answer
+    (vehicle,) = await entities(client)
+    assert vehicle["attributes"] == {"city": "São Paulo"}
+    status, problem = await _post(client, trigger, body.encode("latin-1"), "text/xml")
+    assert status == 400  # UTF-8 by default: 0xE3 is no UTF-8
+    assert problem["detail"] == "malformed XML: line 1, column 41: not well-formed (invalid token)"
+    status, problem = await _post(client, trigger, body.encode(), "text/xml; charset=klingon")
+    assert (status, problem["detail"]) == (400, "malformed XML: unknown charset 'klingon'")
+
+
 @pytest.mark.parametrize("content_type", ["application/xml", "text/xml", "application/atom+xml"])
 async def test_every_xml_media_type_is_read(client: Client, content_type: str) -> None:
     trigger = await _xml_trigger(client)
@@ -175,6 +201,38 @@ async def test_the_input_schema_checks_the_tree_whose_values_are_text(client: Cl
     status, problem = await _post(client, trigger, ERP_SOAP.replace("2022", "dois mil"))
     assert status == 422 and problem["reason"] == "schema"
     assert [e["pointer"] for e in problem["errors"]] == ["/Envelope/Body/veiculo/ano"]
+
+
+async def test_the_dry_run_reads_a_pasted_xml_sample_and_points_at_its_errors(
+    client: Client,
+) -> None:
+    await upload_shipped(client, "sascar-pacote-posicoes")
+    response = await client.post(
+        "/api/v1/mappings/test",
+        headers=auth(),
+        json={"name": "sascar-pacote-posicoes", "payload": SASCAR.decode()},
+    )
+    answer = await response.json()
+    assert response.status == 200, answer
+    assert [r["document"]["time"] for r in answer["results"]] == [
+        "2026-11-20T13:45:22Z",
+        "2026-11-20T13:45:52Z",
+        "2026-11-20T13:47:09Z",
+    ]
+    response = await client.post(
+        "/api/v1/mappings/test",
+        headers=auth(),
+        json={"name": "sascar-pacote-posicoes", "payload": "<Envelope><Body></Envelope>"},
+    )
+    problem = await response.json()
+    assert response.status == 422
+    assert problem["errors"] == [
+        {
+            "pointer": "/payload",
+            "message": "malformed XML: line 1, column 19: mismatched tag",
+            "keyword": "xml",
+        }
+    ]
 
 
 # -- refusals --------------------------------------------------------------------------------
@@ -291,6 +349,25 @@ async def test_sascar_position_packets_in_a_soap_envelope_become_the_vehicles_fi
     assert parked["ignition"] is False and parked["time"] == "2026-11-20T13:47:09Z"
     again_status, again = await _post(client, trigger, SASCAR)  # a relay's retry
     assert again_status == 200 and again["summary"]["duplicates"] == 3
+
+
+async def test_a_refused_xml_packet_is_kept_as_its_tree_and_replays(client: Client) -> None:
+    await create_vehicle(client, "ABC1D23", attributes={"tracker_id": "1231226"})
+    await upload_shipped(client, "sascar-pacote-posicoes")
+    trigger = await create_position_trigger(client, mapping="sascar-pacote-posicoes", format="xml")
+    status, body = await _post(client, trigger, SASCAR)  # XYZ9A87 is not registered yet
+    assert status == 207 and body["summary"]["failed"] == 1
+    response = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    (kept,) = (await response.json())["items"]
+    detail = await (await client.get(f"/api/v1/rejected/{kept['id']}", headers=auth())).json()
+    assert detail["payload"]["placa"] == "XYZ9A87" and detail["payload"]["idPacote"] == (
+        "98113204688"
+    )
+    await create_vehicle(client, "XYZ9A87")
+    replayed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    (fix,) = (await vehicle_track(client, "XYZ9A87"))["items"]
+    assert fix["time"] == "2026-11-20T13:47:09Z"
 
 
 # -- JSON inside a form field ------------------------------------------------------------------

@@ -252,7 +252,7 @@ class Sender:
         is_json = is_xml = False
         parsed = None
         if error is None and is_xml_type(response.content_type):
-            is_xml, parsed, message = _parse_xml(body)
+            is_xml, parsed, message = _parse_xml(body, response.charset)
             error = None if message is None else "invalid_response"
         elif error is None:
             is_json, parsed, message = _parse_json(body, response.content_type)
@@ -345,13 +345,13 @@ def _parse_json(body: bytes, content_type: str) -> tuple[bool, Any, str | None]:
         return False, None, (f"body is not valid JSON: {exc}" if declared else None)
 
 
-def _parse_xml(body: bytes) -> tuple[bool, Any, str | None]:
+def _parse_xml(body: bytes, charset: str | None) -> tuple[bool, Any, str | None]:
     """(is_xml, tree, problem) for an answer with an XML content type: it must parse (an
     empty one is no body), by the same safe reader as a trigger's XML."""
     if not body.strip():
         return False, None, None
     try:
-        return True, parse_xml(body), None
+        return True, parse_xml(body, charset=charset), None
     except DocumentRefused as exc:
         return False, None, f"body is not valid XML: {exc.located()}"
 

@@ -45,10 +45,10 @@ def check_depth(body: bytes, data: Any) -> None:
         raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels")
 
 
-def parse_xml(content_type: str, body: bytes) -> dict[str, Any]:
+def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dict[str, Any]:
     """An XML (or SOAP) body as one object (gateway/formats/xml_tree.py); 415 for another
     media type, 400 naming the line and column when it is malformed, has a DTD or nests
-    deeper than MAX_DEPTH."""
+    deeper than MAX_DEPTH, or is not in the charset its media type names."""
     if not is_xml(content_type):
         raise UnsupportedMediaType(
             "expected application/xml, text/xml or application/soap+xml, got "
@@ -57,7 +57,7 @@ def parse_xml(content_type: str, body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise BadRequest("the request body is empty")
     try:
-        return _parse_xml(body)
+        return _parse_xml(body, charset=charset)
     except DocumentRefused as exc:
         raise BadRequest(
             f"malformed XML: {exc.located()}", line=exc.line, column=exc.column

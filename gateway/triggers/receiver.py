@@ -265,7 +265,7 @@ class HookReceiver:
                 form.pop(trigger.token_param, None)
             payload: Any = form
         elif trigger.format == "xml":
-            payload = parse_xml(call.content_type, raw)
+            payload = parse_xml(call.content_type, raw, call.charset)
         else:
             payload = parse_json(call.content_type, raw)
         # A signed message is keyed by its signed `webhook-id`: an unsigned Idempotency-Key

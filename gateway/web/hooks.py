@@ -81,6 +81,7 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
         content_type=request.content_type if "Content-Type" in request.headers else "",
         body=_Body(request),
         ref=ref,
+        charset=request.charset,
     )
     answer = await services_of(request).hooks.handle(call)
     return web.Response(
