@@ -775,3 +775,5 @@ def test_sascar_answer_with_one_packet_is_still_a_list_of_one() -> None:
     mapping = load("sascar-pacote-posicoes.yaml").bind({})
     (item,) = mapping.items(read_sample(body))
     assert mapping.apply(item).document["tracker_id"] == "1231226"
+    empty = text[: text.index("<return>")] + text[text.rindex("</return>") + len("</return>") :]
+    assert mapping.items(read_sample(empty)) == []  # no packets: no items, not one empty item

@@ -19,7 +19,7 @@ from tests.partner_double import (
     create_vehicle,
     partner,
 )
-from tests.schedule_support import runner, runs
+from tests.schedule_support import run_now, runner, runs
 from tests.support import auth
 from tests.triggers_support import (
     Client,
@@ -544,3 +544,13 @@ async def test_a_schedule_polls_a_partner_that_answers_soap_xml(
     (run,) = await runs(client, schedule["id"])
     assert (run["items_read"], run["written"], run["rejected"]) == (3, 3, 0)
     assert len((await vehicle_track(client, "ABC1D23"))["items"]) == 2
+    # No new packets: Sascar answers an empty response element, which is no items.
+    empty = (
+        b'<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body>'
+        b'<ns2:obterPacotePosicoesResponse xmlns:ns2="urn:x"/></S:Body></S:Envelope>'
+    )
+    partner.respond_with(raw=empty, headers={"Content-Type": "text/xml"})
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    latest = (await runs(client, schedule["id"]))[0]
+    assert (latest["outcome"], latest["items_read"], latest["written"]) == ("ok", 0, 0)

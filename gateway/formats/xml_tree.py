@@ -86,10 +86,10 @@ class _Builder:
 
     def __init__(self) -> None:
         self._stack: list[_Frame] = []
-        self._parser: Any = None
+        self._parser: expat.XMLParserType | None = None
         self.root: dict[str, Any] = {}
 
-    def attach(self, parser: Any) -> None:
+    def attach(self, parser: expat.XMLParserType) -> None:
         self._parser = parser
         parser.buffer_text = True
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -108,6 +108,7 @@ class _Builder:
 
     def _refuse(self, message: str) -> NoReturn:
         parser = self._parser
+        assert parser is not None  # attached before parsing starts
         raise DocumentRefused(message, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
 
     def _start(self, name: str, attributes: dict[str, str]) -> None:
