@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--mapping", help="inbound mapping name")
     create.add_argument("--response-mapping", help="outbound mapping shaping GET answers")
     create.add_argument("--methods", default="POST", help="comma-separated: GET,POST")
-    create.add_argument("--format", choices=("json", "form"), default="json")
+    create.add_argument("--format", choices=("json", "form", "xml"), default="json")
     create.add_argument("--token-in-query", help="query parameter that may carry the token")
     listing = trigger_commands.add_parser("list", help="list a tenant's triggers")
     listing.add_argument("--tenant", required=True)

@@ -93,6 +93,7 @@ PURE = (
     "gateway.delivery.retry",
     "gateway.outbound.verdict",
     "gateway.errors",
+    "gateway.formats",
     "gateway.config",
     "gateway.models",
     "gateway.paging",

@@ -805,6 +805,7 @@ def test_validate_file_and_test_file(tmp_path: Path) -> None:
 def test_read_sample_reads_json_and_query_strings() -> None:
     assert read_sample('{"a": 1}') == {"a": 1}
     assert read_sample("id=1&lat=-23.5&id=2\n") == {"id": "2", "lat": "-23.5"}
+    assert read_sample('\n <a n="1"><b>2</b></a>') == {"a": {"@n": "1", "b": "2"}}
 
 
 # -- the schema and the docs agree with the compiler -----------------------------------------------
@@ -819,7 +820,7 @@ def _doc_blocks() -> list[tuple[str, str, dict[str, str]]]:
     for language, info, body in blocks:
         if language == "yaml":
             found.append((info, body, {}))
-        elif language == "json" and info in ("params", "sample", "result") and found:
+        elif language in ("json", "xml") and info in ("params", "sample", "result") and found:
             found[-1][2][info] = body
     return found
 
@@ -849,7 +850,7 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
         mapping = mapping.bind(json.loads(extra["params"]), strict=True)
     if "sample" not in extra:
         return
-    sample = json.loads(extra["sample"])
+    sample = read_sample(extra["sample"])  # JSON, or XML read as an XML trigger reads it
     expected = json.loads(extra["result"])
     secrets = {name: f"<secret:{name}>" for name in mapping.secrets}
     if "probe" in expected:

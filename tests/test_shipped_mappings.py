@@ -36,6 +36,7 @@ INBOUND = {
     "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
     "samsara-vehicle-stats-positions.yaml": "samsara_vehicle_stats_feed.json",
     "wialon-units-positions.yaml": "wialon_search_items_units.json",
+    "sascar-pacote-posicoes.yaml": "sascar_pacote_posicoes.xml",
 }
 # the params a trigger sets for the mappings that declare some (a US account's units)
 PARAMS: dict[str, dict[str, Any]] = {
@@ -741,3 +742,38 @@ def test_samsara_geofence_reads_the_vin_under_either_name_and_a_polygon_geofence
         "address": "Av. Paulista, 1000, Sao Paulo - SP",
     }  # a polygon has no center nor radius: left out
     assert result.events == ("vehicle.geofence.exited",)
+
+
+def test_sascar_soap_packets_are_one_fix_each_with_text_cast_and_offsets_kept() -> None:
+    first, second, third = mapped("sascar-pacote-posicoes.yaml")
+    assert first["document"] == {
+        "tracker_id": "1231226",
+        "time": "2026-11-20T13:45:22Z",  # 10:45:22-03:00
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "speed_kmh": 24,
+        "heading": 236,
+        "ignition": True,
+        "attributes": {
+            "sascar_packet_id": "98113204417",
+            "satellites": 9,
+            "gps_valid": True,
+            "sascar_odometer": 151477,
+            "address": "Avenida Paulista, São Paulo, SP",
+        },
+    }
+    assert second["document"]["time"] == "2026-11-20T13:45:52Z"
+    assert (third["document"]["plate"], third["document"]["ignition"]) == ("XYZ9A87", False)
+    assert "address" not in third["document"]["attributes"]  # no <rua>: the template is null
+
+
+def test_sascar_answer_with_one_packet_is_still_a_list_of_one() -> None:
+    text = (SAMPLES / "sascar_pacote_posicoes.xml").read_text()
+    start, end = text.index("<return>"), text.index("</return>") + len("</return>")
+    body = text.replace(text[end : text.rindex("</return>") + len("</return>")], "")
+    assert body.count("<return>") == 1 and start < end
+    mapping = load("sascar-pacote-posicoes.yaml").bind({})
+    (item,) = mapping.items(read_sample(body))
+    assert mapping.apply(item).document["tracker_id"] == "1231226"
+    empty = text[: text.index("<return>")] + text[text.rindex("</return>") + len("</return>") :]
+    assert mapping.items(read_sample(empty)) == []  # no packets: no items, not one empty item

@@ -95,7 +95,7 @@ class Proxy:
         verdict = action.verdict(outcome)
         self._observe(partner, outcome, verdict)
         _raise_for(partner, outcome, verdict)
-        data = outcome.json_body if outcome.is_json else None
+        data = outcome.json_body if outcome.readable else None
         if response_mapping is not None:
             data = _mapped(partner, response_mapping.map_response, data)
         written = None

@@ -153,10 +153,10 @@ class StepRunner:
             return StepOutcome(wait=Wait(action.retry_schedule, detail, retry_after))
         if verdict is not Verdict.SUCCESS:
             raise StepFailed(f"{partner.name}: {_said(outcome.status, outcome.message)}")
-        answer = outcome.json_body if outcome.is_json else None
+        answer = outcome.json_body if outcome.readable else None
         if action.response_mapping:
             if answer is None:
-                raise StepFailed(f"{partner.name} answered without a JSON body to map")
+                raise StepFailed(f"{partner.name} answered without a JSON or XML body to map")
             response = await self._p.mappings.active(run.tenant, action.response_mapping)
             try:
                 answer = response.map_response(answer)

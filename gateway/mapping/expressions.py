@@ -4,7 +4,9 @@ Plain dotted paths (`position.latitude`, `"position.latitude"`) skip the JMESPat
 and read the dicts directly: same answer (a missing key or a non-object gives None), ten
 times faster. Everything else runs in `Run`, an interpreter that counts the nodes it visits
 and the values multi-selects build, so `[@, @] | [@, @] | ...` cannot double its way out of
-memory, and whose `join()` and `to_string()` refuse to build huge strings.
+memory, and whose `join()` and `to_string()` refuse to build huge strings. Two functions
+of ours read a document held in a text field (a form's `payload={"plate": ...}`, a SOAP
+`<return>` carrying escaped XML): `from_json()` and `from_xml()`, bounded like a body.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from jmespath import functions as jp_functions
 from jmespath import visitor as jp_visitor
 
 from ..errors import FieldProblem
-from .limits import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_LENGTH, MAX_STEPS, MAX_STRING_LENGTH
+from ..formats import DocumentRefused, load_json_text, parse_xml
+from .limits import (
+    MAX_DECODED_TEXT,
+    MAX_EXPRESSION_DEPTH,
+    MAX_EXPRESSION_LENGTH,
+    MAX_STEPS,
+    MAX_STRING_LENGTH,
+)
 from .model import EvalError, LimitExceeded
 from .paths import plain_path
 
@@ -64,6 +73,31 @@ class _BoundedFunctions(jp_functions.Functions):
             raise _too_big("the string built by to_string()", MAX_STRING_LENGTH)
         return text
 
+    @jp_functions.signature({"types": ["string", "null"]})
+    def _func_from_json(self, text: str | None) -> Any:
+        return _decoded(text, "JSON", load_json_text)
+
+    @jp_functions.signature({"types": ["string", "null"]})
+    def _func_from_xml(self, text: str | None) -> Any:
+        return _decoded(text, "XML", parse_xml)
+
+
+def _decoded(text: str | None, what: str, parse: Callable[[str], Any]) -> Any:
+    """The document a text field holds (null for null), or a `decode` problem."""
+    if text is None:
+        return None
+    if len(text) > MAX_DECODED_TEXT:
+        raise _too_big(f"the text read by from_{what.lower()}()", MAX_DECODED_TEXT)
+    try:
+        value = parse(text)
+    except DocumentRefused as exc:
+        raise EvalError("decode", f"the text is not {what}: {exc.located()}") from None
+    charge_size(value, MAX_STEPS)
+    return value
+
+
+_DECODERS = frozenset({"from_json", "from_xml"})
+
 
 _FUNCTIONS = _BoundedFunctions()
 _OPTIONS = jp_visitor.Options(custom_functions=_FUNCTIONS)
@@ -86,6 +120,9 @@ class Run(jp_visitor.TreeInterpreter):
         self.dropped = 0
         self.target = ""
         self.main: Mapping[str, Any] = {}  # the main document, for the `main` source of `also`
+        # Documents from_json()/from_xml() read, by function and text: each field that reads
+        # the same text field costs one parse per item, not one per field.
+        self.decoded: dict[tuple[str, str], Any] | None = None
 
     def visit(self, node: Any, *args: Any, **kwargs: Any) -> Any:
         self.steps -= 1
@@ -97,6 +134,21 @@ class Run(jp_visitor.TreeInterpreter):
         self.steps -= units
         if self.steps < 0:
             raise _too_big("the work to evaluate this item", MAX_STEPS)
+
+    def visit_function_expression(self, node: Any, value: Any) -> Any:
+        name = node["value"]
+        if name not in _DECODERS:
+            return super().visit_function_expression(node, value)
+        (child,) = node["children"]  # the arity is checked when the expression compiles
+        text = self.visit(child, value)
+        if not isinstance(text, str):  # null, or a type the function's signature refuses
+            return self._functions.call_function(name, [text])
+        if self.decoded is None:
+            self.decoded = {}
+        key = (name, text)
+        if key not in self.decoded:
+            self.decoded[key] = self._functions.call_function(name, [text])
+        return self.decoded[key]
 
     def visit_multi_select_list(self, node: Any, value: Any) -> list[Any] | None:
         result = super().visit_multi_select_list(node, value)
@@ -242,8 +294,8 @@ def _interpreted(tree: Any, expression: str) -> Getter:
             return run.visit(tree, root)
         except jp_exceptions.JMESPathError as exc:
             raise EvalError("expression", _one_line(exc), expression) from None
-        except LimitExceeded as exc:
-            exc.source = expression
+        except EvalError as exc:  # a spent budget, or a text from_json()/from_xml() refused
+            exc.source = exc.source or expression
             raise
         except RecursionError:
             raise _too_big("the work to evaluate this item", MAX_STEPS) from None

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 from gateway.fleet.fix import parse_fix
 
 from ..errors import FieldProblem, InvalidPayload
+from ..formats import DocumentRefused, parse_xml
 from .limits import MAX_FILE_BYTES
 from .loader import load_mapping
 from .model import FieldCatalog
@@ -36,11 +37,18 @@ def validate_file(path: str | Path, *, catalog: FieldCatalog | None = None) -> l
 
 
 def read_sample(text: str) -> Any:
-    """A sample payload: JSON, or else a query string / form body as a flat dict of strings.
+    """A sample payload: JSON, XML (text starting with `<`, read as an XML trigger reads it),
+    or else a query string / form body as a flat dict of strings.
 
     The trigger layer reads OsmAnd-style query strings the same way: for a repeated name the
     last value wins, and values stay strings (mappings cast them).
     """
+    if text.lstrip().startswith("<"):
+        try:
+            return parse_xml(text.lstrip())
+        except DocumentRefused as exc:
+            problem = FieldProblem("", f"malformed XML: {exc.located()}", "xml")
+            raise InvalidPayload("the sample is not valid XML", [problem]) from None
     try:
         return json.loads(text)
     except ValueError:

@@ -32,3 +32,5 @@ MAX_STEPS = 100_000
 """Work for one item: JMESPath nodes visited, values built by multi-selects, `each` elements."""
 MAX_STRING_LENGTH = 65_536
 """Characters of a string built by a template, `pad`, `join()` or `to_string()`."""
+MAX_DECODED_TEXT = 1024 * 1024
+"""Characters of the text `from_json()` or `from_xml()` reads (a body's default size limit)."""

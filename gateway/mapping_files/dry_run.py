@@ -69,8 +69,9 @@ class MappingDryRun:
         if mapping.direction == "inbound":
             if payload is None:
                 raise _missing("/payload", "an inbound mapping needs a sample `payload`")
-            if isinstance(payload, str):  # pasted text: JSON, or a query string (OsmAnd)
-                payload = read_sample(payload)
+            if isinstance(payload, str):  # pasted text: JSON, XML or a query string (OsmAnd)
+                with _located("/payload"):
+                    payload = read_sample(payload)
             if (answer := mapping.probe(payload)) is not None:
                 result["probe"] = answer  # what the trigger would answer; nothing to map
                 return result

@@ -21,6 +21,8 @@ from aiohttp.abc import AbstractResolver
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
+from gateway.formats import DocumentRefused, parse_xml
+from gateway.formats import is_xml as is_xml_type
 from gateway.outbound.breaker import BreakerState, PartnerGuard
 from gateway.outbound.partner_auth import (
     NO_AUTH,
@@ -55,8 +57,15 @@ class Outcome:
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # KEPT_HEADERS only
     body_excerpt: str = ""  # the first bytes of the body, decoded leniently
-    json_body: Any = None
-    is_json: bool = False  # json_body holds a parsed body (which may be JSON null)
+    json_body: Any = None  # the parsed body: JSON, or an XML answer's tree (gateway/formats)
+    is_json: bool = False  # json_body holds a parsed JSON body (which may be JSON null)
+    is_xml: bool = False  # json_body holds the tree of an answer with an XML content type
+
+    @property
+    def readable(self) -> bool:
+        """Whether json_body holds the answer, read from JSON or from XML, for mappings."""
+        return self.is_json or self.is_xml
+
     latency_ms: float = 0.0
     error: ErrorKind | None = None
     message: str | None = None  # human detail for `error`, never carrying credentials
@@ -240,8 +249,12 @@ class Sender:
     async def _read(self, response: aiohttp.ClientResponse, started: float) -> Outcome:
         body, error, message = await self._read_body(response)
         latency_ms = _since(started)
-        is_json, parsed = False, None
-        if error is None:
+        is_json = is_xml = False
+        parsed = None
+        if error is None and is_xml_type(response.content_type):
+            is_xml, parsed, message = _parse_xml(body, response.charset)
+            error = None if message is None else "invalid_response"
+        elif error is None:
             is_json, parsed, message = _parse_json(body, response.content_type)
             error = None if message is None else "invalid_response"
         return Outcome(
@@ -250,6 +263,7 @@ class Sender:
             body_excerpt=body[: self._excerpt_bytes].decode("utf-8", "replace"),
             json_body=parsed,
             is_json=is_json,
+            is_xml=is_xml,
             latency_ms=latency_ms,
             error=error,
             message=message,
@@ -329,6 +343,17 @@ def _parse_json(body: bytes, content_type: str) -> tuple[bool, Any, str | None]:
         return True, orjson.loads(body), None
     except orjson.JSONDecodeError as exc:
         return False, None, (f"body is not valid JSON: {exc}" if declared else None)
+
+
+def _parse_xml(body: bytes, charset: str | None) -> tuple[bool, Any, str | None]:
+    """(is_xml, tree, problem) for an answer with an XML content type: it must parse (an
+    empty one is no body), by the same safe reader as a trigger's XML."""
+    if not body.strip():
+        return False, None, None
+    try:
+        return True, parse_xml(body, charset=charset), None
+    except DocumentRefused as exc:
+        return False, None, f"body is not valid XML: {exc.located()}"
 
 
 def _describe(exc: BaseException) -> tuple[ErrorKind, str]:

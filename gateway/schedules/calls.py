@@ -112,9 +112,9 @@ def read_page(doc: Doc, outcome: Outcome, now: datetime) -> Page:
         )
     if outcome.error is not None:
         raise PollFailure("invalid_response", f"unusable answer: {outcome.message}", status=status)
-    if not outcome.is_json:
+    if not outcome.readable:  # JSON, or XML with an XML content type
         excerpt = outcome.body_excerpt[:_EXCERPT]
-        raise PollFailure("not_json", f"the answer is not JSON: {excerpt!r}", status=status)
+        raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
     if doc.get("error") and is_truthy(error := _search(doc["error"], answer, "error")):
         raise PollFailure("partner_error", f"the partner reported an error: {_short(error)}")

@@ -23,6 +23,7 @@ class HookCall:
     content_type: str
     body: BodyReader
     ref: str | None = None  # GET /hooks/{id}/{ref}
+    charset: str | None = None  # the Content-Type's charset parameter, if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Turning a partner's bytes into a payload: JSON (object or batch array) or a form/query."""
+"""Turning a partner's bytes into a payload: JSON (object or batch array), XML (one object,
+gateway/formats/xml_tree.py) or a form/query."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from urllib.parse import parse_qsl
 import orjson
 
 from gateway.errors import BadRequest, UnsupportedMediaType
+from gateway.formats import MAX_DEPTH, DocumentRefused, is_xml, json_depth_exceeds
+from gateway.formats import parse_xml as _parse_xml
 
-MAX_DEPTH: Final = 32
 MAX_FORM_FIELDS: Final = 200
 FORM: Final = "application/x-www-form-urlencoded"
 
@@ -39,9 +41,27 @@ def parse_json(content_type: str, body: bytes) -> Any:
 
 def check_depth(body: bytes, data: Any) -> None:
     """400 for JSON nested deeper than MAX_DEPTH (SPEC §7), on every route that reads JSON."""
-    # Counting brackets is a C-speed upper bound on depth: only a suspicious body is walked.
-    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+    if json_depth_exceeds(body, data):
         raise BadRequest(f"the JSON body is nested deeper than {MAX_DEPTH} levels")
+
+
+def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dict[str, Any]:
+    """An XML (or SOAP) body as one object (gateway/formats/xml_tree.py); 415 for another
+    media type, 400 naming the line and column when it is malformed, has a DTD or nests
+    deeper than MAX_DEPTH, or is not in the charset its media type names."""
+    if not is_xml(content_type):
+        raise UnsupportedMediaType(
+            "expected application/xml, text/xml or application/soap+xml, got "
+            f"{content_type or 'no content type'}"
+        )
+    if not body.strip():
+        raise BadRequest("the request body is empty")
+    try:
+        return _parse_xml(body, charset=charset)
+    except DocumentRefused as exc:
+        raise BadRequest(
+            f"malformed XML: {exc.located()}", line=exc.line, column=exc.column
+        ) from None
 
 
 def parse_form(content_type: str, body: bytes, query_string: str) -> dict[str, str]:
@@ -72,15 +92,3 @@ def _pairs(text: str) -> dict[str, str]:
         raise BadRequest("a form field is not valid UTF-8 once decoded") from None
     except ValueError:
         raise BadRequest(f"more than {MAX_FORM_FIELDS} form fields") from None
-
-
-def _depth(value: Any) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            break
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return deepest

@@ -4,7 +4,7 @@
             gates.py) → compiled config (cached per version) → authenticate (token | partner
             JWT | body signature: Standard Webhooks or the partner's own HMAC scheme)
             → enabled? → method allowed? → rate limit (per process)
-    write:  read body (size limit) → parse (JSON or form) → Idempotency-Key → ingest
+    write:  read body (size limit) → parse (JSON, XML or form) → Idempotency-Key → ingest
     read:   one entity by id/key, or a filtered page, shaped by the response mapping; a
             position trigger's: a vehicle's recent track (gateway/fleet/tracks.py)
 
@@ -54,7 +54,7 @@ from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.model import HookAnswer, HookCall
 from gateway.triggers.outcomes import outcome_of
-from gateway.triggers.payloads import parse_form, parse_json
+from gateway.triggers.payloads import parse_form, parse_json, parse_xml
 from gateway.triggers.reading import Reader
 
 DENIED: Final = "missing, invalid or revoked credentials"
@@ -264,6 +264,8 @@ class HookReceiver:
             if trigger.token_param is not None:
                 form.pop(trigger.token_param, None)
             payload: Any = form
+        elif trigger.format == "xml":
+            payload = parse_xml(call.content_type, raw, call.charset)
         else:
             payload = parse_json(call.content_type, raw)
         # A signed message is keyed by its signed `webhook-id`: an unsigned Idempotency-Key

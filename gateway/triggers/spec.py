@@ -83,7 +83,7 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
         },
         "max_body_bytes": {"type": "integer", "minimum": 64},
         "max_batch_items": {"type": "integer", "minimum": 1, "maximum": 10_000},
-        "format": {"enum": ["json", "form"]},
+        "format": {"enum": ["json", "form", "xml"]},
         "expose": {
             "type": ["array", "null"],
             "maxItems": 100,

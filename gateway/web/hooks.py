@@ -39,7 +39,9 @@ _PAGE: Final[dict[str, Any]] = {
 }
 _BODY: Final[dict[str, Any]] = {
     "description": "One object, or an array (a batch) whose items are validated one by one: "
-    "an item that is not a valid object fails alone, in `results` (207)",
+    "an item that is not a valid object fails alone, in `results` (207). A `form` trigger "
+    "takes a urlencoded body or query string instead, an `xml` trigger an XML or SOAP body "
+    "(application/xml, text/xml, application/soap+xml)",
     "oneOf": [{"type": "object"}, {"type": "array"}],
 }
 
@@ -79,6 +81,7 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
         content_type=request.content_type if "Content-Type" in request.headers else "",
         body=_Body(request),
         ref=ref,
+        charset=request.charset,
     )
     answer = await services_of(request).hooks.handle(call)
     return web.Response(

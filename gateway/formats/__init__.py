@@ -1,0 +1,23 @@
+"""Partner documents read safely into JSON-like trees (dicts, lists, text, numbers).
+
+    json_tree.py  JSON nested at most MAX_DEPTH deep
+    xml_tree.py   XML (SOAP included) by one documented convention, with no DTD, no
+                  entity expansion and bounded depth
+
+Pure: bytes or text in, a tree or a `DocumentRefused` (with a line and column when the
+parser knows them) out. Triggers, the mapping language and the outbound sender share it.
+"""
+
+from .json_tree import MAX_DEPTH, json_depth_exceeds, load_json_text
+from .refusal import DocumentRefused
+from .xml_tree import XML_CONTENT_TYPES, is_xml, parse_xml
+
+__all__ = [
+    "MAX_DEPTH",
+    "XML_CONTENT_TYPES",
+    "DocumentRefused",
+    "is_xml",
+    "json_depth_exceeds",
+    "load_json_text",
+    "parse_xml",
+]

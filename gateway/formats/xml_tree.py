@@ -1,0 +1,158 @@
+"""XML into the JSON-like tree mappings read, with the stdlib's expat and nothing unsafe.
+
+The convention (docs/mappings.md#xml-payloads):
+
+- the document is `{root name: root value}`, so a SOAP message reads `Envelope.Body.…`;
+- an element with neither attributes nor child elements is its text, stripped of the
+  surrounding XML blanks (`<lat> -23.5 </lat>` → `"-23.5"`; `<x/>` → `""`); text stays text;
+- otherwise it is an object: each attribute as `@name`, each child element by its name, and
+  its own text, when it has any besides blanks, as `#text`;
+- sibling elements of one name (and attributes that meet, below) become a list, in document
+  order; a name seen once is not a list (JMESPath's `to_array()` makes it one);
+- names lose their namespace prefix (`soap:Body` → `Body`, `@xsi:type` → `@type`); names that
+  meet once their prefixes are gone are collected like repeated siblings; the `xmlns`
+  declarations are not data and do not appear;
+- `xsi:nil="true"` makes an element null;
+- comments and processing instructions are left out; CDATA is text.
+
+Safety: a document with a DTD (`<!DOCTYPE`) is refused before anything in it is read, so no
+entity is ever declared, expanded or fetched (billion laughs, XXE); an undeclared entity is
+malformed; elements nest at most MAX_DEPTH deep; the size is the caller's (a trigger's body
+limit, the sender's answer cap). Every refusal is a DocumentRefused with a line and column.
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Any, Final, NoReturn
+from xml.parsers import expat
+
+from .json_tree import MAX_DEPTH
+from .refusal import DocumentRefused
+
+XML_CONTENT_TYPES: Final = ("application/xml", "text/xml", "application/soap+xml")
+_SEPARATOR: Final = "}"  # not a name character: `uri}local` splits at the last one
+_NIL: Final = "http://www.w3.org/2001/XMLSchema-instance}nil"
+_BLANKS: Final = " \t\r\n"
+
+
+def is_xml(content_type: str) -> bool:
+    """application/xml, text/xml, application/soap+xml or any other `+xml` type."""
+    return content_type in XML_CONTENT_TYPES or content_type.endswith("+xml")
+
+
+def parse_xml(document: bytes | str, *, charset: str | None = None) -> dict[str, Any]:
+    """The document's tree, `{root name: value}`; DocumentRefused when it is malformed, has a
+    DTD or nests deeper than MAX_DEPTH. Bytes are decoded by `charset` when the media type
+    names one (RFC 7303: it wins over the XML declaration), else by the XML declaration's
+    encoding (UTF-8 without one); text is read as it is."""
+    if isinstance(document, bytes) and charset:
+        document = _decoded(document, charset)
+    if not document.strip():
+        raise DocumentRefused("the document is empty")
+    builder = _Builder()
+    parser = expat.ParserCreate(namespace_separator=_SEPARATOR)
+    builder.attach(parser)
+    try:
+        parser.Parse(document, True)
+    except expat.ExpatError as exc:
+        raise DocumentRefused(expat.ErrorString(exc.code), exc.lineno, exc.offset + 1) from None
+    return builder.root
+
+
+def _decoded(document: bytes, charset: str) -> str:
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise DocumentRefused(f"unknown charset {charset!r}") from None
+    try:
+        return document.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise DocumentRefused(f"the body is not valid {charset} (byte {exc.start})") from None
+
+
+class _Frame:
+    __slots__ = ("members", "name", "nil", "text")
+
+    def __init__(self, name: str, members: dict[str, Any], nil: bool) -> None:
+        self.name = name
+        self.members = members
+        self.nil = nil
+        self.text: list[str] = []
+
+
+class _Builder:
+    """expat's callbacks, building the tree one element at a time."""
+
+    def __init__(self) -> None:
+        self._stack: list[_Frame] = []
+        self._parser: expat.XMLParserType | None = None
+        self.root: dict[str, Any] = {}
+
+    def attach(self, parser: expat.XMLParserType) -> None:
+        self._parser = parser
+        parser.buffer_text = True
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        parser.StartDoctypeDeclHandler = self._refuse_dtd
+        # Unreachable without a DTD; refused all the same should expat ever report them.
+        parser.EntityDeclHandler = self._refuse_dtd
+        parser.UnparsedEntityDeclHandler = self._refuse_dtd
+        parser.NotationDeclHandler = self._refuse_dtd
+        parser.ExternalEntityRefHandler = self._refuse_dtd
+        parser.StartElementHandler = self._start
+        parser.EndElementHandler = self._end
+        parser.CharacterDataHandler = self._text
+
+    def _refuse_dtd(self, *_: Any) -> NoReturn:
+        self._refuse("a DTD (<!DOCTYPE ...>) is not accepted: no entities are declared or expanded")
+
+    def _refuse(self, message: str) -> NoReturn:
+        parser = self._parser
+        assert parser is not None  # attached before parsing starts
+        raise DocumentRefused(message, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
+
+    def _start(self, name: str, attributes: dict[str, str]) -> None:
+        if len(self._stack) >= MAX_DEPTH:
+            self._refuse(f"elements nested deeper than {MAX_DEPTH} levels")
+        members: dict[str, Any] = {}
+        nil = False
+        for qualified, value in attributes.items():
+            if qualified == _NIL:
+                nil = value.strip(_BLANKS) in ("true", "1")
+            _add(members, "@" + _local(qualified), value)
+        self._stack.append(_Frame(_local(name), members, nil))
+
+    def _text(self, data: str) -> None:
+        self._stack[-1].text.append(data)
+
+    def _end(self, _: str) -> None:
+        frame = self._stack.pop()
+        text = "".join(frame.text).strip(_BLANKS)
+        value: Any
+        if frame.nil:
+            value = None
+        elif not frame.members:
+            value = text
+        else:
+            value = frame.members
+            if text:
+                value["#text"] = text
+        if self._stack:
+            _add(self._stack[-1].members, frame.name, value)
+        else:
+            self.root = {frame.name: value}
+
+
+def _local(name: str) -> str:
+    return name.rpartition(_SEPARATOR)[2]
+
+
+def _add(members: dict[str, Any], name: str, value: Any) -> None:
+    """A member, or one more of a repeated name (element values are never lists: a list is
+    always a name's repetition)."""
+    if name not in members:
+        members[name] = value
+    elif isinstance(existing := members[name], list):
+        existing.append(value)
+    else:
+        members[name] = [existing, value]
