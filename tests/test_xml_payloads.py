@@ -138,6 +138,8 @@ fields:
     assert problem["detail"] == "malformed XML: line 1, column 41: not well-formed (invalid token)"
     status, problem = await _post(client, trigger, body.encode(), "text/xml; charset=klingon")
     assert (status, problem["detail"]) == (400, "malformed XML: unknown charset 'klingon'")
+    status, problem = await _post(client, trigger, body.encode(), "text/xml; charset=hex")
+    assert (status, problem["detail"]) == (400, "malformed XML: unknown charset 'hex'")
 
 
 @pytest.mark.parametrize("content_type", ["application/xml", "text/xml", "application/atom+xml"])
@@ -287,8 +289,16 @@ async def test_malformed_xml_is_a_400_naming_its_line_and_column(client: Client)
         (b"<a/><b/>", "malformed XML: line 1, column 5: junk after document element"),
         (b"<a><p:b/></a>", "malformed XML: line 1, column 4: unbound prefix"),
         (b"<a>" * 33 + b"</a>" * 33, "malformed XML: line 1, column 97: elements nested"),
+        (
+            b'<?xml version="1.0" encoding="utf-32"?><a/>',
+            "malformed XML: unsupported encoding in the XML declaration",
+        ),
+        (
+            b'<?xml version="1.0" encoding="hex"?><a/>',
+            "malformed XML: unsupported encoding in the XML declaration",
+        ),
     ],
-    ids=["empty", "two-roots", "unbound-prefix", "too-deep"],
+    ids=["empty", "two-roots", "unbound-prefix", "too-deep", "multi-byte", "not-a-text-codec"],
 )
 async def test_bodies_that_are_no_document_are_400s(
     client: Client, body: bytes, detail: str

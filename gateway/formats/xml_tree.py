@@ -57,18 +57,22 @@ def parse_xml(document: bytes | str, *, charset: str | None = None) -> dict[str,
         parser.Parse(document, True)
     except expat.ExpatError as exc:
         raise DocumentRefused(expat.ErrorString(exc.code), exc.lineno, exc.offset + 1) from None
+    except DocumentRefused:
+        raise
+    except (LookupError, ValueError) as exc:  # the XML declaration names an encoding expat
+        # cannot read (`utf-32`, `utf-7`: multi-byte) or Python has no text codec for (`hex`)
+        raise DocumentRefused(f"unsupported encoding in the XML declaration: {exc}") from None
     return builder.root
 
 
 def _decoded(document: bytes, charset: str) -> str:
     try:
         codecs.lookup(charset)
-    except LookupError:
-        raise DocumentRefused(f"unknown charset {charset!r}") from None
-    try:
         return document.decode(charset)
     except UnicodeDecodeError as exc:
         raise DocumentRefused(f"the body is not valid {charset} (byte {exc.start})") from None
+    except LookupError:  # no such codec, or not a text one (`hex`, `rot13`)
+        raise DocumentRefused(f"unknown charset {charset!r}") from None
 
 
 class _Frame:
