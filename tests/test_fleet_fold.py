@@ -306,18 +306,19 @@ async def test_a_missing_inbox_number_holds_the_fold_until_it_is_given_up(
     """A round that took its inbox number and died before writing its document: the fold
     waits at the gap (the round may still land), then skips it and folds what came after."""
     vehicle = await make_vehicle(services)
-    points = route_points()[:20]
+    points = route_points()[:21]
+    await append(services, vehicle, points[:1])  # a round before (what the search stops at)
     await services.store.fleet.take_number()  # the round that never wrote
-    await append(services, vehicle, points)
+    await append(services, vehicle, points[1:])
 
     waiting = own_fold(services, FoldSettings(missing_seconds=3600))
-    assert await waiting.run_until_idle() == 0
-    assert "last_position" not in await vehicle_data(services, vehicle)
+    assert await waiting.run_until_idle() == 1  # the round before, then the gap holds it
+    assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[0].lat
     fold = own_fold(services, FoldSettings(missing_seconds=0))  # the wait is over
     assert await fold.run_until_idle() == 2  # the number given up, then the round
     data = await vehicle_data(services, vehicle)
     assert data["last_position"]["latitude"] == points[-1].lat
-    assert await services.store.fleet.checkpoints([0]) == {0: 2}
+    assert await services.store.fleet.checkpoints([0]) == {0: 3}
 
 
 async def test_an_operators_shorter_gap_gives_a_lost_rounds_number_up_sooner(
