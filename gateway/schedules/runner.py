@@ -75,7 +75,7 @@ class ScheduleRunner:
             idle_factor=1,
         )
         self._hand_backs = HandBacks("schedule")
-        self._running: set[Any] = set()  # the ids of the schedules this runner runs now
+        self._running: set[Any] = set()  # the ids of the schedules claimed, until run
         self._finished = 0
         self._progress = asyncio.Condition()
 
@@ -128,10 +128,12 @@ class ScheduleRunner:
         token = f"{self.owner}:{next(self._claims)}"
         schedules = self._c.store.schedules
         try:
-            return await schedules.claim_due(token, now, now + self._lease, limit)
+            claimed = await schedules.claim_due(token, now, now + self._lease, limit)
         except StoreUnavailable:  # some of it may have been applied: what it took, free again
             await self._hand_backs.give_back("claims", self._release_claims, loud=False)
             raise
+        self._running.update(doc["_id"] for doc in claimed)
+        return claimed
 
     async def _release_claims(self) -> None:
         """What failed claims took and no run here holds (read when the write is tried)."""
@@ -149,7 +151,6 @@ class ScheduleRunner:
     # -- one run -----------------------------------------------------------------------------
 
     async def _run_one(self, doc: Doc) -> str:
-        self._running.add(doc["_id"])
         try:
             return await self._run_claimed(doc)
         finally:
