@@ -131,6 +131,9 @@ async def renew_leases(
 Write = Callable[[], Awaitable[object]]
 
 
+_REMEMBERED = 1024  # units whose hand-backs `pause` counts
+
+
 class HandBacks:
     """Writes that give a runner's leases back (or finish what it recorded), kept until the
     database takes them: `give_back` tries at once, `retry` (before each claim) again."""
@@ -138,6 +141,17 @@ class HandBacks:
     def __init__(self, what: str) -> None:
         self._what = what
         self._pending: dict[str, Write] = {}
+        self._given: dict[str, int] = {}  # unit → times handed back (the newest 1024)
+
+    def pause(self, key: str, first: float, most: float) -> float:
+        """Seconds the unit `key`, handed back now, waits before it is due again: `first`,
+        doubling each time the same unit comes back, up to `most` (a unit whose command the
+        database keeps refusing, a poison, is tried ever less often, never in a spin)."""
+        given = self._given.pop(key, 0) + 1
+        self._given[key] = given
+        if len(self._given) > _REMEMBERED:
+            del self._given[next(iter(self._given))]
+        return float(min(most, first * 2 ** min(given - 1, 32)))
 
     def __len__(self) -> int:
         return len(self._pending)

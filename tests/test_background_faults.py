@@ -27,7 +27,7 @@ from gateway.services import Services
 from tests.fcm_double import Fcm, fcm
 from tests.feed_doubles import GeotabDouble, geotab
 from tests.flow_support import drain, email_channel, get, push_channel
-from tests.partner_double import post
+from tests.partner_double import FakeClock, post
 from tests.schedule_support import geotab_schedule, runner, runs
 from tests.schedule_support import get as relayed_get
 from tests.smtp_double import SmtpFactory, smtp_server
@@ -172,6 +172,35 @@ async def test_a_flow_run_the_database_fails_completes_once_it_is_back_without_a
         await quietly(services.flow_runner.run_until_idle())
     await database_back(services)
     a_moment_later(services)
+    await drain(services)
+    await assert_sent_once(app, services, smtp.received)
+
+
+async def test_a_run_whose_write_the_database_keeps_refusing_is_tried_ever_less_often(
+    app: Client, faults: Injector, smtp_server: SmtpFactory
+) -> None:
+    """A `notify` step whose insert the database refuses (2 BadValue) every time, while the
+    hand-back passes: the run is pending again after 1 s, then 2 s, 4 s (a poison is not a
+    spin), never failed; once the database takes the insert, it completes."""
+    services = services_of(app)
+    smtp = await smtp_server()
+    await mail_flow(app, smtp.port)
+    await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    runner, clock = services.flow_runner, FakeClock()
+    runner.clock = clock
+    runs = services.store.db["flow_runs"]
+    async with faults.failing(FAULT["BadValue"], ["insert"]):
+        for pause in (1, 2, 4):
+            assert await runner.run_until_idle() == {"unrecorded": 1}
+            (run,) = await runs.find({}).to_list(None)
+            assert run["status"] == "pending"
+            waits = (run["next_attempt_at"] - clock()).total_seconds()
+            assert pause - 0.5 < waits <= pause, (pause, waits)
+            assert await runner.run_until_idle() == {}  # not due yet: no spin
+            clock.advance(pause)
+    await database_back(services)
+    a_moment_later(services, seconds=clock.offset.total_seconds() + 8)
     await drain(services)
     await assert_sent_once(app, services, smtp.received)
 

@@ -290,7 +290,10 @@ class DeliveryWorker:
             log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
             now = self.clock()
-            due = now + timedelta(seconds=self._settings.poll_seconds)  # paced: never a spin
+            pause = self._hand_backs.pause(
+                str(doc["_id"]), self._settings.poll_seconds, self._settings.lease_seconds
+            )
+            due = now + timedelta(seconds=pause)
             pending = {"status": DeliveryStatus.PENDING.value, "updated_at": now}
             write = partial(
                 self._store.deliveries.finish,

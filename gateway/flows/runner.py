@@ -210,7 +210,10 @@ class FlowRunner:
             log.warning("flow run %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
             now = self.clock()
-            due = now + timedelta(seconds=self._settings.poll_seconds)  # paced: never a spin
+            pause = self._hand_backs.pause(
+                doc["_id"], self._settings.poll_seconds, self._settings.lease_seconds
+            )
+            due = now + timedelta(seconds=pause)
             await self._hand_backs.give_back(
                 doc["_id"], partial(self._runs.release, doc["_id"], token, now, due)
             )

@@ -170,7 +170,7 @@ class ScheduleRunner:
         except LeaseLost:
             outcome = "lost_lease"
         except StoreUnavailable as exc:
-            failure = PollFailure("store", exc.detail)
+            failure = PollFailure("store", exc.detail, transient=not exc.refused)
         except asyncio.CancelledError:
             await self._give_back(doc, owner)
             raise
@@ -249,8 +249,9 @@ class ScheduleRunner:
     ) -> dict[str, Any]:
         if failure is not None:
             failures = int(doc.get("failures") or 0) + 1
-            # The database failing is not the partner's doing: its back-off does not grow.
-            streak = 1 if failure.kind == "store" else failures
+            # The database's state is not the partner's doing: its back-off does not grow (a
+            # command refused for what it carries may be a poison: that one grows).
+            streak = 1 if failure.transient else failures
             wait = backoff_seconds(streak, failure.retry_after, self.rng)
             return {
                 "failures": failures,
