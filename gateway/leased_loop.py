@@ -13,10 +13,11 @@ What a runner still holds after `stop()` (leases to hand back) stays the runner'
 
 `HandBacks`: a unit (or a claim) the database failed leaves a lease in MongoDB that nobody in
 this process works on any more. Waiting for it to expire stalls that work for a whole lease
-(60-90 s) after a fault that lasted a moment; so the runner hands it back, due at once, with
-a write fenced by its claim token, and when the database fails that write too, tries it
-again before each claim until the database takes it (`docs/reliability.md` "Command
-faults"). A write whose lease another runner has taken meanwhile matches nothing.
+(60-90 s) after a fault that lasted a moment; so the runner hands it back, due again after a
+pause (`pause`), with a write fenced by its claim token, and when the database fails that
+write too, tries it again before each claim until the database takes it
+(`docs/reliability.md` "Command faults"). A write whose lease another runner has taken
+meanwhile matches nothing.
 """
 
 from __future__ import annotations
@@ -153,8 +154,9 @@ class HandBacks:
             del self._given[next(iter(self._given))]
         return float(min(most, first * 2 ** min(given - 1, 32)))
 
-    def __len__(self) -> int:
-        return len(self._pending)
+    def forget(self, key: str) -> None:
+        """The unit `key` went through: its next hand-back, if any, starts at `first`."""
+        self._given.pop(key, None)
 
     async def give_back(self, key: str, write: Write, *, loud: bool = True) -> None:
         """`write` now; kept for `retry` when the database fails it (a newer write for the

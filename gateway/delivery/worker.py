@@ -305,6 +305,8 @@ class DeliveryWorker:
         except Exception as exc:
             log.exception("delivery %s cannot be processed; parked", doc["_id"])
             result = await self._park(doc, token, f"{type(exc).__name__}: {exc}")
+        else:
+            self._hand_backs.forget(str(doc["_id"]))
         self._held.pop(doc["_id"], None)
         return result
 

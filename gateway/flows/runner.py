@@ -224,6 +224,8 @@ class FlowRunner:
             later = {"next_attempt_at": self.clock() + self._lease, "last_error": repr(exc)}
             with contextlib.suppress(Exception):
                 await self._record(doc, token, _Progress(progress.base), RunStatus.PENDING, later)
+        else:
+            self._hand_backs.forget(doc["_id"])
         self._held.pop(doc["_id"], None)
         self._metrics.flow_runs.labels(result).inc()
         return result
