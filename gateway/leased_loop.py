@@ -10,6 +10,14 @@ schedule runner), once:
 
 Keepers (housekeeping, lease renewal) run beside the loop while it runs and stop with it.
 What a runner still holds after `stop()` (leases to hand back) stays the runner's business.
+
+`HandBacks`: a unit (or a claim) the database failed leaves a lease in MongoDB that nobody in
+this process works on any more. Waiting for it to expire stalls that work for a whole lease
+(60-90 s) after a fault that lasted a moment; so the runner hands it back, due again after a
+pause (`pause`), with a write fenced by its claim token, and when the database fails that
+write too, tries it again before each claim until the database takes it
+(`docs/reliability.md` "Command faults"). A write whose lease another runner has taken
+meanwhile matches nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway.background import cancel_and_wait
 from gateway.doorbell import IdleWait
+from gateway.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +127,63 @@ async def renew_leases(
             await renew()
         except Exception as exc:  # the next round tries again; expiry is the fallback
             log.warning("renewing %s leases failed: %s", what, exc)
+
+
+Write = Callable[[], Awaitable[object]]
+
+
+_REMEMBERED = 1024  # units whose hand-backs `pause` counts
+
+
+class HandBacks:
+    """Writes that give a runner's leases back (or finish what it recorded), kept until the
+    database takes them: `give_back` tries at once, `retry` (before each claim) again."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._pending: dict[str, Write] = {}
+        self._given: dict[str, int] = {}  # unit → times handed back (the newest 1024)
+
+    def pause(self, key: str, first: float, most: float) -> float:
+        """Seconds the unit `key`, handed back now, waits before it is due again: `first`,
+        doubling each time the same unit comes back, up to `most` (a unit whose command the
+        database keeps refusing, a poison, is tried ever less often, never in a spin)."""
+        given = self._given.pop(key, 0) + 1
+        self._given[key] = given
+        if len(self._given) > _REMEMBERED:
+            del self._given[next(iter(self._given))]
+        return float(min(most, first * 2 ** min(given - 1, 32)))
+
+    def forget(self, key: str) -> None:
+        """The unit `key` went through: its next hand-back, if any, starts at `first`."""
+        self._given.pop(key, None)
+
+    async def give_back(self, key: str, write: Write, *, loud: bool = True) -> None:
+        """`write` now; kept for `retry` when the database fails it (a newer write for the
+        same key replaces an older one: one key per unit, one for all failed claims, so what
+        is kept stays bounded). `loud`: warn when it is kept (not when a caller already
+        warns for the same failure)."""
+        self._pending[key] = write
+        await self._try(key, write, loud=loud)
+
+    async def retry(self) -> None:
+        """Every write still kept, until the first the database fails (it is not back yet)."""
+        for key, write in list(self._pending.items()):
+            if not await self._try(key, write, loud=False):
+                return
+
+    async def _try(self, key: str, write: Write, *, loud: bool) -> bool:
+        """Whether the database answered (the write is done, or can never be)."""
+        try:
+            await write()
+        except StoreUnavailable as exc:
+            level = logging.WARNING if loud else logging.DEBUG  # the claim warns each pass
+            log.log(
+                level, "handing back %s %s waits for the database: %s", self._what, key, exc.detail
+            )
+            return False
+        except Exception:  # a bug: the lease expires instead
+            log.exception("handing back %s %s failed; its lease will expire", self._what, key)
+        if self._pending.get(key) is write:
+            del self._pending[key]
+        return True

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
@@ -40,7 +41,7 @@ from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
-from gateway.leased_loop import LeasedLoop, lease_owner, renew_leases
+from gateway.leased_loop import HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
@@ -108,6 +109,7 @@ class DeliveryWorker:
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
         )
         self._held: dict[str, str] = {}  # delivery id → claim token, until recorded
+        self._hand_backs = HandBacks("delivery")
         self._health = PartnerHealth(
             store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self.notify
         )
@@ -172,6 +174,7 @@ class DeliveryWorker:
                     {"status": DeliveryStatus.PENDING.value, "updated_at": self.clock()},
                 )
             self._held.pop(delivery_id, None)
+        await self._hand_backs.retry()  # a last try; then those leases expire
 
     async def _run_group(self, group: list[Doc]) -> Counter[str]:
         """Deliveries of one order key go one after the other; others run side by side."""
@@ -183,20 +186,29 @@ class DeliveryWorker:
     async def _claim(self, limit: int) -> list[Doc]:
         """Due deliveries of the next shard that has any; [] once every shard came back
         empty. Shards are visited in turn from a random start, so workers spread out."""
+        await self._hand_backs.retry()
         for _ in range(SHARDS):
             if self._loop.stopping and self._loop.running:
                 break  # stop() is waiting for the loop
             shard, self._shard = self._shard, (self._shard + 1) % SHARDS
             token = f"{self.owner}:{next(self._batches)}"
             now = self.clock()
-            docs = await self._store.deliveries.claim(
-                token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
-            )
+            try:
+                docs = await self._store.deliveries.claim(
+                    token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
+                )
+            except StoreUnavailable:  # it may have been applied: what it took, due again
+                await self._hand_backs.give_back("claims", self._release_claims, loud=False)
+                raise
             for doc in docs:
                 self._held[doc["_id"]] = token
             if docs:
                 return docs
         return []
+
+    async def _release_claims(self) -> None:
+        """What failed claims took and nobody here sends (read when the write is tried)."""
+        await self._store.deliveries.release_claims(self.owner, list(self._held), self.clock())
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:
@@ -272,12 +284,29 @@ class DeliveryWorker:
         try:
             result = await self._prepare_and_send(doc, token, probe)
         except StoreUnavailable as exc:
-            # Nothing more can be written; the lease expires and another attempt follows.
+            # Nothing more can be written: handed back, due again after a pause (the
+            # database decides when), not once the lease expires. A send that happened is
+            # repeated with the same webhook-id / Message-ID (at least once).
             log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
+            now = self.clock()
+            pause = self._hand_backs.pause(
+                str(doc["_id"]), self._settings.poll_seconds, self._settings.lease_seconds
+            )
+            due = now + timedelta(seconds=pause)
+            pending = {"status": DeliveryStatus.PENDING.value, "updated_at": now}
+            write = partial(
+                self._store.deliveries.finish,
+                doc["_id"],
+                token,
+                {**pending, "next_attempt_at": due},
+            )
+            await self._hand_backs.give_back(str(doc["_id"]), write)
         except Exception as exc:
             log.exception("delivery %s cannot be processed; parked", doc["_id"])
             result = await self._park(doc, token, f"{type(exc).__name__}: {exc}")
+        else:
+            self._hand_backs.forget(str(doc["_id"]))
         self._held.pop(doc["_id"], None)
         return result
 

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from gateway.delivery.retry import next_attempt_at
@@ -33,7 +34,7 @@ from gateway.flows.deliveries import RunRef
 from gateway.flows.model import Step
 from gateway.flows.service import FlowService
 from gateway.flows.steps import StepRunner, Wait, failed
-from gateway.leased_loop import LeasedLoop, lease_owner, renew_leases
+from gateway.leased_loop import HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
@@ -96,6 +97,7 @@ class FlowRunner:
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
         )
         self._held: dict[str, str] = {}  # run id → claim token
+        self._hand_backs = HandBacks("flow run")
 
     @property
     def running(self) -> bool:
@@ -141,20 +143,30 @@ class FlowRunner:
             with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
                 await self._runs.release(run_id, token, self.clock())
             self._held.pop(run_id, None)
+        await self._hand_backs.retry()  # a last try; then those leases expire
 
     async def _claim(self, limit: int) -> list[Doc]:
+        await self._hand_backs.retry()
         for _ in range(SHARDS):
             if self._loop.stopping and self._loop.running:
                 break
             shard, self._shard = self._shard, (self._shard + 1) % SHARDS
             token = f"{self.owner}:{next(self._batches)}"
             now = self.clock()
-            docs = await self._runs.claim(token, now, now + self._lease, limit, shard)
+            try:
+                docs = await self._runs.claim(token, now, now + self._lease, limit, shard)
+            except StoreUnavailable:  # it may have been applied: what it took, due again
+                await self._hand_backs.give_back("claims", self._release_claims, loud=False)
+                raise
             for doc in docs:
                 self._held[doc["_id"]] = token
             if docs:
                 return docs
         return []
+
+    async def _release_claims(self) -> None:
+        """What failed claims took and nobody here runs (read when the write is tried)."""
+        await self._runs.release_claims(self.owner, list(self._held), self.clock())
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:
@@ -193,8 +205,18 @@ class FlowRunner:
         try:
             result = await self._steps_of(doc, token, progress)
         except StoreUnavailable as exc:
+            # Resumed from its last record as soon as the database takes the hand-back, not
+            # once its lease expires.
             log.warning("flow run %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
+            now = self.clock()
+            pause = self._hand_backs.pause(
+                doc["_id"], self._settings.poll_seconds, self._settings.lease_seconds
+            )
+            due = now + timedelta(seconds=pause)
+            await self._hand_backs.give_back(
+                doc["_id"], partial(self._runs.release, doc["_id"], token, now, due)
+            )
         except Exception as exc:
             # A bug must not spin: the run waits a lease, then tries from its last record.
             log.exception("flow run %s failed unexpectedly; released", doc["_id"])
@@ -202,6 +224,8 @@ class FlowRunner:
             later = {"next_attempt_at": self.clock() + self._lease, "last_error": repr(exc)}
             with contextlib.suppress(Exception):
                 await self._record(doc, token, _Progress(progress.base), RunStatus.PENDING, later)
+        else:
+            self._hand_backs.forget(doc["_id"])
         self._held.pop(doc["_id"], None)
         self._metrics.flow_runs.labels(result).inc()
         return result

@@ -4,9 +4,10 @@
 
 A `Notification` is what a delivery will store (phase B: flows render it once, the delivery
 worker sends and retries it): the channel, one recipient, the rendered parts. Everything that
-can go wrong is an outcome, never an exception: a deleted channel, partner, action or mapping
-fails the notification with a message saying which. When FCM says a device token is
-UNREGISTERED, the token is removed from the driver it came from.
+can go wrong with the notification is an outcome: a deleted channel, partner, action or
+mapping fails it with a message saying which. The database failing a read is not the
+notification's fault: StoreUnavailable passes, and the delivery worker hands it back. When
+FCM says a device token is UNREGISTERED, the token is removed from the driver it came from.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 
 from gateway.actions.catalog import Catalog
 from gateway.entities import EntityService, Origin
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.mapping import CompiledMapping
 from gateway.notify.channels import ChannelService
 from gateway.notify.email import EmailSender
@@ -77,6 +78,8 @@ class Notifier:
             outcome = await self._dispatch(tenant, channel, notification)
         except NotFound as exc:
             return SendOutcome(Verdict.FAIL, f"{exc.detail}: it was deleted")
+        except StoreUnavailable:
+            raise  # the database's failure, not the notification's: the worker hands it back
         except GatewayError as exc:  # e.g. a sealed secret that no longer opens
             return SendOutcome(Verdict.FAIL, exc.detail)
         if outcome.unregistered and notification.recipient.driver_id:

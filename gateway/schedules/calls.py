@@ -35,10 +35,13 @@ class PollFailure(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         problems: Sequence[Mapping[str, Any]] = (),
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        # The database's state (not the partner's doing): its back-off does not grow.
+        self.transient = transient
         self.status = status
         self.retry_after = retry_after
         self.problems = list(problems)

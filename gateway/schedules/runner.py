@@ -24,11 +24,12 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from gateway.background import cancel_and_wait
 from gateway.errors import StoreUnavailable
-from gateway.leased_loop import LeasedLoop, lease_owner
+from gateway.leased_loop import HandBacks, LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
 from gateway.schedules.timing import backoff_seconds, every_from_doc
@@ -73,6 +74,8 @@ class ScheduleRunner:
             shutdown_seconds=settings.shutdown_seconds,
             idle_factor=1,
         )
+        self._hand_backs = HandBacks("schedule")
+        self._running: set[Any] = set()  # the ids of the schedules claimed, until run
         self._finished = 0
         self._progress = asyncio.Condition()
 
@@ -117,11 +120,24 @@ class ScheduleRunner:
         """Stop claiming and let running schedules finish (bounded); one cut short gives its
         lease back, due at once, so another process takes it over without waiting."""
         await self._loop.stop()
+        await self._hand_backs.retry()  # a last try; then those leases expire
 
     async def _claim(self, limit: int) -> list[Doc]:
+        await self._hand_backs.retry()
         now = self.clock()
         token = f"{self.owner}:{next(self._claims)}"
-        return await self._c.store.schedules.claim_due(token, now, now + self._lease, limit)
+        schedules = self._c.store.schedules
+        try:
+            claimed = await schedules.claim_due(token, now, now + self._lease, limit)
+        except StoreUnavailable:  # some of it may have been applied: what it took, free again
+            await self._hand_backs.give_back("claims", self._release_claims, loud=False)
+            raise
+        self._running.update(doc["_id"] for doc in claimed)
+        return claimed
+
+    async def _release_claims(self) -> None:
+        """What failed claims took and no run here holds (read when the write is tried)."""
+        await self._c.store.schedules.release_claims(self.owner, list(self._running))
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:
@@ -135,6 +151,12 @@ class ScheduleRunner:
     # -- one run -----------------------------------------------------------------------------
 
     async def _run_one(self, doc: Doc) -> str:
+        try:
+            return await self._run_claimed(doc)
+        finally:
+            self._running.discard(doc["_id"])
+
+    async def _run_claimed(self, doc: Doc) -> str:
         owner = doc["lease_owner"]
         started_at, started = self.clock(), time.perf_counter()
         poll = Poll(self._c, doc, owner, clock=self._now, lease=self._lease)
@@ -148,7 +170,7 @@ class ScheduleRunner:
         except LeaseLost:
             outcome = "lost_lease"
         except StoreUnavailable as exc:
-            failure = PollFailure("store", exc.detail)
+            failure = PollFailure("store", exc.detail, transient=not exc.refused)
         except asyncio.CancelledError:
             await self._give_back(doc, owner)
             raise
@@ -162,10 +184,7 @@ class ScheduleRunner:
         elif outcome == "ok" and poll.tally.more:
             outcome = "more"
         duration = time.perf_counter() - started
-        try:
-            await self._finish(doc, owner, outcome, failure, poll.tally, started_at, duration)
-        except StoreUnavailable as exc:  # the lease expires; the next runner reads again
-            log.warning("schedule %s run not recorded: %s", doc["_id"], exc.detail)
+        await self._finish(doc, owner, outcome, failure, poll.tally, started_at, duration)
         async with self._progress:
             self._finished += 1
             self._progress.notify_all()
@@ -181,12 +200,16 @@ class ScheduleRunner:
         started_at: datetime,
         duration: float,
     ) -> None:
+        """Release the schedule with its next run time, record the run. Writes the database
+        fails are handed back (`leased_loop.HandBacks`): done before the next claim, rather
+        than the schedule waiting for its lease to expire and its run record lost."""
         now = self.clock()
         error = failure.as_doc(now) if failure is not None else None
+        store = self._c.store.schedules
+        release = None
         if outcome != "lost_lease":
-            await self._c.store.schedules.release(
-                doc["_id"], owner, self._next_state(doc, outcome, failure, started_at, now)
-            )
+            state = self._next_state(doc, outcome, failure, started_at, now)
+            release = partial(store.release, doc["_id"], owner, state)
         run: Doc = {
             "tenant": doc["tenant"],
             "schedule_id": str(doc["_id"]),
@@ -205,8 +228,16 @@ class ScheduleRunner:
             "item_errors": tally.problems,
             "error": error,
         }
-        await self._c.store.schedules.add_run(run)
         self._count(str(doc["_id"]), outcome, failure, tally, duration)
+
+        async def writes() -> None:
+            nonlocal release
+            if release is not None:
+                await release()
+                release = None  # done: a retry only records the run
+            await store.add_run(run)  # idempotent, by its _id
+
+        await self._hand_backs.give_back(str(doc["_id"]), writes)
 
     def _next_state(
         self,
@@ -218,7 +249,10 @@ class ScheduleRunner:
     ) -> dict[str, Any]:
         if failure is not None:
             failures = int(doc.get("failures") or 0) + 1
-            wait = backoff_seconds(failures, failure.retry_after, self.rng)
+            # The database's state is not the partner's doing: its back-off does not grow (a
+            # command refused for what it carries may be a poison: that one grows).
+            streak = 1 if failure.transient else failures
+            wait = backoff_seconds(streak, failure.retry_after, self.rng)
             return {
                 "failures": failures,
                 "last_error": failure.as_doc(now),

@@ -18,6 +18,7 @@ elsewhere cannot overwrite the new owner.
 from __future__ import annotations
 
 import builtins
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -158,6 +159,17 @@ class DeliveryStore:
             won = await self._c.find({"_id": {"$in": ids}, "lease_owner": token}).to_list(None)
         won.sort(key=lambda d: d["next_attempt_at"])
         return won
+
+    async def release_claims(self, owner: str, held: Sequence[Any], now: datetime) -> int:
+        """Claims of `owner` (a worker) the database failed (applied all the same, maybe):
+        every delivery one took that the worker does not hold, pending again (still due)."""
+        mine = {"$regex": f"^{re.escape(owner)}:"}
+        with translate_errors():
+            result = await self._c.update_many(
+                {"lease_owner": mine, "status": IN_FLIGHT, "_id": {"$nin": builtins.list(held)}},
+                {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
+            )
+        return result.modified_count
 
     async def claim_for_partner(
         self, partner_id: str, token: str, lease_until: datetime

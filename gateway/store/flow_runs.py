@@ -14,6 +14,7 @@ twice nor overwrite the new owner.
 from __future__ import annotations
 
 import builtins
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -151,10 +152,27 @@ class FlowRunStore:
             )
         return result.modified_count
 
-    async def release(self, run_id: str, token: str, now: datetime) -> None:
-        """A runner stopping hands a run it holds back, due now."""
+    async def release_claims(self, owner: str, held: Sequence[str], now: datetime) -> int:
+        """Claims of `owner` (a runner) the database failed (applied all the same, maybe):
+        every run one took that the runner does not hold, pending again, due at once."""
+        mine = {"$regex": f"^{re.escape(owner)}:"}
+        with translate_errors():
+            result = await self._c.update_many(
+                {"lease_owner": mine, "status": RUNNING, "_id": {"$nin": builtins.list(held)}},
+                {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
+            )
+        return result.modified_count
+
+    async def release(
+        self, run_id: str, token: str, now: datetime, due: datetime | None = None
+    ) -> None:
+        """A runner hands a run it holds back: stopping, due as it was (now); after the
+        database failed it, due at `due`."""
+        fields: Doc = {"status": PENDING, "updated_at": now}
+        if due is not None:
+            fields["next_attempt_at"] = due
         with translate_errors():
             await self._c.update_one(
                 {"_id": run_id, "lease_owner": token, "status": RUNNING},
-                {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
+                {"$set": fields, "$unset": _LEASE_FIELDS},
             )

@@ -21,12 +21,15 @@ schedule keeps its newest `MAX_RUNS_PER_SCHEDULE`.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
 from gateway.store.resources import TenantResources
@@ -95,12 +98,23 @@ class ScheduleStore(TenantResources):
                     claimed.append(doc)
         return claimed
 
+    async def release_claims(self, runner: str, held: Sequence[ObjectId]) -> int:
+        """Claims of `runner` the database failed (some of it applied, maybe): every
+        schedule one took that the runner is not running, free again (still due)."""
+        mine = {"$regex": f"^{re.escape(runner)}:"}
+        with translate_errors():
+            result = await self._c.update_many(
+                {"lease_owner": mine, "_id": {"$nin": builtins.list(held)}},
+                {"$set": {"lease_until": FREE}, "$unset": {"lease_owner": ""}},
+            )
+        return result.modified_count
+
     async def renew(self, schedule_id: ObjectId, owner: str, lease_until: datetime) -> bool:
         with translate_errors():
             result = await self._c.update_one(
                 {"_id": schedule_id, "lease_owner": owner}, {"$set": {"lease_until": lease_until}}
             )
-        return result.modified_count == 1
+        return result.matched_count == 1
 
     async def commit_page(
         self,
@@ -118,7 +132,7 @@ class ScheduleStore(TenantResources):
             update["$push"] = {"seen": {"$each": list(seen), "$slice": -keep}}
         with translate_errors():
             result = await self._c.update_one({"_id": schedule_id, "lease_owner": owner}, update)
-        return result.modified_count == 1
+        return result.matched_count == 1  # matched: a commit that changes nothing is ours too
 
     async def release(self, schedule_id: ObjectId, owner: str, fields: Mapping[str, Any]) -> bool:
         """End a run: record its outcome and the next run time, and give the lease back."""
@@ -127,13 +141,17 @@ class ScheduleStore(TenantResources):
                 {"_id": schedule_id, "lease_owner": owner},
                 {"$set": {**fields, "lease_until": FREE}, "$unset": {"lease_owner": ""}},
             )
-        return result.modified_count == 1
+        return result.matched_count == 1
 
     # -- runs ------------------------------------------------------------------------------
 
     async def add_run(self, run: Doc) -> None:
+        """Idempotent: a run written again (a retry after the database failed the first
+        write, which may have been applied) is stored once, by its `_id`."""
+        run.setdefault("_id", ObjectId())
         with translate_errors():
-            await self._runs.insert_one(run)
+            with contextlib.suppress(DuplicateKeyError):
+                await self._runs.insert_one(run)
             query = scoped(run["tenant"], {"schedule_id": run["schedule_id"]})
             cursor = self._runs.find(query, {"_id": 1}).sort("_id", DESCENDING)
             past = await cursor.skip(MAX_RUNS_PER_SCHEDULE).limit(1).to_list(1)

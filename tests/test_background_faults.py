@@ -1,0 +1,428 @@
+"""Database commands that fail under the background work that was never faulted before (SPEC
+§3.1, §5; docs/reliability.md "Command faults"): the flow runner, the delivery worker
+sending notifications, the schedule runner polling a feed, and the fold's rules that turn
+fixes into alerts. `configureFailPoint` `failCommand`, scoped to the gateway's connections,
+fails a command the loop issues (a state code, a failed write concern, a dropped connection,
+a code that is not about the server's state) a couple of times and then lets it pass.
+
+Once the fault is gone, with the real clock or one a couple of seconds ahead (a lease is
+60-90 s: none is waited out): the loop resumes at its next pass, the work is done (the run
+succeeds, the e-mail and the push are sent, the feed's items are stored), nothing twice that
+must not be (one e-mail, one event per item), nothing healthy is set aside (no run failed, no
+delivery failed or parked), and the API says so. Every failpoint is switched off in a `finally`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.errors import StoreUnavailable
+from gateway.services import Services
+from tests.fcm_double import Fcm, fcm
+from tests.feed_doubles import GeotabDouble, geotab
+from tests.flow_support import drain, email_channel, get, push_channel
+from tests.partner_double import FakeClock, post
+from tests.schedule_support import geotab_schedule, runner, runs
+from tests.schedule_support import get as relayed_get
+from tests.smtp_double import SmtpFactory, smtp_server
+from tests.test_command_faults import (
+    FAULTS,
+    Client,
+    Fault,
+    Injector,
+    app,
+    database_back,
+    faults,
+    services_of,
+)
+from tests.triggers_support import bearer, create_position_trigger
+
+__all__ = ["app", "faults", "fcm", "geotab", "smtp_server"]  # the fixtures
+
+FAULT = {f.name: f for f in FAULTS}
+# Each loop meets one of each kind (a labelled state code: 91, 10107; a write concern error,
+# the write applied; a dropped connection; a code not about the server's state, 2), spread
+# over the commands it issues, as (point, fault) pairs: the whole product would only repeat
+# the same paths (the translation is one, `store/client.py`) at 1-2 s a test.
+
+
+def cases(*pairs: tuple[str, str]) -> Any:
+    return pytest.mark.parametrize(
+        ("point", "fault"),
+        [pytest.param(point, FAULT[name], id=f"{point}-{name}") for point, name in pairs],
+    )
+
+
+def mode(skip: int, times: int = 2) -> dict[str, int]:
+    """Skip `skip` matching commands, fail the next `times`: a write and the driver's one
+    retry of it (a labelled error, a dropped connection), then it passes."""
+    return {"skip": skip, "times": times}
+
+
+@pytest.fixture(autouse=True)
+def no_error_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A database fault is a WARNING (the loop pauses), never an ERROR with a traceback."""
+    yield
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+def a_moment_later(services: Services, seconds: float = 2) -> None:
+    """The runner and the worker read a clock a moment ahead: what they handed back after a
+    fault is due again after a pause (the poll interval, 1 s), never after a lease."""
+    services.flow_runner.clock = services.delivery_worker.clock = lambda: (
+        datetime.now(UTC) + timedelta(seconds=seconds)
+    )
+
+
+async def quietly(work: Any) -> None:
+    """A pass under the fault: it may stop with StoreUnavailable, nothing else."""
+    with contextlib.suppress(StoreUnavailable):
+        await work
+
+
+# -- a flow whose notify step sends an e-mail ------------------------------------------------
+
+
+async def mail_flow(client: Client, port: int) -> None:
+    """A vehicle created → an e-mail to ops (template `hello-email`)."""
+    await email_channel(client, port)
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "hello-email",
+            "channel_type": "email",
+            "default_locale": "en",
+            "locales": {"en": {"subject": "New {{ entity.plate }}", "text": "Hi"}},
+        },
+    )
+    await post(
+        client,
+        "/api/v1/flows",
+        {
+            "name": "hello",
+            "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+            "steps": [
+                {
+                    "id": "say",
+                    "notify": {
+                        "channel": "email",
+                        "template": "hello-email",
+                        "recipients": [{"address": "ops@acme.com.br"}],
+                    },
+                }
+            ],
+        },
+    )
+
+
+async def assert_sent_once(
+    client: Client, services: Services, messages: list[Any], *, exactly: bool = True
+) -> None:
+    """The run succeeded, its one notification delivery succeeded, the message went out once
+    (`exactly`), or (its send was not recorded) again with the same Message-ID: at least
+    once."""
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert run["status"] == "succeeded", run
+    deliveries = (await get(client, "/api/v1/deliveries"))["items"]
+    assert [(d["kind"], d["status"]) for d in deliveries] == [("notification", "succeeded")]
+    assert len(messages) >= 1
+    stored = await services.store.db["deliveries"].find_one({})
+    assert stored is not None
+    assert {m.message["Message-ID"] for m in messages} == {stored["notification"]["message_id"]}
+    if exactly:
+        assert len(messages) == 1, "sent again although the first send was recorded"
+
+
+# The runner's commands, in order: the expired leases (update), the claim (find, update), the
+# notify step's delivery (insert), the run's record (update).
+FLOW_POINTS = {
+    "claim-read": (["find"], 0),
+    "claim-write": (["update"], 1),
+    "step-insert": (["insert"], 0),
+    "record": (["update"], 2),
+}
+
+
+@cases(
+    ("claim-read", "closeConnection"),
+    ("claim-write", "WriteConcernFailed"),  # the claim applied: what it took is handed back
+    ("step-insert", "BadValue"),
+    ("step-insert", "ShutdownInProgress-labelled"),
+    ("record", "NotWritablePrimary-labelled"),
+    ("record", "WriteConcernFailed"),  # the final record applied
+)
+async def test_a_flow_run_the_database_fails_completes_once_it_is_back_without_a_lease_wait(
+    app: Client, faults: Injector, smtp_server: SmtpFactory, fault: Fault, point: str
+) -> None:
+    services = services_of(app)
+    smtp = await smtp_server()
+    await mail_flow(app, smtp.port)
+    await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()  # the run is stored, pending
+    commands, skip = FLOW_POINTS[point]
+    async with faults.failing(fault, commands, mode=mode(skip)):
+        await quietly(services.flow_runner.run_until_idle())
+    await database_back(services)
+    a_moment_later(services)
+    await drain(services)
+    await assert_sent_once(app, services, smtp.received)
+
+
+async def test_a_run_whose_write_the_database_keeps_refusing_is_tried_ever_less_often(
+    app: Client, faults: Injector, smtp_server: SmtpFactory
+) -> None:
+    """A `notify` step whose insert the database refuses (2 BadValue) every time, while the
+    hand-back passes: the run is pending again after 1 s, then 2 s, 4 s (a poison is not a
+    spin), never failed; once the database takes the insert, it completes."""
+    services = services_of(app)
+    smtp = await smtp_server()
+    await mail_flow(app, smtp.port)
+    await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    runner, clock = services.flow_runner, FakeClock()
+    runner.clock = clock
+    runs = services.store.db["flow_runs"]
+    async with faults.failing(FAULT["BadValue"], ["insert"]):
+        for pause in (1, 2, 4):
+            assert await runner.run_until_idle() == {"unrecorded": 1}
+            (run,) = await runs.find({}).to_list(None)
+            assert run["status"] == "pending"
+            waits = (run["next_attempt_at"] - clock()).total_seconds()
+            assert pause - 0.5 < waits <= pause, (pause, waits)
+            assert await runner.run_until_idle() == {}  # not due yet: no spin
+            clock.advance(pause)
+    await database_back(services)
+    a_moment_later(services, seconds=clock.offset.total_seconds() + 8)
+    await drain(services)
+    await assert_sent_once(app, services, smtp.received)
+
+
+# -- the delivery worker sending a notification ----------------------------------------------
+
+
+async def first_shard_holds_it(services: Services) -> None:
+    """The worker's claim reads the delivery's shard first (one find), so the commands that
+    follow are the send's own."""
+    (doc,) = await services.store.db["deliveries"].find({}).to_list(None)
+    services.delivery_worker._shard = doc["shard"]
+
+
+# The worker's commands for one notification: the partners disabled (find), the claim (find,
+# update), the tenant's settings and the channel (find), the record of the attempt (update).
+SEND_POINTS = {
+    "claim-write": (["update"], 1, 2),
+    "settings-read": (["find"], 2, 3),  # reads: the driver retries, a lookup tries twice
+    "channel-read": (["find"], 3, 3),
+    "record": (["update"], 2, 2),
+}
+
+
+@cases(
+    ("claim-write", "WriteConcernFailed"),
+    ("settings-read", "BadValue"),
+    ("channel-read", "NotWritablePrimary-labelled"),
+    ("channel-read", "BadValue"),  # it used to fail the notification for good
+    ("record", "closeConnection"),
+    ("record", "ShutdownInProgress-labelled"),
+)
+async def test_an_e_mail_the_database_fails_around_is_sent_once_it_is_back_never_failed(
+    app: Client, faults: Injector, smtp_server: SmtpFactory, fault: Fault, point: str
+) -> None:
+    services = services_of(app)
+    smtp = await smtp_server()
+    await mail_flow(app, smtp.port)
+    await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    await services.flow_runner.run_until_idle()  # one notification delivery, pending
+    await first_shard_holds_it(services)
+    commands, skip, times = SEND_POINTS[point]
+    async with faults.failing(fault, commands, mode=mode(skip, times)):
+        await quietly(services.delivery_worker.run_until_idle())
+    await database_back(services)
+    a_moment_later(services)
+    await drain(services)
+    # the send the database failed to record is sent again, with its Message-ID
+    await assert_sent_once(app, services, smtp.received, exactly=point != "record")
+
+
+async def test_a_push_whose_channel_read_fails_is_pushed_once_the_database_is_back(
+    app: Client, faults: Injector, fcm: Fcm
+) -> None:
+    """The channel and its partner are read at send time: a failed read is the database's,
+    not the push's (never a failed delivery)."""
+    services = services_of(app)
+    await push_channel(app, fcm)
+    await post(
+        app,
+        "/api/v1/templates",
+        {
+            "name": "hello-push",
+            "channel_type": "push",
+            "default_locale": "en",
+            "locales": {"en": {"title": "New vehicle", "body": "{{ entity.plate }}"}},
+        },
+    )
+    await post(
+        app,
+        "/api/v1/flows",
+        {
+            "name": "hello",
+            "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+            "steps": [
+                {
+                    "id": "say",
+                    "notify": {
+                        "channel": "push",
+                        "template": "hello-push",
+                        "recipients": [{"address": "device-token-1"}],
+                    },
+                }
+            ],
+        },
+    )
+    await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    await services.flow_runner.run_until_idle()
+    await first_shard_holds_it(services)
+    fault = next(f for f in FAULTS if f.name == "ShutdownInProgress")
+    # the channel read: the driver retries it, the lookup tries twice
+    async with faults.failing(fault, ["find"], mode=mode(3, times=3)):
+        await quietly(services.delivery_worker.run_until_idle())
+    await database_back(services)
+    a_moment_later(services)
+    await drain(services)
+    deliveries = (await get(app, "/api/v1/deliveries"))["items"]
+    assert [d["status"] for d in deliveries] == ["succeeded"], deliveries
+    assert [m["token"] for m in fcm.messages] == ["device-token-1"]
+
+
+# -- a polled feed ---------------------------------------------------------------------------
+
+# The runner's commands for one run of a feed of 5 records in pages of 2: the claim
+# (findAndModify), each page's items (the entity writes), each page's commit (update), the
+# release and the run record (update, insert).
+POLL_POINTS = {
+    "claim": (["findAndModify"], 0),
+    "first-commit": (["update"], 0),
+    "later-page": (["update"], 3),
+    "release": (["update"], 6),
+    "run-record": (["insert"], 0),
+}
+
+
+@cases(
+    ("claim", "WriteConcernFailed"),
+    ("first-commit", "BadValue"),
+    ("later-page", "closeConnection"),
+    ("release", "ShutdownInProgress-labelled"),
+    ("release", "WriteConcernFailed"),
+    ("run-record", "NotWritablePrimary-labelled"),
+)
+async def test_a_feed_the_database_fails_is_ingested_once_and_the_schedule_is_not_held_back(
+    app: Client, faults: Injector, geotab: GeotabDouble, fault: Fault, point: str
+) -> None:
+    services = services_of(app)
+    geotab.add_records(5)
+    schedule = await geotab_schedule(app, geotab, limit=2)
+    poller = runner(app)
+    commands, skip = POLL_POINTS[point]
+    async with faults.failing(fault, commands, mode=mode(skip)):
+        await quietly(poller.run_until_idle())
+    await database_back(services)
+    # A run the database failed is due again after the first back-off (5 s ± 20%), not
+    # after a lease (60 s) nor a growing back-off: the partner did nothing wrong.
+    poller.clock = lambda: datetime.now(UTC) + timedelta(seconds=7)
+    await poller.run_until_idle()
+    state = (await get(app, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["cursor"] == f"{5:016x}", state
+    assert state["failures"] == 0 and not state["running"], state
+    events = (await relayed_get(app, "/api/v1/events?type=vehicle.position&limit=50"))["items"]
+    # Every record's event; a page the database failed to confirm (its entity writes applied,
+    # the commit of its cursor not) is landed again by the next run: the entities change
+    # nothing, the mapping's `emit` events of that one page (2 records) come again.
+    assert {e["data"]["attributes"]["geotab_log_id"] for e in events} == {
+        f"b{n:04x}" for n in range(1, 6)
+    }
+    assert len(events) <= 5 + 2, [e["data"]["attributes"]["geotab_log_id"] for e in events]
+    updates = (await relayed_get(app, "/api/v1/events?type=entity.updated&limit=50"))["items"]
+    assert len(updates) <= 5  # at most one per record: a page landed again changes nothing
+    vehicle = await get(app, "/api/v1/entities/vehicle/BRA2E19")
+    assert vehicle["attributes"]["geotab_log_id"] == "b0005"
+    recorded = await runs(app, schedule["id"])
+    assert recorded[0]["outcome"] == "ok", recorded[0]
+    assert sum(r["written"] for r in recorded) >= 5
+
+
+# -- a fleet rule's alert --------------------------------------------------------------------
+
+
+async def test_a_geofence_exit_the_database_fails_to_start_is_alerted_once_it_is_back(
+    app: Client, faults: Injector, smtp_server: SmtpFactory
+) -> None:
+    """The fold emits `vehicle.geofence.exited`; the hook that starts its flow run fails
+    (the run's insert): the pass is done again and the alert is sent once."""
+    services = services_of(app)
+    smtp = await smtp_server()
+    await email_channel(app, smtp.port)
+    await post(
+        app,
+        "/api/v1/templates",
+        {
+            "name": "exit-email",
+            "channel_type": "email",
+            "default_locale": "en",
+            "locales": {"en": {"subject": "{{ entity.plate }} left", "text": "Left"}},
+        },
+    )
+    await post(
+        app,
+        "/api/v1/flows",
+        {
+            "name": "hello",
+            "on": {"events": ["vehicle.geofence.exited"]},
+            "steps": [
+                {
+                    "id": "say",
+                    "notify": {
+                        "channel": "email",
+                        "template": "exit-email",
+                        "recipients": [{"address": "ops@acme.com.br"}],
+                    },
+                }
+            ],
+        },
+    )
+    circle = {"lat": -23.55, "lon": -46.63, "radius_m": 200}
+    await post(app, "/api/v1/geofences", {"name": "depot", "kind": "authorized", "circle": circle})
+    await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    trigger = await create_position_trigger(app)
+    start = datetime.fromisoformat("2026-12-01T12:00:00+00:00")
+    fixes = [
+        {"plate": "ABC1D23", "time": (start + timedelta(seconds=30 * i)).isoformat(),
+         "lat": lat, "lon": -46.63}
+        for i, lat in enumerate([-23.55, -23.5501, -23.56, -23.561])
+    ]  # fmt: skip
+    response = await app.post(f"/hooks/{trigger['id']}", json=fixes, headers=bearer(trigger))
+    assert response.status == 200, await response.text()
+    await services.relay.run_until_idle()
+    fault = next(f for f in FAULTS if f.name == "ShutdownInProgress")
+    async with faults.failing(fault, ["insert"], mode=mode(0)):
+        await quietly(services.fold.run_until_idle())
+    await database_back(services)
+    a_moment_later(services)
+    async with asyncio.timeout(10):
+        while not smtp.received:
+            await services.fold.run_until_idle()
+            await drain(services)
+    await drain(services)
+    assert [m.message["Subject"] for m in smtp.received] == ["ABC1D23 left"]
+    (run,) = (await get(app, "/api/v1/flows/hello/runs"))["items"]
+    assert run["status"] == "succeeded"
