@@ -66,14 +66,15 @@ def request_for(
     request_mapping: CompiledMapping | None,
     cursor: Any,
 ) -> OutboundRequest:
-    """The action's request with the schedule's fixed parts and the cursor in place."""
+    """The action's request with the schedule's fixed parts and the cursor in place
+    (InvalidPayload: the action's XML body cannot be rendered on them)."""
     fixed = doc.get("request") or {}
     body = copy.deepcopy(fixed.get("body"))
     query: dict[str, Any] = dict(fixed.get("query") or {})
     headers: dict[str, str] = {}
     path_values: Mapping[str, Any] = {}
+    context = {"cursor": cursor, "tenant": doc["tenant"], "schedule": _about(doc)}
     if request_mapping is not None:
-        context = {"cursor": cursor, "tenant": doc["tenant"], "schedule": _about(doc)}
         parts = request_mapping.build_request(context, secrets=dict(partner.secrets))
         path_values, body = parts.path_params, parts.body if parts.body is not None else body
         query.update(parts.query)
@@ -87,8 +88,9 @@ def request_for(
             headers[name] = str(cursor)
         else:
             body = _with_member(body, name.split("."), cursor)
+    # An action with an XML body renders it on the context, `body` being this JSON value.
     request, _ = build_request(
-        action, partner, None, {}, default_body=body, path_values=path_values
+        action, partner, None, context, default_body=body, path_values=path_values
     )
     return replace(
         request,
