@@ -14,6 +14,7 @@ import pytest
 from gateway.formats import parse_xml
 from gateway.outbound.redaction import MASK
 from gateway.web.state import services_key
+from tests.flow_support import FINE_EVENT, add_mapping, upload_flow
 from tests.partner_double import (
     Partner,
     create_action,
@@ -21,6 +22,7 @@ from tests.partner_double import (
     create_subscription,
     create_vehicle,
     partner,
+    post,
 )
 from tests.schedule_support import runner, runs
 from tests.support import auth
@@ -351,3 +353,59 @@ async def test_a_body_rendered_past_the_size_limit_is_a_422_and_nothing_is_sent(
     assert problem["errors"][0]["pointer"] == "/xml_body/template"
     assert "262,144" in problem["errors"][0]["message"]
     assert partner.requests == []
+
+
+ERP_FINE_PAID = """<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+                  xmlns:erp="urn:erp:multas">
+  <soapenv:Body>
+    <erp:informarPagamento>
+      <token>{{ secrets.erp_token }}</token>
+      <ait>{{ body.ait }}</ait>
+      <placa>{{ body.placa }}</placa>
+      <valorPago>{{ body.valorPago }}</valorPago>
+      <dataPagamento>{{ body.dataPagamento }}</dataPagamento>
+    </erp:informarPagamento>
+  </soapenv:Body>
+</soapenv:Envelope>"""
+
+
+async def test_the_flow_dry_run_shows_the_soap_body_with_secrets_masked(
+    client: Client, partner: Partner
+) -> None:
+    await add_mapping(client, "erp-fine-paid")
+    erp = await create_partner(client, partner.url, secrets={"erp_token": "erp-token-5ec2e7"})
+    await create_action(
+        client,
+        erp["id"],
+        name="erp-fine-paid",
+        path="/multas/{ait}/pagamento",
+        request_mapping="erp-fine-paid",
+        xml_body={
+            "soap": "1.1",
+            "soap_action": "urn:erp:multas/informar",
+            "template": ERP_FINE_PAID,
+        },
+    )
+    await upload_flow(client, "fine-paid-erp")
+    paid = {
+        **FINE_EVENT,
+        "type": "fine.paid",
+        "data": {**FINE_EVENT["data"], "status": "paid"},
+        "detail": {"amount_paid_brl": 104.13, "paid_on": "2026-11-25"},
+    }
+    result = await post(
+        client, "/api/v1/flows/test", {"flow": "fine-paid-erp", "event": paid}, status=200
+    )
+
+    (step,) = result["steps"]
+    request = step["request"]
+    assert request["headers"]["SOAPAction"] == '"urn:erp:multas/informar"'
+    sent = parse_xml(request["body"])["Envelope"]["Body"]["informarPagamento"]
+    assert sent == {
+        "token": "<secret:erp_token>",
+        "ait": "A123456789",
+        "placa": "ABC1D23",
+        "valorPago": "104.13",
+        "dataPagamento": "2026-11-25",
+    }
+    assert "5ec2e7" not in str(result) and partner.requests == []
