@@ -409,3 +409,24 @@ async def test_the_flow_dry_run_shows_the_soap_body_with_secrets_masked(
         "dataPagamento": "2026-11-25",
     }
     assert "5ec2e7" not in str(result) and partner.requests == []
+
+
+async def test_a_soap_fault_quoting_the_password_is_redacted_from_the_schedule_s_run(
+    client: Client, partner: Partner
+) -> None:
+    quoted = SENHA.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    fault = (
+        f'<S:Envelope xmlns:S="{SOAP11}"><S:Body><S:Fault><faultcode>S:Server</faultcode>'
+        f"<faultstring>usuario ou senha invalidos: {quoted.replace(chr(39), '&#39;')}"
+        "</faultstring></S:Fault></S:Body></S:Envelope>"
+    )
+    partner.respond_with(500, raw=fault.encode(), headers={"Content-Type": "text/xml"})
+    schedule = await _sascar_schedule(client, partner)
+
+    assert await runner(client).run_until_idle() == {"failed": 1}
+
+    (run,) = await runs(client, schedule["id"])
+    got = await (await client.get(f"/api/v1/schedules/{schedule['id']}", headers=auth())).text()
+    assert run["error"]["kind"] == "http_status"
+    assert f"senha invalidos: {MASK}<" in run["error"]["message"]
+    assert "s3nh@" not in str(run) + got

@@ -17,6 +17,7 @@ from gateway.actions.catalog import Action, Partner, build_request
 from gateway.mapping import CompiledMapping
 from gateway.mapping.expressions import Run, compile_expression, is_truthy
 from gateway.mapping.model import EvalError, LimitExceeded
+from gateway.outbound.redaction import NO_REDACTION, Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.store import Doc
 
@@ -99,13 +100,16 @@ def request_for(
     )
 
 
-def read_page(doc: Doc, outcome: Outcome, now: datetime) -> Page:
-    """The partner's answer as a page; PollFailure for anything that is not a usable one."""
+def read_page(doc: Doc, outcome: Outcome, now: datetime, redactor: Redactor = NO_REDACTION) -> Page:
+    """The partner's answer as a page; PollFailure for anything that is not a usable one. What
+    a failure quotes of the answer is redacted of the partner's credentials and secrets (a SOAP
+    fault may quote the envelope, password included)."""
     status = outcome.status
     if status is None:
-        raise PollFailure(str(outcome.error or "connect"), f"no answer: {outcome.message}")
+        message = redactor.redact(outcome.message or "")
+        raise PollFailure(str(outcome.error or "connect"), f"no answer: {message}")
     if not 200 <= status < 300:
-        excerpt = outcome.body_excerpt[:_EXCERPT]
+        excerpt = redactor.redact(outcome.body_excerpt)[:_EXCERPT]
         raise PollFailure(
             "rate_limited" if status == 429 else "http_status",
             f"the partner answered {status}" + (f": {excerpt}" if excerpt else ""),
@@ -113,13 +117,15 @@ def read_page(doc: Doc, outcome: Outcome, now: datetime) -> Page:
             retry_after=outcome.retry_after(now),
         )
     if outcome.error is not None:
-        raise PollFailure("invalid_response", f"unusable answer: {outcome.message}", status=status)
+        message = redactor.redact(outcome.message or "")
+        raise PollFailure("invalid_response", f"unusable answer: {message}", status=status)
     if not outcome.readable:  # JSON, or XML with an XML content type
-        excerpt = outcome.body_excerpt[:_EXCERPT]
+        excerpt = redactor.redact(outcome.body_excerpt)[:_EXCERPT]
         raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
     if doc.get("error") and is_truthy(error := _search(doc["error"], answer, "error")):
-        raise PollFailure("partner_error", f"the partner reported an error: {_short(error)}")
+        said = redactor.redact(_short(error))
+        raise PollFailure("partner_error", f"the partner reported an error: {said}")
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)

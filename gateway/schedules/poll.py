@@ -143,7 +143,7 @@ class Poll:
                 auth=partner.auth,
             )
             self._observe(partner, outcome.status, outcome.latency_ms, outcome.error)
-            page = read_page(doc, outcome, self._clock())
+            page = read_page(doc, outcome, self._clock(), partner.redactor())
             if not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True
