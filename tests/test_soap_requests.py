@@ -430,3 +430,35 @@ async def test_a_soap_fault_quoting_the_password_is_redacted_from_the_schedule_s
     assert run["error"]["kind"] == "http_status"
     assert f"senha invalidos: {MASK}<" in run["error"]["message"]
     assert "s3nh@" not in str(run) + got
+
+
+async def test_a_schedule_whose_body_the_action_s_envelope_cannot_render_is_a_422(
+    client: Client, partner: Partner
+) -> None:
+    await upload_shipped(client, "sascar-pacote-posicoes")
+    sascar = await create_partner(client, partner.url, name="Sascar")
+    action = await create_action(
+        client,
+        sascar["id"],
+        name="pacotes",
+        mode="proxy",
+        path="/ws",
+        read_only=True,
+        xml_body={"template": "<q>{{ body.quantidade + 1 }}</q>"},
+    )
+    response = await client.post(
+        "/api/v1/schedules",
+        headers=auth(),
+        json={
+            "name": "sascar",
+            "action_id": action["id"],
+            "every": "1m",
+            "request": {"body": {"quantidade": "cem"}},
+            "target": {"type": "positions", "mapping": "sascar-pacote-posicoes"},
+        },
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    (error,) = problem["errors"]
+    assert error["pointer"] == "/request/body"
+    assert error["message"].startswith("action 'pacotes': xml_body:"), error
