@@ -276,6 +276,7 @@ async def test_an_echoed_soap_secret_is_redacted_from_the_attempt_record_and_log
         ),
         ({"template": "<a/>", "soap": "2.0"}, "/xml_body/soap", '"1.1", "1.2"'),
         ({"template": "<a/>", "soap_action": 'urn:"x"'}, "/xml_body/soap_action", "quotes"),
+        ({"template": "<a/>", "soap_action": "urn:x\n"}, "/xml_body/soap_action", "ASCII"),
         (
             {"template": "<a>{{ body.n + 1 }}</a>", "sample": {"body": {"n": "x"}}},
             "/xml_body/template",

@@ -59,7 +59,8 @@ _REFUSED = (
 # Characters XML 1.0 cannot carry, even as character references.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _DECLARED_ENCODING = re.compile(r"^<\?xml[^>]*encoding\s*=\s*[\"']([^\"']+)[\"']")
-_ACTION_TEXT = re.compile(r'^[^\x00-\x1f\x7f"\\]*$')
+# Printable ASCII but `"` and backslash (the action goes into a quoted header or parameter).
+_ACTION_TEXT = re.compile(r"[ !#-\[\]-~]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +106,13 @@ def compile_xml_body(value: Any, problems: list[FieldProblem]) -> XmlBody | None
     if action is not None and (
         not isinstance(action, str)
         or len(action) > MAX_SOAP_ACTION
-        or not _ACTION_TEXT.match(action)
+        or not _ACTION_TEXT.fullmatch(action)
     ):
         problems.append(
             FieldProblem(
                 f"{AT}/soap_action",
-                f"soap_action is a URI of at most {MAX_SOAP_ACTION} characters, "
-                "without quotes, backslashes or control characters",
+                f"soap_action is a URI of at most {MAX_SOAP_ACTION} printable ASCII "
+                "characters, without quotes or backslashes",
                 "pattern",
             )
         )
