@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
+from gateway.actions.xml_body import XmlBody, compile_xml_body
 from gateway.auth.secretbox import SecretBox
-from gateway.errors import NotFound
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
@@ -89,6 +90,7 @@ class Action:
     ordered: bool
     write_back: bool
     read_only: bool = False  # a POST that only reads (JSON-RPC): schedules may run it
+    xml_body: XmlBody | None = None  # the body is this XML (SOAP) template, not JSON
 
     @property
     def reads(self) -> bool:
@@ -139,12 +141,14 @@ class Catalog:
         self._clock = clock
         self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
         self._auth: dict[str, tuple[int, PartnerAuth]] = {}
+        self._xml: dict[str, tuple[int, XmlBody]] = {}
 
     def forget(self, resource_id: str) -> None:
         """A resource changed through this process: drop it from every cache."""
         for key in [k for k in self._cache if k[2] == resource_id]:
             del self._cache[key]
         self._auth.pop(resource_id, None)
+        self._xml.pop(resource_id, None)
 
     async def partner(self, tenant: str, partner_id: str) -> Partner:
         partner: Partner = await self._cached("partner", tenant, partner_id, self._load_partner)
@@ -235,7 +239,23 @@ class Catalog:
             ordered=bool(doc.get("ordered")),
             write_back=bool(doc.get("write_back")),
             read_only=bool(doc.get("read_only")),
+            xml_body=self._xml_body(doc),
         )
+
+    def _xml_body(self, doc: Doc) -> XmlBody | None:
+        """The action's XML template, compiled once per revision (it was checked when saved)."""
+        if not doc.get("xml_body"):
+            return None
+        aid = str(doc["_id"])
+        cached = self._xml.get(aid)
+        if cached is not None and cached[0] == doc["rev"]:
+            return cached[1]
+        problems: list[FieldProblem] = []
+        body = compile_xml_body({**doc["xml_body"], "sample": None}, problems)
+        if body is None:
+            raise InvalidPayload(f"action {doc['name']!r} has an unusable xml_body", problems)
+        self._xml[aid] = (doc["rev"], body)
+        return body
 
     async def _load_subscription(self, tenant: str, subscription_id: str) -> Subscription:
         doc = await self._store.subscriptions.get(tenant, subscription_id)
@@ -266,9 +286,12 @@ def build_request(
     timeout: float | None = None,
 ) -> tuple[OutboundRequest, bytes | None]:
     """The partner request for an action: the request mapping on `context`, or, without
-    one, `default_body` as JSON and path parameters taken from `path_values`. Returns the
-    request and its exact body bytes (what a signature covers)."""
-    headers: dict[str, str] = {"Accept": "application/json"}
+    one, `default_body` as JSON and path parameters taken from `path_values`. An action with
+    an `xml_body` sends its template rendered on `context` plus `body` (that JSON value) and
+    `secrets` (the partner's) instead. Returns the request and its exact body bytes (what a
+    signature covers)."""
+    xml = action.xml_body
+    headers: dict[str, str] = {"Accept": xml.accept() if xml else "application/json"}
     if mapping is not None:
         parts = mapping.build_request(context, secrets=dict(partner.secrets))
         params: Mapping[str, Any] = parts.path_params
@@ -278,7 +301,11 @@ def build_request(
     else:
         params, query, body_value = path_values or {}, {}, default_body
     body = None
-    if body_value is not None and action.method != "GET":
+    if xml is not None and action.method != "GET":
+        template_context = {**context, "body": body_value or {}, "secrets": dict(partner.secrets)}
+        body = xml.render(template_context)
+        headers = {**xml.headers(), **headers}
+    elif body_value is not None and action.method != "GET":
         body = orjson.dumps(body_value, default=str)
         headers.setdefault("Content-Type", "application/json")
     url = build_url(partner.base_url, action.path, params, query)

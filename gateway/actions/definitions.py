@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.actions.body_check import BodyCheck, doc_id, utcnow
 from gateway.actions.catalog import Catalog
+from gateway.actions.xml_body import compile_xml_body
 from gateway.errors import Conflict, NotFound
 from gateway.mapping_files.source import MappingSource
 from gateway.outbound.urls import malformed_template
@@ -32,6 +33,7 @@ _ACTION_FIELDS = (
     "ordered",
     "write_back",
     "read_only",
+    "xml_body",
 )
 
 
@@ -113,6 +115,7 @@ class ActionUseCases:
             # A POST that only reads (a JSON-RPC read such as Geotab's GetFeed): schedules
             # may run it; they run GET actions and read-only ones, nothing that writes.
             "read_only": check.flag("read_only"),
+            "xml_body": _xml_body(check),
         }
         if fields["write_back"] and not fields["response_mapping"]:
             check.add(
@@ -147,6 +150,20 @@ class ActionUseCases:
 
 
 # -- field checks ----------------------------------------------------------------------------
+
+
+def _xml_body(check: BodyCheck) -> dict[str, Any] | None:
+    """An XML (SOAP) body template: compiled and test-rendered now, so a template that does not
+    compile or renders no well-formed XML is a 422 naming /xml_body/...; stored as given."""
+    value = check.body.get("xml_body")
+    if value is None:
+        return None
+    if check.body.get("method") == "GET":
+        check.add("/xml_body", "a GET sends no body; use POST (read_only for a read)", "method")
+        return None
+    if compile_xml_body(value, check.problems) is None:
+        return None
+    return {k: value.get(k) for k in ("template", "soap", "soap_action", "sample")}
 
 
 def _path(check: BodyCheck) -> str | None:

@@ -3,8 +3,9 @@
 A partner that echoes what it received (a debug endpoint, an error page quoting the request)
 would otherwise put our credential for it into a delivery attempt's `response`, readable by
 any viewer, or into a proxy 502's `partner_body`. Every credential value of the partner is
-replaced by `[redacted]`: as sent, percent-encoded (query keys) and JSON-escaped, and the
-start of one cut off at the end of an excerpt too.
+replaced by `[redacted]`: as sent, percent-encoded (query keys), JSON-escaped and
+XML-escaped (a SOAP body, `actions/xml_body.py`), and the start of one cut off at the end of an
+excerpt too.
 """
 
 from __future__ import annotations
@@ -22,10 +23,29 @@ MIN_LENGTH = 4
 _QUERY_SAFE = "/?:@!$'()*,;"
 
 
+# How XML writers escape text: ours (markupsafe: &#39; &#34;) and the named entities.
+_XML_QUOTES: tuple[dict[str, str], ...] = (
+    {"'": "&#39;", '"': "&#34;"},
+    {"'": "&apos;", '"': "&quot;"},
+    {},
+)
+
+
+def _xml_forms(value: str) -> set[str]:
+    text = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    forms = set()
+    for quotes in _XML_QUOTES:
+        form = text
+        for char, entity in quotes.items():
+            form = form.replace(char, entity)
+        forms.add(form)
+    return forms
+
+
 def _forms(value: str) -> set[str]:
     encoded = {quote(value, safe=s) for s in ("", _QUERY_SAFE)}
     encoded |= {quote_plus(value, safe=s) for s in ("", _QUERY_SAFE)}
-    return {value, json.dumps(value)[1:-1], *encoded}
+    return {value, json.dumps(value)[1:-1], *encoded, *_xml_forms(value)}
 
 
 class Redactor:

@@ -17,6 +17,7 @@ from gateway.actions.catalog import Action, Partner, build_request
 from gateway.mapping import CompiledMapping
 from gateway.mapping.expressions import Run, compile_expression, is_truthy
 from gateway.mapping.model import EvalError, LimitExceeded
+from gateway.outbound.redaction import NO_REDACTION, Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.store import Doc
 
@@ -69,14 +70,15 @@ def request_for(
     request_mapping: CompiledMapping | None,
     cursor: Any,
 ) -> OutboundRequest:
-    """The action's request with the schedule's fixed parts and the cursor in place."""
+    """The action's request with the schedule's fixed parts and the cursor in place
+    (InvalidPayload: the action's XML body cannot be rendered on them)."""
     fixed = doc.get("request") or {}
     body = copy.deepcopy(fixed.get("body"))
     query: dict[str, Any] = dict(fixed.get("query") or {})
     headers: dict[str, str] = {}
     path_values: Mapping[str, Any] = {}
+    context = {"cursor": cursor, "tenant": doc["tenant"], "schedule": _about(doc)}
     if request_mapping is not None:
-        context = {"cursor": cursor, "tenant": doc["tenant"], "schedule": _about(doc)}
         parts = request_mapping.build_request(context, secrets=dict(partner.secrets))
         path_values, body = parts.path_params, parts.body if parts.body is not None else body
         query.update(parts.query)
@@ -90,8 +92,9 @@ def request_for(
             headers[name] = str(cursor)
         else:
             body = _with_member(body, name.split("."), cursor)
+    # An action with an XML body renders it on the context, `body` being this JSON value.
     request, _ = build_request(
-        action, partner, None, {}, default_body=body, path_values=path_values
+        action, partner, None, context, default_body=body, path_values=path_values
     )
     return replace(
         request,
@@ -100,13 +103,16 @@ def request_for(
     )
 
 
-def read_page(doc: Doc, outcome: Outcome, now: datetime) -> Page:
-    """The partner's answer as a page; PollFailure for anything that is not a usable one."""
+def read_page(doc: Doc, outcome: Outcome, now: datetime, redactor: Redactor = NO_REDACTION) -> Page:
+    """The partner's answer as a page; PollFailure for anything that is not a usable one. What
+    a failure quotes of the answer is redacted of the partner's credentials and secrets (a SOAP
+    fault may quote the envelope, password included)."""
     status = outcome.status
     if status is None:
-        raise PollFailure(str(outcome.error or "connect"), f"no answer: {outcome.message}")
+        message = redactor.redact(outcome.message or "")
+        raise PollFailure(str(outcome.error or "connect"), f"no answer: {message}")
     if not 200 <= status < 300:
-        excerpt = outcome.body_excerpt[:_EXCERPT]
+        excerpt = redactor.redact(outcome.body_excerpt)[:_EXCERPT]
         raise PollFailure(
             "rate_limited" if status == 429 else "http_status",
             f"the partner answered {status}" + (f": {excerpt}" if excerpt else ""),
@@ -114,13 +120,15 @@ def read_page(doc: Doc, outcome: Outcome, now: datetime) -> Page:
             retry_after=outcome.retry_after(now),
         )
     if outcome.error is not None:
-        raise PollFailure("invalid_response", f"unusable answer: {outcome.message}", status=status)
+        message = redactor.redact(outcome.message or "")
+        raise PollFailure("invalid_response", f"unusable answer: {message}", status=status)
     if not outcome.readable:  # JSON, or XML with an XML content type
-        excerpt = outcome.body_excerpt[:_EXCERPT]
+        excerpt = redactor.redact(outcome.body_excerpt)[:_EXCERPT]
         raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
     if doc.get("error") and is_truthy(error := _search(doc["error"], answer, "error")):
-        raise PollFailure("partner_error", f"the partner reported an error: {_short(error)}")
+        said = redactor.redact(_short(error))
+        raise PollFailure("partner_error", f"the partner reported an error: {said}")
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)

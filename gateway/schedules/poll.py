@@ -128,7 +128,14 @@ class Poll:
         if sink is None:
             raise PollFailure("configuration", f"no {doc['target']['type']} target here")
         for _ in range(doc["max_pages"]):
-            request = request_for(doc, action, partner, request_mapping, self._cursor)
+            try:
+                request = request_for(doc, action, partner, request_mapping, self._cursor)
+            except InvalidPayload as exc:  # the request mapping or the XML body cannot build it
+                raise PollFailure(
+                    "request",
+                    f"cannot build the request: {exc.detail}",
+                    problems=[p.as_dict() for p in exc.problems],
+                ) from None
             outcome = await self._c.sender.send(
                 request,
                 partner_id=partner.id,
@@ -136,7 +143,7 @@ class Poll:
                 auth=partner.auth,
             )
             self._observe(partner, outcome.status, outcome.latency_ms, outcome.error)
-            page = read_page(doc, outcome, self._clock())
+            page = read_page(doc, outcome, self._clock(), partner.redactor())
             if not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.actions.xml_body import compile_xml_body
 from gateway.errors import Conflict, FieldProblem, NotFound
 from gateway.mapping_files.source import MappingSource
 from gateway.schedules.spec import check_fields, public_schedule
@@ -160,14 +161,16 @@ class ScheduleService:
     async def _checked(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields, problems = check_fields(body, self._types)
         if fields["action_id"] is not None:
-            problems += await self._action_problems(tenant, fields["action_id"])
+            problems += await self._action_problems(tenant, fields["action_id"], fields)
         if fields["mapping"] is not None and fields["target"] is not None:
             problems += await self._mapping_problems(tenant, fields["mapping"], fields["target"])
         if problems:
             raise invalid("schedule", problems)
         return fields
 
-    async def _action_problems(self, tenant: str, action_id: str) -> builtins.list[FieldProblem]:
+    async def _action_problems(
+        self, tenant: str, action_id: str, fields: Doc
+    ) -> builtins.list[FieldProblem]:
         action = await self._store.actions.get(tenant, action_id)
         if action is None:
             return [
@@ -179,6 +182,8 @@ class ScheduleService:
                 "action, or mark a POST that only reads (JSON-RPC) read_only"
             )
             return [FieldProblem("/action_id", message, "reference")]
+        if action.get("xml_body") and not action.get("request_mapping"):
+            return _xml_body_problems(action, tenant, fields)
         return []
 
     async def _mapping_problems(
@@ -230,3 +235,21 @@ def _definition(doc: Doc) -> dict[str, Any]:
     if body.get("cursor"):
         body["cursor"] = {k: v for k, v in body["cursor"].items() if v is not None}
     return body
+
+
+def _xml_body_problems(action: Doc, tenant: str, fields: Doc) -> builtins.list[FieldProblem]:
+    """The action's XML (SOAP) body rendered on this schedule's first call (its fixed body,
+    its initial cursor): what it cannot render is the schedule's problem, at /request/body."""
+    cursor = (fields.get("cursor") or {}).get("initial")
+    sample = {
+        "body": (fields.get("request") or {}).get("body") or {},
+        "cursor": cursor,
+        "tenant": tenant,
+        "schedule": {"id": "", "name": fields.get("name")},
+    }
+    found: builtins.list[FieldProblem] = []
+    compile_xml_body({**action["xml_body"], "sample": sample}, found)
+    return [
+        FieldProblem("/request/body", f"action {action['name']!r}: {p.message}", p.keyword, p.extra)
+        for p in found
+    ]

@@ -35,6 +35,18 @@ ACTION: dict[str, Any] = {
             "type": "boolean",
             "description": "a POST that only reads (JSON-RPC): schedules may run it",
         },
+        "xml_body": {
+            "type": ["object", "null"],
+            "description": "send an XML (SOAP) body: a Jinja2 template autoescaped for XML, "
+            "rendered on the mapping context plus body and secrets (docs/actions.md)",
+            "required": ["template"],
+            "properties": {
+                "template": {"type": "string"},
+                "soap": {"enum": ["1.1", "1.2", None]},
+                "soap_action": {"type": ["string", "null"]},
+                "sample": {"type": ["object", "null"]},
+            },
+        },
     },
 }
 INVOKE: dict[str, Any] = {
