@@ -1,13 +1,15 @@
 """`make bench`: every SPEC §8 benchmark, one after the other, and ONE table of the figures.
 
-    python bench/figures.py [--only http,scale,ingest,pipeline,proxy,fanout,events] [--duration 10]
+    python bench/figures.py [--only http,scale,ingest,pipeline,proxy,fanout,fanout_slow,events]
+                            [--duration 10]
                             [--keep DIR] [--from DIR] [--markdown]
 
 Runs bench_http.py (bare aiohttp, Node-RED and the gateway side by side on one embedded
 database, plus the gateway with 2 processes), bench_http.py again for 1 against 2 processes
 where the database is not the limit (a probe the mapping answers), bench_positions_ingest.py
 (batched position ingest against the database's raw insert_many), bench_trigger_pipeline.py,
-bench_proxy.py, bench_fanout.py and bench_event_designs.py, each writing its figures as JSON,
+bench_proxy.py, bench_fanout.py (twice: a partner answering at once, and in 200 ms) and
+bench_event_designs.py, each writing its figures as JSON,
 then prints for each SPEC §8 figure its target, the measured value or ratio, pass or fail, and
 the command that reproduces it.
 `--keep DIR` keeps the JSON files; `--from DIR` prints the table from kept files without
@@ -231,7 +233,10 @@ def ingest_rows(ingest: Any) -> list[Row]:
     ]  # fmt: skip
 
 
-def other_rows(pipeline: Any, proxy: Any, fanout: Any) -> list[Row]:
+FANOUT_SLOW_PARTNER = ["--deliveries", "1200", "--concurrency", "8", "--partner-ms", "200"]
+
+
+def other_rows(pipeline: Any, proxy: Any, fanout: Any, slow_fanout: Any) -> list[Row]:
     rows = []
     command = "python bench/bench_trigger_pipeline.py"
     if pipeline:
@@ -260,6 +265,19 @@ def other_rows(pipeline: Any, proxy: Any, fanout: Any) -> list[Row]:
             f"{two['rate'] / one['rate']:.2f} ({two['rate']:,.0f} vs {one['rate']:,.0f}/s; "
             f"DB {one['db_us']:,.0f} µs per delivery)", "info", command,
         ))  # fmt: skip
+    command = "python bench/bench_fanout.py " + " ".join(FANOUT_SLOW_PARTNER)
+    figure = "durable fan-out, 2 processes ÷ 1, partner answering in 200 ms (DB not the limit)"
+    if slow_fanout and len(slow_fanout) > 1:
+        one, two = slow_fanout[0], slow_fanout[1]
+        ratio = two["rate"] / one["rate"]
+        rows.append(Row(
+            figure, "scales",
+            f"{ratio:.2f} ({two['rate']:,.0f} vs {one['rate']:,.0f}/s; "
+            f"DB {two['db_us'] * two['rate'] / 1e6:.2f} of a core at 2)",
+            verdict(ratio >= 1.6), command,
+        ))  # fmt: skip
+    else:
+        rows.append(Row(figure, "scales", "no figures", "FAIL", command))
     return rows
 
 
@@ -306,7 +324,9 @@ def print_table(rows: list[Row], markdown: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="http,scale,ingest,pipeline,proxy,fanout,events")
+    parser.add_argument(
+        "--only", default="http,scale,ingest,pipeline,proxy,fanout,fanout_slow,events"
+    )
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--keep", type=Path, help="keep the JSON figures in this directory")
     parser.add_argument("--from", dest="source", type=Path, help="print kept figures")
@@ -323,6 +343,7 @@ def main() -> None:
         "pipeline": ["bench/bench_trigger_pipeline.py"],
         "proxy": ["bench/bench_proxy.py"],
         "fanout": ["bench/bench_fanout.py"],
+        "fanout_slow": ["bench/bench_fanout.py", *FANOUT_SLOW_PARTNER],
         "events": ["bench/bench_event_designs.py"],
     }
     with tempfile.TemporaryDirectory(prefix="bench-figures-") as tmp:
@@ -344,7 +365,9 @@ def main() -> None:
             rows += scale_rows(best(scale["servers"]), "python " + " ".join(scale_cmd))
         rows += position_rows(http, command)
         rows += ingest_rows(results["ingest"]())
-        rows += other_rows(results["pipeline"](), results["proxy"](), results["fanout"]())
+        rows += other_rows(
+            results["pipeline"](), results["proxy"](), results["fanout"](), results["fanout_slow"]()
+        )
         rows += event_rows(results["events"]())
         print(f"\nSPEC §8 figures, {machine()}")
         print("load average (1 min) before and after each benchmark: "
