@@ -408,3 +408,58 @@ async def test_an_admin_draws_a_geofence_and_sees_it_over_a_vehicles_track(ui: U
     assert "Garagem SP" in await fences.inner_text()
     assert await ui.page.locator("svg.map polyline.track").count() == 1
     await ui.shot("vehicle")
+
+
+async def test_an_admin_adds_a_soap_body_fixes_its_template_error_and_sees_it_as_text(
+    ui: Ui, partner: Partner
+) -> None:
+    await make_user(ui.services)
+    erp = await create_partner(ui.api, partner.url, timeout_seconds=1)
+    action = await create_action(
+        ui.api, erp["id"], name="multa-paga", mode="proxy", path="/ws/multas"
+    )
+    envelope = (
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">\n'
+        "  <soapenv:Body>\n"
+        '    <informarPagamento><ait>{{ body.ait }}</ait><img src="x" onerror="window.pwned=1"/>'
+        "</informarPagamento>\n"
+        "  </soapenv:Body>\n"
+        "</soapenv:Envelope>"
+    )
+    await ui.log_in()
+    await ui.page.get_by_role("link", name="Ações", exact=True).click()
+    await ui.page.get_by_role("link", name="multa-paga").click()
+    await ui.page.get_by_role("link", name="Alterar").click()
+    await ui.page.fill(
+        "#f-xml_body\\.template", envelope.replace("{{ body.ait }}", "{{ body.ait }")
+    )
+    await ui.page.select_option("#f-xml_body\\.soap", "1.1")
+    await ui.page.fill("#f-xml_body\\.soap_action", "urn:erp:multas/informar")
+    await ui.page.fill("#f-xml_body\\.sample", '{"body": {"ait": "A123456789"}}')
+    await ui.page.get_by_role("button", name="Salvar").click()
+    error = ui.page.locator(".field-error[data-field='xml_body.template']")
+    await error.wait_for()
+    assert "linha 3" in await error.inner_text()
+    assert await ui.page.get_attribute("#f-xml_body\\.template", "aria-invalid") == "true"
+    assert await ui.page.input_value("#f-xml_body\\.soap") == "1.1"
+    await ui.shot("action-xml-body-error")
+    await ui.page.fill("#f-xml_body\\.template", envelope)
+    await ui.page.get_by_role("button", name="Salvar").click()
+    await ui.page.locator(".flash").wait_for()
+    section = ui.page.get_by_test_id("xml-body")
+    assert "SOAP 1.1" in await section.inner_text()
+    assert await ui.page.inner_text("#xml-template") == envelope
+    assert await ui.page.evaluate("window.pwned") is None
+    assert await ui.page.locator("main img").count() == 0
+    await ui.shot("action-xml-body")
+    # What the page saved is what the partner gets: a SOAP 1.1 call, the value escaped.
+    partner.respond_with(200, {})
+    invoked = await ui.api.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        headers=auth(),
+        json={"payload": {"ait": "<A1>"}},
+    )
+    assert invoked.status == 200, await invoked.text()
+    (sent,) = partner.requests
+    assert sent.headers["SOAPAction"] == '"urn:erp:multas/informar"'
+    assert b"<ait>&lt;A1&gt;</ait>" in sent.body

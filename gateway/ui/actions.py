@@ -1,5 +1,5 @@
 """Action pages: list, create, edit (every member: request, mode, mappings, success codes,
-retry schedule, ordering, write-back, read-only), delete."""
+retry schedule, ordering, write-back, read-only, the XML (SOAP) body), delete."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from aiohttp import web
 from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
 from gateway.errors import InvalidPayload
-from gateway.ui.forms import Form, nest, read_values
+from gateway.ui.forms import Form, json_field, nest, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import tenant_of
+from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
 ACTION_FIELDS: Final = (
@@ -25,7 +26,17 @@ ACTION_FIELDS: Final = (
     "response_mapping",
 )
 FLAGS: Final = ("ordered", "write_back", "read_only")
-EDIT_FIELDS: Final = (*ACTION_FIELDS, "success", "retry_schedule", *FLAGS)
+# The XML body's section; "xml_body" itself takes the problems of the whole member.
+XML_FIELDS: Final = (
+    "xml_body",
+    "xml_body.template",
+    "xml_body.soap",
+    "xml_body.soap_action",
+    "xml_body.sample",
+)
+CREATE_FIELDS: Final = (*ACTION_FIELDS, *XML_FIELDS)
+EDIT_FIELDS: Final = (*ACTION_FIELDS, "success", "retry_schedule", *FLAGS, *XML_FIELDS)
+SOAP_CHOICES: Final = (("1.1", "SOAP 1.1"), ("1.2", "SOAP 1.2"))
 
 
 def _id(request: web.Request) -> str:
@@ -40,7 +51,32 @@ def action_body(values: dict[str, Any]) -> dict[str, Any]:
     body["success"] = [_code(c) for c in _items(values, "success")] or None
     body["retry_schedule"] = [_seconds(s) for s in _items(values, "retry_schedule")] or None
     body.update({flag: values.get(flag) == "on" for flag in FLAGS})
+    body["xml_body"] = xml_body(values)
     return body
+
+
+def create_body(values: dict[str, Any]) -> dict[str, Any]:
+    """The create form as a new action: its non-empty members, and the XML body if any."""
+    body = nest(values, ACTION_FIELDS)
+    if (xml := xml_body(values)) is not None:
+        body["xml_body"] = xml
+    return body
+
+
+def xml_body(values: dict[str, Any]) -> dict[str, Any] | None:
+    """The XML body section as the `xml_body` member: None (no XML body; on an edit, removed)
+    when the template is empty. No SOAP version is plain XML (null); the sample is JSON,
+    malformed JSON a problem of its field. A browser sends a textarea's lines ending in CRLF:
+    the template is stored with LF, as the API would have it."""
+    template = str(values.get("xml_body.template") or "").replace("\r\n", "\n")
+    if not template:
+        return None
+    return {
+        "template": template,
+        "soap": values.get("xml_body.soap") or None,
+        "soap_action": values.get("xml_body.soap_action") or None,
+        "sample": json_field(values, "xml_body.sample"),
+    }
 
 
 def edit_values(action: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +84,12 @@ def edit_values(action: dict[str, Any]) -> dict[str, Any]:
     values["success"] = ", ".join(str(c) for c in action.get("success") or ())
     values["retry_schedule"] = ", ".join(f"{s:g}" for s in action.get("retry_schedule") or ())
     values.update({flag: "on" if action.get(flag) else "" for flag in FLAGS})
+    xml = action.get("xml_body") or {}
+    values["xml_body.template"] = xml.get("template") or ""
+    values["xml_body.soap"] = xml.get("soap") or ""
+    values["xml_body.soap_action"] = xml.get("soap_action") or ""
+    sample = xml.get("sample")
+    values["xml_body.sample"] = "" if sample is None else tojson_pretty(sample)
     return values
 
 
@@ -83,11 +125,9 @@ async def list_actions(request: web.Request, form: Form | None = None) -> web.Re
 async def create_action(request: web.Request) -> web.Response:
     values = read_values(await request.post())
     try:
-        await services_of(request).actions.create_action(
-            tenant_of(request), nest(values, ACTION_FIELDS)
-        )
+        await services_of(request).actions.create_action(tenant_of(request), create_body(values))
     except InvalidPayload as exc:
-        return await list_actions(request, Form(values).refuse(exc, ACTION_FIELDS))
+        return await list_actions(request, Form(values).refuse(exc, CREATE_FIELDS))
     return redirect("/admin/actions", flash="actions.created")
 
 
@@ -133,4 +173,5 @@ async def _choices(request: web.Request) -> dict[str, Any]:
         "partners": [(str(p["_id"]), p["name"]) for p in partners],
         "outbound": [(m.name, m.name) for m in mappings if m.direction == "outbound"],
         "methods": [(m, m) for m in METHODS],
+        "soap_versions": SOAP_CHOICES,
     }
