@@ -22,13 +22,18 @@ from typing import Any, Final
 from xml.parsers import expat
 
 import jinja2
-import orjson
-from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import DocumentRefused, parse_xml
-from gateway.notify.sandbox import BoundedEnvironment, RenderLimit, bounded_text, budget
+from gateway.notify.sandbox import (
+    BoundedEnvironment,
+    RenderLimit,
+    bounded_text,
+    budget,
+    plain,
+    refusals,
+)
 
 SOAP_VERSIONS: Final = ("1.1", "1.2")
 ENVELOPE_NS: Final = {
@@ -49,13 +54,6 @@ AT: Final = "/xml_body"
 _ENV = BoundedEnvironment(autoescape=True, filters={})
 for _name in ("safe", "tojson", "urlize"):
     _ENV.filters.pop(_name, None)
-_REFUSED = (
-    nodes.Include,
-    nodes.Import,
-    nodes.FromImport,
-    nodes.Extends,
-    nodes.EvalContextModifier,  # {% autoescape false %} (and its scoped form)
-)
 # Characters XML 1.0 cannot carry, even as character references.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _DECLARED_ENCODING = re.compile(r"^<\?xml[^>]*encoding\s*=\s*[\"']([^\"']+)[\"']")
@@ -84,7 +82,7 @@ class XmlBody:
     def render(self, context: Mapping[str, Any]) -> bytes:
         """The body's UTF-8 bytes; InvalidPayload (pointer /xml_body/template) when it cannot
         be rendered, is not well-formed or is too large."""
-        return _render(self.template, _clean(_plain(context)))
+        return _render(self.template, _clean(plain(context)))
 
 
 def compile_xml_body(value: Any, problems: list[FieldProblem]) -> XmlBody | None:
@@ -138,30 +136,14 @@ def _compile(source: Any, problems: list[FieldProblem]) -> jinja2.Template | Non
     try:
         tree = _ENV.parse(source)
         refused = [
-            FieldProblem(at, why, "security", {"line": node.lineno})
-            for node in tree.find_all((nodes.Getattr, nodes.Getitem, *_REFUSED))
-            if (why := _refused(node))
+            FieldProblem(at, why, "security", {"line": line})
+            for line, why in refusals(tree, escaping=True)
         ]
         problems += refused
         return None if refused else _ENV.from_string(tree)
     except jinja2.TemplateSyntaxError as exc:  # a syntax error, an unknown filter
         problems.append(FieldProblem(at, exc.message or str(exc), "syntax", {"line": exc.lineno}))
         return None
-
-
-def _refused(node: nodes.Node) -> str | None:
-    if isinstance(node, nodes.EvalContextModifier):
-        return "autoescape cannot be turned off: every value is escaped for XML"
-    if isinstance(node, _REFUSED):
-        return "templates stand alone: include, import and extends are not available"
-    name = None
-    if isinstance(node, nodes.Getattr):
-        name = node.attr
-    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-        name = node.arg.value if isinstance(node.arg.value, str) else None
-    if name is not None and name.startswith("_"):
-        return f"{name!r}: names starting with '_' reach Python internals and are refused"
-    return None
 
 
 def _test_render(body: XmlBody, sample: Any, problems: list[FieldProblem]) -> None:
@@ -236,12 +218,6 @@ def _envelope_problem(body: bytes, version: str) -> str | None:
         f"a SOAP {version} body is an Envelope in {ENVELOPE_NS[version]}; "
         f"the template's root element is {found}"
     )
-
-
-def _plain(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain JSON values only (times as RFC 3339 text): no Python object reaches a template."""
-    plain: dict[str, Any] = orjson.loads(orjson.dumps(context, default=str))
-    return plain
 
 
 def _clean(value: Any) -> Any:

@@ -26,6 +26,7 @@ from functools import wraps
 from types import FrameType
 from typing import Any
 
+import orjson
 from jinja2 import ChainableUndefined, Environment, Undefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
@@ -67,6 +68,7 @@ _CALLABLE_TYPES = (Macro, Joiner)
 _MAX_BITS = 4096
 _WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice", "truncate"})
 _DROPPED_FILTERS = ("format", "random", "filesizeformat", "xmlattr")
+_STANDALONE = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 
 
 class RenderLimit(Exception):
@@ -286,3 +288,38 @@ def bounded_text(chunks: Iterator[str]) -> str:
             raise RenderLimit(f"the output exceeds {MAX_OUTPUT_CHARS:,} characters")
         out.append(chunk)
     return "".join(out)
+
+
+def refusals(tree: nodes.Template, *, escaping: bool = False) -> list[tuple[int, str]]:
+    """What a parsed template may not do, as (line, why): include, import or extend another
+    (templates stand alone), name anything starting with `_` (Python internals); with
+    `escaping`, turn autoescape off (`{% autoescape false %}`: every value stays escaped)."""
+    kinds: tuple[type[nodes.Node], ...] = (nodes.Getattr, nodes.Getitem, *_STANDALONE)
+    if escaping:
+        kinds += (nodes.EvalContextModifier,)  # {% autoescape %} (and its scoped form)
+    found = []
+    for node in tree.find_all(kinds):
+        if why := _refused(node):
+            found.append((node.lineno, why))
+    return found
+
+
+def _refused(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.EvalContextModifier):
+        return "autoescape cannot be turned off: every value is escaped"
+    if isinstance(node, _STANDALONE):
+        return "templates stand alone: include, import and extends are not available"
+    name = None
+    if isinstance(node, nodes.Getattr):
+        name = node.attr
+    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        name = node.arg.value if isinstance(node.arg.value, str) else None
+    if name is not None and name.startswith("_"):
+        return f"{name!r}: names starting with '_' reach Python internals and are refused"
+    return None
+
+
+def plain(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain JSON values only (times as RFC 3339 text): no Python object reaches a template."""
+    data: dict[str, Any] = orjson.loads(orjson.dumps(context, default=str))
+    return data

@@ -20,13 +20,18 @@ from types import TracebackType
 from typing import Any
 
 import jinja2
-import orjson
-from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.formats import FILTERS
-from gateway.notify.sandbox import BoundedEnvironment, RenderLimit, bounded_text, budget
+from gateway.notify.sandbox import (
+    BoundedEnvironment,
+    RenderLimit,
+    bounded_text,
+    budget,
+    plain,
+    refusals,
+)
 
 CHANNEL_TYPES = ("email", "push", "sms")
 LOCALES = ("pt-BR", "en")
@@ -46,7 +51,6 @@ ONE_LINE = frozenset({"subject", "title"})
 MAX_SOURCE_CHARS = 64 * 1024
 _TEXT = BoundedEnvironment(autoescape=False, filters=FILTERS)
 _HTML = BoundedEnvironment(autoescape=True, filters=FILTERS)
-_REFUSED_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 _SPACES = re.compile(r"\s+")
 
 
@@ -83,7 +87,7 @@ class CompiledTemplate:
 
     def render(self, context: Mapping[str, Any], wanted: str | None = None) -> Rendered:
         locale = self.locale_for(wanted)
-        data = {**_plain(context), "locale": locale}
+        data = {**plain(context), "locale": locale}
         parts: dict[str, str] = {}
         missing: list[str] = []
         for part, template in self.locales[locale].items():
@@ -140,10 +144,8 @@ def _compile_part(
     except jinja2.TemplateSyntaxError as exc:
         problems.append(FieldProblem(at, exc.message or str(exc), "syntax", {"line": exc.lineno}))
         return None
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem, *_REFUSED_NODES)):
-        why = _refused(node)
-        if why:
-            problems.append(FieldProblem(at, why, "security", {"line": node.lineno}))
+    for line, why in refusals(tree):
+        problems.append(FieldProblem(at, why, "security", {"line": line}))
     try:
         return env.from_string(tree)
     except jinja2.TemplateSyntaxError as exc:  # e.g. an unknown filter
@@ -151,23 +153,10 @@ def _compile_part(
         return None
 
 
-def _refused(node: nodes.Node) -> str | None:
-    if isinstance(node, _REFUSED_NODES):
-        return "templates stand alone: include, import and extends are not available"
-    name = None
-    if isinstance(node, nodes.Getattr):
-        name = node.attr
-    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-        name = node.arg.value if isinstance(node.arg.value, str) else None
-    if name is not None and name.startswith("_"):
-        return f"{name!r}: names starting with '_' reach Python internals and are refused"
-    return None
-
-
 def _test_render(template: CompiledTemplate, sample: Any, problems: list[FieldProblem]) -> None:
     context = sample if isinstance(sample, Mapping) else {}
     for locale, parts in template.locales.items():
-        data = {**_plain(context), "locale": locale}
+        data = {**plain(context), "locale": locale}
         for part, compiled in parts.items():
             at = f"/locales/{locale}/{part}"
             try:
@@ -217,9 +206,3 @@ def _finish(channel_type: str, part: str, text: str, at: str) -> str:
         detail = f"{part}: {len(text):,} characters rendered, the limit is {limit:,}"
         raise RenderFailed(detail, pointer=at, keyword="limit", line=None)
     return text
-
-
-def _plain(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain JSON values only (times as RFC 3339 text): no Python object reaches a template."""
-    plain: dict[str, Any] = orjson.loads(orjson.dumps(context, default=str))
-    return plain
