@@ -564,3 +564,30 @@ async def test_a_schedule_polls_a_partner_that_answers_soap_xml(
     assert await runner(client).run_until_idle() == {"ok": 1}
     latest = (await runs(client, schedule["id"]))[0]
     assert (latest["outcome"], latest["items_read"], latest["written"]) == ("ok", 0, 0)
+
+
+async def test_a_charset_whose_codec_fails_otherwise_than_undecodable_bytes_is_a_400(
+    client: Client,
+) -> None:
+    trigger = await _xml_trigger(client)
+    # The punycode codec raises a bare UnicodeError (not a UnicodeDecodeError) on this text.
+    body = b"<veiculo><placa>-9999999</placa></veiculo>"
+    status, problem = await _post(client, trigger, body, "text/xml; charset=punycode")
+    assert status == 400, problem
+    assert problem["detail"] == "malformed XML: the body is not valid punycode"
+
+
+async def test_a_partner_s_xml_answer_in_a_charset_whose_codec_fails_is_a_502(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, timeout_seconds=1)
+    action = await create_action(client, erp["id"], mode="proxy", method="GET", path="/frota")
+    partner.respond_with(
+        raw=b"<a>-9999999</a>", headers={"Content-Type": "text/xml; charset=punycode"}
+    )
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+    )
+    problem = await response.json()
+    assert response.status == 502, problem
+    assert "body is not valid XML: the body is not valid punycode" in problem["detail"]
