@@ -463,3 +463,27 @@ async def test_a_schedule_whose_body_the_action_s_envelope_cannot_render_is_a_42
     (error,) = problem["errors"]
     assert error["pointer"] == "/request/body"
     assert error["message"].startswith("action 'pacotes': xml_body:"), error
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [
+        ("text/xml; charset=utf-16", "utf-16"),  # a BOM and the media type's charset
+        ("text/xml", "utf-16"),  # the BOM alone says it
+        ("text/xml; charset=ISO-8859-1", "latin-1"),
+    ],
+)
+async def test_a_soap_fault_in_another_encoding_quoting_the_password_is_redacted(
+    client: Client, partner: Partner, content_type: str, encoding: str
+) -> None:
+    quoted = SENHA.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    fault = f"<fault>usuário ou senha inválidos: {quoted}</fault>"
+    partner.respond_with(500, raw=fault.encode(encoding), headers={"Content-Type": content_type})
+    schedule = await _sascar_schedule(client, partner)
+
+    assert await runner(client).run_until_idle() == {"failed": 1}
+
+    (run,) = await runs(client, schedule["id"])
+    assert f"usuário ou senha inválidos: {MASK}<" in run["error"]["message"]
+    stored = str(run).replace("\x00", "")  # UTF-16 read as UTF-8 interleaves NULs
+    assert "s3nh@" not in stored and "Sascar" not in stored.split("inv")[-1]
