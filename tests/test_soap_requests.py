@@ -487,3 +487,43 @@ async def test_a_soap_fault_in_another_encoding_quoting_the_password_is_redacted
     assert f"usuário ou senha inválidos: {MASK}<" in run["error"]["message"]
     stored = str(run).replace("\x00", "")  # UTF-16 read as UTF-8 interleaves NULs
     assert "s3nh@" not in stored and "Sascar" not in stored.split("inv")[-1]
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        # ElementTree in an attribute: `"` as &quot;, `'` as written.
+        lambda s: _xml_text(s).replace('"', "&quot;"),
+        # Hexadecimal character references for the quotes.
+        lambda s: _xml_text(s).replace("'", "&#x27;").replace('"', "&#x22;"),
+        # Canonical XML (signed SOAP) in an attribute: `>` and `'` as written.
+        lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;"),
+    ],
+)
+async def test_a_password_quoted_back_in_any_xml_escaping_is_redacted(
+    client: Client, partner: Partner, escape: Any
+) -> None:
+    password = "p'w\"d<&>x"
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_senha": password}
+    )
+    proxy = await create_action(
+        client,
+        erp["id"],
+        name="veiculo-proxy",
+        mode="proxy",
+        path="/ws/frota",
+        xml_body={"template": "<login>{{ secrets.erp_senha }}</login>"},
+    )
+    fault = f'<fault><login senha="{escape(password)}"/></fault>'
+    partner.respond_with(500, raw=fault.encode(), headers={"Content-Type": "text/xml"})
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    problem = await invoked.json()
+    assert invoked.status == 502, problem
+    assert problem["partner_body"] == f'<fault><login senha="{MASK}"/></fault>'
+
+
+def _xml_text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
