@@ -27,8 +27,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from bson import ObjectId
-
 from gateway.background import cancel_and_wait
 from gateway.errors import StoreUnavailable
 from gateway.leased_loop import CLAIMS, HandBacks, LeasedLoop, lease_owner
@@ -139,8 +137,8 @@ class ScheduleRunner:
 
     async def _release_claims(self) -> None:
         """What failed claims took and no run here holds (read when the write is tried)."""
-        waiting = [ObjectId(k) for k in self._hand_backs.waiting() if ObjectId.is_valid(k)]
-        await self._c.store.schedules.release_claims(self.owner, [*self._running, *waiting])
+        held = [*self._running, *self._hand_backs.waiting()]  # the latter by their text
+        await self._c.store.schedules.release_claims(self.owner, held)
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:
