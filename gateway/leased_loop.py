@@ -133,6 +133,7 @@ Write = Callable[[], Awaitable[object]]
 
 
 _REMEMBERED = 1024  # units whose hand-backs `pause` counts
+CLAIMS = "claims"  # the key of the write that releases what failed claims took
 
 
 class HandBacks:
@@ -153,6 +154,13 @@ class HandBacks:
         if len(self._given) > _REMEMBERED:
             del self._given[next(iter(self._given))]
         return float(min(most, first * 2 ** min(given - 1, 32)))
+
+    def waiting(self) -> list[str]:
+        """The units whose hand-back the database has yet to take: still leased to this
+        runner, held by none of its tasks. A release of what failed claims took leaves them
+        to their own hand-back (fenced by their claim token), which says when they are due
+        again: freed by it, they would be due at once, their pause lost."""
+        return [key for key in self._pending if key != CLAIMS]
 
     def forget(self, key: str) -> None:
         """The unit `key` went through: its next hand-back, if any, starts at `first`."""

@@ -426,3 +426,42 @@ async def test_a_geofence_exit_the_database_fails_to_start_is_alerted_once_it_is
     assert [m.message["Subject"] for m in smtp.received] == ["ABC1D23 left"]
     (run,) = (await get(app, "/api/v1/flows/hello/runs"))["items"]
     assert run["status"] == "succeeded"
+
+
+async def test_a_run_handed_back_keeps_its_pause_when_a_failed_claim_is_released_first(
+    app: Client, faults: Injector, smtp_server: SmtpFactory
+) -> None:
+    """A run the database failed waits for its hand-back (due after the pause); when a later
+    claim fails and its release passes before that hand-back does, the release frees what the
+    failed claim took, not the run still to be handed back: that one would be due again at
+    once, its pause lost (a poison spinning), and its hand-back would then match nothing."""
+    services = services_of(app)
+    smtp = await smtp_server()
+    await mail_flow(app, smtp.port)
+    await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    runner, clock = services.flow_runner, FakeClock()
+    runner.clock = clock
+    runs = services.store.db["flow_runs"]
+    # The expired leases, the claim (pass); the step's insert, the run's hand-back, its retry
+    # before the next claim (fail).
+    async with faults.failing(FAULT["WriteConflict"], ["insert", "update"], mode=mode(2, 3)):
+        await quietly(runner.run_until_idle())
+    (first,) = await runs.find({}).to_list(None)
+    await post(app, "/api/v1/entities/vehicle", {"plate": "XYZ9A87"})
+    await services.relay.run_until_idle()  # a second run, due
+    # The expired leases (pass); the hand-back's retry, the claim of the second run (fail);
+    # the failed claim's release (passes).
+    async with faults.failing(FAULT["WriteConflict"], ["update"], mode=mode(1)):
+        await quietly(runner.run_until_idle())
+    await database_back(services)
+    assert await runner.run_until_idle() == {"succeeded": 1}  # the second run only
+    run = await runs.find_one({"_id": first["_id"]})
+    assert run is not None and run["status"] == "pending"
+    waits = (run["next_attempt_at"] - clock()).total_seconds()
+    assert 0 < waits <= 1, waits
+    a_moment_later(services)
+    await drain(services)
+    statuses = [r["status"] for r in (await get(app, "/api/v1/flows/hello/runs"))["items"]]
+    assert statuses == ["succeeded", "succeeded"]
+    assert len(smtp.received) == 2

@@ -463,3 +463,67 @@ async def test_a_schedule_whose_body_the_action_s_envelope_cannot_render_is_a_42
     (error,) = problem["errors"]
     assert error["pointer"] == "/request/body"
     assert error["message"].startswith("action 'pacotes': xml_body:"), error
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [
+        ("text/xml; charset=utf-16", "utf-16"),  # a BOM and the media type's charset
+        ("text/xml", "utf-16"),  # the BOM alone says it
+        ("text/xml; charset=ISO-8859-1", "latin-1"),
+    ],
+)
+async def test_a_soap_fault_in_another_encoding_quoting_the_password_is_redacted(
+    client: Client, partner: Partner, content_type: str, encoding: str
+) -> None:
+    quoted = SENHA.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    fault = f"<fault>usuário ou senha inválidos: {quoted}</fault>"
+    partner.respond_with(500, raw=fault.encode(encoding), headers={"Content-Type": content_type})
+    schedule = await _sascar_schedule(client, partner)
+
+    assert await runner(client).run_until_idle() == {"failed": 1}
+
+    (run,) = await runs(client, schedule["id"])
+    assert f"usuário ou senha inválidos: {MASK}<" in run["error"]["message"]
+    stored = str(run).replace("\x00", "")  # UTF-16 read as UTF-8 interleaves NULs
+    assert "s3nh@" not in stored and "Sascar" not in stored.split("inv")[-1]
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        # ElementTree in an attribute: `"` as &quot;, `'` as written.
+        lambda s: _xml_text(s).replace('"', "&quot;"),
+        # Hexadecimal character references for the quotes.
+        lambda s: _xml_text(s).replace("'", "&#x27;").replace('"', "&#x22;"),
+        # Canonical XML (signed SOAP) in an attribute: `>` and `'` as written.
+        lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;"),
+    ],
+)
+async def test_a_password_quoted_back_in_any_xml_escaping_is_redacted(
+    client: Client, partner: Partner, escape: Any
+) -> None:
+    password = "p'w\"d<&>x"
+    erp = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"erp_senha": password}
+    )
+    proxy = await create_action(
+        client,
+        erp["id"],
+        name="veiculo-proxy",
+        mode="proxy",
+        path="/ws/frota",
+        xml_body={"template": "<login>{{ secrets.erp_senha }}</login>"},
+    )
+    fault = f'<fault><login senha="{escape(password)}"/></fault>'
+    partner.respond_with(500, raw=fault.encode(), headers={"Content-Type": "text/xml"})
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    problem = await invoked.json()
+    assert invoked.status == 502, problem
+    assert problem["partner_body"] == f'<fault><login senha="{MASK}"/></fault>'
+
+
+def _xml_text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -564,3 +564,68 @@ async def test_a_schedule_polls_a_partner_that_answers_soap_xml(
     assert await runner(client).run_until_idle() == {"ok": 1}
     latest = (await runs(client, schedule["id"]))[0]
     assert (latest["outcome"], latest["items_read"], latest["written"]) == ("ok", 0, 0)
+
+
+async def test_a_charset_whose_codec_fails_otherwise_than_undecodable_bytes_is_a_400(
+    client: Client,
+) -> None:
+    trigger = await _xml_trigger(client)
+    # The punycode codec raises a bare UnicodeError (not a UnicodeDecodeError) on this text.
+    body = b"<veiculo><placa>-9999999</placa></veiculo>"
+    status, problem = await _post(client, trigger, body, "text/xml; charset=punycode")
+    assert status == 400, problem
+    assert problem["detail"] == "malformed XML: the body is not valid punycode"
+
+
+async def test_a_partner_s_xml_answer_in_a_charset_whose_codec_fails_is_a_502(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, timeout_seconds=1)
+    action = await create_action(client, erp["id"], mode="proxy", method="GET", path="/frota")
+    partner.respond_with(
+        raw=b"<a>-9999999</a>", headers={"Content-Type": "text/xml; charset=punycode"}
+    )
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+    )
+    problem = await response.json()
+    assert response.status == 502, problem
+    assert "body is not valid XML: the body is not valid punycode" in problem["detail"]
+
+
+TWO_DOCUMENTS = """
+name: two-documents
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: placa
+  attributes.a: length(from_json(a))
+  attributes.b: length(from_json(b))
+"""
+
+
+async def test_the_documents_from_json_reads_count_against_the_item_s_work(
+    client: Client,
+) -> None:
+    """Each document read is values built for the item, like a multi-select's: two texts of
+    60,000 values each are more than the 100,000 of one item's work, not 60,000 twice."""
+    await upload_mapping(client, TWO_DOCUMENTS)
+    trigger = await create_trigger(client, mapping="two-documents")
+    one = "[" + ",".join(["0"] * 60_000) + "]"
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"placa": "ABC1D23", "a": one, "b": one.replace("0", "1")},
+        headers=bearer(trigger),
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    (error,) = problem["errors"]
+    assert error["keyword"] == "limit" and error["target"] == "attributes.b"
+    assert "the work to evaluate this item exceeds the limit of 100,000" in error["message"]
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"placa": "ABC1D23", "a": one, "b": "[1]"},
+        headers=bearer(trigger),
+    )
+    assert response.status == 201, await response.text()

@@ -41,7 +41,7 @@ from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
-from gateway.leased_loop import HandBacks, LeasedLoop, lease_owner, renew_leases
+from gateway.leased_loop import CLAIMS, HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
@@ -198,7 +198,7 @@ class DeliveryWorker:
                     token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
                 )
             except StoreUnavailable:  # it may have been applied: what it took, due again
-                await self._hand_backs.give_back("claims", self._release_claims, loud=False)
+                await self._hand_backs.give_back(CLAIMS, self._release_claims, loud=False)
                 raise
             for doc in docs:
                 self._held[doc["_id"]] = token
@@ -208,7 +208,8 @@ class DeliveryWorker:
 
     async def _release_claims(self) -> None:
         """What failed claims took and nobody here sends (read when the write is tried)."""
-        await self._store.deliveries.release_claims(self.owner, list(self._held), self.clock())
+        held = [*self._held, *self._hand_backs.waiting()]
+        await self._store.deliveries.release_claims(self.owner, held, self.clock())
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:

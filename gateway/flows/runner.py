@@ -34,7 +34,7 @@ from gateway.flows.deliveries import RunRef
 from gateway.flows.model import Step
 from gateway.flows.service import FlowService
 from gateway.flows.steps import StepRunner, Wait, failed
-from gateway.leased_loop import HandBacks, LeasedLoop, lease_owner, renew_leases
+from gateway.leased_loop import CLAIMS, HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
@@ -156,7 +156,7 @@ class FlowRunner:
             try:
                 docs = await self._runs.claim(token, now, now + self._lease, limit, shard)
             except StoreUnavailable:  # it may have been applied: what it took, due again
-                await self._hand_backs.give_back("claims", self._release_claims, loud=False)
+                await self._hand_backs.give_back(CLAIMS, self._release_claims, loud=False)
                 raise
             for doc in docs:
                 self._held[doc["_id"]] = token
@@ -166,7 +166,8 @@ class FlowRunner:
 
     async def _release_claims(self) -> None:
         """What failed claims took and nobody here runs (read when the write is tried)."""
-        await self._runs.release_claims(self.owner, list(self._held), self.clock())
+        held = [*self._held, *self._hand_backs.waiting()]
+        await self._runs.release_claims(self.owner, held, self.clock())
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:

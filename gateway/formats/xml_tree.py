@@ -71,6 +71,8 @@ def _decoded(document: bytes, charset: str) -> str:
         return document.decode(charset)
     except UnicodeDecodeError as exc:
         raise DocumentRefused(f"the body is not valid {charset} (byte {exc.start})") from None
+    except ValueError:  # a codec that fails otherwise (punycode, idna: a bare UnicodeError)
+        raise DocumentRefused(f"the body is not valid {charset}") from None
     except LookupError:  # no such codec, or not a text one (`hex`, `rot13`)
         raise DocumentRefused(f"unknown charset {charset!r}") from None
 

@@ -92,8 +92,7 @@ def _decoded(text: str | None, what: str, parse: Callable[[str], Any]) -> Any:
         value = parse(text)
     except DocumentRefused as exc:
         raise EvalError("decode", f"the text is not {what}: {exc.located()}") from None
-    charge_size(value, MAX_STEPS)
-    return value
+    return value  # charged to the item's work by Run.visit_function_expression
 
 
 _DECODERS = frozenset({"from_json", "from_xml"})
@@ -147,7 +146,11 @@ class Run(jp_visitor.TreeInterpreter):
             self.decoded = {}
         key = (name, text)
         if key not in self.decoded:
-            self.decoded[key] = self._functions.call_function(name, [text])
+            document = self._functions.call_function(name, [text])
+            # The values read are values built for this item, like a multi-select's: two
+            # documents spend one budget, not one each.
+            self.steps = charge_size(document, self.steps)
+            self.decoded[key] = document
         return self.decoded[key]
 
     def visit_multi_select_list(self, node: Any, value: Any) -> list[Any] | None:

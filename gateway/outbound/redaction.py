@@ -23,22 +23,22 @@ MIN_LENGTH = 4
 _QUERY_SAFE = "/?:@!$'()*,;"
 
 
-# How XML writers escape text: ours (markupsafe: &#39; &#34;) and the named entities.
-_XML_QUOTES: tuple[dict[str, str], ...] = (
-    {"'": "&#39;", '"': "&#34;"},
-    {"'": "&apos;", '"': "&quot;"},
-    {},
-)
+# How XML writers escape text and attribute values: `&` and `<` always; `>` mostly (Canonical
+# XML, used by signed SOAP, leaves it in attributes); each quote as written (text, and the
+# other quote's attributes: ElementTree, .NET), as ours (markupsafe: &#39; &#34;), as the
+# named entity or as a hexadecimal reference. Every combination a value's characters allow.
+_XML_CHOICES: dict[str, tuple[str, ...]] = {
+    ">": ("&gt;", ">"),
+    "'": ("'", "&#39;", "&apos;", "&#x27;"),
+    '"': ('"', "&#34;", "&quot;", "&#x22;"),
+}
 
 
 def _xml_forms(value: str) -> set[str]:
-    text = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    forms = set()
-    for quotes in _XML_QUOTES:
-        form = text
-        for char, entity in quotes.items():
-            form = form.replace(char, entity)
-        forms.add(form)
+    forms = {value.replace("&", "&amp;").replace("<", "&lt;")}
+    for char, choices in _XML_CHOICES.items():
+        if char in value:
+            forms = {form.replace(char, choice) for form in forms for choice in choices}
     return forms
 
 

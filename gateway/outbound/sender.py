@@ -8,11 +8,13 @@ they shape the bytes the sender puts on the wire; URLs are built in `urls.py`.
 from __future__ import annotations
 
 import asyncio
+import codecs
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -260,7 +262,11 @@ class Sender:
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
-            body_excerpt=body[: self._excerpt_bytes].decode("utf-8", "replace"),
+            body_excerpt=_excerpt(
+                body[: self._excerpt_bytes],
+                response.charset,
+                xml=is_xml_type(response.content_type),
+            ),
             json_body=parsed,
             is_json=is_json,
             is_xml=is_xml,
@@ -376,6 +382,35 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
     if isinstance(exc, ValueError):
         return "blocked", f"request not sendable: {exc}"
     return "connect", f"{type(exc).__name__}: {exc}"
+
+
+# Byte order marks, longest first (UTF-32 LE starts like UTF-16 LE).
+_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_XML_ENCODING: Final = re.compile(
+    rb"""<\?xml[^>]{0,200}?encoding\s*=\s*["']([A-Za-z0-9._-]{1,40})["']"""
+)
+
+
+def _excerpt(head: bytes, charset: str | None, *, xml: bool) -> str:
+    """The first bytes of an answer as text, read in the answer's encoding (its media type's
+    charset; for XML, else a byte order mark, else its declaration's; else UTF-8), leniently:
+    what the redactor searches for credentials must be the text the partner wrote (a UTF-16
+    SOAP fault read as UTF-8 hides an echoed password between NULs)."""
+    encoding = charset
+    if encoding is None and xml:
+        encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+    if encoding is None and xml and (declared := _XML_ENCODING.match(head)):
+        encoding = declared.group(1).decode("ascii")
+    try:
+        return head.decode(encoding or "utf-8", "replace")
+    except (LookupError, ValueError):  # no text codec (`hex`), or one that fails anyway
+        return head.decode("utf-8", "replace")
 
 
 def _since(started: float) -> float:

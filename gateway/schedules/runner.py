@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway.background import cancel_and_wait
 from gateway.errors import StoreUnavailable
-from gateway.leased_loop import HandBacks, LeasedLoop, lease_owner
+from gateway.leased_loop import CLAIMS, HandBacks, LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
 from gateway.schedules.timing import backoff_seconds, every_from_doc
@@ -130,14 +130,15 @@ class ScheduleRunner:
         try:
             claimed = await schedules.claim_due(token, now, now + self._lease, limit)
         except StoreUnavailable:  # some of it may have been applied: what it took, free again
-            await self._hand_backs.give_back("claims", self._release_claims, loud=False)
+            await self._hand_backs.give_back(CLAIMS, self._release_claims, loud=False)
             raise
         self._running.update(doc["_id"] for doc in claimed)
         return claimed
 
     async def _release_claims(self) -> None:
         """What failed claims took and no run here holds (read when the write is tried)."""
-        await self._c.store.schedules.release_claims(self.owner, list(self._running))
+        held = [*self._running, *self._hand_backs.waiting()]  # the latter by their text
+        await self._c.store.schedules.release_claims(self.owner, held)
 
     async def _claim_safely(self, limit: int) -> list[Doc]:
         try:

@@ -98,13 +98,15 @@ class ScheduleStore(TenantResources):
                     claimed.append(doc)
         return claimed
 
-    async def release_claims(self, runner: str, held: Sequence[ObjectId]) -> int:
+    async def release_claims(self, runner: str, held: Sequence[ObjectId | str]) -> int:
         """Claims of `runner` the database failed (some of it applied, maybe): every
-        schedule one took that the runner is not running, free again (still due)."""
+        schedule one took that the runner is not running (`held`: ids, or their text), free
+        again (still due)."""
         mine = {"$regex": f"^{re.escape(runner)}:"}
+        ids = [i if isinstance(i, ObjectId) else parse_id(i) for i in held]
         with translate_errors():
             result = await self._c.update_many(
-                {"lease_owner": mine, "_id": {"$nin": builtins.list(held)}},
+                {"lease_owner": mine, "_id": {"$nin": [i for i in ids if i is not None]}},
                 {"$set": {"lease_until": FREE}, "$unset": {"lease_owner": ""}},
             )
         return result.modified_count
