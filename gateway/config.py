@@ -126,7 +126,7 @@ class Settings:
             # Without an audience, any token the identity provider signs for any application
             # with a tenant and a role claim would be an admin token here.
             raise ConfigError("GATEWAY_ADMIN_JWT_AUDIENCE must be set with GATEWAY_ADMIN_JWKS_URL")
-        return cls(
+        settings = cls(
             mongodb_uri=env.text("MONGODB_URI"),
             host=env.text("GATEWAY_HOST") or "127.0.0.1",
             port=env.integer("GATEWAY_PORT", 8080, low=0, high=65535),
@@ -167,6 +167,13 @@ class Settings:
             schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
+        if settings.fold_gap_seconds * 1000 <= settings.db_timeout_ms:
+            # A round still within its deadline would have its number given up under it.
+            raise ConfigError(
+                "GATEWAY_FOLD_GAP_SECONDS must be longer than GATEWAY_DB_TIMEOUT_MS "
+                f"({settings.fold_gap_seconds} s against {settings.db_timeout_ms} ms)"
+            )
+        return settings
 
 
 class _Env:

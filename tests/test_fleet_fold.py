@@ -325,7 +325,8 @@ async def test_an_operators_shorter_gap_gives_a_lost_rounds_number_up_sooner(
     settings: Settings, mongodb_uri: str
 ) -> None:
     """GATEWAY_FOLD_GAP_SECONDS: the fold in a process so configured waits that long."""
-    gap = Settings.from_env({"GATEWAY_FOLD_GAP_SECONDS": "2"}).fold_gap_seconds
+    environ = {"GATEWAY_FOLD_GAP_SECONDS": "2", "GATEWAY_DB_TIMEOUT_MS": "1000"}
+    gap = Settings.from_env(environ).fold_gap_seconds
     async with open_services(replace(settings, fold_gap_seconds=gap), mongodb_uri=mongodb_uri) as (
         services
     ):
@@ -343,6 +344,8 @@ async def test_an_operators_shorter_gap_gives_a_lost_rounds_number_up_sooner(
         assert data["last_position"]["latitude"] == points[-1].lat
     with pytest.raises(ConfigError, match="GATEWAY_FOLD_GAP_SECONDS must be between 2"):
         Settings.from_env({"GATEWAY_FOLD_GAP_SECONDS": "1"})
+    with pytest.raises(ConfigError, match="must be longer than GATEWAY_DB_TIMEOUT_MS"):
+        Settings.from_env({"GATEWAY_FOLD_GAP_SECONDS": "5"})  # the deadline: 5,000 ms
 
 
 async def test_several_missing_inbox_numbers_in_sight_are_given_up_after_one_wait(
