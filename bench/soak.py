@@ -40,6 +40,7 @@ prints the allocation sites that grew most between the two, by traceback.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import json
@@ -136,7 +137,7 @@ class Partner:
         return web.json_response({})
 
 
-class _Mix:
+class _Mix(abc.ABC):
     """A mix of requests: the gateway's address and admin token, the window being measured,
     and one request drawn at a time (`one`), timed from when it was due."""
 
@@ -150,8 +151,9 @@ class _Mix:
             data = await response.json(content_type=None)
             return response.status, data
 
+    @abc.abstractmethod
     async def one(self, rng: random.Random) -> bool:
-        raise NotImplementedError
+        """One request of the mix; whether it was answered as expected."""
 
     async def timed(self, rng: random.Random, due: float) -> None:
         try:
