@@ -151,6 +151,24 @@ class _Mix(abc.ABC):
             data = await response.json(content_type=None)
             return response.status, data
 
+    async def subscribe(self, partner_url: str, event_types: list[str]) -> None:
+        """The sink partner, a deliver action to it and a subscription to these events."""
+        body = {"name": "sink", "base_url": partner_url, "auth": {"type": "none"}}
+        _, partner = await self.call("POST", "/api/v1/partners", json=body, headers=self.admin)
+        action = {
+            "name": "push",
+            "partner_id": partner["id"],
+            "method": "POST",
+            "path": "/events",
+            "mode": "deliver",
+        }
+        _, action_doc = await self.call("POST", "/api/v1/actions", json=action, headers=self.admin)
+        sub = {"action_id": action_doc["id"], "event_types": event_types}
+        status, answer = await self.call(
+            "POST", "/api/v1/subscriptions", json=sub, headers=self.admin
+        )
+        assert status == 201, answer
+
     @abc.abstractmethod
     async def one(self, rng: random.Random) -> bool:
         """One request of the mix; whether it was answered as expected."""
@@ -181,19 +199,7 @@ class Soak(_Mix):
             headers=self.admin,
         )
         assert status == 201, self.trigger
-        body = {"name": "sink", "base_url": partner_url, "auth": {"type": "none"}}
-        _, partner = await self.call("POST", "/api/v1/partners", json=body, headers=self.admin)
-        action = {
-            "name": "push",
-            "partner_id": partner["id"],
-            "method": "POST",
-            "path": "/events",
-            "mode": "deliver",
-        }
-        _, action_doc = await self.call("POST", "/api/v1/actions", json=action, headers=self.admin)
-        sub = {"action_id": action_doc["id"], "event_types": ["entity.updated"]}
-        status, _ = await self.call("POST", "/api/v1/subscriptions", json=sub, headers=self.admin)
-        assert status == 201
+        await self.subscribe(partner_url, ["entity.updated"])
         for i in range(VEHICLES):
             status, body = await self.one_post(i)
             self.vehicle_ids.append(body["id"])
@@ -326,19 +332,7 @@ class PositionSoak(_Mix):
             assert status == 201, body
         status, body = await self.call("POST", "/api/v1/maintenance-plans", json=plan, headers=post)
         assert status == 201, body
-        body = {"name": "sink", "base_url": partner_url, "auth": {"type": "none"}}
-        _, partner = await self.call("POST", "/api/v1/partners", json=body, headers=post)
-        action = {
-            "name": "push",
-            "partner_id": partner["id"],
-            "method": "POST",
-            "path": "/events",
-            "mode": "deliver",
-        }
-        _, action_doc = await self.call("POST", "/api/v1/actions", json=action, headers=post)
-        sub = {"action_id": action_doc["id"], "event_types": FLEET_EVENTS}
-        status, body = await self.call("POST", "/api/v1/subscriptions", json=sub, headers=post)
-        assert status == 201, body
+        await self.subscribe(partner_url, FLEET_EVENTS)
 
     def fix(self, i: int) -> dict[str, Any]:
         """A new fix of vehicle `i`, as post_fix.lua makes it."""
