@@ -41,7 +41,7 @@ def _too_big(what: str, limit: int) -> LimitExceeded:
     return LimitExceeded(f"{what} exceeds the limit of {limit:,}")
 
 
-def size_of(value: Any) -> int:
+def _size_of(value: Any) -> int:
     """The nodes of a value, counted up to one past MAX_STEPS (more fits no item's work)."""
     try:
         return MAX_STEPS - charge_size(value, MAX_STEPS)
@@ -141,7 +141,7 @@ class DecodedTexts:
             except EvalError as exc:
                 found = exc.message
             else:
-                found = (document, size_of(document))
+                found = (document, _size_of(document))
             self._keep(key, found)
         if isinstance(found, str):
             raise EvalError("decode", found)

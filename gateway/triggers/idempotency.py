@@ -115,19 +115,24 @@ class IdempotencyGuard:
     async def close(self) -> None:
         """At shutdown, before the store closes: stop the background releases and try each
         tenant's once more; a key the database still refuses to release is freed by its
-        lease (a retry meets a 409 until then)."""
+        lease (a retry meets a 409 until then). The tenants at once: a database that is
+        down holds the shutdown one deadline, not one per tenant."""
         self._closed = True
         await cancel_and_wait(self._releaser)
         self._releaser = None
-        loop = asyncio.get_running_loop()
-        for tenant, releases in self._releases.items():
-            batch = [(r.record_id, c) for c, r in releases.items() if r.until > loop.time()]
-            try:
-                if batch:
-                    await self._store.idempotency.release(tenant, batch)
-            except GatewayError as exc:
-                log.info("idempotency keys left to their lease at shutdown: %s", exc.detail)
+        now = asyncio.get_running_loop().time()
+        batches = {
+            tenant: [(r.record_id, claim) for claim, r in releases.items() if r.until > now]
+            for tenant, releases in self._releases.items()
+        }
         self._releases.clear()
+        await asyncio.gather(*(self._release_once(t, b) for t, b in batches.items() if b))
+
+    async def _release_once(self, tenant: str, batch: list[tuple[str, str]]) -> None:
+        try:
+            await self._store.idempotency.release(tenant, batch)
+        except GatewayError as exc:
+            log.info("idempotency keys left to their lease at shutdown: %s", exc.detail)
 
     async def _keep_releasing(self) -> None:
         loop = asyncio.get_running_loop()
