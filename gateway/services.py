@@ -139,6 +139,8 @@ async def open_services(
             async with _background(services):
                 yield services
         finally:
+            # Before the store closes: their background tasks use it.
+            await services.hooks.close()
             await services.gates.close()
 
 

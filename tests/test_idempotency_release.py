@@ -1,19 +1,24 @@
 """An `Idempotency-Key` whose call failed is released (docs/reliability.md "Command faults"):
-only that call's marker, never the marker of a call still running with the same key, and in
-one command per round however many calls failed while the database was down."""
+only that call's marker, never the marker of a call still running with the same key, in
+one command per round however many calls failed while the database was down, and once more
+when the app shuts down, whose background releases stop with it."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.triggers.idempotency import IdempotencyGuard
 from gateway.triggers.model import HookAnswer
 from tests.test_command_faults import (
+    DB_TIMEOUT_MS,
     FAULTS,
     Injector,
     app,
@@ -27,6 +32,7 @@ __all__ = ["app", "faults"]  # the fixtures
 
 CLOSE = next(f for f in FAULTS if f.name == "closeConnection")
 SHUTDOWN = next(f for f in FAULTS if f.name == "ShutdownInProgress")
+WRITE_CONCERN = next(f for f in FAULTS if f.name == "WriteConcernFailed")  # the insert happened
 
 
 async def test_a_call_whose_claim_failed_never_releases_the_marker_of_one_still_running(
@@ -65,6 +71,7 @@ async def test_a_call_whose_claim_failed_never_releases_the_marker_of_one_still_
     assert (await first).status == 201
     replay = await guard.run(trigger, "order-7", "h", another_call)
     assert (replay.status, replay.body) == (201, b'{"first": true}')
+    await guard.close()  # the guard of the test's own, closed as the app closes its own
 
 
 async def test_calls_failed_while_the_database_was_down_are_released_in_a_few_commands(
@@ -97,3 +104,39 @@ async def test_calls_failed_while_the_database_was_down_are_released_in_a_few_co
     assert released <= 3, released
     retries = await asyncio.gather(*[send(n) for n in range(calls)])
     assert {r.status for r in retries} <= {200, 201}, [r.status for r in retries]
+
+
+def _releasers() -> list[asyncio.Task[Any]]:
+    """The guard's background releases still running in this loop."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and "_keep_releasing" in task.get_coro().__qualname__  # type: ignore[union-attr]
+    ]
+
+
+async def test_shutdown_stops_the_background_release_and_releases_once_without_errors(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    faults: Injector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app: Client = await aiohttp_client(make_app(db_timeout_ms=DB_TIMEOUT_MS))
+    trigger = await create_trigger(app)
+    headers = {**bearer(trigger), "Idempotency-Key": "order-9"}
+    # The claim's insert is stored, but its answer is an error: the call fails (503) and
+    # leaves its marker, to release in the background.
+    async with faults.failing(WRITE_CONCERN, commands=["insert"], mode={"times": 1}):
+        response = await app.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    assert response.status == 503, await response.text()
+    assert len(_releasers()) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        await app.close()  # the app's cleanup, before the first background round is due
+    assert _releasers() == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # The marker was released at shutdown: the retry, in the next process, is processed
+    # (a marker left behind would answer 409 until its lease runs out, 30 s).
+    again: Client = await aiohttp_client(make_app(db_timeout_ms=DB_TIMEOUT_MS))
+    retry = await again.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    assert retry.status == 201, await retry.text()

@@ -520,3 +520,54 @@ async def test_the_search_for_a_dead_rounds_fixes_stops_at_what_the_fold_read_be
     found = await store.of_rounds(range(7, 8), now, received_after=now - timedelta(minutes=1))
     assert [doc["_id"] for doc in found[7]] == [dead["_id"]]
     assert len(reads) < 20, len(reads)
+
+
+def _stored(vehicle: str, seconds: int, at: datetime, seq: int | None) -> dict[str, Any]:
+    """A fix as a round stored it: received at `at`, stamped with its round's number."""
+    t = T0 + timedelta(seconds=seconds)
+    doc = {"_id": position_id(vehicle, t), "tenant": "acme", "vehicle": vehicle, "t": t,
+           "lat": -23.5, "lon": -46.6, "at": at, "source": "s"}  # fmt: skip
+    return doc if seq is None else {**doc, "seq": seq}
+
+
+async def test_a_dead_rounds_fixes_with_no_earlier_fix_are_found_in_a_few_reads_not_a_week(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No fix of an earlier round to stop the search (a new deployment), nor a receipt the
+    fold read: once a fix of the round is found the rest are near (a round's fixes are
+    received within 30 s of each other), and past them the nearest older fix is one read, so
+    the search stops where the collection does instead of reading 7 days of empty windows."""
+    store, collection = _store(services), services.store.db["positions"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    # Round 11 died after its insert: 10 fixes received over 27 s, across windows.
+    dead = [_stored("w1", i, now - timedelta(seconds=3 * i), 11) for i in range(10)]
+    later = [_stored("w2", i, now + timedelta(seconds=5), 12) for i in range(3)]
+    await collection.insert_many([*dead, *later])
+    reads = _count_reads(monkeypatch, store)
+    found = await store.of_rounds(range(11, 12), now + timedelta(seconds=60))
+    assert sorted(doc["_id"] for doc in found[11]) == sorted(doc["_id"] for doc in dead)
+    assert len(reads) <= 10, len(reads)
+    # A round that stored nothing (it died before its insert), still with no earlier fix.
+    reads.clear()
+    assert await store.of_rounds(range(10, 11), now + timedelta(seconds=60)) == {10: []}
+    assert len(reads) <= 10, len(reads)
+
+
+async def test_a_dead_rounds_search_jumps_a_quiet_stretch_to_the_earlier_fix_that_ends_it(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round that stored nothing after two quiet days, the fold's memory gone (a restart):
+    the earlier round's fix two days back still bounds the search, found in one read instead
+    of 2,880 empty windows; and a round that stored fixes stops near them, not there."""
+    store, collection = _store(services), services.store.db["positions"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = _stored("w1", 0, now - timedelta(days=2), 6)
+    dead = _stored("w1", 50, now, 8)
+    await collection.insert_many([old, dead])
+    reads = _count_reads(monkeypatch, store)
+    assert await store.of_rounds(range(7, 8), now + timedelta(seconds=60)) == {7: []}
+    assert len(reads) <= 10, len(reads)
+    reads.clear()
+    found = await store.of_rounds(range(8, 9), now + timedelta(seconds=60))
+    assert [doc["_id"] for doc in found[8]] == [dead["_id"]]
+    assert len(reads) <= 10, len(reads)

@@ -14,9 +14,11 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
         .param_problems(values) -> [FieldProblem]    a trigger's params, checked (/params/x)
         .bind(values, *, strict=False) -> CompiledMapping   compiled once per set of values
         inbound:  .probe(payload) -> dict | None     the answer to a partner's ping, if it is one
-                  .items(payload) -> list            batch items; one object -> [payload]
-                  .apply(item, *, secrets=None) -> MappedDocument(document, key, events,
-                                                  event_data, forward, also: [MappedTarget])
+                  .items(payload, *, texts=None) -> list   batch items; one object -> [payload]
+                  .apply(item, *, secrets=None, texts=None) -> MappedDocument(document, key,
+                                                  events, event_data, forward, also: [MappedTarget])
+        DecodedTexts()   one per payload, given to its items() and every item's apply(): each
+                         text from_json()/from_xml() reads is parsed once per payload
                   .also_entity_types                 entity types `also` writes, in order
         outbound: .build_request(context, *, secrets=None) -> OutboundRequest(path_params,
                                                                  query, headers, body)
@@ -36,6 +38,7 @@ constants in `gateway.mapping.limits`.
 """
 
 from .engine import CompiledMapping
+from .expressions import DecodedTexts
 from .files import read_sample, test_file, validate_file
 from .loader import load_mapping
 from .model import Direction, FieldCatalog, MappedDocument, MappedTarget, OutboundRequest
@@ -45,6 +48,7 @@ from .transforms import TRANSFORM_NAMES
 __all__ = [
     "TRANSFORM_NAMES",
     "CompiledMapping",
+    "DecodedTexts",
     "Direction",
     "FieldCatalog",
     "MappedDocument",

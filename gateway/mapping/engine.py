@@ -8,7 +8,7 @@ from typing import Any, Final
 from ..errors import FieldProblem, InvalidPayload
 from .casts import to_string
 from .compiler import AlsoPlan, Guard, Inner, Key, Plan, compile_plan
-from .expressions import Run
+from .expressions import DecodedTexts, Run
 from .limits import MAX_LIST_ITEMS, MAX_NESTED_ITEM_FIELDS
 from .model import (
     Direction,
@@ -135,15 +135,18 @@ class CompiledMapping:
         probe = self._plan.probe
         return None if probe is None else probe.answer_for(payload)
 
-    def items(self, payload: Any) -> list[Any]:
-        """The items of a batch payload (`items` expression); a single object → [payload]."""
+    def items(self, payload: Any, *, texts: DecodedTexts | None = None) -> list[Any]:
+        """The items of a batch payload (`items` expression); a single object → [payload].
+
+        `texts`: the documents from_json()/from_xml() read in this payload, shared with the
+        `apply` of its items (each text parsed once per payload, not once per item)."""
         self._need("inbound")
         getter = self._plan.items
         if getter is None:
             found = payload
         else:
             try:
-                found = getter(payload, Run())
+                found = getter(payload, Run(texts=texts))
             except EvalError as error:
                 raise self._error(error, "items") from None
             if found is None:
@@ -151,19 +154,21 @@ class CompiledMapping:
         if not isinstance(found, list):
             found = [found]
         if self._plan.inner is not None:
-            found = self._inner_items(found, self._plan.inner)
+            found = self._inner_items(found, self._plan.inner, texts)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
             raise self._items_problem(message, "limit")
         return found
 
-    def _inner_items(self, outers: list[Any], inner: Inner) -> list[Any]:
+    def _inner_items(
+        self, outers: list[Any], inner: Inner, texts: DecodedTexts | None
+    ) -> list[Any]:
         """`items: {from, each, as}`: per outer element, an item per element of its inner
         list: the outer element with that element under `as` (an outer without the list, or
         with an empty one, gives none)."""
         items: list[Any] = []
         fields = 0  # copied into the items: each is a copy of its outer element
-        run = Run()  # one work budget for the walk, as for an `items` expression
+        run = Run(texts=texts)  # one work budget for the walk, as for an `items` expression
         for index, outer in enumerate(outers):
             if outer is None:
                 continue
@@ -191,12 +196,19 @@ class CompiledMapping:
             items.extend({**outer, inner.name: element} for element in present)
         return items
 
-    def apply(self, payload: Any, *, secrets: dict[str, Any] | None = None) -> MappedDocument:
-        """Map one item to entity fields, key and events; InvalidPayload lists every failure."""
+    def apply(
+        self,
+        payload: Any,
+        *,
+        secrets: dict[str, Any] | None = None,
+        texts: DecodedTexts | None = None,
+    ) -> MappedDocument:
+        """Map one item to entity fields, key and events; InvalidPayload lists every failure.
+        `texts`: those of the payload the item is from (`items`), else its own."""
         plan = self._plan
         if plan.direction != "inbound":
             self._need("inbound")
-        run = Run(secrets)
+        run = Run(secrets, texts)
         document: dict[str, Any] = {}
         key: dict[str, Any] = {}
         events: tuple[str, ...] = ()

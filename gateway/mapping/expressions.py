@@ -6,7 +6,8 @@ times faster. Everything else runs in `Run`, an interpreter that counts the node
 and the values multi-selects build, so `[@, @] | [@, @] | ...` cannot double its way out of
 memory, and whose `join()` and `to_string()` refuse to build huge strings. Two functions
 of ours read a document held in a text field (a form's `payload={"plate": ...}`, a SOAP
-`<return>` carrying escaped XML): `from_json()` and `from_xml()`, bounded like a body.
+`<return>` carrying escaped XML): `from_json()` and `from_xml()`, bounded like a body, each
+text parsed once per payload (`DecodedTexts`) however many items and fields read it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ Getter = Callable[[Any, "Run"], Any]
 
 def _too_big(what: str, limit: int) -> LimitExceeded:
     return LimitExceeded(f"{what} exceeds the limit of {limit:,}")
+
+
+def _size_of(value: Any) -> int:
+    """The nodes of a value, counted up to one past MAX_STEPS (more fits no item's work)."""
+    try:
+        return MAX_STEPS - charge_size(value, MAX_STEPS)
+    except LimitExceeded:
+        return MAX_STEPS + 1
 
 
 def charge_size(value: Any, budget: int) -> int:
@@ -96,9 +105,57 @@ def _decoded(text: str | None, what: str, parse: Callable[[str], Any]) -> Any:
 
 
 _DECODERS = frozenset({"from_json", "from_xml"})
-
-
 _FUNCTIONS = _BoundedFunctions()
+_KEPT_TEXT = 4 * MAX_DECODED_TEXT
+"""Characters of text whose documents one DecodedTexts keeps; past that the oldest go."""
+
+
+class DecodedTexts:
+    """The documents from_json()/from_xml() read in one payload's texts, each text parsed once.
+
+    The items of a payload share their outer element's texts (1,000 points listed in one
+    SOAP `<return>` of escaped XML are 1,000 items holding the same text): made once per
+    payload and handed to every run over it (`CompiledMapping.items`, `apply`), it parses the
+    text for the first item and gives the others the same document, with its size counted
+    then, which `Run` charges to each item that reads it. A text that is not JSON (XML) is
+    remembered too: a `decode` problem for every item, parsed once. Keyed by the function
+    and the text's value (a shared text is hashed once). Read-only documents: the engine
+    never changes a value it reads, and neither does anything downstream.
+    """
+
+    __slots__ = ("_found", "_kept")
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], tuple[Any, int] | str] = {}
+        self._kept = 0  # characters of the texts in _found
+
+    def read(self, name: str, text: str) -> tuple[Any, int]:
+        """The document `name` finds in `text` and its size (nodes), or its EvalError."""
+        key = (name, text)
+        found = self._found.get(key)
+        if found is None:
+            try:
+                document = _FUNCTIONS.call_function(name, [text])
+            except LimitExceeded:
+                raise  # a text over the size limit: refused before any parse
+            except EvalError as exc:
+                found = exc.message
+            else:
+                found = (document, _size_of(document))
+            self._keep(key, found)
+        if isinstance(found, str):
+            raise EvalError("decode", found)
+        return found
+
+    def _keep(self, key: tuple[str, str], found: tuple[Any, int] | str) -> None:
+        self._kept += len(key[1])
+        while self._kept > _KEPT_TEXT and self._found:
+            oldest = next(iter(self._found))
+            del self._found[oldest]
+            self._kept -= len(oldest[1])
+        self._found[key] = found
+
+
 _OPTIONS = jp_visitor.Options(custom_functions=_FUNCTIONS)
 _Visit = Callable[..., Any]
 _DISPATCH: dict[str, _Visit] = {}
@@ -107,7 +164,9 @@ _DISPATCH: dict[str, _Visit] = {}
 class Run(jp_visitor.TreeInterpreter):
     """One evaluation of one item: secrets, the work budget left, the problems found."""
 
-    def __init__(self, secrets: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, secrets: Mapping[str, Any] | None = None, texts: DecodedTexts | None = None
+    ) -> None:
         # No super().__init__(): the dispatch table is shared by the class, so a Run costs
         # only these attributes (one is made per item, on the hot path).
         self._options = _OPTIONS
@@ -119,9 +178,10 @@ class Run(jp_visitor.TreeInterpreter):
         self.dropped = 0
         self.target = ""
         self.main: Mapping[str, Any] = {}  # the main document, for the `main` source of `also`
-        # Documents from_json()/from_xml() read, by function and text: each field that reads
-        # the same text field costs one parse per item, not one per field.
-        self.decoded: dict[tuple[str, str], Any] | None = None
+        self.texts = texts  # None: made on the first from_json()/from_xml(), for this run only
+        # The documents this run was charged for, by function and text: each field that reads
+        # the same text costs the item once, not once per field.
+        self.charged: set[tuple[str, str]] | None = None
 
     def visit(self, node: Any, *args: Any, **kwargs: Any) -> Any:
         self.steps -= 1
@@ -142,16 +202,20 @@ class Run(jp_visitor.TreeInterpreter):
         text = self.visit(child, value)
         if not isinstance(text, str):  # null, or a type the function's signature refuses
             return self._functions.call_function(name, [text])
-        if self.decoded is None:
-            self.decoded = {}
+        if self.texts is None:
+            self.texts = DecodedTexts()
+        document, size = self.texts.read(name, text)
+        if self.charged is None:
+            self.charged = set()
         key = (name, text)
-        if key not in self.decoded:
-            document = self._functions.call_function(name, [text])
+        if key not in self.charged:
             # The values read are values built for this item, like a multi-select's: two
-            # documents spend one budget, not one each.
-            self.steps = charge_size(document, self.steps)
-            self.decoded[key] = document
-        return self.decoded[key]
+            # documents spend one budget, not one each. Counted once, when the text was parsed.
+            if size > self.steps:
+                raise _too_big("the work to evaluate this item", MAX_STEPS)
+            self.steps -= size
+            self.charged.add(key)
+        return document
 
     def visit_multi_select_list(self, node: Any, value: Any) -> list[Any] | None:
         result = super().visit_multi_select_list(node, value)

@@ -11,6 +11,7 @@ from gateway.fleet.fix import parse_fix
 
 from ..errors import FieldProblem, InvalidPayload
 from ..formats import DocumentRefused, parse_xml
+from .expressions import DecodedTexts
 from .limits import MAX_FILE_BYTES
 from .loader import load_mapping
 from .model import FieldCatalog
@@ -80,8 +81,9 @@ def test_file(
     known = {name: f"<secret:{name}>" for name in mapping.secrets} | (secrets or {})
     if mapping.direction == "inbound":
         results = []
-        for item in mapping.items(sample):
-            mapped = mapping.apply(item, secrets=known)
+        texts = DecodedTexts()
+        for item in mapping.items(sample, texts=texts):
+            mapped = mapping.apply(item, secrets=known, texts=texts)
             if mapping.target == "positions":
                 parse_fix(mapped.document)  # what a position trigger would refuse
             result: dict[str, Any] = {

@@ -13,7 +13,13 @@ from gateway.entities import EntityService, diff, forward_only, merge
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.fleet.fix import parse_fix
 from gateway.kinds import KindService
-from gateway.mapping import CompiledMapping, MappedDocument, MappedTarget, read_sample
+from gateway.mapping import (
+    CompiledMapping,
+    DecodedTexts,
+    MappedDocument,
+    MappedTarget,
+    read_sample,
+)
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key
 from gateway.store import Doc, Store
@@ -76,11 +82,14 @@ class MappingDryRun:
                 result["probe"] = answer  # what the trigger would answer; nothing to map
                 return result
             lookup = self._find_entity
+            texts = DecodedTexts()  # each text from_json()/from_xml() reads, parsed once
             with _located("/payload"):
-                items = mapping.items(payload)
+                items = mapping.items(payload, texts=texts)
             single = len(items) == 1 and items[0] is payload
             result["results"] = [
-                await self._item(tenant, mapping, item, secrets, lookup, raise_errors=single)
+                await self._item(
+                    tenant, mapping, item, secrets, lookup, raise_errors=single, texts=texts
+                )
                 for item in items
             ]
             return result
@@ -127,10 +136,11 @@ class MappingDryRun:
         lookup: EntityLookup,
         *,
         raise_errors: bool,
+        texts: DecodedTexts,
     ) -> dict[str, Any]:
         try:
             with _located("/payload" if raise_errors else ""):
-                mapped = mapping.apply(item, secrets=secrets)
+                mapped = mapping.apply(item, secrets=secrets, texts=texts)
         except InvalidPayload as exc:
             if raise_errors:
                 raise

@@ -14,7 +14,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.actions.catalog import Action, Partner, build_request
-from gateway.mapping import CompiledMapping
+from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.expressions import Run, compile_expression, is_truthy
 from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.outbound.redaction import NO_REDACTION, Redactor
@@ -142,11 +142,12 @@ def read_page(doc: Doc, outcome: Outcome, now: datetime, redactor: Redactor = NO
     return Page(answer, cursor, more)
 
 
-def page_items(mapping: CompiledMapping, answer: Any) -> list[Any]:
-    """The page's items, as the target's mapping finds them (InvalidPayload if it cannot)."""
+def page_items(mapping: CompiledMapping, answer: Any, texts: DecodedTexts) -> list[Any]:
+    """The page's items, as the target's mapping finds them (InvalidPayload if it cannot);
+    `texts` keeps what from_json()/from_xml() read, for the items' own mapping."""
     if isinstance(answer, list) and mapping.source.get("items") is None:
         return answer
-    return mapping.items(answer)
+    return mapping.items(answer, texts=texts)
 
 
 def item_id(expression: str, item: Any) -> str | None:

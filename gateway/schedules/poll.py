@@ -26,7 +26,7 @@ from typing import Any
 from gateway.actions.catalog import Catalog, Partner
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound
-from gateway.mapping import CompiledMapping
+from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
@@ -153,7 +153,8 @@ class Poll:
     ) -> bool:
         """Land one page and move past it; whether to read the next one now."""
         doc, tally = self._doc, self.tally
-        items = await self._items(page, mapping, target)
+        texts = DecodedTexts()  # what the items read with from_json()/from_xml(): once a page
+        items = await self._items(page, mapping, target, texts)
         tally.pages += 1
         tally.read += len(items)
         fresh, ids = self._unseen(items)
@@ -167,7 +168,7 @@ class Poll:
                 f"{self._cursor!r} → {page.cursor!r}): it is looping; nothing was written",
             )
         if fresh:
-            landed = await sink.land(target, fresh, self._origin())
+            landed = await sink.land(target, fresh, self._origin(), texts)
             tally.written += landed.written
             tally.rejected += landed.rejected
             tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
@@ -189,10 +190,10 @@ class Poll:
         return page.more if page.more is not None else bool(items)
 
     async def _items(
-        self, page: Page, mapping: CompiledMapping, target: CompiledTrigger
+        self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, texts: DecodedTexts
     ) -> list[Any]:
         try:
-            items = page_items(mapping, page.answer)
+            items = page_items(mapping, page.answer, texts)
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
                 refused = InvalidPayload(exc.detail, exc.problems, reason="mapping")

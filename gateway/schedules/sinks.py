@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from gateway.entities import Origin
+from gateway.mapping import DecodedTexts
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
 from gateway.triggers.ingest import Ingestor
@@ -33,13 +34,15 @@ class Landed:
 
 
 class PageSink(Protocol):
-    """Writes a page's items exactly as a partner's POST of them to a trigger would.
+    """Writes a page's items exactly as a partner's POST of them to a trigger would (`texts`:
+    the documents the page's texts decoded to while its items were found, read again by the
+    items' mapping instead of parsed per item).
 
     Raises InvalidPayload when the page as a whole is refused (kept by the sink like a
     refused POST body), and StoreUnavailable when nothing could be written."""
 
     async def land(
-        self, target: CompiledTrigger, items: Sequence[Any], origin: Origin
+        self, target: CompiledTrigger, items: Sequence[Any], origin: Origin, texts: DecodedTexts
     ) -> Landed: ...
 
 
@@ -49,8 +52,12 @@ class EntitySink:
     def __init__(self, ingestor: Ingestor) -> None:
         self._ingestor = ingestor
 
-    async def land(self, target: CompiledTrigger, items: Sequence[Any], origin: Origin) -> Landed:
-        ingested = await self._ingestor.ingest(target, list(items), origin=origin, picked=True)
+    async def land(
+        self, target: CompiledTrigger, items: Sequence[Any], origin: Origin, texts: DecodedTexts
+    ) -> Landed:
+        ingested = await self._ingestor.ingest(
+            target, list(items), origin=origin, picked=True, texts=texts
+        )
         return landed_from(ingested.body)
 
 

@@ -76,7 +76,10 @@ _SHORTEST_WINDOW: Final = timedelta(seconds=1)
 _LONGEST_WINDOW: Final = timedelta(seconds=60)
 """SecantusDB reads every document of a range before it returns the first (a limit, a count
 or a probe of one costs the same): windows stay short, so that the first one with fixes after
-a quiet stretch is never a busy hour read at once (a quiet day is 1,440 empty reads)."""
+a quiet stretch is never a busy hour read at once (a quiet day is 1,440 empty reads, unless
+the nearest older fix can be had in one small read: `PositionStore._small_read`)."""
+_SEEK_FIXES: Final = 2_000
+"""Fixes a SecantusDB read for the nearest older fix may have to go through (a window's)."""
 ROUND_LOOKBACK: Final = timedelta(seconds=120)
 """How much earlier than a fix of an earlier round a round's own fixes may have been received:
 `MAX_WAIT_SECONDS` (checked once the number has come, however long that took), and room for
@@ -101,6 +104,22 @@ def position_id(vehicle: str, t: datetime) -> str:
 def _track_bounds(vehicle: str) -> tuple[str, str]:
     """The `_id` range of a whole track ("." and "~" sort before and after every digit)."""
     return f"{vehicle}-", f"{vehicle}-~"
+
+
+def _sort_out(
+    docs: Sequence[Doc], numbers: range, found: dict[int, list[Doc]], newest: dict[int, datetime]
+) -> datetime | None:
+    """The fixes of `numbers`' rounds into `found` (and each round's newest receipt into
+    `newest`); the newest receipt of an earlier round's fix, if any."""
+    earlier: datetime | None = None
+    for doc in docs:
+        number = doc.get("seq")
+        if number in found:
+            found[number].append(doc)
+            newest[number] = max(newest.get(number, doc["at"]), doc["at"])
+        elif number is None or number < numbers.start:
+            earlier = doc["at"] if earlier is None else max(earlier, doc["at"])
+    return earlier
 
 
 def retention_index(days: int) -> IndexModel:
@@ -506,6 +525,9 @@ class PositionStore:
         self.inserts = InsertRounds(
             positions, hand_on=_Inbox(fleet), max_in_flight=2, parallel_from=200
         )
+        # Whether the server reads a whole range before the first of it (SecantusDB), as
+        # `ensure_indexes` finds out; until then, as if it did.
+        self._whole_ranges = True
 
     async def ensure_indexes(
         self, retention_days: int = DEFAULT_RETENTION_DAYS, *, scans_id_ranges: bool = False
@@ -515,6 +537,7 @@ class PositionStore:
         (SecantusDB: 1.3 s for 50 fixes of 100,000, growing with the track), the `track` index
         (tenant, `_id`) that every track read is served by (27 ms), paid for on every insert.
         MongoDB reads `_id` ranges from its primary index: no such index there."""
+        self._whole_ranges = scans_id_ranges
         with translate_errors():
             for collection in (self._p, self._r):
                 existing = await (await collection.list_indexes()).to_list(None)
@@ -609,33 +632,45 @@ class PositionStore:
         in windows of 1 to 60 s (SecantusDB reads every document of a range before it answers
         with the first, whatever the limit), down to `ROUND_LOOKBACK` before the newest fix of
         an earlier round, or before `received_after` (the newest receipt the fold has read
-        below these numbers); at most `ROUND_SEARCH` back. A round's fixes are received at
-        most `MAX_WAIT_SECONDS` before its number comes, so before neither."""
+        below these numbers), or, once a fix of every round is found, before the oldest of
+        those (a round's fixes are received within `MAX_WAIT_SECONDS` of each other); at most
+        `ROUND_SEARCH` back. A round's fixes are received at most `MAX_WAIT_SECONDS` before
+        its number comes, so before none of these. An empty window is not followed by the
+        next one but by the nearest older fix (`_nearest`), one indexed read, wherever that
+        read is small: on MongoDB always, on SecantusDB when the rest of the collection is;
+        so that a search with no earlier fix to stop it (a new deployment) does not read a
+        week of empty windows."""
         found: dict[int, list[Doc]] = {n: [] for n in numbers}
         if not found:
             return found
         with translate_errors():
-            if not await self._p.estimated_document_count():
-                return found
+            stored = await self._p.estimated_document_count()
+        if not stored:
+            return found
         projection = {k: 1 for k in ("tenant", "vehicle", "at", "seq", *_FOLD_FIELDS)}
-        floor = None if received_after is None else received_after - ROUND_LOOKBACK
-        end, span = received_by, _FIRST_WINDOW
-        while end > received_by - ROUND_SEARCH and (floor is None or end > floor):
-            start = end - span
+        floor = received_by - ROUND_SEARCH
+        if received_after is not None:
+            floor = max(floor, received_after - ROUND_LOOKBACK)
+        newest: dict[int, datetime] = {}  # per round, the newest of its fixes found
+        end, span, read = received_by, _FIRST_WINDOW, 0
+        while end > floor:
+            start = max(end - span, floor)
             query = {"at": {"$gt": start, "$lte": end}}
             with translate_errors():
                 docs = await self._p.find(query, projection).to_list(None)
-            earlier: datetime | None = None
-            for doc in docs:
-                number = doc.get("seq")
-                if number in found:
-                    found[number].append(doc)
-                elif number is None or number < numbers.start:
-                    earlier = doc["at"] if earlier is None else max(earlier, doc["at"])
+            read += len(docs)
+            earlier = _sort_out(docs, numbers, found, newest)
             if earlier is not None:
-                bound = earlier - ROUND_LOOKBACK
-                floor = bound if floor is None else max(floor, bound)
+                floor = max(floor, earlier - ROUND_LOOKBACK)
+            if len(newest) == len(found):
+                floor = max(floor, min(newest.values()) - ROUND_LOOKBACK)
             end = start
+            if not docs and end > floor and self._small_read(stored - read):
+                nearest = await self._nearest(floor, end)
+                if nearest is None:
+                    break  # nothing older to search
+                end, span = nearest, _FIRST_WINDOW
+                continue
             # Quiet times are crossed in longer windows, busy ones in shorter (a read holds
             # about 500 to 2,000 fixes, or fewer at the ends of the range).
             if len(docs) >= 2_000:
@@ -643,6 +678,20 @@ class PositionStore:
             elif len(docs) < 500:
                 span = min(span * 2, _LONGEST_WINDOW)
         return found
+
+    def _small_read(self, left: int) -> bool:
+        """Whether one read of the fixes received in a range is small whatever the range:
+        MongoDB reads the newest of an index range without the rest; SecantusDB reads them
+        all first, so only when the collection holds few more (`left`, an estimate) than
+        were read already."""
+        return not self._whole_ranges or left <= _SEEK_FIXES
+
+    async def _nearest(self, after: datetime, through: datetime) -> datetime | None:
+        """The receipt time of the newest fix received in (`after`, `through`], if any."""
+        query = {"at": {"$gt": after, "$lte": through}}
+        with translate_errors():
+            docs = await self._p.find(query, {"at": 1}).sort("at", DESCENDING).limit(1).to_list(1)
+        return docs[0]["at"] if docs else None
 
     # --- the fold's writes ---------------------------------------------------------------
 

@@ -4,7 +4,8 @@ A pending marker is stored (unique insert) before the call is processed, so two 
 first calls cannot both run: the second gets a 409 until the first is answered. Only
 successful answers (2xx, 207 included) are kept: a failed call releases its key, so a retry
 after a fix is processed afresh (when the database failed the release too, it is tried again
-in the background until it passes, one command per tenant and round for every failed call).
+in the background until it passes, one command per tenant and round for every failed call;
+at shutdown, `close` stops that and tries what is left once, while the store is still open).
 A call releases only its own marker, named by a random claim token. A marker left by a
 crashed process is taken over after `LEASE`. The same key with another body is a 422. Answers
 are kept 24 hours.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from gateway.background import cancel_and_wait
 from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, StoreUnavailable
 from gateway.store import Store
 from gateway.store.idempotency import record_id
@@ -51,6 +53,7 @@ class IdempotencyGuard:
         # task for all of them, one command per tenant and round however many calls failed.
         self._releases: dict[str, dict[str, _Release]] = {}
         self._releaser: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def run(
         self,
@@ -101,11 +104,35 @@ class IdempotencyGuard:
         lease: past it, a retry may have taken the key over. When the claim's outcome was
         not known (a deadline, a lost connection), its insert may still land: released
         again each round until then."""
+        if self._closed:  # a call that failed as the process stopped: its lease frees the key
+            return
         until = asyncio.get_running_loop().time() + LEASE.total_seconds() / 2
         release = _Release(record_id(trigger.id, key), until, settled)
         self._releases.setdefault(trigger.tenant, {})[claim] = release
         if self._releaser is None or self._releaser.done():
             self._releaser = asyncio.create_task(self._keep_releasing())
+
+    async def close(self) -> None:
+        """At shutdown, before the store closes: stop the background releases and try each
+        tenant's once more; a key the database still refuses to release is freed by its
+        lease (a retry meets a 409 until then). The tenants at once: a database that is
+        down holds the shutdown one deadline, not one per tenant."""
+        self._closed = True
+        await cancel_and_wait(self._releaser)
+        self._releaser = None
+        now = asyncio.get_running_loop().time()
+        batches = {
+            tenant: [(r.record_id, claim) for claim, r in releases.items() if r.until > now]
+            for tenant, releases in self._releases.items()
+        }
+        self._releases.clear()
+        await asyncio.gather(*(self._release_once(t, b) for t, b in batches.items() if b))
+
+    async def _release_once(self, tenant: str, batch: list[tuple[str, str]]) -> None:
+        try:
+            await self._store.idempotency.release(tenant, batch)
+        except GatewayError as exc:
+            log.info("idempotency keys left to their lease at shutdown: %s", exc.detail)
 
     async def _keep_releasing(self) -> None:
         loop = asyncio.get_running_loop()
@@ -122,9 +149,6 @@ class IdempotencyGuard:
                         await self._store.idempotency.release(tenant, batch)
                 except GatewayError:
                     continue  # still failing: again, later
-                except Exception:  # the store was closed (the process is stopping): the lease
-                    self._releases.clear()  # frees the keys
-                    return
                 for _, claim in batch:
                     if releases[claim].settled:
                         del releases[claim]

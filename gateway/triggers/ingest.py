@@ -25,7 +25,7 @@ from typing import Any, Final
 from gateway.entities import Origin
 from gateway.errors import Conflict, InvalidPayload, PayloadTooLarge
 from gateway.fleet.append import PositionAppender
-from gateway.mapping import CompiledMapping
+from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.metrics import Metrics
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
@@ -50,6 +50,9 @@ class _Plan:
     batch: bool
     mapping: CompiledMapping | None = None
     probe: dict[str, Any] | None = None  # the answer to a partner's probe: nothing to write
+    # One payload's items share its texts: each from_json()/from_xml() text is parsed once
+    # for all of them (a SOAP answer's 1,000 points in one escaped XML text).
+    texts: DecodedTexts | None = None
 
 
 class Ingestor:
@@ -73,13 +76,15 @@ class Ingestor:
         origin: Origin,
         keep_body: bool = True,
         picked: bool = False,
+        texts: DecodedTexts | None = None,
     ) -> Ingested:
         """Write a parsed payload. A body-level failure raises (kept unless `keep_body` is
         false: a replay updates its own record instead); item failures of a batch are kept
         and answered per item. `picked`: the payload is a list of items the mapping's `items`
-        expression already gave (a schedule's page)."""
+        expression already gave (a schedule's page); `texts`, the documents its texts
+        decoded to then, which its items read again."""
         try:
-            plan = await self._plan(trigger, payload, picked)
+            plan = await self._plan(trigger, payload, picked, texts)
             if trigger.target == "positions" and plan.probe is None:
                 return await self._positions(trigger, plan)
             result = None
@@ -125,7 +130,11 @@ class Ingestor:
         for item in plan.items:
             try:
                 fix = self._pipeline.fix(
-                    trigger, plan.mapping, item, schema_applies=plan.schema_applies
+                    trigger,
+                    plan.mapping,
+                    item,
+                    schema_applies=plan.schema_applies,
+                    texts=plan.texts,
                 )
             except InvalidPayload as exc:
                 fix = exc
@@ -170,24 +179,28 @@ class Ingestor:
             207 if failed else 200, {"results": results, "summary": summary}, outcome_label
         )
 
-    async def _plan(self, trigger: CompiledTrigger, payload: Any, picked: bool) -> _Plan:
+    async def _plan(
+        self, trigger: CompiledTrigger, payload: Any, picked: bool, texts: DecodedTexts | None
+    ) -> _Plan:
         mapping = await self._pipeline.inbound_mapping(trigger)
         if mapping is not None and (answer := mapping.probe(payload)) is not None:
             return _Plan((), False, False, mapping, answer)
         declared = mapping is not None and mapping.source.get("items") is not None
+        if declared:
+            texts = texts or DecodedTexts()
         if isinstance(payload, list):
             # The input schema checks each item; a mapping's `items` expression still picks
             # them (a filter, say), as the dry run does.
             if mapping is not None and declared and not picked:
                 with stage("mapping"):
-                    payload = mapping.items(payload)
-            return self._sized(trigger, _Plan(payload, True, True, mapping))
+                    payload = mapping.items(payload, texts=texts)
+            return self._sized(trigger, _Plan(payload, True, True, mapping, texts=texts))
         if mapping is None or not declared:
             return _Plan((payload,), True, False, mapping)
         self._pipeline.validate(trigger, payload)
         with stage("mapping"):
-            items = mapping.items(payload)
-        return self._sized(trigger, _Plan(items, False, True, mapping))
+            items = mapping.items(payload, texts=texts)
+        return self._sized(trigger, _Plan(items, False, True, mapping, texts=texts))
 
     def _sized(self, trigger: CompiledTrigger, plan: _Plan) -> _Plan:
         count = len(plan.items)
@@ -223,7 +236,11 @@ class Ingestor:
         for index, item in enumerate(plan.items):
             try:
                 prepared = await self._pipeline.prepare(
-                    trigger, plan.mapping, item, schema_applies=plan.schema_applies
+                    trigger,
+                    plan.mapping,
+                    item,
+                    schema_applies=plan.schema_applies,
+                    texts=plan.texts,
                 )
             except InvalidPayload as exc:
                 refuse(index, exc)

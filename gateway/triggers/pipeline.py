@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
-from gateway.mapping import CompiledMapping
+from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry, is_natural_key, lookup_key, reference_field
@@ -85,15 +85,17 @@ class Pipeline:
         item: Any,
         *,
         schema_applies: bool = True,
+        texts: DecodedTexts | None = None,
     ) -> Prepared:
-        """Validate and map one item, and find which entity it writes."""
+        """Validate and map one item, and find which entity it writes (`texts`: those of
+        the payload the item is from, decoded once for all its items)."""
         if schema_applies:
             self.validate(trigger, item)
         forward: Forward = ()
         also: list[Upsert] = []
         if mapping is not None:
             with stage("mapping"):
-                mapped = mapping.apply(item)
+                mapped = mapping.apply(item, texts=texts)
             fields, events, key = mapped.document, mapped.events, mapped.key
             detail, forward = mapped.event_data, mapped.forward
             for target in mapped.also:
@@ -133,6 +135,7 @@ class Pipeline:
         item: Any,
         *,
         schema_applies: bool = True,
+        texts: DecodedTexts | None = None,
     ) -> Any:
         """A position trigger's item as a canonical fix (checked by the append, fix.py)."""
         if schema_applies:
@@ -140,7 +143,7 @@ class Pipeline:
         if mapping is None:
             return item
         with stage("mapping"):
-            return mapping.apply(item).document
+            return mapping.apply(item, texts=texts).document
 
     async def write(
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin

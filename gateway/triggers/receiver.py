@@ -106,6 +106,10 @@ class HookReceiver:
         self._clock = clock
         self._buckets: dict[str, tuple[tuple[float, int], TokenBucket]] = {}
 
+    async def close(self) -> None:
+        """At shutdown, while the store is open: the Idempotency-Key releases left."""
+        await self._idempotency.close()
+
     async def handle(self, call: HookCall) -> HookAnswer:
         tally = _Tally()
         started = time.perf_counter()
