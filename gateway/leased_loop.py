@@ -18,14 +18,22 @@ pause (`pause`), with a write fenced by its claim token, and when the database f
 write too, tries it again before each claim until the database takes it
 (`docs/reliability.md` "Command faults"). A write whose lease another runner has taken
 meanwhile matches nothing.
+
+`Claims`: how each runner claims, the same for all three: the hand-backs still kept are tried
+first; the shards of its collection are read in turn from a random start (so runners spread
+out) until one has work due, each claim under a token of its own (`owner:batch`); a claim the
+database failed may have been applied, so what it took is handed back (`CLAIMS`) before the
+failure is raised; what a claim took is `held` (unit → token) until its unit is done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -34,6 +42,7 @@ from typing import Any, Generic, TypeVar
 from gateway.background import cancel_and_wait
 from gateway.doorbell import IdleWait
 from gateway.errors import StoreUnavailable
+from gateway.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +204,86 @@ class HandBacks:
         if self._pending.get(key) is write:
             del self._pending[key]
         return True
+
+
+ClaimShard = Callable[[str, int, int], Awaitable[list[dict[str, Any]]]]
+"""(token, limit, shard) → at most `limit` units due in `shard`, now leased under `token`."""
+ReleaseClaims = Callable[[list[Any]], Awaitable[object]]
+"""(held) → every unit the owner's claims took but `held`, due again."""
+
+
+class Claims:
+    """A runner's claims and the leases they took (`held`: unit id → claim token, until the
+    unit is done or handed back). `runner` and `units` name them in the log; `progress` says
+    whether claiming moves (for readiness)."""
+
+    def __init__(
+        self,
+        owner: str,
+        loop: LeasedLoop[Any],
+        hand_backs: HandBacks,
+        *,
+        claim: ClaimShard,
+        release_claims: ReleaseClaims,
+        shards: int = 1,
+        runner: str,
+        units: str,
+    ) -> None:
+        self._owner = owner
+        self._loop = loop
+        self._hand_backs = hand_backs
+        self._claim = claim
+        self._release_claims = release_claims
+        self._shards = shards
+        self._runner = runner
+        self._units = units
+        self._batches = itertools.count(1)
+        self.shard = random.randrange(shards)  # the next shard read
+        self.held: dict[Any, str] = {}
+        self.progress = Progress()
+
+    async def claim(self, limit: int) -> list[dict[str, Any]]:
+        """Due units of the next shard that has any; [] once every shard came back empty."""
+        await self._hand_backs.retry()
+        for _ in range(self._shards):
+            if self._loop.stopping and self._loop.running:
+                break  # stop() is waiting for the loop
+            shard, self.shard = self.shard, (self.shard + 1) % self._shards
+            token = f"{self._owner}:{next(self._batches)}"
+            try:
+                docs = await self._claim(token, limit, shard)
+            except StoreUnavailable:  # it may have been applied: what it took, due again
+                await self._hand_backs.give_back(CLAIMS, self._release_failed, loud=False)
+                raise
+            for doc in docs:
+                self.held[doc["_id"]] = token
+            if docs:
+                return docs
+        return []
+
+    async def claim_safely(self, limit: int) -> list[dict[str, Any]]:
+        """`claim`, a failure logged (and [] claimed): the loop tries again at its next look."""
+        try:
+            claimed = await self.claim(limit)
+            self.progress.moved()
+            return claimed
+        except StoreUnavailable as exc:
+            self.progress.stuck(exc.detail)
+            log.warning("%s paused: %s", self._runner, exc.detail)
+        except Exception as exc:
+            self.progress.stuck(f"{type(exc).__name__}: {exc}")
+            log.exception("claiming %s failed; retrying", self._units)
+        return []
+
+    async def release_held(self, release: Callable[[Any, str], Awaitable[object]]) -> None:
+        """Once the loop has stopped: `release` (unit, token) each lease still held (one the
+        database fails simply expires), then a last try of the hand-backs kept."""
+        for unit, token in list(self.held.items()):
+            with contextlib.suppress(StoreUnavailable):
+                await release(unit, token)
+            self.held.pop(unit, None)
+        await self._hand_backs.retry()
+
+    async def _release_failed(self) -> None:
+        """What failed claims took and nobody here works on (read when the write is tried)."""
+        await self._release_claims([*self.held, *self._hand_backs.waiting()])

@@ -212,7 +212,7 @@ async def first_shard_holds_it(services: Services) -> None:
     """The worker's claim reads the delivery's shard first (one find), so the commands that
     follow are the send's own."""
     (doc,) = await services.store.db["deliveries"].find({}).to_list(None)
-    services.delivery_worker._shard = doc["shard"]
+    services.delivery_worker._claims.shard = doc["shard"]
 
 
 # The worker's commands for one notification: the partners disabled (find), the claim (find,

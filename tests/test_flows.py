@@ -149,6 +149,10 @@ async def test_versions_activate_roll_back_and_diff(client: Client, partner: Par
     assert diff["changed"] == [{"path": "/steps/2/id", "old": "has_email", "new": "reachable"}]
     rolled = await post(client, "/api/v1/flows/fine-email-driver/rollback", {}, status=200)
     assert rolled["version"] == 1
+    first_again = await post(client, "/api/v1/flows/fine-email-driver/rollback", {}, status=409)
+    assert first_again["detail"].endswith(
+        "first version of 'fine-email-driver'; nothing to roll back to"
+    )
     versions = await (
         await client.get("/api/v1/flows/fine-email-driver/versions", headers=auth())
     ).json()

@@ -41,13 +41,12 @@ from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
-from gateway.leased_loop import CLAIMS, HandBacks, LeasedLoop, lease_owner, renew_leases
+from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
-from gateway.progress import Progress
 from gateway.store import Doc, Store
 from gateway.store.deliveries import SHARDS
 
@@ -101,15 +100,24 @@ class DeliveryWorker:
         self.clock = clock
         self.rng = rng
         self._lease = timedelta(seconds=settings.lease_seconds)
-        self._batches = itertools.count(1)
-        self._shard = random.randrange(SHARDS)
+        self._probes = itertools.count(1)
         self._refill_at = max(1, settings.concurrency // 4)
-        self.progress = Progress()  # of claiming, for readiness
         self._loop: LeasedLoop[Counter[str]] = LeasedLoop(
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
         )
-        self._held: dict[str, str] = {}  # delivery id → claim token, until recorded
         self._hand_backs = HandBacks("delivery")
+        self._claims = Claims(
+            self.owner,
+            self._loop,
+            self._hand_backs,
+            claim=self._claim_shard,
+            release_claims=self._release_claims,
+            shards=SHARDS,
+            runner="delivery worker",
+            units="deliveries",
+        )
+        self._held = self._claims.held  # delivery id → claim token, until recorded
+        self.progress = self._claims.progress  # of claiming, for readiness
         self._health = PartnerHealth(
             store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self.notify
         )
@@ -139,7 +147,7 @@ class DeliveryWorker:
         Expired leases are taken back and due probes run first."""
         counts: Counter[str] = Counter()
         await self.housekeeping(measure=False)
-        while batch := await self._claim(self._settings.concurrency):
+        while batch := await self._claims.claim(self._settings.concurrency):
             for result in await asyncio.gather(*(self._run_group(g) for g in _groups(batch))):
                 counts.update(result)
         return counts
@@ -161,20 +169,16 @@ class DeliveryWorker:
         # Refill in batches, not one slot at a time: a claim reads a whole shard.
         if not (free >= self._refill_at or (free > 0 and not self._held)):
             return None
-        return [self._run_group(group) for group in _groups(await self._claim_safely(free))]
+        return [self._run_group(group) for group in _groups(await self._claims.claim_safely(free))]
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release what did not."""
         await self._loop.stop()  # no claim may land after the leases are released
-        for delivery_id, token in list(self._held.items()):
-            with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
-                await self._store.deliveries.finish(
-                    delivery_id,
-                    token,
-                    {"status": DeliveryStatus.PENDING.value, "updated_at": self.clock()},
-                )
-            self._held.pop(delivery_id, None)
-        await self._hand_backs.retry()  # a last try; then those leases expire
+        await self._claims.release_held(self._give_back)
+
+    async def _give_back(self, delivery_id: str, token: str) -> None:
+        pending = {"status": DeliveryStatus.PENDING.value, "updated_at": self.clock()}
+        await self._store.deliveries.finish(delivery_id, token, pending)
 
     async def _run_group(self, group: list[Doc]) -> Counter[str]:
         """Deliveries of one order key go one after the other; others run side by side."""
@@ -183,46 +187,16 @@ class DeliveryWorker:
             counts[await self._deliver(doc)] += 1
         return counts
 
-    async def _claim(self, limit: int) -> list[Doc]:
-        """Due deliveries of the next shard that has any; [] once every shard came back
-        empty. Shards are visited in turn from a random start, so workers spread out."""
-        await self._hand_backs.retry()
-        for _ in range(SHARDS):
-            if self._loop.stopping and self._loop.running:
-                break  # stop() is waiting for the loop
-            shard, self._shard = self._shard, (self._shard + 1) % SHARDS
-            token = f"{self.owner}:{next(self._batches)}"
-            now = self.clock()
-            try:
-                docs = await self._store.deliveries.claim(
-                    token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
-                )
-            except StoreUnavailable:  # it may have been applied: what it took, due again
-                await self._hand_backs.give_back(CLAIMS, self._release_claims, loud=False)
-                raise
-            for doc in docs:
-                self._held[doc["_id"]] = token
-            if docs:
-                return docs
-        return []
+    async def _claim_shard(self, token: str, limit: int, shard: int) -> list[Doc]:
+        """Due deliveries of `shard` (`leased_loop.Claims` reads the shards in turn), but
+        those of disabled partners."""
+        now = self.clock()
+        return await self._store.deliveries.claim(
+            token, now, now + self._lease, limit, shard, sorted(self._health.disabled)
+        )
 
-    async def _release_claims(self) -> None:
-        """What failed claims took and nobody here sends (read when the write is tried)."""
-        held = [*self._held, *self._hand_backs.waiting()]
+    async def _release_claims(self, held: list[str]) -> None:
         await self._store.deliveries.release_claims(self.owner, held, self.clock())
-
-    async def _claim_safely(self, limit: int) -> list[Doc]:
-        try:
-            claimed = await self._claim(limit)
-            self.progress.moved()
-            return claimed
-        except StoreUnavailable as exc:
-            self.progress.stuck(exc.detail)
-            log.warning("delivery worker paused: %s", exc.detail)
-        except Exception as exc:
-            self.progress.stuck(f"{type(exc).__name__}: {exc}")
-            log.exception("claiming deliveries failed; retrying")
-        return []
 
     # -- housekeeping: leases, disabled partners, probes, queue metrics -----------------------
 
@@ -260,7 +234,7 @@ class DeliveryWorker:
     async def _probe(self, doc: Doc) -> None:
         """Probe a disabled partner with its oldest pending delivery, or a HEAD request."""
         partner = self._catalog.compile_partner(doc)
-        token = f"{self.owner}:probe:{next(self._batches)}"
+        token = f"{self.owner}:probe:{next(self._probes)}"
         now = self.clock()
         delivery = await self._store.deliveries.claim_for_partner(
             partner.id, token, now + self._lease

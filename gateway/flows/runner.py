@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 from collections import Counter
@@ -34,7 +33,7 @@ from gateway.flows.deliveries import RunRef
 from gateway.flows.model import Step
 from gateway.flows.service import FlowService
 from gateway.flows.steps import StepRunner, Wait, failed
-from gateway.leased_loop import CLAIMS, HandBacks, LeasedLoop, lease_owner, renew_leases
+from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
@@ -91,13 +90,21 @@ class FlowRunner:
         self.rng = rng
         self._on_deliveries = on_deliveries
         self._lease = timedelta(seconds=settings.lease_seconds)
-        self._batches = itertools.count(1)
-        self._shard = random.randrange(SHARDS)
         self._loop: LeasedLoop[str] = LeasedLoop(
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
         )
-        self._held: dict[str, str] = {}  # run id → claim token
         self._hand_backs = HandBacks("flow run")
+        self._claims = Claims(
+            self.owner,
+            self._loop,
+            self._hand_backs,
+            claim=self._claim_shard,
+            release_claims=self._release_claims,
+            shards=SHARDS,
+            runner="flow runner",
+            units="flow runs",
+        )
+        self._held = self._claims.held  # run id → claim token
 
     @property
     def running(self) -> bool:
@@ -114,7 +121,7 @@ class FlowRunner:
         Expired leases are taken back first."""
         counts: Counter[str] = Counter()
         await self.housekeeping()
-        while batch := await self._claim(self._settings.concurrency):
+        while batch := await self._claims.claim(self._settings.concurrency):
             counts.update(await asyncio.gather(*(self._drive(doc) for doc in batch)))
         return counts
 
@@ -134,49 +141,22 @@ class FlowRunner:
         free = self._settings.concurrency - len(self._held)
         if free <= 0:
             return None
-        return [self._drive(doc) for doc in await self._claim_safely(free)]
+        return [self._drive(doc) for doc in await self._claims.claim_safely(free)]
 
     async def stop(self) -> None:
         """Stop claiming, let runs under way finish (bounded), hand back what did not."""
         await self._loop.stop()
-        for run_id, token in list(self._held.items()):
-            with contextlib.suppress(StoreUnavailable):  # then the lease simply expires
-                await self._runs.release(run_id, token, self.clock())
-            self._held.pop(run_id, None)
-        await self._hand_backs.retry()  # a last try; then those leases expire
+        await self._claims.release_held(self._give_back)
 
-    async def _claim(self, limit: int) -> list[Doc]:
-        await self._hand_backs.retry()
-        for _ in range(SHARDS):
-            if self._loop.stopping and self._loop.running:
-                break
-            shard, self._shard = self._shard, (self._shard + 1) % SHARDS
-            token = f"{self.owner}:{next(self._batches)}"
-            now = self.clock()
-            try:
-                docs = await self._runs.claim(token, now, now + self._lease, limit, shard)
-            except StoreUnavailable:  # it may have been applied: what it took, due again
-                await self._hand_backs.give_back(CLAIMS, self._release_claims, loud=False)
-                raise
-            for doc in docs:
-                self._held[doc["_id"]] = token
-            if docs:
-                return docs
-        return []
+    async def _give_back(self, run_id: str, token: str) -> None:
+        await self._runs.release(run_id, token, self.clock())
 
-    async def _release_claims(self) -> None:
-        """What failed claims took and nobody here runs (read when the write is tried)."""
-        held = [*self._held, *self._hand_backs.waiting()]
+    async def _claim_shard(self, token: str, limit: int, shard: int) -> list[Doc]:
+        now = self.clock()
+        return await self._runs.claim(token, now, now + self._lease, limit, shard)
+
+    async def _release_claims(self, held: list[str]) -> None:
         await self._runs.release_claims(self.owner, held, self.clock())
-
-    async def _claim_safely(self, limit: int) -> list[Doc]:
-        try:
-            return await self._claim(limit)
-        except StoreUnavailable as exc:
-            log.warning("flow runner paused: %s", exc.detail)
-        except Exception:
-            log.exception("claiming flow runs failed; retrying")
-        return []
 
     async def _housekeeping_loop(self) -> None:
         while True:

@@ -10,21 +10,19 @@ active versions made through this process (the starter's cache of active flows r
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.errors import FieldProblem, InvalidPayload
 from gateway.flows.compiler import load_flow
 from gateway.flows.model import CompiledFlow, Reference
 from gateway.mapping.loader import parse_document
 from gateway.mapping.problems import Problems
-from gateway.mapping_files.service import document_diff
 from gateway.store import Doc, Store
 from gateway.store.flows import DIRECTION
+from gateway.versioned import VersionedDocuments
 
 _MAX_COMPILED = 2048
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -63,6 +61,9 @@ class FlowService:
         self._flows = store.notify.flows
         self._compiled: OrderedDict[tuple[str, str, int], CompiledFlow] = OrderedDict()
         self.revision = 0
+        self._versions = VersionedDocuments(
+            self._flows, "flow", make=_version, on_change=self._changed, recheck=self._recheck
+        )
 
     async def compile(
         self, tenant: str, text: str | bytes | dict[str, Any], *, filename: str | None = None
@@ -127,51 +128,24 @@ class FlowService:
         """A new version (active unless `activate=False`); the same text as the latest version
         returns that version (activated when asked)."""
         flow = await self.compile(tenant, text, filename=filename)
-        source = text if isinstance(text, str) else text.decode("utf-8-sig")
-        checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
-        latest = await self._flows.latest(tenant, flow.name)
-        if latest is not None and latest["checksum"] == checksum:
-            if activate:
-                await self._flows.set_active(tenant, flow.name, latest["version"])
-                self.revision += 1
-            return await self.get(tenant, flow.name, latest["version"])
-        version = await self._flows.allocate_version(tenant, flow.name)
-        doc: Doc = {
-            "name": flow.name,
-            "version": version,
-            "source": source,
-            "document": dict(flow.source),
-            "checksum": checksum,
-            "author": author,
-            "created_at": datetime.now(UTC),
-        }
-        await self._flows.insert_version(tenant, doc)
-        await self._flows.publish(
+        version, created = await self._versions.add(
             tenant,
             flow.name,
+            text,
+            {"document": dict(flow.source)},
+            author=author,
+            activate=activate,
             direction=DIRECTION,
-            entity_type=None,
-            active_version=version if activate else None,
         )
-        self.revision += 1
-        self._compiled[(tenant, flow.name, version)] = flow
-        return replace(await self.get(tenant, flow.name, version), created=True)
+        if created:
+            self._compiled[(tenant, flow.name, version)] = flow
+        return replace(await self.get(tenant, flow.name, version), created=created)
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> FlowVersion:
-        head = await self._head(tenant, name)
-        active = head.get("active_version")
-        if version is None:
-            if active is None:
-                raise NotFound(f"flow {name!r} has no active version; ask for a version")
-            version = int(active)
-        return _version(await self._version_doc(tenant, name, version), active)
+        return await self._versions.get(tenant, name, version)
 
     async def versions(self, tenant: str, name: str) -> list[FlowVersion]:
-        head = await self._head(tenant, name)
-        docs = await self._flows.versions(tenant, name)
-        return [
-            _version({**d, "source": "", "document": {}}, head.get("active_version")) for d in docs
-        ]
+        return await self._versions.versions(tenant, name)
 
     async def find(self, tenant: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:
         heads = await self._flows.heads(tenant, after=after, limit=limit)
@@ -186,40 +160,24 @@ class FlowService:
         ]
 
     async def activate(self, tenant: str, name: str, version: int) -> FlowVersion:
-        doc = await self._version_doc(tenant, name, version)
-        await self.compile(tenant, doc["source"])  # what it names may be gone since
-        await self._flows.set_active(tenant, name, version)
-        self.revision += 1
-        return await self.get(tenant, name, version)
+        return await self._versions.activate(tenant, name, version)
 
     async def rollback(self, tenant: str, name: str) -> FlowVersion:
-        head = await self._head(tenant, name)
-        active = head.get("active_version")
-        if active is None:
-            raise Conflict(f"flow {name!r} has no active version to roll back from")
-        previous = await self._flows.previous_version(tenant, name, int(active))
-        if previous is None:
-            raise Conflict(f"version {active} is the first version of {name!r}; nothing before it")
-        return await self.activate(tenant, name, previous)
+        return await self._versions.rollback(tenant, name)
 
     async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
-        old = await self._version_doc(tenant, name, v1)
-        new = await self._version_doc(tenant, name, v2)
-        unified = "".join(
-            difflib.unified_diff(
-                old["source"].splitlines(keepends=True),
-                new["source"].splitlines(keepends=True),
-                fromfile=f"{name} v{v1}",
-                tofile=f"{name} v{v2}",
-            )
-        )
-        changes = document_diff(old["document"], new["document"])
-        return {"name": name, "from": v1, "to": v2, **changes, "unified": unified}
+        return await self._versions.diff(tenant, name, v1, v2)
 
     async def delete(self, tenant: str, name: str) -> None:
-        await self._head(tenant, name)
+        await self._versions.head(tenant, name)
         await self._flows.delete(tenant, name)
-        self.revision += 1
+        self._changed(tenant, name)
+
+    def _changed(self, tenant: str, name: str) -> None:
+        self.revision += 1  # the starter's cache of active flows reads it
+
+    async def _recheck(self, tenant: str, doc: Doc) -> None:
+        await self.compile(tenant, doc["source"])  # what it names may be gone since
 
     # -- compiled flows ----------------------------------------------------------------------
 
@@ -229,7 +187,7 @@ class FlowService:
         key = (tenant, name, version)
         flow = self._compiled.get(key)
         if flow is None:
-            doc = await self._version_doc(tenant, name, version)
+            doc = await self._versions.version_doc(tenant, name, version)
             flow = self._compiled[key] = load_flow(doc["source"])
             if len(self._compiled) > _MAX_COMPILED:
                 self._compiled.popitem(last=False)
@@ -249,18 +207,6 @@ class FlowService:
             if any(r.kind == kind and r.name == name for r in flow.references):
                 users.append({"kind": "flow", "name": flow.name, "version": version})
         return users
-
-    async def _head(self, tenant: str, name: str) -> Doc:
-        head = await self._flows.head(tenant, name)
-        if head is None:
-            raise NotFound(f"no flow {name!r}")
-        return head
-
-    async def _version_doc(self, tenant: str, name: str, version: int) -> Doc:
-        doc = await self._flows.version(tenant, name, version)
-        if doc is None:
-            raise NotFound(f"flow {name!r} has no version {version}")
-        return doc
 
 
 def _line(line: int | None) -> dict[str, Any]:

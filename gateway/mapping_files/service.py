@@ -17,14 +17,12 @@ The dry run (`POST /api/v1/mappings/test`) is `dry_run.py`.
 from __future__ import annotations
 
 import asyncio
-import difflib
-import hashlib
 import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from gateway.entities import EntityService
@@ -35,6 +33,7 @@ from gateway.mapping_files.dry_run import MappingDryRun
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
+from gateway.versioned import VersionedDocuments
 
 ACTIVE_TTL_SECONDS = 2.0
 """How long a process trusts its memory of which version is active (see the docstring)."""
@@ -125,6 +124,9 @@ class MappingService:
         self._active: dict[tuple[str, str], tuple[int, float]] = {}
         self._reading: dict[tuple[str, str], asyncio.Future[Doc | None]] = {}
         self._changes = 0  # changes made through this process (`_forget`)
+        self._versions = VersionedDocuments(
+            store.mappings, "mapping", make=_version, on_change=self._forget
+        )
         # POST /api/v1/mappings/test: a stored mapping or a draft on a sample, nothing written.
         self.dry_run = MappingDryRun(self, store, schemas, entities, kinds)
 
@@ -177,7 +179,7 @@ class MappingService:
         if mapping is not None:
             self._compiled.move_to_end(key)
             return mapping
-        doc = await self._version_doc(tenant, name, version)
+        doc = await self._versions.version_doc(tenant, name, version)
         # Checked against the entity schemas when uploaded; running it needs no catalog (and
         # a stored version keeps running even if a custom kind's schema changed since).
         mapping = load_mapping(doc["source"])
@@ -231,56 +233,34 @@ class MappingService:
         the latest version returns that version instead of a duplicate (and activates it
         when asked)."""
         mapping = await self.compile(tenant, text, filename=filename)
-        source = text if isinstance(text, str) else text.decode("utf-8-sig")
-        checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
         name = mapping.name
-        latest = await self._store.mappings.latest(tenant, name)
-        if latest is not None and latest["checksum"] == checksum:
-            if activate:
-                await self._store.mappings.set_active(tenant, name, latest["version"])
-                self._forget(tenant, name)
-            return await self.get(tenant, name, latest["version"])
-        version = await self._store.mappings.allocate_version(tenant, name)
-        doc: Doc = {
-            "name": name,
-            "version": version,
-            "source": source,
+        source = text if isinstance(text, str) else text.decode("utf-8-sig")
+        fields = {
             "format": _format(source),
             "document": mapping.source,
-            "checksum": checksum,
-            "author": author,
-            "created_at": datetime.now(UTC),
             "direction": mapping.direction,
             "entity_type": mapping.entity_type,
         }
-        await self._store.mappings.insert_version(tenant, doc)
-        await self._store.mappings.publish(
+        version, created = await self._versions.add(
             tenant,
             name,
+            source,
+            fields,
+            author=author,
+            activate=activate,
             direction=mapping.direction,
             entity_type=mapping.entity_type,
-            active_version=version if activate else None,
         )
-        self._compiled[(tenant, name, version)] = mapping
-        self._forget(tenant, name)
-        return replace(await self.get(tenant, name, version), created=True)
+        if created:
+            self._compiled[(tenant, name, version)] = mapping
+        return replace(await self.get(tenant, name, version), created=created)
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> MappingVersion:
         """One version; the active one by default."""
-        head = await self._head(tenant, name)
-        active = head.get("active_version")
-        if version is None:
-            if active is None:
-                raise NotFound(f"mapping {name!r} has no active version; ask for a version")
-            version = int(active)
-        return _version(await self._version_doc(tenant, name, version), active)
+        return await self._versions.get(tenant, name, version)
 
     async def versions(self, tenant: str, name: str) -> list[MappingVersion]:
-        head = await self._head(tenant, name)
-        docs = await self._store.mappings.versions(tenant, name)
-        return [
-            _version({**d, "source": "", "document": {}}, head.get("active_version")) for d in docs
-        ]
+        return await self._versions.versions(tenant, name)
 
     async def find(self, tenant: str, *, after: str | None, limit: int) -> list[MappingSummary]:
         heads = await self._store.mappings.heads(tenant, after=after, limit=limit)
@@ -297,45 +277,19 @@ class MappingService:
         ]
 
     async def activate(self, tenant: str, name: str, version: int) -> MappingVersion:
-        await self._version_doc(tenant, name, version)
-        if not await self._store.mappings.set_active(tenant, name, version):
-            raise NotFound(f"no mapping {name!r}")
-        self._forget(tenant, name)
-        return await self.get(tenant, name, version)
+        return await self._versions.activate(tenant, name, version)
 
     async def rollback(self, tenant: str, name: str) -> MappingVersion:
         """Activate the version before the active one."""
-        head = await self._head(tenant, name)
-        active = head.get("active_version")
-        if active is None:
-            raise Conflict(f"mapping {name!r} has no active version to roll back from")
-        previous = await self._store.mappings.previous_version(tenant, name, int(active))
-        if previous is None:
-            raise Conflict(
-                f"version {active} is the first version of {name!r}; nothing to roll back to"
-            )
-        return await self.activate(tenant, name, previous)
+        return await self._versions.rollback(tenant, name)
 
     async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
-        """What changed from v1 to v2: the parsed documents path by path, and the sources as
-        a unified diff."""
-        old = await self._version_doc(tenant, name, v1)
-        new = await self._version_doc(tenant, name, v2)
-        changes = document_diff(old["document"], new["document"])
-        text = "".join(
-            difflib.unified_diff(
-                old["source"].splitlines(keepends=True),
-                new["source"].splitlines(keepends=True),
-                fromfile=f"{name} v{v1}",
-                tofile=f"{name} v{v2}",
-            )
-        )
-        return {"name": name, "from": v1, "to": v2, **changes, "unified": text}
+        return await self._versions.diff(tenant, name, v1, v2)
 
     async def delete(self, tenant: str, name: str) -> None:
         """Delete every version; refused (409, naming them) while a trigger or action uses
         the mapping."""
-        await self._head(tenant, name)
+        await self._versions.head(tenant, name)
         users = await self._store.mappings.users(tenant, name)
         if users:
             named = ", ".join(f"{u['kind']} {u['name'] or u['id']}" for u in users)
@@ -345,42 +299,6 @@ class MappingService:
 
     async def used_by(self, tenant: str, name: str) -> list[dict[str, Any]]:
         return await self._store.mappings.users(tenant, name)
-
-    async def _head(self, tenant: str, name: str) -> Doc:
-        head = await self._store.mappings.head(tenant, name)
-        if head is None:
-            raise NotFound(f"no mapping {name!r}")
-        return head
-
-    async def _version_doc(self, tenant: str, name: str, version: int) -> Doc:
-        doc = await self._store.mappings.version(tenant, name, version)
-        if doc is None:
-            raise NotFound(f"mapping {name!r} has no version {version}")
-        return doc
-
-
-def document_diff(old: Any, new: Any) -> dict[str, list[dict[str, Any]]]:
-    """Added, removed and changed leaves between two parsed documents, by JSON Pointer."""
-    out: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
-    _walk_diff(old, new, "", out)
-    return out
-
-
-def _walk_diff(old: Any, new: Any, at: str, out: dict[str, list[dict[str, Any]]]) -> None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in [*old, *(k for k in new if k not in old)]:
-            here = f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}"
-            if key not in new:
-                out["removed"].append({"path": here, "old": old[key]})
-            elif key not in old:
-                out["added"].append({"path": here, "new": new[key]})
-            else:
-                _walk_diff(old[key], new[key], here, out)
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new, strict=True)):
-            _walk_diff(a, b, f"{at}/{i}", out)
-    elif old != new or type(old) is not type(new):
-        out["changed"].append({"path": at, "old": old, "new": new})
 
 
 def _format(source: str) -> str:

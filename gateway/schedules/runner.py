@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 from gateway.background import cancel_and_wait
 from gateway.errors import StoreUnavailable
-from gateway.leased_loop import CLAIMS, HandBacks, LeasedLoop, lease_owner
+from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
 from gateway.schedules.poll import LeaseLost, Poll, PollContext, Tally
 from gateway.schedules.timing import backoff_seconds, every_from_doc
@@ -67,7 +66,6 @@ class ScheduleRunner:
         self.clock = clock
         self.rng = rng
         self._lease = timedelta(seconds=settings.lease_seconds)
-        self._claims = itertools.count(1)
         # A fixed poll (no idle backoff): schedules come due by the clock, not by a wake-up.
         self._loop: LeasedLoop[str] = LeasedLoop(
             poll_seconds=settings.poll_seconds,
@@ -75,7 +73,15 @@ class ScheduleRunner:
             idle_factor=1,
         )
         self._hand_backs = HandBacks("schedule")
-        self._running: set[Any] = set()  # the ids of the schedules claimed, until run
+        self._claims = Claims(
+            self.owner,
+            self._loop,
+            self._hand_backs,
+            claim=self._claim_due,
+            release_claims=self._release_claims,
+            runner="schedule runner",
+            units="schedules",
+        )
         self._finished = 0
         self._progress = asyncio.Condition()
 
@@ -100,7 +106,7 @@ class ScheduleRunner:
     async def run_until_idle(self) -> Counter[str]:
         """Run every due schedule until none is due (per the runner's clock); counts by outcome."""
         counts: Counter[str] = Counter()
-        while claimed := await self._claim(self._settings.concurrency):
+        while claimed := await self._claims.claim(self._settings.concurrency):
             counts.update(await asyncio.gather(*(self._run_one(doc) for doc in claimed)))
         return counts
 
@@ -114,7 +120,7 @@ class ScheduleRunner:
         free = self._settings.concurrency - len(self._loop.tasks)
         if free <= 0:
             return None
-        return [self._run_one(doc) for doc in await self._claim_safely(free)]
+        return [self._run_one(doc) for doc in await self._claims.claim_safely(free)]
 
     async def stop(self) -> None:
         """Stop claiming and let running schedules finish (bounded); one cut short gives its
@@ -122,32 +128,15 @@ class ScheduleRunner:
         await self._loop.stop()
         await self._hand_backs.retry()  # a last try; then those leases expire
 
-    async def _claim(self, limit: int) -> list[Doc]:
-        await self._hand_backs.retry()
+    async def _claim_due(self, token: str, limit: int, _shard: int) -> list[Doc]:
+        """Schedules are not sharded: one claim reads every due schedule."""
         now = self.clock()
-        token = f"{self.owner}:{next(self._claims)}"
-        schedules = self._c.store.schedules
-        try:
-            claimed = await schedules.claim_due(token, now, now + self._lease, limit)
-        except StoreUnavailable:  # some of it may have been applied: what it took, free again
-            await self._hand_backs.give_back(CLAIMS, self._release_claims, loud=False)
-            raise
-        self._running.update(doc["_id"] for doc in claimed)
-        return claimed
+        return await self._c.store.schedules.claim_due(token, now, now + self._lease, limit)
 
-    async def _release_claims(self) -> None:
-        """What failed claims took and no run here holds (read when the write is tried)."""
-        held = [*self._running, *self._hand_backs.waiting()]  # the latter by their text
+    async def _release_claims(self, held: list[Any]) -> None:
+        """`held`: the ids of the schedules being run, and those of the hand-backs still kept
+        by their text."""
         await self._c.store.schedules.release_claims(self.owner, held)
-
-    async def _claim_safely(self, limit: int) -> list[Doc]:
-        try:
-            return await self._claim(limit)
-        except StoreUnavailable as exc:
-            log.warning("schedule runner paused: %s", exc.detail)
-        except Exception:
-            log.exception("claiming schedules failed; retrying")
-        return []
 
     # -- one run -----------------------------------------------------------------------------
 
@@ -155,7 +144,7 @@ class ScheduleRunner:
         try:
             return await self._run_claimed(doc)
         finally:
-            self._running.discard(doc["_id"])
+            self._claims.held.pop(doc["_id"], None)
 
     async def _run_claimed(self, doc: Doc) -> str:
         owner = doc["lease_owner"]

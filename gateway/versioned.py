@@ -1,0 +1,175 @@
+"""Versioned, tenant-owned documents (mapping files, flows): per name a head (the active version,
+the latest) and immutable versions under it (`store/mappings.py`). The versioning is the same
+for both: upload (the same text as the latest version is that version), get, versions,
+activate, roll back, diff. What a version holds, what compiles it and what a change makes
+stale stay each service's own (`make`, `recheck`, `on_change`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from gateway.errors import Conflict, NotFound
+from gateway.store import Doc
+from gateway.store.mappings import MappingStore
+
+V = TypeVar("V")
+
+
+class VersionedDocuments(Generic[V]):
+    def __init__(
+        self,
+        store: MappingStore,
+        noun: str,
+        *,
+        make: Callable[[Doc, Any], V],
+        on_change: Callable[[str, str], None],
+        recheck: Callable[[str, Doc], Awaitable[object]] | None = None,
+    ) -> None:
+        """`make(doc, active_version)`: a stored version as the service shows it;
+        `on_change(tenant, name)`: after the active version (or the document) changed;
+        `recheck(tenant, doc)`: a version is still valid to activate (raises if not)."""
+        self._store = store
+        self._noun = noun
+        self._make = make
+        self._on_change = on_change
+        self._recheck = recheck
+
+    async def add(
+        self,
+        tenant: str,
+        name: str,
+        text: str | bytes,
+        fields: Doc,
+        *,
+        author: str,
+        activate: bool,
+        direction: str,
+        entity_type: str | None = None,
+    ) -> tuple[int, bool]:
+        """A new version of `text` (active unless `activate=False`) with `fields`; the same
+        text as the latest version is that version (activated when asked). The version and
+        whether it is new."""
+        source = text if isinstance(text, str) else text.decode("utf-8-sig")
+        checksum = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        latest = await self._store.latest(tenant, name)
+        if latest is not None and latest["checksum"] == checksum:
+            if activate:
+                await self._store.set_active(tenant, name, latest["version"])
+                self._on_change(tenant, name)
+            return latest["version"], False
+        version = await self._store.allocate_version(tenant, name)
+        doc: Doc = {
+            "name": name,
+            "version": version,
+            "source": source,
+            **fields,
+            "checksum": checksum,
+            "author": author,
+            "created_at": datetime.now(UTC),
+        }
+        await self._store.insert_version(tenant, doc)
+        await self._store.publish(
+            tenant,
+            name,
+            direction=direction,
+            entity_type=entity_type,
+            active_version=version if activate else None,
+        )
+        self._on_change(tenant, name)
+        return version, True
+
+    async def get(self, tenant: str, name: str, version: int | None = None) -> V:
+        """One version; the active one by default."""
+        head = await self.head(tenant, name)
+        active = head.get("active_version")
+        if version is None:
+            if active is None:
+                raise NotFound(f"{self._noun} {name!r} has no active version; ask for a version")
+            version = int(active)
+        return self._make(await self.version_doc(tenant, name, version), active)
+
+    async def versions(self, tenant: str, name: str) -> list[V]:
+        """Every version, without its source and document."""
+        head = await self.head(tenant, name)
+        docs = await self._store.versions(tenant, name)
+        active = head.get("active_version")
+        return [self._make({**d, "source": "", "document": {}}, active) for d in docs]
+
+    async def activate(self, tenant: str, name: str, version: int) -> V:
+        doc = await self.version_doc(tenant, name, version)
+        if self._recheck is not None:
+            await self._recheck(tenant, doc)
+        if not await self._store.set_active(tenant, name, version):
+            raise NotFound(f"no {self._noun} {name!r}")
+        self._on_change(tenant, name)
+        return await self.get(tenant, name, version)
+
+    async def rollback(self, tenant: str, name: str) -> V:
+        """Activate the version before the active one."""
+        head = await self.head(tenant, name)
+        active = head.get("active_version")
+        if active is None:
+            raise Conflict(f"{self._noun} {name!r} has no active version to roll back from")
+        previous = await self._store.previous_version(tenant, name, int(active))
+        if previous is None:
+            raise Conflict(
+                f"version {active} is the first version of {name!r}; nothing to roll back to"
+            )
+        return await self.activate(tenant, name, previous)
+
+    async def diff(self, tenant: str, name: str, v1: int, v2: int) -> dict[str, Any]:
+        """What changed from v1 to v2: the parsed documents path by path, and the sources as
+        a unified diff."""
+        old = await self.version_doc(tenant, name, v1)
+        new = await self.version_doc(tenant, name, v2)
+        changes = document_diff(old["document"], new["document"])
+        text = "".join(
+            difflib.unified_diff(
+                old["source"].splitlines(keepends=True),
+                new["source"].splitlines(keepends=True),
+                fromfile=f"{name} v{v1}",
+                tofile=f"{name} v{v2}",
+            )
+        )
+        return {"name": name, "from": v1, "to": v2, **changes, "unified": text}
+
+    async def head(self, tenant: str, name: str) -> Doc:
+        head = await self._store.head(tenant, name)
+        if head is None:
+            raise NotFound(f"no {self._noun} {name!r}")
+        return head
+
+    async def version_doc(self, tenant: str, name: str, version: int) -> Doc:
+        doc = await self._store.version(tenant, name, version)
+        if doc is None:
+            raise NotFound(f"{self._noun} {name!r} has no version {version}")
+        return doc
+
+
+def document_diff(old: Any, new: Any) -> dict[str, list[dict[str, Any]]]:
+    """Added, removed and changed leaves between two parsed documents, by JSON Pointer."""
+    out: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
+    _walk_diff(old, new, "", out)
+    return out
+
+
+def _walk_diff(old: Any, new: Any, at: str, out: dict[str, list[dict[str, Any]]]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            here = f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            if key not in new:
+                out["removed"].append({"path": here, "old": old[key]})
+            elif key not in old:
+                out["added"].append({"path": here, "new": new[key]})
+            else:
+                _walk_diff(old[key], new[key], here, out)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            _walk_diff(a, b, f"{at}/{i}", out)
+    elif old != new or type(old) is not type(new):
+        out["changed"].append({"path": at, "old": old, "new": new})
