@@ -22,12 +22,21 @@ from typing import Any
 
 import pytest
 
+from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import StoreUnavailable
 from gateway.services import Services
 from tests.fcm_double import Fcm, fcm
 from tests.feed_doubles import GeotabDouble, geotab
 from tests.flow_support import drain, email_channel, get, push_channel
-from tests.partner_double import FakeClock, post
+from tests.partner_double import (
+    FakeClock,
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    partner,
+    post,
+)
 from tests.schedule_support import geotab_schedule, runner, runs
 from tests.schedule_support import get as relayed_get
 from tests.smtp_double import SmtpFactory, smtp_server
@@ -43,7 +52,7 @@ from tests.test_command_faults import (
 )
 from tests.triggers_support import bearer, create_position_trigger
 
-__all__ = ["app", "faults", "fcm", "geotab", "smtp_server"]  # the fixtures
+__all__ = ["app", "faults", "fcm", "geotab", "partner", "smtp_server"]  # the fixtures
 
 FAULT = {f.name: f for f in FAULTS}
 # Each loop meets one of each kind (a labelled state code: 91, 10107; a write concern error,
@@ -465,3 +474,67 @@ async def test_a_run_handed_back_keeps_its_pause_when_a_failed_claim_is_released
     statuses = [r["status"] for r in (await get(app, "/api/v1/flows/hello/runs"))["items"]]
     assert statuses == ["succeeded", "succeeded"]
     assert len(smtp.received) == 2
+
+
+# -- a disabled partner's probe ----------------------------------------------------------------
+
+
+async def disabled_partner(app: Client, partner: Partner) -> tuple[DeliveryWorker, FakeClock]:
+    """A partner that failed long enough to be disabled (one delivery waiting for it), now
+    answering again, and its probe due on the worker's clock."""
+    services = services_of(app)
+    worker, clock = services.delivery_worker, FakeClock()
+    worker.clock, worker.rng = clock, lambda: 0.5
+    partner_doc = await create_partner(app, partner.url, disable_after_hours=0.001)
+    action = await create_action(app, partner_doc["id"], retry_schedule=[0, 5, 5, 5, 5, 5])
+    await create_subscription(app, action["id"], ("entity.created",))
+    await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await services.relay.run_until_idle()
+    partner.respond_with(503, {})
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for longer than 0.001 h: disabled
+    assert (await get(app, f"/api/v1/partners/{partner_doc['id']}"))["status"] == "disabled"
+    partner.respond_with(200, {})
+    clock.advance(services.settings.partner_probe_seconds + 1)
+    return worker, clock
+
+
+async def test_a_probe_claim_the_database_fails_is_handed_back_not_left_under_its_lease(
+    app: Client, faults: Injector, partner: Partner
+) -> None:
+    """The probe of a disabled partner claims its oldest delivery; a claim the database
+    failed after applying it (a write concern error) held that delivery under the probe's
+    lease, which nobody would send, until the lease ran out. It is handed back at once."""
+    services = services_of(app)
+    worker, clock = await disabled_partner(app, partner)
+    sent = len(partner.requests)
+    # The probe's turn taken (passes), the probe's claim of the delivery (applied, fails).
+    async with faults.failing(FAULT["WriteConcernFailed"], ["findAndModify"], mode=mode(1, 1)):
+        await quietly(worker.housekeeping(measure=False))
+    delivery = await services.store.db["deliveries"].find_one({})
+    assert delivery is not None
+    assert (delivery["status"], delivery.get("lease_owner")) == ("pending", None)
+    clock.advance(services.settings.partner_probe_seconds + 1)
+    await worker.housekeeping(measure=False)  # the next probe sends it
+    assert len(partner.requests) == sent + 1
+    assert [d["status"] for d in (await get(app, "/api/v1/deliveries"))["items"]] == ["succeeded"]
+
+
+async def test_a_failed_claims_release_never_frees_a_probe_in_flight(
+    app: Client, partner: Partner
+) -> None:
+    """A failed claim's release frees what the worker's claims took and it does not hold; a
+    probe's claim, applied but not answered yet (so not held yet), is none of them: freed, its
+    delivery could be claimed and sent beside the probe."""
+    services = services_of(app)
+    worker, clock = await disabled_partner(app, partner)
+    deliveries = services.store.deliveries
+    (partner_doc,) = (await get(app, "/api/v1/partners"))["items"]
+    token = f"{worker.owner}:probe:1"
+    lease_until = clock() + timedelta(seconds=60)
+    assert await deliveries.claim_for_partner(partner_doc["id"], token, lease_until)
+    assert await deliveries.release_claims(worker.owner, [], clock()) == 0
+    delivery = await services.store.db["deliveries"].find_one({})
+    assert delivery is not None
+    assert (delivery["status"], delivery["lease_owner"]) == ("in_flight", token)

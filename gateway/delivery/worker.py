@@ -236,9 +236,14 @@ class DeliveryWorker:
         partner = self._catalog.compile_partner(doc)
         token = f"{self.owner}:probe:{next(self._probes)}"
         now = self.clock()
-        delivery = await self._store.deliveries.claim_for_partner(
-            partner.id, token, now + self._lease
-        )
+        try:
+            delivery = await self._store.deliveries.claim_for_partner(
+                partner.id, token, now + self._lease
+            )
+        except StoreUnavailable:  # it may have been applied: what it took, pending again
+            release = partial(self._store.deliveries.release_lease, token, now)
+            await self._hand_backs.give_back(token, release, loud=False)
+            raise
         if delivery is not None:
             self._held[delivery["_id"]] = token
             await self._deliver(delivery, probe=True)

@@ -162,11 +162,24 @@ class DeliveryStore:
 
     async def release_claims(self, owner: str, held: Sequence[Any], now: datetime) -> int:
         """Claims of `owner` (a worker) the database failed (applied all the same, maybe):
-        every delivery one took that the worker does not hold, pending again (still due)."""
-        mine = {"$regex": f"^{re.escape(owner)}:"}
+        every delivery one took (under a claim token, `owner:<batch>`) that the worker does
+        not hold, pending again (still due). A probe's lease (`owner:probe:<n>`) is never
+        among them: its claim may be applied and not yet answered, and it has a release of
+        its own (`release_lease`)."""
+        claims = {"$regex": f"^{re.escape(owner)}:[0-9]+$"}
         with translate_errors():
             result = await self._c.update_many(
-                {"lease_owner": mine, "status": IN_FLIGHT, "_id": {"$nin": builtins.list(held)}},
+                {"lease_owner": claims, "status": IN_FLIGHT, "_id": {"$nin": builtins.list(held)}},
+                {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
+            )
+        return result.modified_count
+
+    async def release_lease(self, token: str, now: datetime) -> int:
+        """What the claim under `token` took (a probe's claim the database failed, applied all
+        the same, maybe), pending again."""
+        with translate_errors():
+            result = await self._c.update_many(
+                {"lease_owner": token, "status": IN_FLIGHT},
                 {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
             )
         return result.modified_count
