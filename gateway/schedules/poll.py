@@ -8,7 +8,9 @@
     land    the page's items (deduplicated by id when the schedule says so) through the
             target's sink: the trigger ingest path
     commit  only then the cursor, the remembered ids and the page's digest move, in one
-            write fenced by the lease: a runner that lost its lease moves nothing
+            write fenced by the lease: a runner that lost its lease moves nothing; a commit
+            the database failed for a moment is handed back (`uncommitted`), not the page
+            read and landed again
 
 It drains while the partner says there is more (`cursor.more`, or: the page had items and
 the cursor moved), at most `max_pages` pages. A page whose new items are those of the last
@@ -18,14 +20,15 @@ is refused before anything is written: the partner is looping.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
 from gateway.entities import Origin
-from gateway.errors import InvalidPayload, NotFound
+from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -104,6 +107,9 @@ class Poll:
         self._digest: str | None = doc.get("last_digest")
         self._seen = set(doc.get("seen") or ())
         self.tally.cursor_before = self.tally.cursor_after = cursor
+        # The commit of a landed page the database failed (not refused): the runner hands it
+        # back before the schedule's release, so the next run does not land that page again.
+        self.uncommitted: Callable[[], Awaitable[bool]] | None = None
 
     async def run(self) -> None:
         """Every page this run may read; raises PollFailure or LeaseLost."""
@@ -177,9 +183,24 @@ class Poll:
         if moved:
             fields["cursor_value"] = page.cursor
         keep = (doc.get("dedupe") or {}).get("keep", 0)
-        if not await self._c.store.schedules.commit_page(
-            doc["_id"], self._owner, fields, seen=ids, keep=keep
-        ):
+        commit = partial(
+            self._c.store.schedules.commit_page,
+            doc["_id"],
+            self._owner,
+            fields,
+            seen=ids,
+            keep=keep,
+            digest=page_digest,
+        )
+        try:
+            committed = await commit()
+        except StoreUnavailable as exc:
+            if not exc.refused:  # a fault of the moment: the page's writes are durable
+                self.uncommitted = commit
+                if moved:
+                    tally.cursor_after = page.cursor
+            raise
+        if not committed:
             raise LeaseLost()
         self._digest = page_digest
         self._seen.update(ids)

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -174,7 +174,9 @@ class ScheduleRunner:
         elif outcome == "ok" and poll.tally.more:
             outcome = "more"
         duration = time.perf_counter() - started
-        await self._finish(doc, owner, outcome, failure, poll.tally, started_at, duration)
+        await self._finish(
+            doc, owner, outcome, failure, poll.tally, started_at, duration, poll.uncommitted
+        )
         async with self._progress:
             self._finished += 1
             self._progress.notify_all()
@@ -189,10 +191,12 @@ class ScheduleRunner:
         tally: Tally,
         started_at: datetime,
         duration: float,
+        commit: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        """Release the schedule with its next run time, record the run. Writes the database
-        fails are handed back (`leased_loop.HandBacks`): done before the next claim, rather
-        than the schedule waiting for its lease to expire and its run record lost."""
+        """Commit the landed page whose commit the database failed (`commit`), release the
+        schedule with its next run time, record the run. Writes the database fails are handed
+        back (`leased_loop.HandBacks`): done before the next claim, rather than the schedule
+        waiting for its lease to expire, its last page landed again and its run record lost."""
         now = self.clock()
         error = failure.as_doc(now) if failure is not None else None
         store = self._c.store.schedules
@@ -221,7 +225,10 @@ class ScheduleRunner:
         self._count(str(doc["_id"]), outcome, failure, tally, duration)
 
         async def writes() -> None:
-            nonlocal release
+            nonlocal commit, release
+            if commit is not None:
+                await commit()  # fenced: matches nothing once another runner holds the lease
+                commit = None
             if release is not None:
                 await release()
                 release = None  # done: a retry only records the run
