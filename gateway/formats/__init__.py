@@ -10,7 +10,7 @@ parser knows them) out. Triggers, the mapping language and the outbound sender s
 
 from .json_tree import MAX_DEPTH, json_depth_exceeds, load_json_text
 from .refusal import DocumentRefused
-from .xml_tree import XML_CONTENT_TYPES, is_xml, parse_xml
+from .xml_tree import XML_CONTENT_TYPES, is_xml, parse_xml, root_name
 
 __all__ = [
     "MAX_DEPTH",
@@ -20,4 +20,5 @@ __all__ = [
     "json_depth_exceeds",
     "load_json_text",
     "parse_xml",
+    "root_name",
 ]
