@@ -20,6 +20,7 @@ class TcpProxy:
         self._target = (host, port)
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
+        self._cut = False
         self.port = 0
 
     async def start(self) -> None:
@@ -28,6 +29,10 @@ class TcpProxy:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._target)
+        if self._cut:  # accepted while the cut was under way: it is cut too
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
         self._writers += [writer, up_writer]
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
@@ -41,6 +46,7 @@ class TcpProxy:
 
     async def cut(self) -> None:
         assert self._server is not None
+        self._cut = True
         self._server.close()
         for writer in self._writers:
             writer.transport.abort()

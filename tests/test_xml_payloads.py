@@ -79,10 +79,12 @@ ERP_SOAP = """<?xml version="1.0" encoding="ISO-8859-1"?>
 async def _post(
     client: Client, trigger: dict[str, Any], body: bytes | str, content_type: str = "text/xml"
 ) -> tuple[int, Any]:
+    """(status, the JSON answer): these tests are about reading XML, so they ask for JSON
+    answers even to SOAP envelopes (SOAP answers: tests/test_soap_answers.py)."""
     response = await client.post(
         f"/hooks/{trigger['id']}",
         data=body.encode("latin-1") if isinstance(body, str) else body,
-        headers={**bearer(trigger), "Content-Type": content_type},
+        headers={**bearer(trigger), "Content-Type": content_type, "Accept": "application/json"},
     )
     return response.status, await response.json()
 

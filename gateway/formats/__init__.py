@@ -3,6 +3,8 @@
     json_tree.py  JSON nested at most MAX_DEPTH deep
     xml_tree.py   XML (SOAP included) by one documented convention, with no DTD, no
                   entity expansion and bounded depth
+    xml_writer.py the other way: a JSON-like answer or an RFC 9457 problem as XML, or in a
+                  SOAP 1.1/1.2 envelope (a problem as the Fault)
 
 Pure: bytes or text in, a tree or a `DocumentRefused` (with a line and column when the
 parser knows them) out. Triggers, the mapping language and the outbound sender share it.
@@ -10,7 +12,7 @@ parser knows them) out. Triggers, the mapping language and the outbound sender s
 
 from .json_tree import MAX_DEPTH, json_depth_exceeds, load_json_text
 from .refusal import DocumentRefused
-from .xml_tree import XML_CONTENT_TYPES, is_xml, parse_xml
+from .xml_tree import XML_CONTENT_TYPES, is_xml, parse_xml, root_name
 
 __all__ = [
     "MAX_DEPTH",
@@ -20,4 +22,5 @@ __all__ = [
     "json_depth_exceeds",
     "load_json_text",
     "parse_xml",
+    "root_name",
 ]

@@ -65,6 +65,37 @@ def parse_xml(document: bytes | str, *, charset: str | None = None) -> dict[str,
     return builder.root
 
 
+def root_name(document: bytes | str, *, charset: str | None = None) -> tuple[str, str] | None:
+    """The root element's namespace URI (`""` for none) and local name, read without reading
+    further, with the same refusals as parse_xml; None when the document is refused before its
+    root element (a DTD, an unknown charset, malformed before it) or has none."""
+    builder = _Builder()
+    parser = expat.ParserCreate(namespace_separator=_SEPARATOR)
+    builder.attach(parser)
+    parser.StartElementHandler = _stop_at_root
+    try:
+        if isinstance(document, bytes) and charset:
+            document = _decoded(document, charset)
+        parser.Parse(document, True)
+    except _Root as root:
+        namespace, _, local = root.name.rpartition(_SEPARATOR)
+        return namespace, local
+    except (expat.ExpatError, DocumentRefused, LookupError, ValueError):
+        pass
+    return None
+
+
+class _Root(Exception):
+    """Not an error: how the first start tag stops expat."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _stop_at_root(name: str, _: dict[str, str]) -> NoReturn:
+    raise _Root(name)
+
+
 def _decoded(document: bytes, charset: str) -> str:
     try:
         codecs.lookup(charset)

@@ -1,4 +1,5 @@
-"""/hooks/{trigger_id}: the partner-facing edge of triggers. Plain values in, JSON bytes out."""
+"""/hooks/{trigger_id}: the partner-facing edge of triggers. Plain values in, JSON bytes out,
+answered in JSON, or in the XML or SOAP a POST speaks (replies.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from aiohttp import web
 
 from gateway.errors import PayloadTooLarge
 from gateway.triggers import HookCall
+from gateway.web import replies
 from gateway.web.openapi import operation
 from gateway.web.requests import read_body
 from gateway.web.state import services_of
@@ -64,6 +66,8 @@ class _Body:
             raise _too_large(limit) from None
         if len(body) > limit:
             raise _too_large(limit)
+        if (reply := self._request.get(replies.reply_key)) is not None:
+            reply.saw_body(body)
         return body
 
 
@@ -84,12 +88,7 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
         charset=request.charset,
     )
     answer = await services_of(request).hooks.handle(call)
-    return web.Response(
-        body=answer.body,
-        status=answer.status,
-        headers=answer.headers,
-        content_type="application/json",
-    )
+    return replies.answer(request, answer.status, answer.body, answer.headers)
 
 
 @operation(
@@ -101,6 +100,7 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
     errors=(409,),
     idempotency_key=True,
     also=(201, 207),
+    xml_answers=True,
 )
 async def post_hook(request: web.Request) -> web.Response:
     return await _answer(request)

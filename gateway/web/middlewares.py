@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
 from gateway.services import Services
-from gateway.web import problems
+from gateway.web import problems, replies
 from gateway.web.openapi import Operation, operation_of
 from gateway.web.state import services_of
 
@@ -66,6 +66,8 @@ async def _call(
     request: web.Request, handler: Handler, request_id: str, services: Services
 ) -> web.StreamResponse:
     op = operation_of(request.match_info.handler)
+    if op is not None and op.xml_answers:
+        request[replies.reply_key] = replies.Reply.of(request)
     health = services.store.health
     if op is not None and op.database:
         try:

@@ -15,6 +15,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway import __version__
+from gateway.formats.xml_writer import GATEWAY_NS, PROBLEM_NS, SOAP_ENVELOPES
 from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
 from gateway.web.problems import json_response
 from gateway.web.state import services_key
@@ -69,6 +70,8 @@ _STATUS_TEXT = {
     415: "Unsupported media type",
     422: "Validation failed",
     429: "Rate limited (see Retry-After)",
+    500: "A SOAP 1.1 Fault (every refusal but 401, 408, 413, 415, 429 and 503), or an "
+    "internal error",
     502: "Partner error",
     503: "Database unavailable (see Retry-After)",
     504: "Partner timeout",
@@ -99,6 +102,9 @@ class Operation:
     # query parameters that must be given.
     schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     required_query: Sequence[str] = ()
+    # Answers (results and problems) in plain XML or SOAP when the request speaks them
+    # (gateway/web/replies.py), else JSON.
+    xml_answers: bool = False
 
 
 def operation_of(handler: Any) -> Operation | None:
@@ -209,13 +215,14 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "OK")}
         if op.response is not None:
             ok["content"] = {"application/json": {"schema": _schema(op.response)}}
+            if op.xml_answers:
+                ok["content"] |= _XML_RESULTS
         responses[str(status)] = ok
     for status in sorted(_errors(op)):
+        problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         responses[str(status)] = {
             "description": _STATUS_TEXT.get(status, "Error"),
-            "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-            },
+            "content": problem | _XML_PROBLEMS if op.xml_answers else problem,
         }
     result: dict[str, Any] = {
         "summary": op.summary,
@@ -243,6 +250,67 @@ def _param_schema(op: Operation, name: str) -> dict[str, Any]:
     return dict(op.schemas.get(name) or _PARAM_SCHEMAS.get(name) or {"type": "string"})
 
 
+def _xml_schema(name: str, namespace: str, prefix: str, description: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": description,
+        "xml": {"name": name, "namespace": namespace, "prefix": prefix},
+    }
+
+
+# Answers of routes with `xml_answers` (docs/triggers.md#answers-to-xml-and-soap-calls).
+_SOAP_DOC = "docs/triggers.md#answers-to-xml-and-soap-calls"
+_XML_RESULTS: dict[str, Any] = {
+    "application/xml": {
+        "schema": _xml_schema(
+            "Response",
+            GATEWAY_NS,
+            "rabbot",
+            "to a plain XML call whose Accept prefers XML: the JSON answer's members as "
+            "elements, arrays as `i` items, the status as an attribute",
+        )
+    },
+    "text/xml": {
+        "schema": _xml_schema(
+            "Envelope",
+            SOAP_ENVELOPES["1.1"],
+            "soap",
+            f"to a SOAP 1.1 call: always 200, the rabbot:Response in the Body ({_SOAP_DOC})",
+        )
+    },
+    "application/soap+xml": {
+        "schema": _xml_schema(
+            "Envelope",
+            SOAP_ENVELOPES["1.2"],
+            "env",
+            f"to a SOAP 1.2 call: always 200, the rabbot:Response in the Body ({_SOAP_DOC})",
+        )
+    },
+}
+_XML_PROBLEMS: dict[str, Any] = {
+    "application/problem+xml": {
+        "schema": _xml_schema(
+            "problem", PROBLEM_NS, "", "to a plain XML call whose Accept prefers XML (RFC 9457)"
+        )
+    },
+    "text/xml": {
+        "schema": _xml_schema(
+            "Envelope",
+            SOAP_ENVELOPES["1.1"],
+            "soap",
+            f"to a SOAP 1.1 call: a Fault whose detail is the problem ({_SOAP_DOC})",
+        )
+    },
+    "application/soap+xml": {
+        "schema": _xml_schema(
+            "Envelope",
+            SOAP_ENVELOPES["1.2"],
+            "env",
+            f"to a SOAP 1.2 call: a Fault whose Detail is the problem ({_SOAP_DOC})",
+        )
+    },
+}
+
 _IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -255,6 +323,8 @@ _IDEMPOTENCY_KEY: dict[str, Any] = {
 def _errors(op: Operation) -> set[int]:
     """Every error status the route can answer: its own, its auth's, and the edge's."""
     errors = {*_DEFAULT_ERRORS[op.auth], *op.errors}
+    if op.xml_answers:
+        errors.add(500)  # a SOAP 1.1 Fault
     if op.request is not None:
         errors |= {400, 408, 413, 415}  # malformed, too slow, too large, not JSON
     if op.database and op.auth != "none":

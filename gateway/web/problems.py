@@ -1,4 +1,5 @@
-"""RFC 9457 problem details: the one place where errors become HTTP responses."""
+"""RFC 9457 problem details: the one place where errors become HTTP responses (in JSON, or
+in the XML or SOAP a /hooks call speaks: gateway/web/replies.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gateway.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from gateway.web import replies
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,7 @@ def problem_response(error: GatewayError, request: web.Request) -> web.Response:
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, MethodNotAllowed) and error.allowed:
         headers["Allow"] = ", ".join(error.allowed)
-    return web.json_bytes_response(
-        body, dumps=dumps, status=error.status, headers=headers, content_type=PROBLEM_JSON
-    )
+    return _respond(request, body, error.status, headers)
 
 
 # aiohttp's own refusals (no route, a method the route lacks, a body over the app's limit)
@@ -69,9 +69,7 @@ def http_exception_problem(exc: web.HTTPException, request: web.Request) -> web.
     )
     body["instance"] = request.path
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-    return web.json_bytes_response(
-        body, dumps=dumps, status=exc.status, headers=headers, content_type=PROBLEM_JSON
-    )
+    return _respond(request, body, exc.status, headers)
 
 
 def internal_error(request: web.Request, request_id: str) -> web.Response:
@@ -83,4 +81,16 @@ def internal_error(request: web.Request, request_id: str) -> web.Response:
         "instance": request.path,
         "request_id": request_id,
     }
-    return web.json_bytes_response(body, dumps=dumps, status=500, content_type=PROBLEM_JSON)
+    return _respond(request, body, 500, {})
+
+
+def _respond(
+    request: web.Request, body: dict[str, Any], status: int, headers: dict[str, str]
+) -> web.Response:
+    """The problem as `application/problem+json`, or in the XML form the request speaks."""
+    spoken = replies.problem(request, body, status, headers)
+    if spoken is not None:
+        return spoken
+    return web.json_bytes_response(
+        body, dumps=dumps, status=status, headers=headers, content_type=PROBLEM_JSON
+    )
