@@ -5,6 +5,9 @@ item still charged the document's size (an item over its work still fails)."""
 
 from __future__ import annotations
 
+import gc
+import json
+import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -214,3 +217,62 @@ def test_a_mapping_given_one_payload_s_texts_parses_each_once(
     assert len(parsed) == 1 + 1 + 50
     assert [m.document for m in shared] == [m.document for m in alone]
     assert len(shared) == 50 and shared[-1].document["tracker_id"] == "1231226"
+
+
+OWN_TEXTS = """
+name: own-texts
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: vehicles
+fields:
+  plate: plate
+  attributes.model: from_json(detail).model
+  attributes.fleet: from_json(header).fleet
+"""
+
+
+def _own_texts_payload(count: int) -> dict[str, Any]:
+    """`count` vehicles, each with a JSON text of its own (~120 values) and one text they
+    all share (`header`)."""
+    header = json.dumps({"fleet": "Sul", "depots": list(range(20))}, separators=(",", ":"))
+    return {
+        "vehicles": [
+            {
+                "plate": f"ABC1D{i % 100:02d}",
+                "header": header,
+                "detail": json.dumps(
+                    {"model": f"m{i}", "parts": [{"p": p} for p in range(60)]},
+                    separators=(",", ":"),
+                ),
+            }
+            for i in range(count)
+        ]
+    }
+
+
+def test_the_documents_of_texts_each_item_has_for_itself_are_not_all_kept_for_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,000 items of a 1 MiB body, each with its own JSON text: what the payload's
+    DecodedTexts keeps stays bounded (a few documents, not all 1,000, ~13 MB, for as long as
+    the batch is written), while the text every item reads is still parsed once."""
+    mapping = load_mapping(OWN_TEXTS)
+    payload = _own_texts_payload(1_000)
+    assert len(json.dumps(payload)) < 1024 * 1024  # within a trigger's default body limit
+    parsed = _count(monkeypatch, "load_json_text", load_json_text)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        texts = DecodedTexts()
+        models = [
+            mapping.apply(item, texts=texts).document["attributes"]["model"]
+            for item in mapping.items(payload, texts=texts)
+        ]
+        gc.collect()
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert models[:2] == ["m0", "m1"] and len(models) == 1_000
+    assert kept < 4_000_000, f"{kept:,} bytes kept while the batch is written"
+    assert len(parsed) == 1 + 1_000  # the shared header once, each item's own text once

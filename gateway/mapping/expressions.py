@@ -13,7 +13,7 @@ text parsed once per payload (`DecodedTexts`) however many items and fields read
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import jmespath
@@ -107,7 +107,19 @@ def _decoded(text: str | None, what: str, parse: Callable[[str], Any]) -> Any:
 _DECODERS = frozenset({"from_json", "from_xml"})
 _FUNCTIONS = _BoundedFunctions()
 _KEPT_TEXT = 4 * MAX_DECODED_TEXT
-"""Characters of text whose documents one DecodedTexts keeps; past that the oldest go."""
+"""Characters of text whose documents one DecodedTexts keeps (`DecodedTexts._keep`)."""
+_KEPT_NODES = MAX_STEPS // 5
+"""Nodes of the documents one DecodedTexts keeps besides those of the item being mapped (~2.5
+MB): it lives as long as its payload's items are written, so 1,000 items that each read a text
+of their own must not keep all 1,000 documents (~13 MB for a 1 MiB body) until the last one is
+written."""
+
+_Found = tuple[Any, int] | str
+_Key = tuple[str, str]
+
+
+def _nodes_of(found: _Found) -> int:
+    return 0 if isinstance(found, str) or found[0] is None else found[1]
 
 
 class DecodedTexts:
@@ -121,19 +133,29 @@ class DecodedTexts:
     remembered too: a `decode` problem for every item, parsed once. Keyed by the function
     and the text's value (a shared text is hashed once). Read-only documents: the engine
     never changes a value it reads, and neither does anything downstream.
+
+    What it keeps is bounded (`_KEPT_NODES`, `_KEPT_TEXT`): past that, the documents read
+    least recently go, but never one the item being mapped has read (`pinned`). So a text
+    every item reads stays, and texts each item has for itself come and go (each parsed once,
+    as before). A document over one item's work is kept as its size only: every item that
+    reads it is refused.
     """
 
-    __slots__ = ("_found", "_kept")
+    __slots__ = ("_found", "_kept", "_nodes")
 
     def __init__(self) -> None:
-        self._found: dict[tuple[str, str], tuple[Any, int] | str] = {}
+        self._found: dict[_Key, _Found] = {}  # the least recently read first
         self._kept = 0  # characters of the texts in _found
+        self._nodes = 0  # nodes of the documents in _found
 
-    def read(self, name: str, text: str) -> tuple[Any, int]:
-        """The document `name` finds in `text` and its size (nodes), or its EvalError."""
+    def read(self, name: str, text: str, pinned: Collection[_Key] = frozenset()) -> tuple[Any, int]:
+        """The document `name` finds in `text` and its size (nodes), or its EvalError.
+        `pinned`: the texts the item being mapped read already (kept while it is)."""
         key = (name, text)
-        found = self._found.get(key)
-        if found is None:
+        found = self._found.pop(key, None)
+        if found is not None:
+            self._found[key] = found  # now the most recently read
+        else:
             try:
                 document = _FUNCTIONS.call_function(name, [text])
             except LimitExceeded:
@@ -141,18 +163,26 @@ class DecodedTexts:
             except EvalError as exc:
                 found = exc.message
             else:
-                found = (document, _size_of(document))
-            self._keep(key, found)
+                size = _size_of(document)
+                found = (None if size > MAX_STEPS else document, size)
+            self._keep(key, found, pinned)
         if isinstance(found, str):
             raise EvalError("decode", found)
         return found
 
-    def _keep(self, key: tuple[str, str], found: tuple[Any, int] | str) -> None:
+    def _keep(self, key: _Key, found: _Found, pinned: Collection[_Key]) -> None:
         self._kept += len(key[1])
-        while self._kept > _KEPT_TEXT and self._found:
-            oldest = next(iter(self._found))
+        self._nodes += _nodes_of(found)
+        gone: list[_Key] = []
+        for oldest in self._found:
+            if self._kept <= _KEPT_TEXT and self._nodes <= _KEPT_NODES:
+                break
+            if oldest not in pinned:
+                gone.append(oldest)
+                self._kept -= len(oldest[1])
+                self._nodes -= _nodes_of(self._found[oldest])
+        for oldest in gone:
             del self._found[oldest]
-            self._kept -= len(oldest[1])
         self._found[key] = found
 
 
@@ -204,7 +234,7 @@ class Run(jp_visitor.TreeInterpreter):
             return self._functions.call_function(name, [text])
         if self.texts is None:
             self.texts = DecodedTexts()
-        document, size = self.texts.read(name, text)
+        document, size = self.texts.read(name, text, self.charged or ())
         if self.charged is None:
             self.charged = set()
         key = (name, text)
