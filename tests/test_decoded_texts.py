@@ -87,7 +87,7 @@ async def test_one_escaped_xml_text_is_parsed_once_for_its_500_points(
     response = await client.post(
         f"/hooks/{trigger['id']}",
         data=_envelope(500),
-        headers={**bearer(trigger), "Content-Type": "text/xml"},
+        headers={**bearer(trigger), "Content-Type": "text/xml", "Accept": "application/json"},
     )
     body = await response.json()
     assert response.status == 200, body
@@ -113,7 +113,7 @@ async def test_a_text_that_is_not_xml_fails_every_item_that_reads_it_after_one_p
     response = await client.post(
         f"/hooks/{trigger['id']}",
         data=envelope,
-        headers={**bearer(trigger), "Content-Type": "text/xml"},
+        headers={**bearer(trigger), "Content-Type": "text/xml", "Accept": "application/json"},
     )
     body = await response.json()
     assert response.status == 207, body
