@@ -149,6 +149,9 @@ class IdempotencyGuard:
                         await self._store.idempotency.release(tenant, batch)
                 except GatewayError:
                     continue  # still failing: again, later
+                except Exception:  # a bug: logged, tried again until the markers' time is up
+                    log.exception("releasing idempotency keys failed")
+                    continue
                 for _, claim in batch:
                     if releases[claim].settled:
                         del releases[claim]
