@@ -8,18 +8,15 @@ with an XML parser (the standard library's ElementTree)."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pytest
 from aiohttp import ClientResponse
 
-from gateway.app import create_app
 from gateway.config import Settings
 from tests.partner_double import create_vehicle
-from tests.test_triggers_ops import TcpProxy
+from tests.test_triggers_ops import app_behind_proxy
 from tests.test_xml_payloads import ERP_VEHICLE, SASCAR
 from tests.triggers_support import (
     Client,
@@ -353,13 +350,7 @@ async def test_a_json_trigger_refuses_a_soap_call_with_a_fault_keeping_415(
 async def test_a_database_outage_is_a_fault_keeping_503_and_retry_after(
     aiohttp_client: Any, settings: Settings, mongodb_uri: str
 ) -> None:
-    parts = urlsplit(mongodb_uri)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 27017)
-    await proxy.start()
-    through_proxy = urlunsplit(parts._replace(netloc=f"127.0.0.1:{proxy.port}"))
-    client = await aiohttp_client(
-        create_app(replace(settings, db_timeout_ms=300), mongodb_uri=through_proxy)
-    )
+    client, proxy = await app_behind_proxy(aiohttp_client, settings, mongodb_uri)
     trigger = await _vehicle_trigger(client)
     await proxy.cut()
     response = await _post(client, trigger, envelope("1.1", vehicle()), SOAP_HEADERS["1.1"])

@@ -53,9 +53,10 @@ class TcpProxy:
         await self._server.wait_closed()
 
 
-async def test_database_down_is_503_with_retry_after(
+async def app_behind_proxy(
     aiohttp_client: Any, settings: Settings, mongodb_uri: str
-) -> None:
+) -> tuple[Client, TcpProxy]:
+    """The app with a 300 ms database deadline, reaching the database through a TcpProxy."""
     parts = urlsplit(mongodb_uri)
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 27017)
     await proxy.start()
@@ -63,6 +64,13 @@ async def test_database_down_is_503_with_retry_after(
     client = await aiohttp_client(
         create_app(replace(settings, db_timeout_ms=300), mongodb_uri=through_proxy)
     )
+    return client, proxy
+
+
+async def test_database_down_is_503_with_retry_after(
+    aiohttp_client: Any, settings: Settings, mongodb_uri: str
+) -> None:
+    client, proxy = await app_behind_proxy(aiohttp_client, settings, mongodb_uri)
     trigger = await create_trigger(client)
     assert (await hook(client, trigger, VEHICLE))[0] == 201
     await proxy.cut()
