@@ -14,9 +14,9 @@ import orjson
 import pytest
 from aiohttp import ClientResponse
 
-from gateway.config import Settings
 from tests.partner_double import create_vehicle
-from tests.test_triggers_ops import app_behind_proxy
+from tests.support import auth
+from tests.test_command_faults import FAULTS, Injector, app, faults
 from tests.test_xml_payloads import ERP_VEHICLE, SASCAR
 from tests.triggers_support import (
     Client,
@@ -27,6 +27,9 @@ from tests.triggers_support import (
     upload_mapping,
     upload_shipped,
 )
+
+__all__ = ["app", "faults"]  # the fixtures
+FAULTS_BY_NAME = {f.name: f for f in FAULTS}
 
 SOAP = {
     "1.1": "http://schemas.xmlsoap.org/soap/envelope/",
@@ -88,7 +91,9 @@ def vehicle(year: str = "2022", plate: str = "ABC1D23") -> str:
 
 
 async def _vehicle_trigger(client: Client, **spec: Any) -> dict[str, Any]:
+    """An XML trigger that answers its callers in the form they speak."""
     await upload_mapping(client, ERP_VEHICLE)
+    spec = {"answers": "as_called", **spec}
     return await create_trigger(client, mapping="erp-xml-vehicle", format="xml", **spec)
 
 
@@ -215,7 +220,13 @@ async def test_an_idempotent_replay_of_a_soap_call_is_the_same_envelope(client: 
 async def test_text_with_xml_special_characters_round_trips_escaped(client: Client) -> None:
     await upload_mapping(client, FINE)
     trigger = await create_trigger(
-        client, name="fines", entity_type="other", kind="fine", mapping="soap-fine", format="xml"
+        client,
+        name="fines",
+        entity_type="other",
+        kind="fine",
+        mapping="soap-fine",
+        format="xml",
+        answers="as_called",
     )
     inner = "<multa><ait>A&lt;&amp;\"'1</ait><placa>ABC1D23</placa><valor>130.16</valor></multa>"
     response = await _post(client, trigger, envelope("1.2", inner), SOAP_HEADERS["1.2"])
@@ -231,7 +242,9 @@ async def test_text_with_xml_special_characters_round_trips_escaped(client: Clie
 async def test_a_batch_with_a_refused_item_is_a_soap_success_saying_207(client: Client) -> None:
     await create_vehicle(client, "ABC1D23", attributes={"tracker_id": "1231226"})
     await upload_shipped(client, "sascar-pacote-posicoes")
-    trigger = await create_position_trigger(client, mapping="sascar-pacote-posicoes", format="xml")
+    trigger = await create_position_trigger(
+        client, mapping="sascar-pacote-posicoes", format="xml", answers="as_called"
+    )
     response = await _post(client, trigger, SASCAR, SOAP_HEADERS["1.1"])  # XYZ9A87 unknown
     assert response.status == 200
     result = await _soap_body(response, "1.1")
@@ -296,25 +309,43 @@ async def test_a_body_no_parser_can_start_is_answered_by_its_content_type(
 
 
 @VERSIONS
-async def test_a_bad_token_is_a_fault_that_keeps_401_and_its_challenge(
+async def test_a_bad_token_is_answered_json_401_with_its_challenge_whatever_the_call_speaks(
     client: Client, version: str
 ) -> None:
+    """Before the caller is authenticated, its trigger's `answers` is not known to it: JSON,
+    as for an unknown trigger (the answer tells no trigger id apart)."""
     trigger = await _vehicle_trigger(client)
     forged = {**trigger, "token": trigger["token"][:-4] + "AAAA"}
     response = await _post(client, forged, envelope(version, vehicle()), SOAP_HEADERS[version])
     assert response.status == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="rabbot-gateway"'
-    code, reason, problem = await _fault(response, version)
-    assert code == {"1.1": "soap:Client", "1.2": "env:Sender"}[version]
-    assert reason == "missing, invalid or revoked credentials"
-    assert tree(problem)["status"] == "401"
-    # An unknown trigger gets the very same answer.
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["detail"] == "missing, invalid or revoked credentials"
     unknown = {**forged, "id": "trg_" + "x" * 20}
     other = await _post(client, unknown, envelope(version, vehicle()), SOAP_HEADERS[version])
     assert other.status == 401
     assert (await other.read()).replace(b"x" * 20, trigger["id"][4:].encode()) == (
         await response.read()
     )
+
+
+async def test_an_xml_trigger_answers_a_soap_call_in_json_unless_it_answers_as_called(
+    client: Client,
+) -> None:
+    """SPEC §3: JSON by default. `answers: as_called` is the trigger's choice, and a PATCH
+    changes it."""
+    trigger = await _vehicle_trigger(client, answers="json")
+    response = await _post(client, trigger, envelope("1.1", vehicle()), SOAP_HEADERS["1.1"])
+    assert (response.status, response.content_type) == (201, "application/json")
+    assert (await response.json())["key"] == "ABC1D23"
+    refused = await _post(client, trigger, b"<Envelope", SOAP_HEADERS["1.1"])
+    assert (refused.status, refused.content_type) == (400, "application/problem+json")
+    patched = await client.patch(
+        f"/api/v1/triggers/{trigger['id']}", json={"answers": "as_called"}, headers=auth()
+    )
+    assert patched.status == 200 and (await patched.json())["answers"] == "as_called"
+    answered = await _post(client, trigger, envelope("1.1", vehicle()), SOAP_HEADERS["1.1"])
+    assert (answered.status, answered.content_type) == (200, "text/xml")
 
 
 async def test_a_rate_limited_soap_call_keeps_429_and_retry_after(client: Client) -> None:
@@ -340,25 +371,29 @@ async def test_an_oversized_soap_body_is_a_fault_keeping_413(client: Client) -> 
 async def test_a_json_trigger_refuses_a_soap_call_with_a_fault_keeping_415(
     client: Client,
 ) -> None:
-    trigger = await create_trigger(client, name="json")
+    trigger = await create_trigger(client, name="json", answers="as_called")
     response = await _post(client, trigger, envelope("1.1", vehicle()), SOAP_HEADERS["1.1"])
     assert response.status == 415
     code, reason, _ = await _fault(response, "1.1")
     assert code == "soap:Client" and reason.startswith("expected application/json")
 
 
-async def test_a_database_outage_is_a_fault_keeping_503_and_retry_after(
-    aiohttp_client: Any, settings: Settings, mongodb_uri: str
+async def test_a_database_failure_after_the_caller_is_known_is_a_fault_keeping_503(
+    app: Client, faults: Injector
 ) -> None:
-    client, proxy = await app_behind_proxy(aiohttp_client, settings, mongodb_uri)
-    trigger = await _vehicle_trigger(client)
-    await proxy.cut()
-    response = await _post(client, trigger, envelope("1.1", vehicle()), SOAP_HEADERS["1.1"])
+    """The entity write fails on the server (a failpoint): a Fault that keeps 503 and its
+    Retry-After, and says the outcome is unknown. (A database down before the caller is
+    authenticated is a JSON 503, as a bad token is a JSON 401.)"""
+    trigger = await _vehicle_trigger(app)
+    async with faults.failing(FAULTS_BY_NAME["ShutdownInProgress"]):
+        response = await _post(app, trigger, envelope("1.1", vehicle()), SOAP_HEADERS["1.1"])
     assert response.status == 503
     assert int(response.headers["Retry-After"]) >= 1
     code, _, problem = await _fault(response, "1.1")
     assert code == "soap:Server"
-    assert tree(problem)["type"] == "https://rabbot.dev/problems/store-unavailable"
+    detail = tree(problem)
+    assert detail["type"] == "https://rabbot.dev/problems/store-unavailable"
+    assert detail["outcome"] == "unknown"
 
 
 # -- which form ------------------------------------------------------------------------------
@@ -398,7 +433,11 @@ async def test_plain_xml_is_answered_in_xml_when_accept_prefers_it(
         ERP_VEHICLE.replace("erp-xml-vehicle", "plain-vehicle").replace("Envelope.Body.", ""),
     )
     trigger = await create_trigger(
-        client, mapping="plain-vehicle", format="xml", input_schema={"required": ["veiculo"]}
+        client,
+        mapping="plain-vehicle",
+        format="xml",
+        answers="as_called",
+        input_schema={"required": ["veiculo"]},
     )
     headers = {"Content-Type": "application/xml", "Accept": accept}
     body = b'<veiculo id="V-1"><placa>ABC1D23</placa><ano>2022</ano></veiculo>'

@@ -46,6 +46,7 @@ async def test_a_trigger_is_edited_and_its_token_still_works(
     base = f"/admin/triggers/{trigger['id']}"
     form = await (await client.get(f"{base}/edit")).text()
     assert 'value="gps"' in form and 'value="POST" checked' in form
+    assert '<option value="json" selected>JSON</option>' in form.split('name="answers"')[1]
     token = await csrf(client, f"{base}/edit")
     data = [
         ("csrf", token),
@@ -54,6 +55,7 @@ async def test_a_trigger_is_edited_and_its_token_still_works(
         ("methods", "GET"),
         ("mapping", "fleet-feed"),
         ("format", "json"),
+        ("answers", "as_called"),
         ("auth.token_in_query", "token"),
         ("rate_limit.per_second", "2,5"),
         ("rate_limit.burst", "10"),
@@ -74,6 +76,7 @@ async def test_a_trigger_is_edited_and_its_token_still_works(
     assert stored["rate_limit"] == {"per_second": 2.5, "burst": 10}
     assert (stored["max_body_bytes"], stored["expose"]) == (4096, ["plate", "odometer_km"])
     assert stored["auth"]["token_in_query"] == "token"
+    assert stored["answers"] == "as_called"
     # The token still opens the trigger, now also in the query, through the new mapping.
     hook = f"/hooks/{trigger['id']}?token={trigger['token']}"
     written = await client.post(hook, json={"placa": "abc1d23"})

@@ -86,6 +86,7 @@ def compile_target(doc: Doc, *, max_body_bytes: int) -> CompiledTrigger:
         kind=target.get("kind"),
         methods=frozenset({"POST"}),
         format="json",
+        answers="json",
         mapping=doc.get("mapping"),
         response_mapping=None,
         schema=None,

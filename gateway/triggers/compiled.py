@@ -36,6 +36,7 @@ class CompiledTrigger:
     kind: str | None
     methods: frozenset[str]
     format: str
+    answers: str  # json | as_called (SOAP or XML to a caller that speaks it)
     mapping: str | None
     response_mapping: str | None
     schema: CompiledSchema | None
@@ -74,6 +75,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         kind=doc.get("kind"),
         methods=frozenset(doc["methods"]),
         format=doc["format"],
+        answers=doc.get("answers", "json"),
         mapping=doc.get("mapping"),
         response_mapping=doc.get("response_mapping"),
         params=doc.get("params") or {},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +24,9 @@ class HookCall:
     body: BodyReader
     ref: str | None = None  # GET /hooks/{id}/{ref}
     charset: str | None = None  # the Content-Type's charset parameter, if any
+    # Called once the caller is authenticated by a trigger whose `answers` is `as_called`:
+    # from then on its answers may be written in the form it speaks (gateway/web/replies.py).
+    as_called: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,8 @@ class HookReceiver:
         if trigger is None:
             raise denied()
         admitted = await self._authenticate(trigger, gate, call)
+        if trigger.answers == "as_called" and call.as_called is not None:
+            call.as_called()  # a partner now known: its answers in the form it speaks
         if gate["status"] != "active":
             raise Forbidden("this trigger is disabled")
         method = "GET" if call.method == "HEAD" else call.method

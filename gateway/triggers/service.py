@@ -46,6 +46,7 @@ _CONFIG: Final = (
     "name",
     "methods",
     "format",
+    "answers",
     "mapping",
     "response_mapping",
     "params",

@@ -84,6 +84,10 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
         "max_body_bytes": {"type": "integer", "minimum": 64},
         "max_batch_items": {"type": "integer", "minimum": 1, "maximum": 10_000},
         "format": {"enum": ["json", "form", "xml"]},
+        # How POST answers are written: JSON always (SPEC §3), or in the form the caller
+        # speaks once it is authenticated (SOAP envelopes and Faults, or XML when its Accept
+        # prefers it): docs/triggers.md#answers-to-xml-and-soap-calls.
+        "answers": {"enum": ["json", "as_called"]},
         "expose": {
             "type": ["array", "null"],
             "maxItems": 100,
@@ -211,6 +215,7 @@ def document(
         "kind": spec.get("kind"),
         "methods": sorted(spec.get("methods") or ["POST"]),
         "format": spec.get("format", "json"),
+        "answers": spec.get("answers", "json"),
         "mapping": spec.get("mapping"),
         "response_mapping": spec.get("response_mapping"),
         "params": spec.get("params"),
@@ -244,6 +249,7 @@ def as_spec(doc: Doc) -> dict[str, Any]:
         "entity_type": doc["entity_type"],
         "methods": doc["methods"],
         "format": doc["format"],
+        "answers": doc.get("answers", "json"),
         "max_body_bytes": doc["max_body_bytes"],
         "max_batch_items": doc["max_batch_items"],
         "auth": {k: v for k, v in auth.items() if k != "secrets" and v is not None},
@@ -302,6 +308,7 @@ def public_trigger(doc: Doc, base_url: str) -> dict[str, Any]:
         "kind": doc.get("kind"),
         "methods": doc["methods"],
         "format": doc["format"],
+        "answers": doc.get("answers", "json"),
         "mapping": doc.get("mapping"),
         "response_mapping": doc.get("response_mapping"),
         "params": doc.get("params"),

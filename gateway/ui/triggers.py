@@ -41,6 +41,7 @@ FIELDS: Final = (
     "mapping",
     "response_mapping",
     "format",
+    "answers",
     "auth.token_in_query",
     *AUTH_FIELDS,
 )
@@ -53,6 +54,7 @@ EDIT_FIELDS: Final = (
     "mapping",
     "response_mapping",
     "format",
+    "answers",
     "auth.token_in_query",
     "rate_limit.per_second",
     "rate_limit.burst",
@@ -77,7 +79,10 @@ async def list_triggers(request: web.Request) -> web.Response:
 
 
 async def new_trigger(request: web.Request) -> web.Response:
-    return await _form(request, Form({"methods": ["POST"], "format": "json", "target": "entities"}))
+    return await _form(
+        request,
+        Form({"methods": ["POST"], "format": "json", "answers": "json", "target": "entities"}),
+    )
 
 
 async def create_trigger(request: web.Request) -> web.Response:
@@ -128,6 +133,7 @@ def edit_values(trigger: dict[str, Any]) -> dict[str, Any]:
         "mapping": trigger.get("mapping") or "",
         "response_mapping": trigger.get("response_mapping") or "",
         "format": trigger["format"],
+        "answers": trigger.get("answers", "json"),
         "auth.token_in_query": trigger["auth"].get("token_in_query") or "",
         "rate_limit.per_second": _text(rate.get("per_second")),
         "rate_limit.burst": _text(rate.get("burst")),
@@ -154,6 +160,7 @@ def trigger_patch(values: dict[str, Any], trigger: dict[str, Any]) -> dict[str, 
         "name": values.get("name", ""),
         "methods": values.get("methods") or [],
         "format": values.get("format") or None,
+        "answers": values.get("answers") or None,
         "mapping": values.get("mapping") or None,
         "response_mapping": values.get("response_mapping") or None,
         "rate_limit": {k: v for k, v in rate.items() if v is not None} or None,

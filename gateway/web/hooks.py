@@ -76,6 +76,7 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
+    reply = request.get(replies.reply_key)
     call = HookCall(
         trigger_id=request.match_info["trigger_id"],
         method=request.method,
@@ -86,6 +87,7 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
         body=_Body(request),
         ref=ref,
         charset=request.charset,
+        as_called=None if reply is None else reply.as_called,
     )
     answer = await services_of(request).hooks.handle(call)
     return replies.answer(request, answer.status, answer.body, answer.headers)

@@ -1,7 +1,9 @@
 """How a partner's POST to /hooks is answered: JSON (the default), plain XML, or SOAP 1.1 or
 1.2, for results and problems alike (docs/triggers.md#answers-to-xml-and-soap-calls).
 
-The form follows what the request speaks. Before the body is read, its headers say:
+JSON unless the trigger's `answers` is `as_called` and the caller has authenticated (so an
+unknown trigger and a bad token are answered alike, in JSON, whatever the call speaks): then
+the form follows what the request speaks. Before the body is read, its headers say:
 `application/soap+xml` is SOAP 1.2, `text/xml` with a `SOAPAction` header SOAP 1.1, another
 XML type plain XML. Once the body is read, its root element says: an `Envelope` in SOAP
 1.1's or 1.2's namespace is that version, any other root plain XML. A SOAP call is answered
@@ -63,7 +65,7 @@ _BY_NAMESPACE: Final = {
 class Reply:
     """What one request speaks, learnt from its headers and then from its body."""
 
-    __slots__ = ("_accept", "_body", "_charset", "_content_type", "_soap_action")
+    __slots__ = ("_accept", "_body", "_charset", "_content_type", "_soap_action", "_speaks")
 
     def __init__(
         self,
@@ -78,6 +80,11 @@ class Reply:
         self._accept = accept
         self._charset = charset
         self._body: bytes | None = None
+        self._speaks = False  # whether the trigger answers this caller in its own form
+
+    def as_called(self) -> None:
+        """The caller is authenticated by a trigger that answers `as_called`."""
+        self._speaks = True
 
     @classmethod
     def of(cls, request: web.Request) -> Reply:
@@ -92,7 +99,7 @@ class Reply:
         self._body = body
 
     def form(self) -> Form:
-        if not is_xml(self._content_type):
+        if not self._speaks or not is_xml(self._content_type):
             return Form.JSON
         preferred = _preferred(self._accept)
         if preferred is Form.JSON:
