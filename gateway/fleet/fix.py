@@ -7,16 +7,16 @@ mapping produces (SPEC §3.5, §6).
 `parse_fix` checks one item and lists every problem (a 422 names each failing field): the
 vehicle named by a plate or a tracker id, `time` an RFC 3339 timestamp with an offset (or
 "Z"), coordinates finite and in range, speed, accuracy and odometer finite and not negative,
-heading within [0, 360], ignition a boolean, attributes an object whose member names the
-database can store (no leading "$", no "." or NUL). A fix that passes may still
-be refused by the quality gates of the fold ((0,0), far future, impossible speed, ...): those
-are stored and flagged, not refused here.
+heading within [0, 360], ignition a boolean, attributes an object whose member names and
+numbers the database can store (no leading "$", no "." or NUL; integers within 64 bits). A
+fix that passes may still be refused by the quality gates of the fold ((0,0), far future,
+impossible speed, ...): those are stored and flagged, not refused here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -37,6 +37,7 @@ FIELDS: Final = (
     "attributes",
 )
 _MAX_TEXT: Final = 100
+_INT64: Final = (-(2**63), 2**63 - 1)
 # Optional numbers: (lowest, highest) allowed.
 _RANGES: Final[Mapping[str, tuple[float, float]]] = {
     "speed_kmh": (0.0, math.inf),
@@ -103,6 +104,9 @@ def _optional(item: Mapping[str, Any], problems: list[FieldProblem]) -> dict[str
         elif (bad := _bad_key(item["attributes"], "/attributes")) is not None:
             message = f"{bad}: a name may not start with '$' or hold '.' or NUL"
             problems.append(FieldProblem(bad, message, "propertyNames"))
+        elif (big := _big_integer(item["attributes"], "/attributes")) is not None:
+            message = f"{big}: an integer beyond 64 bits (the database holds none)"
+            problems.append(FieldProblem(big, message, "maximum"))
         else:
             extra["attributes"] = dict(item["attributes"])
     return extra
@@ -126,6 +130,26 @@ def _bad_key(value: Any, at: str) -> str | None:
         for i, inner in enumerate(value):
             if (bad := _bad_key(inner, f"{at}/{i}")) is not None:
                 return bad
+    return None
+
+
+def _big_integer(value: Any, at: str) -> str | None:
+    """The pointer of the first integer BSON cannot hold (JSON allows up to 2**64 - 1 and
+    orjson reads it): it would fail the whole insert round, everyone's fixes in it."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return at if not _INT64[0] <= value <= _INT64[1] else None
+    if isinstance(value, Mapping):
+        members: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        members = enumerate(value)
+    else:
+        return None
+    for key, inner in members:
+        where = f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}"
+        if (big := _big_integer(inner, where)) is not None:
+            return big
     return None
 
 

@@ -24,6 +24,7 @@ limit, the sender's answer cap). Every refusal is a DocumentRefused with a line 
 from __future__ import annotations
 
 import codecs
+import re
 from typing import Any, Final, NoReturn
 from xml.parsers import expat
 
@@ -34,6 +35,9 @@ XML_CONTENT_TYPES: Final = ("application/xml", "text/xml", "application/soap+xml
 _SEPARATOR: Final = "}"  # not a name character: `uri}local` splits at the last one
 _NIL: Final = "http://www.w3.org/2001/XMLSchema-instance}nil"
 _BLANKS: Final = " \t\r\n"
+# Python's escape codecs are no charsets (decoding with them warns of invalid escapes).
+_NOT_CHARSETS: Final = frozenset({"unicode-escape", "raw-unicode-escape"})
+_DECLARED: Final = re.compile(rb"^[^<]{0,8}<\?xml[^>]{0,200}?encoding\s*=\s*[\"']([^\"']{1,64})")
 
 
 def is_xml(content_type: str) -> bool:
@@ -48,6 +52,8 @@ def parse_xml(document: bytes | str, *, charset: str | None = None) -> dict[str,
     encoding (UTF-8 without one); text is read as it is."""
     if isinstance(document, bytes) and charset:
         document = _decoded(document, charset)
+    if isinstance(document, bytes):
+        _check_declared(document)
     if not document.strip():
         raise DocumentRefused("the document is empty")
     builder = _Builder()
@@ -76,6 +82,8 @@ def root_name(document: bytes | str, *, charset: str | None = None) -> tuple[str
     try:
         if isinstance(document, bytes) and charset:
             document = _decoded(document, charset)
+        if isinstance(document, bytes):
+            _check_declared(document)
         parser.Parse(document, True)
     except _Root as root:
         namespace, _, local = root.name.rpartition(_SEPARATOR)
@@ -96,9 +104,24 @@ def _stop_at_root(name: str, _: dict[str, str]) -> NoReturn:
     raise _Root(name)
 
 
+def _check_declared(document: bytes) -> None:
+    """Refuses an XML declaration naming one of Python's escape codecs, which expat would
+    otherwise ask Python to decode with (NULs dropped: the declaration may be UTF-16)."""
+    declared = _DECLARED.match(document[:400].replace(b"\x00", b""))
+    if declared is None:
+        return
+    try:
+        name = codecs.lookup(declared.group(1).decode("ascii", "replace")).name
+    except LookupError:
+        return  # expat says so, with the place
+    if name in _NOT_CHARSETS:
+        raise DocumentRefused(f"unsupported encoding in the XML declaration: {name}", 1, 1)
+
+
 def _decoded(document: bytes, charset: str) -> str:
     try:
-        codecs.lookup(charset)
+        if codecs.lookup(charset).name in _NOT_CHARSETS:
+            raise LookupError(charset)
         return document.decode(charset)
     except UnicodeDecodeError as exc:
         raise DocumentRefused(f"the body is not valid {charset} (byte {exc.start})") from None

@@ -22,12 +22,14 @@ characters XML 1.0 cannot carry become U+FFFD. The bytes are UTF-8 with an XML d
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, Literal
-from xml.sax.saxutils import XMLGenerator
+from xml.parsers import expat
+from xml.sax.saxutils import XMLGenerator, escape
 from xml.sax.xmlreader import AttributesNSImpl
 
 import orjson
@@ -45,8 +47,9 @@ _XML_NS: Final = "http://www.w3.org/XML/1998/namespace"
 _PREFIXES: Final[dict[SoapVersion, str]] = {"1.1": "soap", "1.2": "env"}
 # Characters XML 1.0 cannot carry, even as character references.
 _NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-# A conservative subset of XML's NCName (no colon): ASCII, Latin, Greek, Cyrillic and the
-# other letters up to U+1FFF.
+# A subset of XML's NCName (no colon): ASCII, Latin, Greek, Cyrillic and the other letters
+# up to U+1FFF; a name with other than ASCII must also be one expat reads (XML 1.0 before its
+# 5th edition: `Ǆ`, `Ⱦ` are names to the 5th edition only, and to ElementTree not at all).
 _NAME: Final = re.compile(
     "[A-Za-z_\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02ff\u0370-\u037d\u037f-\u1fff]"
     "[A-Za-z0-9._\\-\u00b7\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u037d\u037f-\u1fff]*"
@@ -137,7 +140,7 @@ def _members(writer: _Writer, namespace: str, value: Any) -> None:
 def _value(writer: _Writer, namespace: str, key: str, value: Any) -> None:
     attributes: dict[Name, str] = {}
     name = key
-    if not _NAME.fullmatch(key):
+    if not _is_name(key):
         attributes[(None, "name")] = key
         name = "member"
     if value is None:
@@ -148,10 +151,29 @@ def _value(writer: _Writer, namespace: str, key: str, value: Any) -> None:
         _members(writer, namespace, value)
 
 
+def _is_name(key: str) -> bool:
+    return _NAME.fullmatch(key) is not None and (key.isascii() or _expat_reads(key))
+
+
+@functools.lru_cache(maxsize=1024)
+def _expat_reads(name: str) -> bool:
+    try:
+        expat.ParserCreate().Parse(f"<{name}/>", True)
+    except expat.ExpatError:
+        return False
+    return True
+
+
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, bool | int | float):
+    if value is None:  # a null answer: its element is empty
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):  # any size: JSON numbers have no limit
+        return str(value)
+    if isinstance(value, float):
         return orjson.dumps(value).decode()
     return str(value)
 
@@ -205,7 +227,8 @@ class _Writer:
             self._xml.endPrefixMapping(prefix or None)
 
     def text(self, text: str) -> None:
-        self._xml.characters(_clean(text))
+        # Escaped here, carriage returns too: a reader turns a literal one into a line feed.
+        self._xml.ignorableWhitespace(escape(_clean(text), {"\r": "&#13;"}))
 
     def done(self) -> bytes:
         self._xml.endDocument()
