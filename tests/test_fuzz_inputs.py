@@ -30,6 +30,8 @@ from gateway.formats.xml_writer import problem_xml, response_xml, soap_fault, so
 from gateway.mapping import CompiledMapping, MappedDocument, load_mapping, read_sample
 from gateway.triggers.payloads import parse_form, parse_json
 from gateway.triggers.payloads import parse_xml as parse_xml_body
+from tests.test_shipped_mappings import INBOUND as SHIPPED
+from tests.test_shipped_mappings import PARAMS
 from tests.triggers_support import (
     MAPPINGS,
     PAYLOADS,
@@ -443,33 +445,8 @@ def test_any_xml_body_is_a_payload_or_a_clear_refusal(
 # -- the shipped mappings on random payloads ---------------------------------------------------
 
 INBOUND = sorted(p.name for p in MAPPINGS.glob("*.yaml") if "direction: inbound" in p.read_text())
-SAMPLES = {
-    "traccar-position.yaml": "traccar_position_forward.json",
-    "traccar-event.yaml": "traccar_event_forward_geofence_exit.json",
-    "traccar-client.yaml": "traccar_client_json.json",
-    "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
-    "samsara-alert.yaml": "samsara_v1_alert_geofence.json",
-    "flespi.yaml": "flespi_stream.json",
-    "fine-feed.yaml": "fine_feed.json",
-    "fine-payment.yaml": "fine_payment.json",
-    "checklist.yaml": "checklist_completed.json",
-    "motive-vehicle-location.yaml": "motive_vehicle_location_updated.json",
-    "geotab-logrecord.yaml": "geotab_getfeed_logrecord.json",
-    "geotab-positions.yaml": "geotab_getfeed_logrecord.json",
-    "fleetio-meter-entry.yaml": "fleetio_meter_entry_created.json",
-    "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
-    "samsara-vehicle-stats-positions.yaml": "samsara_vehicle_stats_feed.json",
-    "wialon-units-positions.yaml": "wialon_search_items_units.json",
-    "sascar-pacote-posicoes.yaml": "sascar_pacote_posicoes.xml",
-}
-PARAMS: dict[str, dict[str, Any]] = {
-    "motive-vehicle-location.yaml": {
-        "distance_unit": "mi",
-        "speed_unit": "mph",
-        "volume_unit": "gal",
-    },
-    "fleetio-meter-entry.yaml": {"meter_unit": "mi"},
-}
+# The shipped mappings' samples (JSON and XML; OsmAnd's query string is no JSON to mutate).
+SAMPLES = {m: sample for m, sample in SHIPPED.items() if not sample.endswith(".txt")}
 SECRETS = {"erp_token": "t", "hr_token": "t", "fcm_access_token": "t", "sms_api_key": "k"}
 
 
