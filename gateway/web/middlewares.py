@@ -66,7 +66,7 @@ async def _call(
     request: web.Request, handler: Handler, request_id: str, services: Services
 ) -> web.StreamResponse:
     op = operation_of(request.match_info.handler)
-    if op is not None and op.xml_answers:
+    if op is not None and op.xml_answers and replies.may_speak_xml(request):
         request[replies.reply_key] = replies.Reply.of(request)
     health = services.store.health
     if op is not None and op.database:

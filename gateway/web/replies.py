@@ -124,6 +124,12 @@ class Reply:
 reply_key: Final = web.RequestKey("reply", Reply)
 
 
+def may_speak_xml(request: web.Request) -> bool:
+    """Whether a request could be answered in XML at all (an XML media type): the others,
+    JSON and forms, are answered JSON without a Reply (the partners' hot path)."""
+    return "Content-Type" in request.headers and is_xml(request.content_type)
+
+
 def answer(
     request: web.Request, status: int, body: bytes, headers: Mapping[str, str]
 ) -> web.Response:
