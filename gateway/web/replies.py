@@ -99,7 +99,7 @@ class Reply:
         self._body = body
 
     def form(self) -> Form:
-        if not self._speaks or not is_xml(self._content_type):
+        if not self._speaks:  # (a Reply is made for XML media types only: may_speak_xml)
             return Form.JSON
         preferred = _preferred(self._accept)
         if preferred is Form.JSON:
