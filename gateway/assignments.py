@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from gateway.clock import utcnow
 from gateway.entities import EntityService, Origin
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc
@@ -72,17 +73,13 @@ class AssignResult:
     replaced: Assignment | None = None  # a change at the same instant, overwritten
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class AssignmentService:
     def __init__(
         self,
         store: AssignmentStore,
         entities: EntityService,
         *,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._entities = entities

@@ -4,7 +4,6 @@ InvalidPayload raised at the end, before anything is stored."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
@@ -83,10 +82,6 @@ class BodyCheck:
     def done(self, what: str) -> None:
         if self.problems:
             raise InvalidPayload(f"invalid {what}", self.problems)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def doc_id(doc: Doc) -> str:

@@ -7,9 +7,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.actions.body_check import BodyCheck, doc_id, utcnow
+from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog
 from gateway.actions.xml_body import compile_xml_body
+from gateway.clock import utcnow
 from gateway.errors import Conflict, NotFound
 from gateway.mapping_files.source import MappingSource
 from gateway.outbound.urls import malformed_template

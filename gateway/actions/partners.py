@@ -13,9 +13,10 @@ from typing import Any
 
 from yarl import URL
 
-from gateway.actions.body_check import BodyCheck, doc_id, utcnow
+from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, auth_context, secrets_context
 from gateway.auth.secretbox import SecretBox
+from gateway.clock import utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.outbound.partner_auth import build_auth
 from gateway.store import Doc, Store, new_id

@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from gateway.actions.body_check import BodyCheck, doc_id, utcnow
+from gateway.actions.body_check import BodyCheck, doc_id
 from gateway.actions.catalog import Catalog, subscription_context
 from gateway.actions.filters import compile_filter, event_type_problem
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import generate_secret
+from gateway.clock import utcnow
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.store import Doc, Store, new_id
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from gateway.actions.catalog import Action, Catalog
 from gateway.actions.filters import EventFilter, compile_filter, event_type_keys
+from gateway.clock import utcnow
 from gateway.delivery.retry import next_attempt_at
 from gateway.errors import InvalidPayload, NotFound
 from gateway.events import public_event
@@ -25,10 +26,6 @@ from gateway.store import Doc, Store
 from gateway.store.deliveries import shard_of
 
 _MAX_FILTERS_CACHED = 10_000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first: datetime) -> Doc:
@@ -84,7 +81,7 @@ class FanOut:
         catalog: Catalog,
         metrics: Metrics,
         *,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
         on_created: Callable[[], None] | None = None,
     ) -> None:

@@ -31,11 +31,12 @@ import random
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.clock import utcnow
 from gateway.delivery.kinds import KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
@@ -56,10 +57,6 @@ Clock = Callable[[], datetime]
 _EXCERPT = 1024
 _QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O(backlog))
 _SECOND = timedelta(seconds=1)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

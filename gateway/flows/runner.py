@@ -22,10 +22,11 @@ import random
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from gateway.clock import utcnow
 from gateway.delivery.retry import next_attempt_at
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.flows.context import run_context
@@ -42,10 +43,6 @@ from gateway.store.flow_runs import SHARDS
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from gateway.actions.filters import event_type_keys
+from gateway.clock import utcnow
 from gateway.events import public_event
 from gateway.flows.context import plain, run_context, starts
 from gateway.flows.model import CompiledFlow
@@ -31,10 +32,6 @@ from gateway.store import Doc, Store
 
 MAX_DEPTH = 3
 Active = list[tuple[int, CompiledFlow]]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def origin_depth(event: Doc) -> int:
@@ -53,7 +50,7 @@ class FlowStarter:
         metrics: Metrics,
         *,
         ttl: float = 2.0,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         on_started: Callable[[], None] | None = None,
     ) -> None:
         self._runs = store.notify.runs

@@ -8,7 +8,7 @@ import copy
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -167,10 +167,6 @@ def digest(items: Sequence[Any]) -> str:
 
 def _canonical(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _search(expression: str, value: Any, what: str) -> Any:

@@ -22,11 +22,12 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from gateway.background import cancel_and_wait
+from gateway.clock import utcnow
 from gateway.errors import StoreUnavailable
 from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner
 from gateway.schedules.calls import PollFailure
@@ -35,10 +36,6 @@ from gateway.schedules.timing import backoff_seconds, every_from_doc
 from gateway.store import Doc
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

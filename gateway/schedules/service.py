@@ -6,20 +6,17 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from gateway.actions.xml_body import compile_xml_body
+from gateway.clock import utcnow
 from gateway.errors import Conflict, FieldProblem, NotFound
 from gateway.mapping_files.source import MappingSource
 from gateway.schedules.spec import check_fields, public_schedule
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store, new_id
 from gateway.store.schedules import FREE
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def public_run(doc: Doc) -> dict[str, Any]:
