@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import ClientResponse
 
+from gateway.triggers.ingest import Ingestor
 from tests.partner_double import create_vehicle
 from tests.support import auth
 from tests.test_command_faults import FAULTS, Injector, app, faults
@@ -394,6 +395,30 @@ async def test_a_database_failure_after_the_caller_is_known_is_a_fault_keeping_5
     detail = tree(problem)
     assert detail["type"] == "https://rabbot.dev/problems/store-unavailable"
     assert detail["outcome"] == "unknown"
+
+
+@VERSIONS
+async def test_an_unexpected_error_is_a_receiver_fault_with_the_request_id_and_no_internals(
+    client: Client, version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A defect of ours (an exception nobody expected, here put in the ingest path) is the
+    server's fault in the caller's SOAP version: 500, `soap:Server` / `env:Receiver`, the
+    internal-error problem with the request id to quote, and not a word of the exception."""
+    trigger = await _vehicle_trigger(client)
+
+    async def defect(*_: Any, **__: Any) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(Ingestor, "ingest", defect)
+    response = await _post(client, trigger, envelope(version, vehicle()), SOAP_HEADERS[version])
+    assert response.status == 500
+    code, reason, problem = await _fault(response, version)
+    assert code == {"1.1": "soap:Server", "1.2": "env:Receiver"}[version]
+    detail = tree(problem)
+    assert (detail["status"], detail["type"]) == ("500", "https://rabbot.dev/problems/internal")
+    assert detail["request_id"] == response.headers["X-Request-Id"]
+    assert detail["request_id"] in reason
+    assert "secret" not in (await response.text())
 
 
 # -- which form ------------------------------------------------------------------------------
