@@ -1,5 +1,5 @@
 """The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
-validate/test | demo | trigger create/list | ui-user create."""
+validate/test | demo | trigger create/list | ui-user create/list/set-role/set-password/delete."""
 
 from __future__ import annotations
 
@@ -111,12 +111,22 @@ def _parser() -> argparse.ArgumentParser:
 
     ui_user = commands.add_parser("ui-user", help="manage admin UI users")
     ui_user_commands = ui_user.add_subparsers(dest="ui_user_command", required=True)
-    add_user = ui_user_commands.add_parser(
-        "create", help="create a user; the password is read from stdin (or asked for)"
-    )
-    add_user.add_argument("--tenant", required=True)
-    add_user.add_argument("--email", required=True)
-    add_user.add_argument("--role", choices=("admin", "viewer"), default="admin")
+    user_commands = {
+        "create": "create a user; the password is read from stdin (or asked for)",
+        "list": "list a tenant's users",
+        "set-role": "change a user's role; ends the user's sessions",
+        "set-password": "change a user's password (stdin, or asked for); ends their sessions",
+        "delete": "remove a user; ends the user's sessions",
+    }
+    for name, text in user_commands.items():
+        user_command = ui_user_commands.add_parser(name, help=text)
+        user_command.add_argument("--tenant", required=True)
+        if name != "list":
+            user_command.add_argument("--email", required=True)
+        if name == "create":
+            user_command.add_argument("--role", choices=("admin", "viewer"), default="admin")
+        if name == "set-role":
+            user_command.add_argument("--role", choices=("admin", "viewer"), required=True)
     return parser
 
 
@@ -184,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema_dir=settings.schema_dir,
         ),
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),
-        "ui-user": lambda: cli.ui_user(settings, args.tenant, args.email, args.role),
+        "ui-user": lambda: cli.ui_user(settings, args.ui_user_command, vars(args)),
     }
     try:
         return handlers[args.command]()

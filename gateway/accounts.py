@@ -3,10 +3,12 @@ admin token pasted in — and their sessions, with a lockout after repeated fail
 
 A session is a record in the store (tenant, role, expiry) named by a random id that the UI
 keeps in a signed cookie (`auth/sessions.py`); logout deletes the record, so a copied cookie
-dies with it. Failed logins are counted per target (tenant and e-mail, or the client's
-address for tokens) whether the user exists or not, so the lockout says nothing about which
-e-mails exist; after `MAX_FAILURES` in a row the target is locked for a while that doubles
-with every further failure, up to `MAX_LOCK`.
+dies with it. A user's session also names the user's revision: a new role or password, or
+the user's removal, ends every session the user had (checked on each use, so a login that
+was in flight meanwhile does not outlive the change). Failed logins are counted per target
+(tenant and e-mail, or the client's address for tokens) whether the user exists or not, so
+the lockout says nothing about which e-mails exist; after `MAX_FAILURES` in a row the target
+is locked for a while that doubles with every further failure, up to `MAX_LOCK`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from typing import Any, Final
 from gateway.auth.passwords import dummy_hash, hash_password, password_problem, verify_password
 from gateway.auth.sessions import new_session_id
 from gateway.auth.tokens import ADMIN_ROLES, AdminRole, AdminTokenVerifier
-from gateway.errors import FieldProblem, GatewayError, InvalidPayload, RateLimited, Unauthorized
+from gateway.errors import (
+    FieldProblem,
+    GatewayError,
+    InvalidPayload,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from gateway.store import Doc, Store, new_id
 
 SESSION_TTL: Final = timedelta(hours=8)
@@ -92,6 +101,47 @@ class AccountService:
         await self._store.ui.users.insert(doc)
         return doc
 
+    async def users(self, tenant: str) -> list[Doc]:
+        """A tenant's users by e-mail, without their password hashes."""
+        return await self._store.ui.users.of_tenant(tenant)
+
+    async def change_user(
+        self, tenant: str, email: str, *, role: str | None = None, password: str | None = None
+    ) -> int:
+        """A user's new role or password. Every session the user had ends (a session carries
+        the role it was opened with, and a new password is how a leaked one is shut out);
+        how many ended."""
+        problems = []
+        if role is not None and role not in ADMIN_ROLES:
+            problems.append(
+                FieldProblem("/role", f"role is one of {', '.join(ADMIN_ROLES)}", "enum")
+            )
+        if password is not None and (why := password_problem(password)) is not None:
+            problems.append(FieldProblem("/password", why, "minLength"))
+        if problems:
+            raise InvalidPayload("invalid change", problems)
+        user = await self._user(tenant, email)
+        fields: Doc = {"updated_at": self._clock()}
+        if role is not None:
+            fields["role"] = role
+        if password is not None:
+            fields["password_hash"] = await asyncio.to_thread(hash_password, password)
+        await self._store.ui.users.replace_fields(user["_id"], fields)
+        return await self._store.ui.sessions.delete_for_user(tenant, str(user["_id"]))
+
+    async def delete_user(self, tenant: str, email: str) -> int:
+        """Remove a user and end the user's sessions; how many ended."""
+        user = await self._user(tenant, email)
+        await self._store.ui.users.delete(tenant, str(user["_id"]))
+        return await self._store.ui.sessions.delete_for_user(tenant, str(user["_id"]))
+
+    async def _user(self, tenant: str, email: str) -> Doc:
+        email = email.strip().lower()
+        user = await self._store.ui.users.by_email(tenant, email) if _TENANT.match(tenant) else None
+        if user is None:
+            raise NotFound(f"no user {email!r} in tenant {tenant!r}")
+        return user
+
     # -- logging in and out ------------------------------------------------------------------
 
     async def login(self, tenant: str, email: str, password: str) -> UiSession:
@@ -106,7 +156,7 @@ class AccountService:
             await self._fail(key)
             raise Unauthorized(_REFUSED)
         await self._store.ui.throttle.clear(key)
-        return await self._open(tenant, email, user["role"], user_id=str(user["_id"]))
+        return await self._open(tenant, email, user["role"], user=user)
 
     async def login_with_token(self, token: str, client: str) -> UiSession:
         key = f"token:{client}"
@@ -130,7 +180,7 @@ class AccountService:
         expires = doc["expires_at"]
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
-        if expires <= self._clock():
+        if expires <= self._clock() or not await self._user_unchanged(doc):
             await self._store.ui.sessions.delete(session_id)
             return None
         return UiSession(session_id, doc["tenant"], doc["subject"], doc["role"], expires)
@@ -138,13 +188,23 @@ class AccountService:
     async def logout(self, session_id: str) -> None:
         await self._store.ui.sessions.delete(session_id)
 
+    async def _user_unchanged(self, session: Doc) -> bool:
+        """Whether a user's session still stands: the user is there, at the revision the
+        session was opened at (a pasted token's session has no user)."""
+        if "user_id" not in session:
+            return True
+        user = await self._store.ui.users.get(session["tenant"], session["user_id"])
+        if user is None:
+            return False
+        return bool(session.get("user_rev", user["rev"]) == user["rev"])
+
     async def _open(
         self,
         tenant: str,
         subject: str,
         role: AdminRole,
         *,
-        user_id: str | None = None,
+        user: Doc | None = None,
         not_after: datetime | None = None,
     ) -> UiSession:
         now = self._clock()
@@ -159,8 +219,8 @@ class AccountService:
             "created_at": now,
             "expires_at": expires,
         }
-        if user_id is not None:
-            doc["user_id"] = user_id
+        if user is not None:
+            doc["user_id"], doc["user_rev"] = str(user["_id"]), user["rev"]
         await self._store.ui.sessions.insert(doc)
         return UiSession(doc["_id"], tenant, subject, role, expires)
 

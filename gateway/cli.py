@@ -8,10 +8,10 @@ import getpass
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -329,27 +329,48 @@ def _trigger_spec(options: dict[str, object]) -> dict[str, object]:
     return spec
 
 
-def ui_user(settings: Settings, tenant: str, email: str, role: str) -> int:
-    """`gateway ui-user create`: an admin UI user. The password comes from stdin when it is
-    not a terminal (one line), else from a prompt asked twice; never from the command line,
-    where `ps` and shell history would keep it."""
-    password = _read_password()
-    if password is None:
-        print("error: the two passwords differ", file=sys.stderr)
-        return 2
+def ui_user(settings: Settings, command: str, options: Mapping[str, Any]) -> int:
+    """`gateway ui-user create|list|set-role|set-password|delete`: the admin UI's users. A
+    password comes from stdin when it is not a terminal (one line), else from a prompt asked
+    twice; never from the command line, where `ps` and shell history would keep it. A new
+    role or password, and a removal, end the user's sessions."""
+    tenant, email, role = options["tenant"], options.get("email") or "", options.get("role")
+    who = f"{email.strip().lower()} of tenant {tenant}"
+    password = None
+    if command in ("create", "set-password"):
+        password = _read_password()
+        if password is None:
+            print("error: the two passwords differ", file=sys.stderr)
+            return 2
 
-    async def run() -> None:
+    async def run() -> str:
         async with open_services(settings, run_workers=False) as services:
-            await services.accounts.create_user(tenant, email, role, password)
+            accounts = services.accounts
+            if command == "list":
+                for user in await accounts.users(tenant):
+                    created = user["created_at"].strftime("%Y-%m-%d %H:%M")
+                    print(f"{user['email']}\t{user['role']}\tcreated {created} UTC")
+                return ""
+            if command == "create":
+                assert password is not None and role is not None
+                await accounts.create_user(tenant, email, role, password)
+                return f"created {role} {who}"
+            if command == "delete":
+                ended = await accounts.delete_user(tenant, email)
+                return f"deleted {who}; {ended} session(s) ended"
+            ended = await accounts.change_user(tenant, email, role=role, password=password)
+            what = f"role {role}" if command == "set-role" else "password"
+            return f"{what} of {who} set; {ended} session(s) ended"
 
     try:
-        _run(run)
+        said = _run(run)
     except GatewayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         for problem in getattr(exc, "problems", ()):
             print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
         return 1
-    print(f"created {role} {email.strip().lower()} of tenant {tenant}", file=sys.stderr)
+    if said:
+        print(said, file=sys.stderr)
     return 0
 
 

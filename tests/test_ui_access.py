@@ -10,8 +10,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from gateway.accounts import MAX_FAILURES
 from gateway.config import Settings
+from gateway.errors import InvalidPayload, NotFound
 from gateway.services import Services
 from tests.support import SECRET_KEY, admin_token, auth
 from tests.ui_support import PASSWORD, Client, csrf, log_in, make_user
@@ -205,7 +208,69 @@ async def test_the_language_switch_never_sends_the_visitor_to_another_site(
         assert response.headers["Location"] == "/admin/"
 
 
-async def test_the_cli_creates_a_user_who_can_then_log_in(
+async def _signed_in(client: Client) -> bool:
+    response = await client.get("/admin/", allow_redirects=False)
+    return response.status == 200
+
+
+async def test_a_new_role_ends_the_users_sessions_and_the_next_login_has_it(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    assert (await log_in(client)).status == 303 and await _signed_in(client)
+    ended = await services.accounts.change_user("acme", "Ana@acme.com.br", role="viewer")
+    assert ended == 1 and not await _signed_in(client)
+    assert (await log_in(client)).status == 303
+    assert "leitor" in await (await client.get("/admin/")).text()
+
+
+async def test_a_new_password_ends_the_users_sessions_and_only_it_logs_in(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    assert (await log_in(client)).status == 303
+    await services.accounts.change_user("acme", "ana@acme.com.br", password="a new passphrase")
+    assert not await _signed_in(client)
+    assert (await log_in(client)).status == 401
+    assert (await log_in(client, password="a new passphrase")).status == 303
+    assert await _signed_in(client)
+
+
+async def test_a_removed_user_is_signed_out_at_once_and_cannot_log_in(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await make_user(services, email="vera@acme.com.br")
+    assert (await log_in(client)).status == 303
+    assert await services.accounts.delete_user("acme", "ana@acme.com.br") == 1
+    assert not await _signed_in(client)
+    assert (await log_in(client)).status == 401
+    assert [u["email"] for u in await services.accounts.users("acme")] == ["vera@acme.com.br"]
+
+
+async def test_a_session_opened_before_a_users_change_no_longer_stands(
+    client: Client, services: Services
+) -> None:
+    """The check is made on each use, not only by ending the sessions stored at the change:
+    a login in flight while the user changed opens its session after that clean-up."""
+    await make_user(services)
+    assert (await log_in(client)).status == 303
+    user = await services.store.ui.users.by_email("acme", "ana@acme.com.br")
+    assert user is not None
+    await services.store.ui.users.replace_fields(user["_id"], {"role": "viewer"})
+    assert not await _signed_in(client)
+
+
+async def test_changing_an_unknown_user_or_to_a_bad_role_is_refused(services: Services) -> None:
+    with pytest.raises(NotFound):
+        await services.accounts.delete_user("acme", "nobody@acme.com.br")
+    await make_user(services)
+    with pytest.raises(InvalidPayload) as refused:
+        await services.accounts.change_user("acme", "ana@acme.com.br", role="root", password="x")
+    assert [p.pointer for p in refused.value.problems] == ["/role", "/password"]
+
+
+async def test_the_cli_creates_lists_changes_and_removes_users(
     client: Client, settings: Settings, mongodb_uri: str
 ) -> None:
     env = {
@@ -240,3 +305,31 @@ async def test_the_cli_creates_a_user_who_can_then_log_in(
     assert refused.returncode == 1 and "/password" in refused.stderr
     assert (await log_in(client)).status == 303
     assert "leitor" in await (await client.get("/admin/")).text()
+
+    async def cli(*args: str, password: str = "") -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "gateway", "ui-user", *args, "--tenant", "acme"],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    promoted = await cli("set-role", "--email", "ana@acme.com.br", "--role", "admin")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "role admin of ana@acme.com.br of tenant acme set; 1 session(s) ended" in promoted.stderr
+    assert (await client.get("/admin/", allow_redirects=False)).status == 303  # signed out
+    listed = await cli("list")
+    assert listed.returncode == 0 and listed.stdout.startswith("ana@acme.com.br\tadmin\tcreated ")
+    changed = await cli("set-password", "--email", "ana@acme.com.br", password="another passphrase")
+    assert changed.returncode == 0, changed.stderr
+    assert (await log_in(client)).status == 401
+    assert (await log_in(client, password="another passphrase")).status == 303
+    deleted = await cli("delete", "--email", "ana@acme.com.br")
+    assert deleted.returncode == 0 and "1 session(s) ended" in deleted.stderr
+    assert (await client.get("/admin/", allow_redirects=False)).status == 303
+    unknown = await cli("delete", "--email", "ana@acme.com.br")
+    assert unknown.returncode == 1 and "no user 'ana@acme.com.br'" in unknown.stderr
+    assert (await cli("list")).stdout == ""

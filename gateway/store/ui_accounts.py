@@ -1,9 +1,11 @@
 """The admin UI's collections: users, sessions and login throttles.
 
-- `ui_users`: `{_id, tenant, email, role, password_hash, created_at, updated_at}`, the e-mail
-  unique per tenant (stored lower-cased).
-- `ui_sessions`: `{_id: session id, tenant, user_id?, subject, role, created_at, expires_at}`;
-  logout deletes the record, and a TTL index drops expired ones.
+- `ui_users`: `{_id, tenant, email, role, password_hash, rev, created_at, updated_at}`, the
+  e-mail unique per tenant (stored lower-cased); `rev` moves with each change of role or
+  password.
+- `ui_sessions`: `{_id: session id, tenant, user_id?, user_rev?, subject, role, created_at,
+  expires_at}`; logout deletes the record, and a TTL index drops expired ones. A user's session
+  stands while the user is at `user_rev`.
 - `ui_login_throttle`: `{_id: key, failures, locked_until?, updated_at}` per login target
   (tenant and e-mail, or a client address for tokens), whether the user exists or not;
   dropped a day after its last failure.
@@ -36,6 +38,16 @@ class UiUserStore(TenantResources):
     async def by_email(self, tenant: str, email: str) -> Doc | None:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, {"email": email}))
+
+    async def of_tenant(self, tenant: str) -> list[Doc]:
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, {}), {"password_hash": 0}).sort("email", 1)
+            return await cursor.to_list(None)
+
+    async def replace_fields(self, user_id: Any, fields: Doc) -> None:
+        """Set these fields and move the user's revision (which ends its sessions)."""
+        with translate_errors():
+            await self._c.update_one({"_id": user_id}, {"$set": fields, "$inc": {"rev": 1}})
 
 
 class UiSessionStore:
