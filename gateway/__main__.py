@@ -1,5 +1,6 @@
 """The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
-validate/test | demo | trigger create/list | ui-user create/list/set-role/set-password/delete."""
+validate/test | demo | trigger create/list | ui-user create/list/set-role/set-password/delete |
+cleanup [--days N] [--dry-run]."""
 
 from __future__ import annotations
 
@@ -109,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     listing = trigger_commands.add_parser("list", help="list a tenant's triggers")
     listing.add_argument("--tenant", required=True)
 
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="drop events, finished deliveries and finished flow runs older than --days",
+    )
+    cleanup.add_argument("--days", type=_positive, default=90, help="keep this many (90)")
+    cleanup.add_argument("--dry-run", action="store_true", help="count, drop nothing")
+
     ui_user = commands.add_parser("ui-user", help="manage admin UI users")
     ui_user_commands = ui_user.add_subparsers(dest="ui_user_command", required=True)
     user_commands = {
@@ -195,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),
         "ui-user": lambda: cli.ui_user(settings, args.ui_user_command, vars(args)),
+        "cleanup": lambda: cli.cleanup(settings, args.days, dry_run=args.dry_run),
     }
     try:
         return handlers[args.command]()

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from gateway.demo import (
 )
 from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.retention import Cleaned, clean_up
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import load_secret_key, open_services
 from gateway.web import demo_partner, server
@@ -371,6 +373,28 @@ def ui_user(settings: Settings, command: str, options: Mapping[str, Any]) -> int
         return 1
     if said:
         print(said, file=sys.stderr)
+    return 0
+
+
+def cleanup(settings: Settings, days: int, *, dry_run: bool) -> int:
+    """`gateway cleanup`: the history older than `days` dropped (docs/operations.md "Data
+    retention"); prints what was dropped, or would be with `--dry-run`."""
+
+    async def run() -> Cleaned:
+        async with open_services(settings, run_workers=False) as services:
+            return await clean_up(services.store, timedelta(days=days), dry_run=dry_run)
+
+    try:
+        cleaned = _run(run)
+    except GatewayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    verb = "would drop" if dry_run else "dropped"
+    print(
+        f"{verb} {cleaned.events} events, {cleaned.deliveries} finished deliveries and "
+        f"{cleaned.flow_runs} finished flow runs from before "
+        f"{cleaned.before.isoformat(timespec='seconds')}"
+    )
     return 0
 
 

@@ -35,6 +35,7 @@ from gateway.store.client import (
     translate_errors,
     unjournaled,
 )
+from gateway.store.history import drop_finished
 from gateway.store.newest import newest_first
 
 PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value
@@ -300,6 +301,11 @@ class DeliveryStore:
                 {"_id": delivery_id, "status": PENDING, "waiting_for": {"$exists": True}},
                 {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}},
             )
+
+    async def drop_finished_before(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Deliveries in a final status, last changed before `before` (`gateway cleanup`)."""
+        finals = [status.value for status in DeliveryStatus if status.final]
+        return await drop_finished(self._c, finals, SHARDS, before, dry_run=dry_run)
 
     async def queue_stats(self, now: datetime) -> tuple[int, int, datetime | None]:
         """(deliveries due now, in flight, next_attempt_at of the oldest due one).

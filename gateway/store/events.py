@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -16,6 +17,7 @@ from gateway.store.client import (
     parse_id,
     unjournaled,
 )
+from gateway.store.history import drop_events
 from gateway.store.newest import newest_first
 
 INDEXES = [
@@ -42,6 +44,10 @@ class EventStore:
 
     async def get(self, tenant: str, event_id: str) -> Doc | None:
         return await find_by_id(self._c, tenant, event_id)
+
+    async def drop_before(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Every tenant's events that occurred before `before` (`gateway cleanup`)."""
+        return await drop_events(self._c, before, dry_run=dry_run)
 
     async def find(
         self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int

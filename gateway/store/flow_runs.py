@@ -24,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from gateway.models import RunStatus
 from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
+from gateway.store.history import drop_finished
 
 PENDING, RUNNING = RunStatus.PENDING.value, RunStatus.RUNNING.value
 # Fewer shards than deliveries: a runner visits them all when it looks for work.
@@ -126,6 +127,11 @@ class FlowRunStore:
                 update,
             )
         return result.modified_count == 1
+
+    async def drop_finished_before(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Runs in a final status, last changed before `before` (`gateway cleanup`)."""
+        finals = [status.value for status in RunStatus if status.final]
+        return await drop_finished(self._c, finals, SHARDS, before, dry_run=dry_run)
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
         """Extend the leases a live runner still holds (run id → claim token)."""

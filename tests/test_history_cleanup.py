@@ -1,0 +1,146 @@
+"""`gateway cleanup`: events, finished deliveries and finished flow runs older than the
+retention are dropped, for every tenant; work not done yet (a delivery still retrying, however
+old) is never dropped; `--dry-run` only counts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.config import Settings
+from gateway.retention import clean_up
+from gateway.services import Services
+from gateway.web.state import services_key
+from tests.flow_support import drain
+from tests.partner_double import (
+    Client,
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    create_vehicle,
+    partner,
+    post,
+)
+from tests.support import SECRET_KEY
+
+__all__ = ["partner"]  # the fixture
+
+STOPPING_FLOW = {
+    "name": "gate",
+    "on": {"events": ["entity.created"]},
+    "steps": [{"id": "stop", "when": "`false`"}],
+}
+
+
+async def _counts(services: Services) -> dict[str, Any]:
+    db = services.store.db
+    return {
+        "events": await db["events"].count_documents({}),
+        "deliveries": sorted(d["status"] for d in await db["deliveries"].find({}).to_list(None)),
+        "flow_runs": sorted(r["status"] for r in await db["flow_runs"].find({}).to_list(None)),
+    }
+
+
+async def _history(client: Client, partner: Partner) -> Services:
+    """Two vehicles of acme and one of another tenant: each write's `entity.created`
+    delivered to the partner (the first answered, the second refused with 503, so still
+    retrying) and run by a flow that stops at once."""
+    services: Services = client.app[services_key]
+    erp = await create_partner(client, partner.url)
+    action = await create_action(client, erp["id"])
+    await create_subscription(client, action["id"], ("entity.created",))
+    await post(client, "/api/v1/flows", STOPPING_FLOW)
+    partner.respond_with(503)
+    partner.respond_with(200, times=1)
+    await create_vehicle(client, "ABC1D23")
+    await drain(services)
+    await create_vehicle(client, "DEF4G56")
+    await drain(services)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "GHI7J89"}, tenant="beta")
+    await drain(services)
+    return services
+
+
+async def test_cleanup_drops_old_history_of_every_tenant_and_keeps_work_not_done(
+    client: Client, partner: Partner
+) -> None:
+    services = await _history(client, partner)
+    before = await _counts(services)
+    assert before == {
+        "events": 3,
+        "deliveries": ["pending", "succeeded"],
+        "flow_runs": ["stopped", "stopped"],
+    }
+
+    recent = await clean_up(services.store, timedelta(days=1))
+    assert (recent.events, recent.deliveries, recent.flow_runs) == (0, 0, 0)
+
+    later = datetime.now(UTC) + timedelta(days=91)  # the same history, 91 days on
+    counted = await clean_up(services.store, timedelta(days=90), dry_run=True, clock=lambda: later)
+    assert (counted.events, counted.deliveries, counted.flow_runs) == (3, 1, 2)
+    assert await _counts(services) == before  # a dry run drops nothing
+
+    dropped = await clean_up(services.store, timedelta(days=90), clock=lambda: later)
+    assert (dropped.events, dropped.deliveries, dropped.flow_runs) == (3, 1, 2)
+    assert await _counts(services) == {"events": 0, "deliveries": ["pending"], "flow_runs": []}
+
+
+async def test_a_finished_delivery_changed_recently_is_kept_whenever_it_was_first_due(
+    client: Client, partner: Partner
+) -> None:
+    services = await _history(client, partner)
+    later = datetime.now(UTC) + timedelta(days=91)
+    # Replayed, succeeded again "yesterday" (91 days on): its last change is recent.
+    await services.store.db["deliveries"].update_one(
+        {"status": "succeeded"}, {"$set": {"updated_at": later - timedelta(days=1)}}
+    )
+    dropped = await clean_up(services.store, timedelta(days=90), clock=lambda: later)
+    assert dropped.deliveries == 0
+    assert (await _counts(services))["deliveries"] == ["pending", "succeeded"]
+
+
+def test_less_than_a_day_of_history_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1 day"):
+        asyncio.run(clean_up(None, timedelta(hours=23)))  # type: ignore[arg-type]
+
+
+async def test_the_cli_counts_then_drops_and_refuses_zero_days(
+    client: Client, partner: Partner, settings: Settings, mongodb_uri: str
+) -> None:
+    services = await _history(client, partner)
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_DATA_DIR": str(settings.data_dir),
+        "GATEWAY_LOG_JSON": "false",
+    }
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "gateway", "cleanup", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    counted = await cli("--days", "1", "--dry-run")
+    assert counted.returncode == 0, counted.stderr
+    assert counted.stdout.startswith(
+        "would drop 0 events, 0 finished deliveries and 0 finished flow runs from before "
+    )
+    dropped = await cli("--days", "1")
+    assert dropped.returncode == 0 and dropped.stdout.startswith("dropped 0 events")
+    assert (await _counts(services))["events"] == 3
+    refused = await cli("--days", "0")
+    assert refused.returncode == 2 and "must be at least 1" in refused.stderr
