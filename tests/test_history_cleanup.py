@@ -16,6 +16,7 @@ import pytest
 from gateway.config import Settings
 from gateway.retention import clean_up
 from gateway.services import Services
+from gateway.store import history
 from gateway.web.state import services_key
 from tests.flow_support import drain
 from tests.partner_double import (
@@ -68,9 +69,11 @@ async def _history(client: Client, partner: Partner) -> Services:
     return services
 
 
+@pytest.mark.parametrize("chunk", [1_000, 2])
 async def test_cleanup_drops_old_history_of_every_tenant_and_keeps_work_not_done(
-    client: Client, partner: Partner
+    client: Client, partner: Partner, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(history, "CHUNK", chunk)  # 2: the 3 events go in two deletes
     services = await _history(client, partner)
     before = await _counts(services)
     assert before == {

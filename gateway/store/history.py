@@ -1,25 +1,32 @@
 """The history nothing else bounds, dropped once it is older than an operator says
 (`gateway cleanup`): events, and the deliveries and flow runs that have finished.
 
-Every read and delete goes through an index the collections already have, so the clean-up
-adds no cost to the writes of the hot path:
+What to drop is read through an index the collections already have, so the clean-up adds no
+cost to the writes of the hot path, and dropped by `_id` in chunks of `CHUNK` (on the
+embedded SecantusDB a delete holds its storage lock while it runs: many short ones let other
+work in between):
 
 - events by tenant and `_id` (`by_tenant`: an event's ObjectId carries when it occurred),
-  for each tenant that has events (one `distinct`);
+  for each tenant that has events (one `distinct`, which SecantusDB answers by reading the
+  collection);
 - deliveries and flow runs by `due` (status, shard, `next_attempt_at`), for each final status
-  and shard, and only those whose last change (`updated_at`) is older too: a delivery
-  replayed yesterday stays, whenever it was first due. Pending, in-flight and running work
-  is never touched.
+  and shard, then only those whose last change (`updated_at`) is older too: a delivery
+  replayed yesterday stays, whenever it was first due. (The filter holds the index's fields
+  alone: SecantusDB scans the collection for a filter with a field more.) Pending,
+  in-flight and running work is never touched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Final
 
 from bson import ObjectId
 
 from gateway.store.client import Collection, Doc, translate_errors
+
+CHUNK: Final = 1_000
 
 
 async def drop_events(c: Collection, before: datetime, *, dry_run: bool) -> int:
@@ -27,9 +34,11 @@ async def drop_events(c: Collection, before: datetime, *, dry_run: bool) -> int:
     oldest_kept = ObjectId.from_datetime(before)
     with translate_errors():
         tenants = await c.distinct("tenant")
-    return sum(
-        [await _drop(c, {"tenant": t, "_id": {"$lt": oldest_kept}}, dry_run) for t in tenants]
-    )
+    dropped = 0
+    for tenant in tenants:
+        query = {"tenant": tenant, "_id": {"$lt": oldest_kept}}
+        dropped += await _drop(c, _ids(c, query, lambda _: True), dry_run)
+    return dropped
 
 
 async def drop_finished(
@@ -37,21 +46,41 @@ async def drop_finished(
 ) -> int:
     """Documents in a final status, last changed before `before`; how many (would be)
     dropped."""
+
+    def unchanged_since(doc: Doc) -> bool:
+        changed = doc.get("updated_at")
+        if changed is None:
+            return False
+        return bool((changed if changed.tzinfo else changed.replace(tzinfo=UTC)) < before)
+
     dropped = 0
     for status in statuses:
         for shard in range(shards):
-            query = {
-                "status": status,
-                "shard": shard,
-                "next_attempt_at": {"$lt": before},
-                "updated_at": {"$lt": before},
-            }
-            dropped += await _drop(c, query, dry_run)
+            query = {"status": status, "shard": shard, "next_attempt_at": {"$lt": before}}
+            dropped += await _drop(c, _ids(c, query, unchanged_since), dry_run)
     return dropped
 
 
-async def _drop(c: Collection, query: Doc, dry_run: bool) -> int:
+async def _ids(c: Collection, query: Doc, keep: Callable[[Doc], bool]) -> AsyncIterator[list[Any]]:
+    """The ids of the documents the query finds that `keep` says to drop, in chunks."""
+    chunk: list[Any] = []
     with translate_errors():
+        async for doc in c.find(query, {"_id": 1, "updated_at": 1}):
+            if keep(doc):
+                chunk.append(doc["_id"])
+            if len(chunk) == CHUNK:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+async def _drop(c: Collection, chunks: AsyncIterator[list[Any]], dry_run: bool) -> int:
+    dropped = 0
+    async for ids in chunks:
         if dry_run:
-            return await c.count_documents(query)
-        return (await c.delete_many(query)).deleted_count
+            dropped += len(ids)
+            continue
+        with translate_errors():
+            dropped += (await c.delete_many({"_id": {"$in": ids}})).deleted_count
+    return dropped
