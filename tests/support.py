@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import issue_admin_token
+from gateway.config import Settings
 from gateway.store.positions import inbox_items as items_of
 
 SECRET_KEY = "test-secret-key-0123456789abcdef0123456789abcdef"
@@ -31,6 +33,18 @@ def admin_token(
 
 def auth(tenant: str = "acme", role: str = "admin") -> dict[str, str]:
     return {"Authorization": f"Bearer {admin_token(tenant, role)}"}
+
+
+def cli_env(settings: Settings, mongodb_uri: str) -> dict[str, str]:
+    """The environment a `python -m gateway ...` child needs to use the test's database."""
+    return {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_DATA_DIR": str(settings.data_dir),
+        "GATEWAY_LOG_JSON": "false",
+    }
 
 
 async def inbox_items(store: Any, tenant: str, vehicle: str, kind: str) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from gateway.config import Settings
 from gateway.entities import Origin
 from gateway.services import Services
 from tests.processes import Gateway
-from tests.support import SECRET_KEY
+from tests.support import SECRET_KEY, cli_env
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -148,21 +148,11 @@ def test_identity_provider_without_an_audience_is_a_configuration_error() -> Non
     assert result.returncode == 2 and "GATEWAY_ADMIN_JWT_AUDIENCE" in result.stderr
 
 
-def _database_env(settings: Settings, mongodb_uri: str) -> dict[str, str]:
-    return {
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_DATA_DIR": str(settings.data_dir),
-        "GATEWAY_LOG_JSON": "false",
-    }
-
-
 async def test_worker_relays_events_and_stops_on_sigterm(
     settings: Settings, mongodb_uri: str, services: Services
 ) -> None:
     await services.entities.create("acme", "vehicle", {"plate": "ABC1D23"}, Origin("admin", "t"))
-    env = {**os.environ, **_database_env(settings, mongodb_uri)}
+    env = cli_env(settings, mongodb_uri)
     with subprocess.Popen(
         [sys.executable, "-m", "gateway", "worker"],
         env=env,
@@ -195,7 +185,7 @@ async def test_demo_seeds_then_serves_and_stops_on_sigterm(
     settings: Settings, mongodb_uri: str
 ) -> None:
     port = _free_port()
-    env = {**os.environ, **_database_env(settings, mongodb_uri), "GATEWAY_PORT": str(port)}
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": str(port)}
     with subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo"],
         env=env,

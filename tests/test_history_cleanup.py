@@ -5,7 +5,6 @@ old) is never dropped; `--dry-run` only counts."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.support import SECRET_KEY
+from tests.support import cli_env
 
 __all__ = ["partner"]  # the fixture
 
@@ -114,18 +113,12 @@ def test_less_than_a_day_of_history_is_refused() -> None:
         asyncio.run(clean_up(None, timedelta(hours=23)))  # type: ignore[arg-type]
 
 
+@pytest.mark.timeout(180)  # three child processes, each opening the services
 async def test_the_cli_counts_then_drops_and_refuses_zero_days(
     client: Client, partner: Partner, settings: Settings, mongodb_uri: str
 ) -> None:
     services = await _history(client, partner)
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongodb_uri,
-        "GATEWAY_DATABASE": settings.database,
-        "GATEWAY_SECRET_KEY": SECRET_KEY,
-        "GATEWAY_DATA_DIR": str(settings.data_dir),
-        "GATEWAY_LOG_JSON": "false",
-    }
+    env = cli_env(settings, mongodb_uri)
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(
