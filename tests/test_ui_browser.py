@@ -463,3 +463,27 @@ async def test_an_admin_adds_a_soap_body_fixes_its_template_error_and_sees_it_as
     (sent,) = partner.requests
     assert sent.headers["SOAPAction"] == '"urn:erp:multas/informar"'
     assert b"<ait>&lt;A1&gt;</ait>" in sent.body
+
+
+async def test_an_admin_adds_a_user_gives_them_another_role_and_removes_them(ui: Ui) -> None:
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.page.get_by_role("link", name="Usuários").click()
+    await ui.page.fill("#f-email", "vera@acme.com.br")
+    await ui.page.select_option("#f-role", "viewer")
+    await ui.page.fill("#f-password", PASSWORD)
+    await ui.page.get_by_role("button", name="Criar").click()
+    await ui.page.locator(".flash").wait_for()
+    row = ui.page.locator("#users tbody tr", has_text="vera@acme.com.br")
+    assert "leitor" in await row.inner_text()
+    await row.locator("select[name=role]").select_option("admin")
+    await row.get_by_role("button", name="Mudar papel").click()
+    await ui.page.locator(".flash").wait_for()
+    users = {u["email"]: u["role"] for u in await ui.services.accounts.users("acme")}
+    assert users["vera@acme.com.br"] == "admin"
+    await ui.shot("users")
+    row = ui.page.locator("#users tbody tr", has_text="vera@acme.com.br")
+    await row.get_by_role("button", name="Remover").click()  # the confirmation is accepted
+    await ui.page.locator(".flash").wait_for()
+    assert await ui.page.locator("#users tbody tr", has_text="vera@acme.com.br").count() == 0
+    assert "vera@acme.com.br" not in {u["email"] for u in await ui.services.accounts.users("acme")}

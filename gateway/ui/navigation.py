@@ -27,4 +27,5 @@ NAV: Final = (
     NavItem("/entities/vehicle", "nav.entities"),
     NavItem("/geofences", "nav.geofences"),
     NavItem("/maintenance-plans", "nav.maintenance_plans"),
+    NavItem("/users", "nav.users"),
 )

@@ -24,6 +24,7 @@ from gateway.ui import (
     rejected,
     schedules,
     triggers,
+    users,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -38,6 +39,10 @@ def add_ui_routes(ui: web.Application) -> None:
             web.post("/logout", access.logout, name="logout"),
             web.get("/lang/{code}", access.language, name="language"),
             web.get("/", dashboard.dashboard_page, name="dashboard"),
+            web.get("/users", users.list_users),
+            web.post("/users", users.create_user),
+            web.post("/users/role", users.change_role),
+            web.post("/users/delete", users.remove_user),
             web.get("/triggers", triggers.list_triggers),
             web.get("/triggers/new", triggers.new_trigger),
             web.post("/triggers", triggers.create_trigger),

@@ -1,0 +1,76 @@
+"""The tenant's admin UI users: the list (everyone), and for an admin a new user with a first
+password, another role, and removal. A change of role and a removal end that user's sessions
+(accounts.py); an admin cannot demote or remove the account they are signed in with, so that
+a tenant is never left without the admin who is using it (another admin, or `gateway
+ui-user`, can)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.auth.tokens import ADMIN_ROLES
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.ui.forms import Form, read_values
+from gateway.ui.rendering import redirect, render
+from gateway.ui.state import session_of, tenant_of
+from gateway.web.state import services_of
+
+_FIELDS = ("email", "role", "password")
+
+
+async def list_users(
+    request: web.Request, form: Form | None = None, change: Form | None = None
+) -> web.Response:
+    users = await services_of(request).accounts.users(tenant_of(request))
+    context = {
+        "items": users,
+        "roles": ADMIN_ROLES,
+        "form": form or Form({"role": "viewer"}),
+        "change": change or Form(),
+    }
+    failed = (form is not None and form.failed) or (change is not None and change.failed)
+    return render(request, "users/list.html", context, status=422 if failed else 200)
+
+
+async def create_user(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    try:
+        await services_of(request).accounts.create_user(
+            tenant_of(request),
+            values.get("email", ""),
+            values.get("role", ""),
+            values.get("password", ""),
+        )
+    except GatewayError as exc:
+        return await list_users(request, form=Form(values).refuse(exc, _FIELDS))
+    return redirect("/admin/users", flash="users.created")
+
+
+async def change_role(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    email = values.get("email", "")
+    try:
+        _not_yourself(request, email)
+        await services_of(request).accounts.change_user(
+            tenant_of(request), email, role=values.get("role", "")
+        )
+    except GatewayError as exc:
+        return await list_users(request, change=Form(values).refuse(exc, ()))
+    return redirect("/admin/users", flash="users.role_changed")
+
+
+async def remove_user(request: web.Request) -> web.Response:
+    values = read_values(await request.post())
+    email = values.get("email", "")
+    try:
+        _not_yourself(request, email)
+        await services_of(request).accounts.delete_user(tenant_of(request), email)
+    except GatewayError as exc:
+        return await list_users(request, change=Form(values).refuse(exc, ()))
+    return redirect("/admin/users", flash="users.removed")
+
+
+def _not_yourself(request: web.Request, email: str) -> None:
+    if email.strip().lower() == session_of(request).subject:
+        message = "you cannot change or remove the account you are signed in with"
+        raise InvalidPayload(message, [FieldProblem("/email", message, "other")])

@@ -1,0 +1,124 @@
+"""The Users page over HTTP: an admin adds a user who can then log in, gives another role or
+removes them (their own browser's session ends at once), cannot demote or remove themselves;
+problems stand next to their fields; a viewer sees the list and changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from gateway.services import Services
+from tests.ui_support import PASSWORD, Client, csrf, csrf_of, log_in, make_user
+
+VERA = "vera@acme.com.br"
+
+
+@asynccontextmanager
+async def other_browser(client: Client, email: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A second person's browser on the same gateway, logged in as `email`."""
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
+    async with aiohttp.ClientSession(str(client.make_url("")), cookie_jar=jar) as browser:
+        page = await (await browser.get("/admin/login")).text()
+        form = {"csrf": csrf_of(page), "tenant": "acme", "email": email, "password": PASSWORD}
+        answer = await browser.post("/admin/login", data=form, allow_redirects=False)
+        assert answer.status == 303, await answer.text()
+        yield browser
+
+
+async def signed_in(browser: aiohttp.ClientSession) -> bool:
+    return (await browser.get("/admin/", allow_redirects=False)).status == 200
+
+
+async def _users(services: Services) -> dict[str, str]:
+    return {u["email"]: u["role"] for u in await services.accounts.users("acme")}
+
+
+async def test_an_admin_adds_a_user_who_can_then_log_in(client: Client, services: Services) -> None:
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get("/admin/users")).text()
+    assert "ana@acme.com.br" in page and "(você)" in page
+    token = csrf_of(page)
+    form = {"csrf": token, "email": "Vera@Acme.com.br", "role": "viewer", "password": PASSWORD}
+    added = await client.post("/admin/users", data=form, allow_redirects=False)
+    assert added.status == 303 and added.headers["Location"] == "/admin/users"
+    assert await _users(services) == {"ana@acme.com.br": "admin", VERA: "viewer"}
+    async with other_browser(client, VERA) as browser:
+        assert "leitor" in await (await browser.get("/admin/")).text()
+
+
+async def test_a_bad_new_user_is_refused_next_to_its_fields_and_nothing_is_stored(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/users")
+    form = {"csrf": token, "email": "not an address", "role": "root", "password": "short"}
+    refused = await client.post("/admin/users", data=form)
+    page = await refused.text()
+    assert refused.status == 422
+    for field in ("email", "role", "password"):
+        assert f'data-field="{field}"' in page
+    assert 'value="not an address"' in page and "short" not in page  # no password echoed
+    taken = {"csrf": token, "email": "ana@acme.com.br", "role": "admin", "password": PASSWORD}
+    conflict = await client.post("/admin/users", data=taken)
+    assert conflict.status == 422 and 'role="alert"' in await conflict.text()
+    assert await _users(services) == {"ana@acme.com.br": "admin"}
+
+
+async def test_a_new_role_or_a_removal_ends_that_users_session_at_once(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await make_user(services, email=VERA, role="viewer")
+    await log_in(client)
+    token = await csrf(client, "/admin/users")
+    async with other_browser(client, VERA) as browser:
+        assert await signed_in(browser)
+        form = {"csrf": token, "email": VERA, "role": "admin"}
+        changed = await client.post("/admin/users/role", data=form, allow_redirects=False)
+        assert changed.status == 303
+        assert not await signed_in(browser)
+    assert (await _users(services))[VERA] == "admin"
+    async with other_browser(client, VERA) as browser:
+        assert "administrador" in await (await browser.get("/admin/")).text()
+        form = {"csrf": token, "email": VERA}
+        removed = await client.post("/admin/users/delete", data=form, allow_redirects=False)
+        assert removed.status == 303
+        assert not await signed_in(browser)
+    assert VERA not in await (await client.get("/admin/users")).text()
+    assert await _users(services) == {"ana@acme.com.br": "admin"}
+
+
+async def test_an_admin_cannot_demote_or_remove_themselves(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/users")
+    for path, form in (
+        ("/admin/users/role", {"csrf": token, "email": "ana@acme.com.br", "role": "viewer"}),
+        ("/admin/users/delete", {"csrf": token, "email": "Ana@acme.com.br"}),
+    ):
+        refused = await client.post(path, data=form)
+        assert refused.status == 422
+        assert "the account you are signed in with" in await refused.text()
+    assert await _users(services) == {"ana@acme.com.br": "admin"}
+    assert (await client.get("/admin/", allow_redirects=False)).status == 200
+
+
+async def test_a_viewer_sees_the_users_but_no_forms_and_cannot_change_them(
+    client: Client, services: Services
+) -> None:
+    await make_user(services, role="viewer")
+    await make_user(services, email=VERA)
+    await log_in(client)
+    page = await (await client.get("/admin/users")).text()
+    assert VERA in page and 'action="/admin/users' not in page
+    token = await csrf(client, "/admin/users")
+    form = {"csrf": token, "email": VERA}
+    refused = await client.post("/admin/users/delete", data=form)
+    assert refused.status == 403
+    assert await _users(services) == {"ana@acme.com.br": "viewer", VERA: "admin"}
