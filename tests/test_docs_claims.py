@@ -262,3 +262,57 @@ def test_the_metrics_table_is_one_table() -> None:
     lines = section.splitlines()
     rows = [i for i, line in enumerate(lines) if line.startswith("| `gateway_")]
     assert all(lines[i].startswith("|") for i in range(rows[0], rows[-1] + 1))
+
+
+def _routes() -> dict[str, set[str]]:
+    """Every path template of the app (the admin UI's under /admin) → its methods."""
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.config import Settings
+
+    def routes(app: web.Application) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for resource in app.router.resources():
+            info = resource.get_info()
+            if "app" in info:  # the admin UI: its paths carry the prefix already
+                found[info["prefix"]] = {"GET"}
+                found |= routes(info["app"])
+                continue
+            if "prefix" in info:  # static files
+                template = info["prefix"] + "/{file}"
+            else:
+                template = info.get("path") or info["formatter"]
+            found.setdefault(template, set()).update(r.method for r in resource)
+        return found
+
+    return routes(create_app(Settings()))
+
+
+def _matches(path: str, template: str) -> bool:
+    """A path as the docs write it (`/api/v1/entities/vehicle/ABC1D23`, `{id}`, `<n>`, `…`)
+    against a route template: a placeholder of the template takes any one segment."""
+    given, wanted = path.rstrip("/").split("/"), template.rstrip("/").split("/")
+    if len(given) != len(wanted):
+        return False
+    return all(w.startswith("{") or g == w for g, w in zip(given, wanted, strict=True))
+
+
+def test_every_route_the_pages_name_exists_with_the_method_named() -> None:
+    routes = _routes()
+    assert len(routes) >= 100
+    bare = {"/api/v1", "/hooks", "/hooks/"}  # the families themselves
+    families = r"api/v1|admin|hooks|healthz|readyz|metrics|docs|openapi\.json"
+    path_chars = r"[^\s`'\"()\[\]?#,;*]"
+    method = r"(?:\b(GET|POST|PUT|PATCH|DELETE) )?"
+    pattern = rf"{method}(?<![\w.$}}/-])(/(?:{families})(?:/{path_chars}*)?)"
+    unknown = []
+    for page in PAGES:
+        for method, path in re.findall(pattern, page.read_text()):
+            if path.endswith("/...") or path in bare:
+                continue
+            path = path.rstrip(".:")
+            methods = set().union(*(m for t, m in routes.items() if _matches(path, t)))
+            if not methods or (method and method not in methods):
+                unknown.append(f"{page.name}: {method} {path}")
+    assert unknown == []
