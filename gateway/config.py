@@ -21,6 +21,9 @@ def parse_flag(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The levels GATEWAY_LOG_LEVEL takes, in any case."""
+
 EVENT_LOOPS: tuple[str, ...] = ("uvloop", "asyncio")
 """The event loops a long-running process can run on (`gateway/eventloop.py`)."""
 
@@ -143,7 +146,7 @@ class Settings:
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             jobs=env.jobs("GATEWAY_WORKERS"),
             change_streams=env.flag("GATEWAY_CHANGE_STREAMS", True),
-            log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+            log_level=env.log_level("GATEWAY_LOG_LEVEL"),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             event_loop=env.choice("GATEWAY_EVENT_LOOP", EVENT_LOOPS),
             metrics_token=Secret(t) if (t := env.text("GATEWAY_METRICS_TOKEN")) else None,
@@ -219,6 +222,12 @@ class _Env:
         if raw is not None and raw not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
         return raw
+
+    def log_level(self, name: str) -> str:
+        raw = self.text(name) or "INFO"
+        if raw.upper() not in LOG_LEVELS:
+            raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+        return raw.upper()
 
     def write_concern(self, name: str) -> str | int | None:
         raw = self.text(name)
