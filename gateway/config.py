@@ -21,6 +21,9 @@ def parse_flag(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+MIN_SECRET_KEY_LENGTH = 16
+"""Characters in each key of GATEWAY_SECRET_KEY (the key ring refuses shorter ones too)."""
+
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The levels GATEWAY_LOG_LEVEL takes, in any case."""
 
@@ -135,7 +138,7 @@ class Settings:
             port=env.integer("GATEWAY_PORT", 8080, low=0, high=65535),
             worker_port=env.integer("GATEWAY_WORKER_PORT", 0, low=0, high=65535),
             data_dir=Path(env.text("GATEWAY_DATA_DIR") or "var"),
-            secret_key=Secret(key) if (key := env.text("GATEWAY_SECRET_KEY")) else None,
+            secret_key=env.secret_keys("GATEWAY_SECRET_KEY"),
             public_url=env.url("GATEWAY_PUBLIC_URL"),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
             database=env.text("GATEWAY_DATABASE") or "gateway",
@@ -222,6 +225,19 @@ class _Env:
         if raw is not None and raw not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
         return raw
+
+    def secret_keys(self, name: str) -> Secret | None:
+        """Comma-separated keys, newest first; the message never shows one."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        keys = [k.strip() for k in raw.split(",") if k.strip()]
+        if not keys or any(len(k) < MIN_SECRET_KEY_LENGTH for k in keys):
+            raise ConfigError(
+                f"{name}: every key must be at least {MIN_SECRET_KEY_LENGTH} characters "
+                "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return Secret(raw)
 
     def log_level(self, name: str) -> str:
         raw = self.text(name) or "INFO"
