@@ -141,7 +141,7 @@ class Settings:
             secret_key=env.secret_keys("GATEWAY_SECRET_KEY"),
             public_url=env.url("GATEWAY_PUBLIC_URL"),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
-            database=env.text("GATEWAY_DATABASE") or "gateway",
+            database=env.database("GATEWAY_DATABASE"),
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
             db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
@@ -238,6 +238,16 @@ class _Env:
                 "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         return Secret(raw)
+
+    def database(self, name: str) -> str:
+        """A name MongoDB takes: under 64 bytes, none of `/\\. "$` or NUL."""
+        raw = self.text(name) or "gateway"
+        if len(raw.encode()) > 63 or any(c in raw for c in '/\\. "$\0'):
+            raise ConfigError(
+                f"{name} must be a MongoDB database name (under 64 bytes, none of "
+                f'/\\. "$), got {raw!r}'
+            )
+        return raw
 
     def log_level(self, name: str) -> str:
         raw = self.text(name) or "INFO"

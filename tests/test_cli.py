@@ -155,6 +155,13 @@ def test_a_short_secret_key_is_a_configuration_error_that_does_not_show_it() -> 
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_database_name_mongodb_refuses_is_a_configuration_error() -> None:
+    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_DATABASE": "rabbot.prod"})
+    assert result.returncode == 2
+    assert "configuration error: GATEWAY_DATABASE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_log_level_in_any_case_is_taken() -> None:
     assert Settings.from_env({"GATEWAY_LOG_LEVEL": "warning"}).log_level == "WARNING"
 
