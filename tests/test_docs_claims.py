@@ -316,3 +316,12 @@ def test_every_route_the_pages_name_exists_with_the_method_named() -> None:
             if not methods or (method and method not in methods):
                 unknown.append(f"{page.name}: {method} {path}")
     assert unknown == []
+
+
+def test_every_make_target_the_pages_name_exists() -> None:
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    named = set()
+    for page in PAGES:
+        named |= set(re.findall(r"`make ([\w-]+)", page.read_text()))
+    assert len(named) >= 4
+    assert sorted(named - targets) == []
