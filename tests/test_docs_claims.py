@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from gateway.__main__ import _parser
-from gateway.config import JOBS
+from gateway.config import JOBS, Settings
 from gateway.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,19 +60,27 @@ def test_every_setting_the_docs_name_is_read_by_the_code() -> None:
     assert sorted(named - _variables_the_code_reads() - NOT_SETTINGS) == []
 
 
-def test_the_documented_integer_defaults_are_the_code_s() -> None:
+def test_the_documented_defaults_are_the_code_s() -> None:
+    """Each setting's default in the table is the `Settings` field's (numbers, words, flags;
+    unset ones, paths and lists are described in words)."""
     config = (ROOT / "gateway" / "config.py").read_text()
-    defaults = re.findall(r"env\.integer\(\s*\"([A-Z_]+)\", ([\d_ *]+)[,)]", config)
-    assert len(defaults) >= 15
-    table = _settings_table()
+    fields = re.findall(r"(\w+)=env\.\w+\(\s*\"([A-Z_]+)\"", config)
+    assert len(fields) >= 30
+    table, defaults = _settings_table(), Settings()
     wrong = {}
-    for name, default in defaults:
-        value = eval(default)  # literals such as 1024 * 1024
-        documented = table[name][1]
-        if value == 0:
-            continue  # GATEWAY_WORKER_PORT: "unset (none)"
-        if documented != f"`{value}`":
-            wrong[name] = (documented, value)
+    for field, name in fields:
+        value = getattr(defaults, field)
+        if isinstance(value, bool):
+            expected = f"`{str(value).lower()}`"
+        elif isinstance(value, int | str) and value != 0:  # 0: GATEWAY_WORKER_PORT, "unset"
+            expected = f"`{value}`"
+        else:
+            continue
+        row = table[name]
+        names = re.findall(r"`([A-Z_]+)`", row[0])
+        documented = row[1].split(", ")[names.index(name)] if len(names) > 1 else row[1]
+        if documented != expected:
+            wrong[name] = (documented, expected)
     assert wrong == {}
 
 
