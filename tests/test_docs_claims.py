@@ -66,7 +66,7 @@ def test_the_documented_defaults_are_the_code_s() -> None:
     config = (ROOT / "gateway" / "config.py").read_text()
     fields = re.findall(r"(\w+)=env\.\w+\(\s*\"([A-Z_]+)\"", config)
     assert len(fields) >= 30
-    table, defaults = _settings_table(), Settings()
+    table, defaults = _settings_table(), Settings.from_env({})
     wrong = {}
     for field, name in fields:
         value = getattr(defaults, field)
