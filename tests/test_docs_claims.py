@@ -339,3 +339,24 @@ def test_every_make_target_the_pages_name_exists() -> None:
         named |= set(re.findall(r"`make ([\w-]+)", page.read_text()))
     assert len(named) >= 4
     assert sorted(named - targets) == []
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings, as GitHub spells them."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    headings = re.findall(r"^#{1,6} (.+)$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_link_to_a_section_names_a_heading_of_its_page() -> None:
+    broken, count = [], 0
+    for page in PAGES:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text()):
+            path = page.parent / target if target else page
+            if path.suffix != ".md" or not path.exists():
+                continue  # a missing file is the links test's
+            count += 1
+            if anchor not in _anchors(path):
+                broken.append(f"{page.name}: {target}#{anchor}")
+    assert count >= 30
+    assert broken == []
