@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway import eventloop
-from gateway.config import ConfigError, Settings, parse_jobs
+from gateway.config import JOBS, ConfigError, Settings, parse_jobs
 from gateway.logs import configure_logging
 
 
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_jobs,
         metavar="JOBS",
-        help="comma-separated background jobs to run: relay, flows, delivery, schedules "
+        help=f"comma-separated background jobs to run: {', '.join(JOBS)} "
         "(default: GATEWAY_WORKERS, or all)",
     )
 

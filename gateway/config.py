@@ -21,6 +21,12 @@ def parse_flag(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+MIN_SECRET_KEY_LENGTH = 16
+"""Characters in each key of GATEWAY_SECRET_KEY (the key ring refuses shorter ones too)."""
+
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The levels GATEWAY_LOG_LEVEL takes, in any case."""
+
 EVENT_LOOPS: tuple[str, ...] = ("uvloop", "asyncio")
 """The event loops a long-running process can run on (`gateway/eventloop.py`)."""
 
@@ -132,10 +138,10 @@ class Settings:
             port=env.integer("GATEWAY_PORT", 8080, low=0, high=65535),
             worker_port=env.integer("GATEWAY_WORKER_PORT", 0, low=0, high=65535),
             data_dir=Path(env.text("GATEWAY_DATA_DIR") or "var"),
-            secret_key=Secret(key) if (key := env.text("GATEWAY_SECRET_KEY")) else None,
+            secret_key=env.secret_keys("GATEWAY_SECRET_KEY"),
             public_url=env.url("GATEWAY_PUBLIC_URL"),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
-            database=env.text("GATEWAY_DATABASE") or "gateway",
+            database=env.database("GATEWAY_DATABASE"),
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
             db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
@@ -143,7 +149,7 @@ class Settings:
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             jobs=env.jobs("GATEWAY_WORKERS"),
             change_streams=env.flag("GATEWAY_CHANGE_STREAMS", True),
-            log_level=(env.text("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+            log_level=env.log_level("GATEWAY_LOG_LEVEL"),
             log_json=env.flag("GATEWAY_LOG_JSON", True),
             event_loop=env.choice("GATEWAY_EVENT_LOOP", EVENT_LOOPS),
             metrics_token=Secret(t) if (t := env.text("GATEWAY_METRICS_TOKEN")) else None,
@@ -219,6 +225,35 @@ class _Env:
         if raw is not None and raw not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
         return raw
+
+    def secret_keys(self, name: str) -> Secret | None:
+        """Comma-separated keys, newest first; the message never shows one."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        keys = [k.strip() for k in raw.split(",") if k.strip()]
+        if not keys or any(len(k) < MIN_SECRET_KEY_LENGTH for k in keys):
+            raise ConfigError(
+                f"{name}: every key must be at least {MIN_SECRET_KEY_LENGTH} characters "
+                "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return Secret(raw)
+
+    def database(self, name: str) -> str:
+        """A name MongoDB takes: under 64 bytes, none of `/\\. "$` or NUL."""
+        raw = self.text(name) or "gateway"
+        if len(raw.encode()) > 63 or any(c in raw for c in '/\\. "$\0'):
+            raise ConfigError(
+                f"{name} must be a MongoDB database name (under 64 bytes, none of "
+                f'/\\. "$), got {raw!r}'
+            )
+        return raw
+
+    def log_level(self, name: str) -> str:
+        raw = self.text(name) or "INFO"
+        if raw.upper() not in LOG_LEVELS:
+            raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+        return raw.upper()
 
     def write_concern(self, name: str) -> str | int | None:
         raw = self.text(name)

@@ -276,7 +276,7 @@ class Metrics:
         )
         self.oauth_refreshes = Counter(
             "gateway_partner_oauth_token_refreshes_total",
-            "OAuth2 tokens fetched for partners",
+            "Access tokens fetched for partners: OAuth2, Google service account, Geotab session",
             ["partner"],
             registry=r,
         )

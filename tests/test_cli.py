@@ -138,6 +138,34 @@ def test_an_unknown_event_loop_is_a_configuration_error() -> None:
     assert "GATEWAY_EVENT_LOOP must be one of uvloop, asyncio, got 'trio'" in result.stderr
 
 
+def test_an_unknown_log_level_is_a_configuration_error() -> None:
+    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_LOG_LEVEL": "loud"})
+    assert result.returncode == 2
+    assert "GATEWAY_LOG_LEVEL must be one of DEBUG, INFO, WARNING" in result.stderr
+    assert "'loud'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_short_secret_key_is_a_configuration_error_that_does_not_show_it() -> None:
+    result = _run(
+        "admin-token", "--tenant", "acme", env={"GATEWAY_SECRET_KEY": f"{SECRET_KEY},hunter2"}
+    )
+    assert result.returncode == 2
+    assert "configuration error: GATEWAY_SECRET_KEY" in result.stderr
+    assert "at least 16 characters" in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_database_name_mongodb_refuses_is_a_configuration_error() -> None:
+    result = _run("admin-token", "--tenant", "acme", env={"GATEWAY_DATABASE": "rabbot.prod"})
+    assert result.returncode == 2
+    assert "configuration error: GATEWAY_DATABASE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_log_level_in_any_case_is_taken() -> None:
+    assert Settings.from_env({"GATEWAY_LOG_LEVEL": "warning"}).log_level == "WARNING"
+
+
 def test_identity_provider_without_an_audience_is_a_configuration_error() -> None:
     result = _run(
         "admin-token",

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
 from gateway.auth.webhook_signature import verify
+from gateway.config import Secret
 from gateway.delivery.worker import DeliveryWorker
 from gateway.web.state import services_key
 from tests.partner_double import (
@@ -24,11 +28,12 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.support import auth
+from tests.support import SECRET_KEY, auth
 
 __all__ = ["partner"]  # the fixture
 
 Client = TestClient[Any, Any]
+NEW_KEY = "the-next-secret-key-0123456789abcdef0123"
 
 
 @pytest.fixture
@@ -523,3 +528,36 @@ async def test_ordered_deliveries_follow_the_entity_revision_not_the_event_id(
     await _deliver(client, worker)
     sent = [r.json()["data"]["odometer_km"] for r in partner.requests]
     assert sent == [100, 200]
+
+
+async def test_a_rotated_out_secret_past_its_grace_is_not_opened_once_its_key_is_dropped(
+    client: Client,
+    partner: Partner,
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+) -> None:
+    """docs/security.md's key rotation: rotate the subscription's secret under `new,old`, let
+    the grace pass, drop the old key. The previous secret, sealed under the old key, stays in
+    the subscription until the next rotation: it must not be needed any more."""
+    setup = await _subscribed(client, partner)  # its secret sealed under the old key
+    subscription_id = setup["subscription"]["id"]
+    both = await aiohttp_client(make_app(secret_key=Secret(f"{NEW_KEY},{SECRET_KEY}")))
+    path = f"/api/v1/subscriptions/{subscription_id}/rotate-secret"
+    rotated = await post(both, path, {}, status=200)
+    partner_path = f"/api/v1/partners/{setup['partner']['id']}"
+    resealed = await both.patch(partner_path, headers=auth(), json={"auth": BEARER})
+    assert resealed.status == 200, await resealed.text()  # step 2 for the partner
+    subscriptions = client.app[services_key].store.db["subscriptions"]
+    await subscriptions.update_one(  # the grace (24 h) has passed
+        {"_id": ObjectId(subscription_id)},
+        {"$set": {"secrets.1.expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+    )
+    vehicle = await create_vehicle(both)
+    await _odometer(both, vehicle, 7)
+
+    dropped = await aiohttp_client(make_app(secret_key=Secret(NEW_KEY)))
+    counts = await _deliver(dropped, dropped.app[services_key].delivery_worker)
+
+    assert counts == Counter(succeeded=1)
+    [sent] = partner.requests
+    verify([rotated["secret"]], sent.headers, sent.body, now=time.time())

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import signed_headers
+from gateway.config import Secret
 from gateway.errors import Unauthorized
 from gateway.services import Services
 from gateway.triggers.compiled import TriggerConfigs
@@ -28,7 +30,8 @@ from gateway.triggers.model import HookCall
 from gateway.triggers.pipeline import Pipeline
 from gateway.triggers.receiver import HookReceiver
 from gateway.triggers.rejected import RejectedKeeper
-from tests.support import auth
+from gateway.web.state import services_key
+from tests.support import SECRET_KEY, auth
 from tests.triggers_support import VEHICLE, Client, bearer, create_trigger, entities
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -38,6 +41,7 @@ RSA_PEM = (
     .decode()
 )
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
+NEW_KEY = "the-next-secret-key-0123456789abcdef0123"
 
 
 def _partner_token(
@@ -208,6 +212,35 @@ async def test_signed_webhooks_are_accepted_and_a_resent_message_gets_its_first_
     assert (await send([rotated["secret"]], "msg_5")).status == 200
     await client.post(f"/api/v1/triggers/{trigger['id']}/revoke", headers=auth())
     assert (await send([rotated["secret"]], "msg_6")).status == 401
+
+
+async def test_a_rotated_out_signing_secret_past_its_grace_is_not_opened_once_its_key_is_gone(
+    client: Client, aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """docs/security.md's key rotation: rotate the trigger's secret under `new,old`, let the
+    grace pass, drop the old key. The previous secret, sealed under the old key, stays stored
+    until the next rotation: it must not be needed any more."""
+    trigger = await create_trigger(client, auth={"mode": "webhook_signature"})
+    both = await aiohttp_client(make_app(secret_key=Secret(f"{NEW_KEY},{SECRET_KEY}")))
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    rotated = await (await both.post(rotate, json={"grace_seconds": 600}, headers=auth())).json()
+    triggers = client.app[services_key].store.db["triggers"]
+    stored = await triggers.find_one({"_id": trigger["id"]})
+    assert stored is not None and len(stored["auth"]["secrets"]) == 2
+    past = datetime.now(UTC) - timedelta(seconds=1)  # the grace has passed
+    secrets = [{**s, "until": s["until"] and past} for s in stored["auth"]["secrets"]]
+    await triggers.update_one({"_id": trigger["id"]}, {"$set": {"auth.secrets": secrets}})
+
+    dropped = await aiohttp_client(make_app(secret_key=Secret(NEW_KEY)))
+    body = orjson.dumps(VEHICLE)
+    headers = signed_headers([rotated["secret"]], "msg_1", int(time.time()), body)
+    response = await dropped.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+    assert response.status == 201, await response.text()
 
 
 async def test_token_in_the_query_only_when_the_trigger_allows_it(client: Client) -> None:

@@ -19,6 +19,7 @@ import orjson
 
 from gateway.actions.xml_body import XmlBody, compile_xml_body
 from gateway.auth.secretbox import SecretBox
+from gateway.clock import utcnow
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
@@ -262,9 +263,13 @@ class Catalog:
         if doc is None:
             raise NotFound(f"no subscription {subscription_id!r}")
         context = subscription_context(subscription_id)
+        # A rotated-out secret past its grace stays stored until the next rotation; it signs
+        # nothing, so it is not opened (its key may be gone: docs/security.md, key rotation).
+        now = utcnow()
         secrets = tuple(
             (self._box.open_text(s["sealed"], context=context), s.get("expires_at"))
             for s in doc["secrets"]
+            if s.get("expires_at") is None or s["expires_at"] > now
         )
         return Subscription(
             id=subscription_id,

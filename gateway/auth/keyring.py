@@ -20,7 +20,9 @@ from types import MappingProxyType
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-MIN_SECRET_LENGTH = 16
+from gateway.config import MIN_SECRET_KEY_LENGTH
+
+MIN_SECRET_LENGTH = MIN_SECRET_KEY_LENGTH
 _HKDF_SALT = b"rabbot-gateway/keyring/v1"
 _SUBKEY_BYTES = 32
 

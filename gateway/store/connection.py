@@ -21,6 +21,9 @@ from gateway.store.supervisor import EmbeddedSupervisor
 
 log = logging.getLogger(__name__)
 
+INDEX_RETRY_SECONDS = 5.0
+"""How long a process whose indexes could not be created waits before it tries again."""
+
 EXPIRE_SECONDS = 60.0
 """How often a process expires documents past their TTL itself, where the server's own sweep
 reads whole collections (as often as MongoDB's sweep runs)."""
@@ -49,7 +52,11 @@ async def open_store(settings: Settings, uri: str | None) -> AsyncIterator[Store
         try:
             await store.ensure_indexes()
         except StoreUnavailable as exc:
-            log.error("database unavailable at start (%s); serving 503 until it answers", exc)
+            log.error(
+                "creating the indexes failed at start (%s); serving, trying again every %g s",
+                exc,
+                INDEX_RETRY_SECONDS,
+            )
             tasks.append(asyncio.create_task(_ensure_indexes(store)))
         yield store
     finally:
@@ -74,15 +81,19 @@ async def _start(supervisor: EmbeddedSupervisor) -> None:
 
 
 async def _ensure_indexes(store: Store) -> None:
-    """The gateway starts even if the database is down: readiness answers 503 and the indexes
-    are created as soon as it answers (creating an existing index is a no-op)."""
+    """The gateway starts even if the database is down (readiness answers 503) or refuses an
+    index (one of the same name with another definition, which the database keeps answering
+    while the process serves without the indexes after it): tried again until created, each
+    failure logged (creating an existing index is a no-op)."""
     while True:
-        await asyncio.sleep(5)
+        await asyncio.sleep(INDEX_RETRY_SECONDS)
         try:
             await store.ensure_indexes()
-            return
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
+            log.error("creating the indexes failed again (%s)", exc)
             continue
+        log.info("indexes created")
+        return
 
 
 async def _expire(store: Store) -> None:

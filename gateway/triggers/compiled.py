@@ -8,6 +8,7 @@ immutable and shared by every request of the process.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,10 +89,21 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         token_param=auth.get("token_in_query"),
         partner_jwt=partner_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,
         hmac=scheme_from(auth) if auth["mode"] == "hmac" else None,
-        webhook_secrets=tuple(
-            (box.open_text(s["sealed"], context=secret_context(doc["_id"])), _epoch(s.get("until")))
-            for s in auth.get("secrets", ())
-        ),
+        webhook_secrets=_open_secrets(doc, box),
+    )
+
+
+def _open_secrets(doc: Doc, box: SecretBox) -> tuple[tuple[str, float | None], ...]:
+    """The signing secrets still valid. One rotated out and past its grace stays stored until
+    the next rotation; it verifies nothing, so it is not opened (its key may be gone:
+    docs/security.md, key rotation)."""
+    now = time.time()
+    context = secret_context(doc["_id"])
+    valid = [(s, _epoch(s.get("until"))) for s in doc["auth"].get("secrets", ())]
+    return tuple(
+        (box.open_text(s["sealed"], context=context), until)
+        for s, until in valid
+        if until is None or until > now
     )
 
 

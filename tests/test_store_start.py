@@ -1,0 +1,62 @@
+"""A process's start against a database that refuses one of its indexes: an index of the same
+name with another definition, as a restore from another server or an older version can leave.
+The process serves (its health is the database's), and says so until the indexes exist."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from gateway.config import Settings
+from gateway.store import connection
+from gateway.store.connection import open_store
+
+
+class _Waiter(logging.Handler):
+    """An event per message fragment, set when a log record carrying it is emitted."""
+
+    def __init__(self, *fragments: str) -> None:
+        super().__init__()
+        self.seen = {f: asyncio.Event() for f in fragments}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for fragment, event in self.seen.items():
+            if fragment in record.getMessage():
+                event.set()
+
+
+async def _index_names(db: Any, collection: str) -> set[str]:
+    return {i["name"] for i in await (await db[collection].list_indexes()).to_list(None)}
+
+
+async def test_indexes_refused_at_start_are_tried_again_each_failure_logged_until_created(
+    settings: Settings,
+    mongodb_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(connection, "INDEX_RETRY_SECONDS", 0.05)
+    caplog.set_level(logging.INFO, logger="gateway.store.connection")
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_uri)
+    db = client[settings.database]
+    await db["events"].create_index([("somewhere", 1)], name="by_tenant")
+    waiter = _Waiter("creating the indexes failed at start", "failed again", "indexes created")
+    logger = logging.getLogger("gateway.store.connection")
+    logger.addHandler(waiter)
+    try:
+        async with open_store(settings, mongodb_uri) as store:
+            await asyncio.wait_for(waiter.seen["creating the indexes failed at start"].wait(), 10)
+            await asyncio.wait_for(waiter.seen["failed again"].wait(), 10)
+            assert await _index_names(db, "triggers") <= {"_id_"}  # none of its own yet
+            assert store.health.up  # the database answers: the process serves
+            await db["events"].drop_index("by_tenant")
+            await asyncio.wait_for(waiter.seen["indexes created"].wait(), 10)
+            assert len(await _index_names(db, "triggers")) > 1
+    finally:
+        logger.removeHandler(waiter)
+        await client.drop_database(settings.database)
+        await client.close()
