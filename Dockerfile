@@ -16,6 +16,7 @@ WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY schemas ./schemas
 COPY mappings ./mappings
+COPY flows ./flows
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     GATEWAY_HOST=0.0.0.0 \

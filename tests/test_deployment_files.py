@@ -53,3 +53,11 @@ def test_the_compose_file_starts_n_gateways_of_p_processes_and_a_worker() -> Non
     for service in (gateway, worker):
         assert service["depends_on"]["mongo1"]["condition"] == "service_healthy"
         assert service["environment"]["MONGODB_URI"] == gateway["environment"]["MONGODB_URI"]
+
+
+def test_the_image_holds_every_directory_the_gateway_reads_beside_its_schemas() -> None:
+    """`gateway demo` (and an admin uploading the shipped files) read mappings/ and flows/
+    beside GATEWAY_SCHEMA_DIR (cli.py `demo`): the image copies all three to /app."""
+    copied = re.findall(r"^COPY (\w+) \./(\w+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert {"schemas", "mappings", "flows"} <= {src for src, dst in copied if src == dst}
+    assert "GATEWAY_SCHEMA_DIR=/app/schemas" in (ROOT / "Dockerfile").read_text()
