@@ -7,7 +7,9 @@ n is due at `base_km + n·every_km` or at `base_at + n·every_days`, whichever c
 time). Each cycle's `due` and `due_soon` are announced once: `PlanState.notified` keeps the
 `due_km` last announced per kind, so a jump over several cycles announces the last one only,
 an odometer corrected downwards does not announce again, and a plan whose interval is
-edited does not repeat what it already said.
+edited does not repeat what it already said. An odometer taken back by more than a whole
+cycle below what was announced (a device odometer's glitch) restarts the announcements from
+the cycle it is in, so the plan is not silent until the bad value is reached again.
 
 The first evaluation sets the state without announcing what is already behind the vehicle
 (like a geofence's first fix): a plan added to a fleet does not page every vehicle at once.
@@ -105,6 +107,14 @@ def step(
     n_km, n_time = cycle.reached(odometer_km, now)
     current = max(n_km, n_time)
     notified = dict(state.notified)
+    # An announcement more than a whole cycle past where the vehicle is now (a device
+    # odometer's glitch, a tracker moved from another vehicle, a reading corrected by
+    # thousands of km) was made at an odometer since taken back: it is forgotten, and the
+    # cycles count from the current one again, instead of nothing being announced until the
+    # odometer reaches the bad value.
+    for kind, due_km in state.notified.items():
+        if due_km > cycle.km(current + 1) + _EPS_KM:
+            notified[kind] = cycle.km(current)
     found: list[Due] = []
     if current >= 1 and cycle.km(current) > notified.get("due", -math.inf) + _EPS_KM:
         notified["due"] = cycle.km(current)
