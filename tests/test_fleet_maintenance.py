@@ -151,3 +151,9 @@ def test_an_odometer_spike_taken_back_does_not_silence_the_plan() -> None:
 def test_an_odometer_corrected_down_within_a_cycle_does_not_announce_again() -> None:
     _, found = drive(OIL, [9_000, 9_600, 10_050, 8_900, 9_600, 10_100])
     assert [(d.kind, d.due_km) for d in found] == [("due_soon", 10_000), ("due", 10_000)]
+
+
+def test_an_odometer_glitch_down_for_a_moment_announces_nothing_again() -> None:
+    # a device reporting 0 for one fix, then its real value again
+    _, found = drive(OIL, [149_000, 149_600, 150_010, 0, 150_020, 150_500])
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 150_000), ("due", 150_000)]
