@@ -14,6 +14,7 @@ gains at most 50 m."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from gateway.fleet.geometry import haversine_m
 from gateway.web.state import services_key
 from tests import tracks
 from tests.flow_support import sample
@@ -355,3 +357,32 @@ async def test_out_of_range_and_nan_fixes_in_a_track_are_refused_and_change_noth
     assert response.status == 400 and response.content_type == "application/problem+json"
     await fold(client)
     await check_fold(client, track, "NAN1A01")
+
+
+async def test_a_lone_30_km_jump_after_a_long_stop_is_refused_once_the_road_goes_on(
+    client: Client,
+) -> None:
+    """Parked three hours, the tracker's first fix is 30 km off (reachable in three hours,
+    so accepted at first); the fixes after it are back on the road where the vehicle parked.
+    The jump is then refused after all (flagged in the track), and the odometer is the road."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "JMP1A01")
+    east = 0.0004893  # about 50 m of longitude at this latitude
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
+    drive = [(start + timedelta(seconds=5 * i), -23.5, -46.6 + i * east) for i in range(60)]
+    jump_t = drive[-1][0] + timedelta(hours=3)
+    jump = (jump_t, -23.5 + 0.27, drive[-1][2])
+    on = [(jump_t + timedelta(seconds=5 * i), -23.5, drive[-1][2] + i * east) for i in range(1, 20)]
+    body = [
+        {"plate": "JMP1A01", "time": t.isoformat(), "lat": lat, "lon": lon, "speed_kmh": 36}
+        for t, lat, lon in [*drive, jump, *on]
+    ]
+    status, answer = await hook(client, trigger, body)
+    assert status == 200 and answer["summary"]["stored"] == len(body), answer
+    await fold(client)
+    road = [*drive, *on]
+    truth = sum(haversine_m(a[1], a[2], b[1], b[2]) for a, b in itertools.pairwise(road))
+    car = await vehicle(client, "JMP1A01")
+    assert car["odometer_km"] * 1000 == pytest.approx(truth, rel=0.05)
+    read = {stamp(item["time"]): item["rejected"] for item in await whole_track(client, "JMP1A01")}
+    assert read[jump_t] == "impossible_speed"
