@@ -68,6 +68,21 @@ async def test_a_canonical_fix_is_appended_and_a_resent_one_is_stored_once(
     assert stored["source"] == trigger["id"] and stored["rejected"] is None
 
 
+async def test_a_fix_with_sub_millisecond_digits_answers_its_time_as_the_track_reads_it(
+    client: Client,
+) -> None:
+    """A device time is kept to the millisecond: the answer says the time stored, written as
+    the track writes it (not `.123000Z`), and the same time resent is a duplicate."""
+    await vehicle(client)
+    trigger = await position_trigger(client)
+    status, body = await hook(client, trigger, fix(0) | {"time": "2026-12-01T12:00:00.1234567Z"})
+    assert status == 201 and body["time"] == "2026-12-01T12:00:00.123Z", body
+    status, again = await hook(client, trigger, fix(0) | {"time": "2026-12-01T09:00:00.123-03:00"})
+    assert status == 200 and again["duplicate"] is True and again["time"] == body["time"]
+    [stored] = (await track(client))["items"]
+    assert stored["time"] == body["time"]
+
+
 async def test_a_batch_answers_each_fix_and_refuses_bad_ones_alone(client: Client) -> None:
     await vehicle(client)
     trigger = await position_trigger(client)
