@@ -256,3 +256,25 @@ def test_a_vehicle_carried_away_after_its_last_position_keeps_that_position_coun
     folder.fold(ferry)
     assert folder.verdicts[-1].relocated and folder.state.last == ferry[-1]
     assert folder.metres == pytest.approx(counted)
+
+
+def test_a_device_odometer_glitch_for_one_fix_moves_nothing() -> None:
+    """A device's odometer of 4,294,967 km (or 0) for one fix, among values a few metres
+    apart: not a re-baseline (no event), and the next true value goes on as if it had never
+    come. The same value twice in a row is the device's count really changing (a reset)."""
+    settings = OdometerSettings()
+    speed = QualitySettings().max_speed_kmh
+    state, _ = rebaseline(VehicleState(), 1000.0, "device", START, settings)
+    events = []
+    for seconds, km in [(5, 1000.1), (10, 4_294_967.295), (15, 1000.2), (20, 0.0), (25, 1000.3)]:
+        at = START + timedelta(seconds=seconds)
+        state, event = rebaseline(state, km, "device", at, settings, max_speed_kmh=speed)
+        events.append(event)
+    assert state.odometer_km == 1000.3 and events == [None] * 5
+    at = START + timedelta(seconds=30)
+    state, _ = rebaseline(state, 0.0, "device", at, settings, max_speed_kmh=speed)
+    state, reset = rebaseline(
+        state, 0.02, "device", at + timedelta(seconds=5), settings, max_speed_kmh=speed
+    )
+    assert state.odometer_km == 0.02 and reset is not None and reset.from_km == 1000.3
+    assert VehicleState.from_doc(state.to_doc()) == state

@@ -386,3 +386,36 @@ async def test_a_lone_30_km_jump_after_a_long_stop_is_refused_once_the_road_goes
     assert car["odometer_km"] * 1000 == pytest.approx(truth, rel=0.05)
     read = {stamp(item["time"]): item["rejected"] for item in await whole_track(client, "JMP1A01")}
     assert read[jump_t] == "impossible_speed"
+
+
+async def test_a_device_odometer_glitch_for_one_fix_reaches_neither_vehicle_nor_plans(
+    client: Client,
+) -> None:
+    """A tracker reporting its odometer with every fix sends 4,294,967.295 km once (its
+    register's all-ones) and 0 once: the vehicle's odometer never shows them, no re-baseline
+    event is emitted for them, and the plan announces nothing at the bad value."""
+    plan = {"name": "Oleo", "every_km": 10000, "due_soon_km": 500}
+    response = await client.post("/api/v1/maintenance-plans", json=plan, headers=auth())
+    assert response.status == 201, await response.text()
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "ODO1A01")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    body = []
+    for i in range(40):  # 36 km/h, 50 m a fix, the device counting the same
+        km = 9_999.0 + i * 0.05
+        km = {10: 4_294_967.295, 20: 0.0}.get(i, km)
+        body.append(
+            {"plate": "ODO1A01", "time": (start + timedelta(seconds=5 * i)).isoformat(),
+             "lat": -23.5, "lon": -46.6 + i * 0.0004893, "speed_kmh": 36, "odometer_km": km}
+        )  # fmt: skip
+    for i in range(0, 40, 8):  # a few requests, folded as they come
+        status, answer = await hook(client, trigger, body[i : i + 8])
+        assert status == 200 and answer["summary"]["stored"] == 8, answer
+        await fold(client)
+    car = await vehicle(client, "ODO1A01")
+    assert car["odometer_km"] == pytest.approx(9_999 + 39 * 0.05, abs=0.01)
+    events = client.app[services_key].events
+    rebased = await events.find(TENANT, event_type="vehicle.odometer.rebaselined")
+    assert [e["detail"]["to_km"] for e in rebased] == [9_999.0]  # the first value only
+    due = await events.find(TENANT, event_type="vehicle.maintenance.due")
+    assert [e["detail"]["due_km"] for e in due] == [10_000]

@@ -911,7 +911,11 @@ class _VehicleRun:
     # -- events -----------------------------------------------------------------------------
 
     def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> None:
-        self.state, change = rebaseline(self.state, km, kind, at, self._settings.odometer)
+        settings = self._settings
+        speed = settings.quality.max_speed_kmh if kind == "device" else None
+        self.state, change = rebaseline(
+            self.state, km, kind, at, settings.odometer, max_speed_kmh=speed
+        )
         if kind == "reading":
             self._pass.counts["readings", "taken" if change else "outranked"] += 1
         if change is not None:

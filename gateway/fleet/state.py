@@ -27,6 +27,9 @@ DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
 # The newest accepted fixes kept in the state: a late fix newer than the oldest of them finds
 # its neighbours there, without a query (fixes arrive out of order by seconds, not hours).
 RECENT = 32
+# How far a device odometer may stray from the count beyond what the vehicle could drive
+# since the last one (the GPS count between two device values is a little off).
+DEVICE_SLACK_KM = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,9 @@ class VehicleState:
     # (`_suspect`).
     step_from: TrackPoint | None = None
     step_km: tuple[float, float] | None = None
+    # A device odometer too far from the count to be driven since the last one (a glitch,
+    # or a change the next value confirms): `rebaseline`.
+    device_suspect: Baseline | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -63,6 +69,7 @@ class VehicleState:
             "position_sent": self.position_sent,
             "step_from": None if self.step_from is None else self.step_from.to_doc(),
             "step_km": None if self.step_km is None else list(self.step_km),
+            "device_suspect": None if self.device_suspect is None else self.device_suspect.to_doc(),
         }
 
     @classmethod
@@ -83,6 +90,9 @@ class VehicleState:
             position_sent=dict(doc.get("position_sent") or {}),
             step_from=point(doc["step_from"]) if doc.get("step_from") else None,
             step_km=_pair(doc.get("step_km")),
+            device_suspect=(
+                Baseline.from_doc(doc["device_suspect"]) if doc.get("device_suspect") else None
+            ),
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -219,15 +229,34 @@ def _suspect(
 
 
 def rebaseline(
-    state: VehicleState, km: float, source: str, at: datetime, odometer: OdometerSettings
+    state: VehicleState,
+    km: float,
+    source: str,
+    at: datetime,
+    odometer: OdometerSettings,
+    *,
+    max_speed_kmh: float | None = None,
 ) -> tuple[VehicleState, Rebaselined | None]:
     """A device odometer or a reading: the count starts again from `km` if `source` may
     re-baseline it now; the event to emit (a reading always, a device odometer when it moves
-    the count by `event_km` or more, or takes over from another source)."""
+    the count by `event_km` or more, or takes over from another source).
+
+    With `max_speed_kmh`, a device odometer after a device odometer must be within what the
+    vehicle could drive since (at that speed, plus `DEVICE_SLACK_KM`) of the count: one that
+    is not (4,294,967 km, or 0, for one fix) is held as a suspect and changes nothing, unless
+    the next one agrees with it (the device's count really changed: a reset, another unit)."""
     if not may_rebaseline(state.baseline, source, at, odometer):
         return state, None
+    current = state.baseline
+    if max_speed_kmh is not None and source == "device" and current is not None:
+        if current.source == "device" and not _drivable(
+            state.odometer_km, current.at, km, at, max_speed_kmh
+        ):
+            suspect = state.device_suspect
+            if suspect is None or not _drivable(suspect.km, suspect.at, km, at, max_speed_kmh):
+                return replace(state, device_suspect=Baseline(km, source, at)), None
     before = state.odometer_km
-    moved = replace(state, odometer_km=km, baseline=Baseline(km, source, at))
+    moved = replace(state, odometer_km=km, baseline=Baseline(km, source, at), device_suspect=None)
     quiet = (
         source == "device"
         and state.baseline is not None
@@ -235,6 +264,13 @@ def rebaseline(
         and abs(km - before) < odometer.event_km
     )
     return moved, None if quiet else Rebaselined(before, km, source, at)
+
+
+def _drivable(
+    from_km: float, since: datetime, km: float, at: datetime, max_speed_kmh: float
+) -> bool:
+    hours = max(0.0, (at - since).total_seconds() / 3600)
+    return abs(km - from_km) <= DEVICE_SLACK_KM + max_speed_kmh * hours
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
