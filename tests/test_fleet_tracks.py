@@ -377,9 +377,11 @@ async def test_a_lone_30_km_jump_after_a_long_stop_is_refused_once_the_road_goes
         {"plate": "JMP1A01", "time": t.isoformat(), "lat": lat, "lon": lon, "speed_kmh": 36}
         for t, lat, lon in [*drive, jump, *on]
     ]
-    status, answer = await hook(client, trigger, body)
-    assert status == 200 and answer["summary"]["stored"] == len(body), answer
-    await fold(client)
+    # the drive and the jump in one upload, then the road fix by fix, each folded as it comes
+    for batch in [body[: len(drive) + 1], *([fix] for fix in body[len(drive) + 1 :])]:
+        status, answer = await hook(client, trigger, batch)
+        assert status == 200 and answer["summary"]["stored"] == len(batch), answer
+        await fold(client)
     road = [*drive, *on]
     truth = sum(haversine_m(a[1], a[2], b[1], b[2]) for a, b in itertools.pairwise(road))
     car = await vehicle(client, "JMP1A01")
