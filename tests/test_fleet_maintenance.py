@@ -157,3 +157,9 @@ def test_an_odometer_glitch_down_for_a_moment_announces_nothing_again() -> None:
     # a device reporting 0 for one fix, then its real value again
     _, found = drive(OIL, [149_000, 149_600, 150_010, 0, 150_020, 150_500])
     assert [(d.kind, d.due_km) for d in found] == [("due_soon", 150_000), ("due", 150_000)]
+
+
+def test_a_cycle_announced_due_is_not_announced_due_soon_after_a_correction() -> None:
+    # a jump past 10,000 km (no due_soon on the way), then corrected down into the due_soon band
+    _, found = drive(OIL, [9_000, 10_050, 8_900, 9_600, 10_100])
+    assert [(d.kind, d.due_km) for d in found] == [("due", 10_000)]

@@ -130,7 +130,10 @@ def step(
         )
     upcoming = current + 1
     soon = cycle.soon(upcoming, odometer_km, now)
-    if soon is not None and cycle.km(upcoming) > said.get("due_soon", -math.inf) + _EPS_KM:
+    # A cycle already announced due is not announced soon afterwards (an odometer taken
+    # back below it after a jump over its due_soon).
+    told = max(said.get("due_soon", -math.inf), said.get("due", -math.inf))
+    if soon is not None and cycle.km(upcoming) > told + _EPS_KM:
         notified["due_soon"] = cycle.km(upcoming)
         found.append(Due("due_soon", cycle.km(upcoming), cycle.at(upcoming), soon))
     return replace(state, notified=notified, seen_km=odometer_km), [] if first else found
