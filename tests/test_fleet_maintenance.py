@@ -134,3 +134,32 @@ def test_a_plan_applies_to_its_plates_and_group_or_to_everyone() -> None:
 def test_plan_state_survives_its_document() -> None:
     state = PlanState(10_000.0, T0, {"due": 10_000.0}, T0 - timedelta(days=3), 10_050.5)
     assert PlanState.from_doc(state.to_doc()) == state
+
+
+def test_an_odometer_spike_taken_back_does_not_silence_the_plan() -> None:
+    # a device odometer glitch (0xFFFFFFFF metres) for one fix, then the real value again
+    _, found = drive(OIL, [9_300, 4_294_967.295, 9_310, 9_600, 10_000, 19_600, 20_000])
+    assert [(d.kind, d.due_km) for d in found] == [
+        ("due", 4_290_000),
+        ("due_soon", 10_000),
+        ("due", 10_000),
+        ("due_soon", 20_000),
+        ("due", 20_000),
+    ]
+
+
+def test_an_odometer_corrected_down_within_a_cycle_does_not_announce_again() -> None:
+    _, found = drive(OIL, [9_000, 9_600, 10_050, 8_900, 9_600, 10_100])
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 10_000), ("due", 10_000)]
+
+
+def test_an_odometer_glitch_down_for_a_moment_announces_nothing_again() -> None:
+    # a device reporting 0 for one fix, then its real value again
+    _, found = drive(OIL, [149_000, 149_600, 150_010, 0, 150_020, 150_500])
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 150_000), ("due", 150_000)]
+
+
+def test_a_cycle_announced_due_is_not_announced_due_soon_after_a_correction() -> None:
+    # a jump past 10,000 km (no due_soon on the way), then corrected down into the due_soon band
+    _, found = drive(OIL, [9_000, 10_050, 8_900, 9_600, 10_100])
+    assert [(d.kind, d.due_km) for d in found] == [("due", 10_000)]

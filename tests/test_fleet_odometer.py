@@ -222,3 +222,59 @@ def test_quality_settings_keep_their_defaults_for_what_a_tenant_leaves_out() -> 
     settings = QualitySettings.from_doc({"max_speed_kmh": 180})
     assert settings.max_speed_kmh == 180.0
     assert settings.future_tolerance_s == QualitySettings().future_tolerance_s
+
+
+def test_a_lone_jump_after_a_long_stop_is_taken_back_off_the_odometer() -> None:
+    """Parked for three hours, the tracker's first fix is 30 km off (reachable in three
+    hours, so accepted); the next fixes are back on the road, beside where it parked: the
+    jump is not distance driven, and the drive goes on counting from where it parked."""
+    folder = Folder()
+    east = 0.0004893  # about 50 m of longitude at this latitude
+    drive = [fix(5 * i, -23.5, -46.6 + i * east) for i in range(60)]
+    folder.fold(drive)
+    parked = drive[-1]
+    jump = fix(5 * 59 + 3 * 3600, -23.5 + 0.27, parked.lon)
+    on = [
+        fix(jump.t.timestamp() - START.timestamp() + 5 * i, -23.5, parked.lon + i * east)
+        for i in range(1, 20)
+    ]
+    folder.fold([jump, *on])
+    truth = sum(a.distance_m(b) for a, b in itertools.pairwise([*drive, *on]))
+    assert folder.state.last == on[-1]
+    assert folder.metres == pytest.approx(truth, rel=0.05)
+    assert VehicleState.from_doc(folder.state.to_doc()) == folder.state
+
+
+def test_a_vehicle_carried_away_after_its_last_position_keeps_that_position_counted() -> None:
+    """The last position was right (fixes on the road lead to it): fixes far from it and
+    from the fix before it relocate the vehicle without taking its distance back."""
+    folder = Folder()
+    road = [fix(5 * i, -23.5, -46.6 + i * 0.0004893) for i in range(10)]
+    folder.fold(road)
+    counted = folder.metres
+    ferry = [fix(5 * 10 + 5 * i, -23.9, -46.2) for i in range(3)]
+    folder.fold(ferry)
+    assert folder.verdicts[-1].relocated and folder.state.last == ferry[-1]
+    assert folder.metres == pytest.approx(counted)
+
+
+def test_a_device_odometer_glitch_for_one_fix_moves_nothing() -> None:
+    """A device's odometer of 4,294,967 km (or 0) for one fix, among values a few metres
+    apart: not a re-baseline (no event), and the next true value goes on as if it had never
+    come. The same value twice in a row is the device's count really changing (a reset)."""
+    settings = OdometerSettings()
+    speed = QualitySettings().max_speed_kmh
+    state, _ = rebaseline(VehicleState(), 1000.0, "device", START, settings)
+    events = []
+    for seconds, km in [(5, 1000.1), (10, 4_294_967.295), (15, 1000.2), (20, 0.0), (25, 1000.3)]:
+        at = START + timedelta(seconds=seconds)
+        state, event = rebaseline(state, km, "device", at, settings, max_speed_kmh=speed)
+        events.append(event)
+    assert state.odometer_km == 1000.3 and events == [None] * 5
+    at = START + timedelta(seconds=30)
+    state, _ = rebaseline(state, 0.0, "device", at, settings, max_speed_kmh=speed)
+    state, reset = rebaseline(
+        state, 0.02, "device", at + timedelta(seconds=5), settings, max_speed_kmh=speed
+    )
+    assert state.odometer_km == 0.02 and reset is not None and reset.from_km == 1000.3
+    assert VehicleState.from_doc(state.to_doc()) == state

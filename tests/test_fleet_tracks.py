@@ -14,6 +14,7 @@ gains at most 50 m."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from gateway.fleet.geometry import haversine_m
 from gateway.web.state import services_key
 from tests import tracks
 from tests.flow_support import sample
@@ -355,3 +357,67 @@ async def test_out_of_range_and_nan_fixes_in_a_track_are_refused_and_change_noth
     assert response.status == 400 and response.content_type == "application/problem+json"
     await fold(client)
     await check_fold(client, track, "NAN1A01")
+
+
+async def test_a_lone_30_km_jump_after_a_long_stop_is_refused_once_the_road_goes_on(
+    client: Client,
+) -> None:
+    """Parked three hours, the tracker's first fix is 30 km off (reachable in three hours,
+    so accepted at first); the fixes after it are back on the road where the vehicle parked.
+    The jump is then refused after all (flagged in the track), and the odometer is the road."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "JMP1A01")
+    east = 0.0004893  # about 50 m of longitude at this latitude
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
+    drive = [(start + timedelta(seconds=5 * i), -23.5, -46.6 + i * east) for i in range(60)]
+    jump_t = drive[-1][0] + timedelta(hours=3)
+    jump = (jump_t, -23.5 + 0.27, drive[-1][2])
+    on = [(jump_t + timedelta(seconds=5 * i), -23.5, drive[-1][2] + i * east) for i in range(1, 20)]
+    body = [
+        {"plate": "JMP1A01", "time": t.isoformat(), "lat": lat, "lon": lon, "speed_kmh": 36}
+        for t, lat, lon in [*drive, jump, *on]
+    ]
+    # the drive and the jump in one upload, then the road fix by fix, each folded as it comes
+    for batch in [body[: len(drive) + 1], *([fix] for fix in body[len(drive) + 1 :])]:
+        status, answer = await hook(client, trigger, batch)
+        assert status == 200 and answer["summary"]["stored"] == len(batch), answer
+        await fold(client)
+    road = [*drive, *on]
+    truth = sum(haversine_m(a[1], a[2], b[1], b[2]) for a, b in itertools.pairwise(road))
+    car = await vehicle(client, "JMP1A01")
+    assert car["odometer_km"] * 1000 == pytest.approx(truth, rel=0.05)
+    read = {stamp(item["time"]): item["rejected"] for item in await whole_track(client, "JMP1A01")}
+    assert read[jump_t] == "impossible_speed"
+
+
+async def test_a_device_odometer_glitch_for_one_fix_reaches_neither_vehicle_nor_plans(
+    client: Client,
+) -> None:
+    """A tracker reporting its odometer with every fix sends 4,294,967.295 km once (its
+    register's all-ones) and 0 once: the vehicle's odometer never shows them, no re-baseline
+    event is emitted for them, and the plan announces nothing at the bad value."""
+    plan = {"name": "Oleo", "every_km": 10000, "due_soon_km": 500}
+    response = await client.post("/api/v1/maintenance-plans", json=plan, headers=auth())
+    assert response.status == 201, await response.text()
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "ODO1A01")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    body = []
+    for i in range(40):  # 36 km/h, 50 m a fix, the device counting the same
+        km = 9_999.0 + i * 0.05
+        km = {10: 4_294_967.295, 20: 0.0}.get(i, km)
+        body.append(
+            {"plate": "ODO1A01", "time": (start + timedelta(seconds=5 * i)).isoformat(),
+             "lat": -23.5, "lon": -46.6 + i * 0.0004893, "speed_kmh": 36, "odometer_km": km}
+        )  # fmt: skip
+    for i in range(0, 40, 8):  # a few requests, folded as they come
+        status, answer = await hook(client, trigger, body[i : i + 8])
+        assert status == 200 and answer["summary"]["stored"] == 8, answer
+        await fold(client)
+    car = await vehicle(client, "ODO1A01")
+    assert car["odometer_km"] == pytest.approx(9_999 + 39 * 0.05, abs=0.01)
+    events = client.app[services_key].events
+    rebased = await events.find(TENANT, event_type="vehicle.odometer.rebaselined")
+    assert [e["detail"]["to_km"] for e in rebased] == [9_999.0]  # the first value only
+    due = await events.find(TENANT, event_type="vehicle.maintenance.due")
+    assert [e["detail"]["due_km"] for e in due] == [10_000]

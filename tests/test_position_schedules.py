@@ -3,14 +3,18 @@ tracks, exactly as a batch POSTed to a position trigger (refused items kept, rep
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from tests.feed_doubles import GeotabDouble, geotab
-from tests.partner_double import upload_mapping
-from tests.schedule_support import MAPPINGS, geotab_schedule, get, runner, runs
+from tests.partner_double import create_action, create_partner, post, upload_mapping
+from tests.schedule_support import MAPPINGS, geotab_schedule, get, run_now, runner, runs
 from tests.support import auth
+from tests.triggers_support import PAYLOADS
 
 __all__ = ["geotab"]  # the fixture
 Client = TestClient[Any, Any]
@@ -61,3 +65,62 @@ async def test_a_positions_schedule_needs_a_position_mapping(
 def _definition(schedule: dict[str, Any]) -> dict[str, Any]:
     keys = ("action_id", "every", "request", "cursor", "error")
     return {k: schedule[k] for k in keys if k in schedule}
+
+
+async def test_a_schedule_polling_traccar_positions_stores_each_device_once(
+    client: Client,
+) -> None:
+    """Traccar's GET /api/positions (basic auth) answers a JSON array, the last position of
+    each device: polled twice, each position is stored once (the second poll's are
+    duplicates), on the vehicle whose tracker id is Traccar's device id."""
+    page = orjson.loads((PAYLOADS / "traccar_api_positions.json").read_bytes())
+    now = datetime.now(UTC).replace(microsecond=0)
+    page[0]["fixTime"] = (now - timedelta(minutes=2)).isoformat()
+    page[1]["fixTime"] = (now - timedelta(minutes=1)).isoformat()
+    asked: list[str | None] = []
+
+    async def positions(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("Authorization"))
+        return web.json_response(page)
+
+    app = web.Application()
+    app.router.add_get("/api/positions", positions)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        await upload_mapping(client, (MAPPINGS / "traccar-api-positions.yaml").read_text())
+        for plate, device in (("ABC1D23", 7), ("BRA2E19", "12")):
+            vehicle = {"plate": plate, "attributes": {"tracker_id": device}}
+            await post(client, "/api/v1/entities/vehicle", vehicle)
+        partner = await create_partner(
+            client,
+            str(server.make_url("/")).rstrip("/"),
+            name="Traccar",
+            auth={"type": "basic", "username": "admin", "password": "pw"},
+        )
+        action = await create_action(
+            client, partner["id"], name="positions", method="GET", path="/api/positions",
+            mode="proxy", read_only=True,
+        )  # fmt: skip
+        schedule = await post(
+            client,
+            "/api/v1/schedules",
+            {
+                "name": "traccar-positions",
+                "action_id": action["id"],
+                "every": "1m",
+                "target": {"type": "positions", "mapping": "traccar-api-positions"},
+            },
+        )
+        assert await runner(client).run_until_idle() == {"ok": 1}
+        await run_now(client, schedule["id"])
+        assert await runner(client).run_until_idle() == {"ok": 1}
+    finally:
+        await server.close()
+    assert asked == ["Basic YWRtaW46cHc="] * 2
+    first, second = sorted(await runs(client, schedule["id"]), key=lambda r: r["started_at"])
+    assert (first["items_read"], first["written"], first["rejected"]) == (2, 2, 0), first
+    assert (second["items_read"], second["rejected"]) == (2, 0), second
+    for plate, lat in (("ABC1D23", -23.56118), ("BRA2E19", -22.90685)):
+        [fix] = (await get(client, f"/api/v1/entities/vehicle/{plate}/positions"))["items"]
+        assert fix["lat"] == lat and fix["source"] == schedule["id"]

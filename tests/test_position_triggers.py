@@ -5,13 +5,15 @@ clear 422, kept and replayable, and the track read back in cursor pages."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from gateway.services import Services
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
+    PAYLOADS,
     VEHICLE,
     Client,
     bearer,
@@ -24,6 +26,7 @@ from tests.triggers_support import (
 
 TRACK = Path(__file__).resolve().parent / "data" / "tracks" / "route1.geojson"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+BRT = timezone(timedelta(hours=-3))
 
 
 def at(seconds: float) -> str:
@@ -66,6 +69,21 @@ async def test_a_canonical_fix_is_appended_and_a_resent_one_is_stored_once(
     assert stored["time"] == at(0) and (stored["lat"], stored["lon"]) == (-23.55, -46.63)
     assert stored["speed_kmh"] == 42.5 and stored["ignition"] is True
     assert stored["source"] == trigger["id"] and stored["rejected"] is None
+
+
+async def test_a_fix_with_sub_millisecond_digits_answers_its_time_as_the_track_reads_it(
+    client: Client,
+) -> None:
+    """A device time is kept to the millisecond: the answer says the time stored, written as
+    the track writes it (not `.123000Z`), and the same time resent is a duplicate."""
+    await vehicle(client)
+    trigger = await position_trigger(client)
+    status, body = await hook(client, trigger, fix(0) | {"time": "2026-12-01T12:00:00.1234567Z"})
+    assert status == 201 and body["time"] == "2026-12-01T12:00:00.123Z", body
+    status, again = await hook(client, trigger, fix(0) | {"time": "2026-12-01T09:00:00.123-03:00"})
+    assert status == 200 and again["duplicate"] is True and again["time"] == body["time"]
+    [stored] = (await track(client))["items"]
+    assert stored["time"] == body["time"]
 
 
 async def test_a_batch_answers_each_fix_and_refuses_bad_ones_alone(client: Client) -> None:
@@ -318,3 +336,30 @@ async def test_a_mappings_items_pick_the_items_of_an_array_body_as_in_the_dry_ru
     assert status == 200, answer  # a batch, every item stored
     assert len(answer["results"]) == len((await dry.json())["results"]) == 2
     assert [f["time"] for f in (await track(client))["items"]] == [at(0), at(10)]
+
+
+async def test_a_polled_traccar_positions_page_appends_a_fix_per_device_and_again_none(
+    client: Client,
+) -> None:
+    """Traccar's GET /api/positions page through the shipped mapping: each Position on the
+    vehicle whose tracker id is Traccar's device id (a number or text), the device odometer
+    in metres folded as km; the same page read again stores nothing twice."""
+    await upload_shipped(client, "traccar-api-positions")
+    trigger = await position_trigger(client, mapping="traccar-api-positions")
+    await vehicle(client, attributes={"tracker_id": 7})
+    await vehicle(client, plate="RIO2B34", attributes={"tracker_id": "12"})
+    page = json.loads((PAYLOADS / "traccar_api_positions.json").read_text())
+    now = datetime.now(UTC).replace(microsecond=0)
+    page[0]["fixTime"] = (now - timedelta(minutes=2)).isoformat()
+    page[1]["fixTime"] = (
+        (now - timedelta(minutes=1)).astimezone(BRT).strftime("%Y-%m-%dT%H:%M:%S.000%z")
+    )  # Traccar 4's `-0300`
+    status, answer = await hook(client, trigger, page)
+    assert status == 200 and answer["summary"]["stored"] == 2, answer
+    assert [r["vehicle"]["plate"] for r in answer["results"]] == ["ABC1D23", "RIO2B34"]
+    status, again = await hook(client, trigger, page)
+    assert status == 200 and again["summary"]["duplicates"] == 2, again
+    await client.app[services_key].fold.run_until_idle()
+    response = await client.get("/api/v1/entities/vehicle/RIO2B34", headers=auth())
+    rio = await response.json()
+    assert rio["odometer_km"] == 152340.4 and rio["last_position"]["latitude"] == -22.90685

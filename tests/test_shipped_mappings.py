@@ -20,6 +20,7 @@ SAMPLES = ROOT / "tests" / "data" / "partner_payloads"
 # mapping file → the partner sample it is written for
 INBOUND = {
     "traccar-position.yaml": "traccar_position_forward.json",
+    "traccar-api-positions.yaml": "traccar_api_positions.json",
     "traccar-event.yaml": "traccar_event_forward_geofence_exit.json",
     "osmand.yaml": "osmand_query.txt",
     "traccar-client.yaml": "traccar_client_json.json",
@@ -192,6 +193,48 @@ def test_traccar_position() -> None:
             "battery_percent": 87,
         },
     }  # no device odometer in this fix
+
+
+def test_traccar_api_positions_page_gives_a_fix_per_position() -> None:
+    """GET /api/positions: a list of Position objects, each found by Traccar's device id,
+    Traccar 4's `+0000` and a local `-0300` fix time read with their offsets, the device
+    odometer in metres, an unknown accuracy (0) left out and a fix without lock kept."""
+    first, second = mapped("traccar-api-positions.yaml")
+    assert first["key"] == {} and first["events"] == ()
+    assert first["document"] == {
+        "tracker_id": "7",
+        "time": "2026-11-20T13:45:22Z",
+        "lat": -23.56118,
+        "lon": -46.65578,
+        "speed_kmh": 24.3,  # 13.1 knots
+        "heading": 88.0,
+        "accuracy_m": 6.0,
+        "ignition": True,
+        "attributes": {
+            "altitude_m": 761.0,
+            "traccar_protocol": "osmand",
+            "traccar_total_distance_km": 1523.413,
+            "battery_percent": 87,
+        },
+    }
+    assert second["document"] == {
+        "tracker_id": "12",
+        "time": "2026-11-20T13:45:30Z",  # 10:45:30-0300
+        "lat": -22.90685,
+        "lon": -43.1729,
+        "speed_kmh": 0.0,
+        "heading": 0.0,
+        "odometer_km": 152340.4,  # 152,340,400 m
+        "ignition": False,
+        "attributes": {
+            "altitude_m": 12.0,
+            "position_valid": False,
+            "traccar_protocol": "teltonika",
+            "traccar_total_distance_km": 987.654,
+        },
+    }
+    for result in (first, second):
+        parse_fix(result["document"])  # each is a canonical fix the append takes
 
 
 def test_traccar_event_geofence_exit() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from gateway.doorbell import Doorbell
@@ -57,12 +57,19 @@ class Appended:
         return {
             "id": self.id,
             "vehicle": {"id": self.vehicle.id, "plate": self.vehicle.plate},
-            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "time": utc_text(self.time),
             "duplicate": self.duplicate,
         }
 
 
 Outcome = Appended | InvalidPayload
+
+
+def utc_text(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds when there are any ("...T12:00:05.250Z")."""
+    moment = moment.astimezone(UTC)
+    spec = "milliseconds" if moment.microsecond else "seconds"
+    return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 def refused_reason(error: InvalidPayload) -> str:

@@ -58,13 +58,14 @@ from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint
+from gateway.fleet.quality import Reason
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
 from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
 from gateway.store.fleet import SHARDS, SavedState, fleet_id, shard_of
-from gateway.store.positions import inbox_items, round_items
+from gateway.store.positions import inbox_items, position_id, round_items
 
 log = logging.getLogger(__name__)
 
@@ -869,6 +870,12 @@ class _VehicleRun:
             self._pass.counts["rejected", verdict.reason.value] += 1
             return
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
+        if (outlier := verdict.outlier) is not None:  # the last position, refused after all
+            reason = Reason.IMPOSSIBLE_SPEED.value
+            self._pass.rejected[position_id(self._pass.key[1], outlier.t)] = reason
+            self._pass.counts["rejected", reason] += 1
+            if outlier in self.track:
+                self.track.remove(outlier)
         if not verdict.late or verdict.counted:
             # A neighbour of the pass's next late fixes (a late one within the jitter of its
             # neighbours is not: as an anchor in order, it would not have moved; nor is it
@@ -904,7 +911,11 @@ class _VehicleRun:
     # -- events -----------------------------------------------------------------------------
 
     def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> None:
-        self.state, change = rebaseline(self.state, km, kind, at, self._settings.odometer)
+        settings = self._settings
+        speed = settings.quality.max_speed_kmh if kind == "device" else None
+        self.state, change = rebaseline(
+            self.state, km, kind, at, settings.odometer, max_speed_kmh=speed
+        )
         if kind == "reading":
             self._pass.counts["readings", "taken" if change else "outranked"] += 1
         if change is not None:

@@ -7,7 +7,9 @@ n is due at `base_km + n·every_km` or at `base_at + n·every_days`, whichever c
 time). Each cycle's `due` and `due_soon` are announced once: `PlanState.notified` keeps the
 `due_km` last announced per kind, so a jump over several cycles announces the last one only,
 an odometer corrected downwards does not announce again, and a plan whose interval is
-edited does not repeat what it already said.
+edited does not repeat what it already said. An announcement more than a whole cycle past
+the odometer (made at a device odometer's glitch up, since taken back) holds nothing back:
+the plan is not silent until the bad value is reached again.
 
 The first evaluation sets the state without announcing what is already behind the vehicle
 (like a geofence's first fix): a plan added to a fleet does not page every vehicle at once.
@@ -105,8 +107,18 @@ def step(
     n_km, n_time = cycle.reached(odometer_km, now)
     current = max(n_km, n_time)
     notified = dict(state.notified)
+    # An announcement more than a whole cycle past where the vehicle is now (a device
+    # odometer's glitch up, a tracker moved from another vehicle) does not hold back the
+    # cycles the vehicle reaches from here, as if nothing had been announced until the
+    # odometer reached the bad value; it is kept until one is, so that an odometer glitch
+    # down for a moment (a device's 0) announces nothing again once it is back.
+    said = {
+        kind: due_km
+        for kind, due_km in notified.items()
+        if due_km <= cycle.km(current + 1) + _EPS_KM
+    }
     found: list[Due] = []
-    if current >= 1 and cycle.km(current) > notified.get("due", -math.inf) + _EPS_KM:
+    if current >= 1 and cycle.km(current) > said.get("due", -math.inf) + _EPS_KM:
         notified["due"] = cycle.km(current)
         found.append(
             Due(
@@ -118,7 +130,10 @@ def step(
         )
     upcoming = current + 1
     soon = cycle.soon(upcoming, odometer_km, now)
-    if soon is not None and cycle.km(upcoming) > notified.get("due_soon", -math.inf) + _EPS_KM:
+    # A cycle already announced due is not announced soon afterwards (an odometer taken
+    # back below it after a jump over its due_soon).
+    told = max(said.get("due_soon", -math.inf), said.get("due", -math.inf))
+    if soon is not None and cycle.km(upcoming) > told + _EPS_KM:
         notified["due_soon"] = cycle.km(upcoming)
         found.append(Due("due_soon", cycle.km(upcoming), cycle.at(upcoming), soon))
     return replace(state, notified=notified, seen_km=odometer_km), [] if first else found

@@ -27,6 +27,9 @@ DETAIL_FIELDS = ("speed_kmh", "heading", "ignition")
 # The newest accepted fixes kept in the state: a late fix newer than the oldest of them finds
 # its neighbours there, without a query (fixes arrive out of order by seconds, not hours).
 RECENT = 32
+# How far a device odometer may stray from the count beyond what the vehicle could drive
+# since the last one (the GPS count between two device values is a little off).
+DEVICE_SLACK_KM = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,14 @@ class VehicleState:
     # Device time of the last `vehicle.position` event, per subscription that asked for
     # them (each one's sampling).
     position_sent: dict[str, datetime] = field(default_factory=dict)
+    # The last position's own step: the anchor and the odometer before it, and the odometer
+    # it left, so that its distance is taken back should it turn out to be a lone outlier
+    # (`_suspect`).
+    step_from: TrackPoint | None = None
+    step_km: tuple[float, float] | None = None
+    # A device odometer too far from the count to be driven since the last one (a glitch,
+    # or a change the next value confirms): `rebaseline`.
+    device_suspect: Baseline | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -56,6 +67,9 @@ class VehicleState:
             "fences": self.fences,
             "plans": self.plans,
             "position_sent": self.position_sent,
+            "step_from": None if self.step_from is None else self.step_from.to_doc(),
+            "step_km": None if self.step_km is None else list(self.step_km),
+            "device_suspect": None if self.device_suspect is None else self.device_suspect.to_doc(),
         }
 
     @classmethod
@@ -74,6 +88,11 @@ class VehicleState:
             fences=dict(doc.get("fences") or {}),
             plans=dict(doc.get("plans") or {}),
             position_sent=dict(doc.get("position_sent") or {}),
+            step_from=point(doc["step_from"]) if doc.get("step_from") else None,
+            step_km=_pair(doc.get("step_km")),
+            device_suspect=(
+                Baseline.from_doc(doc["device_suspect"]) if doc.get("device_suspect") else None
+            ),
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -97,6 +116,8 @@ class Verdict:
     # Whether the fix is a neighbour for the late fixes after it: False for a late fix
     # within the jitter of its neighbours (it counts nothing, as the anchor would not move).
     counted: bool = True
+    # A relocation that found the last position a lone outlier: that fix, refused after all.
+    outlier: TrackPoint | None = None
 
     @property
     def accepted(self) -> bool:
@@ -139,7 +160,7 @@ def fold_fix(
         return moved.remember(fix), Verdict(added_km=added, late=True)
     reason = neighbour_reason(fix, state.last, quality)
     if reason is Reason.IMPOSSIBLE_SPEED:
-        return _suspect(state, fix, quality, detail)
+        return _suspect(state, fix, quality, odometer, detail)
     if reason is not None:
         return state, Verdict(reason)
     added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.recent)
@@ -152,34 +173,90 @@ def fold_fix(
         anchor=anchor,
         odometer_km=state.odometer_km + added,
         suspects=(),
+        step_from=state.anchor,
+        step_km=(state.odometer_km, state.odometer_km + added),
     )
     return moved.remember(fix), Verdict(added_km=added)
 
 
 def _suspect(
-    state: VehicleState, fix: TrackPoint, quality: QualitySettings, detail: dict[str, Any] | None
+    state: VehicleState,
+    fix: TrackPoint,
+    quality: QualitySettings,
+    odometer: OdometerSettings,
+    detail: dict[str, Any] | None,
 ) -> tuple[VehicleState, Verdict]:
     """A fix too far from the last position: refused, unless it is the `relocate_after`-th
     in a row of fixes that agree with each other (the last position was the outlier, or the
-    vehicle was carried): then the vehicle is there, without the jump on the odometer."""
+    vehicle was carried): then the vehicle is there, without the jump on the odometer.
+
+    When the last position was a lone outlier (one fix far off, accepted because it came
+    after a long silence: a 30 km jump after a night parked), the fixes agree with the
+    accepted fix before it and are nearer to it: the outlier's distance is taken back and
+    the vehicle counts on from the anchor before it to this fix."""
     agree = state.suspects and neighbour_reason(fix, state.suspects[-1], quality) is None
     suspects = (*state.suspects, fix) if agree else (fix,)
     if len(suspects) < quality.relocate_after:
         return replace(state, suspects=suspects), Verdict(Reason.IMPOSSIBLE_SPEED)
-    moved = replace(state, last=fix, last_detail=_detail(detail), anchor=fix, suspects=())
+    moved = replace(
+        state,
+        last=fix,
+        last_detail=_detail(detail),
+        anchor=fix,
+        suspects=(),
+        step_from=None,
+        step_km=None,
+    )
+    outlier, recent = state.last, state.recent
+    if (
+        outlier is not None
+        and state.step_from is not None
+        and state.step_km is not None
+        and state.step_km[1] == state.odometer_km  # nothing else moved it since
+        and len(recent) >= 2
+        and recent[-1] == outlier
+        and neighbour_reason(suspects[0], recent[-2], quality) is None
+        and suspects[0].distance_m(recent[-2]) < suspects[0].distance_m(outlier)
+    ):
+        anchor, km = state.step_from, state.step_km[0]
+        added_m = step_m(anchor, fix, odometer, recent[:-1])
+        if added_m is not None:
+            km, anchor = km + added_m / 1000, fix
+        moved = replace(moved, recent=recent[:-1], anchor=anchor, odometer_km=km)
+        added = km - state.odometer_km
+        return moved.remember(fix), Verdict(relocated=True, added_km=added, outlier=outlier)
     return moved.remember(fix), Verdict(relocated=True)
 
 
 def rebaseline(
-    state: VehicleState, km: float, source: str, at: datetime, odometer: OdometerSettings
+    state: VehicleState,
+    km: float,
+    source: str,
+    at: datetime,
+    odometer: OdometerSettings,
+    *,
+    max_speed_kmh: float | None = None,
 ) -> tuple[VehicleState, Rebaselined | None]:
     """A device odometer or a reading: the count starts again from `km` if `source` may
     re-baseline it now; the event to emit (a reading always, a device odometer when it moves
-    the count by `event_km` or more, or takes over from another source)."""
+    the count by `event_km` or more, or takes over from another source).
+
+    With `max_speed_kmh`, a device odometer after a device odometer must be within what the
+    vehicle could drive since (at that speed, plus `DEVICE_SLACK_KM`) of the count: one that
+    is not (4,294,967 km, or 0, for one fix) is held as a suspect and changes nothing, unless
+    the next one agrees with it (the device's count really changed: a reset, another unit)."""
     if not may_rebaseline(state.baseline, source, at, odometer):
         return state, None
+    current = state.baseline
+    if max_speed_kmh is not None and source == "device" and current is not None:
+        if current.source == "device" and not _drivable(
+            state.odometer_km, current.at, km, at, max_speed_kmh
+        ):
+            suspect = state.device_suspect
+            if suspect is None or not _drivable(suspect.km, suspect.at, km, at, max_speed_kmh):
+                return replace(state, device_suspect=Baseline(km, source, at)), None
     before = state.odometer_km
-    moved = replace(state, odometer_km=km, baseline=Baseline(km, source, at))
+    moved = replace(state, odometer_km=km, baseline=Baseline(km, source, at), device_suspect=None)
     quiet = (
         source == "device"
         and state.baseline is not None
@@ -187,6 +264,17 @@ def rebaseline(
         and abs(km - before) < odometer.event_km
     )
     return moved, None if quiet else Rebaselined(before, km, source, at)
+
+
+def _drivable(
+    from_km: float, since: datetime, km: float, at: datetime, max_speed_kmh: float
+) -> bool:
+    hours = max(0.0, (at - since).total_seconds() / 3600)
+    return abs(km - from_km) <= DEVICE_SLACK_KM + max_speed_kmh * hours
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    return None if not value else (float(value[0]), float(value[1]))
 
 
 def _detail(detail: dict[str, Any] | None) -> dict[str, Any]:

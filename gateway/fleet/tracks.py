@@ -14,20 +14,13 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from gateway.errors import BadRequest
-from gateway.fleet.append import PositionAppender, Vehicle
+from gateway.fleet.append import PositionAppender, Vehicle, utc_text
 from gateway.paging import page_params
 from gateway.store import Doc, Store
 
 RECENT_FIXES: Final = 50
 _OPTIONAL: Final = ("speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition", "attributes")
 TRACK_PARAMS: Final = frozenset({"from", "to", "limit", "cursor"})
-
-
-def utc_text(moment: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds when there are any ("...T12:00:05.250Z")."""
-    moment = moment.astimezone(UTC)
-    spec = "milliseconds" if moment.microsecond else "seconds"
-    return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 def public_fix(doc: Doc) -> dict[str, Any]:
