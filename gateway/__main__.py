@@ -1,6 +1,6 @@
 """The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
 validate/test | demo | trigger create/list | ui-user create/list/set-role/set-password/delete |
-cleanup [--days N] [--dry-run]."""
+cleanup [--days N] [--dry-run] | reseal [--dry-run]."""
 
 from __future__ import annotations
 
@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--days", type=_positive, default=90, help="keep this many (90)")
     cleanup.add_argument("--dry-run", action="store_true", help="count, drop nothing")
 
+    reseal = commands.add_parser(
+        "reseal",
+        help="seal every stored secret again under the first key of GATEWAY_SECRET_KEY",
+    )
+    reseal.add_argument("--dry-run", action="store_true", help="count, change nothing")
+
     ui_user = commands.add_parser("ui-user", help="manage admin UI users")
     ui_user_commands = ui_user.add_subparsers(dest="ui_user_command", required=True)
     user_commands = {
@@ -204,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trigger": lambda: cli.trigger(settings, args.trigger_command, vars(args)),
         "ui-user": lambda: cli.ui_user(settings, args.ui_user_command, vars(args)),
         "cleanup": lambda: cli.cleanup(settings, args.days, dry_run=args.dry_run),
+        "reseal": lambda: cli.reseal(settings, dry_run=args.dry_run),
     }
     try:
         return handlers[args.command]()

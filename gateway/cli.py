@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway import eventloop
 from gateway.app import create_app
 from gateway.auth.keyring import KeyRing
+from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import issue_admin_token, parse_ttl
 from gateway.config import Settings
 from gateway.demo import (
@@ -32,9 +33,11 @@ from gateway.demo import (
 )
 from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.keys import reseal_secrets
 from gateway.retention import Cleaned, clean_up
 from gateway.schemas.registry import default_schema_dir
 from gateway.services import load_secret_key, open_services
+from gateway.store.sealed import Resealed
 from gateway.web import demo_partner, server
 from gateway.web.worker_listener import worker_listener
 
@@ -396,6 +399,31 @@ def cleanup(settings: Settings, days: int, *, dry_run: bool) -> int:
         f"{cleaned.before.isoformat(timespec='seconds')}"
     )
     return 0
+
+
+def reseal(settings: Settings, *, dry_run: bool) -> int:
+    """`gateway reseal`: every stored secret sealed again under the first key of
+    GATEWAY_SECRET_KEY (docs/security.md, rotating the key). Exit 1 when a secret no key
+    opens remains (named, not touched): the old key must not be dropped yet."""
+
+    async def run() -> Resealed:
+        box = SecretBox(KeyRing.from_secret(load_secret_key(settings)))
+        async with open_services(settings, run_workers=False) as services:
+            return await reseal_secrets(services.store, box, dry_run=dry_run)
+
+    try:
+        done = _run(run)
+    except GatewayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    verb = "would seal" if dry_run else "sealed"
+    print(
+        f"{verb} {done.resealed} secrets again under the current key; {done.current} already "
+        f"were; {done.changed} records changed meanwhile (left as they are)"
+    )
+    for where in done.unreadable:
+        print(f"no key opens {where}", file=sys.stderr)
+    return 1 if done.unreadable else 0
 
 
 def _read_password() -> str | None:

@@ -1,0 +1,89 @@
+"""Where the secrets `SecretBox` sealed are stored, and their sealing again under the current
+key (`gateway reseal`, step 2 of rotating GATEWAY_SECRET_KEY: docs/security.md).
+
+- `partners`: `auth_sealed`, `secrets_sealed` (a partner's credentials and named secrets);
+- `channels`: `smtp_sealed` (an e-mail channel's SMTP password);
+- `subscriptions`: `secrets[].sealed` (signing secrets, the current and a rotated-out one);
+- `triggers`: `auth.secrets[].sealed` (the secrets of triggers that require signed bodies).
+
+Each document is written back only where its sealed values are still the ones read (compare
+and set), so a secret an admin replaced meanwhile is never overwritten with the old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from gateway.store.client import Database, Doc, translate_errors
+
+FIELDS: Final = {"partners": ("auth_sealed", "secrets_sealed"), "channels": ("smtp_sealed",)}
+LISTS: Final = {"subscriptions": "secrets", "triggers": "auth.secrets"}
+
+Renew = Callable[[str], str | None]
+"""A sealed value sealed again under the current key: the same value when it already is,
+None when no key opens it."""
+
+
+@dataclass(slots=True)
+class Resealed:
+    resealed: int = 0  # values sealed again under the current key
+    current: int = 0  # values already sealed under it
+    changed: int = 0  # documents an admin changed meanwhile (left as they are now)
+    unreadable: list[str] = field(default_factory=list)  # "collection/_id/path": no key opens
+
+
+async def reseal(db: Database, renew: Renew, *, dry_run: bool = False) -> Resealed:
+    outcome = Resealed()
+    for name in (*FIELDS, *LISTS):
+        paths = FIELDS.get(name, (LISTS.get(name, ""),))
+        with translate_errors():
+            docs = await db[name].find({}, {"_id": 1, **dict.fromkeys(paths, 1)}).to_list(None)
+        for doc in docs:
+            found, changes = {}, {}
+            for path in paths:
+                value = _at(doc, path)
+                if value is None:
+                    continue
+                new = _renewed(value, renew, f"{name}/{doc['_id']}/{path}", outcome)
+                found[path] = value
+                if new != value:
+                    changes[path] = new
+            if changes and not dry_run:
+                with translate_errors():
+                    result = await db[name].update_one(
+                        {"_id": doc["_id"], **found}, {"$set": changes}
+                    )
+                if result.matched_count == 0:
+                    outcome.changed += 1
+    return outcome
+
+
+def _renewed(value: Any, renew: Renew, where: str, outcome: Resealed) -> Any:
+    """A sealed string, or a list of `{"sealed": ...}` entries, with each value renewed."""
+    if isinstance(value, list):
+        return [
+            {**entry, "sealed": _renewed(entry["sealed"], renew, f"{where}/{i}", outcome)}
+            if isinstance(entry, dict) and isinstance(entry.get("sealed"), str)
+            else entry
+            for i, entry in enumerate(value)
+        ]
+    if not isinstance(value, str):
+        return value
+    new = renew(value)
+    if new is None:
+        outcome.unreadable.append(where)
+        return value
+    if new == value:
+        outcome.current += 1
+    else:
+        outcome.resealed += 1
+    return new
+
+
+def _at(doc: Doc, path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
