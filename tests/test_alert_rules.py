@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from gateway.web.state import services_key
 from tests.triggers_support import Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +34,17 @@ async def test_every_alert_rule_reads_a_metric_the_gateway_exports(client: Clien
         assert names, rule["alert"]
         for name in names:
             assert re.sub(r"_(bucket|sum|count)$", "", name) in exported, (rule["alert"], name)
+
+
+async def test_the_delivery_queue_gauge_is_there_only_where_the_delivery_job_runs(
+    client: Client,
+) -> None:
+    """GatewayDeliveryJobAbsent reads the absence of the pending-queue sample: a process
+    without the delivery job (this app runs no workers) exports none; the job's first
+    housekeeping pass exports it."""
+    pending = 'gateway_delivery_queue_depth{status="pending"}'
+    rule = next(r for r in _rules() if r["alert"] == "GatewayDeliveryJobAbsent")
+    assert rule["expr"] == f"absent({pending})"
+    assert pending not in await (await client.get("/metrics")).text()
+    await client.app[services_key].delivery_worker.housekeeping()
+    assert f"{pending} 0.0" in await (await client.get("/metrics")).text()
