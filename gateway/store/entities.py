@@ -236,9 +236,18 @@ class EntityStore:
             return await self._c.find_one(scoped(tenant, query), {"outbox": 0})
 
     async def find(
-        self, tenant: str, etype: str, filters: Mapping[str, Any], *, after: str | None, limit: int
+        self,
+        tenant: str,
+        etype: str,
+        filters: Mapping[str, Any],
+        *,
+        after: str | None,
+        limit: int,
+        nk: str | None = None,
     ) -> list[Doc]:
         query: Doc = {"type": etype, **_filter_query(etype, filters)}
+        if nk is not None:
+            query["nk"] = nk
         if after is not None and (oid := parse_id(after)) is not None:
             query["_id"] = {"$gt": oid}
         with translate_errors():
