@@ -37,3 +37,10 @@ async def test_a_trigger_read_with_a_cursor_that_no_page_gave_is_a_400(client: C
     response = await client.get(f"/hooks/{trigger['id']}?cursor=zzz", headers=bearer(trigger))
     assert response.status == 400
     assert (await response.json())["detail"].startswith("cursor must be")
+
+
+@pytest.mark.parametrize("limit", ["5_0", "+5", " 5", "5 ", "%D9%A5", "0x10", "-1", "0", "201"])
+async def test_a_limit_that_is_not_a_page_size_is_a_400(client: Client, limit: str) -> None:
+    response = await client.get(f"/api/v1/entities/vehicle?limit={limit}", headers=auth())
+    assert response.status == 400, (limit, await response.text())
+    assert (await response.json())["detail"].startswith("limit must be")
