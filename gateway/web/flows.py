@@ -69,6 +69,7 @@ def _name(request: web.Request) -> str:
     request=_UPLOAD,
     response=_VERSION,
     status=201,
+    also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
     errors=(413, 415),
 )
