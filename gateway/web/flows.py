@@ -192,7 +192,7 @@ async def delete_flow(request: web.Request) -> web.Response:
     response={"type": "object"},
 )
 async def dry_run_flow(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
+    claims = await authenticate(request, writes=False)
     body = await read_object(request)
     flow: Any = body.get("flow")
     samples = body.get("samples", {})

@@ -266,7 +266,7 @@ async def delete_mapping(request: web.Request) -> web.Response:
     response={"type": "object"},
 )
 async def dry_run_mapping(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
+    claims = await authenticate(request, writes=False)
     body = await read_object(request)
     draft = body.get("mapping")
     if draft is not None and not isinstance(draft, str | dict):

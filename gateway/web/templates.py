@@ -118,7 +118,7 @@ async def delete_template(request: web.Request) -> web.Response:
     response=_RENDERED,
 )
 async def preview_template(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
+    claims = await authenticate(request, writes=False)
     body = await read_object(request)
     template, context, locale = body.get("template"), body.get("context"), body.get("locale")
     problems = []
