@@ -24,6 +24,7 @@ from gateway.web.state import services_of
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
+    open_query=True,  # the filters: EntityService.filters names an unknown one
 )
 async def list_entities(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -105,6 +105,9 @@ class Operation:
     # Answers (results and problems) in plain XML or SOAP when the request speaks them
     # (gateway/web/replies.py), else JSON.
     xml_answers: bool = False
+    # Query parameters beyond `query` are the handler's to check (an entity list's filters);
+    # otherwise an admin route refuses any other (gateway/web/admin_auth.py).
+    open_query: bool = False
 
 
 def operation_of(handler: Any) -> Operation | None:
