@@ -33,7 +33,8 @@ from gateway.store.client import Collection, Doc, scoped, translate_errors
 FIRST = timedelta(seconds=8)
 GROWTH = 8
 WIDEST = timedelta(days=30)  # past this, one last window takes everything older
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # no ObjectId is older: a window reaching past it is the last
+# No ObjectId is older than the epoch: a window that would reach past it is the last one.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _bound_of(ids: type) -> Callable[[datetime], Any]:

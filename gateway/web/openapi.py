@@ -244,9 +244,8 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
     return result
 
 
-# The `cursor` of lists paged by document id (the last id of the previous page; empty: the
-# first page); another is
-# a 400 (gateway/store/client.py, cursor_id).
+# The `cursor` of lists paged by document id: the last id of the previous page, or empty for
+# the first page; any other is a 400 (gateway/store/client.py, cursor_id).
 ID_CURSOR: dict[str, Any] = {"type": "string", "pattern": "^([0-9a-fA-F]{24})?$"}
 
 _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
