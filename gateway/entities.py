@@ -243,8 +243,19 @@ class EntityService:
     async def find(
         self, tenant: str, etype: str, filters: Mapping[str, Any], *, after: str | None, limit: int
     ) -> list[Doc]:
+        """Entities matching `filters`. A vehicle's `plate` filter finds it by either spelling
+        (old or Mercosul), as `get` does: it is matched on the natural key."""
         self._schemas.require_type(etype)
-        return await self._store.entities.find(tenant, etype, filters, after=after, limit=limit)
+        nk = None
+        plate = filters.get("plate") if etype == "vehicle" else None
+        if isinstance(plate, str):
+            nk = self._key_from_ref(etype, plate)
+            if nk is None:  # no vehicle has an invalid plate
+                return []
+            filters = {k: v for k, v in filters.items() if k != "plate"}
+        return await self._store.entities.find(
+            tenant, etype, filters, after=after, limit=limit, nk=nk
+        )
 
     async def create(
         self,

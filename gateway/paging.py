@@ -15,10 +15,10 @@ PAGE_PARAMS: Final = frozenset({"limit", "cursor"})
 
 def page_params(query: Mapping[str, str], default: int = DEFAULT_PAGE) -> tuple[int, str | None]:
     raw = query.get("limit", str(default))
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise BadRequest(f"limit must be an integer, got {raw!r}") from None
+    # ASCII digits only: int() would also take " 5", "+5", "5_0" and other scripts' digits.
+    if not (raw.isascii() and raw.isdigit()):
+        raise BadRequest(f"limit must be an integer, got {raw!r}")
+    limit = int(raw)
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
     return limit, query.get("cursor") or None

@@ -222,3 +222,13 @@ def test_every_old_plate_round_trips_through_its_mercosul_twin() -> None:
 def test_identifier_table_covers_every_schema_format() -> None:
     assert set(ids.IDENTIFIERS) == {"plate", "renavam", "cpf", "cnpj", "cnh"}
     assert ids.IDENTIFIERS["cpf"].is_valid("529.982.247-25")
+
+
+def test_letters_that_upper_case_into_latin_ones_are_no_plate_or_cnpj_letters() -> None:
+    """ "ı".upper() is "I" and "ſ".upper() is "S": a plate or CNPJ typed with them is refused,
+    not stored as another vehicle's or company's identifier."""
+    assert ids.check_plate("IBC1234") is None and ids.check_plate("ABS1D23") is None
+    assert ids.check_plate("ıBC1234") is not None and ids.check_plate("ABſ1D23") is not None
+    cnpj = "12ABI34501DE" + ids.cnpj_check_digits("12ABI34501DE")
+    assert ids.check_cnpj(cnpj) is None
+    assert ids.check_cnpj(cnpj.replace("I", "ı")) is not None

@@ -144,6 +144,20 @@ async def test_filters_are_normalised_like_the_stored_identifiers(client: Client
         assert answer.status == 200 and len((await answer.json())["items"]) == 1, query
 
 
+async def test_plate_filter_finds_the_vehicle_by_either_spelling(client: Client) -> None:
+    """A filter by plate finds the vehicle under its old or Mercosul spelling, as a get does."""
+    created = await _create(client, "vehicle", {"plate": "ABC1234", "group": "north"})
+    await _create(client, "vehicle", {"plate": "XYZ9K87", "group": "north"})
+    for plate in ("ABC1234", "abc-1c34", "ABC1C34"):
+        for query in (f"plate={plate}", f"plate={plate}&group=north"):
+            answer = await client.get(f"/api/v1/entities/vehicle?{query}", headers=auth())
+            items = (await answer.json())["items"]
+            assert [v["id"] for v in items] == [created["id"]], query
+    for query in ("plate=ABC1C34&group=south", "plate=not-a-plate"):
+        answer = await client.get(f"/api/v1/entities/vehicle?{query}", headers=auth())
+        assert answer.status == 200 and (await answer.json())["items"] == [], query
+
+
 async def test_other_tenant_sees_404_never_the_data(client: Client) -> None:
     created = await _create(client, "vehicle", VEHICLE, tenant="acme")
     response = await client.get(f"/api/v1/entities/vehicle/{created['id']}", headers=auth("globex"))

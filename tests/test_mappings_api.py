@@ -460,3 +460,27 @@ async def test_a_version_activated_while_the_active_one_is_read_is_not_hidden_by
     assert described.startswith("v2 ")  # it asked before the change
     now = await service.active("acme", "osmand")  # not the stale read's version, cached
     assert now.source["description"].startswith("OsmAnd")
+
+
+async def test_a_viewer_may_run_dry_runs_and_previews_which_write_nothing(client: Client) -> None:
+    """As in the admin UI (docs/admin-ui.md#roles): a viewer's dry run of a mapping or a flow,
+    or preview of a template, gets the answer an admin's does, not a 403."""
+    osmand = (PAYLOADS / "osmand_query.txt").read_text()
+    template = {
+        "name": "t",
+        "channel_type": "email",
+        "locales": {"pt-BR": {"subject": "{{ x }}", "text": "-"}},
+    }
+    calls = {
+        "/api/v1/mappings/test": {"mapping": OSMAND, "payload": osmand},
+        "/api/v1/templates/preview": {"template": template, "context": {"x": "y"}},
+        "/api/v1/flows/test": {"flow": "nope", "event": {"type": "fine.received"}},
+    }
+    for path, body in calls.items():
+        answers = []
+        for role in ("admin", "viewer"):
+            response = await client.post(path, json=body, headers=auth(role=role))
+            answers.append((response.status, await response.json()))
+        assert answers[0][0] in (200, 404) and answers[1] == answers[0], path
+    refused = await client.post("/api/v1/mappings", json={}, headers=auth(role="viewer"))
+    assert refused.status == 403

@@ -74,3 +74,26 @@ async def test_events_list_pages_newest_first_across_every_window(client: Client
         assert await walk(client, "/api/v1/events", limit) == expected
     updated = [str(d["_id"]) for d in sorted(docs[1::2], key=lambda d: d["_id"], reverse=True)]
     assert await walk(client, "/api/v1/events?type=entity.updated", 3) == updated
+
+
+async def test_a_cursor_from_the_first_days_of_the_epoch_pages_on_not_a_500(
+    client: Client,
+) -> None:
+    """A window below a cursor of 1970 would start before the epoch, where no ObjectId is:
+    it is the last window, not an error (an id from 1970 is rare, a crafted cursor is not)."""
+    db = client.app[services_key].store.db
+    old = [ObjectId(f"{seconds:08x}{n:016x}") for n, seconds in enumerate((0, 1, 5, 86_400))]
+    await db["events"].insert_many(
+        {"_id": i, "tenant": "acme", "type": "entity.created", "entity": {"id": "v1"}, "data": {}}
+        for i in old
+    )
+    ids = [f"{i}:sub" for i in old]
+    await db["deliveries"].insert_many(
+        {"_id": i, "tenant": "acme", "shard": shard_of(i), "status": "dead", "event": {}}
+        for i in ids
+    )
+    assert await walk(client, "/api/v1/events", 1) == [str(i) for i in reversed(old)]
+    assert await walk(client, "/api/v1/deliveries", 1) == list(reversed(ids))
+    for path in ("/api/v1/events", "/api/v1/deliveries"):
+        first = await client.get(f"{path}?cursor=000000000000000000000000", headers=auth())
+        assert first.status == 200 and (await first.json())["items"] == [], path

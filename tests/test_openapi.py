@@ -40,3 +40,13 @@ async def test_docs_page_renders_offline_without_external_assets(client: Client)
     assert "/api/v1/entities/{type}" in html
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "https://" not in html.replace("https://rabbot.dev", "")
+
+
+async def test_routes_that_answer_200_or_201_declare_both(client: Client) -> None:
+    """An identical re-upload of a mapping or flow is a 200 (the version that exists), and so
+    is assigning the driver a vehicle already has: the document declares what is answered."""
+    doc = await (await client.get("/openapi.json")).json()
+    for path in ("/api/v1/mappings", "/api/v1/flows", "/api/v1/entities/vehicle/{ref}/drivers"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert {"200", "201"} <= set(responses), path
+        assert responses["200"]["content"] == responses["201"]["content"], path

@@ -234,3 +234,24 @@ async def test_another_tenants_ids_are_404_on_every_route_that_names_one(
         assert mine.status == 200, family
     vehicle = await client.get(f"/api/v1/entities/vehicle/{ids['entities']}", headers=auth())
     assert (await vehicle.json())["plate"] == "ABC1D23"
+
+
+async def test_every_admin_route_refuses_a_query_parameter_it_does_not_take(
+    client: Client,
+) -> None:
+    """A typo in a query parameter (`?stauts=dead`, `?activte=false`) is a 400 naming it, on
+    every admin route, never a list unfiltered or a default applied; nothing is written."""
+    for method, path in _protected(client):
+        response = await client.request(method, f"{path}?stauts=dead", headers=auth())
+        assert response.status == 400, (method, path, await response.text())
+        detail = (await response.json())["detail"]
+        assert "stauts" in detail, (method, path, detail)
+    upload = await client.post(
+        "/api/v1/mappings?activte=false",
+        data=b"name: m\nversion: 1\n",
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    assert upload.status == 400
+    assert (await (await client.get("/api/v1/mappings", headers=auth())).json())["items"] == []
+    declared = await client.get("/api/v1/deliveries?status=dead&limit=5", headers=auth())
+    assert declared.status == 200

@@ -250,6 +250,30 @@ async def test_bad_check_digit_names_the_field_and_why(client: Client) -> None:
     assert error["pointer"] == "/cpf" and "check digit" in error["message"]
 
 
+async def test_a_natural_key_of_the_wrong_type_is_named_as_such_not_as_missing(
+    client: Client,
+) -> None:
+    """An ERP that sends the CPF as a number is told the CPF is not text, not that it is
+    missing (the admin API said so already)."""
+    drivers = await create_trigger(client, name="drivers", entity_type="driver")
+    for cpf, shown in ((52998224725, "52998224725"), (["52998224725"], '["52998224725"]')):
+        response = await client.post(
+            f"/hooks/{drivers['id']}", headers=bearer(drivers), json={"name": "Ana", "cpf": cpf}
+        )
+        assert response.status == 422
+        [error] = (await response.json())["errors"]
+        assert error == {
+            "pointer": "/cpf",
+            "message": f'/cpf: {shown} is not of type "string"',
+            "keyword": "type",
+        }
+    missing = await client.post(
+        f"/hooks/{drivers['id']}", headers=bearer(drivers), json={"name": "Ana"}
+    )
+    [error] = (await missing.json())["errors"]
+    assert error["keyword"] == "required" and error["pointer"] == "/cpf"
+
+
 class _CountingVerifier:
     """The receiver's token verifier, counting signature checks."""
 

@@ -57,7 +57,8 @@ def normalize_plate(value: str) -> str:
 
 
 def check_plate(value: str) -> str | None:
-    if _PLATE.fullmatch(normalize_plate(value)):
+    # ASCII first: upper() makes Latin letters of other characters ("ı" → "I", "ſ" → "S").
+    if value.isascii() and _PLATE.fullmatch(normalize_plate(value)):
         return None
     return "must be 3 letters and 4 digits (ABC1234) or Mercosul (ABC1D23)"
 
@@ -161,7 +162,7 @@ def check_cnpj(value: str) -> str | None:
     cnpj = normalize_cnpj(value)
     if len(cnpj) != 14:
         return "must have 14 characters"
-    if not _CNPJ.fullmatch(cnpj):
+    if not value.isascii() or not _CNPJ.fullmatch(cnpj):  # upper() turns "ı" into "I"
         return "must be 12 digits or letters followed by 2 check digits"
     if cnpj == cnpj[0] * 14:
         return REPEATED

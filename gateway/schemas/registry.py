@@ -174,7 +174,11 @@ class SchemaRegistry:
         key: dict[str, str] = {}
         for name in fields:
             value = doc.get(name)
-            if not isinstance(value, str) or not value:
+            if value is not None and not isinstance(value, str):  # e.g. a CPF sent as a number
+                shown = orjson.dumps(value, default=str).decode()[:100]
+                message = f'/{name}: {shown} is not of type "string"'
+                raise invalid(entity_type, [FieldProblem(f"/{name}", message, "type")])
+            if not value:
                 message = f"/{name}: required field is missing"
                 raise invalid(entity_type, [FieldProblem(f"/{name}", message, "required")])
             key[name] = normalize_identifier(name, value)

@@ -26,7 +26,7 @@ from pymongo.errors import (
 )
 from pymongo.monitoring import TopologyListener
 
-from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
+from gateway.errors import BadRequest, Conflict, InvalidPayload, StoreUnavailable
 
 Doc = dict[str, Any]
 Collection = AsyncCollection[Doc]
@@ -209,6 +209,15 @@ def parse_id(value: str) -> ObjectId | None:
         return ObjectId(value)
     except (InvalidId, TypeError):
         return None
+
+
+def cursor_id(cursor: str) -> ObjectId:
+    """A page cursor that is the last id of the previous page: a malformed one is a 400,
+    never the first page again."""
+    oid = parse_id(cursor)
+    if oid is None:
+        raise BadRequest("cursor must be the next_cursor of the previous page")
+    return oid
 
 
 async def find_by_id(collection: Collection, tenant: str, doc_id: str) -> Doc | None:

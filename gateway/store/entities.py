@@ -34,7 +34,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
-from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
+from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
 from gateway.store.group_commit import SEALS, GroupCommit
 
 INDEXES = [
@@ -236,11 +236,20 @@ class EntityStore:
             return await self._c.find_one(scoped(tenant, query), {"outbox": 0})
 
     async def find(
-        self, tenant: str, etype: str, filters: Mapping[str, Any], *, after: str | None, limit: int
+        self,
+        tenant: str,
+        etype: str,
+        filters: Mapping[str, Any],
+        *,
+        after: str | None,
+        limit: int,
+        nk: str | None = None,
     ) -> list[Doc]:
         query: Doc = {"type": etype, **_filter_query(etype, filters)}
-        if after is not None and (oid := parse_id(after)) is not None:
-            query["_id"] = {"$gt": oid}
+        if nk is not None:
+            query["nk"] = nk
+        if after is not None:
+            query["_id"] = {"$gt": cursor_id(after)}
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query), {"outbox": 0})
             return await cursor.sort("_id", ASCENDING).limit(limit).to_list(limit)

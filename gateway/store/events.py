@@ -12,9 +12,9 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from gateway.store.client import (
     Collection,
     Doc,
+    cursor_id,
     find_by_id,
     insert_new,
-    parse_id,
     unjournaled,
 )
 from gateway.store.history import drop_events
@@ -59,7 +59,7 @@ class EventStore:
             self._c,
             tenant,
             query,
-            before=parse_id(before) if before is not None else None,
+            before=cursor_id(before) if before is not None else None,
             limit=limit,
             windowed=set(query) in _COVERED,
             ids=ObjectId,

@@ -33,6 +33,8 @@ from gateway.store.client import Collection, Doc, scoped, translate_errors
 FIRST = timedelta(seconds=8)
 GROWTH = 8
 WIDEST = timedelta(days=30)  # past this, one last window takes everything older
+# No ObjectId is older than the epoch: a window that would reach past it is the last one.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _bound_of(ids: type) -> Callable[[datetime], Any]:
@@ -75,7 +77,7 @@ async def newest_first(
     found: list[Doc] = []
     upper, width = before, (FIRST if windowed else WIDEST * GROWTH)
     while len(found) < limit:
-        lower = bound(anchor - width) if width <= WIDEST else None
+        lower = bound(anchor - width) if width <= WIDEST and anchor - width > EPOCH else None
         window: dict[str, Any] = {}
         if lower is not None:
             window["$gte"] = lower

@@ -16,7 +16,14 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from gateway.store.client import Collection, Doc, find_by_id, parse_id, scoped, translate_errors
+from gateway.store.client import (
+    Collection,
+    Doc,
+    cursor_id,
+    find_by_id,
+    scoped,
+    translate_errors,
+)
 
 MAX_PER_TRIGGER = 1000
 INDEXES = [
@@ -63,8 +70,8 @@ class RejectedStore:
     ) -> list[Doc]:
         """A page after `cursor` (the last id of the previous page) in the given order."""
         query: Doc = dict(filters)
-        if cursor is not None and (oid := parse_id(cursor)) is not None:
-            query["_id"] = {"$lt" if newest_first else "$gt": oid}
+        if cursor is not None:
+            query["_id"] = {"$lt" if newest_first else "$gt": cursor_id(cursor)}
         with translate_errors():
             found = self._c.find(scoped(tenant, query), {"payload": 0})
             order = DESCENDING if newest_first else ASCENDING

@@ -8,7 +8,15 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument
 
-from gateway.store.client import Collection, Doc, find_by_id, parse_id, scoped, translate_errors
+from gateway.store.client import (
+    Collection,
+    Doc,
+    cursor_id,
+    find_by_id,
+    parse_id,
+    scoped,
+    translate_errors,
+)
 
 
 class TenantResources:
@@ -34,8 +42,8 @@ class TenantResources:
         limit: int,
     ) -> list[Doc]:
         query: Doc = dict(filters or {})
-        if after is not None and (oid := parse_id(after)) is not None:
-            query["_id"] = {"$gt": oid}
+        if after is not None:
+            query["_id"] = {"$gt": cursor_id(after)}
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query)).sort("_id", ASCENDING)
             return await cursor.limit(limit).to_list(limit)

@@ -31,7 +31,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from gateway.store.client import Collection, Doc, parse_id, scoped, translate_errors
+from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
 from gateway.store.resources import TenantResources
 
 FREE: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -174,8 +174,8 @@ class ScheduleStore(TenantResources):
     ) -> builtins.list[Doc]:
         """Newest first; `before` is the last run id of the previous page."""
         query: Doc = {"schedule_id": schedule_id}
-        if before is not None and (oid := parse_id(before)) is not None:
-            query["_id"] = {"$lt": oid}
+        if before is not None:
+            query["_id"] = {"$lt": cursor_id(before)}
         with translate_errors():
             cursor = self._runs.find(scoped(tenant, query)).sort("_id", DESCENDING)
             return await cursor.limit(limit).to_list(limit)

@@ -10,7 +10,7 @@ from gateway.actions.definitions import public_action
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import BadRequest
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
@@ -149,7 +149,7 @@ async def create_action(request: web.Request) -> web.Response:
     tag="actions",
     response=PAGE,
     query=[*_LIST_QUERY, ("partner_id", "only this partner's"), ("mode", "proxy|deliver")],
-    schemas={"mode": {"enum": ["proxy", "deliver"]}},
+    schemas={"mode": {"enum": ["proxy", "deliver"]}, "cursor": ID_CURSOR},
 )
 async def list_actions(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -232,7 +232,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     tag="subscriptions",
     response=PAGE,
     query=[*_LIST_QUERY, ("action_id", "only this action's"), ("status", "active|disabled")],
-    schemas={"status": {"enum": ["active", "disabled"]}},
+    schemas={"status": {"enum": ["active", "disabled"]}, "cursor": ID_CURSOR},
 )
 async def list_subscriptions(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -111,6 +111,7 @@ async def list_vehicle_drivers(request: web.Request) -> web.Response:
     request=_ASSIGN,
     response=_ASSIGNMENT,
     status=201,
+    also=(200,),  # the driver was assigned already: nothing changed
 )
 async def assign_vehicle_driver(request: web.Request) -> web.Response:
     claims = await authenticate(request)

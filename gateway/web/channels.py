@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway.notify.channels import public_channel
 from gateway.notify.testing import check_test_body, send_test
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -100,6 +100,7 @@ async def create_channel(request: web.Request) -> web.Response:
     tag="channels",
     response={"type": "object", "properties": {"items": {"type": "array"}}},
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+    schemas={"cursor": ID_CURSOR},
 )
 async def list_channels(request: web.Request) -> web.Response:
     claims = await authenticate(request)

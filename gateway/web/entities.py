@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.entities import Origin, public
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -24,6 +24,8 @@ from gateway.web.state import services_of
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
+    schemas={"cursor": ID_CURSOR},
+    open_query=True,  # the filters: EntityService.filters names an unknown one
 )
 async def list_entities(request: web.Request) -> web.Response:
     claims = await authenticate(request)

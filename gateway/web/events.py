@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.events import public_event
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params
 from gateway.web.state import services_of
@@ -25,6 +25,7 @@ from gateway.web.state import services_of
         ("limit", "page size"),
         ("cursor", "next_cursor of the previous page"),
     ],
+    schemas={"cursor": ID_CURSOR},
 )
 async def list_events(request: web.Request) -> web.Response:
     claims = await authenticate(request)

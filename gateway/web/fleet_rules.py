@@ -25,7 +25,7 @@ from gateway.fleet.rule_service import (
 from gateway.fleet.servicing import MAX_KM
 from gateway.services import Services
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -244,7 +244,13 @@ def _routes(kind: RuleResource) -> list[web.RouteDef]:
         doc = await rules(request).create(claims.tenant, await read_object(request))
         return json_response(public_rule(doc), status=201)
 
-    @operation(f"List {kind.plural}", tag="fleet", response=_LIST, query=_PAGE)
+    @operation(
+        f"List {kind.plural}",
+        tag="fleet",
+        response=_LIST,
+        query=_PAGE,
+        schemas={"cursor": ID_CURSOR},
+    )
     async def listing(request: web.Request) -> web.Response:
         claims = await authenticate(request)
         limit, cursor = page_params(request)

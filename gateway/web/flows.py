@@ -69,6 +69,7 @@ def _name(request: web.Request) -> str:
     request=_UPLOAD,
     response=_VERSION,
     status=201,
+    also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
     errors=(413, 415),
 )
@@ -191,7 +192,7 @@ async def delete_flow(request: web.Request) -> web.Response:
     response={"type": "object"},
 )
 async def dry_run_flow(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
+    claims = await authenticate(request, writes=False)
     body = await read_object(request)
     flow: Any = body.get("flow")
     samples = body.get("samples", {})

@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway.errors import PayloadTooLarge
 from gateway.triggers import HookCall
 from gateway.web import replies
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.requests import read_body
 from gateway.web.state import services_of
 
@@ -118,6 +118,7 @@ async def post_hook(request: web.Request) -> web.Response:
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
+    schemas={"cursor": ID_CURSOR},
 )
 async def get_hooks(request: web.Request) -> web.Response:
     return await _answer(request)

@@ -134,6 +134,7 @@ async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
     request=_UPLOAD,
     response=_VERSION,
     status=201,
+    also=(200,),  # an identical re-upload: the version that exists
     query=[("activate", "false to store the version without activating it (default true)")],
     schemas={"activate": {"enum": ["true", "false", "1", "0"]}},
     errors=(413, 415),
@@ -265,7 +266,7 @@ async def delete_mapping(request: web.Request) -> web.Response:
     response={"type": "object"},
 )
 async def dry_run_mapping(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
+    claims = await authenticate(request, writes=False)
     body = await read_object(request)
     draft = body.get("mapping")
     if draft is not None and not isinstance(draft, str | dict):

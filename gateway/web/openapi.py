@@ -105,6 +105,9 @@ class Operation:
     # Answers (results and problems) in plain XML or SOAP when the request speaks them
     # (gateway/web/replies.py), else JSON.
     xml_answers: bool = False
+    # Query parameters beyond `query` are the handler's to check (an entity list's filters);
+    # otherwise an admin route refuses any other (gateway/web/admin_auth.py).
+    open_query: bool = False
 
 
 def operation_of(handler: Any) -> Operation | None:
@@ -240,6 +243,10 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
         }
     return result
 
+
+# The `cursor` of lists paged by document id: the last id of the previous page, or empty for
+# the first page; any other is a 400 (gateway/store/client.py, cursor_id).
+ID_CURSOR: dict[str, Any] = {"type": "string", "pattern": "^([0-9a-fA-F]{24})?$"}
 
 _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 200},

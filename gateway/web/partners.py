@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.actions.partners import public_partner
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -95,6 +95,7 @@ async def create_partner(request: web.Request) -> web.Response:
     tag="partners",
     response=PAGE,
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+    schemas={"cursor": ID_CURSOR},
 )
 async def list_partners(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -95,7 +95,9 @@ async def create_schedule(request: web.Request) -> web.Response:
     )
 
 
-@operation("List schedules", tag="schedules", response=PAGE, query=_PAGING)
+@operation(
+    "List schedules", tag="schedules", response=PAGE, query=_PAGING, schemas={"cursor": ID_CURSOR}
+)
 async def list_schedules(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     limit, cursor = page_params(request)
@@ -154,6 +156,7 @@ async def run_schedule(request: web.Request) -> web.Response:
     tag="schedules",
     response=PAGE,
     query=_PAGING,
+    schemas={"cursor": ID_CURSOR},
 )
 async def list_schedule_runs(request: web.Request) -> web.Response:
     claims = await authenticate(request)

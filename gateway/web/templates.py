@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.templates import public_template
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
@@ -69,6 +69,7 @@ async def create_template(request: web.Request) -> web.Response:
     tag="templates",
     response={"type": "object", "properties": {"items": {"type": "array"}}},
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+    schemas={"cursor": ID_CURSOR},
 )
 async def list_templates(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -118,7 +119,7 @@ async def delete_template(request: web.Request) -> web.Response:
     response=_RENDERED,
 )
 async def preview_template(request: web.Request) -> web.Response:
-    claims = await authenticate(request)
+    claims = await authenticate(request, writes=False)
     body = await read_object(request)
     template, context, locale = body.get("template"), body.get("context"), body.get("locale")
     problems = []

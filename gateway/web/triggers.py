@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.triggers.spec import PATCHABLE, TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
 from gateway.web.requests import check_members, page, page_params, read_object
 from gateway.web.state import services_of
@@ -171,7 +171,7 @@ async def revoke_trigger(request: web.Request) -> web.Response:
     "List rejected trigger payloads (newest first)",
     tag="rejected",
     response=_PAGE,
-    schemas={"status": {"enum": ["pending", "replayed"]}},
+    schemas={"status": {"enum": ["pending", "replayed"]}, "cursor": ID_CURSOR},
     query=[
         ("trigger_id", "only this trigger's"),
         ("status", "pending | replayed"),
