@@ -169,6 +169,7 @@ async def run_once(
         "MONGODB_URI": db.uri,
         "GATEWAY_DATABASE": database,
         "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_ADMIN_RATE_LIMIT": "100000",  # throughput, not the admin limit
         "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
         "GATEWAY_DATA_DIR": str(tmp),
         "GATEWAY_LOG_LEVEL": "WARNING",

@@ -230,6 +230,7 @@ def gateway_server(
             "GATEWAY_PORT": str(port),
             "GATEWAY_DATA_DIR": str(tmp / name),
             "GATEWAY_SECRET_KEY": os.urandom(32).hex(),
+            "GATEWAY_ADMIN_RATE_LIMIT": "100000",  # throughput, not the admin limit
             "GATEWAY_DATABASE": server.db_name,
             "GATEWAY_LOG_JSON": "true",
             "GATEWAY_LOG_LEVEL": "WARNING",
@@ -266,6 +267,7 @@ def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
         "GATEWAY_PORT": str(port),
         "GATEWAY_DATA_DIR": str(tmp / "gateway-positions"),
         "GATEWAY_SECRET_KEY": os.urandom(32).hex(),
+        "GATEWAY_ADMIN_RATE_LIMIT": "100000",  # throughput, not the admin limit
         "GATEWAY_DATABASE": server.db_name,
         "GATEWAY_LOG_JSON": "true",
         "GATEWAY_LOG_LEVEL": "WARNING",

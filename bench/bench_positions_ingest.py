@@ -169,6 +169,7 @@ def start_gateway(
         "GATEWAY_PORT": str(port),
         "GATEWAY_DATA_DIR": str(tmp / "gateway"),
         "GATEWAY_SECRET_KEY": os.urandom(32).hex(),
+        "GATEWAY_ADMIN_RATE_LIMIT": "100000",  # throughput, not the admin limit
         "GATEWAY_DATABASE": "bench_gateway",
         "GATEWAY_LOG_JSON": "true",
         "GATEWAY_LOG_LEVEL": "WARNING",

@@ -127,6 +127,7 @@ def start_gateway(gw: Gateway, index: int, db: EmbeddedServer, tmp: str) -> None
         "MONGODB_URI": db.uri,
         "GATEWAY_PORT": str(port),
         "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_ADMIN_RATE_LIMIT": "100000",  # throughput, not the admin limit
         "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
         "GATEWAY_DATABASE": f"bench_proxy_{index}",
         "GATEWAY_DATA_DIR": str(Path(tmp) / f"gateway{index}"),

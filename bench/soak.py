@@ -443,6 +443,7 @@ async def run(args: argparse.Namespace) -> None:
         "GATEWAY_DATA_DIR": str(data_dir),
         "GATEWAY_PORT": str(port),
         "GATEWAY_SECRET_KEY": SECRET,
+        "GATEWAY_ADMIN_RATE_LIMIT": "100000",  # throughput, not the admin limit
         "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
         "GATEWAY_LOG_LEVEL": "WARNING",
     }

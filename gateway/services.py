@@ -52,6 +52,7 @@ from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind
 from gateway.notify.wiring import NotifyServices, assemble_flow_runtime, assemble_notify
+from gateway.outbound.breaker import RateLimits
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
@@ -91,6 +92,8 @@ class Services:
     tracks: Tracks
     mappings: MappingService
     admin_verifier: AdminTokenVerifier
+    # Admin API and UI requests counted per tenant (or client address), in this process.
+    admin_limits: RateLimits
     triggers: TriggerService
     gates: TriggerGates
     hooks: HookReceiver
@@ -240,6 +243,7 @@ def _assemble(
         tracks=tracks,
         mappings=mappings,
         admin_verifier=admin_verifier,
+        admin_limits=RateLimits(),
         triggers=TriggerService(
             store,
             mappings,

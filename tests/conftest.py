@@ -47,6 +47,8 @@ def settings(tmp_path: Path) -> Settings:
         log_json=False,
         outbound_allow=("127.0.0.1",),
         max_body_bytes=256 * 1024,
+        # Fuzzing runs hundreds of admin calls; tests/test_admin_limits.py sets its own limit.
+        admin_rate_limit=100_000,
     )
 
 

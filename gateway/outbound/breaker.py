@@ -6,6 +6,7 @@ import asyncio
 import enum
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -142,6 +143,29 @@ class TokenBucket:
             self._tokens += 1
             raise
         return True
+
+
+class RateLimits:
+    """Token buckets by key (a tenant, a trigger, a client address), counted in this process;
+    at most `max_keys` kept, the least recently used dropped first (a dropped key starts
+    again with a full burst)."""
+
+    def __init__(self, max_keys: int = 10_000, *, clock: Clock = time.monotonic) -> None:
+        self._max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[tuple[float, float], TokenBucket]] = OrderedDict()
+
+    def wait(self, key: str, rate: float, burst: float) -> float:
+        """0.0 when one more request under `key` may go now (a token is taken), else the
+        seconds until one may. A changed rate or burst starts the key's bucket again."""
+        entry = self._buckets.get(key)
+        if entry is None or entry[0] != (rate, burst):
+            if entry is None and len(self._buckets) >= self._max_keys:
+                self._buckets.popitem(last=False)
+            entry = (rate, burst), TokenBucket(rate, burst, clock=self._clock)
+            self._buckets[key] = entry
+        self._buckets.move_to_end(key)
+        return entry[1].try_acquire()
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from gateway.errors import (
 from gateway.fleet.tracks import Tracks
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
-from gateway.outbound.breaker import TokenBucket
+from gateway.outbound.breaker import RateLimits
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.gates import TriggerGates
@@ -59,7 +59,6 @@ from gateway.triggers.reading import Reader
 
 DENIED: Final = "missing, invalid or revoked credentials"
 SIGNED_MODES: Final = frozenset({"webhook_signature", "hmac"})
-_MAX_BUCKETS: Final = 10_000
 
 
 @dataclass(slots=True)
@@ -104,7 +103,7 @@ class HookReceiver:
         self._verifier = TriggerTokenVerifier(ring)
         self._metrics = metrics
         self._clock = clock
-        self._buckets: dict[str, tuple[tuple[float, int], TokenBucket]] = {}
+        self._limits = RateLimits()
 
     async def close(self) -> None:
         """At shutdown, while the store is open: the Idempotency-Key releases left."""
@@ -246,12 +245,7 @@ class HookReceiver:
         """The trigger's rate limit, counted in this process only."""
         if trigger.rate is None:
             return
-        entry = self._buckets.get(trigger.id)
-        if entry is None or entry[0] != trigger.rate:
-            if len(self._buckets) >= _MAX_BUCKETS:
-                self._buckets.pop(next(iter(self._buckets)))
-            entry = self._buckets[trigger.id] = (trigger.rate, TokenBucket(*trigger.rate))
-        wait = entry[1].try_acquire()
+        wait = self._limits.wait(trigger.id, *trigger.rate)
         if wait:
             raise RateLimited(
                 f"over this trigger's limit of {trigger.rate[0]:g} requests/s",

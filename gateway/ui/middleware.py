@@ -14,13 +14,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RateLimited
 from gateway.logs import request_id_var
 from gateway.ui.forms import error_key
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
 from gateway.ui.state import Visitor, visitor_key
+from gateway.web.admin_auth import admit
 from gateway.web.state import services_of
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
         response = _error_page(request, exc.status, exc.reason)
     except GatewayError as exc:
         response = _error_page(request, exc.status, exc.detail)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after)
     except Exception:
         log.exception("unhandled error in the admin UI", extra={"path": request.path})
         response = _error_page(request, 500, f"request id {request_id_var.get()}")
@@ -70,6 +73,8 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         # A POST without a live session does nothing: the visitor logs in again first.
         target = request.path_qs if request.method == "GET" else request.path
         return redirect(login_url(target, expired=visitor.expired))
+    if visitor.session is not None and route != "static":
+        admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
     if request.method == "POST":
         form = await request.post()
         token = form.get("csrf")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from gateway.auth.tokens import AdminClaims, bearer_token
-from gateway.errors import BadRequest, Forbidden, Unauthorized
+from gateway.errors import BadRequest, Forbidden, RateLimited, Unauthorized
 from gateway.web.openapi import operation_of
 from gateway.web.state import services_of
 
@@ -17,9 +19,14 @@ async def authenticate(request: web.Request, *, writes: bool | None = None) -> A
     `writes=False` for a POST that writes nothing (a dry run, a preview): a viewer may run
     it, as in the admin UI."""
     token = bearer_token(request.headers)
-    if token is None:
-        raise Unauthorized("an admin bearer token is required")
-    claims = await services_of(request).admin_verifier.verify(token)
+    try:
+        if token is None:
+            raise Unauthorized("an admin bearer token is required")
+        claims = await services_of(request).admin_verifier.verify(token)
+    except Unauthorized:
+        admit(request, f"client:{request.remote}", "from this address")
+        raise
+    admit(request, f"tenant:{claims.tenant}", "for this tenant")
     if writes is None:
         writes = request.method not in _READ_METHODS
     if writes and claims.role != "admin":
@@ -38,3 +45,18 @@ def _check_query(request: web.Request) -> None:
     if unknown := sorted(set(request.query) - set(known)):
         takes = ", ".join(known) if known else "none"
         raise BadRequest(f"unknown query parameter {unknown[0]!r} (this route takes: {takes})")
+
+
+def admit(request: web.Request, key: str, whose: str) -> None:
+    """429 with Retry-After over the admin limit (`GATEWAY_ADMIN_RATE_LIMIT` requests/s, bursts
+    of twice that, counted per `key` in this process): SPEC §7, request rate limited on
+    every route, admin included. Calls without a valid token count per client address, so
+    guessing tokens is limited too."""
+    services = services_of(request)
+    rate = services.settings.admin_rate_limit
+    wait = services.admin_limits.wait(key, rate, 2 * rate)
+    if wait:
+        raise RateLimited(
+            f"over the admin limit of {rate} requests/s {whose}",
+            retry_after=max(1, math.ceil(wait)),
+        )
