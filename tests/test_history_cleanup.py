@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 
 from gateway.config import Settings
 from gateway.retention import clean_up
@@ -29,6 +30,7 @@ from tests.partner_double import (
     post,
 )
 from tests.support import cli_env
+from tests.test_fleet_fold import events_of, make_vehicle
 
 __all__ = ["partner"]  # the fixture
 
@@ -140,3 +142,26 @@ async def test_the_cli_counts_then_drops_and_refuses_zero_days(
     assert (await _counts(services))["events"] == 3
     refused = await cli("--days", "0")
     assert refused.returncode == 2 and "must be at least 1" in refused.stderr
+
+
+async def test_a_fold_event_stored_today_for_a_reading_days_old_is_kept_until_it_is_old(
+    services: Services,
+) -> None:
+    # The fold's event ids carry the reading's (or fix's) device time, days before the
+    # event is stored: cleanup counts from when it was stored, not from that id.
+    vehicle = await make_vehicle(services)
+    at = datetime.now(UTC) - timedelta(days=5)
+    reading = {"km": 42_000.0, "at": at, "source": "checklist"}
+    await services.store.fleet.push_reading("acme", vehicle, reading)
+    await services.fold.run_until_idle()
+    (event,) = await events_of(services, "vehicle.odometer.rebaselined")
+    assert ObjectId(event["_id"]).generation_time < datetime.now(UTC) - timedelta(days=4)
+
+    kept = await clean_up(services.store, timedelta(days=3))
+    assert kept.events == 0
+    assert len(await events_of(services, "vehicle.odometer.rebaselined")) == 1
+
+    later = datetime.now(UTC) + timedelta(days=4)
+    dropped = await clean_up(services.store, timedelta(days=3), clock=lambda: later)
+    assert dropped.events == 1
+    assert await events_of(services, "vehicle.odometer.rebaselined") == []

@@ -8,7 +8,10 @@ work in between):
 
 - events by tenant and `_id` (`by_tenant`: an event's ObjectId carries when it occurred),
   for each tenant that has events (one `distinct`, which SecantusDB answers by reading the
-  collection);
+  collection), then only those stored (`relayed_at`) before too: the fold's event ids carry
+  the device time of the fix or reading, which may be days (up to the tenant's
+  `horizon_hours`) before the event was stored, and such an event dropped at once could be
+  written again by a fold replaying its last pass;
 - deliveries and flow runs by `due` (status, shard, `next_attempt_at`), for each final status
   and shard, then only those whose last change (`updated_at`) is older too: a delivery
   replayed yesterday stays, whenever it was first due. (The filter holds the index's fields
@@ -30,14 +33,16 @@ CHUNK: Final = 1_000
 
 
 async def drop_events(c: Collection, before: datetime, *, dry_run: bool) -> int:
-    """Events that occurred before `before`; how many (would be) dropped."""
+    """Events that occurred and were stored before `before`; how many (would be) dropped."""
     oldest_kept = ObjectId.from_datetime(before)
     with translate_errors():
         tenants = await c.distinct("tenant")
     dropped = 0
     for tenant in tenants:
         query = {"tenant": tenant, "_id": {"$lt": oldest_kept}}
-        dropped += await _drop(c, _ids(c, query, lambda _: True), dry_run)
+        dropped += await _drop(
+            c, _ids(c, query, lambda doc: _older(doc, "relayed_at", before)), dry_run
+        )
     return dropped
 
 
@@ -48,10 +53,7 @@ async def drop_finished(
     dropped."""
 
     def unchanged_since(doc: Doc) -> bool:
-        changed = doc.get("updated_at")
-        if changed is None:
-            return False
-        return bool((changed if changed.tzinfo else changed.replace(tzinfo=UTC)) < before)
+        return "updated_at" in doc and _older(doc, "updated_at", before)
 
     dropped = 0
     for status in statuses:
@@ -61,11 +63,20 @@ async def drop_finished(
     return dropped
 
 
+def _older(doc: Doc, field: str, before: datetime) -> bool:
+    """Whether the document's `field` (naive from a database that drops the zone: UTC) is
+    before `before`; a document without it is judged by its index fields alone."""
+    when = doc.get(field)
+    if when is None:
+        return True
+    return bool((when if when.tzinfo else when.replace(tzinfo=UTC)) < before)
+
+
 async def _ids(c: Collection, query: Doc, keep: Callable[[Doc], bool]) -> AsyncIterator[list[Any]]:
     """The ids of the documents the query finds that `keep` says to drop, in chunks."""
     chunk: list[Any] = []
     with translate_errors():
-        async for doc in c.find(query, {"_id": 1, "updated_at": 1}):
+        async for doc in c.find(query, {"_id": 1, "updated_at": 1, "relayed_at": 1}):
             if keep(doc):
                 chunk.append(doc["_id"])
             if len(chunk) == CHUNK:
