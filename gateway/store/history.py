@@ -2,9 +2,9 @@
 (`gateway cleanup`): events, and the deliveries and flow runs that have finished.
 
 What to drop is read through an index the collections already have, so the clean-up adds no
-cost to the writes of the hot path, and dropped by `_id` in chunks of `CHUNK` (on the
-embedded SecantusDB a delete holds its storage lock while it runs: many short ones let other
-work in between):
+cost to the writes of the hot path, and dropped by `_id` in chunks of `CHUNK` (deliveries and
+flow runs on SecantusDB one by one, `drop_finished`; on the embedded SecantusDB a delete
+holds its storage lock while it runs: many short ones let other work in between):
 
 - events by tenant and `_id` (`by_tenant`: an event's ObjectId carries when it occurred),
   for each tenant that has events (one `distinct`, which SecantusDB answers by reading the
@@ -21,13 +21,13 @@ work in between):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from bson import ObjectId
 
-from gateway.store.client import Collection, Doc, translate_errors
+from gateway.store.client import Collection, Doc, insert_new, translate_errors
 
 CHUNK: Final = 1_000
 
@@ -37,29 +37,54 @@ async def drop_events(c: Collection, before: datetime, *, dry_run: bool) -> int:
     oldest_kept = ObjectId.from_datetime(before)
     with translate_errors():
         tenants = await c.distinct("tenant")
+
+    def stored_before(doc: Doc) -> bool:
+        return _older(doc, "relayed_at", before)
+
+    async def delete(ids: list[Any]) -> int:
+        return await _delete_ids(c, ids, {})
+
     dropped = 0
     for tenant in tenants:
         query = {"tenant": tenant, "_id": {"$lt": oldest_kept}}
-        dropped += await _drop(
-            c, _ids(c, query, lambda doc: _older(doc, "relayed_at", before)), dry_run
-        )
+        dropped += await _drop(_ids(c, query, stored_before), dry_run, delete)
     return dropped
 
 
 async def drop_finished(
-    c: Collection, statuses: Iterable[str], shards: int, before: datetime, *, dry_run: bool
+    c: Collection,
+    statuses: Iterable[str],
+    shards: int,
+    before: datetime,
+    *,
+    dry_run: bool,
+    point_deletes: bool,
 ) -> int:
     """Documents in a final status, last changed before `before`; how many (would be)
-    dropped."""
+    dropped. A document may leave its final status between being read and being dropped (a
+    delivery an admin replays), so the delete checks again: in its filter on MongoDB; with
+    `point_deletes` (SecantusDB, which reads the whole collection for a filter with more
+    than the `_id`), one `find_one_and_delete` by `_id` at a time, a document that no longer
+    passes put back at once."""
+    finals = list(statuses)
 
     def unchanged_since(doc: Doc) -> bool:
         return "updated_at" in doc and _older(doc, "updated_at", before)
 
+    def still_finished(doc: Doc) -> bool:
+        return doc.get("status") in finals and unchanged_since(doc)
+
+    async def delete(ids: list[Any]) -> int:
+        if point_deletes:
+            return await _delete_each(c, ids, still_finished)
+        guard = {"status": {"$in": finals}, "updated_at": {"$lt": before}}
+        return await _delete_ids(c, ids, guard)
+
     dropped = 0
-    for status in statuses:
+    for status in finals:
         for shard in range(shards):
             query = {"status": status, "shard": shard, "next_attempt_at": {"$lt": before}}
-            dropped += await _drop(c, _ids(c, query, unchanged_since), dry_run)
+            dropped += await _drop(_ids(c, query, unchanged_since), dry_run, delete)
     return dropped
 
 
@@ -86,12 +111,31 @@ async def _ids(c: Collection, query: Doc, keep: Callable[[Doc], bool]) -> AsyncI
         yield chunk
 
 
-async def _drop(c: Collection, chunks: AsyncIterator[list[Any]], dry_run: bool) -> int:
+async def _drop(
+    chunks: AsyncIterator[list[Any]],
+    dry_run: bool,
+    delete: Callable[[list[Any]], Awaitable[int]],
+) -> int:
     dropped = 0
     async for ids in chunks:
-        if dry_run:
-            dropped += len(ids)
-            continue
+        dropped += len(ids) if dry_run else await delete(ids)
+    return dropped
+
+
+async def _delete_ids(c: Collection, ids: list[Any], guard: Doc) -> int:
+    with translate_errors():
+        return int((await c.delete_many({"_id": {"$in": ids}, **guard})).deleted_count)
+
+
+async def _delete_each(c: Collection, ids: list[Any], passes: Callable[[Doc], bool]) -> int:
+    dropped = 0
+    for doc_id in ids:
         with translate_errors():
-            dropped += (await c.delete_many({"_id": {"$in": ids}})).deleted_count
+            doc = await c.find_one_and_delete({"_id": doc_id})
+        if doc is None:
+            continue
+        if passes(doc):
+            dropped += 1
+        else:
+            await insert_new(c, [doc])
     return dropped
