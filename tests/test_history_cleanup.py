@@ -180,6 +180,19 @@ class _ReplayedMeanwhile:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._c, name)
 
+    def find(self, doc_filter: Doc, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._c.find(doc_filter, *args, **kwargs)
+        if "_id" not in doc_filter:  # cleanup looking for what is old
+            return cursor
+        racing = self
+
+        class ReadAgain:  # cleanup reading its chunk again just before it drops it
+            async def to_list(self, length: int | None) -> list[Doc]:
+                await racing._before_drop(doc_filter)
+                return list(await cursor.to_list(length))
+
+        return ReadAgain()
+
     async def _before_drop(self, doc_filter: Doc) -> None:
         target = doc_filter["_id"]
         ids = target["$in"] if isinstance(target, dict) else [target]
@@ -193,10 +206,6 @@ class _ReplayedMeanwhile:
     async def delete_one(self, doc_filter: Doc, *args: Any, **kwargs: Any) -> Any:
         await self._before_drop(doc_filter)
         return await self._c.delete_one(doc_filter, *args, **kwargs)
-
-    async def find_one_and_delete(self, doc_filter: Doc, *args: Any, **kwargs: Any) -> Any:
-        await self._before_drop(doc_filter)
-        return await self._c.find_one_and_delete(doc_filter, *args, **kwargs)
 
 
 @pytest.mark.parametrize("point_deletes", [True, False])  # SecantusDB's way, MongoDB's

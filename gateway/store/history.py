@@ -2,9 +2,9 @@
 (`gateway cleanup`): events, and the deliveries and flow runs that have finished.
 
 What to drop is read through an index the collections already have, so the clean-up adds no
-cost to the writes of the hot path, and dropped by `_id` in chunks of `CHUNK` (deliveries and
-flow runs on SecantusDB one by one, `drop_finished`; on the embedded SecantusDB a delete
-holds its storage lock while it runs: many short ones let other work in between):
+cost to the writes of the hot path, and dropped by `_id` in chunks of `CHUNK`, deliveries and
+flow runs checked again as they are dropped (`drop_finished`); on the embedded SecantusDB a
+delete holds its storage lock while it runs: many short ones let other work in between:
 
 - events by tenant and `_id` (`by_tenant`: an event's ObjectId carries when it occurred),
   for each tenant that has events (one `distinct`, which SecantusDB answers by reading the
@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from bson import ObjectId
 
-from gateway.store.client import Collection, Doc, insert_new, translate_errors
+from gateway.store.client import Collection, Doc, translate_errors
 
 CHUNK: Final = 1_000
 
@@ -62,10 +62,11 @@ async def drop_finished(
 ) -> int:
     """Documents in a final status, last changed before `before`; how many (would be)
     dropped. A document may leave its final status between being read and being dropped (a
-    delivery an admin replays), so the delete checks again: in its filter on MongoDB; with
-    `point_deletes` (SecantusDB, which reads the whole collection for a filter with more
-    than the `_id`), one `find_one_and_delete` by `_id` at a time, a document that no longer
-    passes put back at once."""
+    delivery an admin replays), so the delete checks again: on MongoDB in its filter, which
+    the `_id` index serves. SecantusDB reads the whole collection for such a filter (and for
+    a `find_one_and_delete`), so with `point_deletes` the chunk is read again by `_id` alone
+    just before a delete by `_id` alone: what changed meanwhile stays, but for what changes
+    within that one round trip."""
     finals = list(statuses)
 
     def unchanged_since(doc: Doc) -> bool:
@@ -75,10 +76,13 @@ async def drop_finished(
         return doc.get("status") in finals and unchanged_since(doc)
 
     async def delete(ids: list[Any]) -> int:
-        if point_deletes:
-            return await _delete_each(c, ids, still_finished)
-        guard = {"status": {"$in": finals}, "updated_at": {"$lt": before}}
-        return await _delete_ids(c, ids, guard)
+        if not point_deletes:
+            guard = {"status": {"$in": finals}, "updated_at": {"$lt": before}}
+            return await _delete_ids(c, ids, guard)
+        with translate_errors():
+            now = await c.find({"_id": {"$in": ids}}, {"status": 1, "updated_at": 1}).to_list(None)
+        still = [doc["_id"] for doc in now if still_finished(doc)]
+        return await _delete_ids(c, still, {}) if still else 0
 
     dropped = 0
     for status in finals:
@@ -125,17 +129,3 @@ async def _drop(
 async def _delete_ids(c: Collection, ids: list[Any], guard: Doc) -> int:
     with translate_errors():
         return int((await c.delete_many({"_id": {"$in": ids}, **guard})).deleted_count)
-
-
-async def _delete_each(c: Collection, ids: list[Any], passes: Callable[[Doc], bool]) -> int:
-    dropped = 0
-    for doc_id in ids:
-        with translate_errors():
-            doc = await c.find_one_and_delete({"_id": doc_id})
-        if doc is None:
-            continue
-        if passes(doc):
-            dropped += 1
-        else:
-            await insert_new(c, [doc])
-    return dropped
