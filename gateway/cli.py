@@ -297,11 +297,11 @@ def _print_problems(problems: list[FieldProblem], file: str, sample: str) -> Non
 
 def trigger(settings: Settings, command: str, options: dict[str, object]) -> int:
     """`gateway trigger create|list`, through the trigger use case (with the embedded
-    database, stop `gateway serve` first: they share the data dir)."""
+    database, on the one a running gateway has on the data dir)."""
     tenant = str(options["tenant"])
 
     async def run() -> dict[str, object]:
-        async with open_services(settings, run_workers=False) as services:
+        async with open_services(settings, run_workers=False, attach=True) as services:
             if command == "create":
                 return (await services.triggers.create(tenant, _trigger_spec(options))).as_dict()
             return {"items": await services.triggers.list(tenant, after=None, limit=200)}
@@ -349,7 +349,7 @@ def ui_user(settings: Settings, command: str, options: Mapping[str, Any]) -> int
             return 2
 
     async def run() -> str:
-        async with open_services(settings, run_workers=False) as services:
+        async with open_services(settings, run_workers=False, attach=True) as services:
             accounts = services.accounts
             if command == "list":
                 for user in await accounts.users(tenant):
@@ -384,7 +384,7 @@ def cleanup(settings: Settings, days: int, *, dry_run: bool) -> int:
     retention"); prints what was dropped, or would be with `--dry-run`."""
 
     async def run() -> Cleaned:
-        async with open_services(settings, run_workers=False) as services:
+        async with open_services(settings, run_workers=False, attach=True) as services:
             return await clean_up(services.store, timedelta(days=days), dry_run=dry_run)
 
     try:

@@ -123,10 +123,15 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def open_services(
-    settings: Settings, *, mongodb_uri: str | None = None, run_workers: bool | None = None
+    settings: Settings,
+    *,
+    mongodb_uri: str | None = None,
+    run_workers: bool | None = None,
+    attach: bool = False,
 ) -> AsyncIterator[Services]:
     """`mongodb_uri` overrides the settings (tests point every process at their own database);
-    `run_workers` overrides `settings.run_workers`."""
+    `run_workers` overrides `settings.run_workers`; `attach`: a one-shot command's, which uses
+    the embedded database a running gateway has on the data dir (`open_store`)."""
     if run_workers is not None:
         settings = replace(settings, run_workers=run_workers)
     metrics = Metrics(__version__, running_loop())
@@ -134,7 +139,7 @@ async def open_services(
     schemas = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
     async with (
-        open_store(settings, mongodb_uri or settings.mongodb_uri) as store,
+        open_store(settings, mongodb_uri or settings.mongodb_uri, attach=attach) as store,
         Sender(policy) as sender,
     ):
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)

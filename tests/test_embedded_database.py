@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -167,3 +168,39 @@ async def test_a_running_gateway_expires_documents_past_their_ttl_on_its_own(
                 break
             await asyncio.sleep(0.05)
         assert await services.store.db["idempotency"].count_documents({}) == 0
+
+
+@pytest.mark.timeout(180)  # a gateway and three commands, each its own process
+def test_cleanup_and_ui_user_beside_a_running_gateway_use_its_database_and_leave_it_running(
+    tmp_path: Path,
+) -> None:
+    # docs/operations.md: `gateway cleanup` from cron, with the same environment as `gateway
+    # serve`; `ui-user set-role` ends the sessions of a gateway that is serving them.
+    gateway = Gateway(tmp_path).start()
+    try:
+        database = gateway.db_pid
+
+        def command(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "gateway", *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=gateway.env,
+            )
+
+        created = command(
+            "ui-user", "create", "--tenant", "acme", "--email", "ana@acme.com.br",
+            stdin="a long enough password 1\n",
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        cleaned = command("cleanup", "--days", "90")
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert cleaned.stdout.startswith("dropped 0 events")
+        listed = command("ui-user", "list", "--tenant", "acme")
+        assert listed.returncode == 0 and listed.stdout.startswith("ana@acme.com.br\tadmin")
+        assert alive(database) and gateway.db_pid == database
+        assert gateway.get("/readyz")[0] == 200
+    finally:
+        gateway.stop()

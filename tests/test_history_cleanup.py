@@ -5,17 +5,21 @@ old) is never dropped; `--dry-run` only counts."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 
 from gateway.config import Settings
 from gateway.retention import clean_up
 from gateway.services import Services
-from gateway.store import history
+from gateway.store import Doc, history
+from gateway.store.deliveries import DeliveryStore
 from gateway.web.state import services_key
 from tests.flow_support import drain
 from tests.partner_double import (
@@ -29,6 +33,7 @@ from tests.partner_double import (
     post,
 )
 from tests.support import cli_env
+from tests.test_fleet_fold import events_of, make_vehicle
 
 __all__ = ["partner"]  # the fixture
 
@@ -140,3 +145,92 @@ async def test_the_cli_counts_then_drops_and_refuses_zero_days(
     assert (await _counts(services))["events"] == 3
     refused = await cli("--days", "0")
     assert refused.returncode == 2 and "must be at least 1" in refused.stderr
+
+
+async def test_a_fold_event_stored_today_for_a_reading_days_old_is_kept_until_it_is_old(
+    services: Services,
+) -> None:
+    # The fold's event ids carry the reading's (or fix's) device time, days before the
+    # event is stored: cleanup counts from when it was stored, not from that id.
+    vehicle = await make_vehicle(services)
+    at = datetime.now(UTC) - timedelta(days=5)
+    reading = {"km": 42_000.0, "at": at, "source": "checklist"}
+    await services.store.fleet.push_reading("acme", vehicle, reading)
+    await services.fold.run_until_idle()
+    (event,) = await events_of(services, "vehicle.odometer.rebaselined")
+    assert ObjectId(event["_id"]).generation_time < datetime.now(UTC) - timedelta(days=4)
+
+    kept = await clean_up(services.store, timedelta(days=3))
+    assert kept.events == 0
+    assert len(await events_of(services, "vehicle.odometer.rebaselined")) == 1
+
+    later = datetime.now(UTC) + timedelta(days=4)
+    dropped = await clean_up(services.store, timedelta(days=3), clock=lambda: later)
+    assert dropped.events == 1
+    assert await events_of(services, "vehicle.odometer.rebaselined") == []
+
+
+class _ReplayedMeanwhile:
+    """The deliveries collection, as cleanup sees it, with an admin replaying a dead delivery
+    after cleanup read it and before cleanup drops it (the database itself is the real one)."""
+
+    def __init__(self, c: Any, delivery_id: str, replay: Callable[[], Awaitable[int]]) -> None:
+        self._c, self._id, self._replay, self.replayed = c, delivery_id, replay, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._c, name)
+
+    def find(self, doc_filter: Doc, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._c.find(doc_filter, *args, **kwargs)
+        if "_id" not in doc_filter:  # cleanup looking for what is old
+            return cursor
+        racing = self
+
+        class ReadAgain:  # cleanup reading its chunk again just before it drops it
+            async def to_list(self, length: int | None) -> list[Doc]:
+                await racing._before_drop(doc_filter)
+                return list(await cursor.to_list(length))
+
+        return ReadAgain()
+
+    async def _before_drop(self, doc_filter: Doc) -> None:
+        target = doc_filter["_id"]
+        ids = target["$in"] if isinstance(target, dict) else [target]
+        if self._id in ids and not self.replayed:
+            self.replayed = await self._replay()
+
+    async def delete_many(self, doc_filter: Doc, *args: Any, **kwargs: Any) -> Any:
+        await self._before_drop(doc_filter)
+        return await self._c.delete_many(doc_filter, *args, **kwargs)
+
+    async def delete_one(self, doc_filter: Doc, *args: Any, **kwargs: Any) -> Any:
+        await self._before_drop(doc_filter)
+        return await self._c.delete_one(doc_filter, *args, **kwargs)
+
+
+@pytest.mark.parametrize("point_deletes", [True, False])  # SecantusDB's way, MongoDB's
+async def test_a_delivery_replayed_while_cleanup_drops_its_chunk_is_not_dropped(
+    client: Client, partner: Partner, point_deletes: bool
+) -> None:
+    services = await _history(client, partner)
+    deliveries = services.store.db["deliveries"]
+    # The delivery still retrying gives up (dead); 91 days on, an admin replays it just as
+    # cleanup, having read it among the old finished ones, drops them.
+    await deliveries.update_one({"status": "pending"}, {"$set": {"status": "dead"}})
+    (dead,) = await deliveries.find({"status": "dead"}).to_list(None)
+    later = datetime.now(UTC) + timedelta(days=91)
+
+    async def replay() -> int:
+        return await services.store.deliveries.replay("acme", {}, later, delivery_id=dead["_id"])
+
+    racing = _ReplayedMeanwhile(deliveries, dead["_id"], replay)
+    store = copy.copy(services.store)
+    store.deliveries = DeliveryStore(racing)
+    dropped = await clean_up(
+        store, timedelta(days=90), clock=lambda: later, point_deletes=point_deletes
+    )
+
+    assert racing.replayed == 1
+    assert dropped.deliveries == 1  # the one that succeeded
+    assert (await _counts(services))["deliveries"] == ["pending"]
+    assert (await deliveries.find_one({"_id": dead["_id"]}) or {}).get("replayed_at")

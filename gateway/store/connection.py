@@ -15,7 +15,7 @@ from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.store import Store
 from gateway.store.client import open_client
-from gateway.store.embedded import EmbeddedServer
+from gateway.store.embedded import EmbeddedServer, running_uri
 from gateway.store.health import DatabaseHealth
 from gateway.store.supervisor import EmbeddedSupervisor
 
@@ -30,12 +30,21 @@ reads whole collections (as often as MongoDB's sweep runs)."""
 
 
 @contextlib.asynccontextmanager
-async def open_store(settings: Settings, uri: str | None) -> AsyncIterator[Store]:
-    """The store on `uri`, or on an embedded server in the data dir when `uri` is None."""
+async def open_store(
+    settings: Settings, uri: str | None, *, attach: bool = False
+) -> AsyncIterator[Store]:
+    """The store on `uri`, or on an embedded server in the data dir when `uri` is None.
+    `attach` (a one-shot command: `gateway cleanup`, `ui-user`, `trigger`): an embedded server
+    a running gateway has on the data dir is used as it is; starting one would stop it."""
     health = DatabaseHealth()
     supervisor = None
+    storage = Path(settings.data_dir) / "db"
+    if uri is None and attach:
+        uri = running_uri(storage, storage.parent / "db.pid")
+        if uri is not None:
+            log.info("using the embedded database the running gateway has on %s", storage)
     if uri is None:
-        supervisor = EmbeddedSupervisor(EmbeddedServer(Path(settings.data_dir) / "db"), health)
+        supervisor = EmbeddedSupervisor(EmbeddedServer(storage), health)
         await _start(supervisor)
         uri = supervisor.server.uri
     client = open_client(

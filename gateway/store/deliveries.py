@@ -302,10 +302,14 @@ class DeliveryStore:
                 {"$set": {"next_attempt_at": now}, "$unset": {"waiting_for": ""}},
             )
 
-    async def drop_finished_before(self, before: datetime, *, dry_run: bool = False) -> int:
+    async def drop_finished_before(
+        self, before: datetime, *, dry_run: bool = False, point_deletes: bool = True
+    ) -> int:
         """Deliveries in a final status, last changed before `before` (`gateway cleanup`)."""
         finals = [status.value for status in DeliveryStatus if status.final]
-        return await drop_finished(self._c, finals, SHARDS, before, dry_run=dry_run)
+        return await drop_finished(
+            self._c, finals, SHARDS, before, dry_run=dry_run, point_deletes=point_deletes
+        )
 
     async def queue_stats(self, now: datetime) -> tuple[int, int, datetime | None]:
         """(deliveries due now, in flight, next_attempt_at of the oldest due one).

@@ -10,6 +10,7 @@ really is `secantusd-py` on that storage.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -129,6 +130,29 @@ def stop_stale(storage_path: Path, pid_file: Path) -> int | None:
     return pid
 
 
+def running_uri(storage_path: Path, pid_file: Path) -> str | None:
+    """The URI of a database running on `storage_path` (a gateway's, named by its pid file),
+    for a one-shot command to use beside it; None when there is none."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _serves(pid, storage_path) or _zombie(pid):
+        return None
+    args = _command_line(pid)
+    options = dict(itertools.pairwise(args))
+    host, port = options.get("--host"), options.get("--port", "")
+    if not host or not port.isdigit():
+        return None
+    return _uri(host, int(port))
+
+
+def _uri(host: str, port: int) -> str:
+    # retryWrites=false: SecantusDB keeps every retryable write's reply and scans them all on
+    # each write, so its write rate collapses within minutes otherwise (SPEC §8).
+    return f"mongodb://{host}:{port}/?retryWrites=false&directConnection=true"
+
+
 class EmbeddedServer:
     """Starts `secantusd-py` (through the launcher) on a loopback port, waits until it
     answers, stops it. `start()` again after a crash reuses the port, so clients reconnect."""
@@ -155,9 +179,7 @@ class EmbeddedServer:
 
     @property
     def uri(self) -> str:
-        # retryWrites=false: SecantusDB keeps every retryable write's reply and scans them all
-        # on each write, so its write rate collapses within minutes otherwise (SPEC §8).
-        return f"mongodb://{self.host}:{self.port}/?retryWrites=false&directConnection=true"
+        return _uri(self.host, self.port)
 
     @property
     def pid(self) -> int | None:
