@@ -408,7 +408,7 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
 
     async def run() -> Resealed:
         box = SecretBox(KeyRing.from_secret(load_secret_key(settings)))
-        async with open_services(settings, run_workers=False) as services:
+        async with open_services(settings, run_workers=False, attach=True) as services:
             return await reseal_secrets(services.store, box, dry_run=dry_run)
 
     try:
