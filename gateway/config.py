@@ -79,8 +79,9 @@ class Settings:
     db_write_concern: str | int | None = None
     max_body_bytes: int = 1024 * 1024
     # Admin API and UI requests per second per tenant and per process (bursts of twice that);
-    # the same for calls without a valid admin token, per client address.
-    admin_rate_limit: int = 200
+    # the same for calls without a valid admin token, per client address. A guard against
+    # runaway clients and floods, set above what a fuzzer or the proxy's callers send.
+    admin_rate_limit: int = 1000
     max_batch_items: int = 500
     run_workers: bool = True
     # Which background jobs a process with workers runs (GATEWAY_WORKERS): scale one alone by
@@ -148,7 +149,7 @@ class Settings:
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
             db_write_concern=env.write_concern("GATEWAY_WRITE_CONCERN"),
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, low=1024),
-            admin_rate_limit=env.integer("GATEWAY_ADMIN_RATE_LIMIT", 200, low=1, high=100_000),
+            admin_rate_limit=env.integer("GATEWAY_ADMIN_RATE_LIMIT", 1000, low=1, high=100_000),
             max_batch_items=env.integer("GATEWAY_MAX_BATCH_ITEMS", 500, low=1, high=10_000),
             run_workers=env.flag("GATEWAY_RUN_WORKERS", True),
             jobs=env.jobs("GATEWAY_WORKERS"),

@@ -76,5 +76,5 @@ async def test_the_admin_ui_answers_a_429_page_past_the_limit(
 
 
 async def test_the_limit_is_a_setting_with_a_default() -> None:
-    assert Settings().admin_rate_limit == 200
+    assert Settings().admin_rate_limit == 1000
     assert Settings.from_env({"GATEWAY_ADMIN_RATE_LIMIT": "20"}).admin_rate_limit == 20
