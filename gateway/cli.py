@@ -36,7 +36,7 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.keys import reseal_secrets
 from gateway.retention import Cleaned, clean_up
 from gateway.schemas.registry import default_schema_dir
-from gateway.services import load_secret_key, open_services
+from gateway.services import Services, load_secret_key, open_services
 from gateway.store.sealed import Resealed
 from gateway.web import demo_partner, server
 from gateway.web.worker_listener import worker_listener
@@ -300,18 +300,13 @@ def trigger(settings: Settings, command: str, options: dict[str, object]) -> int
     database, on the one a running gateway has on the data dir)."""
     tenant = str(options["tenant"])
 
-    async def run() -> dict[str, object]:
-        async with open_services(settings, run_workers=False, attach=True) as services:
-            if command == "create":
-                return (await services.triggers.create(tenant, _trigger_spec(options))).as_dict()
-            return {"items": await services.triggers.list(tenant, after=None, limit=200)}
+    async def work(services: Services) -> dict[str, object]:
+        if command == "create":
+            return (await services.triggers.create(tenant, _trigger_spec(options))).as_dict()
+        return {"items": await services.triggers.list(tenant, after=None, limit=200)}
 
-    try:
-        result = _run(run)
-    except GatewayError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
-        for problem in getattr(exc, "problems", ()):
-            print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+    result = _on_services(settings, work)
+    if result is None:
         return 1
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
     sys.stdout.write("\n")
@@ -348,31 +343,26 @@ def ui_user(settings: Settings, command: str, options: Mapping[str, Any]) -> int
             print("error: the two passwords differ", file=sys.stderr)
             return 2
 
-    async def run() -> str:
-        async with open_services(settings, run_workers=False, attach=True) as services:
-            accounts = services.accounts
-            if command == "list":
-                for user in await accounts.users(tenant):
-                    created = user["created_at"].strftime("%Y-%m-%d %H:%M")
-                    print(f"{user['email']}\t{user['role']}\tcreated {created} UTC")
-                return ""
-            if command == "create":
-                assert password is not None and role is not None
-                await accounts.create_user(tenant, email, role, password)
-                return f"created {role} {who}"
-            if command == "delete":
-                ended = await accounts.delete_user(tenant, email)
-                return f"deleted {who}; {ended} session(s) ended"
-            ended = await accounts.change_user(tenant, email, role=role, password=password)
-            what = f"role {role}" if command == "set-role" else "password"
-            return f"{what} of {who} set; {ended} session(s) ended"
+    async def work(services: Services) -> str:
+        accounts = services.accounts
+        if command == "list":
+            for user in await accounts.users(tenant):
+                created = user["created_at"].strftime("%Y-%m-%d %H:%M")
+                print(f"{user['email']}\t{user['role']}\tcreated {created} UTC")
+            return ""
+        if command == "create":
+            assert password is not None and role is not None
+            await accounts.create_user(tenant, email, role, password)
+            return f"created {role} {who}"
+        if command == "delete":
+            ended = await accounts.delete_user(tenant, email)
+            return f"deleted {who}; {ended} session(s) ended"
+        ended = await accounts.change_user(tenant, email, role=role, password=password)
+        what = f"role {role}" if command == "set-role" else "password"
+        return f"{what} of {who} set; {ended} session(s) ended"
 
-    try:
-        said = _run(run)
-    except GatewayError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
-        for problem in getattr(exc, "problems", ()):
-            print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+    said = _on_services(settings, work)
+    if said is None:
         return 1
     if said:
         print(said, file=sys.stderr)
@@ -383,14 +373,11 @@ def cleanup(settings: Settings, days: int, *, dry_run: bool) -> int:
     """`gateway cleanup`: the history older than `days` dropped (docs/operations.md "Data
     retention"); prints what was dropped, or would be with `--dry-run`."""
 
-    async def run() -> Cleaned:
-        async with open_services(settings, run_workers=False, attach=True) as services:
-            return await clean_up(services.store, timedelta(days=days), dry_run=dry_run)
+    async def work(services: Services) -> Cleaned:
+        return await clean_up(services.store, timedelta(days=days), dry_run=dry_run)
 
-    try:
-        cleaned = _run(run)
-    except GatewayError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
+    cleaned = _on_services(settings, work)
+    if cleaned is None:
         return 1
     verb = "would drop" if dry_run else "dropped"
     print(
@@ -406,15 +393,13 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
     GATEWAY_SECRET_KEY (docs/security.md, rotating the key). Exit 1 when a secret no key
     opens remains (named, not touched): the old key must not be dropped yet."""
 
-    async def run() -> Resealed:
-        box = SecretBox(KeyRing.from_secret(load_secret_key(settings)))
-        async with open_services(settings, run_workers=False, attach=True) as services:
-            return await reseal_secrets(services.store, box, dry_run=dry_run)
+    box = SecretBox(KeyRing.from_secret(load_secret_key(settings)))
 
-    try:
-        done = _run(run)
-    except GatewayError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
+    async def work(services: Services) -> Resealed:
+        return await reseal_secrets(services.store, box, dry_run=dry_run)
+
+    done = _on_services(settings, work)
+    if done is None:
         return 1
     verb = "would seal" if dry_run else "sealed"
     print(
@@ -424,6 +409,24 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
     for where in done.unreadable:
         print(f"no key opens {where}", file=sys.stderr)
     return 1 if done.unreadable else 0
+
+
+def _on_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T | None:
+    """`work` on this deployment's services, for a one-shot command (with the embedded
+    database, the one a running gateway has on the data dir); None once a use case's
+    refusal is printed on stderr (its detail and problems)."""
+
+    async def run() -> T:
+        async with open_services(settings, run_workers=False, attach=True) as services:
+            return await work(services)
+
+    try:
+        return _run(run)
+    except GatewayError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        for problem in getattr(exc, "problems", ()):
+            print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+        return None
 
 
 def _read_password() -> str | None:
