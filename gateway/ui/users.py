@@ -47,27 +47,27 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 async def change_role(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
-    email = values.get("email", "")
-    try:
-        _not_yourself(request, email)
-        await services_of(request).accounts.change_user(
-            tenant_of(request), email, role=values.get("role", "")
-        )
-    except GatewayError as exc:
-        return await list_users(request, change=Form(values).refuse(exc, ()))
-    return redirect("/admin/users", flash="users.role_changed")
+    return await _change_other(request, "users.role_changed", role=True)
 
 
 async def remove_user(request: web.Request) -> web.Response:
+    return await _change_other(request, "users.removed", role=False)
+
+
+async def _change_other(request: web.Request, flash: str, *, role: bool) -> web.Response:
+    """Another user's new role (`role`) or removal; the list again with the refusal."""
     values = read_values(await request.post())
     email = values.get("email", "")
+    accounts, tenant = services_of(request).accounts, tenant_of(request)
     try:
         _not_yourself(request, email)
-        await services_of(request).accounts.delete_user(tenant_of(request), email)
+        if role:
+            await accounts.change_user(tenant, email, role=values.get("role", ""))
+        else:
+            await accounts.delete_user(tenant, email)
     except GatewayError as exc:
         return await list_users(request, change=Form(values).refuse(exc, ()))
-    return redirect("/admin/users", flash="users.removed")
+    return redirect("/admin/users", flash=flash)
 
 
 def _not_yourself(request: web.Request, email: str) -> None:
