@@ -60,3 +60,30 @@ async def test_indexes_refused_at_start_are_tried_again_each_failure_logged_unti
         logger.removeHandler(waiter)
         await client.drop_database(settings.database)
         await client.close()
+
+
+async def test_readiness_answers_503_naming_the_refused_index_until_it_is_created(
+    settings: Settings,
+    mongodb_uri: str,
+    make_app: Any,
+    aiohttp_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connection, "INDEX_RETRY_SECONDS", 0.05)
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongodb_uri)
+    db = client[settings.database]
+    await db["events"].create_index([("somewhere", 1)], name="by_tenant")
+    try:
+        http = await aiohttp_client(make_app())
+        refused = await http.get("/readyz")
+        assert refused.status == 503
+        assert refused.headers["Content-Type"].startswith("application/problem+json")
+        assert "indexes are not all created" in (await refused.json())["detail"]
+        assert (await http.get("/healthz")).status == 200  # alive: not a restart's reason
+        await db["events"].drop_index("by_tenant")
+        async with asyncio.timeout(10):
+            while (await http.get("/readyz")).status != 200:
+                await asyncio.sleep(0.05)
+    finally:
+        await client.drop_database(settings.database)
+        await client.close()

@@ -48,6 +48,10 @@ class Store:
         self.expiry = Expiry()
         # What requests check before touching the database (see health.py).
         self.health = health or DatabaseHealth()
+        # Why the indexes could not all be created at start, until they are (connection.py
+        # tries again): /readyz answers 503 meanwhile, since a missing unique index lets
+        # duplicates in.
+        self.indexes_missing: str | None = None
         # Concurrent requests' entity writes go to the database together (group_commit.py).
         self.commits = GroupCommit(db.client)
         # The relay's drains back no answer: not journaled (store/client.py `unjournaled`).

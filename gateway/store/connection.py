@@ -61,8 +61,10 @@ async def open_store(
         try:
             await store.ensure_indexes()
         except StoreUnavailable as exc:
+            store.indexes_missing = str(exc)
             log.error(
-                "creating the indexes failed at start (%s); serving, trying again every %g s",
+                "creating the indexes failed at start (%s); serving (not ready), trying again "
+                "every %g s",
                 exc,
                 INDEX_RETRY_SECONDS,
             )
@@ -90,17 +92,19 @@ async def _start(supervisor: EmbeddedSupervisor) -> None:
 
 
 async def _ensure_indexes(store: Store) -> None:
-    """The gateway starts even if the database is down (readiness answers 503) or refuses an
-    index (one of the same name with another definition, which the database keeps answering
-    while the process serves without the indexes after it): tried again until created, each
-    failure logged (creating an existing index is a no-op)."""
+    """The gateway starts even if the database is down or refuses an index (one of the same
+    name with another definition, which the database keeps refusing while the process serves
+    without the indexes after it): tried again until created, each failure logged (creating
+    an existing index is a no-op). Readiness answers 503 with the reason until then."""
     while True:
         await asyncio.sleep(INDEX_RETRY_SECONDS)
         try:
             await store.ensure_indexes()
         except StoreUnavailable as exc:
+            store.indexes_missing = str(exc)
             log.error("creating the indexes failed again (%s)", exc)
             continue
+        store.indexes_missing = None
         log.info("indexes created")
         return
 
