@@ -110,7 +110,7 @@ class AccountService:
     ) -> int:
         """A user's new role or password. Every session the user had ends (a session carries
         the role it was opened with, and a new password is how a leaked one is shut out);
-        how many ended."""
+        how many ended. The role the user already has changes nothing and ends nothing."""
         problems = []
         if role is not None and role not in ADMIN_ROLES:
             problems.append(
@@ -121,6 +121,10 @@ class AccountService:
         if problems:
             raise InvalidPayload("invalid change", problems)
         user = await self._user(tenant, email)
+        if role == user["role"]:
+            role = None  # the role the user has: nothing to end a session for
+        if role is None and password is None:
+            return 0
         fields: Doc = {"updated_at": self._clock()}
         if role is not None:
             fields["role"] = role

@@ -322,3 +322,12 @@ async def test_the_cli_lists_changes_and_removes_a_user_ending_their_sessions(
     assert not await _signed_in(client)
     unknown = await cli("delete", "--email", "ana@acme.com.br")
     assert unknown.returncode == 1 and "no user 'ana@acme.com.br'" in unknown.stderr
+
+
+async def test_setting_the_role_a_user_already_has_keeps_their_sessions(
+    client: Client, services: Services
+) -> None:
+    await make_user(services, role="viewer")
+    assert (await log_in(client)).status == 303
+    assert await services.accounts.change_user("acme", "ana@acme.com.br", role="viewer") == 0
+    assert await _signed_in(client)
