@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from multidict import CIMultiDict
+
 from tests.support import auth
 from tests.triggers_support import (
     PAYLOADS,
@@ -166,3 +168,22 @@ async def test_items_of_one_entity_are_written_in_order_within_a_concurrent_batc
     assert [r["status"] for r in answer["results"][:3]] == [201, 201, 201]
     odometers = {v["plate"]: v["odometer_km"] for v in await entities(client)}
     assert odometers == {"ABC1D23": 27, "BRA2E19": 28, "XYZ9K88": 29}
+
+
+async def test_a_call_with_two_idempotency_keys_or_two_credentials_is_refused_unwritten(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client)
+    [(_, credential)] = bearer(trigger).items()
+    for name, headers in (
+        ("Idempotency-Key", [("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")]),
+        ("Authorization", [("Authorization", "Bearer another")]),
+    ):
+        response = await client.post(
+            f"/hooks/{trigger['id']}",
+            json=VEHICLE,
+            headers=CIMultiDict([("Authorization", credential), *headers]),
+        )
+        assert response.status == 400
+        assert f"the {name} header is given more than once" in (await response.json())["detail"]
+    assert await entities(client) == []

@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.errors import BadRequest, GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
 from gateway.services import Services
 from gateway.web import problems, replies
@@ -22,6 +22,8 @@ log = logging.getLogger("gateway.access")
 # A caller's id is echoed only if it is short and plain: it ends up in every log line.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Headers whose second copy would make the request ambiguous: which credential, which key.
+_ONCE = ("Authorization", "Idempotency-Key")
 
 
 def _route_label(request: web.Request) -> str:
@@ -68,6 +70,8 @@ async def _call(
     op = operation_of(request.match_info.handler)
     if op is not None and op.xml_answers and replies.may_speak_xml(request):
         request[replies.reply_key] = replies.Reply.of(request)
+    if (doubled := _doubled(request)) is not None:
+        return problems.problem_response(doubled, request)
     health = services.store.health
     if op is not None and op.database:
         try:
@@ -93,6 +97,13 @@ async def _call(
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return problems.internal_error(request, request_id)
+
+
+def _doubled(request: web.Request) -> BadRequest | None:
+    for name in _ONCE:
+        if len(request.headers.getall(name, ())) > 1:
+            return BadRequest(f"the {name} header is given more than once: send it once")
+    return None
 
 
 def _outcome_unknown(exc: StoreUnavailable, op: Operation | None) -> StoreUnavailable:
