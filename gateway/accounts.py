@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from gateway.auth.passwords import dummy_hash, hash_password, password_problem, verify_password
 from gateway.auth.sessions import new_session_id
-from gateway.auth.tokens import ADMIN_ROLES, AdminRole, AdminTokenVerifier
+from gateway.auth.tokens import ADMIN_ROLES, TENANT, AdminRole, AdminTokenVerifier
 from gateway.errors import (
     FieldProblem,
     GatewayError,
@@ -38,7 +38,6 @@ MAX_FAILURES: Final = 5
 FIRST_LOCK: Final = timedelta(minutes=1)
 MAX_LOCK: Final = timedelta(minutes=15)
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
-_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _REFUSED: Final = "wrong tenant, e-mail or password"
 
 
@@ -73,7 +72,7 @@ class AccountService:
         """A new user; InvalidPayload names each bad field, Conflict a taken e-mail."""
         email = email.strip().lower()
         problems = []
-        if not _TENANT.match(tenant):
+        if not TENANT.match(tenant):
             problems.append(
                 FieldProblem("/tenant", "a tenant is 1-100 letters, digits, _.-", "pattern")
             )
@@ -141,7 +140,7 @@ class AccountService:
 
     async def _user(self, tenant: str, email: str) -> Doc:
         email = email.strip().lower()
-        user = await self._store.ui.users.by_email(tenant, email) if _TENANT.match(tenant) else None
+        user = await self._store.ui.users.by_email(tenant, email) if TENANT.match(tenant) else None
         if user is None:
             raise NotFound(f"no user {email!r} in tenant {tenant!r}")
         return user
@@ -152,7 +151,7 @@ class AccountService:
         email = email.strip().lower()
         key = f"password:{tenant}:{email}"
         await self._refuse_if_locked(key)
-        user = await self._store.ui.users.by_email(tenant, email) if _TENANT.match(tenant) else None
+        user = await self._store.ui.users.by_email(tenant, email) if TENANT.match(tenant) else None
         stored = user["password_hash"] if user is not None else dummy_hash()
         # scrypt is CPU- and memory-bound for ~0.2 s: off the event loop.
         matches = await asyncio.to_thread(verify_password, password, stored)

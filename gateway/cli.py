@@ -219,15 +219,18 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
         print(f"error: --ttl: {exc}", file=sys.stderr)
         return 2
     ring = KeyRing.from_secret(load_secret_key(settings))
-    print(
-        issue_admin_token(
+    try:
+        token = issue_admin_token(
             ring,
             tenant=tenant,
             role=role,  # type: ignore[arg-type]
             subject=subject,
             ttl=lifetime,
         )
-    )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

@@ -82,6 +82,14 @@ def test_bad_ttl_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--ttl" in result.stderr
 
 
+def test_a_token_for_a_tenant_no_user_could_belong_to_is_refused(tmp_path: Path) -> None:
+    env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
+    for tenant in (" ", "", "acme corp", "x" * 101):
+        result = _run("admin-token", "--tenant", tenant, env=env)
+        assert result.returncode == 2 and result.stdout == ""
+        assert "a tenant is 1-100 letters, digits, _.-" in result.stderr
+
+
 def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     env = {

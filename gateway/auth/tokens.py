@@ -117,6 +117,10 @@ class TriggerTokenVerifier:
         return claims
 
 
+TENANT: Final = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+"""A tenant's name: what admin tokens are issued for and UI users belong to."""
+
+
 def issue_admin_token(
     ring: KeyRing,
     *,
@@ -128,6 +132,8 @@ def issue_admin_token(
 ) -> str:
     if role not in ADMIN_ROLES:
         raise ValueError(f"role must be one of {', '.join(ADMIN_ROLES)}, not {role!r}")
+    if not TENANT.match(tenant):
+        raise ValueError(f"a tenant is 1-100 letters, digits, _.-, not {tenant!r}")
     claims = _base_claims(ADMIN_AUDIENCE, subject, tenant, _new_token_id(), ttl, now)
     claims["role"] = role
     return _sign(ring.signing_key(Purpose.ADMIN_TOKEN), claims)
