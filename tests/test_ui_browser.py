@@ -414,7 +414,7 @@ async def test_an_admin_adds_a_soap_body_fixes_its_template_error_and_sees_it_as
     ui: Ui, partner: Partner
 ) -> None:
     await make_user(ui.services)
-    erp = await create_partner(ui.api, partner.url, timeout_seconds=1)
+    erp = await create_partner(ui.api, partner.url, timeout_seconds=10)
     action = await create_action(
         ui.api, erp["id"], name="multa-paga", mode="proxy", path="/ws/multas"
     )
