@@ -101,8 +101,15 @@ class VehicleState:
 
     def remember(self, fix: TrackPoint) -> VehicleState:
         """`fix` accepted: kept among the newest ones (in device-time order)."""
-        recent = sorted((*self.recent, fix), key=lambda p: p.t)[-RECENT:]
-        return replace(self, recent=tuple(recent))
+        return replace(self, recent=_recent_with(self.recent, fix))
+
+
+def _recent_with(recent: tuple[TrackPoint, ...], fix: TrackPoint) -> tuple[TrackPoint, ...]:
+    """The newest accepted fixes with `fix` among them, in device-time order (a fix of the
+    same time after the ones before it). Most fixes are the newest: appended, not sorted."""
+    if not recent or recent[-1].t <= fix.t:
+        return (*recent[1 - RECENT :], fix) if len(recent) >= RECENT else (*recent, fix)
+    return tuple(sorted((*recent, fix), key=lambda p: p.t)[-RECENT:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +180,11 @@ def fold_fix(
         anchor=anchor,
         odometer_km=state.odometer_km + added,
         suspects=(),
+        recent=_recent_with(state.recent, fix),
         step_from=state.anchor,
         step_km=(state.odometer_km, state.odometer_km + added),
     )
-    return moved.remember(fix), Verdict(added_km=added)
+    return moved, Verdict(added_km=added)
 
 
 def _suspect(
