@@ -923,6 +923,8 @@ class _VehicleRun:
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
 
     def _cross_fences(self, point: TrackPoint) -> None:
+        if not self._fences and not self.state.fences:
+            return  # (no state to copy for each fix of a vehicle no geofence applies to)
         # Only the fences that apply now keep a state (a deleted one's goes with it).
         fences = {f.id: self.state.fences[f.id] for f in self._fences if f.id in self.state.fences}
         for fence in self._fences:
@@ -943,6 +945,8 @@ class _VehicleRun:
         self.state = _with(self.state, fences=fences)
 
     def _check_plans(self, at: datetime) -> None:
+        if not self._plans and not self.state.plans:
+            return
         # Only the plans that apply now keep a state (a deleted one's goes with it).
         plans = {p.id: self.state.plans[p.id] for p in self._plans if p.id in self.state.plans}
         km = self.state.odometer_km
@@ -965,6 +969,8 @@ class _VehicleRun:
         self.state = _with(self.state, plans=plans)
 
     def _position_event(self, point: TrackPoint, doc: Doc) -> None:
+        if not self._listeners:
+            return
         sent = dict(self.state.position_sent)
         due = [
             listener.id
