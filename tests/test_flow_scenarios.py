@@ -235,6 +235,16 @@ async def test_scenario_2_the_service_alert_goes_out_by_push_email_and_sms(
     assert sms.json() == sample("sms_request.json")
     assert sms.headers["X-API-TOKEN"] == "zenvia-token"
 
+    # The same limit reported again (a resent reading, a re-baselined odometer): once per
+    # vehicle and limit on every channel, not only the push.
+    await send_to(client, maintenance, {"placa": "ABC1D23", "odometro": 10020.7, "limite": 10000})
+    await drain(client.app[services_key])
+    assert len(fcm.messages) == 1
+    assert len(smtp.received) == 2
+    assert len([r for r in partner.requests if r.path == "/v2/channels/sms/messages"]) == 1
+    suppressed = await get(client, "/api/v1/deliveries?status=suppressed")
+    assert len(suppressed["items"]) == 4  # push, e-mail to Ana and to Bruno, SMS
+
 
 async def _maintenance_trigger(client: Client) -> dict[str, Any]:
     """Stands in for the fold (fleet lane): a vehicle's odometer reported with the plan's
