@@ -201,6 +201,28 @@ async def test_a_cooldown_lets_every_message_of_one_alert_through_and_stops_the_
     assert len(await _deliveries(client, "?status=suppressed")) == 2
 
 
+async def test_a_cooldown_key_missing_on_the_event_does_not_silence_other_vehicles(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """A key that evaluates to null is no condition at all: it used to become the text "None",
+    one key for every vehicle, so the first alert suppressed every other vehicle's."""
+    smtp = await smtp_server()
+    await _email_setup(
+        client,
+        smtp.port,
+        [{"address": "ops@acme.com.br"}],
+        cooldown={"key": "entity.attributes.alert_group", "seconds": 600},
+    )
+    await _vehicle(client, "ABC1D23")
+    await _vehicle(client, "BRA2E19")
+    await drain(client.app[services_key])
+    assert sorted(m.message["Subject"] for m in smtp.received) == ["New ABC1D23", "New BRA2E19"]
+    assert await _deliveries(client, "?status=suppressed") == []
+    runs = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert {run["steps"][0]["cooldown_key"] for run in runs} == {None}
+    assert all("is null" in run["steps"][0]["cooldown_note"] for run in runs)
+
+
 async def test_a_driver_without_an_email_is_listed_unreachable_and_the_run_goes_on(
     client: Client, smtp_server: SmtpFactory
 ) -> None:

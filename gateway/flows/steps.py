@@ -31,7 +31,7 @@ from gateway.assignments import AssignmentService
 from gateway.delivery.retry import next_attempt_at
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, InvalidPayload, NotFound
-from gateway.flows.context import evaluate, holds, plain
+from gateway.flows.context import cooldown_key, evaluate, holds, plain
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import Step
@@ -224,12 +224,10 @@ class StepRunner:
         spec = step.notify
         assert spec is not None
         composed = await self._p.composer.compose(run.tenant, spec, context)
-        cooldown = None
+        cooldown, key = None, None
         if spec.cooldown_key is not None:
-            cooldown = {
-                "key": str(spec.cooldown_key.value(context)),
-                "seconds": spec.cooldown_seconds,
-            }
+            key = cooldown_key(spec.cooldown_key, context)
+            cooldown = None if key is None else {"key": key, "seconds": spec.cooldown_seconds}
         docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
         created = await self._p.store.deliveries.insert_many(docs)
         entry: dict[str, Any] = {
@@ -239,8 +237,10 @@ class StepRunner:
             "messages": messages,
             "unreachable": composed.unreachable,
         }
-        if cooldown is not None:
-            entry["cooldown_key"] = cooldown["key"]
+        if spec.cooldown_key is not None:
+            entry["cooldown_key"] = key
+            if key is None:
+                entry["cooldown_note"] = f"no cooldown: {spec.cooldown_key.text} is null here"
         return StepOutcome(entry, {"messages": len(docs)}, created=created)
 
     # -- set ---------------------------------------------------------------------------------
