@@ -223,6 +223,34 @@ async def test_a_cooldown_key_missing_on_the_event_does_not_silence_other_vehicl
     assert all("is null" in run["steps"][0]["cooldown_note"] for run in runs)
 
 
+async def test_a_fetched_email_naming_two_addresses_reaches_nobody(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """One notification is one recipient: a partner's answer whose e-mail is a list used to
+    put every address in To and in the envelope, sending a driver's message to someone else."""
+    smtp = await smtp_server()
+    driver = '`{"name": "Ana", "email": "ana@example.com, leak@example.net"}`'
+    await _email_setup(client, smtp.port, [{"driver": {"from": driver}}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    assert smtp.received == []
+    (failed,) = await _deliveries(client, "?status=failed")
+    assert "not one e-mail address" in failed["last_error"], failed
+
+
+async def test_an_email_address_with_an_international_domain_is_sent_to_its_ascii_form(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    driver = '`{"name": "Ana", "email": "Ana Souza <ana@exämple.com.br>"}`'
+    await _email_setup(client, smtp.port, [{"driver": {"from": driver}}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana@xn--exmple-cua.com.br"]
+    assert mail.message["To"] == "Ana Souza <ana@xn--exmple-cua.com.br>"
+
+
 async def test_a_driver_without_an_email_is_listed_unreachable_and_the_run_goes_on(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
