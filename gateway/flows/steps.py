@@ -10,7 +10,8 @@ later steps, whether the run ends, or that the step must wait and run again late
              the vehicle's driver history (source hr or erp)
     call     a `flow_call` delivery with id `<run id>:<step id>`: queued
     notify   one `notification` delivery per recipient, ids `<run id>:<step id>:<n>`:
-             queued (with who is unreachable and why, and messages that failed to render)
+             queued (with who is unreachable and why, and messages that failed to render),
+             or nobody when not one message was queued
     set      the entity written with origin {kind: flow, id: <flow>, run, depth: n + 1}:
              written | unchanged
 
@@ -231,7 +232,9 @@ class StepRunner:
         docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
         created = await self._p.store.deliveries.insert_many(docs)
         entry: dict[str, Any] = {
-            "outcome": "queued",
+            # Nobody to tell (no driver at that time, no contact, nothing rendered) is an
+            # outcome to see, not a quiet success.
+            "outcome": "queued" if docs else "nobody",
             "channel": composed.channel.name,
             "template": composed.template.name,
             "messages": messages,
