@@ -251,6 +251,40 @@ async def test_an_email_address_with_an_international_domain_is_sent_to_its_asci
     assert mail.message["To"] == "Ana Souza <ana@xn--exmple-cua.com.br>"
 
 
+async def test_a_message_sent_with_a_value_missing_names_it_on_the_run(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """A missing value prints as nothing (docs), a null too (it printed "None"); the dry run
+    lists what was missing, and so does the run, so "o veículo  chegou" that went out can be
+    traced to the typo or the absent field."""
+    smtp = await smtp_server()
+    await email_channel(client, smtp.port)
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "hello-email",
+            "channel_type": "email",
+            "default_locale": "pt-BR",
+            "locales": {
+                "pt-BR": {
+                    "subject": "Veículo {{ entity.plate }}",
+                    "text": "Olá {{ recipient.name }}, o veículo {{ entity.placa }} chegou.",
+                }
+            },
+        },
+    )
+    await _flow(client, "email", [{"address": "ops@acme.com.br"}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (mail,) = smtp.received
+    assert mail.message["Subject"] == "Veículo ABC1D23"
+    assert mail.part("plain").strip() == "Olá , o veículo  chegou."
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    (message,) = run["steps"][0]["messages"]
+    assert message["undefined"] == ["placa"], message  # recipient.name is null: no typo
+
+
 async def test_a_driver_without_an_email_is_listed_unreachable_and_the_run_goes_on(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
