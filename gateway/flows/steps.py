@@ -179,7 +179,13 @@ class StepRunner:
         vehicle, driver = spec.vehicle.value(context), spec.driver.value(context)
         if not isinstance(vehicle, str) or not vehicle or not isinstance(driver, str) or not driver:
             return {"recorded": False, "reason": "the answer names no vehicle or no driver"}
-        start = parse_time(spec.start.value(context)) if spec.start is not None else None
+        start = None
+        if spec.start is not None:  # given but not a time: not "now", which nobody said
+            said = spec.start.value(context)
+            start = parse_time(said)
+            if start is None:
+                reason = f"start {spec.start.text} is not an RFC 3339 time: {said!r}"
+                return {"recorded": False, "reason": reason}
         try:
             result = await self._p.assignments.assign(
                 run.tenant,
