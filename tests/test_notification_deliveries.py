@@ -307,6 +307,23 @@ async def test_a_driver_without_an_email_is_listed_unreachable_and_the_run_goes_
     assert [m.recipients for m in smtp.received] == [["ops@acme.com.br"]]
 
 
+async def test_a_role_nobody_has_is_listed_unreachable(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _email_setup(client, smtp.port, [{"operators": {"role": "fleet_manager"}}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    (step,) = run["steps"]
+    assert step["outcome"] == "nobody" and smtp.received == []
+    (nobody,) = step["unreachable"]
+    assert nobody == {
+        "recipient": "operators fleet_manager",
+        "reason": "no active operator has role fleet_manager",
+    }
+
+
 async def test_fcm_unregistered_fails_that_message_and_forgets_the_token(
     client: Client, fcm: Fcm
 ) -> None:
