@@ -207,3 +207,31 @@ async def test_notification_settings_are_stored_per_tenant(client: Client) -> No
         "/api/v1/notification-settings", json={"cooldown_seconds": "1h"}, headers=auth()
     )
     assert bad.status == 422
+
+
+async def test_a_phone_in_local_brazilian_format_reaches_the_provider_in_e164(
+    client: Client, partner: Partner
+) -> None:
+    """A driver's phone as people write it in Brazil, "(11) 98765-4321", is the São Paulo
+    mobile +55 11 98765-4321: Twilio must not get +11987654321 (a North American number),
+    nor Zenvia 11987654321 (no country code)."""
+    await _sms_channel(client, partner, "twilio")
+    partner.respond_with(201, {"sid": "SM1"})
+    for written in ("(11) 98765-4321", "011 98765-4321", "0 21 11 98765-4321", PHONE):
+        result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
+        assert result["result"] == "success", (written, result)
+    sent = [dict(parse_qsl(r.body.decode()))["To"] for r in partner.requests]
+    assert sent == ["+5511987654321"] * 4
+
+
+async def test_a_phone_without_its_area_code_is_not_sent_anywhere(
+    client: Client, partner: Partner
+) -> None:
+    await _sms_channel(client, partner, "zenvia")
+    partner.respond_with(200, {"id": "zv-1"})
+    ok = await post(client, "/api/v1/channels/sms/test", {"to": "(11) 98765-4321"}, status=200)
+    assert ok["result"] == "success", ok
+    assert partner.requests[0].json()["to"] == "5511987654321"
+    local = await post(client, "/api/v1/channels/sms/test", {"to": "98765-4321"}, status=200)
+    assert local["result"] == "fail" and "area code" in local["detail"], local
+    assert len(partner.requests) == 1

@@ -138,6 +138,38 @@ async def test_a_fetch_waits_while_its_partner_is_down_then_goes_on(
     assert run["status"] == "succeeded" and len(partner.requests) == 3
 
 
+async def test_a_flow_deleted_while_its_run_waits_does_not_go_on(
+    client: Client, partner: Partner
+) -> None:
+    """Deleting a flow stops its automation: a run waiting for its partner fails at its next
+    try instead of running the deleted flow's steps (the compiled flow was cached)."""
+    fines = await _fines(client, partner)
+    flow = _lookup_flow()
+    flow["steps"] = [
+        {"id": "hr", "fetch": "hr-driver-lookup"},
+        {"id": "driver", "set": {"fields": {"driver_cpf": "steps.hr.cpf"}}},
+    ]
+    await _upload(client, flow)
+    partner.respond_with(503, {"erro": "manutenção"}, times=1)
+    await send_to(client, fines, sample("fine_feed.json"))
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = clock
+    await drain(services)
+    (waiting,) = await _runs(client)
+    assert waiting["status"] == "pending"
+
+    response = await client.delete("/api/v1/flows/lookup", headers=auth())
+    assert response.status == 204
+    clock.advance(7)
+    await drain(services)
+    run = await get(client, f"/api/v1/flow-runs/{waiting['id']}")
+    assert run["status"] == "failed" and "lookup" in run["last_error"], run
+    assert len(partner.requests) == 1  # not asked again
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert "driver_cpf" not in fine
+
+
 async def test_a_fetch_the_partner_refuses_fails_the_run_with_the_reason(
     client: Client, partner: Partner
 ) -> None:

@@ -149,6 +149,75 @@ async def test_scenario_4_the_erp_hears_of_a_paid_fine_and_a_checklists_mileage(
     assert [d["source"] for d in drivers["items"]] == ["hr"]
 
 
+async def test_scenario_3_an_hr_answer_without_since_records_the_driver_from_the_infraction(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """HR says who drove at the infraction's time; without its `desde`, that is all it says.
+    The history used to record that driver from the run's start (now), making them the
+    vehicle's current driver: the next geofence alert went to whoever drove on the fine's day."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    answer = sample("driver_lookup_response.json")
+    del answer["condutorAtual"]["desde"]
+    partner.respond_with(200, answer)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert run["steps"][0]["assignment"] == {
+        "recorded": True,
+        "changed": True,
+        "start": "2026-11-18T16:45:00+00:00",  # the infraction's time, not the run's
+    }
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana.souza@example.com"]
+
+
+async def test_an_assign_start_that_names_no_time_records_nothing(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """A `start` the flow gives but the answer does not fill is not "now": the history is
+    left alone and the step says why."""
+    smtp = await smtp_server()
+    await hr_lookup(client, partner.url)
+    answer = sample("driver_lookup_response.json")
+    answer["condutorAtual"]["desde"] = "ontem"
+    partner.respond_with(200, answer)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(
+        client,
+        "/api/v1/flows",
+        {
+            "name": "who",
+            "on": {"events": ["fine.received"]},
+            "steps": [
+                {
+                    "id": "hr",
+                    "fetch": "hr-driver-lookup",
+                    "assign": {
+                        "vehicle": "entity.plate",
+                        "driver": "steps.hr.cpf",
+                        "start": "steps.hr.since",
+                    },
+                }
+            ],
+        },
+    )
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/who/runs"))["items"]
+    assert run["steps"][0]["assignment"] == {
+        "recorded": False,
+        "reason": "start steps.hr.since is not an RFC 3339 time: 'ontem'",
+    }
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert history["items"] == [] and smtp.received == []
+
+
 async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
     client: Client, fcm: Fcm
 ) -> None:
@@ -234,6 +303,16 @@ async def test_scenario_2_the_service_alert_goes_out_by_push_email_and_sms(
     (sms,) = [r for r in partner.requests if r.path == "/v2/channels/sms/messages"]
     assert sms.json() == sample("sms_request.json")
     assert sms.headers["X-API-TOKEN"] == "zenvia-token"
+
+    # The same limit reported again (a resent reading, a re-baselined odometer): once per
+    # vehicle and limit on every channel, not only the push.
+    await send_to(client, maintenance, {"placa": "ABC1D23", "odometro": 10020.7, "limite": 10000})
+    await drain(client.app[services_key])
+    assert len(fcm.messages) == 1
+    assert len(smtp.received) == 2
+    assert len([r for r in partner.requests if r.path == "/v2/channels/sms/messages"]) == 1
+    suppressed = await get(client, "/api/v1/deliveries?status=suppressed")
+    assert len(suppressed["items"]) == 4  # push, e-mail to Ana and to Bruno, SMS
 
 
 async def _maintenance_trigger(client: Client) -> dict[str, Any]:

@@ -201,6 +201,90 @@ async def test_a_cooldown_lets_every_message_of_one_alert_through_and_stops_the_
     assert len(await _deliveries(client, "?status=suppressed")) == 2
 
 
+async def test_a_cooldown_key_missing_on_the_event_does_not_silence_other_vehicles(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """A key that evaluates to null is no condition at all: it used to become the text "None",
+    one key for every vehicle, so the first alert suppressed every other vehicle's."""
+    smtp = await smtp_server()
+    await _email_setup(
+        client,
+        smtp.port,
+        [{"address": "ops@acme.com.br"}],
+        cooldown={"key": "entity.attributes.alert_group", "seconds": 600},
+    )
+    await _vehicle(client, "ABC1D23")
+    await _vehicle(client, "BRA2E19")
+    await drain(client.app[services_key])
+    assert sorted(m.message["Subject"] for m in smtp.received) == ["New ABC1D23", "New BRA2E19"]
+    assert await _deliveries(client, "?status=suppressed") == []
+    runs = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert {run["steps"][0]["cooldown_key"] for run in runs} == {None}
+    assert all("is null" in run["steps"][0]["cooldown_note"] for run in runs)
+
+
+async def test_a_fetched_email_naming_two_addresses_reaches_nobody(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """One notification is one recipient: a partner's answer whose e-mail is a list used to
+    put every address in To and in the envelope, sending a driver's message to someone else."""
+    smtp = await smtp_server()
+    driver = '`{"name": "Ana", "email": "ana@example.com, leak@example.net"}`'
+    await _email_setup(client, smtp.port, [{"driver": {"from": driver}}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    assert smtp.received == []
+    (failed,) = await _deliveries(client, "?status=failed")
+    assert "not one e-mail address" in failed["last_error"], failed
+
+
+async def test_an_email_address_with_an_international_domain_is_sent_to_its_ascii_form(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    driver = '`{"name": "Ana", "email": "Ana Souza <ana@exämple.com.br>"}`'
+    await _email_setup(client, smtp.port, [{"driver": {"from": driver}}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana@xn--exmple-cua.com.br"]
+    assert mail.message["To"] == "Ana Souza <ana@xn--exmple-cua.com.br>"
+
+
+async def test_a_message_sent_with_a_value_missing_names_it_on_the_run(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """A missing value prints as nothing (docs), a null too (it printed "None"); the dry run
+    lists what was missing, and so does the run, so "o veículo  chegou" that went out can be
+    traced to the typo or the absent field."""
+    smtp = await smtp_server()
+    await email_channel(client, smtp.port)
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "hello-email",
+            "channel_type": "email",
+            "default_locale": "pt-BR",
+            "locales": {
+                "pt-BR": {
+                    "subject": "Veículo {{ entity.plate }}",
+                    "text": "Olá {{ recipient.name }}, o veículo {{ entity.placa }} chegou.",
+                }
+            },
+        },
+    )
+    await _flow(client, "email", [{"address": "ops@acme.com.br"}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (mail,) = smtp.received
+    assert mail.message["Subject"] == "Veículo ABC1D23"
+    assert mail.part("plain").strip() == "Olá , o veículo  chegou."
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    (message,) = run["steps"][0]["messages"]
+    assert message["undefined"] == ["placa"], message  # recipient.name is null: no typo
+
+
 async def test_a_driver_without_an_email_is_listed_unreachable_and_the_run_goes_on(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
@@ -221,6 +305,23 @@ async def test_a_driver_without_an_email_is_listed_unreachable_and_the_run_goes_
     ]
     assert [m["recipient"] for m in step["messages"]] == ["ops@acme.com.br"]
     assert [m.recipients for m in smtp.received] == [["ops@acme.com.br"]]
+
+
+async def test_a_role_nobody_has_is_listed_unreachable(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _email_setup(client, smtp.port, [{"operators": {"role": "fleet_manager"}}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    (step,) = run["steps"]
+    assert step["outcome"] == "nobody" and smtp.received == []
+    (nobody,) = step["unreachable"]
+    assert nobody == {
+        "recipient": "operators fleet_manager",
+        "reason": "no active operator has role fleet_manager",
+    }
 
 
 async def test_fcm_unregistered_fails_that_message_and_forgets_the_token(

@@ -86,6 +86,13 @@ def holds(expr: Expr, context: Mapping[str, Any]) -> bool:
         return False
 
 
+def cooldown_key(expr: Expr, context: Mapping[str, Any]) -> str | None:
+    """A `notify` step's cooldown key on this context; None when it names nothing (null or
+    empty): no condition, no cooldown. Never the text "None", one key for every vehicle."""
+    value = expr.value(context)
+    return None if value is None or value == "" else str(value)
+
+
 def evaluate(values: Mapping[str, Expr], context: Mapping[str, Any]) -> dict[str, Any]:
     """`with` / `context` / `fields` values (raises the engine's EvalError)."""
     return {name: expr.value(context) for name, expr in values.items()}

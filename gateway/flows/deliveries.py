@@ -71,7 +71,10 @@ def notification_deliveries(
             "urgent": urgent,
         }
         docs.append(doc)
-        listed.append({"recipient": who, "outcome": "queued", "delivery": doc["_id"]})
+        entry = {"recipient": who, "outcome": "queued", "delivery": doc["_id"]}
+        if message.rendered.undefined:  # printed as nothing: a typo, or a field the event lacks
+            entry["undefined"] = message.rendered.undefined
+        listed.append(entry)
     return docs, listed
 
 

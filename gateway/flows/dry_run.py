@@ -26,7 +26,15 @@ from gateway.actions.catalog import Catalog, build_request
 from gateway.entities import EntityService, diff, merge
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.flows.compiler import step_references
-from gateway.flows.context import evaluate, holds, plain, run_context, sample_event, starts
+from gateway.flows.context import (
+    cooldown_key,
+    evaluate,
+    holds,
+    plain,
+    run_context,
+    sample_event,
+    starts,
+)
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.references import StepFailed, resolve_action
@@ -215,8 +223,9 @@ class FlowDryRun:
         settings = await self._p.settings.get(tenant)
         key, last = None, None
         if spec.cooldown_key is not None:  # read only: a dry run claims no cooldown
-            key = str(spec.cooldown_key.value(context))
-            last = await self._p.store.notify.cooldowns.last_sent(tenant, key)
+            key = cooldown_key(spec.cooldown_key, context)
+            if key is not None:
+                last = await self._p.store.notify.cooldowns.last_sent(tenant, key)
         seconds = spec.cooldown_seconds
         decision = decide(
             datetime.now(UTC),

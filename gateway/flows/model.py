@@ -66,7 +66,7 @@ class AssignSpec:
 
     vehicle: Expr  # a plate or a vehicle id
     driver: Expr  # a CPF or a driver id
-    start: Expr | None = None  # an RFC 3339 time; default: the run's start
+    start: Expr | None = None  # an RFC 3339 time; absent: the run's start (not a time: nothing)
     source: str = "hr"
 
 

@@ -54,8 +54,14 @@ class RecipientResolver:
             if spec.addresses:
                 found.recipients += [Recipient(a) for a in spec.addresses]
             elif spec.role is not None:
-                for operator in await self._operators(tenant, spec.role):
+                operators = await self._operators(tenant, spec.role)
+                for operator in operators:
                     _add(found, operator, channel_type, None, f"operator {operator['name']}")
+                if not operators:
+                    reason = f"no active operator has role {spec.role}"
+                    found.unreachable.append(
+                        {"recipient": f"operators {spec.role}", "reason": reason}
+                    )
             elif spec.driver is not None:
                 driver, why = await self._driver(tenant, spec.driver, context)
                 if driver is None:

@@ -211,7 +211,7 @@ class FlowRunner:
     async def _steps_of(self, doc: Doc, token: str, progress: _Progress) -> str:
         tenant = doc["tenant"]
         try:
-            flow = await self._flows.compiled(tenant, doc["flow"], doc["version"])
+            flow = await self._flows.runnable(tenant, doc["flow"], doc["version"])
         except NotFound as exc:
             entry = {"id": None, "kind": None, **failed(exc.detail).entry, "at": self.clock()}
             progress.entries.append(entry)

@@ -193,6 +193,12 @@ class FlowService:
                 self._compiled.popitem(last=False)
         return flow
 
+    async def runnable(self, tenant: str, name: str, version: int) -> CompiledFlow:
+        """The version a run is pinned to, while its flow exists: a deleted flow's runs stop
+        (NotFound), in every process, though the compiled version may still be cached."""
+        await self._versions.head(tenant, name)
+        return await self.compiled(tenant, name, version)
+
     async def active(self, tenant: str) -> list[tuple[int, CompiledFlow]]:
         """The tenant's active flows with their versions (read from the database)."""
         return [

@@ -10,7 +10,8 @@ later steps, whether the run ends, or that the step must wait and run again late
              the vehicle's driver history (source hr or erp)
     call     a `flow_call` delivery with id `<run id>:<step id>`: queued
     notify   one `notification` delivery per recipient, ids `<run id>:<step id>:<n>`:
-             queued (with who is unreachable and why, and messages that failed to render)
+             queued (with who is unreachable and why, and messages that failed to render),
+             or nobody when not one message was queued
     set      the entity written with origin {kind: flow, id: <flow>, run, depth: n + 1}:
              written | unchanged
 
@@ -31,7 +32,7 @@ from gateway.assignments import AssignmentService
 from gateway.delivery.retry import next_attempt_at
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, InvalidPayload, NotFound
-from gateway.flows.context import evaluate, holds, plain
+from gateway.flows.context import cooldown_key, evaluate, holds, plain
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import Step
@@ -178,7 +179,13 @@ class StepRunner:
         vehicle, driver = spec.vehicle.value(context), spec.driver.value(context)
         if not isinstance(vehicle, str) or not vehicle or not isinstance(driver, str) or not driver:
             return {"recorded": False, "reason": "the answer names no vehicle or no driver"}
-        start = parse_time(spec.start.value(context)) if spec.start is not None else None
+        start = None
+        if spec.start is not None:  # given but not a time: not "now", which nobody said
+            said = spec.start.value(context)
+            start = parse_time(said)
+            if start is None:
+                reason = f"start {spec.start.text} is not an RFC 3339 time: {said!r}"
+                return {"recorded": False, "reason": reason}
         try:
             result = await self._p.assignments.assign(
                 run.tenant,
@@ -224,23 +231,25 @@ class StepRunner:
         spec = step.notify
         assert spec is not None
         composed = await self._p.composer.compose(run.tenant, spec, context)
-        cooldown = None
+        cooldown, key = None, None
         if spec.cooldown_key is not None:
-            cooldown = {
-                "key": str(spec.cooldown_key.value(context)),
-                "seconds": spec.cooldown_seconds,
-            }
+            key = cooldown_key(spec.cooldown_key, context)
+            cooldown = None if key is None else {"key": key, "seconds": spec.cooldown_seconds}
         docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
         created = await self._p.store.deliveries.insert_many(docs)
         entry: dict[str, Any] = {
-            "outcome": "queued",
+            # Nobody to tell (no driver at that time, no contact, nothing rendered) is an
+            # outcome to see, not a quiet success.
+            "outcome": "queued" if docs else "nobody",
             "channel": composed.channel.name,
             "template": composed.template.name,
             "messages": messages,
             "unreachable": composed.unreachable,
         }
-        if cooldown is not None:
-            entry["cooldown_key"] = cooldown["key"]
+        if spec.cooldown_key is not None:
+            entry["cooldown_key"] = key
+            if key is None:
+                entry["cooldown_note"] = f"no cooldown: {spec.cooldown_key.text} is null here"
         return StepOutcome(entry, {"messages": len(docs)}, created=created)
 
     # -- set ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 
 import aiosmtplib
 
@@ -42,7 +43,8 @@ class EmailSender:
         started = time.perf_counter()
         summary = {"to": list(message.to), "subject": message.subject, "server": settings.host}
         try:
-            mime = build_message(settings, message)
+            recipients = [mailbox(to) for to in message.to]
+            mime = build_message(settings, replace(message, to=tuple(r[0] for r in recipients)))
         except ValueError as exc:
             return _outcome(Verdict.FAIL, f"cannot build the message: {exc}", started, summary)
         try:
@@ -57,6 +59,7 @@ class EmailSender:
             # it here too would pull it from under a TLS shutdown still in progress).
             errors, reply = await aiosmtplib.send(
                 mime,
+                recipients=[r[1] for r in recipients],  # the envelope: exactly these, not To's
                 hostname=settings.host,
                 sock=sock,
                 port=None,
@@ -112,6 +115,26 @@ class EmailSender:
 def tls_context(ca_certificate: str | None) -> ssl.SSLContext:
     """The system's trusted CAs, or only the channel's own CA (a private relay's)."""
     return ssl.create_default_context(cadata=ca_certificate)
+
+
+def mailbox(address: str) -> tuple[str, str]:
+    """(the To header's form, the envelope's address) of exactly one address, its domain in
+    ASCII (IDNA: `ana@exämple.com` → `ana@xn--exmple-cua.com`), its display name kept; a
+    ValueError for anything else, such as a list that would send one person's message to
+    several."""
+    found = email.utils.getaddresses([address])
+    if len(found) != 1 or found[0][1].count("@") != 1:
+        raise ValueError(f"{address!r} is not one e-mail address")
+    name, spec = found[0]
+    local, _, domain = spec.rpartition("@")
+    if not local or not domain:
+        raise ValueError(f"{address!r} is not one e-mail address")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"{address!r}: its domain is not a valid name") from None
+    spec = f"{local}@{domain}"
+    return (email.utils.formataddr((name, spec)) if name else spec), spec
 
 
 def build_message(settings: EmailSettings, message: EmailMessage) -> email.message.EmailMessage:

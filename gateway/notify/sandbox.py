@@ -118,7 +118,11 @@ def measure(value: Any, budget: int = MAX_VALUE_NODES) -> int:
 
 
 def _guard_value(value: Any) -> Any:
-    if not isinstance(value, str | int | float | bool | type(None) | BoundedUndefined):
+    """What `{{ value }}` prints: a JSON null as nothing, like a missing value ("Olá ," and
+    not "Olá None," for a recipient without a name); anything large measured first."""
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float | bool | BoundedUndefined):
         measure(value)
     return value
 

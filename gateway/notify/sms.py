@@ -5,10 +5,16 @@ outbound mapping shaped like the provider's send API: `mappings/sms-zenvia.yaml`
 A mapping whose headers say `Content-Type: application/x-www-form-urlencoded` (Twilio) gets
 its flat body form-encoded; any other body goes as JSON (Zenvia). The action's own success
 codes count; 429 and 5xx are retried, other 4xx fail (an invalid number, say).
+
+The recipient's number reaches the mapping in E.164 (`+5511987654321`): a number written
+without its country code is a Brazilian one, as people write it ("(11) 98765-4321",
+"011 98765-4321", "0 21 11 98765-4321" with a carrier code), so the shipped mappings never send
+it to another country; a number without its area code cannot be sent (the delivery fails).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -25,10 +31,34 @@ from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 
 FORM = "application/x-www-form-urlencoded"
+COUNTRY_CODE = "55"  # a number written without one is Brazilian
+_NON_DIGITS = re.compile(r"[^0-9]")
+
+
+def e164(phone: str) -> str:
+    """The number in E.164; InvalidPayload when it cannot be one (no area code, too short)."""
+    digits = _NON_DIGITS.sub("", phone)
+    text = phone.strip()
+    if text.startswith("00"):  # the international prefix, as dialled
+        text, digits = "+", digits[2:]
+    if not text.startswith("+"):
+        if digits.startswith("0"):  # trunk prefix 0, maybe a carrier code: 0 21 11 9…
+            digits = digits[1:]
+            if len(digits) in (12, 13):
+                digits = digits[2:]
+        if len(digits) in (10, 11):  # area code and number
+            digits = COUNTRY_CODE + digits
+        elif not (len(digits) in (12, 13) and digits.startswith(COUNTRY_CODE)):
+            raise InvalidPayload(
+                f"{phone!r} is not a phone number with its area code (DDD), or in E.164"
+            )
+    if not 8 <= len(digits) <= 15:
+        raise InvalidPayload(f"{phone!r} is not a phone number in E.164")
+    return "+" + digits
 
 
 def sms_context(message: SmsMessage, sender_id: str) -> dict[str, Any]:
-    return {"message": {"to": message.to, "text": message.text, "from": sender_id}}
+    return {"message": {"to": e164(message.to), "text": message.text, "from": sender_id}}
 
 
 def sms_request(

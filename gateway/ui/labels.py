@@ -22,6 +22,7 @@ STEP_OUTCOMES: Final = (
     "stopped",
     "skipped",
     "queued",
+    "nobody",
     "failed",
     "written",
     "unchanged",
