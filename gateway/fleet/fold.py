@@ -58,7 +58,6 @@ from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint
-from gateway.fleet.quality import Reason
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
 from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
@@ -871,7 +870,7 @@ class _VehicleRun:
             return
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
         if (outlier := verdict.outlier) is not None:  # the last position, refused after all
-            reason = Reason.IMPOSSIBLE_SPEED.value
+            reason = verdict.outlier_reason.value
             self._pass.rejected[position_id(self._pass.key[1], outlier.t)] = reason
             self._pass.counts["rejected", reason] += 1
             if outlier in self.track:
