@@ -8,10 +8,14 @@ tests run one seed and hold it to the tolerance in their name)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from gateway.web.state import services_key
 from tests import tracks
 from tests.support import auth
 from tests.test_fleet_tracks import (
@@ -25,7 +29,7 @@ from tests.test_fleet_tracks import (
     whole_track,
 )
 from tests.tracks import GenFix, Track
-from tests.triggers_support import Client, create_position_trigger, hook
+from tests.triggers_support import Client, create_position_trigger, create_trigger, hook
 
 
 async def events(client: Client, event_type: str, plate: str) -> list[dict[str, Any]]:
@@ -271,3 +275,364 @@ async def test_odd_fields_accuracy_500_null_island_no_speed_and_heading_360(
     await check_fold(client, track, "ODD1A01")
     car = await vehicle(client, "ODD1A01")
     assert car["last_position"]["course"] == 0
+
+
+# -- geofences ---------------------------------------------------------------------------------
+
+C_LAT, C_LON = tracks.SAO_PAULO
+
+
+def at(
+    east_m: float, north_m: float, lat: float = C_LAT, lon: float = C_LON
+) -> tuple[float, float]:
+    return tracks.offset(lat, lon, east_m, north_m)
+
+
+def ring(*corners: tuple[float, float]) -> list[list[float]]:
+    """A closed GeoJSON ring ([lon, lat]) through corners given in metres from the centre."""
+    points = [at(e, n) for e, n in corners]
+    return [[lon, lat] for lat, lon in [*points, points[0]]]
+
+
+async def new_fence(client: Client, body: dict[str, Any]) -> str:
+    response = await client.post("/api/v1/geofences", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    return str((await response.json())["id"])
+
+
+async def crossings(client: Client, plate: str) -> list[tuple[str, str]]:
+    """(fence name, entered|exited) in the order they happened."""
+    found = [
+        *(await events(client, "vehicle.geofence.entered", plate)),
+        *(await events(client, "vehicle.geofence.exited", plate)),
+    ]
+    found.sort(key=lambda e: e["detail"]["occurred_at"])
+    return [(e["detail"]["geofence"]["name"], e["type"].rsplit(".", 1)[1]) for e in found]
+
+
+async def drive(
+    client: Client,
+    trigger: dict[str, Any],
+    plate: str,
+    waypoints: list[tuple[float, float]],
+    seed: int,
+    *,
+    kmh: float = 40,
+    sigma_m: float = 4.0,
+) -> list[GenFix]:
+    """The vehicle driven through `waypoints` (metres from the centre), a fix a second seen by
+    a noisy receiver, ending a minute ago; posted and folded."""
+    rng = random.Random(seed)
+    points = [at(e, n) for e, n in waypoints]
+    probe = tracks.through(points, datetime(2026, 1, 1, tzinfo=UTC), kmh)
+    start = (
+        datetime.now(UTC).replace(microsecond=0) - (probe[-1].t - probe[0].t) - timedelta(minutes=1)
+    )
+    receiver = tracks.Receiver(rng, sigma_m=sigma_m, tau_s=20.0, white_m=2.0)
+    fixes = [receiver.see(s) for s in tracks.through(points, start, kmh)]
+    await new_vehicle(client, plate)
+    await post_fixes(client, trigger, plate, fixes)
+    await fold(client)
+    return fixes
+
+
+async def test_a_polygon_with_a_hole_is_left_inside_the_hole_and_entered_again_past_it(
+    client: Client,
+) -> None:
+    """A 2 km square with a 600 m hole in the middle (authorized: the hole is outside), a
+    vehicle driving straight across it from the west: entered, exited (into the hole),
+    entered (out of it), exited, and nothing else despite the receiver's noise."""
+    outer = ring((-1000, -1000), (1000, -1000), (1000, 1000), (-1000, 1000))
+    hole = ring((-300, -300), (-300, 300), (300, 300), (300, -300))
+    polygon = {"type": "Polygon", "coordinates": [outer, hole]}
+    await new_fence(client, {"name": "Patio", "kind": "authorized", "polygon": polygon})
+    trigger = await create_position_trigger(client)
+    await drive(client, trigger, "GEO2A01", [(-1500, 50), (1500, -50)], seed=71)
+    assert await crossings(client, "GEO2A01") == [
+        ("Patio", "entered"),
+        ("Patio", "exited"),
+        ("Patio", "entered"),
+        ("Patio", "exited"),
+    ]
+
+
+async def test_a_concave_polygon_is_left_across_its_notch_and_entered_again(
+    client: Client,
+) -> None:
+    """A U-shaped (concave) restricted area open to the north; a vehicle crossing it west to
+    east through both arms and the notch between them: entered, exited, entered, exited;
+    a vehicle driving north up the notch, 150 m from each arm: nothing."""
+    u = ring(
+        (-900, -600), (900, -600), (900, 600), (300, 600), (300, -100), (-300, -100),
+        (-300, 600), (-900, 600),
+    )  # fmt: skip
+    await new_fence(
+        client,
+        {"name": "Obra", "kind": "restricted", "polygon": {"type": "Polygon", "coordinates": [u]}},
+    )
+    trigger = await create_position_trigger(client)
+    await drive(client, trigger, "GEO2A02", [(-1400, 300), (1400, 300)], seed=72)
+    await drive(client, trigger, "GEO2A03", [(0, 1200), (0, 50), (-150, 50)], seed=73)
+    assert await crossings(client, "GEO2A02") == [
+        ("Obra", "entered"),
+        ("Obra", "exited"),
+        ("Obra", "entered"),
+        ("Obra", "exited"),
+    ]
+    assert await crossings(client, "GEO2A03") == []
+
+
+async def test_two_overlapping_fences_each_report_their_own_crossings(client: Client) -> None:
+    """An authorized circle and a restricted circle overlapping by 800 m, a vehicle driving
+    through both: each fence's entry and exit once, in the order the vehicle met them."""
+    await new_fence(
+        client,
+        {
+            "name": "Centro",
+            "kind": "authorized",
+            "circle": dict(zip(("lat", "lon"), at(0, 0), strict=True), radius_m=1000),
+        },
+    )
+    await new_fence(
+        client,
+        {
+            "name": "Rodizio",
+            "kind": "restricted",
+            "circle": dict(zip(("lat", "lon"), at(1200, 0), strict=True), radius_m=1000),
+        },
+    )
+    trigger = await create_position_trigger(client)
+    await drive(client, trigger, "GEO2A04", [(-1500, 0), (2700, 0)], seed=74)
+    assert await crossings(client, "GEO2A04") == [
+        ("Centro", "entered"),
+        ("Rodizio", "entered"),
+        ("Centro", "exited"),
+        ("Rodizio", "exited"),
+    ]
+
+
+async def test_a_vehicle_crossing_a_border_three_times_with_noise_gets_three_crossings(
+    client: Client,
+) -> None:
+    """A polygon's straight edge crossed for real three times (out 150 m, back in, out
+    again), the receiver noisy by 8 m and a stretch of 600 m driven along the border weaving
+    ±10 m: exactly the three real crossings."""
+    square = ring((-2000, -2000), (0, -2000), (0, 2000), (-2000, 2000))
+    await new_fence(
+        client,
+        {
+            "name": "Zona",
+            "kind": "authorized",
+            "polygon": {"type": "Polygon", "coordinates": [square]},
+        },
+    )
+    trigger = await create_position_trigger(client)
+    weave = [(10 * (-1) ** k, -600 + 60 * k) for k in range(11)]  # along the edge x = 0
+    route = [(-300, -1200), (150, -1000), (-150, -800), *weave, (-200, 100), (200, 300)]
+    await drive(client, trigger, "GEO2A05", route, seed=75, sigma_m=8.0)
+    assert await crossings(client, "GEO2A05") == [
+        ("Zona", "exited"),
+        ("Zona", "entered"),
+        ("Zona", "exited"),
+    ]
+
+
+async def test_a_circles_radius_is_metres_at_the_equator_and_at_latitude_minus_33(
+    client: Client,
+) -> None:
+    """A 1,000 m circle (margin 10 m) at the equator (Macapá) and at latitude −33 (south of
+    Brazil): walking out east and north in 10 m steps with 5 m accuracy, the exit is at the
+    first fix beyond 1,015 m (1,023 m), the entry back at the first within 990 m (983 m), in
+    both directions: the radius is metres, not degrees."""
+    trigger = await create_position_trigger(client)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    for n, (lat, lon) in enumerate(((0.03, -51.07), (-33.0, -53.0))):
+        fence = {
+            "name": f"Raio {n}",
+            "kind": "authorized",
+            "circle": {"lat": lat, "lon": lon, "radius_m": 1000},
+        }
+        await new_fence(client, {**fence, "margin_m": 10})
+        for k, bearing in enumerate((90, 0)):
+            plate = f"RAD{n}A0{k}"
+            steps = [*range(903, 1104, 10), *range(1093, 902, -10)]
+            fixes = []
+            for i, metres in enumerate(steps):
+                p_lat, p_lon = tracks.destination(lat, lon, bearing, metres)
+                fixes.append(
+                    GenFix(start + timedelta(seconds=2 * i), p_lat, p_lon, 18.0, bearing, 5.0)
+                )
+            await new_vehicle(client, plate)
+            await post_fixes(client, trigger, plate, fixes)
+            await fold(client)
+            found = [
+                *(await events(client, "vehicle.geofence.exited", plate)),
+                *(await events(client, "vehicle.geofence.entered", plate)),
+            ]
+            where = {
+                e["type"]: round(
+                    tracks.haversine_m(
+                        lat, lon, e["detail"]["position"]["lat"], e["detail"]["position"]["lon"]
+                    )
+                )
+                for e in found
+                if e["detail"]["geofence"]["name"] == fence["name"]
+            }
+            assert where == {"vehicle.geofence.exited": 1023, "vehicle.geofence.entered": 983}, (
+                plate
+            )
+
+
+# -- maintenance -------------------------------------------------------------------------------
+
+
+async def fold_and_relay(client: Client) -> None:
+    """Readings reach the fold through the event relay: relay, fold, relay its events."""
+    services = client.app[services_key]
+    for _ in range(2):
+        await services.relay.run_until_idle()
+        await services.fold.run_until_idle()
+
+
+async def new_plan(client: Client, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post("/api/v1/maintenance-plans", json=body, headers=auth())
+    answer = await response.json()
+    assert response.status == 201, answer
+    return dict(answer)
+
+
+def road_east(start: datetime, km_from: float, km_to: float, every_s: int = 5) -> list[GenFix]:
+    """A straight road east at 72 km/h (100 m a 5 s), from `km_from` to `km_to` of it."""
+    fixes = []
+    for i in range(round(km_from * 10), round(km_to * 10) + 1):
+        lat, lon = tracks.destination(*tracks.BANDEIRANTES, 90, 100 * i)
+        fixes.append(GenFix(start + timedelta(seconds=every_s * i), lat, lon, 72.0, 90, 5.0))
+    return fixes
+
+
+async def test_checklist_readings_below_and_above_the_computed_odometer(client: Client) -> None:
+    """A vehicle registered at 9,990 km drives 3 km (9,993 by GPS). A checklist (a partner's
+    trigger) reads 9,980: a partner's reading below the odometer is stale, skipped (the fold
+    counts on from 9,993 at the next fix). Then a checklist reads 10,050: re-baselined up
+    (`vehicle.odometer.rebaselined`), the 10,000 km service announced once, GPS counting on
+    from 10,050. Then the admin corrects it down to 10,020: taken (a correction), and the
+    plan does not announce 10,000 again."""
+    await new_plan(client, {"name": "Revisao", "every_km": 10_000, "due_soon_km": 500})
+    await new_vehicle(client, "CHK1A01", odometer_km=9_990)
+    positions = await create_position_trigger(client)
+    checklist = await create_trigger(client, name="checklist-app")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    road = road_east(start, 0, 5)  # 5 km, a fix every 100 m
+
+    async def reading(km: float) -> None:
+        status, answer = await hook(client, checklist, {"plate": "CHK1A01", "odometer_km": km})
+        assert status in (200, 201), answer
+        await fold_and_relay(client)
+
+    await fold_and_relay(client)  # the registration's reading
+    await post_fixes(client, positions, "CHK1A01", road[:31])
+    await fold_and_relay(client)
+    assert (await vehicle(client, "CHK1A01"))["odometer_km"] == pytest.approx(9_993, abs=0.01)
+    await reading(9_980)
+    await post_fixes(client, positions, "CHK1A01", road[31:36])
+    await fold_and_relay(client)
+    assert (await vehicle(client, "CHK1A01"))["odometer_km"] == pytest.approx(9_993.5, abs=0.01)
+    await reading(10_050)
+    await post_fixes(client, positions, "CHK1A01", road[36:41])
+    await fold_and_relay(client)
+    assert (await vehicle(client, "CHK1A01"))["odometer_km"] == pytest.approx(10_050.5, abs=0.01)
+    response = await client.patch(
+        "/api/v1/entities/vehicle/CHK1A01", json={"odometer_km": 10_020}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await fold_and_relay(client)
+    await post_fixes(client, positions, "CHK1A01", road[41:46])
+    await fold_and_relay(client)
+    assert (await vehicle(client, "CHK1A01"))["odometer_km"] == pytest.approx(10_020.5, abs=0.01)
+    rebased = await events(client, "vehicle.odometer.rebaselined", "CHK1A01")
+    assert [(e["detail"]["from_km"] // 1, e["detail"]["to_km"]) for e in rebased] == [
+        (9_990, 9_990),  # the registration's reading, the fold's start
+        (9_993, 10_050),
+        (10_050, 10_020),
+    ]
+    due = await events(client, "vehicle.maintenance.due", "CHK1A01")
+    assert [e["detail"]["due_km"] for e in due] == [10_000]
+
+
+async def test_two_thresholds_in_one_batch_are_announced_once_each_and_a_jump_once(
+    client: Client,
+) -> None:
+    """A plan every 1 km, due soon 200 m before: one request of 2.9 km of road (a fix every
+    100 m), folded in one pass, announces due 1 and due 2 and due soon 1, 2 and 3, each at the
+    fix that crossed it. A plan every 5 km on a tracker sending every 300 s at 120 km/h: one
+    10 km step crosses 5 and 10 km at once and announces the last one only (10 km, then 20 km), as a
+    re-baseline over several cycles does: one service is due now, not two."""
+    await new_plan(
+        client, {"name": "Curta", "every_km": 1, "due_soon_km": 0.2, "vehicles": ["THR1A01"]}
+    )
+    await new_plan(client, {"name": "Cinco", "every_km": 5, "vehicles": ["THR1A02"]})
+    positions = await create_position_trigger(client)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    await new_vehicle(client, "THR1A01")
+    await post_fixes(client, positions, "THR1A01", road_east(start, 0, 2.9))
+    await fold(client)
+    due = await events(client, "vehicle.maintenance.due", "THR1A01")
+    soon = await events(client, "vehicle.maintenance.due_soon", "THR1A01")
+    assert [e["detail"]["due_km"] for e in due] == [1, 2]
+    assert [e["detail"]["due_km"] for e in soon] == [1, 2, 3]
+    assert [round(e["detail"]["odometer_km"], 1) for e in due] == [1.0, 2.0]
+    await new_vehicle(client, "THR1A02")
+    sparse = road_east(start, 0, 22, every_s=3)[::100]  # 10 km every 300 s
+    await post_fixes(client, positions, "THR1A02", sparse)
+    await fold(client)
+    due = await events(client, "vehicle.maintenance.due", "THR1A02")
+    assert [(e["detail"]["due_km"], round(e["detail"]["odometer_km"])) for e in due] == [
+        (10, 10),
+        (20, 20),
+    ]
+
+
+async def test_a_plan_with_every_days_only_is_refused_naming_every_km(client: Client) -> None:
+    """A time-only plan (an annual inspection) is not a plan the API takes: `every_km` is
+    required (a 422 naming it). Documented (docs/fleet.md "Maintenance"): give a distance
+    no vehicle reaches in the interval (e.g. `every_km`: 1,000,000) for a time-only plan."""
+    response = await client.post(
+        "/api/v1/maintenance-plans",
+        json={"name": "Vistoria anual", "every_days": 365},
+        headers=auth(),
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert [e["pointer"] for e in problem["errors"]] == ["/every_km"]
+
+
+async def test_a_depot_fence_with_a_dwell_ignores_parked_reflections_and_sees_the_departure(
+    client: Client,
+) -> None:
+    """The parked night with six reflections of 100–300 m, inside a depot circle of 80 m:
+    with `dwell_seconds` 60 the reflections (one fix each, the next one back inside) alarm
+    nobody and the departure is one exit; without a dwell each reflection clearly outside is
+    an exit and an entry (documented: give a depot fence a dwell)."""
+    track = ending_now(lambda s: tracks.parked_multipath(23, s))
+    circle = {"lat": tracks.SAO_PAULO[0], "lon": tracks.SAO_PAULO[1], "radius_m": 80}
+    await new_fence(
+        client, {"name": "Deposito", "kind": "authorized", "circle": circle, "dwell_seconds": 60}
+    )
+    await new_fence(client, {"name": "Deposito sem espera", "kind": "authorized", "circle": circle})
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DWL1A01")
+    await post_track(client, trigger, track, "DWL1A01")
+    await fold(client)
+    out = [
+        f
+        for f in track.fixes
+        if f.expect == "multipath"
+        and tracks.haversine_m(*tracks.SAO_PAULO, f.lat, f.lon) > 80 + 25 + (f.accuracy_m or 0)
+    ]
+    assert out  # the test means something
+    found = await crossings(client, "DWL1A01")
+    assert [c for c in found if c[0] == "Deposito"] == [("Deposito", "exited")]
+    assert [c for c in found if c[0] != "Deposito"] == [
+        *(("Deposito sem espera", kind) for _ in out for kind in ("exited", "entered")),
+        ("Deposito sem espera", "exited"),
+    ]
