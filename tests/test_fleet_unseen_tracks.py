@@ -29,7 +29,13 @@ from tests.test_fleet_tracks import (
     whole_track,
 )
 from tests.tracks import GenFix, Track
-from tests.triggers_support import Client, create_position_trigger, create_trigger, hook
+from tests.triggers_support import (
+    Client,
+    create_position_trigger,
+    create_trigger,
+    hook,
+    upload_mapping,
+)
 
 
 async def events(client: Client, event_type: str, plate: str) -> list[dict[str, Any]]:
@@ -174,7 +180,7 @@ async def test_highway_at_1_10_60_and_300_s_sent_out_of_order_twice_and_duplicat
     """40 min at 110–130 km/h, sampled every 1, 10, 60 and 300 s; batches sent out of order,
     one fix of each batch sent again in the next, one batch re-sent after a timeout: the
     odometer is the chords of the fixes within 0.5% (ten seeds: −0.02% … +0.06%; at 300 s
-    the chords are 4–6% short of the road, by construction), duplicates stored once."""
+    the chords are 1–6% short of the road, by construction), duplicates stored once."""
     trigger = await create_position_trigger(client)
     classes = {}
     for n, every in enumerate((1, 10, 60, 300)):
@@ -636,3 +642,43 @@ async def test_a_depot_fence_with_a_dwell_ignores_parked_reflections_and_sees_th
         *(("Deposito sem espera", kind) for _ in out for kind in ("exited", "entered")),
         ("Deposito sem espera", "exited"),
     ]
+
+
+METER = """
+name: meter
+direction: inbound
+entity_type: vehicle
+key: [plate]
+params:
+  authoritative: {enum: [true, false], default: false}
+fields:
+  plate: plate
+  odometer_km: {from: km, only_forward: {unless: {param: authoritative}}}
+"""
+
+
+async def test_an_authoritative_erp_correction_down_holds_after_the_next_fix(
+    client: Client,
+) -> None:
+    """The ERP's trigger is marked authoritative (docs/mappings.md "Only-forward fields"): its
+    reading below the GPS count is written to the vehicle, and the fold re-baselines on it, so
+    the next fix counts on from the ERP's value instead of writing the GPS count back over
+    it. The same reading from a checklist app's trigger (not authoritative) is skipped."""
+    await upload_mapping(client, METER)
+    erp = await create_trigger(client, name="erp", mapping="meter", params={"authoritative": True})
+    app = await create_trigger(client, name="app", mapping="meter")
+    positions = await create_position_trigger(client)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    road = road_east(start, 0, 5)
+    for plate, partner in (("ERP1A01", erp), ("ERP1A02", app)):
+        await new_vehicle(client, plate, odometer_km=10_000)
+        await fold_and_relay(client)
+        await post_fixes(client, positions, plate, road[:31])  # 3 km: 10,003
+        await fold_and_relay(client)
+        status, answer = await hook(client, partner, {"plate": plate, "km": 9_990})
+        assert status == 200, answer
+        await fold_and_relay(client)
+        await post_fixes(client, positions, plate, road[31:36])  # 0.5 km more
+        await fold_and_relay(client)
+    assert (await vehicle(client, "ERP1A01"))["odometer_km"] == pytest.approx(9_990.5, abs=0.01)
+    assert (await vehicle(client, "ERP1A02"))["odometer_km"] == pytest.approx(10_003.5, abs=0.01)

@@ -817,10 +817,12 @@ class _VehicleRun:
 
     def reading(self, reading: Doc) -> None:
         """A reading from a partner only moves the odometer forward (a late or wrong meter
-        reading is skipped and counted); an admin's is a correction and may move it back."""
+        reading is skipped and counted); an admin's is a correction and may move it back, and
+        so may a partner's whose mapping lifted `only_forward` for it (an authoritative ERP)."""
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
-        if km < self.state.odometer_km and not source.startswith(AUTHORITATIVE):
+        authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
+        if km < self.state.odometer_km and not authoritative:
             self._pass.counts["readings", "stale"] += 1
             return
         self._rebaseline(km, "reading", at, source)
