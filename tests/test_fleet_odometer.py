@@ -278,3 +278,36 @@ def test_a_device_odometer_glitch_for_one_fix_moves_nothing() -> None:
     )
     assert state.odometer_km == 0.02 and reset is not None and reset.from_km == 1000.3
     assert VehicleState.from_doc(state.to_doc()) == state
+
+
+def test_a_parked_fix_reflected_200_m_off_is_taken_back_when_the_next_is_home() -> None:
+    """Parked, a fix every two minutes at 0 km/h; one of them 200 m off (a reflection), the
+    next back beside the car: the reflection's distance is taken back and it is refused as a
+    `spike`; the state survives its document in between (the next fix in another pass)."""
+    east = 0.0019572  # about 200 m of longitude at this latitude
+    parked = [
+        TrackPoint(START + timedelta(minutes=2 * i), -23.5, -46.6, 8.0, 0.0) for i in range(5)
+    ]
+    spike = TrackPoint(START + timedelta(minutes=10), -23.5, -46.6 + east, 6.0, 0.0)
+    home = TrackPoint(START + timedelta(minutes=12), -23.50005, -46.6, 8.0, 0.0)
+    folder = Folder()
+    folder.fold([*parked, spike])
+    assert 190 < folder.metres < 210  # counted while it is the last position
+    folder.state = VehicleState.from_doc(folder.state.to_doc())
+    folder.fold([home])
+    verdict = folder.verdicts[-1]
+    assert verdict.outlier == spike and verdict.outlier_reason is Reason.SPIKE
+    assert folder.metres == 0 and folder.state.last == home
+
+
+def test_a_drive_out_and_back_reporting_its_speed_keeps_its_distance() -> None:
+    """The same three places, but the fix 200 m off reports 30 km/h (the vehicle really went
+    there and came back): nothing is taken back."""
+    east = 0.0019572
+    parked = TrackPoint(START, -23.5, -46.6, 8.0, 0.0)
+    there = TrackPoint(START + timedelta(seconds=40), -23.5, -46.6 + east, 6.0, 30.0)
+    back = TrackPoint(START + timedelta(seconds=80), -23.5, -46.6, 8.0, 0.0)
+    folder = Folder()
+    folder.fold([parked, there, back])
+    assert folder.verdicts[-1].outlier is None
+    assert folder.metres == pytest.approx(2 * parked.distance_m(there), rel=1e-9)

@@ -1041,6 +1041,10 @@ def test_only_forward_guards_follow_the_payload_and_the_params() -> None:
     assert mapping.apply({"plate": "A", "fix": True}).forward == (("odometer_km", "odometer_km"),)
     erp = mapping.bind({"authoritative": True})
     assert erp.apply({"plate": "A"}).forward == (("attributes.hours", "attributes.at"),)
+    # which guards an `unless` lifted: the write says its source is authoritative for them
+    assert mapping.apply({"plate": "A"}).lifted == ()
+    assert mapping.apply({"plate": "A", "fix": True}).lifted == ("attributes.hours",)
+    assert erp.apply({"plate": "A"}).lifted == ("odometer_km",)
 
 
 # -- conditions on params, combined ---------------------------------------------------------------

@@ -483,3 +483,186 @@ def with_bad_fixes(track: Track, seed: int) -> Track:
     sends = in_batches(len(fixes), 50)
     sends.insert(2, sends[1])
     return replace(track, name=f"{track.name}+bad", fixes=fixes, sends=sends)
+
+
+# -- tracks the fold had not seen (issue 10, second round) ------------------------------------
+
+
+def traffic_lights(seed: int, start: datetime, *, every_s: tuple[float, float] = (1, 3)) -> Track:
+    """Stop and go on an avenue with a traffic light every block: 20 blocks of 100–300 m at
+    30–60 km/h, a red light of 20–90 s at most of them (the receiver sending 0 km/h while
+    its fix drifts 5–15 m, wandering), fixes every 1–3 s (or `every_s`)."""
+    rng = random.Random(seed)
+    path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360))
+    for _ in range(20):
+        kmh = rng.uniform(30, 60)
+        path.drive(round(rng.uniform(100, 300) / (kmh / 3.6)), kmh)
+        if rng.random() < 0.8:
+            path.stop(rng.randint(20, 90))
+        if rng.random() < 0.3:
+            path.turn(rng.choice((-90, 90)))
+    receiver = Receiver(rng, sigma_m=3.0, drift_tau_s=30)
+    fixes = sample_every(path, rng, *every_s, receiver)
+    return Track("traffic-lights", fixes, path.length_m, 0.01, sends=in_batches(len(fixes), 100))
+
+
+def parked_multipath(seed: int, start: datetime, *, speed: bool = True) -> Track:
+    """Parked 8 h (a fix every 1–5 min drifting 5–15 m), with six multipath reflections of
+    100–300 m (one fix each, reporting 0 km/h and a good accuracy, as receivers do), then a
+    real departure: 5 min through the city at 30–50 km/h, a fix every 10 s. Truth: the
+    departure's road; the reflections may be refused (`expect` is then ignored for them:
+    `Track.note` names them)."""
+    rng = random.Random(seed)
+    path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360)).stop(8 * 3600)
+    parked_until = path.now.t
+    path.drive(100, 40).turn(90, 25).drive(100, 45).turn(-90, 25).drive(80, 35)
+    receiver = Receiver(rng, accuracy=True, speed=speed, drift_tau_s=600)
+    parked = [s for s in path.samples if s.t <= parked_until]
+    moving = [s for s in path.samples if s.t > parked_until]
+    fixes: list[GenFix] = []
+    i = 0
+    while i < len(parked):
+        fixes.append(receiver.see(parked[i]))
+        i += round(rng.uniform(60, 300))
+    # the reflections: one fix each, far off, with a confident accuracy and no speed
+    for k in sorted(rng.sample(range(2, len(fixes) - 2, 3), 6)):  # none in a row
+        fix = fixes[k]
+        lat, lon = destination(fix.lat, fix.lon, rng.uniform(0, 360), rng.uniform(100, 300))
+        fixes[k] = replace(fix, lat=round(lat, 7), lon=round(lon, 7), expect="multipath")
+    moving = moving[: len(moving) // 10 * 10]  # the road up to its last fix
+    fixes += [receiver.see(s) for s in moving[9::10]]
+    truth = length_m([parked[-1], *moving])
+    return Track(
+        f"parked-multipath{'' if speed else '-no-speed'}",
+        fixes,
+        truth,
+        0.02,
+        abs_tolerance_m=50.0,
+        sends=in_batches(len(fixes), 20),
+        note="six 100–300 m reflections while parked",
+    )
+
+
+def tunnel_jump(seed: int, start: datetime, *, gap_s: int, road_kmh: float) -> Track:
+    """A highway at 100 km/h, a fix every 5 s; then no fix for `gap_s` (a tunnel, a dead
+    zone) while the vehicle goes on straight at `road_kmh`, and fixes again. The truth is the
+    road, straight across the gap: the odometer bridges it with a chord."""
+    rng = random.Random(seed)
+    path = Path(start, *BANDEIRANTES, heading=rng.uniform(0, 360))
+    path.drive(120, 100)
+    gap_from = path.now.t
+    path.drive(gap_s, road_kmh)
+    gap_to = path.now.t
+    path.drive(120, 100)
+    every = sample_every(path, rng, 5, 5, Receiver(rng, sigma_m=3.0))
+    fixes = [f for f in every if not gap_from < f.t < gap_to]
+    return Track(f"tunnel-{gap_s}s", fixes, path.length_m, 0.01, sends=in_batches(len(fixes), 10))
+
+
+def highway_sampled(seed: int, start: datetime, every_s: int) -> Track:
+    """40 minutes at 110–130 km/h with gentle curves (radius 2–5 km), a fix every `every_s`
+    seconds. The truth the odometer can reach is the chords of the noiseless fixes (at 300 s,
+    10 km apart, a curve between two fixes is cut by construction)."""
+    rng = random.Random(seed)
+    path = Path(start, *BANDEIRANTES, heading=rng.uniform(0, 360))
+    while (path.now.t - start).total_seconds() < 2400:
+        kmh = rng.uniform(110, 130)
+        path.drive(rng.randint(120, 300), kmh)
+        turn = math.degrees(kmh / 3.6 / rng.uniform(2000, 5000)) * rng.choice((-1, 1))
+        path.drive(rng.randint(30, 90), kmh, turn)
+    fixes = sample_every(path, rng, every_s, every_s, Receiver(rng, sigma_m=3.0))
+    by_time = {s.t: s for s in path.samples}
+    chords = length_m([by_time[f.t] for f in fixes])
+    return Track(
+        f"highway-{every_s}s",
+        fixes,
+        path.length_m,
+        0.005,
+        measurable_m=chords,
+        sends=in_batches(len(fixes), max(1, min(100, len(fixes) // 6))),
+        note=f"chords {chords:.0f} m of {path.length_m:.0f} m",
+    )
+
+
+def shuffled_sends(track: Track, seed: int) -> Track:
+    """The same fixes sent as a tracker with a bad link does: its batches out of order, one
+    fix of every batch sent again in the next request (a duplicate), and one batch sent
+    twice (re-sent after a timeout whose first attempt was stored)."""
+    rng = random.Random(seed)
+    sends = [list(b) for b in track.sends or [list(range(len(track.fixes)))]]
+    order = list(range(len(sends)))
+    for i in range(0, len(order) - 1, 2):  # neighbouring batches swapped
+        if rng.random() < 0.7:
+            order[i], order[i + 1] = order[i + 1], order[i]
+    out = [list(sends[i]) for i in order]
+    for i in range(1, len(out)):
+        out[i].append(rng.choice(out[i - 1]))
+    out.insert(len(out) // 2, list(out[len(out) // 2 - 1]))
+    return replace(track, name=f"{track.name}-shuffled", sends=out)
+
+
+def two_devices(
+    seed: int, start: datetime, *, phone_clock_s: float = 1.5
+) -> tuple[Track, list[GenFix]]:
+    """One vehicle, two devices: a tracker (a fix every 5 s, accurate clock) and the
+    driver's phone app (a fix every 7 s, a less precise receiver, its clock `phone_clock_s`
+    behind: it dates each fix that much early). Urban driving at 30–60 km/h. The track is
+    both devices' fixes merged (a phone fix on the same device time as a tracker fix is the
+    same fix: dropped); the phone's list is returned too."""
+    rng = random.Random(seed)
+    path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360))
+    for _ in range(12):
+        kmh = rng.uniform(30, 60)
+        path.drive(round(rng.uniform(200, 600) / (kmh / 3.6)), kmh)
+        if rng.random() < 0.3:
+            path.stop(rng.randint(20, 60))
+        path.turn(rng.choice((-90, 90)))
+    tracker = sample_every(path, rng, 5, 5, Receiver(rng, sigma_m=3.0))
+    phone_rx = Receiver(rng, sigma_m=6.0, tau_s=30.0, white_m=1.5)
+    skew = timedelta(seconds=phone_clock_s)
+    phone = [
+        replace(phone_rx.see(s), t=s.t - skew) for s in path.samples[3::7] if s.t - skew >= start
+    ]
+    taken = {f.t for f in tracker}
+    merged = sorted([*tracker, *(f for f in phone if f.t not in taken)], key=lambda f: f.t)
+    sends: list[list[int]] = []  # each device sends its own fix as it has it
+    index = {f.t: i for i, f in enumerate(merged)}
+    arrivals = sorted(
+        [(f.t, index[f.t]) for f in tracker]
+        + [(f.t + skew, index[f.t]) for f in phone if f.t in index]
+    )
+    seen: set[int] = set()
+    for _, i in arrivals:
+        if i not in seen:
+            seen.add(i)
+            if sends and len(sends[-1]) < 10:
+                sends[-1].append(i)
+            else:
+                sends.append([i])
+    return Track("two-devices", merged, path.length_m, 0.025, sends=sends), phone
+
+
+def through(
+    waypoints: Sequence[tuple[float, float]], start: datetime, kmh: float, every_s: int = 1
+) -> list[Sample]:
+    """A noiseless drive along straight legs between `waypoints` (lat, lon) at `kmh`, a
+    sample every `every_s` seconds (legs of a few kilometres: each is interpolated in a
+    local flat projection)."""
+    samples: list[Sample] = []
+    t = start
+    step = kmh / 3.6 * every_s
+    for (lat1, lon1), (lat2, lon2) in itertools.pairwise(waypoints):
+        metres = haversine_m(lat1, lon1, lat2, lon2)
+        heading = (
+            math.degrees(math.atan2((lon2 - lon1) * math.cos(math.radians(lat1)), lat2 - lat1))
+            % 360
+        )
+        for i in range(max(1, round(metres / step))):
+            k = i * step / metres
+            samples.append(
+                Sample(t, lat1 + k * (lat2 - lat1), lon1 + k * (lon2 - lon1), kmh, heading)
+            )
+            t += timedelta(seconds=every_s)
+    lat, lon = waypoints[-1]
+    samples.append(Sample(t, lat, lon, kmh, samples[-1].heading if samples else 0.0))
+    return samples

@@ -58,7 +58,6 @@ from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint
-from gateway.fleet.quality import Reason
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
 from gateway.fleet.state import VehicleState, fold_fix, rebaseline
 from gateway.metrics import Metrics
@@ -818,10 +817,12 @@ class _VehicleRun:
 
     def reading(self, reading: Doc) -> None:
         """A reading from a partner only moves the odometer forward (a late or wrong meter
-        reading is skipped and counted); an admin's is a correction and may move it back."""
+        reading is skipped and counted); an admin's is a correction and may move it back, and
+        so may a partner's whose mapping lifted `only_forward` for it (an authoritative ERP)."""
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
-        if km < self.state.odometer_km and not source.startswith(AUTHORITATIVE):
+        authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
+        if km < self.state.odometer_km and not authoritative:
             self._pass.counts["readings", "stale"] += 1
             return
         self._rebaseline(km, "reading", at, source)
@@ -871,7 +872,7 @@ class _VehicleRun:
             return
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
         if (outlier := verdict.outlier) is not None:  # the last position, refused after all
-            reason = Reason.IMPOSSIBLE_SPEED.value
+            reason = verdict.outlier_reason.value
             self._pass.rejected[position_id(self._pass.key[1], outlier.t)] = reason
             self._pass.counts["rejected", reason] += 1
             if outlier in self.track:

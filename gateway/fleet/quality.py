@@ -14,7 +14,10 @@ last position or the odometer. The gates, in the order they are tried:
   a late fix, the one after) takes more than `max_speed_kmh`, after allowing for both fixes'
   accuracy. Should the vehicle really have moved (the last accepted fix was the outlier),
   `relocate_after` consecutive fixes that agree with each other are accepted again, from the
-  last of them, without adding the jump to the odometer.
+  last of them, without adding the jump to the odometer;
+- `spike` (found one fix later): a fix that counted a jump away from where the vehicle stood
+  still, the next fix back where it stood, none of the three saying it moved (a reflection
+  off a building while parked); its distance is taken back (`state.fold_fix`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Reason(StrEnum):
     INACCURATE = "inaccurate"
     DUPLICATE = "duplicate"
     IMPOSSIBLE_SPEED = "impossible_speed"
+    SPIKE = "spike"
 
 
 @dataclass(frozen=True, slots=True)

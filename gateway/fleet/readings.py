@@ -38,6 +38,8 @@ class OdometerReadings:
             origin = event.get("origin") or {}
             source = ":".join(str(origin[k]) for k in ("kind", "id") if origin.get(k))
             reading = {"km": km, "at": event["occurred_at"], "source": source or "reading"}
+            if "odometer_km" in (origin.get("authoritative") or ()):
+                reading["authoritative"] = True  # a trigger's mapping lifted only_forward
             await self._store.fleet.push_reading(event["tenant"], event["entity"]["id"], reading)
             queued += 1
         return queued

@@ -17,6 +17,7 @@ from gateway.fleet.odometer import (
     OdometerSettings,
     TrackPoint,
     detour_m,
+    jitter_m,
     may_rebaseline,
     step_m,
 )
@@ -123,8 +124,10 @@ class Verdict:
     # Whether the fix is a neighbour for the late fixes after it: False for a late fix
     # within the jitter of its neighbours (it counts nothing, as the anchor would not move).
     counted: bool = True
-    # A relocation that found the last position a lone outlier: that fix, refused after all.
+    # The last position found to be a lone outlier (by a relocation, or as a spike): that
+    # fix, refused after all with `outlier_reason`.
     outlier: TrackPoint | None = None
+    outlier_reason: Reason = Reason.IMPOSSIBLE_SPEED
 
     @property
     def accepted(self) -> bool:
@@ -170,6 +173,8 @@ def fold_fix(
         return _suspect(state, fix, quality, odometer, detail)
     if reason is not None:
         return state, Verdict(reason)
+    if _spike(state, fix, odometer):
+        return _take_back_spike(state, fix, odometer, detail)
     added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.recent)
     anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
@@ -185,6 +190,56 @@ def fold_fix(
         step_km=(state.odometer_km, state.odometer_km + added),
     )
     return moved, Verdict(added_km=added)
+
+
+def _spike(state: VehicleState, fix: TrackPoint, odometer: OdometerSettings) -> bool:
+    """Whether the last position is a spike that `fix` shows up: it counted a jump away from
+    where the vehicle stood (its anchor before it), and `fix` is back there, within what a
+    standing vehicle's drift covers, while none of the three reported a speed of moving (a
+    reflection off a building while parked: one fix 100-300 m off, then back)."""
+    spike, anchor, steps = state.last, state.step_from, state.step_km
+    if spike is None or anchor is None or steps is None or not state.recent:
+        return False
+    if state.recent[-1] != spike or steps[1] != state.odometer_km or steps[1] <= steps[0]:
+        return False  # not counted, or the odometer moved since (a reading, a late fix)
+
+    def moving(point: TrackPoint) -> bool:
+        return point.speed_kmh is not None and point.speed_kmh >= odometer.still_kmh
+
+    if moving(anchor) or moving(spike) or moving(fix):
+        return False
+    back = fix.distance_m(anchor) <= jitter_m(anchor, fix, odometer, still=True)
+    return back and fix.distance_m(spike) > jitter_m(spike, fix, odometer, still=True)
+
+
+def _take_back_spike(
+    state: VehicleState,
+    fix: TrackPoint,
+    odometer: OdometerSettings,
+    detail: dict[str, Any] | None,
+) -> tuple[VehicleState, Verdict]:
+    """The spike's distance off the odometer, the spike out of the recent fixes, and `fix`
+    counted from the anchor before the spike, as if the spike had never come."""
+    assert state.step_from is not None and state.step_km is not None  # `_spike`
+    anchor, km = state.step_from, state.step_km[0]
+    recent = state.recent[:-1]
+    added_m = step_m(anchor, fix, odometer, recent)
+    odometer_km = km + (added_m or 0.0) / 1000
+    moved = replace(
+        state,
+        last=fix,
+        last_detail=_detail(detail),
+        anchor=anchor if added_m is None else fix,
+        odometer_km=odometer_km,
+        suspects=(),
+        recent=recent,
+        step_from=anchor,
+        step_km=(km, odometer_km),
+    )
+    verdict = Verdict(
+        added_km=odometer_km - state.odometer_km, outlier=state.last, outlier_reason=Reason.SPIKE
+    )
+    return moved.remember(fix), verdict
 
 
 def _suspect(

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
 
 from .conditions import Condition
-from .expressions import Getter
+from .expressions import Getter, Run
 from .model import Direction, FieldCatalog
 from .params import MISSING, Param, ParamScope, compile_params
 from .paths import pointer
@@ -382,9 +382,17 @@ def _guard(
             specs.problems.add(f"{at}/unless/param", message, "param")
             return None
         value = specs.scope.value(name)
-        return None if value is not MISSING and value not in (None, False) else Guard(target, by)
+        if value is not MISSING and value not in (None, False):
+            # Off for every payload; kept so that the write says its source is authoritative
+            # for the target (`MappedDocument.lifted`).
+            return Guard(target, by, _always)
+        return Guard(target, by)
     condition = specs.condition(unless, f"{at}/unless")
     return None if condition is None else Guard(target, by, condition)
+
+
+def _always(payload: Any, run: Run) -> bool:
+    return True
 
 
 def _also(

@@ -236,7 +236,9 @@ class CompiledMapping:
                 record(run, error, "emit")
         if run.problems:
             raise payload_error(self.name, run.problems, run.dropped)
-        return MappedDocument(document, key, events, event_data, forward or (), also)
+        forward = forward or ()
+        lifted = _lifted(plan.forward, forward)
+        return MappedDocument(document, key, events, event_data, forward, also, lifted)
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -331,6 +333,13 @@ def _forward(guards: tuple[Guard, ...], payload: Any, run: Run) -> Forward:
     return tuple((g.target, g.by) for g in guards if g.unless is None or not g.unless(payload, run))
 
 
+def _lifted(guards: tuple[Guard, ...], forward: Forward) -> tuple[str, ...]:
+    """The only-forward targets an `unless` turned off for this payload: the source may move
+    them back (an authoritative ERP), and says so on its events (`origin.authoritative`)."""
+    kept = {target for target, _ in forward}
+    return tuple(g.target for g in guards if g.target not in kept)
+
+
 def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[MappedTarget]:
     """The further entities of `also` whose `when` holds, mapped from the same payload."""
     for index, plan in enumerate(plans):
@@ -343,7 +352,8 @@ def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[Mappe
         if plan.kind is not None and "kind" not in document:
             document = {"kind": plan.kind, **document}
         forward = _forward(plan.forward, payload, run)
-        yield MappedTarget(plan.entity_type, document, key, events, forward, plan.create)
+        lifted = _lifted(plan.forward, forward)
+        yield MappedTarget(plan.entity_type, document, key, events, forward, plan.create, lifted)
 
 
 def _dig(document: dict[str, Any], dotted: str) -> Any:

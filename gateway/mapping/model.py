@@ -28,12 +28,14 @@ class MappedTarget(NamedTuple):
     events: tuple[str, ...]
     forward: Forward
     create: bool
+    lifted: tuple[str, ...] = ()  # only-forward fields whose `unless` held: authoritative
 
 
 class MappedDocument(NamedTuple):
     """One inbound item, mapped: the entity fields, its lookup key, the events to emit, the
-    fields `event_data` adds to those events, the only-forward fields and the further
-    entities the item writes (`also`)."""
+    fields `event_data` adds to those events, the only-forward fields, the further
+    entities the item writes (`also`) and the only-forward fields whose `unless` held (the
+    source is authoritative for them: `lifted`)."""
 
     document: dict[str, Any]
     key: dict[str, Any]
@@ -41,6 +43,7 @@ class MappedDocument(NamedTuple):
     event_data: dict[str, Any]
     forward: Forward = ()
     also: tuple[MappedTarget, ...] = ()
+    lifted: tuple[str, ...] = ()
 
 
 class OutboundRequest(NamedTuple):

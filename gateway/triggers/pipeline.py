@@ -45,6 +45,10 @@ class Prepared:
     event_detail: Mapping[str, Any] | None = None
     forward: Forward = ()  # only-forward fields (the mapping's `only_forward`)
     also: tuple[Upsert, ...] = ()  # further entities written with it, all or nothing
+    # Only-forward fields whose `unless` held (of the item or its `also`): recorded on the
+    # write's events as `origin.authoritative`, so the fleet fold takes such an odometer
+    # reading back too (docs/fleet.md "Odometer").
+    lifted: tuple[str, ...] = ()
 
 
 ALSO_LANE = "also"
@@ -93,11 +97,15 @@ class Pipeline:
             self.validate(trigger, item)
         forward: Forward = ()
         also: list[Upsert] = []
+        lifted: tuple[str, ...] = ()
         if mapping is not None:
             with stage("mapping"):
                 mapped = mapping.apply(item, texts=texts)
             fields, events, key = mapped.document, mapped.events, mapped.key
             detail, forward = mapped.event_data, mapped.forward
+            lifted = tuple(
+                dict.fromkeys((*mapped.lifted, *(f for t in mapped.also for f in t.lifted)))
+            )
             for target in mapped.also:
                 located = await self._locate(
                     trigger.tenant, target.entity_type, target.document, target.key
@@ -126,7 +134,7 @@ class Pipeline:
                 self._entities.natural_key(upsert.etype, upsert.fields)
         if mapping is not None and mapping.also_entity_types:
             lane = ALSO_LANE
-        return Prepared(fields, events, lane, detail, forward, tuple(also))
+        return Prepared(fields, events, lane, detail, forward, tuple(also), lifted)
 
     def fix(
         self,
@@ -148,6 +156,9 @@ class Pipeline:
     async def write(
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin
     ) -> WriteResult:
+        if prepared.lifted:
+            extra = {**origin.extra, "authoritative": list(prepared.lifted)}
+            origin = Origin(origin.kind, origin.id, extra)
         with stage("entity"):
             if prepared.also:
                 main = Upsert(
