@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-
 from gateway.actions.xml_body import XmlBody, compile_xml_body
 from gateway.auth.secretbox import SecretBox
 from gateway.clock import utcnow
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
+from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
 from gateway.outbound.redaction import Redactor
@@ -288,36 +287,38 @@ def build_request(
     *,
     default_body: Any = None,
     path_values: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
     timeout: float | None = None,
 ) -> tuple[OutboundRequest, bytes | None]:
     """The partner request for an action: the request mapping on `context`, or, without
     one, `default_body` as JSON and path parameters taken from `path_values`. An action with
     an `xml_body` sends its template rendered on `context` plus `body` (that JSON value) and
     `secrets` (the partner's) instead. Returns the request and its exact body bytes (what a
-    signature covers)."""
+    signature covers). `headers` (a schedule's, without a mapping) are sent too; a body goes
+    as JSON, or form-encoded when the headers say `application/x-www-form-urlencoded`."""
     xml = action.xml_body
-    headers: dict[str, str] = {"Accept": xml.accept() if xml else "application/json"}
+    sent: dict[str, str] = {"Accept": xml.accept() if xml else "application/json"}
     if mapping is not None:
         parts = mapping.build_request(context, secrets=dict(partner.secrets))
         params: Mapping[str, Any] = parts.path_params
         query: Mapping[str, Any] = parts.query
-        headers.update(parts.headers)
+        sent.update(parts.headers)
         body_value = parts.body
     else:
         params, query, body_value = path_values or {}, {}, default_body
+        sent.update(headers or {})
     body = None
     if xml is not None and action.method != "GET":
         template_context = {**context, "body": body_value or {}, "secrets": dict(partner.secrets)}
         body = xml.render(template_context)
-        headers = {**xml.headers(), **headers}
+        sent = {**xml.headers(), **sent}
     elif body_value is not None and action.method != "GET":
-        body = orjson.dumps(body_value, default=str)
-        headers.setdefault("Content-Type", "application/json")
+        body = encode_body(sent, body_value)
     url = build_url(partner.base_url, action.path, params, query)
     request = OutboundRequest(
         action.method,
         url,
-        headers=headers,
+        headers=sent,
         body=body,
         timeout=partner.timeout if timeout is None else timeout,
     )

@@ -94,13 +94,15 @@ def request_for(
             body = _with_member(body, name.split("."), cursor)
     # An action with an XML body renders it on the context, `body` being this JSON value.
     request, _ = build_request(
-        action, partner, None, context, default_body=body, path_values=path_values
+        action,
+        partner,
+        None,
+        context,
+        default_body=body,
+        path_values=path_values,
+        headers=headers,
     )
-    return replace(
-        request,
-        headers={**request.headers, **headers},
-        query=tuple((k, _text(v)) for k, v in query.items()),
-    )
+    return replace(request, query=tuple((k, _text(v)) for k, v in query.items()))
 
 
 def read_page(doc: Doc, outcome: Outcome, now: datetime, redactor: Redactor = NO_REDACTION) -> Page:
