@@ -1,6 +1,7 @@
 """Partners that speak other than JSON to our actions: form-encoded APIs (Twilio, Pushover,
-many Brazilian SMS gateways and ERPs' token-style endpoints), and answers in Latin-1 or with a
-byte order mark (legacy ERPs). Through the admin API, against a local partner double."""
+many Brazilian SMS gateways and ERPs' token-style endpoints), answers in Latin-1 or with a
+byte order mark (legacy ERPs), and refusals inside a 200 (OneSignal, SOAP services, JSON-RPC).
+Through the admin API, against a local partner double."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from urllib.parse import parse_qsl
 
 from aiohttp.test_utils import TestClient
 
+from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
     create_action,
     create_partner,
+    create_subscription,
     create_vehicle,
     partner,
     post,
@@ -218,3 +221,101 @@ async def test_a_latin_1_json_answer_that_names_its_charset_is_mapped(
     partner.respond_with(raw=b"\xef\xbb\xbf" + answer.encode())
     status, body = await _invoke(client, action)
     assert (status, body["data"]) == (200, {"current_driver": {"name": "João Conceição"}}), body
+
+
+ONESIGNAL_REFUSAL = {"id": "", "errors": ["All included players are not subscribed"]}
+
+
+async def test_a_proxy_answer_that_reports_an_error_in_a_200_is_a_502_naming_it(
+    client: Client, partner: Partner
+) -> None:
+    onesignal = await create_partner(client, partner.url, name="OneSignal")
+    action = await create_action(
+        client, onesignal["id"], name="push", mode="proxy", path="/notifications", error="errors"
+    )
+    await create_vehicle(client, "ABC1D23")
+
+    partner.respond_with(body=ONESIGNAL_REFUSAL)
+    status, problem = await _invoke(client, action)
+    assert status == 502, problem
+    assert problem["detail"] == (
+        'partner OneSignal answered 200 reporting an error: ["All included players are not '
+        'subscribed"]'
+    )
+
+    partner.respond_with(body={"id": "b98881cc-1e94-4366-bbd9-db8f3429292b", "errors": []})
+    status, answer = await _invoke(client, action)
+    assert status == 200, answer
+
+
+async def test_a_soap_answer_that_says_it_failed_in_a_200_is_a_failure(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, name="ERP")
+    action = await create_action(
+        client,
+        erp["id"],
+        name="baixa",
+        mode="proxy",
+        path="/ws",
+        error="Envelope.Body.informarPagamentoResponse.return.sucesso == 'false' "
+        "&& Envelope.Body.informarPagamentoResponse.return.mensagem",
+    )
+    await create_vehicle(client, "ABC1D23")
+    refused = (
+        '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+        '<ns2:informarPagamentoResponse xmlns:ns2="urn:erp"><return><sucesso>false</sucesso>'
+        "<mensagem>AIT nao encontrado</mensagem></return></ns2:informarPagamentoResponse>"
+        "</soap:Body></soap:Envelope>"
+    )
+    partner.respond_with(raw=refused.encode(), headers={"Content-Type": "text/xml"})
+    status, problem = await _invoke(client, action)
+    assert (status, problem["detail"]) == (
+        502,
+        "partner ERP answered 200 reporting an error: AIT nao encontrado",
+    )
+    accepted = refused.replace("false", "true").replace("AIT nao encontrado", "ok")
+    partner.respond_with(raw=accepted.encode(), headers={"Content-Type": "text/xml"})
+    status, answer = await _invoke(client, action)
+    assert status == 200, answer
+
+
+async def test_a_delivery_refused_inside_a_200_fails_at_once_with_the_partners_words(
+    client: Client, partner: Partner
+) -> None:
+    onesignal = await create_partner(client, partner.url, name="OneSignal")
+    action = await create_action(client, onesignal["id"], path="/notifications", error="errors")
+    await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client, "ABC1D23")
+    partner.respond_with(body=ONESIGNAL_REFUSAL)
+    response = await client.patch(
+        f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": 5}
+    )
+    assert response.status == 200
+
+    await client.app[services_key].relay.run_until_idle()
+    counts = await client.app[services_key].delivery_worker.run_until_idle()
+
+    assert counts == {"failed": 1}
+    listed = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    [failed] = listed["items"]
+    assert failed["status"] == "failed" and failed["attempt_count"] == 1
+    assert 'reporting an error: ["All included players' in failed["last_error"]
+
+
+async def test_an_error_expression_that_does_not_compile_is_a_422(client: Client) -> None:
+    erp = await create_partner(client, "https://erp.example.com", name="ERP")
+    response = await client.post(
+        "/api/v1/actions",
+        headers=auth(),
+        json={
+            "name": "x",
+            "partner_id": erp["id"],
+            "method": "POST",
+            "path": "/x",
+            "mode": "proxy",
+            "error": "errors[?",
+        },
+    )
+    assert response.status == 422
+    assert [e["pointer"] for e in (await response.json())["errors"]] == ["/error"]

@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from gateway.actions.xml_body import XmlBody, compile_xml_body
 from gateway.auth.secretbox import SecretBox
 from gateway.clock import utcnow
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
+from gateway.mapping.expressions import Getter, Run, compile_expression, is_truthy
+from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.metrics import Metrics
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
@@ -91,6 +95,8 @@ class Action:
     write_back: bool
     read_only: bool = False  # a POST that only reads (JSON-RPC): schedules may run it
     xml_body: XmlBody | None = None  # the body is this XML (SOAP) template, not JSON
+    # On a success answer: a non-empty value is the partner refusing in a 2xx.
+    error: Getter | None = field(default=None, repr=False, compare=False)
 
     @property
     def reads(self) -> bool:
@@ -99,16 +105,37 @@ class Action:
 
     def verdict(self, outcome: Outcome) -> Verdict:
         """The sender's verdict, with the action's own idea of success (e.g. [201], or 404
-        for an idempotent DELETE) when it has one."""
+        for an idempotent DELETE) when it has one, and its `error` expression: a 2xx whose
+        answer reports an error is a failure (not retried: the partner refused it)."""
         verdict = outcome.verdict
         status = outcome.status
-        if status is None or not self.success:
-            return verdict
-        if any(
-            status == s or (isinstance(s, str) and str(status)[0] == s[0]) for s in self.success
-        ):
-            return Verdict.SUCCESS
-        return Verdict.FAIL if verdict is Verdict.SUCCESS else verdict
+        if status is not None and self.success:
+            if any(
+                status == s or (isinstance(s, str) and str(status)[0] == s[0]) for s in self.success
+            ):
+                verdict = Verdict.SUCCESS
+            elif verdict is Verdict.SUCCESS:
+                return Verdict.FAIL
+        if verdict is Verdict.SUCCESS and self.reported_error(outcome):
+            return Verdict.FAIL
+        return verdict
+
+    def reported_error(self, outcome: Outcome) -> str | None:
+        """What the `error` expression finds in a success answer (short text: OneSignal's
+        `errors`, a SOAP `<sucesso>false</sucesso>` read by `sucesso == 'false'`), else None.
+        An expression that fails on the answer (a function given null) finds nothing."""
+        if self.error is None or not outcome.readable or outcome.status is None:
+            return None
+        if not 200 <= outcome.status < 300:
+            return None
+        try:
+            found = self.error(outcome.json_body, Run())
+        except (EvalError, LimitExceeded):
+            return None
+        if not is_truthy(found):
+            return None
+        text = found if isinstance(found, str) else orjson.dumps(found, default=str).decode()
+        return text[:200]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +267,7 @@ class Catalog:
             write_back=bool(doc.get("write_back")),
             read_only=bool(doc.get("read_only")),
             xml_body=self._xml_body(doc),
+            error=compile_expression(doc["error"])[0] if doc.get("error") else None,
         )
 
     def _xml_body(self, doc: Doc) -> XmlBody | None:
