@@ -105,7 +105,13 @@ def request_for(
     return replace(request, query=tuple((k, _text(v)) for k, v in query.items()))
 
 
-def read_page(doc: Doc, outcome: Outcome, now: datetime, redactor: Redactor = NO_REDACTION) -> Page:
+def read_page(
+    doc: Doc,
+    outcome: Outcome,
+    now: datetime,
+    redactor: Redactor = NO_REDACTION,
+    sent: Any = None,
+) -> Page:
     """The partner's answer as a page; PollFailure for anything that is not a usable one. What
     a failure quotes of the answer is redacted of the partner's credentials and secrets (a SOAP
     fault may quote the envelope, password included)."""
@@ -134,13 +140,16 @@ def read_page(doc: Doc, outcome: Outcome, now: datetime, redactor: Redactor = NO
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)
+    more = is_truthy(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
+    if spec.get("step"):  # page numbers or offsets: the next is the one sent plus the step
+        start = sent if isinstance(sent, int) and not isinstance(sent, bool) else spec["initial"]
+        return Page(answer, start + spec["step"], more)
     cursor = _search(spec["from"], answer, "cursor.from")
     if isinstance(cursor, bool) or not isinstance(cursor, str | int | float | None):
         raise PollFailure(
             "bad_cursor",
             f"cursor.from ({spec['from']}) found {_short(cursor)}, not a string or a number",
         )
-    more = is_truthy(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
     return Page(answer, cursor, more)
 
 
