@@ -26,8 +26,11 @@ def parse_json(content_type: str, body: bytes, charset: str | None = None) -> An
     than MAX_DEPTH, or neither UTF-8 nor in the charset its media type names (UTF-8 is read
     first, and a byte order mark ignored: gateway/formats/charsets.py)."""
     if not is_json(content_type):
+        # PHP's curl and Delphi's Indy post JSON under their default type: say what to fix.
+        looks = body.lstrip()[:1] in (b"{", b"[")
+        hint = "; the body looks like JSON: send Content-Type: application/json" if looks else ""
         raise UnsupportedMediaType(
-            f"expected application/json, got {content_type or 'no content type'}"
+            f"expected application/json, got {content_type or 'no content type'}{hint}"
         )
     if not body:
         raise BadRequest("the request body is empty")
