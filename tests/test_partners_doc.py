@@ -48,7 +48,7 @@ def _run(command: str) -> dict[str, Any]:
 
 def test_the_page_has_an_example_per_partner_kind() -> None:
     assert len(_dry_runs()) >= 6
-    assert sum(1 for language, info, _ in BLOCKS if (language, info) == ("json", "signature")) == 4
+    assert sum(1 for language, info, _ in BLOCKS if (language, info) == ("json", "signature")) == 5
 
 
 @pytest.mark.parametrize(("command", "expected"), _dry_runs())
@@ -70,7 +70,7 @@ def test_dry_runs_answer_as_shown(command: str, expected: dict[str, Any]) -> Non
     ],
 )
 def test_signature_examples_verify(example: dict[str, Any]) -> None:
-    scheme = scheme_from({"preset": example["preset"]})
+    scheme = scheme_from(example.get("scheme") or {"preset": example["preset"]})
     body = example["body"].encode()
     now = example.get("now", 1_795_685_112)
     assert verify(scheme, [example["secret"]], example["headers"], body, now=now)

@@ -251,3 +251,25 @@ def _schedule_body(action_id: str) -> dict[str, Any]:
         "cursor": {"from": "next", "param": "query.after"},
         "target": {"entity_type": "vehicle", "mapping": "frota-api"},
     }
+
+
+async def test_a_page_numbered_schedule_is_created_from_the_form_and_edited_as_one(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    await make_user(services)
+    action_id = await _reader(client, partner)
+    await log_in(client)
+    token = await csrf(client, "/admin/schedules/new")
+    paged = {"cursor.from": "", "cursor.param": "query.page", "cursor.initial": "1"}
+    created = await client.post(
+        "/admin/schedules",
+        data={"csrf": token, **_form(action_id, **paged, **{"cursor.step": "1"})},
+        allow_redirects=False,
+    )
+    assert created.status == 303, await created.text()
+    (schedule,) = await _schedules(client)
+    assert schedule["cursor"] == {"step": 1, "param": "query.page", "more": None, "initial": 1}
+    form_page = await (await client.get(f"/admin/schedules/{schedule['id']}/edit")).text()
+    assert 'name="cursor.step"' in form_page and 'value="1"' in form_page
+    shown = await (await client.get(f"/admin/schedules/{schedule['id']}")).text()
+    assert "<code>+1</code> → <code>query.page</code>" in shown

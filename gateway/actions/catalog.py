@@ -22,7 +22,10 @@ from gateway.auth.secretbox import SecretBox
 from gateway.clock import utcnow
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
+from gateway.mapping.expressions import Getter, Run, compile_expression, is_truthy
+from gateway.mapping.model import EvalError, LimitExceeded
 from gateway.metrics import Metrics
+from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
 from gateway.outbound.redaction import Redactor
@@ -92,6 +95,8 @@ class Action:
     write_back: bool
     read_only: bool = False  # a POST that only reads (JSON-RPC): schedules may run it
     xml_body: XmlBody | None = None  # the body is this XML (SOAP) template, not JSON
+    # On a success answer: a non-empty value is the partner refusing in a 2xx.
+    error: Getter | None = field(default=None, repr=False, compare=False)
 
     @property
     def reads(self) -> bool:
@@ -100,16 +105,37 @@ class Action:
 
     def verdict(self, outcome: Outcome) -> Verdict:
         """The sender's verdict, with the action's own idea of success (e.g. [201], or 404
-        for an idempotent DELETE) when it has one."""
+        for an idempotent DELETE) when it has one, and its `error` expression: a 2xx whose
+        answer reports an error is a failure (not retried: the partner refused it)."""
         verdict = outcome.verdict
         status = outcome.status
-        if status is None or not self.success:
-            return verdict
-        if any(
-            status == s or (isinstance(s, str) and str(status)[0] == s[0]) for s in self.success
-        ):
-            return Verdict.SUCCESS
-        return Verdict.FAIL if verdict is Verdict.SUCCESS else verdict
+        if status is not None and self.success:
+            if any(
+                status == s or (isinstance(s, str) and str(status)[0] == s[0]) for s in self.success
+            ):
+                verdict = Verdict.SUCCESS
+            elif verdict is Verdict.SUCCESS:
+                return Verdict.FAIL
+        if verdict is Verdict.SUCCESS and self.reported_error(outcome):
+            return Verdict.FAIL
+        return verdict
+
+    def reported_error(self, outcome: Outcome) -> str | None:
+        """What the `error` expression finds in a success answer (short text: OneSignal's
+        `errors`, a SOAP `<sucesso>false</sucesso>` read by `sucesso == 'false'`), else None.
+        An expression that fails on the answer (a function given null) finds nothing."""
+        if self.error is None or not outcome.readable or outcome.status is None:
+            return None
+        if not 200 <= outcome.status < 300:
+            return None
+        try:
+            found = self.error(outcome.json_body, Run())
+        except (EvalError, LimitExceeded):
+            return None
+        if not is_truthy(found):
+            return None
+        text = found if isinstance(found, str) else orjson.dumps(found, default=str).decode()
+        return text[:200]
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +267,7 @@ class Catalog:
             write_back=bool(doc.get("write_back")),
             read_only=bool(doc.get("read_only")),
             xml_body=self._xml_body(doc),
+            error=compile_expression(doc["error"])[0] if doc.get("error") else None,
         )
 
     def _xml_body(self, doc: Doc) -> XmlBody | None:
@@ -288,36 +315,38 @@ def build_request(
     *,
     default_body: Any = None,
     path_values: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
     timeout: float | None = None,
 ) -> tuple[OutboundRequest, bytes | None]:
     """The partner request for an action: the request mapping on `context`, or, without
     one, `default_body` as JSON and path parameters taken from `path_values`. An action with
     an `xml_body` sends its template rendered on `context` plus `body` (that JSON value) and
     `secrets` (the partner's) instead. Returns the request and its exact body bytes (what a
-    signature covers)."""
+    signature covers). `headers` (a schedule's, without a mapping) are sent too; a body goes
+    as JSON, or form-encoded when the headers say `application/x-www-form-urlencoded`."""
     xml = action.xml_body
-    headers: dict[str, str] = {"Accept": xml.accept() if xml else "application/json"}
+    sent: dict[str, str] = {"Accept": xml.accept() if xml else "application/json"}
     if mapping is not None:
         parts = mapping.build_request(context, secrets=dict(partner.secrets))
         params: Mapping[str, Any] = parts.path_params
         query: Mapping[str, Any] = parts.query
-        headers.update(parts.headers)
+        sent.update(parts.headers)
         body_value = parts.body
     else:
         params, query, body_value = path_values or {}, {}, default_body
+        sent.update(headers or {})
     body = None
     if xml is not None and action.method != "GET":
         template_context = {**context, "body": body_value or {}, "secrets": dict(partner.secrets)}
         body = xml.render(template_context)
-        headers = {**xml.headers(), **headers}
+        sent = {**xml.headers(), **sent}
     elif body_value is not None and action.method != "GET":
-        body = orjson.dumps(body_value, default=str)
-        headers.setdefault("Content-Type", "application/json")
+        body = encode_body(sent, body_value)
     url = build_url(partner.base_url, action.path, params, query)
     request = OutboundRequest(
         action.method,
         url,
-        headers=headers,
+        headers=sent,
         body=body,
         timeout=partner.timeout if timeout is None else timeout,
     )

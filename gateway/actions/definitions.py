@@ -12,6 +12,7 @@ from gateway.actions.catalog import Catalog
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import utcnow
 from gateway.errors import Conflict, NotFound
+from gateway.mapping.expressions import compile_expression
 from gateway.mapping_files.source import MappingSource
 from gateway.outbound.urls import malformed_template
 from gateway.store import Doc, Store, new_id
@@ -35,6 +36,7 @@ _ACTION_FIELDS = (
     "write_back",
     "read_only",
     "xml_body",
+    "error",
 )
 
 
@@ -117,6 +119,9 @@ class ActionUseCases:
             # may run it; they run GET actions and read-only ones, nothing that writes.
             "read_only": check.flag("read_only"),
             "xml_body": _xml_body(check),
+            # A partner that refuses in a 2xx (OneSignal, SOAP services, JSON-RPC) says so
+            # in its answer: this expression finds it.
+            "error": _error(check),
         }
         if fields["write_back"] and not fields["response_mapping"]:
             check.add(
@@ -151,6 +156,21 @@ class ActionUseCases:
 
 
 # -- field checks ----------------------------------------------------------------------------
+
+
+def _error(check: BodyCheck) -> str | None:
+    """A JMESPath expression on the answer, or None; a 422 naming /error when it does not
+    compile."""
+    value = check.body.get("error")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        check.add("/error", "error is a JMESPath expression (text)", "type")
+        return None
+    if compile_expression(value)[0] is None:
+        check.add("/error", f"error: {compile_expression(value)[1]}", "expression")
+        return None
+    return value
 
 
 def _xml_body(check: BodyCheck) -> dict[str, Any] | None:

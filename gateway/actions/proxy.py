@@ -94,7 +94,7 @@ class Proxy:
         )
         verdict = action.verdict(outcome)
         self._observe(partner, outcome, verdict)
-        _raise_for(partner, outcome, verdict)
+        _raise_for(partner, outcome, verdict, action.reported_error(outcome))
         data = outcome.json_body if outcome.readable else None
         if response_mapping is not None:
             data = _mapped(partner, response_mapping.map_response, data)
@@ -129,7 +129,9 @@ class Proxy:
             latency.observe(outcome.latency_ms / 1000)
 
 
-def _raise_for(partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
+def _raise_for(
+    partner: Partner, outcome: Outcome, verdict: Verdict, reported: str | None = None
+) -> None:
     name = partner.name
     if outcome.error == "rate_limited":
         raise RateLimited(f"partner {name}: {outcome.message}", retry_after=1)
@@ -144,8 +146,13 @@ def _raise_for(partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
             partner_error=outcome.error,
         )
     if verdict is not Verdict.SUCCESS:
+        said = (
+            ""
+            if reported is None
+            else f" reporting an error: {partner.redactor().redact(reported)}"
+        )
         raise PartnerError(
-            f"partner {name} answered {outcome.status}",
+            f"partner {name} answered {outcome.status}{said}",
             partner_id=partner.id,
             partner_status=outcome.status,
             partner_body=partner.redactor().redact(outcome.body_excerpt)[:_EXCERPT],

@@ -7,7 +7,10 @@ timestamp and a message id) in a header, as Motive, Samsara, Fleetio and GitHub 
 A scheme is algorithm (sha1, sha256, sha512), header, encoding of the signature (hex,
 base64), prefix (`sha256=`, `v1=`), signed content (`{body}`, or e.g.
 `v1:{timestamp}:{body}` with `timestamp_header`, `{id}` with `id_header`), timestamp
-tolerance, and how the secret is the key (`text`: its UTF-8 bytes; `base64`: decoded).
+tolerance, and how the secret is the key (`text`: its UTF-8 bytes; `base64`: decoded). A
+header of `name=value` pairs (`t=1795685112,v1=<hex>,v1=<hex>`, Stripe's layout, which many
+partners copy) is read by `signature_field` (and `timestamp_field`): any of its signatures may
+match. A timestamp is Unix seconds, or milliseconds (13 digits).
 Comparison is constant-time; every refusal is a `SignatureRejected` with a reason.
 """
 
@@ -32,6 +35,8 @@ PLACEHOLDERS: Final = ("body", "timestamp", "id")
 MAX_TOLERANCE: Final = 86_400
 _DIGEST_SIZES: Final = {name: hashlib.new(name).digest_size for name in ALGORITHMS}
 _MAX_ID: Final = 200
+_MAX_SIGNATURES: Final = 5  # signatures one header may offer (a partner rolling its secret)
+_MS_DIGITS: Final = 13  # a timestamp this long is in milliseconds (seconds have 10 until 2286)
 _FORMATTER = string.Formatter()
 
 # From the partners' published docs (see docs/partners.md for each recipe and its source).
@@ -75,6 +80,8 @@ class HmacScheme:
     id_header: str | None = None
     tolerance_seconds: int = 300
     secret_encoding: str = "text"
+    signature_field: str | None = None
+    timestamp_field: str | None = None
     _parts: tuple[tuple[bytes, str | None], ...] = field(default=(), repr=False, compare=False)
 
     def key(self, secret: str) -> bytes:
@@ -150,7 +157,20 @@ def _template(merged: Mapping[str, Any]) -> tuple[tuple[bytes, str | None], ...]
             raise SchemeError("signed_content", message)
     if names.count("body") != 1:
         raise SchemeError("signed_content", "signed_content has {body} exactly once")
-    for name, header in (("timestamp", "timestamp_header"), ("id", "id_header")):
+    if merged.get("timestamp_field") and not merged.get("signature_field"):
+        message = "timestamp_field names a pair of the signature header: set signature_field"
+        raise SchemeError("timestamp_field", message)
+    if merged.get("timestamp_field") and merged.get("timestamp_header"):
+        message = "the timestamp is in timestamp_header or in timestamp_field, not both"
+        raise SchemeError("timestamp_field", message)
+    # A header of pairs carries its timestamp in a pair, else it is a header of its own.
+    in_pairs = merged.get("timestamp_field") or merged.get("signature_field")
+    timestamp = (
+        "timestamp_field"
+        if in_pairs and not merged.get("timestamp_header")
+        else ("timestamp_header")
+    )
+    for name, header in (("timestamp", timestamp), ("id", "id_header")):
         if name in names and not merged.get(header):
             raise SchemeError(header, f"{{{name}}} in signed_content needs {header}")
         if name not in names and merged.get(header):
@@ -180,15 +200,19 @@ def verify(
     Raises SignatureRejected: a header is missing, a value malformed, the timestamp outside
     the tolerance, or no secret's signature matches.
     """
-    offered_text = _required(headers, scheme.header).strip()
-    timestamp = msg_id = ""
+    header_text = _required(headers, scheme.header).strip()
+    msg_id = ""
+    if scheme.signature_field:
+        offered_texts, timestamp = _paired(scheme, header_text, now)
+    else:
+        offered_texts, timestamp = [header_text], ""
     if scheme.timestamp_header:
         timestamp = _timestamp(scheme, _required(headers, scheme.timestamp_header), now)
     if scheme.id_header:
         msg_id = _required(headers, scheme.id_header)
         if len(msg_id) > _MAX_ID or not msg_id.isascii() or not msg_id.isprintable():
             raise SignatureRejected("malformed", "the message id is not printable ASCII")
-    offered = _decoded(scheme, offered_text)
+    offered = [_decoded(scheme, text) for text in offered_texts]
     content = scheme.content(body, timestamp, msg_id)
     matched = 0
     for secret in secrets:
@@ -197,11 +221,42 @@ def verify(
         except ValueError:
             continue  # a secret kept from before the scheme changed: it cannot match
         expected = hmac.digest(key, content, scheme.algorithm)
-        # Every secret is tried, in constant time, whatever matched before.
-        matched |= hmac.compare_digest(expected, offered)
+        # Every secret and every offered signature is tried, in constant time, whatever
+        # matched before.
+        for each in offered:
+            matched |= hmac.compare_digest(expected, each)
     if not matched:
         raise SignatureRejected("mismatch", "no matching signature")
-    return f"id:{msg_id}" if msg_id else f"sig:{timestamp}:{offered.hex()[:128]}"
+    return f"id:{msg_id}" if msg_id else f"sig:{timestamp}:{offered[0].hex()[:128]}"
+
+
+def _paired(scheme: HmacScheme, text: str, now: float) -> tuple[list[str], str]:
+    """The signatures and the timestamp ("" without timestamp_field) of a header of pairs."""
+    pairs = _header_fields(text)
+    offered = pairs.get(scheme.signature_field or "", [])
+    if not offered:
+        raise SignatureRejected("missing", f"no {scheme.signature_field}= in {scheme.header}")
+    if len(offered) > _MAX_SIGNATURES:
+        raise SignatureRejected("malformed", f"more than {_MAX_SIGNATURES} signatures")
+    if not scheme.timestamp_field:
+        return offered, ""
+    stamps = pairs.get(scheme.timestamp_field, [])
+    if len(stamps) != 1:
+        message = f"not one {scheme.timestamp_field}= in {scheme.header}"
+        raise SignatureRejected("missing" if not stamps else "malformed", message)
+    return offered, _timestamp(scheme, stamps[0], now)
+
+
+def _header_fields(text: str) -> dict[str, list[str]]:
+    """`t=1795685112,v1=ab12,v1=cd34` (commas or semicolons, blanks around them) as
+    {name: [values]}; a part without `=` is malformed."""
+    found: dict[str, list[str]] = {}
+    for part in text.replace(";", ",").split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep or not name:
+            raise SignatureRejected("malformed", "the signature header is not name=value pairs")
+        found.setdefault(name.strip(), []).append(value.strip())
+    return found
 
 
 def _required(headers: Mapping[str, str], name: str) -> str:
@@ -212,10 +267,13 @@ def _required(headers: Mapping[str, str], name: str) -> str:
 
 
 def _timestamp(scheme: HmacScheme, text: str, now: float) -> str:
+    """The timestamp as sent (what is signed), once it is Unix seconds or milliseconds (13
+    digits) within the tolerance."""
     text = text.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 12:
-        raise SignatureRejected("malformed", "the timestamp is not Unix seconds")
-    if abs(now - int(text)) > scheme.tolerance_seconds:
+    if not text.isascii() or not text.isdigit() or len(text) > _MS_DIGITS:
+        raise SignatureRejected("malformed", "the timestamp is not Unix seconds or milliseconds")
+    seconds = int(text) / 1000 if len(text) == _MS_DIGITS else int(text)
+    if abs(now - seconds) > scheme.tolerance_seconds:
         raise SignatureRejected("stale", "the timestamp is outside the tolerance")
     return text
 

@@ -80,7 +80,7 @@ class DeliveryRecorder:
                 )
                 return "probe_failed"
             await self._health.enable(partner)
-        error = None if verdict is Verdict.SUCCESS else _error_text(outcome)
+        error = None if verdict is Verdict.SUCCESS else _error_text(outcome, action, partner)
         retry_after = outcome.retry_after(now)
         status, fields = self._next_state(
             doc, action.retry_schedule, verdict, now, outcome.status, error, retry_after
@@ -245,7 +245,10 @@ def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: R
     return attempt
 
 
-def _error_text(outcome: Outcome) -> str:
+def _error_text(outcome: Outcome, action: Action, partner: Partner) -> str:
+    if (reported := action.reported_error(outcome)) is not None:
+        said = partner.redactor().redact(reported)
+        return f"partner answered {outcome.status} reporting an error: {said}"
     if outcome.status is not None:
         return f"partner answered {outcome.status}"
     return f"{outcome.error}: {outcome.message}"

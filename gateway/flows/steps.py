@@ -153,7 +153,11 @@ class StepRunner:
             retry_after = outcome.retry_after(now)
             return StepOutcome(wait=Wait(action.retry_schedule, detail, retry_after))
         if verdict is not Verdict.SUCCESS:
-            raise StepFailed(f"{partner.name}: {_said(outcome.status, outcome.message)}")
+            reported = action.reported_error(outcome)
+            said = _said(outcome.status, outcome.message)
+            if reported is not None:
+                said += f" reporting an error: {partner.redactor().redact(reported)}"
+            raise StepFailed(f"{partner.name}: {said}")
         answer = outcome.json_body if outcome.readable else None
         if action.response_mapping:
             if answer is None:

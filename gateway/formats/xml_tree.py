@@ -28,6 +28,8 @@ import re
 from typing import Any, Final, NoReturn
 from xml.parsers import expat
 
+from .charsets import NOT_CHARSETS as _NOT_CHARSETS
+from .charsets import decode_charset as _decoded
 from .json_tree import MAX_DEPTH
 from .refusal import DocumentRefused
 
@@ -35,8 +37,6 @@ XML_CONTENT_TYPES: Final = ("application/xml", "text/xml", "application/soap+xml
 _SEPARATOR: Final = "}"  # not a name character: `uri}local` splits at the last one
 _NIL: Final = "http://www.w3.org/2001/XMLSchema-instance}nil"
 _BLANKS: Final = " \t\r\n"
-# Python's escape codecs are no charsets (decoding with them warns of invalid escapes).
-_NOT_CHARSETS: Final = frozenset({"unicode-escape", "raw-unicode-escape"})
 _DECLARED: Final = re.compile(rb"^[^<]{0,8}<\?xml[^>]{0,200}?encoding\s*=\s*[\"']([^\"']{1,64})")
 
 
@@ -116,19 +116,6 @@ def _check_declared(document: bytes) -> None:
         return  # expat says so, with the place
     if name in _NOT_CHARSETS:
         raise DocumentRefused(f"unsupported encoding in the XML declaration: {name}", 1, 1)
-
-
-def _decoded(document: bytes, charset: str) -> str:
-    try:
-        if codecs.lookup(charset).name in _NOT_CHARSETS:
-            raise LookupError(charset)
-        return document.decode(charset)
-    except UnicodeDecodeError as exc:
-        raise DocumentRefused(f"the body is not valid {charset} (byte {exc.start})") from None
-    except ValueError:  # a codec that fails otherwise (punycode, idna: a bare UnicodeError)
-        raise DocumentRefused(f"the body is not valid {charset}") from None
-    except LookupError:  # no such codec, or not a text one (`hex`, `rot13`)
-        raise DocumentRefused(f"unknown charset {charset!r}") from None
 
 
 class _Frame:

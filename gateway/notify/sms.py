@@ -17,20 +17,17 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
-
-import orjson
 
 from gateway.actions.catalog import Action, Partner
 from gateway.errors import InvalidPayload
 from gateway.mapping import CompiledMapping
 from gateway.notify.messages import SendOutcome, SmsMessage
+from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 
-FORM = "application/x-www-form-urlencoded"
 COUNTRY_CODE = "55"  # a number written without one is Brazilian
 _NON_DIGITS = re.compile(r"[^0-9]")
 
@@ -71,20 +68,9 @@ def sms_request(
     """The provider request; InvalidPayload when the mapping cannot build it."""
     parts = mapping.build_request(sms_context(message, sender_id), secrets=dict(partner.secrets))
     headers = {"Accept": "application/json", **parts.headers}
-    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
-    if content_type is not None and content_type.split(";")[0].strip().lower() == FORM:
-        body = urlencode(_flat_form(parts.body)).encode()
-    else:
-        body = orjson.dumps(parts.body)
-        headers.setdefault("Content-Type", "application/json")
+    body = encode_body(headers, parts.body)
     url = build_url(partner.base_url, action.path, parts.path_params, parts.query)
     return OutboundRequest(action.method, url, headers=headers, body=body, timeout=partner.timeout)
-
-
-def _flat_form(body: Any) -> list[tuple[str, str]]:
-    if not isinstance(body, dict) or any(isinstance(v, dict | list) for v in body.values()):
-        raise InvalidPayload("a form-encoded body is a flat object of text values")
-    return [(str(k), str(v)) for k, v in body.items() if v is not None]
 
 
 class SmsSender:

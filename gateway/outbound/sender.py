@@ -25,6 +25,7 @@ from aiohttp.abc import AbstractResolver
 from gateway.auth.webhook_signature import signed_headers as signed_headers
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
+from gateway.formats.charsets import utf8_json
 from gateway.outbound.breaker import BreakerState, PartnerGuard
 from gateway.outbound.partner_auth import (
     NO_AUTH,
@@ -257,7 +258,7 @@ class Sender:
             is_xml, parsed, message = _parse_xml(body, response.charset)
             error = None if message is None else "invalid_response"
         elif error is None:
-            is_json, parsed, message = _parse_json(body, response.content_type)
+            is_json, parsed, message = _parse_json(body, response.content_type, response.charset)
             error = None if message is None else "invalid_response"
         return Outcome(
             status=response.status,
@@ -338,9 +339,17 @@ def _circuit_open(guard: PartnerGuard) -> Outcome:
     return _not_sent("circuit_open", f"circuit open after repeated failures; probe in {wait:.0f} s")
 
 
-def _parse_json(body: bytes, content_type: str) -> tuple[bool, Any, str | None]:
-    """(is_json, value, problem). A JSON content type must parse; other bodies may."""
+def _parse_json(
+    body: bytes, content_type: str, charset: str | None = None
+) -> tuple[bool, Any, str | None]:
+    """(is_json, value, problem). A JSON content type must parse; other bodies may. UTF-8,
+    or the charset the answer names (a legacy ERP's Latin-1), a byte order mark ignored, as
+    a trigger reads a body (gateway/formats/charsets.py)."""
     declared = content_type == "application/json" or content_type.endswith("+json")
+    try:
+        body = utf8_json(body, charset)
+    except DocumentRefused as exc:
+        return False, None, (f"body is not valid JSON: {exc.message}" if declared else None)
     if not declared and body.lstrip()[:1] not in (b"{", b"["):
         return False, None, None
     if declared and not body.strip():

@@ -94,16 +94,24 @@ def request_for(
             body = _with_member(body, name.split("."), cursor)
     # An action with an XML body renders it on the context, `body` being this JSON value.
     request, _ = build_request(
-        action, partner, None, context, default_body=body, path_values=path_values
+        action,
+        partner,
+        None,
+        context,
+        default_body=body,
+        path_values=path_values,
+        headers=headers,
     )
-    return replace(
-        request,
-        headers={**request.headers, **headers},
-        query=tuple((k, _text(v)) for k, v in query.items()),
-    )
+    return replace(request, query=tuple((k, _text(v)) for k, v in query.items()))
 
 
-def read_page(doc: Doc, outcome: Outcome, now: datetime, redactor: Redactor = NO_REDACTION) -> Page:
+def read_page(
+    doc: Doc,
+    outcome: Outcome,
+    now: datetime,
+    redactor: Redactor = NO_REDACTION,
+    sent: Any = None,
+) -> Page:
     """The partner's answer as a page; PollFailure for anything that is not a usable one. What
     a failure quotes of the answer is redacted of the partner's credentials and secrets (a SOAP
     fault may quote the envelope, password included)."""
@@ -132,13 +140,16 @@ def read_page(doc: Doc, outcome: Outcome, now: datetime, redactor: Redactor = NO
     spec = doc.get("cursor")
     if spec is None:
         return Page(answer, None, None)
+    more = is_truthy(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
+    if spec.get("step"):  # page numbers or offsets: the next is the one sent plus the step
+        start = sent if isinstance(sent, int) and not isinstance(sent, bool) else spec["initial"]
+        return Page(answer, start + spec["step"], more)
     cursor = _search(spec["from"], answer, "cursor.from")
     if isinstance(cursor, bool) or not isinstance(cursor, str | int | float | None):
         raise PollFailure(
             "bad_cursor",
             f"cursor.from ({spec['from']}) found {_short(cursor)}, not a string or a number",
         )
-    more = is_truthy(_search(spec["more"], answer, "cursor.more")) if spec.get("more") else None
     return Page(answer, cursor, more)
 
 

@@ -21,7 +21,7 @@ is refused before anything is written: the partner is looping.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -149,7 +149,7 @@ class Poll:
                 auth=partner.auth,
             )
             self._observe(partner, outcome.status, outcome.latency_ms, outcome.error)
-            page = read_page(doc, outcome, self._clock(), partner.redactor())
+            page = read_page(doc, outcome, self._clock(), partner.redactor(), self._cursor)
             if not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True
@@ -178,6 +178,12 @@ class Poll:
             tally.written += landed.written
             tally.rejected += landed.rejected
             tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
+        more = page.more if page.more is not None else bool(items)
+        if spec is not None and spec.get("step") and not more:
+            # Page numbers index a list, not a feed: once it ends, the next run reads it
+            # again from its first page (whose items this page's digest must not refuse).
+            page = replace(page, cursor=spec["initial"])
+            page_digest = None
         moved = spec is not None and page.cursor is not None and page.cursor != self._cursor
         fields: Doc = {"last_digest": page_digest, "lease_until": self._clock() + self._lease}
         if moved:
@@ -206,9 +212,9 @@ class Poll:
         self._seen.update(ids)
         if moved:
             self._cursor = tally.cursor_after = page.cursor
-        if not moved:
+        if not moved or (spec is not None and spec.get("step") and page.cursor == spec["initial"]):
             return False
-        return page.more if page.more is not None else bool(items)
+        return more
 
     async def _items(
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, texts: DecodedTexts

@@ -5,6 +5,8 @@ as the API shows it.
      "cursor"?: {"from": JMESPath on the answer, "param": "query.after" | "body.params.x"
                  | "header.X", "more"?: JMESPath (true while the partner has more pages),
                  "initial"?: the value of the first call},
+                or {"step": n, "initial": integer, "param", "more"?}: page numbers or offsets,
+                the next call's the last one's plus n, back to `initial` once the list ends,
      "target": {"type"?: "entities" (default) | "positions", "entity_type", "kind"?,
                 "mapping", "params"?},
      "dedupe"?: {"by": JMESPath on an item (its id), "keep"?: ids remembered (1000)},
@@ -133,7 +135,7 @@ def _every(check: _Check, value: Any, timezone: Any) -> dict[str, object] | None
 def _cursor(check: _Check, value: Any) -> Doc | None:
     if value is None:
         return None
-    cursor = check.object(value, "/cursor", {"from", "param", "more", "initial"})
+    cursor = check.object(value, "/cursor", {"from", "param", "more", "initial", "step"})
     if cursor is None:
         return None
     param = cursor.get("param")
@@ -146,8 +148,30 @@ def _cursor(check: _Check, value: Any) -> Doc | None:
     initial = cursor.get("initial")
     if initial is not None and (isinstance(initial, bool) or not isinstance(initial, _SCALARS)):
         check.add("/cursor/initial", "initial is a string or a number", "type")
+    if cursor.get("step") is not None:
+        return _stepped(check, cursor, param)
     return {
         "from": check.expression(cursor.get("from"), "/cursor/from"),
+        "param": param,
+        "more": check.expression(cursor.get("more"), "/cursor/more", required=False),
+        "initial": initial,
+    }
+
+
+def _stepped(check: _Check, cursor: Mapping[str, Any], param: Any) -> Doc:
+    """Page numbers (`step` 1) or offsets (`step` the page size): no `from`, an integer
+    `initial` (numeric text, as a form sends it, is read as one)."""
+    step, initial = cursor.get("step"), cursor.get("initial")
+    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= 1_000_000:
+        check.add("/cursor/step", "step is a whole number from 1 to 1000000", "type")
+    if cursor.get("from") is not None:
+        check.add("/cursor/from", "a cursor has from or step, not both", "oneOf")
+    if isinstance(initial, str) and initial.strip().isdigit():
+        initial = int(initial)
+    if isinstance(initial, bool) or not isinstance(initial, int):
+        check.add("/cursor/initial", "with step, initial is the first page or offset", "type")
+    return {
+        "step": step,
         "param": param,
         "more": check.expression(cursor.get("more"), "/cursor/more", required=False),
         "initial": initial,

@@ -11,6 +11,7 @@ import orjson
 from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.formats import MAX_DEPTH, DocumentRefused, is_xml, json_depth_exceeds
 from gateway.formats import parse_xml as _parse_xml
+from gateway.formats.charsets import decode_charset, is_utf8, utf8_json
 
 MAX_FORM_FIELDS: Final = 200
 FORM: Final = "application/x-www-form-urlencoded"
@@ -20,23 +21,43 @@ def is_json(content_type: str) -> bool:
     return content_type == "application/json" or content_type.endswith("+json")
 
 
-def parse_json(content_type: str, body: bytes) -> Any:
-    """A JSON object or array; 415 for another media type, 400 when malformed (invalid
-    UTF-8 included: orjson refuses it) or nested deeper than MAX_DEPTH."""
+def parse_json(content_type: str, body: bytes, charset: str | None = None) -> Any:
+    """A JSON object or array; 415 for another media type, 400 when malformed, nested deeper
+    than MAX_DEPTH, or neither UTF-8 nor in the charset its media type names (UTF-8 is read
+    first, and a byte order mark ignored: gateway/formats/charsets.py)."""
     if not is_json(content_type):
+        # PHP's curl and Delphi's Indy post JSON under their default type: say what to fix.
+        looks = body.lstrip()[:1] in (b"{", b"[")
+        hint = "; the body looks like JSON: send Content-Type: application/json" if looks else ""
         raise UnsupportedMediaType(
-            f"expected application/json, got {content_type or 'no content type'}"
+            f"expected application/json, got {content_type or 'no content type'}{hint}"
         )
     if not body:
         raise BadRequest("the request body is empty")
     try:
+        body = utf8_json(body, charset)
+    except DocumentRefused as exc:
+        raise BadRequest(f"malformed JSON: {exc.message}") from None
+    try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+        raise BadRequest(f"malformed JSON: {_not_utf8(body) or exc}") from None
     if not isinstance(data, dict | list):
         raise BadRequest("the body must be a JSON object or an array of objects")
     check_depth(body, data)
     return data
+
+
+def _not_utf8(body: bytes) -> str | None:
+    """Why a body that names no charset is unreadable, when it is its encoding."""
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        return (
+            f"the body is not valid UTF-8 (byte {exc.start}); a partner that sends another "
+            "encoding names it: Content-Type: application/json; charset=ISO-8859-1"
+        )
+    return None
 
 
 def check_depth(body: bytes, data: Any) -> None:
@@ -64,31 +85,61 @@ def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dic
         ) from None
 
 
-def parse_form(content_type: str, body: bytes, query_string: str) -> dict[str, str]:
+def parse_form(
+    content_type: str, body: bytes, query_string: str, charset: str | None = None
+) -> dict[str, str]:
     """OsmAnd-style: a urlencoded body and/or the query string, as a flat object of strings
-    (body fields win over query fields; a repeated field keeps its last value)."""
+    (body fields win over query fields; a repeated field keeps its last value). The body's
+    text and its percent-escapes are UTF-8, or else in the charset its media type names
+    (`charset=ISO-8859-1`: `cidade=S%E3o+Paulo`), as for JSON."""
     if body and content_type != FORM:
         raise UnsupportedMediaType(
             f"expected {FORM} or a query string, got {content_type or 'no content type'}"
         )
-    fields = _pairs(query_string)
+    try:
+        fields = _pairs(query_string)
+    except _NotUtf8:
+        raise BadRequest("a query string field is not valid UTF-8 once decoded") from None
     if body:
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("the form body is not valid UTF-8") from None
-        fields.update(_pairs(text))
+            fields.update(_pairs(body.decode("utf-8")))
+        except (UnicodeDecodeError, _NotUtf8):
+            if charset is None or is_utf8(charset):
+                raise BadRequest(
+                    "the form body is not valid UTF-8 once decoded; a partner that sends "
+                    f"another encoding names it: Content-Type: {FORM}; charset=ISO-8859-1"
+                ) from None
+            fields.update(_pairs(_form_text(body, charset), charset))
     if not fields:
         raise BadRequest("no fields in the query string or form body")
     return fields
 
 
-def _pairs(text: str) -> dict[str, str]:
+class _NotUtf8(Exception):
+    """A percent-escape that is not UTF-8 once decoded."""
+
+
+def _form_text(body: bytes, charset: str) -> str:
+    try:
+        return decode_charset(body, charset)
+    except DocumentRefused as exc:
+        raise BadRequest(f"the form body: {exc.message}") from None
+
+
+def _pairs(text: str, charset: str = "utf-8") -> dict[str, str]:
     try:
         return dict(
-            parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
+            parse_qsl(
+                text,
+                keep_blank_values=True,
+                encoding=charset,
+                errors="strict",
+                max_num_fields=MAX_FORM_FIELDS,
+            )
         )
     except UnicodeDecodeError:
-        raise BadRequest("a form field is not valid UTF-8 once decoded") from None
+        if charset == "utf-8":
+            raise _NotUtf8 from None
+        raise BadRequest(f"a form field is not valid {charset} once decoded") from None
     except ValueError:
         raise BadRequest(f"more than {MAX_FORM_FIELDS} form fields") from None

@@ -260,14 +260,14 @@ class HookReceiver:
         if raw is None:
             raw = await call.body.read(trigger.max_body_bytes)
         if trigger.format == "form":
-            form = parse_form(call.content_type, raw, call.query_string)
+            form = parse_form(call.content_type, raw, call.query_string, call.charset)
             if trigger.token_param is not None:
                 form.pop(trigger.token_param, None)
             payload: Any = form
         elif trigger.format == "xml":
             payload = parse_xml(call.content_type, raw, call.charset)
         else:
-            payload = parse_json(call.content_type, raw)
+            payload = parse_json(call.content_type, raw, call.charset)
         # A signed message is keyed by its signed `webhook-id`: an unsigned Idempotency-Key
         # must not let a captured message be replayed inside the signature's time window.
         key = admitted.message_id or call.headers.get("Idempotency-Key")

@@ -28,6 +28,7 @@ _FIELD_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 _MAPPING_NAME = {"type": ["string", "null"], "minLength": 1, "maxLength": 100}
 
 _HEADER = {"type": "string", "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"}
+_PAIR_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,32}$"}
 # hmac mode: a preset, any member overridden (checked further by partner_hmac.scheme_from).
 HMAC_PROPERTIES: Final[dict[str, Any]] = {
     "preset": {"enum": list(PRESETS)},
@@ -41,6 +42,10 @@ HMAC_PROPERTIES: Final[dict[str, Any]] = {
     "id_header": _HEADER,
     "tolerance_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TOLERANCE},
     "secret_encoding": {"enum": list(SECRET_ENCODINGS)},
+    # A header of name=value pairs (`t=…,v1=…`): the pair(s) holding the signature, the
+    # timestamp's pair.
+    "signature_field": _PAIR_NAME,
+    "timestamp_field": _PAIR_NAME,
 }
 HMAC_FIELDS: Final = tuple(name for name in HMAC_PROPERTIES if name != "secret")
 

@@ -36,7 +36,7 @@ TEXT_FIELDS: Final = (
     "error",
 )
 JSON_FIELDS: Final = ("target.params", "request.query", "request.body")
-INTEGER_FIELDS: Final = ("dedupe.keep", "max_pages")
+INTEGER_FIELDS: Final = ("cursor.step", "dedupe.keep", "max_pages")
 FIELDS: Final = (*TEXT_FIELDS, *JSON_FIELDS, *INTEGER_FIELDS)
 # Optional members a cleared form removes (a PATCH keeps what the body leaves out).
 _CLEARABLE: Final = ("timezone", "cursor", "dedupe", "request", "error")
@@ -78,6 +78,7 @@ def form_values(schedule: Mapping[str, Any]) -> dict[str, Any]:
         "cursor.param": cursor.get("param") or "",
         "cursor.more": cursor.get("more") or "",
         "cursor.initial": "" if initial is None else str(initial),
+        "cursor.step": str(cursor["step"]) if cursor.get("step") is not None else "",
         "target.type": target.get("type", "entities"),
         "target.entity_type": target.get("entity_type") or "",
         "target.kind": target.get("kind") or "",

@@ -35,6 +35,12 @@ ACTION: dict[str, Any] = {
             "type": "boolean",
             "description": "a POST that only reads (JSON-RPC): schedules may run it",
         },
+        "error": {
+            "type": ["string", "null"],
+            "description": "JMESPath on a success answer: a non-empty value means the partner "
+            "refused the request in a 2xx (OneSignal's errors, a SOAP <sucesso>false</sucesso>, "
+            "JSON-RPC's error): a failure, not retried",
+        },
         "xml_body": {
             "type": ["object", "null"],
             "description": "send an XML (SOAP) body: a Jinja2 template autoescaped for XML, "

@@ -22,12 +22,19 @@ SCHEDULE_BODY: dict[str, Any] = {
         "timezone": {"type": "string", "default": "America/Sao_Paulo"},
         "cursor": {
             "type": "object",
-            "required": ["from", "param"],
+            "required": ["param"],
+            "description": "from (a cursor in the answer) or step (page numbers, offsets)",
             "properties": {
                 "from": {"type": "string", "description": "JMESPath on the answer"},
                 "param": {"type": "string", "description": "query.NAME | header.NAME | body.a.b"},
                 "more": {"type": "string", "description": "JMESPath: the partner has more"},
                 "initial": {"type": ["string", "number"]},
+                "step": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "instead of from: added to the last call's page number or "
+                    "offset; back to initial once the list ends",
+                },
             },
         },
         "target": {

@@ -1,0 +1,59 @@
+"""Bytes to text by the charset a media type names (`application/json; charset=ISO-8859-1`),
+for every document format: legacy partners (Delphi and Java ERPs, Brazilian tracker platforms)
+send Latin-1 or windows-1252 and say so."""
+
+from __future__ import annotations
+
+import codecs
+from typing import Final
+
+from .refusal import DocumentRefused
+
+# Python's escape codecs are no charsets (decoding with them warns of invalid escapes).
+NOT_CHARSETS: Final = frozenset({"unicode-escape", "raw-unicode-escape"})
+UTF8_BOM: Final = codecs.BOM_UTF8
+
+
+def decode_charset(document: bytes, charset: str) -> str:
+    """The document's text in `charset`; DocumentRefused for bytes that are not of that
+    charset, or a charset that is unknown or no text encoding (`hex`, `rot13`)."""
+    try:
+        if codecs.lookup(charset).name in NOT_CHARSETS:
+            raise LookupError(charset)
+        return document.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise DocumentRefused(f"the body is not valid {charset} (byte {exc.start})") from None
+    except ValueError:  # a codec that fails otherwise (punycode, idna: a bare UnicodeError)
+        raise DocumentRefused(f"the body is not valid {charset}") from None
+    except LookupError:  # no such codec, or not a text one (`hex`, `rot13`)
+        raise DocumentRefused(f"unknown charset {charset!r}") from None
+
+
+def is_utf8(charset: str | None) -> bool:
+    """Whether a media type's charset (None: none given) is UTF-8, which needs no decoding.
+    An unknown name is not: decode_charset refuses it."""
+    if charset is None:
+        return True
+    try:
+        return codecs.lookup(charset).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def utf8_json(document: bytes, charset: str | None) -> bytes:
+    """A JSON body as UTF-8 bytes, without a UTF-8 byte order mark (RFC 8259 §8.1 lets a
+    reader ignore one; Windows tools write it). JSON is UTF-8 (RFC 8259 §8.1), so a body that
+    is valid UTF-8 is read as such whatever its label says (a Java client's default
+    `charset=ISO-8859-1` on UTF-8 bytes); one that is not is decoded by the charset its media
+    type names, if any (a Delphi ERP's Latin-1 `São Paulo`). DocumentRefused as
+    decode_charset; a body that is not UTF-8 and names no charset is left to the JSON parser
+    to refuse."""
+    if document.startswith(UTF8_BOM):
+        document = document[len(UTF8_BOM) :]
+    if charset is None or is_utf8(charset):
+        return document
+    try:
+        document.decode()
+    except UnicodeDecodeError:
+        return decode_charset(document, charset).encode()
+    return document

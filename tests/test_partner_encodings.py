@@ -1,0 +1,164 @@
+"""Partners that do not send UTF-8 JSON: legacy ERPs and Brazilian platforms post Latin-1
+(and say so in the Content-Type), Windows tools put a byte order mark first, Java clients
+label UTF-8 bytes `charset=ISO-8859-1`. Every case goes through a trigger over HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+from tests.support import auth
+from tests.triggers_support import Client, bearer, create_trigger, upload_mapping
+
+ERP_VEHICLE = """
+name: erp-vehicle
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [plate]}
+  attributes.city: cidade
+  attributes.operator: operador
+"""
+PAYLOAD = {"placa": "ABC-1D23", "cidade": "São João da Boa Vista", "operador": "Conceição"}
+
+
+async def _post(
+    client: Client, trigger: dict[str, Any], data: bytes, content_type: str
+) -> tuple[int, Any]:
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=data,
+        headers={**bearer(trigger), "Content-Type": content_type},
+    )
+    return response.status, await response.json()
+
+
+async def _attributes(client: Client) -> dict[str, Any]:
+    response = await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth("acme"))
+    assert response.status == 200, await response.text()
+    return dict((await response.json())["attributes"])
+
+
+async def _erp_trigger(client: Client, **spec: Any) -> dict[str, Any]:
+    await upload_mapping(client, ERP_VEHICLE)
+    return await create_trigger(client, mapping="erp-vehicle", **spec)
+
+
+async def test_a_latin_1_json_body_that_names_its_charset_is_read_in_it(client: Client) -> None:
+    trigger = await _erp_trigger(client)
+    body = json.dumps(PAYLOAD, ensure_ascii=False).encode("latin-1")
+    status, answer = await _post(client, trigger, body, "application/json; charset=ISO-8859-1")
+    assert status == 201, answer
+    assert await _attributes(client) == {
+        "city": "São João da Boa Vista",
+        "operator": "Conceição",
+    }
+
+
+async def test_utf_8_json_labelled_latin_1_is_read_as_utf_8_not_garbled(client: Client) -> None:
+    trigger = await _erp_trigger(client)
+    body = json.dumps(PAYLOAD, ensure_ascii=False).encode()
+    status, answer = await _post(client, trigger, body, "application/json;charset=iso-8859-1")
+    assert status == 201, answer
+    assert (await _attributes(client))["city"] == "São João da Boa Vista"
+
+
+async def test_a_json_body_with_a_byte_order_mark_is_read(client: Client) -> None:
+    trigger = await _erp_trigger(client)
+    body = b"\xef\xbb\xbf" + json.dumps(PAYLOAD, ensure_ascii=False).encode()
+    status, answer = await _post(client, trigger, body, "application/json; charset=utf-8")
+    assert status == 201, answer
+    assert (await _attributes(client))["operator"] == "Conceição"
+
+
+async def test_latin_1_json_without_a_charset_is_a_400_that_says_to_name_it(
+    client: Client,
+) -> None:
+    trigger = await _erp_trigger(client)
+    body = json.dumps(PAYLOAD, ensure_ascii=False).encode("latin-1")
+    status, problem = await _post(client, trigger, body, "application/json")
+    assert status == 400
+    assert problem["detail"] == (
+        "malformed JSON: the body is not valid UTF-8 (byte 34); a partner that sends another "
+        "encoding names it: Content-Type: application/json; charset=ISO-8859-1"
+    )
+
+
+async def test_bytes_that_are_not_of_the_named_charset_are_a_400_naming_it(
+    client: Client,
+) -> None:
+    trigger = await _erp_trigger(client)
+    body = b'{"placa": "ABC1D23", "cidade": "\x81"}'  # 0x81: no character in windows-1252
+    status, problem = await _post(client, trigger, body, "application/json; charset=windows-1252")
+    assert status == 400
+    assert problem["detail"] == "malformed JSON: the body is not valid windows-1252 (byte 32)"
+    status, problem = await _post(client, trigger, body, "application/json; charset=klingon")
+    assert (status, problem["detail"]) == (400, "malformed JSON: unknown charset 'klingon'")
+
+
+async def test_a_latin_1_form_body_that_names_its_charset_is_read_in_it(client: Client) -> None:
+    trigger = await _erp_trigger(client, format="form")
+    form = "placa=ABC1D23&cidade=S%E3o+Jo%E3o+da+Boa+Vista&operador=Concei\xe7\xe3o"
+    status, answer = await _post(
+        client,
+        trigger,
+        form.encode("latin-1"),
+        "application/x-www-form-urlencoded; charset=ISO-8859-1",
+    )
+    assert status == 201, answer
+    assert await _attributes(client) == {
+        "city": "São João da Boa Vista",
+        "operator": "Conceição",
+    }
+
+
+async def test_a_latin_1_form_body_without_a_charset_is_a_400_that_says_to_name_it(
+    client: Client,
+) -> None:
+    trigger = await _erp_trigger(client, format="form")
+    status, problem = await _post(
+        client, trigger, b"placa=ABC1D23&cidade=S%E3o+Paulo", "application/x-www-form-urlencoded"
+    )
+    assert status == 400
+    assert (
+        "names it: Content-Type: application/x-www-form-urlencoded; charset=" in (problem["detail"])
+    )
+
+
+async def test_a_gzip_body_is_read_and_its_inflated_size_counts_against_the_limit(
+    client: Client,
+) -> None:
+    trigger = await _erp_trigger(client, max_body_bytes=4096)
+    body = gzip.compress(json.dumps(PAYLOAD).encode())
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={**bearer(trigger), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status == 201, await response.text()
+    assert (await _attributes(client))["city"] == "São João da Boa Vista"
+    inflated = json.dumps({**PAYLOAD, "padding": "0" * 100_000}).encode()
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=gzip.compress(inflated),
+        headers={**bearer(trigger), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status == 413, await response.text()
+
+
+async def test_json_under_a_form_or_text_type_is_a_415_that_says_which_type_to_send(
+    client: Client,
+) -> None:
+    trigger = await _erp_trigger(client)
+    body = json.dumps(PAYLOAD).encode()
+    for sent in ("application/x-www-form-urlencoded", "text/plain"):
+        status, problem = await _post(client, trigger, body, sent)
+        assert (status, problem["detail"]) == (
+            415,
+            f"expected application/json, got {sent}; the body looks like JSON: send "
+            "Content-Type: application/json",
+        )
+    status, problem = await _post(client, trigger, b"placa=ABC1D23", "text/plain")
+    assert (status, problem["detail"]) == (415, "expected application/json, got text/plain")

@@ -1,0 +1,121 @@
+"""Schedules over page-numbered lists (TOTVS-style `?page=N&pageSize=M` answering
+`{"hasNext", "items"}`, or offsets): the cursor steps through the pages and, once the list
+ends, goes back to the first page, so every run reads the whole list again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    upload_mapping,
+)
+from tests.schedule_support import get, run_now, runner, runs
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+ERP_VEHICLES = """
+name: erp-vehicles
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: items
+fields:
+  plate: {from: placa, transforms: [plate]}
+  attributes.erp_id: {from: codigo, transforms: [string]}
+"""
+
+
+def _page(has_next: bool, *plates: str) -> dict[str, Any]:
+    items = [{"placa": plate, "codigo": f"V{plate[-2:]}"} for plate in plates]
+    return {"hasNext": has_next, "items": items}
+
+
+async def _schedule(client: Client, partner: Partner, **cursor: Any) -> dict[str, Any]:
+    await upload_mapping(client, ERP_VEHICLES)
+    erp = await create_partner(client, partner.url, name="TOTVS", auth={"type": "none"})
+    action = await create_action(
+        client, erp["id"], name="veiculos", mode="proxy", method="GET", path="/api/veiculos"
+    )
+    body = {
+        "name": "erp-veiculos",
+        "action_id": action["id"],
+        "every": "1h",
+        "request": {"query": {"pageSize": 2}},
+        "cursor": {"param": "query.page", "more": "hasNext", **cursor},
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+    }
+    result: dict[str, Any] = await post(client, "/api/v1/schedules", body)
+    return result
+
+
+async def test_page_numbers_are_walked_and_the_next_run_reads_the_list_from_page_one(
+    client: Client, partner: Partner
+) -> None:
+    schedule = await _schedule(client, partner, step=1, initial=1)
+    partner.respond_with(body=_page(True, "ABC1D23", "BRA2E19"), times=1)
+    partner.respond_with(body=_page(False, "RIO3F45"), times=1)
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["cursor"] == 1
+
+    # The ERP's list grew at its end; the same first page comes back, then the longer last.
+    partner.respond_with(body=_page(True, "ABC1D23", "BRA2E19"), times=1)
+    partner.respond_with(body=_page(False, "RIO3F45", "SAO4G56"), times=1)
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert [r.query["page"] for r in partner.requests] == ["1", "2", "1", "2"]
+    assert all(r.query["pageSize"] == "2" for r in partner.requests)
+    [second, first] = await runs(client, schedule["id"])
+    assert (first["written"], second["written"]) == (3, 4)
+    response = await client.get("/api/v1/entities/vehicle/SAO4G56", headers=auth())
+    assert response.status == 200
+    assert (await response.json())["attributes"] == {"erp_id": "V56"}
+
+
+async def test_offsets_step_by_the_page_size_and_an_empty_page_ends_the_list(
+    client: Client, partner: Partner
+) -> None:
+    schedule = await _schedule(client, partner, step=2, initial=0, param="query.offset", more=None)
+    partner.respond_with(body={"items": []})  # from the third call on
+    partner.respond_with(body=_page(True, "ABC1D23", "BRA2E19"), times=1)
+    partner.respond_with(body=_page(True, "RIO3F45"), times=1)
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert [r.query["offset"] for r in partner.requests] == ["0", "2", "4"]
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["cursor"] == 0
+
+
+async def test_a_step_without_a_whole_first_page_or_with_from_is_a_422(client: Client) -> None:
+    erp = await create_partner(client, "https://erp.example.com", name="TOTVS")
+    action = await create_action(client, erp["id"], mode="proxy", method="GET", path="/v")
+    base = {
+        "name": "x",
+        "action_id": action["id"],
+        "every": "1h",
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+    }
+    for cursor, pointer in (
+        ({"step": 1, "param": "query.page"}, "/cursor/initial"),
+        ({"step": 0, "initial": 1, "param": "query.page"}, "/cursor/step"),
+        ({"step": 1, "initial": 1, "from": "next", "param": "query.page"}, "/cursor/from"),
+    ):
+        response = await client.post(
+            "/api/v1/schedules", json={**base, "cursor": cursor}, headers=auth()
+        )
+        assert response.status == 422, cursor
+        pointers = [e["pointer"] for e in (await response.json())["errors"]]
+        assert pointer in pointers, (cursor, pointers)
