@@ -46,3 +46,52 @@ async def test_a_kind_schema_the_database_cannot_store_is_refused(client: Client
     assert replaced.status == 422, await replaced.text()
     kept = await client.get("/api/v1/kinds/nul", headers=auth())
     assert (await kept.json())["schema"] == sound
+
+
+async def test_an_upload_with_a_number_too_long_to_read_is_refused_naming_it(
+    client: Client,
+) -> None:
+    """Python refuses to read an integer of over 4,300 digits (a ValueError deep in the YAML
+    reader): a mapping or flow upload carrying one was a 500; it is a 422 at its line."""
+    huge = "1" + "0" * 5000
+    uploads = {
+        "/api/v1/mappings": (
+            "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+            f"fields: {{plate: placa, odometer_km: {{value: {huge}}}}}\n"
+        ),
+        "/api/v1/flows": f"name: f\non:\n  events: [fine.received]\nsteps: {huge}\n",
+    }
+    for path, text in uploads.items():
+        for body in (text, f'{{"name": {huge}}}'):
+            response = await client.post(
+                path, data=body.encode(), headers={**auth(), "Content-Type": "application/yaml"}
+            )
+            assert response.status == 422, (path, await response.text())
+            problem = await response.json()
+            assert any("too long a number" in e["message"] for e in problem["errors"]), problem
+        listed = await client.get(path, headers=auth())
+        assert (await listed.json())["items"] == []
+
+
+async def test_a_sample_nested_beyond_the_limit_is_refused_like_a_trigger_refuses_it(
+    client: Client,
+) -> None:
+    """A dry run's pasted sample is read as a trigger reads its body: JSON nested 100,000 deep
+    was a RecursionError (500); it is a 422 naming the sample, as is JSON nested past 32."""
+    mapping = (
+        "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: p}\n"
+    )
+    for sample in ("[" * 100_000, '{"p": ' * 40 + "1" + "}" * 40, '{"p": "ABC1D23"'):
+        response = await client.post(
+            "/api/v1/mappings/test", json={"mapping": mapping, "payload": sample}, headers=auth()
+        )
+        assert response.status == 422, await response.text()
+        problem = await response.json()
+        assert problem["errors"][0]["pointer"] == "/payload", problem
+        assert "JSON" in problem["detail"], problem
+    kept = await client.post(
+        "/api/v1/mappings/test",
+        json={"mapping": mapping, "payload": '{"p": "ABC1D23"}'},
+        headers=auth(),
+    )
+    assert kept.status == 200, await kept.text()
