@@ -326,3 +326,49 @@ async def test_every_admin_route_refuses_a_query_parameter_it_does_not_take(
     assert (await (await client.get("/api/v1/mappings", headers=auth())).json())["items"] == []
     declared = await client.get("/api/v1/deliveries?status=dead&limit=5", headers=auth())
     assert declared.status == 200
+
+
+# POSTs that write nothing, which a viewer may run (docs/api.md: as in the admin UI).
+_VIEWER_POSTS = {"/api/v1/mappings/test", "/api/v1/flows/test", "/api/v1/templates/preview"}
+
+
+async def test_a_viewer_is_refused_every_admin_route_that_changes_something(
+    client: Client,
+) -> None:
+    """Walked from the URL table with the tenant's own ids, so a refusal is the role's and
+    not a 404: every admin route but GET and the dry runs is a 403 to a viewer, and nothing
+    of the tenant's changes."""
+    ids = await _acme_resources(client, "http://127.0.0.1:9")
+    families = [f for f in ids if f not in ("rejected", "events", "deliveries")]
+
+    async def everything() -> list[Any]:
+        return [
+            await (await client.get(f"/api/v1/{f}/{ids[f]}", headers=auth())).json()
+            for f in families
+        ]
+
+    before = await everything()
+    viewer = auth(role="viewer")
+    checked = 0
+    for route in client.app.router.routes():
+        op = operation_of(route.handler)
+        if op is None or op.auth != "admin" or route.resource is None:
+            continue
+        template = route.resource.canonical
+        if route.method in ("GET", "HEAD") or template in _VIEWER_POSTS:
+            continue
+        family = template.split("/")[3]
+        path = (
+            template.replace("{type}", "vehicle")
+            .replace("{id}", ids.get(family, "x"))
+            .replace("{ref}", ids.get(family, ids["entities"]))
+            .replace("{name}", ids.get(family, "x"))
+            .replace("{version}", "1")
+        )
+        query = {name: "1" for name in op.required_query}
+        response = await client.request(route.method, path, json={}, params=query, headers=viewer)
+        assert response.status == 403, (route.method, path, response.status, await response.text())
+        assert response.content_type == "application/problem+json"
+        checked += 1
+    assert checked >= 40
+    assert await everything() == before
