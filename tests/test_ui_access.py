@@ -4,12 +4,14 @@ tenant isolation and the security headers. Nothing refused changes anything."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.accounts import MAX_FAILURES
 from gateway.config import Settings
@@ -322,3 +324,50 @@ async def test_the_cli_lists_changes_and_removes_a_user_ending_their_sessions(
     assert not await _signed_in(client)
     unknown = await cli("delete", "--email", "ana@acme.com.br")
     assert unknown.returncode == 1 and "no user 'ana@acme.com.br'" in unknown.stderr
+
+
+def _ui_posts(client: Client) -> list[tuple[str, str | None]]:
+    """Every POST of the UI's URL table, its placeholders filled: (path, route name)."""
+    ui = next(
+        r._app for r in client.app.router.resources() if isinstance(r, web.PrefixedSubAppResource)
+    )
+    posts = []
+    for route in ui.router.routes():
+        if route.method == "POST" and route.resource is not None:
+            path = re.sub(r"\{(type)\}", "vehicle", route.resource.canonical)
+            posts.append((re.sub(r"\{[^}]+\}", "x", path), route.name))
+    assert len(posts) >= 50
+    return posts
+
+
+async def test_every_ui_form_needs_a_session_its_csrf_token_and_for_changes_the_admin_role(
+    client: Client, services: Services
+) -> None:
+    """Walked from the UI's URL table, so a new form cannot skip it: without a session every
+    POST but the login's sends the visitor to log in; without its CSRF token every POST is a
+    403; a viewer's is a 403 unless it writes nothing (the dry runs and the preview)."""
+    from gateway.ui.middleware import ANY_ROLE_POSTS, PUBLIC
+
+    posts = [(path, name) for path, name in _ui_posts(client) if name != "logout"]
+    for path, name in posts:
+        if name in PUBLIC:
+            continue
+        response = await client.post(path, data={"csrf": "x"}, allow_redirects=False)
+        assert response.status == 303, (path, response.status)
+        assert response.headers["Location"].startswith("/admin/login"), path
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    await log_in(client, email="vera@acme.com.br")
+    token = await csrf(client)
+    for path, name in posts:
+        if name in PUBLIC:
+            continue
+        forged = await client.post(path, data={"name": "x"}, allow_redirects=False)
+        assert forged.status == 403, (path, forged.status)
+        assert "não veio desta página" in await forged.text(), path
+        response = await client.post(path, data={"csrf": token}, allow_redirects=False)
+        if name in ANY_ROLE_POSTS:
+            assert response.status != 403, path
+        else:
+            assert response.status == 403, (path, response.status)
+            assert "papel é de leitor" in await response.text(), path
+    assert await services.triggers.list("acme", after=None, limit=10) == []
