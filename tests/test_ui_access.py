@@ -371,3 +371,30 @@ async def test_every_ui_form_needs_a_session_its_csrf_token_and_for_changes_the_
             assert response.status == 403, (path, response.status)
             assert "papel é de leitor" in await response.text(), path
     assert await services.triggers.list("acme", after=None, limit=10) == []
+
+
+async def test_a_form_body_that_cannot_be_read_is_a_400_page_and_changes_nothing(
+    client: Client, services: Services
+) -> None:
+    """A multipart body without its boundary, or cut short, made aiohttp's form reader raise
+    ValueError: a 500 on every UI form (the login's included); it is a 400 page now."""
+    bodies = (
+        (b"--x\r\n", "multipart/form-data"),
+        (
+            b'--x\r\nContent-Disposition: form-data; name="csrf"\r\n\r\nabc',  # cut short
+            "multipart/form-data; boundary=x",
+        ),
+    )
+    for body, content_type in bodies:
+        response = await client.post(
+            "/admin/login", data=body, headers={"Content-Type": content_type}
+        )
+        assert response.status == 400, await response.text()
+    await make_user(services)
+    await log_in(client)
+    for path in ("/admin/triggers", "/admin/mappings", "/admin/geofences", "/admin/users"):
+        for body, content_type in bodies:
+            response = await client.post(path, data=body, headers={"Content-Type": content_type})
+            assert response.status == 400, (path, await response.text())
+            assert "text/html" in response.headers["Content-Type"]
+    assert await services.triggers.list("acme", after=None, limit=10) == []
