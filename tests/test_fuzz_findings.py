@@ -95,3 +95,37 @@ async def test_a_sample_nested_beyond_the_limit_is_refused_like_a_trigger_refuse
         headers=auth(),
     )
     assert kept.status == 200, await kept.text()
+
+
+def _draft(text: str) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "channel_type": "email",
+        "default_locale": "pt-BR",
+        "locales": {"pt-BR": {"subject": "s", "text": text}},
+    }
+
+
+async def test_an_infinite_constant_in_a_template_renders_or_is_refused_never_a_500(
+    client: Client,
+) -> None:
+    """Jinja folds `'inf'|float` and `1e999` at compile time and wrote them into the render
+    code as the bare names `inf` and `nan`: a NameError, so a 500 on preview, upload or send."""
+    for text, shown in (
+        ("{{ 1e999 }}", "inf"),
+        ("{{ 'nan'|float }}", "nan"),
+        ("{{ -1e999 }}", "-inf"),
+    ):
+        response = await client.post(
+            "/api/v1/templates/preview",
+            json={"template": _draft(text), "context": {}},
+            headers=auth(role="viewer"),
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["parts"]["text"] == shown
+    refused = await client.post(
+        "/api/v1/templates", json={**_draft("{{ 'inf'|float|int }}"), "sample": {}}, headers=auth()
+    )
+    assert refused.status == 422, await refused.text()
+    assert "infinity" in (await refused.json())["errors"][0]["message"]
+    assert (await (await client.get("/api/v1/templates", headers=auth())).json())["items"] == []
