@@ -129,3 +129,43 @@ async def test_an_infinite_constant_in_a_template_renders_or_is_refused_never_a_
     assert refused.status == 422, await refused.text()
     assert "infinity" in (await refused.json())["errors"][0]["message"]
     assert (await (await client.get("/api/v1/templates", headers=auth())).json())["items"] == []
+
+
+async def test_a_time_zone_named_like_a_directory_or_too_long_is_unknown_not_a_500(
+    client: Client,
+) -> None:
+    """ZoneInfo reads a zone name as a file path: "America" (a directory) or a name longer
+    than a file name raised OSError, which no caller expected: a 500 on a schedule, the
+    notification settings and a template's `datetime` filter. Each is an unknown zone now."""
+    for name in ("America", "x" * 300):
+        settings = await client.put(
+            "/api/v1/notification-settings",
+            json={"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": name}},
+            headers=auth(),
+        )
+        assert settings.status == 422, await settings.text()
+        assert (await settings.json())["errors"][0]["pointer"] == "/quiet_hours/timezone"
+        schedule = await client.post(
+            "/api/v1/schedules",
+            json={
+                "name": "s",
+                "action_id": "x",
+                "every": "0 * * * *",
+                "timezone": name,
+                "target": {"entity_type": "vehicle", "mapping": "m"},
+            },
+            headers=auth(),
+        )
+        assert schedule.status == 422, await schedule.text()
+        pointers = [e["pointer"] for e in (await schedule.json())["errors"]]
+        assert "/timezone" in pointers, pointers
+        text = "{{ '2026-12-03T10:00:00Z'|datetime(tz='" + name + "') }}"
+        preview = await client.post(
+            "/api/v1/templates/preview",
+            json={"template": _draft(text), "context": {}},
+            headers=auth(),
+        )
+        assert preview.status == 200, await preview.text()
+        assert (await preview.json())["parts"]["text"] == "2026-12-03T10:00:00Z"
+    listed = await client.get("/api/v1/schedules", headers=auth())
+    assert (await listed.json())["items"] == []
