@@ -398,3 +398,33 @@ async def test_a_form_body_that_cannot_be_read_is_a_400_page_and_changes_nothing
             assert response.status == 400, (path, await response.text())
             assert "text/html" in response.headers["Content-Type"]
     assert await services.triggers.list("acme", after=None, limit=10) == []
+
+
+async def test_a_next_target_with_control_characters_is_answered_with_a_uri(
+    client: Client, services: Services
+) -> None:
+    """`?next=/admin/%0d%0aSet-Cookie:...` reached the Location header as a line break, which
+    aiohttp refuses to write: the connection closed with no answer at all. The location is
+    percent-encoded now; no header is injected, and the visitor stays on this site."""
+    target = "/admin/\r\nSet-Cookie: evil=1\x00"
+    switched = await client.get("/admin/lang/en", params={"next": target}, allow_redirects=False)
+    assert switched.status == 303
+    assert switched.headers["Location"] == "/admin/%0D%0ASet-Cookie:%20evil=1%00"
+    assert "evil" not in switched.cookies
+    await make_user(services)
+    token = await csrf(client, "/admin/login")
+    response = await client.post(
+        "/admin/login",
+        data={
+            "csrf": token,
+            "tenant": "acme",
+            "email": "ana@acme.com.br",
+            "password": PASSWORD,
+            "next": target,
+        },
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    assert response.headers["Location"].startswith("/admin/%0D%0A")
+    again = await client.get("/admin/login", params={"next": target}, allow_redirects=False)
+    assert again.status == 303 and "\n" not in again.headers["Location"]
