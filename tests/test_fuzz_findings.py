@@ -169,3 +169,24 @@ async def test_a_time_zone_named_like_a_directory_or_too_long_is_unknown_not_a_5
         assert (await preview.json())["parts"]["text"] == "2026-12-03T10:00:00Z"
     listed = await client.get("/api/v1/schedules", headers=auth())
     assert (await listed.json())["items"] == []
+
+
+async def test_a_sample_event_with_members_of_the_wrong_type_is_refused_naming_each(
+    client: Client,
+) -> None:
+    """A dry run's sample event with `data: -1` or `entity: "x"` reached the run context,
+    which called `.get` on it: a 500. Each member of the wrong JSON type is a 422 now."""
+    flow = "name: f\non:\n  events: [fine.received]\nsteps:\n  - id: a\n    when: entity.x\n"
+    event = {"type": "fine.received", "data": -1, "entity": "x", "changes": {}, "origin": 1}
+    response = await client.post(
+        "/api/v1/flows/test", json={"flow": flow, "event": event}, headers=auth(role="viewer")
+    )
+    assert response.status == 422, await response.text()
+    pointers = sorted(e["pointer"] for e in (await response.json())["errors"])
+    assert pointers == ["/event/changes", "/event/data", "/event/entity", "/event/origin"]
+    sound = {"type": "fine.received", "data": {"x": 1}, "entity": {"type": "other"}}
+    ran = await client.post(
+        "/api/v1/flows/test", json={"flow": flow, "event": sound}, headers=auth(role="viewer")
+    )
+    assert ran.status == 200, await ran.text()
+    assert (await ran.json())["starts"] is True
