@@ -190,3 +190,25 @@ async def test_a_sample_event_with_members_of_the_wrong_type_is_refused_naming_e
     )
     assert ran.status == 200, await ran.text()
     assert (await ran.json())["starts"] is True
+
+
+async def test_a_sample_event_of_another_shape_does_not_pass_a_flows_filter(
+    client: Client,
+) -> None:
+    """The filter matcher took a sample event for a stored one: `changes: ["x"]` or an entity
+    whose `type` is an object raised in it, a 500. Such an event passes no filter now."""
+    flow = (
+        "name: f\non:\n  events: ['*']\n"
+        "  filter: {entity_type: vehicle, changed: [odometer_km], origin: {kind: trigger}}\n"
+        "steps:\n  - id: a\n    when: entity.x\n"
+    )
+    for event in (
+        {"type": "entity.updated", "entity": {"type": "vehicle"}, "changes": ["x", None, [1]]},
+        {"type": "entity.updated", "entity": {"type": {"a": 1}}},
+        {"type": "entity.updated", "entity": {"type": "vehicle"}, "changes": [{"field": [1]}]},
+    ):
+        response = await client.post(
+            "/api/v1/flows/test", json={"flow": flow, "event": event}, headers=auth()
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["starts"] is False
