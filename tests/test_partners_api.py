@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
-from tests.flow_support import sms_channel
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import push_channel, sms_channel
 from tests.partner_double import (
     create_action,
     create_partner,
@@ -19,6 +20,8 @@ from tests.partner_double import (
     upload_mapping,
 )
 from tests.support import auth
+
+__all__ = ["fcm"]  # the fixture
 
 Client = TestClient[Any, Any]
 BASE = "https://erp.example.com/api"
@@ -397,3 +400,23 @@ async def test_an_action_that_a_schedule_channel_or_flow_names_cannot_be_deleted
     for action in (sms, reader):
         deleted = await client.delete(f"/api/v1/actions/{action['id']}", headers=auth())
         assert deleted.status == 204
+
+
+async def test_a_partner_that_a_push_channel_sends_through_cannot_be_deleted(
+    client: Client, fcm: Fcm
+) -> None:
+    """A push channel names its partner (FCM's service account) directly, with no action in
+    between, so deleting the partner left every push failing. A 409 names the channel."""
+    await push_channel(client, fcm)
+    partner = next(
+        p
+        for p in (await (await client.get("/api/v1/partners", headers=auth())).json())["items"]
+        if p["name"] == "FCM"
+    )
+    refused = await _problem(
+        await client.delete(f"/api/v1/partners/{partner['id']}", headers=auth()), 409
+    )
+    assert [(u["kind"], u["name"]) for u in refused["used_by"]] == [("channel", "push")]
+    assert (await client.delete("/api/v1/channels/push", headers=auth())).status == 204
+    deleted = await client.delete(f"/api/v1/partners/{partner['id']}", headers=auth())
+    assert deleted.status == 204
