@@ -3,6 +3,7 @@ each answered 500 before; each is a clear 422 now, with nothing written."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -212,3 +213,21 @@ async def test_a_sample_event_of_another_shape_does_not_pass_a_flows_filter(
         )
         assert response.status == 200, await response.text()
         assert (await response.json())["starts"] is False
+
+
+async def test_every_part_of_a_template_shares_one_render_deadline(client: Client) -> None:
+    """Rendering runs on the event loop, under a 1 s deadline, but each part (subject, text,
+    html, in each locale) had its own: one viewer's preview of a draft with six slow parts
+    held every other request for six seconds. The parts share one deadline now."""
+    slow = "{% for i in range(99999) %}{% set x = ('ab' * 60000)|replace('a', 'bb') %}{% endfor %}"
+    parts = {"subject": slow, "text": slow, "html": slow}
+    draft = {**_draft(""), "locales": {"pt-BR": parts, "en": parts}, "sample": {}}
+    started = time.monotonic()
+    response = await client.post(
+        "/api/v1/templates/preview", json={"template": draft}, headers=auth(role="viewer")
+    )
+    elapsed = time.monotonic() - started
+    assert response.status == 422, await response.text()
+    messages = {e["message"] for e in (await response.json())["errors"]}
+    assert all("rendering took more than" in m for m in messages), messages
+    assert elapsed < 3.5, f"six parts took {elapsed:.1f} s: more than one shared deadline"
