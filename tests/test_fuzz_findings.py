@@ -231,3 +231,16 @@ async def test_every_part_of_a_template_shares_one_render_deadline(client: Clien
     messages = {e["message"] for e in (await response.json())["errors"]}
     assert all("rendering took more than" in m for m in messages), messages
     assert elapsed < 3.5, f"six parts took {elapsed:.1f} s: more than one shared deadline"
+
+
+async def test_a_template_that_prints_a_function_shows_no_memory_address(client: Client) -> None:
+    """`{{ 'a'.upper }}` printed `<built-in method upper of str object at 0x7f...>`: a heap
+    address (what ASLR hides) for anyone who may preview, viewers included."""
+    response = await client.post(
+        "/api/v1/templates/preview",
+        json={"template": _draft("{{ 'a'.upper }} {{ ['a']|unique }} {{ 'a'.upper() }}")},
+        headers=auth(role="viewer"),
+    )
+    assert response.status == 200, await response.text()
+    text = (await response.json())["parts"]["text"]
+    assert text == "<builtin_function_or_method> <generator> A", text

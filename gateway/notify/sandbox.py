@@ -124,6 +124,16 @@ def _guard_value(value: Any) -> Any:
     return value
 
 
+def _printed(value: Any) -> Any:
+    """What `{{ }}` prints: a function, method or generator shows its kind only (its repr
+    carries a memory address, `<built-in method upper of str object at 0x7f...>`)."""
+    if isinstance(value, Undefined | str):
+        return value
+    if callable(value) or isinstance(value, Iterator):
+        return f"<{type(value).__name__}>"
+    return _guard_value(value)
+
+
 class _Generator(CodeGenerator):
     """Jinja's code generator, with `a ~ b` measuring its parts before joining them, and
     infinite or NaN constants (`1e999`, `'inf'|float` folded at compile time) written as
@@ -158,7 +168,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(
             autoescape=autoescape,
             undefined=BoundedUndefined,
-            finalize=_guard_value,
+            finalize=_printed,
             auto_reload=False,
             cache_size=0,
         )
