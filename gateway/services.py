@@ -14,10 +14,12 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway import __version__
 from gateway.accounts import AccountService
 from gateway.actions.catalog import Catalog, partner_guards
+from gateway.actions.definitions import FlowUsers
 from gateway.actions.proxy import Proxy
 from gateway.actions.service import ActionService
 from gateway.auth.keyring import KeyRing, generate_secret_key
@@ -46,6 +48,7 @@ from gateway.fleet.settings import FleetSettingsService
 from gateway.fleet.tracks import Tracks
 from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
+from gateway.flows.service import FlowService
 from gateway.flows.starter import FlowStarter
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
@@ -267,7 +270,9 @@ def _assemble(
         rejected=RejectedPayloads(
             store, configs, ingestor, other_targets=_schedule_targets(store, settings)
         ),
-        actions=ActionService(store, box, catalog, mappings),
+        actions=ActionService(
+            store, box, catalog, mappings, flow_users=_flow_users_of_actions(notify.flows)
+        ),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
         fanout=fanout,
         deliveries=DeliveryService(store, on_replay=worker.notify),
@@ -432,3 +437,10 @@ def load_secret_key(settings: Settings) -> str:
         fh.write(key + "\n")
     log.warning("GATEWAY_SECRET_KEY is unset: generated one into %s; set it in production", path)
     return key
+
+
+def _flow_users_of_actions(flows: FlowService) -> FlowUsers:
+    async def users(tenant: str, name: str) -> list[dict[str, Any]]:
+        return await flows.users_of(tenant, "action", name)
+
+    return users

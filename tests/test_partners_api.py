@@ -10,6 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import push_channel, sms_channel
 from tests.partner_double import (
     create_action,
     create_partner,
@@ -18,6 +20,8 @@ from tests.partner_double import (
     upload_mapping,
 )
 from tests.support import auth
+
+__all__ = ["fcm"]  # the fixture
 
 Client = TestClient[Any, Any]
 BASE = "https://erp.example.com/api"
@@ -341,3 +345,78 @@ async def test_moving_a_partner_to_another_origin_needs_its_credentials_again(
         json={"base_url": "https://erp2.example.com", "auth": {"type": "bearer", "token": "t2"}},
     )
     assert with_auth.status == 200
+
+
+async def test_an_action_that_a_schedule_channel_or_flow_names_cannot_be_deleted(
+    client: Client,
+) -> None:
+    """Only subscriptions held an action back: one that a schedule polls, an SMS channel
+    sends through, or an active flow calls (by name or id) was deleted, and each of them then
+    failed on every run, message or event. A 409 names them; once they are gone it deletes."""
+    await sms_channel(client, BASE)  # action "sms", channel "sms"
+    sms = next(
+        a
+        for a in (await (await client.get("/api/v1/actions", headers=auth())).json())["items"]
+        if a["name"] == "sms"
+    )
+    flow = "name: calls\non:\n  events: [fine.received]\nsteps:\n  - id: c\n    call: " + sms["id"]
+    uploaded = await client.post(
+        "/api/v1/flows", data=flow.encode(), headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    assert uploaded.status == 201, await uploaded.text()
+    partner = await create_partner(client, BASE, name="feed")
+    reader = await create_action(
+        client, partner["id"], name="reader", method="GET", mode="proxy", read_only=True
+    )
+    await upload_mapping(
+        client,
+        "name: feed\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: p}\n",
+    )
+    schedule = await post(
+        client,
+        "/api/v1/schedules",
+        {
+            "name": "poll",
+            "action_id": reader["id"],
+            "every": "1h",
+            "target": {"entity_type": "vehicle", "mapping": "feed"},
+        },
+    )
+
+    refused = await _problem(
+        await client.delete(f"/api/v1/actions/{sms['id']}", headers=auth()), 409
+    )
+    assert sorted((u["kind"], u["name"]) for u in refused["used_by"]) == [
+        ("channel", "sms"),
+        ("flow", "calls"),
+    ]
+    polled = await _problem(
+        await client.delete(f"/api/v1/actions/{reader['id']}", headers=auth()), 409
+    )
+    assert [(u["kind"], u["id"]) for u in polled["used_by"]] == [("schedule", schedule["id"])]
+    users = ("/api/v1/flows/calls", "/api/v1/channels/sms", f"/api/v1/schedules/{schedule['id']}")
+    for path in users:
+        assert (await client.delete(path, headers=auth())).status == 204, path
+    for action in (sms, reader):
+        deleted = await client.delete(f"/api/v1/actions/{action['id']}", headers=auth())
+        assert deleted.status == 204
+
+
+async def test_a_partner_that_a_push_channel_sends_through_cannot_be_deleted(
+    client: Client, fcm: Fcm
+) -> None:
+    """A push channel names its partner (FCM's service account) directly, with no action in
+    between, so deleting the partner left every push failing. A 409 names the channel."""
+    await push_channel(client, fcm)
+    partner = next(
+        p
+        for p in (await (await client.get("/api/v1/partners", headers=auth())).json())["items"]
+        if p["name"] == "FCM"
+    )
+    refused = await _problem(
+        await client.delete(f"/api/v1/partners/{partner['id']}", headers=auth()), 409
+    )
+    assert [(u["kind"], u["name"]) for u in refused["used_by"]] == [("channel", "push")]
+    assert (await client.delete("/api/v1/channels/push", headers=auth())).status == 204
+    deleted = await client.delete(f"/api/v1/partners/{partner['id']}", headers=auth())
+    assert deleted.status == 204

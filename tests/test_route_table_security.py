@@ -167,6 +167,58 @@ async def _acme_resources(client: Client, partner_url: str) -> dict[str, str]:
     )
     assert upload.status == 201, await upload.text()
     kind = await post(client, "/api/v1/kinds", {"name": "acme_kind", "schema": {"type": "object"}})
+    fence = await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "acme-fence",
+            "kind": "authorized",
+            "circle": {"lat": -23.5, "lon": -46.6, "radius_m": 800},
+        },
+    )
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "acme-plan", "every_km": 10000})
+    channel = await post(
+        client,
+        "/api/v1/channels",
+        {
+            "name": "acme-mail",
+            "type": "email",
+            "smtp": {"host": "127.0.0.1", "port": 9, "security": "none"},
+            "from": "acme@acme.com.br",
+        },
+    )
+    template = await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "acme-tpl",
+            "channel_type": "email",
+            "default_locale": "pt-BR",
+            "locales": {"pt-BR": {"subject": "s", "text": "t"}},
+        },
+    )
+    flow = (
+        "name: acme-flow\non:\n  events: [fine.received]\nsteps:\n  - id: v\n    set:\n"
+        "      entity: {type: vehicle, ref: entity.plate}\n"
+        "      fields: {attributes.x: entity.plate}\n"
+    )
+    uploaded = await client.post(
+        "/api/v1/flows", data=flow.encode(), headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    assert uploaded.status == 201, await uploaded.text()
+    reader = await create_action(
+        client, partner["id"], name="acme-read", method="GET", mode="proxy", read_only=True
+    )
+    schedule = await post(
+        client,
+        "/api/v1/schedules",
+        {
+            "name": "acme-poll",
+            "action_id": reader["id"],
+            "every": "1h",
+            "target": {"entity_type": "vehicle", "mapping": "acme-map"},
+        },
+    )
 
     await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events", headers=auth())).json()
@@ -182,6 +234,12 @@ async def _acme_resources(client: Client, partner_url: str) -> dict[str, str]:
         "events": events["items"][0]["id"],
         "deliveries": deliveries["items"][0]["id"],
         "rejected": "x",
+        "geofences": fence["id"],
+        "maintenance-plans": plan["id"],
+        "channels": channel["id"],
+        "templates": template["id"],
+        "flows": "acme-flow",
+        "schedules": schedule["id"],
     }
 
 
@@ -208,7 +266,7 @@ async def test_another_tenants_ids_are_404_on_every_route_that_names_one(
         path = (
             template.replace("{type}", "vehicle")
             .replace("{id}", ids.get(family, "x"))
-            .replace("{ref}", ids["entities"])
+            .replace("{ref}", ids.get(family, ids["entities"]))
             .replace("{name}", ids.get(family, "x"))
             .replace("{version}", "1")
         )
@@ -229,7 +287,20 @@ async def test_another_tenants_ids_are_404_on_every_route_that_names_one(
         checked += 1
     assert checked >= 25
     # And nothing of acme's was changed or deleted by the walk.
-    for family in ("partners", "actions", "subscriptions", "triggers", "mappings", "kinds"):
+    for family in (
+        "partners",
+        "actions",
+        "subscriptions",
+        "triggers",
+        "mappings",
+        "kinds",
+        "geofences",
+        "maintenance-plans",
+        "channels",
+        "templates",
+        "flows",
+        "schedules",
+    ):
         mine = await client.get(f"/api/v1/{family}/{ids[family]}", headers=auth())
         assert mine.status == 200, family
     vehicle = await client.get(f"/api/v1/entities/vehicle/{ids['entities']}", headers=auth())
@@ -255,3 +326,49 @@ async def test_every_admin_route_refuses_a_query_parameter_it_does_not_take(
     assert (await (await client.get("/api/v1/mappings", headers=auth())).json())["items"] == []
     declared = await client.get("/api/v1/deliveries?status=dead&limit=5", headers=auth())
     assert declared.status == 200
+
+
+# POSTs that write nothing, which a viewer may run (docs/api.md: as in the admin UI).
+_VIEWER_POSTS = {"/api/v1/mappings/test", "/api/v1/flows/test", "/api/v1/templates/preview"}
+
+
+async def test_a_viewer_is_refused_every_admin_route_that_changes_something(
+    client: Client,
+) -> None:
+    """Walked from the URL table with the tenant's own ids, so a refusal is the role's and
+    not a 404: every admin route but GET and the dry runs is a 403 to a viewer, and nothing
+    of the tenant's changes."""
+    ids = await _acme_resources(client, "http://127.0.0.1:9")
+    families = [f for f in ids if f not in ("rejected", "events", "deliveries")]
+
+    async def everything() -> list[Any]:
+        return [
+            await (await client.get(f"/api/v1/{f}/{ids[f]}", headers=auth())).json()
+            for f in families
+        ]
+
+    before = await everything()
+    viewer = auth(role="viewer")
+    checked = 0
+    for route in client.app.router.routes():
+        op = operation_of(route.handler)
+        if op is None or op.auth != "admin" or route.resource is None:
+            continue
+        template = route.resource.canonical
+        if route.method in ("GET", "HEAD") or template in _VIEWER_POSTS:
+            continue
+        family = template.split("/")[3]
+        path = (
+            template.replace("{type}", "vehicle")
+            .replace("{id}", ids.get(family, "x"))
+            .replace("{ref}", ids.get(family, ids["entities"]))
+            .replace("{name}", ids.get(family, "x"))
+            .replace("{version}", "1")
+        )
+        query = {name: "1" for name in op.required_query}
+        response = await client.request(route.method, path, json={}, params=query, headers=viewer)
+        assert response.status == 403, (route.method, path, response.status, await response.text())
+        assert response.content_type == "application/problem+json"
+        checked += 1
+    assert checked >= 40
+    assert await everything() == before

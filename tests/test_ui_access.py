@@ -4,12 +4,14 @@ tenant isolation and the security headers. Nothing refused changes anything."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.accounts import MAX_FAILURES
 from gateway.config import Settings
@@ -331,3 +333,107 @@ async def test_setting_the_role_a_user_already_has_keeps_their_sessions(
     assert (await log_in(client)).status == 303
     assert await services.accounts.change_user("acme", "ana@acme.com.br", role="viewer") == 0
     assert await _signed_in(client)
+
+
+def _ui_posts(client: Client) -> list[tuple[str, str | None]]:
+    """Every POST of the UI's URL table, its placeholders filled: (path, route name)."""
+    ui = next(
+        r._app for r in client.app.router.resources() if isinstance(r, web.PrefixedSubAppResource)
+    )
+    posts = []
+    for route in ui.router.routes():
+        if route.method == "POST" and route.resource is not None:
+            path = re.sub(r"\{(type)\}", "vehicle", route.resource.canonical)
+            posts.append((re.sub(r"\{[^}]+\}", "x", path), route.name))
+    assert len(posts) >= 50
+    return posts
+
+
+async def test_every_ui_form_needs_a_session_its_csrf_token_and_for_changes_the_admin_role(
+    client: Client, services: Services
+) -> None:
+    """Walked from the UI's URL table, so a new form cannot skip it: without a session every
+    POST but the login's sends the visitor to log in; without its CSRF token every POST is a
+    403; a viewer's is a 403 unless it writes nothing (the dry runs and the preview)."""
+    from gateway.ui.middleware import ANY_ROLE_POSTS, PUBLIC
+
+    posts = [(path, name) for path, name in _ui_posts(client) if name != "logout"]
+    for path, name in posts:
+        if name in PUBLIC:
+            continue
+        response = await client.post(path, data={"csrf": "x"}, allow_redirects=False)
+        assert response.status == 303, (path, response.status)
+        assert response.headers["Location"].startswith("/admin/login"), path
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    await log_in(client, email="vera@acme.com.br")
+    token = await csrf(client)
+    for path, name in posts:
+        if name in PUBLIC:
+            continue
+        forged = await client.post(path, data={"name": "x"}, allow_redirects=False)
+        assert forged.status == 403, (path, forged.status)
+        assert "não veio desta página" in await forged.text(), path
+        response = await client.post(path, data={"csrf": token}, allow_redirects=False)
+        if name in ANY_ROLE_POSTS:
+            assert response.status != 403, path
+        else:
+            assert response.status == 403, (path, response.status)
+            assert "papel é de leitor" in await response.text(), path
+    assert await services.triggers.list("acme", after=None, limit=10) == []
+
+
+async def test_a_form_body_that_cannot_be_read_is_a_400_page_and_changes_nothing(
+    client: Client, services: Services
+) -> None:
+    """A multipart body without its boundary, or cut short, made aiohttp's form reader raise
+    ValueError: a 500 on every UI form (the login's included); it is a 400 page now."""
+    bodies = (
+        (b"--x\r\n", "multipart/form-data"),
+        (
+            b'--x\r\nContent-Disposition: form-data; name="csrf"\r\n\r\nabc',  # cut short
+            "multipart/form-data; boundary=x",
+        ),
+    )
+    for body, content_type in bodies:
+        response = await client.post(
+            "/admin/login", data=body, headers={"Content-Type": content_type}
+        )
+        assert response.status == 400, await response.text()
+    await make_user(services)
+    await log_in(client)
+    for path in ("/admin/triggers", "/admin/mappings", "/admin/geofences", "/admin/users"):
+        for body, content_type in bodies:
+            response = await client.post(path, data=body, headers={"Content-Type": content_type})
+            assert response.status == 400, (path, await response.text())
+            assert "text/html" in response.headers["Content-Type"]
+    assert await services.triggers.list("acme", after=None, limit=10) == []
+
+
+async def test_a_next_target_with_control_characters_is_answered_with_a_uri(
+    client: Client, services: Services
+) -> None:
+    """`?next=/admin/%0d%0aSet-Cookie:...` reached the Location header as a line break, which
+    aiohttp refuses to write: the connection closed with no answer at all. The location is
+    percent-encoded now; no header is injected, and the visitor stays on this site."""
+    target = "/admin/\r\nSet-Cookie: evil=1\x00"
+    switched = await client.get("/admin/lang/en", params={"next": target}, allow_redirects=False)
+    assert switched.status == 303
+    assert switched.headers["Location"] == "/admin/%0D%0ASet-Cookie:%20evil=1%00"
+    assert "evil" not in switched.cookies
+    await make_user(services)
+    token = await csrf(client, "/admin/login")
+    response = await client.post(
+        "/admin/login",
+        data={
+            "csrf": token,
+            "tenant": "acme",
+            "email": "ana@acme.com.br",
+            "password": PASSWORD,
+            "next": target,
+        },
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    assert response.headers["Location"].startswith("/admin/%0D%0A")
+    again = await client.get("/admin/login", params={"next": target}, allow_redirects=False)
+    assert again.status == 303 and "\n" not in again.headers["Location"]

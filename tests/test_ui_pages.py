@@ -3,6 +3,8 @@ subscription, flow and template use cases keep what was typed and never echo a s
 
 from __future__ import annotations
 
+import orjson
+
 from gateway.services import Services
 from gateway.ui.navigation import NAV
 from tests.partner_double import create_action, create_partner, create_subscription
@@ -102,3 +104,27 @@ async def test_a_template_preview_renders_a_sample_and_a_viewer_may_run_it(
         f"/admin/templates/{template['id']}/preview", data={"csrf": token, "context": "{nope"}
     )
     assert bad.status == 422 and 'data-field="context"' in await bad.text()
+
+
+async def test_a_preview_context_that_is_not_an_object_is_refused_next_to_its_field(
+    client: Client, services: Services
+) -> None:
+    """`-1`, `true` or `[1]` in the context box is valid JSON but no context: the render
+    raised TypeError, a 500 page. It is refused next to the field, in the UI and the API."""
+    body = {"name": "alert", "channel_type": "sms", "locales": {"pt-BR": {"text": "Olá"}}}
+    template = await (await client.post("/api/v1/templates", json=body, headers=auth())).json()
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, f"/admin/templates/{template['id']}")
+    for context in ("-1", "true", "[1]", '"x"'):
+        page = await client.post(
+            f"/admin/templates/{template['id']}/preview", data={"csrf": token, "context": context}
+        )
+        assert page.status == 422, (context, page.status)
+        assert 'data-field="context"' in await page.text()
+        api = await client.post(
+            "/api/v1/templates/preview",
+            json={"template": "alert", "context": orjson.loads(context)},
+            headers=auth(),
+        )
+        assert api.status == 422, await api.text()

@@ -4,7 +4,7 @@ proxy, or delivered from subscriptions)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gateway.actions.body_check import BodyCheck, doc_id
@@ -49,12 +49,21 @@ def public_action(doc: Doc) -> dict[str, Any]:
     }
 
 
+# The active flows that name an action (by its name or its id): (tenant, name) → users.
+FlowUsers = Callable[[str, str], Awaitable[list[dict[str, Any]]]]
+
+
+async def no_flow_users(tenant: str, name: str) -> list[dict[str, Any]]:
+    return []
+
+
 class ActionUseCases:
     """Create, read, update and delete actions (part of `ActionService`)."""
 
     _store: Store
     _catalog: Catalog
     _mappings: MappingSource | None
+    _flow_users: FlowUsers
 
     async def create_action(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         fields = await self._action_fields(tenant, body, None)
@@ -92,12 +101,32 @@ class ActionUseCases:
         return doc
 
     async def delete_action(self, tenant: str, action_id: str) -> None:
-        await self.get_action(tenant, action_id)
+        """Delete an action nothing names: 409 while subscriptions, schedules, SMS channels or
+        active flows do (they would fail on every event, run or message instead)."""
+        doc = await self.get_action(tenant, action_id)
         users = await self._store.subscriptions.count(tenant, {"action_id": action_id})
         if users:
             raise Conflict(f"action {action_id} has {users} subscription(s); delete them first")
+        found = await self._action_users(tenant, action_id, doc["name"])
+        if found:
+            named = ", ".join(f"{u['kind']} {u['name']}" for u in found)
+            raise Conflict(f"action {action_id} is used by {named}", used_by=found)
         await self._store.actions.delete(tenant, action_id)
         self._catalog.forget(action_id)
+
+    async def _action_users(self, tenant: str, action_id: str, name: str) -> list[dict[str, Any]]:
+        named = {"action_id": action_id}
+        schedules = await self._store.schedules.list(tenant, named, after=None, limit=50)
+        channels = await self._store.notify.channels.list(tenant, named, after=None, limit=50)
+        found = [
+            {"kind": kind, "id": str(d["_id"]), "name": d["name"]}
+            for kind, docs in (("schedule", schedules), ("channel", channels))
+            for d in docs
+        ]
+        flows = {}  # a flow may name the action by its name and by its id
+        for ref in (action_id, name):
+            flows.update({u["name"]: u for u in await self._flow_users(tenant, ref)})
+        return found + list(flows.values())
 
     async def _action_fields(
         self, tenant: str, body: Mapping[str, Any], current: Doc | None

@@ -47,16 +47,29 @@ class EventFilter:
     origin: Values = ()
 
     def matches(self, event: Mapping[str, Any]) -> bool:
-        entity = event.get("entity") or {}
-        if self.entity_types is not None and entity.get("type") not in self.entity_types:
-            return False
+        """Whether the event passes. Total on any JSON: a member of another shape than a
+        stored event's (a dry run's sample event is the caller's) matches nothing."""
+        entity = _object(event.get("entity"))
+        if self.entity_types is not None:
+            kind = entity.get("type")
+            if not isinstance(kind, str) or kind not in self.entity_types:
+                return False
         if self.changed:
-            fields = [c.get("field", "") for c in event.get("changes") or ()]
+            changes = event.get("changes")
+            fields = [
+                c["field"]
+                for c in (changes if isinstance(changes, list) else ())
+                if isinstance(c, Mapping) and isinstance(c.get("field"), str)
+            ]
             if not any(_related(f, want) for f in fields for want in self.changed):
                 return False
-        return _all_match(self.entity, event.get("data") or {}) and _all_match(
-            self.origin, event.get("origin") or {}
+        return _all_match(self.entity, _object(event.get("data"))) and _all_match(
+            self.origin, _object(event.get("origin"))
         )
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _related(changed: str, wanted: str) -> bool:

@@ -102,6 +102,13 @@ class PartnerUseCases:
         users = await self._store.actions.count(tenant, {"partner_id": partner_id})
         if users:
             raise Conflict(f"partner {partner_id} is used by {users} action(s); delete them first")
+        # A push channel sends through its partner (FCM's service account) without an action.
+        named = {"partner_id": partner_id}
+        channels = await self._store.notify.channels.list(tenant, named, after=None, limit=50)
+        if channels:
+            found = [{"kind": "channel", "id": str(d["_id"]), "name": d["name"]} for d in channels]
+            listed = ", ".join(f"channel {u['name']}" for u in found)
+            raise Conflict(f"partner {partner_id} is used by {listed}", used_by=found)
         await self._store.partners.delete(tenant, partner_id)
         self._catalog.forget(partner_id)
 

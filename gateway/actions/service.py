@@ -8,7 +8,7 @@ One service for the three resource families, each in its own module: `partners.p
 from __future__ import annotations
 
 from gateway.actions.catalog import Catalog
-from gateway.actions.definitions import ActionUseCases
+from gateway.actions.definitions import ActionUseCases, FlowUsers, no_flow_users
 from gateway.actions.partners import PartnerUseCases
 from gateway.actions.subscriptions import SubscriptionUseCases
 from gateway.auth.secretbox import SecretBox
@@ -18,9 +18,16 @@ from gateway.store import Store
 
 class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
     def __init__(
-        self, store: Store, box: SecretBox, catalog: Catalog, mappings: MappingSource | None = None
+        self,
+        store: Store,
+        box: SecretBox,
+        catalog: Catalog,
+        mappings: MappingSource | None = None,
+        *,
+        flow_users: FlowUsers = no_flow_users,
     ) -> None:
         self._store = store
         self._box = box
         self._catalog = catalog
         self._mappings = mappings
+        self._flow_users = flow_users

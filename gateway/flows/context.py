@@ -27,7 +27,19 @@ from gateway.errors import FieldProblem, InvalidPayload
 from gateway.flows.model import CompiledFlow, Expr
 from gateway.mapping.model import EvalError
 
-_EVENT_KEYS = ("id", "type", "occurred_at", "entity", "data", "changes", "origin", "detail")
+_JSON_TYPES: dict[type, str] = {str: "a string", dict: "an object", list: "an array"}
+# A sample event's members and their JSON types, as a stored event has them (`detail` is
+# whatever the source gave).
+_EVENT_MEMBERS: dict[str, type] = {
+    "id": str,
+    "type": str,
+    "occurred_at": str,
+    "entity": dict,
+    "data": dict,
+    "changes": list,
+    "origin": dict,
+    "detail": object,
+}
 
 
 def sample_event(raw: Any, now: datetime) -> dict[str, Any]:
@@ -35,12 +47,17 @@ def sample_event(raw: Any, now: datetime) -> dict[str, Any]:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("type"), str):
         message = 'event is an object with at least a "type" (and usually entity and data)'
         raise InvalidPayload(message, [FieldProblem("/event", message, "required")])
-    unknown = [k for k in raw if k not in _EVENT_KEYS]
-    if unknown:
-        problems = [
-            FieldProblem(f"/event/{k}", f"unknown event member {k!r}", "additionalProperties")
-            for k in unknown
-        ]
+    problems = [
+        FieldProblem(f"/event/{k}", f"unknown event member {k!r}", "additionalProperties")
+        for k in raw
+        if k not in _EVENT_MEMBERS
+    ]
+    problems += [
+        FieldProblem(f"/event/{k}", f"{k} is {_JSON_TYPES[kind]}", "type")
+        for k, kind in _EVENT_MEMBERS.items()
+        if k in raw and raw[k] is not None and not isinstance(raw[k], kind)
+    ]
+    if problems:
         raise InvalidPayload("invalid sample event", problems)
     event: dict[str, Any] = {
         "id": "dry-run",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -10,7 +9,7 @@ from urllib.parse import parse_qsl
 from gateway.fleet.fix import parse_fix
 
 from ..errors import FieldProblem, InvalidPayload
-from ..formats import DocumentRefused, parse_xml
+from ..formats import DocumentRefused, load_json_text, parse_xml
 from .expressions import DecodedTexts
 from .limits import MAX_FILE_BYTES
 from .loader import load_mapping
@@ -51,8 +50,11 @@ def read_sample(text: str) -> Any:
             problem = FieldProblem("", f"malformed XML: {exc.located()}", "xml")
             raise InvalidPayload("the sample is not valid XML", [problem]) from None
     try:
-        return json.loads(text)
-    except ValueError:
+        return load_json_text(text)
+    except DocumentRefused as exc:
+        if text.lstrip().startswith(("{", "[")):  # JSON, refused as a trigger refuses it
+            problem = FieldProblem("", f"malformed JSON: {exc.located()}", "json")
+            raise InvalidPayload("the sample is not valid JSON", [problem]) from None
         return dict(parse_qsl(text.strip().lstrip("?"), keep_blank_values=True))
 
 

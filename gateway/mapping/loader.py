@@ -76,7 +76,11 @@ class _Converter:
         if method is None:
             self._add(at, f"YAML tag {node.tag!r} is not allowed", "yaml")
             return None
-        return getattr(_CONSTRUCTOR, method)(node)
+        try:
+            return getattr(_CONSTRUCTOR, method)(node)
+        except ValueError:  # an integer of more digits than Python converts (4,300)
+            self._add(at, f"{node.value[:20]}... is too long a number", "limit")
+            return None
 
     def _mapping(self, node: yaml.MappingNode, at: str, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}

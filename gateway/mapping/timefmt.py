@@ -7,7 +7,8 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
+
+from gateway.clock import zone_named
 
 from .model import EvalError
 
@@ -33,10 +34,7 @@ def zone(name: Any) -> tzinfo | None:
         return UTC
     if not isinstance(name, str) or not _ZONE_RE.match(name):
         return None
-    try:
-        return ZoneInfo(name)
-    except Exception:  # ZoneInfoNotFoundError, IsADirectoryError, ValueError: all "no such zone"
-        return None
+    return zone_named(name)
 
 
 def _from_unix(value: Any, scale: float) -> datetime:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import pass_context
 from jinja2.runtime import Context
+
+from gateway.clock import zone_named
 
 DEFAULT_TZ = "America/Sao_Paulo"
 _DATE_FORMATS = {"pt-BR": "%d/%m/%Y %H:%M", "en": "%Y-%m-%d %H:%M"}
@@ -29,8 +30,9 @@ def format_datetime(
         return "" if value is None else str(value)
     try:
         moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-        zone = ZoneInfo(tz)
-    except (ValueError, ZoneInfoNotFoundError):
+    except ValueError:
+        return str(value)
+    if (zone := zone_named(tz)) is None:
         return str(value)
     if moment.tzinfo is not None:
         moment = moment.astimezone(zone)

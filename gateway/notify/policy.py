@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from gateway.clock import zone_named
 from gateway.errors import FieldProblem, InvalidPayload
 
 DEFAULT_COOLDOWN = timedelta(hours=1)
@@ -172,11 +173,8 @@ def _clock(value: Any, at: str, problems: list[FieldProblem]) -> time | None:
 
 
 def _zone(value: Any, problems: list[FieldProblem]) -> ZoneInfo | None:
-    if isinstance(value, str) and value:
-        try:
-            return ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
+    if (zone := zone_named(value)) is not None:
+        return zone
     problems.append(
         FieldProblem("/quiet_hours/timezone", "an IANA time zone, e.g. America/Sao_Paulo", "format")
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -127,8 +128,27 @@ def _guard_value(value: Any) -> Any:
     return value
 
 
+def _printed(value: Any) -> Any:
+    """What `{{ }}` prints: a function, method or generator shows its kind only (its repr
+    carries a memory address, `<built-in method upper of str object at 0x7f...>`)."""
+    if isinstance(value, Undefined | str):
+        return value
+    if callable(value) or isinstance(value, Iterator):
+        return f"<{type(value).__name__}>"
+    return _guard_value(value)
+
+
 class _Generator(CodeGenerator):
-    """Jinja's code generator, with `a ~ b` measuring its parts before joining them."""
+    """Jinja's code generator, with `a ~ b` measuring its parts before joining them, and
+    infinite or NaN constants (`1e999`, `'inf'|float` folded at compile time) written as
+    values: Jinja writes `str(value)`, i.e. the unknown names `inf` and `nan`."""
+
+    def visit_Const(self, node: nodes.Const, frame: Frame) -> None:
+        value = node.as_const(frame.eval_ctx)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.write(f"float({str(value)!r})")
+        else:
+            super().visit_Const(node, frame)
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         if frame.eval_ctx.volatile:
@@ -152,7 +172,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(
             autoescape=autoescape,
             undefined=BoundedUndefined,
-            finalize=_guard_value,
+            finalize=_printed,
             auto_reload=False,
             cache_size=0,
         )

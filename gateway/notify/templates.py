@@ -122,6 +122,9 @@ class TemplateService:
         locale: str | None,
     ) -> dict[str, Any]:
         """Render a stored template or a draft on a sample context; nothing is stored."""
+        if context is not None and not isinstance(context, Mapping):
+            message = "context is an object: the names the template reads"
+            raise InvalidPayload(message, [FieldProblem("/context", message, "type")])
         if draft is not None:
             fields = checked_template(draft)
             template = compile_template(fields)

@@ -14,6 +14,7 @@ over the limit); with one, any error does, because that is the data the admin vo
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -25,6 +26,7 @@ from jinja2.exceptions import SecurityError
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.formats import FILTERS
 from gateway.notify.sandbox import (
+    MAX_SECONDS,
     BoundedEnvironment,
     RenderLimit,
     bounded_text,
@@ -90,8 +92,9 @@ class CompiledTemplate:
         data = {**plain(context), "locale": locale}
         parts: dict[str, str] = {}
         missing: list[str] = []
+        clock = _Deadline()
         for part, template in self.locales[locale].items():
-            text, undefined = _render_part(template, data, f"/locales/{locale}/{part}")
+            text, undefined = _render_part(template, data, f"/locales/{locale}/{part}", clock)
             parts[part] = _finish(self.channel_type, part, text, f"/locales/{locale}/{part}")
             missing += [n for n in undefined if n not in missing]
         return Rendered(locale, parts, missing)
@@ -155,23 +158,40 @@ def _compile_part(
 
 def _test_render(template: CompiledTemplate, sample: Any, problems: list[FieldProblem]) -> None:
     context = sample if isinstance(sample, Mapping) else {}
+    clock = _Deadline()
     for locale, parts in template.locales.items():
         data = {**plain(context), "locale": locale}
         for part, compiled in parts.items():
             at = f"/locales/{locale}/{part}"
             try:
-                text, _ = _render_part(compiled, data, at)
+                text, _ = _render_part(compiled, data, at, clock)
                 _finish(template.channel_type, part, text, at)
             except RenderFailed as exc:
                 if sample is not None or exc.keyword in ("limit", "security"):
                     problems.append(exc.as_problem())
 
 
+class _Deadline:
+    """One wall-clock budget for every part of a template (subject, text, html; each locale
+    when testing): rendering runs on the event loop, so six parts must not take six times
+    MAX_SECONDS and stall every other request meanwhile."""
+
+    def __init__(self) -> None:
+        self._until = time.monotonic() + MAX_SECONDS
+
+    def left(self, at: str) -> float:
+        seconds = self._until - time.monotonic()
+        if seconds <= 0:
+            limit = RenderLimit(f"rendering took more than {MAX_SECONDS:g} s")
+            raise _failed(limit, at, "limit")
+        return seconds
+
+
 def _render_part(
-    template: jinja2.Template, data: Mapping[str, Any], at: str
+    template: jinja2.Template, data: Mapping[str, Any], at: str, clock: _Deadline
 ) -> tuple[str, list[str]]:
     try:
-        with budget() as undefined:
+        with budget(seconds=clock.left(at)) as undefined:
             text = bounded_text(template.generate(data))
         return text, list(undefined)
     except RenderLimit as exc:

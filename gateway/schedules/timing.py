@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
+
+from gateway.clock import zone_named
 
 DEFAULT_TIMEZONE: Final = "America/Sao_Paulo"
 MIN_INTERVAL_SECONDS: Final = 5  # Samsara asks for at least 5 s between feed calls
@@ -59,10 +61,9 @@ def parse_every(text: str, timezone: str | None = None) -> Every:
             raise ValueError(f"an interval is from {MIN_INTERVAL_SECONDS}s to 7d, got {text!r}")
         return Every(text, seconds=seconds)
     zone = timezone or DEFAULT_TIMEZONE
-    try:
-        tz = ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {zone!r}") from None
+    tz = zone_named(zone)
+    if tz is None:
+        raise ValueError(f"unknown time zone {zone[:64]!r}")
     if len(text.split()) != 5:
         raise ValueError(
             f"every is an interval (30s, 5m, 1h, 1d) or a cron expression of 5 fields, got {text!r}"

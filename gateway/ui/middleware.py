@@ -76,7 +76,10 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if visitor.session is not None and route != "static":
         admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
     if request.method == "POST":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, AssertionError) as exc:  # a multipart body aiohttp cannot read
+            return _error_page(request, 400, f"malformed form: {exc}")
         token = form.get("csrf")
         if not isinstance(token, str) or not _csrf_ok(request, visitor, token):
             return _error_page(request, 403, "csrf")

@@ -15,6 +15,8 @@ from gateway.ui.navigation import NAV
 from gateway.ui.state import PREFIX, catalog_of, templates_key, visitor_of
 
 FLASH_COOKIE: Final = "rabbot_flash"
+# What a Location keeps as written (reserved characters, and `%` of what is already encoded).
+_URI_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
 
 
 def render(
@@ -47,8 +49,9 @@ def render(
 
 def redirect(location: str, *, flash: str | None = None) -> web.Response:
     """303 See Other: a form's POST answered with the page to GET next. `flash` is a message
-    key shown once on that page."""
-    response = web.Response(status=303, headers={"Location": location})
+    key shown once on that page. The location is written as a URI: a `next` target's control
+    characters (`?next=/admin/%0d%0a...`) made aiohttp drop the connection without an answer."""
+    response = web.Response(status=303, headers={"Location": quote(location, safe=_URI_SAFE)})
     if flash is not None:
         response.set_cookie(
             FLASH_COOKIE, flash, path=PREFIX, httponly=True, samesite="Lax", max_age=60

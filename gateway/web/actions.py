@@ -186,7 +186,10 @@ async def patch_action(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Delete an action (409 while subscriptions use it)", tag="actions", status=204, errors=(409,)
+    "Delete an action (409 while subscriptions, schedules, channels or flows use it)",
+    tag="actions",
+    status=204,
+    errors=(409,),
 )
 async def delete_action(request: web.Request) -> web.Response:
     claims = await authenticate(request)

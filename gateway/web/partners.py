@@ -131,7 +131,7 @@ async def patch_partner(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Delete a partner endpoint (409 while actions use it)",
+    "Delete a partner endpoint (409 while actions or push channels use it)",
     tag="partners",
     status=204,
     errors=(409,),
