@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema_rs
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
+
+from tests.support import auth
 
 Client = TestClient[Any, Any]
 
@@ -50,3 +53,27 @@ async def test_routes_that_answer_200_or_201_declare_both(client: Client) -> Non
         responses = doc["paths"][path]["post"]["responses"]
         assert {"200", "201"} <= set(responses), path
         assert responses["200"]["content"] == responses["201"]["content"], path
+
+
+async def test_a_trigger_patchs_null_clears_a_member_to_its_default_as_documented(
+    client: Client,
+) -> None:
+    """PATCH is a merge patch: null clears a member back to its default, and the document says
+    so (it listed `format` and the limits as never null, which schemathesis found)."""
+    doc = await (await client.get("/openapi.json")).json()
+    patch = doc["paths"]["/api/v1/triggers/{id}"]["patch"]["requestBody"]["content"]
+    validator = jsonschema_rs.validator_for(patch["application/json"]["schema"])
+    cleared = {"format": None, "max_body_bytes": None, "methods": None, "answers": None}
+    assert validator.is_valid(cleared)
+    assert not validator.is_valid({"name": None})  # required: no default to go back to
+    created = await client.post(
+        "/api/v1/triggers",
+        headers=auth(),
+        json={"name": "form", "entity_type": "vehicle", "format": "form", "methods": ["GET"]},
+    )
+    assert created.status == 201, await created.text()
+    trigger = await created.json()
+    changed = await client.patch(f"/api/v1/triggers/{trigger['id']}", headers=auth(), json=cleared)
+    assert changed.status == 200, await changed.text()
+    body = await changed.json()
+    assert (body["format"], body["methods"], body["answers"]) == ("json", ["POST"], "json")

@@ -27,10 +27,23 @@ _PAGE: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
 }
+
+
+def _cleared(schema: dict[str, Any]) -> dict[str, Any]:
+    """A member a PATCH may set to null, which clears it back to its default (merge patch)."""
+    if "null" in schema.get("type", ()):
+        return schema
+    return {"anyOf": [schema, {"type": "null", "description": "back to the default"}]}
+
+
 _TRIGGER_PATCH: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {k: v for k, v in TRIGGER_SCHEMA["properties"].items() if k in PATCHABLE},
+    "properties": {
+        k: v if k in TRIGGER_SCHEMA["required"] else _cleared(v)
+        for k, v in TRIGGER_SCHEMA["properties"].items()
+        if k in PATCHABLE
+    },
 }
 _ROTATE: Final[dict[str, Any]] = {
     "type": "object",
