@@ -20,6 +20,7 @@ from gateway.flows.references import StepFailed
 from gateway.notify.channels import ChannelService
 from gateway.notify.messages import Channel
 from gateway.notify.notifier import Recipient
+from gateway.notify.sandbox import off_loop
 from gateway.notify.templates import TemplateService
 from gateway.notify.templating import CompiledTemplate, Rendered, RenderFailed
 
@@ -64,7 +65,8 @@ class MessageComposer:
         for recipient in found.recipients:
             data = {**base, "recipient": {"name": recipient.name, "language": recipient.language}}
             try:
-                messages.append(Message(recipient, template.render(data, recipient.language)))
+                rendered = await off_loop(template.render, data, recipient.language)
+                messages.append(Message(recipient, rendered))
             except RenderFailed as exc:
                 messages.append(Message(recipient, None, exc))
         return Composed(channel, template, messages, found.unreachable)

@@ -17,15 +17,17 @@ dicts), every way a template could reach Python or take unbounded time or memory
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 from types import FrameType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from jinja2 import ChainableUndefined, Environment, Undefined, nodes
@@ -273,11 +275,27 @@ def _check_replace(text: Any, old: Any, new: Any) -> None:
         raise RenderLimit(f"replace: the result exceeds {MAX_OUTPUT_CHARS:,} characters")
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+# Renders run here, not on the event loop: a template that spends its whole budget (one viewer's
+# preview of a slow draft) then costs the loop GIL switches, not a second of every request.
+_RENDERERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+
+
+async def off_loop(render: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """`render(*args, **kwargs)` (a compile that test-renders, or a render) on a render thread,
+    in this task's context; two at a time, the others wait their turn."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_RENDERERS, lambda: context.run(render, *args, **kwargs))
+
+
 @contextlib.contextmanager
 def budget(steps: int = MAX_STEPS, seconds: float = MAX_SECONDS) -> Iterator[list[str]]:
     """Trace the render in this block: over `steps` events or past `seconds`, RenderLimit is
     raised where the template is. Yields the names of undefined values met while rendering.
-    Rendering is synchronous, so the trace never sees another task's frames."""
+    Rendering is synchronous and the trace is the thread's (`off_loop`), so it never sees
+    another task's frames."""
     left = [steps]
     deadline = time.monotonic() + seconds
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.notify.sandbox import off_loop
 from gateway.notify.templating import (
     CHANNEL_TYPES,
     LOCALES,
@@ -59,7 +60,7 @@ class TemplateService:
 
     async def create(self, tenant: str, body: Mapping[str, Any], author: str) -> Doc:
         fields = checked_template(body)
-        compile_template(fields)
+        await off_loop(compile_template, fields)
         now = datetime.now(UTC)
         doc = {
             "_id": new_id(),
@@ -88,7 +89,7 @@ class TemplateService:
         if fields["name"] != current["name"]:
             message = "a template keeps its name (flows use it); create a new one instead"
             raise InvalidPayload(message, [FieldProblem("/name", message, "const")])
-        compile_template(fields)
+        await off_loop(compile_template, fields)
         unset = [k for k in _FIELDS if k not in fields]
         update = {**fields, "author": author, "updated_at": datetime.now(UTC)}
         doc = await self._store.update(tenant, str(current["_id"]), current["rev"], update, unset)
@@ -107,7 +108,7 @@ class TemplateService:
         key = (tenant, str(doc["_id"]), int(doc["rev"]))
         found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[key] = compile_template(doc)
+            found = self._compiled[key] = await off_loop(compile_template, doc)
             if len(self._compiled) > _MAX_CACHED:
                 self._compiled.popitem(last=False)
         return found
@@ -127,7 +128,7 @@ class TemplateService:
             raise InvalidPayload(message, [FieldProblem("/context", message, "type")])
         if draft is not None:
             fields = checked_template(draft)
-            template = compile_template(fields)
+            template = await off_loop(compile_template, fields)
             sample = context if context is not None else fields.get("sample")
         elif ref is not None:
             doc = await self.get(tenant, ref)
@@ -136,7 +137,7 @@ class TemplateService:
         else:
             message = "give a stored template's name or a draft"
             raise InvalidPayload(message, [FieldProblem("/template", message, "required")])
-        rendered = template.render(sample or {}, locale)
+        rendered = await off_loop(template.render, sample or {}, locale)
         return {
             "name": template.name,
             "channel_type": template.channel_type,

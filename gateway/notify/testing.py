@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.messages import SendOutcome
 from gateway.notify.notifier import Notification, Recipient
+from gateway.notify.sandbox import off_loop
 
 if TYPE_CHECKING:
     from gateway.notify.wiring import NotifyServices
@@ -62,6 +63,7 @@ async def send_test(
             message = f"template {template!r} is for {compiled.channel_type}, not {channel['type']}"
             raise InvalidPayload(message, [FieldProblem("/template", message, "reference")])
         doc = await notify.templates.get(tenant, template)
-        parts = compiled.render(context or doc.get("sample") or {}, locale).parts
+        rendered = await off_loop(compiled.render, context or doc.get("sample") or {}, locale)
+        parts = rendered.parts
     notification = Notification(str(channel["_id"]), Recipient(to), parts, {"test": "true"})
     return await notify.notifier.send(tenant, notification)
