@@ -118,13 +118,17 @@ def measure(value: Any, budget: int = MAX_VALUE_NODES) -> int:
 
 
 def _guard_value(value: Any) -> Any:
-    """What `{{ value }}` prints: a JSON null as nothing, like a missing value ("Olá ," and
-    not "Olá None," for a recipient without a name); anything large measured first."""
-    if value is None:
-        return ""
-    if not isinstance(value, str | int | float | bool | BoundedUndefined):
+    """A call's or a filter's result, measured when large; a null stays a null (`is none`)."""
+    if not isinstance(value, str | int | float | bool | type(None) | BoundedUndefined):
         measure(value)
     return value
+
+
+def _printed(value: Any) -> Any:
+    """What `{{ value }}` prints: a JSON null as nothing, like a missing value ("Olá ," and
+    not "Olá None," for a recipient without a name); anything large measured first. Only the
+    printing: inside an expression a null is still one (`{% if d.get('x') is none %}`)."""
+    return "" if value is None else _guard_value(value)
 
 
 class _Generator(CodeGenerator):
@@ -152,7 +156,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(
             autoescape=autoescape,
             undefined=BoundedUndefined,
-            finalize=_guard_value,
+            finalize=_printed,
             auto_reload=False,
             cache_size=0,
         )
