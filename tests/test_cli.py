@@ -84,7 +84,7 @@ def test_bad_ttl_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_a_token_for_a_tenant_no_user_could_belong_to_is_refused(tmp_path: Path) -> None:
     env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
-    for tenant in (" ", "", "acme corp", "x" * 101):
+    for tenant in (" ", "", "acme corp", "x" * 101, "acme\n"):
         result = _run("admin-token", "--tenant", tenant, env=env)
         assert result.returncode == 2 and result.stdout == ""
         assert "a tenant is 1-100 letters, digits, _.-" in result.stderr
