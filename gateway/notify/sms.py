@@ -38,10 +38,13 @@ _NON_DIGITS = re.compile(r"[^0-9]")
 
 def e164(phone: str) -> str:
     """The number in E.164; InvalidPayload when it cannot be one (no area code, too short)."""
-    digits = _NON_DIGITS.sub("", phone)
     text = phone.strip()
+    # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
+    digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
     if text.startswith("00"):  # the international prefix, as dialled
         text, digits = "+", digits[2:]
+    if text.startswith("+") and digits.startswith(COUNTRY_CODE + "0"):
+        digits = COUNTRY_CODE + digits[3:]  # "+55 (011) 9…": no area code starts with 0
     if not text.startswith("+"):
         if digits.startswith("0"):  # trunk prefix 0, maybe a carrier code: 0 21 11 9…
             digits = digits[1:]
