@@ -235,3 +235,32 @@ async def test_a_phone_without_its_area_code_is_not_sent_anywhere(
     local = await post(client, "/api/v1/channels/sms/test", {"to": "98765-4321"}, status=200)
     assert local["result"] == "fail" and "area code" in local["detail"], local
     assert len(partner.requests) == 1
+
+
+async def test_a_phone_in_e164_without_its_plus_keeps_its_own_country(
+    client: Client, partner: Partner
+) -> None:
+    """Providers and HR exports write E.164 without the "+" ("447911123456", Zenvia's own
+    "5511987654321"): 12 digits or more already carry their country code, none is added and
+    the number is not refused."""
+    await _sms_channel(client, partner, "twilio")
+    partner.respond_with(201, {"sid": "SM1"})
+    for written in ("447911123456", "351 912 345 678", "5511987654321", "+44 7911 123456"):
+        result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
+        assert result["result"] == "success", (written, result)
+    sent = [dict(parse_qsl(r.body.decode()))["To"] for r in partner.requests]
+    assert sent == ["+447911123456", "+351912345678", "+5511987654321", "+447911123456"]
+
+
+async def test_a_trunk_zero_written_after_the_country_code_is_not_dialled(
+    client: Client, partner: Partner
+) -> None:
+    """ "+44 (0)7911 123456" and "+55 (011) 98765-4321" are how people write a number for callers
+    at home and abroad: from abroad the 0 is not dialled, and E.164 has none."""
+    await _sms_channel(client, partner, "twilio")
+    partner.respond_with(201, {"sid": "SM1"})
+    for written in ("+44 (0)7911 123456", "+55 (011) 98765-4321", "+55 0 11 98765-4321"):
+        result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
+        assert result["result"] == "success", (written, result)
+    sent = [dict(parse_qsl(r.body.decode()))["To"] for r in partner.requests]
+    assert sent == ["+447911123456", "+5511987654321", "+5511987654321"]

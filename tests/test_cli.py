@@ -84,7 +84,7 @@ def test_bad_ttl_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_a_token_for_a_tenant_no_user_could_belong_to_is_refused(tmp_path: Path) -> None:
     env = {"GATEWAY_SECRET_KEY": SECRET_KEY, "GATEWAY_DATA_DIR": str(tmp_path)}
-    for tenant in (" ", "", "acme corp", "x" * 101):
+    for tenant in (" ", "", "acme corp", "x" * 101, "acme\n"):
         result = _run("admin-token", "--tenant", tenant, env=env)
         assert result.returncode == 2 and result.stdout == ""
         assert "a tenant is 1-100 letters, digits, _.-" in result.stderr
@@ -215,6 +215,17 @@ def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
         if text in line:
             return
     raise AssertionError(f"the process ended without printing {text!r}")
+
+
+async def test_demo_for_a_tenant_no_token_can_name_exits_2_before_seeding(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """The demo's admin token is issued after seeding: a tenant the token refuses used to seed
+    the whole demo into it, then exit 1 without the summary or a server."""
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": str(_free_port())}
+    result = await asyncio.to_thread(_run, "demo", "--tenant", "acme corp", env=env)
+    assert result.returncode == 2 and result.stdout == "", result
+    assert "--tenant: a tenant is 1-100 letters, digits, _.-" in result.stderr
 
 
 async def test_demo_seeds_then_serves_and_stops_on_sigterm(

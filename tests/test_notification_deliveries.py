@@ -285,6 +285,20 @@ async def test_a_message_sent_with_a_value_missing_names_it_on_the_run(
     assert message["undefined"] == ["placa"], message  # recipient.name is null: no typo
 
 
+async def test_an_international_domain_with_sharp_s_is_not_sent_to_its_ss_namesake(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """IDNA 2003 (Python's "idna" codec) maps ß to ss: `straße.de` became `strasse.de`, another
+    domain with another owner. Registries use IDNA 2008, which keeps the ß."""
+    smtp = await smtp_server()
+    driver = '`{"name": "Ana", "email": "ana@straße.de"}`'
+    await _email_setup(client, smtp.port, [{"driver": {"from": driver}}])
+    await _vehicle(client)
+    await drain(client.app[services_key])
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana@xn--strae-oqa.de"]
+
+
 async def test_a_driver_without_an_email_is_listed_unreachable_and_the_run_goes_on(
     client: Client, smtp_server: SmtpFactory
 ) -> None:

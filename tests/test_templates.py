@@ -137,6 +137,16 @@ def test_missing_values_print_nothing_and_are_listed() -> None:
     assert rendered.parts["text"] == "Hi Ana" and rendered.undefined == ["nickname"]
 
 
+def test_a_null_prints_as_nothing_but_stays_a_null_for_tests_and_comparisons() -> None:
+    source = (
+        "[{{ d.x }}]{% if d.get('x') is none %} no x{% endif %}"
+        "{% if d.get('gone') is none %} no gone{% endif %}"
+        "{% if ([none] | first) is none %} first none{% endif %}{{ d.get('x') == none }}"
+    )
+    rendered = _template(source, {"d": {"x": None}}).render({"d": {"x": None}}, "en")
+    assert rendered.parts["text"] == "[] no x no gone first noneTrue"
+
+
 def test_data_errors_count_only_with_a_sample() -> None:
     _template("{{ fine.amount + 1 }}")  # no sample: the data is unknown, upload accepted
     assert _refusal("{{ fine.amount + 1 }}", {"fine": {}}).startswith("render")

@@ -117,7 +117,7 @@ class TriggerTokenVerifier:
         return claims
 
 
-TENANT: Final = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+TENANT: Final = re.compile(r"^[A-Za-z0-9_.-]{1,100}\Z")  # \Z: "$" lets "acme\n" in
 """A tenant's name: what admin tokens are issued for and UI users belong to."""
 
 

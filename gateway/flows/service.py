@@ -188,16 +188,25 @@ class FlowService:
         flow = self._compiled.get(key)
         if flow is None:
             doc = await self._versions.version_doc(tenant, name, version)
-            flow = self._compiled[key] = load_flow(doc["source"])
-            if len(self._compiled) > _MAX_COMPILED:
-                self._compiled.popitem(last=False)
+            flow = self._cache(key, load_flow(doc["source"]))
+        return flow
+
+    def _cache(self, key: tuple[str, str, int], flow: CompiledFlow) -> CompiledFlow:
+        self._compiled[key] = flow
+        if len(self._compiled) > _MAX_COMPILED:
+            self._compiled.popitem(last=False)
         return flow
 
     async def runnable(self, tenant: str, name: str, version: int) -> CompiledFlow:
-        """The version a run is pinned to, while its flow exists: a deleted flow's runs stop
-        (NotFound), in every process, though the compiled version may still be cached."""
-        await self._versions.head(tenant, name)
-        return await self.compiled(tenant, name, version)
+        """The version a run is pinned to, while it is stored: a deleted flow's runs stop
+        (NotFound), in every process, though the compiled version may still be cached. Its
+        version, not its name: deleting removes the versions and a flow uploaded again under
+        the name gets new numbers, so the old runs stay stopped."""
+        doc = await self._versions.version_doc(tenant, name, version)
+        key = (tenant, name, version)
+        if (flow := self._compiled.get(key)) is not None:
+            return flow
+        return self._cache(key, load_flow(doc["source"]))
 
     async def active(self, tenant: str) -> list[tuple[int, CompiledFlow]]:
         """The tenant's active flows with their versions (read from the database)."""

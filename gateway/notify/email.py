@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
 import aiosmtplib
+import idna
 
 from gateway.errors import GatewayError
 from gateway.notify.messages import EmailMessage, EmailSettings, SendOutcome
@@ -129,10 +130,13 @@ def mailbox(address: str) -> tuple[str, str]:
     local, _, domain = spec.rpartition("@")
     if not local or not domain:
         raise ValueError(f"{address!r} is not one e-mail address")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise ValueError(f"{address!r}: its domain is not a valid name") from None
+    if not domain.isascii():
+        # IDNA 2008 as registries apply it (UTS 46 mapping first: "EXÄMPLE" → "exämple"), not
+        # the stdlib codec's IDNA 2003, which maps ß to ss and sends to another domain.
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            raise ValueError(f"{address!r}: its domain is not a valid name") from None
     spec = f"{local}@{domain}"
     return (email.utils.formataddr((name, spec)) if name else spec), spec
 

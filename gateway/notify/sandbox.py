@@ -121,18 +121,20 @@ def measure(value: Any, budget: int = MAX_VALUE_NODES) -> int:
 
 
 def _guard_value(value: Any) -> Any:
-    """What `{{ value }}` prints: a JSON null as nothing, like a missing value ("Olá ," and
-    not "Olá None," for a recipient without a name); anything large measured first."""
-    if value is None:
-        return ""
-    if not isinstance(value, str | int | float | bool | BoundedUndefined):
+    """A call's or a filter's result, measured when large; a null stays a null (`is none`)."""
+    if not isinstance(value, str | int | float | bool | type(None) | BoundedUndefined):
         measure(value)
     return value
 
 
 def _printed(value: Any) -> Any:
-    """What `{{ }}` prints: a function, method or generator shows its kind only (its repr
-    carries a memory address, `<built-in method upper of str object at 0x7f...>`)."""
+    """What `{{ value }}` prints: a JSON null as nothing, like a missing value ("Olá ," and
+    not "Olá None," for a recipient without a name); a function, method or generator its kind
+    only (its repr carries a memory address, `<built-in method upper of str object at
+    0x7f...>`); anything large measured first. Only the printing: inside an expression a null
+    is still one (`{% if d.get('x') is none %}`)."""
+    if value is None:
+        return ""
     if isinstance(value, Undefined | str):
         return value
     if callable(value) or isinstance(value, Iterator):

@@ -9,7 +9,8 @@ codes count; 429 and 5xx are retried, other 4xx fail (an invalid number, say).
 The recipient's number reaches the mapping in E.164 (`+5511987654321`): a number written
 without its country code is a Brazilian one, as people write it ("(11) 98765-4321",
 "011 98765-4321", "0 21 11 98765-4321" with a carrier code), so the shipped mappings never send
-it to another country; a number without its area code cannot be sent (the delivery fails).
+it to another country; 12 digits or more without "+" are E.164 without its "+" (their own
+country code); a number without its area code cannot be sent (the delivery fails).
 """
 
 from __future__ import annotations
@@ -34,21 +35,28 @@ _NON_DIGITS = re.compile(r"[^0-9]")
 
 def e164(phone: str) -> str:
     """The number in E.164; InvalidPayload when it cannot be one (no area code, too short)."""
-    digits = _NON_DIGITS.sub("", phone)
     text = phone.strip()
+    # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
+    digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
     if text.startswith("00"):  # the international prefix, as dialled
         text, digits = "+", digits[2:]
+    if text.startswith("+") and digits.startswith(COUNTRY_CODE + "0"):
+        digits = COUNTRY_CODE + digits[3:]  # "+55 (011) 9…": no area code starts with 0
     if not text.startswith("+"):
         if digits.startswith("0"):  # trunk prefix 0, maybe a carrier code: 0 21 11 9…
             digits = digits[1:]
             if len(digits) in (12, 13):
                 digits = digits[2:]
+            if len(digits) not in (10, 11):
+                raise InvalidPayload(f"{phone!r} is not a phone number with its area code (DDD)")
         if len(digits) in (10, 11):  # area code and number
             digits = COUNTRY_CODE + digits
-        elif not (len(digits) in (12, 13) and digits.startswith(COUNTRY_CODE)):
+        elif len(digits) < 12:  # (a Brazilian number has at most 11 without its country code)
             raise InvalidPayload(
                 f"{phone!r} is not a phone number with its area code (DDD), or in E.164"
             )
+        # 12 digits or more: E.164 without its "+" ("5511987654321", "447911123456"), as
+        # providers write it, the country code already there.
     if not 8 <= len(digits) <= 15:
         raise InvalidPayload(f"{phone!r} is not a phone number in E.164")
     return "+" + digits
