@@ -820,3 +820,15 @@ def test_sascar_answer_with_one_packet_is_still_a_list_of_one() -> None:
     assert mapping.apply(item).document["tracker_id"] == "1231226"
     empty = text[: text.index("<return>")] + text[text.rindex("</return>") + len("</return>") :]
     assert mapping.items(read_sample(empty)) == []  # no packets: no items, not one empty item
+
+
+def test_the_maintenance_sms_reaches_a_driver_written_in_local_format_with_the_country_code() -> (
+    None
+):
+    """`(11) 98765-4321` went to Zenvia as `11987654321`, without Brazil's 55."""
+    context = {
+        **CONTEXTS["sms-maintenance-due.yaml"],
+        "driver": {**DRIVER, "phone": "(11) 98765-4321"},
+    }
+    request = load("sms-maintenance-due.yaml").build_request(context, secrets=SECRETS)
+    assert request.body["to"] == "5511987654321"

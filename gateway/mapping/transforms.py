@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from gateway.schemas.ids import check_plate, normalize_plate
+from gateway.schemas.ids import check_plate, e164, normalize_plate
 
 from .casts import to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS
@@ -51,6 +51,16 @@ def _plate(value: Any) -> str | None:
     tracker's device name such as "Truck 12"), so a coalesce or the tracker id takes over."""
     text = normalize_plate(value if type(value) is str else to_string(value))
     return text if check_plate(text) is None else None
+
+
+def _phone(value: Any) -> str | None:
+    """A phone number in E.164, Brazilian unless it says otherwise ("(11) 98765-4321" →
+    "+5511987654321"); null for text that cannot be one (no area code), so `required` or a
+    coalesce decides."""
+    try:
+        return e164(value if type(value) is str else to_string(value))
+    except ValueError:
+        return None
 
 
 def _compile_pad(arg: Any, report: Report) -> Transform | None:
@@ -283,6 +293,7 @@ _SIMPLE: dict[str, Transform] = {
     "trim": lambda v: (v if type(v) is str else to_string(v)).strip(),
     "digits": _digits,
     "plate": _plate,
+    "phone": _phone,
 }
 
 _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {

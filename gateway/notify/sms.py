@@ -15,7 +15,6 @@ country code); a number without its area code cannot be sent (the delivery fails
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,42 +27,15 @@ from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
-
-COUNTRY_CODE = "55"  # a number written without one is Brazilian
-_NON_DIGITS = re.compile(r"[^0-9]")
-
-
-def e164(phone: str) -> str:
-    """The number in E.164; InvalidPayload when it cannot be one (no area code, too short)."""
-    text = phone.strip()
-    # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
-    digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
-    if text.startswith("00"):  # the international prefix, as dialled
-        text, digits = "+", digits[2:]
-    if text.startswith("+") and digits.startswith(COUNTRY_CODE + "0"):
-        digits = COUNTRY_CODE + digits[3:]  # "+55 (011) 9…": no area code starts with 0
-    if not text.startswith("+"):
-        if digits.startswith("0"):  # trunk prefix 0, maybe a carrier code: 0 21 11 9…
-            digits = digits[1:]
-            if len(digits) in (12, 13):
-                digits = digits[2:]
-            if len(digits) not in (10, 11):
-                raise InvalidPayload(f"{phone!r} is not a phone number with its area code (DDD)")
-        if len(digits) in (10, 11):  # area code and number
-            digits = COUNTRY_CODE + digits
-        elif len(digits) < 12:  # (a Brazilian number has at most 11 without its country code)
-            raise InvalidPayload(
-                f"{phone!r} is not a phone number with its area code (DDD), or in E.164"
-            )
-        # 12 digits or more: E.164 without its "+" ("5511987654321", "447911123456"), as
-        # providers write it, the country code already there.
-    if not 8 <= len(digits) <= 15:
-        raise InvalidPayload(f"{phone!r} is not a phone number in E.164")
-    return "+" + digits
+from gateway.schemas.ids import e164
 
 
 def sms_context(message: SmsMessage, sender_id: str) -> dict[str, Any]:
-    return {"message": {"to": e164(message.to), "text": message.text, "from": sender_id}}
+    try:
+        to = e164(message.to)
+    except ValueError as exc:
+        raise InvalidPayload(str(exc)) from None
+    return {"message": {"to": to, "text": message.text, "from": sender_id}}
 
 
 def sms_request(

@@ -1,4 +1,5 @@
-"""Brazilian identifiers: plate, RENAVAM, CPF, CNPJ and CNH — normalisation and check digits.
+"""Brazilian identifiers: plate, RENAVAM, CPF, CNPJ and CNH — normalisation and check digits;
+and phone numbers in E.164, Brazilian unless they say otherwise.
 
 Pure functions, no I/O. Every `check_*` accepts raw user input (formatting allowed) and returns
 `None` when the value is valid or a short human reason when it is not; every `normalize_*` only
@@ -236,3 +237,40 @@ def normalize_identifier(name: str, value: str) -> str:
     natural keys and filter values are compared with what is stored."""
     ident = IDENTIFIERS.get(name)
     return value if ident is None else ident.normalize(value)
+
+
+COUNTRY_CODE = "55"  # a number written without one is Brazilian
+_NON_DIGITS = re.compile(r"[^0-9]")
+
+
+def e164(phone: str) -> str:
+    """A phone number in E.164 (`+5511987654321`); ValueError naming why it cannot be one.
+    A number written without its country code is Brazilian, as people write it ("(11)
+    98765-4321", "011 98765-4321", "0 21 11 98765-4321" with a carrier code); 12 digits or
+    more without "+" are E.164 without its "+" (their own country code); a number without its
+    area code is refused."""
+    text = phone.strip()
+    # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
+    digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
+    if text.startswith("00"):  # the international prefix, as dialled
+        text, digits = "+", digits[2:]
+    if text.startswith("+") and digits.startswith(COUNTRY_CODE + "0"):
+        digits = COUNTRY_CODE + digits[3:]  # "+55 (011) 9…": no area code starts with 0
+    if not text.startswith("+"):
+        if digits.startswith("0"):  # trunk prefix 0, maybe a carrier code: 0 21 11 9…
+            digits = digits[1:]
+            if len(digits) in (12, 13):
+                digits = digits[2:]
+            if len(digits) not in (10, 11):
+                raise ValueError(f"{phone!r} is not a phone number with its area code (DDD)")
+        if len(digits) in (10, 11):  # area code and number
+            digits = COUNTRY_CODE + digits
+        elif len(digits) < 12:  # (a Brazilian number has at most 11 without its country code)
+            raise ValueError(
+                f"{phone!r} is not a phone number with its area code (DDD), or in E.164"
+            )
+        # 12 digits or more: E.164 without its "+" ("5511987654321", "447911123456"), as
+        # providers write it, the country code already there.
+    if not 8 <= len(digits) <= 15:
+        raise ValueError(f"{phone!r} is not a phone number in E.164")
+    return "+" + digits
