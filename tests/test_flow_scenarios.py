@@ -9,6 +9,7 @@ whose mapping emits `vehicle.maintenance.due` with the plan's limit.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -216,6 +217,47 @@ async def test_an_assign_start_that_names_no_time_records_nothing(
     }
     history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
     assert history["items"] == [] and smtp.received == []
+
+
+async def test_an_hr_answers_local_time_without_an_offset_is_taken_in_sao_paulo(
+    client: Client, partner: Partner
+) -> None:
+    """`"desde": "2026-11-01T08:00:00"`, as Brazilian HR systems write local time, recorded
+    nothing (not an RFC 3339 time): the driver was never assigned. It is São Paulo's time."""
+    await hr_lookup(client, partner.url)
+    answer = sample("driver_lookup_response.json")
+    answer["condutorAtual"]["desde"] = "2026-11-01T08:00:00"
+    partner.respond_with(200, answer)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(
+        client,
+        "/api/v1/flows",
+        {
+            "name": "who",
+            "on": {"events": ["fine.received"]},
+            "steps": [
+                {
+                    "id": "hr",
+                    "fetch": "hr-driver-lookup",
+                    "assign": {
+                        "vehicle": "entity.plate",
+                        "driver": "steps.hr.cpf",
+                        "start": "steps.hr.since",
+                    },
+                }
+            ],
+        },
+    )
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/who/runs"))["items"]
+    assignment = run["steps"][0]["assignment"]
+    assert assignment["recorded"] is True, assignment
+    assert datetime.fromisoformat(assignment["start"]) == datetime(2026, 11, 1, 11, tzinfo=UTC)
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert [item["driver"]["cpf"] for item in history["items"]] == [ANA["cpf"]]
 
 
 async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(

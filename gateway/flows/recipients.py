@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from gateway.assignments import AssignmentService
 from gateway.entities import EntityService
@@ -153,10 +154,18 @@ def _event_vehicle(context: Mapping[str, Any]) -> str | None:
     return ref.get("id") if ref.get("type") == "vehicle" else None
 
 
+LOCAL_ZONE: Final = ZoneInfo("America/Sao_Paulo")
+"""The zone of an ISO 8601 time written without its offset: Brazilian systems (an HR answer's
+`"desde": "2026-11-01T08:00:00"`) write local time."""
+
+
 def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 time with its offset, or None."""
+    """An ISO 8601 date-time (RFC 3339, or local time in `LOCAL_ZONE` without an offset), or
+    None."""
     try:
         parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
-    return parsed if parsed is not None and parsed.tzinfo is not None else None
+    if parsed is None or len(value.strip()) <= 10:  # a date alone is no time
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=LOCAL_ZONE)
