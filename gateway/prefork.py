@@ -1,7 +1,9 @@
 """`gateway serve --workers N`: N gateway processes serving one port.
 
 The parent does no request work. It starts the embedded database once (when MONGODB_URI is
-unset: N processes cannot each start one on the same files), empties the directory the
+unset: N processes cannot each start one on the same files) and restarts it on the same port
+when it dies (`store/supervisor.py` `RestartPlan`, as a one-process gateway's supervisor
+does; the children reconnect), empties the directory the
 processes write their metrics to, then starts N `gateway serve` children that bind the same
 port with SO_REUSEPORT, so the kernel spreads connections over them. Each child is a whole
 gateway process: web, its cached trigger gates, and its share of the background jobs
@@ -28,6 +30,7 @@ from types import FrameType
 from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
 from gateway.store.embedded import EmbeddedServer
+from gateway.store.supervisor import RestartPlan
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +58,14 @@ def serve_processes(settings: Settings, count: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    with _database(settings) as uri:
-        env = _child_env(settings, uri)
+    with _database(settings) as database:
+        env = _child_env(settings, database.server.uri if database else None)
         children = [_start(n, settings, env) for n in range(count)]
         print(f"gateway listening on {settings.base_url} ({count} processes)", file=sys.stderr)
         try:
             while not stop.wait(0.5):
+                if database is not None:
+                    database.check()
                 for i, child in enumerate(children):
                     if child.proc.poll() is not None:
                         children[i] = _restart(child, settings, env)
@@ -70,7 +75,7 @@ def serve_processes(settings: Settings, count: int) -> int:
 
 
 @contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[str | None]:
+def _database(settings: Settings) -> Iterator[RestartPlan | None]:
     """The embedded database, started here once for every child, when no URI is set."""
     if settings.mongodb_uri:
         yield None
@@ -78,7 +83,7 @@ def _database(settings: Settings) -> Iterator[str | None]:
     embedded = EmbeddedServer(Path(settings.data_dir) / "db")
     embedded.start()
     try:
-        yield embedded.uri
+        yield RestartPlan(embedded)
     finally:
         embedded.stop()
 

@@ -116,6 +116,25 @@ def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
         gateway.stop()
 
 
+def test_a_database_restarted_after_a_crash_keeps_no_descriptor_of_the_dead_one(
+    tmp_path: Path,
+) -> None:
+    """Each start after a crash used to open a new pipe to its launcher and keep the dead
+    launcher's too: a database crashing now and then slowly used up the descriptors."""
+    server = EmbeddedServer(tmp_path / "db")
+    server.start()
+    try:
+        opened = len(os.listdir("/proc/self/fd"))
+        database = server.pid
+        assert database is not None
+        os.kill(database, signal.SIGKILL)
+        wait_until(lambda: server.exit_code() is not None, 10, "the launcher to exit")
+        server.start()
+        assert len(os.listdir("/proc/self/fd")) == opened
+    finally:
+        server.stop()
+
+
 def _parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
