@@ -42,6 +42,7 @@ _STOP_SECONDS = 30.0  # a child gets this long to finish in-flight work after SI
 class _Child:
     number: int
     proc: subprocess.Popen[bytes]
+    lifeline: int  # the write end of the pipe the child watches; never written, see below
     started: float = field(default_factory=time.monotonic)
     delay: float = _RESTART_DELAY[0]
 
@@ -99,9 +100,29 @@ def _child_env(settings: Settings, uri: str | None) -> dict[str, str]:
 
 
 def _start(number: int, settings: Settings, env: dict[str, str]) -> _Child:
+    # The child stops when this process dies, however it dies (SIGKILL included): the kernel
+    # closes the lifeline's write end, and the child reads EOF (`watch_parent`). Without it a
+    # killed parent left its children serving on the port, against a database gone with it.
+    read_fd, lifeline = os.pipe()
     cmd = [sys.executable, "-m", "gateway", "serve", "--host", settings.host]
-    cmd += ["--port", str(settings.port), "--reuse-port"]
-    return _Child(number, subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
+    cmd += ["--port", str(settings.port), "--reuse-port", "--parent-pipe", str(read_fd)]
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(read_fd,))
+    finally:
+        os.close(read_fd)
+    return _Child(number, proc, lifeline)
+
+
+def watch_parent(fd: int) -> None:
+    """In a child: SIGTERM to itself (a graceful stop) once the parent's end of `fd` closes."""
+
+    def wait_for_eof() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(fd, 1):
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()
 
 
 def _restart(child: _Child, settings: Settings, env: dict[str, str]) -> _Child:
@@ -111,6 +132,7 @@ def _restart(child: _Child, settings: Settings, env: dict[str, str]) -> _Child:
     # right after starting is restarted ever more slowly.
     quick = time.monotonic() - child.started < 60
     delay = child.delay if quick else 0.0
+    os.close(child.lifeline)
     log.error("gateway process %s exited with %s; restarting in %.0fs", child.number, code, delay)
     time.sleep(delay)
     restarted = _start(child.number, settings, env)
@@ -129,4 +151,5 @@ def _stop(children: list[_Child], metrics: Path) -> None:
         except subprocess.TimeoutExpired:
             child.proc.kill()
             child.proc.wait()
+        os.close(child.lifeline)
         mark_process_dead(child.proc.pid, metrics)

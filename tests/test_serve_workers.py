@@ -107,3 +107,20 @@ def test_a_crashed_database_is_restarted_and_every_process_serves_again(tmp_path
     finally:
         gateway.stop()
     assert "the embedded database killed by signal 9; restarting it" in gateway.log()
+
+
+def test_processes_left_by_a_killed_parent_stop_by_themselves(tmp_path: Path) -> None:
+    """A parent SIGKILLed (or killed after its 30 s stop) used to leave its children serving
+    on the port, against a database that died with it: a parent started again shared the
+    port with them, and they answered a share of its connections with 503s forever."""
+    # Each child stops gracefully, its database gone: a short deadline keeps that short.
+    gateway = Gateway(tmp_path, "--workers", "2", GATEWAY_DB_TIMEOUT_MS="1000").start()
+    servers = _servers(gateway)
+    assert len(servers) == 2
+    try:
+        gateway.kill()
+        wait_until(lambda: not any(alive(pid) for pid in servers), 30, "the children to stop")
+    finally:
+        for pid in servers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
