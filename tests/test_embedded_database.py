@@ -116,6 +116,30 @@ def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
         gateway.stop()
 
 
+def test_a_gateway_stopped_while_its_database_is_frozen_exits_within_its_deadlines(
+    tmp_path: Path,
+) -> None:
+    """A cancellation that landed while the driver waited to select a server came out of
+    pymongo's asyncio lock as RuntimeError("Lock is not acquired"): the background loops
+    took it for a failure, retried, and SIGTERM never ended the process."""
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="1000").start()
+    database = gateway.db_pid
+    os.kill(database, signal.SIGSTOP)
+    try:
+        wait_until(lambda: gateway.get("/readyz")[0] == 503, 10, "the database known down")
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        try:
+            gateway.proc.wait(45)
+        except subprocess.TimeoutExpired:
+            gateway.proc.kill()
+            raise AssertionError(f"SIGTERM did not stop the gateway:\n{gateway.log()[-3000:]}")
+    finally:
+        if alive(database):
+            os.kill(database, signal.SIGKILL)
+    assert "Lock is not acquired" not in gateway.log()
+
+
 def test_a_database_restarted_after_a_crash_keeps_no_descriptor_of_the_dead_one(
     tmp_path: Path,
 ) -> None:
