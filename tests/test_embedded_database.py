@@ -133,7 +133,8 @@ def test_a_gateway_stopped_while_its_database_is_frozen_exits_within_its_deadlin
             gateway.proc.wait(45)
         except subprocess.TimeoutExpired:
             gateway.proc.kill()
-            raise AssertionError(f"SIGTERM did not stop the gateway:\n{gateway.log()[-3000:]}")
+            message = f"SIGTERM did not stop the gateway:\n{gateway.log()[-3000:]}"
+            raise AssertionError(message) from None
     finally:
         if alive(database):
             os.kill(database, signal.SIGKILL)
