@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         help="gateway processes sharing the port (SO_REUSEPORT); default 1",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--parent-pipe", type=int, help=argparse.SUPPRESS)
 
     worker = commands.add_parser(
         "worker", help="run the workers only (no web app; /healthz, /readyz, /metrics)"
@@ -192,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway import cli
 
     handlers = {
-        "serve": lambda: cli.serve(settings, workers=args.workers, reuse_port=args.reuse_port),
+        "serve": lambda: cli.serve(
+            settings, workers=args.workers, reuse_port=args.reuse_port, parent=args.parent_pipe
+        ),
         "demo": lambda: cli.demo(settings, args.tenant),
         "worker": lambda: cli.worker(settings),
         "demo-partners": lambda: cli.demo_partners(args.host, args.port, args.smtp_port),

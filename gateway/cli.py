@@ -50,13 +50,19 @@ def serve(
     *,
     workers: int = 1,
     reuse_port: bool = False,
+    parent: int | None = None,
 ) -> int:
     """One process, or with `workers` > 1 that many on one port (`prefork.py`). A child of
-    `--workers` is started with `reuse_port` and quietly (the parent says where it listens)."""
+    `--workers` is started with `reuse_port` and quietly (the parent says where it listens),
+    and stops once its `parent` pipe closes (the parent died)."""
     if workers > 1:
         from gateway.prefork import serve_processes
 
         return serve_processes(settings, workers)
+    if parent is not None:
+        from gateway.prefork import watch_parent
+
+        watch_parent(parent)
     app = create_app(settings)
     if extend is not None:
         extend(app)

@@ -1,7 +1,9 @@
 """`gateway serve --workers N`: N gateway processes serving one port.
 
 The parent does no request work. It starts the embedded database once (when MONGODB_URI is
-unset: N processes cannot each start one on the same files), empties the directory the
+unset: N processes cannot each start one on the same files) and restarts it on the same port
+when it dies (`store/supervisor.py` `RestartPlan`, as a one-process gateway's supervisor
+does; the children reconnect), empties the directory the
 processes write their metrics to, then starts N `gateway serve` children that bind the same
 port with SO_REUSEPORT, so the kernel spreads connections over them. Each child is a whole
 gateway process: web, its cached trigger gates, and its share of the background jobs
@@ -28,6 +30,7 @@ from types import FrameType
 from gateway.config import Settings
 from gateway.metrics import MULTIPROCESS_DIR, mark_process_dead, prepare_multiprocess_dir
 from gateway.store.embedded import EmbeddedServer
+from gateway.store.supervisor import RestartPlan
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ _STOP_SECONDS = 30.0  # a child gets this long to finish in-flight work after SI
 class _Child:
     number: int
     proc: subprocess.Popen[bytes]
+    lifeline: int  # the write end of the pipe the child watches; never written, see below
     started: float = field(default_factory=time.monotonic)
     delay: float = _RESTART_DELAY[0]
 
@@ -55,12 +59,14 @@ def serve_processes(settings: Settings, count: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    with _database(settings) as uri:
-        env = _child_env(settings, uri)
+    with _database(settings) as database:
+        env = _child_env(settings, database.server.uri if database else None)
         children = [_start(n, settings, env) for n in range(count)]
         print(f"gateway listening on {settings.base_url} ({count} processes)", file=sys.stderr)
         try:
             while not stop.wait(0.5):
+                if database is not None:
+                    database.check()
                 for i, child in enumerate(children):
                     if child.proc.poll() is not None:
                         children[i] = _restart(child, settings, env)
@@ -70,7 +76,7 @@ def serve_processes(settings: Settings, count: int) -> int:
 
 
 @contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[str | None]:
+def _database(settings: Settings) -> Iterator[RestartPlan | None]:
     """The embedded database, started here once for every child, when no URI is set."""
     if settings.mongodb_uri:
         yield None
@@ -78,7 +84,7 @@ def _database(settings: Settings) -> Iterator[str | None]:
     embedded = EmbeddedServer(Path(settings.data_dir) / "db")
     embedded.start()
     try:
-        yield embedded.uri
+        yield RestartPlan(embedded)
     finally:
         embedded.stop()
 
@@ -94,9 +100,29 @@ def _child_env(settings: Settings, uri: str | None) -> dict[str, str]:
 
 
 def _start(number: int, settings: Settings, env: dict[str, str]) -> _Child:
+    # The child stops when this process dies, however it dies (SIGKILL included): the kernel
+    # closes the lifeline's write end, and the child reads EOF (`watch_parent`). Without it a
+    # killed parent left its children serving on the port, against a database gone with it.
+    read_fd, lifeline = os.pipe()
     cmd = [sys.executable, "-m", "gateway", "serve", "--host", settings.host]
-    cmd += ["--port", str(settings.port), "--reuse-port"]
-    return _Child(number, subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
+    cmd += ["--port", str(settings.port), "--reuse-port", "--parent-pipe", str(read_fd)]
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(read_fd,))
+    finally:
+        os.close(read_fd)
+    return _Child(number, proc, lifeline)
+
+
+def watch_parent(fd: int) -> None:
+    """In a child: SIGTERM to itself (a graceful stop) once the parent's end of `fd` closes."""
+
+    def wait_for_eof() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(fd, 1):
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()
 
 
 def _restart(child: _Child, settings: Settings, env: dict[str, str]) -> _Child:
@@ -106,6 +132,7 @@ def _restart(child: _Child, settings: Settings, env: dict[str, str]) -> _Child:
     # right after starting is restarted ever more slowly.
     quick = time.monotonic() - child.started < 60
     delay = child.delay if quick else 0.0
+    os.close(child.lifeline)
     log.error("gateway process %s exited with %s; restarting in %.0fs", child.number, code, delay)
     time.sleep(delay)
     restarted = _start(child.number, settings, env)
@@ -124,4 +151,5 @@ def _stop(children: list[_Child], metrics: Path) -> None:
         except subprocess.TimeoutExpired:
             child.proc.kill()
             child.proc.wait()
+        os.close(child.lifeline)
         mark_process_dead(child.proc.pid, metrics)

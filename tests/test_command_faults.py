@@ -465,3 +465,22 @@ async def test_the_fold_writes_nothing_half_on_a_database_fault_and_folds_once_i
         if v is not None
     ]
     assert sorted(one_events) == sorted(other_events)
+
+
+# -- readiness -------------------------------------------------------------------------------
+
+
+async def test_readiness_drops_while_the_database_answers_pings_but_its_storage_fails(
+    app: Client, faults: Injector
+) -> None:
+    """A SecantusDB whose disk filled up (its storage engine panicked) still answers `ping`
+    and fails every read and write with InternalError (1): readiness said ready."""
+    assert (await app.get("/readyz")).status == 200
+    storage = ["find", "listCollections", "insert", "update", "aggregate"]
+    async with faults.failing(Fault("InternalError", {"errorCode": 1}), storage):
+        response = await app.get("/readyz")
+        body = await response.json()
+        assert response.status == 503, body
+        assert "InternalError" in body["detail"]
+    await database_back(services_of(app))
+    assert (await app.get("/readyz")).status == 200

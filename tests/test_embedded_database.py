@@ -116,6 +116,50 @@ def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
         gateway.stop()
 
 
+def test_a_gateway_stopped_while_its_database_is_frozen_exits_within_its_deadlines(
+    tmp_path: Path,
+) -> None:
+    """A cancellation that landed while the driver waited to select a server came out of
+    pymongo's asyncio lock as RuntimeError("Lock is not acquired"): the background loops
+    took it for a failure, retried, and SIGTERM never ended the process."""
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="1000").start()
+    database = gateway.db_pid
+    os.kill(database, signal.SIGSTOP)
+    try:
+        wait_until(lambda: gateway.get("/readyz")[0] == 503, 10, "the database known down")
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        try:
+            gateway.proc.wait(45)
+        except subprocess.TimeoutExpired:
+            gateway.proc.kill()
+            message = f"SIGTERM did not stop the gateway:\n{gateway.log()[-3000:]}"
+            raise AssertionError(message) from None
+    finally:
+        if alive(database):
+            os.kill(database, signal.SIGKILL)
+    assert "Lock is not acquired" not in gateway.log()
+
+
+def test_a_database_restarted_after_a_crash_keeps_no_descriptor_of_the_dead_one(
+    tmp_path: Path,
+) -> None:
+    """Each start after a crash used to open a new pipe to its launcher and keep the dead
+    launcher's too: a database crashing now and then slowly used up the descriptors."""
+    server = EmbeddedServer(tmp_path / "db")
+    server.start()
+    try:
+        opened = len(os.listdir("/proc/self/fd"))
+        database = server.pid
+        assert database is not None
+        os.kill(database, signal.SIGKILL)
+        wait_until(lambda: server.exit_code() is not None, 10, "the launcher to exit")
+        server.start()
+        assert len(os.listdir("/proc/self/fd")) == opened
+    finally:
+        server.stop()
+
+
 def _parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 

@@ -88,6 +88,28 @@ async def test_database_down_is_503_with_retry_after(aiohttp_client: Any, settin
     assert response.headers["Retry-After"] and response.content_type == "application/problem+json"
 
 
+async def test_readiness_polled_while_the_database_is_down_says_why_once(
+    aiohttp_client: Any, settings: Any
+) -> None:
+    """Each /readyz refused from the known state reported that refusal as a new failure,
+    whose reason held the previous one: the reason nested one level deeper per poll."""
+    from dataclasses import replace
+
+    from gateway.app import create_app
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"mongodb://127.0.0.1:{sock.getsockname()[1]}/"
+    client = await aiohttp_client(
+        create_app(replace(settings, db_timeout_ms=300), mongodb_uri=dead)
+    )
+    for _ in range(5):
+        response = await client.get("/readyz")
+        assert response.status == 503
+        detail = (await response.json())["detail"]
+        assert detail.count("unavailable") == 1 + detail.startswith("the database is"), detail
+
+
 async def test_grafana_dashboard_only_queries_metrics_the_gateway_exports(client: Client) -> None:
     def base(name: str) -> str:
         return re.sub(r"_(total|bucket|sum|count)$", "", name)

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from gateway.web.server import GatewayRunner
 from tests.processes import free_port
+from tests.support import auth
 
 
 @pytest.fixture
@@ -63,3 +64,57 @@ async def test_oversized_header_is_a_431_problem(served: int) -> None:
     request = f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'y' * 9000}\r\n\r\n".encode()
     status, _, body = await _raw(served, request)
     assert status == 431 and body["status"] == 431
+
+
+def _post_vehicle(headers: str, body: bytes) -> bytes:
+    """A raw admin POST creating a vehicle (the test tenant's admin token)."""
+    token = auth()["Authorization"]
+    return (
+        f"POST /api/v1/entities/vehicle HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+        f"Content-Type: application/json\r\n{headers}\r\n"
+    ).encode() + body
+
+
+async def _vehicle_exists(port: int) -> bool:
+    async with (
+        ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{port}/api/v1/entities/vehicle/ABC1D23", headers=auth()
+        ) as response,
+    ):
+        assert response.status in (200, 404)
+        return response.status == 200
+
+
+async def test_a_body_whose_content_coding_does_not_decode_is_a_400_problem_without_trace(
+    served: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"plate": "ABC1D23"}'  # said to be gzip, and it is not
+    with caplog.at_level(logging.INFO):
+        status, headers, problem = await _raw(
+            served,
+            _post_vehicle(f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n", body),
+        )
+    assert status == 400 and headers["Content-Type"].startswith("application/problem+json")
+    assert problem["detail"] == "malformed request body: Can not decode content-encoding: gzip"
+    assert headers["Connection"] == "close"  # the rest of such a body is not read
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelno for r in logged] == [logging.WARNING] and logged[0].exc_info is None
+    assert not await _vehicle_exists(served)
+
+
+async def test_a_client_gone_before_its_body_arrived_is_no_server_error_and_writes_nothing(
+    served: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"plate": "ABC1D23", "odometer_km": 1'  # 40 bytes of the 100 announced
+    with caplog.at_level(logging.INFO):
+        _, writer = await asyncio.open_connection("127.0.0.1", served)
+        writer.write(_post_vehicle("Content-Length: 100\r\n", body))
+        await writer.drain()
+        writer.close()  # gone before the rest
+        deadline = asyncio.get_running_loop().time() + 5
+        while not any("closed the connection" in r.getMessage() for r in caplog.records):
+            assert asyncio.get_running_loop().time() < deadline, caplog.text
+            await asyncio.sleep(0.01)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert not await _vehicle_exists(served)

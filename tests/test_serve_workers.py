@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.processes import Gateway, alive, wait_until
+from tests.support import auth
 
 
 def _children(pid: int) -> list[int]:
@@ -80,3 +81,46 @@ def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "--workers needs a fixed --port" in done.stderr
+
+
+def test_a_crashed_database_is_restarted_and_every_process_serves_again(tmp_path: Path) -> None:
+    """The parent starts the embedded database for its children, so it supervises it too
+    (as a one-process gateway does): a crash is logged and the database started again on
+    the same port, and the children reconnect."""
+    gateway = Gateway(tmp_path, "--workers", "2").start()
+    vehicle = "/api/v1/entities/vehicle/ABC1D23"
+    try:
+        status, _, _ = gateway.request(
+            "POST", "/api/v1/entities/vehicle", {"plate": "ABC1D23"}, headers=auth()
+        )
+        assert status == 201
+        database = gateway.db_pid
+        os.kill(database, signal.SIGKILL)
+        wait_until(lambda: not alive(database), 10, "the database to die")
+        # Each new connection lands on either process (SO_REUSEPORT): ten answers in a row.
+        wait_until(
+            lambda: all(gateway.get(vehicle, headers=auth())[0] == 200 for _ in range(10)),
+            30,
+            "every process to read from the restarted database",
+        )
+        assert gateway.db_pid != database
+    finally:
+        gateway.stop()
+    assert "the embedded database killed by signal 9; restarting it" in gateway.log()
+
+
+def test_processes_left_by_a_killed_parent_stop_by_themselves(tmp_path: Path) -> None:
+    """A parent SIGKILLed (or killed after its 30 s stop) used to leave its children serving
+    on the port, against a database that died with it: a parent started again shared the
+    port with them, and they answered a share of its connections with 503s forever."""
+    # Each child stops gracefully, its database gone: a short deadline keeps that short.
+    gateway = Gateway(tmp_path, "--workers", "2", GATEWAY_DB_TIMEOUT_MS="1000").start()
+    servers = _servers(gateway)
+    assert len(servers) == 2
+    try:
+        gateway.kill()
+        wait_until(lambda: not any(alive(pid) for pid in servers), 30, "the children to stop")
+    finally:
+        for pid in servers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -119,5 +119,9 @@ class Store:
         return "secantusVersion" in info
 
     async def ping(self) -> None:
+        """The database answers from its storage, not only on the wire: SecantusDB whose disk
+        filled up (its storage engine panicked) still answers `ping` while it fails every
+        read and write, so readiness and the prober read the catalog instead (one name,
+        a cheap read on any server)."""
         with translate_errors():
-            await self.db.command("ping")
+            await self.db.list_collection_names(filter={"name": "triggers"})

@@ -24,6 +24,14 @@ _PROJECTION: Final = {"$project": {"operationType": 1, "documentKey": 1}}
 # Operations after which the stream ends: the collection or database went away.
 _ENDINGS: Final = frozenset({"invalidate", "drop", "rename", "dropDatabase"})
 
+# The driver resumes a stream by itself after a lost connection, on a new cursor, from its
+# last resume token. A database that crashed and restarted may have reused that token's
+# oplog positions for other writes since (SecantusDB mints them again from what it made
+# durable, and the relay's unjournaled writes were not): the resumed stream then skips the
+# next changes without a word. Such a stream is given up instead; a new one starts at the
+# restarted database's present, and its caller forgets what it read before.
+_RESUMED: Final = "change stream resumed by the driver after a lost connection; reopening it"
+
 EVERYTHING: Final = "*"
 """Yielded (in the id list) when the stream cannot say which documents changed."""
 
@@ -40,7 +48,8 @@ async def changed_ids(
     Yields `[]` right after the stream opened and whenever a wait of `await_ms` brought no
     change: the caller knows then that it has seen every change up to about that moment.
     `[EVERYTHING]` when the collection was dropped or renamed (the stream then ends).
-    Raises ChangeStreamsUnavailable, or StoreUnavailable when the database fails.
+    Raises ChangeStreamsUnavailable, or StoreUnavailable when the database fails, the driver's
+    own resumption of the stream included (`_RESUMED`): the caller opens a new one.
 
     A server may end a wait early whenever anything at all is written (SecantusDB does):
     under write load an empty answer then comes back at once, so successive waits start at
@@ -58,11 +67,14 @@ async def changed_ids(
         yield []
         started = loop.time()
         while stream.alive:
+            cursor = stream._cursor
             try:
                 with translate_errors():
                     change = await stream.try_next()
             except OperationFailure as exc:
                 raise StoreUnavailable(f"change stream failed: {exc}") from exc
+            if stream._cursor is not cursor:
+                raise StoreUnavailable(_RESUMED)
             if change is None:
                 yield []
                 await asyncio.sleep(max(0.0, started + min_interval_ms / 1000 - loop.time()))

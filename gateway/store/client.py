@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -119,6 +120,14 @@ def translate_errors(
         raise StoreUnavailable(
             f"database deadline passed: {type(exc).__name__}", deadline=True
         ) from exc
+    except RuntimeError as exc:
+        # pymongo's asyncio lock (`_asyncio_lock`) turns a cancellation that lands while the
+        # driver waits to select a server into RuntimeError("Lock is not acquired"). It is
+        # the cancellation: lost, a loop that retries on errors never ended, and a SIGTERM
+        # with the database unreachable never stopped the process.
+        if isinstance(exc.__context__, asyncio.CancelledError):
+            raise asyncio.CancelledError from exc
+        raise
 
 
 # Command errors that speak of the server, not of what the command carried: the retryable

@@ -197,6 +197,7 @@ class EmbeddedServer:
         self.storage_path.mkdir(parents=True, exist_ok=True)
         stop_stale(self.storage_path, self.pid_file)
         self.port = self.port or _free_port(self.host)
+        self._release()  # the pipe of a launcher that died (a restart after a crash)
         read_fd, self._watch_fd = os.pipe()
         cmd = [
             sys.executable,

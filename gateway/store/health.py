@@ -34,6 +34,10 @@ Ping = Callable[[], Awaitable[None]]
 RETRY_AFTER_SECONDS = 2
 
 
+class KnownDown(StoreUnavailable):
+    """Refused from what the process already knows (`DatabaseHealth.check`), nothing tried."""
+
+
 class DatabaseHealth(TopologyListener):
     def __init__(self, *, probe_timeout: float = 1.0, probe_interval: float = 0.5) -> None:
         self._down: dict[str, str] = {}  # source → why
@@ -73,7 +77,7 @@ class DatabaseHealth(TopologyListener):
     def check(self) -> None:
         """Raise the 503 at once while the database is known down."""
         if self._down:
-            raise StoreUnavailable(
+            raise KnownDown(
                 f"the database is unavailable ({self.reason})", retry_after=RETRY_AFTER_SECONDS
             )
 
@@ -82,7 +86,10 @@ class DatabaseHealth(TopologyListener):
         down until a ping passes (the prober starts at once; on a healthy database that takes
         milliseconds). A deadline passed: maybe only a slow query under load, so the prober
         decides (a ping with a short deadline) before anything is refused; so does a command
-        the server answered with an error (it is reachable: a ping says if it still serves)."""
+        the server answered with an error (it is reachable: a ping says if it still serves).
+        A refusal from the known state (`check`) is no news: its reason would nest in itself."""
+        if isinstance(error, KnownDown):
+            return
         if error.deadline or error.answered:
             self._suspect.set()
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.background import cancel_and_wait
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError
@@ -89,3 +89,55 @@ class EmbeddedSupervisor:
                 continue
             log.info("embedded database restarted (try %d)", failures)
             return failures
+
+
+class RestartPlan:
+    """The same supervision for a synchronous caller that looks now and then (`serve
+    --workers`' parent, every 0.5 s): `check()` notices a crash, logs it and restarts the
+    database once its backoff has passed, without blocking in between."""
+
+    def __init__(
+        self,
+        server: EmbeddedServer,
+        *,
+        backoff: Sequence[float] = BACKOFF_SECONDS,
+        stable_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.server = server
+        self._backoff = backoff
+        self._stable = stable_seconds
+        self._clock = clock
+        self._started = clock()
+        self._failures = 0
+        self._due: float | None = None  # when to try starting it again, while it is down
+        self.restarts = 0
+
+    def check(self) -> None:
+        now = self._clock()
+        if self._due is None:
+            code = self.server.exit_code()
+            if code is None:
+                return
+            log.error(
+                "the embedded database %s; restarting it. Its log ends with:\n%s",
+                describe_exit(code),
+                self.server.log_tail(),
+            )
+            if now - self._started >= self._stable:
+                self._failures = 0
+            self._due = now + self._backoff[min(self._failures, len(self._backoff) - 1)]
+            return
+        if now < self._due:
+            return
+        self._failures += 1
+        try:
+            self.server.start()
+        except EmbeddedServerError as exc:
+            log.error("restarting the embedded database failed (try %d): %s", self._failures, exc)
+            self._due = now + self._backoff[min(self._failures, len(self._backoff) - 1)]
+            return
+        log.info("embedded database restarted (try %d)", self._failures)
+        self._due = None
+        self._started = self._clock()
+        self.restarts += 1

@@ -68,6 +68,12 @@ class TriggerGates:
         self._watcher: asyncio.Task[None] | None = None
 
     @property
+    def vouched_at(self) -> float:
+        """The clock when the change stream last said it had seen every change (0: never,
+        or not since it last failed)."""
+        return self._trusted_until - self._trust if self._trusted_until else 0.0
+
+    @property
     def following(self) -> bool:
         """Whether the change stream currently vouches for the cache."""
         return self._clock() < self._trusted_until

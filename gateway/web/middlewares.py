@@ -8,6 +8,7 @@ import re
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 
 from gateway.errors import BadRequest, GatewayError, StoreUnavailable
@@ -79,7 +80,7 @@ async def _call(
         except StoreUnavailable as exc:
             return problems.problem_response(exc, request)
     try:
-        return await handler(request)
+        return await _handled(handler, request)
     except StoreUnavailable as exc:
         health.report_failure(exc)
         if request.method in _WRITES:
@@ -104,6 +105,37 @@ def _doubled(request: web.Request) -> BadRequest | None:
         if len(request.headers.getall(name, ())) > 1:
             return BadRequest(f"the {name} header is given more than once: send it once")
     return None
+
+
+async def _handled(handler: Handler, request: web.Request) -> web.StreamResponse:
+    """The handler's answer; a body the client did not deliver whole is its error, not ours
+    (never a 500 nor a traceback)."""
+    try:
+        return await handler(request)
+    except web.RequestPayloadError as exc:  # a content coding that does not decode, ...
+        return _unreadable_body(request, exc)
+    except ConnectionResetError:
+        if request.transport is not None:
+            raise  # not the client's connection: an error of ours
+        # Gone before its whole body arrived: nothing was read, so nothing was done, and
+        # nobody reads this answer.
+        log.info("the client closed the connection before its body arrived")
+        gone = BadRequest("the connection closed before the whole body arrived")
+        return problems.problem_response(gone, request)
+
+
+def _unreadable_body(request: web.Request, exc: web.RequestPayloadError) -> web.Response:
+    """400 for a body aiohttp could not read; the connection closes after the answer, and
+    what is left of the body is not read (it would fail the same way)."""
+    cause = exc.__cause__
+    text = (cause.message if isinstance(cause, BadHttpMessage) else str(exc)) or ""
+    reason = text.strip().splitlines()[0].rstrip(":") if text.strip() else "unreadable"
+    refused = BadRequest(f"malformed request body: {reason}")
+    log.warning("request refused: %s", refused.detail, extra={"status": refused.status})
+    request.content.feed_eof()
+    response = problems.problem_response(refused, request)
+    response.force_close()
+    return response
 
 
 def _outcome_unknown(exc: StoreUnavailable, op: Operation | None) -> StoreUnavailable:
