@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from gateway.entities import Origin
-from gateway.errors import Conflict, InvalidPayload
+from gateway.entities import Origin, Upsert
+from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
 from gateway.services import Services
+from gateway.store import group_commit
 from gateway.store.group_commit import GroupCommit
 from gateway.web.state import services_key
 from tests.support import auth
@@ -137,3 +138,55 @@ async def test_an_admin_write_bson_cannot_hold_is_a_422_and_concurrent_writes_ar
     assert [a.status for a in answers] == [201] * len(plates) + [422]
     for plate in plates:
         assert (await services.entities.get("acme", "vehicle", plate))["data"]["plate"] == plate
+
+
+async def test_a_round_whose_server_restarted_before_its_seal_tells_nobody_it_is_stored(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed after a round's unjournaled writes and restarted before the seal took
+    the seal on the new process, which never had the round: every writer heard "stored" of
+    writes that were gone. The round's mark is what the seal must find; here it is gone as it
+    is on a restarted server, and every writer of the round hears the outcome is unknown."""
+    collection: Any = services.store.db["group_commit_probe"]
+    commits = GroupCommit(services.store.db.client)
+
+    async def restarted_then_sealed(db: Any, mark: str) -> None:
+        await db[group_commit.SEALS].delete_one({"_id": mark})  # what the new process lacks
+        await sealed(db, mark)
+
+    sealed = group_commit.seal
+    monkeypatch.setattr(group_commit, "seal", restarted_then_sealed)
+    outcomes = await asyncio.gather(
+        *(commits.insert(collection, {"_id": ObjectId(), "n": n}) for n in range(6)),
+        return_exceptions=True,
+    )
+    # The first two went alone (two rounds in flight), each its own journaled command; the
+    # others shared a round and its seal.
+    assert outcomes[:2] == [None, None]
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes[2:]), outcomes
+    assert all("outcome is unknown" in o.detail for o in outcomes[2:] if isinstance(o, Exception))
+    monkeypatch.setattr(group_commit, "seal", sealed)
+    stored = await asyncio.gather(
+        *(commits.insert(collection, {"_id": ObjectId(), "n": n}) for n in range(6))
+    )
+    assert stored == [None] * 6  # sealed on the server that had them: stored, and told so
+    assert await services.store.db[group_commit.SEALS].count_documents({}) == 0  # no mark left
+
+
+async def test_a_multi_entity_write_whose_server_restarted_before_its_seal_is_not_answered(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a write of several entities in one transaction (`write_together`)."""
+    from gateway.store import entities
+
+    async def restarted_then_sealed(db: Any, mark: str) -> None:
+        await db[group_commit.SEALS].delete_one({"_id": mark})
+        await group_commit.seal(db, mark)
+
+    monkeypatch.setattr(entities, "seal", restarted_then_sealed)
+    upserts = [
+        Upsert("vehicle", {"plate": "ABC1D23"}, create=True),
+        Upsert("driver", {"name": "Ana Souza", "cpf": "52998224725"}, create=True),
+    ]
+    with pytest.raises(StoreUnavailable, match="outcome is unknown"):
+        await services.entities.upsert_together("acme", upserts, ADMIN)

@@ -38,10 +38,10 @@ async def _profiled(services: Services) -> list[dict[str, Any]]:
     name = services.store.db.name
     seen = []
     async for doc in services.store.db["system.profile"].find(
-        {"op": {"$in": ["insert", "update"]}}
+        {"op": {"$in": ["insert", "update", "remove", "delete"]}}
     ):
         command = doc["command"]
-        target = command.get("insert") or command.get("update")
+        target = command.get("insert") or command.get("update") or command.get("delete")
         j = command["writeConcern"]["j"]
         if target == "entities":  # a write alone in its group-commit round
             changes = [u["u"] for u in command.get("updates", [])]
@@ -49,7 +49,8 @@ async def _profiled(services: Services) -> list[dict[str, Any]]:
                 {"what": f"{'drain' if any(map(_drains, changes)) else 'write'} {target}", "j": j}
             )
         else:
-            seen.append({"what": f"{doc['op']} {target}", "j": j})
+            op = "delete" if doc["op"] == "remove" else doc["op"]
+            seen.append({"what": f"{op} {target}", "j": j})
     admin = services.store.db.client["admin"]["system.profile"]
     async for doc in admin.find({"command.bulkWrite": {"$exists": True}}):
         command = doc["command"]
@@ -95,8 +96,8 @@ async def test_entity_writes_are_journaled_and_the_relays_writes_are_not(
         by_kind.setdefault(command["what"], set()).add(command["j"])
     assert by_kind["write entities"] == {True}  # what the answers stand on
     # SecantusDB does not apply a bulkWrite's `j` to its operations: each round is sealed by
-    # a journaled write after it (store/group_commit.py `_seal`).
-    assert by_kind["update group_commits"] == {True}
+    # a journaled write after it (store/group_commit.py `seal`: the delete of the round's mark).
+    assert by_kind["delete group_commits"] == {True}
     assert by_kind["insert events"] == {False}
     assert by_kind["insert deliveries"] == {False}
     assert by_kind["drain entities"] == {False}

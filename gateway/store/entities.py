@@ -35,7 +35,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
 from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
-from gateway.store.group_commit import SEALS, GroupCommit
+from gateway.store.group_commit import SEALS, GroupCommit, seal
 
 INDEXES = [
     IndexModel(
@@ -218,6 +218,9 @@ class EntityStore:
         self._c = collection
         self._commits = commits
         self._relay_commits = relay_commits  # not journaled: see drain_outboxes
+        # `write_together`'s seal document and the marks of its transactions (`seal`).
+        self._together = f"together:{os.uname().nodename}:{os.getpid()}:{os.urandom(6).hex()}"
+        self._together_rounds = 0
 
     async def get(
         self, tenant: str, etype: str, *, id: str | None = None, nk: str | None = None
@@ -320,11 +323,12 @@ class EntityStore:
         are stored, or none is. None when one of them lost a race (its key was taken, its
         revision moved): nothing was written and the caller re-reads.
 
-        The commit is journaled (the client's write concern); one journaled write after it
-        seals it as a group commit round is sealed (`group_commit.py` `_seal`), because
-        SecantusDB is known to drop `j` on the operations of a multi-operation command. The
-        kill experiment (tests/test_durability.py) kept every answered write with and
-        without the seal; it stays as the cheap guarantee (one round trip per such write)."""
+        The commit is journaled (the client's write concern); the transaction's last write
+        inserts a mark, and one journaled write after it (the mark's delete) seals it as a
+        group commit round is sealed (`group_commit.py` `seal`): SecantusDB is known to drop
+        `j` on the operations of a multi-operation command, and a server restarted between
+        the commit and the seal must not seal what it never had (the likeliest way the kill
+        experiment of tests/test_durability.py once lost an answered checklist)."""
         now = datetime.now(UTC)
         client = self._c.database.client
         with translate_errors():
@@ -338,6 +342,9 @@ class EntityStore:
                             await _abort(session)
                             return None
                         docs.append(doc)
+                    self._together_rounds += 1
+                    mark = f"{self._together}:{self._together_rounds}"
+                    await self._c.database[SEALS].insert_one({"_id": mark}, session=session)
                     await session.commit_transaction()
                 except DuplicateKeyError:  # a natural key taken meanwhile
                     await _abort(session)
@@ -352,11 +359,7 @@ class EntityStore:
                 except BaseException:
                     await _abort(session)
                     raise
-            await self._c.database[SEALS].update_one(
-                {"_id": f"together:{os.uname().nodename}:{os.getpid()}"},
-                {"$inc": {"rounds": 1}},
-                upsert=True,
-            )
+        await seal(self._c.database, mark)
         return docs
 
     async def _write_in(

@@ -9,7 +9,7 @@ each, ~35 µs in a batch of 16) and some of the database's; alone, a write leave
 an ordinary command (journaled by its own write concern: no seal needed).
 
 A round is journaled as a whole: one journaled write after it flushes the journal for all of
-its writes (`_seal`), before any caller hears that its write is stored.
+its writes (`seal`), before any caller hears that its write is stored.
 
 The caller keeps its own order: at most one write per document is in flight (the entity
 service writes one entity at a time), so operations of one round trip never touch the same
@@ -46,7 +46,31 @@ from gateway.store.client import (
 log = logging.getLogger(__name__)
 
 SEALS: Final = "group_commits"
-"""One tiny document per process, updated (journaled) after each round: see `_seal`."""
+"""A round's mark: inserted by its last operation, deleted (journaled) by its seal (`seal`)."""
+
+
+async def seal(db: Any, mark: str) -> None:
+    """Make a round's writes journaled before anyone is told they are stored, and make sure
+    the server that journals them is the one that had them.
+
+    SecantusDB runs each operation of a client-level bulkWrite (and of a transaction) as its
+    own command without the command's write concern, so `j: true` does not reach them
+    (measured: a killed server lost an answered write, tests/test_durability.py). One small
+    journaled write after them flushes the journal, which holds them in order, so they are
+    durable once it returns: one journal flush per round trip instead of one per write, which
+    is what a group commit is. But a server killed after the round and restarted before the
+    seal (its supervisor restarts it within a second, and the driver waits for it) would
+    take the seal on a process that never had the round. So the round's last operation
+    inserts the document `mark` (an id no other round uses), and the seal is its journaled
+    delete: a seal that finds no mark means the round went with the process that had it, and
+    it is StoreUnavailable, the outcome unknown; nobody is told their write is stored. On
+    MongoDB, which honours `j` in the bulkWrite, it costs a tiny insert and delete a round."""
+    with translate_errors():
+        sealed = await db[SEALS].delete_one({"_id": mark})
+    if sealed.deleted_count != 1:
+        raise StoreUnavailable(
+            "the database restarted before the writes were journaled; their outcome is unknown"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +139,10 @@ class GroupCommit:
         self._concern = None if journaled else without_journal(client.write_concern)
         # Seal rounds when the client journals (gateway/store/client.py open_client does).
         self._journaled = journaled and client.write_concern.document.get("j") is True
-        self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
+        # Unique to this instance, a restart with the same pid included: a mark left by a
+        # crashed round is never taken for one of ours.
+        self._owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(6).hex()}"
+        self._rounds = 0  # the marks of this process's rounds (`seal`)
         self._max = max_writes
         self._max_in_flight = max_in_flight
         self._queue: list[_Pending] = []
@@ -187,6 +214,12 @@ class GroupCommit:
 
     async def _bulk(self, batch: list[_Pending]) -> None:
         models = [pending.write.model() for pending in batch]
+        mark = None
+        if self._journaled:
+            self._rounds += 1
+            mark = f"{self._owner}:{self._rounds}"
+            seals = batch[0].write.collection.database[SEALS].full_name
+            models.append(InsertOne({"_id": mark}, namespace=seals))
         self.round_trips += 1
         result: ClientBulkWriteResult | None = None
         errors: dict[int, Any] = {}
@@ -202,27 +235,11 @@ class GroupCommit:
             errors = {int(e["idx"]): e for e in reported}
             failure = exc.error or exc.write_concern_errors
             result = exc.partial_result
-        await self._seal(batch[0].write.collection)
+        if mark is not None:
+            await seal(batch[0].write.collection.database, mark)
+            self.round_trips += 1
         for index, pending in enumerate(batch):
             _settle(pending, result, index, errors.get(index), failure)
-
-    async def _seal(self, collection: Collection) -> None:
-        """Make the round's writes journaled before anyone is told they are stored.
-
-        SecantusDB runs each operation of a client-level bulkWrite as its own command
-        without the command's write concern, so `j: true` does not reach them (measured: a
-        killed server lost an answered write, tests/test_durability.py). One small journaled
-        write after them flushes the journal, which holds them in order, so they are durable
-        once it returns: one journal flush per round trip instead of one per write, which is
-        what a group commit is. On MongoDB, which honours `j` in the bulkWrite, it is one
-        tiny update more per round."""
-        if not self._journaled:
-            return
-        self.round_trips += 1
-        with translate_errors():
-            await collection.database[SEALS].update_one(
-                {"_id": self._owner}, {"$inc": {"rounds": 1}}, upsert=True
-            )
 
     async def _alone(self, pending: _Pending) -> None:
         self.round_trips += 1
