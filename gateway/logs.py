@@ -46,3 +46,5 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root.setLevel(level)
     # aiohttp's access log repeats what our middleware logs, without the request id.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosmtpd (`gateway demo-partners`' SMTP server) logs every SMTP command at INFO.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
