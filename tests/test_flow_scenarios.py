@@ -176,47 +176,45 @@ async def test_scenario_3_an_hr_answer_without_since_records_the_driver_from_the
     assert mail.recipients == ["ana.souza@example.com"]
 
 
+async def _assigned_from_hr(
+    client: Client, partner: Partner, since: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A fine through a flow whose fetch asks the HR system and assigns its answer from
+    `steps.hr.since`, the answer's `desde` being `since`: the step's assignment note and the
+    vehicle's driver history."""
+    await hr_lookup(client, partner.url)
+    answer = sample("driver_lookup_response.json")
+    answer["condutorAtual"]["desde"] = since
+    partner.respond_with(200, answer)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    assign = {"vehicle": "entity.plate", "driver": "steps.hr.cpf", "start": "steps.hr.since"}
+    flow = {
+        "name": "who",
+        "on": {"events": ["fine.received"]},
+        "steps": [{"id": "hr", "fetch": "hr-driver-lookup", "assign": assign}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/who/runs"))["items"]
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    return run["steps"][0]["assignment"], history["items"]
+
+
 async def test_an_assign_start_that_names_no_time_records_nothing(
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:
     """A `start` the flow gives but the answer does not fill is not "now": the history is
     left alone and the step says why."""
     smtp = await smtp_server()
-    await hr_lookup(client, partner.url)
-    answer = sample("driver_lookup_response.json")
-    answer["condutorAtual"]["desde"] = "ontem"
-    partner.respond_with(200, answer)
-    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
-    await post(client, "/api/v1/entities/driver", ANA)
-    await post(
-        client,
-        "/api/v1/flows",
-        {
-            "name": "who",
-            "on": {"events": ["fine.received"]},
-            "steps": [
-                {
-                    "id": "hr",
-                    "fetch": "hr-driver-lookup",
-                    "assign": {
-                        "vehicle": "entity.plate",
-                        "driver": "steps.hr.cpf",
-                        "start": "steps.hr.since",
-                    },
-                }
-            ],
-        },
-    )
-    fines = await trigger_for(client, "fine-feed", kind="fine")
-    await send_to(client, fines, sample("fine_feed.json"))
-    await drain(client.app[services_key])
-    (run,) = (await get(client, "/api/v1/flows/who/runs"))["items"]
-    assert run["steps"][0]["assignment"] == {
+    assignment, history = await _assigned_from_hr(client, partner, "ontem")
+    assert assignment == {
         "recorded": False,
         "reason": "start steps.hr.since is not an RFC 3339 time: 'ontem'",
     }
-    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
-    assert history["items"] == [] and smtp.received == []
+    assert history == [] and smtp.received == []
 
 
 async def test_an_hr_answers_local_time_without_an_offset_is_taken_in_sao_paulo(
@@ -224,40 +222,10 @@ async def test_an_hr_answers_local_time_without_an_offset_is_taken_in_sao_paulo(
 ) -> None:
     """`"desde": "2026-11-01T08:00:00"`, as Brazilian HR systems write local time, recorded
     nothing (not an RFC 3339 time): the driver was never assigned. It is São Paulo's time."""
-    await hr_lookup(client, partner.url)
-    answer = sample("driver_lookup_response.json")
-    answer["condutorAtual"]["desde"] = "2026-11-01T08:00:00"
-    partner.respond_with(200, answer)
-    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
-    await post(client, "/api/v1/entities/driver", ANA)
-    await post(
-        client,
-        "/api/v1/flows",
-        {
-            "name": "who",
-            "on": {"events": ["fine.received"]},
-            "steps": [
-                {
-                    "id": "hr",
-                    "fetch": "hr-driver-lookup",
-                    "assign": {
-                        "vehicle": "entity.plate",
-                        "driver": "steps.hr.cpf",
-                        "start": "steps.hr.since",
-                    },
-                }
-            ],
-        },
-    )
-    fines = await trigger_for(client, "fine-feed", kind="fine")
-    await send_to(client, fines, sample("fine_feed.json"))
-    await drain(client.app[services_key])
-    (run,) = (await get(client, "/api/v1/flows/who/runs"))["items"]
-    assignment = run["steps"][0]["assignment"]
+    assignment, history = await _assigned_from_hr(client, partner, "2026-11-01T08:00:00")
     assert assignment["recorded"] is True, assignment
     assert datetime.fromisoformat(assignment["start"]) == datetime(2026, 11, 1, 11, tzinfo=UTC)
-    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
-    assert [item["driver"]["cpf"] for item in history["items"]] == [ANA["cpf"]]
+    assert [item["driver"]["cpf"] for item in history] == [ANA["cpf"]]
 
 
 async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
