@@ -63,10 +63,9 @@ async def _invoke(client: Client, action: dict[str, Any]) -> tuple[int, Any]:
     return response.status, await response.json()
 
 
-async def test_an_action_whose_mapping_says_form_sends_its_body_form_encoded(
-    client: Client, partner: Partner
-) -> None:
-    await upload_mapping(client, PUSH_FORM)
+async def _pushover_action(client: Client, partner: Partner) -> dict[str, Any]:
+    """A proxy action to a Pushover-like partner through the uploaded `push-form` mapping,
+    and the vehicle it is invoked for."""
     pushover = await create_partner(
         client, partner.url, name="Pushover", auth={"type": "none"}, secrets={"app_token": "az9"}
     )
@@ -80,6 +79,14 @@ async def test_an_action_whose_mapping_says_form_sends_its_body_form_encoded(
         request_mapping="push-form",
     )
     await create_vehicle(client, "ABC1D23")
+    return action
+
+
+async def test_an_action_whose_mapping_says_form_sends_its_body_form_encoded(
+    client: Client, partner: Partner
+) -> None:
+    await upload_mapping(client, PUSH_FORM)
+    action = await _pushover_action(client, partner)
 
     status, answer = await _invoke(client, action)
 
@@ -104,19 +111,7 @@ async def test_a_form_body_that_is_not_flat_is_refused_before_anything_is_sent(
         client,
         PUSH_FORM.replace("  priority: {value: 1}", "  priority: {object: {level: {value: 1}}}"),
     )
-    pushover = await create_partner(
-        client, partner.url, name="Pushover", auth={"type": "none"}, secrets={"app_token": "az9"}
-    )
-    action = await create_action(
-        client,
-        pushover["id"],
-        name="push",
-        mode="proxy",
-        method="POST",
-        path="/1/messages.json",
-        request_mapping="push-form",
-    )
-    await create_vehicle(client, "ABC1D23")
+    action = await _pushover_action(client, partner)
 
     status, problem = await _invoke(client, action)
 
