@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from gateway.auth.signatures import header_value
 from gateway.errors import InvalidPayload
 
 FORM: Final = "application/x-www-form-urlencoded"
@@ -18,7 +19,7 @@ JSON: Final = "application/json"
 
 def content_type(headers: MutableMapping[str, str]) -> str | None:
     """The media type the headers name (any spelling of the header), without parameters."""
-    value = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    value = header_value(headers, "Content-Type")
     return None if value is None else value.split(";")[0].strip().lower()
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import zlib
 from collections.abc import Collection as Collection_
@@ -35,7 +34,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
 from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
-from gateway.store.group_commit import SEALS, GroupCommit, seal
+from gateway.store.group_commit import SEALS, GroupCommit, Marks, seal
 
 INDEXES = [
     IndexModel(
@@ -218,9 +217,7 @@ class EntityStore:
         self._c = collection
         self._commits = commits
         self._relay_commits = relay_commits  # not journaled: see drain_outboxes
-        # `write_together`'s seal document and the marks of its transactions (`seal`).
-        self._together = f"together:{os.uname().nodename}:{os.getpid()}:{os.urandom(6).hex()}"
-        self._together_rounds = 0
+        self._together_marks = Marks("together")  # `write_together`'s (`seal`)
 
     async def get(
         self, tenant: str, etype: str, *, id: str | None = None, nk: str | None = None
@@ -342,8 +339,7 @@ class EntityStore:
                             await _abort(session)
                             return None
                         docs.append(doc)
-                    self._together_rounds += 1
-                    mark = f"{self._together}:{self._together_rounds}"
+                    mark = self._together_marks.next()
                     await self._c.database[SEALS].insert_one({"_id": mark}, session=session)
                     await session.commit_transaction()
                 except DuplicateKeyError:  # a natural key taken meanwhile

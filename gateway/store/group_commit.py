@@ -22,6 +22,7 @@ sent side by side: correct, without the saving.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -47,6 +48,18 @@ log = logging.getLogger(__name__)
 
 SEALS: Final = "group_commits"
 """A round's mark: inserted by its last operation, deleted (journaled) by its seal (`seal`)."""
+
+
+class Marks:
+    """The ids of one writer's round marks (`seal`): unique to this instance, a restart with
+    the same pid included, so a mark left by a crashed round is never taken for one of ours."""
+
+    def __init__(self, kind: str) -> None:
+        self._prefix = f"{kind}:{os.uname().nodename}:{os.getpid()}:{os.urandom(6).hex()}"
+        self._count = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}:{next(self._count)}"
 
 
 async def seal(db: Any, mark: str) -> None:
@@ -139,10 +152,7 @@ class GroupCommit:
         self._concern = None if journaled else without_journal(client.write_concern)
         # Seal rounds when the client journals (gateway/store/client.py open_client does).
         self._journaled = journaled and client.write_concern.document.get("j") is True
-        # Unique to this instance, a restart with the same pid included: a mark left by a
-        # crashed round is never taken for one of ours.
-        self._owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(6).hex()}"
-        self._rounds = 0  # the marks of this process's rounds (`seal`)
+        self._marks = Marks("round")
         self._max = max_writes
         self._max_in_flight = max_in_flight
         self._queue: list[_Pending] = []
@@ -216,8 +226,7 @@ class GroupCommit:
         models = [pending.write.model() for pending in batch]
         mark = None
         if self._journaled:
-            self._rounds += 1
-            mark = f"{self._owner}:{self._rounds}"
+            mark = self._marks.next()
             seals = batch[0].write.collection.database[SEALS].full_name
             models.append(InsertOne({"_id": mark}, namespace=seals))
         self.round_trips += 1
