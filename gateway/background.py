@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -27,3 +28,23 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     for task in given:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("background task %s had failed", task.get_name(), exc_info=exc)
+
+
+async def within(seconds: float, what: str, *steps: Awaitable[Any]) -> bool:
+    """Run `steps` side by side for at most `seconds`; what has not finished by then is
+    cancelled (`cancel_and_wait`, with a warning naming `what`), and a step that failed is
+    logged. Whether every step finished in time. For shutdown steps, which must end whatever
+    the database does: a frozen one fails no call, it answers none."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=seconds) if tasks else (set(), set())
+    except asyncio.CancelledError:
+        await cancel_and_wait(*tasks)
+        raise
+    if pending:
+        log.warning("%s did not finish within %g s; cut short", what, seconds)
+    await cancel_and_wait(*pending)
+    for task in done:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s failed", what, exc_info=exc)
+    return not pending
