@@ -416,7 +416,7 @@ async def _stop(services: Services, jobs: dict[str, asyncio.Task[None]]) -> None
     runners stop claiming at once and finish their work under way within
     GATEWAY_DELIVERY_SHUTDOWN_SECONDS, then hand back the leases they still hold, while the
     Idempotency-Keys left are released; all of it within that bound and `HAND_BACK_SECONDS`
-    more, or `HAND_BACK_SECONDS` alone while the database is known down (no work under way
+    more, or `HAND_BACK_SECONDS` alone once the database is known down (no work under way
     can record its outcome then). One after the other, a frozen database held each step a
     deadline of its own. What is cut short is cancelled and its leases expire; deliveries a
     flow run queued meanwhile wait in the database for the next worker. Then the fold and the
@@ -432,10 +432,12 @@ async def _stop(services: Services, jobs: dict[str, asyncio.Task[None]]) -> None
         await stops[job]()
         await jobs[job]
 
-    bound = HAND_BACK_SECONDS
-    if services.store.health.up:
-        bound += services.settings.delivery_shutdown_seconds
-    log.info("stopping the background jobs (at most %g s)", bound)
+    health, most = services.store.health, services.settings.delivery_shutdown_seconds
+
+    def bound() -> float:  # known down meanwhile (a ping under way): shorter from then on
+        return HAND_BACK_SECONDS + (most if health.up else 0.0)
+
+    log.info("stopping the background jobs (at most %g s)", bound())
     await within(
         bound,
         "stopping the background jobs",

@@ -281,9 +281,11 @@ class EmbeddedServer:
         with it (its parent-death signal)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
+            started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
+                log.info("embedded database stopped in %.1f s", time.monotonic() - started)
             except subprocess.TimeoutExpired:
                 log.warning("embedded database did not stop in %.0f s; killing it", timeout)
                 proc.kill()  # the database gets SIGKILL too (its parent-death signal)
