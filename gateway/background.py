@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _RETRY_SECONDS = 0.5
+_CHECK_SECONDS = 0.25
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
@@ -27,3 +29,29 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     for task in given:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("background task %s had failed", task.get_name(), exc_info=exc)
+
+
+async def within(seconds: float | Callable[[], float], what: str, *steps: Awaitable[Any]) -> bool:
+    """Run `steps` side by side for at most `seconds` (or what `seconds()` says, asked again
+    every `_CHECK_SECONDS`: a bound that may shrink meanwhile); what has not finished by then
+    is cancelled (`cancel_and_wait`, with a warning naming `what`), and a step that failed is
+    logged. Whether every step finished in time. For shutdown steps, which must end whatever
+    the database does: a frozen one fails no call, it answers none."""
+    bound = seconds if callable(seconds) else lambda: seconds
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    pending = set(tasks)
+    try:
+        while pending and (left := bound() - (loop.time() - started)) > 0:
+            _, pending = await asyncio.wait(pending, timeout=min(left, _CHECK_SECONDS))
+    except asyncio.CancelledError:
+        await cancel_and_wait(*tasks)
+        raise
+    if pending:
+        log.warning("%s did not finish within %g s; cut short", what, bound())
+    await cancel_and_wait(*pending)
+    for task in tasks:
+        if task not in pending and not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s failed", what, exc_info=exc)
+    return not pending

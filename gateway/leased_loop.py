@@ -105,13 +105,16 @@ class LeasedLoop(Generic[T]):
 
     async def stop(self) -> None:
         """Claim no more (no claim lands after this returns), let the work under way finish
-        within the shutdown bound, cancel what did not."""
+        within the shutdown bound (counted from this call), cancel what did not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._shutdown  # the look under way counts too
         self.stopping = True
         self._wake.set()
         if self.running:
             await self._ended.wait()
         if self.tasks:
-            _, unfinished = await asyncio.wait(set(self.tasks), timeout=self._shutdown)
+            left = max(0.0, deadline - loop.time())
+            _, unfinished = await asyncio.wait(set(self.tasks), timeout=left)
             await cancel_and_wait(*unfinished)
 
     def _spawn(self, unit: Unit[T]) -> None:

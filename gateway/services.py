@@ -26,7 +26,7 @@ from gateway.auth.keyring import KeyRing, generate_secret_key
 from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
-from gateway.background import cancel_and_wait
+from gateway.background import cancel_and_wait, within
 from gateway.config import Settings
 from gateway.dashboard import Dashboard
 from gateway.delivery.deliveries import DeliveryService
@@ -146,13 +146,11 @@ async def open_services(
         Sender(policy) as sender,
     ):
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
+        jobs = _start_jobs(services)
         try:
-            async with _background(services):
-                yield services
+            yield services
         finally:
-            # Before the store closes: their background tasks use it.
-            await services.hooks.close()
-            await services.gates.close()
+            await _stop(services, jobs)  # before the store closes: they use it
 
 
 def _assemble(
@@ -227,6 +225,7 @@ def _assemble(
         settings=RunnerSettings(
             lease_seconds=settings.schedule_lease_seconds,
             concurrency=settings.schedule_concurrency,
+            shutdown_seconds=settings.delivery_shutdown_seconds,
         ),
     )
     fleet_settings = FleetSettingsService(store)
@@ -392,12 +391,9 @@ def jobs_alive(services: Services) -> bool:
     return all(running[job] for job in running_jobs(services.settings))
 
 
-@contextlib.asynccontextmanager
-async def _background(services: Services) -> AsyncIterator[None]:
+def _start_jobs(services: Services) -> dict[str, asyncio.Task[None]]:
     """The background jobs of `settings.jobs`: the relay, the flow runner, the delivery worker,
-    the schedule runner and the fleet fold; on the way out the runners finish what they
-    started (flow runs may queue deliveries), the worker stops claiming and finishes its
-    in-flight sends, then the fold and the relay stop."""
+    the schedule runner and the fleet fold."""
     jobs = running_jobs(services.settings)
     runs = {
         "relay": services.relay.run,
@@ -406,21 +402,51 @@ async def _background(services: Services) -> AsyncIterator[None]:
         "schedules": services.schedule_runner.run,
         "fold": services.fold.run,
     }
-    tasks = {job: asyncio.create_task(run()) for job, run in runs.items() if job in jobs}
-    try:
-        yield
-    finally:
-        stops = {
-            "schedules": services.schedule_runner.stop,
-            "flows": services.flow_runner.stop,
-            "delivery": services.delivery_worker.stop,
-        }
-        for job, stop in stops.items():
-            if job in tasks:
-                await stop()
-                await tasks[job]
-        # A single cancel can be lost on Python 3.11; a fold stopped mid-pass is repeated.
-        await cancel_and_wait(tasks.get("fold"), tasks.get("relay"))
+    return {job: asyncio.create_task(run()) for job, run in runs.items() if job in jobs}
+
+
+HAND_BACK_SECONDS = 3.0
+"""At shutdown, past the runners' bound for their work under way: how long they may take to
+hand back the leases they still hold and the Idempotency-Keys left to release (a database that
+answers does it in milliseconds; what one that does not keeps expires instead)."""
+
+
+async def _stop(services: Services, jobs: dict[str, asyncio.Task[None]]) -> None:
+    """What the background holds, given back side by side within one bound: the three
+    runners stop claiming at once and finish their work under way within
+    GATEWAY_DELIVERY_SHUTDOWN_SECONDS, then hand back the leases they still hold, while the
+    Idempotency-Keys left are released; all of it within that bound and `HAND_BACK_SECONDS`
+    more, or `HAND_BACK_SECONDS` alone once the database is known down (no work under way
+    can record its outcome then). One after the other, a frozen database held each step a
+    deadline of its own. What is cut short is cancelled and its leases expire; deliveries a
+    flow run queued meanwhile wait in the database for the next worker. Then the fold and the
+    relay stop, and the trigger gates stop following their change stream (docs/operations.md,
+    "Shutdown")."""
+    stops = {
+        "schedules": services.schedule_runner.stop,
+        "flows": services.flow_runner.stop,
+        "delivery": services.delivery_worker.stop,
+    }
+
+    async def stopped(job: str) -> None:
+        await stops[job]()
+        await jobs[job]
+
+    health, most = services.store.health, services.settings.delivery_shutdown_seconds
+
+    def bound() -> float:  # known down meanwhile (a ping under way): shorter from then on
+        return HAND_BACK_SECONDS + (most if health.up else 0.0)
+
+    log.info("stopping the background jobs (at most %g s)", bound())
+    await within(
+        bound,
+        "stopping the background jobs",
+        services.hooks.close(),
+        *(stopped(job) for job in stops if job in jobs),
+    )
+    # A single cancel can be lost on Python 3.11; a fold stopped mid-pass is repeated.
+    await cancel_and_wait(*jobs.values())
+    await services.gates.close()
 
 
 def load_secret_key(settings: Settings) -> str:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from gateway.background import cancel_and_wait
+from gateway.background import cancel_and_wait, within
 from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.store import Store
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 INDEX_RETRY_SECONDS = 5.0
 """How long a process whose indexes could not be created waits before it tries again."""
+
+CLOSE_SECONDS = 2.0
+"""At shutdown, how long the client may take to close (it ends its sessions on the server)."""
 
 EXPIRE_SECONDS = 60.0
 """How often a process expires documents past their TTL itself, where the server's own sweep
@@ -72,8 +75,10 @@ async def open_store(
         yield store
     finally:
         await cancel_and_wait(*tasks)
+        log.info("closing the database")
         health.close()
-        await client.close()
+        # Its endSessions to a frozen server would wait for an answer that never comes.
+        await within(CLOSE_SECONDS, "closing the database client", client.close())
         if supervisor is not None:
             await supervisor.stop()
 

@@ -31,6 +31,9 @@ _LAUNCHER = Path(__file__).with_name("launcher.py")
 _PASSED = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"})
 _PASSED_PREFIXES = ("SECANTUS_",)
 _LOCKED = "already being managed by another process"
+STOP_SECONDS = 10.0
+"""How long a graceful stop of the database may take before it is killed (its writes are
+journaled: a killed database loses no acknowledged write, it recovers at the next start)."""
 
 
 class EmbeddedServerError(RuntimeError):
@@ -272,13 +275,17 @@ class EmbeddedServer:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM to the launcher, which stops the database and waits for it."""
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """SIGTERM to the launcher, which stops the database (continued first if it was
+        frozen) and waits for it; past `timeout` the launcher is killed, and the database
+        with it (its parent-death signal)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
+            started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
+                log.info("embedded database stopped in %.1f s", time.monotonic() - started)
             except subprocess.TimeoutExpired:
                 log.warning("embedded database did not stop in %.0f s; killing it", timeout)
                 proc.kill()  # the database gets SIGKILL too (its parent-death signal)

@@ -46,6 +46,7 @@ class DatabaseHealth(TopologyListener):
         self._probe_interval = probe_interval
         self._suspect = asyncio.Event()
         self._closing = False
+        self._refusing_since: float | None = None
 
     # -- state ---------------------------------------------------------------------------
 
@@ -59,6 +60,13 @@ class DatabaseHealth(TopologyListener):
 
     def down_for(self) -> float:
         return time.monotonic() - self._since if self._since is not None else 0.0
+
+    def refusing_since(self) -> float | None:
+        """Since when (`time.monotonic()`) the database has answered every ping of the prober
+        with an error: it is reachable and serves nothing (SecantusDB whose storage engine
+        panicked, e.g. after its disk filled). None while pings pass, and while they go
+        unanswered (a frozen or unreachable database is not known to refuse anything)."""
+        return self._refusing_since
 
     def mark_down(self, source: str, reason: str) -> None:
         if self.up:
@@ -110,10 +118,15 @@ class DatabaseHealth(TopologyListener):
         try:
             with pymongo.timeout(self._probe_timeout):
                 await ping()
-            return True
         except StoreUnavailable as exc:
+            if not (exc.answered and not exc.deadline):
+                self._refusing_since = None
+            elif self._refusing_since is None:
+                self._refusing_since = time.monotonic()
             self.mark_down("probe", exc.detail)
             return False
+        self._refusing_since = None
+        return True
 
     # -- pymongo's topology events (called by the driver) -----------------------------------
 

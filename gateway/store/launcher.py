@@ -8,6 +8,9 @@ gateway): `python -I launcher.py WATCH_FD PID_FILE -- secantusd-py ARGS...`.
   end, the launcher reads EOF, and stops the database (SIGTERM, then SIGKILL after 10 s).
   A parent-death signal alone would not do: on Linux it fires when the *thread* that forked
   the child exits, not the process.
+- SIGTERM/SIGINT to the launcher (the gateway's graceful stop) go to the database. Each
+  signal it sends the database comes after a SIGCONT and goes to its main thread (Linux), so
+  that a frozen (stopped) database acts on it at once (`_terminate`).
 - On Linux the database also gets SIGKILL if the launcher itself is killed (prctl
   PR_SET_PDEATHSIG, set from the launcher's only thread).
 - The database's pid goes into PID_FILE while it runs, so the next start can find a
@@ -36,8 +39,31 @@ def _die_with_launcher() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _terminate(child: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    """SIGCONT, then `signum` to the database's main thread. A stopped process (SIGSTOP, a
+    debugger's, a frozen container's) acts on no signal but SIGKILL until it continues. And
+    a signal sent to the whole process just as it continues is taken by whichever of its
+    threads can, not always the main thread, where Python runs the handler: blocked in its
+    wait, it never ran it. Either way the graceful stop of a frozen database waited its whole
+    bound, then killed it."""
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGCONT)
+        if child.poll() is None and _tgkill(child.pid, signum) != 0:
+            child.send_signal(signum)
+
+
+def _tgkill(pid: int, signum: int) -> int:
+    """`signum` to the main thread of `pid` (Linux); -1 where that cannot be done."""
+    if not sys.platform.startswith("linux"):
+        return -1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "tgkill"):  # glibc before 2.30
+        return -1
+    return int(libc.tgkill(pid, pid, signum))
+
+
 def _stop(child: subprocess.Popen[bytes]) -> None:
-    child.terminate()
+    _terminate(child)
     try:
         child.wait(_STOP_SECONDS)
     except subprocess.TimeoutExpired:
@@ -61,7 +87,7 @@ def main(argv: list[str]) -> int:
         fh.write(f"{child.pid}\n")
     # SIGTERM/SIGINT to the launcher (a graceful stop by the gateway) go to the database.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+        signal.signal(sig, lambda signum, frame: _terminate(child, signum))
     try:
         while (code := child.poll()) is None:
             with contextlib.suppress(InterruptedError):

@@ -2,6 +2,13 @@
 signal, and the tail of its log), the database health is marked down at once, and the
 database is restarted on the same port with backoff. A database that ran for a while before
 crashing restarts quickly again; one that keeps dying backs off up to 30 s between tries.
+
+A database that lives on but refuses every command is restarted the same way: SecantusDB
+whose storage engine panicked (its disk filled) answers every read and write with an error
+until its process restarts, freeing space or not. "Refuses" is what the health's prober saw
+(`DatabaseHealth.refusing_since`): every ping for `REFUSING_SECONDS` answered, and failed. A
+database that answers nothing (frozen, stopped, overloaded past its deadlines) is never
+restarted for it: it may come back by itself, and a kill would cost what it had under way.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from gateway.store.health import DatabaseHealth
 log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = (0.2, 1.0, 2.0, 5.0, 10.0, 30.0)
+REFUSING_SECONDS = 30.0
+"""How long the embedded database may refuse every ping of the prober before it is
+restarted."""
 
 
 def describe_exit(code: int) -> str:
@@ -36,12 +46,14 @@ class EmbeddedSupervisor:
         backoff: Sequence[float] = BACKOFF_SECONDS,
         poll_seconds: float = 0.05,
         stable_seconds: float = 60.0,
+        refusing_seconds: float = REFUSING_SECONDS,
     ) -> None:
         self.server = server
         self._health = health
         self._backoff = backoff
         self._poll = poll_seconds
         self._stable = stable_seconds
+        self._refusing = refusing_seconds
         self._task: asyncio.Task[None] | None = None
         self.restarts = 0
 
@@ -58,8 +70,7 @@ class EmbeddedSupervisor:
         failures = 0
         while True:
             started = time.monotonic()
-            code = await self._wait_for_exit()
-            cause = describe_exit(code)
+            cause = await self._wait_for_failure(started)
             self._health.mark_down("embedded", f"the embedded database {cause}")
             log.error(
                 "the embedded database %s; restarting it. Its log ends with:\n%s",
@@ -72,10 +83,22 @@ class EmbeddedSupervisor:
             self._health.mark_up("embedded")
             self.restarts += 1
 
-    async def _wait_for_exit(self) -> int:
+    async def _wait_for_failure(self, started: float) -> str:
+        """Until the database exits, or has refused every command for `refusing_seconds`
+        (this process, started at `started`), when it is stopped (killed past its bound).
+        What happened, said after "the embedded database"."""
         while (code := self.server.exit_code()) is None:
+            since = self._health.refusing_since()
+            if since is not None:  # counted from this process's start at the earliest
+                refusing = time.monotonic() - max(since, started)
+                if refusing >= self._refusing:
+                    await asyncio.to_thread(self.server.stop)
+                    return (
+                        f"refused every command for {refusing:.0f} s (as a storage engine "
+                        "that panicked does until its process restarts)"
+                    )
             await asyncio.sleep(self._poll)
-        return code
+        return describe_exit(code)
 
     async def _restart(self, failures: int) -> int:
         """Start again after the backoff for `failures`; returns the failure count reached."""

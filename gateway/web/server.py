@@ -30,6 +30,7 @@ from gateway import eventloop
 from gateway.web.problems import PROBLEM_JSON, dumps
 
 log = logging.getLogger("gateway.access")
+_log = logging.getLogger(__name__)
 
 _TITLES = {400: "Bad request", 414: "URI too long", 431: "Request header fields too large"}
 
@@ -127,5 +128,9 @@ async def _serve(
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
             on_listening()
             await stop.wait()
+            _log.info(
+                "shutting down: no new connections; the requests in flight get %g s",
+                runner_options.get("shutdown_timeout", 60.0),
+            )
     finally:
         await runner.cleanup()
