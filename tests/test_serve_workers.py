@@ -29,11 +29,16 @@ def _children(pid: int) -> list[int]:
 def _servers(gateway: Gateway) -> list[int]:
     """The serving children (the embedded database is a child too)."""
     assert gateway.proc is not None
-    return [
-        pid
-        for pid in _children(gateway.proc.pid)
-        if b"--reuse-port" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    return [pid for pid in _children(gateway.proc.pid) if b"--reuse-port" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes:
+    """A process's command line; empty once it has exited (a child may end between the
+    listing and the read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _served(gateway: Gateway) -> float:
