@@ -215,6 +215,45 @@ async def test_two_devices_on_one_vehicle_count_the_road_once(client: Client) ->
     assert stamp(car["last_position"]["fix_time"]) == track.fixes[-1].t
 
 
+async def test_two_named_devices_on_one_vehicle_are_followed_one_at_a_time(
+    client: Client,
+) -> None:
+    """A tracker (every 5 s) and the driver's phone (every 7 s, its clock 3 s behind), each
+    naming itself by `tracker_id` beside the plate: the fold follows the tracker (it sent
+    first), every phone fix is flagged `other_device`, and the odometer is the road within
+    2.5% (ten seeds: −0.8% … +0.2%; before, +7% … +16%). The phone 3 h off (local time sent
+    as UTC), its drive dated among the tracker's parked fixes: each one flagged, the road
+    within 2.5% (−0.8% … −0.2%; before, about 2×). Folded batch by batch, as a fold that
+    takes over mid-stream from the persisted state would."""
+    skewed = ending_now(lambda s: tracks.two_devices(52, s, phone_clock_s=3.0, named=True)[0])
+    hours_off = ending_now(lambda s: tracks.phone_hours_off(53, s))
+    trigger = await create_position_trigger(client)
+    for plate, track in (("DUO2A01", skewed), ("DUO2A02", hours_off)):
+        await new_vehicle(client, plate)
+        await post_track(client, trigger, track, plate, fold_each=True)
+        await check_fold(client, track, plate)
+        assert any(f.expect == "other_device" for f in track.fixes)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_fixes_rejected_total{reason="other_device"}' in metrics
+
+
+async def test_a_replaced_tracker_hands_over_once_the_old_one_is_silent_10_minutes(
+    client: Client,
+) -> None:
+    """The old tracker and its replacement both send while the vehicle stands at the
+    workshop; the new one's fixes are flagged `other_device` until the old one has been
+    silent 10 minutes (`device_handover_s`), then the vehicle follows it: the odometer is
+    both drives (within 2.5%; ten seeds −0.8% … −0.4%), the last position the new one's."""
+    track = ending_now(lambda s: tracks.replaced_tracker(54, s))
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DUO2A03")
+    await post_track(client, trigger, track, "DUO2A03")
+    await fold(client)
+    await check_fold(client, track, "DUO2A03")
+    assert track.newest_accepted.device == "new-54"
+    assert {f.device for f in track.fixes if f.expect == "other_device"} == {"new-54"}
+
+
 async def test_a_device_sending_local_time_as_utc_is_stored_3_h_back_and_one_ahead_refused(
     client: Client,
 ) -> None:

@@ -130,7 +130,7 @@ class PositionAppender:
         groups = list(by_vehicle.items())
         stored = await self._store.positions.append_batch(
             tenant,
-            [(v.id, [fix.document() for _, fix in fixes]) for v, fixes in groups],
+            [(v.id, [_stored(fix, source) for _, fix in fixes]) for v, fixes in groups],
             source,
             early=True,
         )
@@ -187,6 +187,14 @@ class PositionAppender:
             problem = FieldProblem("/tracker_id", message, "ambiguous_vehicle")
             raise InvalidPayload(message, [problem], reason="entity")
         return Vehicle(str(found[0]["_id"]), found[0]["data"].get("plate"))
+
+
+def _stored(fix: Fix, source: str) -> dict[str, Any]:
+    """The fix's document, with the device that sent it: its tracker id when it names one
+    (even beside a plate), else the trigger or schedule it came through (SPEC §6: the fold
+    follows one device of a vehicle at a time, `state.device_reason`)."""
+    device = source if fix.tracker_id is None else str(fix.tracker_id)
+    return {**fix.document(), "device": device}
 
 
 def _unknown(field: str, value: Any) -> InvalidPayload:

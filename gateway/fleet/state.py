@@ -158,6 +158,8 @@ def fold_fix(
     any other fix is judged against the last position and moves it."""
     if (reason := static_reason(fix, received_at, quality)) is not None:
         return state, Verdict(reason)
+    if (reason := device_reason(state, fix, before, after, odometer)) is not None:
+        return state, Verdict(reason, late=state.is_late(fix))
     if state.is_late(fix):
         for neighbour in (before, after):
             if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
@@ -190,6 +192,39 @@ def fold_fix(
         step_km=(state.odometer_km, state.odometer_km + added),
     )
     return moved, Verdict(added_km=added)
+
+
+def device_reason(
+    state: VehicleState,
+    fix: TrackPoint,
+    before: TrackPoint | None,
+    after: TrackPoint | None,
+    odometer: OdometerSettings,
+) -> Reason | None:
+    """`other_device` when `fix` comes from another device than the one the vehicle follows.
+
+    Two devices on one vehicle (a tracker and the driver's phone app, an old tracker and its
+    replacement) each see the road through their own receiver and clock: their fixes
+    interleaved zigzag between two errors, and a clock seconds (or hours) off makes each
+    one's fixes late among the other's, each adding a detour. So the fold follows one device
+    at a time: the last position's. A fix from another device moves nothing until the
+    followed one has been silent for `device_handover_s` of device time (a tracker unplugged,
+    replaced, out of coverage); then it takes over, measured from the last position like any
+    fix. A late fix belongs to the device its accepted neighbours came from: refused when
+    neither of them is its own. A fix (or a last position) without a device, stored before
+    fixes named theirs, is any device's; one device alone is never refused here."""
+    if fix.device is None or not odometer.device_handover_s:
+        return None
+    if state.is_late(fix):
+        near = [p for p in (before, after) if p is not None]
+        if not near or any(p.device in (None, fix.device) for p in near):
+            return None
+        return Reason.OTHER_DEVICE
+    last = state.last
+    if last is None or last.device in (None, fix.device):
+        return None
+    silent = (fix.t - last.t).total_seconds()
+    return Reason.OTHER_DEVICE if silent < odometer.device_handover_s else None
 
 
 def _spike(state: VehicleState, fix: TrackPoint, odometer: OdometerSettings) -> bool:
