@@ -19,6 +19,7 @@ from gateway.web.state import services_key
 from tests import tracks
 from tests.support import auth
 from tests.test_fleet_tracks import (
+    TENANT,
     check_fold,
     ending_now,
     fold,
@@ -28,7 +29,7 @@ from tests.test_fleet_tracks import (
     vehicle,
     whole_track,
 )
-from tests.tracks import GenFix, Track
+from tests.tracks import GenFix, Track, iso
 from tests.triggers_support import (
     Client,
     create_position_trigger,
@@ -637,18 +638,49 @@ async def test_two_thresholds_in_one_batch_are_announced_once_each_and_a_jump_on
     ]
 
 
-async def test_a_plan_with_every_days_only_is_refused_naming_every_km(client: Client) -> None:
-    """A time-only plan (an annual inspection) is not a plan the API takes: `every_km` is
-    required (a 422 naming it). Documented (docs/fleet.md "Maintenance"): give a distance
-    no vehicle reaches in the interval (e.g. `every_km`: 1,000,000) for a time-only plan."""
+async def test_a_plan_by_time_alone_comes_due_yearly_on_a_parked_vehicle_once_each(
+    client: Client,
+) -> None:
+    """A time-only plan (an annual inspection: `every_days` alone) is a plan the API takes
+    (before: a 422 naming `every_km`, and the workaround `every_km: 1000000`). On the fold's
+    clock a parked vehicle gets `due_soon` 30 days before the anniversary and `due` on it,
+    each once (ticks repeated), with `due_km` null; a recorded service counts from its date."""
+    services = client.app[services_key]
+    plan = await new_plan(
+        client, {"name": "Vistoria anual", "every_days": 365, "due_soon_days": 30}
+    )
+    assert plan.get("every_km") is None and plan["every_days"] == 365
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "ANU1A01")
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    await post_fixes(client, trigger, "ANU1A01", road_east(start, 0, 1))
+    await fold_and_relay(client)
+    for days in (300, 336, 337, 365, 366, 400):
+        for _ in range(2):
+            await services.store.fleet.push_ticks(
+                [TENANT], datetime.now(UTC) + timedelta(days=days)
+            )
+            await fold_and_relay(client)
+    soon = await events(client, "vehicle.maintenance.due_soon", "ANU1A01")
+    due = await events(client, "vehicle.maintenance.due", "ANU1A01")
+    assert [(e["detail"]["due_km"], e["detail"]["reason"]) for e in soon + due] == [
+        (None, "time"),
+        (None, "time"),
+    ]
+    # (the plan counts from the first fix it saw, the track's first: `start`)
+    year_on = start.replace(microsecond=start.microsecond // 1000 * 1000) + timedelta(days=365)
+    assert stamp(due[0]["detail"]["due_at"]) == year_on
     response = await client.post(
-        "/api/v1/maintenance-plans",
-        json={"name": "Vistoria anual", "every_days": 365},
+        "/api/v1/entities/vehicle/ANU1A01/services",
+        json={"plan": "Vistoria anual", "at": iso(datetime.now(UTC))},
         headers=auth(),
     )
-    problem = await response.json()
-    assert response.status == 422, problem
-    assert [e["pointer"] for e in problem["errors"]] == ["/every_km"]
+    assert response.status == 202, await response.text()
+    await fold_and_relay(client)
+    await services.store.fleet.push_ticks([TENANT], datetime.now(UTC) + timedelta(days=340))
+    await fold_and_relay(client)
+    again = await events(client, "vehicle.maintenance.due_soon", "ANU1A01")
+    assert len(again) == 2
 
 
 async def test_a_depot_fence_with_a_dwell_ignores_parked_reflections_and_sees_the_departure(
