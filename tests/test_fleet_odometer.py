@@ -300,6 +300,45 @@ def test_a_parked_fix_reflected_200_m_off_is_taken_back_when_the_next_is_home() 
     assert folder.metres == 0 and folder.state.last == home
 
 
+def test_two_parked_fixes_reflected_in_a_row_are_both_taken_back_when_the_next_is_home() -> None:
+    """Parked at 0 km/h; two fixes in a row reflected to two places 200 m off (east, then
+    north), the next back beside the car: both are refused as `spike` and their distance
+    (about 600 m) taken back; the state survives its document in between."""
+    east, north = 0.0019572, 0.0017987  # about 200 m each way at this latitude
+    parked = [
+        TrackPoint(START + timedelta(minutes=2 * i), -23.5, -46.6, 8.0, 0.0) for i in range(5)
+    ]
+    first = TrackPoint(START + timedelta(minutes=10), -23.5, -46.6 + east, 6.0, 0.0)
+    second = TrackPoint(START + timedelta(minutes=12), -23.5 + north, -46.6, 6.0, 0.0)
+    home = TrackPoint(START + timedelta(minutes=14), -23.50005, -46.6, 8.0, 0.0)
+    folder = Folder()
+    folder.fold([*parked, first, second])
+    assert 450 < folder.metres < 500  # counted while they are the last positions
+    folder.state = VehicleState.from_doc(folder.state.to_doc())
+    folder.fold([home])
+    verdict = folder.verdicts[-1]
+    assert (verdict.earlier_outlier, verdict.outlier) == (first, second)
+    assert verdict.outlier_reason is Reason.SPIKE
+    assert folder.metres == 0 and folder.state.last == home
+
+
+def test_a_yard_move_with_two_fixes_at_one_place_out_there_keeps_its_distance() -> None:
+    """No speed reported: the vehicle drives 200 m, stands there for two fixes (within a
+    few metres of each other), and comes back: not two reflections (they land in two
+    places), so the trip counts both ways."""
+    east = 0.0019572
+    parked = TrackPoint(START, -23.5, -46.6, 8.0)
+    there = [
+        TrackPoint(START + timedelta(minutes=2), -23.5, -46.6 + east, 6.0),
+        TrackPoint(START + timedelta(minutes=4), -23.50003, -46.6 + east, 6.0),
+    ]
+    back = TrackPoint(START + timedelta(minutes=6), -23.5, -46.6, 8.0)
+    folder = Folder()
+    folder.fold([parked, *there, back])
+    assert all(v.outlier is None and v.earlier_outlier is None for v in folder.verdicts)
+    assert folder.metres == pytest.approx(2 * parked.distance_m(there[0]), rel=1e-9)
+
+
 def test_a_drive_out_and_back_reporting_its_speed_keeps_its_distance() -> None:
     """The same three places, but the fix 200 m off reports 30 km/h (the vehicle really went
     there and came back): nothing is taken back."""

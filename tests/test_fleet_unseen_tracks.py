@@ -116,6 +116,28 @@ async def test_a_parked_night_with_multipath_jumps_gains_nothing_and_the_departu
     assert 'gateway_fleet_fixes_rejected_total{reason="spike"} 12.0' in metrics
 
 
+async def test_a_parked_night_with_reflections_in_pairs_gains_nothing(client: Client) -> None:
+    """The same night, but the six reflections come two in a row (each to its own place
+    100–300 m off): each pair is flagged `spike` once the next fix is back, the night adds
+    nothing and the departure is the road (within 2%; ten seeds: −0.9% … −0.1%). Before, each
+    pair counted (+1.6 … +2.7 km a night, +50% on the departure)."""
+    with_speed = multipath_as_spikes(
+        ending_now(lambda s: tracks.parked_multipath(23, s, in_a_row=True))
+    )
+    no_speed = multipath_as_spikes(
+        ending_now(lambda s: tracks.parked_multipath(24, s, speed=False, in_a_row=True))
+    )
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "MPT2A01")
+    await new_vehicle(client, "MPT2A02")
+    await post_track(client, trigger, with_speed, "MPT2A01")
+    await fold(client)
+    await post_track(client, trigger, no_speed, "MPT2A02", fold_each=True)
+    for plate, track in (("MPT2A01", with_speed), ("MPT2A02", no_speed)):
+        await check_fold(client, track, plate)
+        assert sum(f.expect == "spike" for f in track.fixes) == 6
+
+
 async def test_a_departure_after_a_night_parked_is_not_taken_for_a_jump(client: Client) -> None:
     """Parked 8 h with a fix every 5 min, then the first fix of the morning 600 m away at
     40 km/h (a minute after leaving): counted, not refused, not taken back."""

@@ -510,12 +510,15 @@ def traffic_lights(seed: int, start: datetime, *, every_s: tuple[float, float] =
     return Track("traffic-lights", fixes, path.length_m, 0.01, sends=in_batches(len(fixes), 100))
 
 
-def parked_multipath(seed: int, start: datetime, *, speed: bool = True) -> Track:
+def parked_multipath(
+    seed: int, start: datetime, *, speed: bool = True, in_a_row: bool = False
+) -> Track:
     """Parked 8 h (a fix every 1–5 min drifting 5–15 m), with six multipath reflections of
     100–300 m (one fix each, reporting 0 km/h and a good accuracy, as receivers do), then a
     real departure: 5 min through the city at 30–50 km/h, a fix every 10 s. Truth: the
     departure's road; the reflections may be refused (`expect` is then ignored for them:
-    `Track.note` names them)."""
+    `Track.note` names them). `in_a_row`: the six come in three pairs, two fixes in a row
+    each reflected somewhere else."""
     rng = random.Random(seed)
     path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360)).stop(8 * 3600)
     parked_until = path.now.t
@@ -529,7 +532,12 @@ def parked_multipath(seed: int, start: datetime, *, speed: bool = True) -> Track
         fixes.append(receiver.see(parked[i]))
         i += round(rng.uniform(60, 300))
     # the reflections: one fix each, far off, with a confident accuracy and no speed
-    for k in sorted(rng.sample(range(2, len(fixes) - 2, 3), 6)):  # none in a row
+    if in_a_row:
+        firsts = sorted(rng.sample(range(2, len(fixes) - 3, 4), 3))
+        reflected = [k + i for k in firsts for i in (0, 1)]
+    else:
+        reflected = sorted(rng.sample(range(2, len(fixes) - 2, 3), 6))  # none in a row
+    for k in reflected:
         fix = fixes[k]
         lat, lon = destination(fix.lat, fix.lon, rng.uniform(0, 360), rng.uniform(100, 300))
         fixes[k] = replace(fix, lat=round(lat, 7), lon=round(lon, 7), expect="multipath")
@@ -537,7 +545,7 @@ def parked_multipath(seed: int, start: datetime, *, speed: bool = True) -> Track
     fixes += [receiver.see(s) for s in moving[9::10]]
     truth = length_m([parked[-1], *moving])
     return Track(
-        f"parked-multipath{'' if speed else '-no-speed'}",
+        f"parked-multipath{'' if speed else '-no-speed'}{'-in-a-row' if in_a_row else ''}",
         fixes,
         truth,
         0.02,
