@@ -11,6 +11,7 @@ import json
 import math
 import random
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -350,3 +351,26 @@ def test_a_drive_out_and_back_reporting_its_speed_keeps_its_distance() -> None:
     folder.fold([parked, there, back])
     assert folder.verdicts[-1].outlier is None
     assert folder.metres == pytest.approx(2 * parked.distance_m(there), rel=1e-9)
+
+
+def test_the_device_followed_is_kept_in_the_state_document_and_handed_over_after_silence() -> None:
+    """The tracker's fixes, then the state through its document (a fold taking the vehicle
+    over): the phone's next fix is still `other_device`, its late one too (among the
+    tracker's); once the tracker has been silent `device_handover_s` the phone takes over,
+    and a fix without a device (stored before fixes named theirs) is anyone's."""
+    east = 0.0000979  # about 10 m of longitude
+    tracker = [replace(fix(10 * i, -23.5, -46.6 + i * east, 5.0), device="trk") for i in range(6)]
+    folder = Folder()
+    folder.fold(tracker)
+    folder.state = VehicleState.from_doc(folder.state.to_doc())
+    assert folder.state.last is not None and folder.state.last.device == "trk"
+    phone_now = replace(fix(55, -23.5, -46.6 + 5.5 * east, 8.0), device="phone")
+    phone_late = replace(fix(25, -23.5, -46.6 + 2.5 * east, 8.0), device="phone")
+    folder.fold([phone_now, phone_late])
+    assert [v.reason for v in folder.verdicts[-2:]] == [Reason.OTHER_DEVICE] * 2
+    handover = folder.odometer.device_handover_s
+    later = replace(fix(50 + handover, -23.5, -46.6 + 7 * east, 8.0), device="phone")
+    unnamed = fix(55 + handover, -23.5, -46.6 + 8 * east, 8.0)
+    folder.fold([later, unnamed])
+    assert [v.reason for v in folder.verdicts[-2:]] == [None, None]
+    assert folder.state.last == unnamed
