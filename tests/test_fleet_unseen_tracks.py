@@ -117,10 +117,12 @@ async def test_a_parked_night_with_multipath_jumps_gains_nothing_and_the_departu
 
 
 async def test_a_parked_night_with_reflections_in_pairs_gains_nothing(client: Client) -> None:
-    """The same night, but the six reflections come two in a row (each to its own place
-    100–300 m off): each pair is flagged `spike` once the next fix is back, the night adds
-    nothing and the departure is the road (within 2%; ten seeds: −0.9% … −0.1%). Before, each
-    pair counted (+1.6 … +2.7 km a night, +50% on the departure)."""
+    """The same night, but the six reflections come two in a row (each 100–300 m off in its
+    own direction): each pair is flagged `spike` once the next fix is back, the night adds
+    nothing and the departure is the road (within 2%; ten seeds: −0.9% … −0.1%, but for 2
+    of 10 whose pair landed within 50 m of each other: that pair counts, +300 … +485 m, as a
+    vehicle that drove out, stood for two fixes and came back must). Before, each pair
+    counted (+1.6 … +2.7 km a night, +50% on the departure)."""
     with_speed = multipath_as_spikes(
         ending_now(lambda s: tracks.parked_multipath(23, s, in_a_row=True))
     )
