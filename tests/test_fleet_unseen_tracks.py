@@ -248,7 +248,7 @@ async def test_two_named_devices_on_one_vehicle_are_followed_one_at_a_time(
     first), every phone fix is flagged `other_device`, and the odometer is the road within
     2.5% (ten seeds: −0.8% … +0.2%; before, +7% … +16%). The phone 3 h off (local time sent
     as UTC), its drive dated among the tracker's parked fixes: each one flagged, the road
-    within 2.5% (−0.8% … −0.2%; before, about 2×). Folded batch by batch, as a fold that
+    within 2.5% (twenty seeds: −0.8% … −0.1%; before, about 2×). Folded batch by batch, as a fold that
     takes over mid-stream from the persisted state would."""
     skewed = ending_now(lambda s: tracks.two_devices(52, s, phone_clock_s=3.0, named=True)[0])
     hours_off = ending_now(lambda s: tracks.phone_hours_off(53, s))
@@ -268,7 +268,7 @@ async def test_a_replaced_tracker_hands_over_once_the_old_one_is_silent_10_minut
     """The old tracker and its replacement both send while the vehicle stands at the
     workshop; the new one's fixes are flagged `other_device` until the old one has been
     silent 10 minutes (`device_handover_s`), then the vehicle follows it: the odometer is
-    both drives (within 2.5%; ten seeds −0.8% … −0.4%), the last position the new one's."""
+    both drives (within 2.5%; twenty seeds −0.9% … −0.2%), the last position the new one's."""
     track = ending_now(lambda s: tracks.replaced_tracker(54, s))
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "DUO2A03")
