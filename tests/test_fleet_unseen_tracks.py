@@ -246,10 +246,10 @@ async def test_two_named_devices_on_one_vehicle_are_followed_one_at_a_time(
     """A tracker (every 5 s) and the driver's phone (every 7 s, its clock 3 s behind), each
     naming itself by `tracker_id` beside the plate: the fold follows the tracker (it sent
     first), every phone fix is flagged `other_device`, and the odometer is the road within
-    2.5% (ten seeds: −0.8% … +0.2%; before, +7% … +16%). The phone 3 h off (local time sent
-    as UTC), its drive dated among the tracker's parked fixes: each one flagged, the road
-    within 2.5% (twenty seeds: −0.8% … −0.1%; before, about 2×). Folded batch by batch, as a fold that
-    takes over mid-stream from the persisted state would."""
+    2.5% (twenty seeds: −0.8% … +0.2%; before, +7% … +16%). The phone 3 h off (local time
+    sent as UTC), its drive dated among the tracker's parked fixes: each one flagged, the
+    road within 2.5% (twenty seeds: −0.8% … −0.1%; before, about 2×). Folded batch by
+    batch, as a fold that takes over mid-stream from the persisted state would."""
     skewed = ending_now(lambda s: tracks.two_devices(52, s, phone_clock_s=3.0, named=True)[0])
     hours_off = ending_now(lambda s: tracks.phone_hours_off(53, s))
     trigger = await create_position_trigger(client)
