@@ -130,7 +130,7 @@ class PositionAppender:
         groups = list(by_vehicle.items())
         stored = await self._store.positions.append_batch(
             tenant,
-            [(v.id, [_stored(fix, source) for _, fix in fixes]) for v, fixes in groups],
+            [(v.id, [_stored(fix) for _, fix in fixes]) for v, fixes in groups],
             source,
             early=True,
         )
@@ -189,12 +189,15 @@ class PositionAppender:
         return Vehicle(str(found[0]["_id"]), found[0]["data"].get("plate"))
 
 
-def _stored(fix: Fix, source: str) -> dict[str, Any]:
-    """The fix's document, with the device that sent it: its tracker id when it names one
-    (even beside a plate), else the trigger or schedule it came through (SPEC §6: the fold
-    follows one device of a vehicle at a time, `state.device_reason`)."""
-    device = source if fix.tracker_id is None else str(fix.tracker_id)
-    return {**fix.document(), "device": device}
+def _stored(fix: Fix) -> dict[str, Any]:
+    """The fix's document, with the device that sent it when it names one (its tracker id, even
+    beside a plate): the fold follows one device of a vehicle at a time
+    (`state.device_reason`). A fix that names no device is any device's: one tracker's fixes
+    may come through two paths (a live forward and a backfill, a webhook and a poll), and
+    refusing one path's as another device's would lose real distance."""
+    if fix.tracker_id is None:
+        return fix.document()
+    return {**fix.document(), "device": str(fix.tracker_id)}
 
 
 def _unknown(field: str, value: Any) -> InvalidPayload:

@@ -34,8 +34,8 @@ class TrackPoint:
     lon: float
     accuracy_m: float | None = None
     speed_kmh: float | None = None  # as the device reported it
-    # Which device sent it (the fix's `tracker_id`, else the trigger or schedule it came
-    # through; None: stored before fixes carried it, any device's): `state.device_reason`.
+    # Which device sent it (the fix's `tracker_id`; None: it named none, or was stored before
+    # fixes carried it: any device's): `state.device_reason`.
     device: str | None = None
 
     def distance_m(self, other: TrackPoint) -> float:

@@ -4,7 +4,8 @@ Insert-only: one document per fix, `{_id, tenant, vehicle, t, at, seq, lat, lon,
 heading?, accuracy_m?, odometer_km?, ignition?, attributes?, source, device}`. `vehicle` is the
 vehicle entity's id (as text), `t` the device time, `at` when the gateway received it, `seq`
 the number of the insert round that stored it (its inbox number: below), `device` which
-device sent it (the fix's tracker id, else `source`: the fold follows one device at a time).
+device sent it (the fix's tracker id, absent when it named none: the fold follows one device
+at a time).
 A position is never updated: the fold's verdict on a fix it refused goes to
 `positions_refused` (`{_id: the fix's _id, tenant, reason, at}`, insert-only), and the reads
 flag those fixes with their reason (`rejected`). Retention is a TTL index on `at` in both
