@@ -163,3 +163,24 @@ def test_a_cycle_announced_due_is_not_announced_due_soon_after_a_correction() ->
     # a jump past 10,000 km (no due_soon on the way), then corrected down into the due_soon band
     _, found = drive(OIL, [9_000, 10_050, 8_900, 9_600, 10_100])
     assert [(d.kind, d.due_km) for d in found] == [("due", 10_000)]
+
+
+def test_a_plan_by_time_alone_announces_each_year_once_and_a_service_resets_it() -> None:
+    """An annual inspection (`every_days` alone, no distance): due_soon 30 days before each
+    anniversary and due on it, once each whatever the odometer does (it jumps and goes back
+    here), `due_km` None; a service recorded counts the next year from its date."""
+    plan = Plan(id="p", name="vistoria anual", every_km=None, every_days=365, due_soon_days=30)
+    odometers = [100 + (d % 7) * 5_000 for d in range(2 * 365 + 10)]  # a wild odometer
+    state, found = drive(plan, odometers, hours=24)
+    year = timedelta(days=365)
+    assert found == [
+        Due("due_soon", None, T0 + year, "time"),
+        Due("due", None, T0 + year, "time"),
+        Due("due_soon", None, T0 + 2 * year, "time"),
+        Due("due", None, T0 + 2 * year, "time"),
+    ]
+    serviced = record_service(plan, state, None, T0 + timedelta(days=740))
+    quiet, found = step(plan, serviced, 0, T0 + timedelta(days=740 + 330))
+    assert found == []
+    _, found = step(plan, quiet, 0, T0 + timedelta(days=740 + 336))
+    assert found == [Due("due_soon", None, T0 + timedelta(days=740) + year, "time")]

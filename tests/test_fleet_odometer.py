@@ -11,6 +11,7 @@ import json
 import math
 import random
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -300,6 +301,45 @@ def test_a_parked_fix_reflected_200_m_off_is_taken_back_when_the_next_is_home() 
     assert folder.metres == 0 and folder.state.last == home
 
 
+def test_two_parked_fixes_reflected_in_a_row_are_both_taken_back_when_the_next_is_home() -> None:
+    """Parked at 0 km/h; two fixes in a row reflected to two places 200 m off (east, then
+    north), the next back beside the car: both are refused as `spike` and their distance
+    (about 600 m) taken back; the state survives its document in between."""
+    east, north = 0.0019572, 0.0017987  # about 200 m each way at this latitude
+    parked = [
+        TrackPoint(START + timedelta(minutes=2 * i), -23.5, -46.6, 8.0, 0.0) for i in range(5)
+    ]
+    first = TrackPoint(START + timedelta(minutes=10), -23.5, -46.6 + east, 6.0, 0.0)
+    second = TrackPoint(START + timedelta(minutes=12), -23.5 + north, -46.6, 6.0, 0.0)
+    home = TrackPoint(START + timedelta(minutes=14), -23.50005, -46.6, 8.0, 0.0)
+    folder = Folder()
+    folder.fold([*parked, first, second])
+    assert 450 < folder.metres < 500  # counted while they are the last positions
+    folder.state = VehicleState.from_doc(folder.state.to_doc())
+    folder.fold([home])
+    verdict = folder.verdicts[-1]
+    assert (verdict.earlier_outlier, verdict.outlier) == (first, second)
+    assert verdict.outlier_reason is Reason.SPIKE
+    assert folder.metres == 0 and folder.state.last == home
+
+
+def test_a_yard_move_with_two_fixes_at_one_place_out_there_keeps_its_distance() -> None:
+    """No speed reported: the vehicle drives 200 m, stands there for two fixes (within a
+    few metres of each other), and comes back: not two reflections (they land in two
+    places), so the trip counts both ways."""
+    east = 0.0019572
+    parked = TrackPoint(START, -23.5, -46.6, 8.0)
+    there = [
+        TrackPoint(START + timedelta(minutes=2), -23.5, -46.6 + east, 6.0),
+        TrackPoint(START + timedelta(minutes=4), -23.50003, -46.6 + east, 6.0),
+    ]
+    back = TrackPoint(START + timedelta(minutes=6), -23.5, -46.6, 8.0)
+    folder = Folder()
+    folder.fold([parked, *there, back])
+    assert all(v.outlier is None and v.earlier_outlier is None for v in folder.verdicts)
+    assert folder.metres == pytest.approx(2 * parked.distance_m(there[0]), rel=1e-9)
+
+
 def test_a_drive_out_and_back_reporting_its_speed_keeps_its_distance() -> None:
     """The same three places, but the fix 200 m off reports 30 km/h (the vehicle really went
     there and came back): nothing is taken back."""
@@ -311,3 +351,26 @@ def test_a_drive_out_and_back_reporting_its_speed_keeps_its_distance() -> None:
     folder.fold([parked, there, back])
     assert folder.verdicts[-1].outlier is None
     assert folder.metres == pytest.approx(2 * parked.distance_m(there), rel=1e-9)
+
+
+def test_the_device_followed_is_kept_in_the_state_document_and_handed_over_after_silence() -> None:
+    """The tracker's fixes, then the state through its document (a fold taking the vehicle
+    over): the phone's next fix is still `other_device`, its late one too (among the
+    tracker's); once the tracker has been silent `device_handover_s` the phone takes over,
+    and a fix without a device (stored before fixes named theirs) is anyone's."""
+    east = 0.0000979  # about 10 m of longitude
+    tracker = [replace(fix(10 * i, -23.5, -46.6 + i * east, 5.0), device="trk") for i in range(6)]
+    folder = Folder()
+    folder.fold(tracker)
+    folder.state = VehicleState.from_doc(folder.state.to_doc())
+    assert folder.state.last is not None and folder.state.last.device == "trk"
+    phone_now = replace(fix(55, -23.5, -46.6 + 5.5 * east, 8.0), device="phone")
+    phone_late = replace(fix(25, -23.5, -46.6 + 2.5 * east, 8.0), device="phone")
+    folder.fold([phone_now, phone_late])
+    assert [v.reason for v in folder.verdicts[-2:]] == [Reason.OTHER_DEVICE] * 2
+    handover = folder.odometer.device_handover_s
+    later = replace(fix(50 + handover, -23.5, -46.6 + 7 * east, 8.0), device="phone")
+    unnamed = fix(55 + handover, -23.5, -46.6 + 8 * east, 8.0)
+    folder.fold([later, unnamed])
+    assert [v.reason for v in folder.verdicts[-2:]] == [None, None]
+    assert folder.state.last == unnamed

@@ -19,6 +19,7 @@ from gateway.web.state import services_key
 from tests import tracks
 from tests.support import auth
 from tests.test_fleet_tracks import (
+    TENANT,
     check_fold,
     ending_now,
     fold,
@@ -28,7 +29,7 @@ from tests.test_fleet_tracks import (
     vehicle,
     whole_track,
 )
-from tests.tracks import GenFix, Track
+from tests.tracks import GenFix, Track, iso
 from tests.triggers_support import (
     Client,
     create_position_trigger,
@@ -113,6 +114,30 @@ async def test_a_parked_night_with_multipath_jumps_gains_nothing_and_the_departu
         assert sum(f.expect == "spike" for f in track.fixes) == 6
     metrics = await (await client.get("/metrics")).text()
     assert 'gateway_fleet_fixes_rejected_total{reason="spike"} 12.0' in metrics
+
+
+async def test_a_parked_night_with_reflections_in_pairs_gains_nothing(client: Client) -> None:
+    """The same night, but the six reflections come two in a row (each 100–300 m off in its
+    own direction): each pair is flagged `spike` once the next fix is back, the night adds
+    nothing and the departure is the road (within 2%; ten seeds: −0.9% … −0.1%, but for 2
+    of 10 whose pair landed within 50 m of each other: that pair counts, +300 … +485 m, as a
+    vehicle that drove out, stood for two fixes and came back must). Before, each pair
+    counted (+1.6 … +2.7 km a night, +50% on the departure)."""
+    with_speed = multipath_as_spikes(
+        ending_now(lambda s: tracks.parked_multipath(23, s, in_a_row=True))
+    )
+    no_speed = multipath_as_spikes(
+        ending_now(lambda s: tracks.parked_multipath(24, s, speed=False, in_a_row=True))
+    )
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "MPT2A01")
+    await new_vehicle(client, "MPT2A02")
+    await post_track(client, trigger, with_speed, "MPT2A01")
+    await fold(client)
+    await post_track(client, trigger, no_speed, "MPT2A02", fold_each=True)
+    for plate, track in (("MPT2A01", with_speed), ("MPT2A02", no_speed)):
+        await check_fold(client, track, plate)
+        assert sum(f.expect == "spike" for f in track.fixes) == 6
 
 
 async def test_a_departure_after_a_night_parked_is_not_taken_for_a_jump(client: Client) -> None:
@@ -213,6 +238,45 @@ async def test_two_devices_on_one_vehicle_count_the_road_once(client: Client) ->
     car = await vehicle(client, "DUO1A01")
     assert 0.99 * track.truth_m < car["odometer_km"] * 1000 < 1.10 * track.truth_m
     assert stamp(car["last_position"]["fix_time"]) == track.fixes[-1].t
+
+
+async def test_two_named_devices_on_one_vehicle_are_followed_one_at_a_time(
+    client: Client,
+) -> None:
+    """A tracker (every 5 s) and the driver's phone (every 7 s, its clock 3 s behind), each
+    naming itself by `tracker_id` beside the plate: the fold follows the tracker (it sent
+    first), every phone fix is flagged `other_device`, and the odometer is the road within
+    2.5% (twenty seeds: −0.8% … +0.2%; before, +7% … +16%). The phone 3 h off (local time
+    sent as UTC), its drive dated among the tracker's parked fixes: each one flagged, the
+    road within 2.5% (twenty seeds: −0.8% … −0.1%; before, about 2×). Folded batch by
+    batch, as a fold that takes over mid-stream from the persisted state would."""
+    skewed = ending_now(lambda s: tracks.two_devices(52, s, phone_clock_s=3.0, named=True)[0])
+    hours_off = ending_now(lambda s: tracks.phone_hours_off(53, s))
+    trigger = await create_position_trigger(client)
+    for plate, track in (("DUO2A01", skewed), ("DUO2A02", hours_off)):
+        await new_vehicle(client, plate)
+        await post_track(client, trigger, track, plate, fold_each=True)
+        await check_fold(client, track, plate)
+        assert any(f.expect == "other_device" for f in track.fixes)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_fixes_rejected_total{reason="other_device"}' in metrics
+
+
+async def test_a_replaced_tracker_hands_over_once_the_old_one_is_silent_10_minutes(
+    client: Client,
+) -> None:
+    """The old tracker and its replacement both send while the vehicle stands at the
+    workshop; the new one's fixes are flagged `other_device` until the old one has been
+    silent 10 minutes (`device_handover_s`), then the vehicle follows it: the odometer is
+    both drives (within 2.5%; twenty seeds −0.9% … −0.2%), the last position the new one's."""
+    track = ending_now(lambda s: tracks.replaced_tracker(54, s))
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DUO2A03")
+    await post_track(client, trigger, track, "DUO2A03")
+    await fold(client)
+    await check_fold(client, track, "DUO2A03")
+    assert track.newest_accepted.device == "new-54"
+    assert {f.device for f in track.fixes if f.expect == "other_device"} == {"new-54"}
 
 
 async def test_a_device_sending_local_time_as_utc_is_stored_3_h_back_and_one_ahead_refused(
@@ -598,18 +662,49 @@ async def test_two_thresholds_in_one_batch_are_announced_once_each_and_a_jump_on
     ]
 
 
-async def test_a_plan_with_every_days_only_is_refused_naming_every_km(client: Client) -> None:
-    """A time-only plan (an annual inspection) is not a plan the API takes: `every_km` is
-    required (a 422 naming it). Documented (docs/fleet.md "Maintenance"): give a distance
-    no vehicle reaches in the interval (e.g. `every_km`: 1,000,000) for a time-only plan."""
+async def test_a_plan_by_time_alone_comes_due_yearly_on_a_parked_vehicle_once_each(
+    client: Client,
+) -> None:
+    """A time-only plan (an annual inspection: `every_days` alone) is a plan the API takes
+    (before: a 422 naming `every_km`, and the workaround `every_km: 1000000`). On the fold's
+    clock a parked vehicle gets `due_soon` 30 days before the anniversary and `due` on it,
+    each once (ticks repeated), with `due_km` null; a recorded service counts from its date."""
+    services = client.app[services_key]
+    plan = await new_plan(
+        client, {"name": "Vistoria anual", "every_days": 365, "due_soon_days": 30}
+    )
+    assert plan.get("every_km") is None and plan["every_days"] == 365
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "ANU1A01")
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    await post_fixes(client, trigger, "ANU1A01", road_east(start, 0, 1))
+    await fold_and_relay(client)
+    for days in (300, 336, 337, 365, 366, 400):
+        for _ in range(2):
+            await services.store.fleet.push_ticks(
+                [TENANT], datetime.now(UTC) + timedelta(days=days)
+            )
+            await fold_and_relay(client)
+    soon = await events(client, "vehicle.maintenance.due_soon", "ANU1A01")
+    due = await events(client, "vehicle.maintenance.due", "ANU1A01")
+    assert [(e["detail"]["due_km"], e["detail"]["reason"]) for e in soon + due] == [
+        (None, "time"),
+        (None, "time"),
+    ]
+    # (the plan counts from the first fix it saw, the track's first: `start`)
+    year_on = start.replace(microsecond=start.microsecond // 1000 * 1000) + timedelta(days=365)
+    assert stamp(due[0]["detail"]["due_at"]) == year_on
     response = await client.post(
-        "/api/v1/maintenance-plans",
-        json={"name": "Vistoria anual", "every_days": 365},
+        "/api/v1/entities/vehicle/ANU1A01/services",
+        json={"plan": "Vistoria anual", "at": iso(datetime.now(UTC))},
         headers=auth(),
     )
-    problem = await response.json()
-    assert response.status == 422, problem
-    assert [e["pointer"] for e in problem["errors"]] == ["/every_km"]
+    assert response.status == 202, await response.text()
+    await fold_and_relay(client)
+    await services.store.fleet.push_ticks([TENANT], datetime.now(UTC) + timedelta(days=340))
+    await fold_and_relay(client)
+    again = await events(client, "vehicle.maintenance.due_soon", "ANU1A01")
+    assert len(again) == 2
 
 
 async def test_a_depot_fence_with_a_dwell_ignores_parked_reflections_and_sees_the_departure(

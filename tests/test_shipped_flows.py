@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from gateway.flows.compiler import load_flow
+from gateway.flows.context import cooldown_key
 from gateway.notify.templates import checked_template
 from gateway.notify.templating import compile_template
 
@@ -66,3 +67,50 @@ def test_scenario_texts_match_the_partner_samples() -> None:
         "title": "Veículo fora da área autorizada",
         "body": "ABC1D23 saiu de Garagem SP às 10:45",
     }
+
+
+@pytest.mark.parametrize("name", ["maintenance-due-sms", "maintenance-due-push"])
+def test_a_due_by_time_alone_names_its_plan_not_a_km(name: str) -> None:
+    """A plan by time alone (an annual inspection) announces `due` with `due_km` null: the
+    scenario's texts name the plan instead of saying the vehicle reached " km"."""
+    template = compile_template(
+        checked_template(yaml.safe_load((FLOWS / f"templates/{name}.yaml").read_text()))
+    )
+    detail = {"due_km": None, "plan": {"id": "p1", "name": "Vistoria anual"}, "reason": "time"}
+    context = {"entity": {"plate": "ABC1D23"}, "event": {"detail": detail}}
+    texts = {
+        locale: " ".join(template.render(context, locale).parts.values())
+        for locale in ("pt-BR", "en")
+    }
+    assert all("Vistoria anual" in t and " km" not in t for t in texts.values()), texts
+
+
+def test_the_due_by_time_alone_email_names_its_plan_not_a_km() -> None:
+    template = compile_template(
+        checked_template(
+            yaml.safe_load((FLOWS / "templates/maintenance-due-email.yaml").read_text())
+        )
+    )
+    detail = {"due_km": None, "plan": {"id": "p1", "name": "Vistoria anual"}, "reason": "time"}
+    context = {"entity": {"plate": "ABC1D23", "odometer_km": 5}, "event": {"detail": detail}}
+    for locale in ("pt-BR", "en"):
+        parts = template.render(context, locale).parts
+        assert "Vistoria anual" in parts["subject"] and " km" not in parts["subject"], parts
+        assert "atingiu" not in parts["text"] and "reached" not in parts["text"], parts
+
+
+def test_the_service_alerts_cooldown_tells_plans_and_years_apart() -> None:
+    """Two plans by time alone (an annual inspection, the yearly licensing) due the same
+    month for one vehicle, and one of them a year later: each alert has its own cooldown
+    key (before, all three were `maintenance-due:ABC1D23:null`, the later ones silenced)."""
+    flow = load_flow((FLOWS / "maintenance-due-alert.yaml").read_bytes())
+
+    def key(plan: str, due_at: str) -> str | None:
+        detail = {"plan": {"id": plan}, "due_km": None, "due_at": due_at, "reason": "time"}
+        context = {"entity": {"plate": "ABC1D23"}, "event": {"detail": detail}}
+        spec = flow.steps[0].notify
+        assert spec is not None and spec.cooldown_key is not None
+        return cooldown_key(spec.cooldown_key, context)
+
+    keys = {key("p1", "2027-12-01"), key("p2", "2027-12-10"), key("p1", "2028-12-01")}
+    assert len(keys) == 3 and None not in keys

@@ -166,6 +166,32 @@ async def test_a_plan_lists_the_vehicles_due_and_due_soon(
     assert "ABC1D23" not in page and "DEF4G56" not in page
 
 
+async def test_a_plan_by_time_alone_is_created_from_the_form_and_shown(
+    client: Client, services: Services
+) -> None:
+    """An annual inspection: the form with `every_days` and no `every_km` creates the plan
+    (before: refused naming every_km); its page, the plans list and a vehicle's page show it
+    without a distance (the next km "—"). Neither interval: refused naming every_km."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 10_400})
+    await make_user(services)
+    await log_in(client)
+    refused = await _form(client, "/admin/maintenance-plans/new", {"name": "Nada"})
+    assert refused.status == 422 and 'data-field="every_km"' in await refused.text()
+    created = await _form(
+        client,
+        "/admin/maintenance-plans/new",
+        {"name": "Vistoria anual", "every_km": "", "every_days": "365", "due_soon_days": "30"},
+    )
+    assert created.status == 303, await created.text()
+    [plan] = (await _api(client, "/api/v1/maintenance-plans"))["items"]
+    assert plan.get("every_km") is None and plan["every_days"] == 365
+    for path in (created.headers["Location"], "/admin/maintenance-plans"):
+        page = await client.get(path)
+        assert page.status == 200 and "365" in await page.text()
+    vehicle = await (await client.get("/admin/entities/vehicle/ABC1D23")).text()
+    assert "Vistoria anual" in vehicle
+
+
 async def test_a_vehicles_page_draws_its_track_and_shows_its_fences_and_plans(
     client: Client, services: Services
 ) -> None:

@@ -84,15 +84,19 @@ class GenFix:
     heading: float | None = None
     accuracy_m: float | None = None
     expect: str | None = None  # None: accepted; else the quality gate's reason
+    device: str | None = None  # the sending device's tracker id (None: named by plate only)
 
     def canonical(self, plate: str) -> dict[str, Any]:
-        """The canonical fix (docs/fleet.md) for a vehicle's plate."""
+        """The canonical fix (docs/fleet.md) for a vehicle's plate (and, when the fix says
+        which device sent it, that device's `tracker_id`: the plate still names the vehicle)."""
         doc: dict[str, Any] = {
             "plate": plate,
             "time": iso(self.t),
             "lat": self.lat,
             "lon": self.lon,
         }
+        if self.device is not None:
+            doc["tracker_id"] = self.device
         for name in ("speed_kmh", "heading", "accuracy_m"):
             value = getattr(self, name)
             if value is not None:
@@ -506,12 +510,15 @@ def traffic_lights(seed: int, start: datetime, *, every_s: tuple[float, float] =
     return Track("traffic-lights", fixes, path.length_m, 0.01, sends=in_batches(len(fixes), 100))
 
 
-def parked_multipath(seed: int, start: datetime, *, speed: bool = True) -> Track:
+def parked_multipath(
+    seed: int, start: datetime, *, speed: bool = True, in_a_row: bool = False
+) -> Track:
     """Parked 8 h (a fix every 1–5 min drifting 5–15 m), with six multipath reflections of
     100–300 m (one fix each, reporting 0 km/h and a good accuracy, as receivers do), then a
     real departure: 5 min through the city at 30–50 km/h, a fix every 10 s. Truth: the
     departure's road; the reflections may be refused (`expect` is then ignored for them:
-    `Track.note` names them)."""
+    `Track.note` names them). `in_a_row`: the six come in three pairs, two fixes in a row
+    each reflected somewhere else."""
     rng = random.Random(seed)
     path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360)).stop(8 * 3600)
     parked_until = path.now.t
@@ -525,7 +532,12 @@ def parked_multipath(seed: int, start: datetime, *, speed: bool = True) -> Track
         fixes.append(receiver.see(parked[i]))
         i += round(rng.uniform(60, 300))
     # the reflections: one fix each, far off, with a confident accuracy and no speed
-    for k in sorted(rng.sample(range(2, len(fixes) - 2, 3), 6)):  # none in a row
+    if in_a_row:
+        firsts = sorted(rng.sample(range(2, len(fixes) - 3, 4), 3))
+        reflected = [k + i for k in firsts for i in (0, 1)]
+    else:
+        reflected = sorted(rng.sample(range(2, len(fixes) - 2, 3), 6))  # none in a row
+    for k in reflected:
         fix = fixes[k]
         lat, lon = destination(fix.lat, fix.lon, rng.uniform(0, 360), rng.uniform(100, 300))
         fixes[k] = replace(fix, lat=round(lat, 7), lon=round(lon, 7), expect="multipath")
@@ -533,7 +545,7 @@ def parked_multipath(seed: int, start: datetime, *, speed: bool = True) -> Track
     fixes += [receiver.see(s) for s in moving[9::10]]
     truth = length_m([parked[-1], *moving])
     return Track(
-        f"parked-multipath{'' if speed else '-no-speed'}",
+        f"parked-multipath{'' if speed else '-no-speed'}{'-in-a-row' if in_a_row else ''}",
         fixes,
         truth,
         0.02,
@@ -602,13 +614,15 @@ def shuffled_sends(track: Track, seed: int) -> Track:
 
 
 def two_devices(
-    seed: int, start: datetime, *, phone_clock_s: float = 1.5
+    seed: int, start: datetime, *, phone_clock_s: float = 1.5, named: bool = False
 ) -> tuple[Track, list[GenFix]]:
     """One vehicle, two devices: a tracker (a fix every 5 s, accurate clock) and the
     driver's phone app (a fix every 7 s, a less precise receiver, its clock `phone_clock_s`
     behind: it dates each fix that much early). Urban driving at 30–60 km/h. The track is
     both devices' fixes merged (a phone fix on the same device time as a tracker fix is the
-    same fix: dropped); the phone's list is returned too."""
+    same fix: dropped); the phone's list is returned too. `named`: each fix carries its
+    device's tracker id, and the fold follows the tracker (it sends first): every phone fix
+    is refused `other_device` and the truth is the road."""
     rng = random.Random(seed)
     path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360))
     for _ in range(12):
@@ -623,6 +637,9 @@ def two_devices(
     phone = [
         replace(phone_rx.see(s), t=s.t - skew) for s in path.samples[3::7] if s.t - skew >= start
     ]
+    if named:
+        tracker = [replace(f, device=f"trk-{seed}") for f in tracker]
+        phone = [replace(f, device=f"phone-{seed}", expect="other_device") for f in phone]
     taken = {f.t for f in tracker}
     merged = sorted([*tracker, *(f for f in phone if f.t not in taken)], key=lambda f: f.t)
     sends: list[list[int]] = []  # each device sends its own fix as it has it
@@ -639,7 +656,91 @@ def two_devices(
                 sends[-1].append(i)
             else:
                 sends.append([i])
-    return Track("two-devices", merged, path.length_m, 0.025, sends=sends), phone
+    name = f"two-devices{'-named' if named else ''}"
+    return Track(name, merged, path.length_m, 0.025, sends=sends), phone
+
+
+def phone_hours_off(seed: int, start: datetime, *, hours: float = 3.0) -> Track:
+    """A tracker parked `hours` (a fix every 2 min), then 30 minutes through the city (a fix
+    every 5 s); the driver's phone app, its clock `hours` behind (local time sent as UTC),
+    sends the drive every 7 s dated back among the tracker's parked fixes. Each device names
+    itself (`tracker_id`): every phone fix is refused `other_device`, the truth is the road."""
+    rng = random.Random(seed)
+    path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360)).stop(round(hours * 3600))
+    parked_until = path.now.t
+    while (path.now.t - parked_until).total_seconds() < 1800:
+        kmh = rng.uniform(30, 60)
+        path.drive(round(rng.uniform(200, 600) / (kmh / 3.6)), kmh)
+        if rng.random() < 0.3:
+            path.stop(rng.randint(20, 60))
+        path.turn(rng.choice((-90, 90)))
+    receiver = Receiver(rng, sigma_m=3.0, drift_tau_s=600)
+    parked = [s for s in path.samples if s.t <= parked_until]
+    moving = [s for s in path.samples if s.t > parked_until]
+    tracker = [receiver.see(s) for s in parked[::120]] + [receiver.see(s) for s in moving[::5]]
+    phone_rx = Receiver(rng, sigma_m=6.0, tau_s=30.0, white_m=1.5)
+    back = timedelta(hours=hours)
+    phone = [
+        replace(phone_rx.see(s), t=s.t - back, device=f"phone-{seed}", expect="other_device")
+        for s in moving[3::7]
+    ]
+    taken = {f.t for f in tracker}
+    tracker = [replace(f, device=f"trk-{seed}") for f in tracker]
+    fixes = sorted([*tracker, *(f for f in phone if f.t not in taken)], key=lambda f: f.t)
+    index = {f.t: i for i, f in enumerate(fixes)}
+    # Sent as they come: the parked fixes first, then both devices' fixes of the drive.
+    arrivals = sorted(
+        [(f.t, index[f.t]) for f in tracker]
+        + [(f.t + back, index[f.t]) for f in phone if f.t not in taken]
+    )
+    order = [i for _, i in arrivals]
+    sends = [order[i : i + 10] for i in range(0, len(order), 10)]
+    truth = length_m([parked[-1], *moving])
+    return Track(f"phone-{hours:g}h-off", fixes, truth, 0.025, sends=sends)
+
+
+def replaced_tracker(seed: int, start: datetime, *, handover_s: float = 600.0) -> Track:
+    """A tracker replaced at the workshop: 10 minutes through the city with the old one (a
+    fix every 5 s); parked 30 minutes, the old one still sending every minute until it is
+    unplugged 15 minutes in, the new one sending every 30 s from 5 minutes in (both on for
+    10 minutes); then 10 minutes through the city with the new one. The new one's fixes are
+    refused `other_device` until the old one has been silent `handover_s`; the truth is the
+    road."""
+    rng = random.Random(seed)
+    path = Path(start, *SAO_PAULO, heading=rng.uniform(0, 360))
+
+    def city(seconds: int) -> None:
+        begin = path.now.t
+        while (path.now.t - begin).total_seconds() < seconds:
+            kmh = rng.uniform(30, 50)
+            path.drive(round(rng.uniform(150, 400) / (kmh / 3.6)), kmh)
+            path.turn(rng.choice((-90, 90)))
+
+    city(600)
+    parked_from = path.now.t
+    path.stop(1800)
+    parked_until = path.now.t
+    city(600)
+    unplugged = parked_from + timedelta(minutes=15)
+    plugged = parked_from + timedelta(minutes=5)
+    old_rx, new_rx = Receiver(rng, drift_tau_s=600), Receiver(rng, drift_tau_s=600)
+    old = [
+        replace(old_rx.see(s), device=f"old-{seed}")
+        for i, s in enumerate(path.samples)
+        if (s.t <= parked_from and i % 5 == 0)
+        or (parked_from < s.t <= unplugged and (s.t - parked_from).seconds % 60 == 0)
+    ]
+    last_old = old[-1].t
+    new = []
+    for i, s in enumerate(path.samples):
+        parked = plugged <= s.t <= parked_until and (s.t - plugged).seconds % 30 == 0
+        if parked or (s.t > parked_until and i % 5 == 0):
+            fix = replace(new_rx.see(s), device=f"new-{seed}")
+            held = (fix.t - last_old).total_seconds() < handover_s
+            new.append(replace(fix, expect="other_device" if held else None))
+    taken = {f.t for f in old}
+    fixes = sorted([*old, *(f for f in new if f.t not in taken)], key=lambda f: f.t)
+    return Track("replaced-tracker", fixes, path.length_m, 0.025, sends=in_batches(len(fixes), 10))
 
 
 def through(

@@ -130,7 +130,7 @@ class PositionAppender:
         groups = list(by_vehicle.items())
         stored = await self._store.positions.append_batch(
             tenant,
-            [(v.id, [fix.document() for _, fix in fixes]) for v, fixes in groups],
+            [(v.id, [_stored(fix) for _, fix in fixes]) for v, fixes in groups],
             source,
             early=True,
         )
@@ -187,6 +187,17 @@ class PositionAppender:
             problem = FieldProblem("/tracker_id", message, "ambiguous_vehicle")
             raise InvalidPayload(message, [problem], reason="entity")
         return Vehicle(str(found[0]["_id"]), found[0]["data"].get("plate"))
+
+
+def _stored(fix: Fix) -> dict[str, Any]:
+    """The fix's document, with the device that sent it when it names one (its tracker id, even
+    beside a plate): the fold follows one device of a vehicle at a time
+    (`state.device_reason`). A fix that names no device is any device's: one tracker's fixes
+    may come through two paths (a live forward and a backfill, a webhook and a poll), and
+    refusing one path's as another device's would lose real distance."""
+    if fix.tracker_id is None:
+        return fix.document()
+    return {**fix.document(), "device": str(fix.tracker_id)}
 
 
 def _unknown(field: str, value: Any) -> InvalidPayload:

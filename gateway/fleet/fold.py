@@ -871,7 +871,11 @@ class _VehicleRun:
             self._pass.counts["rejected", verdict.reason.value] += 1
             return
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
-        if (outlier := verdict.outlier) is not None:  # the last position, refused after all
+        # The last position (and, two reflections in a row, the one before it), refused
+        # after all.
+        for outlier in (verdict.earlier_outlier, verdict.outlier):
+            if outlier is None:
+                continue
             reason = verdict.outlier_reason.value
             self._pass.rejected[position_id(self._pass.key[1], outlier.t)] = reason
             self._pass.counts["rejected", reason] += 1

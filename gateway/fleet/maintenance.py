@@ -2,12 +2,14 @@
 
 A plan counts services in cycles from a base: the last recorded service (its km and time),
 or, before any, the plan's `start_km` and the moment the plan first saw the vehicle. Service
-n is due at `base_km + n·every_km` or at `base_at + n·every_days`, whichever comes first;
-`due_soon` is announced `due_soon_km` before the distance (or `due_soon_days` before the
-time). Each cycle's `due` and `due_soon` are announced once: `PlanState.notified` keeps the
-`due_km` last announced per kind, so a jump over several cycles announces the last one only,
-an odometer corrected downwards does not announce again, and a plan whose interval is
-edited does not repeat what it already said. An announcement more than a whole cycle past
+n is due at `base_km + n·every_km` or at `base_at + n·every_days`, whichever comes first (a
+plan has either interval or both: an annual inspection is `every_days` alone, its `due_km`
+None); `due_soon` is announced `due_soon_km` before the distance (or `due_soon_days` before
+the time). Each cycle's `due` and `due_soon` are announced once: `PlanState.notified` keeps
+the cycle last announced per kind (its `due_km`; a time-only plan's, its number n), so a
+jump over several cycles announces the last one only, an odometer corrected downwards does
+not announce again, and a plan whose interval is edited does not repeat what it already
+said. An announcement more than a whole cycle past
 the odometer (made at a device odometer's glitch up, since taken back) holds nothing back:
 the plan is not silent until the bad value is reached again.
 
@@ -41,7 +43,7 @@ _EPS_KM = 1e-6
 class Plan:
     id: str
     name: str
-    every_km: float
+    every_km: float | None
     due_soon_km: float | None = None
     every_days: float | None = None
     start_km: float = 0.0
@@ -88,7 +90,7 @@ class PlanState:
 @dataclass(frozen=True)
 class Due:
     kind: DueKind
-    due_km: float | None
+    due_km: float | None  # None: a time-only plan
     due_at: datetime | None
     reason: DueReason
 
@@ -113,13 +115,11 @@ def step(
     # odometer reached the bad value; it is kept until one is, so that an odometer glitch
     # down for a moment (a device's 0) announces nothing again once it is back.
     said = {
-        kind: due_km
-        for kind, due_km in notified.items()
-        if due_km <= cycle.km(current + 1) + _EPS_KM
+        kind: mark for kind, mark in notified.items() if mark <= cycle.mark(current + 1) + _EPS_KM
     }
     found: list[Due] = []
-    if current >= 1 and cycle.km(current) > said.get("due", -math.inf) + _EPS_KM:
-        notified["due"] = cycle.km(current)
+    if current >= 1 and cycle.mark(current) > said.get("due", -math.inf) + _EPS_KM:
+        notified["due"] = cycle.mark(current)
         found.append(
             Due(
                 "due",
@@ -133,8 +133,8 @@ def step(
     # A cycle already announced due is not announced soon afterwards (an odometer taken
     # back below it after a jump over its due_soon).
     told = max(said.get("due_soon", -math.inf), said.get("due", -math.inf))
-    if soon is not None and cycle.km(upcoming) > told + _EPS_KM:
-        notified["due_soon"] = cycle.km(upcoming)
+    if soon is not None and cycle.mark(upcoming) > told + _EPS_KM:
+        notified["due_soon"] = cycle.mark(upcoming)
         found.append(Due("due_soon", cycle.km(upcoming), cycle.at(upcoming), soon))
     return replace(state, notified=notified, seen_km=odometer_km), [] if first else found
 
@@ -166,8 +166,16 @@ class _Cycle:
         self.base_at = state.last_service_at or state.started_at
         self.every = timedelta(days=plan.every_days) if plan.every_days else None
 
-    def km(self, n: int) -> float:
+    def km(self, n: int) -> float | None:
+        if self.plan.every_km is None:
+            return None
         return self.base_km + n * self.plan.every_km
+
+    def mark(self, n: int) -> float:
+        """What `PlanState.notified` keeps of cycle n: its due km, or (a time-only plan, whose
+        cycles are the days since the base) its number."""
+        km = self.km(n)
+        return float(n) if km is None else km
 
     def at(self, n: int) -> datetime | None:
         if self.every is None or self.base_at is None:
@@ -176,16 +184,21 @@ class _Cycle:
 
     def reached(self, odometer_km: float, now: datetime) -> tuple[int, int]:
         """The last cycle reached by distance, and by time (0: none)."""
-        n_km = max(0, math.floor((odometer_km - self.base_km + _EPS_KM) / self.plan.every_km))
-        n_time = 0
+        every_km, n_km, n_time = self.plan.every_km, 0, 0
+        if every_km is not None:
+            n_km = max(0, math.floor((odometer_km - self.base_km + _EPS_KM) / every_km))
         if self.every is not None and self.base_at is not None and now > self.base_at:
             n_time = max(0, math.floor((now - self.base_at) / self.every))
         return n_km, n_time
 
     def soon(self, n: int, odometer_km: float, now: datetime) -> DueReason | None:
         """Why cycle n is near (within due_soon_km, or due_soon_days), or None."""
-        plan = self.plan
-        if plan.due_soon_km and odometer_km + _EPS_KM >= self.km(n) - plan.due_soon_km:
+        plan, due_km = self.plan, self.km(n)
+        if (
+            plan.due_soon_km
+            and due_km is not None
+            and odometer_km + _EPS_KM >= due_km - plan.due_soon_km
+        ):
             return "distance"
         due_at = self.at(n)
         if plan.due_soon_days and due_at is not None:
@@ -204,7 +217,7 @@ class Outlook:
     (a cycle reached since the last service), soon, or not yet."""
 
     condition: Literal["ok", "due_soon", "due"]
-    next_km: float
+    next_km: float | None  # None: a time-only plan
     next_at: datetime | None
 
 

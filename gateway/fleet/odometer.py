@@ -34,6 +34,9 @@ class TrackPoint:
     lon: float
     accuracy_m: float | None = None
     speed_kmh: float | None = None  # as the device reported it
+    # Which device sent it (the fix's `tracker_id`; None: it named none, or was stored before
+    # fixes carried it: any device's): `state.device_reason`.
+    device: str | None = None
 
     def distance_m(self, other: TrackPoint) -> float:
         return haversine_m(self.lat, self.lon, other.lat, other.lon)
@@ -44,17 +47,20 @@ class TrackPoint:
             doc["accuracy_m"] = self.accuracy_m
         if self.speed_kmh is not None:
             doc["speed_kmh"] = self.speed_kmh
+        if self.device is not None:
+            doc["device"] = self.device
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> TrackPoint:
-        accuracy, speed = doc.get("accuracy_m"), doc.get("speed_kmh")
+        accuracy, speed, device = doc.get("accuracy_m"), doc.get("speed_kmh"), doc.get("device")
         return cls(
             doc["t"],
             float(doc["lat"]),
             float(doc["lon"]),
             None if accuracy is None else float(accuracy),
             None if speed is None else float(speed),
+            None if device is None else str(device),
         )
 
 
@@ -73,6 +79,10 @@ class OdometerSettings:
     still_kmh: float = 3.0
     still_m: float = 50.0
     still_window_s: float = 30.0
+    # A vehicle's fixes from a device other than the last position's are refused
+    # (`other_device`) until that device has been silent this long (device time): 0 lets
+    # every device's fixes in, interleaved.
+    device_handover_s: float = 600.0
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -84,6 +94,7 @@ class OdometerSettings:
             "still_kmh": self.still_kmh,
             "still_m": self.still_m,
             "still_window_s": self.still_window_s,
+            "device_handover_s": self.device_handover_s,
         }
 
     @classmethod
@@ -98,6 +109,7 @@ class OdometerSettings:
             still_kmh=float(fields["still_kmh"]),
             still_m=float(fields["still_m"]),
             still_window_s=float(fields["still_window_s"]),
+            device_handover_s=float(fields["device_handover_s"]),
         )
 
 

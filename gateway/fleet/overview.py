@@ -33,7 +33,7 @@ def vehicle_groups(data: Mapping[str, Any]) -> list[str]:
 class PlanView:
     id: str
     name: str
-    every_km: float
+    every_km: float | None
     outlook: Outlook
 
 

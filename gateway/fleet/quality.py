@@ -17,7 +17,12 @@ last position or the odometer. The gates, in the order they are tried:
   last of them, without adding the jump to the odometer;
 - `spike` (found one fix later): a fix that counted a jump away from where the vehicle stood
   still, the next fix back where it stood, none of the three saying it moved (a reflection
-  off a building while parked); its distance is taken back (`state.fold_fix`).
+  off a building while parked); its distance is taken back (`state.fold_fix`); two in a
+  row, each to its own place, likewise;
+- `other_device`: a vehicle with two devices (a tracker and the driver's phone, an old and a
+  new tracker) is followed one device at a time: a fix from another device than the last
+  position's, before that one has been silent for `device_handover_s`, or a late fix whose
+  accepted neighbours are all another device's (`state.device_reason`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"
     IMPOSSIBLE_SPEED = "impossible_speed"
     SPIKE = "spike"
+    OTHER_DEVICE = "other_device"
 
 
 @dataclass(frozen=True, slots=True)

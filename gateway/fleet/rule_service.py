@@ -5,8 +5,9 @@ tenant's cached rules (`rules.py` `FleetRules.forget`).
     geofence  {"name", "kind": "authorized"|"restricted", "circle": {"lat", "lon",
               "radius_m"} | "polygon": GeoJSON Polygon, "vehicles"?: [plates], "group"?,
               "margin_m"? (25), "dwell_seconds"? (0), "description"?}
-    plan      {"name", "every_km", "due_soon_km"?, "every_days"?, "due_soon_days"?,
-              "start_km"? (0), "vehicles"?: [plates], "group"?, "description"?}
+    plan      {"name", "every_km" and/or "every_days" (at least one), "due_soon_km"?,
+              "due_soon_days"?, "start_km"? (0), "vehicles"?: [plates], "group"?,
+              "description"?}
 
 A rule with neither `vehicles` nor `group` applies to every vehicle of the tenant; otherwise to
 the plates listed and to the vehicles whose `group` (or one of whose `groups`) is `group`.
@@ -140,11 +141,14 @@ class PlanService(RuleService):
     def _fields(self, body: Mapping[str, Any]) -> Doc:
         check = BodyCheck(body, self.fields)
         fields = _common(check)
-        if body.get("every_km") is None:
-            check.add("/every_km", "every_km is required", "required")
-        fields["every_km"] = check.number("every_km", 1, MAX_EVERY_KM)
+        # A distance, a time interval or both, whichever comes first (SPEC §6): an annual
+        # inspection, the yearly licensing, is a plan by time alone.
+        if body.get("every_km") is None and body.get("every_days") is None:
+            message = "every_km or every_days is required (a plan by distance, time or both)"
+            check.add("/every_km", message, "required")
         fields["start_km"] = _or(check.number("start_km", 0, MAX_START_KM), 0)
         optional = {
+            "every_km": check.number("every_km", 1, MAX_EVERY_KM),
             "due_soon_km": check.number("due_soon_km", 0, MAX_EVERY_KM),
             "every_days": check.number("every_days", 1, MAX_EVERY_DAYS),
             "due_soon_days": check.number("due_soon_days", 0, MAX_EVERY_DAYS),

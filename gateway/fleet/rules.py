@@ -49,7 +49,7 @@ def plan_from_doc(doc: Mapping[str, Any]) -> Plan:
     return Plan(
         id=str(doc["_id"]),
         name=doc["name"],
-        every_km=float(doc["every_km"]),
+        every_km=number("every_km"),
         due_soon_km=number("due_soon_km"),
         every_days=number("every_days"),
         start_km=float(doc.get("start_km") or 0),

@@ -37,6 +37,7 @@ ODOMETER_LIMITS: Final[dict[str, tuple[float, float, bool]]] = {
     "still_kmh": (0, 20, False),
     "still_m": (0, 1_000, False),
     "still_window_s": (0, 3_600, False),
+    "device_handover_s": (0, 86_400, False),
 }
 
 

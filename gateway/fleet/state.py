@@ -52,6 +52,9 @@ class VehicleState:
     # (`_suspect`).
     step_from: TrackPoint | None = None
     step_km: tuple[float, float] | None = None
+    # The step before it, likewise (two reflections in a row: `_double_spike`).
+    prior_from: TrackPoint | None = None
+    prior_km: tuple[float, float] | None = None
     # A device odometer too far from the count to be driven since the last one (a glitch,
     # or a change the next value confirms): `rebaseline`.
     device_suspect: Baseline | None = None
@@ -70,6 +73,8 @@ class VehicleState:
             "position_sent": self.position_sent,
             "step_from": None if self.step_from is None else self.step_from.to_doc(),
             "step_km": None if self.step_km is None else list(self.step_km),
+            "prior_from": None if self.prior_from is None else self.prior_from.to_doc(),
+            "prior_km": None if self.prior_km is None else list(self.prior_km),
             "device_suspect": None if self.device_suspect is None else self.device_suspect.to_doc(),
         }
 
@@ -91,6 +96,8 @@ class VehicleState:
             position_sent=dict(doc.get("position_sent") or {}),
             step_from=point(doc["step_from"]) if doc.get("step_from") else None,
             step_km=_pair(doc.get("step_km")),
+            prior_from=point(doc["prior_from"]) if doc.get("prior_from") else None,
+            prior_km=_pair(doc.get("prior_km")),
             device_suspect=(
                 Baseline.from_doc(doc["device_suspect"]) if doc.get("device_suspect") else None
             ),
@@ -128,6 +135,8 @@ class Verdict:
     # fix, refused after all with `outlier_reason`.
     outlier: TrackPoint | None = None
     outlier_reason: Reason = Reason.IMPOSSIBLE_SPEED
+    # Two reflections in a row: the one before `outlier`, refused with it as a `spike`.
+    earlier_outlier: TrackPoint | None = None
 
     @property
     def accepted(self) -> bool:
@@ -158,6 +167,8 @@ def fold_fix(
     any other fix is judged against the last position and moves it."""
     if (reason := static_reason(fix, received_at, quality)) is not None:
         return state, Verdict(reason)
+    if (reason := device_reason(state, fix, before, after, odometer)) is not None:
+        return state, Verdict(reason, late=state.is_late(fix))
     if state.is_late(fix):
         for neighbour in (before, after):
             if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
@@ -175,6 +186,8 @@ def fold_fix(
         return state, Verdict(reason)
     if _spike(state, fix, odometer):
         return _take_back_spike(state, fix, odometer, detail)
+    if _double_spike(state, fix, odometer):
+        return _take_back_double_spike(state, fix, odometer, detail)
     added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.recent)
     anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
@@ -188,8 +201,43 @@ def fold_fix(
         recent=_recent_with(state.recent, fix),
         step_from=state.anchor,
         step_km=(state.odometer_km, state.odometer_km + added),
+        prior_from=state.step_from,
+        prior_km=state.step_km,
     )
     return moved, Verdict(added_km=added)
+
+
+def device_reason(
+    state: VehicleState,
+    fix: TrackPoint,
+    before: TrackPoint | None,
+    after: TrackPoint | None,
+    odometer: OdometerSettings,
+) -> Reason | None:
+    """`other_device` when `fix` comes from another device than the one the vehicle follows.
+
+    Two devices on one vehicle (a tracker and the driver's phone app, an old tracker and its
+    replacement) each see the road through their own receiver and clock: their fixes
+    interleaved zigzag between two errors, and a clock seconds (or hours) off makes each
+    one's fixes late among the other's, each adding a detour. So the fold follows one device
+    at a time: the last position's. A fix from another device moves nothing until the
+    followed one has been silent for `device_handover_s` of device time (a tracker unplugged,
+    replaced, out of coverage); then it takes over, measured from the last position like any
+    fix. A late fix belongs to the device its accepted neighbours came from: refused when
+    neither of them is its own. A fix (or a last position) without a device, stored before
+    fixes named theirs, is any device's; one device alone is never refused here."""
+    if fix.device is None or not odometer.device_handover_s:
+        return None
+    if state.is_late(fix):
+        near = [p for p in (before, after) if p is not None]
+        if not near or any(p.device in (None, fix.device) for p in near):
+            return None
+        return Reason.OTHER_DEVICE
+    last = state.last
+    if last is None or last.device in (None, fix.device):
+        return None
+    silent = (fix.t - last.t).total_seconds()
+    return Reason.OTHER_DEVICE if silent < odometer.device_handover_s else None
 
 
 def _spike(state: VehicleState, fix: TrackPoint, odometer: OdometerSettings) -> bool:
@@ -235,9 +283,75 @@ def _take_back_spike(
         recent=recent,
         step_from=anchor,
         step_km=(km, odometer_km),
+        prior_from=None,
+        prior_km=None,
     )
     verdict = Verdict(
         added_km=odometer_km - state.odometer_km, outlier=state.last, outlier_reason=Reason.SPIKE
+    )
+    return moved.remember(fix), verdict
+
+
+def _double_spike(state: VehicleState, fix: TrackPoint, odometer: OdometerSettings) -> bool:
+    """Whether the last two positions are reflections in a row that `fix` shows up: each
+    counted a jump (the first away from where the vehicle stood, the second on from the
+    first: two places, not one where the vehicle stopped), `fix` is back within a standing
+    vehicle's drift of where it stood and far from both, and none of the four reported a
+    speed of moving. A vehicle that really drove out, stopped for two fixes and came back
+    stood at one place out there (its second fix within the first's drift: no jump, not
+    this pattern)."""
+    second, first, anchor = state.last, state.step_from, state.prior_from
+    steps, before = state.step_km, state.prior_km
+    if second is None or first is None or anchor is None or steps is None or before is None:
+        return False
+    if len(state.recent) < 2 or state.recent[-1] != second or state.recent[-2] != first:
+        return False
+    if steps[1] != state.odometer_km or steps[1] <= steps[0]:
+        return False
+    if before[1] != steps[0] or before[1] <= before[0]:
+        return False  # the first did not count a jump, or something moved the count since
+
+    def moving(point: TrackPoint) -> bool:
+        return point.speed_kmh is not None and point.speed_kmh >= odometer.still_kmh
+
+    if any(moving(p) for p in (anchor, first, second, fix)):
+        return False
+    if fix.distance_m(anchor) > jitter_m(anchor, fix, odometer, still=True):
+        return False
+    return all(fix.distance_m(p) > jitter_m(p, fix, odometer, still=True) for p in (first, second))
+
+
+def _take_back_double_spike(
+    state: VehicleState,
+    fix: TrackPoint,
+    odometer: OdometerSettings,
+    detail: dict[str, Any] | None,
+) -> tuple[VehicleState, Verdict]:
+    """Both reflections' distance off the odometer, both out of the recent fixes, and `fix`
+    counted from the anchor before them."""
+    assert state.prior_from is not None and state.prior_km is not None  # `_double_spike`
+    anchor, km = state.prior_from, state.prior_km[0]
+    recent = state.recent[:-2]
+    added_m = step_m(anchor, fix, odometer, recent)
+    odometer_km = km + (added_m or 0.0) / 1000
+    moved = replace(
+        state,
+        last=fix,
+        last_detail=_detail(detail),
+        anchor=anchor if added_m is None else fix,
+        odometer_km=odometer_km,
+        suspects=(),
+        recent=recent,
+        step_from=anchor,
+        step_km=(km, odometer_km),
+        prior_from=None,
+        prior_km=None,
+    )
+    verdict = Verdict(
+        added_km=odometer_km - state.odometer_km,
+        outlier=state.last,
+        outlier_reason=Reason.SPIKE,
+        earlier_outlier=state.step_from,
     )
     return moved.remember(fix), verdict
 
@@ -269,6 +383,8 @@ def _suspect(
         suspects=(),
         step_from=None,
         step_km=None,
+        prior_from=None,
+        prior_km=None,
     )
     outlier, recent = state.last, state.recent
     if (

@@ -34,6 +34,8 @@ def public_fix(doc: Doc) -> dict[str, Any]:
     fix.update({name: doc[name] for name in _OPTIONAL if name in doc})
     fix["received_at"] = utc_text(doc["at"])
     fix["source"] = doc.get("source")
+    if doc.get("device") is not None:
+        fix["device"] = doc["device"]
     fix["rejected"] = doc.get("rejected")
     return fix
 

@@ -137,11 +137,11 @@ GEOFENCE: dict[str, Any] = {
 _PLAN_PROPERTIES: dict[str, Any] = {
     **_COMMON,
     "every_km": {
-        "type": "number",
+        "type": ["number", "null"],
         "minimum": 1,
         "maximum": MAX_EVERY_KM,
         "description": "a service every N km of odometer, counted from start_km (or the last "
-        "service)",
+        "service); every_km, every_days or both",
     },
     "due_soon_km": {
         "type": ["number", "null"],
@@ -153,7 +153,8 @@ _PLAN_PROPERTIES: dict[str, Any] = {
         "type": ["number", "null"],
         "minimum": 1,
         "maximum": MAX_EVERY_DAYS,
-        "description": "and every N days, whichever comes first",
+        "description": "a service every N days, counted from the last service (or when the "
+        "plan first saw the vehicle); with every_km, whichever comes first",
     },
     "due_soon_days": {
         "type": ["number", "null"],
@@ -171,7 +172,12 @@ _PLAN_PROPERTIES: dict[str, Any] = {
 PLAN_BODY: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "every_km"],
+    "required": ["name"],
+    # A distance, a time interval or both (null is neither).
+    "anyOf": [
+        {"required": ["every_km"], "properties": {"every_km": {"type": "number"}}},
+        {"required": ["every_days"], "properties": {"every_days": {"type": "number"}}},
+    ],
     "properties": _PLAN_PROPERTIES,
 }
 PLAN_PATCH: dict[str, Any] = {
@@ -182,7 +188,7 @@ PLAN_PATCH: dict[str, Any] = {
 }
 PLAN: dict[str, Any] = {
     "type": "object",
-    "required": ["id", "name", "every_km", "start_km", "vehicles"],
+    "required": ["id", "name", "start_km", "vehicles"],
     "properties": {**_PLAN_PROPERTIES, **_STORED},
 }
 _LIST: dict[str, Any] = {"type": "object", "properties": {"items": {"type": "array"}}}
