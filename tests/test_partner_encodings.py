@@ -146,19 +146,3 @@ async def test_a_gzip_body_is_read_and_its_inflated_size_counts_against_the_limi
         headers={**bearer(trigger), "Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
     assert response.status == 413, await response.text()
-
-
-async def test_json_under_a_form_or_text_type_is_a_415_that_says_which_type_to_send(
-    client: Client,
-) -> None:
-    trigger = await _erp_trigger(client)
-    body = json.dumps(PAYLOAD).encode()
-    for sent in ("application/x-www-form-urlencoded", "text/plain"):
-        status, problem = await _post(client, trigger, body, sent)
-        assert (status, problem["detail"]) == (
-            415,
-            f"expected application/json, got {sent}; the body looks like JSON: send "
-            "Content-Type: application/json",
-        )
-    status, problem = await _post(client, trigger, b"placa=ABC1D23", "text/plain")
-    assert (status, problem["detail"]) == (415, "expected application/json, got text/plain")
