@@ -16,6 +16,7 @@ from tests.triggers_support import (
     create_position_trigger,
     create_trigger,
     upload_mapping,
+    upload_shipped,
     vehicle_track,
 )
 
@@ -147,3 +148,23 @@ fields:
     status, answer = await _post(client, trigger, form, "application/x-www-form-urlencoded")
     assert status == 201, answer
     assert (await _vehicle(client))["attributes"]["erp_id"] == "98765432109876543210"
+
+
+async def test_an_osmand_value_left_blank_is_no_value_not_a_refused_fix(client: Client) -> None:
+    """GPSLogger-style URL templates send `speed=` or `bearing=` when the phone does not know
+    them: the fix is stored without them. A blank position is still a missing one."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}&id=353861053849681"
+    blanks = "&speed=&bearing=&altitude=%20&accuracy=&batt=&ignition="
+    response = await client.get(f"{url}&lat=-23.5&lon=-46.6&timestamp=1795685112{blanks}")
+    assert response.status == 201, await response.text()
+    [stored] = (await vehicle_track(client))["items"]
+    assert not {"speed_kmh", "heading", "accuracy_m", "ignition", "attributes"} & set(stored)
+    response = await client.get(f"{url}&lat=&lon=-46.6&timestamp=1795685113")
+    assert response.status == 422
+    [problem] = (await response.json())["errors"]
+    assert (problem["target"], problem["message"]) == ("lat", "required value is missing")
