@@ -45,7 +45,7 @@ def parse_json(content_type: str, body: bytes, charset: str | None = None) -> An
     MAX_DEPTH, or neither UTF-8 nor in the charset its media type names (UTF-8 is read first,
     and a byte order mark ignored: gateway/formats/charsets.py)."""
     lines = content_type in NDJSON_TYPES
-    if not (lines or is_json(content_type) or _starts_as_json(body)):
+    if not (lines or is_json(content_type) or _starts_as(body, b"{", b"[")):
         raise UnsupportedMediaType(
             f"expected application/json, got {content_type or 'no content type'}"
         )
@@ -71,8 +71,10 @@ def parse_json(content_type: str, body: bytes, charset: str | None = None) -> An
     return data
 
 
-def _starts_as_json(body: bytes) -> bool:
-    return body.removeprefix(UTF8_BOM).lstrip()[:1] in (b"{", b"[")
+def _starts_as(body: bytes, *first: bytes) -> bool:
+    """Whether the body's first character, after blanks and a UTF-8 byte order mark, is one
+    of `first`."""
+    return body.removeprefix(UTF8_BOM).lstrip()[:1] in first
 
 
 def _json_lines(body: bytes) -> list[Any]:
@@ -124,10 +126,11 @@ def check_depth(body: bytes, data: Any) -> None:
 
 
 def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dict[str, Any]:
-    """An XML (or SOAP) body as one object (gateway/formats/xml_tree.py); 415 for another
-    media type, 400 naming the line and column when it is malformed, has a DTD or nests
+    """An XML (or SOAP) body as one object (gateway/formats/xml_tree.py), also under another
+    media type when it starts as XML does (`<`: PHP's curl posts XML as a form); 415 for
+    other content, 400 naming the line and column when it is malformed, has a DTD or nests
     deeper than MAX_DEPTH, or is not in the charset its media type names."""
-    if not is_xml(content_type):
+    if not is_xml(content_type) and not _starts_as(body, b"<"):
         raise UnsupportedMediaType(
             "expected application/xml, text/xml or application/soap+xml, got "
             f"{content_type or 'no content type'}"
