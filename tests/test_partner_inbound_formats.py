@@ -11,6 +11,7 @@ from typing import Any
 from tests.support import auth
 from tests.test_position_triggers import fix, vehicle
 from tests.triggers_support import (
+    PAYLOADS,
     Client,
     bearer,
     create_position_trigger,
@@ -168,3 +169,26 @@ async def test_an_osmand_value_left_blank_is_no_value_not_a_refused_fix(client: 
     assert response.status == 422
     [problem] = (await response.json())["errors"]
     assert (problem["target"], problem["message"]) == ("lat", "required value is missing")
+
+
+async def test_traccar_client_9_json_to_an_osmand_url_is_a_fix_like_its_query_string(
+    client: Client,
+) -> None:
+    """Traccar Client 9 and later post JSON to the OsmAnd URL the phone was set up with: the
+    form trigger reads it as JSON, and the shipped osmand mapping takes both forms."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}"
+    old_app = await client.get(f"{url}&id=353861053849681&lat=-23.5&lon=-46.6&timestamp=1795685112")
+    assert old_app.status == 201, await old_app.text()
+    body = (PAYLOADS / "traccar_client_json.json").read_bytes()
+    new_app = await client.post(url, data=body, headers={"Content-Type": "application/json"})
+    assert new_app.status == 201, await new_app.text()
+    fixes = (await vehicle_track(client))["items"]
+    assert [f["time"] for f in fixes] == ["2026-11-20T13:45:22.862Z", "2026-11-26T09:25:12Z"]
+    json_fix = fixes[0]
+    assert (json_fix["lat"], json_fix["lon"], json_fix["speed_kmh"]) == (-23.56118, -46.65578, 24.3)
+    assert json_fix["attributes"]["battery_percent"] == 87

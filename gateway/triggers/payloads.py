@@ -145,6 +145,15 @@ def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dic
         ) from None
 
 
+def reads_as_json(content_type: str, body: bytes) -> bool:
+    """Whether a form trigger's body is JSON instead (labelled so, or starting as JSON does):
+    the OsmAnd protocol is a query string, a form, or, from Traccar Client 9 on, a JSON body
+    posted to the same URL."""
+    if not body:
+        return False
+    return is_json(content_type) or content_type in NDJSON_TYPES or _starts_as(body, b"{", b"[")
+
+
 def parse_form(
     content_type: str, body: bytes, query_string: str, charset: str | None = None
 ) -> dict[str, str]:
