@@ -192,3 +192,24 @@ async def test_traccar_client_9_json_to_an_osmand_url_is_a_fix_like_its_query_st
     json_fix = fixes[0]
     assert (json_fix["lat"], json_fix["lon"], json_fix["speed_kmh"]) == (-23.56118, -46.65578, 24.3)
     assert json_fix["attributes"]["battery_percent"] == 87
+
+
+async def test_the_osmand_apps_speed_in_metres_per_second_is_read_by_the_triggers_param(
+    client: Client,
+) -> None:
+    """Traccar Client sends knots (Traccar's reading of the protocol, the default); the OsmAnd
+    app and GPSLogger send m/s: 27.78 m/s read as knots was 51.4 km/h instead of 100."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client,
+        mapping="osmand",
+        format="form",
+        params={"speed_unit": "m/s"},
+        auth={"token_in_query": "token"},
+    )
+    query = "id=353861053849681&lat=-23.5&lon=-46.6&timestamp=1795685112&speed=27.78"
+    response = await client.get(f"/hooks/{trigger['id']}?token={trigger['token']}&{query}")
+    assert response.status == 201, await response.text()
+    [stored] = (await vehicle_track(client))["items"]
+    assert stored["speed_kmh"] == 100.0
