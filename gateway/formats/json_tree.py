@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 import orjson
@@ -12,9 +11,11 @@ from .refusal import DocumentRefused
 
 MAX_DEPTH: Final = 32
 # An integer of 19 digits or more may be outside BSON's 64-bit range (orjson turns one past
-# 2**64 into a float, losing digits); only a document that has such a run is read again.
-_LONG_DIGITS: Final = re.compile(rb"\d{19,}")
-_LONG_DIGITS_TEXT: Final = re.compile(r"\d{19,}")
+# 2**64 into a float, losing digits); only a document that has such a run is read again. The
+# digits are found by translating every byte to "0" (a digit) or " ", at C speed: a regular
+# expression costs ten times more on the partners' hot path.
+_DIGIT_MAP: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN: Final = b"0" * 19
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
@@ -25,8 +26,10 @@ def loads_exact(raw: bytes | str) -> Any:
     the tree can be stored (BSON has no wider integer). Whatever orjson refuses stays refused:
     the standard library only reads again what orjson accepted."""
     data = orjson.loads(raw)
-    long = _LONG_DIGITS.search(raw) if isinstance(raw, bytes) else _LONG_DIGITS_TEXT.search(raw)
-    if long is None or not isinstance(data, dict | list) or depth(data) > MAX_DEPTH:
+    text = raw if isinstance(raw, bytes) else raw.encode()  # valid UTF-8: orjson read it
+    if _LONG_RUN not in text.translate(_DIGIT_MAP):
+        return data
+    if not isinstance(data, dict | list) or depth(data) > MAX_DEPTH:
         return data
     return json.loads(raw, parse_int=_int_or_text)
 
