@@ -148,17 +148,21 @@ async def test_a_gzip_body_is_read_and_its_inflated_size_counts_against_the_limi
     assert response.status == 413, await response.text()
 
 
-async def test_json_under_a_form_or_text_type_is_a_415_that_says_which_type_to_send(
+async def test_utf_16_json_from_a_dotnet_client_is_read_by_its_mark_or_its_charset(
     client: Client,
 ) -> None:
+    """.NET's `Encoding.Unicode` writes UTF-16 (little-endian, no mark) and says so; other
+    tools write a byte order mark and no charset. ASCII text in UTF-16 would pass for UTF-8
+    with NULs in it: read as UTF-8, it was malformed JSON."""
     trigger = await _erp_trigger(client)
-    body = json.dumps(PAYLOAD).encode()
-    for sent in ("application/x-www-form-urlencoded", "text/plain"):
-        status, problem = await _post(client, trigger, body, sent)
-        assert (status, problem["detail"]) == (
-            415,
-            f"expected application/json, got {sent}; the body looks like JSON: send "
-            "Content-Type: application/json",
-        )
-    status, problem = await _post(client, trigger, b"placa=ABC1D23", "text/plain")
-    assert (status, problem["detail"]) == (415, "expected application/json, got text/plain")
+    text = json.dumps(PAYLOAD, ensure_ascii=False)
+    ascii_text = json.dumps({"placa": "ABC-1D23", "operador": "Joao"})
+    for body, content_type, operator in (
+        (ascii_text.encode("utf-16-le"), "application/json; charset=utf-16le", "Joao"),
+        (text.encode("utf-16-le"), "application/json; charset=utf-16", "Conceição"),
+        (ascii_text.encode("utf-16"), "application/json", "Joao"),
+        (text.encode("utf-32"), "application/json", "Conceição"),
+    ):
+        status, answer = await _post(client, trigger, body, content_type)
+        assert status in (200, 201), (content_type, answer)
+        assert (await _attributes(client))["operator"] == operator

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import time
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -183,3 +184,38 @@ async def test_schemes_that_cannot_work_are_refused_on_save(client: Client) -> N
         pointers = [e["pointer"] for e in orjson.loads(text)["errors"]]
         assert pointer in pointers, (pointer, pointers)
         assert "not base64!" not in text and "12345" not in text  # a secret is never quoted
+
+
+def _box(secret: str, stamp: str, body: bytes = BODY) -> dict[str, str]:
+    # Box: base64 HMAC-SHA256 of the body's bytes, then BOX-DELIVERY-TIMESTAMP's (ISO 8601).
+    mac = hmac.new(secret.encode(), body + stamp.encode(), hashlib.sha256).digest()
+    return {
+        "BOX-SIGNATURE-PRIMARY": base64.b64encode(mac).decode(),
+        "BOX-DELIVERY-TIMESTAMP": stamp,
+    }
+
+
+async def test_an_iso_8601_timestamp_header_is_checked_against_the_tolerance(
+    client: Client,
+) -> None:
+    box = {
+        "mode": "hmac",
+        "algorithm": "sha256",
+        "header": "BOX-SIGNATURE-PRIMARY",
+        "encoding": "base64",
+        "signed_content": "{body}{timestamp}",
+        "timestamp_header": "BOX-DELIVERY-TIMESTAMP",
+        "tolerance_seconds": 600,
+        "secret": "box primary key",
+    }
+    trigger = await create_trigger(client, auth=box)
+    brt = timezone(timedelta(hours=-3))
+    fresh = datetime.now(brt).replace(microsecond=0).isoformat()
+    response = await _post(client, trigger, _box("box primary key", fresh))
+    assert response.status == 201, await response.text()
+    old = (datetime.now(UTC) - timedelta(minutes=11)).isoformat().replace("+00:00", "Z")
+    naive = datetime.now(UTC).replace(tzinfo=None).isoformat()
+    for stamp in (old, naive, "yesterday"):
+        response = await _post(client, trigger, _box("box primary key", stamp))
+        assert response.status == 401, stamp
+    assert await _rejections(client, trigger) == {"stale": 1.0, "malformed": 2.0}

@@ -327,6 +327,17 @@ async def test_an_xml_trigger_refuses_json_and_a_json_trigger_refuses_xml(client
     assert (await _post(client, plain, ERP_SOAP))[0] == 415
 
 
+async def test_xml_posted_as_a_form_or_as_text_is_read_as_xml(client: Client) -> None:
+    """PHP's curl posts a string body as application/x-www-form-urlencoded: an XML trigger
+    reads a body that starts as XML does whatever its label, and keeps the 415 for others."""
+    trigger = await _xml_trigger(client)
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        status, answer = await _post(client, trigger, ERP_SOAP, content_type)
+        assert status in (200, 201), (content_type, answer)
+    status, problem = await _post(client, trigger, b"placa=ABC1D23", "text/plain")
+    assert status == 415, problem
+
+
 def test_a_refusal_knows_where() -> None:
     with pytest.raises(DocumentRefused) as caught:
         parse_xml(b"<a>\n<b></a>")

@@ -10,7 +10,8 @@ base64), prefix (`sha256=`, `v1=`), signed content (`{body}`, or e.g.
 tolerance, and how the secret is the key (`text`: its UTF-8 bytes; `base64`: decoded). A
 header of `name=value` pairs (`t=1795685112,v1=<hex>,v1=<hex>`, Stripe's layout, which many
 partners copy) is read by `signature_field` (and `timestamp_field`): any of its signatures may
-match. A timestamp is Unix seconds, or milliseconds (13 digits).
+match. A timestamp is Unix seconds, milliseconds (13 digits), or an ISO 8601 date-time with
+its offset (Box).
 Comparison is constant-time; every refusal is a `SignatureRejected` with a reason.
 """
 
@@ -24,6 +25,7 @@ import secrets as _random
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any, Final
 
 from gateway.auth.signatures import SignatureRejected, header_value
@@ -267,15 +269,29 @@ def _required(headers: Mapping[str, str], name: str) -> str:
 
 
 def _timestamp(scheme: HmacScheme, text: str, now: float) -> str:
-    """The timestamp as sent (what is signed), once it is Unix seconds or milliseconds (13
-    digits) within the tolerance."""
+    """The timestamp as sent (what is signed), once it is Unix seconds, milliseconds (13
+    digits) or an ISO 8601 date-time with its offset (Box's `2026-12-01T09:00:00-03:00`),
+    within the tolerance."""
     text = text.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > _MS_DIGITS:
-        raise SignatureRejected("malformed", "the timestamp is not Unix seconds or milliseconds")
-    seconds = int(text) / 1000 if len(text) == _MS_DIGITS else int(text)
+    if text.isascii() and text.isdigit() and len(text) <= _MS_DIGITS:
+        seconds = int(text) / 1000 if len(text) == _MS_DIGITS else int(text)
+    else:
+        seconds = _iso_seconds(text)
     if abs(now - seconds) > scheme.tolerance_seconds:
         raise SignatureRejected("stale", "the timestamp is outside the tolerance")
     return text
+
+
+def _iso_seconds(text: str) -> float:
+    """An ISO 8601 date-time's Unix time; one without an offset names no instant: malformed."""
+    try:
+        moment = datetime.fromisoformat(text) if text.isascii() and len(text) <= 40 else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        message = "the timestamp is not Unix seconds or milliseconds, or ISO 8601 with an offset"
+        raise SignatureRejected("malformed", message)
+    return moment.timestamp()
 
 
 def _decoded(scheme: HmacScheme, text: str) -> bytes:

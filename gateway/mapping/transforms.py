@@ -1,7 +1,8 @@
 """The fixed set of named transforms: each compiles its argument once into a plain function.
 
 A transform is written as a name (`upper`) or a one-key object (`{round: 1}`). It never sees
-null: a pipeline stops at the first null. It raises EvalError when the value does not fit.
+null: a pipeline stops at the first null. Those that read a number, a boolean or a time take
+blank text as null too. It raises EvalError when the value does not fit.
 """
 
 from __future__ import annotations
@@ -311,6 +312,31 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
 }
 
 TRANSFORM_NAMES = (*_SIMPLE, *_WITH_ARGUMENT)
+# Transforms that read a number, a boolean or a time: blank text is no value to them (a
+# tracker's `speed=` when it does not know its speed), as null is, not a cast problem.
+_READ_VALUES: frozenset[str] = frozenset(
+    {
+        "integer",
+        "number",
+        "boolean",
+        "convert",
+        "scale",
+        "offset",
+        "round",
+        "format_number",
+        "parse_number",
+        "datetime",
+    }
+)
+
+
+def _blank_is_null(transform: Transform) -> Transform:
+    def read(value: Any) -> Any:
+        if type(value) is str and not value.strip():
+            return None
+        return transform(value)
+
+    return read
 
 
 def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None:
@@ -327,7 +353,8 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
         if has_arg:
             report(f"{name} takes no argument: write it as a plain name")
             return None
-        return name, _SIMPLE[name]
+        simple = _SIMPLE[name]
+        return name, _blank_is_null(simple) if name in _READ_VALUES else simple
     if name in _WITH_ARGUMENT:
         if not has_arg and name not in ("format_number", "parse_number"):
             report(f"{name} needs an argument: {{{name}: ...}}")
@@ -336,7 +363,9 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
         if has_arg:
             below = lambda message, *parts: report(message, name, *parts)  # noqa: E731
         compiled = _WITH_ARGUMENT[name](arg, below)
-        return (name, compiled) if compiled is not None else None
+        if compiled is None:
+            return None
+        return name, _blank_is_null(compiled) if name in _READ_VALUES else compiled
     hint = suggest(str(name), TRANSFORM_NAMES)
     report(f"unknown transform {name!r}{hint}; known: {', '.join(TRANSFORM_NAMES)}")
     return None

@@ -1,5 +1,5 @@
-"""Turning a partner's bytes into a payload: JSON (object or batch array), XML (one object,
-gateway/formats/xml_tree.py) or a form/query."""
+"""Turning a partner's bytes into a payload: JSON (object or batch array; JSON Lines as the
+batch array), XML (one object, gateway/formats/xml_tree.py) or a form/query."""
 
 from __future__ import annotations
 
@@ -11,10 +11,26 @@ import orjson
 from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.formats import MAX_DEPTH, DocumentRefused, is_xml, json_depth_exceeds
 from gateway.formats import parse_xml as _parse_xml
-from gateway.formats.charsets import decode_charset, is_utf8, utf8_json
+from gateway.formats.charsets import UTF8_BOM, decode_charset, is_utf8, utf8_json
+from gateway.formats.json_tree import loads_exact
 
 MAX_FORM_FIELDS: Final = 200
 FORM: Final = "application/x-www-form-urlencoded"
+
+
+# JSON Lines (one JSON object a line): trackers' and log shippers' batches (Fluent Bit,
+# Vector, Logstash). Read as an array, the batch it is.
+NDJSON_TYPES: Final = frozenset(
+    {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonl",
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "application/json-lines",
+    }
+)
 
 
 def is_json(content_type: str) -> bool:
@@ -22,30 +38,73 @@ def is_json(content_type: str) -> bool:
 
 
 def parse_json(content_type: str, body: bytes, charset: str | None = None) -> Any:
-    """A JSON object or array; 415 for another media type, 400 when malformed, nested deeper
-    than MAX_DEPTH, or neither UTF-8 nor in the charset its media type names (UTF-8 is read
-    first, and a byte order mark ignored: gateway/formats/charsets.py)."""
-    if not is_json(content_type):
-        # PHP's curl and Delphi's Indy post JSON under their default type: say what to fix.
-        looks = body.lstrip()[:1] in (b"{", b"[")
-        hint = "; the body looks like JSON: send Content-Type: application/json" if looks else ""
+    """A JSON object or array; JSON Lines (NDJSON) as the array of its lines' objects. A body
+    that starts as JSON does (`{` or `[`) is read as JSON whatever its Content-Type says, or
+    none (AWS SNS posts `text/plain`, curl `-d` a form type, IoT modules nothing: a partner
+    cannot change its headers); another is a 415. A 400 when malformed, nested deeper than
+    MAX_DEPTH, or neither UTF-8 nor in the charset its media type names (UTF-8 is read first,
+    and a byte order mark ignored: gateway/formats/charsets.py)."""
+    lines = content_type in NDJSON_TYPES
+    if not (lines or is_json(content_type) or _starts_as(body, b"{", b"[")):
         raise UnsupportedMediaType(
-            f"expected application/json, got {content_type or 'no content type'}{hint}"
+            f"expected application/json, got {content_type or 'no content type'}"
         )
-    if not body:
+    if not body.strip():
         raise BadRequest("the request body is empty")
     try:
         body = utf8_json(body, charset)
     except DocumentRefused as exc:
         raise BadRequest(f"malformed JSON: {exc.message}") from None
+    if lines:
+        return _json_lines(body)
     try:
-        data = orjson.loads(body)
+        data = loads_exact(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {_not_utf8(body) or exc}") from None
+        # NDJSON labelled application/json (or not labelled): every line an object.
+        batch = _json_lines_or_none(body)
+        if batch is None:
+            raise BadRequest(f"malformed JSON: {_not_utf8(body) or exc}") from None
+        return batch
     if not isinstance(data, dict | list):
         raise BadRequest("the body must be a JSON object or an array of objects")
     check_depth(body, data)
     return data
+
+
+def _starts_as(body: bytes, *first: bytes) -> bool:
+    """Whether the body's first character, after blanks and a UTF-8 byte order mark, is one
+    of `first`."""
+    return body.removeprefix(UTF8_BOM).lstrip()[:1] in first
+
+
+def _json_lines(body: bytes) -> list[Any]:
+    """Each non-blank line of an NDJSON body, an object; 400 naming the first line that is
+    not."""
+    items: list[Any] = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = loads_exact(line)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON on line {number}: {_not_utf8(line) or exc}") from None
+        if not isinstance(item, dict):
+            raise BadRequest(f"line {number} of the JSON Lines body is not a JSON object")
+        check_depth(line, item)
+        items.append(item)
+    if not items:
+        raise BadRequest("the request body is empty")
+    return items
+
+
+def _json_lines_or_none(body: bytes) -> list[Any] | None:
+    """The body as JSON Lines when it has two lines or more and each is a JSON object."""
+    if body.strip().count(b"\n") == 0:
+        return None
+    try:
+        return _json_lines(body)
+    except BadRequest:
+        return None
 
 
 def _not_utf8(body: bytes) -> str | None:
@@ -67,10 +126,11 @@ def check_depth(body: bytes, data: Any) -> None:
 
 
 def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dict[str, Any]:
-    """An XML (or SOAP) body as one object (gateway/formats/xml_tree.py); 415 for another
-    media type, 400 naming the line and column when it is malformed, has a DTD or nests
+    """An XML (or SOAP) body as one object (gateway/formats/xml_tree.py), also under another
+    media type when it starts as XML does (`<`: PHP's curl posts XML as a form); 415 for
+    other content, 400 naming the line and column when it is malformed, has a DTD or nests
     deeper than MAX_DEPTH, or is not in the charset its media type names."""
-    if not is_xml(content_type):
+    if not is_xml(content_type) and not _starts_as(body, b"<"):
         raise UnsupportedMediaType(
             "expected application/xml, text/xml or application/soap+xml, got "
             f"{content_type or 'no content type'}"
@@ -83,6 +143,15 @@ def parse_xml(content_type: str, body: bytes, charset: str | None = None) -> dic
         raise BadRequest(
             f"malformed XML: {exc.located()}", line=exc.line, column=exc.column
         ) from None
+
+
+def reads_as_json(content_type: str, body: bytes) -> bool:
+    """Whether a form trigger's body is JSON instead (labelled so, or starting as JSON does):
+    the OsmAnd protocol is a query string, a form, or, from Traccar Client 9 on, a JSON body
+    posted to the same URL."""
+    if not body:
+        return False
+    return is_json(content_type) or content_type in NDJSON_TYPES or _starts_as(body, b"{", b"[")
 
 
 def parse_form(

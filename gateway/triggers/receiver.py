@@ -54,7 +54,7 @@ from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
 from gateway.triggers.ingest import Ingestor
 from gateway.triggers.model import HookAnswer, HookCall
 from gateway.triggers.outcomes import outcome_of
-from gateway.triggers.payloads import parse_form, parse_json, parse_xml
+from gateway.triggers.payloads import parse_form, parse_json, parse_xml, reads_as_json
 from gateway.triggers.reading import Reader
 
 DENIED: Final = "missing, invalid or revoked credentials"
@@ -259,11 +259,13 @@ class HookReceiver:
         raw = admitted.raw
         if raw is None:
             raw = await call.body.read(trigger.max_body_bytes)
-        if trigger.format == "form":
+        if trigger.format == "form" and reads_as_json(call.content_type, raw):
+            payload: Any = parse_json(call.content_type, raw, call.charset)
+        elif trigger.format == "form":
             form = parse_form(call.content_type, raw, call.query_string, call.charset)
             if trigger.token_param is not None:
                 form.pop(trigger.token_param, None)
-            payload: Any = form
+            payload = form
         elif trigger.format == "xml":
             payload = parse_xml(call.content_type, raw, call.charset)
         else:

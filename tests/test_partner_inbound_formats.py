@@ -1,0 +1,215 @@
+"""Partners whose JSON does not arrive as `application/json`: AWS SNS posts `text/plain`, IoT
+modules and curl without `-H` send no Content-Type (or curl's form type), log shippers and
+trackers post JSON Lines batches, ERPs send integer ids wider than 64 bits. Every case goes
+through a trigger over HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.support import auth
+from tests.test_position_triggers import fix, vehicle
+from tests.triggers_support import (
+    PAYLOADS,
+    Client,
+    bearer,
+    create_position_trigger,
+    create_trigger,
+    upload_mapping,
+    upload_shipped,
+    vehicle_track,
+)
+
+ERP_VEHICLE = """
+name: erp-vehicle
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: placa, transforms: [plate]}
+  attributes.erp_id: {from: id, transforms: [string]}
+"""
+
+
+async def _post(
+    client: Client, trigger: dict[str, Any], data: bytes, content_type: str | None
+) -> tuple[int, Any]:
+    headers = bearer(trigger)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=data,
+        headers=headers,
+        skip_auto_headers=() if content_type is not None else ("Content-Type",),
+    )
+    return response.status, await response.json()
+
+
+async def _vehicle(client: Client, plate: str = "ABC1D23") -> dict[str, Any]:
+    response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth("acme"))
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def test_json_sent_as_text_as_a_form_type_or_with_no_content_type_is_read_as_json(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client)
+    sent = ["text/plain; charset=UTF-8", "application/x-www-form-urlencoded", None]
+    for year, content_type in enumerate(sent, start=2020):
+        body = json.dumps({"plate": "ABC1D23", "make": "Fiat", "year": year}).encode()
+        status, answer = await _post(client, trigger, b"\xef\xbb\xbf \n" + body, content_type)
+        assert status in (200, 201), (content_type, answer)
+        assert (await _vehicle(client))["year"] == year
+
+
+async def test_a_body_that_is_not_json_under_another_type_is_still_a_415(client: Client) -> None:
+    trigger = await create_trigger(client)
+    for body, content_type in ((b"plate=ABC1D23", "text/plain"), (b"<placa/>", None)):
+        status, problem = await _post(client, trigger, body, content_type)
+        assert (status, problem["detail"]) == (
+            415,
+            f"expected application/json, got {content_type or 'no content type'}",
+        )
+
+
+async def test_malformed_json_under_a_text_type_is_a_400_that_says_where(client: Client) -> None:
+    trigger = await create_trigger(client)
+    status, problem = await _post(client, trigger, b'{"plate": "ABC1D23",', "text/plain")
+    assert status == 400 and problem["detail"].startswith("malformed JSON"), problem
+
+
+async def test_a_json_lines_batch_is_stored_as_the_batch_an_array_would_be(
+    client: Client,
+) -> None:
+    await vehicle(client)
+    trigger = await create_position_trigger(client)
+    lines = b"\n".join(json.dumps(fix(s)).encode() for s in (0, 10, 20))
+    for content_type in ("application/x-ndjson", "application/json"):
+        status, answer = await _post(client, trigger, lines + b"\r\n\n", content_type)
+        assert status == 200, (content_type, answer)
+        assert answer["summary"]["items"] == 3
+    page = await vehicle_track(client)
+    assert [p["time"] for p in page["items"]] == [fix(s)["time"] for s in (0, 10, 20)]
+
+
+async def test_a_json_lines_body_with_a_bad_line_is_a_400_naming_the_line(client: Client) -> None:
+    await vehicle(client)
+    trigger = await create_position_trigger(client)
+    body = json.dumps(fix(0)).encode() + b'\n{"plate": \n' + json.dumps(fix(10)).encode()
+    status, problem = await _post(client, trigger, body, "application/x-ndjson")
+    assert status == 400 and problem["detail"].startswith("malformed JSON on line 2"), problem
+    status, problem = await _post(client, trigger, b"[1, 2]\n", "application/x-ndjson")
+    assert (status, problem["detail"]) == (
+        400,
+        "line 1 of the JSON Lines body is not a JSON object",
+    )
+    assert (await vehicle_track(client))["items"] == []
+
+
+async def test_an_integer_wider_than_64_bits_keeps_every_digit_as_text(client: Client) -> None:
+    await upload_mapping(client, ERP_VEHICLE)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    body = b'{"placa": "ABC-1D23", "id": 123456789012345678901234567}'
+    status, answer = await _post(client, trigger, body, "application/json")
+    assert status == 201, answer
+    assert (await _vehicle(client))["attributes"]["erp_id"] == "123456789012345678901234567"
+    unmapped = await create_trigger(client, name="raw")
+    wide = (
+        b'{"plate": "XYZ9K87", '
+        b'"attributes": {"u64": 18446744073709551615, "i64": -9223372036854775808}}'
+    )
+    status, answer = await _post(client, unmapped, wide, "application/json")
+    assert status == 201, answer
+    assert (await _vehicle(client, "XYZ9K87"))["attributes"] == {
+        "u64": "18446744073709551615",
+        "i64": -9223372036854775808,
+    }
+
+
+async def test_from_json_keeps_every_digit_of_an_integer_wider_than_64_bits(
+    client: Client,
+) -> None:
+    await upload_mapping(
+        client,
+        """
+name: erp-form
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: {from: from_json(payload).placa, transforms: [plate]}
+  attributes.erp_id: {from: from_json(payload).id, transforms: [string]}
+""",
+    )
+    trigger = await create_trigger(client, mapping="erp-form", format="form")
+    form = b"payload=" + b'{"placa":"ABC-1D23","id":98765432109876543210}'.replace(b" ", b"")
+    status, answer = await _post(client, trigger, form, "application/x-www-form-urlencoded")
+    assert status == 201, answer
+    assert (await _vehicle(client))["attributes"]["erp_id"] == "98765432109876543210"
+
+
+async def test_an_osmand_value_left_blank_is_no_value_not_a_refused_fix(client: Client) -> None:
+    """GPSLogger-style URL templates send `speed=` or `bearing=` when the phone does not know
+    them: the fix is stored without them. A blank position is still a missing one."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}&id=353861053849681"
+    blanks = "&speed=&bearing=&altitude=%20&accuracy=&batt=&ignition="
+    response = await client.get(f"{url}&lat=-23.5&lon=-46.6&timestamp=1795685112{blanks}")
+    assert response.status == 201, await response.text()
+    [stored] = (await vehicle_track(client))["items"]
+    assert not {"speed_kmh", "heading", "accuracy_m", "ignition", "attributes"} & set(stored)
+    response = await client.get(f"{url}&lat=&lon=-46.6&timestamp=1795685113")
+    assert response.status == 422
+    [problem] = (await response.json())["errors"]
+    assert (problem["target"], problem["message"]) == ("lat", "required value is missing")
+
+
+async def test_traccar_client_9_json_to_an_osmand_url_is_a_fix_like_its_query_string(
+    client: Client,
+) -> None:
+    """Traccar Client 9 and later post JSON to the OsmAnd URL the phone was set up with: the
+    form trigger reads it as JSON, and the shipped osmand mapping takes both forms."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}"
+    old_app = await client.get(f"{url}&id=353861053849681&lat=-23.5&lon=-46.6&timestamp=1795685112")
+    assert old_app.status == 201, await old_app.text()
+    body = (PAYLOADS / "traccar_client_json.json").read_bytes()
+    new_app = await client.post(url, data=body, headers={"Content-Type": "application/json"})
+    assert new_app.status == 201, await new_app.text()
+    fixes = (await vehicle_track(client))["items"]
+    assert [f["time"] for f in fixes] == ["2026-11-20T13:45:22.862Z", "2026-11-26T09:25:12Z"]
+    json_fix = fixes[0]
+    assert (json_fix["lat"], json_fix["lon"], json_fix["speed_kmh"]) == (-23.56118, -46.65578, 24.3)
+    assert json_fix["attributes"]["battery_percent"] == 87
+
+
+async def test_the_osmand_apps_speed_in_metres_per_second_is_read_by_the_triggers_param(
+    client: Client,
+) -> None:
+    """Traccar Client sends knots (Traccar's reading of the protocol, the default); the OsmAnd
+    app and GPSLogger send m/s: 27.78 m/s read as knots was 51.4 km/h instead of 100."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client,
+        mapping="osmand",
+        format="form",
+        params={"speed_unit": "m/s"},
+        auth={"token_in_query": "token"},
+    )
+    query = "id=353861053849681&lat=-23.5&lon=-46.6&timestamp=1795685112&speed=27.78"
+    response = await client.get(f"/hooks/{trigger['id']}?token={trigger['token']}&{query}")
+    assert response.status == 201, await response.text()
+    [stored] = (await vehicle_track(client))["items"]
+    assert stored["speed_kmh"] == 100.0
