@@ -1,13 +1,16 @@
 """What the second round of outside fuzzing reached (the admin UI's forms, crawled with a
-session; the API from its own document): each answered 500 before, each is a clear refusal
-now."""
+session; the API from its own document; entity data in outbound URLs): each answered 500 or
+reached what it must not before, each is a clear refusal now."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.errors import InvalidPayload
+from gateway.outbound.urls import build_url
 from gateway.services import Services
 from tests.support import auth
 from tests.ui_support import csrf, log_in, make_user
@@ -46,3 +49,18 @@ async def test_a_ui_dry_run_with_params_that_are_not_an_object_is_refused_at_the
         data={"csrf": token, "payload": '{"placa": "ABC1D23"}', "params": "{}"},
     )
     assert fine.status == 200 and "ABC1D23" in await fine.text()
+
+
+@pytest.mark.parametrize("value", ["..;", "..;jsessionid=x", ".;", ".;a=b"])
+def test_a_path_parameter_a_server_reads_as_a_dot_segment_is_refused(value: str) -> None:
+    """The URL library writes a parameter's `%3B` back as `;` on the wire, and Tomcat, Jetty
+    and Spring cut `;...` from a segment before resolving dot segments: an entity's field
+    "..;" in "/fines/{ait}/pay" reached such a partner's "/pay"."""
+    with pytest.raises(InvalidPayload) as caught:
+        build_url("https://erp.example.com/api", "/fines/{ait}/pay", {"ait": value})
+    assert [p.pointer for p in caught.value.problems] == ["/path/ait"]
+
+
+def test_a_path_parameter_with_a_semicolon_elsewhere_is_still_one_segment() -> None:
+    url = build_url("https://erp.example.com/api", "/fines/{ait}/pay", {"ait": "A;1..;"})
+    assert url == "https://erp.example.com/api/fines/A%3B1..%3B/pay"

@@ -29,7 +29,8 @@ def build_url(
     """base_url + path_template with each `{name}` replaced by one percent-encoded segment.
 
     A parameter can never leave its segment: "/", "?", "#" and "%" are encoded, and "",
-    "." and ".." are refused (URL normalisation would turn them into a different path).
+    "." and ".." are refused (URL normalisation would turn them into a different path), and
+    so is a value a server reads as "." or ".." (see `_dot_segment`).
     """
     texts, names, malformed = _template(path_template)
     problems: list[FieldProblem] = []
@@ -41,7 +42,7 @@ def build_url(
             problems.append(
                 FieldProblem(f"/path/{name}", f"path parameter {name} is missing", "required")
             )
-        elif value in ("", ".", ".."):
+        elif value == "" or _dot_segment(value):
             problems.append(
                 FieldProblem(
                     f"/path/{name}", f"path parameter {name} cannot be {value!r}", "pattern"
@@ -59,6 +60,15 @@ def build_url(
     pairs = query.items() if isinstance(query, Mapping) else query
     encoded = urlencode([(k, _query_value(v)) for k, v in pairs if v is not None])
     return f"{url}{'&' if '?' in url else '?'}{encoded}" if encoded else url
+
+
+def _dot_segment(value: str) -> bool:
+    """Whether a server may read the segment `value` as "." or "..": as itself, or as what
+    comes before its first ";" for the servers that cut a segment's `;parameters` before
+    resolving dot segments (Tomcat, Jetty, Spring). The ";" reaches the wire as itself (the
+    URL library undoes its percent-encoding), so "/fines/{ait}/pay" with `ait` "..;" would
+    be "/pay" on such a partner: another of its paths."""
+    return value.split(";", 1)[0] in (".", "..")
 
 
 @lru_cache(maxsize=1024)
