@@ -4,6 +4,7 @@ reached what it must not before, each is a clear refusal now."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from gateway.errors import InvalidPayload
 from gateway.outbound.urls import build_url
 from gateway.services import Services
+from gateway.web import requests
 from tests.support import auth
 from tests.ui_support import csrf, log_in, make_user
 
@@ -64,3 +66,46 @@ def test_a_path_parameter_a_server_reads_as_a_dot_segment_is_refused(value: str)
 def test_a_path_parameter_with_a_semicolon_elsewhere_is_still_one_segment() -> None:
     url = build_url("https://erp.example.com/api", "/fines/{ait}/pay", {"ait": "A;1..;"})
     assert url == "https://erp.example.com/api/fines/A%3B1..%3B/pay"
+
+
+async def _trickled(client: Client, head: bytes) -> bytes:
+    """The status line answered to a request whose body stops after its first bytes."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(head)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_login_form_sent_too_slowly_is_408_not_a_connection_held_for_ever(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's bodies had a deadline; the admin UI's forms, read before anyone is logged in
+    (the login), and the mapping uploads did not: a client trickling a body held the
+    connection, and its buffer, for as long as it liked."""
+    monkeypatch.setattr(requests, "BODY_TIMEOUT_SECONDS", 0.2)
+    login = await _trickled(
+        client,
+        b"POST /admin/login HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncsrf=",
+    )
+    assert login.split()[1] == b"408"
+    token = auth()["Authorization"].encode()
+    for ctype, start in (
+        (b"application/yaml", b"name: m\n"),
+        (b"multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="f'),
+    ):
+        upload = await _trickled(
+            client,
+            b"POST /api/v1/mappings HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            + ctype
+            + b"\r\nContent-Length: 1000\r\nAuthorization: "
+            + token
+            + b"\r\n\r\n"
+            + start,
+        )
+        assert upload.split()[1] == b"408", ctype
+
