@@ -5,6 +5,7 @@ reached what it must not before, each is a clear refusal now."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -109,3 +110,52 @@ async def test_a_login_form_sent_too_slowly_is_408_not_a_connection_held_for_eve
         )
         assert upload.split()[1] == b"408", ctype
 
+
+async def _kind_and_mapping(client: Client, name: str, pattern: str, field: str) -> Any:
+    kind = await client.post(
+        "/api/v1/kinds",
+        json={
+            "name": name,
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"external_id": {"type": "string"}},
+                "patternProperties": {pattern: {"type": "string"}},
+            },
+        },
+        headers=auth(),
+    )
+    assert kind.status == 201, await kind.text()
+    mapping = (
+        f"name: {name}\ndirection: inbound\nentity_type: other\nkind: {name}\n"
+        f"key: [external_id]\nfields:\n  external_id: id\n  {field}: x\n"
+    )
+    return await client.post(
+        "/api/v1/mappings",
+        data=mapping.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "field"),
+    [(r"^\p{L}+$", "Ab"), ("^(?<letter>x)", "xy"), (r"^\cA|^b$", "b")],
+)
+async def test_a_kinds_pattern_in_the_validators_syntax_checks_a_mapping_target(
+    client: Client, pattern: str, field: str
+) -> None:
+    """A custom kind's `patternProperties` are ECMA-262 patterns (the validator's); the
+    check of a mapping's targets read them with Python's `re`, which refuses `\\p{L}`,
+    `(?<name>...)` and `\\cA`: the mapping's upload was a 500."""
+    uploaded = await _kind_and_mapping(client, "ecma", pattern, field)
+    assert uploaded.status == 201, await uploaded.text()
+
+
+async def test_a_kinds_backtracking_pattern_does_not_hold_the_process(client: Client) -> None:
+    """`^(a+)+$` against a 27-letter target backtracked for half a minute in Python's `re`,
+    the event loop (every tenant's requests) held all along; a linear engine answers at once."""
+    started = time.monotonic()
+    uploaded = await _kind_and_mapping(client, "redos", "^(a+)+$", "a" * 27 + "_")
+    assert uploaded.status == 422, await uploaded.text()
+    assert "a" * 27 + "_" in (await uploaded.json())["errors"][0]["pointer"]
+    assert time.monotonic() - started < 5
