@@ -15,10 +15,19 @@ from gateway.errors import InvalidPayload
 from gateway.outbound.urls import build_url
 from gateway.services import Services
 from gateway.web import requests
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    create_vehicle,
+    partner,
+    upload_mapping,
+)
 from tests.support import auth
 from tests.ui_support import csrf, log_in, make_user
 
 Client = TestClient[Any, Any]
+__all__ = ["partner"]  # the fixture
 
 INBOUND = (
     "name: frota\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: placa}\n"
@@ -159,3 +168,56 @@ async def test_a_kinds_backtracking_pattern_does_not_hold_the_process(client: Cl
     assert uploaded.status == 422, await uploaded.text()
     assert "a" * 27 + "_" in (await uploaded.json())["errors"][0]["pointer"]
     assert time.monotonic() - started < 5
+
+
+HEADER_MAPPING = """\
+name: tagged
+direction: outbound
+entity_type: vehicle
+headers:
+  X-Tag: entity.attributes.tag
+body:
+  placa: entity.plate
+"""
+
+
+async def test_an_entitys_control_character_in_a_mapped_header_is_refused_at_the_header(
+    client: Client, partner: Partner
+) -> None:
+    """A header value from entity data (partner data) with a NUL or another control character
+    passed the mapping (its dry run showed the request), then the HTTP client refused to send
+    it: a 502 "partner ... could not be reached" blaming the partner. Line breaks were
+    already refused at the header; now every control character but a tab is."""
+    await upload_mapping(client, HEADER_MAPPING)
+    for tag in ("a\x00b", "a\x7fb", "\x1b[31m"):
+        tried = await client.post(
+            "/api/v1/mappings/test",
+            json={
+                "name": "tagged",
+                "context": {"entity": {"plate": "ABC1D23", "attributes": {"tag": tag}}},
+            },
+            headers=auth(),
+        )
+        problem = await tried.json()
+        assert tried.status == 422, problem
+        assert [e["target"] for e in problem["errors"]] == ["headers.X-Tag"], problem
+    source = await create_partner(client, partner.url)
+    action = await create_action(
+        client, source["id"], name="tag", mode="proxy", request_mapping="tagged"
+    )
+    await create_vehicle(client, "TAG1D23", attributes={"tag": "a\x01b"})
+    invoked = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        json={"entity": {"type": "vehicle", "key": "TAG1D23"}},
+        headers=auth(),
+    )
+    assert invoked.status == 422, await invoked.text()
+    assert partner.requests == []
+    await create_vehicle(client, "TAB1D23", attributes={"tag": "a\tb é"})
+    fine = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        json={"entity": {"type": "vehicle", "key": "TAB1D23"}},
+        headers=auth(),
+    )
+    assert fine.status == 200, await fine.text()
+    assert partner.requests[0].headers["X-Tag"] == "a\tb é"
