@@ -12,6 +12,8 @@ from gateway.errors import FieldProblem, InvalidPayload
 
 # A path parameter in an action's path template: "/fines/{ait}".
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# What some partner servers read as a path separator once the path is decoded.
+_SEPARATORS = re.compile(r"[/\\]")
 
 
 def malformed_template(template: str) -> bool:
@@ -63,12 +65,16 @@ def build_url(
 
 
 def _dot_segment(value: str) -> bool:
-    """Whether a server may read the segment `value` as "." or "..": as itself, or as what
-    comes before its first ";" for the servers that cut a segment's `;parameters` before
-    resolving dot segments (Tomcat, Jetty, Spring). The ";" reaches the wire as itself (the
-    URL library undoes its percent-encoding), so "/fines/{ait}/pay" with `ait` "..;" would
-    be "/pay" on such a partner: another of its paths."""
-    return value.split(";", 1)[0] in (".", "..")
+    """Whether a server may read a dot segment ("." or "..") in the value of one segment.
+
+    - As what comes before a ";": Tomcat, Jetty and Spring cut a segment's `;parameters`
+      before resolving dot segments, and the ";" reaches the wire as itself (the URL library
+      undoes its percent-encoding): "/fines/{ait}/pay" with `ait` "..;" is their "/pay".
+    - Between encoded slashes or backslashes: a proxy that decodes the path before it
+      normalises it (nginx with a URI in `proxy_pass`) or a server that takes "\\" for "/"
+      (IIS) reads "..%2F..%2Fadmin" as "../../admin".
+    A "/" elsewhere ("A 12/34") stays one encoded segment."""
+    return any(piece.split(";", 1)[0] in (".", "..") for piece in _SEPARATORS.split(value))
 
 
 @lru_cache(maxsize=1024)
