@@ -224,3 +224,74 @@ async def test_an_entitys_control_character_in_a_mapped_header_is_refused_at_the
     )
     assert fine.status == 200, await fine.text()
     assert partner.requests[0].headers["X-Tag"] == "a\tb é"
+
+
+async def test_another_tenants_ids_named_in_a_body_are_unknown_references(
+    client: Client,
+) -> None:
+    """Paths naming another tenant's ids are 404 (tests/test_route_table_security.py); the
+    ids a body names are looked up in the caller's tenant too: a 422 at the member, as for an
+    id that does not exist, and nothing is created."""
+    source = await create_partner(client, "http://127.0.0.1:9")
+    reader = await create_action(
+        client, source["id"], name="acme-read", method="GET", mode="proxy", read_only=True
+    )
+    pusher = await create_action(client, source["id"], name="acme-push")
+    driver = await client.post(
+        "/api/v1/entities/driver", json={"name": "Ana", "cpf": "52998224725"}, headers=auth()
+    )
+    plan = await client.post(
+        "/api/v1/maintenance-plans", json={"name": "acme-plan", "every_km": 10000}, headers=auth()
+    )
+    other = auth("globex")
+    vehicle = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "GLB1D23"}, headers=other
+    )
+    mapping = (
+        "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: p}\n"
+    )
+    await upload_mapping(client, mapping, tenant="globex")
+    vehicle_path = f"/api/v1/entities/vehicle/{(await vehicle.json())['id']}"
+    tries = [
+        (
+            "/api/v1/subscriptions",
+            "/action_id",
+            {
+                "action_id": pusher["id"],
+                "event_types": ["entity.created"],
+            },
+        ),
+        (
+            "/api/v1/schedules",
+            "/action_id",
+            {
+                "name": "poll",
+                "action_id": reader["id"],
+                "every": "1h",
+                "target": {"entity_type": "vehicle", "mapping": "m"},
+            },
+        ),
+        (f"{vehicle_path}/drivers", "/driver", {"driver": (await driver.json())["id"]}),
+        (f"{vehicle_path}/drivers", "/driver", {"driver": "52998224725"}),
+        (f"{vehicle_path}/services", "/plan", {"plan": (await plan.json())["id"]}),
+    ]
+    for path, pointer, body in tries:
+        response = await client.post(path, json=body, headers=other)
+        problem = await response.json()
+        assert response.status == 422, (path, problem)
+        assert [e["pointer"] for e in problem["errors"]] == [pointer], (path, problem)
+    for ref in (pusher["id"], "acme-push"):
+        flow = f"name: f\non:\n  events: [fine.received]\nsteps:\n  - id: c\n    call: {ref}\n"
+        uploaded = await client.post(
+            "/api/v1/flows",
+            data=flow.encode(),
+            headers={**other, "Content-Type": "application/yaml"},
+        )
+        problem = await uploaded.json()
+        assert uploaded.status == 422, problem
+        assert [e["pointer"] for e in problem["errors"]] == ["/steps/0/call"], problem
+    for family in ("subscriptions", "schedules", "flows"):
+        listed = await client.get(f"/api/v1/{family}", headers=other)
+        assert (await listed.json())["items"] == [], family
+    drivers = await client.get(f"{vehicle_path}/drivers", headers=other)
+    assert "52998224725" not in await drivers.text()
