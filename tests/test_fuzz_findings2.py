@@ -312,8 +312,8 @@ async def test_entity_and_template_answers_match_the_documented_schemas(client: 
     """schemathesis, given real ids, found the document wrong where it had only met 404s: an
     entity answer (create, read, change) was described by the schema of what may be written,
     which allows neither its id nor its metadata; a template without a sample answers
-    `"sample": null`, documented as an object; and a track's empty `to` (no bound) was
-    documented as a date-time."""
+    `"sample": null`, documented as an object; and a track's empty `to` (no bound) and
+    `cursor` (the first page) were documented as a date-time and a number."""
     document = await (await client.get("/openapi.json")).json()
     created = await client.post(
         "/api/v1/entities/vehicle", json={"plate": "DOC1D23", "model": "Uno"}, headers=auth()
@@ -333,7 +333,9 @@ async def test_entity_and_template_answers_match_the_documented_schemas(client: 
         headers=auth(),
     )
     track = await client.get(
-        "/api/v1/entities/vehicle/DOC1D23/positions", params={"to": ""}, headers=auth()
+        "/api/v1/entities/vehicle/DOC1D23/positions",
+        params={"to": "", "cursor": ""},
+        headers=auth(),
     )
     answers = [
         ("/api/v1/entities/{type}", "post", created),
@@ -350,3 +352,5 @@ async def test_entity_and_template_answers_match_the_documented_schemas(client: 
     to = next(p["schema"] for p in params if p["name"] == "to")
     assert jsonschema_rs.validator_for(to).is_valid("")
     assert not jsonschema_rs.validator_for(to, validate_formats=True).is_valid("ontem")
+    cursor = next(p["schema"] for p in params if p["name"] == "cursor")
+    assert jsonschema_rs.validator_for(cursor).is_valid("")

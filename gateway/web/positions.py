@@ -75,7 +75,7 @@ _TIME_OR_EMPTY: dict[str, Any] = {
     schemas={
         "from": _TIME_OR_EMPTY,
         "to": _TIME_OR_EMPTY,
-        "cursor": {"type": "string", "pattern": "^[0-9]{1,15}$"},
+        "cursor": {"type": "string", "pattern": "^([0-9]{1,15})?$"},  # "": the first page
     },
 )
 async def list_vehicle_positions(request: web.Request) -> web.Response:
