@@ -664,12 +664,12 @@ def test_path_params_cannot_escape_their_segment(value: str) -> None:
     assert caught.value.problems[0].pointer == "/path/id"
 
 
-async def test_traversal_attempt_stays_in_one_segment(sender: Sender, receiver: Receiver) -> None:
-    url = build_url(receiver.url("/api"), "/drivers/{id}/fines", {"id": "../../admin"})
+async def test_a_slash_in_a_param_stays_in_one_segment(sender: Sender, receiver: Receiver) -> None:
+    url = build_url(receiver.url("/api"), "/drivers/{id}/fines", {"id": "x/..a/b./.x"})
     await sender.send(OutboundRequest("GET", url, timeout=2), partner_id="hr")
     [seen] = receiver.requests
-    assert seen.path == "/api/drivers/../../admin/fines"  # decoded by the server: one segment
-    assert url.endswith("/api/drivers/..%2F..%2Fadmin/fines")
+    assert seen.path == "/api/drivers/x/..a/b./.x/fines"  # decoded by the server: one segment
+    assert url.endswith("/api/drivers/x%2F..a%2Fb.%2F.x/fines")
 
 
 def test_build_url_reports_missing_params_and_bad_templates() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
@@ -25,6 +26,9 @@ from .tables import Table, evaluate, record
 
 _MAX_BOUND: Final = 64
 """Sets of param values kept compiled per mapping version (one per trigger that sets them)."""
+# What an HTTP header value cannot carry besides line breaks: the other C0 controls (a tab
+# is allowed) and DEL.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class CompiledMapping:
@@ -384,6 +388,11 @@ def _strings(
         text = to_string(value)
         if "\r" in text or "\n" in text:
             record(run, EvalError("type", "line breaks are not allowed"), target)
+            continue
+        if section == "headers" and _CONTROL.search(text):
+            # The HTTP client refuses them when sending: the partner blamed, nothing sent.
+            message = "control characters are not allowed in a header"
+            record(run, EvalError("type", message), target)
             continue
         result[entry.key] = text
     return result

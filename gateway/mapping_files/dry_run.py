@@ -63,6 +63,9 @@ class MappingDryRun:
         `context` and/or the entity fields `map_response` takes from `response`. Secrets show
         as `<secret:name>`; `params` are bound as a trigger would bind them.
         """
+        if params is not None and not isinstance(params, Mapping):
+            message = "params must be an object of name: value"
+            raise InvalidPayload(message, [FieldProblem("/params", message, "type")])
         mapping = await self._mapping(tenant, name, version, draft_text)
         mapping = mapping.bind(params or {}, strict=True)
         secrets = {s: f"<secret:{s}>" for s in mapping.secrets}

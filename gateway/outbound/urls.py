@@ -12,6 +12,8 @@ from gateway.errors import FieldProblem, InvalidPayload
 
 # A path parameter in an action's path template: "/fines/{ait}".
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# What some partner servers read as a path separator once the path is decoded.
+_SEPARATORS = re.compile(r"[/\\]")
 
 
 def malformed_template(template: str) -> bool:
@@ -29,7 +31,8 @@ def build_url(
     """base_url + path_template with each `{name}` replaced by one percent-encoded segment.
 
     A parameter can never leave its segment: "/", "?", "#" and "%" are encoded, and "",
-    "." and ".." are refused (URL normalisation would turn them into a different path).
+    "." and ".." are refused (URL normalisation would turn them into a different path), and
+    so is a value a server reads as "." or ".." (see `_dot_segment`).
     """
     texts, names, malformed = _template(path_template)
     problems: list[FieldProblem] = []
@@ -41,7 +44,7 @@ def build_url(
             problems.append(
                 FieldProblem(f"/path/{name}", f"path parameter {name} is missing", "required")
             )
-        elif value in ("", ".", ".."):
+        elif value == "" or _dot_segment(value):
             problems.append(
                 FieldProblem(
                     f"/path/{name}", f"path parameter {name} cannot be {value!r}", "pattern"
@@ -59,6 +62,19 @@ def build_url(
     pairs = query.items() if isinstance(query, Mapping) else query
     encoded = urlencode([(k, _query_value(v)) for k, v in pairs if v is not None])
     return f"{url}{'&' if '?' in url else '?'}{encoded}" if encoded else url
+
+
+def _dot_segment(value: str) -> bool:
+    """Whether a server may read a dot segment ("." or "..") in the value of one segment.
+
+    - As what comes before a ";": Tomcat, Jetty and Spring cut a segment's `;parameters`
+      before resolving dot segments, and the ";" reaches the wire as itself (the URL library
+      undoes its percent-encoding): "/fines/{ait}/pay" with `ait` "..;" is their "/pay".
+    - Between encoded slashes or backslashes: a proxy that decodes the path before it
+      normalises it (nginx with a URI in `proxy_pass`) or a server that takes "\\" for "/"
+      (IIS) reads "..%2F..%2Fadmin" as "../../admin".
+    A "/" elsewhere ("A 12/34") stays one encoded segment."""
+    return any(piece.split(";", 1)[0] in (".", "..") for piece in _SEPARATORS.split(value))
 
 
 @lru_cache(maxsize=1024)

@@ -22,6 +22,7 @@ from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
 from gateway.ui.state import Visitor, visitor_key
 from gateway.web.admin_auth import admit
+from gateway.web.requests import read_form
 from gateway.web.state import services_of
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
     if request.method == "POST":
         try:
-            form = await request.post()
+            form = await read_form(request)  # a 408 (GatewayError) when it trickles in
         except (ValueError, AssertionError) as exc:  # a multipart body aiohttp cannot read
             return _error_page(request, 400, f"malformed form: {exc}")
         token = form.get("csrf")

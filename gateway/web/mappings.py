@@ -18,9 +18,11 @@ from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     VERSION_NUMBER,
+    body_deadline,
     is_json,
     page_params,
     query_flag,
+    read_body,
     read_object,
     version_number,
 )
@@ -99,14 +101,15 @@ async def _read_upload(request: web.Request) -> tuple[bytes, str | None]:
     """The mapping file in the body (YAML or JSON), or in the `file` field of a form."""
     ctype = request.content_type
     if ctype == "multipart/form-data":
-        return await _read_file_field(request)
+        async with body_deadline():
+            return await _read_file_field(request)
     if ctype not in YAML_TYPES and not is_json(ctype):
         raise UnsupportedMediaType(
             f"upload a mapping as application/yaml, application/json or multipart/form-data, "
             f"not {ctype or 'no content type'}"
         )
     _too_large(request.content_length)
-    body = await request.read()
+    body = await read_body(request)
     _too_large(len(body))
     return body, None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -143,7 +143,11 @@ def build_document(app: web.Application) -> dict[str, Any]:
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {"Problem": PROBLEM_SCHEMA, **_entity_schemas(schemas)},
+            "schemas": {
+                "Problem": PROBLEM_SCHEMA,
+                "Entity": ENTITY_ANSWER,
+                **_entity_schemas(schemas),
+            },
             "securitySchemes": {
                 "admin": {
                     "type": "http",
@@ -160,6 +164,24 @@ def build_document(app: web.Application) -> dict[str, Any]:
             },
         },
     }
+
+
+# An entity as the API answers it (`gateway.entities.public`): the written fields, which the
+# schemas named after each type describe, plus the envelope; a change adds `changed`.
+ENTITY_ANSWER: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "an entity: its fields (see Vehicle, Driver, Supplier, Operator, Other) "
+    "with its id and metadata; a change also lists the fields it changed",
+    "required": ["id", "entity_type", "version", "created_at", "updated_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "entity_type": {"enum": list(ENTITY_TYPES)},
+        "version": {"type": "integer", "minimum": 1},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "changed": {"type": "array", "items": {"type": "string"}},
+    },
+}
 
 
 def _entity_schemas(schemas: SchemaRegistry) -> dict[str, Any]:
@@ -189,7 +211,11 @@ def _rebase(node: Any, base: str) -> Any:
     return node
 
 
-def _schema(value: Mapping[str, Any] | str) -> dict[str, Any]:
+def _schema(value: Mapping[str, Any] | str, *, answer: bool = False) -> dict[str, Any]:
+    """`"entity"`: what may be written of one (a request), or an entity as stored (an answer:
+    its fields with its id and metadata, which the written schemas do not allow)."""
+    if value == "entity" and answer:
+        return {"$ref": "#/components/schemas/Entity"}
     if value == "entity":
         return {"oneOf": [{"$ref": f"#/components/schemas/{t.capitalize()}"} for t in ENTITY_TYPES]}
     assert not isinstance(value, str)
@@ -217,7 +243,7 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
     for status in (op.status, *op.also):
         ok: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "OK")}
         if op.response is not None:
-            ok["content"] = {"application/json": {"schema": _schema(op.response)}}
+            ok["content"] = {"application/json": {"schema": _schema(op.response, answer=True)}}
             if op.xml_answers:
                 ok["content"] |= _XML_RESULTS
         responses[str(status)] = ok

@@ -54,21 +54,28 @@ _TRACK: Final[dict[str, Any]] = {
 }
 
 
+# A bound, or "" for none (as a form with the field left blank sends it).
+_TIME_OR_EMPTY: dict[str, Any] = {
+    "type": "string",
+    "anyOf": [{"format": "date-time"}, {"maxLength": 0}],
+}
+
+
 @operation(
     "A vehicle's track: its fixes in device-time order, from <= time < to, in cursor pages "
     "(rejected fixes included, flagged with their reason)",
     tag="entities",
     response=_TRACK,
     query=[
-        ("from", "RFC 3339 time with an offset: fixes at or after it"),
-        ("to", "RFC 3339 time with an offset: fixes before it"),
+        ("from", "RFC 3339 time with an offset: fixes at or after it (empty: no bound)"),
+        ("to", "RFC 3339 time with an offset: fixes before it (empty: no bound)"),
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
     schemas={
-        "from": {"type": "string", "format": "date-time"},
-        "to": {"type": "string", "format": "date-time"},
-        "cursor": {"type": "string", "pattern": "^[0-9]{1,15}$"},
+        "from": _TIME_OR_EMPTY,
+        "to": _TIME_OR_EMPTY,
+        "cursor": {"type": "string", "pattern": "^([0-9]{1,15})?$"},  # "": the first page
     },
 )
 async def list_vehicle_positions(request: web.Request) -> web.Response:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from gateway import paging
 from gateway.config import parse_flag
@@ -41,9 +44,24 @@ async def read_json(request: web.Request) -> Any:
 async def read_body(request: web.Request) -> bytes:
     if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
         return await request.read()
+    async with body_deadline():
+        return await request.read()
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """A form's fields (urlencoded or multipart), within the same deadline as a body."""
+    async with body_deadline():
+        return await request.post()
+
+
+@asynccontextmanager
+async def body_deadline() -> AsyncIterator[None]:
+    """What reads a body inside must be done within BODY_TIMEOUT_SECONDS, else a 408."""
     try:
         async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
-            return await request.read()
+            yield
     except TimeoutError:
         raise RequestTimeout(f"the body took over {BODY_TIMEOUT_SECONDS:.0f} s to arrive") from None
 

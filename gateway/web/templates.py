@@ -34,7 +34,11 @@ TEMPLATE_BODY: dict[str, Any] = {
 }
 TEMPLATE: dict[str, Any] = {
     "type": "object",
-    "properties": {**TEMPLATE_BODY["properties"], "id": {"type": "string"}},
+    "properties": {
+        **TEMPLATE_BODY["properties"],
+        "id": {"type": "string"},
+        "sample": {"type": ["object", "null"], "description": "null: none was given"},
+    },
 }
 _PREVIEW: dict[str, Any] = {
     "type": "object",
