@@ -123,13 +123,16 @@ async def test_a_fetch_waits_while_its_partner_is_down_then_goes_on(
     services = client.app[services_key]
     clock = FakeClock()
     services.flow_runner.clock = clock
+    before = clock.now  # the clock runs with the real time: the try is between these two
     await drain(services)  # the first try, at once
+    after = clock.now
 
     (run,) = await _runs(client)
     assert run["status"] == "pending" and run["steps"] == []
     assert run["waits"] == {"step": "hr", "attempts": 1, "last_error": "HR: answered 503"}
     due = (await services.store.db["flow_runs"].find_one({"_id": run["id"]}))["next_attempt_at"]
-    assert timedelta(seconds=3.9) < due - clock.now < timedelta(seconds=6.1)  # 5 s ± 20%
+    # 5 s ± 20% after the try (stored to the millisecond)
+    assert due - before > timedelta(seconds=3.99) and due - after < timedelta(seconds=6.01)
     clock.advance(7)
     await drain(services)  # the second try: 503 again, then 5 min
     assert (await _runs(client))[0]["waits"]["attempts"] == 2
