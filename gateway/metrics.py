@@ -280,6 +280,12 @@ class Metrics:
             ["partner"],
             registry=r,
         )
+        self.oauth_refusals = Counter(
+            "gateway_partner_oauth_token_refusals_total",
+            "Partners' token endpoints refusing our credentials (a configuration error)",
+            ["partner"],
+            registry=r,
+        )
 
     def _add_trigger_metrics(self, r: CollectorRegistry) -> None:
         # `trigger` is our trigger id (bounded by the triggers admins create) or "unknown";

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
@@ -419,3 +420,33 @@ async def test_fcm_throttling_is_retried_no_sooner_than_it_asks(client: Client, 
     clock.advance(125)
     await drain(services)
     assert [m["token"] for m in fcm.messages] == ["phone"]
+
+
+async def test_a_refused_service_account_fails_fast_and_sends_again_once_fixed(
+    client: Client, fcm: Fcm
+) -> None:
+    """FCM's token exchange answering invalid_grant (a revoked or wrong key, a skewed clock)
+    was retried for some 38 hours like a network error; the driver was told nothing."""
+    await _push_setup(client, fcm, ["phone"])
+    (partner,) = (await get(client, "/api/v1/partners"))["items"]
+    right = fcm.service_account()
+    revoked = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fcm.key, original = revoked, fcm.key  # the double now knows another key: ours is refused
+    await _vehicle(client, "ABC1D23")
+    await drain(client.app[services_key])
+    (failed,) = await _deliveries(client, "?status=failed")
+    assert failed["attempt_count"] == 1
+    assert "credentials refused" in failed["last_error"] and "invalid_grant" in failed["last_error"]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_partner_oauth_token_refusals_total{{partner="{partner["id"]}"}} 1.0' in metrics
+
+    fcm.key = original  # the admin uploads a valid key: the next alert goes out
+    fixed = await client.patch(
+        f"/api/v1/partners/{partner['id']}",
+        headers=auth(),
+        json={"auth": {"type": "google_service_account", "service_account": right}},
+    )
+    assert fixed.status == 200
+    await _vehicle(client, "BRA2E19")
+    await drain(client.app[services_key])
+    assert [m["notification"]["body"] for m in fcm.messages] == ["BRA2E19"]
