@@ -176,6 +176,34 @@ async def test_scenario_3_an_hr_answer_without_since_records_the_driver_from_the
     assert mail.recipients == ["ana.souza@example.com"]
 
 
+async def test_scenario_3_an_hr_system_answering_todays_driver_fines_nobody(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """An HR system that ignores `?em=` answers whoever drives now, since after the
+    infraction: the fine went to that driver, and the history recorded them. The answer's
+    own `desde` shows it is not about the infraction's time: the run fails, saying so."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    answer = sample("driver_lookup_response.json")
+    answer["condutorAtual"]["desde"] = "2026-11-25T08:00:00-03:00"  # a week after the fine
+    partner.respond_with(200, answer)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    assert smtp.received == []
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert run["status"] == "failed"
+    (hr,) = run["steps"]
+    assert hr["outcome"] == "failed"
+    assert "since 2026-11-25T08:00:00-03:00, after the time asked" in hr["detail"]
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert history["items"] == []
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert fine.get("driver_cpf") is None
+
+
 async def _assigned_from_hr(
     client: Client, partner: Partner, since: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
