@@ -38,6 +38,8 @@ __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+# She drives ABC1D23 since before the samples' events (the shipped flows ask who drove then).
+SINCE = "2026-11-01T00:00:00Z"
 
 
 async def _scenario3(client: Client, hr: Partner, smtp_port: int) -> dict[str, Any]:
@@ -265,7 +267,9 @@ async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
     traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["fcm-device-token"]})
-    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"], "start": SINCE}
+    )
 
     forward = sample("traccar_event_forward_geofence_exit.json")
     await send_to(client, traccar, forward)
@@ -291,6 +295,29 @@ async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
     assert suppressed["last_error"].startswith("suppressed: cooldown")
 
 
+async def test_scenario_1_a_late_upload_alerts_the_driver_at_the_exit_not_todays(
+    client: Client, fcm: Fcm
+) -> None:
+    """A tracker that uploads hours late: the exit happened at 13:45 (device time), when Ana
+    drove; Bruno has driven since 14:00. `driver: current` alerted Bruno, for an exit he had
+    nothing to do with; the shipped flow asks for the driver at the event's time."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    bruno = {"name": "Bruno Lima", "cpf": "11144477735", "push_tokens": ["bruno-phone"]}
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["ana-phone"]})
+    await post(client, "/api/v1/entities/driver", bruno)
+    drivers = "/api/v1/entities/vehicle/ABC1D23/drivers"
+    await post(client, drivers, {"driver": ANA["cpf"], "start": "2026-11-20T08:00:00Z"})
+    await post(client, drivers, {"driver": bruno["cpf"], "start": "2026-11-20T14:00:00Z"})
+
+    await send_to(client, traccar, sample("traccar_event_forward_geofence_exit.json"))
+    await drain(client.app[services_key])
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+
+
 async def test_scenario_2_the_service_alert_goes_out_by_push_email_and_sms(
     client: Client, partner: Partner, fcm: Fcm, smtp_server: SmtpFactory
 ) -> None:
@@ -312,7 +339,9 @@ async def test_scenario_2_the_service_alert_goes_out_by_push_email_and_sms(
             "push_tokens": ["fcm-device-token"],
         },
     )
-    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"], "start": SINCE}
+    )
     await post(
         client,
         "/api/v1/entities/operator",
