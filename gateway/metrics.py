@@ -218,6 +218,12 @@ class Metrics:
             ["schedule", "kind"],
             registry=r,
         )
+        self.schedule_cursor_refused = Counter(
+            "gateway_schedule_cursor_refused_total",
+            "Time cursors a partner answered that went back (the cursor was kept)",
+            ["schedule"],
+            registry=r,
+        )
         self.schedule_run_duration = Histogram(
             "gateway_schedule_run_duration_seconds",
             "Schedule run duration",
