@@ -1,8 +1,10 @@
 """Who a `notify` step reaches, and at which address for the channel's type.
 
-    driver: current                 the driver of the event's vehicle now (assignment history)
+    driver: current                 the driver of the event's vehicle when the run runs, not
+                                    at the event's time (assignment history)
     driver: {vehicle?, at?}         the driver of a vehicle (default: the event's) at a time
-                                    (default: now): "the driver at the infraction"
+                                    (default: now): "the driver at the infraction", or at the
+                                    event's device time for a tracker that uploads late
     driver: {from: steps.hr}        a driver in the context (a fetched answer); its CPF finds
                                     the driver entity, whose push tokens and language join in
     operators: {role: ...}          the tenant's active operators with that role (managers)
