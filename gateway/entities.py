@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -417,10 +417,28 @@ class EntityService:
     async def patch(
         self, tenant: str, etype: str, ref: str, patch: Mapping[str, Any], origin: Origin
     ) -> WriteResult:
+        result = await self.update(tenant, etype, ref, lambda _: patch, origin)
+        assert result is not None  # the change always gives the patch
+        return result
+
+    async def update(
+        self,
+        tenant: str,
+        etype: str,
+        ref: str,
+        change: Callable[[Mapping[str, Any]], Mapping[str, Any] | None],
+        origin: Origin,
+    ) -> WriteResult | None:
+        """A patch computed from the entity's data as it is written over (read again after a
+        concurrent write): a read-modify-write that loses no other writer's change, such as
+        removing one item of a list. `change` answers None for nothing to do (→ None)."""
         nk = (await self.get(tenant, etype, ref))["nk"]
         async with self._lanes.turn((tenant, etype, nk)):
             for _ in range(_MAX_WRITE_ATTEMPTS):
                 current = await self.get(tenant, etype, ref)
+                patch = change(current["data"])
+                if patch is None:
+                    return None
                 result = await self._write(tenant, current, merge(current["data"], patch), origin)
                 if result is not None:
                     return result

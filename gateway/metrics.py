@@ -218,6 +218,12 @@ class Metrics:
             ["schedule", "kind"],
             registry=r,
         )
+        self.schedule_cursor_refused = Counter(
+            "gateway_schedule_cursor_refused_total",
+            "Time cursors a partner answered that went back (the cursor was kept)",
+            ["schedule"],
+            registry=r,
+        )
         self.schedule_run_duration = Histogram(
             "gateway_schedule_run_duration_seconds",
             "Schedule run duration",
@@ -277,6 +283,12 @@ class Metrics:
         self.oauth_refreshes = Counter(
             "gateway_partner_oauth_token_refreshes_total",
             "Access tokens fetched for partners: OAuth2, Google service account, Geotab session",
+            ["partner"],
+            registry=r,
+        )
+        self.oauth_refusals = Counter(
+            "gateway_partner_oauth_token_refusals_total",
+            "Partners' token endpoints refusing our credentials (a configuration error)",
             ["partner"],
             registry=r,
         )

@@ -9,6 +9,7 @@ answers like FCM: UNREGISTERED (404) for tokens a test unregistered, or what a t
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
@@ -39,6 +40,8 @@ class Fcm:
     unregistered: set[str] = field(default_factory=set)
     queued: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     expires_in: int = 3600
+    # UNREGISTERED answers wait until this many are asked at once (two removals in a race)
+    unregistered_together: asyncio.Barrier | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -101,6 +104,8 @@ class Fcm:
         body = await request.json()
         message = body["message"]
         if message["token"] in self.unregistered:
+            if self.unregistered_together is not None:
+                await asyncio.wait_for(self.unregistered_together.wait(), timeout=5)
             return _error(
                 404, "UNREGISTERED", "Requested entity was not found.", status="NOT_FOUND"
             )

@@ -38,6 +38,8 @@ __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+# She drives ABC1D23 since before the samples' events (the shipped flows ask who drove then).
+SINCE = "2026-11-01T00:00:00Z"
 PAULISTA = (-23.5613, -46.6565)
 
 
@@ -72,7 +74,9 @@ async def _fold_and_drain(client: Client) -> None:
 
 async def _driver_of_abc(client: Client, **contacts: Any) -> None:
     await post(client, "/api/v1/entities/driver", {**ANA, **contacts})
-    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"], "start": SINCE}
+    )
 
 
 async def test_scenario_1_a_traccar_position_outside_the_authorized_area_pushes_to_the_driver(

@@ -26,6 +26,8 @@ __all__ = ["fcm", "partner"]  # the fixtures
 
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+# She drives ABC1D23 since before the samples' events (the shipped flows ask who drove then).
+SINCE = "2026-11-01T00:00:00Z"
 
 
 async def _test(client: Client, body: dict[str, Any], status: int = 200) -> Any:
@@ -171,7 +173,9 @@ async def test_scenario_1_pushes_to_the_current_driver_of_the_vehicle(
     await upload_flow(client, "geofence-exit-push")
     vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["tok-1", "tok-2"]})
-    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"], "start": SINCE}
+    )
     event = {
         "type": "vehicle.geofence.exited",
         "occurred_at": "2026-11-20T13:45:13Z",
@@ -205,7 +209,9 @@ async def test_scenario_2_reaches_driver_and_managers_and_lists_who_it_cannot(
         client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 10012.4}
     )
     await post(client, "/api/v1/entities/driver", {**ANA, "phone": "+5511987654321"})
-    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"], "start": SINCE}
+    )
     await post(
         client,
         "/api/v1/entities/operator",

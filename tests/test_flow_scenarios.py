@@ -38,6 +38,8 @@ __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+# She drives ABC1D23 since before the samples' events (the shipped flows ask who drove then).
+SINCE = "2026-11-01T00:00:00Z"
 
 
 async def _scenario3(client: Client, hr: Partner, smtp_port: int) -> dict[str, Any]:
@@ -176,6 +178,34 @@ async def test_scenario_3_an_hr_answer_without_since_records_the_driver_from_the
     assert mail.recipients == ["ana.souza@example.com"]
 
 
+async def test_scenario_3_an_hr_system_answering_todays_driver_fines_nobody(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """An HR system that ignores `?em=` answers whoever drives now, since after the
+    infraction: the fine went to that driver, and the history recorded them. The answer's
+    own `desde` shows it is not about the infraction's time: the run fails, saying so."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    answer = sample("driver_lookup_response.json")
+    answer["condutorAtual"]["desde"] = "2026-11-25T08:00:00-03:00"  # a week after the fine
+    partner.respond_with(200, answer)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    assert smtp.received == []
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert run["status"] == "failed"
+    (hr,) = run["steps"]
+    assert hr["outcome"] == "failed"
+    assert "since 2026-11-25T08:00:00-03:00, after the time asked" in hr["detail"]
+    history = await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers")
+    assert history["items"] == []
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert fine.get("driver_cpf") is None
+
+
 async def _assigned_from_hr(
     client: Client, partner: Partner, since: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -237,7 +267,9 @@ async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
     traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["fcm-device-token"]})
-    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"], "start": SINCE}
+    )
 
     forward = sample("traccar_event_forward_geofence_exit.json")
     await send_to(client, traccar, forward)
@@ -263,6 +295,29 @@ async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
     assert suppressed["last_error"].startswith("suppressed: cooldown")
 
 
+async def test_scenario_1_a_late_upload_alerts_the_driver_at_the_exit_not_todays(
+    client: Client, fcm: Fcm
+) -> None:
+    """A tracker that uploads hours late: the exit happened at 13:45 (device time), when Ana
+    drove; Bruno has driven since 14:00. `driver: current` alerted Bruno, for an exit he had
+    nothing to do with; the shipped flow asks for the driver at the event's time."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    bruno = {"name": "Bruno Lima", "cpf": "11144477735", "push_tokens": ["bruno-phone"]}
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": ["ana-phone"]})
+    await post(client, "/api/v1/entities/driver", bruno)
+    drivers = "/api/v1/entities/vehicle/ABC1D23/drivers"
+    await post(client, drivers, {"driver": ANA["cpf"], "start": "2026-11-20T08:00:00Z"})
+    await post(client, drivers, {"driver": bruno["cpf"], "start": "2026-11-20T14:00:00Z"})
+
+    await send_to(client, traccar, sample("traccar_event_forward_geofence_exit.json"))
+    await drain(client.app[services_key])
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+
+
 async def test_scenario_2_the_service_alert_goes_out_by_push_email_and_sms(
     client: Client, partner: Partner, fcm: Fcm, smtp_server: SmtpFactory
 ) -> None:
@@ -284,7 +339,9 @@ async def test_scenario_2_the_service_alert_goes_out_by_push_email_and_sms(
             "push_tokens": ["fcm-device-token"],
         },
     )
-    await post(client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"]})
+    await post(
+        client, "/api/v1/entities/vehicle/ABC1D23/drivers", {"driver": ANA["cpf"], "start": SINCE}
+    )
     await post(
         client,
         "/api/v1/entities/operator",

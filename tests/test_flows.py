@@ -103,8 +103,8 @@ async def test_an_upload_names_only_what_the_tenant_has(client: Client) -> None:
     assert response.status == 422
     assert [(e["pointer"], e["line"]) for e in body["errors"]] == [
         ("/steps/0/fetch", 11),
-        ("/steps/3/notify/channel", 23),
-        ("/steps/3/notify/template", 24),
+        ("/steps/3/notify/channel", 29),
+        ("/steps/3/notify/template", 30),
     ]
 
 

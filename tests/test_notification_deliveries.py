@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
@@ -201,6 +202,58 @@ async def test_a_cooldown_lets_every_message_of_one_alert_through_and_stops_the_
     assert len(await _deliveries(client, "?status=suppressed")) == 2
 
 
+async def test_a_cooldown_counts_from_a_send_that_went_out_not_from_a_failed_one(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """The cooldown was noted before the send and kept when the send then failed: the next
+    alert inside the cooldown was suppressed, and nobody was told of either."""
+    smtp = await smtp_server()
+    smtp.refuse["ops@acme.com.br"] = "550 5.2.2 mailbox full"
+    await _email_setup(
+        client,
+        smtp.port,
+        [{"address": "ops@acme.com.br"}],
+        cooldown={"key": "'new-vehicles'", "seconds": 600},
+    )
+    await _vehicle(client, "ABC1D23")
+    await drain(client.app[services_key])
+    assert len(await _deliveries(client, "?status=failed")) == 1
+    del smtp.refuse["ops@acme.com.br"]
+    await _vehicle(client, "BRA2E19")  # the next two alerts, within the ten minutes:
+    await _vehicle(client, "CAR3F40")  # one goes out, and the cooldown counts from it
+    await drain(client.app[services_key])
+    (mail,) = smtp.received
+    assert mail.message["Subject"] in {"New BRA2E19", "New CAR3F40"}
+    (dropped,) = await _deliveries(client, "?status=suppressed")
+    assert dropped["last_error"].startswith("suppressed: cooldown")
+
+
+async def test_a_cooldown_is_free_while_an_alert_waits_for_its_retry(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    smtp.refuse["ops@acme.com.br"] = "451 4.7.1 greylisted, try again later"
+    await _email_setup(
+        client,
+        smtp.port,
+        [{"address": "ops@acme.com.br"}],
+        cooldown={"key": "'new-vehicles'", "seconds": 600},
+    )
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await _vehicle(client, "ABC1D23")
+    await drain(services)
+    del smtp.refuse["ops@acme.com.br"]
+    await _vehicle(client, "BRA2E19")  # goes out at once; the retry then finds it noted
+    await drain(services)
+    clock.advance(7)
+    await drain(services)
+    assert [m.message["Subject"] for m in smtp.received] == ["New BRA2E19"]
+    (dropped,) = await _deliveries(client, "?status=suppressed")
+    assert dropped["attempt_count"] == 1 and "cooldown" in dropped["last_error"]
+
+
 async def test_a_cooldown_key_missing_on_the_event_does_not_silence_other_vehicles(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
@@ -367,3 +420,33 @@ async def test_fcm_throttling_is_retried_no_sooner_than_it_asks(client: Client, 
     clock.advance(125)
     await drain(services)
     assert [m["token"] for m in fcm.messages] == ["phone"]
+
+
+async def test_a_refused_service_account_fails_fast_and_sends_again_once_fixed(
+    client: Client, fcm: Fcm
+) -> None:
+    """FCM's token exchange answering invalid_grant (a revoked or wrong key, a skewed clock)
+    was retried for some 38 hours like a network error; the driver was told nothing."""
+    await _push_setup(client, fcm, ["phone"])
+    (partner,) = (await get(client, "/api/v1/partners"))["items"]
+    right = fcm.service_account()
+    revoked = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fcm.key, original = revoked, fcm.key  # the double now knows another key: ours is refused
+    await _vehicle(client, "ABC1D23")
+    await drain(client.app[services_key])
+    (failed,) = await _deliveries(client, "?status=failed")
+    assert failed["attempt_count"] == 1
+    assert "credentials refused" in failed["last_error"] and "invalid_grant" in failed["last_error"]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_partner_oauth_token_refusals_total{{partner="{partner["id"]}"}} 1.0' in metrics
+
+    fcm.key = original  # the admin uploads a valid key: the next alert goes out
+    fixed = await client.patch(
+        f"/api/v1/partners/{partner['id']}",
+        headers=auth(),
+        json={"auth": {"type": "google_service_account", "service_account": right}},
+    )
+    assert fixed.status == 200
+    await _vehicle(client, "BRA2E19")
+    await drain(client.app[services_key])
+    assert [m["notification"]["body"] for m in fcm.messages] == ["BRA2E19"]

@@ -4,6 +4,7 @@ are worth a retry."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -116,6 +117,36 @@ async def test_unregistered_tokens_are_removed_from_the_driver(client: Client, f
     outcome = await client.app[services_key].notify.notifier.send("acme", notification)
     assert outcome.verdict is Verdict.FAIL and outcome.unregistered
     assert "UNREGISTERED" in outcome.detail and "token removed" in outcome.detail
+    stored = await (
+        await client.get(f"/api/v1/entities/driver/{driver['id']}", headers=auth())
+    ).json()
+    assert stored["push_tokens"] == ["phone-2"]
+
+
+async def test_two_unregistered_tokens_removed_at_once_both_stay_removed(
+    client: Client, fcm: Fcm
+) -> None:
+    """Each removal read the driver's tokens, then wrote the list without its own: two at once
+    (two deliveries, two processes) each wrote back the token the other had removed."""
+    channel = await _push_channel(client, fcm)
+    driver = await post(
+        client,
+        "/api/v1/entities/driver",
+        {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": [TOKEN, "tablet", "phone-2"]},
+    )
+    fcm.unregistered.update({TOKEN, "tablet"})
+    fcm.unregistered_together = asyncio.Barrier(2)  # both answered at the same moment
+    notifier = client.app[services_key].notify.notifier
+    parts = {"title": "Veículo fora da área", "body": "ABC1D23 saiu de Garagem SP"}
+    outcomes = await asyncio.gather(
+        *(
+            notifier.send(
+                "acme", Notification(channel["id"], Recipient(t, driver_id=driver["id"]), parts)
+            )
+            for t in (TOKEN, "tablet")
+        )
+    )
+    assert all("token removed" in o.detail for o in outcomes)
     stored = await (
         await client.get(f"/api/v1/entities/driver/{driver['id']}", headers=auth())
     ).json()

@@ -103,6 +103,7 @@ def test_parse_retry_after_date_is_relative_to_now() -> None:
         (None, "rate_limited", Verdict.RETRY),
         (None, "circuit_open", Verdict.RETRY),
         (None, "auth_failed", Verdict.RETRY),
+        (None, "auth_refused", Verdict.FAIL),
         (None, "blocked", Verdict.FAIL),
         (408, None, Verdict.RETRY),
         (425, None, Verdict.RETRY),

@@ -119,3 +119,49 @@ async def test_a_step_without_a_whole_first_page_or_with_from_is_a_422(client: C
         assert response.status == 422, cursor
         pointers = [e["pointer"] for e in (await response.json())["errors"]]
         assert pointer in pointers, (cursor, pointers)
+
+
+async def test_a_time_cursor_the_partner_answers_older_is_kept_and_recorded(
+    client: Client, partner: Partner
+) -> None:
+    """A partner that answers an older `since` than it was asked with (a reset, a replica
+    behind) moved the cursor back: every later run read old data again."""
+    await upload_mapping(client, ERP_VEHICLES)
+    erp = await create_partner(client, partner.url, name="ERP", auth={"type": "none"})
+    action = await create_action(
+        client, erp["id"], name="veiculos", mode="proxy", method="GET", path="/api/veiculos"
+    )
+    cursor = {"from": "next", "param": "query.since", "more": "hasNext"}
+    schedule = await post(
+        client,
+        "/api/v1/schedules",
+        {
+            "name": "erp-veiculos",
+            "action_id": action["id"],
+            "every": "1h",
+            "cursor": {**cursor, "initial": "2026-11-01T00:00:00Z"},
+            "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+        },
+    )
+    partner.respond_with(200, {**_page(False, "ABC1D23"), "next": "2026-11-20T10:00:00Z"})
+    await runner(client).run_until_idle()
+    partner.respond_with(200, {**_page(False, "BRA2E19"), "next": "2026-11-01T00:00:00Z"})
+    await run_now(client, schedule["id"])
+    await runner(client).run_until_idle()
+    await run_now(client, schedule["id"])
+    await runner(client).run_until_idle()
+
+    assert [r.query["since"] for r in partner.requests] == [
+        "2026-11-01T00:00:00Z",
+        "2026-11-20T10:00:00Z",
+        "2026-11-20T10:00:00Z",  # not back to the 1st
+    ]
+    second = (await runs(client, schedule["id"]))[1]
+    assert (second["written"], second["cursor_after"], second["cursor_refused"]) == (
+        1,
+        "2026-11-20T10:00:00Z",
+        "2026-11-01T00:00:00Z",
+    )
+    metrics = await (await client.get("/metrics")).text()
+    refused = f'gateway_schedule_cursor_refused_total{{schedule="{schedule["id"]}"}}'
+    assert f"{refused} 1.0" in metrics

@@ -506,17 +506,41 @@ async def test_static_credentials_are_not_retried_on_401(
     assert len(receiver.requests) == 1
 
 
-async def test_token_endpoint_refusal_is_auth_failed(
-    sender: Sender, make_receiver: MakeReceiver
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(401, "invalid_client"), (400, "invalid_grant"), (400, "unauthorized_client"), (403, "")],
+)
+async def test_token_endpoint_refusing_the_credentials_fails_without_retries(
+    sender: Sender, make_receiver: MakeReceiver, status: int, error: str
+) -> None:
+    """A revoked key or a wrong secret is a configuration error: it was `auth_failed`, retried
+    like a network error for the whole schedule."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(status, json_body={"error": error, "error_description": "nope"})
+    auth = build_auth(oauth(idp.url("/token")))
+    outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert (outcome.status, outcome.error, outcome.sent) == (None, "auth_refused", True)
+    assert outcome.verdict is Verdict.FAIL
+    assert outcome.message == (
+        f"credentials refused: token endpoint answered {status}: {error} nope".replace("  ", " ")
+        + "; fix the partner's credentials"
+    )
+    again = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert again.error == "auth_refused" and len(idp.requests) == 1  # remembered for a while
+    assert partner.requests == []
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_token_endpoint_that_is_busy_is_retried(
+    sender: Sender, make_receiver: MakeReceiver, status: int
 ) -> None:
     partner, idp = await make_receiver(), await make_receiver()
-    idp.respond_with(401, json_body={"error": "invalid_client", "error_description": "nope"})
-    outcome = await sender.send(
-        post(partner.url()), partner_id="hr", auth=build_auth(oauth(idp.url("/token")))
-    )
-    assert (outcome.status, outcome.error, outcome.sent) == (None, "auth_failed", True)
-    assert outcome.message == "token endpoint answered 401: invalid_client nope"
-    assert partner.requests == []
+    idp.respond_with(status, json_body={"error": "temporarily_unavailable"})
+    auth = build_auth(oauth(idp.url("/token")))
+    outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert (outcome.error, outcome.verdict) == ("auth_failed", Verdict.RETRY)
+    await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert len(idp.requests) == 2 and partner.requests == []
 
 
 @pytest.mark.parametrize(

@@ -215,10 +215,10 @@ class Catalog:
         if cached is not None and cached[0] == doc["rev"]:
             auth = cached[1]
         else:
-            counter = self._metrics.oauth_refreshes.labels(pid)
             auth = build_auth(
                 self._box.open_json(doc["auth_sealed"], context=auth_context(pid)),
-                on_refresh=counter.inc,
+                on_refresh=self._metrics.oauth_refreshes.labels(pid).inc,
+                on_refused=self._metrics.oauth_refusals.labels(pid).inc,
             )
             self._auth[pid] = (doc["rev"], auth)
         secrets: dict[str, str] = {}

@@ -193,9 +193,10 @@ class _Compiler:
         vehicle = self.expr(raw["vehicle"], f"{at}/vehicle", readable)
         driver = self.expr(raw["driver"], f"{at}/driver", readable)
         start = self.expr(raw.get("start"), f"{at}/start", readable)
+        asked = self.expr(raw.get("at"), f"{at}/at", readable)
         if vehicle is None or driver is None:
             return None
-        return AssignSpec(vehicle, driver, start, raw.get("source", "hr"))
+        return AssignSpec(vehicle, driver, start, raw.get("source", "hr"), asked)
 
     def set(self, raw: dict[str, Any], at: str, earlier: frozenset[str]) -> SetSpec:
         entity = raw.get("entity")

@@ -37,6 +37,7 @@ from gateway.flows.context import (
 )
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import CompiledFlow, Step
+from gateway.flows.recipients import answer_after_asked
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.flows.service import FlowService
 from gateway.kinds import KindService
@@ -178,6 +179,8 @@ class FlowDryRun:
         context["steps"][step.id] = mapped
         if step.assign is not None:  # what the history would record (not written)
             spec = step.assign
+            if (wrong := answer_after_asked(spec, context)) is not None:
+                raise StepFailed(wrong)
             values = {"vehicle": spec.vehicle, "driver": spec.driver, "start": spec.start}
             entry["assign"] = evaluate({k: v for k, v in values.items() if v}, context)
         return {**entry, "outcome": "answered", "answer": answer, "result": mapped}

@@ -68,6 +68,9 @@ class AssignSpec:
     driver: Expr  # a CPF or a driver id
     start: Expr | None = None  # an RFC 3339 time; absent: the run's start (not a time: nothing)
     source: str = "hr"
+    # The time the partner was asked about (a fine's infraction): an answer whose `start` is
+    # later names a later driver (a system that ignored the time asked): the step fails.
+    at: Expr | None = None
 
 
 @dataclass(frozen=True, slots=True)

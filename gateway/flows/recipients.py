@@ -1,8 +1,10 @@
 """Who a `notify` step reaches, and at which address for the channel's type.
 
-    driver: current                 the driver of the event's vehicle now (assignment history)
+    driver: current                 the driver of the event's vehicle when the run runs, not
+                                    at the event's time (assignment history)
     driver: {vehicle?, at?}         the driver of a vehicle (default: the event's) at a time
-                                    (default: now): "the driver at the infraction"
+                                    (default: now): "the driver at the infraction", or at the
+                                    event's device time for a tracker that uploads late
     driver: {from: steps.hr}        a driver in the context (a fetched answer); its CPF finds
                                     the driver entity, whose push tokens and language join in
     operators: {role: ...}          the tenant's active operators with that role (managers)
@@ -24,7 +26,7 @@ from zoneinfo import ZoneInfo
 from gateway.assignments import AssignmentService
 from gateway.entities import EntityService
 from gateway.errors import NotFound
-from gateway.flows.model import DriverSpec, RecipientSpec
+from gateway.flows.model import AssignSpec, DriverSpec, RecipientSpec
 from gateway.notify.notifier import Recipient
 
 MAX_OPERATORS = 50
@@ -169,3 +171,20 @@ def parse_time(value: Any) -> datetime | None:
     if parsed is None or len(value.strip()) <= 10:  # a date alone is no time
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=LOCAL_ZONE)
+
+
+def answer_after_asked(spec: AssignSpec, context: Mapping[str, Any]) -> str | None:
+    """Why a fetched driver is not the one asked about, or None: the answer's assignment
+    starts after the time asked (`assign.at`), so it names a later driver, as an HR system
+    that ignores the time asked (`?em=`) and answers today's does. Without both times there
+    is nothing to check."""
+    if spec.at is None or spec.start is None:
+        return None
+    asked, start = parse_time(spec.at.value(context)), parse_time(spec.start.value(context))
+    if asked is None or start is None or start <= asked:
+        return None
+    return (
+        f"the answer names a driver since {start.isoformat()}, after the time asked "
+        f"({spec.at.text} = {asked.isoformat()}): not the driver then (does the partner "
+        "ignore the time it is asked about?)"
+    )

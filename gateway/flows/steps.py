@@ -36,7 +36,7 @@ from gateway.flows.context import cooldown_key, evaluate, holds, plain
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import Step
-from gateway.flows.recipients import parse_time
+from gateway.flows.recipients import answer_after_asked, parse_time
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
@@ -173,6 +173,8 @@ class StepRunner:
         entry["outcome"] = "answered"
         if step.assign is not None:
             seen = {**context, "steps": {**context["steps"], step.id: answer}}
+            if (wrong := answer_after_asked(step.assign, seen)) is not None:
+                raise StepFailed(f"{partner.name}: {wrong}")
             entry["assignment"] = await self._assign(run, step, seen)
         return StepOutcome(entry, answer)
 

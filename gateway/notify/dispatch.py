@@ -12,9 +12,11 @@ A notification delivery stores what a flow's `notify` step rendered for one reci
 - a cooldown key another alert noted within its cooldown → Dropped; else the send is noted
   (atomically, `CooldownStore.claim`) under the step's `claim` (`<run id>:<step id>`), which
   every message of that step and every retry share: two phones of one driver both get the
-  alert, a retried e-mail is not suppressed by its own first try. The claim holds once taken,
-  even if that send then fails (a later alert inside the cooldown is suppressed);
-- then `Notifier.send`; its outcome is the attempt (retries on the actions' schedule).
+  alert, a retried e-mail is not suppressed by its own first try;
+- then `Notifier.send`; its outcome is the attempt (retries on the actions' schedule). A send
+  that went out notes the cooldown again from now, as delivered; one that failed (or waits for
+  a retry) releases it unless another message of the step went out: the cooldown counts from
+  an alert the driver got, and the next alert is not silenced by one that never arrived.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gateway.delivery.kinds import Attempted, Dropped, Held, SendResult
 from gateway.notify.notifier import Notification, Notifier, Recipient
 from gateway.notify.policy import decide
 from gateway.notify.settings import SettingsService
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 from gateway.store.notify import CooldownStore
 
@@ -52,6 +55,8 @@ class NotificationSender:
         if held is not None:
             return held
         outcome = await self._notifier.send(tenant, _notification(message))
+        if (cooldown := message.get("cooldown")) is not None:
+            await self._settle(tenant, cooldown, message["claim"], now, outcome.verdict)
         return Attempted(
             outcome.verdict,
             outcome.detail,
@@ -66,10 +71,8 @@ class NotificationSender:
         """None: send now (the cooldown, if any, is noted)."""
         settings = await self._settings.get(tenant)
         cooldown = message.get("cooldown")
-        wait, last = settings.cooldown, None
+        wait, last = _wait(settings.cooldown, cooldown), None
         if cooldown is not None:
-            if cooldown.get("seconds") is not None:
-                wait = timedelta(seconds=cooldown["seconds"])
             holder = await self._cooldowns.holder(tenant, cooldown["key"])
             if holder is not None and holder.get("by") != message["claim"]:
                 last = holder["sent_at"]
@@ -95,6 +98,26 @@ class NotificationSender:
         if earlier is not None:  # another process noted one first
             return Dropped(f"suppressed: cooldown: sent at {earlier.isoformat()}")
         return None
+
+    async def _settle(
+        self, tenant: str, cooldown: Doc, claim: str, now: datetime, verdict: Verdict
+    ) -> None:
+        """After the send: a delivered alert keeps the note, a failed one gives it back."""
+        if verdict is not Verdict.SUCCESS:
+            await self._cooldowns.release(tenant, cooldown["key"], by=claim)
+            return
+        wait = _wait((await self._settings.get(tenant)).cooldown, cooldown)
+        # Re-noted rather than marked: a sibling message's failure may have released it.
+        await self._cooldowns.claim(
+            tenant, cooldown["key"], now, now - wait, now + wait, by=claim, delivered=True
+        )
+
+
+def _wait(default: timedelta, cooldown: Doc | None) -> timedelta:
+    """The step's cooldown, or the tenant's when the step gives none."""
+    if cooldown is None or cooldown.get("seconds") is None:
+        return default
+    return timedelta(seconds=cooldown["seconds"])
 
 
 def _notification(message: Doc) -> Notification:

@@ -111,17 +111,21 @@ class Notifier:
         return await self._sms.send(action, partner, mapping, sms, channel.sms.sender)
 
     async def _forget_token(self, tenant: str, channel: Channel, recipient: Recipient) -> bool:
+        """The token out of the driver's list, computed from the list as it is written over:
+        two removals at once (two deliveries, two processes) keep each other's."""
         assert recipient.driver_id is not None
+
+        def without_token(data: Mapping[str, Any]) -> dict[str, Any] | None:
+            tokens = list(data.get("push_tokens") or [])
+            if recipient.address not in tokens:
+                return None
+            return {"push_tokens": [t for t in tokens if t != recipient.address] or None}
+
+        origin = Origin("notification", channel.id, {"reason": "fcm_unregistered"})
         try:
-            driver = await self._entities.get(tenant, "driver", recipient.driver_id)
+            written = await self._entities.update(
+                tenant, "driver", recipient.driver_id, without_token, origin
+            )
         except NotFound:
             return False
-        tokens = list(driver["data"].get("push_tokens") or [])
-        if recipient.address not in tokens:
-            return False
-        remaining = [t for t in tokens if t != recipient.address]
-        origin = Origin("notification", channel.id, {"reason": "fcm_unregistered"})
-        await self._entities.patch(
-            tenant, "driver", recipient.driver_id, {"push_tokens": remaining or None}, origin
-        )
-        return True
+        return written is not None

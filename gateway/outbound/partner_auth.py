@@ -101,6 +101,7 @@ class StaticAuth:
 
 
 NO_AUTH = StaticAuth()
+_REFUSAL_MEMORY = 60.0  # seconds a token endpoint's refusal of our credentials is believed
 
 
 class OAuth2ClientCredentials:
@@ -124,6 +125,7 @@ class OAuth2ClientCredentials:
         default_ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         on_refresh: Callable[[], None] | None = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self.token_url = token_url
         self._client_id = client_id
@@ -134,9 +136,12 @@ class OAuth2ClientCredentials:
         self._default_ttl = default_ttl
         self._clock = clock
         self._on_refresh = on_refresh
+        self._on_refused = on_refused
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
+        self._refusal: TokenFetchFailed | None = None
+        self._refused_until = 0.0
 
     def __repr__(self) -> str:
         return f"OAuth2ClientCredentials(token_url={self.token_url!r}, client_id=...)"
@@ -171,12 +176,26 @@ class OAuth2ClientCredentials:
         async with self._lock:
             token = self._cached()  # another caller may have refreshed while we waited
             if token is None:
-                token, ttl = await self._request_token(fetch)
+                token, ttl = await self._fresh_token(fetch)
                 self._token = token
                 self._expires_at = self._clock() + ttl - min(self._margin, ttl / 2)
                 if self._on_refresh is not None:
                     self._on_refresh()
             return token
+
+    async def _fresh_token(self, fetch: TokenFetcher) -> tuple[str, float]:
+        """A refusal is remembered for a while: a burst of sends with a revoked key asks the
+        token endpoint once, not once per send (new credentials build a new object)."""
+        if self._refusal is not None and self._clock() < self._refused_until:
+            raise self._refusal
+        try:
+            return await self._request_token(fetch)
+        except TokenFetchFailed as exc:
+            if exc.kind == "auth_refused":
+                self._refusal, self._refused_until = exc, self._clock() + _REFUSAL_MEMORY
+                if self._on_refused is not None:
+                    self._on_refused()
+            raise
 
     async def _request_token(self, fetch: TokenFetcher) -> tuple[str, float]:
         form = {"grant_type": "client_credentials"}
@@ -193,14 +212,25 @@ class OAuth2ClientCredentials:
         return parse_token_response(response, self._default_ttl)
 
 
+# A token endpoint's 4xx refuses the client's credentials or grant (RFC 6749 §5.2:
+# invalid_client, invalid_grant, unauthorized_client, invalid_scope, ... ; a 401 or 403):
+# nothing changes until someone fixes them. 408 and 429 ask us to come back.
+_TRANSIENT_TOKEN_STATUSES = frozenset({408, 425, 429})
+
+
 def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[str, float]:
     body = response.json if isinstance(response.json, dict) else {}
     if not 200 <= response.status < 300:
         reason = " ".join(str(body.get(k, ""))[:200] for k in ("error", "error_description"))
-        raise TokenFetchFailed(
-            f"token endpoint answered {response.status}"
-            + (f": {reason.strip()}" if reason.strip() else "")
+        answered = f"token endpoint answered {response.status}" + (
+            f": {reason.strip()}" if reason.strip() else ""
         )
+        if 400 <= response.status < 500 and response.status not in _TRANSIENT_TOKEN_STATUSES:
+            raise TokenFetchFailed(
+                f"credentials refused: {answered}; fix the partner's credentials",
+                kind="auth_refused",
+            )
+        raise TokenFetchFailed(answered)
     token = body.get("access_token")
     if not isinstance(token, str) or not token:
         raise TokenFetchFailed("token endpoint answer has no access_token")
@@ -238,20 +268,25 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def build_auth(
-    credentials: Mapping[str, Any], *, on_refresh: Callable[[], None] | None = None
+    credentials: Mapping[str, Any],
+    *,
+    on_refresh: Callable[[], None] | None = None,
+    on_refused: Callable[[], None] | None = None,
 ) -> PartnerAuth:
     """Compile a partner's decrypted `auth` document (SPEC §3.5) into a PartnerAuth.
+    `on_refresh` counts tokens obtained; `on_refused` a token endpoint refusing the
+    credentials (OAuth2 and Google service accounts).
 
     Raises InvalidPayload naming each bad field (pointers under /auth).
     """
     kind = credentials.get("type")
     if kind == "oauth2_client_credentials":
-        return _build_oauth2(credentials, on_refresh)
+        return _build_oauth2(credentials, on_refresh, on_refused)
     if kind == "google_service_account":
         # Imported here: that module builds on this one's token cache (a cycle at import time).
         from gateway.outbound.service_account import build_service_account_auth
 
-        return build_service_account_auth(credentials, on_refresh)
+        return build_service_account_auth(credentials, on_refresh, on_refused)
     if kind == "geotab":
         from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
 
@@ -346,7 +381,9 @@ _STATIC_BUILDERS: dict[str, Callable[[_Fields], Applied]] = {
 
 
 def _build_oauth2(
-    credentials: Mapping[str, Any], on_refresh: Callable[[], None] | None
+    credentials: Mapping[str, Any],
+    on_refresh: Callable[[], None] | None,
+    on_refused: Callable[[], None] | None,
 ) -> OAuth2ClientCredentials:
     f = _Fields(credentials)
     token_url, client_id = f.text("token_url"), f.text("client_id")
@@ -368,6 +405,7 @@ def _build_oauth2(
         scope or None,
         client_auth="body" if client_auth == "body" else "basic",
         on_refresh=on_refresh,
+        on_refused=on_refused,
     )
 
 

@@ -39,11 +39,18 @@ class GoogleServiceAccountAuth(OAuth2ClientCredentials):
         scope: str,
         *,
         on_refresh: Callable[[], None] | None = None,
+        on_refused: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
-            account.token_uri, account.client_email, "", scope, on_refresh=on_refresh, clock=clock
+            account.token_uri,
+            account.client_email,
+            "",
+            scope,
+            on_refresh=on_refresh,
+            on_refused=on_refused,
+            clock=clock,
         )
         self._account = account
         self._scope_text = scope
@@ -61,7 +68,9 @@ class GoogleServiceAccountAuth(OAuth2ClientCredentials):
 
 
 def build_service_account_auth(
-    credentials: Mapping[str, Any], on_refresh: Callable[[], None] | None = None
+    credentials: Mapping[str, Any],
+    on_refresh: Callable[[], None] | None = None,
+    on_refused: Callable[[], None] | None = None,
 ) -> GoogleServiceAccountAuth:
     """Raises InvalidPayload naming each bad member (pointers under /auth)."""
     problems = [
@@ -78,4 +87,4 @@ def build_service_account_auth(
         problems += exc.problems
     if problems:
         raise InvalidPayload("invalid partner credentials", problems)
-    return GoogleServiceAccountAuth(account, scope, on_refresh=on_refresh)
+    return GoogleServiceAccountAuth(account, scope, on_refresh=on_refresh, on_refused=on_refused)

@@ -16,7 +16,8 @@ ErrorKind = Literal[
     "blocked",  # refused by the SSRF guard or an unusable URL: never sent
     "too_large",  # the answer's body passed our read cap (status still known)
     "invalid_response",  # not HTTP, or a JSON body that does not parse (status may be known)
-    "auth_failed",  # the partner's OAuth2 token endpoint did not give us a token
+    "auth_failed",  # the partner's OAuth2 token endpoint did not give us a token (for now)
+    "auth_refused",  # the token endpoint refused our credentials: a configuration error
     "rate_limited",  # our own per-partner rate/concurrency limit: never sent
     "circuit_open",  # the partner's circuit breaker is open: never sent
 ]
@@ -33,6 +34,9 @@ class Verdict(enum.StrEnum):
 
 
 _RETRY_STATUSES = frozenset({408, 425, 429})
+# Failures without an answer that no retry mends: an unusable URL, refused credentials (a
+# revoked or wrong key waits for an admin, not for 38 hours of retries).
+_NEVER_BETTER: frozenset[ErrorKind] = frozenset({"blocked", "auth_refused"})
 
 
 def classify(status: int | None, error: ErrorKind | None) -> Verdict:
@@ -40,10 +44,11 @@ def classify(status: int | None, error: ErrorKind | None) -> Verdict:
 
     When the partner answered with a status, the status decides, even if its body was then
     too large, cut short or not JSON: the partner did say whether it took the request.
-    Without a status, everything is transient except a URL the SSRF guard refuses.
+    Without a status, everything is transient except a URL the SSRF guard refuses and
+    credentials the token endpoint refuses.
     """
     if status is None:
-        return Verdict.FAIL if error == "blocked" else Verdict.RETRY
+        return Verdict.FAIL if error in _NEVER_BETTER else Verdict.RETRY
     if 200 <= status < 300:
         return Verdict.SUCCESS
     if status == 410:

@@ -13,16 +13,21 @@
             read and landed again
 
 It drains while the partner says there is more (`cursor.more`, or: the page had items and
-the cursor moved), at most `max_pages` pages. A page whose new items are those of the last
-page again (the same cursor answered with the same page, or the same page under new cursors)
-is refused before anything is written: the partner is looping.
+the cursor moved), at most `max_pages` pages. A time cursor (an ISO 8601 date-time) never
+moves back: a partner answering an older one than the call's would have every later run
+read old data again; the page lands, the cursor stays, the run records what was refused.
+A page whose new items are those of the last page again (the same cursor answered with the
+same page, or the same page under new cursors) is refused before anything is written: the
+partner is looping.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -48,6 +53,9 @@ from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
 from gateway.triggers.rejected import RejectedKeeper
 
+log = logging.getLogger(__name__)
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
+
 
 class LeaseLost(Exception):
     """Another runner holds the schedule now: this run stops and records nothing more."""
@@ -65,6 +73,7 @@ class Tally:
     more: bool = False  # stopped at max_pages while the partner had more
     cursor_before: Any = None
     cursor_after: Any = None
+    cursor_refused: Any = None  # a time cursor the partner answered that went back
     problems: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -184,6 +193,8 @@ class Poll:
             # again from its first page (whose items this page's digest must not refuse).
             page = replace(page, cursor=spec["initial"])
             page_digest = None
+        if spec is not None and goes_back(self._cursor, page.cursor):
+            page = self._refuse_cursor(page)
         moved = spec is not None and page.cursor is not None and page.cursor != self._cursor
         fields: Doc = {"last_digest": page_digest, "lease_until": self._clock() + self._lease}
         if moved:
@@ -254,6 +265,18 @@ class Poll:
                 ids.append(key)
         return fresh, ids
 
+    def _refuse_cursor(self, page: Page) -> Page:
+        schedule = str(self._doc["_id"])
+        log.warning(
+            "schedule %s: the partner's cursor %r goes back from %r: kept",
+            schedule,
+            page.cursor,
+            self._cursor,
+        )
+        self._c.metrics.schedule_cursor_refused.labels(schedule).inc()
+        self.tally.cursor_refused = page.cursor
+        return replace(page, cursor=self._cursor)
+
     def _origin(self) -> Origin:
         return Origin("schedule", str(self._doc["_id"]), {"cursor": self._cursor})
 
@@ -266,3 +289,23 @@ class Poll:
             self._c.metrics.partner_latency.labels(partner.id, "schedule").observe(
                 latency_ms / 1000
             )
+
+
+def goes_back(before: Any, after: Any) -> bool:
+    """Whether `after` is an earlier time than `before`: both ISO 8601 dates or date-times
+    (both with an offset, or both without). Other cursors (opaque tokens, versions, numbers)
+    are the partner's to order."""
+    then, now = _as_time(before), _as_time(after)
+    if then is None or now is None or (then.tzinfo is None) != (now.tzinfo is None):
+        return False
+    return now < then
+
+
+def _as_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not _DATE_TIME.fullmatch(value.strip()):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed

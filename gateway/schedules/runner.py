@@ -216,6 +216,7 @@ class ScheduleRunner:
             "skipped": tally.skipped,
             "cursor_before": tally.cursor_before,
             "cursor_after": tally.cursor_after,
+            "cursor_refused": tally.cursor_refused,
             "item_errors": tally.problems,
             "error": error,
         }

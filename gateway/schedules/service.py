@@ -38,6 +38,7 @@ _RUN_FIELDS = (
     "skipped",
     "cursor_before",
     "cursor_after",
+    "cursor_refused",
     "error",
     "item_errors",
     "owner",

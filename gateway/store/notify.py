@@ -3,9 +3,10 @@ notification settings, cooldowns, flows (`store/flows.py`) and their runs (`stor
 
 Channels and templates are `{_id, tenant, name, ..., rev, created_at, updated_at}` with a name
 unique per tenant (flows name them). Settings are one document per tenant (`_id` = tenant). A
-cooldown is `{_id: "<tenant>:<key>", tenant, key, sent_at, by, expires_at}`: the last time a
-notification for that key went out and who sent it (`by`: a flow run's notify step, whose
-messages and their retries share the claim), dropped by a TTL index once the cooldown is over.
+cooldown is `{_id: "<tenant>:<key>", tenant, key, sent_at, by, delivered_by, expires_at}`: the
+last time a notification for that key went out, or is being sent, and who sent it (`by`: a flow
+run's notify step, whose messages and their retries share the claim; `delivered_by` = `by`: one
+of them went out), dropped by a TTL index once the cooldown is over.
 """
 
 from __future__ import annotations
@@ -76,10 +77,12 @@ class CooldownStore:
         keep_until: datetime,
         *,
         by: str | None = None,
+        delivered: bool = False,
     ) -> datetime | None:
         """Note a send for `key` unless one was noted after `quiet_until` by someone other
         than `by`; returns None when this call may send, else when the earlier send happened.
-        Atomic across processes: the loser of two concurrent claims sees the winner's time."""
+        Atomic across processes: the loser of two concurrent claims sees the winner's time.
+        `delivered` notes that the send went out (`release` then leaves the note alone)."""
         doc_id = f"{tenant}:{key}"
         passes: list[Doc] = [{"sent_at": {"$lte": quiet_until}}]
         if by is not None:
@@ -88,7 +91,10 @@ class CooldownStore:
             try:
                 await self._c.find_one_and_update(
                     scoped(tenant, {"_id": doc_id, "$or": passes}),
-                    {"$set": {"key": key, "sent_at": now, "by": by, "expires_at": keep_until}},
+                    {
+                        "$set": {"key": key, "sent_at": now, "by": by, "expires_at": keep_until}
+                        | ({"delivered_by": by} if delivered else {})
+                    },
                     upsert=True,
                 )
                 return None
@@ -96,6 +102,15 @@ class CooldownStore:
                 pass  # it exists with a later send: the filter missed and the insert failed
             found = await self._c.find_one(scoped(tenant, {"_id": doc_id}))
         return None if found is None else found["sent_at"]
+
+    async def release(self, tenant: str, key: str, *, by: str) -> None:
+        """Drop `by`'s note for `key` unless one of its messages went out: a failed send does
+        not start the cooldown."""
+        doc_id = f"{tenant}:{key}"
+        with translate_errors():
+            await self._c.delete_one(
+                scoped(tenant, {"_id": doc_id, "by": by, "delivered_by": {"$ne": by}})
+            )
 
     async def holder(self, tenant: str, key: str) -> Doc | None:
         """The last noted send for `key` ({sent_at, by}), or None."""
