@@ -218,6 +218,7 @@ def worker(settings: Settings) -> int:
             where = f"; health and metrics at {url}/readyz, {url}/metrics" if url else ""
             print(f"gateway worker running: {', '.join(settings.jobs)}{where}", file=sys.stderr)
             await stop.wait()
+        server.exit_after(server.TEARDOWN_SECONDS)
 
     with contextlib.suppress(KeyboardInterrupt):
         eventloop.run(run(), settings.event_loop)

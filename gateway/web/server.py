@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import re
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -134,3 +136,26 @@ async def _serve(
             )
     finally:
         await runner.cleanup()
+    exit_after(TEARDOWN_SECONDS)
+
+
+TEARDOWN_SECONDS = 3.0
+"""What the event loop's own teardown gets once every shutdown step has run: cancelling the
+tasks left (a database client's close cut short at its deadline), closing async generators,
+joining the default executor's threads. A task stuck there (a driver waiting on a database
+that froze) would hold the process past its deadlines, and a process manager's grace."""
+
+
+def exit_after(seconds: float) -> None:
+    """Exit (0) in `seconds` unless the process has ended by itself before: called once the
+    shutdown's steps are done (not on an error, whose exit status must stay), what remains
+    must not outlive a bound."""
+
+    def cut_short() -> None:
+        _log.warning("the event loop's teardown did not finish within %g s; exiting", seconds)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, cut_short)
+    timer.daemon = True
+    timer.start()
