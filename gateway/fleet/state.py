@@ -185,9 +185,9 @@ def fold_fix(
     if reason is not None:
         return state, Verdict(reason)
     if _spike(state, fix, odometer):
-        return _take_back_spike(state, fix, odometer, detail)
+        return _take_back(state, fix, odometer, detail, reflections=1)
     if _double_spike(state, fix, odometer):
-        return _take_back_double_spike(state, fix, odometer, detail)
+        return _take_back(state, fix, odometer, detail, reflections=2)
     added_m = None if state.anchor is None else step_m(state.anchor, fix, odometer, state.recent)
     anchor = state.anchor if state.anchor is not None and added_m is None else fix
     added = (added_m or 0.0) / 1000
@@ -260,17 +260,23 @@ def _spike(state: VehicleState, fix: TrackPoint, odometer: OdometerSettings) -> 
     return back and fix.distance_m(spike) > jitter_m(spike, fix, odometer, still=True)
 
 
-def _take_back_spike(
+def _take_back(
     state: VehicleState,
     fix: TrackPoint,
     odometer: OdometerSettings,
     detail: dict[str, Any] | None,
+    reflections: int,
 ) -> tuple[VehicleState, Verdict]:
-    """The spike's distance off the odometer, the spike out of the recent fixes, and `fix`
-    counted from the anchor before the spike, as if the spike had never come."""
-    assert state.step_from is not None and state.step_km is not None  # `_spike`
-    anchor, km = state.step_from, state.step_km[0]
-    recent = state.recent[:-1]
+    """The last `reflections` positions (1: `_spike`, 2: `_double_spike`) taken back: their
+    distance off the odometer, they out of the recent fixes, and `fix` counted from the
+    anchor before them, as if they had never come."""
+    if reflections == 1:
+        assert state.step_from is not None and state.step_km is not None  # `_spike`
+        anchor, km, earlier = state.step_from, state.step_km[0], None
+    else:
+        assert state.prior_from is not None and state.prior_km is not None  # `_double_spike`
+        anchor, km, earlier = state.prior_from, state.prior_km[0], state.step_from
+    recent = state.recent[:-reflections]
     added_m = step_m(anchor, fix, odometer, recent)
     odometer_km = km + (added_m or 0.0) / 1000
     moved = replace(
@@ -287,7 +293,10 @@ def _take_back_spike(
         prior_km=None,
     )
     verdict = Verdict(
-        added_km=odometer_km - state.odometer_km, outlier=state.last, outlier_reason=Reason.SPIKE
+        added_km=odometer_km - state.odometer_km,
+        outlier=state.last,
+        outlier_reason=Reason.SPIKE,
+        earlier_outlier=earlier,
     )
     return moved.remember(fix), verdict
 
@@ -319,41 +328,6 @@ def _double_spike(state: VehicleState, fix: TrackPoint, odometer: OdometerSettin
     if fix.distance_m(anchor) > jitter_m(anchor, fix, odometer, still=True):
         return False
     return all(fix.distance_m(p) > jitter_m(p, fix, odometer, still=True) for p in (first, second))
-
-
-def _take_back_double_spike(
-    state: VehicleState,
-    fix: TrackPoint,
-    odometer: OdometerSettings,
-    detail: dict[str, Any] | None,
-) -> tuple[VehicleState, Verdict]:
-    """Both reflections' distance off the odometer, both out of the recent fixes, and `fix`
-    counted from the anchor before them."""
-    assert state.prior_from is not None and state.prior_km is not None  # `_double_spike`
-    anchor, km = state.prior_from, state.prior_km[0]
-    recent = state.recent[:-2]
-    added_m = step_m(anchor, fix, odometer, recent)
-    odometer_km = km + (added_m or 0.0) / 1000
-    moved = replace(
-        state,
-        last=fix,
-        last_detail=_detail(detail),
-        anchor=anchor if added_m is None else fix,
-        odometer_km=odometer_km,
-        suspects=(),
-        recent=recent,
-        step_from=anchor,
-        step_km=(km, odometer_km),
-        prior_from=None,
-        prior_km=None,
-    )
-    verdict = Verdict(
-        added_km=odometer_km - state.odometer_km,
-        outlier=state.last,
-        outlier_reason=Reason.SPIKE,
-        earlier_outlier=state.step_from,
-    )
-    return moved.remember(fix), verdict
 
 
 def _suspect(
