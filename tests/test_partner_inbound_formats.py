@@ -6,6 +6,7 @@ through a trigger over HTTP."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.support import auth
@@ -20,6 +21,8 @@ from tests.triggers_support import (
     upload_shipped,
     vehicle_track,
 )
+
+FORM = "application/x-www-form-urlencoded"
 
 ERP_VEHICLE = """
 name: erp-vehicle
@@ -213,3 +216,35 @@ async def test_the_osmand_apps_speed_in_metres_per_second_is_read_by_the_trigger
     assert response.status == 201, await response.text()
     [stored] = (await vehicle_track(client))["items"]
     assert stored["speed_kmh"] == 100.0
+
+
+async def test_an_osmand_request_without_a_timestamp_is_a_fix_at_its_receipt_time(
+    client: Client,
+) -> None:
+    """Traccar stamps an OsmAnd request without `timestamp` with the time it came (GPSLogger
+    and many URL templates leave it out): a fix at the time received, marked so, where it
+    was a 422. A replay of such a request kept for an unknown tracker keeps its first
+    receipt's time, not the replay's."""
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}&id=353861053849681"
+    before = datetime.now(UTC).replace(microsecond=0)
+    unknown = await client.get(f"{url}&lat=-23.5&lon=-46.6")
+    assert unknown.status == 422, await unknown.text()  # no vehicle has this tracker yet
+    after = datetime.now(UTC)
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    response = await client.post(
+        url, data=b"lat=-23.6&lon=-46.7&speed=10", headers={"Content-Type": FORM}
+    )
+    assert response.status == 201, await response.text()
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    [kept] = (await listed.json())["items"]
+    replayed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    first, second = sorted((await vehicle_track(client))["items"], key=lambda f: f["lat"])
+    assert (second["lat"], first["lat"]) == (-23.5, -23.6)
+    assert before <= datetime.fromisoformat(second["time"]) <= after
+    assert datetime.fromisoformat(first["time"]) >= after
+    assert first["attributes"]["time_received"] is second["attributes"]["time_received"] is True

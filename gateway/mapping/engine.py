@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
@@ -206,13 +207,15 @@ class CompiledMapping:
         *,
         secrets: dict[str, Any] | None = None,
         texts: DecodedTexts | None = None,
+        received: datetime | None = None,
     ) -> MappedDocument:
         """Map one item to entity fields, key and events; InvalidPayload lists every failure.
-        `texts`: those of the payload the item is from (`items`), else its own."""
+        `texts`: those of the payload the item is from (`items`), else its own; `received`:
+        when the payload came (`{received: time}`; None: now)."""
         plan = self._plan
         if plan.direction != "inbound":
             self._need("inbound")
-        run = Run(secrets, texts)
+        run = Run(secrets, texts, received)
         document: dict[str, Any] = {}
         key: dict[str, Any] = {}
         events: tuple[str, ...] = ()

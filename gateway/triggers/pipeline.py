@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
@@ -77,9 +78,12 @@ class Pipeline:
         *,
         origin: Origin,
         schema_applies: bool = True,
+        received: datetime | None = None,
     ) -> WriteResult:
         """Validate, map and upsert one item."""
-        prepared = await self.prepare(trigger, mapping, item, schema_applies=schema_applies)
+        prepared = await self.prepare(
+            trigger, mapping, item, schema_applies=schema_applies, received=received
+        )
         return await self.write(trigger, prepared, origin)
 
     async def prepare(
@@ -90,9 +94,11 @@ class Pipeline:
         *,
         schema_applies: bool = True,
         texts: DecodedTexts | None = None,
+        received: datetime | None = None,
     ) -> Prepared:
         """Validate and map one item, and find which entity it writes (`texts`: those of
-        the payload the item is from, decoded once for all its items)."""
+        the payload the item is from, decoded once for all its items; `received`: when the
+        payload came, None for now)."""
         if schema_applies:
             self.validate(trigger, item)
         forward: Forward = ()
@@ -100,7 +106,7 @@ class Pipeline:
         lifted: tuple[str, ...] = ()
         if mapping is not None:
             with stage("mapping"):
-                mapped = mapping.apply(item, texts=texts)
+                mapped = mapping.apply(item, texts=texts, received=received)
             fields, events, key = mapped.document, mapped.events, mapped.key
             detail, forward = mapped.event_data, mapped.forward
             lifted = tuple(
@@ -144,6 +150,7 @@ class Pipeline:
         *,
         schema_applies: bool = True,
         texts: DecodedTexts | None = None,
+        received: datetime | None = None,
     ) -> Any:
         """A position trigger's item as a canonical fix (checked by the append, fix.py)."""
         if schema_applies:
@@ -151,7 +158,7 @@ class Pipeline:
         if mapping is None:
             return item
         with stage("mapping"):
-            return mapping.apply(item, texts=texts).document
+            return mapping.apply(item, texts=texts, received=received).document
 
     async def write(
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin

@@ -256,6 +256,7 @@ class HookReceiver:
 
     async def _write(self, admitted: _Admitted, call: HookCall, tally: _Tally) -> HookAnswer:
         trigger = admitted.trigger
+        received = self._now()  # the device time of a tracker that sends none
         raw = admitted.raw
         if raw is None:
             raw = await call.body.read(trigger.max_body_bytes)
@@ -276,7 +277,7 @@ class HookReceiver:
 
         async def ingest() -> HookAnswer:
             ingested = await self._ingestor.ingest(
-                trigger, payload, origin=Origin("trigger", trigger.id)
+                trigger, payload, origin=Origin("trigger", trigger.id), received=received
             )
             tally.outcome = ingested.outcome
             return HookAnswer(ingested.status, orjson.dumps(ingested.body))
