@@ -248,3 +248,54 @@ async def test_an_osmand_request_without_a_timestamp_is_a_fix_at_its_receipt_tim
     assert before <= datetime.fromisoformat(second["time"]) <= after
     assert datetime.fromisoformat(first["time"]) >= after
     assert first["attributes"]["time_received"] is second["attributes"]["time_received"] is True
+
+
+def _multipart(fields: list[tuple[str, bytes, str]], boundary: str = "gw-b0undary") -> bytes:
+    """A multipart/form-data body; each field (name, value, extra Content-Disposition)."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{extra}\r\n'.encode()
+        + (b"Content-Type: application/octet-stream\r\n" if "filename" in extra else b"")
+        + b"\r\n"
+        + value
+        + b"\r\n"
+        for name, value, extra in fields
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+async def test_an_osmand_multipart_form_is_read_like_its_urlencoded_form(client: Client) -> None:
+    """HTML forms and some trackers post multipart/form-data: its text fields are the form's
+    (it was a 415). An unused file input (no file name, nothing in it) is left out; a file is
+    a 415 that names its field; the body limit is the trigger's, as for any body."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client,
+        mapping="osmand",
+        format="form",
+        max_body_bytes=4096,
+    )
+    multipart = "multipart/form-data; boundary=gw-b0undary"
+    fields = [
+        ("id", b"353861053849681", ""),
+        ("lat", b"-23.5", ""),
+        ("lon", b"-46.6", ""),
+        ("timestamp", b"1795685112", ""),
+        ("photo", b"", '; filename=""'),
+    ]
+    status, answer = await _post(client, trigger, _multipart(fields), multipart)
+    assert status == 201, answer
+    [stored] = (await vehicle_track(client))["items"]
+    assert (stored["lat"], stored["lon"], stored["time"]) == (-23.5, -46.6, "2026-11-26T09:25:12Z")
+    with_file = [*fields[:4], ("photo", b"\xff\xd8\xff", '; filename="plate.jpg"')]
+    status, problem = await _post(client, trigger, _multipart(with_file), multipart)
+    assert (status, problem["detail"]) == (
+        415,
+        "form field 'photo' is a file (plate.jpg): a form trigger reads text fields only",
+    )
+    huge = [*fields[:4], ("note", b"x" * 5000, "")]
+    status, problem = await _post(client, trigger, _multipart(huge), multipart)
+    assert status == 413, problem
+    status, problem = await _post(client, trigger, _multipart(fields)[:-20], multipart)
+    assert status == 400 and problem["detail"].startswith("malformed multipart"), problem
+    assert len((await vehicle_track(client))["items"]) == 1

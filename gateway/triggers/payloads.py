@@ -1,8 +1,13 @@
 """Turning a partner's bytes into a payload: JSON (object or batch array; JSON Lines as the
-batch array), XML (one object, gateway/formats/xml_tree.py) or a form/query."""
+batch array), XML (one object, gateway/formats/xml_tree.py) or a form/query (urlencoded, or
+the text fields of multipart/form-data)."""
 
 from __future__ import annotations
 
+from email import policy
+from email.errors import MessageDefect
+from email.message import Message
+from email.parser import BytesParser
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -16,6 +21,7 @@ from gateway.formats.json_tree import loads_exact
 
 MAX_FORM_FIELDS: Final = 200
 FORM: Final = "application/x-www-form-urlencoded"
+MULTIPART: Final = "multipart/form-data"
 
 
 # JSON Lines (one JSON object a line): trackers' and log shippers' batches (Fluent Bit,
@@ -155,21 +161,30 @@ def reads_as_json(content_type: str, body: bytes) -> bool:
 
 
 def parse_form(
-    content_type: str, body: bytes, query_string: str, charset: str | None = None
+    content_type: str,
+    body: bytes,
+    query_string: str,
+    charset: str | None = None,
+    header: str = "",
 ) -> dict[str, str]:
     """OsmAnd-style: a urlencoded body and/or the query string, as a flat object of strings
     (body fields win over query fields; a repeated field keeps its last value). The body's
     text and its percent-escapes are UTF-8, or else in the charset its media type names
-    (`charset=ISO-8859-1`: `cidade=S%E3o+Paulo`), as for JSON."""
-    if body and content_type != FORM:
+    (`charset=ISO-8859-1`: `cidade=S%E3o+Paulo`), as for JSON. A multipart/form-data body
+    (HTML forms, some trackers) gives its text fields the same way; `header` is the whole
+    Content-Type, whose boundary splits it."""
+    if body and content_type not in (FORM, MULTIPART):
         raise UnsupportedMediaType(
-            f"expected {FORM} or a query string, got {content_type or 'no content type'}"
+            f"expected {FORM}, {MULTIPART} or a query string, got "
+            f"{content_type or 'no content type'}"
         )
     try:
         fields = _pairs(query_string)
     except _NotUtf8:
         raise BadRequest("a query string field is not valid UTF-8 once decoded") from None
-    if body:
+    if body and content_type == MULTIPART:
+        fields.update(_multipart_fields(header, body, charset))
+    elif body:
         try:
             fields.update(_pairs(body.decode("utf-8")))
         except (UnicodeDecodeError, _NotUtf8):
@@ -212,3 +227,59 @@ def _pairs(text: str, charset: str = "utf-8") -> dict[str, str]:
         raise BadRequest(f"a form field is not valid {charset} once decoded") from None
     except ValueError:
         raise BadRequest(f"more than {MAX_FORM_FIELDS} form fields") from None
+
+
+def _multipart_fields(header: str, body: bytes, charset: str | None) -> dict[str, str]:
+    """The text fields of a multipart/form-data body (RFC 7578), in order (a repeated name
+    keeps its last value). Each is UTF-8, or else in its part's charset or the request's. A
+    file is a 415 naming its field (a form trigger reads text), but an empty file input an
+    HTML form sends unused (no file name, nothing in it) is left out. 400 for a body its
+    boundary does not split into parts, and for a part without a name."""
+    head = f"Content-Type: {header}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    if not message.get_boundary():
+        raise BadRequest(f"a {MULTIPART} body needs the boundary parameter of its Content-Type")
+    if not message.is_multipart() or _defects(message):
+        raise BadRequest(
+            f"malformed {MULTIPART} body: its boundary does not split it into parts, or the "
+            "closing boundary is missing"
+        )
+    fields: dict[str, str] = {}
+    for number, part in enumerate(message.get_payload(), start=1):
+        assert isinstance(part, Message)
+        if number > MAX_FORM_FIELDS:
+            raise BadRequest(f"more than {MAX_FORM_FIELDS} form fields")
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or part.get_content_disposition() != "form-data":
+            raise BadRequest(f"part {number} of the {MULTIPART} body has no form-data name")
+        value = part.get_payload(decode=True)
+        data = value if isinstance(value, bytes) else b""
+        filename = part.get_filename()
+        if part.is_multipart() or filename is not None:
+            if not filename and not data:
+                continue  # an unused file input
+            raise UnsupportedMediaType(
+                f"form field {name!r} is a file ({filename or 'several files'}): a form trigger "
+                "reads text fields only"
+            )
+        fields[name] = _part_text(name, data, part.get_content_charset() or charset)
+    return fields
+
+
+def _defects(message: Message) -> list[MessageDefect]:
+    return [*message.defects, *(d for p in message.walk() for d in p.defects)]
+
+
+def _part_text(name: str, data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        if charset is None or is_utf8(charset):
+            raise BadRequest(
+                f"form field {name!r} is not valid UTF-8; a partner that sends another "
+                "encoding names it in the part's Content-Type (text/plain; charset=ISO-8859-1)"
+            ) from None
+    try:
+        return decode_charset(data, charset)
+    except DocumentRefused as exc:
+        raise BadRequest(f"form field {name!r}: {exc.message}") from None

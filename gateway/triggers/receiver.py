@@ -263,7 +263,13 @@ class HookReceiver:
         if trigger.format == "form" and reads_as_json(call.content_type, raw):
             payload: Any = parse_json(call.content_type, raw, call.charset)
         elif trigger.format == "form":
-            form = parse_form(call.content_type, raw, call.query_string, call.charset)
+            form = parse_form(
+                call.content_type,
+                raw,
+                call.query_string,
+                call.charset,
+                call.headers.get("Content-Type", ""),
+            )
             if trigger.token_param is not None:
                 form.pop(trigger.token_param, None)
             payload = form
