@@ -299,3 +299,28 @@ async def test_an_osmand_multipart_form_is_read_like_its_urlencoded_form(client:
     status, problem = await _post(client, trigger, _multipart(fields)[:-20], multipart)
     assert status == 400 and problem["detail"].startswith("malformed multipart"), problem
     assert len((await vehicle_track(client))["items"]) == 1
+
+
+async def test_osmand_json_takes_one_location_a_body_or_an_array_of_bodies_as_traccar_reads_it(
+    client: Client,
+) -> None:
+    """Traccar's OsmAnd decoder reads `location` as one object; Traccar Client sends its
+    offline buffer one fix a request. `{"location": [...]}` (a background-geolocation
+    plugin's batchSync) is refused, every position field named and no fix at the receipt
+    time; a JSON array of single-fix bodies is a batch, each fix stored."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    one = json.loads((PAYLOADS / "traccar_client_json.json").read_bytes())
+    later = {**one["location"], "timestamp": "2026-11-20T13:46:22.862Z"}
+    listed = {**one, "location": [one["location"], later]}
+    status, problem = await _post(client, trigger, json.dumps(listed).encode(), "application/json")
+    assert status == 422, problem
+    assert sorted(p["target"] for p in problem["errors"]) == ["lat", "lon", "time"]
+    assert (await vehicle_track(client))["items"] == []
+    bodies = [one, {**one, "location": later}]
+    status, answer = await _post(client, trigger, json.dumps(bodies).encode(), "application/json")
+    assert status == 200, answer
+    assert answer["summary"] == {"items": 2, "stored": 2, "duplicates": 0, "failed": 0}
+    times = [f["time"] for f in (await vehicle_track(client))["items"]]
+    assert times == ["2026-11-20T13:45:22.862Z", "2026-11-20T13:46:22.862Z"]
