@@ -324,3 +324,38 @@ async def test_osmand_json_takes_one_location_a_body_or_an_array_of_bodies_as_tr
     assert answer["summary"] == {"items": 2, "stored": 2, "duplicates": 0, "failed": 0}
     times = [f["time"] for f in (await vehicle_track(client))["items"]]
     assert times == ["2026-11-20T13:45:22.862Z", "2026-11-20T13:46:22.862Z"]
+
+
+async def test_a_mapped_fix_the_fix_refuses_names_the_payloads_path_and_the_good_items_land(
+    client: Client,
+) -> None:
+    """A Traccar forward whose latitude is text (the mapping casts nothing there): the 422
+    pointed at the fix's `/lat`, a path the partner never sent; it now points at
+    `/position/latitude` and names target and source, as other mapping problems do. In a
+    batch the other fixes are stored and the bad one is kept for replay."""
+    await vehicle(client)
+    await upload_shipped(client, "traccar-position")
+    trigger = await create_position_trigger(client, mapping="traccar-position")
+    forward = json.loads((PAYLOADS / "traccar_position_forward.json").read_bytes())
+    bad = json.loads(json.dumps(forward))
+    bad["position"]["latitude"] = "-23.56118"
+    bad["position"]["fixTime"] = "2026-11-20T13:46:22.000+00:00"
+    status, problem = await _post(client, trigger, json.dumps(bad).encode(), "application/json")
+    assert (status, problem["reason"]) == (422, "mapping"), problem
+    assert problem["errors"] == [
+        {
+            "pointer": "/position/latitude",
+            "message": "lat (from position.latitude): a number",
+            "keyword": "type",
+            "target": "lat",
+            "source": "position.latitude",
+        }
+    ]
+    batch = json.dumps([forward, bad]).encode()
+    status, answer = await _post(client, trigger, batch, "application/json")
+    assert status == 207, answer
+    assert [r["status"] for r in answer["results"]] == [201, 422]
+    assert answer["results"][1]["problem"]["errors"][0]["pointer"] == "/position/latitude"
+    assert [f["time"] for f in (await vehicle_track(client))["items"]] == ["2026-11-20T13:45:22Z"]
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    assert [r["scope"] for r in (await listed.json())["items"]] == ["item", "body"]

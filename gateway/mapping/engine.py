@@ -23,6 +23,7 @@ from .model import (
 )
 from .params import Param, value_problems
 from .problems import Problems, payload_error
+from .specs import describe
 from .tables import Table, evaluate, record
 
 _MAX_BOUND: Final = 64
@@ -134,6 +135,13 @@ class CompiledMapping:
         return f"<CompiledMapping {self.name!r} {self.direction} {self.checksum[:12]}>"
 
     # -- inbound -----------------------------------------------------------------------------
+
+    def source_of(self, target: str) -> str | None:
+        """The source expression(s) of a target of `fields` (`position.latitude`), for
+        messages about the value it gave; None for a target the file does not map."""
+        fields = self.source.get("fields")
+        spec = fields.get(target) if isinstance(fields, dict) else None
+        return None if spec is None else describe(spec)
 
     def probe(self, payload: Any) -> dict[str, Any] | None:
         """The answer to a partner's probe (the file's `probe`), or None for a payload to map."""
