@@ -359,3 +359,30 @@ async def test_a_mapped_fix_the_fix_refuses_names_the_payloads_path_and_the_good
     assert [f["time"] for f in (await vehicle_track(client))["items"]] == ["2026-11-20T13:45:22Z"]
     listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
     assert [r["scope"] for r in (await listed.json())["items"]] == ["item", "body"]
+
+
+async def test_an_osmand_body_without_a_form_type_is_read_as_the_form_it_is(
+    client: Client,
+) -> None:
+    """Traccar reads an OsmAnd body as a query whatever its Content-Type; GPSLogger-style
+    templates and curl post it as text/plain or with no type, and a line end after it. Those
+    were 415s; other text under those types still is."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    query = "id=353861053849681&lat=-23.5&lon=-46.6&timestamp=179568511"
+    for second, content_type in enumerate(("text/plain; charset=utf-8", None)):
+        body = f"{query}{second}\r\n".encode()
+        status, answer = await _post(client, trigger, body, content_type)
+        assert status == 201, (content_type, answer)
+    fixes = (await vehicle_track(client))["items"]
+    assert [(f["time"], f["lon"]) for f in fixes] == [
+        ("2026-11-26T09:25:10Z", -46.6),
+        ("2026-11-26T09:25:11Z", -46.6),
+    ]
+    status, problem = await _post(client, trigger, b"lat -23.5 lon -46.6", "text/plain")
+    assert (status, problem["detail"]) == (
+        415,
+        "expected application/x-www-form-urlencoded, multipart/form-data or a query string, "
+        "got text/plain",
+    )

@@ -4,6 +4,7 @@ the text fields of multipart/form-data)."""
 
 from __future__ import annotations
 
+import re
 from email import policy
 from email.errors import MessageDefect
 from email.message import Message
@@ -22,6 +23,9 @@ from gateway.formats.json_tree import loads_exact
 MAX_FORM_FIELDS: Final = 200
 FORM: Final = "application/x-www-form-urlencoded"
 MULTIPART: Final = "multipart/form-data"
+# Types under which a partner that cannot set its headers sends a urlencoded body.
+UNLABELLED: Final = frozenset({"", "text/plain", "application/octet-stream"})
+_URLENCODED: Final = re.compile(rb"[^\s&=]+=\S*")
 
 
 # JSON Lines (one JSON object a line): trackers' and log shippers' batches (Fluent Bit,
@@ -172,8 +176,11 @@ def parse_form(
     text and its percent-escapes are UTF-8, or else in the charset its media type names
     (`charset=ISO-8859-1`: `cidade=S%E3o+Paulo`), as for JSON. A multipart/form-data body
     (HTML forms, some trackers) gives its text fields the same way; `header` is the whole
-    Content-Type, whose boundary splits it."""
-    if body and content_type not in (FORM, MULTIPART):
+    Content-Type, whose boundary splits it. Under text/plain, application/octet-stream or no
+    type, a body that reads as urlencoded (`name=value` pairs, no blanks) is a form, as
+    Traccar reads an OsmAnd body whatever its type (GPSLogger's templates, curl `--data`
+    with a text type)."""
+    if body and content_type not in (FORM, MULTIPART) and not _unlabelled_form(content_type, body):
         raise UnsupportedMediaType(
             f"expected {FORM}, {MULTIPART} or a query string, got "
             f"{content_type or 'no content type'}"
@@ -184,7 +191,7 @@ def parse_form(
         raise BadRequest("a query string field is not valid UTF-8 once decoded") from None
     if body and content_type == MULTIPART:
         fields.update(_multipart_fields(header, body, charset))
-    elif body:
+    elif body := body.strip():  # blanks around urlencoded text are never a value's
         try:
             fields.update(_pairs(body.decode("utf-8")))
         except (UnicodeDecodeError, _NotUtf8):
@@ -197,6 +204,10 @@ def parse_form(
     if not fields:
         raise BadRequest("no fields in the query string or form body")
     return fields
+
+
+def _unlabelled_form(content_type: str, body: bytes) -> bool:
+    return content_type in UNLABELLED and _URLENCODED.fullmatch(body.strip()) is not None
 
 
 class _NotUtf8(Exception):
