@@ -9,6 +9,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from yarl import URL
+
 from tests.support import auth
 from tests.test_position_triggers import fix, vehicle
 from tests.triggers_support import (
@@ -386,3 +388,22 @@ async def test_an_osmand_body_without_a_form_type_is_read_as_the_form_it_is(
         "expected application/x-www-form-urlencoded, multipart/form-data or a query string, "
         "got text/plain",
     )
+
+
+async def test_an_osmand_time_whose_plus_offset_came_unescaped_keeps_its_offset(
+    client: Client,
+) -> None:
+    """`timestamp=2026-11-26T10:25:12+01:00` written into a URL unescaped (a tracker's URL
+    template) arrives as `...12 01:00`, since `+` is a space in a query string: it was a
+    422; it is the +01:00 it was sent as."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}&id=353861053849681&lat=-23.5&lon=-46.6"
+    for sent in ("2026-11-26T10:25:12+01:00", "2026-11-26T10:25:13.500+0100"):
+        response = await client.get(URL(f"{url}&timestamp={sent}", encoded=True))
+        assert response.status == 201, await response.text()
+    times = [f["time"] for f in (await vehicle_track(client))["items"]]
+    assert times == ["2026-11-26T09:25:12Z", "2026-11-26T09:25:13.500Z"]

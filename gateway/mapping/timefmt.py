@@ -49,11 +49,22 @@ def _from_unix(value: Any, scale: float) -> datetime:
 def _from_iso(value: Any, naive: tzinfo) -> datetime:
     if not isinstance(value, str) or len(value) > _MAX_TEXT:
         raise _fail(value, "expected an ISO 8601 string")
+    text = value.strip()
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise _fail(value, "not ISO 8601") from None
+        # A `+hh:mm` offset sent unescaped in a query string arrives as ` hh:mm` (`+` is a
+        # space there): the offset it was, not a refused time.
+        if (plus := _PLUS_AS_SPACE.fullmatch(text)) is None:
+            raise _fail(value, "not ISO 8601") from None
+        try:
+            parsed = datetime.fromisoformat(f"{plus[1]}+{plus[2]}")
+        except ValueError:
+            raise _fail(value, "not ISO 8601") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=naive)
+
+
+_PLUS_AS_SPACE = re.compile(r"(.+[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)")
 
 
 _NUMBER_RE = re.compile(r"\s*-?[0-9]+(?:\.[0-9]*)?\s*")
@@ -66,7 +77,7 @@ def _iso_in_utc(value: Any) -> datetime:
 _ISO_UTC_PARSE: Parser = _iso_in_utc
 
 
-def _normaliseiso_utc(value: Any) -> str:
+def _normalise_iso_utc(value: Any) -> str:
     return iso_utc(_iso_in_utc(value))
 
 
@@ -166,7 +177,7 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
     parse_one = _parser(parse, zones["input_tz"] or UTC)
     format_one = _formatter(fmt, zones["output_tz"] or UTC)
     if parse_one is _ISO_UTC_PARSE and format_one is iso_utc:
-        return _normaliseiso_utc
+        return _normalise_iso_utc
     return lambda value: format_one(parse_one(value))
 
 
