@@ -407,3 +407,17 @@ async def test_an_osmand_time_whose_plus_offset_came_unescaped_keeps_its_offset(
         assert response.status == 201, await response.text()
     times = [f["time"] for f in (await vehicle_track(client))["items"]]
     assert times == ["2026-11-26T09:25:12Z", "2026-11-26T09:25:13.500Z"]
+
+
+async def test_a_form_body_after_a_byte_order_mark_keeps_its_first_field(client: Client) -> None:
+    """A form saved by a Windows tool and posted with curl --data-binary @file starts with a
+    UTF-8 byte order mark: its first field was read as `\\ufeffid`, and the fix refused."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    body = b"\xef\xbb\xbfid=353861053849681&lat=-23.5&lon=-46.6&timestamp=1795685112\r\n"
+    for content_type, expected in ((FORM, 201), ("text/plain", 200)):  # then a duplicate
+        status, answer = await _post(client, trigger, body, content_type)
+        assert status == expected, (content_type, answer)
+    [stored] = (await vehicle_track(client))["items"]
+    assert stored["time"] == "2026-11-26T09:25:12Z"

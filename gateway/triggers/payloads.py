@@ -191,7 +191,9 @@ def parse_form(
         raise BadRequest("a query string field is not valid UTF-8 once decoded") from None
     if body and content_type == MULTIPART:
         fields.update(_multipart_fields(header, body, charset))
-    elif body := body.strip():  # blanks around urlencoded text are never a value's
+    # A byte order mark (a file saved by a Windows tool) and blanks around urlencoded text
+    # are never part of a name or a value.
+    elif body := body.removeprefix(UTF8_BOM).strip():
         try:
             fields.update(_pairs(body.decode("utf-8")))
         except (UnicodeDecodeError, _NotUtf8):
