@@ -436,3 +436,20 @@ async def test_a_multipart_body_of_thousands_of_tiny_parts_is_refused_before_it_
     status, problem = await _post(client, trigger, body, "multipart/form-data; boundary=b")
     assert time.perf_counter() - started < 0.5
     assert (status, problem["detail"]) == (400, "more than 200 form fields")
+
+
+async def test_a_multipart_part_with_a_broken_charset_is_a_400_not_a_500(client: Client) -> None:
+    """A part's headers are the partner's bytes: an RFC 2231 name or a charset with a NUL in
+    it raised inside the standard library (a 500)."""
+    trigger = await create_position_trigger(client, mapping=None, format="form")
+    multipart = "multipart/form-data; boundary=b"
+    disposition = b"Content-Disposition: form-data; "
+    bodies = [
+        b"--b\r\n" + disposition + b"name*=UTF\x008''%C3\r\n\r\n1\r\n--b--\r\n",
+        b"--b\r\n" + disposition + b'name="a"\r\nContent-Type: text/plain; charset="x\x00"'
+        b"\r\n\r\nS\xe3o\r\n--b--\r\n",
+    ]
+    for body in bodies:
+        status, problem = await _post(client, trigger, body, multipart)
+        assert status == 400, problem
+    assert problem["detail"].startswith("form field 'a'"), problem

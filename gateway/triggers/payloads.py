@@ -270,11 +270,7 @@ def _multipart_fields(header: str, body: bytes, charset: str | None) -> dict[str
         if not gap or lines[0].strip(b" \t"):  # transport padding only after a delimiter
             raise BadRequest(f"part {number} of the {MULTIPART} body is malformed")
         part = _part_headers(lines[1:])
-        raw = part.get_param("name", header="content-disposition")
-        name = None if raw is None else collapse_rfc2231_value(raw)  # name*=UTF-8''…
-        if not name or part.get_content_disposition() != "form-data":
-            raise BadRequest(f"part {number} of the {MULTIPART} body has no form-data name")
-        filename = part.get_filename()
+        name, filename = _disposition(part, number)
         if filename is not None or part.get_content_maintype() == "multipart":
             if not filename and not data:
                 continue  # an unused file input
@@ -284,6 +280,21 @@ def _multipart_fields(header: str, body: bytes, charset: str | None) -> dict[str
             )
         fields[name] = _part_text(name, data, part.get_content_charset() or charset)
     return fields
+
+
+def _disposition(part: Message, number: int) -> tuple[str, str | None]:
+    """A part's form-data name and file name (`name*=UTF-8''…` as RFC 2231 writes them)."""
+    try:
+        raw = part.get_param("name", header="content-disposition")
+        name = None if raw is None else collapse_rfc2231_value(raw)
+        filename = part.get_filename()
+    except (ValueError, LookupError, TypeError):  # a charset no one knows, a NUL in it
+        raise BadRequest(
+            f"part {number} of the {MULTIPART} body has a malformed Content-Disposition"
+        ) from None
+    if not name or part.get_content_disposition() != "form-data":
+        raise BadRequest(f"part {number} of the {MULTIPART} body has no form-data name")
+    return name, filename
 
 
 def _part_headers(lines: list[bytes]) -> Message:
