@@ -6,6 +6,7 @@ import json
 import re
 import time
 import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,21 @@ def test_secrets_come_from_the_caller() -> None:
     (problem,) = payload_problems(mapping, {"plate": "A"})
     assert problem.keyword == "secret"
     assert "erp_token" in problem.message
+
+
+def test_the_received_source_is_when_the_payload_came_and_takes_only_time() -> None:
+    mapping = inbound("  attributes.seen: {received: time}\n")
+    received = datetime(2026, 12, 3, 22, 30, 5, 250000, tzinfo=UTC)
+    mapped = mapping.apply({"plate": "A"}, received=received)
+    assert mapped.document["attributes"] == {"seen": "2026-12-03T22:30:05.250Z"}
+    before = datetime.now(UTC).replace(microsecond=0)
+    now = mapping.apply({"plate": "A"}).document["attributes"]["seen"]  # mapping test: now
+    assert before <= datetime.fromisoformat(now) <= datetime.now(UTC)
+    (problem,) = problems_of(HEAD + "fields:\n  plate: plate\n  year: {received: now}\n")
+    assert (problem.pointer, problem.message) == (
+        "/fields/year/received",
+        "received takes time: {received: time}",
+    )
 
 
 def test_other_entities_get_their_kind() -> None:

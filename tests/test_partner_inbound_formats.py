@@ -6,7 +6,11 @@ through a trigger over HTTP."""
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
+
+from yarl import URL
 
 from tests.support import auth
 from tests.test_position_triggers import fix, vehicle
@@ -20,6 +24,8 @@ from tests.triggers_support import (
     upload_shipped,
     vehicle_track,
 )
+
+FORM = "application/x-www-form-urlencoded"
 
 ERP_VEHICLE = """
 name: erp-vehicle
@@ -213,3 +219,237 @@ async def test_the_osmand_apps_speed_in_metres_per_second_is_read_by_the_trigger
     assert response.status == 201, await response.text()
     [stored] = (await vehicle_track(client))["items"]
     assert stored["speed_kmh"] == 100.0
+
+
+async def test_an_osmand_request_without_a_timestamp_is_a_fix_at_its_receipt_time(
+    client: Client,
+) -> None:
+    """Traccar stamps an OsmAnd request without `timestamp` with the time it came (GPSLogger
+    and many URL templates leave it out): a fix at the time received, marked so, where it
+    was a 422. A replay of such a request kept for an unknown tracker keeps its first
+    receipt's time, not the replay's."""
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}&id=353861053849681"
+    before = datetime.now(UTC).replace(microsecond=0)
+    unknown = await client.get(f"{url}&lat=-23.5&lon=-46.6")
+    assert unknown.status == 422, await unknown.text()  # no vehicle has this tracker yet
+    after = datetime.now(UTC)
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    response = await client.post(
+        url, data=b"lat=-23.6&lon=-46.7&speed=10", headers={"Content-Type": FORM}
+    )
+    assert response.status == 201, await response.text()
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    [kept] = (await listed.json())["items"]
+    replayed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    first, second = sorted((await vehicle_track(client))["items"], key=lambda f: f["lat"])
+    assert (second["lat"], first["lat"]) == (-23.5, -23.6)
+    assert before <= datetime.fromisoformat(second["time"]) <= after
+    assert datetime.fromisoformat(first["time"]) >= after
+    assert first["attributes"]["time_received"] is second["attributes"]["time_received"] is True
+
+
+def _multipart(fields: list[tuple[str, bytes, str]], boundary: str = "gw-b0undary") -> bytes:
+    """A multipart/form-data body; each field (name, value, extra Content-Disposition)."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{extra}\r\n'.encode()
+        + (b"Content-Type: application/octet-stream\r\n" if "filename" in extra else b"")
+        + b"\r\n"
+        + value
+        + b"\r\n"
+        for name, value, extra in fields
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+async def test_an_osmand_multipart_form_is_read_like_its_urlencoded_form(client: Client) -> None:
+    """HTML forms and some trackers post multipart/form-data: its text fields are the form's
+    (it was a 415). An unused file input (no file name, nothing in it) is left out; a file is
+    a 415 that names its field; the body limit is the trigger's, as for any body."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client,
+        mapping="osmand",
+        format="form",
+        max_body_bytes=4096,
+    )
+    multipart = "multipart/form-data; boundary=gw-b0undary"
+    fields = [
+        ("id", b"353861053849681", ""),
+        ("lat", b"-23.5", ""),
+        ("lon", b"-46.6", ""),
+        ("timestamp", b"1795685112", ""),
+        ("photo", b"", '; filename=""'),
+    ]
+    status, answer = await _post(client, trigger, _multipart(fields), multipart)
+    assert status == 201, answer
+    [stored] = (await vehicle_track(client))["items"]
+    assert (stored["lat"], stored["lon"], stored["time"]) == (-23.5, -46.6, "2026-11-26T09:25:12Z")
+    with_file = [*fields[:4], ("photo", b"\xff\xd8\xff", '; filename="plate.jpg"')]
+    status, problem = await _post(client, trigger, _multipart(with_file), multipart)
+    assert (status, problem["detail"]) == (
+        415,
+        "form field 'photo' is a file (plate.jpg): a form trigger reads text fields only",
+    )
+    huge = [*fields[:4], ("note", b"x" * 5000, "")]
+    status, problem = await _post(client, trigger, _multipart(huge), multipart)
+    assert status == 413, problem
+    status, problem = await _post(client, trigger, _multipart(fields)[:-20], multipart)
+    assert status == 400 and problem["detail"].startswith("malformed multipart"), problem
+    assert len((await vehicle_track(client))["items"]) == 1
+
+
+async def test_osmand_json_takes_one_location_a_body_or_an_array_of_bodies_as_traccar_reads_it(
+    client: Client,
+) -> None:
+    """Traccar's OsmAnd decoder reads `location` as one object; Traccar Client sends its
+    offline buffer one fix a request. `{"location": [...]}` (a background-geolocation
+    plugin's batchSync) is refused, every position field named and no fix at the receipt
+    time; a JSON array of single-fix bodies is a batch, each fix stored."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    one = json.loads((PAYLOADS / "traccar_client_json.json").read_bytes())
+    later = {**one["location"], "timestamp": "2026-11-20T13:46:22.862Z"}
+    listed = {**one, "location": [one["location"], later]}
+    status, problem = await _post(client, trigger, json.dumps(listed).encode(), "application/json")
+    assert status == 422, problem
+    assert sorted(p["target"] for p in problem["errors"]) == ["lat", "lon", "time"]
+    assert (await vehicle_track(client))["items"] == []
+    bodies = [one, {**one, "location": later}]
+    status, answer = await _post(client, trigger, json.dumps(bodies).encode(), "application/json")
+    assert status == 200, answer
+    assert answer["summary"] == {"items": 2, "stored": 2, "duplicates": 0, "failed": 0}
+    times = [f["time"] for f in (await vehicle_track(client))["items"]]
+    assert times == ["2026-11-20T13:45:22.862Z", "2026-11-20T13:46:22.862Z"]
+
+
+async def test_a_mapped_fix_the_fix_refuses_names_the_payloads_path_and_the_good_items_land(
+    client: Client,
+) -> None:
+    """A Traccar forward whose latitude is text (the mapping casts nothing there): the 422
+    pointed at the fix's `/lat`, a path the partner never sent; it now points at
+    `/position/latitude` and names target and source, as other mapping problems do. In a
+    batch the other fixes are stored and the bad one is kept for replay."""
+    await vehicle(client)
+    await upload_shipped(client, "traccar-position")
+    trigger = await create_position_trigger(client, mapping="traccar-position")
+    forward = json.loads((PAYLOADS / "traccar_position_forward.json").read_bytes())
+    bad = json.loads(json.dumps(forward))
+    bad["position"]["latitude"] = "-23.56118"
+    bad["position"]["fixTime"] = "2026-11-20T13:46:22.000+00:00"
+    status, problem = await _post(client, trigger, json.dumps(bad).encode(), "application/json")
+    assert (status, problem["reason"]) == (422, "mapping"), problem
+    assert problem["errors"] == [
+        {
+            "pointer": "/position/latitude",
+            "message": "lat (from position.latitude): a number",
+            "keyword": "type",
+            "target": "lat",
+            "source": "position.latitude",
+        }
+    ]
+    batch = json.dumps([forward, bad]).encode()
+    status, answer = await _post(client, trigger, batch, "application/json")
+    assert status == 207, answer
+    assert [r["status"] for r in answer["results"]] == [201, 422]
+    assert answer["results"][1]["problem"]["errors"][0]["pointer"] == "/position/latitude"
+    assert [f["time"] for f in (await vehicle_track(client))["items"]] == ["2026-11-20T13:45:22Z"]
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    assert [r["scope"] for r in (await listed.json())["items"]] == ["item", "body"]
+
+
+async def test_an_osmand_body_without_a_form_type_is_read_as_the_form_it_is(
+    client: Client,
+) -> None:
+    """Traccar reads an OsmAnd body as a query whatever its Content-Type; GPSLogger-style
+    templates and curl post it as text/plain or with no type, and a line end after it. Those
+    were 415s; other text under those types still is."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    query = "id=353861053849681&lat=-23.5&lon=-46.6&timestamp=179568511"
+    for second, content_type in enumerate(("text/plain; charset=utf-8", None)):
+        body = f"{query}{second}\r\n".encode()
+        status, answer = await _post(client, trigger, body, content_type)
+        assert status == 201, (content_type, answer)
+    fixes = (await vehicle_track(client))["items"]
+    assert [(f["time"], f["lon"]) for f in fixes] == [
+        ("2026-11-26T09:25:10Z", -46.6),
+        ("2026-11-26T09:25:11Z", -46.6),
+    ]
+    status, problem = await _post(client, trigger, b"lat -23.5 lon -46.6", "text/plain")
+    assert (status, problem["detail"]) == (
+        415,
+        "expected application/x-www-form-urlencoded, multipart/form-data or a query string, "
+        "got text/plain",
+    )
+
+
+async def test_an_osmand_time_whose_plus_offset_came_unescaped_keeps_its_offset(
+    client: Client,
+) -> None:
+    """`timestamp=2026-11-26T10:25:12+01:00` written into a URL unescaped (a tracker's URL
+    template) arrives as `...12 01:00`, since `+` is a space in a query string: it was a
+    422; it is the +01:00 it was sent as."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(
+        client, mapping="osmand", format="form", auth={"token_in_query": "token"}
+    )
+    url = f"/hooks/{trigger['id']}?token={trigger['token']}&id=353861053849681&lat=-23.5&lon=-46.6"
+    for sent in ("2026-11-26T10:25:12+01:00", "2026-11-26T10:25:13.500+0100"):
+        response = await client.get(URL(f"{url}&timestamp={sent}", encoded=True))
+        assert response.status == 201, await response.text()
+    times = [f["time"] for f in (await vehicle_track(client))["items"]]
+    assert times == ["2026-11-26T09:25:12Z", "2026-11-26T09:25:13.500Z"]
+
+
+async def test_a_form_body_after_a_byte_order_mark_keeps_its_first_field(client: Client) -> None:
+    """A form saved by a Windows tool and posted with curl --data-binary @file starts with a
+    UTF-8 byte order mark: its first field was read as `\\ufeffid`, and the fix refused."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    body = b"\xef\xbb\xbfid=353861053849681&lat=-23.5&lon=-46.6&timestamp=1795685112\r\n"
+    for content_type, expected in ((FORM, 201), ("text/plain", 200)):  # then a duplicate
+        status, answer = await _post(client, trigger, body, content_type)
+        assert status == expected, (content_type, answer)
+    [stored] = (await vehicle_track(client))["items"]
+    assert stored["time"] == "2026-11-26T09:25:12Z"
+
+
+async def test_a_multipart_body_of_thousands_of_tiny_parts_is_refused_before_it_is_read(
+    client: Client,
+) -> None:
+    """The parts are counted before any is read: a body of 5,000 tiny parts (256 KiB) held
+    the event loop for over a second in the e-mail parser, every other request waiting."""
+    trigger = await create_position_trigger(client, mapping=None, format="form")
+    part = b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n'
+    body = part * (250 * 1024 // len(part)) + b"--b--\r\n"
+    started = time.perf_counter()
+    status, problem = await _post(client, trigger, body, "multipart/form-data; boundary=b")
+    assert time.perf_counter() - started < 0.5
+    assert (status, problem["detail"]) == (400, "more than 200 form fields")
+
+
+async def test_a_multipart_part_with_a_broken_charset_is_a_400_not_a_500(client: Client) -> None:
+    """A part's headers are the partner's bytes: an RFC 2231 name or a charset with a NUL in
+    it raised inside the standard library (a 500)."""
+    trigger = await create_position_trigger(client, mapping=None, format="form")
+    multipart = "multipart/form-data; boundary=b"
+    disposition = b"Content-Disposition: form-data; "
+    bodies = [
+        b"--b\r\n" + disposition + b"name*=UTF\x008''%C3\r\n\r\n1\r\n--b--\r\n",
+        b"--b\r\n" + disposition + b'name="a"\r\nContent-Type: text/plain; charset="x\x00"'
+        b"\r\n\r\nS\xe3o\r\n--b--\r\n",
+    ]
+    for body in bodies:
+        status, problem = await _post(client, trigger, body, multipart)
+        assert status == 400, problem
+    assert problem["detail"].startswith("form field 'a'"), problem

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -602,15 +603,34 @@ def test_osmand_reads_the_timestamp_in_every_form_traccar_accepts(
     assert mapping.apply(query).document["time"] == time
 
 
-def test_osmand_takes_heading_for_bearing_and_refuses_a_fix_without_a_time() -> None:
+def test_osmand_takes_heading_for_bearing_and_refuses_a_fix_with_a_time_it_cannot_read() -> None:
     mapping = load("osmand.yaml").bind({}, strict=True)
     query = {"id": "T1", "lat": "-23.5", "lon": "-46.6", "timestamp": "1795685112"}
     assert mapping.apply({**query, "heading": "271"}).document["heading"] == 271
-    for bad in ({"id": "T1", "lat": "-23.5", "lon": "-46.6"}, {**query, "timestamp": "yesterday"}):
-        with pytest.raises(InvalidPayload) as refused:
-            mapping.apply(bad)
-        [problem] = refused.value.problems
-        assert problem.extra.get("target") == "time", problem
+    assert "attributes" not in mapping.apply(query).document  # not marked as received
+    with pytest.raises(InvalidPayload) as refused:
+        mapping.apply({**query, "timestamp": "yesterday"})
+    [problem] = refused.value.problems
+    assert problem.extra.get("target") == "time", problem
+
+
+def test_osmand_without_a_timestamp_takes_the_received_time_and_says_so() -> None:
+    """Traccar's OsmAnd decoder stamps a fix without `timestamp` with the time it came."""
+    mapping = load("osmand.yaml").bind({}, strict=True)
+    received = datetime(2026, 12, 3, 22, 30, 5, tzinfo=UTC)
+    for query in (
+        {"id": "T1", "lat": "-23.5", "lon": "-46.6"},
+        {"id": "T1", "location": "-23.5,-46.6", "timestamp": ""},
+    ):
+        document = mapping.apply(query, received=received).document
+        assert document["time"] == "2026-12-03T22:30:05Z"
+        assert document["attributes"] == {"time_received": True}
+    body = json.loads((SAMPLES / INBOUND["traccar-client.yaml"]).read_text())
+    del body["location"]["timestamp"]  # the JSON form: Traccar needs its timestamp too
+    with pytest.raises(InvalidPayload) as refused:
+        mapping.apply(body, received=received)
+    [problem] = refused.value.problems
+    assert problem.extra.get("target") == "time", problem
 
 
 def test_osmand_reads_the_position_from_location_when_lat_and_lon_are_absent() -> None:

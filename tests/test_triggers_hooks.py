@@ -266,3 +266,52 @@ async def test_event_data_of_a_mapping_is_the_events_detail_beside_the_entity_da
     assert event["detail"]["geofence"]["name"] == sample["data"]["address"]["name"]
     assert event["data"]["plate"] == answer["key"]  # the entity as written
     assert "geofence" not in event["data"]  # event_data never lands in the entity
+
+
+async def test_a_brazilian_fine_provider_local_times_dates_and_decimal_commas_are_read_as_meant(
+    client: Client,
+) -> None:
+    """A fine's time without an offset is Brasília time (it was read as UTC: 3 hours early);
+    a deadline or payment day is its day in Brasília (23:00-03:00 was the next day); dates
+    written dd/mm/yyyy and amounts with a decimal comma are read (they were 422s)."""
+    await upload_shipped(client, "fine-feed")
+    await upload_shipped(client, "fine-payment")
+    fines = await create_trigger(client, entity_type="other", kind="fine", mapping="fine-feed")
+    payments = await create_trigger(
+        client, name="payments", entity_type="other", kind="fine", mapping="fine-payment"
+    )
+    fine = json.loads((PAYLOADS / "fine_feed.json").read_text())
+    sent = [
+        {
+            **fine,
+            "dataHora": "2026-11-18T13:45:00",
+            "dataLimiteIndicacao": "2026-12-18T23:00:00-03:00",
+        },
+        {
+            **fine,
+            "ait": "B2",
+            "dataHora": "18/11/2026 13:45",
+            "dataLimiteIndicacao": "18/12/2026",
+            "valor": "1.130,16",
+        },
+    ]
+    for body in sent:
+        status, answer = await hook(client, fines, body)
+        assert status == 201, answer
+    for key, amount in (("A123456789", 130.16), ("B2", 1130.16)):
+        response = await client.get(f"/hooks/{fines['id']}/{key}", headers=bearer(fines))
+        stored = await response.json()
+        assert (stored["occurred_at"], stored["indication_deadline"], stored["amount_brl"]) == (
+            "2026-11-18T16:45:00Z",
+            "2026-12-18",
+            amount,
+        )
+    payment = json.loads((PAYLOADS / "fine_payment.json").read_text())
+    late = {**payment, "dataPagamento": "2026-11-25T22:30:00-03:00", "valorPago": "104,13"}
+    status, answer = await hook(client, payments, late)
+    assert status == 200, answer
+    await client.app[services_key].relay.run_until_idle()
+    response = await client.get("/api/v1/events?type=fine.paid", headers=auth())
+    [event] = (await response.json())["items"]
+    detail = event["detail"]
+    assert (detail["paid_on"], detail["amount_paid_brl"]) == ("2026-11-25", 104.13)

@@ -111,14 +111,14 @@ class PositionAppender:
         self, tenant: str, items: Sequence[Any | InvalidPayload], source: str
     ) -> list[Outcome]:
         """One outcome per item, in order. An item may already be a refusal (a mapping that
-        failed on it): it is counted and answered as it is."""
+        failed on it): it is counted and answered as it is; or a fix already checked."""
         outcomes: list[Outcome | None] = [None] * len(items)
         by_vehicle: dict[Vehicle, list[tuple[int, Fix]]] = {}
         for index, item in enumerate(items):
             try:
                 if isinstance(item, InvalidPayload):
                     raise item
-                fix = parse_fix(item)
+                fix = item if isinstance(item, Fix) else parse_fix(item)
                 vehicle = await self._vehicle(tenant, fix)
             except InvalidPayload as exc:
                 exc.extra.setdefault("reason", "schema")

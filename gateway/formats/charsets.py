@@ -36,7 +36,7 @@ def is_utf8(charset: str | None) -> bool:
         return True
     try:
         return codecs.lookup(charset).name == "utf-8"
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name (a multipart part's)
         return False
 
 

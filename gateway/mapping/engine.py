@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
@@ -22,6 +23,7 @@ from .model import (
 )
 from .params import Param, value_problems
 from .problems import Problems, payload_error
+from .specs import describe
 from .tables import Table, evaluate, record
 
 _MAX_BOUND: Final = 64
@@ -134,6 +136,13 @@ class CompiledMapping:
 
     # -- inbound -----------------------------------------------------------------------------
 
+    def source_of(self, target: str) -> str | None:
+        """The source expression(s) of a target of `fields` (`position.latitude`), for
+        messages about the value it gave; None for a target the file does not map."""
+        fields = self.source.get("fields")
+        spec = fields.get(target) if isinstance(fields, dict) else None
+        return None if spec is None else describe(spec)
+
     def probe(self, payload: Any) -> dict[str, Any] | None:
         """The answer to a partner's probe (the file's `probe`), or None for a payload to map."""
         probe = self._plan.probe
@@ -206,13 +215,15 @@ class CompiledMapping:
         *,
         secrets: dict[str, Any] | None = None,
         texts: DecodedTexts | None = None,
+        received: datetime | None = None,
     ) -> MappedDocument:
         """Map one item to entity fields, key and events; InvalidPayload lists every failure.
-        `texts`: those of the payload the item is from (`items`), else its own."""
+        `texts`: those of the payload the item is from (`items`), else its own; `received`:
+        when the payload came (`{received: time}`; None: now)."""
         plan = self._plan
         if plan.direction != "inbound":
             self._need("inbound")
-        run = Run(secrets, texts)
+        run = Run(secrets, texts, received)
         document: dict[str, Any] = {}
         key: dict[str, Any] = {}
         events: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping
+from datetime import datetime
 from typing import Any
 
 import jmespath
@@ -195,7 +196,10 @@ class Run(jp_visitor.TreeInterpreter):
     """One evaluation of one item: secrets, the work budget left, the problems found."""
 
     def __init__(
-        self, secrets: Mapping[str, Any] | None = None, texts: DecodedTexts | None = None
+        self,
+        secrets: Mapping[str, Any] | None = None,
+        texts: DecodedTexts | None = None,
+        received: datetime | None = None,
     ) -> None:
         # No super().__init__(): the dispatch table is shared by the class, so a Run costs
         # only these attributes (one is made per item, on the hot path).
@@ -209,6 +213,7 @@ class Run(jp_visitor.TreeInterpreter):
         self.target = ""
         self.main: Mapping[str, Any] = {}  # the main document, for the `main` source of `also`
         self.texts = texts  # None: made on the first from_json()/from_xml(), for this run only
+        self.received = received  # when the payload came ({received: time}); None: now
         # The documents this run was charged for, by function and text: each field that reads
         # the same text costs the item once, not once per field.
         self.charged: set[tuple[str, str]] | None = None

@@ -10,12 +10,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ..clock import utcnow
 from .expressions import Getter, Run
 from .limits import MAX_LIST_ITEMS
 from .model import EvalError
 from .params import unset
 from .paths import source_pointer
 from .tables import Table, evaluate
+from .timefmt import iso_utc
 from .transforms import Transform
 
 Condition = Callable[[Any, Run], bool]
@@ -35,6 +37,12 @@ def secret_getter(name: str) -> Getter:
         return value
 
     return get_secret
+
+
+def received_time(root: Any, run: Run) -> str:
+    """`{received: time}`: when the gateway received the payload (a replay: when its first
+    request came), as UTC ISO 8601 text; the device time of a tracker that sends none."""
+    return iso_utc(run.received or utcnow())
 
 
 def unset_getter(name: str) -> Getter:

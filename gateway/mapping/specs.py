@@ -1,7 +1,8 @@
 """Field specs → getters: the spec compiler, which checks each spec's shape and picks its source.
 
 A spec is an expression string, or an object with exactly one source (`from`, `value`,
-`secret`, `coalesce`, `template`, `each`, `object`, `list`, or `then` after `when`) and the
+`secret`, `param`, `main`, `received`, `coalesce`, `template`, `each`, `object`, `list`, or `then`
+after `when`) and the
 modifiers `when`/`else`, `transforms`, `default` and `required`. Conditions, templates and
 transforms compile in their own modules; what runs per payload is in `getters`.
 """
@@ -9,6 +10,7 @@ transforms compile in their own modules; what runs per payload is in `getters`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .conditions import Condition, compile_condition
@@ -23,6 +25,7 @@ from .getters import (
     list_of,
     main_getter,
     object_of,
+    received_time,
     secret_getter,
     unset_getter,
 )
@@ -40,6 +43,7 @@ SOURCES = (
     "secret",
     "param",
     "main",
+    "received",
     "coalesce",
     "template",
     "each",
@@ -218,12 +222,9 @@ class SpecCompiler:
             return self.expression(value, here)
         if key == "value":
             return constant(value)
-        if key == "secret":
-            return self._secret(value, here)
-        if key == "param":
-            return self._param(value, here)
-        if key == "main":
-            return self._main(value, here)
+        if key in ("secret", "param", "main", "received"):
+            named: Callable[[Any, str], Getter | None] = getattr(self, f"_{key}")
+            return named(value, here)
         if key == "coalesce":
             return self._coalesce(value, here, depth)
         if key == "template":
@@ -260,6 +261,12 @@ class SpecCompiler:
             return None
         value = self.scope.value(name)
         return unset_getter(name) if value is MISSING else constant(value)
+
+    def _received(self, value: Any, at: str) -> Getter | None:
+        if value != "time":
+            self.problems.add(at, "received takes time: {received: time}", "type")
+            return None
+        return received_time
 
     def _main(self, target: Any, at: str) -> Getter | None:
         """`main: target`: the value the main `fields` gave a target (or a field inside one)."""

@@ -49,11 +49,22 @@ def _from_unix(value: Any, scale: float) -> datetime:
 def _from_iso(value: Any, naive: tzinfo) -> datetime:
     if not isinstance(value, str) or len(value) > _MAX_TEXT:
         raise _fail(value, "expected an ISO 8601 string")
+    text = value.strip()
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise _fail(value, "not ISO 8601") from None
+        # A `+hh:mm` offset sent unescaped in a query string arrives as ` hh:mm` (`+` is a
+        # space there): the offset it was, not a refused time.
+        if (plus := _PLUS_AS_SPACE.fullmatch(text)) is None:
+            raise _fail(value, "not ISO 8601") from None
+        try:
+            parsed = datetime.fromisoformat(f"{plus[1]}+{plus[2]}")
+        except ValueError:
+            raise _fail(value, "not ISO 8601") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=naive)
+
+
+_PLUS_AS_SPACE = re.compile(r"(.+[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)")
 
 
 _NUMBER_RE = re.compile(r"\s*-?[0-9]+(?:\.[0-9]*)?\s*")
@@ -67,7 +78,7 @@ _ISO_UTC_PARSE: Parser = _iso_in_utc
 
 
 def _normalise_iso_utc(value: Any) -> str:
-    return _iso_utc(_iso_in_utc(value))
+    return iso_utc(_iso_in_utc(value))
 
 
 def _parser(how: str, naive: tzinfo) -> Parser:
@@ -103,7 +114,7 @@ def _parser(how: str, naive: tzinfo) -> Parser:
 _2D = [f"{i:02d}" for i in range(100)]
 
 
-def _iso_utc(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
     # Hand-built: datetime.isoformat() costs three times as much, and this is the hot default.
     m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     year = str(m.year) if m.year >= 1000 else f"{m.year:04d}"
@@ -113,7 +124,7 @@ def _iso_utc(moment: datetime) -> str:
 
 def _iso(out: tzinfo) -> Formatter:
     if out is UTC:
-        return _iso_utc
+        return iso_utc
 
     def iso(moment: datetime) -> str:
         local = moment.astimezone(out)
@@ -165,7 +176,7 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
         return None
     parse_one = _parser(parse, zones["input_tz"] or UTC)
     format_one = _formatter(fmt, zones["output_tz"] or UTC)
-    if parse_one is _ISO_UTC_PARSE and format_one is _iso_utc:
+    if parse_one is _ISO_UTC_PARSE and format_one is iso_utc:
         return _normalise_iso_utc
     return lambda value: format_one(parse_one(value))
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Final
 
 from gateway.entities import Origin
@@ -53,6 +54,7 @@ class _Plan:
     # One payload's items share its texts: each from_json()/from_xml() text is parsed once
     # for all of them (a SOAP answer's 1,000 points in one escaped XML text).
     texts: DecodedTexts | None = None
+    received: datetime | None = None  # when the payload came ({received: time}); None: now
 
 
 class Ingestor:
@@ -77,19 +79,23 @@ class Ingestor:
         keep_body: bool = True,
         picked: bool = False,
         texts: DecodedTexts | None = None,
+        received: datetime | None = None,
     ) -> Ingested:
         """Write a parsed payload. A body-level failure raises (kept unless `keep_body` is
         false: a replay updates its own record instead); item failures of a batch are kept
         and answered per item. `picked`: the payload is a list of items the mapping's `items`
         expression already gave (a schedule's page); `texts`, the documents its texts
-        decoded to then, which its items read again."""
+        decoded to then, which its items read again; `received`, when the payload first came
+        (a replay's), else now."""
         try:
-            plan = await self._plan(trigger, payload, picked, texts)
+            plan = replace(await self._plan(trigger, payload, picked, texts), received=received)
             if trigger.target == "positions" and plan.probe is None:
                 return await self._positions(trigger, plan)
             result = None
             if not plan.batch and plan.probe is None:
-                result = await self._pipeline.item(trigger, plan.mapping, payload, origin=origin)
+                result = await self._pipeline.item(
+                    trigger, plan.mapping, payload, origin=origin, received=received
+                )
         except InvalidPayload as exc:
             if keep_body:
                 record = self._rejected.record(trigger, exc, payload, scope="body")
@@ -106,19 +112,32 @@ class Ingestor:
         )
 
     async def ingest_item(
-        self, trigger: CompiledTrigger, item: Any, *, origin: Origin, schema_applies: bool
+        self,
+        trigger: CompiledTrigger,
+        item: Any,
+        *,
+        origin: Origin,
+        schema_applies: bool,
+        received: datetime | None = None,
     ) -> dict[str, Any]:
         """One item of a batch on its own (a replay of a kept item), answered as a single
         item would be (`status` included); nothing is kept."""
         mapping = await self._pipeline.inbound_mapping(trigger)
         if trigger.target == "positions":
-            fix = self._pipeline.fix(trigger, mapping, item, schema_applies=schema_applies)
+            fix = self._pipeline.fix(
+                trigger, mapping, item, schema_applies=schema_applies, received=received
+            )
             (outcome,) = await self._appender.append(trigger.tenant, [fix], trigger.id)
             if isinstance(outcome, InvalidPayload):
                 raise outcome
             return {"status": 200 if outcome.duplicate else 201, **outcome.answer()}
         result = await self._pipeline.item(
-            trigger, mapping, item, origin=origin, schema_applies=schema_applies
+            trigger,
+            mapping,
+            item,
+            origin=origin,
+            schema_applies=schema_applies,
+            received=received,
         )
         return {"status": 201 if result.created else 200, **written(trigger, result)}
 
@@ -135,6 +154,7 @@ class Ingestor:
                     item,
                     schema_applies=plan.schema_applies,
                     texts=plan.texts,
+                    received=plan.received,
                 )
             except InvalidPayload as exc:
                 fix = exc
@@ -241,6 +261,7 @@ class Ingestor:
                     item,
                     schema_applies=plan.schema_applies,
                     texts=plan.texts,
+                    received=plan.received,
                 )
             except InvalidPayload as exc:
                 refuse(index, exc)

@@ -1,8 +1,12 @@
 """Turning a partner's bytes into a payload: JSON (object or batch array; JSON Lines as the
-batch array), XML (one object, gateway/formats/xml_tree.py) or a form/query."""
+batch array), XML (one object, gateway/formats/xml_tree.py) or a form/query (urlencoded, or
+the text fields of multipart/form-data)."""
 
 from __future__ import annotations
 
+import re
+from email.message import Message
+from email.utils import collapse_rfc2231_value
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -16,6 +20,11 @@ from gateway.formats.json_tree import loads_exact
 
 MAX_FORM_FIELDS: Final = 200
 FORM: Final = "application/x-www-form-urlencoded"
+MULTIPART: Final = "multipart/form-data"
+_MAX_PART_HEADERS: Final = 20
+# Types under which a partner that cannot set its headers sends a urlencoded body.
+UNLABELLED: Final = frozenset({"", "text/plain", "application/octet-stream"})
+_URLENCODED: Final = re.compile(rb"[^\s&=]+=\S*")
 
 
 # JSON Lines (one JSON object a line): trackers' and log shippers' batches (Fluent Bit,
@@ -155,21 +164,35 @@ def reads_as_json(content_type: str, body: bytes) -> bool:
 
 
 def parse_form(
-    content_type: str, body: bytes, query_string: str, charset: str | None = None
+    content_type: str,
+    body: bytes,
+    query_string: str,
+    charset: str | None = None,
+    header: str = "",
 ) -> dict[str, str]:
     """OsmAnd-style: a urlencoded body and/or the query string, as a flat object of strings
     (body fields win over query fields; a repeated field keeps its last value). The body's
     text and its percent-escapes are UTF-8, or else in the charset its media type names
-    (`charset=ISO-8859-1`: `cidade=S%E3o+Paulo`), as for JSON."""
-    if body and content_type != FORM:
+    (`charset=ISO-8859-1`: `cidade=S%E3o+Paulo`), as for JSON. A multipart/form-data body
+    (HTML forms, some trackers) gives its text fields the same way; `header` is the whole
+    Content-Type, whose boundary splits it. Under text/plain, application/octet-stream or no
+    type, a body that reads as urlencoded (`name=value` pairs, no blanks) is a form, as
+    Traccar reads an OsmAnd body whatever its type (GPSLogger's templates, curl `--data`
+    with a text type)."""
+    if body and content_type not in (FORM, MULTIPART) and not _unlabelled_form(content_type, body):
         raise UnsupportedMediaType(
-            f"expected {FORM} or a query string, got {content_type or 'no content type'}"
+            f"expected {FORM}, {MULTIPART} or a query string, got "
+            f"{content_type or 'no content type'}"
         )
     try:
         fields = _pairs(query_string)
     except _NotUtf8:
         raise BadRequest("a query string field is not valid UTF-8 once decoded") from None
-    if body:
+    if body and content_type == MULTIPART:
+        fields.update(_multipart_fields(header, body, charset))
+    # A byte order mark (a file saved by a Windows tool) and blanks around urlencoded text
+    # are never part of a name or a value.
+    elif body := body.removeprefix(UTF8_BOM).strip():
         try:
             fields.update(_pairs(body.decode("utf-8")))
         except (UnicodeDecodeError, _NotUtf8):
@@ -182,6 +205,10 @@ def parse_form(
     if not fields:
         raise BadRequest("no fields in the query string or form body")
     return fields
+
+
+def _unlabelled_form(content_type: str, body: bytes) -> bool:
+    return content_type in UNLABELLED and _URLENCODED.fullmatch(body.strip()) is not None
 
 
 class _NotUtf8(Exception):
@@ -212,3 +239,96 @@ def _pairs(text: str, charset: str = "utf-8") -> dict[str, str]:
         raise BadRequest(f"a form field is not valid {charset} once decoded") from None
     except ValueError:
         raise BadRequest(f"more than {MAX_FORM_FIELDS} form fields") from None
+
+
+def _multipart_fields(header: str, body: bytes, charset: str | None) -> dict[str, str]:
+    """The text fields of a multipart/form-data body (RFC 7578), in order (a repeated name
+    keeps its last value). Each is UTF-8, or else in its part's charset or the request's. A
+    file is a 415 naming its field (a form trigger reads text), but an empty file input an
+    HTML form sends unused (no file name, nothing in it) is left out. 400 for a body its
+    boundary does not split into parts, and for a part without a name. The body is cut at
+    its boundaries in one pass, and the parts counted before any is read: a body of 20,000
+    tiny parts costs no more than one of 200."""
+    boundary = _params("Content-Type", header).get_boundary()
+    if not boundary:
+        raise BadRequest(f"a {MULTIPART} body needs the boundary parameter of its Content-Type")
+    delimiter = b"--" + boundary.encode("latin-1", "replace")
+    start = body.find(delimiter)
+    newline = b"\r\n" if body[start + len(delimiter) :].startswith(b"\r\n") else b"\n"
+    chunks = body[start + len(delimiter) :].split(newline + delimiter) if start >= 0 else []
+    if len(chunks) < 2 or not chunks[-1].startswith(b"--"):
+        raise BadRequest(
+            f"malformed {MULTIPART} body: its boundary does not split it into parts, or the "
+            "closing boundary is missing"
+        )
+    if len(chunks) - 1 > MAX_FORM_FIELDS:
+        raise BadRequest(f"more than {MAX_FORM_FIELDS} form fields")
+    fields: dict[str, str] = {}
+    for number, chunk in enumerate(chunks[:-1], start=1):
+        head, gap, data = chunk.partition(newline + newline)
+        lines = head.split(newline)
+        if not gap or lines[0].strip(b" \t"):  # transport padding only after a delimiter
+            raise BadRequest(f"part {number} of the {MULTIPART} body is malformed")
+        part = _part_headers(lines[1:])
+        name, filename = _disposition(part, number)
+        if filename is not None or part.get_content_maintype() == "multipart":
+            if not filename and not data:
+                continue  # an unused file input
+            raise UnsupportedMediaType(
+                f"form field {name!r} is a file ({filename or 'several files'}): a form trigger "
+                "reads text fields only"
+            )
+        fields[name] = _part_text(name, data, part.get_content_charset() or charset)
+    return fields
+
+
+def _disposition(part: Message, number: int) -> tuple[str, str | None]:
+    """A part's form-data name and file name (`name*=UTF-8''…` as RFC 2231 writes them)."""
+    try:
+        raw = part.get_param("name", header="content-disposition")
+        name = None if raw is None else collapse_rfc2231_value(raw)
+        filename = part.get_filename()
+    except (ValueError, LookupError, TypeError):  # a charset no one knows, a NUL in it
+        raise BadRequest(
+            f"part {number} of the {MULTIPART} body has a malformed Content-Disposition"
+        ) from None
+    if not name or part.get_content_disposition() != "form-data":
+        raise BadRequest(f"part {number} of the {MULTIPART} body has no form-data name")
+    return name, filename
+
+
+def _part_headers(lines: list[bytes]) -> Message:
+    """A part's headers (UTF-8, as browsers send a field's name, else Latin-1)."""
+    part = Message()
+    for line in lines[:_MAX_PART_HEADERS]:
+        name, colon, value = line.partition(b":")
+        if colon:
+            text = value.strip()
+            try:
+                decoded = text.decode("utf-8")
+            except UnicodeDecodeError:
+                decoded = text.decode("latin-1")
+            part[name.strip().decode("latin-1")] = decoded
+    return part
+
+
+def _params(name: str, value: str) -> Message:
+    """A header's value with its parameters readable (`get_param`, `get_boundary`)."""
+    message = Message()
+    message[name] = value
+    return message
+
+
+def _part_text(name: str, data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        if charset is None or is_utf8(charset):
+            raise BadRequest(
+                f"form field {name!r} is not valid UTF-8; a partner that sends another "
+                "encoding names it in the part's Content-Type (text/plain; charset=ISO-8859-1)"
+            ) from None
+    try:
+        return decode_charset(data, charset)
+    except DocumentRefused as exc:
+        raise BadRequest(f"form field {name!r}: {exc.message}") from None

@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
+from gateway.fleet.fix import parse_fix
 from gateway.mapping import CompiledMapping, DecodedTexts
+from gateway.mapping.paths import source_pointer
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry, is_natural_key, lookup_key, reference_field
@@ -77,9 +80,12 @@ class Pipeline:
         *,
         origin: Origin,
         schema_applies: bool = True,
+        received: datetime | None = None,
     ) -> WriteResult:
         """Validate, map and upsert one item."""
-        prepared = await self.prepare(trigger, mapping, item, schema_applies=schema_applies)
+        prepared = await self.prepare(
+            trigger, mapping, item, schema_applies=schema_applies, received=received
+        )
         return await self.write(trigger, prepared, origin)
 
     async def prepare(
@@ -90,9 +96,11 @@ class Pipeline:
         *,
         schema_applies: bool = True,
         texts: DecodedTexts | None = None,
+        received: datetime | None = None,
     ) -> Prepared:
         """Validate and map one item, and find which entity it writes (`texts`: those of
-        the payload the item is from, decoded once for all its items)."""
+        the payload the item is from, decoded once for all its items; `received`: when the
+        payload came, None for now)."""
         if schema_applies:
             self.validate(trigger, item)
         forward: Forward = ()
@@ -100,7 +108,7 @@ class Pipeline:
         lifted: tuple[str, ...] = ()
         if mapping is not None:
             with stage("mapping"):
-                mapped = mapping.apply(item, texts=texts)
+                mapped = mapping.apply(item, texts=texts, received=received)
             fields, events, key = mapped.document, mapped.events, mapped.key
             detail, forward = mapped.event_data, mapped.forward
             lifted = tuple(
@@ -144,14 +152,21 @@ class Pipeline:
         *,
         schema_applies: bool = True,
         texts: DecodedTexts | None = None,
+        received: datetime | None = None,
     ) -> Any:
-        """A position trigger's item as a canonical fix (checked by the append, fix.py)."""
+        """A position trigger's item as a canonical fix: as it came (checked by the append,
+        fix.py), or the one its mapping made, checked here so that a value the fix refuses is
+        named where the payload has it (`/position/latitude`, not the fix's `/lat`)."""
         if schema_applies:
             self.validate(trigger, item)
         if mapping is None:
             return item
         with stage("mapping"):
-            return mapping.apply(item, texts=texts).document
+            document = mapping.apply(item, texts=texts, received=received).document
+        try:
+            return parse_fix(document)
+        except InvalidPayload as exc:
+            raise _mapped_fix_problem(mapping, exc) from None
 
     async def write(
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin
@@ -278,3 +293,28 @@ def _written(etype: str, result: WriteResult) -> dict[str, Any]:
 
 def _mapping_problem(message: str) -> InvalidPayload:
     return InvalidPayload(message, [FieldProblem("", message, "mapping")], reason="mapping")
+
+
+def _mapped_fix_problem(mapping: CompiledMapping, exc: InvalidPayload) -> InvalidPayload:
+    """A fix a mapping made that is not a valid fix (a latitude sent as text the mapping does
+    not cast), as a mapping problem: each names the target and the source it came from, and
+    points into the payload where the source is a plain path."""
+    problems: list[FieldProblem] = []
+    for problem in exc.problems:
+        target = problem.pointer.removeprefix("/").replace("/", ".")
+        source = mapping.source_of(target) if target else None
+        if source is None:
+            problems.append(problem)
+            continue
+        why = problem.message.removeprefix(f"{problem.pointer}:").strip()
+        problems.append(
+            FieldProblem(
+                source_pointer(source),
+                f"{target} (from {source}): {why}",
+                problem.keyword,
+                {"target": target, "source": source},
+            )
+        )
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    detail = f"the fix mapping {mapping.name!r} made is invalid: {problems[0].message}{more}"
+    return InvalidPayload(detail, problems, reason="mapping")

@@ -256,13 +256,20 @@ class HookReceiver:
 
     async def _write(self, admitted: _Admitted, call: HookCall, tally: _Tally) -> HookAnswer:
         trigger = admitted.trigger
+        received = self._now()  # the device time of a tracker that sends none
         raw = admitted.raw
         if raw is None:
             raw = await call.body.read(trigger.max_body_bytes)
         if trigger.format == "form" and reads_as_json(call.content_type, raw):
             payload: Any = parse_json(call.content_type, raw, call.charset)
         elif trigger.format == "form":
-            form = parse_form(call.content_type, raw, call.query_string, call.charset)
+            form = parse_form(
+                call.content_type,
+                raw,
+                call.query_string,
+                call.charset,
+                call.headers.get("Content-Type", ""),
+            )
             if trigger.token_param is not None:
                 form.pop(trigger.token_param, None)
             payload = form
@@ -276,7 +283,7 @@ class HookReceiver:
 
         async def ingest() -> HookAnswer:
             ingested = await self._ingestor.ingest(
-                trigger, payload, origin=Origin("trigger", trigger.id)
+                trigger, payload, origin=Origin("trigger", trigger.id), received=received
             )
             tally.outcome = ingested.outcome
             return HookAnswer(ingested.status, orjson.dumps(ingested.body))

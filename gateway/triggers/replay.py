@@ -127,11 +127,21 @@ class RejectedPayloads:
     async def _rerun(self, trigger: CompiledTrigger, record: Doc) -> dict[str, Any]:
         payload = orjson.loads(record["payload"])
         origin = Origin("trigger", trigger.id, {"replay_of": str(record["_id"])})
+        # A mapping's {received: time} is when the payload first came, not the replay's time.
+        received = record["received_at"]
+        if received.tzinfo is None:
+            received = received.replace(tzinfo=UTC)
         if record["scope"] == "body":
-            ingested = await self._ingestor.ingest(trigger, payload, origin=origin, keep_body=False)
+            ingested = await self._ingestor.ingest(
+                trigger, payload, origin=origin, keep_body=False, received=received
+            )
             return {"status": ingested.status, **ingested.body}
         return await self._ingestor.ingest_item(
-            trigger, payload, origin=origin, schema_applies=record["schema_applies"]
+            trigger,
+            payload,
+            origin=origin,
+            schema_applies=record["schema_applies"],
+            received=received,
         )
 
     async def _record(self, tenant: str, record_id: str) -> Doc:

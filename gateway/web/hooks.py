@@ -42,7 +42,8 @@ _PAGE: Final[dict[str, Any]] = {
 _BODY: Final[dict[str, Any]] = {
     "description": "One object, or an array (a batch) whose items are validated one by one: "
     "an item that is not a valid object fails alone, in `results` (207). A `form` trigger "
-    "takes a urlencoded body or query string instead (or JSON), an `xml` trigger an XML or "
+    "takes a urlencoded body, the text fields of a multipart/form-data one or a query string "
+    "instead (or JSON), an `xml` trigger an XML or "
     "SOAP body (application/xml, text/xml, application/soap+xml). JSON Lines "
     "(application/x-ndjson) is a batch; a body that starts as JSON (or XML) is read as such "
     "whatever its Content-Type",
