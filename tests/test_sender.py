@@ -21,7 +21,7 @@ from gateway.errors import InvalidPayload
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
 from gateway.outbound.sender import OutboundRequest, Sender, signed_headers
-from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.ssrf import OutboundBlocked, OutboundPolicy
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 
@@ -46,6 +46,7 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    raw_path: str = ""  # path and query as they came on the wire, still percent-encoded
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Receiver:
                 dict(request.query),
                 dict(request.headers),
                 await request.read(),
+                request.raw_path,
             )
         )
         self.arrived.set()
@@ -694,6 +696,28 @@ async def test_a_slash_in_a_param_stays_in_one_segment(sender: Sender, receiver:
     [seen] = receiver.requests
     assert seen.path == "/api/drivers/x/..a/b./.x/fines"  # decoded by the server: one segment
     assert url.endswith("/api/drivers/x%2F..a%2Fb.%2F.x/fines")
+
+
+async def test_the_partner_gets_the_url_encoded_as_the_gateway_wrote_it(
+    sender: Sender, receiver: Receiver
+) -> None:
+    base = receiver.url("/v2") + "/x%3By/./z/.."
+    url = build_url(base, "/ids/{id}", {"id": "k=v;w,é"}, [("f", "a,b")])
+    request = OutboundRequest("GET", f"{url}&raw=%3D%2C%3b", query=[("q", "1;2")], timeout=2)
+
+    outcome = await sender.send(request, partner_id="hr")
+
+    assert outcome.status == 200
+    # Escapes kept (lowercase too), dot segments resolved, the added query encoded as before.
+    assert receiver.requests[0].raw_path == (
+        "/v2/x%3By/ids/k%3Dv%3Bw%2C%C3%A9?f=a%2Cb&raw=%3D%2C%3b&q=1%3B2"
+    )
+
+
+def test_a_url_with_an_encoded_host_is_checked_by_the_host_it_names() -> None:
+    with pytest.raises(OutboundBlocked):
+        OutboundPolicy().check_url("http://127.0.0.1/a%3Bb")
+    assert OutboundPolicy().check_url("http://EXAMPLE.com/a%3Bb").raw_host == "example.com"
 
 
 def test_build_url_reports_missing_params_and_bad_templates() -> None:
