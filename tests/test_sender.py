@@ -560,6 +560,61 @@ async def test_unusable_token_answers_are_auth_failed(
     assert outcome.error == "auth_failed" and partner.requests == []
 
 
+def geotab_error(name: str) -> dict[str, Any]:
+    """A MyGeotab JSON-RPC error answer (HTTP 200)."""
+    return {"error": {"name": "JSONRPCError", "errors": [{"name": name, "message": "..."}]}}
+
+
+async def test_geotab_refusing_the_credentials_fails_without_retries(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """Geotab says "wrong credentials" with HTTP 200 and InvalidUserException: it was
+    `auth_failed`, retried like a network error (and each retry a failed sign-in, which
+    Geotab answers by locking the account)."""
+    partner, geotab = await make_receiver(), await make_receiver()
+    geotab.respond_with(json_body=geotab_error("InvalidUserException"))
+    refusals: list[None] = []
+    auth = build_auth(
+        {
+            "type": "geotab",
+            "url": geotab.url("/apiv1"),
+            "database": "d",
+            "username": "u",
+            "password": "pw",
+        },
+        on_refused=lambda: refusals.append(None),
+    )
+    outcome = await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert (outcome.status, outcome.error, outcome.verdict) == (None, "auth_refused", Verdict.FAIL)
+    assert outcome.message is not None and "InvalidUserException: credentials refused" in (
+        outcome.message
+    )
+    again = await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert again.error == "auth_refused" and len(geotab.requests) == 1  # remembered a while
+    assert refusals == [None] and partner.requests == []
+
+
+@pytest.mark.parametrize("name", ["OverLimitException", "DbUnavailableException"])
+async def test_geotab_being_busy_at_sign_in_is_retried(
+    sender: Sender, make_receiver: MakeReceiver, name: str
+) -> None:
+    partner, geotab = await make_receiver(), await make_receiver()
+    geotab.respond_with(json_body=geotab_error(name))
+    auth = build_auth(
+        {
+            "type": "geotab",
+            "url": geotab.url("/apiv1"),
+            "database": "d",
+            "username": "u",
+            "password": "pw",
+        }
+    )
+    outcome = await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert (outcome.error, outcome.verdict) == ("auth_failed", Verdict.RETRY)
+    await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert len(geotab.requests) == 2 and partner.requests == []
+
+
 async def test_token_url_passes_the_ssrf_guard(sender: Sender, receiver: Receiver) -> None:
     auth = build_auth(oauth("http://169.254.169.254/token"))
     outcome = await sender.send(post(receiver.url()), partner_id="hr", auth=auth)

@@ -275,7 +275,7 @@ def build_auth(
 ) -> PartnerAuth:
     """Compile a partner's decrypted `auth` document (SPEC §3.5) into a PartnerAuth.
     `on_refresh` counts tokens obtained; `on_refused` a token endpoint refusing the
-    credentials (OAuth2 and Google service accounts).
+    credentials (OAuth2, Google service accounts, Geotab's Authenticate).
 
     Raises InvalidPayload naming each bad field (pointers under /auth).
     """
@@ -290,7 +290,7 @@ def build_auth(
     if kind == "geotab":
         from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
 
-        return build_geotab_auth(credentials, on_refresh)
+        return build_geotab_auth(credentials, on_refresh, on_refused)
     builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
         known = ", ".join(
