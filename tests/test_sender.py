@@ -532,6 +532,22 @@ async def test_token_endpoint_refusing_the_credentials_fails_without_retries(
     assert partner.requests == []
 
 
+async def test_a_token_endpoint_refusing_in_a_200_answer_fails_without_retries(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """Some token endpoints put RFC 6749's error in a 200: it was `auth_failed`, retried."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body={"error": "invalid_client", "error_description": "bad secret"})
+    auth = build_auth(oauth(idp.url("/token")))
+    outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert (outcome.error, outcome.verdict) == ("auth_refused", Verdict.FAIL)
+    assert outcome.message == (
+        "credentials refused: token endpoint answered 200: invalid_client bad secret; "
+        "fix the partner's credentials"
+    )
+    assert partner.requests == []
+
+
 @pytest.mark.parametrize("status", [429, 503])
 async def test_a_token_endpoint_that_is_busy_is_retried(
     sender: Sender, make_receiver: MakeReceiver, status: int
@@ -547,7 +563,13 @@ async def test_a_token_endpoint_that_is_busy_is_retried(
 
 @pytest.mark.parametrize(
     "answer",
-    [{"token_type": "bearer"}, {"access_token": "x", "token_type": "mac"}, "not an object"],
+    [
+        {"token_type": "bearer"},
+        {"access_token": "x", "token_type": "mac"},
+        "not an object",
+        {"error": "temporarily_unavailable"},
+        {"error": {"code": 1}},
+    ],
 )
 async def test_unusable_token_answers_are_auth_failed(
     sender: Sender, make_receiver: MakeReceiver, answer: Any
