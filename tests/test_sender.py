@@ -616,6 +616,29 @@ async def test_geotab_refusing_the_credentials_fails_without_retries(
     assert refusals == [None] and partner.requests == []
 
 
+async def test_geotab_refusing_a_fresh_session_too_is_no_success(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """The call is refused (HTTP 200, InvalidUserException), the session renewed, the call
+    refused again: that answer read as a delivered 200."""
+    partner, geotab = await make_receiver(), await make_receiver()
+    creds = {"database": "d", "userName": "u", "sessionId": "s1"}
+    geotab.respond_with(json_body={"result": {"credentials": creds, "path": "ThisServer"}})
+    partner.respond_with(json_body=geotab_error("InvalidUserException"))
+    auth = build_auth(
+        {
+            "type": "geotab",
+            "url": geotab.url("/apiv1"),
+            "database": "d",
+            "username": "u",
+            "password": "pw",
+        }
+    )
+    outcome = await sender.send(post(partner.url(), body=b"{}"), partner_id="gt", auth=auth)
+    assert (outcome.status, outcome.error, outcome.verdict) == (None, "auth_refused", Verdict.FAIL)
+    assert len(geotab.requests) == 2 and len(partner.requests) == 2  # renewed once, then no more
+
+
 @pytest.mark.parametrize("name", ["OverLimitException", "DbUnavailableException"])
 async def test_geotab_being_busy_at_sign_in_is_retried(
     sender: Sender, make_receiver: MakeReceiver, name: str

@@ -199,6 +199,8 @@ class Sender:
                 auth.invalidate(applied)
                 applied = await auth.apply(fetch)
                 outcome = await self._exchange(request, applied)
+                if auth.refused(outcome.status, outcome.json_body):
+                    return _refused_again(outcome)
         except TokenFetchFailed as exc:
             return Outcome(error=exc.kind, message=exc.detail)
         return outcome
@@ -300,6 +302,19 @@ class Sender:
             message = f"{size} body exceeds the {self._max_body}-byte cap; not read"
             return bytes(buffer[: self._excerpt_bytes]), "too_large", message
         return bytes(buffer), None, None
+
+
+def _refused_again(outcome: Outcome) -> Outcome:
+    """Fresh credentials refused too. A 401 says so by its status; a refusal inside a 2xx
+    (Geotab's InvalidUserException) would read as a success: it becomes `auth_refused`."""
+    if outcome.status is None or not 200 <= outcome.status < 300:
+        return outcome
+    return replace(
+        outcome,
+        status=None,
+        error="auth_refused",
+        message="the partner refused fresh credentials too; fix the partner's credentials",
+    )
 
 
 def _with_members(body: bytes | None, members: Sequence[tuple[Sequence[str], Any]]) -> bytes | None:
