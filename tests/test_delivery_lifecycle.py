@@ -275,6 +275,24 @@ async def test_other_4xx_fails_at_once(
     )
 
 
+async def test_a_redirect_fails_unfollowed_and_says_where_it_pointed(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """docs/outbound.md: a 3xx is "recorded with its Location"; it said only "answered 308"."""
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(308, raw=b"", headers={"Location": "https://erp2.example.com/hooks"})
+    await _odometer(client, vehicle, 5)
+
+    assert await _deliver(client, worker) == Counter(failed=1)
+
+    [failed] = await _deliveries(client)
+    said = "redirected to https://erp2.example.com/hooks; redirects are not followed"
+    assert failed["last_error"].startswith(f"partner answered 308: {said}")
+    [attempt] = (await _delivery(client, failed["id"]))["attempts"]
+    assert said in attempt["message"] and len(partner.requests) == 1
+
+
 async def test_410_gone_disables_the_subscription(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:

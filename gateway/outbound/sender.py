@@ -262,6 +262,8 @@ class Sender:
         elif error is None:
             is_json, parsed, message = _parse_json(body, response.content_type, response.charset)
             error = None if message is None else "invalid_response"
+        if message is None and 300 <= response.status < 400:
+            message = _not_followed(response.headers.get("Location"))
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
@@ -302,6 +304,14 @@ class Sender:
             message = f"{size} body exceeds the {self._max_body}-byte cap; not read"
             return bytes(buffer[: self._excerpt_bytes]), "too_large", message
         return bytes(buffer), None, None
+
+
+def _not_followed(location: str | None) -> str:
+    """What a 3xx says, since it is an answer and not followed (ssrf.py): where it points."""
+    if not location:
+        return "a redirect without a Location; redirects are not followed"
+    shown = location if len(location) <= 300 else location[:300] + "…"
+    return f"redirected to {shown}; redirects are not followed: point the partner's URL there"
 
 
 def _refused_again(outcome: Outcome) -> Outcome:
