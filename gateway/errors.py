@@ -22,9 +22,24 @@ No aiohttp or pymongo imports here: adapters translate their libraries' errors i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+# What a problem echoes of the input (an unknown key, a bad value) is cut: a 20,000-character
+# key came back three times (pointer, message, detail), 60 KB answering 20 KB.
+_LONG_RUN = re.compile(r"\S{129,}")
+_MAX_TEXT = 1024
+
+
+def clipped(text: str) -> str:
+    """`text` with each run of more than 128 non-blank characters cut to its first 64, then
+    the whole cut to 1,024 characters; "…" marks a cut. For every text a problem shows."""
+    if len(text) <= 128:
+        return text
+    text = _LONG_RUN.sub(lambda run: run.group()[:64] + "…", text)
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +53,8 @@ class FieldProblem:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "pointer": self.pointer,
-            "message": self.message,
+            "pointer": clipped(self.pointer),
+            "message": clipped(self.message),
             "keyword": self.keyword,
             **self.extra,
         }
@@ -61,7 +76,7 @@ class GatewayError(Exception):
             "type": f"https://rabbot.dev/problems/{self.slug}",
             "title": self.title,
             "status": self.status,
-            "detail": self.detail,
+            "detail": clipped(self.detail),
             **self.extra,
         }
 

@@ -33,6 +33,7 @@ class Recorded:
     body: bytes
     at: float
     peer: tuple[str, int] | None = None  # the caller's address and port: its connection
+    raw_path: str = ""  # the path and query as they came on the wire, still percent-encoded
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -118,6 +119,7 @@ class Partner:
             body,
             time.monotonic(),
             request.transport.get_extra_info("peername") if request.transport else None,
+            request.raw_path,
         )
         hook = recorded.webhook_id
         if hook is not None:

@@ -275,6 +275,24 @@ async def test_other_4xx_fails_at_once(
     )
 
 
+async def test_a_redirect_fails_unfollowed_and_says_where_it_pointed(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """docs/outbound.md: a 3xx is "recorded with its Location"; it said only "answered 308"."""
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(308, raw=b"", headers={"Location": "https://erp2.example.com/hooks"})
+    await _odometer(client, vehicle, 5)
+
+    assert await _deliver(client, worker) == Counter(failed=1)
+
+    [failed] = await _deliveries(client)
+    said = "redirected to https://erp2.example.com/hooks; redirects are not followed"
+    assert failed["last_error"].startswith(f"partner answered 308: {said}")
+    [attempt] = (await _delivery(client, failed["id"]))["attempts"]
+    assert said in attempt["message"] and len(partner.requests) == 1
+
+
 async def test_410_gone_disables_the_subscription(
     client: Client, partner: Partner, worker: DeliveryWorker
 ) -> None:
@@ -561,3 +579,29 @@ async def test_a_rotated_out_secret_past_its_grace_is_not_opened_once_its_key_is
     assert counts == Counter(succeeded=1)
     [sent] = partner.requests
     verify([rotated["secret"]], sent.headers, sent.body, now=time.time())
+
+
+@pytest.mark.parametrize("change", ["disable", "delete"])
+async def test_a_pending_delivery_of_a_subscription_disabled_or_deleted_meanwhile_is_not_sent(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock, change: str
+) -> None:
+    setup = await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(500, {}, times=1)
+    await _odometer(client, vehicle, 5)
+    assert await _deliver(client, worker) == Counter(retry=1)
+
+    path = f"/api/v1/subscriptions/{setup['subscription']['id']}"
+    if change == "disable":
+        response = await client.patch(path, headers=auth(), json={"status": "disabled"})
+    else:
+        response = await client.delete(path, headers=auth())
+    assert response.status in (200, 204), await response.text()
+    clock.advance(5.1)
+    then = await worker.run_until_idle()
+
+    [delivery] = await _deliveries(client)
+    assert then == Counter(failed=1) and len(partner.requests) == 1  # no second send
+    assert delivery["status"] == "failed"
+    reason = "disabled" if change == "disable" else "deleted"
+    assert reason in delivery["last_error"]

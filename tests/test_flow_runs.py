@@ -291,3 +291,32 @@ async def test_the_runs_api_lists_filters_and_explains(client: Client, partner: 
     await get(client, "/api/v1/flow-runs/nope", status=404)
     other = await client.get(f"/api/v1/flow-runs/{run['id']}", headers=auth("globex"))
     assert other.status == 404  # another tenant's run does not exist for it
+
+
+async def test_a_flow_call_carries_the_same_idempotency_key_on_every_attempt(
+    client: Client, partner: Partner
+) -> None:
+    """A flow's call has no webhook-id: its retries were indistinguishable from new calls."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "checklist-mileage-erp")
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(
+        client,
+        "/api/v1/entities/vehicle",
+        {"plate": "ABC1D23", "renavam": "86769597308", "odometer_km": 151000},
+    )
+    await post(client, "/api/v1/entities/driver", {"name": "Ana Souza", "cpf": "52998224725"})
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    partner.respond_with(503, {}, times=1)
+    await send_to(client, checklists, sample("checklist_completed.json"))
+    await drain(services)
+    clock.advance(3600)
+    await drain(services)
+
+    (run,) = await _runs(client, "checklist-mileage-erp")
+    delivery = await get(client, f"/api/v1/deliveries/{run['steps'][1]['delivery']}")
+    assert [a["status"] for a in delivery["attempts"]] == [503, 200]
+    keys = [r.headers.get("Idempotency-Key") for r in partner.requests]
+    assert keys == [delivery["id"], delivery["id"]]

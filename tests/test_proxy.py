@@ -105,6 +105,40 @@ async def test_payload_is_the_body_and_fills_the_path_without_mappings(
     assert sent.headers["Authorization"] == "Bearer s3cr3t"
 
 
+async def test_encoded_delimiters_in_the_base_url_and_path_params_reach_the_partner_encoded(
+    client: Client, partner: Partner
+) -> None:
+    # A partner whose ids hold ";", "=" or "," gets exactly the escapes the gateway wrote;
+    # decoded, "A;B=C,D" is another resource to it (matrix parameters, a key=value id).
+    base = f"{partner.url}/tenant%3Dacme%2Cbr"
+    action_id = await _proxy_action(client, base, method="POST", path="/fines/{ait}")
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke",
+        headers=auth(),
+        json={"payload": {"ait": "A;B=C,D"}},
+    )
+
+    assert response.status == 200
+    assert partner.requests[0].raw_path == "/tenant%3Dacme%2Cbr/fines/A%3BB%3DC%2CD"
+
+
+async def test_a_redirect_is_a_502_naming_where_it_pointed(
+    client: Client, partner: Partner
+) -> None:
+    action_id = await _proxy_action(client, partner.url)
+    partner.respond_with(302, raw=b"", headers={"Location": "http://169.254.169.254/latest"})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    problem = await response.json()
+    assert response.status == 502
+    assert "answered 302: redirected to http://169.254.169.254/latest;" in problem["detail"]
+    assert len(partner.requests) == 1  # not followed
+
+
 async def test_calls_to_a_partner_reuse_one_kept_alive_connection(
     client: Client, partner: Partner
 ) -> None:

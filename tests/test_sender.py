@@ -21,7 +21,7 @@ from gateway.errors import InvalidPayload
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
 from gateway.outbound.sender import OutboundRequest, Sender, signed_headers
-from gateway.outbound.ssrf import OutboundPolicy
+from gateway.outbound.ssrf import OutboundBlocked, OutboundPolicy
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 
@@ -46,6 +46,7 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    raw_path: str = ""  # path and query as they came on the wire, still percent-encoded
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Receiver:
                 dict(request.query),
                 dict(request.headers),
                 await request.read(),
+                request.raw_path,
             )
         )
         self.arrived.set()
@@ -530,6 +532,22 @@ async def test_token_endpoint_refusing_the_credentials_fails_without_retries(
     assert partner.requests == []
 
 
+async def test_a_token_endpoint_refusing_in_a_200_answer_fails_without_retries(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """Some token endpoints put RFC 6749's error in a 200: it was `auth_failed`, retried."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body={"error": "invalid_client", "error_description": "bad secret"})
+    auth = build_auth(oauth(idp.url("/token")))
+    outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert (outcome.error, outcome.verdict) == ("auth_refused", Verdict.FAIL)
+    assert outcome.message == (
+        "credentials refused: token endpoint answered 200: invalid_client bad secret; "
+        "fix the partner's credentials"
+    )
+    assert partner.requests == []
+
+
 @pytest.mark.parametrize("status", [429, 503])
 async def test_a_token_endpoint_that_is_busy_is_retried(
     sender: Sender, make_receiver: MakeReceiver, status: int
@@ -545,7 +563,13 @@ async def test_a_token_endpoint_that_is_busy_is_retried(
 
 @pytest.mark.parametrize(
     "answer",
-    [{"token_type": "bearer"}, {"access_token": "x", "token_type": "mac"}, "not an object"],
+    [
+        {"token_type": "bearer"},
+        {"access_token": "x", "token_type": "mac"},
+        "not an object",
+        {"error": "temporarily_unavailable"},
+        {"error": {"code": 1}},
+    ],
 )
 async def test_unusable_token_answers_are_auth_failed(
     sender: Sender, make_receiver: MakeReceiver, answer: Any
@@ -556,6 +580,84 @@ async def test_unusable_token_answers_are_auth_failed(
         post(partner.url()), partner_id="hr", auth=build_auth(oauth(idp.url("/token")))
     )
     assert outcome.error == "auth_failed" and partner.requests == []
+
+
+def geotab_error(name: str) -> dict[str, Any]:
+    """A MyGeotab JSON-RPC error answer (HTTP 200)."""
+    return {"error": {"name": "JSONRPCError", "errors": [{"name": name, "message": "..."}]}}
+
+
+async def test_geotab_refusing_the_credentials_fails_without_retries(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """Geotab says "wrong credentials" with HTTP 200 and InvalidUserException: it was
+    `auth_failed`, retried like a network error (and each retry a failed sign-in, which
+    Geotab answers by locking the account)."""
+    partner, geotab = await make_receiver(), await make_receiver()
+    geotab.respond_with(json_body=geotab_error("InvalidUserException"))
+    refusals: list[None] = []
+    auth = build_auth(
+        {
+            "type": "geotab",
+            "url": geotab.url("/apiv1"),
+            "database": "d",
+            "username": "u",
+            "password": "pw",
+        },
+        on_refused=lambda: refusals.append(None),
+    )
+    outcome = await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert (outcome.status, outcome.error, outcome.verdict) == (None, "auth_refused", Verdict.FAIL)
+    assert outcome.message is not None and "InvalidUserException: credentials refused" in (
+        outcome.message
+    )
+    again = await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert again.error == "auth_refused" and len(geotab.requests) == 1  # remembered a while
+    assert refusals == [None] and partner.requests == []
+
+
+async def test_geotab_refusing_a_fresh_session_too_is_no_success(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """The call is refused (HTTP 200, InvalidUserException), the session renewed, the call
+    refused again: that answer read as a delivered 200."""
+    partner, geotab = await make_receiver(), await make_receiver()
+    creds = {"database": "d", "userName": "u", "sessionId": "s1"}
+    geotab.respond_with(json_body={"result": {"credentials": creds, "path": "ThisServer"}})
+    partner.respond_with(json_body=geotab_error("InvalidUserException"))
+    auth = build_auth(
+        {
+            "type": "geotab",
+            "url": geotab.url("/apiv1"),
+            "database": "d",
+            "username": "u",
+            "password": "pw",
+        }
+    )
+    outcome = await sender.send(post(partner.url(), body=b"{}"), partner_id="gt", auth=auth)
+    assert (outcome.status, outcome.error, outcome.verdict) == (None, "auth_refused", Verdict.FAIL)
+    assert len(geotab.requests) == 2 and len(partner.requests) == 2  # renewed once, then no more
+
+
+@pytest.mark.parametrize("name", ["OverLimitException", "DbUnavailableException"])
+async def test_geotab_being_busy_at_sign_in_is_retried(
+    sender: Sender, make_receiver: MakeReceiver, name: str
+) -> None:
+    partner, geotab = await make_receiver(), await make_receiver()
+    geotab.respond_with(json_body=geotab_error(name))
+    auth = build_auth(
+        {
+            "type": "geotab",
+            "url": geotab.url("/apiv1"),
+            "database": "d",
+            "username": "u",
+            "password": "pw",
+        }
+    )
+    outcome = await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert (outcome.error, outcome.verdict) == ("auth_failed", Verdict.RETRY)
+    await sender.send(post(partner.url()), partner_id="gt", auth=auth)
+    assert len(geotab.requests) == 2 and partner.requests == []
 
 
 async def test_token_url_passes_the_ssrf_guard(sender: Sender, receiver: Receiver) -> None:
@@ -694,6 +796,28 @@ async def test_a_slash_in_a_param_stays_in_one_segment(sender: Sender, receiver:
     [seen] = receiver.requests
     assert seen.path == "/api/drivers/x/..a/b./.x/fines"  # decoded by the server: one segment
     assert url.endswith("/api/drivers/x%2F..a%2Fb.%2F.x/fines")
+
+
+async def test_the_partner_gets_the_url_encoded_as_the_gateway_wrote_it(
+    sender: Sender, receiver: Receiver
+) -> None:
+    base = receiver.url("/v2") + "/x%3By/./z/.."
+    url = build_url(base, "/ids/{id}", {"id": "k=v;w,é"}, [("f", "a,b")])
+    request = OutboundRequest("GET", f"{url}&raw=%3D%2C%3b", query=[("q", "1;2")], timeout=2)
+
+    outcome = await sender.send(request, partner_id="hr")
+
+    assert outcome.status == 200
+    # Escapes kept (lowercase too), dot segments resolved, the added query encoded as before.
+    assert receiver.requests[0].raw_path == (
+        "/v2/x%3By/ids/k%3Dv%3Bw%2C%C3%A9?f=a%2Cb&raw=%3D%2C%3b&q=1%3B2"
+    )
+
+
+def test_a_url_with_an_encoded_host_is_checked_by_the_host_it_names() -> None:
+    with pytest.raises(OutboundBlocked):
+        OutboundPolicy().check_url("http://127.0.0.1/a%3Bb")
+    assert OutboundPolicy().check_url("http://EXAMPLE.com/a%3Bb").raw_host == "example.com"
 
 
 def test_build_url_reports_missing_params_and_bad_templates() -> None:

@@ -147,3 +147,13 @@ async def test_two_concurrent_replays_of_one_payload_write_once(client: Client) 
     assert sorted([first.status, second.status]) == [200, 409]
     [vehicle] = await entities(client)
     assert vehicle["version"] == 1
+
+
+async def test_a_kept_rejection_echoes_a_huge_value_cut_short(client: Client) -> None:
+    await upload_mapping(client, BROKEN)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    status, problem = await hook(client, trigger, {"placa_veiculo": "k" * 20_000, "marca": "Fiat"})
+    assert status == 422
+    [kept] = await _rejected(client, f"?trigger_id={trigger['id']}")
+    assert kept["errors"] == problem["errors"]
+    assert kept["detail"] == problem["detail"] and len(kept["detail"]) <= 1_025

@@ -146,11 +146,11 @@ def _raise_for(
             partner_error=outcome.error,
         )
     if verdict is not Verdict.SUCCESS:
-        said = (
-            ""
-            if reported is None
-            else f" reporting an error: {partner.redactor().redact(reported)}"
-        )
+        said = ""
+        if reported is not None:
+            said = f" reporting an error: {partner.redactor().redact(reported)}"
+        elif outcome.message and outcome.error is None:  # what the answer says: a redirect's target
+            said = f": {partner.redactor().redact(outcome.message)}"
         raise PartnerError(
             f"partner {name} answered {outcome.status}{said}",
             partner_id=partner.id,

@@ -84,12 +84,21 @@ async def delivery_request(
         timeout=max(min(partner.timeout, remaining), 0.1),
     )
     if target.subscription is None:
-        return request
+        return _with_idempotency_key(request, str(doc["_id"]))
     # The signature's timestamp is the real time: receivers check it against theirs.
     signature = signed_headers(
         target.subscription.signing_secrets(clock()), doc["_id"], int(time.time()), body or b""
     )
     return replace(request, headers={**request.headers, **signature})
+
+
+def _with_idempotency_key(request: OutboundRequest, delivery_id: str) -> OutboundRequest:
+    """A call without a webhook-id (a flow's) carries the delivery id as `Idempotency-Key`,
+    the same on every attempt: a retry after a timeout whose request did arrive (at least
+    once) is one the partner can drop. A key the action's mapping sets is kept."""
+    if any(name.lower() == "idempotency-key" for name in request.headers):
+        return request
+    return replace(request, headers={**request.headers, "Idempotency-Key": delivery_id})
 
 
 Inputs = tuple[dict[str, Any], Any, dict[str, Any]]  # context, default body, path values

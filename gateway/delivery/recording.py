@@ -250,5 +250,8 @@ def _error_text(outcome: Outcome, action: Action, partner: Partner) -> str:
         said = partner.redactor().redact(reported)
         return f"partner answered {outcome.status} reporting an error: {said}"
     if outcome.status is not None:
-        return f"partner answered {outcome.status}"
+        text = f"partner answered {outcome.status}"
+        if outcome.message and outcome.error is None:  # what the answer says: a redirect's target
+            text += f": {partner.redactor().redact(outcome.message)}"
+        return text
     return f"{outcome.error}: {outcome.message}"

@@ -1,6 +1,8 @@
 """The `geotab` partner auth: a MyGeotab session, obtained with the JSON-RPC call
 `Authenticate` and put into each JSON-RPC body's `params.credentials`; kept until Geotab
-refuses it (`InvalidUserException`), then renewed once for the refused request.
+refuses it (`InvalidUserException`), then renewed once for the refused request. The same
+answer to `Authenticate` refuses the credentials themselves: `auth_refused` (not retried),
+believed for a minute (Geotab locks an account that keeps failing to sign in).
 
     {"type": "geotab", "url": "https://my.geotab.com/apiv1", "database", "username",
      "password"}
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +27,7 @@ from gateway.outbound.partner_auth import Applied, TokenFetcher, TokenFetchFaile
 
 AUTH_TYPE = "geotab"
 REFUSED = "InvalidUserException"
+_REFUSAL_MEMORY = 60.0  # seconds Authenticate's refusal of our credentials is believed
 _KEYS = frozenset({"type", "url", "database", "username", "password"})
 
 
@@ -38,14 +42,20 @@ class GeotabSession:
         password: str,
         *,
         on_refresh: Callable[[], None] | None = None,
+        on_refused: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self._database = database
         self._username = username
         self._password = password
         self._on_refresh = on_refresh
+        self._on_refused = on_refused
+        self._clock = clock
         self._lock = asyncio.Lock()
         self._credentials: dict[str, str] | None = None
+        self._refusal: TokenFetchFailed | None = None
+        self._refused_until = 0.0
 
     def __repr__(self) -> str:
         return f"GeotabSession(url={self.url!r}, database={self._database!r})"
@@ -55,7 +65,7 @@ class GeotabSession:
         if credentials is None:
             async with self._lock:  # concurrent callers wait on one Authenticate
                 if self._credentials is None:
-                    self._credentials = await self._authenticate(fetch)
+                    self._credentials = await self._fresh_session(fetch)
                     if self._on_refresh is not None:
                         self._on_refresh()
                 credentials = self._credentials
@@ -77,6 +87,18 @@ class GeotabSession:
         """Geotab answers an expired or unknown session with HTTP 200 and a JSON-RPC error."""
         return status == 401 or REFUSED in error_names(body)
 
+    async def _fresh_session(self, fetch: TokenFetcher) -> dict[str, str]:
+        if self._refusal is not None and self._clock() < self._refused_until:
+            raise self._refusal
+        try:
+            return await self._authenticate(fetch)
+        except TokenFetchFailed as exc:
+            if exc.kind == "auth_refused":
+                self._refusal, self._refused_until = exc, self._clock() + _REFUSAL_MEMORY
+                if self._on_refused is not None:
+                    self._on_refused()
+            raise
+
     async def _authenticate(self, fetch: TokenFetcher) -> dict[str, str]:
         call = {
             "id": -1,
@@ -90,7 +112,14 @@ class GeotabSession:
         response = await fetch(self.url, {"JSON-RPC": json.dumps(call)}, {})
         body = response.json if isinstance(response.json, dict) else {}
         if response.status != 200 or "error" in body:
-            names = ", ".join(error_names(body)) or f"status {response.status}"
+            found = error_names(body)
+            names = ", ".join(found) or f"status {response.status}"
+            if REFUSED in found:  # wrong database, user or password; not Geotab being busy
+                raise TokenFetchFailed(
+                    f"Geotab Authenticate failed: {names}: credentials refused; fix the "
+                    "partner's credentials",
+                    kind="auth_refused",
+                )
             raise TokenFetchFailed(f"Geotab Authenticate failed: {names}")
         result = body.get("result")
         if not isinstance(result, dict):
@@ -123,7 +152,9 @@ def error_names(body: Any) -> list[str]:
 
 
 def build_geotab_auth(
-    credentials: Mapping[str, Any], on_refresh: Callable[[], None] | None = None
+    credentials: Mapping[str, Any],
+    on_refresh: Callable[[], None] | None = None,
+    on_refused: Callable[[], None] | None = None,
 ) -> GeotabSession:
     """Raises InvalidPayload naming each bad member (pointers under /auth)."""
     problems = [
@@ -150,4 +181,5 @@ def build_geotab_auth(
         values["username"],
         values["password"],
         on_refresh=on_refresh,
+        on_refused=on_refused,
     )

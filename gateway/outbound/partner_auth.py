@@ -216,24 +216,40 @@ class OAuth2ClientCredentials:
 # invalid_client, invalid_grant, unauthorized_client, invalid_scope, ... ; a 401 or 403):
 # nothing changes until someone fixes them. 408 and 429 ask us to come back.
 _TRANSIENT_TOKEN_STATUSES = frozenset({408, 425, 429})
+# RFC 6749 §5.2's error codes, all of them the client's or its grant's fault; some token
+# endpoints send them with a 200 (the refusal is in the body, as with Geotab's JSON-RPC).
+_REFUSING_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+    }
+)
 
 
 def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[str, float]:
     body = response.json if isinstance(response.json, dict) else {}
-    if not 200 <= response.status < 300:
+    token = body.get("access_token")
+    success = 200 <= response.status < 300
+    if not success or not (isinstance(token, str) and token):
         reason = " ".join(str(body.get(k, ""))[:200] for k in ("error", "error_description"))
         answered = f"token endpoint answered {response.status}" + (
             f": {reason.strip()}" if reason.strip() else ""
         )
-        if 400 <= response.status < 500 and response.status not in _TRANSIENT_TOKEN_STATUSES:
+        refusing = (
+            400 <= response.status < 500 and response.status not in _TRANSIENT_TOKEN_STATUSES
+        ) or (success and str(body.get("error")) in _REFUSING_ERRORS)
+        if refusing:
             raise TokenFetchFailed(
                 f"credentials refused: {answered}; fix the partner's credentials",
                 kind="auth_refused",
             )
-        raise TokenFetchFailed(answered)
-    token = body.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise TokenFetchFailed("token endpoint answer has no access_token")
+        raise TokenFetchFailed(
+            answered if not success else "token endpoint answer has no access_token"
+        )
     token_type = body.get("token_type", "bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise TokenFetchFailed(f"unsupported token_type {token_type!r} (only bearer)")
@@ -275,7 +291,7 @@ def build_auth(
 ) -> PartnerAuth:
     """Compile a partner's decrypted `auth` document (SPEC §3.5) into a PartnerAuth.
     `on_refresh` counts tokens obtained; `on_refused` a token endpoint refusing the
-    credentials (OAuth2 and Google service accounts).
+    credentials (OAuth2, Google service accounts, Geotab's Authenticate).
 
     Raises InvalidPayload naming each bad field (pointers under /auth).
     """
@@ -290,7 +306,7 @@ def build_auth(
     if kind == "geotab":
         from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
 
-        return build_geotab_auth(credentials, on_refresh)
+        return build_geotab_auth(credentials, on_refresh, on_refused)
     builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
         known = ", ".join(

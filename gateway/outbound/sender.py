@@ -199,6 +199,8 @@ class Sender:
                 auth.invalidate(applied)
                 applied = await auth.apply(fetch)
                 outcome = await self._exchange(request, applied)
+                if auth.refused(outcome.status, outcome.json_body):
+                    return _refused_again(outcome)
         except TokenFetchFailed as exc:
             return Outcome(error=exc.kind, message=exc.detail)
         return outcome
@@ -260,6 +262,8 @@ class Sender:
         elif error is None:
             is_json, parsed, message = _parse_json(body, response.content_type, response.charset)
             error = None if message is None else "invalid_response"
+        if message is None and 300 <= response.status < 400:
+            message = _not_followed(response.headers.get("Location"))
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
@@ -300,6 +304,27 @@ class Sender:
             message = f"{size} body exceeds the {self._max_body}-byte cap; not read"
             return bytes(buffer[: self._excerpt_bytes]), "too_large", message
         return bytes(buffer), None, None
+
+
+def _not_followed(location: str | None) -> str:
+    """What a 3xx says, since it is an answer and not followed (ssrf.py): where it points."""
+    if not location:
+        return "a redirect without a Location; redirects are not followed"
+    shown = location if len(location) <= 300 else location[:300] + "…"
+    return f"redirected to {shown}; redirects are not followed: point the partner's URL there"
+
+
+def _refused_again(outcome: Outcome) -> Outcome:
+    """Fresh credentials refused too. A 401 says so by its status; a refusal inside a 2xx
+    (Geotab's InvalidUserException) would read as a success: it becomes `auth_refused`."""
+    if outcome.status is None or not 200 <= outcome.status < 300:
+        return outcome
+    return replace(
+        outcome,
+        status=None,
+        error="auth_refused",
+        message="the partner refused fresh credentials too; fix the partner's credentials",
+    )
 
 
 def _with_members(body: bytes | None, members: Sequence[tuple[Sequence[str], Any]]) -> bytes | None:

@@ -21,6 +21,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from gateway.errors import PartnerError
+from gateway.outbound.urls import exact_url
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -155,9 +156,11 @@ class OutboundPolicy:
             )
 
     def check_url(self, url: str | URL) -> URL:
-        """Parse and check an outbound URL before sending; IP-literal hosts are checked here."""
+        """Parse and check an outbound URL before sending; IP-literal hosts are checked here.
+
+        The URL comes back as it will be sent: its path and query as encoded (`exact_url`)."""
         try:
-            parsed = url if isinstance(url, URL) else URL(url)
+            parsed = url if isinstance(url, URL) else exact_url(url)
         except (ValueError, TypeError) as exc:
             raise OutboundBlocked(f"invalid outbound URL: {exc}") from None
         if parsed.scheme not in ALLOWED_SCHEMES:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
+
+from yarl import URL
 
 from gateway.errors import FieldProblem, InvalidPayload
 
@@ -14,6 +16,9 @@ from gateway.errors import FieldProblem, InvalidPayload
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # What some partner servers read as a path separator once the path is decoded.
 _SEPARATORS = re.compile(r"[/\\]")
+# A character a path or query cannot carry as itself (RFC 3986 pchar, "/" and "?"), or a
+# "%" that starts no escape: these are encoded; everything else goes out as written.
+_UNSENDABLE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%]|%(?![0-9A-Fa-f]{2})")
 
 
 def malformed_template(template: str) -> bool:
@@ -68,8 +73,8 @@ def _dot_segment(value: str) -> bool:
     """Whether a server may read a dot segment ("." or "..") in the value of one segment.
 
     - As what comes before a ";": Tomcat, Jetty and Spring cut a segment's `;parameters`
-      before resolving dot segments, and the ";" reaches the wire as itself (the URL library
-      undoes its percent-encoding): "/fines/{ait}/pay" with `ait` "..;" is their "/pay".
+      before resolving dot segments, and a proxy or server that decodes "%3B" first does the
+      same: "/fines/{ait}/pay" with `ait` "..;" is their "/pay".
     - Between encoded slashes or backslashes: a proxy that decodes the path before it
       normalises it (nginx with a URI in `proxy_pass`) or a server that takes "\\" for "/"
       (IIS) reads "..%2F..%2Fadmin" as "../../admin".
@@ -89,3 +94,44 @@ def _query_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def exact_url(url: str) -> URL:
+    """The URL to send: scheme, host and port as the URL library reads them (the SSRF guard
+    checks that host), path and query exactly as encoded here or in the configuration.
+
+    yarl's parse decodes the escapes of sub-delimiters ("%3B" becomes ";", "%3D" "=",
+    "%2C" ","): a partner whose ids hold them would get another resource. Only characters
+    a URL cannot carry are encoded, and "." and ".." segments resolved, as yarl does.
+    """
+    parsed = URL(url)
+    if not parsed.absolute:
+        return parsed
+    parts = urlsplit(url)
+    return URL.build(
+        scheme=parsed.scheme,
+        authority=parsed.raw_authority,
+        path=_requoted(_without_dot_segments(parts.path) or "/"),
+        query_string=_requoted(parts.query),
+        encoded=True,
+    )
+
+
+def _requoted(text: str) -> str:
+    return _UNSENDABLE.sub(lambda m: quote(m.group(), safe=""), text)
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 remove_dot_segments for a path's literal "." and ".." segments."""
+    segments = path.split("/")
+    kept: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment in (".", ".."):
+            if segment == ".." and len(kept) > 1:
+                kept.pop()
+            if last:
+                kept.append("")
+            continue
+        kept.append(segment)
+    return "/".join(kept)

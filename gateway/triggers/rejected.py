@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.errors import InvalidPayload, StoreUnavailable
+from gateway.errors import InvalidPayload, StoreUnavailable, clipped
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
@@ -57,7 +57,7 @@ class RejectedKeeper:
             "trigger_id": trigger.id,
             "received_at": self._clock(),
             "reason": str(error.extra.get("reason", "payload")),
-            "detail": error.detail,
+            "detail": clipped(error.detail),
             "problems": [p.as_dict() for p in error.problems],
             "scope": scope,
             "index": index,

@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.entities import Origin
-from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound
+from gateway.errors import BadRequest, Conflict, InvalidPayload, NotFound, clipped
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.ingest import Ingestor
@@ -85,7 +85,7 @@ class RejectedPayloads:
                 record_id,
                 at=datetime.now(UTC),
                 reason=str(exc.extra.get("reason")),
-                detail=exc.detail,
+                detail=clipped(exc.detail),
                 problems=[p.as_dict() for p in exc.problems],
             )
             raise

@@ -29,6 +29,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from gateway import eventloop
+from gateway.errors import clipped
 from gateway.web.problems import PROBLEM_JSON, dumps
 
 log = logging.getLogger("gateway.access")
@@ -68,7 +69,7 @@ class ProblemRequestHandler(RequestHandler):
             "type": f"https://rabbot.dev/problems/{'bad-request' if status == 400 else status}",
             "title": _TITLES.get(status, "Bad request"),
             "status": status,
-            "detail": f"malformed HTTP request: {detail}",
+            "detail": clipped(f"malformed HTTP request: {detail}"),
         }
         response = web.Response(status=status, body=dumps(body), content_type=PROBLEM_JSON)
         response.force_close()
