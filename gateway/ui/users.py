@@ -2,7 +2,8 @@
 password, another role, and removal. A change of role and a removal end that user's sessions
 (accounts.py); an admin cannot demote or remove the account they are signed in with, so that
 a tenant is never left without the admin who is using it (another admin, or `gateway
-ui-user`, can)."""
+ui-user`, can), nor be demoted while demoting another (two admins demoting each other at
+once: one of them is refused)."""
 
 from __future__ import annotations
 
@@ -59,12 +60,13 @@ async def _change_other(request: web.Request, flash: str, *, role: bool) -> web.
     values = read_values(await request.post())
     email = values.get("email", "")
     accounts, tenant = services_of(request).accounts, tenant_of(request)
+    by = session_of(request).user
     try:
         _not_yourself(request, email)
         if role:
-            await accounts.change_user(tenant, email, role=values.get("role", ""))
+            await accounts.change_user(tenant, email, role=values.get("role", ""), by=by)
         else:
-            await accounts.delete_user(tenant, email)
+            await accounts.delete_user(tenant, email, by=by)
     except GatewayError as exc:
         return await list_users(request, change=Form(values).refuse(exc, ()))
     return redirect("/admin/users", flash=flash)
