@@ -13,7 +13,7 @@ from gateway.auth.tokens import ADMIN_ROLES
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.ui.forms import Form, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import session_of, tenant_of
+from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.web.state import services_of
 
 _FIELDS = ("email", "role", "password")
@@ -34,7 +34,7 @@ async def list_users(
 
 
 async def create_user(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         await services_of(request).accounts.create_user(
             tenant_of(request),
@@ -57,7 +57,7 @@ async def remove_user(request: web.Request) -> web.Response:
 
 async def _change_other(request: web.Request, flash: str, *, role: bool) -> web.Response:
     """Another user's new role (`role`) or removal; the list again with the refusal."""
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     email = values.get("email", "")
     accounts, tenant = services_of(request).accounts, tenant_of(request)
     by = session_of(request).user
