@@ -14,8 +14,9 @@ is locked for a while that doubles with every further failure, up to `MAX_LOCK`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -24,6 +25,7 @@ from gateway.auth.passwords import dummy_hash, hash_password, password_problem, 
 from gateway.auth.sessions import new_session_id
 from gateway.auth.tokens import ADMIN_ROLES, TENANT, AdminRole, AdminTokenVerifier
 from gateway.errors import (
+    Conflict,
     FieldProblem,
     GatewayError,
     InvalidPayload,
@@ -37,6 +39,9 @@ SESSION_TTL: Final = timedelta(hours=8)
 MAX_FAILURES: Final = 5
 FIRST_LOCK: Final = timedelta(minutes=1)
 MAX_LOCK: Final = timedelta(minutes=15)
+ACTING: Final = timedelta(seconds=30)
+"""How long an admin's mark as demoting or removing another admin stands if its process
+never takes it back (a crash): its own change takes a few database round trips."""
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 _REFUSED: Final = "wrong tenant, e-mail or password"
 
@@ -52,6 +57,11 @@ class UiSession:
     @property
     def can_change(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def user(self) -> str | None:
+        """The user's e-mail; None for a pasted admin token's session."""
+        return None if self.subject.startswith("token:") else self.subject
 
 
 class AccountService:
@@ -105,11 +115,19 @@ class AccountService:
         return await self._store.ui.users.of_tenant(tenant)
 
     async def change_user(
-        self, tenant: str, email: str, *, role: str | None = None, password: str | None = None
+        self,
+        tenant: str,
+        email: str,
+        *,
+        role: str | None = None,
+        password: str | None = None,
+        by: str | None = None,
     ) -> int:
         """A user's new role or password. Every session the user had ends (a session carries
         the role it was opened with, and a new password is how a leaked one is shut out);
-        how many ended. The role the user already has changes nothing and ends nothing."""
+        how many ended. The role the user already has changes nothing and ends nothing.
+        `by`: the admin user asking (the UI), who must still be one when an admin is
+        demoted (`_as_admin`); None for an admin token or the command line."""
         problems = []
         if role is not None and role not in ADMIN_ROLES:
             problems.append(
@@ -129,14 +147,46 @@ class AccountService:
             fields["role"] = role
         if password is not None:
             fields["password_hash"] = await asyncio.to_thread(hash_password, password)
-        await self._store.ui.users.replace_fields(user["_id"], fields)
+        users = self._store.ui.users
+        if by is not None and role is not None and user["role"] == "admin":
+            async with self._as_admin(tenant, by) as now:
+                if not await users.replace_fields(user["_id"], fields, unless_acting_at=now):
+                    raise Conflict(f"{user['email']} is changing another admin; try again")
+        else:
+            await users.replace_fields(user["_id"], fields)
         return await self._store.ui.sessions.delete_for_user(tenant, str(user["_id"]))
 
-    async def delete_user(self, tenant: str, email: str) -> int:
-        """Remove a user and end the user's sessions; how many ended."""
+    async def delete_user(self, tenant: str, email: str, *, by: str | None = None) -> int:
+        """Remove a user and end the user's sessions; how many ended. `by` as for
+        `change_user`."""
         user = await self._user(tenant, email)
-        await self._store.ui.users.delete(tenant, str(user["_id"]))
+        users = self._store.ui.users
+        if by is not None and user["role"] == "admin":
+            async with self._as_admin(tenant, by) as now:
+                if not await users.delete_unless_acting(tenant, user["_id"], now):
+                    raise Conflict(f"{user['email']} is changing another admin; try again")
+        else:
+            await users.delete(tenant, str(user["_id"]))
         return await self._store.ui.sessions.delete_for_user(tenant, str(user["_id"]))
+
+    @contextlib.asynccontextmanager
+    async def _as_admin(self, tenant: str, email: str) -> AsyncIterator[datetime]:
+        """While the admin `email` demotes or removes another admin: marked as acting, so that
+        no other admin demotes or removes it meanwhile (the time to write with). Two admins
+        demoting each other at once each checked that they were not demoting themselves,
+        then both demotions landed: no admin user was left. Now the second write finds the
+        other admin acting, or the second mark finds its admin demoted already."""
+        now = self._clock()
+        until = now + ACTING
+        until = until.replace(microsecond=until.microsecond // 1000 * 1000)  # as stored
+        if not await self._store.ui.users.start_acting(tenant, email, now, until):
+            raise Conflict(
+                "your account is no longer an admin, or is changing another admin meanwhile"
+            )
+        try:
+            yield now
+        finally:
+            await self._store.ui.users.stop_acting(tenant, email, until)
 
     async def _user(self, tenant: str, email: str) -> Doc:
         email = email.strip().lower()

@@ -53,13 +53,20 @@ def serve_processes(settings: Settings, count: int) -> int:
         print("error: --workers needs a fixed --port (the children share it)", file=sys.stderr)
         return 2
     stop = threading.Event()
+    restarting: list[EmbeddedServer] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        # A restart of the database under way (`check()`, in this thread) gives up at once
+        # instead of holding the shutdown for as long as it takes (10 s and more).
+        for server in restarting:
+            server.give_up_starting()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     with _database(settings) as database:
+        if database is not None:
+            restarting.append(database.server)
         env = _child_env(settings, database.server.uri if database else None)
         children = [_start(n, settings, env) for n in range(count)]
         print(f"gateway listening on {settings.base_url} ({count} processes)", file=sys.stderr)

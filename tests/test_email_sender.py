@@ -3,6 +3,15 @@ text and HTML parts, From and Reply-To; every refusal is an outcome, never an ex
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import os
+import socket
+import warnings
+
+import pytest
+
 from gateway.notify.email import EmailSender
 from gateway.notify.messages import EmailMessage, EmailSettings
 from gateway.outbound.ssrf import OutboundPolicy
@@ -126,3 +135,42 @@ async def test_header_injection_is_refused(smtp_server: SmtpFactory) -> None:
     bad = EmailMessage(to=("a@b.c",), subject="x\r\nBcc: evil@x.y", text="t")
     outcome = await EmailSender(ALLOW).send(_settings(double), bad)
     assert outcome.verdict is Verdict.FAIL and double.received == []
+
+
+async def test_a_send_cancelled_while_connecting_leaves_no_socket_open() -> None:
+    """A send cancelled while its socket connects (a shutdown's deadline, a flow step's):
+    the socket was closed only on a connect error or timeout, so the cancelled one was left
+    to the garbage collector, a ResourceWarning ("unclosed <socket ...>", no peer) in
+    whichever test it came by, failing it. The server here is a listener whose queue is
+    full (backlog 0, one connection waiting): a connect to it stays under way."""
+    with socket.socket() as full, socket.socket() as waiting:
+        full.bind((HOST, 0))
+        full.listen(0)
+        waiting.connect(full.getsockname())
+        settings = EmailSettings(
+            host=HOST, port=full.getsockname()[1], security="none", sender="a@acme.com.br"
+        )
+        before = _sockets()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sender = EmailSender(ALLOW)
+            sending = asyncio.create_task(sender.send(settings, MESSAGE))
+            async with asyncio.timeout(5):
+                while not _sockets() - before:  # its socket opened: it connects
+                    await asyncio.sleep(0)
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+            del sending
+            gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def _sockets() -> set[str]:
+    """This process's open sockets."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if (target := os.readlink(f"/proc/self/fd/{fd}")).startswith("socket:"):
+                found.add(target)
+    return found

@@ -364,3 +364,77 @@ async def test_a_frozen_embedded_database_is_not_restarted_however_long_it_answe
             os.kill(database, signal.SIGCONT)
         await _until(lambda: store.health.up, 20, "the database up again")
         assert supervisor.restarts == 0 and supervisor.server.pid == database
+
+
+# -- a shutdown while the database is being restarted ------------------------------------------
+
+
+async def test_a_shutdown_while_a_crashed_database_is_restarted_leaves_nothing_starting_it(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while the supervisor restarts a crashed database: the restart runs in a worker
+    thread, which cancelling its task does not stop, so `stop()` returned while the start
+    went on, and launched a database after the gateway had stopped its own (running until
+    the process exited, with a teardown held by that thread). Here the restart is held in
+    its first step: stopping a frozen database left on the storage (10 s for its SIGTERM)."""
+    storage = tmp_path / "db"
+    server = EmbeddedServer(storage)
+    supervisor = EmbeddedSupervisor(server, DatabaseHealth(), backoff=(2.0,))
+    await supervisor.start()
+    leftover: subprocess.Popen[bytes] | None = None
+    try:
+        database = server.pid
+        assert database is not None
+        os.kill(database, signal.SIGKILL)
+        await _until(lambda: server.exit_code() is not None, 10, "the launcher to exit")
+        # Within the 2 s backoff: a frozen database on the same storage, named by the pid file.
+        leftover = subprocess.Popen(
+            [_secantusd(), "--port", str(free_port()), "--storage-path", str(storage)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        os.kill(leftover.pid, signal.SIGSTOP)
+        server.pid_file.write_text(f"{leftover.pid}\n")
+        pid = leftover.pid
+        await _until(lambda: _sigterm_pending(pid), 15, "the restart stopping the leftover")
+        async with asyncio.timeout(5):
+            await supervisor.stop()
+        assert not _starting_a_database()
+        assert _databases_on(storage) == [leftover.pid]
+    finally:
+        if leftover is not None:
+            leftover.kill()
+            leftover.wait()
+
+
+def _sigterm_pending(pid: int) -> bool:
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return bool(int(status["ShdPnd"], 16) & 1 << (signal.SIGTERM - 1))
+
+
+def _starting_a_database() -> bool:
+    """Whether a thread of this process is in `EmbeddedServer.start`."""
+    for frame in sys._current_frames().values():
+        at: Any = frame
+        while at is not None:
+            if at.f_code is EmbeddedServer.start.__code__:
+                return True
+            at = at.f_back
+    return False
+
+
+def _databases_on(storage: Path) -> list[int]:
+    """The live secantusd-py processes on this storage."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            if any(b"secantusd-py" in a for a in args[:3]) and str(storage).encode() in args:
+                if alive(int(entry.name)):
+                    found.append(int(entry.name))
+    return sorted(found)

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
+from pymongo import AsyncMongoClient
 
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.web.state import services_key
@@ -484,3 +485,40 @@ async def test_a_viewer_may_run_dry_runs_and_previews_which_write_nothing(client
         assert answers[0][0] in (200, 404) and answers[1] == answers[0], path
     refused = await client.post("/api/v1/mappings", json={}, headers=auth(role="viewer"))
     assert refused.status == 403
+
+
+async def test_of_two_uploads_at_once_the_newer_version_stays_active(
+    client: Client, mongodb_uri: str
+) -> None:
+    """Two uploads of one mapping at once: each takes its number, stores its version, then
+    makes it active. The one numbered first, finishing last, made its older version active
+    over the newer one, whose upload had been answered as active."""
+    admin: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri, appname="faults")
+    heads = admin[client.app[services_key].settings.database]["mapping_heads"]
+    try:
+        # The first upload's version insert is held 1.5 s on the server (the gateway's next
+        # insert, once): the second upload, numbered after it, is stored and active meanwhile.
+        await admin.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode={"times": 1},
+            data={
+                "failCommands": ["insert"],
+                "appName": "rabbot-gateway",
+                "blockConnection": True,
+                "blockTimeMS": 1500,
+            },
+        )
+        first = asyncio.create_task(_upload(client, OSMAND))
+        async with asyncio.timeout(10):
+            while ((await heads.find_one({"name": "osmand"})) or {}).get("latest_version") != 1:
+                await asyncio.sleep(0.01)
+        second = await _upload(client, OSMAND + "# the second\n")
+        assert second["version"] == 2 and second["active"]
+        assert (await first)["version"] == 1
+    finally:
+        await admin.admin.command("configureFailPoint", "failCommand", mode="off")
+        await admin.close()
+    shown = await _json(client, "GET", "/api/v1/mappings/osmand")
+    assert shown["version"] == 2 and shown["active"]
+    assert (await _json(client, "GET", "/api/v1/mappings/osmand/versions/1"))["active"] is False

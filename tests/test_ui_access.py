@@ -4,9 +4,12 @@ tenant isolation and the security headers. Nothing refused changes anything."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
 import re
 import subprocess
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -407,6 +410,39 @@ async def test_a_form_body_that_cannot_be_read_is_a_400_page_and_changes_nothing
             assert response.status == 400, (path, await response.text())
             assert "text/html" in response.headers["Content-Type"]
     assert await services.triggers.list("acme", after=None, limit=10) == []
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        b'--x\r\nContent-Disposition: form-data; filename="b.yaml"\r\n\r\nb\r\n--x--\r\n',
+        b"",  # the body ends inside the file
+    ],
+    ids=["a part without a name", "cut short"],
+)
+async def test_an_unreadable_form_after_a_big_file_leaves_no_temporary_file_open(
+    aiohttp_client: Any, make_app: Any, rest: bytes
+) -> None:
+    """aiohttp spools a file part over 1 MiB to a temporary file; a form it then failed to
+    read (a part without a name, a body cut short, one too big) dropped the files of the
+    parts read so far without closing them: a ResourceWarning ("unclosed file") whenever the
+    garbage collector came by, failing whichever test it was in."""
+    client = await aiohttp_client(make_app(max_body_bytes=4 * 1024 * 1024))
+    big = b"x" * (1024 * 1024 + 512 * 1024)
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.yaml"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + big + (b"\r\n" if rest else b"")
+    ) + rest
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        response = await client.post(
+            "/admin/login",
+            data=io.BytesIO(body),
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+        assert response.status == 400, await response.text()
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 async def test_a_next_target_with_control_characters_is_answered_with_a_uri(

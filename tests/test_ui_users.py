@@ -4,15 +4,18 @@ problems stand next to their fields; a viewer sees the list and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 
 from gateway.services import Services
 from tests.ui_support import PASSWORD, Client, csrf, csrf_of, log_in, make_user
 
 VERA = "vera@acme.com.br"
+ANA = "ana@acme.com.br"
 
 
 @asynccontextmanager
@@ -122,3 +125,37 @@ async def test_a_viewer_sees_the_users_but_no_forms_and_cannot_change_them(
     refused = await client.post("/admin/users/delete", data=form)
     assert refused.status == 403
     assert await _users(services) == {"ana@acme.com.br": "viewer", VERA: "admin"}
+
+
+@pytest.mark.parametrize("change", ["role", "delete"])
+async def test_two_admins_demoting_or_removing_each_other_at_once_leave_an_admin(
+    client: Client, services: Services, change: str
+) -> None:
+    """Each checked that it was not changing itself, then wrote the other's new role (or
+    removed the other): sent together, both changes landed and the tenant had no admin user
+    left."""
+    await make_user(services)
+    await make_user(services, email=VERA)
+    await log_in(client)
+    ana_token = await csrf(client, "/admin/users")
+    async with other_browser(client, VERA) as browser:
+        vera_token = csrf_of(await (await browser.get("/admin/users")).text())
+        answers = await asyncio.gather(
+            client.post(
+                f"/admin/users/{change}",
+                data={"csrf": ana_token, "email": VERA, "role": "viewer"},
+                allow_redirects=False,
+            ),
+            browser.post(
+                f"/admin/users/{change}",
+                data={"csrf": vera_token, "email": ANA, "role": "viewer"},
+                allow_redirects=False,
+            ),
+        )
+        outcomes = [(answer.status, answer.headers.get("Location")) for answer in answers]
+    roles = await _users(services)
+    admins = list(roles.values()).count("admin")
+    assert admins >= 1, (outcomes, roles)
+    # Each change answered as it went: done (back to the list), or refused (the list again
+    # with the reason, or the login page: the session ended as its user was demoted).
+    assert outcomes.count((303, "/admin/users")) == 2 - admins, (outcomes, roles)

@@ -107,6 +107,9 @@ class EmailSender:
             except (OSError, TimeoutError) as exc:
                 sock.close()
                 last = exc if isinstance(exc, OSError) else OSError(f"timed out: {exc}")
+            except BaseException:  # cancelled while it connects (a deadline, a shutdown)
+                sock.close()
+                raise
         raise aiosmtplib.SMTPConnectError(
             f"cannot connect to {settings.host}:{settings.port}: {last or 'no address'}"
         )

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,9 +92,9 @@ def _serves(pid: int, storage_path: Path) -> bool:
     return bool(given) and Path(given[0]).resolve() == storage_path.resolve()
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
+def _wait_gone(pid: int, timeout: float, give_up: threading.Event | None = None) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (give_up is not None and give_up.is_set()):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -114,10 +115,13 @@ def _zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] == "Z"
 
 
-def stop_stale(storage_path: Path, pid_file: Path) -> int | None:
+def stop_stale(
+    storage_path: Path, pid_file: Path, give_up: threading.Event | None = None
+) -> int | None:
     """Stop the database a dead gateway left running on `storage_path` (SIGTERM, then
-    SIGKILL after 10 s). Returns its pid, or None when there was none. A pid file naming
-    any other process (the pid was reused) is ignored."""
+    SIGKILL after 10 s; once `give_up` is set, no more waiting: it has its SIGTERM). Returns
+    its pid, or None when there was none. A pid file naming any other process (the pid was
+    reused) is ignored."""
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -127,7 +131,7 @@ def stop_stale(storage_path: Path, pid_file: Path) -> int | None:
     log.warning("stopping a database left running on %s (pid %d)", storage_path, pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, 10):
+        if not _wait_gone(pid, 10, give_up) and not (give_up is not None and give_up.is_set()):
             os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, 5)
     return pid
@@ -177,6 +181,7 @@ class EmbeddedServer:
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._watch_fd: int | None = None  # our end of the launcher's pipe; never written
+        self._give_up = threading.Event()  # `give_up_starting`
         self._log_path = self.storage_path.parent / (self.storage_path.name + ".log")
         self.pid_file = self.storage_path.parent / (self.storage_path.name + ".pid")
 
@@ -196,9 +201,18 @@ class EmbeddedServer:
         """None while running; the launcher's exit code (the database's) once it has died."""
         return self._proc.poll() if self._proc else None
 
+    def give_up_starting(self) -> None:
+        """A `start()` under way in another thread (or the next one) gives up soon, and
+        leaves no database running: EmbeddedServerError. For a shutdown that comes while the
+        database is being restarted, which otherwise waits for the start; `stop()` clears it
+        (thread-safe)."""
+        self._give_up.set()
+
     def start(self, timeout: float = 30.0) -> None:
         self.storage_path.mkdir(parents=True, exist_ok=True)
-        stop_stale(self.storage_path, self.pid_file)
+        stop_stale(self.storage_path, self.pid_file, self._give_up)
+        if self._give_up.is_set():
+            raise EmbeddedServerError("the start was given up: the gateway is stopping")
         self.port = self.port or _free_port(self.host)
         self._release()  # the pipe of a launcher that died (a restart after a crash)
         read_fd, self._watch_fd = os.pipe()
@@ -246,6 +260,9 @@ class EmbeddedServer:
     def _wait_until_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._give_up.is_set():
+                self._stop(STOP_SECONDS)
+                raise EmbeddedServerError("the start was given up: the gateway is stopping")
             code = self.exit_code()
             if code is not None:
                 self._release()
@@ -255,7 +272,7 @@ class EmbeddedServer:
                     return
             except OSError:
                 time.sleep(0.05)
-        self.stop()
+        self._stop(STOP_SECONDS)
         raise EmbeddedServerError(f"{EXECUTABLE} did not listen within {timeout:.0f}s")
 
     def _failure(self, code: int) -> str:
@@ -278,7 +295,12 @@ class EmbeddedServer:
     def stop(self, timeout: float = STOP_SECONDS) -> None:
         """SIGTERM to the launcher, which stops the database (continued first if it was
         frozen) and waits for it; past `timeout` the launcher is killed, and the database
-        with it (its parent-death signal)."""
+        with it (its parent-death signal). Not while `start()` runs in another thread:
+        `give_up_starting` first, and wait for that start to end."""
+        self._stop(timeout)
+        self._give_up.clear()
+
+    def _stop(self, timeout: float) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             started = time.monotonic()

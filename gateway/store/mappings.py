@@ -110,18 +110,28 @@ class MappingStore:
         entity_type: str | None,
         active_version: int | None,
     ) -> None:
-        """After a version is stored: the head shows it (and makes it active if asked)."""
+        """After a version is stored: the head shows it, and makes it active if asked unless
+        a newer version is active already (two uploads at once: the one numbered first may
+        finish last, and made its older version active over the newer one)."""
         fields: Doc = {
             "direction": direction,
             "entity_type": entity_type,
             "updated_at": datetime.now(UTC),
         }
-        if active_version is not None:
-            fields["active_version"] = active_version
         with translate_errors():
             await self._heads.update_one(
                 scoped(tenant, {"name": name}), {"$set": fields, "$unset": {"deleted": ""}}
             )
+            if active_version is not None:
+                older = [
+                    {"active_version": {"$exists": False}},
+                    {"active_version": None},
+                    {"active_version": {"$lt": active_version}},
+                ]
+                await self._heads.update_one(
+                    scoped(tenant, {"name": name, "$or": older}),
+                    {"$set": {"active_version": active_version}},
+                )
 
     async def set_active(self, tenant: str, name: str, version: int) -> bool:
         with translate_errors():

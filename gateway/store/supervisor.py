@@ -9,11 +9,17 @@ until its process restarts, freeing space or not. "Refuses" is what the health's
 (`DatabaseHealth.refusing_since`): every ping for `REFUSING_SECONDS` answered, and failed. A
 database that answers nothing (frozen, stopped, overloaded past its deadlines) is never
 restarted for it: it may come back by itself, and a kill would cost what it had under way.
+
+The server's start and stop block: they run in a worker thread, which cancelling the
+supervision does not stop. So `stop()` (a shutdown) tells a start under way to give up, and
+waits for whatever runs in that thread before it stops the database: a restart under way no
+longer launched a database after the shutdown had stopped it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +61,7 @@ class EmbeddedSupervisor:
         self._stable = stable_seconds
         self._refusing = refusing_seconds
         self._task: asyncio.Task[None] | None = None
+        self._blocking: asyncio.Future[None] | None = None  # the server's start or stop, if any
         self.restarts = 0
 
     async def start(self) -> None:
@@ -63,8 +70,20 @@ class EmbeddedSupervisor:
         self._task = asyncio.create_task(self._supervise())
 
     async def stop(self) -> None:
+        """Stop watching, then the database: a restart under way gives up first (within a
+        poll: its database, if launched, is stopped), a stop under way is waited for."""
+        self.server.give_up_starting()
         await cancel_and_wait(self._task)
+        if self._blocking is not None:
+            with contextlib.suppress(Exception):  # a start given up
+                await self._blocking
         await asyncio.to_thread(self.server.stop)
+
+    async def _in_thread(self, call: Callable[[], None]) -> None:
+        """The server's blocking `call` in a worker thread, which outlives a cancellation of
+        the caller: `stop()` waits for it."""
+        self._blocking = asyncio.ensure_future(asyncio.to_thread(call))
+        await asyncio.shield(self._blocking)
 
     async def _supervise(self) -> None:
         failures = 0
@@ -92,7 +111,7 @@ class EmbeddedSupervisor:
             if since is not None:  # counted from this process's start at the earliest
                 refusing = time.monotonic() - max(since, started)
                 if refusing >= self._refusing:
-                    await asyncio.to_thread(self.server.stop)
+                    await self._in_thread(self.server.stop)
                     return (
                         f"refused every command for {refusing:.0f} s (as a storage engine "
                         "that panicked does until its process restarts)"
@@ -106,7 +125,7 @@ class EmbeddedSupervisor:
             await asyncio.sleep(self._backoff[min(failures, len(self._backoff) - 1)])
             failures += 1
             try:
-                await asyncio.to_thread(self.server.start)
+                await self._in_thread(self.server.start)
             except EmbeddedServerError as exc:
                 log.error("restarting the embedded database failed (try %d): %s", failures, exc)
                 continue

@@ -1,8 +1,9 @@
 """The admin UI's collections: users, sessions and login throttles.
 
-- `ui_users`: `{_id, tenant, email, role, password_hash, rev, created_at, updated_at}`, the
-  e-mail unique per tenant (stored lower-cased); `rev` moves with each change of role or
-  password.
+- `ui_users`: `{_id, tenant, email, role, password_hash, rev, created_at, updated_at,
+  acting_until?}`, the e-mail unique per tenant (stored lower-cased); `rev` moves with each
+  change of role or password. `acting_until`: the user, an admin, is demoting or removing
+  another admin (`start_acting`); until then no other admin demotes or removes this one.
 - `ui_sessions`: `{_id: session id, tenant, user_id?, user_rev?, subject, role, created_at,
   expires_at}`; logout deletes the record, and a TTL index drops expired ones. A user's session
   stands while the user is at `user_rev`.
@@ -44,10 +45,45 @@ class UiUserStore(TenantResources):
             cursor = self._c.find(scoped(tenant, {}), {"password_hash": 0}).sort("email", 1)
             return await cursor.to_list(None)
 
-    async def replace_fields(self, user_id: Any, fields: Doc) -> None:
-        """Set these fields and move the user's revision (which ends its sessions)."""
+    async def replace_fields(
+        self, user_id: Any, fields: Doc, *, unless_acting_at: datetime | None = None
+    ) -> bool:
+        """Set these fields and move the user's revision (which ends its sessions); with
+        `unless_acting_at`, only if the user is not acting then (`start_acting`). Whether
+        the user was changed."""
+        query: Doc = {"_id": user_id}
+        if unless_acting_at is not None:
+            query.update(_not_acting(unless_acting_at))
         with translate_errors():
-            await self._c.update_one({"_id": user_id}, {"$set": fields, "$inc": {"rev": 1}})
+            result = await self._c.update_one(query, {"$set": fields, "$inc": {"rev": 1}})
+        return result.matched_count == 1
+
+    async def delete_unless_acting(self, tenant: str, user_id: Any, now: datetime) -> bool:
+        """Remove the user unless it is acting now (`start_acting`); whether it went."""
+        with translate_errors():
+            result = await self._c.delete_one(scoped(tenant, {"_id": user_id, **_not_acting(now)}))
+        return result.deleted_count == 1
+
+    async def start_acting(self, tenant: str, email: str, now: datetime, until: datetime) -> bool:
+        """Mark an admin as demoting or removing another admin, until `until` (the end of a
+        mark its process never took back): whether it is marked, False when the user is not
+        an admin (any more), or acting already. Together with the `unless_acting_at` of the
+        write to the other admin, two admins demoting each other at once cannot both succeed:
+        the one whose write comes second finds the other acting, or itself demoted already."""
+        query = scoped(tenant, {"email": email, "role": "admin", **_not_acting(now)})
+        with translate_errors():
+            result = await self._c.update_one(query, {"$set": {"acting_until": until}})
+        return result.matched_count == 1
+
+    async def stop_acting(self, tenant: str, email: str, until: datetime) -> None:
+        """Take back the mark `start_acting` set (not a later one of another call's)."""
+        query = scoped(tenant, {"email": email, "acting_until": until})
+        with translate_errors():
+            await self._c.update_one(query, {"$unset": {"acting_until": ""}})
+
+
+def _not_acting(now: datetime) -> Doc:
+    return {"$or": [{"acting_until": {"$exists": False}}, {"acting_until": {"$lte": now}}]}
 
 
 class UiSessionStore:

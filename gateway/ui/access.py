@@ -14,7 +14,7 @@ from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
 from gateway.ui.middleware import end_session_cookie, session_cookie
 from gateway.ui.rendering import local_path, redirect, render
-from gateway.ui.state import PREFIX, visitor_of
+from gateway.ui.state import PREFIX, form_of, visitor_of
 from gateway.web.state import services_of
 
 _ONE_YEAR = 365 * 24 * 3600
@@ -27,7 +27,7 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 async def login_password(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     form = Form({k: values.get(k, "") for k in ("tenant", "email", "next")})
     try:
         session = await services_of(request).accounts.login(
@@ -39,7 +39,7 @@ async def login_password(request: web.Request) -> web.Response:
 
 
 async def login_token(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     client = request.remote or "unknown"
     try:
         session = await services_of(request).accounts.login_with_token(

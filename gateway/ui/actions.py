@@ -12,7 +12,7 @@ from gateway.actions.definitions import METHODS, public_action
 from gateway.errors import InvalidPayload
 from gateway.ui.forms import Form, json_field, nest, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import tenant_of
+from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -123,7 +123,7 @@ async def list_actions(request: web.Request, form: Form | None = None) -> web.Re
 
 
 async def create_action(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         await services_of(request).actions.create_action(tenant_of(request), create_body(values))
     except InvalidPayload as exc:
@@ -145,7 +145,7 @@ async def edit_action(request: web.Request) -> web.Response:
 async def update_action(request: web.Request) -> web.Response:
     tenant, actions = tenant_of(request), services_of(request).actions
     action = public_action(await actions.get_action(tenant, _id(request)))
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         await actions.update_action(tenant, action["id"], action_body(values))
     except InvalidPayload as exc:

@@ -16,7 +16,7 @@ from gateway.notify.policy import CHANNEL_TYPES
 from gateway.notify.testing import TEST_FIELDS, check_test_body, send_test
 from gateway.ui.forms import Form, document_field, json_field, nest, number_field, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import session_of, tenant_of
+from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -68,7 +68,7 @@ async def list_channels(request: web.Request, form: Form | None = None) -> web.R
 
 
 async def create_channel(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         doc = await services_of(request).notify.channels.create(
             tenant_of(request), document_field(values)
@@ -103,7 +103,7 @@ async def channel_page(
 
 async def edit_channel(request: web.Request) -> web.Response:
     tenant, channels = tenant_of(request), services_of(request).notify.channels
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     current = editable(public_channel(await channels.get(tenant, _ref(request))))
     try:
         patch = channel_patch(current, document_field(values))
@@ -115,7 +115,7 @@ async def edit_channel(request: web.Request) -> web.Response:
 
 async def test_channel(request: web.Request) -> web.Response:
     """Sends a real message now: an admin's POST, like any other change."""
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     form = Form(values)
     try:
         body = nest(values, ("to", "template", "locale"))
@@ -184,7 +184,7 @@ async def settings_page(request: web.Request, form: Form | None = None) -> web.R
 
 
 async def save_settings(request: web.Request) -> web.Response:
-    values = read_values(await request.post(), lists=("quiet_hours.channels",))
+    values = read_values(form_of(request), lists=("quiet_hours.channels",))
     try:
         await services_of(request).notify.settings.put(
             tenant_of(request), settings_body(values), session_of(request).subject

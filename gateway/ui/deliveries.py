@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway import paging
 from gateway.delivery.deliveries import STATUSES, parse_filters, public_delivery
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import tenant_of
+from gateway.ui.state import form_of, tenant_of
 from gateway.web.state import services_of
 
 _FILTERS = ("status", "partner_id", "action_id", "entity_id", "run_id")
@@ -47,7 +47,7 @@ async def replay_delivery(request: web.Request) -> web.Response:
 
 
 async def replay_deliveries(request: web.Request) -> web.Response:
-    data = await request.post()
+    data = form_of(request)
     filters = parse_filters({k: v for k in _FILTERS if isinstance(v := data.get(k), str) and v})
     count = await services_of(request).deliveries.replay_matching(tenant_of(request), filters)
     flash = "deliveries.replayed_many" if count else "deliveries.replayed_none"

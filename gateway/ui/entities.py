@@ -20,7 +20,7 @@ from gateway.store.entities import FILTERABLE
 from gateway.ui.fleet import vehicle_fleet
 from gateway.ui.forms import Form, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import session_of, tenant_of
+from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.ui.templating import ZONE
 from gateway.web.state import services_of
 
@@ -89,7 +89,7 @@ async def _entity(
 async def assign_driver(request: web.Request) -> web.Response:
     """A vehicle's driver from a time (default now) on, or nobody: source `admin`."""
     ref = request.match_info["ref"]
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         driver, start = _assignment(values)
         result = await services_of(request).notify.assignments.assign(

@@ -20,7 +20,7 @@ from gateway.store import Doc
 from gateway.ui.forms import Form, json_field, number_field, read_values
 from gateway.ui.maps import SheetMap, TrackInput, draw
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import PREFIX, tenant_of
+from gateway.ui.state import PREFIX, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -78,7 +78,7 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
         return new_form(request, Form(dict(kind.defaults)))
 
     async def create(request: web.Request) -> web.Response:
-        values = read_values(await request.post())
+        values = read_values(form_of(request))
         try:
             doc = await rules(request).create(tenant_of(request), kind.body(values, False))
         except InvalidPayload as exc:
@@ -97,7 +97,7 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
 
     async def update(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
-        values = read_values(await request.post())
+        values = read_values(form_of(request))
         try:
             await rules(request).update(tenant_of(request), rule["id"], kind.body(values, True))
         except InvalidPayload as exc:

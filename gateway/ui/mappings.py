@@ -16,7 +16,7 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound,
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.ui.forms import Form, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import session_of, tenant_of
+from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.web.state import services_of
 
 UPLOAD_FIELDS: Final = ("source", "file")
@@ -32,7 +32,7 @@ async def list_mappings(request: web.Request) -> web.Response:
 
 
 async def upload_mapping(request: web.Request) -> web.Response:
-    data = await request.post()
+    data = form_of(request)
     values = read_values(data)
     form = Form(values)
     try:
@@ -68,7 +68,7 @@ async def diff_page(request: web.Request) -> web.Response:
 
 
 async def activate_mapping(request: web.Request) -> web.Response:
-    number = _number((await request.post()).get("version"))
+    number = _number(form_of(request).get("version"))
     await services_of(request).mappings.activate(tenant_of(request), _name(request), number)
     return redirect(f"/admin/mappings/{_name(request)}", flash="mappings.activated")
 
@@ -85,7 +85,7 @@ async def delete_mapping(request: web.Request) -> web.Response:
 
 async def dry_run_mapping(request: web.Request) -> web.Response:
     """The dry run: what the mapping makes of a pasted sample, beside the entity stored now."""
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     form = Form(values)
     tenant = tenant_of(request)
     services = services_of(request)

@@ -20,7 +20,7 @@ from gateway.ui.forms import error_key
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
-from gateway.ui.state import Visitor, visitor_key
+from gateway.ui.state import Visitor, form_key, visitor_key
 from gateway.web.admin_auth import admit
 from gateway.web.requests import read_form
 from gateway.web.state import services_of
@@ -81,6 +81,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
             form = await read_form(request)  # a 408 (GatewayError) when it trickles in
         except (ValueError, AssertionError) as exc:  # a multipart body aiohttp cannot read
             return _error_page(request, 400, f"malformed form: {exc}")
+        request[form_key] = form
         token = form.get("csrf")
         if not isinstance(token, str) or not _csrf_ok(request, visitor, token):
             return _error_page(request, 403, "csrf")

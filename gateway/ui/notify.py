@@ -13,7 +13,7 @@ from gateway.errors import GatewayError, InvalidPayload
 from gateway.notify.templates import public_template
 from gateway.ui.forms import Form, document_field, json_field, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import session_of, tenant_of
+from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.web.state import services_of
 
 FLOW_TEST_FIELDS: Final = ("event", "samples", "version")
@@ -40,7 +40,7 @@ async def list_flows(request: web.Request, form: Form | None = None) -> web.Resp
 
 
 async def upload_flow(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         version = await services_of(request).notify.flows.upload(
             tenant_of(request),
@@ -73,7 +73,7 @@ async def flow_page(
 
 
 async def dry_run_flow(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     form = Form(values)
     try:
         result = await services_of(request).notify.flow_dry_run.run(
@@ -90,7 +90,7 @@ async def dry_run_flow(request: web.Request) -> web.Response:
 
 
 async def activate_flow(request: web.Request) -> web.Response:
-    raw = (await request.post()).get("version")
+    raw = form_of(request).get("version")
     number = int(raw) if isinstance(raw, str) and raw.isdecimal() else 0
     await services_of(request).notify.flows.activate(tenant_of(request), _name(request), number)
     return redirect(f"/admin/flows/{_name(request)}", flash="mappings.activated")
@@ -123,7 +123,7 @@ async def list_templates(request: web.Request, form: Form | None = None) -> web.
 
 
 async def create_template(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         doc = await services_of(request).notify.templates.create(
             tenant_of(request), document_field(values), session_of(request).subject
@@ -146,7 +146,7 @@ async def template_page(
 
 async def preview_template(request: web.Request) -> web.Response:
     """A preview writes nothing, so a viewer may run it too (see ANY_ROLE_POSTS)."""
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     form = Form(values)
     try:
         preview = await services_of(request).notify.templates.preview(

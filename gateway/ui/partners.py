@@ -14,7 +14,7 @@ from gateway.actions.subscriptions import public_subscription
 from gateway.errors import InvalidPayload
 from gateway.ui.forms import Form, json_field, nest, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import tenant_of
+from gateway.ui.state import form_of, tenant_of
 from gateway.web.state import services_of
 
 AUTH_TYPES: Final = ("bearer", "header", "basic", "oauth2_client_credentials", "query", "none")
@@ -70,7 +70,7 @@ async def list_partners(request: web.Request) -> web.Response:
 
 
 async def create_partner(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         doc = await services_of(request).actions.create_partner(
             tenant_of(request), _partner_body(values)
@@ -97,7 +97,7 @@ async def partner_page(request: web.Request, form: Form | None = None) -> web.Re
 
 
 async def replace_credentials(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     body = {k: v for k, v in _partner_body(values).items() if k == "auth"}
     try:
         await services_of(request).actions.update_partner(tenant_of(request), _id(request), body)
@@ -147,7 +147,7 @@ async def list_subscriptions(request: web.Request, form: Form | None = None) -> 
 
 
 async def create_subscription(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     form = Form(values)
     try:
         body = nest(values, ("action_id",))
@@ -177,7 +177,7 @@ async def rotate_subscription_secret(request: web.Request) -> web.Response:
 
 
 async def set_subscription_status(request: web.Request) -> web.Response:
-    status = "disabled" if (await request.post()).get("status") == "disabled" else "active"
+    status = "disabled" if form_of(request).get("status") == "disabled" else "active"
     await services_of(request).actions.update_subscription(
         tenant_of(request), _id(request), {"status": status}
     )

@@ -9,7 +9,7 @@ from gateway import paging
 from gateway.errors import InvalidPayload
 from gateway.ui.forms import Form
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import tenant_of
+from gateway.ui.state import form_of, tenant_of
 from gateway.web.state import services_of
 
 
@@ -52,7 +52,7 @@ async def replay_rejected(request: web.Request) -> web.Response:
 
 
 async def replay_all_rejected(request: web.Request) -> web.Response:
-    trigger_id = (await request.post()).get("trigger_id")
+    trigger_id = form_of(request).get("trigger_id")
     result = await services_of(request).rejected.replay_all(
         tenant_of(request),
         trigger_id=trigger_id if isinstance(trigger_id, str) and trigger_id else None,

@@ -15,7 +15,7 @@ from gateway.errors import InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui.forms import Form, json_field, nest, number_field, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import tenant_of
+from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -110,7 +110,7 @@ async def new_schedule(request: web.Request) -> web.Response:
 
 
 async def create_schedule(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         schedule = await services_of(request).schedules.create(
             tenant_of(request), schedule_body(values)
@@ -146,7 +146,7 @@ async def edit_schedule(request: web.Request) -> web.Response:
 async def update_schedule(request: web.Request) -> web.Response:
     tenant, schedules = tenant_of(request), services_of(request).schedules
     current = await schedules.get(tenant, _id(request))
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     initial = (current.get("cursor") or {}).get("initial")
     try:
         await schedules.update(tenant, current["id"], schedule_body(values, initial=initial))

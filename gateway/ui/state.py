@@ -4,9 +4,11 @@ asking (per request)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from gateway.accounts import UiSession
 from gateway.ui.i18n import Catalog
@@ -30,10 +32,17 @@ class Visitor:
 
 
 visitor_key = web.RequestKey("ui_visitor", Visitor)
+form_key = web.RequestKey("ui_form", MultiDictProxy[Any])
 
 
 def visitor_of(request: web.Request) -> Visitor:
     return request[visitor_key]
+
+
+def form_of(request: web.Request) -> MultiDictProxy[Any]:
+    """A POST's form, read by the middleware (`web/requests.py` `read_form`): the body is
+    read once, there."""
+    return request[form_key]
 
 
 def session_of(request: web.Request) -> UiSession:

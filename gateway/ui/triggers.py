@@ -15,7 +15,7 @@ from gateway.triggers.service import IssuedTrigger
 from gateway.triggers.spec import AUTH_MODES, TARGETS
 from gateway.ui.forms import Form, json_field, nest, number_field, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import tenant_of
+from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -86,7 +86,7 @@ async def new_trigger(request: web.Request) -> web.Response:
 
 
 async def create_trigger(request: web.Request) -> web.Response:
-    values = read_values(await request.post(), lists=("methods",))
+    values = read_values(form_of(request), lists=("methods",))
     form = Form(values)
     try:
         issued = await services_of(request).triggers.create(
@@ -115,7 +115,7 @@ async def edit_trigger(request: web.Request) -> web.Response:
 async def update_trigger(request: web.Request) -> web.Response:
     tenant, triggers = tenant_of(request), services_of(request).triggers
     trigger = await triggers.get(tenant, _id(request))
-    values = read_values(await request.post(), lists=("methods",))
+    values = read_values(form_of(request), lists=("methods",))
     try:
         await triggers.update(tenant, trigger["id"], trigger_patch(values, trigger))
     except InvalidPayload as exc:
@@ -192,7 +192,7 @@ async def _edit_form(
 
 
 async def rotate_trigger(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     raw = str(values.get("grace_seconds") or "0")
     grace = int(raw) if raw.isdecimal() else -1  # the use case refuses it, by field
     tenant = tenant_of(request)
@@ -215,7 +215,7 @@ async def revoke_trigger(request: web.Request) -> web.Response:
 
 
 async def set_trigger_status(request: web.Request) -> web.Response:
-    status = (await request.post()).get("status")
+    status = form_of(request).get("status")
     status = "disabled" if status == "disabled" else "active"
     await services_of(request).triggers.set_status(tenant_of(request), _id(request), status)
     return redirect(f"/admin/triggers/{_id(request)}", flash=f"triggers.now_{status}")

@@ -2,7 +2,8 @@
 password, another role, and removal. A change of role and a removal end that user's sessions
 (accounts.py); an admin cannot demote or remove the account they are signed in with, so that
 a tenant is never left without the admin who is using it (another admin, or `gateway
-ui-user`, can)."""
+ui-user`, can), nor be demoted while demoting another (two admins demoting each other at
+once: one of them is refused)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from gateway.auth.tokens import ADMIN_ROLES
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.ui.forms import Form, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import session_of, tenant_of
+from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.web.state import services_of
 
 _FIELDS = ("email", "role", "password")
@@ -33,7 +34,7 @@ async def list_users(
 
 
 async def create_user(request: web.Request) -> web.Response:
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     try:
         await services_of(request).accounts.create_user(
             tenant_of(request),
@@ -56,15 +57,16 @@ async def remove_user(request: web.Request) -> web.Response:
 
 async def _change_other(request: web.Request, flash: str, *, role: bool) -> web.Response:
     """Another user's new role (`role`) or removal; the list again with the refusal."""
-    values = read_values(await request.post())
+    values = read_values(form_of(request))
     email = values.get("email", "")
     accounts, tenant = services_of(request).accounts, tenant_of(request)
+    by = session_of(request).user
     try:
         _not_yourself(request, email)
         if role:
-            await accounts.change_user(tenant, email, role=values.get("role", ""))
+            await accounts.change_user(tenant, email, role=values.get("role", ""), by=by)
         else:
-            await accounts.delete_user(tenant, email)
+            await accounts.delete_user(tenant, email, by=by)
     except GatewayError as exc:
         return await list_users(request, change=Form(values).refuse(exc, ()))
     return redirect("/admin/users", flash=flash)

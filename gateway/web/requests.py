@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from aiohttp import web
-from multidict import MultiDictProxy
+from aiohttp import BodyPartReader, hdrs, web
+from multidict import MultiDict, MultiDictProxy
 
 from gateway import paging
 from gateway.config import parse_flag
@@ -48,12 +49,54 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
 
 
-async def read_form(
-    request: web.Request,
-) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
-    """A form's fields (urlencoded or multipart), within the same deadline as a body."""
+FormValue = str | bytes | bytearray | web.FileField
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[FormValue]:
+    """A form's fields (urlencoded or multipart), within the same deadline as a body.
+    ValueError for a multipart body that cannot be read."""
     async with body_deadline():
+        if request.content_type == "multipart/form-data":
+            return await _read_multipart(request)
         return await request.post()
+
+
+async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
+    """A multipart form as aiohttp's `post()` reads it, but each file in memory (a BytesIO;
+    the body is within `client_max_size` anyway): `post()` spools a file part into a
+    temporary file, and drops those of the parts read so far unclosed when a later part
+    fails (a part without a name, a body cut short or too big): a ResourceWarning ("Unclosed
+    file") whenever the garbage collector came by."""
+    out: MultiDict[FormValue] = MultiDict()
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise ValueError("a nested multipart body is not a form")
+        if part.name is None:
+            raise ValueError("a form part without a name")
+        raw = bytearray()
+        while chunk := await part.read_chunk():
+            if 0 < request.client_max_size < request.content.total_bytes:
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=request.client_max_size, actual_size=request.content.total_bytes
+                )
+            raw.extend(chunk)
+        value = bytearray()
+        async for decoded in part.decode_iter(raw):
+            value.extend(decoded)
+        content_type = part.headers.get(hdrs.CONTENT_TYPE)
+        if part.filename:
+            media = content_type or "application/octet-stream"
+            upload = io.BytesIO(value)
+            out.add(part.name, web.FileField(part.name, part.filename, upload, media, part.headers))
+        elif content_type is None or content_type.startswith("text/"):
+            try:
+                out.add(part.name, value.decode(part.get_charset(default="utf-8")))
+            except LookupError:  # a charset Python does not know
+                raise ValueError("a form part in an unknown charset") from None
+        else:
+            out.add(part.name, value)
+    return MultiDictProxy(out)
 
 
 @asynccontextmanager
