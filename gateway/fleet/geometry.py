@@ -15,6 +15,7 @@ nearest border (a hole's border included: a point in a hole is outside).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -54,6 +55,11 @@ class Circle:
         """A cheap lower bound of how far outside the point is (here: exact)."""
         return self.signed_distance_m(lat, lon)
 
+    @property
+    def depth_m(self) -> float:
+        """How far inside its deepest point is: the radius."""
+        return self.radius_m
+
     def to_doc(self) -> dict[str, Any]:
         return {"lat": self.lat, "lon": self.lon, "radius_m": self.radius_m}
 
@@ -89,7 +95,15 @@ class Polygon:
         return dlon * self._kx, (lat - self._lat0) * math.radians(1) * EARTH_RADIUS_M
 
     def signed_distance_m(self, lat: float, lon: float) -> float:
-        px, py = self._project(lon, lat)
+        return self._signed_xy(*self._project(lon, lat))
+
+    @property
+    def depth_m(self) -> float:
+        """How far inside its deepest point is (the radius of the largest circle it holds),
+        to a few per cent: computed once per shape (`_depth_m`), when first asked."""
+        return _depth_m(self)
+
+    def _signed_xy(self, px: float, py: float) -> float:
         inside = False
         nearest2 = math.inf  # squared: one square root at the end
         for ax, ay, bx, by, x0, y0, x1, y1 in self._edges:
@@ -132,6 +146,26 @@ class Polygon:
 
 
 Shape = Circle | Polygon
+
+
+@functools.lru_cache(maxsize=256)
+def _depth_m(polygon: Polygon) -> float:
+    """The depth of a polygon's deepest point, searched on a grid over its bounding box and
+    then on finer grids around the deepest point found (a few hundred distances: at most a
+    fraction of a second for the largest polygon, once per shape and process)."""
+    x0, y0, x1, y1 = polygon._box
+    best, bx, by = 0.0, (x0 + x1) / 2, (y0 + y1) / 2
+    width, height = x1 - x0, y1 - y0
+    for n in (16, 8, 8, 8):
+        cx, cy = bx, by
+        for i, j in itertools.product(range(n), repeat=2):
+            px = cx - width / 2 + (i + 0.5) * width / n
+            py = cy - height / 2 + (j + 0.5) * height / n
+            depth = -polygon._signed_xy(px, py)
+            if depth > best:
+                best, bx, by = depth, px, py
+        width, height = width * 2.5 / n, height * 2.5 / n
+    return best
 
 
 # ---------------------------------------------------------------- validation
