@@ -139,7 +139,7 @@ class Metrics:
             "gateway_fleet_readings_total",
             "Odometer readings the fold saw, by outcome: taken (re-baselined), stale (behind"
             " the odometer, from a partner), outranked (a higher source re-baselined lately),"
-            " device_behind (a device odometer more than 1 km below the count, not taken)",
+            " device_behind (a device odometer far below the count: another unit, not taken)",
             ["outcome"],
             registry=r,
         )

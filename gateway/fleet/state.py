@@ -31,6 +31,11 @@ RECENT = 32
 # How far a device odometer may stray from the count beyond what the vehicle could drive
 # since the last one (the GPS count between two device values is a little off).
 DEVICE_SLACK_KM = 1.0
+# How far below the count a device odometer may take it back, as a share of the distance the
+# count has grown since its last re-baseline (beyond `DEVICE_SLACK_KM`): the GPS count's error
+# over that distance (at most +3.1% on the tracks measured, docs/fleet.md). Farther below, the
+# device counts from another value (a replaced tracker, a reset): `is_behind`.
+DEVICE_BEHIND_SHARE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,8 +404,8 @@ def rebaseline(
     is not (4,294,967 km, or 0, for one fix) is held as a suspect and changes nothing, unless
     the next one agrees with it (the device's count really changed: a reset, another unit).
 
-    A device odometer more than `DEVICE_SLACK_KM` below the count never re-baselines it
-    (`is_behind`): a device is a partner, whose odometer only moves the vehicle's forward
+    A device odometer far below the count never re-baselines it (`is_behind`): a device is a
+    partner, whose odometer only moves the vehicle's forward
     (SPEC §6). A tracker replaced by one counting from its own, lower value, or a device
     reset to 0, would otherwise take the vehicle's odometer (and the plans counting on it)
     back by its whole life; the count goes on by GPS distance, and the device's value
@@ -430,8 +435,14 @@ def rebaseline(
 
 def is_behind(state: VehicleState, km: float, source: str) -> bool:
     """Whether a device odometer is too far below the count to re-baseline it (`rebaseline`):
-    a device's coarse or lagging count a little behind the GPS count still does (quietly)."""
-    return source == "device" and km < state.odometer_km - DEVICE_SLACK_KM
+    more than `DEVICE_SLACK_KM` plus `DEVICE_BEHIND_SHARE` of what the count has grown since
+    its last re-baseline. A device's coarse or lagging count a little behind the GPS count,
+    or one that sends its odometer once a day, 3% below what GPS counted that day, still
+    does."""
+    if source != "device":
+        return False
+    grown = 0.0 if state.baseline is None else max(0.0, state.odometer_km - state.baseline.km)
+    return km < state.odometer_km - DEVICE_SLACK_KM - DEVICE_BEHIND_SHARE * grown
 
 
 def _drivable(
