@@ -148,7 +148,7 @@ class Polygon:
 Shape = Circle | Polygon
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=4096)
 def _depth_m(polygon: Polygon) -> float:
     """The depth of a polygon's deepest point, searched on a grid over its bounding box and
     then on finer grids around the deepest point found (a few hundred distances: at most a
