@@ -60,6 +60,10 @@ class Circle:
         """How far inside its deepest point is: the radius."""
         return self.radius_m
 
+    def depth_up_to_m(self, cap_m: float) -> float:
+        """`depth_m`, or `cap_m` if that is less."""
+        return min(self.radius_m, cap_m)
+
     def to_doc(self) -> dict[str, Any]:
         return {"lat": self.lat, "lon": self.lon, "radius_m": self.radius_m}
 
@@ -101,7 +105,12 @@ class Polygon:
     def depth_m(self) -> float:
         """How far inside its deepest point is (the radius of the largest circle it holds),
         to a few per cent: computed once per shape (`_depth_m`), when first asked."""
-        return _depth_m(self)
+        return _depth_m(self, math.inf)
+
+    def depth_up_to_m(self, cap_m: float) -> float:
+        """`depth_m`, or `cap_m` if that is less: the search stops at the first point that
+        deep (for most fences the first one tried, the middle of its bounding box)."""
+        return _depth_m(self, cap_m)
 
     def _signed_xy(self, px: float, py: float) -> float:
         inside = False
@@ -149,12 +158,16 @@ Shape = Circle | Polygon
 
 
 @functools.lru_cache(maxsize=4096)
-def _depth_m(polygon: Polygon) -> float:
-    """The depth of a polygon's deepest point, searched on a grid over its bounding box and
-    then on finer grids around the deepest point found (a few hundred distances: at most a
-    fraction of a second for the largest polygon, once per shape and process)."""
+def _depth_m(polygon: Polygon, cap_m: float) -> float:
+    """The depth of a polygon's deepest point, or `cap_m` once a point that deep is found:
+    the middle of its bounding box first, then a grid over the box, then finer grids around
+    the deepest point found (a few hundred distances: at most a third of a second for the
+    largest polygon, once per shape, cap and process)."""
     x0, y0, x1, y1 = polygon._box
-    best, bx, by = 0.0, (x0 + x1) / 2, (y0 + y1) / 2
+    bx, by = (x0 + x1) / 2, (y0 + y1) / 2
+    best = max(0.0, -polygon._signed_xy(bx, by))
+    if best >= cap_m:
+        return cap_m
     width, height = x1 - x0, y1 - y0
     for n in (16, 8, 8, 8):
         cx, cy = bx, by
@@ -162,6 +175,8 @@ def _depth_m(polygon: Polygon) -> float:
             px = cx - width / 2 + (i + 0.5) * width / n
             py = cy - height / 2 + (j + 0.5) * height / n
             depth = -polygon._signed_xy(px, py)
+            if depth >= cap_m:
+                return cap_m
             if depth > best:
                 best, bx, by = depth, px, py
         width, height = width * 2.5 / n, height * 2.5 / n
