@@ -444,3 +444,30 @@ async def test_a_10_minute_tunnel_then_a_fix_15_km_on_is_counted_and_announces_o
     assert (await vehicle(client, "TUN3A01"))["odometer_km"] == 15.9
     assert {i["rejected"] for i in await whole_track(client, "TUN3A01")} == {None}
     assert await dues(client, "vehicle.maintenance.due") == [(15.0, 15.6)]
+
+
+async def test_a_time_with_a_lower_case_t_and_z_or_a_space_is_rfc_3339_too(
+    client: Client,
+) -> None:
+    """RFC 3339 §5.6 lets "T" and "Z" be lower case, and the "T" be a space: such a time is
+    the same instant as its canonical spelling (a duplicate of it), not a 422."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "TIM3A01")
+    t = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    fix = {"plate": "TIM3A01", "lat": -23.5, "lon": -46.6}
+    status, answer = await hook(client, trigger, {**fix, "time": t.isoformat()})
+    assert status == 201, answer
+    canonical = answer["time"]
+    for spelling in (
+        t.strftime("%Y-%m-%dt%H:%M:%Sz"),
+        t.strftime("%Y-%m-%d %H:%M:%SZ"),
+        t.astimezone(timezone(timedelta(hours=-3))).strftime("%Y-%m-%d %H:%M:%S-03:00"),
+    ):
+        status, answer = await hook(client, trigger, {**fix, "time": spelling})
+        assert (status, answer.get("time"), answer.get("duplicate")) == (200, canonical, True), (
+            spelling,
+            answer,
+        )
+    for wrong in ("2026-12-03 21:00:00", "2026-12-03x21:00:00Z", "2026-12-0321:00:00Z"):
+        status, answer = await hook(client, trigger, {**fix, "time": wrong})
+        assert status == 422 and answer["errors"][0]["keyword"] == "format", (wrong, answer)

@@ -182,9 +182,13 @@ def _time(value: Any, problems: list[FieldProblem]) -> datetime | None:
     parsed: datetime | None = None
     if isinstance(value, datetime):
         parsed = value
-    elif isinstance(value, str) and 10 < len(value) <= 40 and "T" in value.upper():
+    elif isinstance(value, str) and 10 < len(value) <= 40:
+        # RFC 3339 §5.6: "T" and "Z" may be lower case, and the "T" a space
+        text = value.strip().upper()
+        if len(text) > 10 and text[10] == " ":
+            text = f"{text[:10]}T{text[11:]}"
         try:
-            parsed = datetime.fromisoformat(value.strip())
+            parsed = datetime.fromisoformat(text) if "T" in text else None
         except ValueError:
             parsed = None
     utc = None
