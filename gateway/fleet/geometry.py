@@ -15,7 +15,6 @@ nearest border (a hole's border included: a point in a hole is outside).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -157,12 +156,28 @@ class Polygon:
 Shape = Circle | Polygon
 
 
-@functools.lru_cache(maxsize=4096)
+# The depths found, by the polygon's hash and the cap: numbers only, so that a process does not
+# keep every polygon it has seen (the rules are read again every 2 s, and edited).
+_DEPTHS: dict[tuple[int, float], float] = {}
+_DEPTHS_KEPT = 4096
+
+
 def _depth_m(polygon: Polygon, cap_m: float) -> float:
+    """`_search_depth`, once per shape, cap and process."""
+    key = (hash(polygon), cap_m)
+    depth = _DEPTHS.get(key)
+    if depth is None:
+        if len(_DEPTHS) >= _DEPTHS_KEPT:
+            _DEPTHS.clear()
+        depth = _DEPTHS[key] = _search_depth(polygon, cap_m)
+    return depth
+
+
+def _search_depth(polygon: Polygon, cap_m: float) -> float:
     """The depth of a polygon's deepest point, or `cap_m` once a point that deep is found:
     the middle of its bounding box first, then a grid over the box, then finer grids around
-    the deepest point found (a few hundred distances: at most a third of a second for the
-    largest polygon, once per shape, cap and process)."""
+    the deepest point found (a few hundred distances: at most a second for the largest
+    polygon)."""
     x0, y0, x1, y1 = polygon._box
     bx, by = (x0 + x1) / 2, (y0 + y1) / 2
     best = max(0.0, -polygon._signed_xy(bx, by))
