@@ -402,14 +402,14 @@ def rebaseline(
     With `max_speed_kmh`, a device odometer after a device odometer must be within what the
     vehicle could drive since (at that speed, plus `DEVICE_SLACK_KM`) of the count: one that
     is not (4,294,967 km, or 0, for one fix) is held as a suspect and changes nothing, unless
-    the next one agrees with it (the device's count really changed: a reset, another unit).
+    the next one agrees with it (the device's count really changed: another unit, ahead).
 
     A device odometer far below the count never re-baselines it (`is_behind`): a device is a
-    partner, whose odometer only moves the vehicle's forward
-    (SPEC §6). A tracker replaced by one counting from its own, lower value, or a device
-    reset to 0, would otherwise take the vehicle's odometer (and the plans counting on it)
-    back by its whole life; the count goes on by GPS distance, and the device's value
-    re-baselines it again once it is ahead. An admin's reading corrects it down."""
+    partner, whose odometer only moves the vehicle's forward (SPEC §6). A tracker replaced
+    by one counting from its own, lower value, or a device reset to 0, would otherwise take
+    the vehicle's odometer (and the plans counting on it) back by its whole life; the count
+    goes on by GPS distance, and the device's value re-baselines it again once it is ahead.
+    An admin's reading corrects it down."""
     if not may_rebaseline(state.baseline, source, at, odometer):
         return state, None
     if is_behind(state, km, source):
