@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from gateway.web.state import services_key
 from tests import tracks
@@ -450,7 +451,8 @@ async def test_a_time_with_a_lower_case_t_and_z_or_a_space_is_rfc_3339_too(
     client: Client,
 ) -> None:
     """RFC 3339 §5.6 lets "T" and "Z" be lower case, and the "T" be a space: such a time is
-    the same instant as its canonical spelling (a duplicate of it), not a 422."""
+    the same instant as its canonical spelling (a duplicate of it), not a 422; so too in a
+    track read's window and a recorded service's time."""
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "TIM3A01")
     t = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
@@ -471,3 +473,15 @@ async def test_a_time_with_a_lower_case_t_and_z_or_a_space_is_rfc_3339_too(
     for wrong in ("2026-12-03 21:00:00", "2026-12-03x21:00:00Z", "2026-12-0321:00:00Z"):
         status, answer = await hook(client, trigger, {**fix, "time": wrong})
         assert status == 422 and answer["errors"][0]["keyword"] == "format", (wrong, answer)
+    # the same spellings in a track read's window and a recorded service's time
+    since = quote(t.strftime("%Y-%m-%d %H:%M:%Sz"))
+    response = await client.get(
+        f"/api/v1/entities/vehicle/TIM3A01/positions?from={since}", headers=auth()
+    )
+    page = await response.json()
+    assert response.status == 200 and [i["time"] for i in page["items"]] == [canonical], page
+    service = {"km": 0, "at": t.strftime("%Y-%m-%dt%H:%M:%S-00:00")}
+    response = await client.post(
+        "/api/v1/entities/vehicle/TIM3A01/services", json=service, headers=auth()
+    )
+    assert response.status == 202, await response.text()
