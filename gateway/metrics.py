@@ -138,7 +138,8 @@ class Metrics:
         self.fold_readings = Counter(
             "gateway_fleet_readings_total",
             "Odometer readings the fold saw, by outcome: taken (re-baselined), stale (behind"
-            " the odometer, from a partner), outranked (a higher source re-baselined lately)",
+            " the odometer, from a partner), outranked (a higher source re-baselined lately),"
+            " device_behind (a device odometer far below the count: another unit, not taken)",
             ["outcome"],
             registry=r,
         )

@@ -289,3 +289,22 @@ def test_a_polygon_may_have_up_to_2000_positions() -> None:
     bigger = comb(500)
     with pytest.raises(InvalidPayload, match="at most 2000 positions"):
         polygon_from({"type": "Polygon", "coordinates": [bigger]})
+
+
+def test_a_fences_depth_is_its_radius_or_its_deepest_point() -> None:
+    """How deep a fence goes (`depth_m`) bounds how far inside a fix can be: a circle's radius;
+    a polygon's largest inscribed circle, a square of side 2·s deg → s deg, a thin strip
+    slanted across its bounding box → half its width, a ring around a hole → its corners."""
+    assert Circle(-23.5, -46.6, 20.0).depth_m == 20.0
+    half = 0.001
+    deep = polygon_from({"type": "Polygon", "coordinates": [square(-46.6, 0.0, half)]}).depth_m
+    assert deep == pytest.approx(half * M_PER_DEG_LAT, rel=0.02)
+    strip = [[-46.6, -23.5], [-46.59, -23.49], [-46.59, -23.4899], [-46.6, -23.4999]]
+    slanted = polygon_from({"type": "Polygon", "coordinates": [[*strip, strip[0]]]})
+    # the strip is 0.0001 deg of latitude high, slanted at 45 deg: ~7.9 m across
+    assert slanted.depth_m == pytest.approx(0.0001 * M_PER_DEG_LAT / math.sqrt(2) / 2, rel=0.1)
+    ringed = polygon_from(
+        {"type": "Polygon", "coordinates": [square(-46.6, 0.0, 2 * half), square(-46.6, 0.0, half)]}
+    )
+    # deepest in a corner of the ring, on the diagonal: (2 - √2)·s from both borders
+    assert ringed.depth_m == pytest.approx((2 - math.sqrt(2)) * half * M_PER_DEG_LAT, rel=0.05)

@@ -164,6 +164,20 @@ def test_a_device_odometer_that_agrees_rebaselines_silently() -> None:
     assert state.odometer_km == 1010.0
 
 
+def test_a_device_odometer_far_below_the_count_is_skipped_a_little_below_still_counts() -> None:
+    """A device behind the count by more than 1 km plus 5% of what the count grew since its
+    last re-baseline counts from another value (a replaced tracker): skipped. One that sends
+    its odometer once a day, 3 km below the 100 km GPS counted that day, takes it back."""
+    settings = OdometerSettings()
+    state, _ = rebaseline(VehicleState(), 150_000.0, "device", START, settings)
+    state = replace(state, odometer_km=150_100.0)  # a day's GPS distance
+    later = START + timedelta(hours=10)
+    kept, skipped = rebaseline(state, 150_093.9, "device", later, settings)
+    assert (kept, skipped) == (state, None)
+    taken, event = rebaseline(state, 150_097.0, "device", later, settings)
+    assert taken.odometer_km == 150_097.0 and event is not None and event.from_km == 150_100.0
+
+
 def fix(seconds: float, lat: float, lon: float, accuracy: float | None = None) -> TrackPoint:
     return TrackPoint(START + timedelta(seconds=seconds), lat, lon, accuracy)
 
@@ -262,7 +276,8 @@ def test_a_vehicle_carried_away_after_its_last_position_keeps_that_position_coun
 def test_a_device_odometer_glitch_for_one_fix_moves_nothing() -> None:
     """A device's odometer of 4,294,967 km (or 0) for one fix, among values a few metres
     apart: not a re-baseline (no event), and the next true value goes on as if it had never
-    come. The same value twice in a row is the device's count really changing (a reset)."""
+    come. The same value twice in a row is the device's count really changing: another unit
+    ahead of the count re-baselines it; a reset to 0 never takes the vehicle's odometer back."""
     settings = OdometerSettings()
     speed = QualitySettings().max_speed_kmh
     state, _ = rebaseline(VehicleState(), 1000.0, "device", START, settings)
@@ -277,7 +292,13 @@ def test_a_device_odometer_glitch_for_one_fix_moves_nothing() -> None:
     state, reset = rebaseline(
         state, 0.02, "device", at + timedelta(seconds=5), settings, max_speed_kmh=speed
     )
-    assert state.odometer_km == 0.02 and reset is not None and reset.from_km == 1000.3
+    assert state.odometer_km == 1000.3 and reset is None
+    at += timedelta(seconds=10)
+    state, _ = rebaseline(state, 2000.0, "device", at, settings, max_speed_kmh=speed)
+    state, unit = rebaseline(
+        state, 2000.02, "device", at + timedelta(seconds=5), settings, max_speed_kmh=speed
+    )
+    assert state.odometer_km == 2000.02 and unit is not None and unit.from_km == 1000.3
     assert VehicleState.from_doc(state.to_doc()) == state
 
 

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.partner_double import create_action, create_partner, create_subscript
 from tests.support import SECRET_KEY
 from tests.test_fleet_fold import fix_doc
 from tests.test_fleet_odometer import route_points
+from tests.tracks import destination
 
 Client = TestClient[Any, Any]
 VEHICLES = 6
@@ -166,3 +168,78 @@ async def test_a_killed_fold_loses_no_fold_and_doubles_no_event(
     per_fix = Counter((e["entity"]["id"], e["detail"]["t"]) for e in events)
     assert len(per_fix) == total and max(per_fix.values()) == 1
     assert await _count(client, "deliveries", {"event_type": "vehicle.position"}) == total
+
+
+@pytest.mark.timeout(300)
+async def test_a_fold_killed_among_1000_vehicles_loses_no_fold_and_doubles_no_event(
+    client: Client, mongodb_uri: str, tmp_path: Path
+) -> None:
+    """1,000 vehicles posting 4 fixes each through a position trigger (canonical fixes, HTTP),
+    two real fold processes, one SIGKILLed while it has folded past its checkpoint (under
+    steady input a checkpoint writes 50 vehicles a pass, so most states are in memory only):
+    every vehicle's odometer is its 1.2 km, one `vehicle.position` per fix delivered once, one
+    `vehicle.maintenance.due` per vehicle (a plan every km)."""
+    services = client.app[services_key]
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action = await create_action(client, partner["id"])
+    await create_subscription(client, action["id"], ("vehicle.position",))
+    await post(client, "/api/v1/maintenance-plans", {"name": "km", "every_km": 1})
+    trigger = await post(
+        client, "/api/v1/triggers", {"name": "t", "target": "positions", "methods": ["POST"]}
+    )
+    plates = [f"MN{'ABCDEFGHIJ'[n // 100]}0A{n % 100:02d}" for n in range(1000)]
+    for plate in plates:
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+    victim = await _start_folder(client, mongodb_uri, tmp_path, "victim")
+    survivor = await _start_folder(client, mongodb_uri, tmp_path, "survivor")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+
+    async def feed() -> None:
+        for k in range(4):  # 400 m every 20 s, each vehicle on its own road
+            body = []
+            for n, plate in enumerate(plates):
+                lat, lon = destination(-23.0 - n * 0.001, -46.6, 90, 400 * k)
+                t = (start + timedelta(seconds=20 * k)).isoformat()
+                body.append({"plate": plate, "time": t, "lat": lat, "lon": lon, "speed_kmh": 72})
+            for i in range(0, len(body), 100):
+                response = await client.post(
+                    f"/hooks/{trigger['id']}",
+                    json=body[i : i + 100],
+                    headers={"Authorization": f"Bearer {trigger['token']}"},
+                )
+                answer = await response.json()
+                assert response.status == 200 and answer["summary"]["stored"] == 100, answer
+            await asyncio.sleep(0.3)
+
+    feeder = asyncio.create_task(feed())
+    try:
+        await _until(
+            lambda: _count(client, "events", {"type": "vehicle.position"}), 120, "the first folds"
+        )
+        await _until(lambda: _shards_of(client, victim.pid), 30, "the victim's shards")
+        caught_mid_pass = await _kill_mid_pass(client, victim)
+        await feeder
+        last = await services.store.fleet.last_number()
+
+        async def all_folded() -> bool:
+            written = await services.store.fleet.checkpoints(range(16))
+            return min(written.values()) >= last
+
+        await _until(all_folded, 180, "the survivor to fold everything")
+    finally:
+        feeder.cancel()
+        for process in (victim, survivor):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 30)
+    print(f"\nvictim killed with folds not checkpointed: {caught_mid_pass}")
+    db = services.store.db
+    docs = await db["entities"].find({"tenant": "acme", "type": "vehicle"}).to_list(None)
+    assert Counter(round(d["data"]["odometer_km"], 3) for d in docs) == {1.2: 1000}
+    events = await db["events"].find({"type": "vehicle.position"}).to_list(None)
+    per_fix = Counter((e["entity"]["id"], e["detail"]["t"]) for e in events)
+    assert len(per_fix) == 4000 and max(per_fix.values()) == 1
+    assert await _count(client, "deliveries", {"event_type": "vehicle.position"}) == 4000
+    due = await db["events"].find({"type": "vehicle.maintenance.due"}).to_list(None)
+    assert sorted(Counter(e["entity"]["id"] for e in due).values()) == [1] * 1000
+    await db.client.drop_database(db.name)  # the session's server serves the tests after it

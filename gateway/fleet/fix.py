@@ -175,24 +175,35 @@ def _tracker_id(item: Mapping[str, Any], problems: list[FieldProblem]) -> str | 
     return _vehicle_text(item, "tracker_id", problems)
 
 
+def rfc3339(value: str) -> datetime | None:
+    """An RFC 3339 time with an offset, in UTC, or None: not such a time (none without an
+    offset), or one past the calendar once in UTC. RFC 3339 §5.6 lets "T" and "Z" be lower
+    case, and the "T" be a space; Python's ISO 8601 reader takes a little more."""
+    text = value.strip().upper()
+    if not 10 < len(text) <= 40:
+        return None
+    if text[10] == " ":
+        text = f"{text[:10]}T{text[11:]}"
+    try:
+        parsed = datetime.fromisoformat(text) if "T" in text else None
+        return None if parsed is None or parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time; or year 1 or 9999 past the calendar
+        return None
+
+
 def _time(value: Any, problems: list[FieldProblem]) -> datetime | None:
     if value is None:
         problems.append(FieldProblem("/time", "/time is required (RFC 3339)", "required"))
         return None
-    parsed: datetime | None = None
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str) and 10 < len(value) <= 40 and "T" in value.upper():
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            parsed = None
     utc = None
-    if parsed is not None and parsed.tzinfo is not None:
-        try:
-            utc = parsed.astimezone(UTC)
-        except OverflowError:  # year 1 or 9999 pushed past the calendar by its offset
-            utc = None
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            try:
+                utc = value.astimezone(UTC)
+            except OverflowError:  # year 1 or 9999 pushed past the calendar by its offset
+                utc = None
+    elif isinstance(value, str):
+        utc = rfc3339(value)
     if utc is None:
         message = "/time: an RFC 3339 timestamp with an offset, e.g. 2026-12-01T12:00:00Z"
         problems.append(FieldProblem("/time", message, "format"))

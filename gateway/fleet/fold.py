@@ -57,9 +57,9 @@ from gateway.events import OnRelayed, event_document
 from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
-from gateway.fleet.odometer import TrackPoint
+from gateway.fleet.odometer import TrackPoint, may_rebaseline
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
-from gateway.fleet.state import VehicleState, fold_fix, rebaseline
+from gateway.fleet.state import VehicleState, fold_fix, is_behind, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
@@ -918,6 +918,10 @@ class _VehicleRun:
     def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> None:
         settings = self._settings
         speed = settings.quality.max_speed_kmh if kind == "device" else None
+        if is_behind(self.state, km, kind) and may_rebaseline(
+            self.state.baseline, kind, at, settings.odometer
+        ):
+            self._pass.counts["readings", "device_behind"] += 1
         self.state, change = rebaseline(
             self.state, km, kind, at, settings.odometer, max_speed_kmh=speed
         )

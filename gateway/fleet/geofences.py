@@ -6,7 +6,9 @@ A fence's state for one vehicle is `FenceState`: `inside` (None until the first 
 
 - the first fix sets `inside` (by the sign of the distance) and emits nothing;
 - a fix is *clearly outside* when it is outside the border by more than `margin_m` plus the
-  fix's accuracy, *clearly inside* when it is inside by more than `margin_m`; anything in
+  fix's accuracy, *clearly inside* when it is inside by more than `margin_m`, or by more
+  than half the fence's depth (`Shape.depth_up_to_m`) when that is less: a fence whose deepest
+  point is no deeper than its margin (a 20 m circle, a narrow yard) is entered too; anything in
   between (the band along the border) changes nothing, so GPS noise along a border does not
   flap the state;
 - a clear fix on the other side switches the state at once (`dwell_s` = 0), or, with a
@@ -101,8 +103,10 @@ def step(
         return FenceState(inside=distance <= 0), None
     if distance > fence.margin_m + accuracy:
         seen: bool | None = False
-    elif distance < -fence.margin_m:
-        seen = True
+    elif distance < -fence.margin_m or (
+        distance < 0 and distance < -fence.shape.depth_up_to_m(2 * fence.margin_m) / 2
+    ):
+        seen = True  # (a fence too small for its margin: half its depth in)
     else:
         seen = None  # in the band along the border: no evidence either way
     if seen is None:

@@ -54,6 +54,15 @@ class Circle:
         """A cheap lower bound of how far outside the point is (here: exact)."""
         return self.signed_distance_m(lat, lon)
 
+    @property
+    def depth_m(self) -> float:
+        """How far inside its deepest point is: the radius."""
+        return self.radius_m
+
+    def depth_up_to_m(self, cap_m: float) -> float:
+        """`depth_m`, or `cap_m` if that is less."""
+        return min(self.radius_m, cap_m)
+
     def to_doc(self) -> dict[str, Any]:
         return {"lat": self.lat, "lon": self.lon, "radius_m": self.radius_m}
 
@@ -89,7 +98,20 @@ class Polygon:
         return dlon * self._kx, (lat - self._lat0) * math.radians(1) * EARTH_RADIUS_M
 
     def signed_distance_m(self, lat: float, lon: float) -> float:
-        px, py = self._project(lon, lat)
+        return self._signed_xy(*self._project(lon, lat))
+
+    @property
+    def depth_m(self) -> float:
+        """How far inside its deepest point is (the radius of the largest circle it holds),
+        to a few per cent: computed once per shape (`_depth_m`), when first asked."""
+        return _depth_m(self, math.inf)
+
+    def depth_up_to_m(self, cap_m: float) -> float:
+        """`depth_m`, or `cap_m` if that is less: the search stops at the first point that
+        deep (for most fences the first one tried, the middle of its bounding box)."""
+        return _depth_m(self, cap_m)
+
+    def _signed_xy(self, px: float, py: float) -> float:
         inside = False
         nearest2 = math.inf  # squared: one square root at the end
         for ax, ay, bx, by, x0, y0, x1, y1 in self._edges:
@@ -132,6 +154,48 @@ class Polygon:
 
 
 Shape = Circle | Polygon
+
+
+# The depths found, by the polygon's hash and the cap: numbers only, so that a process does not
+# keep every polygon it has seen (the rules are read again every 2 s, and edited).
+_DEPTHS: dict[tuple[int, float], float] = {}
+_DEPTHS_KEPT = 4096
+
+
+def _depth_m(polygon: Polygon, cap_m: float) -> float:
+    """`_search_depth`, once per shape, cap and process."""
+    key = (hash(polygon), cap_m)
+    depth = _DEPTHS.get(key)
+    if depth is None:
+        if len(_DEPTHS) >= _DEPTHS_KEPT:
+            _DEPTHS.clear()
+        depth = _DEPTHS[key] = _search_depth(polygon, cap_m)
+    return depth
+
+
+def _search_depth(polygon: Polygon, cap_m: float) -> float:
+    """The depth of a polygon's deepest point, or `cap_m` once a point that deep is found:
+    the middle of its bounding box first, then a grid over the box, then finer grids around
+    the deepest point found (a few hundred distances: at most a second for the largest
+    polygon)."""
+    x0, y0, x1, y1 = polygon._box
+    bx, by = (x0 + x1) / 2, (y0 + y1) / 2
+    best = max(0.0, -polygon._signed_xy(bx, by))
+    if best >= cap_m:
+        return cap_m
+    width, height = x1 - x0, y1 - y0
+    for n in (16, 8, 8, 8):
+        cx, cy = bx, by
+        for i, j in itertools.product(range(n), repeat=2):
+            px = cx - width / 2 + (i + 0.5) * width / n
+            py = cy - height / 2 + (j + 0.5) * height / n
+            depth = -polygon._signed_xy(px, py)
+            if depth >= cap_m:
+                return cap_m
+            if depth > best:
+                best, bx, by = depth, px, py
+        width, height = width * 2.5 / n, height * 2.5 / n
+    return best
 
 
 # ---------------------------------------------------------------- validation

@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.actions.body_check import BodyCheck
 from gateway.entities import EntityService
+from gateway.fleet.fix import rfc3339
 from gateway.store import Doc, Store
 from gateway.store.fleet_rules import RuleResources
 
@@ -66,14 +67,7 @@ def _time(check: BodyCheck, now: datetime) -> datetime:
     value = check.body.get("at")
     if value is None:
         return now
-    at = None
-    if isinstance(value, str) and 10 < len(value) <= 40 and "T" in value.upper():
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-            if parsed.tzinfo is not None:
-                at = parsed.astimezone(UTC)
-        except (ValueError, OverflowError):  # not a time; or year 1 pushed below by its offset
-            at = None
+    at = rfc3339(value) if isinstance(value, str) else None
     if at is None:
         check.add(
             "/at", "at is an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z", "format"

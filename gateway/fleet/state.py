@@ -31,6 +31,11 @@ RECENT = 32
 # How far a device odometer may stray from the count beyond what the vehicle could drive
 # since the last one (the GPS count between two device values is a little off).
 DEVICE_SLACK_KM = 1.0
+# How far below the count a device odometer may take it back, as a share of the distance the
+# count has grown since its last re-baseline (beyond `DEVICE_SLACK_KM`): the GPS count's error
+# over that distance (at most +3.1% on the tracks measured, docs/fleet.md). Farther below, the
+# device counts from another value (a replaced tracker, a reset): `is_behind`.
+DEVICE_BEHIND_SHARE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,8 +402,17 @@ def rebaseline(
     With `max_speed_kmh`, a device odometer after a device odometer must be within what the
     vehicle could drive since (at that speed, plus `DEVICE_SLACK_KM`) of the count: one that
     is not (4,294,967 km, or 0, for one fix) is held as a suspect and changes nothing, unless
-    the next one agrees with it (the device's count really changed: a reset, another unit)."""
+    the next one agrees with it (the device's count really changed: another unit, ahead).
+
+    A device odometer far below the count never re-baselines it (`is_behind`): a device is a
+    partner, whose odometer only moves the vehicle's forward (SPEC §6). A tracker replaced
+    by one counting from its own, lower value, or a device reset to 0, would otherwise take
+    the vehicle's odometer (and the plans counting on it) back by its whole life; the count
+    goes on by GPS distance, and the device's value re-baselines it again once it is ahead.
+    An admin's reading corrects it down."""
     if not may_rebaseline(state.baseline, source, at, odometer):
+        return state, None
+    if is_behind(state, km, source):
         return state, None
     current = state.baseline
     if max_speed_kmh is not None and source == "device" and current is not None:
@@ -417,6 +431,18 @@ def rebaseline(
         and abs(km - before) < odometer.event_km
     )
     return moved, None if quiet else Rebaselined(before, km, source, at)
+
+
+def is_behind(state: VehicleState, km: float, source: str) -> bool:
+    """Whether a device odometer is too far below the count to re-baseline it (`rebaseline`):
+    more than `DEVICE_SLACK_KM` plus `DEVICE_BEHIND_SHARE` of what the count has grown since
+    its last re-baseline. A device's coarse or lagging count a little behind the GPS count,
+    or one that sends its odometer once a day, 3% below what GPS counted that day, still
+    does."""
+    if source != "device":
+        return False
+    grown = 0.0 if state.baseline is None else max(0.0, state.odometer_km - state.baseline.km)
+    return km < state.odometer_km - DEVICE_SLACK_KM - DEVICE_BEHIND_SHARE * grown
 
 
 def _drivable(

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from gateway.errors import BadRequest
 from gateway.fleet.append import PositionAppender, Vehicle, utc_text
+from gateway.fleet.fix import rfc3339
 from gateway.paging import page_params
 from gateway.store import Doc, Store
 
@@ -85,12 +86,9 @@ def _time(query: Mapping[str, str], name: str) -> datetime | None:
     raw = query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        parsed = datetime.fromisoformat(raw.strip())
-        if parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # not a time; or year 1 or 9999 past the calendar
-        pass
+    parsed = rfc3339(raw)
+    if parsed is not None:
+        return parsed
     raise BadRequest(f"{name} must be an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z")
 
 
