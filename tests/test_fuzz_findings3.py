@@ -7,10 +7,14 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.partner_double import create_partner
+from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.ssrf import OutboundPolicy
+from tests.partner_double import Partner, create_partner, partner, post
 from tests.support import auth
+from tests.triggers_support import upload_mapping
 
 Client = TestClient[Any, Any]
+__all__ = ["partner"]  # the fixture
 
 
 def _draft(text: str) -> dict[str, Any]:
@@ -82,3 +86,87 @@ async def test_an_xml_body_jinja_itself_refuses_fails_the_call_naming_the_templa
         )
         assert invoked.status == 422, (template, await invoked.text())
         assert (await invoked.json())["errors"][0]["pointer"] == "/xml_body/template"
+
+
+_FRAMING = {"Host": "169.254.169.254", "Content-Length": "0", "Transfer-Encoding": "chunked"}
+
+
+async def test_a_mapping_cannot_set_the_headers_that_frame_or_route_the_request(
+    client: Client,
+) -> None:
+    """An outbound mapping's `Content-Length: 0` and `Transfer-Encoding: chunked` reached the
+    wire beside the real body (request smuggling on a connection shared by every tenant's
+    calls to that host), and `Host` chose another virtual host: refused, each by name."""
+    headers = "".join(f'  {name}: {{value: "{value}"}}\n' for name, value in _FRAMING.items())
+    text = f"name: framed\ndirection: outbound\nheaders:\n{headers}  X-Ok: {{value: a}}\n"
+    upload = await client.post(
+        "/api/v1/mappings",
+        data=text.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    assert upload.status == 422, await upload.text()
+    pointers = sorted(e["pointer"] for e in (await upload.json())["errors"])
+    assert pointers == ["/headers/Content-Length", "/headers/Host", "/headers/Transfer-Encoding"]
+    assert (await (await client.get("/api/v1/mappings", headers=auth())).json())["items"] == []
+
+
+async def test_a_partners_header_credential_cannot_be_a_framing_header(client: Client) -> None:
+    for name in ("Transfer-Encoding", "content-length", "Host", "Connection"):
+        response = await client.post(
+            "/api/v1/partners",
+            json={
+                "name": "erp",
+                "base_url": "http://127.0.0.1:9",
+                "auth": {"type": "header", "name": name, "value": "chunked"},
+            },
+            headers=auth(),
+        )
+        assert response.status == 422, (name, await response.text())
+        assert (await response.json())["errors"][0]["pointer"] == "/auth/name"
+
+
+async def test_a_schedules_cursor_cannot_go_in_a_framing_header(client: Client) -> None:
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    reader = await post(
+        client,
+        "/api/v1/actions",
+        {
+            "name": "read",
+            "partner_id": partner["id"],
+            "method": "GET",
+            "path": "/feed",
+            "mode": "proxy",
+            "read_only": True,
+        },
+    )
+    await upload_mapping(
+        client,
+        "name: feed\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields: {plate: placa}\n",
+    )
+    response = await client.post(
+        "/api/v1/schedules",
+        json={
+            "name": "poll",
+            "action_id": reader["id"],
+            "every": "1h",
+            "cursor": {"from": "next", "param": "header.Content-Length"},
+            "target": {"entity_type": "vehicle", "mapping": "feed"},
+        },
+        headers=auth(),
+    )
+    assert response.status == 422, await response.text()
+    assert (await response.json())["errors"][0]["pointer"] == "/cursor/param"
+
+
+async def test_the_sender_never_writes_a_framing_header_it_is_given(partner: Partner) -> None:
+    """Whatever was stored before these were refused: nothing reaches the partner."""
+    async with Sender(OutboundPolicy.from_entries(["127.0.0.1"])) as sender:
+        for name, value in _FRAMING.items():
+            outcome = await sender.send(
+                OutboundRequest("POST", partner.url + "/x", headers={name: value}, body=b"{}"),
+                partner_id="p",
+            )
+            assert (outcome.error, outcome.status) == ("blocked", None), name
+            assert name in (outcome.message or "")
+    assert partner.requests == []
