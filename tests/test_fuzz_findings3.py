@@ -11,7 +11,7 @@ from gateway.outbound.sender import OutboundRequest, Sender
 from gateway.outbound.ssrf import OutboundPolicy
 from tests.partner_double import Partner, create_partner, partner, post
 from tests.support import auth
-from tests.triggers_support import upload_mapping
+from tests.triggers_support import bearer, create_trigger, upload_mapping
 
 Client = TestClient[Any, Any]
 __all__ = ["partner"]  # the fixture
@@ -170,3 +170,28 @@ async def test_the_sender_never_writes_a_framing_header_it_is_given(partner: Par
             assert (outcome.error, outcome.status) == ("blocked", None), name
             assert name in (outcome.message or "")
     assert partner.requests == []
+
+
+async def test_a_partner_cannot_filter_by_a_field_its_trigger_does_not_expose(
+    client: Client,
+) -> None:
+    """A trigger exposing only `plate` still answered `?group=diretoria` and `?status=...`
+    with the vehicles that matched: the hidden group and status of each vehicle, one guess
+    at a time. A filter on a field outside `expose` is a 400 naming it; the natural key and
+    exposed fields still filter."""
+    for plate, group in (("ABC1D23", "diretoria"), ("XYZ9K87", "campo")):
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate, "group": group})
+    trigger = await create_trigger(client, expose=["plate", "status"])
+    url = f"/hooks/{trigger['id']}"
+    hidden = await client.get(url, params={"group": "diretoria"}, headers=bearer(trigger))
+    assert hidden.status == 400, await hidden.text()
+    assert "group" in (await hidden.json())["detail"]
+    by_key = await client.get(url, params={"plate": "ABC1D23"}, headers=bearer(trigger))
+    assert [v["plate"] for v in (await by_key.json())["items"]] == ["ABC1D23"]
+    exposed = await client.get(url, params={"status": "active"}, headers=bearer(trigger))
+    assert exposed.status == 200, await exposed.text()
+    everything = await create_trigger(client, name="all")
+    unrestricted = await client.get(
+        f"/hooks/{everything['id']}", params={"group": "campo"}, headers=bearer(everything)
+    )
+    assert [v["plate"] for v in (await unrestricted.json())["items"]] == ["XYZ9K87"]
