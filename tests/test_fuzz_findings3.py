@@ -195,3 +195,21 @@ async def test_a_partner_cannot_filter_by_a_field_its_trigger_does_not_expose(
         f"/hooks/{everything['id']}", params={"group": "campo"}, headers=bearer(everything)
     )
     assert [v["plate"] for v in (await unrestricted.json())["items"]] == ["XYZ9K87"]
+
+
+async def test_no_answer_may_be_sniffed_as_a_page(client: Client) -> None:
+    """Problems echo the caller's path (`"instance": "/x<script>..."`); only the admin UI's
+    pages said `nosniff`, so an old or lax browser could read an API answer as HTML."""
+    trigger = await create_trigger(client)
+    for path, headers in (
+        ("/nowhere<script>alert(1)</script>", {}),
+        ("/api/v1/triggers", auth()),
+        ("/api/v1/triggers?x=<script>", auth()),
+        (f"/hooks/{trigger['id']}", bearer(trigger)),
+        ("/hooks/x<b>", {}),
+        ("/openapi.json", {}),
+        ("/docs", {}),
+        ("/healthz", {}),
+    ):
+        response = await client.get(path, headers=headers)
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", path
