@@ -213,3 +213,15 @@ async def test_no_answer_may_be_sniffed_as_a_page(client: Client) -> None:
     ):
         response = await client.get(path, headers=headers)
         assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+
+
+async def test_an_empty_expose_list_exposes_the_id_alone(client: Client) -> None:
+    """`"expose": []` was read like no `expose` at all: every field of every entity went to a
+    partner whose admin had asked for none of them."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "renavam": "00639884962"})
+    trigger = await create_trigger(client, expose=[])
+    one = await client.get(f"/hooks/{trigger['id']}/ABC1D23", headers=bearer(trigger))
+    assert one.status == 200, await one.text()
+    assert list(await one.json()) == ["id"]
+    page = await client.get(f"/hooks/{trigger['id']}", headers=bearer(trigger))
+    assert [list(item) for item in (await page.json())["items"]] == [["id"]]
