@@ -3,6 +3,7 @@ finding, each refused or answered as documented, never a 500."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -225,3 +226,36 @@ async def test_an_empty_expose_list_exposes_the_id_alone(client: Client) -> None
     assert list(await one.json()) == ["id"]
     page = await client.get(f"/hooks/{trigger['id']}", headers=bearer(trigger))
     assert [list(item) for item in (await page.json())["items"]] == [["id"]]
+
+
+def _amplifying(name: str, field_spec: str, fields: int) -> str:
+    lines = "\n".join(f"  attributes.f{i}: '{field_spec}'" for i in range(fields))
+    return (
+        f"name: {name}\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        f"fields:\n  plate: placa\n{lines}\n"
+    )
+
+
+async def test_a_mapping_cannot_multiply_a_payload_into_gigabytes(client: Client) -> None:
+    """A 200 KB payload and a mapping naming it 150 times per field (`{k0: @, k1: @, ...}`),
+    20 fields, mapped to 600 MB: a viewer's dry run took 13 s and 1.7 GB, a partner's POST
+    12 s before the database refused the document. What one item maps to is bounded (about
+    1 MiB written as JSON): a 422 naming the limit, at once; copying the payload once is fine."""
+    payload = {"placa": "ABC1D23", "pad": "x" * 200_000}
+    multi = "{" + ",".join(f"k{i}:@" for i in range(150)) + "}"
+    for name, spec, fields in (("multi", multi, 20), ("many", "@", 60)):
+        started = time.monotonic()
+        response = await client.post(
+            "/api/v1/mappings/test",
+            json={"mapping": _amplifying(name, spec, fields), "payload": payload},
+            headers=auth(role="viewer"),
+        )
+        assert response.status == 422, (name, (await response.text())[:300])
+        problem = await response.json()
+        assert problem["errors"][0]["keyword"] == "limit", problem
+        assert "1,048,576" in problem["errors"][0]["message"], problem
+        assert time.monotonic() - started < 5
+    await upload_mapping(client, _amplifying("raw", "@", 1))
+    trigger = await create_trigger(client, mapping="raw")
+    response = await client.post(f"/hooks/{trigger['id']}", json=payload, headers=bearer(trigger))
+    assert response.status == 201, (await response.text())[:300]
