@@ -27,6 +27,7 @@ from jinja2.exceptions import SecurityError
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.notify.sandbox import (
+    RENDER_ERRORS,
     BoundedEnvironment,
     RenderLimit,
     bounded_text,
@@ -170,7 +171,7 @@ def _render(template: jinja2.Template, data: Mapping[str, Any]) -> bytes:
         raise _failed(f"xml_body: {exc}", "limit") from None
     except SecurityError as exc:
         raise _failed(f"xml_body: {exc}", "security") from None
-    except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+    except RENDER_ERRORS as exc:
         raise _failed(f"xml_body: {exc}", "render") from None
     declared = _DECLARED_ENCODING.match(text)
     if declared and declared.group(1).lower().replace("-", "") != "utf8":

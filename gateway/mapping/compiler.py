@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
+from gateway.formats.headers import is_reserved_header, reserved_message
 
 from .conditions import Condition
 from .expressions import Getter, Run
@@ -514,6 +515,8 @@ def _named(
                     f"{name!r} is not a valid {section} name",
                     "pattern",
                 )
+            elif section == "headers" and is_reserved_header(name):
+                specs.problems.add(f"/{section}{pointer(name)}", reserved_message(name), "reserved")
     return specs.table(raw, f"/{section}", 1, flat=True) or ()
 
 

@@ -28,6 +28,7 @@ from .limits import (
     MAX_DECODED_TEXT,
     MAX_EXPRESSION_DEPTH,
     MAX_EXPRESSION_LENGTH,
+    MAX_OUTPUT_CHARS,
     MAX_STEPS,
     MAX_STRING_LENGTH,
 )
@@ -63,6 +64,36 @@ def charge_size(value: Any, budget: int) -> int:
         elif isinstance(item, list):
             stack.extend(item)
     return budget
+
+
+def charge_output(run: Run, value: Any) -> None:
+    """Spend the run's output budget on a value a field maps to (a text, a list or an
+    object); raise once it is spent, having walked no further than the budget. What a table
+    built (`run.built`) was charged as it was built, and is not walked again."""
+    left = run.output
+    if type(value) is str:
+        left -= len(value)
+    else:
+        built = run.built
+        stack = [value]
+        while stack and left >= 0:
+            item = stack.pop()
+            if isinstance(item, str):
+                left -= len(item)
+            elif id(item) in built:
+                continue
+            elif isinstance(item, dict):
+                left -= 2
+                stack.extend(item)  # the keys
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                left -= 2
+                stack.extend(item)
+            else:
+                left -= 8
+    run.output = left
+    if left < 0:
+        raise _too_big("what this item maps to (characters, as JSON)", MAX_OUTPUT_CHARS)
 
 
 class _BoundedFunctions(jp_functions.Functions):
@@ -208,6 +239,10 @@ class Run(jp_visitor.TreeInterpreter):
         self._dict_cls = dict
         self.secrets: Mapping[str, Any] = secrets or {}
         self.steps = MAX_STEPS
+        self.output = MAX_OUTPUT_CHARS
+        # Objects and lists the tables built (by id, kept alive so no id is reused): already
+        # charged to `output`, skipped when a value holding them is charged.
+        self.built: dict[int, Any] = {}
         self.problems: list[FieldProblem] = []
         self.dropped = 0
         self.target = ""
@@ -252,14 +287,23 @@ class Run(jp_visitor.TreeInterpreter):
             self.charged.add(key)
         return document
 
+    def _charge_built(self, result: Any) -> None:
+        """`{a: @, b: @}` names a value again and again without copying it: what it will be
+        once written is charged here, where it multiplies."""
+        if result is not None:
+            charge_output(self, result)
+            self.built[id(result)] = result
+
     def visit_multi_select_list(self, node: Any, value: Any) -> list[Any] | None:
         result = super().visit_multi_select_list(node, value)
         self.steps = charge_size(result, self.steps)
+        self._charge_built(result)
         return result
 
     def visit_multi_select_dict(self, node: Any, value: Any) -> Any:
         result = super().visit_multi_select_dict(node, value)
         self.steps = charge_size(result, self.steps)
+        self._charge_built(result)
         return result
 
 

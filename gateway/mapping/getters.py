@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..clock import utcnow
-from .expressions import Getter, Run
+from .expressions import Getter, Run, charge_output
 from .limits import MAX_LIST_ITEMS
 from .model import EvalError
 from .params import unset
@@ -142,6 +142,7 @@ def each_table(items: Getter, table: Table, expression: str) -> Getter:
                 problem = run.problems[n]
                 where = _in_element(list_pointer, i, problem.pointer)
                 run.problems[n] = replace(problem, pointer=where)
+        run.built[id(result)] = result  # its objects were charged as evaluate built them
         return result
 
     return each
@@ -165,6 +166,7 @@ def each_item(items: Getter, item: Getter, expression: str) -> Getter:
                 error.pointer = _in_element(list_pointer, i, inner)
                 raise
             if value is not None:
+                charge_output(run, value)  # an item is no table: evaluate does not charge it
                 result.append(value)
         return result
 

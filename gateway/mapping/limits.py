@@ -30,6 +30,11 @@ MAX_NESTED_ITEM_FIELDS = 1_000_000
 outer element (1,000 items of an element with 100,000 fields would be gigabytes)."""
 MAX_STEPS = 100_000
 """Work for one item: JMESPath nodes visited, values built by multi-selects, `each` elements."""
+MAX_OUTPUT_CHARS = 1024 * 1024
+"""Size of what one item maps to (its fields or a request's body), roughly in characters as
+JSON: strings by their length, containers and other values a few each, a value counted again
+wherever it is used (`{a: @, b: @}` is twice the payload). Without it a 200 KB payload and a
+mapping that names it many times built gigabytes to validate, store or send."""
 MAX_STRING_LENGTH = 65_536
 """Characters of a string built by a template, `pad`, `join()` or `to_string()`."""
 MAX_DECODED_TEXT = 1024 * 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..errors import FieldProblem
-from .expressions import Getter, Run
+from .expressions import Getter, Run, charge_output
 from .limits import MAX_PROBLEMS
 from .model import EvalError, LimitExceeded
 from .paths import source_pointer
@@ -76,6 +76,9 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
             run.target = prefix + target
         try:
             value = get(root, run)
+            kind = type(value)
+            if kind is dict or kind is list:  # a text is counted where it can multiply
+                charge_output(run, value)
         except EvalError as error:
             if not error.recorded:
                 record(run, error, prefix + target)
@@ -85,4 +88,5 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
             continue
         if value is not None:
             document[key] = value
+    run.built[id(document)] = document  # charged, field by field
     return document

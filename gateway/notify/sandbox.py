@@ -29,6 +29,7 @@ from functools import wraps
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
+import jinja2
 import orjson
 from jinja2 import ChainableUndefined, Environment, Undefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
@@ -72,6 +73,20 @@ _MAX_BITS = 4096
 _WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice", "truncate"})
 _DROPPED_FILTERS = ("format", "random", "filesizeformat", "xmlattr")
 _STANDALONE = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+
+
+RENDER_ERRORS: tuple[type[Exception], ...] = (
+    jinja2.TemplateError,
+    ArithmeticError,
+    LookupError,
+    TypeError,
+    ValueError,
+    # Jinja's own code raises these on bad arguments: `cycler()` without items is a
+    # RuntimeError, `truncate(-1)` an AssertionError (RecursionError is `budget()`'s).
+    AssertionError,
+    RuntimeError,
+)
+"""What a template's own mistakes raise while it renders: a render failure, never a 500."""
 
 
 class RenderLimit(Exception):
@@ -331,7 +346,18 @@ def bounded_text(chunks: Iterator[str]) -> str:
         if size > MAX_OUTPUT_CHARS:
             raise RenderLimit(f"the output exceeds {MAX_OUTPUT_CHARS:,} characters")
         out.append(chunk)
-    return "".join(out)
+    return _valid_text("".join(out))
+
+
+def _valid_text(text: str) -> str:
+    """`text` as UTF-8 can carry it: a template's `'\\ud83d\\ude00'` is one character (the pair
+    joined), a lone surrogate (`'\\ud800'`) U+FFFD. Either one made the answer, the e-mail or
+    the XML body fail to encode: a 500 on preview and save, a send that could never succeed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def refusals(tree: nodes.Template, *, escaping: bool = False) -> list[tuple[int, str]]:

@@ -27,6 +27,7 @@ from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.formats import FILTERS
 from gateway.notify.sandbox import (
     MAX_SECONDS,
+    RENDER_ERRORS,
     BoundedEnvironment,
     RenderLimit,
     bounded_text,
@@ -198,7 +199,7 @@ def _render_part(
         raise _failed(exc, at, "limit") from None
     except SecurityError as exc:
         raise _failed(exc, at, "security") from None
-    except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+    except RENDER_ERRORS as exc:
         raise _failed(exc, at, "render") from None
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError
+from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.outbound.verdict import ErrorKind
 
 
@@ -362,6 +363,8 @@ def _bearer(f: _Fields) -> Applied:
 
 def _header(f: _Fields) -> Applied:
     name, value = f.name("name"), f.text("value")
+    if is_reserved_header(name):
+        f.problems.append(FieldProblem("/auth/name", reserved_message(name), "reserved"))
     f.done()
     return Applied(headers={name: value})
 

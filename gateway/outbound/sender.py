@@ -26,6 +26,7 @@ from gateway.auth.webhook_signature import signed_headers as signed_headers
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
 from gateway.formats.charsets import utf8_json
+from gateway.formats.headers import reserved_in, reserved_message
 from gateway.outbound.breaker import BreakerState, PartnerGuard
 from gateway.outbound.partner_auth import (
     NO_AUTH,
@@ -232,6 +233,10 @@ class Sender:
         started = time.perf_counter()
         try:
             url = self._policy.check_url(request.url)
+            headers = {**request.headers, **applied.headers}
+            if reserved := reserved_in(headers):
+                # Saved configurations are refused these; this holds for any stored before.
+                raise OutboundBlocked(reserved_message(reserved[0]))
             if request.query or applied.query:
                 url = url.extend_query([*request.query, *applied.query])
             timeout = aiohttp.ClientTimeout(
@@ -240,7 +245,7 @@ class Sender:
             async with self._session.request(
                 request.method,
                 url,
-                headers={**request.headers, **applied.headers},
+                headers=headers,
                 data=_with_members(request.body, applied.body_members),
                 allow_redirects=False,
                 timeout=timeout,

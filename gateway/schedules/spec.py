@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from gateway.errors import FieldProblem
+from gateway.formats.headers import is_reserved_header, reserved_message
 from gateway.mapping.expressions import compile_expression
 from gateway.schedules.timing import parse_every
 from gateway.store import Doc
@@ -145,6 +146,8 @@ def _cursor(check: _Check, value: Any) -> Doc | None:
             'param is where the cursor goes: "query.NAME", "header.NAME" or "body.a.b"',
             "pattern",
         )
+    elif param.startswith("header.") and is_reserved_header(param.removeprefix("header.")):
+        check.add("/cursor/param", reserved_message(param.removeprefix("header.")), "reserved")
     initial = cursor.get("initial")
     if initial is not None and (isinstance(initial, bool) or not isinstance(initial, _SCALARS)):
         check.add("/cursor/initial", "initial is a string or a number", "type")

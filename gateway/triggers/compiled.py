@@ -81,7 +81,8 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         response_mapping=doc.get("response_mapping"),
         params=doc.get("params") or {},
         schema=compile_schema(orjson.loads(schema_text)) if schema_text else None,
-        expose=tuple(doc["expose"]) if doc.get("expose") else None,
+        # `[]` exposes the id alone; only a missing or null `expose` exposes every field.
+        expose=tuple(doc["expose"]) if doc.get("expose") is not None else None,
         max_body_bytes=doc["max_body_bytes"],
         max_batch_items=doc["max_batch_items"],
         rate=(float(rate["per_second"]), int(rate.get("burst") or 1)) if rate else None,

@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.entities import EntityService, public
-from gateway.errors import GatewayError, InvalidPayload, NotFound
+from gateway.errors import BadRequest, GatewayError, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
 from gateway.paging import page, page_params
+from gateway.schemas.registry import reference_field
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
 
@@ -56,6 +57,8 @@ class Reader:
         limit, cursor = page_params(query)
         ignore = (trigger.token_param,) if trigger.token_param else ()
         filters = self._entities.filters(trigger.entity_type, query, ignore=ignore)
+        if trigger.expose is not None:
+            _check_exposed(trigger.entity_type, filters, trigger.expose)
         if trigger.kind is not None:
             filters["kind"] = trigger.kind
         return limit, cursor, filters
@@ -81,6 +84,24 @@ class Reader:
         except InvalidPayload as exc:
             raise GatewayError(f"this trigger's response mapping failed: {exc.detail}") from None
         return {} if body is None else body
+
+
+def _check_exposed(etype: str, filters: Mapping[str, str], expose: Sequence[str]) -> None:
+    """A filter is a question about the field it names: on a field the trigger does not
+    expose, which entities answer would tell the partner its value (`?group=diretoria`,
+    `?status=inactive` one value at a time). The natural key is the lookup key
+    (`/hooks/{id}/{key}`), a filter whatever `expose` says."""
+    hidden = sorted(
+        name
+        for name in filters
+        if name != reference_field(etype)
+        and not any(path == name or path.startswith(name + ".") for path in expose)
+    )
+    if hidden:
+        raise BadRequest(
+            f"cannot filter by {', '.join(hidden)}: this trigger does not expose "
+            f"{'it' if len(hidden) == 1 else 'them'}"
+        )
 
 
 def pick(document: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:

@@ -51,6 +51,9 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics.child(metrics.http_requests, route, request.method, status_class).inc()
     metrics.child(metrics.http_latency, route, request.method).observe(elapsed)
     response.headers["X-Request-ID"] = request_id
+    # Problems echo what the caller sent (`instance` is the path, `<script>` included): no
+    # browser may read a JSON or XML answer as a page.
+    response.headers["X-Content-Type-Options"] = "nosniff"
     if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
         log.log(
             logging.WARNING if response.status >= 500 else logging.DEBUG,
