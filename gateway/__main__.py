@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the HTTP server and the workers")
     serve.add_argument("--host", help="interface to listen on (default: GATEWAY_HOST)")
-    serve.add_argument("--port", type=int, help="port (default: GATEWAY_PORT)")
+    serve.add_argument("--port", type=_port, help="port (default: GATEWAY_PORT)")
     serve.add_argument(
         "--workers",
         type=_positive,
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="load the demo tenant, then serve")
     demo.add_argument("--host")
-    demo.add_argument("--port", type=int)
+    demo.add_argument("--port", type=_port)
     demo.add_argument("--tenant", default="demo")
 
     partners = commands.add_parser(
@@ -61,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the demo's partners and an SMTP server that print what they get",
     )
     partners.add_argument("--host", default="127.0.0.1")
-    partners.add_argument("--port", type=int, default=8090)
-    partners.add_argument("--smtp-port", type=int, default=8025)
+    partners.add_argument("--port", type=_port, default=8090)
+    partners.add_argument("--smtp-port", type=_port, default=8025)
 
     token = commands.add_parser("admin-token", help="print an admin API token")
     token.add_argument("--tenant", required=True)
@@ -71,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default="cli")
 
     mapping = commands.add_parser("mapping", help="check mapping files")
-    mapping_commands = mapping.add_subparsers(dest="mapping_command", required=True)
+    mapping_commands = mapping.add_subparsers(
+        dest="mapping_command", required=True, metavar="COMMAND"
+    )
     validate = mapping_commands.add_parser("validate", help="compile a mapping file")
     validate.add_argument("file")
     test = mapping_commands.add_parser("test", help="run a mapping file on a sample payload")
@@ -91,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     trigger = commands.add_parser("trigger", help="create or list triggers")
-    trigger_commands = trigger.add_subparsers(dest="trigger_command", required=True)
+    trigger_commands = trigger.add_subparsers(
+        dest="trigger_command", required=True, metavar="COMMAND"
+    )
     create = trigger_commands.add_parser("create", help="create a trigger; prints url and token")
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", required=True)
@@ -125,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     reseal.add_argument("--dry-run", action="store_true", help="count, change nothing")
 
     ui_user = commands.add_parser("ui-user", help="manage admin UI users")
-    ui_user_commands = ui_user.add_subparsers(dest="ui_user_command", required=True)
+    ui_user_commands = ui_user.add_subparsers(
+        dest="ui_user_command", required=True, metavar="COMMAND"
+    )
     user_commands = {
         "create": "create a user; the password is read from stdin (or asked for)",
         "list": "list a tenant's users",
@@ -146,9 +152,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    value = int(text) if text.isdigit() else 0
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1, not {text!r}")
     return value
 
 

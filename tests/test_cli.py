@@ -13,7 +13,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway import __version__
+from gateway.__main__ import _parser
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
 from gateway.config import Settings
@@ -293,3 +296,45 @@ def _read_until(stream: Any, text: str) -> str:
         if text in line:
             break
     return "".join(lines)
+
+
+def test_a_port_out_of_range_is_a_usage_error_of_every_command_that_listens(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`serve --port 99999` used to start, say it listened on 99999, and listen on 34463
+    (the port modulo 65536) instead; -5 failed with a traceback once the database was up."""
+    for argv in (
+        ["serve", "--port", "99999"],
+        ["serve", "--port", "-5"],
+        ["demo", "--port", "65536"],
+        ["demo-partners", "--port", "99999"],
+        ["demo-partners", "--smtp-port", "x"],
+        ["worker", "--port", "70000"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            _parser().parse_args(argv)
+        assert exit_.value.code == 2, argv
+        assert f"not a port: '{argv[-1]}'" in capsys.readouterr().err, argv
+    assert _parser().parse_args(["serve", "--port", "0"]).port == 0
+    assert _parser().parse_args(["demo-partners", "--smtp-port", "8025"]).smtp_port == 8025
+
+
+def test_a_count_that_is_not_a_whole_number_is_named_in_the_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["serve", "--workers", "x"], ["cleanup", "--days", "0"]):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(argv)
+        err = capsys.readouterr().err
+        assert f"must be a whole number, at least 1, not '{argv[-1]}'" in err, err
+        assert "_positive" not in err
+
+
+def test_a_group_of_commands_without_its_command_names_what_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for group in ("mapping", "trigger", "ui-user"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args([group])
+        err = capsys.readouterr().err
+        assert "the following arguments are required: COMMAND" in err, err
