@@ -19,7 +19,7 @@ from gateway import __version__
 from gateway.__main__ import _parser
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
 from gateway.services import Services
 from tests.processes import Gateway
@@ -338,3 +338,18 @@ def test_a_group_of_commands_without_its_command_names_what_is_missing(
             _parser().parse_args([group])
         err = capsys.readouterr().err
         assert "the following arguments are required: COMMAND" in err, err
+
+
+def test_a_mongodb_uri_that_is_not_a_connection_string_is_a_configuration_error() -> None:
+    """The driver took `db.example.com:27017` or `mongodb:/db` as a host name: the gateway
+    started, waited 5 s on it and served 503s, never saying that the setting was wrong."""
+    secret = "s3cret-in-the-uri"
+    for uri in ("db.example.com:27017", f"mongodb:/rabbot:{secret}@db", "https://db.example.com"):
+        with pytest.raises(ConfigError) as refused:
+            Settings.from_env({"MONGODB_URI": uri})
+        assert str(refused.value) == "MONGODB_URI must start with mongodb:// or mongodb+srv://"
+    result = _run("admin-token", "--tenant", "acme", env={"MONGODB_URI": f"mongo://u:{secret}@h"})
+    assert result.returncode == 2
+    assert "configuration error: MONGODB_URI" in result.stderr and secret not in result.stderr
+    for uri in ("mongodb://u:p@db1,db2/?replicaSet=rs0", "mongodb+srv://cluster0.example.net"):
+        assert Settings.from_env({"MONGODB_URI": uri}).mongodb_uri == uri
