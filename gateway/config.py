@@ -204,7 +204,8 @@ class _Env:
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
         if value < low or (high is not None and value > high):
-            raise ConfigError(f"{name} must be between {low} and {high or 'any'}, got {value}")
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{name} must be {bounds}, got {value}")
         return value
 
     def flag(self, name: str, default: bool) -> bool:

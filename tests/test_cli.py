@@ -353,3 +353,13 @@ def test_a_mongodb_uri_that_is_not_a_connection_string_is_a_configuration_error(
     assert "configuration error: MONGODB_URI" in result.stderr and secret not in result.stderr
     for uri in ("mongodb://u:p@db1,db2/?replicaSet=rs0", "mongodb+srv://cluster0.example.net"):
         assert Settings.from_env({"MONGODB_URI": uri}).mongodb_uri == uri
+
+
+def test_a_number_below_its_floor_names_the_floor_alone() -> None:
+    """A setting with no ceiling said `must be between 100 and any, got 5`."""
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"GATEWAY_DB_TIMEOUT_MS": "5"})
+    assert str(refused.value) == "GATEWAY_DB_TIMEOUT_MS must be at least 100, got 5"
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"GATEWAY_PORT": "70000"})
+    assert str(refused.value) == "GATEWAY_PORT must be between 0 and 65535, got 70000"
