@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -363,3 +364,22 @@ def test_a_number_below_its_floor_names_the_floor_alone() -> None:
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({"GATEWAY_PORT": "70000"})
     assert str(refused.value) == "GATEWAY_PORT must be between 0 and 65535, got 70000"
+
+
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    """`gateway demo --help` listed `--host HOST --port PORT --tenant TENANT` and nothing else;
+    so did demo-partners' and admin-token's options."""
+
+    def bare(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += bare(sub, f"{path} {name}")
+            elif action.option_strings and not action.help:
+                found.append(f"{path} {action.option_strings[-1]}")
+        return found
+
+    assert bare(_parser(), "gateway") == []
+    epilog = _parser().format_help()
+    assert "Settings come from the environment" in epilog and "docs/operations.md" in epilog
