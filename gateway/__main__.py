@@ -179,9 +179,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}")
+    value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1, not {text!r}")
+        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
