@@ -17,12 +17,18 @@ from gateway.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="Rabbot webhook gateway")
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Rabbot webhook gateway",
+        epilog="Settings come from the environment (MONGODB_URI, GATEWAY_SECRET_KEY, "
+        "GATEWAY_DATA_DIR, GATEWAY_PORT, ...): docs/operations.md, Configuration. "
+        "`gateway COMMAND --help` for a command's options.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP server and the workers")
     serve.add_argument("--host", help="interface to listen on (default: GATEWAY_HOST)")
-    serve.add_argument("--port", type=int, help="port (default: GATEWAY_PORT)")
+    serve.add_argument("--port", type=_port, help="port (default: GATEWAY_PORT)")
     serve.add_argument(
         "--workers",
         type=_positive,
@@ -52,26 +58,37 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser("demo", help="load the demo tenant, then serve")
-    demo.add_argument("--host")
-    demo.add_argument("--port", type=int)
-    demo.add_argument("--tenant", default="demo")
+    demo.add_argument("--host", help="interface to listen on (default: GATEWAY_HOST)")
+    demo.add_argument("--port", type=_port, help="port (default: GATEWAY_PORT)")
+    demo.add_argument("--tenant", default="demo", help="the demo tenant's name (demo)")
 
     partners = commands.add_parser(
         "demo-partners",
         help="serve the demo's partners and an SMTP server that print what they get",
     )
-    partners.add_argument("--host", default="127.0.0.1")
-    partners.add_argument("--port", type=int, default=8090)
-    partners.add_argument("--smtp-port", type=int, default=8025)
+    partners.add_argument("--host", default="127.0.0.1", help="interface (127.0.0.1)")
+    partners.add_argument(
+        "--port", type=_port, default=8090, help="HTTP port of the partners (8090)"
+    )
+    partners.add_argument(
+        "--smtp-port", type=_port, default=8025, help="port of the SMTP server (8025)"
+    )
 
     token = commands.add_parser("admin-token", help="print an admin API token")
-    token.add_argument("--tenant", required=True)
-    token.add_argument("--role", choices=("admin", "viewer"), default="admin")
-    token.add_argument("--ttl", default="30d", help="lifetime: 3600s, 15m, 12h, 30d, 2w")
-    token.add_argument("--subject", default="cli")
+    token.add_argument("--tenant", required=True, help="1-100 letters, digits, _.-")
+    token.add_argument(
+        "--role",
+        choices=("admin", "viewer"),
+        default="admin",
+        help="viewer reads and dry-runs only (admin)",
+    )
+    token.add_argument("--ttl", default="30d", help="lifetime: 3600s, 15m, 12h, 30d, 2w (30d)")
+    token.add_argument("--subject", default="cli", help="who the token is for (cli)")
 
     mapping = commands.add_parser("mapping", help="check mapping files")
-    mapping_commands = mapping.add_subparsers(dest="mapping_command", required=True)
+    mapping_commands = mapping.add_subparsers(
+        dest="mapping_command", required=True, metavar="COMMAND"
+    )
     validate = mapping_commands.add_parser("validate", help="compile a mapping file")
     validate.add_argument("file")
     test = mapping_commands.add_parser("test", help="run a mapping file on a sample payload")
@@ -91,10 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     trigger = commands.add_parser("trigger", help="create or list triggers")
-    trigger_commands = trigger.add_subparsers(dest="trigger_command", required=True)
+    trigger_commands = trigger.add_subparsers(
+        dest="trigger_command", required=True, metavar="COMMAND"
+    )
     create = trigger_commands.add_parser("create", help="create a trigger; prints url and token")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--name", required=True)
+    create.add_argument("--tenant", required=True, help="the tenant the trigger belongs to")
+    create.add_argument("--name", required=True, help="unique within the tenant")
     create.add_argument("--entity-type", help="required unless --target positions")
     create.add_argument(
         "--target",
@@ -106,10 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--mapping", help="inbound mapping name")
     create.add_argument("--response-mapping", help="outbound mapping shaping GET answers")
     create.add_argument("--methods", default="POST", help="comma-separated: GET,POST")
-    create.add_argument("--format", choices=("json", "form", "xml"), default="json")
+    create.add_argument(
+        "--format",
+        choices=("json", "form", "xml"),
+        default="json",
+        help="the partner's body: JSON, a form or query string, XML/SOAP (json)",
+    )
     create.add_argument("--token-in-query", help="query parameter that may carry the token")
     listing = trigger_commands.add_parser("list", help="list a tenant's triggers")
-    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--tenant", required=True, help="whose triggers")
 
     cleanup = commands.add_parser(
         "cleanup",
@@ -125,7 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     reseal.add_argument("--dry-run", action="store_true", help="count, change nothing")
 
     ui_user = commands.add_parser("ui-user", help="manage admin UI users")
-    ui_user_commands = ui_user.add_subparsers(dest="ui_user_command", required=True)
+    ui_user_commands = ui_user.add_subparsers(
+        dest="ui_user_command", required=True, metavar="COMMAND"
+    )
     user_commands = {
         "create": "create a user; the password is read from stdin (or asked for)",
         "list": "list a tenant's users",
@@ -135,17 +161,26 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, text in user_commands.items():
         user_command = ui_user_commands.add_parser(name, help=text)
-        user_command.add_argument("--tenant", required=True)
+        user_command.add_argument("--tenant", required=True, help="the user's tenant")
         if name != "list":
-            user_command.add_argument("--email", required=True)
+            user_command.add_argument("--email", required=True, help="the user's login")
         if name == "create":
-            user_command.add_argument("--role", choices=("admin", "viewer"), default="admin")
+            user_command.add_argument(
+                "--role",
+                choices=("admin", "viewer"),
+                default="admin",
+                help="viewer reads and dry-runs only (admin)",
+            )
         if name == "set-role":
-            user_command.add_argument("--role", choices=("admin", "viewer"), required=True)
+            user_command.add_argument(
+                "--role", choices=("admin", "viewer"), required=True, help="the new role"
+            )
     return parser
 
 
 def _positive(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}")
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")

@@ -441,7 +441,10 @@ def _on_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -
     except GatewayError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         for problem in getattr(exc, "problems", ()):
-            print(f"  {problem.pointer or '/'}: {problem.message}", file=sys.stderr)
+            where = f"{problem.pointer or '/'}: "
+            # Most messages name their pointer already (`/mapping: no mapping 'osmand'`).
+            said = problem.message if problem.message.startswith(where) else where + problem.message
+            print(f"  {said}", file=sys.stderr)
         return None
 
 

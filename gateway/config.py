@@ -137,7 +137,7 @@ class Settings:
             # with a tenant and a role claim would be an admin token here.
             raise ConfigError("GATEWAY_ADMIN_JWT_AUDIENCE must be set with GATEWAY_ADMIN_JWKS_URL")
         settings = cls(
-            mongodb_uri=env.text("MONGODB_URI"),
+            mongodb_uri=env.mongodb_uri("MONGODB_URI"),
             host=env.text("GATEWAY_HOST") or "127.0.0.1",
             port=env.integer("GATEWAY_PORT", 8080, low=0, high=65535),
             worker_port=env.integer("GATEWAY_WORKER_PORT", 0, low=0, high=65535),
@@ -204,7 +204,8 @@ class _Env:
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
         if value < low or (high is not None and value > high):
-            raise ConfigError(f"{name} must be between {low} and {high or 'any'}, got {value}")
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{name} must be {bounds}, got {value}")
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -267,6 +268,15 @@ class _Env:
         if raw.isdecimal() and int(raw) >= 1:
             return int(raw)
         raise ConfigError(f"{name} must be majority or a number of members, got {raw!r}")
+
+    def mongodb_uri(self, name: str) -> str | None:
+        """A MongoDB connection string. The driver would take `db.example.com` or a typo such
+        as `mongodb:/db` as a host name and wait for it on every start; the message does not
+        show the value (it may carry a password)."""
+        raw = self.text(name)
+        if raw is not None and not raw.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError(f"{name} must start with mongodb:// or mongodb+srv://")
+        return raw
 
     def url(self, name: str) -> str | None:
         raw = self.text(name)

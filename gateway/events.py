@@ -25,6 +25,18 @@ from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store
 
+TYPE_FAMILIES = frozenset({"entity", "vehicle", "fine", "checklist"})
+"""The event families `gateway_events_relayed_total` names: the gateway's own (`entity.*`,
+the fleet's `vehicle.*`) and those of its shipped mappings (`fine.*`, `checklist.*`). A
+mapping's custom type (`emit: [acme.thing]`) counts as `custom`: a label value a tenant
+chose would make the series as many as the types tenants invent."""
+
+
+def type_family(event_type: str) -> str:
+    family = event_type.split(".", 1)[0]
+    return family if family in TYPE_FAMILIES else "custom"
+
+
 log = logging.getLogger(__name__)
 
 # Called with each batch of relayed events before their outboxes are drained (the delivery
@@ -187,7 +199,7 @@ class EventRelay(ShardedJob):
         await self._on_relayed(events)
         await self._store.entities.drain_outboxes(drained)
         for event in events:
-            self._metrics.events_relayed.labels(event["type"].split(".")[0]).inc()
+            self._metrics.events_relayed.labels(type_family(event["type"])).inc()
             self._metrics.relay_lag.observe((now - event["occurred_at"]).total_seconds())
         return len(events) or len(drained)
 

@@ -48,3 +48,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # aiosmtpd (`gateway demo-partners`' SMTP server) logs every SMTP command at INFO.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # PyMongo logs every command it sends (with the documents: names, CPFs, password
+    # hashes), every connection checkout and server selection at DEBUG: thousands of lines a
+    # minute on an idle gateway. GATEWAY_LOG_LEVEL=DEBUG is for the gateway's own lines.
+    logging.getLogger("pymongo").setLevel(max(logging.INFO, root.level))

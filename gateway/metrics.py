@@ -156,7 +156,7 @@ class Metrics:
         )
         self.database_up = Gauge(
             "gateway_database_up",
-            "1 when the last database ping succeeded",
+            "1 while the database is known up (and /readyz's last ping passed)",
             registry=r,
             multiprocess_mode="livemin",
         )

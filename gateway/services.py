@@ -145,6 +145,9 @@ async def open_services(
         open_store(settings, mongodb_uri or settings.mongodb_uri, attach=attach) as store,
         Sender(policy) as sender,
     ):
+        # 1 while the process knows its database up, whether or not /readyz is asked (under
+        # `--workers N` the scrape shows the lowest of the processes' values).
+        store.health.watch(lambda up: metrics.database_up.set(1 if up else 0))
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
         jobs = _start_jobs(services)
         try:

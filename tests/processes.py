@@ -79,7 +79,14 @@ class Gateway:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
-        wait_until(self.ready, timeout, f"gateway on port {self.port} to be ready")
+        try:
+            wait_until(self.ready, timeout, f"gateway on port {self.port} to be ready")
+        except BaseException:
+            # Not ready in time (a loaded machine): stopped here, as no test's `finally` will.
+            # Left running, each such gateway (under --workers N, its children and database
+            # too) served on for good after the test run ended.
+            self.stop()
+            raise
         return self
 
     def ready(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -13,10 +14,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway import __version__
+from gateway.__main__ import _parser
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
 from gateway.services import Services
 from tests.processes import Gateway
@@ -293,3 +297,92 @@ def _read_until(stream: Any, text: str) -> str:
         if text in line:
             break
     return "".join(lines)
+
+
+def test_a_port_out_of_range_is_a_usage_error_of_every_command_that_listens(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`serve --port 99999` used to start, say it listened on 99999, and listen on 34463
+    (the port modulo 65536) instead; -5 failed with a traceback once the database was up."""
+    for argv in (
+        ["serve", "--port", "99999"],
+        ["serve", "--port", "-5"],
+        ["demo", "--port", "65536"],
+        ["demo-partners", "--port", "99999"],
+        ["demo-partners", "--smtp-port", "x"],
+        ["worker", "--port", "70000"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            _parser().parse_args(argv)
+        assert exit_.value.code == 2, argv
+        assert f"not a port: '{argv[-1]}'" in capsys.readouterr().err, argv
+    assert _parser().parse_args(["serve", "--port", "0"]).port == 0
+    assert _parser().parse_args(["demo-partners", "--smtp-port", "8025"]).smtp_port == 8025
+
+
+def test_a_count_that_is_not_a_whole_number_is_named_in_the_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv, said in (
+        (["serve", "--workers", "x"], "must be a whole number, not 'x'"),
+        (["cleanup", "--days", "1.5"], "must be a whole number, not '1.5'"),
+        (["cleanup", "--days", "0"], "must be at least 1"),
+    ):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(argv)
+        err = capsys.readouterr().err
+        assert said in err and "_positive" not in err, err
+
+
+def test_a_group_of_commands_without_its_command_names_what_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for group in ("mapping", "trigger", "ui-user"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args([group])
+        err = capsys.readouterr().err
+        assert "the following arguments are required: COMMAND" in err, err
+
+
+def test_a_mongodb_uri_that_is_not_a_connection_string_is_a_configuration_error() -> None:
+    """The driver took `db.example.com:27017` or `mongodb:/db` as a host name: the gateway
+    started, waited 5 s on it and served 503s, never saying that the setting was wrong."""
+    secret = "s3cret-in-the-uri"
+    for uri in ("db.example.com:27017", f"mongodb:/rabbot:{secret}@db", "https://db.example.com"):
+        with pytest.raises(ConfigError) as refused:
+            Settings.from_env({"MONGODB_URI": uri})
+        assert str(refused.value) == "MONGODB_URI must start with mongodb:// or mongodb+srv://"
+    result = _run("admin-token", "--tenant", "acme", env={"MONGODB_URI": f"mongo://u:{secret}@h"})
+    assert result.returncode == 2
+    assert "configuration error: MONGODB_URI" in result.stderr and secret not in result.stderr
+    for uri in ("mongodb://u:p@db1,db2/?replicaSet=rs0", "mongodb+srv://cluster0.example.net"):
+        assert Settings.from_env({"MONGODB_URI": uri}).mongodb_uri == uri
+
+
+def test_a_number_below_its_floor_names_the_floor_alone() -> None:
+    """A setting with no ceiling said `must be between 100 and any, got 5`."""
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"GATEWAY_DB_TIMEOUT_MS": "5"})
+    assert str(refused.value) == "GATEWAY_DB_TIMEOUT_MS must be at least 100, got 5"
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"GATEWAY_PORT": "70000"})
+    assert str(refused.value) == "GATEWAY_PORT must be between 0 and 65535, got 70000"
+
+
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    """`gateway demo --help` listed `--host HOST --port PORT --tenant TENANT` and nothing else;
+    so did demo-partners' and admin-token's options."""
+
+    def bare(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += bare(sub, f"{path} {name}")
+            elif action.option_strings and not action.help:
+                found.append(f"{path} {action.option_strings[-1]}")
+        return found
+
+    assert bare(_parser(), "gateway") == []
+    epilog = _parser().format_help()
+    assert "Settings come from the environment" in epilog and "docs/operations.md" in epilog

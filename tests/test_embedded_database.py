@@ -60,6 +60,36 @@ def test_killed_gateway_takes_its_database_along_and_the_next_one_starts(tmp_pat
         second.stop()
 
 
+def test_a_second_process_on_a_running_gateway_s_data_dir_is_refused_its_database_untouched(
+    tmp_path: Path,
+) -> None:
+    """`gateway worker` beside `gateway serve` on the embedded database (docs/scaling.md's
+    "Processes on one machine") took the serve's live database for a leftover and stopped
+    it; the serve's supervisor restarted its own, stopping the worker's: they fought on."""
+    first = Gateway(tmp_path).start()
+    try:
+        database = first.db_pid
+        env = {**first.env, "GATEWAY_LOG_JSON": "false"}
+        for command in (["worker", "--jobs", "relay"], ["serve", "--port", str(free_port())]):
+            second = subprocess.run(
+                [sys.executable, "-m", "gateway", *command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+            assert second.returncode == 1, second.stderr
+            assert "another gateway process manages the embedded database" in second.stderr
+            assert f"on {tmp_path / 'db'} (mongodb://127.0.0.1:" in second.stderr
+        assert alive(database) and first.db_pid == database
+        assert "stopping a database left running" not in first.log()
+        assert "restarting it" not in first.log()
+        assert first.get("/readyz")[0] == 200
+    finally:
+        first.stop()
+
+
 def test_start_stops_a_database_left_running_on_the_same_storage(tmp_path: Path) -> None:
     # As a gateway from before the launcher left it: secantusd-py alone on our storage.
     server = EmbeddedServer(tmp_path / "db")

@@ -127,3 +127,23 @@ async def test_processes_split_the_relay_shards_and_take_over_a_dead_ones(
     # b dies without a word: once its leases expire, a holds every shard.
     now[0] += timedelta(seconds=11)
     assert await a.refresh() == frozenset(range(RELAY_SHARDS))
+
+
+async def test_relayed_events_are_counted_by_a_bounded_family_a_custom_type_as_custom(
+    services: Services,
+) -> None:
+    """The counter's label was the event type's first word, whatever a tenant's mapping
+    emitted (`emit: [acme_secret_project.x]`): a new series for every such type."""
+    await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
+    for extra in ("fine.received", "acme_secret_project.started", "zz9.plural.z.alpha"):
+        await services.entities.upsert(
+            "acme", "vehicle", {"plate": "ABC1D23", "model": extra}, ORIGIN, extra_events=[extra]
+        )
+    assert await _relay(services).run_until_idle() == 7
+    text = services.metrics.render().decode()
+    counted = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_events_relayed_total{")
+    }
+    assert counted == {"entity": 4.0, "fine": 1.0, "custom": 2.0}

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
 
+from gateway.app import create_app
 from gateway.config import Settings
 from gateway.store import connection
 from gateway.store.connection import open_store
@@ -87,3 +90,33 @@ async def test_readiness_answers_503_naming_the_refused_index_until_it_is_create
     finally:
         await client.drop_database(settings.database)
         await client.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_database_unreachable_at_start_is_known_down_and_its_address_logged(
+    settings: Settings, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listened on MONGODB_URI: the log said only `ServerSelectionTimeoutError`, and
+    the database was not known down (the driver counts only the loss of a server it had),
+    so every /readyz waited GATEWAY_DB_TIMEOUT_MS before its 503: a load balancer's check
+    with a shorter timeout saw no answer at all."""
+    caplog.set_level(logging.INFO, logger="gateway.store.connection")
+    port = _closed_port()
+    app = create_app(
+        replace(settings, db_timeout_ms=500, fold_gap_seconds=30),
+        mongodb_uri=f"mongodb://127.0.0.1:{port}/",
+    )
+    http = await aiohttp_client(app)  # its start: the indexes fail after the 500 ms deadline
+    (line,) = [r.getMessage() for r in caplog.records if "failed at start" in r.getMessage()]
+    assert f"127.0.0.1:{port}: [Errno 111]" in line, line  # refused: nothing listens
+    ready = await http.get("/readyz")
+    assert ready.status == 503
+    problem = await ready.json()
+    # From what the process knows (no wait on the database): the known-down refusal's words.
+    assert problem["detail"].startswith("the database is unavailable ("), problem
+    assert str(port) not in problem["detail"]

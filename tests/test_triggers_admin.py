@@ -188,6 +188,29 @@ async def test_cli_creates_a_trigger_whose_token_works_and_lists_it(
     assert [t["name"] for t in listed["items"]] == ["gps"] and "token" not in listed["items"][0]
 
 
+async def test_cli_refusal_names_each_problem_s_pointer_once(
+    settings: Settings,
+    mongodb_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`gateway trigger create --mapping osmand` on a tenant without it printed
+    `  /mapping: /mapping: no mapping 'osmand'`."""
+    for name, value in {
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_DATA_DIR": str(settings.data_dir),
+    }.items():
+        monkeypatch.setenv(name, value)
+    args = ["trigger", "create", "--tenant", "acme", "--name", "gps", "--target", "positions"]
+    assert await asyncio.to_thread(main, [*args, "--mapping", "osmand"]) == 1
+    err = capsys.readouterr().err
+    assert "error: trigger is invalid: /mapping: no mapping 'osmand'" in err
+    assert "\n  /mapping: no mapping 'osmand'\n" in err, err
+    assert "/mapping: /mapping:" not in err
+
+
 async def test_trigger_limits_cannot_exceed_the_operators(client: Client) -> None:
     response = await client.post(
         "/api/v1/triggers",

@@ -65,10 +65,14 @@ async def open_store(
             await store.ensure_indexes()
         except StoreUnavailable as exc:
             store.indexes_missing = str(exc)
+            # A database unreachable from the start is known down from now on (readiness and
+            # requests answer 503 at once instead of each waiting the deadline): the driver
+            # counts only the loss of a server it once had.
+            health.report_failure(exc)
             log.error(
                 "creating the indexes failed at start (%s); serving (not ready), trying again "
                 "every %g s",
-                exc,
+                _with_cause(exc),
                 INDEX_RETRY_SECONDS,
             )
             tasks.append(asyncio.create_task(_ensure_indexes(store)))
@@ -81,6 +85,14 @@ async def open_store(
         await within(CLOSE_SECONDS, "closing the database client", client.close())
         if supervisor is not None:
             await supervisor.stop()
+
+
+def _with_cause(exc: StoreUnavailable) -> str:
+    """The error and, for the operator's log only, the driver's first words on it: the
+    address it could not reach and why (`db:27017: [Errno 111] Connection refused`). Problem
+    documents carry the error alone: partners have no business with our addresses."""
+    cause = str(exc.__cause__ or "").split(" (configured timeouts")[0].split(", Timeout:")[0]
+    return f"{exc}: {cause[:300]}" if cause else str(exc)
 
 
 async def _start(supervisor: EmbeddedSupervisor) -> None:

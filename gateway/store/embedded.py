@@ -2,14 +2,18 @@
 
 The child is `launcher.py` (see there), which runs `secantusd-py` and stops it when this
 process dies, however it dies; `GATEWAY_DATA_DIR/db.pid` names the database process while
-it runs. A start first stops a database left running on the same storage by a gateway that
-could not stop it (e.g. one from before the launcher), after checking that the process
-really is `secantusd-py` on that storage.
+it runs. One process at a time manages the database of a data dir: it holds a lock on
+`GATEWAY_DATA_DIR/db.lock` while it does (the kernel drops it when the process dies, however
+it dies), and a second one is refused rather than stopping the first one's database. Holding
+the lock, a start stops a database left running on the same storage by a gateway that could
+not stop it (e.g. one from before the launcher), after checking that the process really is
+`secantusd-py` on that storage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
@@ -184,6 +188,8 @@ class EmbeddedServer:
         self._give_up = threading.Event()  # `give_up_starting`
         self._log_path = self.storage_path.parent / (self.storage_path.name + ".log")
         self.pid_file = self.storage_path.parent / (self.storage_path.name + ".pid")
+        self._lock_path = self.storage_path.parent / (self.storage_path.name + ".lock")
+        self._lock_fd: int | None = None  # held from the first start to the stop
 
     @property
     def uri(self) -> str:
@@ -210,6 +216,7 @@ class EmbeddedServer:
 
     def start(self, timeout: float = 30.0) -> None:
         self.storage_path.mkdir(parents=True, exist_ok=True)
+        self._own()
         stop_stale(self.storage_path, self.pid_file, self._give_up)
         if self._give_up.is_set():
             raise EmbeddedServerError("the start was given up: the gateway is stopping")
@@ -313,6 +320,33 @@ class EmbeddedServer:
                 proc.kill()  # the database gets SIGKILL too (its parent-death signal)
                 proc.wait()
         self._release()
+        self._disown()
+
+    def _own(self) -> None:
+        """Take the data dir's lock, or refuse: a database another live process manages is
+        never stopped (a `gateway worker` started beside a `gateway serve` on the embedded
+        database used to stop its database, and the two then stopped each other's)."""
+        if self._lock_fd is not None:  # a restart after a crash: still ours
+            return
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            running = running_uri(self.storage_path, self.pid_file)
+            raise EmbeddedServerError(
+                f"another gateway process manages the embedded database on "
+                f"{self.storage_path} ({running or 'starting'}): one process per "
+                "GATEWAY_DATA_DIR starts it. Stop that process, give this one another "
+                "GATEWAY_DATA_DIR, or, for more processes on one database, use "
+                "`gateway serve --workers N` or point every process at MongoDB (MONGODB_URI)"
+            ) from None
+        self._lock_fd = fd
+
+    def _disown(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing it drops the lock
+            self._lock_fd = None
 
     def _release(self) -> None:
         if self._watch_fd is not None:

@@ -47,6 +47,7 @@ class DatabaseHealth(TopologyListener):
         self._suspect = asyncio.Event()
         self._closing = False
         self._refusing_since: float | None = None
+        self._watchers: list[Callable[[bool], None]] = []
 
     # -- state ---------------------------------------------------------------------------
 
@@ -68,11 +69,23 @@ class DatabaseHealth(TopologyListener):
         unanswered (a frozen or unreachable database is not known to refuse anything)."""
         return self._refusing_since
 
+    def watch(self, watcher: Callable[[bool], None]) -> None:
+        """`watcher(up)` now and at each change between up and down (the metrics' gauge)."""
+        self._watchers.append(watcher)
+        watcher(self.up)
+
+    def _tell(self) -> None:
+        for watcher in self._watchers:
+            watcher(self.up)
+
     def mark_down(self, source: str, reason: str) -> None:
         if self.up:
             self._since = time.monotonic()
             log.warning("database marked down (%s): %s", source, reason)
+        was_up = self.up
         self._down[source] = reason
+        if was_up:
+            self._tell()
         # Pinging also asks the driver to check the server now rather than at its next
         # heartbeat (10 s), so "up again" is known as soon as it is true.
         self._suspect.set()
@@ -81,6 +94,7 @@ class DatabaseHealth(TopologyListener):
         if self._down.pop(source, None) is not None and self.up:
             log.info("database up again after %.1f s", self.down_for())
             self._since = None
+            self._tell()
 
     def check(self) -> None:
         """Raise the 503 at once while the database is known down."""
