@@ -1,0 +1,115 @@
+"""The seed scenarios under what partners really do (flows3): a fines provider writing local
+time without an offset or sending the same fine again, FCM refusing a malformed token, an
+ERP down while checklists pile up. Through HTTP, with the real SMTP server (aiosmtpd) and
+local partner doubles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import (
+    add_template,
+    drain,
+    email_channel,
+    get,
+    hr_lookup,
+    sample,
+    send_to,
+    trigger_for,
+    upload_flow,
+)
+from tests.partner_double import Partner, partner, post
+from tests.smtp_double import SmtpFactory, smtp_server
+
+__all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+
+
+async def _scenario3(client: Client, hr: Partner, smtp_port: int) -> dict[str, Any]:
+    """The tenant of scenario 3: the fines trigger, the HR lookup, the e-mail channel."""
+    await hr_lookup(client, hr.url)
+    await email_channel(client, smtp_port)
+    await add_template(client, "fine-received")
+    await upload_flow(client, "fine-email-driver")
+    hr.respond_with(200, sample("driver_lookup_response.json"))
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    return await trigger_for(client, "fine-feed", kind="fine")
+
+
+async def test_a_fines_local_time_without_offset_asks_hr_about_sao_paulos_time(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """`"dataHora": "2026-11-18T13:45:00"` (local time, as many providers write it) was read
+    as UTC: HR was asked about 13:45Z, three hours before the infraction (another shift's
+    driver), and the e-mail said 10:45."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await send_to(client, fines, {**sample("fine_feed.json"), "dataHora": "2026-11-18T13:45:00"})
+    await drain(client.app[services_key])
+
+    (lookup,) = partner.requests
+    assert lookup.query == {"em": "2026-11-18T16:45:00Z"}
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert fine["occurred_at"] == "2026-11-18T16:45:00Z"
+    (mail,) = smtp.received
+    assert "que você dirigia em\n18/11/2026 13:45." in mail.part("plain").replace("\r\n", "\n")
+
+
+async def test_a_checklists_local_completion_time_is_sao_paulos(client: Client) -> None:
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    payload = {**sample("checklist_completed.json"), "concluidoEm": "2026-11-25T07:58:00"}
+    written = await send_to(client, checklists, payload)
+    checklist = await get(client, f"/api/v1/entities/other/{written['id']}")
+    assert checklist["completed_at"] == "2026-11-25T10:58:00Z"
+
+
+async def test_the_same_fine_sent_again_is_emailed_once(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """Fines providers send a fine again (a daily full feed, a retry after a timeout): each
+    post emits `fine.received`, and the driver got one e-mail per post."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await send_to(client, fines, {**sample("fine_feed.json"), "valor": 104.13})  # updated
+    await drain(services)
+
+    assert len(smtp.received) == 1
+    suppressed = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
+    assert len(suppressed) == 2
+    assert all(d["last_error"].startswith("suppressed: cooldown") for d in suppressed)
+    # Another fine of the same driver is another e-mail.
+    await send_to(client, fines, {**sample("fine_feed.json"), "ait": "B987654321"})
+    await drain(services)
+    assert [m.message["Subject"] for m in smtp.received] == [
+        "Multa A123456789 - ABC1D23",
+        "Multa B987654321 - ABC1D23",
+    ]
+
+
+async def test_a_fine_whose_email_bounced_is_emailed_when_sent_again(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The once-per-fine cooldown counts only an e-mail that went out."""
+    smtp = await smtp_server()
+    smtp.refuse["ana.souza@example.com"] = "450 4.2.1 Mailbox busy, try later"
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    assert smtp.received == []
+    del smtp.refuse["ana.souza@example.com"]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    assert len(smtp.received) == 1
