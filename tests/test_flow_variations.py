@@ -17,6 +17,7 @@ from tests.flow_support import (
     email_channel,
     get,
     hr_lookup,
+    push_channel,
     sample,
     send_to,
     trigger_for,
@@ -113,3 +114,46 @@ async def test_a_fine_whose_email_bounced_is_emailed_when_sent_again(
     await send_to(client, fines, sample("fine_feed.json"))
     await drain(services)
     assert len(smtp.received) == 1
+
+
+async def _scenario1(client: Client, fcm: Fcm, tokens: list[str]) -> None:
+    """A geofence exit (Traccar's forward) for ABC1D23, which Ana drives with `tokens`."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": tokens})
+    drivers = "/api/v1/entities/vehicle/ABC1D23/drivers"
+    await post(client, drivers, {"driver": ANA["cpf"], "start": "2026-11-01T00:00:00Z"})
+    await send_to(client, traccar, sample("traccar_event_forward_geofence_exit.json"))
+    await drain(client.app[services_key])
+
+
+async def test_a_token_fcm_calls_invalid_leaves_the_driver_and_her_other_phone_gets_the_push(
+    client: Client, fcm: Fcm
+) -> None:
+    """FCM answers 400 INVALID_ARGUMENT on `message.token` for a token that is no token (cut
+    when copied, an APNs token): it was kept, and every later alert to the driver failed
+    on it again."""
+    fcm.invalid["apns-token-by-mistake"] = "message.token"
+    await _scenario1(client, fcm, ["apns-token-by-mistake", "ana-phone"])
+
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+    driver = await get(client, f"/api/v1/entities/driver/{ANA['cpf']}")
+    assert driver["push_tokens"] == ["ana-phone"]
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert failed["last_error"].startswith("FCM answered 400 INVALID_ARGUMENT")
+    assert failed["last_error"].endswith("; token removed from driver")
+
+
+async def test_an_invalid_argument_about_the_message_keeps_the_token(
+    client: Client, fcm: Fcm
+) -> None:
+    fcm.invalid["ana-phone"] = "message.data[0].value"
+    await _scenario1(client, fcm, ["ana-phone"])
+
+    driver = await get(client, f"/api/v1/entities/driver/{ANA['cpf']}")
+    assert driver["push_tokens"] == ["ana-phone"]
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert "INVALID_ARGUMENT" in failed["last_error"] and "removed" not in failed["last_error"]
