@@ -15,6 +15,7 @@ from tests.flow_support import (
     add_template,
     drain,
     email_channel,
+    erp_actions,
     get,
     hr_lookup,
     push_channel,
@@ -23,8 +24,9 @@ from tests.flow_support import (
     trigger_for,
     upload_flow,
 )
-from tests.partner_double import Partner, partner, post
+from tests.partner_double import FakeClock, Partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
+from tests.support import auth
 
 __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
@@ -157,3 +159,53 @@ async def test_an_invalid_argument_about_the_message_keeps_the_token(
     assert driver["push_tokens"] == ["ana-phone"]
     (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
     assert "INVALID_ARGUMENT" in failed["last_error"] and "removed" not in failed["last_error"]
+
+
+async def _mileage_to_an_ordered_erp(client: Client, erp: Partner) -> dict[str, Any]:
+    """Scenario 4b with the ERP's mileage action `ordered`; the checklist trigger."""
+    await erp_actions(client, erp.url)
+    actions = (await get(client, "/api/v1/actions"))["items"]
+    (mileage,) = [a for a in actions if a["name"] == "erp-mileage"]
+    response = await client.patch(
+        f"/api/v1/actions/{mileage['id']}", json={"ordered": True}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await upload_flow(client, "checklist-mileage-erp")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 150000})
+    return await trigger_for(client, "checklist", kind="checklist")
+
+
+def _checklist(n: int, km: int, at: str) -> dict[str, Any]:
+    return {
+        **sample("checklist_completed.json"),
+        "checklistId": f"chk-{n}",
+        "odometroKm": km,
+        "concluidoEm": at,
+    }
+
+
+async def test_an_ordered_erp_never_hears_the_mileage_go_back_after_an_outage(
+    client: Client, partner: Partner
+) -> None:
+    """SPEC §5: an `ordered` action's later delivery for the same vehicle waits for the
+    earlier one. The flow's `call` ignored it: the first checklist's mileage, waiting for its
+    retry while the ERP was down, reached the ERP after the second's, which went at once."""
+    checklists = await _mileage_to_an_ordered_erp(client, partner)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    partner.respond_with(503, {"erro": "manutenção"}, times=1)  # the ERP is down, then back
+    await send_to(client, checklists, _checklist(1, 152340, "2026-11-25T07:58:00-03:00"))
+    await drain(services)
+    await send_to(client, checklists, _checklist(2, 152900, "2026-11-25T18:10:00-03:00"))
+    await drain(services)
+    clock.advance(7)  # the first one's retry: 5 s (± 20%)
+    await drain(services)
+    clock.advance(7)
+    await drain(services)
+
+    # the first (refused), the first again, then the second: never 152,900 before 152,340
+    sent = [r.json()["quilometragemKm"] for r in partner.requests]
+    assert sent == [152340.0, 152340.0, 152900.0]
+    deliveries = (await get(client, "/api/v1/deliveries?status=succeeded"))["items"]
+    assert len(deliveries) == 2
