@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -21,6 +22,7 @@ from tests.flow_support import (
     push_channel,
     sample,
     send_to,
+    sms_channel,
     trigger_for,
     upload_flow,
 )
@@ -209,3 +211,54 @@ async def test_an_ordered_erp_never_hears_the_mileage_go_back_after_an_outage(
     assert sent == [152340.0, 152340.0, 152900.0]
     deliveries = (await get(client, "/api/v1/deliveries?status=succeeded"))["items"]
     assert len(deliveries) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "reason"),
+    [
+        # Zenvia's error document, passed on with a 200 by a proxy or an SMS aggregator
+        (200, {"code": "VALIDATION_ERROR", "message": "Invalid to", "details": []}, "Invalid to"),
+        # Twilio's Message resource, created but failed at once
+        (
+            201,
+            {"sid": "SM1", "status": "failed", "error_code": 21610, "error_message": "STOP"},
+            "21610: STOP",
+        ),
+        # Zenvia's legacy API: HTTP 200, the outcome in statusCode
+        (
+            200,
+            {
+                "sendSmsResponse": {
+                    "statusCode": "10",
+                    "detailCode": "013",
+                    "detailDescription": "Empty message",
+                }
+            },
+            "10 013 Empty message",
+        ),
+    ],
+)
+async def test_an_sms_provider_reporting_an_error_in_a_2xx_fails_the_message(
+    client: Client, partner: Partner, status: int, answer: dict[str, Any], reason: str
+) -> None:
+    """The SMS was `succeeded` on any 2xx: the driver never got the service alert and
+    nobody saw why."""
+    await sms_channel(client, partner.url)
+    await add_template(client, "maintenance-due-sms")
+    notify = {
+        "channel": "sms",
+        "template": "maintenance-due-sms",
+        "recipients": [{"address": "+5511987654321"}],
+    }
+    steps = [{"id": "sms", "notify": notify}]
+    await post(
+        client, "/api/v1/flows", {"name": "s", "on": {"events": ["entity.created"]}, "steps": steps}
+    )
+    partner.respond_with(status, answer)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert failed["last_error"].startswith(f"provider answered {status} reporting an error")
+    assert reason in failed["last_error"]
+    assert failed["attempt_count"] == 1  # refused: not retried
