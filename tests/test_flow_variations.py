@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.services import Services
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
@@ -29,6 +30,7 @@ from tests.flow_support import (
 from tests.partner_double import FakeClock, Partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
+from tests.ui_support import csrf_of, log_in, make_user
 
 __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
@@ -262,3 +264,63 @@ async def test_an_sms_provider_reporting_an_error_in_a_2xx_fails_the_message(
     assert failed["last_error"].startswith(f"provider answered {status} reporting an error")
     assert reason in failed["last_error"]
     assert failed["attempt_count"] == 1  # refused: not retried
+
+
+async def test_a_failed_run_is_replayed_from_the_step_that_failed(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """HR did not know the driver yet (404): the run failed, with the reason, and nothing
+    could run it again once HR was fixed (the fine's driver was never told)."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    partner.respond_with(404, {"erro": "veículo sem condutor cadastrado"})
+    await send_to(client, fines, sample("fine_feed.json"))
+    services = client.app[services_key]
+    await drain(services)
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs?status=failed"))["items"]
+    assert run["last_error"] == "HR: answered 404"
+    assert [(s["id"], s["outcome"]) for s in run["steps"]] == [("hr", "failed")]
+
+    partner.respond_with(200, sample("driver_lookup_response.json"))  # HR has it now
+    replayed = await post(client, f"/api/v1/flow-runs/{run['id']}/replay", {}, status=200)
+    assert replayed["status"] == "pending" and replayed["steps"] == []
+    assert [(r["step"], r["detail"]) for r in replayed["replays"]] == [("hr", "HR: answered 404")]
+    await drain(services)
+
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana.souza@example.com"]
+    done = await get(client, f"/api/v1/flow-runs/{run['id']}")
+    assert done["status"] == "succeeded" and done["last_error"] is None
+    assert [s["outcome"] for s in done["steps"]] == ["answered", "written", "passed", "queued"]
+    assert len(done["replays"]) == 1
+    # Only a failed run is replayed: this one went through.
+    conflict = await post(client, f"/api/v1/flow-runs/{run['id']}/replay", {}, status=409)
+    assert "only a failed run" in conflict["detail"]
+
+
+async def test_the_admin_ui_replays_a_failed_run(
+    client: Client, services: Services, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    partner.respond_with(404, {"erro": "veículo sem condutor cadastrado"})
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
+    assert "Executar de novo a partir da etapa que falhou" in page
+
+    partner.respond_with(200, sample("driver_lookup_response.json"))
+    response = await client.post(
+        f"/admin/flow-runs/{run['id']}/replay",
+        data={"csrf": csrf_of(page)},
+        allow_redirects=False,
+    )
+    assert response.status in (302, 303), await response.text()
+    await drain(services)
+    assert len(smtp.received) == 1
+    done = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
+    assert "HR: answered 404" in done  # the replayed failure stays in sight
+    assert "Executar de novo" not in done  # succeeded now: nothing to replay
