@@ -124,6 +124,7 @@ async def test_scenario_4_renders_the_erp_requests_without_writing(
                 **FINE_EVENT,
                 "type": "fine.paid",
                 "data": {**FINE_EVENT["data"], "status": "paid", "driver_cpf": "52998224725"},
+                "changes": [{"field": "status", "old": "open", "new": "paid"}],
                 "detail": {"amount_paid_brl": 104.13, "paid_on": "2026-11-25"},
             },
         },

@@ -324,3 +324,26 @@ async def test_the_admin_ui_replays_a_failed_run(
     done = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
     assert "HR: answered 404" in done  # the replayed failure stays in sight
     assert "Executar de novo" not in done  # succeeded now: nothing to replay
+
+
+async def test_a_payment_notice_sent_again_tells_the_erp_once(
+    client: Client, partner: Partner
+) -> None:
+    """Each notice emits `fine.paid`; a repeat (the fine already paid) sent the ERP the same
+    PUT again, which an ERP answers 409 "already paid": a failed delivery for nothing."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+    partner.respond_with(409, {"erro": "multa já baixada"})
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+
+    (put,) = [r for r in partner.requests if r.method == "PUT"]
+    assert put.json()["ait"] == "A123456789"
+    assert (await get(client, "/api/v1/deliveries?status=failed"))["items"] == []
+    assert len((await get(client, "/api/v1/flows/fine-paid-erp/runs"))["items"]) == 1
