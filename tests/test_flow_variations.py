@@ -347,3 +347,43 @@ async def test_a_payment_notice_sent_again_tells_the_erp_once(
     assert put.json()["ait"] == "A123456789"
     assert (await get(client, "/api/v1/deliveries?status=failed"))["items"] == []
     assert len((await get(client, "/api/v1/flows/fine-paid-erp/runs"))["items"]) == 1
+
+
+async def test_a_paid_fine_sent_again_by_the_feed_stays_paid(client: Client) -> None:
+    """The fine feed wrote `status: open` on every post: a provider's full feed re-sending a
+    paid fine reopened it (and its next payment notice told the ERP again)."""
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    created = await send_to(client, fines, sample("fine_feed.json"))
+    assert created["created"] is True
+    await send_to(client, payments, sample("fine_payment.json"))
+    again = await send_to(client, fines, {**sample("fine_feed.json"), "valor": 131.0})
+
+    assert again["changed"] == ["amount_brl"] and "skipped" not in again
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert fine["status"] == "paid" and fine["amount_brl"] == 131.0
+
+
+async def test_a_mappings_dry_run_keeps_an_if_absent_field_and_a_non_boolean_is_refused(
+    client: Client,
+) -> None:
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await send_to(client, fines, sample("fine_feed.json"))
+    await send_to(client, payments, sample("fine_payment.json"))
+    tried = await post(
+        client,
+        "/api/v1/mappings/test",
+        {"name": "fine-feed", "payload": {**sample("fine_feed.json"), "valor": 131.0}},
+        status=200,
+    )
+    (result,) = tried["results"]
+    assert result["document"]["status"] == "open"  # what the mapping says, before the entity
+    assert [c["field"] for c in result["entity"]["changes"]] == ["amount_brl"]
+
+    draft = "name: d\ndirection: inbound\nentity_type: other\nkind: fine\nkey: [key]\n"
+    draft += "fields:\n  key: ait\n  status: {value: open, if_absent: maybe}\n"
+    refused = await post(
+        client, "/api/v1/mappings/test", {"mapping": draft, "payload": {}}, status=422
+    )
+    assert any(e["pointer"].endswith("/status/if_absent") for e in refused["errors"]), refused
