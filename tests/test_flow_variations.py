@@ -387,3 +387,18 @@ async def test_a_mappings_dry_run_keeps_an_if_absent_field_and_a_non_boolean_is_
         client, "/api/v1/mappings/test", {"mapping": draft, "payload": {}}, status=422
     )
     assert any(e["pointer"].endswith("/status/if_absent") for e in refused["errors"]), refused
+
+
+async def test_a_checklists_remark_on_an_answer_is_kept(client: Client) -> None:
+    """`"obs": "abaixo do minimo"` beside a failed item (the oil level) was dropped: the
+    checklist said only that the oil was not ok."""
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    written = await send_to(client, checklists, sample("checklist_completed.json"))
+    checklist = await get(client, f"/api/v1/entities/other/{written['id']}")
+    assert checklist["answers"][2] == {
+        "question": "nivel_oleo",
+        "answer": False,
+        "comment": "abaixo do minimo",
+    }
+    assert "comment" not in checklist["answers"][0]
