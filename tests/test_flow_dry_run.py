@@ -74,7 +74,7 @@ async def test_scenario_3_renders_the_hr_request_and_the_drivers_email(
         "id": "has_email",
         "kind": "when",
         "outcome": "passed",
-        "condition": "steps.hr.email",
+        "condition": "steps.hr.email || steps.hr.cpf",
     }
     assert email["outcome"] == "rendered" and email["unreachable"] == []
     (message,) = email["messages"]

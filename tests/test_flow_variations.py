@@ -402,3 +402,45 @@ async def test_a_checklists_remark_on_an_answer_is_kept(client: Client) -> None:
         "comment": "abaixo do minimo",
     }
     assert "comment" not in checklist["answers"][0]
+
+
+async def test_a_driver_hr_names_without_an_email_is_emailed_at_the_stored_address(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """HR's answer had no e-mail: the flow stopped (`has_email`), although the tenant's own
+    driver record, which the recipient joins by CPF, had one. Nobody was told of the fine."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await client.patch(
+        f"/api/v1/entities/driver/{ANA['cpf']}",
+        json={"email": "ana@frota.acme.com.br"},
+        headers=auth(),
+    )
+    answer = sample("driver_lookup_response.json")
+    del answer["condutorAtual"]["email"]
+    partner.respond_with(200, answer)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana@frota.acme.com.br"]
+
+
+async def test_a_driver_nobody_has_an_email_for_is_listed_unreachable(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    answer = sample("driver_lookup_response.json")
+    del answer["condutorAtual"]["email"]
+    partner.respond_with(200, answer)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    assert smtp.received == []
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    email = run["steps"][-1]
+    assert email["outcome"] == "nobody"
+    assert email["unreachable"] == [
+        {"recipient": "driver Ana Souza", "reason": "driver Ana Souza has no e-mail address"}
+    ]
