@@ -444,3 +444,24 @@ async def test_a_driver_nobody_has_an_email_for_is_listed_unreachable(
     assert email["unreachable"] == [
         {"recipient": "driver Ana Souza", "reason": "driver Ana Souza has no e-mail address"}
     ]
+
+
+async def test_an_erp_refusal_names_its_reason_in_the_failed_delivery(
+    client: Client, partner: Partner
+) -> None:
+    """A 400 is not retried; its answer (what the ERP wants) was only in the attempt: the
+    list of failed deliveries said "partner answered 400" and nothing else."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await send_to(client, fines, sample("fine_feed.json"))
+    partner.respond_with(400, {"erro": "valorPago diverge do título", "campo": "valorPago"})
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(client.app[services_key])
+
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert failed["kind"] == "flow_call" and failed["attempt_count"] == 1
+    assert failed["last_error"] == (
+        'partner answered 400: {"erro":"valorPago diverge do título","campo":"valorPago"}'
+    )
