@@ -124,6 +124,7 @@ async def _actions(actions: ActionService, tenant: str, partners: dict[str, str]
             "path": "/veiculos/quilometragem",
             "mode": "deliver",
             "request_mapping": "erp-mileage",
+            "ordered": True,  # the ERP never hears a vehicle's mileage go back
         },
         {
             "name": "sms",

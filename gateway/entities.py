@@ -50,7 +50,10 @@ class WriteResult:
 
 
 Forward = Sequence[tuple[str, str]]
-"""Only-forward fields: (field, ordering field) pairs, see `forward_only`."""
+"""Only-forward fields: (field, ordering field) pairs, see `forward_only`; an empty ordering
+field (`IF_ABSENT`) is a field written only while the entity has no value there."""
+
+IF_ABSENT = ""  # gateway.mapping.model.IF_ABSENT: the mapping package stays below this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +136,22 @@ def forward_only(
 ) -> tuple[Mapping[str, Any], tuple[str, ...]]:
     """`fields` without the only-forward fields whose ordering field would go back (its new
     value is behind the stored one), and the dotted fields left out. A field ordered by
-    another leaves with it: a stale reading keeps neither its value nor its time."""
+    another leaves with it: a stale reading keeps neither its value nor its time. An
+    if-absent field the stored entity has is left out too (not listed: it is not stale)."""
     stale: dict[str, None] = {}
+    present: set[str] = set()  # if-absent fields the entity has: kept as they are, not stale
     for target, by in forward:
+        if by == IF_ABSENT:
+            if _dig(stored, target) is not None:
+                present.add(target)
+            continue
         new, old = _dig(fields, by), _dig(stored, by)
         if new is not None and old is not None and behind(new, old):
             stale[target] = None
             stale[by] = None
-    if not stale:
+    if not stale and not present:
         return fields, ()
-    kept = _without(fields, set(stale))
+    kept = _without(fields, set(stale) | present)
     return kept, tuple(stale)
 
 

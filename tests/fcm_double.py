@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 PROJECT = "rabbot-demo"
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Fcm:
     assertions: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     unregistered: set[str] = field(default_factory=set)
+    # tokens answered 400 INVALID_ARGUMENT, with a field violation at this field
+    # ("message.token": not a token at all; another field: the message's fault)
+    invalid: dict[str, str] = field(default_factory=dict)
     queued: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     expires_in: int = 3600
     # UNREGISTERED answers wait until this many are asked at once (two removals in a race)
@@ -109,6 +113,16 @@ class Fcm:
             return _error(
                 404, "UNREGISTERED", "Requested entity was not found.", status="NOT_FOUND"
             )
+        if message["token"] in self.invalid:
+            violation = {"field": self.invalid[message["token"]], "description": "Invalid value"}
+            bad_request = {"@type": _BAD_REQUEST, "fieldViolations": [violation]}
+            return _error(
+                400,
+                "INVALID_ARGUMENT",
+                "The registration token is not a valid FCM registration token",
+                status="INVALID_ARGUMENT",
+                extra=[bad_request],
+            )
         self.messages.append(message)
         project = request.match_info["project"]
         return web.json_response({"name": f"projects/{project}/messages/0:{next(self._ids)}"})
@@ -120,6 +134,7 @@ def _error(
     message: str,
     headers: dict[str, str] | None = None,
     status: str = "UNAVAILABLE",
+    extra: list[dict[str, Any]] | None = None,
 ) -> web.Response:
     body = {
         "error": {
@@ -130,7 +145,8 @@ def _error(
                 {
                     "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
                     "errorCode": fcm_code,
-                }
+                },
+                *(extra or []),
             ],
         }
     }

@@ -74,7 +74,7 @@ async def test_scenario_3_renders_the_hr_request_and_the_drivers_email(
         "id": "has_email",
         "kind": "when",
         "outcome": "passed",
-        "condition": "steps.hr.email",
+        "condition": "steps.hr.email || steps.hr.cpf",
     }
     assert email["outcome"] == "rendered" and email["unreachable"] == []
     (message,) = email["messages"]
@@ -124,6 +124,7 @@ async def test_scenario_4_renders_the_erp_requests_without_writing(
                 **FINE_EVENT,
                 "type": "fine.paid",
                 "data": {**FINE_EVENT["data"], "status": "paid", "driver_cpf": "52998224725"},
+                "changes": [{"field": "status", "old": "open", "new": "paid"}],
                 "detail": {"amount_paid_brl": 104.13, "paid_on": "2026-11-25"},
             },
         },

@@ -378,7 +378,7 @@ def test_checklist() -> None:
         "answers": [
             {"question": "pneus", "answer": True},
             {"question": "luzes", "answer": True},
-            {"question": "nivel_oleo", "answer": False},
+            {"question": "nivel_oleo", "answer": False, "comment": "abaixo do minimo"},
         ],
         "photos": [
             {

@@ -392,6 +392,7 @@ async def test_the_flow_dry_run_shows_the_soap_body_with_secrets_masked(
         **FINE_EVENT,
         "type": "fine.paid",
         "data": {**FINE_EVENT["data"], "status": "paid"},
+        "changes": [{"field": "status", "old": "open", "new": "paid"}],
         "detail": {"amount_paid_brl": 104.13, "paid_on": "2026-11-25"},
     }
     result = await post(

@@ -80,7 +80,9 @@ class DeliveryRecorder:
                 )
                 return "probe_failed"
             await self._health.enable(partner)
-        error = None if verdict is Verdict.SUCCESS else _error_text(outcome, action, partner)
+        error = (
+            None if verdict is Verdict.SUCCESS else _error_text(outcome, action, partner, verdict)
+        )
         retry_after = outcome.retry_after(now)
         status, fields = self._next_state(
             doc, action.retry_schedule, verdict, now, outcome.status, error, retry_after
@@ -245,13 +247,20 @@ def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: R
     return attempt
 
 
-def _error_text(outcome: Outcome, action: Action, partner: Partner) -> str:
+_REASON = 200  # characters of a refusal's answer quoted in last_error
+
+
+def _error_text(outcome: Outcome, action: Action, partner: Partner, verdict: Verdict) -> str:
     if (reported := action.reported_error(outcome)) is not None:
         said = partner.redactor().redact(reported)
         return f"partner answered {outcome.status} reporting an error: {said}"
     if outcome.status is not None:
         text = f"partner answered {outcome.status}"
         if outcome.message and outcome.error is None:  # what the answer says: a redirect's target
-            text += f": {partner.redactor().redact(outcome.message)}"
-        return text
+            return f"{text}: {partner.redactor().redact(outcome.message)}"
+        # A refusal (a 400 naming the field it wants) is the reason an operator reads in the
+        # list of failures, not only in the attempt; a retried 5xx page is noise there.
+        said = " ".join(outcome.body_excerpt.split()) if verdict is not Verdict.RETRY else ""
+        said = partner.redactor().redact(said)[:_REASON]
+        return text + (f": {said}" if said else "")
     return f"{outcome.error}: {outcome.message}"

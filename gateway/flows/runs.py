@@ -14,7 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.errors import BadRequest, NotFound
+from gateway.clock import utcnow
+from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.flows.model import CompiledFlow
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
@@ -76,6 +77,8 @@ def public_run(doc: Doc, *, full: bool = False) -> dict[str, Any]:
         view["next_attempt_at"] = doc.get("next_attempt_at")
         if doc.get("waits"):
             view["waits"] = doc["waits"]
+    if doc.get("replays"):
+        view["replays"] = doc["replays"]
     if full:
         view["answers"] = doc.get("answers", {})
     return view
@@ -100,3 +103,18 @@ class FlowRunService:
         if doc is None:
             raise NotFound(f"no flow run {run_id!r}")
         return doc
+
+    async def replay(self, tenant: str, run_id: str) -> Doc:
+        """A failed run → pending, resumed at the step that failed (with the flow version it
+        pinned; what that step names — an action, its partner, a mapping, a channel — as they
+        stand now). The steps before it are not run again; the failure is kept in `replays`."""
+        doc = await self.get(tenant, run_id)
+        steps = doc.get("steps") or []
+        last = steps[-1] if steps else {}
+        if doc["status"] != RunStatus.FAILED.value or last.get("outcome") != "failed":
+            raise Conflict(f"flow run {run_id} is {doc['status']}; only a failed run is replayed")
+        now = utcnow()
+        replay = {"at": now, "step": last.get("id"), "detail": last.get("detail")}
+        if not await self._runs.replay(tenant, run_id, len(steps) - 1, replay, now):
+            raise Conflict(f"flow run {run_id} changed meanwhile; read it again")
+        return await self.get(tenant, run_id)

@@ -22,7 +22,7 @@ deterministic and inserted only when new; a `set` already done changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,7 @@ from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import Sender
 from gateway.outbound.verdict import Verdict
 from gateway.store import Store
+from gateway.store.deliveries import shard_of
 
 _CONFLICT_RETRY = (1.0, 5.0, 30.0)  # a `set` that keeps losing to concurrent writers
 
@@ -225,6 +226,8 @@ class StepRunner:
             context=local,
             next_attempt_at=next_attempt_at(0, action.retry_schedule, now) or now,
         )
+        if action.ordered:
+            doc.update(_order(action.id, entity or {}, run.event, doc["_id"]))
         created = await self._p.store.deliveries.insert_many([doc])
         entry = {"outcome": "queued", "action": action.name, "delivery": doc["_id"]}
         return StepOutcome(entry, created=created)
@@ -289,11 +292,38 @@ class StepRunner:
             "entity": {"type": etype, "id": str(written["_id"])},
             "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in result.changes],
         }
-        return StepOutcome(entry, {**written["data"], "id": str(written["_id"])})
+        # The entity as the API shows it (its id and version): a later `call` handing it to an
+        # ordered action is ordered by that version.
+        answer = {**written["data"], "id": str(written["_id"]), "version": written["rev"]}
+        return StepOutcome(entry, answer)
 
     async def _action(self, tenant: str, ref: str) -> Any:
         p = self._p
         return await resolve_action(p.store, p.catalog, p.mappings, tenant, ref)
+
+
+def _order(
+    action_id: str, entity: Mapping[str, Any], event: Mapping[str, Any], delivery_id: str
+) -> dict[str, Any]:
+    """An ordered action's place for a call on `entity` (the mapping's `entity`: the event's,
+    or one a `set` step wrote): in line with every delivery of that action for that entity,
+    subscriptions' included, by the entity's version — so the ERP never hears a vehicle's
+    mileage go back, however its retries fall. An entity whose version the run does not know
+    (a fetched answer) cannot be placed: the call is not ordered."""
+    entity_id = entity.get("id")
+    version = entity.get("version")
+    ref = event.get("entity") or {}
+    if not _is_int(version) and entity_id is not None and entity_id == ref.get("id"):
+        version = ref.get("rev")
+    if not isinstance(entity_id, str) or not entity_id or not _is_int(version):
+        return {}
+    key = f"{action_id}:{entity_id}"
+    # After a subscription's deliveries of the same version (their place in the write: 000…).
+    return {"order_key": key, "seq": f"{version:012d}.999.{delivery_id}", "shard": shard_of(key)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _build(action: Any, partner: Any, mapping: Any, local: dict[str, Any]) -> Any:

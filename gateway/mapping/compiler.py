@@ -12,7 +12,7 @@ from gateway.formats.headers import is_reserved_header, reserved_message
 
 from .conditions import Condition
 from .expressions import Getter, Run
-from .model import Direction, FieldCatalog
+from .model import IF_ABSENT, Direction, FieldCatalog
 from .params import MISSING, Param, ParamScope, compile_params
 from .paths import pointer
 from .probes import Probe, compile_probe
@@ -83,7 +83,9 @@ _ITEMS_SHAPE = (
 @dataclass(frozen=True, slots=True)
 class Guard:
     """`only_forward` on a target: written only when `by` (the target itself, or another
-    target of the same fields) does not go back; off when `unless` holds on the payload."""
+    target of the same fields) does not go back; off when `unless` holds on the payload.
+    `if_absent` on a target is a guard whose `by` is IF_ABSENT: written only while the stored
+    entity has no value there."""
 
     target: str
     by: str
@@ -337,14 +339,21 @@ def _alternative(raw: Any, at: str, targets: dict[str, Any], problems: Problems)
 
 
 def _guards(raw: Any, at: str, specs: SpecCompiler) -> tuple[Any, tuple[Guard, ...]]:
-    """`only_forward` taken off the top-level specs of a fields table: the table without it
-    (for the spec compiler) and the guards it declares."""
+    """`only_forward` and `if_absent` taken off the top-level specs of a fields table: the
+    table without them (for the spec compiler) and the guards they declare."""
     if not isinstance(raw, dict):
         return raw, ()
     problems = specs.problems
     fields: dict[str, Any] = {}
     guards: list[Guard] = []
     for target, spec in raw.items():
+        if isinstance(spec, dict) and "if_absent" in spec:
+            absent = spec["if_absent"]
+            spec = {k: v for k, v in spec.items() if k != "if_absent"}
+            if absent is True:
+                guards.append(Guard(target, IF_ABSENT))
+            elif absent is not False:
+                problems.add(f"{at}{pointer(target)}/if_absent", "if_absent is a boolean", "type")
         if not isinstance(spec, dict) or "only_forward" not in spec:
             fields[target] = spec
             continue

@@ -13,7 +13,7 @@ from ..formats import DocumentRefused, load_json_text, parse_xml
 from .expressions import DecodedTexts
 from .limits import MAX_FILE_BYTES
 from .loader import load_mapping
-from .model import FieldCatalog
+from .model import IF_ABSENT, FieldCatalog
 
 _MAX_SAMPLE_BYTES = 16 * 1024 * 1024
 
@@ -95,7 +95,7 @@ def test_file(
                 "event_data": mapped.event_data,
             }
             if mapped.forward:
-                result["only_forward"] = [{"field": f, "by": by} for f, by in mapped.forward]
+                result["only_forward"] = [_guarded(f, by) for f, by in mapped.forward]
             if mapped.also:
                 result["also"] = [
                     {
@@ -104,7 +104,7 @@ def test_file(
                         "key": t.key,
                         "events": list(t.events),
                         **(
-                            {"only_forward": [{"field": f, "by": b} for f, b in t.forward]}
+                            {"only_forward": [_guarded(f, b) for f, b in t.forward]}
                             if t.forward
                             else {}
                         ),
@@ -138,3 +138,8 @@ def test_file(
 
 
 test_file.__test__ = False  # type: ignore[attr-defined]  # a CLI helper, not a pytest test
+
+
+def _guarded(target: str, by: str) -> dict[str, Any]:
+    """A guarded field as the dry run shows it: ordered `by` a field, or `if_absent`."""
+    return {"field": target, "if_absent": True} if by == IF_ABSENT else {"field": target, "by": by}

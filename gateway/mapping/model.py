@@ -16,7 +16,11 @@ class FieldCatalog(Protocol):
 Forward = tuple[tuple[str, str], ...]
 """Only-forward fields of a mapped document: (target, ordering target) pairs. The target is
 written only when the ordering target's new value (a number or a date-time) is not behind
-the stored one; `only_forward: true` orders a field by itself."""
+the stored one; `only_forward: true` orders a field by itself. An empty ordering target
+(`IF_ABSENT`, a field's `if_absent: true`) writes the target only while the stored entity has
+no value there (a new fine's status `open`, never written over `paid`)."""
+
+IF_ABSENT = ""
 
 
 class MappedTarget(NamedTuple):

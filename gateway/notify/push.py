@@ -2,9 +2,11 @@
 by the partner's Google service account (see `service_account.py`).
 
 FCM's answers, as outcomes: 200 → sent (the message name is the provider id); an error whose
-`FcmError` detail says `UNREGISTERED` → failed, and the device token is marked for removal
-from the driver; 429 and 5xx → retry (Retry-After kept); other 4xx → failed. Data values are
-strings, as FCM requires.
+`FcmError` detail says `UNREGISTERED`, or an `INVALID_ARGUMENT` whose field violation is
+`message.token` (a token that is no FCM token at all: cut, mistyped, an APNs token) → failed,
+and the device token is marked for removal from the driver; 429 and 5xx → retry (Retry-After
+kept); other 4xx (an `INVALID_ARGUMENT` about the message itself) → failed, the token kept.
+Data values are strings, as FCM requires.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from gateway.outbound.verdict import Verdict
 
 SEND_PATH = "/v1/projects/{project}/messages:send"
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 
 def fcm_body(message: PushMessage, priority: str = "high") -> dict[str, Any]:
@@ -76,7 +79,7 @@ def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
     else:
         reason = (error or {}).get("message") or outcome.body_excerpt[:200]
         detail, provider = f"FCM answered {outcome.status} {'/'.join(codes)}: {reason}", None
-    unregistered = "UNREGISTERED" in codes
+    unregistered = "UNREGISTERED" in codes or _token_refused(error, codes)
     verdict = Verdict.FAIL if unregistered else outcome.verdict
     if verdict is Verdict.GONE:
         verdict = Verdict.FAIL
@@ -90,6 +93,23 @@ def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
         unregistered,
         summary,
     )
+
+
+def _token_refused(error: dict[str, Any] | None, codes: list[str]) -> bool:
+    """An INVALID_ARGUMENT about the token itself: its `BadRequest` detail names the field
+    `message.token` (FCM's answer to a token that is not one). Another field (a data value,
+    the title) is the message's fault: the token stays."""
+    if error is None or "INVALID_ARGUMENT" not in codes:
+        return False
+    details = error.get("details")
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict) or detail.get("@type") != _BAD_REQUEST:
+            continue
+        violations = detail.get("fieldViolations")
+        for violation in violations if isinstance(violations, list) else []:
+            if isinstance(violation, dict) and violation.get("field") == "message.token":
+                return True
+    return False
 
 
 def _fcm_error_codes(error: dict[str, Any] | None) -> list[str]:

@@ -4,7 +4,8 @@ outbound mapping shaped like the provider's send API: `mappings/sms-zenvia.yaml`
 
 A mapping whose headers say `Content-Type: application/x-www-form-urlencoded` (Twilio) gets
 its flat body form-encoded; any other body goes as JSON (Zenvia). The action's own success
-codes count; 429 and 5xx are retried, other 4xx fail (an invalid number, say).
+codes count; 429 and 5xx are retried, other 4xx fail (an invalid number, say); a 2xx whose
+answer reports an error in a provider's usual shape fails too (`provider_error`).
 
 The recipient's number reaches the mapping in E.164 (`+5511987654321`): a number written
 without its country code is a Brazilian one, as people write it ("(11) 98765-4321",
@@ -15,8 +16,11 @@ country code); a number without its area code cannot be sent (the delivery fails
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from gateway.actions.catalog import Action, Partner
 from gateway.errors import InvalidPayload
@@ -53,6 +57,36 @@ def sms_request(
     return OutboundRequest(action.method, url, headers=headers, body=body, timeout=partner.timeout)
 
 
+def provider_error(body: Mapping[str, Any]) -> str | None:
+    """What a provider's 2xx answer says went wrong, in the shapes SMS providers use, else
+    None: Twilio's `error_code`/`error_message` or a `status` of failed/undelivered; an error
+    document (`code` and `message`, Zenvia's; `error`/`errors`) that names no message id;
+    Zenvia's legacy `sendSmsResponse` with a `statusCode` other than 00-03. The action's own
+    `error` expression, when it has one, is asked first (`Action.verdict`)."""
+    if body.get("error_code") not in (None, "", 0):
+        return f"{body['error_code']}: {body.get('error_message') or body.get('status') or ''}"
+    status = body.get("status")
+    if isinstance(status, str) and status.lower() in ("failed", "undelivered", "rejected"):
+        return f"status {status}"
+    if not any(body.get(k) for k in ("id", "sid", "messageId")):
+        for key in ("errors", "error"):
+            if body.get(key):
+                return _text(body[key])
+        if body.get("code") not in (None, "", 0) and body.get("message"):
+            return f"{body['code']}: {_text(body['message'])}"
+    legacy = body.get("sendSmsResponse")
+    if isinstance(legacy, dict):
+        code = str(legacy.get("statusCode", ""))
+        if code not in ("00", "01", "02", "03"):
+            said = legacy.get("detailDescription") or legacy.get("statusDescription") or ""
+            return f"{code} {legacy.get('detailCode') or ''} {said}".strip()
+    return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
 class SmsSender:
     def __init__(self, sender: Sender, guards: PartnerGuards) -> None:
         self._sender = sender
@@ -83,7 +117,11 @@ class SmsSender:
         verdict = action.verdict(outcome)
         body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
         provider = next((body[k] for k in ("id", "sid", "messageId") if k in body), None)
-        if verdict is Verdict.SUCCESS:
+        refused = provider_error(body) if verdict is Verdict.SUCCESS else None
+        if refused is not None:  # a 2xx whose answer says the message was not taken
+            verdict = Verdict.FAIL
+            detail = f"provider answered {outcome.status} reporting an error: {refused[:300]}"
+        elif verdict is Verdict.SUCCESS:
             detail = "sent"
         elif outcome.status is None:
             detail = outcome.message or "not sent"

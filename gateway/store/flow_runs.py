@@ -81,6 +81,32 @@ class FlowRunStore:
             cursor = self._c.find(scoped(tenant, query), _LIST_FIELDS).sort("_id", DESCENDING)
             return await cursor.limit(limit).to_list(limit)
 
+    async def replay(
+        self, tenant: str, run_id: str, failed_at: int, replay: Mapping[str, Any], now: datetime
+    ) -> bool:
+        """A failed run whose failed step is `failed_at` (its last record) → pending now, at
+        that step again: its record moves to `replays`, the steps before it stay done. False
+        when the run is not (or no longer) that failed run."""
+        with translate_errors():
+            result = await self._c.update_one(
+                scoped(
+                    tenant,
+                    {"_id": run_id, "status": RunStatus.FAILED.value, "next_step": failed_at + 1},
+                ),
+                {
+                    "$set": {
+                        "status": PENDING,
+                        "next_step": failed_at,
+                        "next_attempt_at": now,
+                        "updated_at": now,
+                    },
+                    "$pop": {"steps": 1},
+                    "$push": {"replays": dict(replay)},
+                    "$unset": {"finished_at": "", "last_error": "", "waits": ""},
+                },
+            )
+        return result.modified_count == 1
+
     # -- the runners' side: system work across tenants, never reached from a request ---------
 
     async def claim(

@@ -1,16 +1,18 @@
 """Flow run pages: a flow's runs (filtered by status) and one run's step timeline, with the
-outcome of each step and the deliveries it created, linked to their pages."""
+outcome of each step and the deliveries it created, linked to their pages; a failed run is
+replayed from the step that failed."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from gateway import paging
 from gateway.delivery.deliveries import public_delivery
 from gateway.flows.runs import STATUSES, public_run
-from gateway.ui.rendering import render
+from gateway.ui.rendering import redirect, render
 from gateway.ui.state import tenant_of
 from gateway.web.state import services_of
 
@@ -50,3 +52,11 @@ async def flow_run_page(request: web.Request) -> web.Response:
         "actions_by_id": {str(a["_id"]): a["name"] for a in actions},
     }
     return render(request, "notify/flow_run.html", context)
+
+
+async def replay_flow_run(request: web.Request) -> web.Response:
+    run_id = request.match_info["id"]
+    services = services_of(request)
+    await services.notify.flow_runs.replay(tenant_of(request), run_id)
+    services.flow_runner.notify()
+    return redirect(f"/admin/flow-runs/{quote(run_id, safe='')}", flash="flow_runs.replayed")

@@ -106,6 +106,7 @@ def add_ui_routes(ui: web.Application) -> None:
             web.post("/flows/{name}/delete", notify.delete_flow),
             web.get("/flows/{name}/runs", flow_runs.list_flow_runs),
             web.get("/flow-runs/{id}", flow_runs.flow_run_page),
+            web.post("/flow-runs/{id}/replay", flow_runs.replay_flow_run),
             web.get("/channels", channels.list_channels),
             web.post("/channels", channels.create_channel),
             web.get("/channels/{ref}", channels.channel_page),

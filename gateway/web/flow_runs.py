@@ -25,6 +25,10 @@ RUN: dict[str, Any] = {
         "depth": {"type": "integer"},
         "steps": {"type": "array", "description": "each step's outcome, in order"},
         "answers": {"type": "object", "description": "what the steps gave, by step id"},
+        "replays": {
+            "type": "array",
+            "description": "each replay: when, and the failed step it ran again",
+        },
     },
 }
 
@@ -57,4 +61,17 @@ async def list_flow_runs(request: web.Request) -> web.Response:
 async def get_flow_run(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     doc = await services_of(request).notify.flow_runs.get(claims.tenant, request.match_info["id"])
+    return json_response(public_run(doc, full=True))
+
+
+@operation(
+    "Replay a failed flow run from the step that failed",
+    tag="flows",
+    response=RUN,
+)
+async def replay_flow_run(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    services = services_of(request)
+    doc = await services.notify.flow_runs.replay(claims.tenant, request.match_info["id"])
+    services.flow_runner.notify()
     return json_response(public_run(doc, full=True))

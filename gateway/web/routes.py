@@ -119,6 +119,7 @@ def add_routes(app: web.Application) -> None:
             web.post("/api/v1/flows/{name}/rollback", flows.rollback_flow),
             web.get("/api/v1/flows/{name}/runs", flow_runs.list_flow_runs),
             web.get("/api/v1/flow-runs/{id}", flow_runs.get_flow_run),
+            web.post("/api/v1/flow-runs/{id}/replay", flow_runs.replay_flow_run),
             web.post("/api/v1/templates", templates.create_template),
             web.get("/api/v1/templates", templates.list_templates),
             web.post("/api/v1/templates/preview", templates.preview_template),

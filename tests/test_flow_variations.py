@@ -1,0 +1,467 @@
+"""The seed scenarios under what partners really do (flows3): a fines provider writing local
+time without an offset or sending the same fine again, FCM refusing a malformed token, an
+ERP down while checklists pile up. Through HTTP, with the real SMTP server (aiosmtpd) and
+local partner doubles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.services import Services
+from gateway.web.state import services_key
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import (
+    add_template,
+    drain,
+    email_channel,
+    erp_actions,
+    get,
+    hr_lookup,
+    push_channel,
+    sample,
+    send_to,
+    sms_channel,
+    trigger_for,
+    upload_flow,
+)
+from tests.partner_double import FakeClock, Partner, partner, post
+from tests.smtp_double import SmtpFactory, smtp_server
+from tests.support import auth
+from tests.ui_support import csrf_of, log_in, make_user
+
+__all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+
+
+async def _scenario3(client: Client, hr: Partner, smtp_port: int) -> dict[str, Any]:
+    """The tenant of scenario 3: the fines trigger, the HR lookup, the e-mail channel."""
+    await hr_lookup(client, hr.url)
+    await email_channel(client, smtp_port)
+    await add_template(client, "fine-received")
+    await upload_flow(client, "fine-email-driver")
+    hr.respond_with(200, sample("driver_lookup_response.json"))
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    return await trigger_for(client, "fine-feed", kind="fine")
+
+
+async def test_a_fines_local_time_without_offset_asks_hr_about_sao_paulos_time(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """`"dataHora": "2026-11-18T13:45:00"` (local time, as many providers write it) was read
+    as UTC: HR was asked about 13:45Z, three hours before the infraction (another shift's
+    driver), and the e-mail said 10:45."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await send_to(client, fines, {**sample("fine_feed.json"), "dataHora": "2026-11-18T13:45:00"})
+    await drain(client.app[services_key])
+
+    (lookup,) = partner.requests
+    assert lookup.query == {"em": "2026-11-18T16:45:00Z"}
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert fine["occurred_at"] == "2026-11-18T16:45:00Z"
+    (mail,) = smtp.received
+    assert "que você dirigia em\n18/11/2026 13:45." in mail.part("plain").replace("\r\n", "\n")
+
+
+async def test_a_checklists_local_completion_time_is_sao_paulos(client: Client) -> None:
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    payload = {**sample("checklist_completed.json"), "concluidoEm": "2026-11-25T07:58:00"}
+    written = await send_to(client, checklists, payload)
+    checklist = await get(client, f"/api/v1/entities/other/{written['id']}")
+    assert checklist["completed_at"] == "2026-11-25T10:58:00Z"
+
+
+async def test_the_same_fine_sent_again_is_emailed_once(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """Fines providers send a fine again (a daily full feed, a retry after a timeout): each
+    post emits `fine.received`, and the driver got one e-mail per post."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await send_to(client, fines, {**sample("fine_feed.json"), "valor": 104.13})  # updated
+    await drain(services)
+
+    assert len(smtp.received) == 1
+    suppressed = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
+    assert len(suppressed) == 2
+    assert all(d["last_error"].startswith("suppressed: cooldown") for d in suppressed)
+    # Another fine of the same driver is another e-mail.
+    await send_to(client, fines, {**sample("fine_feed.json"), "ait": "B987654321"})
+    await drain(services)
+    assert [m.message["Subject"] for m in smtp.received] == [
+        "Multa A123456789 - ABC1D23",
+        "Multa B987654321 - ABC1D23",
+    ]
+
+
+async def test_a_fine_whose_email_bounced_is_emailed_when_sent_again(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """The once-per-fine cooldown counts only an e-mail that went out."""
+    smtp = await smtp_server()
+    smtp.refuse["ana.souza@example.com"] = "450 4.2.1 Mailbox busy, try later"
+    fines = await _scenario3(client, partner, smtp.port)
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    assert smtp.received == []
+    del smtp.refuse["ana.souza@example.com"]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    assert len(smtp.received) == 1
+
+
+async def _scenario1(client: Client, fcm: Fcm, tokens: list[str]) -> None:
+    """A geofence exit (Traccar's forward) for ABC1D23, which Ana drives with `tokens`."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    traccar = await trigger_for(client, "traccar-event", entity_type="vehicle")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", {**ANA, "push_tokens": tokens})
+    drivers = "/api/v1/entities/vehicle/ABC1D23/drivers"
+    await post(client, drivers, {"driver": ANA["cpf"], "start": "2026-11-01T00:00:00Z"})
+    await send_to(client, traccar, sample("traccar_event_forward_geofence_exit.json"))
+    await drain(client.app[services_key])
+
+
+async def test_a_token_fcm_calls_invalid_leaves_the_driver_and_her_other_phone_gets_the_push(
+    client: Client, fcm: Fcm
+) -> None:
+    """FCM answers 400 INVALID_ARGUMENT on `message.token` for a token that is no token (cut
+    when copied, an APNs token): it was kept, and every later alert to the driver failed
+    on it again."""
+    fcm.invalid["apns-token-by-mistake"] = "message.token"
+    await _scenario1(client, fcm, ["apns-token-by-mistake", "ana-phone"])
+
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+    driver = await get(client, f"/api/v1/entities/driver/{ANA['cpf']}")
+    assert driver["push_tokens"] == ["ana-phone"]
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert failed["last_error"].startswith("FCM answered 400 INVALID_ARGUMENT")
+    assert failed["last_error"].endswith("; token removed from driver")
+
+
+async def test_an_invalid_argument_about_the_message_keeps_the_token(
+    client: Client, fcm: Fcm
+) -> None:
+    fcm.invalid["ana-phone"] = "message.data[0].value"
+    await _scenario1(client, fcm, ["ana-phone"])
+
+    driver = await get(client, f"/api/v1/entities/driver/{ANA['cpf']}")
+    assert driver["push_tokens"] == ["ana-phone"]
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert "INVALID_ARGUMENT" in failed["last_error"] and "removed" not in failed["last_error"]
+
+
+async def _mileage_to_an_ordered_erp(client: Client, erp: Partner) -> dict[str, Any]:
+    """Scenario 4b with the ERP's mileage action `ordered`; the checklist trigger."""
+    await erp_actions(client, erp.url)
+    actions = (await get(client, "/api/v1/actions"))["items"]
+    (mileage,) = [a for a in actions if a["name"] == "erp-mileage"]
+    response = await client.patch(
+        f"/api/v1/actions/{mileage['id']}", json={"ordered": True}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    await upload_flow(client, "checklist-mileage-erp")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 150000})
+    return await trigger_for(client, "checklist", kind="checklist")
+
+
+def _checklist(n: int, km: int, at: str) -> dict[str, Any]:
+    return {
+        **sample("checklist_completed.json"),
+        "checklistId": f"chk-{n}",
+        "odometroKm": km,
+        "concluidoEm": at,
+    }
+
+
+async def test_an_ordered_erp_never_hears_the_mileage_go_back_after_an_outage(
+    client: Client, partner: Partner
+) -> None:
+    """SPEC §5: an `ordered` action's later delivery for the same vehicle waits for the
+    earlier one. The flow's `call` ignored it: the first checklist's mileage, waiting for its
+    retry while the ERP was down, reached the ERP after the second's, which went at once."""
+    checklists = await _mileage_to_an_ordered_erp(client, partner)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    partner.respond_with(503, {"erro": "manutenção"}, times=1)  # the ERP is down, then back
+    await send_to(client, checklists, _checklist(1, 152340, "2026-11-25T07:58:00-03:00"))
+    await drain(services)
+    await send_to(client, checklists, _checklist(2, 152900, "2026-11-25T18:10:00-03:00"))
+    await drain(services)
+    clock.advance(7)  # the first one's retry: 5 s (± 20%)
+    await drain(services)
+    clock.advance(7)
+    await drain(services)
+
+    # the first (refused), the first again, then the second: never 152,900 before 152,340
+    sent = [r.json()["quilometragemKm"] for r in partner.requests]
+    assert sent == [152340.0, 152340.0, 152900.0]
+    deliveries = (await get(client, "/api/v1/deliveries?status=succeeded"))["items"]
+    assert len(deliveries) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "reason"),
+    [
+        # Zenvia's error document, passed on with a 200 by a proxy or an SMS aggregator
+        (200, {"code": "VALIDATION_ERROR", "message": "Invalid to", "details": []}, "Invalid to"),
+        # Twilio's Message resource, created but failed at once
+        (
+            201,
+            {"sid": "SM1", "status": "failed", "error_code": 21610, "error_message": "STOP"},
+            "21610: STOP",
+        ),
+        # Zenvia's legacy API: HTTP 200, the outcome in statusCode
+        (
+            200,
+            {
+                "sendSmsResponse": {
+                    "statusCode": "10",
+                    "detailCode": "013",
+                    "detailDescription": "Empty message",
+                }
+            },
+            "10 013 Empty message",
+        ),
+    ],
+)
+async def test_an_sms_provider_reporting_an_error_in_a_2xx_fails_the_message(
+    client: Client, partner: Partner, status: int, answer: dict[str, Any], reason: str
+) -> None:
+    """The SMS was `succeeded` on any 2xx: the driver never got the service alert and
+    nobody saw why."""
+    await sms_channel(client, partner.url)
+    await add_template(client, "maintenance-due-sms")
+    notify = {
+        "channel": "sms",
+        "template": "maintenance-due-sms",
+        "recipients": [{"address": "+5511987654321"}],
+    }
+    steps = [{"id": "sms", "notify": notify}]
+    await post(
+        client, "/api/v1/flows", {"name": "s", "on": {"events": ["entity.created"]}, "steps": steps}
+    )
+    partner.respond_with(status, answer)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert failed["last_error"].startswith(f"provider answered {status} reporting an error")
+    assert reason in failed["last_error"]
+    assert failed["attempt_count"] == 1  # refused: not retried
+
+
+async def test_a_failed_run_is_replayed_from_the_step_that_failed(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """HR did not know the driver yet (404): the run failed, with the reason, and nothing
+    could run it again once HR was fixed (the fine's driver was never told)."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    partner.respond_with(404, {"erro": "veículo sem condutor cadastrado"})
+    await send_to(client, fines, sample("fine_feed.json"))
+    services = client.app[services_key]
+    await drain(services)
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs?status=failed"))["items"]
+    assert run["last_error"] == "HR: answered 404"
+    assert [(s["id"], s["outcome"]) for s in run["steps"]] == [("hr", "failed")]
+
+    partner.respond_with(200, sample("driver_lookup_response.json"))  # HR has it now
+    replayed = await post(client, f"/api/v1/flow-runs/{run['id']}/replay", {}, status=200)
+    assert replayed["status"] == "pending" and replayed["steps"] == []
+    assert [(r["step"], r["detail"]) for r in replayed["replays"]] == [("hr", "HR: answered 404")]
+    await drain(services)
+
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana.souza@example.com"]
+    done = await get(client, f"/api/v1/flow-runs/{run['id']}")
+    assert done["status"] == "succeeded" and done["last_error"] is None
+    assert [s["outcome"] for s in done["steps"]] == ["answered", "written", "passed", "queued"]
+    assert len(done["replays"]) == 1
+    # Only a failed run is replayed: this one went through.
+    conflict = await post(client, f"/api/v1/flow-runs/{run['id']}/replay", {}, status=409)
+    assert "only a failed run" in conflict["detail"]
+
+
+async def test_the_admin_ui_replays_a_failed_run(
+    client: Client, services: Services, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    partner.respond_with(404, {"erro": "veículo sem condutor cadastrado"})
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
+    assert "Executar de novo a partir da etapa que falhou" in page
+
+    partner.respond_with(200, sample("driver_lookup_response.json"))
+    response = await client.post(
+        f"/admin/flow-runs/{run['id']}/replay",
+        data={"csrf": csrf_of(page)},
+        allow_redirects=False,
+    )
+    assert response.status in (302, 303), await response.text()
+    await drain(services)
+    assert len(smtp.received) == 1
+    done = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
+    assert "HR: answered 404" in done  # the replayed failure stays in sight
+    assert "Executar de novo" not in done  # succeeded now: nothing to replay
+
+
+async def test_a_payment_notice_sent_again_tells_the_erp_once(
+    client: Client, partner: Partner
+) -> None:
+    """Each notice emits `fine.paid`; a repeat (the fine already paid) sent the ERP the same
+    PUT again, which an ERP answers 409 "already paid": a failed delivery for nothing."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    services = client.app[services_key]
+    await send_to(client, fines, sample("fine_feed.json"))
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+    partner.respond_with(409, {"erro": "multa já baixada"})
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(services)
+
+    (put,) = [r for r in partner.requests if r.method == "PUT"]
+    assert put.json()["ait"] == "A123456789"
+    assert (await get(client, "/api/v1/deliveries?status=failed"))["items"] == []
+    assert len((await get(client, "/api/v1/flows/fine-paid-erp/runs"))["items"]) == 1
+
+
+async def test_a_paid_fine_sent_again_by_the_feed_stays_paid(client: Client) -> None:
+    """The fine feed wrote `status: open` on every post: a provider's full feed re-sending a
+    paid fine reopened it (and its next payment notice told the ERP again)."""
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    created = await send_to(client, fines, sample("fine_feed.json"))
+    assert created["created"] is True
+    await send_to(client, payments, sample("fine_payment.json"))
+    again = await send_to(client, fines, {**sample("fine_feed.json"), "valor": 131.0})
+
+    assert again["changed"] == ["amount_brl"] and "skipped" not in again
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert fine["status"] == "paid" and fine["amount_brl"] == 131.0
+
+
+async def test_a_mappings_dry_run_keeps_an_if_absent_field_and_a_non_boolean_is_refused(
+    client: Client,
+) -> None:
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await send_to(client, fines, sample("fine_feed.json"))
+    await send_to(client, payments, sample("fine_payment.json"))
+    tried = await post(
+        client,
+        "/api/v1/mappings/test",
+        {"name": "fine-feed", "payload": {**sample("fine_feed.json"), "valor": 131.0}},
+        status=200,
+    )
+    (result,) = tried["results"]
+    assert result["document"]["status"] == "open"  # what the mapping says, before the entity
+    assert [c["field"] for c in result["entity"]["changes"]] == ["amount_brl"]
+
+    draft = "name: d\ndirection: inbound\nentity_type: other\nkind: fine\nkey: [key]\n"
+    draft += "fields:\n  key: ait\n  status: {value: open, if_absent: maybe}\n"
+    refused = await post(
+        client, "/api/v1/mappings/test", {"mapping": draft, "payload": {}}, status=422
+    )
+    assert any(e["pointer"].endswith("/status/if_absent") for e in refused["errors"]), refused
+
+
+async def test_a_checklists_remark_on_an_answer_is_kept(client: Client) -> None:
+    """`"obs": "abaixo do minimo"` beside a failed item (the oil level) was dropped: the
+    checklist said only that the oil was not ok."""
+    checklists = await trigger_for(client, "checklist", kind="checklist")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    written = await send_to(client, checklists, sample("checklist_completed.json"))
+    checklist = await get(client, f"/api/v1/entities/other/{written['id']}")
+    assert checklist["answers"][2] == {
+        "question": "nivel_oleo",
+        "answer": False,
+        "comment": "abaixo do minimo",
+    }
+    assert "comment" not in checklist["answers"][0]
+
+
+async def test_a_driver_hr_names_without_an_email_is_emailed_at_the_stored_address(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """HR's answer had no e-mail: the flow stopped (`has_email`), although the tenant's own
+    driver record, which the recipient joins by CPF, had one. Nobody was told of the fine."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await client.patch(
+        f"/api/v1/entities/driver/{ANA['cpf']}",
+        json={"email": "ana@frota.acme.com.br"},
+        headers=auth(),
+    )
+    answer = sample("driver_lookup_response.json")
+    del answer["condutorAtual"]["email"]
+    partner.respond_with(200, answer)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    (mail,) = smtp.received
+    assert mail.recipients == ["ana@frota.acme.com.br"]
+
+
+async def test_a_driver_nobody_has_an_email_for_is_listed_unreachable(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    answer = sample("driver_lookup_response.json")
+    del answer["condutorAtual"]["email"]
+    partner.respond_with(200, answer)
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+
+    assert smtp.received == []
+    (run,) = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    email = run["steps"][-1]
+    assert email["outcome"] == "nobody"
+    assert email["unreachable"] == [
+        {"recipient": "driver Ana Souza", "reason": "driver Ana Souza has no e-mail address"}
+    ]
+
+
+async def test_an_erp_refusal_names_its_reason_in_the_failed_delivery(
+    client: Client, partner: Partner
+) -> None:
+    """A 400 is not retried; its answer (what the ERP wants) was only in the attempt: the
+    list of failed deliveries said "partner answered 400" and nothing else."""
+    await erp_actions(client, partner.url)
+    await upload_flow(client, "fine-paid-erp")
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    payments = await trigger_for(client, "fine-payment", kind="fine")
+    await send_to(client, fines, sample("fine_feed.json"))
+    partner.respond_with(400, {"erro": "valorPago diverge do título", "campo": "valorPago"})
+    await send_to(client, payments, sample("fine_payment.json"))
+    await drain(client.app[services_key])
+
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert failed["kind"] == "flow_call" and failed["attempt_count"] == 1
+    assert failed["last_error"] == (
+        'partner answered 400: {"erro":"valorPago diverge do título","campo":"valorPago"}'
+    )
