@@ -23,11 +23,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
-from gateway.outbound.partner_auth import Applied, TokenFetcher, TokenFetchFailed
+from gateway.outbound.partner_auth import Applied, RefusalMemory, TokenFetcher, TokenFetchFailed
 
 AUTH_TYPE = "geotab"
 REFUSED = "InvalidUserException"
-_REFUSAL_MEMORY = 60.0  # seconds Authenticate's refusal of our credentials is believed
 _KEYS = frozenset({"type", "url", "database", "username", "password"})
 
 
@@ -50,12 +49,10 @@ class GeotabSession:
         self._username = username
         self._password = password
         self._on_refresh = on_refresh
-        self._on_refused = on_refused
         self._clock = clock
         self._lock = asyncio.Lock()
         self._credentials: dict[str, str] | None = None
-        self._refusal: TokenFetchFailed | None = None
-        self._refused_until = 0.0
+        self._refusals = RefusalMemory(clock, on_refused)
 
     def __repr__(self) -> str:
         return f"GeotabSession(url={self.url!r}, database={self._database!r})"
@@ -88,16 +85,7 @@ class GeotabSession:
         return status == 401 or REFUSED in error_names(body)
 
     async def _fresh_session(self, fetch: TokenFetcher) -> dict[str, str]:
-        if self._refusal is not None and self._clock() < self._refused_until:
-            raise self._refusal
-        try:
-            return await self._authenticate(fetch)
-        except TokenFetchFailed as exc:
-            if exc.kind == "auth_refused":
-                self._refusal, self._refused_until = exc, self._clock() + _REFUSAL_MEMORY
-                if self._on_refused is not None:
-                    self._on_refused()
-            raise
+        return await self._refusals.ask(lambda: self._authenticate(fetch))
 
     async def _authenticate(self, fetch: TokenFetcher) -> dict[str, str]:
         call = {

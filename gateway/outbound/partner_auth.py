@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 from gateway.errors import FieldProblem, InvalidPayload, PartnerError
@@ -104,6 +104,31 @@ class StaticAuth:
 NO_AUTH = StaticAuth()
 _REFUSAL_MEMORY = 60.0  # seconds a token endpoint's refusal of our credentials is believed
 
+T = TypeVar("T")
+
+
+class RefusalMemory:
+    """A refusal of our credentials (`auth_refused`) is believed for `_REFUSAL_MEMORY` s: the
+    calls in that time raise it again without asking, and `on_refused` hears of each new one."""
+
+    def __init__(self, clock: Callable[[], float], on_refused: Callable[[], None] | None) -> None:
+        self._clock = clock
+        self._on_refused = on_refused
+        self._refusal: TokenFetchFailed | None = None
+        self._until = 0.0
+
+    async def ask(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        if self._refusal is not None and self._clock() < self._until:
+            raise self._refusal
+        try:
+            return await attempt()
+        except TokenFetchFailed as exc:
+            if exc.kind == "auth_refused":
+                self._refusal, self._until = exc, self._clock() + _REFUSAL_MEMORY
+                if self._on_refused is not None:
+                    self._on_refused()
+            raise
+
 
 class OAuth2ClientCredentials:
     """RFC 6749 §4.4: a cached bearer token, fetched with grant_type=client_credentials.
@@ -137,12 +162,10 @@ class OAuth2ClientCredentials:
         self._default_ttl = default_ttl
         self._clock = clock
         self._on_refresh = on_refresh
-        self._on_refused = on_refused
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
-        self._refusal: TokenFetchFailed | None = None
-        self._refused_until = 0.0
+        self._refusals = RefusalMemory(clock, on_refused)
 
     def __repr__(self) -> str:
         return f"OAuth2ClientCredentials(token_url={self.token_url!r}, client_id=...)"
@@ -187,16 +210,7 @@ class OAuth2ClientCredentials:
     async def _fresh_token(self, fetch: TokenFetcher) -> tuple[str, float]:
         """A refusal is remembered for a while: a burst of sends with a revoked key asks the
         token endpoint once, not once per send (new credentials build a new object)."""
-        if self._refusal is not None and self._clock() < self._refused_until:
-            raise self._refusal
-        try:
-            return await self._request_token(fetch)
-        except TokenFetchFailed as exc:
-            if exc.kind == "auth_refused":
-                self._refusal, self._refused_until = exc, self._clock() + _REFUSAL_MEMORY
-                if self._on_refused is not None:
-                    self._on_refused()
-            raise
+        return await self._refusals.ask(lambda: self._request_token(fetch))
 
     async def _request_token(self, fetch: TokenFetcher) -> tuple[str, float]:
         form = {"grant_type": "client_credentials"}
