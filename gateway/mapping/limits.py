@@ -33,7 +33,8 @@ MAX_STEPS = 100_000
 MAX_OUTPUT_CHARS = 1024 * 1024
 """Size of what one item maps to (its fields or a request's body), roughly in characters as
 JSON: strings by their length, containers and other values a few each, a value counted again
-wherever it is used (`{a: @, b: @}` is twice the payload). Without it a 200 KB payload and a
+wherever it is used (`{a: @, b: @}` is twice the payload, 50 fields naming one text 50 times
+it, `[x, x]` twice the `x` a multi-select built). Without it a 200 KB payload and a
 mapping that names it many times built gigabytes to validate, store or send."""
 MAX_STRING_LENGTH = 65_536
 """Characters of a string built by a template, `pad`, `join()` or `to_string()`."""
