@@ -29,6 +29,7 @@ from .limits import (
     MAX_EXPRESSION_DEPTH,
     MAX_EXPRESSION_LENGTH,
     MAX_OUTPUT_CHARS,
+    MAX_PAYLOAD_OUTPUT_CHARS,
     MAX_STEPS,
     MAX_STRING_LENGTH,
 )
@@ -112,11 +113,15 @@ def charge_output(run: Run, value: Any) -> int:
                 charged += 8
     run.output -= charged
     if run.output < 0:
-        raise output_too_big()
+        raise output_too_big(run)
     return size
 
 
-def output_too_big() -> LimitExceeded:
+def output_too_big(run: Run) -> LimitExceeded:
+    """The output budget is spent: this item's, or what its payload's items had left."""
+    if run.texts is not None and run.texts.output < MAX_OUTPUT_CHARS:
+        what = "what the items of this payload map to (characters, as JSON)"
+        return _too_big(what, MAX_PAYLOAD_OUTPUT_CHARS)
     return _too_big("what this item maps to (characters, as JSON)", MAX_OUTPUT_CHARS)
 
 
@@ -197,9 +202,12 @@ class DecodedTexts:
     reads it is refused.
     """
 
-    __slots__ = ("_found", "_kept", "_nodes")
+    __slots__ = ("_found", "_kept", "_nodes", "output")
 
     def __init__(self) -> None:
+        # What the payload's items may still map to (MAX_PAYLOAD_OUTPUT_CHARS): shared by
+        # them as the texts are; each `apply` spends what its item mapped to.
+        self.output = MAX_PAYLOAD_OUTPUT_CHARS
         self._found: dict[_Key, _Found] = {}  # the least recently read first
         self._kept = 0  # characters of the texts in _found
         self._nodes = 0  # nodes of the documents in _found
@@ -264,6 +272,8 @@ class Run(jp_visitor.TreeInterpreter):
         self.secrets: Mapping[str, Any] = secrets or {}
         self.steps = MAX_STEPS
         self.output = MAX_OUTPUT_CHARS
+        if texts is not None and texts.output < MAX_OUTPUT_CHARS:
+            self.output = max(texts.output, 0)  # the payload's items have mapped to nearly all
         # Objects and lists built for this item, by id (kept alive, so no id is reused): the
         # value, its size as JSON (charged to `output` as it was built), and whether a value
         # holding it was charged since (it costs its size again when named again).

@@ -146,7 +146,7 @@ def each_table(items: Getter, table: Table, expression: str) -> Getter:
         # Its objects were charged as evaluate built them: the list is charged now.
         run.output -= 1 + len(result)
         if run.output < 0:
-            raise output_too_big()
+            raise output_too_big(run)
         run.built[id(result)] = (result, room - run.output, False)
         return result
 
@@ -176,7 +176,7 @@ def each_item(items: Getter, item: Getter, expression: str) -> Getter:
                 result.append(value)
         run.output -= 1 + len(result)
         if run.output < 0:
-            raise output_too_big()
+            raise output_too_big(run)
         run.built[id(result)] = (result, room - run.output, False)  # charged item by item
         return result
 

@@ -81,7 +81,7 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
             if kind is str:  # the hot path: a text is its length (and quotes)
                 run.output -= len(value) + 2
                 if run.output < 0:
-                    raise output_too_big()
+                    raise output_too_big(run)
             elif kind is dict or kind is list:
                 charge_output(run, value)
         except EvalError as error:
