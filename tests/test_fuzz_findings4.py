@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.mapping import load_mapping
+from tests.partner_double import create_partner
 from tests.support import auth
 from tests.triggers_support import bearer, create_trigger, upload_mapping
 
@@ -111,3 +112,85 @@ async def test_a_batch_posted_to_a_hook_maps_to_a_bounded_total(client: Client) 
     refused = [r for r in answer["results"] if r.get("status") == 422]
     assert len(refused) + answer["summary"]["created"] == 500, answer["results"][-1]
     assert "16,777,216" in json.dumps(refused[-1]), refused[-1]
+
+
+def _template(text: str) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "channel_type": "email",
+        "default_locale": "pt-BR",
+        "locales": {"pt-BR": {"subject": "s", "text": text}},
+    }
+
+
+async def test_a_template_nested_too_deeply_to_compile_is_a_422_not_a_500(client: Client) -> None:
+    """Jinja's parser and code generator recurse, and Python refuses code nested past its
+    limits: 25 nested `for`s, 100 `if`s or 300 brackets were a RecursionError or a
+    SyntaxError, a 500 on preview, upload and an action's `xml_body`. Now a `limit` problem."""
+    deep = (
+        "{% for a in [1] %}" * 25 + "{% endfor %}" * 25,
+        "{% if 1 %}" * 100 + "{% endif %}" * 100,
+        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+        "{{ " + "[" * 300 + "]" * 300 + " }}",
+        "{{ 1" + "+1" * 300 + " }}",
+    )
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    for text in deep:
+        preview = await client.post(
+            "/api/v1/templates/preview",
+            json={"template": _template(text), "context": {}},
+            headers=auth(role="viewer"),
+        )
+        assert preview.status == 422, (text[:40], await preview.text())
+        problem = (await preview.json())["errors"][0]
+        assert problem["keyword"] == "limit", problem
+        assert "too deeply" in problem["message"], problem
+        upload = await client.post(
+            "/api/v1/templates", json={**_template(text), "sample": {}}, headers=auth()
+        )
+        assert upload.status == 422, (text[:40], await upload.text())
+        action = await client.post(
+            "/api/v1/actions",
+            json={
+                "name": "soap",
+                "partner_id": partner["id"],
+                "method": "POST",
+                "path": "/ws",
+                "mode": "deliver",
+                "xml_body": {"template": f"<a>{text}</a>"},
+            },
+            headers=auth(),
+        )
+        assert action.status == 422, (text[:40], await action.text())
+        assert "too deeply" in await action.text()
+
+
+async def test_a_template_cannot_build_a_value_too_large_to_compare(client: Client) -> None:
+    """`{% set ns.x = [ns.x, ns.x] %}` in a loop builds a value of 2**n parts held by n
+    lists; comparing two of them runs in C, where neither the step budget nor the deadline
+    reaches: at 60 levels one viewer's preview froze the whole process for good (22 levels
+    here: 4 million comparisons). A list, tuple or dict a template writes is measured as it
+    is built: a `limit` problem, at once."""
+    for left, right in (("[", "]"), ("(", ")"), ("{'a': ", ", 'b': ns.x}")):
+        grow_x = f"{left}ns.x, ns.x{right}" if left != "{'a': " else "{'a': ns.x, 'b': ns.x}"
+        grow_y = grow_x.replace("ns.x", "ns.y")
+        text = (
+            "{% set ns = namespace(x=[], y=[]) %}{% for i in range(22) %}"
+            f"{{% set ns.x = {grow_x} %}}{{% set ns.y = {grow_y} %}}"
+            "{% endfor %}{{ ns.x == ns.y }}{{ ns.x is eq(ns.y) }}"
+        )
+        preview = await client.post(
+            "/api/v1/templates/preview",
+            json={"template": _template(text), "context": {}},
+            headers=auth(role="viewer"),
+        )
+        assert preview.status == 422, (grow_x, await preview.text())
+        assert (await preview.json())["errors"][0]["keyword"] == "limit"
+    fine = "{% for a, b in [(1, 2)] %}{{ a }}{{ b }}{% endfor %}{{ [1, 2][0] }}{{ {'k': 3}.k }}"
+    preview = await client.post(
+        "/api/v1/templates/preview",
+        json={"template": _template(fine), "context": {}},
+        headers=auth(role="viewer"),
+    )
+    assert preview.status == 200, await preview.text()
+    assert (await preview.json())["parts"]["text"] == "1213"
