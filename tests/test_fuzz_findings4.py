@@ -194,3 +194,42 @@ async def test_a_template_cannot_build_a_value_too_large_to_compare(client: Clie
     )
     assert preview.status == 200, await preview.text()
     assert (await preview.json())["parts"]["text"] == "1213"
+
+
+async def test_a_flow_steps_values_are_bounded_together(client: Client) -> None:
+    """Each value of a flow step was its own evaluation, unbounded together: 100 `set`
+    fields naming a 200 KB text of the event were 20 MB a step, and a viewer's dry run of
+    five such steps answered 300 MB. A step's values now come to about 1 MiB together (as
+    JSON): past it the step fails with a `limit` problem."""
+    vehicle = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "ABC1D23"}, headers=auth()
+    )
+    assert vehicle.status == 201, await vehicle.text()
+    lines = ["name: amp", "on:", "  events: [fine.received]", "steps:"]
+    for step in range(5):
+        lines += [
+            f"  - id: s{step}",
+            "    set:",
+            "      entity: {type: vehicle, ref: event.data.plate}",
+        ]
+        lines += [
+            "      fields:",
+            *(f"        attributes.f{i}: event.data.pad" for i in range(100)),
+        ]
+    event = {
+        "type": "fine.received",
+        "occurred_at": "2026-11-19T09:00:00Z",
+        "entity": {"type": "other", "id": "65f000000000000000000001", "key": "fine:A1"},
+        "data": {"kind": "fine", "key": "A1", "plate": "ABC1D23", "pad": "x" * 200_000},
+    }
+    response = await client.post(
+        "/api/v1/flows/test",
+        json={"flow": "\n".join(lines) + "\n", "event": event},
+        headers=auth(role="viewer"),
+    )
+    text = await response.text()
+    assert response.status == 200, text[:300]
+    assert len(text) < 2_000_000, len(text)
+    step = (await response.json())["steps"][0]
+    assert step["outcome"] == "failed", step
+    assert "1,048,576" in json.dumps(step), step
