@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.mapping import load_mapping
+from gateway.errors import InvalidPayload
+from gateway.mapping import DecodedTexts, load_mapping
 from tests.partner_double import create_partner
 from tests.support import auth
 from tests.triggers_support import bearer, create_trigger, upload_mapping
@@ -233,3 +234,26 @@ async def test_a_flow_steps_values_are_bounded_together(client: Client) -> None:
     step = (await response.json())["steps"][0]
     assert step["outcome"] == "failed", step
     assert "1,048,576" in json.dumps(step), step
+
+
+def test_a_trigger_with_a_larger_body_limit_has_a_larger_batch_bound() -> None:
+    """The 16 MiB a payload's items map to together is 16 bodies of the default limit: a
+    trigger allowed 2 MiB bodies (GATEWAY_MAX_BODY_BYTES raised) has 32 MiB, so a batch that
+    copies its items a few times over is not refused for the operator's own setting."""
+    multi = "{" + ",".join(f"k{i}:@" for i in range(50)) + "}"
+    mapping = load_mapping(_mapping({"attributes.f": multi}))
+    items = [{"placa": f"ABC{i:04d}", "t": "x" * 8_000} for i in range(50)]  # 400 KB each
+
+    def mapped(texts: DecodedTexts) -> int:
+        done = 0
+        for item in mapping.items(items, texts=texts):
+            try:
+                mapping.apply(item, texts=texts)
+            except InvalidPayload as exc:
+                assert "16,777,216" in exc.problems[0].message, exc.problems
+                continue
+            done += 1
+        return done
+
+    assert mapped(DecodedTexts()) < 45
+    assert mapped(DecodedTexts(2 * 1024 * 1024)) == 50

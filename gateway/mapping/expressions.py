@@ -121,7 +121,7 @@ def output_too_big(run: Run) -> LimitExceeded:
     """The output budget is spent: this item's, or what its payload's items had left."""
     if run.texts is not None and run.texts.output < MAX_OUTPUT_CHARS:
         what = "what the items of this payload map to (characters, as JSON)"
-        return _too_big(what, MAX_PAYLOAD_OUTPUT_CHARS)
+        return _too_big(what, run.texts.bound)
     return _too_big("what this item maps to (characters, as JSON)", MAX_OUTPUT_CHARS)
 
 
@@ -202,12 +202,13 @@ class DecodedTexts:
     reads it is refused.
     """
 
-    __slots__ = ("_found", "_kept", "_nodes", "output")
+    __slots__ = ("_found", "_kept", "_nodes", "bound", "output")
 
-    def __init__(self) -> None:
-        # What the payload's items may still map to (MAX_PAYLOAD_OUTPUT_CHARS): shared by
-        # them as the texts are; each `apply` spends what its item mapped to.
-        self.output = MAX_PAYLOAD_OUTPUT_CHARS
+    def __init__(self, body_bytes: int = 0) -> None:
+        # What the payload's items may still map to: shared by them as the texts are; each
+        # `apply` spends what its item mapped to. MAX_PAYLOAD_OUTPUT_CHARS, or more for a
+        # body limit raised past 1 MiB (`body_bytes`: a trigger's `max_body_bytes`).
+        self.bound = self.output = max(MAX_PAYLOAD_OUTPUT_CHARS, 16 * body_bytes)
         self._found: dict[_Key, _Found] = {}  # the least recently read first
         self._kept = 0  # characters of the texts in _found
         self._nodes = 0  # nodes of the documents in _found

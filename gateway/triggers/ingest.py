@@ -207,7 +207,7 @@ class Ingestor:
             return _Plan((), False, False, mapping, answer)
         declared = mapping is not None and mapping.source.get("items") is not None
         if declared or isinstance(payload, list):  # the items share texts and output bound
-            texts = texts or DecodedTexts()
+            texts = texts or DecodedTexts(trigger.max_body_bytes)
         if isinstance(payload, list):
             # The input schema checks each item; a mapping's `items` expression still picks
             # them (a filter, say), as the dry run does.
