@@ -27,6 +27,7 @@ from jinja2.exceptions import SecurityError
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.notify.sandbox import (
+    COMPILE_LIMITS,
     RENDER_ERRORS,
     BoundedEnvironment,
     RenderLimit,
@@ -34,6 +35,7 @@ from gateway.notify.sandbox import (
     budget,
     plain,
     refusals,
+    too_deep,
 )
 
 SOAP_VERSIONS: Final = ("1.1", "1.2")
@@ -144,6 +146,9 @@ def _compile(source: Any, problems: list[FieldProblem]) -> jinja2.Template | Non
         return None if refused else _ENV.from_string(tree)
     except jinja2.TemplateSyntaxError as exc:  # a syntax error, an unknown filter
         problems.append(FieldProblem(at, exc.message or str(exc), "syntax", {"line": exc.lineno}))
+        return None
+    except COMPILE_LIMITS as exc:
+        problems.append(FieldProblem(at, too_deep(exc), "limit"))
         return None
 
 

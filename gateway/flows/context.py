@@ -25,6 +25,8 @@ import orjson
 from gateway.actions.filters import event_type_keys
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.flows.model import CompiledFlow, Expr
+from gateway.mapping.expressions import Run, charge_output
+from gateway.mapping.limits import MAX_OUTPUT_CHARS
 from gateway.mapping.model import EvalError
 
 _JSON_TYPES: dict[type, str] = {str: "a string", dict: "an object", list: "an array"}
@@ -111,8 +113,20 @@ def cooldown_key(expr: Expr, context: Mapping[str, Any]) -> str | None:
 
 
 def evaluate(values: Mapping[str, Expr], context: Mapping[str, Any]) -> dict[str, Any]:
-    """`with` / `context` / `fields` values (raises the engine's EvalError)."""
-    return {name: expr.value(context) for name, expr in values.items()}
+    """`with` / `context` / `fields` values (raises the engine's EvalError). What they come to
+    together is bounded as what a mapping's item maps to (MAX_OUTPUT_CHARS as JSON, a value
+    counted wherever it is named): 100 fields naming a 200 KB text of the event were 20 MB a
+    step, 300 MB in five steps of one viewer's dry run. Each value has its own work budget."""
+    result: dict[str, Any] = {}
+    left = MAX_OUTPUT_CHARS
+    for name, expr in values.items():
+        run = Run()
+        run.output = left
+        value = expr.getter(context, run)
+        charge_output(run, value)
+        left = run.output
+        result[name] = value
+    return result
 
 
 def plain(value: Any) -> Any:

@@ -18,7 +18,8 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
                   .apply(item, *, secrets=None, texts=None) -> MappedDocument(document, key,
                                                   events, event_data, forward, also: [MappedTarget])
         DecodedTexts()   one per payload, given to its items() and every item's apply(): each
-                         text from_json()/from_xml() reads is parsed once per payload
+                         text from_json()/from_xml() reads is parsed once per payload, and
+                         what the items map to together is bounded (MAX_PAYLOAD_OUTPUT_CHARS)
                   .also_entity_types                 entity types `also` writes, in order
         outbound: .build_request(context, *, secrets=None) -> OutboundRequest(path_params,
                                                                  query, headers, body)

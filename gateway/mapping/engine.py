@@ -224,6 +224,7 @@ class CompiledMapping:
         if plan.direction != "inbound":
             self._need("inbound")
         run = Run(secrets, texts, received)
+        room = run.output
         document: dict[str, Any] = {}
         key: dict[str, Any] = {}
         events: tuple[str, ...] = ()
@@ -249,6 +250,8 @@ class CompiledMapping:
         except EvalError as error:  # a spent budget, or a failing emit condition
             if not error.recorded:
                 record(run, error, "emit")
+        if texts is not None:
+            texts.output -= room - run.output  # the next items have that much less
         if run.problems:
             raise payload_error(self.name, run.problems, run.dropped)
         forward = forward or ()

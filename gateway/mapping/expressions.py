@@ -29,6 +29,7 @@ from .limits import (
     MAX_EXPRESSION_DEPTH,
     MAX_EXPRESSION_LENGTH,
     MAX_OUTPUT_CHARS,
+    MAX_PAYLOAD_OUTPUT_CHARS,
     MAX_STEPS,
     MAX_STRING_LENGTH,
 )
@@ -66,34 +67,62 @@ def charge_size(value: Any, budget: int) -> int:
     return budget
 
 
-def charge_output(run: Run, value: Any) -> None:
-    """Spend the run's output budget on a value a field maps to (a text, a list or an
-    object); raise once it is spent, having walked no further than the budget. What a table
-    built (`run.built`) was charged as it was built, and is not walked again."""
-    left = run.output
+def charge_output(run: Run, value: Any) -> int:
+    """Spend the run's output budget on a value a field maps to, or a multi-select built: its
+    size written as JSON, roughly (a text its length and quotes, an object or a list its
+    brackets and separators, another value 8), each reference counted, for JSON writes a
+    value as often as it is named. Return that size; raise once the budget is spent, having
+    walked no further than the budget (every node costs at least one).
+
+    A value built for this item (`run.built`: a multi-select's result, a table's document)
+    was charged as it was built: named the first time, it costs nothing more and is not
+    walked again; named again, it costs its size again (`[x, x, x]` over `{x: {a: @}}` is
+    three payloads, and a list of such lists multiplies them)."""
     if type(value) is str:
-        left -= len(value)
+        size = charged = len(value) + 2
     else:
         built = run.built
+        size = charged = 0
+        room = run.output
         stack = [value]
-        while stack and left >= 0:
+        while stack and charged <= room:
             item = stack.pop()
             if isinstance(item, str):
-                left -= len(item)
-            elif id(item) in built:
-                continue
+                n = len(item) + 2
+                size += n
+                charged += n
+            elif (entry := built.get(id(item))) is not None:
+                size += entry[1]
+                if entry[2]:
+                    charged += entry[1]
+                else:
+                    built[id(item)] = (entry[0], entry[1], True)
             elif isinstance(item, dict):
-                left -= 2
+                n = 1 + 2 * len(item)
+                size += n
+                charged += n
                 stack.extend(item)  # the keys
                 stack.extend(item.values())
             elif isinstance(item, list):
-                left -= 2
+                n = 1 + len(item)
+                size += n
+                charged += n
                 stack.extend(item)
             else:
-                left -= 8
-    run.output = left
-    if left < 0:
-        raise _too_big("what this item maps to (characters, as JSON)", MAX_OUTPUT_CHARS)
+                size += 8
+                charged += 8
+    run.output -= charged
+    if run.output < 0:
+        raise output_too_big(run)
+    return size
+
+
+def output_too_big(run: Run) -> LimitExceeded:
+    """The output budget is spent: this item's, or what its payload's items had left."""
+    if run.texts is not None and run.texts.output < MAX_OUTPUT_CHARS:
+        what = "what the items of this payload map to (characters, as JSON)"
+        return _too_big(what, run.texts.bound)
+    return _too_big("what this item maps to (characters, as JSON)", MAX_OUTPUT_CHARS)
 
 
 class _BoundedFunctions(jp_functions.Functions):
@@ -173,9 +202,13 @@ class DecodedTexts:
     reads it is refused.
     """
 
-    __slots__ = ("_found", "_kept", "_nodes")
+    __slots__ = ("_found", "_kept", "_nodes", "bound", "output")
 
-    def __init__(self) -> None:
+    def __init__(self, body_bytes: int = 0) -> None:
+        # What the payload's items may still map to: shared by them as the texts are; each
+        # `apply` spends what its item mapped to. MAX_PAYLOAD_OUTPUT_CHARS, or more for a
+        # body limit raised past 1 MiB (`body_bytes`: a trigger's `max_body_bytes`).
+        self.bound = self.output = max(MAX_PAYLOAD_OUTPUT_CHARS, 16 * body_bytes)
         self._found: dict[_Key, _Found] = {}  # the least recently read first
         self._kept = 0  # characters of the texts in _found
         self._nodes = 0  # nodes of the documents in _found
@@ -240,9 +273,12 @@ class Run(jp_visitor.TreeInterpreter):
         self.secrets: Mapping[str, Any] = secrets or {}
         self.steps = MAX_STEPS
         self.output = MAX_OUTPUT_CHARS
-        # Objects and lists the tables built (by id, kept alive so no id is reused): already
-        # charged to `output`, skipped when a value holding them is charged.
-        self.built: dict[int, Any] = {}
+        if texts is not None and texts.output < MAX_OUTPUT_CHARS:
+            self.output = max(texts.output, 0)  # the payload's items have mapped to nearly all
+        # Objects and lists built for this item, by id (kept alive, so no id is reused): the
+        # value, its size as JSON (charged to `output` as it was built), and whether a value
+        # holding it was charged since (it costs its size again when named again).
+        self.built: dict[int, tuple[Any, int, bool]] = {}
         self.problems: list[FieldProblem] = []
         self.dropped = 0
         self.target = ""
@@ -291,8 +327,7 @@ class Run(jp_visitor.TreeInterpreter):
         """`{a: @, b: @}` names a value again and again without copying it: what it will be
         once written is charged here, where it multiplies."""
         if result is not None:
-            charge_output(self, result)
-            self.built[id(result)] = result
+            self.built[id(result)] = (result, charge_output(self, result), False)
 
     def visit_multi_select_list(self, node: Any, value: Any) -> list[Any] | None:
         result = super().visit_multi_select_list(node, value)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..clock import utcnow
-from .expressions import Getter, Run, charge_output
+from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_LIST_ITEMS
 from .model import EvalError
 from .params import unset
@@ -134,6 +134,7 @@ def each_table(items: Getter, table: Table, expression: str) -> Getter:
         if elements is None:
             return None
         base = run.target
+        room = run.output
         result = []
         for i, element in enumerate(elements):
             before = len(run.problems)
@@ -142,7 +143,11 @@ def each_table(items: Getter, table: Table, expression: str) -> Getter:
                 problem = run.problems[n]
                 where = _in_element(list_pointer, i, problem.pointer)
                 run.problems[n] = replace(problem, pointer=where)
-        run.built[id(result)] = result  # its objects were charged as evaluate built them
+        # Its objects were charged as evaluate built them: the list is charged now.
+        run.output -= 1 + len(result)
+        if run.output < 0:
+            raise output_too_big(run)
+        run.built[id(result)] = (result, room - run.output, False)
         return result
 
     return each
@@ -156,6 +161,7 @@ def each_item(items: Getter, item: Getter, expression: str) -> Getter:
         elements = _elements(items, expression, root, run)
         if elements is None:
             return None
+        room = run.output
         result = []
         for i, element in enumerate(elements):
             try:
@@ -168,6 +174,10 @@ def each_item(items: Getter, item: Getter, expression: str) -> Getter:
             if value is not None:
                 charge_output(run, value)  # an item is no table: evaluate does not charge it
                 result.append(value)
+        run.output -= 1 + len(result)
+        if run.output < 0:
+            raise output_too_big(run)
+        run.built[id(result)] = (result, room - run.output, False)  # charged item by item
         return result
 
     return each

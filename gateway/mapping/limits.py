@@ -33,8 +33,14 @@ MAX_STEPS = 100_000
 MAX_OUTPUT_CHARS = 1024 * 1024
 """Size of what one item maps to (its fields or a request's body), roughly in characters as
 JSON: strings by their length, containers and other values a few each, a value counted again
-wherever it is used (`{a: @, b: @}` is twice the payload). Without it a 200 KB payload and a
+wherever it is used (`{a: @, b: @}` is twice the payload, 50 fields naming one text 50 times
+it, `[x, x]` twice the `x` a multi-select built). Without it a 200 KB payload and a
 mapping that names it many times built gigabytes to validate, store or send."""
+MAX_PAYLOAD_OUTPUT_CHARS = 16 * 1024 * 1024
+"""What the items of one payload (a batch, a polled page) map to together, counted as
+MAX_OUTPUT_CHARS counts one item's: 1,000 items of 1 MiB each were 1 GB (20 s of one
+viewer's dry run of a 230 KB sample), where a batch's items are a body's worth. A trigger
+whose `max_body_bytes` is over 1 MiB has 16 times that."""
 MAX_STRING_LENGTH = 65_536
 """Characters of a string built by a template, `pad`, `join()` or `to_string()`."""
 MAX_DECODED_TEXT = 1024 * 1024

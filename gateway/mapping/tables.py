@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..errors import FieldProblem
-from .expressions import Getter, Run, charge_output
+from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_PROBLEMS
 from .model import EvalError, LimitExceeded
 from .paths import source_pointer
@@ -66,6 +66,7 @@ def record(run: Run, error: EvalError, target: str) -> None:
 def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, Any]:
     """The document a table builds from `root`; failures go to `run.problems`."""
     document: dict[str, Any] = {}
+    room = run.output
     for key, get, group, nested, target in table:
         if get is None:
             value = evaluate(group, root, run, prefix)
@@ -77,7 +78,11 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
         try:
             value = get(root, run)
             kind = type(value)
-            if kind is dict or kind is list:  # a text is counted where it can multiply
+            if kind is str:  # the hot path: a text is its length (and quotes)
+                run.output -= len(value) + 2
+                if run.output < 0:
+                    raise output_too_big(run)
+            elif kind is dict or kind is list:
                 charge_output(run, value)
         except EvalError as error:
             if not error.recorded:
@@ -88,5 +93,5 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
             continue
         if value is not None:
             document[key] = value
-    run.built[id(document)] = document  # charged, field by field
+    run.built[id(document)] = (document, room - run.output, False)  # charged field by field
     return document

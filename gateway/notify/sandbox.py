@@ -89,6 +89,18 @@ RENDER_ERRORS: tuple[type[Exception], ...] = (
 """What a template's own mistakes raise while it renders: a render failure, never a 500."""
 
 
+COMPILE_LIMITS: tuple[type[Exception], ...] = (RecursionError, SyntaxError)
+"""What compiling a template nested too deeply raises (Jinja's parser and code generator
+recurse; Python refuses the code they write: `too many statically nested blocks`, `too many
+levels of indentation`, `too many nested parentheses`): a `limit` problem, never a 500."""
+
+
+def too_deep(exc: Exception) -> str:
+    """The problem for a template that COMPILE_LIMITS refused."""
+    why = f" ({exc.msg})" if isinstance(exc, SyntaxError) and exc.msg else ""
+    return f"the template nests blocks, brackets or parentheses too deeply{why}"
+
+
 class RenderLimit(Exception):
     """A render spent its budget: too many steps, too long, or too large an output."""
 
@@ -169,6 +181,27 @@ class _Generator(CodeGenerator):
         else:
             super().visit_Const(node, frame)
 
+    # A list, tuple or dict a template writes is measured as it is built: `{% set ns.x =
+    # [ns.x, ns.x] %}` sixty times is a value of 2**60 parts that only a few lists hold, and
+    # comparing two of them (`==`, `is eq`, `in`) is C code no step budget or deadline stops.
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self.write("environment.guard_literal(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.guard_literal(")
+        super().visit_Dict(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # the names of `{% for a, b in ... %}`
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.guard_literal(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         if frame.eval_ctx.volatile:
             join = "(markup_join if context.eval_ctx.volatile else str_join)"
@@ -240,6 +273,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         if operator == "+" and not (_number(left) and _number(right)):
             measure([left, right])
         return super().call_binop(context, operator, left, right)
+
+    def guard_literal(self, value: _T) -> _T:
+        measure(value)
+        return value
 
     def guard_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
         measure([p for p in parts if not isinstance(p, BoundedUndefined)])

@@ -26,6 +26,7 @@ from jinja2.exceptions import SecurityError
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.notify.formats import FILTERS
 from gateway.notify.sandbox import (
+    COMPILE_LIMITS,
     MAX_SECONDS,
     RENDER_ERRORS,
     BoundedEnvironment,
@@ -34,6 +35,7 @@ from gateway.notify.sandbox import (
     budget,
     plain,
     refusals,
+    too_deep,
 )
 
 CHANNEL_TYPES = ("email", "push", "sms")
@@ -145,15 +147,14 @@ def _compile_part(
     env = _HTML if part == "html" else _TEXT
     try:
         tree = env.parse(source)
-    except jinja2.TemplateSyntaxError as exc:
+        for line, why in refusals(tree):
+            problems.append(FieldProblem(at, why, "security", {"line": line}))
+        return env.from_string(tree)
+    except jinja2.TemplateSyntaxError as exc:  # a syntax error, an unknown filter
         problems.append(FieldProblem(at, exc.message or str(exc), "syntax", {"line": exc.lineno}))
         return None
-    for line, why in refusals(tree):
-        problems.append(FieldProblem(at, why, "security", {"line": line}))
-    try:
-        return env.from_string(tree)
-    except jinja2.TemplateSyntaxError as exc:  # e.g. an unknown filter
-        problems.append(FieldProblem(at, exc.message or str(exc), "syntax", {"line": exc.lineno}))
+    except COMPILE_LIMITS as exc:
+        problems.append(FieldProblem(at, too_deep(exc), "limit"))
         return None
 
 

@@ -206,8 +206,8 @@ class Ingestor:
         if mapping is not None and (answer := mapping.probe(payload)) is not None:
             return _Plan((), False, False, mapping, answer)
         declared = mapping is not None and mapping.source.get("items") is not None
-        if declared:
-            texts = texts or DecodedTexts()
+        if declared or isinstance(payload, list):  # the items share texts and output bound
+            texts = texts or DecodedTexts(trigger.max_body_bytes)
         if isinstance(payload, list):
             # The input schema checks each item; a mapping's `items` expression still picks
             # them (a filter, say), as the dry run does.
