@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.clock import from_iso
 from gateway.doorbell import Doorbell
 from gateway.errors import BadRequest, Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
@@ -113,7 +114,7 @@ def _dig(data: Mapping[str, Any], dotted: str) -> Any:
 
 def _instant(value: str) -> datetime | None:
     try:
-        moment = datetime.fromisoformat(value)
+        moment = from_iso(value)
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
