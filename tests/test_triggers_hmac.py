@@ -219,3 +219,35 @@ async def test_an_iso_8601_timestamp_header_is_checked_against_the_tolerance(
         response = await _post(client, trigger, _box("box primary key", stamp))
         assert response.status == 401, stamp
     assert await _rejections(client, trigger) == {"stale": 1.0, "malformed": 2.0}
+
+
+async def test_a_signed_form_trigger_refuses_fields_in_the_unsigned_query_string(
+    client: Client,
+) -> None:
+    """A form trigger reads the query string's fields too, but no scheme signs the URL: with
+    a captured signature (of any body, or of the empty body of a GET), a caller wrote fields
+    of its choosing (`?status=inactive` beside the signed body; a whole vehicle in a GET's
+    query) once the first answer's record had expired, or the first time."""
+    trigger = await create_trigger(
+        client, format="form", auth={"mode": "hmac", "preset": "motive", "secret": "partner-s3cr3t"}
+    )
+    body = b"plate=ABC1D23&status=active"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for url, method, sent in (
+        (f"/hooks/{trigger['id']}?status=inactive", "POST", body),
+        (f"/hooks/{trigger['id']}?plate=ABC1D23&status=inactive", "GET", b""),
+        (f"/hooks/{trigger['id']}?plate=ABC1D23&status=inactive", "POST", b""),
+    ):
+        response = await client.request(
+            method, url, data=sent, headers={**form, **_motive("partner-s3cr3t", sent)}
+        )
+        assert response.status == 400, (method, url, await response.text())
+        problem = await response.json()
+        assert "query string" in problem["detail"] and "signed" in problem["detail"], problem
+    assert await entities(client) == []
+    response = await client.post(
+        f"/hooks/{trigger['id']}", data=body, headers={**form, **_motive("partner-s3cr3t", body)}
+    )
+    assert response.status == 201, await response.text()
+    [vehicle] = await entities(client)
+    assert vehicle["status"] == "active"

@@ -103,12 +103,13 @@ def _parser(how: str, naive: tzinfo) -> Parser:
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
             raise _fail(value, f"expected a string in the format {how!r}")
+        parsed: datetime | None
         try:
             parsed = datetime.strptime(value.strip(), how)
         except ValueError:
             parsed = _leap_second(value.strip(), how)
-            if parsed is None:
-                raise _fail(value, f"does not match {how!r}") from None
+        if parsed is None:
+            raise _fail(value, f"does not match {how!r}")
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=naive)
 
     return strptime

@@ -263,6 +263,13 @@ class HookReceiver:
         if trigger.format == "form" and reads_as_json(call.content_type, raw):
             payload: Any = parse_json(call.content_type, raw, call.charset)
         elif trigger.format == "form":
+            if trigger.auth_mode in SIGNED_MODES and call.query_string:
+                # No scheme signs the URL: its fields would be written on a signature of
+                # something else (any captured body, the empty body of a GET).
+                raise BadRequest(
+                    "the query string is not covered by the signature: a signed trigger "
+                    "takes its fields from the signed body only"
+                )
             form = parse_form(
                 call.content_type,
                 raw,
