@@ -251,3 +251,51 @@ async def test_a_signed_form_trigger_refuses_fields_in_the_unsigned_query_string
     assert response.status == 201, await response.text()
     [vehicle] = await entities(client)
     assert vehicle["status"] == "active"
+
+
+async def test_a_copy_of_an_untimestamped_signed_message_is_refused_after_its_first_answer_expired(
+    client: Client,
+) -> None:
+    """Motive, Fleetio and GitHub sign the body alone: a copy verifies forever. It was only
+    recognised while its idempotency record lived (24 h); after that, a captured message was
+    written again (events emitted again). Its key is now remembered 30 days: a copy is a 401,
+    counted as `replayed`, nothing written; past the memory it is processed afresh."""
+    db = client.app[services_key].store.db
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    headers = _motive(trigger["secret"])
+    first = await _post(client, trigger, headers)
+    assert first.status == 201, await first.text()
+    events = await db["events"].count_documents({})
+    await db["idempotency"].delete_many({})  # its 24 h are over (the TTL index's sweep)
+    again = await _post(client, trigger, headers)
+    assert again.status == 401, await again.text()
+    assert await _rejections(client, trigger) == {"replayed": 1}
+    assert await db["events"].count_documents({}) == events
+    forty_days_ago = datetime.now(UTC) - timedelta(days=40)
+    await db["signature_memory"].update_many({}, {"$set": {"seen_at": forty_days_ago}})
+    late = await _post(client, trigger, headers)
+    assert late.status == 200, await late.text()  # the memory is over too: processed afresh
+
+
+async def test_timestamped_schemes_and_position_triggers_keep_no_signature_memory(
+    client: Client,
+) -> None:
+    """A Samsara copy is stale after 5 minutes, and a fix sent again is a duplicate stored
+    once: neither needs a record per message for 30 days."""
+    db = client.app[services_key].store.db
+    samsara = await create_trigger(
+        client, auth={"mode": "hmac", "preset": "samsara", "secret": SAMSARA_SECRET}
+    )
+    assert (await _post(client, samsara, _samsara(SAMSARA_SECRET))).status == 201
+    assert await db["signature_memory"].count_documents({}) == 0
+    motive_positions = await client.post(
+        "/api/v1/triggers",
+        json={"name": "fixes", "target": "positions", "auth": {"mode": "hmac", "preset": "motive"}},
+        headers=auth(),
+    )
+    assert motive_positions.status == 201, await motive_positions.text()
+    positions = await motive_positions.json()
+    fix = orjson.dumps({"plate": "ABC1D23", "time": "2026-12-01T12:00:00Z", "lat": 1, "lon": 2})
+    stored = await _post(client, positions, _motive(positions["secret"], fix), fix)
+    assert stored.status == 201, await stored.text()
+    assert await db["signature_memory"].count_documents({}) == 0

@@ -86,6 +86,11 @@ class HmacScheme:
     timestamp_field: str | None = None
     _parts: tuple[tuple[bytes, str | None], ...] = field(default=(), repr=False, compare=False)
 
+    @property
+    def timestamped(self) -> bool:
+        """Whether a signed timestamp bounds how long a copy of a message verifies."""
+        return self.timestamp_header is not None or self.timestamp_field is not None
+
     def key(self, secret: str) -> bytes:
         """The HMAC key in a secret; ValueError when the secret does not fit the scheme."""
         if self.secret_encoding == "text":
