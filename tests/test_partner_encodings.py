@@ -188,6 +188,17 @@ async def test_a_content_coding_that_is_not_decoded_is_a_415_naming_those_that_a
     assert response.status == 201, await response.text()
 
 
+async def test_a_content_coding_on_a_request_without_a_body_says_nothing(client: Client) -> None:
+    """An OsmAnd GET writes from its query string: a stray Content-Encoding on it (some
+    HTTP stacks send their defaults) has no body to apply to."""
+    trigger = await create_trigger(client, format="form", auth={"token_in_query": "token"})
+    response = await client.get(
+        f"/hooks/{trigger['id']}?token={trigger['token']}&plate=ABC1D23",
+        headers={"Content-Encoding": "x-foo"},
+    )
+    assert response.status == 201, await response.text()
+
+
 async def test_an_admin_body_in_a_coding_that_is_not_decoded_is_a_415_too(client: Client) -> None:
     response = await client.post(
         "/api/v1/entities/vehicle",

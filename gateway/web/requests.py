@@ -55,8 +55,11 @@ DECODED_CODINGS: Final = (
 def check_content_coding(request: web.Request) -> None:
     """415 (with `Accept-Encoding`) for a body in a coding that is not decoded: one aiohttp
     does not know (`compress`, `x-gzip`), a stack of them (`gzip, gzip`: aiohttp decodes a
-    lone one), or the header given twice. `identity` is no coding."""
+    lone one), or the header given twice. `identity` is no coding; without a body (a GET's),
+    the header says nothing."""
     given = request.headers.getall(hdrs.CONTENT_ENCODING, ())
+    if not given or not request.body_exists:
+        return
     codings = [c for c in (t.strip().lower() for v in given for t in v.split(",")) if c]
     codings = [c for c in codings if c != "identity"]
     if not codings:
