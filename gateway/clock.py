@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 _MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
@@ -23,3 +24,36 @@ def zone_named(name: object) -> ZoneInfo | None:
         return ZoneInfo(name)
     except Exception:  # ZoneInfoNotFoundError, ValueError, IsADirectoryError, OSError
         return None
+
+
+# RFC 3339 §5.6 lets the seconds be 60 (a leap second); Python's datetime refuses them.
+_LEAP = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:[.,]\d{1,9})?(.*)")
+
+
+def from_iso(text: str) -> datetime:
+    """`datetime.fromisoformat`, and a leap second too: `23:59:60Z` (RFC 3339) is read as the
+    last microsecond before the next minute, `23:59:59.999999`: the date it names, and in
+    order with the times around it. Second 60 is a leap second only in the last minute of a
+    UTC day (`20:59:60-03:00`, `05:44:60+05:45`; without an offset, whose zone is unknown
+    here, the minute 59 of any hour); elsewhere, like any text that is not ISO 8601:
+    ValueError."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        leap = _LEAP.fullmatch(text)
+        if leap is None:
+            raise
+    moment = datetime.fromisoformat(f"{leap[1]}59.999999{leap[2]}")
+    if not _may_leap(moment):
+        raise ValueError(f"second 60 of {text!r} is no leap second")
+    return moment
+
+
+def _may_leap(moment: datetime) -> bool:
+    """Whether `moment` is in the last minute of a UTC day, where leap seconds are inserted;
+    without an offset (its zone unknown here), in the last minute of an hour."""
+    offset = moment.utcoffset()
+    if offset is None:
+        return moment.minute == 59
+    minutes = moment.hour * 60 + moment.minute - offset // timedelta(minutes=1)
+    return minutes % 1440 == 1439

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.clock import from_iso
 from gateway.doorbell import Doorbell
 from gateway.errors import BadRequest, Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
@@ -102,6 +103,12 @@ def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _values(query: Mapping[str, str], name: str) -> list[str]:
+    """Every value of a query parameter (a multidict's; a plain mapping has one)."""
+    getall = getattr(query, "getall", None)
+    return list(getall(name, ())) if getall is not None else [query[name]]
+
+
 def _dig(data: Mapping[str, Any], dotted: str) -> Any:
     value: Any = data
     for part in dotted.split("."):
@@ -113,7 +120,7 @@ def _dig(data: Mapping[str, Any], dotted: str) -> Any:
 
 def _instant(value: str) -> datetime | None:
     try:
-        moment = datetime.fromisoformat(value)
+        moment = from_iso(value)
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -232,6 +239,9 @@ class EntityService:
         self._schemas.require_type(etype)
         allowed = {*FILTERABLE.get(etype, ()), reference_field(etype)}
         filters = {k: v for k, v in query.items() if k not in PAGE_PARAMS and k not in ignore}
+        if twice := sorted(k for k in filters if len(_values(query, k)) > 1):
+            # Which value the caller meant (either, the first?) would be a guess.
+            raise BadRequest(f"the filter {', '.join(twice)} is given more than once")
         if unknown := sorted(set(filters) - allowed):
             raise BadRequest(
                 f"cannot filter {etype} by {', '.join(unknown)}; "

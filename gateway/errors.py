@@ -10,6 +10,7 @@
     ├── Conflict                      409  duplicate natural key, resource in use
     ├── PayloadTooLarge               413
     ├── UnsupportedMediaType          415
+    │   └── UnsupportedContentCoding  415  a Content-Encoding we cannot decode (names those we can)
     ├── InvalidPayload                422  schema, identifier or mapping failure (carries problems)
     ├── RateLimited                   429  (carries retry_after)
     ├── PartnerError                  502  a partner answered badly or not at all
@@ -123,6 +124,14 @@ class PayloadTooLarge(GatewayError):
 
 class UnsupportedMediaType(GatewayError):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class UnsupportedContentCoding(UnsupportedMediaType):
+    """RFC 9110 §15.5.16: answered with `Accept-Encoding` listing the codings we decode."""
+
+    def __init__(self, detail: str, *, supported: Sequence[str], **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.supported = tuple(supported)
 
 
 class InvalidPayload(GatewayError):

@@ -325,7 +325,8 @@ class Metrics:
         )
         self.trigger_signature_rejections = Counter(
             "gateway_trigger_signature_rejections_total",
-            "Signed trigger calls refused (401), by reason: missing, malformed, stale, mismatch",
+            "Signed trigger calls refused (401), by reason: missing, malformed, stale, mismatch, "
+            "replayed",
             ["trigger", "reason"],
             registry=r,
         )

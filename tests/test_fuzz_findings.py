@@ -99,6 +99,34 @@ async def test_a_sample_nested_beyond_the_limit_is_refused_like_a_trigger_refuse
     assert kept.status == 200, await kept.text()
 
 
+async def test_a_query_string_sample_with_an_escape_that_is_not_utf_8_is_refused_not_replaced(
+    client: Client,
+) -> None:
+    """A trigger refuses `c=%E3` (Latin-1 escapes without a charset: a 400 asking to name it);
+    the dry run read the same sample with U+FFFD in place of the byte, a result the trigger
+    never gives."""
+    mapping = (
+        "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields: {plate: p, attributes.c: c}\n"
+    )
+    response = await client.post(
+        "/api/v1/mappings/test",
+        json={"mapping": mapping, "payload": "p=ABC1D23&c=S%E3o"},
+        headers=auth(),
+    )
+    assert response.status == 422, await response.text()
+    problem = await response.json()
+    assert problem["errors"][0]["pointer"] == "/payload" and "UTF-8" in problem["detail"], problem
+    kept = await client.post(
+        "/api/v1/mappings/test",
+        json={"mapping": mapping, "payload": "p=ABC1D23&c=S%C3%A3o"},
+        headers=auth(),
+    )
+    assert kept.status == 200, await kept.text()
+    (result,) = (await kept.json())["results"]
+    assert result["document"]["attributes"] == {"c": "São"}
+
+
 def _draft(text: str) -> dict[str, Any]:
     return {
         "name": "t",

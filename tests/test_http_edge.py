@@ -118,3 +118,47 @@ async def test_a_client_gone_before_its_body_arrived_is_no_server_error_and_writ
             await asyncio.sleep(0.01)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert not await _vehicle_exists(served)
+
+
+async def test_a_coding_the_parser_cannot_decode_is_a_415_problem_naming_those_it_can(
+    served: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`br` and `zstd` need a library this install lacks: aiohttp's parser refuses them while it
+    reads the headers, which was a 400 telling the caller to "install `Brotli`"."""
+    body = b'{"plate": "ABC1D23"}'
+    for coding in ("br", "zstd"):
+        with caplog.at_level(logging.INFO):
+            status, headers, problem = await _raw(
+                served,
+                _post_vehicle(
+                    f"Content-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n", body
+                ),
+            )
+        assert status == 415 and headers["Content-Type"].startswith("application/problem+json")
+        assert headers["Accept-Encoding"] == "gzip, deflate"
+        assert problem["detail"] == (
+            f"the body's Content-Encoding {coding!r} is not supported: send it as it is, or in "
+            "one of gzip, deflate"
+        )
+        assert problem["type"] == "https://rabbot.dev/problems/unsupported-media-type"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert not await _vehicle_exists(served)
+
+
+async def test_a_body_that_does_not_decode_sent_where_no_body_is_read_logs_no_error(
+    served: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp reads what a route left of a body after the answer; a gzip body that is not
+    gzip logged an ERROR with a traceback there (a route without a body, a 405)."""
+    body = b"not gzip at all"
+    coded = f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n"
+    for request in (
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\n{coded}\r\n".encode() + body,
+        f"DELETE /hooks/trg_x HTTP/1.1\r\nHost: x\r\n{coded}\r\n".encode() + body,
+    ):
+        with caplog.at_level(logging.INFO):
+            status, _, answer = await _raw(served, request)
+        assert status in (200, 405), answer
+    logged = [r for r in caplog.records if "did not decode" in r.getMessage()]
+    assert [r.levelno for r in logged] == [logging.INFO, logging.INFO], caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

@@ -148,6 +148,73 @@ async def test_a_gzip_body_is_read_and_its_inflated_size_counts_against_the_limi
     assert response.status == 413, await response.text()
 
 
+async def test_a_content_coding_that_is_not_decoded_is_a_415_naming_those_that_are(
+    client: Client,
+) -> None:
+    """RFC 9110 §15.5.16: aiohttp decodes a lone gzip or deflate and passes any other coding
+    through, so `compress`, `x-gzip` or `gzip, gzip` bodies were read as if plain (a plain
+    body so labelled was written)."""
+    trigger = await _erp_trigger(client)
+    plain = json.dumps(PAYLOAD).encode()
+    for coding in ("compress", "x-foo", "x-gzip", "gzip, gzip", "identity, gzip"):
+        response = await client.post(
+            f"/hooks/{trigger['id']}",
+            data=plain,
+            headers={
+                **bearer(trigger),
+                "Content-Type": "application/json",
+                "Content-Encoding": coding,
+            },
+        )
+        assert response.status == 415, (coding, await response.text())
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+        assert response.headers["Accept-Encoding"] == "gzip, deflate"
+        problem = await response.json()
+        assert problem["detail"] == (
+            f"the body's Content-Encoding {coding!r} is not supported: send it as it is, or in "
+            "one of gzip, deflate"
+        )
+    listed = await client.get("/api/v1/entities/vehicle", headers=auth("acme"))
+    assert (await listed.json())["items"] == []
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=plain,
+        headers={
+            **bearer(trigger),
+            "Content-Type": "application/json",
+            "Content-Encoding": "identity",
+        },
+    )
+    assert response.status == 201, await response.text()
+
+
+async def test_a_content_coding_on_a_request_without_a_body_says_nothing(client: Client) -> None:
+    """An OsmAnd GET writes from its query string: a stray Content-Encoding on it (some
+    HTTP stacks send their defaults) has no body to apply to."""
+    trigger = await create_trigger(client, format="form", auth={"token_in_query": "token"})
+    response = await client.get(
+        f"/hooks/{trigger['id']}?token={trigger['token']}&plate=ABC1D23",
+        headers={"Content-Encoding": "x-foo"},
+    )
+    assert response.status == 201, await response.text()
+
+
+async def test_an_admin_body_in_a_coding_that_is_not_decoded_is_a_415_too(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/entities/vehicle",
+        data=b'{"plate": "ABC1D23"}',
+        headers={
+            **auth("acme"),
+            "Content-Type": "application/json",
+            "Content-Encoding": "compress",
+        },
+    )
+    assert response.status == 415, await response.text()
+    assert response.headers["Accept-Encoding"] == "gzip, deflate"
+    listed = await client.get("/api/v1/entities/vehicle", headers=auth("acme"))
+    assert (await listed.json())["items"] == []
+
+
 async def test_utf_16_json_from_a_dotnet_client_is_read_by_its_mark_or_its_charset(
     client: Client,
 ) -> None:

@@ -219,3 +219,83 @@ async def test_an_iso_8601_timestamp_header_is_checked_against_the_tolerance(
         response = await _post(client, trigger, _box("box primary key", stamp))
         assert response.status == 401, stamp
     assert await _rejections(client, trigger) == {"stale": 1.0, "malformed": 2.0}
+
+
+async def test_a_signed_form_trigger_refuses_fields_in_the_unsigned_query_string(
+    client: Client,
+) -> None:
+    """A form trigger reads the query string's fields too, but no scheme signs the URL: with
+    a captured signature (of any body, or of the empty body of a GET), a caller wrote fields
+    of its choosing (`?status=inactive` beside the signed body; a whole vehicle in a GET's
+    query) once the first answer's record had expired, or the first time."""
+    trigger = await create_trigger(
+        client, format="form", auth={"mode": "hmac", "preset": "motive", "secret": "partner-s3cr3t"}
+    )
+    body = b"plate=ABC1D23&status=active"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for url, method, sent in (
+        (f"/hooks/{trigger['id']}?status=inactive", "POST", body),
+        (f"/hooks/{trigger['id']}?plate=ABC1D23&status=inactive", "GET", b""),
+        (f"/hooks/{trigger['id']}?plate=ABC1D23&status=inactive", "POST", b""),
+    ):
+        response = await client.request(
+            method, url, data=sent, headers={**form, **_motive("partner-s3cr3t", sent)}
+        )
+        assert response.status == 400, (method, url, await response.text())
+        problem = await response.json()
+        assert "query string" in problem["detail"] and "signed" in problem["detail"], problem
+    assert await entities(client) == []
+    response = await client.post(
+        f"/hooks/{trigger['id']}", data=body, headers={**form, **_motive("partner-s3cr3t", body)}
+    )
+    assert response.status == 201, await response.text()
+    [vehicle] = await entities(client)
+    assert vehicle["status"] == "active"
+
+
+async def test_a_copy_of_an_untimestamped_signed_message_is_refused_after_its_first_answer_expired(
+    client: Client,
+) -> None:
+    """Motive, Fleetio and GitHub sign the body alone: a copy verifies forever. It was only
+    recognised while its idempotency record lived (24 h); after that, a captured message was
+    written again (events emitted again). Its key is now remembered 30 days: a copy is a 401,
+    counted as `replayed`, nothing written; past the memory it is processed afresh."""
+    db = client.app[services_key].store.db
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    headers = _motive(trigger["secret"])
+    first = await _post(client, trigger, headers)
+    assert first.status == 201, await first.text()
+    events = await db["events"].count_documents({})
+    await db["idempotency"].delete_many({})  # its 24 h are over (the TTL index's sweep)
+    again = await _post(client, trigger, headers)
+    assert again.status == 401, await again.text()
+    assert await _rejections(client, trigger) == {"replayed": 1}
+    assert await db["events"].count_documents({}) == events
+    forty_days_ago = datetime.now(UTC) - timedelta(days=40)
+    await db["signature_memory"].update_many({}, {"$set": {"seen_at": forty_days_ago}})
+    late = await _post(client, trigger, headers)
+    assert late.status == 200, await late.text()  # the memory is over too: processed afresh
+
+
+async def test_timestamped_schemes_and_position_triggers_keep_no_signature_memory(
+    client: Client,
+) -> None:
+    """A Samsara copy is stale after 5 minutes, and a fix sent again is a duplicate stored
+    once: neither needs a record per message for 30 days."""
+    db = client.app[services_key].store.db
+    samsara = await create_trigger(
+        client, auth={"mode": "hmac", "preset": "samsara", "secret": SAMSARA_SECRET}
+    )
+    assert (await _post(client, samsara, _samsara(SAMSARA_SECRET))).status == 201
+    assert await db["signature_memory"].count_documents({}) == 0
+    motive_positions = await client.post(
+        "/api/v1/triggers",
+        json={"name": "fixes", "target": "positions", "auth": {"mode": "hmac", "preset": "motive"}},
+        headers=auth(),
+    )
+    assert motive_positions.status == 201, await motive_positions.text()
+    positions = await motive_positions.json()
+    fix = orjson.dumps({"plate": "ABC1D23", "time": "2026-12-01T12:00:00Z", "lat": 1, "lon": 2})
+    stored = await _post(client, positions, _motive(positions["secret"], fix), fix)
+    assert stored.status == 201, await stored.text()
+    assert await db["signature_memory"].count_documents({}) == 0

@@ -218,6 +218,20 @@ async def test_lists_are_cursor_paginated_and_unknown_filters_are_400(client: Cl
     assert missing.status == 404
 
 
+async def test_a_filter_given_twice_is_a_400_not_its_last_value(client: Client) -> None:
+    """`?plate=A&plate=B` filtered by B alone: which one the caller meant is a guess (an OR,
+    the first?), as for a header given twice."""
+    trigger = await create_trigger(client)
+    for plate in ("ABC1D23", "BRA2E19"):
+        await hook(client, trigger, {"plate": plate, "status": "active"})
+    url = f"/hooks/{trigger['id']}?plate=ABC1D23&plate=BRA2E19"
+    response = await client.get(url, headers=bearer(trigger))
+    assert response.status == 400, await response.text()
+    assert (await response.json())["detail"] == "the filter plate is given more than once"
+    admin = await client.get("/api/v1/entities/vehicle?status=active&status=x", headers=auth())
+    assert admin.status == 400, await admin.text()
+
+
 async def test_fine_trigger_writes_and_reads_its_kind_only(client: Client) -> None:
     await upload_shipped(client, "fine-feed")
     trigger = await create_trigger(client, entity_type="other", kind="fine", mapping="fine-feed")

@@ -6,6 +6,7 @@ field holding JSON; actions and schedules read a partner's XML answer the same w
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,31 @@ fields:
     assert (status, problem["detail"]) == (400, "malformed XML: unknown charset 'klingon'")
     status, problem = await _post(client, trigger, body.encode(), "text/xml; charset=hex")
     assert (status, problem["detail"]) == (400, "malformed XML: unknown charset 'hex'")
+
+
+DECLARED_LATIN = (
+    '<?xml version="1.0" encoding="ISO-8859-1"?>'
+    "<veiculo><placa>ABC1D23</placa><cidade>São Paulo</cidade></veiculo>"
+)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoded"),
+    [
+        ("text/xml", codecs.BOM_UTF8 + DECLARED_LATIN.encode()),  # a template's declaration
+        ("text/xml; charset=ISO-8859-1", codecs.BOM_UTF8 + DECLARED_LATIN.encode()),
+        ("text/xml; charset=ISO-8859-1", DECLARED_LATIN.encode("utf-16")),  # a Java default
+    ],
+)
+def test_a_byte_order_mark_decides_the_encoding_before_the_label_and_the_declaration(
+    content_type: str, encoded: bytes
+) -> None:
+    """Windows tools write a mark; a template keeps its `encoding="ISO-8859-1"`, a Java client
+    labels everything `charset=ISO-8859-1`: the mark was read as Latin-1 text (`SÃ£o`) or as
+    garbage before the root (a 400)."""
+    charset = content_type.partition("charset=")[2] or None
+    tree = parse_xml(encoded, charset=charset)
+    assert tree == {"veiculo": {"placa": "ABC1D23", "cidade": "São Paulo"}}
 
 
 @pytest.mark.parametrize("content_type", ["application/xml", "text/xml", "application/atom+xml"])

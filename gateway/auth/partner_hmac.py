@@ -25,10 +25,10 @@ import secrets as _random
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
 from typing import Any, Final
 
 from gateway.auth.signatures import SignatureRejected, header_value
+from gateway.clock import from_iso
 
 ALGORITHMS: Final = ("sha1", "sha256", "sha512")
 ENCODINGS: Final = ("hex", "base64")
@@ -85,6 +85,11 @@ class HmacScheme:
     signature_field: str | None = None
     timestamp_field: str | None = None
     _parts: tuple[tuple[bytes, str | None], ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def timestamped(self) -> bool:
+        """Whether a signed timestamp bounds how long a copy of a message verifies."""
+        return self.timestamp_header is not None or self.timestamp_field is not None
 
     def key(self, secret: str) -> bytes:
         """The HMAC key in a secret; ValueError when the secret does not fit the scheme."""
@@ -285,7 +290,7 @@ def _timestamp(scheme: HmacScheme, text: str, now: float) -> str:
 def _iso_seconds(text: str) -> float:
     """An ISO 8601 date-time's Unix time; one without an offset names no instant: malformed."""
     try:
-        moment = datetime.fromisoformat(text) if text.isascii() and len(text) <= 40 else None
+        moment = from_iso(text) if text.isascii() and len(text) <= 40 else None
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from gateway.clock import from_iso
 from gateway.errors import FieldProblem, InvalidPayload
 
 FIELDS: Final = (
@@ -185,7 +186,7 @@ def rfc3339(value: str) -> datetime | None:
     if text[10] == " ":
         text = f"{text[:10]}T{text[11:]}"
     try:
-        parsed = datetime.fromisoformat(text) if "T" in text else None
+        parsed = from_iso(text) if "T" in text else None
         return None if parsed is None or parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):  # not a time; or year 1 or 9999 past the calendar
         return None

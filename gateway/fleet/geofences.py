@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from gateway.clock import from_iso
 from gateway.fleet.geometry import Shape
 
 FenceKind = Literal["authorized", "restricted"]
@@ -122,7 +123,7 @@ def step(
 def utc(value: Any) -> datetime | None:
     """A stored time back as an aware UTC datetime (BSON gives datetimes, JSON ISO strings)."""
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        value = from_iso(value)
     if not isinstance(value, datetime):
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -24,6 +24,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from gateway.assignments import AssignmentService
+from gateway.clock import from_iso
 from gateway.entities import EntityService
 from gateway.errors import NotFound
 from gateway.flows.model import AssignSpec, DriverSpec, RecipientSpec
@@ -165,7 +166,7 @@ def parse_time(value: Any) -> datetime | None:
     """An ISO 8601 date-time (RFC 3339, or local time in `LOCAL_ZONE` without an offset), or
     None."""
     try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+        parsed = from_iso(value) if isinstance(value, str) else None
     except ValueError:
         return None
     if parsed is None or len(value.strip()) <= 10:  # a date alone is no time

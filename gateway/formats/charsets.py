@@ -29,6 +29,18 @@ def decode_charset(document: bytes, charset: str) -> str:
         raise DocumentRefused(f"unknown charset {charset!r}") from None
 
 
+def decode_marked(document: bytes) -> str | None:
+    """The text of a document that starts with a byte order mark, in the encoding the mark
+    says (without it), or None without one. A mark is the document's own word: it wins over a
+    media type's charset (a Java client's default `charset=ISO-8859-1`) and over an XML
+    declaration left from a template (RFC 7303 §3.3). DocumentRefused for bytes that are
+    not of that encoding."""
+    for mark, codec in _MARKS:
+        if document.startswith(mark):
+            return decode_charset(document, codec)
+    return None
+
+
 def is_utf8(charset: str | None) -> bool:
     """Whether a media type's charset (None: none given) is UTF-8, which needs no decoding.
     An unknown name is not: decode_charset refuses it."""
@@ -47,6 +59,8 @@ _WIDE_MARKS: Final = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+# Every byte order mark and the codec that reads it (the mark included).
+_MARKS: Final = ((UTF8_BOM, "utf-8-sig"), *_WIDE_MARKS)
 _WIDE: Final = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
 
 

@@ -30,6 +30,7 @@ from xml.parsers import expat
 
 from .charsets import NOT_CHARSETS as _NOT_CHARSETS
 from .charsets import decode_charset as _decoded
+from .charsets import decode_marked
 from .json_tree import MAX_DEPTH
 from .refusal import DocumentRefused
 
@@ -49,11 +50,9 @@ def parse_xml(document: bytes | str, *, charset: str | None = None) -> dict[str,
     """The document's tree, `{root name: value}`; DocumentRefused when it is malformed, has a
     DTD or nests deeper than MAX_DEPTH. Bytes are decoded by `charset` when the media type
     names one (RFC 7303: it wins over the XML declaration), else by the XML declaration's
-    encoding (UTF-8 without one); text is read as it is."""
-    if isinstance(document, bytes) and charset:
-        document = _decoded(document, charset)
-    if isinstance(document, bytes):
-        _check_declared(document)
+    encoding (UTF-8 without one); a byte order mark before all of them. Text is read as it
+    is (expat then ignores the declaration's encoding)."""
+    document = _text(document, charset)
     if not document.strip():
         raise DocumentRefused("the document is empty")
     builder = _Builder()
@@ -80,11 +79,7 @@ def root_name(document: bytes | str, *, charset: str | None = None) -> tuple[str
     builder.attach(parser)
     parser.StartElementHandler = _stop_at_root
     try:
-        if isinstance(document, bytes) and charset:
-            document = _decoded(document, charset)
-        if isinstance(document, bytes):
-            _check_declared(document)
-        parser.Parse(document, True)
+        parser.Parse(_text(document, charset), True)
     except _Root as root:
         namespace, _, local = root.name.rpartition(_SEPARATOR)
         return namespace, local
@@ -102,6 +97,20 @@ class _Root(Exception):
 
 def _stop_at_root(name: str, _: dict[str, str]) -> NoReturn:
     raise _Root(name)
+
+
+def _text(document: bytes | str, charset: str | None) -> bytes | str:
+    """The document as expat is to read it: text when a byte order mark or the media type's
+    charset says what its bytes are, else the bytes (their XML declaration says, else
+    UTF-8)."""
+    if isinstance(document, str):
+        return document
+    if (marked := decode_marked(document)) is not None:
+        return marked
+    if charset:
+        return _decoded(document, charset)
+    _check_declared(document)
+    return document
 
 
 def _check_declared(document: bytes) -> None:

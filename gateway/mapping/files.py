@@ -55,7 +55,16 @@ def read_sample(text: str) -> Any:
         if text.lstrip().startswith(("{", "[")):  # JSON, refused as a trigger refuses it
             problem = FieldProblem("", f"malformed JSON: {exc.located()}", "json")
             raise InvalidPayload("the sample is not valid JSON", [problem]) from None
-        return dict(parse_qsl(text.strip().lstrip("?"), keep_blank_values=True))
+        try:
+            return dict(
+                parse_qsl(text.strip().lstrip("?"), keep_blank_values=True, errors="strict")
+            )
+        except UnicodeDecodeError:  # `%E3`: a trigger refuses it too (unless a charset says)
+            message = "a field is not valid UTF-8 once its %-escapes are decoded"
+            problem = FieldProblem("", message, "encoding")
+            raise InvalidPayload(
+                f"the sample is not a valid query string: {message}", [problem]
+            ) from None
 
 
 def test_file(

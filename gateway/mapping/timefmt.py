@@ -4,11 +4,12 @@ format as ISO 8601 (UTC by default), a date, Unix time or a strftime format, in 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from gateway.clock import zone_named
+from gateway.clock import from_iso, zone_named
 
 from .model import EvalError
 
@@ -51,14 +52,14 @@ def _from_iso(value: Any, naive: tzinfo) -> datetime:
         raise _fail(value, "expected an ISO 8601 string")
     text = value.strip()
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = from_iso(text)
     except ValueError:
         # A `+hh:mm` offset sent unescaped in a query string arrives as ` hh:mm` (`+` is a
         # space there): the offset it was, not a refused time.
         if (plus := _PLUS_AS_SPACE.fullmatch(text)) is None:
             raise _fail(value, "not ISO 8601") from None
         try:
-            parsed = datetime.fromisoformat(f"{plus[1]}+{plus[2]}")
+            parsed = from_iso(f"{plus[1]}+{plus[2]}")
         except ValueError:
             raise _fail(value, "not ISO 8601") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=naive)
@@ -102,13 +103,34 @@ def _parser(how: str, naive: tzinfo) -> Parser:
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
             raise _fail(value, f"expected a string in the format {how!r}")
+        parsed: datetime | None
         try:
             parsed = datetime.strptime(value.strip(), how)
         except ValueError:
-            raise _fail(value, f"does not match {how!r}") from None
+            parsed = _leap_second(value.strip(), how)
+        if parsed is None:
+            raise _fail(value, f"does not match {how!r}")
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=naive)
 
     return strptime
+
+
+def _leap_second(text: str, how: str) -> datetime | None:
+    """`text` in the format `how` whose seconds are 60 (a leap second, which datetime refuses
+    and time.strptime reads), as the last microsecond of its minute, like `from_iso`; else
+    None."""
+    try:
+        parts = time.strptime(text, how)
+    except ValueError:
+        return None
+    if parts.tm_sec != 60 or parts.tm_min != 59:
+        return None
+    offset = parts.tm_gmtoff
+    zone = None if offset is None else timezone(timedelta(seconds=offset))
+    try:
+        return datetime(*parts[:5], 59, 999_999, tzinfo=zone)
+    except ValueError:
+        return None
 
 
 _2D = [f"{i:02d}" for i in range(100)]

@@ -10,7 +10,7 @@ from typing import Any
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
-from gateway.clock import zone_named
+from gateway.clock import from_iso, zone_named
 
 DEFAULT_TZ = "America/Sao_Paulo"
 _DATE_FORMATS = {"pt-BR": "%d/%m/%Y %H:%M", "en": "%Y-%m-%d %H:%M"}
@@ -29,7 +29,7 @@ def format_datetime(
     if not isinstance(value, str | datetime):
         return "" if value is None else str(value)
     try:
-        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        moment = value if isinstance(value, datetime) else from_iso(value)
     except ValueError:
         return str(value)
     if (zone := zone_named(tz)) is None:

@@ -32,6 +32,7 @@ from functools import partial
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.mapping import CompiledMapping, DecodedTexts
@@ -305,7 +306,7 @@ def _as_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not _DATE_TIME.fullmatch(value.strip()):
         return None
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = from_iso(value.strip())
     except ValueError:
         return None
     return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed

@@ -33,6 +33,8 @@ from gateway.store.positions import PositionStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
 from gateway.store.rejected import RejectedStore
 from gateway.store.schedules import ScheduleStore
+from gateway.store.signature_memory import INDEXES as SIGNATURE_MEMORY_INDEXES
+from gateway.store.signature_memory import SignatureMemory
 from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
 from gateway.store.ui_accounts import UiAccountStores
@@ -62,6 +64,7 @@ class Store:
         self.mappings = MappingStore(db)
         self.triggers = TriggerStore(db["triggers"])
         self.idempotency = IdempotencyStore(db["idempotency"])
+        self.signature_memory = SignatureMemory(db["signature_memory"])
         self.rejected = RejectedStore(db["rejected"])
         self.partners = PartnerStore(db["partners"])
         self.actions = ActionStore(db["actions"])
@@ -103,6 +106,7 @@ class Store:
             await self.db["schedules"].create_indexes(schedules.INDEXES)
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES)
+        await self.expiry.create_indexes(self.db["signature_memory"], SIGNATURE_MEMORY_INDEXES)
         await self.entities.backfill_lookup_keys()
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes(scans_id_ranges=scans)

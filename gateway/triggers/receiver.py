@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +41,7 @@ from gateway.errors import (
     GatewayError,
     PartnerError,
     RateLimited,
+    StoreUnavailable,
     Unauthorized,
     Unavailable,
 )
@@ -56,6 +58,8 @@ from gateway.triggers.model import HookAnswer, HookCall
 from gateway.triggers.outcomes import outcome_of
 from gateway.triggers.payloads import parse_form, parse_json, parse_xml, reads_as_json
 from gateway.triggers.reading import Reader
+
+log = logging.getLogger(__name__)
 
 DENIED: Final = "missing, invalid or revoked credentials"
 SIGNED_MODES: Final = frozenset({"webhook_signature", "hmac"})
@@ -254,6 +258,24 @@ class HookReceiver:
 
     # -- writing -------------------------------------------------------------------------------
 
+    async def _refuse_old_copy(self, trigger: CompiledTrigger, key: str) -> None:
+        """A copy of a message written before, whose idempotency record (and first answer) has
+        expired: refused like a stale timestamp, counted as `replayed`."""
+        memory = self._store.signature_memory
+        if await memory.seen_at(trigger.tenant, trigger.id, key, self._now()) is not None:
+            self._metrics.trigger_signature_rejections.labels(trigger.id, "replayed").inc()
+            raise denied()
+
+    async def _remember(self, trigger: CompiledTrigger, key: str) -> None:
+        """Keep the written message's key (store/signature_memory.py); the write is durable
+        and answered whether or not this succeeds."""
+        try:
+            await self._store.signature_memory.remember(
+                trigger.tenant, trigger.id, key, self._now()
+            )
+        except StoreUnavailable as exc:
+            log.warning("signed message not remembered: %s", exc.detail)
+
     async def _write(self, admitted: _Admitted, call: HookCall, tally: _Tally) -> HookAnswer:
         trigger = admitted.trigger
         received = self._now()  # the device time of a tracker that sends none
@@ -263,6 +285,13 @@ class HookReceiver:
         if trigger.format == "form" and reads_as_json(call.content_type, raw):
             payload: Any = parse_json(call.content_type, raw, call.charset)
         elif trigger.format == "form":
+            if trigger.auth_mode in SIGNED_MODES and call.query_string:
+                # No scheme signs the URL: its fields would be written on a signature of
+                # something else (any captured body, the empty body of a GET).
+                raise BadRequest(
+                    "the query string is not covered by the signature: a signed trigger "
+                    "takes its fields from the signed body only"
+                )
             form = parse_form(
                 call.content_type,
                 raw,
@@ -281,11 +310,17 @@ class HookReceiver:
         # must not let a captured message be replayed inside the signature's time window.
         key = admitted.message_id or call.headers.get("Idempotency-Key")
 
+        remembered = key if _remembered(admitted) else None
+
         async def ingest() -> HookAnswer:
+            if remembered is not None:
+                await self._refuse_old_copy(trigger, remembered)
             ingested = await self._ingestor.ingest(
                 trigger, payload, origin=Origin("trigger", trigger.id), received=received
             )
             tally.outcome = ingested.outcome
+            if remembered is not None and ingested.status < 300:
+                await self._remember(trigger, remembered)
             return HookAnswer(ingested.status, orjson.dumps(ingested.body))
 
         if key is None:
@@ -296,6 +331,19 @@ class HookReceiver:
         if REPLAYED_HEADER in answer.headers:
             tally.outcome = "replayed"
         return answer
+
+
+def _remembered(admitted: _Admitted) -> bool:
+    """Whether a signed message is remembered past its idempotency record: its scheme has no
+    timestamp, so nothing else stops a copy of it later. A position trigger's fix sent again
+    is a duplicate anyway (stored once, by vehicle and time)."""
+    scheme = admitted.trigger.hmac
+    return (
+        admitted.message_id is not None
+        and scheme is not None
+        and not scheme.timestamped
+        and admitted.trigger.target != "positions"
+    )
 
 
 def _check_key(key: str) -> None:

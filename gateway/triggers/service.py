@@ -159,6 +159,7 @@ class TriggerService:
             raise NotFound(f"no trigger {trigger_id!r}")
         await self._store.rejected.delete_for_trigger(tenant, trigger_id)
         await self._store.idempotency.delete_for_trigger(tenant, trigger_id)
+        await self._store.signature_memory.delete_for_trigger(tenant, trigger_id)
 
     async def rotate(
         self, tenant: str, trigger_id: str, *, grace_seconds: int = 0, secret: Any = None

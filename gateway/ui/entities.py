@@ -11,6 +11,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway import paging
+from gateway.clock import from_iso
 from gateway.entities import public
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.events import public_event
@@ -118,7 +119,7 @@ def _assignment(values: Mapping[str, Any]) -> tuple[str | None, datetime | None]
     start = None
     if raw := values.get("start"):
         try:
-            start = datetime.fromisoformat(raw)
+            start = from_iso(raw)
         except ValueError:
             problems.append(FieldProblem("/start", f"not a date and time: {raw!r}", "format"))
         else:

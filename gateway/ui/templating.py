@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 import jinja2
 import orjson
 
+from gateway.clock import from_iso
+
 # Fleet admins read local time: Brasília time, whatever the language.
 ZONE: Final = ZoneInfo("America/Sao_Paulo")
 _FORMATS: Final = {"pt-BR": "%d/%m/%Y %H:%M:%S", "en": "%Y-%m-%d %H:%M:%S"}
@@ -59,7 +61,7 @@ def when(context: jinja2.runtime.Context, value: Any) -> str:
     if isinstance(value, str):
         text: str = value
         try:
-            value = datetime.fromisoformat(text)
+            value = from_iso(text)
         except ValueError:
             return text
     if not isinstance(value, datetime):

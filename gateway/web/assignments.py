@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.clock import from_iso
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
@@ -63,7 +64,7 @@ _ASSIGN: dict[str, Any] = {
 def parse_time(value: Any, pointer: str) -> datetime:
     """An RFC 3339 time with its offset."""
     try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+        parsed = from_iso(value) if isinstance(value, str) else None
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:

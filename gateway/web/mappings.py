@@ -19,6 +19,7 @@ from gateway.web.problems import json_response
 from gateway.web.requests import (
     VERSION_NUMBER,
     body_deadline,
+    check_content_coding,
     is_json,
     page_params,
     query_flag,
@@ -99,6 +100,7 @@ def _too_large(size: int | None) -> None:
 
 async def _read_upload(request: web.Request) -> tuple[bytes, str | None]:
     """The mapping file in the body (YAML or JSON), or in the `file` field of a form."""
+    check_content_coding(request)
     ctype = request.content_type
     if ctype == "multipart/form-data":
         async with body_deadline():

@@ -18,6 +18,7 @@ from gateway.errors import (
     RateLimited,
     Unauthorized,
     Unavailable,
+    UnsupportedContentCoding,
     UnsupportedMediaType,
 )
 from gateway.web import replies
@@ -47,6 +48,8 @@ def problem_response(error: GatewayError, request: web.Request) -> web.Response:
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, MethodNotAllowed) and error.allowed:
         headers["Allow"] = ", ".join(error.allowed)
+    elif isinstance(error, UnsupportedContentCoding):
+        headers["Accept-Encoding"] = ", ".join(error.supported)
     return _respond(request, body, error.status, headers)
 
 

@@ -6,10 +6,11 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from multidict import MultiDict, MultiDictProxy
 
 from gateway import paging
@@ -19,6 +20,7 @@ from gateway.errors import (
     FieldProblem,
     InvalidPayload,
     RequestTimeout,
+    UnsupportedContentCoding,
     UnsupportedMediaType,
 )
 from gateway.triggers.payloads import check_depth
@@ -42,7 +44,38 @@ async def read_json(request: web.Request) -> Any:
     return parse_json(await read_body(request))
 
 
+# The content codings aiohttp decodes while a body is read (its parser refuses `br` and `zstd`
+# itself when their library is missing: web/server.py); any other one would be read as if
+# the body were plain.
+DECODED_CODINGS: Final = (
+    ("gzip", "deflate") + (("br",) if HAS_BROTLI else ()) + (("zstd",) if HAS_ZSTD else ())
+)
+
+
+def check_content_coding(request: web.Request) -> None:
+    """415 (with `Accept-Encoding`) for a body in a coding that is not decoded: one aiohttp
+    does not know (`compress`, `x-gzip`), a stack of them (`gzip, gzip`: aiohttp decodes a
+    lone one), or the header given twice. `identity` is no coding; without a body (a GET's),
+    the header says nothing."""
+    given = request.headers.getall(hdrs.CONTENT_ENCODING, ())
+    if not given or not request.body_exists:
+        return
+    codings = [c for c in (t.strip().lower() for v in given for t in v.split(",")) if c]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        return
+    if len(given) == 1 and codings == [given[0].strip().lower()] and codings[0] in DECODED_CODINGS:
+        return
+    shown = ", ".join(v.strip() for v in given)
+    raise UnsupportedContentCoding(
+        f"the body's Content-Encoding {shown!r} is not supported: send it as it is, or in "
+        f"one of {', '.join(DECODED_CODINGS)}",
+        supported=DECODED_CODINGS,
+    )
+
+
 async def read_body(request: web.Request) -> bytes:
+    check_content_coding(request)
     if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
         return await request.read()
     async with body_deadline():
@@ -55,6 +88,7 @@ FormValue = str | bytes | bytearray | web.FileField
 async def read_form(request: web.Request) -> MultiDictProxy[FormValue]:
     """A form's fields (urlencoded or multipart), within the same deadline as a body.
     ValueError for a multipart body that cannot be read."""
+    check_content_coding(request)
     async with body_deadline():
         if request.content_type == "multipart/form-data":
             return await _read_multipart(request)

@@ -1,0 +1,51 @@
+"""The `signature_memory` collection: the replay keys of signed messages whose scheme has no
+timestamp (Motive, Fleetio, GitHub: the signature alone), kept `RETENTION_SECONDS` (30 days),
+beyond their idempotency record's 24 h, so that a copy sent again after those is refused
+instead of written a second time.
+
+A record is `{_id: "<trigger id>:<sha256 of the key>", tenant, trigger_id, seen_at}` (the
+first time the message was written); a TTL index drops it after RETENTION_SECONDS, and reads
+ignore older ones too (TTL deletion runs only now and then).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Final
+
+from pymongo import ASCENDING, IndexModel
+
+from gateway.store.client import Collection, scoped, translate_errors
+from gateway.store.idempotency import record_id
+
+RETENTION_SECONDS: Final = 30 * 24 * 3600
+INDEXES: Final = [
+    IndexModel([("seen_at", ASCENDING)], expireAfterSeconds=RETENTION_SECONDS, name="ttl"),
+]
+
+
+class SignatureMemory:
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def seen_at(
+        self, tenant: str, trigger_id: str, key: str, now: datetime
+    ) -> datetime | None:
+        """When the message with this replay key was first written, within the memory."""
+        since = now - timedelta(seconds=RETENTION_SECONDS)
+        query = {"_id": record_id(trigger_id, key), "seen_at": {"$gt": since}}
+        with translate_errors():
+            found = await self._c.find_one(scoped(tenant, query), {"seen_at": 1})
+        return None if found is None else found["seen_at"]
+
+    async def remember(self, tenant: str, trigger_id: str, key: str, now: datetime) -> None:
+        with translate_errors():
+            await self._c.update_one(
+                scoped(tenant, {"_id": record_id(trigger_id, key)}),
+                {"$set": {"trigger_id": trigger_id, "seen_at": now}},
+                upsert=True,
+            )
+
+    async def delete_for_trigger(self, tenant: str, trigger_id: str) -> None:
+        with translate_errors():
+            await self._c.delete_many(scoped(tenant, {"trigger_id": trigger_id}))
