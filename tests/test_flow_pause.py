@@ -76,6 +76,8 @@ async def test_a_paused_flow_holds_its_fines_and_e_mails_them_once_resumed(
     assert state["held"] == 2 and state["paused"]["by"]
     listed = (await get(client, "/api/v1/flows"))["items"]
     assert [f["paused"] is not None for f in listed] == [True]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_flow_runs_total{outcome="held"} 2.0' in metrics
 
     resumed = await post(client, f"{FLOW}/resume", None, status=200)
     assert resumed == {"name": "fine-email-driver", "paused": None, "released": 2, "skipped": 0}
@@ -111,6 +113,9 @@ async def test_a_flow_resumed_skipping_its_held_runs_sends_nothing_for_them(
     await send_to(client, fines, _fine("A123456790"))
     await drain(client.app[services_key])
     assert [m.message["Subject"] for m in smtp.received] == ["Multa A123456790 - ABC1D23"]
+    # and it can be paused again
+    again = await post(client, f"{FLOW}/pause", {"reason": "de novo"}, status=200)
+    assert again["paused"]["reason"] == "de novo"
 
 
 async def test_a_run_waiting_for_its_partner_when_paused_is_held_at_that_step(
