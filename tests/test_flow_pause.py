@@ -6,6 +6,10 @@ the admin API and the admin UI, with the fine scenario's real partners (HR doubl
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -26,9 +30,10 @@ from tests.flow_support import (
 from tests.partner_double import FakeClock, Partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
+from tests.test_flow_crash import _setup, _worker, slow
 from tests.ui_support import csrf_of, log_in, make_user
 
-__all__ = ["partner", "smtp_server"]  # the fixtures
+__all__ = ["partner", "slow", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
@@ -221,3 +226,65 @@ async def test_the_admin_ui_pauses_and_resumes_a_flow(
     assert len(smtp.received) == 1
     page = await (await client.get("/admin/flows/fine-email-driver")).text()
     assert 'data-testid="flow-paused"' not in page
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Look again every 50 ms until `condition` holds (a condition, not a fixed sleep)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await condition():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}") from None
+
+
+async def test_a_pause_holds_a_real_workers_runs_after_their_step_in_flight(
+    client: Client,
+    partner: Partner,
+    slow: Partner,
+    smtp_server: SmtpFactory,
+    mongodb_uri: str,
+    tmp_path: Path,
+) -> None:
+    """A real `gateway worker` (another process) runs three fines' runs; each is in its second
+    step (an audit call the partner holds) when the admin pauses the flow through this
+    process's API. The audit answers: each run records it and holds before its e-mail, in the
+    worker, at once (the pause is read from the database before each step). Resumed here, the
+    worker sends the three e-mails; no step ran twice."""
+    smtp = await smtp_server()
+    fines = await _setup(client, partner, slow, smtp)
+    slow.respond_with(200, {}, delay=60)  # the audit hangs until the test releases it
+    for n in range(3):
+        await send_to(client, fines, {**sample("fine_feed.json"), "ait": f"A00000000{n}"})
+    runs = client.app[services_key].store.db["flow_runs"]
+
+    async def statuses() -> list[str]:
+        return sorted(r["status"] for r in await runs.find({}, {"status": 1}).to_list(None))
+
+    async def all_held() -> bool:
+        return await statuses() == ["held"] * 3
+
+    worker = await _worker(client, mongodb_uri, tmp_path, "worker")
+    try:
+        await slow.wait_for(3, timeout=40)  # every run is in its audit step
+        await post(client, "/api/v1/flows/fine-audit/pause", None, status=200)
+        slow.respond_with(200, {})
+        slow.release.set()
+        await until(all_held, 30, "the runs held")
+        assert smtp.received == []
+        resumed = await post(client, "/api/v1/flows/fine-audit/resume", None, status=200)
+        assert resumed["released"] == 3
+        async with smtp.arrived:
+            await asyncio.wait_for(smtp.arrived.wait_for(lambda: len(smtp.received) >= 3), 30)
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), 20) == 0
+    finally:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(worker.wait(), 20)
+    finished = await runs.find().to_list(None)
+    assert {r["status"] for r in finished} == {"succeeded"}
+    for run in finished:
+        assert [s["id"] for s in run["steps"]] == ["hr", "audit", "email"]
+    assert len(partner.requests) == 3 and len(slow.requests) == 3  # none asked twice
+    assert len(smtp.received) == 3
