@@ -288,3 +288,24 @@ async def test_a_pause_holds_a_real_workers_runs_after_their_step_in_flight(
         assert [s["id"] for s in run["steps"]] == ["hr", "audit", "email"]
     assert len(partner.requests) == 3 and len(slow.requests) == 3  # none asked twice
     assert len(smtp.received) == 3
+
+
+async def test_a_new_version_keeps_the_pause_and_deleting_the_flow_drops_it(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _fines(client, partner, smtp.port)
+    await post(client, f"{FLOW}/pause", {"reason": "migração"}, status=200)
+    flow = await get(client, FLOW)
+    edited = flow["source"].replace("e-mail the driver the fine", "e-mail the fine")
+    response = await client.post(
+        "/api/v1/flows",
+        data=edited.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    assert response.status == 201, await response.text()
+    assert (await get(client, f"{FLOW}/pause"))["paused"]["reason"] == "migração"
+    deleted = await client.delete(FLOW, headers=auth())
+    assert deleted.status == 204
+    await upload_flow(client, "fine-email-driver")
+    assert (await get(client, f"{FLOW}/pause"))["paused"] is None
