@@ -13,6 +13,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from gateway.web.state import services_key
 from tests import tracks
 from tests.support import auth
@@ -396,13 +398,14 @@ async def test_scrambled_and_duplicated_sends_fold_like_the_same_fixes_in_order(
     assert announced["MIX1A01"] == {"due": [3, 6, 9, 12], "due_soon": [3, 9, 12]}
 
 
+@pytest.mark.parametrize("speed", [True, False], ids=["speed-0", "no-speed"])
 async def test_fixes_with_accuracy_0_or_none_parked_an_hour_gain_almost_nothing(
-    client: Client,
+    client: Client, speed: bool
 ) -> None:
     """A vehicle parks for an hour 10 m outside a restricted yard; a fix every 20 s drifts
     5–15 m, reporting accuracy 0 on half of them (a tracker without the figure) and nothing on
-    the others, speed 0: the odometer gains at most 50 m over the drive to the spot, and the
-    yard is never entered (a fix 5 m inside is within the margin)."""
+    the others, speed 0 or none: the odometer gains at most 50 m over the drive to the spot,
+    and the yard is never entered (a fix 5 m inside is within the margin)."""
     path = tracks.Path(ending_now(3700), -23.60, -46.70, 0).drive(60, 10).stop(3600)
     parked = path.samples[-1]
     lat, lon = tracks.offset(parked.lat, parked.lon, 110, 0)
@@ -413,7 +416,12 @@ async def test_fixes_with_accuracy_0_or_none_parked_an_hour_gain_almost_nothing(
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "ZER1A01")
     fixes, clean = sample_path(
-        path, "ZER1A01", every_s=5, stopped_every_s=20, accuracy=lambda i: 0.0 if i % 2 else None
+        path,
+        "ZER1A01",
+        every_s=5,
+        stopped_every_s=20,
+        accuracy=lambda i: 0.0 if i % 2 else None,
+        speed=speed,
     )
     await post(client, trigger, fixes)
     await fold(client)
