@@ -290,11 +290,11 @@ async def test_a_pause_holds_a_real_workers_runs_after_their_step_in_flight(
     assert len(smtp.received) == 3
 
 
-async def test_a_new_version_keeps_the_pause_and_deleting_the_flow_drops_it(
+async def test_a_new_version_keeps_the_pause_and_deleting_the_flow_fails_its_held_runs(
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:
     smtp = await smtp_server()
-    await _fines(client, partner, smtp.port)
+    fines = await _fines(client, partner, smtp.port)
     await post(client, f"{FLOW}/pause", {"reason": "migração"}, status=200)
     flow = await get(client, FLOW)
     edited = flow["source"].replace("e-mail the driver the fine", "e-mail the fine")
@@ -305,7 +305,17 @@ async def test_a_new_version_keeps_the_pause_and_deleting_the_flow_drops_it(
     )
     assert response.status == 201, await response.text()
     assert (await get(client, f"{FLOW}/pause"))["paused"]["reason"] == "migração"
+    await send_to(client, fines, _fine("A123456789"))
+    await drain(client.app[services_key])
+    (held,) = await _runs(client)
+    assert held["status"] == "held"
     deleted = await client.delete(FLOW, headers=auth())
     assert deleted.status == 204
+    await drain(client.app[services_key])
+    # the held run is not left waiting for a resume that cannot come: it fails, as every run
+    # of a deleted flow does
+    run = await get(client, f"/api/v1/flow-runs/{held['id']}")
+    assert run["status"] == "failed" and "has no version" in run["last_error"], run
+    assert partner.requests == [] and smtp.received == []
     await upload_flow(client, "fine-email-driver")
     assert (await get(client, f"{FLOW}/pause"))["paused"] is None

@@ -181,6 +181,9 @@ class FlowService:
         await self._versions.head(tenant, name)
         await self._flows.delete(tenant, name)
         self._changed(tenant, name)
+        # Held runs are claimed by no runner: pending again, they fail as every run of a
+        # deleted flow does at its next try, instead of waiting for a resume that cannot come.
+        await self._store.notify.runs.let_go_held(tenant, name, utcnow(), skip=False)
 
     # -- pause and resume --------------------------------------------------------------------
 
