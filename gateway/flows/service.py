@@ -17,6 +17,7 @@ holds in every process at once.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,8 @@ class FlowService:
         self._flows = store.notify.flows
         self._compiled: OrderedDict[tuple[str, str, int], CompiledFlow] = OrderedDict()
         self.revision = 0
+        # Wakes this process's runner when held runs are let go (set by the wiring).
+        self.on_released: Callable[[], None] | None = None
         self._versions = VersionedDocuments(
             self._flows, "flow", make=_version, on_change=self._changed, recheck=self._recheck
         )
@@ -183,7 +186,9 @@ class FlowService:
         self._changed(tenant, name)
         # Held runs are claimed by no runner: pending again, they fail as every run of a
         # deleted flow does at its next try, instead of waiting for a resume that cannot come.
-        await self._store.notify.runs.let_go_held(tenant, name, utcnow(), skip=False)
+        if await self._store.notify.runs.let_go_held(tenant, name, utcnow(), skip=False):
+            if self.on_released is not None:
+                self.on_released()
 
     # -- pause and resume --------------------------------------------------------------------
 
@@ -207,6 +212,8 @@ class FlowService:
         if await self._flows.set_paused(tenant, name, None, resumed=resumed) is None:
             raise NotFound(f"no flow {name!r}")
         moved = await self._store.notify.runs.let_go_held(tenant, name, now, skip=skip)
+        if moved and not skip and self.on_released is not None:
+            self.on_released()
         return {
             "name": name,
             "paused": None,
