@@ -173,7 +173,8 @@ class Metrics:
         self.flow_runs = Counter(
             "gateway_flow_runs_total",
             "Flow runs by what happened: started, succeeded, stopped, failed, waiting (a step "
-            "retries later), loop_guard (an event of a chain of flows too deep started none)",
+            "retries later), held (its flow is paused), loop_guard (an event of a chain of flows "
+            "too deep started none)",
             ["outcome"],
             registry=r,
         )

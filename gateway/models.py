@@ -34,14 +34,17 @@ class DeliveryKind(enum.StrEnum):
 
 class RunStatus(enum.StrEnum):
     """A flow run's persisted status: pending → running (claimed under a lease) → a final
-    status, or back to pending while a step waits for a retry."""
+    status, or back to pending while a step waits for a retry, or held while its flow is
+    paused (pending again, or skipped, when it is resumed)."""
 
     PENDING = "pending"
     RUNNING = "running"
+    HELD = "held"  # its flow is paused: it waits, at its next step, for the flow's resume
     SUCCEEDED = "succeeded"  # every step ran
     STOPPED = "stopped"  # a `when` step was false
     FAILED = "failed"  # a step failed; the run says which and why
+    SKIPPED = "skipped"  # held while its flow was paused, and let go on resume
 
     @property
     def final(self) -> bool:
-        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.HELD)

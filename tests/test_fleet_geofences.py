@@ -152,11 +152,45 @@ def test_leaving_needs_the_margin_plus_the_accuracy() -> None:
     state, crossing = step(fence, inside, lat, lon, 20.0, T0)  # 60 > 25 + 20
     assert crossing == Crossing("exited", T0)
     assert state.inside is False
-    # coming back needs to be inside by the margin, whatever the accuracy
+    # coming back needs to be inside by the margin plus the accuracy too
     lon, lat = north(-46.63, -23.55, 490)
     assert step(fence, state, lat, lon, 1.0, T0)[1] is None
     lon, lat = north(-46.63, -23.55, 470)
     assert step(fence, state, lat, lon, 1.0, T0)[1] == Crossing("entered", T0)
+
+
+def test_entering_needs_the_margin_plus_the_accuracy_as_leaving_does() -> None:
+    """A fix 50 m inside a restricted area that reports 150 m of accuracy may well be
+    outside it: it is no entry. The same point reported with 20 m is one (50 > 25 + 20)."""
+    fence = Geofence("f", "quarry", "restricted", Circle(-23.55, -46.63, 2_000), margin_m=25)
+    outside = FenceState(inside=False)
+    lon, lat = north(-46.63, -23.55, 1_950)  # 50 m inside the border
+    assert step(fence, outside, lat, lon, 150.0, T0) == (outside, None)
+    assert step(fence, outside, lat, lon, 30.0, T0) == (outside, None)  # 50 < 25 + 30
+    assert step(fence, outside, lat, lon, 20.0, T0)[1] == Crossing("entered", T0)
+    lon, lat = north(-46.63, -23.55, 1_800)  # 200 m in: sure even at 150 m
+    assert step(fence, outside, lat, lon, 150.0, T0)[1] == Crossing("entered", T0)
+
+
+def test_a_small_fence_is_entered_only_with_the_accuracy_circle_inside_it() -> None:
+    """A 50 m bay with the 25 m margin: too small for margin plus accuracy, so a fix enters
+    it when it is more than half the bay's depth in and its accuracy circle lies within the
+    bay; a fix less accurate than the bay is deep never enters it, even at its centre."""
+    fence = Geofence("f", "bay", "restricted", Circle(-23.55, -46.63, 50), margin_m=25)
+    outside = FenceState(inside=False)
+    lon, lat = north(-46.63, -23.55, 20)  # 30 m in
+    assert step(fence, outside, lat, lon, None, T0)[1] == Crossing("entered", T0)
+    assert step(fence, outside, lat, lon, 0.0, T0)[1] == Crossing("entered", T0)  # unknown
+    assert step(fence, outside, lat, lon, 25.0, T0)[1] == Crossing("entered", T0)
+    assert step(fence, outside, lat, lon, 35.0, T0)[1] is None  # 30 < 35
+    assert step(fence, outside, -23.55, -46.63, 49.0, T0)[1] == Crossing("entered", T0)
+    assert step(fence, outside, -23.55, -46.63, 60.0, T0)[1] is None
+    # a polygon bay as well (about 56 m square: 28 m deep)
+    bay = Geofence("p", "bay", "restricted", polygon_from(
+        {"type": "Polygon", "coordinates": [square(-46.63, -23.55, 0.00025)]}
+    ))  # fmt: skip
+    assert step(bay, outside, -23.55, -46.63, 10.0, T0)[1] == Crossing("entered", T0)
+    assert step(bay, outside, -23.55, -46.63, 40.0, T0)[1] is None
 
 
 def test_a_dwell_ignores_a_short_excursion_and_dates_a_long_one_from_its_start() -> None:

@@ -9,7 +9,7 @@ whose mapping emits `vehicle.maintenance.due` with the plan's limit.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -30,7 +30,7 @@ from tests.flow_support import (
     trigger_for,
     upload_flow,
 )
-from tests.partner_double import Partner, partner, post
+from tests.partner_double import FakeClock, Partner, partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
 
@@ -108,6 +108,36 @@ async def test_scenario_3_a_fine_reaches_the_driver_hr_names_by_email(
     assert delivery["notification"]["recipient"]["address"] == "ana.souza@example.com"
     assert delivery["notification"]["parts"]["subject"] == "Multa A123456789 - ABC1D23"
     assert delivery["attempts"][0]["response"] == mail.message["Message-ID"]
+
+
+async def test_scenario_3_a_fine_sent_again_months_later_is_not_e_mailed_again(
+    client: Client, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    """A fine's life is years (the driver's indication, the penalty notice, an appeal): the
+    provider's feed sends it again months later, and the driver already has its e-mail. Before,
+    a cooldown lasted at most 30 days, and the fine came a second time 31 days on."""
+    smtp = await smtp_server()
+    fines = await _scenario3(client, partner, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(services)
+    assert len(smtp.received) == 1
+    for days in (31, 400):
+        clock.advance(timedelta(days=days).total_seconds())
+        await send_to(client, fines, sample("fine_feed.json"))
+        await drain(services)
+    assert len(smtp.received) == 1
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert [r["status"] for r in runs] == ["succeeded"] * 3
+    repeats = [
+        await get(client, f"/api/v1/deliveries/{r['steps'][3]['messages'][0]['delivery']}")
+        for r in runs[:2]
+    ]
+    assert [d["status"] for d in repeats] == ["suppressed"] * 2, repeats
 
 
 async def test_scenario_4_the_erp_hears_of_a_paid_fine_and_a_checklists_mileage(

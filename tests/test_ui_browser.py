@@ -369,6 +369,37 @@ async def test_a_flow_runs_steps_lead_to_the_message_it_sent_and_the_channel_tes
     await ui.shot("notification-settings")
 
 
+async def test_an_admin_pauses_a_flow_and_resumes_it_and_the_held_run_sends(
+    ui: Ui, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await make_user(ui.services)
+    erp = await create_partner(ui.api, partner.url)
+    await create_action(ui.api, erp["id"])
+    await email_channel(ui.api, smtp.port)
+    await post(ui.api, "/api/v1/templates", ALERT_TEMPLATE)
+    await post(ui.api, "/api/v1/flows", ALERT_FLOW)
+    await ui.log_in()
+    await ui.goto("/admin/flows/alerta-frota")
+    pause = ui.page.get_by_test_id("flow-pause")
+    await pause.locator("input[name=reason]").fill("ERP em manutenção")
+    await pause.get_by_role("button", name="Pausar").click()
+    paused = ui.page.get_by_test_id("flow-paused")
+    await paused.wait_for()
+    assert "ERP em manutenção" in await paused.inner_text()
+    await create_vehicle(ui.api, "ABC1D23", model="FH")
+    await drain(ui.services)
+    assert smtp.received == [] and partner.requests == []
+    await ui.page.reload()
+    assert "Execuções retidas: 1" in await ui.page.get_by_test_id("flow-paused").inner_text()
+    await ui.shot("flow-paused")
+    await ui.page.get_by_test_id("flow-resume").get_by_role("button").click()
+    await ui.page.get_by_test_id("flow-pause").wait_for()
+    await drain(ui.services)
+    assert [m.recipients for m in smtp.received] == [["frota@acme.com.br"]]
+    assert len(partner.requests) == 1
+
+
 async def test_an_admin_draws_a_geofence_and_sees_it_over_a_vehicles_track(ui: Ui) -> None:
     await make_user(ui.services)
     vehicle = await create_vehicle(ui.api)

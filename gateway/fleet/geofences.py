@@ -6,11 +6,13 @@ A fence's state for one vehicle is `FenceState`: `inside` (None until the first 
 
 - the first fix sets `inside` (by the sign of the distance) and emits nothing;
 - a fix is *clearly outside* when it is outside the border by more than `margin_m` plus the
-  fix's accuracy, *clearly inside* when it is inside by more than `margin_m`, or by more
-  than half the fence's depth (`Shape.depth_up_to_m`) when that is less: a fence whose deepest
-  point is no deeper than its margin (a 20 m circle, a narrow yard) is entered too; anything in
-  between (the band along the border) changes nothing, so GPS noise along a border does not
-  flap the state;
+  fix's accuracy, *clearly inside* when it is inside by as much, or, in a fence too small for
+  that (`Shape.depth_up_to_m`), by more than half the fence's depth and more than the
+  accuracy (`_inside_by_m`): a fence whose deepest point is no deeper than its margin (a 20 m
+  circle, a narrow yard) is entered too, by a fix whose accuracy circle lies within it;
+  anything in between (the band along the border) changes nothing, so GPS noise along a
+  border does not flap the state, and a fix too inaccurate to say which side it is on does
+  not flap it either;
 - a clear fix on the other side switches the state at once (`dwell_s` = 0), or, with a
   dwell, becomes the candidate; the switch happens at the first clear fix on that side at
   least `dwell_s` after the candidate started (a clear fix back on the current side drops
@@ -22,6 +24,7 @@ Both kinds of fence report both crossings; which one is the alert is the fence's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -104,10 +107,10 @@ def step(
         return FenceState(inside=distance <= 0), None
     if distance > fence.margin_m + accuracy:
         seen: bool | None = False
-    elif distance < -fence.margin_m or (
-        distance < 0 and distance < -fence.shape.depth_up_to_m(2 * fence.margin_m) / 2
+    elif distance < -(fence.margin_m + accuracy) or (
+        distance < 0 and -distance > _inside_by_m(fence, accuracy)
     ):
-        seen = True  # (a fence too small for its margin: half its depth in)
+        seen = True
     else:
         seen = None  # in the band along the border: no evidence either way
     if seen is None:
@@ -118,6 +121,21 @@ def step(
     if (at - since).total_seconds() < fence.dwell_s:
         return FenceState(inside=state.inside, candidate=seen, candidate_since=since), None
     return FenceState(inside=seen), Crossing("entered" if seen else "exited", since)
+
+
+def _inside_by_m(fence: Geofence, accuracy: float) -> float:
+    """How far in a fix must be to be clearly inside: the margin plus its accuracy, as for
+    leaving. In a fence too small for that (its depth less than twice as much), more than half
+    its depth and more than the accuracy: the fix's accuracy circle lies within the fence. A
+    fix less accurate than the fence is deep never is."""
+    wanted = fence.margin_m + accuracy
+    if wanted <= 0:
+        return 0.0
+    # the depth search is cached per cap: a cap rounded up to a power of two keeps it to a few
+    depth = min(fence.shape.depth_up_to_m(2 ** math.ceil(math.log2(2 * wanted))), 2 * wanted)
+    if depth >= 2 * wanted:
+        return wanted
+    return min(wanted, max(depth / 2, accuracy))
 
 
 def utc(value: Any) -> datetime | None:

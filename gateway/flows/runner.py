@@ -5,6 +5,8 @@
     record   its outcome is stored before the next step starts; the last one (or one that
              ends the run) sets the final status: succeeded | stopped | failed
     wait     a step that must retry (a fetch's partner down) → pending at the retry time
+    hold     its flow is paused (asked before every step) → held at its next step, until the
+             flow is resumed (`FlowService.resume`)
 
 A runner that dies leaves leases that expire: the run is pending again and resumes at its
 first step without an outcome, in any process. Steps with effects outside the run are
@@ -224,6 +226,8 @@ class FlowRunner:
             doc["_id"], tenant, flow.name, doc.get("depth", 0), doc["created_at"], doc["event"]
         )
         for index in range(progress.base, len(flow.steps)):
+            if await self._flows.is_paused(tenant, flow.name):
+                return await self._hold(doc, token, progress)
             step = flow.steps[index]
             outcome = await self._steps.run(run, step, context, self.clock())
             if outcome.wait is not None:
@@ -255,6 +259,17 @@ class FlowRunner:
         if not await self._record(doc, token, progress, status, fields):
             return "lease_lost"
         return status.value
+
+    async def _hold(self, doc: Doc, token: str, progress: _Progress) -> str:
+        """Its flow is paused: held at this step (what ran is recorded) until the resume."""
+        fields = {"next_step": progress.base + len(progress.entries), "held_at": self.clock()}
+        if not await self._record(doc, token, progress, RunStatus.HELD, fields):
+            return "lease_lost"
+        if await self._flows.let_go_if_resumed(
+            doc["tenant"], doc["flow"], doc["_id"], doc["created_at"]
+        ):
+            self.notify()  # resumed meanwhile: pending (or skipped) again
+        return "held"
 
     async def _wait(self, doc: Doc, token: str, progress: _Progress, step: Step, wait: Wait) -> str:
         """Pending again at the step's next retry time; failed once its schedule is done."""

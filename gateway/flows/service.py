@@ -6,20 +6,29 @@ is stored: every named action exists (a GET for `fetch`, a write for `call`), ev
 exists, every template exists and is for its channel's type. Compiled versions are cached per
 process by (tenant, name, version): a version never changes. `revision` counts the changes of
 active versions made through this process (the starter's cache of active flows reads it).
+
+A flow is paused and resumed by an admin (`pause`, `resume`): paused, its events still start
+runs (stored as ever), but no runner runs a step of them: each run is `held` at its next step
+(the one in flight finishes) until the flow is resumed, when the held runs go on (or, asked,
+are `skipped`). The runner asks `is_paused` before every step, from the database: a pause
+holds in every process at once.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from gateway.errors import FieldProblem, InvalidPayload
+from gateway.clock import utcnow
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.flows.compiler import load_flow
 from gateway.flows.model import CompiledFlow, Reference
 from gateway.mapping.loader import parse_document
 from gateway.mapping.problems import Problems
+from gateway.models import RunStatus
 from gateway.store import Doc, Store
 from gateway.store.flows import DIRECTION
 from gateway.versioned import VersionedDocuments
@@ -61,6 +70,8 @@ class FlowService:
         self._flows = store.notify.flows
         self._compiled: OrderedDict[tuple[str, str, int], CompiledFlow] = OrderedDict()
         self.revision = 0
+        # Wakes this process's runner when held runs are let go (set by the wiring).
+        self.on_released: Callable[[], None] | None = None
         self._versions = VersionedDocuments(
             self._flows, "flow", make=_version, on_change=self._changed, recheck=self._recheck
         )
@@ -154,6 +165,7 @@ class FlowService:
                 "name": h["name"],
                 "active_version": h.get("active_version"),
                 "latest_version": h["latest_version"],
+                "paused": h.get("paused"),
                 "updated_at": h["updated_at"],
             }
             for h in heads
@@ -172,6 +184,67 @@ class FlowService:
         await self._versions.head(tenant, name)
         await self._flows.delete(tenant, name)
         self._changed(tenant, name)
+        # Held runs are claimed by no runner: pending again, they fail as every run of a
+        # deleted flow does at its next try, instead of waiting for a resume that cannot come.
+        if await self._store.notify.runs.let_go_held(tenant, name, utcnow(), skip=False):
+            if self.on_released is not None:
+                self.on_released()
+
+    # -- pause and resume --------------------------------------------------------------------
+
+    async def pause(
+        self, tenant: str, name: str, *, by: str, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Hold the flow's runs at their next step until `resume`; pausing a paused flow
+        keeps its first note. {name, paused: {at, by, reason}, held: runs held so far}."""
+        note = {"at": utcnow(), "by": by, "reason": reason}
+        head = await self._flows.set_paused(tenant, name, note)
+        if head is None:
+            raise NotFound(f"no flow {name!r}")
+        return await self.pause_state(tenant, name, head)
+
+    async def resume(self, tenant: str, name: str, *, skip: bool = False) -> dict[str, Any]:
+        """Run the flow's steps again; its held runs go on from their step (due when they
+        were: in their events' order), or, with `skip`, end `skipped`. {name, paused: null,
+        released, skipped}. Resuming a flow that is not paused lets go any run still held."""
+        now = utcnow()
+        resumed = {"at": now, "skip": skip}
+        if await self._flows.set_paused(tenant, name, None, resumed=resumed) is None:
+            raise NotFound(f"no flow {name!r}")
+        moved = await self._store.notify.runs.let_go_held(tenant, name, now, skip=skip)
+        if moved and not skip and self.on_released is not None:
+            self.on_released()
+        return {
+            "name": name,
+            "paused": None,
+            "released": 0 if skip else moved,
+            "skipped": moved if skip else 0,
+        }
+
+    async def pause_state(self, tenant: str, name: str, head: Doc | None = None) -> dict[str, Any]:
+        """{name, paused: the note or null, held: how many runs wait for the resume}."""
+        if head is None:
+            head = await self._versions.head(tenant, name)
+        held = await self._store.notify.runs.count(tenant, name, RunStatus.HELD.value)
+        return {"name": name, "paused": head.get("paused"), "held": held}
+
+    async def is_paused(self, tenant: str, name: str) -> bool:
+        head = await self._flows.head(tenant, name)
+        return head is not None and bool(head.get("paused"))
+
+    async def let_go_if_resumed(
+        self, tenant: str, name: str, run_id: str, created_at: datetime
+    ) -> bool:
+        """After a runner held a run: a resume that came between its look and its write has
+        let go the runs held before it, not this one; let it go as that resume said (a run
+        started before a resume that skipped is skipped). True when it let it go."""
+        head = await self._flows.head(tenant, name)
+        if head is None or head.get("paused"):
+            return False
+        resumed = head.get("resumed") or {}
+        skip = bool(resumed.get("skip")) and _aware(created_at) <= _aware(resumed.get("at"))
+        runs = self._store.notify.runs
+        return await runs.let_go_held(tenant, name, utcnow(), skip=skip, run_id=run_id) == 1
 
     def _changed(self, tenant: str, name: str) -> None:
         self.revision += 1  # the starter's cache of active flows reads it
@@ -222,6 +295,13 @@ class FlowService:
             if any(r.kind == kind and r.name == name for r in flow.references):
                 users.append({"kind": "flow", "name": flow.name, "version": version})
         return users
+
+
+def _aware(value: Any) -> datetime:
+    """A stored time as an aware UTC datetime (the embedded database gives naive ones)."""
+    if not isinstance(value, datetime):
+        return datetime.min.replace(tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _line(line: int | None) -> dict[str, Any]:

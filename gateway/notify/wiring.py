@@ -124,7 +124,7 @@ def assemble_flow_runtime(
     on_deliveries: Callable[[], None],
 ) -> FlowRuntime:
     """The runner wakes the delivery worker (`on_deliveries`) when a step queued messages or
-    calls; the starter wakes the runner."""
+    calls; the starter, and a flow's resume, wake the runner."""
     steps = StepRunner(
         StepParts(
             store, catalog, mappings, sender, guards, entities, notify.assignments, notify.composer
@@ -134,6 +134,7 @@ def assemble_flow_runtime(
         store, notify.flows, steps, metrics, settings=settings, on_deliveries=on_deliveries
     )
     starter = FlowStarter(store, notify.flows, metrics, on_started=runner.notify)
+    notify.flows.on_released = runner.notify  # a resume: the held runs are due now
     return FlowRuntime(starter, runner)
 
 

@@ -26,7 +26,7 @@ from gateway.models import RunStatus
 from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
 from gateway.store.history import drop_finished
 
-PENDING, RUNNING = RunStatus.PENDING.value, RunStatus.RUNNING.value
+PENDING, RUNNING, HELD = RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.HELD.value
 # Fewer shards than deliveries: a runner visits them all when it looks for work.
 SHARDS = 8
 INDEXES = [
@@ -106,6 +106,29 @@ class FlowRunStore:
                 },
             )
         return result.modified_count == 1
+
+    async def let_go_held(
+        self, tenant: str, flow: str, now: datetime, *, skip: bool, run_id: str | None = None
+    ) -> int:
+        """A resumed flow's held runs (or the one `run_id`): pending again, due when they
+        were (in the order their events came), or, with `skip`, final as `skipped`."""
+        query: Doc = {"flow": flow, "status": HELD}
+        if run_id is not None:
+            query["_id"] = run_id
+        if skip:
+            fields: Doc = {"status": RunStatus.SKIPPED.value, "finished_at": now}
+        else:
+            fields = {"status": PENDING}
+        with translate_errors():
+            result = await self._c.update_many(
+                scoped(tenant, query),
+                {"$set": {**fields, "updated_at": now}, "$unset": {"held_at": ""}},
+            )
+        return result.modified_count
+
+    async def count(self, tenant: str, flow: str, status: str) -> int:
+        with translate_errors():
+            return await self._c.count_documents(scoped(tenant, {"flow": flow, "status": status}))
 
     # -- the runners' side: system work across tenants, never reached from a request ---------
 

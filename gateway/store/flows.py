@@ -1,9 +1,14 @@
 """The `flows` and `flow_heads` collections: immutable flow versions and, per name, the active
 one. The same layout and rules as mapping versions (see `store/mappings.py`: numbering by
 `$inc` on the head, never reused; a deleted flow's head stays as a tombstone), in collections of
-their own; a head's `direction` is "flow"."""
+their own; a head's `direction` is "flow". A paused flow's head holds `paused: {at, by,
+reason}` (`set_paused`); deleting the flow drops it."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pymongo import ReturnDocument
 
 from gateway.store.client import Database, Doc, scoped, translate_errors
 from gateway.store.mappings import HEAD_INDEXES, VERSION_INDEXES, MappingStore
@@ -36,3 +41,33 @@ class FlowStore(MappingStore):
                 if doc is not None:
                     found.append(doc)
         return found
+
+    async def set_paused(
+        self, tenant: str, name: str, paused: Doc | None, *, resumed: Doc | None = None
+    ) -> Doc | None:
+        """Pause (`paused` the note; a flow paused already keeps its first note) or resume
+        (None; `resumed` noted: `{at, skip}`) a listed flow; its head after, or None when there
+        is no such flow."""
+        listed: Doc = {"name": name, "deleted": {"$ne": True}, "direction": DIRECTION}
+        if paused is not None:
+            listed["paused"] = None  # (a second pause finds it paused: read below)
+            update: Doc = {"$set": {"paused": paused}}
+        else:
+            update = {"$unset": {"paused": ""}, "$set": {"resumed": resumed}}
+        with translate_errors():
+            head: Doc | None = await self._heads.find_one_and_update(
+                scoped(tenant, listed), update, return_document=ReturnDocument.AFTER
+            )
+            if head is None and paused is not None:
+                head = await self.head(tenant, name)
+        return head
+
+    async def delete(self, tenant: str, name: str) -> bool:
+        """As a mapping's; a flow uploaded again under the name is not paused."""
+        deleted = await super().delete(tenant, name)
+        with translate_errors():
+            await self._heads.update_one(
+                scoped(tenant, {"name": name}),
+                {"$unset": {"paused": ""}, "$set": {"updated_at": datetime.now(UTC)}},
+            )
+        return deleted

@@ -65,6 +65,7 @@ async def flow_page(
     context = {
         "flow": await flows.get(tenant, name, active.version),
         "versions": versions,
+        "pause": await flows.pause_state(tenant, name),
         "form": form or Form(),
         "result": result,
     }
@@ -99,6 +100,20 @@ async def activate_flow(request: web.Request) -> web.Response:
 async def rollback_flow(request: web.Request) -> web.Response:
     await services_of(request).notify.flows.rollback(tenant_of(request), _name(request))
     return redirect(f"/admin/flows/{_name(request)}", flash="mappings.rolled_back")
+
+
+async def pause_flow(request: web.Request) -> web.Response:
+    reason = str(form_of(request).get("reason") or "").strip()[:500] or None
+    await services_of(request).notify.flows.pause(
+        tenant_of(request), _name(request), by=session_of(request).subject, reason=reason
+    )
+    return redirect(f"/admin/flows/{_name(request)}", flash="flows.paused_flash")
+
+
+async def resume_flow(request: web.Request) -> web.Response:
+    skip = form_of(request).get("held") == "skip"
+    await services_of(request).notify.flows.resume(tenant_of(request), _name(request), skip=skip)
+    return redirect(f"/admin/flows/{_name(request)}", flash="flows.resumed_flash")
 
 
 async def delete_flow(request: web.Request) -> web.Response:

@@ -103,6 +103,8 @@ def add_ui_routes(ui: web.Application) -> None:
             web.post("/flows/{name}/test", notify.dry_run_flow, name="flow_dry_run"),
             web.post("/flows/{name}/activate", notify.activate_flow),
             web.post("/flows/{name}/rollback", notify.rollback_flow),
+            web.post("/flows/{name}/pause", notify.pause_flow),
+            web.post("/flows/{name}/resume", notify.resume_flow),
             web.post("/flows/{name}/delete", notify.delete_flow),
             web.get("/flows/{name}/runs", flow_runs.list_flow_runs),
             web.get("/flow-runs/{id}", flow_runs.flow_run_page),

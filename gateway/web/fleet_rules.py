@@ -99,8 +99,8 @@ _FENCE_PROPERTIES: dict[str, Any] = {
         "type": ["number", "null"],
         "minimum": 0,
         "maximum": MAX_MARGIN_M,
-        "description": f"hysteresis band, metres (default {DEFAULT_MARGIN_M:g}); leaving needs "
-        "margin + the fix's accuracy",
+        "description": f"hysteresis band, metres (default {DEFAULT_MARGIN_M:g}); leaving and "
+        "entering need margin + the fix's accuracy beyond the border",
     },
     "dwell_seconds": {
         "type": ["number", "null"],

@@ -20,6 +20,7 @@ from gateway.web.requests import (
     query_flag,
     read_body,
     read_object,
+    read_optional_object,
     version_number,
 )
 from gateway.web.state import services_of
@@ -176,6 +177,94 @@ async def rollback_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     version = await services_of(request).notify.flows.rollback(claims.tenant, _name(request))
     return json_response(version.as_dict(source=False))
+
+
+_PAUSED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "paused": {
+            "type": ["object", "null"],
+            "description": "{at, by, reason} while the flow is paused; null when it runs",
+        },
+        "held": {"type": "integer", "description": "runs held, waiting for the resume"},
+        "released": {"type": "integer", "description": "held runs that go on (resume)"},
+        "skipped": {"type": "integer", "description": "held runs let go (resume, held: skip)"},
+    },
+}
+_PAUSE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"reason": {"type": ["string", "null"], "maxLength": 500}},
+}
+_RESUME: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "held": {
+            "enum": ["run", "skip"],
+            "description": "what becomes of the runs held while paused: run them (default) "
+            "or skip them",
+        }
+    },
+}
+
+
+@operation(
+    "Pause a flow: its runs wait, held at their next step, until it is resumed",
+    tag="flows",
+    request=_PAUSE,
+    response=_PAUSED,
+)
+async def pause_flow(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_optional_object(request)
+    problems = [
+        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
+        for k in body
+        if k != "reason"
+    ]
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        problems.append(FieldProblem("/reason", "reason is a text of at most 500", "type"))
+    if problems:
+        raise InvalidPayload("invalid pause", problems)
+    state = await services_of(request).notify.flows.pause(
+        claims.tenant, _name(request), by=claims.subject, reason=reason
+    )
+    return json_response(state)
+
+
+@operation(
+    "Resume a paused flow: its held runs go on (or are skipped)",
+    tag="flows",
+    request=_RESUME,
+    response=_PAUSED,
+)
+async def resume_flow(request: web.Request) -> web.Response:
+    claims = await authenticate(request)
+    body = await read_optional_object(request)
+    problems = [
+        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
+        for k in body
+        if k != "held"
+    ]
+    held = body.get("held", "run")
+    if held not in ("run", "skip"):
+        problems.append(FieldProblem("/held", "held is 'run' or 'skip'", "enum"))
+    if problems:
+        raise InvalidPayload("invalid resume", problems)
+    state = await services_of(request).notify.flows.resume(
+        claims.tenant, _name(request), skip=held == "skip"
+    )
+    return json_response(state)
+
+
+@operation("Whether a flow is paused, and how many runs it holds", tag="flows", response=_PAUSED)
+async def get_flow_pause(request: web.Request) -> web.Response:
+    claims = await authenticate(request, writes=False)
+    state = await services_of(request).notify.flows.pause_state(claims.tenant, _name(request))
+    return json_response(state)
 
 
 @operation("Delete a flow (every version)", tag="flows", status=204)

@@ -163,6 +163,11 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
+async def read_optional_object(request: web.Request) -> dict[str, Any]:
+    """The body's object, or {} for a POST without a body."""
+    return await read_object(request) if request.body_exists else {}
+
+
 def check_members(body: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> None:
     """422 for a member the route does not know or of the wrong JSON type, every one listed
     (the OpenAPI document declares exactly these, with additionalProperties false)."""

@@ -10,7 +10,13 @@ from gateway.triggers.spec import PATCHABLE, TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import ID_CURSOR, operation
 from gateway.web.problems import json_response
-from gateway.web.requests import check_members, page, page_params, read_object
+from gateway.web.requests import (
+    check_members,
+    page,
+    page_params,
+    read_object,
+    read_optional_object,
+)
 from gateway.web.state import services_of
 
 _TRIGGER: Final[dict[str, Any]] = {
@@ -62,10 +68,6 @@ _REPLAY_ALL: Final[dict[str, Any]] = {
     "additionalProperties": False,
     "properties": {"trigger_id": {"type": "string"}},
 }
-
-
-async def _optional_object(request: web.Request) -> dict[str, Any]:
-    return await read_object(request) if request.body_exists else {}
 
 
 @operation(
@@ -155,7 +157,7 @@ async def enable_trigger(request: web.Request) -> web.Response:
 )
 async def rotate_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    body = await _optional_object(request)
+    body = await read_optional_object(request)
     check_members(body, {"grace_seconds": int, "secret": str})
     grace = body.get("grace_seconds", 0)
     issued = await services_of(request).triggers.rotate(
@@ -234,7 +236,7 @@ async def replay_rejected(request: web.Request) -> web.Response:
 )
 async def replay_all_rejected(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    body = await _optional_object(request)
+    body = await read_optional_object(request)
     check_members(body, {"trigger_id": str})
     trigger_id = body.get("trigger_id")
     result = await services_of(request).rejected.replay_all(
