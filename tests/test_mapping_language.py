@@ -263,6 +263,13 @@ def test_items_extracts_batches() -> None:
         ("[{convert: {from: km/l, to: l/100km}}]", 12.5, 8.0),
         ("[{convert: {from: mpg, to: l/100km}}, {round: 2}]", 30, 7.84),
         ("[{convert: {from: mpg_imp, to: l/100km}}, {round: 2}]", 40, 7.06),
+        ("[{convert: {from: s, to: h}}]", 7200, 2.0),
+        ("[{convert: {from: ms, to: h}}]", 20883636000, 5801.01),  # not 5801.009999999999
+        ("[{convert: {from: ms, to: h}}]", 36000, 0.01),  # not 0.009999999999999998
+        ("[{convert: {from: s, to: h}}]", 20885760, 5801.6),
+        ("[{convert: {from: ms, to: h}}]", "20885760000", 5801.6),  # Traccar's `hours`
+        ("[{convert: {from: min, to: h}}]", 90, 1.5),
+        ("[{convert: {from: h, to: s}}]", 1.5, 5400.0),
         ("[{scale: 100}, {round: 0}]", 0.87, 87),
         ("[{offset: -3}]", 10, 7),
         ("[{round: 2}]", "104.128", 104.13),

@@ -13,9 +13,12 @@ from tests.support import auth
 from tests.triggers_support import (
     PAYLOADS,
     Client,
+    create_position_trigger,
     create_trigger,
     hook,
+    upload_mapping,
     upload_shipped,
+    vehicle_track,
 )
 
 
@@ -86,3 +89,144 @@ async def test_a_samsara_geofence_webhook_for_a_vehicle_without_a_licence_plate_
     [exited, *_] = await _events(client, "vehicle.geofence.exited")
     assert exited["detail"]["geofence"]["name"] == "Garagem SP"
     assert await _count(client) == 1
+
+
+TELTONIKA = """
+name: teltonika-aws-json
+direction: inbound
+target: positions
+items: "to_array(@)"
+fields:
+  tracker_id: {from: imei, required: true, transforms: [string]}
+  time: {from: state.reported.ts, required: true, transforms: [{datetime: {parse: unix_ms}}]}
+  lat:
+    from: state.reported.latlng
+    required: true
+    transforms: [{split: {separator: ",", index: 0}}, number]
+  lon:
+    from: state.reported.latlng
+    required: true
+    transforms: [{split: {separator: ",", index: 1}}, number]
+  speed_kmh: {from: state.reported.sp, transforms: [number]}
+  heading: {from: state.reported.ang, transforms: [number]}
+  odometer_km: {from: 'state.reported."16"', transforms: [{convert: {from: m, to: km}}, {round: 1}]}
+  ignition: {from: 'state.reported."239"', transforms: [boolean]}
+  attributes.satellites: {from: state.reported.sat, transforms: [integer]}
+  attributes.altitude_m: {from: state.reported.alt, transforms: [number]}
+"""
+
+
+async def test_teltonika_json_records_of_two_devices_in_one_body_reach_each_vehicles_track(
+    client: Client,
+) -> None:
+    """Teltonika's JSON codec (FMB devices to AWS IoT, forwarded by an IoT rule that adds the
+    IMEI): epoch milliseconds, "lat,lng" in one text, every value text or number, IO elements
+    by their numeric id (16 total odometer in metres, 239 ignition)."""
+    await _vehicle(client, "ABC1D23", tracker_id="352093081429150")
+    await _vehicle(client, "XYZ9A87", tracker_id="352093081429151")
+    await upload_mapping(client, TELTONIKA)
+    trigger = await create_position_trigger(client, mapping="teltonika-aws-json")
+    body = [
+        {
+            "imei": "352093081429150",
+            "state": {
+                "reported": {
+                    "ts": 1795685112000,
+                    "pr": 0,
+                    "latlng": "-23.561180,-46.655780",
+                    "alt": "761",
+                    "ang": "88",
+                    "sat": "11",
+                    "sp": "47",
+                    "evt": "0",
+                    "239": "1",
+                    "16": "152340400",
+                }
+            },
+        },
+        {
+            "imei": 352093081429151,
+            "state": {
+                "reported": {
+                    "ts": "1795685113500",
+                    "latlng": "-22.906850,-43.172900",
+                    "alt": 33,
+                    "ang": 180,
+                    "sat": 9,
+                    "sp": 0,
+                    "239": 0,
+                    "16": 94123000,
+                }
+            },
+        },
+    ]
+    status, answer = await hook(client, trigger, body)
+    assert status in (200, 201), answer
+    [first] = (await vehicle_track(client, "ABC1D23"))["items"]
+    assert first["time"] == "2026-11-26T09:25:12Z"
+    assert (first["lat"], first["lon"]) == (-23.56118, -46.65578)
+    assert first["speed_kmh"] == 47 and first["heading"] == 88 and first["ignition"] is True
+    assert first["odometer_km"] == 152340.4
+    [second] = (await vehicle_track(client, "XYZ9A87"))["items"]
+    assert second["time"] == "2026-11-26T09:25:13.500Z"
+    assert second["ignition"] is False and second["odometer_km"] == 94123.0
+
+
+GEOTAB_STATUS = """
+name: geotab-statusdata-meters
+direction: inbound
+entity_type: vehicle
+key: [attributes.tracker_id]
+items: >-
+  result.data[?diagnostic.id=='DiagnosticOdometerAdjustmentId'
+  || diagnostic.id=='DiagnosticEngineHoursAdjustmentId']
+fields:
+  attributes.tracker_id: {from: device.id, required: true}
+  odometer_km:
+    when: {from: diagnostic.id, equals: DiagnosticOdometerAdjustmentId}
+    then: {from: data, transforms: [{convert: {from: m, to: km}}, {round: 1}]}
+    only_forward: true
+  attributes.engine_hours:
+    when: {from: diagnostic.id, equals: DiagnosticEngineHoursAdjustmentId}
+    then: {from: data, transforms: [{convert: {from: s, to: h}}, {round: 1}]}
+    only_forward: true
+"""
+
+
+async def test_a_geotab_statusdata_page_moves_odometers_from_metres_and_engine_hours_from_seconds(
+    client: Client,
+) -> None:
+    """Geotab's GetFeed of StatusData: every diagnostic in one list, told apart by its id; the
+    odometer in metres, engine hours in seconds; other diagnostics left out."""
+    await _vehicle(client, "ABC1D23", tracker_id="b3")
+    await upload_mapping(client, GEOTAB_STATUS)
+    trigger = await create_trigger(client, mapping="geotab-statusdata-meters")
+
+    def status(record_id: str, diagnostic: str, value: float) -> dict[str, Any]:
+        return {
+            "id": record_id,
+            "data": value,
+            "dateTime": "2026-11-20T13:45:02.063Z",
+            "device": {"id": "b3"},
+            "diagnostic": {"id": diagnostic},
+            "controller": "ControllerNoneId",
+            "version": "00000000000a1b2c",
+        }
+
+    page = {
+        "jsonrpc": "2.0",
+        "result": {
+            "data": [
+                status("a1", "DiagnosticOdometerAdjustmentId", 152340412.5),
+                status("a2", "DiagnosticEngineHoursAdjustmentId", 20885760.0),
+                status("a3", "DiagnosticBatteryTemperatureId", 31.0),
+            ],
+            "toVersion": "00000000000a1b2d",
+        },
+    }
+    status_code, answer = await hook(client, trigger, page)
+    assert status_code == 200, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["odometer_km"] == 152340.4
+    assert vehicle["attributes"]["engine_hours"] == 5801.6
+    assert "battery_temperature" not in json.dumps(vehicle)
