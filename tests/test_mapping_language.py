@@ -296,6 +296,9 @@ def test_items_extracts_batches() -> None:
         ("[{datetime: {parse: unix_ms}}]", 1795685112000, "2026-11-26T09:25:12Z"),
         ("[{datetime: {}}]", "2026-11-20T13:45:22.862Z", "2026-11-20T13:45:22.862Z"),
         ("[{datetime: {parse: iso8601}}]", "2026-11-25T07:58:00-03:00", "2026-11-25T10:58:00Z"),
+        # RFC 3339 §5.6 lets "T" and "Z" be lower case, as a canonical fix's time may be
+        ("[{datetime: {parse: iso8601}}]", "2026-11-25t10:58:00.5z", "2026-11-25T10:58:00.500Z"),
+        ("[{datetime: {parse: auto}}]", "2026-11-25t07:58:00-03:00", "2026-11-25T10:58:00Z"),
         ("[{datetime: {}}]", 1795685112, "2026-11-26T09:25:12Z"),
         (
             "[{datetime: {input_tz: America/Sao_Paulo}}]",

@@ -49,7 +49,8 @@ def _from_unix(value: Any, scale: float) -> datetime:
 def _from_iso(value: Any, naive: tzinfo) -> datetime:
     if not isinstance(value, str) or len(value) > _MAX_TEXT:
         raise _fail(value, "expected an ISO 8601 string")
-    text = value.strip()
+    # RFC 3339 §5.6 lets "T" and "Z" be lower case (as a canonical fix's time may be).
+    text = value.strip().upper()
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
