@@ -230,3 +230,27 @@ async def test_a_geotab_statusdata_page_moves_odometers_from_metres_and_engine_h
     assert vehicle["odometer_km"] == 152340.4
     assert vehicle["attributes"]["engine_hours"] == 5801.6
     assert "battery_temperature" not in json.dumps(vehicle)
+
+
+async def test_traccar_alarm_and_overspeed_events_become_alert_and_speeding_events(
+    client: Client,
+) -> None:
+    """Traccar forwards an `alarm` event (the alarm in its attributes: sos, powerCut, ...) and
+    a `deviceOverspeed` one (speed and limit in knots), as Samsara's alerts become ours."""
+    await upload_shipped(client, "traccar-event")
+    trigger = await create_trigger(client, mapping="traccar-event")
+    alarm = _payload("traccar_event_forward_geofence_exit.json")
+    del alarm["geofence"]
+    alarm["event"].update(type="alarm", geofenceId=0, attributes={"alarm": "sos"})
+    status, answer = await hook(client, trigger, alarm)
+    assert status == 201, answer
+    assert "vehicle.alert" in answer["events"], answer
+    overspeed = json.loads(json.dumps(alarm))
+    overspeed["event"].update(type="deviceOverspeed", attributes={"speed": 54.0, "speedLimit": 43.2})
+    status, answer = await hook(client, trigger, overspeed)
+    assert status == 200 and "vehicle.speeding" in answer["events"], answer
+    [sos] = await _events(client, "vehicle.alert")
+    assert sos["detail"]["alarm"] == "sos" and sos["detail"]["traccar_event"] == "alarm"
+    [speeding] = await _events(client, "vehicle.speeding")
+    assert speeding["detail"]["speed_kmh"] == 100.0
+    assert speeding["detail"]["speed_limit_kmh"] == 80.0
