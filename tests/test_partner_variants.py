@@ -246,7 +246,8 @@ async def test_traccar_alarm_and_overspeed_events_become_alert_and_speeding_even
     assert status == 201, answer
     assert "vehicle.alert" in answer["events"], answer
     overspeed = json.loads(json.dumps(alarm))
-    overspeed["event"].update(type="deviceOverspeed", attributes={"speed": 54.0, "speedLimit": 43.2})
+    knots = {"speed": 54.0, "speedLimit": 43.2}
+    overspeed["event"].update(type="deviceOverspeed", attributes=knots)
     status, answer = await hook(client, trigger, overspeed)
     assert status == 200 and "vehicle.speeding" in answer["events"], answer
     [sos] = await _events(client, "vehicle.alert")
