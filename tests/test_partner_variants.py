@@ -255,3 +255,75 @@ async def test_traccar_alarm_and_overspeed_events_become_alert_and_speeding_even
     [speeding] = await _events(client, "vehicle.speeding")
     assert speeding["detail"]["speed_kmh"] == 100.0
     assert speeding["detail"]["speed_limit_kmh"] == 80.0
+
+
+WEBFLEET = """
+name: webfleet-objects
+direction: inbound
+target: positions
+items: "[?latitude_mdeg != null]"
+fields:
+  plate: {from: objectname, transforms: [plate]}
+  tracker_id: {from: objectno, required: true}
+  # pos_time is the account's local time, dd/mm/yyyy, unless the call says useISO8601=true
+  time:
+    coalesce:
+      - from: pos_time
+        when: "!contains(pos_time, 'T')"
+        transforms: [{datetime: {parse: "%d/%m/%Y %H:%M:%S", input_tz: America/Sao_Paulo}}]
+      - {from: pos_time, transforms: [{datetime: {parse: iso8601}}]}
+    required: true
+  lat: {from: latitude_mdeg, required: true, transforms: [{scale: 0.000001}, {round: 6}]}
+  lon: {from: longitude_mdeg, required: true, transforms: [{scale: 0.000001}, {round: 6}]}
+  speed_kmh: speed
+  heading: course
+  odometer_km: {from: odometer, transforms: [{scale: 0.1}, {round: 1}]}
+  ignition: {from: ignition, transforms: [boolean]}
+"""
+
+
+async def test_webfleet_objects_in_micro_degrees_hectometres_and_local_time_reach_their_tracks(
+    client: Client,
+) -> None:
+    """WEBFLEET.connect's showObjectReportExtern (outputformat=json): a list of objects, the
+    position in micro-degrees, the odometer in 100 m, the time in the account's zone as
+    dd/mm/yyyy unless the call asked for ISO 8601; an object never positioned has no position."""
+    await _vehicle(client, "ABC1D23")
+    await _vehicle(client, "XYZ9A87", tracker_id="070")
+    await upload_mapping(client, WEBFLEET)
+    trigger = await create_position_trigger(client, mapping="webfleet-objects")
+    objects = [
+        {
+            "objectno": "069",
+            "objectname": "ABC-1D23",
+            "objectuid": "1-44370-66C54A2FB",
+            "pos_time": "26/11/2026 06:25:12",
+            "latitude_mdeg": -23561180,
+            "longitude_mdeg": -46655780,
+            "speed": 47,
+            "course": 88,
+            "odometer": 1523404,
+            "ignition": 1,
+        },
+        {
+            "objectno": "070",
+            "objectname": "Carreta 7",
+            "pos_time": "2026-11-26T06:25:13-03:00",
+            "latitude_mdeg": -22906850,
+            "longitude_mdeg": -43172900,
+            "speed": 0,
+            "course": 180,
+            "odometer": 941230,
+            "ignition": 0,
+        },
+        {"objectno": "071", "objectname": "Reserva"},
+    ]
+    status, answer = await hook(client, trigger, objects)
+    assert status == 200 and answer["summary"]["stored"] == 2, answer
+    [first] = (await vehicle_track(client, "ABC1D23"))["items"]
+    assert first["time"] == "2026-11-26T09:25:12Z"
+    assert (first["lat"], first["lon"]) == (-23.56118, -46.65578)
+    assert first["odometer_km"] == 152340.4 and first["ignition"] is True
+    [second] = (await vehicle_track(client, "XYZ9A87"))["items"]
+    assert second["time"] == "2026-11-26T09:25:13Z"
+    assert second["odometer_km"] == 94123.0 and second["ignition"] is False
