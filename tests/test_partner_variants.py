@@ -327,3 +327,28 @@ async def test_webfleet_objects_in_micro_degrees_hectometres_and_local_time_reac
     [second] = (await vehicle_track(client, "XYZ9A87"))["items"]
     assert second["time"] == "2026-11-26T09:25:13Z"
     assert second["odometer_km"] == 94123.0 and second["ignition"] is False
+
+
+async def test_flespi_takes_a_webhooks_single_message_and_a_rest_answers_result_list(
+    client: Client,
+) -> None:
+    """flespi sends its messages three ways: a stream posts an array, a webhook on the device
+    messages topic posts one message (the MQTT payload), and the REST API
+    (GET /gw/devices/{id}/messages, polled by a schedule) answers {"result": [...]}."""
+    await _vehicle(client, "ABC1D23")
+    await upload_shipped(client, "flespi")
+    trigger = await create_position_trigger(client, mapping="flespi")
+    first, second = _payload("flespi_stream.json")
+    status, answer = await hook(client, trigger, first)
+    assert status == 200 and answer["summary"]["stored"] == 1, answer
+    telemetry = {k: v for k, v in second.items() if not k.startswith("position.")}
+    status, answer = await hook(client, trigger, {"result": [second, telemetry]})
+    assert status == 200 and answer["summary"] == {
+        "items": 1,
+        "stored": 1,
+        "duplicates": 0,
+        "failed": 0,
+    }, answer
+    fixes = (await vehicle_track(client, "ABC1D23"))["items"]
+    assert [fix["time"] for fix in fixes] == ["2026-11-26T09:25:12Z", "2026-11-26T09:25:22Z"]
+    assert fixes[1]["odometer_km"] == 152340.6
