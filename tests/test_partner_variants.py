@@ -352,3 +352,42 @@ async def test_flespi_takes_a_webhooks_single_message_and_a_rest_answers_result_
     fixes = (await vehicle_track(client, "ABC1D23"))["items"]
     assert [fix["time"] for fix in fixes] == ["2026-11-26T09:25:12Z", "2026-11-26T09:25:22Z"]
     assert fixes[1]["odometer_km"] == 152340.6
+
+
+async def test_geotab_get_answers_a_plain_result_list_of_logrecords_or_device_status_infos(
+    client: Client,
+) -> None:
+    """Geotab's `Get` (a LogRecord search by date, or the DeviceStatusInfo of every device)
+    answers {"result": [...]}, not GetFeed's {"result": {"data": [...], "toVersion"}}."""
+    await _vehicle(client, "ABC1D23", tracker_id="b3A")
+    await _vehicle(client, "XYZ9A87", tracker_id="b7")
+    await upload_shipped(client, "geotab-positions")
+    await upload_shipped(client, "geotab-logrecord")
+    positions = await create_position_trigger(client, mapping="geotab-positions")
+    vehicles = await create_trigger(client, mapping="geotab-logrecord")
+    records = _payload("geotab_getfeed_logrecord.json")["result"]["data"]
+    status, answer = await hook(client, positions, {"jsonrpc": "2.0", "result": records})
+    assert status == 200 and answer["summary"]["stored"] == 3, answer
+    status_info = {
+        "bearing": 91,
+        "currentStateDuration": "00:03:12",
+        "dateTime": "2026-11-20T13:46:05.000Z",
+        "device": {"id": "b7"},
+        "driver": "UnknownDriverId",
+        "isDeviceCommunicating": True,
+        "isDriving": True,
+        "latitude": -22.9061,
+        "longitude": -43.1711,
+        "speed": 18,
+    }
+    status, answer = await hook(client, positions, {"jsonrpc": "2.0", "result": [status_info]})
+    assert status == 200 and answer["summary"]["stored"] == 1, answer
+    track = (await vehicle_track(client, "XYZ9A87"))["items"]
+    assert [fix["time"] for fix in track] == ["2026-11-20T13:45:10Z", "2026-11-20T13:46:05Z"]
+    status, answer = await hook(client, vehicles, {"jsonrpc": "2.0", "result": [status_info]})
+    assert status == 200 and answer["summary"]["updated"] == 1, answer
+    assert (await _get(client, "XYZ9A87"))["last_position"]["speed_kmh"] == 18
+    # an empty page of either call stores nothing and is no error
+    for empty in ({"result": []}, {"result": {"data": [], "toVersion": "00000000000a3f22"}}):
+        status, answer = await hook(client, positions, empty)
+        assert status == 200 and answer["summary"]["items"] == 0, answer
