@@ -391,3 +391,38 @@ async def test_geotab_get_answers_a_plain_result_list_of_logrecords_or_device_st
     for empty in ({"result": []}, {"result": {"data": [], "toVersion": "00000000000a3f22"}}):
         status, answer = await hook(client, positions, empty)
         assert status == 200 and answer["summary"]["items"] == 0, answer
+
+
+async def test_a_samsara_stats_snapshot_writes_each_vehicles_position_and_odometer(
+    client: Client,
+) -> None:
+    """Samsara's snapshot (GET /fleet/vehicles/stats?types=gps,obdOdometerMeters) gives each
+    stat as one object, where the feed gives a list of them: the same vehicles, the same
+    values."""
+    await _vehicle(client, "ABC1D23", samsara_vehicle_id="281474982859091")
+    await upload_shipped(client, "samsara-vehicle-stats-feed")
+    trigger = await create_trigger(client, mapping="samsara-vehicle-stats-feed")
+    feed = _payload("samsara_vehicle_stats_feed.json")
+    [vehicle, _] = feed["data"]
+    snapshot = {
+        "data": [
+            {
+                "id": vehicle["id"],
+                "name": vehicle["name"],
+                "gps": vehicle["gps"][-1],
+                "obdOdometerMeters": vehicle["obdOdometerMeters"][-1],
+            }
+        ],
+        "pagination": {"endCursor": "", "hasNextPage": False},
+    }
+    status, answer = await hook(client, trigger, snapshot)
+    assert status == 200 and answer["summary"]["updated"] == 1, answer
+    stored = await _get(client, "ABC1D23")
+    assert stored["last_position"] == {
+        "latitude": -23.56118,
+        "longitude": -46.65578,
+        "course": 88,
+        "speed_kmh": 24.5,
+        "fix_time": "2026-11-20T13:45:32Z",
+    }
+    assert stored["odometer_km"] == 151476.9
