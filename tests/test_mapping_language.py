@@ -1214,3 +1214,16 @@ def test_items_inside_items_share_one_work_budget_across_the_outer_elements() ->
     with pytest.raises(InvalidPayload) as caught:
         mapping.items({"data": [one] * 3})
     assert caught.value.problems[0].keyword == "limit"
+
+
+@pytest.mark.parametrize("parse", ["unix", "auto"])
+def test_milliseconds_read_as_seconds_are_a_problem_that_names_unix_ms(parse: str) -> None:
+    """Teltonika, AWS IoT and Samsara 1.0 count epoch milliseconds: read as seconds, they are
+    a year past 9999, and the problem says which parser reads them."""
+    mapping = inbound(
+        "  last_position.fix_time:\n"
+        f"    {{from: position.t, transforms: [{{datetime: {{parse: {parse}}}}}]}}\n"
+    )
+    (problem,) = payload_problems(mapping, {"plate": "A", "position": {"t": 1795685112000}})
+    assert problem.keyword == "datetime"
+    assert "milliseconds? parse: unix_ms" in problem.message, problem.message
