@@ -880,3 +880,14 @@ def test_engine_hours_in_traccars_milliseconds_and_samsaras_seconds_are_hours() 
     }
     [vehicle] = (feed.apply(item).document for item in feed.items(page))
     assert vehicle["attributes"]["engine_hours"] == 5801.6
+
+
+def test_traccar_positions_keep_the_devices_alarm() -> None:
+    """Traccar marks a position with the alarm the device raised (sos, powerCut, ...)."""
+    forward = sample("traccar_position_forward.json")
+    forward["position"]["attributes"]["alarm"] = "sos"
+    mapping = load("traccar-position.yaml").bind({})
+    assert mapping.apply(forward).document["attributes"]["alarm"] == "sos"
+    api = load("traccar-api-positions.yaml").bind({})
+    [fix] = (api.apply(item).document for item in api.items([forward["position"]]))
+    assert fix["attributes"]["alarm"] == "sos"
