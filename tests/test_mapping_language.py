@@ -263,6 +263,13 @@ def test_items_extracts_batches() -> None:
         ("[{convert: {from: km/l, to: l/100km}}]", 12.5, 8.0),
         ("[{convert: {from: mpg, to: l/100km}}, {round: 2}]", 30, 7.84),
         ("[{convert: {from: mpg_imp, to: l/100km}}, {round: 2}]", 40, 7.06),
+        ("[{convert: {from: s, to: h}}]", 7200, 2.0),
+        ("[{convert: {from: ms, to: h}}]", 20883636000, 5801.01),  # not 5801.009999999999
+        ("[{convert: {from: ms, to: h}}]", 36000, 0.01),  # not 0.009999999999999998
+        ("[{convert: {from: s, to: h}}]", 20885760, 5801.6),
+        ("[{convert: {from: ms, to: h}}]", "20885760000", 5801.6),  # Traccar's `hours`
+        ("[{convert: {from: min, to: h}}]", 90, 1.5),
+        ("[{convert: {from: h, to: s}}]", 1.5, 5400.0),
         ("[{scale: 100}, {round: 0}]", 0.87, 87),
         ("[{offset: -3}]", 10, 7),
         ("[{round: 2}]", "104.128", 104.13),
@@ -289,6 +296,9 @@ def test_items_extracts_batches() -> None:
         ("[{datetime: {parse: unix_ms}}]", 1795685112000, "2026-11-26T09:25:12Z"),
         ("[{datetime: {}}]", "2026-11-20T13:45:22.862Z", "2026-11-20T13:45:22.862Z"),
         ("[{datetime: {parse: iso8601}}]", "2026-11-25T07:58:00-03:00", "2026-11-25T10:58:00Z"),
+        # RFC 3339 §5.6 lets "T" and "Z" be lower case, as a canonical fix's time may be
+        ("[{datetime: {parse: iso8601}}]", "2026-11-25t10:58:00.5z", "2026-11-25T10:58:00.500Z"),
+        ("[{datetime: {parse: auto}}]", "2026-11-25t07:58:00-03:00", "2026-11-25T10:58:00Z"),
         ("[{datetime: {}}]", 1795685112, "2026-11-26T09:25:12Z"),
         (
             "[{datetime: {input_tz: America/Sao_Paulo}}]",
@@ -1204,3 +1214,16 @@ def test_items_inside_items_share_one_work_budget_across_the_outer_elements() ->
     with pytest.raises(InvalidPayload) as caught:
         mapping.items({"data": [one] * 3})
     assert caught.value.problems[0].keyword == "limit"
+
+
+@pytest.mark.parametrize("parse", ["unix", "auto"])
+def test_milliseconds_read_as_seconds_are_a_problem_that_names_unix_ms(parse: str) -> None:
+    """Teltonika, AWS IoT and Samsara 1.0 count epoch milliseconds: read as seconds, they are
+    a year past 9999, and the problem says which parser reads them."""
+    mapping = inbound(
+        "  last_position.fix_time:\n"
+        f"    {{from: position.t, transforms: [{{datetime: {{parse: {parse}}}}}]}}\n"
+    )
+    (problem,) = payload_problems(mapping, {"plate": "A", "position": {"t": 1795685112000}})
+    assert problem.keyword == "datetime"
+    assert "milliseconds? parse: unix_ms" in problem.message, problem.message

@@ -852,3 +852,42 @@ def test_the_maintenance_sms_reaches_a_driver_written_in_local_format_with_the_c
     }
     request = load("sms-maintenance-due.yaml").build_request(context, secrets=SECRETS)
     assert request.body["to"] == "5511987654321"
+
+
+def test_engine_hours_in_traccars_milliseconds_and_samsaras_seconds_are_hours() -> None:
+    """Traccar's `hours` attribute counts milliseconds; Samsara's `obdEngineSeconds` seconds."""
+    forward = sample("traccar_position_forward.json")
+    forward["position"]["attributes"]["hours"] = 20885760000
+    mapping = load("traccar-position.yaml").bind({})
+    assert mapping.apply(forward).document["attributes"]["engine_hours"] == 5801.6
+    api = load("traccar-api-positions.yaml").bind({})
+    [fix] = (api.apply(item).document for item in api.items([forward["position"]]))
+    assert fix["attributes"]["engine_hours"] == 5801.6
+    del forward["position"]["attributes"]["hours"]
+    assert "engine_hours" not in mapping.apply(forward).document["attributes"]
+
+    feed = load("samsara-vehicle-stats-feed.yaml").bind({})
+    page = {
+        "data": [
+            {
+                "id": "1",
+                "obdEngineSeconds": [
+                    {"time": "2026-11-20T13:45:02Z", "value": 20885724},
+                    {"time": "2026-11-20T13:45:32Z", "value": 20885760},
+                ],
+            }
+        ]
+    }
+    [vehicle] = (feed.apply(item).document for item in feed.items(page))
+    assert vehicle["attributes"]["engine_hours"] == 5801.6
+
+
+def test_traccar_positions_keep_the_devices_alarm() -> None:
+    """Traccar marks a position with the alarm the device raised (sos, powerCut, ...)."""
+    forward = sample("traccar_position_forward.json")
+    forward["position"]["attributes"]["alarm"] = "sos"
+    mapping = load("traccar-position.yaml").bind({})
+    assert mapping.apply(forward).document["attributes"]["alarm"] == "sos"
+    api = load("traccar-api-positions.yaml").bind({})
+    [fix] = (api.apply(item).document for item in api.items([forward["position"]]))
+    assert fix["attributes"]["alarm"] == "sos"

@@ -44,13 +44,23 @@ def _from_unix(value: Any, scale: float) -> datetime:
     try:
         return datetime.fromtimestamp(float(value) / scale, tz=UTC)
     except (ValueError, OverflowError, OSError) as exc:
-        raise _fail(value, str(exc)) from None
+        # Epoch milliseconds (Teltonika, AWS IoT) read as seconds land past the year 9999.
+        hint = "; milliseconds? parse: unix_ms" if scale == 1.0 and _past_9999(value) else ""
+        raise _fail(value, f"{exc}{hint}") from None
+
+
+def _past_9999(value: Any) -> bool:
+    try:
+        return 253402300800 <= float(value) < 253402300800000  # 10000-01-01 in s and in ms
+    except (ValueError, OverflowError):
+        return False
 
 
 def _from_iso(value: Any, naive: tzinfo) -> datetime:
     if not isinstance(value, str) or len(value) > _MAX_TEXT:
         raise _fail(value, "expected an ISO 8601 string")
-    text = value.strip()
+    # RFC 3339 §5.6 lets "T" and "Z" be lower case (as a canonical fix's time may be).
+    text = value.strip().upper()
     try:
         parsed = from_iso(text)
     except ValueError:

@@ -1,7 +1,9 @@
-"""The `convert` transform: units of speed, distance, volume and fuel economy.
+"""The `convert` transform: units of speed, distance, volume, fuel economy and duration.
 
-Each unit is a factor to its kind's base unit (km/h, km, l, km/l). Litres per 100 km is the
-one inverse unit: more of it is less distance per litre, so it converts by division.
+Each unit is a factor to its kind's base unit (km/h, km, l, km/l, ms). Litres per 100 km is the
+one inverse unit: more of it is less distance per litre, so it converts by division. Units
+whose factors are whole numbers (durations) convert by multiplying, then dividing, so that
+36000 ms is 0.01 h, not 0.009999999999999998 (1/3600000 has no exact binary fraction).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ UNITS: dict[str, Unit] = {
     "mpg": Unit("fuel_economy", _MILE_KM / _US_GALLON_L),
     "mpg_imp": Unit("fuel_economy", _MILE_KM / _IMPERIAL_GALLON_L),
     "l/100km": Unit("fuel_economy", 100.0, inverse=True),
+    # Engine hours: Traccar's `hours` in ms, Geotab's and Samsara's engine seconds.
+    "ms": Unit("duration", 1.0),
+    "s": Unit("duration", 1000.0),
+    "min": Unit("duration", 60_000.0),
+    "h": Unit("duration", 3_600_000.0),
 }
 KINDS = tuple(dict.fromkeys(unit.kind for unit in UNITS.values()))
 
@@ -59,9 +66,11 @@ def conversion(source: str, target: str, to_number: ToNumber) -> Convert | str:
     assert a is not None and b is not None
     if a.kind != b.kind:
         return f"cannot convert {a.kind} ({source}) to {b.kind} ({target})"
-    if not (a.inverse or b.inverse):
-        return multiply(a.factor / b.factor, to_number)
-    return _through_base(a, b, to_number)
+    if a.inverse or b.inverse:
+        return _through_base(a, b, to_number)
+    if a.factor.is_integer() and b.factor.is_integer() and a.factor % b.factor:
+        return _times_over(a.factor, b.factor, to_number)
+    return multiply(a.factor / b.factor, to_number)
 
 
 def multiply(factor: float, to_number: ToNumber) -> Convert:
@@ -73,6 +82,16 @@ def multiply(factor: float, to_number: ToNumber) -> Convert:
         return to_number(value) * factor
 
     return times
+
+
+def _times_over(times: float, over: float, to_number: ToNumber) -> Convert:
+    numbers = (int, float)
+
+    def convert(value: Any) -> Any:
+        number = value if type(value) in numbers else to_number(value)
+        return number * times / over
+
+    return convert
 
 
 def _through_base(source: Unit, target: Unit, to_number: ToNumber) -> Convert:
