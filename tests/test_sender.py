@@ -749,6 +749,7 @@ async def test_over_the_rate_limit_is_not_sent(sender: Sender, receiver: Receive
     second = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
     assert first.status == 200
     assert (second.error, second.sent) == ("rate_limited", False)
+    assert second.retry_in is not None and 90 <= second.retry_in <= 100  # the bucket's wait
     assert len(receiver.requests) == 1
 
 
@@ -761,6 +762,7 @@ async def test_concurrency_gate_limits_requests_in_flight(
     await receiver.arrived.wait()
     busy = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
     assert (busy.error, busy.sent) == ("rate_limited", False)
+    assert busy.retry_in == 2  # a slot frees within the timeout of the request holding it
     receiver.release.set()
     assert (await slow).status == 200
     assert (await sender.send(post(receiver.url()), partner_id="erp", guard=guard)).status == 200

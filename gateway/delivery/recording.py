@@ -62,7 +62,8 @@ class DeliveryRecorder:
         self._observe(partner, outcome, verdict)
         if not outcome.sent and outcome.error != "blocked":
             # Our own limits (rate, concurrency, open circuit): nothing went out, no attempt.
-            wait = max(self._guard(partner).breaker.retry_in(), 1.0)
+            known = outcome.retry_in
+            wait = max(self._guard(partner).breaker.retry_in() if known is None else known, 1.0)
             return await self.defer(
                 doc, token, now + timedelta(seconds=wait), outcome.message or str(outcome.error)
             )

@@ -73,6 +73,9 @@ class Outcome:
     latency_ms: float = 0.0
     error: ErrorKind | None = None
     message: str | None = None  # human detail for `error`, never carrying credentials
+    # Seconds to wait that we know of without a Retry-After header: for an unsent outcome,
+    # until our guard lets a request through; for a token endpoint's answer, its Retry-After.
+    retry_in: float | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -83,11 +86,12 @@ class Outcome:
         return self.error not in NOT_SENT
 
     def retry_after(self, now: datetime) -> float | None:
-        return parse_retry_after(self.headers.get("Retry-After"), now)
+        said = parse_retry_after(self.headers.get("Retry-After"), now)
+        return self.retry_in if said is None else said
 
 
-def _not_sent(error: ErrorKind, message: str) -> Outcome:
-    return Outcome(error=error, message=message)
+def _not_sent(error: ErrorKind, message: str, retry_in: float) -> Outcome:
+    return Outcome(error=error, message=message, retry_in=max(retry_in, 1.0))
 
 
 class Sender:
@@ -156,13 +160,18 @@ class Sender:
         if guard.breaker.state is BreakerState.OPEN:
             return _circuit_open(guard)
         max_wait = guard.settings.max_wait
-        if guard.limiter is not None and not await guard.limiter.acquire(max_wait):
-            return _not_sent("rate_limited", f"over the rate limit for partner {partner_id}")
+        limiter = guard.limiter
+        if limiter is not None and not await limiter.acquire(max_wait):
+            return _not_sent(
+                "rate_limited", f"over the rate limit for partner {partner_id}", limiter.delay()
+            )
         if not await _enter(guard.gate, max_wait):
+            # A slot frees when a request in flight ends: within the partner's timeout.
             return _not_sent(
                 "rate_limited",
                 f"{guard.settings.max_concurrency} requests already in flight "
                 f"to partner {partner_id}",
+                request.timeout,
             )
         try:
             return await self._send_through_breaker(request, guard, auth)
@@ -365,8 +374,10 @@ async def _enter(gate: asyncio.Semaphore, max_wait: float) -> bool:
 
 
 def _circuit_open(guard: PartnerGuard) -> Outcome:
-    wait = guard.breaker.retry_in()
-    return _not_sent("circuit_open", f"circuit open after repeated failures; probe in {wait:.0f} s")
+    wait = guard.breaker.retry_in()  # 0 in half_open with the probe out: ask for a second
+    return _not_sent(
+        "circuit_open", f"circuit open after repeated failures; probe in {wait:.0f} s", wait
+    )
 
 
 def _parse_json(
