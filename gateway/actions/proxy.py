@@ -147,7 +147,7 @@ def _raise_for(
     wait = math.ceil(max(outcome.retry_in or 1.0, 1.0))
     if outcome.error == "rate_limited":
         raise RateLimited(f"partner {name}: {outcome.message}", retry_after=wait)
-    if outcome.error == "circuit_open":
+    if outcome.error in ("circuit_open", "auth_waiting"):
         raise PartnerUnavailable(
             f"partner {name}: {outcome.message}", retry_after=wait, partner_id=partner.id
         )

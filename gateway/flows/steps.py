@@ -147,7 +147,8 @@ class StepRunner:
             "latency_ms": outcome.latency_ms,
         }
         if not outcome.sent and outcome.error != "blocked":  # our own limits: nothing went out
-            wait = max(guard.breaker.retry_in(), 1.0)
+            known = outcome.retry_in
+            wait = max(guard.breaker.retry_in() if known is None else known, 1.0)
             return StepOutcome(wait=Wait(action.retry_schedule, str(outcome.message), wait))
         if verdict is Verdict.RETRY:
             detail = f"{partner.name}: {_said(outcome.status, outcome.message)}"

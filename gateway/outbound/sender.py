@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
@@ -212,7 +212,7 @@ class Sender:
                 if auth.refused(outcome.status, outcome.json_body):
                     return _refused_again(outcome)
         except TokenFetchFailed as exc:
-            return Outcome(error=exc.kind, message=exc.detail)
+            return Outcome(error=exc.kind, message=exc.detail, retry_in=exc.retry_after)
         return outcome
 
     async def _fetch_token(
@@ -233,7 +233,11 @@ class Sender:
         if outcome.status is None:
             kind = outcome.error or "auth_failed"
             raise TokenFetchFailed(f"token endpoint: {outcome.message}", kind=kind)
-        return TokenResponse(outcome.status, outcome.json_body if outcome.is_json else None)
+        return TokenResponse(
+            outcome.status,
+            outcome.json_body if outcome.is_json else None,
+            outcome.retry_after(datetime.now(UTC)),
+        )
 
     async def _exchange(self, request: OutboundRequest, applied: Applied) -> Outcome:
         """One HTTP request and its bounded answer; every failure becomes an Outcome."""

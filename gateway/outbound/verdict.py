@@ -18,12 +18,15 @@ ErrorKind = Literal[
     "invalid_response",  # not HTTP, or a JSON body that does not parse (status may be known)
     "auth_failed",  # the partner's OAuth2 token endpoint did not give us a token (for now)
     "auth_refused",  # the token endpoint refused our credentials: a configuration error
+    "auth_waiting",  # the token endpoint asked us to wait (Retry-After) and we do: never sent
     "rate_limited",  # our own per-partner rate/concurrency limit: never sent
     "circuit_open",  # the partner's circuit breaker is open: never sent
 ]
 
 # Error kinds for which no request reached the partner.
-NOT_SENT: frozenset[ErrorKind] = frozenset({"blocked", "rate_limited", "circuit_open"})
+NOT_SENT: frozenset[ErrorKind] = frozenset(
+    {"blocked", "rate_limited", "circuit_open", "auth_waiting"}
+)
 
 
 class Verdict(enum.StrEnum):
