@@ -637,3 +637,33 @@ async def test_deliveries_wait_out_a_busy_token_endpoints_retry_after_without_fa
     assert "asked to wait" in waiting["last_error"]
     clock.advance(100)
     assert await worker.run_until_idle() == Counter()
+
+
+async def test_a_geotab_deliverys_signature_covers_the_body_sent_with_its_session(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """Geotab's session went into `params.credentials` after the body was signed: the
+    partner got a body its webhook-signature did not cover, and every check failed."""
+    geotab = {
+        "type": "geotab",
+        "url": f"{partner.url}/apiv1",
+        "database": "frota",
+        "username": "api@frota",
+        "password": "g30tab-pw",
+    }
+    session = {"database": "frota", "userName": "api@frota", "sessionId": "sess-1"}
+    setup = await _subscribed(
+        client, partner, partner_fields={"auth": geotab}, action={"path": "/apiv1"}
+    )
+    partner.respond_with(200, {"result": "ok"})
+    partner.respond_with(200, {"result": {"credentials": session, "path": "ThisServer"}}, times=1)
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 10)
+
+    counts = await _deliver(client, worker)
+
+    assert counts == Counter(succeeded=1)
+    sent = next(r for r in partner.requests if r.webhook_id)
+    assert sent.json()["params"]["credentials"] == session
+    secret = setup["subscription"]["secret"]
+    assert verify([secret], sent.headers, sent.body, now=time.time()) == sent.webhook_id

@@ -11,7 +11,7 @@ import asyncio
 import codecs
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -52,6 +52,9 @@ class OutboundRequest:
     query: Sequence[tuple[str, str]] = ()  # added to the URL's own query
     body: bytes | None = None
     timeout: float = 10.0  # total seconds, the partner's setting
+    # Headers computed from the exact bytes sent (Standard Webhooks), called once the body is
+    # final: after the credentials set in it (a Geotab session), again for a renewed session.
+    sign: Callable[[bytes], Mapping[str, str]] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +249,10 @@ class Sender:
         started = time.perf_counter()
         try:
             url = self._policy.check_url(request.url)
+            data = _with_members(request.body, applied.body_members)
             headers = {**request.headers, **applied.headers}
+            if request.sign is not None:
+                headers |= request.sign(data or b"")
             if reserved := reserved_in(headers):
                 # Saved configurations are refused these; this holds for any stored before.
                 raise OutboundBlocked(reserved_message(reserved[0]))
@@ -259,7 +265,7 @@ class Sender:
                 request.method,
                 url,
                 headers=headers,
-                data=_with_members(request.body, applied.body_members),
+                data=data,
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
