@@ -34,7 +34,7 @@ from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import Outcome, Sender
-from gateway.outbound.verdict import Verdict
+from gateway.outbound.verdict import Verdict, request_result
 from gateway.store import Doc
 
 _EXCERPT = 500
@@ -133,7 +133,7 @@ class Proxy:
 
     def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
         metrics = self._metrics
-        result = verdict.value if outcome.sent else str(outcome.error)
+        result = request_result(outcome.status, outcome.error, verdict)
         metrics.child(metrics.partner_requests, partner.id, "proxy", result).inc()
         if outcome.sent:
             latency = metrics.child(metrics.partner_latency, partner.id, "proxy")
