@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.web.state import services_key
+from tests.flow_support import drain, hr_lookup, sample
 from tests.partner_double import (
     Partner,
     create_action,
@@ -86,3 +88,20 @@ async def test_a_schedules_answers_count_verdicts_like_the_other_modes(
 
     assert await _count(client, erp["id"], "schedule", "success") == 1
     assert await _count(client, erp["id"], "schedule", "2xx") == 0
+
+
+async def test_a_flows_fetch_is_counted_as_a_partner_request(
+    client: Client, partner: Partner
+) -> None:
+    """A flow's `fetch` step called the partner without being counted at all."""
+    action = await hr_lookup(client, partner.url)
+    steps = [{"id": "hr", "fetch": "hr-driver-lookup"}]
+    flow = {"name": "f", "on": {"events": ["entity.created"]}, "steps": steps}
+    await post(client, "/api/v1/flows", flow)
+    partner.respond_with(200, sample("driver_lookup_response.json"))
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+
+    await drain(client.app[services_key])
+
+    assert partner.paths() == ["/veiculos/ABC1D23/condutor-atual"]
+    assert await _count(client, action["partner_id"], "flow", "success") == 1
