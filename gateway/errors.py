@@ -16,7 +16,9 @@
     ├── PartnerError                  502  a partner answered badly or not at all
     ├── PartnerTimeout                504
     └── Unavailable                   503  not ready to serve (carries retry_after)
-        └── StoreUnavailable          503  the database cannot be reached
+        ├── StoreUnavailable          503  the database cannot be reached
+        └── PartnerUnavailable        503  our guard holds calls to a partner (open circuit,
+                                           disabled, its token endpoint asked us to wait)
 
 No aiohttp or pymongo imports here: adapters translate their libraries' errors into this tree.
 """
@@ -169,6 +171,10 @@ class Unavailable(GatewayError):
     def __init__(self, detail: str = "", *, retry_after: int = 5, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after = retry_after
+
+
+class PartnerUnavailable(Unavailable):
+    title, slug = "Partner unavailable", "partner-unavailable"
 
 
 class StoreUnavailable(Unavailable):

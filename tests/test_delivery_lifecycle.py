@@ -605,3 +605,65 @@ async def test_a_pending_delivery_of_a_subscription_disabled_or_deleted_meanwhil
     assert delivery["status"] == "failed"
     reason = "disabled" if change == "disable" else "deleted"
     assert reason in delivery["last_error"]
+
+
+async def test_deliveries_wait_out_a_busy_token_endpoints_retry_after_without_failing(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    """The token endpoint's 429 + Retry-After was not honoured: the next delivery asked it
+    again at once, and every attempt spent one of the schedule's."""
+    oauth = {
+        "type": "oauth2_client_credentials",
+        "token_url": f"{partner.url}/oauth/token",
+        "client_id": "gw",
+        "client_secret": "cl1ent-s3cret",
+    }
+    await _subscribed(client, partner, partner_fields={"auth": oauth}, event_types=["*"])
+    partner.respond_with(429, {"error": "slow_down"}, headers={"Retry-After": "120"}, times=1)
+    await create_vehicle(client, "ABC1D23")
+    await create_vehicle(client, "BRA2E19")
+
+    counts = await _deliver(client, worker)
+
+    assert counts == Counter(retry=1, deferred=1)
+    assert partner.paths() == ["/oauth/token"]
+    items = await _deliveries(client)
+    assert {d["status"] for d in items} == {"pending"}
+    assert sorted(d["attempt_count"] for d in items) == [0, 1]
+    for item in items:
+        due = datetime.fromisoformat(item["next_attempt_at"])
+        assert due >= clock.now + timedelta(seconds=110)
+    waiting = next(d for d in items if d["attempt_count"] == 0)
+    assert "asked to wait" in waiting["last_error"]
+    clock.advance(100)
+    assert await worker.run_until_idle() == Counter()
+
+
+async def test_a_geotab_deliverys_signature_covers_the_body_sent_with_its_session(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """Geotab's session went into `params.credentials` after the body was signed: the
+    partner got a body its webhook-signature did not cover, and every check failed."""
+    geotab = {
+        "type": "geotab",
+        "url": f"{partner.url}/apiv1",
+        "database": "frota",
+        "username": "api@frota",
+        "password": "g30tab-pw",
+    }
+    session = {"database": "frota", "userName": "api@frota", "sessionId": "sess-1"}
+    setup = await _subscribed(
+        client, partner, partner_fields={"auth": geotab}, action={"path": "/apiv1"}
+    )
+    partner.respond_with(200, {"result": "ok"})
+    partner.respond_with(200, {"result": {"credentials": session, "path": "ThisServer"}}, times=1)
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 10)
+
+    counts = await _deliver(client, worker)
+
+    assert counts == Counter(succeeded=1)
+    sent = next(r for r in partner.requests if r.webhook_id)
+    assert sent.json()["params"]["credentials"] == session
+    secret = setup["subscription"]["secret"]
+    assert verify([secret], sent.headers, sent.body, now=time.time()) == sent.webhook_id

@@ -465,3 +465,40 @@ async def test_an_erp_refusal_names_its_reason_in_the_failed_delivery(
     assert failed["last_error"] == (
         'partner answered 400: {"erro":"valorPago diverge do título","campo":"valorPago"}'
     )
+
+
+async def test_a_retried_sms_send_carries_the_same_idempotency_key(
+    client: Client, partner: Partner
+) -> None:
+    """A retried send (after a 503 or a timeout whose request the provider did take) went
+    without any key: a provider that drops repeats could not tell it from a second SMS."""
+    await sms_channel(client, partner.url)
+    await add_template(client, "maintenance-due-sms")
+    notify = {
+        "channel": "sms",
+        "template": "maintenance-due-sms",
+        "recipients": [{"address": "+5511987654321"}, {"address": "+5511912345678"}],
+    }
+    steps = [{"id": "sms", "notify": notify}]
+    await post(
+        client, "/api/v1/flows", {"name": "s", "on": {"events": ["entity.created"]}, "steps": steps}
+    )
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    partner.respond_with(200, {"id": "zenvia-1"})
+    partner.respond_with(503, {}, times=2)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(services)
+    clock.advance(10)
+    await drain(services)
+
+    assert len(partner.requests) == 4
+    keys = [r.headers.get("Idempotency-Key") for r in partner.requests]
+    assert None not in keys and len(set(keys)) == 2  # one per message, the same on its retry
+    by_phone: dict[str, set[str | None]] = {}
+    for request, key in zip(partner.requests, keys, strict=True):
+        by_phone.setdefault(request.json()["to"], set()).add(key)
+    assert all(len(k) == 1 for k in by_phone.values()) and len(by_phone) == 2
+    delivered = (await get(client, "/api/v1/deliveries?status=succeeded"))["items"]
+    assert {d["id"] for d in delivered} == {k for k in keys}

@@ -561,11 +561,49 @@ async def test_a_token_endpoint_that_is_busy_is_retried(
     assert len(idp.requests) == 2 and partner.requests == []
 
 
+@pytest.mark.parametrize(("status", "said", "waited"), [(429, "120", 120.0), (503, "86400", 3600)])
+async def test_a_busy_token_endpoints_retry_after_is_honoured_within_the_bound(
+    sender: Sender, make_receiver: MakeReceiver, status: int, said: str, waited: float
+) -> None:
+    """It was asked again at the next send, however long it had asked us to wait."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(status, json_body={"error": "slow_down"}, headers={"Retry-After": said})
+    now = [0.0]
+    auth = OAuth2ClientCredentials(idp.url("/token"), "id", "secret", clock=lambda: now[0])
+    first = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    now[0] = waited - 1
+    held = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    idp.respond_with(json_body=token("tok-1"))
+    now[0] = waited
+    after = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert (first.error, first.verdict, first.sent) == ("auth_failed", Verdict.RETRY, True)
+    assert first.retry_after(datetime.now(UTC)) == waited
+    assert (held.error, held.verdict, held.sent) == ("auth_waiting", Verdict.RETRY, False)
+    assert held.retry_in == 1.0
+    assert after.status == 200
+    assert len(idp.requests) == 2 and len(partner.requests) == 1
+
+
+async def test_a_token_type_other_than_bearer_is_refused_with_its_reason_and_not_retried(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """It was `auth_failed`: retried, and the token endpoint asked again, on every attempt."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body={"access_token": "x", "token_type": "DPoP", "expires_in": 60})
+    auth = build_auth(oauth(idp.url("/token")))
+    outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    again = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+    assert (outcome.error, outcome.verdict) == ("auth_refused", Verdict.FAIL)
+    assert outcome.message is not None and "'DPoP'" in outcome.message
+    assert "only Bearer" in outcome.message
+    assert again.error == "auth_refused" and len(idp.requests) == 1
+    assert partner.requests == []
+
+
 @pytest.mark.parametrize(
     "answer",
     [
         {"token_type": "bearer"},
-        {"access_token": "x", "token_type": "mac"},
         "not an object",
         {"error": "temporarily_unavailable"},
         {"error": {"code": 1}},
@@ -749,6 +787,7 @@ async def test_over_the_rate_limit_is_not_sent(sender: Sender, receiver: Receive
     second = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
     assert first.status == 200
     assert (second.error, second.sent) == ("rate_limited", False)
+    assert second.retry_in is not None and 90 <= second.retry_in <= 100  # the bucket's wait
     assert len(receiver.requests) == 1
 
 
@@ -761,6 +800,7 @@ async def test_concurrency_gate_limits_requests_in_flight(
     await receiver.arrived.wait()
     busy = await sender.send(post(receiver.url()), partner_id="erp", guard=guard)
     assert (busy.error, busy.sent) == ("rate_limited", False)
+    assert busy.retry_in == 2  # a slot frees within the timeout of the request holding it
     receiver.release.set()
     assert (await slow).status == 200
     assert (await sender.send(post(receiver.url()), partner_id="erp", guard=guard)).status == 200

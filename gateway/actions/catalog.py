@@ -67,6 +67,7 @@ class Partner:
     secrets: Mapping[str, str] = field(repr=False)  # for mappings' {secret: name}
     disable_after: timedelta | None
     failing_since: datetime | None
+    probe_at: datetime | None = None  # a disabled partner's next probe (far away: an admin's)
 
     @property
     def disabled(self) -> bool:
@@ -245,6 +246,7 @@ class Catalog:
             secrets=secrets,
             disable_after=timedelta(hours=hours) if hours else None,
             failing_since=doc.get("failing_since"),
+            probe_at=doc.get("probe_at"),
         )
 
     async def _load_action(self, tenant: str, action_id: str) -> Action:

@@ -13,27 +13,32 @@ answer or no answer, 504 when the partner's timeout passed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner, build_request
+from gateway.clock import utcnow
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
     InvalidPayload,
     PartnerError,
     PartnerTimeout,
+    PartnerUnavailable,
     RateLimited,
 )
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import Outcome, Sender
-from gateway.outbound.verdict import Verdict
+from gateway.outbound.verdict import Verdict, request_result
 from gateway.store import Doc
 
 _EXCERPT = 500
+_MAX_RETRY_AFTER = 3600  # seconds; the same cap as a partner's Retry-After on deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,12 @@ class Proxy:
             request_mapping = await self._mappings.active(tenant, action.request_mapping)
         if action.response_mapping:
             response_mapping = await self._mappings.active(tenant, action.response_mapping)
+        if partner.disabled:
+            raise PartnerUnavailable(
+                f"partner {partner.name} is disabled; it is not called until it is enabled again",
+                retry_after=_until_probe(partner.probe_at),
+                partner_id=partner.id,
+            )
         request, _ = build_request(
             action, partner, request_mapping, context, default_body=fields, path_values=fields
         )
@@ -122,7 +133,7 @@ class Proxy:
 
     def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
         metrics = self._metrics
-        result = verdict.value if outcome.sent else str(outcome.error)
+        result = request_result(outcome.status, outcome.error, verdict)
         metrics.child(metrics.partner_requests, partner.id, "proxy", result).inc()
         if outcome.sent:
             latency = metrics.child(metrics.partner_latency, partner.id, "proxy")
@@ -133,8 +144,13 @@ def _raise_for(
     partner: Partner, outcome: Outcome, verdict: Verdict, reported: str | None = None
 ) -> None:
     name = partner.name
+    wait = math.ceil(max(outcome.retry_in or 1.0, 1.0))
     if outcome.error == "rate_limited":
-        raise RateLimited(f"partner {name}: {outcome.message}", retry_after=1)
+        raise RateLimited(f"partner {name}: {outcome.message}", retry_after=wait)
+    if outcome.error in ("circuit_open", "auth_waiting"):
+        raise PartnerUnavailable(
+            f"partner {name}: {outcome.message}", retry_after=wait, partner_id=partner.id
+        )
     if outcome.error == "timeout":
         raise PartnerTimeout(
             f"partner {name} did not answer within {partner.timeout:g} s", partner_id=partner.id
@@ -163,6 +179,20 @@ def _raise_for(
             partner_id=partner.id,
             partner_status=outcome.status,
         )
+
+
+def _until_probe(probe_at: datetime | None) -> int:
+    """Retry-After for a disabled partner: until its next probe, within [1 s, 1 h] (an admin
+    disabled it: no probe is planned, and an hour is as good a guess as any)."""
+    if probe_at is None:
+        return _MAX_RETRY_AFTER
+    if probe_at.tzinfo is None:  # as read from the database
+        probe_at = probe_at.replace(tzinfo=UTC)
+    try:
+        seconds = (probe_at - utcnow()).total_seconds()
+    except OverflowError:
+        return _MAX_RETRY_AFTER
+    return min(max(math.ceil(seconds), 1), _MAX_RETRY_AFTER)
 
 
 def _mapped(partner: Partner, map_response: Any, data: Any) -> Any:

@@ -12,7 +12,7 @@ Two kinds call actions, and differ only in what the mapping sees and who signs:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,7 +74,7 @@ async def delivery_request(
     # Leases are renewed while a send runs, so a send may take a whole lease (less a margin)
     # from now, even for the last delivery of an ordered group claimed long ago.
     remaining = lease.total_seconds() - 1.0
-    request, body = build_request(
+    request, _ = build_request(
         action,
         partner,
         mapping,
@@ -85,11 +85,14 @@ async def delivery_request(
     )
     if target.subscription is None:
         return _with_idempotency_key(request, str(doc["_id"]))
-    # The signature's timestamp is the real time: receivers check it against theirs.
-    signature = signed_headers(
-        target.subscription.signing_secrets(clock()), doc["_id"], int(time.time()), body or b""
-    )
-    return replace(request, headers={**request.headers, **signature})
+    secrets = target.subscription.signing_secrets(clock())
+
+    def sign(sent: bytes) -> Mapping[str, str]:
+        # The exact bytes sent, signed as they go (the sender may still set credentials in
+        # them); the timestamp is the real time: receivers check it against theirs.
+        return signed_headers(secrets, doc["_id"], int(time.time()), sent)
+
+    return replace(request, sign=sign)
 
 
 def _with_idempotency_key(request: OutboundRequest, delivery_id: str) -> OutboundRequest:

@@ -23,7 +23,7 @@ from gateway.models import DeliveryStatus
 from gateway.outbound.breaker import PartnerGuard, PartnerGuards
 from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import Outcome
-from gateway.outbound.verdict import Verdict
+from gateway.outbound.verdict import Verdict, request_result
 from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class DeliveryRecorder:
         self._observe(partner, outcome, verdict)
         if not outcome.sent and outcome.error != "blocked":
             # Our own limits (rate, concurrency, open circuit): nothing went out, no attempt.
-            wait = max(self._guard(partner).breaker.retry_in(), 1.0)
+            known = outcome.retry_in
+            wait = max(self._guard(partner).breaker.retry_in() if known is None else known, 1.0)
             return await self.defer(
                 doc, token, now + timedelta(seconds=wait), outcome.message or str(outcome.error)
             )
@@ -223,7 +224,7 @@ class DeliveryRecorder:
         return self._guards.get(partner.id, partner.guard)
 
     def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
-        result = verdict.value if outcome.sent else str(outcome.error)
+        result = request_result(outcome.status, outcome.error, verdict)
         self._metrics.partner_requests.labels(partner.id, "deliver", result).inc()
         if outcome.sent:
             self._metrics.partner_latency.labels(partner.id, "deliver").observe(

@@ -40,11 +40,12 @@ from gateway.flows.recipients import answer_after_asked, parse_time
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
+from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, RunStatus
 from gateway.notify.notifier import MappingSource
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Sender
-from gateway.outbound.verdict import Verdict
+from gateway.outbound.sender import Outcome, Sender
+from gateway.outbound.verdict import Verdict, request_result
 from gateway.store import Store
 from gateway.store.deliveries import shard_of
 
@@ -87,6 +88,7 @@ class StepParts:
     entities: EntityService
     assignments: AssignmentService
     composer: MessageComposer
+    metrics: Metrics
 
 
 class StepRunner:
@@ -128,6 +130,13 @@ class StepRunner:
 
     # -- fetch -------------------------------------------------------------------------------
 
+    def _observe(self, partner_id: str, outcome: Outcome, verdict: Verdict) -> None:
+        metrics = self._p.metrics
+        result = request_result(outcome.status, outcome.error, verdict)
+        metrics.partner_requests.labels(partner_id, "flow", result).inc()
+        if outcome.status is not None:
+            metrics.partner_latency.labels(partner_id, "flow").observe(outcome.latency_ms / 1000)
+
     async def _fetch(
         self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
     ) -> StepOutcome:
@@ -140,6 +149,7 @@ class StepRunner:
             request, partner_id=partner.id, guard=guard, auth=partner.auth
         )
         verdict = action.verdict(outcome)
+        self._observe(partner.id, outcome, verdict)
         entry: dict[str, Any] = {
             "action": action.name,
             "request": {"method": request.method, "url": request.url.split("?")[0]},
@@ -147,7 +157,8 @@ class StepRunner:
             "latency_ms": outcome.latency_ms,
         }
         if not outcome.sent and outcome.error != "blocked":  # our own limits: nothing went out
-            wait = max(guard.breaker.retry_in(), 1.0)
+            known = outcome.retry_in
+            wait = max(guard.breaker.retry_in() if known is None else known, 1.0)
             return StepOutcome(wait=Wait(action.retry_schedule, str(outcome.message), wait))
         if verdict is Verdict.RETRY:
             detail = f"{partner.name}: {_said(outcome.status, outcome.message)}"

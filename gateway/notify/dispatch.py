@@ -54,7 +54,7 @@ class NotificationSender:
         held = await self._policy(tenant, message, now)
         if held is not None:
             return held
-        outcome = await self._notifier.send(tenant, _notification(message))
+        outcome = await self._notifier.send(tenant, _notification(message, str(doc["_id"])))
         if (cooldown := message.get("cooldown")) is not None:
             await self._settle(tenant, cooldown, message["claim"], now, outcome.verdict)
         return Attempted(
@@ -120,7 +120,7 @@ def _wait(default: timedelta, cooldown: Doc | None) -> timedelta:
     return timedelta(seconds=cooldown["seconds"])
 
 
-def _notification(message: Doc) -> Notification:
+def _notification(message: Doc, key: str) -> Notification:
     recipient: dict[str, Any] = message["recipient"]
     return Notification(
         channel=message["channel_id"],
@@ -133,4 +133,5 @@ def _notification(message: Doc) -> Notification:
         parts=message["parts"],
         data=message.get("data") or {},
         message_id=message.get("message_id"),
+        key=key,
     )

@@ -50,6 +50,9 @@ class Notification:
     parts: Mapping[str, str]  # subject/text/html, title/body, or text
     data: Mapping[str, str] = field(default_factory=dict)  # push data
     message_id: str | None = None  # stable across retries (e-mail Message-ID)
+    # Stable per delivery (its id): an SMS provider's idempotency key, so a send retried after
+    # a timeout whose request did arrive is one the provider can drop (sms.py).
+    key: str | None = None
 
 
 class Notifier:
@@ -108,7 +111,9 @@ class Notifier:
             return SendOutcome(Verdict.FAIL, f"action {action.name} has no request mapping")
         mapping = await self._mappings.active(tenant, action.request_mapping)
         sms = SmsMessage(to, parts["text"])
-        return await self._sms.send(action, partner, mapping, sms, channel.sms.sender)
+        return await self._sms.send(
+            action, partner, mapping, sms, channel.sms.sender, key=notification.key
+        )
 
     async def _forget_token(self, tenant: str, channel: Channel, recipient: Recipient) -> bool:
         """The token out of the driver's list, computed from the list as it is written over:

@@ -33,13 +33,16 @@ from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 from gateway.schemas.ids import e164
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
-def sms_context(message: SmsMessage, sender_id: str) -> dict[str, Any]:
+
+def sms_context(message: SmsMessage, sender_id: str, key: str | None = None) -> dict[str, Any]:
     try:
         to = e164(message.to)
     except ValueError as exc:
         raise InvalidPayload(str(exc)) from None
-    return {"message": {"to": to, "text": message.text, "from": sender_id}}
+    fields = {"to": to, "text": message.text, "from": sender_id}
+    return {"message": fields | ({"id": key} if key else {})}
 
 
 def sms_request(
@@ -48,10 +51,16 @@ def sms_request(
     mapping: CompiledMapping,
     message: SmsMessage,
     sender_id: str,
+    key: str | None = None,
 ) -> OutboundRequest:
-    """The provider request; InvalidPayload when the mapping cannot build it."""
-    parts = mapping.build_request(sms_context(message, sender_id), secrets=dict(partner.secrets))
+    """The provider request; InvalidPayload when the mapping cannot build it. `key` (stable
+    per delivery) goes as `Idempotency-Key`, unless the mapping sets that header itself, and
+    is `message.id` for a mapping that puts it in a field of the provider's."""
+    context = sms_context(message, sender_id, key)
+    parts = mapping.build_request(context, secrets=dict(partner.secrets))
     headers = {"Accept": "application/json", **parts.headers}
+    if key and not any(name.lower() == "idempotency-key" for name in headers):
+        headers[IDEMPOTENCY_HEADER] = key
     body = encode_body(headers, parts.body)
     url = build_url(partner.base_url, action.path, parts.path_params, parts.query)
     return OutboundRequest(action.method, url, headers=headers, body=body, timeout=partner.timeout)
@@ -99,9 +108,11 @@ class SmsSender:
         mapping: CompiledMapping,
         message: SmsMessage,
         sender_id: str,
+        *,
+        key: str | None = None,
     ) -> SendOutcome:
         try:
-            request = sms_request(action, partner, mapping, message, sender_id)
+            request = sms_request(action, partner, mapping, message, sender_id, key)
         except InvalidPayload as exc:
             problems = "; ".join(p.message for p in exc.problems[:3])
             detail = f"cannot build the SMS request: {exc.detail}" + (

@@ -127,7 +127,15 @@ def assemble_flow_runtime(
     calls; the starter, and a flow's resume, wake the runner."""
     steps = StepRunner(
         StepParts(
-            store, catalog, mappings, sender, guards, entities, notify.assignments, notify.composer
+            store,
+            catalog,
+            mappings,
+            sender,
+            guards,
+            entities,
+            notify.assignments,
+            notify.composer,
+            metrics,
         )
     )
     runner = FlowRunner(

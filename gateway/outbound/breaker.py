@@ -129,6 +129,12 @@ class TokenBucket:
             return 0.0
         return (1 - self._tokens) / self.rate
 
+    def delay(self) -> float:
+        """Seconds until a token is free for a caller arriving now (queued waiters first),
+        taking nothing: what a refused caller is told to wait."""
+        self._refill()
+        return max((1 - self._tokens) / self.rate, 0.0)
+
     async def acquire(self, max_wait: float = math.inf) -> bool:
         """Wait for a token; False (nothing taken) if that would take longer than max_wait."""
         wait = self.try_acquire()

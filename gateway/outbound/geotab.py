@@ -108,7 +108,9 @@ class GeotabSession:
                     "partner's credentials",
                     kind="auth_refused",
                 )
-            raise TokenFetchFailed(f"Geotab Authenticate failed: {names}")
+            raise TokenFetchFailed(
+                f"Geotab Authenticate failed: {names}", retry_after=response.wait()
+            )
         result = body.get("result")
         if not isinstance(result, dict):
             result = {}

@@ -26,15 +26,27 @@ class TokenFetchFailed(PartnerError):
 
     title, slug = "Partner token request failed", "partner-token-failed"
 
-    def __init__(self, detail: str, *, kind: ErrorKind = "auth_failed") -> None:
+    def __init__(
+        self, detail: str, *, kind: ErrorKind = "auth_failed", retry_after: float | None = None
+    ) -> None:
         super().__init__(detail)
         self.kind: ErrorKind = kind
+        # Seconds the token endpoint asked us to wait (its Retry-After), already bounded.
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
 class TokenResponse:
     status: int
     json: Any  # the parsed JSON body, None when it was not JSON
+    retry_after: float | None = None  # seconds, from the answer's Retry-After
+
+    def wait(self) -> float | None:
+        """The Retry-After of a busy answer (429, 503), within the bound deliveries honour:
+        a token endpoint can't park every delivery of a partner for a week either."""
+        if self.retry_after is None or self.status not in _BUSY_STATUSES:
+            return None
+        return min(max(self.retry_after, 0.0), MAX_TOKEN_WAIT)
 
 
 # POST `form` (urlencoded) with extra `headers` to a token URL. Raises TokenFetchFailed when
@@ -103,23 +115,39 @@ class StaticAuth:
 
 NO_AUTH = StaticAuth()
 _REFUSAL_MEMORY = 60.0  # seconds a token endpoint's refusal of our credentials is believed
+# The cap on a token endpoint's Retry-After: delivery/retry.py's DEFAULT_MAX_RETRY_AFTER.
+MAX_TOKEN_WAIT = 3600.0
+_BUSY_STATUSES = frozenset({429, 503})
 
 T = TypeVar("T")
 
 
 class RefusalMemory:
     """A refusal of our credentials (`auth_refused`) is believed for `_REFUSAL_MEMORY` s: the
-    calls in that time raise it again without asking, and `on_refused` hears of each new one."""
+    calls in that time raise it again without asking, and `on_refused` hears of each new one.
+
+    A busy token endpoint's `Retry-After` is honoured the same way: until then, calls raise
+    `auth_waiting` (nothing sent, the seconds left as `retry_after`) without asking."""
 
     def __init__(self, clock: Callable[[], float], on_refused: Callable[[], None] | None) -> None:
         self._clock = clock
         self._on_refused = on_refused
         self._refusal: TokenFetchFailed | None = None
         self._until = 0.0
+        self._busy: TokenFetchFailed | None = None
+        self._busy_until = 0.0
 
     async def ask(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        if self._refusal is not None and self._clock() < self._until:
+        now = self._clock()
+        if self._refusal is not None and now < self._until:
             raise self._refusal
+        if self._busy is not None and now < self._busy_until:
+            left = self._busy_until - now
+            raise TokenFetchFailed(
+                f"{self._busy.detail}; asked to wait: not asked again for {left:.0f} s",
+                kind="auth_waiting",
+                retry_after=left,
+            )
         try:
             return await attempt()
         except TokenFetchFailed as exc:
@@ -127,6 +155,8 @@ class RefusalMemory:
                 self._refusal, self._until = exc, self._clock() + _REFUSAL_MEMORY
                 if self._on_refused is not None:
                     self._on_refused()
+            elif exc.retry_after:
+                self._busy, self._busy_until = exc, self._clock() + exc.retry_after
             raise
 
 
@@ -263,11 +293,19 @@ def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[s
                 kind="auth_refused",
             )
         raise TokenFetchFailed(
-            answered if not success else "token endpoint answer has no access_token"
+            answered if not success else "token endpoint answer has no access_token",
+            retry_after=response.wait(),
         )
     token_type = body.get("token_type", "bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise TokenFetchFailed(f"unsupported token_type {token_type!r} (only bearer)")
+        # A configuration matter (the client is registered for DPoP, MAC, ...), not a busy
+        # endpoint: asking again gives the same answer, so it is refused, not retried.
+        shown = str(token_type)[:40]
+        raise TokenFetchFailed(
+            f"token endpoint issued a {shown!r} token; only Bearer tokens can be used: "
+            "register the client for Bearer tokens",
+            kind="auth_refused",
+        )
     return token, _ttl(body.get("expires_in"), default_ttl)
 
 

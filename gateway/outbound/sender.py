@@ -11,9 +11,9 @@ import asyncio
 import codecs
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
@@ -52,6 +52,9 @@ class OutboundRequest:
     query: Sequence[tuple[str, str]] = ()  # added to the URL's own query
     body: bytes | None = None
     timeout: float = 10.0  # total seconds, the partner's setting
+    # Headers computed from the exact bytes sent (Standard Webhooks), called once the body is
+    # final: after the credentials set in it (a Geotab session), again for a renewed session.
+    sign: Callable[[bytes], Mapping[str, str]] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,9 @@ class Outcome:
     latency_ms: float = 0.0
     error: ErrorKind | None = None
     message: str | None = None  # human detail for `error`, never carrying credentials
+    # Seconds to wait that we know of without a Retry-After header: for an unsent outcome,
+    # until our guard lets a request through; for a token endpoint's answer, its Retry-After.
+    retry_in: float | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -83,11 +89,12 @@ class Outcome:
         return self.error not in NOT_SENT
 
     def retry_after(self, now: datetime) -> float | None:
-        return parse_retry_after(self.headers.get("Retry-After"), now)
+        said = parse_retry_after(self.headers.get("Retry-After"), now)
+        return self.retry_in if said is None else said
 
 
-def _not_sent(error: ErrorKind, message: str) -> Outcome:
-    return Outcome(error=error, message=message)
+def _not_sent(error: ErrorKind, message: str, retry_in: float) -> Outcome:
+    return Outcome(error=error, message=message, retry_in=max(retry_in, 1.0))
 
 
 class Sender:
@@ -156,13 +163,18 @@ class Sender:
         if guard.breaker.state is BreakerState.OPEN:
             return _circuit_open(guard)
         max_wait = guard.settings.max_wait
-        if guard.limiter is not None and not await guard.limiter.acquire(max_wait):
-            return _not_sent("rate_limited", f"over the rate limit for partner {partner_id}")
+        limiter = guard.limiter
+        if limiter is not None and not await limiter.acquire(max_wait):
+            return _not_sent(
+                "rate_limited", f"over the rate limit for partner {partner_id}", limiter.delay()
+            )
         if not await _enter(guard.gate, max_wait):
+            # A slot frees when a request in flight ends: within the partner's timeout.
             return _not_sent(
                 "rate_limited",
                 f"{guard.settings.max_concurrency} requests already in flight "
                 f"to partner {partner_id}",
+                request.timeout,
             )
         try:
             return await self._send_through_breaker(request, guard, auth)
@@ -203,7 +215,7 @@ class Sender:
                 if auth.refused(outcome.status, outcome.json_body):
                     return _refused_again(outcome)
         except TokenFetchFailed as exc:
-            return Outcome(error=exc.kind, message=exc.detail)
+            return Outcome(error=exc.kind, message=exc.detail, retry_in=exc.retry_after)
         return outcome
 
     async def _fetch_token(
@@ -224,7 +236,11 @@ class Sender:
         if outcome.status is None:
             kind = outcome.error or "auth_failed"
             raise TokenFetchFailed(f"token endpoint: {outcome.message}", kind=kind)
-        return TokenResponse(outcome.status, outcome.json_body if outcome.is_json else None)
+        return TokenResponse(
+            outcome.status,
+            outcome.json_body if outcome.is_json else None,
+            outcome.retry_after(datetime.now(UTC)),
+        )
 
     async def _exchange(self, request: OutboundRequest, applied: Applied) -> Outcome:
         """One HTTP request and its bounded answer; every failure becomes an Outcome."""
@@ -233,7 +249,10 @@ class Sender:
         started = time.perf_counter()
         try:
             url = self._policy.check_url(request.url)
+            data = _with_members(request.body, applied.body_members)
             headers = {**request.headers, **applied.headers}
+            if request.sign is not None:
+                headers |= request.sign(data or b"")
             if reserved := reserved_in(headers):
                 # Saved configurations are refused these; this holds for any stored before.
                 raise OutboundBlocked(reserved_message(reserved[0]))
@@ -246,7 +265,7 @@ class Sender:
                 request.method,
                 url,
                 headers=headers,
-                data=_with_members(request.body, applied.body_members),
+                data=data,
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
@@ -365,8 +384,10 @@ async def _enter(gate: asyncio.Semaphore, max_wait: float) -> bool:
 
 
 def _circuit_open(guard: PartnerGuard) -> Outcome:
-    wait = guard.breaker.retry_in()
-    return _not_sent("circuit_open", f"circuit open after repeated failures; probe in {wait:.0f} s")
+    wait = guard.breaker.retry_in()  # 0 in half_open with the probe out: ask for a second
+    return _not_sent(
+        "circuit_open", f"circuit open after repeated failures; probe in {wait:.0f} s", wait
+    )
 
 
 def _parse_json(

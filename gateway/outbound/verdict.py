@@ -18,12 +18,15 @@ ErrorKind = Literal[
     "invalid_response",  # not HTTP, or a JSON body that does not parse (status may be known)
     "auth_failed",  # the partner's OAuth2 token endpoint did not give us a token (for now)
     "auth_refused",  # the token endpoint refused our credentials: a configuration error
+    "auth_waiting",  # the token endpoint asked us to wait (Retry-After) and we do: never sent
     "rate_limited",  # our own per-partner rate/concurrency limit: never sent
     "circuit_open",  # the partner's circuit breaker is open: never sent
 ]
 
 # Error kinds for which no request reached the partner.
-NOT_SENT: frozenset[ErrorKind] = frozenset({"blocked", "rate_limited", "circuit_open"})
+NOT_SENT: frozenset[ErrorKind] = frozenset(
+    {"blocked", "rate_limited", "circuit_open", "auth_waiting"}
+)
 
 
 class Verdict(enum.StrEnum):
@@ -57,6 +60,17 @@ def classify(status: int | None, error: ErrorKind | None) -> Verdict:
         return Verdict.RETRY
     # 1xx/3xx (redirects are not followed, see ssrf.py) and the other 4xx.
     return Verdict.FAIL
+
+
+def request_result(status: int | None, error: ErrorKind | None, verdict: Verdict) -> str:
+    """The `result` label of `gateway_partner_requests_total`, one vocabulary for every mode
+    (proxy, deliver, schedule): the verdict on an answer (`success`, `retry`, `fail`, `gone`),
+    or, for a call that got none, its error kind (`timeout`, `connect`, `reset`, `blocked`,
+    `rate_limited`, `circuit_open`, `auth_failed`, ...). `verdict` is the caller's, with the
+    action's own idea of success."""
+    if status is None:
+        return str(error or "connect")
+    return verdict.value
 
 
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")

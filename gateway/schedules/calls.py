@@ -118,7 +118,9 @@ def read_page(
     status = outcome.status
     if status is None:
         message = redactor.redact(outcome.message or "")
-        raise PollFailure(str(outcome.error or "connect"), f"no answer: {message}")
+        raise PollFailure(
+            str(outcome.error or "connect"), f"no answer: {message}", retry_after=outcome.retry_in
+        )
     if not 200 <= status < 300:
         excerpt = redactor.redact(outcome.body_excerpt)[:_EXCERPT]
         raise PollFailure(

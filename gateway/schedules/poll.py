@@ -39,7 +39,8 @@ from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Sender
+from gateway.outbound.sender import Outcome, Sender
+from gateway.outbound.verdict import request_result
 from gateway.schedules.calls import (
     Page,
     PollFailure,
@@ -158,7 +159,7 @@ class Poll:
                 guard=self._c.guards.get(partner.id, partner.guard),
                 auth=partner.auth,
             )
-            self._observe(partner, outcome.status, outcome.latency_ms, outcome.error)
+            self._observe(partner, outcome)
             page = read_page(doc, outcome, self._clock(), partner.redactor(), self._cursor)
             if not await self._page(page, mapping, target, sink):
                 return
@@ -281,14 +282,13 @@ class Poll:
     def _origin(self) -> Origin:
         return Origin("schedule", str(self._doc["_id"]), {"cursor": self._cursor})
 
-    def _observe(
-        self, partner: Partner, status: int | None, latency_ms: float, error: str | None
-    ) -> None:
-        result = str(error) if status is None else f"{status // 100}xx"
+    def _observe(self, partner: Partner, outcome: Outcome) -> None:
+        # A page is read from a 2xx only (calls.read_page): the status's own verdict.
+        result = request_result(outcome.status, outcome.error, outcome.verdict)
         self._c.metrics.partner_requests.labels(partner.id, "schedule", result).inc()
-        if status is not None:
+        if outcome.status is not None:
             self._c.metrics.partner_latency.labels(partner.id, "schedule").observe(
-                latency_ms / 1000
+                outcome.latency_ms / 1000
             )
 
 

@@ -1,0 +1,107 @@
+"""`gateway_partner_requests_total{result}` speaks one vocabulary whatever the mode: the
+verdict on an answer (success, retry, fail, gone), or the error of a call that got none
+(timeout, connect, reset, blocked, rate_limited, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.flow_support import drain, hr_lookup, sample
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    partner,
+    post,
+    upload_mapping,
+)
+from tests.schedule_support import runner
+from tests.support import auth
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+VEHICLES = """
+name: erp-vehicles
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: items
+fields:
+  plate: {from: placa, transforms: [plate]}
+"""
+
+
+async def _count(client: Client, partner_id: str, mode: str, result: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    line = (
+        f'gateway_partner_requests_total{{mode="{mode}",partner="{partner_id}",result="{result}"}} '
+    )
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
+async def test_a_proxy_call_without_an_answer_counts_its_error_not_a_verdict(
+    client: Client, partner: Partner
+) -> None:
+    """A timeout was counted `retry` in proxy and deliver modes, `timeout` in schedule mode."""
+    partner_doc = await create_partner(client, partner.url, timeout_seconds=0.2)
+    action = await create_action(client, partner_doc["id"], mode="proxy", method="GET")
+    partner.respond_with(200, {}, delay=5, times=1)
+    invoke = f"/api/v1/actions/{action['id']}/invoke"
+
+    timed_out = await client.post(invoke, headers=auth(), json={"payload": {}})
+    partner.respond_with(503, {})
+    answered = await client.post(invoke, headers=auth(), json={"payload": {}})
+
+    assert (timed_out.status, answered.status) == (504, 502)
+    assert await _count(client, partner_doc["id"], "proxy", "timeout") == 1
+    assert await _count(client, partner_doc["id"], "proxy", "retry") == 1
+
+
+async def test_a_schedules_answers_count_verdicts_like_the_other_modes(
+    client: Client, partner: Partner
+) -> None:
+    """A schedule counted status classes (`2xx`, `5xx`) where the other modes count verdicts."""
+    await upload_mapping(client, VEHICLES)
+    erp = await create_partner(client, partner.url, name="TOTVS", auth={"type": "none"})
+    action = await create_action(
+        client, erp["id"], name="veiculos", mode="proxy", method="GET", path="/api/veiculos"
+    )
+    await post(
+        client,
+        "/api/v1/schedules",
+        {
+            "name": "erp-veiculos",
+            "action_id": action["id"],
+            "every": "1h",
+            "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+        },
+    )
+    partner.respond_with(200, {"items": [{"placa": "ABC1D23"}]})
+
+    assert await runner(client).run_until_idle() == {"ok": 1}
+
+    assert await _count(client, erp["id"], "schedule", "success") == 1
+    assert await _count(client, erp["id"], "schedule", "2xx") == 0
+
+
+async def test_a_flows_fetch_is_counted_as_a_partner_request(
+    client: Client, partner: Partner
+) -> None:
+    """A flow's `fetch` step called the partner without being counted at all."""
+    action = await hr_lookup(client, partner.url)
+    steps = [{"id": "hr", "fetch": "hr-driver-lookup"}]
+    flow = {"name": "f", "on": {"events": ["entity.created"]}, "steps": steps}
+    await post(client, "/api/v1/flows", flow)
+    partner.respond_with(200, sample("driver_lookup_response.json"))
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+
+    await drain(client.app[services_key])
+
+    assert partner.paths() == ["/veiculos/ABC1D23/condutor-atual"]
+    assert await _count(client, action["partner_id"], "flow", "success") == 1
