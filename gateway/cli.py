@@ -231,7 +231,7 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
     except ValueError as exc:
         print(f"error: --ttl: {exc}", file=sys.stderr)
         return 2
-    ring = KeyRing.from_secret(load_secret_key(settings))
+    ring = KeyRing.from_secret(load_secret_key(settings, generate=False))
     try:
         token = issue_admin_token(
             ring,
@@ -409,7 +409,7 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
     GATEWAY_SECRET_KEY (docs/security.md, rotating the key). Exit 1 when a secret no key
     opens remains (named, not touched): the old key must not be dropped yet."""
 
-    box = SecretBox(KeyRing.from_secret(load_secret_key(settings)))
+    box = SecretBox(KeyRing.from_secret(load_secret_key(settings, generate=False)))
 
     async def work(services: Services) -> Resealed:
         return await reseal_secrets(services.store, box, dry_run=dry_run)
