@@ -420,3 +420,33 @@ def test_a_one_shot_command_without_any_secret_key_refuses_instead_of_making_one
     assert "GATEWAY_SECRET_KEY" in result.stderr and "secret_key" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("serve",), ("serve", "--workers", "2"), ("demo",), ("worker", "--port")],
+    ids=["serve", "serve-workers", "demo", "worker"],
+)
+def test_a_port_in_use_is_refused_before_the_database_starts(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """The port was bound only once the embedded database had started and the indexes were
+    created (about 20 s on a loaded machine), and the failure was a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        args = (*command, port) if command[-1] == "--port" else (*command, "--port", port)
+        env = {
+            "GATEWAY_DATA_DIR": str(tmp_path),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_SECRET_KEY": SECRET_KEY,
+            "GATEWAY_LOG_JSON": "false",
+            "MONGODB_URI": "",
+        }
+        result = _run(*args, env=env)
+    assert result.returncode == 1, result.stderr
+    assert f"127.0.0.1:{port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "embedded database started" not in result.stderr
+    assert not (tmp_path / "db").exists()

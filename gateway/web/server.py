@@ -14,11 +14,14 @@ behaviour, so an aiohttp upgrade that changes it fails there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import logging
 import os
 import re
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -138,6 +141,37 @@ async def _serve(
     finally:
         await runner.cleanup()
     exit_after(TEARDOWN_SECONDS)
+
+
+def taken(host: str, port: int, setting: str = "GATEWAY_PORT") -> str | None:
+    """A message when `host:port` cannot be listened on (a bind test, as the server will bind:
+    SO_REUSEADDR, every address the host resolves to), else None. Asked before the database
+    starts: the server binds only once it has, and the indexes exist (20 s and more)."""
+    if port == 0:
+        return None
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    with contextlib.ExitStack() as sockets:
+        for family, kind, proto, _, address in found:
+            sock = sockets.enter_context(socket.socket(family, kind, proto))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            where = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return (
+                        f"{where}:{port} is already in use (another gateway or program listens "
+                        f"there): stop it, or choose another port (--port, {setting})"
+                    )
+                return f"cannot listen on {where}:{port}: {exc.strerror or exc}"
+    return None
 
 
 TEARDOWN_SECONDS = 3.0
