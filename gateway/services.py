@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway import __version__
@@ -59,6 +59,7 @@ from gateway.outbound.breaker import RateLimits
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
+from gateway.progress import Readiness
 from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
 from gateway.schedules.poll import PollContext
 from gateway.schedules.sinks import EntitySink, PageSink, compile_target
@@ -122,6 +123,7 @@ class Services:
     maintenance_plans: PlanService
     vehicle_services: ServiceRecorder
     fleet_overview: FleetOverview
+    readiness: Readiness = field(default_factory=Readiness)  # what /readyz last answered
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,9 @@ log = logging.getLogger("gateway.access")
 # A caller's id is echoed only if it is short and plain: it ends up in every log line.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Probes asked every few seconds: their refusals are logged by the route, once per change
+# of its answer, not by the edge (two WARNING lines per probe).
+PROBES = frozenset({"/readyz"})
 # Headers whose second copy would make the request ambiguous: which credential, which key.
 _ONCE = ("Authorization", "Idempotency-Key")
 
@@ -54,9 +57,10 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Problems echo what the caller sent (`instance` is the path, `<script>` included): no
     # browser may read a JSON or XML answer as a page.
     response.headers["X-Content-Type-Options"] = "nosniff"
-    if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
+    failed = response.status >= 500 and route not in PROBES
+    if failed or log.isEnabledFor(logging.DEBUG):
         log.log(
-            logging.WARNING if response.status >= 500 else logging.DEBUG,
+            logging.WARNING if failed else logging.DEBUG,
             "request",
             extra={
                 "method": request.method,
@@ -88,11 +92,11 @@ async def _call(
         health.report_failure(exc)
         if request.method in _WRITES:
             exc = _outcome_unknown(exc, op)
-        log.warning("request failed: %s", exc.detail, extra={"status": exc.status})
+        _failed(request, exc)
         return problems.problem_response(exc, request)
     except GatewayError as exc:
         if exc.status >= 500:
-            log.warning("request failed: %s", exc.detail, extra={"status": exc.status})
+            _failed(request, exc)
         return problems.problem_response(exc, request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -101,6 +105,12 @@ async def _call(
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return problems.internal_error(request, request_id)
+
+
+def _failed(request: web.Request, exc: GatewayError) -> None:
+    quiet = _route_label(request) in PROBES
+    level = logging.DEBUG if quiet else logging.WARNING
+    log.log(level, "request failed: %s", exc.detail, extra={"status": exc.status})
 
 
 def _doubled(request: web.Request) -> BadRequest | None:
