@@ -23,6 +23,9 @@ log = logging.getLogger("gateway.access")
 # A caller's id is echoed only if it is short and plain: it ends up in every log line.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The methods counted under their name; any other is `other` (aiohttp's Python parser takes
+# any token as a method: a label per token would be unbounded).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Probes asked every few seconds: their refusals are logged by the route, once per change
 # of its answer, not by the edge (two WARNING lines per probe).
 PROBES = frozenset({"/readyz"})
@@ -51,8 +54,9 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     elapsed = time.perf_counter() - started
     route = _route_label(request)
     status_class = f"{response.status // 100}xx"
-    metrics.child(metrics.http_requests, route, request.method, status_class).inc()
-    metrics.child(metrics.http_latency, route, request.method).observe(elapsed)
+    method = request.method if request.method in METHODS else "other"
+    metrics.child(metrics.http_requests, route, method, status_class).inc()
+    metrics.child(metrics.http_latency, route, method).observe(elapsed)
     response.headers["X-Request-ID"] = request_id
     # Problems echo what the caller sent (`instance` is the path, `<script>` included): no
     # browser may read a JSON or XML answer as a page.

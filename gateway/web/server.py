@@ -34,6 +34,7 @@ from aiohttp.web_request import BaseRequest
 from gateway import eventloop
 from gateway.errors import clipped
 from gateway.web.problems import PROBLEM_JSON, dumps
+from gateway.web.state import services_key
 
 log = logging.getLogger("gateway.access")
 _log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class ProblemRequestHandler(RequestHandler):
             return super().handle_error(request, status, exc, message)
         status, detail = _refusal(exc, status)
         log.warning("malformed request refused: %s", detail, extra={"status": status})
+        self._count(status)
         body = {
             "type": f"https://rabbot.dev/problems/{'bad-request' if status == 400 else status}",
             "title": _TITLES.get(status, "Bad request"),
@@ -78,8 +80,19 @@ class ProblemRequestHandler(RequestHandler):
         response.force_close()
         return response
 
+    def _count(self, status: int) -> None:
+        """In the HTTP metrics like any request (the edge never saw this one): route
+        `malformed`, method `other` (the parser may have refused the method itself)."""
+        app = getattr(self._manager, "gateway_app", None)
+        if app is None or (services := app.get(services_key)) is None:
+            return
+        metrics = services.metrics
+        metrics.child(metrics.http_requests, "malformed", "other", f"{status // 100}xx").inc()
+
 
 class _ProblemServer(web.Server):
+    gateway_app: web.Application | None = None  # whose metrics count its refusals
+
     def __call__(self) -> RequestHandler:
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
@@ -90,6 +103,8 @@ class GatewayRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _ProblemServer  # same state, one method different
+        assert isinstance(server, _ProblemServer)
+        server.gateway_app = self.app
         return server
 
 
