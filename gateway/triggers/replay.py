@@ -159,6 +159,9 @@ class RejectedPayloads:
                         problems=[p.as_dict() for p in exc.problems],
                     )
                     outcome[record_id] = _failed(record_id, exc)
+                except (Conflict, NotFound) as exc:  # released with the rest, as `replay` does
+                    outcome[record_id] = _failed(record_id, exc)
+                    continue
                 left.remove(record_id)
         finally:
             # What was replayed is marked so, even when a replay failed otherwise (the
