@@ -252,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command]()
+    except ConfigError as exc:  # found by the command (a one-shot command without a key)
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the last line of defence for a command-line user

@@ -55,6 +55,8 @@ def serve(
     """One process, or with `workers` > 1 that many on one port (`prefork.py`). A child of
     `--workers` is started with `reuse_port` and quietly (the parent says where it listens),
     and stops once its `parent` pipe closes (the parent died)."""
+    if not reuse_port and not _can_listen(settings.host, settings.port):
+        return 1
     if workers > 1:
         from gateway.prefork import serve_processes
 
@@ -94,6 +96,8 @@ def demo(settings: Settings, tenant: str) -> int:
             file=sys.stderr,
         )
         return 2
+    if not _can_listen(settings.host, settings.port):  # before seeding starts the database
+        return 1
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     geotab_url = f"http://{host}:{settings.port}{demo_partner.PATH.removesuffix('/apiv1')}"
     allow = {host, "127.0.0.1"} - set(settings.outbound_allow)
@@ -131,6 +135,14 @@ _DEMO_GEOTAB = {
     "username": demo_partner.USER,
     "password": demo_partner.PASSWORD,
 }
+
+
+def _can_listen(host: str, port: int, setting: str = "GATEWAY_PORT") -> bool:
+    """Whether the port is free; if not, said on stderr (before the database starts)."""
+    if (problem := server.taken(host, port, setting)) is None:
+        return True
+    print(f"error: {problem}", file=sys.stderr)
+    return False
 
 
 def _schedule_summary(base: str, schedule: dict[str, object]) -> str:
@@ -205,6 +217,9 @@ def worker(settings: Settings) -> int:
     with a small listener for health and metrics (`settings.worker_port`, 0: none); several
     such processes share the work through leases in MongoDB."""
 
+    if not _can_listen(settings.host, settings.worker_port, "GATEWAY_WORKER_PORT"):
+        return 1
+
     async def run() -> None:
         # Signals first: a SIGTERM while the services open still shuts them down cleanly.
         stop = asyncio.Event()
@@ -231,7 +246,7 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
     except ValueError as exc:
         print(f"error: --ttl: {exc}", file=sys.stderr)
         return 2
-    ring = KeyRing.from_secret(load_secret_key(settings))
+    ring = KeyRing.from_secret(load_secret_key(settings, generate=False))
     try:
         token = issue_admin_token(
             ring,
@@ -409,7 +424,7 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
     GATEWAY_SECRET_KEY (docs/security.md, rotating the key). Exit 1 when a secret no key
     opens remains (named, not touched): the old key must not be dropped yet."""
 
-    box = SecretBox(KeyRing.from_secret(load_secret_key(settings)))
+    box = SecretBox(KeyRing.from_secret(load_secret_key(settings, generate=False)))
 
     async def work(services: Services) -> Resealed:
         return await reseal_secrets(services.store, box, dry_run=dry_run)

@@ -29,3 +29,16 @@ class Progress:
     def stalled_for(self) -> float:
         """Seconds since the loop last moved while work waited (0 when it is moving)."""
         return 0.0 if self._stuck_since is None else self._clock() - self._stuck_since
+
+
+class Readiness:
+    """What `/readyz` last answered: it logs a change of its answer, not each probe (a
+    probe every second would fill the log with the same refusal)."""
+
+    def __init__(self) -> None:
+        self.refused: str | None = None  # the reason of the last refusal; None: ready
+
+    def changed(self, refused: str | None) -> bool:
+        """Record this answer (None: ready); whether it changes readiness."""
+        before, self.refused = self.refused, refused
+        return (before is None) != (refused is None)

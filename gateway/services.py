@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway import __version__
@@ -27,7 +27,7 @@ from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.tokens import AdminTokenVerifier, ExternalAdminVerifier
 from gateway.background import cancel_and_wait, within
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.dashboard import Dashboard
 from gateway.delivery.deliveries import DeliveryService
 from gateway.delivery.fanout import FanOut
@@ -59,6 +59,7 @@ from gateway.outbound.breaker import RateLimits
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
+from gateway.progress import Readiness
 from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
 from gateway.schedules.poll import PollContext
 from gateway.schedules.sinks import EntitySink, PageSink, compile_target
@@ -122,6 +123,7 @@ class Services:
     maintenance_plans: PlanService
     vehicle_services: ServiceRecorder
     fleet_overview: FleetOverview
+    readiness: Readiness = field(default_factory=Readiness)  # what /readyz last answered
 
 
 @contextlib.asynccontextmanager
@@ -138,7 +140,7 @@ async def open_services(
     if run_workers is not None:
         settings = replace(settings, run_workers=run_workers)
     metrics = Metrics(__version__, running_loop())
-    ring = KeyRing.from_secret(load_secret_key(settings))
+    ring = KeyRing.from_secret(load_secret_key(settings, generate=not attach))
     schemas = SchemaRegistry.load(settings.schema_dir or default_schema_dir())
     policy = OutboundPolicy.from_entries(settings.outbound_allow)
     async with (
@@ -452,13 +454,22 @@ async def _stop(services: Services, jobs: dict[str, asyncio.Task[None]]) -> None
     await services.gates.close()
 
 
-def load_secret_key(settings: Settings) -> str:
-    """GATEWAY_SECRET_KEY, or a key generated once into the data dir (with a warning)."""
+def load_secret_key(settings: Settings, *, generate: bool = True) -> str:
+    """GATEWAY_SECRET_KEY, or the key generated once into the data dir (with a warning) by a
+    gateway process. `generate=False` (a one-shot command: `admin-token`, `ui-user`, ...):
+    never a new key, whose tokens and sealed secrets the running gateway could not read; no
+    key at all is a ConfigError that says what to set."""
     if settings.secret_key is not None:
         return settings.secret_key.value
     path = settings.data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
+    if not generate:
+        raise ConfigError(
+            f"GATEWAY_SECRET_KEY is unset and {path} does not exist: set GATEWAY_SECRET_KEY "
+            "to the running gateway's key, or GATEWAY_DATA_DIR to its data directory (a "
+            "key made here would sign tokens the gateway does not accept)"
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     key = generate_secret_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -386,3 +386,67 @@ def test_every_option_of_every_command_says_what_it_is_for() -> None:
     assert bare(_parser(), "gateway") == []
     epilog = _parser().format_help()
     assert "Settings come from the environment" in epilog and "docs/operations.md" in epilog
+
+
+def test_a_one_shot_command_without_the_secret_key_uses_the_data_dirs_key(tmp_path: Path) -> None:
+    """`serve` generated the data dir's key; a later `admin-token` without
+    GATEWAY_SECRET_KEY signs with that key, so the running gateway verifies its token."""
+    (tmp_path / "secret_key").write_text(SECRET_KEY + "\n")
+    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path)}
+    result = _run("admin-token", "--tenant", "acme", env=env)
+    assert result.returncode == 0, result.stderr
+    claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), result.stdout.strip())
+    assert claims.tenant == "acme"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("admin-token", "--tenant", "acme"),
+        ("cleanup", "--dry-run"),
+        ("reseal", "--dry-run"),
+        ("ui-user", "list", "--tenant", "acme"),
+    ],
+)
+def test_a_one_shot_command_without_any_secret_key_refuses_instead_of_making_one(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Without GATEWAY_SECRET_KEY nor a key in the data dir, a one-shot command used to
+    generate a key of its own there: the tokens it printed did not verify in the gateway
+    running with its GATEWAY_SECRET_KEY, and a later `serve` without it took the new key."""
+    env = {"GATEWAY_SECRET_KEY": "", "GATEWAY_DATA_DIR": str(tmp_path)}
+    result = _run(*command, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "GATEWAY_SECRET_KEY" in result.stderr and "secret_key" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("serve",), ("serve", "--workers", "2"), ("demo",), ("worker", "--port")],
+    ids=["serve", "serve-workers", "demo", "worker"],
+)
+def test_a_port_in_use_is_refused_before_the_database_starts(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """The port was bound only once the embedded database had started and the indexes were
+    created (about 20 s on a loaded machine), and the failure was a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        args = (*command, port) if command[-1] == "--port" else (*command, "--port", port)
+        env = {
+            "GATEWAY_DATA_DIR": str(tmp_path),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_SECRET_KEY": SECRET_KEY,
+            "GATEWAY_LOG_JSON": "false",
+            "MONGODB_URI": "",
+        }
+        result = _run(*args, env=env)
+    assert result.returncode == 1, result.stderr
+    assert f"127.0.0.1:{port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "embedded database started" not in result.stderr
+    assert not (tmp_path / "db").exists()

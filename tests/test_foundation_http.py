@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 from pathlib import Path
@@ -154,3 +155,50 @@ async def test_metrics_can_require_a_token(aiohttp_client: Any, make_app: Any) -
     assert wrong.status == 401
     ok = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
     assert ok.status == 200 and "gateway_build_info" in await ok.text()
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+async def test_readiness_probed_while_the_database_is_down_logs_one_line_not_two_per_probe(
+    aiohttp_client: Any, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each refused /readyz logged two WARNING lines (`request failed: ...`, then `request`):
+    a probe every second filled the log with them. The change to not ready is logged once."""
+    from dataclasses import replace
+
+    from gateway.app import create_app
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"mongodb://127.0.0.1:{sock.getsockname()[1]}/"
+    client = await aiohttp_client(
+        create_app(replace(settings, db_timeout_ms=300), mongodb_uri=dead)
+    )
+    caplog.clear()
+    for _ in range(5):
+        assert (await client.get("/readyz")).status == 503
+    said = [m for m in _warnings(caplog) if "request" in m or "ready" in m]
+    assert len(said) == 1 and said[0].startswith("not ready: "), said
+
+
+async def test_readiness_logs_when_it_changes_and_only_then(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.web.state import services_key
+
+    store = client.app[services_key].store
+    caplog.set_level(logging.INFO, logger="gateway.web.health")
+    caplog.clear()
+    assert (await client.get("/readyz")).status == 200
+    store.indexes_missing = "an index was refused"
+    for _ in range(3):
+        assert (await client.get("/readyz")).status == 503
+    store.indexes_missing = None
+    for _ in range(3):
+        assert (await client.get("/readyz")).status == 200
+    said = [r.getMessage() for r in caplog.records if r.name == "gateway.web.health"]
+    assert len(said) == 2, said
+    assert said[0].startswith("not ready: the database's indexes") and said[1] == "ready again"
+    assert not [m for m in _warnings(caplog) if m.startswith("request")]

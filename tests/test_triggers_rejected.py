@@ -157,3 +157,44 @@ async def test_a_kept_rejection_echoes_a_huge_value_cut_short(client: Client) ->
     [kept] = await _rejected(client, f"?trigger_id={trigger['id']}")
     assert kept["errors"] == problem["errors"]
     assert kept["detail"] == problem["detail"] and len(kept["detail"]) <= 1_025
+
+
+async def test_replay_all_in_rounds_reports_each_record_and_leaves_a_busy_one_alone(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replaying all claims and marks a round of records at once: a record another replay
+    holds is reported as such and left to it, one still refused stays pending with its
+    attempt counted, the others are replayed, in every round."""
+    from datetime import UTC, datetime
+
+    from gateway.triggers import replay
+    from gateway.web.state import services_key
+
+    monkeypatch.setattr(replay, "REPLAY_ROUND", 2)
+    trigger = await create_trigger(client, input_schema={"type": "object", "required": ["colour"]})
+    bodies = [{"plate": "ABC1D23"}, {"plate": "BRA2E19"}, {"plate": "AB"}, {"plate": "XYZ9K87"}]
+    for body in bodies:
+        assert (await hook(client, trigger, body))[0] == 422
+    kept = sorted(await _rejected(client), key=lambda k: k["id"])
+    store = client.app[services_key].store
+    assert await store.rejected.claim_replay("acme", kept[1]["id"], at=datetime.now(UTC))
+    fixed = await client.patch(
+        f"/api/v1/triggers/{trigger['id']}", headers=auth(), json={"input_schema": None}
+    )
+    assert fixed.status == 200
+    response = await client.post("/api/v1/rejected/replay", json={}, headers=auth())
+    summary = await response.json()
+    assert (summary["replayed"], summary["failed"]) == (2, 1), summary
+    statuses = [r["status"] for r in summary["results"]]
+    assert [r["id"] for r in summary["results"]] == [kept[i]["id"] for i in (0, 2, 3)]
+    assert statuses == ["replayed", "failed", "replayed"]
+    assert summary["results"][1]["problem"]["status"] == 422  # "AB" is no plate
+    after = {k["id"]: k for k in await _rejected(client)}
+    assert [after[k["id"]]["status"] for k in kept] == [
+        "replayed",
+        "replaying",
+        "pending",
+        "replayed",
+    ]
+    assert [after[k["id"]]["attempts"] for k in kept] == [1, 0, 1, 1]
+    assert sorted(v["plate"] for v in await entities(client)) == ["ABC1D23", "XYZ9K87"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import pymongo.lock
 from bson import ObjectId
 from bson.errors import InvalidDocument, InvalidId
 from pymongo import AsyncMongoClient, WriteConcern
@@ -32,6 +34,25 @@ from gateway.errors import BadRequest, Conflict, InvalidPayload, StoreUnavailabl
 Doc = dict[str, Any]
 Collection = AsyncCollection[Doc]
 Database = AsyncDatabase[Doc]
+_T = TypeVar("_T")
+
+
+async def _wait_in_this_task(awaitable: Awaitable[_T], timeout: float | None) -> _T:
+    """`asyncio.wait_for` as 3.12 has it: the awaitable runs in the caller's task."""
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
+if sys.version_info < (3, 12):
+    # PyMongo waits on its topology's and pools' conditions with `asyncio.wait_for`, which on
+    # 3.11 runs the wait in a task of its own. A caller cancelled twice (`cancel_and_wait`
+    # cancels again until the task ends) while another task held the lock across an await
+    # returned without that inner wait, which then took the lock for nobody: the holder's
+    # release raised RuntimeError("Lock is not acquired"), and the lock stayed taken, every
+    # later server selection and the client's close waiting on it (tests/test_driver_lock.py).
+    # In the caller's task, the condition's own wait takes the lock again whatever the
+    # cancellations, before the caller's `async with` releases it.
+    pymongo.lock.wait_for = _wait_in_this_task  # type: ignore[attr-defined,assignment]
 
 
 def open_client(

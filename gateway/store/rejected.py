@@ -14,11 +14,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from gateway.store.client import (
     Collection,
     Doc,
+    bulk_failure,
     cursor_id,
     find_by_id,
     scoped,
@@ -96,6 +98,64 @@ class RejectedStore:
                 {"$set": {"status": "replaying", "replaying_at": at}},
             )
         return result.modified_count == 1
+
+    async def claim_replays(
+        self, tenant: str, record_ids: Sequence[str], *, at: datetime
+    ) -> Sequence[Doc]:
+        """`claim_replay` for many records in one write; the records claimed (payload
+        included), oldest first. The others are another replay's, or gone."""
+        stale = at - timedelta(seconds=REPLAY_CLAIM_SECONDS)
+        ids = [ObjectId(record_id) for record_id in record_ids]
+        claim = ObjectId()  # this claim's own mark: which records it took
+        with translate_errors():
+            await self._c.update_many(
+                scoped(
+                    tenant,
+                    {
+                        "_id": {"$in": ids},
+                        "$or": [
+                            {"status": "pending"},
+                            {"status": "replaying", "replaying_at": {"$lt": stale}},
+                        ],
+                    },
+                ),
+                {"$set": {"status": "replaying", "replaying_at": at, "claim": claim}},
+            )
+            found = self._c.find(scoped(tenant, {"_id": {"$in": ids}, "claim": claim}))
+            return await found.sort("_id", ASCENDING).to_list(None)
+
+    async def release_replays(self, tenant: str, record_ids: Sequence[str]) -> None:
+        if not record_ids:
+            return
+        ids = [ObjectId(record_id) for record_id in record_ids]
+        with translate_errors():
+            await self._c.update_many(
+                scoped(tenant, {"_id": {"$in": ids}, "status": "replaying"}),
+                {"$set": {"status": "pending"}, "$unset": {"replaying_at": "", "claim": ""}},
+            )
+
+    async def mark_many_replayed(
+        self, tenant: str, results: Sequence[tuple[str, Doc]], *, at: datetime
+    ) -> None:
+        """`mark_replayed` for many records (id, the write's result) in one write."""
+        if not results:
+            return
+        writes = [
+            UpdateOne(
+                scoped(tenant, {"_id": ObjectId(record_id)}),
+                {
+                    "$set": {"status": "replayed", "replayed_at": at, "result": result},
+                    "$unset": {"replaying_at": "", "claim": ""},
+                    "$inc": {"attempts": 1},
+                },
+            )
+            for record_id, result in results
+        ]
+        try:
+            with translate_errors():
+                await self._c.bulk_write(writes, ordered=False)
+        except BulkWriteError as exc:
+            bulk_failure(exc)
 
     async def release_replay(self, tenant: str, record_id: str) -> None:
         with translate_errors():

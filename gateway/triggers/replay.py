@@ -10,7 +10,8 @@ positions of one vehicle are written in the order they arrived.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import builtins
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -24,6 +25,8 @@ from gateway.triggers.ingest import Ingestor
 from gateway.triggers.rejected import public_rejected
 
 MAX_REPLAY_ALL: Final = 1000
+REPLAY_ROUND: Final = 100
+"""Records a replay of all claims, and marks, at once."""
 STATUSES: Final = ("pending", "replayed")
 
 OtherTargets = Callable[[str, str], Awaitable[CompiledTrigger | None]]
@@ -98,22 +101,76 @@ class RejectedPayloads:
         return {"id": record_id, "status": "replayed", "result": result}
 
     async def replay_all(self, tenant: str, *, trigger_id: str | None = None) -> dict[str, Any]:
-        """Replay every pending, replayable record (oldest first, at most MAX_REPLAY_ALL)."""
+        """Replay every pending, replayable record (oldest first, at most MAX_REPLAY_ALL).
+        As `replay` does for one, in rounds of REPLAY_ROUND records: each target read once,
+        the round's records claimed (and read) in one write, their replays marked in one;
+        only the pipeline's own writes go one record at a time."""
         query = {**_filters(trigger_id, "pending"), "replayable": True}
         docs = await self._store.rejected.list(
             tenant, query, cursor=None, limit=MAX_REPLAY_ALL, newest_first=False
         )
+        targets: dict[str, CompiledTrigger | NotFound] = {}
         results: list[dict[str, Any]] = []
-        for doc in docs:
-            record_id = str(doc["_id"])
-            try:
-                await self.replay(tenant, record_id)
-            except (InvalidPayload, Conflict, NotFound) as exc:
-                results.append({"id": record_id, "status": "failed", "problem": exc.problem()})
-                continue
-            results.append({"id": record_id, "status": "replayed"})
+        for start in range(0, len(docs), REPLAY_ROUND):
+            round_docs = docs[start : start + REPLAY_ROUND]
+            for doc in round_docs:
+                if doc["trigger_id"] not in targets:
+                    try:
+                        targets[doc["trigger_id"]] = await self._target(tenant, doc["trigger_id"])
+                    except NotFound as exc:
+                        targets[doc["trigger_id"]] = exc
+            results += await self._replay_round(tenant, round_docs, targets)
         replayed = sum(r["status"] == "replayed" for r in results)
         return {"replayed": replayed, "failed": len(results) - replayed, "results": results}
+
+    async def _replay_round(
+        self, tenant: str, docs: Sequence[Doc], targets: Mapping[str, CompiledTrigger | NotFound]
+    ) -> Sequence[dict[str, Any]]:
+        outcome: dict[str, dict[str, Any]] = {}
+        wanted: builtins.list[str] = []
+        for doc in docs:
+            target = targets[doc["trigger_id"]]
+            if isinstance(target, NotFound):
+                outcome[str(doc["_id"])] = _failed(str(doc["_id"]), target)
+            else:
+                wanted.append(str(doc["_id"]))
+        claimed = await self._store.rejected.claim_replays(tenant, wanted, at=datetime.now(UTC))
+        taken = {str(record["_id"]) for record in claimed}
+        for record_id in wanted:
+            if record_id not in taken:
+                busy = Conflict("this payload is being replayed or was replayed already")
+                outcome[record_id] = _failed(record_id, busy)
+        done: builtins.list[tuple[str, dict[str, Any]]] = []
+        left = [str(record["_id"]) for record in claimed]
+        try:
+            for record in claimed:
+                record_id = str(record["_id"])
+                target = targets[record["trigger_id"]]
+                assert not isinstance(target, NotFound)
+                try:
+                    done.append((record_id, await self._rerun(target, record)))
+                except InvalidPayload as exc:
+                    await self._store.rejected.record_failure(
+                        tenant,
+                        record_id,
+                        at=datetime.now(UTC),
+                        reason=str(exc.extra.get("reason")),
+                        detail=clipped(exc.detail),
+                        problems=[p.as_dict() for p in exc.problems],
+                    )
+                    outcome[record_id] = _failed(record_id, exc)
+                except (Conflict, NotFound) as exc:  # released with the rest, as `replay` does
+                    outcome[record_id] = _failed(record_id, exc)
+                    continue
+                left.remove(record_id)
+        finally:
+            # What was replayed is marked so, even when a replay failed otherwise (the
+            # database): the others of the round are pending again, as `replay` leaves one.
+            await self._store.rejected.mark_many_replayed(tenant, done, at=datetime.now(UTC))
+            await self._store.rejected.release_replays(tenant, left)
+        for record_id, _ in done:
+            outcome[record_id] = {"id": record_id, "status": "replayed"}
+        return [outcome[str(doc["_id"])] for doc in docs]
 
     async def _target(self, tenant: str, trigger_id: str) -> CompiledTrigger:
         trigger_doc = await self._store.triggers.get(tenant, trigger_id)
@@ -149,6 +206,10 @@ class RejectedPayloads:
         if doc is None:
             raise NotFound(f"no rejected payload {record_id!r}")
         return doc
+
+
+def _failed(record_id: str, exc: InvalidPayload | Conflict | NotFound) -> dict[str, Any]:
+    return {"id": record_id, "status": "failed", "problem": exc.problem()}
 
 
 def _filters(trigger_id: str | None, status: str | None) -> Mapping[str, Any]:

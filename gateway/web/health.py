@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 
 from aiohttp import web
 
 from gateway.auth.tokens import bearer_token
-from gateway.errors import StoreUnavailable, Unauthorized, Unavailable
+from gateway.errors import GatewayError, StoreUnavailable, Unauthorized, Unavailable
 from gateway.services import Services, jobs_alive, running_jobs
 from gateway.store.connection import INDEX_RETRY_SECONDS
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.state import services_of
+
+log = logging.getLogger(__name__)
 
 
 @operation("Liveness: the process answers", tag="operations", auth="none", database=False)
@@ -29,7 +32,21 @@ async def healthz(request: web.Request) -> web.Response:
     database=False,
 )
 async def readyz(request: web.Request) -> web.Response:
+    # Not ready, the problem's detail says why; the log says it once, when readiness changes
+    # (the edge logs no refused probe: `middlewares.PROBES`).
     services = services_of(request)
+    try:
+        answer = await _readiness(services)
+    except GatewayError as exc:
+        if services.readiness.changed(exc.detail):
+            log.warning("not ready: %s", exc.detail, extra={"status": exc.status})
+        raise
+    if services.readiness.changed(None):
+        log.info("ready again")
+    return answer
+
+
+async def _readiness(services: Services) -> web.Response:
     metrics, health = services.metrics, services.store.health
     try:
         health.check()  # known down (crashed, restarting, frozen): no need to wait for a ping

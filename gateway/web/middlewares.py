@@ -23,6 +23,12 @@ log = logging.getLogger("gateway.access")
 # A caller's id is echoed only if it is short and plain: it ends up in every log line.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The methods counted under their name; any other is `other` (aiohttp's Python parser takes
+# any token as a method: a label per token would be unbounded).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Probes asked every few seconds: their refusals are logged by the route, once per change
+# of its answer, not by the edge (two WARNING lines per probe).
+PROBES = frozenset({"/readyz"})
 # Headers whose second copy would make the request ambiguous: which credential, which key.
 _ONCE = ("Authorization", "Idempotency-Key")
 
@@ -48,15 +54,17 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     elapsed = time.perf_counter() - started
     route = _route_label(request)
     status_class = f"{response.status // 100}xx"
-    metrics.child(metrics.http_requests, route, request.method, status_class).inc()
-    metrics.child(metrics.http_latency, route, request.method).observe(elapsed)
+    method = request.method if request.method in METHODS else "other"
+    metrics.child(metrics.http_requests, route, method, status_class).inc()
+    metrics.child(metrics.http_latency, route, method).observe(elapsed)
     response.headers["X-Request-ID"] = request_id
     # Problems echo what the caller sent (`instance` is the path, `<script>` included): no
     # browser may read a JSON or XML answer as a page.
     response.headers["X-Content-Type-Options"] = "nosniff"
-    if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
+    failed = response.status >= 500 and route not in PROBES
+    if failed or log.isEnabledFor(logging.DEBUG):
         log.log(
-            logging.WARNING if response.status >= 500 else logging.DEBUG,
+            logging.WARNING if failed else logging.DEBUG,
             "request",
             extra={
                 "method": request.method,
@@ -88,11 +96,11 @@ async def _call(
         health.report_failure(exc)
         if request.method in _WRITES:
             exc = _outcome_unknown(exc, op)
-        log.warning("request failed: %s", exc.detail, extra={"status": exc.status})
+        _failed(request, exc)
         return problems.problem_response(exc, request)
     except GatewayError as exc:
         if exc.status >= 500:
-            log.warning("request failed: %s", exc.detail, extra={"status": exc.status})
+            _failed(request, exc)
         return problems.problem_response(exc, request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -101,6 +109,12 @@ async def _call(
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return problems.internal_error(request, request_id)
+
+
+def _failed(request: web.Request, exc: GatewayError) -> None:
+    quiet = _route_label(request) in PROBES
+    level = logging.DEBUG if quiet else logging.WARNING
+    log.log(level, "request failed: %s", exc.detail, extra={"status": exc.status})
 
 
 def _doubled(request: web.Request) -> BadRequest | None:

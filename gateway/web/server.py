@@ -16,11 +16,14 @@ behaviour, so an aiohttp upgrade that changes it fails there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import logging
 import os
 import re
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +37,7 @@ from gateway import eventloop
 from gateway.errors import clipped
 from gateway.web.problems import PROBLEM_JSON, dumps
 from gateway.web.requests import DECODED_CODINGS
+from gateway.web.state import services_key
 
 log = logging.getLogger("gateway.access")
 _log = logging.getLogger(__name__)
@@ -85,6 +89,7 @@ class ProblemRequestHandler(RequestHandler):
             return super().handle_error(request, status, exc, message)
         status, detail = _refusal(exc, status)
         log.warning("malformed request refused: %s", detail, extra={"status": status})
+        self._count(status)
         body = {
             "type": f"https://rabbot.dev/problems/{_SLUGS.get(status, status)}",
             "title": _TITLES.get(status, "Bad request"),
@@ -110,18 +115,40 @@ class ProblemRequestHandler(RequestHandler):
             return
         super().log_exception(*args, **kw)
 
+    def _count(self, status: int) -> None:
+        """In the HTTP metrics like any request (the edge never saw this one): route
+        `malformed`, method `other` (the parser may have refused the method itself)."""
+        app = getattr(self._manager, "gateway_app", None)
+        if app is None or (services := app.get(services_key)) is None:
+            return
+        metrics = services.metrics
+        metrics.child(metrics.http_requests, "malformed", "other", f"{status // 100}xx").inc()
+
 
 class _ProblemServer(web.Server):
+    gateway_app: web.Application | None = None  # whose metrics count its refusals
+
     def __call__(self) -> RequestHandler:
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class GatewayRunner(web.AppRunner):
-    """An AppRunner whose connections answer malformed HTTP with problem documents."""
+    """An AppRunner whose connections answer malformed HTTP with problem documents, and
+    whose `shutdown_timeout` bounds a request in flight at shutdown. aiohttp waits that
+    long for the request, then cancels its body and waits as long again before it cancels
+    the handler: a request on a slow partner held a shutdown twice its bound (30 s, not
+    15). Each of aiohttp's two waits gets half of it."""
+
+    def __init__(
+        self, app: web.Application, *, shutdown_timeout: float = 60.0, **kwargs: Any
+    ) -> None:
+        super().__init__(app, shutdown_timeout=shutdown_timeout / 2, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _ProblemServer  # same state, one method different
+        assert isinstance(server, _ProblemServer)
+        server.gateway_app = self.app
         return server
 
 
@@ -173,6 +200,37 @@ async def _serve(
     finally:
         await runner.cleanup()
     exit_after(TEARDOWN_SECONDS)
+
+
+def taken(host: str, port: int, setting: str = "GATEWAY_PORT") -> str | None:
+    """A message when `host:port` cannot be listened on (a bind test, as the server will bind:
+    SO_REUSEADDR, every address the host resolves to), else None. Asked before the database
+    starts: the server binds only once it has, and the indexes exist (20 s and more)."""
+    if port == 0:
+        return None
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    with contextlib.ExitStack() as sockets:
+        for family, kind, proto, _, address in found:
+            sock = sockets.enter_context(socket.socket(family, kind, proto))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            where = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return (
+                        f"{where}:{port} is already in use (another gateway or program listens "
+                        f"there): stop it, or choose another port (--port, {setting})"
+                    )
+                return f"cannot listen on {where}:{port}: {exc.strerror or exc}"
+    return None
 
 
 TEARDOWN_SECONDS = 3.0
