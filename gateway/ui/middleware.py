@@ -12,11 +12,12 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
 from gateway.errors import GatewayError, RateLimited
 from gateway.logs import request_id_var
-from gateway.ui.forms import error_key
+from gateway.ui.forms import Form, error_key
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
@@ -71,7 +72,15 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[visitor_key] = visitor
     route = request.match_info.route.name
     if route not in PUBLIC and visitor.session is None:
-        # A POST without a live session does nothing: the visitor logs in again first.
+        # A POST without a live session does nothing: the visitor logs in again first. A
+        # form posted from a page of a session that has since ended keeps what was typed: the
+        # login page carries it, and once logged in the visitor saves it with one click.
+        kept = await _kept_form(request) if route != "logout" else None
+        if kept:
+            context = {"form": Form(), "token_form": Form(), "next": request.path}
+            page = render(request, "login.html", {**context, "expired": True, "kept": kept})
+            page.set_status(401)
+            return _pre_session(page, request, visitor)
         target = request.path_qs if request.method == "GET" else request.path
         return redirect(login_url(target, expired=visitor.expired))
     if visitor.session is not None and route != "static":
@@ -88,7 +97,13 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         session = visitor.session
         if session is not None and route not in ANY_ROLE_POSTS and not session.can_change:
             return _error_page(request, 403, "viewer")
-    response = await handler(request)
+    return _pre_session(await handler(request), request, visitor)
+
+
+def _pre_session(
+    response: web.StreamResponse, request: web.Request, visitor: Visitor
+) -> web.StreamResponse:
+    """The response, with the pre-session cookie (the login forms' CSRF) when it is new."""
     if visitor.new_pre_session is not None:
         response.set_cookie(
             PRE_SESSION_COOKIE,
@@ -99,6 +114,39 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
             secure=_https(request),
         )
     return response
+
+
+async def _kept_form(request: web.Request) -> list[tuple[str, str]] | None:
+    """The text fields of a form posted after its session ended, when it came from a page of
+    ours: its CSRF token is the ended session's while the browser still sends that session's
+    cookie, else (the cookie expired with the session) the browser says the post is
+    same-origin. None otherwise, and for anything but a POST. Uploaded files are not kept."""
+    if request.method != "POST":
+        return None
+    ring = services_of(request).keyring
+    cookie = request.cookies.get(SESSION_COOKIE)
+    ended = unsign_session(ring, cookie) if cookie else None
+    if ended is None and not _same_origin(request):
+        return None
+    try:
+        form = await read_form(request)
+    except (ValueError, AssertionError):
+        return None
+    token = form.get("csrf")
+    if not isinstance(token, str) or (ended is not None and not check_csrf(ring, ended, token)):
+        return None
+    return [(k, v) for k, v in form.items() if isinstance(v, str) and k != "csrf"]
+
+
+def _same_origin(request: web.Request) -> bool:
+    """The browser's own word that a request comes from a page of this site."""
+    if request.headers.get("Sec-Fetch-Site") == "same-origin":
+        return True
+    origin = request.headers.get("Origin")
+    return origin is not None and origin in (
+        str(request.url.origin()),
+        str(URL(services_of(request).settings.base_url).origin()),
+    )
 
 
 async def _visitor(request: web.Request) -> Visitor:
