@@ -35,6 +35,8 @@ PUBLIC: Final = frozenset({"login", "login_password", "login_token", "language",
 # POSTs a viewer may make: logging out, and the dry runs, which write nothing. Every other
 # POST changes something: admins only.
 ANY_ROLE_POSTS: Final = frozenset({"logout", "mapping_dry_run", "flow_dry_run", "template_preview"})
+# The field of every form (beside its CSRF token) that names that rendering of it, once.
+ONCE: Final = "once"
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -97,6 +99,17 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         session = visitor.session
         if session is not None and route not in ANY_ROLE_POSTS and not session.can_change:
             return _error_page(request, 403, "viewer")
+        # A page's form changes things once: the same form sent again (Back or Reload on the
+        # page its POST answered) is refused. Dry runs and previews may be sent again.
+        once = form.get(ONCE)
+        if (
+            session is not None
+            and route not in ANY_ROLE_POSTS
+            and isinstance(once, str)
+            and once
+            and not await services_of(request).accounts.claim_form(session.id, once[:64])
+        ):
+            return _error_page(request, 409, "resubmitted")
     return _pre_session(await handler(request), request, visitor)
 
 
@@ -194,7 +207,7 @@ def _error_page(request: web.Request, status: int, detail: str) -> web.Response:
         )
         request[visitor_key] = Visitor(lang, None, "")
     # csrf and viewer refusals have words of their own; other errors show the use case's.
-    reason = detail if detail in ("csrf", "viewer") else None
+    reason = detail if detail in ("csrf", "viewer", "resubmitted") else None
     return render(
         request,
         "error.html",
