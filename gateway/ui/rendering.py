@@ -38,6 +38,7 @@ def render(
         "nav": NAV,
         "path": request.path,
         "path_qs": request.path_qs,
+        "page_limit": request.query.get("limit") if request.method == "GET" else None,
         "flash": visitor.flash if visitor.flash in catalog else None,
         **(context or {}),
     }
