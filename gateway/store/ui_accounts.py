@@ -111,6 +111,10 @@ class UiSessionStore:
             )
         return result.matched_count == 1
 
+    async def release_form(self, session_id: str, once: str) -> None:
+        with translate_errors():
+            await self._c.update_one({"_id": session_id}, {"$pull": {"forms": once}})
+
     async def delete(self, session_id: str) -> None:
         with translate_errors():
             await self._c.delete_one({"_id": session_id})

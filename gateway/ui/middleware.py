@@ -8,7 +8,7 @@ sees a UI error: every failure here becomes an HTML page in the visitor's langua
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -21,7 +21,7 @@ from gateway.ui.forms import Form, error_key
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
-from gateway.ui.state import Visitor, form_key, visitor_key
+from gateway.ui.state import Visitor, form_key, visitor_key, visitor_of
 from gateway.web.admin_auth import admit
 from gateway.web.requests import read_form
 from gateway.web.state import services_of
@@ -99,18 +99,42 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         session = visitor.session
         if session is not None and route not in ANY_ROLE_POSTS and not session.can_change:
             return _error_page(request, 403, "viewer")
-        # A page's form changes things once: the same form sent again (Back or Reload on the
-        # page its POST answered) is refused. Dry runs and previews may be sent again.
-        once = form.get(ONCE)
-        if (
-            session is not None
-            and route not in ANY_ROLE_POSTS
-            and isinstance(once, str)
-            and once
-            and not await services_of(request).accounts.claim_form(session.id, once[:64])
-        ):
+        claimed = await _claim_once(request, route, form)
+        if claimed is False:
             return _error_page(request, 409, "resubmitted")
-    return _pre_session(await handler(request), request, visitor)
+    else:
+        claimed = None
+    try:
+        response = await handler(request)
+    except Exception as exc:  # an error page follows (ui_guard): nothing was done
+        if not (isinstance(exc, web.HTTPException) and exc.status < 400):
+            await _release_once(request, claimed)
+        raise
+    if response.status >= 500:
+        await _release_once(request, claimed)
+    return _pre_session(response, request, visitor)
+
+
+async def _claim_once(
+    request: web.Request, route: str | None, form: Any
+) -> tuple[str, str] | bool | None:
+    """A page's form changes things once: the same form sent again (Back or Reload on the
+    page its POST answered) is refused (False). Dry runs and previews may be sent again, and
+    a post without the form's one-time id (a script) is not checked (None). Else the session
+    and the id now claimed."""
+    session = visitor_of(request).session
+    once = form.get(ONCE)
+    if session is None or route in ANY_ROLE_POSTS or not isinstance(once, str) or not once:
+        return None
+    if not await services_of(request).accounts.claim_form(session.id, once[:64]):
+        return False
+    return session.id, once[:64]
+
+
+async def _release_once(request: web.Request, claimed: tuple[str, str] | bool | None) -> None:
+    """A form whose handling failed (an error, a 5xx) may be sent again: nothing was done."""
+    if isinstance(claimed, tuple):
+        await services_of(request).accounts.release_form(*claimed)
 
 
 def _pre_session(
