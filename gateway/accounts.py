@@ -238,6 +238,14 @@ class AccountService:
             return None
         return UiSession(session_id, doc["tenant"], doc["subject"], doc["role"], expires)
 
+    async def claim_form(self, session_id: str, once: str) -> bool:
+        """A form's one-time id, posted in the session: False when it was posted before."""
+        return await self._store.ui.sessions.claim_form(session_id, once)
+
+    async def release_form(self, session_id: str, once: str) -> None:
+        """Forget a form's one-time id (its handling failed: it may be sent again)."""
+        await self._store.ui.sessions.release_form(session_id, once)
+
     async def logout(self, session_id: str) -> None:
         await self._store.ui.sessions.delete(session_id)
 

@@ -210,7 +210,7 @@ class EntityService:
         """The validated, normalised document; tenants' custom kinds use their own schema."""
         kind_schema = None
         if etype == "other":
-            kind_schema = await self._kinds.schema_for(tenant, data.get("kind"))
+            kind_schema = await self._kinds.schema_for_write(tenant, data.get("kind"))
         return self._schemas.check(etype, data, kind_schema=kind_schema)
 
     def natural_key(self, etype: str, data: Mapping[str, Any]) -> str:

@@ -120,6 +120,12 @@ class Conflict(GatewayError):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class PreconditionFailed(GatewayError):
+    """A change sent with `If-Match` to a document that is no longer the one it names."""
+
+    status, title, slug = 412, "Precondition failed", "precondition-failed"
+
+
 class PayloadTooLarge(GatewayError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 

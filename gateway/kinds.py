@@ -27,6 +27,15 @@ class KindService:
         doc = await self._store.kinds.get(tenant, kind)
         return None if doc is None else self._schemas.compile_kind(kind, doc["schema"])
 
+    async def schema_for_write(self, tenant: str, kind: Any) -> CompiledSchema | None:
+        """`schema_for`, to write an entity of the kind: the kind is marked as being written,
+        so that it is not deleted under the write (store/kinds.py); Conflict while it is
+        being deleted."""
+        if not isinstance(kind, str) or kind in self._schemas.builtin_kinds:
+            return None
+        doc = await self._store.kinds.for_write(tenant, kind)
+        return None if doc is None else self._schemas.compile_kind(kind, doc["schema"])
+
     async def create(self, tenant: str, body: dict[str, Any], author: str) -> Doc:
         name, schema = self._parse(body)
         return await self._store.kinds.create(tenant, name, schema, author)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.clock import utcnow
+from gateway.services import Services
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -69,13 +73,20 @@ async def test_invalid_kind_schema_and_builtin_names_are_refused(client: Client)
     assert (await (await client.get("/api/v1/kinds", headers=auth())).json())["items"] == []
 
 
-async def test_kind_in_use_cannot_be_deleted(client: Client) -> None:
+async def test_kind_in_use_cannot_be_deleted(client: Client, services: Services) -> None:
     await _register(client)
     doc = {"kind": "tyre", "key": "T-1", "serial": "T-1", "position": "FL"}
     await client.post("/api/v1/entities/other", json=doc, headers=auth())
     assert (await client.delete("/api/v1/kinds/tyre", headers=auth())).status == 409
     await client.delete("/api/v1/entities/other/tyre:T-1", headers=auth())
-    assert (await client.delete("/api/v1/kinds/tyre", headers=auth())).status == 204
+    # Written less than a minute ago: the deletion waits for any write still under way.
+    refused = await client.delete("/api/v1/kinds/tyre", headers=auth())
+    problem = await refused.json()
+    assert refused.status == 409 and "try again in" in problem["detail"], problem
+    # A minute on (another process, whose clock says so), the kind goes.
+    services.store.kinds.clock = lambda: utcnow() + timedelta(seconds=61)
+    await services.kinds.delete("acme", "tyre")
+    assert (await client.get("/api/v1/kinds/tyre", headers=auth())).status == 404
 
 
 async def test_duplicate_kind_is_409_and_viewer_cannot_register(client: Client) -> None:
@@ -151,3 +162,39 @@ async def test_a_mapping_target_behind_recursive_arms_of_a_kind_is_found_not_giv
         headers={**auth(), "Content-Type": "application/yaml"},
     )
     assert uploaded.status == 201, await uploaded.text()
+
+
+async def test_a_kind_deleted_while_entities_of_it_are_written_leaves_no_orphan(
+    client: Client,
+) -> None:
+    """A deletion racing writes of the kind's entities: either the kind stays (409: entities
+    of it exist or were being written) or none of them was written (their writes are 409s).
+    Never an entity of a kind that no longer exists."""
+    for attempt in range(6):
+        name = f"tyre{attempt}"
+        body = {**TYRE, "name": name}
+        assert (await client.post("/api/v1/kinds", json=body, headers=auth())).status == 201
+
+        async def write(i: int, name: str = name) -> int:
+            doc = {"kind": name, "key": f"T-{i}", "serial": f"S{i}", "position": "FL"}
+            response = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+            return response.status
+
+        async def delete(name: str = name) -> int:
+            return (await client.delete(f"/api/v1/kinds/{name}", headers=auth())).status
+
+        # Half the attempts start the deletion first, half the writes.
+        if attempt % 2:
+            *written, deleted = await asyncio.gather(*(write(i) for i in range(6)), delete())
+        else:
+            deleted, *written = await asyncio.gather(delete(), *(write(i) for i in range(6)))
+        assert set(written) <= {201, 409, 422}, written
+        kinds = await (await client.get(f"/api/v1/kinds/{name}", headers=auth())).json()
+        entities = await (await client.get("/api/v1/entities/other", headers=auth())).json()
+        mine = [e for e in entities["items"] if e["kind"] == name]
+        assert len(mine) == written.count(201)
+        if deleted == 204:  # the writes that came after it found no such kind (422)
+            assert kinds["status"] == 404 and mine == [], (written, mine)
+        else:
+            assert deleted == 409 and kinds["name"] == name, kinds
+            assert 422 not in written

@@ -3,6 +3,9 @@ subscription, flow and template use cases keep what was typed and never echo a s
 
 from __future__ import annotations
 
+import html
+import re
+
 import orjson
 
 from gateway.services import Services
@@ -128,3 +131,24 @@ async def test_a_preview_context_that_is_not_an_object_is_refused_next_to_its_fi
             headers=auth(),
         )
         assert api.status == 422, await api.text()
+
+
+async def test_the_next_page_keeps_the_lists_filter_and_page_size(
+    client: Client, services: Services
+) -> None:
+    vehicles = ("ABC1D20", "active"), ("ABC1D21", "inactive"), ("ABC1D22", "active")
+    for plate, status in (*vehicles, ("ABC1D23", "active")):
+        body = {"plate": plate, "status": status}
+        response = await client.post("/api/v1/entities/vehicle", json=body, headers=auth())
+        assert response.status == 201, await response.text()
+    await make_user(services)
+    await log_in(client)
+    url, seen = "/admin/entities/vehicle?status=active&limit=1", []
+    while url:
+        page = await (await client.get(url)).text()
+        rows = re.findall(r'href="/admin/entities/vehicle/[^"]+">(ABC1D2\d)<', page)
+        assert len(rows) <= 1, rows  # one vehicle a page, as asked
+        seen += rows
+        pager = re.search(r'class="pager"><a href="([^"]+)"', page)
+        url = "/admin/entities/vehicle" + html.unescape(pager.group(1)) if pager else ""
+    assert seen == ["ABC1D20", "ABC1D22", "ABC1D23"]

@@ -4,6 +4,7 @@ feed's mapping and an alert flow (a partner call and an e-mail) the pages show."
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -82,3 +83,70 @@ async def log_in(
         data={"csrf": token, "tenant": tenant, "email": email, "password": password},
         allow_redirects=False,
     )
+
+
+class _FormReader(HTMLParser):
+    """The fields one form of a page submits, as a browser would send them untouched."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self._action = action
+        self._inside = False
+        self._textarea: str | None = None
+        self._select: str | None = None
+        self._first_option: str | None = None
+        self._selected = False
+        self.fields: list[tuple[str, str]] = []
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self._inside = a.get("action") == self._action and not self.fields
+        if not self._inside:
+            return
+        name = a.get("name")
+        if tag == "input" and name and a.get("type") not in ("submit", "button", "file"):
+            if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                return
+            self.fields.append((name, a.get("value", "on" if a.get("type") == "checkbox" else "")))
+        elif tag == "textarea" and name:
+            self._textarea, self._text = name, []
+        elif tag == "select" and name:
+            self._select, self._first_option, self._selected = name, None, False
+        elif tag == "option" and self._select is not None:
+            value = a.get("value", "")
+            if self._first_option is None:
+                self._first_option = value
+            if "selected" in a and not self._selected:
+                self._selected = True
+                self.fields.append((self._select, value))
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._inside = False
+        elif tag == "textarea" and self._textarea is not None:
+            self.fields.append((self._textarea, "".join(self._text).removeprefix("\n")))
+            self._textarea = None
+        elif tag == "select" and self._select is not None:
+            if not self._selected and self._first_option is not None:
+                self.fields.append((self._select, self._first_option))
+            self._select = None
+
+
+def form_fields(html: str, action: str) -> list[tuple[str, str]]:
+    """What the form posting to `action` sends when submitted as the page shows it."""
+    reader = _FormReader(action)
+    reader.feed(html)
+    assert reader.fields, f"the page has no form posting to {action}"
+    return reader.fields
+
+
+def replaced(fields: list[tuple[str, str]], **changes: str) -> list[tuple[str, str]]:
+    """A form's fields with some typed over (dots in names written as `__`)."""
+    typed = {k.replace("__", "."): v for k, v in changes.items()}
+    return [(name, typed.get(name, value)) for name, value in fields]

@@ -5,8 +5,9 @@
   change of role or password. `acting_until`: the user, an admin, is demoting or removing
   another admin (`start_acting`); until then no other admin demotes or removes this one.
 - `ui_sessions`: `{_id: session id, tenant, user_id?, user_rev?, subject, role, created_at,
-  expires_at}`; logout deletes the record, and a TTL index drops expired ones. A user's session
-  stands while the user is at `user_rev`.
+  expires_at, forms?}`; logout deletes the record, and a TTL index drops expired ones. A user's
+  session stands while the user is at `user_rev`. `forms`: the one-time ids of the last
+  FORMS_KEPT forms posted in the session (a form sent again is refused).
 - `ui_login_throttle`: `{_id: key, failures, locked_until?, updated_at}` per login target
   (tenant and e-mail, or a client address for tokens), whether the user exists or not;
   dropped a day after its last failure.
@@ -24,6 +25,8 @@ from gateway.store.expiry import Expiry
 from gateway.store.resources import TenantResources
 
 THROTTLE_RETENTION_SECONDS: Final = 24 * 3600
+# How many of a session's posted forms are remembered (a form sent again is refused).
+FORMS_KEPT: Final = 500
 USER_INDEXES = [
     IndexModel([("tenant", ASCENDING), ("email", ASCENDING)], unique=True, name="email"),
 ]
@@ -96,7 +99,21 @@ class UiSessionStore:
 
     async def get(self, session_id: str) -> Doc | None:
         with translate_errors():
-            return await self._c.find_one({"_id": session_id})
+            return await self._c.find_one({"_id": session_id}, {"forms": 0})
+
+    async def claim_form(self, session_id: str, once: str) -> bool:
+        """Remember that the form `once` was posted in the session; False when it was
+        already (the browser sent it again: Back, Reload)."""
+        with translate_errors():
+            result = await self._c.update_one(
+                {"_id": session_id, "forms": {"$ne": once}},
+                {"$push": {"forms": {"$each": [once], "$slice": -FORMS_KEPT}}},
+            )
+        return result.matched_count == 1
+
+    async def release_form(self, session_id: str, once: str) -> None:
+        with translate_errors():
+            await self._c.update_one({"_id": session_id}, {"$pull": {"forms": once}})
 
     async def delete(self, session_id: str) -> None:
         with translate_errors():

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.accounts import UiSession
-from gateway.auth.sessions import sign_session
+from gateway.auth.sessions import csrf_token, sign_session
 from gateway.errors import RateLimited, Unauthorized
 from gateway.ui.forms import Form, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
@@ -18,6 +18,8 @@ from gateway.ui.state import PREFIX, form_of, visitor_of
 from gateway.web.state import services_of
 
 _ONE_YEAR = 365 * 24 * 3600
+# The prefix of a login form's fields that carry a form typed before the session ended.
+KEPT = "kept:"
 
 
 async def login_page(request: web.Request) -> web.Response:
@@ -73,7 +75,10 @@ async def language(request: web.Request) -> web.Response:
 
 
 def _login(request: web.Request, password: Form, token: Form, *, status: int = 200) -> web.Response:
-    next_path = local_path(request.query.get("next") or password.value("next") or None)
+    next_path = local_path(
+        request.query.get("next") or password.value("next") or token.value("next") or None
+    )
+    kept = _kept(request)
     return render(
         request,
         "login.html",
@@ -81,14 +86,35 @@ def _login(request: web.Request, password: Form, token: Form, *, status: int = 2
             "form": password,
             "token_form": token,
             "next": next_path,
-            "expired": request.query.get("expired") == "1",
+            "expired": request.query.get("expired") == "1" or bool(kept),
+            "kept": kept,
         },
         status=status,
     )
 
 
+def _kept(request: web.Request) -> list[tuple[str, str]]:
+    """A form typed before the session ended, carried by the login forms (`kept:` fields)."""
+    if request.method != "POST":
+        return []
+    form = form_of(request)
+    return [
+        (k[len(KEPT) :], v) for k, v in form.items() if k.startswith(KEPT) and isinstance(v, str)
+    ]
+
+
 def _signed_in(request: web.Request, session: UiSession, next_path: str | None) -> web.Response:
-    response = redirect(local_path(next_path))
+    if kept := _kept(request):
+        # What was typed before the session ended, not saved yet: one click saves it, with
+        # the new session's CSRF token (the use case's checks, and the form's revision, apply).
+        context = {
+            "kept": kept,
+            "action": local_path(next_path),
+            "resume_csrf": csrf_token(services_of(request).keyring, session.id),
+        }
+        response = render(request, "resume.html", context)
+    else:
+        response = redirect(local_path(next_path))
     lifetime = int((session.expires_at - datetime.now(UTC)).total_seconds())
     session_cookie(
         response, request, sign_session(services_of(request).keyring, session.id), lifetime

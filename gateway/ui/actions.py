@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
 from gateway.errors import InvalidPayload
-from gateway.ui.forms import Form, json_field, nest, read_values
+from gateway.ui.forms import Form, editing, json_field, nest, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
@@ -139,13 +139,15 @@ async def action_page(request: web.Request) -> web.Response:
 async def edit_action(request: web.Request) -> web.Response:
     doc = await services_of(request).actions.get_action(tenant_of(request), _id(request))
     action = public_action(doc)
-    return await _edit_form(request, action, Form(edit_values(action)))
+    return await _edit_form(request, action, editing(edit_values(action)))
 
 
 async def update_action(request: web.Request) -> web.Response:
     tenant, actions = tenant_of(request), services_of(request).actions
     action = public_action(await actions.get_action(tenant, _id(request)))
     values = read_values(form_of(request))
+    if (stale := stale_edit(values, edit_values(action))) is not None:
+        return await _edit_form(request, action, stale, 409)
     try:
         await actions.update_action(tenant, action["id"], action_body(values))
     except InvalidPayload as exc:

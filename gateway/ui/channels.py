@@ -14,7 +14,16 @@ from gateway.errors import GatewayError, InvalidPayload
 from gateway.notify.channels import public_channel
 from gateway.notify.policy import CHANNEL_TYPES
 from gateway.notify.testing import TEST_FIELDS, check_test_body, send_test
-from gateway.ui.forms import Form, document_field, json_field, nest, number_field, read_values
+from gateway.ui.forms import (
+    Form,
+    document_field,
+    editing,
+    json_field,
+    nest,
+    number_field,
+    read_values,
+    stale_edit,
+)
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.ui.templating import tojson_pretty
@@ -93,18 +102,27 @@ async def channel_page(
         "templates": [
             (t["name"], t["name"]) for t in templates if t["channel_type"] == channel["type"]
         ],
-        "edit": edit or Form({"document": tojson_pretty(editable(channel))}),
+        "edit": edit or editing(_edit_values(channel)),
         "test": test or Form(),
         "outcome": outcome,
     }
     failed = (edit is not None and edit.failed) or (test is not None and test.failed)
-    return render(request, "notify/channel.html", context, status=422 if failed else 200)
+    status = 409 if edit is not None and edit.stale is not None else 422 if failed else 200
+    return render(request, "notify/channel.html", context, status=status)
+
+
+def _edit_values(channel: dict[str, Any]) -> dict[str, Any]:
+    """A channel as its edit form shows it: its document, without what is shown only."""
+    return {"document": tojson_pretty(editable(channel))}
 
 
 async def edit_channel(request: web.Request) -> web.Response:
     tenant, channels = tenant_of(request), services_of(request).notify.channels
     values = read_values(form_of(request))
-    current = editable(public_channel(await channels.get(tenant, _ref(request))))
+    channel = public_channel(await channels.get(tenant, _ref(request)))
+    if (stale := stale_edit(values, _edit_values(channel))) is not None:
+        return await channel_page(request, edit=stale)
+    current = editable(channel)
     try:
         patch = channel_patch(current, document_field(values))
         doc = await channels.update(tenant, _ref(request), patch)
@@ -177,14 +195,18 @@ def settings_values(settings: Mapping[str, Any]) -> dict[str, Any]:
 async def settings_page(request: web.Request, form: Form | None = None) -> web.Response:
     settings = await services_of(request).notify.settings.get(tenant_of(request))
     context = {
-        "form": form or Form(settings_values(settings.as_dict())),
+        "form": form or editing(settings_values(settings.as_dict())),
         "channel_types": CHANNEL_TYPES,
     }
-    return render(request, "notify/settings.html", context, status=422 if form else 200)
+    status = 200 if form is None else 409 if form.stale is not None else 422
+    return render(request, "notify/settings.html", context, status=status)
 
 
 async def save_settings(request: web.Request) -> web.Response:
     values = read_values(form_of(request), lists=("quiet_hours.channels",))
+    settings = await services_of(request).notify.settings.get(tenant_of(request))
+    if (stale := stale_edit(values, settings_values(settings.as_dict()))) is not None:
+        return await settings_page(request, stale)
     try:
         await services_of(request).notify.settings.put(
             tenant_of(request), settings_body(values), session_of(request).subject

@@ -17,7 +17,7 @@ from gateway.fleet.overview import vehicle_groups
 from gateway.fleet.rule_service import RuleService, public_rule
 from gateway.services import Services
 from gateway.store import Doc
-from gateway.ui.forms import Form, json_field, number_field, read_values
+from gateway.ui.forms import Form, editing, json_field, number_field, read_values, stale_edit
 from gateway.ui.maps import SheetMap, TrackInput, draw
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import PREFIX, form_of, tenant_of
@@ -93,16 +93,17 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
 
     async def show(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
-        return await rule_page(request, rule, Form(_form_values(rule, kind.fields)))
+        return await rule_page(request, rule, editing(_form_values(rule, kind.fields)))
 
     async def update(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
         values = read_values(form_of(request))
-        try:
-            await rules(request).update(tenant_of(request), rule["id"], kind.body(values, True))
-        except InvalidPayload as exc:
-            form = Form(values).refuse(exc, kind.fields)
-            return await rule_page(request, rule, form, status=422)
+        form = _refused(values, rule, kind) or await _saved(
+            request, rules(request), rule, values, kind
+        )
+        if form is not None:
+            status = 409 if form.stale is not None else 422
+            return await rule_page(request, rule, form, status=status)
         return redirect(f"{base}/{rule['id']}", flash=f"fleet.{kind.name}_saved")
 
     async def delete(request: web.Request) -> web.Response:
@@ -117,6 +118,26 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
         web.post(kind.path + "/{ref}/edit", update),
         web.post(kind.path + "/{ref}/delete", delete),
     ]
+
+
+def _refused(values: dict[str, Any], rule: Mapping[str, Any], kind: RulePages) -> Form | None:
+    """An edit from a form loaded before the rule last changed: refused (forms.stale_edit)."""
+    return stale_edit(values, _form_values(rule, kind.fields))
+
+
+async def _saved(
+    request: web.Request,
+    rules: RuleService,
+    rule: Mapping[str, Any],
+    values: dict[str, Any],
+    kind: RulePages,
+) -> Form | None:
+    """The rule changed as the form says; or the form with the use case's problems."""
+    try:
+        await rules.update(tenant_of(request), rule["id"], kind.body(values, True))
+    except InvalidPayload as exc:
+        return Form(values).refuse(exc, kind.fields)
+    return None
 
 
 def _ref(request: web.Request) -> str:

@@ -7,6 +7,7 @@ A form's fields are named after the request body they become (`auth.token` is
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ class Form:
     values: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, list[Problem]] = field(default_factory=dict)
     general: list[Problem] = field(default_factory=list)
+    # An edit refused as stale: each field whose current value differs from what was
+    # typed, with the current value (the page shows them beside the admin's input).
+    stale: list[tuple[str, str]] | None = None
 
     def value(self, name: str, default: Any = "") -> Any:
         return self.values.get(name, default)
@@ -72,7 +76,7 @@ class Form:
 
     @property
     def failed(self) -> bool:
-        return bool(self.errors or self.general)
+        return bool(self.errors or self.general or self.stale is not None)
 
     def refuse(
         self, error: GatewayError, fields: Iterable[str], *, rest: str | None = None
@@ -173,3 +177,46 @@ def document_field(values: Mapping[str, Any], name: str = "document") -> dict[st
         message = "paste the JSON document, as the admin API takes it"
         raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "required")])
     return doc
+
+
+# The hidden field of an edit form that names the revision of the document it was loaded from.
+REVISION = "revision"
+
+
+def revision_of(values: Mapping[str, Any]) -> str:
+    """The revision of what an edit form shows: a digest of the document's values as the form
+    loads them (what the form does not show, such as a schedule's cursor or a trigger's
+    statistics, moves no revision)."""
+    shown = {k: v for k, v in values.items() if k != REVISION}
+    digest = hashlib.sha256(orjson.dumps(shown, option=orjson.OPT_SORT_KEYS, default=str))
+    return digest.hexdigest()[:32]
+
+
+def editing(values: Mapping[str, Any]) -> Form:
+    """The edit form of a document's current `values`, carrying their revision."""
+    return Form({**values, REVISION: revision_of(values)})
+
+
+def stale_edit(values: Mapping[str, Any], current: Mapping[str, Any]) -> Form | None:
+    """The refusal of an edit posted from a form loaded before the document last changed
+    (another admin saved meanwhile), or None when the form's revision is the current one.
+    A post without a revision (a client of its own, not the page) is not checked. The
+    refusal keeps everything typed, lists the fields whose current value differs from it,
+    and carries the current revision: saving it again replaces the current version
+    knowingly."""
+    loaded = values.get(REVISION)
+    now = revision_of(current)
+    if not loaded or loaded == now:
+        return None
+    differs = [
+        (name, _shown(value))
+        for name, value in current.items()
+        if name != REVISION and _shown(value) != _shown(values.get(name, ""))
+    ]
+    return Form({**values, REVISION: now}, stale=differs)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)

@@ -8,19 +8,20 @@ sees a UI error: every failure here becomes an HTML page in the visitor's langua
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
 from gateway.errors import GatewayError, RateLimited
 from gateway.logs import request_id_var
-from gateway.ui.forms import error_key
+from gateway.ui.forms import Form, error_key
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
-from gateway.ui.state import Visitor, form_key, visitor_key
+from gateway.ui.state import Visitor, form_key, visitor_key, visitor_of
 from gateway.web.admin_auth import admit
 from gateway.web.requests import read_form
 from gateway.web.state import services_of
@@ -34,6 +35,8 @@ PUBLIC: Final = frozenset({"login", "login_password", "login_token", "language",
 # POSTs a viewer may make: logging out, and the dry runs, which write nothing. Every other
 # POST changes something: admins only.
 ANY_ROLE_POSTS: Final = frozenset({"logout", "mapping_dry_run", "flow_dry_run", "template_preview"})
+# The field of every form (beside its CSRF token) that names that rendering of it, once.
+ONCE: Final = "once"
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -71,7 +74,15 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[visitor_key] = visitor
     route = request.match_info.route.name
     if route not in PUBLIC and visitor.session is None:
-        # A POST without a live session does nothing: the visitor logs in again first.
+        # A POST without a live session does nothing: the visitor logs in again first. A
+        # form posted from a page of a session that has since ended keeps what was typed: the
+        # login page carries it, and once logged in the visitor saves it with one click.
+        kept = await _kept_form(request) if route != "logout" else None
+        if kept:
+            context = {"form": Form(), "token_form": Form(), "next": request.path}
+            page = render(request, "login.html", {**context, "expired": True, "kept": kept})
+            page.set_status(401)
+            return _pre_session(page, request, visitor)
         target = request.path_qs if request.method == "GET" else request.path
         return redirect(login_url(target, expired=visitor.expired))
     if visitor.session is not None and route != "static":
@@ -88,7 +99,48 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         session = visitor.session
         if session is not None and route not in ANY_ROLE_POSTS and not session.can_change:
             return _error_page(request, 403, "viewer")
-    response = await handler(request)
+        claimed = await _claim_once(request, route, form)
+        if claimed is False:
+            return _error_page(request, 409, "resubmitted")
+    else:
+        claimed = None
+    try:
+        response = await handler(request)
+    except Exception as exc:  # an error page follows (ui_guard): nothing was done
+        if not (isinstance(exc, web.HTTPException) and exc.status < 400):
+            await _release_once(request, claimed)
+        raise
+    if response.status >= 500:
+        await _release_once(request, claimed)
+    return _pre_session(response, request, visitor)
+
+
+async def _claim_once(
+    request: web.Request, route: str | None, form: Any
+) -> tuple[str, str] | bool | None:
+    """A page's form changes things once: the same form sent again (Back or Reload on the
+    page its POST answered) is refused (False). Dry runs and previews may be sent again, and
+    a post without the form's one-time id (a script) is not checked (None). Else the session
+    and the id now claimed."""
+    session = visitor_of(request).session
+    once = form.get(ONCE)
+    if session is None or route in ANY_ROLE_POSTS or not isinstance(once, str) or not once:
+        return None
+    if not await services_of(request).accounts.claim_form(session.id, once[:64]):
+        return False
+    return session.id, once[:64]
+
+
+async def _release_once(request: web.Request, claimed: tuple[str, str] | bool | None) -> None:
+    """A form whose handling failed (an error, a 5xx) may be sent again: nothing was done."""
+    if isinstance(claimed, tuple):
+        await services_of(request).accounts.release_form(*claimed)
+
+
+def _pre_session(
+    response: web.StreamResponse, request: web.Request, visitor: Visitor
+) -> web.StreamResponse:
+    """The response, with the pre-session cookie (the login forms' CSRF) when it is new."""
     if visitor.new_pre_session is not None:
         response.set_cookie(
             PRE_SESSION_COOKIE,
@@ -99,6 +151,39 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
             secure=_https(request),
         )
     return response
+
+
+async def _kept_form(request: web.Request) -> list[tuple[str, str]] | None:
+    """The text fields of a form posted after its session ended, when it came from a page of
+    ours: its CSRF token is the ended session's while the browser still sends that session's
+    cookie, else (the cookie expired with the session) the browser says the post is
+    same-origin. None otherwise, and for anything but a POST. Uploaded files are not kept."""
+    if request.method != "POST":
+        return None
+    ring = services_of(request).keyring
+    cookie = request.cookies.get(SESSION_COOKIE)
+    ended = unsign_session(ring, cookie) if cookie else None
+    if ended is None and not _same_origin(request):
+        return None
+    try:
+        form = await read_form(request)
+    except (ValueError, AssertionError):
+        return None
+    token = form.get("csrf")
+    if not isinstance(token, str) or (ended is not None and not check_csrf(ring, ended, token)):
+        return None
+    return [(k, v) for k, v in form.items() if isinstance(v, str) and k != "csrf"]
+
+
+def _same_origin(request: web.Request) -> bool:
+    """The browser's own word that a request comes from a page of this site."""
+    if request.headers.get("Sec-Fetch-Site") == "same-origin":
+        return True
+    origin = request.headers.get("Origin")
+    return origin is not None and origin in (
+        str(request.url.origin()),
+        str(URL(services_of(request).settings.base_url).origin()),
+    )
 
 
 async def _visitor(request: web.Request) -> Visitor:
@@ -146,7 +231,7 @@ def _error_page(request: web.Request, status: int, detail: str) -> web.Response:
         )
         request[visitor_key] = Visitor(lang, None, "")
     # csrf and viewer refusals have words of their own; other errors show the use case's.
-    reason = detail if detail in ("csrf", "viewer") else None
+    reason = detail if detail in ("csrf", "viewer", "resubmitted") else None
     return render(
         request,
         "error.html",

@@ -4,6 +4,7 @@ the session, the CSRF token, the navigation), redirects, and flash messages."""
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
@@ -33,9 +34,11 @@ def render(
         "lang": visitor.lang,
         "session": visitor.session,
         "csrf": visitor.csrf,
+        "once": _once,
         "nav": NAV,
         "path": request.path,
         "path_qs": request.path_qs,
+        "page_limit": request.query.get("limit") if request.method == "GET" else None,
         "flash": visitor.flash if visitor.flash in catalog else None,
         **(context or {}),
     }
@@ -45,6 +48,11 @@ def render(
     if visitor.flash is not None:
         response.del_cookie(FLASH_COOKIE, path=PREFIX)
     return response
+
+
+def _once() -> str:
+    """A form's one-time id (middleware: a form sent again is refused)."""
+    return secrets.token_urlsafe(12)
 
 
 def redirect(location: str, *, flash: str | None = None) -> web.Response:

@@ -13,7 +13,7 @@ from gateway import paging
 from gateway.actions.definitions import public_action
 from gateway.errors import InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
-from gateway.ui.forms import Form, json_field, nest, number_field, read_values
+from gateway.ui.forms import Form, editing, json_field, nest, number_field, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
@@ -140,13 +140,15 @@ async def schedule_page(request: web.Request) -> web.Response:
 
 async def edit_schedule(request: web.Request) -> web.Response:
     schedule = await services_of(request).schedules.get(tenant_of(request), _id(request))
-    return await _form(request, Form(form_values(schedule)), schedule)
+    return await _form(request, editing(form_values(schedule)), schedule)
 
 
 async def update_schedule(request: web.Request) -> web.Response:
     tenant, schedules = tenant_of(request), services_of(request).schedules
     current = await schedules.get(tenant, _id(request))
     values = read_values(form_of(request))
+    if (stale := stale_edit(values, form_values(current))) is not None:
+        return await _form(request, stale, current, status=409)
     initial = (current.get("cursor") or {}).get("initial")
     try:
         await schedules.update(tenant, current["id"], schedule_body(values, initial=initial))

@@ -13,7 +13,7 @@ from gateway.errors import InvalidPayload
 from gateway.schemas import ENTITY_TYPES
 from gateway.triggers.service import IssuedTrigger
 from gateway.triggers.spec import AUTH_MODES, TARGETS
-from gateway.ui.forms import Form, json_field, nest, number_field, read_values
+from gateway.ui.forms import Form, editing, json_field, nest, number_field, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
@@ -109,13 +109,15 @@ async def trigger_page(request: web.Request) -> web.Response:
 
 async def edit_trigger(request: web.Request) -> web.Response:
     trigger = await services_of(request).triggers.get(tenant_of(request), _id(request))
-    return await _edit_form(request, trigger, Form(edit_values(trigger)))
+    return await _edit_form(request, trigger, editing(edit_values(trigger)))
 
 
 async def update_trigger(request: web.Request) -> web.Response:
     tenant, triggers = tenant_of(request), services_of(request).triggers
     trigger = await triggers.get(tenant, _id(request))
     values = read_values(form_of(request), lists=("methods",))
+    if (stale := stale_edit(values, edit_values(trigger))) is not None:
+        return await _edit_form(request, trigger, stale, status=409)
     try:
         await triggers.update(tenant, trigger["id"], trigger_patch(values, trigger))
     except InvalidPayload as exc:

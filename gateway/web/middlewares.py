@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 from gateway.errors import BadRequest, GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
 from gateway.services import Services
-from gateway.web import problems, replies
+from gateway.web import conditional, problems, replies
 from gateway.web.openapi import Operation, operation_of
 from gateway.web.state import services_of
 
@@ -128,7 +128,10 @@ async def _handled(handler: Handler, request: web.Request) -> web.StreamResponse
     """The handler's answer; a body the client did not deliver whole is its error, not ours
     (never a 500 nor a traceback)."""
     try:
-        return await handler(request)
+        await conditional.check_if_match(request)
+        response = await handler(request)
+        await conditional.tag(request, response)
+        return response
     except web.RequestPayloadError as exc:  # a content coding that does not decode, ...
         return _unreadable_body(request, exc)
     except ConnectionResetError:

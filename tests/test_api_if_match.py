@@ -1,0 +1,92 @@
+"""Conditional changes over the admin API: a document's GET answers its ETag; a PATCH or
+PUT with `If-Match` naming a version that is no longer current is refused (412
+problem+json) and changes nothing; the current tag, `*`, or no `If-Match` at all apply."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.partner_double import create_action, create_partner, create_subscription, post
+from tests.support import auth
+from tests.ui_support import Client
+
+Made = tuple[str, str, dict[str, Any], dict[str, Any]]  # path, method, a change, another
+
+
+async def _trigger(client: Client) -> Made:
+    doc = await post(
+        client, "/api/v1/triggers", {"name": "gps", "entity_type": "vehicle", "methods": ["POST"]}
+    )
+    return f"/api/v1/triggers/{doc['id']}", "PATCH", {"name": "gps-a"}, {"name": "gps-b"}
+
+
+async def _action(client: Client) -> Made:
+    partner = await create_partner(client, "https://erp.example.com")
+    doc = await create_action(client, partner["id"])
+    return f"/api/v1/actions/{doc['id']}", "PATCH", {"path": "/a"}, {"path": "/b"}
+
+
+async def _subscription(client: Client) -> Made:
+    partner = await create_partner(client, "https://erp.example.com")
+    action = await create_action(client, partner["id"])
+    doc = await create_subscription(client, action["id"])
+    change = {"event_types": ["entity.created"]}
+    return f"/api/v1/subscriptions/{doc['id']}", "PATCH", change, {"status": "disabled"}
+
+
+async def _geofence(client: Client) -> Made:
+    circle = {"lat": -23.5, "lon": -46.6, "radius_m": 300}
+    doc = await post(
+        client, "/api/v1/geofences", {"name": "pátio", "kind": "authorized", "circle": circle}
+    )
+    return f"/api/v1/geofences/{doc['id']}", "PATCH", {"margin_m": 10}, {"margin_m": 20}
+
+
+async def _settings(client: Client) -> Made:
+    return (
+        "/api/v1/notification-settings",
+        "PUT",
+        {"cooldown_seconds": 60},
+        {"cooldown_seconds": 120},
+    )
+
+
+async def _vehicle(client: Client) -> Made:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 10})
+    path = "/api/v1/entities/vehicle/ABC1D23"
+    return path, "PATCH", {"status": "active"}, {"status": "inactive"}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_trigger, _action, _subscription, _geofence, _settings, _vehicle],
+    ids=lambda f: f.__name__.strip("_"),
+)
+async def test_a_change_sent_against_a_version_no_longer_current_is_refused(
+    client: Client, make: Callable[[Client], Awaitable[Made]]
+) -> None:
+    path, method, mine, theirs = await make(client)
+    read = await client.get(path, headers=auth())
+    etag = read.headers["ETag"]
+    assert (await client.get(path, headers=auth())).headers["ETag"] == etag  # stable
+    # Another client changes it; a change against the version read is then refused.
+    changed = await client.request(method, path, json=theirs, headers=auth())
+    assert changed.status == 200, await changed.text()
+    now = await (await client.get(path, headers=auth())).json()
+    refused = await client.request(method, path, json=mine, headers={**auth(), "If-Match": etag})
+    problem = await refused.json()
+    assert refused.status == 412, problem
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert problem["type"].endswith("/precondition-failed")
+    assert await (await client.get(path, headers=auth())).json() == now  # nothing changed
+    # Against the current version it applies, and answers the new one.
+    current = (await client.get(path, headers=auth())).headers["ETag"]
+    headers = {**auth(), "If-Match": f'"nope", {current}'}
+    applied = await client.request(method, path, json=mine, headers=headers)
+    assert applied.status == 200, await applied.text()
+    assert (await client.get(path, headers=auth())).headers["ETag"] != current
+    anything = await client.request(method, path, json=theirs, headers={**auth(), "If-Match": "*"})
+    assert anything.status == 200
