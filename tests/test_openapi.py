@@ -77,3 +77,39 @@ async def test_a_trigger_patchs_null_clears_a_member_to_its_default_as_documente
     assert changed.status == 200, await changed.text()
     body = await changed.json()
     assert (body["format"], body["methods"], body["answers"]) == ("json", ["POST"], "json")
+
+
+async def test_documents_changed_by_patch_or_put_declare_their_etag_and_if_match(
+    client: Client,
+) -> None:
+    """The admin API's documents answer an `ETag` and take `If-Match` on PATCH and PUT (412
+    when stale: gateway/web/conditional.py); the document says so for each of them, and the
+    tag it declares is the one a GET answers."""
+    doc = await (await client.get("/openapi.json")).json()
+    validate(doc)
+    conditional = {
+        path: ops
+        for path, ops in doc["paths"].items()
+        if path.startswith("/api/v1/") and "get" in ops and {"patch", "put"} & set(ops)
+    }
+    assert "/api/v1/triggers/{id}" in conditional
+    for path, ops in conditional.items():
+        assert "ETag" in ops["get"]["responses"]["200"]["headers"], path
+        for method in {"patch", "put"} & set(ops):
+            names = [p["name"] for p in ops[method]["parameters"] if p["in"] == "header"]
+            assert "If-Match" in names, (method, path)
+            assert "412" in ops[method]["responses"], (method, path)
+    created = await client.post(
+        "/api/v1/triggers", headers=auth(), json={"name": "tagged", "entity_type": "vehicle"}
+    )
+    assert created.status == 201, await created.text()
+    trigger = await created.json()
+    read = await client.get(f"/api/v1/triggers/{trigger['id']}", headers=auth())
+    assert read.headers["ETag"].startswith('"')
+    stale = await client.patch(
+        f"/api/v1/triggers/{trigger['id']}",
+        headers={**auth(), "If-Match": '"an-older-version"'},
+        json={"name": "renamed"},
+    )
+    assert stale.status == 412
+    assert stale.content_type == "application/problem+json"

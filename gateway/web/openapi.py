@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.formats.xml_writer import GATEWAY_NS, PROBLEM_NS, SOAP_ENVELOPES
 from gateway.schemas.registry import ENTITY_TYPES, SchemaRegistry
+from gateway.web import conditional
 from gateway.web.problems import json_response
 from gateway.web.state import services_key
 
@@ -133,6 +134,9 @@ def build_document(app: web.Application) -> dict[str, Any]:
             continue
         path = _PARAM.sub(r"{\1}", route.resource.canonical)
         paths.setdefault(path, {})[route.method.lower()] = _operation(path, op)
+    for path, operations in paths.items():
+        if path.startswith(conditional.API):
+            _conditional(operations)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -351,6 +355,40 @@ _IDEMPOTENCY_KEY: dict[str, Any] = {
     "description": "a retry with the same key and body gets the first answer again (24 h)",
     "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$"},
 }
+
+
+_IF_MATCH: dict[str, Any] = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": "the document's `ETag` as its GET gave it (or `*`): the change applies only "
+    "if the document is still that version, else a 412 and nothing changes",
+    "schema": {"type": "string"},
+}
+
+
+def _conditional(operations: dict[str, Any]) -> None:
+    """A document of the admin API that PATCH or PUT change (gateway/web/conditional.py): its
+    GET answers an `ETag`, and a change may send `If-Match` (412 when it is stale)."""
+    changes = [operations[m] for m in ("patch", "put") if m in operations]
+    read = operations.get("get")
+    if read is None or not changes:
+        return
+    for answer in (r for status, r in read["responses"].items() if status.startswith("2")):
+        answer["headers"] = {
+            "ETag": {
+                "description": "the version of this document, for a change's `If-Match`",
+                "schema": {"type": "string"},
+            }
+        }
+    for change in changes:
+        change["parameters"].append(_IF_MATCH)
+        change["responses"]["412"] = {
+            "description": "`If-Match` names another version of the document",
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
 
 
 def _errors(op: Operation) -> set[int]:
