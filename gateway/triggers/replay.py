@@ -83,14 +83,7 @@ class RejectedPayloads:
         try:
             result = await self._rerun(trigger, record)
         except InvalidPayload as exc:
-            await self._store.rejected.record_failure(
-                tenant,
-                record_id,
-                at=datetime.now(UTC),
-                reason=str(exc.extra.get("reason")),
-                detail=clipped(exc.detail),
-                problems=[p.as_dict() for p in exc.problems],
-            )
+            await self._record_failure(tenant, record_id, exc)
             raise
         except Exception:
             await self._store.rejected.release_replay(tenant, record_id)
@@ -150,14 +143,7 @@ class RejectedPayloads:
                 try:
                     done.append((record_id, await self._rerun(target, record)))
                 except InvalidPayload as exc:
-                    await self._store.rejected.record_failure(
-                        tenant,
-                        record_id,
-                        at=datetime.now(UTC),
-                        reason=str(exc.extra.get("reason")),
-                        detail=clipped(exc.detail),
-                        problems=[p.as_dict() for p in exc.problems],
-                    )
+                    await self._record_failure(tenant, record_id, exc)
                     outcome[record_id] = _failed(record_id, exc)
                 except (Conflict, NotFound) as exc:  # released with the rest, as `replay` does
                     outcome[record_id] = _failed(record_id, exc)
@@ -199,6 +185,17 @@ class RejectedPayloads:
             origin=origin,
             schema_applies=record["schema_applies"],
             received=received,
+        )
+
+    async def _record_failure(self, tenant: str, record_id: str, exc: InvalidPayload) -> None:
+        """The payload was refused again: why, on its record (it stays rejected)."""
+        await self._store.rejected.record_failure(
+            tenant,
+            record_id,
+            at=datetime.now(UTC),
+            reason=str(exc.extra.get("reason")),
+            detail=clipped(exc.detail),
+            problems=[p.as_dict() for p in exc.problems],
         )
 
     async def _record(self, tenant: str, record_id: str) -> Doc:

@@ -15,6 +15,7 @@ from gateway.web.openapi import operation
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     VERSION_NUMBER,
+    check_members,
     is_json,
     page_params,
     query_flag,
@@ -219,16 +220,11 @@ _RESUME: dict[str, Any] = {
 async def pause_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_optional_object(request)
-    problems = [
-        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
-        for k in body
-        if k != "reason"
-    ]
+    check_members(body, {"reason": (str, type(None))})
     reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
-        problems.append(FieldProblem("/reason", "reason is a text of at most 500", "type"))
-    if problems:
-        raise InvalidPayload("invalid pause", problems)
+    if reason is not None and len(reason) > 500:
+        problem = FieldProblem("/reason", "reason is a text of at most 500", "maxLength")
+        raise InvalidPayload("invalid pause", [problem])
     state = await services_of(request).notify.flows.pause(
         claims.tenant, _name(request), by=claims.subject, reason=reason
     )
@@ -244,16 +240,11 @@ async def pause_flow(request: web.Request) -> web.Response:
 async def resume_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_optional_object(request)
-    problems = [
-        FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
-        for k in body
-        if k != "held"
-    ]
+    check_members(body, {"held": str})
     held = body.get("held", "run")
     if held not in ("run", "skip"):
-        problems.append(FieldProblem("/held", "held is 'run' or 'skip'", "enum"))
-    if problems:
-        raise InvalidPayload("invalid resume", problems)
+        problem = FieldProblem("/held", "held is 'run' or 'skip'", "enum")
+        raise InvalidPayload("invalid resume", [problem])
     state = await services_of(request).notify.flows.resume(
         claims.tenant, _name(request), skip=held == "skip"
     )
