@@ -90,3 +90,21 @@ async def test_a_change_sent_against_a_version_no_longer_current_is_refused(
     assert (await client.get(path, headers=auth())).headers["ETag"] != current
     anything = await client.request(method, path, json=theirs, headers={**auth(), "If-Match": "*"})
     assert anything.status == 200
+
+
+async def test_if_match_on_a_method_the_document_does_not_have_is_its_405(client: Client) -> None:
+    """A kind is replaced by PUT, never patched: a PATCH with `If-Match` read the kind through
+    its GET with the 405's empty match and answered a 500 (schemathesis found it)."""
+    created = await client.post(
+        "/api/v1/kinds",
+        json={"name": "tyre", "schema": {"type": "object"}},
+        headers=auth(),
+    )
+    assert created.status == 201, await created.text()
+    for tag in ('"x"', "", "*"):
+        patched = await client.patch(
+            "/api/v1/kinds/tyre",
+            json={"schema": {"type": "object"}},
+            headers={**auth(), "If-Match": tag},
+        )
+        assert patched.status == 405, await patched.text()

@@ -54,6 +54,8 @@ async def check_if_match(request: web.Request) -> None:
     wanted = request.headers.get("If-Match")
     if wanted is None or request.method not in CHANGES:
         return
+    if request.match_info.http_exception is not None:  # no such route or method: its 404/405
+        return
     read = (await _handlers(request)).get("GET")
     if read is None:
         return
