@@ -1227,3 +1227,50 @@ def test_milliseconds_read_as_seconds_are_a_problem_that_names_unix_ms(parse: st
     (problem,) = payload_problems(mapping, {"plate": "A", "position": {"t": 1795685112000}})
     assert problem.keyword == "datetime"
     assert "milliseconds? parse: unix_ms" in problem.message, problem.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "payload", "shown"),
+    [
+        ('"to_number(big)"', {"big": "1e999"}, "inf"),
+        ('"to_number(big)"', {"big": "-Infinity"}, "-inf"),
+        ('"to_number(big)"', {"big": "nan"}, "nan"),
+        ('"sum(xs)"', {"xs": [1.5e308, 1.5e308]}, "inf"),
+        ('"avg(xs)"', {"xs": [1.5e308, 1.5e308]}, "inf"),
+        ("{from: x, transforms: [{scale: 1.0e+300}]}", {"x": 1e300}, "inf"),
+        ("{from: x, transforms: [{convert: {from: mi, to: ft}}, {round: 1}]}", {"x": 1e306}, "inf"),
+        ("{value: .inf}", {}, "inf"),
+        ("{value: .nan}", {}, "nan"),
+    ],
+)
+def test_a_mapped_value_that_is_not_a_finite_number_is_a_cast_problem(
+    spec: str, payload: dict[str, Any], shown: str
+) -> None:
+    """JSON has no Infinity or NaN: an answer would show null, the database store `inf`. A
+    value overflowing to them is refused like text that is no number."""
+    mapping = inbound(f"  attributes.total: {spec}\n")
+    (problem,) = payload_problems(mapping, {"plate": "A", **payload})
+    assert problem.keyword == "cast"
+    assert problem.message == f"{shown} is not a finite number"
+    assert problem.extra["target"] == "attributes.total"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        '"[to_number(big)]"',
+        '"{total: to_number(big)}"',
+        "{each: xs, item: 'to_number(@)'}",
+        "{object: {total: 'to_number(big)'}}",
+    ],
+)
+def test_a_value_not_finite_inside_a_list_or_an_object_is_a_cast_problem(spec: str) -> None:
+    mapping = inbound(f"  attributes.total: {spec}\n")
+    payload = {"plate": "A", "big": "1e999", "xs": ["1", "1e999"]}
+    (problem,) = payload_problems(mapping, payload)
+    assert problem.keyword == "cast"
+    assert problem.message.endswith("inf is not a finite number")
+
+
+def test_a_large_finite_number_is_mapped() -> None:
+    assert apply_field('"sum(xs)"', {"xs": [1e308, 1e307]}) == 1.1e308
