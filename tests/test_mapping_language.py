@@ -1227,3 +1227,152 @@ def test_milliseconds_read_as_seconds_are_a_problem_that_names_unix_ms(parse: st
     (problem,) = payload_problems(mapping, {"plate": "A", "position": {"t": 1795685112000}})
     assert problem.keyword == "datetime"
     assert "milliseconds? parse: unix_ms" in problem.message, problem.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "payload", "shown"),
+    [
+        ('"to_number(big)"', {"big": "1e999"}, "inf"),
+        ('"to_number(big)"', {"big": "-Infinity"}, "-inf"),
+        ('"to_number(big)"', {"big": "nan"}, "nan"),
+        ('"sum(xs)"', {"xs": [1.5e308, 1.5e308]}, "inf"),
+        ('"avg(xs)"', {"xs": [1.5e308, 1.5e308]}, "inf"),
+        ("{from: x, transforms: [{scale: 1.0e+300}]}", {"x": 1e300}, "inf"),
+        ("{from: x, transforms: [{convert: {from: mi, to: ft}}, {round: 1}]}", {"x": 1e306}, "inf"),
+        ("{value: .inf}", {}, "inf"),
+        ("{value: .nan}", {}, "nan"),
+    ],
+)
+def test_a_mapped_value_that_is_not_a_finite_number_is_a_cast_problem(
+    spec: str, payload: dict[str, Any], shown: str
+) -> None:
+    """JSON has no Infinity or NaN: an answer would show null, the database store `inf`. A
+    value overflowing to them is refused like text that is no number."""
+    mapping = inbound(f"  attributes.total: {spec}\n")
+    (problem,) = payload_problems(mapping, {"plate": "A", **payload})
+    assert problem.keyword == "cast"
+    assert problem.message == f"{shown} is not a finite number"
+    assert problem.extra["target"] == "attributes.total"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        '"[to_number(big)]"',
+        '"{total: to_number(big)}"',
+        "{each: xs, item: 'to_number(@)'}",
+        "{object: {total: 'to_number(big)'}}",
+    ],
+)
+def test_a_value_not_finite_inside_a_list_or_an_object_is_a_cast_problem(spec: str) -> None:
+    mapping = inbound(f"  attributes.total: {spec}\n")
+    payload = {"plate": "A", "big": "1e999", "xs": ["1", "1e999"]}
+    (problem,) = payload_problems(mapping, payload)
+    assert problem.keyword == "cast"
+    assert problem.message.endswith("inf is not a finite number")
+
+
+def test_a_large_finite_number_is_mapped() -> None:
+    assert apply_field('"sum(xs)"', {"xs": [1e308, 1e307]}) == 1.1e308
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("00:12:03.4560000", 723.456),  # Geotab's Trip drivingDuration (.NET TimeSpan)
+        ("1.02:03:04", 93_784),  # with days
+        ("1:02:03:04", 93_784),  # TimeSpan's general form
+        ("-00:00:05", -5),
+        ("PT12M3.456S", 723.456),  # ISO 8601
+        ("P1DT2H", 93_600),
+        ("pt0,5s", 0.5),
+        ("P2W", 1_209_600),
+        ("723.5", 723.5),  # seconds already
+        (90, 90),
+    ],
+)
+def test_duration_reads_timespans_and_iso_8601_durations_as_seconds(
+    text: Any, seconds: float
+) -> None:
+    assert apply_field("{from: d, transforms: [duration]}", {"d": text}) == seconds
+
+
+def test_duration_in_seconds_converts_to_other_duration_units() -> None:
+    spec = "{from: d, transforms: [duration, {convert: {from: s, to: min}}]}"
+    assert apply_field(spec, {"d": "00:12:03.4560000"}) == 12.0576
+    assert apply_field(spec, {"d": " "}) is None  # blank is no value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("P1M", "cannot read 'P1M' as a duration: years and months have no fixed length"),
+        ("P1Y2D", "cannot read 'P1Y2D' as a duration: years and months have no fixed length"),
+        ("PT", "cannot read 'PT' as a duration (seconds, a TimeSpan such as 1.02:03:04.5"),
+        ("1.25:00:00", "cannot read '1.25:00:00' as a duration"),
+        ("00:60:00", "cannot read '00:60:00' as a duration"),
+        ("twelve minutes", "cannot read 'twelve minutes' as a duration"),
+    ],
+)
+def test_duration_refuses_text_that_is_no_fixed_duration(text: str, message: str) -> None:
+    mapping = inbound("  attributes.driving_s: {from: d, transforms: [duration]}\n")
+    (problem,) = payload_problems(mapping, {"plate": "A", "d": text})
+    assert problem.keyword == "cast"
+    assert problem.message.startswith(message)
+    assert problem.pointer == "/d"
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "degrees"),
+    [
+        ("latitude", "51° 20' 39.0\" N", 51.344166666666666),  # Webfleet
+        ("latitude", "23°33'01.2\"S", -23.550333333333334),
+        ("latitude", "23º33'01.2\"S", -23.550333333333334),  # º, as keyboards write it
+        ("latitude", "N 51 20 39", 51.344166666666666),
+        ("longitude", "46 38.5 W", -46.641666666666666),  # degrees and decimal minutes
+        ("longitude", "046°38'30\"W", -46.641666666666666),
+        ("latitude", "2333.0200,S", -23.550333333333334),  # NMEA ddmm.mmmm
+        ("longitude", "04638.5000,W", -46.641666666666666),  # NMEA dddmm.mmmm
+        ("latitude", "-23.5505", -23.5505),
+        ("latitude", "23.5505 S", -23.5505),
+        ("latitude", -23.5505, -23.5505),
+        ("longitude", "180", 180),
+    ],
+)
+def test_coordinate_reads_degrees_minutes_seconds_and_nmea_as_signed_degrees(
+    kind: str, text: Any, degrees: float
+) -> None:
+    spec = f"{{from: c, transforms: [{{coordinate: {kind}}}]}}"
+    assert apply_field(spec, {"c": text}) == degrees
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "message"),
+    [
+        ("latitude", "91", "latitude '91' is out of range (-90 to 90)"),
+        ("latitude", "90°0'1\"N", "latitude '90°0\\'1\"N' is out of range (-90 to 90)"),
+        ("latitude", 95.0, "latitude 95.0 is out of range (-90 to 90)"),
+        ("latitude", "46 38.5 W", "'46 38.5 W' is not a latitude: W is no hemisphere of one"),
+        ("latitude", "-23 33 S", "cannot read '-23 33 S' as a latitude"),  # which way?
+        ("latitude", "23 60 S", "cannot read '23 60 S' as a latitude"),
+        ("latitude", "23.5° 30'", 'cannot read "23.5° 30\'" as a latitude'),
+        ("longitude", "1234", "longitude '1234' is out of range (-180 to 180)"),
+        ("longitude", "nan", "cannot read 'nan' as a longitude"),
+        ("longitude", "Rua Augusta", "cannot read 'Rua Augusta' as a longitude"),
+    ],
+)
+def test_coordinate_refuses_junk_and_out_of_range_values(
+    kind: str, text: Any, message: str
+) -> None:
+    mapping = inbound(f"  attributes.c: {{from: c, transforms: [{{coordinate: {kind}}}]}}\n")
+    (problem,) = payload_problems(mapping, {"plate": "A", "c": text})
+    assert problem.keyword == "cast"
+    assert problem.message.startswith(message)
+    assert problem.pointer == "/c"
+
+
+def test_coordinate_takes_latitude_or_longitude() -> None:
+    text = HEAD + "fields:\n  plate: plate\n  x: {from: c, transforms: [{coordinate: north}]}\n"
+    (problem,) = problems_of(text)
+    assert (problem.pointer, problem.keyword) == ("/fields/x/transforms/0/coordinate", "transform")
+    assert problem.message == "coordinate takes latitude or longitude"

@@ -891,3 +891,18 @@ def test_traccar_positions_keep_the_devices_alarm() -> None:
     api = load("traccar-api-positions.yaml").bind({})
     [fix] = (api.apply(item).document for item in api.items([forward["position"]]))
     assert fix["attributes"]["alarm"] == "sos"
+
+
+def test_samsara_vehicle_stats_feed_emits_a_position_only_for_a_vehicle_with_gps_points() -> None:
+    """A vehicle listed with its odometer only (no `gps` list, or an empty one) writes no
+    position: it must not announce vehicle.position."""
+    mapping = load("samsara-vehicle-stats-feed.yaml")
+    odometer = {"obdOdometerMeters": [{"time": "2026-11-20T13:45:00Z", "value": 151476930}]}
+    for gps in ({}, {"gps": []}, {"gps": None}):
+        vehicle = {"id": "281474982859091", "name": "Caminhao 12", **odometer, **gps}
+        result = mapping.apply(vehicle)
+        assert "last_position" not in result.document
+        assert result.events == ()
+    point = {"time": "2026-11-20T13:45:32Z", "latitude": 0.0, "longitude": -46.6}
+    located = mapping.apply({"id": "281474982859091", "gps": [point]})
+    assert located.events == ("vehicle.position",)

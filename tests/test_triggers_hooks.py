@@ -121,6 +121,24 @@ async def test_mapping_failure_is_422_naming_target_and_source(client: Client) -
     assert await entities(client) == []
 
 
+async def test_a_mapped_value_overflowing_to_infinity_is_a_422_and_nothing_is_written(
+    client: Client,
+) -> None:
+    """`sum` of two large readings is Infinity: JSON has none, the database would keep `inf`."""
+    await upload_mapping(
+        client,
+        "name: totals\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields:\n  plate: plate\n  attributes.total_km: sum(readings)\n",
+    )
+    trigger = await create_trigger(client, mapping="totals")
+    status, problem = await hook(client, trigger, {"plate": "ABC1D23", "readings": [1e308, 1e308]})
+    assert status == 422 and problem["reason"] == "mapping"
+    [error] = problem["errors"]
+    assert error["keyword"] == "cast" and error["target"] == "attributes.total_km"
+    assert error["message"] == "inf is not a finite number"
+    assert await entities(client) == []
+
+
 async def test_osmand_query_string_with_token_in_query_finds_the_vehicle_by_tracker_id(
     client: Client,
 ) -> None:

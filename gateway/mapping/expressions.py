@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
+from math import isfinite
 from typing import Any
 
 import jmespath
@@ -109,12 +110,20 @@ def charge_output(run: Run, value: Any) -> int:
                 charged += n
                 stack.extend(item)
             else:
+                if type(item) is float and not isfinite(item):
+                    raise not_finite(item)
                 size += 8
                 charged += 8
     run.output -= charged
     if run.output < 0:
         raise output_too_big(run)
     return size
+
+
+def not_finite(value: float) -> EvalError:
+    """Infinity or NaN (`to_number('1e999')`, a sum or a `scale` past the largest float): JSON
+    has neither, so a mapped value never is one; refused as text that is no number is."""
+    return EvalError("cast", f"{value!r} is not a finite number")
 
 
 def output_too_big(run: Run) -> LimitExceeded:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from math import isfinite
 from typing import Any, NamedTuple
 
 from ..errors import FieldProblem
-from .expressions import Getter, Run, charge_output, output_too_big
+from .expressions import Getter, Run, charge_output, not_finite, output_too_big
 from .limits import MAX_PROBLEMS
 from .model import EvalError, LimitExceeded
 from .paths import source_pointer
@@ -84,14 +85,21 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
                     raise output_too_big(run)
             elif kind is dict or kind is list:
                 charge_output(run, value)
+            elif kind is float and not isfinite(value):
+                raise not_finite(value)
         except EvalError as error:
-            if not error.recorded:
-                record(run, error, prefix + target)
-                error.recorded = True
-            if isinstance(error, LimitExceeded):
-                raise  # the budget is spent: stop the whole evaluation, not just this field
+            _failed(run, error, prefix + target)
             continue
         if value is not None:
             document[key] = value
     run.built[id(document)] = (document, room - run.output, False)  # charged field by field
     return document
+
+
+def _failed(run: Run, error: EvalError, target: str) -> None:
+    """A field failed: its problem is listed (once); a spent budget stops the evaluation."""
+    if not error.recorded:
+        record(run, error, target)
+        error.recorded = True
+    if isinstance(error, LimitExceeded):
+        raise error  # the budget is spent: stop the whole evaluation, not just this field

@@ -20,6 +20,7 @@ from .model import EvalError
 from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
 from .paths import pointer
 from .problems import Problems, suggest
+from .readings import compile_coordinate, duration
 from .timefmt import compile_datetime
 from .units import UNITS, conversion, multiply
 
@@ -295,6 +296,7 @@ _SIMPLE: dict[str, Transform] = {
     "digits": _digits,
     "plate": _plate,
     "phone": _phone,
+    "duration": duration,
 }
 
 _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
@@ -307,6 +309,7 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
     "round": _compile_round,
     "format_number": _compile_format_number,
     "parse_number": _compile_parse_number,
+    "coordinate": compile_coordinate,
     "map": _compile_map,
     "datetime": compile_datetime,
 }
@@ -326,6 +329,8 @@ _READ_VALUES: frozenset[str] = frozenset(
         "format_number",
         "parse_number",
         "datetime",
+        "duration",
+        "coordinate",
     }
 )
 
