@@ -44,8 +44,8 @@ from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, RunStatus
 from gateway.notify.notifier import MappingSource
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Outcome, Sender
-from gateway.outbound.verdict import Verdict, request_result
+from gateway.outbound.sender import Sender
+from gateway.outbound.verdict import Verdict
 from gateway.store import Store
 from gateway.store.deliveries import shard_of
 
@@ -130,13 +130,6 @@ class StepRunner:
 
     # -- fetch -------------------------------------------------------------------------------
 
-    def _observe(self, partner_id: str, outcome: Outcome, verdict: Verdict) -> None:
-        metrics = self._p.metrics
-        result = request_result(outcome.status, outcome.error, verdict)
-        metrics.partner_requests.labels(partner_id, "flow", result).inc()
-        if outcome.status is not None:
-            metrics.partner_latency.labels(partner_id, "flow").observe(outcome.latency_ms / 1000)
-
     async def _fetch(
         self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
     ) -> StepOutcome:
@@ -149,7 +142,7 @@ class StepRunner:
             request, partner_id=partner.id, guard=guard, auth=partner.auth
         )
         verdict = action.verdict(outcome)
-        self._observe(partner.id, outcome, verdict)
+        self._p.metrics.observe_partner_call(partner.id, "flow", outcome, verdict)
         entry: dict[str, Any] = {
             "action": action.name,
             "request": {"method": request.method, "url": request.url.split("?")[0]},
