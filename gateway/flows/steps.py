@@ -59,6 +59,8 @@ class Wait:
     schedule: Sequence[float]
     detail: str
     retry_after: float | None = None
+    # Nothing went out (`outbound.sender.Hold`): again in `retry_after` s, no attempt spent.
+    held: bool = False
 
 
 @dataclass(slots=True)
@@ -149,10 +151,9 @@ class StepRunner:
             "status": outcome.status,
             "latency_ms": outcome.latency_ms,
         }
-        if not outcome.sent and outcome.error != "blocked":  # our own limits: nothing went out
-            known = outcome.retry_in
-            wait = max(guard.breaker.retry_in() if known is None else known, 1.0)
-            return StepOutcome(wait=Wait(action.retry_schedule, str(outcome.message), wait))
+        if (hold := outcome.hold) is not None:  # our own guard: nothing went out
+            wait = Wait(action.retry_schedule, hold.describe(), hold.seconds, held=True)
+            return StepOutcome(wait=wait)
         if verdict is Verdict.RETRY:
             detail = f"{partner.name}: {_said(outcome.status, outcome.message)}"
             retry_after = outcome.retry_after(now)
