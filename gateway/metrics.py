@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +22,11 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.metrics import MetricWrapperBase
+
+from gateway.outbound.verdict import Verdict, request_result
+
+if TYPE_CHECKING:
+    from gateway.outbound.sender import Outcome
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -343,6 +348,19 @@ class Metrics:
             ["trigger", "field"],
             registry=r,
         )
+
+    def observe_partner_call(
+        self, partner_id: str, mode: str, outcome: Outcome, verdict: Verdict
+    ) -> None:
+        """One call to a partner, whatever sent it: `mode` is proxy, deliver, schedule, flow
+        or notify (an SMS or push send); `verdict` the caller's, with its own idea of success
+        (an action's, an SMS provider's error in a 2xx). Counted in
+        `gateway_partner_requests_total` (`verdict.request_result`); the latency of a request
+        that went out (an answer, or a timeout, a reset) in its histogram."""
+        result = request_result(outcome.status, outcome.error, verdict)
+        self.child(self.partner_requests, partner_id, mode, result).inc()
+        if outcome.sent:
+            self.child(self.partner_latency, partner_id, mode).observe(outcome.latency_ms / 1000)
 
     def child(self, metric: M, *labels: str) -> M:
         """`metric.labels(*labels)`, kept: `labels()` checks its values and takes a lock on

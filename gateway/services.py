@@ -55,7 +55,7 @@ from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
 from gateway.models import DeliveryKind
 from gateway.notify.wiring import NotifyServices, assemble_flow_runtime, assemble_notify
-from gateway.outbound.breaker import RateLimits
+from gateway.outbound.breaker import PartnerGuards, RateLimits
 from gateway.outbound.jwks import jwks_fetcher
 from gateway.outbound.sender import Sender
 from gateway.outbound.ssrf import OutboundPolicy
@@ -123,6 +123,10 @@ class Services:
     maintenance_plans: PlanService
     vehicle_services: ServiceRecorder
     fleet_overview: FleetOverview
+    # The partner catalog and guards every sender shares; their `clock`s are monotonic
+    # seconds (credentials' lifetimes, breakers, rate limits), which tests move.
+    catalog: Catalog
+    guards: PartnerGuards
     readiness: Readiness = field(default_factory=Readiness)  # what /readyz last answered
 
 
@@ -177,7 +181,7 @@ def _assemble(
     catalog = Catalog(store, box, metrics)
     guards = partner_guards(metrics)
     notify = assemble_notify(
-        store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds
+        store, entities, mappings, box, catalog, sender, guards, policy, schemas, kinds, metrics
     )
     worker = DeliveryWorker(
         store,
@@ -278,6 +282,8 @@ def _assemble(
             store, box, catalog, mappings, flow_users=_flow_users_of_actions(notify.flows)
         ),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
+        catalog=catalog,
+        guards=guards,
         fanout=fanout,
         deliveries=DeliveryService(store, on_replay=worker.notify),
         delivery_worker=worker,

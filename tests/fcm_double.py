@@ -4,7 +4,8 @@
 service account's key, audience = the token URL, scope) and issues access tokens;
 `/v1/projects/{project}/messages:send` wants a token it issued, records the message, and
 answers like FCM: UNREGISTERED (404) for tokens a test unregistered, or what a test queued
-(429 with Retry-After, 503, a 401 that makes the client fetch a new token).
+(429 with Retry-After, 503, a 401 that makes the client fetch a new token); `/token` answers
+what a test queued too (a busy token endpoint).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class Fcm:
     # ("message.token": not a token at all; another field: the message's fault)
     invalid: dict[str, str] = field(default_factory=dict)
     queued: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
+    # answers of /token queued by a test (a busy token endpoint: 503 or 429 with Retry-After)
+    token_queued: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
+    token_requests: int = 0
     expires_in: int = 3600
     # UNREGISTERED answers wait until this many are asked at once (two removals in a race)
     unregistered_together: asyncio.Barrier | None = None
@@ -73,8 +77,16 @@ class Fcm:
     def answer_next(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.queued.append((status, headers or {}))
 
+    def answer_token_next(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.token_queued.append((status, headers or {}))
+
     async def token(self, request: web.Request) -> web.Response:
+        self.token_requests += 1
         form = await request.post()
+        if self.token_queued:
+            status, headers = self.token_queued.popleft()
+            body = {"error": "temporarily_unavailable", "error_description": "queued by the test"}
+            return web.json_response(body, status=status, headers=headers)
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         try:

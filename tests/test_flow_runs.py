@@ -4,6 +4,7 @@ the loop guard, and the runs API."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -140,6 +141,43 @@ async def test_a_fetch_waits_while_its_partner_is_down_then_goes_on(
     await drain(services)
     (run,) = await _runs(client)
     assert run["status"] == "succeeded" and len(partner.requests) == 3
+
+
+async def test_a_fetch_held_by_an_open_circuit_waits_for_the_probe_without_spending_a_try(
+    client: Client, partner: Partner
+) -> None:
+    """Five failed calls open HR's circuit: the run's fetch is not sent, and waits for the
+    probe with its tries untouched (it was counted as a try, heading for `failed`)."""
+    fines = await _fines(client, partner)
+    action = (await get(client, "/api/v1/actions"))["items"][0]
+    partner.respond_with(503, {"erro": "manutenção"}, times=5)
+    for _ in range(5):
+        invoked = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke",
+            json={"payload": {"entity": {"plate": "ABC1D23"}}},
+            headers=auth(),
+        )
+        assert invoked.status == 502, await invoked.text()
+    await _upload(client, _lookup_flow())
+    await send_to(client, fines, sample("fine_feed.json"))
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = clock
+    services.guards.clock = lambda: clock.offset.total_seconds() + time.monotonic()
+    await drain(services)
+
+    (run,) = await _runs(client)
+    assert run["status"] == "pending" and len(partner.requests) == 5
+    assert run["waits"] == {
+        "step": "hr",
+        "attempts": 0,
+        "last_error": "not sent: circuit open after repeated failures; probe in 30 s, "
+        "retry in 30 s",
+    }
+    clock.advance(31)
+    await drain(services)
+    (run,) = await _runs(client)
+    assert run["status"] == "succeeded" and len(partner.requests) == 6
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """`gateway_partner_requests_total{result}` speaks one vocabulary whatever the mode: the
 verdict on an answer (success, retry, fail, gone), or the error of a call that got none
-(timeout, connect, reset, blocked, rate_limited, ...)."""
+(timeout, connect, reset, blocked, rate_limited, ...). SMS and push sends count as mode
+`notify`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
-from tests.flow_support import drain, hr_lookup, sample
+from tests.flow_support import drain, get, hr_lookup, sample, sms_channel
 from tests.partner_double import (
     Partner,
     create_action,
@@ -105,3 +106,30 @@ async def test_a_flows_fetch_is_counted_as_a_partner_request(
 
     assert partner.paths() == ["/veiculos/ABC1D23/condutor-atual"]
     assert await _count(client, action["partner_id"], "flow", "success") == 1
+
+
+async def test_an_sms_send_is_counted_as_a_notify_request_and_a_held_one_by_its_reason(
+    client: Client, partner: Partner
+) -> None:
+    """SMS and push went to partners uncounted. Five outages open the provider's circuit:
+    the sixth send is held (`circuit_open`, a 503 to the test send), not a sixth retry."""
+    await sms_channel(client, partner.url)
+    (zenvia,) = (await get(client, "/api/v1/partners"))["items"]
+    partner.respond_with(200, {"id": "zv-1"}, times=1)
+    sent = await post(client, "/api/v1/channels/sms/test", {"to": "+5511987654321"}, status=200)
+    assert sent["result"] == "success"
+    partner.respond_with(503, {})
+    for _ in range(5):
+        await post(client, "/api/v1/channels/sms/test", {"to": "+5511987654321"}, status=200)
+
+    held = await client.post(
+        "/api/v1/channels/sms/test", json={"to": "+5511987654321"}, headers=auth()
+    )
+
+    assert held.status == 503 and held.headers["Retry-After"] == "30"
+    assert (await held.json())["detail"].startswith("not sent: circuit open")
+    assert len(partner.requests) == 6
+    assert await _count(client, zenvia["id"], "notify", "success") == 1
+    assert await _count(client, zenvia["id"], "notify", "retry") == 5
+    assert await _count(client, zenvia["id"], "notify", "circuit_open") == 1
+    assert await _count(client, zenvia["id"], "deliver", "success") == 0

@@ -4,7 +4,8 @@ import pytest
 
 from gateway.actions.catalog import DEFAULT_SCHEDULE
 from gateway.delivery.retry import DEFAULT_MAX_RETRY_AFTER, next_attempt_at
-from gateway.outbound.verdict import Verdict, classify, parse_retry_after
+from gateway.outbound.sender import Outcome
+from gateway.outbound.verdict import ErrorKind, Verdict, classify, parse_retry_after
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -120,3 +121,26 @@ def test_parse_retry_after_date_is_relative_to_now() -> None:
 )
 def test_classify(status: int | None, error: str | None, verdict: Verdict) -> None:
     assert classify(status, error) is verdict  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_in", "held"),
+    [
+        ("circuit_open", 29.2, ("circuit_open", 30, 503)),
+        ("rate_limited", 0.2, ("rate_limited", 1, 429)),  # never less than a second
+        ("auth_waiting", 119.5, ("auth_waiting", 120, 503)),
+        ("blocked", None, None),  # no wait mends it: a permanent failure
+        ("auth_failed", 120.0, None),  # the token endpoint was asked: an attempt
+        ("timeout", None, None),
+    ],
+)
+def test_only_a_refusal_of_our_own_guard_for_a_while_is_a_hold(
+    error: ErrorKind, retry_in: float | None, held: tuple[str, int, int] | None
+) -> None:
+    hold = Outcome(error=error, message="why", retry_in=retry_in).hold
+    if held is None:
+        assert hold is None
+        return
+    assert hold is not None
+    assert (hold.error, hold.seconds, hold.problem("x").status) == held
+    assert hold.describe() == f"not sent: why, retry in {held[1]} s"

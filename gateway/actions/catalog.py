@@ -166,10 +166,15 @@ class Catalog:
         self._box = box
         self._metrics = metrics
         self._ttl = ttl
-        self._clock = clock
+        # Monotonic seconds: the cache's, and the partners' credentials' (a token's expiry, a
+        # token endpoint's wait). Read at each call: tests move time by replacing it.
+        self.clock = clock
         self._cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
         self._auth: dict[str, tuple[int, PartnerAuth]] = {}
         self._xml: dict[str, tuple[int, XmlBody]] = {}
+
+    def _now(self) -> float:
+        return self.clock()
 
     def forget(self, resource_id: str) -> None:
         """A resource changed through this process: drop it from every cache."""
@@ -195,7 +200,7 @@ class Catalog:
     async def _cached(self, kind: str, tenant: str, rid: str, load: Any) -> Any:
         key = (kind, tenant, rid)
         hit = self._cache.get(key)
-        now = self._clock()
+        now = self.clock()
         if hit is not None and hit[0] > now:
             return hit[1]
         value = await load(tenant, rid)
@@ -220,6 +225,7 @@ class Catalog:
                 self._box.open_json(doc["auth_sealed"], context=auth_context(pid)),
                 on_refresh=self._metrics.oauth_refreshes.labels(pid).inc,
                 on_refused=self._metrics.oauth_refusals.labels(pid).inc,
+                clock=self._now,
             )
             self._auth[pid] = (doc["rev"], auth)
         secrets: dict[str, str] = {}

@@ -28,13 +28,12 @@ from gateway.errors import (
     PartnerError,
     PartnerTimeout,
     PartnerUnavailable,
-    RateLimited,
 )
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import Outcome, Sender
-from gateway.outbound.verdict import Verdict, request_result
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
 _EXCERPT = 500
@@ -104,7 +103,7 @@ class Proxy:
             auth=partner.auth,
         )
         verdict = action.verdict(outcome)
-        self._observe(partner, outcome, verdict)
+        self._metrics.observe_partner_call(partner.id, "proxy", outcome, verdict)
         _raise_for(partner, outcome, verdict, action.reported_error(outcome))
         data = outcome.json_body if outcome.readable else None
         if response_mapping is not None:
@@ -131,26 +130,13 @@ class Proxy:
             raise BadRequest('entity is {"type": ..., "id": ...} or {"type": ..., "key": ...}')
         return await self._entities.get(tenant, etype, key)
 
-    def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
-        metrics = self._metrics
-        result = request_result(outcome.status, outcome.error, verdict)
-        metrics.child(metrics.partner_requests, partner.id, "proxy", result).inc()
-        if outcome.sent:
-            latency = metrics.child(metrics.partner_latency, partner.id, "proxy")
-            latency.observe(outcome.latency_ms / 1000)
-
 
 def _raise_for(
     partner: Partner, outcome: Outcome, verdict: Verdict, reported: str | None = None
 ) -> None:
     name = partner.name
-    wait = math.ceil(max(outcome.retry_in or 1.0, 1.0))
-    if outcome.error == "rate_limited":
-        raise RateLimited(f"partner {name}: {outcome.message}", retry_after=wait)
-    if outcome.error in ("circuit_open", "auth_waiting"):
-        raise PartnerUnavailable(
-            f"partner {name}: {outcome.message}", retry_after=wait, partner_id=partner.id
-        )
+    if (hold := outcome.hold) is not None:
+        raise hold.problem(f"partner {name}: {hold.message}", partner_id=partner.id)
     if outcome.error == "timeout":
         raise PartnerTimeout(
             f"partner {name} did not answer within {partner.timeout:g} s", partner_id=partner.id

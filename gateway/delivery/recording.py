@@ -20,10 +20,9 @@ from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.retry import next_attempt_at
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
-from gateway.outbound.breaker import PartnerGuard, PartnerGuards
 from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import Outcome
-from gateway.outbound.verdict import Verdict, request_result
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ class DeliveryRecorder:
         self,
         store: Store,
         catalog: Catalog,
-        guards: PartnerGuards,
         health: PartnerHealth,
         metrics: Metrics,
         *,
@@ -48,7 +46,6 @@ class DeliveryRecorder:
     ) -> None:
         self._store = store
         self._catalog = catalog
-        self._guards = guards
         self._health = health
         self._metrics = metrics
         self._clock = clock
@@ -59,13 +56,12 @@ class DeliveryRecorder:
     ) -> str:
         now = self._clock()
         verdict = action.verdict(outcome)
-        self._observe(partner, outcome, verdict)
-        if not outcome.sent and outcome.error != "blocked":
-            # Our own limits (rate, concurrency, open circuit): nothing went out, no attempt.
-            known = outcome.retry_in
-            wait = max(self._guard(partner).breaker.retry_in() if known is None else known, 1.0)
+        self._metrics.observe_partner_call(partner.id, "deliver", outcome, verdict)
+        if (hold := outcome.hold) is not None:
+            # Our own limits (rate, concurrency, open circuit, a token endpoint's wait):
+            # nothing went out, no attempt.
             return await self.defer(
-                doc, token, now + timedelta(seconds=wait), outcome.message or str(outcome.error)
+                doc, token, now + timedelta(seconds=hold.seconds), hold.describe()
             )
         if outcome.sent:
             await self._health.note(partner, verdict, now)
@@ -219,17 +215,6 @@ class DeliveryRecorder:
         outcome = "retry" if status is DeliveryStatus.PENDING else status.value
         self._metrics.deliveries.labels(outcome).inc()
         return outcome
-
-    def _guard(self, partner: Partner) -> PartnerGuard:
-        return self._guards.get(partner.id, partner.guard)
-
-    def _observe(self, partner: Partner, outcome: Outcome, verdict: Verdict) -> None:
-        result = request_result(outcome.status, outcome.error, verdict)
-        self._metrics.partner_requests.labels(partner.id, "deliver", result).inc()
-        if outcome.sent:
-            self._metrics.partner_latency.labels(partner.id, "deliver").observe(
-                outcome.latency_ms / 1000
-            )
 
 
 def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: Redactor) -> Doc:

@@ -119,7 +119,7 @@ class DeliveryWorker:
             store, catalog, metrics, probe_seconds=settings.probe_seconds, on_enabled=self.notify
         )
         self._recorder = DeliveryRecorder(
-            store, catalog, guards, self._health, metrics, clock=self._now, rng=self._random
+            store, catalog, self._health, metrics, clock=self._now, rng=self._random
         )
 
     @property

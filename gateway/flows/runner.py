@@ -272,11 +272,18 @@ class FlowRunner:
         return "held"
 
     async def _wait(self, doc: Doc, token: str, progress: _Progress, step: Step, wait: Wait) -> str:
-        """Pending again at the step's next retry time; failed once its schedule is done."""
+        """Pending again at the step's next retry time; failed once its schedule is done. A
+        held step (nothing went out) is pending again when the hold ends, no attempt spent."""
         waits = doc.get("waits") or {}
-        made = (waits.get("attempts", 0) if waits.get("step") == step.id else 0) + 1
+        made = waits.get("attempts", 0) if waits.get("step") == step.id else 0
         now = self.clock()
-        when = next_attempt_at(made, wait.schedule, now, retry_after=wait.retry_after, rng=self.rng)
+        if wait.held:
+            when: datetime | None = now + timedelta(seconds=wait.retry_after or 1.0)
+        else:
+            made += 1
+            when = next_attempt_at(
+                made, wait.schedule, now, retry_after=wait.retry_after, rng=self.rng
+            )
         if when is None:
             detail = f"{wait.detail}; gave up after {made} attempts"
             gave_up = {"id": step.id, "kind": step.kind, **failed(detail).entry, "at": now}

@@ -44,8 +44,8 @@ from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, RunStatus
 from gateway.notify.notifier import MappingSource
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Outcome, Sender
-from gateway.outbound.verdict import Verdict, request_result
+from gateway.outbound.sender import Sender
+from gateway.outbound.verdict import Verdict
 from gateway.store import Store
 from gateway.store.deliveries import shard_of
 
@@ -59,6 +59,8 @@ class Wait:
     schedule: Sequence[float]
     detail: str
     retry_after: float | None = None
+    # Nothing went out (`outbound.sender.Hold`): again in `retry_after` s, no attempt spent.
+    held: bool = False
 
 
 @dataclass(slots=True)
@@ -130,13 +132,6 @@ class StepRunner:
 
     # -- fetch -------------------------------------------------------------------------------
 
-    def _observe(self, partner_id: str, outcome: Outcome, verdict: Verdict) -> None:
-        metrics = self._p.metrics
-        result = request_result(outcome.status, outcome.error, verdict)
-        metrics.partner_requests.labels(partner_id, "flow", result).inc()
-        if outcome.status is not None:
-            metrics.partner_latency.labels(partner_id, "flow").observe(outcome.latency_ms / 1000)
-
     async def _fetch(
         self, run: RunRef, step: Step, context: dict[str, Any], now: datetime
     ) -> StepOutcome:
@@ -149,17 +144,16 @@ class StepRunner:
             request, partner_id=partner.id, guard=guard, auth=partner.auth
         )
         verdict = action.verdict(outcome)
-        self._observe(partner.id, outcome, verdict)
+        self._p.metrics.observe_partner_call(partner.id, "flow", outcome, verdict)
         entry: dict[str, Any] = {
             "action": action.name,
             "request": {"method": request.method, "url": request.url.split("?")[0]},
             "status": outcome.status,
             "latency_ms": outcome.latency_ms,
         }
-        if not outcome.sent and outcome.error != "blocked":  # our own limits: nothing went out
-            known = outcome.retry_in
-            wait = max(guard.breaker.retry_in() if known is None else known, 1.0)
-            return StepOutcome(wait=Wait(action.retry_schedule, str(outcome.message), wait))
+        if (hold := outcome.hold) is not None:  # our own guard: nothing went out
+            wait = Wait(action.retry_schedule, hold.describe(), hold.seconds, held=True)
+            return StepOutcome(wait=wait)
         if verdict is Verdict.RETRY:
             detail = f"{partner.name}: {_said(outcome.status, outcome.message)}"
             retry_after = outcome.retry_after(now)

@@ -13,7 +13,10 @@ A notification delivery stores what a flow's `notify` step rendered for one reci
   (atomically, `CooldownStore.claim`) under the step's `claim` (`<run id>:<step id>`), which
   every message of that step and every retry share: two phones of one driver both get the
   alert, a retried e-mail is not suppressed by its own first try;
-- then `Notifier.send`; its outcome is the attempt (retries on the actions' schedule). A send
+- then `Notifier.send`; its outcome is the attempt (retries on the actions' schedule), but
+  for a send our own guard held back before anything left (an open circuit, the partner's rate
+  limit, a token endpoint that asked us to wait: `outbound.sender.Hold`, as for an action's
+  delivery) → Held for the time the hold names, no attempt spent. A send
   that went out notes the cooldown again from now, as delivered; one that failed (or waits for
   a retry) releases it unless another message of the step went out: the cooldown counts from
   an alert the driver got, and the next alert is not silenced by one that never arrived.
@@ -57,6 +60,8 @@ class NotificationSender:
         outcome = await self._notifier.send(tenant, _notification(message, str(doc["_id"])))
         if (cooldown := message.get("cooldown")) is not None:
             await self._settle(tenant, cooldown, message["claim"], now, outcome.verdict)
+        if (hold := outcome.hold) is not None:  # not sent: the same wait as an action's
+            return Held(now + timedelta(seconds=hold.seconds), hold.describe())
         return Attempted(
             outcome.verdict,
             outcome.detail,

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.outbound.sender import Hold
 from gateway.outbound.verdict import Verdict
 
 Security = Literal["none", "starttls", "tls"]
@@ -86,6 +87,15 @@ class SendOutcome:
     latency_ms: float = 0.0
     unregistered: bool = False  # push: the device token no longer exists
     request: Mapping[str, Any] = field(default_factory=dict)  # a summary, no credentials
+    # Not sent: our own guard held the request back for a while (an open circuit, a rate
+    # limit, a token endpoint's wait). No attempt: the delivery waits `hold.seconds`.
+    hold: Hold | None = None
+
+    @classmethod
+    def held(cls, hold: Hold, request: Mapping[str, Any]) -> SendOutcome:
+        return cls(
+            Verdict.RETRY, hold.describe(), retry_after=hold.seconds, request=request, hold=hold
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

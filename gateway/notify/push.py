@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.actions.catalog import Partner
+from gateway.metrics import Metrics
 from gateway.notify.messages import PushMessage, PushSettings, SendOutcome
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Outcome, Sender
@@ -40,9 +41,10 @@ def fcm_body(message: PushMessage, priority: str = "high") -> dict[str, Any]:
 
 
 class FcmSender:
-    def __init__(self, sender: Sender, guards: PartnerGuards) -> None:
+    def __init__(self, sender: Sender, guards: PartnerGuards, metrics: Metrics) -> None:
         self._sender = sender
         self._guards = guards
+        self._metrics = metrics
 
     async def send(
         self, settings: PushSettings, partner: Partner, message: PushMessage
@@ -62,10 +64,14 @@ class FcmSender:
             auth=partner.auth,
         )
         summary = {"method": "POST", "url": url, "title": message.title}
-        return _push_outcome(outcome, summary)
+        result = _push_outcome(outcome, summary)
+        self._metrics.observe_partner_call(partner.id, "notify", outcome, result.verdict)
+        return result
 
 
 def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
+    if (hold := outcome.hold) is not None:
+        return SendOutcome.held(hold, summary)
     body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else None
     codes = _fcm_error_codes(error)

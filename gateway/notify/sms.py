@@ -25,10 +25,11 @@ import orjson
 from gateway.actions.catalog import Action, Partner
 from gateway.errors import InvalidPayload
 from gateway.mapping import CompiledMapping
+from gateway.metrics import Metrics
 from gateway.notify.messages import SendOutcome, SmsMessage
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.sender import OutboundRequest, Outcome, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 from gateway.schemas.ids import e164
@@ -97,9 +98,10 @@ def _text(value: Any) -> str:
 
 
 class SmsSender:
-    def __init__(self, sender: Sender, guards: PartnerGuards) -> None:
+    def __init__(self, sender: Sender, guards: PartnerGuards, metrics: Metrics) -> None:
         self._sender = sender
         self._guards = guards
+        self._metrics = metrics
 
     async def send(
         self,
@@ -125,25 +127,34 @@ class SmsSender:
             guard=self._guards.get(partner.id, partner.guard),
             auth=partner.auth,
         )
-        verdict = action.verdict(outcome)
-        body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
-        provider = next((body[k] for k in ("id", "sid", "messageId") if k in body), None)
-        refused = provider_error(body) if verdict is Verdict.SUCCESS else None
-        if refused is not None:  # a 2xx whose answer says the message was not taken
-            verdict = Verdict.FAIL
-            detail = f"provider answered {outcome.status} reporting an error: {refused[:300]}"
-        elif verdict is Verdict.SUCCESS:
-            detail = "sent"
-        elif outcome.status is None:
-            detail = outcome.message or "not sent"
-        else:
-            detail = f"provider answered {outcome.status}: {outcome.body_excerpt[:300]}"
-        return SendOutcome(
-            Verdict.FAIL if verdict is Verdict.GONE else verdict,
-            detail,
-            outcome.status,
-            str(provider) if provider is not None else None,
-            outcome.retry_after(datetime.now(UTC)) if verdict is Verdict.RETRY else None,
-            outcome.latency_ms,
-            request={"method": request.method, "url": request.url.split("?")[0], "to": message.to},
-        )
+        summary = {"method": request.method, "url": request.url.split("?")[0], "to": message.to}
+        result = _sms_outcome(action, outcome, summary)
+        self._metrics.observe_partner_call(partner.id, "notify", outcome, result.verdict)
+        return result
+
+
+def _sms_outcome(action: Action, outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
+    if (hold := outcome.hold) is not None:
+        return SendOutcome.held(hold, summary)
+    verdict = action.verdict(outcome)
+    body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
+    provider = next((body[k] for k in ("id", "sid", "messageId") if k in body), None)
+    refused = provider_error(body) if verdict is Verdict.SUCCESS else None
+    if refused is not None:  # a 2xx whose answer says the message was not taken
+        verdict = Verdict.FAIL
+        detail = f"provider answered {outcome.status} reporting an error: {refused[:300]}"
+    elif verdict is Verdict.SUCCESS:
+        detail = "sent"
+    elif outcome.status is None:
+        detail = outcome.message or "not sent"
+    else:
+        detail = f"provider answered {outcome.status}: {outcome.body_excerpt[:300]}"
+    return SendOutcome(
+        Verdict.FAIL if verdict is Verdict.GONE else verdict,
+        detail,
+        outcome.status,
+        str(provider) if provider is not None else None,
+        outcome.retry_after(datetime.now(UTC)) if verdict is Verdict.RETRY else None,
+        outcome.latency_ms,
+        request=summary,
+    )

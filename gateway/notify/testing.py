@@ -1,5 +1,10 @@
 """Use case: an admin's test send through a channel (`POST /api/v1/channels/{ref}/test`):
-a template rendered on a context, or a short built-in message, sent now to one address."""
+a template rendered on a context, or a short built-in message, sent now to one address.
+
+A send our own guard held back before anything left (the partner's circuit open, its rate
+limit, its token endpoint asking us to wait) is no outcome of the channel's: it is answered
+as a problem, 503 (429 for a rate limit) with `Retry-After`, "not sent: <reason>, retry in
+N s"."""
 
 from __future__ import annotations
 
@@ -66,4 +71,7 @@ async def send_test(
         rendered = await off_loop(compiled.render, context or doc.get("sample") or {}, locale)
         parts = rendered.parts
     notification = Notification(str(channel["_id"]), Recipient(to), parts, {"test": "true"})
-    return await notify.notifier.send(tenant, notification)
+    outcome = await notify.notifier.send(tenant, notification)
+    if outcome.hold is not None:  # nothing left: not a retry nor a failure, but a wait
+        raise outcome.hold.problem(outcome.detail, channel=channel["name"])
+    return outcome

@@ -70,6 +70,7 @@ def assemble_notify(
     policy: OutboundPolicy,
     schemas: SchemaRegistry,
     kinds: KindService,
+    metrics: Metrics,
 ) -> NotifyServices:
     """Driver assignments, channels, templates, senders and flows over the process's one
     outbound client and partner catalog (shared with the delivery worker)."""
@@ -92,8 +93,8 @@ def assemble_notify(
         mappings,
         entities,
         email=EmailSender(policy),
-        push=FcmSender(sender, guards),
-        sms=SmsSender(sender, guards),
+        push=FcmSender(sender, guards, metrics),
+        sms=SmsSender(sender, guards, metrics),
     )
     return NotifyServices(
         assignments=assignments,

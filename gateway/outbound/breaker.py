@@ -234,10 +234,13 @@ class PartnerGuards:
         guard = self._guards.get(partner_id)
         if guard is None or guard.settings != settings:
             guard = PartnerGuard.build(
-                settings, clock=self.clock, on_breaker_change=self._callback(partner_id)
+                settings, clock=self._now, on_breaker_change=self._callback(partner_id)
             )
             self._guards[partner_id] = guard
         return guard
+
+    def _now(self) -> float:
+        return self.clock()  # read at each call: tests move time by replacing `clock`
 
     def states(self) -> dict[str, BreakerState]:
         """Every partner's breaker state, for a metrics collector."""

@@ -145,6 +145,7 @@ def build_geotab_auth(
     credentials: Mapping[str, Any],
     on_refresh: Callable[[], None] | None = None,
     on_refused: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> GeotabSession:
     """Raises InvalidPayload naming each bad member (pointers under /auth)."""
     problems = [
@@ -172,4 +173,5 @@ def build_geotab_auth(
         values["password"],
         on_refresh=on_refresh,
         on_refused=on_refused,
+        clock=clock,
     )

@@ -341,25 +341,27 @@ def build_auth(
     *,
     on_refresh: Callable[[], None] | None = None,
     on_refused: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PartnerAuth:
     """Compile a partner's decrypted `auth` document (SPEC §3.5) into a PartnerAuth.
     `on_refresh` counts tokens obtained; `on_refused` a token endpoint refusing the
-    credentials (OAuth2, Google service accounts, Geotab's Authenticate).
+    credentials (OAuth2, Google service accounts, Geotab's Authenticate); `clock` (monotonic
+    seconds) times a token's life and a token endpoint's wait.
 
     Raises InvalidPayload naming each bad field (pointers under /auth).
     """
     kind = credentials.get("type")
     if kind == "oauth2_client_credentials":
-        return _build_oauth2(credentials, on_refresh, on_refused)
+        return _build_oauth2(credentials, on_refresh, on_refused, clock)
     if kind == "google_service_account":
         # Imported here: that module builds on this one's token cache (a cycle at import time).
         from gateway.outbound.service_account import build_service_account_auth
 
-        return build_service_account_auth(credentials, on_refresh, on_refused)
+        return build_service_account_auth(credentials, on_refresh, on_refused, clock)
     if kind == "geotab":
         from gateway.outbound.geotab import build_geotab_auth  # same cycle as above
 
-        return build_geotab_auth(credentials, on_refresh, on_refused)
+        return build_geotab_auth(credentials, on_refresh, on_refused, clock)
     builder = _STATIC_BUILDERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
         known = ", ".join(
@@ -455,6 +457,7 @@ def _build_oauth2(
     credentials: Mapping[str, Any],
     on_refresh: Callable[[], None] | None,
     on_refused: Callable[[], None] | None,
+    clock: Callable[[], float],
 ) -> OAuth2ClientCredentials:
     f = _Fields(credentials)
     token_url, client_id = f.text("token_url"), f.text("client_id")
@@ -475,6 +478,7 @@ def _build_oauth2(
         client_secret,
         scope or None,
         client_auth="body" if client_auth == "body" else "basic",
+        clock=clock,
         on_refresh=on_refresh,
         on_refused=on_refused,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from aiohttp.abc import AbstractResolver
 
 # Standard Webhooks headers for a delivery body; re-exported as part of the sender's API.
 from gateway.auth.webhook_signature import signed_headers as signed_headers
+from gateway.errors import GatewayError, PartnerUnavailable, RateLimited
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
 from gateway.formats.charsets import utf8_json
@@ -36,7 +38,14 @@ from gateway.outbound.partner_auth import (
     TokenResponse,
 )
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
-from gateway.outbound.verdict import NOT_SENT, ErrorKind, Verdict, classify, parse_retry_after
+from gateway.outbound.verdict import (
+    HELD,
+    NOT_SENT,
+    ErrorKind,
+    Verdict,
+    classify,
+    parse_retry_after,
+)
 
 KIB = 1024
 # Response headers worth keeping in an attempt record (redirects are answers, see ssrf.py).
@@ -55,6 +64,32 @@ class OutboundRequest:
     # Headers computed from the exact bytes sent (Standard Webhooks), called once the body is
     # final: after the credentials set in it (a Geotab session), again for a renewed session.
     sign: Callable[[bytes], Mapping[str, str]] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A send our own guard refused before anything left, for a while: an open circuit, our
+    rate or concurrency limit, a token endpoint that asked us to wait (`verdict.HELD`). The
+    same request goes again in `seconds`, and was no attempt: no retry spent, no failure.
+
+    Every sender acts on it the same way: a delivery (an action's or a notification's) is
+    pending again at that time, an interactive call (a proxy call, a channel's test send)
+    answers `problem()`."""
+
+    error: ErrorKind
+    message: str  # what held it, e.g. "circuit open after repeated failures; probe in 30 s"
+    seconds: int  # whole seconds to wait, at least 1
+
+    def describe(self) -> str:
+        """The reason shown on the delivery and in a test send's answer."""
+        return f"not sent: {self.message}, retry in {self.seconds} s"
+
+    def problem(self, detail: str, **extra: Any) -> GatewayError:
+        """The RFC 9457 answer for a call that was held: 429 for our own rate or concurrency
+        limit, 503 (`partner-unavailable`) otherwise, with `Retry-After: seconds`."""
+        if self.error == "rate_limited":
+            return RateLimited(detail, retry_after=self.seconds, **extra)
+        return PartnerUnavailable(detail, retry_after=self.seconds, **extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +122,15 @@ class Outcome:
     @property
     def sent(self) -> bool:
         return self.error not in NOT_SENT
+
+    @property
+    def hold(self) -> Hold | None:
+        """The hold, when our own guard refused the request for a while (`Hold`); None when
+        it was sent, or `blocked` (never sendable: a permanent failure)."""
+        if self.error is None or self.error not in HELD:
+            return None
+        seconds = math.ceil(max(self.retry_in or 1.0, 1.0))
+        return Hold(self.error, self.message or self.error, seconds)
 
     def retry_after(self, now: datetime) -> float | None:
         said = parse_retry_after(self.headers.get("Retry-After"), now)

@@ -71,6 +71,7 @@ def build_service_account_auth(
     credentials: Mapping[str, Any],
     on_refresh: Callable[[], None] | None = None,
     on_refused: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> GoogleServiceAccountAuth:
     """Raises InvalidPayload naming each bad member (pointers under /auth)."""
     problems = [
@@ -87,4 +88,6 @@ def build_service_account_auth(
         problems += exc.problems
     if problems:
         raise InvalidPayload("invalid partner credentials", problems)
-    return GoogleServiceAccountAuth(account, scope, on_refresh=on_refresh, on_refused=on_refused)
+    return GoogleServiceAccountAuth(
+        account, scope, on_refresh=on_refresh, on_refused=on_refused, clock=clock
+    )

@@ -23,10 +23,12 @@ ErrorKind = Literal[
     "circuit_open",  # the partner's circuit breaker is open: never sent
 ]
 
-# Error kinds for which no request reached the partner.
-NOT_SENT: frozenset[ErrorKind] = frozenset(
-    {"blocked", "rate_limited", "circuit_open", "auth_waiting"}
-)
+# Error kinds of a request our own guard held back for a while (it names how long): nothing
+# went out, and the same request is to be made again then, without counting as an attempt.
+HELD: frozenset[ErrorKind] = frozenset({"rate_limited", "circuit_open", "auth_waiting"})
+# Error kinds for which no request reached the partner: the held ones, and `blocked`, which
+# never will (a permanent failure).
+NOT_SENT: frozenset[ErrorKind] = HELD | {"blocked"}
 
 
 class Verdict(enum.StrEnum):

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from gateway.actions.catalog import Catalog, Partner
+from gateway.actions.catalog import Catalog
 from gateway.clock import from_iso
 from gateway.entities import Origin
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
@@ -39,8 +39,7 @@ from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Outcome, Sender
-from gateway.outbound.verdict import request_result
+from gateway.outbound.sender import Sender
 from gateway.schedules.calls import (
     Page,
     PollFailure,
@@ -159,7 +158,8 @@ class Poll:
                 guard=self._c.guards.get(partner.id, partner.guard),
                 auth=partner.auth,
             )
-            self._observe(partner, outcome)
+            # A page is read from a 2xx only (calls.read_page): the status's own verdict.
+            self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, outcome.verdict)
             page = read_page(doc, outcome, self._clock(), partner.redactor(), self._cursor)
             if not await self._page(page, mapping, target, sink):
                 return
@@ -281,15 +281,6 @@ class Poll:
 
     def _origin(self) -> Origin:
         return Origin("schedule", str(self._doc["_id"]), {"cursor": self._cursor})
-
-    def _observe(self, partner: Partner, outcome: Outcome) -> None:
-        # A page is read from a 2xx only (calls.read_page): the status's own verdict.
-        result = request_result(outcome.status, outcome.error, outcome.verdict)
-        self._c.metrics.partner_requests.labels(partner.id, "schedule", result).inc()
-        if outcome.status is not None:
-            self._c.metrics.partner_latency.labels(partner.id, "schedule").observe(
-                outcome.latency_ms / 1000
-            )
 
 
 def goes_back(before: Any, after: Any) -> bool:

@@ -138,10 +138,12 @@ async def delete_channel(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Send a test message through a channel now (a template, or a built-in text)",
+    "Send a test message through a channel now (a template, or a built-in text); not sent "
+    "while the partner's guard holds sends back (503, 429 for its rate limit, Retry-After)",
     tag="channels",
     request=_TEST,
     response={"type": "object", "properties": {"result": {"enum": ["success", "retry", "fail"]}}},
+    errors=(429, 503),
 )
 async def test_channel(request: web.Request) -> web.Response:
     claims = await authenticate(request)
