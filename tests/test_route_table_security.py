@@ -20,7 +20,7 @@ from gateway.web.openapi import operation_of
 from gateway.web.state import services_key
 from tests.partner_double import create_action, create_partner, create_subscription, post
 from tests.support import SECRET_KEY, admin_token, auth
-from tests.triggers_support import create_trigger
+from tests.triggers_support import bearer, create_trigger
 
 Client = TestClient[Any, Any]
 RING = KeyRing.from_secret(SECRET_KEY)
@@ -155,7 +155,18 @@ async def _acme_resources(client: Client, partner_url: str) -> dict[str, str]:
     action = await create_action(client, partner["id"])
     sub = await create_subscription(client, action["id"], ("entity.created",))
     trigger = await create_trigger(client)
+    flow = (
+        "name: acme-flow\non:\n  events: [entity.created]\n  filter: {origin: {kind: [admin]}}\n"
+        "steps:\n  - id: v\n    set:\n"
+        "      entity: {type: vehicle, ref: entity.plate}\n"
+        "      fields: {attributes.x: entity.plate}\n"
+    )
+    uploaded = await client.post(
+        "/api/v1/flows", data=flow.encode(), headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    assert uploaded.status == 201, await uploaded.text()
     vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", {"name": "Ana Souza", "cpf": "52998224725"})
     mapping = (
         "name: acme-map\ndirection: inbound\nentity_type: vehicle\n"
         "key: [plate]\nfields: {plate: placa}\n"
@@ -197,15 +208,6 @@ async def _acme_resources(client: Client, partner_url: str) -> dict[str, str]:
             "locales": {"pt-BR": {"subject": "s", "text": "t"}},
         },
     )
-    flow = (
-        "name: acme-flow\non:\n  events: [fine.received]\nsteps:\n  - id: v\n    set:\n"
-        "      entity: {type: vehicle, ref: entity.plate}\n"
-        "      fields: {attributes.x: entity.plate}\n"
-    )
-    uploaded = await client.post(
-        "/api/v1/flows", data=flow.encode(), headers={**auth(), "Content-Type": "application/yaml"}
-    )
-    assert uploaded.status == 201, await uploaded.text()
     reader = await create_action(
         client, partner["id"], name="acme-read", method="GET", mode="proxy", read_only=True
     )
@@ -220,9 +222,25 @@ async def _acme_resources(client: Client, partner_url: str) -> dict[str, str]:
         },
     )
 
-    await client.app[services_key].relay.run_until_idle()
+    mapped = await create_trigger(client, name="acme-mapped", mapping="acme-map")
+    refused = await client.post(
+        f"/hooks/{mapped['id']}", json={"placa": "not a plate"}, headers=bearer(mapped)
+    )
+    assert refused.status == 422, await refused.text()  # kept as a rejected payload
+    for path, settings in (
+        ("/api/v1/fleet/settings", {"retention_days": 30}),
+        ("/api/v1/notification-settings", {"cooldown_seconds": 600}),
+    ):
+        changed = await client.put(path, json=settings, headers=auth())
+        assert changed.status == 200, (path, await changed.text())
+
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await services.flow_runner.run_until_idle()
     events = await (await client.get("/api/v1/events", headers=auth())).json()
     deliveries = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    rejected = await (await client.get("/api/v1/rejected", headers=auth())).json()
+    runs = await (await client.get("/api/v1/flows/acme-flow/runs", headers=auth())).json()
     return {
         "partners": partner["id"],
         "actions": action["id"],
@@ -233,7 +251,8 @@ async def _acme_resources(client: Client, partner_url: str) -> dict[str, str]:
         "kinds": kind["name"],
         "events": events["items"][0]["id"],
         "deliveries": deliveries["items"][0]["id"],
-        "rejected": "x",
+        "rejected": rejected["items"][0]["id"],
+        "flow-runs": runs["items"][0]["id"],
         "geofences": fence["id"],
         "maintenance-plans": plan["id"],
         "channels": channel["id"],
@@ -243,68 +262,133 @@ async def _acme_resources(client: Client, partner_url: str) -> dict[str, str]:
     }
 
 
+# Bodies the tenant itself is answered for (checked at the end of the walk), by method and
+# OpenAPI path: sent by another tenant they must find nothing, a 404, so that no refusal of
+# the body (a 400 or 422 before any lookup) hides whether the lookup is the tenant's own.
+# A route not listed is sent `{}`.
+_OWN_BODIES: dict[tuple[str, str], Any] = {
+    ("PATCH", "/api/v1/actions/{id}"): {"method": "PUT"},
+    ("POST", "/api/v1/actions/{id}/invoke"): {"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    ("PATCH", "/api/v1/channels/{ref}"): {"from": "frota@acme.com.br"},
+    ("POST", "/api/v1/channels/{ref}/test"): {"to": "ops@acme.com.br"},
+    ("POST", "/api/v1/entities/vehicle/{ref}/drivers"): {"driver": "52998224725"},
+    ("POST", "/api/v1/entities/vehicle/{ref}/services"): {"plan": "acme-plan", "km": 12.5},
+    ("PATCH", "/api/v1/entities/{type}/{ref}"): {"attributes": {"color": "blue"}},
+    ("POST", "/api/v1/flows/{name}/activate"): {"version": 1},
+    ("POST", "/api/v1/mappings/{name}/activate"): {"version": 1},
+    ("PATCH", "/api/v1/geofences/{ref}"): {"name": "acme-fence-2"},
+    ("PUT", "/api/v1/kinds/{name}"): {"schema": {"type": "object"}},
+    ("PATCH", "/api/v1/maintenance-plans/{ref}"): {"every_km": 20000},
+    ("PATCH", "/api/v1/partners/{id}"): {"name": "acme-partner-2"},
+    ("PATCH", "/api/v1/schedules/{id}"): {"every": "2h"},
+    ("PATCH", "/api/v1/subscriptions/{id}"): {"status": "disabled"},
+    ("PUT", "/api/v1/templates/{ref}"): {
+        "name": "acme-tpl",
+        "channel_type": "email",
+        "default_locale": "pt-BR",
+        "locales": {"pt-BR": {"subject": "s2", "text": "t2"}},
+    },
+    ("PATCH", "/api/v1/triggers/{id}"): {"name": "partner-2"},
+}
+# The tenant's settings: one document each, no id; another tenant reads its own.
+_SETTINGS = ("/api/v1/fleet/settings", "/api/v1/notification-settings")
+
+
+def _admin_operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            if {"admin": []} in op.get("security", []):
+                yield method.upper(), path, op
+
+
+def _named(path: str, ids: dict[str, str]) -> str:
+    family = path.split("/")[3]
+    assert family in ids, (
+        f"{path} names a resource of a family the walk has none of ({family!r}): "
+        "create one in _acme_resources so another tenant's access to it is tried"
+    )
+    return (
+        path.replace("{type}", "vehicle")
+        .replace("{id}", ids[family])
+        .replace("{ref}", ids[family])
+        .replace("{name}", ids[family])
+        .replace("{version}", "1")
+    )
+
+
+async def _state(client: Client, ids: dict[str, str]) -> dict[str, Any]:
+    """Everything of acme's the walk could reach, as acme reads it."""
+    paths = [f"/api/v1/{family}/{ref}" for family, ref in ids.items() if family != "entities"]
+    paths += [f"/api/v1/entities/vehicle/{ids['entities']}", *_SETTINGS]
+    paths += ["/api/v1/entities/vehicle/ABC1D23/drivers", "/api/v1/flows/acme-flow/pause"]
+    state = {}
+    for path in paths:
+        response = await client.get(path, headers=auth())
+        assert response.status == 200, (path, response.status)
+        state[path] = await response.json()
+    state["/api/v1/entities/vehicle/ABC1D23/drivers"].pop("at")  # the time it was asked
+    return state
+
+
 async def test_another_tenants_ids_are_404_on_every_route_that_names_one(
     client: Client,
 ) -> None:
-    from tests.partner_double import Partner  # noqa: F401  (the fixture's type)
-
+    """Walked from the OpenAPI document, so a route added later is tried too (and fails
+    the walk until a resource of its family is created below): every admin operation on a
+    path naming one of tenant acme's resources answers tenant globex 404, with the very
+    body acme's own request is accepted with, with or without `If-Match` (a 412 would say
+    the document exists), and never shows its data. Lists are empty; settings are its own."""
     ids = await _acme_resources(client, "http://127.0.0.1:9")
+    doc = await (await client.get("/openapi.json")).json()
+    before = await _state(client, ids)
+    etags = {path: (await client.get(path, headers=auth())).headers.get("ETag") for path in before}
     other = auth("globex")
-    checked = 0
-    for route in client.app.router.routes():
-        op = operation_of(route.handler)
-        if op is None or op.auth != "admin" or route.resource is None or route.method == "HEAD":
-            continue
-        template = route.resource.canonical
+    named: list[tuple[str, str, str, dict[str, Any]]] = []
+    for method, template, op in _admin_operations(doc):
         if "{" not in template.replace("{type}", ""):
-            if route.method == "GET":  # a list: another tenant's lists are empty
+            if method == "GET":  # a list: another tenant's lists are empty
                 listed = await client.get(template.replace("{type}", "vehicle"), headers=other)
                 body = await listed.json()
-                assert listed.status == 200 and body.get("items", []) == [], (template, body)
+                assert listed.status == 200, (template, body)
+                if template in _SETTINGS:
+                    assert body != before[template], template  # its own, not acme's
+                else:
+                    assert body.get("items") == [], (template, body)
             continue
-        family = template.split("/")[3]
-        path = (
-            template.replace("{type}", "vehicle")
-            .replace("{id}", ids.get(family, "x"))
-            .replace("{ref}", ids.get(family, ids["entities"]))
-            .replace("{name}", ids.get(family, "x"))
-            .replace("{version}", "1")
-        )
-        query = {name: "1" for name in op.required_query}  # e.g. a diff's from and to
-        if template.endswith("/diff"):
-            query |= {"from": "1", "to": "1"}
-        response = await client.request(route.method, path, json={}, params=query, headers=other)
-        text = await response.text()
-        # 404, or the body refused before any lookup (it is {} here): nothing seen or changed.
-        allowed = {404} if op.request is None else {400, 404, 422}
-        assert response.status in allowed, (route.method, path, response.status, text[:200])
-        # Never its data: neither the vehicle, the partner's URL, nor any id the path did not
-        # name (a 404 may echo the id it was asked for).
-        leaked = {
-            v for v in ("ABC1D23", "127.0.0.1:9", *ids.values()) if v != "x" and v not in path
+        named.append((method, template, _named(template, ids), op))
+    for method, template, path, op in named:
+        query = {
+            p["name"]: "1"
+            for p in op.get("parameters", [])
+            if p["in"] == "query" and p.get("required")
         }
-        assert not [v for v in leaked if v in text], (route.method, path, text[:200])
-        checked += 1
-    assert checked >= 25
-    # And nothing of acme's was changed or deleted by the walk.
-    for family in (
-        "partners",
-        "actions",
-        "subscriptions",
-        "triggers",
-        "mappings",
-        "kinds",
-        "geofences",
-        "maintenance-plans",
-        "channels",
-        "templates",
-        "flows",
-        "schedules",
-    ):
-        mine = await client.get(f"/api/v1/{family}/{ids[family]}", headers=auth())
-        assert mine.status == 200, family
-    vehicle = await client.get(f"/api/v1/entities/vehicle/{ids['entities']}", headers=auth())
-    assert (await vehicle.json())["plate"] == "ABC1D23"
+        body = _OWN_BODIES.get((method, template), {}) if "requestBody" in op else None
+        tags: list[str | None] = [None]
+        if method in ("PATCH", "PUT"):  # acme's own ETag, or any: still nothing there
+            tags += ["*", etags.get(path) or '"x"']
+        for if_match in tags:
+            headers = {**other, **({"If-Match": if_match} if if_match else {})}
+            response = await client.request(method, path, json=body, params=query, headers=headers)
+            text = await response.text()
+            assert response.status == 404, (method, path, if_match, response.status, text[:300])
+            assert response.content_type == "application/problem+json"
+            # Never its data: neither the vehicle, the partner's URL, nor any id the path did
+            # not name (a 404 may echo the id it was asked for).
+            leaked = {v for v in ("ABC1D23", "127.0.0.1:9", *ids.values()) if v not in path}
+            assert not [v for v in leaked if v in text], (method, path, text[:300])
+    assert len(named) >= 60
+    # Nothing of acme's was changed, deleted, replayed or run by the walk.
+    assert await _state(client, ids) == before
+    # And the bodies were ones a lookup is reached with: acme's own requests are served.
+    refused = []
+    for method, template, path, op in named:
+        if "requestBody" not in op or method == "DELETE":
+            continue
+        body = _OWN_BODIES.get((method, template), {})
+        response = await client.request(method, path, json=body, headers=auth())
+        if response.status in (400, 404, 405, 415, 422):
+            refused.append((method, template, response.status, (await response.text())[:400]))
+    assert refused == [], "\n".join(map(str, refused))
 
 
 async def test_every_admin_route_refuses_a_query_parameter_it_does_not_take(

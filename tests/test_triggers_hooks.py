@@ -139,6 +139,31 @@ async def test_a_mapped_value_overflowing_to_infinity_is_a_422_and_nothing_is_wr
     assert await entities(client) == []
 
 
+async def test_a_mapped_function_that_overflows_is_a_422_naming_its_field_not_a_500(
+    client: Client,
+) -> None:
+    """floor() of a reading past the largest float, a slice step of 0, `to_string()` of an
+    Infinity: JMESPath raises Python's own errors there, which went out as a 500."""
+    await upload_mapping(
+        client,
+        "name: odd\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields:\n  plate: plate\n  attributes.km: floor(to_number(km))\n"
+        "  attributes.last: 'readings[::0]'\n  attributes.text: to_string([to_number(km)])\n",
+    )
+    trigger = await create_trigger(client, mapping="odd")
+    status, problem = await hook(
+        client, trigger, {"plate": "ABC1D23", "km": "1e999", "readings": [1]}
+    )
+    assert status == 422 and problem["reason"] == "mapping", problem
+    found = {e["target"]: e["keyword"] for e in problem["errors"]}
+    assert found == {
+        "attributes.km": "expression",
+        "attributes.last": "expression",
+        "attributes.text": "cast",
+    }
+    assert await entities(client) == []
+
+
 async def test_osmand_query_string_with_token_in_query_finds_the_vehicle_by_tracker_id(
     client: Client,
 ) -> None:

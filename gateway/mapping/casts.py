@@ -76,9 +76,9 @@ def to_string(value: Any) -> str:
         return value  # type: ignore[no-any-return]
     if kind is bool:
         return "true" if value else "false"
-    if kind is int or kind is float:
+    if kind is int or (kind is float and math.isfinite(value)):
         return repr(value)
-    raise _cast_error(value, "string")
+    raise _cast_error(value, "string")  # Infinity or NaN too: a transform before overflowed
 
 
 _TRUE = frozenset({"true", "1", "yes", "on", "sim", "s", "y"})

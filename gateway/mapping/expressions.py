@@ -147,7 +147,14 @@ class _BoundedFunctions(jp_functions.Functions):
         if isinstance(arg, str):
             return arg
         charge_size(arg, MAX_STEPS)
-        text = json.dumps(arg, separators=(",", ":"), default=str)
+        if type(arg) is float and not isfinite(arg):
+            raise not_finite(arg)  # json.dumps writes Infinity and NaN, which JSON has not
+        try:
+            text = json.dumps(arg, separators=(",", ":"), default=str, allow_nan=False)
+        except ValueError:  # Infinity or NaN inside a list or an object
+            raise EvalError(
+                "cast", "to_string() of a value holding a number that is not finite"
+            ) from None
         if len(text) > MAX_STRING_LENGTH:
             raise _too_big("the string built by to_string()", MAX_STRING_LENGTH)
         return text
@@ -489,5 +496,10 @@ def _interpreted(tree: Any, expression: str) -> Getter:
             raise
         except RecursionError:
             raise _too_big("the work to evaluate this item", MAX_STEPS) from None
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            # A built-in function or slice JMESPath does not check: floor() of an Infinity
+            # (`floor(to_number('1e999'))`), a slice step of 0 (`a[::0]`), sum() of an
+            # integer past the largest float and a float.
+            raise EvalError("expression", _one_line(exc), expression) from None
 
     return get
