@@ -73,6 +73,37 @@ async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: C
     assert unsigned.status == 401
 
 
+async def test_motive_test_request_and_documented_location_through_a_signed_trigger(
+    client: Client,
+) -> None:
+    """KeepTruckin enables a webhook only once its test request {"action":"test"} is answered
+    200; then the documented vehicle_location_received payload is a fix on the track."""
+    await _vehicle(client, "ABC1D23", tracker_id="123")
+    await upload_shipped(client, "motive-vehicle-location")
+    trigger = await create_position_trigger(
+        client,
+        mapping="motive-vehicle-location",
+        params={"distance_unit": "km", "speed_unit": "km/h", "volume_unit": "l"},
+        auth={"mode": "hmac", "preset": "motive"},
+    )
+
+    def signed(body: bytes) -> dict[str, str]:
+        mac = hmac.new(trigger["secret"].encode(), body, hashlib.sha1).hexdigest()
+        return {"X-KT-Webhook-Signature": mac}
+
+    test = b'{"action":"test"}'
+    assert await _signed(client, trigger, test, signed(test)) == (200, {"ok": True})
+    assert (await vehicle_track(client))["items"] == []
+    documented = json.loads((PAYLOADS / "motive_vehicle_location_documented.json").read_text())
+    body = json.dumps({**documented, "action": "vehicle_location_received"}).encode()
+    status, answer = await _signed(client, trigger, body, signed(body))
+    assert status == 201, answer
+    assert answer["vehicle"]["plate"] == "ABC1D23" and answer["time"] == "2017-01-01T12:00:00Z"
+    [fix] = (await vehicle_track(client))["items"]
+    assert (fix["lat"], fix["lon"], fix["speed_kmh"]) == (34.123, -84.123, 123.5)
+    assert fix["odometer_km"] == 2343232.2
+
+
 async def test_traccar_device_named_otherwise_than_its_plate_is_found_by_its_unique_id(
     client: Client,
 ) -> None:

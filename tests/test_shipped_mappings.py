@@ -785,9 +785,36 @@ def test_motive_webhook_check_is_answered_without_a_write() -> None:
     mapping = load("motive-vehicle-location.yaml").bind(PARAMS["motive-vehicle-location.yaml"])
     assert mapping.probe(["vehicle_location_updated"]) == {"ok": True}
     assert mapping.probe(["vehicle_location_updated", "fault_code_opened"]) == {"ok": True}
+    # KeepTruckin's API reference: "The test request payload is always the same"
+    assert mapping.probe({"action": "test"}) == {"ok": True}
     body = sample(INBOUND["motive-vehicle-location.yaml"])
     assert mapping.probe(body) is None  # a location is mapped as usual
     assert mapping.probe([body]) is None
+
+
+def test_motive_documented_location_payload_for_either_location_action() -> None:
+    """The example payload of KeepTruckin's webhook reference, verbatim (source cited in
+    tests/data/partner_payloads/README.md); vehicle_location_received is "the same except the
+    action"."""
+    mapping = load("motive-vehicle-location.yaml").bind(PARAMS["motive-vehicle-location.yaml"])
+    documented = sample("motive_vehicle_location_documented.json")
+    expected = {
+        "tracker_id": 123,
+        "time": "2017-01-01T12:00:00Z",
+        "lat": 34.123,
+        "lon": -84.123,
+        "heading": 90.0,
+        "speed_kmh": 198.8,  # 123.5 mph
+        "odometer_km": 3771066.7,  # 2,343,232.23 mi
+        "attributes": {
+            "engine_hours": 123.6,
+            "fuel_used_l": 88666.6,  # 23,423.23 US gallons
+            "motive_location": "3.2 mi SE of San Francisco, CA",
+        },
+    }
+    for action in ("vehicle_location_updated", "vehicle_location_received"):
+        assert mapping.probe({**documented, "action": action}) is None
+        assert mapping.apply({**documented, "action": action}).document == expected
 
 
 def test_samsara_geofence_reads_the_vin_under_either_name_and_a_polygon_geofence() -> None:
@@ -906,3 +933,20 @@ def test_samsara_vehicle_stats_feed_emits_a_position_only_for_a_vehicle_with_gps
     point = {"time": "2026-11-20T13:45:32Z", "latitude": 0.0, "longitude": -46.6}
     located = mapping.apply({"id": "281474982859091", "gps": [point]})
     assert located.events == ("vehicle.position",)
+
+
+def test_mapping_test_shows_a_partners_test_call_as_the_probe_answer(tmp_path: Path) -> None:
+    from gateway.mapping.files import test_file
+
+    check = tmp_path / "motive_test_request.json"
+    check.write_text('{"action":"test"}')
+    result = test_file(
+        MAPPINGS / "motive-vehicle-location.yaml",
+        check,
+        params=PARAMS["motive-vehicle-location.yaml"],
+    )
+    assert result == {
+        "name": "motive-vehicle-location",
+        "direction": "inbound",
+        "probe": {"ok": True},
+    }
