@@ -326,6 +326,29 @@ async def test_a_late_traccar_event_moves_no_position_or_odometer_back(client: C
     assert vehicle["odometer_km"] == 98765.0
 
 
+async def test_traccar_ignition_maintenance_and_driver_events_reach_the_vehicle_and_its_events(
+    client: Client,
+) -> None:
+    await _vehicle(client, "ABC1D23")
+    traccar = await _trigger(client, "traccar-event")
+    for name in ("maintenance", "driver_changed", "ignition_off"):
+        await _send(
+            client,
+            traccar,
+            json.loads((PAYLOADS / f"traccar_event_forward_{name}.json").read_text()),
+        )
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["odometer_km"] == 100122.5
+    assert vehicle["attributes"]["engine_hours"] == 13.2
+    assert vehicle["attributes"]["ignition"] is False
+    assert vehicle["attributes"]["traccar_driver_unique_id"] == "01A2B3C4D5E6"
+    [reminder] = await _events(client, "vehicle.maintenance.reminder")
+    assert reminder["detail"]["maintenance"]["period_km"] == 10000.0
+    [identified] = await _events(client, "vehicle.driver.identified")
+    assert identified["detail"]["driver_unique_id"] == "01A2B3C4D5E6"
+    assert len(await _events(client, "vehicle.ignition.off")) == 1
+
+
 async def test_a_polled_page_read_again_moves_no_position_or_odometer_back(
     client: Client,
 ) -> None:

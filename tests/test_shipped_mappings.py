@@ -260,6 +260,8 @@ def test_traccar_event_geofence_enter_and_other_events() -> None:
     payload["event"]["type"] = "geofenceEnter"
     assert mapping.apply(payload).events == ("vehicle.geofence.entered",)
     payload["event"]["type"] = "ignitionOn"
+    assert mapping.apply(payload).events == ("vehicle.ignition.on",)
+    payload["event"]["type"] = "deviceMoving"  # a type no fleet rule reads: no event
     assert mapping.apply(payload).events == ()
 
 
@@ -950,3 +952,41 @@ def test_mapping_test_shows_a_partners_test_call_as_the_probe_answer(tmp_path: P
         "direction": "inbound",
         "probe": {"ok": True},
     }
+
+
+def traccar_event(name: str) -> dict[str, Any]:
+    mapping = load("traccar-event.yaml").bind({})
+    result = mapping.apply(sample(name))
+    return {"document": result.document, "events": list(result.events), "data": result.event_data}
+
+
+def test_traccar_ignition_maintenance_and_driver_events_with_the_devices_meters() -> None:
+    """The event types of Traccar's model a fleet acts on, each forwarded with its fix: the
+    device's engine hours (milliseconds) and ignition go to the vehicle with the odometer."""
+    off = traccar_event("traccar_event_forward_ignition_off.json")
+    assert off["events"] == ["vehicle.ignition.off"]
+    assert off["document"]["odometer_km"] == 100122.5
+    assert off["document"]["attributes"]["engine_hours"] == 13.2  # 47,520,000 ms
+    assert off["document"]["attributes"]["ignition"] is False  # false is a value, kept
+    due = traccar_event("traccar_event_forward_maintenance.json")
+    assert due["events"] == ["vehicle.maintenance.reminder"]
+    assert due["data"]["maintenance"] == {
+        "name": "Troca de oleo",
+        "counts": "odometer",
+        "start_km": 0.0,
+        "period_km": 10000.0,  # 10,000,000 m
+    }
+    hours = sample("traccar_event_forward_maintenance.json")
+    hours["maintenance"].update(type="hours", start=0.0, period=900_000_000.0)
+    data = load("traccar-event.yaml").bind({}).apply(hours).event_data
+    assert data["maintenance"] == {
+        "name": "Troca de oleo",
+        "counts": "hours",
+        "start_hours": 0.0,
+        "period_hours": 250.0,
+    }
+    driver = traccar_event("traccar_event_forward_driver_changed.json")
+    assert driver["events"] == ["vehicle.driver.identified"]
+    assert driver["data"]["driver_unique_id"] == "01A2B3C4D5E6"
+    assert driver["document"]["attributes"]["traccar_driver_unique_id"] == "01A2B3C4D5E6"
+    assert "current_driver" not in driver["document"]  # Traccar's id is not our driver's id
