@@ -298,6 +298,40 @@ async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client
     assert position["fix_time"] == "2026-11-20T13:45:35Z"  # the later of its two records
 
 
+async def test_geotab_meters_faults_exceptions_and_driver_changes_through_their_triggers(
+    client: Client,
+) -> None:
+    """Each Geotab feed a schedule reads (StatusData, FaultData, ExceptionEvent, DriverChange)
+    posted to a trigger with its shipped mapping: meters on the vehicle, the rest events."""
+    await _vehicle(client, "ABC1D23", tracker_id="b2A")
+    await _vehicle(client, "XYZ9A87", tracker_id="b6")
+    await _vehicle(client, "QWE4R56", tracker_id="b1A")
+    await _vehicle(client, "RTY7U89", tracker_id="b1")
+    pages = {
+        "geotab-statusdata": "geotab_getfeed_statusdata.json",
+        "geotab-faultdata": "geotab_getfeed_faultdata.json",
+        "geotab-exceptionevent": "geotab_getfeed_exceptionevent.json",
+        "geotab-driverchange": "geotab_getfeed_driverchange.json",
+    }
+    for mapping, page in pages.items():
+        trigger = await _trigger(client, mapping)
+        status, answer = await hook(client, trigger, json.loads((PAYLOADS / page).read_text()))
+        assert status == 200 and answer["summary"]["failed"] == 0, answer
+    meters = await _get(client, "ABC1D23")
+    assert meters["odometer_km"] == 99621.3 and meters["attributes"]["engine_hours"] == 4688.8
+    [opened] = await _events(client, "vehicle.fault.opened")
+    assert opened["detail"]["fault"]["code"] == "DiagnosticDeviceHasBeenUnpluggedId"
+    assert len(await _events(client, "vehicle.fault.closed")) == 1
+    [speeding] = await _events(client, "vehicle.speeding")
+    assert speeding["detail"]["speed_limit_kmh"] == 80
+    [alert] = await _events(client, "vehicle.alert")  # the invalidated one emits nothing
+    assert alert["detail"]["alert"]["condition"] == "RuleHarshCorneringId"
+    [identified] = await _events(client, "vehicle.driver.identified")
+    assert identified["detail"]["driver"] == {"geotab_id": "b3A"}
+    driver = await _get(client, "RTY7U89")
+    assert driver["attributes"]["geotab_driver_id"] == "UnknownDriverId"  # the newer change
+
+
 async def _trigger(client: Client, mapping: str) -> dict[str, Any]:
     await upload_shipped(client, mapping)
     return dict(await create_trigger(client, name=mapping, mapping=mapping))

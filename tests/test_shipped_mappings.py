@@ -34,6 +34,10 @@ INBOUND = {
     "motive-vehicle-location.yaml": "motive_vehicle_location_updated.json",
     "geotab-logrecord.yaml": "geotab_getfeed_logrecord.json",
     "geotab-positions.yaml": "geotab_getfeed_logrecord.json",
+    "geotab-statusdata.yaml": "geotab_getfeed_statusdata.json",
+    "geotab-faultdata.yaml": "geotab_getfeed_faultdata.json",
+    "geotab-exceptionevent.yaml": "geotab_getfeed_exceptionevent.json",
+    "geotab-driverchange.yaml": "geotab_getfeed_driverchange.json",
     "fleetio-meter-entry.yaml": "fleetio_meter_entry_created.json",
     "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
     "samsara-vehicle-stats-positions.yaml": "samsara_vehicle_stats_feed.json",
@@ -990,3 +994,51 @@ def test_traccar_ignition_maintenance_and_driver_events_with_the_devices_meters(
     assert driver["data"]["driver_unique_id"] == "01A2B3C4D5E6"
     assert driver["document"]["attributes"]["traccar_driver_unique_id"] == "01A2B3C4D5E6"
     assert "current_driver" not in driver["document"]  # Traccar's id is not our driver's id
+
+
+def test_geotab_statusdata_takes_the_meters_the_trigger_chose_in_either_reference_form() -> None:
+    """A StatusData page carries every diagnostic; only the odometer (metres) and engine hours
+    (seconds) are items, the diagnostic written as {"id": ...} or as its id alone."""
+    page = sample("geotab_getfeed_statusdata.json")
+    mapping = load("geotab-statusdata.yaml")
+    adjusted = mapping.bind({})
+    items = adjusted.items(page)
+    assert [item["id"] for item in items] == ["b21568D6", "b21568D7", "b21568D9", "b21568DA"]
+    documents = [adjusted.apply(item).document for item in items]
+    assert [d.get("odometer_km") for d in documents] == [None, 99621.3, None, None]
+    assert documents[2]["attributes"]["engine_hours"] == 4688.8  # 16,879,647.575 s
+    engine = mapping.bind({"odometer": "engine", "engine_hours": "engine"})
+    documents = [engine.apply(item).document for item in items]
+    assert [d.get("odometer_km") for d in documents] == [99620.7, None, None, None]
+    assert documents[3]["attributes"]["engine_hours"] == 4688.6
+    assert all(d["attributes"]["tracker_id"] == "b2A" for d in documents)
+    [reading] = mapping.bind({}).items({"result": [page["result"]["data"][1]]})  # Get's answer
+    assert reading["id"] == "b21568D7"
+
+
+def test_geotab_faults_exceptions_and_driver_changes_are_events_of_the_vehicle() -> None:
+    faults = mapped("geotab-faultdata.yaml")
+    assert [r["events"] for r in faults] == [("vehicle.fault.opened",), ("vehicle.fault.closed",)]
+    assert faults[0]["document"] == {"attributes": {"tracker_id": "b6"}}  # the fault is detail
+    assert faults[0]["event_data"]["fault"] == {
+        "code": "DiagnosticDeviceHasBeenUnpluggedId",
+        "state": "Active",
+        "controller": "ControllerGoDeviceId",
+        "failure_mode": "NoFailureModeId",
+        "count": 1,
+        "malfunction_lamp": False,
+        "amber_warning_lamp": False,
+        "red_stop_lamp": False,
+        "protect_warning_lamp": False,
+    }
+    exceptions = mapped("geotab-exceptionevent.yaml")
+    assert [r["events"] for r in exceptions] == [("vehicle.alert",), ("vehicle.speeding",), ()]
+    cornering, speeding, _invalidated = (r["event_data"] for r in exceptions)
+    assert cornering["duration_s"] == 0.3 and cornering["driver"] == {"geotab_id": "b3A"}
+    assert cornering["alert"]["condition"] == "RuleHarshCorneringId"
+    assert (speeding["speed_kmh"], speeding["speed_limit_kmh"]) == (97, 80)
+    assert speeding["duration_s"] == 75.5 and "driver" not in speeding  # UnknownDriverId
+    changes = mapped("geotab-driverchange.yaml")
+    assert [r["events"] for r in changes] == [("vehicle.driver.identified",), ()]
+    assert changes[0]["document"]["attributes"]["geotab_driver_id"] == "b3A"
+    assert changes[1]["document"]["attributes"]["geotab_driver_id"] == "UnknownDriverId"
