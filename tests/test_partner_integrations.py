@@ -219,6 +219,30 @@ async def test_samsara_alerts_become_geofence_speeding_and_alert_events_of_the_v
     assert status == 422 and problem["errors"][0]["target"] == "key"
 
 
+async def test_samsara_engine_fault_on_and_off_signed_become_fault_events_of_the_vehicle(
+    client: Client,
+) -> None:
+    secret = base64.b64encode(b"the key Samsara shows").decode()
+    await _vehicle(client, "ABC1D23", samsara_vehicle_id="494123")
+    await upload_shipped(client, "samsara-engine-fault")
+    trigger = await create_trigger(
+        client,
+        mapping="samsara-engine-fault",
+        auth={"mode": "hmac", "preset": "samsara", "secret": secret},
+    )
+    body = (PAYLOADS / "samsara_engine_fault_on.json").read_bytes()
+    status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 200 and "vehicle.fault.opened" in answer["events"], answer
+    off = json.dumps({**json.loads(body), "eventType": "EngineFaultOff"}).encode()
+    status, answer = await _signed(client, trigger, off, _samsara_signed(secret, off))
+    assert status == 200 and answer["events"] == ["vehicle.fault.closed"], answer
+    [opened] = await _events(client, "vehicle.fault.opened")
+    assert opened["detail"]["fault"]["code"] == "Short Code"
+    assert opened["data"]["plate"] == "ABC1D23"
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["vin"] == "1GBJ6P1B2HV112765" and "fault" not in vehicle["attributes"]
+
+
 async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:
     await _vehicle(client, "ABC1D23", samsara_vehicle_id="281474982859091")
     await _vehicle(client, "XYZ9A87", samsara_vehicle_id=281474982859092)

@@ -27,6 +27,7 @@ INBOUND = {
     "traccar-client.yaml": "traccar_client_json.json",
     "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
     "samsara-alert.yaml": "samsara_v1_alert_geofence.json",
+    "samsara-engine-fault.yaml": "samsara_engine_fault_on.json",
     "flespi.yaml": "flespi_stream.json",
     "fine-feed.yaml": "fine_feed.json",
     "fine-payment.yaml": "fine_payment.json",
@@ -1042,3 +1043,24 @@ def test_geotab_faults_exceptions_and_driver_changes_are_events_of_the_vehicle()
     assert [r["events"] for r in changes] == [("vehicle.driver.identified",), ()]
     assert changes[0]["document"]["attributes"]["geotab_driver_id"] == "b3A"
     assert changes[1]["document"]["attributes"]["geotab_driver_id"] == "UnknownDriverId"
+
+
+def test_samsara_engine_fault_documented_example_and_a_heavy_vehicles_j1939_fault() -> None:
+    """Samsara's documented EngineFaultOn example, verbatim (developers.samsara.com/docs/
+    enginefaulton); EngineFaultOff has the same shape."""
+    mapping = load("samsara-engine-fault.yaml").bind({})
+    documented = sample("samsara_engine_fault_on.json")
+    result = mapping.apply(documented)
+    assert result.events == ("vehicle.fault.opened",)
+    # "6SAM123" is no Brazilian plate: the vehicle is the one with Samsara's id
+    assert result.key == {"attributes.samsara_vehicle_id": "494123"}
+    assert result.event_data["fault"]["code"] == "Short Code"
+    assert result.event_data["fault"]["samsara"] == documented["data"]["fault"]
+    assert mapping.apply({**documented, "eventType": "EngineFaultOff"}).events == (
+        "vehicle.fault.closed",
+    )
+    heavy = json.loads(json.dumps(documented))
+    del heavy["data"]["fault"]["passenger"], heavy["data"]["fault"]["oem"]
+    fault = mapping.apply(heavy).event_data["fault"]
+    assert (fault["code"], fault["description"]) == ("SPN 1 FMI 1", "Description")
+    assert mapping.probe({"eventType": "Ping", "event": {"text": "Ping"}}) == {"ok": True}
