@@ -1008,7 +1008,12 @@ def test_geotab_statusdata_takes_the_meters_the_trigger_chose_in_either_referenc
     documents = [adjusted.apply(item).document for item in items]
     assert [d.get("odometer_km") for d in documents] == [None, 99621.3, None, None]
     assert documents[2]["attributes"]["engine_hours"] == 4688.8  # 16,879,647.575 s
-    engine = mapping.bind({"odometer": "engine", "engine_hours": "engine"})
+    engine = mapping.bind(
+        {
+            "odometer_diagnostic": "DiagnosticOdometerId",
+            "engine_hours_diagnostic": "DiagnosticEngineHoursId",
+        }
+    )
     documents = [engine.apply(item).document for item in items]
     assert [d.get("odometer_km") for d in documents] == [99620.7, None, None, None]
     assert documents[3]["attributes"]["engine_hours"] == 4688.6
