@@ -199,7 +199,9 @@ fields:
   attributes.engine_hours:
     from: data
     when: {from: diagnostic, in: [{param: hours}, DiagnosticEngineHoursTotalId]}
-  attributes.other: {from: data, when: {from: diagnostic, not_in: [{param: odometer}, {param: hours}]}}
+  attributes.other:
+    from: data
+    when: {from: diagnostic, not_in: [{param: odometer}, {param: hours}]}
 """
 
 
