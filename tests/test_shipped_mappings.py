@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -1069,3 +1070,11 @@ def test_samsara_engine_fault_documented_example_and_a_heavy_vehicles_j1939_faul
     fault = mapping.apply(heavy).event_data["fault"]
     assert (fault["code"], fault["description"]) == ("SPN 1 FMI 1", "Description")
     assert mapping.probe({"eventType": "Ping", "event": {"text": "Ping"}}) == {"ok": True}
+
+
+def test_the_partners_page_lists_every_shipped_mapping() -> None:
+    page = (ROOT / "docs" / "partners.md").read_text()
+    index = page[page.index("## Shipped mappings") :]
+    index = index[: index.index("\n## ")]
+    listed = set(re.findall(r"`([a-z0-9-]+)`", index))
+    assert {path.stem for path in MAPPINGS.glob("*.yaml")} <= listed
