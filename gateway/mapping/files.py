@@ -79,9 +79,9 @@ def test_file(
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
 
     Inbound: `{"target", "results": [{"document", "key", "events", "event_data",
-    "only_forward"?, "also"?}, ...]}`, one per item, or `{"probe": answer}` for a partner's
-    test call that the mapping's `probe` recognises (a position mapping's documents are
-    canonical fixes, checked as the append would).
+    "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's documents are
+    canonical fixes, checked as the append would); a partner's test call that the mapping's
+    `probe` recognises: `{"probe": answer}`, as the trigger answers it.
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
