@@ -243,6 +243,26 @@ async def test_samsara_engine_fault_on_and_off_signed_become_fault_events_of_the
     assert vehicle["vin"] == "1GBJ6P1B2HV112765" and "fault" not in vehicle["attributes"]
 
 
+async def test_samsara_speeding_of_either_documented_shape_is_a_speeding_event(
+    client: Client,
+) -> None:
+    secret = base64.b64encode(b"the key Samsara shows").decode()
+    await _vehicle(client, "ABC1D23", samsara_vehicle_id="494123")
+    await upload_shipped(client, "samsara-speeding")
+    trigger = await create_trigger(
+        client,
+        mapping="samsara-speeding",
+        auth={"mode": "hmac", "preset": "samsara", "secret": secret},
+    )
+    for name in ("samsara_speeding_event_started.json", "samsara_severe_speeding_started.json"):
+        body = (PAYLOADS / name).read_bytes()
+        status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+        assert status == 200 and "vehicle.speeding" in answer["events"], answer
+    events = await _events(client, "vehicle.speeding")
+    assert [e["detail"]["severity"] for e in events] == ["Severe", "Severe"]
+    assert {e["data"]["plate"] for e in events} == {"ABC1D23"}
+
+
 async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:
     await _vehicle(client, "ABC1D23", samsara_vehicle_id="281474982859091")
     await _vehicle(client, "XYZ9A87", samsara_vehicle_id=281474982859092)

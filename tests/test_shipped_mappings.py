@@ -29,6 +29,7 @@ INBOUND = {
     "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
     "samsara-alert.yaml": "samsara_v1_alert_geofence.json",
     "samsara-engine-fault.yaml": "samsara_engine_fault_on.json",
+    "samsara-speeding.yaml": "samsara_speeding_event_started.json",
     "flespi.yaml": "flespi_stream.json",
     "fine-feed.yaml": "fine_feed.json",
     "fine-payment.yaml": "fine_payment.json",
@@ -1078,3 +1079,23 @@ def test_the_partners_page_lists_every_shipped_mapping() -> None:
     index = index[: index.index("\n## ")]
     listed = set(re.findall(r"`([a-z0-9-]+)`", index))
     assert {path.stem for path in MAPPINGS.glob("*.yaml")} <= listed
+
+
+def test_samsara_speeding_reads_the_vehicle_where_each_documented_example_puts_it() -> None:
+    """Samsara documents SpeedingEventStarted with data.vehicle and SevereSpeedingStarted with
+    data.data.vehicle (both examples verbatim): the same vehicle and event either way."""
+    mapping = load("samsara-speeding.yaml").bind({})
+    any_severity = mapping.apply(sample("samsara_speeding_event_started.json"))
+    severe = mapping.apply(sample("samsara_severe_speeding_started.json"))
+    for result in (any_severity, severe):
+        assert result.events == ("vehicle.speeding",)
+        assert result.key == {"attributes.samsara_vehicle_id": "494123"}
+        assert result.document["vin"] == "1GBJ6P1B2HV112765"
+        assert result.event_data["severity"] == "Severe"
+        assert result.event_data["occurred_at"] == "2019-06-13T19:08:25Z"
+    light = sample("samsara_speeding_event_started.json")
+    light["data"]["severityLevel"] = "Light"
+    light["eventType"] = "SpeedingEventEnded"
+    ended = mapping.apply(light)
+    assert ended.events == ("vehicle.speeding.ended",)
+    assert ended.event_data["severity"] == "Light"
