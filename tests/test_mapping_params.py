@@ -183,3 +183,64 @@ def test_map_values_are_data_not_param_references() -> None:
 def test_outbound_mappings_take_no_params() -> None:
     text = "name: o\ndirection: outbound\nparams: {a: {}}\nbody:\n  x: {param: a}\n"
     assert ("/params", "unknown") in problems_of(text)
+
+
+DIAGNOSTIC = """
+name: meter-by-diagnostic
+direction: inbound
+entity_type: vehicle
+key: [attributes.tracker_id]
+params:
+  odometer: {default: DiagnosticOdometerAdjustmentId}
+  hours: {enum: [DiagnosticEngineHoursId, DiagnosticEngineHoursAdjustmentId]}
+fields:
+  attributes.tracker_id: device
+  odometer_km: {from: data, when: {from: diagnostic, equals: {param: odometer}}}
+  attributes.engine_hours:
+    from: data
+    when: {from: diagnostic, in: [{param: hours}, DiagnosticEngineHoursTotalId]}
+  attributes.other:
+    from: data
+    when: {from: diagnostic, not_in: [{param: odometer}, {param: hours}]}
+"""
+
+
+def reading(diagnostic: str) -> dict[str, Any]:
+    return {"device": "b2A", "diagnostic": diagnostic, "data": 7}
+
+
+def test_a_payload_value_is_compared_with_the_param_each_trigger_sets() -> None:
+    mapping = load(DIAGNOSTIC).bind({"hours": "DiagnosticEngineHoursId"})
+    odometer = mapping.apply(reading("DiagnosticOdometerAdjustmentId")).document
+    assert odometer == {"attributes": {"tracker_id": "b2A"}, "odometer_km": 7}
+    hours = mapping.apply(reading("DiagnosticEngineHoursId")).document
+    assert hours["attributes"] == {"tracker_id": "b2A", "engine_hours": 7}
+    literal = mapping.apply(reading("DiagnosticEngineHoursTotalId")).document  # in's literal
+    assert literal["attributes"]["engine_hours"] == 7
+    other = mapping.apply(reading("DiagnosticFuelLevelId")).document
+    assert other["attributes"] == {"tracker_id": "b2A", "other": 7}
+    engine = load(DIAGNOSTIC).bind(
+        {"odometer": "DiagnosticOdometerId", "hours": "DiagnosticEngineHoursId"}
+    )
+    assert "odometer_km" not in engine.apply(reading("DiagnosticOdometerAdjustmentId")).document
+    assert engine.apply(reading("DiagnosticOdometerId")).document["odometer_km"] == 7
+
+
+def test_a_compared_param_must_be_declared_and_set() -> None:
+    undeclared = DIAGNOSTIC.replace("equals: {param: odometer}", "equals: {param: odometr}")
+    assert problems_of(undeclared) == {("/fields/odometer_km/when/equals/param", "param")}
+    in_list = DIAGNOSTIC.replace("in: [{param: hours}", "in: [{param: hour}")
+    assert problems_of(in_list) == {("/fields/attributes.engine_hours/when/in/0/param", "param")}
+    unset = load(DIAGNOSTIC).bind({})  # hours has no default: the fields reading it fail
+    with pytest.raises(InvalidPayload) as caught:
+        unset.apply(reading("DiagnosticEngineHoursId"))
+    assert {p.keyword for p in caught.value.problems} == {"param"}
+    # an object that is not {param: name} is a value as written, compared as JSON
+    literal = DIAGNOSTIC.replace("equals: {param: odometer}", "equals: {id: odometer}")
+    document = (
+        load(literal)
+        .bind({"hours": "DiagnosticEngineHoursId"})
+        .apply({"device": "b2A", "diagnostic": {"id": "odometer"}, "data": 7})
+        .document
+    )
+    assert document["odometer_km"] == 7

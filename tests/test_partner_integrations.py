@@ -73,6 +73,37 @@ async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: C
     assert unsigned.status == 401
 
 
+async def test_motive_test_request_and_documented_location_through_a_signed_trigger(
+    client: Client,
+) -> None:
+    """KeepTruckin enables a webhook only once its test request {"action":"test"} is answered
+    200; then the documented vehicle_location_received payload is a fix on the track."""
+    await _vehicle(client, "ABC1D23", tracker_id="123")
+    await upload_shipped(client, "motive-vehicle-location")
+    trigger = await create_position_trigger(
+        client,
+        mapping="motive-vehicle-location",
+        params={"distance_unit": "km", "speed_unit": "km/h", "volume_unit": "l"},
+        auth={"mode": "hmac", "preset": "motive"},
+    )
+
+    def signed(body: bytes) -> dict[str, str]:
+        mac = hmac.new(trigger["secret"].encode(), body, hashlib.sha1).hexdigest()
+        return {"X-KT-Webhook-Signature": mac}
+
+    test = b'{"action":"test"}'
+    assert await _signed(client, trigger, test, signed(test)) == (200, {"ok": True})
+    assert (await vehicle_track(client))["items"] == []
+    documented = json.loads((PAYLOADS / "motive_vehicle_location_documented.json").read_text())
+    body = json.dumps({**documented, "action": "vehicle_location_received"}).encode()
+    status, answer = await _signed(client, trigger, body, signed(body))
+    assert status == 201, answer
+    assert answer["vehicle"]["plate"] == "ABC1D23" and answer["time"] == "2017-01-01T12:00:00Z"
+    [fix] = (await vehicle_track(client))["items"]
+    assert (fix["lat"], fix["lon"], fix["speed_kmh"]) == (34.123, -84.123, 123.5)
+    assert fix["odometer_km"] == 2343232.2
+
+
 async def test_traccar_device_named_otherwise_than_its_plate_is_found_by_its_unique_id(
     client: Client,
 ) -> None:
@@ -188,6 +219,50 @@ async def test_samsara_alerts_become_geofence_speeding_and_alert_events_of_the_v
     assert status == 422 and problem["errors"][0]["target"] == "key"
 
 
+async def test_samsara_engine_fault_on_and_off_signed_become_fault_events_of_the_vehicle(
+    client: Client,
+) -> None:
+    secret = base64.b64encode(b"the key Samsara shows").decode()
+    await _vehicle(client, "ABC1D23", samsara_vehicle_id="494123")
+    await upload_shipped(client, "samsara-engine-fault")
+    trigger = await create_trigger(
+        client,
+        mapping="samsara-engine-fault",
+        auth={"mode": "hmac", "preset": "samsara", "secret": secret},
+    )
+    body = (PAYLOADS / "samsara_engine_fault_on.json").read_bytes()
+    status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+    assert status == 200 and "vehicle.fault.opened" in answer["events"], answer
+    off = json.dumps({**json.loads(body), "eventType": "EngineFaultOff"}).encode()
+    status, answer = await _signed(client, trigger, off, _samsara_signed(secret, off))
+    assert status == 200 and answer["events"] == ["vehicle.fault.closed"], answer
+    [opened] = await _events(client, "vehicle.fault.opened")
+    assert opened["detail"]["fault"]["code"] == "Short Code"
+    assert opened["data"]["plate"] == "ABC1D23"
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["vin"] == "1GBJ6P1B2HV112765" and "fault" not in vehicle["attributes"]
+
+
+async def test_samsara_speeding_of_either_documented_shape_is_a_speeding_event(
+    client: Client,
+) -> None:
+    secret = base64.b64encode(b"the key Samsara shows").decode()
+    await _vehicle(client, "ABC1D23", samsara_vehicle_id="494123")
+    await upload_shipped(client, "samsara-speeding")
+    trigger = await create_trigger(
+        client,
+        mapping="samsara-speeding",
+        auth={"mode": "hmac", "preset": "samsara", "secret": secret},
+    )
+    for name in ("samsara_speeding_event_started.json", "samsara_severe_speeding_started.json"):
+        body = (PAYLOADS / name).read_bytes()
+        status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
+        assert status == 200 and "vehicle.speeding" in answer["events"], answer
+    events = await _events(client, "vehicle.speeding")
+    assert [e["detail"]["severity"] for e in events] == ["Severe", "Severe"]
+    assert {e["data"]["plate"] for e in events} == {"ABC1D23"}
+
+
 async def test_samsara_feed_page_updates_each_vehicle(client: Client) -> None:
     await _vehicle(client, "ABC1D23", samsara_vehicle_id="281474982859091")
     await _vehicle(client, "XYZ9A87", samsara_vehicle_id=281474982859092)
@@ -267,6 +342,40 @@ async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client
     assert position["fix_time"] == "2026-11-20T13:45:35Z"  # the later of its two records
 
 
+async def test_geotab_meters_faults_exceptions_and_driver_changes_through_their_triggers(
+    client: Client,
+) -> None:
+    """Each Geotab feed a schedule reads (StatusData, FaultData, ExceptionEvent, DriverChange)
+    posted to a trigger with its shipped mapping: meters on the vehicle, the rest events."""
+    await _vehicle(client, "ABC1D23", tracker_id="b2A")
+    await _vehicle(client, "XYZ9A87", tracker_id="b6")
+    await _vehicle(client, "QWE4R56", tracker_id="b1A")
+    await _vehicle(client, "RTY7U89", tracker_id="b1")
+    pages = {
+        "geotab-statusdata": "geotab_getfeed_statusdata.json",
+        "geotab-faultdata": "geotab_getfeed_faultdata.json",
+        "geotab-exceptionevent": "geotab_getfeed_exceptionevent.json",
+        "geotab-driverchange": "geotab_getfeed_driverchange.json",
+    }
+    for mapping, page in pages.items():
+        trigger = await _trigger(client, mapping)
+        status, answer = await hook(client, trigger, json.loads((PAYLOADS / page).read_text()))
+        assert status == 200 and answer["summary"]["failed"] == 0, answer
+    meters = await _get(client, "ABC1D23")
+    assert meters["odometer_km"] == 99621.3 and meters["attributes"]["engine_hours"] == 4688.8
+    [opened] = await _events(client, "vehicle.fault.opened")
+    assert opened["detail"]["fault"]["code"] == "DiagnosticDeviceHasBeenUnpluggedId"
+    assert len(await _events(client, "vehicle.fault.closed")) == 1
+    [speeding] = await _events(client, "vehicle.speeding")
+    assert speeding["detail"]["speed_limit_kmh"] == 80
+    [alert] = await _events(client, "vehicle.alert")  # the invalidated one emits nothing
+    assert alert["detail"]["alert"]["condition"] == "RuleHarshCorneringId"
+    [identified] = await _events(client, "vehicle.driver.identified")
+    assert identified["detail"]["driver"] == {"geotab_id": "b3A"}
+    driver = await _get(client, "RTY7U89")
+    assert driver["attributes"]["geotab_driver_id"] == "UnknownDriverId"  # the newer change
+
+
 async def _trigger(client: Client, mapping: str) -> dict[str, Any]:
     await upload_shipped(client, mapping)
     return dict(await create_trigger(client, name=mapping, mapping=mapping))
@@ -293,6 +402,29 @@ async def test_a_late_traccar_event_moves_no_position_or_odometer_back(client: C
     assert vehicle["last_position"]["fix_time"] == "2026-11-20T13:45:12Z"
     assert vehicle["last_position"]["latitude"] == newer["position"]["latitude"]
     assert vehicle["odometer_km"] == 98765.0
+
+
+async def test_traccar_ignition_maintenance_and_driver_events_reach_the_vehicle_and_its_events(
+    client: Client,
+) -> None:
+    await _vehicle(client, "ABC1D23")
+    traccar = await _trigger(client, "traccar-event")
+    for name in ("maintenance", "driver_changed", "ignition_off"):
+        await _send(
+            client,
+            traccar,
+            json.loads((PAYLOADS / f"traccar_event_forward_{name}.json").read_text()),
+        )
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["odometer_km"] == 100122.5
+    assert vehicle["attributes"]["engine_hours"] == 13.2
+    assert vehicle["attributes"]["ignition"] is False
+    assert vehicle["attributes"]["traccar_driver_unique_id"] == "01A2B3C4D5E6"
+    [reminder] = await _events(client, "vehicle.maintenance.reminder")
+    assert reminder["detail"]["maintenance"]["period_km"] == 10000.0
+    [identified] = await _events(client, "vehicle.driver.identified")
+    assert identified["detail"]["driver_unique_id"] == "01A2B3C4D5E6"
+    assert len(await _events(client, "vehicle.ignition.off")) == 1
 
 
 async def test_a_polled_page_read_again_moves_no_position_or_odometer_back(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ INBOUND = {
     "traccar-client.yaml": "traccar_client_json.json",
     "samsara-geofence.yaml": "samsara_v2_geofence_exit.json",
     "samsara-alert.yaml": "samsara_v1_alert_geofence.json",
+    "samsara-engine-fault.yaml": "samsara_engine_fault_on.json",
+    "samsara-speeding.yaml": "samsara_speeding_event_started.json",
     "flespi.yaml": "flespi_stream.json",
     "fine-feed.yaml": "fine_feed.json",
     "fine-payment.yaml": "fine_payment.json",
@@ -34,6 +37,10 @@ INBOUND = {
     "motive-vehicle-location.yaml": "motive_vehicle_location_updated.json",
     "geotab-logrecord.yaml": "geotab_getfeed_logrecord.json",
     "geotab-positions.yaml": "geotab_getfeed_logrecord.json",
+    "geotab-statusdata.yaml": "geotab_getfeed_statusdata.json",
+    "geotab-faultdata.yaml": "geotab_getfeed_faultdata.json",
+    "geotab-exceptionevent.yaml": "geotab_getfeed_exceptionevent.json",
+    "geotab-driverchange.yaml": "geotab_getfeed_driverchange.json",
     "fleetio-meter-entry.yaml": "fleetio_meter_entry_created.json",
     "samsara-vehicle-stats-feed.yaml": "samsara_vehicle_stats_feed.json",
     "samsara-vehicle-stats-positions.yaml": "samsara_vehicle_stats_feed.json",
@@ -260,6 +267,8 @@ def test_traccar_event_geofence_enter_and_other_events() -> None:
     payload["event"]["type"] = "geofenceEnter"
     assert mapping.apply(payload).events == ("vehicle.geofence.entered",)
     payload["event"]["type"] = "ignitionOn"
+    assert mapping.apply(payload).events == ("vehicle.ignition.on",)
+    payload["event"]["type"] = "deviceMoving"  # a type no fleet rule reads: no event
     assert mapping.apply(payload).events == ()
 
 
@@ -785,9 +794,36 @@ def test_motive_webhook_check_is_answered_without_a_write() -> None:
     mapping = load("motive-vehicle-location.yaml").bind(PARAMS["motive-vehicle-location.yaml"])
     assert mapping.probe(["vehicle_location_updated"]) == {"ok": True}
     assert mapping.probe(["vehicle_location_updated", "fault_code_opened"]) == {"ok": True}
+    # KeepTruckin's API reference: "The test request payload is always the same"
+    assert mapping.probe({"action": "test"}) == {"ok": True}
     body = sample(INBOUND["motive-vehicle-location.yaml"])
     assert mapping.probe(body) is None  # a location is mapped as usual
     assert mapping.probe([body]) is None
+
+
+def test_motive_documented_location_payload_for_either_location_action() -> None:
+    """The example payload of KeepTruckin's webhook reference, verbatim (source cited in
+    tests/data/partner_payloads/README.md); vehicle_location_received is "the same except the
+    action"."""
+    mapping = load("motive-vehicle-location.yaml").bind(PARAMS["motive-vehicle-location.yaml"])
+    documented = sample("motive_vehicle_location_documented.json")
+    expected = {
+        "tracker_id": 123,
+        "time": "2017-01-01T12:00:00Z",
+        "lat": 34.123,
+        "lon": -84.123,
+        "heading": 90.0,
+        "speed_kmh": 198.8,  # 123.5 mph
+        "odometer_km": 3771066.7,  # 2,343,232.23 mi
+        "attributes": {
+            "engine_hours": 123.6,
+            "fuel_used_l": 88666.6,  # 23,423.23 US gallons
+            "motive_location": "3.2 mi SE of San Francisco, CA",
+        },
+    }
+    for action in ("vehicle_location_updated", "vehicle_location_received"):
+        assert mapping.probe({**documented, "action": action}) is None
+        assert mapping.apply({**documented, "action": action}).document == expected
 
 
 def test_samsara_geofence_reads_the_vin_under_either_name_and_a_polygon_geofence() -> None:
@@ -906,3 +942,160 @@ def test_samsara_vehicle_stats_feed_emits_a_position_only_for_a_vehicle_with_gps
     point = {"time": "2026-11-20T13:45:32Z", "latitude": 0.0, "longitude": -46.6}
     located = mapping.apply({"id": "281474982859091", "gps": [point]})
     assert located.events == ("vehicle.position",)
+
+
+def test_mapping_test_shows_a_partners_test_call_as_the_probe_answer(tmp_path: Path) -> None:
+    from gateway.mapping.files import test_file
+
+    check = tmp_path / "motive_test_request.json"
+    check.write_text('{"action":"test"}')
+    result = test_file(
+        MAPPINGS / "motive-vehicle-location.yaml",
+        check,
+        params=PARAMS["motive-vehicle-location.yaml"],
+    )
+    assert result == {
+        "name": "motive-vehicle-location",
+        "direction": "inbound",
+        "probe": {"ok": True},
+    }
+
+
+def traccar_event(name: str) -> dict[str, Any]:
+    mapping = load("traccar-event.yaml").bind({})
+    result = mapping.apply(sample(name))
+    return {"document": result.document, "events": list(result.events), "data": result.event_data}
+
+
+def test_traccar_ignition_maintenance_and_driver_events_with_the_devices_meters() -> None:
+    """The event types of Traccar's model a fleet acts on, each forwarded with its fix: the
+    device's engine hours (milliseconds) and ignition go to the vehicle with the odometer."""
+    off = traccar_event("traccar_event_forward_ignition_off.json")
+    assert off["events"] == ["vehicle.ignition.off"]
+    assert off["document"]["odometer_km"] == 100122.5
+    assert off["document"]["attributes"]["engine_hours"] == 13.2  # 47,520,000 ms
+    assert off["document"]["attributes"]["ignition"] is False  # false is a value, kept
+    due = traccar_event("traccar_event_forward_maintenance.json")
+    assert due["events"] == ["vehicle.maintenance.reminder"]
+    assert due["data"]["maintenance"] == {
+        "name": "Troca de oleo",
+        "counts": "odometer",
+        "start_km": 0.0,
+        "period_km": 10000.0,  # 10,000,000 m
+    }
+    hours = sample("traccar_event_forward_maintenance.json")
+    hours["maintenance"].update(type="hours", start=0.0, period=900_000_000.0)
+    data = load("traccar-event.yaml").bind({}).apply(hours).event_data
+    assert data["maintenance"] == {
+        "name": "Troca de oleo",
+        "counts": "hours",
+        "start_hours": 0.0,
+        "period_hours": 250.0,
+    }
+    driver = traccar_event("traccar_event_forward_driver_changed.json")
+    assert driver["events"] == ["vehicle.driver.identified"]
+    assert driver["data"]["driver_unique_id"] == "01A2B3C4D5E6"
+    assert driver["document"]["attributes"]["traccar_driver_unique_id"] == "01A2B3C4D5E6"
+    assert "current_driver" not in driver["document"]  # Traccar's id is not our driver's id
+
+
+def test_geotab_statusdata_takes_the_meters_the_trigger_chose_in_either_reference_form() -> None:
+    """A StatusData page carries every diagnostic; only the odometer (metres) and engine hours
+    (seconds) are items, the diagnostic written as {"id": ...} or as its id alone."""
+    page = sample("geotab_getfeed_statusdata.json")
+    mapping = load("geotab-statusdata.yaml")
+    adjusted = mapping.bind({})
+    items = adjusted.items(page)
+    assert [item["id"] for item in items] == ["b21568D6", "b21568D7", "b21568D9", "b21568DA"]
+    documents = [adjusted.apply(item).document for item in items]
+    assert [d.get("odometer_km") for d in documents] == [None, 99621.3, None, None]
+    assert documents[2]["attributes"]["engine_hours"] == 4688.8  # 16,879,647.575 s
+    engine = mapping.bind(
+        {
+            "odometer_diagnostic": "DiagnosticOdometerId",
+            "engine_hours_diagnostic": "DiagnosticEngineHoursId",
+        }
+    )
+    documents = [engine.apply(item).document for item in items]
+    assert [d.get("odometer_km") for d in documents] == [99620.7, None, None, None]
+    assert documents[3]["attributes"]["engine_hours"] == 4688.6
+    assert all(d["attributes"]["tracker_id"] == "b2A" for d in documents)
+    [reading] = mapping.bind({}).items({"result": [page["result"]["data"][1]]})  # Get's answer
+    assert reading["id"] == "b21568D7"
+
+
+def test_geotab_faults_exceptions_and_driver_changes_are_events_of_the_vehicle() -> None:
+    faults = mapped("geotab-faultdata.yaml")
+    assert [r["events"] for r in faults] == [("vehicle.fault.opened",), ("vehicle.fault.closed",)]
+    assert faults[0]["document"] == {"attributes": {"tracker_id": "b6"}}  # the fault is detail
+    assert faults[0]["event_data"]["fault"] == {
+        "code": "DiagnosticDeviceHasBeenUnpluggedId",
+        "state": "Active",
+        "controller": "ControllerGoDeviceId",
+        "failure_mode": "NoFailureModeId",
+        "count": 1,
+        "malfunction_lamp": False,
+        "amber_warning_lamp": False,
+        "red_stop_lamp": False,
+        "protect_warning_lamp": False,
+    }
+    exceptions = mapped("geotab-exceptionevent.yaml")
+    assert [r["events"] for r in exceptions] == [("vehicle.alert",), ("vehicle.speeding",), ()]
+    cornering, speeding, _invalidated = (r["event_data"] for r in exceptions)
+    assert cornering["duration_s"] == 0.3 and cornering["driver"] == {"geotab_id": "b3A"}
+    assert cornering["alert"]["condition"] == "RuleHarshCorneringId"
+    assert (speeding["speed_kmh"], speeding["speed_limit_kmh"]) == (97, 80)
+    assert speeding["duration_s"] == 75.5 and "driver" not in speeding  # UnknownDriverId
+    changes = mapped("geotab-driverchange.yaml")
+    assert [r["events"] for r in changes] == [("vehicle.driver.identified",), ()]
+    assert changes[0]["document"]["attributes"]["geotab_driver_id"] == "b3A"
+    assert changes[1]["document"]["attributes"]["geotab_driver_id"] == "UnknownDriverId"
+
+
+def test_samsara_engine_fault_documented_example_and_a_heavy_vehicles_j1939_fault() -> None:
+    """Samsara's documented EngineFaultOn example, verbatim (developers.samsara.com/docs/
+    enginefaulton); EngineFaultOff has the same shape."""
+    mapping = load("samsara-engine-fault.yaml").bind({})
+    documented = sample("samsara_engine_fault_on.json")
+    result = mapping.apply(documented)
+    assert result.events == ("vehicle.fault.opened",)
+    # "6SAM123" is no Brazilian plate: the vehicle is the one with Samsara's id
+    assert result.key == {"attributes.samsara_vehicle_id": "494123"}
+    assert result.event_data["fault"]["code"] == "Short Code"
+    assert result.event_data["fault"]["samsara"] == documented["data"]["fault"]
+    assert mapping.apply({**documented, "eventType": "EngineFaultOff"}).events == (
+        "vehicle.fault.closed",
+    )
+    heavy = json.loads(json.dumps(documented))
+    del heavy["data"]["fault"]["passenger"], heavy["data"]["fault"]["oem"]
+    fault = mapping.apply(heavy).event_data["fault"]
+    assert (fault["code"], fault["description"]) == ("SPN 1 FMI 1", "Description")
+    assert mapping.probe({"eventType": "Ping", "event": {"text": "Ping"}}) == {"ok": True}
+
+
+def test_the_partners_page_lists_every_shipped_mapping() -> None:
+    page = (ROOT / "docs" / "partners.md").read_text()
+    index = page[page.index("## Shipped mappings") :]
+    index = index[: index.index("\n## ")]
+    listed = set(re.findall(r"`([a-z0-9-]+)`", index))
+    assert {path.stem for path in MAPPINGS.glob("*.yaml")} <= listed
+
+
+def test_samsara_speeding_reads_the_vehicle_where_each_documented_example_puts_it() -> None:
+    """Samsara documents SpeedingEventStarted with data.vehicle and SevereSpeedingStarted with
+    data.data.vehicle (both examples verbatim): the same vehicle and event either way."""
+    mapping = load("samsara-speeding.yaml").bind({})
+    any_severity = mapping.apply(sample("samsara_speeding_event_started.json"))
+    severe = mapping.apply(sample("samsara_severe_speeding_started.json"))
+    for result in (any_severity, severe):
+        assert result.events == ("vehicle.speeding",)
+        assert result.key == {"attributes.samsara_vehicle_id": "494123"}
+        assert result.document["vin"] == "1GBJ6P1B2HV112765"
+        assert result.event_data["severity"] == "Severe"
+        assert result.event_data["occurred_at"] == "2019-06-13T19:08:25Z"
+    light = sample("samsara_speeding_event_started.json")
+    light["data"]["severityLevel"] = "Light"
+    light["eventType"] = "SpeedingEventEnded"
+    ended = mapping.apply(light)
+    assert ended.events == ("vehicle.speeding.ended",)
+    assert ended.event_data["severity"] == "Light"

@@ -1,7 +1,10 @@
 """Conditions (`when`, `emit[].when`, `probe.when`): an expression's JMESPath truth, or a
 comparison `{from: expression, <operator>: value}` of a value of the payload, or `{param: name,
 <operator>: value}` of a trigger's param (the same for every payload of that trigger), or
-`{all: [...]}`, `{any: [...]}`, `{not: condition}` of other conditions."""
+`{all: [...]}`, `{any: [...]}`, `{not: condition}` of other conditions. The value compared
+with may be a param itself, `{param: name}` (for `in` and `not_in`: any of the list's values),
+so a payload value is compared with what each trigger sets (`{from: diagnostic.id, equals:
+{param: odometer_diagnostic}}`)."""
 
 from __future__ import annotations
 
@@ -69,7 +72,53 @@ def compile_condition(
     if getter is None:
         return None
     test = _TESTS[operator]
-    return lambda root, run: test(getter(root, run), operand)
+    value = _operand(operand, f"{at}/{operator}", problems, param)
+    if value is None:
+        return None
+    if isinstance(value, _Constant):
+        constant = value.value
+        return lambda root, run: test(getter(root, run), constant)
+    return lambda root, run: test(getter(root, run), value(root, run))
+
+
+class _Constant:
+    """An operand without params: compared as it is written."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _literal(value: Any) -> Getter:
+    return lambda root, run: value
+
+
+def _is_param_ref(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"param"}
+
+
+def _operand(
+    raw: Any, at: str, problems: Problems, param: CompileParam | None
+) -> _Constant | Getter | None:
+    """What a comparison compares with: its literal value, or the trigger's param that
+    `{param: name}` names (in the list of `in` and `not_in`: each element that is one)."""
+    refs = [(f"{at}/{i}", e) for i, e in enumerate(raw)] if isinstance(raw, list) else [(at, raw)]
+    if not any(_is_param_ref(e) for _, e in refs):
+        return _Constant(raw)
+    if param is None:
+        problems.add(at, "{param: name} compares with a param: only in a mapping", "param")
+        return None
+    getters = [
+        param(e["param"], f"{where}/param") if _is_param_ref(e) else _literal(e)
+        for where, e in refs
+    ]
+    if any(g is None for g in getters):
+        return None
+    found = [g for g in getters if g is not None]
+    if not isinstance(raw, list):
+        return found[0]
+    return lambda root, run: [g(root, run) for g in found]
 
 
 def _combined(

@@ -80,7 +80,8 @@ def test_file(
 
     Inbound: `{"target", "results": [{"document", "key", "events", "event_data",
     "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's documents are
-    canonical fixes, checked as the append would).
+    canonical fixes, checked as the append would); a partner's test call that the mapping's
+    `probe` recognises: `{"probe": answer}`, as the trigger answers it.
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
@@ -91,6 +92,9 @@ def test_file(
     sample = read_sample(_read(sample_path, _MAX_SAMPLE_BYTES).decode("utf-8-sig"))
     known = {name: f"<secret:{name}>" for name in mapping.secrets} | (secrets or {})
     if mapping.direction == "inbound":
+        if (answer := mapping.probe(sample)) is not None:
+            # what the trigger would answer, as the dry run shows it: nothing to map
+            return {"name": mapping.name, "direction": "inbound", "probe": answer}
         results = []
         texts = DecodedTexts()
         for item in mapping.items(sample, texts=texts):
