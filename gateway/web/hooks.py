@@ -64,7 +64,7 @@ class _Body:
         if length is not None and length > limit:
             raise _too_large(limit)
         try:
-            body = await read_body(self._request)
+            body = await read_body(self._request, limit)
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(limit) from None
         if len(body) > limit:
