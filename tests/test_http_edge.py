@@ -4,20 +4,26 @@ document and one log line (SPEC §3: every error is application/problem+json).""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
+import hashlib
+import hmac
 import json
 import logging
+import time
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import ClientSession, web
 
+from gateway.auth.keyring import KeyRing, Purpose
 from gateway.web.server import GatewayRunner
 from tests.processes import free_port
-from tests.support import auth
+from tests.support import SECRET_KEY, auth
 from tests.triggers_support import VEHICLE, Client, bearer, create_trigger, entities
 
 
@@ -377,3 +383,222 @@ async def test_a_gzip_mapping_upload_in_a_multipart_form_is_decoded(client: Clie
     )
     assert response.status == 201, await response.text()
     assert (await response.json())["name"] == "edge-gzip"
+
+
+# -- admin tokens whose dates or tenant are not what we sign --------------------------------------
+
+YEAR_10000 = 253402300800  # 10000-01-01T00:00:00Z
+
+
+def _forged_admin(**changes: Any) -> dict[str, str]:
+    """An admin token signed with the real key, whose claims a test bends."""
+    key = KeyRing.from_secret(SECRET_KEY).signing_key(Purpose.ADMIN_TOKEN)
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "rabbot-gateway",
+        "aud": "admin",
+        "sub": "tester",
+        "tenant": "acme",
+        "jti": "forged",
+        "iat": now,
+        "exp": now + 3600,
+        "role": "admin",
+    }
+    claims.update(changes)
+    body = orjson.dumps(claims)
+    header = orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid})
+    signing_input = f"{_b64(header)}.{_b64(body)}"
+    mac = hmac.new(key.key, signing_input.encode(), hashlib.sha256).digest()
+    return {"Authorization": f"Bearer {signing_input}.{_b64(mac)}"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _raw_claims(**claims: str) -> dict[str, Any]:
+    """Claims whose JSON text a test writes itself (NaN, 1e999: not what json.dumps writes)."""
+    return {name: orjson.Fragment(text.encode()) for name, text in claims.items()}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"exp": True}, id="exp-true"),
+        pytest.param({"iat": True}, id="iat-true"),
+        pytest.param({"nbf": False}, id="nbf-false"),
+        pytest.param({"exp": str(int(time.time()) + 3600)}, id="exp-string"),
+        pytest.param({"iat": str(int(time.time()))}, id="iat-string"),
+        pytest.param({"nbf": str(int(time.time()))}, id="nbf-string"),
+        pytest.param({"exp": [int(time.time()) + 3600]}, id="exp-list"),
+        pytest.param({"nbf": None}, id="nbf-null"),
+        pytest.param(_raw_claims(exp="NaN"), id="exp-nan"),
+        pytest.param(_raw_claims(iat="NaN"), id="iat-nan"),
+        pytest.param(_raw_claims(exp="1e999"), id="exp-infinite"),
+        pytest.param(_raw_claims(nbf="-1e999"), id="nbf-minus-infinite"),
+        pytest.param({"exp": YEAR_10000}, id="exp-year-10000"),
+        pytest.param(_raw_claims(exp="1" + "0" * 30), id="exp-huge-integer"),
+        pytest.param({"exp": 1e300}, id="exp-huge-float"),
+        pytest.param({"iat": -1e300}, id="iat-huge-negative"),
+        pytest.param(_raw_claims(nbf="-1" + "0" * 30), id="nbf-huge-negative"),
+        pytest.param({"iat": -1}, id="iat-before-1970"),
+    ],
+)
+async def test_an_admin_token_with_dates_that_are_not_numeric_dates_is_a_401(
+    client: Client, changes: dict[str, Any]
+) -> None:
+    """RFC 7519 §2: a NumericDate is a JSON number of seconds. PyJWT takes `True` and
+    `"1700000000"` as numbers, and any size; none of them is a date we sign."""
+    for path in ("/api/v1/entities/vehicle", "/api/v1/triggers"):
+        response = await client.get(path, headers=_forged_admin(**changes))
+        assert response.status == 401, (path, await response.text())
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+
+
+async def test_an_admin_token_with_fractional_seconds_is_a_numeric_date_still(
+    client: Client,
+) -> None:
+    now = time.time()
+    headers = _forged_admin(iat=now - 0.5, nbf=now - 0.25, exp=now + 3600.75)
+    response = await client.get("/api/v1/entities/vehicle", headers=headers)
+    assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize(
+    "tenant", ["acme\n", "ac me", "../acme", "acme/other", "é", "a" * 101, 7, ["acme"], {}]
+)
+async def test_an_admin_token_whose_tenant_is_not_a_tenant_name_is_a_401(
+    client: Client, tenant: Any
+) -> None:
+    response = await client.get("/api/v1/entities/vehicle", headers=_forged_admin(tenant=tenant))
+    assert response.status == 401, await response.text()
+    assert (await response.json())["detail"] == "invalid token"
+
+
+# -- OPTIONS on a trigger URL: Allow, and the CloudEvents webhook validation handshake ------------
+
+ORIGIN = {"WebHook-Request-Origin": "eventemitter.example.com"}
+
+
+async def test_options_on_a_trigger_answers_allow_and_the_cloudevents_handshake(
+    client: Client,
+) -> None:
+    """CloudEvents HTTP 1.1 Web Hooks §4: a sender asks with OPTIONS and
+    `WebHook-Request-Origin` before it delivers; without `WebHook-Allowed-Origin` in the
+    answer it does not send (Azure Event Grid). It was a 405."""
+    trigger = await create_trigger(client, methods=["GET", "POST"])
+    url = f"/hooks/{trigger['id']}"
+    plain = await client.options(url, headers=bearer(trigger))
+    assert plain.status == 204, await plain.text()
+    assert plain.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+    assert "WebHook-Allowed-Origin" not in plain.headers and await plain.read() == b""
+    asked = await client.options(url, headers={**bearer(trigger), **ORIGIN})
+    assert asked.status == 204, await asked.text()
+    assert asked.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"
+    assert asked.headers["WebHook-Allowed-Rate"] == "*"  # no rate limit on this trigger
+    assert trigger["token"] not in str(dict(asked.headers)) and await asked.read() == b""
+    entity_url = await client.options(f"{url}/ABC1D23", headers={**bearer(trigger), **ORIGIN})
+    assert entity_url.status == 204, await entity_url.text()
+    assert entity_url.headers["Allow"] == "GET, HEAD, OPTIONS"  # no POST there: no consent
+    assert "WebHook-Allowed-Origin" not in entity_url.headers
+
+
+async def test_the_handshake_grants_the_rate_the_triggers_limit_allows(client: Client) -> None:
+    trigger = await create_trigger(client, rate_limit={"per_second": 2, "burst": 20})
+    url = f"/hooks/{trigger['id']}"
+    for asked, granted in ((None, "120"), ("600", "120"), ("30", "30")):
+        rate = {} if asked is None else {"WebHook-Request-Rate": asked}
+        response = await client.options(url, headers={**bearer(trigger), **ORIGIN, **rate})
+        assert response.status == 204, await response.text()
+        assert response.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+        assert response.headers["WebHook-Allowed-Rate"] == granted
+    for bad in ({"WebHook-Request-Rate": "0"}, {"WebHook-Request-Rate": "fast"}):
+        response = await client.options(url, headers={**bearer(trigger), **ORIGIN, **bad})
+        assert response.status == 400, await response.text()
+    bad_origin = {"WebHook-Request-Origin": "evil.example.com\\x"}
+    response = await client.options(url, headers={**bearer(trigger), **bad_origin})
+    assert response.status == 400, await response.text()
+
+
+async def test_options_is_authenticated_like_any_call_so_it_tells_no_trigger_ids(
+    client: Client,
+) -> None:
+    """An unknown trigger, a known one without credentials and a wrong token get the same
+    401 as a POST would: an OPTIONS must not tell which trigger ids exist."""
+    trigger = await create_trigger(client)
+    posted = await client.post("/hooks/trg_unknown", json=VEHICLE)
+    expected = (posted.status, (await posted.json())["detail"])
+    for url, headers in (
+        ("/hooks/trg_unknown", ORIGIN),
+        ("/hooks/trg_unknown", {**ORIGIN, "Authorization": "Bearer junk"}),
+        (f"/hooks/{trigger['id']}", ORIGIN),
+        (f"/hooks/{trigger['id']}", {**ORIGIN, "Authorization": "Bearer junk"}),
+    ):
+        response = await client.options(url, headers=headers)
+        assert (response.status, (await response.json())["detail"]) == expected, url
+        assert "WebHook-Allowed-Origin" not in response.headers
+    await client.post(f"/api/v1/triggers/{trigger['id']}/disable", headers=auth())
+    disabled = await client.options(
+        f"/hooks/{trigger['id']}", headers={**bearer(trigger), **ORIGIN}
+    )
+    assert disabled.status == 403 and "WebHook-Allowed-Origin" not in disabled.headers
+
+
+async def test_options_takes_the_token_in_the_query_as_the_registered_url_carries_it(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client, auth={"token_in_query": "token"})
+    response = await client.options(
+        f"/hooks/{trigger['id']}?token={trigger['token']}", headers=ORIGIN
+    )
+    assert response.status == 204, await response.text()
+    assert response.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"
+
+
+def _motive(secret: str, body: bytes) -> dict[str, str]:
+    return {"X-KT-Webhook-Signature": hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()}
+
+
+async def test_options_on_a_signed_trigger_takes_the_empty_bodys_signature(
+    client: Client,
+) -> None:
+    """It tells what a POST may do (Allow, the rate): no data, so the empty body's signature,
+    the same for every OPTIONS, is enough; a read needs more (next test)."""
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    url = f"/hooks/{trigger['id']}"
+    assert (await client.options(url, headers=ORIGIN)).status == 401
+    response = await client.options(url, headers={**ORIGIN, **_motive(trigger["secret"], b"")})
+    assert response.status == 204, await response.text()
+    assert response.headers["Allow"] == "POST, OPTIONS"
+    assert response.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"
+
+
+# -- reads through a trigger authenticated by a body signature ------------------------------------
+
+
+async def test_a_read_through_a_signed_trigger_is_a_403_whatever_its_signature(
+    client: Client,
+) -> None:
+    """A GET's signature is the empty body's: it covers neither the URL nor its query, is
+    the same for every read, and for ever in a scheme without a timestamp (Motive, GitHub):
+    one captured read any entity of the trigger's type. Writes are unchanged."""
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    body = json.dumps(VEHICLE).encode()
+    written = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={"Content-Type": "application/json", **_motive(trigger["secret"], body)},
+    )
+    assert written.status == 201, await written.text()
+    empty = _motive(trigger["secret"], b"")
+    for url in (f"/hooks/{trigger['id']}?plate=ABC1D23", f"/hooks/{trigger['id']}/ABC1D23"):
+        for method in ("GET", "HEAD"):
+            response = await client.request(method, url, headers=empty)
+            assert response.status == 403, (method, url)
+            if method == "GET":
+                text = await response.text()
+                assert "signed trigger takes writes only" in text and "Strada" not in text
+    unsigned = await client.get(f"/hooks/{trigger['id']}?plate=ABC1D23")
+    assert unsigned.status == 401  # no signature at all: refused as any bad credential
+    options = await client.options(f"/hooks/{trigger['id']}", headers=empty)
+    assert options.headers["Allow"] == "POST, OPTIONS"  # GET is in its methods, but reads nothing
