@@ -61,9 +61,9 @@ def content_coding(request: web.Request) -> str | None:
     `Accept-Encoding`) for a coding that is not decoded: `br`, `zstd`, one nobody knows
     (`compress`, `x-gzip`), a stack of them (`gzip, gzip`), or the header given twice.
     `identity` is no coding; without a body (a GET's), the header says nothing."""
-    given = request.headers.getall(hdrs.CONTENT_ENCODING, ())
-    if not given or not request.body_exists:
-        return None
+    if hdrs.CONTENT_ENCODING not in request.headers or not request.body_exists:
+        return None  # the common case, at once (getall's default costs an exception)
+    given = request.headers.getall(hdrs.CONTENT_ENCODING)
     codings = [c for c in (t.strip().lower() for v in given for t in v.split(",")) if c]
     codings = [c for c in codings if c != "identity"]
     if not codings:
@@ -81,7 +81,9 @@ def content_coding(request: web.Request) -> str | None:
 def check_refused_early(request: web.Request) -> None:
     """415 before anything else (authentication included) for a lone `br` or `zstd` body, as
     aiohttp's parser answered when it decoded bodies itself (without their library)."""
-    given = request.headers.getall(hdrs.CONTENT_ENCODING, ())
+    if hdrs.CONTENT_ENCODING not in request.headers:
+        return
+    given = request.headers.getall(hdrs.CONTENT_ENCODING)
     if len(given) == 1 and given[0].strip().lower() in REFUSED_EARLY:
         content_coding(request)
 
@@ -122,8 +124,10 @@ async def _decode(request: web.Request, coding: str, limit: int) -> bytes:
             inflate = zlib.decompressobj(31 if coding == "gzip" else -15 if raw_deflate else 15)
         data = chunk
         try:
-            while data:
-                out += inflate.decompress(data, min(_DECODE_CHUNK, limit + 1 - len(out)))
+            while True:
+                room = min(_DECODE_CHUNK, limit + 1 - len(out))
+                piece = inflate.decompress(data, room)
+                out += piece
                 if len(out) > limit:
                     raise _inflated_too_large(limit)
                 data = inflate.unconsumed_tail
@@ -135,6 +139,8 @@ async def _decode(request: web.Request, coding: str, limit: int) -> bytes:
                     tail = inflate.unused_data
                     inflate = None
                     break
+                if not data and len(piece) < room:
+                    break  # this chunk used up, and no output held back
         except zlib.error as exc:
             raise _undecodable(
                 coding, str(exc).removeprefix("Error -3 while decompressing data: ")
