@@ -22,7 +22,13 @@ from gateway.web.state import services_key
 
 def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.Application:
     """`mongodb_uri` overrides the settings (tests point every app at their own database)."""
-    app = web.Application(middlewares=[edge], client_max_size=settings.max_body_bytes)
+    # Bodies are decoded by the routes that read them (web/requests.py `read_body`): aiohttp's
+    # own decompression took a gzip body cut short before its trailer for a whole one.
+    app = web.Application(
+        middlewares=[edge],
+        client_max_size=settings.max_body_bytes,
+        handler_args={"auto_decompress": False},
+    )
     app.cleanup_ctx.append(_services(settings, mongodb_uri))
     aiohttp_jinja2.setup(
         app,

@@ -4,18 +4,30 @@ document and one log line (SPEC §3: every error is application/problem+json).""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import gzip
+import hashlib
+import hmac
 import json
 import logging
+import time
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
+import orjson
 import pytest
 from aiohttp import ClientSession, web
 
+from gateway.auth.keyring import KeyRing, Purpose
+from gateway.services import Services
 from gateway.web.server import GatewayRunner
 from tests.processes import free_port
-from tests.support import auth
+from tests.support import SECRET_KEY, auth
+from tests.triggers_support import VEHICLE, Client, bearer, create_trigger, entities
+from tests.ui_support import PASSWORD, csrf, make_user
 
 
 @pytest.fixture
@@ -97,7 +109,9 @@ async def test_a_body_whose_content_coding_does_not_decode_is_a_400_problem_with
             _post_vehicle(f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n", body),
         )
     assert status == 400 and headers["Content-Type"].startswith("application/problem+json")
-    assert problem["detail"] == "malformed request body: Can not decode content-encoding: gzip"
+    assert problem["detail"] == (
+        "malformed request body: the gzip body does not decode: incorrect header check"
+    )
     assert headers["Connection"] == "close"  # the rest of such a body is not read
     logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.levelno for r in logged] == [logging.WARNING] and logged[0].exc_info is None
@@ -124,15 +138,17 @@ async def test_a_client_gone_before_its_body_arrived_is_no_server_error_and_writ
 async def test_a_coding_the_parser_cannot_decode_is_a_415_problem_naming_those_it_can(
     served: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """`br` and `zstd` need a library this install lacks: aiohttp's parser refuses them while it
-    reads the headers, which was a 400 telling the caller to "install `Brotli`"."""
+    """`br` and `zstd` are not decoded: aiohttp's parser refused them while it read the headers
+    (a 400 telling the caller to "install `Brotli`"); the edge does, before anything else."""
     body = b'{"plate": "ABC1D23"}'
     for coding in ("br", "zstd"):
         with caplog.at_level(logging.INFO):
             status, headers, problem = await _raw(
                 served,
                 _post_vehicle(
-                    f"Content-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n", body
+                    f"Content-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n"
+                    "Connection: close\r\n",
+                    body,
                 ),
             )
         assert status == 415 and headers["Content-Type"].startswith("application/problem+json")
@@ -146,13 +162,14 @@ async def test_a_coding_the_parser_cannot_decode_is_a_415_problem_naming_those_i
     assert not await _vehicle_exists(served)
 
 
-async def test_a_body_that_does_not_decode_sent_where_no_body_is_read_logs_no_error(
+async def test_a_body_that_does_not_decode_sent_where_no_body_is_read_logs_nothing(
     served: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """aiohttp reads what a route left of a body after the answer; a gzip body that is not
-    gzip logged an ERROR with a traceback there (a route without a body, a 405)."""
+    gzip logged an ERROR with a traceback there (a route without a body, a 405). Bodies are
+    decoded only by the routes that read them now: nothing is decoded, nothing logged."""
     body = b"not gzip at all"
-    coded = f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n"
+    coded = f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
     for request in (
         f"GET /healthz HTTP/1.1\r\nHost: x\r\n{coded}\r\n".encode() + body,
         f"DELETE /hooks/trg_x HTTP/1.1\r\nHost: x\r\n{coded}\r\n".encode() + body,
@@ -160,8 +177,7 @@ async def test_a_body_that_does_not_decode_sent_where_no_body_is_read_logs_no_er
         with caplog.at_level(logging.INFO):
             status, _, answer = await _raw(served, request)
         assert status in (200, 405), answer
-    logged = [r for r in caplog.records if "did not decode" in r.getMessage()]
-    assert [r.levelno for r in logged] == [logging.INFO, logging.INFO], caplog.text
+    assert not [r for r in caplog.records if "decode" in r.getMessage()], caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
@@ -223,3 +239,407 @@ async def test_a_request_in_flight_at_shutdown_holds_it_for_the_shutdown_timeout
         with contextlib.suppress(asyncio.CancelledError, OSError):
             await pending
     assert 0.9 <= took < 1.6, took
+
+
+# -- request bodies in a content coding (decoded by the gateway, not aiohttp) -------------------
+
+MAPPING = (
+    "name: edge-gzip\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+    "fields:\n  plate: plate\n"
+)
+LINES = b"".join(
+    json.dumps({"plate": f"ABC1D{n:02d}", "make": "Fiat"}).encode() + b"\n" for n in range(20)
+)
+
+
+def _deflate(data: bytes, *, raw: bool = False) -> bytes:
+    packer = zlib.compressobj(wbits=-15 if raw else 15)
+    return packer.compress(data) + packer.flush()
+
+
+async def _post_hook(
+    client: Client, trigger: dict[str, Any], body: bytes, coding: str, ctype: str
+) -> tuple[int, dict[str, Any]]:
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={**bearer(trigger), "Content-Type": ctype, "Content-Encoding": coding},
+    )
+    return response.status, await response.json()
+
+
+async def test_a_gzip_batch_cut_before_its_trailer_is_a_400_and_writes_nothing(
+    client: Client,
+) -> None:
+    """A JSON Lines batch gzipped and cut at a line's end, its Content-Length the cut one:
+    aiohttp decoded it to the lines that arrived and the trigger wrote them."""
+    trigger = await create_trigger(client)
+    whole = gzip.compress(LINES)
+    for cut in (whole[:-8], whole[: len(whole) // 2], whole[:10]):
+        status, problem = await _post_hook(client, trigger, cut, "gzip", "application/x-ndjson")
+        assert status == 400, problem
+        assert problem["detail"] == (
+            "malformed request body: the gzip body does not decode: the stream is cut short "
+            "(its end is missing)"
+        ), problem
+    assert await entities(client) == []
+    status, answer = await _post_hook(client, trigger, whole, "gzip", "application/x-ndjson")
+    assert status == 200 and answer["summary"]["created"] == 20, answer
+
+
+async def test_deflate_bodies_zlib_or_raw_are_read_and_a_corrupt_or_cut_one_is_a_400(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client)
+    body = json.dumps(VEHICLE).encode()
+    zlib_body, raw_body = _deflate(body), _deflate(body, raw=True)
+    corrupt = zlib_body[:2] + bytes(b ^ 0xFF for b in zlib_body[2:])
+    for sent, why in (
+        (zlib_body[:-4], "the stream is cut short (its end is missing)"),
+        (corrupt, "invalid"),
+        (zlib_body + b"junk", "bytes follow the end of the stream"),
+    ):
+        status, problem = await _post_hook(client, trigger, sent, "deflate", "application/json")
+        assert status == 400 and problem["detail"].startswith(
+            "malformed request body: the deflate body does not decode: "
+        ), problem
+        assert why in problem["detail"], problem
+    assert await entities(client) == []
+    for sent, expected in ((zlib_body, 201), (raw_body, 200)):
+        status, answer = await _post_hook(client, trigger, sent, "deflate", "application/json")
+        assert status == expected, answer
+
+
+async def test_gzip_members_one_after_another_are_one_body(client: Client) -> None:
+    """RFC 1952 §2.2: a gzip file may be several members (`cat a.gz b.gz`)."""
+    trigger = await create_trigger(client)
+    half = len(LINES) // 2
+    cut = LINES.index(b"\n", half) + 1
+    body = gzip.compress(LINES[:cut]) + gzip.compress(LINES[cut:])
+    status, answer = await _post_hook(client, trigger, body, "gzip", "application/x-ndjson")
+    assert status == 200 and answer["summary"]["created"] == 20, answer
+
+
+async def test_a_decompression_bomb_is_a_413_at_the_limit_without_inflating_it_all(
+    client: Client,
+) -> None:
+    """2 KiB that inflate to 2 MiB (64 KiB to 64 MiB). The rest of the stream past what the
+    limit needs is cut away: inflating it all would find it cut short (a 400); stopping at
+    the limit, the gateway never gets there (a 413), for a trigger's limit and for the
+    admin API's."""
+    small = gzip.compress(b"[" + b" " * (2 * 1024 * 1024) + b"]", compresslevel=9)
+    trigger = await create_trigger(client, max_body_bytes=4096)
+    for sent in (small, small[: len(small) // 2]):
+        assert len(sent) < 4096
+        status, problem = await _post_hook(client, trigger, sent, "gzip", "application/json")
+        assert status == 413, problem
+        assert problem["detail"] == "the body inflates past the limit of 4096 bytes", problem
+    bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]", compresslevel=9)
+    response = await client.post(
+        "/api/v1/entities/vehicle",
+        data=bomb[: len(bomb) // 2],
+        headers={**auth(), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status == 413, await response.text()
+    limit = client.app._client_max_size
+    assert (await response.json())["detail"] == (
+        f"the body inflates past the limit of {limit} bytes"
+    )
+
+
+async def test_br_and_zstd_are_refused_before_authentication_other_codings_after_it(
+    client: Client,
+) -> None:
+    """As when aiohttp's parser refused `br` and `zstd` while it read the headers (before any
+    route), and a coding nobody decodes once the route reads the body (after its token)."""
+    body = b'{"plate": "ABC1D23"}'
+    for coding, status in (("br", 415), ("zstd", 415), ("BR", 415), ("compress", 401)):
+        response = await client.post(
+            "/api/v1/entities/vehicle",
+            data=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": coding},
+        )
+        assert response.status == status, (coding, await response.text())
+        if status == 415:
+            assert response.headers["Accept-Encoding"] == "gzip, deflate"
+    response = await client.post(
+        "/hooks/trg_unknown",
+        data=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "br, gzip"},
+    )
+    assert response.status == 401, await response.text()  # a stack: the route's to refuse
+
+
+async def test_a_gzip_mapping_upload_in_a_multipart_form_is_decoded(client: Client) -> None:
+    form = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="m.yaml"\r\n'
+        b"Content-Type: application/yaml\r\n\r\n" + MAPPING.encode() + b"\r\n--b0undary--\r\n"
+    )
+    response = await client.post(
+        "/api/v1/mappings",
+        data=gzip.compress(form),
+        headers={
+            **auth(),
+            "Content-Type": "multipart/form-data; boundary=b0undary",
+            "Content-Encoding": "gzip",
+        },
+    )
+    assert response.status == 201, await response.text()
+    assert (await response.json())["name"] == "edge-gzip"
+
+
+# -- admin tokens whose dates or tenant are not what we sign --------------------------------------
+
+YEAR_10000 = 253402300800  # 10000-01-01T00:00:00Z
+
+
+def _forged_admin(**changes: Any) -> dict[str, str]:
+    """An admin token signed with the real key, whose claims a test bends."""
+    key = KeyRing.from_secret(SECRET_KEY).signing_key(Purpose.ADMIN_TOKEN)
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "rabbot-gateway",
+        "aud": "admin",
+        "sub": "tester",
+        "tenant": "acme",
+        "jti": "forged",
+        "iat": now,
+        "exp": now + 3600,
+        "role": "admin",
+    }
+    claims.update(changes)
+    body = orjson.dumps(claims)
+    header = orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid})
+    signing_input = f"{_b64(header)}.{_b64(body)}"
+    mac = hmac.new(key.key, signing_input.encode(), hashlib.sha256).digest()
+    return {"Authorization": f"Bearer {signing_input}.{_b64(mac)}"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _raw_claims(**claims: str) -> dict[str, Any]:
+    """Claims whose JSON text a test writes itself (NaN, 1e999: not what json.dumps writes)."""
+    return {name: orjson.Fragment(text.encode()) for name, text in claims.items()}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"exp": True}, id="exp-true"),
+        pytest.param({"iat": True}, id="iat-true"),
+        pytest.param({"nbf": False}, id="nbf-false"),
+        pytest.param({"exp": str(int(time.time()) + 3600)}, id="exp-string"),
+        pytest.param({"iat": str(int(time.time()))}, id="iat-string"),
+        pytest.param({"nbf": str(int(time.time()))}, id="nbf-string"),
+        pytest.param({"exp": [int(time.time()) + 3600]}, id="exp-list"),
+        pytest.param({"nbf": None}, id="nbf-null"),
+        pytest.param(_raw_claims(exp="NaN"), id="exp-nan"),
+        pytest.param(_raw_claims(iat="NaN"), id="iat-nan"),
+        pytest.param(_raw_claims(exp="1e999"), id="exp-infinite"),
+        pytest.param(_raw_claims(nbf="-1e999"), id="nbf-minus-infinite"),
+        pytest.param({"exp": YEAR_10000}, id="exp-year-10000"),
+        pytest.param(_raw_claims(exp="1" + "0" * 30), id="exp-huge-integer"),
+        pytest.param({"exp": 1e300}, id="exp-huge-float"),
+        pytest.param({"iat": -1e300}, id="iat-huge-negative"),
+        pytest.param(_raw_claims(nbf="-1" + "0" * 30), id="nbf-huge-negative"),
+        pytest.param({"iat": -1}, id="iat-before-1970"),
+    ],
+)
+async def test_an_admin_token_with_dates_that_are_not_numeric_dates_is_a_401(
+    client: Client, changes: dict[str, Any]
+) -> None:
+    """RFC 7519 §2: a NumericDate is a JSON number of seconds. PyJWT takes `True` and
+    `"1700000000"` as numbers, and any size; none of them is a date we sign."""
+    for path in ("/api/v1/entities/vehicle", "/api/v1/triggers"):
+        response = await client.get(path, headers=_forged_admin(**changes))
+        assert response.status == 401, (path, await response.text())
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+
+
+async def test_an_admin_token_with_fractional_seconds_is_a_numeric_date_still(
+    client: Client,
+) -> None:
+    now = time.time()
+    headers = _forged_admin(iat=now - 0.5, nbf=now - 0.25, exp=now + 3600.75)
+    response = await client.get("/api/v1/entities/vehicle", headers=headers)
+    assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize(
+    "tenant", ["acme\n", "ac me", "../acme", "acme/other", "é", "a" * 101, 7, ["acme"], {}]
+)
+async def test_an_admin_token_whose_tenant_is_not_a_tenant_name_is_a_401(
+    client: Client, tenant: Any
+) -> None:
+    response = await client.get("/api/v1/entities/vehicle", headers=_forged_admin(tenant=tenant))
+    assert response.status == 401, await response.text()
+    assert (await response.json())["detail"] == "invalid token"
+
+
+# -- OPTIONS on a trigger URL: Allow, and the CloudEvents webhook validation handshake ------------
+
+ORIGIN = {"WebHook-Request-Origin": "eventemitter.example.com"}
+
+
+async def test_options_on_a_trigger_answers_allow_and_the_cloudevents_handshake(
+    client: Client,
+) -> None:
+    """CloudEvents HTTP 1.1 Web Hooks §4: a sender asks with OPTIONS and
+    `WebHook-Request-Origin` before it delivers; without `WebHook-Allowed-Origin` in the
+    answer it does not send (Azure Event Grid). It was a 405."""
+    trigger = await create_trigger(client, methods=["GET", "POST"])
+    url = f"/hooks/{trigger['id']}"
+    plain = await client.options(url, headers=bearer(trigger))
+    assert plain.status == 204, await plain.text()
+    assert plain.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+    assert "WebHook-Allowed-Origin" not in plain.headers and await plain.read() == b""
+    asked = await client.options(url, headers={**bearer(trigger), **ORIGIN})
+    assert asked.status == 204, await asked.text()
+    assert asked.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"
+    assert asked.headers["WebHook-Allowed-Rate"] == "*"  # no rate limit on this trigger
+    assert trigger["token"] not in str(dict(asked.headers)) and await asked.read() == b""
+    entity_url = await client.options(f"{url}/ABC1D23", headers={**bearer(trigger), **ORIGIN})
+    assert entity_url.status == 204, await entity_url.text()
+    assert entity_url.headers["Allow"] == "GET, HEAD, OPTIONS"  # no POST there: no consent
+    assert "WebHook-Allowed-Origin" not in entity_url.headers
+
+
+async def test_the_handshake_grants_the_rate_the_triggers_limit_allows(client: Client) -> None:
+    trigger = await create_trigger(client, rate_limit={"per_second": 2, "burst": 20})
+    url = f"/hooks/{trigger['id']}"
+    for asked, granted in ((None, "120"), ("600", "120"), ("30", "30")):
+        rate = {} if asked is None else {"WebHook-Request-Rate": asked}
+        response = await client.options(url, headers={**bearer(trigger), **ORIGIN, **rate})
+        assert response.status == 204, await response.text()
+        assert response.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+        assert response.headers["WebHook-Allowed-Rate"] == granted
+    for bad in ({"WebHook-Request-Rate": "0"}, {"WebHook-Request-Rate": "fast"}):
+        response = await client.options(url, headers={**bearer(trigger), **ORIGIN, **bad})
+        assert response.status == 400, await response.text()
+    bad_origin = {"WebHook-Request-Origin": "evil.example.com\\x"}
+    response = await client.options(url, headers={**bearer(trigger), **bad_origin})
+    assert response.status == 400, await response.text()
+
+
+async def test_options_is_authenticated_like_any_call_so_it_tells_no_trigger_ids(
+    client: Client,
+) -> None:
+    """An unknown trigger, a known one without credentials and a wrong token get the same
+    401 as a POST would: an OPTIONS must not tell which trigger ids exist."""
+    trigger = await create_trigger(client)
+    posted = await client.post("/hooks/trg_unknown", json=VEHICLE)
+    expected = (posted.status, (await posted.json())["detail"])
+    for url, headers in (
+        ("/hooks/trg_unknown", ORIGIN),
+        ("/hooks/trg_unknown", {**ORIGIN, "Authorization": "Bearer junk"}),
+        (f"/hooks/{trigger['id']}", ORIGIN),
+        (f"/hooks/{trigger['id']}", {**ORIGIN, "Authorization": "Bearer junk"}),
+    ):
+        response = await client.options(url, headers=headers)
+        assert (response.status, (await response.json())["detail"]) == expected, url
+        assert "WebHook-Allowed-Origin" not in response.headers
+    await client.post(f"/api/v1/triggers/{trigger['id']}/disable", headers=auth())
+    disabled = await client.options(
+        f"/hooks/{trigger['id']}", headers={**bearer(trigger), **ORIGIN}
+    )
+    assert disabled.status == 403 and "WebHook-Allowed-Origin" not in disabled.headers
+
+
+async def test_options_takes_the_token_in_the_query_as_the_registered_url_carries_it(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client, auth={"token_in_query": "token"})
+    response = await client.options(
+        f"/hooks/{trigger['id']}?token={trigger['token']}", headers=ORIGIN
+    )
+    assert response.status == 204, await response.text()
+    assert response.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"
+
+
+def _motive(secret: str, body: bytes) -> dict[str, str]:
+    return {"X-KT-Webhook-Signature": hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()}
+
+
+async def test_options_on_a_signed_trigger_takes_the_empty_bodys_signature(
+    client: Client,
+) -> None:
+    """It tells what a POST may do (Allow, the rate): no data, so the empty body's signature,
+    the same for every OPTIONS, is enough; a read needs more (next test)."""
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    url = f"/hooks/{trigger['id']}"
+    assert (await client.options(url, headers=ORIGIN)).status == 401
+    response = await client.options(url, headers={**ORIGIN, **_motive(trigger["secret"], b"")})
+    assert response.status == 204, await response.text()
+    assert response.headers["Allow"] == "POST, OPTIONS"
+    assert response.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"
+
+
+# -- reads through a trigger authenticated by a body signature ------------------------------------
+
+
+async def test_a_read_through_a_signed_trigger_is_a_403_whatever_its_signature(
+    client: Client,
+) -> None:
+    """A GET's signature is the empty body's: it covers neither the URL nor its query, is
+    the same for every read, and for ever in a scheme without a timestamp (Motive, GitHub):
+    one captured read any entity of the trigger's type. Writes are unchanged."""
+    trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    body = json.dumps(VEHICLE).encode()
+    written = await client.post(
+        f"/hooks/{trigger['id']}",
+        data=body,
+        headers={"Content-Type": "application/json", **_motive(trigger["secret"], body)},
+    )
+    assert written.status == 201, await written.text()
+    empty = _motive(trigger["secret"], b"")
+    for url in (f"/hooks/{trigger['id']}?plate=ABC1D23", f"/hooks/{trigger['id']}/ABC1D23"):
+        for method in ("GET", "HEAD"):
+            response = await client.request(method, url, headers=empty)
+            assert response.status == 403, (method, url)
+            if method == "GET":
+                text = await response.text()
+                assert "signed trigger takes writes only" in text and "Strada" not in text
+    unsigned = await client.get(f"/hooks/{trigger['id']}?plate=ABC1D23")
+    assert unsigned.status == 401  # no signature at all: refused as any bad credential
+    options = await client.options(f"/hooks/{trigger['id']}", headers=empty)
+    assert options.headers["Allow"] == "POST, OPTIONS"  # GET is in its methods, but reads nothing
+
+
+async def test_a_gzip_form_is_read_like_a_plain_one_urlencoded_or_multipart(
+    client: Client, services: Services
+) -> None:
+    """The admin UI's forms (`read_form`): aiohttp's `post()` reads a body as it came once the
+    server no longer decodes it, so a coded one is decoded first."""
+    await make_user(services)
+    for as_multipart in (False, True):
+        token = await csrf(client, "/admin/login")
+        fields = {"csrf": token, "tenant": "acme", "email": "ana@acme.com.br", "password": PASSWORD}
+        if as_multipart:
+            body = (
+                b"".join(
+                    f'--b0undary\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                    f"{value}\r\n".encode()
+                    for name, value in fields.items()
+                )
+                + b"--b0undary--\r\n"
+            )
+            ctype = "multipart/form-data; boundary=b0undary"
+        else:
+            body, ctype = urlencode(fields).encode(), "application/x-www-form-urlencoded"
+        answer = await client.post(
+            "/admin/login",
+            data=gzip.compress(body),
+            headers={"Content-Type": ctype, "Content-Encoding": "gzip"},
+            allow_redirects=False,
+        )
+        assert answer.status == 303, (as_multipart, await answer.text())
+        client.session.cookie_jar.clear()
+    cut = await client.post(
+        "/admin/login",
+        data=gzip.compress(urlencode({"tenant": "acme"}).encode())[:-4],
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+        allow_redirects=False,
+    )
+    assert cut.status == 400, await cut.text()

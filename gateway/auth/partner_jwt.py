@@ -32,6 +32,9 @@ ASYMMETRIC_ALGORITHMS: Final = ("RS256", "ES256", "EdDSA")
 MAX_TOKEN_LENGTH: Final = 8192
 MAX_JWKS_KEYS: Final = 20
 _KEY_TYPES: Final = frozenset({"RSA", "EC", "OKP"})
+# The last second of the year 9999: past it no datetime holds a date (nor does BSON's).
+MAX_NUMERIC_DATE: Final = 253402300799
+_DATE_CLAIMS: Final = ("exp", "iat", "nbf")
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +105,16 @@ class PartnerJwtVerifier:
             raise _invalid()
         for key in await self._keys.candidates(kid, alg):
             try:
-                return jwt.decode(
-                    token,
-                    key,
-                    algorithms=self._algorithms,
-                    audience=self._policy.audience,
-                    issuer=self._policy.issuer,
-                    leeway=self._policy.leeway,
-                    options=self._options,
+                return check_numeric_dates(
+                    jwt.decode(
+                        token,
+                        key,
+                        algorithms=self._algorithms,
+                        audience=self._policy.audience,
+                        issuer=self._policy.issuer,
+                        leeway=self._policy.leeway,
+                        options=self._options,
+                    )
                 )
             except jwt.InvalidSignatureError:
                 continue  # a kid-less token against several keys: try the next one
@@ -118,6 +123,21 @@ class PartnerJwtVerifier:
             except jwt.PyJWTError as exc:
                 raise _invalid() from exc
         raise _invalid()
+
+
+def check_numeric_dates(claims: dict[str, Any]) -> dict[str, Any]:
+    """The claims, once `exp`, `iat` and `nbf` (those present) are NumericDates (RFC 7519 §2:
+    a JSON number of seconds, fractions allowed) between 1970 and the end of year 9999.
+    PyJWT takes `true`, `"1700000000"` and a number of any size, which no signer writes and a
+    date cannot hold; NaN and infinities are not JSON, but Python's parser reads them."""
+    for name in _DATE_CLAIMS:
+        if name in claims:
+            value = claims[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _invalid()
+            if not 0 <= value <= MAX_NUMERIC_DATE:  # NaN compares false too
+                raise _invalid()
+    return claims
 
 
 class StaticKeys:

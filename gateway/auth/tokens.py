@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, TypeGuard, get_args
 import jwt
 
 from gateway.auth.keyring import KeyRing, Purpose, SubKey
-from gateway.auth.partner_jwt import PartnerJwtVerifier, unverified_header
+from gateway.auth.partner_jwt import PartnerJwtVerifier, check_numeric_dates, unverified_header
 from gateway.errors import Forbidden, Unauthorized
 
 AdminRole = Literal["admin", "viewer"]
@@ -142,7 +142,7 @@ def issue_admin_token(
 def verify_admin_token(ring: KeyRing, token: str) -> AdminClaims:
     claims = _decode(ring.keys_by_kid(Purpose.ADMIN_TOKEN), token, ADMIN_AUDIENCE, _ADMIN_REQUIRED)
     tenant, role = claims.get("tenant"), claims.get("role")
-    if not _is_name(tenant) or role not in ADMIN_ROLES:
+    if not _is_tenant(tenant) or role not in ADMIN_ROLES:
         raise _invalid()
     return AdminClaims(tenant, role, claims["sub"], claims["jti"], _timestamp(claims["exp"]))
 
@@ -192,8 +192,8 @@ class ExternalAdminVerifier:
         subject, tenant = claims.get("sub"), _lookup(claims, self._tenant_claim)
         if not _is_name(subject):
             raise _invalid()
-        if not _is_name(tenant):
-            raise Forbidden("the token names no tenant")
+        if not _is_tenant(tenant):
+            raise Forbidden("the token names no tenant (1-100 letters, digits, _.-)")
         raw = _lookup(claims, self._role_claim)
         values = raw if isinstance(raw, list) else [raw]
         roles = {
@@ -291,7 +291,7 @@ def _decode(
     if key is None:
         raise _invalid()
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key.key,
             algorithms=_ALGORITHMS,
@@ -304,11 +304,12 @@ def _decode(
         raise Unauthorized("token expired") from exc
     except jwt.PyJWTError as exc:
         raise _invalid() from exc
+    return check_numeric_dates(claims)
 
 
 def _trigger_claims(claims: dict[str, Any]) -> TriggerClaims:
     tenant, exp = claims.get("tenant"), claims.get("exp")
-    if not _is_name(tenant):
+    if not _is_tenant(tenant):
         raise _invalid()
     return TriggerClaims(
         tenant=tenant,
@@ -330,6 +331,12 @@ def _lookup(claims: Mapping[str, Any], name: str) -> Any:
 
 def _is_name(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and value != ""
+
+
+def _is_tenant(value: object) -> TypeGuard[str]:
+    """A tenant's name (TENANT), as tokens are issued for: a claim that is not one names
+    nobody's data (`acme\n`, `../acme`), whatever signed it."""
+    return isinstance(value, str) and TENANT.match(value) is not None
 
 
 def _timestamp(value: Any) -> datetime:

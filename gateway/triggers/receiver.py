@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,12 @@ log = logging.getLogger(__name__)
 
 DENIED: Final = "missing, invalid or revoked credentials"
 SIGNED_MODES: Final = frozenset({"webhook_signature", "hmac"})
+# A signature covers the body, not the URL: a read's signature is the empty body's, the same
+# for every read (for ever, in a scheme without a timestamp), so it would read any entity.
+UNSIGNED_READ: Final = (
+    "a signed trigger takes writes only: a signature covers the body, not the URL, so it "
+    "cannot authorise a read (read through a token trigger)"
+)
 
 
 @dataclass(slots=True)
@@ -76,6 +83,36 @@ class _Admitted:
     trigger: CompiledTrigger
     raw: bytes | None = None  # read already (to check its signature)
     message_id: str | None = None  # a signed message's replay key (e.g. its webhook-id)
+
+
+_ORIGIN: Final = re.compile(r"^(?:\*|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)\Z")
+_RATE: Final = re.compile(r"^[1-9][0-9]{0,8}\Z")
+
+
+def _options(trigger: CompiledTrigger, call: HookCall) -> dict[str, str]:
+    """An admitted OPTIONS: `Allow`, and the CloudEvents webhook validation handshake (HTTP 1.1
+    Web Hooks §4) when it asks (`WebHook-Request-Origin`) at a URL that takes POST: consent
+    for that origin and the rate the trigger's limit allows (requests per minute, `*` with no
+    limit). A callback (`WebHook-Request-Callback`) is never called: consent is answered."""
+    reads = "GET" in trigger.methods and trigger.auth_mode not in SIGNED_MODES
+    posts = "POST" in trigger.methods and call.ref is None
+    allowed = [*(["GET", "HEAD"] if reads else []), *(["POST"] if posts else []), "OPTIONS"]
+    headers = {"Allow": ", ".join(allowed)}
+    origin = call.headers.get("WebHook-Request-Origin")
+    if origin is None or not posts:
+        return headers
+    asked = call.headers.get("WebHook-Request-Rate")
+    if not _ORIGIN.match(origin.strip()) or (asked is not None and not _RATE.match(asked.strip())):
+        raise BadRequest(
+            "WebHook-Request-Origin must be a DNS name (or *) and WebHook-Request-Rate a "
+            "positive whole number of requests per minute"
+        )
+    rate = None if trigger.rate is None else max(1, math.floor(trigger.rate[0] * 60))
+    if asked is not None:
+        rate = int(asked) if rate is None else min(rate, int(asked))
+    headers["WebHook-Allowed-Origin"] = origin.strip()
+    headers["WebHook-Allowed-Rate"] = "*" if rate is None else str(rate)
+    return headers
 
 
 def denied() -> Unauthorized:
@@ -130,10 +167,15 @@ class HookReceiver:
     async def _handle(self, call: HookCall, tally: _Tally) -> HookAnswer:
         admitted = await self._admit(call, tally)
         trigger = admitted.trigger
+        if call.method == "OPTIONS":
+            tally.outcome = "options"
+            return HookAnswer(204, b"", _options(trigger, call))
         # OsmAnd devices write with GET; a HEAD never writes.
         writes = call.method == "POST" or (trigger.format == "form" and call.method == "GET")
         if call.ref is None and writes:
             return await self._write(admitted, call, tally)
+        if trigger.auth_mode in SIGNED_MODES:
+            raise Forbidden(UNSIGNED_READ)
         if trigger.target == "positions":
             answer = await self._recent_track(trigger, call)
         else:
@@ -174,7 +216,7 @@ class HookReceiver:
         if gate["status"] != "active":
             raise Forbidden("this trigger is disabled")
         method = "GET" if call.method == "HEAD" else call.method
-        if method not in trigger.methods:
+        if method != "OPTIONS" and method not in trigger.methods:
             # SPEC §3.1: a valid token used beyond its scope is 403 (405 is for methods the
             # endpoint has at all, which the router answers).
             raise Forbidden(

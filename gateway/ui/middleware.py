@@ -90,7 +90,8 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "POST":
         try:
             form = await read_form(request)  # a 408 (GatewayError) when it trickles in
-        except (ValueError, AssertionError) as exc:  # a multipart body aiohttp cannot read
+        except (ValueError, AssertionError, web.RequestPayloadError) as exc:
+            # a multipart body aiohttp cannot read; a gzip one that does not decode (a 500 before)
             return _error_page(request, 400, f"malformed form: {exc}")
         request[form_key] = form
         token = form.get("csrf")

@@ -64,7 +64,7 @@ class _Body:
         if length is not None and length > limit:
             raise _too_large(limit)
         try:
-            body = await read_body(self._request)
+            body = await read_body(self._request, limit)
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(limit) from None
         if len(body) > limit:
@@ -78,9 +78,9 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the body is over this trigger's limit of {limit} bytes")
 
 
-async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
+def _hook_call(request: web.Request, ref: str | None) -> HookCall:
     reply = request.get(replies.reply_key)
-    call = HookCall(
+    return HookCall(
         trigger_id=request.match_info["trigger_id"],
         method=request.method,
         headers=request.headers,
@@ -92,7 +92,10 @@ async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
         charset=request.charset,
         as_called=None if reply is None else reply.as_called,
     )
-    answer = await services_of(request).hooks.handle(call)
+
+
+async def _answer(request: web.Request, ref: str | None = None) -> web.Response:
+    answer = await services_of(request).hooks.handle(_hook_call(request, ref))
     return replies.answer(request, answer.status, answer.body, answer.headers)
 
 
@@ -136,3 +139,18 @@ async def get_hooks(request: web.Request) -> web.Response:
 )
 async def get_hook_entity(request: web.Request) -> web.Response:
     return await _answer(request, request.match_info["key"])
+
+
+@operation(
+    "Ask what a trigger URL takes (`Allow`), and the CloudEvents webhook validation handshake: "
+    "with `WebHook-Request-Origin` (and `WebHook-Request-Rate`), a trigger that takes POST "
+    "answers `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate` (requests per minute, or *). "
+    "Authenticated as the trigger's other calls are",
+    tag="hooks",
+    auth="trigger",
+    status=204,
+)
+async def options_hook(request: web.Request) -> web.Response:
+    call = _hook_call(request, request.match_info.get("key"))
+    answer = await services_of(request).hooks.handle(call)
+    return web.Response(status=answer.status, headers=answer.headers)

@@ -19,8 +19,9 @@ from gateway.web.problems import json_response
 from gateway.web.requests import (
     VERSION_NUMBER,
     body_deadline,
-    check_content_coding,
+    content_coding,
     is_json,
+    multipart_reader,
     page_params,
     query_flag,
     read_body,
@@ -100,7 +101,7 @@ def _too_large(size: int | None) -> None:
 
 async def _read_upload(request: web.Request) -> tuple[bytes, str | None]:
     """The mapping file in the body (YAML or JSON), or in the `file` field of a form."""
-    check_content_coding(request)
+    content_coding(request)
     ctype = request.content_type
     if ctype == "multipart/form-data":
         async with body_deadline():
@@ -118,7 +119,7 @@ async def _read_upload(request: web.Request) -> tuple[bytes, str | None]:
 
 async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
     try:
-        reader = await request.multipart()
+        reader = await multipart_reader(request)
         while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 data = bytearray()

@@ -16,6 +16,7 @@ from gateway.logs import request_id_var
 from gateway.services import Services
 from gateway.web import conditional, problems, replies
 from gateway.web.openapi import Operation, operation_of
+from gateway.web.requests import check_refused_early
 from gateway.web.state import services_of
 
 log = logging.getLogger("gateway.access")
@@ -82,8 +83,8 @@ async def _call(
     op = operation_of(request.match_info.handler)
     if op is not None and op.xml_answers and replies.may_speak_xml(request):
         request[replies.reply_key] = replies.Reply.of(request)
-    if (doubled := _doubled(request)) is not None:
-        return problems.problem_response(doubled, request)
+    if (refused := _refused_at_once(request)) is not None:
+        return problems.problem_response(refused, request)
     health = services.store.health
     if op is not None and op.database:
         try:
@@ -117,7 +118,13 @@ def _failed(request: web.Request, exc: GatewayError) -> None:
     log.log(level, "request failed: %s", exc.detail, extra={"status": exc.status})
 
 
-def _doubled(request: web.Request) -> BadRequest | None:
+def _refused_at_once(request: web.Request) -> GatewayError | None:
+    """A body in `br` or `zstd` (as aiohttp's parser refused them), or a header whose second
+    copy would make the request ambiguous: refused before the route does anything."""
+    try:
+        check_refused_early(request)
+    except GatewayError as exc:
+        return exc
     for name in _ONCE:
         if len(request.headers.getall(name, ())) > 1:
             return BadRequest(f"the {name} header is given more than once: send it once")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import BodyPartReader, hdrs, web
-from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.multipart import MultipartReader
+from aiohttp.streams import StreamReader
 from multidict import MultiDict, MultiDictProxy
 
 from gateway import paging
@@ -19,6 +23,7 @@ from gateway.errors import (
     BadRequest,
     FieldProblem,
     InvalidPayload,
+    PayloadTooLarge,
     RequestTimeout,
     UnsupportedContentCoding,
     UnsupportedMediaType,
@@ -44,28 +49,27 @@ async def read_json(request: web.Request) -> Any:
     return parse_json(await read_body(request))
 
 
-# The content codings aiohttp decodes while a body is read (its parser refuses `br` and `zstd`
-# itself when their library is missing: web/server.py); any other one would be read as if
-# the body were plain.
-DECODED_CODINGS: Final = (
-    ("gzip", "deflate") + (("br",) if HAS_BROTLI else ()) + (("zstd",) if HAS_ZSTD else ())
-)
+# The content codings decoded here (the server's own decompression is off: app.py), and the
+# ones aiohttp's parser refused before anything else when it decoded (kept as early: edge).
+DECODED_CODINGS: Final = ("gzip", "deflate")
+REFUSED_EARLY: Final = frozenset({"br", "zstd"})
+_DECODE_CHUNK: Final = 64 * 1024  # the most one inflate step may produce
 
 
-def check_content_coding(request: web.Request) -> None:
-    """415 (with `Accept-Encoding`) for a body in a coding that is not decoded: one aiohttp
-    does not know (`compress`, `x-gzip`), a stack of them (`gzip, gzip`: aiohttp decodes a
-    lone one), or the header given twice. `identity` is no coding; without a body (a GET's),
-    the header says nothing."""
-    given = request.headers.getall(hdrs.CONTENT_ENCODING, ())
-    if not given or not request.body_exists:
-        return
+def content_coding(request: web.Request) -> str | None:
+    """The body's content coding (`gzip` or `deflate`), None for a plain one. 415 (with
+    `Accept-Encoding`) for a coding that is not decoded: `br`, `zstd`, one nobody knows
+    (`compress`, `x-gzip`), a stack of them (`gzip, gzip`), or the header given twice.
+    `identity` is no coding; without a body (a GET's), the header says nothing."""
+    if hdrs.CONTENT_ENCODING not in request.headers or not request.body_exists:
+        return None  # the common case, at once (getall's default costs an exception)
+    given = request.headers.getall(hdrs.CONTENT_ENCODING)
     codings = [c for c in (t.strip().lower() for v in given for t in v.split(",")) if c]
     codings = [c for c in codings if c != "identity"]
     if not codings:
-        return
+        return None
     if len(given) == 1 and codings == [given[0].strip().lower()] and codings[0] in DECODED_CODINGS:
-        return
+        return codings[0]
     shown = ", ".join(v.strip() for v in given)
     raise UnsupportedContentCoding(
         f"the body's Content-Encoding {shown!r} is not supported: send it as it is, or in "
@@ -74,12 +78,85 @@ def check_content_coding(request: web.Request) -> None:
     )
 
 
-async def read_body(request: web.Request) -> bytes:
-    check_content_coding(request)
-    if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
-        return await request.read()
+def check_refused_early(request: web.Request) -> None:
+    """415 before anything else (authentication included) for a lone `br` or `zstd` body, as
+    aiohttp's parser answered when it decoded bodies itself (without their library)."""
+    if hdrs.CONTENT_ENCODING not in request.headers:
+        return
+    given = request.headers.getall(hdrs.CONTENT_ENCODING)
+    if len(given) == 1 and given[0].strip().lower() in REFUSED_EARLY:
+        content_coding(request)
+
+
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The body, decoded from its content coding; 413 past `limit` bytes (by default
+    `client_max_size`, GATEWAY_MAX_BODY_BYTES) as sent and, when coded, as decoded."""
+    coding = content_coding(request)
+    if coding is None:
+        if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+            return await request.read()
+        async with body_deadline():
+            return await request.read()
     async with body_deadline():
-        return await request.read()
+        return await _decode(request, coding, limit or request.client_max_size)
+
+
+async def _decode(request: web.Request, coding: str, limit: int) -> bytes:
+    """A gzip or deflate body inflated step by step, never past `limit` + 1 bytes (a small
+    body that inflates to gigabytes is a 413 at the limit), and whole: a stream cut short
+    (its end or gzip trailer missing, aiohttp took that as the end) or corrupt is a 400. A
+    `deflate` body is zlib (RFC 9110), or raw deflate as some clients send it."""
+    max_raw = request.client_max_size
+    raw = 0
+    out = bytearray()
+    inflate: Any = None
+    tail = b""
+    while True:
+        chunk = tail or await request.content.readany()
+        tail = b""
+        if not chunk:
+            break
+        raw += len(chunk)
+        if 0 < max_raw < raw:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_raw, actual_size=raw)
+        if inflate is None:
+            raw_deflate = coding == "deflate" and chunk[0] & 0x0F != 8
+            inflate = zlib.decompressobj(31 if coding == "gzip" else -15 if raw_deflate else 15)
+        data = chunk
+        try:
+            while True:
+                room = min(_DECODE_CHUNK, limit + 1 - len(out))
+                piece = inflate.decompress(data, room)
+                out += piece
+                if len(out) > limit:
+                    raise _inflated_too_large(limit)
+                data = inflate.unconsumed_tail
+                if inflate.eof and inflate.unused_data:
+                    if coding != "gzip":
+                        raise _undecodable(coding, "bytes follow the end of the stream")
+                    # gzip allows members one after another (RFC 1952 §2.2)
+                    raw -= len(inflate.unused_data)
+                    tail = inflate.unused_data
+                    inflate = None
+                    break
+                if not data and len(piece) < room:
+                    break  # this chunk used up, and no output held back
+        except zlib.error as exc:
+            raise _undecodable(
+                coding, str(exc).removeprefix("Error -3 while decompressing data: ")
+            ) from None
+    if inflate is None or not inflate.eof:
+        raise _undecodable(coding, "the stream is cut short (its end is missing)")
+    return bytes(out)
+
+
+def _undecodable(coding: str, why: str) -> web.RequestPayloadError:
+    """Answered by the edge like a body aiohttp could not read: a 400, the connection closed."""
+    return web.RequestPayloadError(f"the {coding} body does not decode: {why}")
+
+
+def _inflated_too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the body inflates past the limit of {limit} bytes")
 
 
 FormValue = str | bytes | bytearray | web.FileField
@@ -88,11 +165,41 @@ FormValue = str | bytes | bytearray | web.FileField
 async def read_form(request: web.Request) -> MultiDictProxy[FormValue]:
     """A form's fields (urlencoded or multipart), within the same deadline as a body.
     ValueError for a multipart body that cannot be read."""
-    check_content_coding(request)
+    if content_coding(request) is not None:
+        return await _read_coded_form(request)
     async with body_deadline():
         if request.content_type == "multipart/form-data":
             return await _read_multipart(request)
         return await request.post()
+
+
+async def _read_coded_form(request: web.Request) -> MultiDictProxy[FormValue]:
+    """A form in a content coding, read as `post()` reads a plain one, from its decoded body."""
+    if request.content_type == "multipart/form-data":
+        async with body_deadline():
+            return await _read_multipart(request)
+    if request.content_type not in ("", "application/x-www-form-urlencoded"):
+        return MultiDictProxy(MultiDict())
+    body = await read_body(request)
+    charset = request.charset or "utf-8"
+    try:
+        pairs = parse_qsl(body.rstrip().decode(charset), keep_blank_values=True, encoding=charset)
+    except LookupError:
+        raise ValueError("a form in an unknown charset") from None
+    return MultiDictProxy(MultiDict[FormValue](pairs))
+
+
+async def multipart_reader(request: web.Request) -> MultipartReader:
+    """The body's multipart reader; of the decoded body when it has a content coding (read
+    whole first: its size is the limit's, as decoded)."""
+    if content_coding(request) is None:
+        return await request.multipart()
+    stream = StreamReader(
+        BaseProtocol(asyncio.get_running_loop()), 2**16, loop=asyncio.get_running_loop()
+    )
+    stream.feed_data(await read_body(request))
+    stream.feed_eof()
+    return MultipartReader(request.headers, stream)
 
 
 async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
@@ -102,7 +209,7 @@ async def _read_multipart(request: web.Request) -> MultiDictProxy[FormValue]:
     fails (a part without a name, a body cut short or too big): a ResourceWarning ("Unclosed
     file") whenever the garbage collector came by."""
     out: MultiDict[FormValue] = MultiDict()
-    reader = await request.multipart()
+    reader = await multipart_reader(request)
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             raise ValueError("a nested multipart body is not a form")

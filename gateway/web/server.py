@@ -4,9 +4,9 @@ aiohttp answers what its parser refuses (a request line over 8,190 bytes, a NUL 
 header, a bad method...) before any middleware runs, with a `text/plain` 400 and an ERROR log
 line carrying a traceback. Here those become RFC 9457 problems like every other error (414
 for a URL too long, 431 for headers too large, 400 otherwise) and one WARNING line without a
-traceback: a client's garbage is not our error. A `Content-Encoding` the parser cannot decode
-(`br`, `zstd` without their library) is a 415 naming those it can (RFC 9110 §15.5.16), and a
-body that does not decode, found while aiohttp drains what a route did not read, one INFO line.
+traceback: a client's garbage is not our error. A body that cannot be read (a broken chunked
+encoding), found while aiohttp drains what a route did not read, is one INFO line. Bodies are
+not decoded here (the app turns aiohttp's decompression off): `web/requests.py` decodes them.
 
 aiohttp has no public hook for this; the handler class is chosen by the low-level server,
 so `GatewayRunner` gives its server a handler subclass (tests/test_http_edge.py pins the
@@ -29,14 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from gateway import eventloop
 from gateway.errors import clipped
 from gateway.web.problems import PROBLEM_JSON, dumps
-from gateway.web.requests import DECODED_CODINGS
 from gateway.web.state import services_key
 
 log = logging.getLogger("gateway.access")
@@ -45,14 +44,10 @@ _log = logging.getLogger(__name__)
 _TITLES = {
     400: "Bad request",
     414: "URI too long",
-    415: "Unsupported media type",
     431: "Request header fields too large",
 }
-_SLUGS = {400: "bad-request", 415: "unsupported-media-type"}
+_SLUGS = {400: "bad-request"}
 
-
-# aiohttp's ContentEncodingError names the coding last, in brackets: "brotli (br)".
-_CODING = re.compile(r"\(([a-z0-9-]{1,16})\)")
 # aiohttp's LineTooLong names the start of what was too long: a request target (the URL)
 # starts with "/", a scheme or "*"; anything else is a header.
 _TARGET = re.compile(r"reading: (?:bytearray\()?b'(?:/|https?:|\*)")
@@ -61,15 +56,6 @@ _TARGET = re.compile(r"reading: (?:bytearray\()?b'(?:/|https?:|\*)")
 def _refusal(exc: BadHttpMessage, status: int) -> tuple[int, str]:
     """The status and a detail that quotes nothing the client sent (a URL may hold a token)."""
     text = exc.message if isinstance(exc.message, str) else str(exc)
-    if isinstance(exc, ContentEncodingError):
-        # Raised while the headers are read, so only for a coding the parser knows but cannot
-        # decode here (a body that fails to decode is the handler's RequestPayloadError).
-        coding = _CODING.search(text)
-        named = f" {coding.group(1)!r}" if coding else ""
-        return 415, (
-            f"the body's Content-Encoding{named} is not supported: send it as it is, or in one "
-            f"of {', '.join(DECODED_CODINGS)}"
-        )
     if isinstance(exc, LineTooLong):
         if _TARGET.search(text):
             return 414, "the request line (method and URL) is longer than 8190 bytes"
@@ -94,18 +80,16 @@ class ProblemRequestHandler(RequestHandler):
             "type": f"https://rabbot.dev/problems/{_SLUGS.get(status, status)}",
             "title": _TITLES.get(status, "Bad request"),
             "status": status,
-            "detail": clipped(detail if status == 415 else f"malformed HTTP request: {detail}"),
+            "detail": clipped(f"malformed HTTP request: {detail}"),
         }
         response = web.Response(status=status, body=dumps(body), content_type=PROBLEM_JSON)
-        if status == 415:
-            response.headers["Accept-Encoding"] = ", ".join(DECODED_CODINGS)
         response.force_close()
         return response
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """After the answer, aiohttp reads what is left of a body a route did not read (a 405,
-        a route without a body): one that does not decode (`Content-Encoding: gzip`, and it is
-        not) is the client's mistake, told in one line; the connection is closed anyway."""
+        a route without a body): one that cannot be read (a chunk size that is not hex) is the
+        client's mistake, told in one line; the connection is closed anyway."""
         exc = kw.get("exc_info")
         if isinstance(exc, web.RequestPayloadError):
             cause = exc.__cause__
