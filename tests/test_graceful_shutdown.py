@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pymongo
+import pytest
 
 from gateway.store.embedded import EmbeddedServer
 from tests.processes import ClientThreads, Gateway, wait_until
@@ -187,6 +188,7 @@ def _read(data_dir: Path) -> tuple[set[str], list[str], list[str]]:
     return plates, leases, leased
 
 
+@pytest.mark.timeout(180)  # a gateway held 15 s by its request, then the database alone
 def test_sigterm_while_working_keeps_every_answered_write_and_leaves_no_lease_held(
     tmp_path: Path,
 ) -> None:
