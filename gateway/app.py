@@ -30,6 +30,7 @@ def create_app(settings: Settings, *, mongodb_uri: str | None = None) -> web.App
         handler_args={"auto_decompress": False},
     )
     app.cleanup_ctx.append(_services(settings, mongodb_uri))
+    app.on_shutdown.append(_stop_runners)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("gateway.web", "templates"),
@@ -49,6 +50,14 @@ def _admin_ui() -> web.Application:
     ui[catalog_key] = Catalog.load()
     add_ui_routes(ui)
     return ui
+
+
+async def _stop_runners(app: web.Application) -> None:
+    """On SIGTERM, once no new connection is accepted: the background runners stop claiming
+    and finish their work under way while the requests in flight are answered (not awaited
+    here: aiohttp waits for those requests after this returns; the cleanup awaits both)."""
+    if (services := app.get(services_key)) is not None:
+        services.background.stop_runners()
 
 
 def _services(

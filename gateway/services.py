@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -128,6 +128,7 @@ class Services:
     catalog: Catalog
     guards: PartnerGuards
     readiness: Readiness = field(default_factory=Readiness)  # what /readyz last answered
+    background: Background = field(default_factory=lambda: Background())
 
 
 @contextlib.asynccontextmanager
@@ -155,11 +156,11 @@ async def open_services(
         # `--workers N` the scrape shows the lowest of the processes' values).
         store.health.watch(lambda up: metrics.database_up.set(1 if up else 0))
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
-        jobs = _start_jobs(services)
+        services.background.start(services)
         try:
             yield services
         finally:
-            await _stop(services, jobs)  # before the store closes: they use it
+            await _stop(services)  # before the store closes: they use it
 
 
 def _assemble(
@@ -402,18 +403,60 @@ def jobs_alive(services: Services) -> bool:
     return all(running[job] for job in running_jobs(services.settings))
 
 
-def _start_jobs(services: Services) -> dict[str, asyncio.Task[None]]:
-    """The background jobs of `settings.jobs`: the relay, the flow runner, the delivery worker,
-    the schedule runner and the fleet fold."""
-    jobs = running_jobs(services.settings)
-    runs = {
-        "relay": services.relay.run,
-        "flows": services.flow_runner.run,
-        "delivery": services.delivery_worker.run,
-        "schedules": services.schedule_runner.run,
-        "fold": services.fold.run,
-    }
-    return {job: asyncio.create_task(run()) for job, run in runs.items() if job in jobs}
+class Background:
+    """The background jobs of `settings.jobs` a process runs (the relay, the flow runner, the
+    delivery worker, the schedule runner and the fleet fold), and their stop.
+
+    The three leased runners depend on no request: `stop_runners()` (the web app calls it on
+    SIGTERM, as it stops accepting) has them stop claiming and finish their work under way
+    while the requests in flight are answered, instead of after them. The relay and the fold
+    carry what the answered requests wrote (their outboxes, their positions) and stop once
+    those are answered, in `stop()`. Both are idempotent."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, asyncio.Task[None]] = {}
+        self._stops: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._runners: asyncio.Task[None] | None = None
+
+    def start(self, services: Services) -> None:
+        jobs = running_jobs(services.settings)
+        runs = {
+            "relay": services.relay.run,
+            "flows": services.flow_runner.run,
+            "delivery": services.delivery_worker.run,
+            "schedules": services.schedule_runner.run,
+            "fold": services.fold.run,
+        }
+        self._stops = {
+            "schedules": services.schedule_runner.stop,
+            "flows": services.flow_runner.stop,
+            "delivery": services.delivery_worker.stop,
+        }
+        self.jobs = {job: asyncio.create_task(run()) for job, run in runs.items() if job in jobs}
+
+    def stop_runners(self) -> asyncio.Task[None]:
+        """The runners stopping side by side (claiming no more at once, their work under way
+        bounded by GATEWAY_DELIVERY_SHUTDOWN_SECONDS from this call, then their leases handed
+        back): started on the first call, the same task after."""
+        if self._runners is None:
+            if running := [job for job in self._stops if job in self.jobs]:
+                log.info("stopping the background runners: %s", ", ".join(running))
+            self._runners = asyncio.create_task(self._stop_runners(), name="stopping runners")
+        return self._runners
+
+    async def _stop_runners(self) -> None:
+        async def stopped(job: str) -> None:
+            await self._stops[job]()
+            await self.jobs[job]
+
+        await asyncio.gather(*(stopped(job) for job in self._stops if job in self.jobs))
+
+    async def stop(self) -> None:
+        """Every job stopped: the runners (`stop_runners`, under way already or started now)
+        beside the fold and the relay, which are cancelled (a fold pass cut short is repeated;
+        both hand their shards back on the way out)."""
+        sharded = [self.jobs[job] for job in ("relay", "fold") if job in self.jobs]
+        await asyncio.gather(self.stop_runners(), cancel_and_wait(*sharded))
 
 
 HAND_BACK_SECONDS = 3.0
@@ -422,27 +465,18 @@ hand back the leases they still hold and the Idempotency-Keys left to release (a
 answers does it in milliseconds; what one that does not keeps expires instead)."""
 
 
-async def _stop(services: Services, jobs: dict[str, asyncio.Task[None]]) -> None:
-    """What the background holds, given back side by side within one bound: the three
-    runners stop claiming at once and finish their work under way within
-    GATEWAY_DELIVERY_SHUTDOWN_SECONDS, then hand back the leases they still hold, while the
-    Idempotency-Keys left are released; all of it within that bound and `HAND_BACK_SECONDS`
-    more, or `HAND_BACK_SECONDS` alone once the database is known down (no work under way
-    can record its outcome then). One after the other, a frozen database held each step a
-    deadline of its own. What is cut short is cancelled and its leases expire; deliveries a
-    flow run queued meanwhile wait in the database for the next worker. Then the fold and the
-    relay stop, and the trigger gates stop following their change stream (docs/operations.md,
+async def _stop(services: Services) -> None:
+    """What the background holds, given back side by side within one bound, once the requests
+    in flight are answered: the runners (stopping since SIGTERM under `gateway serve`,
+    `Background.stop_runners`, now under `gateway worker`) finish their work under way and
+    hand back the leases they still hold, the fold and the relay stop and hand back their
+    shards, the Idempotency-Keys left are released and the trigger gates stop following their
+    change stream; all of it within GATEWAY_DELIVERY_SHUTDOWN_SECONDS and `HAND_BACK_SECONDS`
+    more, or `HAND_BACK_SECONDS` alone once the database is known down (no work under way can
+    record its outcome then). One after the other, a frozen database held each step a deadline
+    of its own. What is cut short is cancelled and its leases expire; deliveries a flow run
+    queued meanwhile wait in the database for the next worker (docs/operations.md,
     "Shutdown")."""
-    stops = {
-        "schedules": services.schedule_runner.stop,
-        "flows": services.flow_runner.stop,
-        "delivery": services.delivery_worker.stop,
-    }
-
-    async def stopped(job: str) -> None:
-        await stops[job]()
-        await jobs[job]
-
     health, most = services.store.health, services.settings.delivery_shutdown_seconds
 
     def bound() -> float:  # known down meanwhile (a ping under way): shorter from then on
@@ -452,12 +486,12 @@ async def _stop(services: Services, jobs: dict[str, asyncio.Task[None]]) -> None
     await within(
         bound,
         "stopping the background jobs",
+        services.background.stop(),
         services.hooks.close(),
-        *(stopped(job) for job in stops if job in jobs),
+        services.gates.close(),
     )
-    # A single cancel can be lost on Python 3.11; a fold stopped mid-pass is repeated.
-    await cancel_and_wait(*jobs.values())
-    await services.gates.close()
+    # A single cancel can be lost on Python 3.11; what was cut short is cancelled here.
+    await cancel_and_wait(*services.background.jobs.values())
 
 
 def load_secret_key(settings: Settings, *, generate: bool = True) -> str:

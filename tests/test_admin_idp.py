@@ -11,7 +11,9 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.web.state import services_key
 from tests.support import admin_token
+from tests.ui_support import csrf
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ISSUER, AUDIENCE = "https://idp.example.com/realms/fleet", "rabbot-gateway"
@@ -104,3 +106,55 @@ async def test_identity_provider_token_with_wrong_audience_or_key_is_401(
         "/api/v1/entities/vehicle", headers={"Authorization": f"Bearer {forged}"}
     )
     assert response.status == 401
+
+
+BAD_TENANTS = ["acme/../globex", "acme\n", "acme corp", "a" * 101, "", "açme", {"$ne": None}, 7]
+
+
+async def test_a_provider_token_whose_tenant_is_not_a_tenant_name_is_403_and_writes_nothing(
+    aiohttp_client: Any, aiohttp_server: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """The provider signs whatever its directory holds: a tenant claim outside the names the
+    gateway issues tokens for (`TENANT`) is refused before any use case, never a query."""
+    client = await _app(aiohttp_client, aiohttp_server, make_app)
+    db = client.app[services_key].store.db
+    for tenant in BAD_TENANTS:
+        token = _idp_token(org=tenant, realm_access={"roles": ["admin"]})
+        response = await client.post(
+            "/api/v1/entities/vehicle",
+            json={"plate": "ABC1D23"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status == 403, tenant
+        assert response.content_type == "application/problem+json"
+        problem = await response.json()
+        assert problem["status"] == 403
+        named = isinstance(tenant, str) and tenant != ""
+        expected = "tenant claim 'org' is not a tenant name" if named else "names no tenant"
+        assert expected in problem["detail"], problem
+    assert await db["entities"].count_documents({}) == 0
+
+
+async def test_the_admin_ui_refuses_a_provider_token_with_a_bad_tenant_and_opens_no_session(
+    aiohttp_client: Any, aiohttp_server: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client = await _app(aiohttp_client, aiohttp_server, make_app)
+    db = client.app[services_key].store.db
+    for tenant in ("acme/../globex", "a" * 101):
+        token = _idp_token(org=tenant, realm_access={"roles": ["admin"]})
+        csrf_token = await csrf(client, "/admin/login")
+        response = await client.post(
+            "/admin/login/token",
+            data={"csrf": csrf_token, "token": token},
+            allow_redirects=False,
+        )
+        assert response.status == 401
+        assert "rabbot_session" not in response.cookies
+    assert await db["ui_sessions"].count_documents({}) == 0
+    good = _idp_token(realm_access={"roles": ["admin"]})
+    response = await client.post(
+        "/admin/login/token",
+        data={"csrf": await csrf(client, "/admin/login"), "token": good},
+        allow_redirects=False,
+    )
+    assert response.status == 303  # the same provider, a tenant name: a session

@@ -171,7 +171,8 @@ class ExternalAdminVerifier:
     The claim names are the provider's: `tenant_claim` and `role_claim` are looked up as
     top-level names first, then as dotted paths (`realm_access.roles`). A role claim may be a
     string or a list; `role_values` maps the provider's values to ours, and admin wins.
-    A valid token that carries no tenant or no known role is `Forbidden`.
+    A valid token that carries no tenant, one that is not a tenant name (`TENANT`), or no
+    known role is `Forbidden`: it reaches no use case, so no query nor stored document.
     """
 
     def __init__(
@@ -192,8 +193,13 @@ class ExternalAdminVerifier:
         subject, tenant = claims.get("sub"), _lookup(claims, self._tenant_claim)
         if not _is_name(subject):
             raise _invalid()
-        if not _is_tenant(tenant):
-            raise Forbidden("the token names no tenant (1-100 letters, digits, _.-)")
+        if not _is_name(tenant):
+            raise Forbidden("the token names no tenant")
+        if not TENANT.match(tenant):  # the same names as ours: never a query or a key's part
+            raise Forbidden(
+                f"the token's tenant claim {self._tenant_claim!r} is not a tenant name "
+                "(1-100 letters, digits, _.-)"
+            )
         raw = _lookup(claims, self._role_claim)
         values = raw if isinstance(raw, list) else [raw]
         roles = {
