@@ -59,6 +59,7 @@ def add_ui_routes(ui: web.Application) -> None:
             web.post("/rejected/{id}/replay", rejected.replay_rejected),
             web.get("/mappings", mappings.list_mappings),
             web.post("/mappings", mappings.upload_mapping),
+            web.post("/mappings/preview", mappings.preview_mapping, name="mapping_preview"),
             web.get("/mappings/{name}", mappings.mapping_page),
             web.get("/mappings/{name}/versions/{version}", mappings.version_page),
             web.get("/mappings/{name}/diff", mappings.diff_page),
