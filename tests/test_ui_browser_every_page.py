@@ -179,3 +179,34 @@ async def test_keyboard_only_skips_to_the_content_and_the_focus_is_outlined(ui: 
     await ui.page.get_by_test_id("issued").wait_for()
     [trigger] = await ui.services.triggers.list("acme", after=None, limit=5)
     assert trigger["name"] == "Rastreador teclado"
+
+
+async def test_an_empty_list_says_what_to_do_next(ui: Ui) -> None:
+    """A new tenant's admin sees, on each empty list, what fills it and how (in English too)."""
+    await make_user(ui.services)
+    await ui.log_in()
+    lists = {
+        "/admin/triggers": "Novo gatilho",
+        "/admin/rejected": "corrigir o mapeamento",
+        "/admin/mappings": "pré-visualize",
+        "/admin/schedules": "ação GET",
+        "/admin/partners": "credenciais",
+        "/admin/actions": "Registre antes um parceiro",
+        "/admin/subscriptions": "tipos de evento",
+        "/admin/deliveries": "evento assinado",
+        "/admin/deliveries?status=dead": "Limpe-os",
+        "/admin/flows": "YAML ou JSON",
+        "/admin/channels": "mensagem de teste",
+        "/admin/templates": "tipo de canal",
+        "/admin/entities/vehicle": "pelos gatilhos",
+        "/admin/entities/vehicle?plate=ABC1D23": "limpe a busca",
+        "/admin/kinds": "esquema JSON",
+        "/admin/geofences": "Nova cerca",
+        "/admin/maintenance-plans": "Novo plano",
+    }
+    for path, words in lists.items():
+        await ui.goto(path)
+        assert words in await ui.page.inner_text("[data-testid=empty]"), path
+    await ui.page.get_by_role("link", name="English").click()
+    await ui.goto("/admin/triggers")
+    assert "New trigger" in await ui.page.inner_text("[data-testid=empty]")
