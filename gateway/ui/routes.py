@@ -93,6 +93,7 @@ def add_ui_routes(ui: web.Application) -> None:
             web.get("/actions/{id}/edit", actions.edit_action),
             web.post("/actions/{id}/edit", actions.update_action),
             web.post("/actions/{id}/delete", actions.delete_action),
+            web.post("/actions/{id}/call", actions.call_action),
             web.get("/subscriptions", partners.list_subscriptions),
             web.post("/subscriptions", partners.create_subscription),
             web.get("/subscriptions/{id}", partners.subscription_page),
