@@ -5,12 +5,18 @@ preview."""
 
 from __future__ import annotations
 
+import json
+import re
+import textwrap
+from pathlib import Path
+
 from tests.partner_double import create_vehicle
 from tests.test_ui_browser import BROKEN_MAPPING, FIXED_MAPPING, Ui, ui
 from tests.ui_support import make_user
 
 __all__ = ["ui"]  # the fixture
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "admin-ui.md"
 SAMPLE = '{"placa": "abc1d23", "km": "1234.5"}'
 
 
@@ -80,3 +86,26 @@ async def test_a_viewer_previews_but_cannot_upload(ui: Ui) -> None:
     await result.wait_for()
     assert "Criaria o cadastro" in await result.inner_text()
     assert await ui.services.mappings.find("acme", after=None, limit=5) == []
+
+
+def _walk_block(name: str) -> str:
+    """A code block of the walk-through in docs/admin-ui.md, by its `<!-- walk: name -->`."""
+    text = DOC.read_text()
+    found = re.search(rf"<!-- walk: {name} -->\n\s*```\w*\n(.*?)\n\s*```", text, re.S)
+    assert found, name
+    return textwrap.dedent(found.group(1))
+
+
+async def test_the_walk_through_preview_shows_the_documented_document(ui: Ui) -> None:
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.page.get_by_role("link", name="Mapeamentos", exact=True).click()
+    await ui.page.fill("#f-source", _walk_block("mapping"))
+    await ui.page.fill("#f-payload", _walk_block("sample"))
+    await ui.page.get_by_test_id("upload").get_by_role("button", name="Pré-visualizar").click()
+    mapped = ui.page.get_by_test_id("dry-run-result").locator(".side-by-side pre.json").first
+    await mapped.wait_for()
+    assert json.loads(await mapped.inner_text()) == json.loads(_walk_block("document"))
+    assert "Criaria o cadastro" in await ui.page.get_by_test_id("dry-run-result").inner_text()
+    await ui.page.get_by_test_id("upload").get_by_role("button", name="Enviar").click()
+    await ui.page.wait_for_url(ui.url("/admin/mappings/erp-mileage"))
