@@ -40,6 +40,8 @@ UNLABELLED = """() => [...document.querySelectorAll(
   .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
     && !e.getAttribute('aria-labelledby'))
   .map(e => e.name || e.id || e.outerHTML.slice(0, 80))"""
+DUPLICATE_IDS = """() => { const ids = [...document.querySelectorAll('[id]')].map(e => e.id);
+  return ids.filter((id, i) => ids.indexOf(id) !== i); }"""
 
 
 async def _seed(ui: Ui, partner: Partner) -> None:
@@ -129,6 +131,8 @@ async def test_every_admin_page_renders_odd_data_as_text_with_labelled_controls(
         assert await ui.page.evaluate("window.pwned") is None, path
         if missing := await ui.page.evaluate(UNLABELLED):
             unlabelled[path] = missing
+        if twice := await ui.page.evaluate(DUPLICATE_IDS):  # a label would find the first
+            unlabelled[path] = [f"id {i} twice" for i in twice]
         for href in await ui.page.eval_on_selector_all(
             "a[href]", "as => as.map(a => a.getAttribute('href'))"
         ):

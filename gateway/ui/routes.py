@@ -85,6 +85,7 @@ def add_ui_routes(ui: web.Application) -> None:
             web.get("/partners", partners.list_partners),
             web.post("/partners", partners.create_partner),
             web.get("/partners/{id}", partners.partner_page),
+            web.post("/partners/{id}/edit", partners.edit_partner),
             web.post("/partners/{id}/credentials", partners.replace_credentials),
             web.post("/partners/{id}/delete", partners.delete_partner),
             web.get("/actions", actions.list_actions),
