@@ -54,7 +54,7 @@ async def test_a_runs_steps_link_the_deliveries_it_created(
     assert listed.count('class="badge s-succeeded">concluída') == 2
     assert sorted(_links(listed, "/admin/flow-runs/")) == sorted(r["id"] for r in runs)
     failed = await (await client.get("/admin/flows/alerta-frota/runs?status=failed")).text()
-    assert "/admin/flow-runs/" not in failed and "Nada por aqui" in failed
+    assert "/admin/flow-runs/" not in failed and "Nenhuma execução nesse estado" in failed
     bad = await client.get("/admin/flows/alerta-frota/runs?status=nonsense")
     assert bad.status == 400 and "status must be one of" in await bad.text()
 

@@ -1,5 +1,6 @@
 """Action pages: list, create, edit (every member: request, mode, mappings, success codes,
-retry schedule, ordering, write-back, read-only, the XML (SOAP) body), delete."""
+retry schedule, ordering, write-back, read-only, the XML (SOAP) body), delete, and a call
+made now (as `POST /api/v1/actions/{id}/invoke`: the partner's mapped answer, or its error)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
-from gateway.errors import InvalidPayload
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.schemas import ENTITY_TYPES
 from gateway.ui.forms import Form, editing, json_field, nest, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
@@ -37,6 +39,7 @@ XML_FIELDS: Final = (
 CREATE_FIELDS: Final = (*ACTION_FIELDS, *XML_FIELDS)
 EDIT_FIELDS: Final = (*ACTION_FIELDS, "success", "retry_schedule", *FLAGS, *XML_FIELDS)
 SOAP_CHOICES: Final = (("1.1", "SOAP 1.1"), ("1.2", "SOAP 1.2"))
+CALL_FIELDS: Final = ("entity.type", "entity.ref", "payload")
 
 
 def _id(request: web.Request) -> str:
@@ -131,9 +134,49 @@ async def create_action(request: web.Request) -> web.Response:
     return redirect("/admin/actions", flash="actions.created")
 
 
-async def action_page(request: web.Request) -> web.Response:
+async def action_page(
+    request: web.Request,
+    call: Form | None = None,
+    answer: dict[str, Any] | None = None,
+    status: int = 200,
+) -> web.Response:
     doc = await services_of(request).actions.get_action(tenant_of(request), _id(request))
-    return render(request, "partners/action.html", {"action": public_action(doc)})
+    context = {
+        "action": public_action(doc),
+        "call": call or Form({"entity.type": "vehicle"}),
+        "answer": answer,
+        "entity_types": ENTITY_TYPES,
+    }
+    return render(request, "partners/action.html", context, status=status)
+
+
+async def call_action(request: web.Request) -> web.Response:
+    """Calls the partner now, on a stored entity or a pasted payload (an admin's POST: the
+    partner may change something, and a write-back action writes the answer)."""
+    tenant, services = tenant_of(request), services_of(request)
+    await services.actions.get_action(tenant, _id(request))  # another tenant's: a 404
+    values = read_values(form_of(request))
+    form = Form(values)
+    ref = values.get("entity.ref", "")
+    try:
+        payload = json_field(values, "payload")
+        if (payload is None) == (not ref):
+            message = "give an entity (its id or key) or a payload, one of them"
+            raise InvalidPayload(message, [FieldProblem("/entity/ref", message, "required")])
+        if payload is not None and not isinstance(payload, dict):
+            message = "the payload is a JSON object"
+            raise InvalidPayload(message, [FieldProblem("/payload", message, "type")])
+        entity = {"type": values.get("entity.type", ""), "key": ref} if ref else None
+        result = await services.proxy.invoke(tenant, _id(request), entity=entity, payload=payload)
+    except GatewayError as exc:  # the partner's refusal or silence (502, 504), a bad field
+        problem = exc
+        if isinstance(exc, NotFound) and ref:  # the entity named: a problem of its field
+            problem = InvalidPayload(
+                exc.detail, [FieldProblem("/entity/ref", exc.detail, "exists")]
+            )
+        return await action_page(request, form.refuse(problem, CALL_FIELDS), status=422)
+    answer = {"status": result.status, "data": result.data, "written": result.written}
+    return await action_page(request, form, answer)
 
 
 async def edit_action(request: web.Request) -> web.Response:

@@ -1,8 +1,10 @@
-"""Mapping pages: upload (a file or pasted text; every problem at its line), versions, diff,
-activate, roll back, delete, and the dry run beside the stored entity."""
+"""Mapping pages: upload (a file or pasted text; every problem at its line), a preview of the
+file before it is stored (on a pasted sample), versions, diff, activate, roll back, delete,
+and the dry run beside the stored entity."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Final
 
 import orjson
@@ -21,6 +23,7 @@ from gateway.web.state import services_of
 
 UPLOAD_FIELDS: Final = ("source", "file")
 TEST_FIELDS: Final = ("payload", "context", "response", "params", "version")
+PREVIEW_FIELDS: Final = (*UPLOAD_FIELDS, *TEST_FIELDS)
 
 
 def _name(request: web.Request) -> str:
@@ -49,6 +52,43 @@ async def upload_mapping(request: web.Request) -> web.Response:
         return await _list(request, form.refuse(exc, UPLOAD_FIELDS), status=422)
     flash = "mappings.uploaded" if version.created else "mappings.unchanged"
     return redirect(f"/admin/mappings/{version.name}", flash=flash)
+
+
+async def preview_mapping(request: web.Request) -> web.Response:
+    """The upload form's Preview: the typed (or chosen) file run on the pasted sample, as the
+    dry run runs a stored mapping; nothing is stored, and the form keeps all it holds."""
+    data = form_of(request)
+    form = Form(read_values(data))
+    services = services_of(request)
+    try:
+        text, _ = _source(data)
+        form.values["source"] = text
+        result = await services.mappings.dry_run.run(
+            tenant_of(request),
+            draft_text=text,
+            payload=form.values.get("payload") or None,
+            context=_json(form.values, "context"),
+            response=_json(form.values, "response"),
+            params=_json(form.values, "params") or {},
+        )
+    except GatewayError as exc:
+        form.refuse(_unprefixed(exc), PREVIEW_FIELDS)
+        return await _list(request, form, status=422, previewed=True)
+    stored = [await _stored(request, result, item) for item in result.get("results", [])]
+    return await _list(request, form, result=result, stored=stored, previewed=True)
+
+
+def _unprefixed(error: GatewayError) -> GatewayError:
+    """A draft's problems point into the file (as an upload's do), not into `/mapping`."""
+    if not isinstance(error, InvalidPayload):
+        return error
+    problems = [
+        replace(p, pointer=p.pointer.removeprefix("/mapping"))
+        if p.pointer.startswith("/mapping/")
+        else p
+        for p in error.problems
+    ]
+    return InvalidPayload(error.detail, problems, **error.extra)
 
 
 async def mapping_page(request: web.Request) -> web.Response:
@@ -121,13 +161,29 @@ async def _stored(
     return public(doc)
 
 
-async def _list(request: web.Request, form: Form, *, status: int = 200) -> web.Response:
+async def _list(
+    request: web.Request,
+    form: Form,
+    *,
+    status: int = 200,
+    previewed: bool = False,
+    result: dict[str, Any] | None = None,
+    stored: list[dict[str, Any] | None] | None = None,
+) -> web.Response:
     limit, cursor = paging.page_params(request.query)
     items = await services_of(request).mappings.find(tenant_of(request), after=cursor, limit=limit)
     next_cursor = items[-1].name if len(items) == limit else None
     bad_lines = {p.line for problems in form.errors.values() for p in problems if p.line}
     bad_lines |= {p.line for p in form.general if p.line}
-    context = {"items": items, "next_cursor": next_cursor, "form": form, "bad_lines": bad_lines}
+    context = {
+        "items": items,
+        "next_cursor": next_cursor,
+        "form": form,
+        "bad_lines": bad_lines,
+        "previewed": previewed,
+        "result": result,
+        "stored": stored or [],
+    }
     return render(request, "mappings/list.html", context, status=status)
 
 

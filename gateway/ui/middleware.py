@@ -34,7 +34,9 @@ PRE_SESSION_COOKIE: Final = "rabbot_pre"
 PUBLIC: Final = frozenset({"login", "login_password", "login_token", "language", "static"})
 # POSTs a viewer may make: logging out, and the dry runs, which write nothing. Every other
 # POST changes something: admins only.
-ANY_ROLE_POSTS: Final = frozenset({"logout", "mapping_dry_run", "flow_dry_run", "template_preview"})
+ANY_ROLE_POSTS: Final = frozenset(
+    {"logout", "mapping_dry_run", "mapping_preview", "flow_dry_run", "template_preview"}
+)
 # The field of every form (beside its CSRF token) that names that rendering of it, once.
 ONCE: Final = "once"
 SECURITY_HEADERS: Final = {

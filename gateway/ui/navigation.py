@@ -25,6 +25,7 @@ NAV: Final = (
     NavItem("/templates", "nav.templates"),
     NavItem("/notification-settings", "nav.notification_settings"),
     NavItem("/entities/vehicle", "nav.entities"),
+    NavItem("/kinds", "nav.kinds"),
     NavItem("/geofences", "nav.geofences"),
     NavItem("/maintenance-plans", "nav.maintenance_plans"),
     NavItem("/users", "nav.users"),

@@ -1,8 +1,11 @@
 """Partner pages: list, register (credentials are write-only: typed once, never shown),
-replace credentials, delete; and the subscriptions on their actions (actions: `actions.py`)."""
+edit the settings (name, base URL, timeout, concurrency, rate limit, days before disabling,
+enabled or disabled), replace credentials (with a new base URL: the credentials go only where
+they were given for), delete; and the subscriptions on their actions (actions: `actions.py`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Final
 
 from aiohttp import web
@@ -12,7 +15,15 @@ from gateway.actions.definitions import public_action
 from gateway.actions.partners import public_partner
 from gateway.actions.subscriptions import public_subscription
 from gateway.errors import InvalidPayload
-from gateway.ui.forms import Form, json_field, nest, read_values
+from gateway.ui.forms import (
+    Form,
+    editing,
+    json_field,
+    nest,
+    number_field,
+    read_values,
+    stale_edit,
+)
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
 from gateway.web.state import services_of
@@ -31,6 +42,17 @@ AUTH_FIELDS: Final = (
     "auth.scope",
 )
 PARTNER_FIELDS: Final = ("name", "base_url", *AUTH_FIELDS, "timeout_seconds")
+SETTINGS_FIELDS: Final = (
+    "name",
+    "base_url",
+    "timeout_seconds",
+    "max_concurrency",
+    "disable_after_hours",
+    "rate_limit.per_second",
+    "rate_limit.burst",
+    "status",
+)
+AGAIN: Final = "(type them under Replace credentials, with the new base URL)"
 SUBSCRIPTION_FIELDS: Final = ("action_id", "event_types", "filter")
 # What each kind of credential is made of: the other auth.* fields are left out of the body.
 _AUTH_PARTS: Final = {
@@ -80,7 +102,13 @@ async def create_partner(request: web.Request) -> web.Response:
     return redirect(f"/admin/partners/{doc['_id']}", flash="partners.created")
 
 
-async def partner_page(request: web.Request, form: Form | None = None) -> web.Response:
+async def partner_page(
+    request: web.Request,
+    form: Form | None = None,
+    *,
+    settings: Form | None = None,
+    status: int | None = None,
+) -> web.Response:
     tenant = tenant_of(request)
     services = services_of(request)
     partner = public_partner(await services.actions.get_partner(tenant, _id(request)))
@@ -90,19 +118,91 @@ async def partner_page(request: web.Request, form: Form | None = None) -> web.Re
     context = {
         "partner": partner,
         "actions": [public_action(a) for a in actions],
-        "form": form or Form(),
+        "form": form or Form({"base_url": partner["base_url"]}),
+        "settings": settings or editing(_settings_values(partner)),
         "auth_types": AUTH_TYPES,
     }
-    return render(request, "partners/detail.html", context, status=422 if form else 200)
+    failed = form is not None or settings is not None
+    return render(
+        request, "partners/detail.html", context, status=status or (422 if failed else 200)
+    )
+
+
+def _settings_values(partner: dict[str, Any]) -> dict[str, Any]:
+    """A partner's settings as their form shows them (text, as typed)."""
+    rate = partner.get("rate_limit") or {}
+    shown = {
+        "name": partner["name"],
+        "base_url": partner["base_url"],
+        "timeout_seconds": partner["timeout_seconds"],
+        "max_concurrency": partner["max_concurrency"],
+        "disable_after_hours": partner.get("disable_after_hours"),
+        "rate_limit.per_second": rate.get("per_second"),
+        "rate_limit.burst": rate.get("burst"),
+        "status": partner["status"],
+    }
+    return {
+        k: "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+        for k, v in shown.items()
+    }
+
+
+def _settings_body(values: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """What the settings form changes: what differs from the form as loaded (so an untouched
+    status does not re-enable a failing partner, nor an untouched URL ask for credentials)."""
+    body: dict[str, Any] = {}
+    for name in ("name", "base_url", "status"):
+        if values.get(name, "") != current[name]:
+            body[name] = values.get(name, "")
+    for name, integer in (
+        ("timeout_seconds", False),
+        ("max_concurrency", True),
+        ("disable_after_hours", False),
+    ):
+        if values.get(name, "") != current[name]:
+            body[name] = number_field(values, name, integer=integer)
+    rate = ("rate_limit.per_second", "rate_limit.burst")
+    if any(values.get(n, "") != current[n] for n in rate):
+        per_second = number_field(values, "rate_limit.per_second", integer=False)
+        burst = number_field(values, "rate_limit.burst", integer=False)
+        body["rate_limit"] = (
+            None
+            if per_second is None
+            else {"per_second": per_second, **({} if burst is None else {"burst": burst})}
+        )
+    return body
+
+
+async def edit_partner(request: web.Request) -> web.Response:
+    tenant, actions = tenant_of(request), services_of(request).actions
+    partner = public_partner(await actions.get_partner(tenant, _id(request)))
+    values = read_values(form_of(request))
+    current = _settings_values(partner)
+    if (stale := stale_edit(values, current)) is not None:
+        return await partner_page(request, settings=stale, status=409)
+    try:
+        await actions.update_partner(tenant, partner["id"], _settings_body(values, current))
+    except InvalidPayload as exc:
+        # A new origin needs the credentials again: a problem of the URL typed.
+        problems = [
+            replace(p, pointer="/base_url", message=f"{p.message} {AGAIN}")
+            if p.pointer == "/auth"
+            else p
+            for p in exc.problems
+        ]
+        refused = InvalidPayload(exc.detail, problems)
+        return await partner_page(request, settings=Form(values).refuse(refused, SETTINGS_FIELDS))
+    return redirect(f"/admin/partners/{partner['id']}", flash="partners.saved")
 
 
 async def replace_credentials(request: web.Request) -> web.Response:
+    """New credentials, and the base URL they are for (a new origin needs them)."""
     values = read_values(form_of(request))
-    body = {k: v for k, v in _partner_body(values).items() if k == "auth"}
+    body = {k: v for k, v in _partner_body(values).items() if k in ("auth", "base_url")}
     try:
         await services_of(request).actions.update_partner(tenant_of(request), _id(request), body)
     except InvalidPayload as exc:
-        return await partner_page(request, Form(values).refuse(exc, AUTH_FIELDS))
+        return await partner_page(request, Form(values).refuse(exc, ("base_url", *AUTH_FIELDS)))
     return redirect(f"/admin/partners/{_id(request)}", flash="partners.credentials_replaced")
 
 
