@@ -142,15 +142,28 @@ async def get_hook_entity(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Ask what a trigger URL takes (`Allow`), and the CloudEvents webhook validation handshake: "
-    "with `WebHook-Request-Origin` (and `WebHook-Request-Rate`), a trigger that takes POST "
-    "answers `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate` (requests per minute, or *). "
-    "Authenticated as the trigger's other calls are",
+    "Ask what a trigger takes (Allow); the CloudEvents webhook validation handshake",
     tag="hooks",
     auth="trigger",
     status=204,
 )
 async def options_hook(request: web.Request) -> web.Response:
-    call = _hook_call(request, request.match_info.get("key"))
-    answer = await services_of(request).hooks.handle(call)
+    """With `WebHook-Request-Origin` (and `WebHook-Request-Rate`), a trigger that takes POST
+    answers `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate` (requests per minute, or *);
+    authenticated as the trigger's other calls are (docs/triggers.md)."""
+    return await _options(request, None)
+
+
+@operation(
+    "Ask what a trigger's entity URL takes (Allow)",
+    tag="hooks",
+    auth="trigger",
+    status=204,
+)
+async def options_hook_entity(request: web.Request) -> web.Response:
+    return await _options(request, request.match_info["key"])
+
+
+async def _options(request: web.Request, ref: str | None) -> web.Response:
+    answer = await services_of(request).hooks.handle(_hook_call(request, ref))
     return web.Response(status=answer.status, headers=answer.headers)

@@ -40,7 +40,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/hooks/{trigger_id}", hooks.get_hooks),
             web.get("/hooks/{trigger_id}/{key}", hooks.get_hook_entity),
             web.route("OPTIONS", "/hooks/{trigger_id}", hooks.options_hook),
-            web.route("OPTIONS", "/hooks/{trigger_id}/{key}", hooks.options_hook),
+            web.route("OPTIONS", "/hooks/{trigger_id}/{key}", hooks.options_hook_entity),
             web.post("/api/v1/triggers", triggers.create_trigger),
             web.get("/api/v1/triggers", triggers.list_triggers),
             web.get("/api/v1/triggers/{id}", triggers.get_trigger),
