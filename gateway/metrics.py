@@ -208,7 +208,7 @@ class Metrics:
         # `schedule` is our schedule id: bounded by the schedules admins create.
         self.schedule_runs = Counter(
             "gateway_schedule_runs_total",
-            "Schedule runs by outcome (ok, more, failed, lost_lease)",
+            "Schedule runs by outcome (ok, more, held, failed, lost_lease)",
             ["schedule", "outcome"],
             registry=r,
         )

@@ -6,11 +6,13 @@ pushed batch's, and replayable."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, geotab
 from tests.partner_double import FakeClock, post
 from tests.schedule_support import geotab_schedule, get, run_now, runner, runs
@@ -148,6 +150,43 @@ async def test_429_with_retry_after_waits_as_long_as_the_partner_asks(
     assert await runner(client).run_until_idle() == {}
     clock.advance(61)
     assert await runner(client).run_until_idle() == {"ok": 1}
+
+
+async def test_a_run_the_partners_open_circuit_holds_back_is_no_failure_and_goes_at_the_probe(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    """Five failed runs open the partner's circuit: the sixth run sends nothing, is `held`
+    (not failed: the streak and the back-off stay), and runs again at the breaker's probe
+    time, 30 s later, not at the sixth back-off step."""
+    geotab.add_records(1)
+    geotab.misbehave("status", times=5, status=503)
+    schedule_id, clock = await _setup(client, geotab)
+    guard_time = [0.0]  # the breaker's clock moves on its own: the back-off steps are longer
+    client.app[services_key].guards.clock = lambda: time.monotonic() + guard_time[0]
+    for _ in range(5):
+        clock.advance(3600)  # past any back-off step
+        assert await runner(client).run_until_idle() == {"failed": 1}
+    calls = len(geotab.calls)
+
+    clock.advance(3600)
+    assert await runner(client).run_until_idle() == {"held": 1}
+    assert len(geotab.calls) == calls  # nothing left
+    state = await _state(client, schedule_id)
+    assert state["failures"] == 5
+    assert state["last_error"]["kind"] == "circuit_open"
+    assert state["last_error"]["message"].startswith("not sent: circuit open")
+    waited = datetime.fromisoformat(state["next_run_at"]) - clock.now
+    assert 29 <= waited.total_seconds() <= 30
+    run = (await runs(client, schedule_id))[0]
+    assert (run["outcome"], run["error"]["kind"]) == ("held", "circuit_open")
+    assert await _metric(client, "gateway_schedule_errors_total", kind="circuit_open") == 0
+    assert await _metric(client, "gateway_schedule_runs_total", outcome="held") == 1
+
+    clock.advance(31)
+    guard_time[0] += 31
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert (await _state(client, schedule_id))["failures"] == 0
+    assert await _positions(client) == 1
 
 
 async def test_an_item_whose_lookup_value_is_an_object_is_kept_and_the_rest_written(

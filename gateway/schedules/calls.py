@@ -37,12 +37,16 @@ class PollFailure(Exception):
         retry_after: float | None = None,
         problems: Sequence[Mapping[str, Any]] = (),
         transient: bool = False,
+        held: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         # The database's state (not the partner's doing): its back-off does not grow.
         self.transient = transient
+        # Our own guard held the call back before anything left (`Outcome.hold`): no
+        # failure, the run goes again when the hold ends.
+        self.held = held
         self.status = status
         self.retry_after = retry_after
         self.problems = list(problems)
@@ -115,6 +119,8 @@ def read_page(
     """The partner's answer as a page; PollFailure for anything that is not a usable one. What
     a failure quotes of the answer is redacted of the partner's credentials and secrets (a SOAP
     fault may quote the envelope, password included)."""
+    if (hold := outcome.hold) is not None:
+        raise PollFailure(hold.error, hold.describe(), retry_after=hold.seconds, held=True)
     status = outcome.status
     if status is None:
         message = redactor.redact(outcome.message or "")

@@ -167,7 +167,7 @@ class ScheduleRunner:
         finally:
             await cancel_and_wait(renewal)
         if failure is not None:
-            outcome = "failed"
+            outcome = "held" if failure.held else "failed"
         elif outcome == "ok" and poll.tally.more:
             outcome = "more"
         duration = time.perf_counter() - started
@@ -242,6 +242,12 @@ class ScheduleRunner:
         started_at: datetime,
         now: datetime,
     ) -> dict[str, Any]:
+        if failure is not None and failure.held:  # no attempt: the streak stays, no back-off
+            return {
+                "last_error": failure.as_doc(now),
+                "last_run_at": started_at,
+                "next_run_at": now + timedelta(seconds=failure.retry_after or 1),
+            }
         if failure is not None:
             failures = int(doc.get("failures") or 0) + 1
             # The database's state is not the partner's doing: its back-off does not grow (a
@@ -289,5 +295,5 @@ class ScheduleRunner:
         ):
             if count:
                 metrics.schedule_items.labels(schedule, result).inc(count)
-        if failure is not None:
+        if failure is not None and not failure.held:
             metrics.schedule_errors.labels(schedule, failure.kind).inc()

@@ -53,7 +53,7 @@ ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "kind": tuple(k.value for k in DeliveryKind),
     "run_status": tuple(s.value for s in RunStatus),
     "outcome": STEP_OUTCOMES,
-    "run_outcome": ("ok", "more", "failed", "lost_lease"),
+    "run_outcome": ("ok", "more", "held", "failed", "lost_lease"),
     # Where a schedule lands pages: "entities" here; the fleet lane adds "positions".
     "target_type": ("entities", "positions"),
     "send_result": tuple(v.value for v in Verdict),
