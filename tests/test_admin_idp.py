@@ -158,3 +158,52 @@ async def test_the_admin_ui_refuses_a_provider_token_with_a_bad_tenant_and_opens
         allow_redirects=False,
     )
     assert response.status == 303  # the same provider, a tenant name: a session
+
+
+async def test_a_provider_subject_that_is_no_name_is_401(
+    aiohttp_client: Any, aiohttp_server: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """The subject becomes the session's and the audit's: control characters or a megabyte of
+    it are refused like a bad signature."""
+    client = await _app(aiohttp_client, aiohttp_server, make_app)
+    for subject in ("ana\nadmin", "\x00", "a" * 257, ""):
+        token = _idp_token(sub=subject, realm_access={"roles": ["admin"]})
+        response = await client.get(
+            "/api/v1/entities/vehicle", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status == 401, subject
+    token = _idp_token(sub="Ana Lúcia", realm_access={"roles": ["admin"]})
+    response = await client.get(
+        "/api/v1/entities/vehicle", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 200
+
+
+async def test_a_provider_whose_keys_cannot_be_fetched_is_503_with_retry_after(
+    aiohttp_client: Any, aiohttp_server: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Its key server down is no fault of the caller's (not 401) nor an answer of a partner's
+    (not 502): a 503 to retry, as for a trigger whose partner's keys are unreachable."""
+
+    async def down(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="maintenance")
+
+    idp = web.Application()
+    idp.router.add_get("/certs", down)
+    server = await aiohttp_server(idp, host="127.0.0.1")
+    app = make_app(
+        admin_jwks_url=str(server.make_url("/certs")),
+        admin_jwt_issuer=ISSUER,
+        admin_jwt_audience=AUDIENCE,
+        admin_tenant_claim="org",
+        admin_role_claim="realm_access.roles",
+    )
+    client = await aiohttp_client(app)
+    token = _idp_token(realm_access={"roles": ["admin"]})
+    response = await client.get(
+        "/api/v1/entities/vehicle", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "30"
+    problem = await response.json()
+    assert problem["detail"] == "the identity provider's signing keys cannot be fetched now"

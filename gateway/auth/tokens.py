@@ -27,7 +27,7 @@ import jwt
 
 from gateway.auth.keyring import KeyRing, Purpose, SubKey
 from gateway.auth.partner_jwt import PartnerJwtVerifier, check_numeric_dates, unverified_header
-from gateway.errors import Forbidden, Unauthorized
+from gateway.errors import Forbidden, PartnerError, Unauthorized, Unavailable
 
 AdminRole = Literal["admin", "viewer"]
 ADMIN_ROLES: Final[tuple[AdminRole, ...]] = get_args(AdminRole)
@@ -189,13 +189,20 @@ class ExternalAdminVerifier:
         self._role_values = dict(role_values or {"admin": "admin", "viewer": "viewer"})
 
     async def verify(self, token: str) -> AdminClaims:
-        claims = await self._verifier.verify(token)
+        try:
+            claims = await self._verifier.verify(token)
+        except PartnerError:
+            # Its key server is down: a retry later may pass (not a 401, nor a 502 that
+            # would blame the caller), as for a trigger's partner keys.
+            raise Unavailable(
+                "the identity provider's signing keys cannot be fetched now", retry_after=30
+            ) from None
         subject, tenant = claims.get("sub"), _lookup(claims, self._tenant_claim)
         if not _is_name(subject):
             raise _invalid()
-        if not _is_name(tenant):
+        if not isinstance(tenant, str) or not tenant:
             raise Forbidden("the token names no tenant")
-        if not TENANT.match(tenant):  # the same names as ours: never a query or a key's part
+        if not _is_tenant(tenant):  # the same names as ours: never a query or a key's part
             raise Forbidden(
                 f"the token's tenant claim {self._tenant_claim!r} is not a tenant name "
                 "(1-100 letters, digits, _.-)"
@@ -263,7 +270,7 @@ def _base_claims(
     now: float | None,
 ) -> dict[str, Any]:
     if not (_is_name(subject) and _is_name(tenant) and _is_name(token_id)):
-        raise ValueError("subject, tenant and token id must be non-empty strings")
+        raise ValueError("subject, tenant and token id must be 1-256 printable characters")
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "iss": ISSUER,
@@ -336,7 +343,9 @@ def _lookup(claims: Mapping[str, Any], name: str) -> Any:
 
 
 def _is_name(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and value != ""
+    """A subject or a claim's value fit to store and show: 1-256 printable characters (an
+    identity provider signs what its users typed: no control characters, no megabyte)."""
+    return isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable()
 
 
 def _is_tenant(value: object) -> TypeGuard[str]:
