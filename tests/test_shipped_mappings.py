@@ -157,7 +157,7 @@ def mapped(name: str) -> list[dict[str, Any]]:
         mapping.apply(item, secrets=SECRETS) for item in mapping.items(sample(INBOUND[name]))
     ]
     return [
-        {"document": r.document, "key": r.key, "events": r.events, "event_data": r.event_data}
+        {"document": r.document, "key": r.key, "events": r.event_types, "event_data": r.event_data}
         for r in results
     ]
 
@@ -258,9 +258,9 @@ def test_traccar_event_geofence_enter_and_other_events() -> None:
     mapping = load("traccar-event.yaml")
     payload = sample("traccar_event_forward_geofence_exit.json")
     payload["event"]["type"] = "geofenceEnter"
-    assert mapping.apply(payload).events == ("vehicle.geofence.entered",)
+    assert mapping.apply(payload).event_types == ("vehicle.geofence.entered",)
     payload["event"]["type"] = "ignitionOn"
-    assert mapping.apply(payload).events == ()
+    assert mapping.apply(payload).event_types == ()
 
 
 def test_osmand_query_string() -> None:
@@ -804,7 +804,7 @@ def test_samsara_geofence_reads_the_vin_under_either_name_and_a_polygon_geofence
         "name": "Garagem SP",
         "address": "Av. Paulista, 1000, Sao Paulo - SP",
     }  # a polygon has no center nor radius: left out
-    assert result.events == ("vehicle.geofence.exited",)
+    assert result.event_types == ("vehicle.geofence.exited",)
 
 
 def test_sascar_soap_packets_are_one_fix_each_with_text_cast_and_offsets_kept() -> None:
@@ -893,16 +893,21 @@ def test_traccar_positions_keep_the_devices_alarm() -> None:
     assert fix["attributes"]["alarm"] == "sos"
 
 
-def test_samsara_vehicle_stats_feed_emits_a_position_only_for_a_vehicle_with_gps_points() -> None:
+def test_samsara_vehicle_stats_feed_announces_a_position_only_when_the_position_moved() -> None:
     """A vehicle listed with its odometer only (no `gps` list, or an empty one) writes no
-    position: it must not announce vehicle.position."""
+    position: its write (the odometer changed) must not announce vehicle.position; a point
+    does, on a new vehicle or one whose last position it moves."""
     mapping = load("samsara-vehicle-stats-feed.yaml")
     odometer = {"obdOdometerMeters": [{"time": "2026-11-20T13:45:00Z", "value": 151476930}]}
     for gps in ({}, {"gps": []}, {"gps": None}):
         vehicle = {"id": "281474982859091", "name": "Caminhao 12", **odometer, **gps}
         result = mapping.apply(vehicle)
         assert "last_position" not in result.document
-        assert result.events == ()
+        [emit] = result.events
+        assert not emit.announced(False, ["odometer_km"], result.document)
+        assert not emit.announced(True, [], result.document)
     point = {"time": "2026-11-20T13:45:32Z", "latitude": 0.0, "longitude": -46.6}
     located = mapping.apply({"id": "281474982859091", "gps": [point]})
-    assert located.events == ("vehicle.position",)
+    [emit] = located.events
+    assert emit.announced(True, [], located.document)
+    assert emit.announced(False, ["last_position.latitude"], located.document)
