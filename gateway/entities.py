@@ -23,6 +23,7 @@ from gateway.clock import from_iso
 from gateway.doorbell import Doorbell
 from gateway.errors import BadRequest, Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.kinds import KindService
+from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
 from gateway.schemas.ids import normalize_identifier
 from gateway.schemas.registry import SchemaRegistry, reference_field
@@ -64,7 +65,7 @@ class Upsert:
 
     etype: str
     fields: Mapping[str, Any]
-    extra_events: Sequence[str] = ()
+    extra_events: Sequence[Emit] = ()
     event_detail: Mapping[str, Any] | None = None
     forward: Forward = ()
     create: bool = True
@@ -282,13 +283,12 @@ class EntityService:
         etype: str,
         data: Mapping[str, Any],
         origin: Origin,
-        extra_events: Sequence[str] = (),
+        extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         clean = await self._check(tenant, etype, data)
         nk = self.natural_key(etype, clean)
-        events = [_event("entity.created", etype, clean, [], origin)]
-        events += [_event(t, etype, clean, [], origin, event_detail) for t in extra_events]
+        events = _events(etype, clean, True, [], origin, extra_events, event_detail)
         doc = await self._store.entities.insert(tenant, etype, nk, clean, events)
         if doc is None:
             raise Conflict(f"a {etype} with key {nk!r} already exists")
@@ -302,7 +302,7 @@ class EntityService:
         etype: str,
         fields: Mapping[str, Any],
         origin: Origin,
-        extra_events: Sequence[str] = (),
+        extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
         forward: Forward = (),
     ) -> WriteResult:
@@ -326,7 +326,7 @@ class EntityService:
         nk: str,
         fields: Mapping[str, Any],
         origin: Origin,
-        extra_events: Sequence[str],
+        extra_events: Sequence[Emit],
         event_detail: Mapping[str, Any] | None,
         forward: Forward = (),
     ) -> WriteResult:
@@ -415,8 +415,7 @@ class EntityService:
                     message = f"no {etype} {nk!r}: this mapping does not create one"
                     raise InvalidPayload(message, [FieldProblem("", message, "not_found")])
                 clean = await self._check(tenant, etype, upsert.fields)
-                events = [_event("entity.created", etype, clean, [], origin)]
-                events += [_event(t, etype, clean, [], origin, detail) for t in extra]
+                events = _events(etype, clean, True, [], origin, extra, detail)
                 write = TogetherWrite(etype, nk, None, clean, events)
                 return write, WriteResult({}, True, (), tuple(e["type"] for e in events))
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
@@ -427,8 +426,7 @@ class EntityService:
         if self.natural_key(etype, clean) != nk:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         changes = diff(current["data"], clean)
-        events = [_event("entity.updated", etype, clean, changes, origin)] if changes else []
-        events += [_event(t, etype, clean, changes, origin, detail) for t in extra]
+        events = _events(etype, clean, False, changes, origin, extra, detail)
         types = tuple(e["type"] for e in events)
         result = WriteResult(current, False, tuple(changes), types, skipped)
         return (TogetherWrite(etype, nk, current, clean, events) if events else None), result
@@ -469,7 +467,7 @@ class EntityService:
         current: Doc,
         data: Mapping[str, Any],
         origin: Origin,
-        extra_events: Sequence[str] = (),
+        extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
     ) -> WriteResult | None:
         etype = current["type"]
@@ -477,8 +475,7 @@ class EntityService:
         if self.natural_key(etype, clean) != current["nk"]:
             raise Conflict("the natural key of an entity cannot change; create a new one")
         changes = diff(current["data"], clean)
-        events = [_event("entity.updated", etype, clean, changes, origin)] if changes else []
-        events += [_event(t, etype, clean, changes, origin, event_detail) for t in extra_events]
+        events = _events(etype, clean, False, changes, origin, extra_events, event_detail)
         if not events:
             return WriteResult(current, False)
         doc = await self._store.entities.replace_data(tenant, current, clean, events)
@@ -500,6 +497,31 @@ class EntityService:
                     self._recent.drop(tenant, etype, current["nk"])
                     return
         raise Conflict("the entity is being changed concurrently; retry")
+
+
+def _events(
+    etype: str,
+    data: Mapping[str, Any],
+    created: bool,
+    changes: Sequence[Change],
+    origin: Origin,
+    extra: Sequence[Emit],
+    detail: Mapping[str, Any] | None,
+) -> list[Doc]:
+    """A write's events: `entity.created`, or `entity.updated` when it changed something,
+    then the mapping's events (`extra`) this write announces (`Emit.announced`: by default
+    only a write that changed the entity; a stale or repeated value changes nothing)."""
+    if created:
+        events = [_event("entity.created", etype, data, [], origin)]
+    else:
+        events = [_event("entity.updated", etype, data, changes, origin)] if changes else []
+    fields = [c.field for c in changes]
+    events += [
+        _event(e.type, etype, data, changes, origin, detail)
+        for e in extra
+        if e.announced(created, fields, data)
+    ]
+    return events
 
 
 def _event(

@@ -12,6 +12,7 @@ from gateway.background import cancel_and_wait
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService, Origin
 from gateway.events import EventRelay
+from gateway.mapping import Emit
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.support import auth
@@ -58,7 +59,7 @@ async def test_domain_events_carry_the_mapping_detail(services: Services) -> Non
         "vehicle",
         {"plate": "ABC1D23"},
         ORIGIN,
-        extra_events=["vehicle.geofence.exited"],
+        extra_events=[Emit("vehicle.geofence.exited", "every")],
         event_detail={"geofence": "Depot"},
     )
     await services.relay.run_until_idle()

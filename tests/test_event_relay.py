@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from gateway.doorbell import Doorbell
 from gateway.entities import Origin
 from gateway.events import EventRelay
+from gateway.mapping import Emit
 from gateway.services import Services
 from gateway.shares import Shares
 from gateway.store import Doc
@@ -137,7 +138,11 @@ async def test_relayed_events_are_counted_by_a_bounded_family_a_custom_type_as_c
     await services.entities.upsert("acme", "vehicle", {"plate": "ABC1D23"}, ORIGIN)
     for extra in ("fine.received", "acme_secret_project.started", "zz9.plural.z.alpha"):
         await services.entities.upsert(
-            "acme", "vehicle", {"plate": "ABC1D23", "model": extra}, ORIGIN, extra_events=[extra]
+            "acme",
+            "vehicle",
+            {"plate": "ABC1D23", "model": extra},
+            ORIGIN,
+            extra_events=[Emit(extra)],
         )
     assert await _relay(services).run_until_idle() == 7
     text = services.metrics.render().decode()

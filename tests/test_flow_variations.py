@@ -81,21 +81,22 @@ async def test_a_checklists_local_completion_time_is_sao_paulos(client: Client) 
 async def test_the_same_fine_sent_again_is_emailed_once(
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:
-    """Fines providers send a fine again (a daily full feed, a retry after a timeout): each
-    post emits `fine.received`, and the driver got one e-mail per post."""
+    """Fines providers send a fine again (a daily full feed, a retry after a timeout, an
+    update): the feed's mapping announces `fine.received` only when it creates the fine, so a
+    resent or updated fine starts no run, and the driver gets one e-mail per fine."""
     smtp = await smtp_server()
     fines = await _scenario3(client, partner, smtp.port)
     services = client.app[services_key]
     await send_to(client, fines, sample("fine_feed.json"))
     await drain(services)
-    await send_to(client, fines, sample("fine_feed.json"))
-    await send_to(client, fines, {**sample("fine_feed.json"), "valor": 104.13})  # updated
+    again = await send_to(client, fines, sample("fine_feed.json"))
+    updated = await send_to(client, fines, {**sample("fine_feed.json"), "valor": 104.13})
+    assert (again["events"], updated["events"]) == ([], ["entity.updated"])
     await drain(services)
 
     assert len(smtp.received) == 1
-    suppressed = (await get(client, "/api/v1/deliveries?status=suppressed"))["items"]
-    assert len(suppressed) == 2
-    assert all(d["last_error"].startswith("suppressed: cooldown") for d in suppressed)
+    runs = (await get(client, "/api/v1/flows/fine-email-driver/runs"))["items"]
+    assert len(runs) == 1
     # Another fine of the same driver is another e-mail.
     await send_to(client, fines, {**sample("fine_feed.json"), "ait": "B987654321"})
     await drain(services)
@@ -105,19 +106,26 @@ async def test_the_same_fine_sent_again_is_emailed_once(
     ]
 
 
-async def test_a_fine_whose_email_bounced_is_emailed_when_sent_again(
+async def test_a_fine_whose_email_bounced_goes_out_on_its_retry_not_by_a_resend(
     client: Client, partner: Partner, smtp_server: SmtpFactory
 ) -> None:
-    """The once-per-fine cooldown counts only an e-mail that went out."""
+    """A fine sent again announces nothing (it is not new): an e-mail the mail server put off
+    (450) goes out on its delivery's retry, once."""
     smtp = await smtp_server()
     smtp.refuse["ana.souza@example.com"] = "450 4.2.1 Mailbox busy, try later"
     fines = await _scenario3(client, partner, smtp.port)
     services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
     await send_to(client, fines, sample("fine_feed.json"))
     await drain(services)
     assert smtp.received == []
     del smtp.refuse["ana.souza@example.com"]
-    await send_to(client, fines, sample("fine_feed.json"))
+    again = await send_to(client, fines, sample("fine_feed.json"))
+    assert again["events"] == []
+    await drain(services)
+    assert smtp.received == []
+    clock.advance(3600)
     await drain(services)
     assert len(smtp.received) == 1
 

@@ -202,8 +202,9 @@ def test_conditional_events() -> None:
     head = HEAD + "emit: [vehicle.position, {type: alarm.sos, when: {from: a, equals: sos}}]\n"
     mapping = inbound("", head=head)
     assert mapping.emit == ("vehicle.position", "alarm.sos")
-    assert mapping.apply({"plate": "A", "a": "sos"}).events == ("vehicle.position", "alarm.sos")
-    assert mapping.apply({"plate": "A"}).events == ("vehicle.position",)
+    both = ("vehicle.position", "alarm.sos")
+    assert mapping.apply({"plate": "A", "a": "sos"}).event_types == both
+    assert mapping.apply({"plate": "A"}).event_types == ("vehicle.position",)
 
 
 def test_items_extracts_batches() -> None:
@@ -885,14 +886,14 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
     if mapping.direction == "inbound":
         (item, *_) = mapping.items(sample)
         mapped = mapping.apply(item, secrets=secrets)
-        got = {"document": mapped.document, "key": mapped.key, "events": list(mapped.events)}
+        got = {"document": mapped.document, "key": mapped.key, "events": list(mapped.event_types)}
         if mapped.also:
             got["also"] = [
                 {
                     "entity_type": t.entity_type,
                     "document": t.document,
                     "key": t.key,
-                    "events": list(t.events),
+                    "events": list(t.event_types),
                 }
                 for t in mapped.also
             ]
@@ -1044,7 +1045,7 @@ def test_also_targets_map_the_same_payload_and_read_the_main_document() -> None:
         "plate": "ABC1D23",
         "tracker": {"tracker_id": 7},
     }
-    assert (fine.key, fine.events) == ({"key": "A1"}, ("fine.seen",))
+    assert (fine.key, fine.event_types) == ({"key": "A1"}, ("fine.seen",))
     assert mapping.apply({"p": "abc1d23"}).also == ()  # `when` does not hold: no fine
     problems = payload_problems(mapping, {"p": "abc1d23", "ait": "x"})  # no numero
     assert [(p.extra["target"], p.keyword) for p in problems] == [("also.0.key", "key")]

@@ -164,7 +164,7 @@ def mapped(name: str) -> list[dict[str, Any]]:
         mapping.apply(item, secrets=SECRETS) for item in mapping.items(sample(INBOUND[name]))
     ]
     return [
-        {"document": r.document, "key": r.key, "events": r.events, "event_data": r.event_data}
+        {"document": r.document, "key": r.key, "events": r.event_types, "event_data": r.event_data}
         for r in results
     ]
 
@@ -265,11 +265,11 @@ def test_traccar_event_geofence_enter_and_other_events() -> None:
     mapping = load("traccar-event.yaml")
     payload = sample("traccar_event_forward_geofence_exit.json")
     payload["event"]["type"] = "geofenceEnter"
-    assert mapping.apply(payload).events == ("vehicle.geofence.entered",)
+    assert mapping.apply(payload).event_types == ("vehicle.geofence.entered",)
     payload["event"]["type"] = "ignitionOn"
-    assert mapping.apply(payload).events == ("vehicle.ignition.on",)
+    assert mapping.apply(payload).event_types == ("vehicle.ignition.on",)
     payload["event"]["type"] = "deviceMoving"  # a type no fleet rule reads: no event
-    assert mapping.apply(payload).events == ()
+    assert mapping.apply(payload).event_types == ()
 
 
 def test_osmand_query_string() -> None:
@@ -840,7 +840,7 @@ def test_samsara_geofence_reads_the_vin_under_either_name_and_a_polygon_geofence
         "name": "Garagem SP",
         "address": "Av. Paulista, 1000, Sao Paulo - SP",
     }  # a polygon has no center nor radius: left out
-    assert result.events == ("vehicle.geofence.exited",)
+    assert result.event_types == ("vehicle.geofence.exited",)
 
 
 def test_sascar_soap_packets_are_one_fix_each_with_text_cast_and_offsets_kept() -> None:
@@ -929,19 +929,24 @@ def test_traccar_positions_keep_the_devices_alarm() -> None:
     assert fix["attributes"]["alarm"] == "sos"
 
 
-def test_samsara_vehicle_stats_feed_emits_a_position_only_for_a_vehicle_with_gps_points() -> None:
+def test_samsara_vehicle_stats_feed_announces_a_position_only_when_the_position_moved() -> None:
     """A vehicle listed with its odometer only (no `gps` list, or an empty one) writes no
-    position: it must not announce vehicle.position."""
+    position: its write (the odometer changed) must not announce vehicle.position; a point
+    does, on a new vehicle or one whose last position it moves."""
     mapping = load("samsara-vehicle-stats-feed.yaml")
     odometer = {"obdOdometerMeters": [{"time": "2026-11-20T13:45:00Z", "value": 151476930}]}
     for gps in ({}, {"gps": []}, {"gps": None}):
         vehicle = {"id": "281474982859091", "name": "Caminhao 12", **odometer, **gps}
         result = mapping.apply(vehicle)
         assert "last_position" not in result.document
-        assert result.events == ()
+        [emit] = result.events
+        assert not emit.announced(False, ["odometer_km"], result.document)
+        assert not emit.announced(True, [], result.document)
     point = {"time": "2026-11-20T13:45:32Z", "latitude": 0.0, "longitude": -46.6}
     located = mapping.apply({"id": "281474982859091", "gps": [point]})
-    assert located.events == ("vehicle.position",)
+    [emit] = located.events
+    assert emit.announced(True, [], located.document)
+    assert emit.announced(False, ["last_position.latitude"], located.document)
 
 
 def test_mapping_test_shows_a_partners_test_call_as_the_probe_answer(tmp_path: Path) -> None:
@@ -964,7 +969,7 @@ def test_mapping_test_shows_a_partners_test_call_as_the_probe_answer(tmp_path: P
 def traccar_event(name: str) -> dict[str, Any]:
     mapping = load("traccar-event.yaml").bind({})
     result = mapping.apply(sample(name))
-    return {"document": result.document, "events": list(result.events), "data": result.event_data}
+    return {"document": result.document, "events": list(result.event_types), "data": result.event_data}
 
 
 def test_traccar_ignition_maintenance_and_driver_events_with_the_devices_meters() -> None:
@@ -1058,12 +1063,12 @@ def test_samsara_engine_fault_documented_example_and_a_heavy_vehicles_j1939_faul
     mapping = load("samsara-engine-fault.yaml").bind({})
     documented = sample("samsara_engine_fault_on.json")
     result = mapping.apply(documented)
-    assert result.events == ("vehicle.fault.opened",)
+    assert result.event_types == ("vehicle.fault.opened",)
     # "6SAM123" is no Brazilian plate: the vehicle is the one with Samsara's id
     assert result.key == {"attributes.samsara_vehicle_id": "494123"}
     assert result.event_data["fault"]["code"] == "Short Code"
     assert result.event_data["fault"]["samsara"] == documented["data"]["fault"]
-    assert mapping.apply({**documented, "eventType": "EngineFaultOff"}).events == (
+    assert mapping.apply({**documented, "eventType": "EngineFaultOff"}).event_types == (
         "vehicle.fault.closed",
     )
     heavy = json.loads(json.dumps(documented))
@@ -1088,7 +1093,7 @@ def test_samsara_speeding_reads_the_vehicle_where_each_documented_example_puts_i
     any_severity = mapping.apply(sample("samsara_speeding_event_started.json"))
     severe = mapping.apply(sample("samsara_severe_speeding_started.json"))
     for result in (any_severity, severe):
-        assert result.events == ("vehicle.speeding",)
+        assert result.event_types == ("vehicle.speeding",)
         assert result.key == {"attributes.samsara_vehicle_id": "494123"}
         assert result.document["vin"] == "1GBJ6P1B2HV112765"
         assert result.event_data["severity"] == "Severe"
@@ -1097,5 +1102,5 @@ def test_samsara_speeding_reads_the_vehicle_where_each_documented_example_puts_i
     light["data"]["severityLevel"] = "Light"
     light["eventType"] = "SpeedingEventEnded"
     ended = mapping.apply(light)
-    assert ended.events == ("vehicle.speeding.ended",)
+    assert ended.event_types == ("vehicle.speeding.ended",)
     assert ended.event_data["severity"] == "Light"

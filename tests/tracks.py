@@ -56,10 +56,11 @@ def destination(lat: float, lon: float, bearing_deg: float, metres: float) -> tu
 
 
 def offset(lat: float, lon: float, east_m: float, north_m: float) -> tuple[float, float]:
-    """(lat, lon) moved by a small local displacement in metres."""
+    """(lat, lon) moved by a small local displacement in metres (longitude kept in
+    [-180, 180): a fix east of 179.9999 is at -179.9999)."""
     dlat = math.degrees(north_m / R_M)
     dlon = math.degrees(east_m / (R_M * math.cos(math.radians(lat))))
-    return lat + dlat, lon + dlon
+    return lat + dlat, (lon + dlon + 540) % 360 - 180  # across the antimeridian: wrapped
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from gateway.clock import from_iso
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import plain_zeros
 
 FIELDS: Final = (
     "plate",
@@ -109,7 +110,7 @@ def _optional(item: Mapping[str, Any], problems: list[FieldProblem]) -> dict[str
             message = f"{big}: an integer beyond 64 bits (the database holds none)"
             problems.append(FieldProblem(big, message, "maximum"))
         else:
-            extra["attributes"] = dict(item["attributes"])
+            extra["attributes"] = dict(plain_zeros(item["attributes"]))
     return extra
 
 
@@ -239,4 +240,4 @@ def _number(
         keyword = "minimum" if number < low else "maximum"
         problems.append(FieldProblem(where, f"{where}: {bounds}, not {number:g}", keyword))
         return None
-    return number
+    return number + 0.0  # -0.0 + 0.0 is 0.0: no negative zero is stored (plain_zeros)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final
 
 import orjson
@@ -78,3 +79,26 @@ def depth(value: Any) -> int:
 
 def _brackets(text: str) -> int:
     return text.count("{") + text.count("[")
+
+
+def plain_zeros(value: Any) -> Any:
+    """`value` with every negative zero made 0.0, the same object when it has none. JSON means
+    one zero, but Python, BSON and orjson keep the sign: a longitude or a speed of -0.0 (a
+    device at Greenwich writing `-0.000000`, a mapping rounding -0.04) would be stored and
+    answered as `-0.0`. Entity documents (`CompiledSchema.normalise`) and fixes
+    (`fleet/fix.py`) pass here on their way to the database."""
+    kind = type(value)
+    if kind is float:
+        return 0.0 if value == 0.0 and math.copysign(1.0, value) < 0 else value
+    if kind is dict:
+        changed: dict[str, Any] | None = None
+        for key, item in value.items():
+            plain = plain_zeros(item)
+            if plain is not item:
+                changed = changed if changed is not None else dict(value)
+                changed[key] = plain
+        return value if changed is None else changed
+    if kind is list:
+        items = [plain_zeros(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value

@@ -42,7 +42,7 @@ from .engine import CompiledMapping
 from .expressions import DecodedTexts
 from .files import read_sample, test_file, validate_file
 from .loader import load_mapping
-from .model import Direction, FieldCatalog, MappedDocument, MappedTarget, OutboundRequest
+from .model import Direction, Emit, FieldCatalog, MappedDocument, MappedTarget, OutboundRequest
 from .paths import flatten, unflatten
 from .transforms import TRANSFORM_NAMES
 
@@ -51,6 +51,7 @@ __all__ = [
     "CompiledMapping",
     "DecodedTexts",
     "Direction",
+    "Emit",
     "FieldCatalog",
     "MappedDocument",
     "MappedTarget",

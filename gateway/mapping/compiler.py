@@ -12,7 +12,7 @@ from gateway.formats.headers import is_reserved_header, reserved_message
 
 from .conditions import Condition
 from .expressions import Getter, Run
-from .model import IF_ABSENT, Direction, FieldCatalog
+from .model import IF_ABSENT, Direction, Emit, FieldCatalog
 from .params import MISSING, Param, ParamScope, compile_params
 from .paths import pointer
 from .probes import Probe, compile_probe
@@ -100,7 +100,7 @@ class AlsoPlan:
     kind: str | None
     key: Key
     fields: Table
-    emit: tuple[tuple[str, Any], ...]
+    emit: tuple[tuple[Emit, Condition | None], ...]
     forward: tuple[Guard, ...]
     when: Condition | None
     create: bool
@@ -116,7 +116,7 @@ class Plan:
     kind: str | None = None
     target: str = "entities"  # inbound: entity upserts, or "positions" (canonical fixes)
     key: Key = ()
-    emit: tuple[tuple[str, Any], ...] = ()
+    emit: tuple[tuple[Emit, Condition | None], ...] = ()
     items: Getter | None = None
     inner: Inner | None = None  # `items: {from, each, as}`: a list inside each element
     fields: Table = ()
@@ -237,7 +237,7 @@ def _inbound(
         plan.also = _also(data["also"], frozenset(main), specs, catalog)
     if "items" in data:
         _items(data["items"], plan, specs)
-    plan.emit = _emit(data.get("emit", []), specs, "/emit")
+    plan.emit = _emit(data.get("emit", []), specs, "/emit", data.get("fields"))
     if "probe" in data:
         plan.probe = compile_probe(data["probe"], specs)
     if "event_data" in data:
@@ -438,7 +438,7 @@ def _also(
             if known:
                 _check_catalog(item["fields"], f"{at}/fields", etype, kind, problems, catalog)
         key = _key(item, problems, at)
-        emit = _emit(item.get("emit", []), specs, f"{at}/emit")
+        emit = _emit(item.get("emit", []), specs, f"{at}/emit", item.get("fields"))
         when = specs.condition(item["when"], f"{at}/when") if "when" in item else None
         create = item.get("create", True)
         if not isinstance(create, bool):
@@ -448,26 +448,62 @@ def _also(
     return tuple(plans)
 
 
-def _emit(raw: Any, specs: SpecCompiler, base: str) -> tuple[tuple[str, Any], ...]:
+def _emit(
+    raw: Any, specs: SpecCompiler, base: str, fields: Any
+) -> tuple[tuple[Emit, Condition | None], ...]:
+    """`emit`: each event with its `announce` (which writes announce it) and its `when` (on
+    which payloads); `announce: {changed: [...]}` names targets of `fields` (or objects
+    holding some)."""
     problems = specs.problems
     if not isinstance(raw, list) or len(raw) > _MAX_EVENTS:
         problems.add(base, f"emit is a list of at most {_MAX_EVENTS} event types", "type")
         return ()
-    events: list[tuple[str, Any]] = []
+    targets = [t for t in fields if isinstance(t, str)] if isinstance(fields, dict) else []
+    events: list[tuple[Emit, Condition | None]] = []
     for i, item in enumerate(raw):
         at = f"{base}/{i}"
         condition = None
-        if isinstance(item, dict) and set(item) <= {"type", "when"} and "type" in item:
+        announce: Any = "change"
+        if isinstance(item, dict) and set(item) <= {"type", "when", "announce"} and "type" in item:
             if "when" in item:
                 condition = specs.condition(item["when"], f"{at}/when")
+            announce = item.get("announce", "change")
             item = item["type"]
         if not isinstance(item, str) or len(item) > 100 or not EVENT_RE.match(item):
             problems.add(
-                at, "an event is a type like vehicle.position, or {type: ..., when: ...}", "emit"
+                at,
+                "an event is a type like vehicle.position, or {type, when?, announce?}",
+                "emit",
             )
             continue
-        events.append((item, condition))
+        emit = _announce(item, announce, targets, problems, f"{at}/announce")
+        if emit is not None:
+            events.append((emit, condition))
     return tuple(events)
+
+
+def _announce(
+    etype: str, announce: Any, targets: list[str], problems: Problems, at: str
+) -> Emit | None:
+    if announce in ("change", "create", "every"):
+        return Emit(etype, announce)
+    changed = (
+        announce.get("changed")
+        if isinstance(announce, dict) and set(announce) == {"changed"}
+        else None
+    )
+    if not isinstance(changed, list) or not changed or len(changed) > _MAX_EVENTS:
+        message = "announce is change, create, every, or {changed: [targets]}"
+        problems.add(at, message, "emit")
+        return None
+    for j, target in enumerate(changed):
+        if not isinstance(target, str) or not any(
+            t == target or t.startswith(f"{target}.") for t in targets
+        ):
+            message = f"announce.changed: {target!r} is not a target of fields (nor holds one)"
+            problems.add(f"{at}/changed/{j}", message, "emit")
+            return None
+    return Emit(etype, "change", tuple(changed))
 
 
 def _check_catalog(

@@ -14,6 +14,7 @@ from .expressions import DecodedTexts, Run
 from .limits import MAX_LIST_ITEMS, MAX_NESTED_ITEM_FIELDS
 from .model import (
     Direction,
+    Emit,
     EvalError,
     Forward,
     LimitExceeded,
@@ -42,8 +43,9 @@ class CompiledMapping:
         self._plan = plan
         self.source = source
         self.checksum = checksum
-        self.emit: tuple[str, ...] = tuple(dict.fromkeys(t for t, _ in plan.emit))
-        self._events = self.emit if all(c is None for _, c in plan.emit) else None
+        self.emit: tuple[str, ...] = tuple(dict.fromkeys(e.type for e, _ in plan.emit))
+        static = all(c is None for _, c in plan.emit)
+        self._events = tuple(e for e, _ in plan.emit) if static else None
         self._forward = _static_forward(plan.forward)
         self._bound: dict[tuple[tuple[str, Any], ...], CompiledMapping] = {}
 
@@ -227,7 +229,7 @@ class CompiledMapping:
         room = run.output
         document: dict[str, Any] = {}
         key: dict[str, Any] = {}
-        events: tuple[str, ...] = ()
+        events: tuple[Emit, ...] = ()
         event_data: dict[str, Any] = {}
         forward = self._forward
         also: tuple[MappedTarget, ...] = ()
@@ -237,7 +239,7 @@ class CompiledMapping:
             if self._events is not None:
                 events = self._events
             else:
-                events = tuple(t for t, when in plan.emit if when is None or when(payload, run))
+                events = tuple(e for e, when in plan.emit if when is None or when(payload, run))
             if plan.event_data:
                 event_data = evaluate(plan.event_data, payload, run, "event_data.")
             if forward is None:
@@ -366,7 +368,7 @@ def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[Mappe
         prefix = f"also.{index}."
         document = evaluate(plan.fields, payload, run, prefix)
         key = _key(plan.key, document, run, prefix)
-        events = tuple(t for t, when in plan.emit if when is None or when(payload, run))
+        events = tuple(e for e, when in plan.emit if when is None or when(payload, run))
         if plan.kind is not None and "kind" not in document:
             document = {"kind": plan.kind, **document}
         forward = _forward(plan.forward, payload, run)

@@ -104,7 +104,7 @@ def test_file(
             result: dict[str, Any] = {
                 "document": mapped.document,
                 "key": mapped.key,
-                "events": list(mapped.events),
+                "events": list(mapped.event_types),
                 "event_data": mapped.event_data,
             }
             if mapped.forward:
@@ -115,7 +115,7 @@ def test_file(
                         "entity_type": t.entity_type,
                         "document": t.document,
                         "key": t.key,
-                        "events": list(t.events),
+                        "events": list(t.event_types),
                         **(
                             {"only_forward": [_guarded(f, b) for f, b in t.forward]}
                             if t.forward

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 Direction = Literal["inbound", "outbound"]
@@ -23,16 +24,61 @@ no value there (a new fine's status `open`, never written over `paid`)."""
 IF_ABSENT = ""
 
 
+Announce = Literal["change", "create", "every"]
+
+
+class Emit(NamedTuple):
+    """An event a mapping emits (`emit`), and which writes announce it (`announce`): `change` (the
+    default) a write that created the entity or changed it, narrowed by `changed` to a change
+    at or under one of those targets (a created entity: one that has a value there);
+    `create` only a write that created it; `every` every accepted call, changed or not (an
+    occurrence the partner reports, such as a geofence alert, rather than a change of ours)."""
+
+    type: str
+    announce: Announce = "change"
+    changed: tuple[str, ...] = ()
+
+    def announced(self, created: bool, changed: Sequence[str], data: Mapping[str, Any]) -> bool:
+        """Whether a write (`created` it, or `changed` these dotted fields of `data`, the
+        entity as written) announces this event."""
+        if self.announce == "every":
+            return True
+        if self.announce == "create" or (not created and not changed):
+            return created
+        if not self.changed:
+            return True
+        if created:
+            return any(_dig(data, target) is not None for target in self.changed)
+        return any(
+            field == target or field.startswith(f"{target}.")
+            for field in changed
+            for target in self.changed
+        )
+
+
+def _dig(data: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = data
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
 class MappedTarget(NamedTuple):
     """A further entity one item writes (`also`), in the same durable write as the main one."""
 
     entity_type: str
     document: dict[str, Any]
     key: dict[str, Any]
-    events: tuple[str, ...]
+    events: tuple[Emit, ...]
     forward: Forward
     create: bool
     lifted: tuple[str, ...] = ()  # only-forward fields whose `unless` held: authoritative
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(e.type for e in self.events)
 
 
 class MappedDocument(NamedTuple):
@@ -43,11 +89,15 @@ class MappedDocument(NamedTuple):
 
     document: dict[str, Any]
     key: dict[str, Any]
-    events: tuple[str, ...]
+    events: tuple[Emit, ...]
     event_data: dict[str, Any]
     forward: Forward = ()
     also: tuple[MappedTarget, ...] = ()
     lifted: tuple[str, ...] = ()
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(e.type for e in self.events)
 
 
 class OutboundRequest(NamedTuple):

@@ -163,7 +163,7 @@ class MappingDryRun:
             return out
         etype = mapping.entity_type
         if etype is None:
-            out["events"] = list(mapped.events)
+            out["events"] = list(mapped.event_types)
             return out
         out.update(await self._target(tenant, etype, mapped, lookup))
         if mapped.also:
@@ -192,14 +192,17 @@ class MappingDryRun:
         fields, skipped = forward_only(old, document, mapped.forward)
         merged = merge(old, fields)
         changes = diff(old, merged) if current is not None else []
-        if current is None:
-            write, events = "create", ["entity.created", *mapped.events]
+        created = current is None
+        fields_changed = [c.field for c in changes]
+        announced = [e.type for e in mapped.events if e.announced(created, fields_changed, merged)]
+        if created:
+            write, events = "create", ["entity.created", *announced]
             if isinstance(mapped, MappedTarget) and not mapped.create:
                 write, events = "not_found", []
         elif changes:
-            write, events = "update", ["entity.updated", *mapped.events]
+            write, events = "update", ["entity.updated", *announced]
         else:
-            write, events = "unchanged", list(mapped.events)
+            write, events = "unchanged", announced
         entity: dict[str, Any] = {
             "id": None if current is None else str(current["_id"]),
             "write": write,

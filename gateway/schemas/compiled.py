@@ -15,6 +15,7 @@ import jsonschema_rs
 import orjson
 
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import plain_zeros
 from gateway.schemas.ids import IDENTIFIERS
 from gateway.schemas.problems import pointer, problems_from_errors, root_problem
 from gateway.schemas.walk import Normaliser, SchemaTooComplex, build_normaliser, has_path
@@ -36,9 +37,10 @@ class CompiledSchema:
     _normaliser: Normaliser | None
 
     def normalise(self, doc: Any) -> Any:
-        """`doc` with identifiers normalised, as a new top-level dict (the store may add `_id`
-        to it); `doc` itself is never mutated."""
+        """`doc` with identifiers normalised and negative zeros made 0.0 (`plain_zeros`), as
+        a new top-level dict (the store may add `_id` to it); `doc` itself is never mutated."""
         out = doc if self._normaliser is None else self._normaliser.apply(doc)
+        out = plain_zeros(out)
         return dict(out) if out is doc and isinstance(doc, dict) else out
 
     def validate(self, doc: Any) -> list[FieldProblem]:

@@ -18,7 +18,7 @@ from typing import Any
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.fleet.fix import parse_fix
-from gateway.mapping import CompiledMapping, DecodedTexts
+from gateway.mapping import CompiledMapping, DecodedTexts, Emit
 from gateway.mapping.paths import source_pointer
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -43,7 +43,7 @@ class Prepared:
     """An item validated and mapped, ready to write."""
 
     fields: dict[str, Any]
-    events: Sequence[str]
+    events: Sequence[Emit]
     lane: str  # the natural key: writes to one entity keep their order
     event_detail: Mapping[str, Any] | None = None
     forward: Forward = ()  # only-forward fields (the mapping's `only_forward`)
