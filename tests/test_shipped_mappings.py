@@ -969,7 +969,11 @@ def test_mapping_test_shows_a_partners_test_call_as_the_probe_answer(tmp_path: P
 def traccar_event(name: str) -> dict[str, Any]:
     mapping = load("traccar-event.yaml").bind({})
     result = mapping.apply(sample(name))
-    return {"document": result.document, "events": list(result.event_types), "data": result.event_data}
+    return {
+        "document": result.document,
+        "events": list(result.event_types),
+        "data": result.event_data,
+    }
 
 
 def test_traccar_ignition_maintenance_and_driver_events_with_the_devices_meters() -> None:
