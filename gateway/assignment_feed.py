@@ -7,43 +7,83 @@ vehicle become changes in its history, through `AssignmentService.assign`:
     entity.created / entity.updated    a vehicle a trigger wrote (an ERP's feed) carrying
     of a vehicle, origin trigger       `current_driver` (cpf or id): from the event's time
                                        (source erp, ref the trigger)
+    vehicle.driver.identified          a tracker identified its driver (an iButton, an RFID
+                                       card, a driver key): the event's `detail.driver.
+                                       attributes` name a partner id of the driver
+                                       (`{geotab_driver_id: "b3A"}`), and the one driver of
+                                       ours carrying it (`attributes.geotab_driver_id`)
+                                       drives from the detail's `occurred_at` (source
+                                       tracker, ref `<attribute>:<value>`)
 
 Flows record what an HR system answers with a fetch step's `assign` (`flows/steps.py`). A
 report that names an unknown driver or vehicle is logged and skipped: it never holds up the
-relay. Repeats change nothing (`assign` ignores the driver already in force), so a relay that
-runs a batch twice records nothing twice.
+relay; so is an identification no driver of ours (or more than one) carries: the partner's
+id stays on the vehicle and in the event, and nobody is assigned. Repeats change nothing
+(`assign` ignores the driver already in force), so a relay that runs a batch twice, or a
+tracker that sends an identification again, records nothing twice; a late identification is
+inserted at its time and covers only the gap up to the next change.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.assignments import AssignmentService
+from gateway.entities import EntityService
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.flows.recipients import parse_time
 from gateway.store import Doc
+from gateway.store.entities import is_lookup_field, lookup_text
 
 log = logging.getLogger(__name__)
 
 _VEHICLE_WRITES = ("entity.created", "entity.updated")
+_IDENTIFIED = "vehicle.driver.identified"
 
 
 class AssignmentFeed:
     """`await feed(events) -> recorded`."""
 
-    def __init__(self, assignments: AssignmentService) -> None:
+    def __init__(self, assignments: AssignmentService, entities: EntityService) -> None:
         self._assignments = assignments
+        self._entities = entities
 
     async def __call__(self, events: Sequence[Doc]) -> int:
         recorded = 0
         for event in events:
-            report = _report(event)
+            report = (
+                _report(event) if event["type"] != _IDENTIFIED else await self._identified(event)
+            )
             if report is not None:
                 recorded += await self._record(event, *report)
         return recorded
+
+    async def _identified(self, event: Doc) -> tuple[str, str, datetime, str, str] | None:
+        """The driver of ours a tracker's identification names, from its time."""
+        entity = event.get("entity") or {}
+        detail = event.get("detail") or {}
+        driver = detail.get("driver") if isinstance(detail, dict) else None
+        named = driver.get("attributes") if isinstance(driver, dict) else None
+        if entity.get("type") != "vehicle" or not isinstance(named, dict):
+            return None
+        match = {
+            f"attributes.{name}": text
+            for name, value in sorted(named.items())
+            if is_lookup_field(f"attributes.{name}") and (text := lookup_text(value))
+        }
+        if not match:
+            return None
+        ref = ",".join(f"{k.removeprefix('attributes.')}:{v}" for k, v in match.items())[:200]
+        found = await self._entities.find(event["tenant"], "driver", match, after=None, limit=2)
+        if len(found) != 1:
+            why = "no driver" if not found else "more than one driver"
+            log.info("identification in event %s: %s carries %s", event["_id"], why, ref)
+            return None
+        start = _time(detail.get("occurred_at")) or event["occurred_at"]
+        return entity["id"], str(found[0]["_id"]), start, "tracker", ref
 
     async def _record(
         self, event: Doc, vehicle: str, driver: str, start: datetime, source: str, ref: str
@@ -87,6 +127,13 @@ def _report(event: Doc) -> tuple[str, str, datetime, str, str] | None:
             origin = event["origin"]
             return entity["id"], driver, event["occurred_at"], "erp", f"trigger:{origin.get('id')}"
     return None
+
+
+def _time(value: Any) -> datetime | None:
+    """A time the mapping wrote (a datetime once stored) or an RFC 3339 text."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return parse_time(value)
 
 
 def _driver_reported(event: Doc) -> bool:

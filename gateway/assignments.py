@@ -32,8 +32,8 @@ from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc
 from gateway.store.assignments import AssignmentStore
 
-Source = Literal["erp", "hr", "checklist", "admin", "flow"]
-SOURCES: tuple[str, ...] = ("erp", "hr", "checklist", "admin", "flow")
+Source = Literal["erp", "hr", "checklist", "admin", "flow", "tracker"]
+SOURCES: tuple[str, ...] = ("erp", "hr", "checklist", "admin", "flow", "tracker")
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=366)  # a scheduled change, at most a year ahead
 _SYNC_ROUNDS = 3

@@ -244,3 +244,57 @@ def test_a_compared_param_must_be_declared_and_set() -> None:
         .document
     )
     assert document["odometer_km"] == 7
+
+
+READINGS = """
+name: readings
+direction: inbound
+entity_type: vehicle
+key: [attributes.tracker_id]
+params:
+  odometer: {enum: [DiagnosticOdometerAdjustmentId, DiagnosticOdometerId]}
+items:
+  from: data
+  when: {from: diagnostic, equals: {param: odometer}}
+fields:
+  attributes.tracker_id: device
+  odometer_km: data
+"""
+PAGE = {"data": [reading("DiagnosticOdometerId"), reading("DiagnosticOdometerAdjustmentId")]}
+
+
+def test_items_keep_only_the_readings_a_trigger_param_chooses() -> None:
+    engine = load(READINGS).bind({"odometer": "DiagnosticOdometerId"})
+    assert engine.items(PAGE) == [reading("DiagnosticOdometerId")]
+    adjusted = load(READINGS).bind({"odometer": "DiagnosticOdometerAdjustmentId"})
+    assert adjusted.items(PAGE) == [reading("DiagnosticOdometerAdjustmentId")]
+    assert adjusted.items({"data": [reading("DiagnosticFuelLevelId")]}) == []
+    with pytest.raises(InvalidPayload) as caught:  # unset: the items cannot be told apart
+        load(READINGS).bind({}).items(PAGE)
+    assert {p.keyword for p in caught.value.problems} == {"param"}
+
+
+def test_items_inside_items_are_kept_by_their_condition_too() -> None:
+    nested = READINGS.replace(
+        "  from: data\n  when: {from: diagnostic, equals: {param: odometer}}",
+        "  from: devices\n  each: readings\n  as: r\n"
+        "  when: {from: r.diagnostic, equals: {param: odometer}}",
+    ).replace("device\n  odometer_km: data", "id\n  odometer_km: r.data")
+    mapping = load(nested).bind({"odometer": "DiagnosticOdometerId"})
+    page = {"devices": [{"id": "b2A", "readings": PAGE["data"]}]}
+    [item] = mapping.items(page)
+    assert item["r"]["diagnostic"] == "DiagnosticOdometerId"
+    assert mapping.apply(item).document == {"attributes": {"tracker_id": "b2A"}, "odometer_km": 7}
+
+
+@pytest.mark.parametrize(
+    ("written", "instead", "pointer"),
+    [
+        ("equals: {param: odometer}", "equals: {param: odometr}", "/items/when/equals/param"),
+        ("  from: data\n", "  from: data\n  each: x\n", "/items"),
+        ("  from: data\n", "", "/items"),
+        ("when: {from: diagnostic,", "when: {frm: diagnostic,", "/items/when"),
+    ],
+)
+def test_bad_item_conditions_are_located(written: str, instead: str, pointer: str) -> None:
+    assert pointer in {where for where, _ in problems_of(READINGS.replace(written, instead))}

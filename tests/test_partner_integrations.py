@@ -371,7 +371,10 @@ async def test_geotab_meters_faults_exceptions_and_driver_changes_through_their_
     [alert] = await _events(client, "vehicle.alert")  # the invalidated one emits nothing
     assert alert["detail"]["alert"]["condition"] == "RuleHarshCorneringId"
     [identified] = await _events(client, "vehicle.driver.identified")
-    assert identified["detail"]["driver"] == {"geotab_id": "b3A"}
+    assert identified["detail"]["driver"] == {
+        "geotab_id": "b3A",
+        "attributes": {"geotab_driver_id": "b3A"},
+    }
     driver = await _get(client, "RTY7U89")
     assert driver["attributes"]["geotab_driver_id"] == "UnknownDriverId"  # the newer change
 

@@ -1009,28 +1009,33 @@ def test_traccar_ignition_maintenance_and_driver_events_with_the_devices_meters(
 
 
 def test_geotab_statusdata_takes_the_meters_the_trigger_chose_in_either_reference_form() -> None:
-    """A StatusData page carries every diagnostic; only the odometer (metres) and engine hours
-    (seconds) are items, the diagnostic written as {"id": ...} or as its id alone."""
+    """A StatusData page carries every diagnostic; only the readings of the odometer (metres)
+    and engine hours (seconds) the trigger chose are items (its params read by `items: {from,
+    when}`), the diagnostic written as {"id": ...} or as its id alone."""
     page = sample("geotab_getfeed_statusdata.json")
     mapping = load("geotab-statusdata.yaml")
     adjusted = mapping.bind({})
     items = adjusted.items(page)
-    assert [item["id"] for item in items] == ["b21568D6", "b21568D7", "b21568D9", "b21568DA"]
+    assert [item["id"] for item in items] == ["b21568D7", "b21568D9"]
     documents = [adjusted.apply(item).document for item in items]
-    assert [d.get("odometer_km") for d in documents] == [None, 99621.3, None, None]
-    assert documents[2]["attributes"]["engine_hours"] == 4688.8  # 16,879,647.575 s
+    assert documents[0]["odometer_km"] == 99621.3 and "engine_hours" not in documents[0]
+    assert documents[1]["attributes"]["engine_hours"] == 4688.8  # 16,879,647.575 s
+    assert "odometer_km" not in documents[1]
     engine = mapping.bind(
         {
             "odometer_diagnostic": "DiagnosticOdometerId",
             "engine_hours_diagnostic": "DiagnosticEngineHoursId",
         }
     )
+    items = engine.items(page)
+    assert [item["id"] for item in items] == ["b21568D6", "b21568DA"]
     documents = [engine.apply(item).document for item in items]
-    assert [d.get("odometer_km") for d in documents] == [99620.7, None, None, None]
-    assert documents[3]["attributes"]["engine_hours"] == 4688.6
+    assert documents[0]["odometer_km"] == 99620.7
+    assert documents[1]["attributes"]["engine_hours"] == 4688.6
     assert all(d["attributes"]["tracker_id"] == "b2A" for d in documents)
     [reading] = mapping.bind({}).items({"result": [page["result"]["data"][1]]})  # Get's answer
     assert reading["id"] == "b21568D7"
+    assert engine.items({"result": [page["result"]["data"][1]]}) == []  # the other source
 
 
 def test_geotab_faults_exceptions_and_driver_changes_are_events_of_the_vehicle() -> None:

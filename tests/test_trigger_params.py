@@ -3,10 +3,19 @@ applied to every payload, changed with PATCH, and taken by the dry run."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.support import auth
-from tests.triggers_support import Client, create_trigger, entities, hook, upload_mapping
+from tests.triggers_support import (
+    PAYLOADS,
+    Client,
+    create_trigger,
+    entities,
+    hook,
+    upload_mapping,
+    upload_shipped,
+)
 
 ODOMETER = """
 name: odometer
@@ -85,3 +94,28 @@ async def test_the_dry_run_binds_params(client: Client) -> None:
     response = await client.post("/api/v1/mappings/test", json=body, headers=auth())
     unset = (await response.json())["errors"][0]
     assert unset["keyword"] == "param" and unset["pointer"] == "/payload/odometer"
+
+
+async def test_a_geotab_statusdata_page_writes_only_the_meters_the_trigger_takes(
+    client: Client,
+) -> None:
+    """The shipped geotab-statusdata: the readings the trigger's params did not choose (the
+    meters' other source, other diagnostics) are no items of the page."""
+    await upload_shipped(client, "geotab-statusdata")
+    await client.post(
+        "/api/v1/entities/vehicle",
+        json={"plate": "ABC1D23", "attributes": {"tracker_id": "b2A"}},
+        headers=auth(),
+    )
+    params = {
+        "odometer_diagnostic": "DiagnosticOdometerId",
+        "engine_hours_diagnostic": "DiagnosticEngineHoursId",
+    }
+    trigger = await create_trigger(client, mapping="geotab-statusdata", params=params)
+    page = json.loads((PAYLOADS / "geotab_getfeed_statusdata.json").read_text())
+    status, answer = await hook(client, trigger, page)
+    assert status == 200, answer
+    assert answer["summary"] == {"items": 2, "created": 0, "updated": 2, "failed": 0}
+    [vehicle] = await entities(client)
+    assert vehicle["odometer_km"] == 99620.7  # the engine's, not the adjusted 99621.3
+    assert vehicle["attributes"]["engine_hours"] == 4688.6

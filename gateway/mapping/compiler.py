@@ -76,7 +76,8 @@ class Inner:
 
 _ITEMS_SHAPE = (
     "items is an expression that gives the list of items, or {from: expression, each: "
-    "expression, as: name} for a list inside each element"
+    "expression, as: name} for a list inside each element, either with when: condition to "
+    "keep only the items it holds for"
 )
 
 
@@ -119,6 +120,7 @@ class Plan:
     emit: tuple[tuple[Emit, Condition | None], ...] = ()
     items: Getter | None = None
     inner: Inner | None = None  # `items: {from, each, as}`: a list inside each element
+    keep: Condition | None = None  # `items: {..., when}`: only the items it holds for
     fields: Table = ()
     event_data: Table = ()
     path: Table = ()
@@ -270,26 +272,33 @@ def _positions(data: dict[str, Any], plan: Plan, specs: SpecCompiler) -> None:
 
 
 def _items(raw: Any, plan: Plan, specs: SpecCompiler) -> None:
-    """`items`: an expression, or `{from, each, as}` (a list inside each element: a page of
-    vehicles, each with its points; every item keeps its vehicle's fields)."""
+    """`items`: an expression, `{from, when}` (the items a condition holds for: it may read
+    the trigger's params, `{param: name}`, as the fields' conditions do), or `{from, each, as}`
+    (a list inside each element: a page of vehicles, each with its points; every item keeps
+    its vehicle's fields), with or without `when`."""
     if isinstance(raw, str):
         plan.items = specs.expression(raw, "/items")
         return
-    if not isinstance(raw, dict) or set(raw) != {"from", "each", "as"}:
+    shape = set(raw) - {"when"} if isinstance(raw, dict) else set()
+    if shape not in ({"from"}, {"from", "each", "as"}):
         specs.problems.add("/items", _ITEMS_SHAPE, "type")
         return
-    name, count = raw["as"], len(specs.problems.items)
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    count = len(specs.problems.items)
+    if "as" in raw and not (isinstance(raw["as"], str) and NAME_RE.match(raw["as"])):
         specs.problems.add("/items/as", "as is a name: letters, digits and '_'", "pattern")
     for key in ("from", "each"):
-        if not isinstance(raw[key], str):
+        if key in raw and not isinstance(raw[key], str):
             specs.problems.add(f"/items/{key}", f"{key} is an expression", "type")
+    keep = specs.condition(raw["when"], "/items/when") if "when" in raw else None
     if len(specs.problems.items) != count:
         return
     outer = specs.expression(raw["from"], "/items/from")
-    each = specs.expression(raw["each"], "/items/each")
-    if outer is not None and each is not None:
-        plan.items, plan.inner = outer, Inner(each, name)
+    each = specs.expression(raw["each"], "/items/each") if "each" in raw else None
+    if outer is None or ("each" in raw and each is None):
+        return
+    plan.items, plan.keep = outer, keep
+    if each is not None:
+        plan.inner = Inner(each, raw["as"])
 
 
 def _key(data: dict[str, Any], problems: Problems, base: str = "") -> Key:

@@ -10,6 +10,7 @@ from typing import Any, Final
 from ..errors import FieldProblem, InvalidPayload
 from .casts import to_string
 from .compiler import AlsoPlan, Guard, Inner, Key, Plan, compile_plan
+from .conditions import Condition
 from .expressions import DecodedTexts, Run
 from .limits import MAX_LIST_ITEMS, MAX_NESTED_ITEM_FIELDS
 from .model import (
@@ -170,10 +171,22 @@ class CompiledMapping:
             found = [found]
         if self._plan.inner is not None:
             found = self._inner_items(found, self._plan.inner, texts)
+        if self._plan.keep is not None:
+            found = self._kept_items(found, self._plan.keep, texts)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
             raise self._items_problem(message, "limit")
         return found
+
+    def _kept_items(
+        self, found: list[Any], keep: Condition, texts: DecodedTexts | None
+    ) -> list[Any]:
+        """`items: {..., when}`: the items the condition holds for (one work budget)."""
+        run = Run(texts=texts)
+        try:
+            return [item for item in found if keep(item, run)]
+        except EvalError as error:
+            raise self._error(error, "items") from None
 
     def _inner_items(
         self, outers: list[Any], inner: Inner, texts: DecodedTexts | None

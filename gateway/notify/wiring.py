@@ -98,7 +98,7 @@ def assemble_notify(
     )
     return NotifyServices(
         assignments=assignments,
-        assignment_feed=AssignmentFeed(assignments),
+        assignment_feed=AssignmentFeed(assignments, entities),
         templates=templates,
         channels=channels,
         settings=notify_settings,

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.assignments import SOURCES
 from gateway.clock import from_iso
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
 from gateway.web.admin_auth import authenticate
@@ -26,7 +27,7 @@ _ASSIGNMENT: dict[str, Any] = {
         },
         "start": {"type": "string", "format": "date-time"},
         "end": {"type": ["string", "null"], "format": "date-time"},
-        "source": {"enum": ["erp", "hr", "checklist", "admin", "flow"]},
+        "source": {"enum": list(SOURCES)},
         "ref": {"type": ["string", "null"]},
     },
 }
@@ -50,7 +51,7 @@ _ASSIGN: dict[str, Any] = {
             "description": "a driver id or CPF; null: nobody",
         },
         "start": {"type": "string", "format": "date-time", "description": "default: now"},
-        "source": {"enum": ["erp", "hr", "checklist", "admin", "flow"], "default": "admin"},
+        "source": {"enum": list(SOURCES), "default": "admin"},
         "ref": {
             "type": "string",
             "minLength": 1,

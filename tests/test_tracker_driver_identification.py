@@ -1,0 +1,202 @@
+"""A tracker identifies its driver (Traccar's driverChanged from an iButton or RFID card,
+Geotab's DriverChange from a driver key): the driver of ours carrying that partner id
+(`attributes.traccar_driver_unique_id`, `attributes.geotab_driver_id`) drives the vehicle from
+the identification's time, so a fine after it reaches them. The same identification twice is
+one assignment; a late, older one does not displace a newer one; an id no driver of ours
+carries is kept on the vehicle and in the event and assigns nobody."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from gateway.web.state import services_key
+from tests.flow_support import drain, email_channel, get
+from tests.partner_double import post
+from tests.smtp_double import SmtpFactory, smtp_server
+from tests.triggers_support import PAYLOADS, Client, create_trigger, hook, upload_shipped
+
+__all__ = ["smtp_server"]
+
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "email": "ana@example.com"}
+BRUNO = {"name": "Bruno Lima", "cpf": "11144477735", "email": "bruno@example.com"}
+DRIVERS = "/api/v1/entities/vehicle/ABC1D23/drivers"
+
+
+def _payload(name: str) -> Any:
+    return json.loads((PAYLOADS / name).read_text())
+
+
+async def _trigger(client: Client, mapping: str) -> dict[str, Any]:
+    await upload_shipped(client, mapping)
+    return await create_trigger(client, name=mapping, mapping=mapping)
+
+
+async def _send(client: Client, trigger: dict[str, Any], payload: Any) -> None:
+    status, answer = await hook(client, trigger, payload)
+    # One payload answers the write (200, 201); a page (Geotab's) answers its summary.
+    assert status in (200, 201) and answer.get("summary", {}).get("failed", 0) == 0, answer
+
+
+async def _fine_flow(client: Client, port: int) -> None:
+    """The fine scenario of test_fine_recipients: e-mail the driver at the infraction."""
+    await email_channel(client, port)
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "fine",
+            "channel_type": "email",
+            "default_locale": "en",
+            "locales": {"en": {"subject": "{{ entity.key }}", "text": "A fine"}},
+        },
+    )
+    driver_at = {"vehicle": "entity.plate", "at": "entity.occurred_at"}
+    await post(
+        client,
+        "/api/v1/flows",
+        {
+            "name": "fine",
+            "on": {"events": ["entity.created"], "filter": {"entity_type": "other"}},
+            "steps": [
+                {
+                    "id": "mail",
+                    "notify": {
+                        "channel": "email",
+                        "template": "fine",
+                        "recipients": [{"driver": driver_at}],
+                    },
+                }
+            ],
+        },
+    )
+
+
+async def _fine(client: Client, key: str, at: str) -> None:
+    fine = {"kind": "fine", "key": key, "ait_number": key, "amount_brl": 130.16}
+    body = {**fine, "status": "open", "plate": "ABC1D23", "occurred_at": at}
+    await post(client, "/api/v1/entities/other", body)
+
+
+async def test_a_traccar_driver_change_assigns_our_driver_and_a_later_fine_reaches_them(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _fine_flow(client, smtp.port)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    bruno = {**BRUNO, "attributes": {"traccar_driver_unique_id": "01A2B3C4D5E6"}}
+    await post(client, "/api/v1/entities/driver", bruno)
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": "2026-11-20T08:00:00Z"})
+
+    # Bruno's iButton on ABC1D23 at 2026-11-21T08:10:05Z, sent twice (Traccar retries).
+    payload = _payload("traccar_event_forward_driver_changed.json")
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, payload)
+    await _send(client, traccar, payload)
+    await drain(client.app[services_key])
+
+    newest, older = (await get(client, DRIVERS))["items"]  # one assignment, not two
+    assert newest["driver"]["cpf"] == BRUNO["cpf"] and newest["source"] == "tracker"
+    assert newest["start"] == "2026-11-21T08:10:05+00:00"
+    assert newest["ref"] == "traccar_driver_unique_id:01A2B3C4D5E6"
+    assert older["driver"]["cpf"] == ANA["cpf"] and older["end"] == newest["start"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["name"] == "Bruno Lima"
+
+    await _fine(client, "BEFORE", "2026-11-21T08:10:04Z")
+    await _fine(client, "AFTER", "2026-11-21T09:30:00-03:00")
+    await drain(client.app[services_key])
+    got = {m.message["Subject"]: m.recipients for m in smtp.received}
+    assert got == {"BEFORE": [ANA["email"]], "AFTER": [BRUNO["email"]]}
+
+
+async def test_a_geotab_driver_change_assigns_our_driver_and_a_later_fine_reaches_them(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    await _fine_flow(client, smtp.port)
+    vehicle = {"plate": "ABC1D23", "attributes": {"tracker_id": "b1"}}
+    await post(client, "/api/v1/entities/vehicle", vehicle)
+    await post(client, "/api/v1/entities/driver", ANA)
+    bruno = {**BRUNO, "attributes": {"geotab_driver_id": "b3A"}}
+    await post(client, "/api/v1/entities/driver", bruno)
+
+    # b3A's driver key at 08:02:10.120Z; then UnknownDriverId (a logout), which assigns nobody.
+    geotab = await _trigger(client, "geotab-driverchange")
+    await _send(client, geotab, _payload("geotab_getfeed_driverchange.json"))
+    await drain(client.app[services_key])
+
+    [assignment] = (await get(client, DRIVERS))["items"]
+    assert assignment["driver"]["cpf"] == BRUNO["cpf"] and assignment["source"] == "tracker"
+    assert assignment["start"] == "2026-01-21T08:02:10.120000+00:00"
+    assert assignment["ref"] == "geotab_driver_id:b3A"
+
+    await _fine(client, "G1", "2026-01-21T10:00:00-03:00")
+    await drain(client.app[services_key])
+    assert [(m.message["Subject"], m.recipients) for m in smtp.received] == [
+        ("G1", [BRUNO["email"]])
+    ]
+
+
+async def test_a_late_older_identification_fills_only_the_gap_before_the_newer_one(
+    client: Client,
+) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(
+        client, "/api/v1/entities/driver", {**ANA, "attributes": {"traccar_driver_unique_id": "A"}}
+    )
+    bruno = {**BRUNO, "attributes": {"traccar_driver_unique_id": "B"}}
+    await post(client, "/api/v1/entities/driver", bruno)
+    newer = _payload("traccar_event_forward_driver_changed.json")
+    newer["event"]["attributes"]["driverUniqueId"] = "B"  # 2026-11-21T08:10:05Z
+    late = copy.deepcopy(newer)
+    late["event"]["attributes"]["driverUniqueId"] = "A"
+    late["event"]["eventTime"] = "2026-11-21T07:00:00.000+00:00"
+    late["position"]["fixTime"] = "2026-11-21T07:00:00.000+00:00"
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, newer)
+    await drain(client.app[services_key])
+    await _send(client, traccar, late)
+    await drain(client.app[services_key])
+
+    newest, older = (await get(client, DRIVERS))["items"]
+    assert newest["driver"]["cpf"] == BRUNO["cpf"] and newest["end"] is None
+    assert older["driver"]["cpf"] == ANA["cpf"] and older["start"] == "2026-11-21T07:00:00+00:00"
+    assert older["end"] == newest["start"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == BRUNO["cpf"]
+    # The vehicle keeps the newer id too (only forward, by the fix's time).
+    assert vehicle["attributes"]["traccar_driver_unique_id"] == "B"
+
+
+async def test_an_unknown_partner_driver_id_is_kept_and_assigns_nobody(client: Client) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)  # carries no Traccar id
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": "2026-11-20T08:00:00Z"})
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, _payload("traccar_event_forward_driver_changed.json"))
+    services = client.app[services_key]
+    await drain(services)
+
+    [assignment] = (await get(client, DRIVERS))["items"]  # Ana still drives
+    assert assignment["driver"]["cpf"] == ANA["cpf"] and assignment["end"] is None
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["traccar_driver_unique_id"] == "01A2B3C4D5E6"
+    [identified] = (await get(client, "/api/v1/events?type=vehicle.driver.identified"))["items"]
+    assert identified["detail"]["driver"] == {
+        "attributes": {"traccar_driver_unique_id": "01A2B3C4D5E6"}
+    }
+    assert await services.store.entities.pending_outboxes(10) == []  # nothing held up
+
+
+async def test_an_id_two_drivers_carry_assigns_neither(client: Client) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    shared = {"attributes": {"traccar_driver_unique_id": "01A2B3C4D5E6"}}
+    await post(client, "/api/v1/entities/driver", {**ANA, **shared})
+    await post(client, "/api/v1/entities/driver", {**BRUNO, **shared})
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, _payload("traccar_event_forward_driver_changed.json"))
+    await drain(client.app[services_key])
+    assert (await get(client, DRIVERS))["items"] == []
