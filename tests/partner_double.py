@@ -252,3 +252,28 @@ async def create_vehicle(client: Client, plate: str = "ABC1D23", **fields: Any) 
     body = {"plate": plate, **fields}
     result: dict[str, Any] = await post(client, "/api/v1/entities/vehicle", body)
     return result
+
+
+@contextlib.asynccontextmanager
+async def raw_partner(reply: bytes) -> AsyncIterator[str]:
+    """A TCP server that answers every request with `reply` bytes and hangs up."""
+    handlers: list[asyncio.Task[None]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(reply)
+            await writer.drain()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+        await asyncio.gather(*handlers)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -108,3 +108,25 @@ async def test_if_match_on_a_method_the_document_does_not_have_is_its_405(client
             headers={**auth(), "If-Match": tag},
         )
         assert patched.status == 405, await patched.text()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_trigger, _action, _subscription, _geofence, _settings, _vehicle],
+    ids=lambda f: f.__name__.strip("_"),
+)
+async def test_a_viewers_change_is_forbidden_whatever_its_if_match(
+    client: Client, make: Callable[[Client], Awaitable[Made]]
+) -> None:
+    """The role is decided before the precondition: a viewer's write is 403, never a 412 that
+    would tell it to read again and retry, and never applied with the current tag."""
+    path, method, mine, _ = await make(client)
+    before = await client.get(path, headers=auth())
+    current = before.headers["ETag"]
+    for tag in ('"stale"', current, "*"):
+        headers = {**auth(role="viewer"), "If-Match": tag}
+        refused = await client.request(method, path, json=mine, headers=headers)
+        problem = await refused.json()
+        assert refused.status == 403, problem
+        assert problem["type"].endswith("/forbidden")
+    assert await (await client.get(path, headers=auth())).json() == await before.json()

@@ -27,6 +27,7 @@ from tests.partner_double import (
     create_vehicle,
     partner,
     post,
+    raw_partner,
 )
 from tests.support import SECRET_KEY, auth
 
@@ -667,3 +668,26 @@ async def test_a_geotab_deliverys_signature_covers_the_body_sent_with_its_sessio
     assert sent.json()["params"]["credentials"] == session
     secret = setup["subscription"]["secret"]
     assert verify([secret], sent.headers, sent.body, now=time.time()) == sent.webhook_id
+
+
+async def test_a_partner_answering_204_with_a_body_is_its_malformed_answer_retried_on_schedule(
+    client: Client, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    """aiohttp refuses a 204 with a body whole (docs/outbound.md): the attempt is recorded
+    as the partner's `invalid_response`, and retried on the action's schedule, not at once."""
+    async with raw_partner(b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nnull") as url:
+        partner_doc = await create_partner(client, url.removesuffix("/hook"))
+        action_doc = await create_action(client, partner_doc["id"])
+        await create_subscription(client, action_doc["id"])
+        vehicle = await create_vehicle(client)
+        await _odometer(client, vehicle, 5)
+        assert await _deliver(client, worker) == Counter(retry=1)
+        assert await worker.run_until_idle() == Counter()  # nothing due before its delay
+        clock.advance(6)
+        assert await worker.run_until_idle() == Counter(retry=1)
+    [delivery] = await _deliveries(client)
+    shown = await _delivery(client, delivery["id"])
+    assert shown["status"] == "pending" and len(shown["attempts"]) == 2
+    for attempt in shown["attempts"]:
+        assert attempt["error"] == "invalid_response" and attempt.get("status") is None
+    assert "a body on a 204 or 304" in shown["last_error"]

@@ -26,7 +26,14 @@ from gateway.services import Services
 from gateway.web.server import GatewayRunner
 from tests.processes import free_port
 from tests.support import SECRET_KEY, auth
-from tests.triggers_support import VEHICLE, Client, bearer, create_trigger, entities
+from tests.triggers_support import (
+    VEHICLE,
+    Client,
+    bearer,
+    create_trigger,
+    entities,
+    stored_with_get,
+)
 from tests.ui_support import PASSWORD, csrf, make_user
 
 
@@ -584,8 +591,10 @@ async def test_a_read_through_a_signed_trigger_is_a_403_whatever_its_signature(
 ) -> None:
     """A GET's signature is the empty body's: it covers neither the URL nor its query, is
     the same for every read, and for ever in a scheme without a timestamp (Motive, GitHub):
-    one captured read any entity of the trigger's type. Writes are unchanged."""
+    one captured read any entity of the trigger's type. Writes are unchanged. Such a trigger
+    can no longer be given GET; one stored with it before is refused at the door."""
     trigger = await create_trigger(client, auth={"mode": "hmac", "preset": "motive"})
+    await stored_with_get(client, trigger)
     body = json.dumps(VEHICLE).encode()
     written = await client.post(
         f"/hooks/{trigger['id']}",

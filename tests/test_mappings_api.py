@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -522,3 +523,42 @@ async def test_of_two_uploads_at_once_the_newer_version_stays_active(
     shown = await _json(client, "GET", "/api/v1/mappings/osmand")
     assert shown["version"] == 2 and shown["active"]
     assert (await _json(client, "GET", "/api/v1/mappings/osmand/versions/1"))["active"] is False
+
+
+async def test_a_coded_mapping_upload_is_inflated_only_to_the_mappings_own_limit(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    """A gzip body that inflates far past a mapping file's limit (but within the gateway's
+    body limit) is a 413 at the mapping's limit, found while inflating: it is never inflated
+    whole first. The same for a gzip multipart form."""
+    client = await aiohttp_client(make_app(max_body_bytes=16 * 1024 * 1024))
+    yaml_bomb = gzip.compress(OSMAND.encode() + b"#" * (8 * 1024 * 1024))
+    headers = {**auth(), **YAML, "Content-Encoding": "gzip"}
+    response = await client.post("/api/v1/mappings", data=yaml_bomb, headers=headers)
+    problem = await response.json()
+    assert response.status == 413, problem
+    assert problem["detail"] == f"the body inflates past the limit of {MAX_FILE_BYTES} bytes"
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.yaml"\r\n'
+        b"Content-Type: application/yaml\r\n\r\n"
+        + OSMAND.encode()
+        + b"#" * (8 * 1024 * 1024)
+        + b"\r\n--b--\r\n"
+    )
+    headers = {
+        **auth(),
+        "Content-Type": "multipart/form-data; boundary=b",
+        "Content-Encoding": "gzip",
+    }
+    response = await client.post("/api/v1/mappings", data=gzip.compress(form), headers=headers)
+    problem = await response.json()
+    assert response.status == 413, problem
+    assert problem["detail"].startswith("the body inflates past the limit of ")
+    listed = await client.get("/api/v1/mappings", headers=auth())
+    assert (await listed.json())["items"] == []
+    # Within the limit, a gzip upload is read as it was sent.
+    headers = {**auth(), **YAML, "Content-Encoding": "gzip"}
+    response = await client.post(
+        "/api/v1/mappings", data=gzip.compress(OSMAND.encode()), headers=headers
+    )
+    assert response.status == 201, await response.text()

@@ -18,6 +18,7 @@ from tests.partner_double import (
     create_partner,
     create_vehicle,
     partner,
+    raw_partner,
     upload_mapping,
 )
 from tests.support import auth
@@ -299,3 +300,20 @@ async def test_viewer_cannot_invoke(client: Client, partner: Partner) -> None:
     )
 
     assert response.status == 403
+
+
+async def test_a_partner_answering_204_with_a_body_is_a_502_naming_its_malformed_answer(
+    client: Client,
+) -> None:
+    """aiohttp refuses a 204 with a body whole (docs/outbound.md): the caller gets a 502
+    saying what the partner sent, in one line, never a 500."""
+    async with raw_partner(b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nnull") as url:
+        action_id = await _proxy_action(client, url.removesuffix("/hook"))
+        response = await client.post(
+            f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+        )
+    problem = await response.json()
+    assert response.status == 502, problem
+    assert problem["type"].endswith("/partner-error")
+    assert "Bad status line" in problem["detail"] and "a body on a 204 or 304" in problem["detail"]
+    assert "\n" not in problem["detail"]

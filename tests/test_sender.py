@@ -6,7 +6,6 @@ import hmac
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from gateway.outbound.sender import OutboundRequest, Sender, signed_headers
 from gateway.outbound.ssrf import OutboundBlocked, OutboundPolicy
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
+from tests.partner_double import raw_partner
 
 LOCAL = OutboundPolicy.from_entries(["127.0.0.1"])
 VECTORS = Path(__file__).parent / "data" / "standard_webhooks.json"
@@ -141,31 +141,6 @@ async def sender() -> AsyncIterator[Sender]:
 
 def post(url: str, body: bytes = b'{"plate": "ABC1D23"}', **kw: Any) -> OutboundRequest:
     return OutboundRequest("POST", url, body=body, timeout=kw.pop("timeout", 2), **kw)
-
-
-@asynccontextmanager
-async def raw_partner(reply: bytes) -> AsyncIterator[str]:
-    """A TCP server that answers every request with `reply` bytes and hangs up."""
-    handlers: list[asyncio.Task[None]] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(reply)
-            await writer.drain()
-        finally:
-            writer.close()
-            await writer.wait_closed()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-        await asyncio.gather(*handlers)
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 # Answers and failures become Outcomes.
@@ -871,3 +846,31 @@ def test_build_url_reports_missing_params_and_bad_templates() -> None:
 
 def test_no_auth_is_the_default() -> None:
     assert NO_AUTH.refreshable is False
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 204 No Content\r\n\r\nnull",
+        b"HTTP/1.1 204 No Content\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\n\r\nnull",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\nnull",
+    ],
+    ids=["204", "204-with-length", "304"],
+)
+async def test_a_body_on_a_204_or_304_is_the_partners_malformed_answer(
+    sender: Sender, reply: bytes
+) -> None:
+    """FastAPI before 0.79 wrote `null` after a 204: aiohttp's C parser refuses the whole
+    answer (its status is lost). It is an outcome, one line that says what may have come
+    before the bad status line, never an exception."""
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (
+        None,
+        "invalid_response",
+        Verdict.RETRY,
+    )
+    assert outcome.message is not None and "\n" not in outcome.message
+    assert outcome.message.startswith("invalid HTTP answer: Bad status line")
+    assert "b'null'" in outcome.message and "a body on a 204 or 304" in outcome.message

@@ -32,7 +32,14 @@ from gateway.triggers.receiver import HookReceiver
 from gateway.triggers.rejected import RejectedKeeper
 from gateway.web.state import services_key
 from tests.support import SECRET_KEY, auth
-from tests.triggers_support import VEHICLE, Client, bearer, create_trigger, entities
+from tests.triggers_support import (
+    VEHICLE,
+    Client,
+    bearer,
+    create_trigger,
+    entities,
+    stored_with_get,
+)
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_PEM = (
@@ -340,3 +347,39 @@ async def test_a_rotated_out_token_ends_by_the_receivers_own_clock(
 
 async def _no_fetch(url: str) -> bytes:
     raise AssertionError("no JWKS here")
+
+
+@pytest.mark.parametrize(
+    "mode", [{"mode": "hmac", "preset": "motive"}, {"mode": "webhook_signature"}]
+)
+async def test_a_trigger_signed_over_its_body_cannot_be_given_get(
+    client: Client, mode: dict[str, str]
+) -> None:
+    """A GET has no body to sign and is refused at the door (403): GET in the methods of such
+    a trigger is a 422 pointing at `methods`, at creation and by PATCH. A trigger stored with
+    it before still loads and writes; a change of it must leave GET out."""
+    spec = {"name": "signed", "entity_type": "vehicle", "methods": ["GET", "POST"], "auth": mode}
+    refused = await client.post("/api/v1/triggers", json=spec, headers=auth())
+    problem = await refused.json()
+    assert refused.status == 422, problem
+    [error] = problem["errors"]
+    assert error["pointer"] == "/methods" and error["keyword"] == "signed"
+    assert mode["mode"] in error["message"] and "POST only" in error["message"]
+    listed = await client.get("/api/v1/triggers", headers=auth())
+    assert (await listed.json())["items"] == []
+
+    trigger = await create_trigger(client, auth=mode)
+    assert trigger["methods"] == ["POST"]
+    path = f"/api/v1/triggers/{trigger['id']}"
+    patched = await client.patch(path, json={"methods": ["GET"]}, headers=auth())
+    assert patched.status == 422, await patched.text()
+    assert (await patched.json())["errors"][0]["pointer"] == "/methods"
+    assert (await (await client.get(path, headers=auth())).json())["methods"] == ["POST"]
+
+    await stored_with_get(client, trigger)  # as stored before the rule
+    assert (await (await client.get(path, headers=auth())).json())["methods"] == ["GET", "POST"]
+    renamed = await client.patch(path, json={"name": "renamed"}, headers=auth())
+    assert renamed.status == 422 and "leave GET out" in await renamed.text()
+    fixed = await client.patch(path, json={"name": "renamed", "methods": ["POST"]}, headers=auth())
+    assert fixed.status == 200, await fixed.text()
+    assert (await fixed.json())["methods"] == ["POST"]

@@ -15,7 +15,7 @@ import orjson
 
 from gateway.web.state import services_key
 from tests.support import auth
-from tests.triggers_support import VEHICLE, Client, create_trigger, entities
+from tests.triggers_support import VEHICLE, Client, create_trigger, entities, stored_with_get
 
 BODY = orjson.dumps(VEHICLE)
 SAMSARA_SECRET = base64.b64encode(b"secret key the partner gave").decode()
@@ -231,6 +231,7 @@ async def test_a_signed_form_trigger_refuses_fields_in_the_unsigned_query_string
     trigger = await create_trigger(
         client, format="form", auth={"mode": "hmac", "preset": "motive", "secret": "partner-s3cr3t"}
     )
+    await stored_with_get(client, trigger)  # as before GET was refused to a signed trigger
     body = b"plate=ABC1D23&status=active"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     for url, method, sent in (

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.web.state import services_key
 from tests.support import auth
 
 Client = TestClient[Any, Any]
@@ -17,8 +18,14 @@ VEHICLE = {"plate": "ABC1D23", "make": "Fiat", "model": "Strada", "year": 2022}
 YAML = {"Content-Type": "application/yaml"}
 
 
+def _methods(spec: dict[str, Any]) -> list[str]:
+    """GET and POST, but POST alone for a trigger signed over its body (which takes no GET)."""
+    signed = (spec.get("auth") or {}).get("mode") in ("hmac", "webhook_signature")
+    return ["POST"] if signed else ["GET", "POST"]
+
+
 async def create_trigger(client: Client, tenant: str = "acme", **spec: Any) -> dict[str, Any]:
-    body = {"name": "partner", "entity_type": "vehicle", "methods": ["GET", "POST"], **spec}
+    body = {"name": "partner", "entity_type": "vehicle", "methods": _methods(spec), **spec}
     response = await client.post("/api/v1/triggers", json=body, headers=auth(tenant))
     assert response.status == 201, await response.text()
     return dict(await response.json())
@@ -28,7 +35,7 @@ async def create_position_trigger(
     client: Client, tenant: str = "acme", **spec: Any
 ) -> dict[str, Any]:
     """A trigger whose target is positions (SPEC §6): fixes appended to vehicles' tracks."""
-    body = {"name": "trackers", "target": "positions", "methods": ["GET", "POST"], **spec}
+    body = {"name": "trackers", "target": "positions", "methods": _methods(spec), **spec}
     response = await client.post("/api/v1/triggers", json=body, headers=auth(tenant))
     assert response.status == 201, await response.text()
     return dict(await response.json())
@@ -85,3 +92,14 @@ async def entities(
     response = await client.get(f"/api/v1/entities/{etype}?limit=200", headers=auth(tenant))
     assert response.status == 200, await response.text()
     return list((await response.json())["items"])
+
+
+async def stored_with_get(client: Client, trigger: dict[str, Any]) -> None:
+    """Give a signed trigger GET in its methods, as one stored before that was refused
+    (docs/triggers.md#reading-get): it loads, and its GETs are refused at the door."""
+    triggers = client.app[services_key].store.db["triggers"]
+    changed = await triggers.update_one(
+        {"_id": trigger["id"]},
+        {"$set": {"methods": ["GET", "POST"]}, "$inc": {"version": 1, "rev": 1}},
+    )
+    assert changed.modified_count == 1

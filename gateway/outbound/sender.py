@@ -480,12 +480,26 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
             f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}",
         )
     if isinstance(exc, aiohttp.ClientResponseError):
-        return "invalid_response", f"invalid HTTP answer: {exc.message}"
+        return "invalid_response", f"invalid HTTP answer: {_one_line(exc.message)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | OSError):
         return "reset", f"connection lost: {type(exc).__name__}: {exc}"
     if isinstance(exc, ValueError):
         return "blocked", f"request not sendable: {exc}"
     return "connect", f"{type(exc).__name__}: {exc}"
+
+
+def _one_line(parser_message: str) -> str:
+    """The parser's message on one line, without its caret under the bytes it quotes; a bad
+    status line says what may have come before it (aiohttp's C parser refuses a whole answer
+    with bytes after its end in the same packet, and the status it had read is lost)."""
+    lines = [line.strip() for line in parser_message.splitlines()]
+    text = " ".join(line for line in lines if line.strip("^"))
+    if text.startswith("Bad status line"):
+        text += (
+            " (not HTTP, or bytes after a complete answer: a body on a 204 or 304, or longer "
+            "than its Content-Length)"
+        )
+    return text
 
 
 # Byte order marks, longest first (UTF-32 LE starts like UTF-16 LE).

@@ -59,11 +59,11 @@ from gateway.triggers.model import HookAnswer, HookCall
 from gateway.triggers.outcomes import outcome_of
 from gateway.triggers.payloads import parse_form, parse_json, parse_xml, reads_as_json
 from gateway.triggers.reading import Reader
+from gateway.triggers.spec import SIGNED_MODES
 
 log = logging.getLogger(__name__)
 
 DENIED: Final = "missing, invalid or revoked credentials"
-SIGNED_MODES: Final = frozenset({"webhook_signature", "hmac"})
 # A signature covers the body, not the URL: a read's signature is the empty body's, the same
 # for every read (for ever, in a scheme without a timestamp), so it would read any entity.
 UNSIGNED_READ: Final = (

@@ -22,6 +22,8 @@ from gateway.schemas.compiled import invalid
 from gateway.store import Doc
 
 AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature", "hmac")
+# The modes whose credential is a signature of the body.
+SIGNED_MODES: Final = frozenset({"webhook_signature", "hmac"})
 TARGETS: Final = ("entities", "positions")
 METHODS: Final = ("GET", "POST")
 _FIELD_PATH = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
@@ -62,6 +64,8 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
         "entity_type": {"enum": list(ENTITY_TYPES)},
         "kind": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
         "methods": {
+            "description": "GET reads entities (or is a `form` trigger's write); a trigger "
+            "whose auth mode signs the body (`webhook_signature`, `hmac`) takes POST only",
             "type": "array",
             "items": {"enum": list(METHODS)},
             "minItems": 1,
@@ -158,7 +162,11 @@ def new_token_id() -> str:
 def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int, max_batch_items: int) -> None:
     """InvalidPayload listing every problem of a trigger specification. A trigger's limits
     may be lower than the operator's (GATEWAY_MAX_*), never higher."""
-    problems = [*_VALIDATOR.validate(_without_secret(spec)), *_secret_problems(spec)]
+    problems = [
+        *_VALIDATOR.validate(_without_secret(spec)),
+        *_secret_problems(spec),
+        *_signed_get_problems(spec),
+    ]
     for name, ceiling, setting in (
         ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
         ("max_batch_items", max_batch_items, "GATEWAY_MAX_BATCH_ITEMS"),
@@ -181,6 +189,21 @@ def _without_secret(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(auth, Mapping) or "secret" not in auth:
         return spec
     return {**spec, "auth": {k: v for k, v in auth.items() if k != "secret"}}
+
+
+def _signed_get_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
+    """A trigger whose auth mode signs the body takes no GET: a GET has no body, so its
+    signature would cover nothing of what it asks (docs/triggers.md#reading-get). Triggers
+    stored before this rule still load; the receiver refuses their GETs (403)."""
+    auth, methods = spec.get("auth"), spec.get("methods")
+    mode = auth.get("mode") if isinstance(auth, Mapping) else None
+    if mode not in SIGNED_MODES or not isinstance(methods, list) or "GET" not in methods:
+        return []
+    message = (
+        f"/methods: a trigger authenticated by a body signature ({mode}) takes POST only: "
+        "a GET has no body to sign, and is refused at the door; leave GET out"
+    )
+    return [FieldProblem("/methods", message, "signed")]
 
 
 def _secret_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:

@@ -59,6 +59,9 @@ async def check_if_match(request: web.Request) -> None:
     read = (await _handlers(request)).get("GET")
     if read is None:
         return
+    # The GET handler is called with this request, so its `authenticate` decides the role
+    # for the change's method first: a viewer's change is its 403 whatever the tag (tested
+    # by walking the URL table, tests/test_route_table_security.py).
     current = _body(await read(request)) or b""
     tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
     if "*" in tags or etag_of(current) in tags:

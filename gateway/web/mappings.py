@@ -34,6 +34,8 @@ YAML_TYPES = frozenset(
     {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
 )
 _CHUNK = 64 * 1024
+# What a multipart form adds around its file (boundaries, part headers, other small fields).
+_FORM_FRAME = 16 * 1024
 
 _VERSION = {
     "type": "object",
@@ -112,14 +114,15 @@ async def _read_upload(request: web.Request) -> tuple[bytes, str | None]:
             f"not {ctype or 'no content type'}"
         )
     _too_large(request.content_length)
-    body = await read_body(request)
+    body = await read_body(request, MAX_FILE_BYTES)  # a coded body: inflated to that only
     _too_large(len(body))
     return body, None
 
 
 async def _read_file_field(request: web.Request) -> tuple[bytes, str | None]:
     try:
-        reader = await multipart_reader(request)
+        # A coded form is inflated whole first: to no more than a file and its form's frame.
+        reader = await multipart_reader(request, MAX_FILE_BYTES + _FORM_FRAME)
         while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 data = bytearray()

@@ -189,15 +189,15 @@ async def _read_coded_form(request: web.Request) -> MultiDictProxy[FormValue]:
     return MultiDictProxy(MultiDict[FormValue](pairs))
 
 
-async def multipart_reader(request: web.Request) -> MultipartReader:
+async def multipart_reader(request: web.Request, limit: int | None = None) -> MultipartReader:
     """The body's multipart reader; of the decoded body when it has a content coding (read
-    whole first: its size is the limit's, as decoded)."""
+    whole first: its size is the limit's, `limit` or `client_max_size`, as decoded)."""
     if content_coding(request) is None:
         return await request.multipart()
     stream = StreamReader(
         BaseProtocol(asyncio.get_running_loop()), 2**16, loop=asyncio.get_running_loop()
     )
-    stream.feed_data(await read_body(request))
+    stream.feed_data(await read_body(request, limit))
     stream.feed_eof()
     return MultipartReader(request.headers, stream)
 
