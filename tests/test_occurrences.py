@@ -108,9 +108,7 @@ async def test_another_event_id_is_another_occurrence(client: Client, fcm: Fcm) 
     assert len(await _runs(client)) == 2  # the second push is the flow's cooldown's to hold
 
 
-async def test_an_occurrence_is_remembered_for_its_retention_only(
-    client: Client, fcm: Fcm
-) -> None:
+async def test_an_occurrence_is_remembered_for_its_retention_only(client: Client, fcm: Fcm) -> None:
     trigger = await _samsara(client, fcm)
     webhook = sample("samsara_v2_geofence_exit.json")
     await send_to(client, trigger, webhook)
@@ -216,7 +214,26 @@ fields:
     )
     problem = await response.json()
     assert response.status == 422, problem
-    assert [e["pointer"] for e in problem["errors"]][0].startswith("/occurrence_id"), problem
+    assert all(e["pointer"].startswith("/occurrence_id") for e in problem["errors"]), problem
+    positions = """
+name: fixes-with-ids
+direction: inbound
+target: positions
+occurrence_id: id
+fields:
+  plate: plate
+  time: at
+  lat: lat
+  lon: lon
+"""
+    response = await client.post(
+        "/api/v1/mappings",
+        data=positions.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert "/occurrence_id" in [e["pointer"] for e in problem["errors"]], problem
 
 
 async def test_an_occurrence_id_that_is_an_object_is_a_payload_problem(client: Client) -> None:
