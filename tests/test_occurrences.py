@@ -90,6 +90,10 @@ async def test_two_copies_at_once_are_announced_once(client: Client, fcm: Fcm) -
     assert len(await _stored(client)) == 1
     assert len(await _runs(client)) == 1
     assert len(fcm.messages) == 1
+    # Every copy an answer listed is stored or counted as a repeat the relay dropped.
+    listed = sum(EXIT in a["events"] for a in answers)
+    metrics = await (await client.get("/metrics")).text()
+    assert f"gateway_events_repeated_total {float(listed - 1)}" in metrics
 
 
 async def test_another_event_id_is_another_occurrence(client: Client, fcm: Fcm) -> None:
