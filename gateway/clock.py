@@ -26,6 +26,17 @@ def zone_named(name: object) -> ZoneInfo | None:
         return None
 
 
+# A `+` sent unencoded in a URL's query is a space once decoded (form encoding):
+# `?from=2026-12-01T10:00:00+05:45` arrives as "2026-12-01T10:00:00 05:45".
+_PLUS_DECODED = re.compile(r"(?<=\d) (\d\d:\d\d)$")
+
+
+def query_time(text: str) -> str:
+    """A time as a URL's query gave it, with the `+` of its offset back: a space before an
+    offset at the end of a date-time (never valid there) is that `+`."""
+    return _PLUS_DECODED.sub(r"+\1", text)
+
+
 # RFC 3339 §5.6 lets the seconds be 60 (a leap second); Python's datetime refuses them.
 _LEAP = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:[.,]\d{1,9})?(.*)")
 

@@ -29,6 +29,7 @@ from gateway.schemas.ids import normalize_identifier
 from gateway.schemas.registry import SchemaRegistry, reference_field
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
+from gateway.store.occurrences import occurrence_key
 
 # An optimistic write loses to a concurrent one at most this often before we give up.
 _MAX_WRITE_ATTEMPTS = 8
@@ -314,6 +315,7 @@ class EntityService:
         Only-forward fields (`forward`) whose value is stale are left out (`skipped`).
         """
         nk = self.natural_key(etype, fields)
+        extra_events = await self._unannounced(tenant, etype, origin, extra_events)
         async with self._lanes.turn((tenant, etype, nk)):
             return await self._upsert(
                 tenant, etype, nk, fields, origin, extra_events, event_detail, forward
@@ -363,6 +365,27 @@ class EntityService:
             current = None
         raise Conflict("the entity is being changed concurrently; retry")
 
+    async def _unannounced(
+        self, tenant: str, etype: str, origin: Origin, events: Sequence[Emit]
+    ) -> Sequence[Emit]:
+        """`events` without those whose partner's occurrence (`Emit.occurrence`) an event
+        already announced: a redelivery's answer lists none. The relay is what makes sure
+        (`store/occurrences.py`): two redeliveries at once both pass here, one is stored."""
+        keys = [
+            None
+            if e.occurrence is None
+            else occurrence_key(
+                tenant, {"kind": origin.kind, "id": origin.id}, etype, e.type, e.occurrence
+            )
+            for e in events
+        ]
+        if not any(keys):
+            return events
+        done = await self._store.occurrences.announced(
+            [k for k in keys if k is not None], datetime.now(UTC)
+        )
+        return [e for e, k in zip(events, keys, strict=True) if k is None or k not in done]
+
     async def upsert_together(
         self, tenant: str, upserts: Sequence[Upsert], origin: Origin
     ) -> list[WriteResult]:
@@ -372,6 +395,12 @@ class EntityService:
         one that changed meanwhile makes them all re-read and try again. The entities take
         their turns (`_Lanes`) in one order, so two such writes never wait for each other."""
         keys = [(tenant, u.etype, self.natural_key(u.etype, u.fields)) for u in upserts]
+        upserts = [
+            replace(
+                u, extra_events=await self._unannounced(tenant, u.etype, origin, u.extra_events)
+            )
+            for u in upserts
+        ]
         if len(set(keys)) != len(keys):
             message = "two targets of one payload write the same entity"
             raise InvalidPayload(message, [FieldProblem("", message, "duplicate")])
@@ -517,7 +546,7 @@ def _events(
         events = [_event("entity.updated", etype, data, changes, origin)] if changes else []
     fields = [c.field for c in changes]
     events += [
-        _event(e.type, etype, data, changes, origin, detail)
+        _event(e.type, etype, data, changes, origin, detail, e.occurrence)
         for e in extra
         if e.announced(created, fields, data)
     ]
@@ -531,9 +560,11 @@ def _event(
     changes: Sequence[Change],
     origin: Origin,
     detail: Mapping[str, Any] | None = None,
+    occurrence: str | None = None,
 ) -> Doc:
     """An outbox entry: everything the relay needs to store and fan out the event.
-    `detail` is what the event adds to the entity's data (a geofence name, a fine's amount)."""
+    `detail` is what the event adds to the entity's data (a geofence name, a fine's amount);
+    `occurrence` the partner's id of what it reports (the relay announces it once)."""
     entry: Doc = {
         "id": new_id(),
         "type": etype_event,
@@ -545,6 +576,8 @@ def _event(
     }
     if detail:
         entry["detail"] = dict(detail)
+    if occurrence is not None:
+        entry["occurrence_id"] = occurrence
     return entry
 
 

@@ -65,6 +65,8 @@ def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime) -
     }
     if "detail" in entry:
         event["detail"] = entry["detail"]
+    if "occurrence_id" in entry:
+        event["occurrence_id"] = entry["occurrence_id"]
     return event
 
 
@@ -195,6 +197,11 @@ class EventRelay(ShardedJob):
             entries = entity.get("outbox", [])
             events += [event_document(entity["tenant"], entity, entry, now) for entry in entries]
             drained.append((entity, [entry["id"] for entry in entries]))
+        # An occurrence the partner reported again (a redelivered webhook) is announced once:
+        # its repeats are drained without being stored (store/occurrences.py).
+        if repeats := await self._store.occurrences.repeats(events, now):
+            events = [event for event in events if event["_id"] not in repeats]
+            self._metrics.events_repeated.inc(len(repeats))
         await self._store.events.insert_many(events)
         await self._on_relayed(events)
         await self._store.entities.drain_outboxes(drained)

@@ -90,6 +90,11 @@ class Metrics:
             ["type_family"],
             registry=r,
         )
+        self.events_repeated = Counter(
+            "gateway_events_repeated_total",
+            "Events the relay dropped: their occurrence (occurrence_id) was already announced",
+            registry=r,
+        )
         self.relay_lag = Histogram(
             "gateway_event_relay_lag_seconds",
             "From an event's write to its storage in the log (and its deliveries' creation)",

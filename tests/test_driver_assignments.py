@@ -52,6 +52,18 @@ async def test_driver_at_a_time_answers_who_drove_then(client: Client) -> None:
     assert before["driver"] is None
 
 
+async def test_an_at_whose_plus_came_unencoded_keeps_its_offset(client: Client) -> None:
+    """`?at=...+05:45` typed as is: the query decodes the `+` to a space. 2026-11-20T10:00
+    at +05:45 is 04:15 UTC, when Ana drove (Bruno from 08:00 UTC); read without the
+    offset it would be a 400, read as UTC Bruno's."""
+    await _drivers(client)
+    await post(client, DRIVERS, {"driver": ANA, "start": "2026-11-01T08:00:00Z"})
+    await post(client, DRIVERS, {"driver": BRUNO, "start": "2026-11-20T08:00:00Z"})
+    answer = await _get(client, "?at=2026-11-20T10:00:00+05:45")
+    assert answer["driver"]["driver"]["cpf"] == ANA
+    await _get(client, "?at=2026-11-20T10:00:00 5:45", status=400)  # not an offset
+
+
 async def test_a_late_report_fills_only_the_gap_before_the_next_change(client: Client) -> None:
     await _drivers(client)
     await post(client, DRIVERS, {"driver": BRUNO, "start": "2026-11-10T08:00:00-03:00"})

@@ -304,6 +304,7 @@ async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
     await send_to(client, traccar, forward)
     await send_to(client, traccar, forward)  # Traccar forwards it again: one alert
     await drain(client.app[services_key])
+    # The same event.id is one occurrence (the mapping's occurrence_id): one event, one run.
 
     (message,) = fcm.messages
     assert message == {
@@ -317,7 +318,11 @@ async def test_scenario_1_traccars_geofence_exit_pushes_to_the_drivers_phone(
     }
     assert len(fcm.tokens_issued) == 1
     runs = (await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"]
-    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    assert [r["status"] for r in runs] == ["succeeded"]
+    # Another exit within the flow's cooldown (another event.id): announced, not pushed.
+    await send_to(client, traccar, {**forward, "event": {**forward["event"], "id": 1217}})
+    await drain(client.app[services_key])
+    assert len(fcm.messages) == 1
     statuses = await get(client, "/api/v1/deliveries?status=suppressed")
     (suppressed,) = statuses["items"]
     assert suppressed["kind"] == "notification"

@@ -222,11 +222,27 @@ async def test_the_track_reads_in_cursor_pages_within_a_window_with_rejected_fix
     assert window["next_cursor"] is None
 
 
+async def test_a_track_window_whose_plus_came_unencoded_keeps_its_offset(
+    client: Client,
+) -> None:
+    """`?from=2026-12-01T17:45:10+05:45` sent unencoded arrives with a space for the `+`:
+    a space before an offset at the end of a time is that `+` (12:00:10 UTC here)."""
+    await vehicle(client)
+    trigger = await position_trigger(client)
+    await hook(client, trigger, [fix(s) for s in (0, 10, 20)])
+    window = await track(client, "ABC1D23", "?from=2026-12-01T17:45:10+05:45")
+    assert [f["time"] for f in window["items"]] == [at(10), at(20)]
+    spaced = await track(client, "ABC1D23", "?to=2026-12-01T17:45:10%2005:45")
+    assert [f["time"] for f in spaced["items"]] == [at(0)]  # `to` is exclusive
+
+
 async def test_bad_track_queries_are_clear_errors(client: Client) -> None:
     await vehicle(client)
     bad = (
         "?from=yesterday",
         "?from=2026-12-01T00:00:00",  # no offset
+        "?from=2026-12-01T00:00:00 0545",  # a space, then no offset RFC 3339 writes
+        "?from=2026-12-01 05:45",  # a date and a time without its seconds, not an offset
         "?to=0001-01-01T00:00:00%2B05:00",  # before year 1 in UTC
         "?cursor=abc",
         "?cursor=999999999999999",  # past year 9999

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from gateway.clock import query_time
 from gateway.errors import BadRequest
 from gateway.fleet.append import PositionAppender, Vehicle, utc_text
 from gateway.fleet.fix import rfc3339
@@ -86,7 +87,7 @@ def _time(query: Mapping[str, str], name: str) -> datetime | None:
     raw = query.get(name)
     if raw is None or raw == "":
         return None
-    parsed = rfc3339(raw)
+    parsed = rfc3339(query_time(raw))
     if parsed is not None:
         return parsed
     raise BadRequest(f"{name} must be an RFC 3339 time with an offset, e.g. 2026-12-01T12:00:00Z")

@@ -29,15 +29,17 @@ INBOUND_KEYS = (
     "items",
     "fields",
     "event_data",
+    "occurrence_id",
     "params",
     "probe",
     "also",
 )
+OCCURRENCE = "occurrence_id"
 ALSO_KEYS = ("entity_type", "kind", "key", "fields", "emit", "when", "create")
 TARGETS = ("entities", "positions")
 # What a position mapping may not have: fixes name their vehicle themselves (plate or
 # tracker_id), events come from the fold, not from the mapping, and a fix writes no entity.
-_NOT_FOR_POSITIONS = ("key", "emit", "event_data", "also")
+_NOT_FOR_POSITIONS = ("key", "emit", "event_data", "occurrence_id", "also")
 OUTBOUND_KEYS = ("path", "query", "headers", "body", "response")
 ALL_KEYS = (*COMMON_KEYS, *INBOUND_KEYS, *OUTBOUND_KEYS)
 MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -123,6 +125,7 @@ class Plan:
     keep: Condition | None = None  # `items: {..., when}`: only the items it holds for
     fields: Table = ()
     event_data: Table = ()
+    occurrence: Table = ()  # `occurrence_id`, as a table of that one target
     path: Table = ()
     query: Table = ()
     headers: Table = ()
@@ -244,6 +247,8 @@ def _inbound(
         plan.probe = compile_probe(data["probe"], specs)
     if "event_data" in data:
         plan.event_data = specs.table(data["event_data"], "/event_data", 1) or ()
+    if "occurrence_id" in data:
+        plan.occurrence = specs.table({OCCURRENCE: data["occurrence_id"]}, "", 1) or ()
 
 
 def _positions(data: dict[str, Any], plan: Plan, specs: SpecCompiler) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
 from .casts import to_string
-from .compiler import AlsoPlan, Guard, Inner, Key, Plan, compile_plan
+from .compiler import OCCURRENCE, AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .conditions import Condition
 from .expressions import DecodedTexts, Run
 from .limits import MAX_LIST_ITEMS, MAX_NESTED_ITEM_FIELDS
@@ -262,6 +262,12 @@ class CompiledMapping:
             if plan.also:
                 run.main = document
                 also = tuple(_also(plan.also, payload, run))
+            if plan.occurrence and (occurrence := _occurrence(plan.occurrence, payload, run)):
+                events = tuple(e._replace(occurrence=occurrence) for e in events)
+                also = tuple(
+                    t._replace(events=tuple(e._replace(occurrence=occurrence) for e in t.events))
+                    for t in also
+                )
         except EvalError as error:  # a spent budget, or a failing emit condition
             if not error.recorded:
                 record(run, error, "emit")
@@ -371,6 +377,20 @@ def _lifted(guards: tuple[Guard, ...], forward: Forward) -> tuple[str, ...]:
     them back (an authoritative ERP), and says so on its events (`origin.authoritative`)."""
     kept = {target for target, _ in forward}
     return tuple(g.target for g in guards if g.target not in kept)
+
+
+def _occurrence(table: Table, payload: Any, run: Run) -> str | None:
+    """The item's `occurrence_id` as text (a number's digits); None when the payload has
+    none (its events are then announced as `announce` says). An object or a list is a
+    problem at `occurrence_id`: an id is a text or a number."""
+    value = evaluate(table, payload, run).get(OCCURRENCE)
+    if value is None or value == "":
+        return None
+    try:
+        return to_string(value)
+    except EvalError as error:
+        record(run, error, OCCURRENCE)
+        return None
 
 
 def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[MappedTarget]:

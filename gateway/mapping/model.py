@@ -32,11 +32,14 @@ class Emit(NamedTuple):
     default) a write that created the entity or changed it, narrowed by `changed` to a change
     at or under one of those targets (a created entity: one that has a value there);
     `create` only a write that created it; `every` every accepted call, changed or not (an
-    occurrence the partner reports, such as a geofence alert, rather than a change of ours)."""
+    occurrence the partner reports, such as a geofence alert, rather than a change of ours).
+    `occurrence`: the partner's id of the occurrence the item reports (the mapping's
+    `occurrence_id`, as text), by which the relay announces the event once per occurrence."""
 
     type: str
     announce: Announce = "change"
     changed: tuple[str, ...] = ()
+    occurrence: str | None = None
 
     def announced(self, created: bool, changed: Sequence[str], data: Mapping[str, Any]) -> bool:
         """Whether a write (`created` it, or `changed` these dotted fields of `data`, the

@@ -28,6 +28,8 @@ from gateway.store.kinds import KindStore
 from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
 from gateway.store.notify import NotifyStores
+from gateway.store.occurrences import INDEXES as OCCURRENCE_INDEXES
+from gateway.store.occurrences import OccurrenceStore
 from gateway.store.partners import PartnerStore
 from gateway.store.positions import PositionStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
@@ -60,6 +62,7 @@ class Store:
         self.relay_commits = GroupCommit(db.client, journaled=False)
         self.entities = EntityStore(db["entities"], self.commits, self.relay_commits)
         self.events = EventStore(db["events"])
+        self.occurrences = OccurrenceStore(db["occurrences"])
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
         self.triggers = TriggerStore(db["triggers"])
@@ -107,6 +110,7 @@ class Store:
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES)
         await self.expiry.create_indexes(self.db["signature_memory"], SIGNATURE_MEMORY_INDEXES)
+        await self.expiry.create_indexes(self.db["occurrences"], OCCURRENCE_INDEXES)
         await self.entities.backfill_lookup_keys()
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes(scans_id_ranges=scans)

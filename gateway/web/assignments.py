@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.assignments import SOURCES
-from gateway.clock import from_iso
+from gateway.clock import from_iso, query_time
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
@@ -92,7 +92,7 @@ async def list_vehicle_drivers(request: web.Request) -> web.Response:
     service = services_of(request).notify.assignments
     raw_at = request.query.get("at")
     try:
-        at = service.now() if raw_at is None else parse_time(raw_at, "/at")
+        at = service.now() if raw_at is None else parse_time(query_time(raw_at), "/at")
     except InvalidPayload as exc:
         raise BadRequest(exc.detail) from None
     in_force = await service.driver_at(claims.tenant, ref, at)

@@ -1,0 +1,267 @@
+"""A partner's occurrence is announced once (a mapping's `occurrence_id`, docs/mappings.md
+"Occurrences reported again"): Samsara, Motive and Traccar send a webhook again when our answer
+was late, and an `announce: every` event announced each copy, so a driver got two pushes for
+one geofence exit. The write still happens; the event is stored, and its flow run, once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.store.occurrences import RETENTION_SECONDS
+from gateway.web.state import services_key
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import (
+    add_template,
+    drain,
+    get,
+    push_channel,
+    sample,
+    send_to,
+    trigger_for,
+    upload_flow,
+)
+from tests.partner_double import post
+from tests.support import auth
+from tests.triggers_support import ROOT, create_trigger, upload_mapping
+
+__all__ = ["fcm"]  # the fixture
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": ["ana-phone"]}
+EXIT = "vehicle.geofence.exited"
+
+
+async def _samsara(client: Client, fcm: Fcm) -> dict[str, Any]:
+    """A tenant whose Samsara geofence exits push to the driver (the shipped mapping and
+    flow); Ana drives ABC1D23."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    trigger = await trigger_for(client, "samsara-geofence", entity_type="vehicle")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": ANA["cpf"], "start": "2026-11-01T00:00:00Z"},
+    )
+    return trigger
+
+
+async def _stored(client: Client, event_type: str = EXIT) -> list[dict[str, Any]]:
+    return list((await get(client, f"/api/v1/events?type={event_type}"))["items"])
+
+
+async def _runs(client: Client) -> list[dict[str, Any]]:
+    return list((await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"])
+
+
+async def test_a_samsara_geofence_exit_sent_again_is_announced_once(
+    client: Client, fcm: Fcm
+) -> None:
+    trigger = await _samsara(client, fcm)
+    webhook = sample("samsara_v2_geofence_exit.json")
+    first = await send_to(client, trigger, webhook)
+    assert first["events"] == ["entity.updated", EXIT]  # the vehicle's Samsara id, name, VIN
+    await drain(client.app[services_key])
+    again = await send_to(client, trigger, webhook)  # Samsara's redelivery: same eventId
+    assert again["events"] == []  # written (nothing changed), announced nothing
+    await drain(client.app[services_key])
+
+    (event,) = await _stored(client)
+    assert event["occurrence_id"] == webhook["eventId"]
+    assert event["detail"]["samsara_event_id"] == webhook["eventId"]
+    assert [r["status"] for r in await _runs(client)] == ["succeeded"]
+    assert [m["token"] for m in fcm.messages] == ["ana-phone"]
+
+
+async def test_two_copies_at_once_are_announced_once(client: Client, fcm: Fcm) -> None:
+    trigger = await _samsara(client, fcm)
+    webhook = sample("samsara_v2_geofence_exit.json")
+    answers = await asyncio.gather(*(send_to(client, trigger, webhook) for _ in range(2)))
+    assert len({a["id"] for a in answers}) == 1  # both written, to the one vehicle
+    # Both may list the exit (neither saw the other's claim): the relay stores it once.
+    await drain(client.app[services_key])
+
+    assert len(await _stored(client)) == 1
+    assert len(await _runs(client)) == 1
+    assert len(fcm.messages) == 1
+    # Every copy an answer listed is stored or counted as a repeat the relay dropped.
+    listed = sum(EXIT in a["events"] for a in answers)
+    metrics = await (await client.get("/metrics")).text()
+    assert f"gateway_events_repeated_total {float(listed - 1)}" in metrics
+
+
+async def test_another_event_id_is_another_occurrence(client: Client, fcm: Fcm) -> None:
+    trigger = await _samsara(client, fcm)
+    webhook = sample("samsara_v2_geofence_exit.json")
+    await send_to(client, trigger, webhook)
+    later = {**webhook, "eventId": "9a0b1c2d-0000-4000-8000-000000000001"}
+    second = await send_to(client, trigger, later)
+    assert second["events"] == [EXIT]  # the vehicle is as the first left it
+    await drain(client.app[services_key])
+
+    stored = await _stored(client)
+    assert sorted(e["occurrence_id"] for e in stored) == sorted(
+        [webhook["eventId"], later["eventId"]]
+    )
+    assert len(await _runs(client)) == 2  # the second push is the flow's cooldown's to hold
+
+
+async def test_an_occurrence_is_remembered_for_its_retention_only(client: Client, fcm: Fcm) -> None:
+    trigger = await _samsara(client, fcm)
+    webhook = sample("samsara_v2_geofence_exit.json")
+    await send_to(client, trigger, webhook)
+    await drain(client.app[services_key])
+    db = client.app[services_key].store.db
+    past = datetime.now(UTC) - timedelta(seconds=RETENTION_SECONDS + 60)
+    await db["occurrences"].update_many({}, {"$set": {"at": past}})  # before the TTL's sweep
+
+    late = await send_to(client, trigger, webhook)
+    assert late["events"] == [EXIT]
+    await drain(client.app[services_key])
+    assert len(await _stored(client)) == 2
+
+
+async def test_without_occurrence_id_every_copy_is_announced(client: Client, fcm: Fcm) -> None:
+    shipped = (ROOT / "mappings" / "samsara-geofence.yaml").read_text()
+    assert "\noccurrence_id: eventId\n" in shipped
+    text = shipped.replace("\noccurrence_id: eventId\n", "\n").replace(
+        "name: samsara-geofence", "name: samsara-geofence-plain"
+    )
+    await upload_mapping(client, text)
+    trigger = await create_trigger(client, mapping="samsara-geofence-plain")
+    webhook = sample("samsara_v2_geofence_exit.json")
+    for _ in range(2):
+        assert (await send_to(client, trigger, webhook))["events"][-1] == EXIT
+    await drain(client.app[services_key])
+    stored = await _stored(client)
+    assert len(stored) == 2
+    assert all("occurrence_id" not in e for e in stored)
+
+
+async def test_each_trigger_and_event_type_has_its_own_occurrences(client: Client) -> None:
+    """The same id from another trigger (another Samsara organisation) is another occurrence,
+    and so is an id a payload gives to two of its events."""
+    await upload_mapping(
+        client,
+        """
+name: alarm-feed
+direction: inbound
+entity_type: vehicle
+key: [plate]
+occurrence_id: id
+emit:
+  - {type: vehicle.alarm, announce: every}
+  - {type: vehicle.alert, announce: every}
+fields:
+  plate: plate
+""",
+    )
+    one = await create_trigger(client, mapping="alarm-feed")
+    other = await create_trigger(client, name="other-org", mapping="alarm-feed")
+    body = {"plate": "ABC1D23", "id": 17}  # a number: its digits are the id
+    assert (await send_to(client, one, body))["events"][-2:] == ["vehicle.alarm", "vehicle.alert"]
+    await drain(client.app[services_key])
+    assert (await send_to(client, one, body))["events"] == []
+    assert (await send_to(client, other, body))["events"] == ["vehicle.alarm", "vehicle.alert"]
+    await drain(client.app[services_key])
+    events = (await get(client, "/api/v1/events?limit=50"))["items"]
+    alarms = [e for e in events if e["type"] in ("vehicle.alarm", "vehicle.alert")]
+    assert sorted(e["occurrence_id"] for e in alarms) == ["17"] * 4
+
+
+async def test_two_relays_claim_one_occurrence_once(client: Client) -> None:
+    """Two processes relaying two copies of one occurrence at once: the unique claim lets
+    one through, whichever it is."""
+    store = client.app[services_key].store
+    now = datetime.now(UTC)
+
+    def copy(event_id: str) -> dict[str, Any]:
+        return {
+            "_id": event_id,
+            "tenant": "acme",
+            "type": EXIT,
+            "entity": {"type": "vehicle"},
+            "origin": {"kind": "trigger", "id": "t1"},
+            "occurrence_id": "4f1e9c52",
+        }
+
+    first, second = await asyncio.gather(
+        store.occurrences.repeats([copy("a")], now), store.occurrences.repeats([copy("b")], now)
+    )
+    assert sorted([first, second], key=len) == [set(), {"b"} if first == set() else {"a"}]
+    # The winner relayed again (its process died before draining) keeps its claim.
+    winner = "b" if first == {"a"} else "a"
+    assert await store.occurrences.repeats([copy(winner)], now) == set()
+
+
+async def test_occurrence_id_is_checked_when_the_mapping_is_uploaded(client: Client) -> None:
+    text = """
+name: bad-occurrence
+direction: inbound
+entity_type: vehicle
+key: [plate]
+occurrence_id: {from: "id[", required: true}
+emit: [{type: vehicle.alarm, announce: every}]
+fields:
+  plate: plate
+"""
+    response = await client.post(
+        "/api/v1/mappings",
+        data=text.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert all(e["pointer"].startswith("/occurrence_id") for e in problem["errors"]), problem
+    positions = """
+name: fixes-with-ids
+direction: inbound
+target: positions
+occurrence_id: id
+fields:
+  plate: plate
+  time: at
+  lat: lat
+  lon: lon
+"""
+    response = await client.post(
+        "/api/v1/mappings",
+        data=positions.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert "/occurrence_id" in [e["pointer"] for e in problem["errors"]], problem
+
+
+async def test_an_occurrence_id_that_is_an_object_is_a_payload_problem(client: Client) -> None:
+    await upload_mapping(
+        client,
+        """
+name: object-id
+direction: inbound
+entity_type: vehicle
+key: [plate]
+occurrence_id: id
+emit: [{type: vehicle.alarm, announce: every}]
+fields:
+  plate: plate
+""",
+    )
+    trigger = await create_trigger(client, mapping="object-id")
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"plate": "ABC1D23", "id": {"n": 1}},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert any(e.get("target") == "occurrence_id" for e in problem["errors"]), problem
+    stored = await client.app[services_key].store.db["entities"].count_documents({})
+    assert stored == 0
