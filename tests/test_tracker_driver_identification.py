@@ -153,6 +153,7 @@ async def test_a_late_older_identification_fills_only_the_gap_before_the_newer_o
     newer["event"]["attributes"]["driverUniqueId"] = "B"  # 2026-11-21T08:10:05Z
     late = copy.deepcopy(newer)
     late["event"]["attributes"]["driverUniqueId"] = "A"
+    late["event"]["id"] += 1  # another event of Traccar's (one id is announced once)
     late["event"]["eventTime"] = "2026-11-21T07:00:00.000+00:00"
     late["position"]["fixTime"] = "2026-11-21T07:00:00.000+00:00"
     traccar = await _trigger(client, "traccar-event")
