@@ -5,6 +5,7 @@ answered at its field, what was typed kept), edits it from its page, creates a f
 from __future__ import annotations
 
 from gateway.entities import Origin
+from tests.support import inbox_items
 from tests.test_ui_browser import Ui, ui
 from tests.ui_support import make_user
 
@@ -46,6 +47,14 @@ async def test_an_admin_creates_edits_and_deletes_entities_by_clicking(ui: Ui) -
     stored = await ui.services.entities.get("acme", "vehicle", "ABC1D23")
     assert stored["data"]["group"] == "Frota Sul"
     await ui.shot("entity-edited")
+    # A service done, from the same page.
+    await ui.page.fill("#f-km", "12000")
+    await ui.page.get_by_role("button", name="Registrar revisão").click()
+    await ui.page.locator(".flash").wait_for()
+    assert "Revisão registrada" in await ui.page.inner_text(".flash")
+    vid = str(stored["_id"])
+    [queued] = await inbox_items(ui.services.store, "acme", vid, "service")
+    assert queued["km"] == 12000
     # A fine: its kind first, then its fields.
     await ui.goto("/admin/entities/other")
     await ui.page.get_by_test_id("entity-new-link").click()

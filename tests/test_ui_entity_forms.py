@@ -10,7 +10,8 @@ import pytest
 from gateway.entities import Origin
 from gateway.errors import NotFound
 from gateway.services import Services
-from tests.support import auth
+from tests.partner_double import post
+from tests.support import auth, inbox_items
 from tests.test_ui_stale_edits import _stale_save
 from tests.ui_support import Client, csrf, form_fields, log_in, make_user, replaced
 
@@ -185,3 +186,29 @@ async def test_an_unknown_type_or_kind_is_not_found(client: Client, services: Se
     assert (await client.get("/admin/entities/other/new?kind=nope")).status == 404
     response = await client.get("/api/v1/entities/other", headers=auth())
     assert (await response.json())["items"] == []
+
+
+async def test_a_service_recorded_on_a_vehicles_page_is_queued_for_its_fold(
+    client: Client, services: Services
+) -> None:
+    created = await services.entities.create("acme", "vehicle", {"plate": "ABC1D23"}, API)
+    vid = str(created.entity["_id"])
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "oleo", "every_km": 10_000})
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{vid}/services"
+    fields = form_fields(await (await client.get(f"/admin/entities/vehicle/{vid}")).text(), action)
+    assert "plan" in dict(fields)
+    refused = await client.post(action, data=replaced(fields, km="-5", at="2999-01-01T10:00"))
+    html = await refused.text()
+    assert refused.status == 422 and _errors(html, "km") and _errors(html, "at"), html
+    kept = form_fields(html, action)
+    assert (dict(kept)["km"], dict(kept)["at"]) == ("-5", "2999-01-01T10:00")
+    assert await inbox_items(services.store, "acme", vid, "service") == []
+    typed = replaced(kept, km="10120,5", at="2026-11-30T09:00", plan=plan["id"])
+    saved = await client.post(action, data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    [queued] = await inbox_items(services.store, "acme", vid, "service")
+    assert (queued["km"], queued["plan"]) == (10_120.5, plan["id"])
+    assert queued["at"].isoformat() == "2026-11-30T12:00:00+00:00"  # Brasília time
+    assert queued["source"] == "admin:ana@acme.com.br"

@@ -17,7 +17,9 @@ from gateway.ui import (
     deliveries,
     entities,
     entity_forms,
+    events,
     fleet,
+    fleet_settings,
     flow_runs,
     kinds,
     mappings,
@@ -73,6 +75,8 @@ def add_ui_routes(ui: web.Application) -> None:
             web.post("/deliveries/replay", deliveries.replay_deliveries),
             web.get("/deliveries/{id}", deliveries.delivery_page),
             web.post("/deliveries/{id}/replay", deliveries.replay_delivery),
+            web.get("/events", events.list_events),
+            web.get("/events/{id}", events.event_page),
             web.get("/schedules", schedules.list_schedules),
             web.get("/schedules/new", schedules.new_schedule),
             web.post("/schedules", schedules.create_schedule),
@@ -140,6 +144,9 @@ def add_ui_routes(ui: web.Application) -> None:
             web.post("/entities/{type}/{ref}/edit", entity_forms.update_entity),
             web.post("/entities/{type}/{ref}/delete", entity_forms.delete_entity),
             web.post("/entities/vehicle/{ref}/drivers", entities.assign_driver),
+            web.post("/entities/vehicle/{ref}/services", entities.record_service),
+            web.get("/fleet-settings", fleet_settings.settings_page),
+            web.post("/fleet-settings", fleet_settings.save_settings),
             *fleet.rule_routes(),
         ]
     )
