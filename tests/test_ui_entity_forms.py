@@ -24,6 +24,7 @@ KIND = {
         "properties": {
             "psi": {"type": "number", "minimum": 0},
             "novo": {"type": "boolean"},
+            "eixos": {"enum": [2, 3, 4]},
             "medidas": {"type": "array", "items": {"type": "integer"}},
         },
     },
@@ -125,7 +126,13 @@ async def test_an_other_document_of_a_custom_kind_is_created_edited_and_deleted(
     page = await (await client.get("/admin/entities/other/new?kind=pneu")).text()
     fields = dict(form_fields(page, "/admin/entities/other"))
     assert fields["kind"] == "pneu" and {"key", "psi", "novo", "medidas"} <= fields.keys()
-    body = fields | {"key": "P-1", "psi": "32", "novo": "true", "medidas": "[205, 55]"}
+    body = fields | {
+        "key": "P-1",
+        "psi": "32",
+        "novo": "true",
+        "medidas": "[205, 55]",
+        "eixos": "3",
+    }
     saved = await client.post("/admin/entities/other", data=body, allow_redirects=False)
     assert saved.status == 303, await saved.text()
     doc = await services.entities.get("acme", "other", "pneu:P-1")
@@ -135,6 +142,7 @@ async def test_an_other_document_of_a_custom_kind_is_created_edited_and_deleted(
         "psi": 32,
         "novo": True,
         "medidas": [205, 55],
+        "eixos": 3,  # a number, as the enumeration holds it
     }
     page = await (await client.get("/admin/entities/other/new?kind=pneu")).text()
     body = dict(form_fields(page, "/admin/entities/other")) | {"key": "P-1", "psi": "1"}
@@ -143,7 +151,7 @@ async def test_an_other_document_of_a_custom_kind_is_created_edited_and_deleted(
     action = f"/admin/entities/other/{doc['_id']}/edit"
     loaded = form_fields(await (await client.get(action)).text(), action)
     assert "kind" not in dict(loaded) and "key" not in dict(loaded)
-    assert dict(loaded)["novo"] == "true"
+    assert dict(loaded)["novo"] == "true" and dict(loaded)["eixos"] == "3"
     edited = await client.post(
         action, data=replaced(loaded, novo="false", psi=""), allow_redirects=False
     )
@@ -212,3 +220,28 @@ async def test_a_service_recorded_on_a_vehicles_page_is_queued_for_its_fold(
     assert (queued["km"], queued["plan"]) == (10_120.5, plan["id"])
     assert queued["at"].isoformat() == "2026-11-30T12:00:00+00:00"  # Brasília time
     assert queued["source"] == "admin:ana@acme.com.br"
+
+
+async def test_an_odometer_moved_by_telemetry_during_an_edit_is_neither_stale_nor_set_back(
+    client: Client, services: Services
+) -> None:
+    data = {"plate": "ABC1D23", "model": "Actros", "odometer_km": 1000}
+    created = await services.entities.create("acme", "vehicle", data, API)
+    ref = str(created.entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    assert dict(fields)["odometer_km"] == "1000"
+    await services.entities.patch("acme", "vehicle", ref, {"odometer_km": 1012.5}, API)
+    saved = await client.post(action, data=replaced(fields, model="Axor"), allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = (await services.entities.get("acme", "vehicle", ref))["data"]
+    assert (stored["model"], stored["odometer_km"]) == ("Axor", 1012.5)
+    # An odometer the admin types is a reading: it is sent.
+    fields = form_fields(await (await client.get(action)).text(), action)
+    saved = await client.post(
+        action, data=replaced(fields, odometer_km="2000"), allow_redirects=False
+    )
+    assert saved.status == 303
+    assert (await services.entities.get("acme", "vehicle", ref))["data"]["odometer_km"] == 2000

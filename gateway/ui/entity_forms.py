@@ -31,6 +31,11 @@ from gateway.web.state import services_of
 
 # Fields other forms or feeds keep: the position (telemetry) and the driver (assignments).
 KEPT_ELSEWHERE: Final = {"vehicle": frozenset({"last_position", "current_driver"})}
+# Fields the telemetry moves while an admin edits (the odometer): they move no revision, and
+# an edit sends one only when the admin changed it from the value the form was loaded with
+# (`loaded.<name>`, hidden), so a stale value never sets the odometer back.
+LIVE: Final = {"vehicle": ("odometer_km",)}
+LOADED: Final = "loaded."
 SCALARS: Final = {"string", "integer", "number", "boolean"}
 
 
@@ -43,6 +48,7 @@ class Field:
     required: bool = False
     options: tuple[str, ...] = ()
     help: str = ""  # the schema's description (English)
+    enum: tuple[Any, ...] = ()  # a choice's values, as the document holds them
 
     @property
     def key(self) -> str:
@@ -53,8 +59,8 @@ class Field:
 def _scalar(name: str, prop: Mapping[str, Any], required: bool) -> Field | None:
     help_ = str(prop.get("description") or "")
     if isinstance(prop.get("enum"), list):
-        options = tuple(str(v) for v in prop["enum"])
-        return Field(name, "choice", required, options, help_)
+        options = tuple(_text(v) for v in prop["enum"])
+        return Field(name, "choice", required, options, help_, tuple(prop["enum"]))
     kind = prop.get("type")
     if not isinstance(kind, str) or kind not in SCALARS:
         return None
@@ -102,7 +108,16 @@ def _typed(field: Field, raw: str) -> Any:
         return {"true": True, "false": False}.get(raw, raw)
     if field.kind == "json":
         return json_field({field.name: raw}, field.name)
+    if field.kind == "choice":  # an enumeration of numbers holds numbers
+        return next((v for v in field.enum if _text(v) == raw), raw)
     return raw
+
+
+def _text(value: Any) -> str:
+    """A value as a form shows it (a JSON boolean as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def document_of(fields: list[Field], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,10 +154,8 @@ def values_of(fields: list[Field], data: Mapping[str, Any]) -> dict[str, str]:
             values[field.name] = ""
         elif field.kind == "json":
             values[field.name] = tojson_pretty(value)
-        elif isinstance(value, bool):
-            values[field.name] = "true" if value else "false"
         else:
-            values[field.name] = str(value)
+            values[field.name] = _text(value)
     return values
 
 
@@ -232,9 +245,23 @@ async def edit_entity(
         "entity": entity,
         "key": entity.get(reference_field(etype)) or entity["id"],
         "fields": fields,
-        "form": form or editing(values_of(fields, doc["data"])),
+        "form": form or _editing(etype, values_of(fields, doc["data"])),
+        "live": LIVE.get(etype, ()),
     }
     return render(request, "entities/edit.html", context, status=status)
+
+
+def _stable(etype: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a revision covers: all but the live ones."""
+    return {k: v for k, v in values.items() if k not in LIVE.get(etype, ())}
+
+
+def _editing(etype: str, values: dict[str, str]) -> Form:
+    loaded = {LOADED + n: values.get(n, "") for n in LIVE.get(etype, ())}
+    form = editing(_stable(etype, values))
+    form.values.update(values)
+    form.values.update(loaded)
+    return form
 
 
 async def update_entity(request: web.Request) -> web.Response:
@@ -245,12 +272,14 @@ async def update_entity(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     current = await entities.get(tenant, etype, ref)
     fields = await _edit_fields(request, etype, current["data"])
-    if (stale := stale_edit(values, values_of(fields, current["data"]))) is not None:
+    now = _stable(etype, values_of(fields, current["data"]))
+    if (stale := stale_edit(values, now)) is not None:
         return await edit_entity(request, stale, status=409)
     try:
         doc = document_of(fields, values)
         shown = {f.name.split(".")[0] for f in fields}
-        patch = {name: doc.get(name) for name in shown}
+        untouched = {n for n in LIVE.get(etype, ()) if values.get(n) == values.get(LOADED + n)}
+        patch = {name: doc.get(name) for name in shown - untouched}
         origin = Origin("admin", session_of(request).subject)
         await entities.patch(tenant, etype, str(current["_id"]), patch, origin)
     except GatewayError as exc:
