@@ -91,6 +91,10 @@ class FlowRunService:
         self._runs = store.notify.runs
         self._flows = store.notify.flows
 
+    async def of_event(self, tenant: str, event_id: str, limit: int = 50) -> list[Doc]:
+        """The runs an event started (one per flow)."""
+        return await self._runs.of_event(tenant, event_id, limit)
+
     async def list(
         self, tenant: str, flow: str, *, status: str | None, before: str | None, limit: int
     ) -> list[Doc]:

@@ -19,13 +19,14 @@ from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
 from gateway.store.entities import FILTERABLE
 from gateway.ui.fleet import vehicle_fleet
-from gateway.ui.forms import Form, read_values
+from gateway.ui.forms import Form, number_field, read_values
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.ui.templating import ZONE
 from gateway.web.state import services_of
 
 ASSIGN_FIELDS: Final = ("driver", "start", "ref")
+SERVICE_FIELDS: Final = ("km", "at", "plan")
 
 
 def search_fields(etype: str) -> list[str]:
@@ -59,7 +60,11 @@ async def entity_page(request: web.Request) -> web.Response:
 
 
 async def _entity(
-    request: web.Request, etype: str, ref: str, form: Form | None = None
+    request: web.Request,
+    etype: str,
+    ref: str,
+    form: Form | None = None,
+    service_form: Form | None = None,
 ) -> web.Response:
     services = services_of(request)
     tenant = tenant_of(request)
@@ -73,6 +78,7 @@ async def _entity(
         "driver": None,
         "history": [],
         "form": form or Form(),
+        "service_form": service_form or Form(),
         "drivers": [],
     }
     if etype == "vehicle":
@@ -84,7 +90,8 @@ async def _entity(
         drivers = await services.entities.find(tenant, "driver", {}, after=None, limit=200)
         context["drivers"] = [(d["data"].get("cpf"), d["data"].get("name")) for d in drivers]
         context["fleet"] = await vehicle_fleet(request, doc)
-    return render(request, "entities/detail.html", context, status=422 if form else 200)
+    failed = form or service_form
+    return render(request, "entities/detail.html", context, status=422 if failed else 200)
 
 
 async def assign_driver(request: web.Request) -> web.Response:
@@ -127,3 +134,27 @@ def _assignment(values: Mapping[str, Any]) -> tuple[str | None, datetime | None]
     if problems:
         raise InvalidPayload("invalid driver assignment", problems)
     return driver, start
+
+
+async def record_service(request: web.Request) -> web.Response:
+    """A service done on a vehicle (`POST /api/v1/entities/vehicle/{ref}/services`): its
+    plans, all or one, reset at the next fold; the time typed is Brasília time."""
+    ref = request.match_info["ref"]
+    values = read_values(form_of(request))
+    body: dict[str, Any] = {"km": number_field(values, "km", integer=False)}
+    if raw := values.get("at"):
+        try:
+            at = from_iso(raw)
+        except ValueError:
+            body["at"] = raw  # the use case names it
+        else:
+            body["at"] = (at if at.tzinfo else at.replace(tzinfo=ZONE)).isoformat()
+    body["plan"] = values.get("plan") or None
+    try:
+        await services_of(request).vehicle_services.record(
+            tenant_of(request), ref, body, source=f"admin:{session_of(request).subject}"
+        )
+    except InvalidPayload as exc:
+        refused = Form(values).refuse(exc, SERVICE_FIELDS)
+        return await _entity(request, "vehicle", ref, service_form=refused)
+    return redirect(f"/admin/entities/vehicle/{ref}", flash="entities.service_recorded")

@@ -313,5 +313,6 @@ async def vehicle_fleet(request: web.Request, vehicle: Doc) -> dict[str, Any]:
         "fences": fences,
         "inside": view.inside,
         "plans": view.plans,
+        "plan_options": [(p.id, p.name) for p in view.plans],
         "fixes": view.fixes[-10:][::-1],
     }

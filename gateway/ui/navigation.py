@@ -19,6 +19,7 @@ NAV: Final = (
     NavItem("/partners", "nav.partners"),
     NavItem("/actions", "nav.actions"),
     NavItem("/subscriptions", "nav.subscriptions"),
+    NavItem("/events", "nav.events"),
     NavItem("/deliveries", "nav.deliveries"),
     NavItem("/flows", "nav.flows"),
     NavItem("/channels", "nav.channels"),
@@ -28,5 +29,6 @@ NAV: Final = (
     NavItem("/kinds", "nav.kinds"),
     NavItem("/geofences", "nav.geofences"),
     NavItem("/maintenance-plans", "nav.maintenance_plans"),
+    NavItem("/fleet-settings", "nav.fleet_settings"),
     NavItem("/users", "nav.users"),
 )

@@ -1,0 +1,295 @@
+"""Entity forms: create, edit and delete a vehicle, driver, supplier, operator or `other`
+document of a kind, with a field per property of its JSON Schema (the entity type's, or for
+an `other` its kind's, built in or the tenant's own).
+
+A scalar property is one field (an enumeration or a yes/no a select); an object of scalar
+properties (a driver's `cnh`) a field per property, named `cnh.number` so the use case's
+problem at `/cnh/number` finds it; anything else (a list, a free-form object) a JSON textarea.
+An edit sends the fields the form shows as a merge patch: an emptied field removes the value,
+and what the form does not show (a vehicle's position and current driver, which telemetry and
+the driver assignment keep) is left as it is. The natural key (plate, CPF, CNPJ, an `other`'s
+kind and key) is given at creation and never changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway.entities import Origin, public
+from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.kinds import public_kind
+from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
+from gateway.ui.forms import Form, editing, json_field, number_field, read_values, stale_edit
+from gateway.ui.rendering import redirect, render
+from gateway.ui.state import form_of, session_of, tenant_of
+from gateway.ui.templating import tojson_pretty
+from gateway.web.state import services_of
+
+# Fields other forms or feeds keep: the position (telemetry) and the driver (assignments).
+KEPT_ELSEWHERE: Final = {"vehicle": frozenset({"last_position", "current_driver"})}
+# Fields the telemetry moves while an admin edits (the odometer): they move no revision, and
+# an edit sends one only when the admin changed it from the value the form was loaded with
+# (`loaded.<name>`, hidden), so a stale value never sets the odometer back.
+LIVE: Final = {"vehicle": ("odometer_km",)}
+LOADED: Final = "loaded."
+SCALARS: Final = {"string", "integer", "number", "boolean"}
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One control of an entity form."""
+
+    name: str  # dotted: `cnh.number`
+    kind: str  # text, date, datetime, integer, number, boolean, choice, json
+    required: bool = False
+    options: tuple[str, ...] = ()
+    help: str = ""  # the schema's description (English)
+    enum: tuple[Any, ...] = ()  # a choice's values, as the document holds them
+
+    @property
+    def key(self) -> str:
+        """The control's id suffix (a dot would read as a class in a CSS selector)."""
+        return self.name.replace(".", "__")
+
+
+def _scalar(name: str, prop: Mapping[str, Any], required: bool) -> Field | None:
+    help_ = str(prop.get("description") or "")
+    if isinstance(prop.get("enum"), list):
+        options = tuple(_text(v) for v in prop["enum"])
+        return Field(name, "choice", required, options, help_, tuple(prop["enum"]))
+    kind = prop.get("type")
+    if not isinstance(kind, str) or kind not in SCALARS:
+        return None
+    if kind == "boolean":
+        return Field(name, "boolean", required, ("true", "false"), help_)
+    if kind == "string":
+        kind = {"date": "date", "date-time": "datetime"}.get(str(prop.get("format")), "text")
+    return Field(name, kind, required, (), help_)
+
+
+def fields_of(schema: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[Field]:
+    """The controls of a schema's properties, in the schema's order."""
+    props = schema.get("properties")
+    if not isinstance(props, Mapping):
+        return []
+    required = set(schema.get("required") or ())
+    fields: list[Field] = []
+    for name, prop in props.items():
+        if name in skip or not isinstance(prop, Mapping):
+            continue
+        if (one := _scalar(name, prop, name in required)) is not None:
+            fields.append(one)
+            continue
+        inner = prop.get("properties") if prop.get("type") == "object" else None
+        parts = [
+            _scalar(f"{name}.{sub}", sp, False)
+            for sub, sp in (inner or {}).items()
+            if isinstance(sp, Mapping)
+        ]
+        if inner and all(p is not None for p in parts):
+            fields.extend(p for p in parts if p is not None)
+        else:
+            fields.append(
+                Field(name, "json", name in required, (), str(prop.get("description") or ""))
+            )
+    return fields
+
+
+def _typed(field: Field, raw: str) -> Any:
+    """A typed value as the document holds it; text that is not of the field's type stays
+    text, for the schema to refuse at the field."""
+    if field.kind in ("integer", "number"):
+        return number_field({"v": raw}, "v", integer=field.kind == "integer")
+    if field.kind == "boolean":
+        return {"true": True, "false": False}.get(raw, raw)
+    if field.kind == "json":
+        return json_field({field.name: raw}, field.name)
+    if field.kind == "choice":  # an enumeration of numbers holds numbers
+        return next((v for v in field.enum if _text(v) == raw), raw)
+    return raw
+
+
+def _text(value: Any) -> str:
+    """A value as a form shows it (a JSON boolean as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def document_of(fields: list[Field], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The document the form's non-empty fields make; every malformed JSON field at once."""
+    doc: dict[str, Any] = {}
+    problems: list[FieldProblem] = []
+    for field in fields:
+        raw = values.get(field.name)
+        if not isinstance(raw, str) or raw == "":
+            continue
+        try:
+            value = _typed(field, raw)
+        except InvalidPayload as exc:
+            problems.extend(exc.problems)
+            continue
+        *parents, leaf = field.name.split(".")
+        target = doc
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    if problems:
+        raise InvalidPayload("malformed JSON", problems)
+    return doc
+
+
+def values_of(fields: list[Field], data: Mapping[str, Any]) -> dict[str, str]:
+    """What the form shows of a stored document."""
+    values: dict[str, str] = {}
+    for field in fields:
+        value: Any = data
+        for part in field.name.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is None:
+            values[field.name] = ""
+        elif field.kind == "json":
+            values[field.name] = tojson_pretty(value)
+        else:
+            values[field.name] = _text(value)
+    return values
+
+
+async def _schema(request: web.Request, etype: str, kind: str | None) -> dict[str, Any]:
+    """The schema whose properties the form shows: the type's, or an `other`'s kind's."""
+    schemas = services_of(request).schemas
+    if etype != "other":
+        return schemas.entity_schema(etype)
+    if kind is None:  # not chosen: the kind's problem is the use case's to name
+        return {}
+    if kind in schemas.builtin_kinds:
+        return schemas.kind_schema(kind)
+    doc = public_kind(await services_of(request).kinds.get(tenant_of(request), kind))
+    schema: dict[str, Any] = doc["schema"]
+    return schema
+
+
+async def _kinds(request: web.Request) -> list[str]:
+    custom = await services_of(request).kinds.find(tenant_of(request))
+    return [*services_of(request).schemas.builtin_kinds, *(d["name"] for d in custom)]
+
+
+async def _creation_fields(request: web.Request, etype: str, kind: str | None) -> list[Field]:
+    key_fields = [Field(k, "text", True) for k in NATURAL_KEYS[etype] if k != "kind"]
+    schema = await _schema(request, etype, kind)
+    skip = frozenset({*NATURAL_KEYS[etype], *KEPT_ELSEWHERE.get(etype, ())})
+    if etype == "other":
+        return [*key_fields, *fields_of(schema, skip)]
+    return [
+        *(f for f in fields_of(schema) if f.name in NATURAL_KEYS[etype]),
+        *fields_of(schema, skip),
+    ]
+
+
+async def _edit_fields(request: web.Request, etype: str, data: Mapping[str, Any]) -> list[Field]:
+    kind = data.get("kind") if etype == "other" else None
+    schema = await _schema(request, etype, str(kind) if kind is not None else None)
+    skip = frozenset({*NATURAL_KEYS[etype], *ENVELOPE_FIELDS, *KEPT_ELSEWHERE.get(etype, ())})
+    return fields_of(schema, skip)
+
+
+async def new_entity(
+    request: web.Request, form: Form | None = None, *, status: int = 200
+) -> web.Response:
+    """The creation form; an `other` first chooses its kind (`?kind=`)."""
+    etype = request.match_info["type"]
+    services_of(request).schemas.require_type(etype)
+    kind = (request.query.get("kind") or (form.value("kind") if form else "")) or None
+    context: dict[str, Any] = {"etype": etype, "kind": kind, "fields": [], "kinds": []}
+    if etype == "other" and kind is None:
+        context["kinds"] = await _kinds(request)
+    else:
+        context["fields"] = await _creation_fields(request, etype, kind)
+    context["form"] = form or Form()
+    return render(request, "entities/new.html", context, status=status)
+
+
+async def create_entity(request: web.Request) -> web.Response:
+    etype = request.match_info["type"]
+    services = services_of(request)
+    services.schemas.require_type(etype)
+    values = read_values(form_of(request))
+    kind = values.get("kind") or None
+    fields = await _creation_fields(request, etype, kind)
+    try:
+        doc = document_of(fields, values)
+        if etype == "other":
+            doc["kind"] = kind or ""
+        origin = Origin("admin", session_of(request).subject)
+        result = await services.entities.create(tenant_of(request), etype, doc, origin)
+    except GatewayError as exc:
+        refused = Form(values).refuse(exc, [f.name for f in fields])
+        return await new_entity(request, refused, status=exc.status)
+    ref = str(result.entity["_id"])
+    return redirect(f"/admin/entities/{etype}/{ref}", flash="entities.created")
+
+
+async def edit_entity(
+    request: web.Request, form: Form | None = None, *, status: int = 200
+) -> web.Response:
+    etype, ref = request.match_info["type"], request.match_info["ref"]
+    doc = await services_of(request).entities.get(tenant_of(request), etype, ref)
+    entity = public(doc)
+    fields = await _edit_fields(request, etype, doc["data"])
+    context = {
+        "etype": etype,
+        "entity": entity,
+        "key": entity.get(reference_field(etype)) or entity["id"],
+        "fields": fields,
+        "form": form or _editing(etype, values_of(fields, doc["data"])),
+        "live": LIVE.get(etype, ()),
+    }
+    return render(request, "entities/edit.html", context, status=status)
+
+
+def _stable(etype: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a revision covers: all but the live ones."""
+    return {k: v for k, v in values.items() if k not in LIVE.get(etype, ())}
+
+
+def _editing(etype: str, values: dict[str, str]) -> Form:
+    loaded = {LOADED + n: values.get(n, "") for n in LIVE.get(etype, ())}
+    form = editing(_stable(etype, values))
+    form.values.update(values)
+    form.values.update(loaded)
+    return form
+
+
+async def update_entity(request: web.Request) -> web.Response:
+    """The form's fields as a merge patch; refused (409, what was typed kept) when the
+    entity changed since the form was loaded."""
+    etype, ref = request.match_info["type"], request.match_info["ref"]
+    tenant, entities = tenant_of(request), services_of(request).entities
+    values = read_values(form_of(request))
+    current = await entities.get(tenant, etype, ref)
+    fields = await _edit_fields(request, etype, current["data"])
+    now = _stable(etype, values_of(fields, current["data"]))
+    if (stale := stale_edit(values, now)) is not None:
+        return await edit_entity(request, stale, status=409)
+    try:
+        doc = document_of(fields, values)
+        shown = {f.name.split(".")[0] for f in fields}
+        untouched = {n for n in LIVE.get(etype, ()) if values.get(n) == values.get(LOADED + n)}
+        patch = {name: doc.get(name) for name in shown - untouched}
+        origin = Origin("admin", session_of(request).subject)
+        await entities.patch(tenant, etype, str(current["_id"]), patch, origin)
+    except GatewayError as exc:
+        refused = Form(values).refuse(exc, [f.name for f in fields])
+        return await edit_entity(request, refused, status=exc.status)
+    return redirect(f"/admin/entities/{etype}/{current['_id']}", flash="entities.saved")
+
+
+async def delete_entity(request: web.Request) -> web.Response:
+    etype, ref = request.match_info["type"], request.match_info["ref"]
+    origin = Origin("admin", session_of(request).subject)
+    await services_of(request).entities.delete(tenant_of(request), etype, ref, origin)
+    return redirect(f"/admin/entities/{etype}", flash="entities.deleted")

@@ -1,0 +1,247 @@
+"""Entity forms over HTTP: an admin creates, edits and deletes vehicles, drivers and `other`
+documents of a kind from fields that follow the type's (or kind's) schema; the use case's
+problems are shown at their fields with what was typed kept and nothing written; a stale
+edit is a 409; another tenant's entity is a 404 and stays as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.entities import Origin
+from gateway.errors import NotFound
+from gateway.services import Services
+from tests.partner_double import post
+from tests.support import auth, inbox_items
+from tests.test_ui_stale_edits import _stale_save
+from tests.ui_support import Client, csrf, form_fields, log_in, make_user, replaced
+
+API = Origin("api", "tester")
+KIND = {
+    "name": "pneu",
+    "schema": {
+        "type": "object",
+        "required": ["psi"],
+        "properties": {
+            "psi": {"type": "number", "minimum": 0},
+            "novo": {"type": "boolean"},
+            "eixos": {"enum": [2, 3, 4]},
+            "medidas": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+}
+
+
+def _errors(html: str, name: str) -> bool:
+    return f'data-field="{name}"' in html
+
+
+async def test_a_driver_is_created_from_its_schemas_fields_and_problems_show_at_them(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get("/admin/entities/driver/new")).text()
+    fields = dict(form_fields(page, "/admin/entities/driver"))
+    assert {"cpf", "name", "cnh.number", "cnh.category", "email", "push_tokens"} <= fields.keys()
+    typed = {"csrf": fields["csrf"], "name": "Ana Souza", "cpf": "111.111.111-12"}
+    typed |= {"cnh.category": "B", "push_tokens": "[1, 2"}
+    refused = await client.post("/admin/entities/driver", data=typed)
+    html = await refused.text()
+    assert refused.status == 422, html
+    assert _errors(html, "push_tokens") and "malformed JSON" in html
+    kept = dict(form_fields(html, "/admin/entities/driver"))
+    assert kept["name"] == "Ana Souza" and kept["cnh.category"] == "B"
+    typed["push_tokens"] = '["tok"]'
+    refused = await client.post("/admin/entities/driver", data=typed)
+    html = await refused.text()
+    assert refused.status == 422 and _errors(html, "cpf"), html  # the CPF's check digits
+    assert _errors(html, "cnh.number")  # cnh needs its number once it is given
+    assert await services.entities.find("acme", "driver", {}, after=None, limit=5) == []
+    typed |= {"cpf": "529.982.247-25", "cnh.number": "12345678900"}
+    saved = await client.post("/admin/entities/driver", data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    doc = await services.entities.get("acme", "driver", "52998224725")
+    assert saved.headers["Location"] == f"/admin/entities/driver/{doc['_id']}"
+    assert doc["data"]["cnh"] == {"number": "12345678900", "category": "B"}
+    assert doc["data"]["push_tokens"] == ["tok"]
+
+
+async def test_a_vehicle_edit_changes_what_was_typed_and_removes_what_was_emptied(
+    client: Client, services: Services
+) -> None:
+    data = {"plate": "ABC1D23", "model": "Actros", "group": "Sul", "year": 2020}
+    data |= {
+        "last_position": {"latitude": -23.5, "longitude": -46.6, "fix_time": "2026-12-01T10:00:00Z"}
+    }
+    created = await services.entities.create("acme", "vehicle", data, API)
+    ref = str(created.entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    names = [n for n, _ in fields]
+    assert "plate" not in names and "last_position" not in names and "current_driver" not in names
+    assert dict(fields)["year"] == "2020" and dict(fields)["model"] == "Actros"
+    refused = await client.post(action, data=replaced(fields, year="dois mil", model="Axor"))
+    html = await refused.text()
+    assert refused.status == 422 and _errors(html, "year"), html
+    fields = form_fields(html, action)
+    assert dict(fields)["year"] == "dois mil" and dict(fields)["model"] == "Axor"  # kept
+    assert (await services.entities.get("acme", "vehicle", ref))["data"]["model"] == "Actros"
+    typed = replaced(fields, year="2021", group="", odometer_km="1234,5")
+    saved = await client.post(action, data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = (await services.entities.get("acme", "vehicle", ref))["data"]
+    assert stored["model"] == "Axor" and stored["year"] == 2021 and stored["odometer_km"] == 1234.5
+    assert "group" not in stored
+    assert stored["last_position"] == data["last_position"]  # not the form's: kept
+
+
+async def test_a_stale_entity_edit_is_refused_and_keeps_what_was_typed(
+    client: Client, services: Services
+) -> None:
+    created = await services.entities.create("acme", "vehicle", {"plate": "ABC1D23"}, API)
+    ref = str(created.entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    html, stored = await _stale_save(
+        client,
+        f"/admin/entities/vehicle/{ref}/edit",
+        f"/admin/entities/vehicle/{ref}/edit",
+        ("PATCH", f"/api/v1/entities/vehicle/{ref}", {"model": "Theirs"}),
+        {"model": "Mine"},
+    )
+    assert "Theirs" in html
+    assert stored["model"] == "Mine"
+
+
+async def test_an_other_document_of_a_custom_kind_is_created_edited_and_deleted(
+    client: Client, services: Services
+) -> None:
+    await services.kinds.create("acme", KIND, "api")
+    await make_user(services)
+    await log_in(client)
+    chooser = await (await client.get("/admin/entities/other/new")).text()
+    assert '<option value="pneu">' in chooser and '<option value="fine">' in chooser
+    page = await (await client.get("/admin/entities/other/new?kind=pneu")).text()
+    fields = dict(form_fields(page, "/admin/entities/other"))
+    assert fields["kind"] == "pneu" and {"key", "psi", "novo", "medidas"} <= fields.keys()
+    body = fields | {
+        "key": "P-1",
+        "psi": "32",
+        "novo": "true",
+        "medidas": "[205, 55]",
+        "eixos": "3",
+    }
+    saved = await client.post("/admin/entities/other", data=body, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    doc = await services.entities.get("acme", "other", "pneu:P-1")
+    assert doc["data"] == {
+        "kind": "pneu",
+        "key": "P-1",
+        "psi": 32,
+        "novo": True,
+        "medidas": [205, 55],
+        "eixos": 3,  # a number, as the enumeration holds it
+    }
+    page = await (await client.get("/admin/entities/other/new?kind=pneu")).text()
+    body = dict(form_fields(page, "/admin/entities/other")) | {"key": "P-1", "psi": "1"}
+    twice = await client.post("/admin/entities/other", data=body)
+    assert twice.status == 409 and "already exists" in await twice.text()
+    action = f"/admin/entities/other/{doc['_id']}/edit"
+    loaded = form_fields(await (await client.get(action)).text(), action)
+    assert "kind" not in dict(loaded) and "key" not in dict(loaded)
+    assert dict(loaded)["novo"] == "true" and dict(loaded)["eixos"] == "3"
+    edited = await client.post(
+        action, data=replaced(loaded, novo="false", psi=""), allow_redirects=False
+    )
+    html = await edited.text()
+    assert edited.status == 422 and _errors(html, "psi")  # psi is required
+    again = replaced(form_fields(html, action), psi="32")
+    edited = await client.post(action, data=again, allow_redirects=False)
+    assert edited.status == 303
+    assert (await services.entities.get("acme", "other", "pneu:P-1"))["data"]["novo"] is False
+    token = await csrf(client)
+    gone = await client.post(
+        f"/admin/entities/other/{doc['_id']}/delete", data={"csrf": token}, allow_redirects=False
+    )
+    assert gone.status == 303 and gone.headers["Location"] == "/admin/entities/other"
+    assert (await client.get(f"/admin/entities/other/{doc['_id']}")).status == 404
+    with pytest.raises(NotFound):
+        await services.entities.get("acme", "other", "pneu:P-1")
+
+
+async def test_a_strangers_entity_is_not_found_and_stays_as_it_was(
+    client: Client, services: Services
+) -> None:
+    created = await services.entities.create("globex", "vehicle", {"plate": "ABC1D23"}, API)
+    ref = str(created.entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client)
+    assert (await client.get(f"/admin/entities/vehicle/{ref}/edit")).status == 404
+    edit = {"csrf": token, "model": "Mine"}
+    assert (await client.post(f"/admin/entities/vehicle/{ref}/edit", data=edit)).status == 404
+    delete = {"csrf": token}
+    assert (await client.post(f"/admin/entities/vehicle/{ref}/delete", data=delete)).status == 404
+    assert (await services.entities.get("globex", "vehicle", ref))["data"] == {"plate": "ABC1D23"}
+
+
+async def test_an_unknown_type_or_kind_is_not_found(client: Client, services: Services) -> None:
+    await make_user(services)
+    await log_in(client)
+    assert (await client.get("/admin/entities/boat/new")).status == 404
+    assert (await client.get("/admin/entities/other/new?kind=nope")).status == 404
+    response = await client.get("/api/v1/entities/other", headers=auth())
+    assert (await response.json())["items"] == []
+
+
+async def test_a_service_recorded_on_a_vehicles_page_is_queued_for_its_fold(
+    client: Client, services: Services
+) -> None:
+    created = await services.entities.create("acme", "vehicle", {"plate": "ABC1D23"}, API)
+    vid = str(created.entity["_id"])
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "oleo", "every_km": 10_000})
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{vid}/services"
+    fields = form_fields(await (await client.get(f"/admin/entities/vehicle/{vid}")).text(), action)
+    assert "plan" in dict(fields)
+    refused = await client.post(action, data=replaced(fields, km="-5", at="2999-01-01T10:00"))
+    html = await refused.text()
+    assert refused.status == 422 and _errors(html, "km") and _errors(html, "at"), html
+    kept = form_fields(html, action)
+    assert (dict(kept)["km"], dict(kept)["at"]) == ("-5", "2999-01-01T10:00")
+    assert await inbox_items(services.store, "acme", vid, "service") == []
+    typed = replaced(kept, km="10120,5", at="2026-11-30T09:00", plan=plan["id"])
+    saved = await client.post(action, data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    [queued] = await inbox_items(services.store, "acme", vid, "service")
+    assert (queued["km"], queued["plan"]) == (10_120.5, plan["id"])
+    assert queued["at"].isoformat() == "2026-11-30T12:00:00+00:00"  # Brasília time
+    assert queued["source"] == "admin:ana@acme.com.br"
+
+
+async def test_an_odometer_moved_by_telemetry_during_an_edit_is_neither_stale_nor_set_back(
+    client: Client, services: Services
+) -> None:
+    data = {"plate": "ABC1D23", "model": "Actros", "odometer_km": 1000}
+    created = await services.entities.create("acme", "vehicle", data, API)
+    ref = str(created.entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    assert dict(fields)["odometer_km"] == "1000"
+    await services.entities.patch("acme", "vehicle", ref, {"odometer_km": 1012.5}, API)
+    saved = await client.post(action, data=replaced(fields, model="Axor"), allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = (await services.entities.get("acme", "vehicle", ref))["data"]
+    assert (stored["model"], stored["odometer_km"]) == ("Axor", 1012.5)
+    # An odometer the admin types is a reading: it is sent.
+    fields = form_fields(await (await client.get(action)).text(), action)
+    saved = await client.post(
+        action, data=replaced(fields, odometer_km="2000"), allow_redirects=False
+    )
+    assert saved.status == 303
+    assert (await services.entities.get("acme", "vehicle", ref))["data"]["odometer_km"] == 2000

@@ -1,0 +1,99 @@
+"""The event log's pages over HTTP: events newest first, filtered by type and entity and
+paged; one event linked to its entity, the deliveries it fanned out to and the flow runs it
+started; another tenant's event is a 404."""
+
+from __future__ import annotations
+
+import re
+
+from gateway.services import Services
+from gateway.web.state import services_key
+from tests.flow_support import drain, email_channel
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    partner,
+    post,
+)
+from tests.smtp_double import SmtpFactory, smtp_server
+from tests.support import auth
+from tests.ui_support import ALERT_FLOW, ALERT_TEMPLATE, Client, log_in, make_user
+
+__all__ = ["partner", "smtp_server"]  # the fixtures
+
+
+def _links(page: str, prefix: str) -> list[str]:
+    found = re.findall(rf'href="{re.escape(prefix)}([^"?]+)"', page)
+    return [link.replace("%3A", ":") for link in found]
+
+
+async def test_the_event_log_filters_pages_and_links_each_events_entity_deliveries_and_runs(
+    client: Client, services: Services, partner: Partner, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    erp = await create_partner(client, partner.url)
+    action = await create_action(client, erp["id"])
+    await create_subscription(client, action["id"], ("entity.created",))
+    await email_channel(client, smtp.port)
+    await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    await post(client, "/api/v1/flows", ALERT_FLOW)
+    first = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "BRA2E19"})
+    patched = await client.patch(
+        f"/api/v1/entities/vehicle/{first['id']}", json={"model": "Axor"}, headers=auth()
+    )
+    assert patched.status == 200
+    await drain(client.app[services_key])
+    await make_user(services)
+    await log_in(client)
+    listed = await (await client.get("/admin/events")).text()
+    assert len(_links(listed, "/admin/events/")) == 3
+    assert listed.index("entity.updated") < listed.index("entity.created")  # newest first
+    assert f'href="/admin/entities/vehicle/{first["id"]}"' in listed
+    created = await (await client.get("/admin/events?type=entity.created")).text()
+    assert len(_links(created, "/admin/events/")) == 2 and "entity.updated" not in created
+    mine = await (await client.get(f"/admin/events?entity_id={first['id']}")).text()
+    assert len(_links(mine, "/admin/events/")) == 2
+    none = await (await client.get("/admin/events?type=fine.paid")).text()
+    assert "Nenhum evento com esses filtros" in none
+    one = await (await client.get("/admin/events?type=entity.created&limit=1")).text()
+    [cursor] = re.findall(r"cursor=([^&\"]+)", one)
+    rest = await (
+        await client.get(f"/admin/events?type=entity.created&limit=1&cursor={cursor}")
+    ).text()
+    assert set(_links(rest, "/admin/events/")).isdisjoint(_links(one, "/admin/events/"))
+    # The first vehicle's creation: its entity, its webhook delivery, its flow run.
+    events = await (
+        await client.get(
+            f"/api/v1/events?type=entity.created&entity_id={first['id']}", headers=auth()
+        )
+    ).json()
+    [event] = events["items"]
+    page = await client.get(f"/admin/events/{event['id']}")
+    html = await page.text()
+    assert page.status == 200, html
+    assert f'href="/admin/entities/vehicle/{first["id"]}"' in html
+    deliveries = await (
+        await client.get(f"/api/v1/deliveries?event_id={event['id']}", headers=auth())
+    ).json()
+    assert deliveries["items"]
+    assert sorted(_links(html, "/admin/deliveries/")) == sorted(
+        d["id"] for d in deliveries["items"]
+    )
+    assert _links(html, "/admin/flow-runs/") == [f"{event['id']}:alerta-frota"]
+    # The entity's page links its events to theirs.
+    entity = await (await client.get(f"/admin/entities/vehicle/{first['id']}")).text()
+    assert event["id"] in _links(entity, "/admin/events/")
+
+
+async def test_a_strangers_event_is_not_found(client: Client, services: Services) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    events = await (await client.get("/api/v1/events", headers=auth())).json()
+    [event] = events["items"]
+    await make_user(services, tenant="globex", email="gil@globex.com")
+    await log_in(client, tenant="globex", email="gil@globex.com")
+    assert (await client.get(f"/admin/events/{event['id']}")).status == 404
+    assert event["id"] not in await (await client.get("/admin/events")).text()
