@@ -22,6 +22,7 @@ from typing import Any
 from gateway.clock import from_iso
 from gateway.doorbell import Doorbell
 from gateway.errors import BadRequest, Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.formats import at_path
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
@@ -111,15 +112,6 @@ def _values(query: Mapping[str, str], name: str) -> list[str]:
     return list(getall(name, ())) if getall is not None else [query[name]]
 
 
-def _dig(data: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = data
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _instant(value: str) -> datetime | None:
     try:
         moment = from_iso(value)
@@ -151,10 +143,10 @@ def forward_only(
     present: set[str] = set()  # if-absent fields the entity has: kept as they are, not stale
     for target, by in forward:
         if by == IF_ABSENT:
-            if _dig(stored, target) is not None:
+            if at_path(stored, target) is not None:
                 present.add(target)
             continue
-        new, old = _dig(fields, by), _dig(stored, by)
+        new, old = at_path(fields, by), at_path(stored, by)
         if new is not None and old is not None and behind(new, old):
             stale[target] = None
             stale[by] = None

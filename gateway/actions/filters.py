@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats import at_path
 
 _EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 _MAX_VALUES = 100
@@ -78,16 +79,7 @@ def _related(changed: str, wanted: str) -> bool:
 
 
 def _all_match(values: Values, document: Mapping[str, Any]) -> bool:
-    return all(_dig(document, path) in allowed for path, allowed in values)
-
-
-def _dig(document: Mapping[str, Any], path: str) -> Any:
-    value: Any = document
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
+    return all(at_path(document, path) in allowed for path, allowed in values)
 
 
 def compile_filter(raw: Any) -> EventFilter:

@@ -28,6 +28,7 @@ import jwt
 from gateway.auth.keyring import KeyRing, Purpose, SubKey
 from gateway.auth.partner_jwt import PartnerJwtVerifier, check_numeric_dates, unverified_header
 from gateway.errors import Forbidden, PartnerError, Unauthorized, Unavailable
+from gateway.formats import at_path
 
 AdminRole = Literal["admin", "viewer"]
 ADMIN_ROLES: Final[tuple[AdminRole, ...]] = get_args(AdminRole)
@@ -334,12 +335,7 @@ def _trigger_claims(claims: dict[str, Any]) -> TriggerClaims:
 
 
 def _lookup(claims: Mapping[str, Any], name: str) -> Any:
-    if name in claims:
-        return claims[name]
-    value: Any = claims
-    for part in name.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
+    return claims[name] if name in claims else at_path(claims, name)
 
 
 def _is_name(value: object) -> TypeGuard[str]:

@@ -10,7 +10,7 @@ Pure: bytes or text in, a tree or a `DocumentRefused` (with a line and column wh
 parser knows them) out. Triggers, the mapping language and the outbound sender share it.
 """
 
-from .json_tree import MAX_DEPTH, json_depth_exceeds, load_json_text
+from .json_tree import MAX_DEPTH, at_path, json_depth_exceeds, load_json_text
 from .refusal import DocumentRefused
 from .xml_tree import XML_CONTENT_TYPES, is_xml, parse_xml, root_name
 
@@ -18,6 +18,7 @@ __all__ = [
     "MAX_DEPTH",
     "XML_CONTENT_TYPES",
     "DocumentRefused",
+    "at_path",
     "is_xml",
     "json_depth_exceeds",
     "load_json_text",

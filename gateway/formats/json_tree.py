@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -79,6 +80,17 @@ def depth(value: Any) -> int:
 
 def _brackets(text: str) -> int:
     return text.count("{") + text.count("[")
+
+
+def at_path(tree: Any, dotted: str) -> Any:
+    """The value at a dotted path of objects (`last_position.fix_time`), None where a part is
+    missing or not an object."""
+    value = tree
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
 
 
 def plain_zeros(value: Any) -> Any:

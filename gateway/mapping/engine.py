@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
+from ..formats import at_path
 from .casts import to_string
 from .compiler import OCCURRENCE, AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .conditions import Condition
@@ -337,7 +338,7 @@ def _key(alternatives: Key, document: dict[str, Any], run: Run, prefix: str = ""
     empty text is no identifier: a tracker that sends `"deviceId": ""` is found by the next
     alternative."""
     for fields in alternatives:
-        key = {name: _dig(document, name) for name in fields}
+        key = {name: at_path(document, name) for name in fields}
         if all(_present(value) for value in key.values()):
             return key
     if not alternatives:
@@ -345,7 +346,7 @@ def _key(alternatives: Key, document: dict[str, Any], run: Run, prefix: str = ""
     failed = {p.extra.get("target") for p in run.problems}  # their own failure is listed
     if len(alternatives) == 1:
         for name in alternatives[0]:
-            if not _present(_dig(document, name)) and prefix + name not in failed:
+            if not _present(at_path(document, name)) and prefix + name not in failed:
                 record(run, EvalError("key", f"key field {name!r} has no value"), prefix + name)
         return {}
     if any(prefix + name in failed for fields in alternatives for name in fields):
@@ -407,15 +408,6 @@ def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[Mappe
         forward = _forward(plan.forward, payload, run)
         lifted = _lifted(plan.forward, forward)
         yield MappedTarget(plan.entity_type, document, key, events, forward, plan.create, lifted)
-
-
-def _dig(document: dict[str, Any], dotted: str) -> Any:
-    value: Any = document
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
 
 
 def _strings(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
+from ..formats import at_path
+
 Direction = Literal["inbound", "outbound"]
 
 
@@ -51,21 +53,12 @@ class Emit(NamedTuple):
         if not self.changed:
             return True
         if created:
-            return any(_dig(data, target) is not None for target in self.changed)
+            return any(at_path(data, target) is not None for target in self.changed)
         return any(
             field == target or field.startswith(f"{target}.")
             for field in changed
             for target in self.changed
         )
-
-
-def _dig(data: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = data
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
 
 
 class MappedTarget(NamedTuple):

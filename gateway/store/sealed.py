@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from gateway.store.client import Database, Doc, translate_errors
+from gateway.formats import at_path
+from gateway.store.client import Database, translate_errors
 
 FIELDS: Final = {"partners": ("auth_sealed", "secrets_sealed"), "channels": ("smtp_sealed",)}
 LISTS: Final = {"subscriptions": "secrets", "triggers": "auth.secrets"}
@@ -43,7 +44,7 @@ async def reseal(db: Database, renew: Renew, *, dry_run: bool = False) -> Reseal
         for doc in docs:
             found, changes = {}, {}
             for path in paths:
-                value = _at(doc, path)
+                value = at_path(doc, path)
                 if value is None:
                     continue
                 new = _renewed(value, renew, f"{name}/{doc['_id']}/{path}", outcome)
@@ -80,10 +81,3 @@ def _renewed(value: Any, renew: Renew, where: str, outcome: Resealed) -> Any:
     else:
         outcome.resealed += 1
     return new
-
-
-def _at(doc: Doc, path: str) -> Any:
-    value: Any = doc
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value

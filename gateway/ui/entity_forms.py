@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.entities import Origin, public
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.formats import at_path
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
 from gateway.ui.forms import Form, editing, json_field, number_field, read_values, stale_edit
@@ -147,9 +148,7 @@ def values_of(fields: list[Field], data: Mapping[str, Any]) -> dict[str, str]:
     """What the form shows of a stored document."""
     values: dict[str, str] = {}
     for field in fields:
-        value: Any = data
-        for part in field.name.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
+        value = at_path(data, field.name)
         if value is None:
             values[field.name] = ""
         elif field.kind == "json":

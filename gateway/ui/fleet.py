@@ -15,6 +15,7 @@ from gateway import paging
 from gateway.errors import InvalidPayload
 from gateway.fleet.overview import vehicle_groups
 from gateway.fleet.rule_service import RuleService, public_rule
+from gateway.formats import at_path
 from gateway.services import Services
 from gateway.store import Doc
 from gateway.ui.forms import Form, editing, json_field, number_field, read_values, stale_edit
@@ -238,9 +239,7 @@ def _form_values(rule: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, 
     """A rule as its form shows it: plates comma-separated, a polygon as indented JSON."""
     values = {}
     for name in fields:
-        value: Any = rule
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
+        value = at_path(rule, name)
         if isinstance(value, list):
             values[name] = ", ".join(value)
         elif isinstance(value, Mapping):
