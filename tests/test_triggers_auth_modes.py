@@ -383,3 +383,14 @@ async def test_a_trigger_signed_over_its_body_cannot_be_given_get(
     fixed = await client.patch(path, json={"name": "renamed", "methods": ["POST"]}, headers=auth())
     assert fixed.status == 200, await fixed.text()
     assert (await fixed.json())["methods"] == ["POST"]
+
+
+async def test_an_auth_mode_that_is_not_text_is_a_422_beside_get_not_a_500(client: Client) -> None:
+    """The signed-GET rule reads the mode before the schema's verdict is returned: a mode
+    that is an object or a list is the schema's problem at /auth/mode (it was a 500)."""
+    for mode in ({"a": 1}, ["hmac"], 7):
+        spec = {"name": "odd", "entity_type": "vehicle", "methods": ["GET"], "auth": {"mode": mode}}
+        response = await client.post("/api/v1/triggers", json=spec, headers=auth())
+        problem = await response.json()
+        assert response.status == 422, problem
+        assert [e["pointer"] for e in problem["errors"]] == ["/auth/mode"]

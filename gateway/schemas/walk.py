@@ -35,6 +35,9 @@ class _Budget:
     # subschema again with the same rest of the path (its anyOf arms $ref the same recursive
     # definition) answers from here instead of walking it again, exponentially.
     answers: dict[tuple[int, int, int], bool] = field(default_factory=dict)
+    # `build_normaliser`'s (subschema, depth) pairs that hold no identifier format: met again
+    # (a recursive definition $ref'd from many places), they are not walked again.
+    barren: set[tuple[int, int]] = field(default_factory=set)
 
     def spend(self) -> None:
         self.left -= 1
@@ -96,6 +99,9 @@ def _normaliser(
 ) -> Normaliser | None:
     if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
         return None
+    state = (id(node), depth)
+    if state in budget.barren:
+        return None
     budget.spend()
     found = Normaliser()
     useful = False
@@ -112,7 +118,10 @@ def _normaliser(
             useful = True
     if (items := _normaliser(root, node.get("items"), depth + 1, budget)) is not None:
         found.items, useful = items, True
-    return found if useful else None
+    if not useful:
+        budget.barren.add(state)
+        return None
+    return found
 
 
 def has_path(root: Mapping[str, Any], parts: Sequence[str]) -> bool:

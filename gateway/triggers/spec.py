@@ -197,7 +197,8 @@ def _signed_get_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
     stored before this rule still load; the receiver refuses their GETs (403)."""
     auth, methods = spec.get("auth"), spec.get("methods")
     mode = auth.get("mode") if isinstance(auth, Mapping) else None
-    if mode not in SIGNED_MODES or not isinstance(methods, list) or "GET" not in methods:
+    signed = isinstance(mode, str) and mode in SIGNED_MODES  # the schema refuses other modes
+    if not signed or not isinstance(methods, list) or "GET" not in methods:
         return []
     message = (
         f"/methods: a trigger authenticated by a body signature ({mode}) takes POST only: "
