@@ -27,8 +27,9 @@ of the database process is read; CPU per request = its change / requests served.
 - gateway: `gateway serve` with a tenant, the position mapping (position_mapping.yaml) and a
   vehicle trigger with ../shared/bench/position_schema.json as input schema, POST
   /hooks/{id} with the trigger's token; workers (event relay) in the same process. A
-  subscription of a `deliver` action to `vehicle.position` (the event every request emits;
-  the payload repeats, so a plate seen before has no changed field and no entity.updated)
+  subscription of a `deliver` action to `vehicle.position` (the event every request emits:
+  the mapping says `announce: every`, since the payload repeats, so a plate seen before has
+  no changed field, no entity.updated, and by default would announce nothing)
   makes every request store one delivery too; its first attempt is a day away (the action's
   retry_schedule), so deliveries are stored and not sent (sending is bench_fanout.py's);
 - gateway-web: the same with GATEWAY_RUN_WORKERS=false (request path only);
