@@ -34,14 +34,17 @@ def _idp_token(**claims: Any) -> str:
     return jwt.encode(payload, KEY, algorithm="RS256", headers={"kid": "idp-1"})
 
 
-async def _app(
-    aiohttp_client: Any, aiohttp_server: Any, make_app: Callable[..., web.Application]
-) -> Any:
+async def _certs(request: web.Request) -> web.Response:
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key()))
+    return web.json_response({"keys": [{**jwk, "kid": "idp-1", "alg": "RS256"}]})
 
-    async def certs(request: web.Request) -> web.Response:
-        return web.json_response({"keys": [{**jwk, "kid": "idp-1", "alg": "RS256"}]})
 
+async def _app(
+    aiohttp_client: Any,
+    aiohttp_server: Any,
+    make_app: Callable[..., web.Application],
+    certs: Callable[[web.Request], Any] = _certs,
+) -> Any:
     idp = web.Application()
     idp.router.add_get("/certs", certs)
     server = await aiohttp_server(idp, host="127.0.0.1")
@@ -188,17 +191,7 @@ async def test_a_provider_whose_keys_cannot_be_fetched_is_503_with_retry_after(
     async def down(request: web.Request) -> web.Response:
         return web.Response(status=503, text="maintenance")
 
-    idp = web.Application()
-    idp.router.add_get("/certs", down)
-    server = await aiohttp_server(idp, host="127.0.0.1")
-    app = make_app(
-        admin_jwks_url=str(server.make_url("/certs")),
-        admin_jwt_issuer=ISSUER,
-        admin_jwt_audience=AUDIENCE,
-        admin_tenant_claim="org",
-        admin_role_claim="realm_access.roles",
-    )
-    client = await aiohttp_client(app)
+    client = await _app(aiohttp_client, aiohttp_server, make_app, certs=down)
     token = _idp_token(realm_access={"roles": ["admin"]})
     response = await client.get(
         "/api/v1/entities/vehicle", headers={"Authorization": f"Bearer {token}"}
