@@ -198,3 +198,38 @@ async def get(client: Client, path: str, status: int = 200) -> Any:
     body = await response.json()
     assert response.status == status, body
     return body
+
+
+async def fine_email_flow(client: Client, port: int) -> None:
+    """The fine scenario (SPEC §6): an SMTP channel on `port`, a template, and a flow that
+    e-mails the driver who drove the fine's vehicle at the infraction."""
+    await email_channel(client, port)
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "fine",
+            "channel_type": "email",
+            "default_locale": "en",
+            "locales": {"en": {"subject": "{{ entity.key }}", "text": "A fine"}},
+        },
+    )
+    driver_at = {"vehicle": "entity.plate", "at": "entity.occurred_at"}
+    await post(
+        client,
+        "/api/v1/flows",
+        {
+            "name": "fine",
+            "on": {"events": ["entity.created"], "filter": {"entity_type": "other"}},
+            "steps": [
+                {
+                    "id": "mail",
+                    "notify": {
+                        "channel": "email",
+                        "template": "fine",
+                        "recipients": [{"driver": driver_at}],
+                    },
+                }
+            ],
+        },
+    )

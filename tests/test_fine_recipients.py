@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
-from tests.flow_support import drain, email_channel, get
+from tests.flow_support import drain, fine_email_flow, get
 from tests.partner_double import post
 from tests.smtp_double import SmtpFactory, smtp_server
 
@@ -21,36 +21,7 @@ BRUNO = {"name": "Bruno Lima", "cpf": "11144477735", "email": "bruno@example.com
 
 
 async def _setup(client: Client, port: int) -> None:
-    await email_channel(client, port)
-    await post(
-        client,
-        "/api/v1/templates",
-        {
-            "name": "fine",
-            "channel_type": "email",
-            "default_locale": "en",
-            "locales": {"en": {"subject": "{{ entity.key }}", "text": "A fine"}},
-        },
-    )
-    driver_at = {"vehicle": "entity.plate", "at": "entity.occurred_at"}
-    await post(
-        client,
-        "/api/v1/flows",
-        {
-            "name": "fine",
-            "on": {"events": ["entity.created"], "filter": {"entity_type": "other"}},
-            "steps": [
-                {
-                    "id": "mail",
-                    "notify": {
-                        "channel": "email",
-                        "template": "fine",
-                        "recipients": [{"driver": driver_at}],
-                    },
-                }
-            ],
-        },
-    )
+    await fine_email_flow(client, port)
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await post(client, "/api/v1/entities/driver", ANA)
     await post(client, "/api/v1/entities/driver", BRUNO)

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from gateway.web.state import services_key
-from tests.flow_support import drain, email_channel, get
+from tests.flow_support import drain, fine_email_flow, get
 from tests.partner_double import post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.triggers_support import PAYLOADS, Client, create_trigger, hook, upload_shipped
@@ -39,40 +39,6 @@ async def _send(client: Client, trigger: dict[str, Any], payload: Any) -> None:
     assert status in (200, 201) and answer.get("summary", {}).get("failed", 0) == 0, answer
 
 
-async def _fine_flow(client: Client, port: int) -> None:
-    """The fine scenario of test_fine_recipients: e-mail the driver at the infraction."""
-    await email_channel(client, port)
-    await post(
-        client,
-        "/api/v1/templates",
-        {
-            "name": "fine",
-            "channel_type": "email",
-            "default_locale": "en",
-            "locales": {"en": {"subject": "{{ entity.key }}", "text": "A fine"}},
-        },
-    )
-    driver_at = {"vehicle": "entity.plate", "at": "entity.occurred_at"}
-    await post(
-        client,
-        "/api/v1/flows",
-        {
-            "name": "fine",
-            "on": {"events": ["entity.created"], "filter": {"entity_type": "other"}},
-            "steps": [
-                {
-                    "id": "mail",
-                    "notify": {
-                        "channel": "email",
-                        "template": "fine",
-                        "recipients": [{"driver": driver_at}],
-                    },
-                }
-            ],
-        },
-    )
-
-
 async def _fine(client: Client, key: str, at: str) -> None:
     fine = {"kind": "fine", "key": key, "ait_number": key, "amount_brl": 130.16}
     body = {**fine, "status": "open", "plate": "ABC1D23", "occurred_at": at}
@@ -83,7 +49,7 @@ async def test_a_traccar_driver_change_assigns_our_driver_and_a_later_fine_reach
     client: Client, smtp_server: SmtpFactory
 ) -> None:
     smtp = await smtp_server()
-    await _fine_flow(client, smtp.port)
+    await fine_email_flow(client, smtp.port)
     await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await post(client, "/api/v1/entities/driver", ANA)
     bruno = {**BRUNO, "attributes": {"traccar_driver_unique_id": "01A2B3C4D5E6"}}
@@ -116,7 +82,7 @@ async def test_a_geotab_driver_change_assigns_our_driver_and_a_later_fine_reache
     client: Client, smtp_server: SmtpFactory
 ) -> None:
     smtp = await smtp_server()
-    await _fine_flow(client, smtp.port)
+    await fine_email_flow(client, smtp.port)
     vehicle = {"plate": "ABC1D23", "attributes": {"tracker_id": "b1"}}
     await post(client, "/api/v1/entities/vehicle", vehicle)
     await post(client, "/api/v1/entities/driver", ANA)
