@@ -3,7 +3,9 @@ Geotab's DriverChange from a driver key): the driver of ours carrying that partn
 (`attributes.traccar_driver_unique_id`, `attributes.geotab_driver_id`) drives the vehicle from
 the identification's time, so a fine after it reaches them. The same identification twice is
 one assignment; a late, older one does not displace a newer one; an id no driver of ours
-carries is kept on the vehicle and in the event and assigns nobody."""
+carries is kept on the vehicle and in the event and assigns nobody. The end of an
+identification (Geotab's change to UnknownDriverId, Traccar's driverChanged without an id)
+ends the tracker's assignment at its time, and leaves an assignment of another source alone."""
 
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ async def test_a_traccar_driver_change_assigns_our_driver_and_a_later_fine_reach
     assert got == {"BEFORE": [ANA["email"]], "AFTER": [BRUNO["email"]]}
 
 
-async def test_a_geotab_driver_change_assigns_our_driver_and_a_later_fine_reaches_them(
+async def test_a_geotab_driver_change_assigns_our_driver_until_the_logout_and_fines_follow(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
     smtp = await smtp_server()
@@ -89,21 +91,109 @@ async def test_a_geotab_driver_change_assigns_our_driver_and_a_later_fine_reache
     bruno = {**BRUNO, "attributes": {"geotab_driver_id": "b3A"}}
     await post(client, "/api/v1/entities/driver", bruno)
 
-    # b3A's driver key at 08:02:10.120Z; then UnknownDriverId (a logout), which assigns nobody.
+    # b3A's driver key at 08:02:10.120Z; then UnknownDriverId at 13:13:00.742Z (the end of the
+    # identification), which ends Bruno's assignment there, and assigns nobody else.
     geotab = await _trigger(client, "geotab-driverchange")
     await _send(client, geotab, _payload("geotab_getfeed_driverchange.json"))
     await drain(client.app[services_key])
 
-    [assignment] = (await get(client, DRIVERS))["items"]
+    ended, assignment = (await get(client, DRIVERS))["items"]
     assert assignment["driver"]["cpf"] == BRUNO["cpf"] and assignment["source"] == "tracker"
     assert assignment["start"] == "2026-01-21T08:02:10.120000+00:00"
     assert assignment["ref"] == "geotab_driver_id:b3A"
+    assert assignment["end"] == ended["start"] == "2026-01-21T13:13:00.742000+00:00"
+    assert ended["driver"] is None and ended["end"] is None
+    assert (ended["source"], ended["ref"]) == ("tracker", "geotab_driver_id:b3A")  # what ended
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle.get("current_driver") is None
+    [unidentified] = (await get(client, "/api/v1/events?type=vehicle.driver.unidentified"))["items"]
+    assert "driver" not in unidentified["detail"]  # UnknownDriverId names nobody
 
-    await _fine(client, "G1", "2026-01-21T10:00:00-03:00")
+    await _fine(client, "G1", "2026-01-21T10:00:00-03:00")  # 13:00Z, Bruno's key still in
+    await _fine(client, "G2", "2026-01-21T10:30:00-03:00")  # 13:30Z, after the logout
     await drain(client.app[services_key])
     assert [(m.message["Subject"], m.recipients) for m in smtp.received] == [
         ("G1", [BRUNO["email"]])
     ]
+
+    # The same page read again (a feed restarted from an older version) changes nothing.
+    await _send(client, geotab, _payload("geotab_getfeed_driverchange.json"))
+    await drain(client.app[services_key])
+    assert len((await get(client, DRIVERS))["items"]) == 2
+
+
+async def test_a_logout_leaves_an_assignment_another_source_recorded_alone(
+    client: Client,
+) -> None:
+    """An admin assigned Ana after Bruno's key: Geotab's logout ends no one's assignment then
+    (it is not the tracker's), and a logout with no identification before it records nothing."""
+    vehicle = {"plate": "ABC1D23", "attributes": {"tracker_id": "b1"}}
+    await post(client, "/api/v1/entities/vehicle", vehicle)
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(
+        client, "/api/v1/entities/driver", {**BRUNO, "attributes": {"geotab_driver_id": "b3A"}}
+    )
+    page = _payload("geotab_getfeed_driverchange.json")
+    key, logout = page["result"]["data"]
+    geotab = await _trigger(client, "geotab-driverchange")
+
+    early = {**logout, "id": "aLogout1", "dateTime": "2026-01-21T06:00:00.000Z"}
+    await _send(client, geotab, {"result": {"data": [early], "toVersion": "1"}})
+    await drain(client.app[services_key])
+    assert (await get(client, DRIVERS))["items"] == []  # nothing in force: nothing to end
+
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": "2026-01-21T07:00:00Z"})
+    await _send(client, geotab, {"result": {"data": [key], "toVersion": "2"}})
+    await drain(client.app[services_key])  # Bruno's key at 08:02
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": "2026-01-21T09:00:00Z"})
+    later = {**logout, "id": "aLogout2", "dateTime": "2026-01-21T14:00:00.000Z"}
+    await _send(client, geotab, {"result": {"data": [later], "toVersion": "3"}})
+    await drain(client.app[services_key])
+
+    logouts = (await get(client, "/api/v1/events?type=vehicle.driver.unidentified"))["items"]
+    assert len(logouts) == 2  # both reported; neither ended anything
+    admin, tracker, first = (await get(client, DRIVERS))["items"]
+    assert admin["driver"]["cpf"] == ANA["cpf"] and admin["source"] == "admin"
+    assert admin["end"] is None  # the logout at 14:00 left the admin's assignment alone
+    assert tracker["driver"]["cpf"] == BRUNO["cpf"] and tracker["end"] == admin["start"]
+    assert first["driver"]["cpf"] == ANA["cpf"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"]
+
+
+async def test_a_traccar_driver_change_without_an_id_ends_the_identification(
+    client: Client,
+) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    bruno = {**BRUNO, "attributes": {"traccar_driver_unique_id": "01A2B3C4D5E6"}}
+    await post(client, "/api/v1/entities/driver", bruno)
+    identified = _payload("traccar_event_forward_driver_changed.json")  # 08:10:05Z
+    removed = copy.deepcopy(identified)
+    removed["event"]["id"] += 1
+    removed["event"]["attributes"]["driverUniqueId"] = ""
+    removed["event"]["eventTime"] = "2026-11-21T11:40:00.000+00:00"
+    removed["position"]["fixTime"] = "2026-11-21T11:40:00.000+00:00"
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, identified)
+    await drain(client.app[services_key])
+    await _send(client, traccar, removed)
+    await _send(client, traccar, removed)  # Traccar retries: one event, one end
+    await drain(client.app[services_key])
+
+    ended, assignment = (await get(client, DRIVERS))["items"]
+    assert assignment["driver"]["cpf"] == BRUNO["cpf"]
+    assert assignment["end"] == ended["start"] == "2026-11-21T11:40:00+00:00"
+    assert ended["driver"] is None and ended["ref"] == "traccar_driver_unique_id:01A2B3C4D5E6"
+    events = (await get(client, "/api/v1/events?type=vehicle.driver.identified"))["items"]
+    assert len(events) == 1  # an empty id is no identification of a driver named ""
+    [unidentified] = (await get(client, "/api/v1/events?type=vehicle.driver.unidentified"))["items"]
+    assert unidentified["detail"] == {
+        "traccar_event": "driverChanged",
+        "occurred_at": "2026-11-21T11:40:00Z",
+    }
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["traccar_driver_unique_id"] == ""
+    assert vehicle.get("current_driver") is None
 
 
 async def test_a_late_older_identification_fills_only_the_gap_before_the_newer_one(
