@@ -17,7 +17,14 @@ from gateway.web.state import services_key
 from tests.flow_support import drain, fine_email_flow, get
 from tests.partner_double import post
 from tests.smtp_double import SmtpFactory, smtp_server
-from tests.triggers_support import PAYLOADS, Client, create_trigger, hook, upload_shipped
+from tests.triggers_support import (
+    PAYLOADS,
+    Client,
+    create_trigger,
+    hook,
+    upload_mapping,
+    upload_shipped,
+)
 
 __all__ = ["smtp_server"]
 
@@ -257,3 +264,49 @@ async def test_an_id_two_drivers_carry_assigns_neither(client: Client) -> None:
     await _send(client, traccar, _payload("traccar_event_forward_driver_changed.json"))
     await drain(client.app[services_key])
     assert (await get(client, DRIVERS))["items"] == []
+
+
+BADGES = """
+name: badge-reader
+direction: inbound
+entity_type: vehicle
+key: [plate]
+emit:
+  - {type: vehicle.driver.identified, when: {from: event, equals: badge_in}, announce: every}
+  - {type: vehicle.driver.unidentified, when: {from: event, equals: badge_out}, announce: every}
+fields:
+  plate: plate
+event_data:
+  occurred_at: {from: at, transforms: [{datetime: {parse: iso8601}}]}
+  driver.attributes.badge_id: badge
+"""
+
+
+async def test_a_logout_that_names_another_driver_ends_nobody_else(client: Client) -> None:
+    """Any mapping: a logout whose detail names the driver who left ends that driver's
+    identification only, not the one in force of another badge."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", {**ANA, "attributes": {"badge_id": "A-1"}})
+    await post(client, "/api/v1/entities/driver", {**BRUNO, "attributes": {"badge_id": "B-2"}})
+    await upload_mapping(client, BADGES)
+    badges = await create_trigger(client, name="badges", mapping="badge-reader")
+
+    async def read(event: str, badge: str, at: str) -> None:
+        await _send(client, badges, {"plate": "ABC1D23", "event": event, "badge": badge, "at": at})
+        await drain(client.app[services_key])
+
+    await read("badge_in", "A-1", "2026-11-21T08:00:00Z")
+    await read("badge_in", "B-2", "2026-11-21T09:00:00Z")  # Bruno took over, no badge out
+    await read("badge_out", "A-1", "2026-11-21T10:00:00Z")  # Ana's, late: Bruno drives on
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == BRUNO["cpf"]
+    assert len((await get(client, DRIVERS))["items"]) == 2
+    await read("badge_out", "B-2", "2026-11-21T11:00:00Z")
+
+    ended, bruno, ana = (await get(client, DRIVERS))["items"]
+    assert [ana["driver"]["cpf"], bruno["driver"]["cpf"], ended["driver"]] == [
+        ANA["cpf"],
+        BRUNO["cpf"],
+        None,
+    ]
+    assert ended["start"] == "2026-11-21T11:00:00+00:00" and ended["ref"] == "badge_id:B-2"
