@@ -14,8 +14,10 @@ import json
 from typing import Any
 
 from gateway.web.state import services_key
+from tests.feed_doubles import GeotabDouble, geotab
 from tests.flow_support import drain, fine_email_flow, get
 from tests.partner_double import post
+from tests.schedule_support import geotab_schedule, run_now, runner
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.triggers_support import (
     PAYLOADS,
@@ -26,7 +28,7 @@ from tests.triggers_support import (
     upload_shipped,
 )
 
-__all__ = ["smtp_server"]
+__all__ = ["geotab", "smtp_server"]  # fixtures
 
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "email": "ana@example.com"}
 BRUNO = {"name": "Bruno Lima", "cpf": "11144477735", "email": "bruno@example.com"}
@@ -310,3 +312,33 @@ async def test_a_logout_that_names_another_driver_ends_nobody_else(client: Clien
         None,
     ]
     assert ended["start"] == "2026-11-21T11:00:00+00:00" and ended["ref"] == "badge_id:B-2"
+
+
+async def test_a_geotab_driverchange_schedule_assigns_then_ends_at_the_logout(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    """The feed path: a schedule reads Geotab's DriverChange feed page by page; the key and,
+    on a later run, the logout act as they do through a trigger."""
+    key, logout = _payload("geotab_getfeed_driverchange.json")["result"]["data"]
+    geotab.records = [{**key, "device": {"id": "b3A"}}]  # ABC1D23's device in geotab_schedule
+    await post(
+        client, "/api/v1/entities/driver", {**BRUNO, "attributes": {"geotab_driver_id": "b3A"}}
+    )
+    await upload_shipped(client, "geotab-driverchange")
+    request = {"body": {"method": "GetFeed", "params": {"typeName": "DriverChange"}}}
+    target = {"entity_type": "vehicle", "mapping": "geotab-driverchange"}
+    schedule = await geotab_schedule(
+        client, geotab, name="geotab-driverchanges", request=request, target=target
+    )
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    await drain(client.app[services_key])
+    [assignment] = (await get(client, DRIVERS))["items"]
+    assert assignment["driver"]["cpf"] == BRUNO["cpf"] and assignment["end"] is None
+
+    geotab.records.append({**logout, "device": {"id": "b3A"}})
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    await drain(client.app[services_key])
+    ended, assignment = (await get(client, DRIVERS))["items"]
+    assert assignment["end"] == ended["start"] == "2026-01-21T13:13:00.742000+00:00"
+    assert ended["driver"] is None and ended["source"] == "tracker"
