@@ -14,6 +14,13 @@ vehicle become changes in its history, through `AssignmentService.assign`:
                                        ours carrying it (`attributes.geotab_driver_id`)
                                        drives from the detail's `occurred_at` (source
                                        tracker, ref `<attribute>:<value>`)
+    vehicle.driver.unidentified        the tracker identifies nobody from the detail's
+                                       `occurred_at` (a logout, a key removed): the
+                                       tracker's assignment in force then ends there
+                                       ("nobody" from that time); one another source
+                                       recorded (an admin, an ERP) is left alone, and so
+                                       is one of another driver when the detail names
+                                       the driver who left (`driver.attributes`)
 
 Flows record what an HR system answers with a fetch step's `assign` (`flows/steps.py`). A
 report that names an unknown driver or vehicle is logged and skipped: it never holds up the
@@ -42,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _VEHICLE_WRITES = ("entity.created", "entity.updated")
 _IDENTIFIED = "vehicle.driver.identified"
+_UNIDENTIFIED = "vehicle.driver.unidentified"
 
 
 class AssignmentFeed:
@@ -54,6 +62,9 @@ class AssignmentFeed:
     async def __call__(self, events: Sequence[Doc]) -> int:
         recorded = 0
         for event in events:
+            if event["type"] == _UNIDENTIFIED:
+                recorded += await self._unidentified(event)
+                continue
             report = (
                 _report(event) if event["type"] != _IDENTIFIED else await self._identified(event)
             )
@@ -64,26 +75,42 @@ class AssignmentFeed:
     async def _identified(self, event: Doc) -> tuple[str, str, datetime, str, str] | None:
         """The driver of ours a tracker's identification names, from its time."""
         entity = event.get("entity") or {}
-        detail = event.get("detail") or {}
-        driver = detail.get("driver") if isinstance(detail, dict) else None
-        named = driver.get("attributes") if isinstance(driver, dict) else None
-        if entity.get("type") != "vehicle" or not isinstance(named, dict):
+        match = _partner_ids(event)
+        if entity.get("type") != "vehicle" or not match:
             return None
-        match = {
-            f"attributes.{name}": text
-            for name, value in sorted(named.items())
-            if is_lookup_field(f"attributes.{name}") and (text := lookup_text(value))
-        }
-        if not match:
-            return None
-        ref = ",".join(f"{k.removeprefix('attributes.')}:{v}" for k, v in match.items())[:200]
+        ref = _ref(match)
         found = await self._entities.find(event["tenant"], "driver", match, after=None, limit=2)
         if len(found) != 1:
             why = "no driver" if not found else "more than one driver"
             log.info("identification in event %s: %s carries %s", event["_id"], why, ref)
             return None
-        start = _time(detail.get("occurred_at")) or event["occurred_at"]
-        return entity["id"], str(found[0]["_id"]), start, "tracker", ref
+        return entity["id"], str(found[0]["_id"]), _start(event), "tracker", ref
+
+    async def _unidentified(self, event: Doc) -> int:
+        """The end of a tracker's identification: its assignment ends at the event's time."""
+        entity = event.get("entity") or {}
+        if entity.get("type") != "vehicle":
+            return 0
+        match = _partner_ids(event)
+        origin = event.get("origin") or {}
+        try:
+            result = await self._assignments.end(
+                event["tenant"],
+                entity["id"],
+                at=_start(event),
+                source="tracker",
+                ref=_ref(match) if match else None,
+                author=f"{origin.get('kind')}:{origin.get('id')}",
+            )
+        except (InvalidPayload, NotFound, Conflict) as exc:
+            log.info("end of identification in event %s not recorded: %s", event["_id"], exc.detail)
+            return 0
+        if result is None:
+            log.info(
+                "end of identification in event %s: no tracker assignment in force", event["_id"]
+            )
+            return 0
+        return int(result.changed)
 
     async def _record(
         self, event: Doc, vehicle: str, driver: str, start: datetime, source: str, ref: str
@@ -127,6 +154,31 @@ def _report(event: Doc) -> tuple[str, str, datetime, str, str] | None:
             origin = event["origin"]
             return entity["id"], driver, event["occurred_at"], "erp", f"trigger:{origin.get('id')}"
     return None
+
+
+def _partner_ids(event: Doc) -> dict[str, str]:
+    """The partner ids the event's `detail.driver.attributes` name, as lookup fields."""
+    detail = event.get("detail") or {}
+    driver = detail.get("driver") if isinstance(detail, dict) else None
+    named = driver.get("attributes") if isinstance(driver, dict) else None
+    if not isinstance(named, dict):
+        return {}
+    return {
+        f"attributes.{name}": text
+        for name, value in sorted(named.items())
+        if is_lookup_field(f"attributes.{name}") and (text := lookup_text(value))
+    }
+
+
+def _ref(match: dict[str, str]) -> str:
+    return ",".join(f"{k.removeprefix('attributes.')}:{v}" for k, v in match.items())[:200]
+
+
+def _start(event: Doc) -> datetime:
+    """The time the detail says (`occurred_at`), else the event's."""
+    detail = event.get("detail") or {}
+    said = _time(detail.get("occurred_at")) if isinstance(detail, dict) else None
+    return said or event["occurred_at"]
 
 
 def _time(value: Any) -> datetime | None:

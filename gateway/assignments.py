@@ -4,6 +4,11 @@
         `vehicle` is an id or a plate, `driver` an id or a CPF (or None: nobody drives it from
         `start`). Written by the admin API today; by triggers, actions, checklists and flows
         through the same call (their `source` and a `ref` such as the checklist id).
+    end(tenant, vehicle, at=, source=, ref=, author=) -> AssignResult | None
+        The reporter says its driver stopped driving at `at` (a tracker's logout): the change
+        in force then, if it names a driver and came from `source` (and, given `ref`, with
+        that ref), is followed by "nobody" from `at`; a change any other source recorded
+        (an admin's, an ERP's) is left alone. None when nothing was ended.
     driver_at(tenant, vehicle, when) -> Assignment | None     "who drove at the infraction"
     current(tenant, vehicle) -> Assignment | None              driver_at(now)
     history(tenant, vehicle, before=, limit=) -> [Assignment]  newest first
@@ -124,6 +129,31 @@ class AssignmentService:
             await self._assignment(tenant, written),
             changed=True,
             replaced=None if replaced is None else await self._assignment(tenant, replaced),
+        )
+
+    async def end(
+        self,
+        tenant: str,
+        vehicle_ref: str,
+        *,
+        at: datetime,
+        source: str,
+        ref: str | None = None,
+        author: str,
+    ) -> AssignResult | None:
+        vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
+        in_force = await self._store.at(tenant, str(vehicle["_id"]), at)
+        if (
+            in_force is None
+            or in_force.get("driver") is None
+            or in_force["source"] != source
+            or (ref is not None and in_force.get("ref") != ref)
+        ):
+            return None
+        # The ended change's ref says what ended: "nobody, after geotab_driver_id:b3A".
+        ended = in_force.get("ref")
+        return await self.assign(
+            tenant, str(vehicle["_id"]), None, start=at, source=source, ref=ended, author=author
         )
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:

@@ -73,6 +73,31 @@ async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: C
     assert unsigned.status == 401
 
 
+async def test_a_motive_action_the_mapping_does_not_read_is_refused_and_kept(
+    client: Client,
+) -> None:
+    """A Motive webhook subscribed to more than locations (fault codes, engine toggles, users:
+    not mapped, their payloads undocumented where we could read Motive's reference) posts
+    bodies without a location: each is a 422 kept for replay, never a fix or a silent 200."""
+    await _vehicle(client, "ABC1D23", tracker_id="123")
+    await upload_shipped(client, "motive-vehicle-location")
+    trigger = await create_position_trigger(
+        client,
+        mapping="motive-vehicle-location",
+        params={"distance_unit": "km", "speed_unit": "km/h", "volume_unit": "l"},
+        auth={"mode": "hmac", "preset": "motive"},
+    )
+    body = b'{"action":"fault_code_opened","vehicle_id":123}'
+    mac = hmac.new(trigger["secret"].encode(), body, hashlib.sha1).hexdigest()
+    status, answer = await _signed(client, trigger, body, {"X-KT-Webhook-Signature": mac})
+    assert status == 422, answer
+    assert [e["pointer"] for e in answer["errors"]] == ["/located_at", "/lat", "/lon"]
+    assert (await vehicle_track(client))["items"] == []
+    kept = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    [rejected] = (await kept.json())["items"]
+    assert rejected["trigger_id"] == trigger["id"]
+
+
 async def test_motive_test_request_and_documented_location_through_a_signed_trigger(
     client: Client,
 ) -> None:

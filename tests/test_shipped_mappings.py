@@ -1004,6 +1004,13 @@ def test_traccar_ignition_maintenance_and_driver_events_with_the_devices_meters(
     driver = traccar_event("traccar_event_forward_driver_changed.json")
     assert driver["events"] == ["vehicle.driver.identified"]
     assert driver["data"]["driver_unique_id"] == "01A2B3C4D5E6"
+    assert driver["data"]["driver"] == {"attributes": {"traccar_driver_unique_id": "01A2B3C4D5E6"}}
+    removed = sample("traccar_event_forward_driver_changed.json")
+    for empty in ("", None):  # a decoder's empty id, or none at all
+        removed["event"]["attributes"]["driverUniqueId"] = empty
+        result = load("traccar-event.yaml").bind({}).apply(removed)
+        assert result.event_types == ("vehicle.driver.unidentified",)
+        assert "driver" not in result.event_data and "driver_unique_id" not in result.event_data
     assert driver["document"]["attributes"]["traccar_driver_unique_id"] == "01A2B3C4D5E6"
     assert "current_driver" not in driver["document"]  # Traccar's id is not our driver's id
 
@@ -1061,9 +1068,17 @@ def test_geotab_faults_exceptions_and_driver_changes_are_events_of_the_vehicle()
     assert (speeding["speed_kmh"], speeding["speed_limit_kmh"]) == (97, 80)
     assert speeding["duration_s"] == 75.5 and "driver" not in speeding  # UnknownDriverId
     changes = mapped("geotab-driverchange.yaml")
-    assert [r["events"] for r in changes] == [("vehicle.driver.identified",), ()]
+    assert [r["events"] for r in changes] == [
+        ("vehicle.driver.identified",),
+        ("vehicle.driver.unidentified",),  # UnknownDriverId: the identification ended
+    ]
     assert changes[0]["document"]["attributes"]["geotab_driver_id"] == "b3A"
     assert changes[1]["document"]["attributes"]["geotab_driver_id"] == "UnknownDriverId"
+    assert "driver" not in changes[1]["event_data"]  # it names nobody to assign
+    reset = {**sample("geotab_getfeed_driverchange.json")["result"]["data"][0]}
+    reset["type"] = "ResetDriver"  # "System-detected Driver reset (to UnknownDriver)"
+    result = load("geotab-driverchange.yaml").bind({}).apply(reset)
+    assert result.event_types == ("vehicle.driver.unidentified",)
 
 
 def test_samsara_engine_fault_documented_example_and_a_heavy_vehicles_j1939_fault() -> None:

@@ -3,7 +3,9 @@ Geotab's DriverChange from a driver key): the driver of ours carrying that partn
 (`attributes.traccar_driver_unique_id`, `attributes.geotab_driver_id`) drives the vehicle from
 the identification's time, so a fine after it reaches them. The same identification twice is
 one assignment; a late, older one does not displace a newer one; an id no driver of ours
-carries is kept on the vehicle and in the event and assigns nobody."""
+carries is kept on the vehicle and in the event and assigns nobody. The end of an
+identification (Geotab's change to UnknownDriverId, Traccar's driverChanged without an id)
+ends the tracker's assignment at its time, and leaves an assignment of another source alone."""
 
 from __future__ import annotations
 
@@ -12,12 +14,21 @@ import json
 from typing import Any
 
 from gateway.web.state import services_key
+from tests.feed_doubles import GeotabDouble, geotab
 from tests.flow_support import drain, fine_email_flow, get
 from tests.partner_double import post
+from tests.schedule_support import geotab_schedule, run_now, runner
 from tests.smtp_double import SmtpFactory, smtp_server
-from tests.triggers_support import PAYLOADS, Client, create_trigger, hook, upload_shipped
+from tests.triggers_support import (
+    PAYLOADS,
+    Client,
+    create_trigger,
+    hook,
+    upload_mapping,
+    upload_shipped,
+)
 
-__all__ = ["smtp_server"]
+__all__ = ["geotab", "smtp_server"]  # fixtures
 
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "email": "ana@example.com"}
 BRUNO = {"name": "Bruno Lima", "cpf": "11144477735", "email": "bruno@example.com"}
@@ -78,7 +89,7 @@ async def test_a_traccar_driver_change_assigns_our_driver_and_a_later_fine_reach
     assert got == {"BEFORE": [ANA["email"]], "AFTER": [BRUNO["email"]]}
 
 
-async def test_a_geotab_driver_change_assigns_our_driver_and_a_later_fine_reaches_them(
+async def test_a_geotab_driver_change_assigns_our_driver_until_the_logout_and_fines_follow(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
     smtp = await smtp_server()
@@ -89,21 +100,109 @@ async def test_a_geotab_driver_change_assigns_our_driver_and_a_later_fine_reache
     bruno = {**BRUNO, "attributes": {"geotab_driver_id": "b3A"}}
     await post(client, "/api/v1/entities/driver", bruno)
 
-    # b3A's driver key at 08:02:10.120Z; then UnknownDriverId (a logout), which assigns nobody.
+    # b3A's driver key at 08:02:10.120Z; then UnknownDriverId at 13:13:00.742Z (the end of the
+    # identification), which ends Bruno's assignment there, and assigns nobody else.
     geotab = await _trigger(client, "geotab-driverchange")
     await _send(client, geotab, _payload("geotab_getfeed_driverchange.json"))
     await drain(client.app[services_key])
 
-    [assignment] = (await get(client, DRIVERS))["items"]
+    ended, assignment = (await get(client, DRIVERS))["items"]
     assert assignment["driver"]["cpf"] == BRUNO["cpf"] and assignment["source"] == "tracker"
     assert assignment["start"] == "2026-01-21T08:02:10.120000+00:00"
     assert assignment["ref"] == "geotab_driver_id:b3A"
+    assert assignment["end"] == ended["start"] == "2026-01-21T13:13:00.742000+00:00"
+    assert ended["driver"] is None and ended["end"] is None
+    assert (ended["source"], ended["ref"]) == ("tracker", "geotab_driver_id:b3A")  # what ended
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle.get("current_driver") is None
+    [unidentified] = (await get(client, "/api/v1/events?type=vehicle.driver.unidentified"))["items"]
+    assert "driver" not in unidentified["detail"]  # UnknownDriverId names nobody
 
-    await _fine(client, "G1", "2026-01-21T10:00:00-03:00")
+    await _fine(client, "G1", "2026-01-21T10:00:00-03:00")  # 13:00Z, Bruno's key still in
+    await _fine(client, "G2", "2026-01-21T10:30:00-03:00")  # 13:30Z, after the logout
     await drain(client.app[services_key])
     assert [(m.message["Subject"], m.recipients) for m in smtp.received] == [
         ("G1", [BRUNO["email"]])
     ]
+
+    # The same page read again (a feed restarted from an older version) changes nothing.
+    await _send(client, geotab, _payload("geotab_getfeed_driverchange.json"))
+    await drain(client.app[services_key])
+    assert len((await get(client, DRIVERS))["items"]) == 2
+
+
+async def test_a_logout_leaves_an_assignment_another_source_recorded_alone(
+    client: Client,
+) -> None:
+    """An admin assigned Ana after Bruno's key: Geotab's logout ends no one's assignment then
+    (it is not the tracker's), and a logout with no identification before it records nothing."""
+    vehicle = {"plate": "ABC1D23", "attributes": {"tracker_id": "b1"}}
+    await post(client, "/api/v1/entities/vehicle", vehicle)
+    await post(client, "/api/v1/entities/driver", ANA)
+    await post(
+        client, "/api/v1/entities/driver", {**BRUNO, "attributes": {"geotab_driver_id": "b3A"}}
+    )
+    page = _payload("geotab_getfeed_driverchange.json")
+    key, logout = page["result"]["data"]
+    geotab = await _trigger(client, "geotab-driverchange")
+
+    early = {**logout, "id": "aLogout1", "dateTime": "2026-01-21T06:00:00.000Z"}
+    await _send(client, geotab, {"result": {"data": [early], "toVersion": "1"}})
+    await drain(client.app[services_key])
+    assert (await get(client, DRIVERS))["items"] == []  # nothing in force: nothing to end
+
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": "2026-01-21T07:00:00Z"})
+    await _send(client, geotab, {"result": {"data": [key], "toVersion": "2"}})
+    await drain(client.app[services_key])  # Bruno's key at 08:02
+    await post(client, DRIVERS, {"driver": ANA["cpf"], "start": "2026-01-21T09:00:00Z"})
+    later = {**logout, "id": "aLogout2", "dateTime": "2026-01-21T14:00:00.000Z"}
+    await _send(client, geotab, {"result": {"data": [later], "toVersion": "3"}})
+    await drain(client.app[services_key])
+
+    logouts = (await get(client, "/api/v1/events?type=vehicle.driver.unidentified"))["items"]
+    assert len(logouts) == 2  # both reported; neither ended anything
+    admin, tracker, first = (await get(client, DRIVERS))["items"]
+    assert admin["driver"]["cpf"] == ANA["cpf"] and admin["source"] == "admin"
+    assert admin["end"] is None  # the logout at 14:00 left the admin's assignment alone
+    assert tracker["driver"]["cpf"] == BRUNO["cpf"] and tracker["end"] == admin["start"]
+    assert first["driver"]["cpf"] == ANA["cpf"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == ANA["cpf"]
+
+
+async def test_a_traccar_driver_change_without_an_id_ends_the_identification(
+    client: Client,
+) -> None:
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    bruno = {**BRUNO, "attributes": {"traccar_driver_unique_id": "01A2B3C4D5E6"}}
+    await post(client, "/api/v1/entities/driver", bruno)
+    identified = _payload("traccar_event_forward_driver_changed.json")  # 08:10:05Z
+    removed = copy.deepcopy(identified)
+    removed["event"]["id"] += 1
+    removed["event"]["attributes"]["driverUniqueId"] = ""
+    removed["event"]["eventTime"] = "2026-11-21T11:40:00.000+00:00"
+    removed["position"]["fixTime"] = "2026-11-21T11:40:00.000+00:00"
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, identified)
+    await drain(client.app[services_key])
+    await _send(client, traccar, removed)
+    await _send(client, traccar, removed)  # Traccar retries: one event, one end
+    await drain(client.app[services_key])
+
+    ended, assignment = (await get(client, DRIVERS))["items"]
+    assert assignment["driver"]["cpf"] == BRUNO["cpf"]
+    assert assignment["end"] == ended["start"] == "2026-11-21T11:40:00+00:00"
+    assert ended["driver"] is None and ended["ref"] == "traccar_driver_unique_id:01A2B3C4D5E6"
+    events = (await get(client, "/api/v1/events?type=vehicle.driver.identified"))["items"]
+    assert len(events) == 1  # an empty id is no identification of a driver named ""
+    [unidentified] = (await get(client, "/api/v1/events?type=vehicle.driver.unidentified"))["items"]
+    assert unidentified["detail"] == {
+        "traccar_event": "driverChanged",
+        "occurred_at": "2026-11-21T11:40:00Z",
+    }
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["traccar_driver_unique_id"] == ""
+    assert vehicle.get("current_driver") is None
 
 
 async def test_a_late_older_identification_fills_only_the_gap_before_the_newer_one(
@@ -167,3 +266,79 @@ async def test_an_id_two_drivers_carry_assigns_neither(client: Client) -> None:
     await _send(client, traccar, _payload("traccar_event_forward_driver_changed.json"))
     await drain(client.app[services_key])
     assert (await get(client, DRIVERS))["items"] == []
+
+
+BADGES = """
+name: badge-reader
+direction: inbound
+entity_type: vehicle
+key: [plate]
+emit:
+  - {type: vehicle.driver.identified, when: {from: event, equals: badge_in}, announce: every}
+  - {type: vehicle.driver.unidentified, when: {from: event, equals: badge_out}, announce: every}
+fields:
+  plate: plate
+event_data:
+  occurred_at: {from: at, transforms: [{datetime: {parse: iso8601}}]}
+  driver.attributes.badge_id: badge
+"""
+
+
+async def test_a_logout_that_names_another_driver_ends_nobody_else(client: Client) -> None:
+    """Any mapping: a logout whose detail names the driver who left ends that driver's
+    identification only, not the one in force of another badge."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await post(client, "/api/v1/entities/driver", {**ANA, "attributes": {"badge_id": "A-1"}})
+    await post(client, "/api/v1/entities/driver", {**BRUNO, "attributes": {"badge_id": "B-2"}})
+    await upload_mapping(client, BADGES)
+    badges = await create_trigger(client, name="badges", mapping="badge-reader")
+
+    async def read(event: str, badge: str, at: str) -> None:
+        await _send(client, badges, {"plate": "ABC1D23", "event": event, "badge": badge, "at": at})
+        await drain(client.app[services_key])
+
+    await read("badge_in", "A-1", "2026-11-21T08:00:00Z")
+    await read("badge_in", "B-2", "2026-11-21T09:00:00Z")  # Bruno took over, no badge out
+    await read("badge_out", "A-1", "2026-11-21T10:00:00Z")  # Ana's, late: Bruno drives on
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == BRUNO["cpf"]
+    assert len((await get(client, DRIVERS))["items"]) == 2
+    await read("badge_out", "B-2", "2026-11-21T11:00:00Z")
+
+    ended, bruno, ana = (await get(client, DRIVERS))["items"]
+    assert [ana["driver"]["cpf"], bruno["driver"]["cpf"], ended["driver"]] == [
+        ANA["cpf"],
+        BRUNO["cpf"],
+        None,
+    ]
+    assert ended["start"] == "2026-11-21T11:00:00+00:00" and ended["ref"] == "badge_id:B-2"
+
+
+async def test_a_geotab_driverchange_schedule_assigns_then_ends_at_the_logout(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    """The feed path: a schedule reads Geotab's DriverChange feed page by page; the key and,
+    on a later run, the logout act as they do through a trigger."""
+    key, logout = _payload("geotab_getfeed_driverchange.json")["result"]["data"]
+    geotab.records = [{**key, "device": {"id": "b3A"}}]  # ABC1D23's device in geotab_schedule
+    await post(
+        client, "/api/v1/entities/driver", {**BRUNO, "attributes": {"geotab_driver_id": "b3A"}}
+    )
+    await upload_shipped(client, "geotab-driverchange")
+    request = {"body": {"method": "GetFeed", "params": {"typeName": "DriverChange"}}}
+    target = {"entity_type": "vehicle", "mapping": "geotab-driverchange"}
+    schedule = await geotab_schedule(
+        client, geotab, name="geotab-driverchanges", request=request, target=target
+    )
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    await drain(client.app[services_key])
+    [assignment] = (await get(client, DRIVERS))["items"]
+    assert assignment["driver"]["cpf"] == BRUNO["cpf"] and assignment["end"] is None
+
+    geotab.records.append({**logout, "device": {"id": "b3A"}})
+    await run_now(client, schedule["id"])
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    await drain(client.app[services_key])
+    ended, assignment = (await get(client, DRIVERS))["items"]
+    assert assignment["end"] == ended["start"] == "2026-01-21T13:13:00.742000+00:00"
+    assert ended["driver"] is None and ended["source"] == "tracker"
