@@ -6,6 +6,7 @@ one geofence exit. The write still happens; the event is stored, and its flow ru
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = ["fcm"]  # the fixture
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": ["ana-phone"]}
 EXIT = "vehicle.geofence.exited"
+EVENT = "vehicle.alert"
 
 
 async def _samsara(client: Client, fcm: Fcm) -> dict[str, Any]:
@@ -265,3 +267,103 @@ fields:
     assert any(e.get("target") == "occurrence_id" for e in problem["errors"]), problem
     stored = await client.app[services_key].store.db["entities"].count_documents({})
     assert stored == 0
+
+
+ALARMS = """
+name: alarms
+direction: inbound
+entity_type: vehicle
+key: [plate]
+occurrence_id: id
+emit: [{type: vehicle.alert, when: alarm, announce: every}]
+fields:
+  plate: plate
+"""
+
+
+async def test_an_item_without_an_occurrence_id_is_announced_every_time_and_counted(
+    client: Client,
+) -> None:
+    """An id that is absent, null or blank is no occurrence: each copy is announced (as
+    without `occurrence_id`), and the trigger counts such items that have events, so a
+    partner that stopped sending its id shows before drivers get pushes twice."""
+    await upload_mapping(client, ALARMS)
+    trigger = await create_trigger(client, mapping="alarms")
+    for body in (
+        {"plate": "ABC1D23", "alarm": "panic"},
+        {"plate": "ABC1D23", "alarm": "panic", "id": None},
+        {"plate": "ABC1D23", "alarm": "panic", "id": ""},
+        {"plate": "ABC1D23", "alarm": "panic", "id": "  "},
+    ):
+        assert (await send_to(client, trigger, body))["events"][-1] == "vehicle.alert", body
+    # No event to announce, nothing to count; an id is counted as nothing either.
+    await send_to(client, trigger, {"plate": "ABC1D23"})
+    await send_to(client, trigger, {"plate": "ABC1D23", "alarm": "panic", "id": "x1"})
+    await drain(client.app[services_key])
+
+    stored = await _stored(client, "vehicle.alert")
+    assert len(stored) == 5
+    assert sorted(e.get("occurrence_id", "-") for e in stored) == ["-", "-", "-", "-", "x1"]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_occurrence_ids_missing_total{{trigger="{trigger["id"]}"}} 4.0' in metrics
+
+
+async def test_an_occurrence_id_that_is_a_boolean_is_a_payload_problem_where_it_is(
+    client: Client,
+) -> None:
+    await upload_mapping(client, ALARMS)
+    trigger = await create_trigger(client, mapping="alarms")
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"plate": "ABC1D23", "alarm": "panic", "id": True},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    (error,) = problem["errors"]
+    assert (error["pointer"], error["target"]) == ("/id", "occurrence_id"), problem
+    assert "an id is a text or a number" in error["message"]
+    assert await client.app[services_key].store.db["entities"].count_documents({}) == 0
+
+
+async def test_the_dry_run_shows_the_occurrence_id_each_item_resolves_to(client: Client) -> None:
+    await upload_mapping(client, ALARMS.replace("key: [plate]", "key: [plate]\nitems: alarms"))
+    batch = {"alarms": [{"plate": "ABC1D23", "alarm": "panic", "id": 17}, {"plate": "ABC1D23"}]}
+    result = await post(
+        client, "/api/v1/mappings/test", {"name": "alarms", "payload": batch}, status=200
+    )
+    first, second = result["results"]
+    assert (first["occurrence_id"], first["events"]) == ("17", ["entity.created", "vehicle.alert"])
+    assert (second["occurrence_id"], second["events"]) == (None, ["entity.created"])
+
+    plain = ALARMS.replace("occurrence_id: id\n", "").replace("name: alarms", "name: plain")
+    result = await post(
+        client,
+        "/api/v1/mappings/test",
+        {"mapping": plain, "payload": {"plate": "ABC1D23", "id": 17}},
+        status=200,
+    )
+    assert "occurrence_id" not in result["results"][0]
+
+
+async def test_the_documented_redelivery_is_announced_once(client: Client) -> None:
+    """docs/mappings.md "Occurrences reported again": its mapping and webhook, sent twice,
+    answer and store what the page says."""
+    section = (ROOT / "docs" / "mappings.md").read_text().split("## Occurrences reported again")
+    text = section[1].split("\n## ", 1)[0]
+    mapping = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    webhook = json.loads(text.split("```json sample\n", 1)[1].split("```", 1)[0])
+    answers = ['`"events": ["entity.created", "vehicle.alert"]`', '`"events": []`']
+    assert all(answer in " ".join(text.split()) for answer in answers)
+
+    await upload_mapping(client, mapping)
+    trigger = await create_trigger(client, mapping="alarm-feed-mini")
+    assert (await send_to(client, trigger, webhook))["events"] == ["entity.created", EVENT]
+    await drain(client.app[services_key])
+    assert (await send_to(client, trigger, webhook))["events"] == []
+    await drain(client.app[services_key])
+    (event,) = await _stored(client, EVENT)
+    assert event["occurrence_id"] == webhook["eventId"] == "a1b2c3"
+
+    later = {**webhook, "eventId": "d4e5f6"}
+    assert (await send_to(client, trigger, later))["events"] == [EVENT]

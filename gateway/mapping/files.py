@@ -79,9 +79,9 @@ def test_file(
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
 
     Inbound: `{"target", "results": [{"document", "key", "events", "event_data",
-    "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's documents are
-    canonical fixes, checked as the append would); a partner's test call that the mapping's
-    `probe` recognises: `{"probe": answer}`, as the trigger answers it.
+    "occurrence_id"?, "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's
+    documents are canonical fixes, checked as the append would); a partner's test call that
+    the mapping's `probe` recognises: `{"probe": answer}`, as the trigger answers it.
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
@@ -107,6 +107,8 @@ def test_file(
                 "events": list(mapped.event_types),
                 "event_data": mapped.event_data,
             }
+            if mapping.has_occurrence_id:  # null: this item gives none, announced every time
+                result["occurrence_id"] = mapped.occurrence
             if mapped.forward:
                 result["only_forward"] = [_guarded(f, by) for f, by in mapped.forward]
             if mapped.also:

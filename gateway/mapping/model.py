@@ -80,8 +80,9 @@ class MappedTarget(NamedTuple):
 class MappedDocument(NamedTuple):
     """One inbound item, mapped: the entity fields, its lookup key, the events to emit, the
     fields `event_data` adds to those events, the only-forward fields, the further
-    entities the item writes (`also`) and the only-forward fields whose `unless` held (the
-    source is authoritative for them: `lifted`)."""
+    entities the item writes (`also`), the only-forward fields whose `unless` held (the
+    source is authoritative for them: `lifted`) and the item's `occurrence_id` as text (None
+    when the mapping declares none or the item gives none: its events carry it too)."""
 
     document: dict[str, Any]
     key: dict[str, Any]
@@ -90,6 +91,7 @@ class MappedDocument(NamedTuple):
     forward: Forward = ()
     also: tuple[MappedTarget, ...] = ()
     lifted: tuple[str, ...] = ()
+    occurrence: str | None = None
 
     @property
     def event_types(self) -> tuple[str, ...]:

@@ -153,6 +153,8 @@ class MappingDryRun:
             "key": mapped.key,
             "event_data": mapped.event_data,
         }
+        if mapping.has_occurrence_id:  # null: this item gives none, announced every time
+            out["occurrence_id"] = mapped.occurrence
         if mapping.target == "positions":  # a fix for the track: events come from the fold
             out["events"] = []
             try:
