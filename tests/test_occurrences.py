@@ -326,7 +326,9 @@ async def test_an_occurrence_id_that_is_a_boolean_is_a_payload_problem_where_it_
     assert await client.app[services_key].store.db["entities"].count_documents({}) == 0
 
 
-async def test_the_dry_run_shows_the_occurrence_id_each_item_resolves_to(client: Client) -> None:
+async def test_the_dry_run_shows_each_items_occurrence_id_and_announce_when_declared(
+    client: Client,
+) -> None:
     await upload_mapping(client, ALARMS.replace("key: [plate]", "key: [plate]\nitems: alarms"))
     batch = {"alarms": [{"plate": "ABC1D23", "alarm": "panic", "id": 17}, {"plate": "ABC1D23"}]}
     result = await post(
@@ -335,6 +337,7 @@ async def test_the_dry_run_shows_the_occurrence_id_each_item_resolves_to(client:
     first, second = result["results"]
     assert (first["occurrence_id"], first["events"]) == ("17", ["entity.created", "vehicle.alert"])
     assert (second["occurrence_id"], second["events"]) == (None, ["entity.created"])
+    assert first["announce"] == {"vehicle.alert": "every"} and "announce" not in second
 
     plain = ALARMS.replace("occurrence_id: id\n", "").replace("name: alarms", "name: plain")
     result = await post(
@@ -344,6 +347,15 @@ async def test_the_dry_run_shows_the_occurrence_id_each_item_resolves_to(client:
         status=200,
     )
     assert "occurrence_id" not in result["results"][0]
+    default = plain.replace(", announce: every", "")
+    result = await post(
+        client,
+        "/api/v1/mappings/test",
+        {"mapping": default, "payload": {"plate": "ABC1D23", "alarm": "panic"}},
+        status=200,
+    )
+    assert result["results"][0]["events"] == ["entity.created", "vehicle.alert"]
+    assert "announce" not in result["results"][0]  # the default is not shown
 
 
 async def test_the_documented_redelivery_is_announced_once(client: Client) -> None:

@@ -42,7 +42,15 @@ from .engine import CompiledMapping
 from .expressions import DecodedTexts
 from .files import read_sample, test_file, validate_file
 from .loader import load_mapping
-from .model import Direction, Emit, FieldCatalog, MappedDocument, MappedTarget, OutboundRequest
+from .model import (
+    Direction,
+    Emit,
+    FieldCatalog,
+    MappedDocument,
+    MappedTarget,
+    OutboundRequest,
+    announces,
+)
 from .paths import flatten, unflatten
 from .transforms import TRANSFORM_NAMES
 
@@ -56,6 +64,7 @@ __all__ = [
     "MappedDocument",
     "MappedTarget",
     "OutboundRequest",
+    "announces",
     "flatten",
     "load_mapping",
     "read_sample",
