@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
+from pymongo import AsyncMongoClient
 
-from gateway.store.occurrences import RETENTION_SECONDS
+from gateway.config import ConfigError, Settings
+from gateway.services import Services, open_services
+from gateway.store.expiry import Expiry
+from gateway.store.occurrences import DEFAULT_RETENTION_SECONDS
+from gateway.store.occurrences import indexes as occurrence_indexes
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
@@ -120,7 +127,7 @@ async def test_an_occurrence_is_remembered_for_its_retention_only(client: Client
     await send_to(client, trigger, webhook)
     await drain(client.app[services_key])
     db = client.app[services_key].store.db
-    past = datetime.now(UTC) - timedelta(seconds=RETENTION_SECONDS + 60)
+    past = datetime.now(UTC) - timedelta(seconds=DEFAULT_RETENTION_SECONDS + 60)
     await db["occurrences"].update_many({}, {"$set": {"at": past}})  # before the TTL's sweep
 
     late = await send_to(client, trigger, webhook)
@@ -379,3 +386,73 @@ async def test_the_documented_redelivery_is_announced_once(client: Client) -> No
 
     later = {**webhook, "eventId": "d4e5f6"}
     assert (await send_to(client, trigger, later))["events"] == [EVENT]
+
+
+async def test_a_changed_retention_setting_is_followed_at_start(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """GATEWAY_OCCURRENCE_RETENTION_DAYS: a process started with another value remembers
+    occurrences that long. On the embedded database, whose TTL index is a plain one that the
+    gateway expires through itself (store/expiry.py), the TTL the gateway applies is the new
+    one, and so is the window within which a copy is a repeat."""
+    now = datetime.now(UTC)
+    key = "k" * 64
+    async with open_services(settings, mongodb_uri=mongodb_uri) as services:
+        store = services.store
+        assert store.expiry.by_gateway  # SecantusDB
+        assert store.expiry.seconds("occurrences", "ttl") == DEFAULT_RETENTION_SECONDS
+        record = {"_id": key, "tenant": "acme", "event_id": "e1", "at": now - timedelta(days=3)}
+        await store.db["occurrences"].insert_one(record)
+        assert await store.occurrences.announced([key], now) == {key}
+        assert await store.expiry.expire(now) == 0
+    shorter = replace(settings, occurrence_retention_days=2)
+    async with open_services(shorter, mongodb_uri=mongodb_uri) as services:
+        store = services.store
+        assert store.expiry.seconds("occurrences", "ttl") == 2 * 86_400
+        indexes = await store.db["occurrences"].index_information()
+        assert "expireAfterSeconds" not in indexes["ttl"]  # still the gateway's own expiry
+        assert await store.occurrences.announced([key], now) == set()
+        assert await store.expiry.expire(now) == 1
+        assert await store.db["occurrences"].count_documents({}) == 0
+
+
+async def test_where_the_server_expires_occurrences_a_changed_retention_changes_its_ttl_index(
+    services: Services, mongodb_uri: str
+) -> None:
+    """MongoDB walks its TTL indexes itself: there the index is created with the retention,
+    and created again at a start with another one it is changed (collMod), not refused as an
+    index that exists otherwise; where the server refuses collMod, it is dropped and created.
+    On the embedded server, with the gateway's expiry off."""
+    expiry = Expiry()  # the server's own sweep
+    collection = services.store.db["occurrences_ttl"]
+
+    async def ttl() -> Any:
+        return (await collection.index_information())["ttl"]
+
+    for days in (7, 2, 30):
+        await expiry.create_indexes(collection, occurrence_indexes(days * 86_400))
+        assert (await ttl())["expireAfterSeconds"] == days * 86_400
+        assert (await ttl())["key"] == [("at", 1)]
+    assert await expiry.expire() == 0  # the server does it
+
+    # A server without collMod (on the gateway's connections only: the test's are not).
+    admin: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    fault = {"failCommands": ["collMod"], "appName": "rabbot-gateway", "errorCode": 59}
+    await admin.admin.command("configureFailPoint", "failCommand", mode="alwaysOn", data=fault)
+    try:
+        await collection.insert_one({"_id": "kept", "at": datetime.now(UTC)})
+        await expiry.create_indexes(collection, occurrence_indexes(86_400))
+        assert (await ttl())["expireAfterSeconds"] == 86_400
+        assert await collection.count_documents({}) == 1  # the index went, not the records
+    finally:
+        await admin.admin.command("configureFailPoint", "failCommand", mode="off")
+        await admin.close()
+
+
+def test_the_retention_setting_is_read_in_days_within_bounds() -> None:
+    assert Settings.from_env({}).occurrence_retention_days == 7
+    days = Settings.from_env({"GATEWAY_OCCURRENCE_RETENTION_DAYS": "30"})
+    assert days.occurrence_retention_days == 30
+    for wrong in ("0", "366", "a week"):
+        with pytest.raises(ConfigError, match="GATEWAY_OCCURRENCE_RETENTION_DAYS"):
+            Settings.from_env({"GATEWAY_OCCURRENCE_RETENTION_DAYS": wrong})
