@@ -35,6 +35,7 @@ from tests.flow_support import (
 from tests.partner_double import post
 from tests.support import auth
 from tests.triggers_support import ROOT, create_trigger, upload_mapping
+from tests.ui_support import csrf, log_in, make_user
 
 __all__ = ["fcm"]  # the fixture
 
@@ -456,3 +457,27 @@ def test_the_retention_setting_is_read_in_days_within_bounds() -> None:
     for wrong in ("0", "366", "a week"):
         with pytest.raises(ConfigError, match="GATEWAY_OCCURRENCE_RETENTION_DAYS"):
             Settings.from_env({"GATEWAY_OCCURRENCE_RETENTION_DAYS": wrong})
+
+
+async def test_the_admin_uis_dry_run_shows_the_occurrence_id_of_each_item(
+    client: Client, services: Services
+) -> None:
+    await upload_mapping(client, ALARMS.replace("key: [plate]", "key: [plate]\nitems: alarms"))
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings/alarms")
+    batch = {
+        "alarms": [
+            {"plate": "ABC1D23", "alarm": "panic", "id": "a1b2c3"},
+            {"plate": "ABC1D23", "alarm": "sos"},
+        ]
+    }
+    response = await client.post(
+        "/admin/mappings/alarms/test", data={"csrf": token, "payload": json.dumps(batch)}
+    )
+    page = await response.text()
+    assert response.status == 200, page
+    shown = page.split('data-testid="dry-run-occurrence">')[1:]
+    assert len(shown) == 2, page
+    assert shown[0].startswith("Ocorrência do parceiro (occurrence_id): <code>a1b2c3</code>")
+    assert "nenhuma: os eventos seriam anunciados a cada envio" in shown[1].split("</p>")[0]
