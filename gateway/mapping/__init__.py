@@ -16,7 +16,9 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
         inbound:  .probe(payload) -> dict | None     the answer to a partner's ping, if it is one
                   .items(payload, *, texts=None) -> list   batch items; one object -> [payload]
                   .apply(item, *, secrets=None, texts=None) -> MappedDocument(document, key,
-                                                  events, event_data, forward, also: [MappedTarget])
+                                                  events, event_data, forward, also: [MappedTarget],
+                                                  lifted, occurrence)
+                  .has_occurrence_id                 whether `occurrence_id` is declared
         DecodedTexts()   one per payload, given to its items() and every item's apply(): each
                          text from_json()/from_xml() reads is parsed once per payload, and
                          what the items map to together is bounded (MAX_PAYLOAD_OUTPUT_CHARS)
