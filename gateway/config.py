@@ -121,6 +121,9 @@ class Settings:
     # Schedule runners (issue 13): one run holds its schedule's lease, renewed while it runs.
     schedule_lease_seconds: int = 60
     schedule_concurrency: int = 4
+    # How long a partner's announced occurrence (a mapping's `occurrence_id`) is remembered:
+    # a redelivery within it is not announced again (store/occurrences.py).
+    occurrence_retention_days: int = 7
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -176,6 +179,9 @@ class Settings:
             fold_gap_seconds=env.integer("GATEWAY_FOLD_GAP_SECONDS", 30, low=2, high=3600),
             schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
             schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
+            occurrence_retention_days=env.integer(
+                "GATEWAY_OCCURRENCE_RETENTION_DAYS", 7, low=1, high=365
+            ),
             schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
         )
         if settings.fold_gap_seconds * 1000 <= settings.db_timeout_ms:

@@ -95,6 +95,13 @@ class Metrics:
             "Events the relay dropped: their occurrence (occurrence_id) was already announced",
             registry=r,
         )
+        self.occurrence_ids_missing = Counter(
+            "gateway_occurrence_ids_missing_total",
+            "Items with events whose mapping declares occurrence_id but which gave none "
+            "(absent, null, blank): announced as announce says, each copy again",
+            ["trigger"],
+            registry=r,
+        )
         self.relay_lag = Histogram(
             "gateway_event_relay_lag_seconds",
             "From an event's write to its storage in the log (and its deliveries' creation)",

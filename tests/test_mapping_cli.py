@@ -99,3 +99,38 @@ def test_validate_accepts_a_tenant_kind_it_cannot_know(tmp_path: Path) -> None:
     )
     result = _gateway("validate", tyres)
     assert result.returncode == 0, result.stderr
+
+
+def test_test_shows_the_occurrence_id_each_item_resolves_to_and_how_events_announce(
+    tmp_path: Path,
+) -> None:
+    """An admin checks the id a redelivery is told apart by before going live: shown per
+    item when the mapping declares `occurrence_id` (null for an item that gives none, whose
+    events are announced every time), not at all otherwise."""
+    webhook = PAYLOADS / "samsara_v2_geofence_exit.json"
+    result = _gateway("test", MAPPINGS / "samsara-geofence.yaml", webhook)
+    assert result.returncode == 0, result.stderr
+    (item,) = json.loads(result.stdout)["results"]
+    assert item["occurrence_id"] == json.loads(webhook.read_text())["eventId"]
+    assert item["events"] == ["vehicle.geofence.exited"]
+    assert item["announce"] == {"vehicle.geofence.exited": "every"}  # not the default: shown
+
+    feed = tmp_path / "alarms.yaml"
+    feed.write_text(
+        "name: alarms\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nitems: alarms\n"
+        "occurrence_id: id\nemit: [{type: vehicle.alert, announce: every}]\n"
+        "fields:\n  plate: plate\n"
+    )
+    alarms = tmp_path / "alarms.json"
+    alarms.write_text(
+        json.dumps({"alarms": [{"plate": "ABC1D23", "id": 17}, {"plate": "ABC1D23", "id": " "}]})
+    )
+    result = _gateway("test", feed, alarms)
+    assert result.returncode == 0, result.stderr
+    assert [r["occurrence_id"] for r in json.loads(result.stdout)["results"]] == ["17", None]
+
+    result = _gateway("test", MAPPINGS / "osmand.yaml", PAYLOADS / "osmand_query.txt")
+    assert all(
+        "occurrence_id" not in r and "announce" not in r
+        for r in json.loads(result.stdout)["results"]
+    )

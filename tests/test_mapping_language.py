@@ -887,6 +887,8 @@ def test_docs_examples(info: str, text: str, extra: dict[str, str]) -> None:
         (item, *_) = mapping.items(sample)
         mapped = mapping.apply(item, secrets=secrets)
         got = {"document": mapped.document, "key": mapped.key, "events": list(mapped.event_types)}
+        if mapping.has_occurrence_id:  # as `gateway mapping test` shows it
+            got["occurrence_id"] = mapped.occurrence
         if mapped.also:
             got["also"] = [
                 {

@@ -6,12 +6,20 @@ one geofence exit. The write still happens; the event is stored, and its flow ru
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
+from pymongo import AsyncMongoClient
 
-from gateway.store.occurrences import RETENTION_SECONDS
+from gateway.config import ConfigError, Settings
+from gateway.services import Services, open_services
+from gateway.store.expiry import Expiry
+from gateway.store.occurrences import DEFAULT_RETENTION_SECONDS
+from gateway.store.occurrences import indexes as occurrence_indexes
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
@@ -27,12 +35,14 @@ from tests.flow_support import (
 from tests.partner_double import post
 from tests.support import auth
 from tests.triggers_support import ROOT, create_trigger, upload_mapping
+from tests.ui_support import csrf, log_in, make_user
 
 __all__ = ["fcm"]  # the fixture
 
 Client = TestClient[Any, Any]
 ANA = {"name": "Ana Souza", "cpf": "52998224725", "push_tokens": ["ana-phone"]}
 EXIT = "vehicle.geofence.exited"
+EVENT = "vehicle.alert"
 
 
 async def _samsara(client: Client, fcm: Fcm) -> dict[str, Any]:
@@ -118,7 +128,7 @@ async def test_an_occurrence_is_remembered_for_its_retention_only(client: Client
     await send_to(client, trigger, webhook)
     await drain(client.app[services_key])
     db = client.app[services_key].store.db
-    past = datetime.now(UTC) - timedelta(seconds=RETENTION_SECONDS + 60)
+    past = datetime.now(UTC) - timedelta(seconds=DEFAULT_RETENTION_SECONDS + 60)
     await db["occurrences"].update_many({}, {"$set": {"at": past}})  # before the TTL's sweep
 
     late = await send_to(client, trigger, webhook)
@@ -265,3 +275,209 @@ fields:
     assert any(e.get("target") == "occurrence_id" for e in problem["errors"]), problem
     stored = await client.app[services_key].store.db["entities"].count_documents({})
     assert stored == 0
+
+
+ALARMS = """
+name: alarms
+direction: inbound
+entity_type: vehicle
+key: [plate]
+occurrence_id: id
+emit: [{type: vehicle.alert, when: alarm, announce: every}]
+fields:
+  plate: plate
+"""
+
+
+async def test_an_item_without_an_occurrence_id_is_announced_every_time_and_counted(
+    client: Client,
+) -> None:
+    """An id that is absent, null or blank is no occurrence: each copy is announced (as
+    without `occurrence_id`), and the trigger counts such items that have events, so a
+    partner that stopped sending its id shows before drivers get pushes twice."""
+    await upload_mapping(client, ALARMS)
+    trigger = await create_trigger(client, mapping="alarms")
+    for body in (
+        {"plate": "ABC1D23", "alarm": "panic"},
+        {"plate": "ABC1D23", "alarm": "panic", "id": None},
+        {"plate": "ABC1D23", "alarm": "panic", "id": ""},
+        {"plate": "ABC1D23", "alarm": "panic", "id": "  "},
+    ):
+        assert (await send_to(client, trigger, body))["events"][-1] == "vehicle.alert", body
+    # No event to announce, nothing to count; an id is counted as nothing either.
+    await send_to(client, trigger, {"plate": "ABC1D23"})
+    await send_to(client, trigger, {"plate": "ABC1D23", "alarm": "panic", "id": "x1"})
+    await drain(client.app[services_key])
+
+    stored = await _stored(client, "vehicle.alert")
+    assert len(stored) == 5
+    assert sorted(e.get("occurrence_id", "-") for e in stored) == ["-", "-", "-", "-", "x1"]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'gateway_occurrence_ids_missing_total{{trigger="{trigger["id"]}"}} 4.0' in metrics
+
+
+async def test_an_occurrence_id_that_is_a_boolean_is_a_payload_problem_where_it_is(
+    client: Client,
+) -> None:
+    await upload_mapping(client, ALARMS)
+    trigger = await create_trigger(client, mapping="alarms")
+    response = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"plate": "ABC1D23", "alarm": "panic", "id": True},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    (error,) = problem["errors"]
+    assert (error["pointer"], error["target"]) == ("/id", "occurrence_id"), problem
+    assert "an id is a text or a number" in error["message"]
+    assert await client.app[services_key].store.db["entities"].count_documents({}) == 0
+
+
+async def test_the_dry_run_shows_each_items_occurrence_id_and_announce_when_declared(
+    client: Client,
+) -> None:
+    await upload_mapping(client, ALARMS.replace("key: [plate]", "key: [plate]\nitems: alarms"))
+    batch = {"alarms": [{"plate": "ABC1D23", "alarm": "panic", "id": 17}, {"plate": "ABC1D23"}]}
+    result = await post(
+        client, "/api/v1/mappings/test", {"name": "alarms", "payload": batch}, status=200
+    )
+    first, second = result["results"]
+    assert (first["occurrence_id"], first["events"]) == ("17", ["entity.created", "vehicle.alert"])
+    assert (second["occurrence_id"], second["events"]) == (None, ["entity.created"])
+    assert first["announce"] == {"vehicle.alert": "every"} and "announce" not in second
+
+    plain = ALARMS.replace("occurrence_id: id\n", "").replace("name: alarms", "name: plain")
+    result = await post(
+        client,
+        "/api/v1/mappings/test",
+        {"mapping": plain, "payload": {"plate": "ABC1D23", "id": 17}},
+        status=200,
+    )
+    assert "occurrence_id" not in result["results"][0]
+    default = plain.replace(", announce: every", "")
+    result = await post(
+        client,
+        "/api/v1/mappings/test",
+        {"mapping": default, "payload": {"plate": "ABC1D23", "alarm": "panic"}},
+        status=200,
+    )
+    assert result["results"][0]["events"] == ["entity.created", "vehicle.alert"]
+    assert "announce" not in result["results"][0]  # the default is not shown
+
+
+async def test_the_documented_redelivery_is_announced_once(client: Client) -> None:
+    """docs/mappings.md "Occurrences reported again": its mapping and webhook, sent twice,
+    answer and store what the page says."""
+    section = (ROOT / "docs" / "mappings.md").read_text().split("## Occurrences reported again")
+    text = section[1].split("\n## ", 1)[0]
+    mapping = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    webhook = json.loads(text.split("```json sample\n", 1)[1].split("```", 1)[0])
+    answers = ['`"events": ["entity.created", "vehicle.alert"]`', '`"events": []`']
+    assert all(answer in " ".join(text.split()) for answer in answers)
+
+    await upload_mapping(client, mapping)
+    trigger = await create_trigger(client, mapping="alarm-feed-mini")
+    assert (await send_to(client, trigger, webhook))["events"] == ["entity.created", EVENT]
+    await drain(client.app[services_key])
+    assert (await send_to(client, trigger, webhook))["events"] == []
+    await drain(client.app[services_key])
+    (event,) = await _stored(client, EVENT)
+    assert event["occurrence_id"] == webhook["eventId"] == "a1b2c3"
+
+    later = {**webhook, "eventId": "d4e5f6"}
+    assert (await send_to(client, trigger, later))["events"] == [EVENT]
+
+
+async def test_a_changed_retention_setting_is_followed_at_start(
+    settings: Settings, mongodb_uri: str
+) -> None:
+    """GATEWAY_OCCURRENCE_RETENTION_DAYS: a process started with another value remembers
+    occurrences that long. On the embedded database, whose TTL index is a plain one that the
+    gateway expires through itself (store/expiry.py), the TTL the gateway applies is the new
+    one, and so is the window within which a copy is a repeat."""
+    now = datetime.now(UTC)
+    key = "k" * 64
+    async with open_services(settings, mongodb_uri=mongodb_uri) as services:
+        store = services.store
+        assert store.expiry.by_gateway  # SecantusDB
+        assert store.expiry.seconds("occurrences", "ttl") == DEFAULT_RETENTION_SECONDS
+        record = {"_id": key, "tenant": "acme", "event_id": "e1", "at": now - timedelta(days=3)}
+        await store.db["occurrences"].insert_one(record)
+        assert await store.occurrences.announced([key], now) == {key}
+        assert await store.expiry.expire(now) == 0
+    shorter = replace(settings, occurrence_retention_days=2)
+    async with open_services(shorter, mongodb_uri=mongodb_uri) as services:
+        store = services.store
+        assert store.expiry.seconds("occurrences", "ttl") == 2 * 86_400
+        indexes = await store.db["occurrences"].index_information()
+        assert "expireAfterSeconds" not in indexes["ttl"]  # still the gateway's own expiry
+        assert await store.occurrences.announced([key], now) == set()
+        assert await store.expiry.expire(now) == 1
+        assert await store.db["occurrences"].count_documents({}) == 0
+
+
+async def test_where_the_server_expires_occurrences_a_changed_retention_changes_its_ttl_index(
+    services: Services, mongodb_uri: str
+) -> None:
+    """MongoDB walks its TTL indexes itself: there the index is created with the retention,
+    and created again at a start with another one it is changed (collMod), not refused as an
+    index that exists otherwise; where the server refuses collMod, it is dropped and created.
+    On the embedded server, with the gateway's expiry off."""
+    expiry = Expiry()  # the server's own sweep
+    collection = services.store.db["occurrences_ttl"]
+
+    async def ttl() -> Any:
+        return (await collection.index_information())["ttl"]
+
+    for days in (7, 2, 30):
+        await expiry.create_indexes(collection, occurrence_indexes(days * 86_400))
+        assert (await ttl())["expireAfterSeconds"] == days * 86_400
+        assert (await ttl())["key"] == [("at", 1)]
+    assert await expiry.expire() == 0  # the server does it
+
+    # A server without collMod (on the gateway's connections only: the test's are not).
+    admin: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    fault = {"failCommands": ["collMod"], "appName": "rabbot-gateway", "errorCode": 59}
+    await admin.admin.command("configureFailPoint", "failCommand", mode="alwaysOn", data=fault)
+    try:
+        await collection.insert_one({"_id": "kept", "at": datetime.now(UTC)})
+        await expiry.create_indexes(collection, occurrence_indexes(86_400))
+        assert (await ttl())["expireAfterSeconds"] == 86_400
+        assert await collection.count_documents({}) == 1  # the index went, not the records
+    finally:
+        await admin.admin.command("configureFailPoint", "failCommand", mode="off")
+        await admin.close()
+
+
+def test_the_retention_setting_is_read_in_days_within_bounds() -> None:
+    assert Settings.from_env({}).occurrence_retention_days == 7
+    days = Settings.from_env({"GATEWAY_OCCURRENCE_RETENTION_DAYS": "30"})
+    assert days.occurrence_retention_days == 30
+    for wrong in ("0", "366", "a week"):
+        with pytest.raises(ConfigError, match="GATEWAY_OCCURRENCE_RETENTION_DAYS"):
+            Settings.from_env({"GATEWAY_OCCURRENCE_RETENTION_DAYS": wrong})
+
+
+async def test_the_admin_uis_dry_run_shows_the_occurrence_id_of_each_item(
+    client: Client, services: Services
+) -> None:
+    await upload_mapping(client, ALARMS.replace("key: [plate]", "key: [plate]\nitems: alarms"))
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/mappings/alarms")
+    batch = {
+        "alarms": [
+            {"plate": "ABC1D23", "alarm": "panic", "id": "a1b2c3"},
+            {"plate": "ABC1D23", "alarm": "sos"},
+        ]
+    }
+    response = await client.post(
+        "/admin/mappings/alarms/test", data={"csrf": token, "payload": json.dumps(batch)}
+    )
+    page = await response.text()
+    assert response.status == 200, page
+    shown = page.split('data-testid="dry-run-occurrence">')[1:]
+    assert len(shown) == 2, page
+    assert shown[0].startswith("Ocorrência do parceiro (occurrence_id): <code>a1b2c3</code>")
+    assert "nenhuma: os eventos seriam anunciados a cada envio" in shown[1].split("</p>")[0]

@@ -16,7 +16,9 @@ by `schemas/mapping.schema.json` and documented in `docs/mappings.md`.
         inbound:  .probe(payload) -> dict | None     the answer to a partner's ping, if it is one
                   .items(payload, *, texts=None) -> list   batch items; one object -> [payload]
                   .apply(item, *, secrets=None, texts=None) -> MappedDocument(document, key,
-                                                  events, event_data, forward, also: [MappedTarget])
+                                                  events, event_data, forward, also: [MappedTarget],
+                                                  lifted, occurrence)
+                  .has_occurrence_id                 whether `occurrence_id` is declared
         DecodedTexts()   one per payload, given to its items() and every item's apply(): each
                          text from_json()/from_xml() reads is parsed once per payload, and
                          what the items map to together is bounded (MAX_PAYLOAD_OUTPUT_CHARS)
@@ -42,7 +44,15 @@ from .engine import CompiledMapping
 from .expressions import DecodedTexts
 from .files import read_sample, test_file, validate_file
 from .loader import load_mapping
-from .model import Direction, Emit, FieldCatalog, MappedDocument, MappedTarget, OutboundRequest
+from .model import (
+    Direction,
+    Emit,
+    FieldCatalog,
+    MappedDocument,
+    MappedTarget,
+    OutboundRequest,
+    announces,
+)
 from .paths import flatten, unflatten
 from .transforms import TRANSFORM_NAMES
 
@@ -56,6 +66,7 @@ __all__ = [
     "MappedDocument",
     "MappedTarget",
     "OutboundRequest",
+    "announces",
     "flatten",
     "load_mapping",
     "read_sample",

@@ -88,6 +88,11 @@ class CompiledMapping:
         return tuple(a.entity_type for a in self._plan.also)
 
     @property
+    def has_occurrence_id(self) -> bool:
+        """Whether the mapping names the partner's id of an item's occurrence (`occurrence_id`)."""
+        return bool(self._plan.occurrence)
+
+    @property
     def secrets(self) -> frozenset[str]:
         """Names of the secrets the mapping reads: pass them all to apply/build_request."""
         return self._plan.secrets
@@ -247,6 +252,7 @@ class CompiledMapping:
         event_data: dict[str, Any] = {}
         forward = self._forward
         also: tuple[MappedTarget, ...] = ()
+        occurrence: str | None = None
         try:
             document = evaluate(plan.fields, payload, run)
             key = _key(plan.key, document, run)
@@ -263,12 +269,10 @@ class CompiledMapping:
             if plan.also:
                 run.main = document
                 also = tuple(_also(plan.also, payload, run))
-            if plan.occurrence and (occurrence := _occurrence(plan.occurrence, payload, run)):
-                events = tuple(e._replace(occurrence=occurrence) for e in events)
-                also = tuple(
-                    t._replace(events=tuple(e._replace(occurrence=occurrence) for e in t.events))
-                    for t in also
-                )
+            if plan.occurrence:
+                source = describe(self.source.get(OCCURRENCE))
+                occurrence = _occurrence(plan.occurrence, payload, run, source)
+                events, also = _of_occurrence(occurrence, events, also)
         except EvalError as error:  # a spent budget, or a failing emit condition
             if not error.recorded:
                 record(run, error, "emit")
@@ -278,7 +282,7 @@ class CompiledMapping:
             raise payload_error(self.name, run.problems, run.dropped)
         forward = forward or ()
         lifted = _lifted(plan.forward, forward)
-        return MappedDocument(document, key, events, event_data, forward, also, lifted)
+        return MappedDocument(document, key, events, event_data, forward, also, lifted, occurrence)
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -380,18 +384,39 @@ def _lifted(guards: tuple[Guard, ...], forward: Forward) -> tuple[str, ...]:
     return tuple(g.target for g in guards if g.target not in kept)
 
 
-def _occurrence(table: Table, payload: Any, run: Run) -> str | None:
-    """The item's `occurrence_id` as text (a number's digits); None when the payload has
-    none (its events are then announced as `announce` says). An object or a list is a
-    problem at `occurrence_id`: an id is a text or a number."""
+def _occurrence(table: Table, payload: Any, run: Run, source: str) -> str | None:
+    """The item's `occurrence_id` as text (a number's digits); None when the payload gives
+    none (absent, null, or blank text): its events are then announced as `announce` says,
+    every copy. Anything else (true, an object, a list) is a problem at `occurrence_id`: an
+    id is a text or a number, and the problem points where the payload has it (`source`)."""
     value = evaluate(table, payload, run).get(OCCURRENCE)
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
+        if isinstance(value, bool | dict | list):
+            kind = (
+                "a boolean" if isinstance(value, bool) else
+                "an object" if isinstance(value, dict) else "a list"
+            )  # fmt: skip
+            raise EvalError("type", f"{kind} is not an id: an id is a text or a number")
         return to_string(value)
     except EvalError as error:
+        error.source = error.source or source
         record(run, error, OCCURRENCE)
         return None
+
+
+def _of_occurrence(
+    occurrence: str | None, events: tuple[Emit, ...], also: tuple[MappedTarget, ...]
+) -> tuple[tuple[Emit, ...], tuple[MappedTarget, ...]]:
+    """The item's events (and its `also` targets' events), each carrying its occurrence."""
+    if occurrence is None:
+        return events, also
+    events = tuple(e._replace(occurrence=occurrence) for e in events)
+    also = tuple(
+        t._replace(events=tuple(e._replace(occurrence=occurrence) for e in t.events)) for t in also
+    )
+    return events, also
 
 
 def _also(plans: tuple[AlsoPlan, ...], payload: Any, run: Run) -> Iterator[MappedTarget]:

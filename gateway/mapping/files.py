@@ -10,10 +10,11 @@ from gateway.fleet.fix import parse_fix
 
 from ..errors import FieldProblem, InvalidPayload
 from ..formats import DocumentRefused, load_json_text, parse_xml
+from .engine import CompiledMapping
 from .expressions import DecodedTexts
 from .limits import MAX_FILE_BYTES
 from .loader import load_mapping
-from .model import IF_ABSENT, FieldCatalog
+from .model import IF_ABSENT, FieldCatalog, MappedDocument, MappedTarget, announces
 
 _MAX_SAMPLE_BYTES = 16 * 1024 * 1024
 
@@ -79,9 +80,9 @@ def test_file(
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
 
     Inbound: `{"target", "results": [{"document", "key", "events", "event_data",
-    "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's documents are
-    canonical fixes, checked as the append would); a partner's test call that the mapping's
-    `probe` recognises: `{"probe": answer}`, as the trigger answers it.
+    "occurrence_id"?, "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's
+    documents are canonical fixes, checked as the append would); a partner's test call that
+    the mapping's `probe` recognises: `{"probe": answer}`, as the trigger answers it.
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
     Secrets the mapping names but `secrets` lacks are shown as `<secret:name>`; `params` are
@@ -101,30 +102,7 @@ def test_file(
             mapped = mapping.apply(item, secrets=known, texts=texts)
             if mapping.target == "positions":
                 parse_fix(mapped.document)  # what a position trigger would refuse
-            result: dict[str, Any] = {
-                "document": mapped.document,
-                "key": mapped.key,
-                "events": list(mapped.event_types),
-                "event_data": mapped.event_data,
-            }
-            if mapped.forward:
-                result["only_forward"] = [_guarded(f, by) for f, by in mapped.forward]
-            if mapped.also:
-                result["also"] = [
-                    {
-                        "entity_type": t.entity_type,
-                        "document": t.document,
-                        "key": t.key,
-                        "events": list(t.event_types),
-                        **(
-                            {"only_forward": [_guarded(f, b) for f, b in t.forward]}
-                            if t.forward
-                            else {}
-                        ),
-                    }
-                    for t in mapped.also
-                ]
-            results.append(result)
+            results.append(_tested(mapping, mapped))
         return {
             "name": mapping.name,
             "direction": "inbound",
@@ -151,6 +129,41 @@ def test_file(
 
 
 test_file.__test__ = False  # type: ignore[attr-defined]  # a CLI helper, not a pytest test
+
+
+def _tested(mapping: CompiledMapping, mapped: MappedDocument) -> dict[str, Any]:
+    """One item's result: what it maps to, the events `when` lets through (with their
+    `announce` where it is not the default) and, when the mapping declares one, its
+    `occurrence_id` (null: the item gives none, its events are announced every time)."""
+    result: dict[str, Any] = {
+        "document": mapped.document,
+        "key": mapped.key,
+        "events": list(mapped.event_types),
+        "event_data": mapped.event_data,
+    }
+    if mapping.has_occurrence_id:
+        result["occurrence_id"] = mapped.occurrence
+    if shown := announces(mapped.events):
+        result["announce"] = shown
+    if mapped.forward:
+        result["only_forward"] = [_guarded(f, by) for f, by in mapped.forward]
+    if mapped.also:
+        result["also"] = [_tested_target(t) for t in mapped.also]
+    return result
+
+
+def _tested_target(target: MappedTarget) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "entity_type": target.entity_type,
+        "document": target.document,
+        "key": target.key,
+        "events": list(target.event_types),
+    }
+    if shown := announces(target.events):
+        result["announce"] = shown
+    if target.forward:
+        result["only_forward"] = [_guarded(f, b) for f, b in target.forward]
+    return result
 
 
 def _guarded(target: str, by: str) -> dict[str, Any]:

@@ -43,6 +43,14 @@ class Emit(NamedTuple):
     changed: tuple[str, ...] = ()
     occurrence: str | None = None
 
+    @property
+    def written_announce(self) -> Any:
+        """`announce` as the file writes it (`create`, `every`, `{changed: [...]}`); None for
+        the default, `change`."""
+        if self.changed:
+            return {"changed": list(self.changed)}
+        return None if self.announce == "change" else self.announce
+
     def announced(self, created: bool, changed: Sequence[str], data: Mapping[str, Any]) -> bool:
         """Whether a write (`created` it, or `changed` these dotted fields of `data`, the
         entity as written) announces this event."""
@@ -59,6 +67,12 @@ class Emit(NamedTuple):
             for field in changed
             for target in self.changed
         )
+
+
+def announces(events: Sequence[Emit]) -> dict[str, Any]:
+    """The `announce` of those of `events` that say other than the default, by event type
+    (what the dry run and `gateway mapping test` show beside the events)."""
+    return {e.type: shown for e in events if (shown := e.written_announce) is not None}
 
 
 class MappedTarget(NamedTuple):
@@ -80,8 +94,9 @@ class MappedTarget(NamedTuple):
 class MappedDocument(NamedTuple):
     """One inbound item, mapped: the entity fields, its lookup key, the events to emit, the
     fields `event_data` adds to those events, the only-forward fields, the further
-    entities the item writes (`also`) and the only-forward fields whose `unless` held (the
-    source is authoritative for them: `lifted`)."""
+    entities the item writes (`also`), the only-forward fields whose `unless` held (the
+    source is authoritative for them: `lifted`) and the item's `occurrence_id` as text (None
+    when the mapping declares none or the item gives none: its events carry it too)."""
 
     document: dict[str, Any]
     key: dict[str, Any]
@@ -90,6 +105,7 @@ class MappedDocument(NamedTuple):
     forward: Forward = ()
     also: tuple[MappedTarget, ...] = ()
     lifted: tuple[str, ...] = ()
+    occurrence: str | None = None
 
     @property
     def event_types(self) -> tuple[str, ...]:

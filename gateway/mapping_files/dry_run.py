@@ -18,6 +18,7 @@ from gateway.mapping import (
     DecodedTexts,
     MappedDocument,
     MappedTarget,
+    announces,
     read_sample,
 )
 from gateway.mapping_files.source import MappingSource
@@ -153,6 +154,8 @@ class MappingDryRun:
             "key": mapped.key,
             "event_data": mapped.event_data,
         }
+        if mapping.has_occurrence_id:  # null: this item gives none, announced every time
+            out["occurrence_id"] = mapped.occurrence
         if mapping.target == "positions":  # a fix for the track: events come from the fold
             out["events"] = []
             try:
@@ -164,6 +167,8 @@ class MappingDryRun:
         etype = mapping.entity_type
         if etype is None:
             out["events"] = list(mapped.event_types)
+            if shown := announces(mapped.events):
+                out["announce"] = shown
             return out
         out.update(await self._target(tenant, etype, mapped, lookup))
         if mapped.also:
@@ -217,7 +222,10 @@ class MappingDryRun:
             self._schemas.check(etype, merged, kind_schema=kind_schema)
         except InvalidPayload as exc:
             entity["errors"] = [p.as_dict() for p in exc.problems]
-        return {"events": events, "entity": entity}
+        result: dict[str, Any] = {"events": events}
+        if shown := announces(mapped.events):
+            result["announce"] = shown  # why the write would announce those it lists
+        return {**result, "entity": entity}
 
     async def _find_entity(
         self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]

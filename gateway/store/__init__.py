@@ -28,8 +28,9 @@ from gateway.store.kinds import KindStore
 from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
 from gateway.store.notify import NotifyStores
-from gateway.store.occurrences import INDEXES as OCCURRENCE_INDEXES
+from gateway.store.occurrences import DEFAULT_RETENTION_SECONDS as OCCURRENCE_RETENTION
 from gateway.store.occurrences import OccurrenceStore
+from gateway.store.occurrences import indexes as occurrence_indexes
 from gateway.store.partners import PartnerStore
 from gateway.store.positions import PositionStore
 from gateway.store.rejected import INDEXES as REJECTED_INDEXES
@@ -45,7 +46,13 @@ __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 
 
 class Store:
-    def __init__(self, db: Database, health: DatabaseHealth | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        health: DatabaseHealth | None = None,
+        *,
+        occurrence_retention_seconds: int = OCCURRENCE_RETENTION,
+    ) -> None:
         self.db = db
         # TTL indexes, and expiry by the gateway where the server's sweep reads whole
         # collections (expiry.py).
@@ -62,7 +69,7 @@ class Store:
         self.relay_commits = GroupCommit(db.client, journaled=False)
         self.entities = EntityStore(db["entities"], self.commits, self.relay_commits)
         self.events = EventStore(db["events"])
-        self.occurrences = OccurrenceStore(db["occurrences"])
+        self.occurrences = OccurrenceStore(db["occurrences"], occurrence_retention_seconds)
         self.kinds = KindStore(db["kinds"], db["entities"])
         self.mappings = MappingStore(db)
         self.triggers = TriggerStore(db["triggers"])
@@ -110,7 +117,9 @@ class Store:
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
         await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES)
         await self.expiry.create_indexes(self.db["signature_memory"], SIGNATURE_MEMORY_INDEXES)
-        await self.expiry.create_indexes(self.db["occurrences"], OCCURRENCE_INDEXES)
+        await self.expiry.create_indexes(
+            self.db["occurrences"], occurrence_indexes(self.occurrences.retention_seconds)
+        )
         await self.entities.backfill_lookup_keys()
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes(scans_id_ranges=scans)

@@ -58,7 +58,11 @@ async def open_store(
     )
     tasks: list[asyncio.Task[None]] = []
     try:
-        store = Store(client[settings.database], health)
+        store = Store(
+            client[settings.database],
+            health,
+            occurrence_retention_seconds=settings.occurrence_retention_days * 86_400,
+        )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
         tasks.append(asyncio.create_task(_expire(store)))
         try:

@@ -13,11 +13,13 @@ documents that stay. Every collection with a TTL goes through `create_indexes` h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pymongo import IndexModel
+from pymongo.errors import OperationFailure
 
 from gateway.store.client import Collection, Doc, translate_errors
 
@@ -38,13 +40,17 @@ class Expiry:
     async def create_indexes(self, collection: Collection, models: Sequence[IndexModel]) -> None:
         """`collection.create_indexes(models)`; where the gateway expires documents itself,
         each TTL index as a plain one (an earlier TTL index of that name is replaced), its TTL
-        kept here."""
-        if not self.by_gateway:
-            with translate_errors():
-                await collection.create_indexes(list(models))
-            return
+        kept here. Elsewhere a TTL index whose `expireAfterSeconds` a setting changed since
+        it was created is changed first (collMod; dropped and created again where the server
+        cannot), since creating it anew with another TTL is refused."""
         with translate_errors():
             existing = {i["name"]: i for i in await (await collection.list_indexes()).to_list(None)}
+        if not self.by_gateway:
+            with translate_errors():
+                for model in models:
+                    await _follow_ttl(collection, model.document, existing)
+                await collection.create_indexes(list(models))
+            return
         plain: list[IndexModel] = []
         for model in models:
             spec = dict(model.document)
@@ -84,3 +90,21 @@ class Expiry:
             with translate_errors():
                 deleted += (await ttl.collection.delete_many(query)).deleted_count
         return deleted
+
+
+async def _follow_ttl(
+    collection: Collection, spec: Mapping[str, Any], existing: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """An existing index of this TTL index's name whose `expireAfterSeconds` differs: given
+    the new one in place (collMod), or dropped (for `create_indexes` to create again) where
+    the server refuses that."""
+    seconds = spec.get("expireAfterSeconds")
+    index = existing.get(spec["name"])
+    if seconds is None or index is None or index.get("expireAfterSeconds") == seconds:
+        return
+    try:
+        await collection.database.command(
+            "collMod", collection.name, index={"name": spec["name"], "expireAfterSeconds": seconds}
+        )
+    except OperationFailure:  # a server without collMod, or an index that is no TTL index
+        await collection.drop_index(spec["name"])

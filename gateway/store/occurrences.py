@@ -1,13 +1,14 @@
-"""The `occurrences` collection: which event announced a partner's occurrence, kept
-`RETENTION_SECONDS` (7 days), so that a redelivery of the same occurrence (a webhook the
-partner sends again) is not announced a second time.
+"""The `occurrences` collection: which event announced a partner's occurrence, kept the
+retention (`GATEWAY_OCCURRENCE_RETENTION_DAYS`, 7 days by default), so that a redelivery of
+the same occurrence (a webhook the partner sends again) is not announced a second time.
 
 A record is `{_id: "<sha256 of tenant, origin, entity type, event type, occurrence id>",
 tenant, event_id, at}`: the first event of that occurrence the relay stored, and when. The
 relay claims an event's occurrence before storing it (`first`): of two events of one
 occurrence, relayed together or by two processes at once, only one wins the unique insert;
-the other is dropped. A TTL index drops records after RETENTION_SECONDS, and a record older
-than that is taken over (TTL deletion runs only now and then).
+the other is dropped. A TTL index drops records after the retention, and a record older
+than that is taken over (TTL deletion runs only now and then). The index follows a changed
+retention when the indexes are created at start (`store/expiry.py`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pymongo import ASCENDING, IndexModel
 
 from gateway.store.client import Collection, Doc, insert_new, translate_errors
 
-RETENTION_SECONDS: Final = 7 * 24 * 3600
-INDEXES: Final = [
-    IndexModel([("at", ASCENDING)], expireAfterSeconds=RETENTION_SECONDS, name="ttl"),
-]
+DEFAULT_RETENTION_SECONDS: Final = 7 * 24 * 3600
+
+
+def indexes(retention_seconds: int) -> list[IndexModel]:
+    return [IndexModel([("at", ASCENDING)], expireAfterSeconds=retention_seconds, name="ttl")]
 
 
 def occurrence_key(
@@ -54,12 +56,15 @@ def _event_key(event: Doc) -> str | None:
 
 
 class OccurrenceStore:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(
+        self, collection: Collection, retention_seconds: int = DEFAULT_RETENTION_SECONDS
+    ) -> None:
         self._c = collection
+        self.retention_seconds = retention_seconds
 
     async def announced(self, keys: Sequence[str], now: datetime) -> set[str]:
         """Those of these occurrence keys an event announced within the retention."""
-        since = now - timedelta(seconds=RETENTION_SECONDS)
+        since = now - timedelta(seconds=self.retention_seconds)
         query = {"_id": {"$in": sorted(set(keys))}, "at": {"$gt": since}}
         with translate_errors():
             return {doc["_id"] async for doc in self._c.find(query, {"_id": 1})}
@@ -80,7 +85,7 @@ class OccurrenceStore:
         with translate_errors():
             cursor = self._c.find({"_id": {"$in": keys}}, {"event_id": 1, "at": 1})
             held = {doc["_id"]: doc async for doc in cursor}
-        since = now - timedelta(seconds=RETENTION_SECONDS)
+        since = now - timedelta(seconds=self.retention_seconds)
         repeats: set[Any] = set()
         for claim in claims:
             record = held.get(claim["_id"])

@@ -18,7 +18,7 @@ from typing import Any
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.fleet.fix import parse_fix
-from gateway.mapping import CompiledMapping, DecodedTexts, Emit
+from gateway.mapping import CompiledMapping, DecodedTexts, Emit, MappedDocument
 from gateway.mapping.paths import source_pointer
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -109,6 +109,7 @@ class Pipeline:
         if mapping is not None:
             with stage("mapping"):
                 mapped = mapping.apply(item, texts=texts, received=received)
+            self._count_missing_occurrence(trigger, mapping, mapped)
             fields, events, key = mapped.document, mapped.events, mapped.key
             detail, forward = mapped.event_data, mapped.forward
             lifted = tuple(
@@ -143,6 +144,20 @@ class Pipeline:
         if mapping is not None and mapping.also_entity_types:
             lane = ALSO_LANE
         return Prepared(fields, events, lane, detail, forward, tuple(also), lifted)
+
+    def _count_missing_occurrence(
+        self, trigger: CompiledTrigger, mapping: CompiledMapping, mapped: MappedDocument
+    ) -> None:
+        """An item with events that gives no `occurrence_id` its mapping declares (the
+        partner left it out, or the spec reads the wrong place): its events are announced as
+        `announce` says, every copy again; counted so that an operator sees it."""
+        if (
+            self._metrics is not None
+            and mapped.occurrence is None
+            and mapping.has_occurrence_id
+            and (mapped.events or any(t.events for t in mapped.also))
+        ):
+            self._metrics.occurrence_ids_missing.labels(trigger.id).inc()
 
     def fix(
         self,
