@@ -445,9 +445,23 @@ async def test_where_the_server_expires_occurrences_a_changed_retention_changes_
         await expiry.create_indexes(collection, occurrence_indexes(86_400))
         assert (await ttl())["expireAfterSeconds"] == 86_400
         assert await collection.count_documents({}) == 1  # the index went, not the records
+        # Two processes starting at once both drop it: the second finds it gone, and starts.
+        await asyncio.gather(
+            *(Expiry().create_indexes(collection, occurrence_indexes(2 * 86_400)) for _ in "ab")
+        )
+        assert (await ttl())["expireAfterSeconds"] == 2 * 86_400
     finally:
         await admin.admin.command("configureFailPoint", "failCommand", mode="off")
         await admin.close()
+
+    # A one-shot command (`gateway cleanup` from a shell without the serving processes'
+    # settings) leaves an existing TTL as it is, and creates a missing index with its own.
+    one_shot = Expiry(follow_settings=False)
+    await one_shot.create_indexes(collection, occurrence_indexes(7 * 86_400))
+    assert (await ttl())["expireAfterSeconds"] == 2 * 86_400
+    fresh = services.store.db["occurrences_ttl_fresh"]
+    await one_shot.create_indexes(fresh, occurrence_indexes(7 * 86_400))
+    assert (await fresh.index_information())["ttl"]["expireAfterSeconds"] == 7 * 86_400
 
 
 def test_the_retention_setting_is_read_in_days_within_bounds() -> None:

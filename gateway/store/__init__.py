@@ -52,11 +52,13 @@ class Store:
         health: DatabaseHealth | None = None,
         *,
         occurrence_retention_seconds: int = OCCURRENCE_RETENTION,
+        follow_ttl_settings: bool = True,
     ) -> None:
         self.db = db
         # TTL indexes, and expiry by the gateway where the server's sweep reads whole
-        # collections (expiry.py).
-        self.expiry = Expiry()
+        # collections (expiry.py); a one-shot command leaves the server's TTLs as the serving
+        # processes set them (`follow_ttl_settings` False).
+        self.expiry = Expiry(follow_settings=follow_ttl_settings)
         # What requests check before touching the database (see health.py).
         self.health = health or DatabaseHealth()
         # Why the indexes could not all be created at start, until they are (connection.py

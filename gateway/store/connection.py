@@ -62,6 +62,9 @@ async def open_store(
             client[settings.database],
             health,
             occurrence_retention_seconds=settings.occurrence_retention_days * 86_400,
+            # A one-shot command run from a shell without the serving processes' settings
+            # must not set their TTL indexes back to its defaults.
+            follow_ttl_settings=not attach,
         )
         tasks.append(asyncio.create_task(health.run_prober(store.ping)))
         tasks.append(asyncio.create_task(_expire(store)))

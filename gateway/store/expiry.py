@@ -23,6 +23,8 @@ from pymongo.errors import OperationFailure
 
 from gateway.store.client import Collection, Doc, translate_errors
 
+INDEX_NOT_FOUND = 27
+
 
 @dataclass(slots=True)
 class _Ttl:
@@ -33,8 +35,11 @@ class _Ttl:
 
 
 class Expiry:
-    def __init__(self) -> None:
+    def __init__(self, *, follow_settings: bool = True) -> None:
         self.by_gateway = False  # set from the server before the indexes are created
+        # False (a one-shot command): an existing TTL index keeps the TTL it has, whatever
+        # this process's settings say; the serving processes' settings decide it.
+        self.follow_settings = follow_settings
         self._ttls: dict[tuple[str, str], _Ttl] = {}  # (collection, index name)
 
     async def create_indexes(self, collection: Collection, models: Sequence[IndexModel]) -> None:
@@ -42,14 +47,20 @@ class Expiry:
         each TTL index as a plain one (an earlier TTL index of that name is replaced), its TTL
         kept here. Elsewhere a TTL index whose `expireAfterSeconds` a setting changed since
         it was created is changed first (collMod; dropped and created again where the server
-        cannot), since creating it anew with another TTL is refused."""
+        cannot), since creating it anew with another TTL is refused; unless this process
+        does not follow its settings (`follow_settings`): then it is left as it is."""
         with translate_errors():
             existing = {i["name"]: i for i in await (await collection.list_indexes()).to_list(None)}
         if not self.by_gateway:
             with translate_errors():
-                for model in models:
-                    await _follow_ttl(collection, model.document, existing)
-                await collection.create_indexes(list(models))
+                if self.follow_settings:
+                    for model in models:
+                        await _follow_ttl(collection, model.document, existing)
+                    kept = list(models)
+                else:
+                    kept = [m for m in models if not _ttl_differs(m.document, existing)]
+                if kept:
+                    await collection.create_indexes(kept)
             return
         plain: list[IndexModel] = []
         for model in models:
@@ -92,19 +103,30 @@ class Expiry:
         return deleted
 
 
+def _ttl_differs(spec: Mapping[str, Any], existing: Mapping[str, Mapping[str, Any]]) -> bool:
+    """A TTL index whose existing index of the same name has another `expireAfterSeconds`."""
+    seconds = spec.get("expireAfterSeconds")
+    index = existing.get(spec["name"])
+    return seconds is not None and index is not None and index.get("expireAfterSeconds") != seconds
+
+
 async def _follow_ttl(
     collection: Collection, spec: Mapping[str, Any], existing: Mapping[str, Mapping[str, Any]]
 ) -> None:
     """An existing index of this TTL index's name whose `expireAfterSeconds` differs: given
     the new one in place (collMod), or dropped (for `create_indexes` to create again) where
     the server refuses that."""
-    seconds = spec.get("expireAfterSeconds")
-    index = existing.get(spec["name"])
-    if seconds is None or index is None or index.get("expireAfterSeconds") == seconds:
+    if not _ttl_differs(spec, existing):
         return
+    seconds = spec["expireAfterSeconds"]
     try:
         await collection.database.command(
             "collMod", collection.name, index={"name": spec["name"], "expireAfterSeconds": seconds}
         )
     except OperationFailure:  # a server without collMod, or an index that is no TTL index
-        await collection.drop_index(spec["name"])
+        try:
+            await collection.drop_index(spec["name"])
+        except OperationFailure as exc:
+            if exc.code != INDEX_NOT_FOUND:
+                raise
+            # Another process starting at the same time dropped it first.
