@@ -307,6 +307,13 @@ async def test_an_item_without_an_occurrence_id_is_announced_every_time_and_coun
     # No event to announce, nothing to count; an id is counted as nothing either.
     await send_to(client, trigger, {"plate": "ABC1D23"})
     await send_to(client, trigger, {"plate": "ABC1D23", "alarm": "panic", "id": "x1"})
+    # An item refused (no vehicle can have that plate) announces nothing: not counted.
+    refused = await client.post(
+        f"/hooks/{trigger['id']}",
+        json={"plate": "not a plate", "alarm": "panic"},
+        headers={"Authorization": f"Bearer {trigger['token']}"},
+    )
+    assert refused.status == 422, await refused.text()
     await drain(client.app[services_key])
 
     stored = await _stored(client, "vehicle.alert")

@@ -109,7 +109,6 @@ class Pipeline:
         if mapping is not None:
             with stage("mapping"):
                 mapped = mapping.apply(item, texts=texts, received=received)
-            self._count_missing_occurrence(trigger, mapping, mapped)
             fields, events, key = mapped.document, mapped.events, mapped.key
             detail, forward = mapped.event_data, mapped.forward
             lifted = tuple(
@@ -143,6 +142,8 @@ class Pipeline:
                 self._entities.natural_key(upsert.etype, upsert.fields)
         if mapping is not None and mapping.also_entity_types:
             lane = ALSO_LANE
+        if mapping is not None:  # an item refused above announces nothing: not counted
+            self._count_missing_occurrence(trigger, mapping, mapped)
         return Prepared(fields, events, lane, detail, forward, tuple(also), lifted)
 
     def _count_missing_occurrence(
