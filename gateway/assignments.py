@@ -7,8 +7,10 @@
     end(tenant, vehicle, at=, source=, ref=, author=) -> AssignResult | None
         The reporter says its driver stopped driving at `at` (a tracker's logout): the change
         in force then, if it names a driver and came from `source` (and, given `ref`, with
-        that ref), is followed by "nobody" from `at`; a change any other source recorded
-        (an admin's, an ERP's) is left alone. None when nothing was ended.
+        that ref), is followed by "nobody" from `at`; so is no change at all (the end came
+        before the identification it ends: that one then lasts up to `at`). A change any
+        other source recorded (an admin's, an ERP's), and an identification at `at` itself,
+        are left alone. None when nothing was recorded.
     driver_at(tenant, vehicle, when) -> Assignment | None     "who drove at the infraction"
     current(tenant, vehicle) -> Assignment | None              driver_at(now)
     history(tenant, vehicle, before=, limit=) -> [Assignment]  newest first
@@ -35,7 +37,7 @@ from gateway.clock import utcnow
 from gateway.entities import EntityService, Origin
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc
-from gateway.store.assignments import AssignmentStore
+from gateway.store.assignments import AssignmentStore, change_id
 
 Source = Literal["erp", "hr", "checklist", "admin", "flow", "tracker"]
 SOURCES: tuple[str, ...] = ("erp", "hr", "checklist", "admin", "flow", "tracker")
@@ -142,18 +144,29 @@ class AssignmentService:
         author: str,
     ) -> AssignResult | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
-        in_force = await self._store.at(tenant, str(vehicle["_id"]), at)
-        if (
-            in_force is None
-            or in_force.get("driver") is None
+        vid = str(vehicle["_id"])
+        at = self._check(at, self._clock(), source, ref)
+        in_force = await self._store.at(tenant, vid, at)
+        if in_force is None:
+            # The end came before the identification it ends (a partner's retry, a feed
+            # read late): recorded all the same, so that the identification, when it comes,
+            # lasts only up to it.
+            ended = ref
+        elif (
+            in_force.get("driver") is None
             or in_force["source"] != source
             or (ref is not None and in_force.get("ref") != ref)
+            # An identification at the very instant of the end (the next driver's key read
+            # as the last one's session ends): the identification stands, whichever of the
+            # two came first.
+            or in_force["_id"] == change_id(tenant, vid, at)
         ):
             return None
-        # The ended change's ref says what ended: "nobody, after geotab_driver_id:b3A".
-        ended = in_force.get("ref")
+        else:
+            # The ended change's ref says what ended: "nobody, after geotab_driver_id:b3A".
+            ended = in_force.get("ref")
         return await self.assign(
-            tenant, str(vehicle["_id"]), None, start=at, source=source, ref=ended, author=author
+            tenant, vid, None, start=at, source=source, ref=ended, author=author
         )
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:

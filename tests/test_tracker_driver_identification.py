@@ -13,6 +13,8 @@ import copy
 import json
 from typing import Any
 
+import pytest
+
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, geotab
 from tests.flow_support import drain, fine_email_flow, get
@@ -135,7 +137,8 @@ async def test_a_logout_leaves_an_assignment_another_source_recorded_alone(
     client: Client,
 ) -> None:
     """An admin assigned Ana after Bruno's key: Geotab's logout ends no one's assignment then
-    (it is not the tracker's), and a logout with no identification before it records nothing."""
+    (it is not the tracker's). A logout with nothing in force records "nobody" (an
+    identification relayed after it lasts only up to it), which the admin's change follows."""
     vehicle = {"plate": "ABC1D23", "attributes": {"tracker_id": "b1"}}
     await post(client, "/api/v1/entities/vehicle", vehicle)
     await post(client, "/api/v1/entities/driver", ANA)
@@ -149,7 +152,8 @@ async def test_a_logout_leaves_an_assignment_another_source_recorded_alone(
     early = {**logout, "id": "aLogout1", "dateTime": "2026-01-21T06:00:00.000Z"}
     await _send(client, geotab, {"result": {"data": [early], "toVersion": "1"}})
     await drain(client.app[services_key])
-    assert (await get(client, DRIVERS))["items"] == []  # nothing in force: nothing to end
+    [nobody] = (await get(client, DRIVERS))["items"]
+    assert nobody["driver"] is None and nobody["source"] == "tracker"
 
     await post(client, DRIVERS, {"driver": ANA["cpf"], "start": "2026-01-21T07:00:00Z"})
     await _send(client, geotab, {"result": {"data": [key], "toVersion": "2"}})
@@ -161,11 +165,11 @@ async def test_a_logout_leaves_an_assignment_another_source_recorded_alone(
 
     logouts = (await get(client, "/api/v1/events?type=vehicle.driver.unidentified"))["items"]
     assert len(logouts) == 2  # both reported; neither ended anything
-    admin, tracker, first = (await get(client, DRIVERS))["items"]
+    admin, tracker, first, nobody = (await get(client, DRIVERS))["items"]
     assert admin["driver"]["cpf"] == ANA["cpf"] and admin["source"] == "admin"
     assert admin["end"] is None  # the logout at 14:00 left the admin's assignment alone
     assert tracker["driver"]["cpf"] == BRUNO["cpf"] and tracker["end"] == admin["start"]
-    assert first["driver"]["cpf"] == ANA["cpf"]
+    assert first["driver"]["cpf"] == ANA["cpf"] and nobody["end"] == first["start"]
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["current_driver"]["cpf"] == ANA["cpf"]
 
@@ -203,6 +207,65 @@ async def test_a_traccar_driver_change_without_an_id_ends_the_identification(
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["attributes"]["traccar_driver_unique_id"] == ""
     assert vehicle.get("current_driver") is None
+
+
+def _traccar_change(unique_id: str, at: str, event_id: int) -> Any:
+    """Traccar's driverChanged forward naming `unique_id` ("" for none) at `at`."""
+    change = _payload("traccar_event_forward_driver_changed.json")
+    change["event"]["id"] = event_id  # one id is announced once
+    change["event"]["attributes"]["driverUniqueId"] = unique_id
+    change["event"]["eventTime"] = change["position"]["fixTime"] = at
+    return change
+
+
+async def test_an_end_relayed_before_its_identification_still_ends_it(client: Client) -> None:
+    """Traccar retries a forward that failed: the identification may come after the end of
+    it. The end is recorded all the same, and the identification lasts only up to it."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    bruno = {**BRUNO, "attributes": {"traccar_driver_unique_id": "B"}}
+    await post(client, "/api/v1/entities/driver", bruno)
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, _traccar_change("", "2026-11-21T11:40:00.000+00:00", 2))
+    await drain(client.app[services_key])
+    await _send(client, traccar, _traccar_change("B", "2026-11-21T08:10:00.000+00:00", 1))
+    await drain(client.app[services_key])
+
+    ended, identified = (await get(client, DRIVERS))["items"]
+    assert identified["driver"]["cpf"] == BRUNO["cpf"]
+    assert identified["start"] == "2026-11-21T08:10:00+00:00"
+    assert identified["end"] == ended["start"] == "2026-11-21T11:40:00+00:00"
+    assert ended["driver"] is None and ended["source"] == "tracker"
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle.get("current_driver") is None
+
+
+@pytest.mark.parametrize("end_first", [False, True])
+async def test_an_identification_at_the_instant_of_an_end_stands_whichever_comes_first(
+    client: Client, end_first: bool
+) -> None:
+    """A's key removed and B's read at the same second: B drives from then, in either
+    order of arrival (the end does not overwrite the identification at its instant)."""
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    for person, unique_id in ((ANA, "A"), (BRUNO, "B")):
+        driver = {**person, "attributes": {"traccar_driver_unique_id": unique_id}}
+        await post(client, "/api/v1/entities/driver", driver)
+    traccar = await _trigger(client, "traccar-event")
+    await _send(client, traccar, _traccar_change("A", "2026-11-21T07:00:00.000+00:00", 1))
+    await drain(client.app[services_key])
+    same_instant = [
+        _traccar_change("B", "2026-11-21T08:10:05.000+00:00", 2),
+        _traccar_change("", "2026-11-21T08:10:05.000+00:00", 3),
+    ]
+    for change in reversed(same_instant) if end_first else same_instant:
+        await _send(client, traccar, change)
+        await drain(client.app[services_key])
+
+    newest, first = (await get(client, DRIVERS))["items"]
+    assert first["driver"]["cpf"] == ANA["cpf"]
+    assert newest["driver"]["cpf"] == BRUNO["cpf"] and newest["end"] is None
+    assert newest["start"] == first["end"] == "2026-11-21T08:10:05+00:00"
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["current_driver"]["cpf"] == BRUNO["cpf"]
 
 
 async def test_a_late_older_identification_fills_only_the_gap_before_the_newer_one(
