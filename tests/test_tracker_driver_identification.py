@@ -133,6 +133,42 @@ async def test_a_geotab_driver_change_assigns_our_driver_until_the_logout_and_fi
     assert len((await get(client, DRIVERS))["items"]) == 2
 
 
+async def test_geotab_records_uploaded_late_still_assign_and_end_at_their_times(
+    client: Client,
+) -> None:
+    """A GO device out of coverage uploads its buffered DriverChange records after newer
+    ones: each still takes its place in the vehicle's history, and a page read again adds
+    nothing (each record is one occurrence)."""
+    vehicle = {"plate": "ABC1D23", "attributes": {"tracker_id": "b1"}}
+    await post(client, "/api/v1/entities/vehicle", vehicle)
+    await post(
+        client, "/api/v1/entities/driver", {**ANA, "attributes": {"geotab_driver_id": "c4B"}}
+    )
+    bruno = {**BRUNO, "attributes": {"geotab_driver_id": "b3A"}}
+    await post(client, "/api/v1/entities/driver", bruno)
+    key, logout = _payload("geotab_getfeed_driverchange.json")["result"]["data"]  # 08:02, 13:13
+    ana_late = {**key, "id": "aAna14", "driver": {"id": "c4B"}, "dateTime": "2026-01-21T14:00:00Z"}
+    ana_early = {**ana_late, "id": "aAna06", "dateTime": "2026-01-21T06:00:00Z"}
+    geotab = await _trigger(client, "geotab-driverchange")
+    pages = [[key], [ana_late], [logout], [ana_early]]  # the last two uploaded late
+    for n, records in enumerate(pages * 2):  # then the whole feed read again
+        await _send(client, geotab, {"result": {"data": records, "toVersion": str(n)}})
+        await drain(client.app[services_key])
+
+    history = [
+        (change["start"][11:16], (change["driver"] or {}).get("cpf"))
+        for change in reversed((await get(client, DRIVERS))["items"])
+    ]
+    assert history == [
+        ("06:00", ANA["cpf"]),
+        ("08:02", BRUNO["cpf"]),
+        ("13:13", None),
+        ("14:00", ANA["cpf"]),
+    ]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["geotab_driver_id"] == "c4B"  # the newest record's
+
+
 async def test_a_logout_leaves_an_assignment_another_source_recorded_alone(
     client: Client,
 ) -> None:
