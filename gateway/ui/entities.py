@@ -18,6 +18,7 @@ from gateway.events import public_event
 from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
 from gateway.store.entities import FILTERABLE
+from gateway.ui.entity_forms import label_of
 from gateway.ui.fleet import vehicle_fleet
 from gateway.ui.forms import Form, number_field, read_values
 from gateway.ui.rendering import redirect, render
@@ -44,10 +45,12 @@ async def list_entities(request: web.Request) -> web.Response:
     typed = {k: v.strip() for k, v in request.query.items() if k in fields and v.strip()}
     filters = service.filters(etype, typed)
     docs = await service.find(tenant_of(request), etype, filters, after=cursor, limit=limit)
+    schema = services_of(request).schemas.entity_schema(etype)
     context: dict[str, Any] = {
         "etype": etype,
         "types": ENTITY_TYPES,
         "fields": fields,
+        "labels": {f: label_of(schema, f) for f in fields},
         "typed": typed,
         "items": [public(d) for d in docs],
         "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
