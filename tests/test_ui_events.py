@@ -97,3 +97,35 @@ async def test_a_strangers_event_is_not_found(client: Client, services: Services
     await log_in(client, tenant="globex", email="gil@globex.com")
     assert (await client.get(f"/admin/events/{event['id']}")).status == 404
     assert event["id"] not in await (await client.get("/admin/events")).text()
+
+
+async def test_a_deleted_entitys_link_answers_that_it_was_deleted_and_when(
+    client: Client, services: Services
+) -> None:
+    """The event log keeps linking an entity deleted since: its page is a 410 that says it
+    was deleted, when and by whom, and leads to its events; not a bare 404. An id that
+    never was an entity stays a 404."""
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    deleted = await client.delete(f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth())
+    assert deleted.status == 204
+    await drain(client.app[services_key])
+    await make_user(services)
+    await log_in(client)
+    events = await (await client.get("/api/v1/events?type=entity.created", headers=auth())).json()
+    [created] = events["items"]
+    event_page = await (await client.get(f"/admin/events/{created['id']}")).text()
+    link = f"/admin/entities/vehicle/{vehicle['id']}"
+    assert f'href="{link}"' in event_page
+    page = await client.get(link)
+    html = await page.text()
+    assert page.status == 410, html
+    assert "admin tester" in html  # who deleted it (the API token's origin)
+    assert "Este cadastro foi excluído em" in html and "ABC1D23" in html
+    [gone] = (
+        await (await client.get("/api/v1/events?type=entity.deleted", headers=auth())).json()
+    )["items"]
+    assert f'href="/admin/events/{gone["id"]}"' in html
+    assert f'href="/admin/events?entity_id={vehicle["id"]}"' in html
+    assert (await client.get("/admin/entities/vehicle/6b12de0290f53a65293eb5ff")).status == 404
+    # The same id under another type is no deleted driver.
+    assert (await client.get(f"/admin/entities/driver/{vehicle['id']}")).status == 404

@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway import paging
 from gateway.clock import from_iso
 from gateway.entities import public
-from gateway.errors import FieldProblem, InvalidPayload
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.events import public_event
 from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
@@ -59,7 +59,26 @@ async def list_entities(request: web.Request) -> web.Response:
 
 
 async def entity_page(request: web.Request) -> web.Response:
-    return await _entity(request, request.match_info["type"], request.match_info["ref"])
+    etype, ref = request.match_info["type"], request.match_info["ref"]
+    try:
+        return await _entity(request, etype, ref)
+    except NotFound:
+        if (deletion := await _deletion(request, etype, ref)) is None:
+            raise
+    # Links in the event log, flow runs and deliveries outlive the entity: its page says so.
+    context = {"etype": etype, "ref": ref, "event": deletion}
+    return render(request, "entities/deleted.html", context, status=410)
+
+
+async def _deletion(request: web.Request, etype: str, ref: str) -> dict[str, Any] | None:
+    """The `entity.deleted` event of the entity of this type and id, if it was deleted (and
+    the event log still holds it)."""
+    events = await services_of(request).events.find(
+        tenant_of(request), event_type="entity.deleted", entity_id=ref, limit=1
+    )
+    if not events or (events[0].get("entity") or {}).get("type") != etype:
+        return None
+    return public_event(events[0])
 
 
 async def _entity(
