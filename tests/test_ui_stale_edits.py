@@ -217,3 +217,24 @@ async def test_stale_channel_and_notice_settings_edits_are_refused(
     )
     assert "<code>cooldown_seconds</code></dt><dd><pre>600</pre>" in html
     assert stored["cooldown_seconds"] == 120
+
+
+async def test_a_stale_subscription_edit_is_refused(client: Client, services: Services) -> None:
+    erp = await create_partner(client, "http://127.0.0.1:19302")
+    action = await create_action(client, erp["id"])
+    body = {"action_id": action["id"], "event_types": ["entity.updated"]}
+    subscription = await post(client, "/api/v1/subscriptions", body)
+    await make_user(services)
+    await log_in(client)
+    base = f"/admin/subscriptions/{subscription['id']}"
+    html, stored = await _stale_save(
+        client,
+        base,
+        f"{base}/edit",
+        ("PATCH", f"/api/v1/subscriptions/{subscription['id']}", {"sample_seconds": 30}),
+        {"event_types": "entity.updated, entity.created"},
+    )
+    assert "<code>sample_seconds</code></dt><dd><pre>30</pre>" in html
+    assert sorted(stored["event_types"]) == ["entity.created", "entity.updated"]
+    # The refused page, saved as it stands, replaces theirs knowingly (its sampling empty).
+    assert stored["sample_seconds"] is None

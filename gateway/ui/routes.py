@@ -103,6 +103,7 @@ def add_ui_routes(ui: web.Application) -> None:
             web.get("/subscriptions", partners.list_subscriptions),
             web.post("/subscriptions", partners.create_subscription),
             web.get("/subscriptions/{id}", partners.subscription_page),
+            web.post("/subscriptions/{id}/edit", partners.edit_subscription),
             web.post("/subscriptions/{id}/rotate-secret", partners.rotate_subscription_secret),
             web.post("/subscriptions/{id}/status", partners.set_subscription_status),
             web.post("/subscriptions/{id}/delete", partners.delete_subscription),
