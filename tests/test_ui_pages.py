@@ -12,7 +12,7 @@ from gateway.services import Services
 from gateway.ui.navigation import NAV
 from tests.partner_double import create_action, create_partner, create_subscription
 from tests.support import auth
-from tests.ui_support import Client, csrf, form_fields, log_in, make_user
+from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user
 
 
 async def test_every_page_of_the_menu_renders(client: Client, services: Services) -> None:
@@ -194,3 +194,43 @@ async def test_a_subscription_is_edited_on_its_page_problems_at_their_fields(
     assert (await client.post(f"{base}/edit", data=emptied)).status == 200
     stored = await services.actions.get_subscription("acme", made["id"])
     assert stored["filter"] == {} and stored.get("sample_seconds") is None
+
+
+async def test_a_templates_content_is_replaced_on_its_page_and_its_name_stays(
+    client: Client, services: Services
+) -> None:
+    """The replace form shows the template's document; a new subject is saved (a new
+    version, rendered by the preview); a new name or a broken template is refused at the
+    document with what was typed kept, nothing changed."""
+    await make_user(services)
+    await log_in(client)
+    made = await client.post("/api/v1/templates", json=ALERT_TEMPLATE, headers=auth())
+    assert made.status == 201
+    template = await made.json()
+    base = f"/admin/templates/{template['id']}"
+    loaded = dict(form_fields(await (await client.get(base)).text(), f"{base}/edit"))
+    document = orjson.loads(loaded["document"])
+    assert document["locales"] == ALERT_TEMPLATE["locales"] and loaded["revision"]
+    renamed = orjson.dumps({**document, "name": "outro"}).decode()
+    refused = await client.post(f"{base}/edit", data={**loaded, "document": renamed})
+    page = await refused.text()
+    assert refused.status == 422, page
+    assert 'data-field="document"' in page and "keeps its name" in page
+    kept = dict(form_fields(page, f"{base}/edit"))
+    assert orjson.loads(kept["document"])["name"] == "outro"
+    broken = {**document, "locales": {"pt-BR": {"subject": "{{ entity.plate ", "text": "x"}}}
+    refused = await client.post(
+        f"{base}/edit", data={**kept, "document": orjson.dumps(broken).decode()}
+    )
+    page = await refused.text()
+    assert refused.status == 422 and 'data-field="document"' in page, page
+    stored = await services.notify.templates.get("acme", template["id"])
+    assert stored["rev"] == 1 and stored["locales"] == ALERT_TEMPLATE["locales"]
+    subject = "Veículo novo {{ entity.plate }}"
+    locales = {"pt-BR": {**ALERT_TEMPLATE["locales"]["pt-BR"], "subject": subject}}
+    fixed = dict(form_fields(page, f"{base}/edit"))
+    fixed["document"] = orjson.dumps({**document, "locales": locales}).decode()
+    saved = await client.post(f"{base}/edit", data=fixed)
+    assert saved.status == 200 and "Modelo salvo" in await saved.text()
+    stored = await services.notify.templates.get("acme", template["id"])
+    assert stored["rev"] == 2 and stored["locales"]["pt-BR"]["subject"] == subject

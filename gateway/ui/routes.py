@@ -131,6 +131,7 @@ def add_ui_routes(ui: web.Application) -> None:
             web.post("/templates", notify.create_template),
             web.get("/templates/{ref}", notify.template_page),
             web.post("/templates/{ref}/preview", notify.preview_template, name="template_preview"),
+            web.post("/templates/{ref}/edit", notify.replace_template),
             web.post("/templates/{ref}/delete", notify.delete_template),
             web.get("/kinds", kinds.list_kinds),
             web.post("/kinds", kinds.create_kind),
