@@ -12,8 +12,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from gateway.ui.navigation import NAV
+from gateway.web.state import services_key
 from tests.flow_support import drain, email_channel
 from tests.partner_double import (
     Partner,
@@ -44,10 +46,10 @@ DUPLICATE_IDS = """() => { const ids = [...document.querySelectorAll('[id]')].ma
   return ids.filter((id, i) => ids.indexOf(id) !== i); }"""
 
 
-async def _seed(ui: Ui, partner: Partner) -> None:
-    """One of everything, named oddly, with as few fields as the API takes."""
-    api = ui.api
-    await make_user(ui.services)
+async def seed_odd_data(api: TestClient[Any, Any], partner: Partner) -> None:
+    """One of everything, named oddly, with as few fields as the API takes (and an admin)."""
+    services = api.app[services_key]
+    await make_user(services)
     await upload_mapping(api, FIXED_MAPPING)
     await upload_mapping(api, FIXED_MAPPING.replace("[number]", "[number, {round: 0}]"))
     await upload_mapping(api, POLLED_MAPPING)
@@ -92,7 +94,7 @@ async def _seed(ui: Ui, partner: Partner) -> None:
     }
     await post(api, "/api/v1/geofences", fence)
     await post(api, "/api/v1/maintenance-plans", {"name": ODD, "every_km": 10000})
-    await drain(ui.services)
+    await drain(services)
 
 
 def _routes(ui: Ui) -> list[Any]:
@@ -112,7 +114,7 @@ def _routes(ui: Ui) -> list[Any]:
 async def test_every_admin_page_renders_odd_data_as_text_with_labelled_controls(
     ui: Ui, partner: Partner
 ) -> None:
-    await _seed(ui, partner)
+    await seed_odd_data(ui.api, partner)
     await ui.log_in()
     vehicles = await (await ui.api.get("/api/v1/entities/vehicle", headers=auth())).json()
     queue = ["/admin/", *(f"/admin{item.path}" for item in NAV)]

@@ -34,3 +34,9 @@ async def test_a_viewer_reads_the_fleet_settings_and_cannot_save(ui: Ui) -> None
     await ui.goto("/admin/fleet-settings")
     assert await ui.page.input_value("#f-retention_days") == "90"
     assert await ui.page.get_by_role("button", name="Salvar").count() == 0
+    # The values are read, not typed over: disabled fields, in no form that posts.
+    assert await ui.page.is_disabled("#f-retention_days")
+    assert await ui.page.locator("main form[method=post]").count() == 0
+    await ui.goto("/admin/notification-settings")
+    assert await ui.page.is_disabled("#f-cooldown_seconds")
+    assert await ui.page.locator("main form[method=post]").count() == 0

@@ -5,6 +5,8 @@ edit is a 409; another tenant's entity is a 404 and stays as it was."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gateway.entities import Origin
@@ -245,3 +247,40 @@ async def test_an_odometer_moved_by_telemetry_during_an_edit_is_neither_stale_no
     )
     assert saved.status == 303
     assert (await services.entities.get("acme", "vehicle", ref))["data"]["odometer_km"] == 2000
+
+
+def _labels(html: str) -> dict[str, str]:
+    """Each labelled control's id and its label's text (tags left out, spaces joined)."""
+    found = re.findall(r'<label for="([^"]+)">(.*?)</label>', html, re.S)
+    return {key: " ".join(re.sub(r"<[^>]+>", " ", text).split()) for key, text in found}
+
+
+async def test_entity_fields_are_labelled_by_their_schema_title_or_a_readable_name(
+    client: Client, services: Services
+) -> None:
+    """Not the property's name (`odometer_km`): the schema's `title` when it has one (the
+    shipped schemas name their acronyms and units), else the name made readable; the name
+    the API and the mappings use stays beside it, outside the label."""
+    await make_user(services)
+    await log_in(client)
+    vehicle = await (await client.get("/admin/entities/vehicle/new")).text()
+    labels = _labels(vehicle)
+    assert labels["f-odometer_km"] == "Odometer (km)"
+    assert labels["f-plate"] == "Plate (obrigatório)"
+    assert labels["f-make"] == "Make"  # no title: the name, readable
+    assert labels["f-last_service__at"] == "Last service › When"
+    assert "<code>odometer_km</code>" in vehicle
+    search = _labels(await (await client.get("/admin/entities/vehicle")).text())
+    assert search["q-renavam"] == "RENAVAM" and search["q-group"] == "Group"
+    titled = {**KIND, "name": "pneu_titulado"}
+    titled["schema"] = {
+        **KIND["schema"],
+        "properties": {
+            **KIND["schema"]["properties"],
+            "psi": {"type": "number", "title": "Pressão"},
+        },
+    }
+    await post(client, "/api/v1/kinds", titled)
+    other = _labels(await (await client.get("/admin/entities/other/new?kind=pneu_titulado")).text())
+    assert other["f-psi"] == "Pressão (obrigatório)" and other["f-key"] == "Key (obrigatório)"
+    assert other["f-medidas"] == "Medidas"

@@ -4,6 +4,7 @@ started; another tenant's event is a 404."""
 
 from __future__ import annotations
 
+import html
 import re
 
 from gateway.services import Services
@@ -97,3 +98,91 @@ async def test_a_strangers_event_is_not_found(client: Client, services: Services
     await log_in(client, tenant="globex", email="gil@globex.com")
     assert (await client.get(f"/admin/events/{event['id']}")).status == 404
     assert event["id"] not in await (await client.get("/admin/events")).text()
+
+
+async def test_a_deleted_entitys_link_answers_that_it_was_deleted_and_when(
+    client: Client, services: Services
+) -> None:
+    """The event log keeps linking an entity deleted since: its page is a 410 that says it
+    was deleted, when and by whom, and leads to its events; not a bare 404. An id that
+    never was an entity stays a 404."""
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    deleted = await client.delete(f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth())
+    assert deleted.status == 204
+    await drain(client.app[services_key])
+    await make_user(services)
+    await log_in(client)
+    events = await (await client.get("/api/v1/events?type=entity.created", headers=auth())).json()
+    [created] = events["items"]
+    event_page = await (await client.get(f"/admin/events/{created['id']}")).text()
+    link = f"/admin/entities/vehicle/{vehicle['id']}"
+    assert f'href="{link}"' in event_page
+    page = await client.get(link)
+    html = await page.text()
+    assert page.status == 410, html
+    assert "admin tester" in html  # who deleted it (the API token's origin)
+    assert "Este cadastro foi excluído em" in html and "ABC1D23" in html
+    [gone] = (
+        await (await client.get("/api/v1/events?type=entity.deleted", headers=auth())).json()
+    )["items"]
+    assert f'href="/admin/events/{gone["id"]}"' in html
+    assert f'href="/admin/events?entity_id={vehicle["id"]}"' in html
+    assert (await client.get("/admin/entities/vehicle/6b12de0290f53a65293eb5ff")).status == 404
+    # The same id under another type is no deleted driver.
+    assert (await client.get(f"/admin/entities/driver/{vehicle['id']}")).status == 404
+
+
+def _next(page: str, name: str) -> str | None:
+    """The href of a list's next page (it lands at the list, `#name`), as the page has it."""
+    found = re.search(rf'href="(\?[^"]*#{name})">Próxima página', page)
+    return html.unescape(found.group(1)) if found else None
+
+
+async def test_an_events_deliveries_and_flow_runs_are_paged_so_every_one_is_read(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    """More deliveries and runs than a page holds (`limit=2` here; 50 by default): each list
+    has its next page, by a cursor of its own that keeps the other list where it is, and the
+    pages together list every delivery and run of the event once."""
+    erp = await create_partner(client, partner.url)
+    for n in range(3):
+        action = await create_action(client, erp["id"], name=f"push{n}")
+        await create_subscription(client, action["id"], ("entity.created",))
+        flow = {"name": f"aviso-{n}", "on": {"events": ["entity.created"]}}
+        await post(client, "/api/v1/flows", {**flow, "steps": [{"id": "erp", "call": "push0"}]})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    [event] = (await (await client.get("/api/v1/events", headers=auth())).json())["items"]
+    api = await client.get(f"/api/v1/deliveries?event_id={event['id']}&limit=200", headers=auth())
+    every = sorted(d["id"] for d in (await api.json())["items"])
+    assert len(every) == 6  # three subscriptions, three flows' calls
+    await make_user(services)
+    await log_in(client)
+    base = f"/admin/events/{event['id']}"
+    seen: list[str] = []
+    runs: list[str] = []
+    query: str | None = "?limit=2"
+    while query is not None:
+        page = await (await client.get(base + query.split("#")[0])).text()
+        seen += _links(page, "/admin/deliveries/")
+        if not runs:
+            runs = _links(page, "/admin/flow-runs/")
+        query = _next(page, "deliveries")
+    assert sorted(seen) == every and len(seen) == len(set(seen))
+    # The runs' next page keeps the deliveries' page as it was.
+    first = await (await client.get(f"{base}?limit=2")).text()
+    more = _next(first, "deliveries")
+    assert more is not None and more.endswith("#deliveries")
+    second = await (await client.get(base + more.split("#")[0])).text()
+    runs_next = _next(second, "runs")
+    assert runs_next is not None and "deliveries=" in runs_next
+    third = await (await client.get(base + runs_next.split("#")[0])).text()
+    assert _links(third, "/admin/deliveries/") == _links(second, "/admin/deliveries/")
+    runs += _links(third, "/admin/flow-runs/")
+    assert runs == [f"{event['id']}:aviso-{n}" for n in range(3)]
+    assert _next(third, "runs") is None
+    back = re.search(r'href="(\?[^"]*#runs)">← Primeira página', third)
+    assert back is not None and "runs=" not in back.group(1) and "deliveries=" in back.group(1)
+    # A cursor no page wrote is a page (of nothing past it), a limit out of range a 400 page.
+    for odd, status in (("deliveries=%00%FF", 200), ("runs=%7B%7D", 200), ("limit=0", 400)):
+        assert (await client.get(f"{base}?{odd}")).status == status, odd

@@ -12,7 +12,7 @@ from gateway.services import Services
 from gateway.ui.navigation import NAV
 from tests.partner_double import create_action, create_partner, create_subscription
 from tests.support import auth
-from tests.ui_support import Client, csrf, log_in, make_user
+from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user
 
 
 async def test_every_page_of_the_menu_renders(client: Client, services: Services) -> None:
@@ -152,3 +152,85 @@ async def test_the_next_page_keeps_the_lists_filter_and_page_size(
         pager = re.search(r'class="pager"><a href="([^"]+)"', page)
         url = "/admin/entities/vehicle" + html.unescape(pager.group(1)) if pager else ""
     assert seen == ["ABC1D20", "ABC1D22", "ABC1D23"]
+
+
+async def test_a_subscription_is_edited_on_its_page_problems_at_their_fields(
+    client: Client, services: Services
+) -> None:
+    """Its event types, filter and position sampling, from the form its page shows filled
+    in; a bad filter is refused at its field with what was typed kept, nothing changed; an
+    emptied filter and sampling are removed."""
+    await make_user(services)
+    await log_in(client)
+    erp = await create_partner(client, "http://127.0.0.1:19301")
+    action = await create_action(client, erp["id"])
+    made = await create_subscription(
+        client, action["id"], ("entity.updated",), filter={"entity_type": "vehicle"}
+    )
+    base = f"/admin/subscriptions/{made['id']}"
+    page = await (await client.get(base)).text()
+    loaded = dict(form_fields(page, f"{base}/edit"))
+    assert loaded["event_types"] == "entity.updated"
+    assert orjson.loads(loaded["filter"]) == {"entity_type": "vehicle"}
+    assert loaded["sample_seconds"] == "" and loaded["revision"]
+    typed = {"event_types": "entity.updated, vehicle.position", "sample_seconds": "60"}
+    bad = await client.post(f"{base}/edit", data={**loaded, **typed, "filter": '{"changed": 5}'})
+    html_ = await bad.text()
+    assert bad.status == 422, html_
+    assert 'data-field="filter"' in html_ and "vehicle.position" in html_
+    assert (await services.actions.get_subscription("acme", made["id"]))["event_types"] == [
+        "entity.updated"
+    ]
+    kept = dict(form_fields(html_, f"{base}/edit"))  # the refused page's form, as typed
+    assert kept["sample_seconds"] == "60" and kept["filter"] == '{"changed": 5}'
+    fixed = {**kept, "filter": '{"changed": ["odometer_km"]}'}
+    saved = await client.post(f"{base}/edit", data=fixed)
+    assert saved.status == 200 and "Assinatura salva" in await saved.text()
+    stored = await services.actions.get_subscription("acme", made["id"])
+    assert stored["event_types"] == ["entity.updated", "vehicle.position"]
+    assert stored["filter"] == {"changed": ["odometer_km"]} and stored["sample_seconds"] == 60
+    again = dict(form_fields(await (await client.get(base)).text(), f"{base}/edit"))
+    emptied = {**again, "filter": "", "sample_seconds": ""}
+    assert (await client.post(f"{base}/edit", data=emptied)).status == 200
+    stored = await services.actions.get_subscription("acme", made["id"])
+    assert stored["filter"] == {} and stored.get("sample_seconds") is None
+
+
+async def test_a_templates_content_is_replaced_on_its_page_and_its_name_stays(
+    client: Client, services: Services
+) -> None:
+    """The replace form shows the template's document; a new subject is saved (a new
+    version, rendered by the preview); a new name or a broken template is refused at the
+    document with what was typed kept, nothing changed."""
+    await make_user(services)
+    await log_in(client)
+    made = await client.post("/api/v1/templates", json=ALERT_TEMPLATE, headers=auth())
+    assert made.status == 201
+    template = await made.json()
+    base = f"/admin/templates/{template['id']}"
+    loaded = dict(form_fields(await (await client.get(base)).text(), f"{base}/edit"))
+    document = orjson.loads(loaded["document"])
+    assert document["locales"] == ALERT_TEMPLATE["locales"] and loaded["revision"]
+    renamed = orjson.dumps({**document, "name": "outro"}).decode()
+    refused = await client.post(f"{base}/edit", data={**loaded, "document": renamed})
+    page = await refused.text()
+    assert refused.status == 422, page
+    assert 'data-field="document"' in page and "keeps its name" in page
+    kept = dict(form_fields(page, f"{base}/edit"))
+    assert orjson.loads(kept["document"])["name"] == "outro"
+    broken = {**document, "locales": {"pt-BR": {"subject": "{{ entity.plate ", "text": "x"}}}
+    refused = await client.post(
+        f"{base}/edit", data={**kept, "document": orjson.dumps(broken).decode()}
+    )
+    page = await refused.text()
+    assert refused.status == 422 and 'data-field="document"' in page, page
+    stored = await services.notify.templates.get("acme", template["id"])
+    assert stored["rev"] == 1 and stored["locales"] == ALERT_TEMPLATE["locales"]
+    subject = "Veículo novo {{ entity.plate }}"
+    locales = {"pt-BR": {**ALERT_TEMPLATE["locales"]["pt-BR"], "subject": subject}}
+    fixed = dict(form_fields(page, f"{base}/edit"))
+    fixed["document"] = orjson.dumps({**document, "locales": locales}).decode()
+    saved = await client.post(f"{base}/edit", data=fixed)
+    assert saved.status == 200 and "Modelo salvo" in await saved.text()
+    stored = await services.notify.templates.get("acme", template["id"])
+    assert stored["rev"] == 2 and stored["locales"]["pt-BR"]["subject"] == subject

@@ -12,7 +12,15 @@ from typing import Any
 from gateway.services import Services
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
-from tests.ui_support import POLLED_MAPPING, Client, form_fields, log_in, make_user, replaced
+from tests.ui_support import (
+    ALERT_TEMPLATE,
+    POLLED_MAPPING,
+    Client,
+    form_fields,
+    log_in,
+    make_user,
+    replaced,
+)
 
 
 async def _api(client: Client, path: str) -> Any:
@@ -217,3 +225,43 @@ async def test_stale_channel_and_notice_settings_edits_are_refused(
     )
     assert "<code>cooldown_seconds</code></dt><dd><pre>600</pre>" in html
     assert stored["cooldown_seconds"] == 120
+
+
+async def test_a_stale_subscription_edit_is_refused(client: Client, services: Services) -> None:
+    erp = await create_partner(client, "http://127.0.0.1:19302")
+    action = await create_action(client, erp["id"])
+    body = {"action_id": action["id"], "event_types": ["entity.updated"]}
+    subscription = await post(client, "/api/v1/subscriptions", body)
+    await make_user(services)
+    await log_in(client)
+    base = f"/admin/subscriptions/{subscription['id']}"
+    html, stored = await _stale_save(
+        client,
+        base,
+        f"{base}/edit",
+        ("PATCH", f"/api/v1/subscriptions/{subscription['id']}", {"sample_seconds": 30}),
+        {"event_types": "entity.updated, entity.created"},
+    )
+    assert "<code>sample_seconds</code></dt><dd><pre>30</pre>" in html
+    assert sorted(stored["event_types"]) == ["entity.created", "entity.updated"]
+    # The refused page, saved as it stands, replaces theirs knowingly (its sampling empty).
+    assert stored["sample_seconds"] is None
+
+
+async def test_a_stale_template_replace_is_refused(client: Client, services: Services) -> None:
+    template = await post(client, "/api/v1/templates", ALERT_TEMPLATE)
+    await make_user(services)
+    await log_in(client)
+    base = f"/admin/templates/{template['id']}"
+    loaded = dict(form_fields(await (await client.get(base)).text(), f"{base}/edit"))
+    mine = json.dumps({**json.loads(loaded["document"]), "description": "minha"}, indent=2)
+    theirs = {**ALERT_TEMPLATE, "description": "deles"}
+    html, stored = await _stale_save(
+        client,
+        base,
+        f"{base}/edit",
+        ("PUT", f"/api/v1/templates/{template['id']}", theirs),
+        {"document": mine},
+    )
+    assert "deles" in html.split('data-testid="stale-edit"')[1].split("</dl>")[0]
+    assert stored["description"] == "minha" and stored["version"] == 3

@@ -91,9 +91,12 @@ class FlowRunService:
         self._runs = store.notify.runs
         self._flows = store.notify.flows
 
-    async def of_event(self, tenant: str, event_id: str, limit: int = 50) -> list[Doc]:
-        """The runs an event started (one per flow)."""
-        return await self._runs.of_event(tenant, event_id, limit)
+    async def of_event(
+        self, tenant: str, event_id: str, limit: int = 50, *, after: str | None = None
+    ) -> list[Doc]:
+        """The runs an event started (one per flow), by flow name; a page starts after the
+        run id `after` (the previous page's last)."""
+        return await self._runs.of_event(tenant, event_id, limit, after)
 
     async def list(
         self, tenant: str, flow: str, *, status: str | None, before: str | None, limit: int

@@ -24,6 +24,8 @@ from gateway.store.notify import NamedResources
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _FIELDS = ("name", "channel_type", "description", "default_locale", "locales", "sample")
+# A template's document, as `create` and `replace` take it.
+TEMPLATE_FIELDS = _FIELDS
 _MAX_CACHED = 2048
 # Who uses a template (flows name them): (tenant, name) → [{kind, name, ...}].
 Users = Callable[[str, str], Awaitable[list[dict[str, Any]]]]

@@ -62,10 +62,14 @@ class FlowRunStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, {"_id": run_id}))
 
-    async def of_event(self, tenant: str, event_id: str, limit: int) -> builtins.list[Doc]:
-        """The runs an event started, one per flow (their ids are `<event id>:<flow>`: a
-        range of the primary key)."""
+    async def of_event(
+        self, tenant: str, event_id: str, limit: int, after: str | None = None
+    ) -> builtins.list[Doc]:
+        """The runs an event started, one per flow, by flow name, from after the run id
+        `after` (their ids are `<event id>:<flow>`: a range of the primary key)."""
         query = {"_id": {"$gte": f"{event_id}:", "$lt": f"{event_id};"}}
+        if after is not None:
+            query["_id"]["$gt"] = after
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query), _LIST_FIELDS).sort("_id", 1)
             return await cursor.limit(limit).to_list(limit)

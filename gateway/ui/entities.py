@@ -13,11 +13,12 @@ from aiohttp import web
 from gateway import paging
 from gateway.clock import from_iso
 from gateway.entities import public
-from gateway.errors import FieldProblem, InvalidPayload
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.events import public_event
 from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
 from gateway.store.entities import FILTERABLE
+from gateway.ui.entity_forms import label_of
 from gateway.ui.fleet import vehicle_fleet
 from gateway.ui.forms import Form, number_field, read_values
 from gateway.ui.rendering import redirect, render
@@ -44,10 +45,12 @@ async def list_entities(request: web.Request) -> web.Response:
     typed = {k: v.strip() for k, v in request.query.items() if k in fields and v.strip()}
     filters = service.filters(etype, typed)
     docs = await service.find(tenant_of(request), etype, filters, after=cursor, limit=limit)
+    schema = services_of(request).schemas.entity_schema(etype)
     context: dict[str, Any] = {
         "etype": etype,
         "types": ENTITY_TYPES,
         "fields": fields,
+        "labels": {f: label_of(schema, f) for f in fields},
         "typed": typed,
         "items": [public(d) for d in docs],
         "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,
@@ -56,7 +59,26 @@ async def list_entities(request: web.Request) -> web.Response:
 
 
 async def entity_page(request: web.Request) -> web.Response:
-    return await _entity(request, request.match_info["type"], request.match_info["ref"])
+    etype, ref = request.match_info["type"], request.match_info["ref"]
+    try:
+        return await _entity(request, etype, ref)
+    except NotFound:
+        if (deletion := await _deletion(request, etype, ref)) is None:
+            raise
+    # Links in the event log, flow runs and deliveries outlive the entity: its page says so.
+    context = {"etype": etype, "ref": ref, "event": deletion}
+    return render(request, "entities/deleted.html", context, status=410)
+
+
+async def _deletion(request: web.Request, etype: str, ref: str) -> dict[str, Any] | None:
+    """The `entity.deleted` event of the entity of this type and id, if it was deleted (and
+    the event log still holds it)."""
+    events = await services_of(request).events.find(
+        tenant_of(request), event_type="entity.deleted", entity_id=ref, limit=1
+    )
+    if not events or (events[0].get("entity") or {}).get("type") != etype:
+        return None
+    return public_event(events[0])
 
 
 async def _entity(

@@ -50,6 +50,7 @@ class Field:
     options: tuple[str, ...] = ()
     help: str = ""  # the schema's description (English)
     enum: tuple[Any, ...] = ()  # a choice's values, as the document holds them
+    label: str = ""  # the schema's title, else the name made readable (`label_of`)
 
     @property
     def key(self) -> str:
@@ -57,19 +58,43 @@ class Field:
         return self.name.replace(".", "__")
 
 
-def _scalar(name: str, prop: Mapping[str, Any], required: bool) -> Field | None:
+def readable(name: str) -> str:
+    """A property's name as a label: `odometer_km` is "Odometer km"."""
+    words = name.replace("_", " ").strip()
+    return words[:1].upper() + words[1:] if words else name
+
+
+def _title(name: str, prop: Mapping[str, Any]) -> str:
+    title = prop.get("title")
+    return title.strip() if isinstance(title, str) and title.strip() else readable(name)
+
+
+def label_of(schema: Mapping[str, Any], name: str) -> str:
+    """A (dotted) property's label: each part's `title` in the schema, else its name made
+    readable; the parts joined by ›."""
+    parts = []
+    for part in name.split("."):
+        props = schema.get("properties")
+        prop = props.get(part) if isinstance(props, Mapping) else None
+        schema = prop if isinstance(prop, Mapping) else {}
+        parts.append(_title(part, schema))
+    return " › ".join(parts)
+
+
+def _scalar(name: str, prop: Mapping[str, Any], required: bool, parent: str = "") -> Field | None:
     help_ = str(prop.get("description") or "")
+    label = parent + _title(name.rsplit(".", 1)[-1], prop)
     if isinstance(prop.get("enum"), list):
         options = tuple(_text(v) for v in prop["enum"])
-        return Field(name, "choice", required, options, help_, tuple(prop["enum"]))
+        return Field(name, "choice", required, options, help_, tuple(prop["enum"]), label)
     kind = prop.get("type")
     if not isinstance(kind, str) or kind not in SCALARS:
         return None
     if kind == "boolean":
-        return Field(name, "boolean", required, ("true", "false"), help_)
+        return Field(name, "boolean", required, ("true", "false"), help_, label=label)
     if kind == "string":
         kind = {"date": "date", "date-time": "datetime"}.get(str(prop.get("format")), "text")
-    return Field(name, kind, required, (), help_)
+    return Field(name, kind, required, (), help_, label=label)
 
 
 def fields_of(schema: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[Field]:
@@ -86,16 +111,18 @@ def fields_of(schema: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> 
             fields.append(one)
             continue
         inner = prop.get("properties") if prop.get("type") == "object" else None
+        parent = _title(name, prop) + " › "
         parts = [
-            _scalar(f"{name}.{sub}", sp, False)
+            _scalar(f"{name}.{sub}", sp, False, parent)
             for sub, sp in (inner or {}).items()
             if isinstance(sp, Mapping)
         ]
         if inner and all(p is not None for p in parts):
             fields.extend(p for p in parts if p is not None)
         else:
+            help_ = str(prop.get("description") or "")
             fields.append(
-                Field(name, "json", name in required, (), str(prop.get("description") or ""))
+                Field(name, "json", name in required, (), help_, label=_title(name, prop))
             )
     return fields
 
@@ -178,7 +205,9 @@ async def _kinds(request: web.Request) -> list[str]:
 
 
 async def _creation_fields(request: web.Request, etype: str, kind: str | None) -> list[Field]:
-    key_fields = [Field(k, "text", True) for k in NATURAL_KEYS[etype] if k != "kind"]
+    key_fields = [
+        Field(k, "text", True, label=readable(k)) for k in NATURAL_KEYS[etype] if k != "kind"
+    ]
     schema = await _schema(request, etype, kind)
     skip = frozenset({*NATURAL_KEYS[etype], *KEPT_ELSEWHERE.get(etype, ())})
     if etype == "other":

@@ -17,6 +17,8 @@ from gateway.ui.state import tenant_of
 from gateway.web.state import services_of
 
 _FILTERS = ("type", "entity_id")
+# The event page's two lists, each paged by a cursor of its own name.
+PAGED = ("deliveries", "runs")
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -38,15 +40,29 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 async def event_page(request: web.Request) -> web.Response:
+    """One event, its deliveries (newest first) and its flow runs (by flow name): each list a
+    page of `limit` (50), read further by its own cursor (`deliveries`, `runs`), so an event
+    that fanned out to many is read entirely."""
     tenant, services = tenant_of(request), services_of(request)
     event = public_event(await services.events.get(tenant, request.match_info["id"]))
+    limit, _ = paging.page_params(request.query)
+    cursors = {k: request.query.get(k) or None for k in PAGED}
     deliveries = await services.deliveries.list(
-        tenant, {"event_id": event["id"]}, before=None, limit=50
+        tenant, {"event_id": event["id"]}, before=cursors["deliveries"], limit=limit
     )
-    runs = await services.notify.flow_runs.of_event(tenant, event["id"])
+    runs = await services.notify.flow_runs.of_event(
+        tenant, event["id"], limit, after=cursors["runs"]
+    )
     context = {
         "event": event,
         "deliveries": [public_delivery(d) for d in deliveries],
         "runs": [public_run(r) for r in runs],
+        "cursors": {k: v for k, v in cursors.items() if v is not None},
+        # A list's pager keeps the other list where it is.
+        "others": {k: {o: v for o, v in cursors.items() if o != k and v} for k in PAGED},
+        "next_cursors": {
+            "deliveries": str(deliveries[-1]["_id"]) if len(deliveries) == limit else None,
+            "runs": str(runs[-1]["_id"]) if len(runs) == limit else None,
+        },
     }
     return render(request, "events/detail.html", context)

@@ -37,6 +37,8 @@ PUBLIC: Final = frozenset({"login", "login_password", "login_token", "language",
 ANY_ROLE_POSTS: Final = frozenset(
     {"logout", "mapping_dry_run", "mapping_preview", "flow_dry_run", "template_preview"}
 )
+# The pages made for changing something (their paths end so): forms a viewer could not send.
+CHANGE_PAGES: Final = ("/new", "/edit")
 # The field of every form (beside its CSRF token) that names that rendering of it, once.
 ONCE: Final = "once"
 SECURITY_HEADERS: Final = {
@@ -76,17 +78,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[visitor_key] = visitor
     route = request.match_info.route.name
     if route not in PUBLIC and visitor.session is None:
-        # A POST without a live session does nothing: the visitor logs in again first. A
-        # form posted from a page of a session that has since ended keeps what was typed: the
-        # login page carries it, and once logged in the visitor saves it with one click.
-        kept = await _kept_form(request) if route != "logout" else None
-        if kept:
-            context = {"form": Form(), "token_form": Form(), "next": request.path}
-            page = render(request, "login.html", {**context, "expired": True, "kept": kept})
-            page.set_status(401)
-            return _pre_session(page, request, visitor)
-        target = request.path_qs if request.method == "GET" else request.path
-        return redirect(login_url(target, expired=visitor.expired))
+        return await _signed_out(request, visitor, route)
     if visitor.session is not None and route != "static":
         admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
     if request.method == "POST":
@@ -105,6 +97,8 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         claimed = await _claim_once(request, route, form)
         if claimed is False:
             return _error_page(request, 409, "resubmitted")
+    elif _viewer_at_change_page(request, visitor):
+        return _error_page(request, 403, "viewer")
     else:
         claimed = None
     try:
@@ -116,6 +110,22 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if response.status >= 500:
         await _release_once(request, claimed)
     return _pre_session(response, request, visitor)
+
+
+async def _signed_out(
+    request: web.Request, visitor: Visitor, route: str | None
+) -> web.StreamResponse:
+    """A POST without a live session does nothing: the visitor logs in again first. A form
+    posted from a page of a session that has since ended keeps what was typed: the login page
+    carries it, and once logged in the visitor saves it with one click."""
+    kept = await _kept_form(request) if route != "logout" else None
+    if kept:
+        context = {"form": Form(), "token_form": Form(), "next": request.path}
+        page = render(request, "login.html", {**context, "expired": True, "kept": kept})
+        page.set_status(401)
+        return _pre_session(page, request, visitor)
+    target = request.path_qs if request.method == "GET" else request.path
+    return redirect(login_url(target, expired=visitor.expired))
 
 
 async def _claim_once(
@@ -138,6 +148,15 @@ async def _release_once(request: web.Request, claimed: tuple[str, str] | bool | 
     """A form whose handling failed (an error, a 5xx) may be sent again: nothing was done."""
     if isinstance(claimed, tuple):
         await services_of(request).accounts.release_form(*claimed)
+
+
+def _viewer_at_change_page(request: web.Request, visitor: Visitor) -> bool:
+    """A viewer asking for a page made for changing (a new one, an edit): an admin's, like
+    the POST it sends."""
+    if visitor.session is None or visitor.session.can_change:
+        return False
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical.endswith(CHANGE_PAGES)
 
 
 def _pre_session(

@@ -1,6 +1,6 @@
 """Flow and template pages: flows uploaded, versioned and dry-run (their runs: `flow_runs.py`);
-templates listed, created from their JSON document and previewed on a sample (channels:
-`channels.py`)."""
+templates listed, created from their JSON document, replaced whole and previewed on a sample
+(channels: `channels.py`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.errors import GatewayError, InvalidPayload
-from gateway.notify.templates import public_template
-from gateway.ui.forms import Form, document_field, json_field, read_values
+from gateway.notify.templates import TEMPLATE_FIELDS, public_template
+from gateway.ui.forms import Form, document_field, editing, json_field, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, session_of, tenant_of
+from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
 FLOW_TEST_FIELDS: Final = ("event", "samples", "version")
@@ -149,14 +150,50 @@ async def create_template(request: web.Request) -> web.Response:
 
 
 async def template_page(
-    request: web.Request, form: Form | None = None, preview: dict[str, Any] | None = None
+    request: web.Request,
+    form: Form | None = None,
+    preview: dict[str, Any] | None = None,
+    *,
+    edit: Form | None = None,
 ) -> web.Response:
     doc = await services_of(request).notify.templates.get(
         tenant_of(request), request.match_info["ref"]
     )
-    context = {"template": public_template(doc), "form": form or Form(), "preview": preview}
-    status = 422 if form is not None and form.failed else 200
+    template = public_template(doc)
+    context = {
+        "template": template,
+        "form": form or Form(),
+        "preview": preview,
+        "edit": edit or editing(_template_values(template)),
+    }
+    status = (
+        422 if (form is not None and form.failed) or (edit is not None and edit.failed) else 200
+    )
+    if edit is not None and edit.stale is not None:
+        status = 409
     return render(request, "notify/template.html", context, status=status)
+
+
+def _template_values(template: dict[str, Any]) -> dict[str, Any]:
+    """A template as its replace form shows it: its document, as `PUT` takes it."""
+    document = {k: template[k] for k in TEMPLATE_FIELDS if template.get(k) is not None}
+    return {"document": tojson_pretty(document)}
+
+
+async def replace_template(request: web.Request) -> web.Response:
+    """The whole document (`PUT /api/v1/templates/{ref}`): its name stays (flows use it)."""
+    templates = services_of(request).notify.templates
+    values = read_values(form_of(request))
+    current = public_template(await templates.get(tenant_of(request), request.match_info["ref"]))
+    if (stale := stale_edit(values, _template_values(current))) is not None:
+        return await template_page(request, edit=stale)
+    try:
+        doc = await templates.replace(
+            tenant_of(request), current["id"], document_field(values), session_of(request).subject
+        )
+    except InvalidPayload as exc:
+        return await template_page(request, edit=Form(values).refuse(exc, (), rest="document"))
+    return redirect(f"/admin/templates/{doc['_id']}", flash="templates.saved")
 
 
 async def preview_template(request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from gateway.ui.forms import (
 )
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
+from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
 AUTH_TYPES: Final = ("bearer", "header", "basic", "oauth2_client_credentials", "query", "none")
@@ -54,6 +55,8 @@ SETTINGS_FIELDS: Final = (
 )
 AGAIN: Final = "(type them under Replace credentials, with the new base URL)"
 SUBSCRIPTION_FIELDS: Final = ("action_id", "event_types", "filter")
+# A subscription's edit form: its action stays (a new action is a new subscription).
+SUBSCRIPTION_EDIT_FIELDS: Final = ("event_types", "filter", "sample_seconds")
 # What each kind of credential is made of: the other auth.* fields are left out of the body.
 _AUTH_PARTS: Final = {
     "bearer": ("token",),
@@ -251,9 +254,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     form = Form(values)
     try:
         body = nest(values, ("action_id",))
-        body["event_types"] = [
-            e.strip() for e in str(values.get("event_types", "")).split(",") if e.strip()
-        ]
+        body["event_types"] = _event_types(values)
         if (event_filter := json_field(values, "filter")) is not None:
             body["filter"] = event_filter
         doc, secret = await services_of(request).actions.create_subscription(
@@ -265,9 +266,47 @@ async def create_subscription(request: web.Request) -> web.Response:
     return render(request, "partners/subscription_secret.html", context, status=201)
 
 
-async def subscription_page(request: web.Request) -> web.Response:
-    doc = await services_of(request).actions.get_subscription(tenant_of(request), _id(request))
-    return render(request, "partners/subscription.html", {"s": public_subscription(doc)})
+async def subscription_page(request: web.Request, form: Form | None = None) -> web.Response:
+    doc = public_subscription(
+        await services_of(request).actions.get_subscription(tenant_of(request), _id(request))
+    )
+    context = {"s": doc, "form": form or editing(_subscription_values(doc))}
+    status = 200 if form is None else 409 if form.stale is not None else 422
+    return render(request, "partners/subscription.html", context, status=status)
+
+
+def _subscription_values(doc: dict[str, Any]) -> dict[str, Any]:
+    """A subscription as its edit form shows it."""
+    sample = doc.get("sample_seconds")
+    return {
+        "event_types": ", ".join(doc["event_types"]),
+        "filter": tojson_pretty(doc["filter"]) if doc.get("filter") else "",
+        "sample_seconds": "" if sample is None else str(sample),
+    }
+
+
+def _event_types(values: dict[str, Any]) -> list[str]:
+    return [e.strip() for e in str(values.get("event_types", "")).split(",") if e.strip()]
+
+
+async def edit_subscription(request: web.Request) -> web.Response:
+    """Its event types, filter and position sampling; an emptied filter matches every event
+    of those types, an emptied sampling sends every position."""
+    tenant, actions = tenant_of(request), services_of(request).actions
+    values = read_values(form_of(request))
+    current = public_subscription(await actions.get_subscription(tenant, _id(request)))
+    if (stale := stale_edit(values, _subscription_values(current))) is not None:
+        return await subscription_page(request, stale)
+    try:
+        body = {
+            "event_types": _event_types(values),
+            "filter": json_field(values, "filter") or {},
+            "sample_seconds": number_field(values, "sample_seconds"),
+        }
+        await actions.update_subscription(tenant, _id(request), body)
+    except InvalidPayload as exc:
+        return await subscription_page(request, Form(values).refuse(exc, SUBSCRIPTION_EDIT_FIELDS))
+    return redirect(f"/admin/subscriptions/{_id(request)}", flash="subscriptions.saved")
 
 
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
