@@ -11,7 +11,7 @@ import json
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -231,6 +231,29 @@ def test_the_state_survives_its_document() -> None:
     folder = Folder()
     folder.fold(route_points()[:50])
     assert VehicleState.from_doc(folder.state.to_doc()) == folder.state
+
+
+# What a fix in order moves in the state (`fold_fix` names every field it builds the next
+# state from; the rest it carries as it was).
+MOVED_IN_ORDER = {
+    "last", "last_detail", "anchor", "odometer_km", "suspects", "recent", "step_from",
+    "step_km", "prior_from", "prior_km",
+}  # fmt: skip
+
+
+def test_a_fix_in_order_carries_every_state_field_it_does_not_move() -> None:
+    """The fold's own state (geofences, plans, sampling, baseline, a suspect device odometer,
+    and any field added later) survives a fix in order as it was: one sentinel a field."""
+    folder = Folder()
+    folder.fold(route_points()[:10])
+    carried = {f.name: object() for f in fields(VehicleState) if f.name not in MOVED_IN_ORDER}
+    state = replace(folder.state, **carried)
+    fix = route_points()[10]
+    moved, verdict = fold_fix(
+        state, fix, fix.t, folder.quality, folder.odometer, detail={"speed_kmh": 60.0}
+    )
+    assert verdict.accepted and moved.last == fix and moved.last_detail == {"speed_kmh": 60.0}
+    assert {name: getattr(moved, name) for name in carried} == carried
 
 
 def test_quality_settings_keep_their_defaults_for_what_a_tenant_leaves_out() -> None:

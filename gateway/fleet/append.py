@@ -134,11 +134,14 @@ class PositionAppender:
             source,
             early=True,
         )
+        counted = {"appended": 0, "duplicate": 0}  # (counted once a call, not once a fix)
         for (vehicle, fixes), results in zip(groups, stored, strict=True):
             for (index, fix), result in zip(fixes, results, strict=True):
                 outcomes[index] = Appended(str(result.id), vehicle, fix.time, result.duplicate)
-                outcome = "duplicate" if result.duplicate else "appended"
-                self._metrics.fixes.labels(outcome, "").inc()
+                counted["duplicate" if result.duplicate else "appended"] += 1
+        for outcome, count in counted.items():
+            if count:
+                self._metrics.fixes.labels(outcome, "").inc(count)
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def vehicle(self, tenant: str, ref: str) -> Vehicle:

@@ -38,6 +38,7 @@ FIELDS: Final = (
     "ignition",
     "attributes",
 )
+_KNOWN: Final = frozenset(FIELDS)
 _MAX_TEXT: Final = 100
 _INT64: Final = (-(2**63), 2**63 - 1)
 # Optional numbers: (lowest, highest) allowed.
@@ -71,7 +72,7 @@ def parse_fix(item: Any) -> Fix:
         raise _invalid([FieldProblem("", "a fix is a JSON object", "type")])
     problems: list[FieldProblem] = []
     for name in item:
-        if name not in FIELDS:
+        if name not in _KNOWN:
             message = f"/{name}: unknown field (a fix has {', '.join(FIELDS)})"
             problems.append(FieldProblem(f"/{name}", message, "additionalProperties"))
     plate = _vehicle_text(item, "plate", problems)
@@ -223,11 +224,14 @@ def _number(
     required: bool,
 ) -> float | None:
     value = item.get(name)
-    where = f"/{name}"
     if value is None:
         if required:
+            where = f"/{name}"
             problems.append(FieldProblem(where, f"{where} is required", "required"))
         return None
+    if type(value) is float and math.isfinite(value) and low <= value <= high:  # most numbers
+        return value + 0.0  # -0.0 + 0.0 is 0.0: no negative zero is stored (plain_zeros)
+    where = f"/{name}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.append(FieldProblem(where, f"{where}: a number", "type"))
         return None

@@ -886,7 +886,10 @@ class _VehicleRun:
             # neighbours is not: as an anchor in order, it would not have moved; nor is it
             # among the newest fixes the state keeps, `state.fold_fix`).
             self.pending.discard(doc["id"])
-            bisect.insort(self.track, point, key=_time)
+            if not self.track or self.track[-1].t <= point.t:  # the newest: where insort puts it
+                self.track.append(point)
+            else:
+                bisect.insort(self.track, point, key=_time)
         if verdict.late:
             self._detoured = self._detoured or verdict.added_km > 0
             self._position_event(point, doc)  # for the subscriptions that sample nothing

@@ -65,16 +65,16 @@ def load_json_text(text: str) -> Any:
 def depth(value: Any) -> int:
     """The nesting of objects and arrays (a scalar is 0, `{}` is 1), walked up to past
     MAX_DEPTH only."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if not isinstance(node, dict | list):
-            continue
-        deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            break
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+    # Level by level (a batch of 500 fixes is two levels, not 501 nodes pushed and popped).
+    level = [value] if isinstance(value, dict | list) else []
+    deepest = 0
+    while level and deepest <= MAX_DEPTH:
+        deepest += 1
+        below: list[Any] = []
+        for node in level:
+            children = node.values() if isinstance(node, dict) else node
+            below.extend(c for c in children if isinstance(c, dict | list))
+        level = below
     return deepest
 
 

@@ -457,7 +457,7 @@ def round_items(docs: Sequence[Doc]) -> list[Doc]:
             groups[key] = {"k": "fixes", "tenant": key[0], "vehicle": key[1],
                            "shard": shard_of(key[0], key[1]), "at": key[2],
                            "fixes": []}  # fmt: skip
-        groups[key]["fixes"].append({k: d[k] for k in _FOLD_FIELDS if d.get(k) is not None})
+        groups[key]["fixes"].append({k: v for k in _FOLD_FIELDS if (v := d.get(k)) is not None})
     return list(groups.values())
 
 
@@ -481,13 +481,14 @@ class _Inbox:
         of this round that landed after all, or by a fold that gave it up with the fixes
         stored under it by then: `PositionStore.of_rounds`), what its document lacks goes
         under a new number, the same one on every attempt of this round."""
-        if not round_items(docs):  # every fix a duplicate: the number stands for nothing
+        items = round_items(docs)
+        if not items:  # every fix a duplicate: the number stands for nothing
             await self._fleet.tombstone(seq)
             return
         number, rest, chain = seq, docs, [seq]
         while rest:
             try:
-                await self._fleet.put(number, round_items(rest))
+                await self._fleet.put(number, items if rest is docs else round_items(rest))
                 break
             except Conflict:
                 held = await self._fleet.document(number)

@@ -221,6 +221,8 @@ class Pipeline:
 
     def validate(self, trigger: CompiledTrigger, payload: Any) -> None:
         """The trigger's input schema, when it has one."""
+        if trigger.schema is None:  # (no stage to enter: once an item of a batch)
+            return
         with stage("schema"):
             if trigger.schema is not None and (problems := trigger.schema.validate(payload)):
                 raise invalid("payload", problems)
