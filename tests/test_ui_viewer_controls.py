@@ -17,7 +17,7 @@ from gateway.web.state import services_key
 from tests.partner_double import Partner, partner
 from tests.support import auth
 from tests.test_ui_browser_every_page import NOT_CRAWLED, seed_odd_data
-from tests.ui_support import Client, log_in, make_user
+from tests.ui_support import Client, csrf, log_in, make_user
 
 __all__ = ["partner"]  # the fixture
 
@@ -115,3 +115,32 @@ async def test_a_change_page_asked_for_by_a_viewer_says_the_role_reads_only(
         page.feed(text := await response.text())
         assert "papel é de leitor" in text, path
         assert page.posts == ["/admin/logout"], path
+
+
+async def test_every_change_a_viewer_posts_is_refused_whatever_it_targets(
+    client: Client, services: Services
+) -> None:
+    """From the URL table: every POST but a viewer's own (logging in and out, the dry runs and
+    previews), sent by a viewer with a valid CSRF token, is the 403 that says the role reads
+    only (a subscription's edit and a template's replace among them)."""
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    await log_in(client, email="vera@acme.com.br")
+    token = await csrf(client)
+    posts = [path for path, name in _ui_routes(client, "POST") if name not in ANY_ROLE_POSTS]
+    assert {"/admin/subscriptions/x/edit", "/admin/templates/x/edit"} <= set(posts)
+    for path in posts:
+        response = await client.post(path, data={"csrf": token})
+        assert response.status == 403, (path, response.status)
+        assert "papel é de leitor" in await response.text(), path
+
+
+async def test_a_viewer_logs_in_as_another_account_without_logging_out(
+    client: Client, services: Services
+) -> None:
+    await make_user(services, email="vera@acme.com.br", role="viewer")
+    await make_user(services)  # ana, an admin
+    await log_in(client, email="vera@acme.com.br")
+    response = await log_in(client)
+    assert response.status == 303, await response.text()
+    page = await (await client.get("/admin/triggers")).text()
+    assert "/admin/triggers/new" in page  # an admin's page now

@@ -32,10 +32,18 @@ SESSION_COOKIE: Final = "rabbot_session"
 PRE_SESSION_COOKIE: Final = "rabbot_pre"
 # Routes a visitor reaches without a session; every other one needs a live session.
 PUBLIC: Final = frozenset({"login", "login_password", "login_token", "language", "static"})
-# POSTs a viewer may make: logging out, and the dry runs, which write nothing. Every other
-# POST changes something: admins only.
+# POSTs a viewer may make: logging in (as another account too) and out, and the dry runs,
+# which write nothing. Every other POST changes something: admins only.
 ANY_ROLE_POSTS: Final = frozenset(
-    {"logout", "mapping_dry_run", "mapping_preview", "flow_dry_run", "template_preview"}
+    {
+        "login_password",
+        "login_token",
+        "logout",
+        "mapping_dry_run",
+        "mapping_preview",
+        "flow_dry_run",
+        "template_preview",
+    }
 )
 # The pages made for changing something (their paths end so): forms a viewer could not send.
 CHANGE_PAGES: Final = ("/new", "/edit")
