@@ -859,8 +859,13 @@ def test_no_auth_is_the_default() -> None:
             Verdict.SUCCESS,
         ),
         (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\nnull", 304, Verdict.FAIL),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nnull",
+            204,
+            Verdict.SUCCESS,
+        ),
     ],
-    ids=["204", "204-with-length", "304"],
+    ids=["204", "204-with-length", "304", "100-then-204"],
 )
 async def test_a_body_on_a_204_or_304_is_ignored_and_the_status_kept(
     sender: Sender, reply: bytes, status: int, verdict: Verdict

@@ -79,7 +79,8 @@ class AnswerHandler(ResponseHandler):
                 self._drop()
         elif status is not None and 100 <= status < 200 and status != 101:
             super().data_received(data[:cut])  # an interim answer: the real one follows
-            self.data_received(data[cut:])
+            if data[cut:]:
+                self.data_received(data[cut:])
         else:
             self._watching = False
             super().data_received(data)
