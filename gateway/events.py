@@ -12,6 +12,7 @@ least `gather_seconds` apart, so that under light load the events of that time s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -172,6 +173,7 @@ class EventRelay(ShardedJob):
         reason = traceback.format_exc(limit=1).strip().splitlines()[-1]
         log.error("outbox of entity %s parked: %s", entity["_id"], reason)
         self._metrics.outboxes_parked.inc()
+        await self._release_claims(entity)
         try:
             await self._store.entities.park_outbox(entity, reason)
         except Exception as exc:
@@ -181,6 +183,23 @@ class EventRelay(ShardedJob):
             # rewrite): this process leaves it aside from now on, the log says which.
             log.error("outbox of entity %s cannot be parked either (%s)", entity["_id"], exc)
             self._unparkable.append(entity["_id"])
+
+    async def _release_claims(self, entity: Doc) -> None:
+        """Release the occurrence claims of the events of an outbox being parked that the
+        log does not hold: nothing announced them, so a later copy of their occurrence must
+        be (store/occurrences.py says why this, and why before the park)."""
+        now = datetime.now(UTC)
+        try:
+            events = []
+            for entry in entity.get("outbox", []):
+                with contextlib.suppress(Exception):  # not an event: it claimed nothing
+                    events.append(event_document(entity["tenant"], entity, entry, now))
+            stored = await self._store.events.stored([event["_id"] for event in events])
+            await self._store.occurrences.release([e for e in events if e["_id"] not in stored])
+        except Exception as exc:
+            if _database_failed(exc):
+                raise
+            log.error("occurrence claims of entity %s kept: %s", entity["_id"], exc)
 
     def _measure_waiting(self, entities: Sequence[Doc]) -> None:
         """How long the longest waiting outbox of this relay's shards has waited (the first:

@@ -255,14 +255,17 @@ async def create_vehicle(client: Client, plate: str = "ABC1D23", **fields: Any) 
 
 
 @contextlib.asynccontextmanager
-async def raw_partner(reply: bytes) -> AsyncIterator[str]:
-    """A TCP server that answers every request with `reply` bytes and hangs up."""
+async def raw_partner(reply: bytes, heads: list[bytes] | None = None) -> AsyncIterator[str]:
+    """A TCP server that answers every request with `reply` bytes and hangs up; the head of
+    each request it got goes into `heads` when given."""
     handlers: list[asyncio.Task[None]] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handlers.append(asyncio.current_task())  # type: ignore[arg-type]
         try:
-            await reader.readuntil(b"\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            if heads is not None:
+                heads.append(head)
             writer.write(reply)
             await writer.drain()
         finally:

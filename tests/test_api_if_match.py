@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.partner_double import create_action, create_partner, create_subscription, post
 from tests.support import auth
@@ -130,3 +131,23 @@ async def test_a_viewers_change_is_forbidden_whatever_its_if_match(
         assert refused.status == 403, problem
         assert problem["type"].endswith("/forbidden")
     assert await (await client.get(path, headers=auth())).json() == await before.json()
+
+
+async def test_a_change_with_if_match_counts_once_against_the_admin_limit(
+    aiohttp_client: Callable[..., Any], make_app: Callable[..., web.Application]
+) -> None:
+    """The precondition reads the document through its GET handler, which authenticates the
+    request too: each PATCH with `If-Match` took two of the tenant's admin budget (and
+    verified its token twice), so half the changes a client was allowed were 429."""
+    other: Client = await aiohttp_client(make_app())  # another process: its own budget
+    path, method, mine, theirs = await _trigger(other)
+    limited: Client = await aiohttp_client(make_app(admin_rate_limit=1))  # bursts of 2
+    for change in (mine, theirs):
+        current = (await other.get(path, headers=auth())).headers["ETag"]
+        headers = {**auth(), "If-Match": current}
+        applied = await limited.request(method, path, json=change, headers=headers)
+        assert applied.status == 200, await applied.text()
+    # The two changes took the burst of two, no more and no less: the next call waits.
+    refused = await limited.get(path, headers=auth())
+    assert refused.status == 429, await refused.text()
+    assert (await (await other.get(path, headers=auth())).json())["name"] == theirs["name"]

@@ -293,6 +293,7 @@ async def test_a_position_post_the_database_fails_is_a_503_and_its_retry_stores_
     # A round the database failed after its insert hands what it stored to the fold once
     # the database is back (store/positions.py `_finish`); a number the fault took without
     # the round knowing it (a write concern failed, a blocked command ran late) is given up
+    # by its taker once the database answers (store/fleet.py `settle`), or else by the fold
     # after `missing_seconds` (30 s; 1 s here). The fix is folded, once.
     fold = own_fold(services, FoldSettings(missing_seconds=1.0))
     async with asyncio.timeout(15):
@@ -300,6 +301,38 @@ async def test_a_position_post_the_database_fails_is_a_503_and_its_retry_stores_
             await fold.run_until_idle()
             await asyncio.sleep(0.1)
     assert data["last_position"]["fix_time"] == "2026-12-01T12:00:00.000Z"
+
+
+async def test_an_inbox_number_taken_as_the_database_stalled_does_not_hold_the_fold(
+    app: Client, faults: Injector
+) -> None:
+    """A round whose inbox number was taken by a command the database ran only after the
+    round's deadline (a paused or stalled server): the round failed (503, nothing stored),
+    and nobody wrote that number, so the fold waited `missing_seconds` (30 s) before giving
+    it up, and every fix appended after the pause was folded that late. The round's process
+    knows it may hold a number: once the database answers, it finds which and gives it up
+    itself (store/fleet.py), and the fold goes on within seconds."""
+    services = services_of(app)
+    response = await app.post("/api/v1/entities/vehicle", json=VEHICLE, headers=auth())
+    assert response.status == 201
+    trigger = await create_position_trigger(app)
+    blocked = next(f for f in FAULTS if f.name == "blockConnection")
+    async with faults.failing(blocked, ["findAndModify"]):  # the counter's $inc, run late
+        await assert_unavailable(
+            await app.post(f"/hooks/{trigger['id']}", json=FIX, headers=bearer(trigger))
+        )
+    await database_back(services)
+    later = {**FIX, "time": "2026-12-01T12:05:00Z", "lat": -23.56}
+    response = await app.post(f"/hooks/{trigger['id']}", json=later, headers=bearer(trigger))
+    assert response.status == 201, await response.text()
+    assert FoldSettings().missing_seconds == 30.0
+    fold = own_fold(services, FoldSettings())  # waits that long for a number nobody writes
+    async with asyncio.timeout(10):
+        while (await vehicle_data(services)).get("last_position") is None:
+            await fold.run_until_idle()
+            await asyncio.sleep(0.1)
+    data = await vehicle_data(services)
+    assert data["last_position"]["fix_time"] == "2026-12-01T12:05:00.000Z"
 
 
 async def vehicle_data(services: Services, plate: str = VEHICLE["plate"]) -> dict[str, Any]:

@@ -251,3 +251,55 @@ def _stored_plates(data_dir: Path) -> set[str]:
     finally:
         client.close()
         server.stop()
+
+
+class _Fixes(ClientThreads):
+    """Each thread posts fixes of its own vehicle, in time order, without a pause: an append
+    round is under way (its inbox number being taken) whenever the database stops."""
+
+    def _run(self, worker: int) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            at = T0 + timedelta(seconds=n)
+            self._post(
+                {"plate": f"FIX{worker}A00", "time": at.isoformat(), "lat": -23.55, "lon": -46.63}
+            )
+
+
+@pytest.mark.timeout(120)
+def test_the_fold_goes_on_within_seconds_of_a_paused_database_continued(tmp_path: Path) -> None:
+    """A round whose inbox number was being taken as the database stopped loses the answer
+    (its deadline passes) while the database takes the number when it is continued: nobody
+    wrote that number, and the fold waited GATEWAY_FOLD_GAP_SECONDS (30 s, kept here) before
+    giving it up, so a fix appended after the pause was folded 30 s late. The round's process
+    gives its number up itself once the database answers (store/fleet.py)."""
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS=str(DB_TIMEOUT_MS)).start()
+    try:
+        for worker in range(4):
+            gateway.create("/api/v1/entities/vehicle", {"plate": f"FIX{worker}A00"})
+        fixes = gateway.create(
+            "/api/v1/triggers", {"name": "trackers", "target": "positions", "methods": ["POST"]}
+        )
+        database = gateway.db_pid
+        with _Fixes(gateway, fixes, 4) as stream:
+            wait_until(lambda: stream.statuses[200] + stream.statuses[201] >= 40, 60, "fixes")
+            os.kill(database, signal.SIGSTOP)
+            try:
+                wait_until(lambda: stream.statuses[503] >= 4, 60, "503 answers")
+            finally:
+                os.kill(database, signal.SIGCONT)
+            wait_until(gateway.ready, 60, "the gateway ready again by itself")
+        later = T0 + timedelta(days=1)
+        fix = {"plate": "FIX0A00", "time": later.isoformat(), "lat": -23.6, "lon": -46.63}
+        path = f"/hooks/{fixes['id']}"
+        headers = {"Authorization": f"Bearer {fixes['token']}"}
+        wait_until(
+            lambda: gateway.request("POST", path, fix, headers=headers)[0] in (200, 201),
+            30,
+            "the fix after the pause to be stored",
+        )
+        # Well under the 30 s a number taken as the database stopped was waited for.
+        wait_until(lambda: _folded(gateway, {"FIX0A00": later}), 10, "the fold to fold it")
+    finally:
+        gateway.stop()

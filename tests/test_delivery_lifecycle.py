@@ -670,24 +670,27 @@ async def test_a_geotab_deliverys_signature_covers_the_body_sent_with_its_sessio
     assert verify([secret], sent.headers, sent.body, now=time.time()) == sent.webhook_id
 
 
-async def test_a_partner_answering_204_with_a_body_is_its_malformed_answer_retried_on_schedule(
+async def test_a_partner_answering_204_with_a_body_is_delivered_once(
     client: Client, worker: DeliveryWorker, clock: FakeClock
 ) -> None:
-    """aiohttp refuses a 204 with a body whole (docs/outbound.md): the attempt is recorded
-    as the partner's `invalid_response`, and retried on the action's schedule, not at once."""
-    async with raw_partner(b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nnull") as url:
+    """aiohttp refused a 204 with a body whole, its status lost: the partner had taken the
+    delivery and got it again, on the action's schedule. The answer ends with its head
+    (docs/outbound.md): the delivery succeeded, at its first attempt, status 204."""
+    heads: list[bytes] = []
+    reply = b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nnull"
+    async with raw_partner(reply, heads) as url:
         partner_doc = await create_partner(client, url.removesuffix("/hook"))
         action_doc = await create_action(client, partner_doc["id"])
         await create_subscription(client, action_doc["id"])
         vehicle = await create_vehicle(client)
         await _odometer(client, vehicle, 5)
-        assert await _deliver(client, worker) == Counter(retry=1)
-        assert await worker.run_until_idle() == Counter()  # nothing due before its delay
-        clock.advance(6)
-        assert await worker.run_until_idle() == Counter(retry=1)
+        assert await _deliver(client, worker) == Counter(succeeded=1)
+        clock.advance(3600)
+        assert await worker.run_until_idle() == Counter()  # nothing left to send
+    assert len(heads) == 1 and heads[0].startswith(b"POST /hooks ")  # the action's path
     [delivery] = await _deliveries(client)
     shown = await _delivery(client, delivery["id"])
-    assert shown["status"] == "pending" and len(shown["attempts"]) == 2
-    for attempt in shown["attempts"]:
-        assert attempt["error"] == "invalid_response" and attempt.get("status") is None
-    assert "a body on a 204 or 304" in shown["last_error"]
+    assert shown["status"] == "succeeded" and len(shown["attempts"]) == 1
+    [attempt] = shown["attempts"]
+    assert (attempt["status"], attempt["error"]) == (204, None)
+    assert attempt["message"] == "a 204 announcing a 4-byte body; the body was not read"

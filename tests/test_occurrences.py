@@ -210,6 +210,50 @@ async def test_two_relays_claim_one_occurrence_once(client: Client) -> None:
     assert await store.occurrences.repeats([copy(winner)], now) == set()
 
 
+ALARM_FEED = """
+name: alarm-feed
+direction: inbound
+entity_type: vehicle
+key: [plate]
+occurrence_id: id
+emit:
+  - {type: vehicle.alarm, announce: every}
+fields:
+  plate: plate
+"""
+
+
+async def test_an_occurrence_whose_outbox_was_parked_is_announced_when_sent_again(
+    client: Client,
+) -> None:
+    """The relay claims an occurrence before storing its event: when the database then
+    refuses the event (here a validator on `events`; in life a document over its limits)
+    and the outbox is parked, nothing was announced, and the partner's redelivery is."""
+    services = client.app[services_key]
+    await upload_mapping(client, ALARM_FEED)
+    trigger = await create_trigger(client, mapping="alarm-feed")
+    body = {"plate": "ABC1D23", "id": "alarm-17"}
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(services)
+    db = services.store.db
+    refuse_alarms = {"type": {"$ne": "vehicle.alarm"}}
+    await db.command("collMod", "events", validator=refuse_alarms, validationAction="error")
+    assert (await send_to(client, trigger, body))["events"] == ["vehicle.alarm"]
+    await services.relay.run_until_idle()
+    parked = await db["entities"].find_one({"nk": "ABC1D23"})
+    assert parked is not None and "relay_error" in parked and "pending" not in parked
+    assert await _stored(client, "vehicle.alarm") == []
+
+    await db.command("collMod", "events", validator={})
+    again = await send_to(client, trigger, body)  # the partner's redelivery
+    assert again["events"] == ["vehicle.alarm"]
+    await drain(services)
+    (event,) = await _stored(client, "vehicle.alarm")
+    assert event["occurrence_id"] == "alarm-17"
+    # Announced once: a third copy is the repeat.
+    assert (await send_to(client, trigger, body))["events"] == []
+
+
 async def test_occurrence_id_is_checked_when_the_mapping_is_uploaded(client: Client) -> None:
     text = """
 name: bad-occurrence

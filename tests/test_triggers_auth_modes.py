@@ -356,8 +356,9 @@ async def test_a_trigger_signed_over_its_body_cannot_be_given_get(
     client: Client, mode: dict[str, str]
 ) -> None:
     """A GET has no body to sign and is refused at the door (403): GET in the methods of such
-    a trigger is a 422 pointing at `methods`, at creation and by PATCH. A trigger stored with
-    it before still loads and writes; a change of it must leave GET out."""
+    a trigger is a 422 pointing at `methods`, at creation and by a PATCH of its methods or
+    auth. A trigger stored with it before still loads and writes, and takes a PATCH of
+    anything else (a rename could not be saved: every change had to drop GET too)."""
     spec = {"name": "signed", "entity_type": "vehicle", "methods": ["GET", "POST"], "auth": mode}
     refused = await client.post("/api/v1/triggers", json=spec, headers=auth())
     problem = await refused.json()
@@ -379,7 +380,29 @@ async def test_a_trigger_signed_over_its_body_cannot_be_given_get(
     await stored_with_get(client, trigger)  # as stored before the rule
     assert (await (await client.get(path, headers=auth())).json())["methods"] == ["GET", "POST"]
     renamed = await client.patch(path, json={"name": "renamed"}, headers=auth())
-    assert renamed.status == 422 and "leave GET out" in await renamed.text()
+    assert renamed.status == 200, await renamed.text()
+    assert (await renamed.json())["methods"] == ["GET", "POST"]  # kept: refused at the door
+    limits = {"max_body_bytes": 4096, "rate_limit": {"per_second": 5, "burst": 10}}
+    assert (await client.patch(path, json=limits, headers=auth())).status == 200
+    restated = {"name": "renamed", "methods": ["POST", "GET"]}  # as read: no change of them
+    assert (await client.patch(path, json=restated, headers=auth())).status == 200
+    secret = trigger["secret"]
+    signed = (
+        {"X-KT-Webhook-Signature": hmac.new(secret.encode(), b"", hashlib.sha1).hexdigest()}
+        if mode["mode"] == "hmac"
+        else signed_headers([secret], "msg_get", int(time.time()), b"")
+    )
+    door = await client.get(f"/hooks/{trigger['id']}?plate=ABC1D23", headers=signed)
+    assert door.status == 403, await door.text()  # a signed GET: refused at the door, as before
+    for change in (
+        {"methods": ["GET"]},
+        {"methods": ["GET"], "name": "again"},
+        {"auth": mode},
+    ):
+        refused = await client.patch(path, json=change, headers=auth())
+        assert refused.status == 422 and "leave GET out" in await refused.text(), change
+    shown = await (await client.get(path, headers=auth())).json()
+    assert (shown["name"], shown["methods"]) == ("renamed", ["GET", "POST"])
     fixed = await client.patch(path, json={"name": "renamed", "methods": ["POST"]}, headers=auth())
     assert fixed.status == 200, await fixed.text()
     assert (await fixed.json())["methods"] == ["POST"]

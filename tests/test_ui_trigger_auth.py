@@ -13,7 +13,7 @@ import orjson
 
 from gateway.services import Services
 from tests.support import auth
-from tests.triggers_support import VEHICLE
+from tests.triggers_support import VEHICLE, stored_with_get
 from tests.ui_support import Client, csrf, log_in, make_user
 
 BODY = orjson.dumps(VEHICLE)
@@ -116,3 +116,29 @@ async def test_a_new_partner_secret_set_on_the_edit_page_replaces_the_old_one(
     hook = f"/hooks/{trigger['id']}"
     assert (await client.post(hook, data=BODY, headers=_motive("old-secret"))).status == 401
     assert (await client.post(hook, data=BODY, headers=_motive("new-secret"))).status == 201
+
+
+async def test_a_signed_trigger_stored_with_get_is_renamed_on_the_edit_page(
+    client: Client, services: Services
+) -> None:
+    """A trigger stored with GET before GET was refused to body-signed ones: the edit page
+    sends its methods as they are, which is no change of them, so a rename is saved (it was
+    a 422 asking to leave GET out); unticking GET still saves too."""
+    await make_user(services)
+    await log_in(client)
+    await _create(
+        client, ("auth.mode", "hmac"), ("auth.preset", "motive"), ("auth.secret", "kt-secret")
+    )
+    trigger = await _only_trigger(client)
+    await stored_with_get(client, trigger)
+    base = f"/admin/triggers/{trigger['id']}"
+    token = await csrf(client, f"{base}/edit")
+    data = [("csrf", token), ("methods", "GET"), ("methods", "POST"), ("format", "json")]
+    saved = await client.post(f"{base}/edit", data=[*data, ("name", "motive-fleet")])
+    assert saved.status == 200, await saved.text()
+    shown = await _only_trigger(client)
+    assert (shown["name"], shown["methods"]) == ("motive-fleet", ["GET", "POST"])
+    token = await csrf(client, f"{base}/edit")
+    data = [("csrf", token), ("methods", "POST"), ("format", "json"), ("name", "motive-fleet")]
+    assert (await client.post(f"{base}/edit", data=data)).status == 200
+    assert (await _only_trigger(client))["methods"] == ["POST"]

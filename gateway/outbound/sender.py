@@ -30,6 +30,7 @@ from gateway.formats import is_xml as is_xml_type
 from gateway.formats.charsets import utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
 from gateway.outbound.breaker import BreakerState, PartnerGuard
+from gateway.outbound.connection import Connector, declared_body
 from gateway.outbound.partner_auth import (
     NO_AUTH,
     Applied,
@@ -170,7 +171,7 @@ class Sender:
     async def start(self) -> None:
         if self._session is not None:
             return
-        connector = aiohttp.TCPConnector(
+        connector = Connector(
             resolver=GuardedResolver(self._policy, self._inner_resolver),
             limit=self._pool_limit,
         )
@@ -330,6 +331,8 @@ class Sender:
         elif error is None:
             is_json, parsed, message = _parse_json(body, response.content_type, response.charset)
             error = None if message is None else "invalid_response"
+        if message is None:  # a 204 or 304 that announced a body (connection.py)
+            message = declared_body(response)
         if message is None and 300 <= response.status < 400:
             message = _not_followed(response.headers.get("Location"))
         return Outcome(
@@ -496,8 +499,7 @@ def _one_line(parser_message: str) -> str:
     text = " ".join(line for line in lines if line.strip("^"))
     if text.startswith("Bad status line"):
         text += (
-            " (not HTTP, or bytes after a complete answer: a body on a 204 or 304, or longer "
-            "than its Content-Length)"
+            " (not HTTP, or bytes after a complete answer: a body longer than its Content-Length)"
         )
     return text
 

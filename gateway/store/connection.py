@@ -57,6 +57,7 @@ async def open_store(
         listeners=[health],
     )
     tasks: list[asyncio.Task[None]] = []
+    store: Store | None = None
     try:
         store = Store(
             client[settings.database],
@@ -85,6 +86,8 @@ async def open_store(
             tasks.append(asyncio.create_task(_ensure_indexes(store)))
         yield store
     finally:
+        if store is not None and (settling := store.fleet.settling) is not None:
+            tasks.append(settling)  # inbox numbers left unsettled: the fold's give-up's
         await cancel_and_wait(*tasks)
         log.info("closing the database")
         health.close()

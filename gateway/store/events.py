@@ -15,6 +15,7 @@ from gateway.store.client import (
     cursor_id,
     find_by_id,
     insert_new,
+    translate_errors,
     unjournaled,
 )
 from gateway.store.history import drop_events
@@ -41,6 +42,14 @@ class EventStore:
         relay that died half-way and runs again stores nothing twice. Not journaled (its
         outbox is, until drained: `client.py` `unjournaled`). Returns how many were new."""
         return await insert_new(self._relayed, events)
+
+    async def stored(self, event_ids: Sequence[Any]) -> set[Any]:
+        """Those of these event ids the log holds."""
+        if not event_ids:
+            return set()
+        with translate_errors():
+            cursor = self._c.find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
+            return {doc["_id"] async for doc in cursor}
 
     async def get(self, tenant: str, event_id: str) -> Doc | None:
         return await find_by_id(self._c, tenant, event_id)

@@ -9,6 +9,17 @@ occurrence, relayed together or by two processes at once, only one wins the uniq
 the other is dropped. A TTL index drops records after the retention, and a record older
 than that is taken over (TTL deletion runs only now and then). The index follows a changed
 retention when the indexes are created at start (`store/expiry.py`).
+
+A claim can outlive an event that was never stored: the database refused the event after
+its occurrence was claimed, and the relay parked the outbox. The relay then releases the
+claims of the parked events it did not store (`release`), before it parks the outbox, so
+that the partner's next copy of the occurrence is announced. That, rather than taking a
+claim whose event is not in `events` for no claim at all, is what holds under concurrency
+and crash: between its claim and its insert every event is not yet stored, so a second
+relay reading that as "not announced" would announce the occurrence twice; and a relay that
+dies between claim and park leaves its outbox pending, so the next pass relays the same
+event again, which keeps its own claim. Released, a parked event an operator relays again
+later (`pending: true`) claims anew: a copy announced meanwhile wins, and it is the repeat.
 """
 
 from __future__ import annotations
@@ -96,6 +107,24 @@ class OccurrenceStore:
                 continue
             repeats.add(claim["event_id"])
         return repeats
+
+    async def release(self, events: Sequence[Doc]) -> int:
+        """Drop the claims these events hold (events the relay never stored: their outbox
+        was parked), so that a later copy of their occurrence is announced; a claim another
+        event holds stays. Returns how many were dropped."""
+        keys: list[str] = []
+        ids: list[Any] = []
+        for event in events:
+            if (key := _event_key(event)) is not None:
+                keys.append(key)
+                ids.append(event["_id"])
+        if not keys:
+            return 0
+        # An event has one key: a record of these keys held by one of these events is its own.
+        query = {"_id": {"$in": sorted(set(keys))}, "event_id": {"$in": ids}}
+        with translate_errors():
+            result = await self._c.delete_many(query)
+        return result.deleted_count
 
     async def _take_over(self, record: Doc, claim: Doc, now: datetime) -> bool:
         """Replace a claim older than the retention the TTL has not dropped yet, unless

@@ -29,6 +29,7 @@ from gateway.store import Doc, Store
 from gateway.triggers.compiled import partner_verifier, secret_context
 from gateway.triggers.hmac_secrets import check_rotated_secret, hmac_problems
 from gateway.triggers.spec import (
+    changes_access,
     check_spec,
     document,
     merge_patch,
@@ -128,7 +129,9 @@ class TriggerService:
     ) -> dict[str, Any]:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             spec = merge_patch(doc, patch)
-            await self._check(tenant, spec)
+            # A trigger stored with GET before GET was refused to body-signed ones keeps it
+            # through a change of anything else (spec.py `_signed_get_problems`).
+            await self._check(tenant, spec, signed_get=changes_access(doc, patch))
             new = document(
                 spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
             )
@@ -202,11 +205,14 @@ class TriggerService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    async def _check(self, tenant: str, spec: Mapping[str, Any]) -> None:
+    async def _check(
+        self, tenant: str, spec: Mapping[str, Any], *, signed_get: bool = True
+    ) -> None:
         check_spec(
             spec,
             max_body_bytes=self._defaults["max_body_bytes"],
             max_batch_items=self._defaults["max_batch_items"],
+            signed_get=signed_get,
         )
         problems = [*await self._mapping_problems(tenant, spec), *self._auth_problems(spec)]
         if problems:

@@ -159,13 +159,21 @@ def new_token_id() -> str:
     return secrets.token_urlsafe(12)
 
 
-def check_spec(spec: Mapping[str, Any], *, max_body_bytes: int, max_batch_items: int) -> None:
+def check_spec(
+    spec: Mapping[str, Any],
+    *,
+    max_body_bytes: int,
+    max_batch_items: int,
+    signed_get: bool = True,
+) -> None:
     """InvalidPayload listing every problem of a trigger specification. A trigger's limits
-    may be lower than the operator's (GATEWAY_MAX_*), never higher."""
+    may be lower than the operator's (GATEWAY_MAX_*), never higher. `signed_get=False` leaves
+    out the rule that a body-signed trigger takes no GET: for a change that changes neither
+    its methods nor its auth (`_signed_get_problems`)."""
     problems = [
         *_VALIDATOR.validate(_without_secret(spec)),
         *_secret_problems(spec),
-        *_signed_get_problems(spec),
+        *(_signed_get_problems(spec) if signed_get else []),
     ]
     for name, ceiling, setting in (
         ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
@@ -194,7 +202,10 @@ def _without_secret(spec: Mapping[str, Any]) -> Mapping[str, Any]:
 def _signed_get_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
     """A trigger whose auth mode signs the body takes no GET: a GET has no body, so its
     signature would cover nothing of what it asks (docs/triggers.md#reading-get). Triggers
-    stored before this rule still load; the receiver refuses their GETs (403)."""
+    stored before this rule still load; the receiver refuses their GETs (403). A change of
+    such a trigger is held to the rule only when it changes its `methods` or its `auth`
+    (`changes_access`): a rename, a new mapping or limits leave its GET as it was, refused
+    at the door, and must be savable (they were a 422 until the change also dropped GET)."""
     auth, methods = spec.get("auth"), spec.get("methods")
     mode = auth.get("mode") if isinstance(auth, Mapping) else None
     signed = isinstance(mode, str) and mode in SIGNED_MODES  # the schema refuses other modes
@@ -291,6 +302,20 @@ def as_spec(doc: Doc) -> dict[str, Any]:
     if doc.get("input_schema_json"):
         spec["input_schema"] = orjson.loads(doc["input_schema_json"])
     return spec
+
+
+def changes_access(doc: Doc, patch: Mapping[str, Any]) -> bool:
+    """Whether a PATCH changes how the trigger is reached: its auth (replaced whole, so any
+    given), or its methods (the same ones restated, in any order, as the admin UI's edit
+    form does, are no change). Only such a PATCH is held to the signed-GET rule."""
+    if "auth" in patch:
+        return True
+    if "methods" not in patch:
+        return False
+    given, stored = patch["methods"], doc.get("methods")
+    if isinstance(given, list) and isinstance(stored, list):
+        return sorted(map(str, given)) != sorted(map(str, stored))
+    return True
 
 
 def merge_patch(doc: Doc, patch: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from aiohttp import web
 
@@ -12,12 +13,29 @@ from gateway.web.openapi import operation_of
 from gateway.web.state import services_of
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The claims a request was admitted with: a PATCH or PUT with `If-Match` runs its document's
+# GET handler first (web/conditional.py), which authenticates the same request; it counts once.
+_admitted: Final = web.RequestKey("admitted_claims", AdminClaims)
 
 
 async def authenticate(request: web.Request, *, writes: bool | None = None) -> AdminClaims:
     """The caller's claims; 401 without a valid admin token, 403 for a viewer that writes.
     `writes=False` for a POST that writes nothing (a dry run, a preview): a viewer may run
-    it, as in the admin UI."""
+    it, as in the admin UI. A request is verified and counted against the limit once,
+    however many handlers authenticate it; the role and query checks run at every call."""
+    claims = request.get(_admitted)
+    if claims is None:
+        claims = await _verify_and_admit(request)
+        request[_admitted] = claims
+    if writes is None:
+        writes = request.method not in _READ_METHODS
+    if writes and claims.role != "admin":
+        raise Forbidden("the viewer role is read-only")
+    _check_query(request)
+    return claims
+
+
+async def _verify_and_admit(request: web.Request) -> AdminClaims:
     token = bearer_token(request.headers)
     try:
         if token is None:
@@ -27,11 +45,6 @@ async def authenticate(request: web.Request, *, writes: bool | None = None) -> A
         admit(request, f"client:{request.remote}", "from this address")
         raise
     admit(request, f"tenant:{claims.tenant}", "for this tenant")
-    if writes is None:
-        writes = request.method not in _READ_METHODS
-    if writes and claims.role != "admin":
-        raise Forbidden("the viewer role is read-only")
-    _check_query(request)
     return claims
 
 

@@ -61,7 +61,9 @@ async def check_if_match(request: web.Request) -> None:
         return
     # The GET handler is called with this request, so its `authenticate` decides the role
     # for the change's method first: a viewer's change is its 403 whatever the tag (tested
-    # by walking the URL table, tests/test_route_table_security.py).
+    # by walking the URL table, tests/test_route_table_security.py). The change's handler
+    # authenticates the request again: the token is verified and counted against the admin
+    # limit once a request (web/admin_auth.py keeps what it admitted).
     current = _body(await read(request)) or b""
     tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
     if "*" in tags or etag_of(current) in tags:

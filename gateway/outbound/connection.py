@@ -1,0 +1,153 @@
+"""The sender's connections: aiohttp's, tolerant of one malformed answer partners send, a
+body on a `204 No Content` or a `304 Not Modified` (FastAPI before 0.79 wrote `null` after
+a 204; some servers write the `Content-Length` body anyway).
+
+HTTP says such an answer ends with its head. aiohttp's C parser then reads the stray bytes
+as the start of the next answer and, when they came in the same packet, refuses the whole
+packet ("Bad status line"): the status it had read was lost, and a partner that had taken a
+delivery got it again, as after a transport failure. `AnswerHandler` hands aiohttp the head
+of a 204 or 304 alone and drops what follows it on that connection until the next request,
+closing the connection (after stray bytes nothing on it can be trusted); a 204 or 304 whose
+head announces a body (`Content-Length` above 0 on a 204, or `Transfer-Encoding`) is not
+kept for another request either, since its body may still be on the way. Stray bytes that
+come only after the next request went on the connection (a 204 that announced nothing kept
+it) are skipped before that request's status line. Every other answer goes to aiohttp
+untouched: `AnswerHandler` only looks at the head of each answer, which it passes on as it
+arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, Final
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+
+EMPTY_ANSWERS: Final = frozenset({204, 304})
+"""The statuses whose answers end with their head (HEAD requests aside: aiohttp knows)."""
+_HEAD_LIMIT: Final = 64 * 1024  # past it aiohttp's own limits refuse the head
+
+
+class AnswerHandler(ResponseHandler):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._head = bytearray()  # the current answer's head, as far as it came
+        self._watching = False  # reading an answer's head
+        self._dropping = False  # after a 204 or 304: what comes is stray
+        self._resyncing = False  # the answer after a 204 or 304: skip stray bytes before it
+        self._stray = bytearray()
+
+    def set_response_params(self, **params: Any) -> None:
+        """A request is about to be sent on this connection: watch its answer's head."""
+        self._head.clear()
+        self._stray.clear()
+        self._resyncing = self._dropping
+        self._watching, self._dropping = True, False
+        super().set_response_params(**params)
+
+    def data_received(self, data: bytes) -> None:
+        if self._dropping:
+            if data:
+                self._drop()
+            return
+        if self._resyncing and data:
+            data = self._resync(data)
+        if not self._watching or not data:
+            super().data_received(data)
+            return
+        before = len(self._head)
+        self._head += data
+        end = self._head.find(b"\r\n\r\n", max(before - 3, 0))
+        if end == -1:
+            if len(self._head) > _HEAD_LIMIT:  # aiohttp refuses it: nothing to watch
+                self._watching = False
+                self._head.clear()
+            super().data_received(data)
+            return
+        cut = end + 4 - before  # where the head ends in `data`
+        head = bytes(self._head[: end + 4])
+        self._head.clear()
+        status = _status(head)
+        if status in EMPTY_ANSWERS:
+            self._watching, self._dropping = False, True
+            super().data_received(data[:cut])
+            if _announces_body(status, head):
+                self.force_close()
+            if data[cut:]:
+                self._drop()
+        elif status is not None and 100 <= status < 200 and status != 101:
+            super().data_received(data[:cut])  # an interim answer: the real one follows
+            if data[cut:]:
+                self.data_received(data[cut:])
+        else:
+            self._watching = False
+            super().data_received(data)
+
+    def _resync(self, data: bytes) -> bytes:
+        """The answer to the request after a 204 or 304 on this connection, without stray
+        bytes of that answer's body that came too late to be dropped with it (a packet after
+        the next request went): what is before its status line. Held until that is seen."""
+        self._stray += data
+        at = self._stray.find(b"HTTP/")
+        if at == -1 and len(self._stray) <= _HEAD_LIMIT:
+            return b""
+        self._resyncing = False
+        if at > 0:
+            self.force_close()
+        data = bytes(self._stray[max(at, 0) :])
+        self._stray.clear()
+        return data
+
+    def _drop(self) -> None:
+        """Stray bytes after an answer that has no body: the connection goes (the answer,
+        already parsed, is still read)."""
+        self.force_close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _status(head: bytes) -> int | None:
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _announces_body(status: int, head: bytes) -> bool:
+    """Whether the head of a 204 or 304 says a body follows: a `Transfer-Encoding`, or (on a
+    204: a 304's is the length the document would have) a `Content-Length` above 0."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length" and status == 204 and value.strip() not in (b"", b"0"):
+            return True
+    return False
+
+
+def declared_body(response: aiohttp.ClientResponse) -> str | None:
+    """What an answer of a status without a body says of the body it nonetheless announced
+    (not read): a note for the attempt, None when there is nothing to say."""
+    if response.status not in EMPTY_ANSWERS:
+        return None
+    length = response.headers.get("Content-Length", "").strip()
+    if response.status == 204 and length not in ("", "0"):
+        return f"a {response.status} announcing a {length}-byte body; the body was not read"
+    if "Transfer-Encoding" in response.headers:
+        return f"a {response.status} announcing a body; the body was not read"
+    return None
+
+
+class Connector(aiohttp.TCPConnector):
+    """aiohttp's TCP connector, its connections `AnswerHandler`s."""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._factory = functools.partial(_answer_handler, self._loop)
+
+
+def _answer_handler(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
+    return AnswerHandler(loop)
