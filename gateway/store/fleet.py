@@ -29,10 +29,14 @@ that number: the fold used to wait `missing_seconds` (30 s) for it after every s
 So each take also records a token of its taker among the counter's latest (`{_id: "seq", n,
 takers: [...]}`, the last `TAKERS_KEPT`): the number of the token at position i of `takers`
 is `n - (len(takers) - 1 - i)`. A process whose take failed looks for its token once the
-database answers again (`settle`: at its next take, before that returns, and in the
-background until then) and writes a tombstone under the number it finds; a tombstone that
-could not be written is retried the same way. What it cannot find (never applied, or more
-than `TAKERS_KEPT` takes later) is left to the fold's give-up, as before.
+database answers again (`settle`, in the background: woken at once by its next take that
+succeeds, else every second) and writes a tombstone under the number it finds; a tombstone
+that could not be written is retried the same way. What it cannot find (never applied, more
+than `TAKERS_KEPT` takes later, or one of more than `LOST_KEPT` lost takes) is left to the
+fold's give-up, as before. Every process must run this release: a take of an earlier one
+pushes no token, and shifts the numbers read from the positions (a tombstone then lands on
+another process's number, whose writer hands its items on under a new number: nothing is
+lost, the gap waits for the give-up as before).
 
 **The state** (`fleet`, one document per vehicle): `{_id: "<tenant>:<vehicle>", tenant,
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
@@ -89,6 +93,9 @@ other of its own. The takers kept cost every take (measured on SecantusDB: 16, a
 +120 µs a take; 64, about +270 µs; a take alone is about 650 µs)."""
 LOST_SECONDS: Final = 120.0
 """How long a process looks for an inbox number it took without hearing which (`settle`)."""
+LOST_KEPT: Final = 4 * TAKERS_KEPT
+"""The lost takes a process looks for at most (the newest): past `TAKERS_KEPT` takes of
+anyone's after it, a take can no longer be found anyway."""
 _SETTLE_DELAYS: Final = (0.2, 0.5, 1.0)  # between attempts of `settle`, the last repeated
 
 
@@ -165,6 +172,7 @@ class FleetStore:
         self._lost: dict[ObjectId, float] = {}  # a take's token → when its answer was lost
         self._unwritten: set[int] = set()  # numbers whose tombstone could not be written
         self._settling: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a take succeeded: the database answers again
 
     # --- the inbox ---------------------------------------------------------------------
 
@@ -195,8 +203,8 @@ class FleetStore:
                 raise
             if doc is not None:
                 if self._lost or self._unwritten:  # the database answers again: settle now,
-                    with contextlib.suppress(StoreUnavailable):  # while the take is in sight
-                        await self.settle()
+                    self._wake.set()  # while the lost take is among the latest (beside this
+                    # round, which neither waits for it nor is lost with it if cancelled)
                 return int(doc["n"])
             self._settle_later(lost=token)
         raise StoreUnavailable("the fold's inbox counter was not written")
@@ -210,6 +218,8 @@ class FleetStore:
     def _settle_later(self, *, lost: ObjectId | None = None, unwritten: int | None = None) -> None:
         if lost is not None:
             self._lost[lost] = time.monotonic()
+            while len(self._lost) > LOST_KEPT:  # the oldest: the fold's give-up
+                del self._lost[next(iter(self._lost))]
         if unwritten is not None:
             self._unwritten.add(unwritten)
         if self._settling is None or self._settling.done():
@@ -218,7 +228,10 @@ class FleetStore:
     async def _settle_until_done(self) -> None:
         attempt = 0
         while self._lost or self._unwritten:
-            await asyncio.sleep(_SETTLE_DELAYS[min(attempt, len(_SETTLE_DELAYS) - 1)])
+            delay = _SETTLE_DELAYS[min(attempt, len(_SETTLE_DELAYS) - 1)]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
             attempt += 1
             try:
                 await self.settle()
