@@ -27,7 +27,9 @@ from aiohttp.client_proto import ResponseHandler
 
 EMPTY_ANSWERS: Final = frozenset({204, 304})
 """The statuses whose answers end with their head (HEAD requests aside: aiohttp knows)."""
-_HEAD_LIMIT: Final = 64 * 1024  # past it aiohttp's own limits refuse the head
+# Past it aiohttp's own limits (its defaults: a status line and 128 header lines of 8,190
+# bytes each) refuse the head anyway.
+_HEAD_LIMIT: Final = 130 * 8192
 
 
 class AnswerHandler(ResponseHandler):
