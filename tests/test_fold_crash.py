@@ -43,6 +43,10 @@ async def _start_folder(client: Client, mongodb_uri: str, data_dir: Path, name: 
         "GATEWAY_SECRET_KEY": SECRET_KEY,
         "GATEWAY_DATA_DIR": str(data_dir),
         "GATEWAY_LOG_JSON": "false",
+        # The survivor takes the victim's shards once their leases expire: after 4 s, not the
+        # default 10 (a lease outlasts the database deadline, so 3 s for that).
+        "GATEWAY_SHARD_LEASE_SECONDS": "4",
+        "GATEWAY_DB_TIMEOUT_MS": "3000",
     }
     with (data_dir / f"{name}.log").open("wb") as log:  # the child keeps its own handle
         return await asyncio.create_subprocess_exec(
