@@ -125,7 +125,9 @@ def test_pid_file_naming_another_process_is_left_alone(tmp_path: Path) -> None:
 def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
     tmp_path: Path,
 ) -> None:
-    gateway = Gateway(tmp_path).start()
+    # The readiness probe that finds the database gone waits out a server selection: 2 s,
+    # not the default 5 (a request after it is refused from the known state, deadline or not).
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="2000").start()
     try:
         database = gateway.db_pid
         launcher = _parent_of(database)
@@ -309,12 +311,12 @@ def test_cleanup_and_ui_user_beside_a_running_gateway_use_its_database_and_leave
 
 # -- a database that lives on and refuses everything ------------------------------------------
 
-REFUSING_SECONDS = 2.0
+REFUSING_SECONDS = 1.0
 
 
 @contextlib.asynccontextmanager
 async def _supervised(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedSupervisor, Store]]:
-    """An embedded database under its supervisor (restarted after 2 s of refusals), with its
+    """An embedded database under its supervisor (restarted after 1 s of refusals), with its
     test commands for fault injection, and the store and prober a gateway has on it."""
     health = DatabaseHealth()
     server = EmbeddedServer(tmp_path / "db", test_commands=True)
