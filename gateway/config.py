@@ -107,6 +107,8 @@ class Settings:
     delivery_concurrency: int = 32
     delivery_poll_seconds: int = 1
     delivery_shutdown_seconds: int = 10
+    # On SIGTERM, how long a request in flight may take before it is cancelled.
+    request_shutdown_seconds: int = 15
     partner_probe_seconds: int = 300
     # /readyz turns unready when the event relay or the delivery worker has failed for this
     # long with work waiting.
@@ -173,6 +175,9 @@ class Settings:
             delivery_concurrency=env.integer("GATEWAY_DELIVERY_CONCURRENCY", 32, low=1, high=1000),
             delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
             delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
+            request_shutdown_seconds=env.integer(
+                "GATEWAY_REQUEST_SHUTDOWN_SECONDS", 15, low=1, high=3600
+            ),
             partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
             stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1),
             fold_entity_seconds=env.integer("GATEWAY_FOLD_ENTITY_SECONDS", 10, low=1, high=3600),
