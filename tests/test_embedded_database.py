@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -293,12 +294,16 @@ def test_cleanup_and_ui_user_beside_a_running_gateway_use_its_database_and_leave
                 env=gateway.env,
             )
 
-        created = command(
-            "ui-user", "create", "--tenant", "acme", "--email", "ana@acme.com.br",
-            stdin="a long enough password 1\n",
-        )  # fmt: skip
+        # The first two are independent: side by side, as cron and an operator may run them.
+        with ThreadPoolExecutor(2) as pool:
+            creating = pool.submit(
+                command,
+                "ui-user", "create", "--tenant", "acme", "--email", "ana@acme.com.br",
+                stdin="a long enough password 1\n",
+            )  # fmt: skip
+            cleaning = pool.submit(command, "cleanup", "--days", "90")
+            created, cleaned = creating.result(), cleaning.result()
         assert created.returncode == 0, created.stderr
-        cleaned = command("cleanup", "--days", "90")
         assert cleaned.returncode == 0, cleaned.stderr
         assert cleaned.stdout.startswith("dropped 0 events")
         listed = command("ui-user", "list", "--tenant", "acme")
