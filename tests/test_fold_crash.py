@@ -192,8 +192,13 @@ async def test_a_fold_killed_among_1000_vehicles_loses_no_fold_and_doubles_no_ev
         client, "/api/v1/triggers", {"name": "t", "target": "positions", "methods": ["POST"]}
     )
     plates = [f"MN{'ABCDEFGHIJ'[n // 100]}0A{n % 100:02d}" for n in range(1000)]
-    for plate in plates:
-        await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+    slots = asyncio.Semaphore(8)  # the same 1,000 POSTs, eight at a time
+
+    async def create(plate: str) -> None:
+        async with slots:
+            await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+
+    await asyncio.gather(*(create(plate) for plate in plates))
     victim = await _start_folder(client, mongodb_uri, tmp_path, "victim")
     survivor = await _start_folder(client, mongodb_uri, tmp_path, "survivor")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
