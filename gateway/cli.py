@@ -80,7 +80,7 @@ def serve(
         reuse_port=reuse_port,
         event_loop=settings.event_loop,
         access_log=None,
-        shutdown_timeout=15,
+        shutdown_timeout=settings.request_shutdown_seconds,
         keepalive_timeout=75,
     )
     return 0

@@ -107,6 +107,8 @@ class Settings:
     delivery_concurrency: int = 32
     delivery_poll_seconds: int = 1
     delivery_shutdown_seconds: int = 10
+    # On SIGTERM, how long a request in flight may take before it is cancelled.
+    request_shutdown_seconds: int = 15
     partner_probe_seconds: int = 300
     # /readyz turns unready when the event relay or the delivery worker has failed for this
     # long with work waiting.
@@ -118,6 +120,9 @@ class Settings:
     # An inbox number taken by a round that never wrote it (killed, or its write lost) holds
     # the fold this long before the fold gives it up: far beyond a round's deadlines.
     fold_gap_seconds: int = 30
+    # The event relay's and the fleet fold's shard leases (gateway/shares.py), renewed every
+    # third of it: a process killed holds its shards this long before the others take them.
+    shard_lease_seconds: int = 10
     # Schedule runners (issue 13): one run holds its schedule's lease, renewed while it runs.
     schedule_lease_seconds: int = 60
     schedule_concurrency: int = 4
@@ -170,6 +175,9 @@ class Settings:
             delivery_concurrency=env.integer("GATEWAY_DELIVERY_CONCURRENCY", 32, low=1, high=1000),
             delivery_poll_seconds=env.integer("GATEWAY_DELIVERY_POLL_SECONDS", 1, low=1),
             delivery_shutdown_seconds=env.integer("GATEWAY_DELIVERY_SHUTDOWN_SECONDS", 10, low=0),
+            request_shutdown_seconds=env.integer(
+                "GATEWAY_REQUEST_SHUTDOWN_SECONDS", 15, low=1, high=3600
+            ),
             partner_probe_seconds=env.integer("GATEWAY_PARTNER_PROBE_SECONDS", 300, low=1),
             stall_seconds=env.integer("GATEWAY_STALL_SECONDS", 60, low=1),
             fold_entity_seconds=env.integer("GATEWAY_FOLD_ENTITY_SECONDS", 10, low=1, high=3600),
@@ -177,6 +185,7 @@ class Settings:
                 "GATEWAY_FOLD_CHECKPOINT_SECONDS", 30, low=1, high=3600
             ),
             fold_gap_seconds=env.integer("GATEWAY_FOLD_GAP_SECONDS", 30, low=2, high=3600),
+            shard_lease_seconds=env.integer("GATEWAY_SHARD_LEASE_SECONDS", 10, low=2, high=3600),
             schedule_lease_seconds=env.integer("GATEWAY_SCHEDULE_LEASE_SECONDS", 60, low=1),
             schedule_concurrency=env.integer("GATEWAY_SCHEDULE_CONCURRENCY", 4, low=1, high=100),
             occurrence_retention_days=env.integer(
@@ -189,6 +198,12 @@ class Settings:
             raise ConfigError(
                 "GATEWAY_FOLD_GAP_SECONDS must be longer than GATEWAY_DB_TIMEOUT_MS "
                 f"({settings.fold_gap_seconds} s against {settings.db_timeout_ms} ms)"
+            )
+        if settings.shard_lease_seconds * 1000 <= settings.db_timeout_ms:
+            # A renewal still within its deadline would see its shards taken under it.
+            raise ConfigError(
+                "GATEWAY_SHARD_LEASE_SECONDS must be longer than GATEWAY_DB_TIMEOUT_MS "
+                f"({settings.shard_lease_seconds} s against {settings.db_timeout_ms} ms)"
             )
         return settings
 

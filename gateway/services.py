@@ -296,7 +296,9 @@ def _assemble(
             metrics,
             on_relayed=relayed,
             doorbell=relay_doorbell,
-            shares=Shares(store, "event-relay", RELAY_SHARDS),
+            shares=Shares(
+                store, "event-relay", RELAY_SHARDS, ttl_seconds=settings.shard_lease_seconds
+            ),
         ),
         notify=notify,
         flow_starter=flow_runtime.starter,
@@ -314,7 +316,7 @@ def _assemble(
             fleet_rules,
             on_relayed=relayed,
             doorbell=fold_doorbell,
-            shares=Shares(store, FOLD_JOB, FOLD_SHARDS),
+            shares=Shares(store, FOLD_JOB, FOLD_SHARDS, ttl_seconds=settings.shard_lease_seconds),
             config=FoldSettings(
                 entity_seconds=settings.fold_entity_seconds,
                 checkpoint_seconds=max(

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,9 @@ def test_pid_file_naming_another_process_is_left_alone(tmp_path: Path) -> None:
 def test_crashed_database_is_restarted_and_requests_get_503_at_once_meanwhile(
     tmp_path: Path,
 ) -> None:
-    gateway = Gateway(tmp_path).start()
+    # The readiness probe that finds the database gone waits out a server selection: 2 s,
+    # not the default 5 (a request after it is refused from the known state, deadline or not).
+    gateway = Gateway(tmp_path, GATEWAY_DB_TIMEOUT_MS="2000").start()
     try:
         database = gateway.db_pid
         launcher = _parent_of(database)
@@ -291,12 +294,16 @@ def test_cleanup_and_ui_user_beside_a_running_gateway_use_its_database_and_leave
                 env=gateway.env,
             )
 
-        created = command(
-            "ui-user", "create", "--tenant", "acme", "--email", "ana@acme.com.br",
-            stdin="a long enough password 1\n",
-        )  # fmt: skip
+        # The first two are independent: side by side, as cron and an operator may run them.
+        with ThreadPoolExecutor(2) as pool:
+            creating = pool.submit(
+                command,
+                "ui-user", "create", "--tenant", "acme", "--email", "ana@acme.com.br",
+                stdin="a long enough password 1\n",
+            )  # fmt: skip
+            cleaning = pool.submit(command, "cleanup", "--days", "90")
+            created, cleaned = creating.result(), cleaning.result()
         assert created.returncode == 0, created.stderr
-        cleaned = command("cleanup", "--days", "90")
         assert cleaned.returncode == 0, cleaned.stderr
         assert cleaned.stdout.startswith("dropped 0 events")
         listed = command("ui-user", "list", "--tenant", "acme")
@@ -309,12 +316,12 @@ def test_cleanup_and_ui_user_beside_a_running_gateway_use_its_database_and_leave
 
 # -- a database that lives on and refuses everything ------------------------------------------
 
-REFUSING_SECONDS = 2.0
+REFUSING_SECONDS = 1.0
 
 
 @contextlib.asynccontextmanager
 async def _supervised(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedSupervisor, Store]]:
-    """An embedded database under its supervisor (restarted after 2 s of refusals), with its
+    """An embedded database under its supervisor (restarted after 1 s of refusals), with its
     test commands for fault injection, and the store and prober a gateway has on it."""
     health = DatabaseHealth()
     server = EmbeddedServer(tmp_path / "db", test_commands=True)

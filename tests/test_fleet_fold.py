@@ -348,6 +348,34 @@ async def test_an_operators_shorter_gap_gives_a_lost_rounds_number_up_sooner(
         Settings.from_env({"GATEWAY_FOLD_GAP_SECONDS": "5"})  # the deadline: 5,000 ms
 
 
+async def test_an_operators_shard_lease_is_the_folds_and_the_relays_and_outlasts_the_deadline(
+    aiohttp_client: Any, make_app: Callable[..., Any]
+) -> None:
+    """GATEWAY_SHARD_LEASE_SECONDS: a process's fold and relay hold their shards' leases that
+    long; one no longer than a database deadline is refused."""
+    environ = {"GATEWAY_SHARD_LEASE_SECONDS": "3", "GATEWAY_DB_TIMEOUT_MS": "2000"}
+    lease = Settings.from_env(environ).shard_lease_seconds
+    assert lease == 3 and Settings.from_env({}).shard_lease_seconds == 10
+    client = await aiohttp_client(make_app(run_workers=True, shard_lease_seconds=lease))
+    leases = client.app[services_key].store.db["leases"]
+    query = {"shard": {"$exists": True}, "owner": {"$ne": None}}
+    deadline = asyncio.get_running_loop().time() + 30
+    while {d["job"] for d in await leases.find(query).to_list(None)} != {
+        "fleet-fold",
+        "event-relay",
+    }:
+        assert asyncio.get_running_loop().time() < deadline, "no shard leased"
+        await asyncio.sleep(0.05)
+    now = datetime.now(UTC)
+    for doc in await leases.find(query).to_list(None):
+        left = doc["until"].replace(tzinfo=UTC) - now
+        assert timedelta(0) < left <= timedelta(seconds=3), doc
+    with pytest.raises(ConfigError, match="GATEWAY_SHARD_LEASE_SECONDS must be between 2"):
+        Settings.from_env({"GATEWAY_SHARD_LEASE_SECONDS": "1", "GATEWAY_DB_TIMEOUT_MS": "500"})
+    with pytest.raises(ConfigError, match="GATEWAY_SHARD_LEASE_SECONDS must be longer than"):
+        Settings.from_env({"GATEWAY_SHARD_LEASE_SECONDS": "5"})  # the deadline: 5,000 ms
+
+
 async def test_several_missing_inbox_numbers_in_sight_are_given_up_after_one_wait(
     services: Services,
 ) -> None:

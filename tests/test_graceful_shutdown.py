@@ -110,11 +110,12 @@ class Shutdown:
     log: str
 
 
-def sigterm_while_working(data_dir: Path) -> Shutdown:
+def sigterm_while_working(data_dir: Path, **env: str) -> Shutdown:
     """The scenario: answered writes streaming, a delivery and a proxy call in flight on a
-    partner that never answers, then SIGTERM; what the database holds afterwards."""
+    partner that never answers, then SIGTERM; what the database holds afterwards. `env`:
+    the gateway's settings beyond the defaults (`bench/shutdown_time.py` measures those)."""
     with _partner() as partner:
-        gateway = Gateway(data_dir).start()
+        gateway = Gateway(data_dir, **env).start()
         try:
             fast = gateway.create(
                 "/api/v1/partners", {"name": "fast", "base_url": partner.url} | NO_AUTH
@@ -188,13 +189,18 @@ def _read(data_dir: Path) -> tuple[set[str], list[str], list[str]]:
     return plates, leases, leased
 
 
-@pytest.mark.timeout(180)  # a gateway held 15 s by its request, then the database alone
+@pytest.mark.timeout(180)  # a gateway held by its request, then the database alone
 def test_sigterm_while_working_keeps_every_answered_write_and_leaves_no_lease_held(
     tmp_path: Path,
 ) -> None:
-    done = sigterm_while_working(tmp_path)
+    # Shorter deadlines than the defaults' 15 s and 10 s: the request and the send in flight
+    # on the partner that never answers are cut short all the same, sooner.
+    done = sigterm_while_working(
+        tmp_path, GATEWAY_REQUEST_SHUTDOWN_SECONDS="3", GATEWAY_DELIVERY_SHUTDOWN_SECONDS="2"
+    )
     print(f"\nSIGTERM to exit: {done.seconds:.1f} s; {len(done.answered)} writes answered")
     assert done.code == 0, done.log[-3000:]
+    assert "the requests in flight get 3 s" in done.log
     assert done.answered and set(done.answered) <= done.stored
     assert done.leases_held == [], done.leases_held
     assert done.deliveries_leased == [], done.deliveries_leased
