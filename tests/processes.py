@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,11 +22,28 @@ from typing import Any
 
 from tests.support import SECRET_KEY, auth
 
+# Each test process (pytest-xdist worker gwN) hands out ports of its own range, below the
+# kernel's ephemeral ports (32768 and up: `bind(0)`'s and outgoing connections'), one after
+# the other: a port chosen here is free until a process binds it, and two workers choosing
+# at once used to get the same one (a gateway then saw the other worker's answer on its
+# port as its own readiness).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORTS_EACH = 1000
+_FIRST_PORT = 20_000 + (_WORKER % 12) * _PORTS_EACH
+_next_ports = itertools.count(random.randrange(_PORTS_EACH))
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now that no other test process of this run hands out."""
+    for _ in range(_PORTS_EACH):
+        port = _FIRST_PORT + next(_next_ports) % _PORTS_EACH
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (a server of an earlier test of this process)
+            return port
+    raise AssertionError(f"no free port in {_FIRST_PORT}-{_FIRST_PORT + _PORTS_EACH - 1}")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -23,7 +23,7 @@ from gateway.auth.tokens import verify_admin_token
 from gateway.config import ConfigError, Settings
 from gateway.entities import Origin
 from gateway.services import Services
-from tests.processes import Gateway
+from tests.processes import Gateway, free_port
 from tests.support import SECRET_KEY, cli_env
 
 
@@ -35,12 +35,6 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         timeout=60,
         env={**os.environ, **(env or {})},
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_help_lists_every_command() -> None:
@@ -95,7 +89,7 @@ def test_a_token_for_a_tenant_no_user_could_belong_to_is_refused(tmp_path: Path)
 
 
 def test_serve_on_the_embedded_database_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GATEWAY_DATA_DIR": str(tmp_path),
@@ -226,7 +220,7 @@ async def test_demo_for_a_tenant_no_token_can_name_exits_2_before_seeding(
 ) -> None:
     """The demo's admin token is issued after seeding: a tenant the token refuses used to seed
     the whole demo into it, then exit 1 without the summary or a server."""
-    env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": str(_free_port())}
+    env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": str(free_port())}
     result = await asyncio.to_thread(_run, "demo", "--tenant", "acme corp", env=env)
     assert result.returncode == 2 and result.stdout == "", result
     assert "--tenant: a tenant is 1-100 letters, digits, _.-" in result.stderr
@@ -235,7 +229,7 @@ async def test_demo_for_a_tenant_no_token_can_name_exits_2_before_seeding(
 async def test_demo_seeds_then_serves_and_stops_on_sigterm(
     settings: Settings, mongodb_uri: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**cli_env(settings, mongodb_uri), "GATEWAY_PORT": str(port)}
     with subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo"],

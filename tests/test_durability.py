@@ -212,13 +212,13 @@ def test_no_answered_write_is_lost_when_the_gateway_is_killed_mid_stream(
         stream.stop.set()
     second = Gateway(tmp_path).start()  # same data dir: it takes over the outboxes
     try:
-        status, _, _ = second.request(
+        status, _, answer = second.request(
             "POST",
             f"/hooks/{trigger['id']}",
             {"plate": "ZZZ9Z99", "odometer_km": 1},
             headers={"Authorization": f"Bearer {trigger['token']}"},
         )
-        assert status == 201
+        assert status == 201, answer
     finally:
         second.stop()
     report = _verify(tmp_path, stream)

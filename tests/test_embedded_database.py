@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 from pymongo import AsyncMongoClient
 
@@ -22,9 +23,9 @@ from gateway.background import cancel_and_wait
 from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.services import Services, open_services
-from gateway.store import Store, connection
+from gateway.store import Store, connection, embedded
 from gateway.store.client import open_client
-from gateway.store.embedded import EmbeddedServer, child_environment
+from gateway.store.embedded import EmbeddedServer, EmbeddedServerError, child_environment
 from gateway.store.health import DatabaseHealth
 from gateway.store.supervisor import EmbeddedSupervisor
 from tests.processes import Gateway, alive, free_port, wait_until
@@ -475,3 +476,36 @@ def _databases_on(storage: Path) -> list[int]:
                 if alive(int(entry.name)):
                     found.append(int(entry.name))
     return sorted(found)
+
+
+# -- a port taken between its choice and the database's bind -----------------------------------
+
+
+def test_a_database_whose_port_another_server_took_starts_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A free port is free until someone binds it: another database (another gateway's, of a
+    test running beside) took the one chosen first. The start must not take that server,
+    which answers on the port, for its own (a gateway would serve from another's data): it
+    starts on another port."""
+    other = EmbeddedServer(tmp_path / "other")
+    other.start()
+    try:
+        chosen = iter([other.port])
+        free = embedded._free_port
+        monkeypatch.setattr(embedded, "_free_port", lambda host: next(chosen, 0) or free(host))
+        ours = EmbeddedServer(tmp_path / "ours")
+        ours.start()
+        try:
+            assert ours.port != other.port
+            with pymongo.MongoClient(ours.uri) as client:
+                assert client.admin.command("serverStatus")["pid"] == ours.pid != other.pid
+        finally:
+            ours.stop()
+        # A restart keeps its port (clients reconnect to it): taken, it is an error.
+        ours.port = other.port
+        with pytest.raises(EmbeddedServerError, match="served by another process"):
+            ours.start()
+        assert alive(other.pid or 0)
+    finally:
+        other.stop()

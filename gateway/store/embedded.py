@@ -20,12 +20,17 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import bson
+import bson.errors
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,40 @@ def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in environ.items() if k in _PASSED or k.startswith(_PASSED_PREFIXES)}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+class _PortTaken(Exception):
+    """Another process answers on the port the database was started on."""
+
+
+PORT_ATTEMPTS = 3
+_OP_MSG = 2013
+
+
+def _command(host: str, port: int, command: Mapping[str, Any]) -> dict[str, Any]:
+    """One command over one connection, closed at once (an OP_MSG: a driver's client would
+    leave its monitors' sockets to close later), its answer's document."""
+    body = struct.pack("<iB", 0, 0) + bson.encode(command)  # no flags; one body section
+    header = struct.pack("<iiii", 16 + len(body), 1, 0, _OP_MSG)
+    with socket.create_connection((host, port), timeout=1.0) as sock:
+        sock.sendall(header + body)
+        answer = _receive(sock, 16)
+        (length,) = struct.unpack("<i", answer[:4])
+        if not 21 <= length <= 16 * 1024 * 1024:
+            raise ValueError(f"not an answer of a database: {length} bytes")
+        answer += _receive(sock, length - 16)
+    return dict(bson.decode(answer[21:]))  # header, flags, the section's kind
+
+
+def _receive(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 65536))
+        if not chunk:
+            raise ConnectionError("the connection closed before the answer's end")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _free_port(host: str) -> int:
@@ -220,7 +259,31 @@ class EmbeddedServer:
         stop_stale(self.storage_path, self.pid_file, self._give_up)
         if self._give_up.is_set():
             raise EmbeddedServerError("the start was given up: the gateway is stopping")
-        self.port = self.port or _free_port(self.host)
+        # A port chosen here may be taken by another process before the database binds it
+        # (a free port is free until someone binds it): then a new one, a few times. A
+        # restart after a crash keeps its port (clients reconnect to it) or fails.
+        for attempt in itertools.count(1):
+            chosen = not self.port
+            self.port = self.port or _free_port(self.host)
+            try:
+                self._launch(timeout)
+                break
+            except _PortTaken:
+                if not chosen or attempt == PORT_ATTEMPTS:
+                    self._stop(STOP_SECONDS)
+                    raise EmbeddedServerError(
+                        f"port {self.port} is served by another process: the database could "
+                        "not listen on it"
+                    ) from None
+                self._abandon()
+                log.warning("port %d was taken by another process; trying another", self.port)
+                self.port = 0
+        log.info(
+            "embedded database started",
+            extra={"port": self.port, "pid": self.pid, "storage": str(self.storage_path)},
+        )
+
+    def _launch(self, timeout: float) -> None:
         self._release()  # the pipe of a launcher that died (a restart after a crash)
         read_fd, self._watch_fd = os.pipe()
         cmd = [
@@ -259,10 +322,18 @@ class EmbeddedServer:
         finally:
             os.close(read_fd)
         self._wait_until_listening(timeout)
-        log.info(
-            "embedded database started",
-            extra={"port": self.port, "pid": self.pid, "storage": str(self.storage_path)},
-        )
+
+    def _abandon(self) -> None:
+        """Stop the launcher of a start that found its port served by another process."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._release()
 
     def _wait_until_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -276,11 +347,31 @@ class EmbeddedServer:
                 raise EmbeddedServerError(self._failure(code))
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            if self._answers_as_ours():
+                return
+            time.sleep(0.05)
         self._stop(STOP_SECONDS)
         raise EmbeddedServerError(f"{EXECUTABLE} did not listen within {timeout:.0f}s")
+
+    def _answers_as_ours(self) -> bool:
+        """Whether the server listening on the port is this database (its `serverStatus`
+        pid), not another process that took the port first: a gateway connected to another
+        gateway's database would answer from it. _PortTaken when it is another's; False
+        while it cannot tell yet (the pid not written, the server not answering)."""
+        ours = self.pid
+        if ours is None:
+            return False
+        try:
+            answer = _command(self.host, self.port, {"serverStatus": 1, "$db": "admin"})
+        except (OSError, ValueError, bson.errors.BSONError):
+            return False
+        if answer.get("pid") != ours:
+            raise _PortTaken
+        return True
 
     def _failure(self, code: int) -> str:
         tail = self.log_tail()
