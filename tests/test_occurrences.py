@@ -154,12 +154,7 @@ async def test_without_occurrence_id_every_copy_is_announced(client: Client, fcm
     assert all("occurrence_id" not in e for e in stored)
 
 
-async def test_each_trigger_and_event_type_has_its_own_occurrences(client: Client) -> None:
-    """The same id from another trigger (another Samsara organisation) is another occurrence,
-    and so is an id a payload gives to two of its events."""
-    await upload_mapping(
-        client,
-        """
+ALARM_FEED = """
 name: alarm-feed
 direction: inbound
 entity_type: vehicle
@@ -167,11 +162,19 @@ key: [plate]
 occurrence_id: id
 emit:
   - {type: vehicle.alarm, announce: every}
-  - {type: vehicle.alert, announce: every}
 fields:
   plate: plate
-""",
+"""
+
+
+async def test_each_trigger_and_event_type_has_its_own_occurrences(client: Client) -> None:
+    """The same id from another trigger (another Samsara organisation) is another occurrence,
+    and so is an id a payload gives to two of its events."""
+    two_events = ALARM_FEED.replace(
+        "  - {type: vehicle.alarm, announce: every}\n",
+        "  - {type: vehicle.alarm, announce: every}\n  - {type: vehicle.alert, announce: every}\n",
     )
+    await upload_mapping(client, two_events)
     one = await create_trigger(client, mapping="alarm-feed")
     other = await create_trigger(client, name="other-org", mapping="alarm-feed")
     body = {"plate": "ABC1D23", "id": 17}  # a number: its digits are the id
@@ -208,19 +211,6 @@ async def test_two_relays_claim_one_occurrence_once(client: Client) -> None:
     # The winner relayed again (its process died before draining) keeps its claim.
     winner = "b" if first == {"a"} else "a"
     assert await store.occurrences.repeats([copy(winner)], now) == set()
-
-
-ALARM_FEED = """
-name: alarm-feed
-direction: inbound
-entity_type: vehicle
-key: [plate]
-occurrence_id: id
-emit:
-  - {type: vehicle.alarm, announce: every}
-fields:
-  plate: plate
-"""
 
 
 async def test_an_occurrence_whose_outbox_was_parked_is_announced_when_sent_again(

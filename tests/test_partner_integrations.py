@@ -47,15 +47,21 @@ async def _signed(client: Client, trigger: dict[str, Any], body: bytes, headers:
     return response.status, await response.json()
 
 
-async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: Client) -> None:
-    await _vehicle(client, "ABC1D23", tracker_id="1984895")  # the id as text; Motive sends 1984895
+async def _motive_trigger(client: Client, *, distance: str, speed: str, volume: str) -> Any:
+    """A position trigger of the shipped Motive mapping, signed as Motive signs, in the
+    account's units."""
     await upload_shipped(client, "motive-vehicle-location")
-    trigger = await create_position_trigger(
+    return await create_position_trigger(
         client,
         mapping="motive-vehicle-location",
-        params={"distance_unit": "mi", "speed_unit": "mph", "volume_unit": "gal"},
+        params={"distance_unit": distance, "speed_unit": speed, "volume_unit": volume},
         auth={"mode": "hmac", "preset": "motive"},
     )
+
+
+async def test_motive_location_signed_with_sha1_in_a_us_accounts_units(client: Client) -> None:
+    await _vehicle(client, "ABC1D23", tracker_id="1984895")  # the id as text; Motive sends 1984895
+    trigger = await _motive_trigger(client, distance="mi", speed="mph", volume="gal")
     # Motive checks the endpoint with a signed array of the webhook's actions: no write.
     check = b'["vehicle_location_updated"]'
     signature = hmac.new(trigger["secret"].encode(), check, hashlib.sha1).hexdigest()
@@ -80,13 +86,7 @@ async def test_a_motive_action_the_mapping_does_not_read_is_refused_and_kept(
     not mapped, their payloads undocumented where we could read Motive's reference) posts
     bodies without a location: each is a 422 kept for replay, never a fix or a silent 200."""
     await _vehicle(client, "ABC1D23", tracker_id="123")
-    await upload_shipped(client, "motive-vehicle-location")
-    trigger = await create_position_trigger(
-        client,
-        mapping="motive-vehicle-location",
-        params={"distance_unit": "km", "speed_unit": "km/h", "volume_unit": "l"},
-        auth={"mode": "hmac", "preset": "motive"},
-    )
+    trigger = await _motive_trigger(client, distance="km", speed="km/h", volume="l")
     body = b'{"action":"fault_code_opened","vehicle_id":123}'
     mac = hmac.new(trigger["secret"].encode(), body, hashlib.sha1).hexdigest()
     status, answer = await _signed(client, trigger, body, {"X-KT-Webhook-Signature": mac})
@@ -104,13 +104,7 @@ async def test_motive_test_request_and_documented_location_through_a_signed_trig
     """KeepTruckin enables a webhook only once its test request {"action":"test"} is answered
     200; then the documented vehicle_location_received payload is a fix on the track."""
     await _vehicle(client, "ABC1D23", tracker_id="123")
-    await upload_shipped(client, "motive-vehicle-location")
-    trigger = await create_position_trigger(
-        client,
-        mapping="motive-vehicle-location",
-        params={"distance_unit": "km", "speed_unit": "km/h", "volume_unit": "l"},
-        auth={"mode": "hmac", "preset": "motive"},
-    )
+    trigger = await _motive_trigger(client, distance="km", speed="km/h", volume="l")
 
     def signed(body: bytes) -> dict[str, str]:
         mac = hmac.new(trigger["secret"].encode(), body, hashlib.sha1).hexdigest()
