@@ -509,3 +509,17 @@ def test_a_database_whose_port_another_server_took_starts_on_another(
         assert alive(other.pid or 0)
     finally:
         other.stop()
+
+
+def test_a_stopping_launcher_leaves_the_pid_file_a_newer_database_wrote(tmp_path: Path) -> None:
+    """A launcher whose gateway was SIGKILLed stops its database slowly; a gateway started
+    meanwhile on the same data dir has stopped it and written its own database's pid: the
+    old launcher, ending, must not remove that (the new start, and the next, read it)."""
+    server = EmbeddedServer(tmp_path / "db")
+    server.start()
+    server.stop()
+    assert not server.pid_file.exists()  # its own: removed
+    server.start()
+    server.pid_file.write_text("999999\n")  # as a newer launcher would have
+    server.stop()
+    assert server.pid_file.read_text() == "999999\n"

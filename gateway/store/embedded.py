@@ -358,18 +358,24 @@ class EmbeddedServer:
         raise EmbeddedServerError(f"{EXECUTABLE} did not listen within {timeout:.0f}s")
 
     def _answers_as_ours(self) -> bool:
-        """Whether the server listening on the port is this database (its `serverStatus`
-        pid), not another process that took the port first: a gateway connected to another
-        gateway's database would answer from it. _PortTaken when it is another's; False
-        while it cannot tell yet (the pid not written, the server not answering)."""
-        ours = self.pid
-        if ours is None:
+        """Whether the server listening on the port is this database, not another process
+        that took the port first (a gateway connected to another gateway's database would
+        answer from it): the process its `serverStatus` names is in our launcher's process
+        group (the launcher leads a session of its own; not the pid file, which a launcher
+        of a database left running may remove as it stops). _PortTaken when it is another's;
+        False while it cannot tell yet (the server not answering)."""
+        if self._proc is None:
             return False
         try:
             answer = _command(self.host, self.port, {"serverStatus": 1, "$db": "admin"})
         except (OSError, ValueError, bson.errors.BSONError):
             return False
-        if answer.get("pid") != ours:
+        pid = answer.get("pid")
+        try:
+            ours = isinstance(pid, int) and os.getpgid(pid) == self._proc.pid
+        except OSError:  # no such process here (another namespace's)
+            ours = False
+        if not ours:
             raise _PortTaken
         return True
 

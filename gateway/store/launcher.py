@@ -98,8 +98,13 @@ def main(argv: list[str]) -> int:
                     return 0
         return _exit_code(code)
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(pid_file)
+        # Only while it names our database: a gateway started meanwhile (this launcher was
+        # slow to stop a database its SIGKILLed gateway left) has written its own there.
+        with contextlib.suppress(OSError, ValueError):
+            with open(pid_file) as fh:
+                named = int(fh.read().strip())
+            if named == child.pid:
+                os.unlink(pid_file)
 
 
 if __name__ == "__main__":
