@@ -23,9 +23,8 @@ from gateway.store import Doc, new_id
 from gateway.store.notify import NamedResources
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_FIELDS = ("name", "channel_type", "description", "default_locale", "locales", "sample")
 # A template's document, as `create` and `replace` take it.
-TEMPLATE_FIELDS = _FIELDS
+TEMPLATE_FIELDS = ("name", "channel_type", "description", "default_locale", "locales", "sample")
 _MAX_CACHED = 2048
 # Who uses a template (flows name them): (tenant, name) → [{kind, name, ...}].
 Users = Callable[[str, str], Awaitable[list[dict[str, Any]]]]
@@ -46,7 +45,7 @@ async def refuse_if_used(users: Users, tenant: str, what: str, name: str) -> Non
 def public_template(doc: Doc) -> dict[str, Any]:
     return {
         "id": str(doc["_id"]),
-        **{k: doc.get(k) for k in _FIELDS},
+        **{k: doc.get(k) for k in TEMPLATE_FIELDS},
         "version": doc["rev"],
         "author": doc.get("author"),
         "created_at": doc["created_at"],
@@ -92,7 +91,7 @@ class TemplateService:
             message = "a template keeps its name (flows use it); create a new one instead"
             raise InvalidPayload(message, [FieldProblem("/name", message, "const")])
         await off_loop(compile_template, fields)
-        unset = [k for k in _FIELDS if k not in fields]
+        unset = [k for k in TEMPLATE_FIELDS if k not in fields]
         update = {**fields, "author": author, "updated_at": datetime.now(UTC)}
         doc = await self._store.update(tenant, str(current["_id"]), current["rev"], update, unset)
         if doc is None:
@@ -154,7 +153,7 @@ def checked_template(body: Mapping[str, Any]) -> dict[str, Any]:
     problems = [
         FieldProblem(f"/{k}", f"unknown field {k!r}", "additionalProperties")
         for k in body
-        if k not in _FIELDS
+        if k not in TEMPLATE_FIELDS
     ]
     name = body.get("name")
     if not isinstance(name, str) or not NAME.match(name):

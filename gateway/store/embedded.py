@@ -345,12 +345,6 @@ class EmbeddedServer:
             if code is not None:
                 self._release()
                 raise EmbeddedServerError(self._failure(code))
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    pass
-            except OSError:
-                time.sleep(0.05)
-                continue
             if self._answers_as_ours():
                 return
             time.sleep(0.05)
@@ -363,7 +357,7 @@ class EmbeddedServer:
         answer from it): the process its `serverStatus` names is in our launcher's process
         group (the launcher leads a session of its own; not the pid file, which a launcher
         of a database left running may remove as it stops). _PortTaken when it is another's;
-        False while it cannot tell yet (the server not answering)."""
+        False while it cannot tell yet (not listening yet, or not answering)."""
         if self._proc is None:
             return False
         try:

@@ -88,8 +88,8 @@ MAX_WRITTEN_ITEMS: Final = 50_000
 """Fixes (and other items) of the inbox documents a process keeps for its own fold."""
 TAKERS_KEPT: Final = 16
 """The latest takers of inbox numbers the counter keeps (`take_number`): a process looks for
-its lost take among them at its first take once the database answers again, before any
-other of its own. The takers kept cost every take (measured on SecantusDB: 16, about
+its lost take among them as soon as the database answers again (its next take that succeeds
+wakes the settling). The takers kept cost every take (measured on SecantusDB: 16, about
 +120 µs a take; 64, about +270 µs; a take alone is about 650 µs)."""
 LOST_SECONDS: Final = 120.0
 """How long a process looks for an inbox number it took without hearing which (`settle`)."""

@@ -224,7 +224,7 @@ class Pipeline:
         if trigger.schema is None:  # (no stage to enter: once an item of a batch)
             return
         with stage("schema"):
-            if trigger.schema is not None and (problems := trigger.schema.validate(payload)):
+            if problems := trigger.schema.validate(payload):
                 raise invalid("payload", problems)
 
     async def inbound_mapping(self, trigger: CompiledTrigger) -> CompiledMapping | None:

@@ -41,9 +41,8 @@ async def list_events(request: web.Request) -> web.Response:
 
 async def event_page(request: web.Request) -> web.Response:
     """One event, its deliveries (by id: subscription, then flow step) and its flow runs (by
-    flow name): each list a
-    page of `limit` (50), read further by its own cursor (`deliveries`, `runs`), so an event
-    that fanned out to many is read entirely."""
+    flow name): each list a page of `limit` (50), read further by its own cursor
+    (`deliveries`, `runs`), so an event that fanned out to many is read entirely."""
     tenant, services = tenant_of(request), services_of(request)
     event = public_event(await services.events.get(tenant, request.match_info["id"]))
     limit, _ = paging.page_params(request.query)
