@@ -10,7 +10,7 @@ import orjson
 
 from gateway.services import Services
 from gateway.ui.navigation import NAV
-from tests.partner_double import create_action, create_partner, create_subscription
+from tests.partner_double import create_action, create_partner, create_subscription, post
 from tests.support import auth
 from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user
 
@@ -152,6 +152,24 @@ async def test_the_next_page_keeps_the_lists_filter_and_page_size(
         pager = re.search(r'class="pager"><a href="([^"]+)"', page)
         url = "/admin/entities/vehicle" + html.unescape(pager.group(1)) if pager else ""
     assert seen == ["ABC1D20", "ABC1D22", "ABC1D23"]
+
+
+async def test_a_list_page_given_a_cursor_no_page_wrote_says_so_in_a_400_page(
+    client: Client, services: Services
+) -> None:
+    """A junk or tampered cursor in the URL is an error page, not an empty list that would
+    pass for the end of the list."""
+    flow = {"name": "aviso", "on": {"events": ["entity.created"]}}
+    await post(client, "/api/v1/flows", {**flow, "steps": [{"id": "se", "when": "entity.plate"}]})
+    await make_user(services)
+    await log_in(client)
+    lists = ("triggers", "deliveries", "events", "mappings", "flows", "flows/aviso/runs")
+    for path in (*lists, "partners", "actions", "subscriptions", "entities/vehicle"):
+        for cursor in ("%7B%7D", "%00%FF", ".."):
+            response = await client.get(f"/admin/{path}?cursor={cursor}")
+            page = await response.text()
+            assert (response.status, response.content_type) == (400, "text/html"), (path, page)
+            assert "Pedido inválido" in page and "cursor must be the next_cursor" in page, path
 
 
 async def test_a_subscription_is_edited_on_its_page_problems_at_their_fields(

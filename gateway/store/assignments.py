@@ -11,6 +11,7 @@ same driver: then the first stands, and the second is told it changed nothing).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +19,10 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Doc, cursor_text, scoped, translate_errors
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: text order is time order
+_TIME_SHAPE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"  # what _TIME_FORMAT writes
 ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="ranges")
 """Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
 
@@ -82,9 +84,11 @@ class AssignmentStore:
     async def history(
         self, tenant: str, vehicle_id: str, *, before: str | None, limit: int
     ) -> list[Doc]:
-        """Changes newest first; `before` is the `_id` the previous page ended with."""
+        """Changes newest first; `before` is the `_id` the previous page ended with (of this
+        vehicle's history: another one's, or junk, is a 400, not the first page again)."""
         prefix = _prefix(tenant, vehicle_id)
-        upper = before if before is not None and before.startswith(prefix) else prefix + "~"
+        shape = re.compile(re.escape(prefix) + _TIME_SHAPE)
+        upper = cursor_text(before, shape) or prefix + "~"
         query = {"_id": {"$gte": prefix, "$lt": upper}}
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query)).sort("_id", DESCENDING)
