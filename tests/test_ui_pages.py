@@ -109,6 +109,34 @@ async def test_a_template_preview_renders_a_sample_and_a_viewer_may_run_it(
     assert bad.status == 422 and 'data-field="context"' in await bad.text()
 
 
+async def test_a_template_preview_renders_the_text_being_edited_without_storing_it(
+    client: Client, services: Services
+) -> None:
+    """The admin previews what the edit form holds, not the stored version: the page comes
+    back with the typed text kept, its rendering, and nothing saved; a draft the sandbox
+    refuses is refused at the document, like a save of it."""
+    body = {"name": "alert", "channel_type": "sms", "locales": {"pt-BR": {"text": "Olá {{ d }}"}}}
+    template = await (await client.post("/api/v1/templates", json=body, headers=auth())).json()
+    await make_user(services)
+    await log_in(client)
+    page_url = f"/admin/templates/{template['id']}"
+    page = await (await client.get(page_url)).text()
+    fields = dict(form_fields(page, f"{page_url}/edit"))
+    draft = {**body, "locales": {"pt-BR": {"text": "Oi {{ d }}, rascunho"}}}
+    fields.update(document=orjson.dumps(draft).decode(), context='{"d": "Ana"}')
+    previewed = await client.post(f"{page_url}/preview", data=fields)
+    shown = await previewed.text()
+    assert previewed.status == 200, shown
+    assert "Oi Ana, rascunho" in shown and "Olá Ana" not in shown
+    assert "rascunho" in dict(form_fields(shown, f"{page_url}/edit"))["document"]  # kept
+    stored = await (await client.get(f"/api/v1/templates/{template['id']}", headers=auth())).json()
+    assert stored["locales"]["pt-BR"]["text"] == "Olá {{ d }}" and stored["version"] == 1
+    unsafe = {**body, "locales": {"pt-BR": {"text": "{{ d.__class__.__mro__ }}"}}}
+    fields.update(document=orjson.dumps(unsafe).decode())
+    refused = await client.post(f"{page_url}/preview", data=fields)
+    assert refused.status == 422 and 'data-field="document"' in await refused.text()
+
+
 async def test_a_preview_context_that_is_not_an_object_is_refused_next_to_its_field(
     client: Client, services: Services
 ) -> None:
