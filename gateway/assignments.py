@@ -21,6 +21,8 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
   changes stay, so it only covers the gap up to the next one.
 - Reporting the driver who already drives at `start` changes nothing (HR systems and ERPs
   repeat "current driver" answers); two changes at the same instant: the later write wins.
+- Of two concurrent reports of the same change (an end relayed twice at once), exactly one
+  reports `changed`: the store writes a change only over a different driver's.
 - The vehicle's `current_driver` field follows the history (an `entity.updated` event when
   it changes), so mappings and filters can read it.
 """
@@ -123,7 +125,13 @@ class AssignmentService:
             "author": author,
             "recorded_at": now,
         }
-        replaced = await self._store.record(tenant, vid, fields)
+        recorded, replaced = await self._store.record(tenant, vid, fields)
+        if not recorded:
+            # A concurrent report of the same change (an end relayed twice at once) came
+            # first: one of the two reports the change.
+            stored = await self._store.at(tenant, vid, start)
+            assert stored is not None  # that driver's change at `start`
+            return AssignResult(await self._assignment(tenant, stored), changed=False)
         await self._sync_current_driver(tenant, vehicle, Origin(source, ref or author))
         written = await self._store.at(tenant, vid, start)
         assert written is not None  # just recorded

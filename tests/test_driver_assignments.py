@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -180,3 +182,38 @@ async def test_the_driver_at_a_time_is_read_through_an_index_on_the_embedded_dat
     assert "COLLSCAN" not in str(plan["queryPlanner"]) and "ranges" in str(plan), plan
     answer = await _get(client, "?at=2026-11-05T12:00:00Z")
     assert answer["driver"]["driver"]["cpf"] == ANA
+
+
+async def test_two_concurrent_ends_of_one_identification_report_one_change(
+    client: Client,
+) -> None:
+    """A tracker's logout relayed twice at once (two relay batches, two processes): both ends
+    read the identification in force before either writes, but only one records the end."""
+    await _drivers(client)
+    start = datetime(2026, 11, 1, 8, tzinfo=UTC)
+    await post(client, DRIVERS, {"driver": ANA, "start": start.isoformat(), "source": "tracker"})
+    assignments = client.app[services_key].notify.assignments
+    for round_ in range(5):
+        at = start + timedelta(hours=1 + round_)
+        ends = await asyncio.gather(
+            *(
+                assignments.end("acme", "ABC1D23", at=at, source="tracker", author=f"relay:{n}")
+                for n in range(2)
+            )
+        )
+        assert [r is not None and r.changed for r in ends].count(True) == 1, (round_, ends)
+        # Identified again, so that the next round has an identification to end.
+        await assignments.assign(
+            "acme", "ABC1D23", ANA, start=at + timedelta(minutes=1), source="tracker", author="t"
+        )
+
+
+async def test_two_concurrent_identical_assignments_report_one_change(client: Client) -> None:
+    await _drivers(client)
+    body = {"driver": BRUNO, "start": "2026-11-01T08:00:00-03:00"}
+    responses = await asyncio.gather(
+        *(client.post(DRIVERS, json=body, headers=auth()) for _ in range(2))
+    )
+    answers = [(r.status, (await r.json())["changed"]) for r in responses]
+    assert sorted(answers) == [(200, False), (201, True)], answers
+    assert len((await _get(client))["items"]) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.store.client import CURSOR_PROBLEM
 from tests.support import auth
 from tests.triggers_support import Client, bearer, create_trigger
 
@@ -19,17 +20,74 @@ LISTS = [
     "/api/v1/templates",
     "/api/v1/events",
     "/api/v1/rejected",
+    "/api/v1/triggers",
+    "/api/v1/deliveries",
+    "/api/v1/deliveries?event_id=6b116d37b41c0324ef461cf0",
+    "/api/v1/flows/aviso/runs",  # the flow is created first
+    "/api/v1/geofences",
+    "/api/v1/maintenance-plans",
 ]
+# Lists paged by a name (mappings, flows): any name is a place in the list, but a cursor no
+# name can be is refused like the ids above.
+NAMED = ["/api/v1/mappings", "/api/v1/flows"]
 
 
 @pytest.mark.parametrize("path", LISTS)
 async def test_a_cursor_that_no_page_gave_is_a_400(client: Client, path: str) -> None:
-    for cursor in ("not-a-cursor", "6b116d37b41c0324ef461cf"):
-        response = await client.get(f"{path}?cursor={cursor}", headers=auth())
+    if path.startswith("/api/v1/flows/"):
+        steps = [{"id": "se", "when": "entity.plate"}]
+        flow = {"name": "aviso", "on": {"events": ["entity.created"]}, "steps": steps}
+        created = await client.post("/api/v1/flows", json=flow, headers=auth())
+        assert created.status == 201, await created.text()
+    for cursor in ("not-a-cursor", "6b116d37b41c0324ef461cf", "%00%FF", "%7B%7D"):
+        sep = "&" if "?" in path else "?"
+        response = await client.get(f"{path}{sep}cursor={cursor}", headers=auth())
         assert response.status == 400, (path, cursor, await response.text())
         problem = await response.json()
         assert response.content_type == "application/problem+json"
-        assert problem["detail"] == "cursor must be the next_cursor of the previous page"
+        assert problem["detail"] == CURSOR_PROBLEM
+
+
+@pytest.mark.parametrize("path", NAMED)
+async def test_a_cursor_that_no_name_can_be_is_a_400(client: Client, path: str) -> None:
+    for cursor in ("%00%FF", "%7B%7D", "..", "a%20b", "x" * 101):
+        response = await client.get(f"{path}?cursor={cursor}", headers=auth())
+        assert response.status == 400, (path, cursor, await response.text())
+        assert response.content_type == "application/problem+json"
+        assert (await response.json())["detail"] == CURSOR_PROBLEM
+
+
+async def test_a_drivers_history_cursor_of_another_vehicle_or_junk_is_a_400(
+    client: Client,
+) -> None:
+    """The history's cursor is the last change's id, which names the vehicle: a cursor of
+    another vehicle's history read the first page again, junk likewise."""
+    drivers = "/api/v1/entities/vehicle/{}/drivers"
+    ana = {"name": "Ana Souza", "cpf": "52998224725"}
+    assert (await client.post("/api/v1/entities/driver", json=ana, headers=auth())).status == 201
+    for plate in ("ABC1D23", "BRA2E19"):
+        created = await client.post(
+            "/api/v1/entities/vehicle", json={"plate": plate}, headers=auth()
+        )
+        assert created.status == 201
+        for day in (1, 2):
+            body = {
+                "driver": ana["cpf"] if day == 1 else None,
+                "start": f"2026-11-0{day}T08:00:00Z",
+            }
+            answer = await client.post(drivers.format(plate), json=body, headers=auth())
+            assert answer.status == 201, await answer.text()
+    first = await (await client.get(drivers.format("ABC1D23") + "?limit=1", headers=auth())).json()
+    cursor = first["next_cursor"]
+    second = await client.get(
+        drivers.format("ABC1D23") + f"?limit=1&cursor={cursor}", headers=auth()
+    )
+    assert second.status == 200 and (await second.json())["items"][0]["driver"] is not None
+    for junk in (cursor.replace(":2026", ":2O26"), "zzz", "%00"):
+        response = await client.get(drivers.format("ABC1D23") + f"?cursor={junk}", headers=auth())
+        assert response.status == 400, (junk, await response.text())
+    other = await client.get(drivers.format("BRA2E19") + f"?cursor={cursor}", headers=auth())
+    assert other.status == 400 and (await other.json())["detail"] == CURSOR_PROBLEM
 
 
 async def test_a_trigger_read_with_a_cursor_that_no_page_gave_is_a_400(client: Client) -> None:

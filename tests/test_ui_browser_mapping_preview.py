@@ -1,7 +1,7 @@
-"""The mapping upload form's Preview, in a real browser: an admin pastes a file and a sample
-payload, sees the document it would make (or the problems, by field and line) beside the
-entity stored now, fixes the file in place, and only then uploads it. Nothing is stored by a
-preview."""
+"""Previews in a real browser. The mapping upload form's: an admin pastes a file and a
+sample payload, sees the document it would make (or the problems, by field and line) beside
+the entity stored now, fixes the file in place, and only then uploads it. A template's: the
+text being edited, rendered before it is saved. Nothing is stored by a preview."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 from tests.partner_double import create_vehicle
+from tests.support import auth
 from tests.test_ui_browser import BROKEN_MAPPING, FIXED_MAPPING, Ui, ui
 from tests.ui_support import make_user
 
@@ -109,3 +110,30 @@ async def test_the_walk_through_preview_shows_the_documented_document(ui: Ui) ->
     assert "Criaria o cadastro" in await ui.page.get_by_test_id("dry-run-result").inner_text()
     await ui.page.get_by_test_id("upload").get_by_role("button", name="Enviar").click()
     await ui.page.wait_for_url(ui.url("/admin/mappings/erp-mileage"))
+
+
+async def test_an_admin_previews_the_template_text_being_edited_before_saving_it(ui: Ui) -> None:
+    """The template page's Preview, in a real browser: it renders the document as typed in
+    the replace form (its own button in that form), keeps it, and stores nothing; Save then
+    stores that text."""
+    body = {"name": "alerta", "channel_type": "sms", "locales": {"pt-BR": {"text": "Olá {{ d }}"}}}
+    response = await ui.api.post("/api/v1/templates", json=body, headers=auth())
+    template = await response.json()
+    await make_user(ui.services)
+    await ui.log_in()
+    await ui.goto(f"/admin/templates/{template['id']}")
+    draft = json.dumps({**body, "locales": {"pt-BR": {"text": "Oi {{ d }}, rascunho"}}})
+    form = ui.page.get_by_test_id("template-edit")
+    await ui.page.fill("#f-document", draft)
+    await ui.page.fill("#f-context", '{"d": "Ana"}')
+    await form.get_by_role("button", name="Pré-visualizar").click()
+    preview = ui.page.get_by_test_id("template-preview")
+    await preview.wait_for()
+    assert "Oi Ana, rascunho" in await preview.inner_text()
+    assert await ui.page.input_value("#f-document") == draft
+    stored = await ui.services.notify.templates.get("acme", "alerta")
+    assert stored["locales"]["pt-BR"]["text"] == "Olá {{ d }}"
+    await ui.page.get_by_test_id("template-edit").get_by_role("button", name="Salvar").click()
+    await ui.page.get_by_text("Modelo salvo.").wait_for()
+    stored = await ui.services.notify.templates.get("acme", "alerta")
+    assert stored["locales"]["pt-BR"]["text"] == "Oi {{ d }}, rascunho"

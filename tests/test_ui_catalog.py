@@ -4,15 +4,23 @@ enumeration the pages display."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from gateway.ui.entity_forms import LABEL_KEYS, Labels, fields_of
 from gateway.ui.i18n import LANGUAGES, Catalog, CatalogError, _entries, choose_language
 from gateway.ui.labels import ENUMS
 
-UI = Path(__file__).resolve().parents[1] / "gateway" / "ui"
+ROOT = Path(__file__).resolve().parents[1]
+UI = ROOT / "gateway" / "ui"
+# The shipped schemas whose fields the UI labels in its own words: scope → schema file.
+SHIPPED = {
+    **{p.name.removesuffix(".schema.json"): p for p in (ROOT / "schemas" / "entities").glob("*")},
+    **{p.name.removesuffix(".schema.json"): p for p in (ROOT / "schemas" / "kinds").glob("*")},
+}
 _LITERAL = re.compile(r"""\bt\(\s*["']([A-Za-z0-9_.-]+)["']""")  # t("key", ...)
 _QUOTED = re.compile(r"""["']([a-z_]+\.[A-Za-z0-9_.-]*)["']""")  # "x." prefixes: see ENUMS
 
@@ -75,3 +83,20 @@ def test_the_language_is_the_cookie_then_the_browser_then_portuguese(
     cookie: str | None, header: str | None, chosen: str
 ) -> None:
     assert choose_language(cookie, header) == chosen
+
+
+@pytest.mark.parametrize("scope", sorted(SHIPPED))
+def test_every_field_of_a_shipped_schema_has_its_label_in_every_language(scope: str) -> None:
+    """A field the entity forms show (and each object holding one) is labelled from the
+    catalog, not by the schema's English title; a field added to a shipped schema without
+    its words fails here."""
+    catalog = Catalog.load()
+    schema = json.loads(SHIPPED[scope].read_text())
+    shown = {f.name for f in fields_of(schema, Labels(scope, catalog))}
+    paths = {
+        ".".join(name.split(".")[: n + 1]) for name in shown for n in range(name.count(".") + 1)
+    }
+    assert len(paths) >= 2, paths
+    assert sorted(p for p in paths if f"{LABEL_KEYS}{scope}.{p}" not in catalog) == []
+    stale = [k for k in catalog.keys() if k.startswith(f"{LABEL_KEYS}{scope}.")]
+    assert sorted(k for k in stale if k.removeprefix(f"{LABEL_KEYS}{scope}.") not in paths) == []

@@ -255,23 +255,33 @@ def _labels(html: str) -> dict[str, str]:
     return {key: " ".join(re.sub(r"<[^>]+>", " ", text).split()) for key, text in found}
 
 
-async def test_entity_fields_are_labelled_by_their_schema_title_or_a_readable_name(
+async def test_shipped_fields_are_labelled_in_the_pages_language_uploaded_ones_by_their_title(
     client: Client, services: Services
 ) -> None:
-    """Not the property's name (`odometer_km`): the schema's `title` when it has one (the
-    shipped schemas name their acronyms and units), else the name made readable; the name
-    the API and the mappings use stays beside it, outside the label."""
+    """Not the property's name (`odometer_km`): the shipped types' and kinds' fields by the
+    UI's own words in the visitor's language (the schemas' English titles read oddly on a
+    Portuguese page); a tenant's uploaded kind by its schema's `title`, else its name made
+    readable, in every language. The name the API and the mappings use stays beside it."""
     await make_user(services)
     await log_in(client)
     vehicle = await (await client.get("/admin/entities/vehicle/new")).text()
     labels = _labels(vehicle)
-    assert labels["f-odometer_km"] == "Odometer (km)"
-    assert labels["f-plate"] == "Plate (obrigatório)"
-    assert labels["f-make"] == "Make"  # no title: the name, readable
-    assert labels["f-last_service__at"] == "Last service › When"
+    assert labels["f-odometer_km"] == "Hodômetro (km)"
+    assert labels["f-plate"] == "Placa (obrigatório)"
+    assert labels["f-make"] == "Marca"
+    assert labels["f-vin"] == "Chassi (VIN)"
+    assert labels["f-last_service__at"] == "Última revisão › Quando"
     assert "<code>odometer_km</code>" in vehicle
     search = _labels(await (await client.get("/admin/entities/vehicle")).text())
-    assert search["q-renavam"] == "RENAVAM" and search["q-group"] == "Group"
+    assert search["q-renavam"] == "RENAVAM" and search["q-group"] == "Grupo"
+    driver = _labels(await (await client.get("/admin/entities/driver/new")).text())
+    assert (
+        driver["f-name"] == "Nome (obrigatório)" and driver["f-cnh__expires_on"] == "CNH › Validade"
+    )
+    fine = _labels(await (await client.get("/admin/entities/other/new?kind=fine")).text())
+    assert fine["f-key"] == "Chave (obrigatório)"
+    assert fine["f-amount_brl"] == "Valor (R$) (obrigatório)"
+    assert fine["f-indication_deadline"] == "Prazo para indicar o condutor"
     titled = {**KIND, "name": "pneu_titulado"}
     titled["schema"] = {
         **KIND["schema"],
@@ -282,5 +292,10 @@ async def test_entity_fields_are_labelled_by_their_schema_title_or_a_readable_na
     }
     await post(client, "/api/v1/kinds", titled)
     other = _labels(await (await client.get("/admin/entities/other/new?kind=pneu_titulado")).text())
-    assert other["f-psi"] == "Pressão (obrigatório)" and other["f-key"] == "Key (obrigatório)"
-    assert other["f-medidas"] == "Medidas"
+    assert other["f-psi"] == "Pressão (obrigatório)" and other["f-medidas"] == "Medidas"
+    await client.get("/admin/lang/en")
+    english = _labels(await (await client.get("/admin/entities/vehicle/new")).text())
+    assert english["f-odometer_km"] == "Odometer (km)" and english["f-make"] == "Make"
+    assert english["f-plate"] == "Plate (required)"
+    again = _labels(await (await client.get("/admin/entities/other/new?kind=pneu_titulado")).text())
+    assert again["f-psi"] == "Pressão (required)" and again["f-key"] == "Key (required)"

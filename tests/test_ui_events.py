@@ -183,6 +183,10 @@ async def test_an_events_deliveries_and_flow_runs_are_paged_so_every_one_is_read
     assert _next(third, "runs") is None
     back = re.search(r'href="(\?[^"]*#runs)">← Primeira página', third)
     assert back is not None and "runs=" not in back.group(1) and "deliveries=" in back.group(1)
-    # A cursor no page wrote is a page (of nothing past it), a limit out of range a 400 page.
-    for odd, status in (("deliveries=%00%FF", 200), ("runs=%7B%7D", 200), ("limit=0", 400)):
-        assert (await client.get(f"{base}?{odd}")).status == status, odd
+    # A cursor no page could have written, or a limit out of range, is a 400 page that says
+    # so (not an empty list): the UI's own page, in the visitor's language.
+    for odd in ("deliveries=%00%FF", "runs=%7B%7D", "deliveries=zzz", "runs=..", "limit=0"):
+        refused = await client.get(f"{base}?{odd}")
+        text = await refused.text()
+        assert refused.status == 400 and refused.content_type == "text/html", odd
+        assert "Pedido inválido" in text and ("cursor must be" in text or "limit" in text), odd

@@ -10,7 +10,7 @@ import orjson
 
 from gateway.services import Services
 from gateway.ui.navigation import NAV
-from tests.partner_double import create_action, create_partner, create_subscription
+from tests.partner_double import create_action, create_partner, create_subscription, post
 from tests.support import auth
 from tests.ui_support import ALERT_TEMPLATE, Client, csrf, form_fields, log_in, make_user
 
@@ -109,6 +109,34 @@ async def test_a_template_preview_renders_a_sample_and_a_viewer_may_run_it(
     assert bad.status == 422 and 'data-field="context"' in await bad.text()
 
 
+async def test_a_template_preview_renders_the_text_being_edited_without_storing_it(
+    client: Client, services: Services
+) -> None:
+    """The admin previews what the edit form holds, not the stored version: the page comes
+    back with the typed text kept, its rendering, and nothing saved; a draft the sandbox
+    refuses is refused at the document, like a save of it."""
+    body = {"name": "alert", "channel_type": "sms", "locales": {"pt-BR": {"text": "Olá {{ d }}"}}}
+    template = await (await client.post("/api/v1/templates", json=body, headers=auth())).json()
+    await make_user(services)
+    await log_in(client)
+    page_url = f"/admin/templates/{template['id']}"
+    page = await (await client.get(page_url)).text()
+    fields = dict(form_fields(page, f"{page_url}/edit"))
+    draft = {**body, "locales": {"pt-BR": {"text": "Oi {{ d }}, rascunho"}}}
+    fields.update(document=orjson.dumps(draft).decode(), context='{"d": "Ana"}')
+    previewed = await client.post(f"{page_url}/preview", data=fields)
+    shown = await previewed.text()
+    assert previewed.status == 200, shown
+    assert "Oi Ana, rascunho" in shown and "Olá Ana" not in shown
+    assert "rascunho" in dict(form_fields(shown, f"{page_url}/edit"))["document"]  # kept
+    stored = await (await client.get(f"/api/v1/templates/{template['id']}", headers=auth())).json()
+    assert stored["locales"]["pt-BR"]["text"] == "Olá {{ d }}" and stored["version"] == 1
+    unsafe = {**body, "locales": {"pt-BR": {"text": "{{ d.__class__.__mro__ }}"}}}
+    fields.update(document=orjson.dumps(unsafe).decode())
+    refused = await client.post(f"{page_url}/preview", data=fields)
+    assert refused.status == 422 and 'data-field="document"' in await refused.text()
+
+
 async def test_a_preview_context_that_is_not_an_object_is_refused_next_to_its_field(
     client: Client, services: Services
 ) -> None:
@@ -152,6 +180,24 @@ async def test_the_next_page_keeps_the_lists_filter_and_page_size(
         pager = re.search(r'class="pager"><a href="([^"]+)"', page)
         url = "/admin/entities/vehicle" + html.unescape(pager.group(1)) if pager else ""
     assert seen == ["ABC1D20", "ABC1D22", "ABC1D23"]
+
+
+async def test_a_list_page_given_a_cursor_no_page_wrote_says_so_in_a_400_page(
+    client: Client, services: Services
+) -> None:
+    """A junk or tampered cursor in the URL is an error page, not an empty list that would
+    pass for the end of the list."""
+    flow = {"name": "aviso", "on": {"events": ["entity.created"]}}
+    await post(client, "/api/v1/flows", {**flow, "steps": [{"id": "se", "when": "entity.plate"}]})
+    await make_user(services)
+    await log_in(client)
+    lists = ("triggers", "deliveries", "events", "mappings", "flows", "flows/aviso/runs")
+    for path in (*lists, "partners", "actions", "subscriptions", "entities/vehicle"):
+        for cursor in ("%7B%7D", "%00%FF", ".."):
+            response = await client.get(f"/admin/{path}?cursor={cursor}")
+            page = await response.text()
+            assert (response.status, response.content_type) == (400, "text/html"), (path, page)
+            assert "Pedido inválido" in page and "cursor must be the next_cursor" in page, path
 
 
 async def test_a_subscription_is_edited_on_its_page_problems_at_their_fields(

@@ -144,10 +144,23 @@ def declared_body(response: aiohttp.ClientResponse) -> str | None:
 
 
 class Connector(aiohttp.TCPConnector):
-    """aiohttp's TCP connector, its connections `AnswerHandler`s."""
+    """aiohttp's TCP connector, its connections `AnswerHandler`s.
+
+    Through a private hook: the protocol factory `_factory` (a partial of `ResponseHandler`)
+    every `TCPConnector` sets and opens its connections with. pyproject.toml bounds aiohttp
+    to the minor series checked to have it; a release without it fails here, loudly, rather
+    than reading answers with aiohttp's own handler."""
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        hook = getattr(self, "_factory", None)
+        if not (isinstance(hook, functools.partial) and hook.func is ResponseHandler):
+            raise RuntimeError(
+                f"gateway/outbound/connection.py: aiohttp {aiohttp.__version__} has no "
+                "TCPConnector._factory making ResponseHandlers, the hook through which the "
+                "sender reads partners' answers (AnswerHandler); check how this aiohttp "
+                "creates connections, adapt Connector, then move the bound in pyproject.toml"
+            )
         self._factory = functools.partial(_answer_handler, self._loop)
 
 

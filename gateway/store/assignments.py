@@ -5,20 +5,24 @@ A vehicle's history is a list of *changes*: `{_id, tenant, vehicle_id, plate, st
 one; `driver: null` means nobody drives the vehicle from `start`. The `_id` is
 `<tenant>:<vehicle id>:<start as fixed-width UTC text>`, so the primary index alone answers
 "the driver at T" (the last change at or before T) and pages through a history, and two
-reports of the same instant are one document (the later write wins).
+reports of the same instant are one document (the later write wins, unless both name the
+same driver: then the first stands, and the second is told it changed nothing).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import Collection, Doc, cursor_text, scoped, translate_errors
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: text order is time order
+_TIME_SHAPE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"  # what _TIME_FORMAT writes
 ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="ranges")
 """Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
 
@@ -35,17 +39,33 @@ class AssignmentStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
 
-    async def record(self, tenant: str, vehicle_id: str, fields: Mapping[str, Any]) -> Doc | None:
-        """Store the change at `fields["start"]`; returns the change it replaced (same instant)
-        or None."""
+    async def record(
+        self, tenant: str, vehicle_id: str, fields: Mapping[str, Any]
+    ) -> tuple[bool, Doc | None]:
+        """Store the change at `fields["start"]` unless that instant already holds a change to
+        the same driver (a concurrent report of the same change: the first one stands).
+        Returns (written, the change it replaced at the same instant or None)."""
         doc_id = change_id(tenant, vehicle_id, fields["start"])
+        driver = fields["driver"]
+        differs = (
+            {"driver": {"$ne": None}} if driver is None else {"driver.id": {"$ne": driver["id"]}}
+        )
         with translate_errors():
-            return await self._c.find_one_and_update(
-                scoped(tenant, {"_id": doc_id}),
-                {"$set": {**fields, "vehicle_id": vehicle_id}},
-                upsert=True,
-                return_document=ReturnDocument.BEFORE,
-            )
+            # The upsert inserts when nothing at that instant differs: a duplicate key then
+            # means either the same change is stored (not written), or another driver's change
+            # was inserted meanwhile, which the second try replaces (the later write wins).
+            for _ in range(2):
+                try:
+                    replaced = await self._c.find_one_and_update(
+                        scoped(tenant, {"_id": doc_id, **differs}),
+                        {"$set": {**fields, "vehicle_id": vehicle_id}},
+                        upsert=True,
+                        return_document=ReturnDocument.BEFORE,
+                    )
+                except DuplicateKeyError:
+                    continue
+                return True, replaced
+        return False, None
 
     async def at(self, tenant: str, vehicle_id: str, when: datetime) -> Doc | None:
         """The change in force at `when`: the last one that started at or before it."""
@@ -64,9 +84,11 @@ class AssignmentStore:
     async def history(
         self, tenant: str, vehicle_id: str, *, before: str | None, limit: int
     ) -> list[Doc]:
-        """Changes newest first; `before` is the `_id` the previous page ended with."""
+        """Changes newest first; `before` is the `_id` the previous page ended with (of this
+        vehicle's history: another one's, or junk, is a 400, not the first page again)."""
         prefix = _prefix(tenant, vehicle_id)
-        upper = before if before is not None and before.startswith(prefix) else prefix + "~"
+        shape = re.compile(re.escape(prefix) + _TIME_SHAPE)
+        upper = cursor_text(before, shape) or prefix + "~"
         query = {"_id": {"$gte": prefix, "$lt": upper}}
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query)).sort("_id", DESCENDING)

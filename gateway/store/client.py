@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import sys
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -241,13 +242,29 @@ def parse_id(value: str) -> ObjectId | None:
         return None
 
 
+CURSOR_PROBLEM = "cursor must be the next_cursor of the previous page"
+# The text ids and names lists page by (the previous page's last one):
+NAME_CURSOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # mapping and flow names
+TRIGGER_CURSOR = re.compile(r"trg_[A-Za-z0-9_-]{1,64}")  # triggers/spec.py
+# Deliveries and flow runs: `<event id>:<subscription id | flow[:step...]>`.
+EVENT_CHILD_CURSOR = re.compile(r"[0-9a-f]{24}:[!-~]{1,300}")
+
+
 def cursor_id(cursor: str) -> ObjectId:
     """A page cursor that is the last id of the previous page: a malformed one is a 400,
     never the first page again."""
     oid = parse_id(cursor)
     if oid is None:
-        raise BadRequest("cursor must be the next_cursor of the previous page")
+        raise BadRequest(CURSOR_PROBLEM)
     return oid
+
+
+def cursor_text(cursor: str | None, shape: re.Pattern[str]) -> str | None:
+    """A text cursor (an id or name a page ended with) of the list's shape, else a 400: a junk
+    or tampered cursor would otherwise read an empty page, or the first page again."""
+    if cursor is not None and not shape.fullmatch(cursor):
+        raise BadRequest(CURSOR_PROBLEM)
+    return cursor
 
 
 async def find_by_id(collection: Collection, tenant: str, doc_id: str) -> Doc | None:

@@ -28,8 +28,10 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from gateway.models import DeliveryStatus
 from gateway.store.client import (
+    EVENT_CHILD_CURSOR,
     Collection,
     Doc,
+    cursor_text,
     insert_new,
     scoped,
     translate_errors,
@@ -92,6 +94,7 @@ class DeliveryStore:
         (`event_id`) are a range of ids, `<event id>:<subscription, or flow step>`: read by
         the primary key, highest first, not by a scan for `event.id`."""
         query = _query(filters)
+        before = cursor_text(before, EVENT_CHILD_CURSOR)
         if (event := query.pop("event.id", None)) is not None:
             ids = {"$gte": f"{event}:", "$lt": f"{event};"}
             if before is not None:

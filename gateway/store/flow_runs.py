@@ -23,7 +23,15 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from gateway.models import RunStatus
-from gateway.store.client import Collection, Doc, insert_new, scoped, translate_errors
+from gateway.store.client import (
+    EVENT_CHILD_CURSOR,
+    Collection,
+    Doc,
+    cursor_text,
+    insert_new,
+    scoped,
+    translate_errors,
+)
 from gateway.store.history import drop_finished
 
 PENDING, RUNNING, HELD = RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.HELD.value
@@ -68,8 +76,8 @@ class FlowRunStore:
         """The runs an event started, one per flow, by flow name, from after the run id
         `after` (their ids are `<event id>:<flow>`: a range of the primary key)."""
         query = {"_id": {"$gte": f"{event_id}:", "$lt": f"{event_id};"}}
-        if after is not None:
-            query["_id"]["$gt"] = after
+        if (checked := cursor_text(after, EVENT_CHILD_CURSOR)) is not None:
+            query["_id"]["$gt"] = checked
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query), _LIST_FIELDS).sort("_id", 1)
             return await cursor.limit(limit).to_list(limit)
@@ -87,7 +95,7 @@ class FlowRunStore:
         query: Doc = {"flow": flow}
         if status is not None:
             query["status"] = status
-        if before is not None:
+        if cursor_text(before, EVENT_CHILD_CURSOR) is not None:
             query["_id"] = {"$lt": before}
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query), _LIST_FIELDS).sort("_id", DESCENDING)

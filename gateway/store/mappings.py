@@ -18,7 +18,14 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
-from gateway.store.client import Database, Doc, scoped, translate_errors
+from gateway.store.client import (
+    NAME_CURSOR,
+    Database,
+    Doc,
+    cursor_text,
+    scoped,
+    translate_errors,
+)
 
 VERSION_INDEXES = [
     IndexModel(
@@ -143,7 +150,7 @@ class MappingStore:
 
     async def heads(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
         query: Doc = dict(_LISTED)
-        if after is not None:
+        if cursor_text(after, NAME_CURSOR) is not None:
             query["name"] = {"$gt": after}
         with translate_errors():
             cursor = self._heads.find(scoped(tenant, query))

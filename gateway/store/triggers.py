@@ -21,7 +21,14 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from gateway.store.changes import changed_ids
-from gateway.store.client import Collection, Doc, scoped, translate_errors
+from gateway.store.client import (
+    TRIGGER_CURSOR,
+    Collection,
+    Doc,
+    cursor_text,
+    scoped,
+    translate_errors,
+)
 
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"),
@@ -58,6 +65,7 @@ class TriggerStore:
             return await self._c.find_one(scoped(tenant, {"_id": trigger_id}))
 
     async def list(self, tenant: str, *, after: str | None, limit: int) -> list[Doc]:
+        after = cursor_text(after, TRIGGER_CURSOR)
         query: Doc = {} if after is None else {"_id": {"$gt": after}}
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query))

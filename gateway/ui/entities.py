@@ -18,7 +18,7 @@ from gateway.events import public_event
 from gateway.schemas import ENTITY_TYPES
 from gateway.schemas.registry import reference_field
 from gateway.store.entities import FILTERABLE
-from gateway.ui.entity_forms import label_of
+from gateway.ui.entity_forms import label_of, labels_for
 from gateway.ui.fleet import vehicle_fleet
 from gateway.ui.forms import Form, number_field, read_values
 from gateway.ui.rendering import redirect, render
@@ -53,7 +53,7 @@ async def list_entities(request: web.Request) -> web.Response:
         "etype": etype,
         "types": ENTITY_TYPES,
         "fields": fields,
-        "labels": {f: label_of(schema, f) for f in fields},
+        "labels": {f: label_of(schema, f, labels_for(request, etype)) for f in fields},
         "typed": typed,
         "items": [public(d) for d in docs],
         "next_cursor": str(docs[-1]["_id"]) if len(docs) == limit else None,

@@ -25,8 +25,9 @@ from gateway.formats import at_path
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
 from gateway.ui.forms import Form, editing, json_field, number_field, read_values, stale_edit
+from gateway.ui.i18n import DEFAULT, Catalog
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, session_of, tenant_of
+from gateway.ui.state import catalog_of, form_of, session_of, tenant_of, visitor_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -38,6 +39,7 @@ KEPT_ELSEWHERE: Final = {"vehicle": frozenset({"last_position", "current_driver"
 LIVE: Final = {"vehicle": ("odometer_km",)}
 LOADED: Final = "loaded."
 SCALARS: Final = {"string", "integer", "number", "boolean"}
+LABEL_KEYS: Final = "field_label."  # + scope and dotted path: messages/fields.yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ class Field:
     options: tuple[str, ...] = ()
     help: str = ""  # the schema's description (English)
     enum: tuple[Any, ...] = ()  # a choice's values, as the document holds them
-    label: str = ""  # the schema's title, else the name made readable (`label_of`)
+    label: str = ""  # `Labels.of`: the UI's words for a shipped schema, else its title
 
     @property
     def key(self) -> str:
@@ -69,21 +71,45 @@ def _title(name: str, prop: Mapping[str, Any]) -> str:
     return title.strip() if isinstance(title, str) and title.strip() else readable(name)
 
 
-def label_of(schema: Mapping[str, Any], name: str) -> str:
-    """A (dotted) property's label: each part's `title` in the schema, else its name made
-    readable; the parts joined by ›."""
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """How a schema's properties are labelled. A shipped schema's (`scope`: its entity type or
+    built-in kind) by the UI's own words in the visitor's language (`field_label.<scope>.
+    <dotted path>`, messages/fields.yaml), since its `title`s are English; a tenant's uploaded
+    kind (no scope) by its schema's `title`, else the name made readable, as it wrote them."""
+
+    scope: str | None = None
+    catalog: Catalog | None = None
+    lang: str = DEFAULT
+
+    def of(self, path: str, prop: Mapping[str, Any]) -> str:
+        if self.scope is not None and self.catalog is not None:
+            key = f"{LABEL_KEYS}{self.scope}.{path}"
+            if key in self.catalog:
+                return self.catalog.text(self.lang, key)
+        return _title(path.rsplit(".", 1)[-1], prop)
+
+
+def labels_for(request: web.Request, scope: str | None) -> Labels:
+    return Labels(scope, catalog_of(request), visitor_of(request).lang)
+
+
+def label_of(schema: Mapping[str, Any], name: str, labels: Labels) -> str:
+    """A (dotted) property's label: each part's, joined by ›."""
     parts = []
-    for part in name.split("."):
+    for n, part in enumerate(name.split(".")):
         props = schema.get("properties")
         prop = props.get(part) if isinstance(props, Mapping) else None
         schema = prop if isinstance(prop, Mapping) else {}
-        parts.append(_title(part, schema))
+        parts.append(labels.of(".".join(name.split(".")[: n + 1]), schema))
     return " › ".join(parts)
 
 
-def _scalar(name: str, prop: Mapping[str, Any], required: bool, parent: str = "") -> Field | None:
+def _scalar(
+    name: str, prop: Mapping[str, Any], required: bool, labels: Labels, parent: str = ""
+) -> Field | None:
     help_ = str(prop.get("description") or "")
-    label = parent + _title(name.rsplit(".", 1)[-1], prop)
+    label = parent + labels.of(name, prop)
     if isinstance(prop.get("enum"), list):
         options = tuple(_text(v) for v in prop["enum"])
         return Field(name, "choice", required, options, help_, tuple(prop["enum"]), label)
@@ -97,7 +123,9 @@ def _scalar(name: str, prop: Mapping[str, Any], required: bool, parent: str = ""
     return Field(name, kind, required, (), help_, label=label)
 
 
-def fields_of(schema: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[Field]:
+def fields_of(
+    schema: Mapping[str, Any], labels: Labels, skip: frozenset[str] = frozenset()
+) -> list[Field]:
     """The controls of a schema's properties, in the schema's order."""
     props = schema.get("properties")
     if not isinstance(props, Mapping):
@@ -107,13 +135,13 @@ def fields_of(schema: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> 
     for name, prop in props.items():
         if name in skip or not isinstance(prop, Mapping):
             continue
-        if (one := _scalar(name, prop, name in required)) is not None:
+        if (one := _scalar(name, prop, name in required, labels)) is not None:
             fields.append(one)
             continue
         inner = prop.get("properties") if prop.get("type") == "object" else None
-        parent = _title(name, prop) + " › "
+        parent = labels.of(name, prop) + " › "
         parts = [
-            _scalar(f"{name}.{sub}", sp, False, parent)
+            _scalar(f"{name}.{sub}", sp, False, labels, parent)
             for sub, sp in (inner or {}).items()
             if isinstance(sp, Mapping)
         ]
@@ -122,7 +150,7 @@ def fields_of(schema: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> 
         else:
             help_ = str(prop.get("description") or "")
             fields.append(
-                Field(name, "json", name in required, (), help_, label=_title(name, prop))
+                Field(name, "json", name in required, (), help_, label=labels.of(name, prop))
             )
     return fields
 
@@ -185,18 +213,21 @@ def values_of(fields: list[Field], data: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-async def _schema(request: web.Request, etype: str, kind: str | None) -> dict[str, Any]:
-    """The schema whose properties the form shows: the type's, or an `other`'s kind's."""
+async def _schema(
+    request: web.Request, etype: str, kind: str | None
+) -> tuple[dict[str, Any], Labels]:
+    """The schema whose properties the form shows (the type's, or an `other`'s kind's), and
+    how they are labelled (shipped: the UI's words; a tenant's kind: its own titles)."""
     schemas = services_of(request).schemas
     if etype != "other":
-        return schemas.entity_schema(etype)
+        return schemas.entity_schema(etype), labels_for(request, etype)
     if kind is None:  # not chosen: the kind's problem is the use case's to name
-        return {}
+        return {}, Labels()
     if kind in schemas.builtin_kinds:
-        return schemas.kind_schema(kind)
+        return schemas.kind_schema(kind), labels_for(request, kind)
     doc = public_kind(await services_of(request).kinds.get(tenant_of(request), kind))
     schema: dict[str, Any] = doc["schema"]
-    return schema
+    return schema, Labels()
 
 
 async def _kinds(request: web.Request) -> list[str]:
@@ -205,24 +236,25 @@ async def _kinds(request: web.Request) -> list[str]:
 
 
 async def _creation_fields(request: web.Request, etype: str, kind: str | None) -> list[Field]:
+    own = labels_for(request, etype)
     key_fields = [
-        Field(k, "text", True, label=readable(k)) for k in NATURAL_KEYS[etype] if k != "kind"
+        Field(k, "text", True, label=own.of(k, {})) for k in NATURAL_KEYS[etype] if k != "kind"
     ]
-    schema = await _schema(request, etype, kind)
+    schema, labels = await _schema(request, etype, kind)
     skip = frozenset({*NATURAL_KEYS[etype], *KEPT_ELSEWHERE.get(etype, ())})
     if etype == "other":
-        return [*key_fields, *fields_of(schema, skip)]
+        return [*key_fields, *fields_of(schema, labels, skip)]
     return [
-        *(f for f in fields_of(schema) if f.name in NATURAL_KEYS[etype]),
-        *fields_of(schema, skip),
+        *(f for f in fields_of(schema, labels) if f.name in NATURAL_KEYS[etype]),
+        *fields_of(schema, labels, skip),
     ]
 
 
 async def _edit_fields(request: web.Request, etype: str, data: Mapping[str, Any]) -> list[Field]:
     kind = data.get("kind") if etype == "other" else None
-    schema = await _schema(request, etype, str(kind) if kind is not None else None)
+    schema, labels = await _schema(request, etype, str(kind) if kind is not None else None)
     skip = frozenset({*NATURAL_KEYS[etype], *ENVELOPE_FIELDS, *KEPT_ELSEWHERE.get(etype, ())})
-    return fields_of(schema, skip)
+    return fields_of(schema, labels, skip)
 
 
 async def new_entity(

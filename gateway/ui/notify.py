@@ -160,11 +160,16 @@ async def template_page(
         tenant_of(request), request.match_info["ref"]
     )
     template = public_template(doc)
+    edit = edit or editing(_template_values(template))
+    if form is not None and session_of(request).can_change:
+        # An admin's page has one form for editing and previewing: a preview of the stored
+        # version (a post without the document) shows its sample and problems there.
+        edit = Form({**edit.values, **form.values}, form.errors, form.general)
     context = {
         "template": template,
         "form": form or Form(),
         "preview": preview,
-        "edit": edit or editing(_template_values(template)),
+        "edit": edit,
     }
     status = (
         422 if (form is not None and form.failed) or (edit is not None and edit.failed) else 200
@@ -197,19 +202,27 @@ async def replace_template(request: web.Request) -> web.Response:
 
 
 async def preview_template(request: web.Request) -> web.Response:
-    """A preview writes nothing, so a viewer may run it too (see ANY_ROLE_POSTS)."""
+    """A preview writes nothing, so a viewer may run it too (see ANY_ROLE_POSTS). From the
+    edit form (an admin's), it renders the document as typed, compiled as a save would
+    compile it, and the page keeps what was typed; from the viewer's form, the stored one."""
     values = read_values(form_of(request))
     form = Form(values)
+    drafting = bool(str(values.get("document") or "").strip())
     try:
         preview = await services_of(request).notify.templates.preview(
             tenant_of(request),
             ref=request.match_info["ref"],
-            draft=None,
+            draft=document_field(values) if drafting else None,
             context=json_field(values, "context"),
             locale=values.get("locale") or None,
         )
     except GatewayError as exc:
+        if drafting:
+            refused = form.refuse(exc, ("context", "locale"), rest="document")
+            return await template_page(request, edit=refused)
         return await template_page(request, form.refuse(exc, ("context", "locale")))
+    if drafting:
+        return await template_page(request, preview=preview, edit=form)
     return await template_page(request, form, preview)
 
 
