@@ -21,8 +21,10 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
   changes stay, so it only covers the gap up to the next one.
 - Reporting the driver who already drives at `start` changes nothing (HR systems and ERPs
   repeat "current driver" answers); two changes at the same instant: the later write wins.
-- Of two concurrent reports of the same change (an end relayed twice at once), exactly one
-  reports `changed`: the store writes a change only over a different driver's.
+- Of two concurrent reports of the same change, exactly one reports `changed`: the store
+  writes a change only over a different driver's, and an end only where no change is
+  recorded at its instant (an end relayed twice at once is recorded once; an identification
+  at that instant stands, whether it was written before the end or meanwhile).
 - The vehicle's `current_driver` field follows the history (an `entity.updated` event when
   it changes), so mappings and filters can read it.
 """
@@ -112,6 +114,24 @@ class AssignmentService:
         start = self._check(start or now, now, source, ref)
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         driver = None if driver_ref is None else await self._driver(tenant, driver_ref)
+        result = await self._change(vehicle, driver, start, source, ref, author, overwrite=True)
+        assert result is not None  # only an end leaves a change at its instant alone
+        return result
+
+    async def _change(
+        self,
+        vehicle: Doc,
+        driver: dict[str, str] | None,
+        start: datetime,
+        source: str,
+        ref: str | None,
+        author: str,
+        *,
+        overwrite: bool,
+    ) -> AssignResult | None:
+        """Record `driver` from `start`; `overwrite=False` (an end) records nothing (None) over
+        any change already at that instant."""
+        tenant, now = vehicle["tenant"], self._clock()
         vid = str(vehicle["_id"])
         in_force = await self._store.at(tenant, vid, start)
         if in_force is not None and _same_driver(in_force.get("driver"), driver):
@@ -125,10 +145,14 @@ class AssignmentService:
             "author": author,
             "recorded_at": now,
         }
-        recorded, replaced = await self._store.record(tenant, vid, fields)
+        recorded, replaced = await self._store.record(tenant, vid, fields, overwrite=overwrite)
+        if not recorded and not overwrite:
+            # An identification at the very instant of the end, or the same end relayed
+            # twice at once, came first: it stands.
+            return None
         if not recorded:
-            # A concurrent report of the same change (an end relayed twice at once) came
-            # first: one of the two reports the change.
+            # A concurrent report of the same change (an HR answer posted twice at once)
+            # came first: one of the two reports the change.
             stored = await self._store.at(tenant, vid, start)
             assert stored is not None  # that driver's change at `start`
             return AssignResult(await self._assignment(tenant, stored), changed=False)
@@ -173,9 +197,7 @@ class AssignmentService:
         else:
             # The ended change's ref says what ended: "nobody, after geotab_driver_id:b3A".
             ended = in_force.get("ref")
-        return await self.assign(
-            tenant, vid, None, start=at, source=source, ref=ended, author=author
-        )
+        return await self._change(vehicle, None, at, source, ended, author, overwrite=False)
 
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)

@@ -217,3 +217,46 @@ async def test_two_concurrent_identical_assignments_report_one_change(client: Cl
     answers = [(r.status, (await r.json())["changed"]) for r in responses]
     assert sorted(answers) == [(200, False), (201, True)], answers
     assert len((await _get(client))["items"]) == 1
+
+
+async def test_an_identification_at_the_instant_of_a_concurrent_end_stands(
+    client: Client,
+) -> None:
+    """A logout and the next driver's key read at the same instant, handled at once (two
+    relay batches): whichever writes first, the identification is what is stored (an end
+    written first is replaced by it; one coming second records nothing)."""
+    await _drivers(client)
+    start = datetime(2026, 11, 1, 8, tzinfo=UTC)
+    await post(client, DRIVERS, {"driver": ANA, "start": start.isoformat(), "source": "tracker"})
+    assignments = client.app[services_key].notify.assignments
+    for round_ in range(6):
+        at = start + timedelta(hours=1 + 2 * round_)
+        end, identification = await asyncio.gather(
+            assignments.end("acme", "ABC1D23", at=at, source="tracker", author="relay"),
+            assignments.assign(
+                "acme", "ABC1D23", BRUNO, start=at, source="tracker", author="tracker"
+            ),
+        )
+        stored = await assignments.driver_at("acme", "ABC1D23", at)
+        assert stored is not None and stored.driver is not None, (round_, end, stored)
+        assert stored.driver["cpf"] == BRUNO and identification.changed, (round_, stored)
+        await assignments.assign(
+            "acme", "ABC1D23", ANA, start=at + timedelta(hours=1), source="tracker", author="t"
+        )
+
+
+async def test_an_end_never_replaces_a_change_recorded_at_its_instant(client: Client) -> None:
+    """Two copies of an end and an identification written between them, at one instant: the
+    identification stays, and only the first end was recorded."""
+    await _drivers(client)
+    store = client.app[services_key].notify.assignments._store
+    vehicle = await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())
+    vid = (await vehicle.json())["id"]
+    at = datetime(2026, 11, 1, 9, tzinfo=UTC)
+    nobody = {"start": at, "driver": None, "source": "tracker", "ref": None, "author": "relay"}
+    bruno = {**nobody, "driver": {"id": "d1", "cpf": BRUNO, "name": "Bruno"}, "author": "t"}
+    assert (await store.record("acme", vid, nobody, overwrite=False))[0]
+    assert (await store.record("acme", vid, bruno))[0]
+    assert not (await store.record("acme", vid, nobody, overwrite=False))[0]
+    stored = await store.at("acme", vid, at)
+    assert stored is not None and stored["driver"]["cpf"] == BRUNO

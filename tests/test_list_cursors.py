@@ -102,3 +102,27 @@ async def test_a_limit_that_is_not_a_page_size_is_a_400(client: Client, limit: s
     response = await client.get(f"/api/v1/entities/vehicle?limit={limit}", headers=auth())
     assert response.status == 400, (limit, await response.text())
     assert (await response.json())["detail"].startswith("limit must be")
+
+
+async def test_a_cursor_of_another_event_or_flow_is_a_400(client: Client) -> None:
+    """An event's deliveries and a flow's runs are paged by ids that name the event and the
+    flow: another one's id is well formed but no page of this list wrote it (it would read an
+    empty page, as if the list had ended)."""
+    steps = [{"id": "se", "when": "entity.plate"}]
+    flow = {"name": "aviso", "on": {"events": ["entity.created"]}, "steps": steps}
+    created = await client.post("/api/v1/flows", json=flow, headers=auth())
+    assert created.status == 201, await created.text()
+    event, earlier = "6b116d37b41c0324ef461cf0", "6b116d37b41c0324ef461cef"
+    for path in (
+        f"/api/v1/deliveries?event_id={event}&cursor={earlier}:sub_1",
+        f"/api/v1/flows/aviso/runs?cursor={earlier}:outro",
+    ):
+        response = await client.get(path, headers=auth())
+        assert response.status == 400, (path, await response.text())
+        assert (await response.json())["detail"] == CURSOR_PROBLEM
+    own = await client.get(
+        f"/api/v1/deliveries?event_id={event}&cursor={event}:sub_1", headers=auth()
+    )
+    assert own.status == 200 and (await own.json())["items"] == []
+    runs = await client.get(f"/api/v1/flows/aviso/runs?cursor={earlier}:aviso", headers=auth())
+    assert runs.status == 200, await runs.text()

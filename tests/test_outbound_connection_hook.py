@@ -6,12 +6,14 @@ with a body redelivered as transport failures)."""
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from packaging.requirements import Requirement
 
 from gateway.outbound.connection import AnswerHandler, Connector
@@ -31,12 +33,32 @@ class _FutureConnector(Connector, _WithoutHook):
     """Our connector over that aiohttp (the MRO puts `_WithoutHook` under `Connector`)."""
 
 
-async def test_the_connector_makes_answer_handlers_through_aiohttps_hook() -> None:
-    connector = Connector()
-    try:
-        assert isinstance(connector._factory(), AnswerHandler)
-    finally:
-        await connector.close()
+async def test_a_request_through_the_connector_is_read_by_an_answer_handler(
+    aiohttp_server: Any,
+) -> None:
+    """aiohttp opens its connections with the hook: a real request's connection is ours."""
+
+    async def streaming(request: web.Request) -> web.StreamResponse:
+        # The body is still coming when the client looks: its connection is held.
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"part")
+        await finish.wait()
+        return response
+
+    finish = asyncio.Event()
+    app = web.Application()
+    app.router.add_get("/", streaming)
+    server = await aiohttp_server(app)
+    async with (
+        aiohttp.ClientSession(connector=Connector()) as session,
+        session.get(server.make_url("/")) as response,
+    ):
+        assert response.status == 200
+        assert response.connection is not None
+        assert isinstance(response.connection.protocol, AnswerHandler)
+        finish.set()
+        assert await response.read() == b"part"
 
 
 async def test_an_aiohttp_without_the_hook_fails_loudly_at_construction() -> None:

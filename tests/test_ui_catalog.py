@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store.entities import FILTERABLE
+from gateway.ui.entities import search_fields
 from gateway.ui.entity_forms import LABEL_KEYS, Labels, fields_of
 from gateway.ui.i18n import LANGUAGES, Catalog, CatalogError, _entries, choose_language
 from gateway.ui.labels import ENUMS
@@ -87,12 +89,14 @@ def test_the_language_is_the_cookie_then_the_browser_then_portuguese(
 
 @pytest.mark.parametrize("scope", sorted(SHIPPED))
 def test_every_field_of_a_shipped_schema_has_its_label_in_every_language(scope: str) -> None:
-    """A field the entity forms show (and each object holding one) is labelled from the
-    catalog, not by the schema's English title; a field added to a shipped schema without
-    its words fails here."""
+    """A field the entity forms or the list's search show (and each object holding one) is
+    labelled from the catalog, not by the schema's English title; a field added to a shipped
+    schema without its words fails here."""
     catalog = Catalog.load()
     schema = json.loads(SHIPPED[scope].read_text())
     shown = {f.name for f in fields_of(schema, Labels(scope, catalog))}
+    if scope in FILTERABLE:  # and the fields its list is searched by
+        shown |= set(search_fields(scope))
     paths = {
         ".".join(name.split(".")[: n + 1]) for name in shown for n in range(name.count(".") + 1)
     }

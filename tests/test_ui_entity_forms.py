@@ -274,6 +274,8 @@ async def test_shipped_fields_are_labelled_in_the_pages_language_uploaded_ones_b
     assert "<code>odometer_km</code>" in vehicle
     search = _labels(await (await client.get("/admin/entities/vehicle")).text())
     assert search["q-renavam"] == "RENAVAM" and search["q-group"] == "Grupo"
+    documents = _labels(await (await client.get("/admin/entities/other?kind=fine")).text())
+    assert documents["q-plate"] == "Placa" and documents["q-status"] == "Situação"
     driver = _labels(await (await client.get("/admin/entities/driver/new")).text())
     assert (
         driver["f-name"] == "Nome (obrigatório)" and driver["f-cnh__expires_on"] == "CNH › Validade"

@@ -185,7 +185,9 @@ async def test_an_events_deliveries_and_flow_runs_are_paged_so_every_one_is_read
     assert back is not None and "runs=" not in back.group(1) and "deliveries=" in back.group(1)
     # A cursor no page could have written, or a limit out of range, is a 400 page that says
     # so (not an empty list): the UI's own page, in the visitor's language.
-    for odd in ("deliveries=%00%FF", "runs=%7B%7D", "deliveries=zzz", "runs=..", "limit=0"):
+    other = f"{'0' * 24}:aviso-0"  # well formed, but another event's
+    odds = ("deliveries=%00%FF", "runs=%7B%7D", "deliveries=zzz", "runs=..", "limit=0")
+    for odd in (*odds, f"runs={other}", f"deliveries={other}"):
         refused = await client.get(f"{base}?{odd}")
         text = await refused.text()
         assert refused.status == 400 and refused.content_type == "text/html", odd

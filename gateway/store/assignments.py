@@ -22,7 +22,8 @@ from pymongo.errors import DuplicateKeyError
 from gateway.store.client import Collection, Doc, cursor_text, scoped, translate_errors
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: text order is time order
-_TIME_SHAPE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"  # what _TIME_FORMAT writes
+# What _TIME_FORMAT writes (ASCII digits: `\d` would take any script's).
+_TIME_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
 ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="ranges")
 """Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
 
@@ -40,17 +41,27 @@ class AssignmentStore:
         self._c = collection
 
     async def record(
-        self, tenant: str, vehicle_id: str, fields: Mapping[str, Any]
+        self, tenant: str, vehicle_id: str, fields: Mapping[str, Any], *, overwrite: bool = True
     ) -> tuple[bool, Doc | None]:
         """Store the change at `fields["start"]` unless that instant already holds a change to
-        the same driver (a concurrent report of the same change: the first one stands).
-        Returns (written, the change it replaced at the same instant or None)."""
+        the same driver (a concurrent report of the same change: the first one stands), or,
+        with `overwrite=False` (an end), any change at all (the identification at that instant
+        stands). Returns (written, the change it replaced at the same instant or None)."""
         doc_id = change_id(tenant, vehicle_id, fields["start"])
-        driver = fields["driver"]
-        differs = (
-            {"driver": {"$ne": None}} if driver is None else {"driver.id": {"$ne": driver["id"]}}
-        )
+        document = {**fields, "_id": doc_id, "tenant": tenant, "vehicle_id": vehicle_id}
         with translate_errors():
+            if not overwrite:
+                try:
+                    await self._c.insert_one(document)
+                except DuplicateKeyError:
+                    return False, None
+                return True, None
+            driver = fields["driver"]
+            differs = (
+                {"driver": {"$ne": None}}
+                if driver is None
+                else {"driver.id": {"$ne": driver["id"]}}
+            )
             # The upsert inserts when nothing at that instant differs: a duplicate key then
             # means either the same change is stored (not written), or another driver's change
             # was inserted meanwhile, which the second try replaces (the later write wins).

@@ -267,6 +267,14 @@ def cursor_text(cursor: str | None, shape: re.Pattern[str]) -> str | None:
     return cursor
 
 
+def child_cursor(cursor: str, event_id: str) -> str:
+    """A cursor of a list of one event's children (deliveries, runs): one of that event's ids,
+    else a 400 (another event's would read an empty page, as if the list had ended)."""
+    if not cursor.startswith(f"{event_id}:"):
+        raise BadRequest(CURSOR_PROBLEM)
+    return cursor
+
+
 async def find_by_id(collection: Collection, tenant: str, doc_id: str) -> Doc | None:
     """The tenant's document with this ObjectId; None for another tenant's or a malformed id."""
     oid = parse_id(doc_id)

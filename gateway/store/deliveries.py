@@ -31,6 +31,7 @@ from gateway.store.client import (
     EVENT_CHILD_CURSOR,
     Collection,
     Doc,
+    child_cursor,
     cursor_text,
     insert_new,
     scoped,
@@ -98,7 +99,7 @@ class DeliveryStore:
         if (event := query.pop("event.id", None)) is not None:
             ids = {"$gte": f"{event}:", "$lt": f"{event};"}
             if before is not None:
-                ids["$lt"] = min(before, ids["$lt"])
+                ids["$lt"] = child_cursor(before, event)
             select = scoped(tenant, {**query, "_id": ids})
             # By the primary key: SecantusDB, given `by_tenant` (its `_id` descending) for
             # this range, misses the ids that start with a bound (tests/test_ui_events.py).

@@ -22,11 +22,14 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from gateway.errors import BadRequest
 from gateway.models import RunStatus
 from gateway.store.client import (
+    CURSOR_PROBLEM,
     EVENT_CHILD_CURSOR,
     Collection,
     Doc,
+    child_cursor,
     cursor_text,
     insert_new,
     scoped,
@@ -77,7 +80,7 @@ class FlowRunStore:
         `after` (their ids are `<event id>:<flow>`: a range of the primary key)."""
         query = {"_id": {"$gte": f"{event_id}:", "$lt": f"{event_id};"}}
         if (checked := cursor_text(after, EVENT_CHILD_CURSOR)) is not None:
-            query["_id"]["$gt"] = checked
+            query["_id"]["$gt"] = child_cursor(checked, event_id)
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query), _LIST_FIELDS).sort("_id", 1)
             return await cursor.limit(limit).to_list(limit)
@@ -95,8 +98,10 @@ class FlowRunStore:
         query: Doc = {"flow": flow}
         if status is not None:
             query["status"] = status
-        if cursor_text(before, EVENT_CHILD_CURSOR) is not None:
-            query["_id"] = {"$lt": before}
+        if (checked := cursor_text(before, EVENT_CHILD_CURSOR)) is not None:
+            if not checked.endswith(f":{flow}"):  # another flow's run
+                raise BadRequest(CURSOR_PROBLEM)
+            query["_id"] = {"$lt": checked}
         with translate_errors():
             cursor = self._c.find(scoped(tenant, query), _LIST_FIELDS).sort("_id", DESCENDING)
             return await cursor.limit(limit).to_list(limit)
