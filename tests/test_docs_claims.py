@@ -5,6 +5,7 @@ YAML examples they show."""
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from gateway.__main__ import _parser
-from gateway.config import JOBS, Settings
+from gateway.config import JOBS, ConfigError, Settings
 from gateway.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,80 @@ def test_the_documented_defaults_are_the_code_s() -> None:
             wrong[name] = (documented, expected)
     assert wrong == {}
 
+
+
+def _setting_readers() -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """name → (`Settings` field, the `_Env` reader, its keyword arguments: `low`, `high`)."""
+    readers = {}
+    for node in ast.walk(ast.parse((ROOT / "gateway" / "config.py").read_text())):
+        if not isinstance(node, ast.keyword) or not isinstance(node.value, ast.Call):
+            continue
+        call = node.value
+        if isinstance(call.func, ast.Attribute) and ast.unparse(call.func.value) == "env":
+            name = ast.literal_eval(call.args[0])
+            bounds = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg}
+            readers[name] = (str(node.arg), call.func.attr, bounds)
+    return readers
+
+
+def test_the_accepted_range_of_every_numeric_setting_is_the_code_s() -> None:
+    """The table's "accepted" column: `low–high` or `low+` for the numbers (a value outside
+    stops the process), "a boolean" for the flags."""
+    table, readers = _settings_table(), _setting_readers()
+    numeric = {n: r for n, r in readers.items() if r[1] in ("integer", "flag")}
+    assert len(numeric) >= 20
+    wrong = {}
+    for name, (_, reader, bounds) in numeric.items():
+        if reader == "flag":
+            expected = "a boolean"
+        elif bounds.get("high") is None:
+            expected = f"{bounds.get('low', 0):,}+"
+        else:
+            expected = f"{bounds.get('low', 0):,}–{bounds['high']:,}"
+        if table[name][2] != expected:
+            wrong[name] = (table[name][2], expected)
+    assert wrong == {}
+
+
+def test_every_default_another_page_gives_a_setting_is_the_code_s() -> None:
+    """A settings table row (`| `NAME` | default |`) or a "`NAME` (default N)" on any page
+    says what `Settings` has when the variable is unset."""
+    readers, defaults = _setting_readers(), Settings.from_env({})
+    wrong, count = [], 0
+    for page in PAGES:
+        text = page.read_text()
+        given = re.findall(r"^\| `([A-Z_]+)` \| `?([^|`]+?)`? \|", text, re.M)
+        given += re.findall(r"`([A-Z_]+)` \(default `?([\w.]+)`?[,)]", text)
+        for name, value in given:
+            if name not in readers or readers[name][1] not in ("integer", "flag"):
+                continue
+            count += 1
+            code = getattr(defaults, readers[name][0])
+            if code == 0 and value.startswith("unset"):  # GATEWAY_WORKER_PORT: no listener
+                continue
+            expected = str(code).lower() if isinstance(code, bool) else str(code)
+            if value != expected:
+                wrong.append(f"{page.name}: {name} {value}, the code {expected}")
+    assert count >= 30
+    assert wrong == []
+
+
+def test_every_setting_a_page_assigns_is_accepted_by_the_code() -> None:
+    """`GATEWAY_WORKERS=relay gateway serve`, `GATEWAY_WRITE_CONCERN=majority`, ...: each value
+    a page shows is one the gateway starts with (placeholders and secrets left out)."""
+    readers = _setting_readers()
+    refused, count = [], 0
+    for page in PAGES:
+        for name, value in re.findall(r"\b([A-Z_]+)=([^\s`'\"]+)", page.read_text()):
+            if name not in readers or name == "GATEWAY_SECRET_KEY" or re.search(r"[<$…]", value):
+                continue
+            count += 1
+            try:
+                Settings.from_env({name: value})
+            except ConfigError as exc:
+                refused.append(f"{page.name}: {name}={value}: {exc}")
+    assert count >= 5
+    assert refused == []
 
 def _metric_families() -> dict[str, tuple[str, set[str]]]:
     """name as exported (counters with `_total`) → (type, label names)."""
