@@ -85,7 +85,6 @@ def test_the_documented_defaults_are_the_code_s() -> None:
     assert wrong == {}
 
 
-
 def _setting_readers() -> dict[str, tuple[str, str, dict[str, Any]]]:
     """name → (`Settings` field, the `_Env` reader, its keyword arguments: `low`, `high`)."""
     readers = {}
@@ -158,6 +157,7 @@ def test_every_setting_a_page_assigns_is_accepted_by_the_code() -> None:
                 refused.append(f"{page.name}: {name}={value}: {exc}")
     assert count >= 5
     assert refused == []
+
 
 def _metric_families() -> dict[str, tuple[str, set[str]]]:
     """name as exported (counters with `_total`) → (type, label names)."""
@@ -300,6 +300,46 @@ def test_the_readme_shows_every_command_and_option() -> None:
     assert sorted(_options(_parser()) - shown) == []
 
 
+def test_every_option_a_page_gives_a_gateway_command_exists() -> None:
+    """`gateway worker --port 8081`, `gateway cleanup --days 90 --dry-run`, ... anywhere on the
+    pages (a line of a block, or a backticked span): each `--option` is one that command
+    takes."""
+    parser = _parser()
+    options, groups = _options(parser), _groups(parser)
+    commands = {o for o in options if not o.split()[-1].startswith("--")}
+    unknown, count = [], 0
+    for page in PAGES:
+        text = page.read_text()
+        spans = re.findall(r"`(gateway [^`]+)`", text)
+        spans += re.findall(r"^\s*(?:\S*/)?(gateway [^#\n]+)", text, re.M)
+        for span in spans:
+            words = span.split()
+            path = words[1:3] if words[1] in groups and len(words) > 2 else words[1:2]
+            command = " ".join(path)
+            if command not in commands:
+                continue  # prose ("the gateway answers ..."), or a `--db gateway` argument
+            for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", span):
+                count += 1
+                if f"{command} {option}" not in options:
+                    unknown.append(f"{page.name}: gateway {command} {option}")
+    assert count >= 30
+    assert unknown == []
+
+
+def test_every_option_a_page_gives_a_bench_script_exists() -> None:
+    """`bench/soak.py --minutes 10 --window 60`: each `--option` is one its parser declares."""
+    unknown, count = [], 0
+    for page in PAGES:
+        for script, rest in re.findall(r"\b(bench/\w+\.py)((?: +[^\s`#]+)*)", page.read_text()):
+            source = (ROOT / script).read_text()
+            for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", rest):
+                count += 1
+                if f'"{option}"' not in source:
+                    unknown.append(f"{page.name}: {script} {option}")
+    assert count >= 5
+    assert unknown == []
+
+
 def test_the_worker_help_names_every_background_job() -> None:
     worker = _parser()._subparsers._group_actions[0].choices["worker"]  # type: ignore[union-attr]
     (jobs,) = [a for a in worker._actions if "--jobs" in a.option_strings]
@@ -325,6 +365,23 @@ def test_every_file_link_and_test_the_pages_name_exists() -> None:
             file = ROOT / path
             if not file.exists() or (test and f"def {test}(" not in file.read_text()):
                 missing.append(f"{page.name}: {path} {test}")
+    assert missing == []
+
+
+def test_every_source_file_the_pages_name_exists() -> None:
+    """`gateway/store/expiry.py`, `store/leases.py` (under gateway/), `mappings/osmand.yaml`,
+    `tests/data/...`: every path to a file a page names, linked or not, is in the repository
+    (from its root, from gateway/ or from the page)."""
+    missing, count = [], 0
+    extensions = "py|yaml|yml|json|html|lua|txt|md|toml|csv|xml"
+    pattern = rf"(?<![\w./$-])((?:[\w-]+/)+[\w.-]+\.(?:{extensions}))\b"
+    for page in PAGES:
+        for path in re.findall(pattern, page.read_text()):
+            count += 1
+            places = (ROOT / path, ROOT / "gateway" / path, page.parent / path)
+            if not any(place.exists() for place in places):
+                missing.append(f"{page.name}: {path}")
+    assert count >= 300
     assert missing == []
 
 
