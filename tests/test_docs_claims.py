@@ -190,6 +190,27 @@ def test_the_metrics_table_lists_every_metric_with_its_type_and_labels() -> None
     assert documented == _metric_families()
 
 
+def test_the_metric_tables_of_the_other_pages_name_labels_the_metrics_have() -> None:
+    """actions.md, schedules.md, triggers.md: `| metric | labels |` rows, read as the
+    operations table is (backticked names outside parentheses, before the first colon)."""
+    families = _metric_families()
+    wrong, count = [], 0
+    for page in PAGES:
+        if page == OPERATIONS:
+            continue  # the whole table, exactly: test_the_metrics_table_lists_every_metric_...
+        for name, labels in (r[:2] for r in _table_rows(page.read_text()) if len(r) >= 2):
+            if not name.startswith("`gateway_"):
+                continue
+            count += 1
+            while re.search(r"\([^()]*\)", labels):
+                labels = re.sub(r"\([^()]*\)", "", labels)
+            named = set(re.findall(r"`(\w+)`", labels.split(":", 1)[0]))
+            if name.strip("`") not in families or named - families[name.strip("`")][1]:
+                wrong.append(f"{page.name}: {name} {sorted(named)}")
+    assert count >= 15
+    assert wrong == []
+
+
 def _queries() -> list[tuple[str, str]]:
     """(where, text) of every PromQL-bearing text: the pages and the Grafana dashboard."""
     texts = [(p.name, p.read_text()) for p in PAGES]
