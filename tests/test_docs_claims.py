@@ -17,6 +17,7 @@ import yaml
 from gateway.__main__ import _parser
 from gateway.config import JOBS, ConfigError, Settings
 from gateway.metrics import Metrics
+from gateway.triggers.spec import TRIGGER_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -404,6 +405,15 @@ def test_every_source_file_the_pages_name_exists() -> None:
                 missing.append(f"{page.name}: {path}")
     assert count >= 300
     assert missing == []
+
+
+def test_the_trigger_field_table_lists_every_member_a_trigger_takes() -> None:
+    """docs/triggers.md's `| field | default | meaning |` table and the trigger's JSON Schema
+    (`triggers/spec.py` `TRIGGER_SCHEMA`, what create and PATCH check) name the same members."""
+    text = (DOCS / "triggers.md").read_text()
+    table = text.split("| field | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {row[0].strip("`") for row in _table_rows(table)}
+    assert documented == set(TRIGGER_SCHEMA["properties"])
 
 
 def test_json_and_yaml_examples_parse_unless_marked_abridged() -> None:
