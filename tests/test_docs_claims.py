@@ -18,6 +18,7 @@ from gateway.__main__ import _parser
 from gateway.config import JOBS, ConfigError, Settings
 from gateway.metrics import Metrics
 from gateway.triggers.spec import TRIGGER_SCHEMA
+from gateway.ui.middleware import SECURITY_HEADERS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -414,6 +415,15 @@ def test_the_trigger_field_table_lists_every_member_a_trigger_takes() -> None:
     table = text.split("| field | default | meaning |", 1)[1].split("\n\n", 1)[0]
     documented = {row[0].strip("`") for row in _table_rows(table)}
     assert documented == set(TRIGGER_SCHEMA["properties"])
+
+
+def test_the_admin_ui_security_headers_are_the_code_s() -> None:
+    """docs/admin-ui.md's "Security headers" block shows each header `/admin` sets, as set."""
+    section = _section((DOCS / "admin-ui.md").read_text(), "## Security headers")
+    block = re.search(r"```\n(.*?)```", section, re.S)
+    assert block is not None
+    shown = dict(re.findall(r"^([\w-]+): (.+?)(?:\s{2,}\(.*)?$", block[1], re.M))
+    assert shown == {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 
 def test_json_and_yaml_examples_parse_unless_marked_abridged() -> None:
