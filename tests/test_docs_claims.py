@@ -17,6 +17,7 @@ import yaml
 from gateway.__main__ import _parser
 from gateway.config import JOBS, ConfigError, Settings
 from gateway.metrics import Metrics
+from gateway.schedules.spec import FIELDS as SCHEDULE_FIELDS
 from gateway.triggers.spec import TRIGGER_SCHEMA
 from gateway.ui.middleware import SECURITY_HEADERS
 
@@ -415,6 +416,15 @@ def test_the_trigger_field_table_lists_every_member_a_trigger_takes() -> None:
     table = text.split("| field | default | meaning |", 1)[1].split("\n\n", 1)[0]
     documented = {row[0].strip("`") for row in _table_rows(table)}
     assert documented == set(TRIGGER_SCHEMA["properties"])
+
+
+def test_the_schedule_member_table_lists_every_member_a_schedule_takes() -> None:
+    """docs/schedules.md's member table (`cursor.from`, ... under `cursor`) and the members
+    `schedules/spec.py` accepts."""
+    text = (DOCS / "schedules.md").read_text()
+    table = text.split("| member | | |", 1)[1].split("\n\n", 1)[0]
+    documented = {row[0].strip("`").split(".")[0] for row in _table_rows(table)}
+    assert documented == set(SCHEDULE_FIELDS)
 
 
 def test_the_admin_ui_security_headers_are_the_code_s() -> None:
