@@ -427,6 +427,30 @@ def test_the_schedule_member_table_lists_every_member_a_schedule_takes() -> None
     assert documented == set(SCHEDULE_FIELDS)
 
 
+@pytest.mark.parametrize(
+    ("page", "heading", "schema"),
+    [("mappings.md", "## The file", "mapping"), ("flows.md", "| key | | |", "flow")],
+)
+def test_the_key_table_of_a_file_format_lists_every_key_its_schema_has(
+    page: str, heading: str, schema: str
+) -> None:
+    """A mapping file's and a flow file's keys as their pages list them (`on.events` is a key
+    of `on`; `path`, `query`, `headers` one row) and as `schemas/<it>.schema.json` has them."""
+    text = (DOCS / page).read_text().split(heading, 1)[1]
+    table = text[: text.index("\n\n", text.index("| `"))]
+    documented = set()
+    for row in _table_rows(table):
+        for key in re.findall(r"`([\w.]+)`", row[0]):
+            documented.add(key)
+    properties = json.loads((ROOT / "schemas" / f"{schema}.schema.json").read_text())["properties"]
+    keys = set(properties)
+    for name, spec in properties.items():
+        if any(key.startswith(f"{name}.") for key in documented):  # `on`: its members are rows
+            keys |= {f"{name}.{member}" for member in spec["properties"]}
+            keys.discard(name)
+    assert documented == keys
+
+
 def test_the_admin_ui_security_headers_are_the_code_s() -> None:
     """docs/admin-ui.md's "Security headers" block shows each header `/admin` sets, as set."""
     section = _section((DOCS / "admin-ui.md").read_text(), "## Security headers")
