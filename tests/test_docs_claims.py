@@ -451,6 +451,25 @@ def test_the_key_table_of_a_file_format_lists_every_key_its_schema_has(
     assert documented == keys
 
 
+def test_the_entity_type_table_lists_each_schema_s_fields_and_required_ones() -> None:
+    """docs/entities.md's "Types and fields": per type, the required fields and the top-level
+    ones (what braces, brackets and parentheses hold is nested or a value) are its schema's."""
+    section = _section((DOCS / "entities.md").read_text(), "## Types and fields")
+    wrong, rows = [], _table_rows(section)
+    assert len(rows) == 5
+    for name, required, others in (row[:3] for row in rows):
+        while re.search(r"\{[^{}]*\}|\([^()]*\)|\[[^\[\]]*\]", others):
+            others = re.sub(r"\{[^{}]*\}|\([^()]*\)|\[[^\[\]]*\]", "", others)
+        kind = name.strip("`")
+        schema = json.loads((ROOT / "schemas" / "entities" / f"{kind}.schema.json").read_text())
+        named = set(re.findall(r"`(\w+)`", required))
+        if named != set(schema.get("required", [])):
+            wrong.append(f"{kind} required {sorted(named)}")
+        if named | set(re.findall(r"`(\w+)`", others)) != set(schema.get("properties", {})):
+            wrong.append(f"{kind} fields")
+    assert wrong == []
+
+
 def test_the_admin_ui_security_headers_are_the_code_s() -> None:
     """docs/admin-ui.md's "Security headers" block shows each header `/admin` sets, as set."""
     section = _section((DOCS / "admin-ui.md").read_text(), "## Security headers")
