@@ -5,6 +5,7 @@ YAML examples they show."""
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 from pathlib import Path
@@ -14,8 +15,11 @@ import pytest
 import yaml
 
 from gateway.__main__ import _parser
-from gateway.config import JOBS, Settings
+from gateway.config import JOBS, ConfigError, Settings
 from gateway.metrics import Metrics
+from gateway.schedules.spec import FIELDS as SCHEDULE_FIELDS
+from gateway.triggers.spec import TRIGGER_SCHEMA
+from gateway.ui.middleware import SECURITY_HEADERS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -84,6 +88,80 @@ def test_the_documented_defaults_are_the_code_s() -> None:
     assert wrong == {}
 
 
+def _setting_readers() -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """name → (`Settings` field, the `_Env` reader, its keyword arguments: `low`, `high`)."""
+    readers = {}
+    for node in ast.walk(ast.parse((ROOT / "gateway" / "config.py").read_text())):
+        if not isinstance(node, ast.keyword) or not isinstance(node.value, ast.Call):
+            continue
+        call = node.value
+        if isinstance(call.func, ast.Attribute) and ast.unparse(call.func.value) == "env":
+            name = ast.literal_eval(call.args[0])
+            bounds = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg}
+            readers[name] = (str(node.arg), call.func.attr, bounds)
+    return readers
+
+
+def test_the_accepted_range_of_every_numeric_setting_is_the_code_s() -> None:
+    """The table's "accepted" column: `low–high` or `low+` for the numbers (a value outside
+    stops the process), "a boolean" for the flags."""
+    table, readers = _settings_table(), _setting_readers()
+    numeric = {n: r for n, r in readers.items() if r[1] in ("integer", "flag")}
+    assert len(numeric) >= 20
+    wrong = {}
+    for name, (_, reader, bounds) in numeric.items():
+        if reader == "flag":
+            expected = "a boolean"
+        elif bounds.get("high") is None:
+            expected = f"{bounds.get('low', 0):,}+"
+        else:
+            expected = f"{bounds.get('low', 0):,}–{bounds['high']:,}"
+        if table[name][2] != expected:
+            wrong[name] = (table[name][2], expected)
+    assert wrong == {}
+
+
+def test_every_default_another_page_gives_a_setting_is_the_code_s() -> None:
+    """A settings table row (`| `NAME` | default |`) or a "`NAME` (default N)" on any page
+    says what `Settings` has when the variable is unset."""
+    readers, defaults = _setting_readers(), Settings.from_env({})
+    wrong, count = [], 0
+    for page in PAGES:
+        text = page.read_text()
+        given = re.findall(r"^\| `([A-Z_]+)` \| `?([^|`]+?)`? \|", text, re.M)
+        given += re.findall(r"`([A-Z_]+)` \(default `?([\w.]+)`?[,)]", text)
+        for name, value in given:
+            if name not in readers or readers[name][1] not in ("integer", "flag"):
+                continue
+            count += 1
+            code = getattr(defaults, readers[name][0])
+            if code == 0 and value.startswith("unset"):  # GATEWAY_WORKER_PORT: no listener
+                continue
+            expected = str(code).lower() if isinstance(code, bool) else str(code)
+            if value != expected:
+                wrong.append(f"{page.name}: {name} {value}, the code {expected}")
+    assert count >= 30
+    assert wrong == []
+
+
+def test_every_setting_a_page_assigns_is_accepted_by_the_code() -> None:
+    """`GATEWAY_WORKERS=relay gateway serve`, `GATEWAY_WRITE_CONCERN=majority`, ...: each value
+    a page shows is one the gateway starts with (placeholders and secrets left out)."""
+    readers = _setting_readers()
+    refused, count = [], 0
+    for page in PAGES:
+        for name, value in re.findall(r"\b([A-Z_]+)=([^\s`'\"]+)", page.read_text()):
+            if name not in readers or name == "GATEWAY_SECRET_KEY" or re.search(r"[<$…]", value):
+                continue
+            count += 1
+            try:
+                Settings.from_env({name: value})
+            except ConfigError as exc:
+                refused.append(f"{page.name}: {name}={value}: {exc}")
+    assert count >= 5
+    assert refused == []
+
+
 def _metric_families() -> dict[str, tuple[str, set[str]]]:
     """name as exported (counters with `_total`) → (type, label names)."""
     metrics = Metrics("test", "asyncio")
@@ -113,6 +191,27 @@ def test_the_metrics_table_lists_every_metric_with_its_type_and_labels() -> None
     documented = _documented_metrics()
     assert len(documented) >= 40
     assert documented == _metric_families()
+
+
+def test_the_metric_tables_of_the_other_pages_name_labels_the_metrics_have() -> None:
+    """actions.md, schedules.md, triggers.md: `| metric | labels |` rows, read as the
+    operations table is (backticked names outside parentheses, before the first colon)."""
+    families = _metric_families()
+    wrong, count = [], 0
+    for page in PAGES:
+        if page == OPERATIONS:
+            continue  # the whole table, exactly: test_the_metrics_table_lists_every_metric_...
+        for name, labels in (r[:2] for r in _table_rows(page.read_text()) if len(r) >= 2):
+            if not name.startswith("`gateway_"):
+                continue
+            count += 1
+            while re.search(r"\([^()]*\)", labels):
+                labels = re.sub(r"\([^()]*\)", "", labels)
+            named = set(re.findall(r"`(\w+)`", labels.split(":", 1)[0]))
+            if name.strip("`") not in families or named - families[name.strip("`")][1]:
+                wrong.append(f"{page.name}: {name} {sorted(named)}")
+    assert count >= 15
+    assert wrong == []
 
 
 def _queries() -> list[tuple[str, str]]:
@@ -225,6 +324,46 @@ def test_the_readme_shows_every_command_and_option() -> None:
     assert sorted(_options(_parser()) - shown) == []
 
 
+def test_every_option_a_page_gives_a_gateway_command_exists() -> None:
+    """`gateway worker --port 8081`, `gateway cleanup --days 90 --dry-run`, ... anywhere on the
+    pages (a line of a block, or a backticked span): each `--option` is one that command
+    takes."""
+    parser = _parser()
+    options, groups = _options(parser), _groups(parser)
+    commands = {o for o in options if not o.split()[-1].startswith("--")}
+    unknown, count = [], 0
+    for page in PAGES:
+        text = page.read_text()
+        spans = re.findall(r"`(gateway [^`]+)`", text)
+        spans += re.findall(r"^\s*(?:\S*/)?(gateway [^#\n]+)", text, re.M)
+        for span in spans:
+            words = span.split()
+            path = words[1:3] if words[1] in groups and len(words) > 2 else words[1:2]
+            command = " ".join(path)
+            if command not in commands:
+                continue  # prose ("the gateway answers ..."), or a `--db gateway` argument
+            for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", span):
+                count += 1
+                if f"{command} {option}" not in options:
+                    unknown.append(f"{page.name}: gateway {command} {option}")
+    assert count >= 30
+    assert unknown == []
+
+
+def test_every_option_a_page_gives_a_bench_script_exists() -> None:
+    """`bench/soak.py --minutes 10 --window 60`: each `--option` is one its parser declares."""
+    unknown, count = [], 0
+    for page in PAGES:
+        for script, rest in re.findall(r"\b(bench/\w+\.py)((?: +[^\s`#]+)*)", page.read_text()):
+            source = (ROOT / script).read_text()
+            for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", rest):
+                count += 1
+                if f'"{option}"' not in source:
+                    unknown.append(f"{page.name}: {script} {option}")
+    assert count >= 5
+    assert unknown == []
+
+
 def test_the_worker_help_names_every_background_job() -> None:
     worker = _parser()._subparsers._group_actions[0].choices["worker"]  # type: ignore[union-attr]
     (jobs,) = [a for a in worker._actions if "--jobs" in a.option_strings]
@@ -251,6 +390,93 @@ def test_every_file_link_and_test_the_pages_name_exists() -> None:
             if not file.exists() or (test and f"def {test}(" not in file.read_text()):
                 missing.append(f"{page.name}: {path} {test}")
     assert missing == []
+
+
+def test_every_source_file_the_pages_name_exists() -> None:
+    """`gateway/store/expiry.py`, `store/leases.py` (under gateway/), `mappings/osmand.yaml`,
+    `tests/data/...`: every path to a file a page names, linked or not, is in the repository
+    (from its root, from gateway/ or from the page)."""
+    missing, count = [], 0
+    extensions = "py|yaml|yml|json|html|lua|txt|md|toml|csv|xml"
+    pattern = rf"(?<![\w./$-])((?:[\w-]+/)+[\w.-]+\.(?:{extensions}))\b"
+    for page in PAGES:
+        for path in re.findall(pattern, page.read_text()):
+            count += 1
+            places = (ROOT / path, ROOT / "gateway" / path, page.parent / path)
+            if not any(place.exists() for place in places):
+                missing.append(f"{page.name}: {path}")
+    assert count >= 300
+    assert missing == []
+
+
+def test_the_trigger_field_table_lists_every_member_a_trigger_takes() -> None:
+    """docs/triggers.md's `| field | default | meaning |` table and the trigger's JSON Schema
+    (`triggers/spec.py` `TRIGGER_SCHEMA`, what create and PATCH check) name the same members."""
+    text = (DOCS / "triggers.md").read_text()
+    table = text.split("| field | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {row[0].strip("`") for row in _table_rows(table)}
+    assert documented == set(TRIGGER_SCHEMA["properties"])
+
+
+def test_the_schedule_member_table_lists_every_member_a_schedule_takes() -> None:
+    """docs/schedules.md's member table (`cursor.from`, ... under `cursor`) and the members
+    `schedules/spec.py` accepts."""
+    text = (DOCS / "schedules.md").read_text()
+    table = text.split("| member | | |", 1)[1].split("\n\n", 1)[0]
+    documented = {row[0].strip("`").split(".")[0] for row in _table_rows(table)}
+    assert documented == set(SCHEDULE_FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("page", "heading", "schema"),
+    [("mappings.md", "## The file", "mapping"), ("flows.md", "| key | | |", "flow")],
+)
+def test_the_key_table_of_a_file_format_lists_every_key_its_schema_has(
+    page: str, heading: str, schema: str
+) -> None:
+    """A mapping file's and a flow file's keys as their pages list them (`on.events` is a key
+    of `on`; `path`, `query`, `headers` one row) and as `schemas/<it>.schema.json` has them."""
+    text = (DOCS / page).read_text().split(heading, 1)[1]
+    table = text[: text.index("\n\n", text.index("| `"))]
+    documented = set()
+    for row in _table_rows(table):
+        for key in re.findall(r"`([\w.]+)`", row[0]):
+            documented.add(key)
+    properties = json.loads((ROOT / "schemas" / f"{schema}.schema.json").read_text())["properties"]
+    keys = set(properties)
+    for name, spec in properties.items():
+        if any(key.startswith(f"{name}.") for key in documented):  # `on`: its members are rows
+            keys |= {f"{name}.{member}" for member in spec["properties"]}
+            keys.discard(name)
+    assert documented == keys
+
+
+def test_the_entity_type_table_lists_each_schema_s_fields_and_required_ones() -> None:
+    """docs/entities.md's "Types and fields": per type, the required fields and the top-level
+    ones (what braces, brackets and parentheses hold is nested or a value) are its schema's."""
+    section = _section((DOCS / "entities.md").read_text(), "## Types and fields")
+    wrong, rows = [], _table_rows(section)
+    assert len(rows) == 5
+    for name, required, others in (row[:3] for row in rows):
+        while re.search(r"\{[^{}]*\}|\([^()]*\)|\[[^\[\]]*\]", others):
+            others = re.sub(r"\{[^{}]*\}|\([^()]*\)|\[[^\[\]]*\]", "", others)
+        kind = name.strip("`")
+        schema = json.loads((ROOT / "schemas" / "entities" / f"{kind}.schema.json").read_text())
+        named = set(re.findall(r"`(\w+)`", required))
+        if named != set(schema.get("required", [])):
+            wrong.append(f"{kind} required {sorted(named)}")
+        if named | set(re.findall(r"`(\w+)`", others)) != set(schema.get("properties", {})):
+            wrong.append(f"{kind} fields")
+    assert wrong == []
+
+
+def test_the_admin_ui_security_headers_are_the_code_s() -> None:
+    """docs/admin-ui.md's "Security headers" block shows each header `/admin` sets, as set."""
+    section = _section((DOCS / "admin-ui.md").read_text(), "## Security headers")
+    block = re.search(r"```\n(.*?)```", section, re.S)
+    assert block is not None
+    shown = dict(re.findall(r"^([\w-]+): (.+?)(?:\s{2,}\(.*)?$", block[1], re.M))
+    assert shown == {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 
 def test_json_and_yaml_examples_parse_unless_marked_abridged() -> None:

@@ -75,6 +75,51 @@ async def test_every_api_example_answers_as_documented(client: Client) -> None:
             assert _contains(body, example["expected"]), f"{where}: {body}"
 
 
+async def test_the_reference_declares_every_status_the_api_examples_answer(client: Client) -> None:
+    """/openapi.json, the reference this page defers to, lists for each example's operation the
+    status the example gets (the replay above proves the example)."""
+    doc = await (await client.get("/openapi.json")).json()
+    missing = []
+    for example in _examples(DOC.read_text()):
+        path = example["path"].split("?")[0]
+        # the most literal template: `/api/v1/mappings/test` before `/api/v1/mappings/{name}`
+        templates = sorted((t for t in doc["paths"] if _same_route(path, t)), key=_placeholders)
+        operation = doc["paths"][templates[0]].get(example["method"].lower()) if templates else None
+        if operation is None or str(example["status"]) not in operation["responses"]:
+            missing.append(f"{example['method']} {path} {example['status']}")
+    assert missing == []
+
+
+async def test_the_partner_status_table_is_the_reference_s(client: Client) -> None:
+    """docs/triggers.md's "Status codes (partner side)" lists exactly the statuses
+    /openapi.json declares for `POST /hooks/{trigger_id}` and its reads."""
+    doc = await (await client.get("/openapi.json")).json()
+    declared = {
+        status
+        for path, operations in doc["paths"].items()
+        if path.startswith("/hooks/")
+        for method, operation in operations.items()
+        if method in ("get", "post")
+        for status in operation["responses"]
+    }
+    section = TRIGGERS.read_text().split("## Status codes (partner side)", 1)[1].split("\n## ")[0]
+    listed = set(re.findall(r"^\| (\d{3}(?: / \d{3})*) \|", section, re.M))
+    documented = {status for cell in listed for status in cell.split(" / ")}
+    assert len(documented) >= 15
+    assert documented == declared
+
+
+def _placeholders(template: str) -> int:
+    return template.count("{")
+
+
+def _same_route(path: str, template: str) -> bool:
+    given, wanted = path.split("/"), template.split("/")
+    return len(given) == len(wanted) and all(
+        w.startswith("{") or g == w for g, w in zip(given, wanted, strict=True)
+    )
+
+
 def test_the_readme_layout_names_every_package_and_module() -> None:
     readme = (DOC.parents[1] / "README.md").read_text()
     layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
