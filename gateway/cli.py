@@ -65,6 +65,8 @@ def serve(
         from gateway.prefork import watch_parent
 
         watch_parent(parent)
+    if (warning := unreachable_url_warning(settings)) is not None:
+        print(warning, file=sys.stderr)
     app = create_app(settings)
     if extend is not None:
         extend(app)
@@ -84,6 +86,17 @@ def serve(
         keepalive_timeout=75,
     )
     return 0
+
+
+def unreachable_url_warning(settings: Settings) -> str | None:
+    """Trigger URLs name `GATEWAY_PUBLIC_URL`, else the address listened on: an unspecified
+    one (0.0.0.0, the container image's) is no address a partner can call."""
+    if settings.public_url or settings.host not in ("0.0.0.0", "::", ""):
+        return None
+    return (
+        f"warning: GATEWAY_PUBLIC_URL is not set: trigger URLs will name {settings.base_url},"
+        " which no partner can call; set it to the address partners reach this gateway at"
+    )
 
 
 def demo(settings: Settings, tenant: str) -> int:

@@ -110,8 +110,8 @@ class Settings:
     # On SIGTERM, how long a request in flight may take before it is cancelled.
     request_shutdown_seconds: int = 15
     partner_probe_seconds: int = 300
-    # /readyz turns unready when the event relay or the delivery worker has failed for this
-    # long with work waiting.
+    # /readyz turns unready when the event relay, the delivery worker or the fleet fold has
+    # failed for this long with work waiting.
     stall_seconds: int = 60
     # The fleet fold writes a moving vehicle's last position and odometer to its entity at
     # least this often, and its whole state with a checkpoint this often (docs/fleet.md).

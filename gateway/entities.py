@@ -77,7 +77,7 @@ class Upsert:
 class Origin:
     """Who caused a write: recorded on its events."""
 
-    kind: str  # "admin" | "trigger" | "action"
+    kind: str  # "admin", "trigger", "action", "schedule", "flow", "notification" (docs/concepts.md)
     id: str
     extra: Mapping[str, Any] = field(default_factory=dict)
 

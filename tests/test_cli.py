@@ -444,3 +444,24 @@ def test_a_port_in_use_is_refused_before_the_database_starts(
     assert "Traceback" not in result.stderr
     assert "embedded database started" not in result.stderr
     assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({"GATEWAY_HOST": "0.0.0.0"}, True),
+        ({"GATEWAY_HOST": "::"}, True),
+        ({"GATEWAY_HOST": "0.0.0.0", "GATEWAY_PUBLIC_URL": "https://gw.acme.com.br"}, False),
+        ({"GATEWAY_HOST": "10.1.2.3"}, False),
+        ({}, False),
+    ],
+)
+def test_serve_warns_when_trigger_urls_would_name_an_unspecified_address(
+    env: dict[str, str], warned: bool
+) -> None:
+    from gateway.cli import unreachable_url_warning
+
+    warning = unreachable_url_warning(Settings.from_env({"GATEWAY_SECRET_KEY": SECRET_KEY, **env}))
+    assert (warning is not None) == warned, warning
+    if warning is not None:
+        assert ("GATEWAY_PUBLIC_URL" in warning and "//0.0.0.0:" in warning) or "//:::" in warning

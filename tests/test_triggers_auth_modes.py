@@ -144,6 +144,63 @@ async def test_partner_jwt_keys_come_from_a_jwks_url(
     assert await _post(client, trigger, _partner_token(headers={"kid": "k1"})) == 401
 
 
+async def _outcomes(client: Client, outcome: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    prefix = "gateway_trigger_requests_total{"
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix) and f'outcome="{outcome}"' in line
+    )
+
+
+async def test_a_partner_whose_keys_cannot_be_fetched_gets_a_503_counted_as_such(
+    client: Client, aiohttp_server: Callable[..., Any]
+) -> None:
+    async def down(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="maintenance")
+
+    partner = web.Application()
+    partner.router.add_get("/.well-known/jwks.json", down)
+    server = await aiohttp_server(partner)
+    trigger = await create_trigger(
+        client,
+        auth={
+            "mode": "partner_jwt",
+            "jwks_url": str(server.make_url("/.well-known/jwks.json")),
+            "audience": "rabbot",
+            "algorithms": ["ES256"],
+        },
+    )
+    before = await _outcomes(client, "keys_unavailable")
+    token = _partner_token(EC_KEY, "ES256", headers={"kid": "k1"})
+    assert await _post(client, trigger, token) == 503
+    assert await _outcomes(client, "keys_unavailable") == before + 1
+    assert await _outcomes(client, "error") == 0
+
+
+async def test_a_body_sent_too_slowly_to_a_trigger_is_a_408_counted_as_a_timeout(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.web import requests
+
+    trigger = await create_trigger(client)
+    monkeypatch.setattr(requests, "BODY_TIMEOUT_SECONDS", 0.2)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        f"POST /hooks/{trigger['id']} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 100\r\nAuthorization: Bearer {trigger['token']}\r\n\r\n".encode()
+        + b'{"plate": '
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] == b"408"
+    assert await _outcomes(client, "timeout") == 1
+    assert await _outcomes(client, "error") == 0
+
+
 async def test_invalid_partner_key_is_refused_when_the_trigger_is_saved(client: Client) -> None:
     response = await client.post(
         "/api/v1/triggers",

@@ -66,10 +66,10 @@ def classify(status: int | None, error: ErrorKind | None) -> Verdict:
 
 def request_result(status: int | None, error: ErrorKind | None, verdict: Verdict) -> str:
     """The `result` label of `gateway_partner_requests_total`, one vocabulary for every mode
-    (proxy, deliver, schedule): the verdict on an answer (`success`, `retry`, `fail`, `gone`),
-    or, for a call that got none, its error kind (`timeout`, `connect`, `reset`, `blocked`,
-    `rate_limited`, `circuit_open`, `auth_failed`, ...). `verdict` is the caller's, with the
-    action's own idea of success."""
+    (proxy, deliver, schedule, flow, notify): the verdict on an answer (`success`, `retry`,
+    `fail`, `gone`), or, for a call that got none, its error kind (`timeout`, `connect`,
+    `reset`, `blocked`, `rate_limited`, `circuit_open`, `auth_failed`, ...). `verdict` is the
+    caller's, with the action's own idea of success."""
     if status is None:
         return str(error or "connect")
     return verdict.value

@@ -14,8 +14,10 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     StoreUnavailable,
     Unauthorized,
+    Unavailable,
     UnsupportedMediaType,
 )
 
@@ -28,6 +30,8 @@ _BY_CLASS: Final = (
     (BadRequest, "rejected_format"),
     (RateLimited, "rate_limited"),
     (StoreUnavailable, "unavailable"),
+    (Unavailable, "keys_unavailable"),  # the partner's JWKS cannot be fetched now
+    (RequestTimeout, "timeout"),  # the body took too long to arrive
     (NotFound, "not_found"),
     (Conflict, "conflict"),
 )
