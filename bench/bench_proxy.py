@@ -2,7 +2,7 @@
 partner directly).
 
     python bench/bench_proxy.py [--requests 2000] [--warmup 300] [--calls proxy,entity]
-                                [--bare] [--gateway-src DIR ...] [--json FILE]
+                                [--bare] [--floor] [--gateway-src DIR ...] [--json FILE]
 
 One run, side by side: a local partner (its own process) answers the current-driver lookup
 of mappings/hr-current-driver.yaml; `gateway serve` (its own process, embedded SecantusDB)
@@ -15,7 +15,12 @@ request at a time, in rounds: direct, then the others in a shuffled order
 - entity:  the same with {"entity": {"type": "vehicle", "key": plate}}, which also reads the
            vehicle from the database (one indexed find_one, ~2 ms on this embedded DB);
 - bare (with --bare): the floor, a bare aiohttp handler in its own process that parses the
-           JSON, GETs the partner through a pooled ClientSession and answers its JSON,
+           JSON, GETs the partner through a pooled ClientSession and answers its JSON, on
+           asyncio's loop;
+- bare-uvloop and relay (with --floor): the same bare handler on uvloop (the gateway's loop),
+           and what the two extra loopback hops cost alone: the direct GET through a process
+           that only copies bytes both ways (uvloop, one partner connection per client
+           connection, no HTTP parsing),
 
 and prints the median and p99 of each, the added medians, and each server's CPU per call
 (user + system, its calls of both kinds together). The order is shuffled because a process
@@ -45,9 +50,10 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,9 +84,10 @@ def run_partner(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def run_bare_proxy(port: int, partner: str) -> None:
+def run_bare_proxy(port: int, partner: str, loop: str) -> None:
     """The floor: a bare aiohttp handler that parses the JSON, GETs the partner through one
-    pooled ClientSession, parses its JSON and answers it (no auth, mapping or guard)."""
+    pooled ClientSession, parses its JSON and answers it (no auth, mapping or guard), on
+    `loop` (asyncio or uvloop)."""
 
     async def session_ctx(app: web.Application) -> Any:
         app["session"] = aiohttp.ClientSession()
@@ -98,7 +105,55 @@ def run_bare_proxy(port: int, partner: str) -> None:
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/invoke", invoke)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    event_loop = uvloop.new_event_loop() if loop == "uvloop" else asyncio.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=event_loop)
+
+
+def run_relay(port: int, partner_port: int) -> None:
+    """The hops alone: each client connection gets its own partner connection, and bytes are
+    copied both ways as they come (uvloop; both sockets TCP_NODELAY, as asyncio sets)."""
+
+    class Upstream(asyncio.Protocol):
+        def __init__(self, down: asyncio.Transport) -> None:
+            self.down = down
+
+        def data_received(self, data: bytes) -> None:
+            self.down.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.down.close()
+
+    class Downstream(asyncio.Protocol):
+        up: asyncio.Transport | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.down, self.early = cast(asyncio.Transport, transport), bytearray()
+            asyncio.get_running_loop().create_task(self.connect())
+
+        async def connect(self) -> None:
+            loop = asyncio.get_running_loop()
+            up, _ = await loop.create_connection(
+                lambda: Upstream(self.down), "127.0.0.1", partner_port
+            )
+            self.up = up
+            if self.early:
+                up.write(bytes(self.early))
+
+        def data_received(self, data: bytes) -> None:
+            if self.up is None:
+                self.early += data
+            else:
+                self.up.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.up is not None:
+                self.up.close()
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Downstream, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(serve())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -206,7 +261,7 @@ Call = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 
 
 async def measure(
-    args: argparse.Namespace, gateways: list[Gateway], bare: Gateway | None, partner: str
+    args: argparse.Namespace, gateways: list[Gateway], peers: list[Gateway], partner: str
 ) -> dict[str, float]:
     async with aiohttp.ClientSession() as session:
         await wait_ready(session, partner + "/veiculos/x/condutor-atual")
@@ -219,14 +274,23 @@ async def measure(
                 None,
             )
         }
-        if bare is not None:
-            await wait_ready(session, bare.url + "/")
-            calls["bare"] = (
-                lambda: session.post(
-                    f"{bare.url}/invoke", json={"payload": {"entity": {"plate": PLATE}}}
-                ),
-                bare,
-            )
+        for peer in peers:
+            await wait_ready(session, peer.url + "/")
+            if peer.suffix == "relay":
+                calls["relay"] = (
+                    lambda url=peer.url: session.get(
+                        f"{url}/veiculos/{PLATE}/condutor-atual",
+                        headers={"Authorization": "Bearer hr-token"},
+                    ),
+                    peer,
+                )
+            else:
+                calls[peer.suffix] = (
+                    lambda url=peer.url: session.post(
+                        f"{url}/invoke", json={"payload": {"entity": {"plate": PLATE}}}
+                    ),
+                    peer,
+                )
         for gw in gateways:
             await wait_ready(session, gw.url + "/healthz")
             headers = {"Authorization": f"Bearer {gw.token}"}
@@ -246,7 +310,7 @@ async def measure(
                     gw,
                 )
         samples: dict[str, list[float]] = {name: [] for name in calls}
-        servers = [gw for gw in [bare, *gateways] if gw is not None]
+        servers = [*peers, *gateways]
         first, *others = calls.items()
         shuffle = random.Random(12).shuffle
         for i in range(args.warmup + args.requests):
@@ -288,7 +352,7 @@ def report(samples: dict[str, list[float]], gateways: list[Gateway]) -> dict[str
             f"(ratio {medians[name] / direct:.2f}x){'  <0.5 ms: ok' if added < 0.5 else ''}"
         )
     for gw in gateways:
-        name = gw.suffix if gw.suffix == "bare" else f"gateway{gw.suffix}"
+        name = f"gateway{gw.suffix}" if gw.suffix in ("", "@") or gw.src else gw.suffix
         print(f"{name} CPU {gw.cpu / gw.calls * 1e6:.0f} µs per call ({gw.calls} calls)")
     return medians
 
@@ -308,15 +372,25 @@ def main() -> int:
         default=[],
         help="also measure a gateway run from this source tree (repeatable)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the bare proxy on uvloop and a byte relay (the hops alone)",
+    )
     parser.add_argument("--partner-only", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--bare-proxy-only", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-proxy-only", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--relay-only", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the medians to this file")
     args = parser.parse_args()
     if args.partner_only:
         run_partner(args.partner_only)
         return 0
     if args.bare_proxy_only:
-        run_bare_proxy(int(args.bare_proxy_only[0]), args.bare_proxy_only[1])
+        port, partner_url, loop = args.bare_proxy_only
+        run_bare_proxy(int(port), partner_url, loop)
+        return 0
+    if args.relay_only:
+        run_relay(*args.relay_only)
         return 0
     gateways = [Gateway("", None)] + [
         Gateway(f"@{src.resolve().name}", src.resolve()) for src in args.gateway_src
@@ -327,22 +401,27 @@ def main() -> int:
         partner_port = free_port()
         partner_url = f"http://127.0.0.1:{partner_port}"
         partner = subprocess.Popen([sys.executable, __file__, "--partner-only", str(partner_port)])
-        bare = None
-        if args.bare:
-            bare = Gateway("bare", None, url=f"http://127.0.0.1:{free_port()}")
-            port = bare.url.rpartition(":")[2]
-            bare.proc = subprocess.Popen(
-                [sys.executable, __file__, "--bare-proxy-only", port, partner_url]
-            )
+        peers: list[Gateway] = []
+        for name, wanted, options in (
+            ("bare", args.bare, ["--bare-proxy-only", partner_url, "asyncio"]),
+            ("bare-uvloop", args.floor, ["--bare-proxy-only", partner_url, "uvloop"]),
+            ("relay", args.floor, ["--relay-only", str(partner_port)]),
+        ):
+            if wanted:
+                port = free_port()
+                peer = Gateway(name, None, url=f"http://127.0.0.1:{port}")
+                options.insert(1, str(port))
+                peer.proc = subprocess.Popen([sys.executable, __file__, *options])
+                peers.append(peer)
         try:
             for index, gw in enumerate(gateways):
                 start_gateway(gw, index, db, tmp)
-            medians = asyncio.run(measure(args, gateways, bare, partner_url))
+            medians = asyncio.run(measure(args, gateways, peers, partner_url))
             if args.json:
                 args.json.write_text(json.dumps({"median_ms": medians}))
         finally:
-            for gw in [bare, *gateways]:
-                if gw is not None and gw.proc is not None:
+            for gw in [*peers, *gateways]:
+                if gw.proc is not None:
                     gw.proc.terminate()
                     gw.proc.wait(20)
             for proc in [partner]:
