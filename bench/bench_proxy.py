@@ -55,6 +55,7 @@ from typing import Any, cast
 import aiohttp
 import uvloop
 from aiohttp import web
+from pymongo import MongoClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -260,8 +261,19 @@ async def setup(
 Call = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 
 
+def db_operations(uri: str) -> int:
+    """The database's CRUD operations so far (serverStatus opcounters)."""
+    with MongoClient(uri) as client:
+        counters = client.admin.command("serverStatus")["opcounters"]
+    return sum(counters[k] for k in ("insert", "query", "update", "delete", "getmore"))
+
+
 async def measure(
-    args: argparse.Namespace, gateways: list[Gateway], peers: list[Gateway], partner: str
+    args: argparse.Namespace,
+    gateways: list[Gateway],
+    peers: list[Gateway],
+    partner: str,
+    db_uri: str,
 ) -> dict[str, float]:
     async with aiohttp.ClientSession() as session:
         await wait_ready(session, partner + "/veiculos/x/condutor-atual")
@@ -311,6 +323,13 @@ async def measure(
                 )
         samples: dict[str, list[float]] = {name: [] for name in calls}
         servers = [*peers, *gateways]
+        # The gateways' own background work (relay, jobs) reads the database while idle too:
+        # its rate, measured now, is taken out of what the calls' phase counts.
+        idle_ops, idle_started = await asyncio.to_thread(db_operations, db_uri), time.monotonic()
+        await asyncio.sleep(args.idle)
+        idle_rate = (await asyncio.to_thread(db_operations, db_uri) - idle_ops) / (
+            time.monotonic() - idle_started
+        )
         first, *others = calls.items()
         shuffle = random.Random(12).shuffle
         for i in range(args.warmup + args.requests):
@@ -318,6 +337,8 @@ async def measure(
                 for gw in servers:
                     assert gw.proc is not None
                     gw.cpu = -cpu_seconds(gw.proc.pid)
+                ops = await asyncio.to_thread(db_operations, db_uri)
+                ops_started = time.monotonic()
             shuffle(others)  # none always follows the same other (whose caches it would share)
             for name, (call, target) in [first, *others]:
                 started = time.perf_counter()
@@ -331,7 +352,16 @@ async def measure(
         for gw in servers:
             assert gw.proc is not None
             gw.cpu += cpu_seconds(gw.proc.pid)
-    return report(samples, servers)
+        ops = await asyncio.to_thread(db_operations, db_uri) - ops
+        seconds = time.monotonic() - ops_started
+    medians = report(samples, servers)
+    gateway_calls = sum(gw.calls for gw in gateways)
+    print(
+        f"database: {ops} operations in the {seconds:.1f} s of calls, {idle_rate:.1f}/s when "
+        f"idle ({args.idle:g} s before): {(ops - idle_rate * seconds) / gateway_calls:.3f} "
+        f"per gateway call beyond the idle rate ({gateway_calls} calls, every gateway's)"
+    )
+    return medians
 
 
 def report(samples: dict[str, list[float]], gateways: list[Gateway]) -> dict[str, float]:
@@ -362,6 +392,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--calls", default="proxy,entity", help="proxy, entity or both")
+    parser.add_argument(
+        "--idle", type=float, default=3.0, help="seconds of idle database counting before"
+    )
     parser.add_argument(
         "--bare", action="store_true", help="also measure the floor: a bare aiohttp proxy"
     )
@@ -416,7 +449,7 @@ def main() -> int:
         try:
             for index, gw in enumerate(gateways):
                 start_gateway(gw, index, db, tmp)
-            medians = asyncio.run(measure(args, gateways, peers, partner_url))
+            medians = asyncio.run(measure(args, gateways, peers, partner_url, db.uri))
             if args.json:
                 args.json.write_text(json.dumps({"median_ms": medians}))
         finally:
