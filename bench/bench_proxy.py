@@ -2,7 +2,8 @@
 partner directly).
 
     python bench/bench_proxy.py [--requests 2000] [--warmup 300] [--calls proxy,entity]
-                                [--bare] [--floor] [--gateway-src DIR ...] [--json FILE]
+                                [--bare] [--floor] [--idle 3] [--gateway-src DIR ...]
+                                [--json FILE]
 
 One run, side by side: a local partner (its own process) answers the current-driver lookup
 of mappings/hr-current-driver.yaml; `gateway serve` (its own process, embedded SecantusDB)
@@ -22,9 +23,12 @@ request at a time, in rounds: direct, then the others in a shuffled order
            that only copies bytes both ways (uvloop, one partner connection per client
            connection, no HTTP parsing),
 
-and prints the median and p99 of each, the added medians, and each server's CPU per call
-(user + system, its calls of both kinds together). The order is shuffled because a process
-called right after another finds the caches of a 2-core machine warmer or colder.
+and prints the median and p99 of each, the added medians, each server's CPU per call
+(user + system, its calls of both kinds together), and the database operations per gateway
+call (serverStatus opcounters during the calls, less the rate counted over `--idle` seconds
+before them: the gateways' background jobs read while idle too). The order is shuffled
+because a process called right after another finds the caches of a 2-core machine warmer or
+colder.
 
 `--gateway-src DIR` (repeatable) adds a gateway run from another source tree (a directory
 holding gateway/, e.g. `git worktree add /tmp/proxy-base main`), with its own database on the
