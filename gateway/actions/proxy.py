@@ -86,7 +86,9 @@ class Proxy:
         request_mapping = response_mapping = None
         if action.request_mapping:
             request_mapping = await self._mappings.active(tenant, action.request_mapping)
-        if action.response_mapping:
+        if action.response_mapping == action.request_mapping:
+            response_mapping = request_mapping  # one mapping both ways (one version of it)
+        elif action.response_mapping:
             response_mapping = await self._mappings.active(tenant, action.response_mapping)
         if partner.disabled:
             raise PartnerUnavailable(
