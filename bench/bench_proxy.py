@@ -2,7 +2,8 @@
 partner directly).
 
     python bench/bench_proxy.py [--requests 2000] [--warmup 300] [--calls proxy,entity]
-                                [--bare] [--gateway-src DIR ...] [--json FILE]
+                                [--bare] [--floor] [--idle 3] [--gateway-src DIR ...]
+                                [--json FILE]
 
 One run, side by side: a local partner (its own process) answers the current-driver lookup
 of mappings/hr-current-driver.yaml; `gateway serve` (its own process, embedded SecantusDB)
@@ -15,11 +16,19 @@ request at a time, in rounds: direct, then the others in a shuffled order
 - entity:  the same with {"entity": {"type": "vehicle", "key": plate}}, which also reads the
            vehicle from the database (one indexed find_one, ~2 ms on this embedded DB);
 - bare (with --bare): the floor, a bare aiohttp handler in its own process that parses the
-           JSON, GETs the partner through a pooled ClientSession and answers its JSON,
+           JSON, GETs the partner through a pooled ClientSession and answers its JSON, on
+           asyncio's loop;
+- bare-uvloop and relay (with --floor): the same bare handler on uvloop (the gateway's loop),
+           and what the two extra loopback hops cost alone: the direct GET through a process
+           that only copies bytes both ways (uvloop, one partner connection per client
+           connection, no HTTP parsing),
 
-and prints the median and p99 of each, the added medians, and each server's CPU per call
-(user + system, its calls of both kinds together). The order is shuffled because a process
-called right after another finds the caches of a 2-core machine warmer or colder.
+and prints the median and p99 of each, the added medians, each server's CPU per call
+(user + system, its calls of both kinds together), and the database operations per gateway
+call (serverStatus opcounters during the calls, less the rate counted over `--idle` seconds
+before them: the gateways' background jobs read while idle too). The order is shuffled
+because a process called right after another finds the caches of a 2-core machine warmer or
+colder.
 
 `--gateway-src DIR` (repeatable) adds a gateway run from another source tree (a directory
 holding gateway/, e.g. `git worktree add /tmp/proxy-base main`), with its own database on the
@@ -45,10 +54,12 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+import uvloop
 from aiohttp import web
+from pymongo import MongoClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -78,9 +89,10 @@ def run_partner(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def run_bare_proxy(port: int, partner: str) -> None:
+def run_bare_proxy(port: int, partner: str, loop: str) -> None:
     """The floor: a bare aiohttp handler that parses the JSON, GETs the partner through one
-    pooled ClientSession, parses its JSON and answers it (no auth, mapping or guard)."""
+    pooled ClientSession, parses its JSON and answers it (no auth, mapping or guard), on
+    `loop` (asyncio or uvloop)."""
 
     async def session_ctx(app: web.Application) -> Any:
         app["session"] = aiohttp.ClientSession()
@@ -98,7 +110,55 @@ def run_bare_proxy(port: int, partner: str) -> None:
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/invoke", invoke)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    event_loop = uvloop.new_event_loop() if loop == "uvloop" else asyncio.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=event_loop)
+
+
+def run_relay(port: int, partner_port: int) -> None:
+    """The hops alone: each client connection gets its own partner connection, and bytes are
+    copied both ways as they come (uvloop; both sockets TCP_NODELAY, as asyncio sets)."""
+
+    class Upstream(asyncio.Protocol):
+        def __init__(self, down: asyncio.Transport) -> None:
+            self.down = down
+
+        def data_received(self, data: bytes) -> None:
+            self.down.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.down.close()
+
+    class Downstream(asyncio.Protocol):
+        up: asyncio.Transport | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.down, self.early = cast(asyncio.Transport, transport), bytearray()
+            asyncio.get_running_loop().create_task(self.connect())
+
+        async def connect(self) -> None:
+            loop = asyncio.get_running_loop()
+            up, _ = await loop.create_connection(
+                lambda: Upstream(self.down), "127.0.0.1", partner_port
+            )
+            self.up = up
+            if self.early:
+                up.write(bytes(self.early))
+
+        def data_received(self, data: bytes) -> None:
+            if self.up is None:
+                self.early += data
+            else:
+                self.up.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.up is not None:
+                self.up.close()
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Downstream, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(serve())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -205,8 +265,19 @@ async def setup(
 Call = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 
 
+def db_operations(uri: str) -> int:
+    """The database's CRUD operations so far (serverStatus opcounters)."""
+    with MongoClient(uri) as client:
+        counters = client.admin.command("serverStatus")["opcounters"]
+    return sum(counters[k] for k in ("insert", "query", "update", "delete", "getmore"))
+
+
 async def measure(
-    args: argparse.Namespace, gateways: list[Gateway], bare: Gateway | None, partner: str
+    args: argparse.Namespace,
+    gateways: list[Gateway],
+    peers: list[Gateway],
+    partner: str,
+    db_uri: str,
 ) -> dict[str, float]:
     async with aiohttp.ClientSession() as session:
         await wait_ready(session, partner + "/veiculos/x/condutor-atual")
@@ -219,14 +290,23 @@ async def measure(
                 None,
             )
         }
-        if bare is not None:
-            await wait_ready(session, bare.url + "/")
-            calls["bare"] = (
-                lambda: session.post(
-                    f"{bare.url}/invoke", json={"payload": {"entity": {"plate": PLATE}}}
-                ),
-                bare,
-            )
+        for peer in peers:
+            await wait_ready(session, peer.url + "/")
+            if peer.suffix == "relay":
+                calls["relay"] = (
+                    lambda url=peer.url: session.get(
+                        f"{url}/veiculos/{PLATE}/condutor-atual",
+                        headers={"Authorization": "Bearer hr-token"},
+                    ),
+                    peer,
+                )
+            else:
+                calls[peer.suffix] = (
+                    lambda url=peer.url: session.post(
+                        f"{url}/invoke", json={"payload": {"entity": {"plate": PLATE}}}
+                    ),
+                    peer,
+                )
         for gw in gateways:
             await wait_ready(session, gw.url + "/healthz")
             headers = {"Authorization": f"Bearer {gw.token}"}
@@ -246,7 +326,14 @@ async def measure(
                     gw,
                 )
         samples: dict[str, list[float]] = {name: [] for name in calls}
-        servers = [gw for gw in [bare, *gateways] if gw is not None]
+        servers = [*peers, *gateways]
+        # The gateways' own background work (relay, jobs) reads the database while idle too:
+        # its rate, measured now, is taken out of what the calls' phase counts.
+        idle_ops, idle_started = await asyncio.to_thread(db_operations, db_uri), time.monotonic()
+        await asyncio.sleep(args.idle)
+        idle_rate = (await asyncio.to_thread(db_operations, db_uri) - idle_ops) / (
+            time.monotonic() - idle_started
+        )
         first, *others = calls.items()
         shuffle = random.Random(12).shuffle
         for i in range(args.warmup + args.requests):
@@ -254,6 +341,8 @@ async def measure(
                 for gw in servers:
                     assert gw.proc is not None
                     gw.cpu = -cpu_seconds(gw.proc.pid)
+                ops = await asyncio.to_thread(db_operations, db_uri)
+                ops_started = time.monotonic()
             shuffle(others)  # none always follows the same other (whose caches it would share)
             for name, (call, target) in [first, *others]:
                 started = time.perf_counter()
@@ -267,7 +356,16 @@ async def measure(
         for gw in servers:
             assert gw.proc is not None
             gw.cpu += cpu_seconds(gw.proc.pid)
-    return report(samples, servers)
+        ops = await asyncio.to_thread(db_operations, db_uri) - ops
+        seconds = time.monotonic() - ops_started
+    medians = report(samples, servers)
+    gateway_calls = sum(gw.calls for gw in gateways)
+    print(
+        f"database: {ops} operations in the {seconds:.1f} s of calls, {idle_rate:.1f}/s when "
+        f"idle ({args.idle:g} s before): {(ops - idle_rate * seconds) / gateway_calls:.3f} "
+        f"per gateway call beyond the idle rate ({gateway_calls} calls, every gateway's)"
+    )
+    return medians
 
 
 def report(samples: dict[str, list[float]], gateways: list[Gateway]) -> dict[str, float]:
@@ -288,7 +386,7 @@ def report(samples: dict[str, list[float]], gateways: list[Gateway]) -> dict[str
             f"(ratio {medians[name] / direct:.2f}x){'  <0.5 ms: ok' if added < 0.5 else ''}"
         )
     for gw in gateways:
-        name = gw.suffix if gw.suffix == "bare" else f"gateway{gw.suffix}"
+        name = f"gateway{gw.suffix}" if gw.suffix in ("", "@") or gw.src else gw.suffix
         print(f"{name} CPU {gw.cpu / gw.calls * 1e6:.0f} µs per call ({gw.calls} calls)")
     return medians
 
@@ -299,6 +397,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--calls", default="proxy,entity", help="proxy, entity or both")
     parser.add_argument(
+        "--idle", type=float, default=3.0, help="seconds of idle database counting before"
+    )
+    parser.add_argument(
         "--bare", action="store_true", help="also measure the floor: a bare aiohttp proxy"
     )
     parser.add_argument(
@@ -308,15 +409,25 @@ def main() -> int:
         default=[],
         help="also measure a gateway run from this source tree (repeatable)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the bare proxy on uvloop and a byte relay (the hops alone)",
+    )
     parser.add_argument("--partner-only", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--bare-proxy-only", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-proxy-only", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--relay-only", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the medians to this file")
     args = parser.parse_args()
     if args.partner_only:
         run_partner(args.partner_only)
         return 0
     if args.bare_proxy_only:
-        run_bare_proxy(int(args.bare_proxy_only[0]), args.bare_proxy_only[1])
+        port, partner_url, loop = args.bare_proxy_only
+        run_bare_proxy(int(port), partner_url, loop)
+        return 0
+    if args.relay_only:
+        run_relay(*args.relay_only)
         return 0
     gateways = [Gateway("", None)] + [
         Gateway(f"@{src.resolve().name}", src.resolve()) for src in args.gateway_src
@@ -327,22 +438,27 @@ def main() -> int:
         partner_port = free_port()
         partner_url = f"http://127.0.0.1:{partner_port}"
         partner = subprocess.Popen([sys.executable, __file__, "--partner-only", str(partner_port)])
-        bare = None
-        if args.bare:
-            bare = Gateway("bare", None, url=f"http://127.0.0.1:{free_port()}")
-            port = bare.url.rpartition(":")[2]
-            bare.proc = subprocess.Popen(
-                [sys.executable, __file__, "--bare-proxy-only", port, partner_url]
-            )
+        peers: list[Gateway] = []
+        for name, wanted, options in (
+            ("bare", args.bare, ["--bare-proxy-only", partner_url, "asyncio"]),
+            ("bare-uvloop", args.floor, ["--bare-proxy-only", partner_url, "uvloop"]),
+            ("relay", args.floor, ["--relay-only", str(partner_port)]),
+        ):
+            if wanted:
+                port = free_port()
+                peer = Gateway(name, None, url=f"http://127.0.0.1:{port}")
+                options.insert(1, str(port))
+                peer.proc = subprocess.Popen([sys.executable, __file__, *options])
+                peers.append(peer)
         try:
             for index, gw in enumerate(gateways):
                 start_gateway(gw, index, db, tmp)
-            medians = asyncio.run(measure(args, gateways, bare, partner_url))
+            medians = asyncio.run(measure(args, gateways, peers, partner_url, db.uri))
             if args.json:
                 args.json.write_text(json.dumps({"median_ms": medians}))
         finally:
-            for gw in [bare, *gateways]:
-                if gw is not None and gw.proc is not None:
+            for gw in [*peers, *gateways]:
+                if gw.proc is not None:
                     gw.proc.terminate()
                     gw.proc.wait(20)
             for proc in [partner]:

@@ -64,6 +64,31 @@ async def test_a_proxy_call_without_an_answer_counts_its_error_not_a_verdict(
     assert await _count(client, partner_doc["id"], "proxy", "retry") == 1
 
 
+async def test_a_proxy_call_is_in_the_metrics_as_soon_as_its_answer_is_read(
+    client: Client, partner: Partner
+) -> None:
+    """The edge and the proxy count a call after its answer is written: the next request
+    (this /metrics) already sees it, a failed call's too."""
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], mode="proxy", method="GET")
+    invoke = f"/api/v1/actions/{action['id']}/invoke"
+    route = 'method="POST",route="/api/v1/actions/{id}/invoke"'
+
+    partner.respond_with(200, {"ok": True}, times=1)
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 200
+    text = await (await client.get("/metrics")).text()
+    assert f'gateway_http_requests_total{{{route},status_class="2xx"}} 1.0' in text
+    assert await _count(client, partner_doc["id"], "proxy", "success") == 1
+    labels = f'mode="proxy",partner="{partner_doc["id"]}"'
+    assert f"gateway_partner_request_duration_seconds_count{{{labels}}} 1.0" in text
+
+    partner.respond_with(500, {})
+    assert (await client.post(invoke, headers=auth(), json={"payload": {}})).status == 502
+    text = await (await client.get("/metrics")).text()
+    assert f'gateway_http_requests_total{{{route},status_class="5xx"}} 1.0' in text
+    assert await _count(client, partner_doc["id"], "proxy", "retry") == 1
+
+
 async def test_a_schedules_answers_count_verdicts_like_the_other_modes(
     client: Client, partner: Partner
 ) -> None:

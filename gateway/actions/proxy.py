@@ -13,6 +13,7 @@ answer or no answer, 504 when the partner's timeout passed.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ class Proxy:
         request_mapping = response_mapping = None
         if action.request_mapping:
             request_mapping = await self._mappings.active(tenant, action.request_mapping)
-        if action.response_mapping:
+        if action.response_mapping == action.request_mapping:
+            response_mapping = request_mapping  # one mapping both ways (one version of it)
+        elif action.response_mapping:
             response_mapping = await self._mappings.active(tenant, action.response_mapping)
         if partner.disabled:
             raise PartnerUnavailable(
@@ -103,7 +106,10 @@ class Proxy:
             auth=partner.auth,
         )
         verdict = action.verdict(outcome)
-        self._metrics.observe_partner_call(partner.id, "proxy", outcome, verdict)
+        # Counted once the answer is on its way (the loop runs this after the handler's step).
+        asyncio.get_running_loop().call_soon(
+            self._metrics.observe_partner_call, partner.id, "proxy", outcome, verdict
+        )
         _raise_for(partner, outcome, verdict, action.reported_error(outcome))
         data = outcome.json_body if outcome.readable else None
         if response_mapping is not None:

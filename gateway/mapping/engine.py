@@ -440,6 +440,8 @@ def _strings(
 ) -> dict[str, str]:
     """Path, query and header values: text, present when required, no line breaks."""
     result: dict[str, str] = {}
+    if not table:
+        return result
     values = evaluate(table, context, run, f"{section}.")
     for entry in table:
         value = values.get(entry.key)

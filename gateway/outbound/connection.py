@@ -50,6 +50,10 @@ class AnswerHandler(ResponseHandler):
         super().set_response_params(**params)
 
     def data_received(self, data: bytes) -> None:
+        if self._ordinary_head(data):
+            self._watching = False
+            super().data_received(data)
+            return
         if self._dropping:
             if data:
                 self._drop()
@@ -59,6 +63,11 @@ class AnswerHandler(ResponseHandler):
         if not self._watching or not data:
             super().data_received(data)
             return
+        self._watch(data)
+
+    def _watch(self, data: bytes) -> None:
+        """The head of an answer, as it comes: a 204 or 304 is handed on without what
+        follows it, an interim 1xx before the answer it announces."""
         before = len(self._head)
         self._head += data
         end = self._head.find(b"\r\n\r\n", max(before - 3, 0))
@@ -87,6 +96,13 @@ class AnswerHandler(ResponseHandler):
             self._watching = False
             super().data_received(data)
 
+    def _ordinary_head(self, data: bytes) -> bool:
+        """The common case, passed on at once: the whole head of an answer with a body in
+        the first packet (what the rest of `data_received` would find, without copying it)."""
+        if not self._watching or self._head or self._resyncing or self._dropping:
+            return False
+        return b"\r\n\r\n" in data and _ordinary(_status(data[: data.find(b"\r\n")]))
+
     def _resync(self, data: bytes) -> bytes:
         """The answer to the request after a 204 or 304 on this connection, without stray
         bytes of that answer's body that came too late to be dropped with it (a packet after
@@ -108,6 +124,12 @@ class AnswerHandler(ResponseHandler):
         self.force_close()
         if self.transport is not None:
             self.transport.close()
+
+
+def _ordinary(status: int | None) -> bool:
+    """An answer whose head aiohttp may read with what follows it: not a 204 or 304 (no
+    body, stray bytes dropped) nor an interim 1xx (the real answer follows)."""
+    return status is not None and status >= 200 and status not in EMPTY_ANSWERS
 
 
 def _status(head: bytes) -> int | None:

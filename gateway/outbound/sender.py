@@ -325,11 +325,13 @@ class Sender:
         latency_ms = _since(started)
         is_json = is_xml = False
         parsed = None
-        if error is None and is_xml_type(response.content_type):
-            is_xml, parsed, message = _parse_xml(body, response.charset)
+        content_type, charset = response.content_type, response.charset
+        xml = is_xml_type(content_type)
+        if error is None and xml:
+            is_xml, parsed, message = _parse_xml(body, charset)
             error = None if message is None else "invalid_response"
         elif error is None:
-            is_json, parsed, message = _parse_json(body, response.content_type, response.charset)
+            is_json, parsed, message = _parse_json(body, content_type, charset)
             error = None if message is None else "invalid_response"
         if message is None:  # a 204 or 304 that announced a body (connection.py)
             message = declared_body(response)
@@ -338,11 +340,7 @@ class Sender:
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
-            body_excerpt=_excerpt(
-                body[: self._excerpt_bytes],
-                response.charset,
-                xml=is_xml_type(response.content_type),
-            ),
+            body_excerpt=_excerpt(body[: self._excerpt_bytes], charset, xml=xml),
             json_body=parsed,
             is_json=is_json,
             is_xml=is_xml,
@@ -359,22 +357,28 @@ class Sender:
         # A declared oversize body is refused after reading no more than the excerpt.
         declared_too_large = declared is not None and declared > self._max_body
         limit = self._excerpt_bytes if declared_too_large else self._max_body
-        buffer = bytearray()
+        content = response.content
+        chunks: list[bytes] = []
+        size = 0
         try:
-            while len(buffer) <= limit:
-                chunk = await response.content.read(64 * KIB)
+            while size <= limit:
+                chunk = await content.read(64 * KIB)
                 if not chunk:
                     break
-                buffer += chunk
+                chunks.append(chunk)
+                size += len(chunk)
+                if content.at_eof():  # the rest came with it: no read for the end
+                    break
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             kind, message = _describe(exc)
-            return bytes(buffer), kind, message
-        if declared_too_large or len(buffer) > limit:
+            return b"".join(chunks), kind, message
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if declared_too_large or size > limit:
             response.close()  # don't drain (or pool) a connection with a huge body on it
-            size = f"{declared}-byte" if declared_too_large else "larger"
-            message = f"{size} body exceeds the {self._max_body}-byte cap; not read"
-            return bytes(buffer[: self._excerpt_bytes]), "too_large", message
-        return bytes(buffer), None, None
+            size_text = f"{declared}-byte" if declared_too_large else "larger"
+            message = f"{size_text} body exceeds the {self._max_body}-byte cap; not read"
+            return body[: self._excerpt_bytes], "too_large", message
+        return body, None, None
 
 
 def _not_followed(location: str | None) -> str:

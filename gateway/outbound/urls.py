@@ -14,6 +14,8 @@ from gateway.errors import FieldProblem, InvalidPayload
 
 # A path parameter in an action's path template: "/fines/{ait}".
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Characters that go into a path segment as themselves (`quote` leaves them: RFC 3986).
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
 # What some partner servers read as a path separator once the path is decoded.
 _SEPARATORS = re.compile(r"[/\\]")
 # A character a path or query cannot carry as itself (RFC 3986 pchar, "/" and "?"), or a
@@ -49,6 +51,9 @@ def build_url(
             problems.append(
                 FieldProblem(f"/path/{name}", f"path parameter {name} is missing", "required")
             )
+        elif _UNRESERVED.fullmatch(value) and value not in (".", ".."):
+            parts += (value, text)  # the common case: nothing to encode
+            continue
         elif value == "" or _dot_segment(value):
             problems.append(
                 FieldProblem(
@@ -108,10 +113,13 @@ def exact_url(url: str) -> URL:
     if not parsed.absolute:
         return parsed
     parts = urlsplit(url)
+    path = parts.path
+    if "." in path:  # a "." or ".." segment has one
+        path = _without_dot_segments(path)
     return URL.build(
         scheme=parsed.scheme,
         authority=parsed.raw_authority,
-        path=_requoted(_without_dot_segments(parts.path) or "/"),
+        path=_requoted(path or "/"),
         query_string=_requoted(parts.query),
         encoded=True,
     )

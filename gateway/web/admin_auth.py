@@ -51,6 +51,8 @@ async def _verify_and_admit(request: web.Request) -> AdminClaims:
 def _check_query(request: web.Request) -> None:
     """400 for a query parameter the route does not declare: a typo (`?stauts=dead`,
     `?activte=false`) must not silently list everything or do the default."""
+    if not request.query_string:
+        return
     op = operation_of(request.match_info.handler)
     if op is None or op.open_query:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.errors import BadRequest, GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
+from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.web import conditional, problems, replies
 from gateway.web.openapi import Operation, operation_of
@@ -54,10 +56,8 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.http_in_flight.dec()
     elapsed = time.perf_counter() - started
     route = _route_label(request)
-    status_class = f"{response.status // 100}xx"
-    method = request.method if request.method in METHODS else "other"
-    metrics.child(metrics.http_requests, route, method, status_class).inc()
-    metrics.child(metrics.http_latency, route, method).observe(elapsed)
+    # Counted once the answer is on its way: aiohttp writes it before the loop runs this.
+    asyncio.get_running_loop().call_soon(_count, metrics, route, request.method, response, elapsed)
     response.headers["X-Request-ID"] = request_id
     # Problems echo what the caller sent (`instance` is the path, `<script>` included): no
     # browser may read a JSON or XML answer as a page.
@@ -75,6 +75,14 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
             },
         )
     return response
+
+
+def _count(
+    metrics: Metrics, route: str, method: str, response: web.StreamResponse, elapsed: float
+) -> None:
+    method = method if method in METHODS else "other"
+    metrics.child(metrics.http_requests, route, method, f"{response.status // 100}xx").inc()
+    metrics.child(metrics.http_latency, route, method).observe(elapsed)
 
 
 async def _call(
