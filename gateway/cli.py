@@ -57,6 +57,8 @@ def serve(
     and stops once its `parent` pipe closes (the parent died)."""
     if not reuse_port and not _can_listen(settings.host, settings.port):
         return 1
+    if not reuse_port and (warning := unreachable_url_warning(settings)) is not None:
+        print(warning, file=sys.stderr)  # once: by the parent of `--workers`, not each child
     if workers > 1:
         from gateway.prefork import serve_processes
 
@@ -65,8 +67,6 @@ def serve(
         from gateway.prefork import watch_parent
 
         watch_parent(parent)
-    if (warning := unreachable_url_warning(settings)) is not None:
-        print(warning, file=sys.stderr)
     app = create_app(settings)
     if extend is not None:
         extend(app)

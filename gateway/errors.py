@@ -183,6 +183,14 @@ class PartnerUnavailable(Unavailable):
     title, slug = "Partner unavailable", "partner-unavailable"
 
 
+class KeysUnavailable(Unavailable):
+    """A partner's (or the identity provider's) signing keys cannot be fetched now."""
+
+
+class EventsBacklogged(Unavailable):
+    """An entity's events wait to be relayed: writes that add more wait (backpressure)."""
+
+
 class StoreUnavailable(Unavailable):
     title, slug = "Database unavailable", "store-unavailable"
 

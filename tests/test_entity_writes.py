@@ -157,3 +157,28 @@ async def test_an_entity_write_wakes_the_relay_before_its_poll(services: Service
                     await asyncio.sleep(0.01)
     finally:
         await cancel_and_wait(task)
+
+
+async def test_a_trigger_write_refused_for_an_events_backlog_is_counted_as_backlogged(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], monkeypatch: Any
+) -> None:
+    """The 503 of an entity whose events wait to be relayed has its own outcome in
+    `gateway_trigger_requests_total` (not a partner's keys, not a 500)."""
+    from gateway.store import entities as entity_store
+    from tests.triggers_support import create_trigger, hook
+
+    monkeypatch.setattr(entity_store, "MAX_OUTBOX", 2)
+    client = await aiohttp_client(make_app())
+    trigger = await create_trigger(client)
+    statuses = [
+        (await hook(client, trigger, {"plate": "ABC1D23", "year": year}))[0]
+        for year in (2020, 2021, 2022)
+    ]
+    assert statuses == [201, 200, 503], statuses
+    metrics = await (await client.get("/metrics")).text()
+    outcomes = [
+        line.split('outcome="')[1].split('"')[0]
+        for line in metrics.splitlines()
+        if line.startswith("gateway_trigger_requests_total{") and not line.endswith(" 0.0")
+    ]
+    assert "backlogged" in outcomes and not {"keys_unavailable", "error"} & set(outcomes)

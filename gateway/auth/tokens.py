@@ -27,7 +27,7 @@ import jwt
 
 from gateway.auth.keyring import KeyRing, Purpose, SubKey
 from gateway.auth.partner_jwt import PartnerJwtVerifier, check_numeric_dates, unverified_header
-from gateway.errors import Forbidden, PartnerError, Unauthorized, Unavailable
+from gateway.errors import Forbidden, KeysUnavailable, PartnerError, Unauthorized
 from gateway.formats import at_path
 
 AdminRole = Literal["admin", "viewer"]
@@ -195,7 +195,7 @@ class ExternalAdminVerifier:
         except PartnerError:
             # Its key server is down: a retry later may pass (not a 401, nor a 502 that
             # would blame the caller), as for a trigger's partner keys.
-            raise Unavailable(
+            raise KeysUnavailable(
                 "the identity provider's signing keys cannot be fetched now", retry_after=30
             ) from None
         subject, tenant = claims.get("sub"), _lookup(claims, self._tenant_claim)

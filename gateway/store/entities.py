@@ -32,7 +32,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from gateway.errors import Conflict, FieldProblem, InvalidPayload, Unavailable
+from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayload
 from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
 from gateway.store.group_commit import SEALS, GroupCommit, Marks, seal
 
@@ -308,7 +308,9 @@ class EntityStore:
                     scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}), limit=1
                 )
             if full:
-                raise Unavailable("events of this entity are waiting to be relayed; retry shortly")
+                raise EventsBacklogged(
+                    "events of this entity are waiting to be relayed; retry shortly"
+                )
         if matched == 0:
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
@@ -405,7 +407,9 @@ class EntityStore:
                 limit=1,
                 session=session,
             ):
-                raise Unavailable("events of this entity are waiting to be relayed; retry shortly")
+                raise EventsBacklogged(
+                    "events of this entity are waiting to be relayed; retry shortly"
+                )
             return None
         return {**current, **update["$set"], "rev": current["rev"] + 1}
 

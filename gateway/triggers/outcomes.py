@@ -7,9 +7,11 @@ from typing import Final
 from gateway.errors import (
     BadRequest,
     Conflict,
+    EventsBacklogged,
     Forbidden,
     GatewayError,
     InvalidPayload,
+    KeysUnavailable,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -17,7 +19,6 @@ from gateway.errors import (
     RequestTimeout,
     StoreUnavailable,
     Unauthorized,
-    Unavailable,
     UnsupportedMediaType,
 )
 
@@ -30,7 +31,8 @@ _BY_CLASS: Final = (
     (BadRequest, "rejected_format"),
     (RateLimited, "rate_limited"),
     (StoreUnavailable, "unavailable"),
-    (Unavailable, "keys_unavailable"),  # the partner's JWKS cannot be fetched now
+    (KeysUnavailable, "keys_unavailable"),  # the partner's JWKS cannot be fetched now
+    (EventsBacklogged, "backlogged"),  # the entity's events wait to be relayed
     (RequestTimeout, "timeout"),  # the body took too long to arrive
     (NotFound, "not_found"),
     (Conflict, "conflict"),

@@ -40,11 +40,11 @@ from gateway.errors import (
     BadRequest,
     Forbidden,
     GatewayError,
+    KeysUnavailable,
     PartnerError,
     RateLimited,
     StoreUnavailable,
     Unauthorized,
-    Unavailable,
 )
 from gateway.fleet.tracks import Tracks
 from gateway.mapping_files.source import MappingSource
@@ -243,7 +243,7 @@ class HookReceiver:
             except PartnerError:
                 # Their key server is down: a retry later may pass, so not a 401 (nor a 502,
                 # which would blame the partner's own request).
-                raise Unavailable(
+                raise KeysUnavailable(
                     "the partner's signing keys cannot be fetched now", retry_after=30
                 ) from None
             return _Admitted(trigger)
