@@ -56,7 +56,8 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.http_in_flight.dec()
     elapsed = time.perf_counter() - started
     route = _route_label(request)
-    # Counted once the answer is on its way: aiohttp writes it before the loop runs this.
+    # Counted off the answer's path: for most answers aiohttp writes them before the loop runs
+    # this (a file or a large body that must drain may be counted first, with the same status).
     asyncio.get_running_loop().call_soon(_count, metrics, route, request.method, response, elapsed)
     response.headers["X-Request-ID"] = request_id
     # Problems echo what the caller sent (`instance` is the path, `<script>` included): no
