@@ -372,6 +372,39 @@ async def test_a_tombstone_stands_for_a_number_whose_round_failed(services: Serv
     assert [d["_id"] for d in await fleet.after(0, 10)] == [lost + 1]
 
 
+class _CountedFinds:
+    """A collection that records the filter of every `find` (the inbox as a reader uses it)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._c = collection
+        self.codec_options = collection.codec_options
+        self.filters: list[dict[str, Any]] = []
+
+    def find(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self.filters.append(query)
+        return self._c.find(query, *args, **kwargs)
+
+
+async def test_a_reader_asks_the_inbox_only_for_numbers_taken_since_it_last_read(
+    services: Services,
+) -> None:
+    """Another process's fold (nothing in its memory) reads the counter first: caught up, it
+    reads no inbox document at all; a round behind, it looks up that round's number only,
+    not the next 200 (each looked-up number costs the database a lookup, found or not)."""
+    writer = _fleet(services)
+    db = services.store.db
+    inbox = _CountedFinds(db["fleet_inbox"])
+    reader = FleetStore(inbox, db["fleet"], db["fleet_marks"])  # type: ignore[arg-type]
+    await writer.push_reading("acme", "v1", {"km": 10.0, "at": T0, "source": "erp"})
+    assert [d["_id"] for d in await reader.after(0, 200)] == [1]
+    assert inbox.filters == [{"_id": {"$in": [1]}}]
+    assert await reader.after(1, 200) == [] and len(inbox.filters) == 1  # caught up
+    await writer.push_reading("acme", "v1", {"km": 11.0, "at": T0, "source": "erp"})
+    await writer.push_reading("acme", "v1", {"km": 12.0, "at": T0, "source": "erp"})
+    assert [d["_id"] for d in await reader.after(1, 200)] == [2, 3]
+    assert inbox.filters[1:] == [{"_id": {"$in": [2, 3]}}]
+
+
 async def test_another_process_reads_the_inbox_past_more_missing_numbers_than_it_reads_at_once(
     services: Services,
 ) -> None:
