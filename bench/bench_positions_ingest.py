@@ -294,6 +294,8 @@ def main() -> None:
             f"{r['db_us']:>6,.0f} µs/fix   driver {r['client_us']:>5,.0f} µs/fix"
             + (f"   ({len(raws)} runs)" if r is raw_figures and len(raws) > 1 else "")
         )
+    if len(raws) > 1:
+        print("  raw runs in order, fixes/s: " + ", ".join(f"{r['rate']:,.0f}" for r in raws))
     for source, gw, ratio in runs:
         label = f"gateway{'@' + source if source else ''} (HTTP)"
         print(
