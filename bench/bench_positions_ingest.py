@@ -3,6 +3,7 @@ insert_many rate for the same documents"), one run, side by side on one embedded
 
     python bench/bench_positions_ingest.py [--fixes 20000] [--batch 500] [--vehicles 10]
                                            [--concurrency 4] [--web-only] [--json FILE]
+                                           [--sources gateway,gateway@DIR] [--pairs N]
 
 1. raw: the same position documents the gateway stores (gateway/store/positions.py: their
    ids and fields, `j: true`) written with `insert_many(ordered=False)` in batches of
@@ -17,7 +18,13 @@ insert_many rate for the same documents"), one run, side by side on one embedded
    resolved, stored and handed to the fold's inbox, answered once journaled.
 
 Prints fixes/s, the gateway's and the database's CPU per fix, and the ratios gateway ÷ raw
-with the gateway's indexes and gateway ÷ raw with `_id` alone.
+with the gateway's indexes and gateway ÷ raw with `_id` alone. Every gateway run is measured
+between two raw runs with the gateway's indexes, and its ratio is against their mean (a shared
+machine's load moves the raw rate by 2× between minutes).
+
+A/B: `--sources gateway@/tmp/base,gateway --pairs 3` runs the gateway from each source tree
+in turn (after "@": a directory put first on PYTHONPATH; none: this checkout), the whole
+sequence `--pairs` times, on one database, and prints each run and the mean ratio per source.
 """
 
 from __future__ import annotations
@@ -161,29 +168,38 @@ async def through_gateway(
 
 
 def start_gateway(
-    tmp: Path, db: EmbeddedServer, vehicles: int, workers: bool = True
+    tmp: Path,
+    db: EmbeddedServer,
+    vehicles: int,
+    workers: bool = True,
+    *,
+    source: str = "",
+    name: str = "bench_gateway",
 ) -> tuple[subprocess.Popen, str, str]:
+    """`gateway serve` from this checkout, or from the tree `source` names, on its own
+    database `name`, with `vehicles` vehicles and a position trigger."""
     port = free_port()
     env = {
+        **({"PYTHONPATH": str(Path(source).resolve())} if source else {}),
         "MONGODB_URI": journaled(db),
         "GATEWAY_PORT": str(port),
-        "GATEWAY_DATA_DIR": str(tmp / "gateway"),
+        "GATEWAY_DATA_DIR": str(tmp / name),
         "GATEWAY_SECRET_KEY": os.urandom(32).hex(),
         "GATEWAY_ADMIN_RATE_LIMIT": "100000",  # throughput, not the admin limit
-        "GATEWAY_DATABASE": "bench_gateway",
+        "GATEWAY_DATABASE": name,
         "GATEWAY_LOG_JSON": "true",
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_RUN_WORKERS": "true" if workers else "false",
         "GATEWAY_MAX_BODY_BYTES": str(8 * 1024 * 1024),
         "GATEWAY_MAX_BATCH_ITEMS": "10000",
     }
-    proc = spawn([GATEWAY, "serve"], tmp / "gateway.log", env)
+    proc = spawn([GATEWAY, "serve"], tmp / f"{name}.log", env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while http("GET", f"{base}/healthz")[0] != 200:
         if time.monotonic() > deadline or proc.poll() is not None:
             raise RuntimeError(
-                "gateway did not start: " + (tmp / "gateway.log").read_text()[-2000:]
+                "gateway did not start: " + (tmp / f"{name}.log").read_text()[-2000:]
             )
         time.sleep(0.2)
     headers = {"Authorization": f"Bearer {admin_token(env)}", "Content-Type": "application/json"}
@@ -200,6 +216,35 @@ def start_gateway(
     return proc, trigger["url"], trigger["token"]
 
 
+def run_gateway(
+    tmp: Path,
+    db: EmbeddedServer,
+    args: argparse.Namespace,
+    batches: list[list[dict[str, Any]]],
+    source: str,
+    name: str,
+) -> dict:
+    """One gateway run: started from `source`, warmed up, the fixes POSTed, stopped."""
+    warm = fixes(args.batch * 2, args.vehicles)
+    for fix in warm:  # another day: not duplicates of the measured fixes
+        fix["time"] = fix["time"].replace("2026-12-01", "2026-11-30")
+    proc, url, token = start_gateway(
+        tmp, db, args.vehicles, not args.web_only, source=source, name=name
+    )
+    try:
+        pids, db_pid, concurrency = process_tree(proc.pid), db.pid or 0, args.concurrency
+        warmup = [warm[: args.batch], warm[args.batch :]]
+        asyncio.run(through_gateway(url, token, pids, db_pid, warmup, concurrency))
+        return asyncio.run(through_gateway(url, token, pids, db_pid, batches, concurrency))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _mean(runs: list[dict]) -> dict:
+    return {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixes", type=int, default=20_000)
@@ -209,35 +254,36 @@ def main() -> None:
     parser.add_argument(
         "--web-only", action="store_true", help="GATEWAY_RUN_WORKERS=false (no background jobs)"
     )
+    parser.add_argument("--sources", default="gateway", help="gateway[@DIR],... (A/B)")
+    parser.add_argument("--pairs", type=int, default=1, help="times the sources run, in turn")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    sources = [key.partition("@")[2] for key in args.sources.split(",")]
     all_fixes = fixes(args.fixes, args.vehicles)
     batches = [all_fixes[i : i + args.batch] for i in range(0, len(all_fixes), args.batch)]
-    warm = fixes(args.batch * 2, args.vehicles)
-    for fix in warm:  # another day: not duplicates of the measured fixes
-        fix["time"] = fix["time"].replace("2026-12-01", "2026-11-30")
+    runs: list[tuple[str, dict, float]] = []  # (source, gateway figures, ratio)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as name:
         tmp = Path(name)
         db = EmbeddedServer(tmp / "db")
         db.start()
-        proc = None
         try:
             assert db.pid is not None
             uri = journaled(db)
-            raw_figures = asyncio.run(raw(uri, db.pid, batches, args.concurrency, GATEWAY_INDEXES))
-            floor = asyncio.run(raw(uri, db.pid, batches, args.concurrency, []))
-            proc, url, token = start_gateway(tmp, db, args.vehicles, not args.web_only)
-            pids = process_tree(proc.pid)
-            warmup = [warm[: args.batch], warm[args.batch :]]
-            asyncio.run(through_gateway(url, token, pids, db.pid, warmup, args.concurrency))
-            gw = asyncio.run(through_gateway(url, token, pids, db.pid, batches, args.concurrency))
+
+            def raw_run(indexes: list[IndexModel]) -> dict:
+                return asyncio.run(raw(uri, db.pid or 0, batches, args.concurrency, indexes))
+
+            raws = [raw_run(GATEWAY_INDEXES)]
+            floor = raw_run([])
+            for n in range(args.pairs):
+                for i, source in enumerate(sources):
+                    gw = run_gateway(tmp, db, args, batches, source, f"bench_gateway_{n}_{i}")
+                    raws.append(raw_run(GATEWAY_INDEXES))
+                    around = (raws[-2]["rate"] + raws[-1]["rate"]) / 2
+                    runs.append((source, gw, gw["rate"] / around))
         finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(15)
             db.stop()
-    ratio = gw["rate"] / raw_figures["rate"]
-    ratio_floor = gw["rate"] / floor["rate"]
+    raw_figures = _mean(raws)
     print(
         f"{args.fixes:,} fixes of {args.vehicles} vehicles, batches of {args.batch}, "
         f"{args.concurrency} in flight, j:true"
@@ -246,16 +292,30 @@ def main() -> None:
         print(
             f"  raw insert_many, {label:<17} {r['rate']:>9,.0f} fixes/s   DB "
             f"{r['db_us']:>6,.0f} µs/fix   driver {r['client_us']:>5,.0f} µs/fix"
+            + (f"   ({len(raws)} runs)" if r is raw_figures and len(raws) > 1 else "")
         )
-    print(
-        f"  gateway (HTTP){'':<21} {gw['rate']:>9,.0f} fixes/s   DB {gw['db_us']:>6,.0f} µs/fix   "
-        f"gateway {gw['gateway_us']:>5,.0f} µs/fix   ({gw['ok_requests']} × 200)"
-    )
-    print(f"  gateway ÷ raw with the gateway's indexes {ratio:6.2f}   [≥ 0.70]")
-    print(f"  gateway ÷ raw with _id alone             {ratio_floor:6.2f}")
+    if len(raws) > 1:
+        print("  raw runs in order, fixes/s: " + ", ".join(f"{r['rate']:,.0f}" for r in raws))
+    for source, gw, ratio in runs:
+        label = f"gateway{'@' + source if source else ''} (HTTP)"
+        print(
+            f"  {label:<35} {gw['rate']:>9,.0f} fixes/s   DB {gw['db_us']:>6,.0f} µs/fix   "
+            f"gateway {gw['gateway_us']:>5,.0f} µs/fix   ({gw['ok_requests']} × 200)   "
+            f"÷ raw around it {ratio:.2f}"
+        )
+    for source in dict.fromkeys(sources):
+        mine = [r for s, _, r in runs if s == source]
+        gw = _mean([g for s, g, _ in runs if s == source])
+        label = f"gateway{'@' + source if source else ''}"
+        print(f"  {label} ÷ raw with the gateway's indexes {sum(mine) / len(mine):6.2f}   [≥ 0.70]")
+        print(f"  {label} ÷ raw with _id alone             {gw['rate'] / floor['rate']:6.2f}")
     if args.json:
+        gw = _mean([g for s, g, _ in runs if s == sources[0]])
+        ratio = sum(r for s, _, r in runs if s == sources[0]) / args.pairs
         figures = {"raw": raw_figures, "raw_id_only": floor, "gateway": gw}
-        args.json.write_text(json.dumps({**figures, "ratio": ratio, "ratio_id_only": ratio_floor}))
+        args.json.write_text(
+            json.dumps({**figures, "ratio": ratio, "ratio_id_only": gw["rate"] / floor["rate"]})
+        )
 
 
 if __name__ == "__main__":

@@ -255,6 +255,99 @@ async def test_fixes_that_waited_too_long_for_a_round_fail_without_being_stored(
     assert await working.insert(docs) == [True, True]  # their resends are stored
 
 
+class _HeldInbox(_BrokenInbox):
+    """An inbox whose writes wait until `release` is set (a slow inbox write)."""
+
+    def __init__(self, fleet: FleetStore) -> None:
+        super().__init__(fleet, failures=0)
+        self.release = asyncio.Event()
+        self.writing = 0
+
+    async def put_round(self, seq: int, docs: list[dict[str, Any]]) -> None:
+        self.writing += 1
+        await self.release.wait()
+        await super().put_round(seq, docs)
+
+
+class _HeldInserts:
+    """A collection whose `held`-th insert (counting from 1) waits until `release` is set."""
+
+    def __init__(self, collection: Any, held: int) -> None:
+        self._c, self._held = collection, held
+        self.release = asyncio.Event()
+        self.inserts = 0
+
+    async def insert_many(self, docs: list[dict[str, Any]], **options: Any) -> None:
+        self.inserts += 1
+        if self.inserts == self._held:
+            await self.release.wait()
+        await self._c.insert_many(docs, **options)
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never came")
+
+
+def _docs(vehicle: str, *seconds: int) -> list[dict[str, Any]]:
+    return [
+        {"_id": position_id(vehicle, T0 + timedelta(seconds=s)), "tenant": "acme",
+         "vehicle": vehicle, "t": T0 + timedelta(seconds=s), "at": T0}
+        for s in seconds
+    ]  # fmt: skip
+
+
+async def test_a_big_round_inserts_while_the_last_one_is_still_writing_the_inbox(
+    services: Services,
+) -> None:
+    """Rounds that hand on (write the fold's inbox) no longer hold the inserts up: with one
+    round writing its inbox document and another inserting, a third one of enough documents
+    inserts and is answered; every round's document lands under its own number."""
+    collection = services.store.db["positions"]
+    inbox = _HeldInbox(_fleet(services))
+    held = _HeldInserts(collection, held=2)
+    rounds = InsertRounds(held, hand_on=inbox, max_in_flight=2, parallel_from=2)  # type: ignore[arg-type]
+    first = await rounds.insert(_docs("v1", 0, 5), early=True)  # stored: its inbox write waits
+    assert first == [True, True] and inbox.writing == 1
+    second = asyncio.create_task(rounds.insert(_docs("v2", 0, 5), early=True))
+    await _until(lambda: held.inserts == 2)  # its insert waits on the database
+    third = await asyncio.wait_for(rounds.insert(_docs("v3", 0, 5), early=True), 10)
+    assert third == [True, True] and not second.done()
+    held.release.set()
+    assert await second == [True, True]
+    inbox.release.set()
+    await rounds.settled(10)
+    documents = await _inbox(services)
+    assert [doc["_id"] for doc in documents] == [1, 2, 3]
+    by_number = {doc["_id"]: doc["items"][0]["ids"] for doc in documents}
+    assert by_number == {n: [d["_id"] for d in _docs(v, 0, 5)] for n, v in ((1, "v1"),
+                         (2, "v2"), (3, "v3"))}  # fmt: skip
+
+
+async def test_single_fixes_wait_for_the_last_rounds_inbox_write_and_share_the_next_round(
+    services: Services,
+) -> None:
+    """Fewer than `parallel_from` documents waiting: no second round while one is still
+    writing its inbox document; what arrived meanwhile leaves together in the next one."""
+    collection = services.store.db["positions"]
+    inbox = _HeldInbox(_fleet(services))
+    rounds = InsertRounds(collection, hand_on=inbox, max_in_flight=2, parallel_from=200)
+    assert await rounds.insert(_docs("v1", 0), early=True) == [True]
+    assert inbox.writing == 1 and rounds.rounds == 1
+    waiting = [asyncio.create_task(rounds.insert(_docs("v2", s), early=True)) for s in (0, 5)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert rounds.rounds == 1 and not any(task.done() for task in waiting)
+    inbox.release.set()
+    assert [await task for task in waiting] == [[True], [True]]
+    await rounds.settled(10)
+    assert rounds.rounds == 2
+    assert [len(doc["items"][0]["ids"]) for doc in await _inbox(services)] == [1, 2]
+
+
 async def test_a_round_of_duplicates_only_leaves_an_empty_inbox_document(
     services: Services,
 ) -> None:
@@ -277,6 +370,39 @@ async def test_a_tombstone_stands_for_a_number_whose_round_failed(services: Serv
     assert await fleet.last_number() == lost + 1
     assert await fleet.trim(lost) == 1
     assert [d["_id"] for d in await fleet.after(0, 10)] == [lost + 1]
+
+
+class _CountedFinds:
+    """A collection that records the filter of every `find` (the inbox as a reader uses it)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._c = collection
+        self.codec_options = collection.codec_options
+        self.filters: list[dict[str, Any]] = []
+
+    def find(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self.filters.append(query)
+        return self._c.find(query, *args, **kwargs)
+
+
+async def test_a_reader_asks_the_inbox_only_for_numbers_taken_since_it_last_read(
+    services: Services,
+) -> None:
+    """Another process's fold (nothing in its memory) reads the counter first: caught up, it
+    reads no inbox document at all; a round behind, it looks up that round's number only,
+    not the next 200 (each looked-up number costs the database a lookup, found or not)."""
+    writer = _fleet(services)
+    db = services.store.db
+    inbox = _CountedFinds(db["fleet_inbox"])
+    reader = FleetStore(inbox, db["fleet"], db["fleet_marks"])  # type: ignore[arg-type]
+    await writer.push_reading("acme", "v1", {"km": 10.0, "at": T0, "source": "erp"})
+    assert [d["_id"] for d in await reader.after(0, 200)] == [1]
+    assert inbox.filters == [{"_id": {"$in": [1]}}]
+    assert await reader.after(1, 200) == [] and len(inbox.filters) == 1  # caught up
+    await writer.push_reading("acme", "v1", {"km": 11.0, "at": T0, "source": "erp"})
+    await writer.push_reading("acme", "v1", {"km": 12.0, "at": T0, "source": "erp"})
+    assert [d["_id"] for d in await reader.after(1, 200)] == [2, 3]
+    assert inbox.filters[1:] == [{"_id": {"$in": [2, 3]}}]
 
 
 async def test_another_process_reads_the_inbox_past_more_missing_numbers_than_it_reads_at_once(

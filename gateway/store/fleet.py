@@ -343,21 +343,27 @@ class FleetStore:
         """Inbox documents numbered above `seq`, in number order, at most `limit`; the ones
         this process wrote itself from memory, as long as they follow on.
 
-        Read by their numbers: the next `limit` numbers looked up one by one in the primary
-        index, since numbers are taken one after another. SecantusDB answers an `_id` range by
-        reading and decoding the whole collection (the inbox holds up to a checkpoint
-        interval of rounds: 14 ms a read at the position bench's peak, most of the database's
-        time spent on the fold's inbox); a list of numbers is point lookups there, and on
-        MongoDB too. Only when none of them has a document while later numbers were taken
-        (`limit` rounds in a row dead or in flight) is the range read, so that the fold sees
-        what lies beyond the gap."""
+        Read by their numbers: the counter first (the last number taken: nothing to read past
+        it, so a fold that has caught up asks for nothing more), then the numbers up to it, at
+        most `limit`, looked up one by one in the primary index, since numbers are taken one
+        after another. SecantusDB answers an `_id` range by reading and decoding the whole
+        collection (the inbox holds up to a checkpoint interval of rounds: 14 ms a read at the
+        position bench's peak, most of the database's time spent on the fold's inbox); a list
+        of numbers is point lookups there, and on MongoDB too, each one paid for whether a
+        document is there or not (a list of 200 numbers: 2.25 ms of SecantusDB's CPU; the
+        counter 0.25 ms). Only when none of them has a document while later numbers were
+        taken (`limit` rounds in a row dead or in flight) is the range read, so that the fold
+        sees what lies beyond the gap."""
         written = self._written.after(seq, limit)
         if written:
             return written
-        numbers = list(range(seq + 1, seq + 1 + limit))
+        last = await self.last_number()
+        if last <= seq:
+            return []
+        numbers = list(range(seq + 1, min(seq + limit, last) + 1))
         with translate_errors():
             found = await self._inbox.find({"_id": {"$in": numbers}}).sort("_id", 1).to_list(None)
-            if found or await self.last_number() <= numbers[-1]:
+            if found or last <= numbers[-1]:
                 return found
             cursor = self._inbox.find({"_id": {"$gt": seq}}).sort("_id", 1).limit(limit)
             return await cursor.to_list(limit)

@@ -135,6 +135,11 @@ def retention_index(days: int) -> IndexModel:
 
 
 @dataclass(slots=True)
+class _Slot:
+    inserting: bool = True  # a round's phase: its number and insert, or its hand-on
+
+
+@dataclass(slots=True)
 class _Waiting:
     docs: Sequence[Doc]
     done: asyncio.Future[list[bool]]  # the insert's outcome
@@ -157,16 +162,19 @@ class HandOn(Protocol):
 class InsertRounds:
     """Group commit of inserts into one collection: the documents of concurrent callers leave
     together in one `insert_many(ordered=False)` (journaled: the client writes with `j: true`),
-    up to `max_docs` per round and `max_in_flight` rounds at once (a second one only when
-    `parallel_from` documents wait); whatever arrives while rounds are in flight waits for the
-    next one, so the window is as short as a round trip and as wide as the load makes it. Each
+    up to `max_docs` per round and `max_in_flight` rounds inserting at once (a second one only
+    when `parallel_from` documents wait); whatever arrives while rounds are in flight waits for
+    the next one, so the window is as short as a round trip and as wide as the load makes it. Each
     caller gets its own outcome per document: True inserted, False a duplicate key (already
     stored); a failure of the command fails the callers it concerns with StoreUnavailable (the
     others of the round get theirs).
 
     With a `hand_on`, a round first takes a number and stamps its documents with it (`seq`),
     then inserts them, then hands the inserted ones on under that number (the position store:
-    to the fold's inbox); the next round starts once that is done. A caller hears once the
+    to the fold's inbox). Single documents wait for that (they gather into the next round);
+    with `parallel_from` documents waiting, the next round takes its number and inserts while
+    the last one hands on (batched ingest: the database's next insert does not wait for the
+    inbox write, measured in docs/benchmarks.md). A caller hears once the
     round handed on, or (`early`) once its documents are stored. If the hand-on fails, or the
     insert's outcome is unknown (its callers then fail), the round is finished in the
     background once the database answers again: what it stored (read back by `seq` if need
@@ -193,7 +201,8 @@ class InsertRounds:
         self._max_in_flight = max_in_flight
         self._parallel_from = parallel_from
         self._queue: list[_Waiting] = []
-        self._in_flight = 0
+        self._in_flight = 0  # rounds taking their number or inserting
+        self._handing = 0  # rounds past their insert, handing on
         self.rounds = 0  # commands sent (tests and benchmarks read it)
         self._finishing: set[asyncio.Task[None]] = set()  # failed rounds (`_finish`)
         self._rounds: set[asyncio.Task[None]] = set()  # in flight
@@ -222,13 +231,18 @@ class InsertRounds:
             await asyncio.wait(rounds, timeout=timeout)
 
     def _may_start(self) -> bool:
-        """A round starts when none is in flight, or when fewer than `max_in_flight` are and
-        at least `parallel_from` documents wait (big batches overlap their round trips; single
-        documents gather into the next round instead)."""
+        """A round starts when none is under way (inserting or handing on), or when fewer
+        than `max_in_flight` are inserting (and at most as many handing on) and at least
+        `parallel_from` documents wait: big batches overlap their round trips, and the next
+        one inserts while the last one writes the fold's inbox; single documents gather into
+        the next round instead, which starts once the last one has handed on."""
         if not self._queue or self._in_flight >= self._max_in_flight:
             return False
-        waiting = sum(len(w.docs) for w in self._queue)
-        return self._in_flight == 0 or waiting >= self._parallel_from
+        if self._in_flight + self._handing == 0:
+            return True
+        if self._handing >= self._max_in_flight:
+            return False
+        return sum(len(w.docs) for w in self._queue) >= self._parallel_from
 
     def _not_too_old(self, waiting: list[_Waiting]) -> list[_Waiting]:
         """The callers that have waited less than `MAX_WAIT_SECONDS`; the others fail (503,
@@ -250,19 +264,34 @@ class InsertRounds:
             batch.append(waiting)
             size += len(waiting.docs)
         self._in_flight += 1
-        task = asyncio.create_task(self._round(batch))
+        slot = _Slot()
+        task = asyncio.create_task(self._round(batch, slot))
         self._rounds.add(task)
-        task.add_done_callback(self._ended)
+        task.add_done_callback(lambda done: self._ended(done, slot))
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        self._in_flight -= 1
+    def _inserted(self, slot: _Slot) -> None:
+        """The round's insert is over (or never came): it only hands on from now on, beside
+        the next round's insert when that may start (`_may_start`)."""
+        if slot.inserting:
+            slot.inserting = False
+            self._in_flight -= 1
+            self._handing += 1
+            if self._may_start():
+                self._start()
+
+    def _ended(self, task: asyncio.Task[None], slot: _Slot) -> None:
+        if slot.inserting:
+            self._in_flight -= 1
+        else:
+            self._handing -= 1
         self._rounds.discard(task)
         if self._may_start():
             self._start()
 
-    async def _round(self, batch: list[_Waiting]) -> None:
+    async def _round(self, batch: list[_Waiting], slot: _Slot) -> None:
         """Take the round's number, insert its documents stamped with it, answer its callers,
-        then hand the new ones on (the next round waits for that, so rounds hand on in order).
+        then hand the new ones on (beside the next round's insert when that one may start:
+        `_may_start`; the fold reads the inbox in number order whatever order they land in).
         If anything fails once the insert may have stored documents, the round is finished
         later (`_finish`)."""
         self.rounds += 1
@@ -282,12 +311,14 @@ class InsertRounds:
                     doc["seq"] = seq
                 refused = await self._insert(docs)
             except BaseException as exc:
+                self._inserted(slot)
                 if seq is not None and docs:
                     self._finish_later(seq, docs, None)
                 _fail(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
                 return
+            self._inserted(slot)
             _answer(batch, refused)
             if hand_on is None or seq is None:
                 return
