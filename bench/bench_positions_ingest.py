@@ -311,7 +311,8 @@ def main() -> None:
         print(f"  {label} ÷ raw with _id alone             {gw['rate'] / floor['rate']:6.2f}")
     if args.json:
         gw = _mean([g for s, g, _ in runs if s == sources[0]])
-        ratio = sum(r for s, _, r in runs if s == sources[0]) / args.pairs
+        first = [r for s, _, r in runs if s == sources[0]]
+        ratio = sum(first) / len(first)
         figures = {"raw": raw_figures, "raw_id_only": floor, "gateway": gw}
         args.json.write_text(
             json.dumps({**figures, "ratio": ratio, "ratio_id_only": gw["rate"] / floor["rate"]})

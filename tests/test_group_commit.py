@@ -190,3 +190,24 @@ async def test_a_multi_entity_write_whose_server_restarted_before_its_seal_is_no
     ]
     with pytest.raises(StoreUnavailable, match="outcome is unknown"):
         await services.entities.upsert_together("acme", upserts, ADMIN)
+
+
+async def test_a_cancelled_writer_leaves_its_roundmates_their_own_outcomes(
+    services: Services,
+) -> None:
+    """A caller cancelled while its round is in flight (aiohttp cancels handlers still running
+    at shutdown): the round's other writes hear their own outcomes, not a 503 for a write
+    that landed, and none is left waiting."""
+    commits = GroupCommit(services.store.db.client, max_in_flight=1)
+    collection = services.store.db["gc_cancel"]
+    first = asyncio.create_task(commits.insert(collection, {"_id": "a"}))
+    while commits.round_trips < 1:  # round 1 (alone) in flight
+        await asyncio.sleep(0)
+    gone = asyncio.create_task(commits.insert(collection, {"_id": "b"}))
+    kept = asyncio.create_task(commits.insert(collection, {"_id": "c"}))
+    while len(commits._queue) < 2:  # both wait for round 2
+        await asyncio.sleep(0)
+    gone.cancel()
+    await first
+    await asyncio.wait_for(kept, 10)  # round 2 ([b, c]): c hears it is stored
+    assert sorted(await collection.distinct("_id")) == ["a", "b", "c"]

@@ -697,3 +697,26 @@ async def test_a_dead_rounds_search_jumps_a_quiet_stretch_to_the_earlier_fix_tha
     found = await store.of_rounds(range(8, 9), now + timedelta(seconds=60))
     assert [doc["_id"] for doc in found[8]] == [dead["_id"]]
     assert len(reads) <= 10, len(reads)
+
+
+async def test_a_cancelled_caller_leaves_its_roundmates_answered_and_the_round_handed_on(
+    services: Services,
+) -> None:
+    """A request cancelled while its round inserts (aiohttp cancels handlers still running at
+    shutdown): the other callers of the round get their outcomes, and the round's inbox
+    document is written (its fixes are folded)."""
+    held = _HeldInserts(services.store.db["positions"], held=2)
+    inbox = _HeldInbox(_fleet(services))  # round 1's inbox write held: the next two gather
+    rounds = InsertRounds(held, hand_on=inbox, max_in_flight=2, parallel_from=200)  # type: ignore[arg-type]
+    await rounds.insert(_docs("v0", 0), early=True)
+    cancelled = asyncio.create_task(rounds.insert(_docs("v1", 0), early=True))
+    answered = asyncio.create_task(rounds.insert(_docs("v2", 0), early=True))
+    await _until(lambda: len(rounds._queue) == 2)
+    inbox.release.set()
+    await _until(lambda: held.inserts == 2)  # round 2, both callers, inserting
+    cancelled.cancel()
+    held.release.set()
+    assert await asyncio.wait_for(answered, 10) == [True]
+    await rounds.settled(10)
+    assert [doc["_id"] for doc in await _inbox(services)] == [1, 2]
+    assert await services.store.db["positions"].count_documents({}) == 3

@@ -256,9 +256,11 @@ class GroupCommit:
         if self._concern is not None:
             write = replace(write, collection=unjournaled(write.collection))
         try:
-            pending.done.set_result(await write.run_alone())
+            outcome = await write.run_alone()
         except Exception as exc:
-            pending.done.set_exception(exc)
+            _reject(pending, exc)
+        else:
+            _resolve(pending, outcome)
 
 
 def _settle(
@@ -273,19 +275,31 @@ def _settle(
     was applied, but is not known to be durable: no one may hear it is stored)."""
     if error is not None:
         if error.get("code") == DUPLICATE_KEY:
-            pending.done.set_exception(Conflict("a resource with this key already exists"))
+            _reject(pending, Conflict("a resource with this key already exists"))
         else:  # refused for what it holds, as `translate_errors` has it
-            pending.done.set_exception(refused(error))
+            _reject(pending, refused(error))
         return
     count = pending.write.count_in(result, index)
     if isinstance(failure, list) and failure:  # the round's write concern errors
         concern = failure[0] if isinstance(failure[0], dict) else {"errmsg": str(failure[0])}
-        pending.done.set_exception(concern_failed(concern))
+        _reject(pending, concern_failed(concern))
     elif count is None:
         detail = str(failure)[:200]
-        pending.done.set_exception(StoreUnavailable(f"write outcome unknown: {detail}"))
+        _reject(pending, StoreUnavailable(f"write outcome unknown: {detail}"))
     else:
+        _resolve(pending, count)
+
+
+def _resolve(pending: _Pending, count: int) -> None:
+    """The write's outcome to its caller, unless the caller is gone (its request cancelled:
+    its future with it), which must not keep the round's other callers from theirs."""
+    if not pending.done.done():
         pending.done.set_result(count)
+
+
+def _reject(pending: _Pending, exc: BaseException) -> None:
+    if not pending.done.done():
+        pending.done.set_exception(exc)
 
 
 def _unavailable(exc: BaseException) -> Exception:

@@ -232,10 +232,12 @@ class InsertRounds:
 
     def _may_start(self) -> bool:
         """A round starts when none is under way (inserting or handing on), or when fewer
-        than `max_in_flight` are inserting (and at most as many handing on) and at least
-        `parallel_from` documents wait: big batches overlap their round trips, and the next
-        one inserts while the last one writes the fold's inbox; single documents gather into
-        the next round instead, which starts once the last one has handed on."""
+        than `max_in_flight` are inserting and fewer than `max_in_flight` handing on, and at
+        least `parallel_from` documents wait: big batches overlap their round trips, and the
+        next one inserts while the last one writes the fold's inbox; single documents gather
+        into the next round instead, which starts once the last one has handed on. So at
+        most `max_in_flight` + 1 numbers are taken and not yet written (two inserting
+        beside one writing, then all three writing)."""
         if not self._queue or self._in_flight >= self._max_in_flight:
             return False
         if self._in_flight + self._handing == 0:
@@ -457,6 +459,8 @@ def _answer(batch: Sequence[_Waiting], refused: Mapping[int, int]) -> None:
     for waiting in batch:
         codes = [refused.get(at + i) for i in range(len(waiting.docs))]
         at += len(waiting.docs)
+        if waiting.done.done():  # the caller is gone (its request cancelled)
+            continue
         if any(code not in (None, DUPLICATE_KEY) for code in codes):
             waiting.done.set_exception(StoreUnavailable("a fix was refused by the database"))
         else:
