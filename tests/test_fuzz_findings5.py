@@ -1,0 +1,71 @@
+"""Found by the fifth hunt (position triggers, geofences and plans, assignments, faults); one
+test per finding, each answered or folded as documented, never a 500 or a stuck fold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.support import auth
+from tests.triggers_support import VEHICLE, create_position_trigger, hook
+
+Client = TestClient[Any, Any]
+
+
+def _recent(seconds: float) -> str:
+    """A device time a few minutes ago (the fold's quality gates take it), plus `seconds`."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    return (start + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+async def _post(client: Client, path: str, body: Any, tenant: str = "acme") -> dict[str, Any]:
+    response = await client.post(path, json=body, headers=auth(tenant))
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def _vehicle(client: Client, tenant: str = "acme", **data: Any) -> dict[str, Any]:
+    return await _post(client, "/api/v1/entities/vehicle", {**VEHICLE, **data}, tenant)
+
+
+async def _get(client: Client, path: str, tenant: str = "acme") -> dict[str, Any]:
+    response = await client.get(path, headers=auth(tenant))
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def test_an_odometer_of_millions_of_km_on_a_plan_by_days_folds_and_announces_by_distance(
+    client: Client,
+) -> None:
+    """A plan every 1 km or 1 day puts cycle 3,000,000 of a 3,000,000 km odometer 8,000 years
+    ahead, past year 9999: working out its due time raised OverflowError inside the fold,
+    which retried the same pass for ever, so no vehicle of any tenant folded again. Now a
+    cycle past the calendar has no due time and is announced by its distance."""
+    services = client.app[services_key]
+    await _post(client, "/api/v1/maintenance-plans", {"name": "o", "every_km": 1, "every_days": 1})
+    await _vehicle(client)
+    await _vehicle(client, "other")  # another tenant's vehicle, folded in the same passes
+    trigger = await create_position_trigger(client)
+    others = await create_position_trigger(client, "other")
+    here = {"plate": "ABC1D23", "lat": -23.55, "lon": -46.63}
+    fixes = [
+        {**here, "time": _recent(0), "odometer_km": 3_000_000.0},
+        {**here, "time": _recent(60), "odometer_km": 3_000_002.5},
+    ]
+    for sent in fixes:
+        assert (await hook(client, trigger, sent))[0] == 201
+        assert (await hook(client, others, {**sent, "odometer_km": None}))[0] == 201
+        await services.fold.run_until_idle()
+    car = await _get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert car["odometer_km"] == 3_000_002.5
+    assert car["last_position"]["fix_time"].startswith(_recent(60)[:19])
+    await services.relay.run_until_idle()
+    events = await _get(client, "/api/v1/events?type=vehicle.maintenance.due")
+    [due] = events["items"]
+    assert due["detail"]["due_km"] == 3_000_002 and due["detail"]["reason"] == "distance"
+    assert "due_at" not in due["detail"]
+    theirs = await _get(client, "/api/v1/entities/vehicle/ABC1D23", "other")
+    assert theirs["last_position"]["fix_time"].startswith(_recent(60)[:19])
