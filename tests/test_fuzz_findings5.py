@@ -3,6 +3,7 @@ test per finding, each answered or folded as documented, never a 500 or a stuck 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,15 +11,23 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.support import auth
-from tests.triggers_support import VEHICLE, create_position_trigger, hook
+from tests.triggers_support import (
+    PAYLOADS,
+    VEHICLE,
+    create_position_trigger,
+    hook,
+    upload_shipped,
+)
 
 Client = TestClient[Any, Any]
 
 
+# Device times a few minutes old: within the fold's quality gates' horizon.
+START = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+
+
 def _recent(seconds: float) -> str:
-    """A device time a few minutes ago (the fold's quality gates take it), plus `seconds`."""
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    return (start + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    return (START + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
 
 async def _post(client: Client, path: str, body: Any, tenant: str = "acme") -> dict[str, Any]:
@@ -69,3 +78,38 @@ async def test_an_odometer_of_millions_of_km_on_a_plan_by_days_folds_and_announc
     assert "due_at" not in due["detail"]
     theirs = await _get(client, "/api/v1/entities/vehicle/ABC1D23", "other")
     assert theirs["last_position"]["fix_time"].startswith(_recent(60)[:19])
+
+
+async def test_a_device_odometer_past_any_odometers_range_is_refused_not_taken(
+    client: Client,
+) -> None:
+    """A fix carrying `odometer_km: 1e308` (or a Traccar odometer of 10^15 m) was stored and
+    folded: the first device odometer a vehicle's fold sees re-baselines its count, and a
+    device odometer never takes it back down, so the vehicle read 1e308 km for good. Such a
+    value is refused at the field (the bound a service's km already had)."""
+    services = client.app[services_key]
+    await _vehicle(client)
+    trigger = await create_position_trigger(client)
+    here = {"plate": "ABC1D23", "lat": -23.55, "lon": -46.63}
+    for odometer in (1e308, 10_000_000.1, 10**15):
+        status, body = await hook(
+            client, trigger, {**here, "time": _recent(0), "odometer_km": odometer}
+        )
+        assert status == 422, body
+        assert [(e["pointer"], e["keyword"]) for e in body["errors"]] == [
+            ("/odometer_km", "maximum")
+        ], body
+    await upload_shipped(client, "traccar-position")
+    traccar = await create_position_trigger(client, name="traccar", mapping="traccar-position")
+    forward = json.loads((PAYLOADS / "traccar_position_forward.json").read_text())
+    forward["position"]["fixTime"] = _recent(0)
+    forward["position"]["attributes"]["odometer"] = 10**15  # metres
+    status, body = await hook(client, traccar, forward)
+    assert status == 422, body
+    assert body["errors"][0]["pointer"] == "/position/attributes/odometer", body
+    status, body = await hook(
+        client, trigger, {**here, "time": _recent(1), "odometer_km": 9_999_999.9}
+    )
+    assert status == 201, body
+    await services.fold.run_until_idle()
+    assert (await _get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 9_999_999.9
