@@ -113,3 +113,37 @@ async def test_a_device_odometer_past_any_odometers_range_is_refused_not_taken(
     assert status == 201, body
     await services.fold.run_until_idle()
     assert (await _get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 9_999_999.9
+
+
+async def test_a_delete_against_a_version_no_longer_current_is_refused_and_deletes_nothing(
+    client: Client,
+) -> None:
+    """`If-Match` guarded PATCH and PUT only: a DELETE naming a version another admin had
+    changed since was applied (204), deleting a geofence or plan the client had never seen
+    as it is (RFC 9110 §13.1.1: If-Match guards any state-changing method). Now it is the
+    same 412 a stale PATCH gets, and the current tag (or `*`) deletes."""
+    circle = {"lat": -23.5, "lon": -46.6, "radius_m": 300}
+    fence = await _post(
+        client, "/api/v1/geofences", {"name": "pátio", "kind": "authorized", "circle": circle}
+    )
+    plan = await _post(client, "/api/v1/maintenance-plans", {"name": "óleo", "every_km": 10_000})
+    for path, change in (
+        (f"/api/v1/geofences/{fence['id']}", {"margin_m": 10}),
+        (f"/api/v1/maintenance-plans/{plan['id']}", {"every_km": 5_000}),
+    ):
+        read = await client.get(path, headers=auth())
+        stale = read.headers["ETag"]
+        changed = await client.patch(path, json=change, headers=auth())
+        assert changed.status == 200, await changed.text()
+        refused = await client.delete(path, headers={**auth(), "If-Match": stale})
+        problem = await refused.json()
+        assert refused.status == 412, problem
+        assert problem["type"].endswith("/precondition-failed")
+        assert (await _get(client, path))["id"] == path.rsplit("/", 1)[1]  # still there
+        viewer = await client.delete(path, headers={**auth(role="viewer"), "If-Match": "*"})
+        assert viewer.status == 403  # the role first, whatever the tag
+        current = (await client.get(path, headers=auth())).headers["ETag"]
+        deleted = await client.delete(path, headers={**auth(), "If-Match": f'"x", {current}'})
+        assert deleted.status == 204, await deleted.text()
+        gone = await client.delete(path, headers={**auth(), "If-Match": "*"})
+        assert gone.status == 404
