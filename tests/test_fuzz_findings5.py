@@ -147,3 +147,53 @@ async def test_a_delete_against_a_version_no_longer_current_is_refused_and_delet
         assert deleted.status == 204, await deleted.text()
         gone = await client.delete(path, headers={**auth(), "If-Match": "*"})
         assert gone.status == 404
+
+
+DRIVERS = "/api/v1/entities/vehicle/ABC1D23/drivers"
+
+
+async def _driver_and_vehicle(client: Client) -> None:
+    await _vehicle(client)
+    await _post(client, "/api/v1/entities/driver", {"name": "Ana", "cpf": "52998224725"})
+
+
+async def test_a_driver_assigned_now_drives_from_that_millisecond_and_the_change_lasts(
+    client: Client,
+) -> None:
+    """A change's id held its start to the microsecond (`now`, by default), the database its
+    start to the millisecond: the change sorted after its own start, so the answer and the
+    history said it ended where it began (`end` == `start`), and the vehicle had no driver in
+    the rest of that millisecond. Starts are kept to the millisecond now."""
+    await _driver_and_vehicle(client)
+    assigned = await _post(client, DRIVERS, {"driver": "52998224725"})
+    assert assigned["end"] is None, assigned
+    now = await _get(client, DRIVERS)
+    assert now["driver"]["id"] == assigned["id"] and now["driver"]["end"] is None
+    assert [item["end"] for item in now["items"]] == [None]
+    late = await _post(client, DRIVERS, {"driver": None, "start": "2026-12-01T10:00:00.5005Z"})
+    assert late["id"].endswith(":2026-12-01T10:00:00.500000Z"), late
+    assert late["start"].startswith("2026-12-01T10:00:00.500")
+    assert late["end"] == assigned["start"]  # until the change made now, not its own start
+    within = await _get(client, f"{DRIVERS}?at=2026-12-01T10:00:00.5002Z")
+    assert within["driver"]["id"] == late["id"]
+
+
+async def test_the_driver_at_a_time_far_in_the_past_or_future_is_answered_not_a_500(
+    client: Client,
+) -> None:
+    """`?at=9999-12-31T23:59:59-12:00` (past the calendar once in UTC) was a 500; a year
+    before 1000 was written with fewer digits (`500-01-01...`), sorted after every change, and
+    answered with today's driver. Lower-case `t` and `z` (RFC 3339) were refused."""
+    await _driver_and_vehicle(client)
+    assigned = await _post(
+        client, DRIVERS, {"driver": "52998224725", "start": "2026-12-01t10:00:00z"}
+    )
+    for at, expected in (
+        ("9999-12-31T23:59:59-12:00", assigned["id"]),
+        ("9999-12-31T23:59:59.999999Z", assigned["id"]),
+        ("0001-01-01T00:30:00%2B01:00", None),
+        ("0500-01-01T00:00:00Z", None),
+        ("0999-12-31T23:59:59Z", None),
+    ):
+        answer = await _get(client, f"{DRIVERS}?at={at}")
+        assert (answer["driver"] or {}).get("id") == expected, (at, answer)
