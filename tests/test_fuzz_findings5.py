@@ -18,6 +18,7 @@ from tests.triggers_support import (
     hook,
     upload_shipped,
 )
+from tests.ui_support import log_in, make_user
 
 Client = TestClient[Any, Any]
 
@@ -197,3 +198,49 @@ async def test_the_driver_at_a_time_far_in_the_past_or_future_is_answered_not_a_
     ):
         answer = await _get(client, f"{DRIVERS}?at={at}")
         assert (answer["driver"] or {}).get("id") == expected, (at, answer)
+
+
+async def test_a_vehicle_whose_track_holds_a_fix_dated_year_one_has_its_page(
+    client: Client,
+) -> None:
+    """A fix a device dated `0001-01-01T00:00:00Z` is stored (and flagged `too_old` by the
+    fold), and the vehicle's admin page lists its recent fixes in Brasília time: three hours
+    west of UTC is before year 1, and the page was a 500 for as long as the fix was recent."""
+    services = client.app[services_key]
+    car = await _vehicle(client)
+    trigger = await create_position_trigger(client)
+    for moment in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"):
+        status, body = await hook(
+            client, trigger, {"plate": "ABC1D23", "time": moment, "lat": 1, "lon": 1}
+        )
+        assert status == 201, body
+    await services.fold.run_until_idle()
+    await make_user(services)
+    await log_in(client)
+    page = await client.get(f"/admin/entities/vehicle/{car['id']}")
+    text = await page.text()
+    assert page.status == 200, text[:2000]
+    assert "01/01/1 00:00:00" in text and "31/12/9999 20:59:59" in text
+
+
+async def test_a_message_naming_a_time_of_year_one_renders_it(client: Client) -> None:
+    """The `datetime` filter of message templates (a fine's time, in Brasília time by default)
+    failed the whole message on `0001-01-01T00:00:00Z`, three hours west of UTC being before
+    year 1: the fine's e-mail was never sent. The time is shown in its own offset there."""
+    template = {
+        "name": "fine",
+        "channel_type": "email",
+        "locales": {"pt-BR": {"subject": "Multa", "text": "em {{ at|datetime }}."}},
+    }
+    for at, shown in (
+        ("0001-01-01T00:00:00Z", "em 01/01/1 00:00."),
+        ("2026-12-01T15:00:00Z", "em 01/12/2026 12:00."),
+    ):
+        response = await client.post(
+            "/api/v1/templates/preview",
+            json={"template": template, "context": {"at": at}},
+            headers=auth(),
+        )
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["parts"]["text"] == shown, body
