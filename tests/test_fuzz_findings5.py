@@ -244,3 +244,15 @@ async def test_a_message_naming_a_time_of_year_one_renders_it(client: Client) ->
         body = await response.json()
         assert response.status == 200, body
         assert body["parts"]["text"] == shown, body
+
+
+async def test_a_definition_nested_too_deeply_is_refused_in_words(client: Client) -> None:
+    """A flow (or mapping) file nested past 32 levels was refused as "file has is nested more
+    than 32 levels deep"."""
+    body = b"name: f\nx: " + b"[" * 40 + b"]" * 40 + b"\n"
+    response = await client.post(
+        "/api/v1/flows", data=body, headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert problem["errors"][0]["message"] == "file is nested more than 32 levels deep"
