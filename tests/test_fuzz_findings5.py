@@ -256,3 +256,19 @@ async def test_a_definition_nested_too_deeply_is_refused_in_words(client: Client
     problem = await response.json()
     assert response.status == 422, problem
     assert problem["errors"][0]["message"] == "file is nested more than 32 levels deep"
+
+
+async def test_a_value_just_out_of_range_is_named_as_sent(client: Client) -> None:
+    """`heading: 360.0000001` was refused as "between 0 and 360, not 360"."""
+    await _vehicle(client)
+    trigger = await create_position_trigger(client)
+    here = {"plate": "ABC1D23", "time": _recent(0), "lat": -23.55, "lon": -46.63}
+    for extra, said in (
+        ({"heading": 360.0000001}, "/heading: between 0 and 360, not 360.0000001"),
+        ({"lat": -90.00000000001}, "/lat: between -90 and 90, not -90.00000000001"),
+        ({"odometer_km": 1e308}, "/odometer_km: between 0 and 1e+07, not 1e+308"),
+        ({"speed_kmh": -1}, "/speed_kmh: at least 0, not -1"),
+    ):
+        status, body = await hook(client, trigger, {**here, **extra})
+        assert status == 422, body
+        assert body["errors"][0]["message"] == said, body

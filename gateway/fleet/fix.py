@@ -247,6 +247,8 @@ def _number(
     if not low <= number <= high:
         bounds = f"at least {low:g}" if math.isinf(high) else f"between {low:g} and {high:g}"
         keyword = "minimum" if number < low else "maximum"
-        problems.append(FieldProblem(where, f"{where}: {bounds}, not {number:g}", keyword))
+        # The value as sent (`:g` keeps six digits: "between 0 and 360, not 360" for 360.0000001)
+        shown = f"{number:g}" if float(f"{number:g}") == number else repr(number)
+        problems.append(FieldProblem(where, f"{where}: {bounds}, not {shown}", keyword))
         return None
     return number + 0.0  # -0.0 + 0.0 is 0.0: no negative zero is stored (plain_zeros)
