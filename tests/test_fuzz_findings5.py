@@ -272,3 +272,26 @@ async def test_a_value_just_out_of_range_is_named_as_sent(client: Client) -> Non
         status, body = await hook(client, trigger, {**here, **extra})
         assert status == 422, body
         assert body["errors"][0]["message"] == said, body
+
+
+async def test_a_fix_for_a_vehicle_just_deleted_or_created_again_finds_what_exists_now(
+    client: Client,
+) -> None:
+    """A resolved plate was trusted for 30 s even after the vehicle was deleted: its next fix
+    was answered 201 and filed under the deleted vehicle, and so were the fixes of a vehicle
+    created again with that plate, whose own track stayed empty. A vehicle deleted through
+    the process that resolves the fixes is forgotten at once."""
+    first = await _vehicle(client)
+    trigger = await create_position_trigger(client)
+    here = {"plate": "ABC1D23", "lat": -23.55, "lon": -46.63}
+    assert (await hook(client, trigger, {**here, "time": _recent(0)}))[0] == 201
+    deleted = await client.delete("/api/v1/entities/vehicle/ABC1D23", headers=auth())
+    assert deleted.status == 204
+    status, body = await hook(client, trigger, {**here, "time": _recent(10)})
+    assert status == 422 and body["errors"][0]["keyword"] == "unknown_vehicle", body
+    again = await _vehicle(client)
+    assert again["id"] != first["id"]
+    status, body = await hook(client, trigger, {**here, "time": _recent(20)})
+    assert status == 201 and body["vehicle"]["id"] == again["id"], body
+    track = await _get(client, "/api/v1/entities/vehicle/ABC1D23/positions")
+    assert [fix["time"] for fix in track["items"]] == [_recent(20)]
