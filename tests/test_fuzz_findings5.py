@@ -295,3 +295,20 @@ async def test_a_fix_for_a_vehicle_just_deleted_or_created_again_finds_what_exis
     assert status == 201 and body["vehicle"]["id"] == again["id"], body
     track = await _get(client, "/api/v1/entities/vehicle/ABC1D23/positions")
     assert [fix["time"] for fix in track["items"]] == [_recent(20)]
+
+
+async def test_a_time_with_a_nul_character_is_no_time(client: Client) -> None:
+    """CPython's ISO reader skips a NUL between a time and its offset: a fix's
+    `2026-12-01T12:00:00\\x00Z` (and a driver's start) was read as `12:00:00Z` and stored."""
+    await _driver_and_vehicle(client)
+    trigger = await create_position_trigger(client)
+    here = {"plate": "ABC1D23", "lat": -23.55, "lon": -46.63}
+    for moment in (_recent(0) + "\x00", _recent(0)[:-1] + "\x00Z", _recent(0)[:-1] + "\x00+00:00"):
+        status, body = await hook(client, trigger, {**here, "time": moment})
+        assert status == 422, body
+        assert [(e["pointer"], e["keyword"]) for e in body["errors"]] == [("/time", "format")]
+        response = await client.post(
+            DRIVERS, json={"driver": "52998224725", "start": moment}, headers=auth()
+        )
+        assert response.status == 422, await response.text()
+    assert (await _get(client, "/api/v1/entities/vehicle/ABC1D23/positions"))["items"] == []
