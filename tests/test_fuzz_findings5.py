@@ -10,12 +10,14 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
+from tests.partner_double import create_action, create_partner
 from tests.support import auth
 from tests.triggers_support import (
     PAYLOADS,
     VEHICLE,
     create_position_trigger,
     hook,
+    upload_mapping,
     upload_shipped,
 )
 from tests.ui_support import log_in, make_user
@@ -312,3 +314,42 @@ async def test_a_time_with_a_nul_character_is_no_time(client: Client) -> None:
         )
         assert response.status == 422, await response.text()
     assert (await _get(client, "/api/v1/entities/vehicle/ABC1D23/positions"))["items"] == []
+
+
+async def test_a_stepped_cursor_starting_past_what_can_be_stored_is_refused_at_the_field(
+    client: Client,
+) -> None:
+    """A page-number cursor's `initial` of 5,000 digits was a 500 (`int()` refuses text that
+    long); one past 2**63 a 422 naming no field; one just below it was taken, and its next
+    page could never be stored. `initial` is now a whole number from 0 to 2**53 - 1."""
+    partner = await create_partner(client, "https://erp.example.com")
+    action = await create_action(
+        client, partner["id"], method="GET", path="/veiculos", mode="proxy"
+    )
+    mapping = "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: p}"
+    await upload_mapping(client, mapping)
+    body = {
+        "name": "frota",
+        "action_id": action["id"],
+        "every": "1h",
+        "target": {"type": "entities", "entity_type": "vehicle", "mapping": "m"},
+        "status": "paused",
+    }
+    for initial, keyword in (
+        ("9" * 5000, "type"),
+        ("99999999999999999999", "type"),
+        (2**63 - 1, "maximum"),
+        (-5, "minimum"),
+    ):
+        cursor = {"step": 1, "initial": initial, "param": "query.page"}
+        response = await client.post(
+            "/api/v1/schedules", json={**body, "cursor": cursor}, headers=auth()
+        )
+        problem = await response.json()
+        assert response.status == 422, problem
+        assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+            ("/cursor/initial", keyword)
+        ], problem
+    cursor = {"step": 100, "initial": "0", "param": "query.offset"}
+    created = await _post(client, "/api/v1/schedules", {**body, "cursor": cursor})
+    assert created["cursor"]["initial"] == 0
