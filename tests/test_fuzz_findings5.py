@@ -13,6 +13,7 @@ from gateway.web.state import services_key
 from tests.partner_double import create_action, create_partner
 from tests.support import auth
 from tests.triggers_support import (
+    MAPPINGS,
     PAYLOADS,
     VEHICLE,
     create_position_trigger,
@@ -20,7 +21,7 @@ from tests.triggers_support import (
     upload_mapping,
     upload_shipped,
 )
-from tests.ui_support import log_in, make_user
+from tests.ui_support import csrf, log_in, make_user
 
 Client = TestClient[Any, Any]
 
@@ -353,3 +354,79 @@ async def test_a_stepped_cursor_starting_past_what_can_be_stored_is_refused_at_t
     cursor = {"step": 100, "initial": "0", "param": "query.offset"}
     created = await _post(client, "/api/v1/schedules", {**body, "cursor": cursor})
     assert created["cursor"]["initial"] == 0
+
+
+async def test_a_number_of_thousands_of_digits_in_a_query_or_path_is_refused_not_a_500(
+    client: Client,
+) -> None:
+    """Python's int() refuses text past 4,300 digits (ValueError): `?limit=` of 5,000 digits on
+    every list, and a mapping version of as many, were 500s."""
+    digits = "9" * 5000
+    for path in (
+        f"/api/v1/geofences?limit={digits}",
+        f"/api/v1/entities/vehicle?limit={digits}",
+        f"/api/v1/events?limit={digits}",
+        f"/api/v1/entities/vehicle/ABC1D23/positions?limit={digits}",
+    ):
+        response = await client.get(path, headers=auth())
+        problem = await response.json()
+        assert response.status == 400, (path[:60], problem)
+        assert problem["detail"] == "limit must be between 1 and 200", problem
+    response = await client.get(f"/api/v1/mappings/m/versions/{digits}", headers=auth())
+    assert response.status in (400, 422), await response.text()
+    response = await client.post(
+        "/api/v1/mappings/m/activate", json={"version": digits}, headers=auth()
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert problem["errors"][0]["pointer"] == "/version", problem
+
+
+async def test_the_admin_ui_refuses_a_number_of_thousands_of_digits_not_a_500(
+    client: Client,
+) -> None:
+    """The admin UI read version numbers and a rotation's grace period with int(): thousands
+    of digits were 500s (a version page, a diff, a trigger's rotation)."""
+    services = client.app[services_key]
+    await make_user(services)
+    await log_in(client)
+    digits = "9" * 5000
+    await upload_mapping(client, (MAPPINGS / "traccar-position.yaml").read_text())
+    for path in (
+        f"/admin/mappings/traccar-position/versions/{digits}",
+        f"/admin/mappings/traccar-position/diff?from=1&to={digits}",
+    ):
+        response = await client.get(path)
+        assert response.status in (400, 404, 422), (path[:60], response.status)
+    trigger = await create_position_trigger(client)
+    token = await csrf(client, f"/admin/triggers/{trigger['id']}")
+    response = await client.post(
+        f"/admin/triggers/{trigger['id']}/rotate",
+        data={"csrf": token, "grace_seconds": digits},
+        allow_redirects=False,
+    )
+    assert response.status in (303, 422), response.status
+    partner = await create_partner(client, "https://erp.example.com")
+    action = await create_action(client, partner["id"])
+    token = await csrf(client, f"/admin/actions/{action['id']}/edit")
+    response = await client.post(
+        f"/admin/actions/{action['id']}/edit",
+        data={
+            "csrf": token,
+            "name": "push",
+            "partner_id": partner["id"],
+            "method": "POST",
+            "path": "/hooks",
+            "mode": "deliver",
+            "success": f"2xx, {digits}",
+        },
+        allow_redirects=False,
+    )
+    assert response.status == 422, response.status
+    token = await csrf(client, "/admin/flows")
+    response = await client.post(
+        "/admin/flows/alerta/activate",
+        data={"csrf": token, "version": digits},
+        allow_redirects=False,
+    )
+    assert response.status in (303, 404, 422), response.status
