@@ -4,6 +4,7 @@ test per finding, each answered or folded as documented, never a 500 or a stuck 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -430,3 +431,56 @@ async def test_the_admin_ui_refuses_a_number_of_thousands_of_digits_not_a_500(
         allow_redirects=False,
     )
     assert response.status in (303, 404, 422), response.status
+
+
+def _zeros(value: Any, at: str = "") -> list[str]:
+    """Where a negative zero is in an answer."""
+    if isinstance(value, float) and value == 0 and math.copysign(1.0, value) < 0:
+        return [at]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _zeros(v, f"{at}/{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _zeros(v, f"{at}/{i}")]
+    return []
+
+
+async def test_negative_zeros_sent_to_plans_fences_services_and_settings_are_zeros(
+    client: Client,
+) -> None:
+    """Entities and fixes store no negative zero (test_negative_zero.py), but a plan's
+    `start_km`, a fence's centre and margin, a service's `km` and the fleet settings kept
+    `-0.0` as sent, and answered it."""
+    await _vehicle(client)
+    answers = [
+        await _post(
+            client,
+            "/api/v1/maintenance-plans",
+            {"name": "óleo", "every_km": 1000, "start_km": -0.0, "due_soon_km": -0.0},
+        ),
+        await _post(
+            client,
+            "/api/v1/geofences",
+            {
+                "name": "greenwich",
+                "kind": "authorized",
+                "circle": {"lat": -0.0, "lon": -0.0, "radius_m": 10},
+                "margin_m": -0.0,
+                "dwell_seconds": -0.0,
+            },
+        ),
+    ]
+    service = await client.post(
+        "/api/v1/entities/vehicle/ABC1D23/services", json={"km": -0.0}, headers=auth()
+    )
+    assert service.status == 202, await service.text()
+    answers.append(await service.json())
+    settings = await client.put(
+        "/api/v1/fleet/settings",
+        json={"quality": {"future_tolerance_s": -0.0}, "odometer": {"hold_hours": -0.0}},
+        headers=auth(),
+    )
+    assert settings.status == 200, await settings.text()
+    answers.append(await settings.json())
+    answers.append(await _get(client, f"/api/v1/geofences/{answers[1]['id']}"))
+    assert [_zeros(answer) for answer in answers] == [[]] * len(answers)
+    assert answers[1]["circle"]["lat"] == 0.0 and answers[0]["start_km"] == 0.0
