@@ -239,7 +239,11 @@ class AssignmentService:
             )
         if problems:
             raise InvalidPayload("invalid driver assignment", problems)
-        return start.astimezone(UTC)
+        # Kept to the millisecond, as the database keeps a time: a change's id holds its start,
+        # and one with microseconds (`now`'s, by default) sorted after its own stored start,
+        # so it was read as ending where it began, and not yet in force in that millisecond.
+        start = start.astimezone(UTC)
+        return start.replace(microsecond=start.microsecond // 1000 * 1000)
 
     async def _driver(self, tenant: str, driver_ref: str) -> dict[str, str]:
         try:

@@ -47,7 +47,10 @@ def from_iso(text: str) -> datetime:
     order with the times around it. Second 60 is a leap second only in the last minute of a
     UTC day (`20:59:60-03:00`, `05:44:60+05:45`; without an offset, whose zone is unknown
     here, the minute 59 of any hour); elsewhere, like any text that is not ISO 8601:
-    ValueError."""
+    ValueError. So is a text with a NUL, which CPython's reader skips where it falls between
+    the time and its offset (`12:00:00<NUL>Z` read as `12:00:00Z`)."""
+    if "\x00" in text:
+        raise ValueError(f"{text!r} holds a NUL character")
     try:
         return datetime.fromisoformat(text)
     except ValueError:

@@ -199,6 +199,9 @@ class EntityService:
         self._relay_doorbell = relay_doorbell
         self._recent = _RecentEntities(recent_size)
         self._lanes = _Lanes()
+        # Called with (tenant, type, id) once an entity is deleted here: what this process
+        # cached about it (the position appender's plates and tracker ids) goes at once.
+        self.on_deleted: list[Callable[[str, str, str], None]] = []
 
     async def _check(self, tenant: str, etype: str, data: Mapping[str, Any]) -> dict[str, Any]:
         """The validated, normalised document; tenants' custom kinds use their own schema."""
@@ -516,6 +519,8 @@ class EntityService:
                 if await self._store.entities.mark_deleted(tenant, current, event):
                     self._relay_doorbell.ring()
                     self._recent.drop(tenant, etype, current["nk"])
+                    for forget in self.on_deleted:
+                        forget(tenant, etype, str(current["_id"]))
                     return
         raise Conflict("the entity is being changed concurrently; retry")
 

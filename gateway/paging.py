@@ -18,7 +18,8 @@ def page_params(query: Mapping[str, str], default: int = DEFAULT_PAGE) -> tuple[
     # ASCII digits only: int() would also take " 5", "+5", "5_0" and other scripts' digits.
     if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"limit must be an integer, got {raw!r}")
-    limit = int(raw)
+    # int() refuses text past 4,300 digits (ValueError: a 500 once); any that long is too big.
+    limit = int(raw) if len(raw) <= 9 else MAX_PAGE + 1
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
     return limit, query.get("cursor") or None

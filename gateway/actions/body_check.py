@@ -63,7 +63,8 @@ class BodyCheck:
             )
             self.add(f"/{name}", f"{name} must be {what} from {low:g} to {high:g}", keyword)
             return None
-        return value
+        # -0.0 + 0.0 is 0.0: JSON has one zero, and no negative zero is stored (plain_zeros)
+        return value + 0.0 if isinstance(value, float) else value
 
     def flag(self, name: str) -> bool:
         value = self.body.get(name) or False

@@ -98,6 +98,21 @@ class PositionAppender:
         self._clock = clock
         self._vehicles: dict[tuple[str, str, str], tuple[float, Vehicle]] = {}
         store.positions.inserts.on_finished = self._handed
+        entities.on_deleted.append(self._forget)
+
+    def _forget(self, tenant: str, entity_type: str, entity_id: str) -> None:
+        """A vehicle deleted through this process: its plate and tracker ids resolve again at
+        once (its next fix is `unknown_vehicle`, or goes to a vehicle created since with the
+        same plate), not to the deleted vehicle for the rest of `VEHICLE_CACHE_SECONDS`."""
+        if entity_type != "vehicle":
+            return
+        gone = [
+            key
+            for key, (_, vehicle) in self._vehicles.items()
+            if key[0] == tenant and vehicle.id == entity_id
+        ]
+        for key in gone:
+            del self._vehicles[key]
 
     def _handed(self, outcome: str, count: int) -> None:
         """Where a round's stored fixes went: to the fold's inbox (its doorbell rung), in the

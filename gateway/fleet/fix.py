@@ -6,11 +6,12 @@ mapping produces (SPEC §3.5, §6).
 
 `parse_fix` checks one item and lists every problem (a 422 names each failing field): the
 vehicle named by a plate or a tracker id, `time` an RFC 3339 timestamp with an offset (or
-"Z"), coordinates finite and in range, speed, accuracy and odometer finite and not negative,
-heading within [0, 360], ignition a boolean, attributes an object whose member names and
-numbers the database can store (no leading "$", no "." or NUL; integers within 64 bits). A
-fix that passes may still be refused by the quality gates of the fold ((0,0), far future,
-impossible speed, ...): those are stored and flagged, not refused here.
+"Z"), coordinates finite and in range, speed, accuracy and odometer finite and not negative
+(the odometer at most 10,000,000 km), heading within [0, 360], ignition a boolean,
+attributes an object whose member names and numbers the database can store (no leading "$",
+no "." or NUL; integers within 64 bits). A fix that passes may still be refused by the
+quality gates of the fold ((0,0), far future, impossible speed, ...): those are stored and
+flagged, not refused here.
 """
 
 from __future__ import annotations
@@ -41,12 +42,16 @@ FIELDS: Final = (
 _KNOWN: Final = frozenset(FIELDS)
 _MAX_TEXT: Final = 100
 _INT64: Final = (-(2**63), 2**63 - 1)
+# A device odometer past what any odometer shows (seven digits of km; a service's `km` and a
+# plan's `start_km` have the same bound) is a glitch, not a count: the first one a vehicle's
+# fold sees re-baselines it, and a device odometer never takes the count back down.
+MAX_ODOMETER_KM: Final = 10_000_000.0
 # Optional numbers: (lowest, highest) allowed.
 _RANGES: Final[Mapping[str, tuple[float, float]]] = {
     "speed_kmh": (0.0, math.inf),
     "heading": (0.0, 360.0),
     "accuracy_m": (0.0, math.inf),
-    "odometer_km": (0.0, math.inf),
+    "odometer_km": (0.0, MAX_ODOMETER_KM),
 }
 
 
@@ -242,6 +247,8 @@ def _number(
     if not low <= number <= high:
         bounds = f"at least {low:g}" if math.isinf(high) else f"between {low:g} and {high:g}"
         keyword = "minimum" if number < low else "maximum"
-        problems.append(FieldProblem(where, f"{where}: {bounds}, not {number:g}", keyword))
+        # The value as sent (`:g` keeps six digits: "between 0 and 360, not 360" for 360.0000001)
+        shown = f"{number:g}" if float(f"{number:g}") == number else repr(number)
+        problems.append(FieldProblem(where, f"{where}: {bounds}, not {shown}", keyword))
         return None
     return number + 0.0  # -0.0 + 0.0 is 0.0: no negative zero is stored (plain_zeros)

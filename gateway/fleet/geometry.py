@@ -204,7 +204,7 @@ def _search_depth(polygon: Polygon, cap_m: float) -> float:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    number = float(value) + 0.0  # -0.0 + 0.0 is 0.0: no negative zero is stored
     return number if math.isfinite(number) else None
 
 

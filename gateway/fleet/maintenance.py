@@ -178,9 +178,14 @@ class _Cycle:
         return float(n) if km is None else km
 
     def at(self, n: int) -> datetime | None:
+        """Cycle n's due time; None without one, or past the calendar (year 9999): an
+        odometer of millions of km, in cycles of a few km, is that many cycles of days."""
         if self.every is None or self.base_at is None:
             return None
-        return self.base_at + n * self.every
+        try:
+            return self.base_at + n * self.every
+        except OverflowError:
+            return None
 
     def reached(self, odometer_km: float, now: datetime) -> tuple[int, int]:
         """The last cycle reached by distance, and by time (0: none)."""
@@ -202,7 +207,8 @@ class _Cycle:
             return "distance"
         due_at = self.at(n)
         if plan.due_soon_days and due_at is not None:
-            if now >= due_at - timedelta(days=plan.due_soon_days):
+            # (a difference of two times never leaves the calendar; due_at - days may)
+            if due_at - now <= timedelta(days=plan.due_soon_days):
                 return "time"
         return None
 

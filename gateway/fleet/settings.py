@@ -140,7 +140,7 @@ def _numbers(
             what = "an integer" if integer else "a number"
             out.append(FieldProblem(f"{at}/{name}", f"{what} from {low:g} to {high:g}", "maximum"))
         else:
-            values[name] = value
+            values[name] = value + 0.0 if isinstance(value, float) else value  # no -0.0
     return values
 
 

@@ -194,7 +194,7 @@ def parse_document(text: str | bytes, problems: Problems) -> Any:
             data = converter.convert(node, "", 0)
         except (_TooBig, RecursionError) as exc:
             reason = str(exc) if isinstance(exc, _TooBig) else "is nested too deeply"
-            problems.add("", f"file has {reason}", "limit")
+            problems.add("", f"file {reason}", "limit")
             return None
         problems.lines = converter.lines
     if json_value is not None:

@@ -35,7 +35,10 @@ def format_datetime(
     if (zone := zone_named(tz)) is None:
         return str(value)
     if moment.tzinfo is not None:
-        moment = moment.astimezone(zone)
+        try:
+            moment = moment.astimezone(zone)
+        except OverflowError:  # past the calendar there (0001-01-01T00:00Z west of UTC)
+            pass  # shown in its own offset rather than failing the whole message
     return moment.strftime(fmt or _DATE_FORMATS.get(_locale(context), _DATE_FORMATS["en"]))
 
 

@@ -46,6 +46,8 @@ MAX_PAGES: Final = 100
 DEFAULT_MAX_PAGES: Final = 10
 DEFAULT_KEEP: Final = 1000
 MAX_KEEP: Final = 20_000
+# The largest first page or offset of a stepped cursor (2**53 - 1: exact in every JSON reader).
+MAX_STEPPED: Final = 2**53 - 1
 _PARAM = re.compile(
     r"^(query|header)\.[A-Za-z0-9_.\-]{1,100}$|^body(\.[A-Za-z0-9_\-]{1,100}){1,8}$"
 )
@@ -169,10 +171,14 @@ def _stepped(check: _Check, cursor: Mapping[str, Any], param: Any) -> Doc:
         check.add("/cursor/step", "step is a whole number from 1 to 1000000", "type")
     if cursor.get("from") is not None:
         check.add("/cursor/from", "a cursor has from or step, not both", "oneOf")
-    if isinstance(initial, str) and initial.strip().isdigit():
-        initial = int(initial)
+    if isinstance(initial, str) and initial.strip().isdigit() and len(initial.strip()) <= 16:
+        initial = int(initial)  # (int() refuses text past 4,300 digits: a 500 once)
     if isinstance(initial, bool) or not isinstance(initial, int):
         check.add("/cursor/initial", "with step, initial is the first page or offset", "type")
+    elif not 0 <= initial <= MAX_STEPPED:
+        # Pages and offsets count up from it: past 2**63 the next cursor cannot be stored.
+        message = f"with step, initial is the first page or offset, from 0 to {MAX_STEPPED}"
+        check.add("/cursor/initial", message, "maximum" if initial > 0 else "minimum")
     return {
         "step": step,
         "param": param,

@@ -21,15 +21,30 @@ from pymongo.errors import DuplicateKeyError
 
 from gateway.store.client import Collection, Doc, cursor_text, scoped, translate_errors
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: text order is time order
-# What _TIME_FORMAT writes (ASCII digits: `\d` would take any script's).
+# What change_id writes (ASCII digits: `\d` would take any script's).
 _TIME_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
 ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="ranges")
 """Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
 
 
 def change_id(tenant: str, vehicle_id: str, start: datetime) -> str:
-    return f"{_prefix(tenant, vehicle_id)}{start.astimezone(UTC).strftime(_TIME_FORMAT)}"
+    # Fixed width, so that text order is time order: isoformat pads the year to four digits
+    # (strftime's %Y does not: year 500 sorted after 2026, and was asked about as today).
+    moment = _utc(start).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return f"{_prefix(tenant, vehicle_id)}{moment}Z"
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a time past the calendar once in UTC (`9999-12-31T23:00:00-05:00`,
+    a driver asked about "then") is its first or last instant: no change starts beyond."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return (
+            datetime.max.replace(tzinfo=UTC)
+            if moment.year > 1
+            else datetime.min.replace(tzinfo=UTC)
+        )
 
 
 def _prefix(tenant: str, vehicle_id: str) -> str:

@@ -101,7 +101,8 @@ def _items(values: dict[str, Any], name: str) -> list[str]:
 
 
 def _code(text: str) -> int | str:
-    return int(text) if text.isdecimal() else text  # "2xx" stays text; the use case checks
+    # "2xx" stays text, and so does a number too long for int(); the use case checks
+    return int(text) if text.isdecimal() and len(text) <= 10 else text
 
 
 def _seconds(text: str) -> float | str:

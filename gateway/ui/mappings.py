@@ -239,7 +239,7 @@ def _json(values: dict[str, Any], name: str) -> Any:
 
 
 def _number(raw: Any) -> int:
-    if isinstance(raw, str) and raw.isdecimal() and int(raw) >= 1:
+    if isinstance(raw, str) and raw.isdecimal() and len(raw) <= 10 and int(raw) >= 1:
         return int(raw)
     raise _invalid("/version", f"a version is a number (1, 2, ...), not {raw!r}")
 

@@ -93,7 +93,7 @@ async def dry_run_flow(request: web.Request) -> web.Response:
 
 async def activate_flow(request: web.Request) -> web.Response:
     raw = form_of(request).get("version")
-    number = int(raw) if isinstance(raw, str) and raw.isdecimal() else 0
+    number = int(raw) if isinstance(raw, str) and raw.isdecimal() and len(raw) <= 10 else 0
     await services_of(request).notify.flows.activate(tenant_of(request), _name(request), number)
     return redirect(f"/admin/flows/{_name(request)}", flash="mappings.activated")
 

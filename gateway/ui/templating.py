@@ -66,9 +66,18 @@ def when(context: jinja2.runtime.Context, value: Any) -> str:
             return text
     if not isinstance(value, datetime):
         return "—" if value is None else str(value)
-    local = value.astimezone(ZONE) if value.tzinfo else value
+    local = _local(value) if value.tzinfo else value
     lang = context.get("lang")
     return local.strftime(_FORMATS.get(lang if isinstance(lang, str) else "", _FORMATS["pt-BR"]))
+
+
+def _local(moment: datetime) -> datetime:
+    """`moment` in Brasília time; in its own offset where that is past the calendar (a fix
+    a device dated 0001-01-01T00:00:00Z is kept in the track, flagged, and shown)."""
+    try:
+        return moment.astimezone(ZONE)
+    except OverflowError:
+        return moment
 
 
 FILTERS: Final[dict[str, Any]] = {"tojson_pretty": tojson_pretty, "when": when}

@@ -196,7 +196,8 @@ async def _edit_form(
 async def rotate_trigger(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     raw = str(values.get("grace_seconds") or "0")
-    grace = int(raw) if raw.isdecimal() else -1  # the use case refuses it, by field
+    # the use case refuses -1, by field (int() refuses text past 4,300 digits)
+    grace = int(raw) if raw.isdecimal() and len(raw) <= 10 else -1
     tenant = tenant_of(request)
     try:
         issued = await services_of(request).triggers.rotate(

@@ -1,10 +1,12 @@
-"""Conditional changes of the admin API's documents. A GET of a document that PATCH or PUT
-change answers its `ETag`: a digest of the representation it sends. A PATCH or PUT with
-`If-Match` first reads the document as that GET would and is refused (412 problem+json,
-nothing changed) unless one of the tags given (or `*`) is its current one: a client that
-read a document, and sends its change only if nobody changed it meanwhile, is never silently
-overwritten. Without `If-Match` a change applies as before. The check reads, then writes: two
-changes of the same version within the same few milliseconds are not told apart.
+"""Conditional changes of the admin API's documents. A GET of a document that PATCH, PUT or
+DELETE change answers its `ETag`: a digest of the representation it sends. A PATCH, PUT or
+DELETE with `If-Match` first reads the document as that GET would and is refused (412
+problem+json, nothing changed) unless one of the tags given (or `*`) is its current one: a
+client that read a document, and sends its change (or its deletion) only if nobody changed it
+meanwhile, is never silently overwritten, nor deletes what someone else changed since
+(RFC 9110 §13.1.1: If-Match guards any method that changes state). Without `If-Match` a change
+applies as before. The check reads, then writes: two changes of the same version within the
+same few milliseconds are not told apart.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 
 from gateway.errors import PreconditionFailed
 
-CHANGES: Final = frozenset({"PATCH", "PUT"})
+CHANGES: Final = frozenset({"PATCH", "PUT", "DELETE"})
 API: Final = "/api/v1/"
 _KNOWN: dict[AbstractRoute, dict[str, Handler]] = {}
 
@@ -49,7 +51,7 @@ def _body(response: web.StreamResponse) -> bytes | None:
 
 
 async def check_if_match(request: web.Request) -> None:
-    """Refuses (PreconditionFailed) a PATCH or PUT whose `If-Match` does not name the
+    """Refuses (PreconditionFailed) a PATCH, PUT or DELETE whose `If-Match` does not name the
     document's current ETag; anything else passes."""
     wanted = request.headers.get("If-Match")
     if wanted is None or request.method not in CHANGES:
@@ -75,7 +77,8 @@ async def check_if_match(request: web.Request) -> None:
 
 
 async def tag(request: web.Request, response: web.StreamResponse) -> None:
-    """The ETag of a document's representation, when PATCH or PUT change that document."""
+    """The ETag of a document's representation, when PATCH, PUT or DELETE change that
+    document."""
     if request.method != "GET" or response.status != 200 or "ETag" in response.headers:
         return
     body = _body(response)

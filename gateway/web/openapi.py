@@ -368,9 +368,10 @@ _IF_MATCH: dict[str, Any] = {
 
 
 def _conditional(operations: dict[str, Any]) -> None:
-    """A document of the admin API that PATCH or PUT change (gateway/web/conditional.py): its
-    GET answers an `ETag`, and a change may send `If-Match` (412 when it is stale)."""
-    changes = [operations[m] for m in ("patch", "put") if m in operations]
+    """A document of the admin API that PATCH, PUT or DELETE change
+    (gateway/web/conditional.py): its GET answers an `ETag`, and a change may send `If-Match`
+    (412 when it is stale)."""
+    changes = [operations[m] for m in ("patch", "put", "delete") if m in operations]
     read = operations.get("get")
     if read is None or not changes:
         return

@@ -317,8 +317,8 @@ VERSION_NUMBER: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2*
 def version_number(value: Any, pointer: str) -> int:
     """A version number (VERSION_NUMBER) from a path or query parameter or a JSON member;
     `2.0` is the integer 2, as in JSON Schema."""
-    if isinstance(value, str) and value.isdecimal():
-        value = int(value)
+    if isinstance(value, str) and value.isdecimal() and len(value) <= 10:
+        value = int(value)  # (int() refuses text past 4,300 digits: longer stays text, refused)
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
