@@ -33,6 +33,7 @@ from gateway.store.client import (
     Doc,
     child_cursor,
     cursor_text,
+    event_children,
     insert_new,
     scoped,
     translate_errors,
@@ -92,21 +93,18 @@ class DeliveryStore:
     ) -> list[Doc]:
         """Newest first (ids start with their event's ObjectId: `newest.py`); unfiltered, the
         cost follows the latest deliveries, not the tenant's history. An event's deliveries
-        (`event_id`) are a range of ids, `<event id>:<subscription, or flow step>`: read by
-        the primary key, highest first, not by a scan for `event.id`."""
+        (`event_id`) are a range of ids, `<event id>:<subscription, or flow step>`, read
+        through `by_tenant` (`event_children`), highest first, not by a scan for `event.id`."""
         query = _query(filters)
         before = cursor_text(before, EVENT_CHILD_CURSOR)
         if (event := query.pop("event.id", None)) is not None:
-            ids = {"$gte": f"{event}:", "$lt": f"{event};"}
+            ids = event_children(str(event))
             if before is not None:
                 ids["$lt"] = child_cursor(before, event)
             select = scoped(tenant, {**query, "_id": ids})
-            # By the primary key: SecantusDB, given `by_tenant` (its `_id` descending) for
-            # this range, misses the ids that start with a bound (tests/test_ui_events.py).
             with translate_errors():
-                cursor = self._c.find(select, _LIST_PROJECTION).hint("_id_")
-                cursor = cursor.sort("_id", DESCENDING).limit(limit)
-                return await cursor.to_list(limit)
+                cursor = self._c.find(select, _LIST_PROJECTION).sort("_id", DESCENDING)
+                return await cursor.limit(limit).to_list(limit)
         return await newest_first(
             self._c,
             tenant,

@@ -31,6 +31,7 @@ from gateway.store.client import (
     Doc,
     child_cursor,
     cursor_text,
+    event_children,
     insert_new,
     scoped,
     translate_errors,
@@ -46,6 +47,9 @@ INDEXES = [
     ),
     IndexModel([("tenant", ASCENDING), ("flow", ASCENDING), ("_id", DESCENDING)], name="by_flow"),
 ]
+# An event's runs (`of_event`, the event page) are a range of `_id`: MongoDB reads it from its
+# primary index, SecantusDB by scanning every run unless this index serves it.
+EVENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_event")
 # What a list shows of each run: not the event's data nor the fetched answers.
 _LIST_FIELDS = {"event.data": 0, "event.changes": 0, "event.detail": 0, "answers": 0}
 _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
@@ -59,9 +63,9 @@ class FlowRunStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
 
-    async def ensure_indexes(self) -> None:
+    async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
         with translate_errors():
-            await self._c.create_indexes(INDEXES)
+            await self._c.create_indexes([*INDEXES, EVENT_RANGES] if scans_id_ranges else INDEXES)
 
     async def insert_many(self, docs: Sequence[Doc]) -> int:
         """Insert the runs that are new; an existing run is left as it is."""
@@ -77,8 +81,8 @@ class FlowRunStore:
         self, tenant: str, event_id: str, limit: int, after: str | None = None
     ) -> builtins.list[Doc]:
         """The runs an event started, one per flow, by flow name, from after the run id
-        `after` (their ids are `<event id>:<flow>`: a range of the primary key)."""
-        query = {"_id": {"$gte": f"{event_id}:", "$lt": f"{event_id};"}}
+        `after` (their ids are `<event id>:<flow>`: a range of `by_event`)."""
+        query = {"_id": event_children(event_id)}
         if (checked := cursor_text(after, EVENT_CHILD_CURSOR)) is not None:
             query["_id"]["$gt"] = child_cursor(checked, event_id)
         with translate_errors():

@@ -135,9 +135,10 @@ class NotifyStores:
         self._db = db
 
     async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
-        """Assignments are read through their `_id` alone: ranges of it, which MongoDB serves
-        from its primary index and SecantusDB by scanning the collection, so there they get
-        an index (tenant, `_id`) that serves them (a driver change is a rare write)."""
+        """Assignments and an event's flow runs are read by ranges of `_id`, which MongoDB
+        serves from its primary index and SecantusDB by scanning the collection, so there
+        they get an index (tenant, `_id`) that serves them (a driver change is a rare write;
+        a run is written a few times, once a step)."""
         with translate_errors():
             if scans_id_ranges:
                 await self._db["driver_assignments"].create_indexes([ASSIGNMENT_RANGES])
@@ -145,4 +146,4 @@ class NotifyStores:
             await self._db["templates"].create_indexes(NAME_INDEXES)
         await self._expiry.create_indexes(self._db["notify_cooldowns"], COOLDOWN_INDEXES)
         await self.flows.ensure_indexes()
-        await self.runs.ensure_indexes()
+        await self.runs.ensure_indexes(scans_id_ranges=scans_id_ranges)
