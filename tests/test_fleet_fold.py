@@ -576,6 +576,42 @@ async def test_a_round_killed_more_than_a_day_before_the_next_inbox_document_is_
     assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
 
 
+async def test_a_round_killed_before_its_inbox_write_with_no_round_after_it_is_folded_once(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed between a round's insert and its inbox write in a quiet fleet: no
+    later inbox document makes the round's number a gap between two, but the counter is past
+    the last one. The fold waits `missing_seconds` for that number as for any gap (the round
+    may still be writing), then gives it up with the fixes the round stored, folded once."""
+    dead = False
+    real_put = positions_module._Inbox.put_round
+
+    async def put_round(inbox: Any, seq: int, docs: list[Doc]) -> None:
+        if not dead:
+            await real_put(inbox, seq, docs)
+
+    monkeypatch.setattr(positions_module._Inbox, "put_round", put_round)
+    vehicle = await make_vehicle(services)
+    points = route_points()[:20]
+    await append(services, vehicle, points[:10])  # round 1
+    dead = True
+    await append(services, vehicle, points[10:])  # round 2: stored, answered, never in the inbox
+    waiting = own_fold(services, FoldSettings(missing_seconds=3600))
+    assert await waiting.run_until_idle() == 1  # round 1; number 2 may still be being written
+    assert await services.store.fleet.document(2) is None
+    assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[9].lat
+    fold = own_fold(services, FoldSettings(missing_seconds=0.5))
+    assert await fold.fold_once() == 0  # number 2 waits from now
+    await asyncio.sleep(0.6)
+    assert await fold.run_until_idle() == 1  # given up with round 2's fixes, and folded
+    given_up = await services.store.fleet.document(2)
+    assert given_up is not None and len(inbox_items(given_up)) == 10
+    assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[-1].lat
+    assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
+    assert await own_fold(services, FoldSettings(missing_seconds=0)).run_until_idle() == 0
+    assert await folded_km(services, vehicle) == pytest.approx(_length(points) / 1000, rel=1e-3)
+
+
 async def test_a_round_handing_on_under_a_new_number_whose_answer_was_lost_is_folded_once(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -268,3 +268,45 @@ def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_gateway_is_killed_mi
         f"statuses {dict(trackers.statuses)}"
     )
     assert any(caught) and recovered
+
+
+@pytest.mark.timeout(300)
+def test_fixes_stored_by_a_gateway_killed_before_its_inbox_write_are_folded_with_nothing_after(
+    tmp_path: Path, mongodb_uri: str
+) -> None:
+    """`gateway serve` SIGKILLed after a round stored its fixes (answered, or about to be) and
+    before it wrote them to the fold's inbox, then started again with nothing posted after:
+    no later inbox document makes the round's number a gap between two, but the counter is
+    past the last document, so the fold gives the number up all the same (after GAP_SECONDS)
+    and folds the round's fixes, found by its number."""
+    database = f"gateway_quiet_kill_{os.getpid()}"
+    gateway = Gateway(
+        tmp_path,
+        MONGODB_URI=mongodb_uri,
+        GATEWAY_DATABASE=database,
+        GATEWAY_DB_TIMEOUT_MS="2000",
+        GATEWAY_FOLD_GAP_SECONDS=GAP_SECONDS,
+        GATEWAY_SHARD_LEASE_SECONDS="3",
+    ).start()
+    db = pymongo.MongoClient(mongodb_uri)[database]
+    caught = False
+    try:
+        trigger = _setup(gateway)
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        with _Trackers(gateway, trigger, start) as trackers:
+            for _ in range(5):  # until a kill is caught between a round's insert and inbox write
+                target = trackers.count() + FIXES_BETWEEN_FAULTS
+                wait_until(lambda t=target: trackers.count() >= t, 60, "fixes to be answered")
+                caught = _kill_between_insert_and_inbox(gateway, db)
+                if caught:
+                    break
+                gateway.start(timeout=60)
+        # The trackers are stopped: nothing is posted after the restart.
+        assert caught, "no kill caught a round between its insert and its inbox write"
+        gateway.start(timeout=60)
+        _check(gateway, trackers)
+    finally:
+        gateway.stop()
+        db.client.drop_database(database)
+        db.client.close()
+    assert re.search(r"given up, with the [1-9]\d* fixes", gateway.log())

@@ -230,10 +230,12 @@ class Fold(ShardedJob):
         oldest = docs[0].get("at") if docs else None
         age = (datetime.now(UTC) - oldest).total_seconds() if isinstance(oldest, datetime) else 0
         self._metrics.fold_oldest_waiting.set(max(age, 0.0))
-        taken, gap = self._contiguous(start, docs)
+        taken, gap = self._contiguous(start, docs, self._store.fleet.last_seen)
         if gap is not None and not taken:
-            after = next(doc for doc in docs if doc["_id"] == gap[1])
-            if await self._give_up(gap, after["at"], wanted):
+            # Fixes a missing round stored were received before the next document was written
+            # (before now, when no document follows: the gap is at the end of the inbox).
+            written_by = next((d["at"] for d in docs if d["_id"] == gap[1]), datetime.now(UTC))
+            if await self._give_up(gap, written_by, wanted):
                 return 0
             return await self.fold_once(shards)
         taken = self._bounded(taken)
@@ -325,13 +327,21 @@ class Fold(ShardedJob):
     # -- the inbox ------------------------------------------------------------------------
 
     def _contiguous(
-        self, start: int, docs: Sequence[Doc]
+        self, start: int, docs: Sequence[Doc], last: int
     ) -> tuple[list[Doc], tuple[int, int] | None]:
         """The documents numbered from `start + 1` on without a gap, and the first gap that
         has been missing for `missing_seconds` (numbers `[from, to)`: taken by a round that
         never wrote its document), if that is what stops them. A number is waited for that
-        long because its round may still be being written."""
+        long because its round may still be being written. With no document found, the
+        numbers taken up to `last` (the counter, read before the documents) are such a gap
+        too: the end of the inbox, where a round killed after its insert, with no round after
+        it (a quiet fleet), would otherwise wait for one."""
         expected, now = start + 1, time.monotonic()
+        if not docs and last > start:
+            for missing in range(expected, last + 1):
+                self._gaps.setdefault(missing, now)
+            expired = now - self._gaps[expected] >= self._config.missing_seconds
+            return [], (expected, last + 1) if expired else None
         taken: list[Doc] = []
         for doc in docs:
             seq = int(doc["_id"])

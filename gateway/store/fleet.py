@@ -16,9 +16,10 @@ their documents may land in another, so the fold reads them in number order and 
 gap (a number taken whose document has not landed yet). A round that stored nothing leaves an
 empty document under its number (a tombstone) so that nobody waits for it; a round that
 failed after storing fixes puts them under its number once the database answers again
-(`store/positions.py` `InsertRounds`); a writer that died in between leaves a gap the fold
-gives up after a while (`Fold`, `missing_seconds`) by writing the document there itself
-(`give_up`), with the fixes the round stored (they carry its number) or none. A writer frozen
+(`store/positions.py` `InsertRounds`); a writer that died in between leaves a gap (at the
+end of the inbox too: the counter is past the last document) the fold gives up after a
+while (`Fold`, `missing_seconds`) by writing the document there itself (`give_up`), with
+the fixes the round stored (they carry its number) or none. A writer frozen
 in between then finds its number taken and hands on what that document lacks under a new
 number, instead of writing behind the fold.
 
@@ -173,6 +174,7 @@ class FleetStore:
         self._unwritten: set[int] = set()  # numbers whose tombstone could not be written
         self._settling: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # a take succeeded: the database answers again
+        self._last_seen = 0  # the counter, as its latest read found it
 
     # --- the inbox ---------------------------------------------------------------------
 
@@ -372,7 +374,15 @@ class FleetStore:
         """The last number taken (0 before any)."""
         with translate_errors():
             doc = await self._marks.find_one({"_id": _SEQ}, {"n": 1})
-        return int(doc["n"]) if doc else 0
+        self._last_seen = int(doc["n"]) if doc else 0
+        return self._last_seen
+
+    @property
+    def last_seen(self) -> int:
+        """The last number taken, as the latest read of the counter found it: when `after`
+        found nothing, the one it read first (the numbers above its `seq` up to this one are
+        taken and have no document yet)."""
+        return self._last_seen
 
     async def trim(self, through: int) -> int:
         """Drop the inbox documents numbered up to `through` (every shard is past them); the
