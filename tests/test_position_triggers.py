@@ -269,6 +269,11 @@ async def test_a_position_trigger_get_shows_the_recent_track(client: Client) -> 
         assert [f["time"] for f in recent["items"]] == [at(10), at(0)]  # newest first
     nameless = await client.get(f"/hooks/{trigger['id']}", headers=bearer(trigger))
     assert nameless.status == 400
+    # Two vehicles named: which one was meant would be a guess.
+    for query in ("?plate=ABC1D23&plate=XYZ9Z99", "?plate=ABC1D23&tracker_id=dev-42"):
+        twice = await client.get(f"/hooks/{trigger['id']}{query}", headers=bearer(trigger))
+        assert twice.status == 400, query
+        assert "one vehicle" in (await twice.json())["detail"]
 
 
 async def test_a_position_trigger_is_for_vehicles_and_keeps_its_target(client: Client) -> None:

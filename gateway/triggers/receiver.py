@@ -188,6 +188,12 @@ class HookReceiver:
         by `?plate=` / `?tracker_id=`."""
         if call.ref is not None:
             return await self._tracks.recent(trigger.tenant, call.ref)
+        getall = getattr(call.query, "getall", None)
+        named = [k for k in ("plate", "tracker_id") if getall and len(getall(k, ())) > 1]
+        if named or ("plate" in call.query and "tracker_id" in call.query):
+            # Which vehicle the caller meant would be a guess (an entity trigger's filters
+            # given twice are refused alike).
+            raise BadRequest("name one vehicle: one plate or one tracker_id")
         if plate := call.query.get("plate"):
             return await self._tracks.recent(trigger.tenant, plate)
         if tracker_id := call.query.get("tracker_id"):
