@@ -135,7 +135,7 @@ class AssignmentService:
         vid = str(vehicle["_id"])
         in_force = await self._store.at(tenant, vid, start)
         if in_force is not None and _same_driver(in_force.get("driver"), driver):
-            return AssignResult(await self._assignment(tenant, in_force), changed=False)
+            return AssignResult(await self._assignment(in_force), changed=False)
         fields = {
             "plate": vehicle["data"]["plate"],
             "start": start,
@@ -155,14 +155,14 @@ class AssignmentService:
             # came first: one of the two reports the change.
             stored = await self._store.at(tenant, vid, start)
             assert stored is not None  # that driver's change at `start`
-            return AssignResult(await self._assignment(tenant, stored), changed=False)
+            return AssignResult(await self._assignment(stored), changed=False)
         await self._sync_current_driver(tenant, vehicle, Origin(source, ref or author))
         written = await self._store.at(tenant, vid, start)
         assert written is not None  # just recorded
         return AssignResult(
-            await self._assignment(tenant, written),
+            await self._assignment(written),
             changed=True,
-            replaced=None if replaced is None else await self._assignment(tenant, replaced),
+            replaced=None if replaced is None else await self._assignment(replaced),
         )
 
     async def end(
@@ -202,7 +202,7 @@ class AssignmentService:
     async def driver_at(self, tenant: str, vehicle_ref: str, when: datetime) -> Assignment | None:
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         doc = await self._store.at(tenant, str(vehicle["_id"]), when)
-        return None if doc is None else await self._assignment(tenant, doc)
+        return None if doc is None else await self._assignment(doc)
 
     async def current(self, tenant: str, vehicle_ref: str) -> Assignment | None:
         return await self.driver_at(tenant, vehicle_ref, self._clock())
@@ -216,7 +216,7 @@ class AssignmentService:
             return []
         # Each change ends where the newer one (listed before it) starts; the page's newest
         # ends at a change on the previous page, or lasts.
-        first = await self._assignment(tenant, docs[0])
+        first = await self._assignment(docs[0])
         return [first] + [
             _to_assignment(doc, newer["start"]) for newer, doc in itertools.pairwise(docs)
         ]
@@ -254,8 +254,8 @@ class AssignmentService:
         data = doc["data"]
         return {"id": str(doc["_id"]), "cpf": data["cpf"], "name": data["name"]}
 
-    async def _assignment(self, tenant: str, doc: Doc) -> Assignment:
-        following = await self._store.next_after(tenant, doc["vehicle_id"], doc["start"])
+    async def _assignment(self, doc: Doc) -> Assignment:
+        following = await self._store.next_after(doc)
         return _to_assignment(doc, None if following is None else following["start"])
 
     async def _sync_current_driver(self, tenant: str, vehicle: Doc, origin: Origin) -> None:

@@ -260,3 +260,32 @@ async def test_an_end_never_replaces_a_change_recorded_at_its_instant(client: Cl
     assert not (await store.record("acme", vid, nobody, overwrite=False))[0]
     stored = await store.at("acme", vid, at)
     assert stored is not None and stored["driver"]["cpf"] == BRUNO
+
+
+async def test_a_change_stored_with_microseconds_before_starts_were_kept_to_the_ms_lasts(
+    client: Client,
+) -> None:
+    """Changes written by an earlier version carry microseconds in their id (`now`'s) that
+    their `start`, a BSON date, lost: such a change is not its own successor."""
+    await _drivers(client)
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    services = client.app[services_key]
+    driver = await services.entities.get("acme", "driver", ANA)
+    start = datetime(2026, 11, 1, 10, 0, 0, 500000, tzinfo=UTC)
+    await services.store.db["driver_assignments"].insert_one(
+        {
+            "_id": f"acme:{vehicle['id']}:2026-11-01T10:00:00.500500Z",
+            "tenant": "acme",
+            "vehicle_id": vehicle["id"],
+            "plate": "ABC1D23",
+            "start": start,
+            "driver": {"id": str(driver["_id"]), "cpf": ANA, "name": driver["data"]["name"]},
+            "source": "admin",
+            "ref": None,
+            "author": "admin",
+            "recorded_at": start,
+        }
+    )
+    [listed] = (await _get(client))["items"]
+    assert listed["end"] is None and listed["driver"]["cpf"] == ANA, listed
+    assert (await _get(client, "?at=2026-11-02T00:00:00Z"))["driver"]["end"] is None

@@ -18,6 +18,7 @@ from tests.triggers_support import (
     PAYLOADS,
     VEHICLE,
     create_position_trigger,
+    create_trigger,
     hook,
     upload_mapping,
     upload_shipped,
@@ -484,3 +485,51 @@ async def test_negative_zeros_sent_to_plans_fences_services_and_settings_are_zer
     answers.append(await _get(client, f"/api/v1/geofences/{answers[1]['id']}"))
     assert [_zeros(answer) for answer in answers] == [[]] * len(answers)
     assert answers[1]["circle"]["lat"] == 0.0 and answers[0]["start_km"] == 0.0
+
+
+async def test_an_entity_odometer_past_any_odometers_range_is_refused(client: Client) -> None:
+    """The bound a fix's odometer has holds for the vehicle's own field too: an ERP's or a
+    tracker event's 1e308 would otherwise become a fold reading and the odometer for good."""
+    trigger = await create_trigger(client)
+    status, body = await hook(client, trigger, {"plate": "ABC1D23", "odometer_km": 1e308})
+    assert status == 422 and "/odometer_km" in json.dumps(body), body
+    assert (await hook(client, trigger, {"plate": "ABC1D23", "odometer_km": 912_345.6}))[0] == 201
+
+
+async def test_an_if_match_on_a_mapping_with_no_active_version_is_412_not_404(
+    client: Client,
+) -> None:
+    text = "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: p}"
+    created = await client.post(
+        "/api/v1/mappings?activate=false",
+        data=text.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    assert created.status == 201, await created.text()
+    for tag in ("*", '"abc"'):
+        refused = await client.delete("/api/v1/mappings/m", headers={**auth(), "If-Match": tag})
+        assert refused.status == 412, (tag, await refused.text())
+    assert (await client.delete("/api/v1/mappings/m", headers=auth())).status == 204
+
+
+async def test_a_stepped_cursor_of_digits_other_than_ascii_is_refused_at_the_field(
+    client: Client,
+) -> None:
+    partner = await create_partner(client, "https://erp.example.com")
+    action = await create_action(client, partner["id"], method="GET", path="/v", mode="proxy")
+    await upload_mapping(
+        client,
+        "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: p}",
+    )
+    for initial in ("²", "٣", "1²"):
+        body = {
+            "name": "frota",
+            "action_id": action["id"],
+            "every": "1h",
+            "target": {"type": "entities", "entity_type": "vehicle", "mapping": "m"},
+            "status": "paused",
+            "cursor": {"step": 1, "initial": initial, "param": "query.page"},
+        }
+        refused = await client.post("/api/v1/schedules", json=body, headers=auth())
+        assert refused.status == 422, (initial, await refused.text())
+        assert (await refused.json())["errors"][0]["pointer"] == "/cursor/initial"

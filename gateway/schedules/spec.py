@@ -171,8 +171,9 @@ def _stepped(check: _Check, cursor: Mapping[str, Any], param: Any) -> Doc:
         check.add("/cursor/step", "step is a whole number from 1 to 1000000", "type")
     if cursor.get("from") is not None:
         check.add("/cursor/from", "a cursor has from or step, not both", "oneOf")
-    if isinstance(initial, str) and initial.strip().isdigit() and len(initial.strip()) <= 16:
-        initial = int(initial)  # (int() refuses text past 4,300 digits: a 500 once)
+    digits = initial.strip() if isinstance(initial, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 16:  # ("²".isdigit() too)
+        initial = int(digits)  # (int() refuses text past 4,300 digits: a 500 once)
     if isinstance(initial, bool) or not isinstance(initial, int):
         check.add("/cursor/initial", "with step, initial is the first page or offset", "type")
     elif not 0 <= initial <= MAX_STEPPED:

@@ -100,10 +100,13 @@ class AssignmentStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, query), sort=[("_id", DESCENDING)])
 
-    async def next_after(self, tenant: str, vehicle_id: str, when: datetime) -> Doc | None:
-        """The first change that starts after `when` (where the change at `when` ends)."""
-        prefix = _prefix(tenant, vehicle_id)
-        query = {"_id": {"$gt": change_id(tenant, vehicle_id, when), "$lt": prefix + "~"}}
+    async def next_after(self, change: Doc) -> Doc | None:
+        """The change after this one (where this one ends). By its id, not its `start`: a
+        change stored before starts were kept to the millisecond has microseconds in its id
+        that its `start` (a BSON date) lost, and would otherwise follow itself."""
+        prefix = _prefix(change["tenant"], change["vehicle_id"])
+        query = {"_id": {"$gt": change["_id"], "$lt": prefix + "~"}}
+        tenant = change["tenant"]
         with translate_errors():
             return await self._c.find_one(scoped(tenant, query), sort=[("_id", 1)])
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import AbstractRoute
 
-from gateway.errors import PreconditionFailed
+from gateway.errors import NotFound, PreconditionFailed
 
 CHANGES: Final = frozenset({"PATCH", "PUT", "DELETE"})
 API: Final = "/api/v1/"
@@ -66,7 +66,15 @@ async def check_if_match(request: web.Request) -> None:
     # by walking the URL table, tests/test_route_table_security.py). The change's handler
     # authenticates the request again: the token is verified and counted against the admin
     # limit once a request (web/admin_auth.py keeps what it admitted).
-    current = _body(await read(request)) or b""
+    try:
+        current = _body(await read(request)) or b""
+    except NotFound:
+        # No current representation (a mapping or flow with no active version, or nothing
+        # at all): no tag can match it, `*` included (RFC 9110 §13.1.1).
+        raise PreconditionFailed(
+            "the document has no current representation to match If-Match; nothing was "
+            "changed (send the change without If-Match to act on it as it is)"
+        ) from None
     tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
     if "*" in tags or etag_of(current) in tags:
         return
