@@ -351,6 +351,8 @@ def test_transforms_skip_nulls() -> None:
         ("[{convert: {from: l/100km, to: km/l}}]", 0, "transform"),
         ("[{datetime: {parse: iso8601}}]", "yesterday", "datetime"),
         ("[{datetime: {parse: unix}}]", "1e300", "datetime"),
+        ("[{convert: {from: knots, to: km/h}}, {round: 1}]", 1e308, "cast"),  # overflows
+        ("[{scale: 1.0e+10}]", 1e300, "cast"),
     ],
 )
 def test_transform_failure_names_target_and_source(

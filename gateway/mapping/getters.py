@@ -8,10 +8,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import replace
+from math import isfinite
 from typing import Any
 
 from ..clock import utcnow
-from .expressions import Getter, Run, charge_output, output_too_big
+from .expressions import Getter, Run, charge_output, not_finite, output_too_big
 from .limits import MAX_LIST_ITEMS
 from .model import EvalError
 from .params import unset
@@ -218,14 +219,25 @@ def _transformed(source: Getter, chain: Transform, described: str) -> Getter:
         if value is None:
             return None
         try:
-            return chain(value)
+            value = chain(value)
         except EvalError as error:
             error.source = error.source or described
             raise
         except (ValueError, TypeError, OverflowError) as exc:
             raise EvalError("transform", f"transform failed: {exc}", described) from None
+        return _finite(value, described)
 
     return get
+
+
+def _finite(value: Any, described: str) -> Any:
+    """A transformed number that overflowed (1e308 knots in km/h) is its source's problem,
+    named with it (the table's own check would know only the target)."""
+    if type(value) is float and not isfinite(value):
+        error = not_finite(value)
+        error.source = described
+        raise error
+    return value
 
 
 def finish(
@@ -241,7 +253,7 @@ def finish(
         value = source(root, run)
         try:
             if value is not None and chain is not None:
-                value = chain(value)
+                value = _finite(chain(value), described)
         except EvalError as error:
             error.source = error.source or described
             raise
