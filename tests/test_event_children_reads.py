@@ -15,6 +15,7 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
+from gateway.errors import BadRequest
 from gateway.services import Services
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.flow_runs import FlowRunStore
@@ -84,6 +85,37 @@ async def test_an_events_deliveries_are_read_through_an_index_and_all_found(
     assert [d["_id"] for d in page] == [f"{event}:sub_a", f"{event}:aviso:erp:1"]
     plans = await _plans(db, finds)
     assert {index for index, _ in plans} == {"by_tenant"} and max(n for _, n in plans) <= 3
+
+
+async def test_an_events_deliveries_page_through_ids_that_prefix_one_another(
+    services: Services, watched: tuple[Any, _Finds]
+) -> None:
+    """A notification's recipients are `<run>:<step>:0` … `:11`: `…:1` is a prefix of the
+    cursor `…:10` (SecantusDB's descending index misses such an id below such a bound)."""
+    db, _ = watched
+    event = str(ObjectId())
+    ids = [f"{event}:aviso:push:{n}" for n in range(12)] + [f"{event}:sub_1"]
+    await db["deliveries"].insert_many(
+        [{"_id": i, "tenant": "acme", "event": {"id": event}} for i in ids]
+    )
+    store = DeliveryStore(db["deliveries"])
+    for limit in (1, 5, 10, 50):
+        seen: list[str] = []
+        before = None
+        while True:
+            page = await store.list("acme", {"event_id": event}, before=before, limit=limit)
+            seen += [d["_id"] for d in page]
+            if len(page) < limit:
+                break
+            before = page[-1]["_id"]
+        assert seen == sorted(ids, reverse=True), limit
+
+
+async def test_an_event_id_that_is_no_event_id_is_a_400(services: Services) -> None:
+    store = services.store.deliveries
+    for junk in ("6", "6b116d37b41c0324ef461cf", "6B116D37B41C0324EF461CF0", "x" * 24):
+        with pytest.raises(BadRequest):
+            await store.list("acme", {"event_id": junk}, before=None, limit=50)
 
 
 async def test_an_events_flow_runs_are_read_through_an_index_and_all_found(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -726,3 +727,71 @@ async def test_a_late_fix_never_takes_as_neighbour_a_fix_stored_but_not_folded_y
     await fold.run_until_idle()
     track = sorted([*live, *late], key=lambda p: p.t)
     assert await folded_km(services, vehicle) == pytest.approx(_length(track) / 1000, abs=0.001)
+
+
+async def _lost_round_two(services: Services, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A vehicle whose second round (number 2) stored its fixes and never wrote its inbox
+    document (its process killed in between)."""
+    lost = {"on": False}
+    real_put = positions_module._Inbox.put_round
+
+    async def put_round(inbox: Any, seq: int, docs: list[Doc]) -> None:
+        if not lost["on"]:
+            await real_put(inbox, seq, docs)
+
+    monkeypatch.setattr(positions_module._Inbox, "put_round", put_round)
+    vehicle = await make_vehicle(services)
+    points = route_points()[:20]
+    await append(services, vehicle, points[:10])  # number 1
+    lost["on"] = True
+    await append(services, vehicle, points[10:])  # number 2
+    lost["on"] = False
+    return vehicle
+
+
+async def _waited_out(fold: Fold, number: int) -> None:
+    """Until `number` has been missing for the fold's `missing_seconds`."""
+    wait = fold._config.missing_seconds
+    for _ in range(500):
+        if time.monotonic() - fold._gaps[number] >= wait:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"number {number} never waited out")
+
+
+@pytest.mark.parametrize("later_written", [False, True])
+async def test_a_number_taken_a_moment_ago_is_not_given_up_with_a_long_lost_one(
+    services: Services, monkeypatch: pytest.MonkeyPatch, later_written: bool
+) -> None:
+    """Number 2 is lost and waited out; number 3 was taken a moment ago (a reading whose
+    inbox write is in flight), with or without a later document (4) already written: 2 is
+    given up, 3 waits its own time and lands."""
+    vehicle = await _lost_round_two(services, monkeypatch)
+    fold = own_fold(services, FoldSettings(missing_seconds=0.5))
+    assert await fold.fold_once() == 1
+    assert await fold.fold_once() == 0  # number 2 starts its wait
+    await _waited_out(fold, 2)
+    release = asyncio.Event()
+    real_put = fleet_module.FleetStore.put
+
+    async def held_put(store: Any, seq: int, items: Any) -> None:
+        if seq == 3:
+            await release.wait()
+        await real_put(store, seq, items)
+
+    monkeypatch.setattr(fleet_module.FleetStore, "put", held_put)
+    reading = asyncio.create_task(
+        services.store.fleet.push_reading(TENANT, vehicle, {"km": 1.0, "at": None, "source": "x"})
+    )
+    while await services.store.fleet.last_number() < 3:
+        await asyncio.sleep(0.01)
+    if later_written:
+        await services.store.fleet.put(await services.store.fleet.take_number(), [])
+    await fold.fold_once()
+    given_up = await services.store.fleet.document(2)
+    assert given_up is not None and given_up.get("given_up")
+    assert await services.store.fleet.document(3) is None  # still waited for
+    release.set()
+    await asyncio.wait_for(reading, 10)  # written where the fold reads it
+    third = await services.store.fleet.document(3)
+    assert third is not None and not third.get("given_up")

@@ -156,27 +156,38 @@ async def test_a_vehicle_without_a_tracker_comes_due_by_time(client: Client) -> 
 
 
 async def test_a_deleted_vehicle_is_folded_no_more_and_its_fold_state_goes(
-    client: Client,
+    client: Client, aiohttp_client: Any, make_app: Any
 ) -> None:
     """A vehicle deleted while no geofence or plan applies to it: its fold state goes once
-    the deletion is relayed, and the fixes still accepted for it (a plate is trusted by the
-    append for 30 s) are kept in the track but not folded into a new state."""
+    the deletion is relayed, and the fixes another process still accepts for it (it trusts a
+    plate it resolved for 30 s; the deleting process forgets it at once) are kept in the track
+    but not folded into a new state."""
     services = client.app[services_key]
+    other = await aiohttp_client(make_app())  # a second gateway process, same database
+    rounds = other.app[services_key].store.positions.inserts  # its fold inbox writes
+
+    async def folded() -> None:
+        await rounds.settled(10)
+        await services.fold.run_until_idle()
+
     await _vehicle(client)
     trigger = await create_position_trigger(client)
     points = route_points()[:40]
-    await _post_fixes(client, trigger, points[:20])
-    await services.fold.run_until_idle()
+    await _post_fixes(other, trigger, points[:20])  # the other process resolves the plate
+    await folded()
     vehicle = (await _get_vehicle(client))["id"]
     assert await services.store.fleet.state("acme", vehicle) is not None
     deleted = await client.delete(f"/api/v1/entities/vehicle/{PLATE}", headers=auth())
     assert deleted.status == 204, await deleted.text()
-    await _post_fixes(client, trigger, points[20:])  # the append still knows the plate
+    refused = await hook(client, trigger, [_fix(p) for p in points[20:22]])
+    # This process forgot the plate with the vehicle: each fix is an unknown vehicle's.
+    assert refused[0] == 207 and refused[1]["summary"]["failed"] == 2, refused
+    await _post_fixes(other, trigger, points[20:])  # the other one still knows it
     await drain(services)
-    await services.fold.run_until_idle()
+    await folded()
     assert await services.store.fleet.state("acme", vehicle) is None
-    await _post_fixes(client, trigger, [p for p in route_points()[40:50]])
-    await services.fold.run_until_idle()
+    await _post_fixes(other, trigger, [p for p in route_points()[40:50]])
+    await folded()
     assert await services.store.fleet.state("acme", vehicle) is None
     metrics = services.metrics.render().decode()
     assert 'gateway_fleet_fixes_folded_total{outcome="deleted"} 30.0' in metrics

@@ -340,8 +340,7 @@ class Fold(ShardedJob):
         if not docs and last > start:
             for missing in range(expected, last + 1):
                 self._gaps.setdefault(missing, now)
-            expired = now - self._gaps[expected] >= self._config.missing_seconds
-            return [], (expected, last + 1) if expired else None
+            return [], self._expired(expected, last + 1, now)
         taken: list[Doc] = []
         for doc in docs:
             seq = int(doc["_id"])
@@ -352,12 +351,19 @@ class Fold(ShardedJob):
                 for low, high in itertools.pairwise(present):
                     for missing in range(low + 1, high):
                         self._gaps.setdefault(missing, now)
-                first = self._gaps[expected]
-                expired = now - first >= self._config.missing_seconds
-                return taken, (expected, seq) if expired else None
+                return taken, self._expired(expected, seq, now)
             taken.append(doc)
             expected = seq + 1
         return taken, None
+
+    def _expired(self, low: int, high: int, now: float) -> tuple[int, int] | None:
+        """The missing numbers from `low` on (below `high`) that have each been waited for
+        `missing_seconds`: the first one still within its wait ends them (a number taken a
+        moment ago beside a long-lost one is a round in flight, not given up with it)."""
+        end = low
+        while end < high and now - self._gaps[end] >= self._config.missing_seconds:
+            end += 1
+        return (low, end) if end > low else None
 
     def _bounded(self, docs: list[Doc]) -> list[Doc]:
         """The first documents up to `max_fixes` fixes (one at least); the next read asks for

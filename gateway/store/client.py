@@ -247,6 +247,7 @@ CURSOR_PROBLEM = "cursor must be the next_cursor of the previous page"
 NAME_CURSOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # mapping and flow names
 TRIGGER_CURSOR = re.compile(r"trg_[A-Za-z0-9_-]{1,64}")  # triggers/spec.py
 # Deliveries and flow runs: `<event id>:<subscription id | flow[:step...]>`.
+EVENT_ID = re.compile(r"[0-9a-f]{24}")  # an event's ObjectId as text
 EVENT_CHILD_CURSOR = re.compile(r"[0-9a-f]{24}:[!-~]{1,300}")
 
 

@@ -26,9 +26,11 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
+from gateway.errors import BadRequest
 from gateway.models import DeliveryStatus
 from gateway.store.client import (
     EVENT_CHILD_CURSOR,
+    EVENT_ID,
     Collection,
     Doc,
     child_cursor,
@@ -88,6 +90,26 @@ class DeliveryStore:
         with translate_errors():
             return await self._c.find_one(scoped(tenant, {"_id": delivery_id}))
 
+    async def _of_event(
+        self, tenant: str, event: str, query: Doc, before: str | None, limit: int
+    ) -> list[Doc]:
+        """An event's deliveries, highest id first, below `before`. The cursor is applied
+        here, not in the query: through `by_tenant` (its `_id` descending) SecantusDB misses
+        the ids that are a prefix of a bound (`…:1` below `…:10`, a notification's first
+        recipients), so the query's bounds are the event's range alone, which no id is a
+        prefix of (`event_children`). An event has its subscriptions' and flow steps'
+        deliveries: tens, not thousands."""
+        if not EVENT_ID.fullmatch(event):
+            raise BadRequest("event_id must be an event's id (24 hexadecimal digits)")
+        if before is not None:
+            before = child_cursor(before, event)
+        select = scoped(tenant, {**query, "_id": event_children(event)})
+        with translate_errors():
+            cursor = self._c.find(select, _LIST_PROJECTION).sort("_id", DESCENDING)
+            docs = await cursor.to_list(None)
+        below = [doc for doc in docs if before is None or doc["_id"] < before]
+        return below[:limit]
+
     async def list(
         self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int
     ) -> list[Doc]:
@@ -98,13 +120,7 @@ class DeliveryStore:
         query = _query(filters)
         before = cursor_text(before, EVENT_CHILD_CURSOR)
         if (event := query.pop("event.id", None)) is not None:
-            ids = event_children(str(event))
-            if before is not None:
-                ids["$lt"] = child_cursor(before, event)
-            select = scoped(tenant, {**query, "_id": ids})
-            with translate_errors():
-                cursor = self._c.find(select, _LIST_PROJECTION).sort("_id", DESCENDING)
-                return await cursor.limit(limit).to_list(limit)
+            return await self._of_event(tenant, str(event), query, before, limit)
         return await newest_first(
             self._c,
             tenant,
