@@ -138,3 +138,25 @@ async def test_an_events_flow_runs_are_read_through_an_index_and_all_found(
     assert [r["_id"] for r in after] == [f"{event}:multa"]
     plans = await _plans(db, finds)
     assert {index for index, _ in plans} == {"by_event"} and max(n for _, n in plans) <= 2
+
+
+async def test_the_deliveries_list_pages_through_ids_that_prefix_one_another(
+    services: Services,
+) -> None:
+    """The unfiltered list too: a page ending at `…:10` is followed by `…:1` and the rest."""
+    events = sorted(str(ObjectId()) for _ in range(3))
+    ids = [f"{e}:aviso:push:{n}" for e in events for n in range(12)]
+    await services.store.db["deliveries"].insert_many(
+        [{"_id": i, "tenant": "acme", "event": {"id": i[:24]}} for i in ids]
+    )
+    store = services.store.deliveries
+    for limit in (1, 7, 10, 50):
+        seen: list[str] = []
+        before = None
+        while True:
+            page = await store.list("acme", {}, before=before, limit=limit)
+            seen += [d["_id"] for d in page]
+            if len(page) < limit:
+                break
+            before = page[-1]["_id"]
+        assert seen == sorted(ids, reverse=True), limit

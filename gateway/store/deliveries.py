@@ -121,15 +121,25 @@ class DeliveryStore:
         before = cursor_text(before, EVENT_CHILD_CURSOR)
         if (event := query.pop("event.id", None)) is not None:
             return await self._of_event(tenant, str(event), query, before, limit)
-        return await newest_first(
-            self._c,
-            tenant,
-            query,
-            before=before,
-            limit=limit,
-            windowed=not query,  # `by_tenant` covers only the tenant and the id
-            projection=_LIST_PROJECTION,
-        )
+        found: list[Doc] = []
+        if before is not None:
+            # The rest of the cursor's event first, then older events below its id: a bound
+            # that is a whole delivery id would miss the ids that are a prefix of it on
+            # SecantusDB (`_of_event`); the bare event id is a prefix of no id.
+            event_id = before.partition(":")[0]
+            found = await self._of_event(tenant, event_id, query, before, limit)
+            before = event_id
+        if len(found) < limit:
+            found += await newest_first(
+                self._c,
+                tenant,
+                query,
+                before=before,
+                limit=limit - len(found),
+                windowed=not query,  # `by_tenant` covers only the tenant and the id
+                projection=_LIST_PROJECTION,
+            )
+        return found
 
     async def replay(
         self,
