@@ -42,6 +42,12 @@ lost, the gap waits for the give-up as before).
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
 `through`. A state is written only forward (`through` never goes down).
 
+A vehicle whose fold raised an error of the code (not the database's: a rule's bug, a value
+nobody expected) is set aside for that batch (`Fold`): its state document records it in
+`poisoned`, a list of `{through, inbox, fixes, items, reason, error, at}` (the batch's last
+inbox number for it, the numbers, the fix ids, the inbox items themselves, for a replay, the
+exception's class and text, when), the newest `POISONED_KEPT`, once per `through`.
+
 **The checkpoints** (`fleet_marks` `{_id: "shard:NN", through}`): every fold shard's inbox
 number up to which its vehicles' states are written. The fold reads the inbox from the lowest
 checkpoint of its shards; inbox documents every shard is past are trimmed.
@@ -97,6 +103,19 @@ LOST_KEPT: Final = 4 * TAKERS_KEPT
 """The lost takes a process looks for at most (the newest): past `TAKERS_KEPT` takes of
 anyone's after it, a take can no longer be found anyway."""
 _SETTLE_DELAYS: Final = (0.2, 0.5, 1.0)  # between attempts of `settle`, the last repeated
+
+
+POISONED_KEPT: Final = 50
+"""A vehicle's fold failures its state document keeps (the newest)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FoldFailure:
+    """One vehicle's batch the fold set aside (`poisoned` in its state document)."""
+
+    tenant: str
+    vehicle: str
+    entry: Doc  # {through, inbox, fixes, items, reason, error, at}
 
 
 def fleet_id(tenant: str, vehicle: str) -> str:
@@ -437,6 +456,47 @@ class FleetStore:
                 await self._states.delete_one({"_id": fleet_id(*key)})
 
         await asyncio.gather(*(one(key) for key in keys))
+
+    async def record_failures(self, failures: Sequence[FoldFailure]) -> None:
+        """Vehicles' batches the fold set aside, each recorded once (by its `through`: a
+        batch folded again after a crash fails the same way and finds itself there)."""
+        if not failures:
+            return
+        writes = [
+            UpdateOne(
+                {
+                    "_id": fleet_id(f.tenant, f.vehicle),
+                    "poisoned.through": {"$ne": f.entry["through"]},
+                },
+                {
+                    "$push": {"poisoned": {"$each": [f.entry], "$slice": -POISONED_KEPT}},
+                    "$setOnInsert": {
+                        "tenant": f.tenant,
+                        "vehicle": f.vehicle,
+                        "shard": shard_of(f.tenant, f.vehicle),
+                    },
+                },
+                upsert=True,
+            )
+            for f in failures
+        ]
+        try:
+            with translate_errors():
+                await self._states.bulk_write(writes, ordered=False)
+        except BulkWriteError as exc:
+            # A duplicate key: the filter missed a document that records it already.
+            if not only_duplicates(exc):
+                raise StoreUnavailable("recording fold failures failed") from exc
+
+    async def failures(self, tenant: str | None = None) -> list[Doc]:
+        """The vehicles with batches the fold set aside (their state documents' `_id`,
+        `tenant`, `vehicle` and `poisoned`), of one tenant or of all."""
+        query: Doc = {"poisoned.0": {"$exists": True}}
+        if tenant is not None:
+            query["tenant"] = tenant
+        projection = {"tenant": 1, "vehicle": 1, "poisoned": 1}
+        with translate_errors():
+            return await self._states.find(query, projection).sort("_id", 1).to_list(None)
 
     async def save_states(self, saved: Sequence[SavedState]) -> None:
         """Write states, each only over an older one (`through` lower or equal: an equal one
