@@ -8,8 +8,11 @@ database."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -17,13 +20,15 @@ from typing import Any
 
 import pytest
 
+from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.fleet import fold as fold_module
+from gateway.fleet.failures import replay, set_aside
 from gateway.fleet.fold import FoldSettings
 from gateway.fleet.odometer import TrackPoint
 from gateway.store.positions import position_id
 from gateway.web.state import services_key
-from tests.support import auth
+from tests.support import auth, cli_env
 from tests.test_fleet_fold import own_fold
 from tests.test_fleet_odometer import route_points
 from tests.test_fold_mid_stream import _fix, _get_vehicle, _length_m, _vehicle
@@ -144,6 +149,17 @@ async def test_a_vehicle_whose_fold_raises_is_set_aside_and_every_other_is_folde
     assert state is not None and len(state["poisoned"]) == 1
     assert await _failures_counted(client, "OverflowError") == 1
 
+    # Replayed once the rule is fixed: the set-aside fixes are folded as late ones, their
+    # segment joins the odometer and the plan comes due; the record goes.
+    assert [b.vehicle for b in await replay(services.store, "acme")] == [ids[POISONED]]
+    await services.fold.run_until_idle()
+    bad = await _get_vehicle(client, POISONED)
+    assert bad["last_position"]["longitude"] == later[-1].lon
+    assert bad["odometer_km"] == pytest.approx(good["odometer_km"], abs=0.05)
+    assert await _maintenance_events(client, ids[POISONED])
+    assert await set_aside(services.store) == []
+    assert await replay(services.store) == []
+
 
 async def test_a_set_aside_batch_folded_again_after_a_crash_is_recorded_once_and_doubles_nothing(
     client: Client, monkeypatch: pytest.MonkeyPatch
@@ -189,3 +205,45 @@ async def test_a_database_error_while_folding_one_vehicle_is_no_poison_the_batch
         assert vehicle["last_position"]["longitude"] == route[-1].lon
     assert await _maintenance_events(client, ids[POISONED])
     assert await _failures_counted(client, "StoreUnavailable") == 0
+
+
+@pytest.mark.timeout(180)  # two child processes, each opening the services
+async def test_the_cli_lists_the_batches_set_aside_and_replays_them(
+    client: Client, monkeypatch: pytest.MonkeyPatch, settings: Settings, mongodb_uri: str
+) -> None:
+    services = client.app[services_key]
+    ids = await _fleet(client)
+    trigger = await create_position_trigger(client)
+    _poison(monkeypatch, ids[POISONED], OverflowError("date value out of range"))
+    route = _route()[:100]
+    await _post(client, trigger, PLATES, route)
+    await services.fold.run_until_idle()
+    env = cli_env(settings, mongodb_uri)
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "gateway", "fold-failures", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    listed = await cli("--tenant", "acme")
+    assert listed.returncode == 0, listed.stderr
+    line, summary = listed.stdout.splitlines()
+    shape = (
+        rf"acme vehicle {ids[POISONED]}: inbox (\d+)\.\.\1, 100 fixes, 100 items, "
+        r"at 20\d\d-\d\d-\d\dT\S+: OverflowError: date value out of range"
+    )
+    assert re.fullmatch(shape, line), line
+    assert summary == "1 batch set aside"
+    monkeypatch.undo()  # the rule fixed
+    replayed = await cli("--replay")
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.splitlines()[-1] == "1 batch replayed"
+    await services.fold.run_until_idle()
+    bad = await _get_vehicle(client, POISONED)
+    assert bad["last_position"]["longitude"] == route[-1].lon
+    assert (await cli()).stdout == "0 batches set aside\n"

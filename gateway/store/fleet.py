@@ -498,6 +498,20 @@ class FleetStore:
         with translate_errors():
             return await self._states.find(query, projection).sort("_id", 1).to_list(None)
 
+    async def take_failure(self, tenant: str, vehicle: str, through: int) -> Doc | None:
+        """A recorded failure taken off its vehicle's record, for a replay (`fleet/failures.py`):
+        the entry, or None when it is gone (replayed meanwhile)."""
+        with translate_errors():
+            before = await self._states.find_one_and_update(
+                {"_id": fleet_id(tenant, vehicle), "poisoned.through": through},
+                {"$pull": {"poisoned": {"through": through}}},
+                projection={"poisoned": 1},
+                return_document=ReturnDocument.BEFORE,
+            )
+        if before is None:
+            return None
+        return next((e for e in before.get("poisoned") or () if e.get("through") == through), None)
+
     async def save_states(self, saved: Sequence[SavedState]) -> None:
         """Write states, each only over an older one (`through` lower or equal: an equal one
         is the same fold of the same input, written again after a crash)."""
