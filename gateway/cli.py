@@ -474,7 +474,7 @@ def fold_failures(settings: Settings, tenant: str | None, *, replay: bool) -> in
         when = b.at.isoformat(timespec="seconds") if b.at is not None else "?"
         print(
             f"{b.tenant} vehicle {b.vehicle}: inbox {b.inbox[0] if b.inbox else '?'}..{b.through}, "
-            f"{b.fixes} fixes, {len(b.items)} items, at {when}: {b.error}"
+            f"{b.fixes} fixes, {b.items} items, at {when}: {b.error}"
         )
     verb = "replayed" if replay else "set aside"
     print(f"{len(batches)} {'batch' if len(batches) == 1 else 'batches'} {verb}")

@@ -163,8 +163,8 @@ class Metrics:
         self.fold_vehicle_failures = Counter(
             "gateway_fleet_fold_vehicle_failures_total",
             "Vehicles' batches the fold set aside because folding them raised an error of the"
-            " code (not the database's), by the exception's class; recorded in the vehicle's"
-            " fleet state (`poisoned`)",
+            " code (not the database's), by the exception's class; recorded in"
+            " `fold_failures`",
             ["reason"],
             registry=r,
         )

@@ -1,7 +1,7 @@
 """A poison pill in the fleet fold: one vehicle whose fold raises an error of the code (a rule's
 bug, a value nobody expected, such as the due time past year 9999 a fuzzing session found)
 must not stall the fold of every other vehicle. Its batch is set aside, recorded in its fleet
-state (`poisoned`), counted and logged; the others are folded, events and checkpoint included;
+(`fold_failures`), counted and logged; the others are folded, events and checkpoint included;
 the vehicle is folded on from its last good state. The database's errors are not poison: the
 batch is tried again, as before. Fixes go in through a position trigger, on the real embedded
 database."""
@@ -26,6 +26,7 @@ from gateway.fleet import fold as fold_module
 from gateway.fleet.failures import replay, set_aside
 from gateway.fleet.fold import FoldSettings
 from gateway.fleet.odometer import TrackPoint
+from gateway.store.fleet import FoldFailure
 from gateway.store.positions import position_id
 from gateway.web.state import services_key
 from tests.support import auth, cli_env
@@ -120,9 +121,8 @@ async def test_a_vehicle_whose_fold_raises_is_set_aside_and_every_other_is_folde
     bad = await _get_vehicle(client, POISONED)
     assert "last_position" not in bad and bad["odometer_km"] == REGISTERED_KM
     assert await _maintenance_events(client, ids[POISONED]) == []
-    state = await services.store.fleet.state("acme", ids[POISONED])
-    assert state is not None
-    (failure,) = state["poisoned"]
+    (failure,) = await services.store.fleet.failures("acme")
+    assert failure["vehicle"] == ids[POISONED]
     assert failure["reason"] == "OverflowError"
     assert failure["error"] == "OverflowError: date value out of range"
     assert failure["through"] == last_inbox and failure["inbox"] == [last_inbox]
@@ -131,7 +131,6 @@ async def test_a_vehicle_whose_fold_raises_is_set_aside_and_every_other_is_folde
     assert await _failures_counted(client, "OverflowError") == 1
     (logged,) = [r for r in caplog.records if ids[POISONED] in r.getMessage()]
     assert logged.exc_info is not None and logged.exc_info[0] is OverflowError
-    assert (await services.store.fleet.failures("acme"))[0]["vehicle"] == ids[POISONED]
 
     # Its later fixes (the rule fixed meanwhile): folded on from its last good state, the
     # set-aside segment left out of its odometer; the others go on as before.
@@ -145,8 +144,7 @@ async def test_a_vehicle_whose_fold_raises_is_set_aside_and_every_other_is_folde
     assert good["odometer_km"] == pytest.approx(
         REGISTERED_KM + _length_m([*route, *later]) / 1000, abs=0.05
     )
-    state = await services.store.fleet.state("acme", ids[POISONED])
-    assert state is not None and len(state["poisoned"]) == 1
+    assert len(await services.store.fleet.failures()) == 1
     assert await _failures_counted(client, "OverflowError") == 1
 
     # Replayed once the rule is fixed: the set-aside fixes are folded as late ones, their
@@ -181,9 +179,9 @@ async def test_a_set_aside_batch_folded_again_after_a_crash_is_recorded_once_and
     fold_b = own_fold(services, FoldSettings())
     assert await fold_b.run_until_idle() == 1
     assert sorted(str(e["_id"]) for e in await services.events.find("acme", limit=500)) == events
+    (failure,) = await services.store.fleet.failures("acme")
     state = await services.store.fleet.state("acme", ids[POISONED])
-    assert state is not None and len(state["poisoned"]) == 1
-    assert state["through"] == state["poisoned"][0]["through"]  # folded past it
+    assert state is not None and state["through"] == failure["through"]  # folded past it
 
 
 async def test_a_database_error_while_folding_one_vehicle_is_no_poison_the_batch_is_tried_again(
@@ -247,3 +245,25 @@ async def test_the_cli_lists_the_batches_set_aside_and_replays_them(
     bad = await _get_vehicle(client, POISONED)
     assert bad["last_position"]["longitude"] == route[-1].lon
     assert (await cli()).stdout == "0 batches set aside\n"
+
+
+async def test_a_failure_the_database_refuses_with_its_items_is_recorded_without_them(
+    client: Client,
+) -> None:
+    """A record must never hold the fold up: one the database refuses (too large, or items
+    BSON cannot hold) is written without its items (no replay then; its fix ids remain)."""
+    fleet = client.app[services_key].store.fleet
+    entry = {
+        "through": 7,
+        "inbox": [7],
+        "fixes": ["v1-20261204T120000.000Z"],
+        "items": [{"k": "fix", "bad\x00key": 1}],
+        "reason": "OverflowError",
+        "error": "OverflowError: date value out of range",
+        "at": datetime.now(UTC),
+    }
+    await fleet.record_failures([FoldFailure("acme", "v1", entry)])
+    await fleet.record_failures([FoldFailure("acme", "v1", entry)])  # again: once
+    (recorded,) = await fleet.failures("acme")
+    assert recorded["_id"] == "acme:v1:7" and recorded["fixes"] == entry["fixes"]
+    assert "items" not in recorded and recorded["items_dropped"] == 1

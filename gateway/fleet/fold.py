@@ -698,7 +698,7 @@ class Fold(ShardedJob):
             exc = self._tracebacks.pop((p.key, p.through), None)
             log.error(
                 "fleet fold: folding vehicle %s of tenant %s failed (%s); its items of inbox "
-                "numbers %s set aside (recorded in its fleet state's `poisoned`), the fold "
+                "numbers %s set aside (recorded in `fold_failures`), the fold "
                 "goes on",
                 p.key[1],
                 p.key[0],

@@ -89,8 +89,10 @@ class Store:
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
-        # Telemetry: the fold's inbox, states and checkpoints, and the track (insert-only).
-        self.fleet = FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"])
+        # Telemetry: the fold's inbox, states, checkpoints and failures, and the track.
+        self.fleet = FleetStore(
+            db["fleet_inbox"], db["fleet"], db["fleet_marks"], db["fold_failures"]
+        )
         self.positions = PositionStore(
             db["positions"], db["positions_refused"], self.fleet, self.expiry
         )

@@ -42,11 +42,13 @@ lost, the gap waits for the give-up as before).
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
 `through`. A state is written only forward (`through` never goes down).
 
-A vehicle whose fold raised an error of the code (not the database's: a rule's bug, a value
-nobody expected) is set aside for that batch (`Fold`): its state document records it in
-`poisoned`, a list of `{through, inbox, fixes, items, reason, error, at}` (the batch's last
-inbox number for it, the numbers, the fix ids, the inbox items themselves, for a replay, the
-exception's class and text, when), the newest `POISONED_KEPT`, once per `through`.
+**The failures** (`fold_failures`, one document per vehicle and batch set aside): a vehicle
+whose fold raised an error of the code (not the database's: a rule's bug, a value nobody
+expected) is set aside for that batch (`Fold`), recorded as `{_id: "<tenant>:<vehicle>:<through>",
+tenant, vehicle, through, inbox, fixes, items, reason, error, at}` (the batch's last inbox
+number for the vehicle, its numbers, the fix ids, the inbox items themselves for a replay, the
+exception's class and text, when); once (`_id`), so a batch folded again after a crash is not
+recorded twice. Taken off by a replay (`fleet/failures.py`).
 
 **The checkpoints** (`fleet_marks` `{_id: "shard:NN", through}`): every fold shard's inbox
 number up to which its vehicles' states are written. The fold reads the inbox from the lowest
@@ -73,7 +75,7 @@ from bson.codec_options import CodecOptions
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from gateway.errors import Conflict, StoreUnavailable
+from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
 from gateway.store.client import (
     Collection,
     Doc,
@@ -105,17 +107,21 @@ anyone's after it, a take can no longer be found anyway."""
 _SETTLE_DELAYS: Final = (0.2, 0.5, 1.0)  # between attempts of `settle`, the last repeated
 
 
-POISONED_KEPT: Final = 50
-"""A vehicle's fold failures its state document keeps (the newest)."""
-
-
 @dataclass(frozen=True, slots=True)
 class FoldFailure:
-    """One vehicle's batch the fold set aside (`poisoned` in its state document)."""
+    """One vehicle's batch the fold set aside (`fold_failures`)."""
 
     tenant: str
     vehicle: str
     entry: Doc  # {through, inbox, fixes, items, reason, error, at}
+
+    def document(self) -> Doc:
+        return {
+            **self.entry,
+            "_id": f"{fleet_id(self.tenant, self.vehicle)}:{self.entry['through']}",
+            "tenant": self.tenant,
+            "vehicle": self.vehicle,
+        }
 
 
 def fleet_id(tenant: str, vehicle: str) -> str:
@@ -183,10 +189,17 @@ class _Written:
 
 
 class FleetStore:
-    def __init__(self, inbox: Collection, states: Collection, marks: Collection) -> None:
+    def __init__(
+        self,
+        inbox: Collection,
+        states: Collection,
+        marks: Collection,
+        failures: Collection | None = None,
+    ) -> None:
         self._inbox = inbox
         self._states = states
         self._marks = marks
+        self._failures = states.database["fold_failures"] if failures is None else failures
         self._written = _Written(inbox.codec_options)
         self._lost: dict[ObjectId, float] = {}  # a take's token → when its answer was lost
         self._unwritten: set[int] = set()  # numbers whose tombstone could not be written
@@ -458,59 +471,34 @@ class FleetStore:
         await asyncio.gather(*(one(key) for key in keys))
 
     async def record_failures(self, failures: Sequence[FoldFailure]) -> None:
-        """Vehicles' batches the fold set aside, each recorded once (by its `through`: a
-        batch folded again after a crash fails the same way and finds itself there)."""
-        if not failures:
-            return
-        writes = [
-            UpdateOne(
-                {
-                    "_id": fleet_id(f.tenant, f.vehicle),
-                    "poisoned.through": {"$ne": f.entry["through"]},
-                },
-                {
-                    "$push": {"poisoned": {"$each": [f.entry], "$slice": -POISONED_KEPT}},
-                    "$setOnInsert": {
-                        "tenant": f.tenant,
-                        "vehicle": f.vehicle,
-                        "shard": shard_of(f.tenant, f.vehicle),
-                    },
-                },
-                upsert=True,
-            )
-            for f in failures
-        ]
+        """Vehicles' batches the fold set aside, each recorded once (by its `_id`: a batch
+        folded again after a crash fails the same way and finds itself there). One that the
+        database refuses for its size keeps everything but its items (then it cannot be
+        replayed; its fix ids remain): a record must never hold the fold up."""
+        docs = [f.document() for f in failures]
         try:
-            with translate_errors():
-                await self._states.bulk_write(writes, ordered=False)
-        except BulkWriteError as exc:
-            # A duplicate key: the filter missed a document that records it already.
-            if not only_duplicates(exc):
-                raise StoreUnavailable("recording fold failures failed") from exc
+            await insert_new(self._failures, docs)
+        except InvalidPayload:
+            for doc in docs:
+                try:
+                    await insert_new(self._failures, [doc])
+                except InvalidPayload:
+                    items = doc.pop("items", [])
+                    await insert_new(self._failures, [{**doc, "items_dropped": len(items)}])
 
     async def failures(self, tenant: str | None = None) -> list[Doc]:
-        """The vehicles with batches the fold set aside (their state documents' `_id`,
-        `tenant`, `vehicle` and `poisoned`), of one tenant or of all."""
-        query: Doc = {"poisoned.0": {"$exists": True}}
-        if tenant is not None:
-            query["tenant"] = tenant
-        projection = {"tenant": 1, "vehicle": 1, "poisoned": 1}
+        """The batches the fold set aside, of one tenant or of all: by tenant, vehicle, and
+        inbox number."""
+        query: Doc = {} if tenant is None else {"tenant": tenant}
+        order = [("tenant", 1), ("vehicle", 1), ("through", 1)]
         with translate_errors():
-            return await self._states.find(query, projection).sort("_id", 1).to_list(None)
+            return await self._failures.find(query).sort(order).to_list(None)
 
-    async def take_failure(self, tenant: str, vehicle: str, through: int) -> Doc | None:
-        """A recorded failure taken off its vehicle's record, for a replay (`fleet/failures.py`):
-        the entry, or None when it is gone (replayed meanwhile)."""
+    async def take_failure(self, failure_id: str) -> Doc | None:
+        """A recorded failure taken off, for a replay (`fleet/failures.py`); None when it is
+        gone (replayed meanwhile)."""
         with translate_errors():
-            before = await self._states.find_one_and_update(
-                {"_id": fleet_id(tenant, vehicle), "poisoned.through": through},
-                {"$pull": {"poisoned": {"through": through}}},
-                projection={"poisoned": 1},
-                return_document=ReturnDocument.BEFORE,
-            )
-        if before is None:
-            return None
-        return next((e for e in before.get("poisoned") or () if e.get("through") == through), None)
+            return await self._failures.find_one_and_delete({"_id": failure_id})
 
     async def save_states(self, saved: Sequence[SavedState]) -> None:
         """Write states, each only over an older one (`through` lower or equal: an equal one
