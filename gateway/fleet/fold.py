@@ -35,6 +35,13 @@ from their checkpoints and folds the same input again to the same states and the
 events, which stores nothing twice (a vehicle's state written after the checkpoint carries
 its own inbox number, and what it already holds is skipped). The fold is deterministic for
 that reason: it reads only the inbox, the track and the tenant's rules.
+
+A vehicle whose fold raises an error of the code (a rule's bug, a value nobody expected: a
+poison pill) is set aside for the batch instead of failing it for every vehicle, forever
+(`_fold_or_set_aside`): its state stays as it was (its later input is folded on from there),
+its items are recorded (`fold_failures`, once per batch: a crash repeats the same record),
+counted and logged, for a replay (`fleet/failures.py`). The database's errors still fail the
+batch, which is tried again.
 """
 
 from __future__ import annotations
