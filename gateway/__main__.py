@@ -1,6 +1,7 @@
 """The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
 validate/test | demo | trigger create/list | ui-user create/list/set-role/set-password/delete |
-cleanup [--days N] [--dry-run] | reseal [--dry-run]."""
+cleanup [--days N] [--dry-run] | reseal [--dry-run] |
+fold-failures [--tenant T] [--replay]."""
 
 from __future__ import annotations
 
@@ -142,6 +143,15 @@ def _parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--days", type=_positive, default=90, help="keep this many (90)")
     cleanup.add_argument("--dry-run", action="store_true", help="count, drop nothing")
 
+    fold_failures = commands.add_parser(
+        "fold-failures",
+        help="list the vehicles' batches the fleet fold set aside (its fold raised an error)",
+    )
+    fold_failures.add_argument("--tenant", help="of one tenant (all when not given)")
+    fold_failures.add_argument(
+        "--replay", action="store_true", help="hand them to the fold again (once fixed)"
+    )
+
     reseal = commands.add_parser(
         "reseal",
         help="seal every stored secret again under the first key of GATEWAY_SECRET_KEY",
@@ -249,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ui-user": lambda: cli.ui_user(settings, args.ui_user_command, vars(args)),
         "cleanup": lambda: cli.cleanup(settings, args.days, dry_run=args.dry_run),
         "reseal": lambda: cli.reseal(settings, dry_run=args.dry_run),
+        "fold-failures": lambda: cli.fold_failures(settings, args.tenant, replay=args.replay),
     }
     try:
         return handlers[args.command]()

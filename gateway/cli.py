@@ -33,6 +33,8 @@ from gateway.demo import (
 )
 from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.fleet.failures import SetAside, set_aside
+from gateway.fleet.failures import replay as replay_set_aside
 from gateway.keys import reseal_secrets
 from gateway.retention import Cleaned, clean_up
 from gateway.schemas.registry import default_schema_dir
@@ -453,6 +455,30 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
     for where in done.unreadable:
         print(f"no key opens {where}", file=sys.stderr)
     return 1 if done.unreadable else 0
+
+
+def fold_failures(settings: Settings, tenant: str | None, *, replay: bool) -> int:
+    """`gateway fold-failures`: the vehicles' batches the fleet fold set aside (its fold
+    raised an error of the code), one line each; `--replay` hands them to the fold again
+    (docs/operations.md "A vehicle the fold set aside")."""
+
+    async def work(services: Services) -> list[SetAside]:
+        if replay:
+            return await replay_set_aside(services.store, tenant)
+        return await set_aside(services.store, tenant)
+
+    batches = _on_services(settings, work)
+    if batches is None:
+        return 1
+    for b in batches:
+        when = b.at.isoformat(timespec="seconds") if b.at is not None else "?"
+        print(
+            f"{b.tenant} vehicle {b.vehicle}: inbox {b.inbox[0] if b.inbox else '?'}..{b.through}, "
+            f"{b.fixes} fixes, {b.items} items, at {when}: {b.error}"
+        )
+    verb = "replayed" if replay else "set aside"
+    print(f"{len(batches)} {'batch' if len(batches) == 1 else 'batches'} {verb}")
+    return 0
 
 
 def _on_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T | None:

@@ -160,6 +160,14 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.fold_vehicle_failures = Counter(
+            "gateway_fleet_fold_vehicle_failures_total",
+            "Vehicles' batches the fold set aside because folding them raised an error of the"
+            " code (not the database's), by the exception's class; recorded in"
+            " `fold_failures`",
+            ["reason"],
+            registry=r,
+        )
         self.fold_events = Counter(
             "gateway_fleet_events_total",
             "Events the fold emitted, by type",

@@ -35,6 +35,13 @@ from their checkpoints and folds the same input again to the same states and the
 events, which stores nothing twice (a vehicle's state written after the checkpoint carries
 its own inbox number, and what it already holds is skipped). The fold is deterministic for
 that reason: it reads only the inbox, the track and the tenant's rules.
+
+A vehicle whose fold raises an error of the code (a rule's bug, a value nobody expected: a
+poison pill) is set aside for the batch instead of failing it for every vehicle, forever
+(`_fold_or_set_aside`): its state stays as it was (its later input is folded on from there),
+its items are recorded (`fold_failures`, once per batch: a crash repeats the same record),
+counted and logged, for a replay (`fleet/failures.py`). The database's errors still fail the
+batch, which is tried again.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import heapq
 import itertools
 import logging
 import time
+import traceback
 import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -62,8 +70,8 @@ from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSetti
 from gateway.fleet.state import VehicleState, fold_fix, is_behind, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
-from gateway.store import Doc, Store, derived_id
-from gateway.store.fleet import SHARDS, SavedState, fleet_id, shard_of
+from gateway.store import Doc, Store, derived_id, is_unavailable
+from gateway.store.fleet import SHARDS, FoldFailure, SavedState, fleet_id, shard_of
 from gateway.store.positions import inbox_items, position_id, round_items
 
 log = logging.getLogger(__name__)
@@ -162,6 +170,8 @@ class _Pass:
     # again after a failure counts nothing twice.
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     gone: bool = False  # the vehicle was deleted: forgotten, its state dropped
+    # Its fold raised (`Fold._set_aside`): what is recorded; the state stays as it was.
+    failure: Doc | None = None
 
 
 class Fold(ShardedJob):
@@ -189,7 +199,10 @@ class Fold(ShardedJob):
             "fixes": metrics.fold_fixes,
             "rejected": metrics.fold_rejected,
             "readings": metrics.fold_readings,
+            "failures": metrics.fold_vehicle_failures,
         }
+        # A vehicle's batch set aside → its exception, for the log once it is recorded.
+        self._tracebacks: dict[tuple[Key, int], BaseException] = {}
         self._reading = config.batch  # inbox documents to read next (`_bounded`)
         self._tick_at = 0.0
         self._through: dict[int, int] = {}  # per shard held: the inbox number folded to
@@ -270,9 +283,10 @@ class Fold(ShardedJob):
             or self._memory[(tenant, vehicle)].state.last is None
         ]
         vehicles = await self._vehicle_docs(needed)
+        self._tracebacks.clear()  # a batch that failed before its writes: folded again
         passes = await asyncio.gather(
             *(
-                self._fold(key, items, tenants[key[0]], vehicles.get(key[1], _UNREAD))
+                self._fold_or_set_aside(key, items, tenants[key[0]], vehicles.get(key[1], _UNREAD))
                 for key, items in groups.items()
             )
         )
@@ -506,6 +520,48 @@ class Fold(ShardedJob):
 
     # -- one vehicle ------------------------------------------------------------------------
 
+    async def _fold_or_set_aside(
+        self,
+        key: Key,
+        items: Sequence[tuple[int, Doc]],
+        tenant_view: _Tenant,
+        vehicle: Doc | None,
+    ) -> _Pass | None:
+        """`_fold`; but a vehicle whose fold raises an error of the code (a rule's bug, a value
+        nobody expected: a poison pill) is set aside instead of failing the batch of every
+        vehicle, again and again. The database's errors still fail the batch (tried again)."""
+        try:
+            return await self._fold(key, items, tenant_view, vehicle)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            return self._set_aside(key, items, exc)
+
+    def _set_aside(self, key: Key, items: Sequence[tuple[int, Doc]], exc: Exception) -> _Pass:
+        """A vehicle's batch whose fold raised: its state stays as it was before the batch,
+        folded on from there by the next ones (it skips these items, as if refused), and the
+        items are recorded (`_write`) for an operator to see and replay."""
+        memory = self._memory[key]
+        new = sorted(((seq, item) for seq, item in items if seq > memory.through), key=_seq)
+        numbers = sorted({seq for seq, _ in new})
+        if not numbers:  # nothing of this batch was folded: not the input's fault
+            raise exc
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        folding = _Pass(key, memory.state, numbers[-1])
+        folding.failure = {
+            "through": numbers[-1],
+            "inbox": numbers,
+            "fixes": [str(item["id"]) for _, item in new if item.get("k") == "fix"],
+            # What a replay hands the fold again (a tick is the tenant's: the next one will do).
+            "items": [item for _, item in new if item.get("k") != "tick"],
+            "reason": type(exc).__name__,
+            "error": error[:2000],
+            "at": datetime.now(UTC),
+        }
+        folding.counts["failures", type(exc).__name__] += 1
+        self._tracebacks[key, numbers[-1]] = exc
+        return folding
+
     async def _fold(
         self,
         key: Key,
@@ -621,7 +677,8 @@ class Fold(ShardedJob):
     # -- the writes -------------------------------------------------------------------------
 
     async def _write(self, passes: Sequence[_Pass]) -> None:
-        """A batch's flags and events, then its states into memory."""
+        """A batch's failures, flags and events, then its states into memory."""
+        await self._record_failures([p for p in passes if p.failure is not None])
         for tenant in {p.key[0] for p in passes if p.rejected}:
             rejected = {k: v for p in passes if p.key[0] == tenant for k, v in p.rejected.items()}
             await self._store.positions.mark_rejected(tenant, rejected)
@@ -652,6 +709,26 @@ class Fold(ShardedJob):
                 self._counters[counter].labels(label).inc(n)
         for event in events:
             self._metrics.fold_events.labels(event["type"]).inc()
+
+    async def _record_failures(self, failed: Sequence[_Pass]) -> None:
+        """The vehicles' batches set aside, recorded (then logged, with the traceback)."""
+        if not failed:
+            return
+        await self._store.fleet.record_failures(
+            [FoldFailure(p.key[0], p.key[1], p.failure) for p in failed if p.failure]
+        )
+        for p in failed:
+            exc = self._tracebacks.pop((p.key, p.through), None)
+            log.error(
+                "fleet fold: folding vehicle %s of tenant %s failed (%s); its items of inbox "
+                "numbers %s set aside (recorded in `fold_failures`), the fold "
+                "goes on",
+                p.key[1],
+                p.key[0],
+                p.failure and p.failure["error"],
+                p.failure and p.failure["inbox"],
+                exc_info=exc,
+            )
 
     async def _events(self, passes: Sequence[_Pass]) -> list[Doc]:
         """The passes' events, each carrying its vehicle as it is now (read fresh: its

@@ -9,6 +9,7 @@ from gateway.store.client import (
     Database,
     Doc,
     derived_id,
+    is_unavailable,
     new_id,
     open_client,
     translate_errors,
@@ -42,7 +43,7 @@ from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
 from gateway.store.ui_accounts import UiAccountStores
 
-__all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
+__all__ = ["Doc", "Store", "derived_id", "is_unavailable", "new_id", "open_client"]
 
 
 class Store:
@@ -88,8 +89,10 @@ class Store:
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
-        # Telemetry: the fold's inbox, states and checkpoints, and the track (insert-only).
-        self.fleet = FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"])
+        # Telemetry: the fold's inbox, states, checkpoints and failures, and the track.
+        self.fleet = FleetStore(
+            db["fleet_inbox"], db["fleet"], db["fleet_marks"], db["fold_failures"]
+        )
         self.positions = PositionStore(
             db["positions"], db["positions_refused"], self.fleet, self.expiry
         )

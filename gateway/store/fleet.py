@@ -43,6 +43,14 @@ lost, the gap waits for the give-up as before).
 vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox number
 `through`. A state is written only forward (`through` never goes down).
 
+**The failures** (`fold_failures`, one document per vehicle and batch set aside): a vehicle
+whose fold raised an error of the code (not the database's: a rule's bug, a value nobody
+expected) is set aside for that batch (`Fold`), recorded as `{_id: "<tenant>:<vehicle>:<through>",
+tenant, vehicle, through, inbox, fixes, items, reason, error, at}` (the batch's last inbox
+number for the vehicle, its numbers, the fix ids, the inbox items themselves for a replay, the
+exception's class and text, when); once (`_id`), so a batch folded again after a crash is not
+recorded twice. Taken off by a replay (`fleet/failures.py`).
+
 **The checkpoints** (`fleet_marks` `{_id: "shard:NN", through}`): every fold shard's inbox
 number up to which its vehicles' states are written. The fold reads the inbox from the lowest
 checkpoint of its shards; inbox documents every shard is past are trimmed.
@@ -68,7 +76,7 @@ from bson.codec_options import CodecOptions
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from gateway.errors import Conflict, StoreUnavailable
+from gateway.errors import Conflict, InvalidPayload, StoreUnavailable
 from gateway.store.client import (
     Collection,
     Doc,
@@ -98,6 +106,23 @@ LOST_KEPT: Final = 4 * TAKERS_KEPT
 """The lost takes a process looks for at most (the newest): past `TAKERS_KEPT` takes of
 anyone's after it, a take can no longer be found anyway."""
 _SETTLE_DELAYS: Final = (0.2, 0.5, 1.0)  # between attempts of `settle`, the last repeated
+
+
+@dataclass(frozen=True, slots=True)
+class FoldFailure:
+    """One vehicle's batch the fold set aside (`fold_failures`)."""
+
+    tenant: str
+    vehicle: str
+    entry: Doc  # {through, inbox, fixes, items, reason, error, at}
+
+    def document(self) -> Doc:
+        return {
+            **self.entry,
+            "_id": f"{fleet_id(self.tenant, self.vehicle)}:{self.entry['through']}",
+            "tenant": self.tenant,
+            "vehicle": self.vehicle,
+        }
 
 
 def fleet_id(tenant: str, vehicle: str) -> str:
@@ -165,10 +190,17 @@ class _Written:
 
 
 class FleetStore:
-    def __init__(self, inbox: Collection, states: Collection, marks: Collection) -> None:
+    def __init__(
+        self,
+        inbox: Collection,
+        states: Collection,
+        marks: Collection,
+        failures: Collection | None = None,
+    ) -> None:
         self._inbox = inbox
         self._states = states
         self._marks = marks
+        self._failures = states.database["fold_failures"] if failures is None else failures
         self._written = _Written(inbox.codec_options)
         self._lost: dict[ObjectId, float] = {}  # a take's token → when its answer was lost
         self._unwritten: set[int] = set()  # numbers whose tombstone could not be written
@@ -447,6 +479,36 @@ class FleetStore:
                 await self._states.delete_one({"_id": fleet_id(*key)})
 
         await asyncio.gather(*(one(key) for key in keys))
+
+    async def record_failures(self, failures: Sequence[FoldFailure]) -> None:
+        """Vehicles' batches the fold set aside, each recorded once (by its `_id`: a batch
+        folded again after a crash fails the same way and finds itself there). One that the
+        database refuses for its size keeps everything but its items (then it cannot be
+        replayed; its fix ids remain): a record must never hold the fold up."""
+        docs = [f.document() for f in failures]
+        try:
+            await insert_new(self._failures, docs)
+        except InvalidPayload:
+            for doc in docs:
+                try:
+                    await insert_new(self._failures, [doc])
+                except InvalidPayload:
+                    items = doc.pop("items", [])
+                    await insert_new(self._failures, [{**doc, "items_dropped": len(items)}])
+
+    async def failures(self, tenant: str | None = None) -> list[Doc]:
+        """The batches the fold set aside, of one tenant or of all: by tenant, vehicle, and
+        inbox number."""
+        query: Doc = {} if tenant is None else {"tenant": tenant}
+        order = [("tenant", 1), ("vehicle", 1), ("through", 1)]
+        with translate_errors():
+            return await self._failures.find(query).sort(order).to_list(None)
+
+    async def take_failure(self, failure_id: str) -> Doc | None:
+        """A recorded failure taken off, for a replay (`fleet/failures.py`); None when it is
+        gone (replayed meanwhile)."""
+        with translate_errors():
+            return await self._failures.find_one_and_delete({"_id": failure_id})
 
     async def save_states(self, saved: Sequence[SavedState]) -> None:
         """Write states, each only over an older one (`through` lower or equal: an equal one
