@@ -1,7 +1,7 @@
 """The `gateway` command: serve [--workers N] | worker [--jobs ...] | admin-token | mapping
 validate/test | demo | trigger create/list | ui-user create/list/set-role/set-password/delete |
 cleanup [--days N] [--dry-run] | reseal [--dry-run] |
-fold-failures [--tenant T] [--replay]."""
+fold-failures [--tenant T]."""
 
 from __future__ import annotations
 
@@ -148,9 +148,6 @@ def _parser() -> argparse.ArgumentParser:
         help="list the vehicles' batches the fleet fold set aside (its fold raised an error)",
     )
     fold_failures.add_argument("--tenant", help="of one tenant (all when not given)")
-    fold_failures.add_argument(
-        "--replay", action="store_true", help="hand them to the fold again (once fixed)"
-    )
 
     reseal = commands.add_parser(
         "reseal",
@@ -259,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ui-user": lambda: cli.ui_user(settings, args.ui_user_command, vars(args)),
         "cleanup": lambda: cli.cleanup(settings, args.days, dry_run=args.dry_run),
         "reseal": lambda: cli.reseal(settings, dry_run=args.dry_run),
-        "fold-failures": lambda: cli.fold_failures(settings, args.tenant, replay=args.replay),
+        "fold-failures": lambda: cli.fold_failures(settings, args.tenant),
     }
     try:
         return handlers[args.command]()

@@ -34,7 +34,6 @@ from gateway.demo import (
 from gateway.demo_integrations import seed_automations
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.fleet.failures import SetAside, set_aside
-from gateway.fleet.failures import replay as replay_set_aside
 from gateway.keys import reseal_secrets
 from gateway.retention import Cleaned, clean_up
 from gateway.schemas.registry import default_schema_dir
@@ -457,14 +456,12 @@ def reseal(settings: Settings, *, dry_run: bool) -> int:
     return 1 if done.unreadable else 0
 
 
-def fold_failures(settings: Settings, tenant: str | None, *, replay: bool) -> int:
+def fold_failures(settings: Settings, tenant: str | None) -> int:
     """`gateway fold-failures`: the vehicles' batches the fleet fold set aside (its fold
-    raised an error of the code), one line each; `--replay` hands them to the fold again
-    (docs/operations.md "A vehicle the fold set aside")."""
+    raised an error of the code), one line each (docs/operations.md "A vehicle the fold set
+    aside")."""
 
     async def work(services: Services) -> list[SetAside]:
-        if replay:
-            return await replay_set_aside(services.store, tenant)
         return await set_aside(services.store, tenant)
 
     batches = _on_services(settings, work)
@@ -476,8 +473,7 @@ def fold_failures(settings: Settings, tenant: str | None, *, replay: bool) -> in
             f"{b.tenant} vehicle {b.vehicle}: inbox {b.inbox[0] if b.inbox else '?'}..{b.through}, "
             f"{b.fixes} fixes, {b.items} items, at {when}: {b.error}"
         )
-    verb = "replayed" if replay else "set aside"
-    print(f"{len(batches)} {'batch' if len(batches) == 1 else 'batches'} {verb}")
+    print(f"{len(batches)} {'batch' if len(batches) == 1 else 'batches'} set aside")
     return 0
 
 

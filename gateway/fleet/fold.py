@@ -39,9 +39,12 @@ that reason: it reads only the inbox, the track and the tenant's rules.
 A vehicle whose fold raises an error of the code (a rule's bug, a value nobody expected: a
 poison pill) is set aside for the batch instead of failing it for every vehicle, forever
 (`_fold_or_set_aside`): its state stays as it was (its later input is folded on from there),
-its items are recorded (`fold_failures`, once per batch: a crash repeats the same record),
-counted and logged, for a replay (`fleet/failures.py`). The database's errors still fail the
-batch, which is tried again.
+its items are recorded (`fold_failures`, after the batch's other writes, so that a batch that
+fails and is folded again finds no record of a first try), counted and logged: its fixes stay
+in the track, outside the odometer, geofences and plans (there is no replay: one could not
+tell which fixes a retry or a crash had folded after all). Only errors of the code are set
+aside (`POISON`); the database's and the network's, and the gateway's own refusals, still
+fail the batch, which is tried again.
 """
 
 from __future__ import annotations
@@ -60,7 +63,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
+from pymongo.errors import PyMongoError
+
 from gateway.doorbell import Doorbell
+from gateway.errors import GatewayError
 from gateway.events import OnRelayed, event_document
 from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
@@ -70,7 +76,7 @@ from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSetti
 from gateway.fleet.state import VehicleState, fold_fix, is_behind, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
-from gateway.store import Doc, Store, derived_id, is_unavailable
+from gateway.store import Doc, Store, derived_id
 from gateway.store.fleet import SHARDS, FoldFailure, SavedState, fleet_id, shard_of
 from gateway.store.positions import inbox_items, position_id, round_items
 
@@ -87,6 +93,21 @@ AUTHORITATIVE: Final = ("admin",)
 
 Key = tuple[str, str]  # (tenant, vehicle id)
 _UNREAD: Final[Doc] = {}  # a vehicle whose entity the pass does not need (never written to)
+
+
+POISON: Final = (
+    ArithmeticError,
+    LookupError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    AssertionError,
+    RecursionError,
+)
+"""What a vehicle's fold raising sets the vehicle aside for: errors of the code (an overflow,
+a missing key, a value of the wrong type), which folding the same input again repeats. Any
+other (the database's, the network's, a timeout, a cancellation, the gateway's own errors)
+fails the batch, which is tried again."""
 
 
 class TenantRules(Protocol):
@@ -532,15 +553,15 @@ class Fold(ShardedJob):
         vehicle, again and again. The database's errors still fail the batch (tried again)."""
         try:
             return await self._fold(key, items, tenant_view, vehicle)
-        except Exception as exc:
-            if is_unavailable(exc):
+        except POISON as exc:
+            if isinstance(exc, GatewayError | PyMongoError):  # (no such subclass today)
                 raise
             return self._set_aside(key, items, exc)
 
     def _set_aside(self, key: Key, items: Sequence[tuple[int, Doc]], exc: Exception) -> _Pass:
         """A vehicle's batch whose fold raised: its state stays as it was before the batch,
         folded on from there by the next ones (it skips these items, as if refused), and the
-        items are recorded (`_write`) for an operator to see and replay."""
+        items are recorded (`_write`) for an operator to see."""
         memory = self._memory[key]
         new = sorted(((seq, item) for seq, item in items if seq > memory.through), key=_seq)
         numbers = sorted({seq for seq, _ in new})
@@ -552,7 +573,7 @@ class Fold(ShardedJob):
             "through": numbers[-1],
             "inbox": numbers,
             "fixes": [str(item["id"]) for _, item in new if item.get("k") == "fix"],
-            # What a replay hands the fold again (a tick is the tenant's: the next one will do).
+            # What the fold was given (a tick is the tenant's clock, not the vehicle's input).
             "items": [item for _, item in new if item.get("k") != "tick"],
             "reason": type(exc).__name__,
             "error": error[:2000],
@@ -677,8 +698,8 @@ class Fold(ShardedJob):
     # -- the writes -------------------------------------------------------------------------
 
     async def _write(self, passes: Sequence[_Pass]) -> None:
-        """A batch's failures, flags and events, then its states into memory."""
-        await self._record_failures([p for p in passes if p.failure is not None])
+        """A batch's flags and events, then its failures (last: a batch whose writes fail is
+        folded again, perhaps without failing), then its states into memory."""
         for tenant in {p.key[0] for p in passes if p.rejected}:
             rejected = {k: v for p in passes if p.key[0] == tenant for k, v in p.rejected.items()}
             await self._store.positions.mark_rejected(tenant, rejected)
@@ -688,6 +709,7 @@ class Fold(ShardedJob):
             await self._on_relayed(events)
         gone = [p.key for p in passes if p.gone]
         await self._store.fleet.drop_states(gone)
+        await self._record_failures([p for p in passes if p.failure is not None])
         now = time.monotonic()
         for key in gone:
             del self._memory[key]

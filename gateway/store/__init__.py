@@ -9,7 +9,6 @@ from gateway.store.client import (
     Database,
     Doc,
     derived_id,
-    is_unavailable,
     new_id,
     open_client,
     translate_errors,
@@ -43,7 +42,7 @@ from gateway.store.triggers import INDEXES as TRIGGER_INDEXES
 from gateway.store.triggers import TriggerStore
 from gateway.store.ui_accounts import UiAccountStores
 
-__all__ = ["Doc", "Store", "derived_id", "is_unavailable", "new_id", "open_client"]
+__all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 
 
 class Store:

@@ -163,13 +163,6 @@ _SERVER_STATE_CODES = frozenset(
 _TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether an exception is the database's or the way to it (StoreUnavailable, or a
-    pymongo error that escaped `translate_errors`): transient, worth trying again, unlike
-    an error of the code itself (the fold sets a vehicle aside for those, `fleet/fold.py`)."""
-    return isinstance(exc, StoreUnavailable | PyMongoError)
-
-
 def _server_state(exc: OperationFailure) -> bool:
     """Whether the error is the server's state (the same command will pass once it changes),
     rather than a refusal of what this command carried (`StoreUnavailable.refused`)."""

@@ -47,9 +47,10 @@ vehicle, shard, state, through}`: the fold's state of the vehicle as of inbox nu
 whose fold raised an error of the code (not the database's: a rule's bug, a value nobody
 expected) is set aside for that batch (`Fold`), recorded as `{_id: "<tenant>:<vehicle>:<through>",
 tenant, vehicle, through, inbox, fixes, items, reason, error, at}` (the batch's last inbox
-number for the vehicle, its numbers, the fix ids, the inbox items themselves for a replay, the
-exception's class and text, when); once (`_id`), so a batch folded again after a crash is not
-recorded twice. Taken off by a replay (`fleet/failures.py`).
+number for the vehicle, its numbers, the fix ids, the inbox items themselves, the exception's
+class and text, when); once (`_id`), so a batch folded again after a crash with the same
+bounds is not recorded twice (with other bounds, the records overlap). Listed by
+`fleet/failures.py`; kept until an operator deletes them.
 
 **The checkpoints** (`fleet_marks` `{_id: "shard:NN", through}`): every fold shard's inbox
 number up to which its vehicles' states are written. The fold reads the inbox from the lowest
@@ -483,8 +484,8 @@ class FleetStore:
     async def record_failures(self, failures: Sequence[FoldFailure]) -> None:
         """Vehicles' batches the fold set aside, each recorded once (by its `_id`: a batch
         folded again after a crash fails the same way and finds itself there). One that the
-        database refuses for its size keeps everything but its items (then it cannot be
-        replayed; its fix ids remain): a record must never hold the fold up."""
+        database refuses for its size keeps everything but its items (its fix ids remain): a
+        record must never hold the fold up."""
         docs = [f.document() for f in failures]
         try:
             await insert_new(self._failures, docs)
@@ -503,12 +504,6 @@ class FleetStore:
         order = [("tenant", 1), ("vehicle", 1), ("through", 1)]
         with translate_errors():
             return await self._failures.find(query).sort(order).to_list(None)
-
-    async def take_failure(self, failure_id: str) -> Doc | None:
-        """A recorded failure taken off, for a replay (`fleet/failures.py`); None when it is
-        gone (replayed meanwhile)."""
-        with translate_errors():
-            return await self._failures.find_one_and_delete({"_id": failure_id})
 
     async def save_states(self, saved: Sequence[SavedState]) -> None:
         """Write states, each only over an older one (`through` lower or equal: an equal one
