@@ -104,6 +104,11 @@ class NotFound(GatewayError):
     status, title, slug = 404, "Not found", "not-found"
 
 
+class NoActiveVersion(NotFound):
+    """A versioned document (a mapping, a flow) that exists with no active version: nothing
+    to show by default, though it may be deleted."""
+
+
 class MethodNotAllowed(GatewayError):
     status, title, slug = 405, "Method not allowed", "method-not-allowed"
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from gateway.errors import Conflict, NotFound
+from gateway.errors import Conflict, NoActiveVersion, NotFound
 from gateway.store import Doc
 from gateway.store.mappings import MappingStore
 
@@ -89,7 +89,9 @@ class VersionedDocuments(Generic[V]):
         active = head.get("active_version")
         if version is None:
             if active is None:
-                raise NotFound(f"{self._noun} {name!r} has no active version; ask for a version")
+                raise NoActiveVersion(
+                    f"{self._noun} {name!r} has no active version; ask for a version"
+                )
             version = int(active)
         return self._make(await self.version_doc(tenant, name, version), active)
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import AbstractRoute
 
-from gateway.errors import NotFound, PreconditionFailed
+from gateway.errors import NoActiveVersion, PreconditionFailed
 
 CHANGES: Final = frozenset({"PATCH", "PUT", "DELETE"})
 API: Final = "/api/v1/"
@@ -68,9 +68,11 @@ async def check_if_match(request: web.Request) -> None:
     # limit once a request (web/admin_auth.py keeps what it admitted).
     try:
         current = _body(await read(request)) or b""
-    except NotFound:
-        # No current representation (a mapping or flow with no active version, or nothing
-        # at all): no tag can match it, `*` included (RFC 9110 §13.1.1).
+    except NoActiveVersion:
+        # It exists with no current representation (a mapping or flow with no active
+        # version): no tag can match it, `*` included (RFC 9110 §13.1.1). A document that
+        # does not exist stays a 404: preconditions are ignored where the change would fail
+        # without them (§13.2.1).
         raise PreconditionFailed(
             "the document has no current representation to match If-Match; nothing was "
             "changed (send the change without If-Match to act on it as it is)"
