@@ -58,6 +58,16 @@ INDEXES = [
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
     IndexModel([("order_key", ASCENDING), ("seq", ASCENDING)], name="ordering", sparse=True),
 ]
+# On SecantusDB, whose planner scans the whole collection (every tenant's deliveries) for a
+# query one predicate of which no index has: the failed and dead ones (the list by status, the
+# dashboard's counts) and the last hours' (the dashboard's activity). MongoDB serves them from
+# `by_tenant` and the status written on each attempt costs it nothing more.
+SCAN_INDEXES = [
+    IndexModel(
+        [("tenant", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)], name="by_status"
+    ),
+    IndexModel([("tenant", ASCENDING), ("created_at", ASCENDING)], name="by_created"),
+]
 # Filters the admin API accepts, and the fields they read.
 FILTERS = {
     "status": "status",
@@ -70,12 +80,21 @@ FILTERS = {
 }
 _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
 _LIST_PROJECTION = {"attempts": 0, "event.data": 0}
+_ABSENT = object()
 
 
 class DeliveryStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
         self._relayed = unjournaled(collection)
+        # The filters (besides none) an index covers with the tenant and `_id`.
+        self._windowed: tuple[frozenset[str], ...] = (frozenset(),)
+
+    async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
+        with translate_errors():
+            await self._c.create_indexes([*INDEXES, *SCAN_INDEXES] if scans_id_ranges else INDEXES)
+        if scans_id_ranges:
+            self._windowed = (frozenset(), frozenset({"status"}))
 
     async def insert_many(self, docs: Sequence[Doc], *, journaled: bool = True) -> int:
         """Insert what is new; a delivery that already exists is left as it is. The event
@@ -91,13 +110,19 @@ class DeliveryStore:
     async def list(
         self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int
     ) -> list[Doc]:
-        """Newest first (ids start with their event's ObjectId: `newest.py`); unfiltered, the
-        cost follows the latest deliveries, not the tenant's history. An event's deliveries
-        (`event_id`) are a range of ids, `<event id>:<subscription, or flow step>`, read
-        through `by_tenant` (`event_children`), highest first, not by a scan for `event.id`."""
+        """Newest first (ids start with their event's ObjectId: `newest.py`); unfiltered or
+        by status (where `by_status` is), the cost follows the latest deliveries, not the
+        tenant's history. An event's deliveries (`event_id`) are a range of ids, `<event
+        id>:<subscription, or flow step>`, read through `by_tenant` (`event_children`),
+        highest first, not by a scan for `event.id`; so are a flow run's (`run_id`, ids
+        `<run id>:<step>`, the run's id `<event id>:<flow>`), the run picked out here."""
         query = _query(filters)
         before = cursor_text(before, EVENT_CHILD_CURSOR)
-        if (event := query.pop("event.id", None)) is not None:
+        event = query.pop("event.id", None)
+        run = query.get("run_id")
+        if event is None and isinstance(run, str) and EVENT_CHILD_CURSOR.fullmatch(run):
+            return await self._of_run(tenant, run, query, before, limit)
+        if event is not None:
             ids = event_children(str(event))
             if before is not None:
                 ids["$lt"] = child_cursor(before, event)
@@ -111,9 +136,25 @@ class DeliveryStore:
             query,
             before=before,
             limit=limit,
-            windowed=not query,  # `by_tenant` covers only the tenant and the id
+            windowed=frozenset(query) in self._windowed,
             projection=_LIST_PROJECTION,
         )
+
+    async def _of_run(
+        self, tenant: str, run: str, query: Doc, before: str | None, limit: int
+    ) -> builtins.list[Doc]:
+        """A run's deliveries are among its event's (a handful: one per subscription and flow
+        step), read by their range of ids; the other filters are applied here, as the
+        database would (equality on top-level fields; `_query` makes no other)."""
+        event = run.split(":", 1)[0]
+        ids = event_children(event)
+        if before is not None:
+            ids["$lt"] = child_cursor(before, event)
+        with translate_errors():
+            cursor = self._c.find(scoped(tenant, {"_id": ids}), _LIST_PROJECTION)
+            children = await cursor.sort("_id", DESCENDING).to_list(None)
+        found = [d for d in children if all(d.get(k, _ABSENT) == v for k, v in query.items())]
+        return found[:limit]
 
     async def replay(
         self,

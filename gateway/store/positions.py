@@ -88,6 +88,10 @@ ROUND_LOOKBACK: Final = timedelta(seconds=120)
 the clocks of different processes."""
 log = logging.getLogger(__name__)
 _RETENTION_INDEX: Final = "retention"
+# `latest`'s windows of device time (as newest.py's of ids).
+NEWEST_FIRST: Final = timedelta(seconds=8)
+NEWEST_GROWTH: Final = 8
+NEWEST_WIDEST: Final = timedelta(days=30)
 TRACK_INDEX: Final = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="track")
 _RETIRED_INDEXES: Final = ("fix",)  # (tenant, vehicle, t) unique: the `_id` is the fix now
 # The fix's fields the fold reads, copied into its inbox item.
@@ -873,10 +877,27 @@ class PositionStore:
             docs = await self._p.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
         return await self._flag(tenant, docs)
 
-    async def latest(self, tenant: str, vehicle: str, limit: int) -> list[Doc]:
-        """A vehicle's newest fixes by device time, newest first (refused ones flagged)."""
+    async def latest(
+        self, tenant: str, vehicle: str, limit: int, now: datetime | None = None
+    ) -> list[Doc]:
+        """A vehicle's newest fixes by device time, newest first (refused ones flagged). Read
+        in windows of device time back from now (`newest.py`: SecantusDB reads every fix a
+        query matches before it applies the limit, the whole track in one query): the first
+        one takes every fix from 8 s ago on (a clock ahead included), each next one 8 times
+        wider, the last everything older than 30 days. They partition the track: the same
+        fixes, in the same order, as one query."""
         low, high = _track_bounds(vehicle)
-        query = scoped(tenant, {"_id": {"$gte": low, "$lt": high}})
-        with translate_errors():
-            docs = await self._p.find(query).sort("_id", DESCENDING).limit(limit).to_list(limit)
+        anchor = now or datetime.now(UTC)
+        docs: list[Doc] = []
+        upper, width = high, NEWEST_FIRST
+        while len(docs) < limit:
+            lower = position_id(vehicle, anchor - width) if width <= NEWEST_WIDEST else low
+            query = scoped(tenant, {"_id": {"$gte": lower, "$lt": upper}})
+            wanted = limit - len(docs)
+            with translate_errors():
+                cursor = self._p.find(query).sort("_id", DESCENDING).limit(wanted)
+                docs += await cursor.to_list(wanted)
+            if lower == low:
+                break
+            upper, width = lower, width * NEWEST_GROWTH
         return await self._flag(tenant, docs)
