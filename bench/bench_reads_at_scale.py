@@ -48,6 +48,8 @@ from gateway.store.embedded import EmbeddedServer  # noqa: E402
 from gateway.store.entities import filter_keys  # noqa: E402
 from gateway.store.flow_runs import shard_of as run_shard  # noqa: E402
 from gateway.store.positions import position_id  # noqa: E402
+from gateway.store.rejected import MAX_PER_TRIGGER  # noqa: E402
+from gateway.store.schedules import MAX_RUNS_PER_SCHEDULE  # noqa: E402
 
 SECRET_KEY = "bench-secret-key-0123456789abcdef0123456789abcdef"
 DATABASE = "scale"
@@ -211,7 +213,7 @@ class History:
                     "source": "bench",
                 }
             )
-            if i % 3 == 0:
+            if i % 3 == 0 and i // 3 < MAX_PER_TRIGGER * len(TRIGGERS):  # kept per trigger
                 text = f'{{"placa": null, "km": {i}}}'
                 rejected.append(
                     {
@@ -232,7 +234,7 @@ class History:
                         "attempts": 0,
                     }
                 )
-            if i % 10 == 0:
+            if i % 10 == 0 and i // 10 < MAX_RUNS_PER_SCHEDULE:  # the newest kept
                 sched.append(
                     {
                         "_id": eid,

@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from gateway.services import Services
 from gateway.store.activity import ActivityStore
+from gateway.store.assignments import AssignmentStore, change_id
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore
@@ -234,3 +235,34 @@ async def test_a_vehicles_newest_fixes_are_read_in_windows_of_its_track(
     assert sum(n for _, n in plans) <= 20  # of 802 fixes
     assert [f["_id"] for f in await store.latest("acme", vehicle, 500, now=NOW)] == mine
     assert await store.latest("beta", vehicle, 10, now=NOW) == []
+
+
+async def test_a_vehicles_driver_then_and_its_changes_are_read_in_windows_of_time(
+    services: Services, watched: tuple[Any, _Reads]
+) -> None:
+    db, reads = watched
+    vehicle = str(ObjectId())
+    starts = [NOW - timedelta(hours=n) for n in range(HISTORY)] + [NOW + timedelta(days=30)]
+    await db["driver_assignments"].insert_many(
+        [
+            {"_id": change_id(tenant, vehicle, start), "tenant": tenant, "vehicle_id": vehicle}
+            | {"start": start, "driver": {"id": f"d{n}"}}
+            for n, start in enumerate(starts)
+            for tenant in ("acme", "beta")
+        ]
+    )
+    store = AssignmentStore(db["driver_assignments"])
+    newest = sorted((change_id("acme", vehicle, s) for s in starts), reverse=True)
+
+    in_force = await store.at("acme", vehicle, NOW - timedelta(minutes=90))
+    assert in_force is not None and in_force["_id"] == change_id("acme", vehicle, starts[2])
+    page = await store.history("acme", vehicle, before=None, limit=3)
+    assert [c["_id"] for c in page] == newest[:3]  # the one ahead first
+    after = await store.history("acme", vehicle, before=page[-1]["_id"], limit=3)
+    assert [c["_id"] for c in after] == newest[3:6]
+    plans = await _plans(db, reads)
+    assert {index for index, _ in plans} == {"ranges"}
+    assert sum(n for _, n in plans) <= 30  # of 802 changes
+    assert await store.at("acme", vehicle, NOW - timedelta(days=HISTORY)) is None
+    everything = await store.history("acme", vehicle, before=None, limit=HISTORY + 1)
+    assert [c["_id"] for c in everything] == newest

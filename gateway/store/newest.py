@@ -92,3 +92,40 @@ async def newest_first(
             break
         upper, width = lower, width * GROWTH
     return found
+
+
+async def newest_in_range(
+    collection: Collection,
+    tenant: str,
+    ids: tuple[str, str],
+    bound: Callable[[datetime], str],
+    *,
+    anchor: datetime,
+    limit: int,
+    upper_op: str = "$lt",
+) -> list[Doc]:
+    """Up to `limit` documents of `tenant` with `_id` in [ids[0], ids[1]) (`upper_op` "$lte":
+    ]), highest first, where `bound(t)` is the id of time `t` (a vehicle's fixes, its driver
+    changes: ids that sort by time): in windows back from `anchor` as `newest_first` reads,
+    the first one taking everything from `anchor` - 8 s up to the upper bound."""
+    low, high = ids
+    found: list[Doc] = []
+    upper, op, width = high, upper_op, FIRST
+    while len(found) < limit:
+        lower = low
+        if width <= WIDEST:
+            try:
+                lower = max(low, bound(anchor - width))
+            except OverflowError:  # before year 1: the last window
+                pass
+        wanted = limit - len(found)
+        select = scoped(tenant, {"_id": {"$gte": lower, op: upper}})
+        with translate_errors():
+            cursor = collection.find(select).sort("_id", DESCENDING).limit(wanted)
+            found += await cursor.to_list(wanted)
+        if lower == low:
+            break
+        if lower < upper:  # (an anchor past the upper bound: its windows start below it)
+            upper, op = lower, "$lt"
+        width *= GROWTH
+    return found

@@ -55,6 +55,7 @@ from gateway.store.client import (
 )
 from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore, shard_of
+from gateway.store.newest import newest_in_range
 
 DEFAULT_RETENTION_DAYS: Final = 90
 FINISH_SECONDS: Final = 600.0
@@ -88,10 +89,6 @@ ROUND_LOOKBACK: Final = timedelta(seconds=120)
 the clocks of different processes."""
 log = logging.getLogger(__name__)
 _RETENTION_INDEX: Final = "retention"
-# `latest`'s windows of device time (as newest.py's of ids).
-NEWEST_FIRST: Final = timedelta(seconds=8)
-NEWEST_GROWTH: Final = 8
-NEWEST_WIDEST: Final = timedelta(days=30)
 TRACK_INDEX: Final = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="track")
 _RETIRED_INDEXES: Final = ("fix",)  # (tenant, vehicle, t) unique: the `_id` is the fix now
 # The fix's fields the fold reads, copied into its inbox item.
@@ -886,18 +883,13 @@ class PositionStore:
         one takes every fix from 8 s ago on (a clock ahead included), each next one 8 times
         wider, the last everything older than 30 days. They partition the track: the same
         fixes, in the same order, as one query."""
-        low, high = _track_bounds(vehicle)
         anchor = now or datetime.now(UTC)
-        docs: list[Doc] = []
-        upper, width = high, NEWEST_FIRST
-        while len(docs) < limit:
-            lower = position_id(vehicle, anchor - width) if width <= NEWEST_WIDEST else low
-            query = scoped(tenant, {"_id": {"$gte": lower, "$lt": upper}})
-            wanted = limit - len(docs)
-            with translate_errors():
-                cursor = self._p.find(query).sort("_id", DESCENDING).limit(wanted)
-                docs += await cursor.to_list(wanted)
-            if lower == low:
-                break
-            upper, width = lower, width * NEWEST_GROWTH
+        docs = await newest_in_range(
+            self._p,
+            tenant,
+            _track_bounds(vehicle),
+            lambda t: position_id(vehicle, t),
+            anchor=anchor,
+            limit=limit,
+        )
         return await self._flag(tenant, docs)
