@@ -23,7 +23,7 @@ from gateway.store.deliveries import DeliveryStore
 from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore
 from gateway.store.flow_runs import FlowRunStore
-from gateway.store.positions import PositionStore, position_id
+from gateway.store.positions import HORIZON, PositionStore, position_id
 from gateway.store.rejected import RejectedStore
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -266,3 +266,46 @@ async def test_a_vehicles_driver_then_and_its_changes_are_read_in_windows_of_tim
     assert await store.at("acme", vehicle, NOW - timedelta(days=HISTORY)) is None
     everything = await store.history("acme", vehicle, before=None, limit=HISTORY + 1)
     assert [c["_id"] for c in everything] == newest
+
+
+async def test_a_vehicles_track_is_read_oldest_first_in_windows_of_device_time(
+    services: Services, watched: tuple[Any, _Reads]
+) -> None:
+    db, reads = watched
+    vehicle = str(ObjectId())
+    times = [NOW - timedelta(minutes=n) for n in range(HISTORY)]
+    times += [NOW - timedelta(days=400), NOW + timedelta(days=9)]  # kept: old and ahead
+    horizon = NOW - timedelta(minutes=HISTORY)  # the retention's, as if 400 min
+    await db["positions"].insert_many(
+        [
+            {"_id": position_id(v, t), "tenant": tenant, "vehicle": v, "t": t, "at": NOW}
+            for t in times
+            for tenant, v in (("acme", vehicle), ("beta", str(ObjectId())))
+        ]
+    )
+    store = PositionStore(
+        db["positions"],
+        db["positions_refused"],
+        FleetStore(db["fleet_inbox"], db["fleet"], db["fleet_marks"]),
+        Expiry(),
+    )
+    ordered = sorted(position_id(vehicle, t) for t in times)
+
+    def track(**bounds: Any) -> Any:
+        fields = {"start": None, "end": None, "after": None, "limit": 10} | bounds
+        return store.track("acme", vehicle, **fields, now=horizon + HORIZON)
+
+    first = await track()
+    assert [f["_id"] for f in first] == ordered[:10]  # the one 400 days old first
+    second = await track(after=first[-1]["t"])
+    assert [f["_id"] for f in second] == ordered[10:20]
+    since = await track(start=NOW - timedelta(minutes=5))
+    assert [f["_id"] for f in since] == ordered[-7:]  # 5 min ago to now, and the one ahead
+    plans = await _plans(db, reads)
+    assert {index for index, _ in plans} == {"track"}
+    assert sum(n for _, n in plans) <= 120  # three pages: their windows, not 2 x 400 fixes
+    everything = await track(limit=HISTORY + 2)
+    assert [f["_id"] for f in everything] == ordered
+    window = await track(start=NOW - timedelta(minutes=30), end=NOW - timedelta(minutes=20))
+    assert [f["_id"] for f in window] == ordered[-32:-22]
+    assert await store.track("beta", vehicle, None, None, None, 10) == []

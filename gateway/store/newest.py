@@ -26,7 +26,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING
 
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 
@@ -128,4 +128,44 @@ async def newest_in_range(
         if lower < upper:  # (an anchor past the upper bound: its windows start below it)
             upper, op = lower, "$lt"
         width *= GROWTH
+    return found
+
+
+async def oldest_in_range(
+    collection: Collection,
+    tenant: str,
+    ids: tuple[str, str],
+    bound: Callable[[datetime], str],
+    *,
+    anchor: datetime,
+    limit: int,
+    lower_op: str = "$gte",
+) -> list[Doc]:
+    """Up to `limit` documents of `tenant` with `_id` in [ids[0], ids[1]) (`lower_op` "$gt":
+    ]ids[0]), lowest first, where `bound(t)` is the id of time `t`: everything before
+    `anchor` first, then windows forward from it, 8 s wide, each next one 8 times wider, the
+    last one up to the upper bound. They partition the range: the answer is that of one
+    query, but the windows stop at those that fill the page."""
+    low, high = ids
+    found: list[Doc] = []
+    lower, op, width = low, lower_op, FIRST
+    edge: datetime | None = anchor
+    while len(found) < limit:
+        try:
+            upper = high if edge is None else min(high, bound(edge))
+        except OverflowError:  # past year 9999: the last window
+            upper = high
+        if upper > lower or upper == high:
+            wanted = limit - len(found)
+            select = scoped(tenant, {"_id": {op: lower, "$lt": upper}})
+            with translate_errors():
+                cursor = collection.find(select).sort("_id", ASCENDING).limit(wanted)
+                found += await cursor.to_list(wanted)
+            if upper == high:
+                break
+            lower, op = upper, "$gte"
+        try:
+            edge, width = (None if edge is None else edge + width), width * GROWTH
+        except OverflowError:  # the next window is the last
+            edge = None
     return found

@@ -55,9 +55,10 @@ from gateway.store.client import (
 )
 from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore, shard_of
-from gateway.store.newest import newest_in_range
+from gateway.store.newest import newest_in_range, oldest_in_range
 
 DEFAULT_RETENTION_DAYS: Final = 90
+HORIZON: Final = timedelta(days=DEFAULT_RETENTION_DAYS)  # where a track's first page begins
 FINISH_SECONDS: Final = 600.0
 """How long a failed round keeps trying to hand its stored fixes to the fold (a database
 restart takes seconds; a round that waited longer than the fold would wait for its number
@@ -861,6 +862,7 @@ class PositionStore:
         end: datetime | None,
         after: datetime | None,
         limit: int,
+        now: datetime | None = None,
     ) -> list[Doc]:
         """A vehicle's fixes in device-time order, `start` <= t < `end`, after the cursor
         `after` (the last device time of the previous page); refused ones included (flagged)."""
@@ -868,10 +870,20 @@ class PositionStore:
         lower_op, lower = "$gte", low if start is None else position_id(vehicle, start)
         if after is not None and position_id(vehicle, after) >= lower:
             lower_op, lower = "$gt", position_id(vehicle, after)
-        bounds: Doc = {lower_op: lower, "$lt": high if end is None else position_id(vehicle, end)}
-        query = scoped(tenant, {"_id": bounds})
-        with translate_errors():
-            docs = await self._p.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
+        # In windows of device time forward (`newest.py` `oldest_in_range`; SecantusDB reads
+        # every fix a query matches before the limit): from the cursor, else `start`, else
+        # the retention's horizon (what is older is read first, in one window).
+        anchor = after if lower_op == "$gt" and after is not None else start
+        anchor = anchor or (now or datetime.now(UTC)) - HORIZON
+        docs = await oldest_in_range(
+            self._p,
+            tenant,
+            (lower, high if end is None else position_id(vehicle, end)),
+            lambda t: position_id(vehicle, t),
+            anchor=anchor,
+            limit=limit,
+            lower_op=lower_op,
+        )
         return await self._flag(tenant, docs)
 
     async def latest(
