@@ -272,7 +272,7 @@ async def test_a_vehicles_track_is_read_oldest_first_in_windows_of_device_time(
     services: Services, watched: tuple[Any, _Reads]
 ) -> None:
     db, reads = watched
-    vehicle = str(ObjectId())
+    vehicle = str(ObjectId.from_datetime(NOW - timedelta(days=365)))  # older than its track
     times = [NOW - timedelta(minutes=n) for n in range(HISTORY)]
     times += [NOW - timedelta(days=400), NOW + timedelta(days=9)]  # kept: old and ahead
     horizon = NOW - timedelta(minutes=HISTORY)  # the retention's, as if 400 min
@@ -309,3 +309,17 @@ async def test_a_vehicles_track_is_read_oldest_first_in_windows_of_device_time(
     window = await track(start=NOW - timedelta(minutes=30), end=NOW - timedelta(minutes=20))
     assert [f["_id"] for f in window] == ordered[-32:-22]
     assert await store.track("beta", vehicle, None, None, None, 10) == []
+
+    # A vehicle younger than the horizon: windows from its creation on.
+    young = _event_id(HISTORY // 2)
+    await db["positions"].insert_many(
+        [
+            {"_id": position_id(young, t), "tenant": "acme", "vehicle": young, "t": t} | {"at": NOW}
+            for t in times[: HISTORY // 2]
+        ]
+    )
+    reads.sent.clear()
+    found = await store.track("acme", young, None, None, None, 10, now=NOW)
+    assert [f["_id"] for f in found] == sorted(position_id(young, t) for t in times[:200])[:10]
+    plans = await _plans(db, reads)
+    assert {index for index, _ in plans} == {"track"} and sum(n for _, n in plans) <= 100

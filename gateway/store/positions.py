@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, OperationFailure
 
@@ -872,9 +873,13 @@ class PositionStore:
             lower_op, lower = "$gt", position_id(vehicle, after)
         # In windows of device time forward (`newest.py` `oldest_in_range`; SecantusDB reads
         # every fix a query matches before the limit): from the cursor, else `start`, else
-        # the retention's horizon (what is older is read first, in one window).
+        # the later of the retention's horizon and the vehicle's creation (what is older is
+        # read first, in one window).
         anchor = after if lower_op == "$gt" and after is not None else start
-        anchor = anchor or (now or datetime.now(UTC)) - HORIZON
+        if anchor is None:
+            anchor = (now or datetime.now(UTC)) - HORIZON
+            if ObjectId.is_valid(vehicle):
+                anchor = max(anchor, ObjectId(vehicle).generation_time)
         docs = await oldest_in_range(
             self._p,
             tenant,
