@@ -323,3 +323,37 @@ async def test_a_vehicles_track_is_read_oldest_first_in_windows_of_device_time(
     assert [f["_id"] for f in found] == sorted(position_id(young, t) for t in times[:200])[:10]
     plans = await _plans(db, reads)
     assert {index for index, _ in plans} == {"track"} and sum(n for _, n in plans) <= 100
+
+
+async def test_deliveries_by_a_field_no_index_has_read_the_tenants_windows_not_every_tenants(
+    services: Services, watched: tuple[Any, _Reads]
+) -> None:
+    db, reads = watched
+    deliveries = [
+        {"_id": f"{_event_id(n)}:{sub}", "tenant": tenant, "subscription_id": sub}
+        | {"entity_id": f"v{n % 7}", "status": "succeeded", "event": {"id": "e"}}
+        for n in range(HISTORY)
+        for sub, tenant in (("s1", "acme"), ("s2", "acme"), ("s1", "beta"))
+    ]
+    await db["deliveries"].insert_many(deliveries)
+    store = DeliveryStore(db["deliveries"])
+    await store.ensure_indexes(scans_id_ranges=True)
+
+    def wanted(**fields: str) -> list[str]:
+        mine = [d for d in deliveries if d["tenant"] == "acme"]
+        picked = [d["_id"] for d in mine if all(d[k] == v for k, v in fields.items())]
+        return sorted(picked, reverse=True)
+
+    page = await store.list("acme", {"subscription_id": "s1"}, before=None, limit=10)
+    assert [d["_id"] for d in page] == wanted(subscription_id="s1")[:10]
+    after = await store.list("acme", {"subscription_id": "s1"}, before=page[-1]["_id"], limit=10)
+    assert [d["_id"] for d in after] == wanted(subscription_id="s1")[10:20]
+    both = {"entity_id": "v3", "subscription_id": "s2"}
+    page = await store.list("acme", both, before=None, limit=5)
+    assert [d["_id"] for d in page] == wanted(**both)[:5]
+    plans = await _plans(db, reads)
+    assert {index for index, _ in plans} == {"by_tenant"}
+    assert sum(n for _, n in plans) <= 600  # their windows, not 3 scans of 1,200 deliveries
+    assert await store.list("beta", {"subscription_id": "s2"}, before=None, limit=5) == []
+    everything = await store.list("acme", {"entity_id": "v3"}, before=None, limit=1000)
+    assert [d["_id"] for d in everything] == wanted(entity_id="v3")

@@ -89,12 +89,14 @@ class DeliveryStore:
         self._relayed = unjournaled(collection)
         # The filters (besides none) an index covers with the tenant and `_id`.
         self._windowed: tuple[frozenset[str], ...] = (frozenset(),)
+        self._picks = False  # other filters applied here to windows of `by_tenant` (SecantusDB)
 
     async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
         with translate_errors():
             await self._c.create_indexes([*INDEXES, *SCAN_INDEXES] if scans_id_ranges else INDEXES)
         if scans_id_ranges:
             self._windowed = (frozenset(), frozenset({"status"}))
+            self._picks = True
 
     async def insert_many(self, docs: Sequence[Doc], *, journaled: bool = True) -> int:
         """Insert what is new; a delivery that already exists is left as it is. The event
@@ -130,14 +132,27 @@ class DeliveryStore:
             with translate_errors():
                 cursor = self._c.find(select, _LIST_PROJECTION).sort("_id", DESCENDING)
                 return await cursor.limit(limit).to_list(limit)
+        if frozenset(query) in self._windowed or not self._picks:
+            return await newest_first(
+                self._c,
+                tenant,
+                query,
+                before=before,
+                limit=limit,
+                windowed=frozenset(query) in self._windowed,
+                projection=_LIST_PROJECTION,
+            )
+        # SecantusDB, a filter no index has (a subscription, an action, a partner, an entity):
+        # the tenant's windows through `by_tenant`, picked here, not every tenant's scanned.
         return await newest_first(
             self._c,
             tenant,
-            query,
+            {},
             before=before,
             limit=limit,
-            windowed=frozenset(query) in self._windowed,
+            windowed=True,
             projection=_LIST_PROJECTION,
+            picked=query,
         )
 
     async def _of_run(

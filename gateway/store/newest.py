@@ -35,6 +35,7 @@ GROWTH = 8
 WIDEST = timedelta(days=30)  # past this, one last window takes everything older
 # No ObjectId is older than the epoch: a window that would reach past it is the last one.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ABSENT = object()
 
 
 def _bound_of(ids: type) -> Callable[[datetime], Any]:
@@ -64,10 +65,15 @@ async def newest_first(
     ids: type = str,
     projection: Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    picked: Mapping[str, Any] | None = None,
 ) -> list[Doc]:
     """Up to `limit` documents of `tenant` matching `query` with `_id` below `before` (all when
     None), highest `_id` first. `ids` is the type of the collection's ids (str or ObjectId);
-    `windowed`: an index covers the tenant, the query's fields and `_id` (else one query)."""
+    `windowed`: an index covers the tenant, the query's fields and `_id` (else one query).
+    `picked`: equalities on top-level fields no index has, applied here to what each window
+    reads (as the database would: to fields that are not arrays) instead of sent: the
+    database reads the tenant's windows through its index rather than every tenant's
+    documents (SecantusDB; `projection` must keep those fields)."""
     bound = _bound_of(ids)
     anchor = now or datetime.now(UTC)
     if before is not None:  # the windows start at the cursor's time, when it has one
@@ -86,8 +92,16 @@ async def newest_first(
         wanted = limit - len(found)
         select = scoped(tenant, {**query, "_id": window} if window else dict(query))
         with translate_errors():
-            cursor = collection.find(select, projection).sort("_id", DESCENDING).limit(wanted)
-            found += await cursor.to_list(wanted)
+            cursor = collection.find(select, projection).sort("_id", DESCENDING)
+            if picked is None:
+                found += await cursor.limit(wanted).to_list(wanted)
+            else:
+                async for doc in cursor:
+                    if all(doc.get(k, _ABSENT) == v for k, v in picked.items()):
+                        found.append(doc)
+                        if len(found) == limit:
+                            break
+                await cursor.close()
         if lower is None:
             break
         upper, width = lower, width * GROWTH
