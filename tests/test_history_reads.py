@@ -252,6 +252,8 @@ async def test_a_vehicles_driver_then_and_its_changes_are_read_in_windows_of_tim
         ]
     )
     store = AssignmentStore(db["driver_assignments"])
+    store.windowed = services.store.notify.assignments.windowed  # as the gateway's, set at start
+    assert store.windowed  # on SecantusDB
     newest = sorted((change_id("acme", vehicle, s) for s in starts), reverse=True)
 
     in_force = await store.at("acme", vehicle, NOW - timedelta(minutes=90))

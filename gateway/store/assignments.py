@@ -64,6 +64,9 @@ def _prefix(tenant: str, vehicle_id: str) -> str:
 class AssignmentStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
+        # Read in windows of time where `ranges` serves them (SecantusDB reads every change
+        # a query matches before the limit); MongoDB reads its primary index up to the limit.
+        self.windowed = False
 
     async def record(
         self, tenant: str, vehicle_id: str, fields: Mapping[str, Any], *, overwrite: bool = True
@@ -113,6 +116,7 @@ class AssignmentStore:
             anchor=_utc(when),
             limit=1,
             upper_op="$lte",
+            windowed=self.windowed,
         )
         return found[0] if found else None
 
@@ -140,4 +144,5 @@ class AssignmentStore:
             lambda t: change_id(tenant, vehicle_id, t),
             anchor=anchor,
             limit=limit,
+            windowed=self.windowed,
         )

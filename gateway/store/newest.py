@@ -117,14 +117,16 @@ async def newest_in_range(
     anchor: datetime,
     limit: int,
     upper_op: str = "$lt",
+    windowed: bool = True,
 ) -> list[Doc]:
     """Up to `limit` documents of `tenant` with `_id` in [ids[0], ids[1]) (`upper_op` "$lte":
     ]), highest first, where `bound(t)` is the id of time `t` (a vehicle's fixes, its driver
     changes: ids that sort by time): in windows back from `anchor` as `newest_first` reads,
-    the first one taking everything from `anchor` - 8 s up to the upper bound."""
+    the first one taking everything from `anchor` - 8 s up to the upper bound (one query
+    when not `windowed`: MongoDB reads a range of `_id` up to the limit)."""
     low, high = ids
     found: list[Doc] = []
-    upper, op, width = high, upper_op, FIRST
+    upper, op, width = high, upper_op, (FIRST if windowed else WIDEST * GROWTH)
     while len(found) < limit:
         lower = low
         if width <= WIDEST:
@@ -154,16 +156,18 @@ async def oldest_in_range(
     anchor: datetime,
     limit: int,
     lower_op: str = "$gte",
+    windowed: bool = True,
 ) -> list[Doc]:
     """Up to `limit` documents of `tenant` with `_id` in [ids[0], ids[1]) (`lower_op` "$gt":
     ]ids[0]), lowest first, where `bound(t)` is the id of time `t`: everything before
     `anchor` first, then windows forward from it, 8 s wide, each next one 8 times wider, the
     last one up to the upper bound. They partition the range: the answer is that of one
-    query, but the windows stop at those that fill the page."""
+    query, but the windows stop at those that fill the page (one query when not
+    `windowed`)."""
     low, high = ids
     found: list[Doc] = []
     lower, op, width = low, lower_op, FIRST
-    edge: datetime | None = anchor
+    edge: datetime | None = anchor if windowed else None
     while len(found) < limit:
         try:
             upper = high if edge is None else min(high, bound(edge))

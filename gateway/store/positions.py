@@ -888,6 +888,7 @@ class PositionStore:
             anchor=anchor,
             limit=limit,
             lower_op=lower_op,
+            windowed=self._whole_ranges,
         )
         return await self._flag(tenant, docs)
 
@@ -908,5 +909,6 @@ class PositionStore:
             lambda t: position_id(vehicle, t),
             anchor=anchor,
             limit=limit,
+            windowed=self._whole_ranges,
         )
         return await self._flag(tenant, docs)
