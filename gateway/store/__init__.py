@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.store import actions, deliveries, entities, events, kinds, partners, schedules
+from gateway.store import actions, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
 from gateway.store.activity import ActivityStore
 from gateway.store.client import (
@@ -33,7 +33,6 @@ from gateway.store.occurrences import OccurrenceStore
 from gateway.store.occurrences import indexes as occurrence_indexes
 from gateway.store.partners import PartnerStore
 from gateway.store.positions import PositionStore
-from gateway.store.rejected import INDEXES as REJECTED_INDEXES
 from gateway.store.rejected import RejectedStore
 from gateway.store.schedules import ScheduleStore
 from gateway.store.signature_memory import INDEXES as SIGNATURE_MEMORY_INDEXES
@@ -112,13 +111,13 @@ class Store:
             await self.db["events"].create_indexes(events.INDEXES)
             await self.db["kinds"].create_indexes(kinds.INDEXES)
             await self.db["triggers"].create_indexes(TRIGGER_INDEXES)
-            await self.db["rejected"].create_indexes(REJECTED_INDEXES)
             await self.db["partners"].create_indexes(partners.INDEXES)
             await self.db["actions"].create_indexes(actions.ACTION_INDEXES)
             await self.db["subscriptions"].create_indexes(actions.SUBSCRIPTION_INDEXES)
-            await self.db["deliveries"].create_indexes(deliveries.INDEXES)
             await self.db["schedules"].create_indexes(schedules.INDEXES)
             await self.db["schedule_runs"].create_indexes(schedules.RUN_INDEXES)
+        await self.deliveries.ensure_indexes(scans_id_ranges=scans)
+        await self.rejected.ensure_indexes(scans_id_ranges=scans)
         await self.expiry.create_indexes(self.db["idempotency"], IDEMPOTENCY_INDEXES)
         await self.expiry.create_indexes(self.db["signature_memory"], SIGNATURE_MEMORY_INDEXES)
         await self.expiry.create_indexes(

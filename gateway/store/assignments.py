@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from gateway.store.client import Collection, Doc, cursor_text, scoped, translate_errors
+from gateway.store.newest import newest_in_range
 
 # What change_id writes (ASCII digits: `\d` would take any script's).
 _TIME_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
@@ -47,6 +48,15 @@ def _utc(moment: datetime) -> datetime:
         )
 
 
+def _start_of(change: str, prefix: str) -> datetime:
+    """The start a change's id holds (`change_id`); the earliest time for one of that shape
+    that is no time (month 13): the page is then read in one query."""
+    try:
+        return datetime.fromisoformat(change[len(prefix) : -1]).replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def _prefix(tenant: str, vehicle_id: str) -> str:
     return f"{tenant}:{vehicle_id}:"
 
@@ -54,6 +64,9 @@ def _prefix(tenant: str, vehicle_id: str) -> str:
 class AssignmentStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
+        # Read in windows of time where `ranges` serves them (SecantusDB reads every change
+        # a query matches before the limit); MongoDB reads its primary index up to the limit.
+        self.windowed = False
 
     async def record(
         self, tenant: str, vehicle_id: str, fields: Mapping[str, Any], *, overwrite: bool = True
@@ -95,10 +108,17 @@ class AssignmentStore:
 
     async def at(self, tenant: str, vehicle_id: str, when: datetime) -> Doc | None:
         """The change in force at `when`: the last one that started at or before it."""
-        prefix = _prefix(tenant, vehicle_id)
-        query = {"_id": {"$gte": prefix, "$lte": change_id(tenant, vehicle_id, when)}}
-        with translate_errors():
-            return await self._c.find_one(scoped(tenant, query), sort=[("_id", DESCENDING)])
+        found = await newest_in_range(
+            self._c,
+            tenant,
+            (_prefix(tenant, vehicle_id), change_id(tenant, vehicle_id, when)),
+            lambda t: change_id(tenant, vehicle_id, t),
+            anchor=_utc(when),
+            limit=1,
+            upper_op="$lte",
+            windowed=self.windowed,
+        )
+        return found[0] if found else None
 
     async def next_after(self, change: Doc) -> Doc | None:
         """The change after this one (where this one ends). By its id, not its `start`: a
@@ -117,8 +137,15 @@ class AssignmentStore:
         vehicle's history: another one's, or junk, is a 400, not the first page again)."""
         prefix = _prefix(tenant, vehicle_id)
         shape = re.compile(re.escape(prefix) + _TIME_SHAPE)
-        upper = cursor_text(before, shape) or prefix + "~"
-        query = {"_id": {"$gte": prefix, "$lt": upper}}
-        with translate_errors():
-            cursor = self._c.find(scoped(tenant, query)).sort("_id", DESCENDING)
-            return await cursor.limit(limit).to_list(limit)
+        cursor = cursor_text(before, shape)
+        # Windows back from the cursor's start, or from now (changes ahead of it first).
+        anchor = _start_of(cursor, prefix) if cursor is not None else datetime.now(UTC)
+        return await newest_in_range(
+            self._c,
+            tenant,
+            (prefix, cursor or prefix + "~"),
+            lambda t: change_id(tenant, vehicle_id, t),
+            anchor=anchor,
+            limit=limit,
+            windowed=self.windowed,
+        )

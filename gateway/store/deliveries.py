@@ -59,6 +59,16 @@ INDEXES = [
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
     IndexModel([("order_key", ASCENDING), ("seq", ASCENDING)], name="ordering", sparse=True),
 ]
+# On SecantusDB, whose planner scans the whole collection (every tenant's deliveries) for a
+# query one predicate of which no index has: the failed and dead ones (the list by status, the
+# dashboard's counts) and the last hours' (the dashboard's activity). MongoDB serves them from
+# `by_tenant` and the status written on each attempt costs it nothing more.
+SCAN_INDEXES = [
+    IndexModel(
+        [("tenant", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)], name="by_status"
+    ),
+    IndexModel([("tenant", ASCENDING), ("created_at", ASCENDING)], name="by_created"),
+]
 # Filters the admin API accepts, and the fields they read.
 FILTERS = {
     "status": "status",
@@ -71,12 +81,23 @@ FILTERS = {
 }
 _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
 _LIST_PROJECTION = {"attempts": 0, "event.data": 0}
+_ABSENT = object()
 
 
 class DeliveryStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
         self._relayed = unjournaled(collection)
+        # The filters (besides none) an index covers with the tenant and `_id`.
+        self._windowed: tuple[frozenset[str], ...] = (frozenset(),)
+        self._picks = False  # other filters applied here to windows of `by_tenant` (SecantusDB)
+
+    async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
+        with translate_errors():
+            await self._c.create_indexes([*INDEXES, *SCAN_INDEXES] if scans_id_ranges else INDEXES)
+        if scans_id_ranges:
+            self._windowed = (frozenset(), frozenset({"status"}))
+            self._picks = True
 
     async def insert_many(self, docs: Sequence[Doc], *, journaled: bool = True) -> int:
         """Insert what is new; a delivery that already exists is left as it is. The event
@@ -96,29 +117,42 @@ class DeliveryStore:
         here, not in the query: through `by_tenant` (its `_id` descending) SecantusDB misses
         the ids that are a prefix of a bound (`…:1` below `…:10`, a notification's first
         recipients), so the query's bounds are the event's range alone, which no id is a
-        prefix of (`event_children`). An event has its subscriptions' and flow steps'
-        deliveries: tens, not thousands."""
+        prefix of (`event_children`), and the other filters are applied here too (with one
+        more predicate than `by_tenant` has, SecantusDB scans the collection; `_query` makes
+        only equalities on top-level fields). An event has its subscriptions' and flow
+        steps' deliveries: tens, not thousands."""
         if not EVENT_ID.fullmatch(event):  # no event's: its deliveries are none, as for any
             return []  # filter naming nothing (and no range of other events' ids)
         if before is not None:
             before = child_cursor(before, event)
-        select = scoped(tenant, {**query, "_id": event_children(event)})
+        select = scoped(tenant, {"_id": event_children(event)})
         with translate_errors():
             cursor = self._c.find(select, _LIST_PROJECTION).sort("_id", DESCENDING)
             docs = await cursor.to_list(None)
-        below = [doc for doc in docs if before is None or doc["_id"] < before]
-        return below[:limit]
+        found = [
+            doc
+            for doc in docs
+            if (before is None or doc["_id"] < before)
+            and all(doc.get(k, _ABSENT) == v for k, v in query.items())
+        ]
+        return found[:limit]
 
     async def list(
         self, tenant: str, filters: Mapping[str, Any], *, before: str | None, limit: int
     ) -> list[Doc]:
-        """Newest first (ids start with their event's ObjectId: `newest.py`); unfiltered, the
-        cost follows the latest deliveries, not the tenant's history. An event's deliveries
-        (`event_id`) are a range of ids, `<event id>:<subscription, or flow step>`, read
-        through `by_tenant` (`event_children`), highest first, not by a scan for `event.id`."""
+        """Newest first (ids start with their event's ObjectId: `newest.py`); unfiltered or
+        by status (where `by_status` is), the cost follows the latest deliveries, not the
+        tenant's history. An event's deliveries (`event_id`) are a range of ids, `<event
+        id>:<subscription, or flow step>`, read through `by_tenant` (`event_children`),
+        highest first, not by a scan for `event.id`; so are a flow run's (`run_id`, ids
+        `<run id>:<step>`, the run's id `<event id>:<flow>`), the run picked out here."""
         query = _query(filters)
         before = cursor_text(before, EVENT_CHILD_CURSOR)
-        if (event := query.pop("event.id", None)) is not None:
+        event = query.pop("event.id", None)
+        run = query.get("run_id")
+        if event is None and isinstance(run, str) and EVENT_CHILD_CURSOR.fullmatch(run):
+            event = run.partition(":")[0]  # a run's deliveries are among its event's
+        if event is not None:
             return await self._of_event(tenant, str(event), query, before, limit)
         found: list[Doc] = []
         if before is not None:
@@ -129,16 +163,34 @@ class DeliveryStore:
             found = await self._of_event(tenant, event_id, query, before, limit)
             before = event_id
         if len(found) < limit:
-            found += await newest_first(
+            found += await self._newest(tenant, query, before, limit - len(found))
+        return found
+
+    async def _newest(
+        self, tenant: str, query: Doc, before: str | None, limit: int
+    ) -> builtins.list[Doc]:
+        if frozenset(query) in self._windowed or not self._picks:
+            return await newest_first(
                 self._c,
                 tenant,
                 query,
                 before=before,
-                limit=limit - len(found),
-                windowed=not query,  # `by_tenant` covers only the tenant and the id
+                limit=limit,
+                windowed=frozenset(query) in self._windowed,
                 projection=_LIST_PROJECTION,
             )
-        return found
+        # SecantusDB, a filter no index has (a subscription, an action, a partner, an entity):
+        # the tenant's windows through `by_tenant`, picked here, not every tenant's scanned.
+        return await newest_first(
+            self._c,
+            tenant,
+            {},
+            before=before,
+            limit=limit,
+            windowed=True,
+            projection=_LIST_PROJECTION,
+            picked=query,
+        )
 
     async def replay(
         self,

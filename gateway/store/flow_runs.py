@@ -37,6 +37,7 @@ from gateway.store.client import (
     translate_errors,
 )
 from gateway.store.history import drop_finished
+from gateway.store.newest import newest_first
 
 PENDING, RUNNING, HELD = RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.HELD.value
 # Fewer shards than deliveries: a runner visits them all when it looks for work.
@@ -50,6 +51,12 @@ INDEXES = [
 # An event's runs (`of_event`, the event page) are a range of `_id`: MongoDB reads it from its
 # primary index, SecantusDB by scanning every run unless this index serves it.
 EVENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_event")
+# A flow's runs by status (the failed ones): SecantusDB scans every run of every tenant for a
+# query one predicate of which (`status`) `by_flow` lacks; MongoDB filters `by_flow`.
+STATUS_INDEX = IndexModel(
+    [("tenant", ASCENDING), ("flow", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
+    name="by_status",
+)
 # What a list shows of each run: not the event's data nor the fetched answers.
 _LIST_FIELDS = {"event.data": 0, "event.changes": 0, "event.detail": 0, "answers": 0}
 _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
@@ -62,10 +69,13 @@ def shard_of(run_id: str) -> int:
 class FlowRunStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
+        self._status_windows = False  # whether an index covers (tenant, flow, status, `_id`)
 
     async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
+        more = [EVENT_RANGES, STATUS_INDEX] if scans_id_ranges else []
         with translate_errors():
-            await self._c.create_indexes([*INDEXES, EVENT_RANGES] if scans_id_ranges else INDEXES)
+            await self._c.create_indexes([*INDEXES, *more])
+        self._status_windows = scans_id_ranges
 
     async def insert_many(self, docs: Sequence[Doc]) -> int:
         """Insert the runs that are new; an existing run is left as it is."""
@@ -98,17 +108,23 @@ class FlowRunStore:
         before: str | None,
         limit: int,
     ) -> builtins.list[Doc]:
-        """Newest first (run ids start with the event's id, which grows with time)."""
+        """Newest first (run ids start with the event's id, which grows with time), in windows
+        of time (`newest.py`): the cost follows the flow's latest runs, not its history."""
         query: Doc = {"flow": flow}
         if status is not None:
             query["status"] = status
         if (checked := cursor_text(before, EVENT_CHILD_CURSOR)) is not None:
             if not checked.endswith(f":{flow}"):  # another flow's run
                 raise BadRequest(CURSOR_PROBLEM)
-            query["_id"] = {"$lt": checked}
-        with translate_errors():
-            cursor = self._c.find(scoped(tenant, query), _LIST_FIELDS).sort("_id", DESCENDING)
-            return await cursor.limit(limit).to_list(limit)
+        return await newest_first(
+            self._c,
+            tenant,
+            query,
+            before=checked,
+            limit=limit,
+            windowed=status is None or self._status_windows,
+            projection=_LIST_FIELDS,
+        )
 
     async def replay(
         self, tenant: str, run_id: str, failed_at: int, replay: Mapping[str, Any], now: datetime

@@ -26,7 +26,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING
 
 from gateway.store.client import Collection, Doc, scoped, translate_errors
 
@@ -35,6 +35,7 @@ GROWTH = 8
 WIDEST = timedelta(days=30)  # past this, one last window takes everything older
 # No ObjectId is older than the epoch: a window that would reach past it is the last one.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ABSENT = object()
 
 
 def _bound_of(ids: type) -> Callable[[datetime], Any]:
@@ -64,10 +65,15 @@ async def newest_first(
     ids: type = str,
     projection: Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    picked: Mapping[str, Any] | None = None,
 ) -> list[Doc]:
     """Up to `limit` documents of `tenant` matching `query` with `_id` below `before` (all when
     None), highest `_id` first. `ids` is the type of the collection's ids (str or ObjectId);
-    `windowed`: an index covers the tenant, the query's fields and `_id` (else one query)."""
+    `windowed`: an index covers the tenant, the query's fields and `_id` (else one query).
+    `picked`: equalities on top-level fields no index has, applied here to what each window
+    reads (as the database would: to fields that are not arrays) instead of sent: the
+    database reads the tenant's windows through its index rather than every tenant's
+    documents (SecantusDB; `projection` must keep those fields)."""
     bound = _bound_of(ids)
     anchor = now or datetime.now(UTC)
     if before is not None:  # the windows start at the cursor's time, when it has one
@@ -86,9 +92,98 @@ async def newest_first(
         wanted = limit - len(found)
         select = scoped(tenant, {**query, "_id": window} if window else dict(query))
         with translate_errors():
-            cursor = collection.find(select, projection).sort("_id", DESCENDING).limit(wanted)
-            found += await cursor.to_list(wanted)
+            cursor = collection.find(select, projection).sort("_id", DESCENDING)
+            if picked is None:
+                found += await cursor.limit(wanted).to_list(wanted)
+            else:
+                async for doc in cursor:
+                    if all(doc.get(k, _ABSENT) == v for k, v in picked.items()):
+                        found.append(doc)
+                        if len(found) == limit:
+                            break
+                await cursor.close()
         if lower is None:
             break
         upper, width = lower, width * GROWTH
+    return found
+
+
+async def newest_in_range(
+    collection: Collection,
+    tenant: str,
+    ids: tuple[str, str],
+    bound: Callable[[datetime], str],
+    *,
+    anchor: datetime,
+    limit: int,
+    upper_op: str = "$lt",
+    windowed: bool = True,
+) -> list[Doc]:
+    """Up to `limit` documents of `tenant` with `_id` in [ids[0], ids[1]) (`upper_op` "$lte":
+    ]), highest first, where `bound(t)` is the id of time `t` (a vehicle's fixes, its driver
+    changes: ids that sort by time): in windows back from `anchor` as `newest_first` reads,
+    the first one taking everything from `anchor` - 8 s up to the upper bound (one query
+    when not `windowed`: MongoDB reads a range of `_id` up to the limit)."""
+    low, high = ids
+    found: list[Doc] = []
+    upper, op, width = high, upper_op, (FIRST if windowed else WIDEST * GROWTH)
+    while len(found) < limit:
+        lower = low
+        if width <= WIDEST:
+            try:
+                lower = max(low, bound(anchor - width))
+            except OverflowError:  # before year 1: the last window
+                pass
+        wanted = limit - len(found)
+        select = scoped(tenant, {"_id": {"$gte": lower, op: upper}})
+        with translate_errors():
+            cursor = collection.find(select).sort("_id", DESCENDING).limit(wanted)
+            found += await cursor.to_list(wanted)
+        if lower == low:
+            break
+        if lower < upper:  # (an anchor past the upper bound: its windows start below it)
+            upper, op = lower, "$lt"
+        width *= GROWTH
+    return found
+
+
+async def oldest_in_range(
+    collection: Collection,
+    tenant: str,
+    ids: tuple[str, str],
+    bound: Callable[[datetime], str],
+    *,
+    anchor: datetime,
+    limit: int,
+    lower_op: str = "$gte",
+    windowed: bool = True,
+) -> list[Doc]:
+    """Up to `limit` documents of `tenant` with `_id` in [ids[0], ids[1]) (`lower_op` "$gt":
+    ]ids[0]), lowest first, where `bound(t)` is the id of time `t`: everything before
+    `anchor` first, then windows forward from it, 8 s wide, each next one 8 times wider, the
+    last one up to the upper bound. They partition the range: the answer is that of one
+    query, but the windows stop at those that fill the page (one query when not
+    `windowed`)."""
+    low, high = ids
+    found: list[Doc] = []
+    lower, op, width = low, lower_op, FIRST
+    edge: datetime | None = anchor if windowed else None
+    while len(found) < limit:
+        try:
+            upper = high if edge is None else min(high, bound(edge))
+        except OverflowError:  # past year 9999: the last window
+            upper = high
+        if upper > lower or upper == high:
+            wanted = limit - len(found)
+            select = scoped(tenant, {"_id": {op: lower, "$lt": upper}})
+            with translate_errors():
+                cursor = collection.find(select).sort("_id", ASCENDING).limit(wanted)
+                found += await cursor.to_list(wanted)
+            if upper == high:
+                break
+            lower, op = upper, "$gte"
+        try:
+            edge, width = (None if edge is None else edge + width), width * GROWTH
+        except OverflowError:  # the next window is the last
+            edge = None
     return found

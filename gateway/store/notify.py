@@ -144,6 +144,7 @@ class NotifyStores:
                 await self._db["driver_assignments"].create_indexes([ASSIGNMENT_RANGES])
             await self._db["channels"].create_indexes(NAME_INDEXES)
             await self._db["templates"].create_indexes(NAME_INDEXES)
+        self.assignments.windowed = scans_id_ranges
         await self._expiry.create_indexes(self._db["notify_cooldowns"], COOLDOWN_INDEXES)
         await self.flows.ensure_indexes()
         await self.runs.ensure_indexes(scans_id_ranges=scans_id_ranges)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, OperationFailure
 
@@ -55,8 +56,10 @@ from gateway.store.client import (
 )
 from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore, shard_of
+from gateway.store.newest import newest_in_range, oldest_in_range
 
 DEFAULT_RETENTION_DAYS: Final = 90
+HORIZON: Final = timedelta(days=DEFAULT_RETENTION_DAYS)  # where a track's first page begins
 FINISH_SECONDS: Final = 600.0
 """How long a failed round keeps trying to hand its stored fixes to the fold (a database
 restart takes seconds; a round that waited longer than the fold would wait for its number
@@ -860,6 +863,7 @@ class PositionStore:
         end: datetime | None,
         after: datetime | None,
         limit: int,
+        now: datetime | None = None,
     ) -> list[Doc]:
         """A vehicle's fixes in device-time order, `start` <= t < `end`, after the cursor
         `after` (the last device time of the previous page); refused ones included (flagged)."""
@@ -867,16 +871,44 @@ class PositionStore:
         lower_op, lower = "$gte", low if start is None else position_id(vehicle, start)
         if after is not None and position_id(vehicle, after) >= lower:
             lower_op, lower = "$gt", position_id(vehicle, after)
-        bounds: Doc = {lower_op: lower, "$lt": high if end is None else position_id(vehicle, end)}
-        query = scoped(tenant, {"_id": bounds})
-        with translate_errors():
-            docs = await self._p.find(query).sort("_id", ASCENDING).limit(limit).to_list(limit)
+        # In windows of device time forward (`newest.py` `oldest_in_range`; SecantusDB reads
+        # every fix a query matches before the limit): from the cursor, else `start`, else
+        # the later of the retention's horizon and the vehicle's creation (what is older is
+        # read first, in one window).
+        anchor = after if lower_op == "$gt" and after is not None else start
+        if anchor is None:
+            anchor = (now or datetime.now(UTC)) - HORIZON
+            if ObjectId.is_valid(vehicle):
+                anchor = max(anchor, ObjectId(vehicle).generation_time)
+        docs = await oldest_in_range(
+            self._p,
+            tenant,
+            (lower, high if end is None else position_id(vehicle, end)),
+            lambda t: position_id(vehicle, t),
+            anchor=anchor,
+            limit=limit,
+            lower_op=lower_op,
+            windowed=self._whole_ranges,
+        )
         return await self._flag(tenant, docs)
 
-    async def latest(self, tenant: str, vehicle: str, limit: int) -> list[Doc]:
-        """A vehicle's newest fixes by device time, newest first (refused ones flagged)."""
-        low, high = _track_bounds(vehicle)
-        query = scoped(tenant, {"_id": {"$gte": low, "$lt": high}})
-        with translate_errors():
-            docs = await self._p.find(query).sort("_id", DESCENDING).limit(limit).to_list(limit)
+    async def latest(
+        self, tenant: str, vehicle: str, limit: int, now: datetime | None = None
+    ) -> list[Doc]:
+        """A vehicle's newest fixes by device time, newest first (refused ones flagged). Read
+        in windows of device time back from now (`newest.py`: SecantusDB reads every fix a
+        query matches before it applies the limit, the whole track in one query): the first
+        one takes every fix from 8 s ago on (a clock ahead included), each next one 8 times
+        wider, the last everything older than 30 days. They partition the track: the same
+        fixes, in the same order, as one query."""
+        anchor = now or datetime.now(UTC)
+        docs = await newest_in_range(
+            self._p,
+            tenant,
+            _track_bounds(vehicle),
+            lambda t: position_id(vehicle, t),
+            anchor=anchor,
+            limit=limit,
+            windowed=self._whole_ranges,
+        )
         return await self._flag(tenant, docs)

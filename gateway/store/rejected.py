@@ -26,6 +26,7 @@ from gateway.store.client import (
     scoped,
     translate_errors,
 )
+from gateway.store.newest import newest_first as newest_first_in
 
 MAX_PER_TRIGGER = 1000
 INDEXES = [
@@ -34,6 +35,11 @@ INDEXES = [
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
 ]
+# The pending ones (the list by status, the dashboard's count): SecantusDB scans every
+# tenant's records for a query one predicate of which (`status`) no index has.
+STATUS_INDEX = IndexModel(
+    [("tenant", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)], name="by_status"
+)
 
 
 REPLAY_CLAIM_SECONDS = 300
@@ -42,6 +48,14 @@ REPLAY_CLAIM_SECONDS = 300
 class RejectedStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
+        # The filters an index covers with the tenant and `_id` (a list reads them in windows).
+        self._windowed: list[set[str]] = [set(), {"trigger_id"}]
+
+    async def ensure_indexes(self, *, scans_id_ranges: bool = False) -> None:
+        with translate_errors():
+            await self._c.create_indexes([*INDEXES, STATUS_INDEX] if scans_id_ranges else INDEXES)
+        if scans_id_ranges:
+            self._windowed = [set(), {"trigger_id"}, {"status"}]
 
     async def add_many(self, tenant: str, trigger_id: str, records: Sequence[Doc]) -> None:
         """Keep rejected payloads of one trigger (one insert, one trim to the newest
@@ -72,12 +86,18 @@ class RejectedStore:
     ) -> list[Doc]:
         """A page after `cursor` (the last id of the previous page) in the given order."""
         query: Doc = dict(filters)
+        if newest_first:  # in windows of time (`newest.py`): the latest records' cost
+            covered = set(query) in self._windowed
+            before = cursor_id(cursor) if cursor is not None else None
+            return await newest_first_in(
+                self._c, tenant, query, before=before, limit=limit, windowed=covered,
+                ids=ObjectId, projection={"payload": 0},
+            )  # fmt: skip
         if cursor is not None:
-            query["_id"] = {"$lt" if newest_first else "$gt": cursor_id(cursor)}
+            query["_id"] = {"$gt": cursor_id(cursor)}
         with translate_errors():
             found = self._c.find(scoped(tenant, query), {"payload": 0})
-            order = DESCENDING if newest_first else ASCENDING
-            return await found.sort("_id", order).limit(limit).to_list(limit)
+            return await found.sort("_id", ASCENDING).limit(limit).to_list(limit)
 
     async def claim_replay(self, tenant: str, record_id: str, *, at: datetime) -> bool:
         """Take a pending record for one replay; False when another replay has it (or had
