@@ -63,10 +63,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from pymongo.errors import PyMongoError
-
 from gateway.doorbell import Doorbell
-from gateway.errors import GatewayError
 from gateway.events import OnRelayed, event_document
 from gateway.fleet import geofences, maintenance
 from gateway.fleet.geofences import FenceState, Geofence
@@ -554,8 +551,6 @@ class Fold(ShardedJob):
         try:
             return await self._fold(key, items, tenant_view, vehicle)
         except POISON as exc:
-            if isinstance(exc, GatewayError | PyMongoError):  # (no such subclass today)
-                raise
             return self._set_aside(key, items, exc)
 
     def _set_aside(self, key: Key, items: Sequence[tuple[int, Doc]], exc: Exception) -> _Pass:
