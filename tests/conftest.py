@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pymongo import AsyncMongoClient
 
 from gateway.app import create_app
 from gateway.config import Secret, Settings
 from gateway.services import Services, open_services
 from gateway.store.embedded import EmbeddedServer
+from tests.read_plans import Reads
 from tests.support import SECRET_KEY
 
 _db_names = itertools.count()
@@ -100,3 +102,17 @@ async def browser() -> AsyncIterator[Any]:
         )
         yield launched
         await launched.close()
+
+
+@pytest.fixture
+async def watched(services: Services, mongodb_uri: str) -> AsyncIterator[tuple[Any, Reads]]:
+    """The test's database through a second client whose commands are recorded; the indexes
+    are those the gateway made at start (`services`)."""
+    reads = Reads()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_uri, event_listeners=[reads], tz_aware=True
+    )
+    try:
+        yield client[services.store.db.name], reads
+    finally:
+        await client.close()

@@ -7,64 +7,20 @@ of the same database)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient, monitoring
 
 from gateway.services import Services
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.flow_runs import FlowRunStore
+from tests.read_plans import Reads, read_plans
 
 TENANTS = ("acme", "beta")
 
 
-class _Finds(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            self.sent.append(dict(event.command))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-@pytest.fixture
-async def watched(services: Services, mongodb_uri: str) -> AsyncIterator[tuple[Any, _Finds]]:
-    finds = _Finds()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongodb_uri, event_listeners=[finds], tz_aware=True
-    )
-    try:
-        yield client[services.store.db.name], finds
-    finally:
-        await client.close()
-
-
-async def _plans(db: Any, finds: _Finds) -> list[tuple[str, int]]:
-    """For each find sent, the index the database read (its own `explain`: the primary
-    index's figures are not to be trusted, it says 3 documents where it read them all) and
-    how many documents it examined."""
-    plans = []
-    for command in finds.sent:
-        sent = {k: v for k, v in command.items() if k not in ("lsid", "$db", "$clusterTime")}
-        plan = await db.command("explain", sent, verbosity="executionStats")
-        index = re.search(r"'indexName': '(\w+)'", str(plan["queryPlanner"]["winningPlan"]))
-        used = index.group(1) if index else "COLLSCAN"
-        plans.append((used, int(plan["executionStats"]["totalDocsExamined"])))
-    return plans
-
-
 async def test_an_events_deliveries_are_read_through_an_index_and_all_found(
-    services: Services, watched: tuple[Any, _Finds]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, finds = watched
     events = [str(ObjectId()) for _ in range(300)]
@@ -82,12 +38,12 @@ async def test_an_events_deliveries_are_read_through_an_index_and_all_found(
     assert await store.list(stranger, {"event_id": event}, before=None, limit=50) == []
     page = await store.list(tenant, {"event_id": event}, before=f"{event}:sub_b", limit=50)
     assert [d["_id"] for d in page] == [f"{event}:sub_a", f"{event}:aviso:erp:1"]
-    plans = await _plans(db, finds)
+    plans = await read_plans(db, finds)
     assert {index for index, _ in plans} == {"by_tenant"} and max(n for _, n in plans) <= 3
 
 
 async def test_an_events_deliveries_page_through_ids_that_prefix_one_another(
-    services: Services, watched: tuple[Any, _Finds]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     """A notification's recipients are `<run>:<step>:0` … `:11`: `…:1` is a prefix of the
     cursor `…:10` (SecantusDB's descending index misses such an id below such a bound)."""
@@ -123,7 +79,7 @@ async def test_an_event_id_that_is_no_event_id_lists_nothing(services: Services)
 
 
 async def test_an_events_flow_runs_are_read_through_an_index_and_all_found(
-    services: Services, watched: tuple[Any, _Finds]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, finds = watched
     events = [str(ObjectId()) for _ in range(300)]
@@ -140,7 +96,7 @@ async def test_an_events_flow_runs_are_read_through_an_index_and_all_found(
     assert [r["_id"] for r in found] == [f"{event}:aviso", f"{event}:multa"]
     after = await runs.of_event("acme", event, 50, after=f"{event}:aviso")
     assert [r["_id"] for r in after] == [f"{event}:multa"]
-    plans = await _plans(db, finds)
+    plans = await read_plans(db, finds)
     assert {index for index, _ in plans} == {"by_event"} and max(n for _, n in plans) <= 2
 
 

@@ -7,14 +7,10 @@ on a client of the same database): the index read, and how few documents it exam
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient, monitoring
 
 from gateway.services import Services
 from gateway.store.activity import ActivityStore
@@ -25,52 +21,10 @@ from gateway.store.fleet import FleetStore
 from gateway.store.flow_runs import FlowRunStore
 from gateway.store.positions import HORIZON, PositionStore, position_id
 from gateway.store.rejected import RejectedStore
+from tests.read_plans import Reads, read_plans
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HISTORY = 400  # documents per tenant, one a minute back from now
-
-
-class _Reads(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in ("find", "aggregate"):
-            self.sent.append(dict(event.command))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-@pytest.fixture
-async def watched(services: Services, mongodb_uri: str) -> AsyncIterator[tuple[Any, _Reads]]:
-    """The test's database through a second client whose commands are recorded; the indexes
-    are those the gateway made at start (`services`)."""
-    reads = _Reads()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongodb_uri, event_listeners=[reads], tz_aware=True
-    )
-    try:
-        yield client[services.store.db.name], reads
-    finally:
-        await client.close()
-
-
-async def _plans(db: Any, reads: _Reads) -> list[tuple[str, int]]:
-    """For each command sent: the index the database read (by name: its `explain` of the
-    primary index is not to be trusted) and how many documents it examined."""
-    plans = []
-    for command in reads.sent:
-        sent = {k: v for k, v in command.items() if k not in ("lsid", "$db", "$clusterTime")}
-        plan = await db.command("explain", sent, verbosity="executionStats")
-        index = re.search(r"'indexName': '(\w+)'", str(plan["queryPlanner"]["winningPlan"]))
-        used = index.group(1) if index else "COLLSCAN"
-        plans.append((used, int(plan["executionStats"]["totalDocsExamined"])))
-    reads.sent.clear()
-    return plans
 
 
 def _event_id(minutes_ago: int) -> str:
@@ -79,7 +33,7 @@ def _event_id(minutes_ago: int) -> str:
 
 
 async def test_a_flows_runs_are_read_newest_first_in_windows_of_an_index(
-    watched: tuple[Any, _Reads],
+    watched: tuple[Any, Reads],
 ) -> None:
     db, reads = watched
     runs = [
@@ -98,19 +52,19 @@ async def test_a_flows_runs_are_read_newest_first_in_windows_of_an_index(
     assert [r["_id"] for r in first] == [r["_id"] for r in acme[:20]]
     after = await store.list("acme", "aviso", status=None, before=first[-1]["_id"], limit=20)
     assert [r["_id"] for r in after] == [r["_id"] for r in acme[20:40]]
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"by_flow"}
     assert sum(n for _, n in plans) <= 160  # the windows that filled two pages, of 800 runs
 
     broken = await store.list("acme", "aviso", status="failed", before=None, limit=5)
     assert [r["_id"] for r in broken] == [r["_id"] for r in failed[:5]]
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"by_status"}
     assert sum(n for _, n in plans) <= 8
 
 
 async def test_deliveries_by_status_are_read_newest_first_through_an_index(
-    services: Services, watched: tuple[Any, _Reads]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, reads = watched
     deliveries = [
@@ -131,7 +85,7 @@ async def test_deliveries_by_status_are_read_newest_first_through_an_index(
     assert [d["_id"] for d in page] == dead[:3]
     rest = await store.list("acme", {"status": "dead"}, before=page[-1]["_id"], limit=20)
     assert [d["_id"] for d in rest] == dead[3:]
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     # After a cursor, the rest of the cursor's event first (its range of `by_tenant`: one
     # delivery here), then the older ones by status.
     assert {index for index, _ in plans} == {"by_status", "by_tenant"}
@@ -142,13 +96,13 @@ async def test_deliveries_by_status_are_read_newest_first_through_an_index(
     assert await activity.count_deliveries("acme", ["dead"]) == len(dead)
     states = await activity.delivery_states("acme", NOW - timedelta(minutes=30), 1000)
     assert len(states) == 31
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert [index for index, _ in plans] == ["by_status", "by_created"]
     assert plans[0][1] <= len(dead) and plans[1][1] <= 31
 
 
 async def test_a_flow_runs_deliveries_are_read_from_its_events_range(
-    services: Services, watched: tuple[Any, _Reads]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, reads = watched
     events = [_event_id(n) for n in range(HISTORY)]
@@ -175,13 +129,13 @@ async def test_a_flow_runs_deliveries_are_read_from_its_events_range(
     after = await store.list("acme", {"run_id": run}, before=f"{run}:erp", limit=1)
     assert [d["_id"] for d in after] == [f"{run}:email:1"]
     assert await store.list("beta", {"run_id": run}, before=None, limit=200) == []
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"by_tenant"}
     assert max(n for _, n in plans) <= 5  # the event's own, of 2,000
 
 
 async def test_rejected_payloads_are_read_newest_first_in_windows_of_an_index(
-    services: Services, watched: tuple[Any, _Reads]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, reads = watched
     records = [
@@ -203,17 +157,17 @@ async def test_rejected_payloads_are_read_newest_first_in_windows_of_an_index(
         assert [r["_id"] for r in await store.list("acme", filters, cursor=cursor, limit=10)] == (
             wanted[10:20]
         )
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"by_tenant", "by_trigger", "by_status"}
     assert sum(n for _, n in plans) <= 300  # six pages: their windows, not 6 x 400 records
 
     assert await ActivityStore(db).count_pending_rejected("acme") == len(acme[::3])
-    ((index, examined),) = await _plans(db, reads)
+    ((index, examined),) = await read_plans(db, reads)
     assert index == "by_status" and examined <= HISTORY // 3 + 1
 
 
 async def test_a_vehicles_newest_fixes_are_read_in_windows_of_its_track(
-    services: Services, watched: tuple[Any, _Reads]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, reads = watched
     vehicle, other = str(ObjectId()), str(ObjectId())
@@ -233,7 +187,7 @@ async def test_a_vehicles_newest_fixes_are_read_in_windows_of_its_track(
 
     newest = await store.latest("acme", vehicle, 10, now=NOW)
     assert [f["_id"] for f in newest] == mine[:10]  # the one dated ahead first
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"track"}  # the fixes', then their refusals'
     assert sum(n for _, n in plans) <= 20  # of 802 fixes
     assert [f["_id"] for f in await store.latest("acme", vehicle, 500, now=NOW)] == mine
@@ -241,7 +195,7 @@ async def test_a_vehicles_newest_fixes_are_read_in_windows_of_its_track(
 
 
 async def test_a_vehicles_driver_then_and_its_changes_are_read_in_windows_of_time(
-    services: Services, watched: tuple[Any, _Reads]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, reads = watched
     vehicle = str(ObjectId())
@@ -265,7 +219,7 @@ async def test_a_vehicles_driver_then_and_its_changes_are_read_in_windows_of_tim
     assert [c["_id"] for c in page] == newest[:3]  # the one ahead first
     after = await store.history("acme", vehicle, before=page[-1]["_id"], limit=3)
     assert [c["_id"] for c in after] == newest[3:6]
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"ranges"}
     assert sum(n for _, n in plans) <= 30  # of 802 changes
     assert await store.at("acme", vehicle, NOW - timedelta(days=HISTORY)) is None
@@ -274,7 +228,7 @@ async def test_a_vehicles_driver_then_and_its_changes_are_read_in_windows_of_tim
 
 
 async def test_a_vehicles_track_is_read_oldest_first_in_windows_of_device_time(
-    services: Services, watched: tuple[Any, _Reads]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, reads = watched
     vehicle = str(ObjectId.from_datetime(NOW - timedelta(days=365)))  # older than its track
@@ -306,7 +260,7 @@ async def test_a_vehicles_track_is_read_oldest_first_in_windows_of_device_time(
     assert [f["_id"] for f in second] == ordered[10:20]
     since = await track(start=NOW - timedelta(minutes=5))
     assert [f["_id"] for f in since] == ordered[-7:]  # 5 min ago to now, and the one ahead
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"track"}
     assert sum(n for _, n in plans) <= 120  # three pages: their windows, not 2 x 400 fixes
     everything = await track(limit=HISTORY + 2)
@@ -326,12 +280,12 @@ async def test_a_vehicles_track_is_read_oldest_first_in_windows_of_device_time(
     reads.sent.clear()
     found = await store.track("acme", young, None, None, None, 10, now=NOW)
     assert [f["_id"] for f in found] == sorted(position_id(young, t) for t in times[:200])[:10]
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"track"} and sum(n for _, n in plans) <= 100
 
 
 async def test_deliveries_by_a_field_no_index_has_read_the_tenants_windows_not_every_tenants(
-    services: Services, watched: tuple[Any, _Reads]
+    services: Services, watched: tuple[Any, Reads]
 ) -> None:
     db, reads = watched
     deliveries = [
@@ -356,7 +310,7 @@ async def test_deliveries_by_a_field_no_index_has_read_the_tenants_windows_not_e
     both = {"entity_id": "v3", "subscription_id": "s2"}
     page = await store.list("acme", both, before=None, limit=5)
     assert [d["_id"] for d in page] == wanted(**both)[:5]
-    plans = await _plans(db, reads)
+    plans = await read_plans(db, reads)
     assert {index for index, _ in plans} == {"by_tenant"}
     assert sum(n for _, n in plans) <= 600  # their windows, not 3 scans of 1,200 deliveries
     assert await store.list("beta", {"subscription_id": "s2"}, before=None, limit=5) == []

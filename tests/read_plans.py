@@ -1,0 +1,40 @@
+"""The commands a store sends, and what the database did for each (its own `explain`): a
+second client of the test's database records them. The embedded SecantusDB's `explain` of its
+primary index is not to be trusted (it reports three documents where it read every id), so a
+plan names the index read."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pymongo import monitoring
+
+
+class Reads(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in ("find", "aggregate"):
+            self.sent.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def read_plans(db: Any, reads: Reads) -> list[tuple[str, int]]:
+    """For each command sent: the index the database read (by name: its `explain` of the
+    primary index is not to be trusted) and how many documents it examined."""
+    plans = []
+    for command in reads.sent:
+        sent = {k: v for k, v in command.items() if k not in ("lsid", "$db", "$clusterTime")}
+        plan = await db.command("explain", sent, verbosity="executionStats")
+        index = re.search(r"'indexName': '(\w+)'", str(plan["queryPlanner"]["winningPlan"]))
+        used = index.group(1) if index else "COLLSCAN"
+        plans.append((used, int(plan["executionStats"]["totalDocsExamined"])))
+    reads.sent.clear()
+    return plans
