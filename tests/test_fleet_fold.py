@@ -584,26 +584,15 @@ async def test_a_round_killed_before_its_inbox_write_with_no_round_after_it_is_f
     later inbox document makes the round's number a gap between two, but the counter is past
     the last one. The fold waits `missing_seconds` for that number as for any gap (the round
     may still be writing), then gives it up with the fixes the round stored, folded once."""
-    dead = False
-    real_put = positions_module._Inbox.put_round
-
-    async def put_round(inbox: Any, seq: int, docs: list[Doc]) -> None:
-        if not dead:
-            await real_put(inbox, seq, docs)
-
-    monkeypatch.setattr(positions_module._Inbox, "put_round", put_round)
-    vehicle = await make_vehicle(services)
+    vehicle = await _lost_round_two(services, monkeypatch)
     points = route_points()[:20]
-    await append(services, vehicle, points[:10])  # round 1
-    dead = True
-    await append(services, vehicle, points[10:])  # round 2: stored, answered, never in the inbox
     waiting = own_fold(services, FoldSettings(missing_seconds=3600))
     assert await waiting.run_until_idle() == 1  # round 1; number 2 may still be being written
     assert await services.store.fleet.document(2) is None
     assert (await vehicle_data(services, vehicle))["last_position"]["latitude"] == points[9].lat
     fold = own_fold(services, FoldSettings(missing_seconds=0.5))
     assert await fold.fold_once() == 0  # number 2 waits from now
-    await asyncio.sleep(0.6)
+    await _waited_out(fold, 2)
     assert await fold.run_until_idle() == 1  # given up with round 2's fixes, and folded
     given_up = await services.store.fleet.document(2)
     assert given_up is not None and len(inbox_items(given_up)) == 10

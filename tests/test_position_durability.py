@@ -141,6 +141,19 @@ def _freeze(gateway: Gateway) -> None:
     wait_until(gateway.ready, 60, "the database to answer again")
 
 
+def _killable(tmp_path: Path, mongodb_uri: str, database: str) -> Gateway:
+    """A `gateway serve` to SIGKILL: short database deadlines and fold gap, and its fold and
+    relay shards free 3 s after it dies (not the default 10)."""
+    return Gateway(
+        tmp_path,
+        MONGODB_URI=mongodb_uri,
+        GATEWAY_DATABASE=database,
+        GATEWAY_DB_TIMEOUT_MS="2000",
+        GATEWAY_FOLD_GAP_SECONDS=GAP_SECONDS,
+        GATEWAY_SHARD_LEASE_SECONDS="3",
+    ).start()
+
+
 def _setup(gateway: Gateway) -> dict[str, Any]:
     """The trackers' vehicles and the position trigger they post to."""
     for tracker in range(TRACKERS):
@@ -238,15 +251,7 @@ def test_no_answered_fix_is_lost_nor_left_unfolded_when_the_gateway_is_killed_mi
     stored its fixes and before it wrote them to the fold's inbox, and started again: the
     fold, giving the round's number up, finds them by that number and folds them."""
     database = f"gateway_kill_{os.getpid()}"
-    gateway = Gateway(
-        tmp_path,
-        MONGODB_URI=mongodb_uri,
-        GATEWAY_DATABASE=database,
-        GATEWAY_DB_TIMEOUT_MS="2000",
-        GATEWAY_FOLD_GAP_SECONDS=GAP_SECONDS,
-        # The killed process's fold and relay shards are free after 3 s, not the default 10.
-        GATEWAY_SHARD_LEASE_SECONDS="3",
-    ).start()
+    gateway = _killable(tmp_path, mongodb_uri, database)
     db = pymongo.MongoClient(mongodb_uri)[database]
     caught: list[bool] = []
 
@@ -280,14 +285,7 @@ def test_fixes_stored_by_a_gateway_killed_before_its_inbox_write_are_folded_with
     past the last document, so the fold gives the number up all the same (after GAP_SECONDS)
     and folds the round's fixes, found by its number."""
     database = f"gateway_quiet_kill_{os.getpid()}"
-    gateway = Gateway(
-        tmp_path,
-        MONGODB_URI=mongodb_uri,
-        GATEWAY_DATABASE=database,
-        GATEWAY_DB_TIMEOUT_MS="2000",
-        GATEWAY_FOLD_GAP_SECONDS=GAP_SECONDS,
-        GATEWAY_SHARD_LEASE_SECONDS="3",
-    ).start()
+    gateway = _killable(tmp_path, mongodb_uri, database)
     db = pymongo.MongoClient(mongodb_uri)[database]
     caught = False
     try:

@@ -115,6 +115,24 @@ async def test_partner_jwt_from_a_pem_key_is_checked_with_its_policy(client: Cli
     assert rotate.status == 409  # the partner's keys are the partner's to rotate
 
 
+async def _jwks_trigger(
+    client: Client, aiohttp_server: Callable[..., Any], keys: Callable[..., Any]
+) -> dict[str, Any]:
+    """A partner_jwt trigger (ES256) whose keys the partner serves with `keys`."""
+    partner = web.Application()
+    partner.router.add_get("/.well-known/jwks.json", keys)
+    server = await aiohttp_server(partner)
+    return await create_trigger(
+        client,
+        auth={
+            "mode": "partner_jwt",
+            "jwks_url": str(server.make_url("/.well-known/jwks.json")),
+            "audience": "rabbot",
+            "algorithms": ["ES256"],
+        },
+    )
+
+
 async def test_partner_jwt_keys_come_from_a_jwks_url(
     client: Client, aiohttp_server: Callable[..., Any]
 ) -> None:
@@ -125,18 +143,7 @@ async def test_partner_jwt_keys_come_from_a_jwks_url(
         fetched.append(request.path)
         return web.json_response({"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]})
 
-    partner = web.Application()
-    partner.router.add_get("/.well-known/jwks.json", jwks)
-    server = await aiohttp_server(partner)
-    trigger = await create_trigger(
-        client,
-        auth={
-            "mode": "partner_jwt",
-            "jwks_url": str(server.make_url("/.well-known/jwks.json")),
-            "audience": "rabbot",
-            "algorithms": ["ES256"],
-        },
-    )
+    trigger = await _jwks_trigger(client, aiohttp_server, jwks)
     token = _partner_token(EC_KEY, "ES256", headers={"kid": "k1"})
     assert await _post(client, trigger, token) == 201
     assert await _post(client, trigger, token) == 200
@@ -160,18 +167,7 @@ async def test_a_partner_whose_keys_cannot_be_fetched_gets_a_503_counted_as_such
     async def down(request: web.Request) -> web.Response:
         return web.Response(status=500, text="maintenance")
 
-    partner = web.Application()
-    partner.router.add_get("/.well-known/jwks.json", down)
-    server = await aiohttp_server(partner)
-    trigger = await create_trigger(
-        client,
-        auth={
-            "mode": "partner_jwt",
-            "jwks_url": str(server.make_url("/.well-known/jwks.json")),
-            "audience": "rabbot",
-            "algorithms": ["ES256"],
-        },
-    )
+    trigger = await _jwks_trigger(client, aiohttp_server, down)
     before = await _outcomes(client, "keys_unavailable")
     token = _partner_token(EC_KEY, "ES256", headers={"kid": "k1"})
     assert await _post(client, trigger, token) == 503
