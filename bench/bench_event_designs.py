@@ -225,7 +225,7 @@ class Outbox(Design):
         await super().setup()
         self.commits = GroupCommit(self.client)
         self.store = EntityStore(
-            self.entities, self.commits, GroupCommit(self.client, journaled=False)
+            self.entities, self.commits, GroupCommit(self.client, journaled=False), self.commits
         )
         self.event_store = EventStore(self.events)
 

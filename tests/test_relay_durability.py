@@ -1,6 +1,7 @@
-"""What is journaled (SPEC §5): every write that backs an answer; the event relay's own writes
-(events, deliveries, drains) are not, because the outbox they empty is, and the journal keeps
-writes in order. Read from the database's own profiler: the write concern each command had."""
+"""What is journaled (SPEC §5): every write that backs an answer, and every write a later one
+stands on (the relay's events and deliveries before the drain of their outbox, the fold's
+vehicle writes before its state); the drains are not, a lost drain is done again. Read from
+the database's own profiler: the write concern each command had."""
 
 from __future__ import annotations
 
@@ -45,9 +46,9 @@ async def _profiled(services: Services) -> list[dict[str, Any]]:
         j = command["writeConcern"]["j"]
         if target == "entities":  # a write alone in its group-commit round
             changes = [u["u"] for u in command.get("updates", [])]
-            seen.append(
-                {"what": f"{'drain' if any(map(_drains, changes)) else 'write'} {target}", "j": j}
-            )
+            what = "drain" if any(map(_drains, changes)) else "write"
+            what = "fold" if any(map(_folds, changes)) else what
+            seen.append({"what": f"{what} {target}", "j": j})
         else:
             op = "delete" if doc["op"] == "remove" else doc["op"]
             seen.append({"what": f"{op} {target}", "j": j})
@@ -59,9 +60,14 @@ async def _profiled(services: Services) -> list[dict[str, Any]]:
         for op in command["ops"]:
             kind = "insert" if "insert" in op else "delete" if "delete" in op else "update"
             drain = kind == "delete" or _drains(op.get("updateMods", {}))
-            what = f"{'drain' if drain else 'write'} entities"
+            what = "drain" if drain else "fold" if _folds(op.get("updateMods", {})) else "write"
+            what = f"{what} entities"
             seen.append({"what": what, "j": command["writeConcern"]["j"]})
     return seen
+
+
+def _folds(change: dict[str, Any]) -> bool:
+    return "folded" in change.get("$set", {})
 
 
 def _drains(change: dict[str, Any]) -> bool:
@@ -98,7 +104,28 @@ async def test_entity_writes_are_journaled_and_the_relays_writes_are_not(
     # SecantusDB does not apply a bulkWrite's `j` to its operations: each round is sealed by
     # a journaled write after it (store/group_commit.py `seal`: the delete of the round's mark).
     assert by_kind["delete group_commits"] == {True}
-    assert by_kind["insert events"] == {False}
-    assert by_kind["insert deliveries"] == {False}
+    # A drain stands on them: journaled, or a database restarted between them and the drain
+    # (the driver retries the drain there) would keep the drain and lose them.
+    assert by_kind["insert events"] == {True}
+    assert by_kind["insert deliveries"] == {True}
     assert by_kind["drain entities"] == {False}
     assert await services.store.db["deliveries"].count_documents({}) == 10
+
+
+async def test_the_folds_vehicle_writes_are_journaled_rounds(journaled: Services) -> None:
+    """The fold's state, journaled, says a vehicle's position and odometer are written: a
+    vehicle write left to the journal's order would be lost with a database restarted
+    between the two while the state kept it done, and the vehicle would show an old position
+    until its tracker sent again."""
+    services = journaled
+    plates = [f"FLD1D{i}3" for i in range(4)]
+    ids = [
+        str((await services.entities.upsert("acme", "vehicle", {"plate": p}, ORIGIN)).entity["_id"])
+        for p in plates
+    ]
+    position = {"last_position": {"latitude": -23.5, "longitude": -46.6}}
+    assert await services.store.entities.set_folded("acme", ids[0], position, 1)  # alone
+    together = [services.store.entities.set_folded("acme", i, position, 1) for i in ids[1:]]
+    assert all(await asyncio.gather(*together))
+    folds = [c for c in await _profiled(services) if c["what"] == "fold entities"]
+    assert len(folds) >= 2 and {c["j"] for c in folds} == {True}

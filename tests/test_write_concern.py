@@ -1,8 +1,7 @@
 """Every write behind a 2xx is journaled (SPEC §5): what goes on the wire, seen by a pymongo
-command listener, for ingest, idempotency records, admin writes and deliveries. The event
-relay's own writes (the events and deliveries it copies out of an outbox, and the outbox's
-drain) are the exception: they back no answer, the outbox they empty is journaled, and the
-journal keeps writes in order (gateway/store/client.py `unjournaled`)."""
+command listener, for ingest, idempotency records, admin writes, the relay's events and
+deliveries, and delivery state. The drain of an outbox is the exception: it backs no answer,
+and a drain lost in a crash is done again (gateway/store/client.py `unjournaled`)."""
 
 from __future__ import annotations
 
@@ -103,10 +102,8 @@ def _journaled(command: dict[str, Any]) -> bool:
 
 
 def _relays(name: str, command: dict[str, Any]) -> bool:
-    """One of the event relay's own writes: the events and deliveries it stores, or an
-    outbox drained (every operation of the bulk removes relayed outbox entries)."""
-    if name == "insert":
-        return command["insert"] in ("events", "deliveries")
+    """An outbox drained by the event relay (every operation of the bulk removes relayed
+    outbox entries)."""
     if name == "delete":  # a deleted entity's document, once its outbox is relayed
         return command["delete"] == "entities"
     if name == "update" and command["update"] == "entities":

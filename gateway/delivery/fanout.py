@@ -117,9 +117,9 @@ class FanOut:
                         continue  # deleted since; the subscription goes with it
                     first = next_attempt_at(0, action.retry_schedule, now, rng=self._rng) or now
                     docs.append(delivery_document(event, sub, action, now, first))
-        # Not journaled: the relay calls this before it drains the events' outboxes, which
-        # are (store/client.py `unjournaled`).
-        created = await self._store.deliveries.insert_many(docs, journaled=False)
+        # Journaled: the relay drains the events' outboxes after this (store/client.py
+        # `unjournaled` says why that needs it).
+        created = await self._store.deliveries.insert_many(docs)
         if created:
             self._metrics.deliveries.labels("created").inc(created)
             # Wake the worker only for work it can do now: one whose first attempt waits

@@ -68,7 +68,11 @@ class Store:
         self.commits = GroupCommit(db.client)
         # The relay's drains back no answer: not journaled (store/client.py `unjournaled`).
         self.relay_commits = GroupCommit(db.client, journaled=False)
-        self.entities = EntityStore(db["entities"], self.commits, self.relay_commits)
+        # The fleet fold's vehicle writes: journaled rounds of their own, beside the requests'.
+        self.fold_commits = GroupCommit(db.client)
+        self.entities = EntityStore(
+            db["entities"], self.commits, self.relay_commits, self.fold_commits
+        )
         self.events = EventStore(db["events"])
         self.occurrences = OccurrenceStore(db["occurrences"], occurrence_retention_seconds)
         self.kinds = KindStore(db["kinds"], db["entities"])

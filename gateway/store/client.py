@@ -303,10 +303,18 @@ def scoped(tenant: str, query: Mapping[str, Any] | None = None) -> Doc:
 
 
 def unjournaled(collection: Collection) -> Collection:
-    """The collection with the client's write concern minus `j`: for the event relay's own
-    writes, which back no answer. An outbox stays in its (journaled) entity document until
-    the relay drains it, and the journal keeps writes in order, so no crash can keep a drain
-    and lose the events and deliveries written before it: at worst the relay does it again."""
+    """The collection with the client's write concern minus `j`: for the event relay's
+    drains of outboxes, which back no answer. A drain lost in a crash leaves its outbox
+    pending, and the relay does the work again (idempotent ids).
+
+    What a drain stands on (the events, their deliveries, the hooks' writes) is journaled,
+    each write on its own. The journal keeps writes in order, but only within one server
+    process: a database killed after an unjournaled write was acknowledged (its journal
+    record still in the server's buffer) and restarted within a second takes the next write
+    (the driver retries it, or sends it on a new connection) without the first. An
+    unjournaled events insert followed by a drain lost 64 answered writes' events so
+    (tests/test_durability.py, under load); a journaled write is durable once acknowledged,
+    whichever process takes the writes after it."""
     return collection.with_options(write_concern=without_journal(collection.write_concern))
 
 

@@ -38,7 +38,6 @@ from gateway.store.client import (
     insert_new,
     scoped,
     translate_errors,
-    unjournaled,
 )
 from gateway.store.history import drop_finished
 from gateway.store.newest import newest_first
@@ -87,7 +86,6 @@ _ABSENT = object()
 class DeliveryStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
-        self._relayed = unjournaled(collection)
         # The filters (besides none) an index covers with the tenant and `_id`.
         self._windowed: tuple[frozenset[str], ...] = (frozenset(),)
         self._picks = False  # other filters applied here to windows of `by_tenant` (SecantusDB)
@@ -99,10 +97,9 @@ class DeliveryStore:
             self._windowed = (frozenset(), frozenset({"status"}))
             self._picks = True
 
-    async def insert_many(self, docs: Sequence[Doc], *, journaled: bool = True) -> int:
-        """Insert what is new; a delivery that already exists is left as it is. The event
-        relay's fan-out inserts without `j` (`client.py` `unjournaled`)."""
-        return await insert_new(self._c if journaled else self._relayed, docs)
+    async def insert_many(self, docs: Sequence[Doc]) -> int:
+        """Insert what is new; a delivery that already exists is left as it is."""
+        return await insert_new(self._c, docs)
 
     # -- admin reads and replays (tenant-scoped) ---------------------------------------------
 

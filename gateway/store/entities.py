@@ -212,11 +212,16 @@ class TogetherWrite:
 
 class EntityStore:
     def __init__(
-        self, collection: Collection, commits: GroupCommit, relay_commits: GroupCommit
+        self,
+        collection: Collection,
+        commits: GroupCommit,
+        relay_commits: GroupCommit,
+        fold_commits: GroupCommit,
     ) -> None:
         self._c = collection
         self._commits = commits
         self._relay_commits = relay_commits  # not journaled: see drain_outboxes
+        self._fold_commits = fold_commits  # see set_folded
         self._together_marks = Marks("together")  # `write_together`'s (`seal`)
 
     async def get(
@@ -509,8 +514,10 @@ class EntityStore:
             "$set": {**changes, "folded": version, "updated_at": datetime.now(UTC)},
             "$inc": {"rev": 1},
         }
-        # Not journaled: the fold's state is written after it, journaled.
-        return bool(await self._relay_commits.update(self._c, query, update))
+        # Journaled (a sealed round, `group_commit.py` `seal`): the fold's state, written
+        # after it, says this is done, and a restarted database must not hold the one
+        # without the other (`client.py` `unjournaled`).
+        return bool(await self._fold_commits.update(self._c, query, update))
 
     # -- the relay's side: system work across tenants, never reached from a request --
 
@@ -554,8 +561,8 @@ class EntityStore:
         trip (a group commit): if no request wrote the entity since the relay read it (same
         `rev`), the outbox goes (and a deleted entity with it); otherwise, in a second round,
         only the relayed entries are pulled and the entity stays pending for the newer ones.
-        Not journaled: the events and deliveries were written before, and the journal keeps
-        the order (`client.py` `unjournaled`), so a crash never keeps a drain without them."""
+        Not journaled: the events and deliveries were written before, journaled (`client.py`
+        `unjournaled`), and a drain lost in a crash is done again."""
         commits = self._relay_commits
 
         async def drain(doc: Doc, event_ids: Sequence[Any]) -> None:

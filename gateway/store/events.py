@@ -16,7 +16,6 @@ from gateway.store.client import (
     find_by_id,
     insert_new,
     translate_errors,
-    unjournaled,
 )
 from gateway.store.history import drop_events
 from gateway.store.newest import newest_first
@@ -35,13 +34,13 @@ _COVERED = [set(), {"type"}, {"entity.id"}]
 class EventStore:
     def __init__(self, collection: Collection) -> None:
         self._c = collection
-        self._relayed = unjournaled(collection)
 
     async def insert_many(self, events: Sequence[Doc]) -> int:
         """The relay's insert. Idempotent: an event keeps the id it got in the outbox, so a
-        relay that died half-way and runs again stores nothing twice. Not journaled (its
-        outbox is, until drained: `client.py` `unjournaled`). Returns how many were new."""
-        return await insert_new(self._relayed, events)
+        relay that died half-way and runs again stores nothing twice. Journaled, like
+        everything the relay writes before a drain (`client.py` `unjournaled` says why).
+        Returns how many were new."""
+        return await insert_new(self._c, events)
 
     async def stored(self, event_ids: Sequence[Any]) -> set[Any]:
         """Those of these event ids the log holds."""
