@@ -14,7 +14,8 @@ request is one vehicle's new data and its event (`vehicle.position`):
   `GroupCommit` (journaled, rounds sealed) pushes the event into the entity's outbox; a
   relay alongside, as `gateway/events.py` runs it (passes 0.1 s apart, 100 outboxes a
   batch), reads the waiting outboxes, inserts their events and drains them (`EntityStore.
-  drain_outboxes`: one more update of each entity), not journaled;
+  drain_outboxes`: one more update of each entity); the events journaled (since
+  2026-12-04), the drain not;
 - B, beside, one round: the entity update (no outbox) and the event's insert in the same
   client-level `bulkWrite` round of concurrent requests, then the journaled seal (as
   `group_commit.py` does); no relay. Not "stored with the write": SecantusDB runs each

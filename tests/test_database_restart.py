@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,21 @@ from pymongo.write_concern import WriteConcern
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.doorbell import Doorbell
+from gateway.entities import Origin
+from gateway.errors import StoreUnavailable
+from gateway.events import EventRelay
+from gateway.services import open_services
+from gateway.store import Doc
 from gateway.store.embedded import EmbeddedServer
+from gateway.store.entities import Folded
 from gateway.web.state import services_key
 from tests.processes import alive
 from tests.support import auth
 from tests.triggers_support import VEHICLE, bearer, create_trigger
 
 Client = TestClient[Any, Any]
+ORIGIN = Origin("trigger", "t1")
 
 
 @pytest.fixture
@@ -137,3 +145,74 @@ async def test_a_trigger_disabled_after_a_database_crash_is_refused_by_every_pro
     while (await serving.post(hook, json=VEHICLE, headers=bearer(trigger))).status != 403:
         assert time.monotonic() - disabled < 1.5, "a disabled trigger is still admitted"
         await asyncio.sleep(0.02)
+
+
+async def test_events_and_deliveries_a_drain_stands_on_survive_a_crash_before_it(
+    own_database: EmbeddedServer, settings: Settings
+) -> None:
+    """The relay stores a batch's events and deliveries, then the database is killed and
+    restarted before the drain of their outboxes, which the driver then sends to the new
+    process. Written unjournaled, the events and deliveries were still in the dead process's
+    journal buffer: the drain emptied the outboxes and they were gone for good (CI's kill
+    experiment lost 64 answered writes' events so)."""
+    quick = replace(settings, database="gateway", run_workers=False, db_timeout_ms=10_000)
+    async with open_services(quick, mongodb_uri=own_database.uri) as services:
+        partner = await services.actions.create_partner("acme", {
+            "name": "erp", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}
+        })  # fmt: skip
+        action = await services.actions.create_action("acme", {
+            "name": "push", "partner_id": str(partner["_id"]), "method": "POST", "path": "/",
+            "mode": "deliver",
+        })  # fmt: skip
+        await services.actions.create_subscription(
+            "acme", {"action_id": str(action["_id"]), "event_types": ["entity.*"]}
+        )
+        plates = [f"CRS{i}A{i}{i}" for i in range(10)]
+        for plate in plates:  # journaled, each answered
+            await services.entities.upsert("acme", "vehicle", {"plate": plate}, ORIGIN)
+        crashed = 0
+
+        async def fan_out_then_crash(events: Sequence[Doc]) -> int:
+            nonlocal crashed
+            created = await services.fanout(events)
+            if not crashed:
+                crashed += 1
+                await _crash(own_database)
+                # A request's command met the dead connection and the pool went with it: the
+                # relay's next commands go to the restarted process.
+                with contextlib.suppress(StoreUnavailable):
+                    await services.store.ping()
+                await services.store.ping()
+            return created
+
+        relay = EventRelay(
+            services.store, services.metrics, on_relayed=fan_out_then_crash, doorbell=Doorbell()
+        )
+        assert await relay.run_until_idle() == 10
+        assert crashed == 1
+        db = services.store.db
+        assert await db["entities"].count_documents({"outbox": {"$exists": True}}) == 0
+        assert await db["events"].count_documents({}) == 10
+        assert await db["deliveries"].count_documents({}) == 10
+
+
+async def test_the_folds_vehicle_writes_survive_a_crash_right_after_them(
+    own_database: EmbeddedServer, settings: Settings
+) -> None:
+    """The fold writes vehicles' positions, then its state (journaled) says so: a crash
+    between the two must not keep the state and lose the positions, which nothing would write
+    again until the vehicle's next fix."""
+    quick = replace(settings, database="gateway", run_workers=False, db_timeout_ms=10_000)
+    async with open_services(quick, mongodb_uri=own_database.uri) as services:
+        upserts = [
+            await services.entities.upsert("acme", "vehicle", {"plate": p}, ORIGIN)
+            for p in ("FLD1A11", "FLD2A22", "FLD3A33")
+        ]
+        where = {"latitude": -23.5, "longitude": -46.6}
+        folds = [Folded("acme", str(u.entity["_id"]), {"last_position": where}, 1) for u in upserts]
+        assert await services.store.entities.set_folded(folds) == [True] * 3
+        await _crash(own_database)
+        with contextlib.suppress(StoreUnavailable):
+            await services.store.ping()
+        vehicles = services.store.db["entities"].find({"type": "vehicle"})
+        assert [v["data"].get("last_position") async for v in vehicles] == [where] * 3

@@ -25,6 +25,7 @@ from gateway.services import Services, open_services
 from gateway.store import Doc
 from gateway.store import fleet as fleet_module
 from gateway.store import positions as positions_module
+from gateway.store.entities import Folded
 from gateway.store.fleet import SavedState
 from gateway.store.positions import inbox_items
 from gateway.web.state import services_key
@@ -118,7 +119,8 @@ async def test_a_pass_that_wrote_the_vehicle_but_never_committed_is_replaced(
     points = route_points()[:200]
     await append(services, vehicle, points, batch=200)
     partial = {"odometer_km": 18_250.4}  # what a dead pass over the first fixes wrote
-    assert await services.store.entities.set_folded(TENANT, vehicle, partial, 1, start_km=18_250)
+    dead = Folded(TENANT, vehicle, partial, 1, start_km=18_250)
+    assert await services.store.entities.set_folded([dead]) == [True]
     await services.fold.run_until_idle()
     data = await vehicle_data(services, vehicle)
     assert data["odometer_km"] == pytest.approx(await folded_km(services, vehicle))

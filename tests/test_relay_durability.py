@@ -15,6 +15,7 @@ import pytest
 from gateway.config import Settings
 from gateway.entities import Origin
 from gateway.services import Services, open_services
+from gateway.store.entities import Folded
 
 ORIGIN = Origin("trigger", "t1")
 
@@ -105,7 +106,7 @@ async def test_entity_writes_are_journaled_and_the_relays_writes_are_not(
     # a journaled write after it (store/group_commit.py `seal`: the delete of the round's mark).
     assert by_kind["delete group_commits"] == {True}
     # A drain stands on them: journaled, or a database restarted between them and the drain
-    # (the driver retries the drain there) would keep the drain and lose them.
+    # (the driver sends the drain there) would keep the drain and lose them.
     assert by_kind["insert events"] == {True}
     assert by_kind["insert deliveries"] == {True}
     assert by_kind["drain entities"] == {False}
@@ -124,8 +125,12 @@ async def test_the_folds_vehicle_writes_are_journaled_rounds(journaled: Services
         for p in plates
     ]
     position = {"last_position": {"latitude": -23.5, "longitude": -46.6}}
-    assert await services.store.entities.set_folded("acme", ids[0], position, 1)  # alone
-    together = [services.store.entities.set_folded("acme", i, position, 1) for i in ids[1:]]
-    assert all(await asyncio.gather(*together))
-    folds = [c for c in await _profiled(services) if c["what"] == "fold entities"]
-    assert len(folds) >= 2 and {c["j"] for c in folds} == {True}
+    alone = await services.store.entities.set_folded([Folded("acme", ids[0], position, 1)])
+    assert alone == [True]  # a plain update
+    together = [Folded("acme", i, position, 1) for i in ids[1:]]
+    assert await services.store.entities.set_folded(together) == [True] * 3  # one round
+    seen = await _profiled(services)
+    assert [c for c in seen if c["what"] == "fold entities"] == [
+        {"what": "fold entities", "j": True}
+    ] * 4
+    assert {"what": "delete group_commits", "j": True} in seen  # the round's seal

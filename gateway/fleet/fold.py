@@ -74,6 +74,7 @@ from gateway.fleet.state import VehicleState, fold_fix, is_behind, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
+from gateway.store.entities import Folded
 from gateway.store.fleet import SHARDS, FoldFailure, SavedState, fleet_id, shard_of
 from gateway.store.positions import inbox_items, position_id, round_items
 
@@ -803,9 +804,7 @@ class Fold(ShardedJob):
             if memory.entity and (force or now - memory.written_at >= memory.entity_seconds)
         )
         writing = list(due) if budget is None else heapq.nsmallest(budget, due)
-        await asyncio.gather(
-            *(self._write_entity(key, self._memory[key], now) for _, key in writing)
-        )
+        await self._write_entities([(key, self._memory[key]) for _, key in writing], now)
 
     def _begin_checkpoint(self, now: float) -> None:
         self._checkpoint = dict(self._through)
@@ -819,7 +818,7 @@ class Fold(ShardedJob):
         chunk = self._to_save if budget is None else self._to_save[:budget]
         saving = [(key, self._memory[key]) for key in chunk if key in self._memory]
         now = time.monotonic()
-        await asyncio.gather(*(self._write_entity(k, m, now) for k, m in saving if m.entity))
+        await self._write_entities([(k, m) for k, m in saving if m.entity], now)
         states = [(m, SavedState(k[0], k[1], m.state.to_doc(), m.through)) for k, m in saving]
         await self._store.fleet.save_states([saved for m, saved in states if m.saved < m.through])
         for memory, saved in states:
@@ -847,18 +846,32 @@ class Fold(ShardedJob):
                 del self._memory[key]
         return None if budget is None else budget - len(chunk)
 
-    async def _write_entity(self, key: Key, memory: _Memory, now: float) -> None:
-        fields, through, start_km = memory.entity, memory.entity_through, memory.start_km
-        memory.entity, memory.written_at = {}, now
+    async def _write_entities(self, saving: list[tuple[Key, _Memory]], now: float) -> None:
+        """The vehicles' fields the fold changed, in one journaled round; one that failed
+        keeps its fields for the next try (unless newer ones came meanwhile)."""
+        taken = [(m, m.entity) for _, m in saving]
+        folds = [
+            Folded(k[0], k[1], m.entity, m.entity_through, start_km=m.start_km) for k, m in saving
+        ]
+        for memory, _ in taken:
+            memory.entity, memory.written_at = {}, now
         try:
-            await self._store.entities.set_folded(
-                key[0], key[1], fields, through, start_km=start_km
-            )
-        except BaseException:
-            if not memory.entity:  # not written: keep it for the next try
-                memory.entity = fields
+            outcomes = await self._store.entities.set_folded(folds)
+        except BaseException:  # cancelled, or failed as a whole: none is known written
+            for memory, fields in taken:
+                if not memory.entity:
+                    memory.entity = fields
             raise
-        memory.start_km = None
+        failure = None
+        for (memory, fields), outcome in zip(taken, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not memory.entity:  # not written: keep it for the next try
+                    memory.entity = fields
+                failure = failure or outcome
+            else:
+                memory.start_km = None
+        if failure is not None:
+            raise failure
 
     async def _trim(self) -> None:
         """Inbox documents every shard's checkpoint is past go (the holder of shard 0)."""

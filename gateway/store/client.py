@@ -310,8 +310,9 @@ def unjournaled(collection: Collection) -> Collection:
     What a drain stands on (the events, their deliveries, the hooks' writes) is journaled,
     each write on its own. The journal keeps writes in order, but only within one server
     process: a database killed after an unjournaled write was acknowledged (its journal
-    record still in the server's buffer) and restarted within a second takes the next write
-    (the driver retries it, or sends it on a new connection) without the first. An
+    record still in the server's buffer: SecantusDB commits without waiting for the log
+    write) and restarted within a second takes the next write (the driver waits for the
+    restarted server and sends it on a new connection) without the first. An
     unjournaled events insert followed by a drain lost 64 answered writes' events so
     (tests/test_durability.py, under load); a journaled write is durable once acknowledged,
     whichever process takes the writes after it."""

@@ -210,6 +210,19 @@ class TogetherWrite:
     events: Sequence[Doc]
 
 
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """What the fleet fold writes on a vehicle (`EntityStore.set_folded`); `start_km`: the
+    odometer a vehicle's first fold counted on from (`fold_start_km`), kept for a fold that
+    has to start again."""
+
+    tenant: str
+    entity_id: str
+    fields: Doc
+    version: int
+    start_km: float | None = None
+
+
 class EntityStore:
     def __init__(
         self,
@@ -484,40 +497,41 @@ class EntityStore:
         with translate_errors():
             return await self._c.find(scoped(tenant, {"type": "vehicle"}), projection).to_list(None)
 
-    async def set_folded(
-        self,
-        tenant: str,
-        entity_id: str,
-        fields: Doc,
-        version: int,
-        *,
-        start_km: float | None = None,
-    ) -> bool:
-        """The fleet fold's view of a vehicle (`last_position`, `odometer_km`), only forward:
-        written unless a later fold wrote it (`folded`, the fold's inbox number; an equal
-        one is the same fold of the same input, written again after a crash). The revision
-        goes up, so a request that read the entity before re-reads it instead of writing the
-        old position back; no event (a position is not an `entity.updated`). `start_km`: the
-        odometer a vehicle's first fold counted on from (`fold_start_km`), kept for a fold
-        that has to start again."""
-        oid = parse_id(entity_id)
-        if oid is None:
-            return False
-        # `$not` matches a vehicle the fold never wrote too; an `$or` would cost SecantusDB a
-        # scan (measured: 9.7 ms of database CPU per update instead of 1.7).
-        behind = {"folded": {"$not": {"$gt": version}}}
-        query = scoped(tenant, {"_id": oid, "type": "vehicle", **behind})
-        changes = {f"data.{name}": value for name, value in fields.items()}
-        if start_km is not None:
-            changes["fold_start_km"] = start_km
-        update: Doc = {
-            "$set": {**changes, "folded": version, "updated_at": datetime.now(UTC)},
-            "$inc": {"rev": 1},
-        }
-        # Journaled (a sealed round, `group_commit.py` `seal`): the fold's state, written
-        # after it, says this is done, and a restarted database must not hold the one
-        # without the other (`client.py` `unjournaled`).
-        return bool(await self._fold_commits.update(self._c, query, update))
+    async def set_folded(self, folds: Sequence[Folded]) -> list[bool | BaseException]:
+        """The fleet fold's view of vehicles (`last_position`, `odometer_km`), each only
+        forward: written unless a later fold wrote it (`folded`, the fold's inbox number; an
+        equal one is the same fold of the same input, written again after a crash). The
+        revision goes up, so a request that read the entity before re-reads it instead of
+        writing the old position back; no event (a position is not an `entity.updated`).
+        Whether each was written, or what its write failed with.
+
+        One journaled round for them all (`group_commit.py` `seal`): the fold's state,
+        written after them, says they are done, and a restarted database must not hold the
+        one without the other (`client.py` `unjournaled`)."""
+        writes: list[tuple[Doc, Doc]] = []
+        targets: list[int] = []
+        for index, fold in enumerate(folds):
+            oid = parse_id(fold.entity_id)
+            if oid is None:
+                continue
+            # `$not` matches a vehicle the fold never wrote too; an `$or` would cost
+            # SecantusDB a scan (measured: 9.7 ms of database CPU per update instead of 1.7).
+            behind = {"folded": {"$not": {"$gt": fold.version}}}
+            query = scoped(fold.tenant, {"_id": oid, "type": "vehicle", **behind})
+            changes = {f"data.{name}": value for name, value in fold.fields.items()}
+            if fold.start_km is not None:
+                changes["fold_start_km"] = fold.start_km
+            update: Doc = {
+                "$set": {**changes, "folded": fold.version, "updated_at": datetime.now(UTC)},
+                "$inc": {"rev": 1},
+            }
+            writes.append((query, update))
+            targets.append(index)
+        outcomes: list[bool | BaseException] = [False] * len(folds)
+        written = await self._fold_commits.updates(self._c, writes)
+        for index, outcome in zip(targets, written, strict=True):
+            outcomes[index] = outcome if isinstance(outcome, BaseException) else bool(outcome)
+        return outcomes
 
     # -- the relay's side: system work across tenants, never reached from a request --
 

@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, cast
 
@@ -147,7 +148,7 @@ class GroupCommit:
         journaled: bool = True,
     ) -> None:
         """`client_bulk=False` sends every write alone (what a server before 8.0 gets);
-        `journaled=False` is for the event relay's writes (`client.py` `unjournaled`)."""
+        `journaled=False` is for the event relay's drains (`client.py` `unjournaled`)."""
         self._client = client
         self._concern = None if journaled else without_journal(client.write_concern)
         # Seal rounds when the client journals (gateway/store/client.py open_client does).
@@ -173,6 +174,21 @@ class GroupCommit:
 
     async def delete(self, collection: Collection, query: Doc) -> int:
         return await self._write(_Write(collection, "delete", query, {}))
+
+    async def updates(
+        self, collection: Collection, writes: Sequence[tuple[Doc, Doc]]
+    ) -> list[int | BaseException]:
+        """Several updates handed over at once (`update`'s each): they leave together, one
+        round and one seal, where writes arriving one by one would send the first alone.
+        Each one's outcome, or what it failed with."""
+        loop = asyncio.get_running_loop()
+        pending = [
+            _Pending(_Write(collection, "update", q, u), loop.create_future()) for q, u in writes
+        ]
+        self._queue += pending
+        while self._queue and self._in_flight < self._max_in_flight:
+            self._start_round()
+        return await asyncio.gather(*(p.done for p in pending), return_exceptions=True)
 
     async def _write(self, write: _Write) -> int:
         """Queue one write and wait for its own outcome. A database that fails is
