@@ -144,12 +144,17 @@ class EventRelay(ShardedJob):
         deliveries, and the drain of the outboxes. The fan-out runs even for events stored
         by an earlier relay that died before draining: deliveries have deterministic ids, so
         that re-creates nothing, and no event is left without its deliveries."""
+        process = await self._store.server_process()
         entities = await self._store.entities.pending_outboxes(
             self._batch, shards, self._unparkable
         )
         self._measure_waiting(entities)
         if not entities:
             return 0
+        # An outbox read may be a write applied but not yet journaled (a group-commit round
+        # before its seal): durable once the same process flushes its journal. A database
+        # restarted meanwhile may have lost it, and its events must not be announced.
+        await self._store.fence(process)
         try:
             return await self._relay(entities)
         except Exception as exc:

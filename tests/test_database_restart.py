@@ -216,3 +216,40 @@ async def test_the_folds_vehicle_writes_survive_a_crash_right_after_them(
             await services.store.ping()
         vehicles = services.store.db["entities"].find({"type": "vehicle"})
         assert [v["data"].get("last_position") async for v in vehicles] == [where] * 3
+
+
+async def test_an_outbox_the_crash_took_after_the_relay_read_it_is_not_announced(
+    own_database: EmbeddedServer, settings: Settings
+) -> None:
+    """The relay reads an outbox a request wrote but the database had not journaled yet (a
+    group-commit round before its seal: the request will hear "outcome unknown"); the
+    database is killed and restarted without it. Its events must not be announced on the
+    restarted database, for a write that does not exist there."""
+    quick = replace(settings, database="gateway", run_workers=False, db_timeout_ms=10_000)
+    async with open_services(quick, mongodb_uri=own_database.uri) as services:
+        await services.entities.upsert("acme", "vehicle", {"plate": "GHO1S23"}, ORIGIN)
+        entities = services.store.db["entities"]
+        written = await entities.find_one({"data.plate": "GHO1S23"})
+        assert written is not None and written["outbox"]
+        # The same document again, applied but only in the journal's buffer.
+        await entities.delete_one({"_id": written["_id"]})
+        await entities.with_options(write_concern=WriteConcern(j=False)).insert_one(written)
+        read_outboxes = services.store.entities.pending_outboxes
+
+        async def read_then_crash(*args: Any) -> list[Doc]:
+            outboxes = await read_outboxes(*args)
+            await _crash(own_database)
+            with contextlib.suppress(StoreUnavailable):  # the pool goes with the dead process
+                await services.store.ping()
+            return outboxes
+
+        services.store.entities.pending_outboxes = read_then_crash  # type: ignore[method-assign]
+        relay = EventRelay(
+            services.store, services.metrics, on_relayed=services.fanout, doorbell=Doorbell()
+        )
+        with pytest.raises(StoreUnavailable, match="restarted"):
+            await relay.relay_once()
+        services.store.entities.pending_outboxes = read_outboxes  # type: ignore[method-assign]
+        assert await relay.run_until_idle() == 0
+        assert await entities.count_documents({}) == 0  # the crash took the write
+        assert await services.store.db["events"].count_documents({}) == 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any, Final
+
+from gateway.errors import StoreUnavailable
 from gateway.store import actions, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
 from gateway.store.activity import ActivityStore
@@ -20,7 +23,7 @@ from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore
 from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.fleet_settings import FleetSettingsStore
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import SEALS, GroupCommit
 from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
@@ -42,6 +45,10 @@ from gateway.store.triggers import TriggerStore
 from gateway.store.ui_accounts import UiAccountStores
 
 __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
+
+
+FENCE: Final = "fence"
+"""The document `Store.fence` writes to flush the journal (in the seals' collection)."""
 
 
 class Store:
@@ -141,6 +148,25 @@ class Store:
         with translate_errors():
             info = await self.db.client.admin.command("buildInfo")
         return "secantusVersion" in info
+
+    async def server_process(self) -> Any:
+        """Which database server process answers (`hello`'s `topologyVersion.processId`: a
+        restarted server, or another primary, has another); None from one that does not
+        say (before MongoDB 4.4)."""
+        with translate_errors():
+            reply = await self.db.client.admin.command("hello")
+        return (reply.get("topologyVersion") or {}).get("processId")
+
+    async def fence(self, process: Any) -> None:
+        """Make everything the server process `process` applied so far durable (one journaled
+        write that changes something flushes the journal, which holds writes in order), or
+        StoreUnavailable if another process answers by now: then what was read from
+        `process` before may be gone with it, a write applied but not yet journaled (a
+        group-commit round before its seal, an answer that will say "outcome unknown")."""
+        with translate_errors():
+            await self.db[SEALS].update_one({"_id": FENCE}, {"$inc": {"n": 1}}, upsert=True)
+        if await self.server_process() != process:
+            raise StoreUnavailable("the database restarted; what was read from it is read again")
 
     async def ping(self) -> None:
         """The database answers from its storage, not only on the wire: SecantusDB whose disk
