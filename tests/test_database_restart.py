@@ -250,6 +250,8 @@ async def test_an_outbox_the_crash_took_after_the_relay_read_it_is_not_announced
         with pytest.raises(StoreUnavailable, match="restarted"):
             await relay.relay_once()
         services.store.entities.pending_outboxes = read_outboxes  # type: ignore[method-assign]
-        assert await relay.run_until_idle() == 0
-        assert await entities.count_documents({}) == 0  # the crash took the write
-        assert await services.store.db["events"].count_documents({}) == 0
+        # The crash takes the write, unless the database wrote its journal buffer out just
+        # before: then the next pass relays it. No event for a write that is not stored.
+        stored = await entities.count_documents({})
+        assert await relay.run_until_idle() == stored
+        assert await services.store.db["events"].count_documents({}) == stored

@@ -857,7 +857,8 @@ class Fold(ShardedJob):
             memory.entity, memory.written_at = {}, now
         try:
             outcomes = await self._store.entities.set_folded(folds)
-        except BaseException:  # cancelled, or failed as a whole: none is known written
+        except BaseException:  # cancelled, or failed as a whole: none is known written (a
+            # cancelled call's rounds may still land; writing them again changes nothing)
             for memory, fields in taken:
                 if not memory.entity:
                     memory.entity = fields

@@ -23,7 +23,7 @@ from gateway.store.expiry import Expiry
 from gateway.store.fleet import FleetStore
 from gateway.store.fleet_rules import FleetRuleStores
 from gateway.store.fleet_settings import FleetSettingsStore
-from gateway.store.group_commit import SEALS, GroupCommit
+from gateway.store.group_commit import GroupCommit
 from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
@@ -47,8 +47,9 @@ from gateway.store.ui_accounts import UiAccountStores
 __all__ = ["Doc", "Store", "derived_id", "new_id", "open_client"]
 
 
-FENCE: Final = "fence"
-"""The document `Store.fence` writes to flush the journal (in the seals' collection)."""
+FENCES: Final = "fences"
+"""The collection of `Store.fence`'s one document, apart from the round seals' (on SecantusDB
+a journaled write holds its collection's lock across the journal flush)."""
 
 
 class Store:
@@ -150,22 +151,31 @@ class Store:
         return "secantusVersion" in info
 
     async def server_process(self) -> Any:
-        """Which database server process answers (`hello`'s `topologyVersion.processId`: a
-        restarted server, or another primary, has another); None from one that does not
-        say (before MongoDB 4.4)."""
+        """Which database server process answers now (`hello`'s `topologyVersion`: a
+        restarted server has another `processId`, a stepdown moves its `counter`), where
+        one server takes every command (a standalone, SecantusDB, a direct connection).
+        None elsewhere, where it would not name the server a write lands on (a replica set's
+        members, several `mongos`), and from a server that does not tell (before 4.4)."""
+        if self.db.client.topology_description.topology_type_name != "Single":
+            return None
         with translate_errors():
             reply = await self.db.client.admin.command("hello")
-        return (reply.get("topologyVersion") or {}).get("processId")
+        return reply.get("topologyVersion")
 
     async def fence(self, process: Any) -> None:
-        """Make everything the server process `process` applied so far durable (one journaled
-        write that changes something flushes the journal, which holds writes in order), or
-        StoreUnavailable if another process answers by now: then what was read from
-        `process` before may be gone with it, a write applied but not yet journaled (a
-        group-commit round before its seal, an answer that will say "outcome unknown")."""
+        """Make everything the server `process` (`server_process`) applied so far durable:
+        one journaled write that changes something flushes the journal, which holds writes
+        in order. StoreUnavailable if another process answers by now: what was read from
+        `process` before may be gone with it (a write applied but not yet journaled: a
+        group-commit round before its seal, whose requests hear "outcome unknown").
+
+        Without a process to compare (a replica set, a sharded cluster), the journaled write
+        is all: with `GATEWAY_WRITE_CONCERN=majority` it waits for the majority, which holds
+        what the primary applied before it; a primary that loses its place before that still
+        rolls back what was read (docs/reliability.md)."""
         with translate_errors():
-            await self.db[SEALS].update_one({"_id": FENCE}, {"$inc": {"n": 1}}, upsert=True)
-        if await self.server_process() != process:
+            await self.db[FENCES].update_one({"_id": "relay"}, {"$inc": {"n": 1}}, upsert=True)
+        if process is not None and await self.server_process() != process:
             raise StoreUnavailable("the database restarted; what was read from it is read again")
 
     async def ping(self) -> None:
