@@ -57,3 +57,18 @@ async def inbox_items(store: Any, tenant: str, vehicle: str, kind: str) -> list[
         for item in items_of(doc)
         if (item["tenant"], item["vehicle"], item["k"]) == (tenant, vehicle, kind)
     ]
+
+
+async def deliver_entity_events(services: Any, tenant: str = "acme") -> None:
+    """A partner (on a closed loopback port), a `deliver` action and a subscription to every
+    `entity.*` event: each relayed event of `tenant` gets one delivery."""
+    partner = await services.actions.create_partner(tenant, {
+        "name": "erp", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}
+    })  # fmt: skip
+    action = await services.actions.create_action(tenant, {
+        "name": "push", "partner_id": str(partner["_id"]), "method": "POST", "path": "/",
+        "mode": "deliver",
+    })  # fmt: skip
+    await services.actions.create_subscription(
+        tenant, {"action_id": str(action["_id"]), "event_types": ["entity.*"]}
+    )

@@ -38,7 +38,7 @@ from gateway.store.embedded import EmbeddedServer
 from gateway.store.entities import Folded
 from gateway.web.state import services_key
 from tests.processes import alive
-from tests.support import auth
+from tests.support import auth, deliver_entity_events
 from tests.triggers_support import VEHICLE, bearer, create_trigger
 
 Client = TestClient[Any, Any]
@@ -157,16 +157,7 @@ async def test_events_and_deliveries_a_drain_stands_on_survive_a_crash_before_it
     experiment lost 64 answered writes' events so)."""
     quick = replace(settings, database="gateway", run_workers=False, db_timeout_ms=10_000)
     async with open_services(quick, mongodb_uri=own_database.uri) as services:
-        partner = await services.actions.create_partner("acme", {
-            "name": "erp", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}
-        })  # fmt: skip
-        action = await services.actions.create_action("acme", {
-            "name": "push", "partner_id": str(partner["_id"]), "method": "POST", "path": "/",
-            "mode": "deliver",
-        })  # fmt: skip
-        await services.actions.create_subscription(
-            "acme", {"action_id": str(action["_id"]), "event_types": ["entity.*"]}
-        )
+        await deliver_entity_events(services)
         plates = [f"CRS{i}A{i}{i}" for i in range(10)]
         for plate in plates:  # journaled, each answered
             await services.entities.upsert("acme", "vehicle", {"plate": plate}, ORIGIN)

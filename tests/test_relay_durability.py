@@ -16,6 +16,7 @@ from gateway.config import Settings
 from gateway.entities import Origin
 from gateway.services import Services, open_services
 from gateway.store.entities import Folded
+from tests.support import deliver_entity_events
 
 ORIGIN = Origin("trigger", "t1")
 
@@ -75,20 +76,11 @@ def _drains(change: dict[str, Any]) -> bool:
     return "$unset" in change or "$pull" in change
 
 
-async def test_entity_writes_are_journaled_and_the_relays_writes_are_not(
+async def test_entity_writes_and_the_relays_events_and_deliveries_are_journaled_not_drains(
     journaled: Services,
 ) -> None:
     services = journaled
-    partner = await services.actions.create_partner("acme", {
-        "name": "erp", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}
-    })  # fmt: skip
-    action = await services.actions.create_action("acme", {
-        "name": "push", "partner_id": str(partner["_id"]), "method": "POST", "path": "/",
-        "mode": "deliver",
-    })  # fmt: skip
-    await services.actions.create_subscription(
-        "acme", {"action_id": str(action["_id"]), "event_types": ["entity.*"]}
-    )
+    await deliver_entity_events(services)
     plates = [f"ABC1D{i}3" for i in range(5)]
     for plate in plates:  # one at a time: each write alone in its round, a plain command
         await services.entities.upsert("acme", "vehicle", {"plate": plate}, ORIGIN)
