@@ -211,3 +211,31 @@ async def test_a_cancelled_writer_leaves_its_roundmates_their_own_outcomes(
     await first
     await asyncio.wait_for(kept, 10)  # round 2 ([b, c]): c hears it is stored
     assert sorted(await collection.distinct("_id")) == ["a", "b", "c"]
+
+
+async def test_updates_handed_over_together_leave_in_one_round_each_with_its_own_outcome(
+    services: Services,
+) -> None:
+    """`GroupCommit.updates` (the fold's vehicle writes): one round trip for all of them, a
+    refused one failing alone, the others applied."""
+    collection: Any = services.store.db["group_commit_probe"]
+    commits = GroupCommit(services.store.db.client)
+    ids = [ObjectId() for _ in range(4)]
+    for oid in ids:
+        await commits.insert(collection, {"_id": oid, "n": 0})
+    before = commits.round_trips
+    outcomes = await commits.updates(
+        collection,
+        [
+            ({"_id": ids[0]}, {"$set": {"n": 1}}),
+            ({"_id": ids[1]}, {"$inc": {"n": "not a number"}}),  # refused by the server
+            ({"_id": ObjectId()}, {"$set": {"n": 3}}),  # matches nothing
+            ({"_id": ids[3]}, {"$set": {"n": 4}}),
+        ],
+    )
+    assert commits.round_trips - before == 2  # the bulkWrite and its seal
+    assert outcomes[0] == 1 and outcomes[2:] == [0, 1]
+    assert isinstance(outcomes[1], InvalidPayload)
+    stored = {doc["_id"]: doc["n"] async for doc in collection.find({"_id": {"$in": ids}})}
+    assert stored == {ids[0]: 1, ids[1]: 0, ids[2]: 0, ids[3]: 4}
+    assert await commits.updates(collection, []) == []
