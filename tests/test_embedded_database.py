@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -23,7 +25,7 @@ from gateway.background import cancel_and_wait
 from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.services import Services, open_services
-from gateway.store import Store, connection, embedded
+from gateway.store import Store, connection, embedded, launcher
 from gateway.store.client import open_client
 from gateway.store.embedded import EmbeddedServer, EmbeddedServerError, child_environment
 from gateway.store.health import DatabaseHealth
@@ -225,16 +227,16 @@ def test_a_frozen_database_that_ignores_its_stop_signal_is_sent_it_again(tmp_pat
     delivered the signal, CPython had not run it (2-5 in 1,000 under load, either order of
     the two signals: `bench/signal_race.py`). The gateway stopped while its database was
     frozen then waited the launcher's whole 10 s bound (the test above, past its 12 s). The
-    launcher now sends the stop again a second later while the database still listens (one
-    that acts on it closes its listening socket first). Through the real launcher, with a
-    stand-in database whose first SIGTERM is lost that way."""
+    launcher now sends the stop again a second later while the database still holds its
+    listening socket (one that acts on it closes it first). Through the real launcher, with
+    a stand-in database whose first SIGTERM is lost that way."""
     port, pid_file, log = free_port(), tmp_path / "db.pid", tmp_path / "db.log"
-    launcher = Path(embedded.__file__).with_name("launcher.py")
+    launcher_py = Path(embedded.__file__).with_name("launcher.py")
     command = [sys.executable, "-c", _STAND_IN, "--host", "127.0.0.1", "--port", str(port)]
     read_fd, write_fd = os.pipe()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-I", str(launcher), str(read_fd), str(pid_file), "--", *command],
+            [sys.executable, "-I", str(launcher_py), str(read_fd), str(pid_file), "--", *command],
             pass_fds=(read_fd,),
             stdout=out,
         )
@@ -258,9 +260,48 @@ def test_a_frozen_database_that_ignores_its_stop_signal_is_sent_it_again(tmp_pat
         os.close(write_fd)
 
 
-def _listens(port: int) -> bool:
-    import socket
+def test_a_database_that_acts_on_its_stop_signal_is_sent_it_once(tmp_path: Path) -> None:
+    """The real database, stopped: it closes its listening socket first, and the launcher
+    sends no second SIGTERM into its stop (which would run the handler again inside it and
+    exit without closing the storage). Asking "does it still accept connections?" said yes:
+    a listening socket closed while a thread waits in its `accept` still takes them."""
+    server = EmbeddedServer(tmp_path / "db")
+    server.start()
+    try:
+        with pymongo.MongoClient(server.uri) as client:
+            client["probe"]["c"].insert_one({"n": 1})
+    finally:
+        server.stop()
+    log = (tmp_path / "db.log").read_text()
+    assert "has not acted on its stop signal" not in log
+    assert "killed by signal" not in log
 
+
+def test_a_listening_socket_closed_under_a_waiting_accept_is_not_held_any_more() -> None:
+    """What the launcher asks before it sends a stop again (`launcher._holds_listener`):
+    whether the process still holds its listening socket, which SecantusDB closes first when
+    it acts on its stop, though a thread of it may still wait in `accept` on it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    waiting = threading.Thread(target=lambda: _accept_once(listener), daemon=True)
+    waiting.start()
+    try:
+        assert launcher._holds_listener(os.getpid(), port)
+    finally:
+        listener.close()
+    assert not launcher._holds_listener(os.getpid(), port)
+    assert not launcher._holds_listener(os.getpid(), free_port())  # nobody listens there
+
+
+def _accept_once(listener: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        connection, _ = listener.accept()
+        connection.close()
+
+
+def _listens(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True

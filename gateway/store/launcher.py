@@ -11,7 +11,8 @@ gateway): `python -I launcher.py WATCH_FD PID_FILE -- secantusd-py ARGS...`.
 - SIGTERM/SIGINT to the launcher (the gateway's graceful stop) go to the database. Each
   signal it sends the database comes after a SIGCONT and goes to its main thread (Linux), so
   that a frozen (stopped) database acts on it at once (`_terminate`). One the database has
-  not acted on a second later (it still listens) is sent again (`_Stopping`).
+  not acted on a second later (it still holds its listening socket) is sent again
+  (`_Stopping`).
 - On Linux the database also gets SIGKILL if the launcher itself is killed (prctl
   PR_SET_PDEATHSIG, set from the launcher's only thread).
 - The database's pid goes into PID_FILE while it runs, so the next start can find a
@@ -28,7 +29,6 @@ import itertools
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -77,43 +77,44 @@ class _Stopping:
     (2-5 in 1,000 such stops under load, in either order of SIGCONT and SIGTERM:
     `bench/signal_race.py`). A gateway stopped while its database was frozen then waited the
     launcher's whole bound for it. A database that has acted on its SIGTERM has closed its
-    listening socket (SecantusDB's stop does it first), so the signal goes again only while
-    the database still accepts connections: a second signal while a stop runs would run its
-    handler again inside it."""
+    listening socket (SecantusDB's stop does it first): the signal goes again only while the
+    database's process still holds it (`_holds_listener`), since a second signal while a
+    stop runs would run the handler again inside it, which then exits without closing the
+    storage. (Not "while it accepts connections": on Linux a listening socket closed while
+    a thread is blocked in its `accept` still takes them.)
+
+    The signal handlers only record the stop (`ask`); it is sent from the launcher's loop
+    (`send`), so that a signal landing while one is being sent cannot send another."""
 
     def __init__(self, child: subprocess.Popen[bytes], command: list[str]) -> None:
         self._child = child
         options = dict(itertools.pairwise(command))
-        host, port = options.get("--host"), options.get("--port", "")
-        self._address = (host, int(port)) if host and port.isdigit() else None
+        port = options.get("--port", "")
+        self._port = int(port) if port.isdigit() else None
         self._signum: int | None = None
-        self._sent = 0.0
+        self._sent: float | None = None
 
     @property
     def asked(self) -> bool:
         return self._signum is not None
 
     def ask(self, signum: int = signal.SIGTERM) -> None:
-        self._signum, self._sent = signum, time.monotonic()
-        _terminate(self._child, signum)
+        if self._signum is None:
+            self._signum = signum
 
-    def again_if_ignored(self) -> None:
-        """Send the stop again when it has waited `_AGAIN_SECONDS` and the database listens."""
-        if self._signum is None or time.monotonic() - self._sent < _AGAIN_SECONDS:
+    def send(self) -> None:
+        """The stop asked, sent once; again each `_AGAIN_SECONDS` while ignored."""
+        if self._signum is None or self._child.poll() is not None:
             return
-        self._sent = time.monotonic()
-        if self._child.poll() is None and self._listening():
-            print("launcher: the database has not acted on its stop signal; again", flush=True)
+        now = time.monotonic()
+        if self._sent is None:
+            self._sent = now
             _terminate(self._child, self._signum)
-
-    def _listening(self) -> bool:
-        if self._address is None:
-            return False
-        try:
-            with socket.create_connection(self._address, timeout=0.5):
-                return True
-        except OSError:  # refused: its listening socket is closed, the stop runs
-            return False
+        elif now - self._sent >= _AGAIN_SECONDS:
+            self._sent = now
+            if self._port is not None and _holds_listener(self._child.pid, self._port):
+                print("launcher: the database has not acted on its stop signal; again", flush=True)
+                _terminate(self._child, self._signum)
 
     def wait(self, timeout: float) -> None:
         """Until the database exits, asking again as above; past `timeout` it is killed."""
@@ -125,14 +126,40 @@ class _Stopping:
                 return
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._child.wait(0.1)
-            self.again_if_ignored()
+            self.send()
+
+
+def _holds_listener(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a socket listening on `port` (Linux: `/proc/net/tcp*` name
+    the listening sockets' inodes, `/proc/PID/fd` the process's). False where that cannot be
+    read: no second signal then, the launcher's bound still applies."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            with open(table) as fh:
+                for line in fh.read().splitlines()[1:]:
+                    fields = line.split()
+                    listening = len(fields) > 9 and fields[3] == "0A"
+                    if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
 
 
 def _stop(stopping: _Stopping) -> None:
-    """The gateway is gone: its stop, if it had asked one (a second SIGTERM while the
-    database stops would run its handler again inside it), or one now; killed past the bound."""
-    if not stopping.asked:
-        stopping.ask()
+    """The gateway is gone: its stop, if it had asked one, or one now; sent again while
+    ignored, killed past the bound."""
+    stopping.ask()
+    stopping.send()
     stopping.wait(_STOP_SECONDS)
 
 
@@ -162,7 +189,7 @@ def main(argv: list[str]) -> int:
                     print("launcher: the gateway is gone; stopping the database", flush=True)
                     _stop(stopping)
                     return 0
-            stopping.again_if_ignored()
+            stopping.send()
         return _exit_code(code)
     finally:
         # Only while it names our database: a gateway started meanwhile (this launcher was
