@@ -293,6 +293,11 @@ def test_a_listening_socket_closed_under_a_waiting_accept_is_not_held_any_more()
         listener.close()
     assert not launcher._holds_listener(os.getpid(), port)
     assert not launcher._holds_listener(os.getpid(), free_port())  # nobody listens there
+    # Closed, yet still taking connections (what a connection probe took for "listening"):
+    # the waiting `accept` takes this one and ends.
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    waiting.join(5)
+    assert not waiting.is_alive()
 
 
 def _accept_once(listener: socket.socket) -> None:

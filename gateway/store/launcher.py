@@ -79,9 +79,10 @@ class _Stopping:
     launcher's whole bound for it. A database that has acted on its SIGTERM has closed its
     listening socket (SecantusDB's stop does it first): the signal goes again only while the
     database's process still holds it (`_holds_listener`), since a second signal while a
-    stop runs would run the handler again inside it, which then exits without closing the
-    storage. (Not "while it accepts connections": on Linux a listening socket closed while
-    a thread is blocked in its `accept` still takes them.)
+    stop runs would run the handler's whole stop again inside it, and its exit would cut the
+    first one short, perhaps in the middle of closing the storage. (Not "while it accepts
+    connections": on Linux a listening socket closed while a thread is blocked in its
+    `accept` still takes them.)
 
     The signal handlers only record the stop (`ask`); it is sent from the launcher's loop
     (`send`), so that a signal landing while one is being sent cannot send another."""
@@ -115,6 +116,9 @@ class _Stopping:
             if self._port is not None and _holds_listener(self._child.pid, self._port):
                 print("launcher: the database has not acted on its stop signal; again", flush=True)
                 _terminate(self._child, self._signum)
+            else:  # stopping: continued, should it have been frozen again meanwhile
+                with contextlib.suppress(ProcessLookupError):
+                    self._child.send_signal(signal.SIGCONT)
 
     def wait(self, timeout: float) -> None:
         """Until the database exits, asking again as above; past `timeout` it is killed."""
