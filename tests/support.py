@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +48,18 @@ def cli_env(settings: Settings, mongodb_uri: str) -> dict[str, str]:
         "GATEWAY_DATA_DIR": str(settings.data_dir),
         "GATEWAY_LOG_JSON": "false",
     }
+
+
+async def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS` in a child process with `env` (`cli_env`), off the event loop."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 async def inbox_items(store: Any, tenant: str, vehicle: str, kind: str) -> list[dict[str, Any]]:

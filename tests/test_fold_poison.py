@@ -8,11 +8,9 @@ database."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -30,7 +28,7 @@ from gateway.fleet.odometer import TrackPoint
 from gateway.store.fleet import FoldFailure
 from gateway.store.positions import position_id
 from gateway.web.state import services_key
-from tests.support import auth, cli_env
+from tests.support import auth, cli_env, run_cli
 from tests.test_fleet_fold import own_fold
 from tests.test_fleet_odometer import route_points
 from tests.test_fold_mid_stream import _fix, _get_vehicle, _length_m, _vehicle
@@ -254,14 +252,7 @@ async def test_the_cli_lists_the_batches_set_aside(
     env = cli_env(settings, mongodb_uri)
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "gateway", "fold-failures", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
+        return await run_cli(env, "fold-failures", *args)
 
     listed = await cli("--tenant", "acme")
     assert listed.returncode == 0, listed.stderr

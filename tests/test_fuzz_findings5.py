@@ -319,25 +319,31 @@ async def test_a_time_with_a_nul_character_is_no_time(client: Client) -> None:
     assert (await _get(client, "/api/v1/entities/vehicle/ABC1D23/positions"))["items"] == []
 
 
-async def test_a_stepped_cursor_starting_past_what_can_be_stored_is_refused_at_the_field(
-    client: Client,
-) -> None:
-    """A page-number cursor's `initial` of 5,000 digits was a 500 (`int()` refuses text that
-    long); one past 2**63 a 422 naming no field; one just below it was taken, and its next
-    page could never be stored. `initial` is now a whole number from 0 to 2**53 - 1."""
+async def _paused_schedule(client: Client) -> dict[str, Any]:
+    """A paused schedule's body (no cursor yet): a proxy action of a partner to poll, and a
+    mapping of what it answers onto vehicles."""
     partner = await create_partner(client, "https://erp.example.com")
     action = await create_action(
         client, partner["id"], method="GET", path="/veiculos", mode="proxy"
     )
     mapping = "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: p}"
     await upload_mapping(client, mapping)
-    body = {
+    return {
         "name": "frota",
         "action_id": action["id"],
         "every": "1h",
         "target": {"type": "entities", "entity_type": "vehicle", "mapping": "m"},
         "status": "paused",
     }
+
+
+async def test_a_stepped_cursor_starting_past_what_can_be_stored_is_refused_at_the_field(
+    client: Client,
+) -> None:
+    """A page-number cursor's `initial` of 5,000 digits was a 500 (`int()` refuses text that
+    long); one past 2**63 a 422 naming no field; one just below it was taken, and its next
+    page could never be stored. `initial` is now a whole number from 0 to 2**53 - 1."""
+    body = await _paused_schedule(client)
     for initial, keyword in (
         ("9" * 5000, "type"),
         ("99999999999999999999", "type"),
@@ -515,21 +521,11 @@ async def test_an_if_match_on_a_mapping_with_no_active_version_is_412_not_404(
 async def test_a_stepped_cursor_of_digits_other_than_ascii_is_refused_at_the_field(
     client: Client,
 ) -> None:
-    partner = await create_partner(client, "https://erp.example.com")
-    action = await create_action(client, partner["id"], method="GET", path="/v", mode="proxy")
-    await upload_mapping(
-        client,
-        "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields: {plate: p}",
-    )
+    body = await _paused_schedule(client)
     for initial in ("²", "٣", "1²"):
-        body = {
-            "name": "frota",
-            "action_id": action["id"],
-            "every": "1h",
-            "target": {"type": "entities", "entity_type": "vehicle", "mapping": "m"},
-            "status": "paused",
-            "cursor": {"step": 1, "initial": initial, "param": "query.page"},
-        }
-        refused = await client.post("/api/v1/schedules", json=body, headers=auth())
+        cursor = {"step": 1, "initial": initial, "param": "query.page"}
+        refused = await client.post(
+            "/api/v1/schedules", json={**body, "cursor": cursor}, headers=auth()
+        )
         assert refused.status == 422, (initial, await refused.text())
         assert (await refused.json())["errors"][0]["pointer"] == "/cursor/initial"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +31,7 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.support import cli_env
+from tests.support import cli_env, run_cli
 from tests.test_fleet_fold import events_of, make_vehicle
 
 __all__ = ["partner"]  # the fixture
@@ -126,14 +125,7 @@ async def test_the_cli_counts_then_drops_and_refuses_zero_days(
     env = cli_env(settings, mongodb_uri)
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "gateway", "cleanup", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
+        return await run_cli(env, "cleanup", *args)
 
     counted = await cli("--days", "1", "--dry-run")
     assert counted.returncode == 0, counted.stderr

@@ -559,7 +559,7 @@ class Fold(ShardedJob):
         folded on from there by the next ones (it skips these items, as if refused), and the
         items are recorded (`_write`) for an operator to see."""
         memory = self._memory[key]
-        new = sorted(((seq, item) for seq, item in items if seq > memory.through), key=_seq)
+        new = _unfolded(items, memory.through)
         numbers = sorted({seq for seq, _ in new})
         if not numbers:  # nothing of this batch was folded: not the input's fault
             raise exc
@@ -587,8 +587,7 @@ class Fold(ShardedJob):
         vehicle: Doc | None,
     ) -> _Pass | None:
         memory = self._memory[key]
-        # In inbox order (a tick joins its vehicles after their documents of the batch).
-        new = sorted(((seq, item) for seq, item in items if seq > memory.through), key=_seq)
+        new = _unfolded(items, memory.through)
         if not new:
             return None
         tenant = key[0]
@@ -1156,6 +1155,12 @@ _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odomete
 
 def _seq(pair: tuple[int, Doc]) -> int:
     return pair[0]
+
+
+def _unfolded(items: Sequence[tuple[int, Doc]], through: int) -> list[tuple[int, Doc]]:
+    """A vehicle's items of a batch past what its state has folded, in inbox order (a tick
+    joins its vehicles after their documents of the batch)."""
+    return sorted(((seq, item) for seq, item in items if seq > through), key=_seq)
 
 
 def _fix_order(fix: Doc) -> tuple[datetime, str]:
