@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +24,34 @@ from tests.read_plans import Reads
 from tests.support import SECRET_KEY
 
 _db_names = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's temporary files (every `tmp_path`, the session's databases) in memory
+    (/dev/shm) where the machine has one with room, unless `--basetemp` says where.
+
+    SecantusDB answers a journaled write (every write of the gateway) once its journal is
+    on the disk (`fsync`): on a slow or busy disk each waits seconds (docs/operations.md,
+    "The embedded database"; one 16 MiB batch test writes 130 MB, journal included), and
+    CI's tests timed out. The suite tests the gateway, not the disk. A killed database loses
+    on tmpfs what it loses on a disk: the writes it had not journaled."""
+    if config.option.basetemp or hasattr(config, "workerinput"):  # given, or an xdist worker
+        return
+    shm = Path("/dev/shm")
+    try:
+        room = shutil.disk_usage(shm).free if os.access(shm, os.W_OK) else 0
+    except OSError:
+        room = 0
+    if room < RUN_TEMP_ROOM:
+        return
+    path = tempfile.mkdtemp(prefix="rabbot-tests-", dir=shm)
+    config.option.basetemp = path
+    config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+
+
+# What a run's temporary files may take: about 1 GB (two databases of 300 MB, 400 MB of
+# tests' own), with room to spare.
+RUN_TEMP_ROOM = 4 << 30
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,117 @@
+"""How long the embedded SecantusDB keeps every command waiting while journaled writes flush
+its journal to a busy disk: the worst `ping`, unjournaled insert and journaled insert
+(`j: true`) of 40 rounds, on a quiet disk, beside two threads writing and syncing files on the
+same disk, and beside those and eight journaled writers.
+
+SecantusDB flushes (`fsync`) a journaled write's journal while it holds its storage lock,
+so on a slow disk the other commands wait for the disk too. To see a slow disk on a fast
+machine, throttle this process and its children with cgroup v1 blkio (as root; `MAJ:MIN`
+from `ls -l /dev/<disk>`):
+
+    mkdir /sys/fs/cgroup/blkio/slowdisk
+    echo "MAJ:MIN 8388608" > /sys/fs/cgroup/blkio/slowdisk/blkio.throttle.write_bps_device
+    echo "MAJ:MIN 100" > /sys/fs/cgroup/blkio/slowdisk/blkio.throttle.write_iops_device
+    sh -c 'echo $$ > /sys/fs/cgroup/blkio/slowdisk/cgroup.procs; exec python bench/journal_stall.py'
+
+`--storage /dev/shm/x` puts the database in memory (the test suite's choice, README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pymongo import MongoClient, WriteConcern
+
+from gateway.store.embedded import EmbeddedServer
+
+ROUNDS = 40
+
+
+def worst_of(commands: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """The slowest of ROUNDS runs of each command, in ms."""
+    worst = dict.fromkeys(commands, 0.0)
+    for _ in range(ROUNDS):
+        for name, command in commands.items():
+            started = time.monotonic()
+            command()
+            worst[name] = max(worst[name], (time.monotonic() - started) * 1000)
+        time.sleep(0.05)
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--storage",
+        type=Path,
+        help="a directory for the database (default: a temporary one on the disk)",
+    )
+    args = parser.parse_args()
+    base = args.storage or Path(tempfile.mkdtemp(prefix="journal-stall-"))
+    base.mkdir(parents=True, exist_ok=True)
+    server = EmbeddedServer(base / "db")
+    server.start()
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        client: MongoClient[dict[str, object]] = MongoClient(server.uri, timeoutMS=60_000)
+        db = client["stall"]
+        journaled = db.get_collection("journaled", write_concern=WriteConcern(j=True))
+        commands: dict[str, Callable[[], object]] = {
+            "ping": lambda: client.admin.command("ping"),
+            "insert": lambda: db["plain"].insert_one({"a": 1}),
+            "insert j:true": lambda: journaled.insert_one({"a": "x" * 1000}),
+        }
+
+        def report(label: str) -> None:
+            worst = worst_of(commands)
+            print(
+                f"{label:<40}" + "  ".join(f"{k} {v:7.1f} ms" for k, v in worst.items()), flush=True
+            )
+
+        def disk_writer(path: Path) -> None:
+            with path.open("wb") as f:
+                while not stop.is_set():
+                    f.write(os.urandom(4 << 20))
+                    f.flush()
+                    os.fsync(f.fileno())
+                    if f.tell() > 1 << 30:
+                        f.seek(0)
+
+        def journaled_writer() -> None:
+            while not stop.is_set():
+                journaled.insert_one({"a": "x" * 1000})
+
+        print(f"database in {base}; worst of {ROUNDS} rounds")
+        report("quiet")
+        for n in range(2):
+            threads.append(threading.Thread(target=disk_writer, args=(base / f"writer{n}",)))
+            threads[-1].start()
+        time.sleep(2)
+        report("two writers syncing to the disk")
+        for _ in range(8):
+            threads.append(threading.Thread(target=journaled_writer))
+            threads[-1].start()
+        report("and eight journaled writers")
+        client.close()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        server.stop()
+        if args.storage is None:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            for n in range(2):
+                (base / f"writer{n}").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
