@@ -7,8 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.delivery.deliveries import STATUSES, parse_filters, public_delivery
+from gateway.store.client import EVENT_CHILD_CURSOR
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import operation, text_cursor
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
 from gateway.web.requests import check_members, page, page_params, read_object
@@ -38,7 +39,7 @@ _FILTERS = [
     "List deliveries, newest first",
     tag="deliveries",
     response=PAGE,
-    schemas={"status": {"enum": list(STATUSES)}},
+    schemas={"status": {"enum": list(STATUSES)}, "cursor": text_cursor(EVENT_CHILD_CURSOR)},
     query=[
         *_FILTERS,
         ("limit", "page size, 1-200"),

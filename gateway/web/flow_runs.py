@@ -7,8 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.flows.runs import STATUSES, public_run
+from gateway.store.client import EVENT_CHILD_CURSOR
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import operation, text_cursor
 from gateway.web.partners import PAGE
 from gateway.web.problems import json_response
 from gateway.web.requests import page, page_params
@@ -42,7 +43,7 @@ RUN: dict[str, Any] = {
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
-    schemas={"status": {"enum": list(STATUSES)}},
+    schemas={"status": {"enum": list(STATUSES)}, "cursor": text_cursor(EVENT_CHILD_CURSOR)},
 )
 async def list_flow_runs(request: web.Request) -> web.Response:
     claims = await authenticate(request)

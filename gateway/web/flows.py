@@ -9,9 +9,10 @@ from aiohttp import web
 
 from gateway.errors import FieldProblem, InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
 from gateway.web.mappings import YAML_TYPES
-from gateway.web.openapi import operation
+from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     VERSION_NUMBER,
@@ -101,6 +102,7 @@ async def upload_flow(request: web.Request) -> web.Response:
     tag="flows",
     response=_LIST,
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+    schemas={"cursor": text_cursor(NAME_CURSOR)},
 )
 async def list_flows(request: web.Request) -> web.Response:
     claims = await authenticate(request)

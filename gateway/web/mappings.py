@@ -13,8 +13,9 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.mapping.limits import MAX_FILE_BYTES
+from gateway.store.client import NAME_CURSOR
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     VERSION_NUMBER,
@@ -168,6 +169,7 @@ async def upload_mapping(request: web.Request) -> web.Response:
     tag="mappings",
     response=_LIST,
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+    schemas={"cursor": text_cursor(NAME_CURSOR)},
 )
 async def list_mappings(request: web.Request) -> web.Response:
     claims = await authenticate(request)

@@ -278,6 +278,13 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
 # the first page; any other is a 400 (gateway/store/client.py, cursor_id).
 ID_CURSOR: dict[str, Any] = {"type": "string", "pattern": "^([0-9a-fA-F]{24})?$"}
 
+
+def text_cursor(shape: re.Pattern[str]) -> dict[str, Any]:
+    """The `cursor` of lists paged by a text id or name: one of the `shape` the store checks
+    (gateway/store/client.py, cursor_text), or empty for the first page; any other is a 400."""
+    return {"type": "string", "pattern": f"^({shape.pattern})?$"}
+
+
 _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 200},
 }

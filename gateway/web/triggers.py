@@ -6,9 +6,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway.store.client import TRIGGER_CURSOR
 from gateway.triggers.spec import PATCHABLE, TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import ID_CURSOR, operation
+from gateway.web.openapi import ID_CURSOR, operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import (
     check_members,
@@ -89,6 +90,7 @@ async def create_trigger(request: web.Request) -> web.Response:
     tag="triggers",
     response=_PAGE,
     query=[("limit", "page size, 1-200"), ("cursor", "next_cursor of the previous page")],
+    schemas={"cursor": text_cursor(TRIGGER_CURSOR)},
 )
 async def list_triggers(request: web.Request) -> web.Response:
     claims = await authenticate(request)
