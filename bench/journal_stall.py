@@ -1,19 +1,20 @@
-"""How long the embedded SecantusDB keeps every command waiting while journaled writes flush
-its journal to a busy disk: the worst `ping`, unjournaled insert and journaled insert
-(`j: true`) of 40 rounds, on a quiet disk, beside two threads writing and syncing files on the
-same disk, and beside those and eight journaled writers.
+"""How long journaled writes on the embedded SecantusDB wait for a busy disk: the worst
+`ping`, unjournaled insert and journaled insert (`j: true`) of 40 rounds, on a quiet disk,
+beside two threads writing and syncing files on the disk (`--writers-dir`), and beside those
+and eight journaled writers.
 
-SecantusDB flushes (`fsync`) a journaled write's journal while it holds its storage lock,
-so on a slow disk the other commands wait for the disk too. To see a slow disk on a fast
-machine, throttle this process and its children with cgroup v1 blkio (as root; `MAJ:MIN`
-from `ls -l /dev/<disk>`):
+SecantusDB answers a journaled write once its journal is flushed to the disk (`fsync`);
+reads and unjournaled writes do not wait for it. To see a slow disk on a fast machine,
+throttle this process and its children with cgroup v1 blkio (as root; `MAJ:MIN` from
+`ls -l /dev/<disk>`; cgroup v2 has `io.max` instead):
 
     mkdir /sys/fs/cgroup/blkio/slowdisk
     echo "MAJ:MIN 8388608" > /sys/fs/cgroup/blkio/slowdisk/blkio.throttle.write_bps_device
     echo "MAJ:MIN 100" > /sys/fs/cgroup/blkio/slowdisk/blkio.throttle.write_iops_device
     sh -c 'echo $$ > /sys/fs/cgroup/blkio/slowdisk/cgroup.procs; exec python bench/journal_stall.py'
 
-`--storage /dev/shm/x` puts the database in memory (the test suite's choice, README).
+`--storage /dev/shm/x` puts the database in memory (the test suite's choice, README); the
+writers stay on the disk.
 """
 
 from __future__ import annotations
@@ -53,15 +54,21 @@ def main() -> None:
         type=Path,
         help="a directory for the database (default: a temporary one on the disk)",
     )
+    parser.add_argument(
+        "--writers-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()),
+        help="where the two disk writers write (default: the temporary directory, on the disk)",
+    )
     args = parser.parse_args()
     base = args.storage or Path(tempfile.mkdtemp(prefix="journal-stall-"))
     base.mkdir(parents=True, exist_ok=True)
     server = EmbeddedServer(base / "db")
     server.start()
+    client: MongoClient[dict[str, object]] = MongoClient(server.uri, timeoutMS=60_000)
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
-        client: MongoClient[dict[str, object]] = MongoClient(server.uri, timeoutMS=60_000)
         db = client["stall"]
         journaled = db.get_collection("journaled", write_concern=WriteConcern(j=True))
         commands: dict[str, Callable[[], object]] = {
@@ -92,7 +99,9 @@ def main() -> None:
         print(f"database in {base}; worst of {ROUNDS} rounds")
         report("quiet")
         for n in range(2):
-            threads.append(threading.Thread(target=disk_writer, args=(base / f"writer{n}",)))
+            threads.append(
+                threading.Thread(target=disk_writer, args=(args.writers_dir / f"stall-writer{n}",))
+            )
             threads[-1].start()
         time.sleep(2)
         report("two writers syncing to the disk")
@@ -100,17 +109,16 @@ def main() -> None:
             threads.append(threading.Thread(target=journaled_writer))
             threads[-1].start()
         report("and eight journaled writers")
-        client.close()
     finally:
         stop.set()
         for thread in threads:
             thread.join()
+        client.close()
         server.stop()
+        for n in range(2):
+            (args.writers_dir / f"stall-writer{n}").unlink(missing_ok=True)
         if args.storage is None:
             shutil.rmtree(base, ignore_errors=True)
-        else:
-            for n in range(2):
-                (base / f"writer{n}").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -28,30 +28,73 @@ _db_names = itertools.count()
 
 def pytest_configure(config: pytest.Config) -> None:
     """The run's temporary files (every `tmp_path`, the session's databases) in memory
-    (/dev/shm) where the machine has one with room, unless `--basetemp` says where.
+    (/dev/shm) where the machine has the room, unless `--basetemp` says where.
 
-    SecantusDB answers a journaled write (every write of the gateway) once its journal is
-    on the disk (`fsync`): on a slow or busy disk each waits seconds (docs/operations.md,
-    "The embedded database"; one 16 MiB batch test writes 130 MB, journal included), and
-    CI's tests timed out. The suite tests the gateway, not the disk. A killed database loses
-    on tmpfs what it loses on a disk: the writes it had not journaled."""
+    SecantusDB answers a journaled write (all of the gateway's but the relay's drains) once
+    its journal is on the disk (`fsync`): on a slow or busy disk each waits seconds
+    (docs/operations.md, "The embedded database"; one 16 MiB batch test writes 130 MB,
+    journal included), and CI's tests timed out. The suite tests the gateway, not the disk.
+    A killed database loses on tmpfs what it loses on a disk: the writes it had not
+    journaled. A run that passes removes its directory; one that fails keeps it for its logs
+    until the next run, which removes those of runs no longer running."""
     if config.option.basetemp or hasattr(config, "workerinput"):  # given, or an xdist worker
         return
-    shm = Path("/dev/shm")
-    try:
-        room = shutil.disk_usage(shm).free if os.access(shm, os.W_OK) else 0
-    except OSError:
-        room = 0
-    if room < RUN_TEMP_ROOM:
+    if _memory_room(SHM) < RUN_TEMP_ROOM:
         return
-    path = tempfile.mkdtemp(prefix="rabbot-tests-", dir=shm)
+    for earlier in SHM.glob(f"{RUN_TEMP_PREFIX}*"):
+        if not _running(earlier.name.removeprefix(RUN_TEMP_PREFIX).partition("-")[0]):
+            shutil.rmtree(earlier, ignore_errors=True)
+    path = tempfile.mkdtemp(prefix=f"{RUN_TEMP_PREFIX}{os.getpid()}-", dir=SHM)
     config.option.basetemp = path
-    config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+    config.stash[_RUN_TEMP] = Path(path)
 
 
+@pytest.hookimpl(trylast=True)  # after the session's fixtures stopped their databases
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.stash.get(_RUN_TEMP, None)
+    if path is not None and exitstatus == pytest.ExitCode.OK:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    path = config.stash.get(_RUN_TEMP, None)
+    if path is not None and path.exists():
+        terminalreporter.write_line(f"the run's temporary files, kept in memory: {path}")
+
+
+SHM = Path("/dev/shm")
+RUN_TEMP_PREFIX = "rabbot-tests-"
+_RUN_TEMP = pytest.StashKey[Path]()
 # What a run's temporary files may take: about 1 GB (two databases of 300 MB, 400 MB of
 # tests' own), with room to spare.
 RUN_TEMP_ROOM = 4 << 30
+
+
+def _memory_room(shm: Path) -> int:
+    """What a tmpfs at `shm` can take now: its free space, at most the memory available
+    (its pages are memory; 0 without one)."""
+    try:
+        if not os.access(shm, os.W_OK):
+            return 0
+        free = shutil.disk_usage(shm).free
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return 0
+    fields = dict(line.split(":", 1) for line in meminfo.splitlines() if ":" in line)
+    available = int(fields.get("MemAvailable", "0 kB").split()[0]) * 1024
+    return min(free, available)
+
+
+def _running(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture(scope="session")

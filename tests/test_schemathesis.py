@@ -13,7 +13,8 @@ Excluded, and why (each is work left, see docs/reliability.md):
   the notification settings (quiet hours' `start` must differ from `end` and the
   time zone must exist: not expressible in the schema); and /hooks, whose body is validated
   by each trigger's own input schema and mapping (dynamic: not describable in one document;
-  a 422 lists every failing field);
+  a 422 lists every failing field); the list of a flow's runs (a cursor must be one of that
+  flow's runs, which the document's pattern cannot say: another flow's is a 400);
 - `positive_data_acceptance` on POST /geofences and PATCH /geofences/{ref}: a polygon's ring
   must close and must not cross itself, which JSON Schema cannot say (the document says it in
   words; a generated ring is refused with a 422 naming it);
@@ -43,7 +44,13 @@ _LOOSE = (
     # A polygon's closing and simplicity are not expressible in JSON Schema.
     r"|geofences|geofences/\{ref\})$"
 )
-_LOOSE_OPERATIONS = ("POST /api/v1/entities/vehicle/{ref}/drivers",)
+_LOOSE_OPERATIONS = (
+    "POST /api/v1/entities/vehicle/{ref}/drivers",
+    # A page of a flow's runs follows one of that flow's runs (`<event id>:<flow>`): a cursor
+    # of the documented shape naming another flow is a 400, and the shape cannot name the
+    # flow of the path.
+    "GET /api/v1/flows/{name}/runs",
+)
 _OVERLAPPING = (
     r"^/api/v1/(rejected/replay|deliveries/replay|mappings/test|flows/test|templates/preview)$"
 )
