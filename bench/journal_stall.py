@@ -58,9 +58,11 @@ def main() -> None:
         "--writers-dir",
         type=Path,
         default=Path(tempfile.gettempdir()),
-        help="where the two disk writers write (default: the temporary directory, on the disk)",
+        help="where the two disk writers write, on the disk (default: the temporary directory)",
     )
     args = parser.parse_args()
+    args.writers_dir.mkdir(parents=True, exist_ok=True)
+    writers = [args.writers_dir / f"journal-stall-{os.getpid()}-{n}" for n in range(2)]
     base = args.storage or Path(tempfile.mkdtemp(prefix="journal-stall-"))
     base.mkdir(parents=True, exist_ok=True)
     server = EmbeddedServer(base / "db")
@@ -98,10 +100,8 @@ def main() -> None:
 
         print(f"database in {base}; worst of {ROUNDS} rounds")
         report("quiet")
-        for n in range(2):
-            threads.append(
-                threading.Thread(target=disk_writer, args=(args.writers_dir / f"stall-writer{n}",))
-            )
+        for writer in writers:
+            threads.append(threading.Thread(target=disk_writer, args=(writer,)))
             threads[-1].start()
         time.sleep(2)
         report("two writers syncing to the disk")
@@ -115,8 +115,8 @@ def main() -> None:
             thread.join()
         client.close()
         server.stop()
-        for n in range(2):
-            (args.writers_dir / f"stall-writer{n}").unlink(missing_ok=True)
+        for writer in writers:
+            writer.unlink(missing_ok=True)
         if args.storage is None:
             shutil.rmtree(base, ignore_errors=True)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -35,18 +37,19 @@ def pytest_configure(config: pytest.Config) -> None:
     (docs/operations.md, "The embedded database"; one 16 MiB batch test writes 130 MB,
     journal included), and CI's tests timed out. The suite tests the gateway, not the disk.
     A killed database loses on tmpfs what it loses on a disk: the writes it had not
-    journaled. A run that passes removes its directory; one that fails keeps it for its logs
-    until the next run, which removes those of runs no longer running."""
+    journaled. A run that passes removes its directory; one that fails keeps it for its logs,
+    and a later run removes it (no process holds its lock any more)."""
     if config.option.basetemp or hasattr(config, "workerinput"):  # given, or an xdist worker
         return
+    _remove_ended_runs(SHM)
     if _memory_room(SHM) < RUN_TEMP_ROOM:
         return
-    for earlier in SHM.glob(f"{RUN_TEMP_PREFIX}*"):
-        if not _running(earlier.name.removeprefix(RUN_TEMP_PREFIX).partition("-")[0]):
-            shutil.rmtree(earlier, ignore_errors=True)
-    path = tempfile.mkdtemp(prefix=f"{RUN_TEMP_PREFIX}{os.getpid()}-", dir=SHM)
-    config.option.basetemp = path
-    config.stash[_RUN_TEMP] = Path(path)
+    path = Path(tempfile.mkdtemp(prefix=RUN_TEMP_PREFIX, dir=SHM))
+    # Held until this process ends: a lock another run can take is of a run that ended.
+    lock = os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_WRONLY, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    config.option.basetemp = str(path)
+    config.stash[_RUN_TEMP] = path
 
 
 @pytest.hookimpl(trylast=True)  # after the session's fixtures stopped their databases
@@ -54,6 +57,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.stash.get(_RUN_TEMP, None)
     if path is not None and exitstatus == pytest.ExitCode.OK:
         shutil.rmtree(path, ignore_errors=True)
+        path.with_name(path.name + ".lock").unlink(missing_ok=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -85,16 +89,25 @@ def _memory_room(shm: Path) -> int:
     return min(free, available)
 
 
-def _running(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _remove_ended_runs(shm: Path) -> None:
+    """The temporary files of runs that ended (kept by a failure, or left by a killed run):
+    those whose lock no process holds."""
+    for lock_path in shm.glob(f"{RUN_TEMP_PREFIX}*.lock"):
+        try:
+            if time.time() - lock_path.stat().st_mtime < 60:
+                continue  # maybe a run starting, between its directory and its lock
+            lock = os.open(lock_path, os.O_WRONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a run still going
+        else:
+            shutil.rmtree(lock_path.with_suffix(""), ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(lock)
 
 
 @pytest.fixture(scope="session")
