@@ -86,7 +86,46 @@ def _memory_room(shm: Path) -> int:
         return 0
     fields = dict(line.split(":", 1) for line in meminfo.splitlines() if ":" in line)
     available = int(fields.get("MemAvailable", "0 kB").split()[0]) * 1024
-    return min(free, available)
+    return min(free, available, _cgroup_room())
+
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_room(cgroup: Path = CGROUP, own: Path = Path("/proc/self/cgroup")) -> int:
+    """What this process's memory cgroups (v1 or v2) and every one above them let it take
+    still: a tmpfs's pages count against them. No limit is no bound."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        return 1 << 62
+    room = 1 << 62
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: memory.max ("max": none) and memory.current
+            base, limit_file, usage_file = cgroup, "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):  # v1
+            base, limit_file, usage_file = (
+                cgroup / "memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        else:
+            continue
+        node = base / path.lstrip("/")
+        for group in (node, *node.parents):
+            try:
+                limit = (group / limit_file).read_text().strip()
+                usage = int((group / usage_file).read_text())
+            except (OSError, ValueError):
+                if group == base:
+                    break
+                continue
+            if limit.isdigit():
+                room = min(room, max(0, int(limit) - usage))
+            if group == base:
+                break
+    return room
 
 
 def _remove_ended_runs(shm: Path) -> None:

@@ -4,6 +4,9 @@ page one twice and think it had read everything)."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote
+
 import pytest
 
 from gateway.store.client import CURSOR_PROBLEM
@@ -61,7 +64,8 @@ async def test_a_drivers_history_cursor_of_another_vehicle_or_junk_is_a_400(
     client: Client,
 ) -> None:
     """The history's cursor is the last change's id, which names the vehicle: a cursor of
-    another vehicle's history read the first page again, junk likewise."""
+    another vehicle's history read the first page again, junk likewise. The cursors a page
+    gives fit the pattern the API document has for them; the junk does not."""
     drivers = "/api/v1/entities/vehicle/{}/drivers"
     ana = {"name": "Ana Souza", "cpf": "52998224725"}
     assert (await client.post("/api/v1/entities/driver", json=ana, headers=auth())).status == 201
@@ -83,7 +87,12 @@ async def test_a_drivers_history_cursor_of_another_vehicle_or_junk_is_a_400(
         drivers.format("ABC1D23") + f"?limit=1&cursor={cursor}", headers=auth()
     )
     assert second.status == 200 and (await second.json())["items"][0]["driver"] is not None
+    document = await (await client.get("/openapi.json")).json()
+    listing = document["paths"]["/api/v1/entities/vehicle/{ref}/drivers"]["get"]
+    pattern = next(p for p in listing["parameters"] if p["name"] == "cursor")["schema"]["pattern"]
+    assert re.fullmatch(pattern, cursor), (pattern, cursor)
     for junk in (cursor.replace(":2026", ":2O26"), "zzz", "%00"):
+        assert not re.fullmatch(pattern, unquote(junk)), junk
         response = await client.get(drivers.format("ABC1D23") + f"?cursor={junk}", headers=auth())
         assert response.status == 400, (junk, await response.text())
     other = await client.get(drivers.format("BRA2E19") + f"?cursor={cursor}", headers=auth())

@@ -24,6 +24,9 @@ from gateway.store.newest import newest_in_range
 
 # What change_id writes (ASCII digits: `\d` would take any script's).
 _TIME_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+HISTORY_CURSOR = re.compile(r"[A-Za-z0-9_.-]{1,100}:[0-9a-f]{24}:" + _TIME_SHAPE)
+"""A driver history's cursor (`<tenant>:<vehicle id>:<start>`), whatever the vehicle: the
+store takes only one of the vehicle read (a cursor of another vehicle is a 400)."""
 ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="ranges")
 """Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
 

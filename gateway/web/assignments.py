@@ -10,8 +10,9 @@ from aiohttp import web
 from gateway.assignments import SOURCES
 from gateway.clock import from_iso, query_time
 from gateway.errors import BadRequest, FieldProblem, InvalidPayload
+from gateway.store.assignments import HISTORY_CURSOR
 from gateway.web.admin_auth import authenticate
-from gateway.web.openapi import operation
+from gateway.web.openapi import operation, text_cursor
 from gateway.web.problems import json_response
 from gateway.web.requests import page_params, read_object
 from gateway.web.state import services_of
@@ -84,7 +85,10 @@ def parse_time(value: Any, pointer: str) -> datetime:
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
-    schemas={"at": {"type": "string", "format": "date-time"}},
+    schemas={
+        "at": {"type": "string", "format": "date-time"},
+        "cursor": text_cursor(HISTORY_CURSOR),
+    },
 )
 async def list_vehicle_drivers(request: web.Request) -> web.Response:
     claims = await authenticate(request)
