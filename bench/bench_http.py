@@ -41,7 +41,9 @@ of the database process is read; CPU per request = its change / requests served.
   fixed_rate.py --fresh-times) make every request a new fix of a vehicle that drives (each
   circles its own centre at 54 km/h, device time the wall clock), so each one appends a new
   fix that passes the quality gates and moves the odometer (SPEC §6 "append"; the fold, when
-  it runs, is in the process's CPU too).
+  it runs, is in the process's CPU too);
+- gateway-positions-apart: the same with the fold in a `gateway worker --jobs fold` process
+  of its own (the serving process runs the other jobs): its CPU is counted with the server's.
 
 Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED included.
 """
@@ -49,10 +51,12 @@ Every client writes with `journal=true` (SPEC §5: a 2xx is journaled), Node-RED
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -116,6 +120,7 @@ class Server:
     script: str = "post_position.lua"  # the wrk script
     fresh: bool = False  # every request a new fix (position triggers store a resent one once)
     env: dict[str, str] = field(default_factory=dict)  # "%NAME=value" after the key
+    metrics: str = ""  # where the fold's metrics are, when not the server's /metrics
 
     def __post_init__(self) -> None:
         self.name = self.name or self.key
@@ -255,10 +260,13 @@ def gateway_server(
     return start
 
 
-def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
+def gateway_positions(
+    server: Server, tmp: Path, db: EmbeddedServer, *, apart: bool = False
+) -> None:
     """`gateway serve` with a position trigger (target positions, bench/fix_mapping.yaml, the
     same input schema) and the 1,000 vehicles post_fix.lua names: each request appends one
-    new fix to a vehicle's track (no event per fix: SPEC §6)."""
+    new fix to a vehicle's track (no event per fix: SPEC §6). `apart`: the fold in a `gateway
+    worker` process of its own, off the event loop that answers the requests."""
     port = free_port()
     server.db_name = f"gateway_positions_{next(RUNS)}"
     src = server.key.partition("@")[2]
@@ -281,7 +289,19 @@ def gateway_positions(server: Server, tmp: Path, db: EmbeddedServer) -> None:
     server.name += "".join(f" {k}={v}" for k, v in server.env.items())
     server.script, server.fresh = "post_fix.lua", True
     server.fold_db = server.db_name
-    server.proc = spawn([GATEWAY, "serve"], tmp / f"gateway-positions-{server.db_name}.log", env)
+    log = tmp / f"gateway-positions-{server.db_name}.log"
+    if apart:  # serve without the fold, and `gateway worker --jobs fold` beside it
+        jobs = "relay,flows,delivery,schedules"
+        server.name += " (fold in a worker process)"
+        serve = f"GATEWAY_WORKERS={jobs} exec {shlex.quote(GATEWAY)} serve"
+        worker_port = free_port()
+        worker = f"{shlex.quote(GATEWAY)} worker --jobs fold --port {worker_port}"
+        server.metrics = f"http://127.0.0.1:{worker_port}/metrics"
+        # One process tree (the meter counts both); TERM stops both.
+        script = f'{worker} & w=$!; {serve} & s=$!; trap "kill $w $s; wait" TERM; wait'
+        server.proc = spawn(["sh", "-c", script], log, env)
+    else:
+        server.proc = spawn([GATEWAY, "serve"], log, env)
     wait_until(server, f"{base}/healthz")
     auth = {"Authorization": f"Bearer {admin_token(env)}"}
     headers = {**auth, "Content-Type": "application/json"}
@@ -390,6 +410,7 @@ SERVERS = {
     "gateway-web": gateway_server(workers=False),
     "gateway-probe": gateway_server(workers=True, probe=True),
     "gateway-positions": gateway_positions,
+    "gateway-positions-apart": functools.partial(gateway_positions, apart=True),
 }
 
 
@@ -507,8 +528,8 @@ def fold_lag_buckets(server: Server) -> dict[float, float]:
     """The fold lag histogram's cumulative buckets (upper bound → count), from /metrics."""
     if server.fold_db is None:
         return {}
-    base = server.url.split("/hooks/")[0]
-    status, body = http("GET", f"{base}/metrics")
+    metrics = server.metrics or server.url.split("/hooks/")[0] + "/metrics"
+    status, body = http("GET", metrics)
     found = FOLD_LAG.findall(body.decode()) if status == 200 else []
     return {float(le): float(count) for le, count in found}
 
