@@ -171,6 +171,11 @@ def _without(fields: Mapping[str, Any], dotted: set[str], prefix: str = "") -> d
     return result
 
 
+def _must_exist(etype: str, nk: str) -> InvalidPayload:
+    message = f"no {etype} {nk!r}: this mapping does not create one"
+    return InvalidPayload(message, [FieldProblem("", message, "not_found")])
+
+
 def public(doc: Doc) -> dict[str, Any]:
     """The API's view of a stored entity: its data, its id and its metadata."""
     return {
@@ -301,8 +306,11 @@ class EntityService:
         extra_events: Sequence[Emit] = (),
         event_detail: Mapping[str, Any] | None = None,
         forward: Forward = (),
+        *,
+        create: bool = True,
     ) -> WriteResult:
-        """Create the entity `fields` name by natural key, or merge `fields` into it.
+        """Create the entity `fields` name by natural key (unless `create` is false: then it
+        must exist, else InvalidPayload `not_found`), or merge `fields` into it.
 
         The entity as this process last wrote it is tried first: the write is guarded by the
         entity's version, so a stale copy costs one failed update and a re-read, never a lost
@@ -313,7 +321,7 @@ class EntityService:
         extra_events = await self._unannounced(tenant, etype, origin, extra_events)
         async with self._lanes.turn((tenant, etype, nk)):
             return await self._upsert(
-                tenant, etype, nk, fields, origin, extra_events, event_detail, forward
+                tenant, etype, nk, fields, origin, extra_events, event_detail, forward, create
             )
 
     async def _upsert(
@@ -326,6 +334,7 @@ class EntityService:
         extra_events: Sequence[Emit],
         event_detail: Mapping[str, Any] | None,
         forward: Forward = (),
+        create: bool = True,
     ) -> WriteResult:
         current = self._recent.get(tenant, etype, nk)
         for _ in range(_MAX_WRITE_ATTEMPTS):
@@ -333,6 +342,8 @@ class EntityService:
             if current is None:
                 current = await self._store.entities.get(tenant, etype, nk=nk)
             if current is None:
+                if not create:
+                    raise _must_exist(etype, nk)
                 try:
                     return await self.create(
                         tenant, etype, fields, origin, extra_events, event_detail
@@ -436,8 +447,7 @@ class EntityService:
         try:
             if current is None:
                 if not upsert.create:
-                    message = f"no {etype} {nk!r}: this mapping does not create one"
-                    raise InvalidPayload(message, [FieldProblem("", message, "not_found")])
+                    raise _must_exist(etype, nk)
                 clean = await self._check(tenant, etype, upsert.fields)
                 events = _events(etype, clean, True, [], origin, extra, detail)
                 write = TogetherWrite(etype, nk, None, clean, events)

@@ -218,8 +218,11 @@ async def test_the_trigger_admin_examples_run_in_order(client: Client) -> None:
             trigger = await response.json()
             event = json.loads((PAYLOADS / "traccar_event_forward_geofence_exit.json").read_text())
             bearer = {"Authorization": f"Bearer {trigger['token']}"}
+            vehicle = {"plate": "ABC1D23"}  # traccar-event writes vehicles the fleet has
+            made = await client.post("/api/v1/entities/vehicle", json=vehicle, headers=auth())
+            assert made.status == 201, await made.text()
             written = await client.post(f"/hooks/{trigger['id']}", json=event, headers=bearer)
-            assert written.status == 201, await written.text()
+            assert written.status == 200, await written.text()
             read = await client.get(f"/hooks/{trigger['id']}/ABC1D23", headers=bearer)
             answer = await read.json()
             assert answer["placa"] == "ABC1D23" and answer["posicao"]["latitude"] == -23.5611

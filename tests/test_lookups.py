@@ -131,3 +131,70 @@ async def test_partner_ids_are_found_through_the_index_and_backfilled_for_older_
     assert await _odometer(client) == 10
     await store.ensure_indexes()  # once per database: the marker stops a second pass
     assert await store.entities.backfill_lookup_keys() == 0
+
+
+MUST_EXIST = """
+name: erp-status
+direction: inbound
+entity_type: vehicle
+key: [plate]
+create: false
+fields:
+  plate: {from: placa, transforms: [plate]}
+  status: estado
+"""
+
+
+async def _dry_run(client: Client, mapping: str, payload: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/mappings/test", json={"mapping": mapping, "payload": payload}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    [result] = (await response.json())["results"]
+    return dict(result)
+
+
+async def test_a_mapping_that_does_not_create_refuses_an_unknown_entity_and_replays_it_later(
+    client: Client,
+) -> None:
+    """`create: false`: even the natural key only finds; an item naming no vehicle of ours is
+    a 422 `not_found` with nothing written, kept, and written by a replay once the vehicle
+    exists. The dry run says so beforehand."""
+    await upload_mapping(client, MUST_EXIST)
+    trigger = await create_trigger(client, mapping="erp-status")
+    item = {"placa": "abc-1d23", "estado": "inactive"}
+    dry = await _dry_run(client, MUST_EXIST, item)
+    assert dry["entity"]["write"] == "not_found" and dry["events"] == [], dry
+    assert "errors" not in dry["entity"], dry
+    status, problem = await hook(client, trigger, item)
+    assert status == 422 and problem["errors"][0]["keyword"] == "not_found", problem
+    listed = await client.get("/api/v1/entities/vehicle", headers=auth())
+    assert (await listed.json())["items"] == []
+    [kept] = (await (await client.get("/api/v1/rejected", headers=auth())).json())["items"]
+    await _vehicle(client, {})
+    assert (await _dry_run(client, MUST_EXIST, item))["entity"]["write"] == "update"
+    replayed = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert vehicle["status"] == "inactive"
+
+
+async def test_a_dry_run_says_a_lookup_finds_no_entity_or_several_as_the_trigger_would(
+    client: Client,
+) -> None:
+    """A lookup key (a tracker id) never creates: the dry run answered `create` (and a missing
+    plate) where the trigger refuses `not_found`, and hid `ambiguous`."""
+    mapping = _by("attributes.tracker_id")
+    await upload_mapping(client, mapping)
+    trigger = await create_trigger(client, mapping="by-attributes-tracker_id")
+    item = {"device": "T-1", "km": 10}
+    dry = await _dry_run(client, mapping, item)
+    assert dry["entity"]["write"] == "not_found" and "errors" not in dry["entity"], dry
+    assert (await hook(client, trigger, item))[0] == 422
+    await _vehicle(client, {"tracker_id": "T-1"})
+    assert (await _dry_run(client, mapping, item))["entity"]["write"] == "update"
+    await _vehicle(client, {"tracker_id": "T-1"}, plate="BRA2E19")
+    dry = await _dry_run(client, mapping, item)
+    assert dry["entity"]["write"] == "ambiguous" and dry["events"] == [], dry
+    status, problem = await hook(client, trigger, item)
+    assert status == 422 and problem["errors"][0]["keyword"] == "ambiguous", problem

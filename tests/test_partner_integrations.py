@@ -140,6 +140,8 @@ async def test_traccar_device_named_otherwise_than_its_plate_is_found_by_its_uni
 
 
 async def test_samsara_ping_and_geofence_webhook_with_the_partners_secret(client: Client) -> None:
+    """The geofence event of a vehicle the fleet does not have is refused (`create: false`:
+    nothing created, kept to replay); once the vehicle exists, the same event is written."""
     secret = base64.b64encode(b"the key Samsara shows").decode()
     await upload_shipped(client, "samsara-geofence")
     trigger = await create_trigger(
@@ -158,7 +160,12 @@ async def test_samsara_ping_and_geofence_webhook_with_the_partners_secret(client
     assert await _signed(client, trigger, ping, signed(ping)) == (200, {"ok": True})
     body = (PAYLOADS / "samsara_v2_geofence_exit.json").read_bytes()
     status, answer = await _signed(client, trigger, body, signed(body))
-    assert status == 201 and "vehicle.geofence.exited" in answer["events"]
+    assert status == 422 and answer["errors"][0]["keyword"] == "not_found", answer
+    listed = await client.get("/api/v1/entities/vehicle", headers=auth())
+    assert (await listed.json())["items"] == []
+    await _vehicle(client, "ABC1D23")
+    status, answer = await _signed(client, trigger, body, signed(body))
+    assert status == 200 and "vehicle.geofence.exited" in answer["events"], answer
 
 
 def _samsara_signed(secret: str, body: bytes) -> dict[str, str]:
@@ -200,9 +207,10 @@ async def test_samsara_alerts_become_geofence_speeding_and_alert_events_of_the_v
         {"ok": True},
     )
 
+    await _vehicle(client, "ABC1D23")
     body = (PAYLOADS / "samsara_v1_alert_geofence.json").read_bytes()
     status, answer = await _signed(client, trigger, body, _samsara_signed(secret, body))
-    assert status == 201, answer  # named by its plate: the vehicle is written by it
+    assert status == 200, answer  # named by its plate: the vehicle is written by it
     assert answer["key"] == "ABC1D23" and "vehicle.geofence.entered" in answer["events"]
     vehicle = await _get(client, "ABC1D23")
     assert vehicle["attributes"]["samsara_vehicle_id"] == "281474982859091"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
@@ -68,6 +70,43 @@ async def test_a_traccar_event_of_a_device_not_named_by_its_plate_updates_its_ve
     assert vehicle["odometer_km"] == 98765.0
     assert vehicle["last_position"]["fix_time"] == "2026-11-20T13:45:12Z"
     assert await _count(client) == 1
+
+
+async def test_the_fold_does_not_move_back_a_position_an_event_forward_stored_newer(
+    client: Client,
+) -> None:
+    """Traccar's event forward writes the vehicle's `last_position` (only forward, by its fix
+    time); fixes of the track older than it, folded after, move the odometer but leave the
+    newer position where it is (SPEC §6: a late fix never replaces a newer one); a fix newer
+    than it moves it on."""
+    await _vehicle(client, "ABC1D23", tracker_id="353861053849681")
+    await upload_shipped(client, "traccar-event")
+    events = await create_trigger(client, mapping="traccar-event")
+    forward = _payload("traccar_event_forward_geofence_exit.json")
+    forward["position"]["fixTime"] = "2026-12-04T09:00:00.000-03:00"  # 12:00 UTC
+    status, answer = await hook(client, events, forward)
+    assert status == 200, answer
+    positions = await create_position_trigger(client)
+    older = [
+        {"plate": "ABC1D23", "time": f"2026-12-04T11:0{m}:00Z", "lat": -23.55 - m / 100,
+         "lon": -46.63, "speed_kmh": 40}
+        for m in range(3)
+    ]  # fmt: skip
+    status, answer = await hook(client, positions, older)
+    assert status == 200, answer
+    await client.app[services_key].fold.run_until_idle()
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["last_position"]["fix_time"] == "2026-12-04T12:00:00Z", vehicle
+    assert vehicle["last_position"]["latitude"] == forward["position"]["latitude"]
+    start_km = forward["position"]["attributes"]["odometer"] / 1000
+    assert vehicle["odometer_km"] == pytest.approx(start_km + 2.224, abs=0.002)  # 2 x 0.01°
+    newer = [{**older[0], "time": "2026-12-04T12:00:30Z", "lat": -23.5}]
+    status, answer = await hook(client, positions, newer)
+    assert status == 200, answer
+    await client.app[services_key].fold.run_until_idle()
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["last_position"]["fix_time"] == "2026-12-04T12:00:30.000Z", vehicle
+    assert vehicle["last_position"]["latitude"] == -23.5
 
 
 async def test_a_samsara_geofence_webhook_for_a_vehicle_without_a_licence_plate_finds_it_by_id(
@@ -237,13 +276,14 @@ async def test_traccar_alarm_and_overspeed_events_become_alert_and_speeding_even
 ) -> None:
     """Traccar forwards an `alarm` event (the alarm in its attributes: sos, powerCut, ...) and
     a `deviceOverspeed` one (speed and limit in knots), as Samsara's alerts become ours."""
+    await _vehicle(client, "ABC1D23")
     await upload_shipped(client, "traccar-event")
     trigger = await create_trigger(client, mapping="traccar-event")
     alarm = _payload("traccar_event_forward_geofence_exit.json")
     del alarm["geofence"]
     alarm["event"].update(type="alarm", geofenceId=0, attributes={"alarm": "sos"})
     status, answer = await hook(client, trigger, alarm)
-    assert status == 201, answer
+    assert status == 200, answer
     assert "vehicle.alert" in answer["events"], answer
     overspeed = json.loads(json.dumps(alarm))
     knots = {"speed": 54.0, "speedLimit": 43.2}

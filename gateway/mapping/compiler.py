@@ -33,13 +33,14 @@ INBOUND_KEYS = (
     "params",
     "probe",
     "also",
+    "create",
 )
 OCCURRENCE = "occurrence_id"
 ALSO_KEYS = ("entity_type", "kind", "key", "fields", "emit", "when", "create")
 TARGETS = ("entities", "positions")
 # What a position mapping may not have: fixes name their vehicle themselves (plate or
 # tracker_id), events come from the fold, not from the mapping, and a fix writes no entity.
-_NOT_FOR_POSITIONS = ("key", "emit", "event_data", "occurrence_id", "also")
+_NOT_FOR_POSITIONS = ("key", "emit", "event_data", "occurrence_id", "also", "create")
 OUTBOUND_KEYS = ("path", "query", "headers", "body", "response")
 ALL_KEYS = (*COMMON_KEYS, *INBOUND_KEYS, *OUTBOUND_KEYS)
 MAPPING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -136,6 +137,7 @@ class Plan:
     probe: Probe | None = None
     forward: tuple[Guard, ...] = ()
     also: tuple[AlsoPlan, ...] = ()
+    create: bool = True  # inbound, entities: whether an item may create its entity
 
 
 def compile_plan(
@@ -237,6 +239,9 @@ def _inbound(
         plan.fields = specs.table(fields, "/fields", 1) or ()
         _check_catalog(data["fields"], "/fields", plan.entity_type, plan.kind, problems, catalog)
     plan.key = _key(data, problems)
+    if not isinstance(data.get("create", True), bool):
+        problems.add("/create", "create is true or false", "type")
+    plan.create = data.get("create") is not False
     if "also" in data:
         main = data["fields"] if isinstance(data.get("fields"), dict) else {}
         plan.also = _also(data["also"], frozenset(main), specs, catalog)

@@ -68,6 +68,12 @@ class CompiledMapping:
         return self._plan.kind
 
     @property
+    def create(self) -> bool:
+        """Inbound, entities: whether an item may create the entity it names (`create:
+        false`: it must exist)."""
+        return self._plan.create
+
+    @property
     def target(self) -> str:
         """Inbound: "entities" (upserts by key) or "positions" (canonical fixes)."""
         return self._plan.target

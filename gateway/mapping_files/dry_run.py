@@ -25,8 +25,11 @@ from gateway.mapping_files.source import MappingSource
 from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key
 from gateway.store import Doc, Store
 
-# (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None.
-EntityLookup = Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], Awaitable[Doc | None]]
+# (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None and why
+# a write would be refused ("not_found", "ambiguous": a lookup key found no or several), or
+# None and None (a write would create it).
+Found = tuple[Doc | None, str | None]
+EntityLookup = Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], Awaitable[Found]]
 
 
 class MappingDryRun:
@@ -170,25 +173,34 @@ class MappingDryRun:
             if shown := announces(mapped.events):
                 out["announce"] = shown
             return out
-        out.update(await self._target(tenant, etype, mapped, lookup))
+        out.update(await self._target(tenant, etype, mapped, lookup, mapping.create))
         if mapped.also:
             out["also"] = [
                 {
                     "entity_type": target.entity_type,
                     "document": target.document,
                     "key": target.key,
-                    **await self._target(tenant, target.entity_type, target, lookup),
+                    **await self._target(tenant, target.entity_type, target, lookup, target.create),
                 }
                 for target in mapped.also
             ]
         return out
 
     async def _target(
-        self, tenant: str, etype: str, mapped: MappedDocument | MappedTarget, lookup: EntityLookup
+        self,
+        tenant: str,
+        etype: str,
+        mapped: MappedDocument | MappedTarget,
+        lookup: EntityLookup,
+        create: bool,
     ) -> dict[str, Any]:
         """What writing one mapped entity would do: its events and its diff against the
-        stored entity (only-forward fields that are stale left out, as `skipped`)."""
-        current = await lookup(tenant, etype, mapped.document, mapped.key)
+        stored entity (only-forward fields that are stale left out, as `skipped`); or that
+        the write would be refused (`not_found`: no entity where it must exist; `ambiguous`:
+        a lookup key that finds several)."""
+        current, refused = await lookup(tenant, etype, mapped.document, mapped.key)
+        if current is None and not create:
+            refused = refused or "not_found"
         old = current["data"] if current is not None else {}
         document = mapped.document
         if current is not None and mapped.key and not is_natural_key(etype, mapped.key):
@@ -200,10 +212,10 @@ class MappingDryRun:
         created = current is None
         fields_changed = [c.field for c in changes]
         announced = [e.type for e in mapped.events if e.announced(created, fields_changed, merged)]
-        if created:
+        if refused is not None:
+            write, events = refused, []
+        elif created:
             write, events = "create", ["entity.created", *announced]
-            if isinstance(mapped, MappedTarget) and not mapped.create:
-                write, events = "not_found", []
         elif changes:
             write, events = "update", ["entity.updated", *announced]
         else:
@@ -219,7 +231,8 @@ class MappingDryRun:
         if etype == "other":
             kind_schema = await self._kinds.schema_for(tenant, merged.get("kind"))
         try:
-            self._schemas.check(etype, merged, kind_schema=kind_schema)
+            if refused is None:  # a refused write is refused before the entity is checked
+                self._schemas.check(etype, merged, kind_schema=kind_schema)
         except InvalidPayload as exc:
             entity["errors"] = [p.as_dict() for p in exc.problems]
         result: dict[str, Any] = {"events": events}
@@ -229,18 +242,21 @@ class MappingDryRun:
 
     async def _find_entity(
         self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]
-    ) -> Doc | None:
+    ) -> Found:
         """As a write finds it (`Pipeline._locate`): by natural key when the key the item has
-        is the natural key (or there is none), else by the key's values (e.g. a tracker id)."""
+        is the natural key (or there is none), else by the key's values (e.g. a tracker id),
+        which must find exactly one."""
         if not key or is_natural_key(etype, key):
             try:
                 nk = self._entities.natural_key(etype, document)
             except InvalidPayload:
-                return None
-            return await self._store.entities.get(tenant, etype, nk=nk)
+                return None, None
+            return await self._store.entities.get(tenant, etype, nk=nk), None
         lookup = lookup_key(etype, document, key)
-        found = await self._store.entities.find(tenant, etype, lookup, after=None, limit=1)
-        return found[0] if found else None
+        found = await self._store.entities.find(tenant, etype, lookup, after=None, limit=2)
+        if len(found) != 1:
+            return None, "not_found" if not found else "ambiguous"
+        return found[0], None
 
 
 @contextlib.contextmanager

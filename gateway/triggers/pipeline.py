@@ -52,6 +52,7 @@ class Prepared:
     # write's events as `origin.authoritative`, so the fleet fold takes such an odometer
     # reading back too (docs/fleet.md "Odometer").
     lifted: tuple[str, ...] = ()
+    create: bool = True  # the mapping's `create`: false, the entity must exist
 
 
 ALSO_LANE = "also"
@@ -144,7 +145,8 @@ class Pipeline:
             lane = ALSO_LANE
         if mapping is not None:  # an item refused above announces nothing: not counted
             self._count_missing_occurrence(trigger, mapping, mapped)
-        return Prepared(fields, events, lane, detail, forward, tuple(also), lifted)
+        create = mapping is None or mapping.create
+        return Prepared(fields, events, lane, detail, forward, tuple(also), lifted, create)
 
     def _count_missing_occurrence(
         self, trigger: CompiledTrigger, mapping: CompiledMapping, mapped: MappedDocument
@@ -198,6 +200,7 @@ class Pipeline:
                     prepared.events,
                     prepared.event_detail,
                     prepared.forward,
+                    create=prepared.create,
                 )
                 results = await self._entities.upsert_together(
                     trigger.tenant, [main, *prepared.also], origin
@@ -212,6 +215,7 @@ class Pipeline:
                     extra_events=prepared.events,
                     event_detail=prepared.event_detail,
                     forward=prepared.forward,
+                    create=prepared.create,
                 )
         if self._metrics is not None:
             for one in (result, *result.also):
