@@ -374,6 +374,28 @@ async def test_geotab_logrecord_page_updates_each_device_in_order(client: Client
     assert position["fix_time"] == "2026-11-20T13:45:35Z"  # the later of its two records
 
 
+async def test_geotab_records_out_of_order_leave_the_log_id_of_the_last_position(
+    client: Client,
+) -> None:
+    """A page with a device's records out of time order: the older one moves neither the
+    last position nor the record id it names back."""
+    await _vehicle(client, "ABC1D23", tracker_id="b3A")
+    await upload_shipped(client, "geotab-logrecord")
+    trigger = await create_trigger(client, mapping="geotab-logrecord")
+    records = [
+        {"id": id_, "device": {"id": "b3A"}, "dateTime": at, "latitude": lat, "longitude": -46.6}
+        for id_, at, lat in (
+            ("a1", "2026-12-04T10:00:30.000Z", -23.1),
+            ("a2", "2026-12-04T10:00:10.000Z", -23.2),
+        )
+    ]
+    status, answer = await hook(client, trigger, {"result": {"data": records, "toVersion": "1"}})
+    assert status == 200, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["last_position"]["latitude"] == -23.1
+    assert vehicle["attributes"]["geotab_log_id"] == "a1"
+
+
 async def test_geotab_meters_faults_exceptions_and_driver_changes_through_their_triggers(
     client: Client,
 ) -> None:
