@@ -1,0 +1,58 @@
+"""A geofence's `group` watches the vehicles whose `group` is it, or one of whose `groups`
+(docs/fleet.md, "Geofences": who)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.support import auth
+from tests.test_fleet_fourth_look import create_fence, events, post
+from tests.test_fleet_tracks import fold
+from tests.triggers_support import Client, create_position_trigger
+
+
+async def _vehicle(client: Client, plate: str, **data: Any) -> str:
+    response = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": plate, **data}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    return str((await response.json())["id"])
+
+
+async def test_a_fence_of_a_group_watches_the_vehicles_whose_group_or_groups_name_it(
+    client: Client,
+) -> None:
+    ids = {
+        await _vehicle(client, "ABC1D23", group="north"): "ABC1D23",
+        await _vehicle(client, "BRA2E19", groups=["south", "north"]): "BRA2E19",
+        await _vehicle(client, "XYZ9A87", group="south", groups=["east"]): "XYZ9A87",
+    }
+    await create_fence(
+        client,
+        name="depot",
+        kind="authorized",
+        circle={"lat": -23.55, "lon": -46.63, "radius_m": 500},
+        group="north",
+    )
+    trigger = await create_position_trigger(client)
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    fixes = [
+        {"plate": plate, "time": (start + timedelta(seconds=30 * n)).isoformat(),
+         "lat": -23.55 + 0.004 * n, "lon": -46.63, "speed_kmh": 50}
+        for plate in ids.values()
+        for n in range(8)
+    ]  # fmt: skip
+    await post(client, trigger, fixes)
+    await fold(client)
+    exited = await events(client, "vehicle.geofence.exited")
+    assert sorted(ids[e["entity"]["id"]] for e in exited) == ["ABC1D23", "BRA2E19"], exited
+
+
+async def test_a_vehicles_groups_are_a_list_of_names(client: Client) -> None:
+    for groups in ("north", [""], ["a", "a"], [1]):
+        response = await client.post(
+            "/api/v1/entities/vehicle", json={"plate": "ABC1D23", "groups": groups}, headers=auth()
+        )
+        assert response.status == 422, (groups, await response.text())
+        assert (await response.json())["errors"][0]["pointer"].startswith("/groups"), groups
