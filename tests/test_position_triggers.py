@@ -270,7 +270,12 @@ async def test_a_position_trigger_get_shows_the_recent_track(client: Client) -> 
     nameless = await client.get(f"/hooks/{trigger['id']}", headers=bearer(trigger))
     assert nameless.status == 400
     # Two vehicles named: which one was meant would be a guess.
-    for query in ("?plate=ABC1D23&plate=XYZ9Z99", "?plate=ABC1D23&tracker_id=dev-42"):
+    for query in (
+        "?plate=ABC1D23&plate=XYZ9Z99",
+        "?plate=ABC1D23&tracker_id=dev-42",
+        "/ABC1D23?plate=XYZ9Z99",
+        "/ABC1D23?tracker_id=dev-42",
+    ):
         twice = await client.get(f"/hooks/{trigger['id']}{query}", headers=bearer(trigger))
         assert twice.status == 400, query
         assert "one vehicle" in (await twice.json())["detail"]

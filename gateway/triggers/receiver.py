@@ -185,15 +185,16 @@ class HookReceiver:
 
     async def _recent_track(self, trigger: CompiledTrigger, call: HookCall) -> Any:
         """A position trigger's GET: a vehicle's recent track, by id or plate in the path, or
-        by `?plate=` / `?tracker_id=`."""
-        if call.ref is not None:
-            return await self._tracks.recent(trigger.tenant, call.ref)
+        by `?plate=` / `?tracker_id=`: one of them, once."""
         getall = getattr(call.query, "getall", None)
         named = [k for k in ("plate", "tracker_id") if getall and len(getall(k, ())) > 1]
-        if named or ("plate" in call.query and "tracker_id" in call.query):
+        ways = [call.ref is not None, "plate" in call.query, "tracker_id" in call.query]
+        if named or sum(ways) > 1:
             # Which vehicle the caller meant would be a guess (an entity trigger's filters
             # given twice are refused alike).
             raise BadRequest("name one vehicle: one plate or one tracker_id")
+        if call.ref is not None:
+            return await self._tracks.recent(trigger.tenant, call.ref)
         if plate := call.query.get("plate"):
             return await self._tracks.recent(trigger.tenant, plate)
         if tracker_id := call.query.get("tracker_id"):
