@@ -4,6 +4,7 @@ Partner ids (attributes named `*_id`) are looked up through the index."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -130,7 +131,31 @@ async def test_partner_ids_are_found_through_the_index_and_backfilled_for_older_
     assert status == 200, answer
     assert await _odometer(client) == 10
     await store.ensure_indexes()  # once per database: the marker stops a second pass
-    assert await store.entities.backfill_lookup_keys() == 0
+    assert await store.entities.backfill_derived() == 0
+
+
+async def test_a_vehicles_position_time_is_backfilled_at_start_for_the_folds_guard(
+    client: Client,
+) -> None:
+    """A vehicle written before its `position_at` was kept (the device time of its
+    `last_position`, which guards the fold's writes) gets it at start, from its data."""
+    position = {"latitude": -23.5, "longitude": -46.6, "fix_time": "2026-12-04T09:00:00-03:00"}
+    response = await client.post(
+        "/api/v1/entities/vehicle",
+        headers=auth(),
+        json={"plate": "ABC1D23", "last_position": position},
+    )
+    assert response.status == 201, await response.text()
+    store = client.app[services_key].store
+    entities = store.db["entities"]
+    [stored] = await entities.find({"nk": "ABC1D23"}).to_list(None)
+    noon = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    assert stored["position_at"] == noon
+    await entities.update_one({"_id": stored["_id"]}, {"$unset": {"position_at": ""}})
+    await store.db["migrations"].delete_many({})
+    await store.ensure_indexes()
+    [stored] = await entities.find({"nk": "ABC1D23"}).to_list(None)
+    assert stored["position_at"] == noon
 
 
 MUST_EXIST = """

@@ -135,7 +135,7 @@ class Store:
         await self.expiry.create_indexes(
             self.db["occurrences"], occurrence_indexes(self.occurrences.retention_seconds)
         )
-        await self.entities.backfill_lookup_keys()
+        await self.entities.backfill_derived()
         await self.mappings.ensure_indexes()
         await self.positions.ensure_indexes(scans_id_ranges=scans)
         await self.fleet.ensure_counter()

@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Collection as Collection_
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -105,6 +105,17 @@ def derived(etype: str, data: Mapping[str, Any]) -> Doc:
     if etype == "vehicle":
         fields["position_at"] = position_time(data)
     return fields
+
+
+DERIVED_MIGRATION = "entities.derived.position_at"
+
+
+def _same(stored: Any, fresh: Any) -> bool:
+    """A stored derived value against a fresh one: date-times as the database keeps them (to
+    the millisecond)."""
+    if isinstance(stored, datetime) and isinstance(fresh, datetime):
+        return abs(stored - fresh) < timedelta(milliseconds=1)
+    return bool(stored == fresh)
 
 
 def position_time(data: Mapping[str, Any]) -> datetime | None:
@@ -481,23 +492,24 @@ class EntityStore:
         )
         return matched == 1
 
-    async def backfill_lookup_keys(self) -> int:
-        """Give entities written before partner ids (`attributes.*_id`) were indexed their
-        lookup keys; once per database (a marker in `migrations`), at start. Each update is
-        guarded by the entity's revision: a write meanwhile has set its own keys. Returns
-        how many entities it updated."""
-        marker = {"_id": "entities.fk.partner_ids"}
+    async def backfill_derived(self) -> int:
+        """Give entities written by an older gateway what it did not keep beside their data
+        (`derived`: partner-id lookup keys, a vehicle's `position_at`); once per database (a
+        marker in `migrations`), at start. Each update is guarded by the entity's revision: a
+        write meanwhile has set its own. Returns how many entities it updated."""
+        marker = {"_id": DERIVED_MIGRATION}
         migrations = self._c.database["migrations"]
         updated = 0
         with translate_errors():
             if await migrations.find_one(marker) is not None:
                 return 0
-            projection = {"type": 1, "data": 1, "fk": 1, "rev": 1}
-            async for doc in self._c.find({"data.attributes": {"$type": "object"}}, projection):
-                keys = filter_keys(doc["type"], doc["data"])
-                if keys != doc.get("fk"):
+            projection = {"type": 1, "data": 1, "fk": 1, "position_at": 1, "rev": 1}
+            async for doc in self._c.find({"deleted": {"$exists": False}}, projection):
+                fields = derived(doc["type"], doc["data"])
+                stale = {k: v for k, v in fields.items() if not _same(doc.get(k), v)}
+                if stale:
                     guard = {"_id": doc["_id"], "rev": doc["rev"]}
-                    result = await self._c.update_one(guard, {"$set": {"fk": keys}})
+                    result = await self._c.update_one(guard, {"$set": stale})
                     updated += result.modified_count
             await migrations.update_one(
                 marker, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True
