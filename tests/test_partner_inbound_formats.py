@@ -453,3 +453,53 @@ async def test_a_multipart_part_with_a_broken_charset_is_a_400_not_a_500(client:
         status, problem = await _post(client, trigger, body, multipart)
         assert status == 400, problem
     assert problem["detail"].startswith("form field 'a'"), problem
+
+
+async def test_a_mapped_integer_beyond_64_bits_is_the_same_422_at_the_dry_run_and_the_trigger(
+    client: Client,
+) -> None:
+    """The database holds integers of 64 bits. A 20-digit battery level cast by `number`, a
+    23-digit fine's points cast by `integer`: the dry run answered 500 (the answer could not
+    be written), the trigger a 422 from the store. Each is refused by the cast, a 422 naming
+    the field and its source, the same at the dry run and at the trigger."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    await upload_shipped(client, "fine-feed")
+    huge = "99999999999999999999"
+    query = f"id=353861053849681&lat=-23.5&lon=-46.6&timestamp=1795685112&batt={huge}"
+    fine = json.loads((PAYLOADS / "fine_feed.json").read_bytes())
+    fine["pontos"] = "99999999999999999999999"
+    cases = [
+        ("osmand", query, "attributes.battery_percent", "batt", {"format": "form"}),
+        ("fine-feed", fine, "points", "pontos", {"entity_type": "other", "kind": "fine"}),
+    ]
+    for name, payload, target, source, spec in cases:
+        response = await client.post(
+            "/api/v1/mappings/test", json={"name": name, "payload": payload}, headers=auth()
+        )
+        assert response.status == 422, (name, await response.text())
+        [problem] = (await response.json())["errors"]
+        assert problem["pointer"] == f"/payload/{source}"
+        assert (problem["keyword"], problem["target"]) == ("cast", target)
+        assert "beyond 64 bits" in problem["message"], problem
+        dry_message = problem["message"]
+        if name == "osmand":
+            trigger = await create_position_trigger(client, mapping=name, **spec)
+            status, problem = await _post(client, trigger, query.encode(), FORM)
+        else:
+            trigger = await create_trigger(client, name=name, mapping=name, **spec)
+            status, problem = await _post(
+                client, trigger, json.dumps(payload).encode(), "application/json"
+            )
+        assert status == 422, problem
+        [error] = problem["errors"]
+        assert (error["pointer"], error["target"]) == (f"/{source}", target)
+        assert error["message"] == dry_message
+    assert (await vehicle_track(client))["items"] == []
+    # An integer of 64 bits still passes.
+    fine["pontos"] = "9223372036854775807"
+    response = await client.post(
+        "/api/v1/mappings/test", json={"name": "fine-feed", "payload": fine}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    assert (await response.json())["results"][0]["document"]["points"] == 2**63 - 1
