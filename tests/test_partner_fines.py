@@ -77,3 +77,43 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
     status, answer = await hook(client, payments, {**PAYMENT, "valorPago": "1.104,13"})
     assert status == 200, answer
     assert [d["amount_paid_brl"] for d in await _paid(client)] == [1104.13]
+
+
+async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasilia(
+    client: Client,
+) -> None:
+    """The partners page says both mappings read `dd/mm/yyyy HH:MM` (or `HH:MM:SS`) and
+    `dd/mm/yyyy`: the payment day and the indication deadline took only `dd/mm/yyyy` and
+    refused a time with a 422. A time is Brasília time, and the day is its day there (22:30
+    on the 25th is the 25th, though 01:30Z of the 26th)."""
+    fines, payments = await _triggers(client)
+    deadlines = {
+        "D1": ("18/12/2026 23:59", "2026-12-18"),
+        "D2": ("18/12/2026 23:59:59", "2026-12-18"),
+        "D3": ("18/12/2026", "2026-12-18"),
+        "D4": ("2026-12-18T23:59:00-03:00", "2026-12-18"),
+    }
+    for key, (text, day) in deadlines.items():
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": key, "dataLimiteIndicacao": text}
+        )
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, key))["indication_deadline"] == day, text
+    sent = ["25/11/2026 22:30", "25/11/2026 22:30:15", "25/11/2026", "2026-11-25T22:30:00-03:00"]
+    for i, text in enumerate(sent):
+        status, answer = await hook(client, fines, {**FINE, "ait": f"P{i}"})
+        assert status == 201, answer
+        status, answer = await hook(
+            client, payments, {**PAYMENT, "ait": f"P{i}", "dataPagamento": text}
+        )
+        assert status == 200, (text, answer)
+    assert [d["paid_on"] for d in await _paid(client)] == ["2026-11-25"] * len(sent)
+    status, problem = await hook(client, fines, {**FINE, "ait": "H1", "dataHora": "18/11/2026"})
+    assert status == 422, problem  # the infraction's time needs its hour
+    assert [e["pointer"] for e in problem["errors"]] == ["/dataHora"]
+    for text in ("25/11/2026 22", "25/11/2026 25:30", "31/11/2026 10:00"):
+        status, problem = await hook(client, payments, {**PAYMENT, "dataPagamento": text})
+        assert status == 422, (text, problem)
+        [error] = problem["errors"]
+        assert error["pointer"] == "/dataPagamento", error
+        assert error["target"] == "event_data.paid_on", error
