@@ -503,3 +503,28 @@ async def test_a_mapped_integer_beyond_64_bits_is_the_same_422_at_the_dry_run_an
     )
     assert response.status == 200, await response.text()
     assert (await response.json())["results"][0]["document"]["points"] == 2**63 - 1
+
+
+async def test_an_osmand_driver_unique_id_is_kept_as_the_partners_id_not_made_a_cpf(
+    client: Client,
+) -> None:
+    """Traccar's OsmAnd decoder passes `driverUniqueId` on as the driver's iButton or RFID id:
+    the mapping padded its digits to a made-up CPF (`01A2B3C4D5E6` → `00000123456`, `ABCDEF`
+    → `00000000000`). It is kept as sent, named as traccar-event names Traccar's driver id;
+    a blank one is no id."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    query = "id=353861053849681&lat=-23.5&lon=-46.6&timestamp=17956851"
+    sent = ["01A2B3C4D5E6", "ABCDEF", "123456789012345", ""]
+    for second, driver in enumerate(sent, start=10):
+        body = f"{query}{second}&driverUniqueId={driver}".encode()
+        status, answer = await _post(client, trigger, body, FORM)
+        assert status == 201, (driver, answer)
+    fixes = (await vehicle_track(client))["items"]
+    assert [f.get("attributes") for f in fixes] == [
+        {"traccar_driver_unique_id": "01A2B3C4D5E6"},
+        {"traccar_driver_unique_id": "ABCDEF"},
+        {"traccar_driver_unique_id": "123456789012345"},
+        None,
+    ]
