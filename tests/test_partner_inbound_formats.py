@@ -528,3 +528,31 @@ async def test_an_osmand_driver_unique_id_is_kept_as_the_partners_id_not_made_a_
         {"traccar_driver_unique_id": "123456789012345"},
         None,
     ]
+
+
+async def test_a_battery_level_a_phone_does_not_know_is_left_out_by_both_traccar_client_mappings(
+    client: Client,
+) -> None:
+    """Traccar Client reports `battery.level: -1` when the phone cannot read it: traccar-client
+    stored `battery_percent: -100` where osmand (the same JSON to an OsmAnd URL) left it out.
+    Both leave it out now; a known level is still a percentage."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "traccar-client")
+    await upload_shipped(client, "osmand")
+    json_trigger = await create_position_trigger(client, mapping="traccar-client")
+    form_trigger = await create_position_trigger(
+        client, name="osmand", mapping="osmand", format="form"
+    )
+    body = json.loads((PAYLOADS / "traccar_client_json.json").read_bytes())
+    sent = [(json_trigger, -1), (form_trigger, -1), (json_trigger, 0.5)]
+    for minute, (trigger, level) in enumerate(sent):
+        location = {
+            **body["location"],
+            "timestamp": f"2026-11-20T13:4{minute}:00Z",
+            "battery": {"level": level, "is_charging": False},
+        }
+        data = json.dumps({**body, "location": location}).encode()
+        status, answer = await _post(client, trigger, data, "application/json")
+        assert status == 201, (level, answer)
+    fixes = (await vehicle_track(client))["items"]
+    assert [f["attributes"].get("battery_percent") for f in fixes] == [None, None, 50]
