@@ -90,10 +90,10 @@ async def test_bytes_that_are_not_of_the_named_charset_are_a_400_naming_it(
     client: Client,
 ) -> None:
     trigger = await _erp_trigger(client)
-    body = b'{"placa": "ABC1D23", "cidade": "\x81"}'  # 0x81: no character in windows-1252
-    status, problem = await _post(client, trigger, body, "application/json; charset=windows-1252")
+    body = b'{"placa": "ABC1D23", "cidade": "\x81"}'  # 0x81: no character in windows-1250
+    status, problem = await _post(client, trigger, body, "application/json; charset=windows-1250")
     assert status == 400
-    assert problem["detail"] == "malformed JSON: the body is not valid windows-1252 (byte 32)"
+    assert problem["detail"] == "malformed JSON: the body is not valid windows-1250 (byte 32)"
     status, problem = await _post(client, trigger, body, "application/json; charset=klingon")
     assert (status, problem["detail"]) == (400, "malformed JSON: unknown charset 'klingon'")
 
@@ -233,3 +233,49 @@ async def test_utf_16_json_from_a_dotnet_client_is_read_by_its_mark_or_its_chars
         status, answer = await _post(client, trigger, body, content_type)
         assert status in (200, 201), (content_type, answer)
         assert (await _attributes(client))["operator"] == operator
+
+
+WINDOWS_1252 = {"placa": "ABC-1D23", "cidade": "Av. São João – “Centro”", "operador": "R$ 5… €"}
+
+
+async def test_windows_1252_bytes_under_a_latin_1_or_ascii_label_are_read_as_windows_1252(
+    client: Client,
+) -> None:
+    """Delphi and Windows ERPs write windows-1252 and label it ISO-8859-1 (or us-ascii): its
+    dashes, curly quotes, ellipsis and euro (0x80-0x9F) were stored as invisible C1 control
+    characters (`\\x96`, `\\x93`). As the WHATWG Encoding Standard (and every browser) reads
+    them, those labels mean windows-1252; its five bytes without a character (0x81, 0x8D,
+    0x8F, 0x90, 0x9D) are the code points Latin-1 gives them, never a refused body. The same
+    for a JSON body, a form and an XML document whose declaration names ISO-8859-1."""
+    trigger = await _erp_trigger(client)
+    body = json.dumps(WINDOWS_1252, ensure_ascii=False).encode("cp1252")
+    for label in ("ISO-8859-1", "latin1", "us-ascii", "windows-1252", " Cp1252 "):
+        status, answer = await _post(client, trigger, body, f"application/json; charset={label}")
+        assert status in (200, 201), (label, answer)
+        assert await _attributes(client) == {
+            "city": "Av. São João – “Centro”",
+            "operator": "R$ 5… €",
+        }
+    undefined = b'{"placa": "ABC1D23", "cidade": "\x81\x8d\x8f\x90\x9d", "operador": "\x80"}'
+    status, answer = await _post(client, trigger, undefined, "application/json; charset=latin1")
+    assert status == 200, answer
+    assert await _attributes(client) == {"city": "\x81\x8d\x8f\x90\x9d", "operator": "€"}
+    form = await create_trigger(client, name="form", mapping="erp-vehicle", format="form")
+    data = "placa=ABC1D23&cidade=Av.+S%E3o+Jo%E3o+%96+%93Centro%94&operador=\x85".encode("latin-1")
+    form_type = "application/x-www-form-urlencoded; charset=iso-8859-1"
+    status, answer = await _post(client, form, data, form_type)
+    assert status == 200, answer
+    assert await _attributes(client) == {"city": "Av. São João – “Centro”", "operator": "…"}
+    await upload_mapping(
+        client,
+        "name: erp-xml\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n"
+        "  plate: {from: veiculo.placa, transforms: [plate]}\n  attributes.city: veiculo.cidade\n",
+    )
+    xml = await create_trigger(client, name="xml", mapping="erp-xml", format="xml")
+    document = (
+        '<?xml version="1.0" encoding="ISO-8859-1"?>'
+        "<veiculo><placa>ABC1D23</placa><cidade>São Paulo – “Sé”</cidade></veiculo>"
+    ).encode("cp1252")
+    status, answer = await _post(client, xml, document, "text/xml")
+    assert status == 200, answer
+    assert (await _attributes(client))["city"] == "São Paulo – “Sé”"

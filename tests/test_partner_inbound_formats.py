@@ -453,3 +453,152 @@ async def test_a_multipart_part_with_a_broken_charset_is_a_400_not_a_500(client:
         status, problem = await _post(client, trigger, body, multipart)
         assert status == 400, problem
     assert problem["detail"].startswith("form field 'a'"), problem
+
+
+async def test_a_mapped_integer_beyond_64_bits_is_the_same_422_at_the_dry_run_and_the_trigger(
+    client: Client,
+) -> None:
+    """The database holds integers of 64 bits. A 20-digit battery level cast by `number`, a
+    23-digit fine's points cast by `integer`: the dry run answered 500 (the answer could not
+    be written), the trigger a 422 from the store. Each is refused by the cast, a 422 naming
+    the field and its source, the same at the dry run and at the trigger."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    await upload_shipped(client, "fine-feed")
+    huge = "99999999999999999999"
+    query = f"id=353861053849681&lat=-23.5&lon=-46.6&timestamp=1795685112&batt={huge}"
+    fine = json.loads((PAYLOADS / "fine_feed.json").read_bytes())
+    fine["pontos"] = "99999999999999999999999"
+    cases = [
+        ("osmand", query, "attributes.battery_percent", "batt", {"format": "form"}),
+        ("fine-feed", fine, "points", "pontos", {"entity_type": "other", "kind": "fine"}),
+    ]
+    for name, payload, target, source, spec in cases:
+        response = await client.post(
+            "/api/v1/mappings/test", json={"name": name, "payload": payload}, headers=auth()
+        )
+        assert response.status == 422, (name, await response.text())
+        [problem] = (await response.json())["errors"]
+        assert problem["pointer"] == f"/payload/{source}"
+        assert (problem["keyword"], problem["target"]) == ("cast", target)
+        assert "beyond 64 bits" in problem["message"], problem
+        dry_message = problem["message"]
+        if name == "osmand":
+            trigger = await create_position_trigger(client, mapping=name, **spec)
+            status, problem = await _post(client, trigger, query.encode(), FORM)
+        else:
+            trigger = await create_trigger(client, name=name, mapping=name, **spec)
+            status, problem = await _post(
+                client, trigger, json.dumps(payload).encode(), "application/json"
+            )
+        assert status == 422, problem
+        [error] = problem["errors"]
+        assert (error["pointer"], error["target"]) == (f"/{source}", target)
+        assert error["message"] == dry_message
+    assert (await vehicle_track(client))["items"] == []
+    # An integer of 64 bits still passes.
+    fine["pontos"] = "9223372036854775807"
+    response = await client.post(
+        "/api/v1/mappings/test", json={"name": "fine-feed", "payload": fine}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    assert (await response.json())["results"][0]["document"]["points"] == 2**63 - 1
+
+
+async def test_an_osmand_driver_unique_id_is_kept_as_the_partners_id_not_made_a_cpf(
+    client: Client,
+) -> None:
+    """Traccar's OsmAnd decoder passes `driverUniqueId` on as the driver's iButton or RFID id:
+    the mapping padded its digits to a made-up CPF (`01A2B3C4D5E6` → `00000123456`, `ABCDEF`
+    → `00000000000`). It is kept as sent, named as traccar-event names Traccar's driver id;
+    a blank one is no id."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "osmand")
+    trigger = await create_position_trigger(client, mapping="osmand", format="form")
+    query = "id=353861053849681&lat=-23.5&lon=-46.6&timestamp=17956851"
+    sent = ["01A2B3C4D5E6", "ABCDEF", "123456789012345", ""]
+    for second, driver in enumerate(sent, start=10):
+        body = f"{query}{second}&driverUniqueId={driver}".encode()
+        status, answer = await _post(client, trigger, body, FORM)
+        assert status == 201, (driver, answer)
+    fixes = (await vehicle_track(client))["items"]
+    assert [f.get("attributes") for f in fixes] == [
+        {"traccar_driver_unique_id": "01A2B3C4D5E6"},
+        {"traccar_driver_unique_id": "ABCDEF"},
+        {"traccar_driver_unique_id": "123456789012345"},
+        None,
+    ]
+
+
+async def test_a_battery_level_a_phone_does_not_know_is_left_out_by_both_traccar_client_mappings(
+    client: Client,
+) -> None:
+    """Traccar Client reports `battery.level: -1` when the phone cannot read it: traccar-client
+    stored `battery_percent: -100` where osmand (the same JSON to an OsmAnd URL) left it out.
+    Both leave it out now; a known level is still a percentage."""
+    await vehicle(client, attributes={"tracker_id": "353861053849681"})
+    await upload_shipped(client, "traccar-client")
+    await upload_shipped(client, "osmand")
+    json_trigger = await create_position_trigger(client, mapping="traccar-client")
+    form_trigger = await create_position_trigger(
+        client, name="osmand", mapping="osmand", format="form"
+    )
+    body = json.loads((PAYLOADS / "traccar_client_json.json").read_bytes())
+    sent = [(json_trigger, -1), (form_trigger, -1), (json_trigger, 0.5)]
+    for minute, (trigger, level) in enumerate(sent):
+        location = {
+            **body["location"],
+            "timestamp": f"2026-11-20T13:4{minute}:00Z",
+            "battery": {"level": level, "is_charging": False},
+        }
+        data = json.dumps({**body, "location": location}).encode()
+        status, answer = await _post(client, trigger, data, "application/json")
+        assert status == 201, (level, answer)
+    fixes = (await vehicle_track(client))["items"]
+    assert [f["attributes"].get("battery_percent") for f in fixes] == [None, None, 50]
+
+
+async def test_a_payload_refused_again_while_pending_is_one_record_counting_its_copies(
+    client: Client,
+) -> None:
+    """A partner that resends a refused payload (a retrying webhook, a polled feed) added a
+    record each time, pushing the trigger's other records out of its 1,000. A copy of a
+    pending record is counted on it (`seen`, `last_seen_at`, the newest refusal's problems);
+    once replayed, the same payload refused again is a new record. An OsmAnd request without
+    a timestamp is a fix at its receipt time: identical requests stay records of their own."""
+    strict = ERP_VEHICLE + "  attributes.region: {from: regiao, required: true}\n"
+    await upload_mapping(client, strict.replace("name: erp-vehicle", "name: erp-strict"))
+    trigger = await create_trigger(client, mapping="erp-strict")
+    body = b'{"placa": "ABC-1D23", "id": 7}'
+    for _ in range(3):
+        status, problem = await _post(client, trigger, body, "application/json")
+        assert status == 422, problem
+    status, problem = await _post(client, trigger, b'{"placa": "XYZ-9K87"}', "application/json")
+    assert status == 422, problem
+
+    async def kept() -> list[dict[str, Any]]:
+        listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+        return list((await listed.json())["items"])
+
+    other, copies = await kept()
+    assert (copies["seen"], other["seen"]) == (3, 1)
+    assert copies["last_seen_at"] > copies["received_at"]
+    await upload_mapping(client, ERP_VEHICLE.replace("name: erp-vehicle", "name: erp-strict"))
+    replayed = await client.post(f"/api/v1/rejected/{copies['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    assert (await _vehicle(client))["attributes"] == {"erp_id": "7"}
+    rolled = await client.post("/api/v1/mappings/erp-strict/rollback", headers=auth())
+    assert rolled.status == 200, await rolled.text()
+    status, problem = await _post(client, trigger, body, "application/json")
+    assert status == 422, problem
+    again, _, first = await kept()
+    assert (again["status"], again["seen"]) == ("pending", 1)
+    assert (first["id"], first["status"], first["seen"]) == (copies["id"], "replayed", 3)
+
+    await upload_shipped(client, "osmand")
+    osmand = await create_position_trigger(client, mapping="osmand", format="form")
+    for _ in range(2):
+        status, problem = await _post(client, osmand, b"id=unknown&lat=-23.5&lon=-46.6", FORM)
+        assert status == 422, problem
+    listed = await client.get(f"/api/v1/rejected?trigger_id={osmand['id']}", headers=auth())
+    assert [r["seen"] for r in (await listed.json())["items"]] == [1, 1]

@@ -283,7 +283,11 @@ def test_osmand_query_string() -> None:
         "heading": 88.0,
         "accuracy_m": 6.0,
         "ignition": True,
-        "attributes": {"altitude_m": 761.0, "battery_percent": 87.0, "driver_cpf": "52998224725"},
+        "attributes": {
+            "altitude_m": 761.0,
+            "battery_percent": 87.0,
+            "traccar_driver_unique_id": "52998224725",
+        },
     }
 
 

@@ -1,6 +1,12 @@
 """Bytes to text by the charset a media type names (`application/json; charset=ISO-8859-1`),
 for every document format: legacy partners (Delphi and Java ERPs, Brazilian tracker platforms)
-send Latin-1 or windows-1252 and say so."""
+send Latin-1 or windows-1252 and say so.
+
+Labels are read as the WHATWG Encoding Standard (and every browser) reads them: ISO-8859-1,
+latin1, us-ascii and the other names of Latin-1 and ASCII mean windows-1252, for that is what
+Windows software labelled so writes (its dashes and curly quotes, 0x80-0x9F, are C1 control
+characters in Latin-1); windows-1252's five bytes without a character are the code points
+Latin-1 gives them, so no body under these labels is refused."""
 
 from __future__ import annotations
 
@@ -14,9 +20,68 @@ NOT_CHARSETS: Final = frozenset({"unicode-escape", "raw-unicode-escape"})
 UTF8_BOM: Final = codecs.BOM_UTF8
 
 
+# The WHATWG labels of windows-1252 (https://encoding.spec.whatwg.org/#names-and-labels), and
+# Python's names of the codecs its other aliases of Latin-1 and ASCII find.
+_WINDOWS_1252_LABELS: Final = frozenset(
+    {
+        "ansi_x3.4-1968",
+        "ascii",
+        "cp1252",
+        "cp819",
+        "csisolatin1",
+        "ibm819",
+        "iso-8859-1",
+        "iso-ir-100",
+        "iso8859-1",
+        "iso88591",
+        "iso_8859-1",
+        "iso_8859-1:1987",
+        "l1",
+        "latin1",
+        "us-ascii",
+        "windows-1252",
+        "x-cp1252",
+    }
+)
+_WINDOWS_1252_CODECS: Final = frozenset({"iso8859-1", "ascii", "cp1252"})
+# Latin-1's reading of 0x80-0x9F to windows-1252's (the five bytes it leaves undefined stay).
+_C1_TO_WINDOWS_1252: Final = {
+    byte: bytes([byte]).decode("cp1252")
+    for byte in range(0x80, 0xA0)
+    if byte not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+}
+
+
+def is_windows_1252(charset: str) -> bool:
+    """Whether a label means windows-1252 to a WHATWG reader (Latin-1's and ASCII's do)."""
+    label = charset.strip(" \t\n\f\r").lower()
+    if label in _WINDOWS_1252_LABELS:
+        return True
+    try:
+        return codecs.lookup(label).name in _WINDOWS_1252_CODECS
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return False
+
+
+def decode_windows_1252(document: bytes) -> str:
+    """windows-1252 as the WHATWG decoder reads it: every byte is a character."""
+    try:
+        return document.decode("cp1252")  # C speed; fails only on the five undefined bytes
+    except UnicodeDecodeError:
+        return document.decode("latin-1").translate(_C1_TO_WINDOWS_1252)
+
+
+def latin_1_to_windows_1252(text: str) -> str:
+    """Text a Latin-1 decoder read (`parse_qsl`'s percent-escapes) as windows-1252 reads it."""
+    return text.translate(_C1_TO_WINDOWS_1252)
+
+
 def decode_charset(document: bytes, charset: str) -> str:
     """The document's text in `charset`; DocumentRefused for bytes that are not of that
-    charset, or a charset that is unknown or no text encoding (`hex`, `rot13`)."""
+    charset, or a charset that is unknown or no text encoding (`hex`, `rot13`). A label of
+    Latin-1 or ASCII is windows-1252 (the module's docstring)."""
+    if is_windows_1252(charset):
+        return decode_windows_1252(document)
     try:
         if codecs.lookup(charset).name in NOT_CHARSETS:
             raise LookupError(charset)

@@ -30,7 +30,7 @@ from xml.parsers import expat
 
 from .charsets import NOT_CHARSETS as _NOT_CHARSETS
 from .charsets import decode_charset as _decoded
-from .charsets import decode_marked
+from .charsets import decode_marked, decode_windows_1252, is_windows_1252
 from .json_tree import MAX_DEPTH
 from .refusal import DocumentRefused
 
@@ -109,22 +109,27 @@ def _text(document: bytes | str, charset: str | None) -> bytes | str:
         return marked
     if charset:
         return _decoded(document, charset)
-    _check_declared(document)
+    declared = _check_declared(document)
+    if declared is not None and b"\x00" not in document[:400] and is_windows_1252(declared):
+        return decode_windows_1252(document)  # as a media type's charset=ISO-8859-1 would be
     return document
 
 
-def _check_declared(document: bytes) -> None:
-    """Refuses an XML declaration naming one of Python's escape codecs, which expat would
-    otherwise ask Python to decode with (NULs dropped: the declaration may be UTF-16)."""
+def _check_declared(document: bytes) -> str | None:
+    """The encoding an XML declaration names, if any. Refuses one naming one of Python's
+    escape codecs, which expat would otherwise ask Python to decode with (NULs dropped: the
+    declaration may be UTF-16)."""
     declared = _DECLARED.match(document[:400].replace(b"\x00", b""))
     if declared is None:
-        return
+        return None
+    label = declared.group(1).decode("ascii", "replace")
     try:
-        name = codecs.lookup(declared.group(1).decode("ascii", "replace")).name
+        name = codecs.lookup(label).name
     except LookupError:
-        return  # expat says so, with the place
+        return label  # expat says so, with the place
     if name in _NOT_CHARSETS:
         raise DocumentRefused(f"unsupported encoding in the XML declaration: {name}", 1, 1)
+    return label
 
 
 class _Frame:

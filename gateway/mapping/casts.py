@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..formats.json_tree import INT64_MAX, INT64_MIN
 from .model import EvalError
 
 
@@ -28,11 +29,26 @@ def _cast_error(value: Any, to: str) -> EvalError:
     return EvalError("cast", f"cannot cast {_kind(value)} {_show(value)} to {to}")
 
 
-def _parse_number(text: str) -> int | float | None:
+def too_wide(value: Any, to: str | None = None) -> EvalError:
+    """An integer the database cannot store: MongoDB's (BSON's) are 64-bit. Refused where it
+    is mapped (a cast, a transform, an expression), so the dry run, the trigger and
+    `gateway mapping test` all give this one answer rather than a store's or none."""
+    what = "an integer beyond 64 bits (the database holds none)"
+    if to is None:
+        return EvalError("cast", f"{_show(value)} is {what}")
+    return EvalError("cast", f"cannot cast {_kind(value)} {_show(value)} to {to}: {what}")
+
+
+def fits_int64(value: int) -> bool:
+    return INT64_MIN <= value <= INT64_MAX
+
+
+def _parse_number(text: str, to: str) -> int | float | None:
     """A decimal number in text ("87", "-13.1", "1e3"), or None. No exception on the happy
-    path: OsmAnd sends every value as text."""
-    if text.isascii() and text.isdigit():
-        return int(text) if len(text) <= 30 else None
+    path: OsmAnd sends every value as text. An integer is read exactly ("-5", " 7 "), and
+    one beyond 64 bits is refused (too_wide)."""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
     if "_" in text:  # float() would take "1_000"; JSON would not
         return None
     try:
@@ -42,29 +58,43 @@ def _parse_number(text: str) -> int | float | None:
     if not math.isfinite(number):  # "nan", "inf", "1e999"
         return None
     if number.is_integer() and "." not in text and "e" not in text and "E" not in text:
-        return int(number)  # "-5", " 7 "
+        whole = int(text)  # exactly: the float has only 53 bits of it
+        if not fits_int64(whole):
+            raise too_wide(text, to)
+        return whole
     return number
 
 
 def to_integer(value: Any) -> int:
     kind = type(value)
     if kind is int:
+        if not fits_int64(value):
+            raise too_wide(value, "integer")
         return int(value)
     if kind is float and value.is_integer():
-        return int(value)
-    if kind is str:
-        number = _parse_number(value)
-        if number is not None and float(number).is_integer():
-            return int(number)
-    raise _cast_error(value, "integer")
+        whole = int(value)
+    elif kind is str:
+        number = _parse_number(value, "integer")
+        if number is None or not float(number).is_integer():
+            raise _cast_error(value, "integer")
+        whole = int(number)
+    else:
+        raise _cast_error(value, "integer")
+    if not fits_int64(whole):  # 1e20, "1e20"
+        raise too_wide(value, "integer")
+    return whole
 
 
 def to_number(value: Any) -> int | float:
     kind = type(value)
-    if kind is int or (kind is float and math.isfinite(value)):
+    if kind is int:
+        if not fits_int64(value):
+            raise too_wide(value, "number")
+        return value  # type: ignore[no-any-return]
+    if kind is float and math.isfinite(value):
         return value  # type: ignore[no-any-return]
     if kind is str:
-        number = _parse_number(value)
+        number = _parse_number(value, "number")
         if number is not None:
             return number
     raise _cast_error(value, "number")

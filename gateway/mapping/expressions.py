@@ -25,6 +25,7 @@ from jmespath import visitor as jp_visitor
 
 from ..errors import FieldProblem
 from ..formats import DocumentRefused, load_json_text, parse_xml
+from .casts import fits_int64, too_wide
 from .limits import (
     MAX_DECODED_TEXT,
     MAX_EXPRESSION_DEPTH,
@@ -110,8 +111,11 @@ def charge_output(run: Run, value: Any) -> int:
                 charged += n
                 stack.extend(item)
             else:
-                if type(item) is float and not isfinite(item):
+                kind = type(item)
+                if kind is float and not isfinite(item):
                     raise not_finite(item)
+                if kind is int and not fits_int64(item):
+                    raise too_wide(item)
                 size += 8
                 charged += 8
     run.output -= charged

@@ -12,6 +12,7 @@ from math import isfinite
 from typing import Any
 
 from ..clock import utcnow
+from .casts import fits_int64, too_wide
 from .expressions import Getter, Run, charge_output, not_finite, output_too_big
 from .limits import MAX_LIST_ITEMS
 from .model import EvalError
@@ -231,13 +232,18 @@ def _transformed(source: Getter, chain: Transform, described: str) -> Getter:
 
 
 def _finite(value: Any, described: str) -> Any:
-    """A transformed number that overflowed (1e308 knots in km/h) is its source's problem,
-    named with it (the table's own check would know only the target)."""
-    if type(value) is float and not isfinite(value):
+    """A transformed number that overflowed (1e308 knots in km/h, an integer scaled past 64
+    bits) is its source's problem, named with it (the table's own check would know only the
+    target)."""
+    kind = type(value)
+    if kind is float and not isfinite(value):
         error = not_finite(value)
-        error.source = described
-        raise error
-    return value
+    elif kind is int and not fits_int64(value):
+        error = too_wide(value)
+    else:
+        return value
+    error.source = described
+    raise error
 
 
 def finish(

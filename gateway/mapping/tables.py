@@ -6,6 +6,7 @@ from math import isfinite
 from typing import Any, NamedTuple
 
 from ..errors import FieldProblem
+from .casts import fits_int64, too_wide
 from .expressions import Getter, Run, charge_output, not_finite, output_too_big
 from .limits import MAX_PROBLEMS
 from .model import EvalError, LimitExceeded
@@ -87,6 +88,8 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
                 charge_output(run, value)
             elif kind is float and not isfinite(value):
                 raise not_finite(value)
+            elif kind is int and not fits_int64(value):
+                raise too_wide(value)  # the database holds 64 bits (a float is not exact)
         except EvalError as error:
             _failed(run, error, prefix + target)
             continue

@@ -214,7 +214,10 @@ def _compile_format_number(arg: Any, report: Report) -> Transform | None:
 
 def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
     """Text written with a locale's separators to a number: pt-BR by default ("1.234,56"),
-    the reverse of format_number. Numbers pass as they are."""
+    the reverse of format_number. Numbers pass as they are. Strict, for a misread amount is
+    worse than a refused one: thousands separators only between groups of three digits
+    ("1.234.567"), the decimal separator once and after them; so "1,130.16" is refused under
+    pt-BR (it was 1.13), and "1.1.30,16" too (it was 1130.16)."""
     if not isinstance(arg, dict | None):
         report("parse_number takes {thousands, decimal}")
         return None
@@ -233,19 +236,36 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
     ):
         report("thousands (at most one character) and decimal (one) must be separators")
         return None
+    grammar = _locale_number(thousands, decimal)
     swap: dict[int, str | None] = {ord(thousands): None} if thousands else {}
     swap[ord(decimal)] = "."
     table = str.maketrans(swap)
+    written = (
+        f"thousands {thousands!r} in groups of three and decimal {decimal!r}"
+        if thousands
+        else f"decimal {decimal!r} and no thousands separator"
+    )
 
     def parse_number(value: Any) -> int | float:
         if type(value) is not str:
             return to_number(value)
-        try:
-            return to_number(value.translate(table))
-        except EvalError:
-            raise EvalError("cast", f"cannot read {value[:40]!r} as a number") from None
+        text = value.strip()
+        if grammar.fullmatch(text) is None:
+            raise EvalError("cast", f"cannot read {value[:40]!r} as a number with {written}")
+        return to_number(text.translate(table))  # past a float's or int64's range: refused
 
     return parse_number
+
+
+def _locale_number(thousands: str, decimal: str) -> re.Pattern[str]:
+    """A number as a locale writes it: a sign; digits, or 1-3 digits then groups of three
+    after each thousands separator; the decimal separator and at least one digit (the
+    integer part may be left out: ",5"); an exponent."""
+    integer = "[0-9]+"
+    if thousands:
+        integer = f"(?:[0-9]{{1,3}}(?:{re.escape(thousands)}[0-9]{{3}})+|[0-9]+)"
+    fraction = f"{re.escape(decimal)}[0-9]+"
+    return re.compile(f"[+-]?(?:{integer}(?:{fraction})?|{fraction})(?:[eE][+-]?[0-9]+)?")
 
 
 # -- value maps --------------------------------------------------------------------------------

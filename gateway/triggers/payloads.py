@@ -15,7 +15,14 @@ import orjson
 from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.formats import MAX_DEPTH, DocumentRefused, is_xml, json_depth_exceeds
 from gateway.formats import parse_xml as _parse_xml
-from gateway.formats.charsets import UTF8_BOM, decode_charset, is_utf8, utf8_json
+from gateway.formats.charsets import (
+    UTF8_BOM,
+    decode_charset,
+    is_utf8,
+    is_windows_1252,
+    latin_1_to_windows_1252,
+    utf8_json,
+)
 from gateway.formats.json_tree import loads_exact
 
 MAX_FORM_FIELDS: Final = 200
@@ -223,16 +230,21 @@ def _form_text(body: bytes, charset: str) -> str:
 
 
 def _pairs(text: str, charset: str = "utf-8") -> dict[str, str]:
+    """The fields of urlencoded text, percent-escapes decoded in `charset` (a Latin-1 or ASCII
+    label as windows-1252: gateway/formats/charsets.py)."""
+    windows_1252 = charset != "utf-8" and is_windows_1252(charset)
     try:
-        return dict(
-            parse_qsl(
-                text,
-                keep_blank_values=True,
-                encoding=charset,
-                errors="strict",
-                max_num_fields=MAX_FORM_FIELDS,
-            )
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding="latin-1" if windows_1252 else charset,
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
         )
+        if windows_1252:
+            fixed = latin_1_to_windows_1252
+            return {fixed(name): fixed(value) for name, value in pairs}
+        return dict(pairs)
     except UnicodeDecodeError:
         if charset == "utf-8":
             raise _NotUtf8 from None

@@ -1,0 +1,119 @@
+"""A Brazilian fines provider's amounts and dates as providers write them, read through the
+shipped fine-feed and fine-payment mappings at their triggers over HTTP: what the partners
+page (docs/partners.md) says is read is stored as meant, anything else is a 422 naming the
+field, never a number 1000 times off."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.web.state import services_key
+from tests.support import auth
+from tests.triggers_support import PAYLOADS, Client, bearer, create_trigger, hook, upload_shipped
+
+FINE = json.loads((PAYLOADS / "fine_feed.json").read_text())
+PAYMENT = json.loads((PAYLOADS / "fine_payment.json").read_text())
+
+
+async def _triggers(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
+    await upload_shipped(client, "fine-feed")
+    await upload_shipped(client, "fine-payment")
+    fines = await create_trigger(client, entity_type="other", kind="fine", mapping="fine-feed")
+    payments = await create_trigger(
+        client, name="payments", entity_type="other", kind="fine", mapping="fine-payment"
+    )
+    return fines, payments
+
+
+async def _fine(client: Client, trigger: dict[str, Any], key: str) -> dict[str, Any]:
+    response = await client.get(f"/hooks/{trigger['id']}/{key}", headers=bearer(trigger))
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def _paid(client: Client) -> list[dict[str, Any]]:
+    await client.app[services_key].relay.run_until_idle()
+    response = await client.get("/api/v1/events?type=fine.paid", headers=auth())
+    return [event["detail"] for event in (await response.json())["items"]]
+
+
+async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherwise(
+    client: Client,
+) -> None:
+    """`"1,130.16"` (the separators the other way round) was stored as 1.13 and `"1.1.30,16"`
+    (misgrouped) as 1130.16, both with a 201. A decimal comma after thousands points in
+    groups of three, or text with a decimal point and no comma, is read; anything else is
+    a 422 naming the field and the text, and nothing is written."""
+    fines, payments = await _triggers(client)
+    read = {
+        "1.130,16": 1130.16,
+        "130,16": 130.16,
+        "1130,16": 1130.16,
+        "1.234.567,8": 1234567.8,
+        " 13,5 ": 13.5,
+        "130.16": 130.16,
+        "130": 130,
+    }
+    for i, (text, amount) in enumerate(read.items()):
+        status, answer = await hook(client, fines, {**FINE, "ait": f"R{i}", "valor": text})
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, f"R{i}"))["amount_brl"] == amount, text
+    refused = ["1,130.16", "1.1.30,16", "1.13,16", "11.30,16", "1.130.16", ",", "1,", "1.130,1,6"]
+    for i, text in enumerate(refused):
+        status, problem = await hook(client, fines, {**FINE, "ait": f"X{i}", "valor": text})
+        assert status == 422, (text, problem)
+        [error] = problem["errors"]
+        assert (error["pointer"], error["target"]) == ("/valor", "amount_brl"), error
+        assert repr(text) in error["message"], error
+        missing = await client.get(f"/hooks/{fines['id']}/X{i}", headers=bearer(fines))
+        assert missing.status == 404, text
+    status, answer = await hook(client, fines, FINE)
+    assert status == 201, answer
+    for field in ("valorPago", "desconto"):
+        status, problem = await hook(client, payments, {**PAYMENT, field: "1,130.16"})
+        assert status == 422, (field, problem)
+        assert [e["pointer"] for e in problem["errors"]] == [f"/{field}"]
+    status, answer = await hook(client, payments, {**PAYMENT, "valorPago": "1.104,13"})
+    assert status == 200, answer
+    assert [d["amount_paid_brl"] for d in await _paid(client)] == [1104.13]
+
+
+async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasilia(
+    client: Client,
+) -> None:
+    """The partners page says both mappings read `dd/mm/yyyy HH:MM` (or `HH:MM:SS`) and
+    `dd/mm/yyyy`: the payment day and the indication deadline took only `dd/mm/yyyy` and
+    refused a time with a 422. A time is Brasília time, and the day is its day there (22:30
+    on the 25th is the 25th, though 01:30Z of the 26th)."""
+    fines, payments = await _triggers(client)
+    deadlines = {
+        "D1": ("18/12/2026 23:59", "2026-12-18"),
+        "D2": ("18/12/2026 23:59:59", "2026-12-18"),
+        "D3": ("18/12/2026", "2026-12-18"),
+        "D4": ("2026-12-18T23:59:00-03:00", "2026-12-18"),
+    }
+    for key, (text, day) in deadlines.items():
+        status, answer = await hook(
+            client, fines, {**FINE, "ait": key, "dataLimiteIndicacao": text}
+        )
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, key))["indication_deadline"] == day, text
+    sent = ["25/11/2026 22:30", "25/11/2026 22:30:15", "25/11/2026", "2026-11-25T22:30:00-03:00"]
+    for i, text in enumerate(sent):
+        status, answer = await hook(client, fines, {**FINE, "ait": f"P{i}"})
+        assert status == 201, answer
+        status, answer = await hook(
+            client, payments, {**PAYMENT, "ait": f"P{i}", "dataPagamento": text}
+        )
+        assert status == 200, (text, answer)
+    assert [d["paid_on"] for d in await _paid(client)] == ["2026-11-25"] * len(sent)
+    status, problem = await hook(client, fines, {**FINE, "ait": "H1", "dataHora": "18/11/2026"})
+    assert status == 422, problem  # the infraction's time needs its hour
+    assert [e["pointer"] for e in problem["errors"]] == ["/dataHora"]
+    for text in ("25/11/2026 22", "25/11/2026 25:30", "31/11/2026 10:00"):
+        status, problem = await hook(client, payments, {**PAYMENT, "dataPagamento": text})
+        assert status == 422, (text, problem)
+        [error] = problem["errors"]
+        assert error["pointer"] == "/dataPagamento", error
+        assert error["target"] == "event_data.paid_on", error
