@@ -145,6 +145,7 @@ async def test_without_occurrence_id_every_copy_is_announced(client: Client, fcm
     )
     await upload_mapping(client, text)
     trigger = await create_trigger(client, mapping="samsara-geofence-plain")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     webhook = sample("samsara_v2_geofence_exit.json")
     for _ in range(2):
         assert (await send_to(client, trigger, webhook))["events"][-1] == EXIT
