@@ -48,9 +48,11 @@ def from_iso(text: str) -> datetime:
     UTC day (`20:59:60-03:00`, `05:44:60+05:45`; without an offset, whose zone is unknown
     here, the minute 59 of any hour); elsewhere, like any text that is not ISO 8601:
     ValueError. So is a text with a NUL, which CPython's reader skips where it falls between
-    the time and its offset (`12:00:00<NUL>Z` read as `12:00:00Z`)."""
+    the time and its offset (`12:00:00<NUL>Z` read as `12:00:00Z`). RFC 3339's lower-case
+    `t` and `z` (`2026-12-05t10:00:00z`), which Python's reader refuses, are read too."""
     if "\x00" in text:
         raise ValueError(f"{text!r} holds a NUL character")
+    text = text.upper() if "t" in text or "z" in text else text
     try:
         return datetime.fromisoformat(text)
     except ValueError:

@@ -223,3 +223,29 @@ async def test_a_dry_run_says_a_lookup_finds_no_entity_or_several_as_the_trigger
     assert dry["entity"]["write"] == "ambiguous" and dry["events"] == [], dry
     status, problem = await hook(client, trigger, item)
     assert status == 422 and problem["errors"][0]["keyword"] == "ambiguous", problem
+
+
+@pytest.mark.parametrize(
+    ("fix_time", "kept"),
+    [
+        ("2026-12-04t09:00:00-03:00", datetime(2026, 12, 4, 12, tzinfo=UTC)),  # RFC 3339's t
+        ("2026-12-04T12:00:00z", datetime(2026, 12, 4, 12, tzinfo=UTC)),
+        ("2099-01-01T00:00:00Z", None),  # a device clock gone wrong: guards nothing
+        ("9999-12-31T23:59:59-01:00", None),  # no UTC time the database holds
+        ("0001-01-01T00:00:00+01:00", None),
+    ],
+)
+async def test_a_vehicles_position_time_is_kept_only_where_it_can_guard_the_fold(
+    client: Client, fix_time: str, kept: datetime | None
+) -> None:
+    """`position_at` guards the fold's writes of the last position: one far ahead would stop
+    them for good, one outside the database's range failed the write."""
+    position = {"latitude": -23.5, "longitude": -46.6, "fix_time": fix_time}
+    response = await client.post(
+        "/api/v1/entities/vehicle",
+        headers=auth(),
+        json={"plate": "ABC1D23", "last_position": position},
+    )
+    assert response.status == 201, await response.text()
+    stored = await client.app[services_key].store.db["entities"].find_one({"nk": "ABC1D23"})
+    assert stored is not None and stored["position_at"] == kept

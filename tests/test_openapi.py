@@ -118,8 +118,6 @@ async def test_documents_changed_by_patch_or_put_declare_their_etag_and_if_match
     assert stale.content_type == "application/problem+json"
 
 
-# A vehicle's driver history pages by ids that name the tenant and the vehicle: the document
-# gives no pattern, since one of another vehicle's is a 400 however it is shaped.
 # A cursor of each documented shape, none of them on any page here.
 _CURSOR_OF_SHAPE = {
     ID_CURSOR["pattern"]: "0" * 24,

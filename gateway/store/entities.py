@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -100,14 +100,21 @@ def derived(etype: str, data: Mapping[str, Any]) -> Doc:
     """What an entity's document keeps beside its data, worked out from it at every write:
     its filter keys (`fk`) and, for a vehicle, `position_at`, the device time of its
     `last_position` (`fix_time`, any ISO 8601 form, as a date-time the database compares):
-    the fold writes a position only over an older one (`set_folded`)."""
+    the fold writes a position only over an older one (`set_folded`). A time further ahead
+    than any fix the fold takes (a device's clock gone wrong, written by a mapping without
+    quality gates) guards nothing: the fold's next position replaces it."""
     fields: Doc = {"fk": filter_keys(etype, data)}
     if etype == "vehicle":
-        fields["position_at"] = position_time(data)
+        at = position_time(data)
+        fields["position_at"] = at if at is None or at <= datetime.now(UTC) + AHEAD else None
     return fields
 
 
+AHEAD = timedelta(days=1)  # beyond the fold's future tolerance (at most 24 h, docs/fleet.md)
+
+
 DERIVED_MIGRATION = "entities.derived.position_at"
+_BACKFILL_BATCH = 500
 
 
 def _same(stored: Any, fresh: Any) -> bool:
@@ -122,15 +129,15 @@ def position_time(data: Mapping[str, Any]) -> datetime | None:
     """The device time of a vehicle's `last_position` (its `fix_time`), None without one."""
     position = data.get("last_position")
     at = position.get("fix_time") if isinstance(position, Mapping) else None
-    if isinstance(at, datetime):
-        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    if not isinstance(at, str):
-        return None
     try:
-        moment = from_iso(at)
-    except ValueError:
+        moment = from_iso(at) if isinstance(at, str) else at
+        if not isinstance(moment, datetime):
+            return None
+        # In UTC, as the database keeps it: the first and last hours of years 1 and 9999
+        # with an offset have no UTC time the database can hold.
+        return moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def filter_keys(etype: str, data: Mapping[str, Any]) -> list[str]:
@@ -496,7 +503,8 @@ class EntityStore:
         """Give entities written by an older gateway what it did not keep beside their data
         (`derived`: partner-id lookup keys, a vehicle's `position_at`); once per database (a
         marker in `migrations`), at start. Each update is guarded by the entity's revision: a
-        write meanwhile has set its own. Returns how many entities it updated."""
+        write meanwhile has set its own. Returns how many entities it updated. The updates go
+        in unordered batches (one journaled round each), not one by one."""
         marker = {"_id": DERIVED_MIGRATION}
         migrations = self._c.database["migrations"]
         updated = 0
@@ -504,13 +512,18 @@ class EntityStore:
             if await migrations.find_one(marker) is not None:
                 return 0
             projection = {"type": 1, "data": 1, "fk": 1, "position_at": 1, "rev": 1}
+            batch: list[UpdateOne] = []
             async for doc in self._c.find({"deleted": {"$exists": False}}, projection):
                 fields = derived(doc["type"], doc["data"])
                 stale = {k: v for k, v in fields.items() if not _same(doc.get(k), v)}
                 if stale:
                     guard = {"_id": doc["_id"], "rev": doc["rev"]}
-                    result = await self._c.update_one(guard, {"$set": stale})
-                    updated += result.modified_count
+                    batch.append(UpdateOne(guard, {"$set": stale}))
+                if len(batch) == _BACKFILL_BATCH:
+                    updated += (await self._c.bulk_write(batch, ordered=False)).modified_count
+                    batch = []
+            if batch:
+                updated += (await self._c.bulk_write(batch, ordered=False)).modified_count
             await migrations.update_one(
                 marker, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True
             )
@@ -547,9 +560,9 @@ class EntityStore:
         back; no event (a position is not an `entity.updated`). Whether each was written, or
         what its write failed with.
 
-        One journaled round for them all (`group_commit.py` `seal`): the fold's state,
-        written after them, says they are done, and a restarted database must not hold the
-        one without the other (`client.py` `unjournaled`)."""
+        Journaled rounds (`group_commit.py` `seal`; the second only for positions refused):
+        the fold's state, written after them, says they are done, and a restarted database
+        must not hold the one without the other (`client.py` `unjournaled`)."""
         outcomes: list[bool | BaseException] = [False] * len(folds)
         targets = [i for i, fold in enumerate(folds) if parse_id(fold.entity_id) is not None]
         first = await self._write_folded([folds[i] for i in targets], with_position=True)
