@@ -3,6 +3,8 @@
 A form's fields are named after the request body they become (`auth.token` is
 `{"auth": {"token": ...}}`), so a problem's JSON Pointer finds its field: `/methods/0` goes to
 `methods`, `/auth/token` to `auth.token`; a problem no field claims is shown above the form.
+A field named by a JSON Pointer itself (an entity form's property, `/cnh/number`: any property
+name, in a namespace of its own) takes the problems at or below that pointer.
 """
 
 from __future__ import annotations
@@ -100,7 +102,11 @@ class Form:
             f"problem.{keyword}", problem.message, line if isinstance(line, int) else None
         )
         for name in names:
-            if dotted == name or dotted.startswith(name + "."):
+            if name.startswith("/"):
+                if problem.pointer == name or problem.pointer.startswith(name + "/"):
+                    self.errors.setdefault(name, []).append(shown)
+                    return
+            elif dotted == name or dotted.startswith(name + "."):
                 self.errors.setdefault(name, []).append(shown)
                 return
         if rest is not None:
