@@ -3,6 +3,8 @@ or every pending one (of a trigger)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from aiohttp import web
 
 from gateway import paging
@@ -52,10 +54,13 @@ async def replay_rejected(request: web.Request) -> web.Response:
 
 
 async def replay_all_rejected(request: web.Request) -> web.Response:
-    trigger_id = form_of(request).get("trigger_id")
+    """Every pending one of a trigger (or schedule) when the form names it, else every
+    pending one; back to the pending ones of the same list."""
+    posted = form_of(request).get("trigger_id")
+    trigger_id = posted if isinstance(posted, str) and posted else None
     result = await services_of(request).rejected.replay_all(
-        tenant_of(request),
-        trigger_id=trigger_id if isinstance(trigger_id, str) and trigger_id else None,
+        tenant_of(request), trigger_id=trigger_id
     )
     flash = "rejected.replayed_all" if not result["failed"] else "rejected.replayed_some"
-    return redirect("/admin/rejected?status=pending", flash=flash)
+    query = {"status": "pending", **({"trigger_id": trigger_id} if trigger_id else {})}
+    return redirect(f"/admin/rejected?{urlencode(query)}", flash=flash)
