@@ -9,6 +9,8 @@ import html as markup
 import re
 from typing import Any
 
+from markupsafe import escape
+
 from gateway.entities import Origin
 from gateway.services import Services
 from tests.test_ui_entity_forms import _errors
@@ -61,7 +63,7 @@ STORED = {
 def _controls(page: str) -> dict[str, str]:
     """Each property's label (its title) and the name of the control it labels."""
     labels = {
-        key: " ".join(re.sub(r"<[^>]+>", " ", text).split())
+        key: markup.unescape(" ".join(re.sub(r"<[^>]+>", " ", text).split()))
         for key, text in re.findall(r'<label for="f-([^"]+)">(.*?)</label>', page, re.S)
     }
     named = dict(re.findall(r'id="f-([^"]+)" name="([^"]+)"', page))
@@ -124,3 +126,27 @@ async def test_properties_named_like_the_forms_own_fields_or_paths_are_stored_as
     assert dict(form_fields(html, action))[controls["T-revision"]] == "a minha"
     stored = (await services.entities.get("acme", "other", "colide:K-1"))["data"]
     assert stored["nome"] == "Deles" and stored["revision"] == "minha revisão 2"
+
+
+async def test_problems_of_properties_named_with_slash_or_tilde_are_shown_at_their_fields(
+    client: Client, services: Services
+) -> None:
+    """A problem's pointer writes `/` as `~1` and `~` as `~0` (`/a~1b`, `/c~0d`): read back, it
+    lands at the field of `a/b` and `c~d`, not above the form."""
+    names = ("a/b", "c~d", "tire size", 'x"y')
+    schema = {"type": "object", "properties": {n: {"type": "integer", "title": n} for n in names}}
+    await services.kinds.create("acme", {"name": "ptr", "schema": schema}, "api")
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get("/admin/entities/other/new?kind=ptr")).text()
+    controls = _controls(page)
+    fields = form_fields(page, "/admin/entities/other")
+    typed = {**{n: "notint" for n in names}, "Chave (obrigatório)": "P-1"}
+    refused = await client.post("/admin/entities/other", data=_typed(fields, controls, typed))
+    html = await refused.text()
+    assert refused.status == 422, html
+    for name in names:
+        control = str(escape(controls[name]))
+        assert re.search(rf'name="{re.escape(control)}"[^>]*aria-invalid="true"', html), name
+        assert f'data-field="{control}"' in html, name
+    assert 'class="alert"' not in html  # no problem left above the form

@@ -95,7 +95,8 @@ class Form:
         return self
 
     def _place(self, problem: FieldProblem, names: list[str], rest: str | None) -> None:
-        dotted = ".".join(p for p in problem.pointer.split("/") if p)
+        # A pointer's reference tokens unescaped (RFC 6901: `~1` is `/`, `~0` is `~`).
+        dotted = ".".join(_unescape(p) for p in problem.pointer.split("/") if p)
         keyword = problem.keyword if problem.keyword in KEYWORDS else "other"
         line = problem.extra.get("line")
         shown = Problem(
@@ -117,6 +118,10 @@ class Form:
             self.errors.setdefault(rest, []).append(shown)
             return
         self.general.append(shown)
+
+
+def _unescape(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
 
 
 def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str, Any]:
