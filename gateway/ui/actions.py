@@ -163,7 +163,8 @@ async def call_action(request: web.Request) -> web.Response:
         payload = json_field(values, "payload")
         if (payload is None) == (not ref):
             message = "give an entity (its id or key) or a payload, one of them"
-            raise InvalidPayload(message, [FieldProblem("/entity/ref", message, "required")])
+            keyword = "required" if payload is None else "other"  # neither, or both
+            raise InvalidPayload(message, [FieldProblem("/entity/ref", message, keyword)])
         if payload is not None and not isinstance(payload, dict):
             message = "the payload is a JSON object"
             raise InvalidPayload(message, [FieldProblem("/payload", message, "type")])

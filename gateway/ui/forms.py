@@ -186,7 +186,8 @@ def document_field(values: Mapping[str, Any], name: str = "document") -> dict[st
     doc = json_field(values, name)
     if not isinstance(doc, dict):
         message = "paste the JSON document, as the admin API takes it"
-        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "required")])
+        keyword = "required" if doc is None else "type"  # empty, or not an object
+        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
     return doc
 
 
