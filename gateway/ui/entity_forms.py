@@ -27,10 +27,10 @@ from gateway.entities import Origin, public
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
-from gateway.ui.forms import Form, editing, number_field, read_values, stale_edit
+from gateway.ui.forms import Form, editing, number_field, number_text, read_values, stale_edit
 from gateway.ui.i18n import DEFAULT, Catalog
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import catalog_of, form_of, session_of, tenant_of, visitor_of
+from gateway.ui.state import catalog_of, form_of, lang_of, session_of, tenant_of, visitor_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -190,11 +190,11 @@ def fields_of(
     return fields
 
 
-def _typed(field: Field, raw: str) -> Any:
-    """A typed value as the document holds it; text that is not of the field's type stays
-    text, for the schema to refuse at the field."""
+def _typed(field: Field, raw: str, lang: str) -> Any:
+    """A typed value as the document holds it (a number read in the page's language); text
+    that is not of the field's type stays text, for the schema to refuse at the field."""
     if field.kind in ("integer", "number"):
-        return number_field({"v": raw}, "v", integer=field.kind == "integer")
+        return number_field({"v": raw}, "v", lang=lang, integer=field.kind == "integer")
     if field.kind == "boolean":
         return {"true": True, "false": False}.get(raw, raw)
     if field.kind == "json":
@@ -215,7 +215,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def document_of(fields: list[Field], values: Mapping[str, Any]) -> dict[str, Any]:
+def document_of(fields: list[Field], values: Mapping[str, Any], lang: str) -> dict[str, Any]:
     """The document the form's non-empty fields make; every malformed JSON field at once."""
     doc: dict[str, Any] = {}
     problems: list[FieldProblem] = []
@@ -224,7 +224,7 @@ def document_of(fields: list[Field], values: Mapping[str, Any]) -> dict[str, Any
         if not isinstance(raw, str) or raw == "":
             continue
         try:
-            value = _typed(field, raw)
+            value = _typed(field, raw, lang)
         except InvalidPayload as exc:
             problems.extend(exc.problems)
             continue
@@ -245,8 +245,9 @@ def _at(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def values_of(fields: list[Field], data: Mapping[str, Any]) -> dict[str, str]:
-    """What the form shows of a stored document."""
+def values_of(fields: list[Field], data: Mapping[str, Any], lang: str) -> dict[str, str]:
+    """What the form shows of a stored document (a number in the page's language, read back
+    as the same number)."""
     values: dict[str, str] = {}
     for field in fields:
         value = _at(data, field.path)
@@ -254,6 +255,8 @@ def values_of(fields: list[Field], data: Mapping[str, Any]) -> dict[str, str]:
             values[field.name] = ""
         elif field.kind == "json":
             values[field.name] = tojson_pretty(value)
+        elif field.kind in ("integer", "number") and not isinstance(value, bool):
+            values[field.name] = number_text(value, lang)
         else:
             values[field.name] = _text(value)
     return values
@@ -329,7 +332,7 @@ async def create_entity(request: web.Request) -> web.Response:
     kind = values.get("kind") or None
     fields = await _creation_fields(request, etype, kind)
     try:
-        doc = document_of(fields, values)
+        doc = document_of(fields, values, lang_of(request))
         if etype == "other":
             doc["kind"] = kind or ""
         origin = Origin("admin", session_of(request).subject)
@@ -353,7 +356,7 @@ async def edit_entity(
         "entity": entity,
         "key": entity.get(reference_field(etype)) or entity["id"],
         "fields": fields,
-        "form": form or _editing(etype, values_of(fields, doc["data"])),
+        "form": form or _editing(etype, values_of(fields, doc["data"], lang_of(request))),
         "live": LIVE.get(etype, ()),
     }
     return render(request, "entities/edit.html", context, status=status)
@@ -385,11 +388,11 @@ async def update_entity(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     current = await entities.get(tenant, etype, ref)
     fields = await _edit_fields(request, etype, current["data"])
-    now = _stable(etype, values_of(fields, current["data"]))
+    now = _stable(etype, values_of(fields, current["data"], lang_of(request)))
     if (stale := stale_edit(values, now)) is not None:
         return await edit_entity(request, stale, status=409)
     try:
-        doc = document_of(fields, values)
+        doc = document_of(fields, values, lang_of(request))
         shown = {f.path[0] for f in fields}
         live = _live(etype).items()
         untouched = {n for name, n in live if values.get(name) == values.get(LOADED + n)}
