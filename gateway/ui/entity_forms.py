@@ -73,6 +73,18 @@ class Field:
     help: str = ""  # the schema's description (English)
     enum: tuple[Any, ...] = ()  # a choice's values, as the document holds them
     label: str = ""  # `Labels.of`: the UI's words for a shipped schema, else its title
+    shown: tuple[str, ...] = ()  # a choice's options as the select shows them
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        """A choice's options: each one's value (what the form posts) and what it shows."""
+        return list(zip(self.options, self.shown or self.options, strict=True))
+
+    def option_of(self, value: Any) -> str | None:
+        """The option of a stored value: the one of the same JSON value (1 is not true)."""
+        return next(
+            (o for o, v in zip(self.options, self.enum, strict=True) if _same(v, value)), None
+        )
 
     @property
     def name(self) -> str:
@@ -147,8 +159,9 @@ def _scalar(
     help_ = str(prop.get("description") or "")
     label = parent + labels.of(path, prop)
     if isinstance(prop.get("enum"), list):
-        options = tuple(_text(v) for v in prop["enum"])
-        return Field(path, "choice", required, options, help_, tuple(prop["enum"]), label)
+        enum = tuple(prop["enum"])
+        options, shown = _options(enum)
+        return Field(path, "choice", required, options, help_, enum, label, shown)
     kind = prop.get("type")
     if not isinstance(kind, str) or kind not in SCALARS:
         return None
@@ -204,15 +217,36 @@ def _typed(field: Field, raw: str, lang: str) -> Any:
             message = f"malformed JSON: {exc}"
             raise InvalidPayload(message, [FieldProblem(field.name, message, "format")]) from None
     if field.kind == "choice":  # an enumeration of numbers holds numbers
-        return next((v for v in field.enum if _text(v) == raw), raw)
+        return next((v for v, o in zip(field.enum, field.options, strict=True) if o == raw), raw)
     return raw
 
 
 def _text(value: Any) -> str:
-    """A value as a form shows it (a JSON boolean as true/false)."""
+    """A value as a form shows it (a JSON boolean as true/false, null as null)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return "null" if value is None else str(value)
+
+
+def _options(enum: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An enumeration's options (the values the select posts) and what each shows: as text
+    (`active`, `3`, `true`) while that tells them apart; else (`1` beside `"1"`, `true` beside
+    `"true"`) each as its JSON, posted and shown (`"1"` quoted, `null`), so each is chosen for
+    itself and stored as the very value."""
+    texts = tuple(_text(v) for v in enum)
+    if len(set(texts)) == len(texts):
+        return texts, texts
+    as_json = tuple(orjson.dumps(v).decode() for v in enum)
+    return as_json, as_json
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same JSON value: 1 and true differ (Python holds them equal), 1 and 1.0 do not."""
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and bool(a == b)
 
 
 def document_of(fields: list[Field], values: Mapping[str, Any], lang: str) -> dict[str, Any]:
@@ -238,10 +272,14 @@ def document_of(fields: list[Field], values: Mapping[str, Any], lang: str) -> di
     return doc
 
 
+_ABSENT: Final = object()
+
+
 def _at(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at a property's path, or _ABSENT (a stored null is a value)."""
     value: Any = data
     for part in path:
-        value = value.get(part) if isinstance(value, Mapping) else None
+        value = value.get(part, _ABSENT) if isinstance(value, Mapping) else _ABSENT
     return value
 
 
@@ -251,7 +289,9 @@ def values_of(fields: list[Field], data: Mapping[str, Any], lang: str) -> dict[s
     values: dict[str, str] = {}
     for field in fields:
         value = _at(data, field.path)
-        if value is None:
+        if field.kind == "choice" and value is not _ABSENT and field.option_of(value):
+            values[field.name] = field.option_of(value) or ""  # null too, when it is an option
+        elif value is None or value is _ABSENT:
             values[field.name] = ""
         elif field.kind == "json":
             values[field.name] = tojson_pretty(value)
