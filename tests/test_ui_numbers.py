@@ -83,3 +83,29 @@ async def test_an_edit_form_shows_numbers_it_reads_back_as_the_same_numbers(
         stored = await _api(client, f"/api/v1/geofences/{fence['id']}")
         assert stored["name"] == f"Garagem {lang}"
         assert stored["circle"] == circle and stored["margin_m"] == 12.125  # every digit
+
+
+async def test_an_actions_retry_schedule_is_shown_to_edit_with_every_digit(
+    client: Client, services: Services
+) -> None:
+    """A comma-separated list's numbers take a decimal point in either language."""
+    partner = await post(
+        client,
+        "/api/v1/partners",
+        {"name": "ERP", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    body = {"name": "push", "partner_id": partner["id"], "method": "POST", "path": "/hooks"}
+    action = await post(
+        client, "/api/v1/actions", {**body, "mode": "deliver", "retry_schedule": [0.5, 604799.5]}
+    )
+    await make_user(services)
+    await log_in(client)
+    for lang in ("pt-BR", "en"):
+        await client.get(f"/admin/lang/{lang}")
+        path = f"/admin/actions/{action['id']}/edit"
+        fields = form_fields(await (await client.get(path)).text(), path)
+        assert dict(fields)["retry_schedule"] == "0.5, 604799.5"
+        saved = await client.post(path, data=fields, allow_redirects=False)
+        assert saved.status == 303, await saved.text()
+        stored = await _api(client, f"/api/v1/actions/{action['id']}")
+        assert stored["retry_schedule"] == [0.5, 604799.5]

@@ -12,7 +12,7 @@ from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
-from gateway.ui.forms import Form, editing, json_field, nest, read_values, stale_edit
+from gateway.ui.forms import Form, editing, json_field, nest, number_text, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
@@ -85,7 +85,10 @@ def xml_body(values: dict[str, Any]) -> dict[str, Any] | None:
 def edit_values(action: dict[str, Any]) -> dict[str, Any]:
     values = {name: action.get(name) or "" for name in ACTION_FIELDS}
     values["success"] = ", ".join(str(c) for c in action.get("success") or ())
-    values["retry_schedule"] = ", ".join(f"{s:g}" for s in action.get("retry_schedule") or ())
+    # A comma-separated list: its numbers take a decimal point, every digit kept.
+    values["retry_schedule"] = ", ".join(
+        number_text(s, "en") for s in action.get("retry_schedule") or ()
+    )
     values.update({flag: "on" if action.get(flag) else "" for flag in FLAGS})
     xml = action.get("xml_body") or {}
     values["xml_body.template"] = xml.get("template") or ""
