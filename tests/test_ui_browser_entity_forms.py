@@ -23,9 +23,9 @@ async def test_an_admin_creates_edits_and_deletes_entities_by_clicking(ui: Ui) -
     await ui.page.fill("#f-model", "Actros 2651")
     await ui.page.fill("#f-year", "dois mil")
     await ui.page.select_option("#f-status", "active")
-    await ui.page.fill("#f-last_service__at", "2026-11-30T08:00:00-03:00")
+    await ui.page.fill("#f-last_service--at", "2026-11-30T08:00:00-03:00")
     await ui.page.get_by_test_id("entity-new").get_by_role("button", name="Criar").click()
-    error = ui.page.locator(".field-error[data-field=year]")
+    error = ui.page.locator('.field-error[data-field="/year"]')
     await error.wait_for()
     assert await ui.page.get_attribute("#f-year", "aria-invalid") == "true"
     assert await ui.page.input_value("#f-model") == "Actros 2651"  # kept as typed
@@ -68,7 +68,7 @@ async def test_an_admin_creates_edits_and_deletes_entities_by_clicking(ui: Ui) -
     await ui.page.locator("[data-testid=entity-new] .field-error").first.wait_for()
     assert await ui.page.input_value("#f-amount_brl") == "195,23"  # kept as typed
     await ui.shot("entity-fine-refused")
-    assert await ui.page.locator(".field-error[data-field=status]").count() == 1
+    assert await ui.page.locator('.field-error[data-field="/status"]').count() == 1
     await ui.page.select_option("#f-status", "open")
     await ui.page.get_by_test_id("entity-new").get_by_role("button", name="Criar").click()
     await ui.page.locator(".flash").wait_for()

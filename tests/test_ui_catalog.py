@@ -94,7 +94,7 @@ def test_every_field_of_a_shipped_schema_has_its_label_in_every_language(scope: 
     schema without its words fails here."""
     catalog = Catalog.load()
     schema = json.loads(SHIPPED[scope].read_text())
-    shown = {f.name for f in fields_of(schema, Labels(scope, catalog))}
+    shown = {f.dotted for f in fields_of(schema, Labels(scope, catalog))}
     if scope in FILTERABLE:  # and the fields its list is searched by
         shown |= set(search_fields(scope))
     paths = {

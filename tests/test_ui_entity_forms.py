@@ -44,22 +44,23 @@ async def test_a_driver_is_created_from_its_schemas_fields_and_problems_show_at_
     await log_in(client)
     page = await (await client.get("/admin/entities/driver/new")).text()
     fields = dict(form_fields(page, "/admin/entities/driver"))
-    assert {"cpf", "name", "cnh.number", "cnh.category", "email", "push_tokens"} <= fields.keys()
-    typed = {"csrf": fields["csrf"], "name": "Ana Souza", "cpf": "111.111.111-12"}
-    typed |= {"cnh.category": "B", "push_tokens": "[1, 2"}
+    names = {"/cpf", "/name", "/cnh/number", "/cnh/category", "/email", "/push_tokens"}
+    assert names <= fields.keys()
+    typed = {"csrf": fields["csrf"], "/name": "Ana Souza", "/cpf": "111.111.111-12"}
+    typed |= {"/cnh/category": "B", "/push_tokens": "[1, 2"}
     refused = await client.post("/admin/entities/driver", data=typed)
     html = await refused.text()
     assert refused.status == 422, html
-    assert _errors(html, "push_tokens") and "malformed JSON" in html
+    assert _errors(html, "/push_tokens") and "malformed JSON" in html
     kept = dict(form_fields(html, "/admin/entities/driver"))
-    assert kept["name"] == "Ana Souza" and kept["cnh.category"] == "B"
-    typed["push_tokens"] = '["tok"]'
+    assert kept["/name"] == "Ana Souza" and kept["/cnh/category"] == "B"
+    typed["/push_tokens"] = '["tok"]'
     refused = await client.post("/admin/entities/driver", data=typed)
     html = await refused.text()
-    assert refused.status == 422 and _errors(html, "cpf"), html  # the CPF's check digits
-    assert _errors(html, "cnh.number")  # cnh needs its number once it is given
+    assert refused.status == 422 and _errors(html, "/cpf"), html  # the CPF's check digits
+    assert _errors(html, "/cnh/number")  # cnh needs its number once it is given
     assert await services.entities.find("acme", "driver", {}, after=None, limit=5) == []
-    typed |= {"cpf": "529.982.247-25", "cnh.number": "12345678900"}
+    typed |= {"/cpf": "529.982.247-25", "/cnh/number": "12345678900"}
     saved = await client.post("/admin/entities/driver", data=typed, allow_redirects=False)
     assert saved.status == 303, await saved.text()
     doc = await services.entities.get("acme", "driver", "52998224725")
@@ -82,15 +83,17 @@ async def test_a_vehicle_edit_changes_what_was_typed_and_removes_what_was_emptie
     action = f"/admin/entities/vehicle/{ref}/edit"
     fields = form_fields(await (await client.get(action)).text(), action)
     names = [n for n, _ in fields]
-    assert "plate" not in names and "last_position" not in names and "current_driver" not in names
-    assert dict(fields)["year"] == "2020" and dict(fields)["model"] == "Actros"
-    refused = await client.post(action, data=replaced(fields, year="dois mil", model="Axor"))
+    assert "/plate" not in names and "/last_position" not in names
+    assert "/current_driver" not in names
+    assert dict(fields)["/year"] == "2020" and dict(fields)["/model"] == "Actros"
+    typed = {"/year": "dois mil", "/model": "Axor"}
+    refused = await client.post(action, data=replaced(fields, **typed))
     html = await refused.text()
-    assert refused.status == 422 and _errors(html, "year"), html
+    assert refused.status == 422 and _errors(html, "/year"), html
     fields = form_fields(html, action)
-    assert dict(fields)["year"] == "dois mil" and dict(fields)["model"] == "Axor"  # kept
+    assert dict(fields)["/year"] == "dois mil" and dict(fields)["/model"] == "Axor"  # kept
     assert (await services.entities.get("acme", "vehicle", ref))["data"]["model"] == "Actros"
-    typed = replaced(fields, year="2021", group="", odometer_km="1234,5")
+    typed = replaced(fields, **{"/year": "2021", "/group": "", "/odometer_km": "1234,5"})
     saved = await client.post(action, data=typed, allow_redirects=False)
     assert saved.status == 303, await saved.text()
     stored = (await services.entities.get("acme", "vehicle", ref))["data"]
@@ -111,7 +114,7 @@ async def test_a_stale_entity_edit_is_refused_and_keeps_what_was_typed(
         f"/admin/entities/vehicle/{ref}/edit",
         f"/admin/entities/vehicle/{ref}/edit",
         ("PATCH", f"/api/v1/entities/vehicle/{ref}", {"model": "Theirs"}),
-        {"model": "Mine"},
+        {"/model": "Mine"},
     )
     assert "Theirs" in html
     assert stored["model"] == "Mine"
@@ -127,13 +130,13 @@ async def test_an_other_document_of_a_custom_kind_is_created_edited_and_deleted(
     assert '<option value="pneu">' in chooser and '<option value="fine">' in chooser
     page = await (await client.get("/admin/entities/other/new?kind=pneu")).text()
     fields = dict(form_fields(page, "/admin/entities/other"))
-    assert fields["kind"] == "pneu" and {"key", "psi", "novo", "medidas"} <= fields.keys()
+    assert fields["kind"] == "pneu" and {"/key", "/psi", "/novo", "/medidas"} <= fields.keys()
     body = fields | {
-        "key": "P-1",
-        "psi": "32",
-        "novo": "true",
-        "medidas": "[205, 55]",
-        "eixos": "3",
+        "/key": "P-1",
+        "/psi": "32",
+        "/novo": "true",
+        "/medidas": "[205, 55]",
+        "/eixos": "3",
     }
     saved = await client.post("/admin/entities/other", data=body, allow_redirects=False)
     assert saved.status == 303, await saved.text()
@@ -147,19 +150,19 @@ async def test_an_other_document_of_a_custom_kind_is_created_edited_and_deleted(
         "eixos": 3,  # a number, as the enumeration holds it
     }
     page = await (await client.get("/admin/entities/other/new?kind=pneu")).text()
-    body = dict(form_fields(page, "/admin/entities/other")) | {"key": "P-1", "psi": "1"}
+    body = dict(form_fields(page, "/admin/entities/other")) | {"/key": "P-1", "/psi": "1"}
     twice = await client.post("/admin/entities/other", data=body)
     assert twice.status == 409 and "already exists" in await twice.text()
     action = f"/admin/entities/other/{doc['_id']}/edit"
     loaded = form_fields(await (await client.get(action)).text(), action)
-    assert "kind" not in dict(loaded) and "key" not in dict(loaded)
-    assert dict(loaded)["novo"] == "true" and dict(loaded)["eixos"] == "3"
+    assert "kind" not in dict(loaded) and "/key" not in dict(loaded)
+    assert dict(loaded)["/novo"] == "true" and dict(loaded)["/eixos"] == "3"
     edited = await client.post(
-        action, data=replaced(loaded, novo="false", psi=""), allow_redirects=False
+        action, data=replaced(loaded, **{"/novo": "false", "/psi": ""}), allow_redirects=False
     )
     html = await edited.text()
-    assert edited.status == 422 and _errors(html, "psi")  # psi is required
-    again = replaced(form_fields(html, action), psi="32")
+    assert edited.status == 422 and _errors(html, "/psi")  # psi is required
+    again = replaced(form_fields(html, action), **{"/psi": "32"})
     edited = await client.post(action, data=again, allow_redirects=False)
     assert edited.status == 303
     assert (await services.entities.get("acme", "other", "pneu:P-1"))["data"]["novo"] is False
@@ -234,16 +237,18 @@ async def test_an_odometer_moved_by_telemetry_during_an_edit_is_neither_stale_no
     await log_in(client)
     action = f"/admin/entities/vehicle/{ref}/edit"
     fields = form_fields(await (await client.get(action)).text(), action)
-    assert dict(fields)["odometer_km"] == "1000"
+    assert dict(fields)["/odometer_km"] == "1000"
     await services.entities.patch("acme", "vehicle", ref, {"odometer_km": 1012.5}, API)
-    saved = await client.post(action, data=replaced(fields, model="Axor"), allow_redirects=False)
+    saved = await client.post(
+        action, data=replaced(fields, **{"/model": "Axor"}), allow_redirects=False
+    )
     assert saved.status == 303, await saved.text()
     stored = (await services.entities.get("acme", "vehicle", ref))["data"]
     assert (stored["model"], stored["odometer_km"]) == ("Axor", 1012.5)
     # An odometer the admin types is a reading: it is sent.
     fields = form_fields(await (await client.get(action)).text(), action)
     saved = await client.post(
-        action, data=replaced(fields, odometer_km="2000"), allow_redirects=False
+        action, data=replaced(fields, **{"/odometer_km": "2000"}), allow_redirects=False
     )
     assert saved.status == 303
     assert (await services.entities.get("acme", "vehicle", ref))["data"]["odometer_km"] == 2000
@@ -270,7 +275,7 @@ async def test_shipped_fields_are_labelled_in_the_pages_language_uploaded_ones_b
     assert labels["f-plate"] == "Placa (obrigatório)"
     assert labels["f-make"] == "Marca"
     assert labels["f-vin"] == "Chassi (VIN)"
-    assert labels["f-last_service__at"] == "Última revisão › Quando"
+    assert labels["f-last_service--at"] == "Última revisão › Quando"
     assert "<code>odometer_km</code>" in vehicle
     search = _labels(await (await client.get("/admin/entities/vehicle")).text())
     assert search["q-renavam"] == "RENAVAM" and search["q-group"] == "Grupo"
@@ -278,7 +283,7 @@ async def test_shipped_fields_are_labelled_in_the_pages_language_uploaded_ones_b
     assert documents["q-plate"] == "Placa" and documents["q-status"] == "Situação"
     driver = _labels(await (await client.get("/admin/entities/driver/new")).text())
     assert (
-        driver["f-name"] == "Nome (obrigatório)" and driver["f-cnh__expires_on"] == "CNH › Validade"
+        driver["f-name"] == "Nome (obrigatório)" and driver["f-cnh--expires_on"] == "CNH › Validade"
     )
     fine = _labels(await (await client.get("/admin/entities/other/new?kind=fine")).text())
     assert fine["f-key"] == "Chave (obrigatório)"

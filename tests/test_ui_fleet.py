@@ -245,9 +245,10 @@ async def test_a_vehicles_page_draws_its_track_and_shows_its_fences_and_plans(
     fences = page.split('data-testid="vehicle-fences"')[1].split("</ul>")[0]
     assert "Garagem" in fences and "Outra frota" not in fences
     assert 'data-inside="yes"' in fences  # the fold's state of the fence
-    assert 'data-testid="recent-fixes"' in page and page.count("-23.55") >= 1
+    # pt-BR: a decimal comma
+    assert 'data-testid="recent-fixes"' in page and page.count("-23,55") >= 1
     plans = page.split('data-testid="vehicle-plans"')[1].split("</table>")[0]
-    assert 'data-condition="due_soon"' in plans and "Revisão" in plans and "10,000" in plans
+    assert 'data-condition="due_soon"' in plans and "Revisão" in plans and "10.000" in plans
 
 
 async def test_a_viewer_changes_no_fence_and_another_tenants_fence_is_not_found(

@@ -7,12 +7,21 @@ load_flow(text | document, *, filename=None) -> CompiledFlow
     does not write the entities whose updates start it. InvalidPayload lists every problem
     with its JSON Pointer and line. Whether named actions, channels and templates exist is
     the service's check (they live in the tenant).
+
+check_flow(text | document, *, filename=None) -> Checked
+    The same stages, every problem they find at once where they can run: nothing runs on a
+    document that does not parse; the rules a schema cannot say run on a document whose only
+    schema problems are unknown members (the compiler reads none of them); any other schema
+    problem (a missing or mistyped member) leaves a shape the compiler cannot read, and it
+    does not run. The references the compiler collected come back even when it found
+    problems, for the service to check in the tenant in the same answer.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -46,24 +55,47 @@ def flow_schema() -> CompiledSchema:
     return compile_schema(json.loads(path.read_text()))
 
 
-def load_flow(
-    text: str | bytes | Mapping[str, Any], *, filename: str | None = None
-) -> CompiledFlow:
+# Schema problems that leave every shape the compiler reads in place: members it ignores.
+_UNKNOWN_MEMBERS = frozenset({"additionalProperties", "unevaluatedProperties"})
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A flow file's stages run as far as they can: the flow (None on any problem), every
+    problem found (with lines), and the references the compiler collected."""
+
+    flow: CompiledFlow | None
+    problems: Problems
+    references: tuple[Reference, ...]
+
+
+def check_flow(text: str | bytes | Mapping[str, Any], *, filename: str | None = None) -> Checked:
     if isinstance(text, Mapping):
         text = json.dumps(text, ensure_ascii=False)
     problems = Problems(filename=filename)
     data = parse_document(text, problems)
-    problems.raise_if_any(_what(filename))
-    for problem in flow_schema().validate(data):
+    if problems:  # nothing to read
+        return Checked(None, problems, ())
+    found = flow_schema().validate(data)
+    for problem in found:
         problems.add(problem.pointer, problem.message, problem.keyword)
-    problems.raise_if_any(_what(filename))
-    flow = _Compiler(problems).flow(data)
-    problems.raise_if_any(_what(filename))
-    assert flow is not None
-    return flow
+    if any(problem.keyword not in _UNKNOWN_MEMBERS for problem in found):
+        return Checked(None, problems, ())  # a shape the compiler cannot read
+    compiler = _Compiler(problems)
+    flow = compiler.flow(data)
+    return Checked(flow, problems, tuple(compiler.references))
 
 
-def _what(filename: str | None) -> str:
+def load_flow(
+    text: str | bytes | Mapping[str, Any], *, filename: str | None = None
+) -> CompiledFlow:
+    checked = check_flow(text, filename=filename)
+    checked.problems.raise_if_any(what_failed(filename))
+    assert checked.flow is not None
+    return checked.flow
+
+
+def what_failed(filename: str | None) -> str:
     return f"flow {filename or ''}".rstrip() + " is not valid"
 
 

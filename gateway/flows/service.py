@@ -3,9 +3,11 @@ diff, delete), like mappings; and the compiled flows that run.
 
 An upload is compiled (`compiler.py`) and its references checked in the tenant before anything
 is stored: every named action exists (a GET for `fetch`, a write for `call`), every channel
-exists, every template exists and is for its channel's type. Compiled versions are cached per
-process by (tenant, name, version): a version never changes. `revision` counts the changes of
-active versions made through this process (the starter's cache of active flows reads it).
+exists, every template exists and is for its channel's type. The references are checked even
+when the compiler found problems (`check_flow`): one refusal lists every problem found.
+Compiled versions are cached per process by (tenant, name, version): a version never
+changes. `revision` counts the changes of active versions made through this process (the
+starter's cache of active flows reads it).
 
 A flow is paused and resumed by an admin (`pause`, `resume`): paused, its events still start
 runs (stored as ever), but no runner runs a step of them: each run is `held` at its next step
@@ -23,11 +25,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.clock import utcnow
-from gateway.errors import FieldProblem, InvalidPayload, NotFound
-from gateway.flows.compiler import load_flow
+from gateway.errors import NotFound
+from gateway.flows.compiler import check_flow, load_flow, what_failed
 from gateway.flows.model import CompiledFlow, Reference
-from gateway.mapping.loader import parse_document
-from gateway.mapping.problems import Problems
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
 from gateway.store.flows import DIRECTION
@@ -79,25 +79,24 @@ class FlowService:
     async def compile(
         self, tenant: str, text: str | bytes | dict[str, Any], *, filename: str | None = None
     ) -> CompiledFlow:
-        flow = load_flow(text, filename=filename)
-        missing = [(r, why) for r in flow.references if (why := await self._check(tenant, r, flow))]
-        if missing:
-            lines = Problems()
-            if not isinstance(text, dict):
-                parse_document(text, lines)
-            problems = [
-                FieldProblem(r.pointer, why, "reference", _line(lines.line_of(r.pointer)))
-                for r, why in missing
-            ]
-            raise InvalidPayload(f"flow {flow.name!r} names what the tenant lacks", problems)
-        return flow
+        checked = check_flow(text, filename=filename)
+        problems = checked.problems
+        compiled = not problems
+        for ref in checked.references:
+            if why := await self._check(tenant, ref):
+                problems.add(ref.pointer, why, "reference")
+        if compiled and checked.flow is not None:
+            problems.raise_if_any(f"flow {checked.flow.name!r} names what the tenant lacks")
+        problems.raise_if_any(what_failed(filename))
+        assert checked.flow is not None
+        return checked.flow
 
-    async def _check(self, tenant: str, ref: Reference, flow: CompiledFlow) -> str | None:
+    async def _check(self, tenant: str, ref: Reference) -> str | None:
         if ref.kind == "action":
             return await self._check_action(tenant, ref)
-        notify = flow.step(ref.step).notify
-        assert notify is not None
-        channel = await self._store.notify.channels.by_ref(tenant, notify.channel)
+        # A template's reference names the channel it goes with.
+        channel_name = ref.name if ref.kind == "channel" else ref.needs
+        channel = await self._store.notify.channels.by_ref(tenant, channel_name)
         if ref.kind == "channel":
             return None if channel else f"no channel {ref.name!r}"
         template = await self._store.notify.templates.by_ref(tenant, ref.name)
@@ -302,10 +301,6 @@ def _aware(value: Any) -> datetime:
     if not isinstance(value, datetime):
         return datetime.min.replace(tzinfo=UTC)
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _line(line: int | None) -> dict[str, Any]:
-    return {} if line is None else {"line": line}
 
 
 def _version(doc: Doc, active: Any) -> FlowVersion:

@@ -12,7 +12,7 @@ from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
-from gateway.ui.forms import Form, editing, json_field, nest, read_values, stale_edit
+from gateway.ui.forms import Form, editing, json_field, nest, number_text, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
@@ -85,7 +85,10 @@ def xml_body(values: dict[str, Any]) -> dict[str, Any] | None:
 def edit_values(action: dict[str, Any]) -> dict[str, Any]:
     values = {name: action.get(name) or "" for name in ACTION_FIELDS}
     values["success"] = ", ".join(str(c) for c in action.get("success") or ())
-    values["retry_schedule"] = ", ".join(f"{s:g}" for s in action.get("retry_schedule") or ())
+    # A comma-separated list: its numbers take a decimal point, every digit kept.
+    values["retry_schedule"] = ", ".join(
+        number_text(s, "en") for s in action.get("retry_schedule") or ()
+    )
     values.update({flag: "on" if action.get(flag) else "" for flag in FLAGS})
     xml = action.get("xml_body") or {}
     values["xml_body.template"] = xml.get("template") or ""
@@ -163,7 +166,8 @@ async def call_action(request: web.Request) -> web.Response:
         payload = json_field(values, "payload")
         if (payload is None) == (not ref):
             message = "give an entity (its id or key) or a payload, one of them"
-            raise InvalidPayload(message, [FieldProblem("/entity/ref", message, "required")])
+            keyword = "required" if payload is None else "other"  # neither, or both
+            raise InvalidPayload(message, [FieldProblem("/entity/ref", message, keyword)])
         if payload is not None and not isinstance(payload, dict):
             message = "the payload is a JSON object"
             raise InvalidPayload(message, [FieldProblem("/payload", message, "type")])

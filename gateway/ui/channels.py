@@ -25,7 +25,7 @@ from gateway.ui.forms import (
     stale_edit,
 )
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, session_of, tenant_of
+from gateway.ui.state import form_of, lang_of, session_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -162,9 +162,9 @@ async def delete_channel(request: web.Request) -> web.Response:
 # -- notification settings ---------------------------------------------------------------------
 
 
-def settings_body(values: Mapping[str, Any]) -> dict[str, Any]:
+def settings_body(values: Mapping[str, Any], lang: str) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    if (cooldown := number_field(values, "cooldown_seconds")) is not None:
+    if (cooldown := number_field(values, "cooldown_seconds", lang=lang)) is not None:
         body["cooldown_seconds"] = cooldown
     if values.get("quiet_hours.enabled") != "on":
         body["quiet_hours"] = None
@@ -209,7 +209,7 @@ async def save_settings(request: web.Request) -> web.Response:
         return await settings_page(request, stale)
     try:
         await services_of(request).notify.settings.put(
-            tenant_of(request), settings_body(values), session_of(request).subject
+            tenant_of(request), settings_body(values, lang_of(request)), session_of(request).subject
         )
     except GatewayError as exc:
         return await settings_page(request, Form(values).refuse(exc, SETTINGS_FIELDS))

@@ -3,8 +3,11 @@ document of a kind, with a field per property of its JSON Schema (the entity typ
 an `other` its kind's, built in or the tenant's own).
 
 A scalar property is one field (an enumeration or a yes/no a select); an object of scalar
-properties (a driver's `cnh`) a field per property, named `cnh.number` so the use case's
-problem at `/cnh/number` finds it; anything else (a list, a free-form object) a JSON textarea.
+properties (a driver's `cnh`) a field per property; anything else (a list, a free-form object)
+a JSON textarea. A property's control is named by the property's JSON Pointer in the document
+(`/cnh/number`, `/a~1b` for a property named `a/b`): the use case's problem at that pointer
+finds it, any property name round-trips, and none can collide with the form's own fields
+(`csrf`, `once`, `revision`, `kind`, `loaded.*`), which never start with `/`.
 An edit sends the fields the form shows as a merge patch: an emptied field removes the value,
 and what the form does not show (a vehicle's position and current driver, which telemetry and
 the driver assignment keep) is left as it is. The natural key (plate, CPF, CNPJ, an `other`'s
@@ -17,17 +20,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
 
 from gateway.entities import Origin, public
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
-from gateway.formats import at_path
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
-from gateway.ui.forms import Form, editing, json_field, number_field, read_values, stale_edit
+from gateway.ui.forms import Form, editing, number_field, number_text, read_values, stale_edit
 from gateway.ui.i18n import DEFAULT, Catalog
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import catalog_of, form_of, session_of, tenant_of, visitor_of
+from gateway.ui.state import catalog_of, form_of, lang_of, session_of, tenant_of, visitor_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -42,22 +45,62 @@ SCALARS: Final = {"string", "integer", "number", "boolean"}
 LABEL_KEYS: Final = "field_label."  # + scope and dotted path: messages/fields.yaml
 
 
+def escape(part: str) -> str:
+    """A property name as a JSON Pointer reference token (RFC 6901)."""
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def pointer(path: tuple[str, ...]) -> str:
+    """A property's JSON Pointer in the document: `("cnh", "number")` is `/cnh/number`."""
+    return "".join("/" + escape(part) for part in path)
+
+
+def _id_part(part: str) -> str:
+    # Letters, digits and `_` as they are; any other character as `-` and 6 hex digits, so
+    # that `--` (between an object's name and its property's) is never inside a part.
+    kept = (c if c.isascii() and (c.isalnum() or c == "_") else f"-{ord(c):06x}" for c in part)
+    return "".join(kept)
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """One control of an entity form."""
 
-    name: str  # dotted: `cnh.number`
+    path: tuple[str, ...]  # the property's names from the document's root: ("cnh", "number")
     kind: str  # text, date, datetime, integer, number, boolean, choice, json
     required: bool = False
     options: tuple[str, ...] = ()
     help: str = ""  # the schema's description (English)
     enum: tuple[Any, ...] = ()  # a choice's values, as the document holds them
     label: str = ""  # `Labels.of`: the UI's words for a shipped schema, else its title
+    shown: tuple[str, ...] = ()  # a choice's options as the select shows them
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        """A choice's options: each one's value (what the form posts) and what it shows."""
+        return list(zip(self.options, self.shown or self.options, strict=True))
+
+    def option_of(self, value: Any) -> str | None:
+        """The option of a stored value: the one of the same JSON value (1 is not true)."""
+        return next(
+            (o for o, v in zip(self.options, self.enum, strict=True) if _same(v, value)), None
+        )
+
+    @property
+    def name(self) -> str:
+        """The control's name: the property's JSON Pointer (`/cnh/number`)."""
+        return pointer(self.path)
+
+    @property
+    def dotted(self) -> str:
+        """The property's path as the mappings write it (`cnh.number`), shown under its label."""
+        return ".".join(self.path)
 
     @property
     def key(self) -> str:
-        """The control's id suffix (a dot would read as a class in a CSS selector)."""
-        return self.name.replace(".", "__")
+        """The control's id suffix: `cnh--number`; a character other than a letter, digit or
+        `_` escaped (a dot would read as a class in a CSS selector, a space ends an id)."""
+        return "--".join(_id_part(part) for part in self.path)
 
 
 def readable(name: str) -> str:
@@ -82,12 +125,12 @@ class Labels:
     catalog: Catalog | None = None
     lang: str = DEFAULT
 
-    def of(self, path: str, prop: Mapping[str, Any]) -> str:
+    def of(self, path: tuple[str, ...], prop: Mapping[str, Any]) -> str:
         if self.scope is not None and self.catalog is not None:
-            key = f"{LABEL_KEYS}{self.scope}.{path}"
+            key = f"{LABEL_KEYS}{self.scope}.{'.'.join(path)}"
             if key in self.catalog:
                 return self.catalog.text(self.lang, key)
-        return _title(path.rsplit(".", 1)[-1], prop)
+        return _title(path[-1], prop)
 
 
 def labels_for(request: web.Request, scope: str | None) -> Labels:
@@ -97,30 +140,36 @@ def labels_for(request: web.Request, scope: str | None) -> Labels:
 def label_of(schema: Mapping[str, Any], name: str, labels: Labels) -> str:
     """A (dotted) property's label: each part's, joined by ›."""
     parts = []
-    for n, part in enumerate(name.split(".")):
+    path = tuple(name.split("."))
+    for n, part in enumerate(path):
         props = schema.get("properties")
         prop = props.get(part) if isinstance(props, Mapping) else None
         schema = prop if isinstance(prop, Mapping) else {}
-        parts.append(labels.of(".".join(name.split(".")[: n + 1]), schema))
+        parts.append(labels.of(path[: n + 1], schema))
     return " › ".join(parts)
 
 
 def _scalar(
-    name: str, prop: Mapping[str, Any], required: bool, labels: Labels, parent: str = ""
+    path: tuple[str, ...],
+    prop: Mapping[str, Any],
+    required: bool,
+    labels: Labels,
+    parent: str = "",
 ) -> Field | None:
     help_ = str(prop.get("description") or "")
-    label = parent + labels.of(name, prop)
+    label = parent + labels.of(path, prop)
     if isinstance(prop.get("enum"), list):
-        options = tuple(_text(v) for v in prop["enum"])
-        return Field(name, "choice", required, options, help_, tuple(prop["enum"]), label)
+        enum = tuple(prop["enum"])
+        options, shown = _options(enum)
+        return Field(path, "choice", required, options, help_, enum, label, shown)
     kind = prop.get("type")
     if not isinstance(kind, str) or kind not in SCALARS:
         return None
     if kind == "boolean":
-        return Field(name, "boolean", required, ("true", "false"), help_, label=label)
+        return Field(path, "boolean", required, ("true", "false"), help_, label=label)
     if kind == "string":
         kind = {"date": "date", "date-time": "datetime"}.get(str(prop.get("format")), "text")
-    return Field(name, kind, required, (), help_, label=label)
+    return Field(path, kind, required, (), help_, label=label)
 
 
 def fields_of(
@@ -135,13 +184,13 @@ def fields_of(
     for name, prop in props.items():
         if name in skip or not isinstance(prop, Mapping):
             continue
-        if (one := _scalar(name, prop, name in required, labels)) is not None:
+        if (one := _scalar((name,), prop, name in required, labels)) is not None:
             fields.append(one)
             continue
         inner = prop.get("properties") if prop.get("type") == "object" else None
-        parent = labels.of(name, prop) + " › "
+        parent = labels.of((name,), prop) + " › "
         parts = [
-            _scalar(f"{name}.{sub}", sp, False, labels, parent)
+            _scalar((name, sub), sp, False, labels, parent)
             for sub, sp in (inner or {}).items()
             if isinstance(sp, Mapping)
         ]
@@ -149,34 +198,58 @@ def fields_of(
             fields.extend(p for p in parts if p is not None)
         else:
             help_ = str(prop.get("description") or "")
-            fields.append(
-                Field(name, "json", name in required, (), help_, label=labels.of(name, prop))
-            )
+            label = labels.of((name,), prop)
+            fields.append(Field((name,), "json", name in required, (), help_, label=label))
     return fields
 
 
-def _typed(field: Field, raw: str) -> Any:
-    """A typed value as the document holds it; text that is not of the field's type stays
-    text, for the schema to refuse at the field."""
+def _typed(field: Field, raw: str, lang: str) -> Any:
+    """A typed value as the document holds it (a number read in the page's language); text
+    that is not of the field's type stays text, for the schema to refuse at the field."""
     if field.kind in ("integer", "number"):
-        return number_field({"v": raw}, "v", integer=field.kind == "integer")
+        return number_field({"v": raw}, "v", lang=lang, integer=field.kind == "integer")
     if field.kind == "boolean":
         return {"true": True, "false": False}.get(raw, raw)
     if field.kind == "json":
-        return json_field({field.name: raw}, field.name)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            message = f"malformed JSON: {exc}"
+            raise InvalidPayload(message, [FieldProblem(field.name, message, "format")]) from None
     if field.kind == "choice":  # an enumeration of numbers holds numbers
-        return next((v for v in field.enum if _text(v) == raw), raw)
+        return next((v for v, o in zip(field.enum, field.options, strict=True) if o == raw), raw)
     return raw
 
 
 def _text(value: Any) -> str:
-    """A value as a form shows it (a JSON boolean as true/false)."""
+    """A value as a form shows it (a JSON boolean as true/false, null as null)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return "null" if value is None else str(value)
 
 
-def document_of(fields: list[Field], values: Mapping[str, Any]) -> dict[str, Any]:
+def _options(enum: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An enumeration's options (the values the select posts) and what each shows: as text
+    (`active`, `3`, `true`) while that tells them apart; else (`1` beside `"1"`, `true` beside
+    `"true"`) each as its JSON, posted and shown (`"1"` quoted, `null`), so each is chosen for
+    itself and stored as the very value."""
+    texts = tuple(_text(v) for v in enum)
+    if len(set(texts)) == len(texts):
+        return texts, texts
+    as_json = tuple(orjson.dumps(v).decode() for v in enum)
+    return as_json, as_json
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same JSON value: 1 and true differ (Python holds them equal), 1 and 1.0 do not."""
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and bool(a == b)
+
+
+def document_of(fields: list[Field], values: Mapping[str, Any], lang: str) -> dict[str, Any]:
     """The document the form's non-empty fields make; every malformed JSON field at once."""
     doc: dict[str, Any] = {}
     problems: list[FieldProblem] = []
@@ -185,11 +258,11 @@ def document_of(fields: list[Field], values: Mapping[str, Any]) -> dict[str, Any
         if not isinstance(raw, str) or raw == "":
             continue
         try:
-            value = _typed(field, raw)
+            value = _typed(field, raw, lang)
         except InvalidPayload as exc:
             problems.extend(exc.problems)
             continue
-        *parents, leaf = field.name.split(".")
+        *parents, leaf = field.path
         target = doc
         for part in parents:
             target = target.setdefault(part, {})
@@ -199,15 +272,31 @@ def document_of(fields: list[Field], values: Mapping[str, Any]) -> dict[str, Any
     return doc
 
 
-def values_of(fields: list[Field], data: Mapping[str, Any]) -> dict[str, str]:
-    """What the form shows of a stored document."""
+_ABSENT: Final = object()
+
+
+def _at(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at a property's path, or _ABSENT (a stored null is a value)."""
+    value: Any = data
+    for part in path:
+        value = value.get(part, _ABSENT) if isinstance(value, Mapping) else _ABSENT
+    return value
+
+
+def values_of(fields: list[Field], data: Mapping[str, Any], lang: str) -> dict[str, str]:
+    """What the form shows of a stored document (a number in the page's language, read back
+    as the same number)."""
     values: dict[str, str] = {}
     for field in fields:
-        value = at_path(data, field.name)
-        if value is None:
+        value = _at(data, field.path)
+        if field.kind == "choice" and value is not _ABSENT and field.option_of(value):
+            values[field.name] = field.option_of(value) or ""  # null too, when it is an option
+        elif value is None or value is _ABSENT:
             values[field.name] = ""
         elif field.kind == "json":
             values[field.name] = tojson_pretty(value)
+        elif field.kind in ("integer", "number") and not isinstance(value, bool):
+            values[field.name] = number_text(value, lang)
         else:
             values[field.name] = _text(value)
     return values
@@ -238,14 +327,16 @@ async def _kinds(request: web.Request) -> list[str]:
 async def _creation_fields(request: web.Request, etype: str, kind: str | None) -> list[Field]:
     own = labels_for(request, etype)
     key_fields = [
-        Field(k, "text", True, label=own.of(k, {})) for k in NATURAL_KEYS[etype] if k != "kind"
+        Field((k,), "text", True, label=own.of((k,), {}))
+        for k in NATURAL_KEYS[etype]
+        if k != "kind"
     ]
     schema, labels = await _schema(request, etype, kind)
     skip = frozenset({*NATURAL_KEYS[etype], *KEPT_ELSEWHERE.get(etype, ())})
     if etype == "other":
         return [*key_fields, *fields_of(schema, labels, skip)]
     return [
-        *(f for f in fields_of(schema, labels) if f.name in NATURAL_KEYS[etype]),
+        *(f for f in fields_of(schema, labels) if f.dotted in NATURAL_KEYS[etype]),
         *fields_of(schema, labels, skip),
     ]
 
@@ -281,7 +372,7 @@ async def create_entity(request: web.Request) -> web.Response:
     kind = values.get("kind") or None
     fields = await _creation_fields(request, etype, kind)
     try:
-        doc = document_of(fields, values)
+        doc = document_of(fields, values, lang_of(request))
         if etype == "other":
             doc["kind"] = kind or ""
         origin = Origin("admin", session_of(request).subject)
@@ -305,19 +396,24 @@ async def edit_entity(
         "entity": entity,
         "key": entity.get(reference_field(etype)) or entity["id"],
         "fields": fields,
-        "form": form or _editing(etype, values_of(fields, doc["data"])),
+        "form": form or _editing(etype, values_of(fields, doc["data"], lang_of(request))),
         "live": LIVE.get(etype, ()),
     }
     return render(request, "entities/edit.html", context, status=status)
 
 
+def _live(etype: str) -> dict[str, str]:
+    """The live properties of a type, by their control's name."""
+    return {pointer((n,)): n for n in LIVE.get(etype, ())}
+
+
 def _stable(etype: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """The values a revision covers: all but the live ones."""
-    return {k: v for k, v in values.items() if k not in LIVE.get(etype, ())}
+    return {k: v for k, v in values.items() if k not in _live(etype)}
 
 
 def _editing(etype: str, values: dict[str, str]) -> Form:
-    loaded = {LOADED + n: values.get(n, "") for n in LIVE.get(etype, ())}
+    loaded = {LOADED + n: values.get(name, "") for name, n in _live(etype).items()}
     form = editing(_stable(etype, values))
     form.values.update(values)
     form.values.update(loaded)
@@ -332,13 +428,14 @@ async def update_entity(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     current = await entities.get(tenant, etype, ref)
     fields = await _edit_fields(request, etype, current["data"])
-    now = _stable(etype, values_of(fields, current["data"]))
+    now = _stable(etype, values_of(fields, current["data"], lang_of(request)))
     if (stale := stale_edit(values, now)) is not None:
         return await edit_entity(request, stale, status=409)
     try:
-        doc = document_of(fields, values)
-        shown = {f.name.split(".")[0] for f in fields}
-        untouched = {n for n in LIVE.get(etype, ()) if values.get(n) == values.get(LOADED + n)}
+        doc = document_of(fields, values, lang_of(request))
+        shown = {f.path[0] for f in fields}
+        live = _live(etype).items()
+        untouched = {n for name, n in live if values.get(name) == values.get(LOADED + n)}
         patch = {name: doc.get(name) for name in shown - untouched}
         origin = Origin("admin", session_of(request).subject)
         await entities.patch(tenant, etype, str(current["_id"]), patch, origin)

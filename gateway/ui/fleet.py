@@ -18,10 +18,18 @@ from gateway.fleet.rule_service import RuleService, public_rule
 from gateway.formats import at_path
 from gateway.services import Services
 from gateway.store import Doc
-from gateway.ui.forms import Form, editing, json_field, number_field, read_values, stale_edit
+from gateway.ui.forms import (
+    Form,
+    editing,
+    json_field,
+    number_field,
+    number_text,
+    read_values,
+    stale_edit,
+)
 from gateway.ui.maps import SheetMap, TrackInput, draw
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import PREFIX, form_of, tenant_of
+from gateway.ui.state import PREFIX, form_of, lang_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -45,7 +53,8 @@ class RulePages:
     # shows them (`_form_values`), and the API's problems are placed next to them.
     fields: tuple[str, ...]
     defaults: Mapping[str, str]  # a new rule's form
-    body: Callable[[Mapping[str, Any], bool], dict[str, Any]]  # form → API body (editing?)
+    # form → API body (editing?, the page's language)
+    body: Callable[[Mapping[str, Any], bool, str], dict[str, Any]]
     listing: Callable[[web.Request, list[dict[str, Any]]], Awaitable[dict[str, Any]]]
     showing: Callable[[web.Request, dict[str, Any]], Awaitable[dict[str, Any]]]
     service: Callable[[Services], RuleService]
@@ -81,7 +90,9 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
     async def create(request: web.Request) -> web.Response:
         values = read_values(form_of(request))
         try:
-            doc = await rules(request).create(tenant_of(request), kind.body(values, False))
+            doc = await rules(request).create(
+                tenant_of(request), kind.body(values, False, lang_of(request))
+            )
         except InvalidPayload as exc:
             return new_form(request, Form(values).refuse(exc, kind.fields), status=422)
         return redirect(f"{base}/{doc['_id']}", flash=f"fleet.{kind.name}_created")
@@ -94,12 +105,14 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
 
     async def show(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
-        return await rule_page(request, rule, editing(_form_values(rule, kind.fields)))
+        return await rule_page(
+            request, rule, editing(_form_values(rule, kind.fields, lang_of(request)))
+        )
 
     async def update(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
         values = read_values(form_of(request))
-        form = _refused(values, rule, kind) or await _saved(
+        form = _refused(values, rule, kind, lang_of(request)) or await _saved(
             request, rules(request), rule, values, kind
         )
         if form is not None:
@@ -121,9 +134,11 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
     ]
 
 
-def _refused(values: dict[str, Any], rule: Mapping[str, Any], kind: RulePages) -> Form | None:
+def _refused(
+    values: dict[str, Any], rule: Mapping[str, Any], kind: RulePages, lang: str
+) -> Form | None:
     """An edit from a form loaded before the rule last changed: refused (forms.stale_edit)."""
-    return stale_edit(values, _form_values(rule, kind.fields))
+    return stale_edit(values, _form_values(rule, kind.fields, lang))
 
 
 async def _saved(
@@ -135,7 +150,9 @@ async def _saved(
 ) -> Form | None:
     """The rule changed as the form says; or the form with the use case's problems."""
     try:
-        await rules.update(tenant_of(request), rule["id"], kind.body(values, True))
+        await rules.update(
+            tenant_of(request), rule["id"], kind.body(values, True, lang_of(request))
+        )
     except InvalidPayload as exc:
         return Form(values).refuse(exc, kind.fields)
     return None
@@ -148,7 +165,7 @@ def _ref(request: web.Request) -> str:
 # --- geofences: a form with a circle or a polygon, drawn over the fleet's recent tracks ---
 
 
-def fence_body(values: Mapping[str, Any], editing: bool) -> dict[str, Any]:
+def fence_body(values: Mapping[str, Any], editing: bool, lang: str) -> dict[str, Any]:
     """A geofence form as the admin API's body: a pasted polygon wins over the circle's
     fields; empty optional fields are their defaults (or cleared on an edit)."""
     body = {**_rule_body(values), "kind": values.get("kind") or ""}
@@ -156,13 +173,13 @@ def fence_body(values: Mapping[str, Any], editing: bool) -> dict[str, Any]:
         body["polygon"] = json_field(values, "polygon")
     elif any(values.get(f"circle.{k}") for k in ("lat", "lon", "radius_m")):
         body["circle"] = {
-            k: number_field(values, f"circle.{k}", integer=False)
+            k: number_field(values, f"circle.{k}", lang=lang, integer=False)
             for k in ("lat", "lon", "radius_m")
         }
     elif editing:  # the shape is required: say where
         body["circle"] = None
     for name in ("margin_m", "dwell_seconds"):
-        if (value := number_field(values, name, integer=False)) is not None:
+        if (value := number_field(values, name, lang=lang, integer=False)) is not None:
             body[name] = value
     return body
 
@@ -193,10 +210,10 @@ def _applies(rule: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
 # --- maintenance plans: the vehicles due or due soon -------------------------------------
 
 
-def plan_body(values: Mapping[str, Any], editing: bool) -> dict[str, Any]:
+def plan_body(values: Mapping[str, Any], editing: bool, lang: str) -> dict[str, Any]:
     body = _rule_body(values)
     for name in ("every_km", "due_soon_km", "every_days", "due_soon_days", "start_km"):
-        value = number_field(values, name, integer=False)
+        value = number_field(values, name, lang=lang, integer=False)
         if value is not None or editing:  # an emptied field is cleared on an edit
             body[name] = value
     return body
@@ -235,8 +252,9 @@ def _rule_body(values: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _form_values(rule: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, str]:
-    """A rule as its form shows it: plates comma-separated, a polygon as indented JSON."""
+def _form_values(rule: Mapping[str, Any], fields: tuple[str, ...], lang: str) -> dict[str, str]:
+    """A rule as its form shows it: plates comma-separated, a polygon as indented JSON, a
+    number in the page's language, every digit kept (read back as the same number)."""
     values = {}
     for name in fields:
         value = at_path(rule, name)
@@ -244,8 +262,8 @@ def _form_values(rule: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, 
             values[name] = ", ".join(value)
         elif isinstance(value, Mapping):
             values[name] = tojson_pretty(value)
-        elif isinstance(value, float):
-            values[name] = f"{value:g}"
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            values[name] = number_text(value, lang)
         else:
             values[name] = "" if value is None else str(value)
     return values

@@ -11,9 +11,9 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.fleet.settings import ODOMETER_LIMITS, QUALITY_LIMITS
-from gateway.ui.forms import Form, editing, number_field, read_values, stale_edit
+from gateway.ui.forms import Form, editing, number_field, number_text, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, tenant_of
+from gateway.ui.state import form_of, lang_of, tenant_of
 from gateway.web.state import services_of
 
 GROUPS: Final = {"quality": QUALITY_LIMITS, "odometer": ODOMETER_LIMITS}
@@ -25,34 +25,28 @@ FIELDS: Final = (
 )
 
 
-def _values(doc: dict[str, Any]) -> dict[str, str]:
+def _values(doc: dict[str, Any], lang: str) -> dict[str, str]:
     """What the form shows of the settings (every member, defaults included)."""
     values = {
-        f"{group}.{name}": _number(doc[group].get(name))
+        f"{group}.{name}": number_text(doc[group].get(name), lang)
         for group, limits in GROUPS.items()
         for name in limits
     }
     values[PRECEDENCE] = ", ".join(doc["odometer"].get("precedence") or ())
-    values["retention_days"] = _number(doc["retention_days"])
+    values["retention_days"] = number_text(doc["retention_days"], lang)
     return values
 
 
-def _number(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "" if value is None else str(value)
-
-
-def _body(values: dict[str, Any]) -> dict[str, Any]:
+def _body(values: dict[str, Any], lang: str) -> dict[str, Any]:
     body: dict[str, Any] = {group: {} for group in GROUPS}
     for group, limits in GROUPS.items():
         for name, (_low, _high, integer) in limits.items():
-            number = number_field(values, f"{group}.{name}", integer=integer)
+            number = number_field(values, f"{group}.{name}", lang=lang, integer=integer)
             if number is not None:
                 body[group][name] = number
     if raw := values.get(PRECEDENCE):
         body["odometer"]["precedence"] = [p.strip() for p in raw.split(",") if p.strip()]
-    if (days := number_field(values, "retention_days")) is not None:
+    if (days := number_field(values, "retention_days", lang=lang)) is not None:
         body["retention_days"] = days
     return body
 
@@ -60,7 +54,7 @@ def _body(values: dict[str, Any]) -> dict[str, Any]:
 async def settings_page(request: web.Request, form: Form | None = None) -> web.Response:
     settings = await services_of(request).fleet_settings.get(tenant_of(request))
     context = {
-        "form": form or editing(_values(settings.to_doc())),
+        "form": form or editing(_values(settings.to_doc(), lang_of(request))),
         "groups": {group: tuple(limits.items()) for group, limits in GROUPS.items()},
     }
     status = 200 if form is None else 409 if form.stale is not None else 422
@@ -71,10 +65,10 @@ async def save_settings(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     service = services_of(request).fleet_settings
     current = await service.get(tenant_of(request))
-    if (stale := stale_edit(values, _values(current.to_doc()))) is not None:
+    if (stale := stale_edit(values, _values(current.to_doc(), lang_of(request)))) is not None:
         return await settings_page(request, stale)
     try:
-        await service.put(tenant_of(request), _body(values))
+        await service.put(tenant_of(request), _body(values, lang_of(request)))
     except GatewayError as exc:
         return await settings_page(request, Form(values).refuse(exc, FIELDS))
     return redirect("/admin/fleet-settings", flash="fleet_settings.saved")

@@ -3,15 +3,18 @@
 A form's fields are named after the request body they become (`auth.token` is
 `{"auth": {"token": ...}}`), so a problem's JSON Pointer finds its field: `/methods/0` goes to
 `methods`, `/auth/token` to `auth.token`; a problem no field claims is shown above the form.
+A field named by a JSON Pointer itself (an entity form's property, `/cnh/number`: any property
+name, in a namespace of its own) takes the problems at or below that pointer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from multidict import MultiMapping
@@ -93,14 +96,19 @@ class Form:
         return self
 
     def _place(self, problem: FieldProblem, names: list[str], rest: str | None) -> None:
-        dotted = ".".join(p for p in problem.pointer.split("/") if p)
+        # A pointer's reference tokens unescaped (RFC 6901: `~1` is `/`, `~0` is `~`).
+        dotted = ".".join(_unescape(p) for p in problem.pointer.split("/") if p)
         keyword = problem.keyword if problem.keyword in KEYWORDS else "other"
         line = problem.extra.get("line")
         shown = Problem(
             f"problem.{keyword}", problem.message, line if isinstance(line, int) else None
         )
         for name in names:
-            if dotted == name or dotted.startswith(name + "."):
+            if name.startswith("/"):
+                if problem.pointer == name or problem.pointer.startswith(name + "/"):
+                    self.errors.setdefault(name, []).append(shown)
+                    return
+            elif dotted == name or dotted.startswith(name + "."):
                 self.errors.setdefault(name, []).append(shown)
                 return
         if rest is not None:
@@ -111,6 +119,10 @@ class Form:
             self.errors.setdefault(rest, []).append(shown)
             return
         self.general.append(shown)
+
+
+def _unescape(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
 
 
 def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str, Any]:
@@ -157,17 +169,78 @@ def json_field(values: Mapping[str, Any], name: str) -> Any:
         raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "format")]) from None
 
 
-def number_field(values: Mapping[str, Any], name: str, *, integer: bool = True) -> Any:
-    """A number typed in a form: None when empty (a decimal comma is read as a point); text
-    that is not a (finite) number stays text, for the use case to refuse by its field."""
+def separators(lang: str) -> tuple[str, str]:
+    """A language's decimal separator and its thousands separator: pt-BR `,` and `.`
+    (18.250,5), English `.` and `,` (18,250.5)."""
+    return (".", ",") if lang == "en" else (",", ".")
+
+
+def number_field(values: Mapping[str, Any], name: str, *, lang: str, integer: bool = True) -> Any:
+    """A number typed in a form, read in the page's language (`lang`): None when empty; text
+    that is not a (finite) number stays text, for the use case to refuse by its field.
+
+    The language's decimal separator is the decimal point, and its thousands separator groups
+    digits by three (pt-BR `18.250,5`, English `18,250.5`: the figures the pages print). The
+    other convention's decimal point is read too where it cannot be a group (`1234.5` or
+    `12.5` on a Portuguese page, `1234,5` on an English one); `10.000` on a Portuguese page is
+    ten thousand, as the page prints it. What a form shows to edit is written so (number_text)."""
     raw = str(values.get(name) or "").strip()
     if not raw:
         return None
+    point, group = separators(lang)
+    text = raw
+    if re.fullmatch(_GROUPED[lang == "en"], raw):
+        text = raw.replace(group, "").replace(point, ".")
+    elif re.fullmatch(rf"[+-]?\d*{re.escape(group)}\d+", raw):  # the other decimal point
+        text = raw.replace(group, ".")
+    elif point != ".":
+        if "." in raw and "," in raw:  # a point that groups no thousands, and a comma
+            return raw
+        text = raw.replace(point, ".")
     try:
-        number = int(raw) if integer else float(raw.replace(",", "."))
+        number = int(text) if integer else float(text)
     except ValueError:
         return raw
     return number if math.isfinite(number) else raw
+
+
+# A number grouped by thousands (a first group of 1-3 digits, not 0), with decimals or not:
+# pt-BR `18.250,5`, English `18,250.5`.
+_GROUPED: Final = (
+    r"[+-]?[1-9]\d{0,2}(\.\d{3})+(,\d+)?",
+    r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d+)?",
+)
+
+
+def number_text(value: Any, lang: str) -> str:
+    """A number as a form shows it to edit, in the page's language and without grouping, so
+    the form reads it back as the same number (number_field): every digit kept (18250.125 is
+    `18250,125` on a Portuguese page, `18250.125` on an English one), a whole float as an
+    integer (`10000`). Anything else as text; None as nothing."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value).replace(".", separators(lang)[0])
+
+
+def number_shown(value: Any, lang: str, digits: int | None = None) -> str:
+    """A number as a page prints it: grouped by thousands, in the page's language (pt-BR
+    `18.250,0`, English `18,250.0`), with `digits` decimals (None: as many as it has)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return str(value)
+    if digits is None:
+        exact = repr(value)
+        if "e" in exact:  # 1e+20, 1.5e-07: as they are
+            return exact.replace(".", separators(lang)[0])
+        digits = 0 if isinstance(value, int) or value.is_integer() else len(exact.split(".")[1])
+    text = f"{value:,.{digits}f}"
+    point, group = separators(lang)
+    return text.translate({ord(","): group, ord("."): point})
 
 
 def document_field(values: Mapping[str, Any], name: str = "document") -> dict[str, Any]:
@@ -175,7 +248,8 @@ def document_field(values: Mapping[str, Any], name: str = "document") -> dict[st
     doc = json_field(values, name)
     if not isinstance(doc, dict):
         message = "paste the JSON document, as the admin API takes it"
-        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "required")])
+        keyword = "required" if doc is None else "type"  # empty, or not an object
+        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
     return doc
 
 

@@ -92,5 +92,6 @@ def _schema(values: dict[str, Any]) -> Any:
     schema = json_field(values, "schema")
     if not isinstance(schema, dict):
         message = 'paste the JSON Schema of the kind\'s fields: an object, {"type": "object", ...}'
-        raise InvalidPayload(message, [FieldProblem("/schema", message, "required")])
+        keyword = "required" if schema is None else "type"  # empty, or not an object
+        raise InvalidPayload(message, [FieldProblem("/schema", message, keyword)])
     return schema

@@ -22,7 +22,9 @@ from gateway.ui.state import form_of, session_of, tenant_of
 from gateway.web.state import services_of
 
 UPLOAD_FIELDS: Final = ("source", "file")
-TEST_FIELDS: Final = ("payload", "context", "response", "params", "version")
+# A dry run's version has no field of its own (the page runs the active one): its problem
+# is shown above the form.
+TEST_FIELDS: Final = ("payload", "context", "response", "params")
 PREVIEW_FIELDS: Final = (*UPLOAD_FIELDS, *TEST_FIELDS)
 
 
@@ -221,10 +223,10 @@ def _source(data: MultiMapping[Any]) -> tuple[str, str | None]:
         try:
             return raw.decode("utf-8-sig"), upload.filename
         except UnicodeDecodeError:
-            raise _invalid("/file", "the file is not UTF-8 text") from None
+            raise _invalid("/file", "the file is not UTF-8 text", "format") from None
     text = data.get("source")
     if not isinstance(text, str) or not text.strip():
-        raise _invalid("/source", "choose a mapping file or paste its text")
+        raise _invalid("/source", "choose a mapping file or paste its text", "required")
     return text, None
 
 
@@ -235,14 +237,21 @@ def _json(values: dict[str, Any], name: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _invalid(f"/{name}", f"malformed JSON: {exc}") from None
+        raise _invalid(f"/{name}", f"malformed JSON: {exc}", "format") from None
 
 
 def _number(raw: Any) -> int:
     if isinstance(raw, str) and raw.isdecimal() and len(raw) <= 10 and int(raw) >= 1:
         return int(raw)
-    raise _invalid("/version", f"a version is a number (1, 2, ...), not {raw!r}")
+    message = f"a version is a number (1, 2, ...), not {raw!r}"
+    if raw is None or raw == "":
+        raise _invalid("/version", message, "required")
+    if not isinstance(raw, str) or not raw.isdecimal():
+        raise _invalid("/version", message, "type")
+    raise _invalid("/version", message, "minimum" if int(raw) < 1 else "maximum")
 
 
-def _invalid(pointer: str, message: str) -> InvalidPayload:
-    return InvalidPayload(message, [FieldProblem(pointer, message, "required")])
+def _invalid(pointer: str, message: str, keyword: str) -> InvalidPayload:
+    """A problem of a form's field, with the keyword that labels it (forms.KEYWORDS): a value
+    missing is `required`, one that is there but unreadable `format` or `type`."""
+    return InvalidPayload(message, [FieldProblem(pointer, message, keyword)])

@@ -21,11 +21,12 @@ from gateway.ui.forms import (
     json_field,
     nest,
     number_field,
+    number_text,
     read_values,
     stale_edit,
 )
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, tenant_of
+from gateway.ui.state import form_of, lang_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -72,17 +73,13 @@ def _id(request: web.Request) -> str:
     return request.match_info["id"]
 
 
-def _partner_body(values: dict[str, Any]) -> dict[str, Any]:
+def _partner_body(values: dict[str, Any], lang: str) -> dict[str, Any]:
     kind = values.get("auth.type", "")
     parts = _AUTH_PARTS.get(kind, ())
     names = [n for n in PARTNER_FIELDS if not n.startswith("auth.") or n[5:] in (*parts, "type")]
     body = nest(values, names)
-    timeout = body.get("timeout_seconds")
-    if isinstance(timeout, str):
-        try:
-            body["timeout_seconds"] = float(timeout.replace(",", "."))
-        except ValueError:
-            pass  # the use case names the field
+    if "timeout_seconds" in body:  # text that is no number stays text: the use case names it
+        body["timeout_seconds"] = number_field(values, "timeout_seconds", lang=lang, integer=False)
     return body
 
 
@@ -98,7 +95,7 @@ async def create_partner(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     try:
         doc = await services_of(request).actions.create_partner(
-            tenant_of(request), _partner_body(values)
+            tenant_of(request), _partner_body(values, lang_of(request))
         )
     except InvalidPayload as exc:
         return await _partners(request, [], 1, Form(values).refuse(exc, PARTNER_FIELDS), 422)
@@ -122,7 +119,7 @@ async def partner_page(
         "partner": partner,
         "actions": [public_action(a) for a in actions],
         "form": form or Form({"base_url": partner["base_url"]}),
-        "settings": settings or editing(_settings_values(partner)),
+        "settings": settings or editing(_settings_values(partner, lang_of(request))),
         "auth_types": AUTH_TYPES,
     }
     failed = form is not None or settings is not None
@@ -131,8 +128,9 @@ async def partner_page(
     )
 
 
-def _settings_values(partner: dict[str, Any]) -> dict[str, Any]:
-    """A partner's settings as their form shows them (text, as typed)."""
+def _settings_values(partner: dict[str, Any], lang: str) -> dict[str, Any]:
+    """A partner's settings as their form shows them (text, as typed; numbers in the page's
+    language)."""
     rate = partner.get("rate_limit") or {}
     shown = {
         "name": partner["name"],
@@ -145,12 +143,12 @@ def _settings_values(partner: dict[str, Any]) -> dict[str, Any]:
         "status": partner["status"],
     }
     return {
-        k: "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+        k: number_text(v, lang) if isinstance(v, int | float) else "" if v is None else str(v)
         for k, v in shown.items()
     }
 
 
-def _settings_body(values: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+def _settings_body(values: dict[str, Any], current: dict[str, Any], lang: str) -> dict[str, Any]:
     """What the settings form changes: what differs from the form as loaded (so an untouched
     status does not re-enable a failing partner, nor an untouched URL ask for credentials)."""
     body: dict[str, Any] = {}
@@ -163,11 +161,11 @@ def _settings_body(values: dict[str, Any], current: dict[str, Any]) -> dict[str,
         ("disable_after_hours", False),
     ):
         if values.get(name, "") != current[name]:
-            body[name] = number_field(values, name, integer=integer)
+            body[name] = number_field(values, name, lang=lang, integer=integer)
     rate = ("rate_limit.per_second", "rate_limit.burst")
     if any(values.get(n, "") != current[n] for n in rate):
-        per_second = number_field(values, "rate_limit.per_second", integer=False)
-        burst = number_field(values, "rate_limit.burst", integer=False)
+        per_second = number_field(values, "rate_limit.per_second", lang=lang, integer=False)
+        burst = number_field(values, "rate_limit.burst", lang=lang, integer=False)
         body["rate_limit"] = (
             None
             if per_second is None
@@ -180,11 +178,13 @@ async def edit_partner(request: web.Request) -> web.Response:
     tenant, actions = tenant_of(request), services_of(request).actions
     partner = public_partner(await actions.get_partner(tenant, _id(request)))
     values = read_values(form_of(request))
-    current = _settings_values(partner)
+    current = _settings_values(partner, lang_of(request))
     if (stale := stale_edit(values, current)) is not None:
         return await partner_page(request, settings=stale, status=409)
     try:
-        await actions.update_partner(tenant, partner["id"], _settings_body(values, current))
+        await actions.update_partner(
+            tenant, partner["id"], _settings_body(values, current, lang_of(request))
+        )
     except InvalidPayload as exc:
         # A new origin needs the credentials again: a problem of the URL typed.
         problems = [
@@ -201,7 +201,11 @@ async def edit_partner(request: web.Request) -> web.Response:
 async def replace_credentials(request: web.Request) -> web.Response:
     """New credentials, and the base URL they are for (a new origin needs them)."""
     values = read_values(form_of(request))
-    body = {k: v for k, v in _partner_body(values).items() if k in ("auth", "base_url")}
+    body = {
+        k: v
+        for k, v in _partner_body(values, lang_of(request)).items()
+        if k in ("auth", "base_url")
+    }
     try:
         await services_of(request).actions.update_partner(tenant_of(request), _id(request), body)
     except InvalidPayload as exc:
@@ -301,7 +305,7 @@ async def edit_subscription(request: web.Request) -> web.Response:
         body = {
             "event_types": _event_types(values),
             "filter": json_field(values, "filter") or {},
-            "sample_seconds": number_field(values, "sample_seconds"),
+            "sample_seconds": number_field(values, "sample_seconds", lang=lang_of(request)),
         }
         await actions.update_subscription(tenant, _id(request), body)
     except InvalidPayload as exc:

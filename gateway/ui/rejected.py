@@ -1,12 +1,15 @@
-"""Rejected payloads: every call refused with a 422, its problems and payload; replay one,
-or every pending one (of a trigger)."""
+"""Rejected payloads: every call refused with a 422 (and every item a schedule could not
+write), its problems and payload; replay one, or every pending one (of a trigger or
+schedule)."""
 
 from __future__ import annotations
+
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from gateway import paging
-from gateway.errors import InvalidPayload
+from gateway.errors import GatewayError, InvalidPayload
 from gateway.ui.forms import Form
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_of, tenant_of
@@ -33,9 +36,35 @@ async def list_rejected(request: web.Request) -> web.Response:
     )
 
 
-async def rejected_page(request: web.Request) -> web.Response:
+async def _back(request: web.Request, owner: str) -> tuple[str, str]:
+    """Where a record's page links back to, and the link's words: the trigger it was kept for,
+    or the schedule (a schedule's items are kept under its id); the record's list when
+    neither is there any more."""
+    services, tenant = services_of(request), tenant_of(request)
+    pages = (
+        (services.triggers.get, "/admin/triggers/", "rejected.back_to_trigger"),
+        (services.schedules.get, "/admin/schedules/", "rejected.back_to_schedule"),
+    )
+    for get, base, label in pages:
+        try:
+            await get(tenant, owner)
+        except GatewayError:
+            continue
+        return base + quote(owner, safe=""), label
+    return f"/admin/rejected?{urlencode({'trigger_id': owner})}", "rejected.back_to_list"
+
+
+async def _record_page(
+    request: web.Request, form: Form | None = None, *, status: int = 200
+) -> web.Response:
     record = await services_of(request).rejected.get(tenant_of(request), _id(request))
-    return render(request, "triggers/rejected_one.html", {"record": record, "form": Form()})
+    context = {"record": record, "form": form or Form()}
+    context["back"] = await _back(request, record["trigger_id"])
+    return render(request, "triggers/rejected_one.html", context, status=status)
+
+
+async def rejected_page(request: web.Request) -> web.Response:
+    return await _record_page(request)
 
 
 async def replay_rejected(request: web.Request) -> web.Response:
@@ -43,19 +72,18 @@ async def replay_rejected(request: web.Request) -> web.Response:
     try:
         await services_of(request).rejected.replay(tenant, _id(request))
     except InvalidPayload as exc:
-        record = await services_of(request).rejected.get(tenant, _id(request))
-        form = Form().refuse(exc, ())
-        return render(
-            request, "triggers/rejected_one.html", {"record": record, "form": form}, status=422
-        )
+        return await _record_page(request, Form().refuse(exc, ()), status=422)
     return redirect(f"/admin/rejected/{_id(request)}", flash="rejected.replayed")
 
 
 async def replay_all_rejected(request: web.Request) -> web.Response:
-    trigger_id = form_of(request).get("trigger_id")
+    """Every pending one of a trigger (or schedule) when the form names it, else every
+    pending one; back to the pending ones of the same list."""
+    posted = form_of(request).get("trigger_id")
+    trigger_id = posted if isinstance(posted, str) and posted else None
     result = await services_of(request).rejected.replay_all(
-        tenant_of(request),
-        trigger_id=trigger_id if isinstance(trigger_id, str) and trigger_id else None,
+        tenant_of(request), trigger_id=trigger_id
     )
     flash = "rejected.replayed_all" if not result["failed"] else "rejected.replayed_some"
-    return redirect("/admin/rejected?status=pending", flash=flash)
+    query = {"status": "pending", **({"trigger_id": trigger_id} if trigger_id else {})}
+    return redirect(f"/admin/rejected?{urlencode(query)}", flash=flash)

@@ -15,7 +15,7 @@ from gateway.errors import InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui.forms import Form, editing, json_field, nest, number_field, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, tenant_of
+from gateway.ui.state import form_of, lang_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -46,12 +46,12 @@ def _id(request: web.Request) -> str:
     return request.match_info["id"]
 
 
-def schedule_body(values: Mapping[str, Any], *, initial: Any = None) -> dict[str, Any]:
+def schedule_body(values: Mapping[str, Any], *, lang: str, initial: Any = None) -> dict[str, Any]:
     """A schedule form as the admin API's body; `initial` is the stored cursor.initial,
     kept a number when the form shows it unchanged."""
     flat: dict[str, Any] = {name: values.get(name) for name in TEXT_FIELDS}
     for name in INTEGER_FIELDS:
-        flat[name] = number_field(values, name)
+        flat[name] = number_field(values, name, lang=lang)
     for name in JSON_FIELDS:
         flat[name] = json_field(values, name)
     if initial is not None and values.get("cursor.initial") == str(initial):
@@ -113,7 +113,7 @@ async def create_schedule(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     try:
         schedule = await services_of(request).schedules.create(
-            tenant_of(request), schedule_body(values)
+            tenant_of(request), schedule_body(values, lang=lang_of(request))
         )
     except InvalidPayload as exc:
         return await _form(request, Form(values).refuse(exc, FIELDS), None, status=422)
@@ -151,7 +151,9 @@ async def update_schedule(request: web.Request) -> web.Response:
         return await _form(request, stale, current, status=409)
     initial = (current.get("cursor") or {}).get("initial")
     try:
-        await schedules.update(tenant, current["id"], schedule_body(values, initial=initial))
+        await schedules.update(
+            tenant, current["id"], schedule_body(values, lang=lang_of(request), initial=initial)
+        )
     except InvalidPayload as exc:
         return await _form(request, Form(values).refuse(exc, FIELDS), current, status=422)
     return redirect(f"/admin/schedules/{current['id']}", flash="schedules.saved")

@@ -39,6 +39,11 @@ def visitor_of(request: web.Request) -> Visitor:
     return request[visitor_key]
 
 
+def lang_of(request: web.Request) -> str:
+    """The page's language: numbers are printed and read in it (forms.number_field)."""
+    return request[visitor_key].lang
+
+
 def form_of(request: web.Request) -> MultiDictProxy[Any]:
     """A POST's form, read by the middleware (`web/requests.py` `read_form`): the body is
     read once, there."""

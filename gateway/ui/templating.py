@@ -15,6 +15,7 @@ import jinja2
 import orjson
 
 from gateway.clock import from_iso
+from gateway.ui.forms import number_shown
 
 # Fleet admins read local time: Brasília time, whatever the language.
 ZONE: Final = ZoneInfo("America/Sao_Paulo")
@@ -80,4 +81,13 @@ def _local(moment: datetime) -> datetime:
         return moment
 
 
-FILTERS: Final[dict[str, Any]] = {"tojson_pretty": tojson_pretty, "when": when}
+@jinja2.pass_context
+def number(context: jinja2.runtime.Context, value: Any, digits: int | None = None) -> str:
+    """A number grouped by thousands with `digits` decimals (None: as many as it has), in the
+    page's language: pt-BR `18.250,0`, English `18,250.0` (the forms read either back as the
+    same number)."""
+    lang = context.get("lang")
+    return number_shown(value, lang if isinstance(lang, str) else "pt-BR", digits)
+
+
+FILTERS: Final[dict[str, Any]] = {"tojson_pretty": tojson_pretty, "when": when, "number": number}

@@ -13,9 +13,18 @@ from gateway.errors import InvalidPayload
 from gateway.schemas import ENTITY_TYPES
 from gateway.triggers.service import IssuedTrigger
 from gateway.triggers.spec import AUTH_MODES, TARGETS
-from gateway.ui.forms import Form, editing, json_field, nest, number_field, read_values, stale_edit
+from gateway.ui.forms import (
+    Form,
+    editing,
+    json_field,
+    nest,
+    number_field,
+    number_text,
+    read_values,
+    stale_edit,
+)
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, tenant_of
+from gateway.ui.state import form_of, lang_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -109,25 +118,27 @@ async def trigger_page(request: web.Request) -> web.Response:
 
 async def edit_trigger(request: web.Request) -> web.Response:
     trigger = await services_of(request).triggers.get(tenant_of(request), _id(request))
-    return await _edit_form(request, trigger, editing(edit_values(trigger)))
+    return await _edit_form(request, trigger, editing(edit_values(trigger, lang_of(request))))
 
 
 async def update_trigger(request: web.Request) -> web.Response:
     tenant, triggers = tenant_of(request), services_of(request).triggers
     trigger = await triggers.get(tenant, _id(request))
     values = read_values(form_of(request), lists=("methods",))
-    if (stale := stale_edit(values, edit_values(trigger))) is not None:
+    if (stale := stale_edit(values, edit_values(trigger, lang_of(request)))) is not None:
         return await _edit_form(request, trigger, stale, status=409)
     try:
-        await triggers.update(tenant, trigger["id"], trigger_patch(values, trigger))
+        await triggers.update(
+            tenant, trigger["id"], trigger_patch(values, trigger, lang_of(request))
+        )
     except InvalidPayload as exc:
         form = Form(values).refuse(exc, EDIT_FIELDS)
         return await _edit_form(request, trigger, form, status=422)
     return redirect(f"/admin/triggers/{trigger['id']}", flash="triggers.saved")
 
 
-def edit_values(trigger: dict[str, Any]) -> dict[str, Any]:
-    """A trigger as the edit form shows it."""
+def edit_values(trigger: dict[str, Any], lang: str) -> dict[str, Any]:
+    """A trigger as the edit form shows it (numbers in the page's language)."""
     rate = trigger.get("rate_limit") or {}
     return {
         "name": trigger["name"],
@@ -137,10 +148,10 @@ def edit_values(trigger: dict[str, Any]) -> dict[str, Any]:
         "format": trigger["format"],
         "answers": trigger.get("answers", "json"),
         "auth.token_in_query": trigger["auth"].get("token_in_query") or "",
-        "rate_limit.per_second": _text(rate.get("per_second")),
-        "rate_limit.burst": _text(rate.get("burst")),
-        "max_body_bytes": _text(trigger.get("max_body_bytes")),
-        "max_batch_items": _text(trigger.get("max_batch_items")),
+        "rate_limit.per_second": number_text(rate.get("per_second"), lang),
+        "rate_limit.burst": number_text(rate.get("burst"), lang),
+        "max_body_bytes": number_text(trigger.get("max_body_bytes"), lang),
+        "max_batch_items": number_text(trigger.get("max_batch_items"), lang),
         "params": tojson_pretty(trigger["params"]) if trigger.get("params") else "",
         "expose": ", ".join(trigger.get("expose") or ()),
         "input_schema": tojson_pretty(trigger["input_schema"])
@@ -149,13 +160,13 @@ def edit_values(trigger: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def trigger_patch(values: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
+def trigger_patch(values: dict[str, Any], trigger: dict[str, Any], lang: str) -> dict[str, Any]:
     """The edit form as a PATCH: every member it shows, null for the ones emptied (the
     default again); `auth` only when the token's query parameter or the partner's secret
     changed (it is replaced whole, secrets aside)."""
     rate = {
-        "per_second": number_field(values, "rate_limit.per_second", integer=False),
-        "burst": number_field(values, "rate_limit.burst"),
+        "per_second": number_field(values, "rate_limit.per_second", lang=lang, integer=False),
+        "burst": number_field(values, "rate_limit.burst", lang=lang),
     }
     expose = [f.strip() for f in str(values.get("expose") or "").replace("\n", ",").split(",")]
     patch: dict[str, Any] = {
@@ -166,8 +177,8 @@ def trigger_patch(values: dict[str, Any], trigger: dict[str, Any]) -> dict[str, 
         "mapping": values.get("mapping") or None,
         "response_mapping": values.get("response_mapping") or None,
         "rate_limit": {k: v for k, v in rate.items() if v is not None} or None,
-        "max_body_bytes": number_field(values, "max_body_bytes"),
-        "max_batch_items": number_field(values, "max_batch_items"),
+        "max_body_bytes": number_field(values, "max_body_bytes", lang=lang),
+        "max_batch_items": number_field(values, "max_batch_items", lang=lang),
         "params": json_field(values, "params"),
         "expose": [f for f in expose if f] or None,
         "input_schema": json_field(values, "input_schema"),
@@ -178,12 +189,6 @@ def trigger_patch(values: dict[str, Any], trigger: dict[str, Any]) -> dict[str, 
     if secret := values.get("auth.secret"):  # a partner's new secret (hmac mode only)
         patch["auth"] = {**patch.get("auth", trigger["auth"]), "secret": secret}
     return patch
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"  # 5.0 → "5"
-    return "" if value is None else str(value)
 
 
 async def _edit_form(

@@ -1,0 +1,70 @@
+"""A flow upload (the UI's Flows page and `POST /api/v1/flows`) lists every problem in one
+answer: unknown members, the rules a schema cannot say, and what the flow names that the
+tenant lacks, together; a document whose shape the compiler cannot read (a member missing)
+stops at the schema."""
+
+from __future__ import annotations
+
+from gateway.services import Services
+from tests.support import auth
+from tests.ui_support import Client, csrf, log_in, make_user
+
+BAD = """\
+name: fluxo-ruim
+on:
+  events: [entity.created]
+  filter: {entity_type: vehicle}
+steps:
+  - id: a
+    call: nonexistent-action
+  - id: b
+    notify:
+      channel: nochannel
+      template: notemplate
+      recipients: [{address: "x@example.com"}]
+  - id: a
+    when: "steps.zzz.x >"
+  - id: d
+    bogus: 1
+"""
+EVERY_PROBLEM = [
+    ("/steps/0/call", "reference", 7),  # no such action
+    ("/steps/1/notify/channel", "reference", 10),
+    ("/steps/1/notify/template", "reference", 11),
+    ("/steps/2/id", "unique", 13),  # `a` twice
+    ("/steps/2/when", "expression", 14),
+    ("/steps/3", "required", 15),  # no kind
+    ("/steps/3/bogus", "additionalProperties", 16),
+]
+
+
+async def test_a_flow_upload_lists_every_problem_of_every_stage_at_once(
+    client: Client, services: Services
+) -> None:
+    response = await client.post(
+        "/api/v1/flows", data=BAD.encode(), headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    body = await response.json()
+    assert response.status == 422, body
+    found = sorted((e["pointer"], e["keyword"], e.get("line")) for e in body["errors"])
+    assert found == EVERY_PROBLEM
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, "/admin/flows")
+    page = await client.post("/admin/flows", data={"csrf": token, "source": BAD})
+    html = await page.text()
+    assert page.status == 422, html
+    assert html.count('<span class="problem">') == len(EVERY_PROBLEM)
+    assert "nonexistent-action" in html and "used twice" in html and "/steps/3/bogus" in html
+
+
+async def test_a_flow_missing_a_member_stops_at_the_schema(client: Client) -> None:
+    text = BAD.replace("  events: [entity.created]\n", "")
+    response = await client.post(
+        "/api/v1/flows", data=text.encode(), headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    body = await response.json()
+    assert response.status == 422, body
+    keywords = {e["keyword"] for e in body["errors"]}
+    assert "reference" not in keywords and "unique" not in keywords  # the compiler did not run
+    assert any(e["pointer"].startswith("/on") for e in body["errors"])

@@ -1,0 +1,111 @@
+"""Numbers over HTTP in the page's language: a Portuguese page prints `18.250,0` and
+`10.000`, an English one `18,250.0` and `10,000`, and the forms read a figure copied from their
+own page as the same number (ten thousand, not ten); what an edit form shows is read back
+unchanged, every digit kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.services import Services
+from tests.partner_double import post
+from tests.support import auth
+from tests.ui_support import Client, csrf, form_fields, log_in, make_user
+
+
+async def _api(client: Client, path: str) -> Any:
+    response = await client.get(path, headers=auth())
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def _new(client: Client, path: str, fields: dict[str, str]) -> Any:
+    token = await csrf(client, path)
+    target = path.removesuffix("/new")
+    return await client.post(target, data={"csrf": token, **fields}, allow_redirects=False)
+
+
+async def test_pages_print_numbers_in_their_language_and_forms_read_them_back(
+    client: Client, services: Services
+) -> None:
+    vehicle = await post(
+        client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 18250}
+    )
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
+    assert "<strong>18.250,0</strong>" in page and "18,250" not in page
+    # A figure copied from the page into a Portuguese form: ten thousand, not ten.
+    saved = await _new(
+        client, "/admin/maintenance-plans/new", {"name": "Óleo", "every_km": "10.000"}
+    )
+    assert saved.status == 303, await saved.text()
+    [plan] = (await _api(client, "/api/v1/maintenance-plans"))["items"]
+    assert plan["every_km"] == 10_000
+    listing = await (await client.get("/admin/maintenance-plans")).text()
+    assert "a cada 10.000 km" in listing
+    await client.get("/admin/lang/en")
+    page = await (await client.get(f"/admin/entities/vehicle/{vehicle['id']}")).text()
+    assert "<strong>18,250.0</strong>" in page
+    assert (
+        "every 10,000 km"
+        in await (await client.get(f"/admin/maintenance-plans/{plan['id']}")).text()
+    )
+    saved = await _new(
+        client, "/admin/maintenance-plans/new", {"name": "Pneus", "every_km": "20,000.5"}
+    )
+    assert saved.status == 303, await saved.text()
+    plans = (await _api(client, "/api/v1/maintenance-plans"))["items"]
+    assert {p["name"]: p["every_km"] for p in plans} == {"Óleo": 10_000, "Pneus": 20_000.5}
+
+
+async def test_an_edit_form_shows_numbers_it_reads_back_as_the_same_numbers(
+    client: Client, services: Services
+) -> None:
+    circle = {"lat": -23.55212, "lon": -46.633, "radius_m": 400.5}
+    fence = await post(
+        client,
+        "/api/v1/geofences",
+        {"name": "Garagem", "kind": "authorized", "circle": circle, "margin_m": 12.125},
+    )
+    await make_user(services)
+    await log_in(client)
+    for lang, shown in (("pt-BR", ("-23,55212", "-46,633")), ("en", ("-23.55212", "-46.633"))):
+        await client.get(f"/admin/lang/{lang}")
+        action = f"/admin/geofences/{fence['id']}/edit"
+        fields = form_fields(
+            await (await client.get(f"/admin/geofences/{fence['id']}")).text(), action
+        )
+        assert (dict(fields)["circle.lat"], dict(fields)["circle.lon"]) == shown
+        typed = [(n, f"Garagem {lang}" if n == "name" else v) for n, v in fields]
+        saved = await client.post(action, data=typed, allow_redirects=False)
+        assert saved.status == 303, await saved.text()
+        stored = await _api(client, f"/api/v1/geofences/{fence['id']}")
+        assert stored["name"] == f"Garagem {lang}"
+        assert stored["circle"] == circle and stored["margin_m"] == 12.125  # every digit
+
+
+async def test_an_actions_retry_schedule_is_shown_to_edit_with_every_digit(
+    client: Client, services: Services
+) -> None:
+    """A comma-separated list's numbers take a decimal point in either language."""
+    partner = await post(
+        client,
+        "/api/v1/partners",
+        {"name": "ERP", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    body = {"name": "push", "partner_id": partner["id"], "method": "POST", "path": "/hooks"}
+    action = await post(
+        client, "/api/v1/actions", {**body, "mode": "deliver", "retry_schedule": [0.5, 604799.5]}
+    )
+    await make_user(services)
+    await log_in(client)
+    for lang in ("pt-BR", "en"):
+        await client.get(f"/admin/lang/{lang}")
+        path = f"/admin/actions/{action['id']}/edit"
+        fields = form_fields(await (await client.get(path)).text(), path)
+        assert dict(fields)["retry_schedule"] == "0.5, 604799.5"
+        saved = await client.post(path, data=fields, allow_redirects=False)
+        assert saved.status == 303, await saved.text()
+        stored = await _api(client, f"/api/v1/actions/{action['id']}")
+        assert stored["retry_schedule"] == [0.5, 604799.5]

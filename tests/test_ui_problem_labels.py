@@ -1,0 +1,76 @@
+"""A problem's label says what is wrong: "Obrigatório" (required) only when nothing was given;
+malformed JSON, a file that is not UTF-8 text and a version that is not a number are labelled
+by their format or type."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import FormData
+
+from gateway.services import Services
+from tests.partner_double import upload_mapping
+from tests.ui_support import POLLED_MAPPING, Client, csrf, form_fields, log_in, make_user, replaced
+
+
+def _problems(html: str, name: str) -> list[str]:
+    """The problems shown at a field: each label and message, tags left out."""
+    block = re.search(
+        rf'<div class="field-error" id="[^"]+" data-field="{name}">(.*?)</div>', html, re.S
+    )
+    assert block is not None, f"no problem at {name}"
+    return _texts(block.group(1))
+
+
+def _upload_problems(html: str) -> list[str]:
+    """The problems the upload form lists above its fields."""
+    block = re.search(r'data-testid="upload-problems">(.*?)</ul>', html, re.S)
+    assert block is not None, "no problems listed"
+    return _texts(block.group(1))
+
+
+def _texts(html: str) -> list[str]:
+    found = re.findall(r'<span class="problem">(.*?)</span></span>', html, re.S)
+    return [" ".join(re.sub(r"<[^>]+>", " ", p).split()) for p in found]
+
+
+async def test_values_given_but_unreadable_are_not_labelled_required(
+    client: Client, services: Services
+) -> None:
+    await upload_mapping(client, POLLED_MAPPING)
+    await make_user(services)
+    await log_in(client)
+    action = "/admin/mappings/frota-api/test"
+    fields = form_fields(await (await client.get("/admin/mappings/frota-api")).text(), action)
+    typed = [*replaced(fields, payload='{"veiculos": []}'), ("version", "dois")]
+    refused = await client.post(action, data=typed)
+    html = await refused.text()
+    assert refused.status == 422, html
+    # The dry run's form has no version field: its problem is shown above the form.
+    alert = re.search(r'<div class="alert" role="alert">(.*?)</div>', html, re.S)
+    assert alert is not None, html
+    [version] = _texts(alert.group(1))
+    assert version.startswith("Tipo inválido: a version is a number"), version
+    typed = replaced(fields, payload='{"veiculos": []}', params="{bad")
+    html = await (await client.post(action, data=typed)).text()
+    [params] = _problems(html, "params")
+    assert params.startswith("Formato inválido: malformed JSON"), params
+
+    upload = FormData()
+    upload.add_field("csrf", await csrf(client, "/admin/mappings"))
+    upload.add_field("file", "name: frota\n# São Paulo\n".encode("latin-1"), filename="m.yaml")
+    refused = await client.post("/admin/mappings", data=upload)
+    html = await refused.text()
+    assert refused.status == 422, html
+    assert _upload_problems(html) == ["Formato inválido: the file is not UTF-8 text"]
+    # Nothing chosen nor pasted: that one is required.
+    token = await csrf(client, "/admin/mappings")
+    html = await (await client.post("/admin/mappings", data={"csrf": token, "source": ""})).text()
+    assert _upload_problems(html) == ["Obrigatório: choose a mapping file or paste its text"]
+
+    token = await csrf(client, "/admin/kinds")
+    html = await (
+        await client.post("/admin/kinds", data={"csrf": token, "name": "pneu", "schema": "[1]"})
+    ).text()
+    [schema] = _problems(html, "schema")
+    assert schema.startswith("Tipo inválido: paste the JSON Schema"), schema
