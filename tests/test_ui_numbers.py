@@ -5,6 +5,7 @@ unchanged, every digit kept."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gateway.services import Services
@@ -109,3 +110,36 @@ async def test_an_actions_retry_schedule_is_shown_to_edit_with_every_digit(
         assert saved.status == 303, await saved.text()
         stored = await _api(client, f"/api/v1/actions/{action['id']}")
         assert stored["retry_schedule"] == [0.5, 604799.5]
+
+
+async def test_a_retry_schedule_copied_from_the_actions_page_is_stored_as_shown(
+    client: Client, services: Services
+) -> None:
+    """The page prints the schedule as its comma-separated field reads it (no grouping: on a
+    Portuguese page `1.800` would be read back as 1.8): pasted into the edit form, the same
+    numbers are stored."""
+    partner = await post(
+        client,
+        "/api/v1/partners",
+        {"name": "ERP", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    body = {"name": "push", "partner_id": partner["id"], "method": "POST", "path": "/hooks"}
+    schedule = [1800, 3600, 0.5, 604799.5]
+    action = await post(
+        client, "/api/v1/actions", {**body, "mode": "deliver", "retry_schedule": schedule}
+    )
+    await make_user(services)
+    await log_in(client)
+    labels = {"pt-BR": "Esperas entre tentativas (s)", "en": "Waits between attempts (s)"}
+    for lang, label in labels.items():
+        await client.get(f"/admin/lang/{lang}")
+        page = await (await client.get(f"/admin/actions/{action['id']}")).text()
+        shown = re.search(rf"<dt>{re.escape(label)}</dt><dd[^>]*>([^<]*)</dd>", page)
+        assert shown is not None, page
+        path = f"/admin/actions/{action['id']}/edit"
+        fields = form_fields(await (await client.get(path)).text(), path)
+        typed = [(n, shown.group(1) if n == "retry_schedule" else v) for n, v in fields]
+        saved = await client.post(path, data=typed, allow_redirects=False)
+        assert saved.status == 303, await saved.text()
+        stored = await _api(client, f"/api/v1/actions/{action['id']}")
+        assert stored["retry_schedule"] == schedule, shown.group(1)
