@@ -1,7 +1,8 @@
 """Entity forms over HTTP with property names that the form itself uses (`csrf`, `once`,
-`revision`, `loaded.odometer_km`) or that read as paths (`a.b` beside `a: {b}`, `a/b`, `c~d`):
-every property is a control of its own, what was typed is stored as typed, kept on a 422, and
-the stale-edit check neither refuses an edit nobody raced nor stores its digest."""
+`lang`, `revision`, `loaded.odometer_km`) or that read as paths (`a.b` beside `a: {b}`,
+`a/b`, `c~d`): every property is a control of its own, what was typed is stored as typed,
+kept on a 422, and the stale-edit check neither refuses an edit nobody raced nor stores its
+digest."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ PROPERTIES: dict[str, Any] = {
     "nome": {"type": "string", "title": "T-nome"},
     "csrf": {"type": "string", "title": "T-csrf"},
     "once": {"type": "string", "title": "T-once"},
+    "lang": {"type": "string", "title": "T-lang"},
     "revision": {"type": "string", "title": "T-revision"},
     "loaded.odometer_km": {"type": "string", "title": "T-loaded"},
     "a.b": {"type": "string", "title": "T-dotted"},
@@ -36,6 +38,7 @@ TYPED = {
     "T-nome": "Nome",
     "T-csrf": "meu csrf",
     "T-once": "meu once",
+    "T-lang": "meu idioma",
     "T-revision": "minha revisão",
     "T-loaded": "carregado",
     "T-dotted": "pontuado",
@@ -49,6 +52,7 @@ STORED = {
     "nome": "Nome",
     "csrf": "meu csrf",
     "once": "meu once",
+    "lang": "meu idioma",
     "revision": "minha revisão",
     "loaded.odometer_km": "carregado",
     "a.b": "pontuado",

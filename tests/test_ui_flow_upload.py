@@ -5,6 +5,8 @@ stops at the schema."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.services import Services
 from tests.support import auth
 from tests.ui_support import Client, csrf, log_in, make_user
@@ -68,3 +70,35 @@ async def test_a_flow_missing_a_member_stops_at_the_schema(client: Client) -> No
     keywords = {e["keyword"] for e in body["errors"]}
     assert "reference" not in keywords and "unique" not in keywords  # the compiler did not run
     assert any(e["pointer"].startswith("/on") for e in body["errors"])
+
+
+async def _upload(client: Client, text: str) -> tuple[int, dict[str, Any]]:
+    response = await client.post(
+        "/api/v1/flows", data=text.encode(), headers={**auth(), "Content-Type": "application/yaml"}
+    )
+    return response.status, await response.json()
+
+
+async def test_a_recipient_of_an_unknown_member_only_is_refused_naming_it(client: Client) -> None:
+    """`{foo: 1}` passes the schema but for its unknown member; without it, it is a recipient
+    of no kind, which the compiler cannot read: a 422 naming the member, not a crash."""
+    text = (
+        "name: f\non: {events: [fine.received]}\nsteps:\n"
+        "  - {id: a, notify: {channel: c, template: t, recipients: [{foo: 1}]}}\n"
+    )
+    status, body = await _upload(client, text)
+    assert status == 422, body
+    found = [(e["pointer"], e["keyword"]) for e in body["errors"]]
+    assert found == [("/steps/0/notify/recipients/0/foo", "additionalProperties")]
+
+
+async def test_an_origin_filter_that_is_not_an_object_is_refused_naming_it(
+    client: Client,
+) -> None:
+    text = (
+        "name: f\non: {events: ['*'], filter: {origin: [1]}}\nsteps:\n"
+        "  - {id: a, set: {fields: {x: entity.x}}}\n"
+    )
+    status, body = await _upload(client, text)
+    assert status == 422, body
+    assert [e["pointer"] for e in body["errors"]] == ["/on/filter/origin"]

@@ -5,6 +5,7 @@ unchanged, every digit kept."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gateway.services import Services
@@ -109,3 +110,74 @@ async def test_an_actions_retry_schedule_is_shown_to_edit_with_every_digit(
         assert saved.status == 303, await saved.text()
         stored = await _api(client, f"/api/v1/actions/{action['id']}")
         assert stored["retry_schedule"] == [0.5, 604799.5]
+
+
+async def test_a_retry_schedule_copied_from_the_actions_page_is_stored_as_shown(
+    client: Client, services: Services
+) -> None:
+    """The page prints the schedule as its comma-separated field reads it (no grouping: on a
+    Portuguese page `1.800` would be read back as 1.8): pasted into the edit form, the same
+    numbers are stored."""
+    partner = await post(
+        client,
+        "/api/v1/partners",
+        {"name": "ERP", "base_url": "http://127.0.0.1:9", "auth": {"type": "none"}},
+    )
+    body = {"name": "push", "partner_id": partner["id"], "method": "POST", "path": "/hooks"}
+    schedule = [1800, 3600, 0.5, 604799.5]
+    action = await post(
+        client, "/api/v1/actions", {**body, "mode": "deliver", "retry_schedule": schedule}
+    )
+    await make_user(services)
+    await log_in(client)
+    labels = {"pt-BR": "Esperas entre tentativas (s)", "en": "Waits between attempts (s)"}
+    for lang, label in labels.items():
+        await client.get(f"/admin/lang/{lang}")
+        page = await (await client.get(f"/admin/actions/{action['id']}")).text()
+        shown = re.search(rf"<dt>{re.escape(label)}</dt><dd[^>]*>([^<]*)</dd>", page)
+        assert shown is not None, page
+        path = f"/admin/actions/{action['id']}/edit"
+        fields = form_fields(await (await client.get(path)).text(), path)
+        typed = [(n, shown.group(1) if n == "retry_schedule" else v) for n, v in fields]
+        saved = await client.post(path, data=typed, allow_redirects=False)
+        assert saved.status == 303, await saved.text()
+        stored = await _api(client, f"/api/v1/actions/{action['id']}")
+        assert stored["retry_schedule"] == schedule, shown.group(1)
+
+
+async def test_a_form_reads_numbers_in_the_language_it_was_shown_in(
+    client: Client, services: Services
+) -> None:
+    """The language switched between loading a form and saving it: the numbers are read, and
+    the stale-edit revision compared, in the language the form was shown in (its hidden
+    `lang`), not a false 409 nor `15.000` stored as 15."""
+    plan = await post(client, "/api/v1/maintenance-plans", {"name": "Óleo", "every_km": 10_000})
+    circle = {"lat": -23.55212, "lon": -46.633, "radius_m": 400.5}
+    fence = await post(
+        client, "/api/v1/geofences", {"name": "Garagem", "kind": "authorized", "circle": circle}
+    )
+    await make_user(services)
+    await log_in(client)
+    await client.get("/admin/lang/pt-BR")
+    plan_path = f"/admin/maintenance-plans/{plan['id']}"
+    plan_fields = form_fields(await (await client.get(plan_path)).text(), f"{plan_path}/edit")
+    fence_path = f"/admin/geofences/{fence['id']}"
+    fence_fields = form_fields(await (await client.get(fence_path)).text(), f"{fence_path}/edit")
+    assert dict(fence_fields)["circle.lat"] == "-23,55212"
+    await client.get("/admin/lang/en")
+    typed = [(n, "15.000" if n == "every_km" else v) for n, v in plan_fields]
+    saved = await client.post(f"{plan_path}/edit", data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    assert (await _api(client, f"/api/v1/maintenance-plans/{plan['id']}"))["every_km"] == 15_000
+    typed = [(n, "Garagem 2" if n == "name" else v) for n, v in fence_fields]
+    saved = await client.post(f"{fence_path}/edit", data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()  # not a 409: nothing changed meanwhile
+    stored = await _api(client, f"/api/v1/geofences/{fence['id']}")
+    assert stored["name"] == "Garagem 2" and stored["circle"] == circle
+    # A form that names no language of ours is read in the page's (English now).
+    fields = form_fields(await (await client.get(plan_path)).text(), f"{plan_path}/edit")
+    assert ("lang", "en") in fields
+    typed = [(n, "xx" if n == "lang" else "20,000" if n == "every_km" else v) for n, v in fields]
+    saved = await client.post(f"{plan_path}/edit", data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    assert (await _api(client, f"/api/v1/maintenance-plans/{plan['id']}"))["every_km"] == 20_000

@@ -74,3 +74,25 @@ async def test_values_given_but_unreadable_are_not_labelled_required(
     ).text()
     [schema] = _problems(html, "schema")
     assert schema.startswith("Tipo inválido: paste the JSON Schema"), schema
+
+
+async def test_a_version_of_thousands_of_digits_is_refused_not_a_crash(
+    client: Client, services: Services
+) -> None:
+    """Python reads no integer of over 4,300 digits: the version pages decide without, and
+    answer the 422 that any other version that is no version gets."""
+    await upload_mapping(client, POLLED_MAPPING)
+    await make_user(services)
+    await log_in(client)
+    nines, zeros = "9" * 5000, "0" * 5000
+    for path in (
+        f"/admin/mappings/frota-api/versions/{nines}",
+        f"/admin/mappings/frota-api/diff?from=1&to={nines}",
+        f"/admin/mappings/frota-api/versions/{zeros}",
+        f"/admin/mappings/frota-api/diff?from={zeros}&to=1",
+        "/admin/mappings/frota-api/versions/dois",
+    ):
+        response = await client.get(path)
+        html = await response.text()
+        assert response.status == 422, (path[:60], response.status)
+        assert "Dados inválidos" in html and "a version is a number (1, 2, ...)" in html

@@ -11,23 +11,26 @@ load_flow(text | document, *, filename=None) -> CompiledFlow
 check_flow(text | document, *, filename=None) -> Checked
     The same stages, every problem they find at once where they can run: nothing runs on a
     document that does not parse; the rules a schema cannot say run on a document whose only
-    schema problems are unknown members (the compiler reads none of them); any other schema
-    problem (a missing or mistyped member) leaves a shape the compiler cannot read, and it
-    does not run. The references the compiler collected come back even when it found
-    problems, for the service to check in the tenant in the same answer.
+    schema problems are unknown members, and then on a copy without them, once that copy
+    passes the schema whole (a recipient `{foo: 1}` without its unknown member is `{}`, a
+    recipient of no kind: the compiler does not run); any other schema problem (a missing or
+    mistyped member) leaves a shape the compiler cannot read, and it does not run. The
+    references the compiler collected come back even when it found problems, for the
+    service to check in the tenant in the same answer.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from copy import deepcopy
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import jmespath
 
-from gateway.actions.filters import compile_filter, event_type_keys
+from gateway.actions.filters import EventFilter, compile_filter, event_type_keys
 from gateway.errors import InvalidPayload
 from gateway.flows.model import (
     KINDS,
@@ -81,9 +84,27 @@ def check_flow(text: str | bytes | Mapping[str, Any], *, filename: str | None = 
         problems.add(problem.pointer, problem.message, problem.keyword)
     if any(problem.keyword not in _UNKNOWN_MEMBERS for problem in found):
         return Checked(None, problems, ())  # a shape the compiler cannot read
+    if found:
+        data = _without(data, [problem.pointer for problem in found])
+        if flow_schema().validate(data):
+            return Checked(None, problems, ())  # the rest does not stand without them
     compiler = _Compiler(problems)
     flow = compiler.flow(data)
     return Checked(flow, problems, tuple(compiler.references))
+
+
+def _without(data: Any, pointers: list[str]) -> Any:
+    """A copy of `data` without the members at `pointers` (each names a member of an object,
+    as the schema's unknown-member problems do)."""
+    out = deepcopy(data)
+    for at in pointers:
+        *path, name = [_unescape(part) for part in at.split("/")[1:]] or [""]
+        node: Any = out
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, dict):
+            node.pop(name, None)
+    return out
 
 
 def load_flow(
@@ -124,7 +145,8 @@ class _Compiler:
             seen.add(raw["id"])
             if step is not None:
                 steps.append(step)
-        self.check_self_trigger(data, steps)
+        if "filter" not in on or event_filter is not None:  # a bad filter says so itself
+            self.check_self_trigger(on["events"], event_filter, steps)
         if self.problems:
             return None
         return CompiledFlow(
@@ -177,10 +199,11 @@ class _Compiler:
         self.references.append(
             Reference("template", raw["template"], f"{at}/template", sid, raw["channel"])
         )
-        recipients = tuple(
+        found = (
             self.recipient(r, f"{at}/recipients/{i}", earlier)
             for i, r in enumerate(raw["recipients"])
         )
+        recipients = tuple(r for r in found if r is not None)
         cooldown = raw.get("cooldown") or {}
         return NotifySpec(
             channel=raw["channel"],
@@ -194,7 +217,9 @@ class _Compiler:
             urgent=bool(raw.get("urgent", False)),
         )
 
-    def recipient(self, raw: dict[str, Any], at: str, earlier: frozenset[str]) -> RecipientSpec:
+    def recipient(
+        self, raw: dict[str, Any], at: str, earlier: frozenset[str]
+    ) -> RecipientSpec | None:
         if "operators" in raw:
             return RecipientSpec(role=raw["operators"]["role"])
         if "address" in raw:
@@ -202,6 +227,9 @@ class _Compiler:
             return RecipientSpec(
                 addresses=(address,) if isinstance(address, str) else tuple(address)
             )
+        if "driver" not in raw:
+            self.problems.add(at, "a recipient is a driver, operators or an address", "required")
+            return None
         driver = raw["driver"]
         if driver == "current":
             return RecipientSpec(driver=DriverSpec())
@@ -268,15 +296,17 @@ class _Compiler:
                 self.problems.add(at, message, "cycle")
         return Expr(text, getter)
 
-    def check_self_trigger(self, data: dict[str, Any], steps: list[Step]) -> None:
+    def check_self_trigger(
+        self, events: list[str], event_filter: EventFilter | None, steps: list[Step]
+    ) -> None:
         """A `set` writes an entity, which emits entity.updated: a flow started by that event
-        (with no origin filter keeping flows out) would start itself again."""
+        (with no origin filter keeping flows out) would start itself again. The filter is read
+        compiled: `origin: {kind: ...}` and `origin: {kind: null}` (absent) keep flows out
+        unless they name `flow`."""
         keys = {k for event in _SELF_TRIGGERING for k in event_type_keys(event)}
-        if keys.isdisjoint(data["on"]["events"]):
+        if keys.isdisjoint(events):
             return
-        origin = (data["on"].get("filter") or {}).get("origin") or {}
-        kinds = origin.get("kind")
-        allowed = kinds if isinstance(kinds, list) else [kinds] if kinds is not None else None
+        allowed = dict(event_filter.origin).get("kind") if event_filter is not None else None
         if allowed is not None and "flow" not in allowed:
             return
         for step in steps:
@@ -313,3 +343,7 @@ def _field(node: Any) -> str | None:
 
 def _escape(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
+
+
+def _unescape(part: str) -> str:
+    return part.replace("~1", "/").replace("~0", "~")

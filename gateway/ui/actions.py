@@ -85,10 +85,7 @@ def xml_body(values: dict[str, Any]) -> dict[str, Any] | None:
 def edit_values(action: dict[str, Any]) -> dict[str, Any]:
     values = {name: action.get(name) or "" for name in ACTION_FIELDS}
     values["success"] = ", ".join(str(c) for c in action.get("success") or ())
-    # A comma-separated list: its numbers take a decimal point, every digit kept.
-    values["retry_schedule"] = ", ".join(
-        number_text(s, "en") for s in action.get("retry_schedule") or ()
-    )
+    values["retry_schedule"] = schedule_text(action)
     values.update({flag: "on" if action.get(flag) else "" for flag in FLAGS})
     xml = action.get("xml_body") or {}
     values["xml_body.template"] = xml.get("template") or ""
@@ -97,6 +94,13 @@ def edit_values(action: dict[str, Any]) -> dict[str, Any]:
     sample = xml.get("sample")
     values["xml_body.sample"] = "" if sample is None else tojson_pretty(sample)
     return values
+
+
+def schedule_text(action: dict[str, Any]) -> str:
+    """The retry schedule as its form field reads it, on the edit form and the action's page
+    alike (a figure copied from the page is the same number): a comma-separated list, so its
+    numbers take a decimal point and no grouping in either language, every digit kept."""
+    return ", ".join(number_text(s, "en") for s in action.get("retry_schedule") or ())
 
 
 def _items(values: dict[str, Any], name: str) -> list[str]:
@@ -147,6 +151,7 @@ async def action_page(
     doc = await services_of(request).actions.get_action(tenant_of(request), _id(request))
     context = {
         "action": public_action(doc),
+        "retry_schedule": schedule_text(doc),
         "call": call or Form({"entity.type": "vehicle"}),
         "answer": answer,
         "entity_types": ENTITY_TYPES,

@@ -25,7 +25,7 @@ from gateway.ui.forms import (
     stale_edit,
 )
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, lang_of, session_of, tenant_of
+from gateway.ui.state import form_lang, form_of, session_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -209,7 +209,9 @@ async def save_settings(request: web.Request) -> web.Response:
         return await settings_page(request, stale)
     try:
         await services_of(request).notify.settings.put(
-            tenant_of(request), settings_body(values, lang_of(request)), session_of(request).subject
+            tenant_of(request),
+            settings_body(values, form_lang(request)),
+            session_of(request).subject,
         )
     except GatewayError as exc:
         return await settings_page(request, Form(values).refuse(exc, SETTINGS_FIELDS))

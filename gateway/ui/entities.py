@@ -22,7 +22,7 @@ from gateway.ui.entity_forms import label_of, labels_for
 from gateway.ui.fleet import vehicle_fleet
 from gateway.ui.forms import Form, number_field, read_values
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, lang_of, session_of, tenant_of
+from gateway.ui.state import form_lang, form_of, session_of, tenant_of
 from gateway.ui.templating import ZONE
 from gateway.web.state import services_of
 
@@ -168,7 +168,9 @@ async def record_service(request: web.Request) -> web.Response:
     plans, all or one, reset at the next fold; the time typed is Brasília time."""
     ref = request.match_info["ref"]
     values = read_values(form_of(request))
-    body: dict[str, Any] = {"km": number_field(values, "km", lang=lang_of(request), integer=False)}
+    body: dict[str, Any] = {
+        "km": number_field(values, "km", lang=form_lang(request), integer=False)
+    }
     if raw := values.get("at"):
         try:
             at = from_iso(raw)

@@ -30,7 +30,7 @@ from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_fi
 from gateway.ui.forms import Form, editing, number_field, number_text, read_values, stale_edit
 from gateway.ui.i18n import DEFAULT, Catalog
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import catalog_of, form_of, lang_of, session_of, tenant_of, visitor_of
+from gateway.ui.state import catalog_of, form_lang, form_of, session_of, tenant_of, visitor_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -372,7 +372,7 @@ async def create_entity(request: web.Request) -> web.Response:
     kind = values.get("kind") or None
     fields = await _creation_fields(request, etype, kind)
     try:
-        doc = document_of(fields, values, lang_of(request))
+        doc = document_of(fields, values, form_lang(request))
         if etype == "other":
             doc["kind"] = kind or ""
         origin = Origin("admin", session_of(request).subject)
@@ -396,7 +396,7 @@ async def edit_entity(
         "entity": entity,
         "key": entity.get(reference_field(etype)) or entity["id"],
         "fields": fields,
-        "form": form or _editing(etype, values_of(fields, doc["data"], lang_of(request))),
+        "form": form or _editing(etype, values_of(fields, doc["data"], form_lang(request))),
         "live": LIVE.get(etype, ()),
     }
     return render(request, "entities/edit.html", context, status=status)
@@ -428,11 +428,11 @@ async def update_entity(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     current = await entities.get(tenant, etype, ref)
     fields = await _edit_fields(request, etype, current["data"])
-    now = _stable(etype, values_of(fields, current["data"], lang_of(request)))
+    now = _stable(etype, values_of(fields, current["data"], form_lang(request)))
     if (stale := stale_edit(values, now)) is not None:
         return await edit_entity(request, stale, status=409)
     try:
-        doc = document_of(fields, values, lang_of(request))
+        doc = document_of(fields, values, form_lang(request))
         shown = {f.path[0] for f in fields}
         live = _live(etype).items()
         untouched = {n for name, n in live if values.get(name) == values.get(LOADED + n)}

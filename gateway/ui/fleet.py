@@ -29,7 +29,7 @@ from gateway.ui.forms import (
 )
 from gateway.ui.maps import SheetMap, TrackInput, draw
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import PREFIX, form_of, lang_of, tenant_of
+from gateway.ui.state import PREFIX, form_lang, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -91,7 +91,7 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
         values = read_values(form_of(request))
         try:
             doc = await rules(request).create(
-                tenant_of(request), kind.body(values, False, lang_of(request))
+                tenant_of(request), kind.body(values, False, form_lang(request))
             )
         except InvalidPayload as exc:
             return new_form(request, Form(values).refuse(exc, kind.fields), status=422)
@@ -106,13 +106,13 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
     async def show(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
         return await rule_page(
-            request, rule, editing(_form_values(rule, kind.fields, lang_of(request)))
+            request, rule, editing(_form_values(rule, kind.fields, form_lang(request)))
         )
 
     async def update(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
         values = read_values(form_of(request))
-        form = _refused(values, rule, kind, lang_of(request)) or await _saved(
+        form = _refused(values, rule, kind, form_lang(request)) or await _saved(
             request, rules(request), rule, values, kind
         )
         if form is not None:
@@ -151,7 +151,7 @@ async def _saved(
     """The rule changed as the form says; or the form with the use case's problems."""
     try:
         await rules.update(
-            tenant_of(request), rule["id"], kind.body(values, True, lang_of(request))
+            tenant_of(request), rule["id"], kind.body(values, True, form_lang(request))
         )
     except InvalidPayload as exc:
         return Form(values).refuse(exc, kind.fields)

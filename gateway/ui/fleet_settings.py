@@ -13,7 +13,7 @@ from gateway.errors import GatewayError
 from gateway.fleet.settings import ODOMETER_LIMITS, QUALITY_LIMITS
 from gateway.ui.forms import Form, editing, number_field, number_text, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, lang_of, tenant_of
+from gateway.ui.state import form_lang, form_of, tenant_of
 from gateway.web.state import services_of
 
 GROUPS: Final = {"quality": QUALITY_LIMITS, "odometer": ODOMETER_LIMITS}
@@ -54,7 +54,7 @@ def _body(values: dict[str, Any], lang: str) -> dict[str, Any]:
 async def settings_page(request: web.Request, form: Form | None = None) -> web.Response:
     settings = await services_of(request).fleet_settings.get(tenant_of(request))
     context = {
-        "form": form or editing(_values(settings.to_doc(), lang_of(request))),
+        "form": form or editing(_values(settings.to_doc(), form_lang(request))),
         "groups": {group: tuple(limits.items()) for group, limits in GROUPS.items()},
     }
     status = 200 if form is None else 409 if form.stale is not None else 422
@@ -65,10 +65,10 @@ async def save_settings(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     service = services_of(request).fleet_settings
     current = await service.get(tenant_of(request))
-    if (stale := stale_edit(values, _values(current.to_doc(), lang_of(request)))) is not None:
+    if (stale := stale_edit(values, _values(current.to_doc(), form_lang(request)))) is not None:
         return await settings_page(request, stale)
     try:
-        await service.put(tenant_of(request), _body(values, lang_of(request)))
+        await service.put(tenant_of(request), _body(values, form_lang(request)))
     except GatewayError as exc:
         return await settings_page(request, Form(values).refuse(exc, FIELDS))
     return redirect("/admin/fleet-settings", flash="fleet_settings.saved")

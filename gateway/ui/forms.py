@@ -20,6 +20,7 @@ import orjson
 from multidict import MultiMapping
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.ui.state import FORM_LANG
 
 ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 502, 503, 504)
 
@@ -127,11 +128,12 @@ def _unescape(token: str) -> str:
 
 def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str, Any]:
     """A posted form as plain values: text fields as text (trimmed), the `lists` as lists
-    (checkboxes, multi-selects); the CSRF token and uploaded files are left out."""
+    (checkboxes, multi-selects); the CSRF token, the form's language (state.form_lang reads
+    it) and uploaded files are left out."""
     many = set(lists)
     values: dict[str, Any] = {}
     for name in data:
-        if name == "csrf" or name in values:
+        if name in ("csrf", FORM_LANG) or name in values:
             continue
         if name in many:
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]

@@ -26,7 +26,7 @@ from gateway.ui.forms import (
     stale_edit,
 )
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, lang_of, tenant_of
+from gateway.ui.state import form_lang, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -95,7 +95,7 @@ async def create_partner(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     try:
         doc = await services_of(request).actions.create_partner(
-            tenant_of(request), _partner_body(values, lang_of(request))
+            tenant_of(request), _partner_body(values, form_lang(request))
         )
     except InvalidPayload as exc:
         return await _partners(request, [], 1, Form(values).refuse(exc, PARTNER_FIELDS), 422)
@@ -119,7 +119,7 @@ async def partner_page(
         "partner": partner,
         "actions": [public_action(a) for a in actions],
         "form": form or Form({"base_url": partner["base_url"]}),
-        "settings": settings or editing(_settings_values(partner, lang_of(request))),
+        "settings": settings or editing(_settings_values(partner, form_lang(request))),
         "auth_types": AUTH_TYPES,
     }
     failed = form is not None or settings is not None
@@ -178,12 +178,12 @@ async def edit_partner(request: web.Request) -> web.Response:
     tenant, actions = tenant_of(request), services_of(request).actions
     partner = public_partner(await actions.get_partner(tenant, _id(request)))
     values = read_values(form_of(request))
-    current = _settings_values(partner, lang_of(request))
+    current = _settings_values(partner, form_lang(request))
     if (stale := stale_edit(values, current)) is not None:
         return await partner_page(request, settings=stale, status=409)
     try:
         await actions.update_partner(
-            tenant, partner["id"], _settings_body(values, current, lang_of(request))
+            tenant, partner["id"], _settings_body(values, current, form_lang(request))
         )
     except InvalidPayload as exc:
         # A new origin needs the credentials again: a problem of the URL typed.
@@ -203,7 +203,7 @@ async def replace_credentials(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     body = {
         k: v
-        for k, v in _partner_body(values, lang_of(request)).items()
+        for k, v in _partner_body(values, form_lang(request)).items()
         if k in ("auth", "base_url")
     }
     try:
@@ -305,7 +305,7 @@ async def edit_subscription(request: web.Request) -> web.Response:
         body = {
             "event_types": _event_types(values),
             "filter": json_field(values, "filter") or {},
-            "sample_seconds": number_field(values, "sample_seconds", lang=lang_of(request)),
+            "sample_seconds": number_field(values, "sample_seconds", lang=form_lang(request)),
         }
         await actions.update_subscription(tenant, _id(request), body)
     except InvalidPayload as exc:

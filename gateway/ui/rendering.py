@@ -13,7 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.ui.navigation import NAV
-from gateway.ui.state import PREFIX, catalog_of, templates_key, visitor_of
+from gateway.ui.state import PREFIX, catalog_of, form_lang, templates_key, visitor_of
 
 FLASH_COOKIE: Final = "rabbot_flash"
 # What a Location keeps as written (reserved characters, and `%` of what is already encoded).
@@ -32,6 +32,7 @@ def render(
     page = {
         "t": functools.partial(catalog.text, visitor.lang),
         "lang": visitor.lang,
+        "form_lang": form_lang(request),  # a form's hidden `lang` (_macros.html csrf_field)
         "session": visitor.session,
         "csrf": visitor.csrf,
         "once": _once,

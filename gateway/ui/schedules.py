@@ -15,7 +15,7 @@ from gateway.errors import InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui.forms import Form, editing, json_field, nest, number_field, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, lang_of, tenant_of
+from gateway.ui.state import form_lang, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -113,7 +113,7 @@ async def create_schedule(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     try:
         schedule = await services_of(request).schedules.create(
-            tenant_of(request), schedule_body(values, lang=lang_of(request))
+            tenant_of(request), schedule_body(values, lang=form_lang(request))
         )
     except InvalidPayload as exc:
         return await _form(request, Form(values).refuse(exc, FIELDS), None, status=422)
@@ -152,7 +152,7 @@ async def update_schedule(request: web.Request) -> web.Response:
     initial = (current.get("cursor") or {}).get("initial")
     try:
         await schedules.update(
-            tenant, current["id"], schedule_body(values, lang=lang_of(request), initial=initial)
+            tenant, current["id"], schedule_body(values, lang=form_lang(request), initial=initial)
         )
     except InvalidPayload as exc:
         return await _form(request, Form(values).refuse(exc, FIELDS), current, status=422)

@@ -11,7 +11,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from gateway.accounts import UiSession
-from gateway.ui.i18n import Catalog
+from gateway.ui.i18n import LANGUAGES, Catalog
 
 PREFIX = "/admin"
 templates_key = web.AppKey("ui_templates", jinja2.Environment)
@@ -40,8 +40,25 @@ def visitor_of(request: web.Request) -> Visitor:
 
 
 def lang_of(request: web.Request) -> str:
-    """The page's language: numbers are printed and read in it (forms.number_field)."""
+    """The page's language: numbers are printed in it (the `number` filter)."""
     return request[visitor_key].lang
+
+
+# The hidden field beside a form's CSRF token that names the language it was shown in.
+FORM_LANG = "lang"
+
+
+def form_lang(request: web.Request) -> str:
+    """The language of a form's numbers (forms.number_field reads them, number_text writes
+    them, and an edit's revision digests them): on a POST, the language the form was shown
+    in, which it posts (`csrf_field` in _macros.html) when it names one of ours: a language
+    switched between loading a form and saving it changes neither the numbers read nor the
+    revision compared. Else (a GET; a post of a client of its own) the page's."""
+    if request.method == "POST" and form_key in request:
+        posted = request[form_key].get(FORM_LANG)
+        if posted in LANGUAGES:
+            return str(posted)
+    return lang_of(request)
 
 
 def form_of(request: web.Request) -> MultiDictProxy[Any]:

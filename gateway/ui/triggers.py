@@ -24,7 +24,7 @@ from gateway.ui.forms import (
     stale_edit,
 )
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, lang_of, tenant_of
+from gateway.ui.state import form_lang, form_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -118,18 +118,18 @@ async def trigger_page(request: web.Request) -> web.Response:
 
 async def edit_trigger(request: web.Request) -> web.Response:
     trigger = await services_of(request).triggers.get(tenant_of(request), _id(request))
-    return await _edit_form(request, trigger, editing(edit_values(trigger, lang_of(request))))
+    return await _edit_form(request, trigger, editing(edit_values(trigger, form_lang(request))))
 
 
 async def update_trigger(request: web.Request) -> web.Response:
     tenant, triggers = tenant_of(request), services_of(request).triggers
     trigger = await triggers.get(tenant, _id(request))
     values = read_values(form_of(request), lists=("methods",))
-    if (stale := stale_edit(values, edit_values(trigger, lang_of(request)))) is not None:
+    if (stale := stale_edit(values, edit_values(trigger, form_lang(request)))) is not None:
         return await _edit_form(request, trigger, stale, status=409)
     try:
         await triggers.update(
-            tenant, trigger["id"], trigger_patch(values, trigger, lang_of(request))
+            tenant, trigger["id"], trigger_patch(values, trigger, form_lang(request))
         )
     except InvalidPayload as exc:
         form = Form(values).refuse(exc, EDIT_FIELDS)
