@@ -280,32 +280,3 @@ async def test_a_templates_content_is_replaced_on_its_page_and_its_name_stays(
     assert saved.status == 200 and "Modelo salvo" in await saved.text()
     stored = await services.notify.templates.get("acme", template["id"])
     assert stored["rev"] == 2 and stored["locales"]["pt-BR"]["subject"] == subject
-
-
-async def test_a_rejected_payload_refused_again_shows_how_often_and_when_last(
-    client: Client, services: Services
-) -> None:
-    await make_user(services)
-    created = await client.post(
-        "/api/v1/triggers",
-        json={
-            "name": "erp",
-            "entity_type": "vehicle",
-            "input_schema": {"type": "object", "required": ["plate"]},
-        },
-        headers=auth(),
-    )
-    trigger = await created.json()
-    for _ in range(2):
-        refused = await client.post(
-            f"/hooks/{trigger['id']}",
-            json={"placa": "ABC1D23"},
-            headers={"Authorization": f"Bearer {trigger['token']}"},
-        )
-        assert refused.status == 422, await refused.text()
-    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
-    [record] = (await listed.json())["items"]
-    await log_in(client)
-    page = await (await client.get(f"/admin/rejected/{record['id']}")).text()
-    assert "<dt>Recusada (vezes)</dt><dd>2</dd>" in page, page
-    assert "Última recusa em" in page

@@ -2,19 +2,16 @@
 
 A record is `{_id, tenant, trigger_id, received_at, reason: "schema"|"mapping"|"entity",
 detail, problems, scope: "body"|"item", index, schema_applies, payload (JSON text),
-replayable, status: "pending"|"replayed", attempts, replayed_at, result, seen, last_seen_at,
-payload_hash}`. The payload is kept as JSON text: exact, and free of BSON's limits on keys and
-integers. Each trigger keeps its newest `MAX_PER_TRIGGER` records. A record with a
-`payload_hash` is one per identical payload while pending: the same payload refused again
-adds to its `seen` and moves its `last_seen_at` (and takes the newest refusal's reason and
-problems) rather than adding a record.
+replayable, status: "pending"|"replayed", attempts, replayed_at, result}`. The payload is
+kept as JSON text: exact, and free of BSON's limits on keys and integers. Each trigger keeps
+its newest `MAX_PER_TRIGGER` records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
@@ -37,15 +34,7 @@ INDEXES = [
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("_id", DESCENDING)], name="by_trigger"
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
-    IndexModel(
-        [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("payload_hash", ASCENDING)],
-        name="by_payload",
-    ),
 ]
-# What a copy must share with a pending record to be counted on it (and what a new one takes
-# from the filter); what it refreshes on it.
-_SAME: Final = ("payload_hash", "scope", "schema_applies")
-_LATEST: Final = ("last_seen_at", "reason", "detail", "problems", "index")
 # The pending ones (the list by status, the dashboard's count): SecantusDB scans every
 # tenant's records for a query one predicate of which (`status`) no index has.
 STATUS_INDEX = IndexModel(
@@ -69,47 +58,12 @@ class RejectedStore:
             self._windowed = [set(), {"trigger_id"}, {"status"}]
 
     async def add_many(self, tenant: str, trigger_id: str, records: Sequence[Doc]) -> None:
-        """Keep rejected payloads of one trigger (one insert, one write counting copies of
-        pending records, one trim to the newest MAX_PER_TRIGGER)."""
-        fresh: list[Doc] = []
-        copies: dict[tuple[Any, ...], tuple[Doc, int]] = {}
-        for record in records:
-            if record.get("payload_hash") is None:
-                fresh.append(scoped(tenant, {**record, "_id": ObjectId()}))
-                continue
-            same = tuple(record[name] for name in _SAME)
-            first, count = copies.get(same, (record, 0))
-            copies[same] = ({**first, **{k: record[k] for k in _LATEST}}, count + 1)
+        """Keep rejected payloads of one trigger (one insert, one trim to the newest
+        MAX_PER_TRIGGER)."""
+        docs = [scoped(tenant, {**record, "_id": ObjectId()}) for record in records]
         with translate_errors():
-            if fresh:
-                await self._c.insert_many(fresh)
-            if copies:
-                await self._c.bulk_write(
-                    [self._counted(tenant, trigger_id, *copy) for copy in copies.values()],
-                    ordered=False,
-                )
+            await self._c.insert_many(docs)
             await self._trim(tenant, trigger_id)
-
-    @staticmethod
-    def _counted(tenant: str, trigger_id: str, record: Doc, count: int) -> UpdateOne:
-        """`record` (seen `count` times) counted on the pending record of the same payload,
-        or inserted as that record."""
-        query = scoped(
-            tenant,
-            {"trigger_id": trigger_id, **{k: record[k] for k in _SAME}, "status": "pending"},
-        )
-        first = {
-            k: v for k, v in record.items() if k not in query and k not in _LATEST and k != "seen"
-        }
-        return UpdateOne(
-            query,
-            {
-                "$inc": {"seen": count},
-                "$set": {k: record[k] for k in _LATEST},
-                "$setOnInsert": {**first, "_id": ObjectId()},
-            },
-            upsert=True,
-        )
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:
         query = scoped(tenant, {"trigger_id": trigger_id})
