@@ -198,3 +198,22 @@ async def test_replay_all_in_rounds_reports_each_record_and_leaves_a_busy_one_al
     ]
     assert [after[k["id"]]["attempts"] for k in kept] == [1, 0, 1, 1]
     assert sorted(v["plate"] for v in await entities(client)) == ["ABC1D23", "XYZ9K87"]
+
+
+async def test_a_record_the_database_refuses_is_logged_and_the_partner_still_gets_its_422(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rejected store's insert failing for one record (here a validator on `rejected`; in
+    life a record over the database's limits) loses the record, logged; it does not turn the
+    partner's 422 into a 500."""
+    from gateway.web.state import services_key
+
+    db = client.app[services_key].store.db
+    await db.command("collMod", "rejected", validator={"reason": {"$ne": "schema"}})
+    trigger = await create_trigger(client, input_schema={"type": "object", "required": ["colour"]})
+    with caplog.at_level("WARNING", logger=rejected.__name__):
+        status, problem = await hook(client, trigger, {"plate": "ABC1D23"})
+    assert status == 422, problem
+    assert "colour" in str(problem["errors"])  # the schema problem, not the store's
+    assert any("rejected payloads not kept" in r.getMessage() for r in caplog.records)
+    assert await _rejected(client) == []

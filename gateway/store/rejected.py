@@ -59,10 +59,14 @@ class RejectedStore:
 
     async def add_many(self, tenant: str, trigger_id: str, records: Sequence[Doc]) -> None:
         """Keep rejected payloads of one trigger (one insert, one trim to the newest
-        MAX_PER_TRIGGER)."""
+        MAX_PER_TRIGGER). A record the database refuses is an InvalidPayload (the others of
+        the batch are written); a write concern that failed, StoreUnavailable."""
         docs = [scoped(tenant, {**record, "_id": ObjectId()}) for record in records]
         with translate_errors():
-            await self._c.insert_many(docs)
+            try:
+                await self._c.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                bulk_failure(exc)
             await self._trim(tenant, trigger_id)
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:

@@ -2,8 +2,8 @@
 problems, so an admin can fix the trigger and replay it (`replay.py`).
 
 The record is written here and read here (`public_rejected`); `store/rejected.py` keeps the
-documents. Losing a record (database down) is logged, not raised: the partner's answer is
-the 422 either way.
+documents. Losing a record (database down, or a record it refuses) is logged, not raised: the
+partner's answer is the 422 either way.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class RejectedKeeper:
             return
         try:
             await self._store.rejected.add_many(trigger.tenant, trigger.id, records)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, InvalidPayload) as exc:  # down, or refused what it holds
             log.warning("rejected payloads not kept: %s", exc.detail, extra={"trigger": trigger.id})
             return
         for record in records:
