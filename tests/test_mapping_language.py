@@ -353,6 +353,8 @@ def test_transforms_skip_nulls() -> None:
         ("[parse_number]", "1,130.16", "cast"),
         ("[parse_number]", "1.1.30,16", "cast"),
         ("[parse_number]", "12.5", "cast"),
+        ("[parse_number]", "0.125", "cast"),  # a leading zero is no thousands group
+        ("[parse_number]", "000.123,5", "cast"),
         ("[{parse_number: {thousands: ',', decimal: '.'}}]", "1.130,16", "cast"),
         ("[{convert: {from: l/100km, to: km/l}}]", 0, "transform"),
         ("[{datetime: {parse: iso8601}}]", "yesterday", "datetime"),

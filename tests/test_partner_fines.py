@@ -60,6 +60,7 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
         assert status == 201, (text, answer)
         assert (await _fine(client, fines, f"R{i}"))["amount_brl"] == amount, text
     refused = ["1,130.16", "1.1.30,16", "1.13,16", "11.30,16", "1.130.16", ",", "1,", "1.130,1,6"]
+    refused += ["0.125,00", "000.123,45"]  # no leading zero before a thousands point
     for i, text in enumerate(refused):
         status, problem = await hook(client, fines, {**FINE, "ait": f"X{i}", "valor": text})
         assert status == 422, (text, problem)

@@ -258,12 +258,13 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
 
 
 def _locale_number(thousands: str, decimal: str) -> re.Pattern[str]:
-    """A number as a locale writes it: a sign; digits, or 1-3 digits then groups of three
-    after each thousands separator; the decimal separator and at least one digit (the
-    integer part may be left out: ",5"); an exponent."""
+    """A number as a locale writes it: a sign; digits, or 1-3 digits (not led by a zero:
+    "0.125" is no thousand) then groups of three after each thousands separator; the
+    decimal separator and at least one digit (the integer part may be left out: ",5"); an
+    exponent."""
     integer = "[0-9]+"
     if thousands:
-        integer = f"(?:[0-9]{{1,3}}(?:{re.escape(thousands)}[0-9]{{3}})+|[0-9]+)"
+        integer = f"(?:[1-9][0-9]{{0,2}}(?:{re.escape(thousands)}[0-9]{{3}})+|[0-9]+)"
     fraction = f"{re.escape(decimal)}[0-9]+"
     return re.compile(f"[+-]?(?:{integer}(?:{fraction})?|{fraction})(?:[eE][+-]?[0-9]+)?")
 
