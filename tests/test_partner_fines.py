@@ -93,6 +93,8 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         "D2": ("18/12/2026 23:59:59", "2026-12-18"),
         "D3": ("18/12/2026", "2026-12-18"),
         "D4": ("2026-12-18T23:59:00-03:00", "2026-12-18"),
+        "D5": ("18/12/2026 9:30", "2026-12-18"),  # an hour of one digit
+        "D6": ("18/12/2026 9:30:15", "2026-12-18"),
     }
     for key, (text, day) in deadlines.items():
         status, answer = await hook(
@@ -101,6 +103,7 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         assert status == 201, (text, answer)
         assert (await _fine(client, fines, key))["indication_deadline"] == day, text
     sent = ["25/11/2026 22:30", "25/11/2026 22:30:15", "25/11/2026", "2026-11-25T22:30:00-03:00"]
+    sent += ["25/11/2026 9:30", "25/11/2026 9:30:15"]
     for i, text in enumerate(sent):
         status, answer = await hook(client, fines, {**FINE, "ait": f"P{i}"})
         assert status == 201, answer
@@ -109,6 +112,14 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         )
         assert status == 200, (text, answer)
     assert [d["paid_on"] for d in await _paid(client)] == ["2026-11-25"] * len(sent)
+    occurred = {
+        "05/01/2026 9:30": "2026-01-05T12:30:00Z",
+        "05/01/2026 9:30:15": "2026-01-05T12:30:15Z",
+    }
+    for i, (text, utc) in enumerate(occurred.items()):
+        status, answer = await hook(client, fines, {**FINE, "ait": f"T{i}", "dataHora": text})
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, f"T{i}"))["occurred_at"] == utc, text
     status, problem = await hook(client, fines, {**FINE, "ait": "H1", "dataHora": "18/11/2026"})
     assert status == 422, problem  # the infraction's time needs its hour
     assert [e["pointer"] for e in problem["errors"]] == ["/dataHora"]
