@@ -54,6 +54,11 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
         " 13,5 ": 13.5,
         "130.16": 130.16,
         "130": 130,
+        "1.234.567": 1234567,
+        "0.125": 0.13,
+        "12.5": 12.5,
+        1.13: 1.13,  # a JSON number is the number it is
+        12.5: 12.5,
     }
     for i, (text, amount) in enumerate(read.items()):
         status, answer = await hook(client, fines, {**FINE, "ait": f"R{i}", "valor": text})
@@ -61,6 +66,7 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
         assert (await _fine(client, fines, f"R{i}"))["amount_brl"] == amount, text
     refused = ["1,130.16", "1.1.30,16", "1.13,16", "11.30,16", "1.130.16", ",", "1,", "1.130,1,6"]
     refused += ["0.125,00", "000.123,45"]  # no leading zero before a thousands point
+    refused += ["1.130", "12.500"]  # a thousand and thirty, or 1.13? Not guessed
     for i, text in enumerate(refused):
         status, problem = await hook(client, fines, {**FINE, "ait": f"X{i}", "valor": text})
         assert status == 422, (text, problem)
@@ -72,9 +78,10 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
     status, answer = await hook(client, fines, FINE)
     assert status == 201, answer
     for field in ("valorPago", "desconto"):
-        status, problem = await hook(client, payments, {**PAYMENT, field: "1,130.16"})
-        assert status == 422, (field, problem)
-        assert [e["pointer"] for e in problem["errors"]] == [f"/{field}"]
+        for text in ("1,130.16", "12.500"):
+            status, problem = await hook(client, payments, {**PAYMENT, field: text})
+            assert status == 422, (field, problem)
+            assert [e["pointer"] for e in problem["errors"]] == [f"/{field}"]
     status, answer = await hook(client, payments, {**PAYMENT, "valorPago": "1.104,13"})
     assert status == 200, answer
     assert [d["amount_paid_brl"] for d in await _paid(client)] == [1104.13]
