@@ -588,3 +588,49 @@ async def test_a_uint64_id_cast_to_integer_then_string_is_its_text_and_a_huge_on
         "cast",
     )
     assert error["message"].endswith("to integer: over 4,300 characters"), error
+
+
+async def test_a_payload_refused_again_while_pending_is_one_record_counting_its_copies(
+    client: Client,
+) -> None:
+    """A partner that resends a refused payload (a retrying webhook, a polled feed) added a
+    record each time, pushing the trigger's other records out of its 1,000. A copy of a
+    pending record is counted on it (`seen`, `last_seen_at`, the newest refusal's problems);
+    once replayed, the same payload refused again is a new record. An OsmAnd request without
+    a timestamp is a fix at its receipt time: identical requests stay records of their own."""
+    strict = ERP_VEHICLE + "  attributes.region: {from: regiao, required: true}\n"
+    await upload_mapping(client, strict.replace("name: erp-vehicle", "name: erp-strict"))
+    trigger = await create_trigger(client, mapping="erp-strict")
+    body = b'{"placa": "ABC-1D23", "id": 7}'
+    for _ in range(3):
+        status, problem = await _post(client, trigger, body, "application/json")
+        assert status == 422, problem
+    status, problem = await _post(client, trigger, b'{"placa": "XYZ-9K87"}', "application/json")
+    assert status == 422, problem
+
+    async def kept() -> list[dict[str, Any]]:
+        listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+        return list((await listed.json())["items"])
+
+    other, copies = await kept()
+    assert (copies["seen"], other["seen"]) == (3, 1)
+    assert copies["last_seen_at"] > copies["received_at"]
+    await upload_mapping(client, ERP_VEHICLE.replace("name: erp-vehicle", "name: erp-strict"))
+    replayed = await client.post(f"/api/v1/rejected/{copies['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    assert (await _vehicle(client))["attributes"] == {"erp_id": "7"}
+    rolled = await client.post("/api/v1/mappings/erp-strict/rollback", headers=auth())
+    assert rolled.status == 200, await rolled.text()
+    status, problem = await _post(client, trigger, body, "application/json")
+    assert status == 422, problem
+    again, _, first = await kept()
+    assert (again["status"], again["seen"]) == ("pending", 1)
+    assert (first["id"], first["status"], first["seen"]) == (copies["id"], "replayed", 3)
+
+    await upload_shipped(client, "osmand")
+    osmand = await create_position_trigger(client, mapping="osmand", format="form")
+    for _ in range(2):
+        status, problem = await _post(client, osmand, b"id=unknown&lat=-23.5&lon=-46.6", FORM)
+        assert status == 422, problem
+    listed = await client.get(f"/api/v1/rejected?trigger_id={osmand['id']}", headers=auth())
+    assert [r["seen"] for r in (await listed.json())["items"]] == [1, 1]

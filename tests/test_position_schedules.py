@@ -124,3 +124,70 @@ async def test_a_schedule_polling_traccar_positions_stores_each_device_once(
     for plate, lat in (("ABC1D23", -23.56118), ("BRA2E19", -22.90685)):
         [fix] = (await get(client, f"/api/v1/entities/vehicle/{plate}/positions"))["items"]
         assert fix["lat"] == lat and fix["source"] == schedule["id"]
+
+
+async def test_a_polled_item_refused_on_every_run_is_kept_once_with_its_repeats(
+    client: Client,
+) -> None:
+    """A feed without a cursor (Traccar's GET /api/positions) answers the same position of an
+    unregistered device on every run: each run added an identical rejected record, and in
+    about 80 minutes at 5 s those copies pushed every other record of the schedule out of its
+    1,000. One record per identical payload now, counting how often it was seen and when
+    last; replaying it after the fix still writes it."""
+    page = orjson.loads((PAYLOADS / "traccar_api_positions.json").read_bytes())
+    now = datetime.now(UTC).replace(microsecond=0)
+    page[0]["fixTime"] = (now - timedelta(minutes=2)).isoformat()
+    page[1]["fixTime"] = (now - timedelta(minutes=1)).isoformat()
+
+    async def positions(request: web.Request) -> web.Response:
+        return web.json_response(page)
+
+    app = web.Application()
+    app.router.add_get("/api/positions", positions)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        await upload_mapping(client, (MAPPINGS / "traccar-api-positions.yaml").read_text())
+        await post(
+            client,
+            "/api/v1/entities/vehicle",
+            {"plate": "ABC1D23", "attributes": {"tracker_id": 7}},
+        )
+        partner = await create_partner(client, str(server.make_url("/")).rstrip("/"))
+        action = await create_action(
+            client, partner["id"], name="positions", method="GET", path="/api/positions",
+            mode="proxy", read_only=True,
+        )  # fmt: skip
+        schedule = await post(
+            client,
+            "/api/v1/schedules",
+            {
+                "name": "traccar-positions",
+                "action_id": action["id"],
+                "every": "1m",
+                "target": {"type": "positions", "mapping": "traccar-api-positions"},
+            },
+        )
+        for run in range(3):
+            if run:
+                await run_now(client, schedule["id"])
+            assert await runner(client).run_until_idle() == {"ok": 1}
+        assert [r["rejected"] for r in await runs(client, schedule["id"])] == [1, 1, 1]
+        [kept] = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
+        assert (kept["status"], kept["scope"], kept["seen"]) == ("pending", "item", 3), kept
+        assert kept["last_seen_at"] > kept["received_at"]
+        await post(
+            client,
+            "/api/v1/entities/vehicle",
+            {"plate": "BRA2E19", "attributes": {"tracker_id": "12"}},
+        )
+        response = await client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth())
+        assert response.status == 200, await response.text()
+        [fix] = (await get(client, "/api/v1/entities/vehicle/BRA2E19/positions"))["items"]
+        assert fix["lat"] == -22.90685
+        await run_now(client, schedule["id"])  # the fix is stored now: a duplicate
+        assert await runner(client).run_until_idle() == {"ok": 1}
+    finally:
+        await server.close()
+    listed = (await get(client, f"/api/v1/rejected?trigger_id={schedule['id']}"))["items"]
+    assert [(r["status"], r["seen"]) for r in listed] == [("replayed", 3)]
