@@ -139,13 +139,14 @@ def test_test_shows_the_occurrence_id_each_item_resolves_to_and_how_events_annou
 def test_test_refuses_an_integer_beyond_64_bits_at_its_source_as_the_trigger_does(
     tmp_path: Path,
 ) -> None:
-    """The cast refuses what the database cannot store, so the CLI names the partner's field
-    (`/batt`) and its target, as the dry run and the trigger do, not the fix's own path."""
+    """The field's final value is refused when the database cannot store it, so the CLI
+    names the partner's field (`/batt`) and its target, as the dry run and the trigger do,
+    not the fix's own path."""
     sample = tmp_path / "query.txt"
     sample.write_text("id=1&lat=-23.5&lon=-46.6&timestamp=1795685112&batt=99999999999999999999")
     result = _gateway("test", MAPPINGS / "osmand.yaml", sample)
     assert result.returncode == 1
     assert (
-        f"{sample}: /batt: cannot cast string '99999999999999999999' to number: an integer "
-        "beyond 64 bits (the database holds none) (target attributes.battery_percent)"
+        f"{sample}: /batt: 99999999999999999999 is an integer beyond 64 bits (the database "
+        "holds none) (target attributes.battery_percent)"
     ) in result.stderr, result.stderr

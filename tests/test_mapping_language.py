@@ -290,6 +290,10 @@ def test_items_extracts_batches() -> None:
         ("[{parse_number: {thousands: '', decimal: ','}}]", "1234,5", 1234.5),
         ("[parse_number]", "1.234.567", 1234567),
         ("[parse_number]", ",5", 0.5),
+        ("[{parse_number: {decimal_point: true}}]", "130.16", 130.16),
+        ("[{parse_number: {decimal_point: true}}]", "0.125", 0.125),
+        ("[{parse_number: {decimal_point: true}}]", "1.130,16", 1130.16),
+        ("[{parse_number: {decimal_point: true}}]", "1.234.567", 1234567),
         ("[{map: {values: {'1': open, 'true': affirmative}, default: other}}]", 1, "open"),
         ("[{map: {values: {'1': open, 'true': affirmative}}}]", True, "affirmative"),
         ("[{map: {values: {'1': open}, default: other}}]", "9", "other"),
@@ -353,6 +357,10 @@ def test_transforms_skip_nulls() -> None:
         ("[parse_number]", "1,130.16", "cast"),
         ("[parse_number]", "1.1.30,16", "cast"),
         ("[parse_number]", "12.5", "cast"),
+        ("[parse_number]", "0.125", "cast"),  # a leading zero is no thousands group
+        ("[parse_number]", "000.123,5", "cast"),
+        ("[{parse_number: {decimal_point: true}}]", "1.130", "cast"),  # 1130 or 1.13?
+        ("[{parse_number: {decimal_point: true}}]", "-12.500", "cast"),
         ("[{parse_number: {thousands: ',', decimal: '.'}}]", "1.130,16", "cast"),
         ("[{convert: {from: l/100km, to: km/l}}]", 0, "transform"),
         ("[{datetime: {parse: iso8601}}]", "yesterday", "datetime"),
@@ -639,6 +647,12 @@ _KEYED = "name: k\ndirection: inbound\nentity_type: vehicle\nkey: {}\nfields: {{
         ),
         (
             HEAD + "fields:\n  plate: {from: p, transforms: [{parse_number: {thousands: '-'}}]}\n",
+            "/fields/plate/transforms/0/parse_number",
+            "transform",
+        ),
+        (  # a decimal point beside a decimal point reads nothing more
+            HEAD + "fields:\n  plate: {from: p, transforms: "
+            "[{parse_number: {thousands: ',', decimal: '.', decimal_point: true}}]}\n",
             "/fields/plate/transforms/0/parse_number",
             "transform",
         ),

@@ -279,3 +279,35 @@ async def test_windows_1252_bytes_under_a_latin_1_or_ascii_label_are_read_as_win
     status, answer = await _post(client, xml, document, "text/xml")
     assert status == 200, answer
     assert (await _attributes(client))["city"] == "São Paulo – “Sé”"
+
+
+async def test_utf_8_xml_under_an_ascii_label_is_read_as_utf_8_not_garbled(
+    client: Client,
+) -> None:
+    """Bytes past ASCII under a us-ascii label (the media type's or the declaration's) are
+    UTF-8 more often than not, as JSON, forms and multipart parts read them: `São Paulo` was
+    stored as `SÃ£o Paulo`. Bytes that are not UTF-8 stay windows-1252, and a Latin-1 label
+    keeps its word."""
+    await upload_mapping(
+        client,
+        "name: erp-xml\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n"
+        "  plate: {from: veiculo.placa, transforms: [plate]}\n  attributes.city: veiculo.cidade\n",
+    )
+    xml = await create_trigger(client, name="xml", mapping="erp-xml", format="xml")
+    element = "<veiculo><placa>ABC1D23</placa><cidade>São Paulo – “Sé”</cidade></veiculo>"
+    declared = f'<?xml version="1.0" encoding="US-ASCII"?>{element}'
+    for document, content_type in (
+        (element.encode(), "text/xml; charset=us-ascii"),
+        (declared.encode(), "text/xml"),
+        (declared.encode(), "application/xml; charset=ASCII"),
+    ):
+        status, answer = await _post(client, xml, document, content_type)
+        assert status in (200, 201), (content_type, answer)
+        assert (await _attributes(client))["city"] == "São Paulo – “Sé”", content_type
+    status, answer = await _post(client, xml, declared.encode("cp1252"), "text/xml")
+    assert status == 200, answer
+    assert (await _attributes(client))["city"] == "São Paulo – “Sé”"
+    latin = element.replace("–", "-").replace("“", '"').replace("”", '"')
+    status, answer = await _post(client, xml, latin.encode(), "text/xml; charset=ISO-8859-1")
+    assert status == 200, answer
+    assert (await _attributes(client))["city"] == 'SÃ£o Paulo - "SÃ©"'

@@ -54,12 +54,19 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
         " 13,5 ": 13.5,
         "130.16": 130.16,
         "130": 130,
+        "1.234.567": 1234567,
+        "0.125": 0.13,
+        "12.5": 12.5,
+        1.13: 1.13,  # a JSON number is the number it is
+        12.5: 12.5,
     }
     for i, (text, amount) in enumerate(read.items()):
         status, answer = await hook(client, fines, {**FINE, "ait": f"R{i}", "valor": text})
         assert status == 201, (text, answer)
         assert (await _fine(client, fines, f"R{i}"))["amount_brl"] == amount, text
     refused = ["1,130.16", "1.1.30,16", "1.13,16", "11.30,16", "1.130.16", ",", "1,", "1.130,1,6"]
+    refused += ["0.125,00", "000.123,45"]  # no leading zero before a thousands point
+    refused += ["1.130", "12.500"]  # a thousand and thirty, or 1.13? Not guessed
     for i, text in enumerate(refused):
         status, problem = await hook(client, fines, {**FINE, "ait": f"X{i}", "valor": text})
         assert status == 422, (text, problem)
@@ -71,9 +78,10 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
     status, answer = await hook(client, fines, FINE)
     assert status == 201, answer
     for field in ("valorPago", "desconto"):
-        status, problem = await hook(client, payments, {**PAYMENT, field: "1,130.16"})
-        assert status == 422, (field, problem)
-        assert [e["pointer"] for e in problem["errors"]] == [f"/{field}"]
+        for text in ("1,130.16", "12.500"):
+            status, problem = await hook(client, payments, {**PAYMENT, field: text})
+            assert status == 422, (field, problem)
+            assert [e["pointer"] for e in problem["errors"]] == [f"/{field}"]
     status, answer = await hook(client, payments, {**PAYMENT, "valorPago": "1.104,13"})
     assert status == 200, answer
     assert [d["amount_paid_brl"] for d in await _paid(client)] == [1104.13]
@@ -92,6 +100,8 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         "D2": ("18/12/2026 23:59:59", "2026-12-18"),
         "D3": ("18/12/2026", "2026-12-18"),
         "D4": ("2026-12-18T23:59:00-03:00", "2026-12-18"),
+        "D5": ("18/12/2026 9:30", "2026-12-18"),  # an hour of one digit
+        "D6": ("18/12/2026 9:30:15", "2026-12-18"),
     }
     for key, (text, day) in deadlines.items():
         status, answer = await hook(
@@ -100,6 +110,7 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         assert status == 201, (text, answer)
         assert (await _fine(client, fines, key))["indication_deadline"] == day, text
     sent = ["25/11/2026 22:30", "25/11/2026 22:30:15", "25/11/2026", "2026-11-25T22:30:00-03:00"]
+    sent += ["25/11/2026 9:30", "25/11/2026 9:30:15"]
     for i, text in enumerate(sent):
         status, answer = await hook(client, fines, {**FINE, "ait": f"P{i}"})
         assert status == 201, answer
@@ -108,6 +119,14 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         )
         assert status == 200, (text, answer)
     assert [d["paid_on"] for d in await _paid(client)] == ["2026-11-25"] * len(sent)
+    occurred = {
+        "05/01/2026 9:30": "2026-01-05T12:30:00Z",
+        "05/01/2026 9:30:15": "2026-01-05T12:30:15Z",
+    }
+    for i, (text, utc) in enumerate(occurred.items()):
+        status, answer = await hook(client, fines, {**FINE, "ait": f"T{i}", "dataHora": text})
+        assert status == 201, (text, answer)
+        assert (await _fine(client, fines, f"T{i}"))["occurred_at"] == utc, text
     status, problem = await hook(client, fines, {**FINE, "ait": "H1", "dataHora": "18/11/2026"})
     assert status == 422, problem  # the infraction's time needs its hour
     assert [e["pointer"] for e in problem["errors"]] == ["/dataHora"]

@@ -460,8 +460,8 @@ async def test_a_mapped_integer_beyond_64_bits_is_the_same_422_at_the_dry_run_an
 ) -> None:
     """The database holds integers of 64 bits. A 20-digit battery level cast by `number`, a
     23-digit fine's points cast by `integer`: the dry run answered 500 (the answer could not
-    be written), the trigger a 422 from the store. Each is refused by the cast, a 422 naming
-    the field and its source, the same at the dry run and at the trigger."""
+    be written), the trigger a 422 from the store. Each is refused as the field's value, a
+    422 naming the field and its source, the same at the dry run and at the trigger."""
     await vehicle(client, attributes={"tracker_id": "353861053849681"})
     await upload_shipped(client, "osmand")
     await upload_shipped(client, "fine-feed")
@@ -556,6 +556,38 @@ async def test_a_battery_level_a_phone_does_not_know_is_left_out_by_both_traccar
         assert status == 201, (level, answer)
     fixes = (await vehicle_track(client))["items"]
     assert [f["attributes"].get("battery_percent") for f in fixes] == [None, None, 50]
+
+
+async def test_a_uint64_id_cast_to_integer_then_string_is_its_text_and_a_huge_one_a_clear_422(
+    client: Client,
+) -> None:
+    """The 64-bit check is on a field's final value, not on a cast in between: an ERP's
+    uint64 id through `[integer, string]` is its every digit (it was a 422), as through
+    `to_string(to_number(...))`. Text Python will not read as an integer (over 4,300
+    characters) is a 422 of ours naming the field, not Python's own message."""
+    await upload_mapping(
+        client,
+        ERP_VEHICLE.replace("[string]", "[integer, string]")
+        + '  attributes.erp_ref: "to_string(to_number(ref))"\n',
+    )
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    uint64 = "18446744073709551615"
+    body = json.dumps({"placa": "ABC-1D23", "id": uint64, "ref": uint64}).encode()
+    status, answer = await _post(client, trigger, body, "application/json")
+    assert status == 201, answer
+    attributes = (await _vehicle(client))["attributes"]
+    assert (attributes["erp_id"], attributes["erp_ref"]) == (uint64, uint64)
+    huge = "0" * 4300 + "7"
+    body = json.dumps({"placa": "ABC-1D23", "id": huge, "ref": "1"}).encode()
+    status, problem = await _post(client, trigger, body, "application/json")
+    assert status == 422, problem
+    [error] = problem["errors"]
+    assert (error["pointer"], error["target"], error["keyword"]) == (
+        "/id",
+        "attributes.erp_id",
+        "cast",
+    )
+    assert error["message"].endswith("to integer: over 4,300 characters"), error
 
 
 async def test_a_payload_refused_again_while_pending_is_one_record_counting_its_copies(

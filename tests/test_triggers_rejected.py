@@ -198,3 +198,86 @@ async def test_replay_all_in_rounds_reports_each_record_and_leaves_a_busy_one_al
     ]
     assert [after[k["id"]]["attempts"] for k in kept] == [1, 0, 1, 1]
     assert sorted(v["plate"] for v in await entities(client)) == ["ABC1D23", "XYZ9K87"]
+
+
+async def test_a_record_the_database_refuses_is_logged_and_the_partner_still_gets_its_422(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rejected store's insert failing for one record (here a validator on `rejected`; in
+    life a record over the database's limits) loses the record, logged; it does not turn the
+    partner's 422 into a 500."""
+    from gateway.web.state import services_key
+
+    db = client.app[services_key].store.db
+    await db.command("collMod", "rejected", validator={"reason": {"$ne": "schema"}})
+    trigger = await create_trigger(client, input_schema={"type": "object", "required": ["colour"]})
+    with caplog.at_level("WARNING", logger=rejected.__name__):
+        status, problem = await hook(client, trigger, {"plate": "ABC1D23"})
+    assert status == 422, problem
+    assert "colour" in str(problem["errors"])  # the schema problem, not the store's
+    assert any("rejected payloads not kept" in r.getMessage() for r in caplog.records)
+    assert await _rejected(client) == []
+
+
+async def test_a_copy_refused_while_its_record_is_replayed_is_merged_when_the_replay_fails(
+    client: Client,
+) -> None:
+    """A record being replayed is out of the one-pending-record-per-payload rule, so a copy
+    refused meanwhile is a new record; the replay failing set the first back to pending
+    beside it: two pending records of one payload. The database's unique index refuses the
+    second pending one, and the record replayed takes the copy's count and latest time."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.store.rejected import REPLAY_CLAIM_SECONDS
+    from gateway.web.state import services_key
+
+    trigger = await create_trigger(client, input_schema={"type": "object", "required": ["colour"]})
+    body = {"plate": "ABC1D23"}
+    assert (await hook(client, trigger, body))[0] == 422
+    [first] = await _rejected(client)
+    # A replay (of another process) holds it, and dies mid-way: its claim goes stale.
+    store = client.app[services_key].store
+    died = datetime.now(UTC) - timedelta(seconds=REPLAY_CLAIM_SECONDS + 1)
+    assert await store.rejected.claim_replay("acme", first["id"], at=died)
+    assert (await hook(client, trigger, body))[0] == 422  # a copy, while it is claimed
+    copy, claimed = await _rejected(client)
+    assert (claimed["status"], copy["status"]) == ("replaying", "pending")
+    failed = await client.post(f"/api/v1/rejected/{first['id']}/replay", headers=auth())
+    assert failed.status == 422, await failed.text()  # still refused: pending again
+    [merged] = await _rejected(client)
+    assert (merged["id"], merged["status"], merged["seen"]) == (first["id"], "pending", 2)
+    assert merged["last_seen_at"] == copy["last_seen_at"]
+    assert (await hook(client, trigger, body))[0] == 422
+    [counted] = await _rejected(client)
+    assert (counted["id"], counted["seen"]) == (first["id"], 3)
+
+
+async def test_identical_refusals_at_once_make_one_record(client: Client) -> None:
+    import asyncio
+
+    trigger = await create_trigger(client, input_schema={"type": "object", "required": ["colour"]})
+    answers = await asyncio.gather(*(hook(client, trigger, {"plate": "ABC1D23"}) for _ in range(6)))
+    assert [status for status, _ in answers] == [422] * 6
+    [record] = await _rejected(client)
+    assert record["seen"] == 6
+
+
+async def test_a_payload_refused_on_every_run_keeps_its_place_among_the_newest(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trigger keeps the records refused last: a payload refused again (its record
+    counted, not added) is as recent as its latest refusal, and is not trimmed before
+    payloads refused once since its first refusal."""
+    monkeypatch.setattr(rejected_store, "MAX_PER_TRIGGER", 2)
+    trigger = await create_trigger(client)
+    for make in ("constant", "once", "constant", "later"):
+        await hook(client, trigger, {"make": make})
+    kept = await _rejected(client)
+    makes = [
+        (await (await client.get(f"/api/v1/rejected/{k['id']}", headers=auth())).json())["payload"][
+            "make"
+        ]
+        for k in kept
+    ]
+    assert makes == ["later", "constant"]  # listed by first refusal
+    assert kept[1]["seen"] == 2

@@ -309,3 +309,37 @@ async def test_a_rejected_payload_refused_again_shows_how_often_and_when_last(
     page = await (await client.get(f"/admin/rejected/{record['id']}")).text()
     assert "<dt>Recusada (vezes)</dt><dd>2</dd>" in page, page
     assert "Última recusa em" in page
+
+
+async def test_the_dashboard_counts_every_refusal_a_repeat_included(
+    client: Client, services: Services
+) -> None:
+    """A payload refused again while its record is pending makes no record; the dashboard's
+    hourly "rejected" counted records, and missed the repeats. It counts refusals."""
+    await make_user(services)
+    created = await client.post(
+        "/api/v1/triggers",
+        json={
+            "name": "erp",
+            "entity_type": "vehicle",
+            "input_schema": {"type": "object", "required": ["plate"]},
+        },
+        headers=auth(),
+    )
+    trigger = await created.json()
+    for body in ({"placa": "ABC1D23"}, {"placa": "ABC1D23"}, {"placa": "ABC1D23"}, {"x": 1}):
+        refused = await client.post(
+            f"/hooks/{trigger['id']}",
+            json=body,
+            headers={"Authorization": f"Bearer {trigger['token']}"},
+        )
+        assert refused.status == 422, await refused.text()
+    listed = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    assert len((await listed.json())["items"]) == 2
+    await log_in(client)
+    page = await (await client.get("/admin/")).text()
+    rows = re.findall(
+        r'<tr><td>[^<]*</td><td class="num">(\d+)</td><td class="num">(\d+)</td>', page
+    )
+    assert len(rows) == 12, page
+    assert sum(int(rejected) for _, rejected in rows) == 4, rows

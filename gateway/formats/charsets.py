@@ -63,6 +63,16 @@ def is_windows_1252(charset: str) -> bool:
         return False
 
 
+def is_ascii(charset: str) -> bool:
+    """Whether a label names ASCII (`us-ascii`, `ascii`, `ANSI_X3.4-1968`). Bytes past ASCII
+    under it are not of it: UTF-8 more often than not (a default label, a template's
+    declaration), which a reader tries first as it does for JSON, forms and multipart parts."""
+    try:
+        return codecs.lookup(charset.strip(" \t\n\f\r").lower()).name == "ascii"
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return False
+
+
 def decode_windows_1252(document: bytes) -> str:
     """windows-1252 as the WHATWG decoder reads it: every byte is a character."""
     try:

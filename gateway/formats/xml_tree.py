@@ -30,7 +30,7 @@ from xml.parsers import expat
 
 from .charsets import NOT_CHARSETS as _NOT_CHARSETS
 from .charsets import decode_charset as _decoded
-from .charsets import decode_marked, decode_windows_1252, is_windows_1252
+from .charsets import decode_marked, is_ascii, is_windows_1252
 from .json_tree import MAX_DEPTH
 from .refusal import DocumentRefused
 
@@ -108,11 +108,23 @@ def _text(document: bytes | str, charset: str | None) -> bytes | str:
     if (marked := decode_marked(document)) is not None:
         return marked
     if charset:
-        return _decoded(document, charset)
+        return _labelled(document, charset)
     declared = _check_declared(document)
     if declared is not None and b"\x00" not in document[:400] and is_windows_1252(declared):
-        return decode_windows_1252(document)  # as a media type's charset=ISO-8859-1 would be
+        return _labelled(document, declared)  # as a media type's charset=ISO-8859-1 would be
     return document
+
+
+def _labelled(document: bytes, label: str) -> str:
+    """The document in the charset `label` names, but UTF-8 under an ASCII label when it is
+    valid UTF-8 (`encoding="US-ASCII"` on `São Paulo` in UTF-8 is no windows-1252 `SÃ£o`). A
+    Latin-1 label is the document's word: its bytes are windows-1252 (`charsets.py`)."""
+    if is_ascii(label):
+        try:
+            return document.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return _decoded(document, label)
 
 
 def _check_declared(document: bytes) -> str | None:

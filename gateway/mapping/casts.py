@@ -4,7 +4,7 @@ too: text that reads as a number is a number, and nothing else is guessed."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from ..formats.json_tree import INT64_MAX, INT64_MIN
 from .model import EvalError
@@ -29,24 +29,28 @@ def _cast_error(value: Any, to: str) -> EvalError:
     return EvalError("cast", f"cannot cast {_kind(value)} {_show(value)} to {to}")
 
 
-def too_wide(value: Any, to: str | None = None) -> EvalError:
-    """An integer the database cannot store: MongoDB's (BSON's) are 64-bit. Refused where it
-    is mapped (a cast, a transform, an expression), so the dry run, the trigger and
-    `gateway mapping test` all give this one answer rather than a store's or none."""
-    what = "an integer beyond 64 bits (the database holds none)"
-    if to is None:
-        return EvalError("cast", f"{_show(value)} is {what}")
-    return EvalError("cast", f"cannot cast {_kind(value)} {_show(value)} to {to}: {what}")
+def too_wide(value: Any) -> EvalError:
+    """An integer the database cannot store: MongoDB's (BSON's) are 64-bit. Refused where a
+    field's value is final (`getters._finite`, `tables.evaluate`, nested values as they are
+    charged), never in between: `[integer, string]` on a uint64 id is its text. The dry run,
+    the trigger and `gateway mapping test` all give this one answer, naming the field."""
+    return EvalError(
+        "cast", f"{_show(value)} is an integer beyond 64 bits (the database holds none)"
+    )
 
 
 def fits_int64(value: int) -> bool:
     return INT64_MIN <= value <= INT64_MAX
 
 
+MAX_DIGITS: Final = 4300
+"""Python reads and writes no longer integer text (`sys.get_int_max_str_digits`)."""
+
+
 def _parse_number(text: str, to: str) -> int | float | None:
     """A decimal number in text ("87", "-13.1", "1e3"), or None. No exception on the happy
-    path: OsmAnd sends every value as text. An integer is read exactly ("-5", " 7 "), and
-    one beyond 64 bits is refused (too_wide)."""
+    path: OsmAnd sends every value as text. An integer is read exactly ("-5", " 7 ", a uint64
+    id), whatever its size: the field's final value is checked, not this one."""
     if text.isascii() and text.isdigit() and len(text) <= 18:
         return int(text)
     if "_" in text:  # float() would take "1_000"; JSON would not
@@ -58,40 +62,30 @@ def _parse_number(text: str, to: str) -> int | float | None:
     if not math.isfinite(number):  # "nan", "inf", "1e999"
         return None
     if number.is_integer() and "." not in text and "e" not in text and "E" not in text:
-        whole = int(text)  # exactly: the float has only 53 bits of it
-        if not fits_int64(whole):
-            raise too_wide(text, to)
-        return whole
+        if len(text) > MAX_DIGITS:  # zeros before its digits: Python would refuse to read it
+            raise EvalError(
+                "cast", f"cannot cast string {_show(text)} to {to}: over {MAX_DIGITS:,} characters"
+            )
+        return int(text)  # exactly: the float has only 53 bits of it
     return number
 
 
 def to_integer(value: Any) -> int:
     kind = type(value)
     if kind is int:
-        if not fits_int64(value):
-            raise too_wide(value, "integer")
         return int(value)
     if kind is float and value.is_integer():
-        whole = int(value)
-    elif kind is str:
+        return int(value)
+    if kind is str:
         number = _parse_number(value, "integer")
-        if number is None or not float(number).is_integer():
-            raise _cast_error(value, "integer")
-        whole = int(number)
-    else:
-        raise _cast_error(value, "integer")
-    if not fits_int64(whole):  # 1e20, "1e20"
-        raise too_wide(value, "integer")
-    return whole
+        if number is not None and float(number).is_integer():
+            return int(number)
+    raise _cast_error(value, "integer")
 
 
 def to_number(value: Any) -> int | float:
     kind = type(value)
-    if kind is int:
-        if not fits_int64(value):
-            raise too_wide(value, "number")
-        return value  # type: ignore[no-any-return]
-    if kind is float and math.isfinite(value):
+    if kind is int or (kind is float and math.isfinite(value)):
         return value  # type: ignore[no-any-return]
     if kind is str:
         number = _parse_number(value, "number")
@@ -106,8 +100,15 @@ def to_string(value: Any) -> str:
         return value  # type: ignore[no-any-return]
     if kind is bool:
         return "true" if value else "false"
-    if kind is int or (kind is float and math.isfinite(value)):
+    if kind is float and math.isfinite(value):
         return repr(value)
+    if kind is int:
+        try:
+            return repr(value)
+        except ValueError:  # past MAX_DIGITS digits, which Python does not write
+            raise EvalError(
+                "cast", f"cannot cast an integer of over {MAX_DIGITS:,} digits to string"
+            ) from None
     raise _cast_error(value, "string")  # Infinity or NaN too: a transform before overflowed
 
 

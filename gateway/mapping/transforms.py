@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from gateway.schemas.ids import check_plate, e164, normalize_plate
 
@@ -217,15 +217,20 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
     the reverse of format_number. Numbers pass as they are. Strict, for a misread amount is
     worse than a refused one: thousands separators only between groups of three digits
     ("1.234.567"), the decimal separator once and after them; so "1,130.16" is refused under
-    pt-BR (it was 1.13), and "1.1.30,16" too (it was 1130.16)."""
+    pt-BR (it was 1.13), and "1.1.30,16" too (it was 1130.16). With `decimal_point`, text
+    without the decimal separator may write its decimals with a point ("130.16"), unless it
+    reads both ways ("1.130" under pt-BR: 1130 or 1.13?), which is refused."""
     if not isinstance(arg, dict | None):
-        report("parse_number takes {thousands, decimal}")
+        report("parse_number takes {thousands, decimal, decimal_point}")
         return None
-    options = {"thousands": ".", "decimal": ",", **(arg or {})}
-    if set(options) != {"thousands", "decimal"}:
-        report("parse_number takes {thousands, decimal}")
+    options = {"thousands": ".", "decimal": ",", "decimal_point": False, **(arg or {})}
+    if set(options) != {"thousands", "decimal", "decimal_point"}:
+        report("parse_number takes {thousands, decimal, decimal_point}")
         return None
-    thousands, decimal = options["thousands"], options["decimal"]
+    thousands, decimal, point = options["thousands"], options["decimal"], options["decimal_point"]
+    if not isinstance(point, bool) or (point and decimal == "."):
+        report("decimal_point is true or false, and true only beside another decimal separator")
+        return None
     if not (
         isinstance(thousands, str)
         and isinstance(decimal, str)
@@ -250,6 +255,14 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
         if type(value) is not str:
             return to_number(value)
         text = value.strip()
+        if point and decimal not in text and _POINT_NUMBER.fullmatch(text) is not None:
+            if grammar.fullmatch(text) is not None:  # "1.130": thousands, or a decimal point?
+                raise EvalError(
+                    "cast",
+                    f"cannot read {value[:40]!r} as a number: its point may be a thousands "
+                    f"separator or a decimal point (write the decimals with {decimal!r})",
+                )
+            return to_number(text)
         if grammar.fullmatch(text) is None:
             raise EvalError("cast", f"cannot read {value[:40]!r} as a number with {written}")
         return to_number(text.translate(table))  # past a float's or int64's range: refused
@@ -257,13 +270,18 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
     return parse_number
 
 
+_POINT_NUMBER: Final = re.compile(r"[+-]?[0-9]*\.[0-9]+(?:[eE][+-]?[0-9]+)?")
+"""A number written with a decimal point (and one), as JSON would but for a leading zero."""
+
+
 def _locale_number(thousands: str, decimal: str) -> re.Pattern[str]:
-    """A number as a locale writes it: a sign; digits, or 1-3 digits then groups of three
-    after each thousands separator; the decimal separator and at least one digit (the
-    integer part may be left out: ",5"); an exponent."""
+    """A number as a locale writes it: a sign; digits, or 1-3 digits (not led by a zero:
+    "0.125" is no thousand) then groups of three after each thousands separator; the
+    decimal separator and at least one digit (the integer part may be left out: ",5"); an
+    exponent."""
     integer = "[0-9]+"
     if thousands:
-        integer = f"(?:[0-9]{{1,3}}(?:{re.escape(thousands)}[0-9]{{3}})+|[0-9]+)"
+        integer = f"(?:[1-9][0-9]{{0,2}}(?:{re.escape(thousands)}[0-9]{{3}})+|[0-9]+)"
     fraction = f"{re.escape(decimal)}[0-9]+"
     return re.compile(f"[+-]?(?:{integer}(?:{fraction})?|{fraction})(?:[eE][+-]?[0-9]+)?")
 

@@ -2,8 +2,8 @@
 problems, so an admin can fix the trigger and replay it (`replay.py`).
 
 The record is written here and read here (`public_rejected`); `store/rejected.py` keeps the
-documents. Losing a record (database down) is logged, not raised: the partner's answer is
-the 422 either way.
+documents. Losing a record (database down, or a record it refuses) is logged, not raised: the
+partner's answer is the 422 either way.
 
 A payload refused again while its record is pending (a polled feed without a cursor answers
 the same refused item on every run) is one record: `seen` counts the refusals and
@@ -82,17 +82,31 @@ class RejectedKeeper:
             "attempts": 0,
         }
         if trigger.mapping is None or (mapping is not None and not mapping.reads_received_time):
-            record["payload_hash"] = hashlib.sha256(text).hexdigest()
+            same = b"%s\0%d\0%s" % (scope.encode(), schema_applies, text)  # what a copy shares
+            record["payload_key"] = hashlib.sha256(same).hexdigest()
         return record
 
     async def keep(self, trigger: CompiledTrigger, records: Sequence[Doc]) -> None:
-        """Store rejected payloads in one write."""
+        """Store rejected payloads (copies of pending ones counted on them) and count the
+        refusals in their hour, for the dashboard."""
         if not records:
             return
+        kept = True
         try:
             await self._store.rejected.add_many(trigger.tenant, trigger.id, records)
         except StoreUnavailable as exc:
             log.warning("rejected payloads not kept: %s", exc.detail, extra={"trigger": trigger.id})
+            return  # down: counting them would wait for it again
+        except InvalidPayload as exc:  # it refused a record for what it holds
+            log.warning("rejected payloads not kept: %s", exc.detail, extra={"trigger": trigger.id})
+            kept = False
+        try:  # the dashboard's refusals per hour, copies counted on a record included
+            await self._store.rejected.count_refusals(
+                trigger.tenant, records[0]["received_at"], len(records)
+            )
+        except StoreUnavailable as exc:
+            log.warning("refusals not counted: %s", exc.detail, extra={"trigger": trigger.id})
+        if not kept:
             return
         for record in records:
             label = record["reason"] if record["reason"] in REASONS else "payload"
