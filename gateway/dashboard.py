@@ -2,8 +2,7 @@
 the last hours, for one tenant, from what the store can tell cheaply.
 
 "Requests" are what the store keeps of them: the events accepted writes produced and the
-refusals with a 422 (counted per hour as they happen: a copy of a pending rejected payload
-makes no record, but is a refusal). Deliveries are counted by the hour they were created in and the
+payloads refused with a 422. Deliveries are counted by the hour they were created in and the
 status they have now. A partner needs attention when the workers recorded it failing or
 disabled it, or when this process's circuit breaker for it is open.
 """
@@ -77,7 +76,7 @@ class Dashboard:
         since = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
         activity = self._store.activity
         events = await activity.event_times(tenant, since, READ_LIMIT)
-        rejected = await self._store.rejected.refusals_since(tenant, since)
+        rejected = await activity.rejected_times(tenant, since, READ_LIMIT)
         deliveries = await activity.delivery_states(tenant, since, READ_LIMIT)
         buckets = _buckets(since, hours, events, rejected, deliveries)
         return DashboardView(
@@ -87,7 +86,7 @@ class Dashboard:
             dead_deliveries=await activity.count_deliveries(tenant, ATTENTION[1:]),
             pending_rejected=await activity.count_pending_rejected(tenant),
             partners=await self._partners(tenant),
-            truncated=READ_LIMIT in (len(events), len(deliveries)),
+            truncated=READ_LIMIT in (len(events), len(rejected), len(deliveries)),
         )
 
     async def _partners(self, tenant: str) -> list[PartnerAlert]:
@@ -117,11 +116,11 @@ def _buckets(
     since: datetime,
     hours: int,
     events: list[datetime],
-    rejected: Mapping[datetime, int],
+    rejected: list[datetime],
     deliveries: list[tuple[datetime, str]],
 ) -> list[HourBucket]:
     event_counts = Counter(_hour(t) for t in events)
-    rejected_counts = Counter({_hour(hour): n for hour, n in rejected.items()})
+    rejected_counts = Counter(_hour(t) for t in rejected)
     by_hour: dict[datetime, Counter[str]] = {}
     for created, status in deliveries:
         by_hour.setdefault(_hour(created), Counter())[status] += 1

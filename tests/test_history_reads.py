@@ -145,7 +145,7 @@ async def test_rejected_payloads_are_read_newest_first_in_windows_of_an_index(
         for tenant in ("acme", "beta")
     ]
     await db["rejected"].insert_many(records)
-    store = RejectedStore(db["rejected"], db["rejected_hours"])
+    store = RejectedStore(db["rejected"])
     await store.ensure_indexes(scans_id_ranges=True)
     acme = sorted((r for r in records if r["tenant"] == "acme"), key=lambda r: r["_id"])[::-1]
 

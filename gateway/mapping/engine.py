@@ -39,16 +39,7 @@ _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 class CompiledMapping:
     """A compiled mapping file. Immutable and shareable between tasks and threads."""
 
-    __slots__ = (
-        "_bound",
-        "_events",
-        "_forward",
-        "_plan",
-        "checksum",
-        "emit",
-        "reads_received_time",
-        "source",
-    )
+    __slots__ = ("_bound", "_events", "_forward", "_plan", "checksum", "emit", "source")
 
     def __init__(self, plan: Plan, source: dict[str, Any], checksum: str) -> None:
         self._plan = plan
@@ -59,9 +50,6 @@ class CompiledMapping:
         self._events = tuple(e for e, _ in plan.emit) if static else None
         self._forward = _static_forward(plan.forward)
         self._bound: dict[tuple[tuple[str, Any], ...], CompiledMapping] = {}
-        # `{received: time}` somewhere: two identical payloads received apart map apart (an
-        # OsmAnd request without its timestamp is a fix at its receipt time).
-        self.reads_received_time = _names_key(source, "received")
 
     @property
     def name(self) -> str:
@@ -352,15 +340,6 @@ class CompiledMapping:
         run = Run()
         record(run, error, target)
         return payload_error(self.name, run.problems, 0)
-
-
-def _names_key(value: Any, key: str) -> bool:
-    """Whether an object anywhere in a mapping's document has the member `key`."""
-    if isinstance(value, dict):
-        return key in value or any(_names_key(inner, key) for inner in value.values())
-    if isinstance(value, list):
-        return any(_names_key(inner, key) for inner in value)
-    return False
 
 
 def _key(alternatives: Key, document: dict[str, Any], run: Run, prefix: str = "") -> Any:

@@ -237,9 +237,7 @@ class Poll:
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
                 refused = InvalidPayload(exc.detail, exc.problems, reason="mapping")
-                record = self._c.rejected.record(
-                    target, refused, page.answer, scope="body", mapping=mapping
-                )
+                record = self._c.rejected.record(target, refused, page.answer, scope="body")
                 await self._c.rejected.keep(target, [record])
             raise PollFailure(
                 "mapping",

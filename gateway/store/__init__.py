@@ -88,7 +88,7 @@ class Store:
         self.triggers = TriggerStore(db["triggers"])
         self.idempotency = IdempotencyStore(db["idempotency"])
         self.signature_memory = SignatureMemory(db["signature_memory"])
-        self.rejected = RejectedStore(db["rejected"], db["rejected_hours"])
+        self.rejected = RejectedStore(db["rejected"])
         self.partners = PartnerStore(db["partners"])
         self.actions = ActionStore(db["actions"])
         self.subscriptions = SubscriptionStore(db["subscriptions"])

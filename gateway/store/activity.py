@@ -1,10 +1,10 @@
 """Read-only views across collections for the admin dashboard: what came in, what went out
 and what failed over the last hours, per tenant.
 
-Events carry ObjectIds, whose first four bytes are their creation time, so "since T" is a
-range on the primary key (refusals are counted per hour by `rejected.py`); deliveries have
-`created_at`. Each read is bounded (`limit`) and projects only timestamps and statuses: the
-dashboard counts what the store can tell cheaply, and says so when it hit the bound.
+Events and rejected payloads carry ObjectIds, whose first four bytes are their creation
+time, so "since T" is a range on the primary key; deliveries have `created_at`. Each read is
+bounded (`limit`) and projects only timestamps and statuses: the dashboard counts what the
+store can tell cheaply, and says so when it hit the bound.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ class ActivityStore:
     async def event_times(self, tenant: str, since: datetime, limit: int) -> list[datetime]:
         """Creation times of the tenant's events since `since`, newest first."""
         return await self._id_times("events", tenant, since, limit)
+
+    async def rejected_times(self, tenant: str, since: datetime, limit: int) -> list[datetime]:
+        return await self._id_times("rejected", tenant, since, limit)
 
     async def delivery_states(
         self, tenant: str, since: datetime, limit: int

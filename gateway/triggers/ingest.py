@@ -87,10 +87,8 @@ class Ingestor:
         expression already gave (a schedule's page); `texts`, the documents its texts
         decoded to then, which its items read again; `received`, when the payload first came
         (a replay's), else now."""
-        mapping: CompiledMapping | None = None  # known once planned
         try:
             plan = replace(await self._plan(trigger, payload, picked, texts), received=received)
-            mapping = plan.mapping
             if trigger.target == "positions" and plan.probe is None:
                 return await self._positions(trigger, plan)
             result = None
@@ -100,7 +98,7 @@ class Ingestor:
                 )
         except InvalidPayload as exc:
             if keep_body:
-                record = self._rejected.record(trigger, exc, payload, scope="body", mapping=mapping)
+                record = self._rejected.record(trigger, exc, payload, scope="body")
                 await self._rejected.keep(trigger, [record])
             raise
         if plan.probe is not None:
@@ -181,7 +179,6 @@ class Ingestor:
                         scope="item",
                         index=index,
                         schema_applies=plan.schema_applies,
-                        mapping=plan.mapping,
                     )
                 )
                 results.append({"index": index, "status": 422, "problem": outcome.problem()})
@@ -251,7 +248,6 @@ class Ingestor:
                         scope="item",
                         index=index,
                         schema_applies=plan.schema_applies,
-                        mapping=plan.mapping,
                     )
                 )
             results[index] = {"index": index, "status": error.status, "problem": error.problem()}

@@ -4,16 +4,10 @@ problems, so an admin can fix the trigger and replay it (`replay.py`).
 The record is written here and read here (`public_rejected`); `store/rejected.py` keeps the
 documents. Losing a record (database down, or a record it refuses) is logged, not raised: the
 partner's answer is the 422 either way.
-
-A payload refused again while its record is pending (a polled feed without a cursor answers
-the same refused item on every run) is one record: `seen` counts the refusals and
-`last_seen_at` says when the last was. Not for a mapping that reads `{received: time}`: two
-identical payloads received apart are two fixes there, each replayed at its own time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -22,7 +16,6 @@ from typing import Any, Final
 import orjson
 
 from gateway.errors import InvalidPayload, StoreUnavailable, clipped
-from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
@@ -56,19 +49,13 @@ class RejectedKeeper:
         scope: str,
         index: int | None = None,
         schema_applies: bool = True,
-        mapping: CompiledMapping | None = None,
     ) -> Doc:
         """A rejected payload as it is kept: `scope` "body" (the whole call) or "item" (the
-        batch item at `index`); `schema_applies` says whether a replay validates it.
-        `mapping`: the trigger's, when known; a payload is one record with its identical
-        copies unless the trigger's mapping reads the time received (or is not known)."""
+        batch item at `index`); `schema_applies` says whether a replay validates it."""
         text = orjson.dumps(payload)
-        now = self._clock()
-        record: Doc = {
+        return {
             "trigger_id": trigger.id,
-            "received_at": now,
-            "last_seen_at": now,
-            "seen": 1,
+            "received_at": self._clock(),
             "reason": str(error.extra.get("reason", "payload")),
             "detail": clipped(error.detail),
             "problems": [p.as_dict() for p in error.problems],
@@ -81,32 +68,15 @@ class RejectedKeeper:
             "status": "pending",
             "attempts": 0,
         }
-        if trigger.mapping is None or (mapping is not None and not mapping.reads_received_time):
-            same = b"%s\0%d\0%s" % (scope.encode(), schema_applies, text)  # what a copy shares
-            record["payload_key"] = hashlib.sha256(same).hexdigest()
-        return record
 
     async def keep(self, trigger: CompiledTrigger, records: Sequence[Doc]) -> None:
-        """Store rejected payloads (copies of pending ones counted on them) and count the
-        refusals in their hour, for the dashboard."""
+        """Store rejected payloads in one write."""
         if not records:
             return
-        kept = True
         try:
             await self._store.rejected.add_many(trigger.tenant, trigger.id, records)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, InvalidPayload) as exc:  # down, or refused what it holds
             log.warning("rejected payloads not kept: %s", exc.detail, extra={"trigger": trigger.id})
-            return  # down: counting them would wait for it again
-        except InvalidPayload as exc:  # it refused a record for what it holds
-            log.warning("rejected payloads not kept: %s", exc.detail, extra={"trigger": trigger.id})
-            kept = False
-        try:  # the dashboard's refusals per hour, copies counted on a record included
-            await self._store.rejected.count_refusals(
-                trigger.tenant, records[0]["received_at"], len(records)
-            )
-        except StoreUnavailable as exc:
-            log.warning("refusals not counted: %s", exc.detail, extra={"trigger": trigger.id})
-        if not kept:
             return
         for record in records:
             label = record["reason"] if record["reason"] in REASONS else "payload"
@@ -126,8 +96,6 @@ def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
         "index": doc.get("index"),
         "status": doc["status"],
         "attempts": doc.get("attempts", 0),
-        "seen": doc.get("seen", 1),
-        "last_seen_at": doc.get("last_seen_at", doc["received_at"]),
         "replayable": doc["replayable"],
         "size": doc.get("size"),
         "replayed_at": doc.get("replayed_at"),
