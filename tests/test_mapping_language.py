@@ -282,6 +282,17 @@ def test_items_extracts_batches() -> None:
         ("[format_number]", 10000, "10.000"),
         ("[{format_number: {decimals: 2}}]", 1234.5, "1.234,50"),
         ("[{format_number: {decimals: 1, thousands: ',', decimal: '.'}}]", 1234.56, "1,234.6"),
+        # An integer past a float's exact range formatted exactly (it rounded to ...616).
+        (
+            "[integer, {format_number: {thousands: ''}}]",
+            "18446744073709551615",
+            "18446744073709551615",
+        ),
+        (
+            "[{format_number: {decimals: 2, thousands: ''}}]",
+            9007199254740993,
+            "9007199254740993,00",
+        ),
         ("[parse_number]", "1.234,56", 1234.56),
         ("[parse_number]", "-23,5505", -23.5505),
         ("[parse_number]", " 130,16 ", 130.16),

@@ -67,6 +67,7 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
     refused = ["1,130.16", "1.1.30,16", "1.13,16", "11.30,16", "1.130.16", ",", "1,", "1.130,1,6"]
     refused += ["0.125,00", "000.123,45"]  # no leading zero before a thousands point
     refused += ["1.130", "12.500"]  # a thousand and thirty, or 1.13? Not guessed
+    refused += ["1,130", "12,500"]  # the same the other way round: the amounts take a point
     for i, text in enumerate(refused):
         status, problem = await hook(client, fines, {**FINE, "ait": f"X{i}", "valor": text})
         assert status == 422, (text, problem)

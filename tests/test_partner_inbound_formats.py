@@ -588,3 +588,26 @@ async def test_a_uint64_id_cast_to_integer_then_string_is_its_text_and_a_huge_on
         "cast",
     )
     assert error["message"].endswith("to integer: over 4,300 characters"), error
+
+
+async def test_an_item_an_expression_made_an_integer_beyond_64_bits_is_refused_and_kept(
+    client: Client,
+) -> None:
+    """A mapping's `items` expression can make an integer beyond 64 bits (`to_number` of a
+    20-digit text): such an item is refused, and keeping it for replay answered 500 (its
+    record could not be written as JSON); it is a 422 for that item, kept."""
+    await upload_mapping(
+        client,
+        "name: numbers\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        'items: "map(&to_number(@), nums)"\nfields: {plate: plate}\n',
+    )
+    trigger = await create_trigger(client, mapping="numbers")
+    body = json.dumps({"nums": ["99999999999999999999", "5"]}).encode()
+    status, answer = await _post(client, trigger, body, "application/json")
+    assert status in (207, 422), answer
+    kept = await client.get(f"/api/v1/rejected?trigger_id={trigger['id']}", headers=auth())
+    records = (await kept.json())["items"]
+    assert len(records) == 2 and all(r["status"] == "pending" for r in records), records
+    for record in records:
+        detail = await client.get(f"/api/v1/rejected/{record['id']}", headers=auth())
+        assert detail.status == 200, await detail.text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, Final
 
 from gateway.schemas.ids import check_plate, e164, normalize_plate
@@ -207,7 +208,9 @@ def _compile_format_number(arg: Any, report: Report) -> Transform | None:
     swap = str.maketrans({",": thousands, ".": decimal})
 
     def format_number(value: Any) -> str:
-        return f"{to_number(value):,.{decimals}f}".translate(swap)
+        number = to_number(value)
+        exact = Decimal(number) if type(number) is int else number  # a float would round it
+        return f"{exact:,.{decimals}f}".translate(swap)
 
     return format_number
 
@@ -242,6 +245,9 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
         report("thousands (at most one character) and decimal (one) must be separators")
         return None
     grammar = _locale_number(thousands, decimal)
+    # With a decimal point allowed, one decimal separator before exactly three digits reads
+    # both ways too ("1,130" under pt-BR: 1.13, or 1130 written the English way?).
+    mirror = re.compile(f"[+-]?[1-9][0-9]{{0,2}}{re.escape(decimal)}[0-9]{{3}}")
     swap: dict[int, str | None] = {ord(thousands): None} if thousands else {}
     swap[ord(decimal)] = "."
     table = str.maketrans(swap)
@@ -263,6 +269,12 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
                     f"separator or a decimal point (write the decimals with {decimal!r})",
                 )
             return to_number(text)
+        if point and mirror.fullmatch(text) is not None:
+            raise EvalError(
+                "cast",
+                f"cannot read {value[:40]!r} as a number: its {decimal!r} may be a decimal "
+                "separator or a thousands separator written the English way",
+            )
         if grammar.fullmatch(text) is None:
             raise EvalError("cast", f"cannot read {value[:40]!r} as a number with {written}")
         return to_number(text.translate(table))  # past a float's or int64's range: refused

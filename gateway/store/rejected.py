@@ -67,7 +67,8 @@ class RejectedStore:
                 await self._c.insert_many(docs, ordered=False)
             except BulkWriteError as exc:
                 bulk_failure(exc)
-            await self._trim(tenant, trigger_id)
+            finally:  # the records written count against the bound too
+                await self._trim(tenant, trigger_id)
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:
         query = scoped(tenant, {"trigger_id": trigger_id})

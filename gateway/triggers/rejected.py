@@ -8,6 +8,7 @@ partner's answer is the 422 either way.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -52,7 +53,10 @@ class RejectedKeeper:
     ) -> Doc:
         """A rejected payload as it is kept: `scope` "body" (the whole call) or "item" (the
         batch item at `index`); `schema_applies` says whether a replay validates it."""
-        text = orjson.dumps(payload)
+        try:
+            text = orjson.dumps(payload)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits a mapping's items made
+            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         return {
             "trigger_id": trigger.id,
             "received_at": self._clock(),
