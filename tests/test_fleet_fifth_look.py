@@ -103,3 +103,48 @@ async def test_a_registers_all_ones_as_a_vehicles_first_device_value_sets_nothin
     assert [(e["detail"]["to_km"], e["detail"]["source"]) for e in rebased] == [
         (150_000.1, "device")
     ]
+
+
+# -- a plan by km and days ---------------------------------------------------------------------
+
+
+async def maintenance_events(client: Client) -> list[tuple[str, str, Any, datetime, str]]:
+    found = await events(client, "vehicle.maintenance.due_soon")
+    found += await events(client, "vehicle.maintenance.due")
+    found.sort(key=lambda e: (e["occurred_at"], e["type"], e["data"]["plate"]))
+    return [
+        (e["type"].rsplit(".", 1)[1], e["data"]["plate"], e["detail"]["due_km"],
+         e["detail"]["due_at"], e["detail"]["reason"])
+        for e in found
+    ]  # fmt: skip
+
+
+async def test_a_plan_by_km_and_days_comes_due_by_time_far_past_its_first_km_cycle(
+    client: Client,
+) -> None:
+    """The docs' plan, every 10,000 km or 180 days whichever comes first, on two parked
+    vehicles with no service recorded: one at 5,000 km, one at 152,340 km (fifteen km cycles
+    past `start_km` 0). The fold's clock ticks 170 and 181 days after the plan first saw them:
+    both get due_soon and due by time, each with the next km due. Before, the vehicle at
+    152,340 km got nothing (its time cycle counted only past its 15th km cycle, 7 years on)."""
+    await new_vehicle(client, "LOW1A11", odometer_km=5000)
+    await new_vehicle(client, "HIG1A11", odometer_km=152_340)
+    await create_plan(
+        client, name="Revisao", every_km=10000, due_soon_km=500, every_days=180, due_soon_days=15
+    )
+    services = client.app[services_key]
+    await services.relay.run_until_idle()  # the registered odometers, as readings
+    start = datetime.now(UTC).replace(microsecond=0)
+    for days in (0, 170, 181):
+        await services.store.fleet.push_ticks([TENANT], start + timedelta(days=days))
+        await fold(client)
+    found = await maintenance_events(client)
+    assert [e[:3] + e[4:] for e in found] == [
+        ("due_soon", "HIG1A11", 160_000, "time"),
+        ("due_soon", "LOW1A11", 10_000, "time"),
+        ("due", "HIG1A11", 160_000, "time"),
+        ("due", "LOW1A11", 10_000, "time"),
+    ]
+    # (180 days from when the plan first saw each: its registered odometer, just before)
+    for e in found:
+        assert abs(start + timedelta(days=180) - e[3]) < timedelta(seconds=30)
