@@ -148,3 +148,86 @@ async def test_a_plan_by_km_and_days_comes_due_by_time_far_past_its_first_km_cyc
     # (180 days from when the plan first saw each: its registered odometer, just before)
     for e in found:
         assert abs(start + timedelta(days=180) - e[3]) < timedelta(seconds=30)
+
+
+# -- rules naming plates spelled otherwise ------------------------------------------------------
+
+CENTRE = (-23.55, -46.63)
+
+
+async def create_rule(client: Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"/api/v1/{path}", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def leave_the_fence(client: Client, plate: str) -> None:
+    """`plate` drives 3 km north from the fence's centre (60 fixes 50 m apart), folded."""
+    trigger = await create_position_trigger(client)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    fixes = []
+    for i in range(60):
+        lat, lon = tracks.destination(*CENTRE, 0, 50 * (i + 1))
+        t = (start + timedelta(seconds=5 * i)).isoformat()
+        fixes.append({"plate": plate, "time": t, "lat": lat, "lon": lon, "speed_kmh": 36.0})
+    status, answer = await hook(client, trigger, fixes)
+    assert status == 200 and answer["summary"]["stored"] == 60, answer
+    await fold(client)
+
+
+FENCE = {"name": "base", "kind": "authorized", "circle": {"lat": CENTRE[0], "lon": CENTRE[1],
+         "radius_m": 1500}}  # fmt: skip
+PLAN = {"name": "p", "every_km": 1}
+
+
+@pytest.mark.parametrize("spelling", ["OVL-3C33", "ovl3c33", "OVL3233"])
+async def test_a_rule_naming_a_plate_in_another_spelling_or_its_twin_applies_to_the_vehicle(
+    client: Client, spelling: str
+) -> None:
+    """A fence and a plan whose `vehicles` name vehicle OVL3C33 as `OVL-3C33`, `ovl3c33` or
+    its old-plate twin OVL3233 (as fixes may name it): stored as a vehicle's plate is, they
+    apply to it: one exit, and a due at each km. Before, they were stored as sent and never
+    matched the vehicle."""
+    await new_vehicle(client, "OVL3C33")
+    fence = await create_rule(client, "geofences", {**FENCE, "vehicles": [spelling]})
+    plan = await create_rule(client, "maintenance-plans", {**PLAN, "vehicles": [spelling]})
+    stored = spelling.replace("-", "").upper()
+    assert fence["vehicles"] == plan["vehicles"] == [stored]
+    await leave_the_fence(client, "OVL3C33")
+    assert len(await events(client, "vehicle.geofence.exited")) == 1
+    assert [e["detail"]["due_km"] for e in await events(client, "vehicle.maintenance.due")] == [
+        1,
+        2,
+    ]
+
+
+async def test_a_rule_stored_before_with_a_plate_spelled_otherwise_applies_too(
+    client: Client,
+) -> None:
+    """A fence and a plan stored before plates were normalised, naming `ovl-3c33` and the old
+    twin `ovl-3233`: they apply to vehicle OVL3C33 all the same."""
+    await new_vehicle(client, "OVL3C33")
+    services = client.app[services_key]
+    rules = services.store.fleet_rules
+    fence = await create_rule(client, "geofences", {**FENCE, "vehicles": ["OVL3C33"]})
+    plan = await create_rule(client, "maintenance-plans", {**PLAN, "vehicles": ["OVL3C33"]})
+    for resources, rule, plate in ((rules.geofences, fence, "ovl-3c33"),
+                                   (rules.plans, plan, "ovl-3233")):  # fmt: skip
+        assert await resources.update(TENANT, rule["id"], 1, {"vehicles": [plate]}, [])
+    services.fleet_rules.forget(TENANT)
+    await leave_the_fence(client, "OVL3C33")
+    assert len(await events(client, "vehicle.geofence.exited")) == 1
+    assert len(await events(client, "vehicle.maintenance.due")) == 2
+
+
+@pytest.mark.parametrize("path", ["geofences", "maintenance-plans"])
+async def test_a_rule_naming_an_invalid_plate_is_a_422_naming_it(client: Client, path: str) -> None:
+    body = {**(FENCE if path == "geofences" else PLAN), "vehicles": ["OVL3C33", "OVL-33"]}
+    response = await client.post(f"/api/v1/{path}", json=body, headers=auth())
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    problem = await response.json()
+    assert [e["pointer"] for e in problem["errors"]] == ["/vehicles/1"], problem
+    assert "OVL-33" in problem["errors"][0]["message"], problem
+    listed = await client.get(f"/api/v1/{path}", headers=auth())
+    assert (await listed.json())["items"] == []

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from gateway.fleet.geofences import utc
+from gateway.schemas.ids import plate_match_key
 
 DueKind = Literal["due_soon", "due"]
 DueReason = Literal["distance", "time"]
@@ -58,12 +59,19 @@ class Plan:
     group: str | None = None
     due_soon_days: float | None = None
 
+    def __post_init__(self) -> None:
+        # (the plates as they are compared: `applies_to`)
+        object.__setattr__(self, "vehicles", frozenset(map(plate_match_key, self.vehicles)))
+
     def applies_to(self, plate: str, groups: Collection[str]) -> bool:
         """No `vehicles` and no `group`: every vehicle; otherwise the named plates and the
-        members of the group (either)."""
+        members of the group (either): any spelling of the vehicle's plate, or its old or
+        Mercosul twin, matches (`plate_match_key`; a rule stored with such a spelling too)."""
         if not self.vehicles and self.group is None:
             return True
-        return plate in self.vehicles or (self.group is not None and self.group in groups)
+        if self.group is not None and self.group in groups:
+            return True
+        return bool(self.vehicles) and plate_match_key(plate) in self.vehicles
 
 
 @dataclass(frozen=True)
