@@ -328,3 +328,33 @@ async def test_an_idling_vehicle_whose_requests_arrive_out_of_order_gains_nothin
     in_order = await metres(client, "ORD1A11")
     assert in_order <= 50
     assert await metres(client, "SWP1A11") <= in_order + 1.0
+
+
+# -- minor -------------------------------------------------------------------------------------
+
+
+async def test_a_service_without_km_counts_from_the_odometer_without_float_noise(
+    client: Client,
+) -> None:
+    """A vehicle at 1,000 km on a plan every 5 km drives 3 km, a service is recorded without
+    `km` (the odometer as the plan saw it, summed from GPS steps), then 13 km more: the dues
+    after it are at 1,008 and 1,013 km exactly (before: 1008.0000000000068), and the route's
+    answer writes its time as every fleet time is (`…Z`, not `+00:00`)."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "SRV2A11", odometer_km=1000)
+    await create_plan(client, name="p5", every_km=5, due_soon_km=1)
+    await client.app[services_key].relay.run_until_idle()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    fixes = drive("SRV2A11", start, (-23.5, -46.6), 161)
+    await post_folding(client, trigger, fixes[:31], 31)
+    response = await client.post(
+        "/api/v1/entities/vehicle/SRV2A11/services",
+        json={"at": fixes[30]["time"]},
+        headers=auth(),
+    )
+    assert response.status == 202, await response.text()
+    answer = await response.json()
+    assert answer["at"] == (start + timedelta(seconds=300)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await post_folding(client, trigger, fixes[31:], 10)
+    due = await events(client, "vehicle.maintenance.due")
+    assert [e["detail"]["due_km"] for e in due] == [1008, 1013]

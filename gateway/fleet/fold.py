@@ -1103,15 +1103,16 @@ class _VehicleRun:
             after, dues = maintenance.step(plan, before, km, at)
             plans[plan.id] = after.to_doc()
             for due in dues:
+                due_km = None if due.due_km is None else round(due.due_km, 3)
                 detail: Doc = {
                     "plan": {"id": plan.id, "name": plan.name},
-                    "due_km": due.due_km,
+                    "due_km": due_km,
                     "odometer_km": round(km, 3),
                     "reason": due.reason,
                 }
                 if due.due_at is not None:
                     detail["due_at"] = due.due_at
-                which = f"{plan.id}|{due.due_km}|{due.due_at and _iso(due.due_at)}"
+                which = f"{plan.id}|{due_km}|{due.due_at and _iso(due.due_at)}"
                 self._emit(f"vehicle.maintenance.{due.kind}", at, which, detail)
         self.state = _with(self.state, plans=plans)
 

@@ -244,6 +244,8 @@ def record_service(
     service recorded again (a report relayed twice) changes nothing."""
     previous = state or PlanState()
     base_km = km if km is not None else previous.seen_km
+    if base_km is not None:
+        base_km = round(base_km, 3)  # (the odometer as the vehicle shows it: no float noise)
     if state is not None and (state.last_service_km, state.last_service_at) == (base_km, at):
         return state
     return PlanState(
