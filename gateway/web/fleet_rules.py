@@ -42,8 +42,15 @@ _COMMON: dict[str, Any] = {
     "vehicles": {
         "type": ["array", "null"],
         "maxItems": MAX_VEHICLES,
-        "items": {"type": "string", "minLength": 1, "maxLength": 64},
-        "description": "plates (vehicle keys); with `group`, either matches; neither: all",
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": "^[A-Za-z]{3}-?[0-9][A-Za-z0-9][0-9]{2}$",
+        },
+        "description": "plates (ABC1234 or Mercosul ABC1D23, any case, a dash allowed; stored"
+        " as a vehicle's is, and matching its old/Mercosul twin); with `group`, either matches;"
+        " neither: all",
     },
     "group": {
         "type": ["string", "null"],
@@ -126,6 +133,12 @@ GEOFENCE_PATCH: dict[str, Any] = {
 }
 _STORED: dict[str, Any] = {
     "id": {"type": "string"},
+    "vehicles": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "the plates as stored (upper case, no dash; a rule stored before plates"
+        " were checked may hold another spelling: it matches all the same)",
+    },
     "created_at": {"type": "string"},
     "updated_at": {"type": "string"},
 }
