@@ -13,7 +13,7 @@ import pytest
 from gateway.web.state import services_key
 from tests import tracks
 from tests.support import auth
-from tests.test_fleet_tracks import ending_now, fold, new_vehicle, vehicle, whole_track
+from tests.test_fleet_tracks import fold, new_vehicle, vehicle, whole_track
 from tests.triggers_support import Client, create_position_trigger, hook
 
 TENANT = "acme"
@@ -233,103 +233,6 @@ async def test_a_rule_naming_an_invalid_plate_is_a_422_naming_it(client: Client,
     assert (await listed.json())["items"] == []
 
 
-# -- late fixes judged as in order -------------------------------------------------------------
-
-
-async def send(
-    client: Client, trigger: dict[str, Any], fixes: list[tracks.GenFix], plate: str
-) -> None:
-    status, answer = await hook(client, trigger, [f.canonical(plate) for f in fixes])
-    assert status == 200 and answer["summary"]["failed"] == 0, answer
-    await fold(client)
-
-
-async def metres(client: Client, plate: str) -> float:
-    return float((await vehicle(client, plate))["odometer_km"]) * 1000
-
-
-@pytest.mark.parametrize("in_a_row", [False, True])
-async def test_a_parked_nights_reflections_uploaded_late_measure_what_they_measure_in_order(
-    client: Client, in_a_row: bool
-) -> None:
-    """Parked 8 h with six reflections of 100-300 m (alone, or three pairs in a row), then a
-    departure. One vehicle sends it in order; the other's tracker sends its first fix and a
-    live one, then uploads the night it buffered (batches of 100, oldest first, each fix late
-    between its folded neighbours), then departs. Both measure the same, each reflection
-    refused as a `spike`. Before, the late reflections were each counted there and back:
-    4.7-5.8 km for a 3.2 km departure."""
-    trigger = await create_position_trigger(client)
-    await new_vehicle(client, "ORD1A11")
-    await new_vehicle(client, "BUF1A11")
-    track = ending_now(lambda s: tracks.parked_multipath(1, s, speed=True, in_a_row=in_a_row))
-    fixes = track.fixes
-    for i in range(0, len(fixes), 20):
-        await send(client, trigger, fixes[i : i + 20], "ORD1A11")
-    departs = next(i for i, f in enumerate(fixes) if (f.speed_kmh or 0) > 3)
-    night = fixes[:departs]
-    await send(client, trigger, night[:1], "BUF1A11")
-    await send(client, trigger, night[-1:], "BUF1A11")  # live
-    for i in range(1, len(night) - 1, 100):
-        await send(client, trigger, night[i : min(i + 100, len(night) - 1)], "BUF1A11")
-    for i in range(departs, len(fixes), 20):
-        await send(client, trigger, fixes[i : i + 20], "BUF1A11")
-    in_order = await metres(client, "ORD1A11")
-    assert abs(in_order - track.truth_m) < 50
-    assert await metres(client, "BUF1A11") == pytest.approx(in_order, abs=1.0)
-    flagged = [p["rejected"] for p in await whole_track(client, "BUF1A11") if p["rejected"]]
-    assert flagged == ["spike"] * 6
-
-
-@pytest.mark.parametrize("speed", [True, False])
-async def test_a_reflection_arriving_after_the_next_fix_is_refused_as_in_order(
-    client: Client, speed: bool
-) -> None:
-    """The same night sent a fix a request, each reflection's request retried and arriving
-    just after the next fix's: the same distance as in order, the reflections `spike`.
-    Before: 5.1-6.2 km."""
-    trigger = await create_position_trigger(client)
-    await new_vehicle(client, "ORD1A11")
-    await new_vehicle(client, "SWP1A11")
-    track = ending_now(lambda s: tracks.parked_multipath(2, s, speed=speed))
-    fixes = track.fixes
-    for i in range(0, len(fixes), 50):
-        await send(client, trigger, fixes[i : i + 50], "ORD1A11")
-    order = list(range(len(fixes)))
-    for k in [k for k, f in enumerate(fixes) if f.expect == "multipath"]:
-        j = order.index(k)
-        order[j], order[j + 1] = order[j + 1], order[j]
-    for i in order:
-        await send(client, trigger, [fixes[i]], "SWP1A11")
-    in_order = await metres(client, "ORD1A11")
-    assert await metres(client, "SWP1A11") == pytest.approx(in_order, abs=1.0)
-    flagged = [p["rejected"] for p in await whole_track(client, "SWP1A11") if p["rejected"]]
-    assert flagged == ["spike"] * 6
-
-
-async def test_an_idling_vehicle_whose_requests_arrive_out_of_order_gains_nothing_more(
-    client: Client,
-) -> None:
-    """Idling 2 h at a dock (a fix every 1-10 s, no speed), 5 fixes a request, every third
-    request arriving after the next one: each late fix is judged standing still over the
-    window a fix in order is (`still_window_s`), and the vehicle gains what it gains in order
-    (nothing), not more than 50 m. Before: 100-200 m an hour."""
-    trigger = await create_position_trigger(client)
-    await new_vehicle(client, "ORD1A11")
-    await new_vehicle(client, "SWP1A11")
-    track = ending_now(lambda s: tracks.parked_night(1, s, hours=2, every_s=(1, 10), speed=False))
-    fixes = track.fixes
-    for i in range(0, len(fixes), 200):
-        await send(client, trigger, fixes[i : i + 200], "ORD1A11")
-    requests = [fixes[i : i + 5] for i in range(0, len(fixes), 5)]
-    for k in range(0, len(requests) - 1, 3):
-        requests[k], requests[k + 1] = requests[k + 1], requests[k]
-    for request in requests:
-        await send(client, trigger, request, "SWP1A11")
-    in_order = await metres(client, "ORD1A11")
-    assert in_order <= 50
-    assert await metres(client, "SWP1A11") <= in_order + 1.0
-
-
 # -- minor -------------------------------------------------------------------------------------
 
 
@@ -358,3 +261,45 @@ async def test_a_service_without_km_counts_from_the_odometer_without_float_noise
     await post_folding(client, trigger, fixes[31:], 10)
     due = await events(client, "vehicle.maintenance.due")
     assert [e["detail"]["due_km"] for e in due] == [1008, 1013]
+
+
+# -- late fixes --------------------------------------------------------------------------------
+
+
+def round_trip(plate: str, start: datetime) -> list[dict[str, Any]]:
+    """Parked 2 min at home, round a block 700 m by 200 m at 36 km/h (a fix 100 m on), parked
+    2 min back home: a fix every 10 s, no speed nor accuracy (a tracker that sends neither)."""
+    points = [(-23.5, -46.6)] * 12
+    for bearing, steps in [(90, 7), (0, 2), (270, 7), (180, 2)]:
+        for _ in range(steps):
+            points.append(tracks.destination(*points[-1], bearing, 100))
+    points += [points[-1]] * 11
+    fixes = []
+    for i, (lat, lon) in enumerate(points):
+        at = (start + timedelta(seconds=10 * i)).isoformat()
+        fixes.append({"plate": plate, "time": at, "lat": lat, "lon": lon})
+    return fixes
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+async def test_a_round_trip_uploaded_after_the_fix_back_home_counts_as_in_order(
+    client: Client, passes: int
+) -> None:
+    """A tracker without speed sends its home fixes and the last one back home, then uploads
+    the trip it buffered (in one request, or three each folded apart): the trip counts as in
+    order (1.8 km), whatever the passes. A late fix judged by the in-order rules against the two
+    home fixes was refused as a reflection (0 m), and by a history depending on the pass."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "ORD2A11")
+    await new_vehicle(client, "LAT2A11")
+    fixes = round_trip("ORD2A11", datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1))
+    await post_folding(client, trigger, fixes, 20)
+    late = [{**f, "plate": "LAT2A11"} for f in fixes]
+    home, trip = late[:12] + late[-12:], late[12:-12]
+    await post_folding(client, trigger, home, len(home))
+    size = -(-len(trip) // passes)
+    await post_folding(client, trigger, trip, size)
+    in_order = float((await vehicle(client, "ORD2A11"))["odometer_km"])
+    assert in_order == pytest.approx(1.8, abs=0.01)
+    assert not [p["rejected"] for p in await whole_track(client, "ORD2A11") if p["rejected"]]
+    assert float((await vehicle(client, "LAT2A11"))["odometer_km"]) == in_order

@@ -59,16 +59,8 @@ class Folder:
             before = self.accepted[i - 1] if i else None
             after = self.accepted[i] if i < len(self.accepted) else None
             at = received or fix.t + timedelta(seconds=2)
-            history = self.accepted[max(0, i - 32) : i]  # (what the fold holds: fold.py)
             self.state, verdict = fold_fix(
-                self.state,
-                fix,
-                at,
-                self.quality,
-                self.odometer,
-                before=before,
-                after=after,
-                history=history,
+                self.state, fix, at, self.quality, self.odometer, before=before, after=after
             )
             if verdict.accepted:
                 self.accepted.insert(i, fix)

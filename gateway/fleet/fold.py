@@ -70,14 +70,7 @@ from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint, may_rebaseline
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
-from gateway.fleet.state import (
-    RECENT,
-    VehicleState,
-    fold_fix,
-    is_behind,
-    is_glitch,
-    rebaseline,
-)
+from gateway.fleet.state import VehicleState, fold_fix, is_behind, is_glitch, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
@@ -977,10 +970,9 @@ class _VehicleRun:
     async def fix(self, doc: Doc, now: datetime) -> None:
         point = _point(doc)
         before = after = None
-        history: Sequence[TrackPoint] = ()
         if self.state.is_late(point):
             if self.covered is not None and point.t > self.covered:
-                before, after, history = _around(self.track, point.t)
+                before, after = _around(self.track, point.t)
             else:  # older than what the pass holds: the track's, on its own
                 before, after = await self._fold.neighbours(
                     self._pass.key, point.t, self.pending, self._pass.through
@@ -995,7 +987,6 @@ class _VehicleRun:
             detail=doc,
             before=before,
             after=after,
-            history=history,
         )
         self._pass.lags.append(max(0.0, (now - (doc.get("at") or now)).total_seconds()))
         if verdict.reason is not None:
@@ -1186,13 +1177,11 @@ def _shard(key: Key) -> int:
 
 def _around(
     track: Sequence[TrackPoint], t: datetime
-) -> tuple[TrackPoint | None, TrackPoint | None, Sequence[TrackPoint]]:
-    """The points just before and just after `t` in a track in device-time order, and the
-    `RECENT` ones before it (a late fix's history: `state.fold_fix`)."""
+) -> tuple[TrackPoint | None, TrackPoint | None]:
+    """The points just before and just after `t` in a track in device-time order."""
     i = bisect.bisect_left(track, t, key=_time)
     j = i + 1 if i < len(track) and track[i].t == t else i
-    history = track[max(0, i - RECENT) : i]
-    return (track[i - 1] if i > 0 else None), (track[j] if j < len(track) else None), history
+    return (track[i - 1] if i > 0 else None), (track[j] if j < len(track) else None)
 
 
 def _time(point: TrackPoint) -> datetime:

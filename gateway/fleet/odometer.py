@@ -151,28 +151,16 @@ def detour_m(
     late: TrackPoint,
     after: TrackPoint | None,
     settings: OdometerSettings,
-    history: Sequence[TrackPoint] = (),
 ) -> float | None:
     """What a late fix adds between its folded neighbours: d(A,L) + d(L,B) − d(A,B); None
     when it is within the jitter of either (it would not have counted in order either, and,
-    like a fix in order that does not move the anchor, it is no neighbour of later ones).
-    Whether it stands still is judged as in order (`is_still`): against `history`, the
-    folded fixes before it (oldest first), or, none given, `before` alone."""
+    like a fix in order that does not move the anchor, it is no neighbour of later ones)."""
     near = [p for p in (before, after) if p is not None]
     if not near:
         return 0.0
-    if not history and before is not None:
-        history = (before,)
-    still = is_still(late, history, settings)
-    if before is not None and late.distance_m(before) <= jitter_m(
-        before, late, settings, still=still
-    ):
+    still = is_still(late, () if before is None else (before,), settings)
+    if any(late.distance_m(p) <= jitter_m(p, late, settings, still=still) for p in near):
         return None
-    # `after`, in order, would have been judged with the late fix among the fixes before it
-    if after is not None:
-        still = is_still(after, (*history, late), settings)
-        if after.distance_m(late) <= jitter_m(late, after, settings, still=still):
-            return None
     if before is None or after is None:
         return late.distance_m(near[0])  # before the first fix, or after the last
     return max(0.0, before.distance_m(late) + late.distance_m(after) - before.distance_m(after))

@@ -8,7 +8,6 @@ and the per-geofence and per-plan states the `geo` evaluators own (kept as their
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -170,13 +169,10 @@ def fold_fix(
     detail: dict[str, Any] | None = None,
     before: TrackPoint | None = None,
     after: TrackPoint | None = None,
-    history: Sequence[TrackPoint] = (),
 ) -> tuple[VehicleState, Verdict]:
     """Apply one fix. A late fix (`state.is_late`) is judged between its accepted neighbours
-    `before` and `after` (the caller looks them up; `history`: the accepted fixes before it,
-    oldest first, as many as it has at hand) by the rules a fix in order is judged by, and
-    only adds its detour to the odometer; any other fix is judged against the last position
-    and moves it."""
+    `before` and `after` (the caller looks them up) and only adds its detour to the odometer;
+    any other fix is judged against the last position and moves it."""
     if (reason := static_reason(fix, received_at, quality)) is not None:
         return state, Verdict(reason)
     if (reason := device_reason(state, fix, before, after, odometer)) is not None:
@@ -185,9 +181,7 @@ def fold_fix(
         for neighbour in (before, after):
             if (reason := neighbour_reason(fix, neighbour, quality)) is not None:
                 return state, Verdict(reason, late=True)
-        if _late_spike(before, fix, after, odometer):
-            return state, Verdict(Reason.SPIKE, late=True)
-        detour = detour_m(before, fix, after, odometer, history)
+        detour = detour_m(before, fix, after, odometer)
         if detour is None:  # within the jitter of a neighbour: nothing, and no neighbour
             return state, Verdict(late=True, counted=False)
         added = detour / 1000
@@ -276,24 +270,6 @@ def _spike(state: VehicleState, fix: TrackPoint, odometer: OdometerSettings) -> 
         return False
     back = fix.distance_m(anchor) <= jitter_m(anchor, fix, odometer, still=True)
     return back and fix.distance_m(spike) > jitter_m(spike, fix, odometer, still=True)
-
-
-def _late_spike(
-    before: TrackPoint | None,
-    fix: TrackPoint,
-    after: TrackPoint | None,
-    odometer: OdometerSettings,
-) -> bool:
-    """`_spike` for a late fix: whether it is a reflection between its neighbours, `after`
-    back within a standing vehicle's drift of `before`, `fix` beyond it from both, and none
-    of the three reporting a speed of moving. In order, `after` would have shown it up."""
-    if before is None or after is None or _moving(fix, odometer):
-        return False
-    if _moving(before, odometer) or _moving(after, odometer):
-        return False
-    if after.distance_m(before) > jitter_m(before, after, odometer, still=True):
-        return False
-    return all(fix.distance_m(p) > jitter_m(p, fix, odometer, still=True) for p in (before, after))
 
 
 def _moving(point: TrackPoint, odometer: OdometerSettings) -> bool:
