@@ -150,6 +150,42 @@ async def test_a_plan_by_km_and_days_comes_due_by_time_far_past_its_first_km_cyc
         assert abs(start + timedelta(days=180) - e[3]) < timedelta(seconds=30)
 
 
+async def test_a_shortened_interval_does_not_repeat_the_due_a_distance_due_covered(
+    client: Client,
+) -> None:
+    """Every 1,000 km or 10 days, first seen (the fold's clock) 12 days ago; the odometer read
+    at 1,000 km now: due by distance (day 10's time due with it, one service). The plan
+    edited to every 5 days: the clock a day later announces nothing (day 12 is in the cycle
+    ending on day 15), 8.5 days later the time due of day 20. Before, day 10 was announced
+    again at once (the mark left at day 20 by the due read as a glitch past day 15)."""
+    await new_vehicle(client, "INT1A11", odometer_km=0)
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await fold(client)  # (the fold's own clock ticked: next in an hour)
+    plan = await create_plan(client, name="p10", every_km=1000, every_days=10)
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=12)
+    await services.store.fleet.push_ticks([TENANT], start)
+    await fold(client)
+    read = {"odometer_km": 1000}
+    response = await client.patch("/api/v1/entities/vehicle/INT1A11", json=read, headers=auth())
+    assert response.status == 200, await response.text()
+    await services.relay.run_until_idle()
+    await fold(client)
+    path = f"/api/v1/maintenance-plans/{plan['id']}"
+    response = await client.patch(path, json={"every_days": 5}, headers=auth())
+    assert response.status == 200, await response.text()
+    for days in (13, 20.5):
+        await services.store.fleet.push_ticks([TENANT], start + timedelta(days=days))
+        await fold(client)
+    found = await maintenance_events(client)
+    assert [e[:3] + e[4:] for e in found] == [
+        ("due", "INT1A11", 1000, "distance"),
+        ("due", "INT1A11", 2000, "time"),
+    ]
+    assert [e[3] for e in found] == [start + timedelta(days=20)] * 2
+
+
 # -- rules naming plates spelled otherwise ------------------------------------------------------
 
 CENTRE = (-23.55, -46.63)

@@ -265,3 +265,31 @@ def test_a_state_kept_before_distance_and_time_counted_apart_repeats_nothing() -
     assert found == []
     _, found = step(yearly, later, 0, T0 + timedelta(days=731))
     assert found == [Due("due", None, T0 + timedelta(days=730), "time")]
+
+
+def test_a_shortened_interval_does_not_repeat_what_a_due_on_the_other_measure_covered() -> None:
+    """Every 1,000 km or 10 days, first seen on day 0, due by distance on day 12 (day 10's
+    time due with it: one service); edited to 5 days on day 13, the cycle day 12 falls in
+    ends on day 15: nothing on days 13 and 16, due by time on day 20. Likewise every_km
+    shortened after a due by time. Before, the time measure's next point under the old
+    interval (day 20) read as a glitch past the new one, and day 10 was announced again."""
+    plan = Plan(id="p", name="s", every_km=1_000, every_days=10)
+    state, _ = step(plan, None, 0, T0)
+    state, found = step(plan, state, 1_000, T0 + timedelta(days=12))
+    assert found == [Due("due", 1_000, T0 + timedelta(days=20), "distance")]
+    edited = Plan(id="p", name="s", every_km=1_000, every_days=5)
+    for day in (13, 16):
+        state, found = step(edited, state, 1_100, T0 + timedelta(days=day))
+        state = PlanState.from_doc(state.to_doc())
+        assert found == []
+    _, found = step(edited, state, 1_200, T0 + timedelta(days=20, hours=1))
+    assert found == [Due("due", 2_000, T0 + timedelta(days=20), "time")]
+    # due by time on day 10 at 400 km; every_km edited to 300: 400 km is in the cycle to 600
+    state, _ = step(plan, None, 0, T0)
+    state, found = step(plan, state, 400, T0 + timedelta(days=10, hours=1))
+    assert found == [Due("due", 1_000, T0 + timedelta(days=10), "time")]
+    edited = Plan(id="p", name="s", every_km=300, every_days=10)
+    state, found = step(edited, state, 650, T0 + timedelta(days=11))
+    assert found == []
+    _, found = step(edited, state, 900, T0 + timedelta(days=12))
+    assert found == [Due("due", 900, T0 + timedelta(days=20), "distance")]

@@ -13,10 +13,10 @@ Each point is announced once: `PlanState.notified` keeps the last point announce
 measure and kind (km, or time), so a jump over several cycles announces the last one only,
 an odometer corrected downwards does not announce again, and a plan whose interval is edited
 does not repeat what it already said. A due (or due_soon) on one measure counts for the
-other measure's cycle it falls in (one service is due, whichever came first): the other
-announces at its next point after that. An announcement more than a whole cycle past the
-odometer (made at a device odometer's glitch up, since taken back) holds nothing back: the
-plan is not silent until the bad value is reached again.
+other measure's cycle it falls in, as the plan is now (one service is due, whichever came
+first): the other announces at its next point after that. An announcement more than a
+whole cycle past the odometer (made at a device odometer's glitch up, since taken back)
+holds nothing back: the plan is not silent until the bad value is reached again.
 
 The first evaluation sets the state without announcing what is already behind the vehicle
 (like a geofence's first fix): a plan added to a fleet does not page every vehicle at once.
@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from gateway.fleet.geofences import utc
@@ -45,6 +45,7 @@ DueReason = Literal["distance", "time"]
 _EPS_KM = 1e-6
 # marks (km, or epoch seconds) compared with this slack
 _EPS = 1e-3
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # (a time before any plan's: no time cycle reached)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ def step(
     n_km, n_time = cycle.reached(odometer_km, now)
     next_km, next_at = cycle.km(n_km + 1), cycle.at(n_time + 1)
     notified = dict(state.notified) if state.apart else _marks(plan, state.notified, cycle)
-    marks = _Announced(notified, {"distance": next_km, "time": _epoch(next_at)})
+    marks = _Announced(notified, cycle, {"distance": next_km, "time": _epoch(next_at)})
+    here: dict[DueReason, float] = {"distance": odometer_km, "time": now.timestamp()}
     found: list[Due] = []
     # The point each measure reached (a due), and its next one (due_soon), not yet announced.
     reached = {
@@ -153,7 +155,7 @@ def step(
         else:
             found.append(Due("due", next_km, cycle.at(n_time), "time"))
         marks.take(measure, "due", reached[measure])
-        marks.take(_OTHER[measure], "due", marks.ceiling[_OTHER[measure]])
+        marks.carry(_OTHER[measure], "due", here[_OTHER[measure]])
     # A point already announced due (on its own measure, or the other's) is not announced
     # soon afterwards (an odometer taken back below it after a jump over its due_soon).
     near = {
@@ -167,8 +169,8 @@ def step(
     elif soon:
         measure = soon[0]
         found.append(Due("due_soon", next_km, next_at, measure))
-        for each in _MEASURES:  # the same service, on both
-            marks.take(each, "due_soon", marks.ceiling[each])
+        marks.take(measure, "due_soon", marks.ceiling[measure])
+        marks.carry(_OTHER[measure], "due_soon", here[_OTHER[measure]])  # the same service
     moved = replace(state, notified=notified, seen_km=odometer_km, apart=True)
     return moved, [] if first else found
 
@@ -179,7 +181,11 @@ _OTHER: dict[DueReason, DueReason] = {"distance": "time", "time": "distance"}
 
 class _Announced:
     """`PlanState.notified` as `step` reads and writes it: per measure and kind, the last
-    point announced (`due`, `due_soon`: km; `due_at`, `due_soon_at`: epoch seconds).
+    point announced (`due`, `due_soon`: km; `due_at`, `due_soon_at`: epoch seconds), and
+    where the vehicle stood on that measure when the other one announced (`…_in`: km, epoch
+    seconds), which counts for that measure's cycle it falls in, the cycle read with the
+    plan as it is now: a plan edited to a shorter interval (10 days to 5) does not take the
+    point next under the old one (day 20) for a glitch and announce again what it covers.
 
     A point more than a whole cycle past where the vehicle is now (`ceiling`, the measure's
     next point: a device odometer's glitch up, a tracker moved from another vehicle) does
@@ -187,18 +193,39 @@ class _Announced:
     until the odometer reached the bad value; it is kept until one is, so that an odometer
     glitch down for a moment (a device's 0) announces nothing again once it is back."""
 
-    def __init__(self, notified: dict[str, float], ceiling: dict[DueReason, float | None]):
-        self.notified, self.ceiling = notified, ceiling
+    def __init__(
+        self, notified: dict[str, float], cycle: _Cycle, ceiling: dict[DueReason, float | None]
+    ):
+        self.notified, self.cycle, self.ceiling = notified, cycle, ceiling
 
     @staticmethod
     def key(measure: DueReason, kind: DueKind) -> str:
         return kind if measure == "distance" else f"{kind}_at"
 
     def said(self, measure: DueReason, kind: DueKind) -> float:
-        mark, top = self.notified.get(self.key(measure, kind)), self.ceiling[measure]
+        return max(self._own(measure, kind), self._carried(measure, kind))
+
+    def _own(self, measure: DueReason, kind: DueKind) -> float:
+        return self._below_ceiling(measure, self.notified.get(self.key(measure, kind)))
+
+    def _carried(self, measure: DueReason, kind: DueKind) -> float:
+        """The end of the cycle (as the plan is now) where the vehicle stood on `measure`
+        when the other measure announced `kind`."""
+        stood = self.notified.get(self.key(measure, kind) + "_in")
+        return self._below_ceiling(measure, None if stood is None else self.end(measure, stood))
+
+    def _below_ceiling(self, measure: DueReason, mark: float | None) -> float:
+        top = self.ceiling[measure]
         if mark is None or (top is not None and mark > top + _EPS):
             return -math.inf
         return mark
+
+    def end(self, measure: DueReason, stood: float) -> float | None:
+        """The due point ending the cycle `stood` (km, epoch seconds) falls in."""
+        if measure == "distance":
+            return self.cycle.km(self.cycle.reached(stood, _EPOCH)[0] + 1)
+        when = datetime.fromtimestamp(stood, UTC)
+        return _epoch(self.cycle.at(self.cycle.reached(0.0, when)[1] + 1))
 
     def new(self, measure: DueReason, kind: DueKind, point: float | None) -> bool:
         """Whether `point` is past what was announced (a due_soon: or announced due)."""
@@ -209,7 +236,15 @@ class _Announced:
 
     def take(self, measure: DueReason, kind: DueKind, point: float | None) -> None:
         if point is not None:
-            self.notified[self.key(measure, kind)] = max(point, self.said(measure, kind))
+            self.notified[self.key(measure, kind)] = max(point, self._own(measure, kind))
+
+    def carry(self, measure: DueReason, kind: DueKind, stood: float) -> None:
+        """The other measure announced `kind` with the vehicle at `stood` on this one: kept
+        unless a later place is (an odometer corrected down after), one past the ceiling
+        (a glitch up, since taken back) replaced."""
+        key = self.key(measure, kind) + "_in"
+        if self._carried(measure, kind) == -math.inf or stood > self.notified[key]:
+            self.notified[key] = stood
 
 
 def _marks(plan: Plan, notified: Mapping[str, float], cycle: _Cycle) -> dict[str, float]:
