@@ -18,6 +18,7 @@ from tests.triggers_support import Client, create_position_trigger, hook
 
 TENANT = "acme"
 ALL_ONES_KM = 4_294_967.295
+SIGNED_MAX_KM = 2_147_483.647  # a signed register's largest value, 2**31 - 1 m
 
 
 async def events(client: Client, event_type: str) -> list[dict[str, Any]]:
@@ -55,16 +56,17 @@ async def create_plan(client: Client, **body: Any) -> dict[str, Any]:
 # -- a register's all-ones ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("glitch", [ALL_ONES_KM, 4_294_967.3])
-async def test_a_registers_all_ones_on_two_fixes_in_a_row_is_no_new_unit(
+@pytest.mark.parametrize("glitch", [ALL_ONES_KM, 4_294_967.3, SIGNED_MAX_KM, 2_147_483.6])
+async def test_a_registers_all_ones_or_signed_max_on_two_fixes_in_a_row_is_no_new_unit(
     client: Client, glitch: float
 ) -> None:
     """The register reads 150,000 km and 0.1 km more each fix; two fixes in a row carry the
-    all-ones value (as sent, or rounded to 0.1 km). They agree with each other, which for any
-    other jump means another unit: not for this value. The vehicle's odometer follows the
-    register to its end, no re-baseline goes to 4,294,967 km, no plan comes due there, the
-    register's later values are taken (none is `device_behind`), and the two are counted.
-    Before, the vehicle stayed at 4,294,970 km for good."""
+    all-ones value, or a signed register's largest (as sent, or rounded to 0.1 km). They
+    agree with each other, which for any other jump means another unit: not for this value.
+    The vehicle's odometer follows the register to its end, no re-baseline goes to the
+    sentinel, no plan comes due there, the register's later values are taken (none is
+    `device_behind`), and the two are counted. Before, the vehicle stayed at 4,294,970 km
+    (2,147,483 km) for good."""
     await create_plan(client, name="Oleo", every_km=10000, due_soon_km=500)
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "GLT1A11")
@@ -84,18 +86,20 @@ async def test_a_registers_all_ones_on_two_fixes_in_a_row_is_no_new_unit(
     assert 'outcome="device_behind"' not in metrics
 
 
-async def test_a_registers_all_ones_as_a_vehicles_first_device_value_sets_nothing(
-    client: Client,
+@pytest.mark.parametrize("glitch", [ALL_ONES_KM, SIGNED_MAX_KM])
+async def test_a_registers_all_ones_or_signed_max_as_a_vehicles_first_device_value_sets_nothing(
+    client: Client, glitch: float
 ) -> None:
-    """A vehicle registered without an odometer: its tracker's first value is the all-ones.
+    """A vehicle registered without an odometer: its tracker's first value is the all-ones
+    (or a signed register's largest).
     The first real value after it sets the count (as a first value does); the all-ones never
-    shows. Before, the vehicle counted on from 4,294,967 km."""
+    shows. Before, the vehicle counted on from 4,294,967 km (2,147,483 km)."""
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "GLT2A11")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     fixes = drive("GLT2A11", start, (-23.5, -46.6), 40)
     for i, fix in enumerate(fixes):
-        fix["odometer_km"] = ALL_ONES_KM if i == 0 else round(150_000 + 0.1 * i, 1)
+        fix["odometer_km"] = glitch if i == 0 else round(150_000 + 0.1 * i, 1)
     await post_folding(client, trigger, fixes, 5)
     car = await vehicle(client, "GLT2A11")
     assert car["odometer_km"] == pytest.approx(150_003.9, abs=0.01)

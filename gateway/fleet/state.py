@@ -39,6 +39,10 @@ DEVICE_BEHIND_SHARE = 0.05
 # A register's all-ones: 2**32 - 1 metres, 4,294,967.295 km (what a tracker sends for an
 # odometer it cannot read). Never a count, however often it comes (`is_glitch`).
 ALL_ONES_KM = 4_294_967.295
+# A signed register's largest value, 2**31 - 1 metres (2,147,483.647 km): the same sentinel
+# from a tracker that keeps its odometer in a signed 32-bit count.
+SIGNED_MAX_KM = 2_147_483.647
+GLITCH_KM = (ALL_ONES_KM, SIGNED_MAX_KM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,11 +449,11 @@ def rebaseline(
 
 
 def is_glitch(km: float, source: str) -> bool:
-    """Whether a device odometer is a register's all-ones (`ALL_ONES_KM`, to the km: sent
-    rounded or not): it never re-baselines the count, repeated or not, the vehicle's first
-    device value or not. (Other wrong values are held as suspects by `rebaseline`, and taken
-    when the next one agrees: a new unit.)"""
-    return source == "device" and abs(km - ALL_ONES_KM) < 1.0
+    """Whether a device odometer is a register's sentinel (`GLITCH_KM`: all-ones, or a
+    signed register's largest value; to the km: sent rounded or not): it never re-baselines
+    the count, repeated or not, the vehicle's first device value or not. (Other wrong values
+    are held as suspects by `rebaseline`, and taken when the next one agrees: a new unit.)"""
+    return source == "device" and any(abs(km - glitch) < 1.0 for glitch in GLITCH_KM)
 
 
 def is_behind(state: VehicleState, km: float, source: str) -> bool:
