@@ -156,7 +156,9 @@ class Metrics:
             "gateway_fleet_readings_total",
             "Odometer readings the fold saw, by outcome: taken (re-baselined), stale (behind"
             " the odometer, from a partner), outranked (a higher source re-baselined lately),"
-            " device_behind (a device odometer far below the count: another unit, not taken)",
+            " device_behind (a device odometer far below the count: another unit, not taken),"
+            " device_glitch (a register's all-ones, 4,294,967.295 km, or a signed register's"
+            " largest value, 2,147,483.647 km: never taken)",
             ["outcome"],
             registry=r,
         )

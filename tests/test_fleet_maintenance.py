@@ -184,3 +184,112 @@ def test_a_plan_by_time_alone_announces_each_year_once_and_a_service_resets_it()
     assert found == []
     _, found = step(plan, quiet, 0, T0 + timedelta(days=740 + 336))
     assert found == [Due("due_soon", None, T0 + timedelta(days=740) + year, "time")]
+
+
+def test_time_counts_its_own_cycles_on_a_vehicle_far_past_its_first_km_cycle() -> None:
+    """Every 10,000 km or 180 days from start_km 0, first seen at 152,340 km: due_soon and
+    due by time at 165 and 180 days (the next km due with them), again at 360 days, and the
+    distance at 160,000 km after that; each once."""
+    plan = Plan(
+        id="p", name="r", every_km=10_000, due_soon_km=500, every_days=180, due_soon_days=15
+    )
+    days = [0, 100, 166, 181, 200, 346, 361, 362]
+    state: PlanState | None = None
+    found: list[Due] = []
+    for d in days:
+        state, dues = step(plan, state, 152_340, T0 + timedelta(days=d))
+        state = PlanState.from_doc(state.to_doc())
+        found += dues
+    half, year = timedelta(days=180), timedelta(days=360)
+    assert found == [
+        Due("due_soon", 160_000, T0 + half, "time"),
+        Due("due", 160_000, T0 + half, "time"),
+        Due("due_soon", 160_000, T0 + year, "time"),
+        Due("due", 160_000, T0 + year, "time"),
+    ]
+    found = []
+    for d, km in zip(range(363, 367), [159_600, 160_000, 169_600, 170_000], strict=True):
+        state, dues = step(plan, state, km, T0 + timedelta(days=d))
+        found += dues
+    # 160,000 km falls in the time cycle announced at 360 days: the same service
+    assert [(d.kind, d.due_km, d.reason) for d in found] == [
+        ("due_soon", 170_000, "distance"),
+        ("due", 170_000, "distance"),
+    ]
+
+
+def test_a_due_on_one_measure_counts_for_the_others_cycle_it_falls_in() -> None:
+    """Every 1,000 km or 10 days: due by distance on day 2; day 10 (the same time cycle)
+    announces nothing, day 20 (the next) does; a service resets both."""
+    plan = Plan(id="p", name="s", every_km=1_000, every_days=10)
+    state, _ = step(plan, None, 0, T0)
+    state, found = step(plan, state, 1_000, T0 + timedelta(days=2))
+    assert found == [Due("due", 1_000, T0 + timedelta(days=10), "distance")]
+    state, found = step(plan, state, 1_100, T0 + timedelta(days=10, hours=1))
+    assert found == []
+    state, found = step(plan, state, 1_200, T0 + timedelta(days=20, hours=1))
+    assert found == [Due("due", 2_000, T0 + timedelta(days=20), "time")]
+    serviced = record_service(plan, state, 1_200, T0 + timedelta(days=21))
+    _, found = step(plan, serviced, 1_300, T0 + timedelta(days=31, hours=1))
+    assert found == [Due("due", 2_200, T0 + timedelta(days=31), "time")]
+
+
+def test_an_edited_interval_does_not_repeat_a_time_due() -> None:
+    """Due by time at 180 days; the interval edited to 90 days: day 181 (its cycle 2, the
+    same day 180) announces nothing, day 270 does."""
+    plan = Plan(id="p", name="t", every_km=None, every_days=180)
+    state, _ = step(plan, None, 0, T0)
+    state, found = step(plan, state, 0, T0 + timedelta(days=180, hours=1))
+    assert [d.due_at for d in found] == [T0 + timedelta(days=180)]
+    edited = Plan(id="p", name="t", every_km=None, every_days=90)
+    state, found = step(edited, state, 0, T0 + timedelta(days=181))
+    assert found == []
+    _, found = step(edited, state, 0, T0 + timedelta(days=270, hours=1))
+    assert [d.due_at for d in found] == [T0 + timedelta(days=270)]
+
+
+def test_a_state_kept_before_distance_and_time_counted_apart_repeats_nothing() -> None:
+    """States written before: one mark per kind, a cycle's due km (a time-only plan's, its
+    number), that stood for its time too. Read again, nothing already said is said again,
+    and a vehicle far past its first km cycle comes due by time."""
+    both = Plan(id="p", name="b", every_km=10_000, every_days=30)
+    old = PlanState.from_doc({"notified": {"due": 10_000.0}, "started_at": T0})
+    _, found = step(both, old, 400, T0 + timedelta(days=31))  # day 30 said (cycle 1)
+    assert found == []
+    far = PlanState.from_doc({"notified": {"due": 150_000.0}, "started_at": T0})
+    _, found = step(both, far, 152_340, T0 + timedelta(days=31))
+    assert found == [Due("due", 160_000, T0 + timedelta(days=30), "time")]
+    yearly = Plan(id="y", name="v", every_km=None, every_days=365)
+    old = PlanState.from_doc({"notified": {"due": 1.0}, "started_at": T0})
+    later, found = step(yearly, old, 0, T0 + timedelta(days=400))
+    assert found == []
+    _, found = step(yearly, later, 0, T0 + timedelta(days=731))
+    assert found == [Due("due", None, T0 + timedelta(days=730), "time")]
+
+
+def test_a_shortened_interval_does_not_repeat_what_a_due_on_the_other_measure_covered() -> None:
+    """Every 1,000 km or 10 days, first seen on day 0, due by distance on day 12 (day 10's
+    time due with it: one service); edited to 5 days on day 13, the cycle day 12 falls in
+    ends on day 15: nothing on days 13 and 16, due by time on day 20. Likewise every_km
+    shortened after a due by time. Before, the time measure's next point under the old
+    interval (day 20) read as a glitch past the new one, and day 10 was announced again."""
+    plan = Plan(id="p", name="s", every_km=1_000, every_days=10)
+    state, _ = step(plan, None, 0, T0)
+    state, found = step(plan, state, 1_000, T0 + timedelta(days=12))
+    assert found == [Due("due", 1_000, T0 + timedelta(days=20), "distance")]
+    edited = Plan(id="p", name="s", every_km=1_000, every_days=5)
+    for day in (13, 16):
+        state, found = step(edited, state, 1_100, T0 + timedelta(days=day))
+        state = PlanState.from_doc(state.to_doc())
+        assert found == []
+    _, found = step(edited, state, 1_200, T0 + timedelta(days=20, hours=1))
+    assert found == [Due("due", 2_000, T0 + timedelta(days=20), "time")]
+    # due by time on day 10 at 400 km; every_km edited to 300: 400 km is in the cycle to 600
+    state, _ = step(plan, None, 0, T0)
+    state, found = step(plan, state, 400, T0 + timedelta(days=10, hours=1))
+    assert found == [Due("due", 1_000, T0 + timedelta(days=10), "time")]
+    edited = Plan(id="p", name="s", every_km=300, every_days=10)
+    state, found = step(edited, state, 650, T0 + timedelta(days=11))
+    assert found == []
+    _, found = step(edited, state, 900, T0 + timedelta(days=12))
+    assert found == [Due("due", 900, T0 + timedelta(days=20), "distance")]

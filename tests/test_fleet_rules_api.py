@@ -4,6 +4,8 @@ rules following this process's changes at once."""
 
 from __future__ import annotations
 
+import random
+import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -316,3 +318,34 @@ async def test_another_processs_change_is_seen_once_the_cache_expires(services: 
     now[0] += 0.1
     (fence,) = (await elsewhere.for_tenant("acme")).geofences
     assert fence.name == "d"
+
+
+async def test_a_rules_plates_are_accepted_exactly_when_the_documented_pattern_says(
+    client: Client,
+) -> None:
+    """The API document's pattern for a rule's `vehicles` and the server agree: every plate
+    the server takes (any case, dashes and spaces anywhere, whitespace around) matches the
+    pattern, and every one it refuses does not (so schemathesis finds neither a valid body
+    refused nor an invalid one taken). Before, the pattern allowed one dash after the
+    letters only: `ABC 1D23` and `A-BC1D23`, taken by the server, were outside it."""
+    document = await (await client.get("/openapi.json")).json()
+    body = document["paths"]["/api/v1/geofences"]["post"]["requestBody"]["content"]
+    schema = body["application/json"]["schema"]
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    pattern = re.compile(schema["properties"]["vehicles"]["items"]["pattern"])
+    samples = ["ABC1D23", "abc-1234", "ABC 1D23", "A-BC1D23", " - A B C 1 2 3 4 - ",
+               "\tABC1D23\n", "ABC1D23\x1c", "ABC\t1D23", "ABC1D23\xa0", "ABC-12345",
+               "AB1D23", "ABC1DD3", "ÁBC1D23", "ABC1D2-3", "--ABC1D23--", "ABC1D23x"]  # fmt: skip
+    rng = random.Random(7)
+    alphabet = "AbZ09- \t\n\x1f\xa0"
+    for _ in range(24):
+        plate = list("ABC1D23")
+        for _ in range(rng.randint(1, 3)):
+            plate.insert(rng.randint(0, len(plate)), rng.choice(alphabet))
+        samples.append("".join(plate))
+    for i, plate in enumerate(samples):
+        fence = {"name": f"f{i}", "kind": "authorized", "circle": DEPOT, "vehicles": [plate]}
+        response = await client.post("/api/v1/geofences", json=fence, headers=auth())
+        documented = pattern.search(plate) is not None
+        assert response.status == (201 if documented else 422), (plate, await response.text())

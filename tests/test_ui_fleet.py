@@ -312,3 +312,39 @@ async def test_a_position_trigger_is_created_from_the_form_and_appends_fixes(
     assert [f["lat"] for f in track["items"]] == [-23.55]
     listing = await (await client.get("/admin/triggers")).text()
     assert "posições" in listing
+
+
+async def test_a_fences_page_draws_the_vehicle_its_rule_names_by_its_old_plate_twin(
+    client: Client, services: Services
+) -> None:
+    """A fence naming `OVL3233` (the old plate) applies to vehicle OVL3C33, as the fold
+    reads it: its page draws that vehicle's track, and not another vehicle's. Before, the
+    page compared plates as written and drew no track."""
+    trigger = await post(
+        client, "/api/v1/triggers", {"name": "gps", "target": "positions", "methods": ["POST"]}
+    )
+    for plate in ("OVL3C33", "XYZ9K88"):
+        await post(client, "/api/v1/entities/vehicle", {"plate": plate})
+        fixes = [
+            {"plate": plate, "time": f"2026-12-01T12:00:{s:02d}Z", "lat": -23.55 + s * 1e-4,
+             "lon": -46.63}
+            for s in range(0, 50, 10)
+        ]  # fmt: skip
+        status, body = await hook(client, trigger, fixes)
+        assert status == 200 and body["summary"]["failed"] == 0, body
+    fence = await post(
+        client,
+        "/api/v1/geofences",
+        {
+            "name": "Garagem",
+            "kind": "authorized",
+            "circle": {"lat": -23.55, "lon": -46.63, "radius_m": 500},
+            "vehicles": ["OVL3233"],
+        },
+    )
+    await services.fold.run_until_idle()
+    await make_user(services)
+    await log_in(client)
+    page = await (await client.get(f"/admin/geofences/{fence['id']}")).text()
+    assert '<polyline class="track"' in page
+    assert 'data-track="OVL3C33"' in page and 'data-track="XYZ9K88"' not in page

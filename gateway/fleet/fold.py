@@ -70,7 +70,7 @@ from gateway.fleet.geofences import FenceState, Geofence
 from gateway.fleet.maintenance import Plan, PlanState
 from gateway.fleet.odometer import TrackPoint, may_rebaseline
 from gateway.fleet.settings import MAX_RETENTION_DAYS, FleetSettings, FleetSettingsService
-from gateway.fleet.state import VehicleState, fold_fix, is_behind, rebaseline
+from gateway.fleet.state import VehicleState, fold_fix, is_behind, is_glitch, rebaseline
 from gateway.metrics import Metrics
 from gateway.shares import ShardedJob, ShardedLoop, Shares
 from gateway.store import Doc, Store, derived_id
@@ -1044,6 +1044,9 @@ class _VehicleRun:
     def _rebaseline(self, km: float, kind: str, at: datetime, source: str) -> None:
         settings = self._settings
         speed = settings.quality.max_speed_kmh if kind == "device" else None
+        if is_glitch(km, kind):
+            self._pass.counts["readings", "device_glitch"] += 1
+            return
         if is_behind(self.state, km, kind) and may_rebaseline(
             self.state.baseline, kind, at, settings.odometer
         ):
@@ -1091,15 +1094,16 @@ class _VehicleRun:
             after, dues = maintenance.step(plan, before, km, at)
             plans[plan.id] = after.to_doc()
             for due in dues:
+                due_km = None if due.due_km is None else round(due.due_km, 3)
                 detail: Doc = {
                     "plan": {"id": plan.id, "name": plan.name},
-                    "due_km": due.due_km,
+                    "due_km": due_km,
                     "odometer_km": round(km, 3),
                     "reason": due.reason,
                 }
                 if due.due_at is not None:
                     detail["due_at"] = due.due_at
-                which = f"{plan.id}|{due.due_km}|{due.due_at and _iso(due.due_at)}"
+                which = f"{plan.id}|{due_km}|{due.due_at and _iso(due.due_at)}"
                 self._emit(f"vehicle.maintenance.{due.kind}", at, which, detail)
         self.state = _with(self.state, plans=plans)
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from gateway.clock import from_iso
 from gateway.fleet.geometry import Shape
+from gateway.schemas.ids import plate_match_key
 
 FenceKind = Literal["authorized", "restricted"]
 CrossingKind = Literal["entered", "exited"]
@@ -49,12 +50,19 @@ class Geofence:
     margin_m: float = DEFAULT_MARGIN_M
     dwell_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        # (the plates as they are compared: `applies_to`)
+        object.__setattr__(self, "vehicles", frozenset(map(plate_match_key, self.vehicles)))
+
     def applies_to(self, plate: str, groups: Collection[str]) -> bool:
         """No `vehicles` and no `group`: every vehicle; otherwise the named plates and the
-        members of the group (either)."""
+        members of the group (either): any spelling of the vehicle's plate, or its old or
+        Mercosul twin, matches (`plate_match_key`; a rule stored with such a spelling too)."""
         if not self.vehicles and self.group is None:
             return True
-        return plate in self.vehicles or (self.group is not None and self.group in groups)
+        if self.group is not None and self.group in groups:
+            return True
+        return bool(self.vehicles) and plate_match_key(plate) in self.vehicles
 
     def signed_distance_m(self, lat: float, lon: float) -> float:
         """Metres to the border: < 0 inside, > 0 outside."""

@@ -1,17 +1,22 @@
 """Maintenance plans, pure: when a vehicle's next service is due, and the announcements.
 
-A plan counts services in cycles from a base: the last recorded service (its km and time),
-or, before any, the plan's `start_km` and the moment the plan first saw the vehicle. Service
-n is due at `base_km + n·every_km` or at `base_at + n·every_days`, whichever comes first (a
-plan has either interval or both: an annual inspection is `every_days` alone, its `due_km`
-None); `due_soon` is announced `due_soon_km` before the distance (or `due_soon_days` before
-the time). Each cycle's `due` and `due_soon` are announced once: `PlanState.notified` keeps
-the cycle last announced per kind (its `due_km`; a time-only plan's, its number n), so a
-jump over several cycles announces the last one only, an odometer corrected downwards does
-not announce again, and a plan whose interval is edited does not repeat what it already
-said. An announcement more than a whole cycle past
-the odometer (made at a device odometer's glitch up, since taken back) holds nothing back:
-the plan is not silent until the bad value is reached again.
+A plan counts services from a base: the last recorded service (its km and time), or, before
+any, the plan's `start_km` and the moment the plan first saw the vehicle. Distance and time
+count their own cycles, each from its own base: by distance at `base_km + n·every_km`, by
+time at `base_at + m·every_days`, whichever the vehicle reaches first (a plan has either
+interval or both: an annual inspection is `every_days` alone, its `due_km` None); `due_soon`
+is announced `due_soon_km` before the next distance (or `due_soon_days` before the next
+time). A vehicle far past its first km cycle (152,340 km from `start_km` 0) still comes due
+by time 180 days after the plan first saw it.
+
+Each point is announced once: `PlanState.notified` keeps the last point announced per
+measure and kind (km, or time), so a jump over several cycles announces the last one only,
+an odometer corrected downwards does not announce again, and a plan whose interval is edited
+does not repeat what it already said. A due (or due_soon) on one measure counts for the
+other measure's cycle it falls in, as the plan is now (one service is due, whichever came
+first): the other announces at its next point after that. An announcement more than a
+whole cycle past the odometer (made at a device odometer's glitch up, since taken back)
+holds nothing back: the plan is not silent until the bad value is reached again.
 
 The first evaluation sets the state without announcing what is already behind the vehicle
 (like a geofence's first fix): a plan added to a fleet does not page every vehicle at once.
@@ -19,8 +24,8 @@ A vehicle past its due point when the plan starts gets its next announcement at 
 cycle; record a service (or set `start_km`) to line the plan up with reality.
 
 `record_service` resets the cycles: the service's km (or, unknown, the last odometer the plan
-saw) and time become the base; nothing announced is kept. Recording the same service (km and
-time) again changes nothing.
+saw) and time become the base of both; nothing announced is kept. Recording the same service
+(km and time) again changes nothing.
 """
 
 from __future__ import annotations
@@ -28,15 +33,19 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from gateway.fleet.geofences import utc
+from gateway.schemas.ids import plate_match_key
 
 DueKind = Literal["due_soon", "due"]
 DueReason = Literal["distance", "time"]
 # km compared with this slack: an odometer summed from floats lands on 9999.999999
 _EPS_KM = 1e-6
+# marks (km, or epoch seconds) compared with this slack
+_EPS = 1e-3
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # (a time before any plan's: no time cycle reached)
 
 
 @dataclass(frozen=True)
@@ -51,12 +60,19 @@ class Plan:
     group: str | None = None
     due_soon_days: float | None = None
 
+    def __post_init__(self) -> None:
+        # (the plates as they are compared: `applies_to`)
+        object.__setattr__(self, "vehicles", frozenset(map(plate_match_key, self.vehicles)))
+
     def applies_to(self, plate: str, groups: Collection[str]) -> bool:
         """No `vehicles` and no `group`: every vehicle; otherwise the named plates and the
-        members of the group (either)."""
+        members of the group (either): any spelling of the vehicle's plate, or its old or
+        Mercosul twin, matches (`plate_match_key`; a rule stored with such a spelling too)."""
         if not self.vehicles and self.group is None:
             return True
-        return plate in self.vehicles or (self.group is not None and self.group in groups)
+        if self.group is not None and self.group in groups:
+            return True
+        return bool(self.vehicles) and plate_match_key(plate) in self.vehicles
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,8 @@ class PlanState:
     notified: Mapping[str, float] = field(default_factory=dict)
     started_at: datetime | None = None  # when the plan first saw the vehicle (time base)
     seen_km: float | None = None  # the last odometer the plan saw
+    # Whether `notified` keeps distance and time apart (`step`): false in a state kept before.
+    apart: bool = False
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -74,6 +92,7 @@ class PlanState:
             "notified": dict(self.notified),
             "started_at": self.started_at,
             "seen_km": self.seen_km,
+            "apart": self.apart,
         }
 
     @classmethod
@@ -84,6 +103,7 @@ class PlanState:
             notified={str(k): float(v) for k, v in (doc.get("notified") or {}).items()},
             started_at=utc(doc.get("started_at")),
             seen_km=_float(doc.get("seen_km")),
+            apart=doc.get("apart") is True,
         )
 
 
@@ -99,7 +119,14 @@ def step(
     plan: Plan, state: PlanState | None, odometer_km: float, now: datetime
 ) -> tuple[PlanState, list[Due]]:
     """The state after reading the odometer at `now`, and what to announce (at most one
-    `due` and one `due_soon`, in that order)."""
+    `due` and one `due_soon`, in that order).
+
+    Distance and time each count their own cycles from their own base (`_Cycle.reached`): a
+    vehicle far past its first km cycle still comes due by time. `PlanState.notified` keeps
+    the last point announced on each: `due`/`due_soon` the km (distance), `due_at`/
+    `due_soon_at` the time (epoch seconds). One announced on one of them counts for the
+    other's cycle it falls in: the service is due (or soon) once, whichever comes first, and
+    the other announces again at its next point after that cycle."""
     first = state is None
     if state is None:
         state = PlanState(started_at=now)
@@ -107,36 +134,142 @@ def step(
         state = replace(state, started_at=now)
     cycle = _Cycle(plan, state)
     n_km, n_time = cycle.reached(odometer_km, now)
-    current = max(n_km, n_time)
-    notified = dict(state.notified)
-    # An announcement more than a whole cycle past where the vehicle is now (a device
-    # odometer's glitch up, a tracker moved from another vehicle) does not hold back the
-    # cycles the vehicle reaches from here, as if nothing had been announced until the
-    # odometer reached the bad value; it is kept until one is, so that an odometer glitch
-    # down for a moment (a device's 0) announces nothing again once it is back.
-    said = {
-        kind: mark for kind, mark in notified.items() if mark <= cycle.mark(current + 1) + _EPS_KM
-    }
+    next_km, next_at = cycle.km(n_km + 1), cycle.at(n_time + 1)
+    notified = dict(state.notified) if state.apart else _marks(plan, state.notified, cycle)
+    marks = _Announced(notified, cycle, {"distance": next_km, "time": _epoch(next_at)})
+    here: dict[DueReason, float] = {"distance": odometer_km, "time": now.timestamp()}
     found: list[Due] = []
-    if current >= 1 and cycle.mark(current) > said.get("due", -math.inf) + _EPS_KM:
-        notified["due"] = cycle.mark(current)
-        found.append(
-            Due(
-                "due",
-                cycle.km(current),
-                cycle.at(current),
-                "distance" if n_km >= n_time else "time",
-            )
-        )
-    upcoming = current + 1
-    soon = cycle.soon(upcoming, odometer_km, now)
-    # A cycle already announced due is not announced soon afterwards (an odometer taken
-    # back below it after a jump over its due_soon).
-    told = max(said.get("due_soon", -math.inf), said.get("due", -math.inf))
-    if soon is not None and cycle.mark(upcoming) > told + _EPS_KM:
-        notified["due_soon"] = cycle.mark(upcoming)
-        found.append(Due("due_soon", cycle.km(upcoming), cycle.at(upcoming), soon))
-    return replace(state, notified=notified, seen_km=odometer_km), [] if first else found
+    # The point each measure reached (a due), and its next one (due_soon), not yet announced.
+    reached = {
+        "distance": cycle.km(n_km) if n_km >= 1 else None,
+        "time": _epoch(cycle.at(n_time)) if n_time >= 1 else None,
+    }
+    due = [m for m in _MEASURES if marks.new(m, "due", reached[m])]
+    if first:  # what is already behind the vehicle: kept, on each measure, not announced
+        for measure in due:
+            marks.take(measure, "due", reached[measure])
+    elif due:
+        measure = due[0]
+        if measure == "distance":
+            found.append(Due("due", reached["distance"], next_at, "distance"))
+        else:
+            found.append(Due("due", next_km, cycle.at(n_time), "time"))
+        marks.take(measure, "due", reached[measure])
+        marks.carry(_OTHER[measure], "due", here[_OTHER[measure]])
+    # A point already announced due (on its own measure, or the other's) is not announced
+    # soon afterwards (an odometer taken back below it after a jump over its due_soon).
+    near = {
+        "distance": cycle.soon_km(n_km + 1, odometer_km),
+        "time": cycle.soon_at(n_time + 1, now),
+    }
+    soon = [m for m in _MEASURES if near[m] and marks.new(m, "due_soon", marks.ceiling[m])]
+    if first:
+        for measure in soon:
+            marks.take(measure, "due_soon", marks.ceiling[measure])
+    elif soon:
+        measure = soon[0]
+        found.append(Due("due_soon", next_km, next_at, measure))
+        marks.take(measure, "due_soon", marks.ceiling[measure])
+        marks.carry(_OTHER[measure], "due_soon", here[_OTHER[measure]])  # the same service
+    moved = replace(state, notified=notified, seen_km=odometer_km, apart=True)
+    return moved, [] if first else found
+
+
+_MEASURES: tuple[DueReason, DueReason] = ("distance", "time")
+_OTHER: dict[DueReason, DueReason] = {"distance": "time", "time": "distance"}
+
+
+class _Announced:
+    """`PlanState.notified` as `step` reads and writes it: per measure and kind, the last
+    point announced (`due`, `due_soon`: km; `due_at`, `due_soon_at`: epoch seconds), and
+    where the vehicle stood on that measure when the other one announced (`…_in`: km, epoch
+    seconds), which counts for that measure's cycle it falls in, the cycle read with the
+    plan as it is now: a plan edited to a shorter interval (10 days to 5) does not take the
+    point next under the old one (day 20) for a glitch and announce again what it covers.
+
+    A point more than a whole cycle past where the vehicle is now (`ceiling`, the measure's
+    next point: a device odometer's glitch up, a tracker moved from another vehicle) does
+    not hold back the cycles the vehicle reaches from here, as if nothing had been announced
+    until the odometer reached the bad value; it is kept until one is, so that an odometer
+    glitch down for a moment (a device's 0) announces nothing again once it is back."""
+
+    def __init__(
+        self, notified: dict[str, float], cycle: _Cycle, ceiling: dict[DueReason, float | None]
+    ):
+        self.notified, self.cycle, self.ceiling = notified, cycle, ceiling
+
+    @staticmethod
+    def key(measure: DueReason, kind: DueKind) -> str:
+        return kind if measure == "distance" else f"{kind}_at"
+
+    def said(self, measure: DueReason, kind: DueKind) -> float:
+        return max(self._own(measure, kind), self._carried(measure, kind))
+
+    def _own(self, measure: DueReason, kind: DueKind) -> float:
+        return self._below_ceiling(measure, self.notified.get(self.key(measure, kind)))
+
+    def _carried(self, measure: DueReason, kind: DueKind) -> float:
+        """The end of the cycle (as the plan is now) where the vehicle stood on `measure`
+        when the other measure announced `kind`."""
+        stood = self.notified.get(self.key(measure, kind) + "_in")
+        return self._below_ceiling(measure, None if stood is None else self.end(measure, stood))
+
+    def _below_ceiling(self, measure: DueReason, mark: float | None) -> float:
+        top = self.ceiling[measure]
+        if mark is None or (top is not None and mark > top + _EPS):
+            return -math.inf
+        return mark
+
+    def end(self, measure: DueReason, stood: float) -> float | None:
+        """The due point ending the cycle `stood` (km, epoch seconds) falls in."""
+        if measure == "distance":
+            return self.cycle.km(self.cycle.reached(stood, _EPOCH)[0] + 1)
+        when = datetime.fromtimestamp(stood, UTC)
+        return _epoch(self.cycle.at(self.cycle.reached(0.0, when)[1] + 1))
+
+    def new(self, measure: DueReason, kind: DueKind, point: float | None) -> bool:
+        """Whether `point` is past what was announced (a due_soon: or announced due)."""
+        told = self.said(measure, kind)
+        if kind == "due_soon":
+            told = max(told, self.said(measure, "due"))
+        return point is not None and point > told + _EPS
+
+    def take(self, measure: DueReason, kind: DueKind, point: float | None) -> None:
+        if point is not None:
+            self.notified[self.key(measure, kind)] = max(point, self._own(measure, kind))
+
+    def carry(self, measure: DueReason, kind: DueKind, stood: float) -> None:
+        """The other measure announced `kind` with the vehicle at `stood` on this one: kept
+        unless a later place is (an odometer corrected down after), one past the ceiling
+        (a glitch up, since taken back) replaced."""
+        key = self.key(measure, kind) + "_in"
+        if self._carried(measure, kind) == -math.inf or stood > self.notified[key]:
+            self.notified[key] = stood
+
+
+def _marks(plan: Plan, notified: Mapping[str, float], cycle: _Cycle) -> dict[str, float]:
+    """The points announced, on each measure, from a state kept before distance and time
+    counted apart (`PlanState.apart` false): it holds one mark per kind, the due km of the
+    cycle announced (a time-only plan's, its number), which also stood for that cycle's
+    time: read as both."""
+    marks = dict(notified)
+    if plan.every_km is None:  # (a time-only plan keeps no km marks)
+        marks.pop("due", None)
+        marks.pop("due_soon", None)
+    if plan.every_days is None:
+        return marks
+    for kind in ("due", "due_soon"):
+        old = notified.get(kind)
+        if old is None:
+            continue
+        n = old if plan.every_km is None else (old - cycle.base_km) / plan.every_km
+        if math.isfinite(n) and 0 <= n < 1e7 and (at := _epoch(cycle.at(round(n)))) is not None:
+            marks[f"{kind}_at"] = at
+    return marks
+
+
+def _epoch(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
 
 
 def record_service(
@@ -146,6 +279,8 @@ def record_service(
     service recorded again (a report relayed twice) changes nothing."""
     previous = state or PlanState()
     base_km = km if km is not None else previous.seen_km
+    if base_km is not None:
+        base_km = round(base_km, 3)  # (the odometer as the vehicle shows it: no float noise)
     if state is not None and (state.last_service_km, state.last_service_at) == (base_km, at):
         return state
     return PlanState(
@@ -154,6 +289,7 @@ def record_service(
         notified={},
         started_at=previous.started_at or at,
         seen_km=previous.seen_km,
+        apart=True,
     )
 
 
@@ -170,12 +306,6 @@ class _Cycle:
         if self.plan.every_km is None:
             return None
         return self.base_km + n * self.plan.every_km
-
-    def mark(self, n: int) -> float:
-        """What `PlanState.notified` keeps of cycle n: its due km, or (a time-only plan, whose
-        cycles are the days since the base) its number."""
-        km = self.km(n)
-        return float(n) if km is None else km
 
     def at(self, n: int) -> datetime | None:
         """Cycle n's due time; None without one, or past the calendar (year 9999): an
@@ -196,21 +326,20 @@ class _Cycle:
             n_time = max(0, math.floor((now - self.base_at) / self.every))
         return n_km, n_time
 
-    def soon(self, n: int, odometer_km: float, now: datetime) -> DueReason | None:
-        """Why cycle n is near (within due_soon_km, or due_soon_days), or None."""
+    def soon_km(self, n: int, odometer_km: float) -> bool:
+        """Whether km cycle n is within due_soon_km."""
         plan, due_km = self.plan, self.km(n)
-        if (
-            plan.due_soon_km
-            and due_km is not None
-            and odometer_km + _EPS_KM >= due_km - plan.due_soon_km
-        ):
-            return "distance"
-        due_at = self.at(n)
-        if plan.due_soon_days and due_at is not None:
-            # (a difference of two times never leaves the calendar; due_at - days may)
-            if due_at - now <= timedelta(days=plan.due_soon_days):
-                return "time"
-        return None
+        if not plan.due_soon_km or due_km is None:
+            return False
+        return odometer_km + _EPS_KM >= due_km - plan.due_soon_km
+
+    def soon_at(self, n: int, now: datetime) -> bool:
+        """Whether time cycle n is within due_soon_days."""
+        plan, due_at = self.plan, self.at(n)
+        if not plan.due_soon_days or due_at is None:
+            return False
+        # (a difference of two times never leaves the calendar; due_at - days may)
+        return due_at - now <= timedelta(days=plan.due_soon_days)
 
 
 def _float(value: Any) -> float | None:
@@ -228,13 +357,13 @@ class Outlook:
 
 
 def outlook(plan: Plan, state: PlanState | None, odometer_km: float, now: datetime) -> Outlook:
+    """Due: a cycle reached since the base, on either measure; the next point of each."""
     cycle = _Cycle(plan, state or PlanState(started_at=now))
-    current = max(cycle.reached(odometer_km, now))
-    upcoming = current + 1
-    if current >= 1:
+    n_km, n_time = cycle.reached(odometer_km, now)
+    if n_km >= 1 or n_time >= 1:
         condition: Literal["ok", "due_soon", "due"] = "due"
-    elif cycle.soon(upcoming, odometer_km, now) is not None:
+    elif cycle.soon_km(n_km + 1, odometer_km) or cycle.soon_at(n_time + 1, now):
         condition = "due_soon"
     else:
         condition = "ok"
-    return Outlook(condition, cycle.km(upcoming), cycle.at(upcoming))
+    return Outlook(condition, cycle.km(n_km + 1), cycle.at(n_time + 1))

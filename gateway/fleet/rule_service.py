@@ -27,6 +27,7 @@ from gateway.actions.body_check import BodyCheck
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.fleet.geofences import DEFAULT_MARGIN_M
 from gateway.fleet.geometry import circle_from, polygon_from
+from gateway.schemas.ids import canonical_plate_key, check_plate, normalize_plate
 from gateway.store import Doc, new_id
 from gateway.store.fleet_rules import RuleResources
 
@@ -163,22 +164,34 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
+def _plates(check: BodyCheck) -> list[str]:
+    """`vehicles`: each a valid plate (a 422 naming the one that is not), stored as a
+    vehicle's plate is (`ABC-1D23`, `abc1d23`: `ABC1D23`), once (an old plate and its
+    Mercosul twin, the same vehicle, once: the first given)."""
+    vehicles = check.body.get("vehicles")
+    plates: list[str] = []
+    if vehicles is None:
+        return plates
+    if not isinstance(vehicles, list) or len(vehicles) > MAX_VEHICLES:
+        check.add("/vehicles", f"vehicles is an array of at most {MAX_VEHICLES} plates", "type")
+        return plates
+    keys: set[str] = set()
+    for i, plate in enumerate(vehicles):
+        if not isinstance(plate, str) or not 1 <= len(plate) <= 64:
+            check.add(f"/vehicles/{i}", "a plate is a string of 1-64 characters", "type")
+        elif (problem := check_plate(plate)) is not None:
+            check.add(f"/vehicles/{i}", f"{plate!r} {problem}", "format")
+        elif (key := canonical_plate_key(plate)) not in keys:
+            keys.add(key)
+            plates.append(normalize_plate(plate))
+    return plates
+
+
 def _common(check: BodyCheck) -> Doc:
     """name, description, vehicles and group: the fields every rule has."""
     fields: Doc = {"name": check.text("name", max_len=100)}
     if check.body.get("description") is not None:
         fields["description"] = check.text("description", max_len=2000)
-    vehicles = check.body.get("vehicles")
-    plates: list[str] = []
-    if vehicles is not None:
-        if not isinstance(vehicles, list) or len(vehicles) > MAX_VEHICLES:
-            check.add("/vehicles", f"vehicles is an array of at most {MAX_VEHICLES} plates", "type")
-        else:
-            for i, plate in enumerate(vehicles):
-                if not isinstance(plate, str) or not 1 <= len(plate) <= 64:
-                    check.add(f"/vehicles/{i}", "a plate is a string of 1-64 characters", "type")
-                elif plate not in plates:
-                    plates.append(plate)
-    fields["vehicles"] = plates
+    fields["vehicles"] = _plates(check)
     fields["group"] = check.text("group", required=False, max_len=100)
     return fields

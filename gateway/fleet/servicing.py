@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.actions.body_check import BodyCheck
 from gateway.entities import EntityService
+from gateway.fleet.append import utc_text
 from gateway.fleet.fix import rfc3339
 from gateway.store import Doc, Store
 from gateway.store.fleet_rules import RuleResources
@@ -60,6 +61,7 @@ class ServiceRecorder:
         return {
             "vehicle": {"id": str(vehicle["_id"]), "plate": vehicle["data"].get("plate")},
             **service,
+            "at": utc_text(at),  # (`…Z`, as every fleet time is written)
         }
 
 

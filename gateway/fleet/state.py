@@ -36,6 +36,13 @@ DEVICE_SLACK_KM = 1.0
 # over that distance (at most +3.1% on the tracks measured, docs/fleet.md). Farther below, the
 # device counts from another value (a replaced tracker, a reset): `is_behind`.
 DEVICE_BEHIND_SHARE = 0.05
+# A register's all-ones: 2**32 - 1 metres, 4,294,967.295 km (what a tracker sends for an
+# odometer it cannot read). Never a count, however often it comes (`is_glitch`).
+ALL_ONES_KM = 4_294_967.295
+# A signed register's largest value, 2**31 - 1 metres (2,147,483.647 km): the same sentinel
+# from a tracker that keeps its odometer in a signed 32-bit count.
+SIGNED_MAX_KM = 2_147_483.647
+GLITCH_KM = (ALL_ONES_KM, SIGNED_MAX_KM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,8 +415,9 @@ def rebaseline(
 
     With `max_speed_kmh`, a device odometer after a device odometer must be within what the
     vehicle could drive since (at that speed, plus `DEVICE_SLACK_KM`) of the count: one that
-    is not (4,294,967 km, or 0, for one fix) is held as a suspect and changes nothing, unless
-    the next one agrees with it (the device's count really changed: another unit, ahead).
+    is not (a 0 for one fix) is held as a suspect and changes nothing, unless the next one
+    agrees with it (the device's count really changed: another unit, ahead). A register's
+    all-ones (`is_glitch`) changes nothing, ever.
 
     A device odometer far below the count never re-baselines it (`is_behind`): a device is a
     partner, whose odometer only moves the vehicle's forward (SPEC §6). A tracker replaced
@@ -419,7 +427,7 @@ def rebaseline(
     An admin's reading corrects it down."""
     if not may_rebaseline(state.baseline, source, at, odometer):
         return state, None
-    if is_behind(state, km, source):
+    if is_glitch(km, source) or is_behind(state, km, source):
         return state, None
     current = state.baseline
     if max_speed_kmh is not None and source == "device" and current is not None:
@@ -438,6 +446,14 @@ def rebaseline(
         and abs(km - before) < odometer.event_km
     )
     return moved, None if quiet else Rebaselined(before, km, source, at)
+
+
+def is_glitch(km: float, source: str) -> bool:
+    """Whether a device odometer is a register's sentinel (`GLITCH_KM`: all-ones, or a
+    signed register's largest value; to the km: sent rounded or not): it never re-baselines
+    the count, repeated or not, the vehicle's first device value or not. (Other wrong values
+    are held as suspects by `rebaseline`, and taken when the next one agrees: a new unit.)"""
+    return source == "device" and any(abs(km - glitch) < 1.0 for glitch in GLITCH_KM)
 
 
 def is_behind(state: VehicleState, km: float, source: str) -> bool:

@@ -92,6 +92,16 @@ def plate_equivalents(value: str) -> tuple[str, ...]:
     return (mercosul,)
 
 
+def plate_match_key(value: str) -> str:
+    """What a rule's plate and a vehicle's plate are compared by: the Mercosul form
+    (`canonical_plate_key`: any spelling, and an old plate and its twin, share it); a text
+    that is no plate (a rule stored before its plates were checked), normalised only."""
+    try:
+        return canonical_plate_key(value)
+    except ValueError:
+        return normalize_plate(value)
+
+
 # --- RENAVAM ----------------------------------------------------------------------------------
 
 _RENAVAM_WEIGHTS = (3, 2, 9, 8, 7, 6, 5, 4, 3, 2)

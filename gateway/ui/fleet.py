@@ -16,6 +16,7 @@ from gateway.errors import InvalidPayload
 from gateway.fleet.overview import vehicle_groups
 from gateway.fleet.rule_service import RuleService, public_rule
 from gateway.formats import at_path
+from gateway.schemas.ids import plate_match_key
 from gateway.services import Services
 from gateway.store import Doc
 from gateway.ui.forms import (
@@ -200,11 +201,15 @@ async def _fence_drawn(request: web.Request, fence: dict[str, Any]) -> dict[str,
 
 
 def _applies(rule: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
-    """The rule's own reach (no vehicles and no group: every vehicle)."""
+    """The rule's own reach (no vehicles and no group: every vehicle), as the fold reads it
+    (`Geofence.applies_to`): a plate in any spelling, or its old or Mercosul twin."""
     plates, group = rule.get("vehicles") or [], rule.get("group")
     if not plates and group is None:
         return True
-    return data.get("plate") in plates or (group is not None and group in vehicle_groups(data))
+    if group is not None and group in vehicle_groups(data):
+        return True
+    named = {plate_match_key(str(p)) for p in plates}
+    return bool(named) and plate_match_key(str(data.get("plate") or "")) in named
 
 
 # --- maintenance plans: the vehicles due or due soon -------------------------------------

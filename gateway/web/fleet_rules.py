@@ -31,6 +31,15 @@ from gateway.web.requests import page, page_params, read_object
 from gateway.web.state import services_of
 
 _TEXT = {"type": "string", "minLength": 1, "pattern": "\\S"}
+# A plate as `check_plate` takes it (ASCII, dashes and spaces anywhere, whitespace around it,
+# any case): 3 letters, a digit, a letter or digit, 2 digits. The ASCII whitespace Python's
+# strip() removes, spelled out (JSON Schema's \s is ECMA-262's, with non-ASCII spaces).
+_AROUND, _IN = "[-\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f ]*", "[- ]*"
+PLATE_PATTERN = (
+    f"^{_AROUND}"
+    + _IN.join(["[A-Za-z]"] * 3 + ["[0-9]", "[A-Za-z0-9]", "[0-9]", "[0-9]"])
+    + f"{_AROUND}$"
+)
 _COMMON: dict[str, Any] = {
     "name": {**_TEXT, "maxLength": 100, "description": "unique in the tenant"},
     "description": {
@@ -42,8 +51,15 @@ _COMMON: dict[str, Any] = {
     "vehicles": {
         "type": ["array", "null"],
         "maxItems": MAX_VEHICLES,
-        "items": {"type": "string", "minLength": 1, "maxLength": 64},
-        "description": "plates (vehicle keys); with `group`, either matches; neither: all",
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": PLATE_PATTERN,
+        },
+        "description": "plates (ABC1234 or Mercosul ABC1D23, any case, dashes and spaces"
+        " allowed; stored as a vehicle's is, and matching its old/Mercosul twin); with `group`,"
+        " either matches; neither: all",
     },
     "group": {
         "type": ["string", "null"],
@@ -126,6 +142,12 @@ GEOFENCE_PATCH: dict[str, Any] = {
 }
 _STORED: dict[str, Any] = {
     "id": {"type": "string"},
+    "vehicles": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "the plates as stored (upper case, no dash; a rule stored before plates"
+        " were checked may hold another spelling: it matches all the same)",
+    },
     "created_at": {"type": "string"},
     "updated_at": {"type": "string"},
 }

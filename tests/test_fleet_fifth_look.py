@@ -1,0 +1,345 @@
+"""The fold on an outside tester's findings (fifth look): a register's all-ones odometer sent
+on fixes in a row or as a vehicle's first value, a plan by km and days on a vehicle past its
+first km cycle, rules naming plates spelled otherwise than the vehicle's. Everything through
+HTTP to the app and the real database, the fold run as it runs (docs/fleet.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.web.state import services_key
+from tests import tracks
+from tests.support import auth
+from tests.test_fleet_tracks import fold, new_vehicle, vehicle, whole_track
+from tests.triggers_support import Client, create_position_trigger, hook
+
+TENANT = "acme"
+ALL_ONES_KM = 4_294_967.295
+SIGNED_MAX_KM = 2_147_483.647  # a signed register's largest value, 2**31 - 1 m
+
+
+async def events(client: Client, event_type: str) -> list[dict[str, Any]]:
+    found = await client.app[services_key].events.find(TENANT, event_type=event_type)
+    return sorted(found, key=lambda e: e["occurred_at"])
+
+
+def drive(
+    plate: str, start: datetime, origin: tuple[float, float], n: int, **fields: Any
+) -> list[dict[str, Any]]:
+    """`n` fixes 10 s and 100 m apart eastwards from `origin` (36 km/h)."""
+    fixes = []
+    for i in range(n):
+        lat, lon = tracks.destination(*origin, 90, 100 * i)
+        fix = {"plate": plate, "time": (start + timedelta(seconds=10 * i)).isoformat()}
+        fixes.append({**fix, "lat": lat, "lon": lon, "speed_kmh": 36.0, **fields})
+    return fixes
+
+
+async def post_folding(
+    client: Client, trigger: dict[str, Any], fixes: list[dict[str, Any]], size: int
+) -> None:
+    for i in range(0, len(fixes), size):
+        status, answer = await hook(client, trigger, fixes[i : i + size])
+        assert status == 200 and answer["summary"]["failed"] == 0, answer
+        await fold(client)
+
+
+async def create_plan(client: Client, **body: Any) -> dict[str, Any]:
+    response = await client.post("/api/v1/maintenance-plans", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+# -- a register's all-ones ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("glitch", [ALL_ONES_KM, 4_294_967.3, SIGNED_MAX_KM, 2_147_483.6])
+async def test_a_registers_all_ones_or_signed_max_on_two_fixes_in_a_row_is_no_new_unit(
+    client: Client, glitch: float
+) -> None:
+    """The register reads 150,000 km and 0.1 km more each fix; two fixes in a row carry the
+    all-ones value, or a signed register's largest (as sent, or rounded to 0.1 km). They
+    agree with each other, which for any other jump means another unit: not for this value.
+    The vehicle's odometer follows the register to its end, no re-baseline goes to the
+    sentinel, no plan comes due there, the register's later values are taken (none is
+    `device_behind`), and the two are counted. Before, the vehicle stayed at 4,294,970 km
+    (2,147,483 km) for good."""
+    await create_plan(client, name="Oleo", every_km=10000, due_soon_km=500)
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "GLT1A11")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    fixes = drive("GLT1A11", start, (-23.5, -46.6), 60)
+    for i, fix in enumerate(fixes):
+        fix["odometer_km"] = ALL_ONES_KM if i in (30, 31) else round(150_000 + 0.1 * i, 1)
+    fixes[30]["odometer_km"] = fixes[31]["odometer_km"] = glitch
+    await post_folding(client, trigger, fixes, 5)
+    car = await vehicle(client, "GLT1A11")
+    assert car["odometer_km"] == pytest.approx(150_005.9, abs=0.01)
+    rebased = await events(client, "vehicle.odometer.rebaselined")
+    assert [e["detail"]["to_km"] for e in rebased] == [150_000.0]
+    assert await events(client, "vehicle.maintenance.due") == []
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_readings_total{outcome="device_glitch"} 2.0' in metrics
+    assert 'outcome="device_behind"' not in metrics
+
+
+@pytest.mark.parametrize("glitch", [ALL_ONES_KM, SIGNED_MAX_KM])
+async def test_a_registers_all_ones_or_signed_max_as_a_vehicles_first_device_value_sets_nothing(
+    client: Client, glitch: float
+) -> None:
+    """A vehicle registered without an odometer: its tracker's first value is the all-ones
+    (or a signed register's largest).
+    The first real value after it sets the count (as a first value does); the all-ones never
+    shows. Before, the vehicle counted on from 4,294,967 km (2,147,483 km)."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "GLT2A11")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    fixes = drive("GLT2A11", start, (-23.5, -46.6), 40)
+    for i, fix in enumerate(fixes):
+        fix["odometer_km"] = glitch if i == 0 else round(150_000 + 0.1 * i, 1)
+    await post_folding(client, trigger, fixes, 5)
+    car = await vehicle(client, "GLT2A11")
+    assert car["odometer_km"] == pytest.approx(150_003.9, abs=0.01)
+    rebased = await events(client, "vehicle.odometer.rebaselined")
+    assert [(e["detail"]["to_km"], e["detail"]["source"]) for e in rebased] == [
+        (150_000.1, "device")
+    ]
+
+
+# -- a plan by km and days ---------------------------------------------------------------------
+
+
+async def maintenance_events(client: Client) -> list[tuple[str, str, Any, datetime, str]]:
+    found = await events(client, "vehicle.maintenance.due_soon")
+    found += await events(client, "vehicle.maintenance.due")
+    found.sort(key=lambda e: (e["occurred_at"], e["type"], e["data"]["plate"]))
+    return [
+        (e["type"].rsplit(".", 1)[1], e["data"]["plate"], e["detail"]["due_km"],
+         e["detail"]["due_at"], e["detail"]["reason"])
+        for e in found
+    ]  # fmt: skip
+
+
+async def test_a_plan_by_km_and_days_comes_due_by_time_far_past_its_first_km_cycle(
+    client: Client,
+) -> None:
+    """The docs' plan, every 10,000 km or 180 days whichever comes first, on two parked
+    vehicles with no service recorded: one at 5,000 km, one at 152,340 km (fifteen km cycles
+    past `start_km` 0). The fold's clock ticks 170 and 181 days after the plan first saw them:
+    both get due_soon and due by time, each with the next km due. Before, the vehicle at
+    152,340 km got nothing (its time cycle counted only past its 15th km cycle, 7 years on)."""
+    await new_vehicle(client, "LOW1A11", odometer_km=5000)
+    await new_vehicle(client, "HIG1A11", odometer_km=152_340)
+    await create_plan(
+        client, name="Revisao", every_km=10000, due_soon_km=500, every_days=180, due_soon_days=15
+    )
+    services = client.app[services_key]
+    await services.relay.run_until_idle()  # the registered odometers, as readings
+    start = datetime.now(UTC).replace(microsecond=0)
+    for days in (0, 170, 181):
+        await services.store.fleet.push_ticks([TENANT], start + timedelta(days=days))
+        await fold(client)
+    found = await maintenance_events(client)
+    assert [e[:3] + e[4:] for e in found] == [
+        ("due_soon", "HIG1A11", 160_000, "time"),
+        ("due_soon", "LOW1A11", 10_000, "time"),
+        ("due", "HIG1A11", 160_000, "time"),
+        ("due", "LOW1A11", 10_000, "time"),
+    ]
+    # (180 days from when the plan first saw each: its registered odometer, just before)
+    for e in found:
+        assert abs(start + timedelta(days=180) - e[3]) < timedelta(seconds=30)
+
+
+async def test_a_shortened_interval_does_not_repeat_the_due_a_distance_due_covered(
+    client: Client,
+) -> None:
+    """Every 1,000 km or 10 days, first seen (the fold's clock) 12 days ago; the odometer read
+    at 1,000 km now: due by distance (day 10's time due with it, one service). The plan
+    edited to every 5 days: the clock a day later announces nothing (day 12 is in the cycle
+    ending on day 15), 8.5 days later the time due of day 20. Before, day 10 was announced
+    again at once (the mark left at day 20 by the due read as a glitch past day 15)."""
+    await new_vehicle(client, "INT1A11", odometer_km=0)
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    await fold(client)  # (the fold's own clock ticked: next in an hour)
+    plan = await create_plan(client, name="p10", every_km=1000, every_days=10)
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=12)
+    await services.store.fleet.push_ticks([TENANT], start)
+    await fold(client)
+    read = {"odometer_km": 1000}
+    response = await client.patch("/api/v1/entities/vehicle/INT1A11", json=read, headers=auth())
+    assert response.status == 200, await response.text()
+    await services.relay.run_until_idle()
+    await fold(client)
+    path = f"/api/v1/maintenance-plans/{plan['id']}"
+    response = await client.patch(path, json={"every_days": 5}, headers=auth())
+    assert response.status == 200, await response.text()
+    for days in (13, 20.5):
+        await services.store.fleet.push_ticks([TENANT], start + timedelta(days=days))
+        await fold(client)
+    found = await maintenance_events(client)
+    assert [e[:3] + e[4:] for e in found] == [
+        ("due", "INT1A11", 1000, "distance"),
+        ("due", "INT1A11", 2000, "time"),
+    ]
+    assert [e[3] for e in found] == [start + timedelta(days=20)] * 2
+
+
+# -- rules naming plates spelled otherwise ------------------------------------------------------
+
+CENTRE = (-23.55, -46.63)
+
+
+async def create_rule(client: Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"/api/v1/{path}", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    return dict(await response.json())
+
+
+async def leave_the_fence(client: Client, plate: str) -> None:
+    """`plate` drives 3 km north from the fence's centre (60 fixes 50 m apart), folded."""
+    trigger = await create_position_trigger(client)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    fixes = []
+    for i in range(60):
+        lat, lon = tracks.destination(*CENTRE, 0, 50 * (i + 1))
+        t = (start + timedelta(seconds=5 * i)).isoformat()
+        fixes.append({"plate": plate, "time": t, "lat": lat, "lon": lon, "speed_kmh": 36.0})
+    status, answer = await hook(client, trigger, fixes)
+    assert status == 200 and answer["summary"]["stored"] == 60, answer
+    await fold(client)
+
+
+FENCE = {"name": "base", "kind": "authorized", "circle": {"lat": CENTRE[0], "lon": CENTRE[1],
+         "radius_m": 1500}}  # fmt: skip
+PLAN = {"name": "p", "every_km": 1}
+
+
+@pytest.mark.parametrize("spelling", ["OVL-3C33", "ovl3c33", "OVL3233"])
+async def test_a_rule_naming_a_plate_in_another_spelling_or_its_twin_applies_to_the_vehicle(
+    client: Client, spelling: str
+) -> None:
+    """A fence and a plan whose `vehicles` name vehicle OVL3C33 as `OVL-3C33`, `ovl3c33` or
+    its old-plate twin OVL3233 (as fixes may name it): stored as a vehicle's plate is, they
+    apply to it: one exit, and a due at each km. Before, they were stored as sent and never
+    matched the vehicle."""
+    await new_vehicle(client, "OVL3C33")
+    fence = await create_rule(client, "geofences", {**FENCE, "vehicles": [spelling]})
+    plan = await create_rule(client, "maintenance-plans", {**PLAN, "vehicles": [spelling]})
+    stored = spelling.replace("-", "").upper()
+    assert fence["vehicles"] == plan["vehicles"] == [stored]
+    await leave_the_fence(client, "OVL3C33")
+    assert len(await events(client, "vehicle.geofence.exited")) == 1
+    assert [e["detail"]["due_km"] for e in await events(client, "vehicle.maintenance.due")] == [
+        1,
+        2,
+    ]
+
+
+async def test_a_rule_stored_before_with_a_plate_spelled_otherwise_applies_too(
+    client: Client,
+) -> None:
+    """A fence and a plan stored before plates were normalised, naming `ovl-3c33` and the old
+    twin `ovl-3233`: they apply to vehicle OVL3C33 all the same."""
+    await new_vehicle(client, "OVL3C33")
+    services = client.app[services_key]
+    rules = services.store.fleet_rules
+    fence = await create_rule(client, "geofences", {**FENCE, "vehicles": ["OVL3C33"]})
+    plan = await create_rule(client, "maintenance-plans", {**PLAN, "vehicles": ["OVL3C33"]})
+    for resources, rule, plate in ((rules.geofences, fence, "ovl-3c33"),
+                                   (rules.plans, plan, "ovl-3233")):  # fmt: skip
+        assert await resources.update(TENANT, rule["id"], 1, {"vehicles": [plate]}, [])
+    services.fleet_rules.forget(TENANT)
+    await leave_the_fence(client, "OVL3C33")
+    assert len(await events(client, "vehicle.geofence.exited")) == 1
+    assert len(await events(client, "vehicle.maintenance.due")) == 2
+
+
+@pytest.mark.parametrize("path", ["geofences", "maintenance-plans"])
+async def test_a_rule_naming_an_invalid_plate_is_a_422_naming_it(client: Client, path: str) -> None:
+    body = {**(FENCE if path == "geofences" else PLAN), "vehicles": ["OVL3C33", "OVL-33"]}
+    response = await client.post(f"/api/v1/{path}", json=body, headers=auth())
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    problem = await response.json()
+    assert [e["pointer"] for e in problem["errors"]] == ["/vehicles/1"], problem
+    assert "OVL-33" in problem["errors"][0]["message"], problem
+    listed = await client.get(f"/api/v1/{path}", headers=auth())
+    assert (await listed.json())["items"] == []
+
+
+# -- minor -------------------------------------------------------------------------------------
+
+
+async def test_a_service_without_km_counts_from_the_odometer_without_float_noise(
+    client: Client,
+) -> None:
+    """A vehicle at 1,000 km on a plan every 5 km drives 3 km, a service is recorded without
+    `km` (the odometer as the plan saw it, summed from GPS steps), then 13 km more: the dues
+    after it are at 1,008 and 1,013 km exactly (before: 1008.0000000000068), and the route's
+    answer writes its time as every fleet time is (`…Z`, not `+00:00`)."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "SRV2A11", odometer_km=1000)
+    await create_plan(client, name="p5", every_km=5, due_soon_km=1)
+    await client.app[services_key].relay.run_until_idle()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    fixes = drive("SRV2A11", start, (-23.5, -46.6), 161)
+    await post_folding(client, trigger, fixes[:31], 31)
+    response = await client.post(
+        "/api/v1/entities/vehicle/SRV2A11/services",
+        json={"at": fixes[30]["time"]},
+        headers=auth(),
+    )
+    assert response.status == 202, await response.text()
+    answer = await response.json()
+    assert answer["at"] == (start + timedelta(seconds=300)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await post_folding(client, trigger, fixes[31:], 10)
+    due = await events(client, "vehicle.maintenance.due")
+    assert [e["detail"]["due_km"] for e in due] == [1008, 1013]
+
+
+# -- late fixes --------------------------------------------------------------------------------
+
+
+def round_trip(plate: str, start: datetime) -> list[dict[str, Any]]:
+    """Parked 2 min at home, round a block 700 m by 200 m at 36 km/h (a fix 100 m on), parked
+    2 min back home: a fix every 10 s, no speed nor accuracy (a tracker that sends neither)."""
+    points = [(-23.5, -46.6)] * 12
+    for bearing, steps in [(90, 7), (0, 2), (270, 7), (180, 2)]:
+        for _ in range(steps):
+            points.append(tracks.destination(*points[-1], bearing, 100))
+    points += [points[-1]] * 11
+    fixes = []
+    for i, (lat, lon) in enumerate(points):
+        at = (start + timedelta(seconds=10 * i)).isoformat()
+        fixes.append({"plate": plate, "time": at, "lat": lat, "lon": lon})
+    return fixes
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+async def test_a_round_trip_uploaded_after_the_fix_back_home_counts_as_in_order(
+    client: Client, passes: int
+) -> None:
+    """A tracker without speed sends its home fixes and the last one back home, then uploads
+    the trip it buffered (in one request, or three each folded apart): the trip counts as in
+    order (1.8 km), whatever the passes. A late fix judged by the in-order rules against the two
+    home fixes was refused as a reflection (0 m), and by a history depending on the pass."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "ORD2A11")
+    await new_vehicle(client, "LAT2A11")
+    fixes = round_trip("ORD2A11", datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1))
+    await post_folding(client, trigger, fixes, 20)
+    late = [{**f, "plate": "LAT2A11"} for f in fixes]
+    home, trip = late[:12] + late[-12:], late[12:-12]
+    await post_folding(client, trigger, home, len(home))
+    size = -(-len(trip) // passes)
+    await post_folding(client, trigger, trip, size)
+    in_order = float((await vehicle(client, "ORD2A11"))["odometer_km"])
+    assert in_order == pytest.approx(1.8, abs=0.01)
+    assert not [p["rejected"] for p in await whole_track(client, "ORD2A11") if p["rejected"]]
+    assert float((await vehicle(client, "LAT2A11"))["odometer_km"]) == in_order
