@@ -13,29 +13,13 @@ import pytest
 from gateway.web.state import services_key
 from tests import tracks
 from tests.support import auth
+from tests.test_fleet_third_look import drive, events
 from tests.test_fleet_tracks import fold, new_vehicle, vehicle, whole_track
 from tests.triggers_support import Client, create_position_trigger, hook
 
 TENANT = "acme"
 ALL_ONES_KM = 4_294_967.295
 SIGNED_MAX_KM = 2_147_483.647  # a signed register's largest value, 2**31 - 1 m
-
-
-async def events(client: Client, event_type: str) -> list[dict[str, Any]]:
-    found = await client.app[services_key].events.find(TENANT, event_type=event_type)
-    return sorted(found, key=lambda e: e["occurred_at"])
-
-
-def drive(
-    plate: str, start: datetime, origin: tuple[float, float], n: int, **fields: Any
-) -> list[dict[str, Any]]:
-    """`n` fixes 10 s and 100 m apart eastwards from `origin` (36 km/h)."""
-    fixes = []
-    for i in range(n):
-        lat, lon = tracks.destination(*origin, 90, 100 * i)
-        fix = {"plate": plate, "time": (start + timedelta(seconds=10 * i)).isoformat()}
-        fixes.append({**fix, "lat": lat, "lon": lon, "speed_kmh": 36.0, **fields})
-    return fixes
 
 
 async def post_folding(
