@@ -72,6 +72,33 @@ async def test_a_traccar_event_of_a_device_not_named_by_its_plate_updates_its_ve
     assert await _count(client) == 1
 
 
+async def test_an_event_naming_a_plate_the_fleet_lacks_finds_the_vehicle_by_its_tracker(
+    client: Client,
+) -> None:
+    """traccar-event creates no vehicle (`create: false`); its key is `first_of: [plate,
+    tracker id]`: a device named after a plate the fleet does not have (a mistyped name, the
+    old plate of a converted vehicle) is found by its tracker id instead of being refused.
+    A device that neither finds is refused, nothing created."""
+    await _vehicle(client, "ABC1D23", tracker_id="353861053849681")
+    await upload_shipped(client, "traccar-event")
+    trigger = await create_trigger(client, mapping="traccar-event")
+    forward = _payload("traccar_event_forward_geofence_exit.json")
+    forward["device"]["name"] = "QWE4R56"
+    dry = await client.post(
+        "/api/v1/mappings/test", json={"name": "traccar-event", "payload": forward}, headers=auth()
+    )
+    [result] = (await dry.json())["results"]
+    assert result["key"] == {"attributes.tracker_id": "353861053849681"}, result
+    assert result["entity"]["write"] == "update", result  # as the trigger will find it
+    status, answer = await hook(client, trigger, forward)
+    assert status == 200, answer
+    assert answer["key"] == "ABC1D23" and "vehicle.geofence.exited" in answer["events"]
+    forward["device"]["uniqueId"] = "999999999999999"
+    status, problem = await hook(client, trigger, forward)
+    assert status == 422 and problem["errors"][0]["keyword"] == "not_found", problem
+    assert await _count(client) == 1
+
+
 async def test_the_fold_does_not_move_back_a_position_an_event_forward_stored_newer(
     client: Client,
 ) -> None:

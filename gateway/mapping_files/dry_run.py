@@ -12,6 +12,7 @@ from typing import Any
 from gateway.entities import EntityService, diff, forward_only, merge
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.fleet.fix import parse_fix
+from gateway.formats.json_tree import at_path
 from gateway.kinds import KindService
 from gateway.mapping import (
     CompiledMapping,
@@ -173,6 +174,9 @@ class MappingDryRun:
             if shown := announces(mapped.events):
                 out["announce"] = shown
             return out
+        if not mapping.create:  # as the trigger finds it (`Pipeline._existing`)
+            mapped = mapped._replace(key=await _existing(tenant, etype, mapping, mapped, lookup))
+            out["key"] = mapped.key
         out.update(await self._target(tenant, etype, mapped, lookup, mapping.create))
         if mapped.also:
             out["also"] = [
@@ -257,6 +261,26 @@ class MappingDryRun:
         if len(found) != 1:
             return None, "not_found" if not found else "ambiguous"
         return found[0], None
+
+
+async def _existing(
+    tenant: str, etype: str, mapping: CompiledMapping, mapped: MappedDocument, lookup: EntityLookup
+) -> dict[str, Any]:
+    """`create: false` with `first_of`: the first alternative the item has that finds an
+    entity, from the one it is found by (`Pipeline._existing`); none: that one."""
+    alternatives = mapping.key_alternatives
+    names = set(mapped.key)
+    chosen = next((i for i, alt in enumerate(alternatives) if set(alt) == names), None)
+    if chosen is None:
+        return mapped.key
+    for alternative in alternatives[chosen:]:
+        values = {name: at_path(mapped.document, name) for name in alternative}
+        if any(value is None or value == "" for value in values.values()):
+            continue
+        found, refused = await lookup(tenant, etype, mapped.document, values)
+        if found is not None or refused == "ambiguous":  # the trigger stops at it too
+            return values
+    return mapped.key
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from typing import Any
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.fleet.fix import parse_fix
+from gateway.formats.json_tree import at_path
 from gateway.mapping import CompiledMapping, DecodedTexts, Emit, MappedDocument
 from gateway.mapping.paths import source_pointer
 from gateway.mapping_files.source import MappingSource
@@ -134,9 +135,10 @@ class Pipeline:
             with stage("schema"):
                 problem = FieldProblem("", "each item must be a JSON object", "type")
                 raise invalid("payload", [problem])
-        fields = await self._locate(
-            trigger.tenant, trigger.entity_type, self._with_kind(trigger, fields), key
-        )
+        fields = self._with_kind(trigger, fields)
+        if mapping is not None and not mapping.create:
+            key = await self._existing(trigger.tenant, trigger.entity_type, mapping, fields, key)
+        fields = await self._locate(trigger.tenant, trigger.entity_type, fields, key)
         with stage("entity"):
             lane = self._entities.natural_key(trigger.entity_type, fields)
             for upsert in also:
@@ -263,6 +265,33 @@ class Pipeline:
                 message = f"/kind: this trigger writes {trigger.kind!r} documents, not {kind!r}"
                 raise invalid("payload", [FieldProblem("/kind", message, "const")])
         return fields if "kind" in fields else {"kind": kind, **fields}
+
+    async def _existing(
+        self,
+        tenant: str,
+        etype: str,
+        mapping: CompiledMapping,
+        fields: dict[str, Any],
+        key: dict[str, Any],
+    ) -> dict[str, Any]:
+        """`create: false` with `first_of`: the alternative the item is found by is the first
+        it has that finds an entity; one that finds none gives way to the next the item has
+        (an event naming its device by a plate the fleet does not have, whose tracker id finds
+        the vehicle). None finding one: the first, refused as it would be alone."""
+        alternatives = mapping.key_alternatives
+        chosen = next((i for i, names in enumerate(alternatives) if set(names) == set(key)), None)
+        if chosen is None or len(alternatives) == chosen + 1:
+            return key
+        for names in alternatives[chosen:]:
+            values = {name: at_path(fields, name) for name in names}
+            if any(value is None or value == "" for value in values.values()):
+                continue
+            lookup = lookup_key(etype, fields, values)
+            with stage("mapping"):  # a lookup value the mapping made unusable
+                found = await self._entities.find(tenant, etype, lookup, after=None, limit=1)
+            if found:
+                return values
+        return key
 
     async def _locate(
         self, tenant: str, etype: str, fields: dict[str, Any], key: Mapping[str, Any]
