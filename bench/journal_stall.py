@@ -47,6 +47,19 @@ def worst_of(commands: dict[str, Callable[[], object]]) -> dict[str, float]:
     return worst
 
 
+def disk_writer(path: Path, stop: threading.Event, synced: threading.Semaphore) -> None:
+    """4 MiB at a time to `path`, each synced to the disk (`synced` released after each),
+    until `stop`; the file wraps at 1 GiB."""
+    with path.open("wb") as f:
+        while not stop.is_set():
+            f.write(os.urandom(4 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+            synced.release()
+            if f.tell() > 1 << 30:
+                f.seek(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -69,6 +82,7 @@ def main() -> None:
     server.start()
     client: MongoClient[dict[str, object]] = MongoClient(server.uri, timeoutMS=60_000)
     stop = threading.Event()
+    synced = threading.Semaphore(0)  # a writer's first chunk on the disk
     threads: list[threading.Thread] = []
     try:
         db = client["stall"]
@@ -85,15 +99,6 @@ def main() -> None:
                 f"{label:<40}" + "  ".join(f"{k} {v:7.1f} ms" for k, v in worst.items()), flush=True
             )
 
-        def disk_writer(path: Path) -> None:
-            with path.open("wb") as f:
-                while not stop.is_set():
-                    f.write(os.urandom(4 << 20))
-                    f.flush()
-                    os.fsync(f.fileno())
-                    if f.tell() > 1 << 30:
-                        f.seek(0)
-
         def journaled_writer() -> None:
             while not stop.is_set():
                 journaled.insert_one({"a": "x" * 1000})
@@ -101,9 +106,10 @@ def main() -> None:
         print(f"database in {base}; worst of {ROUNDS} rounds")
         report("quiet")
         for writer in writers:
-            threads.append(threading.Thread(target=disk_writer, args=(writer,)))
+            threads.append(threading.Thread(target=disk_writer, args=(writer, stop, synced)))
             threads[-1].start()
-        time.sleep(2)
+        for _ in writers:  # both busy syncing before the rounds
+            synced.acquire()
         report("two writers syncing to the disk")
         for _ in range(8):
             threads.append(threading.Thread(target=journaled_writer))

@@ -88,6 +88,22 @@ class CompiledMapping:
         """The key's alternatives in order: an item is found by the first it has."""
         return self._plan.key
 
+    def alternatives_from(
+        self, key: Mapping[str, Any], document: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The key's alternatives `document` has values for, each as its values, from the one
+        it is found by (`key`, the item's `MappedDocument.key`) on, in order."""
+        alternatives = self._plan.key
+        chosen = next((i for i, names in enumerate(alternatives) if set(names) == set(key)), None)
+        if chosen is None:
+            return [dict(key)]
+        found = []
+        for names in alternatives[chosen:]:
+            values = {name: at_path(document, name) for name in names}
+            if all(_present(value) for value in values.values()):
+                found.append(values)
+        return found
+
     @property
     def also_entity_types(self) -> tuple[str, ...]:
         """The entity types of the further entities an item writes (`also`), in order."""

@@ -12,7 +12,6 @@ from typing import Any
 from gateway.entities import EntityService, diff, forward_only, merge
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.fleet.fix import parse_fix
-from gateway.formats.json_tree import at_path
 from gateway.kinds import KindService
 from gateway.mapping import (
     CompiledMapping,
@@ -268,15 +267,7 @@ async def _existing(
 ) -> dict[str, Any]:
     """`create: false` with `first_of`: the first alternative the item has that finds an
     entity, from the one it is found by (`Pipeline._existing`); none: that one."""
-    alternatives = mapping.key_alternatives
-    names = set(mapped.key)
-    chosen = next((i for i, alt in enumerate(alternatives) if set(alt) == names), None)
-    if chosen is None:
-        return mapped.key
-    for alternative in alternatives[chosen:]:
-        values = {name: at_path(mapped.document, name) for name in alternative}
-        if any(value is None or value == "" for value in values.values()):
-            continue
+    for values in mapping.alternatives_from(mapped.key, mapped.document):
         found, refused = await lookup(tenant, etype, mapped.document, values)
         if found is not None or refused == "ambiguous":  # the trigger stops at it too
             return values

@@ -18,7 +18,6 @@ from typing import Any
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.fleet.fix import parse_fix
-from gateway.formats.json_tree import at_path
 from gateway.mapping import CompiledMapping, DecodedTexts, Emit, MappedDocument
 from gateway.mapping.paths import source_pointer
 from gateway.mapping_files.source import MappingSource
@@ -278,14 +277,10 @@ class Pipeline:
         it has that finds an entity; one that finds none gives way to the next the item has
         (an event naming its device by a plate the fleet does not have, whose tracker id finds
         the vehicle). None finding one: the first, refused as it would be alone."""
-        alternatives = mapping.key_alternatives
-        chosen = next((i for i, names in enumerate(alternatives) if set(names) == set(key)), None)
-        if chosen is None or len(alternatives) == chosen + 1:
+        candidates = mapping.alternatives_from(key, fields)
+        if len(candidates) < 2:
             return key
-        for names in alternatives[chosen:]:
-            values = {name: at_path(fields, name) for name in names}
-            if any(value is None or value == "" for value in values.values()):
-                continue
+        for values in candidates:
             lookup = lookup_key(etype, fields, values)
             with stage("mapping"):  # a lookup value the mapping made unusable
                 found = await self._entities.find(tenant, etype, lookup, after=None, limit=1)
