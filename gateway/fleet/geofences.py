@@ -39,6 +39,18 @@ CrossingKind = Literal["entered", "exited"]
 DEFAULT_MARGIN_M = 25.0
 
 
+def reaches(keys: Collection[str], group: str | None, plate: str, groups: Collection[str]) -> bool:
+    """Whether a rule (a geofence, a plan) naming the plates whose `plate_match_key` are
+    `keys` and `group` applies to a vehicle: no plates and no group, every vehicle; otherwise
+    the named plates and the members of the group (either): any spelling of the vehicle's
+    plate, or its old or Mercosul twin, matches."""
+    if not keys and group is None:
+        return True
+    if group is not None and group in groups:
+        return True
+    return bool(keys) and plate_match_key(plate) in keys
+
+
 @dataclass(frozen=True)
 class Geofence:
     id: str
@@ -55,14 +67,7 @@ class Geofence:
         object.__setattr__(self, "vehicles", frozenset(map(plate_match_key, self.vehicles)))
 
     def applies_to(self, plate: str, groups: Collection[str]) -> bool:
-        """No `vehicles` and no `group`: every vehicle; otherwise the named plates and the
-        members of the group (either): any spelling of the vehicle's plate, or its old or
-        Mercosul twin, matches (`plate_match_key`; a rule stored with such a spelling too)."""
-        if not self.vehicles and self.group is None:
-            return True
-        if self.group is not None and self.group in groups:
-            return True
-        return bool(self.vehicles) and plate_match_key(plate) in self.vehicles
+        return reaches(self.vehicles, self.group, plate, groups)
 
     def signed_distance_m(self, lat: float, lon: float) -> float:
         """Metres to the border: < 0 inside, > 0 outside."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from gateway.fleet.geofences import utc
+from gateway.fleet.geofences import reaches, utc
 from gateway.schemas.ids import plate_match_key
 
 DueKind = Literal["due_soon", "due"]
@@ -45,7 +45,6 @@ DueReason = Literal["distance", "time"]
 _EPS_KM = 1e-6
 # marks (km, or epoch seconds) compared with this slack
 _EPS = 1e-3
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # (a time before any plan's: no time cycle reached)
 
 
 @dataclass(frozen=True)
@@ -65,14 +64,7 @@ class Plan:
         object.__setattr__(self, "vehicles", frozenset(map(plate_match_key, self.vehicles)))
 
     def applies_to(self, plate: str, groups: Collection[str]) -> bool:
-        """No `vehicles` and no `group`: every vehicle; otherwise the named plates and the
-        members of the group (either): any spelling of the vehicle's plate, or its old or
-        Mercosul twin, matches (`plate_match_key`; a rule stored with such a spelling too)."""
-        if not self.vehicles and self.group is None:
-            return True
-        if self.group is not None and self.group in groups:
-            return True
-        return bool(self.vehicles) and plate_match_key(plate) in self.vehicles
+        return reaches(self.vehicles, self.group, plate, groups)
 
 
 @dataclass(frozen=True)
@@ -223,9 +215,9 @@ class _Announced:
     def end(self, measure: DueReason, stood: float) -> float | None:
         """The due point ending the cycle `stood` (km, epoch seconds) falls in."""
         if measure == "distance":
-            return self.cycle.km(self.cycle.reached(stood, _EPOCH)[0] + 1)
+            return self.cycle.km(self.cycle.reached_km(stood) + 1)
         when = datetime.fromtimestamp(stood, UTC)
-        return _epoch(self.cycle.at(self.cycle.reached(0.0, when)[1] + 1))
+        return _epoch(self.cycle.at(self.cycle.reached_at(when) + 1))
 
     def new(self, measure: DueReason, kind: DueKind, point: float | None) -> bool:
         """Whether `point` is past what was announced (a due_soon: or announced due)."""
@@ -319,12 +311,18 @@ class _Cycle:
 
     def reached(self, odometer_km: float, now: datetime) -> tuple[int, int]:
         """The last cycle reached by distance, and by time (0: none)."""
-        every_km, n_km, n_time = self.plan.every_km, 0, 0
-        if every_km is not None:
-            n_km = max(0, math.floor((odometer_km - self.base_km + _EPS_KM) / every_km))
-        if self.every is not None and self.base_at is not None and now > self.base_at:
-            n_time = max(0, math.floor((now - self.base_at) / self.every))
-        return n_km, n_time
+        return self.reached_km(odometer_km), self.reached_at(now)
+
+    def reached_km(self, odometer_km: float) -> int:
+        every_km = self.plan.every_km
+        if every_km is None:
+            return 0
+        return max(0, math.floor((odometer_km - self.base_km + _EPS_KM) / every_km))
+
+    def reached_at(self, now: datetime) -> int:
+        if self.every is None or self.base_at is None or now <= self.base_at:
+            return 0
+        return max(0, math.floor((now - self.base_at) / self.every))
 
     def soon_km(self, n: int, odometer_km: float) -> bool:
         """Whether km cycle n is within due_soon_km."""

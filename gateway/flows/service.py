@@ -80,12 +80,11 @@ class FlowService:
         self, tenant: str, text: str | bytes | dict[str, Any], *, filename: str | None = None
     ) -> CompiledFlow:
         checked = check_flow(text, filename=filename)
-        problems = checked.problems
-        compiled = not problems
+        problems = checked.problems  # none when the flow compiled
         for ref in checked.references:
             if why := await self._check(tenant, ref):
                 problems.add(ref.pointer, why, "reference")
-        if compiled and checked.flow is not None:
+        if checked.flow is not None:
             problems.raise_if_any(f"flow {checked.flow.name!r} names what the tenant lacks")
         problems.raise_if_any(what_failed(filename))
         assert checked.flow is not None

@@ -24,6 +24,7 @@ from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry, is_natural_key, lookup_key, reference_field
 from gateway.schemas.compiled import invalid
+from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
 
 
@@ -135,9 +136,12 @@ class Pipeline:
                 problem = FieldProblem("", "each item must be a JSON object", "type")
                 raise invalid("payload", [problem])
         fields = self._with_kind(trigger, fields)
+        found = None
         if mapping is not None and not mapping.create:
-            key = await self._existing(trigger.tenant, trigger.entity_type, mapping, fields, key)
-        fields = await self._locate(trigger.tenant, trigger.entity_type, fields, key)
+            key, found = await self._existing(
+                trigger.tenant, trigger.entity_type, mapping, fields, key
+            )
+        fields = await self._locate(trigger.tenant, trigger.entity_type, fields, key, found)
         with stage("entity"):
             lane = self._entities.natural_key(trigger.entity_type, fields)
             for upsert in also:
@@ -272,36 +276,44 @@ class Pipeline:
         mapping: CompiledMapping,
         fields: dict[str, Any],
         key: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], list[Doc] | None]:
         """`create: false` with `first_of`: the alternative the item is found by is the first
         it has that finds an entity; one that finds none gives way to the next the item has
         (an event naming its device by a plate the fleet does not have, whose tracker id finds
-        the vehicle). None finding one: the first, refused as it would be alone."""
+        the vehicle). None finding one: the first, refused as it would be alone. With the
+        alternative, what it found (for `_locate`, which would look it up again)."""
         candidates = mapping.alternatives_from(key, fields)
         if len(candidates) < 2:
-            return key
+            return key, None
         for values in candidates:
             lookup = lookup_key(etype, fields, values)
             with stage("mapping"):  # a lookup value the mapping made unusable
-                found = await self._entities.find(tenant, etype, lookup, after=None, limit=1)
+                found = await self._entities.find(tenant, etype, lookup, after=None, limit=2)
             if found:
-                return values
-        return key
+                return values, found
+        return key, None
 
     async def _locate(
-        self, tenant: str, etype: str, fields: dict[str, Any], key: Mapping[str, Any]
+        self,
+        tenant: str,
+        etype: str,
+        fields: dict[str, Any],
+        key: Mapping[str, Any],
+        found: list[Doc] | None = None,
     ) -> dict[str, Any]:
         """`fields` carrying the natural key that finds their entity: their own, when the
         mapping's key (the alternative the item has) is the natural key or there is no key,
-        else that of the one entity the key (e.g. a tracker id) finds. An entity found by a
-        lookup keeps its natural key: a plate in the item does not move it."""
+        else that of the one entity the key (e.g. a tracker id) finds (`found`: what the key
+        found already, up to two). An entity found by a lookup keeps its natural key: a plate
+        in the item does not move it."""
         if not key or is_natural_key(etype, key):
             with stage("entity"):
                 self._schemas.natural_key(etype, fields)
             return fields
-        lookup = lookup_key(etype, fields, key)  # of the kind being written (`_with_kind`)
-        with stage("mapping"):  # a lookup value the mapping made unusable
-            found = await self._entities.find(tenant, etype, lookup, after=None, limit=2)
+        if found is None:
+            lookup = lookup_key(etype, fields, key)  # of the kind being written (`_with_kind`)
+            with stage("mapping"):  # a lookup value the mapping made unusable
+                found = await self._entities.find(tenant, etype, lookup, after=None, limit=2)
         if len(found) != 1:
             described = ", ".join(f"{k} {v!r}" for k, v in key.items())
             message = f"{'no' if not found else 'more than one'} {etype} with {described}"

@@ -73,12 +73,6 @@ class Field:
     help: str = ""  # the schema's description (English)
     enum: tuple[Any, ...] = ()  # a choice's values, as the document holds them
     label: str = ""  # `Labels.of`: the UI's words for a shipped schema, else its title
-    shown: tuple[str, ...] = ()  # a choice's options as the select shows them
-
-    @property
-    def choices(self) -> list[tuple[str, str]]:
-        """A choice's options: each one's value (what the form posts) and what it shows."""
-        return list(zip(self.options, self.shown or self.options, strict=True))
 
     def option_of(self, value: Any) -> str | None:
         """The option of a stored value: the one of the same JSON value (1 is not true)."""
@@ -160,8 +154,7 @@ def _scalar(
     label = parent + labels.of(path, prop)
     if isinstance(prop.get("enum"), list):
         enum = tuple(prop["enum"])
-        options, shown = _options(enum)
-        return Field(path, "choice", required, options, help_, enum, label, shown)
+        return Field(path, "choice", required, _options(enum), help_, enum, label)
     kind = prop.get("type")
     if not isinstance(kind, str) or kind not in SCALARS:
         return None
@@ -228,16 +221,15 @@ def _text(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def _options(enum: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """An enumeration's options (the values the select posts) and what each shows: as text
-    (`active`, `3`, `true`) while that tells them apart; else (`1` beside `"1"`, `true` beside
-    `"true"`) each as its JSON, posted and shown (`"1"` quoted, `null`), so each is chosen for
-    itself and stored as the very value."""
+def _options(enum: tuple[Any, ...]) -> tuple[str, ...]:
+    """An enumeration's options, the values the select posts and shows: as text (`active`,
+    `3`, `true`) while that tells them apart; else (`1` beside `"1"`, `true` beside `"true"`)
+    each as its JSON (`"1"` quoted, `null`), so each is chosen for itself and stored as the
+    very value."""
     texts = tuple(_text(v) for v in enum)
     if len(set(texts)) == len(texts):
-        return texts, texts
-    as_json = tuple(orjson.dumps(v).decode() for v in enum)
-    return as_json, as_json
+        return texts
+    return tuple(orjson.dumps(v).decode() for v in enum)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -289,8 +281,8 @@ def values_of(fields: list[Field], data: Mapping[str, Any], lang: str) -> dict[s
     values: dict[str, str] = {}
     for field in fields:
         value = _at(data, field.path)
-        if field.kind == "choice" and value is not _ABSENT and field.option_of(value):
-            values[field.name] = field.option_of(value) or ""  # null too, when it is an option
+        if field.kind == "choice" and (option := field.option_of(value)) is not None:
+            values[field.name] = option  # null too, when it is an option
         elif value is None or value is _ABSENT:
             values[field.name] = ""
         elif field.kind == "json":
@@ -409,7 +401,8 @@ def _live(etype: str) -> dict[str, str]:
 
 def _stable(etype: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """The values a revision covers: all but the live ones."""
-    return {k: v for k, v in values.items() if k not in _live(etype)}
+    live = _live(etype)
+    return {k: v for k, v in values.items() if k not in live}
 
 
 def _editing(etype: str, values: dict[str, str]) -> Form:
@@ -428,11 +421,12 @@ async def update_entity(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     current = await entities.get(tenant, etype, ref)
     fields = await _edit_fields(request, etype, current["data"])
-    now = _stable(etype, values_of(fields, current["data"], form_lang(request)))
+    lang = form_lang(request)
+    now = _stable(etype, values_of(fields, current["data"], lang))
     if (stale := stale_edit(values, now)) is not None:
         return await edit_entity(request, stale, status=409)
     try:
-        doc = document_of(fields, values, form_lang(request))
+        doc = document_of(fields, values, lang)
         shown = {f.path[0] for f in fields}
         live = _live(etype).items()
         untouched = {n for name, n in live if values.get(name) == values.get(LOADED + n)}

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.errors import InvalidPayload
+from gateway.fleet.geofences import reaches
 from gateway.fleet.overview import vehicle_groups
 from gateway.fleet.rule_service import RuleService, public_rule
 from gateway.formats import at_path
@@ -113,8 +114,9 @@ def _routes(kind: RulePages) -> list[web.RouteDef]:
     async def update(request: web.Request) -> web.Response:
         rule = public_rule(await rules(request).get(tenant_of(request), _ref(request)))
         values = read_values(form_of(request))
-        form = _refused(values, rule, kind, form_lang(request)) or await _saved(
-            request, rules(request), rule, values, kind
+        lang = form_lang(request)
+        form = _refused(values, rule, kind, lang) or await _saved(
+            request, rules(request), rule, values, kind, lang
         )
         if form is not None:
             status = 409 if form.stale is not None else 422
@@ -148,12 +150,11 @@ async def _saved(
     rule: Mapping[str, Any],
     values: dict[str, Any],
     kind: RulePages,
+    lang: str,
 ) -> Form | None:
     """The rule changed as the form says; or the form with the use case's problems."""
     try:
-        await rules.update(
-            tenant_of(request), rule["id"], kind.body(values, True, form_lang(request))
-        )
+        await rules.update(tenant_of(request), rule["id"], kind.body(values, True, lang))
     except InvalidPayload as exc:
         return Form(values).refuse(exc, kind.fields)
     return None
@@ -203,13 +204,9 @@ async def _fence_drawn(request: web.Request, fence: dict[str, Any]) -> dict[str,
 def _applies(rule: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
     """The rule's own reach (no vehicles and no group: every vehicle), as the fold reads it
     (`Geofence.applies_to`): a plate in any spelling, or its old or Mercosul twin."""
-    plates, group = rule.get("vehicles") or [], rule.get("group")
-    if not plates and group is None:
-        return True
-    if group is not None and group in vehicle_groups(data):
-        return True
-    named = {plate_match_key(str(p)) for p in plates}
-    return bool(named) and plate_match_key(str(data.get("plate") or "")) in named
+    keys = {plate_match_key(str(p)) for p in rule.get("vehicles") or []}
+    plate = str(data.get("plate") or "")
+    return reaches(keys, rule.get("group"), plate, vehicle_groups(data))
 
 
 # --- maintenance plans: the vehicles due or due soon -------------------------------------

@@ -65,10 +65,11 @@ async def save_settings(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
     service = services_of(request).fleet_settings
     current = await service.get(tenant_of(request))
-    if (stale := stale_edit(values, _values(current.to_doc(), form_lang(request)))) is not None:
+    lang = form_lang(request)
+    if (stale := stale_edit(values, _values(current.to_doc(), lang))) is not None:
         return await settings_page(request, stale)
     try:
-        await service.put(tenant_of(request), _body(values, form_lang(request)))
+        await service.put(tenant_of(request), _body(values, lang))
     except GatewayError as exc:
         return await settings_page(request, Form(values).refuse(exc, FIELDS))
     return redirect("/admin/fleet-settings", flash="fleet_settings.saved")

@@ -142,10 +142,7 @@ def _settings_values(partner: dict[str, Any], lang: str) -> dict[str, Any]:
         "rate_limit.burst": rate.get("burst"),
         "status": partner["status"],
     }
-    return {
-        k: number_text(v, lang) if isinstance(v, int | float) else "" if v is None else str(v)
-        for k, v in shown.items()
-    }
+    return {k: number_text(v, lang) for k, v in shown.items()}
 
 
 def _settings_body(values: dict[str, Any], current: dict[str, Any], lang: str) -> dict[str, Any]:
@@ -178,13 +175,12 @@ async def edit_partner(request: web.Request) -> web.Response:
     tenant, actions = tenant_of(request), services_of(request).actions
     partner = public_partner(await actions.get_partner(tenant, _id(request)))
     values = read_values(form_of(request))
-    current = _settings_values(partner, form_lang(request))
+    lang = form_lang(request)
+    current = _settings_values(partner, lang)
     if (stale := stale_edit(values, current)) is not None:
         return await partner_page(request, settings=stale, status=409)
     try:
-        await actions.update_partner(
-            tenant, partner["id"], _settings_body(values, current, form_lang(request))
-        )
+        await actions.update_partner(tenant, partner["id"], _settings_body(values, current, lang))
     except InvalidPayload as exc:
         # A new origin needs the credentials again: a problem of the URL typed.
         problems = [

@@ -39,11 +39,6 @@ def visitor_of(request: web.Request) -> Visitor:
     return request[visitor_key]
 
 
-def lang_of(request: web.Request) -> str:
-    """The page's language: numbers are printed in it (the `number` filter)."""
-    return request[visitor_key].lang
-
-
 # The hidden field beside a form's CSRF token that names the language it was shown in.
 FORM_LANG = "lang"
 
@@ -58,7 +53,7 @@ def form_lang(request: web.Request) -> str:
         posted = request[form_key].get(FORM_LANG)
         if posted in LANGUAGES:
             return str(posted)
-    return lang_of(request)
+    return visitor_of(request).lang
 
 
 def form_of(request: web.Request) -> MultiDictProxy[Any]:

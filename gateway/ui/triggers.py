@@ -125,12 +125,11 @@ async def update_trigger(request: web.Request) -> web.Response:
     tenant, triggers = tenant_of(request), services_of(request).triggers
     trigger = await triggers.get(tenant, _id(request))
     values = read_values(form_of(request), lists=("methods",))
-    if (stale := stale_edit(values, edit_values(trigger, form_lang(request)))) is not None:
+    lang = form_lang(request)
+    if (stale := stale_edit(values, edit_values(trigger, lang))) is not None:
         return await _edit_form(request, trigger, stale, status=409)
     try:
-        await triggers.update(
-            tenant, trigger["id"], trigger_patch(values, trigger, form_lang(request))
-        )
+        await triggers.update(tenant, trigger["id"], trigger_patch(values, trigger, lang))
     except InvalidPayload as exc:
         form = Form(values).refuse(exc, EDIT_FIELDS)
         return await _edit_form(request, trigger, form, status=422)

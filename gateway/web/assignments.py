@@ -67,7 +67,7 @@ def parse_time(value: Any, pointer: str) -> datetime:
     """An RFC 3339 time with its offset ("t" and "z" in lower case too, as RFC 3339 §5.6
     allows)."""
     try:
-        parsed = from_iso(value.upper()) if isinstance(value, str) else None
+        parsed = from_iso(value) if isinstance(value, str) else None
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:
