@@ -329,6 +329,16 @@ def test_items_extracts_batches() -> None:
             "2026-11-18T16:45:00Z",
         ),
         (
+            "[{datetime: {parse: ['%d/%m/%Y %H:%M', '%d/%m/%Y %H:%M:%S', unix]}}]",
+            "5/1/2026 9:30:15",
+            "2026-01-05T09:30:15Z",
+        ),
+        (
+            "[{datetime: {parse: ['%d/%m/%Y %H:%M', '%d/%m/%Y %H:%M:%S', unix]}}]",
+            1795685112,
+            "2026-11-26T09:25:12Z",
+        ),
+        (
             "[{datetime: {output_tz: America/Sao_Paulo}}]",
             "2026-11-25T10:58:00Z",
             "2026-11-25T07:58:00-03:00",
@@ -376,6 +386,7 @@ def test_transforms_skip_nulls() -> None:
         ("[{convert: {from: l/100km, to: km/l}}]", 0, "transform"),
         ("[{datetime: {parse: iso8601}}]", "yesterday", "datetime"),
         ("[{datetime: {parse: unix}}]", "1e300", "datetime"),
+        ("[{datetime: {parse: ['%d/%m/%Y', iso8601]}}]", "31/11/2026", "datetime"),
         ("[{convert: {from: knots, to: km/h}}, {round: 1}]", 1e308, "cast"),  # overflows
         ("[{scale: 1.0e+10}]", 1e300, "cast"),
     ],
@@ -390,6 +401,16 @@ def test_transform_failure_names_target_and_source(
     assert problem.keyword == keyword
     assert problem.pointer == "/position/v"
     assert problem.extra == {"target": "last_position.speed_kmh", "source": "position.v"}
+
+
+def test_a_time_read_by_none_of_several_formats_names_them_all() -> None:
+    mapping = inbound(
+        "  attributes.t: {from: t, transforms: [{datetime: {parse: ['%d/%m/%Y', unix]}}]}\n"
+    )
+    (problem,) = payload_problems(mapping, {"plate": "A", "t": "2026-11-31"})
+    assert problem.message == (
+        "cannot read '2026-11-31' as a date-time: matches none of '%d/%m/%Y', 'unix'"
+    )
 
 
 def test_cast_failure_matches_the_documented_problem() -> None:
@@ -994,6 +1015,16 @@ def test_shipped_mappings_follow_the_schema() -> None:
             "fields": {"p": "a"},
         },
         {"name": "x", "direction": "outbound", "body": {"a": "b"}, "fields": {"a": "b"}},
+        *(
+            {
+                "name": "x",
+                "direction": "inbound",
+                "entity_type": "vehicle",
+                "key": ["plate"],
+                "fields": {"plate": "p", "t": {"from": "t", "transforms": [{"datetime": arg}]}},
+            }
+            for arg in ({"parse": []}, {"parse": ["iso8601"] * 9}, {"parse": ["iso8601", 5]})
+        ),
         {"name": "x", "direction": "outbound", "body": {"bad key": "b"}},
         {
             "name": "x",

@@ -103,6 +103,7 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
         "D4": ("2026-12-18T23:59:00-03:00", "2026-12-18"),
         "D5": ("18/12/2026 9:30", "2026-12-18"),  # an hour of one digit
         "D6": ("18/12/2026 9:30:15", "2026-12-18"),
+        "D7": ("8/12/2026 9:30:15", "2026-12-08"),  # a day of one digit too: 16 long
     }
     for key, (text, day) in deadlines.items():
         status, answer = await hook(
@@ -123,6 +124,9 @@ async def test_a_day_field_written_dd_mm_yyyy_with_a_time_is_that_day_in_brasili
     occurred = {
         "05/01/2026 9:30": "2026-01-05T12:30:00Z",
         "05/01/2026 9:30:15": "2026-01-05T12:30:15Z",
+        # 16 long like "dd/mm/yyyy HH:MM", seconds and all (the formats are tried in order,
+        # where the length of the text once picked one)
+        "5/1/2026 9:30:00": "2026-01-05T12:30:00Z",
     }
     for i, (text, utc) in enumerate(occurred.items()):
         status, answer = await hook(client, fines, {**FINE, "ait": f"T{i}", "dataHora": text})

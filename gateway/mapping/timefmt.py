@@ -1,5 +1,6 @@
-"""The `datetime` transform: parse ISO 8601, Unix seconds/milliseconds or strptime formats, and
-format as ISO 8601 (UTC by default), a date, Unix time or a strftime format, in any IANA zone."""
+"""The `datetime` transform: parse ISO 8601, Unix seconds/milliseconds or strptime formats (one,
+or several tried in order), and format as ISO 8601 (UTC by default), a date, Unix time or a
+strftime format, in any IANA zone."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ _MAX_TEXT = 64
 _MAX_FORMAT = 100
 _NAMED_PARSERS = ("auto", "iso8601", "unix", "unix_ms")
 _NAMED_FORMATS = ("iso8601", "date", "unix", "unix_ms")
+_MAX_PARSERS = 8
 
 Parser = Callable[[Any], datetime]
 Formatter = Callable[[datetime], Any]
@@ -191,8 +193,12 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
             report(f"unknown datetime option {key!r}; known: {', '.join(_OPTIONS)}", key)
             ok = False
     parse, fmt = arg.get("parse", "auto"), arg.get("format", "iso8601")
-    if not _valid_pattern(parse, _NAMED_PARSERS):
-        report(f"parse is one of {', '.join(_NAMED_PARSERS)} or a strptime format", "parse")
+    parses = parse if isinstance(parse, list) else [parse]
+    if not 0 < len(parses) <= _MAX_PARSERS or not all(
+        _valid_pattern(p, _NAMED_PARSERS) for p in parses
+    ):
+        named = ", ".join(_NAMED_PARSERS)
+        report(f"parse is one of {named} or a strptime format, or a list of 1-8 of them", "parse")
         ok = False
     if not _valid_pattern(fmt, _NAMED_FORMATS):
         report(f"format is one of {', '.join(_NAMED_FORMATS)} or a strftime format", "format")
@@ -206,11 +212,29 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
             ok = False
     if not ok:
         return None
-    parse_one = _parser(parse, zones["input_tz"] or UTC)
+    naive = zones["input_tz"] or UTC
+    parse_one = _first_of([_parser(p, naive) for p in parses], parses)
     format_one = _formatter(fmt, zones["output_tz"] or UTC)
     if parse_one is _ISO_UTC_PARSE and format_one is iso_utc:
         return _normalise_iso_utc
     return lambda value: format_one(parse_one(value))
+
+
+def _first_of(parsers: list[Parser], names: list[str]) -> Parser:
+    """What the first of `parsers` that reads a value reads (a partner that writes a time now
+    with seconds, now without: `["%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", iso8601]`)."""
+    if len(parsers) == 1:
+        return parsers[0]
+
+    def first(value: Any) -> datetime:
+        for parse_one in parsers:
+            try:
+                return parse_one(value)
+            except EvalError:
+                pass
+        raise _fail(value, f"matches none of {', '.join(map(repr, names))}")
+
+    return first
 
 
 def _valid_pattern(value: Any, names: tuple[str, ...]) -> bool:
