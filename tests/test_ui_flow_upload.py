@@ -79,9 +79,12 @@ async def _upload(client: Client, text: str) -> tuple[int, dict[str, Any]]:
     return response.status, await response.json()
 
 
-async def test_a_recipient_of_an_unknown_member_only_is_refused_naming_it(client: Client) -> None:
+async def test_a_recipient_of_an_unknown_member_only_is_refused_naming_it_and_its_emptiness(
+    client: Client,
+) -> None:
     """`{foo: 1}` passes the schema but for its unknown member; without it, it is a recipient
-    of no kind, which the compiler cannot read: a 422 naming the member, not a crash."""
+    of no kind, which the compiler cannot read: a 422 naming the member and the recipient
+    left empty, not a crash."""
     text = (
         "name: f\non: {events: [fine.received]}\nsteps:\n"
         "  - {id: a, notify: {channel: c, template: t, recipients: [{foo: 1}]}}\n"
@@ -89,7 +92,10 @@ async def test_a_recipient_of_an_unknown_member_only_is_refused_naming_it(client
     status, body = await _upload(client, text)
     assert status == 422, body
     found = [(e["pointer"], e["keyword"]) for e in body["errors"]]
-    assert found == [("/steps/0/notify/recipients/0/foo", "additionalProperties")]
+    assert found == [
+        ("/steps/0/notify/recipients/0/foo", "additionalProperties"),
+        ("/steps/0/notify/recipients/0", "minProperties"),
+    ]
 
 
 async def test_an_origin_filter_that_is_not_an_object_is_refused_naming_it(

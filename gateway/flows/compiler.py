@@ -13,7 +13,8 @@ check_flow(text | document, *, filename=None) -> Checked
     document that does not parse; the rules a schema cannot say run on a document whose only
     schema problems are unknown members, and then on a copy without them, once that copy
     passes the schema whole (a recipient `{foo: 1}` without its unknown member is `{}`, a
-    recipient of no kind: the compiler does not run); any other schema problem (a missing or
+    recipient of no kind: that is reported too, and the compiler does not run); any other
+    schema problem (a missing or
     mistyped member) leaves a shape the compiler cannot read, and it does not run. The
     references the compiler collected come back even when it found problems, for the
     service to check in the tenant in the same answer.
@@ -86,8 +87,11 @@ def check_flow(text: str | bytes | Mapping[str, Any], *, filename: str | None = 
         return Checked(None, problems, ())  # a shape the compiler cannot read
     if found:
         data = _without(data, [problem.pointer for problem in found])
-        if flow_schema().validate(data):
-            return Checked(None, problems, ())  # the rest does not stand without them
+        rest = flow_schema().validate(data)
+        for problem in rest:  # what does not stand without them (a recipient left empty)
+            problems.add(problem.pointer, problem.message, problem.keyword)
+        if rest:
+            return Checked(None, problems, ())
     compiler = _Compiler(problems)
     flow = compiler.flow(data)
     return Checked(flow, problems, tuple(compiler.references))
