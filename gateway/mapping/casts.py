@@ -31,9 +31,9 @@ def _cast_error(value: Any, to: str) -> EvalError:
 
 def too_wide(value: Any) -> EvalError:
     """An integer the database cannot store: MongoDB's (BSON's) are 64-bit. Refused where a
-    field's value is final (`getters._finite`, `tables.evaluate`, nested values as they are
-    charged), never in between: `[integer, string]` on a uint64 id is its text. The dry run,
-    the trigger and `gateway mapping test` all give this one answer, naming the field."""
+    value is final (`unstorable`), never in between: `[integer, string]` on a uint64 id is its
+    text. The dry run, the trigger and `gateway mapping test` all give this one answer, naming
+    the field."""
     return EvalError(
         "cast", f"{_show(value)} is an integer beyond 64 bits (the database holds none)"
     )
@@ -41,6 +41,24 @@ def too_wide(value: Any) -> EvalError:
 
 def fits_int64(value: int) -> bool:
     return INT64_MIN <= value <= INT64_MAX
+
+
+def not_finite(value: float) -> EvalError:
+    """Infinity or NaN (`to_number('1e999')`, a sum or a `scale` past the largest float): JSON
+    has neither, so a mapped value never is one; refused as text that is no number is."""
+    return EvalError("cast", f"{value!r} is not a finite number")
+
+
+def unstorable(value: Any) -> EvalError | None:
+    """Why a final value cannot be stored: a float that is not finite, or an integer beyond 64
+    bits (a float would not be exact); else None. Checked where a field's value is final, and
+    on every number inside a list or an object."""
+    kind = type(value)
+    if kind is float:
+        return None if math.isfinite(value) else not_finite(value)
+    if kind is int and not INT64_MIN <= value <= INT64_MAX:
+        return too_wide(value)
+    return None
 
 
 MAX_DIGITS: Final = 4300

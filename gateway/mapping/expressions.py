@@ -25,7 +25,7 @@ from jmespath import visitor as jp_visitor
 
 from ..errors import FieldProblem
 from ..formats import DocumentRefused, load_json_text, parse_xml
-from .casts import fits_int64, too_wide
+from .casts import not_finite, unstorable
 from .limits import (
     MAX_DECODED_TEXT,
     MAX_EXPRESSION_DEPTH,
@@ -111,23 +111,14 @@ def charge_output(run: Run, value: Any) -> int:
                 charged += n
                 stack.extend(item)
             else:
-                kind = type(item)
-                if kind is float and not isfinite(item):
-                    raise not_finite(item)
-                if kind is int and not fits_int64(item):
-                    raise too_wide(item)
+                if (error := unstorable(item)) is not None:
+                    raise error
                 size += 8
                 charged += 8
     run.output -= charged
     if run.output < 0:
         raise output_too_big(run)
     return size
-
-
-def not_finite(value: float) -> EvalError:
-    """Infinity or NaN (`to_number('1e999')`, a sum or a `scale` past the largest float): JSON
-    has neither, so a mapped value never is one; refused as text that is no number is."""
-    return EvalError("cast", f"{value!r} is not a finite number")
 
 
 def output_too_big(run: Run) -> LimitExceeded:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import replace
-from math import isfinite
 from typing import Any
 
 from ..clock import utcnow
-from .casts import fits_int64, too_wide
-from .expressions import Getter, Run, charge_output, not_finite, output_too_big
+from .casts import unstorable
+from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_LIST_ITEMS
 from .model import EvalError
 from .params import unset
@@ -235,12 +234,8 @@ def _finite(value: Any, described: str) -> Any:
     """A transformed number that overflowed (1e308 knots in km/h, an integer scaled past 64
     bits) is its source's problem, named with it (the table's own check would know only the
     target)."""
-    kind = type(value)
-    if kind is float and not isfinite(value):
-        error = not_finite(value)
-    elif kind is int and not fits_int64(value):
-        error = too_wide(value)
-    else:
+    error = unstorable(value)
+    if error is None:
         return value
     error.source = described
     raise error

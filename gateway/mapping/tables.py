@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from math import isfinite
 from typing import Any, NamedTuple
 
 from ..errors import FieldProblem
-from .casts import fits_int64, too_wide
-from .expressions import Getter, Run, charge_output, not_finite, output_too_big
+from .casts import unstorable
+from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_PROBLEMS
 from .model import EvalError, LimitExceeded
 from .paths import source_pointer
@@ -86,10 +85,8 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
                     raise output_too_big(run)
             elif kind is dict or kind is list:
                 charge_output(run, value)
-            elif kind is float and not isfinite(value):
-                raise not_finite(value)
-            elif kind is int and not fits_int64(value):
-                raise too_wide(value)  # the database holds 64 bits (a float is not exact)
+            elif (kind is float or kind is int) and (error := unstorable(value)) is not None:
+                raise error
         except EvalError as error:
             _failed(run, error, prefix + target)
             continue
