@@ -217,3 +217,60 @@ async def test_a_record_the_database_refuses_is_logged_and_the_partner_still_get
     assert "colour" in str(problem["errors"])  # the schema problem, not the store's
     assert any("rejected payloads not kept" in r.getMessage() for r in caplog.records)
     assert await _rejected(client) == []
+
+
+async def test_a_payload_refused_again_while_pending_is_counted_on_its_record(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner retrying a 422 every minute (or a feed polled without a cursor) must not
+    push every other record past the bound: the pending record counts the repeats and
+    keeps the latest problems."""
+    monkeypatch.setattr(rejected_store, "MAX_PER_TRIGGER", 3)
+    await upload_mapping(client, BROKEN)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    await hook(client, trigger, {"placa": "AAA1A11"})
+    for _ in range(5):
+        status, _problem = await hook(client, trigger, {"placa": "ABC1D23", "marca": "Fiat"})
+        assert status == 422  # each one answered as before
+    await hook(client, trigger, [{"placa": "BRA2E19"}, {"placa": "BRA2E19"}])  # twice in one
+    kept = await _rejected(client)
+    assert [k["times_received"] for k in kept] == [2, 5, 1], kept
+    first_fiat = kept[1]
+    assert first_fiat["last_received_at"] > first_fiat["received_at"]
+    # Replayed, it holds no place for repeats: the same payload refused after that (the fix
+    # undone) is a record of its own.
+    await upload_mapping(client, FIXED)
+    replayed = await client.post(f"/api/v1/rejected/{first_fiat['id']}/replay", headers=auth())
+    assert replayed.status == 200, await replayed.text()
+    await upload_mapping(client, BROKEN)
+    await hook(client, trigger, {"placa": "ABC1D23", "marca": "Fiat"})
+    again = await _rejected(client)  # the oldest (AAA1A11) past the bound of 3 now
+    assert [(k["status"], k["times_received"]) for k in again] == [
+        ("pending", 1),
+        ("pending", 2),
+        ("replayed", 5),
+    ]
+
+
+async def test_concurrent_repeats_of_one_payload_make_one_record(client: Client) -> None:
+    import asyncio
+
+    trigger = await create_trigger(client)
+    answers = await asyncio.gather(*(hook(client, trigger, {"make": "VW"}) for _ in range(8)))
+    assert {status for status, _ in answers} == {422}
+    [kept] = await _rejected(client)
+    assert kept["times_received"] == 8
+
+
+async def test_a_repeat_keeps_the_latest_problems(client: Client) -> None:
+    trigger = await create_trigger(client, input_schema={"type": "object", "required": ["colour"]})
+    await hook(client, trigger, {"make": "VW"})
+    [first] = await _rejected(client)
+    assert first["reason"] == "schema"
+    patched = await client.patch(
+        f"/api/v1/triggers/{trigger['id']}", headers=auth(), json={"input_schema": None}
+    )
+    assert patched.status == 200
+    await hook(client, trigger, {"make": "VW"})  # no plate: now the entity's problem
+    [kept] = await _rejected(client)
+    assert (kept["id"], kept["times_received"], kept["reason"]) == (first["id"], 2, "entity")

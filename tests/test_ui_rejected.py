@@ -93,3 +93,20 @@ async def test_a_kept_item_links_back_to_its_schedule_or_its_trigger(
         [link] = re.findall(r'<p><a href="([^"]+)">←', html)
         assert link == back
         assert (await client.get(link)).status == 200
+
+
+async def test_a_payload_received_again_shows_how_often_on_its_pages(
+    client: Client, services: Services
+) -> None:
+    await upload_mapping(client, BROKEN)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    for _ in range(3):
+        await hook(client, trigger, {"placa": "ABC1D23", "marca": "Fiat"})
+    [kept] = await _rejected(client)
+    await make_user(services)
+    await log_in(client)
+    listed = await (await client.get("/admin/rejected")).text()
+    row = re.search(r"<tr>\s*<td><a href=\"/admin/rejected/[^<]*</a></td>.*?</tr>", listed, re.S)
+    assert row is not None and '<td class="num">3 <small>(última vez em' in row.group(0), listed
+    page = await (await client.get(f"/admin/rejected/{kept['id']}")).text()
+    assert "<dt>Recebida (vezes)</dt><dd>3</dd>" in page, page

@@ -2,22 +2,32 @@
 
 A record is `{_id, tenant, trigger_id, received_at, reason: "schema"|"mapping"|"entity",
 detail, problems, scope: "body"|"item", index, schema_applies, payload (JSON text),
-replayable, status: "pending"|"replayed", attempts, replayed_at, result}`. The payload is
-kept as JSON text: exact, and free of BSON's limits on keys and integers. Each trigger keeps
-its newest `MAX_PER_TRIGGER` records.
+payload_sha256, replayable, status: "pending"|"replayed", attempts, replayed_at, result}`.
+The payload is kept as JSON text: exact, and free of BSON's limits on keys and integers.
+Each trigger keeps its newest `MAX_PER_TRIGGER` records.
+
+A payload refused again while its record is not replayed yet (a partner retrying a 422, a
+feed polled without a cursor) is no new record: the pending one counts it (`repeats`,
+`last_received_at`, and the latest problems), so one payload sent every minute does not push
+every other record past the bound. The database decides which write is the first: a pending
+record carries `repeat_key` (tenant, trigger, scope and the payload's hash), unique; a
+replayed one no longer does, and the same payload refused after that is a record of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from gateway.store.client import (
+    DUPLICATE_KEY,
     Collection,
     Doc,
     bulk_failure,
@@ -34,6 +44,8 @@ INDEXES = [
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("_id", DESCENDING)], name="by_trigger"
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
+    # Pending records only (sparse): one per payload refused again before its replay.
+    IndexModel([("repeat_key", ASCENDING)], unique=True, sparse=True, name="pending_repeats"),
 ]
 # The pending ones (the list by status, the dashboard's count): SecantusDB scans every
 # tenant's records for a query one predicate of which (`status`) no index has.
@@ -59,16 +71,50 @@ class RejectedStore:
 
     async def add_many(self, tenant: str, trigger_id: str, records: Sequence[Doc]) -> None:
         """Keep rejected payloads of one trigger (one insert, one trim to the newest
-        MAX_PER_TRIGGER). A record the database refuses is an InvalidPayload (the others of
-        the batch are written); a write concern that failed, StoreUnavailable."""
-        docs = [scoped(tenant, {**record, "_id": ObjectId()}) for record in records]
+        MAX_PER_TRIGGER); a payload pending already is counted on its record instead. A
+        record the database refuses is an InvalidPayload (the others of the batch are
+        written); a write concern that failed, StoreUnavailable."""
+        docs = [self._doc(tenant, trigger_id, record) for record in records]
         with translate_errors():
             try:
                 await self._c.insert_many(docs, ordered=False)
             except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                for error in errors:
+                    if error.get("code") == DUPLICATE_KEY:
+                        await self._received_again(docs[error["index"]])
                 bulk_failure(exc)
             finally:  # the records written count against the bound too
                 await self._trim(tenant, trigger_id)
+
+    @staticmethod
+    def _doc(tenant: str, trigger_id: str, record: Doc) -> Doc:
+        doc = scoped(tenant, {**record, "_id": ObjectId()})
+        if "payload_sha256" in record:
+            same = [tenant, trigger_id, record["scope"], record["payload_sha256"]]
+            doc["repeat_key"] = hashlib.sha256(json.dumps(same).encode()).hexdigest()
+        return doc
+
+    async def _received_again(self, doc: Doc) -> None:
+        """`doc` refused again while its record is pending: counted there, with the latest
+        problems (the mapping may have changed since). Its record replayed in between (no
+        longer holding the key): a record of its own after all."""
+        seen = {k: doc[k] for k in ("reason", "detail", "problems", "schema_applies")}
+        for _ in range(3):  # (a record of its own raced by another repeat: counted there)
+            found = await self._c.update_one(
+                scoped(doc["tenant"], {"repeat_key": doc["repeat_key"]}),
+                {
+                    "$set": {**seen, "last_received_at": doc["received_at"]},
+                    "$inc": {"repeats": 1},
+                },
+            )
+            if found.matched_count:
+                return
+            try:
+                await self._c.insert_one({**doc, "_id": ObjectId()})
+                return
+            except DuplicateKeyError:
+                continue
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:
         query = scoped(tenant, {"trigger_id": trigger_id})
@@ -170,7 +216,7 @@ class RejectedStore:
                 scoped(tenant, {"_id": ObjectId(record_id)}),
                 {
                     "$set": {"status": "replayed", "replayed_at": at, "result": result},
-                    "$unset": {"replaying_at": "", "claim": ""},
+                    "$unset": {"replaying_at": "", "claim": "", "repeat_key": ""},
                     "$inc": {"attempts": 1},
                 },
             )
@@ -197,7 +243,7 @@ class RejectedStore:
                 scoped(tenant, {"_id": ObjectId(record_id)}),
                 {
                     "$set": {"status": "replayed", "replayed_at": at, "result": result},
-                    "$unset": {"replaying_at": ""},
+                    "$unset": {"replaying_at": "", "repeat_key": ""},
                     "$inc": {"attempts": 1},
                 },
             )

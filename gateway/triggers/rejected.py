@@ -8,6 +8,7 @@ partner's answer is the 422 either way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -67,6 +68,8 @@ class RejectedKeeper:
             "index": index,
             "schema_applies": schema_applies,
             "payload": text[:MAX_KEPT_BYTES].decode("utf-8", "replace"),
+            # What makes a refusal a repeat of a pending one (`RejectedStore.add_many`).
+            "payload_sha256": hashlib.sha256(text).hexdigest(),
             "size": len(text),
             "replayable": len(text) <= MAX_KEPT_BYTES,
             "status": "pending",
@@ -99,6 +102,8 @@ def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
         "scope": doc["scope"],
         "index": doc.get("index"),
         "status": doc["status"],
+        "times_received": 1 + doc.get("repeats", 0),
+        "last_received_at": doc.get("last_received_at") or doc["received_at"],
         "attempts": doc.get("attempts", 0),
         "replayable": doc["replayable"],
         "size": doc.get("size"),
