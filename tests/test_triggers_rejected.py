@@ -219,12 +219,12 @@ async def test_a_record_the_database_refuses_is_logged_and_the_partner_still_get
     assert await _rejected(client) == []
 
 
-async def test_a_payload_refused_again_while_pending_is_counted_on_its_record(
+async def test_a_payload_refused_again_while_pending_takes_its_records_place(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A partner retrying a 422 every minute (or a feed polled without a cursor) must not
-    push every other record past the bound: the pending record counts the repeats and
-    keeps the latest problems."""
+    push every other record past the bound: the repeat takes the pending record's place as
+    the newest, counting the refusals and keeping the latest problems."""
     monkeypatch.setattr(rejected_store, "MAX_PER_TRIGGER", 3)
     await upload_mapping(client, BROKEN)
     trigger = await create_trigger(client, mapping="erp-vehicle")
@@ -235,12 +235,12 @@ async def test_a_payload_refused_again_while_pending_is_counted_on_its_record(
     await hook(client, trigger, [{"placa": "BRA2E19"}, {"placa": "BRA2E19"}])  # twice in one
     kept = await _rejected(client)
     assert [k["times_received"] for k in kept] == [2, 5, 1], kept
-    first_fiat = kept[1]
-    assert first_fiat["last_received_at"] > first_fiat["received_at"]
+    fiat = kept[1]
+    assert fiat["received_at"] > fiat["first_received_at"]
     # Replayed, it holds no place for repeats: the same payload refused after that (the fix
     # undone) is a record of its own.
     await upload_mapping(client, FIXED)
-    replayed = await client.post(f"/api/v1/rejected/{first_fiat['id']}/replay", headers=auth())
+    replayed = await client.post(f"/api/v1/rejected/{fiat['id']}/replay", headers=auth())
     assert replayed.status == 200, await replayed.text()
     await upload_mapping(client, BROKEN)
     await hook(client, trigger, {"placa": "ABC1D23", "marca": "Fiat"})
@@ -250,6 +250,35 @@ async def test_a_payload_refused_again_while_pending_is_counted_on_its_record(
         ("pending", 2),
         ("replayed", 5),
     ]
+
+
+async def test_replay_all_after_repeats_writes_what_was_sent_last(client: Client) -> None:
+    """Fiat, VW, then Fiat again: the partner's last word is Fiat, and replaying every pending
+    one (oldest first) must end there, as replaying three records would."""
+    await upload_mapping(client, BROKEN)
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    for make in ("Fiat", "VW", "Fiat"):
+        await hook(client, trigger, {"placa": "ABC1D23", "marca": make})
+    kept = await _rejected(client)
+    assert [k["times_received"] for k in kept] == [2, 1]
+    await upload_mapping(client, FIXED)
+    response = await client.post("/api/v1/rejected/replay", json={}, headers=auth())
+    assert (await response.json())["replayed"] == 2
+    [vehicle] = await entities(client)
+    assert vehicle["make"] == "Fiat"
+
+
+async def test_a_payload_whose_mapping_reads_when_it_came_is_kept_each_time(
+    client: Client,
+) -> None:
+    """The same body at another time is another write when the mapping reads the receive
+    time (a fix without its own time): each refusal stays a record."""
+    await upload_mapping(client, BROKEN + "  attributes.seen_at: {received: time}\n")
+    trigger = await create_trigger(client, mapping="erp-vehicle")
+    for _ in range(3):
+        await hook(client, trigger, {"placa": "ABC1D23"})
+    kept = await _rejected(client)
+    assert [k["times_received"] for k in kept] == [1, 1, 1]
 
 
 async def test_concurrent_repeats_of_one_payload_make_one_record(client: Client) -> None:
@@ -273,4 +302,5 @@ async def test_a_repeat_keeps_the_latest_problems(client: Client) -> None:
     assert patched.status == 200
     await hook(client, trigger, {"make": "VW"})  # no plate: now the entity's problem
     [kept] = await _rejected(client)
-    assert (kept["id"], kept["times_received"], kept["reason"]) == (first["id"], 2, "entity")
+    assert (kept["times_received"], kept["reason"]) == (2, "entity")
+    assert kept["first_received_at"] == first["received_at"]

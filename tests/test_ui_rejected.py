@@ -107,6 +107,6 @@ async def test_a_payload_received_again_shows_how_often_on_its_pages(
     await log_in(client)
     listed = await (await client.get("/admin/rejected")).text()
     row = re.search(r"<tr>\s*<td><a href=\"/admin/rejected/[^<]*</a></td>.*?</tr>", listed, re.S)
-    assert row is not None and '<td class="num">3 <small>(última vez em' in row.group(0), listed
+    assert row is not None and '<td class="num">3 <small>(primeira vez em' in row.group(0), listed
     page = await (await client.get(f"/admin/rejected/{kept['id']}")).text()
     assert "<dt>Recebida (vezes)</dt><dd>3</dd>" in page, page

@@ -133,6 +133,7 @@ class Plan:
     body: Table | None = None
     response: Table = ()
     secrets: frozenset[str] = field(default_factory=frozenset)
+    reads_received: bool = False  # `{received: time}`: what it writes depends on when it came
     params: Mapping[str, Param] = field(default_factory=dict)
     probe: Probe | None = None
     forward: tuple[Guard, ...] = ()
@@ -163,6 +164,7 @@ def compile_plan(
     elif direction == "outbound":
         _outbound(data, plan, specs, catalog)
     plan.secrets = frozenset(specs.secrets)
+    plan.reads_received = specs.reads_received
     return None if problems else plan
 
 

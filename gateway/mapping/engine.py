@@ -120,6 +120,11 @@ class CompiledMapping:
         return self._plan.secrets
 
     @property
+    def reads_received(self) -> bool:
+        """Whether what it writes depends on when the payload came (`{received: time}`)."""
+        return self._plan.reads_received
+
+    @property
     def params(self) -> Mapping[str, Param]:
         """The parameters the mapping declares (`params:`), by name."""
         return self._plan.params

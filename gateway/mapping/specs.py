@@ -91,6 +91,7 @@ class SpecCompiler:
         self.scope = scope
         self.count = 0
         self.secrets: set[str] = set()
+        self.reads_received = False  # whether `{received: time}` is read anywhere
         # The main `fields` targets while an `also` table compiles (its `main` source reads
         # them); None elsewhere.
         self.main_targets: frozenset[str] | None = None
@@ -266,6 +267,7 @@ class SpecCompiler:
         if value != "time":
             self.problems.add(at, "received takes time: {received: time}", "type")
             return None
+        self.reads_received = True
         return received_time
 
     def _main(self, target: Any, at: str) -> Getter | None:

@@ -52,7 +52,7 @@ from gateway.schedules.calls import (
 from gateway.schedules.sinks import PageSink, compile_target
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
-from gateway.triggers.rejected import RejectedKeeper
+from gateway.triggers.rejected import RejectedKeeper, repeatable
 
 log = logging.getLogger(__name__)
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
@@ -237,7 +237,9 @@ class Poll:
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
                 refused = InvalidPayload(exc.detail, exc.problems, reason="mapping")
-                record = self._c.rejected.record(target, refused, page.answer, scope="body")
+                record = self._c.rejected.record(
+                    target, refused, page.answer, scope="body", repeatable=repeatable(mapping)
+                )
                 await self._c.rejected.keep(target, [record])
             raise PollFailure(
                 "mapping",

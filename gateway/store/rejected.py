@@ -7,11 +7,13 @@ The payload is kept as JSON text: exact, and free of BSON's limits on keys and i
 Each trigger keeps its newest `MAX_PER_TRIGGER` records.
 
 A payload refused again while its record is not replayed yet (a partner retrying a 422, a
-feed polled without a cursor) is no new record: the pending one counts it (`repeats`,
-`last_received_at`, and the latest problems), so one payload sent every minute does not push
-every other record past the bound. The database decides which write is the first: a pending
-record carries `repeat_key` (tenant, trigger, scope and the payload's hash), unique; a
-replayed one no longer does, and the same payload refused after that is a record of its own.
+feed polled without a cursor) takes that record's place as the newest, counting the
+refusals (`repeats`, `first_received_at`; its problems the latest), so one payload sent
+every minute does not push every other record past the bound. The database decides which
+write is the first: a pending record carries `repeat_key` (tenant, trigger, scope and the
+payload's hash), unique; a replayed one no longer does, and the same payload refused after
+that is a record of its own. Only payloads whose mapping does not read when they came
+(`RejectedKeeper.record` `repeatable`) carry a key.
 """
 
 from __future__ import annotations
@@ -96,25 +98,42 @@ class RejectedStore:
         return doc
 
     async def _received_again(self, doc: Doc) -> None:
-        """`doc` refused again while its record is pending: counted there, with the latest
-        problems (the mapping may have changed since). Its record replayed in between (no
-        longer holding the key): a record of its own after all."""
-        seen = {k: doc[k] for k in ("reason", "detail", "problems", "schema_applies")}
-        for _ in range(3):  # (a record of its own raced by another repeat: counted there)
-            found = await self._c.update_one(
-                scoped(doc["tenant"], {"repeat_key": doc["repeat_key"]}),
-                {
-                    "$set": {**seen, "last_received_at": doc["received_at"]},
-                    "$inc": {"repeats": 1},
-                },
+        """`doc` refused again while its record is pending: `doc` takes that record's place as
+        the newest (a replay of all runs oldest first, so the same payload refused before and
+        after another one replays after it, as the partner sent them last), carrying its
+        count (`repeats`) and `first_received_at`. The record goes only once `doc` is stored
+        (a crash in between leaves both, losing neither). A record being replayed counts it
+        where it is (the replay writes the same); one replayed in between holds the place no
+        longer: `doc` is a record of its own."""
+        key = scoped(doc["tenant"], {"repeat_key": doc["repeat_key"]})
+        taken: list[Doc] = []  # the records whose place `doc` takes
+        for _ in range(3):  # (another repeat storing its own first: it is taken in turn)
+            old = await self._c.find_one_and_update(
+                {**key, "status": "pending"}, {"$unset": {"repeat_key": ""}}
             )
-            if found.matched_count:
-                return
+            if old is not None:
+                taken.append(old)
+            elif not taken:
+                replaying = await self._c.update_one(key, {"$inc": {"repeats": 1}})
+                if replaying.matched_count:
+                    return
+            newest = {
+                **doc,
+                "_id": ObjectId(),
+                "repeats": sum(1 + t.get("repeats", 0) for t in taken),
+                "first_received_at": min(
+                    [t.get("first_received_at") or t["received_at"] for t in taken],
+                    default=doc["received_at"],
+                ),
+                "attempts": max([t.get("attempts", 0) for t in taken], default=0),
+            }
             try:
-                await self._c.insert_one({**doc, "_id": ObjectId()})
-                return
+                await self._c.insert_one(newest)
             except DuplicateKeyError:
                 continue
+            if taken:
+                await self._c.delete_many({"_id": {"$in": [t["_id"] for t in taken]}})
+            return
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:
         query = scoped(tenant, {"trigger_id": trigger_id})

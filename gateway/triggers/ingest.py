@@ -24,14 +24,14 @@ from datetime import datetime
 from typing import Any, Final
 
 from gateway.entities import Origin
-from gateway.errors import Conflict, InvalidPayload, PayloadTooLarge
+from gateway.errors import Conflict, GatewayError, InvalidPayload, PayloadTooLarge
 from gateway.fleet.append import PositionAppender
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.metrics import Metrics
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
 from gateway.triggers.pipeline import Pipeline, Prepared, stage, written
-from gateway.triggers.rejected import RejectedKeeper
+from gateway.triggers.rejected import RejectedKeeper, repeatable
 
 BATCH_CONCURRENCY: Final = 16
 """Writes of one batch in flight at once (different entities only)."""
@@ -98,7 +98,10 @@ class Ingestor:
                 )
         except InvalidPayload as exc:
             if keep_body:
-                record = self._rejected.record(trigger, exc, payload, scope="body")
+                repeatable = await self._repeatable(trigger)
+                record = self._rejected.record(
+                    trigger, exc, payload, scope="body", repeatable=repeatable
+                )
                 await self._rejected.keep(trigger, [record])
             raise
         if plan.probe is not None:
@@ -179,6 +182,7 @@ class Ingestor:
                         scope="item",
                         index=index,
                         schema_applies=plan.schema_applies,
+                        repeatable=repeatable(plan.mapping),
                     )
                 )
                 results.append({"index": index, "status": 422, "problem": outcome.problem()})
@@ -198,6 +202,14 @@ class Ingestor:
         return Ingested(
             207 if failed else 200, {"results": results, "summary": summary}, outcome_label
         )
+
+    async def _repeatable(self, trigger: CompiledTrigger) -> bool:
+        """Whether a payload the trigger refused is the same write when it comes again: not
+        when its mapping reads when it came, nor when the mapping cannot be read."""
+        try:
+            return repeatable(await self._pipeline.inbound_mapping(trigger))
+        except GatewayError:
+            return False
 
     async def _plan(
         self, trigger: CompiledTrigger, payload: Any, picked: bool, texts: DecodedTexts | None
@@ -248,6 +260,7 @@ class Ingestor:
                         scope="item",
                         index=index,
                         schema_applies=plan.schema_applies,
+                        repeatable=repeatable(plan.mapping),
                     )
                 )
             results[index] = {"index": index, "status": error.status, "problem": error.problem()}

@@ -18,6 +18,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.errors import InvalidPayload, StoreUnavailable, clipped
+from gateway.mapping import CompiledMapping
 from gateway.metrics import Metrics
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import CompiledTrigger
@@ -51,9 +52,13 @@ class RejectedKeeper:
         scope: str,
         index: int | None = None,
         schema_applies: bool = True,
+        repeatable: bool,
     ) -> Doc:
         """A rejected payload as it is kept: `scope` "body" (the whole call) or "item" (the
-        batch item at `index`); `schema_applies` says whether a replay validates it."""
+        batch item at `index`); `schema_applies` says whether a replay validates it.
+        `repeatable`: the same payload refused again is the same write (its mapping does not
+        read when it came, `{received: time}`), counted on this record while it is pending
+        (`RejectedStore.add_many`); otherwise each refusal is a record of its own."""
         try:
             text = orjson.dumps(payload)
         except orjson.JSONEncodeError:  # an integer beyond 64 bits a mapping's items made
@@ -68,13 +73,11 @@ class RejectedKeeper:
             "index": index,
             "schema_applies": schema_applies,
             "payload": text[:MAX_KEPT_BYTES].decode("utf-8", "replace"),
-            # What makes a refusal a repeat of a pending one (`RejectedStore.add_many`).
-            "payload_sha256": hashlib.sha256(text).hexdigest(),
             "size": len(text),
             "replayable": len(text) <= MAX_KEPT_BYTES,
             "status": "pending",
             "attempts": 0,
-        }
+        } | ({"payload_sha256": hashlib.sha256(text).hexdigest()} if repeatable else {})
 
     async def keep(self, trigger: CompiledTrigger, records: Sequence[Doc]) -> None:
         """Store rejected payloads in one write."""
@@ -103,7 +106,7 @@ def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
         "index": doc.get("index"),
         "status": doc["status"],
         "times_received": 1 + doc.get("repeats", 0),
-        "last_received_at": doc.get("last_received_at") or doc["received_at"],
+        "first_received_at": doc.get("first_received_at") or doc["received_at"],
         "attempts": doc.get("attempts", 0),
         "replayable": doc["replayable"],
         "size": doc.get("size"),
@@ -115,3 +118,9 @@ def public_rejected(doc: Doc, *, payload: bool = False) -> dict[str, Any]:
         if not doc["replayable"]:
             out["payload_excerpt"] = doc["payload"]
     return out
+
+
+def repeatable(mapping: CompiledMapping | None) -> bool:
+    """Whether a payload refused under `mapping` is the same write when it comes again
+    (`RejectedKeeper.record`): not when the mapping reads when it came."""
+    return mapping is None or not mapping.reads_received
