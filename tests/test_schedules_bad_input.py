@@ -248,3 +248,19 @@ async def run_now_after_resume(client: Client, schedule_id: str) -> None:
     assert (await response.json())["status"] == "active"
     await run_now(client, schedule_id)
     assert await runner(client).run_until_idle() == {"ok": 1}
+
+
+async def test_a_feed_read_again_without_a_cursor_keeps_one_record_of_a_refused_item(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    """A feed polled without a cursor answers the same page every run: its refused item is
+    one record counting the runs, not a record a run (which pushed every other one of the
+    schedule past the bound within hours)."""
+    geotab.add_records(2)
+    geotab.records.append({**geotab.records[1], "id": "b00FF", "device": {"id": "b99"}})
+    schedule_id, clock = await _setup(client, geotab, limit=10, cursor=None)
+    for _ in range(4):
+        assert await runner(client).run_until_idle() == {"ok": 1}
+        clock.advance(61)
+    kept = (await get(client, f"/api/v1/rejected?trigger_id={schedule_id}"))["items"]
+    assert [(r["reason"], r["times_received"]) for r in kept] == [("entity", 4)]
