@@ -219,7 +219,7 @@ async def test_a_record_the_database_refuses_is_logged_and_the_partner_still_get
     assert await _rejected(client) == []
 
 
-async def test_a_payload_refused_again_while_pending_takes_its_records_place(
+async def test_a_payload_refused_again_while_pending_supersedes_its_copy(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A partner retrying a 422 every minute (or a feed polled without a cursor) must not
@@ -281,14 +281,20 @@ async def test_a_payload_whose_mapping_reads_when_it_came_is_kept_each_time(
     assert [k["times_received"] for k in kept] == [1, 1, 1]
 
 
-async def test_concurrent_repeats_of_one_payload_make_one_record(client: Client) -> None:
+async def test_concurrent_repeats_of_one_payload_leave_one_record_once_the_next_comes(
+    client: Client,
+) -> None:
     import asyncio
 
     trigger = await create_trigger(client)
     answers = await asyncio.gather(*(hook(client, trigger, {"make": "VW"}) for _ in range(8)))
     assert {status for status, _ in answers} == {422}
-    [kept] = await _rejected(client)
-    assert kept["times_received"] == 8
+    kept = await _rejected(client)  # each repeat supersedes what it finds
+    assert 1 <= len(kept) <= 2, kept  # (two at the same moment may both stay)
+    assert sum(k["times_received"] for k in kept) <= 8  # (and count fewer, never more)
+    await hook(client, trigger, {"make": "VW"})  # the next one finds them all
+    [last] = await _rejected(client)
+    assert last["times_received"] >= 2
 
 
 async def test_a_repeat_keeps_the_latest_problems(client: Client) -> None:

@@ -6,30 +6,29 @@ payload_sha256, replayable, status: "pending"|"replayed", attempts, replayed_at,
 The payload is kept as JSON text: exact, and free of BSON's limits on keys and integers.
 Each trigger keeps its newest `MAX_PER_TRIGGER` records.
 
-A payload refused again while its record is not replayed yet (a partner retrying a 422, a
-feed polled without a cursor) takes that record's place as the newest, counting the
-refusals (`repeats`, `first_received_at`; its problems the latest), so one payload sent
-every minute does not push every other record past the bound. The database decides which
-write is the first: a pending record carries `repeat_key` (tenant, trigger, scope and the
-payload's hash), unique; a replayed one no longer does, and the same payload refused after
-that is a record of its own. Only payloads whose mapping does not read when they came
-(`RejectedKeeper.record` `repeatable`) carry a key.
+A payload refused again while an earlier copy is pending (a partner retrying a 422, a feed
+polled without a cursor) supersedes that copy: the new record counts on from the newest
+copy (`repeats`, `first_received_at`), and once it is stored the older pending copies of the
+trigger (same scope, same `payload_sha256`) go. So one payload sent every minute does not
+push every other record past the bound, and a replay of all (oldest first) still writes the
+payloads in the order they were last sent. Nothing is lost on a race or a crash: the new
+record is written before any copy goes, and a copy goes only while pending (claimed for a
+replay, it stays); repeats at the same moment may leave two copies, or count fewer
+refusals, never more. Only payloads whose mapping does not read when they came
+(`RejectedKeeper.record` `repeatable`) carry a hash.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from gateway.store.client import (
-    DUPLICATE_KEY,
     Collection,
     Doc,
     bulk_failure,
@@ -46,8 +45,11 @@ INDEXES = [
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("_id", DESCENDING)], name="by_trigger"
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
-    # Pending records only (sparse): one per payload refused again before its replay.
-    IndexModel([("repeat_key", ASCENDING)], unique=True, sparse=True, name="pending_repeats"),
+    # A payload's pending copies (`_supersede`).
+    IndexModel(
+        [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("payload_sha256", ASCENDING)],
+        name="copies",
+    ),
 ]
 # The pending ones (the list by status, the dashboard's count): SecantusDB scans every
 # tenant's records for a query one predicate of which (`status`) no index has.
@@ -72,68 +74,49 @@ class RejectedStore:
             self._windowed = [set(), {"trigger_id"}, {"status"}]
 
     async def add_many(self, tenant: str, trigger_id: str, records: Sequence[Doc]) -> None:
-        """Keep rejected payloads of one trigger (one insert, one trim to the newest
-        MAX_PER_TRIGGER); a payload pending already is counted on its record instead. A
-        record the database refuses is an InvalidPayload (the others of the batch are
-        written); a write concern that failed, StoreUnavailable."""
-        docs = [self._doc(tenant, trigger_id, record) for record in records]
+        """Keep rejected payloads of one trigger (one insert; older pending copies of them
+        superseded; one trim to the newest MAX_PER_TRIGGER). A record the database refuses
+        is an InvalidPayload (the others of the batch are written); a write concern that
+        failed, StoreUnavailable."""
+        docs = [scoped(tenant, {**record, "_id": ObjectId()}) for record in records]
         with translate_errors():
+            newest = await self._count_copies(tenant, trigger_id, docs)
             try:
                 await self._c.insert_many(docs, ordered=False)
             except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                for error in errors:
-                    if error.get("code") == DUPLICATE_KEY:
-                        await self._received_again(docs[error["index"]])
                 bulk_failure(exc)
             finally:  # the records written count against the bound too
+                for (scope, sha), doc in newest.items():
+                    older = {"scope": scope, "payload_sha256": sha, "_id": {"$lt": doc["_id"]}}
+                    query = {"trigger_id": trigger_id, "status": "pending", **older}
+                    await self._c.delete_many(scoped(tenant, query))
                 await self._trim(tenant, trigger_id)
 
-    @staticmethod
-    def _doc(tenant: str, trigger_id: str, record: Doc) -> Doc:
-        doc = scoped(tenant, {**record, "_id": ObjectId()})
-        if "payload_sha256" in record:
-            same = [tenant, trigger_id, record["scope"], record["payload_sha256"]]
-            doc["repeat_key"] = hashlib.sha256(json.dumps(same).encode()).hexdigest()
-        return doc
-
-    async def _received_again(self, doc: Doc) -> None:
-        """`doc` refused again while its record is pending: `doc` takes that record's place as
-        the newest (a replay of all runs oldest first, so the same payload refused before and
-        after another one replays after it, as the partner sent them last), carrying its
-        count (`repeats`) and `first_received_at`. The record goes only once `doc` is stored
-        (a crash in between leaves both, losing neither). A record being replayed counts it
-        where it is (the replay writes the same); one replayed in between holds the place no
-        longer: `doc` is a record of its own."""
-        key = scoped(doc["tenant"], {"repeat_key": doc["repeat_key"]})
-        taken: list[Doc] = []  # the records whose place `doc` takes
-        for _ in range(3):  # (another repeat storing its own first: it is taken in turn)
-            old = await self._c.find_one_and_update(
-                {**key, "status": "pending"}, {"$unset": {"repeat_key": ""}}
-            )
-            if old is not None:
-                taken.append(old)
-            elif not taken:
-                replaying = await self._c.update_one(key, {"$inc": {"repeats": 1}})
-                if replaying.matched_count:
-                    return
-            newest = {
-                **doc,
-                "_id": ObjectId(),
-                "repeats": sum(1 + t.get("repeats", 0) for t in taken),
-                "first_received_at": min(
-                    [t.get("first_received_at") or t["received_at"] for t in taken],
-                    default=doc["received_at"],
-                ),
-                "attempts": max([t.get("attempts", 0) for t in taken], default=0),
-            }
-            try:
-                await self._c.insert_one(newest)
-            except DuplicateKeyError:
+    async def _count_copies(
+        self, tenant: str, trigger_id: str, docs: Sequence[Doc]
+    ) -> dict[tuple[str, str], Doc]:
+        """Each of `docs` with a payload hash counts on from its payload's newest pending copy
+        (`repeats`, `first_received_at`, replays tried); the newest of `docs` per payload."""
+        hashes = list({doc["payload_sha256"] for doc in docs if "payload_sha256" in doc})
+        if not hashes:
+            return {}
+        query = {"trigger_id": trigger_id, "status": "pending", "payload_sha256": {"$in": hashes}}
+        fields = ("scope", "payload_sha256", "repeats", "received_at", "first_received_at")
+        found = self._c.find(scoped(tenant, query), dict.fromkeys((*fields, "attempts"), 1))
+        newest: dict[tuple[str, str], Doc] = {}
+        for copy in await found.sort("_id", ASCENDING).to_list(None):
+            newest[copy["scope"], copy["payload_sha256"]] = copy
+        mine: dict[tuple[str, str], Doc] = {}
+        for doc in docs:
+            if "payload_sha256" not in doc:
                 continue
-            if taken:
-                await self._c.delete_many({"_id": {"$in": [t["_id"] for t in taken]}})
-            return
+            key = (doc["scope"], doc["payload_sha256"])
+            if (before := newest.get(key)) is not None:
+                doc["repeats"] = before.get("repeats", 0) + 1
+                doc["first_received_at"] = before.get("first_received_at") or before["received_at"]
+                doc["attempts"] = before.get("attempts", 0)
+            newest[key] = mine[key] = doc
+        return mine
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:
         query = scoped(tenant, {"trigger_id": trigger_id})
@@ -235,7 +218,7 @@ class RejectedStore:
                 scoped(tenant, {"_id": ObjectId(record_id)}),
                 {
                     "$set": {"status": "replayed", "replayed_at": at, "result": result},
-                    "$unset": {"replaying_at": "", "claim": "", "repeat_key": ""},
+                    "$unset": {"replaying_at": "", "claim": ""},
                     "$inc": {"attempts": 1},
                 },
             )
@@ -262,7 +245,7 @@ class RejectedStore:
                 scoped(tenant, {"_id": ObjectId(record_id)}),
                 {
                     "$set": {"status": "replayed", "replayed_at": at, "result": result},
-                    "$unset": {"replaying_at": "", "repeat_key": ""},
+                    "$unset": {"replaying_at": ""},
                     "$inc": {"attempts": 1},
                 },
             )

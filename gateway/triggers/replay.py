@@ -170,7 +170,9 @@ class RejectedPayloads:
     async def _rerun(self, trigger: CompiledTrigger, record: Doc) -> dict[str, Any]:
         payload = orjson.loads(record["payload"])
         origin = Origin("trigger", trigger.id, {"replay_of": str(record["_id"])})
-        # A mapping's {received: time} is when the payload first came, not the replay's time.
+        # A mapping's {received: time} is when the payload came, not the replay's time (the
+        # latest copy's: a payload refused again supersedes its copy only when its mapping
+        # did not read that time, `store/rejected.py`).
         received = record["received_at"]
         if received.tzinfo is None:
             received = received.replace(tzinfo=UTC)
