@@ -91,6 +91,13 @@ async def test_a_run_of_an_older_version_fails_its_step_when_its_template_was_re
     assert step["detail"] == "template 'hello' is for sms, channel 'email' is email"
     assert smtp.received == []
     assert (await get(client, "/api/v1/deliveries"))["items"] == []
+    event = {"type": "entity.created", "entity": {"type": "vehicle", "id": "x"}}
+    dry = await post(
+        client, "/api/v1/flows/test", {"flow": "f", "version": 1, "event": event}, status=200
+    )
+    (shown,) = dry["steps"]
+    assert shown["outcome"] == "failed", shown  # it showed the SMS text as an e-mail
+    assert shown["detail"] == step["detail"]
 
 
 async def test_a_message_that_does_not_fit_its_channel_fails_with_the_reason(
