@@ -257,8 +257,11 @@ def _address(check: BodyCheck, name: str, *, required: bool) -> str | None:
     value = check.text(name, required=required, max_len=320)
     if value is None:
         return None
-    display, address = email.utils.parseaddr(value)
+    # Exactly one: parseaddr reads the first of a list and drops the rest without a word.
+    found = email.utils.getaddresses([value])
+    display, address = found[0] if len(found) == 1 else ("", "")
     if not _ADDRESS.match(address) or any(c in value for c in "\r\n"):
-        check.add(f"/{name}", f'{name} is an address, or "Name <address>"', "format")
+        message = f'{name} is one address, or "Name <address>"'
+        check.add(f"/{name}", message, "format")
         return None
     return email.utils.formataddr((display, address)) if display else address
