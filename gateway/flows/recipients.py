@@ -146,7 +146,7 @@ class RecipientResolver:
     ) -> tuple[dict[str, Any] | None, str, dict[str, Any]]:
         if not isinstance(value, Mapping) or not value:
             return None, "no driver in the context (the fetch found nobody?)", {}
-        fetched = {k: v for k, v in value.items() if v not in (None, "")}
+        fetched = {k: v for k, v in value.items() if v is not None and not _blank(v)}
         # A contact of another type (a number, a list where text goes) is no contact: skipped,
         # so the stored driver's stands (and the skipped one is listed unreachable).
         skipped = {
@@ -203,6 +203,10 @@ def _add(
         if value not in (None, "", []):  # e.g. a stored contact of another type
             reason += f" ({field} is {_shown(value)})"
         found.unreachable.append({"recipient": label, "reason": reason})
+
+
+def _blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
 
 
 def _shown(value: Any) -> str:
