@@ -100,7 +100,9 @@ class ActionUseCases:
             "action_id",
             action_id,
             f"action {current['name']}",
-            sms_action_problem(fields),
+            sms_action_problem,
+            current,
+            fields,
         )
         fields["updated_at"] = utcnow()
         doc = await self._store.actions.update(tenant, action_id, current["rev"], fields)

@@ -98,7 +98,9 @@ class PartnerUseCases:
             "partner_id",
             partner_id,
             f"partner {current['name']}",
-            push_partner_problem(changed),
+            push_partner_problem,
+            current,
+            changed,
         )
         fields["updated_at"] = utcnow()
         doc = await self._store.partners.update(tenant, partner_id, current["rev"], fields, unset)

@@ -9,7 +9,7 @@ setup would refuse is refused, instead of every message failing after it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.errors import Conflict
@@ -33,11 +33,24 @@ def sms_action_problem(action: Mapping[str, Any]) -> str | None:
     return None
 
 
+Check = Callable[[Mapping[str, Any]], str | None]
+
+
 async def refuse_if_channels_need(
-    store: Store, tenant: str, field: str, ref: str, what: str, problem: str | None
+    store: Store,
+    tenant: str,
+    field: str,
+    ref: str,
+    what: str,
+    check: Check,
+    current: Mapping[str, Any],
+    changed: Mapping[str, Any],
 ) -> None:
-    """409 naming the channels whose `field` is `ref`, when the change leaves `problem`."""
-    if problem is None:
+    """409 naming the channels whose `field` is `ref`, when the change (`current` →
+    `changed`, the stored fields) brings `check`'s problem: one already there (data from before
+    the check) does not block other changes."""
+    problem = check(changed)
+    if problem is None or check(current) is not None:
         return
     channels = await store.notify.channels.list(tenant, {field: ref}, after=None, limit=50)
     if channels:
