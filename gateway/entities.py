@@ -262,10 +262,18 @@ class EntityService:
         return doc
 
     async def find(
-        self, tenant: str, etype: str, filters: Mapping[str, Any], *, after: str | None, limit: int
+        self,
+        tenant: str,
+        etype: str,
+        filters: Mapping[str, Any],
+        *,
+        after: str | None,
+        limit: int,
+        excluding: Mapping[str, str] | None = None,
     ) -> list[Doc]:
-        """Entities matching `filters`. A vehicle's `plate` filter finds it by either spelling
-        (old or Mercosul), as `get` does: it is matched on the natural key."""
+        """Entities matching `filters` and none of `excluding` (a field unset is not excluded).
+        A vehicle's `plate` filter finds it by either spelling (old or Mercosul), as `get`
+        does: it is matched on the natural key."""
         self._schemas.require_type(etype)
         nk = None
         plate = filters.get("plate") if etype == "vehicle" else None
@@ -275,7 +283,7 @@ class EntityService:
                 return []
             filters = {k: v for k, v in filters.items() if k != "plate"}
         return await self._store.entities.find(
-            tenant, etype, filters, after=after, limit=limit, nk=nk
+            tenant, etype, filters, after=after, limit=limit, nk=nk, excluding=excluding
         )
 
     async def create(

@@ -14,6 +14,7 @@ from gateway.clock import utcnow
 from gateway.errors import Conflict, NotFound
 from gateway.mapping.expressions import compile_expression
 from gateway.mapping_files.source import MappingSource
+from gateway.notify.channel_needs import refuse_if_channels_need, sms_action_problem
 from gateway.outbound.urls import malformed_template
 from gateway.store import Doc, Store, new_id
 
@@ -93,6 +94,16 @@ class ActionUseCases:
     async def update_action(self, tenant: str, action_id: str, body: Mapping[str, Any]) -> Doc:
         current = await self.get_action(tenant, action_id)
         fields = await self._action_fields(tenant, {**_action_body(current), **body}, current)
+        await refuse_if_channels_need(
+            self._store,
+            tenant,
+            "action_id",
+            action_id,
+            f"action {current['name']}",
+            sms_action_problem,
+            current,
+            fields,
+        )
         fields["updated_at"] = utcnow()
         doc = await self._store.actions.update(tenant, action_id, current["rev"], fields)
         if doc is None:

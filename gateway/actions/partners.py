@@ -18,6 +18,7 @@ from gateway.actions.catalog import Catalog, auth_context, secrets_context
 from gateway.auth.secretbox import SecretBox
 from gateway.clock import utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
 from gateway.outbound.partner_auth import build_auth
 from gateway.store import Doc, Store, new_id
 
@@ -90,6 +91,17 @@ class PartnerUseCases:
             fields.update(
                 status="disabled", disabled_at=utcnow(), probe_at=datetime.max.replace(tzinfo=UTC)
             )
+        changed = {**current, **fields}
+        await refuse_if_channels_need(
+            self._store,
+            tenant,
+            "partner_id",
+            partner_id,
+            f"partner {current['name']}",
+            push_partner_problem,
+            current,
+            changed,
+        )
         fields["updated_at"] = utcnow()
         doc = await self._store.partners.update(tenant, partner_id, current["rev"], fields, unset)
         if doc is None:

@@ -53,7 +53,9 @@ def notification_deliveries(
             assert message.error is not None
             listed.append({"recipient": who, "outcome": "failed", "detail": message.error.detail})
             continue
-        doc = flow_delivery(run, step, f"{run.id}:{step.id}:{n}", DeliveryKind.NOTIFICATION, now)
+        doc = flow_delivery(
+            run, step, notification_id(run.id, step.id, n), DeliveryKind.NOTIFICATION, now
+        )
         doc["notification"] = {
             "channel": channel.name,
             "channel_id": channel.id,
@@ -62,7 +64,7 @@ def notification_deliveries(
             "locale": message.rendered.locale,
             "recipient": message.recipient.as_dict(),
             "parts": message.rendered.parts,
-            "data": _push_data(run.event) if channel.type == "push" else {},
+            "data": push_data(run.event) if channel.type == "push" else {},
             "message_id": _message_id(doc["_id"], channel.email.sender)
             if channel.email is not None
             else None,
@@ -102,7 +104,12 @@ def flow_delivery(
     }
 
 
-def _push_data(event: Mapping[str, Any]) -> dict[str, str]:
+def notification_id(run_id: str, step_id: str, n: int) -> str:
+    """The id of a notify step's `n`th message's delivery: an SMS's idempotency key too."""
+    return f"{run_id}:{step_id}:{n}"
+
+
+def push_data(event: Mapping[str, Any]) -> dict[str, str]:
     """FCM `data` (strings): the event's type, and the plate when it is about a vehicle."""
     data = {"event": str(event.get("type"))}
     plate = (event.get("data") or {}).get("plate")

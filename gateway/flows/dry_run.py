@@ -35,6 +35,7 @@ from gateway.flows.context import (
     sample_event,
     starts,
 )
+from gateway.flows.deliveries import notification_id, push_data
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import CompiledFlow, Step
 from gateway.flows.recipients import answer_after_asked
@@ -51,6 +52,8 @@ from gateway.notify.settings import SettingsService
 from gateway.notify.sms import sms_request
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Store
+
+RUN_ID = "<run id>"  # what a delivery id's run part shows as: the dry run makes no run
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +199,15 @@ class FlowDryRun:
         composed = await self._p.composer.compose(tenant, spec, context)
         decision = await self._decision(tenant, step, composed.channel.type, context)
         messages = []
-        for m in composed.messages:
+        for n, m in enumerate(composed.messages):
             message: dict[str, Any] = {"recipient": m.recipient.as_dict(), "decision": decision}
             if m.rendered is not None:
                 parts = m.rendered.parts
                 message.update(locale=m.rendered.locale, parts=parts)
+                # The delivery's id, as the run makes it; the run's id does not exist yet.
+                key = notification_id(RUN_ID, step.id, n)
                 message["request"] = await self._preview(
-                    tenant, composed.channel, m.recipient, parts
+                    tenant, composed.channel, m.recipient, parts, context["event"], key
                 )
                 if m.rendered.undefined:
                     message["undefined"] = m.rendered.undefined
@@ -246,9 +251,17 @@ class FlowDryRun:
         }
 
     async def _preview(
-        self, tenant: str, channel: Any, recipient: Recipient, parts: Mapping[str, str]
+        self,
+        tenant: str,
+        channel: Any,
+        recipient: Recipient,
+        parts: Mapping[str, str],
+        event: Mapping[str, Any],
+        key: str,
     ) -> dict[str, Any]:
-        """What the provider would receive."""
+        """What the provider would receive, built by the functions the senders use: the FCM
+        body with the event's `data`; the SMS request with the delivery's id as its key
+        (Idempotency-Key, `message.id`), `<run id>` standing for the run's."""
         if channel.email is not None:
             return {
                 "from": channel.email.sender,
@@ -260,7 +273,8 @@ class FlowDryRun:
             if channel.push is not None:
                 partner = await self._p.catalog.partner(tenant, channel.push.partner_id)
                 url = partner.base_url + SEND_PATH.format(project=channel.push.project_id)
-                push = PushMessage(recipient.address, parts["title"], parts["body"])
+                data = push_data(event)
+                push = PushMessage(recipient.address, parts["title"], parts["body"], data)
                 return {"method": "POST", "url": url, "body": fcm_body(push, channel.push.priority)}
             action, partner, mapping = await self._resolve_action(tenant, channel.sms.action_id)
             masked = replace(partner, secrets={n: f"<secret:{n}>" for n in partner.secrets})
@@ -270,10 +284,14 @@ class FlowDryRun:
                 mapping,
                 SmsMessage(recipient.address, parts["text"]),
                 channel.sms.sender,
+                key,
             )
         except (GatewayError, StepFailed) as exc:
             return {"error": getattr(exc, "detail", str(exc))}
-        return _request(request, request.body)
+        note = (
+            f"the key {key} is the delivery's id; {RUN_ID} stands for the run's, made when it runs"
+        )
+        return {**_request(request, request.body), "note": note}
 
     # -- set ---------------------------------------------------------------------------------
 

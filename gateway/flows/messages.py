@@ -59,6 +59,11 @@ class MessageComposer:
             template = await self._templates.compiled(tenant, spec.template)
         except NotFound as exc:
             raise StepFailed(exc.detail) from None
+        if template.channel_type != channel.type:  # retyped since (a flow no longer active)
+            raise StepFailed(
+                f"template {template.name!r} is for {template.channel_type}, "
+                f"channel {channel.name!r} is {channel.type}"
+            )
         found = await self._recipients.resolve(tenant, spec.recipients, channel.type, context)
         base = evaluate(spec.context, context) if spec.context is not None else context
         messages = []

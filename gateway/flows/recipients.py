@@ -13,6 +13,14 @@
 A recipient without the contact the channel needs (a driver with no e-mail, no phone, no push
 token) is *unreachable*: listed with the reason, not sent, never an error of the run. A push
 goes to every token of a driver, one message each.
+
+A fetched driver's contacts replace the stored driver's, but only as text (an e-mail address,
+a phone number) or a list of text (push tokens): a fetched contact of another type (a number,
+a list where text goes) is skipped and listed unreachable with why, and the stored driver's
+contact is used instead, as for a contact the fetch did not give.
+
+`operators: {role}` reaches the active operators with the role (status active or unset, read
+so from the database), oldest first, at most MAX_OPERATORS; more are listed unreachable.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from datetime import datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from gateway.assignments import AssignmentService
 from gateway.clock import from_iso
 from gateway.entities import EntityService
@@ -30,8 +40,10 @@ from gateway.errors import NotFound
 from gateway.flows.model import AssignSpec, DriverSpec, RecipientSpec
 from gateway.notify.notifier import Recipient
 
-MAX_OPERATORS = 50
+MAX_OPERATORS = 500
 _CONTACT = {"email": "e-mail address", "sms": "phone number", "push": "push token"}
+_FIELD = {"email": "email", "sms": "phone", "push": "push_tokens"}
+_CONTACT_TYPE = {"email": str, "phone": str, "push_tokens": list}
 
 
 @dataclass(slots=True)
@@ -59,37 +71,55 @@ class RecipientResolver:
                 found.recipients += [Recipient(a) for a in spec.addresses]
             elif spec.role is not None:
                 operators = await self._operators(tenant, spec.role)
-                for operator in operators:
+                for operator in operators[:MAX_OPERATORS]:
                     _add(found, operator, channel_type, None, f"operator {operator['name']}")
                 if not operators:
                     reason = f"no active operator has role {spec.role}"
                     found.unreachable.append(
                         {"recipient": f"operators {spec.role}", "reason": reason}
                     )
+                elif len(operators) > MAX_OPERATORS:
+                    reason = (
+                        f"more than {MAX_OPERATORS} active operators have role {spec.role}: "
+                        f"the {MAX_OPERATORS} oldest are sent to, the others are not"
+                    )
+                    found.unreachable.append(
+                        {"recipient": f"operators {spec.role}", "reason": reason}
+                    )
             elif spec.driver is not None:
-                driver, why = await self._driver(tenant, spec.driver, context)
+                driver, why, skipped = await self._driver(tenant, spec.driver, context)
                 if driver is None:
                     found.unreachable.append({"recipient": "driver", "reason": why})
                 else:
                     label = f"driver {driver.get('name') or driver.get('cpf')}"
-                    _add(found, driver, channel_type, driver.get("id"), label)
+                    _add(found, driver, channel_type, driver.get("id"), label, skipped)
         return found
 
     async def _operators(self, tenant: str, role: str) -> list[dict[str, Any]]:
+        """The active operators with `role` (status unset is active), oldest first: at most
+        MAX_OPERATORS + 1, so that more than MAX_OPERATORS shows."""
         docs = await self._entities.find(
-            tenant, "operator", {"role": role}, after=None, limit=MAX_OPERATORS
+            tenant,
+            "operator",
+            {"role": role},
+            after=None,
+            limit=MAX_OPERATORS + 1,
+            excluding={"status": "inactive"},
         )
-        return [
-            {**d["data"], "id": str(d["_id"])}
-            for d in docs
-            if d["data"].get("status", "active") == "active"
-        ]
+        return [{**d["data"], "id": str(d["_id"])} for d in docs]
 
     async def _driver(
         self, tenant: str, spec: DriverSpec, context: Mapping[str, Any]
-    ) -> tuple[dict[str, Any] | None, str]:
+    ) -> tuple[dict[str, Any] | None, str, dict[str, Any]]:
+        """The driver, why there is none, and the fetched contacts skipped (by field)."""
         if spec.source is not None:
             return await self._driver_from(tenant, spec.source.value(context))
+        driver, why = await self._assigned(tenant, spec, context)
+        return driver, why, {}
+
+    async def _assigned(
+        self, tenant: str, spec: DriverSpec, context: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, str]:
         vehicle = (
             spec.vehicle.value(context) if spec.vehicle is not None else _event_vehicle(context)
         )
@@ -111,16 +141,26 @@ class RecipientResolver:
             return None, f"vehicle {vehicle} had no driver {at}"
         return await self._driver_entity(tenant, assignment.driver["id"])
 
-    async def _driver_from(self, tenant: str, value: Any) -> tuple[dict[str, Any] | None, str]:
+    async def _driver_from(
+        self, tenant: str, value: Any
+    ) -> tuple[dict[str, Any] | None, str, dict[str, Any]]:
         if not isinstance(value, Mapping) or not value:
-            return None, "no driver in the context (the fetch found nobody?)"
-        driver = dict(value)
+            return None, "no driver in the context (the fetch found nobody?)", {}
+        fetched = {k: v for k, v in value.items() if v is not None and not _blank(v)}
+        # A contact of another type (a number, a list where text goes) is no contact: skipped,
+        # so the stored driver's stands (and the skipped one is listed unreachable).
+        skipped = {
+            k: fetched.pop(k)
+            for k, kind in _CONTACT_TYPE.items()
+            if k in fetched and not isinstance(fetched[k], kind)
+        }
+        driver = fetched
         cpf = driver.get("cpf")
         if isinstance(cpf, str) and cpf:
             stored, _ = await self._driver_entity(tenant, cpf)
             if stored is not None:  # what was fetched is fresher; the entity adds the rest
-                driver = {**stored, **{k: v for k, v in driver.items() if v not in (None, "")}}
-        return driver, ""
+                driver = {**stored, **fetched}
+        return driver, "", skipped
 
     async def _driver_entity(self, tenant: str, ref: str) -> tuple[dict[str, Any] | None, str]:
         try:
@@ -136,20 +176,54 @@ def _add(
     channel_type: str,
     driver_id: str | None,
     label: str,
+    skipped: Mapping[str, Any] | None = None,
 ) -> None:
     name, language = person.get("name"), person.get("language")
+    contact, field = _CONTACT[channel_type], _FIELD[channel_type]
     if channel_type == "push":
-        tokens = [t for t in person.get("push_tokens") or [] if isinstance(t, str) and t]
+        tokens = person.get(field)
+        tokens = [t for t in tokens if isinstance(t, str) and t] if isinstance(tokens, list) else []
         found.recipients += [Recipient(t, name, driver_id, language) for t in tokens]
-        address = tokens[0] if tokens else None
+        reached = bool(tokens)
     else:
-        address = person.get("email" if channel_type == "email" else "phone")
-        if isinstance(address, str) and address:
+        address = person.get(field)
+        reached = False
+        if isinstance(address, str) and address.strip():
             found.recipients.append(Recipient(address, name, driver_id, language))
-    if not address:
-        found.unreachable.append(
-            {"recipient": label, "reason": f"{label} has no {_CONTACT[channel_type]}"}
-        )
+            reached = True
+    if skipped and field in skipped:
+        value = skipped[field]
+        kind = "a list of text" if field == "push_tokens" else "text"
+        then = "the driver record's is used" if reached else f"{label} has no other"
+        reason = f"the fetched {field} {_shown(value)} is not {kind} ({_kind(value)}): {then}"
+        found.unreachable.append({"recipient": label, "reason": reason})
+    elif not reached:
+        value = person.get(field)
+        reason = f"{label} has no {contact}"
+        if value not in (None, "", []):  # e.g. a stored contact of another type
+            reason += f" ({field} is {_shown(value)})"
+        found.unreachable.append({"recipient": label, "reason": reason})
+
+
+def _blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+def _shown(value: Any) -> str:
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "text" if isinstance(value, str) else type(value).__name__
 
 
 def _event_vehicle(context: Mapping[str, Any]) -> str | None:

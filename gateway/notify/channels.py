@@ -23,9 +23,9 @@ from typing import Any
 from gateway.actions.body_check import BodyCheck
 from gateway.auth.secretbox import SecretBox
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
+from gateway.notify.channel_needs import push_partner_problem, sms_action_problem
 from gateway.notify.messages import Channel, EmailSettings, PushSettings, SmsSettings
 from gateway.notify.templates import NAME, Users, _no_users, refuse_if_used
-from gateway.outbound.service_account import AUTH_TYPE
 from gateway.store import Doc, Store, new_id
 
 TYPES = ("email", "push", "sms")
@@ -222,9 +222,8 @@ class ChannelService:
             partner = await self._store.partners.get(tenant, partner_id)
             if partner is None:
                 check.add("/partner_id", f"no partner {partner_id!r} in this tenant", "reference")
-            elif partner["auth_type"] != AUTH_TYPE:
-                message = f"the partner's auth must be {AUTH_TYPE} (FCM's OAuth2 JWT grant)"
-                check.add("/partner_id", message, "reference")
+            elif (problem := push_partner_problem(partner)) is not None:
+                check.add("/partner_id", problem, "reference")
         return {"partner_id": partner_id, "project_id": project, "priority": priority}
 
     async def _sms(self, check: BodyCheck, tenant: str) -> Doc:
@@ -236,9 +235,8 @@ class ChannelService:
             action = await self._store.actions.get(tenant, action_id)
             if action is None:
                 check.add("/action_id", f"no action {action_id!r} in this tenant", "reference")
-            elif action["method"] not in ("POST", "PUT") or not action.get("request_mapping"):
-                message = "an SMS action is a POST or PUT with a request_mapping"
-                check.add("/action_id", message, "reference")
+            elif (problem := sms_action_problem(action)) is not None:
+                check.add("/action_id", problem, "reference")
         return {"action_id": action_id, "from": sender}
 
 
@@ -259,8 +257,11 @@ def _address(check: BodyCheck, name: str, *, required: bool) -> str | None:
     value = check.text(name, required=required, max_len=320)
     if value is None:
         return None
-    display, address = email.utils.parseaddr(value)
+    # Exactly one: parseaddr reads the first of a list and drops the rest without a word.
+    found = email.utils.getaddresses([value])
+    display, address = found[0] if len(found) == 1 else ("", "")
     if not _ADDRESS.match(address) or any(c in value for c in "\r\n"):
-        check.add(f"/{name}", f'{name} is an address, or "Name <address>"', "format")
+        message = f'{name} is one address, or "Name <address>"'
+        check.add(f"/{name}", message, "format")
         return None
     return email.utils.formataddr((display, address)) if display else address

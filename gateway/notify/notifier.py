@@ -6,7 +6,9 @@ A `Notification` is what a delivery will store (phase B: flows render it once, t
 worker sends and retries it): the channel, one recipient, the rendered parts. Everything that
 can go wrong with the notification is an outcome: a deleted channel, partner, action or
 mapping fails it with a message saying which. The database failing a read is not the
-notification's fault: StoreUnavailable passes, and the delivery worker hands it back. When
+notification's fault: StoreUnavailable passes, and the delivery worker hands it back. A
+message whose parts do not fit the channel (rendered from a template of another type) fails,
+saying so. When
 FCM says a device token is UNREGISTERED, the token is removed from the driver it came from.
 """
 
@@ -25,6 +27,7 @@ from gateway.notify.email import EmailSender
 from gateway.notify.messages import Channel, EmailMessage, PushMessage, SendOutcome, SmsMessage
 from gateway.notify.push import FcmSender
 from gateway.notify.sms import SmsSender
+from gateway.notify.templating import REQUIRED
 from gateway.outbound.verdict import Verdict
 
 
@@ -95,6 +98,14 @@ class Notifier:
         self, tenant: str, channel: Channel, notification: Notification
     ) -> SendOutcome:
         parts, to = notification.parts, notification.recipient.address
+        missing = [p for p in REQUIRED[channel.type] if not isinstance(parts.get(p), str)]
+        if missing:  # rendered for another channel type (a template retyped since)
+            return SendOutcome(
+                Verdict.FAIL,
+                f"the message does not fit channel {channel.name} ({channel.type}): it has no "
+                f"{', '.join(missing)} (it has {', '.join(sorted(parts)) or 'nothing'}); was "
+                "its template changed to another channel type?",
+            )
         if channel.email is not None:
             message = EmailMessage(
                 (to,), parts["subject"], parts["text"], parts.get("html"), notification.message_id

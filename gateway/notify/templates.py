@@ -34,12 +34,15 @@ async def _no_users(tenant: str, name: str) -> list[dict[str, Any]]:
     return []
 
 
-async def refuse_if_used(users: Users, tenant: str, what: str, name: str) -> None:
-    """409 naming the flows that still use a channel or template."""
+async def refuse_if_used(
+    users: Users, tenant: str, what: str, name: str, because: str = ""
+) -> None:
+    """409 naming the flows that still use a channel or template (`because`: what it refuses
+    while they do, else the deletion)."""
     found = await users(tenant, name)
     if found:
         named = ", ".join(f"{u['kind']} {u['name']}" for u in found)
-        raise Conflict(f"{what} {name!r} is used by {named}", used_by=found)
+        raise Conflict(f"{what} {name!r} is used by {named}{because}", used_by=found)
 
 
 def public_template(doc: Doc) -> dict[str, Any]:
@@ -90,6 +93,14 @@ class TemplateService:
         if fields["name"] != current["name"]:
             message = "a template keeps its name (flows use it); create a new one instead"
             raise InvalidPayload(message, [FieldProblem("/name", message, "const")])
+        if fields["channel_type"] != current["channel_type"]:
+            # Their channels are of the type it has: another would not fit them (an SMS text
+            # where an e-mail needs a subject). Activation refuses that; so does this.
+            because = (
+                f": its channel_type stays {current['channel_type']} while they do "
+                "(create a new template for the other channel type)"
+            )
+            await refuse_if_used(self.users, tenant, "template", current["name"], because)
         await off_loop(compile_template, fields)
         unset = [k for k in TEMPLATE_FIELDS if k not in fields]
         update = {**fields, "author": author, "updated_at": datetime.now(UTC)}

@@ -251,6 +251,10 @@ def normalize_identifier(name: str, value: str) -> str:
 
 COUNTRY_CODE = "55"  # a number written without one is Brazilian
 _NON_DIGITS = re.compile(r"[^0-9]")
+# How people write one number: digits, spaces (any), - . ( ), one leading "+". Nothing else: a
+# letter ("ramal 22", "r. 5", "ext 7"), "/" or "," says the text is more than a number, and
+# its digits run together would be another number, maybe in another country.
+_PHONE_TEXT = re.compile(r"\+?[0-9\s().-]+")
 
 
 def e164(phone: str) -> str:
@@ -258,8 +262,13 @@ def e164(phone: str) -> str:
     A number written without its country code is Brazilian, as people write it ("(11)
     98765-4321", "011 98765-4321", "0 21 11 98765-4321" with a carrier code); 12 digits or
     more without "+" are E.164 without its "+" (their own country code); a number without its
-    area code is refused."""
+    area code is refused, and so is text with anything but digits, spaces, - . ( ) and a
+    leading "+" (an extension, "ramal 22", or a second number: its digits are no number)."""
     text = phone.strip()
+    if not _PHONE_TEXT.fullmatch(text):
+        raise ValueError(
+            f"{phone!r} is not a phone number (only digits, spaces, - . ( ) and a leading +)"
+        )
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
     digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
     if text.startswith("00"):  # the international prefix, as dialled

@@ -307,8 +307,11 @@ class EntityStore:
         after: str | None,
         limit: int,
         nk: str | None = None,
+        excluding: Mapping[str, str] | None = None,
     ) -> list[Doc]:
         query: Doc = {"type": etype, **_filter_query(etype, filters)}
+        if excluding:  # plain text: never an operator
+            query["$nor"] = [{f"data.{k}": str(v)} for k, v in excluding.items()]
         if nk is not None:
             query["nk"] = nk
         if after is not None:

@@ -92,7 +92,7 @@ async def get_template(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replace a template (its name stays)",
+    "Replace a template (its name stays; its channel_type too while an active flow uses it: 409)",
     tag="templates",
     request=TEMPLATE_BODY,
     response=TEMPLATE,

@@ -1,0 +1,68 @@
+"""An e-mail channel's `from` and `reply_to` are one address each: a list is refused (422 with
+the pointer), never cut to its first address; one address, with a display name even if it
+holds a comma, is kept and sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.partner_double import post
+from tests.smtp_double import HOST, SmtpFactory, smtp_server
+from tests.support import auth
+
+__all__ = ["smtp_server"]  # the fixture
+
+Client = TestClient[Any, Any]
+
+
+def _channel(port: int, **addresses: str) -> dict[str, Any]:
+    smtp = {"host": HOST, "port": port, "security": "none"}
+    return {"name": "email", "type": "email", "smtp": smtp, **addresses}
+
+
+@pytest.mark.parametrize("field", ["from", "reply_to"])
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        "Frota <alertas@acme.com.br>, evil@x.com",
+        "alertas@acme.com.br; evil@x.com",
+        "Frota <alertas@acme.com.br> evil@x.com",
+    ],
+)
+async def test_a_from_or_reply_to_naming_two_addresses_is_refused(
+    client: Client, smtp_server: SmtpFactory, field: str, addresses: str
+) -> None:
+    """The second address used to be dropped without a word (201)."""
+    smtp = await smtp_server()
+    body = _channel(smtp.port, **{"from": "alertas@acme.com.br", field: addresses})
+    response = await client.post("/api/v1/channels", json=body, headers=auth())
+    assert response.status == 422, await response.text()
+    assert response.content_type == "application/problem+json"
+    (problem,) = (await response.json())["errors"]
+    assert problem["pointer"] == f"/{field}"
+    assert "one address" in problem["message"]
+    created = await post(
+        client, "/api/v1/channels", _channel(smtp.port, **{"from": "a@acme.com.br"})
+    )
+    patched = await client.patch(
+        f"/api/v1/channels/{created['id']}", json={field: addresses}, headers=auth()
+    )
+    assert patched.status == 422
+    assert (await patched.json())["errors"][0]["pointer"] == f"/{field}"
+
+
+async def test_one_address_with_a_comma_in_its_display_name_is_kept_whole(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    smtp = await smtp_server()
+    sender = '"Frota, Acme" <alertas@acme.com.br>'
+    await post(
+        client, "/api/v1/channels", _channel(smtp.port, **{"from": sender, "reply_to": sender})
+    )
+    result = await post(client, "/api/v1/channels/email/test", {"to": "ana@x.com"}, status=200)
+    assert result["result"] == "success", result
+    (mail,) = smtp.received
+    assert mail.message["From"] == sender and mail.message["Reply-To"] == sender

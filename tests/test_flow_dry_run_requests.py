@@ -1,0 +1,99 @@
+"""The dry run's provider requests are the ones really sent, built by the same functions: the
+FCM body with its `data`, the SMS request with its idempotency key (`Idempotency-Key` and
+`message.id`), `<run id>` standing for the run's id, which the dry run does not make."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.fcm_double import Fcm, fcm
+from tests.flow_support import drain, get, push_channel
+from tests.partner_double import (
+    create_action,
+    create_partner,
+    post,
+    running_partner,
+    upload_mapping,
+)
+
+__all__ = ["fcm"]  # the fixture
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana", "cpf": "52998224725", "push_tokens": ["tok-1"], "phone": "+5511987654321"}
+# A provider whose API takes its deduplication key in the body: the mapping requires it.
+SMS_WITH_ID = """
+name: sms-with-id
+direction: outbound
+body:
+  id: {from: message.id, required: true}
+  from: {from: message.from, required: true}
+  to: {from: message.to, required: true}
+  text: {from: message.text, required: true}
+"""
+DRIVER = {"driver": {"from": '`{"cpf": "52998224725"}`'}}
+
+
+async def _setup(client: Client, fcm: Fcm, sms_url: str) -> None:
+    await push_channel(client, fcm)
+    await upload_mapping(client, SMS_WITH_ID)
+    provider = await create_partner(client, sms_url, name="sms-provider", auth={"type": "none"})
+    action = await create_action(
+        client, provider["id"], name="sms", path="/messages", request_mapping="sms-with-id"
+    )
+    channel = {"name": "sms", "type": "sms", "action_id": action["id"], "from": "RABBOT"}
+    await post(client, "/api/v1/channels", channel)
+    for name, channel_type, texts in (
+        ("p", "push", {"title": "T", "body": "{{ entity.plate }}"}),
+        ("s", "sms", {"text": "{{ entity.plate }}"}),
+    ):
+        template = {"name": name, "channel_type": channel_type, "locales": {"en": texts}}
+        await post(client, "/api/v1/templates", {**template, "default_locale": "en"})
+    await post(client, "/api/v1/entities/driver", ANA)
+    steps = [
+        {"id": "push", "notify": {"channel": "push", "template": "p", "recipients": [DRIVER]}},
+        {"id": "text", "notify": {"channel": "sms", "template": "s", "recipients": [DRIVER]}},
+    ]
+    flow = {
+        "name": "f",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": steps,
+    }
+    await post(client, "/api/v1/flows", flow)
+
+
+async def test_the_dry_runs_push_and_sms_requests_are_the_ones_sent(
+    client: Client, fcm: Fcm
+) -> None:
+    """The dry run's FCM body had no `data`, and its SMS request neither key: a mapping that
+    requires `message.id` passed the real send and failed the dry run."""
+    async with running_partner() as sms:
+        sms.respond_with(200, {"id": "zv-1"})
+        await _setup(client, fcm, sms.url)
+        event = {
+            "type": "entity.created",
+            "entity": {"type": "vehicle", "id": "x"},
+            "data": {"plate": "ABC1D23"},
+        }
+        dry = await post(client, "/api/v1/flows/test", {"flow": "f", "event": event}, status=200)
+        (push,), (text,) = (step["messages"] for step in dry["steps"])
+        assert "error" not in text["request"], text
+        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+        await drain(client.app[services_key])
+        (run,) = (await get(client, "/api/v1/flows/f/runs"))["items"]
+
+        (sent_push,) = fcm.messages
+        assert push["request"]["body"] == {"message": sent_push}
+        assert sent_push["data"] == {"event": "entity.created", "plate": "ABC1D23"}
+
+        (sent_sms,) = sms.requests
+        key = f"{run['id']}:text:0"  # the delivery's id
+        assert sent_sms.headers["Idempotency-Key"] == key
+        shown = text["request"]
+        assert shown["headers"]["Idempotency-Key"] == "<run id>:text:0"
+        assert shown["body"] == {**orjson.loads(sent_sms.body), "id": "<run id>:text:0"}
+        assert orjson.loads(sent_sms.body)["id"] == key
+        assert "<run id> stands for the run's" in shown["note"]
