@@ -109,6 +109,74 @@ async def test_failing_partner_is_disabled_then_reprobed_and_its_backlog_flows(
     assert 'gateway_partner_status_changes_total{change="enabled"} 1.0' in metrics
 
 
+async def test_probe_of_a_disabled_partner_sends_the_first_of_an_ordered_entity_first(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    # The later delivery waits at the earlier one's old retry time + 1 s, while the earlier
+    # one's retry moved later: by time alone, the probe would send the later one first.
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
+    action = await create_action(
+        client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5, 5, 5, 5]
+    )
+    await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {})
+    for km in (100, 200):
+        response = await client.patch(
+            f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": km}
+        )
+        assert response.status == 200
+    await client.app[services_key].relay.run_until_idle()
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
+    disabled = await _partner_status(client, partner_doc["id"])
+    partner.respond_with(200, {})
+    clock.advance(61)
+    await worker.run_until_idle()  # the probe, then the backlog
+    clock.advance(20)
+    await worker.run_until_idle()
+
+    assert disabled == "disabled"
+    sent = [r.json()["data"]["odometer_km"] for r in partner.requests]
+    assert sent == [100, 100, 100, 200]
+    assert await _partner_status(client, partner_doc["id"]) == "active"
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 503])
+async def test_head_probe_answered_a_retryable_status_leaves_the_partner_disabled(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner, status: int
+) -> None:
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [0, 5]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # disabled; the delivery's schedule is spent: dead
+    partner.respond_with(status, {}, headers={"Retry-After": "600"})
+    clock.advance(61)
+    await worker.run_until_idle()  # no pending delivery: the probe is a HEAD
+    after_retryable = await _partner_status(client, partner_doc["id"])
+    partner.respond_with(404, {})
+    clock.advance(61)
+    await worker.run_until_idle()
+
+    assert [r.method for r in partner.requests] == ["POST", "POST", "HEAD", "HEAD"]
+    assert after_retryable == "disabled"
+    assert await _partner_status(client, partner_doc["id"]) == "active"  # any other answer
+
+
 async def test_admin_can_reenable_a_disabled_partner(client: Client, partner: Partner) -> None:
     partner_doc = await _setup(client, partner, partner_fields={})
 

@@ -14,21 +14,17 @@ answer or no answer, 504 when the partner's timeout passed.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner, build_request
-from gateway.clock import utcnow
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
     InvalidPayload,
     PartnerError,
     PartnerTimeout,
-    PartnerUnavailable,
 )
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
@@ -38,7 +34,6 @@ from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
 _EXCERPT = 500
-_MAX_RETRY_AFTER = 3600  # seconds; the same cap as a partner's Retry-After on deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +85,9 @@ class Proxy:
             response_mapping = request_mapping  # one mapping both ways (one version of it)
         elif action.response_mapping:
             response_mapping = await self._mappings.active(tenant, action.response_mapping)
-        if partner.disabled:
-            raise PartnerUnavailable(
-                f"partner {partner.name} is disabled; it is not called until it is enabled again",
-                retry_after=_until_probe(partner.probe_at),
-                partner_id=partner.id,
-            )
+        if (refused := partner.refusal()) is not None:
+            assert refused.hold is not None
+            raise refused.hold.problem(refused.hold.message, partner_id=partner.id)
         request, _ = build_request(
             action, partner, request_mapping, context, default_body=fields, path_values=fields
         )
@@ -171,20 +163,6 @@ def _raise_for(
             partner_id=partner.id,
             partner_status=outcome.status,
         )
-
-
-def _until_probe(probe_at: datetime | None) -> int:
-    """Retry-After for a disabled partner: until its next probe, within [1 s, 1 h] (an admin
-    disabled it: no probe is planned, and an hour is as good a guess as any)."""
-    if probe_at is None:
-        return _MAX_RETRY_AFTER
-    if probe_at.tzinfo is None:  # as read from the database
-        probe_at = probe_at.replace(tzinfo=UTC)
-    try:
-        seconds = (probe_at - utcnow()).total_seconds()
-    except OverflowError:
-        return _MAX_RETRY_AFTER
-    return min(max(math.ceil(seconds), 1), _MAX_RETRY_AFTER)
 
 
 def _mapped(partner: Partner, map_response: Any, data: Any) -> Any:

@@ -166,25 +166,27 @@ class DeliveryRecorder:
         self._metrics.deliveries.labels("failed").inc()
         return "failed"
 
-    async def defer(self, doc: Doc, token: str, when: datetime, reason: str) -> str:
-        """Pending again at `when` without spending an attempt."""
-        await self._store.deliveries.finish(
-            doc["_id"],
-            token,
-            {
-                "status": DeliveryStatus.PENDING.value,
-                "next_attempt_at": when,
-                "last_error": reason,
-                "updated_at": self._clock(),
-            },
-        )
+    async def defer(
+        self, doc: Doc, token: str, when: datetime, reason: str, partner_id: str | None = None
+    ) -> str:
+        """Pending again at `when` without spending an attempt; with `partner_id`, the
+        disabled partner it waits for (a notification's: claims pass it over)."""
+        fields: Doc = {
+            "status": DeliveryStatus.PENDING.value,
+            "next_attempt_at": when,
+            "last_error": reason,
+            "updated_at": self._clock(),
+        }
+        if partner_id is not None:
+            fields["partner_id"] = partner_id
+        await self._store.deliveries.finish(doc["_id"], token, fields)
         self._metrics.deliveries.labels("deferred").inc()
         return "deferred"
 
     async def settle(self, doc: Doc, token: str, result: SendResult) -> str:
         """What a kind's own sender answered (`kinds.py`) → the delivery's next state."""
         if isinstance(result, Held):
-            return await self.defer(doc, token, result.until, result.reason)
+            return await self.defer(doc, token, result.until, result.reason, result.partner_id)
         now = self._clock()
         if isinstance(result, Dropped):
             suppressed = DeliveryStatus.SUPPRESSED.value
