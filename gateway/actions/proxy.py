@@ -4,7 +4,8 @@
              = {**payload, "tenant": t}                for {"payload": {...}}
     request  = the action's request mapping on the context (no mapping: the entity or the
                payload as the JSON body, path parameters from its top-level fields)
-    answer   = the response mapping on the partner's JSON (no mapping: the JSON as it came)
+    answer   = the response mapping on the partner's JSON (no mapping: the JSON as it came,
+               an answer neither JSON nor XML as its text and content type)
 
 With `write_back`, the mapped answer is merged into the entity (a normal entity write: it is
 validated and emits `entity.updated`). Failures name the partner's status: 502 for an error
@@ -14,6 +15,7 @@ answer or no answer, 504 when the partner's timeout passed.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,7 @@ from gateway.errors import (
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Outcome, Sender
+from gateway.outbound.sender import OtherBody, Outcome, Sender
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
@@ -41,6 +43,10 @@ class ProxyResult:
     status: int
     data: Any
     written: dict[str, Any] | None = None
+    # An answer neither JSON nor XML, as it came: `data` is its text (or, when it is not
+    # text in its charset, base64: `encoding`), `content_type` its media type.
+    content_type: str | None = None
+    encoding: str | None = None
 
 
 class Proxy:
@@ -106,6 +112,9 @@ class Proxy:
         data = outcome.json_body if outcome.readable else None
         if response_mapping is not None:
             data = _mapped(partner, response_mapping.map_response, data)
+        elif (other := outcome.other_body) is not None:
+            assert outcome.status is not None
+            return ProxyResult(outcome.status, *_as_it_came(other))
         written = None
         if action.write_back and entity_doc is not None and isinstance(data, dict):
             result = await self._entities.patch(
@@ -163,6 +172,16 @@ def _raise_for(
             partner_id=partner.id,
             partner_status=outcome.status,
         )
+
+
+def _as_it_came(other: OtherBody) -> tuple[str, None, str, str | None]:
+    """(data, written, content type, encoding) of an answer that is neither JSON nor XML:
+    its text, read in its charset (else UTF-8), or base64 when it is not text in it."""
+    try:
+        return other.body.decode(other.charset or "utf-8"), None, other.media_type, None
+    except (LookupError, UnicodeDecodeError):  # no such codec, or bytes that are not text
+        encoded = base64.b64encode(other.body).decode("ascii")
+        return encoded, None, other.media_type, "base64"
 
 
 def _mapped(partner: Partner, map_response: Any, data: Any) -> Any:

@@ -255,7 +255,7 @@ class DeliveryWorker:
         # As for a probe with a delivery (recording.py): an answer re-enables, but a retryable
         # one (408, 425, 429, 5xx) says the partner is still not taking requests.
         if outcome.status is not None and outcome.verdict is not Verdict.RETRY:
-            await self._health.enable(partner)
+            await self._health.enable(partner, self.clock())
 
     # -- one delivery ------------------------------------------------------------------------
 

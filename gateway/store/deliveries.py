@@ -319,6 +319,22 @@ class DeliveryStore:
                 return claimed
         return None
 
+    async def due_now(self, partner_id: str, now: datetime) -> int:
+        """A partner enabled again: its backlog is due now, not at the retry times it had
+        when the partner was disabled (hours away). Those waiting behind an earlier delivery
+        of their entity stay: the earlier one wakes them."""
+        with translate_errors():
+            result = await self._c.update_many(
+                {
+                    "partner_id": partner_id,
+                    "status": PENDING,
+                    "next_attempt_at": {"$gt": now},
+                    "waiting_for": {"$exists": False},
+                },
+                {"$set": {"next_attempt_at": now}},
+            )
+        return result.modified_count
+
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
         """Extend the leases a live worker still holds (`held`: delivery id → claim token), so
         only the leases of dead workers ever expire."""
