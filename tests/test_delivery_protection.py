@@ -241,6 +241,26 @@ async def test_admin_can_reenable_a_disabled_partner(client: Client, partner: Pa
     assert flowed == Counter(succeeded=1)
 
 
+async def test_a_partner_reenabled_by_hand_has_its_backlog_due_at_once(
+    client: Client, partner: Partner
+) -> None:
+    partner_doc = await _setup(
+        client, partner, partner_fields={}, action={"retry_schedule": [0, 3600]}
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    worker = _driven(client)
+    failed_once = await worker.run_until_idle()  # its retry is an hour away
+    where = f"/api/v1/partners/{partner_doc['id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "disabled"})).status == 200
+    partner.respond_with(200, {})
+    assert (await client.patch(where, headers=auth(), json={"status": "active"})).status == 200
+    flowed = await worker.run_until_idle()
+
+    assert failed_once == Counter(retry=1)
+    assert flowed == Counter(succeeded=1)
+
+
 async def test_open_circuit_defers_without_spending_attempts(
     client: Client, partner: Partner
 ) -> None:

@@ -322,13 +322,16 @@ class DeliveryStore:
     async def due_now(self, partner_id: str, now: datetime) -> int:
         """A partner enabled again: its backlog is due now, not at the retry times it had
         when the partner was disabled (hours away). Those waiting behind an earlier delivery
-        of their entity stay: the earlier one wakes them."""
+        of their entity stay (the earlier one wakes them), and so does a first attempt an
+        action's schedule puts later on purpose. One scan of the partner's deliveries, when
+        it is enabled."""
         with translate_errors():
             result = await self._c.update_many(
                 {
                     "partner_id": partner_id,
                     "status": PENDING,
                     "next_attempt_at": {"$gt": now},
+                    "attempt_count": {"$gt": 0},
                     "waiting_for": {"$exists": False},
                 },
                 {"$set": {"next_attempt_at": now}},
