@@ -114,7 +114,7 @@ class Proxy:
             data = _mapped(partner, response_mapping.map_response, data)
         elif (other := outcome.other_body) is not None:
             assert outcome.status is not None
-            return ProxyResult(outcome.status, *_as_it_came(other))
+            return _as_it_came(outcome.status, other)
         written = None
         if action.write_back and entity_doc is not None and isinstance(data, dict):
             result = await self._entities.patch(
@@ -174,14 +174,15 @@ def _raise_for(
         )
 
 
-def _as_it_came(other: OtherBody) -> tuple[str, None, str, str | None]:
-    """(data, written, content type, encoding) of an answer that is neither JSON nor XML:
-    its text, read in its charset (else UTF-8), or base64 when it is not text in it."""
+def _as_it_came(status: int, other: OtherBody) -> ProxyResult:
+    """An answer that is neither JSON nor XML: its text, read in its charset (else UTF-8),
+    or base64 when it is not text in it, with its media type."""
     try:
-        return other.body.decode(other.charset or "utf-8"), None, other.media_type, None
+        text = other.body.decode(other.charset or "utf-8")
+        return ProxyResult(status, text, None, other.media_type)
     except (LookupError, UnicodeDecodeError):  # no such codec, or bytes that are not text
         encoded = base64.b64encode(other.body).decode("ascii")
-        return encoded, None, other.media_type, "base64"
+        return ProxyResult(status, encoded, None, other.media_type, "base64")
 
 
 def _mapped(partner: Partner, map_response: Any, data: Any) -> Any:

@@ -86,7 +86,7 @@ class DeliveryRecorder:
             doc, action.retry_schedule, verdict, now, outcome.status, error, retry_after
         )
         if status is DeliveryStatus.DEAD and _down_throughout(doc, partner, failing_since, now):
-            assert failing_since is not None and partner.disable_after is not None
+            assert failing_since is not None
             status, fields = self._wait_for_partner(
                 action.retry_schedule, now, fields, partner, failing_since, retry_after
             )

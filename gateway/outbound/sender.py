@@ -71,8 +71,8 @@ class OutboundRequest:
 class Hold:
     """A send our own guard refused before anything left, for a while: an open circuit, our
     rate or concurrency limit, a token endpoint that asked us to wait, a disabled partner
-    (`verdict.HELD`; `catalog.Partner.refusal`). The
-    same request goes again in `seconds`, and was no attempt: no retry spent, no failure.
+    (`verdict.HELD`; `catalog.Partner.refusal`). The same request goes again in `seconds`,
+    and was no attempt: no retry spent, no failure.
 
     Every sender acts on it the same way: a delivery (an action's or a notification's) is
     pending again at that time, an interactive call (a proxy call, a channel's test send)
