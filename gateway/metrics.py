@@ -379,6 +379,8 @@ class Metrics:
         (an action's, an SMS provider's error in a 2xx). Counted in
         `gateway_partner_requests_total` (`verdict.request_result`); the latency of a request
         that went out (an answer, or a timeout, a reset) in its histogram."""
+        if outcome.error == "partner_disabled":  # no call: the partner is disabled (as for
+            return  # a delivery, or a proxy call's 503), which its status says
         result = request_result(outcome.status, outcome.error, verdict)
         self.child(self.partner_requests, partner_id, mode, result).inc()
         if outcome.sent:

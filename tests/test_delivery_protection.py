@@ -4,6 +4,7 @@ backlog, circuit breaker, SSRF refusal, and a graceful worker shutdown."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,118 @@ async def test_failing_partner_is_disabled_then_reprobed_and_its_backlog_flows(
     assert 'gateway_partner_status_changes_total{change="enabled"} 1.0' in metrics
 
 
+async def test_a_partner_down_for_days_with_the_defaults_keeps_its_whole_backlog_for_recovery(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """The default schedule is spent after ~27.6 h, the partner is disabled after 72 h:
+    deliveries the partner failed throughout wait for it in between instead of going `dead`
+    (out of the backlog), so every event of the outage reaches it once it recovers."""
+    client = await aiohttp_client(make_app())
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    services = client.app[services_key]
+    services.guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await create_partner(client, partner.url)  # the defaults
+    action = await create_action(client, partner_doc["id"])
+    await create_subscription(client, action["id"], ("entity.created",))
+    partner.respond_with(503, {})
+    counts: Counter[str] = Counter()
+    plates = [f"ABC1D{n:02d}" for n in range(14)]
+    for hour in range(81):
+        if hour % 6 == 0 and hour // 6 < len(plates):
+            await _vehicles(client, plates[hour // 6])
+        counts += await worker.run_until_idle()
+        clock.advance(3600)
+    status_at_80_hours = await _partner_status(client, partner_doc["id"])
+    waiting = await (await client.get("/api/v1/deliveries?limit=50", headers=auth())).json()
+    partner.respond_with(200, {})
+    sent_before = len(partner.requests)
+    clock.advance(300)  # the next probe
+    recovered = await worker.run_until_idle()
+
+    assert partner_doc["disable_after_hours"] == 72 and action["retry_schedule"] is None
+    assert status_at_80_hours == "disabled"
+    assert "dead" not in counts
+    assert {d["status"] for d in waiting["items"]} == {"pending"}
+    assert recovered == Counter(succeeded=13)  # and the probe's
+    page = await (await client.get("/api/v1/deliveries?limit=50", headers=auth())).json()
+    assert Counter(d["status"] for d in page["items"]) == Counter(succeeded=14)
+    accepted = partner.requests[sent_before:]  # each event once, the probe first
+    assert sorted(r.json()["data"]["plate"] for r in accepted) == plates
+
+
+async def test_probe_of_a_disabled_partner_sends_the_first_of_an_ordered_entity_first(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    # The later delivery waits at the earlier one's old retry time + 1 s, while the earlier
+    # one's retry moved later: by time alone, the probe would send the later one first.
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
+    action = await create_action(
+        client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5, 5, 5, 5]
+    )
+    await create_subscription(client, action["id"])
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {})
+    for km in (100, 200):
+        response = await client.patch(
+            f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": km}
+        )
+        assert response.status == 200
+    await client.app[services_key].relay.run_until_idle()
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
+    disabled = await _partner_status(client, partner_doc["id"])
+    partner.respond_with(200, {})
+    clock.advance(61)
+    await worker.run_until_idle()  # the probe, then the backlog
+    clock.advance(20)
+    await worker.run_until_idle()
+
+    assert disabled == "disabled"
+    sent = [r.json()["data"]["odometer_km"] for r in partner.requests]
+    assert sent == [100, 100, 100, 200]
+    assert await _partner_status(client, partner_doc["id"]) == "active"
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 503])
+async def test_head_probe_answered_a_retryable_status_leaves_the_partner_disabled(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner, status: int
+) -> None:
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
+    action = await create_action(client, partner_doc["id"], retry_schedule=[0, 5])
+    subscription = await create_subscription(client, action["id"], ("entity.created",))
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # disabled
+    # Its one delivery out of the way (it fails at the next probe, unsendable): the
+    # probes after it are a HEAD of the partner's base URL.
+    stop = {"status": "disabled"}
+    where = f"/api/v1/subscriptions/{subscription['id']}"
+    assert (await client.patch(where, headers=auth(), json=stop)).status == 200
+    clock.advance(61)
+    await worker.run_until_idle()
+    partner.respond_with(status, {}, headers={"Retry-After": "600"})
+    clock.advance(61)
+    await worker.run_until_idle()
+    after_retryable = await _partner_status(client, partner_doc["id"])
+    partner.respond_with(404, {})
+    clock.advance(61)
+    await worker.run_until_idle()
+
+    assert [r.method for r in partner.requests] == ["POST", "POST", "HEAD", "HEAD"]
+    assert after_retryable == "disabled"
+    assert await _partner_status(client, partner_doc["id"]) == "active"  # any other answer
+
+
 async def test_admin_can_reenable_a_disabled_partner(client: Client, partner: Partner) -> None:
     partner_doc = await _setup(client, partner, partner_fields={})
 
@@ -125,6 +238,26 @@ async def test_admin_can_reenable_a_disabled_partner(client: Client, partner: Pa
     assert (await disabled.json())["status"] == "disabled"
     assert held == Counter()
     assert (await enabled.json())["status"] == "active"
+    assert flowed == Counter(succeeded=1)
+
+
+async def test_a_partner_reenabled_by_hand_has_its_backlog_due_at_once(
+    client: Client, partner: Partner
+) -> None:
+    partner_doc = await _setup(
+        client, partner, partner_fields={}, action={"retry_schedule": [0, 3600]}
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    worker = _driven(client)
+    failed_once = await worker.run_until_idle()  # its retry is an hour away
+    where = f"/api/v1/partners/{partner_doc['id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "disabled"})).status == 200
+    partner.respond_with(200, {})
+    assert (await client.patch(where, headers=auth(), json={"status": "active"})).status == 200
+    flowed = await worker.run_until_idle()
+
+    assert failed_once == Counter(retry=1)
     assert flowed == Counter(succeeded=1)
 
 

@@ -180,6 +180,38 @@ async def test_a_fetch_held_by_an_open_circuit_waits_for_the_probe_without_spend
     assert run["status"] == "succeeded" and len(partner.requests) == 6
 
 
+async def test_a_fetch_from_a_disabled_partner_is_not_sent_and_waits_without_spending_a_try(
+    client: Client, partner: Partner
+) -> None:
+    """As `invoke` answers 503 "is not called until it is enabled again": the fetch is held
+    (until the partner's next probe; an admin's disabling plans none, so an hour), then
+    goes once the partner is enabled."""
+    fines = await _fines(client, partner)
+    (hr,) = (await get(client, "/api/v1/partners"))["items"]
+    where = f"/api/v1/partners/{hr['id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "disabled"})).status == 200
+    await _upload(client, _lookup_flow())
+    await send_to(client, fines, sample("fine_feed.json"))
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = clock
+    await drain(services)
+
+    (run,) = await _runs(client)
+    assert run["status"] == "pending" and partner.requests == []
+    assert run["waits"] == {
+        "step": "hr",
+        "attempts": 0,
+        "last_error": "not sent: partner HR is disabled; it is not called until it is enabled "
+        "again, retry in 3600 s",
+    }
+    assert (await client.patch(where, headers=auth(), json={"status": "active"})).status == 200
+    clock.advance(3601)
+    await drain(services)
+    (run,) = await _runs(client)
+    assert run["status"] == "succeeded" and len(partner.requests) == 1
+
+
 @pytest.mark.parametrize(
     "uploaded_again", [False, True], ids=["deleted", "deleted and re-uploaded"]
 )

@@ -4,6 +4,7 @@ replayable with the same Message-ID; what goes wrong is an outcome, never a lost
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -450,3 +451,31 @@ async def test_a_refused_service_account_fails_fast_and_sends_again_once_fixed(
     await _vehicle(client, "BRA2E19")
     await drain(client.app[services_key])
     assert [m["notification"]["body"] for m in fcm.messages] == ["BRA2E19"]
+
+
+async def test_a_push_through_a_disabled_partner_waits_unsent_until_it_is_enabled_again(
+    client: Client, fcm: Fcm
+) -> None:
+    await _push_setup(client, fcm, ["phone"])
+    (partner,) = (await get(client, "/api/v1/partners"))["items"]
+    where = f"/api/v1/partners/{partner['id']}"
+    disabled = await client.patch(where, headers=auth(), json={"status": "disabled"})
+    assert disabled.status == 200
+    await _vehicle(client)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await drain(services)
+    (waiting,) = await _deliveries(client)
+    clock.advance(3600)
+    passed_over = await services.delivery_worker.run_until_idle()  # not claimed, not tried
+    enabled = await client.patch(where, headers=auth(), json={"status": "active"})
+    assert enabled.status == 200
+    flowed = await services.delivery_worker.run_until_idle()
+
+    assert waiting["status"] == "pending" and waiting["attempt_count"] == 0
+    assert waiting["partner_id"] == partner["id"]
+    assert "partner FCM is disabled" in waiting["last_error"]
+    assert passed_over == Counter()
+    assert flowed == Counter(succeeded=1)
+    assert [m["token"] for m in fcm.messages] == ["phone"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -316,3 +317,49 @@ async def test_a_partner_answering_204_with_a_body_is_answered_as_its_204(
     body = await response.json()
     assert response.status == 200, body
     assert body == {"status": 204, "data": None}
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "answer"),
+    [
+        (b"hello plain", "text/plain", {"data": "hello plain", "content_type": "text/plain"}),
+        (
+            "ação 42".encode("latin-1"),
+            "text/plain; charset=iso-8859-1",
+            {"data": "ação 42", "content_type": "text/plain"},
+        ),
+        (b"<p>ok</p>", "text/html", {"data": "<p>ok</p>", "content_type": "text/html"}),
+        (
+            b"\x89PNG\r\n\x1a\n\xff",
+            "image/png",
+            {"data": "iVBORw0KGgr/", "content_type": "image/png", "encoding": "base64"},
+        ),
+    ],
+    ids=["text", "latin-1 text", "html", "binary"],
+)
+async def test_an_answer_neither_json_nor_xml_is_returned_as_it_came(
+    client: Client, partner: Partner, raw: bytes, content_type: str, answer: dict[str, Any]
+) -> None:
+    action_id = await _proxy_action(client, partner.url)
+    partner.respond_with(200, raw=raw, headers={"Content-Type": content_type})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 200
+    assert await response.json() == {"status": 200, **answer}
+
+
+async def test_a_text_answer_past_the_read_cap_is_502_like_any_answer(
+    client: Client, partner: Partner
+) -> None:
+    action_id = await _proxy_action(client, partner.url)
+    partner.respond_with(200, raw=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "text/plain"})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 502
+    assert "cap" in (await response.json())["detail"]

@@ -177,3 +177,19 @@ async def test_a_push_channel_needs_a_service_account_partner(client: Client, fc
     )
     pointers = {e["pointer"] for e in (await response.json())["errors"]}
     assert response.status == 422 and pointers == {"/partner_id", "/project_id"}
+
+
+async def test_a_test_send_through_a_disabled_partner_is_503_and_reaches_nobody(
+    client: Client, fcm: Fcm
+) -> None:
+    channel = await _push_channel(client, fcm)
+    where = f"/api/v1/partners/{channel['partner_id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "disabled"})).status == 200
+
+    response = await client.post("/api/v1/channels/push/test", json={"to": TOKEN}, headers=auth())
+
+    body = await response.json()
+    assert response.status == 503, body
+    assert "partner FCM is disabled; it is not called until it is enabled again" in body["detail"]
+    assert 1 <= int(response.headers["Retry-After"]) <= 3600
+    assert fcm.messages == [] and fcm.assertions == []

@@ -189,6 +189,40 @@ async def test_a_run_the_partners_open_circuit_holds_back_is_no_failure_and_goes
     assert await _positions(client) == 1
 
 
+async def test_a_disabled_partner_is_not_polled_and_its_runs_are_held_until_it_is_enabled(
+    client: Client, geotab: GeotabDouble
+) -> None:
+    """As `invoke` answers 503 "is not called until it is enabled again", a schedule run
+    sends nothing to a disabled partner: the run is `held` (no failure, no back-off) and
+    the schedule tries again at its own cadence, so it reads on once the partner is back."""
+    geotab.add_records(1)
+    schedule_id, clock = await _setup(client, geotab)
+    (partner,) = (await get(client, "/api/v1/partners"))["items"]
+    where = f"/api/v1/partners/{partner['id']}"
+    disabled = await client.patch(where, headers=auth(), json={"status": "disabled"})
+    assert disabled.status == 200
+
+    assert await runner(client).run_until_idle() == {"held": 1}
+    assert geotab.calls == [] and geotab.authentications == 0
+    state = await _state(client, schedule_id)
+    assert state["failures"] == 0
+    assert state["last_error"]["kind"] == "partner_disabled"
+    assert (
+        "partner Geotab is disabled; it is not called until it is enabled again"
+        in (state["last_error"]["message"])
+    )
+    waited = datetime.fromisoformat(state["next_run_at"]) - clock.now
+    assert waited.total_seconds() <= 60  # its `every`, not the hour the disabled partner names
+    run = (await runs(client, schedule_id))[0]
+    assert (run["outcome"], run["error"]["kind"]) == ("held", "partner_disabled")
+
+    enabled = await client.patch(where, headers=auth(), json={"status": "active"})
+    assert enabled.status == 200
+    clock.advance(61)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    assert await _positions(client) == 1
+
+
 async def test_an_item_whose_lookup_value_is_an_object_is_kept_and_the_rest_written(
     client: Client, geotab: GeotabDouble
 ) -> None:

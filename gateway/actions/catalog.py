@@ -9,10 +9,11 @@ partner's `rev` is unchanged, so an OAuth2 token survives a cache refresh.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -40,6 +41,7 @@ DEFAULT_TTL_SECONDS = 2.0
 # immediate, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. Eight attempts in all, ~27.5 h.
 DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 _MAX_CACHED = 10_000
+_MAX_PROBE_WAIT = 3600  # seconds; the same cap as a partner's Retry-After on deliveries
 
 
 def auth_context(partner_id: str) -> str:
@@ -72,6 +74,28 @@ class Partner:
     @property
     def disabled(self) -> bool:
         return self.status == "disabled"
+
+    def refusal(self) -> Outcome | None:
+        """None when the partner may be called. A disabled one is not called until it is
+        enabled again: this is the outcome of a call to it, never sent, held (`Outcome.hold`,
+        `partner_disabled`) until its next probe, within [1 s, 1 h] (an admin disabled it:
+        no probe is planned, and an hour is as good a guess as any)."""
+        if not self.disabled:
+            return None
+        message = f"partner {self.name} is disabled; it is not called until it is enabled again"
+        return Outcome(error="partner_disabled", message=message, retry_in=self.seconds_to_probe())
+
+    def seconds_to_probe(self) -> int:
+        if self.probe_at is None:
+            return _MAX_PROBE_WAIT
+        probe_at = self.probe_at
+        if probe_at.tzinfo is None:  # as read from the database
+            probe_at = probe_at.replace(tzinfo=UTC)
+        try:
+            seconds = (probe_at - utcnow()).total_seconds()
+        except OverflowError:
+            return _MAX_PROBE_WAIT
+        return min(max(math.ceil(seconds), 1), _MAX_PROBE_WAIT)
 
     def redactor(self) -> Redactor:
         """Removes this partner's credentials from what it sends back (built per answer: an

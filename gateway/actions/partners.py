@@ -107,6 +107,8 @@ class PartnerUseCases:
         if doc is None:
             raise Conflict("the partner was changed concurrently; retry")
         self._catalog.forget(partner_id)
+        if status == "active" and current.get("status") == "disabled":
+            await self._store.deliveries.due_now(partner_id, utcnow())  # its backlog flows
         return doc
 
     async def delete_partner(self, tenant: str, partner_id: str) -> None:

@@ -4,7 +4,8 @@
              = {**payload, "tenant": t}                for {"payload": {...}}
     request  = the action's request mapping on the context (no mapping: the entity or the
                payload as the JSON body, path parameters from its top-level fields)
-    answer   = the response mapping on the partner's JSON (no mapping: the JSON as it came)
+    answer   = the response mapping on the partner's JSON (no mapping: the JSON as it came,
+               an answer neither JSON nor XML as its text and content type)
 
 With `write_back`, the mapped answer is merged into the entity (a normal entity write: it is
 validated and emits `entity.updated`). Failures name the partner's status: 502 for an error
@@ -14,31 +15,27 @@ answer or no answer, 504 when the partner's timeout passed.
 from __future__ import annotations
 
 import asyncio
-import math
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner, build_request
-from gateway.clock import utcnow
 from gateway.entities import EntityService, Origin, public
 from gateway.errors import (
     BadRequest,
     InvalidPayload,
     PartnerError,
     PartnerTimeout,
-    PartnerUnavailable,
 )
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.sender import Outcome, Sender
+from gateway.outbound.sender import OtherBody, Outcome, Sender
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 
 _EXCERPT = 500
-_MAX_RETRY_AFTER = 3600  # seconds; the same cap as a partner's Retry-After on deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +43,10 @@ class ProxyResult:
     status: int
     data: Any
     written: dict[str, Any] | None = None
+    # An answer neither JSON nor XML, as it came: `data` is its text (or, when it is not
+    # text in its charset, base64: `encoding`), `content_type` its media type.
+    content_type: str | None = None
+    encoding: str | None = None
 
 
 class Proxy:
@@ -90,12 +91,9 @@ class Proxy:
             response_mapping = request_mapping  # one mapping both ways (one version of it)
         elif action.response_mapping:
             response_mapping = await self._mappings.active(tenant, action.response_mapping)
-        if partner.disabled:
-            raise PartnerUnavailable(
-                f"partner {partner.name} is disabled; it is not called until it is enabled again",
-                retry_after=_until_probe(partner.probe_at),
-                partner_id=partner.id,
-            )
+        if (refused := partner.refusal()) is not None:
+            assert refused.hold is not None
+            raise refused.hold.problem(refused.hold.message, partner_id=partner.id)
         request, _ = build_request(
             action, partner, request_mapping, context, default_body=fields, path_values=fields
         )
@@ -114,6 +112,9 @@ class Proxy:
         data = outcome.json_body if outcome.readable else None
         if response_mapping is not None:
             data = _mapped(partner, response_mapping.map_response, data)
+        elif (other := outcome.other_body) is not None:
+            assert outcome.status is not None
+            return _as_it_came(outcome.status, other)
         written = None
         if action.write_back and entity_doc is not None and isinstance(data, dict):
             result = await self._entities.patch(
@@ -173,18 +174,15 @@ def _raise_for(
         )
 
 
-def _until_probe(probe_at: datetime | None) -> int:
-    """Retry-After for a disabled partner: until its next probe, within [1 s, 1 h] (an admin
-    disabled it: no probe is planned, and an hour is as good a guess as any)."""
-    if probe_at is None:
-        return _MAX_RETRY_AFTER
-    if probe_at.tzinfo is None:  # as read from the database
-        probe_at = probe_at.replace(tzinfo=UTC)
+def _as_it_came(status: int, other: OtherBody) -> ProxyResult:
+    """An answer that is neither JSON nor XML: its text, read in its charset (else UTF-8),
+    or base64 when it is not text in it, with its media type."""
     try:
-        seconds = (probe_at - utcnow()).total_seconds()
-    except OverflowError:
-        return _MAX_RETRY_AFTER
-    return min(max(math.ceil(seconds), 1), _MAX_RETRY_AFTER)
+        text = other.body.decode(other.charset or "utf-8")
+        return ProxyResult(status, text, None, other.media_type)
+    except (LookupError, UnicodeDecodeError):  # no such codec, or bytes that are not text
+        encoded = base64.b64encode(other.body).decode("ascii")
+        return ProxyResult(status, encoded, None, other.media_type, "base64")
 
 
 def _mapped(partner: Partner, map_response: Any, data: Any) -> Any:

@@ -4,7 +4,8 @@ what that sender answers. Pure types; the senders live with what they send (`not
 
     Attempted  something was tried: a verdict (success, retry, fail), recorded as an attempt;
                a retry follows `schedule` (and `retry_after`), like a webhook's
-    Held       not now (quiet hours): pending again at `until`, no attempt spent
+    Held       not now (quiet hours, a disabled partner): pending again at `until`, no
+               attempt spent
     Dropped    never: final status `suppressed` (a cooldown, quiet hours that suppress)
 """
 
@@ -34,6 +35,9 @@ class Attempted:
 class Held:
     until: datetime
     reason: str
+    # The disabled partner it waits for: noted on the delivery, whose claims then pass it
+    # over until the partner is enabled again (as an action's deliveries to that partner).
+    partner_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,15 +42,21 @@ class PartnerHealth:
         """Learn which partners are disabled (by any process)."""
         self.disabled = set(await self._store.partners.disabled_ids())
 
-    async def note(self, partner: Partner, verdict: Verdict, now: datetime) -> None:
+    @property
+    def probe_seconds(self) -> float:
+        return self._probe_seconds
+
+    async def note(self, partner: Partner, verdict: Verdict, now: datetime) -> datetime | None:
+        """Count an answer (or its absence) for or against the partner; after a retryable
+        failure, since when the partner has been failing (None after anything else)."""
         if verdict is not Verdict.RETRY:
             if partner.id in self._failing or partner.failing_since is not None:
                 self._failing.discard(partner.id)
                 await self._store.partners.note_success(partner.tenant, partner.id)
-            return
+            return None
         self._failing.add(partner.id)
         doc = await self._store.partners.note_failure(partner.tenant, partner.id, now)
-        since = doc.get("failing_since") if doc else None
+        since: datetime | None = doc.get("failing_since") if doc else None
         if (
             doc is None
             or since is None
@@ -58,7 +64,7 @@ class PartnerHealth:
             or doc.get("status", "active") != "active"
             or now - since < partner.disable_after
         ):
-            return
+            return since
         probe_at = now + timedelta(seconds=self._probe_seconds)
         if await self._store.partners.disable(partner.tenant, partner.id, now, probe_at):
             log.warning(
@@ -70,11 +76,13 @@ class PartnerHealth:
             self._metrics.partner_disabled.labels("disabled").inc()
         self.disabled.add(partner.id)
         self._catalog.forget(partner.id)
+        return since
 
-    async def enable(self, partner: Partner) -> None:
+    async def enable(self, partner: Partner, now: datetime) -> None:
         if await self._store.partners.enable(partner.tenant, partner.id):
             log.warning("partner %s answers again: re-enabled", partner.id)
             self._metrics.partner_disabled.labels("enabled").inc()
+            await self._store.deliveries.due_now(partner.id, now)  # its backlog flows
         self.disabled.discard(partner.id)
         self._failing.discard(partner.id)
         self._catalog.forget(partner.id)

@@ -37,7 +37,7 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
 from gateway.clock import utcnow
-from gateway.delivery.kinds import KindSender
+from gateway.delivery.kinds import Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
 from gateway.delivery.recording import DeliveryRecorder
@@ -48,6 +48,7 @@ from gateway.metrics import Metrics
 from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.sender import OutboundRequest, Sender
+from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
 from gateway.store.deliveries import SHARDS
 
@@ -251,8 +252,10 @@ class DeliveryWorker:
             guard=self._guard(partner),
             auth=partner.auth,
         )
-        if outcome.status is not None and outcome.status < 500:
-            await self._health.enable(partner)
+        # As for a probe with a delivery (recording.py): an answer re-enables, but a retryable
+        # one (408, 425, 429, 5xx) says the partner is still not taking requests.
+        if outcome.status is not None and outcome.verdict is not Verdict.RETRY:
+            await self._health.enable(partner, self.clock())
 
     # -- one delivery ------------------------------------------------------------------------
 
@@ -308,7 +311,10 @@ class DeliveryWorker:
     async def _prepare_and_send(self, doc: Doc, token: str, probe: bool) -> str:
         own = self._senders.get(doc.get("kind", DeliveryKind.WEBHOOK))
         if own is not None:
-            return await self._recorder.settle(doc, token, await own.send(doc, self.clock()))
+            result = await own.send(doc, self.clock())
+            if isinstance(result, Held) and result.partner_id is not None:
+                self._health.disabled.add(result.partner_id)  # claims pass it over from now
+            return await self._recorder.settle(doc, token, result)
         try:
             target = await resolve_target(doc, self._catalog)
         except Unsendable as exc:
@@ -319,7 +325,9 @@ class DeliveryWorker:
             return await self._recorder.defer(
                 doc, token, self.clock() + _SECOND * 5, f"partner {partner.name} is disabled"
             )
-        if doc.get("order_key") and not probe and await self._must_wait(doc, token):
+        # A probe too: it is the first open delivery of its order key (claim_for_partner),
+        # unless one was created or replayed since.
+        if doc.get("order_key") and await self._must_wait(doc, token):
             return "waiting"
         try:
             request = await delivery_request(

@@ -140,7 +140,8 @@ class StepRunner:
         local = plain({**context, **evaluate(step.values, context)})
         request, _ = _build(action, partner, mapping, local)
         guard = self._p.guards.get(partner.id, partner.guard)
-        outcome = await self._p.sender.send(
+        # A disabled partner is not called: the step waits (held), as `invoke` answers 503.
+        outcome = partner.refusal() or await self._p.sender.send(
             request, partner_id=partner.id, guard=guard, auth=partner.auth
         )
         verdict = action.verdict(outcome)

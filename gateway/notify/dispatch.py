@@ -37,6 +37,10 @@ from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 from gateway.store.notify import CooldownStore
 
+# A delivery held for a disabled partner is due again this soon: by then the worker's claims
+# pass it over (its `partner_id`) until the partner is enabled, when it is due at once.
+_RECHECK = timedelta(seconds=5)
+
 
 class NotificationSender:
     def __init__(
@@ -60,6 +64,9 @@ class NotificationSender:
         outcome = await self._notifier.send(tenant, _notification(message, str(doc["_id"])))
         if (cooldown := message.get("cooldown")) is not None:
             await self._settle(tenant, cooldown, message["claim"], now, outcome.verdict)
+        if outcome.waits_for is not None:  # a disabled partner: waits as its deliveries do
+            reason = f"not sent: {outcome.hold.message}" if outcome.hold else outcome.detail
+            return Held(now + _RECHECK, reason, partner_id=outcome.waits_for)
         if (hold := outcome.hold) is not None:  # not sent: the same wait as an action's
             return Held(now + timedelta(seconds=hold.seconds), hold.describe())
         return Attempted(

@@ -90,6 +90,9 @@ class SendOutcome:
     # Not sent: our own guard held the request back for a while (an open circuit, a rate
     # limit, a token endpoint's wait). No attempt: the delivery waits `hold.seconds`.
     hold: Hold | None = None
+    # Not sent because this partner (the push channel's, the SMS action's) is disabled: the
+    # delivery waits for it like the partner's other deliveries.
+    waits_for: str | None = None
 
     @classmethod
     def held(cls, hold: Hold, request: Mapping[str, Any]) -> SendOutcome:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from gateway.actions.catalog import Catalog
+from gateway.actions.catalog import Catalog, Partner
 from gateway.entities import EntityService, Origin
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.mapping import CompiledMapping
@@ -113,11 +113,15 @@ class Notifier:
             return await self._email.send(channel.email, message)
         if channel.push is not None:
             partner = await self._catalog.partner(tenant, channel.push.partner_id)
+            if (refused := _refused(partner)) is not None:
+                return refused
             push = PushMessage(to, parts["title"], parts["body"], notification.data)
             return await self._push.send(channel.push, partner, push)
         assert channel.sms is not None
         action = await self._catalog.action(tenant, channel.sms.action_id)
         partner = await self._catalog.partner(tenant, action.partner_id)
+        if (refused := _refused(partner)) is not None:
+            return refused
         if action.request_mapping is None:
             return SendOutcome(Verdict.FAIL, f"action {action.name} has no request mapping")
         mapping = await self._mappings.active(tenant, action.request_mapping)
@@ -145,3 +149,19 @@ class Notifier:
         except NotFound:
             return False
         return written is not None
+
+
+def _refused(partner: Partner) -> SendOutcome | None:
+    """A disabled partner is not called until it is enabled again (as by `invoke`)."""
+    refusal = partner.refusal()
+    if refusal is None or refusal.hold is None:
+        return None
+    hold = refusal.hold
+    return SendOutcome(
+        Verdict.RETRY,
+        hold.describe(),
+        retry_after=hold.seconds,
+        request={"partner_id": partner.id},
+        hold=hold,
+        waits_for=partner.id,
+    )

@@ -70,8 +70,9 @@ class OutboundRequest:
 @dataclass(frozen=True, slots=True)
 class Hold:
     """A send our own guard refused before anything left, for a while: an open circuit, our
-    rate or concurrency limit, a token endpoint that asked us to wait (`verdict.HELD`). The
-    same request goes again in `seconds`, and was no attempt: no retry spent, no failure.
+    rate or concurrency limit, a token endpoint that asked us to wait, a disabled partner
+    (`verdict.HELD`; `catalog.Partner.refusal`). The same request goes again in `seconds`,
+    and was no attempt: no retry spent, no failure.
 
     Every sender acts on it the same way: a delivery (an action's or a notification's) is
     pending again at that time, an interactive call (a proxy call, a channel's test send)
@@ -94,6 +95,15 @@ class Hold:
 
 
 @dataclass(frozen=True, slots=True)
+class OtherBody:
+    """An answer's body that is neither JSON nor XML, with what its Content-Type says."""
+
+    body: bytes
+    media_type: str  # e.g. text/plain ("application/octet-stream" when none is given)
+    charset: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to one request. `status` is None when no HTTP answer came back."""
 
@@ -112,6 +122,9 @@ class Outcome:
     latency_ms: float = 0.0
     error: ErrorKind | None = None
     message: str | None = None  # human detail for `error`, never carrying credentials
+    # A 2xx body that is neither JSON nor XML, whole (within the read cap): the proxy
+    # returns it as it came.
+    other_body: OtherBody | None = None
     # Seconds to wait that we know of without a Retry-After header: for an unsent outcome,
     # until our guard lets a request through; for a token endpoint's answer, its Retry-After.
     retry_in: float | None = None
@@ -337,6 +350,9 @@ class Sender:
             message = declared_body(response)
         if message is None and 300 <= response.status < 400:
             message = _not_followed(response.headers.get("Location"))
+        other = None
+        if error is None and not (is_json or is_xml) and body and 200 <= response.status < 300:
+            other = OtherBody(body, content_type, charset)
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
@@ -347,6 +363,7 @@ class Sender:
             latency_ms=latency_ms,
             error=error,
             message=message,
+            other_body=other,
         )
 
     async def _read_body(

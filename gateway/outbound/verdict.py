@@ -21,11 +21,14 @@ ErrorKind = Literal[
     "auth_waiting",  # the token endpoint asked us to wait (Retry-After) and we do: never sent
     "rate_limited",  # our own per-partner rate/concurrency limit: never sent
     "circuit_open",  # the partner's circuit breaker is open: never sent
+    "partner_disabled",  # the partner is disabled (by an admin, or after failing): never sent
 ]
 
 # Error kinds of a request our own guard held back for a while (it names how long): nothing
 # went out, and the same request is to be made again then, without counting as an attempt.
-HELD: frozenset[ErrorKind] = frozenset({"rate_limited", "circuit_open", "auth_waiting"})
+HELD: frozenset[ErrorKind] = frozenset(
+    {"rate_limited", "circuit_open", "auth_waiting", "partner_disabled"}
+)
 # Error kinds for which no request reached the partner: the held ones, and `blocked`, which
 # never will (a permanent failure).
 NOT_SENT: frozenset[ErrorKind] = HELD | {"blocked"}

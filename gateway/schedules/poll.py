@@ -152,7 +152,8 @@ class Poll:
                     f"cannot build the request: {exc.detail}",
                     problems=[p.as_dict() for p in exc.problems],
                 ) from None
-            outcome = await self._c.sender.send(
+            # A disabled partner is not called (a held run, `calls.read_page`), as by `invoke`.
+            outcome = partner.refusal() or await self._c.sender.send(
                 request,
                 partner_id=partner.id,
                 guard=self._c.guards.get(partner.id, partner.guard),

@@ -243,10 +243,15 @@ class ScheduleRunner:
         now: datetime,
     ) -> dict[str, Any]:
         if failure is not None and failure.held:  # no attempt: the streak stays, no back-off
+            # Again when the hold ends, or at the next regular run if that comes first (a
+            # disabled partner's hold lasts until its probe, up to an hour: re-enabled by an
+            # admin, it is read again on the schedule's own cadence).
+            held_until = now + timedelta(seconds=failure.retry_after or 1)
+            regular = every_from_doc(doc["every"]).next_after(started_at)
             return {
                 "last_error": failure.as_doc(now),
                 "last_run_at": started_at,
-                "next_run_at": now + timedelta(seconds=failure.retry_after or 1),
+                "next_run_at": max(min(held_until, regular), now),
             }
         if failure is not None:
             failures = int(doc.get("failures") or 0) + 1

@@ -26,7 +26,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
-from gateway.models import DeliveryStatus
+from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.store.client import (
     EVENT_CHILD_CURSOR,
     EVENT_ID,
@@ -81,6 +81,8 @@ FILTERS = {
 _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
 _LIST_PROJECTION = {"attempts": 0, "event.data": 0}
 _ABSENT = object()
+_NOTICE = DeliveryKind.NOTIFICATION.value
+_PROBE_PICKS = 5  # deliveries a probe looks at before it settles for a HEAD
 
 
 class DeliveryStore:
@@ -278,14 +280,63 @@ class DeliveryStore:
     async def claim_for_partner(
         self, partner_id: str, token: str, lease_until: datetime
     ) -> Doc | None:
-        """The partner's oldest pending delivery, due or not: the probe of a disabled partner."""
+        """The probe of a disabled partner: its pending action call (a webhook or a flow
+        call; notifications send themselves, not as probes) due first, due or not. An ordered
+        one gives way to the first open delivery of its order key, which goes before it
+        whatever their times (SPEC §5: an ERP never sees mileage go backwards); a key whose
+        first is in flight is passed over."""
+        passed: builtins.list[str] = []
+        for _ in range(_PROBE_PICKS):
+            query: Doc = {"partner_id": partner_id, "status": PENDING, "kind": {"$ne": _NOTICE}}
+            if passed:
+                query["order_key"] = {"$nin": passed}
+            with translate_errors():
+                first = await self._c.find_one(query, sort=[("next_attempt_at", ASCENDING)])
+                if first is None:
+                    return None
+                key = first.get("order_key")
+                if isinstance(key, str) and key:
+                    head = await self._c.find_one(
+                        {"order_key": key, "status": {"$in": [PENDING, IN_FLIGHT]}},
+                        sort=[("seq", ASCENDING)],
+                    )
+                    if head is not None and head["status"] == IN_FLIGHT:
+                        passed.append(key)
+                        continue
+                    first = head or first
+                claimed = await self._c.find_one_and_update(
+                    {"_id": first["_id"], "status": PENDING},
+                    {
+                        "$set": {
+                            "status": IN_FLIGHT,
+                            "lease_owner": token,
+                            "lease_until": lease_until,
+                        }
+                    },
+                    return_document=ReturnDocument.AFTER,
+                )
+            if claimed is not None:
+                return claimed
+        return None
+
+    async def due_now(self, partner_id: str, now: datetime) -> int:
+        """A partner enabled again: its backlog is due now, not at the retry times it had
+        when the partner was disabled (hours away). Those waiting behind an earlier delivery
+        of their entity stay (the earlier one wakes them), and so does a first attempt an
+        action's schedule puts later on purpose. One scan of the partner's deliveries, when
+        it is enabled."""
         with translate_errors():
-            return await self._c.find_one_and_update(
-                {"partner_id": partner_id, "status": PENDING},
-                {"$set": {"status": IN_FLIGHT, "lease_owner": token, "lease_until": lease_until}},
-                sort=[("next_attempt_at", ASCENDING)],
-                return_document=ReturnDocument.AFTER,
+            result = await self._c.update_many(
+                {
+                    "partner_id": partner_id,
+                    "status": PENDING,
+                    "next_attempt_at": {"$gt": now},
+                    "attempt_count": {"$gt": 0},
+                    "waiting_for": {"$exists": False},
+                },
+                {"$set": {"next_attempt_at": now}},
             )
+        return result.modified_count
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
         """Extend the leases a live worker still holds (`held`: delivery id → claim token), so

@@ -84,7 +84,13 @@ INVOKE: dict[str, Any] = {
 }
 INVOKED: dict[str, Any] = {
     "type": "object",
-    "properties": {"status": {"type": "integer"}, "data": {}, "written": {"type": "object"}},
+    "properties": {
+        "status": {"type": "integer"},
+        "data": {},
+        "written": {"type": "object"},
+        "content_type": {"type": "string"},
+        "encoding": {"type": "string", "enum": ["base64"]},
+    },
 }
 SUBSCRIPTION: dict[str, Any] = {
     "type": "object",
@@ -216,6 +222,10 @@ async def invoke_action(request: web.Request) -> web.Response:
     answer: dict[str, Any] = {"status": result.status, "data": result.data}
     if result.written is not None:
         answer["written"] = result.written
+    if result.content_type is not None:
+        answer["content_type"] = result.content_type
+    if result.encoding is not None:
+        answer["encoding"] = result.encoding
     return json_response(answer)
 
 
