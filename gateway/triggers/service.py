@@ -36,6 +36,7 @@ from gateway.triggers.spec import (
     new_token_id,
     new_trigger_id,
     public_trigger,
+    whole_numbers,
 )
 
 MAX_GRACE_SECONDS: Final = 30 * 24 * 3600
@@ -107,7 +108,7 @@ class TriggerService:
     ) -> IssuedTrigger:
         """`create("acme", name="gps", entity_type="vehicle", mapping="osmand")`, or a
         specification mapping as the admin API receives it."""
-        spec = {**(spec or {}), **fields}
+        spec = whole_numbers({**(spec or {}), **fields})
         await self._check(tenant, spec)
         now = self._clock()
         doc = document(
@@ -128,7 +129,7 @@ class TriggerService:
         self, tenant: str, trigger_id: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
-            spec = merge_patch(doc, patch)
+            spec = whole_numbers(merge_patch(doc, patch))
             # A trigger stored with GET before GET was refused to body-signed ones keeps it
             # through a change of anything else (spec.py `_signed_get_problems`).
             await self._check(tenant, spec, signed_get=changes_access(doc, patch))
@@ -171,7 +172,8 @@ class TriggerService:
         hmac trigger may take the partner's new `secret` instead of one issued here."""
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             message = f"/grace_seconds: must be between 0 and {MAX_GRACE_SECONDS}"
-            raise invalid("rotation", [FieldProblem("/grace_seconds", message, "maximum")])
+            keyword = "minimum" if grace_seconds < 0 else "maximum"
+            raise invalid("rotation", [FieldProblem("/grace_seconds", message, keyword)])
         issued: dict[str, str | None] = {}
 
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:

@@ -17,6 +17,7 @@ from gateway.auth.partner_hmac import (
     SECRET_ENCODINGS,
 )
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import whole_number
 from gateway.schemas import ENTITY_TYPES, compile_schema
 from gateway.schemas.compiled import invalid
 from gateway.store import Doc
@@ -145,6 +146,20 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
     ],
 }
 _VALIDATOR = compile_schema(TRIGGER_SCHEMA)
+
+
+def _integer_paths(schema: Mapping[str, Any], at: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Where the schema's integer settings sit (max_batch_items, rate_limit.burst, ...)."""
+    found: list[tuple[str, ...]] = []
+    for name, sub in schema.get("properties", {}).items():
+        if sub.get("type") == "integer":
+            found.append((*at, name))
+        elif isinstance(sub.get("properties"), dict):
+            found += _integer_paths(sub, (*at, name))
+    return found
+
+
+_INTEGER_PATHS: Final = _integer_paths(TRIGGER_SCHEMA)
 # What PATCH may change; target, entity_type, kind and the auth mode are fixed at creation.
 PATCHABLE: Final = frozenset(TRIGGER_SCHEMA["properties"]) - {"entity_type", "kind", "target"}
 _PARTNER_JWT_FIELDS: Final = ("jwks_url", "public_key_pem", "algorithms", "issuer", "audience")
@@ -157,6 +172,24 @@ def new_trigger_id() -> str:
 
 def new_token_id() -> str:
     return secrets.token_urlsafe(12)
+
+
+def whole_numbers(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The specification with its integer settings given as `600.0` read as 600 (JSON
+    Schema's integers), so they meet the same caps and are stored as integers."""
+    out = dict(spec)
+    for path in _INTEGER_PATHS:
+        holder: Any = out
+        for name in path[:-1]:
+            inner = holder.get(name)
+            if not isinstance(inner, Mapping):
+                break
+            holder[name] = holder = dict(inner)
+        else:
+            value = holder.get(path[-1])
+            if isinstance(value, float) and (number := whole_number(value)) is not None:
+                holder[path[-1]] = number
+    return out
 
 
 def check_spec(
@@ -179,8 +212,8 @@ def check_spec(
         ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
         ("max_batch_items", max_batch_items, "GATEWAY_MAX_BATCH_ITEMS"),
     ):
-        value = spec.get(name)
-        if isinstance(value, int) and value > ceiling:
+        value = whole_number(spec.get(name))
+        if value is not None and value > ceiling:
             message = f"/{name}: at most {ceiling} ({setting})"
             problems.append(FieldProblem(f"/{name}", message, "maximum"))
     if problems:

@@ -1,0 +1,93 @@
+"""Fixes for the API tester's findings (2026-12-05): each test reproduces one finding through
+HTTP against the app and proves the behaviour the contract asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from bson import ObjectId
+
+from gateway.web.state import services_key
+from tests.partner_double import create_partner
+from tests.support import auth
+from tests.triggers_support import Client, bearer, create_trigger
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def _raw(client: Client, method: str, path: str, text: str) -> tuple[int, Any]:
+    """A JSON body sent as written: `600.0` stays a float on the wire."""
+    response = await client.request(method, path, data=text, headers={**auth(), **JSON})
+    return response.status, await response.json()
+
+
+# -- 1. integer settings written as floats ---------------------------------------------------
+
+
+async def test_trigger_limits_written_as_floats_meet_the_operators_caps(client: Client) -> None:
+    status, body = await _raw(
+        client,
+        "POST",
+        "/api/v1/triggers",
+        '{"name": "f", "entity_type": "vehicle", "max_batch_items": 600.0}',
+    )
+    assert status == 422, body
+    assert body["errors"][0]["pointer"] == "/max_batch_items"
+    assert "GATEWAY_MAX_BATCH_ITEMS" in body["errors"][0]["message"]
+    status, body = await _raw(
+        client,
+        "POST",
+        "/api/v1/triggers",
+        '{"name": "f", "entity_type": "vehicle", "max_body_bytes": 2000000.0}',
+    )
+    assert status == 422, body
+    assert "GATEWAY_MAX_BODY_BYTES" in body["errors"][0]["message"]
+
+    trigger = await create_trigger(client)
+    path = f"/api/v1/triggers/{trigger['id']}"
+    status, body = await _raw(client, "PATCH", path, '{"max_batch_items": 700.0}')
+    assert status == 422, body
+    assert body["errors"][0]["pointer"] == "/max_batch_items"
+
+    # Within the caps, an integral float is the integer, stored as one.
+    status, body = await _raw(
+        client,
+        "PATCH",
+        path,
+        '{"max_batch_items": 3.0, "max_body_bytes": 4096.0, '
+        '"rate_limit": {"per_second": 5, "burst": 7.0}}',
+    )
+    assert status == 200, body
+    assert body["max_batch_items"] == 3 and body["max_body_bytes"] == 4096
+    stored = await client.app[services_key].store.db["triggers"].find_one({"_id": trigger["id"]})
+    assert type(stored["max_batch_items"]) is int and type(stored["max_body_bytes"]) is int
+    assert type(stored["rate_limit"]["burst"]) is int
+    items = [{"plate": f"FLT{n}A1{n}"} for n in range(4)]
+    response = await client.post(f"/hooks/{trigger['id']}", json=items, headers=bearer(trigger))
+    assert response.status == 413, await response.text()
+    assert (await response.json())["detail"].endswith("limit of 3")
+
+    status, body = await _raw(client, "PATCH", path, '{"max_batch_items": 2.5}')
+    assert status == 422 and body["errors"][0]["pointer"] == "/max_batch_items", body
+
+
+async def test_other_integer_settings_read_integral_floats_as_integers(client: Client) -> None:
+    partner = await create_partner(client, "https://erp.example.com", max_concurrency=4.0)
+    partners = client.app[services_key].store.db["partners"]
+    stored = await partners.find_one({"_id": ObjectId(partner["id"])})
+    assert stored["max_concurrency"] == 4 and type(stored["max_concurrency"]) is int
+    status, body = await _raw(
+        client, "POST", "/api/v1/partners", orjson.dumps({"max_concurrency": 4.5}).decode()
+    )
+    assert status == 422 and "/max_concurrency" in {e["pointer"] for e in body["errors"]}
+
+    trigger = await create_trigger(client)
+    rotate = f"/api/v1/triggers/{trigger['id']}/rotate"
+    status, body = await _raw(client, "POST", rotate, '{"grace_seconds": 60.0}')
+    assert status == 200, body
+    assert [c["valid_until"] is not None for c in body["credentials"]] == [True, False]
+    status, body = await _raw(client, "POST", rotate, '{"grace_seconds": -1}')
+    assert status == 422, body
+    assert body["errors"][0]["pointer"] == "/grace_seconds"
+    assert body["errors"][0]["keyword"] == "minimum"
