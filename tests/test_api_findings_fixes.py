@@ -91,3 +91,56 @@ async def test_other_integer_settings_read_integral_floats_as_integers(client: C
     assert status == 422, body
     assert body["errors"][0]["pointer"] == "/grace_seconds"
     assert body["errors"][0]["keyword"] == "minimum"
+
+
+# -- 2. a token parameter that would hide a read's parameter ---------------------------------
+
+
+async def _create(client: Client, **spec: Any) -> tuple[int, Any]:
+    body = {"name": "reads", "entity_type": "vehicle", "methods": ["GET", "POST"], **spec}
+    response = await client.post("/api/v1/triggers", json=body, headers=auth())
+    return response.status, await response.json()
+
+
+async def test_token_in_query_cannot_take_a_name_the_reads_use(client: Client) -> None:
+    for name in ("status", "plate", "limit", "cursor", "renavam"):
+        status, body = await _create(client, auth={"mode": "token", "token_in_query": name})
+        assert status == 422, body
+        assert [e["pointer"] for e in body["errors"]] == ["/auth/token_in_query"]
+        assert repr(name) in body["errors"][0]["message"]
+    status, body = await _create(client, auth={"token_in_query": "cpf"}, entity_type="driver")
+    assert status == 422 and "'cpf'" in body["detail"], body
+
+    # A name the reads do not take works, and the filter it would have hidden still filters.
+    status, trigger = await _create(client, auth={"mode": "token", "token_in_query": "token"})
+    assert status == 201, trigger
+    for plate, state in (("TIQ1A11", "active"), ("TIQ2B22", "maintenance")):
+        response = await client.post(
+            "/api/v1/entities/vehicle", json={"plate": plate, "status": state}, headers=auth()
+        )
+        assert response.status == 201, await response.text()
+    response = await client.get(
+        f"/hooks/{trigger['id']}", params={"status": "maintenance", "token": trigger["token"]}
+    )
+    assert response.status == 200, await response.text()
+    assert [v["plate"] for v in (await response.json())["items"]] == ["TIQ2B22"]
+
+
+async def test_token_in_query_clash_is_refused_when_a_patch_adds_the_reads(client: Client) -> None:
+    # POST only (no reads), or a form trigger whose GET is a write: the name is free.
+    status, body = await _create(client, methods=["POST"], auth={"token_in_query": "status"})
+    assert status == 201, body
+    status, form = await _create(
+        client, name="form", format="form", auth={"token_in_query": "plate"}
+    )
+    assert status == 201, form
+    response = await client.patch(
+        f"/api/v1/triggers/{body['id']}", json={"methods": ["GET", "POST"]}, headers=auth()
+    )
+    assert response.status == 422, await response.text()
+    problem = await response.json()
+    assert problem["errors"][0]["pointer"] == "/auth/token_in_query"
+    response = await client.patch(
+        f"/api/v1/triggers/{form['id']}", json={"format": "json"}, headers=auth()
+    )
+    assert response.status == 422, await response.text()

@@ -18,9 +18,12 @@ from gateway.auth.partner_hmac import (
 )
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats.json_tree import whole_number
+from gateway.paging import PAGE_PARAMS
 from gateway.schemas import ENTITY_TYPES, compile_schema
 from gateway.schemas.compiled import invalid
+from gateway.schemas.registry import reference_field
 from gateway.store import Doc
+from gateway.store.entities import FILTERABLE
 
 AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature", "hmac")
 # The modes whose credential is a signature of the body.
@@ -207,6 +210,7 @@ def check_spec(
         *_VALIDATOR.validate(_without_secret(spec)),
         *_secret_problems(spec),
         *(_signed_get_problems(spec) if signed_get else []),
+        *_token_param_problems(spec),
     ]
     for name, ceiling, setting in (
         ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
@@ -249,6 +253,36 @@ def _signed_get_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
         "a GET has no body to sign, and is refused at the door; leave GET out"
     )
     return [FieldProblem("/methods", message, "signed")]
+
+
+def read_params(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The query parameters the trigger's GET reads take (docs/triggers.md#reading-get):
+    paging, the type's filters and its natural key; none for a trigger without such reads
+    (POST only, positions, a form trigger whose GET is a write)."""
+    etype, methods = spec.get("entity_type"), spec.get("methods")
+    if (
+        spec.get("target", "entities") != "entities"
+        or spec.get("format", "json") == "form"
+        or not isinstance(methods, list)
+        or "GET" not in methods
+        or etype not in FILTERABLE
+    ):
+        return frozenset()
+    return frozenset({*PAGE_PARAMS, *FILTERABLE[etype], reference_field(etype)})
+
+
+def _token_param_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
+    """A token parameter named like a parameter the reads take would hide it: the filter
+    dropped (every entity answered) or paging broken (`?limit=<token>`)."""
+    auth = spec.get("auth")
+    name = auth.get("token_in_query") if isinstance(auth, Mapping) else None
+    if not isinstance(name, str) or name not in read_params(spec):
+        return []
+    message = (
+        f"/auth/token_in_query: {name!r} is a query parameter of this trigger's GET reads "
+        f"(a filter or paging); name the token parameter otherwise, e.g. 'token'"
+    )
+    return [FieldProblem("/auth/token_in_query", message, "not")]
 
 
 def _secret_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
