@@ -11,7 +11,7 @@ from bson import ObjectId
 from gateway.web.state import services_key
 from tests.partner_double import create_partner
 from tests.support import auth
-from tests.triggers_support import Client, bearer, create_trigger
+from tests.triggers_support import Client, bearer, create_trigger, upload_mapping
 
 JSON = {"Content-Type": "application/json"}
 
@@ -144,3 +144,60 @@ async def test_token_in_query_clash_is_refused_when_a_patch_adds_the_reads(clien
         f"/api/v1/triggers/{form['id']}", json={"format": "json"}, headers=auth()
     )
     assert response.status == 422, await response.text()
+
+
+# -- 3. a response mapping that cannot shape an entity ---------------------------------------
+
+ANSWER = """\
+name: placa-pos
+direction: outbound
+entity_type: vehicle
+body:
+  placa: {from: entity.plate, required: true}
+  grupo: {from: entity.group, required: true}
+"""
+
+
+async def test_an_entity_the_response_mapping_cannot_shape_is_named_not_a_500(
+    client: Client,
+) -> None:
+    await upload_mapping(client, ANSWER)
+    status, trigger = await _create(client, methods=["GET"], response_mapping="placa-pos")
+    assert status == 201, trigger
+    for body in ({"plate": "RSP1A11", "group": "norte"}, {"plate": "RSP2B22"}):
+        response = await client.post("/api/v1/entities/vehicle", json=body, headers=auth())
+        assert response.status == 201, await response.text()
+    missing = await client.get("/api/v1/entities/vehicle/RSP2B22", headers=auth())
+    missing_id = (await missing.json())["id"]
+
+    response = await client.get(f"/hooks/{trigger['id']}?limit=50", headers=bearer(trigger))
+    assert response.status == 200, await response.text()
+    items = (await response.json())["items"]
+    assert [i for i in items if "placa" in i] == [{"placa": "RSP1A11", "grupo": "norte"}]
+    (entry,) = [i for i in items if "problem" in i]
+    assert entry["id"] == missing_id and entry["problem"]["status"] == 422
+    assert entry["problem"]["entity"] == missing_id and entry["problem"]["errors"]
+
+    response = await client.get(f"/hooks/{trigger['id']}/RSP2B22", headers=bearer(trigger))
+    assert response.status == 422, await response.text()
+    problem = await response.json()
+    assert missing_id in problem["detail"] and problem["errors"], problem
+    response = await client.get(f"/hooks/{trigger['id']}/RSP1A11", headers=bearer(trigger))
+    assert response.status == 200 and (await response.json())["placa"] == "RSP1A11"
+
+
+async def test_expose_hiding_a_field_the_response_mapping_requires_is_refused(
+    client: Client,
+) -> None:
+    await upload_mapping(client, ANSWER)
+    status, body = await _create(client, response_mapping="placa-pos", expose=["status"])
+    assert status == 422, body
+    messages = [e["message"] for e in body["errors"] if e["pointer"] == "/expose"]
+    assert len(messages) == 2 and "entity.plate" in messages[0], messages
+    status, body = await _create(client, response_mapping="placa-pos", expose=["plate", "group"])
+    assert status == 201, body
+    response = await client.patch(
+        f"/api/v1/triggers/{body['id']}", json={"expose": ["plate"]}, headers=auth()
+    )
+    assert response.status == 422, await response.text()
+    assert "entity.group" in await response.text()

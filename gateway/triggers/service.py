@@ -28,6 +28,7 @@ from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import partner_verifier, secret_context
 from gateway.triggers.hmac_secrets import check_rotated_secret, hmac_problems
+from gateway.triggers.reading import hidden_requirements
 from gateway.triggers.spec import (
     changes_access,
     check_spec,
@@ -245,6 +246,8 @@ class TriggerService:
                 message = f"{mapping_name!r} is for {mapping.entity_type} entities"
             elif direction == "outbound" and mapping.source.get("body") is None:
                 message = f"{mapping_name!r} has no body section to shape answers with"
+            if message is None and direction == "outbound" and spec.get("expose") is not None:
+                problems += _hidden_by_expose(mapping_name, mapping.source["body"], spec["expose"])
             if message:
                 problems.append(FieldProblem(f"/{name}", f"/{name}: {message}", "mapping"))
             elif direction == "inbound":
@@ -332,6 +335,22 @@ class TriggerService:
 
     def _public(self, doc: Doc) -> dict[str, Any]:
         return public_trigger(doc, self._base_url)
+
+
+def _hidden_by_expose(name: str, body: Any, expose: Any) -> builtins.list[FieldProblem]:
+    """The response mapping requires entity fields `expose` hides: no read could be shaped."""
+    if not isinstance(expose, list):
+        return []  # the schema refused it already
+    hidden = hidden_requirements(body, [e for e in expose if isinstance(e, str)])
+    return [
+        FieldProblem(
+            "/expose",
+            f"/expose: the response mapping {name!r} requires entity.{path} (body {target}), "
+            "which expose hides: expose it, or make the mapping's field optional",
+            "mapping",
+        )
+        for target, path in hidden
+    ]
 
 
 def _credentialed(doc: Doc) -> str:
