@@ -201,3 +201,46 @@ async def test_expose_hiding_a_field_the_response_mapping_requires_is_refused(
     )
     assert response.status == 422, await response.text()
     assert "entity.group" in await response.text()
+
+
+# -- 4. the mapping dry run diffs what the write would store ---------------------------------
+
+DRY = """\
+name: dry
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: placa
+  odometer_km: km
+"""
+
+
+async def test_mapping_dry_run_changes_are_the_writes_changes(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "DRY4J75", "odometer_km": 1}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    payload = {"placa": "dry-4J75", "km": 5}
+    response = await client.post(
+        "/api/v1/mappings/test", json={"mapping": DRY, "payload": payload}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    (result,) = (await response.json())["results"]
+    dry_changes = [c["field"] for c in result["entity"]["changes"]]
+    assert result["entity"]["write"] == "update" and result["events"] == ["entity.updated"]
+
+    await upload_mapping(client, DRY)
+    trigger = await create_trigger(client, mapping="dry")
+    response = await client.post(f"/hooks/{trigger['id']}", json=payload, headers=bearer(trigger))
+    assert response.status == 200, await response.text()
+    assert dry_changes == (await response.json())["changed"] == ["odometer_km"]
+
+    # The same plate again, nothing else new: the dry run says unchanged, as the write does.
+    response = await client.post(
+        "/api/v1/mappings/test",
+        json={"mapping": DRY, "payload": {"placa": "dry4j75", "km": 5}},
+        headers=auth(),
+    )
+    (result,) = (await response.json())["results"]
+    assert result["entity"]["write"] == "unchanged" and result["entity"]["changes"] == []
