@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema_rs
 import orjson
 from bson import ObjectId
 
 from gateway.web.state import services_key
 from tests.partner_double import create_partner
 from tests.support import auth
-from tests.triggers_support import Client, bearer, create_trigger, upload_mapping
+from tests.triggers_support import (
+    Client,
+    bearer,
+    create_position_trigger,
+    create_trigger,
+    hook,
+    upload_mapping,
+    vehicle_track,
+)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -244,3 +253,41 @@ async def test_mapping_dry_run_changes_are_the_writes_changes(client: Client) ->
     )
     (result,) = (await response.json())["results"]
     assert result["entity"]["write"] == "unchanged" and result["entity"]["changes"] == []
+
+
+# -- 5. the served OpenAPI document matches the server ---------------------------------------
+
+
+def _validator(doc: dict[str, Any], schema: dict[str, Any]) -> Any:
+    """A validator for a schema of the document, its `#/components/...` refs resolvable."""
+    return jsonschema_rs.Draft202012Validator({**schema, "components": doc["components"]})
+
+
+async def test_a_track_with_a_device_fits_the_documented_answer(client: Client) -> None:
+    trigger = await create_position_trigger(client)
+    response = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "DEV1A11"}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    fix = {"plate": "DEV1A11", "time": "2026-12-01T10:00:00Z", "lat": -23.5, "lon": -46.6}
+    status, _ = await hook(client, trigger, [{**fix, "tracker_id": "TRK-7"}])
+    assert status in (200, 201, 207), _
+    track = await vehicle_track(client, "DEV1A11")
+    assert [f["device"] for f in track["items"]] == ["TRK-7"]
+    doc = await (await client.get("/openapi.json")).json()
+    get = doc["paths"]["/api/v1/entities/vehicle/{ref}/positions"]["get"]
+    schema = get["responses"]["200"]["content"]["application/json"]["schema"]
+    errors = [e.message for e in _validator(doc, schema).iter_errors(track)]
+    assert errors == [], errors
+
+
+async def test_documented_request_bodies_accept_what_the_server_accepts(client: Client) -> None:
+    doc = await (await client.get("/openapi.json")).json()
+    for action in ("pause", "resume"):
+        operation = doc["paths"][f"/api/v1/flows/{{name}}/{action}"]["post"]
+        assert operation["requestBody"]["required"] is False, action
+    test = doc["paths"]["/api/v1/channels/{ref}/test"]["post"]["requestBody"]
+    schema = test["content"]["application/json"]["schema"]
+    validator = _validator(doc, schema)
+    assert validator.is_valid({"to": "a@b.com.br", "template": None, "locale": None})
+    assert not validator.is_valid({"to": "a@b.com.br", "template": ""})
