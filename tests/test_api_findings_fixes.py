@@ -291,3 +291,34 @@ async def test_documented_request_bodies_accept_what_the_server_accepts(client: 
     validator = _validator(doc, schema)
     assert validator.is_valid({"to": "a@b.com.br", "template": None, "locale": None})
     assert not validator.is_valid({"to": "a@b.com.br", "template": ""})
+
+
+# -- 6. a NUL byte in a member name ----------------------------------------------------------
+
+NUL_VEHICLE = '{"plate": "NUL1B12", "attributes": {"ok": 1, "a\\u0000b": 1}}'
+
+
+async def test_a_nul_byte_in_a_member_name_is_a_422_pointing_at_it(client: Client) -> None:
+    status, body = await _raw(client, "POST", "/api/v1/entities/vehicle", NUL_VEHICLE)
+    assert status == 422, body
+    assert [e["pointer"] for e in body["errors"]] == ["/attributes/a\x00b"], body
+    assert "NUL byte" in body["errors"][0]["message"] and "Invalid document" not in body["detail"]
+    response = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "NUL1B12"}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    status, body = await _raw(client, "PATCH", "/api/v1/entities/vehicle/NUL1B12", NUL_VEHICLE)
+    assert status == 422 and body["errors"][0]["pointer"] == "/attributes/a\x00b", body
+
+    trigger = await create_trigger(client)
+    batch = f'[{{"plate": "NUL2C23"}}, {NUL_VEHICLE.replace("NUL1B12", "NUL3D34")}]'
+    response = await client.post(
+        f"/hooks/{trigger['id']}", data=batch, headers={**bearer(trigger), **JSON}
+    )
+    answer = await response.json()
+    assert response.status == 207, answer
+    assert [r["status"] for r in answer["results"]] == [201, 422]
+    problem = answer["results"][1]["problem"]
+    assert problem["errors"][0]["pointer"] == "/attributes/a\x00b", answer
+    stored = await client.get("/api/v1/entities/vehicle/NUL3D34", headers=auth())
+    assert stored.status == 404
