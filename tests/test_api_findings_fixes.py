@@ -3,15 +3,21 @@ HTTP against the app and proves the behaviour the contract asks for."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 import orjson
 from bson import ObjectId
 
+from gateway.auth.keyring import KeyRing
+from gateway.auth.tokens import verify_admin_token
 from gateway.web.state import services_key
 from tests.partner_double import create_partner
-from tests.support import auth
+from tests.support import SECRET_KEY, auth
 from tests.triggers_support import (
     Client,
     bearer,
@@ -23,6 +29,8 @@ from tests.triggers_support import (
 )
 
 JSON = {"Content-Type": "application/json"}
+ROOT = Path(__file__).resolve().parents[1]
+MAPPINGS = ROOT / "mappings"
 
 
 async def _raw(client: Client, method: str, path: str, text: str) -> tuple[int, Any]:
@@ -322,3 +330,46 @@ async def test_a_nul_byte_in_a_member_name_is_a_422_pointing_at_it(client: Clien
     assert problem["errors"][0]["pointer"] == "/attributes/a\x00b", answer
     stored = await client.get("/api/v1/entities/vehicle/NUL3D34", headers=auth())
     assert stored.status == 404
+
+
+# -- 7. the CLI says what is wrong -----------------------------------------------------------
+
+
+def _gateway(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "GATEWAY_SECRET_KEY": SECRET_KEY},
+    )
+
+
+def test_an_admin_token_past_year_9999_is_refused_not_issued(tmp_path: Path) -> None:
+    for ttl in ("2920000d", "999999999d"):
+        result = _gateway("admin-token", "--tenant", "acme", "--ttl", ttl)
+        assert result.returncode == 2 and result.stdout == "", result
+        assert "ttl is too long" in result.stderr and "9999-12-31" in result.stderr
+    result = _gateway("admin-token", "--tenant", "acme", "--ttl", "2900000d")
+    assert result.returncode == 0, result.stderr
+    claims = verify_admin_token(KeyRing.from_secret(SECRET_KEY), result.stdout.strip())
+    assert claims.tenant == "acme"
+
+
+def test_mapping_test_with_a_sample_not_in_utf8_says_so(tmp_path: Path) -> None:
+    sample = tmp_path / "latin1.txt"
+    sample.write_bytes("name=João".encode("latin-1"))
+    result = _gateway("mapping", "test", MAPPINGS / "osmand.yaml", sample)
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr and "UnicodeDecodeError" not in result.stderr
+    assert "the sample is not UTF-8 (byte 0xe3 at offset 7)" in result.stderr
+
+
+def test_mapping_commands_on_a_directory_or_a_device_say_what_it_is(tmp_path: Path) -> None:
+    result = _gateway("mapping", "validate", tmp_path)
+    assert result.returncode == 2 and f"{tmp_path}: is a directory, not a file" in result.stderr
+    result = _gateway("mapping", "test", MAPPINGS / "osmand.yaml", "/dev/zero")
+    assert result.returncode == 2 and "/dev/zero: is not a regular file" in result.stderr
+    result = _gateway("mapping", "validate", tmp_path / "nope.yaml")
+    assert result.returncode == 2 and "nope.yaml: no such file" in result.stderr
