@@ -3,7 +3,9 @@ HTTP against the app and proves the behaviour the contract asks for."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +13,15 @@ from typing import Any
 
 import jsonschema_rs
 import orjson
+from aiohttp import web
 from bson import ObjectId
 
 from gateway.auth.keyring import KeyRing
 from gateway.auth.tokens import verify_admin_token
+from gateway.web.server import GatewayRunner
 from gateway.web.state import services_key
 from tests.partner_double import create_partner
+from tests.processes import free_port
 from tests.support import SECRET_KEY, auth
 from tests.triggers_support import (
     Client,
@@ -373,3 +378,38 @@ def test_mapping_commands_on_a_directory_or_a_device_say_what_it_is(tmp_path: Pa
     assert result.returncode == 2 and "/dev/zero: is not a regular file" in result.stderr
     result = _gateway("mapping", "validate", tmp_path / "nope.yaml")
     assert result.returncode == 2 and "nope.yaml: no such file" in result.stderr
+
+
+# -- 8. malformed-HTTP refusals carry X-Request-ID -------------------------------------------
+
+
+async def _raw_http(port: int, request: bytes) -> tuple[int, dict[str, str]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head = raw.partition(b"\r\n\r\n")[0].decode().split("\r\n")
+    return int(head[0].split()[1]), dict(line.split(": ", 1) for line in head[1:])
+
+
+async def test_malformed_http_refusals_carry_a_request_id(make_app: Any) -> None:
+    runner = GatewayRunner(make_app(), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        sent = "X-Request-ID: mine-123\r\n"
+        seen = set()
+        for expected, request in (
+            (414, f"GET /healthz?pad={'x' * 9000} HTTP/1.1\r\nHost: x\r\n{sent}\r\n"),
+            (431, f"GET /healthz HTTP/1.1\r\nHost: x\r\n{sent}X-Big: {'y' * 9000}\r\n\r\n"),
+            (400, f"GET /healthz HTTP/1.1\r\nHost: x\r\n{sent}X-Bad: a\x00b\r\n\r\n"),
+        ):
+            status, headers = await _raw_http(port, request.encode())
+            assert status == expected, (status, headers)
+            assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-ID"]), headers
+            seen.add(headers["X-Request-ID"])
+        assert len(seen) == 3
+    finally:
+        await runner.cleanup()
