@@ -413,3 +413,28 @@ async def test_malformed_http_refusals_carry_a_request_id(make_app: Any) -> None
         assert len(seen) == 3
     finally:
         await runner.cleanup()
+
+
+# -- 9. a repeated query parameter is a 400 on every admin list, as on hooks ----------------
+
+
+async def test_a_repeated_query_parameter_is_a_400_on_events_and_deliveries(
+    client: Client,
+) -> None:
+    for query, named in (
+        ("/api/v1/events?type=entity.created&type=entity.updated", "type"),
+        ("/api/v1/deliveries?status=failed&status=pending", "status"),
+        ("/api/v1/events?limit=1&limit=3", "limit"),
+        ("/api/v1/deliveries?limit=1&limit=3", "limit"),
+        ("/api/v1/entities/vehicle?limit=1&limit=3", "limit"),
+    ):
+        response = await client.get(query, headers=auth())
+        assert response.status == 400, (query, await response.text())
+        detail = (await response.json())["detail"]
+        assert detail == f"the query parameter {named} is given more than once", detail
+    trigger = await create_trigger(client)
+    response = await client.get(f"/hooks/{trigger['id']}?limit=1&limit=3", headers=bearer(trigger))
+    assert response.status == 400, await response.text()
+    assert "limit is given more than once" in (await response.json())["detail"]
+    response = await client.get("/api/v1/events?type=entity.created&limit=3", headers=auth())
+    assert response.status == 200, await response.text()

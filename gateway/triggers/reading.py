@@ -18,7 +18,7 @@ from gateway.entities import EntityService, public
 from gateway.errors import BadRequest, GatewayError, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
-from gateway.paging import page, page_params
+from gateway.paging import page, page_params, refuse_repeated
 from gateway.schemas.registry import reference_field
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
@@ -66,9 +66,10 @@ class Reader:
     def _params(
         self, trigger: CompiledTrigger, query: Mapping[str, str]
     ) -> tuple[int, str | None, dict[str, str]]:
-        limit, cursor = page_params(query)
         ignore = (trigger.token_param,) if trigger.token_param else ()
         filters = self._entities.filters(trigger.entity_type, query, ignore=ignore)
+        refuse_repeated(query)  # a filter is named by `filters`, paging by this
+        limit, cursor = page_params(query)
         if trigger.expose is not None:
             _check_exposed(trigger.entity_type, filters, trigger.expose)
         if trigger.kind is not None:
