@@ -438,3 +438,31 @@ async def test_a_repeated_query_parameter_is_a_400_on_events_and_deliveries(
     assert "limit is given more than once" in (await response.json())["detail"]
     response = await client.get("/api/v1/events?type=entity.created&limit=3", headers=auth())
     assert response.status == 200, await response.text()
+
+
+# -- 10. If-Match compares strongly; HEAD answers the GET's ETag ----------------------------
+
+
+async def test_a_weak_if_match_tag_never_matches_and_head_has_the_gets_etag(
+    client: Client,
+) -> None:
+    response = await client.post(
+        "/api/v1/entities/vehicle", json={"plate": "TAG1A11"}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    path = "/api/v1/entities/vehicle/TAG1A11"
+    got = await client.get(path, headers=auth())
+    etag = got.headers["ETag"]
+    head = await client.head(path, headers=auth())
+    assert head.status == 200 and head.headers.get("ETag") == etag
+
+    weak = await client.patch(
+        path, json={"model": "Strada"}, headers={**auth(), "If-Match": f"W/{etag}"}
+    )
+    assert weak.status == 412, await weak.text()
+    unchanged = await (await client.get(path, headers=auth())).json()
+    assert "model" not in unchanged
+    strong = await client.patch(
+        path, json={"model": "Strada"}, headers={**auth(), "If-Match": f'"x", {etag}'}
+    )
+    assert strong.status == 200, await strong.text()
