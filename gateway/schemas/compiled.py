@@ -17,12 +17,7 @@ import orjson
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats.json_tree import plain_zeros
 from gateway.schemas.ids import IDENTIFIERS
-from gateway.schemas.problems import (
-    nul_key_problems,
-    pointer,
-    problems_from_errors,
-    root_problem,
-)
+from gateway.schemas.problems import pointer, problems_from_errors, root_problem
 from gateway.schemas.walk import Normaliser, SchemaTooComplex, build_normaliser, has_path
 
 _FORMATS = {name: ident.is_valid for name, ident in IDENTIFIERS.items()}
@@ -67,11 +62,11 @@ class CompiledSchema:
         """Validate an already normalised document; messages quote values from `original`."""
         try:
             if self._validator.is_valid(normalised):
-                return nul_key_problems(original)
+                return []
             errors = list(self._validator.iter_errors(normalised))
         except ValueError as exc:  # a value JSON cannot carry, e.g. a datetime
             return [root_problem(f"not a JSON document: {exc}", "type")]
-        return [*problems_from_errors(errors, self.schema, original), *nul_key_problems(original)]
+        return problems_from_errors(errors, self.schema, original)
 
     def has_field(self, path: str) -> bool:
         """Whether the dotted `path` ("cnh.number", "answers.0.question") can exist in a valid
