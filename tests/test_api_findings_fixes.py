@@ -132,6 +132,9 @@ async def test_token_in_query_cannot_take_a_name_the_reads_use(client: Client) -
         assert repr(name) in body["errors"][0]["message"]
     status, body = await _create(client, auth={"token_in_query": "cpf"}, entity_type="driver")
     assert status == 422 and "'cpf'" in body["detail"], body
+    # A specification the schema refuses is a 422 still, not a 500 from the clash check.
+    status, body = await _create(client, auth={"token_in_query": "status"}, entity_type={})
+    assert status == 422 and "/entity_type" in {e["pointer"] for e in body["errors"]}, body
 
     # A name the reads do not take works, and the filter it would have hidden still filters.
     status, trigger = await _create(client, auth={"mode": "token", "token_in_query": "token"})

@@ -265,6 +265,7 @@ def read_params(spec: Mapping[str, Any]) -> frozenset[str]:
         or spec.get("format", "json") == "form"
         or not isinstance(methods, list)
         or "GET" not in methods
+        or not isinstance(etype, str)  # the schema refuses it (`{}` is no type, nor a key)
         or etype not in FILTERABLE
     ):
         return frozenset()
