@@ -106,6 +106,42 @@ async def test_partner_body_problems_are_all_listed(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("bearer", "token", "tok\x1b[31mred"),
+        ("header", "value", "ab\x08cd"),
+        ("header", "value", "abc\x7fdef"),
+        ("basic", "password", "pw\x00d"),
+        ("basic", "username", "user\x0bname"),
+        ("query", "value", "q\x1f9f8e7d"),
+        ("query", "value", "q\n9f8e7d"),
+        ("oauth2_client_credentials", "client_secret", "cs\x019f8e7d"),
+    ],
+)
+async def test_a_credential_with_a_control_character_is_refused_when_the_partner_is_saved(
+    client: Client, kind: str, field: str, value: str
+) -> None:
+    """Else it is saved, and every call fails as if the partner could not be reached (the
+    HTTP client refuses the header): the same 422 as a line break."""
+    response = await client.post(
+        "/api/v1/partners",
+        headers=auth(),
+        json={"name": "ERP", "base_url": BASE, "auth": {**CREDENTIALS[kind], field: value}},
+    )
+
+    problem = await _problem(response, 422)
+    assert [e["pointer"] for e in problem["errors"]] == [f"/auth/{field}"]
+    assert "control characters" in problem["errors"][0]["message"]
+    assert value not in str(problem)
+
+
+async def test_a_tab_in_a_credential_is_kept_as_a_header_allows_it(client: Client) -> None:
+    auth_doc = {**CREDENTIALS["header"], "value": "key\t9f8e7d"}
+    partner = await create_partner(client, BASE, auth=auth_doc)
+    assert partner["auth"]["type"] == "header"
+
+
+@pytest.mark.parametrize(
     "url",
     ["https://user:pw@erp.example.com", "erp.example.com", "https://erp.example.com/?token=x"],
 )
