@@ -73,6 +73,11 @@ class Applied:
         token = (self.token,) if self.token and self.body_members else ()
         return (*self.headers.values(), *(value for _, value in self.query), *token)
 
+    def credential_values(self) -> tuple[str, ...]:
+        """The secrets and what they carry (the key of a header value, the password in a
+        Basic one): every value redaction.py removes from what comes back."""
+        return tuple(v for secret in self.secrets for v in _parts(secret))
+
 
 class PartnerAuth(Protocol):
     @property
@@ -107,7 +112,7 @@ class StaticAuth:
         return None
 
     def credential_values(self) -> tuple[str, ...]:
-        return tuple(v for secret in self.applied.secrets for v in _parts(secret))
+        return self.applied.credential_values()
 
     def refused(self, status: int | None, body: Any) -> bool:
         return status == 401
@@ -318,18 +323,20 @@ def _ttl(expires_in: Any, default: float) -> float:
 
 
 def _parts(secret: str) -> tuple[str, ...]:
-    """A header value and what it carries: "Bearer T" → T; "Basic B" → B, and the password
-    inside B (a partner may echo it decoded)."""
+    """A header value and what it carries: "<scheme> K" → K, whatever the scheme ("Bearer",
+    "Token", "ApiKey", "bearer", ...: a partner may echo the key alone); "Basic B" → B, and
+    the password inside B (a partner may echo it decoded)."""
     scheme, _, rest = secret.partition(" ")
-    if scheme == "Bearer" and rest:
-        return (secret, rest)
-    if scheme == "Basic" and rest:
+    rest = rest.lstrip(" ")
+    if not rest or not _TOKEN.fullmatch(scheme):
+        return (secret,)
+    if scheme.lower() == "basic":
         try:
             user_pass = base64.b64decode(rest, validate=True).decode()
         except ValueError:
             return (secret, rest)
         return (secret, rest, user_pass, user_pass.partition(":")[2])
-    return (secret,)
+    return (secret, rest)
 
 
 # RFC 9110 token characters, for header and query names.
