@@ -34,8 +34,8 @@ _MIN_CORE = 8
 # One escape, as a partner's framework writes it. Each branch starts with its own character,
 # so the regex engine skips to the next `\\`, `%` or `&` at C speed.
 _ESCAPE = re.compile(
-    r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a surrogate pair
-    r'|u[0-9a-fA-F]{4}|["\\/bfnrt])'
+    r"\\u[0-9a-fA-F]{4}(?:\\u[0-9a-fA-F]{4})*"  # a run of them: surrogate pairs are in one
+    r'|\\["\\/bfnrt]'
     r"|%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*"
     r"|&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|amp|lt|gt|quot|apos);"
 )
@@ -50,12 +50,13 @@ _FIXED = {f"\\{k}": v for k, v in _JSON_SHORT.items()} | {f"&{k};": v for k, v i
 
 
 def _unescaped(escape: str, at: int) -> Iterator[tuple[str, int]]:
-    """The characters one escape stands for, each with where it starts in the text."""
+    """The characters an escape (or a run of `%XX` or `\\uXXXX`) stands for, each with where
+    it starts in the text."""
     if escape[0] == "%":
         decoded = bytes.fromhex(escape.replace("%", "")).decode("utf-8", "surrogateescape")
         for char in decoded:
             yield char, at
-            at += 3 * len(char.encode("utf-8", "surrogateescape"))
+            at += 3 if char < "\x80" else 3 * len(char.encode("utf-8", "surrogateescape"))
     elif escape[0] == "&":
         name = escape[1:-1]
         if name[0] != "#":
@@ -65,80 +66,83 @@ def _unescaped(escape: str, at: int) -> Iterator[tuple[str, int]]:
         yield (chr(code) if code <= 0x10FFFF else "\ufffd"), at  # no character: no credential
     elif len(escape) == 2:
         yield _JSON_SHORT[escape[1]], at
-    elif len(escape) == 6:
-        yield chr(int(escape[2:], 16)), at
     else:
-        high, low = int(escape[2:6], 16), int(escape[8:], 16)
-        yield chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)), at
+        units = [int(escape[i + 2 : i + 6], 16) for i in range(0, len(escape), 6)]
+        i = 0
+        while i < len(units):
+            unit, next_unit = units[i], units[i + 1] if i + 1 < len(units) else 0
+            if 0xD800 <= unit < 0xDC00 and 0xDC00 <= next_unit < 0xE000:  # a surrogate pair
+                yield chr(0x10000 + ((unit - 0xD800) << 10) + (next_unit - 0xDC00)), at + 6 * i
+                i += 2
+            else:
+                yield chr(unit), at + 6 * i
+                i += 1
+
+
+def _read(match: re.Match[str]) -> str:
+    """What one escape stands for."""
+    escape = match.group()
+    char = _FIXED.get(escape)
+    if char is not None:
+        return char
+    if escape[0] == "%":
+        return bytes.fromhex(escape.replace("%", "")).decode("utf-8", "surrogateescape")
+    if escape[1] == "u":  # UTF-16 code units, pairs joined, as JSON's reader does
+        units = escape.encode().decode("unicode_escape").encode("utf-16-le", "surrogatepass")
+        return units.decode("utf-16-le", "surrogatepass")
+    return "".join(char for char, _ in _unescaped(escape, 0))
 
 
 class Reading:
     """A text with its escapes undone (`plain`), and the way back to where each character of
-    `plain` was written: segments that start at `marks[k]` in `plain` and `places[k]` in the
-    text, a run of literal characters or one character an escape stands for."""
+    `plain` was written. That way back is drawn only when asked for (something matched): as
+    segments that start at `marks[k]` in `plain` and `places[k]` in the text, a run of literal
+    characters or one character an escape stands for."""
 
-    __slots__ = ("marks", "places", "plain", "size")
+    __slots__ = ("_marks", "_places", "_text", "plain")
 
     def __init__(self, text: str) -> None:
-        self.size = len(text)
-        self.marks: list[int] = []
-        self.places: list[int] = []
+        self._text = text
+        self._marks: list[int] | None = None
+        self._places: list[int] = []
         if "\\" not in text and "%" not in text and "&" not in text:
             self.plain = text
-            return
-        chars: list[str] = []
-        marks, places = self.marks, self.places
+        else:
+            self.plain = _ESCAPE.sub(_read, text)
+
+    def place(self, index: int) -> int:
+        """Where the character at `index` in `plain` starts in the text (its end for the
+        end of `plain`)."""
+        if self.plain is self._text:
+            return index
+        if index >= len(self.plain):
+            return len(self._text)
+        marks, places = self._drawn()
+        k = bisect_right(marks, index) - 1
+        return places[k] + index - marks[k]
+
+    def _drawn(self) -> tuple[list[int], list[int]]:
+        if self._marks is not None:
+            return self._marks, self._places
+        text = self._text
+        marks: list[int] = []
+        places: list[int] = []
         length = done = 0
         for match in _ESCAPE.finditer(text):
             begin, end = match.span()
             if begin > done:
                 marks.append(length)
                 places.append(done)
-                chars.append(text[done:begin])
                 length += begin - done
-            escape = match.group()
-            char = _FIXED.get(escape)
-            if char is None and len(escape) == 6 and escape[1] == "u":  # \\uXXXX: no pair
-                char = chr(int(escape[2:], 16))
-            if char is not None:  # the most common escapes, read in line
+            for _, at in _unescaped(match.group(), begin):
                 marks.append(length)
-                places.append(begin)
-                chars.append(char)
+                places.append(at)
                 length += 1
-            else:
-                for char, at in _unescaped(escape, begin):
-                    marks.append(length)
-                    places.append(at)
-                    chars.append(char)
-                    length += 1
             done = end
-        if not chars:
-            self.plain = text
-            return
-        self.marks.append(length)
-        self.places.append(done)
-        chars.append(text[done:])
-        self.plain = "".join(chars)
-
-    def place(self, index: int) -> int:
-        """Where the character at `index` in `plain` starts in the text (its end for the
-        end of `plain`)."""
-        if not self.marks:
-            return index
-        if index >= len(self.plain):
-            return self.size
-        k = bisect_right(self.marks, index) - 1
-        return self.places[k] + index - self.marks[k]
-
-    def index(self, place: int) -> int:
-        """The index in `plain` of the first character written at or after `place`."""
-        if not self.marks:
-            return place
-        k = bisect_right(self.places, place) - 1
-        if k < 0:
-            return 0
-        following = self.marks[k + 1] if k + 1 < len(self.marks) else len(self.plain)
-        return min(self.marks[k] + place - self.places[k], following)
+        marks.append(length)
+        places.append(done)
+        self._marks, self._places = marks, places
+        return marks, places
 
 
 def _base64_forms(value: str) -> set[str]:
@@ -201,9 +205,10 @@ class Redactor:
         the decoded text, the longest start of a credential found at its end begins."""
         plain = reading.plain
         ends = [len(plain)]
-        # An escape cut short reads as nothing (it is at most 10 characters long).
+        # An escape cut short (at most 10 characters) is read as it is written: without it.
         if cut := _CUT_ESCAPE.search(text, max(len(text) - _LONGEST_CUT, 0)):
-            ends.append(reading.index(cut.start()))
+            if plain.endswith(cut.group()):
+                ends.append(len(plain) - len(cut.group()))
         found: int | None = None
         for end in ends:
             if end < MIN_LENGTH:
