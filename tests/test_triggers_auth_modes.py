@@ -256,6 +256,30 @@ async def test_an_rsa_key_under_2048_bits_is_refused_when_the_trigger_is_saved(
     assert f"{bits} bits is too short" in error["message"]
 
 
+async def test_a_trigger_saved_before_with_an_rsa_key_under_2048_bits_answers_503_not_500(
+    client: Client,
+) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    trigger = await create_trigger(
+        client, auth={"mode": "partner_jwt", "public_key_pem": RSA_PEM, "audience": "rabbot"}
+    )
+    weak_pem = weak.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one(
+        {"_id": trigger["id"]}, {"$set": {"auth.public_key_pem": weak_pem.decode()}}
+    )
+    with pytest.warns(InsecureKeyLengthWarning):
+        token = _partner_token(weak)
+    before = await _outcomes(client, "keys_unavailable")
+    response = await client.post(
+        f"/hooks/{trigger['id']}", json=VEHICLE, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 503, await response.text()
+    assert await _outcomes(client, "keys_unavailable") == before + 1
+
+
 async def test_partner_jwt_trigger_requires_an_audience(client: Client) -> None:
     response = await client.post(
         "/api/v1/triggers",

@@ -159,6 +159,17 @@ class StaticKeys:
         return [key for key in self._keys if key.algorithm_name == alg]
 
 
+class UnusableKeys:
+    """The keys of a trigger saved before a rule refused them (an RSA key under 2048 bits):
+    no token finds a key to be checked with, as with a JWKS without a usable key."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def candidates(self, kid: str | None, alg: str) -> Sequence[jwt.PyJWK]:
+        raise PartnerError(f"no usable signing key: {self._reason}")
+
+
 class JwksKeys:
     """A JWKS document, cached for `ttl` seconds and refetched at most once per interval."""
 
