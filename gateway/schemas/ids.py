@@ -256,13 +256,31 @@ _NON_DIGITS = re.compile(r"[^0-9]")
 # its digits run together would be another number, maybe in another country.
 _PHONE_TEXT = re.compile(r"\+?[0-9\s().-]+")
 # Dashes pasted from a word processor or a web page are hyphens.
-_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d", "-"))
+_DASHES = str.maketrans(
+    dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d", "-")
+)
 # "0xx11 98765-4321": the trunk 0 and the carrier code left for the caller to pick ("xx").
 _ANY_CARRIER = re.compile(r"(?<![0-9])0\s*[xX]{2}")
 # Written the national way: the area code in parentheses, "(11)" or "(011)", or the local
 # number with its hyphen, "98765-4321". Such text with more digits than a national number
 # holds more than one number ("(11) 98765-4321 5": an extension).
 _NATIONAL = re.compile(r"\(\s*0?[0-9]{2}\s*\)|(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9])")
+
+
+def _written(phone: str) -> str:
+    """`phone` as the digits, spaces, - . ( ) and leading "+" it is written with; ValueError
+    when it holds anything else."""
+    text = phone.strip().translate(_DASHES)
+    if text[:4].lower() == "tel:":  # RFC 3966, as a contact card or a web page writes it
+        text = text[4:].strip()
+    text = _ANY_CARRIER.sub("0", text)
+    if text.startswith("(") and text[1:].lstrip().startswith("+"):  # "(+55) 11 …"
+        text = text[1:].lstrip()
+    if not _PHONE_TEXT.fullmatch(text):
+        raise ValueError(
+            f"{phone!r} is not a phone number (only digits, spaces, - . ( ) and a leading +)"
+        )
+    return text
 
 
 def e164(phone: str) -> str:
@@ -274,16 +292,7 @@ def e164(phone: str) -> str:
     the digits beyond the number are an extension or a second number, refused; so is a
     number without its area code, a Brazilian one (+55) of other than 12 or 13 digits, and
     text with anything but digits, spaces, - . ( ) and a leading "+" ("ramal 22", "r. 5")."""
-    text = phone.strip().translate(_DASHES)
-    if text[:4].lower() == "tel:":  # RFC 3966, as a contact card or a web page writes it
-        text = text[4:].strip()
-    text = _ANY_CARRIER.sub("0", text)
-    if text.startswith("(") and text[1:].lstrip().startswith("+"):  # "(+55) 11 …"
-        text = text[1:].lstrip()
-    if not _PHONE_TEXT.fullmatch(text):
-        raise ValueError(
-            f"{phone!r} is not a phone number (only digits, spaces, - . ( ) and a leading +)"
-        )
+    text = _written(phone)
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
     digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
     if text.startswith("00"):  # the international prefix, as dialled
