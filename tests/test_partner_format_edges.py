@@ -127,8 +127,12 @@ async def test_a_samsara_event_with_a_blank_or_malformed_vin_is_recorded_without
     assert (await _get_vehicle(client))["vin"] == "9BWZZZ377VT004251"  # kept, not cleared
     assert "vin" not in await _get_vehicle(client, "XYZ9A87")
 
+    # A blank `vin` beside a valid `vehicleVin` (Samsara has named it both ways): the valid one.
     faults = triggers["samsara-engine-fault"]
-    status, answer = await hook(client, faults, dict(fault, eventId="valid-vin"))
+    both = copy.deepcopy(fault)
+    both["eventId"] = "valid-vin"
+    both["data"]["vehicle"].update(vin=" ", vehicleVin="1gbj6p1b2hv112765")
+    status, answer = await hook(client, faults, both)
     assert status == 200, answer
     assert (await _get_vehicle(client, "XYZ9A87"))["vin"] == "1GBJ6P1B2HV112765"
 
