@@ -282,13 +282,16 @@ async def test_phone_spellings_people_paste_reach_the_number_and_extensions_reac
         "(+55 11) 98765-4321",
         "(11) 98765\u20134321",
         "tel:+5511987654321",
+        "\u202a+55 11 98765-4321\u202c",  # as WhatsApp Web copies it
     )
     for written in spellings:
         result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
         assert result["result"] == "success", (written, result)
     sent = [dict(parse_qsl(r.body.decode()))["To"] for r in partner.requests]
     assert sent == ["+5511987654321"] * len(spellings)
-    for written in ("(11) 98765-4321 5", "(11) 3333-4444 22", "+55 11 98765-4321 5"):
+    extended = ("(11) 98765-4321 5", "(11) 3333-4444 22", "+55 11 98765-4321 5")
+    extended += ("(11) 3456-7890 5", "3456-7890 12", "(55) 99123-4567 22", "98765-4321 0xx")
+    for written in extended:
         result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
         assert result["result"] == "fail", (written, result)
     assert len(partner.requests) == len(spellings)

@@ -310,3 +310,27 @@ async def test_a_repeat_keeps_the_latest_problems(client: Client) -> None:
     [kept] = await _rejected(client)
     assert (kept["times_received"], kept["reason"]) == (2, "entity")
     assert kept["first_received_at"] == first["received_at"]
+
+
+async def test_a_copy_whose_replay_fails_keeps_its_count_in_the_copy_made_meanwhile(
+    client: Client,
+) -> None:
+    """Refused three times, then refused again while a replay holds the record: the new copy
+    counts on from the one being replayed, so when that replay fails and the next refusal
+    supersedes both, none of the refusals is lost from the count."""
+    from datetime import UTC, datetime
+
+    from gateway.web.state import services_key
+
+    trigger = await create_trigger(client)
+    for _ in range(3):
+        await hook(client, trigger, {"make": "VW"})
+    [held] = await _rejected(client)
+    store = client.app[services_key].store.rejected
+    assert await store.claim_replay("acme", held["id"], at=datetime.now(UTC))
+    await hook(client, trigger, {"make": "VW"})  # during the replay
+    await store.release_replay("acme", held["id"])  # the replay failed
+    await hook(client, trigger, {"make": "VW"})
+    [kept] = await _rejected(client)
+    assert kept["times_received"] == 5
+    assert kept["first_received_at"] == held["first_received_at"]

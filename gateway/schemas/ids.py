@@ -260,26 +260,41 @@ _DASHES = str.maketrans(
     dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d", "-")
 )
 # "0xx11 98765-4321": the trunk 0 and the carrier code left for the caller to pick ("xx").
-_ANY_CARRIER = re.compile(r"(?<![0-9])0\s*[xX]{2}")
+_ANY_CARRIER = re.compile(r"^(\(?\s*)0\s*[xX]{2}")
+# Invisible marks a copied number carries (WhatsApp Web wraps it in direction marks).
+_INVISIBLE = dict.fromkeys(
+    map(
+        ord,
+        "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff",
+    )
+)
 # Written the national way: the area code in parentheses, "(11)" or "(011)", or the local
 # number with its hyphen, "98765-4321". Such text with more digits than a national number
 # holds more than one number ("(11) 98765-4321 5": an extension).
 _NATIONAL = re.compile(r"\(\s*0?[0-9]{2}\s*\)|(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9])")
+# The local number with its hyphen ends the number: digits after it are another one.
+_DIGITS_AFTER_LOCAL = re.compile(r"(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9]).*[0-9]")
+
+
+# +55, an area code (no digit 0), and a number of 8 digits, or of 9 beginning with 9 (mobile).
+_BRAZILIAN = re.compile(r"55[1-9]{2}(?:9[0-9]{8}|[0-9]{8})")
 
 
 def _written(phone: str) -> str:
     """`phone` as the digits, spaces, - . ( ) and leading "+" it is written with; ValueError
     when it holds anything else."""
-    text = phone.strip().translate(_DASHES)
+    text = phone.translate(_INVISIBLE).strip().translate(_DASHES)
     if text[:4].lower() == "tel:":  # RFC 3966, as a contact card or a web page writes it
         text = text[4:].strip()
-    text = _ANY_CARRIER.sub("0", text)
+    text = _ANY_CARRIER.sub(r"\g<1>0", text)
     if text.startswith("(") and text[1:].lstrip().startswith("+"):  # "(+55) 11 …"
         text = text[1:].lstrip()
     if not _PHONE_TEXT.fullmatch(text):
         raise ValueError(
             f"{phone!r} is not a phone number (only digits, spaces, - . ( ) and a leading +)"
         )
+    if _DIGITS_AFTER_LOCAL.search(text):  # "(11) 3456-7890 5", "3456-7890 12"
+        raise ValueError(f"{phone!r} is not one phone number (an extension, or two?)")
     return text
 
 
@@ -316,7 +331,7 @@ def e164(phone: str) -> str:
             raise ValueError(f"{phone!r} is not one phone number (an extension, or two?)")
         # 12 digits or more: E.164 without its "+" ("5511987654321", "447911123456"), as
         # providers write it, the country code already there.
-    if digits.startswith(COUNTRY_CODE) and len(digits) not in (12, 13):
+    if digits.startswith(COUNTRY_CODE) and not _BRAZILIAN.fullmatch(digits):
         raise ValueError(f"{phone!r} is not a Brazilian phone number (+55, area code, number)")
     if not 8 <= len(digits) <= 15:
         raise ValueError(f"{phone!r} is not a phone number in E.164")

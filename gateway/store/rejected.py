@@ -106,12 +106,15 @@ class RejectedStore:
             await self._c.delete_many(scoped(tenant, query))
 
     async def _count_copies(self, tenant: str, trigger_id: str, docs: Sequence[Doc]) -> None:
-        """Each of `docs` with a payload hash counts on from its payload's newest pending copy
-        (`repeats`, `first_received_at`, replays tried), the batch's own included."""
+        """Each of `docs` with a payload hash counts on from its payload's newest copy not
+        replayed (`repeats`, `first_received_at`, replays tried), the batch's own included."""
         hashes = list({doc["payload_sha256"] for doc in docs if "payload_sha256" in doc})
         if not hashes:
             return
-        query = {"trigger_id": trigger_id, "status": "pending", "payload_sha256": {"$in": hashes}}
+        # A copy being replayed counts too: should the replay fail, it is pending beside the
+        # new one again, whose count already holds it.
+        waiting = {"$in": ["pending", "replaying"]}
+        query = {"trigger_id": trigger_id, "status": waiting, "payload_sha256": {"$in": hashes}}
         fields = ("scope", "payload_sha256", "repeats", "received_at", "first_received_at")
         found = self._c.find(scoped(tenant, query), dict.fromkeys((*fields, "attempts"), 1))
         newest: dict[tuple[str, str], Doc] = {}
