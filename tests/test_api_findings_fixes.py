@@ -171,6 +171,36 @@ async def test_token_in_query_clash_is_refused_when_a_patch_adds_the_reads(clien
     assert response.status == 422, await response.text()
 
 
+async def test_a_trigger_stored_before_the_token_parameter_rule_stays_editable(
+    client: Client,
+) -> None:
+    """A trigger saved with a clashing token parameter before the rule existed keeps it
+    through a change of anything else (a rename from the UI form); a change of its auth or
+    methods is held to the rule."""
+    status, body = await _create(client, methods=["POST"], auth={"token_in_query": "status"})
+    assert status == 201, body
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one({"_id": body["id"]}, {"$set": {"methods": ["GET", "POST"]}})
+    url = f"/api/v1/triggers/{body['id']}"
+    renamed = await client.patch(url, json={"name": "renamed"}, headers=auth())
+    assert renamed.status == 200, await renamed.text()
+    restated = await client.patch(url, json={"methods": ["POST", "GET"]}, headers=auth())
+    assert restated.status == 200, await restated.text()
+    reauth = await client.patch(url, json={"auth": {"token_in_query": "status"}}, headers=auth())
+    assert reauth.status == 422, await reauth.text()
+
+
+async def test_a_position_trigger_token_parameter_cannot_be_its_reads_vehicle_name(
+    client: Client,
+) -> None:
+    for name in ("plate", "tracker_id"):
+        status, body = await _create(client, target="positions", auth={"token_in_query": name})
+        assert status == 422, body
+        assert [e["pointer"] for e in body["errors"]] == ["/auth/token_in_query"]
+    status, body = await _create(client, target="positions", auth={"token_in_query": "token"})
+    assert status == 201, body
+
+
 # -- 3. a response mapping that cannot shape an entity ---------------------------------------
 
 ANSWER = """\

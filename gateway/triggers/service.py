@@ -131,9 +131,9 @@ class TriggerService:
     ) -> dict[str, Any]:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
             spec = whole_numbers(merge_patch(doc, patch))
-            # A trigger stored with GET before GET was refused to body-signed ones keeps it
-            # through a change of anything else (spec.py `_signed_get_problems`).
-            await self._check(tenant, spec, signed_get=changes_access(doc, patch))
+            # A trigger stored before a rule on how it is reached keeps what it had through a
+            # change of anything else (spec.py `check_spec`).
+            await self._check(tenant, spec, access_rules=changes_access(doc, patch))
             new = document(
                 spec, trigger_id=doc["_id"], tenant=tenant, defaults=self._defaults, now=now
             )
@@ -209,13 +209,13 @@ class TriggerService:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _check(
-        self, tenant: str, spec: Mapping[str, Any], *, signed_get: bool = True
+        self, tenant: str, spec: Mapping[str, Any], *, access_rules: bool = True
     ) -> None:
         check_spec(
             spec,
             max_body_bytes=self._defaults["max_body_bytes"],
             max_batch_items=self._defaults["max_batch_items"],
-            signed_get=signed_get,
+            access_rules=access_rules,
         )
         problems = [*await self._mapping_problems(tenant, spec), *self._auth_problems(spec)]
         if problems:

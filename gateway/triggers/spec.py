@@ -200,17 +200,18 @@ def check_spec(
     *,
     max_body_bytes: int,
     max_batch_items: int,
-    signed_get: bool = True,
+    access_rules: bool = True,
 ) -> None:
     """InvalidPayload listing every problem of a trigger specification. A trigger's limits
-    may be lower than the operator's (GATEWAY_MAX_*), never higher. `signed_get=False` leaves
-    out the rule that a body-signed trigger takes no GET: for a change that changes neither
-    its methods nor its auth (`_signed_get_problems`)."""
+    may be lower than the operator's (GATEWAY_MAX_*), never higher. `access_rules=False`
+    leaves out the rules on how a trigger is reached that came after triggers were stored
+    (a body-signed trigger takes no GET, `_signed_get_problems`; a token parameter is no read
+    parameter, `_token_param_problems`): for a change that changes neither its methods, its
+    auth nor its format (`changes_access`), so that such a trigger stays editable."""
     problems = [
         *_VALIDATOR.validate(_without_secret(spec)),
         *_secret_problems(spec),
-        *(_signed_get_problems(spec) if signed_get else []),
-        *_token_param_problems(spec),
+        *((*_signed_get_problems(spec), *_token_param_problems(spec)) if access_rules else ()),
     ]
     for name, ceiling, setting in (
         ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
@@ -255,19 +256,24 @@ def _signed_get_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
     return [FieldProblem("/methods", message, "signed")]
 
 
+POSITION_READ_PARAMS: Final = frozenset({"plate", "tracker_id"})
+
+
 def read_params(spec: Mapping[str, Any]) -> frozenset[str]:
     """The query parameters the trigger's GET reads take (docs/triggers.md#reading-get):
-    paging, the type's filters and its natural key; none for a trigger without such reads
-    (POST only, positions, a form trigger whose GET is a write)."""
+    paging, the type's filters and its natural key; a position trigger's recent track, the
+    vehicle's plate or tracker id (`receiver._recent_track`); none for a trigger without reads
+    (POST only, a form trigger whose GET is a write)."""
     etype, methods = spec.get("entity_type"), spec.get("methods")
     if (
-        spec.get("target", "entities") != "entities"
-        or spec.get("format", "json") == "form"
+        spec.get("format", "json") == "form"
         or not isinstance(methods, list)
         or "GET" not in methods
-        or not isinstance(etype, str)  # the schema refuses it (`{}` is no type, nor a key)
-        or etype not in FILTERABLE
     ):
+        return frozenset()
+    if spec.get("target", "entities") == "positions":
+        return POSITION_READ_PARAMS
+    if not isinstance(etype, str) or etype not in FILTERABLE:  # (the schema refuses `{}`)
         return frozenset()
     return frozenset({*PAGE_PARAMS, *FILTERABLE[etype], reference_field(etype)})
 
@@ -374,9 +380,10 @@ def as_spec(doc: Doc) -> dict[str, Any]:
 
 def changes_access(doc: Doc, patch: Mapping[str, Any]) -> bool:
     """Whether a PATCH changes how the trigger is reached: its auth (replaced whole, so any
-    given), or its methods (the same ones restated, in any order, as the admin UI's edit
-    form does, are no change). Only such a PATCH is held to the signed-GET rule."""
-    if "auth" in patch:
+    given), its format, or its methods (the same ones restated, in any order, as the admin
+    UI's edit form does, are no change). Only such a PATCH is held to the access rules that
+    came after triggers were stored (`check_spec`)."""
+    if "auth" in patch or ("format" in patch and patch["format"] != doc.get("format")):
         return True
     if "methods" not in patch:
         return False
