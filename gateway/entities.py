@@ -154,11 +154,11 @@ def forward_only(
     now: datetime | None = None,
 ) -> tuple[Mapping[str, Any], tuple[str, ...]]:
     """`fields` without the only-forward fields whose ordering field would go back (its new
-    value is behind the stored one) or is a time too far in the future (`ahead` of `now`:
-    a stored one that far ahead holds nothing back), and the dotted fields left out. A field
-    ordered by another leaves with it: a stale reading keeps neither its value nor its time.
-    An if-absent field the stored entity has is left out too (not listed: it is not
-    stale)."""
+    value is behind the stored one) or, another target's, is a time too far in the future
+    (`ahead` of `now`: a stored one that far ahead holds nothing back), and the dotted fields
+    left out. A field ordered by another leaves with it: a stale reading keeps neither its
+    value nor its time. An if-absent field the stored entity has is left out too (not listed:
+    it is not stale)."""
     stale: dict[str, None] = {}
     present: set[str] = set()  # if-absent fields the entity has: kept as they are, not stale
     moment = utcnow() if now is None else now
@@ -168,9 +168,12 @@ def forward_only(
                 present.add(target)
             continue
         new, old = at_path(fields, by), at_path(stored, by)
-        # A stored time too far ahead (written before this rule) holds nothing back either.
-        held = old is not None and not ahead(old, moment) and behind(new, old)
-        if new is not None and (ahead(new, moment) or held):
+        # Another target orders it: the reading's time, whose future is a clock gone wrong (a
+        # value ordered by itself may be a date ahead: a licence's expiry). A stored time too
+        # far ahead (written before this rule) holds nothing back either.
+        timed = by != target
+        held = old is not None and not (timed and ahead(old, moment)) and behind(new, old)
+        if new is not None and ((timed and ahead(new, moment)) or held):
             stale[target] = None
             stale[by] = None
     if not stale and not present:
@@ -375,10 +378,13 @@ class EntityService:
             if current is None:
                 if not create:
                     raise _must_exist(etype, nk)
+                # Nothing stored holds a value back; a reading's time far ahead still does.
+                kept, skipped = forward_only({}, fields, forward) if forward else (fields, ())
                 try:
-                    return await self.create(
-                        tenant, etype, fields, origin, extra_events, event_detail
+                    made = await self.create(
+                        tenant, etype, kept, origin, extra_events, event_detail
                     )
+                    return replace(made, skipped=skipped) if skipped else made
                 except Conflict:
                     continue  # created concurrently: merge into it on the next round
             # Only-forward fields are judged against `current`, and the write is guarded by
@@ -479,10 +485,12 @@ class EntityService:
             if current is None:
                 if not upsert.create:
                     raise _must_exist(etype, nk)
-                clean = await self._check(tenant, etype, upsert.fields)
+                kept, skipped = forward_only({}, upsert.fields, upsert.forward)
+                clean = await self._check(tenant, etype, kept)
                 events = _events(etype, clean, True, [], origin, extra, detail)
                 write = TogetherWrite(etype, nk, None, clean, events)
-                return write, WriteResult({}, True, (), tuple(e["type"] for e in events))
+                types = tuple(e["type"] for e in events)
+                return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             clean = await self._check(tenant, etype, merge(current["data"], kept))
         except InvalidPayload as exc:

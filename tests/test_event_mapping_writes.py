@@ -13,7 +13,14 @@ from typing import Any
 
 from gateway.web.state import services_key
 from tests.support import auth
-from tests.triggers_support import PAYLOADS, Client, create_trigger, hook, upload_shipped
+from tests.triggers_support import (
+    PAYLOADS,
+    Client,
+    create_trigger,
+    hook,
+    upload_mapping,
+    upload_shipped,
+)
 
 
 def _payload(name: str) -> Any:
@@ -236,3 +243,44 @@ async def test_a_vehicle_frozen_by_a_future_fix_time_before_moves_again(client: 
     status, answer = await hook(client, trigger, _event("862220", "XYZ9A87", 4, fixTime=_at(-5)))
     assert status == 200 and "skipped" not in answer, answer
     assert (await _get(client, "XYZ9A87"))["last_position"]["latitude"] == -23.5611
+
+
+LICENCE = """
+name: vehicle-licence
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: placa
+  attributes.licence_expires_at:
+    from: vence
+    transforms: [{datetime: {parse: iso8601}}]
+    only_forward: true
+  odometer_km: {from: km, only_forward: {by: attributes.odometer_read_at}}
+  attributes.odometer_read_at: {from: lido, transforms: [{datetime: {parse: iso8601}}]}
+"""
+
+
+async def test_a_date_ordered_by_itself_may_lie_ahead_but_a_readings_time_may_not(
+    client: Client,
+) -> None:
+    """The future rule is for a reading's time (`{by: ...}`): a date ordered by itself (a
+    licence's expiry, next year) is written and moves only forward, as before."""
+    await upload_mapping(client, LICENCE)
+    trigger = await create_trigger(client, mapping="vehicle-licence")
+    next_year, later = _at(365 * 86400), _at(2 * 365 * 86400)
+    body = {"placa": "ABC1D23", "vence": next_year, "km": 1000, "lido": _at(3600)}
+    status, answer = await hook(client, trigger, body)
+    assert status == 201, answer
+    assert answer["skipped"] == ["odometer_km", "attributes.odometer_read_at"], answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["licence_expires_at"].startswith(next_year[:16])
+    assert "odometer_km" not in vehicle
+    body = {"placa": "ABC1D23", "vence": later, "km": 1000, "lido": _at(-60)}
+    status, answer = await hook(client, trigger, body)
+    assert status == 200 and "skipped" not in answer, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["licence_expires_at"].startswith(later[:16])
+    assert vehicle["odometer_km"] == 1000
+    status, answer = await hook(client, trigger, {"placa": "ABC1D23", "vence": next_year})
+    assert answer["skipped"] == ["attributes.licence_expires_at"], answer
