@@ -208,6 +208,28 @@ async def test_a_geotab_record_at_null_island_is_no_last_position(client: Client
     assert len((await response.json())["items"]) == 1
 
 
+async def test_a_samsara_stats_point_at_null_island_is_no_last_position(client: Client) -> None:
+    """The stats feed's newest GPS point at (0, 0) writes no position (the odometer it lists
+    is still read) and announces no vehicle.position."""
+    await _vehicle(client, "ABC1D23", attributes={"samsara_vehicle_id": "281474982859091"})
+    await upload_shipped(client, "samsara-vehicle-stats-feed")
+    feed = await create_trigger(client, name="stats", mapping="samsara-vehicle-stats-feed")
+    page = _payload("samsara_vehicle_stats_feed.json")
+    page["data"] = page["data"][:1]
+    status, answer = await hook(client, feed, page)
+    assert status == 200, answer
+    point = {"time": "2026-11-20T13:50:00Z", "latitude": 0, "longitude": 0}
+    page["data"][0].update(gps=[point], obdOdometerMeters=[{"value": 151480000}])
+    status, answer = await hook(client, feed, page)
+    [result] = answer["results"]
+    assert status == 200 and result["changed"] == ["odometer_km"], answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["last_position"]["latitude"] == -23.56118, vehicle
+    await client.app[services_key].relay.run_until_idle()
+    response = await client.get("/api/v1/events?type=vehicle.position", headers=auth())
+    assert len((await response.json())["items"]) == 1
+
+
 async def test_an_event_dated_in_the_future_freezes_nothing(client: Client) -> None:
     """A device clock a year ahead: its fix is skipped (more than 300 s ahead, as the
     positions path's `future` gate), so the next correct event still moves the position,
