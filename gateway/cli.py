@@ -276,6 +276,17 @@ def admin_token(settings: Settings, tenant: str, role: str, ttl: str, subject: s
     return 0
 
 
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a mapping or a sample, or None when it is a file."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a directory, not a file"
+    if path.exists():
+        return "is not a regular file (a device, a pipe or a socket)"
+    return "no such file"
+
+
 def mapping(
     command: str,
     file: str,
@@ -293,8 +304,8 @@ def mapping(
     from gateway.schemas.registry import SchemaRegistry, default_schema_dir
 
     for path in (file, sample):
-        if path is not None and not Path(path).is_file():
-            print(f"error: {path}: no such file", file=sys.stderr)
+        if path is not None and (why := _not_a_file(Path(path))) is not None:
+            print(f"error: {path}: {why}", file=sys.stderr)
             return 2
     # No tenant here: a tenant's custom kind is unknown, and its fields are not checked.
     catalog = TenantCatalog(SchemaRegistry.load(schema_dir or default_schema_dir()), {})

@@ -13,6 +13,19 @@ DEFAULT_PAGE: Final = 50
 PAGE_PARAMS: Final = frozenset({"limit", "cursor"})
 
 
+def refuse_repeated(query: Mapping[str, str], noun: str | None = None) -> None:
+    """400 for a query parameter given more than once (`?type=a&type=b`, `?limit=1&limit=3`):
+    which value the caller meant (the first, the last, either?) would be a guess. One rule
+    for every admin route (`admin_auth`) and a trigger's reads (a plain mapping has none)."""
+    getall = getattr(query, "getall", None)
+    if getall is None or len(query) == len(set(query)):  # a multidict counts every pair
+        return
+    twice = sorted({k for k in query if len(getall(k)) > 1})
+    pages = [k for k in twice if k in PAGE_PARAMS]
+    what = noun or ("query parameter" if pages else "filter")
+    raise BadRequest(f"the {what} {', '.join(pages or twice)} is given more than once")
+
+
 def page_params(query: Mapping[str, str], default: int = DEFAULT_PAGE) -> tuple[int, str | None]:
     raw = query.get("limit", str(default))
     # ASCII digits only: int() would also take " 5", "+5", "5_0" and other scripts' digits.

@@ -264,3 +264,31 @@ async def test_a_trunk_zero_written_after_the_country_code_is_not_dialled(
         assert result["result"] == "success", (written, result)
     sent = [dict(parse_qsl(r.body.decode()))["To"] for r in partner.requests]
     assert sent == ["+447911123456", "+5511987654321", "+5511987654321"]
+
+
+async def test_phone_spellings_people_paste_reach_the_number_and_extensions_reach_nobody(
+    client: Client, partner: Partner
+) -> None:
+    """The trunk-and-carrier "0xx", a country code in parentheses, a dash pasted from a word
+    processor and a `tel:` link are one number; digits after a number written the national
+    way ("(11) 98765-4321 5") are an extension or a second number, never part of another
+    country's number (+1 198 765 43215)."""
+    await _sms_channel(client, partner, "twilio")
+    partner.respond_with(201, {"sid": "SM1"})
+    spellings = (
+        "0xx11 98765-4321",
+        "(0xx11) 98765-4321",
+        "(+55) 11 98765-4321",
+        "(+55 11) 98765-4321",
+        "(11) 98765\u20134321",
+        "tel:+5511987654321",
+    )
+    for written in spellings:
+        result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
+        assert result["result"] == "success", (written, result)
+    sent = [dict(parse_qsl(r.body.decode()))["To"] for r in partner.requests]
+    assert sent == ["+5511987654321"] * len(spellings)
+    for written in ("(11) 98765-4321 5", "(11) 3333-4444 22", "+55 11 98765-4321 5"):
+        result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
+        assert result["result"] == "fail", (written, result)
+    assert len(partner.requests) == len(spellings)

@@ -256,9 +256,8 @@ async def test_a_draft_is_tried_before_upload_and_failures_point_at_the_step(
             {"id": "bad", "when": "to_number(steps.hr.name) > `1`"},
         ],
     }
-    result = await _test(
-        client, {"flow": draft, "event": FINE_EVENT, "samples": {"hr": {"condutorAtual": {}}}}
-    )
+    several = {"condutorAtual": [{"nome": "Ana Souza"}, {"nome": "Bruno Lima"}]}
+    result = await _test(client, {"flow": draft, "event": FINE_EVENT, "samples": {"hr": several}})
     hr, bad = result["steps"]
     assert hr["outcome"] == "failed" and hr["errors"][0]["keyword"] == "required"
     assert bad["outcome"] == "not reached"

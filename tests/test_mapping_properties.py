@@ -29,7 +29,16 @@ PROPERTIES = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 # What a payload that does not fit may be answered with: problems of the mapping, by field.
-MAPPING_PROBLEMS = {"cast", "transform", "expression", "datetime", "limit", "decode", "required"}
+MAPPING_PROBLEMS = {
+    "cast",
+    "range",
+    "transform",
+    "expression",
+    "datetime",
+    "limit",
+    "decode",
+    "required",
+}
 
 # -- inputs: the edges of numbers and the texts the readings parse ------------------------------
 
@@ -125,6 +134,8 @@ TRANSFORMS: dict[str, st.SearchStrategy[Any]] = {
         "trim",
         "digits",
         "plate",
+        "vin",
+        "cpf",
         "phone",
         "duration",
     )
@@ -144,6 +155,9 @@ TRANSFORMS.update(
         ),
         "offset": st.sampled_from([0, -1e308, 1e308, 0.5]).map(lambda f: {"offset": f}),
         "round": st.integers(0, 12).map(lambda n: {"round": n}),
+        "range": st.sampled_from([{"min": 0}, {"max": 100}, {"min": -1e308, "max": 1e308}]).map(
+            lambda a: {"range": a}
+        ),
         "format_number": st.sampled_from([None, {"decimals": 12}, {"thousands": ""}]).map(
             lambda a: "format_number" if a is None else {"format_number": a}
         ),

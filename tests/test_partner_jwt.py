@@ -187,12 +187,17 @@ async def test_key_type_must_match_the_algorithm() -> None:
     await assert_rejected(jwks_verifier(fetch), token("ES256", kid="k1"))
 
 
-async def test_weak_rsa_keys_are_refused() -> None:
+async def test_weak_rsa_keys_are_refused_where_they_are_loaded() -> None:
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    fetch = StubFetch(jwks(jwk("RS256", "k1", weak)))
     with pytest.warns(InsecureKeyLengthWarning):  # PyJWT only warns when signing
         weak_token = token("RS256", key=weak)
-    await assert_rejected(jwks_verifier(fetch), weak_token)
+    only_weak = jwks_verifier(StubFetch(jwks(jwk("RS256", "k1", weak))))
+    with pytest.raises(PartnerError):  # no usable key: the partner's keys are unavailable
+        await only_weak.verify(weak_token)
+    beside_a_good_one = StubFetch(jwks(jwk("RS256", "k1", weak), jwk("ES256", "k2")))
+    await assert_rejected(jwks_verifier(beside_a_good_one), weak_token)
+    with pytest.raises(ValueError, match="1024 bits is too short"):
+        StaticKeys([public_pem(weak)])
 
 
 @pytest.mark.parametrize(

@@ -3,25 +3,30 @@ write-only credentials, tenant isolation, and deletes refused while something us
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.actions.catalog import auth_context
+from gateway.auth.secretbox import SecretBox
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import push_channel, sms_channel
 from tests.partner_double import (
+    Partner,
     create_action,
     create_partner,
     create_subscription,
+    partner,
     post,
     upload_mapping,
 )
 from tests.support import auth
 
-__all__ = ["fcm"]  # the fixture
+__all__ = ["fcm", "partner"]  # the fixtures
 
 Client = TestClient[Any, Any]
 BASE = "https://erp.example.com/api"
@@ -103,6 +108,74 @@ async def test_partner_body_problems_are_all_listed(client: Client) -> None:
         "/rate_limit",
         "/colour",
     }
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("bearer", "token", "tok\x1b[31mred"),
+        ("header", "value", "ab\x08cd"),
+        ("header", "value", "abc\x7fdef"),
+        ("basic", "password", "pw\x00d"),
+        ("basic", "username", "user\x0bname"),
+        ("query", "value", "q\x1f9f8e7d"),
+        ("query", "value", "q\n9f8e7d"),
+        ("oauth2_client_credentials", "client_secret", "cs\x019f8e7d"),
+    ],
+)
+async def test_a_credential_with_a_control_character_is_refused_when_the_partner_is_saved(
+    client: Client, kind: str, field: str, value: str
+) -> None:
+    """Else it is saved, and every call fails as if the partner could not be reached (the
+    HTTP client refuses the header): the same 422 as a line break."""
+    response = await client.post(
+        "/api/v1/partners",
+        headers=auth(),
+        json={"name": "ERP", "base_url": BASE, "auth": {**CREDENTIALS[kind], field: value}},
+    )
+
+    problem = await _problem(response, 422)
+    assert [e["pointer"] for e in problem["errors"]] == [f"/auth/{field}"]
+    assert "control characters" in problem["errors"][0]["message"]
+    assert value not in str(problem)
+
+
+@pytest.mark.parametrize(
+    ("stored", "sent"),
+    [
+        ({"type": "basic", "username": "erp", "password": "pw\x01d"}, ("authorization", None)),
+        ({"type": "query", "name": "apikey", "value": "q\n9f8e7d"}, ("apikey", "q\n9f8e7d")),
+    ],
+)
+async def test_a_partner_saved_before_with_a_control_character_still_calls_where_it_could(
+    client: Client, partner: Partner, stored: dict[str, str], sent: tuple[str, str | None]
+) -> None:
+    """The refusal is of what is saved now: a Basic password or a query key stored before
+    with one (base64 or percent-encoded on the way) keeps working."""
+    erp = await create_partner(client, partner.url, auth={"type": "none"})
+    proxy = await create_action(client, erp["id"], mode="proxy")
+    services = client.app[services_key]
+    sealed = SecretBox(services.keyring).seal(stored, context=auth_context(erp["id"]))
+    await services.store.db["partners"].update_one(
+        {"name": "ERP"}, {"$set": {"auth_sealed": sealed, "auth_type": stored["type"]}}
+    )
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    assert invoked.status == 200, await invoked.text()
+    (request,) = partner.requests
+    name, value = sent
+    if value is None:  # Basic: the password inside the header
+        header = request.headers["Authorization"].removeprefix("Basic ")
+        assert base64.b64decode(header).decode() == f"erp:{stored['password']}"
+    else:
+        assert request.query[name] == value
+
+
+async def test_a_tab_in_a_credential_is_kept_as_a_header_allows_it(client: Client) -> None:
+    auth_doc = {**CREDENTIALS["header"], "value": "key\t9f8e7d"}
+    partner = await create_partner(client, BASE, auth=auth_doc)
+    assert partner["auth"]["type"] == "header"
 
 
 @pytest.mark.parametrize(

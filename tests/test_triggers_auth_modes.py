@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.warnings import InsecureKeyLengthWarning
 
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import signed_headers
@@ -116,9 +117,9 @@ async def test_partner_jwt_from_a_pem_key_is_checked_with_its_policy(client: Cli
 
 
 async def _jwks_trigger(
-    client: Client, aiohttp_server: Callable[..., Any], keys: Callable[..., Any]
+    client: Client, aiohttp_server: Callable[..., Any], keys: Callable[..., Any], alg: str = "ES256"
 ) -> dict[str, Any]:
-    """A partner_jwt trigger (ES256) whose keys the partner serves with `keys`."""
+    """A partner_jwt trigger (ES256, or `alg`) whose keys the partner serves with `keys`."""
     partner = web.Application()
     partner.router.add_get("/.well-known/jwks.json", keys)
     server = await aiohttp_server(partner)
@@ -128,7 +129,7 @@ async def _jwks_trigger(
             "mode": "partner_jwt",
             "jwks_url": str(server.make_url("/.well-known/jwks.json")),
             "audience": "rabbot",
-            "algorithms": ["ES256"],
+            "algorithms": [alg],
         },
     )
 
@@ -175,6 +176,27 @@ async def test_a_partner_whose_keys_cannot_be_fetched_gets_a_503_counted_as_such
     assert await _outcomes(client, "error") == 0
 
 
+async def test_a_jwks_whose_only_rsa_key_is_under_2048_bits_is_a_503_not_a_401(
+    client: Client, aiohttp_server: Callable[..., Any]
+) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(weak.public_key(), as_dict=True)
+
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [{**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]})
+
+    trigger = await _jwks_trigger(client, aiohttp_server, jwks, alg="RS256")
+    with pytest.warns(InsecureKeyLengthWarning):  # PyJWT signs with it, and only warns
+        token = _partner_token(weak, headers={"kid": "k1"})
+    before = await _outcomes(client, "keys_unavailable")
+    response = await client.post(
+        f"/hooks/{trigger['id']}", json=VEHICLE, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 503, await response.text()
+    assert response.headers["Retry-After"]
+    assert await _outcomes(client, "keys_unavailable") == before + 1
+
+
 async def test_a_body_sent_too_slowly_to_a_trigger_is_a_408_counted_as_a_timeout(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,6 +231,53 @@ async def test_invalid_partner_key_is_refused_when_the_trigger_is_saved(client: 
     )
     assert response.status == 422
     assert (await response.json())["errors"][0]["pointer"] == "/auth/public_key_pem"
+
+
+@pytest.mark.parametrize("bits", [1024, 1536])
+async def test_an_rsa_key_under_2048_bits_is_refused_when_the_trigger_is_saved(
+    client: Client, bits: int
+) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+    pem = weak.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    response = await client.post(
+        "/api/v1/triggers",
+        headers=auth(),
+        json={
+            "name": "x",
+            "entity_type": "vehicle",
+            "auth": {"mode": "partner_jwt", "public_key_pem": pem, "audience": "rabbot"},
+        },
+    )
+    assert response.status == 422
+    (error,) = (await response.json())["errors"]
+    assert error["pointer"] == "/auth/public_key_pem"
+    assert f"{bits} bits is too short" in error["message"]
+
+
+async def test_a_trigger_saved_before_with_an_rsa_key_under_2048_bits_answers_503_not_500(
+    client: Client,
+) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    trigger = await create_trigger(
+        client, auth={"mode": "partner_jwt", "public_key_pem": RSA_PEM, "audience": "rabbot"}
+    )
+    weak_pem = weak.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    triggers = client.app[services_key].store.db["triggers"]
+    await triggers.update_one(
+        {"_id": trigger["id"]}, {"$set": {"auth.public_key_pem": weak_pem.decode()}}
+    )
+    with pytest.warns(InsecureKeyLengthWarning):
+        token = _partner_token(weak)
+    before = await _outcomes(client, "keys_unavailable")
+    response = await client.post(
+        f"/hooks/{trigger['id']}", json=VEHICLE, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 503, await response.text()
+    assert await _outcomes(client, "keys_unavailable") == before + 1
 
 
 async def test_partner_jwt_trigger_requires_an_audience(client: Client) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import whole_number
 from gateway.store import Doc
 
 
@@ -52,6 +53,8 @@ class BodyCheck:
         if value is None:
             return None
         kinds = (int,) if integer else (int, float)
+        if integer and (number := whole_number(value)) is not None:
+            value = number  # 3.0 is the integer 3, as in JSON Schema
         if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
             what = "an integer" if integer else "a number"
             keyword = (

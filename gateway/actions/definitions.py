@@ -12,6 +12,7 @@ from gateway.actions.catalog import Catalog
 from gateway.actions.xml_body import compile_xml_body
 from gateway.clock import utcnow
 from gateway.errors import Conflict, NotFound
+from gateway.formats.json_tree import whole_number
 from gateway.mapping.expressions import compile_expression
 from gateway.mapping_files.source import MappingSource
 from gateway.notify.channel_needs import refuse_if_channels_need, sms_action_problem
@@ -246,14 +247,14 @@ def _success(check: BodyCheck) -> list[int | str] | None:
         not isinstance(success, list)
         or not success
         or not all(
-            (isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599)
+            ((code := whole_number(s)) is not None and 100 <= code <= 599)
             or (isinstance(s, str) and _STATUS_CLASS.match(s))
             for s in success
         )
     ):
         check.add("/success", 'success is a list of status codes or classes like "2xx"', "type")
         return None
-    return list(success)
+    return [s if isinstance(s, str) else int(s) for s in success]  # 200.0 is 200
 
 
 def _schedule(check: BodyCheck) -> list[float] | None:

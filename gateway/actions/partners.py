@@ -199,7 +199,7 @@ def _sealed_auth(check: BodyCheck, box: SecretBox, partner_id: str) -> Doc:
         check.add("/auth", "auth must be an object with a type", "type")
         return {}
     try:
-        build_auth(auth)
+        build_auth(auth, saving=True)
     except InvalidPayload as exc:
         check.problems.extend(exc.problems)
         return {}

@@ -31,6 +31,8 @@ Fetch = Callable[[str], Awaitable[bytes]]
 ASYMMETRIC_ALGORITHMS: Final = ("RS256", "ES256", "EdDSA")
 MAX_TOKEN_LENGTH: Final = 8192
 MAX_JWKS_KEYS: Final = 20
+# NIST SP 800-131A: shorter RSA keys are refused where a key is loaded, not at each token.
+MIN_RSA_BITS: Final = 2048
 _KEY_TYPES: Final = frozenset({"RSA", "EC", "OKP"})
 # The last second of the year 9999: past it no datetime holds a date (nor does BSON's).
 MAX_NUMERIC_DATE: Final = 253402300799
@@ -157,6 +159,17 @@ class StaticKeys:
         return [key for key in self._keys if key.algorithm_name == alg]
 
 
+class UnusableKeys:
+    """The keys of a trigger saved before a rule refused them (an RSA key under 2048 bits):
+    no token finds a key to be checked with, as with a JWKS without a usable key."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def candidates(self, kid: str | None, alg: str) -> Sequence[jwt.PyJWK]:
+        raise PartnerError(f"no usable signing key: {self._reason}")
+
+
 class JwksKeys:
     """A JWKS document, cached for `ttl` seconds and refetched at most once per interval."""
 
@@ -243,6 +256,10 @@ def jwk_from_pem(pem: str | bytes) -> jwt.PyJWK:
     except ValueError:
         raise ValueError("not a PEM public key or certificate") from None
     if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise ValueError(
+                f"an RSA key of {key.key_size} bits is too short: {MIN_RSA_BITS} at least"
+            )
         alg = "RS256"
     elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         alg = "ES256"
@@ -273,6 +290,8 @@ def _usable_jwk(entry: Any, algorithms: frozenset[str]) -> jwt.PyJWK | None:
         key = jwt.PyJWK(entry)
     except jwt.PyJWTError:
         return None
+    if isinstance(key.key, rsa.RSAPublicKey) and key.key.key_size < MIN_RSA_BITS:
+        return None  # a JWKS of only such keys has no usable key: the partner is told so
     return key if key.algorithm_name in algorithms else None
 
 

@@ -26,7 +26,12 @@ from typing import Any, Final, Literal, TypeGuard, get_args
 import jwt
 
 from gateway.auth.keyring import KeyRing, Purpose, SubKey
-from gateway.auth.partner_jwt import PartnerJwtVerifier, check_numeric_dates, unverified_header
+from gateway.auth.partner_jwt import (
+    MAX_NUMERIC_DATE,
+    PartnerJwtVerifier,
+    check_numeric_dates,
+    unverified_header,
+)
 from gateway.errors import Forbidden, KeysUnavailable, PartnerError, Unauthorized
 from gateway.formats import at_path
 
@@ -285,6 +290,11 @@ def _base_claims(
         if ttl <= timedelta(0):
             raise ValueError("ttl must be positive")
         claims["exp"] = issued + int(ttl.total_seconds())
+        if claims["exp"] > MAX_NUMERIC_DATE:  # verification refuses a later one: every call
+            raise ValueError(
+                "ttl is too long: the token would expire after 9999-12-31, which no token "
+                "may (it would be refused on every call)"
+            )
     return claims
 
 

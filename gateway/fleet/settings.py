@@ -12,6 +12,7 @@ from typing import Any, Final
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.fleet.odometer import SOURCES, OdometerSettings
 from gateway.fleet.quality import QualitySettings
+from gateway.formats.json_tree import whole_number
 from gateway.store import Store
 from gateway.store.positions import DEFAULT_RETENTION_DAYS
 
@@ -88,7 +89,7 @@ def parse_settings(body: Any) -> FleetSettings:
             )
         else:
             odometer["precedence"] = precedence
-    retention = _integral(body.get("retention_days", DEFAULT_RETENTION_DAYS))
+    retention = whole_number(body.get("retention_days", DEFAULT_RETENTION_DAYS))
     if retention is None or not 1 <= retention <= MAX_RETENTION_DAYS:
         problems.append(
             FieldProblem("/retention_days", f"an integer from 1 to {MAX_RETENTION_DAYS}", "maximum")
@@ -98,13 +99,6 @@ def parse_settings(body: Any) -> FleetSettings:
     return FleetSettings(
         QualitySettings.from_doc(quality), OdometerSettings.from_doc(odometer), retention
     )
-
-
-def _integral(value: Any) -> int | None:
-    """An integer as JSON Schema counts them (3 and 3.0), else None."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _unknown(body: Mapping[str, Any], allowed: set[str], at: str, out: list[FieldProblem]) -> None:
@@ -134,7 +128,7 @@ def _numbers(
     for name, (low, high, integer) in limits.items():
         if name not in raw:
             continue
-        value: Any = _integral(raw[name]) if integer else raw[name]
+        value: Any = whole_number(raw[name]) if integer else raw[name]
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not low <= value <= high:
             what = "an integer" if integer else "a number"

@@ -114,3 +114,12 @@ def plain_zeros(value: Any) -> Any:
         items = [plain_zeros(item) for item in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
+
+
+def whole_number(value: Any) -> int | None:
+    """An integer as JSON Schema counts them (3 and 3.0) as an int, else None (true, 3.5,
+    text): every integer setting an admin sends is read through here, so `600.0` meets the
+    same bounds and caps as `600` and is stored as 600."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -189,6 +189,14 @@ class CompiledMapping:
 
         `texts`: the documents from_json()/from_xml() read in this payload, shared with the
         `apply` of its items (each text parsed once per payload, not once per item)."""
+        return self.numbered_items(payload, texts=texts)[0]
+
+    def numbered_items(
+        self, payload: Any, *, texts: DecodedTexts | None = None
+    ) -> tuple[list[Any], list[int] | None]:
+        """The items, and each one's index in the partner's list when `items: {..., when}`
+        left some out (None: the items are that list, numbered from 0), so a batch's results
+        and refusals name the item the partner sent, not its place among those kept."""
         self._need("inbound")
         getter = self._plan.items
         if getter is None:
@@ -204,22 +212,25 @@ class CompiledMapping:
             found = [found]
         if self._plan.inner is not None:
             found = self._inner_items(found, self._plan.inner, texts)
+        numbers = None
         if self._plan.keep is not None:
-            found = self._kept_items(found, self._plan.keep, texts)
+            found, numbers = self._kept_items(found, self._plan.keep, texts)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
             raise self._items_problem(message, "limit")
-        return found
+        return found, numbers
 
     def _kept_items(
         self, found: list[Any], keep: Condition, texts: DecodedTexts | None
-    ) -> list[Any]:
-        """`items: {..., when}`: the items the condition holds for (one work budget)."""
+    ) -> tuple[list[Any], list[int]]:
+        """`items: {..., when}`: the items the condition holds for (one work budget), and
+        their indexes in the list they were kept from."""
         run = Run(texts=texts)
         try:
-            return [item for item in found if keep(item, run)]
+            numbers = [index for index, item in enumerate(found) if keep(item, run)]
         except EvalError as error:
             raise self._error(error, "items") from None
+        return [found[index] for index in numbers], numbers
 
     def _inner_items(
         self, outers: list[Any], inner: Inner, texts: DecodedTexts | None

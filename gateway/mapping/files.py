@@ -24,6 +24,19 @@ def _read(path: str | Path, limit: int) -> bytes:
         return file.read(limit + 1)  # one byte over the limit is enough to refuse it
 
 
+def _sample_text(raw: bytes) -> str:
+    """A sample's text; InvalidPayload (not a traceback) when it is not UTF-8, as a trigger
+    refuses such a body unless its charset says otherwise."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        message = (
+            f"the sample is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+            "save it as UTF-8"
+        )
+        raise InvalidPayload(message, [FieldProblem("", message, "encoding")]) from None
+
+
 def validate_file(path: str | Path, *, catalog: FieldCatalog | None = None) -> list[FieldProblem]:
     """Every problem in a mapping file ([] when it is valid)."""
     try:
@@ -90,7 +103,7 @@ def test_file(
     """
     mapping = load_mapping(_read(path, MAX_FILE_BYTES), catalog=catalog, filename=str(path))
     mapping = mapping.bind(params or {}, strict=True)
-    sample = read_sample(_read(sample_path, _MAX_SAMPLE_BYTES).decode("utf-8-sig"))
+    sample = read_sample(_sample_text(_read(sample_path, _MAX_SAMPLE_BYTES)))
     known = {name: f"<secret:{name}>" for name in mapping.secrets} | (secrets or {})
     if mapping.direction == "inbound":
         if (answer := mapping.probe(sample)) is not None:

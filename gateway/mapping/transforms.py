@@ -56,6 +56,33 @@ def _plate(value: Any) -> str | None:
     return text if check_plate(text) is None else None
 
 
+_VIN: Final = re.compile("[A-HJ-NPR-Z0-9]{17}")
+_CPF_TEXT: Final = re.compile(r"[0-9]{11}|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}")
+
+
+def _vin(value: Any) -> str | None:
+    """A VIN (chassis number), upper case without surrounding blanks; null for text that is
+    not one (blank, "ABC123", 16 characters, an I, O or Q), so a VIN that only describes the
+    vehicle is left out instead of refusing what the payload says."""
+    text = (value if type(value) is str else to_string(value)).strip().upper()
+    return text if text.isascii() and _VIN.fullmatch(text) is not None else None
+
+
+def _cpf(value: Any) -> str | None:
+    """A CPF's 11 digits: text written with them all (52998224725, 529.982.247-25), or a
+    number that lost its leading zeros (1234567890 → 01234567890); null for anything else
+    ("N/A", "", "529.982.247-2": a digit short), never padded into a made-up CPF. Its check
+    digits are the schema's to judge."""
+    if type(value) is int and 0 < value < 10**11:
+        return f"{value:011d}"
+    if type(value) is float and value.is_integer() and 0 < value < 10**11:
+        return f"{int(value):011d}"
+    if type(value) is not str:
+        return None
+    text = value.strip()
+    return _digits(text) if text.isascii() and _CPF_TEXT.fullmatch(text) else None
+
+
 def _phone(value: Any) -> str | None:
     """A phone number in E.164, Brazilian unless it says otherwise ("(11) 98765-4321" →
     "+5511987654321"); null for text that cannot be one (no area code), so `required` or a
@@ -181,6 +208,31 @@ def round_to(places: int) -> Transform:
         return value  # too large to have decimals left to round
 
     return round_places
+
+
+def _compile_range(arg: Any, report: Report) -> Transform | None:
+    """A number within {min, max} (either may be left out) passes as it is; one outside is a
+    `range` problem naming it, as a schema's minimum would (a negative amount paid)."""
+    if not (isinstance(arg, dict) and arg and set(arg) <= {"min", "max"}):
+        report("range takes {min, max} (one or both)")
+        return None
+    low, high = arg.get("min"), arg.get("max")
+    if not all(b is None or _number_arg(b) for b in (low, high)):
+        report("min and max must be numbers")
+        return None
+    if low is not None and high is not None and low > high:
+        report("min must not be above max")
+        return None
+
+    def within(value: Any) -> int | float:
+        number = to_number(value)
+        if low is not None and number < low:
+            raise EvalError("range", f"{number!r} is below the minimum {low!r}")
+        if high is not None and number > high:
+            raise EvalError("range", f"{number!r} is above the maximum {high!r}")
+        return number
+
+    return within
 
 
 def _compile_round(arg: Any, report: Report) -> Transform | None:
@@ -345,6 +397,8 @@ _SIMPLE: dict[str, Transform] = {
     "trim": lambda v: (v if type(v) is str else to_string(v)).strip(),
     "digits": _digits,
     "plate": _plate,
+    "vin": _vin,
+    "cpf": _cpf,
     "phone": _phone,
     "duration": duration,
 }
@@ -357,6 +411,7 @@ _WITH_ARGUMENT: dict[str, Callable[[Any, Report], Transform | None]] = {
     "scale": _compile_scale,
     "offset": _compile_offset,
     "round": _compile_round,
+    "range": _compile_range,
     "format_number": _compile_format_number,
     "parse_number": _compile_parse_number,
     "coordinate": compile_coordinate,
@@ -376,6 +431,7 @@ _READ_VALUES: frozenset[str] = frozenset(
         "scale",
         "offset",
         "round",
+        "range",
         "format_number",
         "parse_number",
         "datetime",

@@ -210,7 +210,12 @@ class MappingDryRun:
             # Found by a lookup: it keeps its natural key, as the write keeps it.
             document = {**document, **self._schemas.natural_key(etype, old)}
         fields, skipped = forward_only(old, document, mapped.forward)
-        merged = merge(old, fields)
+        kind_schema = None
+        if etype == "other":
+            kind_schema = await self._kinds.schema_for(tenant, merge(old, fields).get("kind"))
+        # Identifiers as the write stores them (`dry-4j75` is the plate DRY4J75): the diff
+        # is against what would be stored, not against the mapping's spelling.
+        merged = self._schemas.normalize(etype, merge(old, fields), kind_schema=kind_schema)
         changes = diff(old, merged) if current is not None else []
         created = current is None
         fields_changed = [c.field for c in changes]
@@ -230,9 +235,6 @@ class MappingDryRun:
         }
         if skipped:
             entity["skipped"] = list(skipped)
-        kind_schema = None
-        if etype == "other":
-            kind_schema = await self._kinds.schema_for(tenant, merged.get("kind"))
         try:
             if refused is None:  # a refused write is refused before the entity is checked
                 self._schemas.check(etype, merged, kind_schema=kind_schema)

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.clock import zone_named
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import whole_number
 
 DEFAULT_COOLDOWN = timedelta(hours=1)
 MAX_COOLDOWN = timedelta(days=30)
@@ -115,9 +116,9 @@ def parse_settings(body: Mapping[str, Any]) -> NotifySettings:
         for k in body
         if k not in ("cooldown_seconds", "quiet_hours")
     ]
-    seconds = body.get("cooldown_seconds", int(DEFAULT_COOLDOWN.total_seconds()))
+    seconds = whole_number(body.get("cooldown_seconds", int(DEFAULT_COOLDOWN.total_seconds())))
     limit = MAX_COOLDOWN.total_seconds()
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= limit:
+    if seconds is None or not 0 <= seconds <= limit:
         problems.append(
             FieldProblem("/cooldown_seconds", f"a whole number from 0 to {limit:.0f}", "range")
         )

@@ -73,6 +73,11 @@ class Applied:
         token = (self.token,) if self.token and self.body_members else ()
         return (*self.headers.values(), *(value for _, value in self.query), *token)
 
+    def credential_values(self) -> tuple[str, ...]:
+        """The secrets and what they carry (the key of a header value, the password in a
+        Basic one): every value redaction.py removes from what comes back."""
+        return tuple(v for secret in self.secrets for v in _parts(secret))
+
 
 class PartnerAuth(Protocol):
     @property
@@ -107,7 +112,7 @@ class StaticAuth:
         return None
 
     def credential_values(self) -> tuple[str, ...]:
-        return tuple(v for secret in self.applied.secrets for v in _parts(secret))
+        return self.applied.credential_values()
 
     def refused(self, status: int | None, body: Any) -> bool:
         return status == 401
@@ -318,22 +323,29 @@ def _ttl(expires_in: Any, default: float) -> float:
 
 
 def _parts(secret: str) -> tuple[str, ...]:
-    """A header value and what it carries: "Bearer T" → T; "Basic B" → B, and the password
-    inside B (a partner may echo it decoded)."""
+    """A header value and what it carries: "<scheme> K" → K, whatever the scheme ("Bearer",
+    "Token", "ApiKey", "bearer", ...: a partner may echo the key alone); "Basic B" → B, and
+    the password inside B (a partner may echo it decoded)."""
     scheme, _, rest = secret.partition(" ")
-    if scheme == "Bearer" and rest:
-        return (secret, rest)
-    if scheme == "Basic" and rest:
+    rest = rest.lstrip(" ")
+    if not rest or not _TOKEN.fullmatch(scheme):
+        return (secret,)
+    if scheme.lower() == "basic":
         try:
             user_pass = base64.b64decode(rest, validate=True).decode()
         except ValueError:
             return (secret, rest)
         return (secret, rest, user_pass, user_pass.partition(":")[2])
-    return (secret,)
+    return (secret, rest)
 
 
 # RFC 9110 token characters, for header and query names.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What no credential saved now may hold: C0 controls but a tab (which a header value allows),
+# and DEL. The HTTP client refuses them in a header, so the partner could never be called; in
+# a query they are no more a key. A partner saved before with one in a value that is still
+# sent (base64 in Basic, percent-encoded in a query) keeps working.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def build_auth(
@@ -342,17 +354,20 @@ def build_auth(
     on_refresh: Callable[[], None] | None = None,
     on_refused: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    saving: bool = False,
 ) -> PartnerAuth:
     """Compile a partner's decrypted `auth` document (SPEC §3.5) into a PartnerAuth.
     `on_refresh` counts tokens obtained; `on_refused` a token endpoint refusing the
     credentials (OAuth2, Google service accounts, Geotab's Authenticate); `clock` (monotonic
-    seconds) times a token's life and a token endpoint's wait.
+    seconds) times a token's life and a token endpoint's wait. `saving`: the document is being
+    saved, and held to what may be saved now (no control characters), not only to what a
+    partner stored before can still be sent with.
 
     Raises InvalidPayload naming each bad field (pointers under /auth).
     """
     kind = credentials.get("type")
     if kind == "oauth2_client_credentials":
-        return _build_oauth2(credentials, on_refresh, on_refused, clock)
+        return _build_oauth2(_Fields(credentials, saving), on_refresh, on_refused, clock)
     if kind == "google_service_account":
         # Imported here: that module builds on this one's token cache (a cycle at import time).
         from gateway.outbound.service_account import build_service_account_auth
@@ -368,15 +383,20 @@ def build_auth(
             [*_STATIC_BUILDERS, "oauth2_client_credentials", "google_service_account", "geotab"]
         )
         raise _invalid("/auth/type", f"unknown auth type {kind!r}; expected one of {known}")
-    return StaticAuth(builder(_Fields(credentials)))
+    return StaticAuth(builder(_Fields(credentials, saving)))
 
 
 class _Fields:
-    """Reads required string fields, collecting every problem before raising."""
+    """Reads required string fields, collecting every problem before raising. A line break
+    (or NUL) in a header value is refused always; when `saving`, any control character."""
 
-    def __init__(self, credentials: Mapping[str, Any]) -> None:
+    def __init__(self, credentials: Mapping[str, Any], saving: bool = False) -> None:
         self._credentials = credentials
+        self._saving = saving
         self.problems: list[FieldProblem] = []
+
+    def raw(self, name: str, default: Any) -> Any:
+        return self._credentials.get(name, default)
 
     def text(self, name: str, *, required: bool = True, header_safe: bool = True) -> str:
         value = self._credentials.get(name)
@@ -388,10 +408,10 @@ class _Fields:
                 FieldProblem(pointer, f"{name} must be a non-empty string", "type")
             )
             return ""
-        if header_safe and any(c in value for c in "\r\n\0"):
-            self.problems.append(
-                FieldProblem(pointer, f"{name} must not contain line breaks", "pattern")
-            )
+        unsendable = header_safe and any(c in value for c in "\r\n\0")
+        if unsendable or (self._saving and _CONTROL.search(value)):
+            message = f"{name} must not contain line breaks or other control characters"
+            self.problems.append(FieldProblem(pointer, message, "pattern"))
         return value
 
     def name(self, name: str) -> str:
@@ -435,7 +455,7 @@ def _basic(f: _Fields) -> Applied:
 
 
 def _query(f: _Fields) -> Applied:
-    name, value = f.name("name"), f.text("value", header_safe=False)
+    name, value = f.name("name"), f.text("value", header_safe=False)  # percent-encoded
     f.done()
     return Applied(query=((name, value),))
 
@@ -454,15 +474,14 @@ _STATIC_BUILDERS: dict[str, Callable[[_Fields], Applied]] = {
 
 
 def _build_oauth2(
-    credentials: Mapping[str, Any],
+    f: _Fields,
     on_refresh: Callable[[], None] | None,
     on_refused: Callable[[], None] | None,
     clock: Callable[[], float],
 ) -> OAuth2ClientCredentials:
-    f = _Fields(credentials)
     token_url, client_id = f.text("token_url"), f.text("client_id")
     client_secret, scope = f.text("client_secret"), f.text("scope", required=False)
-    client_auth = credentials.get("client_auth", "basic")
+    client_auth = f.raw("client_auth", "basic")
     if token_url and not token_url.startswith(("http://", "https://")):
         f.problems.append(
             FieldProblem("/auth/token_url", "token_url must be an http(s) URL", "format")

@@ -3,73 +3,243 @@
 A partner that echoes what it received (a debug endpoint, an error page quoting the request)
 would otherwise put our credential for it into a delivery attempt's `response`, readable by
 any viewer, or into a proxy 502's `partner_body`. Every credential value of the partner is
-replaced by `[redacted]`: as sent, percent-encoded (query keys), JSON-escaped and
-XML-escaped (a SOAP body, `actions/xml_body.py`), and the start of one cut off at the end of an
-excerpt too.
+replaced by `[redacted]`, in whatever encoding the partner's framework wrote it.
+
+One mechanism: the text is read with its escapes undone, each decoded character remembering
+where it was written, and the credentials are looked for in that reading; what matches is
+masked in the text as written. The escapes undone are those frameworks write: JSON's (`\\/`
+from PHP, `\\uXXXX` of any character from .NET or ASCII-only writers, surrogate pairs),
+percent-encoding in either case (a run of them read as UTF-8), and XML's character references
+and named entities (a SOAP fault). A credential is also looked for with its spaces as `+`
+(a form-encoded query), and as base64, standard and URL-safe: of itself, and of itself
+inside a longer base64 text (a partner echoing the whole header, or its whole request, in
+base64). The start of one cut off at the end of an excerpt is masked too.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterable
-from urllib.parse import quote, quote_plus
+import re
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
 MASK = "[redacted]"
 # Shorter values would mangle ordinary text; no partner credential is that short.
 MIN_LENGTH = 4
+# Base64 characters of a credential inside a longer base64 text: fewer could be chance.
+_MIN_CORE = 8
+
+# One escape, as a partner's framework writes it. Each branch starts with its own character,
+# so the regex engine skips to the next `\\`, `%` or `&` at C speed.
+_ESCAPE = re.compile(
+    r"\\u[0-9a-fA-F]{4}(?:\\u[0-9a-fA-F]{4})*"  # a run of them: surrogate pairs are in one
+    r'|\\["\\/bfnrt]'
+    r"|%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*"
+    r"|&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|amp|lt|gt|quot|apos);"
+)
+# What an excerpt cut inside an escape ends with.
+_LONGEST_CUT = 10
+_CUT_ESCAPE = re.compile(r"(?:\\(?:u[0-9a-fA-F]{0,3})?|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,7})\Z")
+_JSON_SHORT = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r"}
+_JSON_SHORT["t"] = "\t"
+_ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+# The escapes that always stand for the same character, looked up rather than read.
+_FIXED = {f"\\{k}": v for k, v in _JSON_SHORT.items()} | {f"&{k};": v for k, v in _ENTITIES.items()}
 
 
-# What URL encoders (yarl's included) leave as is in a query value.
-_QUERY_SAFE = "/?:@!$'()*,;"
+def _unescaped(escape: str, at: int) -> Iterator[tuple[str, int]]:
+    """The characters an escape (or a run of `%XX` or `\\uXXXX`) stands for, each with where
+    it starts in the text."""
+    if escape[0] == "%":
+        decoded = bytes.fromhex(escape.replace("%", "")).decode("utf-8", "surrogateescape")
+        for char in decoded:
+            yield char, at
+            at += 3 if char < "\x80" else 3 * len(char.encode("utf-8", "surrogateescape"))
+    elif escape[0] == "&":
+        name = escape[1:-1]
+        if name[0] != "#":
+            yield _ENTITIES[name], at
+            return
+        code = int(name[2:], 16) if name[1] in "xX" else int(name[1:])
+        yield (chr(code) if code <= 0x10FFFF else "\ufffd"), at  # no character: no credential
+    elif len(escape) == 2:
+        yield _JSON_SHORT[escape[1]], at
+    else:
+        units = [int(escape[i + 2 : i + 6], 16) for i in range(0, len(escape), 6)]
+        i = 0
+        while i < len(units):
+            unit, next_unit = units[i], units[i + 1] if i + 1 < len(units) else 0
+            if 0xD800 <= unit < 0xDC00 and 0xDC00 <= next_unit < 0xE000:  # a surrogate pair
+                yield chr(0x10000 + ((unit - 0xD800) << 10) + (next_unit - 0xDC00)), at + 6 * i
+                i += 2
+            else:
+                yield chr(unit), at + 6 * i
+                i += 1
 
 
-# How XML writers escape text and attribute values: `&` and `<` always; `>` mostly (Canonical
-# XML, used by signed SOAP, leaves it in attributes); each quote as written (text, and the
-# other quote's attributes: ElementTree, .NET), as ours (markupsafe: &#39; &#34;), as the
-# named entity or as a hexadecimal reference. Every combination a value's characters allow.
-_XML_CHOICES: dict[str, tuple[str, ...]] = {
-    ">": ("&gt;", ">"),
-    "'": ("'", "&#39;", "&apos;", "&#x27;"),
-    '"': ('"', "&#34;", "&quot;", "&#x22;"),
-}
+def _read(match: re.Match[str]) -> str:
+    """What one escape stands for."""
+    escape = match.group()
+    char = _FIXED.get(escape)
+    if char is not None:
+        return char
+    if escape[0] == "%":
+        return bytes.fromhex(escape.replace("%", "")).decode("utf-8", "surrogateescape")
+    if escape[1] == "u":  # UTF-16 code units, pairs joined, as JSON's reader does
+        units = escape.encode().decode("unicode_escape").encode("utf-16-le", "surrogatepass")
+        return units.decode("utf-16-le", "surrogatepass")
+    return "".join(char for char, _ in _unescaped(escape, 0))
 
 
-def _xml_forms(value: str) -> set[str]:
-    forms = {value.replace("&", "&amp;").replace("<", "&lt;")}
-    for char, choices in _XML_CHOICES.items():
-        if char in value:
-            forms = {form.replace(char, choice) for form in forms for choice in choices}
-    return forms
+class Reading:
+    """A text with its escapes undone (`plain`), and the way back to where each character of
+    `plain` was written. That way back is drawn only when asked for (something matched): as
+    segments that start at `marks[k]` in `plain` and `places[k]` in the text, a run of literal
+    characters or one character an escape stands for."""
+
+    __slots__ = ("_marks", "_places", "_text", "plain")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._marks: list[int] | None = None
+        self._places: list[int] = []
+        if "\\" not in text and "%" not in text and "&" not in text:
+            self.plain = text
+        else:
+            self.plain = _ESCAPE.sub(_read, text)
+
+    def place(self, index: int) -> int:
+        """Where the character at `index` in `plain` starts in the text (its end for the
+        end of `plain`)."""
+        if self.plain is self._text:
+            return index
+        if index >= len(self.plain):
+            return len(self._text)
+        marks, places = self._drawn()
+        k = bisect_right(marks, index) - 1
+        return places[k] + index - marks[k]
+
+    def _drawn(self) -> tuple[list[int], list[int]]:
+        if self._marks is not None:
+            return self._marks, self._places
+        text = self._text
+        marks: list[int] = []
+        places: list[int] = []
+        length = done = 0
+        for match in _ESCAPE.finditer(text):
+            begin, end = match.span()
+            if begin > done:
+                marks.append(length)
+                places.append(done)
+                length += begin - done
+            for _, at in _unescaped(match.group(), begin):
+                marks.append(length)
+                places.append(at)
+                length += 1
+            done = end
+        marks.append(length)
+        places.append(done)
+        self._marks, self._places = marks, places
+        return marks, places
 
 
-def _forms(value: str) -> set[str]:
-    encoded = {quote(value, safe=s) for s in ("", _QUERY_SAFE)}
-    encoded |= {quote_plus(value, safe=s) for s in ("", _QUERY_SAFE)}
-    return {value, json.dumps(value)[1:-1], *encoded, *_xml_forms(value)}
+def _base64_forms(value: str) -> set[str]:
+    """The value in base64, standard and URL-safe, padded or not; and inside a longer base64
+    text, at each of the three alignments, the characters that depend on the value only."""
+    data = value.encode()
+    forms: set[str] = set()
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + data).decode()
+        if shift == 0:
+            forms |= {encoded, encoded.rstrip("=")}
+        core = encoded[4 if shift else 0 : 4 * ((shift + len(data)) // 3)]
+        if len(core) >= _MIN_CORE:
+            forms.add(core)
+    return forms | {form.replace("+", "-").replace("/", "_") for form in forms}
+
+
+@lru_cache(maxsize=1024)  # a redactor is built per answer: `Partner.redactor()`
+def _forms(value: str) -> frozenset[str]:
+    """What a credential reads as once a partner's escapes are undone."""
+    plain = {value, Reading(value).plain}  # a credential that itself holds `%41` or `\\n`
+    plain |= {form.replace(" ", "+") for form in plain}
+    # Base64 of a JSON document holds the value JSON-escaped (non-ASCII as \\uXXXX: Python's
+    # default), which no decoding of the answer undoes.
+    escaped = json.dumps(value)[1:-1]
+    base64_forms = _base64_forms(value) | (_base64_forms(escaped) if escaped != value else set())
+    return frozenset(plain | base64_forms)
 
 
 class Redactor:
-    """Built once per partner from its credential values; `redact(text)` per answer."""
+    """Built from a partner's credential values; `redact(text)` per answer."""
 
     def __init__(self, values: Iterable[str]) -> None:
-        forms = {f for v in values if len(v) >= MIN_LENGTH for f in _forms(v)}
-        self._forms = sorted(forms, key=len, reverse=True)  # longest first: "Bearer x", then x
+        self._forms = tuple({f for v in set(values) if len(v) >= MIN_LENGTH for f in _forms(v)})
 
     def redact(self, text: str) -> str:
-        if not text:
+        if not text or not self._forms:
             return text
-        for form in self._forms:
-            if form in text:
-                text = text.replace(form, MASK)
-        return self._without_cut_tail(text)
+        reading = Reading(text)
+        plain = reading.plain
+        spans = [
+            (found, found + len(form))
+            for form in self._forms
+            for found in _occurrences(plain, form)
+        ]
+        if (tail := self._cut_tail(reading, text)) is not None:
+            spans.append((tail, len(plain)))
+        if not spans:
+            return text
+        pieces: list[str] = []
+        written = 0
+        for begin, end in _merged(spans):
+            pieces += [text[written : reading.place(begin)], MASK]
+            written = reading.place(end)
+        pieces.append(text[written:])
+        return "".join(pieces)
 
-    def _without_cut_tail(self, text: str) -> str:
-        """An excerpt may end inside a credential: drop a tail that starts one."""
-        for form in self._forms:
-            for size in range(min(len(form) - 1, len(text)), MIN_LENGTH - 1, -1):
-                if text.endswith(form[:size]):
-                    return text[:-size] + MASK
-        return text
+    def _cut_tail(self, reading: Reading, text: str) -> int | None:
+        """An excerpt may end inside a credential, or inside an escape within one: where, in
+        the decoded text, the longest start of a credential found at its end begins."""
+        plain = reading.plain
+        ends = [len(plain)]
+        # An escape cut short (at most 10 characters) is read as it is written: without it.
+        if cut := _CUT_ESCAPE.search(text, max(len(text) - _LONGEST_CUT, 0)):
+            if plain.endswith(cut.group()):
+                ends.append(len(plain) - len(cut.group()))
+        found: int | None = None
+        for end in ends:
+            if end < MIN_LENGTH:
+                continue
+            last = plain[end - MIN_LENGTH : end]
+            for form in self._forms:
+                at = form.find(last)
+                while 0 <= at and at + MIN_LENGTH < len(form):  # a start, not all of it
+                    size = at + MIN_LENGTH
+                    if size <= end and plain.endswith(form[:size], 0, end):
+                        found = min(end - size, found if found is not None else end)
+                    at = form.find(last, at + 1)
+        return found
+
+
+def _occurrences(text: str, form: str) -> Iterator[int]:
+    found = text.find(form)
+    while found >= 0:
+        yield found
+        found = text.find(form, found + len(form))
+
+
+def _merged(spans: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    spans.sort()
+    begin, end = spans[0]
+    for next_begin, next_end in spans[1:]:
+        if next_begin > end:
+            yield begin, end
+            begin = next_begin
+        end = max(end, next_end)
+    yield begin, end
 
 
 NO_REDACTION = Redactor(())

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -38,6 +38,7 @@ from gateway.outbound.partner_auth import (
     TokenFetchFailed,
     TokenResponse,
 )
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
 from gateway.outbound.verdict import (
     HELD,
@@ -559,11 +560,9 @@ def _since(started: float) -> float:
 
 
 def _redacted(outcome: Outcome, applied: Applied) -> Outcome:
-    """The outcome with the credentials' values removed from its message."""
+    """The outcome with the credentials' values removed from its message (a redirect's
+    `Location` may quote a query key back, in any encoding: redaction.py)."""
     message = outcome.message
-    if not message:
+    if not message or not applied.secrets:
         return outcome
-    for secret in applied.secrets:
-        if secret:
-            message = message.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    return replace(outcome, message=message)
+    return replace(outcome, message=Redactor(applied.credential_values()).redact(message))

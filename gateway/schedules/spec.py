@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from gateway.errors import FieldProblem
 from gateway.formats.headers import is_reserved_header, reserved_message
+from gateway.formats.json_tree import whole_number
 from gateway.mapping.expressions import compile_expression
 from gateway.schedules.timing import parse_every
 from gateway.store import Doc
@@ -166,14 +167,15 @@ def _cursor(check: _Check, value: Any) -> Doc | None:
 def _stepped(check: _Check, cursor: Mapping[str, Any], param: Any) -> Doc:
     """Page numbers (`step` 1) or offsets (`step` the page size): no `from`, an integer
     `initial` (numeric text, as a form sends it, is read as one)."""
-    step, initial = cursor.get("step"), cursor.get("initial")
-    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= 1_000_000:
+    step, initial = whole_number(cursor.get("step")), cursor.get("initial")
+    if step is None or not 1 <= step <= 1_000_000:
         check.add("/cursor/step", "step is a whole number from 1 to 1000000", "type")
     if cursor.get("from") is not None:
         check.add("/cursor/from", "a cursor has from or step, not both", "oneOf")
     digits = initial.strip() if isinstance(initial, str) else ""
     if digits.isascii() and digits.isdigit() and len(digits) <= 16:  # ("²".isdigit() too)
         initial = int(digits)  # (int() refuses text past 4,300 digits: a 500 once)
+    initial = initial if (number := whole_number(initial)) is None else number
     if isinstance(initial, bool) or not isinstance(initial, int):
         check.add("/cursor/initial", "with step, initial is the first page or offset", "type")
     elif not 0 <= initial <= MAX_STEPPED:
@@ -219,8 +221,8 @@ def _dedupe(check: _Check, value: Any) -> Doc | None:
     dedupe = check.object(value, "/dedupe", {"by", "keep"})
     if dedupe is None:
         return None
-    keep = dedupe.get("keep", DEFAULT_KEEP)
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= MAX_KEEP:
+    keep = whole_number(dedupe.get("keep", DEFAULT_KEEP))
+    if keep is None or not 1 <= keep <= MAX_KEEP:
         check.add(
             "/dedupe/keep", f"keep is how many ids are remembered: 1 to {MAX_KEEP}", "maximum"
         )
@@ -243,10 +245,11 @@ def _request(check: _Check, value: Any) -> Doc | None:
 
 
 def _max_pages(check: _Check, value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGES:
+    pages = whole_number(value)
+    if pages is None or not 1 <= pages <= MAX_PAGES:
         check.add("/max_pages", f"max_pages is 1 to {MAX_PAGES} pages per run", "maximum")
         return None
-    return value
+    return pages
 
 
 def public_schedule(doc: Doc, *, running: bool = False) -> dict[str, Any]:

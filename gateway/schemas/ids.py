@@ -255,20 +255,44 @@ _NON_DIGITS = re.compile(r"[^0-9]")
 # letter ("ramal 22", "r. 5", "ext 7"), "/" or "," says the text is more than a number, and
 # its digits run together would be another number, maybe in another country.
 _PHONE_TEXT = re.compile(r"\+?[0-9\s().-]+")
+# Dashes pasted from a word processor or a web page are hyphens.
+_DASHES = str.maketrans(
+    dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d", "-")
+)
+# "0xx11 98765-4321": the trunk 0 and the carrier code left for the caller to pick ("xx").
+_ANY_CARRIER = re.compile(r"(?<![0-9])0\s*[xX]{2}")
+# Written the national way: the area code in parentheses, "(11)" or "(011)", or the local
+# number with its hyphen, "98765-4321". Such text with more digits than a national number
+# holds more than one number ("(11) 98765-4321 5": an extension).
+_NATIONAL = re.compile(r"\(\s*0?[0-9]{2}\s*\)|(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9])")
+
+
+def _written(phone: str) -> str:
+    """`phone` as the digits, spaces, - . ( ) and leading "+" it is written with; ValueError
+    when it holds anything else."""
+    text = phone.strip().translate(_DASHES)
+    if text[:4].lower() == "tel:":  # RFC 3966, as a contact card or a web page writes it
+        text = text[4:].strip()
+    text = _ANY_CARRIER.sub("0", text)
+    if text.startswith("(") and text[1:].lstrip().startswith("+"):  # "(+55) 11 …"
+        text = text[1:].lstrip()
+    if not _PHONE_TEXT.fullmatch(text):
+        raise ValueError(
+            f"{phone!r} is not a phone number (only digits, spaces, - . ( ) and a leading +)"
+        )
+    return text
 
 
 def e164(phone: str) -> str:
     """A phone number in E.164 (`+5511987654321`); ValueError naming why it cannot be one.
     A number written without its country code is Brazilian, as people write it ("(11)
-    98765-4321", "011 98765-4321", "0 21 11 98765-4321" with a carrier code); 12 digits or
-    more without "+" are E.164 without its "+" (their own country code); a number without its
-    area code is refused, and so is text with anything but digits, spaces, - . ( ) and a
-    leading "+" (an extension, "ramal 22", or a second number: its digits are no number)."""
-    text = phone.strip()
-    if not _PHONE_TEXT.fullmatch(text):
-        raise ValueError(
-            f"{phone!r} is not a phone number (only digits, spaces, - . ( ) and a leading +)"
-        )
+    98765-4321", "011 98765-4321", "0xx11 98765-4321", "0 21 11 98765-4321" with a carrier
+    code); 12 digits or more without "+" are E.164 without its "+" (their own country code),
+    unless written the national way ("(11) …", "…98765-4321") and not starting with 55: then
+    the digits beyond the number are an extension or a second number, refused; so is a
+    number without its area code, a Brazilian one (+55) of other than 12 or 13 digits, and
+    text with anything but digits, spaces, - . ( ) and a leading "+" ("ramal 22", "r. 5")."""
+    text = _written(phone)
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
     digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
     if text.startswith("00"):  # the international prefix, as dialled
@@ -288,8 +312,12 @@ def e164(phone: str) -> str:
             raise ValueError(
                 f"{phone!r} is not a phone number with its area code (DDD), or in E.164"
             )
+        elif _NATIONAL.search(text) and not digits.startswith(COUNTRY_CODE):
+            raise ValueError(f"{phone!r} is not one phone number (an extension, or two?)")
         # 12 digits or more: E.164 without its "+" ("5511987654321", "447911123456"), as
         # providers write it, the country code already there.
+    if digits.startswith(COUNTRY_CODE) and len(digits) not in (12, 13):
+        raise ValueError(f"{phone!r} is not a Brazilian phone number (+55, area code, number)")
     if not 8 <= len(digits) <= 15:
         raise ValueError(f"{phone!r} is not a phone number in E.164")
     return "+" + digits

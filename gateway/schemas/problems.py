@@ -23,6 +23,25 @@ def pointer(path: Iterable[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
+def nul_key_problems(doc: Any, at: tuple[str | int, ...] = ()) -> list[FieldProblem]:
+    """A problem for each member name in `doc` that holds a NUL byte: BSON cannot store one
+    (its names end at NUL), and the database's own refusal names no member."""
+    found: list[FieldProblem] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if "\x00" in key:
+                where = pointer((*at, key))
+                message = f"{where}: a member name cannot hold a NUL byte (\\u0000)"
+                found.append(FieldProblem(where, message, "propertyNames"))
+            elif isinstance(value, dict | list):
+                found += nul_key_problems(value, (*at, key))
+    elif isinstance(doc, list):
+        for index, item in enumerate(doc):
+            if isinstance(item, dict | list):
+                found += nul_key_problems(item, (*at, index))
+    return found
+
+
 def root_problem(message: str, keyword: str) -> FieldProblem:
     return FieldProblem("", f"document: {message}", keyword)
 

@@ -20,7 +20,7 @@ import orjson
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
-from gateway.schemas.problems import root_problem
+from gateway.schemas.problems import nul_key_problems, root_problem
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 
@@ -130,7 +130,8 @@ class SchemaRegistry:
     ) -> tuple[Any, list[FieldProblem]]:
         compiled = self._entity(entity_type)
         normalised = compiled.normalise(doc)
-        problems = compiled.problems(normalised, doc)
+        # An entity is stored: a member name BSON cannot hold is named here, with its pointer.
+        problems = [*compiled.problems(normalised, doc), *nul_key_problems(doc)]
         if entity_type != "other" or not isinstance(normalised, dict):
             return normalised, problems
         kind = normalised.get("kind")

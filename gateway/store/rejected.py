@@ -80,33 +80,43 @@ class RejectedStore:
         failed, StoreUnavailable."""
         docs = [scoped(tenant, {**record, "_id": ObjectId()}) for record in records]
         with translate_errors():
-            newest = await self._count_copies(tenant, trigger_id, docs)
+            await self._count_copies(tenant, trigger_id, docs)
+            stored: Sequence[Doc] = ()  # known written: only their copies may go
             try:
                 await self._c.insert_many(docs, ordered=False)
+                stored = docs
             except BulkWriteError as exc:
+                if not exc.details.get("writeConcernErrors"):
+                    failed = {error["index"] for error in exc.details.get("writeErrors", [])}
+                    stored = [doc for i, doc in enumerate(docs) if i not in failed]
                 bulk_failure(exc)
             finally:  # the records written count against the bound too
-                for (scope, sha), doc in newest.items():
-                    older = {"scope": scope, "payload_sha256": sha, "_id": {"$lt": doc["_id"]}}
-                    query = {"trigger_id": trigger_id, "status": "pending", **older}
-                    await self._c.delete_many(scoped(tenant, query))
+                await self._drop_older_copies(tenant, trigger_id, stored)
                 await self._trim(tenant, trigger_id)
 
-    async def _count_copies(
-        self, tenant: str, trigger_id: str, docs: Sequence[Doc]
-    ) -> dict[tuple[str, str], Doc]:
+    async def _drop_older_copies(self, tenant: str, trigger_id: str, stored: Sequence[Doc]) -> None:
+        """The pending copies of each payload of `stored` older than the newest of them."""
+        newest: dict[tuple[str, str], ObjectId] = {}
+        for doc in stored:
+            if "payload_sha256" in doc:
+                newest[doc["scope"], doc["payload_sha256"]] = doc["_id"]  # (ids ascend)
+        for (scope, sha), newest_id in newest.items():
+            older = {"scope": scope, "payload_sha256": sha, "_id": {"$lt": newest_id}}
+            query = {"trigger_id": trigger_id, "status": "pending", **older}
+            await self._c.delete_many(scoped(tenant, query))
+
+    async def _count_copies(self, tenant: str, trigger_id: str, docs: Sequence[Doc]) -> None:
         """Each of `docs` with a payload hash counts on from its payload's newest pending copy
-        (`repeats`, `first_received_at`, replays tried); the newest of `docs` per payload."""
+        (`repeats`, `first_received_at`, replays tried), the batch's own included."""
         hashes = list({doc["payload_sha256"] for doc in docs if "payload_sha256" in doc})
         if not hashes:
-            return {}
+            return
         query = {"trigger_id": trigger_id, "status": "pending", "payload_sha256": {"$in": hashes}}
         fields = ("scope", "payload_sha256", "repeats", "received_at", "first_received_at")
         found = self._c.find(scoped(tenant, query), dict.fromkeys((*fields, "attempts"), 1))
         newest: dict[tuple[str, str], Doc] = {}
         for copy in await found.sort("_id", ASCENDING).to_list(None):
             newest[copy["scope"], copy["payload_sha256"]] = copy
-        mine: dict[tuple[str, str], Doc] = {}
         for doc in docs:
             if "payload_sha256" not in doc:
                 continue
@@ -115,8 +125,7 @@ class RejectedStore:
                 doc["repeats"] = before.get("repeats", 0) + 1
                 doc["first_received_at"] = before.get("first_received_at") or before["received_at"]
                 doc["attempts"] = before.get("attempts", 0)
-            newest[key] = mine[key] = doc
-        return mine
+            newest[key] = doc
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:
         query = scoped(tenant, {"trigger_id": trigger_id})

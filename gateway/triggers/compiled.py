@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.auth.partner_hmac import HmacScheme, scheme_from
-from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier
+from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier, UnusableKeys
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.store import Doc, Store
@@ -88,7 +88,7 @@ def compile_trigger(doc: Doc, *, box: SecretBox, fetch: Fetch) -> CompiledTrigge
         rate=(float(rate["per_second"]), int(rate.get("burst") or 1)) if rate else None,
         auth_mode=auth["mode"],
         token_param=auth.get("token_in_query"),
-        partner_jwt=partner_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,
+        partner_jwt=_stored_verifier(auth, fetch) if auth["mode"] == "partner_jwt" else None,
         hmac=scheme_from(auth) if auth["mode"] == "hmac" else None,
         webhook_secrets=_open_secrets(doc, box),
     )
@@ -153,6 +153,15 @@ def partner_verifier(auth: Doc, fetch: Fetch) -> PartnerJwtVerifier:
     if not auth.get("jwks_url"):
         raise ValueError("give a jwks_url or a public_key_pem")
     return PartnerJwtVerifier.from_jwks(auth["jwks_url"], fetch, policy)
+
+
+def _stored_verifier(auth: Doc, fetch: Fetch) -> PartnerJwtVerifier:
+    """A trigger saved before a rule refused its key still compiles: its tokens find no
+    usable key (503, the partner's keys unavailable), and none is let in."""
+    try:
+        return partner_verifier(auth, fetch)
+    except ValueError as exc:
+        return PartnerJwtVerifier(UnusableKeys(str(exc)))
 
 
 def _epoch(value: Any) -> float | None:

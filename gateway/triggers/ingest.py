@@ -55,6 +55,13 @@ class _Plan:
     # for all of them (a SOAP answer's 1,000 points in one escaped XML text).
     texts: DecodedTexts | None = None
     received: datetime | None = None  # when the payload came ({received: time}); None: now
+    # Each item's index in the partner's list, when the mapping's `items: {..., when}` left
+    # some out; None: items[i] is the partner's item i.
+    numbers: Sequence[int] | None = None
+
+    def index(self, position: int) -> int:
+        """The index an item's result and refusal name: its place in the partner's list."""
+        return position if self.numbers is None else self.numbers[position]
 
 
 class Ingestor:
@@ -180,15 +187,16 @@ class Ingestor:
                         outcome,
                         plan.items[index],
                         scope="item",
-                        index=index,
+                        index=plan.index(index),
                         schema_applies=plan.schema_applies,
                         repeatable=repeatable(plan.mapping),
                     )
                 )
-                results.append({"index": index, "status": 422, "problem": outcome.problem()})
+                problem = outcome.problem()
+                results.append({"index": plan.index(index), "status": 422, "problem": problem})
             else:
                 status = 200 if outcome.duplicate else 201
-                results.append({"index": index, "status": status, **outcome.answer()})
+                results.append({"index": plan.index(index), "status": status, **outcome.answer()})
         await self._rejected.keep(trigger, kept)
         failed = len(kept)
         duplicates = sum(r.get("duplicate") is True for r in results)
@@ -223,16 +231,19 @@ class Ingestor:
         if isinstance(payload, list):
             # The input schema checks each item; a mapping's `items` expression still picks
             # them (a filter, say), as the dry run does.
+            numbers = None
             if mapping is not None and declared and not picked:
                 with stage("mapping"):
-                    payload = mapping.items(payload, texts=texts)
-            return self._sized(trigger, _Plan(payload, True, True, mapping, texts=texts))
+                    payload, numbers = mapping.numbered_items(payload, texts=texts)
+            plan = _Plan(payload, True, True, mapping, texts=texts, numbers=numbers)
+            return self._sized(trigger, plan)
         if mapping is None or not declared:
             return _Plan((payload,), True, False, mapping)
         self._pipeline.validate(trigger, payload)
         with stage("mapping"):
-            items = mapping.items(payload, texts=texts)
-        return self._sized(trigger, _Plan(items, False, True, mapping, texts=texts))
+            items, numbers = mapping.numbered_items(payload, texts=texts)
+        plan = _Plan(items, False, True, mapping, texts=texts, numbers=numbers)
+        return self._sized(trigger, plan)
 
     def _sized(self, trigger: CompiledTrigger, plan: _Plan) -> _Plan:
         count = len(plan.items)
@@ -258,12 +269,13 @@ class Ingestor:
                         error,
                         plan.items[index],
                         scope="item",
-                        index=index,
+                        index=plan.index(index),
                         schema_applies=plan.schema_applies,
                         repeatable=repeatable(plan.mapping),
                     )
                 )
-            results[index] = {"index": index, "status": error.status, "problem": error.problem()}
+            status, problem = error.status, error.problem()
+            results[index] = {"index": plan.index(index), "status": status, "problem": problem}
 
         lanes: dict[str, list[tuple[int, Prepared]]] = {}
         for index, item in enumerate(plan.items):
@@ -291,7 +303,7 @@ class Ingestor:
                         refuse(index, exc)
                         continue
                 results[index] = {
-                    "index": index,
+                    "index": plan.index(index),
                     "status": 201 if result.created else 200,
                     **written(trigger, result),
                 }

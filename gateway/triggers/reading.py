@@ -3,11 +3,14 @@
 What a partner sees of an entity: its public fields, cut to the trigger's `expose` list when
 it has one, then reshaped by the trigger's response mapping (an outbound mapping whose
 `body` is built from the context `{"entity": ..., "trigger": {"id": ...}}`). Fields outside
-`expose` never reach the mapping, so they cannot be returned.
+`expose` never reach the mapping, so they cannot be returned. An entity the mapping cannot
+shape (a required field it lacks) is a 422 naming it when read alone, and a problem entry in
+its place on a page: one such entity does not cost the partner the others.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +18,7 @@ from gateway.entities import EntityService, public
 from gateway.errors import BadRequest, GatewayError, InvalidPayload, NotFound
 from gateway.mapping import CompiledMapping
 from gateway.mapping_files.source import MappingSource
-from gateway.paging import page, page_params
+from gateway.paging import page, page_params, refuse_repeated
 from gateway.schemas.registry import reference_field
 from gateway.store import Doc
 from gateway.triggers.compiled import CompiledTrigger
@@ -36,8 +39,17 @@ class Reader:
         docs = await self._entities.find(
             trigger.tenant, trigger.entity_type, filters, after=cursor, limit=limit
         )
-        items = [self._shape(trigger, mapping, doc) for doc in docs]
+        items = [self._shape_listed(trigger, mapping, doc) for doc in docs]
         return page(items, limit, str(docs[-1]["_id"]) if docs else None)
+
+    def _shape_listed(
+        self, trigger: CompiledTrigger, mapping: CompiledMapping | None, doc: Doc
+    ) -> Any:
+        """An entity of a page, or `{"id", "problem"}` in its place when it cannot be shaped."""
+        try:
+            return self._shape(trigger, mapping, doc)
+        except InvalidPayload as exc:
+            return {"id": str(doc["_id"]), "problem": exc.problem()}
 
     async def _one(self, trigger: CompiledTrigger, ref: str) -> Doc:
         etype = trigger.entity_type
@@ -54,9 +66,10 @@ class Reader:
     def _params(
         self, trigger: CompiledTrigger, query: Mapping[str, str]
     ) -> tuple[int, str | None, dict[str, str]]:
-        limit, cursor = page_params(query)
         ignore = (trigger.token_param,) if trigger.token_param else ()
         filters = self._entities.filters(trigger.entity_type, query, ignore=ignore)
+        refuse_repeated(query)  # a filter is named by `filters`, paging by this
+        limit, cursor = page_params(query)
         if trigger.expose is not None:
             _check_exposed(trigger.entity_type, filters, trigger.expose)
         if trigger.kind is not None:
@@ -82,7 +95,12 @@ class Reader:
         try:
             body = mapping.build_request({"entity": entity, "trigger": {"id": trigger.id}}).body
         except InvalidPayload as exc:
-            raise GatewayError(f"this trigger's response mapping failed: {exc.detail}") from None
+            raise InvalidPayload(
+                f"this trigger's response mapping cannot shape {trigger.entity_type} "
+                f"{entity['id']}: {exc.detail}",
+                exc.problems,
+                entity=entity["id"],
+            ) from None
         return {} if body is None else body
 
 
@@ -119,3 +137,36 @@ def pick(document: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
             target = target.setdefault(part, {})
         target[leaf] = source[leaf]
     return out
+
+
+_ENTITY_PATH = re.compile(r"^entity\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)$")
+
+
+def hidden_requirements(body: Any, expose: Sequence[str]) -> list[tuple[str, str]]:
+    """(target, entity field) of the response mapping's `body` specs that require a field
+    `expose` hides: every read of such a trigger would fail to shape. Only what can be seen
+    statically: a `required: true` spec (no `when`, no `default`) whose `from` is a plain
+    `entity.<field>` path, at the top of `body` or inside an `object`."""
+    found: list[tuple[str, str]] = []
+    if not isinstance(body, Mapping):
+        return found
+    for target, spec in body.items():
+        if not isinstance(spec, Mapping):
+            continue
+        if isinstance(spec.get("object"), Mapping) and "when" not in spec:
+            inner = hidden_requirements(spec["object"], expose)
+            found += [(f"{target}.{t}", path) for t, path in inner]
+            continue
+        source = spec.get("from")
+        match = _ENTITY_PATH.match(source) if isinstance(source, str) else None
+        if match is None or spec.get("required") is not True or {"when", "default"} & set(spec):
+            continue
+        path = match.group(1)
+        if path != "id" and not any(_overlaps(path, shown) for shown in expose):
+            found.append((str(target), path))
+    return found
+
+
+def _overlaps(path: str, shown: str) -> bool:
+    """Whether exposing `shown` leaves something at `path` (it, inside it, or part of it)."""
+    return path == shown or path.startswith(shown + ".") or shown.startswith(path + ".")

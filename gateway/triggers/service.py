@@ -28,6 +28,7 @@ from gateway.schemas.compiled import invalid
 from gateway.store import Doc, Store
 from gateway.triggers.compiled import partner_verifier, secret_context
 from gateway.triggers.hmac_secrets import check_rotated_secret, hmac_problems
+from gateway.triggers.reading import hidden_requirements
 from gateway.triggers.spec import (
     changes_access,
     check_spec,
@@ -36,6 +37,7 @@ from gateway.triggers.spec import (
     new_token_id,
     new_trigger_id,
     public_trigger,
+    whole_numbers,
 )
 
 MAX_GRACE_SECONDS: Final = 30 * 24 * 3600
@@ -107,7 +109,7 @@ class TriggerService:
     ) -> IssuedTrigger:
         """`create("acme", name="gps", entity_type="vehicle", mapping="osmand")`, or a
         specification mapping as the admin API receives it."""
-        spec = {**(spec or {}), **fields}
+        spec = whole_numbers({**(spec or {}), **fields})
         await self._check(tenant, spec)
         now = self._clock()
         doc = document(
@@ -128,7 +130,7 @@ class TriggerService:
         self, tenant: str, trigger_id: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
-            spec = merge_patch(doc, patch)
+            spec = whole_numbers(merge_patch(doc, patch))
             # A trigger stored with GET before GET was refused to body-signed ones keeps it
             # through a change of anything else (spec.py `_signed_get_problems`).
             await self._check(tenant, spec, signed_get=changes_access(doc, patch))
@@ -171,7 +173,8 @@ class TriggerService:
         hmac trigger may take the partner's new `secret` instead of one issued here."""
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             message = f"/grace_seconds: must be between 0 and {MAX_GRACE_SECONDS}"
-            raise invalid("rotation", [FieldProblem("/grace_seconds", message, "maximum")])
+            keyword = "minimum" if grace_seconds < 0 else "maximum"
+            raise invalid("rotation", [FieldProblem("/grace_seconds", message, keyword)])
         issued: dict[str, str | None] = {}
 
         async def change(doc: Doc, now: datetime) -> tuple[Doc, bool]:
@@ -243,6 +246,8 @@ class TriggerService:
                 message = f"{mapping_name!r} is for {mapping.entity_type} entities"
             elif direction == "outbound" and mapping.source.get("body") is None:
                 message = f"{mapping_name!r} has no body section to shape answers with"
+            if message is None and direction == "outbound" and spec.get("expose") is not None:
+                problems += _hidden_by_expose(mapping_name, mapping.source["body"], spec["expose"])
             if message:
                 problems.append(FieldProblem(f"/{name}", f"/{name}: {message}", "mapping"))
             elif direction == "inbound":
@@ -330,6 +335,22 @@ class TriggerService:
 
     def _public(self, doc: Doc) -> dict[str, Any]:
         return public_trigger(doc, self._base_url)
+
+
+def _hidden_by_expose(name: str, body: Any, expose: Any) -> builtins.list[FieldProblem]:
+    """The response mapping requires entity fields `expose` hides: no read could be shaped."""
+    if not isinstance(expose, list):
+        return []  # the schema refused it already
+    hidden = hidden_requirements(body, [e for e in expose if isinstance(e, str)])
+    return [
+        FieldProblem(
+            "/expose",
+            f"/expose: the response mapping {name!r} requires entity.{path} (body {target}), "
+            "which expose hides: expose it, or make the mapping's field optional",
+            "mapping",
+        )
+        for target, path in hidden
+    ]
 
 
 def _credentialed(doc: Doc) -> str:

@@ -17,9 +17,13 @@ from gateway.auth.partner_hmac import (
     SECRET_ENCODINGS,
 )
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.formats.json_tree import whole_number
+from gateway.paging import PAGE_PARAMS
 from gateway.schemas import ENTITY_TYPES, compile_schema
 from gateway.schemas.compiled import invalid
+from gateway.schemas.registry import reference_field
 from gateway.store import Doc
+from gateway.store.entities import FILTERABLE
 
 AUTH_MODES: Final = ("token", "partner_jwt", "webhook_signature", "hmac")
 # The modes whose credential is a signature of the body.
@@ -145,6 +149,20 @@ TRIGGER_SCHEMA: Final[dict[str, Any]] = {
     ],
 }
 _VALIDATOR = compile_schema(TRIGGER_SCHEMA)
+
+
+def _integer_paths(schema: Mapping[str, Any], at: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Where the schema's integer settings sit (max_batch_items, rate_limit.burst, ...)."""
+    found: list[tuple[str, ...]] = []
+    for name, sub in schema.get("properties", {}).items():
+        if sub.get("type") == "integer":
+            found.append((*at, name))
+        elif isinstance(sub.get("properties"), dict):
+            found += _integer_paths(sub, (*at, name))
+    return found
+
+
+_INTEGER_PATHS: Final = _integer_paths(TRIGGER_SCHEMA)
 # What PATCH may change; target, entity_type, kind and the auth mode are fixed at creation.
 PATCHABLE: Final = frozenset(TRIGGER_SCHEMA["properties"]) - {"entity_type", "kind", "target"}
 _PARTNER_JWT_FIELDS: Final = ("jwks_url", "public_key_pem", "algorithms", "issuer", "audience")
@@ -157,6 +175,24 @@ def new_trigger_id() -> str:
 
 def new_token_id() -> str:
     return secrets.token_urlsafe(12)
+
+
+def whole_numbers(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The specification with its integer settings given as `600.0` read as 600 (JSON
+    Schema's integers), so they meet the same caps and are stored as integers."""
+    out = dict(spec)
+    for path in _INTEGER_PATHS:
+        holder: Any = out
+        for name in path[:-1]:
+            inner = holder.get(name)
+            if not isinstance(inner, Mapping):
+                break
+            holder[name] = holder = dict(inner)
+        else:
+            value = holder.get(path[-1])
+            if isinstance(value, float) and (number := whole_number(value)) is not None:
+                holder[path[-1]] = number
+    return out
 
 
 def check_spec(
@@ -174,13 +210,14 @@ def check_spec(
         *_VALIDATOR.validate(_without_secret(spec)),
         *_secret_problems(spec),
         *(_signed_get_problems(spec) if signed_get else []),
+        *_token_param_problems(spec),
     ]
     for name, ceiling, setting in (
         ("max_body_bytes", max_body_bytes, "GATEWAY_MAX_BODY_BYTES"),
         ("max_batch_items", max_batch_items, "GATEWAY_MAX_BATCH_ITEMS"),
     ):
-        value = spec.get(name)
-        if isinstance(value, int) and value > ceiling:
+        value = whole_number(spec.get(name))
+        if value is not None and value > ceiling:
             message = f"/{name}: at most {ceiling} ({setting})"
             problems.append(FieldProblem(f"/{name}", message, "maximum"))
     if problems:
@@ -216,6 +253,37 @@ def _signed_get_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
         "a GET has no body to sign, and is refused at the door; leave GET out"
     )
     return [FieldProblem("/methods", message, "signed")]
+
+
+def read_params(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The query parameters the trigger's GET reads take (docs/triggers.md#reading-get):
+    paging, the type's filters and its natural key; none for a trigger without such reads
+    (POST only, positions, a form trigger whose GET is a write)."""
+    etype, methods = spec.get("entity_type"), spec.get("methods")
+    if (
+        spec.get("target", "entities") != "entities"
+        or spec.get("format", "json") == "form"
+        or not isinstance(methods, list)
+        or "GET" not in methods
+        or not isinstance(etype, str)  # the schema refuses it (`{}` is no type, nor a key)
+        or etype not in FILTERABLE
+    ):
+        return frozenset()
+    return frozenset({*PAGE_PARAMS, *FILTERABLE[etype], reference_field(etype)})
+
+
+def _token_param_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
+    """A token parameter named like a parameter the reads take would hide it: the filter
+    dropped (every entity answered) or paging broken (`?limit=<token>`)."""
+    auth = spec.get("auth")
+    name = auth.get("token_in_query") if isinstance(auth, Mapping) else None
+    if not isinstance(name, str) or name not in read_params(spec):
+        return []
+    message = (
+        f"/auth/token_in_query: {name!r} is a query parameter of this trigger's GET reads "
+        f"(a filter or paging); name the token parameter otherwise, e.g. 'token'"
+    )
+    return [FieldProblem("/auth/token_in_query", message, "not")]
 
 
 def _secret_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:

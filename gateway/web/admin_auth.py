@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.auth.tokens import AdminClaims, bearer_token
 from gateway.errors import BadRequest, Forbidden, RateLimited, Unauthorized
+from gateway.paging import refuse_repeated
 from gateway.web.openapi import operation_of
 from gateway.web.state import services_of
 
@@ -53,6 +54,7 @@ def _check_query(request: web.Request) -> None:
     `?activte=false`) must not silently list everything or do the default."""
     if not request.query_string:
         return
+    refuse_repeated(request.query, "query parameter")
     op = operation_of(request.match_info.handler)
     if op is None or op.open_query:
         return

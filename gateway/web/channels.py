@@ -49,12 +49,12 @@ _TEST: dict[str, Any] = {
             "description": "an address, a phone number or a device token",
         },
         "template": {
-            "type": "string",
+            "type": ["string", "null"],
             "minLength": 1,
-            "description": "a template to render (default: a test)",
+            "description": "a template to render (default, or null: a test)",
         },
         "context": {"type": ["object", "null"]},
-        "locale": {"type": "string", "minLength": 1},
+        "locale": {"type": ["string", "null"], "minLength": 1},
     },
 }
 SETTINGS: dict[str, Any] = {

@@ -77,7 +77,8 @@ async def check_if_match(request: web.Request) -> None:
             "the document has no current representation to match If-Match; nothing was "
             "changed (send the change without If-Match to act on it as it is)"
         ) from None
-    tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+    # Strong comparison (RFC 9110 §13.1.1): a weak tag `W/"…"` never matches, ours included.
+    tags = {t.strip() for t in wanted.split(",")}
     if "*" in tags or etag_of(current) in tags:
         return
     raise PreconditionFailed(
@@ -88,8 +89,10 @@ async def check_if_match(request: web.Request) -> None:
 
 async def tag(request: web.Request, response: web.StreamResponse) -> None:
     """The ETag of a document's representation, when PATCH, PUT or DELETE change that
-    document."""
-    if request.method != "GET" or response.status != 200 or "ETag" in response.headers:
+    document: on its GET, and on its HEAD, which answers the GET's headers."""
+    if request.method not in ("GET", "HEAD") or response.status != 200:
+        return
+    if "ETag" in response.headers:
         return
     body = _body(response)
     if body is not None and CHANGES & (await _handlers(request)).keys():

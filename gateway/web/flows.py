@@ -218,6 +218,7 @@ _RESUME: dict[str, Any] = {
     tag="flows",
     request=_PAUSE,
     response=_PAUSED,
+    body_required=False,
 )
 async def pause_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)
@@ -238,6 +239,7 @@ async def pause_flow(request: web.Request) -> web.Response:
     tag="flows",
     request=_RESUME,
     response=_PAUSED,
+    body_required=False,
 )
 async def resume_flow(request: web.Request) -> web.Response:
     claims = await authenticate(request)

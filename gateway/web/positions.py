@@ -29,6 +29,10 @@ FIX_SCHEMA: Final[dict[str, Any]] = {
         "attributes": {"type": "object"},
         "received_at": {"type": "string", "format": "date-time"},
         "source": {"type": ["string", "null"], "description": "the trigger or schedule id"},
+        "device": {
+            "type": "string",
+            "description": "the tracker id of the device that sent it, when the fix names one",
+        },
         "rejected": {
             "type": ["string", "null"],
             "description": "the quality gate that refused this fix (null: accepted or not "

@@ -28,6 +28,7 @@ from gateway.errors import (
     UnsupportedContentCoding,
     UnsupportedMediaType,
 )
+from gateway.formats.json_tree import whole_number
 from gateway.triggers.payloads import check_depth
 
 # A client gets this long to send its whole body; a slow one must not hold a connection
@@ -285,10 +286,19 @@ def check_members(body: dict[str, Any], types: dict[str, type | tuple[type, ...]
     problems += [
         FieldProblem(f"/{k}", f"{k} has the wrong type", "type")
         for k, kind in types.items()
-        if k in body and (not isinstance(body[k], kind) or isinstance(body[k], bool))
+        if k in body and not _of_type(body[k], kind)
     ]
     if problems:
         raise InvalidPayload("the body does not fit this route", problems)
+
+
+def _of_type(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """`value` is of JSON type `kind`; an integer as JSON Schema counts them (3.0 too)."""
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return whole_number(value) is not None
+    return isinstance(value, kind)
 
 
 def page_params(request: web.Request, default: int = paging.DEFAULT_PAGE) -> tuple[int, str | None]:
@@ -319,8 +329,7 @@ def version_number(value: Any, pointer: str) -> int:
     `2.0` is the integer 2, as in JSON Schema."""
     if isinstance(value, str) and value.isdecimal() and len(value) <= 10:
         value = int(value)  # (int() refuses text past 4,300 digits: longer stays text, refused)
-    elif isinstance(value, float) and value.is_integer():
-        value = int(value)
+    value = value if (number := whole_number(value)) is None else number
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
         message = f"{pointer.lstrip('/')} must be a version number (1, 2, ...), got {value!r}"
         raise InvalidPayload(message, [FieldProblem(pointer, message, "type")])

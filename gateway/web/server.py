@@ -35,6 +35,7 @@ from aiohttp.web_request import BaseRequest
 
 from gateway import eventloop
 from gateway.errors import clipped
+from gateway.logs import request_id_var
 from gateway.web.problems import PROBLEM_JSON, dumps
 from gateway.web.state import services_key
 
@@ -74,6 +75,10 @@ class ProblemRequestHandler(RequestHandler):
         if not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
         status, detail = _refusal(exc, status)
+        # A fresh id: the caller's X-Request-ID cannot be echoed, since aiohttp hands over a
+        # request it could not parse without any of its headers (docs/api.md).
+        request_id = os.urandom(16).hex()
+        request_id_var.set(request_id)
         log.warning("malformed request refused: %s", detail, extra={"status": status})
         self._count(status)
         body = {
@@ -83,6 +88,8 @@ class ProblemRequestHandler(RequestHandler):
             "detail": clipped(f"malformed HTTP request: {detail}"),
         }
         response = web.Response(status=status, body=dumps(body), content_type=PROBLEM_JSON)
+        response.headers["X-Request-ID"] = request_id
+        response.headers["X-Content-Type-Options"] = "nosniff"
         response.force_close()
         return response
 

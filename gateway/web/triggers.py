@@ -6,6 +6,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway.formats.json_tree import whole_number
 from gateway.store.client import TRIGGER_CURSOR
 from gateway.triggers.spec import PATCHABLE, TRIGGER_SCHEMA
 from gateway.web.admin_auth import authenticate
@@ -161,11 +162,11 @@ async def rotate_trigger(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_optional_object(request)
     check_members(body, {"grace_seconds": int, "secret": str})
-    grace = body.get("grace_seconds", 0)
+    grace = whole_number(body.get("grace_seconds", 0))  # check_members refused another type
     issued = await services_of(request).triggers.rotate(
         claims.tenant,
         request.match_info["id"],
-        grace_seconds=grace if isinstance(grace, int) and not isinstance(grace, bool) else -1,
+        grace_seconds=0 if grace is None else grace,
         secret=body.get("secret"),
     )
     return json_response(issued.as_dict())

@@ -1,0 +1,83 @@
+"""What redacting a partner's answer costs, as recording a delivery attempt does it: a
+`Redactor` built from a bearer partner's credentials, one answer redacted.
+
+    python bench/bench_redaction.py                  # this tree
+    python bench/bench_redaction.py --base DIR       # A/B: DIR's redaction.py against this one
+
+Answers: a short JSON answer, 4 KiB excerpts (the sender's cap) of JSON with a few escapes,
+written by PHP (`\\/`), with every character `\\uXXXX`-escaped or percent-encoded; and 1 MB
+of JSON, which no excerpt reaches. Best of 3 repeats per round, the two trees alternated over
+3 rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import timeit
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TOKEN = "Zr9/Qx+Lm2/Pk7w="
+VALUES = (f"Bearer {TOKEN}", TOKEN, "mapping-pin-2")
+ROW = {
+    "plate": "ABC1D23",
+    "lat": -23.55,
+    "lon": -46.63,
+    "note": "Sao Paulo / centro & <x>",
+    "url": "https://x/?a=1&b=%2F",
+}
+
+
+def answers() -> dict[str, str]:
+    plain = json.dumps([ROW] * 40)[:4096]
+    return {
+        "short JSON": '{"ok": true, "id": "6b13a2e9a2315c770d1c97dd"}',
+        "4 KiB JSON": plain,
+        "4 KiB PHP \\/": json.dumps([ROW] * 40).replace("/", "\\/")[:4096],
+        "4 KiB all \\uXXXX": "".join(f"\\u{ord(c):04x}" for c in plain)[:4096],
+        "4 KiB all %xx": quote(plain, safe="").lower()[:4096],
+        "1 MB JSON": json.dumps([ROW] * 10000),
+    }
+
+
+def load(tree: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, tree / "gateway/outbound/redaction.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cost(module: ModuleType, text: str) -> float:
+    """Seconds per answer, best of 3 repeats."""
+    number = 3 if len(text) > 100_000 else 300
+    runs = timeit.repeat(lambda: module.Redactor(VALUES).redact(text), number=number, repeat=3)
+    return min(runs) / number
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, help="a tree to compare with (A/B)")
+    args = parser.parse_args()
+    trees = {"this": load(ROOT, "redaction_this")}
+    if args.base is not None:
+        trees = {"base": load(args.base, "redaction_base"), **trees}
+    print(f"{'answer':18}" + "".join(f"{name:>12}" for name in trees) + "   ratio")
+    for name, text in answers().items():
+        best = dict.fromkeys(trees, float("inf"))
+        for _ in range(3):
+            for label, module in trees.items():
+                best[label] = min(best[label], cost(module, text))
+        figures = "".join(f"{best[label] * 1e6:9.1f} µs" for label in trees)
+        ratio = f"   {best['this'] / best['base']:.2f}" if "base" in best else ""
+        print(f"{name:18}{figures}{ratio}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
