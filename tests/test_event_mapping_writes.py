@@ -153,10 +153,12 @@ async def test_a_fleetio_or_checklist_odometer_of_zero_leaves_the_odometer(
         methods=["POST"],
         mapping="checklist",
     )
-    completed = {**_payload("checklist_completed.json"), "odometroKm": 0}
-    status, answer = await hook(client, checklist, completed)
-    assert status == 201, answer  # the checklist, created
-    assert (await _get(client, "ABC1D23"))["odometer_km"] == 98765.0
+    for number, zero in enumerate((0, "0,0")):
+        completed = _payload("checklist_completed.json")
+        completed.update(checklistId=f"chk-zero-{number}", odometroKm=zero)
+        status, answer = await hook(client, checklist, completed)
+        assert status == 201 and "also" not in answer, answer  # the checklist alone
+        assert (await _get(client, "ABC1D23"))["odometer_km"] == 98765.0
 
 
 async def test_a_traccar_event_without_a_gps_lock_is_no_last_position(client: Client) -> None:
