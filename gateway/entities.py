@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.clock import from_iso
+from gateway.clock import from_iso, utcnow
 from gateway.doorbell import Doorbell
 from gateway.errors import BadRequest, Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.formats import at_path
@@ -58,6 +58,12 @@ Forward = Sequence[tuple[str, str]]
 field (`IF_ABSENT`) is a field written only while the entity has no value there."""
 
 IF_ABSENT = ""  # gateway.mapping.model.IF_ABSENT: the mapping package stays below this one
+
+FUTURE_TOLERANCE_S = 300.0
+"""How far ahead of now an only-forward field's ordering time may be: the positions path's
+`future` gate (gateway.fleet.quality, `future_tolerance_s`' default). A time further ahead
+(a device clock a year off, local time sent as UTC) would hold every later value back until
+that date: it is skipped as a stale one is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,22 +138,42 @@ def behind(new: Any, old: Any) -> bool:
     return False
 
 
+def ahead(value: Any, now: datetime) -> bool:
+    """Whether `value` is a date-time (ISO 8601 text) later than `now` by more than
+    FUTURE_TOLERANCE_S."""
+    if not isinstance(value, str):
+        return False
+    at = _instant(value)
+    return at is not None and (at - now).total_seconds() > FUTURE_TOLERANCE_S
+
+
 def forward_only(
-    stored: Mapping[str, Any], fields: Mapping[str, Any], forward: Forward
+    stored: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    forward: Forward,
+    now: datetime | None = None,
 ) -> tuple[Mapping[str, Any], tuple[str, ...]]:
     """`fields` without the only-forward fields whose ordering field would go back (its new
-    value is behind the stored one), and the dotted fields left out. A field ordered by
-    another leaves with it: a stale reading keeps neither its value nor its time. An
-    if-absent field the stored entity has is left out too (not listed: it is not stale)."""
+    value is behind the stored one) or, another target's, is a time too far in the future
+    (`ahead` of `now`: a stored one that far ahead holds nothing back), and the dotted fields
+    left out. A field ordered by another leaves with it: a stale reading keeps neither its
+    value nor its time. An if-absent field the stored entity has is left out too (not listed:
+    it is not stale)."""
     stale: dict[str, None] = {}
     present: set[str] = set()  # if-absent fields the entity has: kept as they are, not stale
+    moment = utcnow() if now is None else now
     for target, by in forward:
         if by == IF_ABSENT:
             if at_path(stored, target) is not None:
                 present.add(target)
             continue
         new, old = at_path(fields, by), at_path(stored, by)
-        if new is not None and old is not None and behind(new, old):
+        # Another target orders it: the reading's time, whose future is a clock gone wrong (a
+        # value ordered by itself may be a date ahead: a licence's expiry). A stored time too
+        # far ahead (written before this rule) holds nothing back either.
+        timed = by != target
+        held = old is not None and not (timed and ahead(old, moment)) and behind(new, old)
+        if new is not None and ((timed and ahead(new, moment)) or held):
             stale[target] = None
             stale[by] = None
     if not stale and not present:
@@ -352,10 +378,13 @@ class EntityService:
             if current is None:
                 if not create:
                     raise _must_exist(etype, nk)
+                # Nothing stored holds a value back; a reading's time far ahead still does.
+                kept, skipped = forward_only({}, fields, forward) if forward else (fields, ())
                 try:
-                    return await self.create(
-                        tenant, etype, fields, origin, extra_events, event_detail
+                    made = await self.create(
+                        tenant, etype, kept, origin, extra_events, event_detail
                     )
+                    return replace(made, skipped=skipped) if skipped else made
                 except Conflict:
                     continue  # created concurrently: merge into it on the next round
             # Only-forward fields are judged against `current`, and the write is guarded by
@@ -456,10 +485,12 @@ class EntityService:
             if current is None:
                 if not upsert.create:
                     raise _must_exist(etype, nk)
-                clean = await self._check(tenant, etype, upsert.fields)
+                kept, skipped = forward_only({}, upsert.fields, upsert.forward)
+                clean = await self._check(tenant, etype, kept)
                 events = _events(etype, clean, True, [], origin, extra, detail)
                 write = TogetherWrite(etype, nk, None, clean, events)
-                return write, WriteResult({}, True, (), tuple(e["type"] for e in events))
+                types = tuple(e["type"] for e in events)
+                return write, WriteResult({}, True, (), types, skipped)
             kept, skipped = forward_only(current["data"], upsert.fields, upsert.forward)
             clean = await self._check(tenant, etype, merge(current["data"], kept))
         except InvalidPayload as exc:

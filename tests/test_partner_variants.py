@@ -75,8 +75,8 @@ async def test_a_traccar_event_of_a_device_not_named_by_its_plate_updates_its_ve
 async def test_an_event_naming_a_plate_the_fleet_lacks_finds_the_vehicle_by_its_tracker(
     client: Client,
 ) -> None:
-    """traccar-event creates no vehicle (`create: false`); its key is `first_of: [plate,
-    tracker id]`: a device named after a plate the fleet does not have (a mistyped name, the
+    """traccar-event creates no vehicle (`create: false`); its key is `first_of: [tracker
+    id, plate]`: a device named after a plate the fleet does not have (a mistyped name, the
     old plate of a converted vehicle) is found by its tracker id instead of being refused.
     A device that neither finds is refused, nothing created."""
     await _vehicle(client, "ABC1D23", tracker_id="353861053849681")

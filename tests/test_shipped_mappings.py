@@ -248,7 +248,7 @@ def test_traccar_api_positions_page_gives_a_fix_per_position() -> None:
 def test_traccar_event_geofence_exit() -> None:
     (result,) = mapped("traccar-event.yaml")
     document = result["document"]
-    assert result["key"] == {"plate": "ABC1D23"}
+    assert result["key"] == {"attributes.tracker_id": "353861053849681"}  # the device id first
     assert result["events"] == ("vehicle.geofence.exited",)
     assert document["odometer_km"] == 98765.0  # 98,765,000 m
     assert document["last_position"]["speed_kmh"] == 12.4  # 6.7 knots

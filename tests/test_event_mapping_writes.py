@@ -1,0 +1,310 @@
+"""What the shipped event and reading mappings (traccar-event, the Samsara events,
+geotab-logrecord, samsara-vehicle-stats-feed, fleetio-meter-entry, checklist) write onto a
+vehicle, through their triggers: a partner id never moves from one vehicle to another, an
+odometer of 0 is no reading, a fix without a GPS lock is no position, and a time far in the
+future freezes nothing (docs/partners.md "Which vehicle an event is", docs/fleet.md)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.web.state import services_key
+from tests.support import auth
+from tests.triggers_support import (
+    PAYLOADS,
+    Client,
+    create_trigger,
+    hook,
+    upload_mapping,
+    upload_shipped,
+)
+
+
+def _payload(name: str) -> Any:
+    return json.loads((PAYLOADS / name).read_text())
+
+
+def _at(seconds: float) -> str:
+    """A time `seconds` from now (negative: ago), as Traccar writes it."""
+    moment = datetime.now(UTC) + timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds")
+
+
+async def _vehicle(client: Client, plate: str, **fields: Any) -> None:
+    response = await client.post(
+        "/api/v1/entities/vehicle", headers=auth(), json={"plate": plate, **fields}
+    )
+    assert response.status == 201, await response.text()
+
+
+async def _get(client: Client, plate: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/entities/vehicle/{plate}", headers=auth())
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def _traccar(client: Client) -> dict[str, Any]:
+    await upload_shipped(client, "traccar-event")
+    return await create_trigger(client, mapping="traccar-event")
+
+
+def _event(unique_id: str, name: str, event_id: int, **position: Any) -> dict[str, Any]:
+    forward = _payload("traccar_event_forward_geofence_exit.json")
+    forward["device"].update(uniqueId=unique_id, name=name)
+    forward["event"]["id"] = event_id
+    forward["position"].update(position)
+    return dict(forward)
+
+
+async def test_an_event_named_after_another_vehicles_plate_writes_its_trackers_vehicle(
+    client: Client,
+) -> None:
+    """A Traccar device named with another vehicle's plate (a typo, a unit moved without
+    updating the name): the event is the vehicle's that has its tracker id, and the other
+    vehicle keeps its own id; the tracker's fixes then still find one vehicle. A device
+    whose id no vehicle has is found by its plate, and takes the id only when that vehicle
+    has none."""
+    await _vehicle(client, "ABC1D23", attributes={"tracker_id": "861110"})
+    await _vehicle(client, "XYZ9A87", attributes={"tracker_id": "862220"})
+    await _vehicle(client, "QWE4R56")
+    trigger = await _traccar(client)
+    status, answer = await hook(client, trigger, _event("861110", "XYZ9A87", 1))
+    assert status == 200, answer
+    assert answer["key"] == "ABC1D23" and "vehicle.geofence.exited" in answer["events"], answer
+    mine, other = await _get(client, "ABC1D23"), await _get(client, "XYZ9A87")
+    assert other["attributes"] == {"tracker_id": "862220"}, other
+    assert "last_position" not in other and "odometer_km" not in other, other
+    assert mine["attributes"]["tracker_id"] == "861110"
+    assert mine["last_position"]["latitude"] == -23.5611
+    status, answer = await hook(client, trigger, _event("861110", "Caminhao 12", 2))
+    assert status == 200 and answer["key"] == "ABC1D23", answer  # not ambiguous
+
+    status, answer = await hook(client, trigger, _event("863330", "XYZ9A87", 3))
+    assert status == 200 and answer["key"] == "XYZ9A87", answer
+    assert (await _get(client, "XYZ9A87"))["attributes"]["tracker_id"] == "862220"
+    status, answer = await hook(client, trigger, _event("864440", "QWE4R56", 4))
+    assert status == 200 and answer["key"] == "QWE4R56", answer
+    assert (await _get(client, "QWE4R56"))["attributes"]["tracker_id"] == "864440"
+
+
+async def test_a_samsara_event_with_another_vehicles_plate_moves_no_samsara_id(
+    client: Client,
+) -> None:
+    """samsara-geofence (as every Samsara event mapping) finds the vehicle by its Samsara id
+    first: a licensePlate of another vehicle neither moves that vehicle's id nor lets both
+    share it, and the next event naming only the id still finds one vehicle."""
+    await _vehicle(client, "ABC1D23", attributes={"samsara_vehicle_id": "111"})
+    await _vehicle(client, "XYZ9A87", attributes={"samsara_vehicle_id": "222"})
+    await upload_shipped(client, "samsara-geofence")
+    trigger = await create_trigger(client, mapping="samsara-geofence")
+    webhook = _payload("samsara_v2_geofence_exit.json")
+    webhook["data"]["vehicle"].update(id="111", licensePlate="XYZ9A87")
+    status, answer = await hook(client, trigger, webhook)
+    assert status == 200 and answer["key"] == "ABC1D23", answer
+    assert (await _get(client, "XYZ9A87"))["attributes"]["samsara_vehicle_id"] == "222"
+    only_id = copy.deepcopy(webhook)
+    only_id["eventId"] = "another-event"
+    del only_id["data"]["vehicle"]["licensePlate"]
+    status, answer = await hook(client, trigger, only_id)
+    assert status == 200 and answer["key"] == "ABC1D23", answer
+
+
+async def test_a_traccar_event_odometer_of_zero_leaves_the_odometer(client: Client) -> None:
+    """Many Traccar protocols say 0 for an odometer they do not know: no reading, the
+    vehicle's odometer stays (the fix itself is written)."""
+    await _vehicle(client, "ABC1D23", attributes={"tracker_id": "861110"})
+    trigger = await _traccar(client)
+    status, answer = await hook(client, trigger, _event("861110", "ABC1D23", 1))
+    assert status == 200, answer
+    assert (await _get(client, "ABC1D23"))["odometer_km"] == 98765.0
+    later = _event("861110", "ABC1D23", 2, fixTime="2026-11-20T13:50:00.000+00:00")
+    later["position"]["attributes"]["odometer"] = 0
+    status, answer = await hook(client, trigger, later)
+    assert status == 200 and "last_position.fix_time" in answer["changed"], answer
+    assert (await _get(client, "ABC1D23"))["odometer_km"] == 98765.0
+
+
+async def test_a_fleetio_or_checklist_odometer_of_zero_leaves_the_odometer(
+    client: Client,
+) -> None:
+    """A Fleetio meter not set up yet (value "0") and a checklist left at 0 say nothing of
+    the odometer: neither it nor the time of its last reading moves."""
+    await _vehicle(client, "ABC1D23", odometer_km=98765.0, attributes={"fleetio_vehicle_id": 987})
+    await upload_shipped(client, "fleetio-meter-entry")
+    fleetio = await create_trigger(
+        client, name="fleetio", mapping="fleetio-meter-entry", params={"meter_unit": "km"}
+    )
+    entry = _payload("fleetio_meter_entry_created.json")
+    entry["payload"].update(value="0", date="2026-11-30T10:00:00-03:00")
+    status, answer = await hook(client, fleetio, entry)
+    assert status == 200, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["odometer_km"] == 98765.0 and "odometer_read_at" not in vehicle["attributes"]
+
+    await upload_shipped(client, "checklist")
+    checklist = await create_trigger(
+        client,
+        name="checklist",
+        entity_type="other",
+        kind="checklist",
+        methods=["POST"],
+        mapping="checklist",
+    )
+    for number, zero in enumerate((0, "0,0")):
+        completed = _payload("checklist_completed.json")
+        completed.update(checklistId=f"chk-zero-{number}", odometroKm=zero)
+        status, answer = await hook(client, checklist, completed)
+        assert status == 201 and "also" not in answer, answer  # the checklist alone
+        assert (await _get(client, "ABC1D23"))["odometer_km"] == 98765.0
+
+
+async def test_a_traccar_event_without_a_gps_lock_is_no_last_position(client: Client) -> None:
+    """A Traccar event whose fix is (0, 0) or `valid: false` leaves the vehicle's last
+    position where it was (the positions path refuses (0, 0) as `null_island`); the event
+    itself is still announced."""
+    await _vehicle(client, "ABC1D23", attributes={"tracker_id": "861110"})
+    trigger = await _traccar(client)
+    status, answer = await hook(client, trigger, _event("861110", "ABC1D23", 1))
+    assert status == 200, answer
+    before = (await _get(client, "ABC1D23"))["last_position"]
+    for event_id, fix in enumerate(
+        (
+            {"latitude": 0, "longitude": 0, "valid": False},
+            {"latitude": 0.0, "longitude": 0.0, "valid": True},
+            {"latitude": -23.6, "longitude": -46.7, "valid": False},
+        ),
+        start=2,
+    ):
+        event = _event("861110", "ABC1D23", event_id, fixTime="2026-11-20T14:00:00.000Z", **fix)
+        event["event"]["type"] = "alarm"
+        event["event"]["attributes"] = {"alarm": "sos"}
+        status, answer = await hook(client, trigger, event)
+        assert status == 200 and answer["events"] == ["vehicle.alert"], answer
+        assert not any(c.startswith("last_position") for c in answer["changed"]), answer
+        assert (await _get(client, "ABC1D23"))["last_position"] == before
+
+
+async def test_a_geotab_record_at_null_island_is_no_last_position(client: Client) -> None:
+    """A Geotab LogRecord at (0, 0) (no fix; `null_island` on the positions path) changes
+    nothing and announces no vehicle.position."""
+    await _vehicle(client, "XYZ9A87", attributes={"tracker_id": "b3A"})
+    await upload_shipped(client, "geotab-logrecord")
+    geotab = await create_trigger(client, name="geotab", mapping="geotab-logrecord")
+    record = {"id": "a1", "device": {"id": "b3A"}, "dateTime": "2026-12-04T10:00:00.000Z"}
+    page = {"result": {"data": [{**record, "latitude": -23.1, "longitude": -46.6}]}}
+    status, answer = await hook(client, geotab, page)
+    assert status == 200, answer
+    null_island = {**record, "id": "a2", "dateTime": "2026-12-04T10:01:00.000Z"}
+    page = {"result": {"data": [{**null_island, "latitude": 0, "longitude": 0}]}}
+    status, answer = await hook(client, geotab, page)
+    [result] = answer["results"]
+    assert status == 200 and result["changed"] == [] and result["events"] == [], answer
+    vehicle = await _get(client, "XYZ9A87")
+    assert vehicle["last_position"]["latitude"] == -23.1, vehicle
+    assert vehicle["attributes"]["geotab_log_id"] == "a1"
+    await client.app[services_key].relay.run_until_idle()
+    response = await client.get("/api/v1/events?type=vehicle.position", headers=auth())
+    assert len((await response.json())["items"]) == 1
+
+
+async def test_a_samsara_stats_point_at_null_island_is_no_last_position(client: Client) -> None:
+    """The stats feed's newest GPS point at (0, 0) writes no position (the odometer it lists
+    is still read) and announces no vehicle.position."""
+    await _vehicle(client, "ABC1D23", attributes={"samsara_vehicle_id": "281474982859091"})
+    await upload_shipped(client, "samsara-vehicle-stats-feed")
+    feed = await create_trigger(client, name="stats", mapping="samsara-vehicle-stats-feed")
+    page = _payload("samsara_vehicle_stats_feed.json")
+    page["data"] = page["data"][:1]
+    status, answer = await hook(client, feed, page)
+    assert status == 200, answer
+    point = {"time": "2026-11-20T13:50:00Z", "latitude": 0, "longitude": 0}
+    page["data"][0].update(gps=[point], obdOdometerMeters=[{"value": 151480000}])
+    status, answer = await hook(client, feed, page)
+    [result] = answer["results"]
+    assert status == 200 and result["changed"] == ["odometer_km"], answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["last_position"]["latitude"] == -23.56118, vehicle
+    await client.app[services_key].relay.run_until_idle()
+    response = await client.get("/api/v1/events?type=vehicle.position", headers=auth())
+    assert len((await response.json())["items"]) == 1
+
+
+async def test_an_event_dated_in_the_future_freezes_nothing(client: Client) -> None:
+    """A device clock a year ahead: its fix is skipped (more than 300 s ahead, as the
+    positions path's `future` gate), so the next correct event still moves the position,
+    odometer and ignition; one 2 minutes ahead is within the tolerance."""
+    await _vehicle(client, "ABC1D23", attributes={"tracker_id": "861110"})
+    trigger = await _traccar(client)
+    ahead = _event("861110", "ABC1D23", 1, fixTime=_at(365 * 86400), latitude=-23.0)
+    status, answer = await hook(client, trigger, ahead)
+    assert status == 200 and "vehicle.geofence.exited" in answer["events"], answer
+    assert "last_position.fix_time" in answer["skipped"], answer
+    assert "last_position" not in await _get(client, "ABC1D23")
+
+    now = _event("861110", "ABC1D23", 2, fixTime=_at(-60), latitude=-23.1)
+    now["position"]["attributes"].update(odometer=98766000, ignition=False)
+    status, answer = await hook(client, trigger, now)
+    assert status == 200 and "skipped" not in answer, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["last_position"]["latitude"] == -23.1
+    assert vehicle["odometer_km"] == 98766.0 and vehicle["attributes"]["ignition"] is False
+
+    close = _event("861110", "ABC1D23", 3, fixTime=_at(120), latitude=-23.2)
+    status, answer = await hook(client, trigger, close)
+    assert status == 200 and "skipped" not in answer, answer
+    assert (await _get(client, "ABC1D23"))["last_position"]["latitude"] == -23.2
+
+
+async def test_a_vehicle_frozen_by_a_future_fix_time_before_moves_again(client: Client) -> None:
+    """A stored fix time a year ahead (written before the rule) holds no later event back."""
+    trigger = await _traccar(client)
+    frozen_at = (datetime.now(UTC) + timedelta(days=365)).isoformat().replace("+00:00", "Z")
+    frozen = {"latitude": -10.0, "longitude": -40.0, "fix_time": frozen_at}
+    await _vehicle(client, "XYZ9A87", attributes={"tracker_id": "862220"}, last_position=frozen)
+    status, answer = await hook(client, trigger, _event("862220", "XYZ9A87", 4, fixTime=_at(-5)))
+    assert status == 200 and "skipped" not in answer, answer
+    assert (await _get(client, "XYZ9A87"))["last_position"]["latitude"] == -23.5611
+
+
+LICENCE = """
+name: vehicle-licence
+direction: inbound
+entity_type: vehicle
+key: [plate]
+fields:
+  plate: placa
+  attributes.licence_expires_at:
+    from: vence
+    transforms: [{datetime: {parse: iso8601}}]
+    only_forward: true
+  odometer_km: {from: km, only_forward: {by: attributes.odometer_read_at}}
+  attributes.odometer_read_at: {from: lido, transforms: [{datetime: {parse: iso8601}}]}
+"""
+
+
+async def test_a_date_ordered_by_itself_may_lie_ahead_but_a_readings_time_may_not(
+    client: Client,
+) -> None:
+    """The future rule is for a reading's time (`{by: ...}`): a date ordered by itself (a
+    licence's expiry, next year) is written and moves only forward, as before."""
+    await upload_mapping(client, LICENCE)
+    trigger = await create_trigger(client, mapping="vehicle-licence")
+    next_year, later = _at(365 * 86400), _at(2 * 365 * 86400)
+    body = {"placa": "ABC1D23", "vence": next_year, "km": 1000, "lido": _at(3600)}
+    status, answer = await hook(client, trigger, body)
+    assert status == 201, answer
+    assert answer["skipped"] == ["odometer_km", "attributes.odometer_read_at"], answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["licence_expires_at"].startswith(next_year[:16])
+    assert "odometer_km" not in vehicle
+    body = {"placa": "ABC1D23", "vence": later, "km": 1000, "lido": _at(-60)}
+    status, answer = await hook(client, trigger, body)
+    assert status == 200 and "skipped" not in answer, answer
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["attributes"]["licence_expires_at"].startswith(later[:16])
+    assert vehicle["odometer_km"] == 1000
+    status, answer = await hook(client, trigger, {"placa": "ABC1D23", "vence": next_year})
+    assert answer["skipped"] == ["attributes.licence_expires_at"], answer
