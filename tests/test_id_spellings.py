@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.services import Services
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import add_template, get, push_channel, sms_channel
 from tests.partner_double import (
@@ -194,3 +195,22 @@ async def test_a_partners_new_auth_sent_by_its_id_in_upper_case_opens_when_used(
         )
         assert response.status == 200, await response.text()
         assert erp.requests[-1].headers["Authorization"] == "Bearer n3w"
+
+
+async def test_an_action_called_by_its_id_in_upper_case_is_called_as_changed_since(
+    client: Client, services: Services
+) -> None:
+    """The catalog cached the action under the URL's spelling, and a change forgot only the
+    stored one: calls by the upper-case id went on with the old action."""
+    services.catalog.clock = lambda: 1000.0  # no entry expires: only `forget` drops one
+    async with running_partner() as erp:
+        partner = await create_partner(client, erp.url, auth={"type": "none"})
+        action = await create_action(client, partner["id"], mode="proxy", path="/old")
+        invoke = f"/api/v1/actions/{action['id'].upper()}/invoke"
+        erp.respond_with(200, {"ok": True})
+        for path in ("/old", "/new"):
+            status, _ = await _patch(client, f"/api/v1/actions/{action['id']}", {"path": path})
+            assert status == 200
+            response = await client.post(invoke, headers=auth(), json={"payload": {}})
+            assert response.status == 200, await response.text()
+            assert erp.requests[-1].path == path
