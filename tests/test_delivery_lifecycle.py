@@ -422,6 +422,21 @@ async def test_rotated_secret_signs_with_both_for_24_hours(
         verify([old], after.headers, after.body, now=time.time())
 
 
+async def test_a_secret_rotated_by_the_subscription_id_in_upper_case_signs(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """It was sealed to the URL's spelling of the id and opened with the stored one: every
+    delivery of the subscription then failed."""
+    setup = await _subscribed(client, partner)
+    path = f"/api/v1/subscriptions/{setup['subscription']['id'].upper()}/rotate-secret"
+    new = (await post(client, path, {}, status=200))["secret"]
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+    assert await _deliver(client, worker) == Counter(succeeded=1)
+    [sent] = partner.requests
+    verify([new], sent.headers, sent.body, now=time.time())
+
+
 async def test_ordered_action_never_sends_a_later_event_first(
     client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
 ) -> None:

@@ -34,6 +34,7 @@ from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
+from gateway.store.client import canonical_ref
 
 DEFAULT_TTL_SECONDS = 2.0
 # An action's retry schedule unless it sets its own (see `delivery/retry.py`): the delay
@@ -202,6 +203,7 @@ class Catalog:
 
     def forget(self, resource_id: str) -> None:
         """A resource changed through this process: drop it from every cache."""
+        resource_id = canonical_ref(resource_id)
         for key in [k for k in self._cache if k[2] == resource_id]:
             del self._cache[key]
         self._auth.pop(resource_id, None)
@@ -222,7 +224,9 @@ class Catalog:
         return sub
 
     async def _cached(self, kind: str, tenant: str, rid: str, load: Any) -> Any:
-        key = (kind, tenant, rid)
+        # Cached by the id as stored: a URL may spell it in upper case, and `forget` must
+        # find the entry whichever spelling loaded it.
+        key = (kind, tenant, canonical_ref(rid))
         hit = self._cache.get(key)
         now = self.clock()
         if hit is not None and hit[0] > now:

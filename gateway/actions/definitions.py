@@ -94,6 +94,7 @@ class ActionUseCases:
 
     async def update_action(self, tenant: str, action_id: str, body: Mapping[str, Any]) -> Doc:
         current = await self.get_action(tenant, action_id)
+        action_id = str(current["_id"])  # as channels and schedules name it (any URL spelling)
         fields = await self._action_fields(tenant, {**_action_body(current), **body}, current)
         await refuse_if_channels_need(
             self._store,
@@ -116,6 +117,7 @@ class ActionUseCases:
         """Delete an action nothing names: 409 while subscriptions, schedules, SMS channels or
         active flows do (they would fail on every event, run or message instead)."""
         doc = await self.get_action(tenant, action_id)
+        action_id = str(doc["_id"])  # as what uses it names it (any URL spelling)
         users = await self._store.subscriptions.count(tenant, {"action_id": action_id})
         if users:
             raise Conflict(f"action {action_id} has {users} subscription(s); delete them first")
@@ -171,8 +173,11 @@ class ActionUseCases:
                 "dependentRequired",
             )
         pid = fields["partner_id"]
-        if pid and await self._store.partners.get(tenant, pid) is None:
+        partner = await self._store.partners.get(tenant, pid) if pid else None
+        if pid and partner is None:
             check.add("/partner_id", f"no partner {pid!r} in this tenant", "reference")
+        elif partner is not None:
+            fields["partner_id"] = str(partner["_id"])  # as stored, whatever the body's spelling
         for name in ("request_mapping", "response_mapping"):
             await self._check_mapping(tenant, check, name, fields[name])
         check.done("action")

@@ -71,6 +71,9 @@ class PartnerUseCases:
     async def update_partner(self, tenant: str, partner_id: str, body: Mapping[str, Any]) -> Doc:
         """Merge `body` into the partner; `auth` and `secrets` are replaced whole."""
         current = await self.get_partner(tenant, partner_id)
+        # The id as stored: the URL's may be spelled in upper case (the store finds it either
+        # way), and what names the partner (channels, actions, sealed secrets) has it so.
+        partner_id = str(current["_id"])
         fields = self._partner_fields(partner_id, body, creating=False)
         new_url = fields.get("base_url")
         if (
@@ -112,7 +115,7 @@ class PartnerUseCases:
         return doc
 
     async def delete_partner(self, tenant: str, partner_id: str) -> None:
-        await self.get_partner(tenant, partner_id)
+        partner_id = str((await self.get_partner(tenant, partner_id))["_id"])  # as stored
         users = await self._store.actions.count(tenant, {"partner_id": partner_id})
         if users:
             raise Conflict(f"partner {partner_id} is used by {users} action(s); delete them first")

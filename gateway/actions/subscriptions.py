@@ -78,6 +78,7 @@ class SubscriptionUseCases:
         self, tenant: str, subscription_id: str, body: Mapping[str, Any]
     ) -> Doc:
         current = await self.get_subscription(tenant, subscription_id)
+        subscription_id = str(current["_id"])  # as cached (any URL spelling)
         fields = await self._subscription_fields(tenant, body, creating=False)
         unset: tuple[str, ...] = ()
         if fields.get("status") == "active":
@@ -97,6 +98,7 @@ class SubscriptionUseCases:
         """A new signing secret; the previous one keeps signing for ROTATION_GRACE (both
         signatures are sent), older ones are dropped."""
         current = await self.get_subscription(tenant, subscription_id)
+        subscription_id = str(current["_id"])  # the secret is sealed to the id as stored
         now, secret = utcnow(), generate_secret()
         sealed = self._box.seal(secret, context=subscription_context(subscription_id))
         previous = [
@@ -118,6 +120,7 @@ class SubscriptionUseCases:
         return doc, secret
 
     async def delete_subscription(self, tenant: str, subscription_id: str) -> None:
+        subscription_id = str((await self.get_subscription(tenant, subscription_id))["_id"])
         if not await self._store.subscriptions.delete(tenant, subscription_id):
             raise NotFound(f"no subscription {subscription_id!r}")
         self._catalog.forget(subscription_id)
@@ -142,7 +145,9 @@ class SubscriptionUseCases:
                     "reference",
                 )
             if action is not None:
-                fields.update(action_id=action_id, partner_id=action["partner_id"])
+                # The id as stored (the body's may be in upper case): deleting the action
+                # finds its subscriptions by it.
+                fields.update(action_id=str(action["_id"]), partner_id=action["partner_id"])
         if creating or "event_types" in body:
             fields["event_types"] = _event_types(check)
         if creating or "filter" in body:

@@ -30,6 +30,7 @@ from gateway.flows.compiler import check_flow, load_flow, what_failed
 from gateway.flows.model import CompiledFlow, Reference
 from gateway.models import RunStatus
 from gateway.store import Doc, Store
+from gateway.store.client import canonical_ref
 from gateway.store.flows import DIRECTION
 from gateway.versioned import VersionedDocuments
 
@@ -287,10 +288,11 @@ class FlowService:
         ]
 
     async def users_of(self, tenant: str, kind: str, name: str) -> list[dict[str, Any]]:
-        """Active flows that name a channel or template (they refuse deletion while used)."""
-        users = []
+        """Active flows that name an action, channel or template (they refuse its deletion
+        while used); an id in any spelling the store finds it by."""
+        users, ref = [], canonical_ref(name)
         for version, flow in await self.active(tenant):
-            if any(r.kind == kind and r.name == name for r in flow.references):
+            if any(r.kind == kind and canonical_ref(r.name) == ref for r in flow.references):
                 users.append({"kind": "flow", "name": flow.name, "version": version})
         return users
 

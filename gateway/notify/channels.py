@@ -108,7 +108,7 @@ class ChannelService:
 
     async def delete(self, tenant: str, ref: str) -> None:
         doc = await self.get(tenant, ref)
-        await refuse_if_used(self.users, tenant, "channel", doc["name"])
+        await refuse_if_used(self.users, tenant, "channel", doc)
         await self._channels.delete(tenant, str(doc["_id"]))
 
     async def ready(self, tenant: str, ref: str) -> Channel:
@@ -224,6 +224,8 @@ class ChannelService:
                 check.add("/partner_id", f"no partner {partner_id!r} in this tenant", "reference")
             elif (problem := push_partner_problem(partner)) is not None:
                 check.add("/partner_id", problem, "reference")
+            else:
+                partner_id = str(partner["_id"])  # as stored: a change to the partner finds it
         return {"partner_id": partner_id, "project_id": project, "priority": priority}
 
     async def _sms(self, check: BodyCheck, tenant: str) -> Doc:
@@ -237,6 +239,8 @@ class ChannelService:
                 check.add("/action_id", f"no action {action_id!r} in this tenant", "reference")
             elif (problem := sms_action_problem(action)) is not None:
                 check.add("/action_id", problem, "reference")
+            else:
+                action_id = str(action["_id"])  # as stored: a change to the action finds it
         return {"action_id": action_id, "from": sender}
 
 

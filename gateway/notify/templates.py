@@ -34,12 +34,13 @@ async def _no_users(tenant: str, name: str) -> list[dict[str, Any]]:
     return []
 
 
-async def refuse_if_used(
-    users: Users, tenant: str, what: str, name: str, because: str = ""
-) -> None:
+async def refuse_if_used(users: Users, tenant: str, what: str, doc: Doc, because: str = "") -> None:
     """409 naming the flows that still use a channel or template (`because`: what it refuses
-    while they do, else the deletion)."""
-    found = await users(tenant, name)
+    while they do, else the deletion); a flow may name it by its name or by its id."""
+    name, by_flow = doc["name"], {}
+    for ref in (str(doc["_id"]), name):
+        by_flow.update({u["name"]: u for u in await users(tenant, ref)})
+    found = list(by_flow.values())
     if found:
         named = ", ".join(f"{u['kind']} {u['name']}" for u in found)
         raise Conflict(f"{what} {name!r} is used by {named}{because}", used_by=found)
@@ -100,7 +101,7 @@ class TemplateService:
                 f": its channel_type stays {current['channel_type']} while they do "
                 "(create a new template for the other channel type)"
             )
-            await refuse_if_used(self.users, tenant, "template", current["name"], because)
+            await refuse_if_used(self.users, tenant, "template", current, because)
         await off_loop(compile_template, fields)
         unset = [k for k in TEMPLATE_FIELDS if k not in fields]
         update = {**fields, "author": author, "updated_at": datetime.now(UTC)}
@@ -111,7 +112,7 @@ class TemplateService:
 
     async def delete(self, tenant: str, ref: str) -> None:
         doc = await self.get(tenant, ref)
-        await refuse_if_used(self.users, tenant, "template", doc["name"])
+        await refuse_if_used(self.users, tenant, "template", doc)
         await self._store.delete(tenant, str(doc["_id"]))
 
     async def compiled(self, tenant: str, name: str) -> CompiledTemplate:

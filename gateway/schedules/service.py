@@ -174,6 +174,7 @@ class ScheduleService:
             return [
                 FieldProblem("/action_id", f"no action {action_id!r} in this tenant", "reference")
             ]
+        fields["action_id"] = str(action["_id"])  # as stored: deleting the action finds it
         if action["method"] != "GET" and not action.get("read_only"):
             message = (
                 f"a schedule reads: action {action['name']!r} is a {action['method']}; use a GET "

@@ -242,6 +242,13 @@ def parse_id(value: str) -> ObjectId | None:
         return None
 
 
+def canonical_ref(ref: str) -> str:
+    """A reference by id or by name, in the form to compare: an ObjectId's text as `str(_id)`
+    gives it (lower case; the store finds an id in either case), any other text as it is."""
+    oid = parse_id(ref)
+    return ref if oid is None else str(oid)
+
+
 CURSOR_PROBLEM = "cursor must be the next_cursor of the previous page"
 # The text ids and names lists page by (the previous page's last one):
 NAME_CURSOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # mapping and flow names

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway import paging
 from gateway.actions.definitions import METHODS, public_action
-from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.schemas import ENTITY_TYPES
 from gateway.ui.forms import Form, editing, json_field, nest, number_text, read_values, stale_edit
 from gateway.ui.rendering import redirect, render
@@ -205,6 +205,8 @@ async def update_action(request: web.Request) -> web.Response:
         await actions.update_action(tenant, action["id"], action_body(values))
     except InvalidPayload as exc:
         return await _edit_form(request, action, Form(values).refuse(exc, EDIT_FIELDS), 422)
+    except Conflict as exc:  # an SMS channel needs it so, a concurrent change: on the form
+        return await _edit_form(request, action, Form(values).refuse(exc, EDIT_FIELDS), 409)
     return redirect(f"/admin/actions/{action['id']}", flash="actions.saved")
 
 

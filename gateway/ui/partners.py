@@ -14,7 +14,7 @@ from gateway import paging
 from gateway.actions.definitions import public_action
 from gateway.actions.partners import public_partner
 from gateway.actions.subscriptions import public_subscription
-from gateway.errors import InvalidPayload
+from gateway.errors import Conflict, InvalidPayload
 from gateway.ui.forms import (
     Form,
     editing,
@@ -191,6 +191,9 @@ async def edit_partner(request: web.Request) -> web.Response:
         ]
         refused = InvalidPayload(exc.detail, problems)
         return await partner_page(request, settings=Form(values).refuse(refused, SETTINGS_FIELDS))
+    except Conflict as exc:  # a channel needs it so, a concurrent change: said on the form
+        settings = Form(values).refuse(exc, SETTINGS_FIELDS)
+        return await partner_page(request, settings=settings, status=409)
     return redirect(f"/admin/partners/{partner['id']}", flash="partners.saved")
 
 
@@ -206,6 +209,9 @@ async def replace_credentials(request: web.Request) -> web.Response:
         await services_of(request).actions.update_partner(tenant_of(request), _id(request), body)
     except InvalidPayload as exc:
         return await partner_page(request, Form(values).refuse(exc, ("base_url", *AUTH_FIELDS)))
+    except Conflict as exc:  # a push channel needs its service account: said on the form
+        form = Form(values).refuse(exc, ("base_url", *AUTH_FIELDS))
+        return await partner_page(request, form, status=409)
     return redirect(f"/admin/partners/{_id(request)}", flash="partners.credentials_replaced")
 
 
