@@ -113,3 +113,26 @@ async def test_a_checklist_naming_the_old_plate_leaves_the_mercosul_plate(
     assert _mileages(partner) == [("ABC1C34", "C5", 1200.0)]
     checklist = await get(client, "/api/v1/entities/other/checklist:C5")
     assert checklist["vehicle_plate"] == "ABC1234"  # the checklist keeps what it said
+
+
+async def test_a_checklist_before_the_vehicles_first_fold_reports_no_odometer_going_down(
+    client: Client, partner: Partner
+) -> None:
+    """Registered at 151,000 km, read at 152,500 by a checklist, then folded for the first
+    time: the fold started from the vehicle's odometer as it stood (152,500) and replayed the
+    registration, announcing 152,500 → 151,000 and then 151,000 → 152,500, an odometer that
+    never went down."""
+    checklists = await _tenant(client, partner)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 151000})
+    await send_to(
+        client, checklists, _checklist("C1", "ABC1D23", 152500, "2026-11-25T08:30:00-03:00")
+    )
+    services = client.app[services_key]
+    for _ in range(3):  # the readings relayed, then folded
+        await drain(services)
+        await services.fold.run_until_idle()
+
+    rebased = (await get(client, "/api/v1/events?type=vehicle.odometer.rebaselined"))["items"]
+    moves = sorted((e["detail"]["from_km"], e["detail"]["to_km"]) for e in rebased)
+    assert moves == [(151000.0, 151000.0), (151000.0, 152500.0)]  # the registration, C1
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152500
