@@ -174,3 +174,46 @@ async def test_scenario_2_mileage_from_positions_reaches_the_plan_and_alerts_by_
     assert sms.json() == sample("sms_request.json")
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["odometer_km"] == pytest.approx(9_995 + 6.81, abs=0.05)
+
+
+async def test_scenario_1_entering_a_restricted_area_alerts_and_leaving_it_does_not(
+    client: Client, fcm: Fcm
+) -> None:
+    """A restricted area is one to stay out of: entering it is the alert. The shipped flow
+    started on every exit, so a vehicle leaving a quarry it must not enter pushed "Veículo
+    fora da área autorizada", and entering it pushed nothing."""
+    await push_channel(client, fcm)
+    await add_template(client, "geofence-exit")
+    await upload_flow(client, "geofence-exit-push")
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await _driver_of_abc(client, push_tokens=["fcm-device-token"])
+    lat, lon = PAULISTA
+    circle = {"lat": lat, "lon": lon + 0.03, "radius_m": 500}
+    await post(
+        client,
+        "/api/v1/geofences",
+        {"name": "Pedreira (proibida)", "kind": "restricted", "circle": circle},
+    )
+    traccar = await _traccar_trigger(client)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    # Outside, into the quarry, still there, out again: two minutes apart.
+    track = [
+        TrackPoint(t0 + timedelta(seconds=120 * i), lat, lon + east)
+        for i, east in enumerate((0.0, 0.03, 0.03, 0.0))
+    ]
+    for point in track:
+        await send_to(client, traccar, _forward(point))
+    await _fold_and_drain(client)
+
+    entered = (await get(client, "/api/v1/events?type=vehicle.geofence.entered"))["items"]
+    exited = (await get(client, "/api/v1/events?type=vehicle.geofence.exited"))["items"]
+    assert len(entered) == 1 and len(exited) == 1  # both crossings are still announced
+    (message,) = fcm.messages
+    local = track[1].t.astimezone(ZoneInfo("America/Sao_Paulo")).strftime("%H:%M")
+    assert message["notification"] == {
+        "title": "Veículo em área proibida",
+        "body": f"ABC1D23 entrou em Pedreira (proibida) às {local}",
+    }
+    assert message["data"] == {"event": "vehicle.geofence.entered", "plate": "ABC1D23"}
+    runs = (await get(client, "/api/v1/flows/geofence-exit-push/runs"))["items"]
+    assert len(runs) == 1 and runs[0]["event"]["type"] == "vehicle.geofence.entered"

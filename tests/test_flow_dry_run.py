@@ -135,11 +135,17 @@ async def test_scenario_4_renders_the_erp_requests_without_writing(
     assert erp["request"]["headers"]["Authorization"] == "Bearer <secret:erp_token>"
     assert erp["request"]["body"] == sample("erp_fine_paid.json")
 
-    # The checklist mapping wrote the reading to the vehicle with the checklist (`also`).
+    # The checklist mapping wrote the reading to the vehicle with the checklist (`also`): its
+    # odometer and the reading's time, the checklist's `completed_at`.
     await post(
         client,
         "/api/v1/entities/vehicle",
-        {"plate": "ABC1D23", "renavam": "86769597308", "odometer_km": 152340},
+        {
+            "plate": "ABC1D23",
+            "renavam": "86769597308",
+            "odometer_km": 152340,
+            "attributes": {"odometer_read_at": "2026-11-25T10:58:00Z"},
+        },
     )
     checklist = {
         "type": "checklist.completed",
@@ -157,12 +163,12 @@ async def test_scenario_4_renders_the_erp_requests_without_writing(
     assert written["outcome"] == "rendered"
     assert written["fields"] == {"attributes.last_checklist": "chk-20261125-0042"}
     assert written["changes"] == [
-        {"field": "attributes", "old": None, "new": {"last_checklist": "chk-20261125-0042"}}
+        {"field": "attributes.last_checklist", "old": None, "new": "chk-20261125-0042"}
     ]
     assert call["request"]["url"] == f"{partner.url}/veiculos/quilometragem"
     assert call["request"]["body"] == sample("erp_mileage_update.json")
     vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
-    assert "attributes" not in vehicle  # not written
+    assert "last_checklist" not in vehicle["attributes"]  # not written
     assert partner.requests == []
 
 

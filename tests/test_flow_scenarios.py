@@ -271,7 +271,10 @@ async def test_an_assign_start_that_names_no_time_records_nothing(
     assignment, history = await _assigned_from_hr(client, partner, "ontem")
     assert assignment == {
         "recorded": False,
-        "reason": "start steps.hr.since is not an RFC 3339 time: 'ontem'",
+        "reason": (
+            "start steps.hr.since is not a time (RFC 3339, or ISO 8601 or dd/mm/yyyy "
+            "HH:MM[:SS] in São Paulo's time, or a date alone (that day's start)): 'ontem'"
+        ),
     }
     assert history == [] and smtp.received == []
 
@@ -280,7 +283,7 @@ async def test_an_hr_answers_local_time_without_an_offset_is_taken_in_sao_paulo(
     client: Client, partner: Partner
 ) -> None:
     """`"desde": "2026-11-01T08:00:00"`, as Brazilian HR systems write local time, recorded
-    nothing (not an RFC 3339 time): the driver was never assigned. It is São Paulo's time."""
+    nothing (not RFC 3339): the driver was never assigned. It is São Paulo's time."""
     assignment, history = await _assigned_from_hr(client, partner, "2026-11-01T08:00:00")
     assert assignment["recorded"] is True, assignment
     assert datetime.fromisoformat(assignment["start"]) == datetime(2026, 11, 1, 11, tzinfo=UTC)

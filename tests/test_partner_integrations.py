@@ -530,6 +530,38 @@ async def test_fleetio_meter_entry_signed_with_the_partners_key(client: Client) 
     assert (await _get(client, "ABC1D23"))["odometer_km"] == 151476.9
 
 
+async def test_a_later_fleetio_odometer_reading_below_the_vehicles_moves_nothing_back(
+    client: Client,
+) -> None:
+    """A reading of 94,000 km an hour after one of 94,123.4 km (mistyped): the odometer was
+    ordered by the reading's time alone and went back. It only increases (SPEC §6)."""
+    await _vehicle(client, "ABC1D23", fleetio_vehicle_id=987)
+    await upload_shipped(client, "fleetio-meter-entry")
+    secret = "fleetio-shared-key-of-the-webhook"
+    trigger = await create_trigger(
+        client,
+        mapping="fleetio-meter-entry",
+        params={"meter_unit": "km"},
+        auth={"mode": "hmac", "preset": "fleetio", "secret": secret},
+    )
+
+    async def send(entry: dict[str, Any]) -> tuple[int, Any]:
+        body = json.dumps(entry).encode()
+        signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return await _signed(client, trigger, body, {"X-Fleetio-Webhook-Signature": signature})
+
+    first = json.loads((PAYLOADS / "fleetio_meter_entry_created.json").read_text())
+    assert (await send(first))[0] == 200
+    payload = {**first["payload"], "value": "94000", "date": "2026-11-25T08:55:00-03:00"}
+    status, answer = await send({**first, "payload": payload})
+
+    assert status == 200, answer
+    assert sorted(answer["skipped"]) == ["attributes.odometer_read_at", "odometer_km"]
+    vehicle = await _get(client, "ABC1D23")
+    assert vehicle["odometer_km"] == 94123.4
+    assert vehicle["attributes"]["odometer_read_at"] == "2026-11-25T10:55:00Z"
+
+
 async def test_fleetio_hour_meter_readings_move_the_engine_hours_forward_only(
     client: Client,
 ) -> None:

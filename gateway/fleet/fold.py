@@ -919,6 +919,8 @@ class _VehicleRun:
         self.pending: set[str] = set()
         self._moved = False
         self._detoured = False
+        # A first pass before its first fix: see `reading`.
+        self._opening = False
         fresh = self.state.last is None and self.state.baseline is None
         if fresh and not self.state.odometer_km:
             # A vehicle's first fold counts on from the odometer it was registered with (or
@@ -929,6 +931,7 @@ class _VehicleRun:
             km = float(start) if isinstance(start, int | float) and start > 0 else 0.0
             self.state = _with(self.state, odometer_km=km)
             self._pass.start_km = km
+            self._opening = True
 
     @property
     def state(self) -> VehicleState:
@@ -944,6 +947,16 @@ class _VehicleRun:
         so may a partner's whose mapping lifted `only_forward` for it (an authoritative ERP)."""
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
+        if self._opening and "before" in reading:
+            # A vehicle's first pass starts from the odometer the vehicle holds now, which
+            # already has this reading and any later one in it: replayed from there, a vehicle
+            # registered at 151,000 km and read at 152,500 by a checklist before its first fold
+            # "went down" to 151,000 and back up. Its first reading starts from where the
+            # vehicle stood before it (what the write replaced; a new vehicle's own).
+            before = reading["before"]
+            start = float(before) if isinstance(before, int | float) and before > 0 else km
+            self.state = _with(self.state, odometer_km=start)
+        self._opening = False
         authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
         if km < self.state.odometer_km and not authoritative:
             self._pass.counts["readings", "stale"] += 1
@@ -968,6 +981,7 @@ class _VehicleRun:
         self.state = _with(self.state, plans=plans)
 
     async def fix(self, doc: Doc, now: datetime) -> None:
+        self._opening = False  # the count moves from the start from now on
         point = _point(doc)
         before = after = None
         if self.state.is_late(point):

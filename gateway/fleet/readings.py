@@ -3,7 +3,8 @@ fold (a checklist, the ERP, an admin), and deletions.
 
 A relay hook (`services.py` `each_of`): every vehicle event that sets `odometer_km` (a created
 vehicle with one, or an update that changes it) becomes a reading in the vehicle's fold
-queue, which the fold uses to re-baseline the odometer (`odometer.py`). The fold itself
+queue (`{km, before, at, source}`, `before` the odometer the write replaced: None for a new
+vehicle), which the fold uses to re-baseline the odometer (`odometer.py`). The fold itself
 writes `odometer_km` without events, so its own writes never come back as readings.
 Idempotent: a batch relayed again queues the same readings again, and the fold's re-baseline
 (its event id derived from the reading's source and time) repeats nothing.
@@ -32,12 +33,18 @@ class OdometerReadings:
                 await self._store.fleet.push_deleted(event["tenant"], entity["id"])
                 queued += 1
                 continue
-            km = _reading(event)
-            if km is None:
+            said = _reading(event)
+            if said is None:
                 continue
+            km, before = said
             origin = event.get("origin") or {}
             source = ":".join(str(origin[k]) for k in ("kind", "id") if origin.get(k))
-            reading = {"km": km, "at": event["occurred_at"], "source": source or "reading"}
+            reading = {
+                "km": km,
+                "before": before,
+                "at": event["occurred_at"],
+                "source": source or "reading",
+            }
             if "odometer_km" in (origin.get("authoritative") or ()):
                 reading["authoritative"] = True  # a trigger's mapping lifted only_forward
             await self._store.fleet.push_reading(event["tenant"], event["entity"]["id"], reading)
@@ -45,19 +52,25 @@ class OdometerReadings:
         return queued
 
 
-def _reading(event: Doc) -> float | None:
-    """The odometer a vehicle event reports, if it sets one."""
+def _reading(event: Doc) -> tuple[float, float | None] | None:
+    """The odometer a vehicle event reports, if it sets one, and the one it replaced on the
+    vehicle (None: a new vehicle, or one without an odometer)."""
     if (event.get("entity") or {}).get("type") != "vehicle":
         return None
     if (event.get("origin") or {}).get("kind") == "fold":
         return None
     value: Any = None
+    old: Any = None
     if event["type"] == "entity.created":
         value = (event.get("data") or {}).get("odometer_km")
     elif event["type"] == "entity.updated":
         for change in event.get("changes") or ():
             if change.get("field") == "odometer_km":
-                value = change.get("new")
-    if isinstance(value, bool) or not isinstance(value, int | float):
+                value, old = change.get("new"), change.get("old")
+    if not _km(value):
         return None
-    return float(value)
+    return float(value), float(old) if _km(old) else None
+
+
+def _km(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

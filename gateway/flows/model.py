@@ -66,7 +66,9 @@ class AssignSpec:
 
     vehicle: Expr  # a plate or a vehicle id
     driver: Expr  # a CPF or a driver id
-    start: Expr | None = None  # an RFC 3339 time; absent: the run's start (not a time: nothing)
+    # A time, or a date alone (recipients.parse_start); absent: the run's start; not a time:
+    # nothing recorded.
+    start: Expr | None = None
     source: str = "hr"
     # The time the partner was asked about (a fine's infraction): an answer whose `start` is
     # later names a later driver (a system that ignored the time asked): the step fails.

@@ -25,6 +25,7 @@ so from the database), oldest first, at most MAX_OPERATORS; more are listed unre
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +39,9 @@ from gateway.clock import from_iso
 from gateway.entities import EntityService
 from gateway.errors import NotFound
 from gateway.flows.model import AssignSpec, DriverSpec, RecipientSpec
+from gateway.notify.email import mailbox
 from gateway.notify.notifier import Recipient
+from gateway.schemas.ids import e164
 
 MAX_OPERATORS = 500
 _CONTACT = {"email": "e-mail address", "sms": "phone number", "push": "push token"}
@@ -93,6 +96,17 @@ class RecipientResolver:
                 else:
                     label = f"driver {driver.get('name') or driver.get('cpf')}"
                     _add(found, driver, channel_type, driver.get("id"), label, skipped)
+        # One message per address: a driver who is also a fleet manager, a token listed twice.
+        # The first recipient stands (a driver's, with the driver id and language, when the
+        # driver comes first).
+        seen: set[str] = set()
+        unique = []
+        for recipient in found.recipients:
+            key = same_address(recipient.address, channel_type)
+            if key not in seen:
+                seen.add(key)
+                unique.append(recipient)
+        found.recipients = unique
         return found
 
     async def _operators(self, tenant: str, role: str) -> list[dict[str, Any]]:
@@ -127,7 +141,7 @@ class RecipientResolver:
             return None, "the event is not about a vehicle; say which (driver: {vehicle: ...})"
         when = parse_time(spec.at.value(context)) if spec.at is not None else None
         if spec.at is not None and when is None:
-            return None, f"{spec.at.text} is not an RFC 3339 time"
+            return None, f"{spec.at.text} is not a time ({TIME_FORMS})"
         try:
             assignment = (
                 await self._assignments.current(tenant, vehicle)
@@ -138,8 +152,17 @@ class RecipientResolver:
             return None, f"no vehicle {vehicle!r}"
         if assignment is None or assignment.driver is None:
             at = "now" if when is None else f"at {when.isoformat()}"
-            return None, f"vehicle {vehicle} had no driver {at}"
+            return None, f"vehicle {await self._plate(tenant, vehicle)} had no driver {at}"
         return await self._driver_entity(tenant, assignment.driver["id"])
+
+    async def _plate(self, tenant: str, vehicle: str) -> str:
+        """The vehicle's plate, as people name it (`vehicle` may be its id), else `vehicle`."""
+        try:
+            doc = await self._entities.get(tenant, "vehicle", vehicle)
+        except NotFound:  # deleted meanwhile
+            return vehicle
+        plate = doc["data"].get("plate")
+        return plate if isinstance(plate, str) and plate else vehicle
 
     async def _driver_from(
         self, tenant: str, value: Any
@@ -205,6 +228,20 @@ def _add(
         found.unreachable.append({"recipient": label, "reason": reason})
 
 
+def same_address(address: str, channel_type: str) -> str:
+    """What makes two addresses one for the channel's type: an e-mail's mailbox in any case
+    (mail systems do not tell Ana@ from ana@), a phone number in E.164, a push token as is."""
+    text = address.strip()
+    try:
+        if channel_type == "email":
+            return mailbox(text)[1].lower()
+        if channel_type == "sms":
+            return e164(text)
+    except ValueError:  # sent as written, and refused then
+        pass
+    return text
+
+
 def _blank(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
@@ -232,31 +269,75 @@ def _event_vehicle(context: Mapping[str, Any]) -> str | None:
 
 
 LOCAL_ZONE: Final = ZoneInfo("America/Sao_Paulo")
-"""The zone of an ISO 8601 time written without its offset: Brazilian systems (an HR answer's
-`"desde": "2026-11-01T08:00:00"`) write local time."""
+"""The zone of a time written without its offset: Brazilian systems (an HR answer's
+`"desde": "2026-11-01T08:00:00"` or `"25/11/2026 08:00"`) write local time."""
+
+_BRAZILIAN: Final = re.compile(
+    r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?", re.ASCII
+)
+_ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+TIME_FORMS: Final = "RFC 3339, or ISO 8601 or dd/mm/yyyy HH:MM[:SS] in São Paulo's time"
+"""What `parse_time` reads, as a reason says it."""
+START_FORMS: Final = TIME_FORMS + ", or a date alone (that day's start)"
+"""What `parse_start` reads, as a reason says it."""
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 date-time (RFC 3339, or local time in `LOCAL_ZONE` without an offset), or
-    None."""
-    try:
-        parsed = from_iso(value) if isinstance(value, str) else None
-    except ValueError:
+    """A date-time: ISO 8601 (RFC 3339, or without an offset) or Brazilian, dd/mm/yyyy
+    HH:MM[:SS], as the fine feed writes it; without an offset São Paulo's (`LOCAL_ZONE`).
+    A date alone names no instant: None, as for anything else."""
+    return _parse(value, date_alone=False)
+
+
+def parse_start(value: Any) -> datetime | None:
+    """What `parse_time` reads, and a date alone (`2026-11-25`, `25/11/2026`) as that day's
+    start in São Paulo: since when a driver drives a vehicle, as HR systems write it."""
+    return _parse(value, date_alone=True)
+
+
+def _parse(value: Any, *, date_alone: bool) -> datetime | None:
+    if not isinstance(value, str):
         return None
-    if parsed is None or len(value.strip()) <= 10:  # a date alone is no time
-        return None
+    text = value.strip()
+    if (brazilian := _BRAZILIAN.fullmatch(text)) is not None:
+        day, month, year, hour, minute, second = brazilian.groups()
+        if hour is None and not date_alone:
+            return None
+        try:
+            parsed = datetime(
+                int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0)
+            )
+        except ValueError:  # 31/02/2026, 25:00
+            return None
+    elif len(text) <= 10 and (not date_alone or _ISO_DATE.fullmatch(text) is None):
+        return None  # a date alone where a time goes; a week or an ordinal day: no time
+    else:
+        try:
+            parsed = from_iso(text)
+        except ValueError:  # 2026-02-31, not ISO 8601
+            return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=LOCAL_ZONE)
 
 
 def answer_after_asked(spec: AssignSpec, context: Mapping[str, Any]) -> str | None:
     """Why a fetched driver is not the one asked about, or None: the answer's assignment
     starts after the time asked (`assign.at`), so it names a later driver, as an HR system
-    that ignores the time asked (`?em=`) and answers today's does. Without both times there
-    is nothing to check."""
+    that ignores the time asked (`?em=`) and answers today's does; or it says a start that is
+    no time, so that nobody can tell whether it does. Without both (an answer without a
+    start, or no `at`) there is nothing to check."""
     if spec.at is None or spec.start is None:
         return None
-    asked, start = parse_time(spec.at.value(context)), parse_time(spec.start.value(context))
-    if asked is None or start is None or start <= asked:
+    asked, said = parse_time(spec.at.value(context)), spec.start.value(context)
+    if asked is None or said is None or _blank(said):
+        return None
+    start = parse_start(said)
+    if start is None:
+        return (
+            f"the answer's start {spec.start.text} = {_shown(said)} is not a time "
+            f"({START_FORMS}): whether it names the driver at the time asked "
+            f"({spec.at.text} = {asked.isoformat()}) cannot be told"
+        )
+    if start <= asked:
         return None
     return (
         f"the answer names a driver since {start.isoformat()}, after the time asked "

@@ -36,7 +36,7 @@ from gateway.flows.context import cooldown_key, evaluate, holds, plain
 from gateway.flows.deliveries import RunRef, flow_delivery, notification_deliveries
 from gateway.flows.messages import MessageComposer
 from gateway.flows.model import Step
-from gateway.flows.recipients import answer_after_asked, parse_time
+from gateway.flows.recipients import START_FORMS, answer_after_asked, parse_start, parse_time
 from gateway.flows.references import StepFailed, resolve_action
 from gateway.mapping import unflatten
 from gateway.mapping.model import EvalError
@@ -186,7 +186,11 @@ class StepRunner:
         return StepOutcome(entry, answer)
 
     async def _assign(self, run: RunRef, step: Step, context: dict[str, Any]) -> dict[str, Any]:
-        """The fetched driver into the vehicle's history; a recorded note, never a failure."""
+        """The fetched driver into the vehicle's history; a note, never a failure. `recorded`
+        says that the history names that driver at the time asked (`at`; without it, at the
+        start recorded): a late report that only fills the gap before another source's later
+        change (`changed` says whether anything was written) is not recorded at `at`, and the
+        note's reason says whom the history names there."""
         spec = step.assign
         assert spec is not None
         vehicle, driver = spec.vehicle.value(context), spec.driver.value(context)
@@ -195,9 +199,9 @@ class StepRunner:
         start = None
         if spec.start is not None:  # given but not a time: not "now", which nobody said
             said = spec.start.value(context)
-            start = parse_time(said)
+            start = parse_start(said)
             if start is None:
-                reason = f"start {spec.start.text} is not an RFC 3339 time: {said!r}"
+                reason = f"start {spec.start.text} is not a time ({START_FORMS}): {said!r}"
                 return {"recorded": False, "reason": reason}
         try:
             result = await self._p.assignments.assign(
@@ -212,7 +216,28 @@ class StepRunner:
         except (InvalidPayload, NotFound) as exc:
             return {"recorded": False, "reason": exc.detail}
         chosen = result.assignment
-        return {"recorded": True, "changed": result.changed, "start": chosen.start.isoformat()}
+        note = {"recorded": True, "changed": result.changed, "start": chosen.start.isoformat()}
+        asked = None if spec.at is None else parse_time(spec.at.value(context))
+        if spec.at is None or asked is None or asked < chosen.start:
+            return note
+        # A later change (an ERP's, an admin's) already in force at the time asked keeps its
+        # place: a late report fills only the gap before it. The history then names another
+        # driver at `at` than the answer, which is not "recorded" there: the note says who.
+        try:
+            then = await self._p.assignments.driver_at(run.tenant, vehicle, asked)
+        except NotFound:  # the vehicle deleted meanwhile
+            then = None
+        named = None if then is None else then.driver
+        if named is not None and chosen.driver is not None and named["id"] == chosen.driver["id"]:
+            return note
+        who = "nobody" if named is None else named.get("name") or named.get("cpf")
+        since = "" if then is None else f" ({then.source}, since {then.start.isoformat()})"
+        reason = (
+            f"the history names {who}{since} at the time asked ({spec.at.text} = "
+            f"{asked.isoformat()}), a later change than the answer's start: the answer's "
+            "driver is recorded only before it"
+        )
+        return {**note, "recorded": False, "reason": reason}
 
     # -- call --------------------------------------------------------------------------------
 

@@ -1,0 +1,138 @@
+"""What a checklist writes to its vehicle, and what the ERP then hears (scenario 4's mileage):
+the odometer only goes forward, by the reading's time and by its value, and the plate the
+checklist names finds the vehicle without being written over its own. Through the shipped
+checklist mapping at its trigger, the shipped flow and the ERP double."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.web.state import services_key
+from tests.flow_support import (
+    drain,
+    erp_actions,
+    get,
+    send_to,
+    trigger_for,
+    upload_flow,
+)
+from tests.partner_double import Partner, partner, post
+
+__all__ = ["partner"]  # the fixture
+
+Client = TestClient[Any, Any]
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
+
+
+def _checklist(key: str, plate: str, km: float, completed: str) -> dict[str, Any]:
+    return {
+        "checklistId": key,
+        "placa": plate,
+        "condutorCpf": ANA["cpf"],
+        "odometroKm": km,
+        "concluidoEm": completed,
+        "respostas": [{"item": "pneus", "ok": True}],
+    }
+
+
+async def _tenant(client: Client, erp: Partner) -> dict[str, Any]:
+    """The ERP's mileage action and the shipped flow; the checklist app's trigger."""
+    await erp_actions(client, erp.url)
+    await upload_flow(client, "checklist-mileage-erp")
+    await post(client, "/api/v1/entities/driver", ANA)
+    erp.respond_with(200, {"ok": True})
+    return await trigger_for(client, "checklist", kind="checklist")
+
+
+def _mileages(erp: Partner) -> list[tuple[str, str, float]]:
+    """(placa, checklistId, quilometragemKm) of each mileage the ERP was sent."""
+    sent = [r.json() for r in erp.requests if r.path == "/veiculos/quilometragem"]
+    return [(s["placa"], s["checklistId"], s["quilometragemKm"]) for s in sent]
+
+
+async def test_a_checklist_with_fewer_km_than_the_vehicle_moves_nothing_back(
+    client: Client, partner: Partner
+) -> None:
+    """C2, half an hour after C1, says 152,000 km where C1 said 152,500 (mistyped, not
+    late). The reading was ordered by its time alone: the vehicle went back to 152,000 and
+    the ERP was sent 152,500, then 152,000."""
+    checklists = await _tenant(client, partner)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 151000})
+    services = client.app[services_key]
+
+    await send_to(
+        client, checklists, _checklist("C1", "ABC1D23", 152500, "2026-11-25T08:30:00-03:00")
+    )
+    await drain(services)
+    answer = await send_to(
+        client, checklists, _checklist("C2", "ABC1D23", 152000, "2026-11-25T09:00:00-03:00")
+    )
+    await drain(services)
+
+    (vehicle_write,) = answer["also"]
+    assert sorted(vehicle_write["skipped"]) == ["attributes.odometer_read_at", "odometer_km"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["odometer_km"] == 152500
+    assert vehicle["attributes"]["odometer_read_at"] == "2026-11-25T11:30:00Z"  # C1's
+    assert _mileages(partner) == [("ABC1D23", "C1", 152500.0)]
+    runs = (await get(client, "/api/v1/flows/checklist-mileage-erp/runs"))["items"]
+    c2 = next(r for r in runs if r["event"]["entity"]["key"] == "checklist:C2")
+    assert [(s["id"], s["outcome"]) for s in c2["steps"]] == [
+        ("vehicle", "written"),
+        ("erp", "skipped"),
+    ]
+
+    # A later checklist with more km is taken, and the ERP hears it.
+    await send_to(
+        client, checklists, _checklist("C3", "ABC1D23", 152650, "2026-11-25T17:00:00-03:00")
+    )
+    await drain(services)
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152650
+    assert _mileages(partner) == [("ABC1D23", "C1", 152500.0), ("ABC1D23", "C3", 152650.0)]
+
+
+async def test_a_checklist_naming_the_old_plate_leaves_the_mercosul_plate(
+    client: Client, partner: Partner
+) -> None:
+    """ABC1234 is the old spelling of ABC1C34, and finds it; the checklist wrote it over the
+    vehicle's plate, and the ERP was told ABC1234. An inspection is no re-plating."""
+    checklists = await _tenant(client, partner)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1C34", "odometer_km": 1000})
+
+    answer = await send_to(
+        client, checklists, _checklist("C5", "ABC1234", 1200, "2026-11-25T08:30:00-03:00")
+    )
+    await drain(client.app[services_key])
+
+    (vehicle_write,) = answer["also"]
+    assert sorted(vehicle_write["changed"]) == ["attributes", "odometer_km"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1C34")
+    assert vehicle["plate"] == "ABC1C34" and vehicle["odometer_km"] == 1200
+    assert _mileages(partner) == [("ABC1C34", "C5", 1200.0)]
+    checklist = await get(client, "/api/v1/entities/other/checklist:C5")
+    assert checklist["vehicle_plate"] == "ABC1234"  # the checklist keeps what it said
+
+
+async def test_a_checklist_before_the_vehicles_first_fold_reports_no_odometer_going_down(
+    client: Client, partner: Partner
+) -> None:
+    """Registered at 151,000 km, read at 152,500 by a checklist, then folded for the first
+    time: the fold started from the vehicle's odometer as it stood (152,500) and replayed the
+    registration, announcing 152,500 → 151,000 and then 151,000 → 152,500, an odometer that
+    never went down."""
+    checklists = await _tenant(client, partner)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "odometer_km": 151000})
+    await send_to(
+        client, checklists, _checklist("C1", "ABC1D23", 152500, "2026-11-25T08:30:00-03:00")
+    )
+    services = client.app[services_key]
+    for _ in range(3):  # the readings relayed, then folded
+        await drain(services)
+        await services.fold.run_until_idle()
+
+    rebased = (await get(client, "/api/v1/events?type=vehicle.odometer.rebaselined"))["items"]
+    moves = sorted((e["detail"]["from_km"], e["detail"]["to_km"]) for e in rebased)
+    assert moves == [(151000.0, 151000.0), (151000.0, 152500.0)]  # the registration, C1
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23"))["odometer_km"] == 152500
