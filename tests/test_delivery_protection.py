@@ -7,13 +7,16 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.clock import utcnow
 from gateway.delivery.worker import DeliveryWorker
+from gateway.store.deliveries import shard_of
 from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
@@ -443,3 +446,64 @@ async def test_shutdown_finishes_in_flight_sends_within_its_bound_and_releases_t
         assert delivery["attempt_count"] == 0
         partner.respond_with(200, {})
         assert await _driven(client).run_until_idle() == Counter(succeeded=1)
+
+
+def _scans(plan: Any) -> bool:
+    """Whether a query plan (an explain's, any depth) reads the whole collection."""
+    if isinstance(plan, dict):
+        return plan.get("stage") == "COLLSCAN" or any(_scans(v) for v in plan.values())
+    if isinstance(plan, list):
+        return any(_scans(v) for v in plan)
+    return False
+
+
+async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole_collection(
+    client: Client,
+) -> None:
+    """The claim passing a disabled partner over, that partner's probe and its recovery read
+    through an index (SecantusDB scans the collection for a query with one predicate no index
+    has): every read they issue (the database's profiler lists them) is planned without a
+    COLLSCAN."""
+    deliveries = client.app[services_key].store.deliveries
+    collection = deliveries._c  # the database's own tools: the profiler and explain
+    now = utcnow()
+    docs = []
+    for n in range(400):
+        delivery_id = f"{n:024x}:s"
+        docs.append(
+            {
+                "_id": delivery_id,
+                "tenant": "acme",
+                "partner_id": "other" if n % 4 else "down",
+                "status": "succeeded" if n % 2 else "pending",
+                "shard": shard_of(delivery_id),
+                "next_attempt_at": now - timedelta(seconds=n),
+                "attempt_count": 1,
+                "attempts": [],
+            }
+        )
+    docs.append({**docs[0], "_id": "dead:s", "status": "dead", "final_at": now})
+    await deliveries.insert_many(docs)
+    await collection.database.command("profile", 2)
+    lease = now + timedelta(seconds=60)
+    claimed = await deliveries.claim("t1", now, lease, 8, shard_of(docs[2]["_id"]), ["down"])
+    probe = await deliveries.claim_for_partner("down", "t2", now, lease)
+    replayed = await deliveries.recovered("down", now - timedelta(hours=1), now)
+    await collection.database.command("profile", 0)
+    reads = [
+        entry["command"]
+        async for entry in collection.database["system.profile"].find({"ns": collection.full_name})
+        if "find" in entry.get("command", {})
+    ]
+    plans = []
+    for read in reads:
+        explain = {"find": read["find"], "filter": read.get("filter", {})}
+        if "sort" in read:
+            explain["sort"] = read["sort"]
+        plans.append(await collection.database.command("explain", explain))
+
+    assert claimed and all(d["partner_id"] != "down" for d in claimed)
+    assert probe is not None and probe["partner_id"] == "down"
+    assert replayed == 1
+    assert len(reads) >= 4  # the claim's, the probe's, the backlog's, the dead ones'
+    assert [read["filter"] for read, plan in zip(reads, plans, strict=True) if _scans(plan)] == []

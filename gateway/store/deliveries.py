@@ -274,7 +274,9 @@ class DeliveryStore:
             )
             if not excluded and result.modified_count == len(ids):  # all ours, read whole
                 return [{**d, **claimed} for d in found]
-            won = await self._c.find({"_id": {"$in": ids}, "lease_owner": token}).to_list(None)
+            # By id alone (`_id_`): with the token too, SecantusDB scans the collection.
+            read = await self._c.find({"_id": {"$in": ids}}).to_list(None)
+        won = [d for d in read if d.get("lease_owner") == token]
         won.sort(key=lambda d: d["next_attempt_at"])
         return won
 
