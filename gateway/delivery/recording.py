@@ -184,7 +184,7 @@ class DeliveryRecorder:
         self, doc: Doc, token: str, when: datetime, reason: str, partner_id: str | None = None
     ) -> str:
         """Pending again at `when` without spending an attempt; with `partner_id`, the
-        disabled partner it waits for (a notification's: claims pass it over)."""
+        disabled partner it waits for (a notification's: due at once when it is enabled)."""
         fields: Doc = {
             "status": DeliveryStatus.PENDING.value,
             "next_attempt_at": when,
