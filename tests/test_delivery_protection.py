@@ -507,3 +507,40 @@ async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole
     assert replayed == 1
     assert len(reads) >= 4  # the claim's, the probe's, the backlog's, the dead ones'
     assert [read["filter"] for read, plan in zip(reads, plans, strict=True) if _scans(plan)] == []
+
+
+async def test_a_probe_passes_over_an_ordered_entity_whose_first_delivery_just_failed_a_probe(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """Every delivery of the entity waits for its first, which the partner always fails: the
+    probe after the one that sent it is not that delivery again (nor a later one of the
+    entity, out of order) but a HEAD, which the partner answers."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
+    action = await create_action(
+        client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5, 5, 5, 5]
+    )
+    await create_subscription(client, action["id"])
+    partner.reject_bodies_with(b"XYZ9Z99", 500)
+    vehicle = await create_vehicle(client, "XYZ9Z99")
+    for km in (100, 200):
+        response = await client.patch(
+            f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": km}
+        )
+        assert response.status == 200
+    await client.app[services_key].relay.run_until_idle()
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
+    disabled = await _partner_status(client, partner_doc["id"])
+    clock.advance(61)
+    await worker.run_until_idle()  # the probe: the entity's first delivery, 500
+    clock.advance(61)
+    await worker.run_until_idle()  # a HEAD, answered 200
+
+    assert disabled == "disabled"
+    assert [r.method for r in partner.requests[:4]] == ["POST", "POST", "POST", "HEAD"]
+    assert len({r.webhook_id for r in partner.requests[:3]}) == 1  # the first, every time
+    assert await _partner_status(client, partner_doc["id"]) == "active"
