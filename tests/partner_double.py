@@ -61,6 +61,7 @@ class Partner:
         self.release = asyncio.Event()  # ends every pending delay (set at teardown)
         self._standing = Answer()
         self._queued: deque[Answer] = deque()
+        self._rejected: dict[bytes, int] = {}  # a request whose body holds it → that status
         self._arrivals = asyncio.Condition()
         self.server: TestServer | None = None
 
@@ -109,6 +110,11 @@ class Partner:
                 self._arrivals.wait_for(lambda: not any(self.in_flight.values())), timeout
             )
 
+    def reject_bodies_with(self, marker: bytes, status: int) -> None:
+        """Every request whose body holds `marker` is answered `status` (a payload that
+        crashes the partner's handler), whatever the other answers are."""
+        self._rejected[marker] = status
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         recorded = Recorded(
@@ -130,6 +136,8 @@ class Partner:
             async with self._arrivals:
                 self.requests.append(recorded)
                 self._arrivals.notify_all()
+            if rejected := [code for marker, code in self._rejected.items() if marker in body]:
+                return web.Response(status=rejected[0], body=b"{}")
             answer = self._queued.popleft() if self._queued else self._standing
             if answer.delay:
                 with contextlib.suppress(TimeoutError):

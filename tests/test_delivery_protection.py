@@ -7,13 +7,16 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.clock import utcnow
 from gateway.delivery.worker import DeliveryWorker
+from gateway.store.deliveries import shard_of
 from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
@@ -110,12 +113,12 @@ async def test_failing_partner_is_disabled_then_reprobed_and_its_backlog_flows(
     assert 'gateway_partner_status_changes_total{change="enabled"} 1.0' in metrics
 
 
-async def test_a_partner_down_for_days_with_the_defaults_keeps_its_whole_backlog_for_recovery(
+async def test_a_partner_down_for_days_with_the_defaults_gets_its_whole_backlog_when_it_recovers(
     aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
 ) -> None:
-    """The default schedule is spent after ~27.6 h, the partner is disabled after 72 h:
-    deliveries the partner failed throughout wait for it in between instead of going `dead`
-    (out of the backlog), so every event of the outage reaches it once it recovers."""
+    """The default schedule is spent after ~27.6 h, the partner is disabled after 72 h: the
+    deliveries it failed throughout go `dead` on their schedule (SPEC §5), and are replayed
+    when it recovers, so every event of the outage reaches it once."""
     client = await aiohttp_client(make_app())
     clock = FakeClock()
     worker = _driven(client, clock)
@@ -141,13 +144,132 @@ async def test_a_partner_down_for_days_with_the_defaults_keeps_its_whole_backlog
 
     assert partner_doc["disable_after_hours"] == 72 and action["retry_schedule"] is None
     assert status_at_80_hours == "disabled"
-    assert "dead" not in counts
-    assert {d["status"] for d in waiting["items"]} == {"pending"}
+    dead = [d for d in waiting["items"] if d["status"] == "dead"]
+    assert len(dead) == counts["dead"] > 0 and {d["attempt_count"] for d in dead} == {8}
+    assert {d["status"] for d in waiting["items"]} == {"pending", "dead"}
     assert recovered == Counter(succeeded=13)  # and the probe's
     page = await (await client.get("/api/v1/deliveries?limit=50", headers=auth())).json()
     assert Counter(d["status"] for d in page["items"]) == Counter(succeeded=14)
     accepted = partner.requests[sent_before:]  # each event once, the probe first
     assert sorted(r.json()["data"]["plate"] for r in accepted) == plates
+    first_ids = {r.json()["data"]["plate"]: r.webhook_id for r in partner.requests[:sent_before]}
+    assert all(first_ids[r.json()["data"]["plate"]] == r.webhook_id for r in accepted)
+
+
+async def _outage(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> str:
+    """A delivery spends its schedule (0, 5, 5 s) on 503s and goes dead; another, 400 s in,
+    fails past `disable_after_hours` (360 s) and disables the partner."""
+    guards = client.app[services_key].guards
+    guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.1},
+        action={"retry_schedule": [0, 5, 5]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    counts = await worker.run_until_idle()
+    for _ in range(2):
+        clock.advance(5.1)
+        counts += await worker.run_until_idle()
+    assert counts == Counter(retry=2, dead=1)  # the schedule spent, the partner down throughout
+    assert await _partner_status(client, partner_doc["id"]) == "active"
+    clock.advance(390)
+    await _vehicles(client, "XYZ9A88")
+    assert await worker.run_until_idle() == Counter(retry=1)
+    assert await _partner_status(client, partner_doc["id"]) == "disabled"
+    return str(partner_doc["id"])
+
+
+async def test_deliveries_dead_during_an_outage_are_replayed_when_the_probe_finds_the_partner_back(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_id = await _outage(client, partner, worker, clock)
+    dead = await (await client.get("/api/v1/deliveries?status=dead", headers=auth())).json()
+    sent_before = len(partner.requests)
+    partner.respond_with(200, {})
+    clock.advance(61)
+    recovered = await worker.run_until_idle()  # the probe (XYZ9A88), then the dead ones
+    clock.advance(61)
+    later = await worker.run_until_idle()
+
+    assert [d["attempt_count"] for d in dead["items"]] == [3]
+    assert await _partner_status(client, partner_id) == "active"
+    assert recovered == Counter(succeeded=1) and later == Counter()
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert {d["status"] for d in page["items"]} == {"succeeded"}
+    accepted = partner.requests[sent_before:]
+    assert sorted(r.json()["data"]["plate"] for r in accepted) == ["ABC1D23", "XYZ9A88"]
+    first_ids = {r.json()["data"]["plate"]: r.webhook_id for r in partner.requests[:sent_before]}
+    assert all(first_ids[r.json()["data"]["plate"]] == r.webhook_id for r in accepted)
+
+
+async def test_an_admin_reenabling_a_partner_still_down_gives_the_replayed_deliveries_a_schedule(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_id = await _outage(client, partner, worker, clock)
+    sent_before = len(partner.requests)
+    where = f"/api/v1/partners/{partner_id}"
+    assert (await client.patch(where, headers=auth(), json={"status": "active"})).status == 200
+    counts = await worker.run_until_idle()
+    for _ in range(10):  # 5 min: the breaker's holds between the attempts end
+        clock.advance(31)
+        counts += await worker.run_until_idle()
+
+    assert await _partner_status(client, partner_id) == "active"  # failing for 5 min < 6
+    tried = Counter(r.json()["data"]["plate"] for r in partner.requests[sent_before:])
+    assert tried == Counter(ABC1D23=3, XYZ9A88=2)  # XYZ9A88 had 1 of its 3
+    assert (counts["retry"], counts["dead"]) == (3, 2)  # and the breaker's holds between
+    dead = await (await client.get("/api/v1/deliveries?status=dead", headers=auth())).json()
+    assert sorted(d["attempt_count"] for d in dead["items"]) == [3, 3]
+
+
+async def test_a_delivery_its_partner_always_rejects_does_not_keep_the_partner_disabled(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """The partner answers 500 to one payload (it crashes its handler), and is quiet
+    otherwise: a failed probe moves that delivery's turn two probes on, the probe between is a
+    HEAD, which the partner answers: enabled, what comes next reaches it."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [0, 5, 5, 5, 5, 5]},
+    )
+    partner.reject_bodies_with(b"XYZ9Z99", 500)
+    await _vehicles(client, "XYZ9Z99")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
+    disabled = await _partner_status(client, partner_doc["id"])
+    clock.advance(61)
+    await worker.run_until_idle()  # the probe sends it: 500
+    after_failed_probe = await _partner_status(client, partner_doc["id"])
+    clock.advance(61)
+    await worker.run_until_idle()  # its turn is a probe away: a HEAD, answered 200
+    enabled = await _partner_status(client, partner_doc["id"])
+    await _vehicles(client, "ABC1D23")
+    healthy = await worker.run_until_idle()
+
+    assert disabled == "disabled" and after_failed_probe == "disabled"
+    assert [r.method for r in partner.requests[:4]] == ["POST", "POST", "POST", "HEAD"]
+    assert enabled == "active"
+    assert healthy == Counter(succeeded=1)
+    assert [r.json()["data"]["plate"] for r in partner.requests if r.method == "POST"][-1] == (
+        "ABC1D23"
+    )
 
 
 async def test_probe_of_a_disabled_partner_sends_the_first_of_an_ordered_entity_first(
@@ -195,7 +317,7 @@ async def test_head_probe_answered_a_retryable_status_leaves_the_partner_disable
     clock = FakeClock()
     worker = _driven(client, clock)
     partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
-    action = await create_action(client, partner_doc["id"], retry_schedule=[0, 5])
+    action = await create_action(client, partner_doc["id"], retry_schedule=[0, 5, 5])
     subscription = await create_subscription(client, action["id"], ("entity.created",))
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")
@@ -324,3 +446,101 @@ async def test_shutdown_finishes_in_flight_sends_within_its_bound_and_releases_t
         assert delivery["attempt_count"] == 0
         partner.respond_with(200, {})
         assert await _driven(client).run_until_idle() == Counter(succeeded=1)
+
+
+def _scans(plan: Any) -> bool:
+    """Whether a query plan (an explain's, any depth) reads the whole collection."""
+    if isinstance(plan, dict):
+        return plan.get("stage") == "COLLSCAN" or any(_scans(v) for v in plan.values())
+    if isinstance(plan, list):
+        return any(_scans(v) for v in plan)
+    return False
+
+
+async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole_collection(
+    client: Client,
+) -> None:
+    """The claim passing a disabled partner over, that partner's probe and its recovery read
+    through an index (SecantusDB scans the collection for a query with one predicate no index
+    has): every read they issue (the database's profiler lists them) is planned without a
+    COLLSCAN."""
+    deliveries = client.app[services_key].store.deliveries
+    collection = deliveries._c  # the database's own tools: the profiler and explain
+    now = utcnow()
+    docs = []
+    for n in range(400):
+        delivery_id = f"{n:024x}:s"
+        docs.append(
+            {
+                "_id": delivery_id,
+                "tenant": "acme",
+                "partner_id": "other" if n % 4 else "down",
+                "status": "succeeded" if n % 2 else "pending",
+                "shard": shard_of(delivery_id),
+                "next_attempt_at": now - timedelta(seconds=n),
+                "attempt_count": 1,
+                "attempts": [],
+            }
+        )
+    docs.append({**docs[0], "_id": "dead:s", "status": "dead", "final_at": now})
+    await deliveries.insert_many(docs)
+    await collection.database.command("profile", 2)
+    lease = now + timedelta(seconds=60)
+    claimed = await deliveries.claim("t1", now, lease, 8, shard_of(docs[2]["_id"]), ["down"])
+    probe = await deliveries.claim_for_partner("down", "t2", now, lease)
+    replayed = await deliveries.recovered("down", now - timedelta(hours=1), now)
+    await collection.database.command("profile", 0)
+    reads = [
+        entry["command"]
+        async for entry in collection.database["system.profile"].find({"ns": collection.full_name})
+        if "find" in entry.get("command", {})
+    ]
+    plans = []
+    for read in reads:
+        explain = {"find": read["find"], "filter": read.get("filter", {})}
+        if "sort" in read:
+            explain["sort"] = read["sort"]
+        plans.append(await collection.database.command("explain", explain))
+
+    assert claimed and all(d["partner_id"] != "down" for d in claimed)
+    assert probe is not None and probe["partner_id"] == "down"
+    assert replayed == 1
+    assert len(reads) >= 4  # the claim's, the probe's, the backlog's, the dead ones'
+    assert [read["filter"] for read, plan in zip(reads, plans, strict=True) if _scans(plan)] == []
+
+
+async def test_a_probe_passes_over_an_ordered_entity_whose_first_delivery_just_failed_a_probe(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """Every delivery of the entity waits for its first, which the partner always fails: the
+    probe after the one that sent it is not that delivery again (nor a later one of the
+    entity, out of order) but a HEAD, which the partner answers."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
+    action = await create_action(
+        client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5, 5, 5, 5]
+    )
+    await create_subscription(client, action["id"])
+    partner.reject_bodies_with(b"XYZ9Z99", 500)
+    vehicle = await create_vehicle(client, "XYZ9Z99")
+    for km in (100, 200):
+        response = await client.patch(
+            f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": km}
+        )
+        assert response.status == 200
+    await client.app[services_key].relay.run_until_idle()
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
+    disabled = await _partner_status(client, partner_doc["id"])
+    clock.advance(61)
+    await worker.run_until_idle()  # the probe: the entity's first delivery, 500
+    clock.advance(61)
+    await worker.run_until_idle()  # a HEAD, answered 200
+
+    assert disabled == "disabled"
+    assert [r.method for r in partner.requests[:4]] == ["POST", "POST", "POST", "HEAD"]
+    assert len({r.webhook_id for r in partner.requests[:3]}) == 1  # the first, every time
+    assert await _partner_status(client, partner_doc["id"]) == "active"

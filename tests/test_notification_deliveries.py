@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import drain, email_channel, get, push_channel
-from tests.partner_double import FakeClock, post
+from tests.partner_double import FakeClock, create_partner, post
 from tests.smtp_double import SmtpFactory, smtp_server
 from tests.support import auth
 
@@ -468,7 +468,8 @@ async def test_a_push_through_a_disabled_partner_waits_unsent_until_it_is_enable
     await drain(services)
     (waiting,) = await _deliveries(client)
     clock.advance(3600)
-    passed_over = await services.delivery_worker.run_until_idle()  # not claimed, not tried
+    held_again = await services.delivery_worker.run_until_idle()  # held again, not tried
+    sent_while_disabled = list(fcm.messages)
     enabled = await client.patch(where, headers=auth(), json={"status": "active"})
     assert enabled.status == 200
     flowed = await services.delivery_worker.run_until_idle()
@@ -476,6 +477,35 @@ async def test_a_push_through_a_disabled_partner_waits_unsent_until_it_is_enable
     assert waiting["status"] == "pending" and waiting["attempt_count"] == 0
     assert waiting["partner_id"] == partner["id"]
     assert "partner FCM is disabled" in waiting["last_error"]
-    assert passed_over == Counter()
+    assert held_again == Counter(deferred=1) and sent_while_disabled == []
     assert flowed == Counter(succeeded=1)
+    assert [m["token"] for m in fcm.messages] == ["phone"]
+
+
+async def test_a_push_held_for_a_disabled_partner_goes_through_the_partner_its_channel_names_now(
+    client: Client, fcm: Fcm
+) -> None:
+    await _push_setup(client, fcm, ["phone"])
+    (first,) = (await get(client, "/api/v1/partners"))["items"]
+    where = f"/api/v1/partners/{first['id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "disabled"})).status == 200
+    await _vehicle(client)
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.delivery_worker.clock = clock
+    await drain(services)
+    (held,) = await _deliveries(client)
+    second = await create_partner(
+        client,
+        fcm.url,
+        name="FCM2",
+        auth={"type": "google_service_account", "service_account": fcm.service_account()},
+    )
+    switch = {"partner_id": second["id"]}
+    assert (await client.patch("/api/v1/channels/push", headers=auth(), json=switch)).status == 200
+    clock.advance(61)  # the held push is tried again; its channel names the second partner
+    sent = await services.delivery_worker.run_until_idle()
+
+    assert held["partner_id"] == first["id"] and held["status"] == "pending"
+    assert sent == Counter(succeeded=1)
     assert [m["token"] for m in fcm.messages] == ["phone"]

@@ -111,7 +111,10 @@ class PartnerUseCases:
             raise Conflict("the partner was changed concurrently; retry")
         self._catalog.forget(partner_id)
         if status == "active" and current.get("status") == "disabled":
-            await self._store.deliveries.due_now(partner_id, utcnow())  # its backlog flows
+            # Its backlog flows, and what went dead during its outage is replayed.
+            await self._store.deliveries.recovered(
+                partner_id, current.get("failing_since"), utcnow()
+            )
         return doc
 
     async def delete_partner(self, tenant: str, partner_id: str) -> None:

@@ -35,8 +35,8 @@ class Attempted:
 class Held:
     until: datetime
     reason: str
-    # The disabled partner it waits for: noted on the delivery, whose claims then pass it
-    # over until the partner is enabled again (as an action's deliveries to that partner).
+    # The disabled partner it waits for: noted on the delivery, due at once when the partner
+    # is enabled again (the channel is asked again at each try: it may name another partner).
     partner_id: str | None = None
 
 

@@ -3,7 +3,9 @@ them off and on.
 
 A partner failing (retryable failures only, no success in between) for longer than its
 `disable_after_hours` is disabled: its deliveries wait instead of burning their retry
-schedule. The worker probes it every `probe_seconds`; the first answer re-enables it.
+schedule. The worker probes it every `probe_seconds`; the first answer re-enables it, its
+backlog is due at once, and the deliveries that went `dead` during its outage are replayed
+(`DeliveryStore.recovered`).
 """
 
 from __future__ import annotations
@@ -79,10 +81,17 @@ class PartnerHealth:
         return since
 
     async def enable(self, partner: Partner, now: datetime) -> None:
-        if await self._store.partners.enable(partner.tenant, partner.id):
-            log.warning("partner %s answers again: re-enabled", partner.id)
+        if (was := await self._store.partners.enable(partner.tenant, partner.id)) is not None:
+            replayed = await self._store.deliveries.recovered(
+                partner.id, was.get("failing_since"), now
+            )
+            log.warning(
+                "partner %s answers again: re-enabled; %d deliveries that went dead while it "
+                "was failing replayed",
+                partner.id,
+                replayed,
+            )
             self._metrics.partner_disabled.labels("enabled").inc()
-            await self._store.deliveries.due_now(partner.id, now)  # its backlog flows
         self.disabled.discard(partner.id)
         self._failing.discard(partner.id)
         self._catalog.forget(partner.id)

@@ -17,7 +17,7 @@ from typing import Any
 from gateway.actions.catalog import Action, Catalog, Partner
 from gateway.delivery.kinds import Dropped, Held, SendResult
 from gateway.delivery.partner_health import PartnerHealth
-from gateway.delivery.retry import DEFAULT_JITTER, DEFAULT_MAX_RETRY_AFTER, next_attempt_at
+from gateway.delivery.retry import next_attempt_at
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
 from gateway.outbound.redaction import Redactor
@@ -63,21 +63,32 @@ class DeliveryRecorder:
             return await self.defer(
                 doc, token, now + timedelta(seconds=hold.seconds), hold.describe()
             )
-        failing_since = None
+        if probe and verdict is not Verdict.RETRY:
+            # Enabled before the success is noted: the outage's start (`failing_since`) says
+            # which dead deliveries are replayed.
+            await self._health.enable(partner, now)
         if outcome.sent:
-            failing_since = await self._health.note(partner, verdict, now)
+            await self._health.note(partner, verdict, now)
         attempt = _attempt(doc, outcome, now, probe, partner.redactor())
         if probe:
-            if verdict is Verdict.RETRY:  # still down: the probe costs the delivery nothing
+            if verdict is Verdict.RETRY:
+                # Still down: the probe costs the delivery nothing, but its turn moves two
+                # probes on, so the next probe sends another (or a HEAD): one delivery the
+                # partner always fails does not keep it disabled while others wait.
+                turn = now + timedelta(seconds=2 * self._health.probe_seconds)
                 await self._store.deliveries.finish(
                     doc["_id"],
                     token,
-                    {"status": DeliveryStatus.PENDING.value, "updated_at": now},
+                    {
+                        "status": DeliveryStatus.PENDING.value,
+                        "updated_at": now,
+                        "next_attempt_at": turn,
+                        "probe_failed_at": now,
+                    },
                     attempt=attempt,
                     counted=False,
                 )
                 return "probe_failed"
-            await self._health.enable(partner, now)
         error = (
             None if verdict is Verdict.SUCCESS else _error_text(outcome, action, partner, verdict)
         )
@@ -85,12 +96,9 @@ class DeliveryRecorder:
         status, fields = self._next_state(
             doc, action.retry_schedule, verdict, now, outcome.status, error, retry_after
         )
-        if status is DeliveryStatus.DEAD and _down_throughout(doc, partner, failing_since, now):
-            assert failing_since is not None
-            status, fields = self._wait_for_partner(
-                action.retry_schedule, now, fields, partner, failing_since, retry_after
-            )
-        if not await self._store.deliveries.finish(doc["_id"], token, fields, attempt=attempt):
+        if not await self._store.deliveries.finish(
+            doc["_id"], token, fields, attempt=attempt, unset=("probe_failed_at",)
+        ):
             log.warning(
                 "delivery %s: lease lost before recording; another worker owns it", doc["_id"]
             )
@@ -143,41 +151,6 @@ class DeliveryRecorder:
             fields["final_at"] = now
         return status, fields
 
-    def _wait_for_partner(
-        self,
-        schedule: Sequence[float],
-        now: datetime,
-        fields: Doc,
-        partner: Partner,
-        failing_since: datetime,
-        retry_after: float | None,
-    ) -> tuple[DeliveryStatus, Doc]:
-        """A spent schedule, but the partner has failed every attempt: the partner is down,
-        not the delivery. It is not `dead` (out of the backlog replayed when the partner
-        recovers): pending, tried again at the schedule's last interval (at least the probe
-        interval), until the partner is disabled after `disable_after_hours` — from then on
-        it waits with the partner's other deliveries — or answers."""
-        seconds = max(
-            float(schedule[-1]) if schedule else 0.0,
-            self._health.probe_seconds,
-            min(retry_after or 0.0, DEFAULT_MAX_RETRY_AFTER),
-        )
-        jittered = seconds * (1.0 + DEFAULT_JITTER * (2.0 * self._rng() - 1.0))
-        assert partner.disable_after is not None
-        hours = partner.disable_after.total_seconds() / 3600
-        note = (
-            f"; retry schedule spent, but partner {partner.name} has been failing since "
-            f"{failing_since.isoformat()}: waiting for it (disabled after {hours:g} h of "
-            "failures, its backlog replayed when it recovers)"
-        )
-        waiting = {k: v for k, v in fields.items() if k != "final_at"}
-        waiting.update(
-            status=DeliveryStatus.PENDING.value,
-            next_attempt_at=now + timedelta(seconds=jittered),
-            last_error=f"{fields.get('last_error') or 'failed'}{note}",
-        )
-        return DeliveryStatus.PENDING, waiting
-
     async def fail(
         self, doc: Doc, token: str, reason: str, errors: Sequence[dict[str, Any]] = ()
     ) -> str:
@@ -211,7 +184,7 @@ class DeliveryRecorder:
         self, doc: Doc, token: str, when: datetime, reason: str, partner_id: str | None = None
     ) -> str:
         """Pending again at `when` without spending an attempt; with `partner_id`, the
-        disabled partner it waits for (a notification's: claims pass it over)."""
+        disabled partner it waits for (a notification's: due at once when it is enabled)."""
         fields: Doc = {
             "status": DeliveryStatus.PENDING.value,
             "next_attempt_at": when,
@@ -258,24 +231,6 @@ class DeliveryRecorder:
         outcome = "retry" if status is DeliveryStatus.PENDING else status.value
         self._metrics.deliveries.labels(outcome).inc()
         return outcome
-
-
-def _down_throughout(
-    doc: Doc, partner: Partner, failing_since: datetime | None, now: datetime
-) -> bool:
-    """Whether the partner has had no success since this delivery's first attempt (of its
-    current schedule: a replay starts a new one) and is going to be disabled for it."""
-    if failing_since is None or partner.disable_after is None:
-        return False
-    since = doc.get("replayed_at")
-    times = [
-        at
-        for a in doc.get("attempts") or ()
-        if isinstance(a, dict)
-        and isinstance(at := a.get("at"), datetime)
-        and (not isinstance(since, datetime) or at >= since)
-    ]
-    return failing_since <= min(times, default=now)
 
 
 def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: Redactor) -> Doc:

@@ -17,8 +17,9 @@ leaves leases that expire; their deliveries are due again at once (at-least-once
 
 Partners: a partner failing for longer than its `disable_after_hours` is disabled
 (partner_health.py): its deliveries wait. Every `probe_seconds` one worker probes it with its
-oldest pending delivery (or a HEAD of its base URL when it has none); the first answer
-re-enables it and its backlog flows.
+oldest pending delivery (one whose probe just failed waits two probes; a HEAD of its base URL
+when none is left); the first answer re-enables it, its backlog flows and what went `dead`
+during its outage is replayed.
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ class DeliveryWorker:
         now = self.clock()
         try:
             delivery = await self._store.deliveries.claim_for_partner(
-                partner.id, token, now + self._lease
+                partner.id, token, now, now + self._lease
             )
         except StoreUnavailable:  # it may have been applied: what it took, pending again
             release = partial(self._store.deliveries.release_lease, token, now)
@@ -313,7 +314,7 @@ class DeliveryWorker:
         if own is not None:
             result = await own.send(doc, self.clock())
             if isinstance(result, Held) and result.partner_id is not None:
-                self._health.disabled.add(result.partner_id)  # claims pass it over from now
+                self._health.disabled.add(result.partner_id)  # its action calls are passed over
             return await self._recorder.settle(doc, token, result)
         try:
             target = await resolve_target(doc, self._catalog)

@@ -37,9 +37,12 @@ from gateway.outbound.verdict import Verdict
 from gateway.store import Doc
 from gateway.store.notify import CooldownStore
 
-# A delivery held for a disabled partner is due again this soon: by then the worker's claims
-# pass it over (its `partner_id`) until the partner is enabled, when it is due at once.
-_RECHECK = timedelta(seconds=5)
+# A delivery held for a disabled partner is tried again this soon: its channel may have been
+# given another partner since (then it goes through that one), and the partner enabled again
+# makes it due at once (its `partner_id`: `DeliveryStore.recovered`). The claims do not pass
+# it over as they do an action's deliveries to a disabled partner: which partner it needs is
+# its channel's at the time of sending.
+_RECHECK = timedelta(seconds=60)
 
 
 class NotificationSender:

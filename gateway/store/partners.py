@@ -54,16 +54,18 @@ class PartnerStore(TenantResources):
             )
         return result.modified_count == 1
 
-    async def enable(self, tenant: str, partner_id: str) -> bool:
+    async def enable(self, tenant: str, partner_id: str) -> Doc | None:
+        """A disabled partner active again: the partner as it was (its `failing_since`, when
+        its outage began), or None when it was not disabled (another process enabled it)."""
         with translate_errors():
-            result = await self._c.update_one(
+            return await self._c.find_one_and_update(
                 scoped(tenant, {"_id": ObjectId(partner_id), "status": "disabled"}),
                 {
                     "$set": {"status": "active"},
                     "$unset": {"disabled_at": "", "probe_at": "", "failing_since": ""},
                 },
+                return_document=ReturnDocument.BEFORE,
             )
-        return result.modified_count == 1
 
     # -- system work across tenants, never reached from a request ----------------------------
 
