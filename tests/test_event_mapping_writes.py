@@ -308,3 +308,28 @@ async def test_a_date_ordered_by_itself_may_lie_ahead_but_a_readings_time_may_no
     assert vehicle["odometer_km"] == 1000
     status, answer = await hook(client, trigger, {"placa": "ABC1D23", "vence": next_year})
     assert answer["skipped"] == ["attributes.licence_expires_at"], answer
+
+
+async def test_a_retried_older_identification_without_a_gps_lock_keeps_the_newer_driver(
+    client: Client,
+) -> None:
+    """Driver B identified at 14:00, then Traccar retries driver A's identification of 13:00
+    from a fix without a GPS lock (no fix time to order it by): the vehicle keeps B, ordered
+    by the events' own times."""
+    await _vehicle(client, "ABC1D23", attributes={"tracker_id": "861110"})
+    trigger = await _traccar(client)
+    for event_id, (driver, at, fix) in enumerate(
+        (
+            ("DRIVER-B", "2026-11-20T14:00:00.000Z", {"valid": True}),
+            ("DRIVER-A", "2026-11-20T13:00:00.000Z", {"valid": False}),
+        ),
+        start=1,
+    ):
+        event = _event("861110", "ABC1D23", event_id, fixTime=at, **fix)
+        event["event"].update(
+            type="driverChanged", eventTime=at, attributes={"driverUniqueId": driver}
+        )
+        status, answer = await hook(client, trigger, event)
+        assert status == 200, answer
+    attributes = (await _get(client, "ABC1D23"))["attributes"]
+    assert attributes["traccar_driver_unique_id"] == "DRIVER-B", attributes
