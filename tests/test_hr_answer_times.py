@@ -88,12 +88,12 @@ async def test_an_hr_answer_since_a_later_day_written_as_a_date_or_brazilian_fin
     assert fine.get("driver_cpf") is None
 
 
-@pytest.mark.parametrize("since", ["2026-11-18", "18/11/2026"])
-async def test_an_hr_answer_since_the_infractions_day_is_read_from_that_days_start_in_brasilia(
+@pytest.mark.parametrize("since", ["2026-11-17", "17/11/2026"])
+async def test_an_hr_answer_since_an_earlier_day_is_read_from_that_days_start_in_brasilia(
     client: Client, partner: Partner, smtp_server: SmtpFactory, since: str
 ) -> None:
-    """A date alone is that day's start in São Paulo (03:00 UTC), before the 13:45 infraction:
-    the driver HR names is the one, recorded from then."""
+    """A date alone is that day's start in São Paulo (03:00 UTC), the day before the 13:45
+    infraction: the driver HR names is the one, recorded from then."""
     smtp = await smtp_server()
     await _fleet(client)
     run = await _fine_through_hr(client, partner, smtp, {"desde": since})
@@ -102,12 +102,32 @@ async def test_an_hr_answer_since_the_infractions_day_is_read_from_that_days_sta
     assert run["steps"][0]["assignment"] == {
         "recorded": True,
         "changed": True,
-        "start": "2026-11-18T03:00:00+00:00",
+        "start": "2026-11-17T03:00:00+00:00",
     }
     (mail,) = smtp.received
     assert mail.recipients == ["ana.souza@example.com"]
     drivers = await get(client, f"/api/v1/entities/vehicle/ABC1D23/drivers?at={INFRACTION}")
     assert drivers["driver"]["driver"]["cpf"] == ANA["cpf"]
+
+
+@pytest.mark.parametrize("since", ["2026-11-18", "18/11/2026"])
+async def test_an_hr_answer_since_the_infractions_own_day_fines_nobody(
+    client: Client, partner: Partner, smtp_server: SmtpFactory, since: str
+) -> None:
+    """A date alone on the infraction's own day cannot say whether the handover came before
+    the 13:45 infraction: read as that day's start, it fined (and recorded from midnight) a
+    driver who may have taken the vehicle in the afternoon."""
+    smtp = await smtp_server()
+    await _fleet(client)
+    run = await _fine_through_hr(client, partner, smtp, {"desde": since})
+
+    assert smtp.received == []
+    assert run["status"] == "failed"
+    (hr,) = run["steps"]
+    assert "since the day of the time asked" in hr["detail"], hr
+    assert (await get(client, "/api/v1/entities/vehicle/ABC1D23/drivers"))["items"] == []
+    fine = await get(client, "/api/v1/entities/other/fine:A123456789")
+    assert fine.get("driver_cpf") is None
 
 
 async def test_an_hr_answer_whose_since_is_no_time_fails_rather_than_fine_someone(

@@ -319,12 +319,22 @@ def _parse(value: Any, *, date_alone: bool) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=LOCAL_ZONE)
 
 
+def _date_alone(value: Any) -> bool:
+    """Whether `value` is a day without its time (`2026-11-25`, `25/11/2026`)."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    brazilian = _BRAZILIAN.fullmatch(text)
+    return _ISO_DATE.fullmatch(text) is not None or (brazilian is not None and not brazilian[4])
+
+
 def answer_after_asked(spec: AssignSpec, context: Mapping[str, Any]) -> str | None:
     """Why a fetched driver is not the one asked about, or None: the answer's assignment
     starts after the time asked (`assign.at`), so it names a later driver, as an HR system
     that ignores the time asked (`?em=`) and answers today's does; or it says a start that is
-    no time, so that nobody can tell whether it does. Without both (an answer without a
-    start, or no `at`) there is nothing to check."""
+    no time, or only the day of the time asked (the handover that day may have come after
+    it), so that nobody can tell whether it does. Without both (an answer without a start,
+    or no `at`) there is nothing to check."""
     if spec.at is None or spec.start is None:
         return None
     asked, said = parse_time(spec.at.value(context)), spec.start.value(context)
@@ -336,6 +346,12 @@ def answer_after_asked(spec: AssignSpec, context: Mapping[str, Any]) -> str | No
             f"the answer's start {spec.start.text} = {_shown(said)} is not a time "
             f"({START_FORMS}): whether it names the driver at the time asked "
             f"({spec.at.text} = {asked.isoformat()}) cannot be told"
+        )
+    if _date_alone(said) and start.date() == asked.astimezone(LOCAL_ZONE).date():
+        return (
+            f"the answer names a driver since the day of the time asked ({spec.start.text} = "
+            f"{_shown(said)}, a date alone; {spec.at.text} = {asked.isoformat()}): whether "
+            "the handover came before or after it cannot be told"
         )
     if start <= asked:
         return None
