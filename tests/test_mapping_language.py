@@ -309,6 +309,11 @@ def test_items_extracts_batches() -> None:
         ("[{map: {values: {'1': open, 'true': affirmative}}}]", True, "affirmative"),
         ("[{map: {values: {'1': open}, default: other}}]", "9", "other"),
         ("[{map: {values: {'1': open}}}]", "9", None),
+        ("[cpf]", "529982247-25", "52998224725"),  # written with some separators
+        ("[cpf]", " 529 982 247 25 ", "52998224725"),
+        ("[cpf]", "1234567890", "01234567890"),  # a zero lost, the check digits right
+        ("[cpf]", "5299822472", None),  # a digit short: no zero makes it right
+        ("[cpf]", "529.982.247-2", None),
         ("[{datetime: {parse: unix}}]", "1795685112", "2026-11-26T09:25:12Z"),
         ("[{datetime: {parse: unix}}]", 1795685112.5, "2026-11-26T09:25:12.500Z"),
         ("[{datetime: {parse: unix_ms}}]", 1795685112000, "2026-11-26T09:25:12Z"),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 
-from gateway.schemas.ids import check_plate, e164, normalize_plate
+from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
 
 from .casts import to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS
@@ -57,7 +57,9 @@ def _plate(value: Any) -> str | None:
 
 
 _VIN: Final = re.compile("[A-HJ-NPR-Z0-9]{17}")
-_CPF_TEXT: Final = re.compile(r"[0-9]{11}|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}")
+# A CPF as people and systems write it: its digits, with dots, a hyphen, a slash or blanks
+# between them ("529.982.247-25", "529982247-25", " 529 982 247 25 ").
+_CPF_TEXT: Final = re.compile(r"[0-9][0-9 ./-]*[0-9]")
 
 
 def _vin(value: Any) -> str | None:
@@ -69,18 +71,28 @@ def _vin(value: Any) -> str | None:
 
 
 def _cpf(value: Any) -> str | None:
-    """A CPF's 11 digits: text written with them all (52998224725, 529.982.247-25), or a
-    number that lost its leading zeros (1234567890 → 01234567890); null for anything else
-    ("N/A", "", "529.982.247-2": a digit short), never padded into a made-up CPF. Its check
+    """A CPF's 11 digits: text written with them all (52998224725, 529.982.247-25, with
+    blanks, a hyphen or a slash between them); a number that lost its leading zeros
+    (1234567890 → 01234567890); text of digits alone that lost them too (a spreadsheet's),
+    when the zeros make its check digits right; null for anything else ("N/A", "",
+    "529.982.247-2": a digit short), never padded into a made-up CPF. Eleven digits' check
     digits are the schema's to judge."""
-    if type(value) is int and 0 < value < 10**11:
-        return f"{value:011d}"
-    if type(value) is float and value.is_integer() and 0 < value < 10**11:
-        return f"{int(value):011d}"
-    if type(value) is not str:
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is int:
+        return f"{value:011d}" if 0 < value < 10**11 else None
+    if type(value) is not str or not value.strip().isascii():
         return None
     text = value.strip()
-    return _digits(text) if text.isascii() and _CPF_TEXT.fullmatch(text) else None
+    if not _CPF_TEXT.fullmatch(text):
+        return None
+    digits = _digits(text)
+    if len(digits) == 11:
+        return digits
+    if text.isdigit() and 9 <= len(digits) < 11:  # leading zeros lost
+        padded = digits.zfill(11)
+        return padded if check_cpf(padded) is None else None
+    return None
 
 
 def _phone(value: Any) -> str | None:
