@@ -249,6 +249,8 @@ def _encoded_cases(base: str) -> list[tuple[dict[str, Any], list[str]]]:
     cases: list[tuple[dict[str, Any], list[str]]] = [
         ({"type": "bearer", "token": f"bt-{SPECIAL}"}, [f"bt-{SPECIAL}"]),
         ({"type": "header", "name": "X-Api-Key", "value": f"xk-{SPECIAL}"}, [f"xk-{SPECIAL}"]),
+        # An escape's first character last: JSON's `"…\\"` reads `…\"`, which reads on.
+        ({"type": "bearer", "token": f"bs-{SPECIAL}%\\"}, [f"bs-{SPECIAL}%\\"]),
         (
             {"type": "basic", "username": "erp-user", "password": f"bp-{SPECIAL}"},
             [f"bp-{SPECIAL}", pair],

@@ -45,6 +45,7 @@ _JSON = re.compile(
 _PERCENT = re.compile(r"%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,8}|#[xX][0-9a-fA-F]{1,8}|[A-Za-z][A-Za-z0-9]{1,31});")
 _KINDS = (("\\", _JSON), ("%", _PERCENT), ("&", _ENTITY))
+_STARTERS = frozenset(starter for starter, _ in _KINDS)
 # Rounds of reading: an echo encoded twice, with room for a third writer.
 _ROUNDS = 3
 # A line break inside base64 folded into lines (MIME: 76 columns, PEM: 64): before a base64
@@ -134,10 +135,10 @@ class _Step:
     segments that start at `marks[k]` in `plain` and `places[k]` in the text, a run of literal
     characters or one character an escape stands for."""
 
-    __slots__ = ("_chars", "_marks", "_pattern", "_places", "_text", "plain")
+    __slots__ = ("_chars", "_marks", "_pattern", "_places", "plain", "text")
 
     def __init__(self, text: str, plain: str, pattern: re.Pattern[str], chars: _Chars) -> None:
-        self._text, self.plain, self._pattern, self._chars = text, plain, pattern, chars
+        self.text, self.plain, self._pattern, self._chars = text, plain, pattern, chars
         self._marks: list[int] | None = None
         self._places: list[int] = []
 
@@ -145,7 +146,7 @@ class _Step:
         """Where the character at `index` in `plain` starts in the text (its end for the
         end of `plain`)."""
         if index >= len(self.plain):
-            return len(self._text)
+            return len(self.text)
         marks, places = self._drawn()
         k = bisect_right(marks, index) - 1
         return places[k] + index - marks[k]
@@ -153,7 +154,7 @@ class _Step:
     def _drawn(self) -> tuple[list[int], list[int]]:
         if self._marks is not None:
             return self._marks, self._places
-        text = self._text
+        text = self.text
         chars = self._chars
         marks: list[int] = []
         places: list[int] = []
@@ -178,7 +179,7 @@ class _Step:
 class Reading:
     """A text with its escapes undone (`plain`): read again while a round undoes something, at
     most `_ROUNDS` times, then with the line breaks of folded base64 left out. `place` leads
-    from a character of `plain` back through each round to where it was written."""
+    from a character of `plain`, or of an earlier reading, back to where it was written."""
 
     __slots__ = ("_steps", "plain")
 
@@ -199,10 +200,14 @@ class Reading:
                 plain = unfolded
         self.plain = plain
 
-    def place(self, index: int) -> int:
-        """Where the character at `index` in `plain` starts in the text (its end for the
-        end of `plain`)."""
-        for step in reversed(self._steps):
+    def earlier(self) -> Iterator[tuple[int, str]]:
+        """The text and the readings before `plain`, each with its stage for `place`."""
+        return enumerate(step.text for step in self._steps)
+
+    def place(self, index: int, stage: int | None = None) -> int:
+        """Where the character at `index` in `plain` (or in the reading at `stage`) starts in
+        the text (its end for the end of that reading)."""
+        for step in reversed(self._steps if stage is None else self._steps[:stage]):
             index = step.place(index)
         return index
 
@@ -223,22 +228,29 @@ def _base64_forms(value: str) -> set[str]:
 
 
 @lru_cache(maxsize=1024)  # a redactor is built per answer: `Partner.redactor()`
-def _forms(value: str) -> frozenset[str]:
-    """What a credential reads as once a partner's escapes are undone."""
+def _forms(value: str) -> tuple[frozenset[str], frozenset[str]]:
+    """What a credential reads as once a partner's escapes are undone; and of those, the ones
+    holding `\\`, `%` or `&`, which a further reading may change (`Redactor.redact`)."""
     plain = {value, Reading(value).plain}  # a credential that itself holds `%41` or `\\n`
     plain |= {form.replace(" ", "+") for form in plain}
     # Base64 of a JSON document holds the value JSON-escaped (non-ASCII as \\uXXXX: Python's
     # default), which no decoding of the answer undoes.
     escaped = json.dumps(value)[1:-1]
     base64_forms = _base64_forms(value) | (_base64_forms(escaped) if escaped != value else set())
-    return frozenset(plain | base64_forms)
+    escapable = frozenset(form for form in plain if not _STARTERS.isdisjoint(form))
+    return frozenset(plain | base64_forms), escapable
 
 
 class Redactor:
     """Built from a partner's credential values; `redact(text)` per answer."""
 
     def __init__(self, values: Iterable[str]) -> None:
-        self._forms = tuple({f for v in set(values) if len(v) >= MIN_LENGTH for f in _forms(v)})
+        looked_for = [_forms(v) for v in set(values) if len(v) >= MIN_LENGTH]
+        self._forms = tuple({form for forms, _ in looked_for for form in forms})
+        # A form holding `\`, `%` or `&` may be read once more than it was written, with the
+        # text after it (`pass\` echoed in JSON as `"pass\\"` reads `pass\"`, then `pass"`):
+        # it is looked for in the text and each earlier reading too.
+        self._escapable = tuple({form for _, escapable in looked_for for form in escapable})
 
     def redact(self, text: str) -> str:
         if not text or not self._forms:
@@ -246,19 +258,25 @@ class Redactor:
         reading = Reading(text)
         plain = reading.plain
         spans = [
-            (found, found + len(form))
+            (reading.place(found), reading.place(found + len(form)))
             for form in self._forms
             for found in _occurrences(plain, form)
         ]
+        for stage, earlier in reading.earlier() if self._escapable else ():
+            spans += [
+                (reading.place(found, stage), reading.place(found + len(form), stage))
+                for form in self._escapable
+                for found in _occurrences(earlier, form)
+            ]
         if (tail := self._cut_tail(plain)) is not None:
-            spans.append((tail, len(plain)))
+            spans.append((reading.place(tail), len(text)))
         if not spans:
             return text
         pieces: list[str] = []
         written = 0
         for begin, end in _merged(spans):
-            pieces += [text[written : reading.place(begin)], MASK]
-            written = reading.place(end)
+            pieces += [text[written:begin], MASK]
+            written = end
         pieces.append(text[written:])
         return "".join(pieces)
 
