@@ -405,6 +405,12 @@ def test_a_credential_cut_at_the_end_of_an_excerpt_leaves_nothing_behind() -> No
     assert accented.redact('{"seen": "chave-secreta-\ufffd') == '{"seen": "' + MASK
 
 
+def test_character_references_zero_padded_are_read() -> None:
+    redactor = Redactor(["s3cr3t/Key+val==xyz"])
+    padded = "s3cr3t&#x000002F;Key&#0000043;val&#x3D;&#x0003D;xyz"
+    assert redactor.redact(f"<fault>{padded}</fault>") == f"<fault>{MASK}</fault>"
+
+
 async def test_a_query_key_quoted_twice_by_a_login_redirect_is_stored_and_returned_redacted(
     client: Client, echo: Echo, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,11 +12,13 @@ from PHP, `\\uXXXX` of any character from .NET or ASCII-only writers, surrogate 
 percent-encoding in either case (a run of them read as UTF-8), and XML's and HTML5's character
 references and named entities (a SOAP fault, PHP's `htmlentities`: `&sol;`, `&plus;`). An echo
 encoded twice (a redirect quoting our URL in its `?next=`, JSON inside a JSON string) is read
-again, up to three rounds, while a round still undoes something. Base64 folded into lines (MIME
-and PEM writers) is read with those line breaks left out. A credential is also looked for with
-its spaces as `+` (a form-encoded query), and as base64, standard and URL-safe: of itself, and
-of itself inside a longer base64 text (a partner echoing the whole header, or its whole
-request, in base64). The start of one cut off at the end of an excerpt is masked too.
+again, up to three rounds, while a round still undoes something (a credential holding `\\`,
+`%` or `&`, read once more than it was written, may change: it is looked for in each earlier
+reading too). Base64 folded into lines (MIME and PEM writers) is read with those line breaks
+left out. A credential is also looked for with its spaces as `+` (a form-encoded query), and
+as base64, standard and URL-safe: of itself, and of itself inside a longer base64 text (a
+partner echoing the whole header, or its whole request, in base64). The start of one cut off
+at the end of an excerpt is masked too, also inside an escape or a character.
 """
 
 from __future__ import annotations
