@@ -5,7 +5,8 @@
     python bench/bench_redaction.py --base DIR       # A/B: DIR's redaction.py against this one
 
 Answers: a short JSON answer, 4 KiB excerpts (the sender's cap) of JSON with a few escapes,
-written by PHP (`\\/`), with every character `\\uXXXX`-escaped or percent-encoded; and 1 MB
+written by PHP (`\\/`), with every character `\\uXXXX`-escaped or percent-encoded, quoted in a
+JSON string (read twice), indented (line breaks) and in MIME base64 (lines of 76); and 1 MB
 of JSON, which no excerpt reaches. Best of 3 repeats per round, the two trees alternated over
 3 rounds.
 """
@@ -13,6 +14,7 @@ of JSON, which no excerpt reaches. Best of 3 repeats per round, the two trees al
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.util
 import json
 import sys
@@ -42,6 +44,9 @@ def answers() -> dict[str, str]:
         "4 KiB PHP \\/": json.dumps([ROW] * 40).replace("/", "\\/")[:4096],
         "4 KiB all \\uXXXX": "".join(f"\\u{ord(c):04x}" for c in plain)[:4096],
         "4 KiB all %xx": quote(plain, safe="").lower()[:4096],
+        "4 KiB in a string": json.dumps({"echo": json.dumps([ROW] * 40)})[:4096],
+        "4 KiB indented": json.dumps([ROW] * 40, indent=2)[:4096],
+        "4 KiB MIME base64": base64.encodebytes(json.dumps([ROW] * 40).encode()).decode()[:4096],
         "1 MB JSON": json.dumps([ROW] * 10000),
     }
 

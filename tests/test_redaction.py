@@ -6,10 +6,12 @@ case, base64)."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
+from html.entities import html5
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -48,6 +50,15 @@ class Echo:
         if request.path == "/redirect":  # a 302 quoting the query back, lower-case %xx
             location = "http://example.com/cb?" + _lower_hex(request.query_string)
             return web.Response(status=302, headers={"Location": location})
+        if request.path == "/login":  # a login page to come back from: our URL, quoted again
+            came = quote(f"http://{request.host}{request.raw_path}", safe="")
+            return web.Response(
+                status=302, headers={"Location": f"http://example.com/login?next={came}"}
+            )
+        if request.path.startswith("/mime/"):
+            return _mime(request, request.path[6:])
+        if request.path == "/long":
+            return _cut_in_a_character(request)
         echoed = {
             "url": str(request.url),
             "headers": {str(k): v for k, v in request.headers.items()},
@@ -65,6 +76,35 @@ async def echo() -> AsyncIterator[Echo]:
     await double.server.start_server()
     yield double
     await double.server.close()
+
+
+def _mime(request: web.Request, form: str) -> web.Response:
+    """The request line and Authorization header as received, in MIME base64 (76 columns),
+    after enough padding that the key runs across a line break."""
+    head = f"{request.method} {request.raw_path} HTTP/1.1\r\n".encode()
+    authorization = f"Authorization: {request.headers['Authorization']}".encode()
+    scheme = authorization.index(b" ", len("Authorization: ")) + 1
+    pad = b"Y" * ((57 - 12 - len(head) - scheme) % 57)  # 57 bytes a line: 12 of the key on it
+    echoed = base64.encodebytes(pad + head + authorization + b"\r\n\r\n").decode()
+    if form == "text":
+        return web.Response(status=500, text=echoed, content_type="text/plain")
+    crlf = echoed.replace("\n", "\r\n")  # Java's MIME encoder
+    return web.Response(
+        status=500, body=orjson.dumps({"request": crlf}), content_type="application/json"
+    )
+
+
+EXCERPT_BYTES = 4096  # what the sender keeps of an answer
+
+
+def _cut_in_a_character(request: web.Request) -> web.Response:
+    """The key, echoed where the sender's excerpt ends: inside one of its characters."""
+    key = request.headers["Authorization"].partition(" ")[2].encode()
+    for pad in range(6):
+        body = b'{"pad": "' + b"x" * pad + b'", "key": "' + key + b'"}'
+        if body[EXCERPT_BYTES - 1] >= 0xC0:  # the first byte of a character of two or more
+            return web.Response(status=500, body=body, content_type="application/json")
+    raise AssertionError("no padding puts the cut inside a character of the key")
 
 
 def _credentials(request: web.Request) -> dict[str, str]:
@@ -102,6 +142,22 @@ def _every_char(text: str) -> str:
     )
 
 
+def _php(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1].replace("/", "\\/")
+
+
+# HTML5's name for each character that has one (PHP's `htmlentities` with ENT_HTML5).
+_HTML5_NAMES = {
+    chars: name
+    for name, chars in sorted(html5.items(), key=lambda item: (-len(item[0]), item[0]))
+    if name.endswith(";") and len(chars) == 1
+}
+
+
+def _html5(text: str) -> str:
+    return "".join(f"&{_HTML5_NAMES[c]}" if c in _HTML5_NAMES else c for c in text)
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -116,31 +172,52 @@ def _form_with(hex_case: Callable[[str], str]) -> Callable[[dict[str, str]], str
 
 ENCODINGS: dict[str, Callable[[dict[str, str]], str]] = {
     "raw": _json_with(lambda v: json.dumps(v, ensure_ascii=False)[1:-1]),
-    "php": _json_with(lambda v: json.dumps(v, ensure_ascii=False)[1:-1].replace("/", "\\/")),
+    "php": _json_with(_php),
     "dotnet": _json_with(_dotnet),
+    # An echo of an echo: a JSON document quoted in a JSON string, by the same writer.
+    "php-in-php": lambda found: '{"echo": "' + _php(_json_with(_php)(found)) + '"}',
+    "dotnet-in-dotnet": lambda found: '{"echo": "' + _dotnet(_json_with(_dotnet)(found)) + '"}',
+    "html5-entities": lambda found: (
+        "<dl>" + "".join(f"<dt>{k}</dt><dd>{_html5(v)}</dd>" for k, v in found.items()) + "</dl>"
+    ),
     "every-char-escaped": _json_with(_every_char),
     "percent-lower": _form_with(_lower_hex),
     "percent-mixed": _form_with(_mixed_hex),
+    "percent-twice": _form_with(lambda once: quote(once, safe="")),
     "base64": _json_with(_b64),
     "base64url": _json_with(lambda v: base64.urlsafe_b64encode(v.encode()).decode().rstrip("=")),
     "base64-whole": lambda found: orjson.dumps({"request": _b64(json.dumps(found))}).decode(),
+    "mime-base64-whole": lambda found: orjson.dumps(
+        {"request": base64.encodebytes(json.dumps(found).encode()).decode()}
+    ).decode(),
 }
 
 
+def _json_unescaped(text: str) -> str:
+    def one(escape: re.Match[str]) -> str:
+        try:
+            return str(json.loads(f'"{escape.group()}"', strict=False))
+        except ValueError:  # not a JSON escape
+            return escape.group()
+
+    return re.sub(r"\\u[dD][89abAB]..\\u....|\\u....|\\[^u]", one, text)
+
+
 def _revealed(text: str) -> str:
-    """What a reader gets back from an excerpt, undoing every encoding above: JSON escapes,
-    percent-encoding, and base64 runs read at each alignment."""
-    unescaped = re.sub(
-        r"\\u[dD][89abAB]..\\u....|\\u....|\\[^u]",
-        lambda m: json.loads(f'"{m.group()}"', strict=False),
-        text,
-    )
-    found = [unescaped, unquote(unescaped)]
-    for run in re.findall(r"[A-Za-z0-9+/_-]{8,}", unescaped):
-        run = run.replace("-", "+").replace("_", "/")
-        for skip in range(4):
-            usable = run[skip:][: (len(run) - skip) // 4 * 4]
-            found.append(base64.b64decode(usable).decode(errors="replace"))
+    """What a reader gets back from an excerpt, undoing every encoding above, twice over (an
+    echo of an echo): JSON escapes, percent-encoding, HTML entities, and base64 runs (a MIME
+    text's lines joined) read at each alignment."""
+    found = [text]
+    for _ in range(2):
+        found += [_json_unescaped(found[-1])]
+        found += [unquote(found[-1])]
+        found += [html.unescape(found[-1])]
+    for unescaped in found[:]:
+        for run in re.findall(r"[A-Za-z0-9+/_-]{8,}", re.sub(r"\r?\n", "", unescaped)):
+            run = run.replace("-", "+").replace("_", "/")
+            for skip in range(4):
+                usable = run[skip:][: (len(run) - skip) // 4 * 4]
+                found.append(base64.b64decode(usable).decode(errors="replace"))
     return "\n".join(found)
 
 
@@ -172,6 +249,8 @@ def _encoded_cases(base: str) -> list[tuple[dict[str, Any], list[str]]]:
     cases: list[tuple[dict[str, Any], list[str]]] = [
         ({"type": "bearer", "token": f"bt-{SPECIAL}"}, [f"bt-{SPECIAL}"]),
         ({"type": "header", "name": "X-Api-Key", "value": f"xk-{SPECIAL}"}, [f"xk-{SPECIAL}"]),
+        # An escape's first character last: JSON's `"…\\"` reads `…\"`, which reads on.
+        ({"type": "bearer", "token": f"bs-{SPECIAL}%\\"}, [f"bs-{SPECIAL}%\\"]),
         (
             {"type": "basic", "username": "erp-user", "password": f"bp-{SPECIAL}"},
             [f"bp-{SPECIAL}", pair],
@@ -256,34 +335,39 @@ async def test_echoed_credentials_are_redacted_in_the_encoding_a_partner_s_frame
 ) -> None:
     caplog.set_level(logging.DEBUG)
     for n, (auth_doc, secrets) in enumerate(_encoded_cases(echo.url)):
-        partner = await create_partner(client, echo.url, name=f"echo-{n}", auth=auth_doc)
-        path = f"/as/{encoding}"
-        deliver = await create_action(client, partner["id"], name=f"deliver-{n}", path=path)
-        await create_subscription(client, deliver["id"], ("entity.created",))
-        proxy = await create_action(
-            client, partner["id"], name=f"proxy-{n}", mode="proxy", path=path
-        )
-        vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC1D{n:02d}"})
-        await client.app[services_key].relay.run_until_idle()
-        await client.app[services_key].delivery_worker.run_until_idle()
-
-        listed = await client.get(
-            f"/api/v1/deliveries?partner_id={partner['id']}", headers=auth(role="viewer")
-        )
-        (delivery,) = (await listed.json())["items"]
-        full = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth(role="viewer"))
-        stored = _strings(await full.json())
-        invoked = await client.post(
-            f"/api/v1/actions/{proxy['id']}/invoke",
-            json={"entity": {"type": "vehicle", "id": vehicle["id"]}},
-            headers=auth(),
-        )
-        problem = await invoked.json()
-        assert invoked.status == 502 and MASK in problem["partner_body"], problem
+        stored, problem = await _delivered_and_proxied(client, echo, auth_doc, f"/as/{encoding}", n)
+        assert MASK in problem["partner_body"], problem
         assert any(MASK in text for text in stored), stored
         revealed = _revealed("\n".join([*stored, *_strings(problem), _gateway_log(caplog)]))
         for secret in secrets:
             assert not _leaks(secret, revealed), (auth_doc, secret, revealed)
+
+
+async def _delivered_and_proxied(
+    client: Client, echo: Echo, auth_doc: dict[str, Any], path: str, n: int = 0
+) -> tuple[list[str], dict[str, Any]]:
+    """A delivery to the echo's `path` and a proxy call to it, through a partner with
+    `auth_doc`: the strings of the delivery as a viewer reads it, and the proxy's 502."""
+    partner = await create_partner(client, echo.url, name=f"echo-{n}", auth=auth_doc)
+    deliver = await create_action(client, partner["id"], name=f"deliver-{n}", path=path)
+    await create_subscription(client, deliver["id"], ("entity.created",))
+    proxy = await create_action(client, partner["id"], name=f"proxy-{n}", mode="proxy", path=path)
+    vehicle = await post(client, "/api/v1/entities/vehicle", {"plate": f"ABC1D{n:02d}"})
+    await client.app[services_key].relay.run_until_idle()
+    await client.app[services_key].delivery_worker.run_until_idle()
+
+    listed = await client.get(
+        f"/api/v1/deliveries?partner_id={partner['id']}", headers=auth(role="viewer")
+    )
+    (delivery,) = (await listed.json())["items"]
+    full = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth(role="viewer"))
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke",
+        json={"entity": {"type": "vehicle", "id": vehicle["id"]}},
+        headers=auth(),
+    )
+    assert invoked.status == 502, await invoked.text()
+    return _strings(await full.json()), await invoked.json()
 
 
 async def test_a_query_key_quoted_back_in_a_redirect_is_neither_returned_nor_logged(
@@ -314,3 +398,50 @@ def test_a_credential_cut_at_the_end_of_an_excerpt_leaves_nothing_behind() -> No
     plus = Redactor(["s3cr3t+value-0123456789"])
     assert plus.redact('{"seen": "s3cr3t\\u002') == '{"seen": "' + MASK
     assert plus.redact("?key=s3cr3t%2") == "?key=" + MASK
+    accented = Redactor(["chave-secreta-ção-9f2"])
+    # Cut inside a character: its first bytes percent-encoded, or read as U+FFFD.
+    assert accented.redact("?key=chave-secreta-%C3") == "?key=" + MASK
+    assert accented.redact("?key=chave-secreta-%C3%A") == "?key=" + MASK
+    assert accented.redact('{"seen": "chave-secreta-\ufffd') == '{"seen": "' + MASK
+
+
+def test_character_references_zero_padded_are_read() -> None:
+    redactor = Redactor(["s3cr3t/Key+val==xyz"])
+    padded = "s3cr3t&#x000002F;Key&#0000043;val&#x3D;&#x0003D;xyz"
+    assert redactor.redact(f"<fault>{padded}</fault>") == f"<fault>{MASK}</fault>"
+
+
+async def test_a_query_key_quoted_twice_by_a_login_redirect_is_stored_and_returned_redacted(
+    client: Client, echo: Echo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "Zz/Yy+Xx=Ww/Vv"
+    query = {"type": "query", "name": "api_key", "value": secret}
+    stored, problem = await _delivered_and_proxied(client, echo, query, "/login")
+    assert "redirected to" in problem["detail"] and MASK in problem["detail"], problem
+    assert any("redirected to" in text and MASK in text for text in stored), stored
+    revealed = _revealed("\n".join([*stored, *_strings(problem), _gateway_log(caplog)]))
+    assert not _leaks(secret, revealed), revealed
+
+
+@pytest.mark.parametrize("form", ["text", "json"])
+async def test_a_key_echoed_in_mime_base64_across_a_line_break_is_redacted(
+    client: Client, echo: Echo, form: str
+) -> None:
+    token = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+    bearer = {"type": "bearer", "token": token}
+    stored, problem = await _delivered_and_proxied(client, echo, bearer, f"/mime/{form}")
+    assert MASK in problem["partner_body"], problem
+    assert any(MASK in text for text in stored), stored
+    assert not _leaks(token, _revealed("\n".join([*stored, *_strings(problem)])))
+
+
+async def test_a_key_cut_inside_one_of_its_characters_by_the_excerpt_leaves_nothing_behind(
+    client: Client, echo: Echo
+) -> None:
+    token = "chave-secreta-" + "ção-" * 700  # past the 4 KiB excerpt
+    bearer = {"type": "bearer", "token": token}
+    stored, problem = await _delivered_and_proxied(client, echo, bearer, "/long")
+    assert problem["partner_body"].endswith(MASK), problem
+    assert any(text.endswith(MASK) for text in stored), stored
+    assert not _leaks(token, _revealed("\n".join([*stored, *_strings(problem)])))

@@ -9,11 +9,16 @@ One mechanism: the text is read with its escapes undone, each decoded character 
 where it was written, and the credentials are looked for in that reading; what matches is
 masked in the text as written. The escapes undone are those frameworks write: JSON's (`\\/`
 from PHP, `\\uXXXX` of any character from .NET or ASCII-only writers, surrogate pairs),
-percent-encoding in either case (a run of them read as UTF-8), and XML's character references
-and named entities (a SOAP fault). A credential is also looked for with its spaces as `+`
-(a form-encoded query), and as base64, standard and URL-safe: of itself, and of itself
-inside a longer base64 text (a partner echoing the whole header, or its whole request, in
-base64). The start of one cut off at the end of an excerpt is masked too.
+percent-encoding in either case (a run of them read as UTF-8), and XML's and HTML5's character
+references and named entities (a SOAP fault, PHP's `htmlentities`: `&sol;`, `&plus;`). An echo
+encoded twice (a redirect quoting our URL in its `?next=`, JSON inside a JSON string) is read
+again, up to three rounds, while a round still undoes something (a credential holding `\\`,
+`%` or `&`, read once more than it was written, may change: it is looked for in each earlier
+reading too). Base64 folded into lines (MIME and PEM writers) is read with those line breaks
+left out. A credential is also looked for with its spaces as `+` (a form-encoded query), and
+as base64, standard and URL-safe: of itself, and of itself inside a longer base64 text (a
+partner echoing the whole header, or its whole request, in base64). The start of one cut off
+at the end of an excerpt is masked too, also inside an escape or a character.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import base64
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
+from html.entities import html5
 
 MASK = "[redacted]"
 # Shorter values would mangle ordinary text; no partner credential is that short.
@@ -31,22 +37,37 @@ MIN_LENGTH = 4
 # Base64 characters of a credential inside a longer base64 text: fewer could be chance.
 _MIN_CORE = 8
 
-# One escape, as a partner's framework writes it. Each branch starts with its own character,
-# so the regex engine skips to the next `\\`, `%` or `&` at C speed.
-_ESCAPE = re.compile(
-    r"\\u[0-9a-fA-F]{4}(?:\\u[0-9a-fA-F]{4})*"  # a run of them: surrogate pairs are in one
-    r'|\\["\\/bfnrt]'
-    r"|%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*"
-    r"|&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|amp|lt|gt|quot|apos);"
+# Escapes as partners' frameworks write them, one pattern per kind: each starts with its own
+# character, so the regex engine skips to the next one at C speed (one pattern with three
+# branches tries every character). A named entity that HTML5 does not know is read as written.
+_JSON = re.compile(
+    r"\\(?:u[0-9a-fA-F]{4}(?:\\u[0-9a-fA-F]{4})*"  # a run of them: surrogate pairs are in one
+    r'|["\\/bfnrt])'
+)
+_PERCENT = re.compile(r"%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*")
+_ENTITY = re.compile(r"&(?:#[0-9]{1,8}|#[xX][0-9a-fA-F]{1,8}|[A-Za-z][A-Za-z0-9]{1,31});")
+_KINDS = (("\\", _JSON), ("%", _PERCENT), ("&", _ENTITY))
+_STARTERS = frozenset(starter for starter, _ in _KINDS)
+# Rounds of reading: an echo encoded twice, with room for a third writer.
+_ROUNDS = 3
+# A line break inside base64 folded into lines (MIME: 76 columns, PEM: 64): before a base64
+# character, after a run of 40. CRLF first, then LF: each pattern starts with its character.
+_B64 = "[A-Za-z0-9+/_-]"
+_FOLDS = tuple(
+    (brk, re.compile(rf"{brk}(?={_B64})(?<={_B64}{{40}}{brk})")) for brk in ("\r\n", "\n")
 )
 # What an excerpt cut inside an escape ends with.
 _LONGEST_CUT = 10
 _CUT_ESCAPE = re.compile(r"(?:\\(?:u[0-9a-fA-F]{0,3})?|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,7})\Z")
+# What a character cut in two reads as: U+FFFD (a lenient decoder), or the bytes of a
+# percent-encoded one as `surrogateescape` keeps them.
+_PARTIAL = "\ufffd" + "".join(map(chr, range(0xDC80, 0xDD00)))
 _JSON_SHORT = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r"}
 _JSON_SHORT["t"] = "\t"
-_ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
-# The escapes that always stand for the same character, looked up rather than read.
-_FIXED = {f"\\{k}": v for k, v in _JSON_SHORT.items()} | {f"&{k};": v for k, v in _ENTITIES.items()}
+# The escapes that always stand for the same characters, looked up rather than read: JSON's
+# short ones, and every HTML5 named entity written with its `;` (XML's five among them).
+_FIXED = {f"\\{k}": v for k, v in _JSON_SHORT.items()}
+_FIXED |= {f"&{name}": chars for name, chars in html5.items() if name.endswith(";")}
 
 
 def _unescaped(escape: str, at: int) -> Iterator[tuple[str, int]]:
@@ -60,7 +81,11 @@ def _unescaped(escape: str, at: int) -> Iterator[tuple[str, int]]:
     elif escape[0] == "&":
         name = escape[1:-1]
         if name[0] != "#":
-            yield _ENTITIES[name], at
+            named = _FIXED.get(escape)
+            if named is None:  # not an entity: its characters as written
+                yield from ((char, at + i) for i, char in enumerate(escape))
+            else:
+                yield from ((char, at) for char in named)
             return
         code = int(name[2:], 16) if name[1] in "xX" else int(name[1:])
         yield (chr(code) if code <= 0x10FFFF else "\ufffd"), at  # no character: no credential
@@ -82,9 +107,9 @@ def _unescaped(escape: str, at: int) -> Iterator[tuple[str, int]]:
 def _read(match: re.Match[str]) -> str:
     """What one escape stands for."""
     escape = match.group()
-    char = _FIXED.get(escape)
-    if char is not None:
-        return char
+    chars = _FIXED.get(escape)
+    if chars is not None:
+        return chars
     if escape[0] == "%":
         return bytes.fromhex(escape.replace("%", "")).decode("utf-8", "surrogateescape")
     if escape[1] == "u":  # UTF-16 code units, pairs joined, as JSON's reader does
@@ -93,30 +118,37 @@ def _read(match: re.Match[str]) -> str:
     return "".join(char for char, _ in _unescaped(escape, 0))
 
 
-class Reading:
-    """A text with its escapes undone (`plain`), and the way back to where each character of
-    `plain` was written. That way back is drawn only when asked for (something matched): as
+# The characters one match stands for, each with where it starts in the text.
+_Chars = Callable[[re.Match[str], int], Iterator[tuple[str, int]]]
+
+
+def _escaped(match: re.Match[str], at: int) -> Iterator[tuple[str, int]]:
+    return _unescaped(match.group(), at)
+
+
+def _unfolded(match: re.Match[str], at: int) -> Iterator[tuple[str, int]]:
+    """A line break inside folded base64 stands for nothing."""
+    return iter(())
+
+
+class _Step:
+    """One kind of escape undone in a text (`plain`), and the way back to where each character
+    of `plain` was written. That way back is drawn only when asked for (something matched): as
     segments that start at `marks[k]` in `plain` and `places[k]` in the text, a run of literal
     characters or one character an escape stands for."""
 
-    __slots__ = ("_marks", "_places", "_text", "plain")
+    __slots__ = ("_chars", "_marks", "_pattern", "_places", "plain", "text")
 
-    def __init__(self, text: str) -> None:
-        self._text = text
+    def __init__(self, text: str, plain: str, pattern: re.Pattern[str], chars: _Chars) -> None:
+        self.text, self.plain, self._pattern, self._chars = text, plain, pattern, chars
         self._marks: list[int] | None = None
         self._places: list[int] = []
-        if "\\" not in text and "%" not in text and "&" not in text:
-            self.plain = text
-        else:
-            self.plain = _ESCAPE.sub(_read, text)
 
     def place(self, index: int) -> int:
         """Where the character at `index` in `plain` starts in the text (its end for the
         end of `plain`)."""
-        if self.plain is self._text:
-            return index
         if index >= len(self.plain):
-            return len(self._text)
+            return len(self.text)
         marks, places = self._drawn()
         k = bisect_right(marks, index) - 1
         return places[k] + index - marks[k]
@@ -124,17 +156,18 @@ class Reading:
     def _drawn(self) -> tuple[list[int], list[int]]:
         if self._marks is not None:
             return self._marks, self._places
-        text = self._text
+        text = self.text
+        chars = self._chars
         marks: list[int] = []
         places: list[int] = []
         length = done = 0
-        for match in _ESCAPE.finditer(text):
+        for match in self._pattern.finditer(text):
             begin, end = match.span()
             if begin > done:
                 marks.append(length)
                 places.append(done)
                 length += begin - done
-            for _, at in _unescaped(match.group(), begin):
+            for _, at in chars(match, begin):
                 marks.append(length)
                 places.append(at)
                 length += 1
@@ -143,6 +176,42 @@ class Reading:
         places.append(done)
         self._marks, self._places = marks, places
         return marks, places
+
+
+class Reading:
+    """A text with its escapes undone (`plain`): read again while a round undoes something, at
+    most `_ROUNDS` times, then with the line breaks of folded base64 left out. `place` leads
+    from a character of `plain`, or of an earlier reading, back to where it was written."""
+
+    __slots__ = ("_steps", "plain")
+
+    def __init__(self, text: str) -> None:
+        self._steps: list[_Step] = []
+        plain = text
+        for _ in range(_ROUNDS):
+            undone = False
+            for starter, pattern in _KINDS:
+                if starter in plain and (read := pattern.sub(_read, plain)) != plain:
+                    self._steps.append(_Step(plain, read, pattern, _escaped))
+                    plain, undone = read, True
+            if not undone:  # another round would read the same
+                break
+        for brk, pattern in _FOLDS:
+            if brk in plain and (unfolded := pattern.sub("", plain)) != plain:
+                self._steps.append(_Step(plain, unfolded, pattern, _unfolded))
+                plain = unfolded
+        self.plain = plain
+
+    def earlier(self) -> Iterator[tuple[int, str]]:
+        """The text and the readings before `plain`, each with its stage for `place`."""
+        return enumerate(step.text for step in self._steps)
+
+    def place(self, index: int, stage: int | None = None) -> int:
+        """Where the character at `index` in `plain` (or in the reading at `stage`) starts in
+        the text (its end for the end of that reading)."""
+        for step in reversed(self._steps if stage is None else self._steps[:stage]):
+            index = step.place(index)
+        return index
 
 
 def _base64_forms(value: str) -> set[str]:
@@ -161,22 +230,29 @@ def _base64_forms(value: str) -> set[str]:
 
 
 @lru_cache(maxsize=1024)  # a redactor is built per answer: `Partner.redactor()`
-def _forms(value: str) -> frozenset[str]:
-    """What a credential reads as once a partner's escapes are undone."""
+def _forms(value: str) -> tuple[frozenset[str], frozenset[str]]:
+    """What a credential reads as once a partner's escapes are undone; and of those, the ones
+    holding `\\`, `%` or `&`, which a further reading may change (`Redactor.redact`)."""
     plain = {value, Reading(value).plain}  # a credential that itself holds `%41` or `\\n`
     plain |= {form.replace(" ", "+") for form in plain}
     # Base64 of a JSON document holds the value JSON-escaped (non-ASCII as \\uXXXX: Python's
     # default), which no decoding of the answer undoes.
     escaped = json.dumps(value)[1:-1]
     base64_forms = _base64_forms(value) | (_base64_forms(escaped) if escaped != value else set())
-    return frozenset(plain | base64_forms)
+    escapable = frozenset(form for form in plain if not _STARTERS.isdisjoint(form))
+    return frozenset(plain | base64_forms), escapable
 
 
 class Redactor:
     """Built from a partner's credential values; `redact(text)` per answer."""
 
     def __init__(self, values: Iterable[str]) -> None:
-        self._forms = tuple({f for v in set(values) if len(v) >= MIN_LENGTH for f in _forms(v)})
+        looked_for = [_forms(v) for v in set(values) if len(v) >= MIN_LENGTH]
+        self._forms = tuple({form for forms, _ in looked_for for form in forms})
+        # A form holding `\`, `%` or `&` may be read once more than it was written, with the
+        # text after it (`pass\` echoed in JSON as `"pass\\"` reads `pass\"`, then `pass"`):
+        # it is looked for in the text and each earlier reading too.
+        self._escapable = tuple({form for _, escapable in looked_for for form in escapable})
 
     def redact(self, text: str) -> str:
         if not text or not self._forms:
@@ -184,31 +260,40 @@ class Redactor:
         reading = Reading(text)
         plain = reading.plain
         spans = [
-            (found, found + len(form))
+            (reading.place(found), reading.place(found + len(form)))
             for form in self._forms
             for found in _occurrences(plain, form)
         ]
-        if (tail := self._cut_tail(reading, text)) is not None:
-            spans.append((tail, len(plain)))
+        for stage, earlier in reading.earlier() if self._escapable else ():
+            spans += [
+                (reading.place(found, stage), reading.place(found + len(form), stage))
+                for form in self._escapable
+                for found in _occurrences(earlier, form)
+            ]
+        if (tail := self._cut_tail(plain)) is not None:
+            spans.append((reading.place(tail), len(text)))
         if not spans:
             return text
         pieces: list[str] = []
         written = 0
         for begin, end in _merged(spans):
-            pieces += [text[written : reading.place(begin)], MASK]
-            written = reading.place(end)
+            pieces += [text[written:begin], MASK]
+            written = end
         pieces.append(text[written:])
         return "".join(pieces)
 
-    def _cut_tail(self, reading: Reading, text: str) -> int | None:
-        """An excerpt may end inside a credential, or inside an escape within one: where, in
-        the decoded text, the longest start of a credential found at its end begins."""
-        plain = reading.plain
+    def _cut_tail(self, plain: str) -> int | None:
+        """An excerpt may end inside a credential, or inside an escape or a character within
+        one: where, in the decoded text, the longest start of a credential found at its end
+        begins."""
         ends = [len(plain)]
-        # An escape cut short (at most 10 characters) is read as it is written: without it.
-        if cut := _CUT_ESCAPE.search(text, max(len(text) - _LONGEST_CUT, 0)):
-            if plain.endswith(cut.group()):
-                ends.append(len(plain) - len(cut.group()))
+        # An escape cut short (at most 10 characters) is read as it is written, and a
+        # character cut in two as a replacement: without them.
+        if cut := _CUT_ESCAPE.search(plain, max(len(plain) - _LONGEST_CUT, 0)):
+            ends.append(cut.start())
+        last = plain[max(ends[-1] - 3, 0) : ends[-1]]
+        if partial := len(last) - len(last.rstrip(_PARTIAL)):
+            ends.append(ends[-1] - partial)
         found: int | None = None
         for end in ends:
             if end < MIN_LENGTH:

@@ -357,7 +357,12 @@ class Sender:
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
-            body_excerpt=_excerpt(body[: self._excerpt_bytes], charset, xml=xml),
+            body_excerpt=_excerpt(
+                body[: self._excerpt_bytes],
+                charset,
+                xml=xml,
+                cut=error == "too_large" or len(body) > self._excerpt_bytes,
+            ),
             json_body=parsed,
             is_json=is_json,
             is_xml=is_xml,
@@ -539,20 +544,26 @@ _XML_ENCODING: Final = re.compile(
 )
 
 
-def _excerpt(head: bytes, charset: str | None, *, xml: bool) -> str:
+def _excerpt(head: bytes, charset: str | None, *, xml: bool, cut: bool) -> str:
     """The first bytes of an answer as text, read in the answer's encoding (its media type's
     charset; for XML, else a byte order mark, else its declaration's; else UTF-8), leniently:
     what the redactor searches for credentials must be the text the partner wrote (a UTF-16
-    SOAP fault read as UTF-8 hides an echoed password between NULs)."""
+    SOAP fault read as UTF-8 hides an echoed password between NULs). `cut`: the answer goes
+    on past `head`, which ends at the last whole character (the first bytes of one cut in two,
+    read as U+FFFD, would hide the start of a credential there from the redactor)."""
     encoding = charset
     if encoding is None and xml:
         encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
     if encoding is None and xml and (declared := _XML_ENCODING.match(head)):
         encoding = declared.group(1).decode("ascii")
+    encoding = encoding or "utf-8"
     try:
-        return head.decode(encoding or "utf-8", "replace")
+        text = head.decode(encoding, "replace")
     except (LookupError, ValueError):  # no text codec (`hex`), or one that fails anyway
-        return head.decode("utf-8", "replace")
+        encoding, text = "utf-8", head.decode("utf-8", "replace")
+    if cut and text.endswith("\ufffd"):  # not final: a character's first bytes are held back
+        text = codecs.getincrementaldecoder(encoding)("replace").decode(head)
+    return text
 
 
 def _since(started: float) -> float:
