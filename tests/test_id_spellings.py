@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from gateway.services import Services
 from tests.fcm_double import Fcm, fcm
 from tests.feed_doubles import GeotabDouble, geotab
-from tests.flow_support import add_template, get, push_channel, sms_channel
+from tests.flow_support import add_template, drain, get, push_channel, sms_channel
 from tests.partner_double import (
     create_action,
     create_partner,
@@ -270,3 +270,28 @@ async def test_list_filters_find_another_resources_id_in_upper_case(
                 page = await get(client, f"/api/v1/{kind}?{name}={spelled}")
                 listed[spelled] = [item["id"] for item in page["items"]]
             assert listed[value] and listed[value.upper()] == listed[value], (kind, name, listed)
+
+
+async def test_a_flow_runs_deliveries_are_listed_under_its_event_id_in_upper_case(
+    client: Client, services: Services
+) -> None:
+    """A run's id is `<event id>:<flow>`: its event id in upper case matched no delivery."""
+    async with running_partner() as erp:
+        erp.respond_with(200, {"ok": True})
+        partner = await create_partner(client, erp.url, auth={"type": "none"})
+        action = await create_action(client, partner["id"], name="notify-erp")
+        flow = {
+            "name": "tell-erp",
+            "on": {"events": ["entity.created"]},
+            "steps": [{"id": "tell", "call": action["id"]}],
+        }
+        await post(client, "/api/v1/flows", flow)
+        await create_vehicle(client)
+        await drain(services)
+        (run,) = (await get(client, "/api/v1/flows/tell-erp/runs"))["items"]
+        event_id, _, flow_name = run["id"].partition(":")
+        listed = {}
+        for spelled in (run["id"], f"{event_id.upper()}:{flow_name}"):
+            page = await get(client, f"/api/v1/deliveries?run_id={spelled}")
+            listed[spelled] = [item["id"] for item in page["items"]]
+        assert len(set(map(tuple, listed.values()))) == 1 and listed[run["id"]], listed
