@@ -13,18 +13,21 @@ from aiohttp.test_utils import TestClient
 
 from gateway.services import Services
 from tests.fcm_double import Fcm, fcm
-from tests.flow_support import add_template, get, push_channel, sms_channel
+from tests.feed_doubles import GeotabDouble, geotab
+from tests.flow_support import add_template, drain, get, push_channel, sms_channel
 from tests.partner_double import (
     create_action,
     create_partner,
     create_subscription,
+    create_vehicle,
     post,
     running_partner,
     upload_mapping,
 )
+from tests.schedule_support import geotab_schedule, runner, runs
 from tests.support import auth
 
-__all__ = ["fcm"]  # the fixture
+__all__ = ["fcm", "geotab"]  # the fixtures
 
 Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,3 +217,81 @@ async def test_an_action_called_by_its_id_in_upper_case_is_called_as_changed_sin
             response = await client.post(invoke, headers=auth(), json={"payload": {}})
             assert response.status == 200, await response.text()
             assert erp.requests[-1].path == path
+
+
+async def test_a_schedules_runs_are_read_and_deleted_under_its_id_in_upper_case(
+    client: Client, services: Services, geotab: GeotabDouble
+) -> None:
+    """Runs name their schedule by the stored id; they were read and deleted by the URL's
+    spelling: the upper-case id listed no runs, and deleting under it left them behind."""
+    geotab.add_records(2)
+    schedule = await geotab_schedule(client, geotab)
+    assert await runner(client).run_until_idle() == {"ok": 1}
+    upper = schedule["id"].upper()
+    (run,) = await runs(client, schedule["id"])
+    assert [r["id"] for r in await runs(client, upper)] == [run["id"]]
+    assert await _delete(client, f"/api/v1/schedules/{upper}") == 204
+    response = await client.get(f"/api/v1/schedules/{schedule['id']}/runs", headers=auth())
+    assert response.status == 404
+    left = await services.store.schedules.runs("acme", schedule["id"], before=None, limit=10)
+    assert left == []
+
+
+async def test_list_filters_find_another_resources_id_in_upper_case(
+    client: Client, services: Services
+) -> None:
+    """A list filtered by a partner, action, subscription, entity or event id matched the
+    stored text, so the id in upper case (which the store finds the resource itself by)
+    listed nothing."""
+    async with running_partner() as erp:
+        partner = await create_partner(client, erp.url, auth={"type": "none"})
+        action = await create_action(client, partner["id"])
+        subscription = await create_subscription(client, action["id"])
+        vehicle = await create_vehicle(client)
+        path = f"/api/v1/entities/vehicle/{vehicle['id']}"
+        response = await client.patch(path, json={"attributes": {"x": 1}}, headers=auth())
+        assert response.status == 200, await response.text()
+        await services.relay.run_until_idle()  # the event is listed, and delivered, once relayed
+        events = (await get(client, f"/api/v1/events?entity_id={vehicle['id']}"))["items"]
+        event = next(e for e in events if e["type"] == "entity.updated")
+        lists = [
+            ("actions", "partner_id", partner["id"]),
+            ("subscriptions", "action_id", action["id"]),
+            ("events", "entity_id", vehicle["id"]),
+            ("deliveries", "partner_id", partner["id"]),
+            ("deliveries", "action_id", action["id"]),
+            ("deliveries", "subscription_id", subscription["id"]),
+            ("deliveries", "entity_id", vehicle["id"]),
+            ("deliveries", "event_id", event["id"]),
+        ]
+        for kind, name, value in lists:
+            listed = {}
+            for spelled in (value, value.upper()):
+                page = await get(client, f"/api/v1/{kind}?{name}={spelled}")
+                listed[spelled] = [item["id"] for item in page["items"]]
+            assert listed[value] and listed[value.upper()] == listed[value], (kind, name, listed)
+
+
+async def test_a_flow_runs_deliveries_are_listed_under_its_event_id_in_upper_case(
+    client: Client, services: Services
+) -> None:
+    """A run's id is `<event id>:<flow>`: its event id in upper case matched no delivery."""
+    async with running_partner() as erp:
+        erp.respond_with(200, {"ok": True})
+        partner = await create_partner(client, erp.url, auth={"type": "none"})
+        action = await create_action(client, partner["id"], name="notify-erp")
+        flow = {
+            "name": "tell-erp",
+            "on": {"events": ["entity.created"]},
+            "steps": [{"id": "tell", "call": action["id"]}],
+        }
+        await post(client, "/api/v1/flows", flow)
+        await create_vehicle(client)
+        await drain(services)
+        (run,) = (await get(client, "/api/v1/flows/tell-erp/runs"))["items"]
+        event_id, _, flow_name = run["id"].partition(":")
+        listed = {}
+        for spelled in (run["id"], f"{event_id.upper()}:{flow_name}"):
+            page = await get(client, f"/api/v1/deliveries?run_id={spelled}")
+            listed[spelled] = [item["id"] for item in page["items"]]
+        assert len(set(map(tuple, listed.values()))) == 1 and listed[run["id"]], listed

@@ -875,6 +875,7 @@ def test_validate_file_and_test_file(tmp_path: Path) -> None:
     assert validate_file(good) == []
     assert test_file(good, sample)["results"] == [
         {
+            "index": 0,
             "document": {"plate": "ABC1D23", "last_position": {"latitude": -23.5}},
             "key": {"plate": "ABC1D23"},
             "events": [],

@@ -92,7 +92,7 @@ def test_file(
 ) -> dict[str, Any]:
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
 
-    Inbound: `{"target", "results": [{"document", "key", "events", "event_data",
+    Inbound: `{"target", "results": [{"index", "document", "key", "events", "event_data",
     "occurrence_id"?, "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's
     documents are canonical fixes, checked as the append would); a partner's test call that
     the mapping's `probe` recognises: `{"probe": answer}`, as the trigger answers it.
@@ -111,11 +111,13 @@ def test_file(
             return {"name": mapping.name, "direction": "inbound", "probe": answer}
         results = []
         texts = DecodedTexts()
-        for item in mapping.items(sample, texts=texts):
+        items, numbers = mapping.numbered_items(sample, texts=texts)
+        for index, item in enumerate(items):
             mapped = mapping.apply(item, secrets=known, texts=texts)
             if mapping.target == "positions":
                 parse_fix(mapped.document)  # what a position trigger would refuse
-            results.append(_tested(mapping, mapped))
+            number = index if numbers is None else numbers[index]  # the partner's, as answered
+            results.append({"index": number, **_tested(mapping, mapped)})
         return {
             "name": mapping.name,
             "direction": "inbound",

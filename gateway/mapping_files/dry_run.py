@@ -91,13 +91,18 @@ class MappingDryRun:
             lookup = self._find_entity
             texts = DecodedTexts()  # each text from_json()/from_xml() reads, parsed once
             with _located("/payload"):
-                items = mapping.items(payload, texts=texts)
+                items, numbers = mapping.numbered_items(payload, texts=texts)
             single = len(items) == 1 and items[0] is payload
+            # Each result names its item's place in the partner's list, as a trigger's batch
+            # answer does (`items: {..., when}` leaves some out: the others keep their index).
             result["results"] = [
-                await self._item(
-                    tenant, mapping, item, secrets, lookup, raise_errors=single, texts=texts
-                )
-                for item in items
+                {
+                    "index": index if numbers is None else numbers[index],
+                    **await self._item(
+                        tenant, mapping, item, secrets, lookup, raise_errors=single, texts=texts
+                    ),
+                }
+                for index, item in enumerate(items)
             ]
             return result
         if context is None and response is None:

@@ -161,12 +161,16 @@ def read_page(
     return Page(answer, cursor, more)
 
 
-def page_items(mapping: CompiledMapping, answer: Any, texts: DecodedTexts) -> list[Any]:
-    """The page's items, as the target's mapping finds them (InvalidPayload if it cannot);
+def page_items(
+    mapping: CompiledMapping, answer: Any, texts: DecodedTexts
+) -> tuple[list[Any], list[int]]:
+    """The page's items, as the target's mapping finds them (InvalidPayload if it cannot),
+    and each one's index in the partner's list (`items: {..., when}` leaves some out);
     `texts` keeps what from_json()/from_xml() read, for the items' own mapping."""
     if isinstance(answer, list) and mapping.source.get("items") is None:
-        return answer
-    return mapping.items(answer, texts=texts)
+        return answer, list(range(len(answer)))
+    items, numbers = mapping.numbered_items(answer, texts=texts)
+    return items, list(range(len(items))) if numbers is None else numbers
 
 
 def item_id(expression: str, item: Any) -> str | None:

@@ -172,10 +172,10 @@ class Poll:
         """Land one page and move past it; whether to read the next one now."""
         doc, tally = self._doc, self.tally
         texts = DecodedTexts()  # what the items read with from_json()/from_xml(): once a page
-        items = await self._items(page, mapping, target, texts)
+        items, numbers = await self._items(page, mapping, target, texts)
         tally.pages += 1
         tally.read += len(items)
-        fresh, ids = self._unseen(items)
+        fresh, ids, fresh_numbers = self._unseen(items, numbers)
         tally.skipped += len(items) - len(fresh)
         spec = doc.get("cursor")
         page_digest = digest(fresh) if fresh else self._digest
@@ -186,7 +186,7 @@ class Poll:
                 f"{self._cursor!r} → {page.cursor!r}): it is looping; nothing was written",
             )
         if fresh:
-            landed = await sink.land(target, fresh, self._origin(), texts)
+            landed = await sink.land(target, fresh, self._origin(), texts, fresh_numbers)
             tally.written += landed.written
             tally.rejected += landed.rejected
             tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
@@ -232,9 +232,10 @@ class Poll:
 
     async def _items(
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, texts: DecodedTexts
-    ) -> list[Any]:
+    ) -> tuple[list[Any], list[int]]:
+        """The page's items and their indexes in the partner's list."""
         try:
-            items = page_items(mapping, page.answer, texts)
+            items, numbers = page_items(mapping, page.answer, texts)
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
                 refused = InvalidPayload(exc.detail, exc.problems, reason="mapping")
@@ -252,23 +253,28 @@ class Poll:
                 "page",
                 f"a page of {len(items)} items is over the limit of {target.max_batch_items}",
             )
-        return items
+        return items, numbers
 
-    def _unseen(self, items: list[Any]) -> tuple[list[Any], list[str]]:
-        """The items not seen before and their ids (all items, no ids, without dedupe)."""
+    def _unseen(
+        self, items: list[Any], numbers: list[int]
+    ) -> tuple[list[Any], list[str], list[int]]:
+        """The items not seen before, their ids and their indexes in the partner's list (all
+        items, no ids, without dedupe)."""
         dedupe = self._doc.get("dedupe")
         if dedupe is None:
-            return items, []
+            return items, [], numbers
         fresh: list[Any] = []
         ids: list[str] = []
-        for item in items:
+        fresh_numbers: list[int] = []
+        for item, number in zip(items, numbers, strict=True):
             key = item_id(dedupe["by"], item)
             if key is not None and (key in self._seen or key in ids):
                 continue
             fresh.append(item)
+            fresh_numbers.append(number)
             if key is not None:
                 ids.append(key)
-        return fresh, ids
+        return fresh, ids, fresh_numbers
 
     def _refuse_cursor(self, page: Page) -> Page:
         schedule = str(self._doc["_id"])

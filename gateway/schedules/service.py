@@ -110,9 +110,10 @@ class ScheduleService:
         return self._public(doc)
 
     async def delete(self, tenant: str, schedule_id: str) -> None:
-        await self._doc(tenant, schedule_id)
-        await self._store.schedules.delete(tenant, schedule_id)
-        await self._store.schedules.delete_runs(tenant, schedule_id)
+        # Runs name their schedule by the stored `str(_id)`, not the URL's spelling of it.
+        stored = str((await self._doc(tenant, schedule_id))["_id"])
+        await self._store.schedules.delete(tenant, stored)
+        await self._store.schedules.delete_runs(tenant, stored)
 
     async def pause(self, tenant: str, schedule_id: str) -> dict[str, Any]:
         return await self._status(tenant, schedule_id, "paused")
@@ -133,8 +134,8 @@ class ScheduleService:
     async def runs(
         self, tenant: str, schedule_id: str, *, before: str | None, limit: int
     ) -> builtins.list[dict[str, Any]]:
-        await self._doc(tenant, schedule_id)
-        docs = await self._store.schedules.runs(tenant, schedule_id, before=before, limit=limit)
+        stored = str((await self._doc(tenant, schedule_id))["_id"])
+        docs = await self._store.schedules.runs(tenant, stored, before=before, limit=limit)
         return [public_run(d) for d in docs]
 
     async def _status(self, tenant: str, schedule_id: str, status: str) -> dict[str, Any]:

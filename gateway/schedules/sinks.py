@@ -36,13 +36,20 @@ class Landed:
 class PageSink(Protocol):
     """Writes a page's items exactly as a partner's POST of them to a trigger would (`texts`:
     the documents the page's texts decoded to while its items were found, read again by the
-    items' mapping instead of parsed per item).
+    items' mapping instead of parsed per item; `numbers`: each item's index in the partner's
+    list, which its result and refusal name, as a trigger's would, whatever the mapping's
+    `items: {when}` and the schedule's dedupe left out).
 
     Raises InvalidPayload when the page as a whole is refused (kept by the sink like a
     refused POST body), and StoreUnavailable when nothing could be written."""
 
     async def land(
-        self, target: CompiledTrigger, items: Sequence[Any], origin: Origin, texts: DecodedTexts
+        self,
+        target: CompiledTrigger,
+        items: Sequence[Any],
+        origin: Origin,
+        texts: DecodedTexts,
+        numbers: Sequence[int],
     ) -> Landed: ...
 
 
@@ -53,10 +60,15 @@ class EntitySink:
         self._ingestor = ingestor
 
     async def land(
-        self, target: CompiledTrigger, items: Sequence[Any], origin: Origin, texts: DecodedTexts
+        self,
+        target: CompiledTrigger,
+        items: Sequence[Any],
+        origin: Origin,
+        texts: DecodedTexts,
+        numbers: Sequence[int],
     ) -> Landed:
         ingested = await self._ingestor.ingest(
-            target, list(items), origin=origin, picked=True, texts=texts
+            target, list(items), origin=origin, picked=True, numbers=numbers, texts=texts
         )
         return landed_from(ingested.body)
 

@@ -249,6 +249,31 @@ def canonical_ref(ref: str) -> str:
     return ref if oid is None else str(oid)
 
 
+def canonical_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """A list's filters with each id as stored: the value of an id field (`*_id`, `*.id`:
+    another resource's id, a partner, an action, a subscription, an entity, an event) that
+    is an ObjectId's text as `str(_id)` gives it, and a flow run's id `<event id>:<flow>`
+    with its event id so. A filter matches the stored text, so `?partner_id=<the id in upper
+    case>` listed nothing although the store finds the partner itself by that spelling.
+    Other fields (a name, a type) are compared as given."""
+    return {
+        name: _canonical_value(value) if _ID_FIELD.search(name) else value
+        for name, value in filters.items()
+    }
+
+
+_ID_FIELD = re.compile(r"[_.]id$")
+
+
+def _canonical_value(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    head, colon, tail = value.partition(":")
+    if colon and EVENT_ID.fullmatch(head.lower()):
+        return f"{head.lower()}:{tail}"
+    return canonical_ref(value)
+
+
 CURSOR_PROBLEM = "cursor must be the next_cursor of the previous page"
 # The text ids and names lists page by (the previous page's last one):
 NAME_CURSOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # mapping and flow names

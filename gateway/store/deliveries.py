@@ -32,6 +32,7 @@ from gateway.store.client import (
     EVENT_ID,
     Collection,
     Doc,
+    canonical_filters,
     child_cursor,
     cursor_text,
     event_children,
@@ -552,4 +553,5 @@ def shard_of(delivery_id: str) -> int:
 
 
 def _query(filters: Mapping[str, Any]) -> Doc:
-    return {FILTERS[k]: v for k, v in filters.items() if k in FILTERS and v is not None}
+    picked = {FILTERS[k]: v for k, v in filters.items() if k in FILTERS and v is not None}
+    return canonical_filters(picked)

@@ -12,6 +12,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from gateway.store.client import (
     Collection,
     Doc,
+    canonical_filters,
     cursor_id,
     find_by_id,
     insert_new,
@@ -62,7 +63,7 @@ class EventStore:
     ) -> list[Doc]:
         """Newest first, in windows of time (`newest.py`) when an index covers the filter:
         the cost follows the latest events, not the tenant's history."""
-        query: Doc = dict(filters)
+        query: Doc = canonical_filters(filters)
         return await newest_first(
             self._c,
             tenant,

@@ -11,6 +11,7 @@ from pymongo import ASCENDING, ReturnDocument
 from gateway.store.client import (
     Collection,
     Doc,
+    canonical_filters,
     cursor_id,
     find_by_id,
     parse_id,
@@ -41,7 +42,7 @@ class TenantResources:
         after: str | None,
         limit: int,
     ) -> list[Doc]:
-        query: Doc = dict(filters or {})
+        query: Doc = canonical_filters(filters or {})
         if after is not None:
             query["_id"] = {"$gt": cursor_id(after)}
         with translate_errors():

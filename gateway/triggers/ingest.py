@@ -85,17 +85,22 @@ class Ingestor:
         origin: Origin,
         keep_body: bool = True,
         picked: bool = False,
+        numbers: Sequence[int] | None = None,
         texts: DecodedTexts | None = None,
         received: datetime | None = None,
     ) -> Ingested:
         """Write a parsed payload. A body-level failure raises (kept unless `keep_body` is
         false: a replay updates its own record instead); item failures of a batch are kept
         and answered per item. `picked`: the payload is a list of items the mapping's `items`
-        expression already gave (a schedule's page); `texts`, the documents its texts
+        expression already gave (a schedule's page), `numbers` their indexes in the partner's
+        list (None: the payload is that list); `texts`, the documents its texts
         decoded to then, which its items read again; `received`, when the payload first came
         (a replay's), else now."""
         try:
-            plan = replace(await self._plan(trigger, payload, picked, texts), received=received)
+            plan = await self._plan(trigger, payload, picked, texts)
+            if numbers is not None:  # a schedule's page, numbered in the partner's list
+                plan = replace(plan, numbers=numbers)
+            plan = replace(plan, received=received)
             if trigger.target == "positions" and plan.probe is None:
                 return await self._positions(trigger, plan)
             result = None
