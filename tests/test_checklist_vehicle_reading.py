@@ -76,8 +76,15 @@ async def test_a_checklist_with_fewer_km_than_the_vehicle_moves_nothing_back(
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["odometer_km"] == 152500
     assert vehicle["attributes"]["odometer_read_at"] == "2026-11-25T11:30:00Z"  # C1's
-    # The ERP hears of C2 with the vehicle's mileage, which did not go back.
+    # The ERP hears of C2 with the vehicle's mileage, which did not go back, captured when
+    # C2 came, not at C2's 09:00: that mileage is C1's, read at 08:30 (an ERP that orders by
+    # capture time must not see it go back either).
     assert _mileages(partner) == [("ABC1D23", "C1", 152500.0), ("ABC1D23", "C2", 152500.0)]
+    captured = [
+        r.json()["capturadoEm"] for r in partner.requests if r.path == "/veiculos/quilometragem"
+    ]
+    assert captured[0] == "2026-11-25T08:30:00-03:00"
+    assert captured[1] > "2026-11-25T09:00:00-03:00", captured
 
     # A later checklist with more km is taken, and the ERP hears it.
     await send_to(

@@ -110,13 +110,14 @@ async def test_an_hr_answer_since_an_earlier_day_is_read_from_that_days_start_in
     assert drivers["driver"]["driver"]["cpf"] == ANA["cpf"]
 
 
-@pytest.mark.parametrize("since", ["2026-11-18", "18/11/2026"])
+@pytest.mark.parametrize("since", ["2026-11-18", "18/11/2026", "2026-11-18-03:00", "2026-11-18Z"])
 async def test_an_hr_answer_since_the_infractions_own_day_fines_nobody(
     client: Client, partner: Partner, smtp_server: SmtpFactory, since: str
 ) -> None:
-    """A date alone on the infraction's own day cannot say whether the handover came before
-    the 13:45 infraction: read as that day's start, it fined (and recorded from midnight) a
-    driver who may have taken the vehicle in the afternoon."""
+    """A date alone on the infraction's own day (with its zone too, as SOAP and Java write an
+    xs:date) cannot say whether the handover came before the 13:45 infraction: read as that
+    day's start, it fined (and recorded from midnight) a driver who may have taken the
+    vehicle in the afternoon."""
     smtp = await smtp_server()
     await _fleet(client)
     run = await _fine_through_hr(client, partner, smtp, {"desde": since})

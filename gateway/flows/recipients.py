@@ -276,6 +276,9 @@ _BRAZILIAN: Final = re.compile(
     r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?", re.ASCII
 )
 _ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+# A date with its zone and no time (`2026-11-25-03:00`, `2026-11-25Z`: XML Schema's xs:date,
+# as SOAP and Java write one): a date alone too, not a time at the zone's offset.
+_ISO_DATE_ZONED: Final = re.compile(r"(\d{4}-\d{2}-\d{2})(?:Z|[+-]\d{2}:?\d{2})", re.ASCII)
 TIME_FORMS: Final = "RFC 3339, or ISO 8601 or dd/mm/yyyy HH:MM[:SS] in São Paulo's time"
 """What `parse_time` reads, as a reason says it."""
 START_FORMS: Final = TIME_FORMS + ", or a date alone (that day's start)"
@@ -299,6 +302,8 @@ def _parse(value: Any, *, date_alone: bool) -> datetime | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
+    if (zoned := _ISO_DATE_ZONED.fullmatch(text)) is not None:
+        text = zoned[1]  # the day it names; its start is São Paulo's, as a date alone's
     if (brazilian := _BRAZILIAN.fullmatch(text)) is not None:
         day, month, year, hour, minute, second = brazilian.groups()
         if hour is None and not date_alone:
@@ -325,7 +330,8 @@ def _date_alone(value: Any) -> bool:
         return False
     text = value.strip()
     brazilian = _BRAZILIAN.fullmatch(text)
-    return _ISO_DATE.fullmatch(text) is not None or (brazilian is not None and not brazilian[4])
+    iso = _ISO_DATE.fullmatch(text) or _ISO_DATE_ZONED.fullmatch(text)
+    return iso is not None or (brazilian is not None and not brazilian[4])
 
 
 def answer_after_asked(spec: AssignSpec, context: Mapping[str, Any]) -> str | None:

@@ -6,16 +6,16 @@ payload_sha256, replayable, status: "pending"|"replayed", attempts, replayed_at,
 The payload is kept as JSON text: exact, and free of BSON's limits on keys and integers.
 Each trigger keeps its newest `MAX_PER_TRIGGER` records.
 
-A payload refused again while an earlier copy is pending (a partner retrying a 422, a feed
-polled without a cursor) supersedes that copy: the new record counts on from the newest
-copy (`repeats`, `first_received_at`), and once it is stored the older pending copies of the
-trigger (same scope, same `payload_sha256`) go. So one payload sent every minute does not
-push every other record past the bound, and a replay of all (oldest first) still writes the
-payloads in the order they were last sent. Nothing is lost on a race or a crash: the new
-record is written before any copy goes, and a copy goes only while pending (claimed for a
-replay, it stays); repeats at the same moment may leave two copies, or count fewer
-refusals, never more. Only payloads whose mapping does not read when they came
-(`RejectedKeeper.record` `repeatable`) carry a hash.
+A payload refused again while an earlier copy is pending or being replayed (a partner
+retrying a 422, a feed polled without a cursor) supersedes that copy: the new record counts
+on from the newest copy (`repeats`, `first_received_at`), and once it is stored the older
+pending copies of the trigger (same scope, same `payload_sha256`) go. So one payload sent
+every minute does not push every other record past the bound, and a replay of all (oldest
+first) still writes the payloads in the order they were last sent. Nothing is lost on a race
+or a crash: the new record is written before any copy goes, and a copy goes only while
+pending (claimed for a replay, it stays); repeats at the same moment may leave two copies,
+or count fewer refusals, never more. Only payloads whose mapping does not read when they
+came (`RejectedKeeper.record` `repeatable`) carry a hash.
 """
 
 from __future__ import annotations
@@ -118,8 +118,11 @@ class RejectedStore:
         fields = ("scope", "payload_sha256", "repeats", "received_at", "first_received_at")
         found = self._c.find(scoped(tenant, query), dict.fromkeys((*fields, "attempts"), 1))
         newest: dict[tuple[str, str], Doc] = {}
+        tried: dict[tuple[str, str], int] = {}  # replays tried, by any copy (one replaying)
         for copy in await found.sort("_id", ASCENDING).to_list(None):
-            newest[copy["scope"], copy["payload_sha256"]] = copy
+            key = (copy["scope"], copy["payload_sha256"])
+            newest[key] = copy
+            tried[key] = max(tried.get(key, 0), copy.get("attempts", 0))
         for doc in docs:
             if "payload_sha256" not in doc:
                 continue
@@ -127,7 +130,7 @@ class RejectedStore:
             if (before := newest.get(key)) is not None:
                 doc["repeats"] = before.get("repeats", 0) + 1
                 doc["first_received_at"] = before.get("first_received_at") or before["received_at"]
-                doc["attempts"] = before.get("attempts", 0)
+                doc["attempts"] = tried.get(key, 0)
             newest[key] = doc
 
     async def _trim(self, tenant: str, trigger_id: str) -> None:
