@@ -4,8 +4,9 @@ them off and on.
 A partner failing (retryable failures only, no success in between) for longer than its
 `disable_after_hours` is disabled: its deliveries wait instead of burning their retry
 schedule. The worker probes it every `probe_seconds`; the first answer re-enables it, its
-backlog is due at once, and the deliveries that went `dead` during its outage are replayed
-(`DeliveryStore.recovered`).
+backlog is due at once. The deliveries that went `dead` during its outage are replayed
+before each probe picks what to send (`DeliveryStore.replay_outage`), so they are open, and
+go first in their entity's order, before the partner is active again.
 """
 
 from __future__ import annotations
@@ -81,16 +82,11 @@ class PartnerHealth:
         return since
 
     async def enable(self, partner: Partner, now: datetime) -> None:
-        if (was := await self._store.partners.enable(partner.tenant, partner.id)) is not None:
-            replayed = await self._store.deliveries.recovered(
-                partner.id, was.get("failing_since"), now
-            )
-            log.warning(
-                "partner %s answers again: re-enabled; %d deliveries that went dead while it "
-                "was failing replayed",
-                partner.id,
-                replayed,
-            )
+        """Its probe answered: active again, and its backlog due now. Its outage's dead
+        deliveries were replayed before the probe chose what to send (`replay_outage`)."""
+        if await self._store.partners.enable(partner.tenant, partner.id) is not None:
+            await self._store.deliveries.recovered(partner.id, now)
+            log.warning("partner %s answers again: re-enabled", partner.id)
             self._metrics.partner_disabled.labels("enabled").inc()
         self.disabled.discard(partner.id)
         self._failing.discard(partner.id)

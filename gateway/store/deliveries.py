@@ -350,42 +350,31 @@ class DeliveryStore:
                     return claimed
         return None
 
-    async def recovered(self, partner_id: str, failing_since: Any, now: datetime) -> int:
-        """A partner enabled again (its probe answered, or an admin): its backlog is due now,
-        not at the retry times it had when it was disabled (hours away), and the deliveries
-        to it that went `dead` since it began failing (their schedule spent on retryable
-        failures: a refusal is `failed`) are replayed, as an admin's replay would (same
-        webhook-id, a fresh schedule, their entity's order kept). Those waiting behind an
-        earlier delivery of their entity stay (the earlier one wakes them), and so does a
-        first attempt an action's schedule puts later on purpose. Read through `by_partner`;
-        once per recovery. How many were replayed."""
-        due: builtins.list[Any] = []
+    async def replay_outage(self, partner_id: str, failing_since: Any, now: datetime) -> int:
+        """The deliveries to a disabled partner that went `dead` since it began failing (their
+        schedule spent on retryable failures: a refusal is `failed`) replayed, as an admin's
+        replay would (same webhook-id, a fresh schedule, `replayed_at`). Run while the
+        partner is still disabled, before its probe picks what to send and before it is
+        active again: a replayed delivery is then open when its entity's order is judged
+        (`claim_for_partner`, `earlier_open`), so nothing newer of its entity goes before it
+        (SPEC §5), and once the partner is active, nothing dies and is replayed twice for one
+        outage. A delivery replayed since the outage began (by a recovery racing this one: an
+        admin's re-enable read while the partner was disabled, then its probe's, or by hand)
+        and dead again is left dead: once per outage. Read through `by_partner`. How many
+        were replayed."""
+        if not isinstance(failing_since, datetime):
+            return 0
         with translate_errors():
-            query = {"partner_id": partner_id, "status": PENDING, "next_attempt_at": {"$gt": now}}
-            async for doc in self._c.find(
-                query, {"attempt_count": 1, "waiting_for": 1, "probe_failed_at": 1, "kind": 1}
-            ):
-                if "waiting_for" not in doc and (
-                    doc.get("attempt_count", 0) > 0
-                    or "probe_failed_at" in doc
-                    or doc.get("kind") == _NOTICE
-                ):
-                    due.append(doc["_id"])
-            if due:
-                await self._c.update_many(
-                    {"_id": {"$in": due}, "status": PENDING, "waiting_for": {"$exists": False}},
-                    {"$set": {"next_attempt_at": now}, "$unset": {"probe_failed_at": ""}},
-                )
-            if not isinstance(failing_since, datetime):
-                return 0
             dead = [
                 doc["_id"]
                 async for doc in self._c.find(
-                    {"partner_id": partner_id, "status": _DEAD}, {"final_at": 1, "kind": 1}
+                    {"partner_id": partner_id, "status": _DEAD},
+                    {"final_at": 1, "kind": 1, "replayed_at": 1},
                 )
                 if doc.get("kind") != _NOTICE
                 and isinstance(doc.get("final_at"), datetime)
                 and doc["final_at"] >= failing_since
+                and not _replayed_since(doc, failing_since)
             ]
             if not dead:
                 return 0
@@ -403,6 +392,30 @@ class DeliveryStore:
                 },
             )
         return result.modified_count
+
+    async def recovered(self, partner_id: str, now: datetime) -> None:
+        """A partner enabled again (its probe answered, or an admin): its backlog is due now,
+        not at the retry times it had when it was disabled (hours away). Those waiting behind
+        an earlier delivery of their entity stay (the earlier one wakes them), and so does a
+        first attempt an action's schedule puts later on purpose. Its outage's dead
+        deliveries were replayed before (`replay_outage`). Read through `by_partner`."""
+        due: builtins.list[Any] = []
+        with translate_errors():
+            query = {"partner_id": partner_id, "status": PENDING, "next_attempt_at": {"$gt": now}}
+            async for doc in self._c.find(
+                query, {"attempt_count": 1, "waiting_for": 1, "probe_failed_at": 1, "kind": 1}
+            ):
+                if "waiting_for" not in doc and (
+                    doc.get("attempt_count", 0) > 0
+                    or "probe_failed_at" in doc
+                    or doc.get("kind") == _NOTICE
+                ):
+                    due.append(doc["_id"])
+            if due:
+                await self._c.update_many(
+                    {"_id": {"$in": due}, "status": PENDING, "waiting_for": {"$exists": False}},
+                    {"$set": {"next_attempt_at": now}, "$unset": {"probe_failed_at": ""}},
+                )
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
         """Extend the leases a live worker still holds (`held`: delivery id → claim token), so
@@ -540,6 +553,11 @@ class DeliveryStore:
                     oldest = first["next_attempt_at"]
             in_flight = await self._c.count_documents({"status": IN_FLIGHT})
         return due_count, in_flight, oldest
+
+
+def _replayed_since(doc: Doc, since: datetime) -> bool:
+    when = doc.get("replayed_at")
+    return isinstance(when, datetime) and when >= since
 
 
 def _probe_failed(doc: Doc, now: datetime) -> bool:
