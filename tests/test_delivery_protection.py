@@ -575,7 +575,7 @@ async def _ordered_outage(
 
 
 def _kms(requests: list[Any]) -> list[Any]:
-    return [r.json()["data"].get("odometer_km") for r in requests]
+    return [r.json()["data"].get("odometer_km") for r in requests if r.method == "POST"]
 
 
 async def test_a_recovery_probe_sends_an_ordered_entitys_delivery_dead_in_the_outage_first(

@@ -235,21 +235,9 @@ class DeliveryWorker:
         partner = self._catalog.compile_partner(doc)
         token = f"{self.owner}:probe:{next(self._probes)}"
         now = self.clock()
-        # What went dead during the outage is open again before the probe picks: an ordered
-        # entity's oldest (dead) delivery is its head, not a newer one (SPEC §5).
-        replayed = await self._store.deliveries.replay_outage(
-            partner.id, doc.get("failing_since"), now
-        )
-        if replayed:
-            log.warning(
-                "partner %s disabled: %d deliveries that went dead while it was failing "
-                "replayed before its probe",
-                partner.id,
-                replayed,
-            )
         try:
             delivery = await self._store.deliveries.claim_for_partner(
-                partner.id, token, now, now + self._lease
+                partner.id, token, now, now + self._lease, failing_since=doc.get("failing_since")
             )
         except StoreUnavailable:  # it may have been applied: what it took, pending again
             release = partial(self._store.deliveries.release_lease, token, now)

@@ -306,7 +306,13 @@ class DeliveryStore:
         return result.modified_count
 
     async def claim_for_partner(
-        self, partner_id: str, token: str, now: datetime, lease_until: datetime
+        self,
+        partner_id: str,
+        token: str,
+        now: datetime,
+        lease_until: datetime,
+        *,
+        failing_since: Any = None,
     ) -> Doc | None:
         """The probe of a disabled partner: its pending action call (a webhook or a flow
         call; notifications send themselves, not as probes) due first, due or not. An ordered
@@ -314,7 +320,9 @@ class DeliveryStore:
         whatever their times (SPEC §5: an ERP never sees mileage go backwards); a key whose
         first is in flight is passed over. So is a delivery whose last probe failed and whose
         next one is not due yet (`probe_failed`): a probe does not send the same failing
-        delivery each time while others wait; when nothing else is left, it is a HEAD."""
+        delivery each time while others wait; when nothing else is left, it is a HEAD. So is
+        a key with an earlier delivery dead during the outage (since `failing_since`, not
+        replayed since): the recovery replays it (`replay_outage`), and it goes first."""
         passed: set[str] = set()
         tried = 0
         with translate_errors():
@@ -331,7 +339,11 @@ class DeliveryStore:
                         sort=[("seq", ASCENDING)],
                     )
                     busy = head is not None and head["status"] == IN_FLIGHT
-                    if busy or (head is not None and _probe_failed(head, now)):
+                    if (
+                        busy
+                        or (head is not None and _probe_failed(head, now))
+                        or await self._dead_before(key, (head or first)["seq"], failing_since)
+                    ):
                         passed.add(key)
                         continue
                     first = head or first
@@ -350,18 +362,28 @@ class DeliveryStore:
                     return claimed
         return None
 
+    async def _dead_before(self, order_key: str, seq: Any, failing_since: Any) -> bool:
+        """Whether an earlier delivery of the order key went dead during the outage that began
+        at `failing_since` (and its recovery will replay it)."""
+        if not isinstance(failing_since, datetime):
+            return False
+        query = {"order_key": order_key, "seq": {"$lt": seq}, "status": _DEAD}
+        async for doc in self._c.find(query, {"final_at": 1, "kind": 1, "replayed_at": 1}):
+            if _outage_dead(doc, failing_since):
+                return True
+        return False
+
     async def replay_outage(self, partner_id: str, failing_since: Any, now: datetime) -> int:
         """The deliveries to a disabled partner that went `dead` since it began failing (their
         schedule spent on retryable failures: a refusal is `failed`) replayed, as an admin's
-        replay would (same webhook-id, a fresh schedule, `replayed_at`). Run while the
-        partner is still disabled, before its probe picks what to send and before it is
-        active again: a replayed delivery is then open when its entity's order is judged
-        (`claim_for_partner`, `earlier_open`), so nothing newer of its entity goes before it
-        (SPEC §5), and once the partner is active, nothing dies and is replayed twice for one
-        outage. A delivery replayed since the outage began (by a recovery racing this one: an
-        admin's re-enable read while the partner was disabled, then its probe's, or by hand)
-        and dead again is left dead: once per outage. Read through `by_partner`. How many
-        were replayed."""
+        replay would (same webhook-id, a fresh schedule, `replayed_at`). Run when it
+        recovers (its probe answered, an admin re-enables it), while it is still disabled:
+        a replayed delivery is open when a worker judges its entity's order (`earlier_open`)
+        once the partner is active, so nothing newer of its entity goes first (SPEC §5). A
+        delivery replayed since the outage began (by a recovery racing this one: an admin's
+        re-enable read while the partner was disabled, then its probe's; or by hand) and
+        dead again is left dead: once per outage. Read through `by_partner`. How many were
+        replayed."""
         if not isinstance(failing_since, datetime):
             return 0
         with translate_errors():
@@ -371,10 +393,7 @@ class DeliveryStore:
                     {"partner_id": partner_id, "status": _DEAD},
                     {"final_at": 1, "kind": 1, "replayed_at": 1},
                 )
-                if doc.get("kind") != _NOTICE
-                and isinstance(doc.get("final_at"), datetime)
-                and doc["final_at"] >= failing_since
-                and not _replayed_since(doc, failing_since)
+                if _outage_dead(doc, failing_since)
             ]
             if not dead:
                 return 0
@@ -555,9 +574,16 @@ class DeliveryStore:
         return due_count, in_flight, oldest
 
 
-def _replayed_since(doc: Doc, since: datetime) -> bool:
-    when = doc.get("replayed_at")
-    return isinstance(when, datetime) and when >= since
+def _outage_dead(doc: Doc, failing_since: datetime) -> bool:
+    """A dead delivery (not a notification: it sends itself) that died since its partner
+    began failing and was not replayed since (by an earlier recovery of this outage)."""
+    final, replayed = doc.get("final_at"), doc.get("replayed_at")
+    return (
+        doc.get("kind") != _NOTICE
+        and isinstance(final, datetime)
+        and final >= failing_since
+        and not (isinstance(replayed, datetime) and replayed >= failing_since)
+    )
 
 
 def _probe_failed(doc: Doc, now: datetime) -> bool:
