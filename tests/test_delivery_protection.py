@@ -690,3 +690,44 @@ async def test_an_admin_reenable_racing_the_probes_replays_the_outage_once(
     xyz = next(d for d in details if d["event"]["data"]["plate"] == "XYZ9Z99")
     sent = [a for a in xyz["attempts"] if not a.get("probe")]
     assert xyz["status"] == "dead" and len(sent) == 2  # the first, and the one replay's
+
+
+async def test_an_action_moved_to_another_partner_has_its_deliveries_replayed_by_that_ones_recovery(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """A delivery made while the action called OLD, sent to NEW once it is moved there, dies
+    in NEW's outage: it notes NEW now, so NEW's recovery replays it."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    old = await create_partner(client, partner.url, name="OLD")
+    new = await create_partner(client, partner.url, name="NEW", disable_after_hours=0.1)
+    action = await create_action(client, old["id"], retry_schedule=[0, 5, 5])
+    await create_subscription(client, action["id"], ("entity.created",))
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")  # its delivery notes OLD
+    where = f"/api/v1/actions/{action['id']}"
+    response = await client.patch(where, headers=auth(), json={"partner_id": new["id"]})
+    assert response.status == 200
+    await worker.run_until_idle()
+    for _ in range(2):
+        clock.advance(5.1)
+        await worker.run_until_idle()
+    clock.advance(390)
+    await _vehicles(client, "XYZ9A88")
+    await worker.run_until_idle()
+    statuses = (await _partner_status(client, new["id"]), await _partner_status(client, old["id"]))
+    partner.respond_with(200, {})
+    clock.advance(61)
+    await worker.run_until_idle()
+    clock.advance(61)
+    await worker.run_until_idle()
+
+    assert statuses == ("disabled", "active")
+    assert await _partner_status(client, new["id"]) == "active"
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert [(d["status"], d["partner_id"]) for d in page["items"]] == [
+        ("succeeded", new["id"]),
+        ("succeeded", new["id"]),
+    ]

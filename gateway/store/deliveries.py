@@ -231,6 +231,25 @@ class DeliveryStore:
             )
         return result.modified_count
 
+    async def repoint(self, tenant: str, action_id: str, partner_id: str, now: datetime) -> int:
+        """An action moved to another partner: its deliveries not succeeded yet (open, or
+        failed, dead or parked, which a replay or a recovery reopens) note that partner, as
+        they are sent to it (`resolve_target`): a disabled partner's claims pass them over and
+        its recovery replays those its outage killed (both go by the delivery's
+        `partner_id`). Notifications keep theirs (their channel's). An admin's change, rare:
+        it reads the tenant's deliveries (no index has the action)."""
+        query = {
+            "action_id": action_id,
+            "partner_id": {"$ne": partner_id},
+            "status": {"$in": [PENDING, IN_FLIGHT, *REPLAYABLE]},
+            "kind": {"$ne": _NOTICE},
+        }
+        with translate_errors():
+            result = await self._c.update_many(
+                scoped(tenant, query), {"$set": {"partner_id": partner_id, "updated_at": now}}
+            )
+        return result.modified_count
+
     # -- the workers' side: system work across tenants, never reached from a request ---------
 
     async def claim(
