@@ -488,7 +488,8 @@ async def test_the_reads_for_disabled_partners_go_through_an_index_not_the_whole
     lease = now + timedelta(seconds=60)
     claimed = await deliveries.claim("t1", now, lease, 8, shard_of(docs[2]["_id"]), ["down"])
     probe = await deliveries.claim_for_partner("down", "t2", now, lease)
-    replayed = await deliveries.recovered("down", now - timedelta(hours=1), now)
+    replayed = await deliveries.replay_outage("down", now - timedelta(hours=1), now)
+    await deliveries.recovered("down", now)
     await collection.database.command("profile", 0)
     reads = [
         entry["command"]
@@ -544,3 +545,189 @@ async def test_a_probe_passes_over_an_ordered_entity_whose_first_delivery_just_f
     assert [r.method for r in partner.requests[:4]] == ["POST", "POST", "POST", "HEAD"]
     assert len({r.webhook_id for r in partner.requests[:3]}) == 1  # the first, every time
     assert await _partner_status(client, partner_doc["id"]) == "active"
+
+
+async def _ordered_outage(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> str:
+    """An ordered vehicle's odometer 100 goes dead (its schedule, 0 5 5 s, spent on 503s);
+    its 200, 400 s in, fails past `disable_after_hours` (360 s): the partner is disabled, 200
+    pending behind a dead 100."""
+    client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await create_partner(client, partner.url, disable_after_hours=0.1)
+    action = await create_action(client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5])
+    await create_subscription(client, action["id"])
+    partner.respond_with(503, {})
+    vehicle = await create_vehicle(client, "ABC1D23")
+    where = f"/api/v1/entities/vehicle/{vehicle['id']}"
+    assert (await client.patch(where, headers=auth(), json={"odometer_km": 100})).status == 200
+    await client.app[services_key].relay.run_until_idle()
+    await worker.run_until_idle()
+    for _ in range(12):
+        clock.advance(5.1)
+        await worker.run_until_idle()
+    clock.advance(390)
+    assert (await client.patch(where, headers=auth(), json={"odometer_km": 200})).status == 200
+    await client.app[services_key].relay.run_until_idle()
+    await worker.run_until_idle()
+    assert await _partner_status(client, partner_doc["id"]) == "disabled"
+    return str(partner_doc["id"])
+
+
+def _kms(requests: list[Any]) -> list[Any]:
+    return [r.json()["data"].get("odometer_km") for r in requests if r.method == "POST"]
+
+
+async def test_a_recovery_probe_sends_an_ordered_entitys_delivery_dead_in_the_outage_first(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """The outage's dead delivery (100) is replayed before the probe picks: it is its entity's
+    head, so the probe sends it, not the newer pending one (200): mileage never goes back."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_id = await _ordered_outage(client, partner, worker, clock)
+    before = len(partner.requests)
+    partner.respond_with(200, {})
+    clock.advance(61)
+    await worker.run_until_idle()
+    for _ in range(5):
+        clock.advance(5.1)
+        await worker.run_until_idle()
+
+    assert _kms(partner.requests[before:]) == [100, 200]
+    assert await _partner_status(client, partner_id) == "active"
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert {d["status"] for d in page["items"]} == {"succeeded"}
+
+
+async def test_an_admin_reenable_replays_the_outage_before_the_partner_is_active(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """A worker that learns the partner is active as soon as it is (here: its housekeeping
+    and sends run just when the backlog is made due) finds the dead 100 replayed already:
+    the due 200 waits behind it."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_id = await _ordered_outage(client, partner, worker, clock)
+    clock.advance(30)  # 200's retry time passes while disabled: due, passed over by claims
+    await worker.run_until_idle()
+    before = len(partner.requests)
+    partner.respond_with(200, {})
+    deliveries = client.app[services_key].store.deliveries
+    real = deliveries.recovered
+
+    async def with_a_worker_first(*args: Any, **kwargs: Any) -> Any:
+        await worker.housekeeping()  # the worker learns the partner is active
+        await worker.run_until_idle()
+        return await real(*args, **kwargs)
+
+    deliveries.recovered = with_a_worker_first  # type: ignore[method-assign]
+    try:
+        where = f"/api/v1/partners/{partner_id}"
+        response = await client.patch(where, headers=auth(), json={"status": "active"})
+    finally:
+        deliveries.recovered = real  # type: ignore[method-assign]
+    await worker.run_until_idle()
+
+    assert response.status == 200
+    assert _kms(partner.requests[before:]) == [100, 200]
+
+
+async def test_an_admin_reenable_racing_the_probes_replays_the_outage_once(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """The admin reads the partner while disabled; meanwhile its probe replays the outage,
+    re-enables it, and a delivery it always fails dies again. The admin's re-enable, read
+    before, neither replays that delivery again nor applies over the probe's (409)."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [0]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "XYZ9Z99")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()
+    assert await _partner_status(client, partner_doc["id"]) == "disabled"
+    partner.respond_with(200, {})
+    partner.reject_bodies_with(b"XYZ9Z99", 500)  # a payload the partner always fails
+    partners = client.app[services_key].store.partners
+    real_get = partners.get
+
+    async def read_then_race(*args: Any, **kwargs: Any) -> Any:
+        partners.get = real_get  # type: ignore[method-assign]  # the admin's read alone
+        doc = await real_get(*args, **kwargs)
+        clock.advance(61)
+        for _ in range(3):  # the probes, until one is answered; the backlog
+            await worker.run_until_idle()
+            clock.advance(121)
+        return doc
+
+    partners.get = read_then_race  # type: ignore[method-assign]
+    try:
+        where = f"/api/v1/partners/{partner_doc['id']}"
+        response = await client.patch(where, headers=auth(), json={"status": "active"})
+    finally:
+        partners.get = real_get  # type: ignore[method-assign]
+    await worker.run_until_idle()
+
+    assert response.status == 409
+    assert await _partner_status(client, partner_doc["id"]) == "active"
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    details = [
+        await (await client.get(f"/api/v1/deliveries/{d['id']}", headers=auth())).json()
+        for d in page["items"]
+    ]
+    xyz = next(d for d in details if d["event"]["data"]["plate"] == "XYZ9Z99")
+    sent = [a for a in xyz["attempts"] if not a.get("probe")]
+    assert xyz["status"] == "dead" and len(sent) == 2  # the first, and the one replay's
+
+
+async def test_an_action_moved_to_another_partner_has_its_deliveries_replayed_by_that_ones_recovery(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """A delivery made while the action called OLD, sent to NEW once it is moved there, dies
+    in NEW's outage: it notes NEW now, so NEW's recovery replays it."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
+    old = await create_partner(client, partner.url, name="OLD")
+    new = await create_partner(client, partner.url, name="NEW", disable_after_hours=0.1)
+    action = await create_action(client, old["id"], retry_schedule=[0, 5, 5])
+    await create_subscription(client, action["id"], ("entity.created",))
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")  # its delivery notes OLD
+    where = f"/api/v1/actions/{action['id']}"
+    response = await client.patch(where, headers=auth(), json={"partner_id": new["id"]})
+    assert response.status == 200
+    await worker.run_until_idle()
+    for _ in range(2):
+        clock.advance(5.1)
+        await worker.run_until_idle()
+    clock.advance(390)
+    await _vehicles(client, "XYZ9A88")
+    await worker.run_until_idle()
+    statuses = (await _partner_status(client, new["id"]), await _partner_status(client, old["id"]))
+    partner.respond_with(200, {})
+    clock.advance(61)
+    await worker.run_until_idle()
+    clock.advance(61)
+    await worker.run_until_idle()
+
+    assert statuses == ("disabled", "active")
+    assert await _partner_status(client, new["id"]) == "active"
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert [(d["status"], d["partner_id"]) for d in page["items"]] == [
+        ("succeeded", new["id"]),
+        ("succeeded", new["id"]),
+    ]

@@ -111,6 +111,11 @@ class ActionUseCases:
         if doc is None:
             raise Conflict("the action was changed concurrently; retry")
         self._catalog.forget(action_id)
+        if doc.get("partner_id") != current.get("partner_id"):
+            # Its deliveries go to the new partner: they wait on its outage, not the old one's.
+            await self._store.deliveries.repoint(
+                tenant, action_id, str(doc["partner_id"]), utcnow()
+            )
         return doc
 
     async def delete_action(self, tenant: str, action_id: str) -> None:

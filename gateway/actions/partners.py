@@ -105,16 +105,20 @@ class PartnerUseCases:
             current,
             changed,
         )
-        fields["updated_at"] = utcnow()
-        doc = await self._store.partners.update(tenant, partner_id, current["rev"], fields, unset)
-        if doc is None:
-            raise Conflict("the partner was changed concurrently; retry")
-        self._catalog.forget(partner_id)
-        if status == "active" and current.get("status") == "disabled":
-            # Its backlog flows, and what went dead during its outage is replayed.
-            await self._store.deliveries.recovered(
+        recovering = status == "active" and current.get("status") == "disabled"
+        if recovering:
+            # What went dead during its outage is replayed while it is still disabled: open
+            # when a worker judges an entity's order, so no newer delivery goes first.
+            await self._store.deliveries.replay_outage(
                 partner_id, current.get("failing_since"), utcnow()
             )
+        fields["updated_at"] = utcnow()
+        doc = await self._store.partners.update(tenant, partner_id, current["rev"], fields, unset)
+        if doc is None:  # a probe's re-enable moves `rev` on too: one recovery per outage
+            raise Conflict("the partner was changed concurrently; retry")
+        self._catalog.forget(partner_id)
+        if recovering:
+            await self._store.deliveries.recovered(partner_id, utcnow())  # its backlog flows
         return doc
 
     async def delete_partner(self, tenant: str, partner_id: str) -> None:

@@ -5,7 +5,8 @@ A partner failing (retryable failures only, no success in between) for longer th
 `disable_after_hours` is disabled: its deliveries wait instead of burning their retry
 schedule. The worker probes it every `probe_seconds`; the first answer re-enables it, its
 backlog is due at once, and the deliveries that went `dead` during its outage are replayed
-(`DeliveryStore.recovered`).
+(`DeliveryStore.replay_outage`), before it is active again: they go first in their entity's
+order. Its probe passes over an entity whose earlier delivery is one of them.
 """
 
 from __future__ import annotations
@@ -81,10 +82,17 @@ class PartnerHealth:
         return since
 
     async def enable(self, partner: Partner, now: datetime) -> None:
-        if (was := await self._store.partners.enable(partner.tenant, partner.id)) is not None:
-            replayed = await self._store.deliveries.recovered(
-                partner.id, was.get("failing_since"), now
+        """Its probe answered: the deliveries that went dead during its outage replayed while
+        it is still disabled (so a worker that sees it active finds them open, first in their
+        entity's order), then active again, and its backlog due now."""
+        doc = await self._store.partners.get(partner.tenant, partner.id)
+        replayed = 0
+        if doc is not None and doc.get("status") == "disabled":
+            replayed = await self._store.deliveries.replay_outage(
+                partner.id, doc.get("failing_since"), now
             )
+        if await self._store.partners.enable(partner.tenant, partner.id) is not None:
+            await self._store.deliveries.recovered(partner.id, now)
             log.warning(
                 "partner %s answers again: re-enabled; %d deliveries that went dead while it "
                 "was failing replayed",

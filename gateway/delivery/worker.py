@@ -237,7 +237,7 @@ class DeliveryWorker:
         now = self.clock()
         try:
             delivery = await self._store.deliveries.claim_for_partner(
-                partner.id, token, now, now + self._lease
+                partner.id, token, now, now + self._lease, failing_since=doc.get("failing_since")
             )
         except StoreUnavailable:  # it may have been applied: what it took, pending again
             release = partial(self._store.deliveries.release_lease, token, now)

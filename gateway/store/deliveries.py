@@ -231,6 +231,25 @@ class DeliveryStore:
             )
         return result.modified_count
 
+    async def repoint(self, tenant: str, action_id: str, partner_id: str, now: datetime) -> int:
+        """An action moved to another partner: its deliveries not succeeded yet (open, or
+        failed, dead or parked, which a replay or a recovery reopens) note that partner, as
+        they are sent to it (`resolve_target`): a disabled partner's claims pass them over and
+        its recovery replays those its outage killed (both go by the delivery's
+        `partner_id`). Notifications keep theirs (their channel's). An admin's change, rare:
+        it reads the tenant's deliveries (no index has the action)."""
+        query = {
+            "action_id": action_id,
+            "partner_id": {"$ne": partner_id},
+            "status": {"$in": [PENDING, IN_FLIGHT, *REPLAYABLE]},
+            "kind": {"$ne": _NOTICE},
+        }
+        with translate_errors():
+            result = await self._c.update_many(
+                scoped(tenant, query), {"$set": {"partner_id": partner_id, "updated_at": now}}
+            )
+        return result.modified_count
+
     # -- the workers' side: system work across tenants, never reached from a request ---------
 
     async def claim(
@@ -306,7 +325,13 @@ class DeliveryStore:
         return result.modified_count
 
     async def claim_for_partner(
-        self, partner_id: str, token: str, now: datetime, lease_until: datetime
+        self,
+        partner_id: str,
+        token: str,
+        now: datetime,
+        lease_until: datetime,
+        *,
+        failing_since: Any = None,
     ) -> Doc | None:
         """The probe of a disabled partner: its pending action call (a webhook or a flow
         call; notifications send themselves, not as probes) due first, due or not. An ordered
@@ -314,7 +339,9 @@ class DeliveryStore:
         whatever their times (SPEC §5: an ERP never sees mileage go backwards); a key whose
         first is in flight is passed over. So is a delivery whose last probe failed and whose
         next one is not due yet (`probe_failed`): a probe does not send the same failing
-        delivery each time while others wait; when nothing else is left, it is a HEAD."""
+        delivery each time while others wait; when nothing else is left, it is a HEAD. So is
+        a key with an earlier delivery dead during the outage (since `failing_since`, not
+        replayed since): the recovery replays it (`replay_outage`), and it goes first."""
         passed: set[str] = set()
         tried = 0
         with translate_errors():
@@ -331,7 +358,11 @@ class DeliveryStore:
                         sort=[("seq", ASCENDING)],
                     )
                     busy = head is not None and head["status"] == IN_FLIGHT
-                    if busy or (head is not None and _probe_failed(head, now)):
+                    if (
+                        busy
+                        or (head is not None and _probe_failed(head, now))
+                        or await self._dead_before(key, (head or first)["seq"], failing_since)
+                    ):
                         passed.add(key)
                         continue
                     first = head or first
@@ -350,42 +381,38 @@ class DeliveryStore:
                     return claimed
         return None
 
-    async def recovered(self, partner_id: str, failing_since: Any, now: datetime) -> int:
-        """A partner enabled again (its probe answered, or an admin): its backlog is due now,
-        not at the retry times it had when it was disabled (hours away), and the deliveries
-        to it that went `dead` since it began failing (their schedule spent on retryable
-        failures: a refusal is `failed`) are replayed, as an admin's replay would (same
-        webhook-id, a fresh schedule, their entity's order kept). Those waiting behind an
-        earlier delivery of their entity stay (the earlier one wakes them), and so does a
-        first attempt an action's schedule puts later on purpose. Read through `by_partner`;
-        once per recovery. How many were replayed."""
-        due: builtins.list[Any] = []
+    async def _dead_before(self, order_key: str, seq: Any, failing_since: Any) -> bool:
+        """Whether an earlier delivery of the order key went dead during the outage that began
+        at `failing_since` (and its recovery will replay it)."""
+        if not isinstance(failing_since, datetime):
+            return False
+        query = {"order_key": order_key, "seq": {"$lt": seq}, "status": _DEAD}
+        async for doc in self._c.find(query, {"final_at": 1, "kind": 1, "replayed_at": 1}):
+            if _outage_dead(doc, failing_since):
+                return True
+        return False
+
+    async def replay_outage(self, partner_id: str, failing_since: Any, now: datetime) -> int:
+        """The deliveries to a disabled partner that went `dead` since it began failing (their
+        schedule spent on retryable failures: a refusal is `failed`) replayed, as an admin's
+        replay would (same webhook-id, a fresh schedule, `replayed_at`). Run when it
+        recovers (its probe answered, an admin re-enables it), while it is still disabled:
+        a replayed delivery is open when a worker judges its entity's order (`earlier_open`)
+        once the partner is active, so nothing newer of its entity goes first (SPEC §5). A
+        delivery replayed since the outage began (by a recovery racing this one: an admin's
+        re-enable read while the partner was disabled, then its probe's; or by hand) and
+        dead again is left dead: once per outage. Read through `by_partner`. How many were
+        replayed."""
+        if not isinstance(failing_since, datetime):
+            return 0
         with translate_errors():
-            query = {"partner_id": partner_id, "status": PENDING, "next_attempt_at": {"$gt": now}}
-            async for doc in self._c.find(
-                query, {"attempt_count": 1, "waiting_for": 1, "probe_failed_at": 1, "kind": 1}
-            ):
-                if "waiting_for" not in doc and (
-                    doc.get("attempt_count", 0) > 0
-                    or "probe_failed_at" in doc
-                    or doc.get("kind") == _NOTICE
-                ):
-                    due.append(doc["_id"])
-            if due:
-                await self._c.update_many(
-                    {"_id": {"$in": due}, "status": PENDING, "waiting_for": {"$exists": False}},
-                    {"$set": {"next_attempt_at": now}, "$unset": {"probe_failed_at": ""}},
-                )
-            if not isinstance(failing_since, datetime):
-                return 0
             dead = [
                 doc["_id"]
                 async for doc in self._c.find(
-                    {"partner_id": partner_id, "status": _DEAD}, {"final_at": 1, "kind": 1}
+                    {"partner_id": partner_id, "status": _DEAD},
+                    {"final_at": 1, "kind": 1, "replayed_at": 1},
                 )
-                if doc.get("kind") != _NOTICE
-                and isinstance(doc.get("final_at"), datetime)
-                and doc["final_at"] >= failing_since
+                if _outage_dead(doc, failing_since)
             ]
             if not dead:
                 return 0
@@ -403,6 +430,30 @@ class DeliveryStore:
                 },
             )
         return result.modified_count
+
+    async def recovered(self, partner_id: str, now: datetime) -> None:
+        """A partner enabled again (its probe answered, or an admin): its backlog is due now,
+        not at the retry times it had when it was disabled (hours away). Those waiting behind
+        an earlier delivery of their entity stay (the earlier one wakes them), and so does a
+        first attempt an action's schedule puts later on purpose. Its outage's dead
+        deliveries were replayed before (`replay_outage`). Read through `by_partner`."""
+        due: builtins.list[Any] = []
+        with translate_errors():
+            query = {"partner_id": partner_id, "status": PENDING, "next_attempt_at": {"$gt": now}}
+            async for doc in self._c.find(
+                query, {"attempt_count": 1, "waiting_for": 1, "probe_failed_at": 1, "kind": 1}
+            ):
+                if "waiting_for" not in doc and (
+                    doc.get("attempt_count", 0) > 0
+                    or "probe_failed_at" in doc
+                    or doc.get("kind") == _NOTICE
+                ):
+                    due.append(doc["_id"])
+            if due:
+                await self._c.update_many(
+                    {"_id": {"$in": due}, "status": PENDING, "waiting_for": {"$exists": False}},
+                    {"$set": {"next_attempt_at": now}, "$unset": {"probe_failed_at": ""}},
+                )
 
     async def renew_leases(self, held: Mapping[str, str], lease_until: datetime) -> int:
         """Extend the leases a live worker still holds (`held`: delivery id → claim token), so
@@ -540,6 +591,18 @@ class DeliveryStore:
                     oldest = first["next_attempt_at"]
             in_flight = await self._c.count_documents({"status": IN_FLIGHT})
         return due_count, in_flight, oldest
+
+
+def _outage_dead(doc: Doc, failing_since: datetime) -> bool:
+    """A dead delivery (not a notification: it sends itself) that died since its partner
+    began failing and was not replayed since (by an earlier recovery of this outage)."""
+    final, replayed = doc.get("final_at"), doc.get("replayed_at")
+    return (
+        doc.get("kind") != _NOTICE
+        and isinstance(final, datetime)
+        and final >= failing_since
+        and not (isinstance(replayed, datetime) and replayed >= failing_since)
+    )
 
 
 def _probe_failed(doc: Doc, now: datetime) -> bool:

@@ -56,13 +56,16 @@ class PartnerStore(TenantResources):
 
     async def enable(self, tenant: str, partner_id: str) -> Doc | None:
         """A disabled partner active again: the partner as it was (its `failing_since`, when
-        its outage began), or None when it was not disabled (another process enabled it)."""
+        its outage began), or None when it was not disabled (another process enabled it).
+        Its `rev` moves on, as with an admin's update: an admin's change read while it was
+        disabled (a re-enable racing this one) is refused, not applied over it."""
         with translate_errors():
             return await self._c.find_one_and_update(
                 scoped(tenant, {"_id": ObjectId(partner_id), "status": "disabled"}),
                 {
                     "$set": {"status": "active"},
                     "$unset": {"disabled_at": "", "probe_at": "", "failing_since": ""},
+                    "$inc": {"rev": 1},
                 },
                 return_document=ReturnDocument.BEFORE,
             )
