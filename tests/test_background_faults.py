@@ -567,8 +567,9 @@ async def test_a_probe_claim_the_database_fails_is_handed_back_not_left_under_it
     services = services_of(app)
     worker, clock = await disabled_partner(app, partner)
     sent = len(partner.requests)
-    # The probe's turn taken (passes), the probe's claim of the delivery (applied, fails).
-    async with faults.failing(FAULT["WriteConcernFailed"], ["findAndModify"], mode=mode(1, 1)):
+    # The probe's turn taken (a findAndModify of the partner: passes), the probe's claim of
+    # the delivery (an update: applied, fails).
+    async with faults.failing(FAULT["WriteConcernFailed"], ["update"], mode=mode(0, 1)):
         await quietly(worker.housekeeping(measure=False))
     delivery = await services.store.db["deliveries"].find_one({})
     assert delivery is not None
@@ -591,7 +592,7 @@ async def test_a_failed_claims_release_never_frees_a_probe_in_flight(
     (partner_doc,) = (await get(app, "/api/v1/partners"))["items"]
     token = f"{worker.owner}:probe:1"
     lease_until = clock() + timedelta(seconds=60)
-    assert await deliveries.claim_for_partner(partner_doc["id"], token, lease_until)
+    assert await deliveries.claim_for_partner(partner_doc["id"], token, clock(), lease_until)
     assert await deliveries.release_claims(worker.owner, [], clock()) == 0
     delivery = await services.store.db["deliveries"].find_one({})
     assert delivery is not None
