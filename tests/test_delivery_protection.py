@@ -731,3 +731,49 @@ async def test_an_action_moved_to_another_partner_has_its_deliveries_replayed_by
         ("succeeded", new["id"]),
         ("succeeded", new["id"]),
     ]
+
+
+async def test_a_probe_passing_over_ordered_entities_looks_at_a_few_then_settles_for_a_head(
+    client: Client,
+) -> None:
+    """Every entity of a long outage has an earlier delivery dead in it: the probe passes each
+    over (the recovery replays them first), and each look costs the database a read or two,
+    a collection scan on SecantusDB. It looked at all of them (2,000 entities: 6 s inside the
+    housekeeping loop); it looks at a few, then settles for a HEAD."""
+    deliveries = client.app[services_key].store.deliveries
+    collection = deliveries._c
+    now = utcnow()
+    outage = now - timedelta(hours=80)
+    docs = []
+    for n in range(30):
+        key = f"act:vehicle:{n}"
+        for seq, status in ((1, "dead"), (2, "pending")):
+            delivery_id = f"{n:020x}{seq:04x}:s"
+            docs.append(
+                {
+                    "_id": delivery_id,
+                    "tenant": "acme",
+                    "partner_id": "down",
+                    "status": status,
+                    "shard": shard_of(delivery_id),
+                    "order_key": key,
+                    "seq": seq,
+                    "next_attempt_at": now - timedelta(seconds=n),
+                    "attempt_count": 8,
+                    "attempts": [],
+                    **({"final_at": now - timedelta(hours=1)} if status == "dead" else {}),
+                }
+            )
+    await deliveries.insert_many(docs)
+    await collection.database.command("profile", 2)
+    probe = await deliveries.claim_for_partner(
+        "down", "t", now, now + timedelta(seconds=60), failing_since=outage
+    )
+    await collection.database.command("profile", 0)
+    reads = [
+        entry
+        async for entry in collection.database["system.profile"].find({"ns": collection.full_name})
+        if "find" in entry.get("command", {})
+    ]
+    assert probe is None  # a HEAD
+    assert len(reads) <= 1 + 2 * 5, len(reads)

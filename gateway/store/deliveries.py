@@ -91,7 +91,7 @@ _LEASE_FIELDS = {"lease_owner": "", "lease_until": ""}
 _LIST_PROJECTION = {"attempts": 0, "event.data": 0}
 _ABSENT = object()
 _NOTICE = DeliveryKind.NOTIFICATION.value
-_PROBE_PICKS = 5  # deliveries a probe tries to claim before it settles for a HEAD
+_PROBE_PICKS = 5  # deliveries a probe looks at (claims or passes over) before it settles for a HEAD
 _DEAD = DeliveryStatus.DEAD.value
 
 
@@ -341,7 +341,10 @@ class DeliveryStore:
         next one is not due yet (`probe_failed`): a probe does not send the same failing
         delivery each time while others wait; when nothing else is left, it is a HEAD. So is
         a key with an earlier delivery dead during the outage (since `failing_since`, not
-        replayed since): the recovery replays it (`replay_outage`), and it goes first."""
+        replayed since): the recovery replays it (`replay_outage`), and it goes first. It
+        looks at `_PROBE_PICKS` deliveries at most, claimed or passed over (a key passed over
+        costs the database a read or two, a scan on SecantusDB), then settles for a HEAD: an
+        answer re-enables the partner, and the recovery replays the rest in order."""
         passed: set[str] = set()
         tried = 0
         with translate_errors():
@@ -364,6 +367,10 @@ class DeliveryStore:
                         or await self._dead_before(key, (head or first)["seq"], failing_since)
                     ):
                         passed.add(key)
+                        tried += 1  # (each look costs the database a read: a few, then a HEAD)
+                        if tried == _PROBE_PICKS:
+                            await cursor.close()
+                            return None
                         continue
                     first = head or first
                 # An update and a read by id, not a findAndModify: SecantusDB's scans the
