@@ -777,3 +777,33 @@ async def test_a_probe_passing_over_ordered_entities_looks_at_a_few_then_settles
     ]
     assert probe is None  # a HEAD
     assert len(reads) <= 1 + 2 * 5, len(reads)
+
+
+async def test_a_delivery_replayed_by_hand_during_the_outage_is_replayed_at_recovery(
+    client: Client,
+) -> None:
+    """An admin replayed a dead delivery while its partner was failing (before it was
+    disabled); it died again. The recovery's once-per-outage rule took that hand replay for
+    a recovery's and left it dead; only a recovery's own replay counts."""
+    deliveries = client.app[services_key].store.deliveries
+    now = utcnow()
+    outage = now - timedelta(hours=80)
+    base = {
+        "tenant": "acme",
+        "partner_id": "down",
+        "status": "dead",
+        "attempt_count": 8,
+        "attempts": [],
+        "next_attempt_at": now,
+        "final_at": now - timedelta(hours=1),
+    }
+    await deliveries.insert_many(
+        [
+            {**base, "_id": "hand:s", "shard": shard_of("hand:s"), "replayed_at": outage},
+            {**base, "_id": "plain:s", "shard": shard_of("plain:s")},
+        ]
+    )
+    assert await deliveries.replay_outage("down", outage - timedelta(hours=1), now) == 2
+    # The same outage's recovery run again (an admin's racing the probe's): nothing twice.
+    await deliveries._c.update_many({}, {"$set": {"status": "dead", "final_at": now}})
+    assert await deliveries.replay_outage("down", outage - timedelta(hours=1), now) == 0

@@ -21,7 +21,7 @@ import builtins
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -394,7 +394,7 @@ class DeliveryStore:
         if not isinstance(failing_since, datetime):
             return False
         query = {"order_key": order_key, "seq": {"$lt": seq}, "status": _DEAD}
-        async for doc in self._c.find(query, {"final_at": 1, "kind": 1, "replayed_at": 1}):
+        async for doc in self._c.find(query, {"final_at": 1, "kind": 1, "recovered_from": 1}):
             if _outage_dead(doc, failing_since):
                 return True
         return False
@@ -406,9 +406,10 @@ class DeliveryStore:
         recovers (its probe answered, an admin re-enables it), while it is still disabled:
         a replayed delivery is open when a worker judges its entity's order (`earlier_open`)
         once the partner is active, so nothing newer of its entity goes first (SPEC §5). A
-        delivery replayed since the outage began (by a recovery racing this one: an admin's
-        re-enable read while the partner was disabled, then its probe's; or by hand) and
-        dead again is left dead: once per outage. Read through `by_partner`. How many were
+        delivery a recovery of this outage replayed already (one racing this one: an admin's
+        re-enable read while the partner was disabled, then its probe's; `recovered_from`)
+        and dead again is left dead: once per outage (one an admin replayed by hand is
+        replayed as any other). Read through `by_partner`. How many were
         replayed."""
         if not isinstance(failing_since, datetime):
             return 0
@@ -417,7 +418,7 @@ class DeliveryStore:
                 doc["_id"]
                 async for doc in self._c.find(
                     {"partner_id": partner_id, "status": _DEAD},
-                    {"final_at": 1, "kind": 1, "replayed_at": 1},
+                    {"final_at": 1, "kind": 1, "recovered_from": 1},
                 )
                 if _outage_dead(doc, failing_since)
             ]
@@ -432,6 +433,7 @@ class DeliveryStore:
                         "attempt_count": 0,
                         "updated_at": now,
                         "replayed_at": now,
+                        "recovered_from": failing_since,
                     },
                     "$unset": {"final_at": "", "waiting_for": "", "probe_failed_at": ""},
                 },
@@ -602,14 +604,26 @@ class DeliveryStore:
 
 def _outage_dead(doc: Doc, failing_since: datetime) -> bool:
     """A dead delivery (not a notification: it sends itself) that died since its partner
-    began failing and was not replayed since (by an earlier recovery of this outage)."""
-    final, replayed = doc.get("final_at"), doc.get("replayed_at")
+    began failing and was not replayed by a recovery of this outage already (`recovered_from`
+    is its start; a replay by hand is no such recovery)."""
+    final, recovered = doc.get("final_at"), doc.get("recovered_from")
     return (
         doc.get("kind") != _NOTICE
         and isinstance(final, datetime)
         and final >= failing_since
-        and not (isinstance(replayed, datetime) and replayed >= failing_since)
+        and not (isinstance(recovered, datetime) and _same_ms(recovered, failing_since))
     )
+
+
+def _same_ms(a: datetime, b: datetime) -> bool:
+    """The same instant as the database holds it (to the millisecond; a time without its
+    zone is UTC's)."""
+
+    def ms(moment: datetime) -> int:
+        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        return int(aware.timestamp() * 1000)
+
+    return ms(a) == ms(b)
 
 
 def _probe_failed(doc: Doc, now: datetime) -> bool:
