@@ -20,6 +20,8 @@ Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = ROOT / "flows"
 SAMPLES = ROOT / "tests" / "data" / "partner_payloads"
+# The sample driver of the scenarios: the shipped flows e-mail her (ana.souza@example.com).
+ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 
 
 def sample(name: str) -> Any:

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.flow_support import (
+    ANA,
     drain,
     erp_actions,
     get,
@@ -23,7 +24,6 @@ from tests.partner_double import Partner, partner, post
 __all__ = ["partner"]  # the fixture
 
 Client = TestClient[Any, Any]
-ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 
 
 def _checklist(key: str, plate: str, km: float, completed: str) -> dict[str, Any]:

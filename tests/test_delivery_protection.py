@@ -272,21 +272,23 @@ async def test_a_delivery_its_partner_always_rejects_does_not_keep_the_partner_d
     )
 
 
-async def test_probe_of_a_disabled_partner_sends_the_first_of_an_ordered_entity_first(
-    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
-) -> None:
-    # The later delivery waits at the earlier one's old retry time + 1 s, while the earlier
-    # one's retry moved later: by time alone, the probe would send the later one first.
-    client = await aiohttp_client(make_app(partner_probe_seconds=60))
-    clock = FakeClock()
-    worker = _driven(client, clock)
+async def _two_mileages_until_disabled(
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    *,
+    plate: str = "ABC1D23",
+) -> tuple[dict[str, Any], str]:
+    """An ordered action (0 5 5 5 5 5 s) on a partner disabled after 3.6 s of failure; the
+    vehicle's odometer 100, then 200, sent to it, which fails (as the caller set it up) for
+    5 s: the partner, and its status then."""
     partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
     action = await create_action(
         client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5, 5, 5, 5]
     )
     await create_subscription(client, action["id"])
-    vehicle = await create_vehicle(client)
-    partner.respond_with(503, {})
+    vehicle = await create_vehicle(client, plate)
     for km in (100, 200):
         response = await client.patch(
             f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": km}
@@ -296,7 +298,19 @@ async def test_probe_of_a_disabled_partner_sends_the_first_of_an_ordered_entity_
     await worker.run_until_idle()
     clock.advance(5.1)
     await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
-    disabled = await _partner_status(client, partner_doc["id"])
+    return partner_doc, await _partner_status(client, partner_doc["id"])
+
+
+async def test_probe_of_a_disabled_partner_sends_the_first_of_an_ordered_entity_first(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    # The later delivery waits at the earlier one's old retry time + 1 s, while the earlier
+    # one's retry moved later: by time alone, the probe would send the later one first.
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner.respond_with(503, {})
+    partner_doc, disabled = await _two_mileages_until_disabled(client, partner, worker, clock)
     partner.respond_with(200, {})
     clock.advance(61)
     await worker.run_until_idle()  # the probe, then the backlog
@@ -519,23 +533,10 @@ async def test_a_probe_passes_over_an_ordered_entity_whose_first_delivery_just_f
     client = await aiohttp_client(make_app(partner_probe_seconds=60))
     clock = FakeClock()
     worker = _driven(client, clock)
-    partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
-    action = await create_action(
-        client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5, 5, 5, 5]
-    )
-    await create_subscription(client, action["id"])
     partner.reject_bodies_with(b"XYZ9Z99", 500)
-    vehicle = await create_vehicle(client, "XYZ9Z99")
-    for km in (100, 200):
-        response = await client.patch(
-            f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth(), json={"odometer_km": km}
-        )
-        assert response.status == 200
-    await client.app[services_key].relay.run_until_idle()
-    await worker.run_until_idle()
-    clock.advance(5.1)
-    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled
-    disabled = await _partner_status(client, partner_doc["id"])
+    partner_doc, disabled = await _two_mileages_until_disabled(
+        client, partner, worker, clock, plate="XYZ9Z99"
+    )
     clock.advance(61)
     await worker.run_until_idle()  # the probe: the entity's first delivery, 500
     clock.advance(61)

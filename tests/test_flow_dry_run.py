@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.fcm_double import PROJECT, Fcm, fcm
 from tests.flow_support import (
+    ANA,
     FINE_EVENT,
     add_template,
     email_channel,
@@ -25,7 +26,6 @@ from tests.support import auth
 __all__ = ["fcm", "partner"]  # the fixtures
 
 Client = TestClient[Any, Any]
-ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 # She drives ABC1D23 since before the samples' events (the shipped flows ask who drove then).
 SINCE = "2026-11-01T00:00:00Z"
 

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.flow_support import (
+    ANA,
     add_template,
     drain,
     email_channel,
@@ -36,7 +37,6 @@ from tests.ui_support import csrf_of, log_in, make_user
 __all__ = ["partner", "slow", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
-ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 FLOW = "/api/v1/flows/fine-email-driver"
 
 

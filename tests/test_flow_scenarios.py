@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
+    ANA,
     add_template,
     drain,
     email_channel,
@@ -37,7 +38,6 @@ from tests.support import auth
 __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
-ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 # She drives ABC1D23 since before the samples' events (the shipped flows ask who drove then).
 SINCE = "2026-11-01T00:00:00Z"
 

@@ -14,6 +14,7 @@ from gateway.services import Services
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
+    ANA,
     add_template,
     drain,
     email_channel,
@@ -35,7 +36,6 @@ from tests.ui_support import csrf_of, log_in, make_user
 __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
-ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 
 
 async def _scenario3(client: Client, hr: Partner, smtp_port: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.flow_support import (
+    ANA,
     add_template,
     drain,
     email_channel,
@@ -28,7 +29,6 @@ from tests.smtp_double import SmtpDouble, SmtpFactory, smtp_server
 __all__ = ["partner", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
-ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 BRUNO = {"name": "Bruno Lima", "cpf": "11144477735", "language": "pt-BR"}
 INFRACTION = "2026-11-18T16:45:00Z"  # the sample fine's, 13:45 in São Paulo
 

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from gateway.flows import recipients
 from gateway.web.state import services_key
 from tests.flow_support import (
+    ANA,
     drain,
     email_channel,
     get,
@@ -29,7 +30,6 @@ from tests.support import auth
 __all__ = ["smtp_server"]  # the fixture
 
 Client = TestClient[Any, Any]
-ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 ANA_PHONE, ANA_EMAIL = "+5511911112222", "ana@frota.com.br"
 WITH_LETTERS = ("(11) 98765-4321 r. 5", "+55 11 98765-4321 ramal 22", "+55 11 98765-4321 ext 7")
 

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from gateway.web.state import services_key
 from tests.fcm_double import Fcm, fcm
 from tests.flow_support import (
+    ANA,
     add_template,
     drain,
     email_channel,
@@ -29,7 +30,6 @@ from tests.support import auth
 __all__ = ["fcm", "partner", "smtp_server"]  # the fixtures
 
 Client = TestClient[Any, Any]
-ANA = {"name": "Ana Souza", "cpf": "52998224725", "language": "pt-BR"}
 SINCE = "2026-11-01T00:00:00Z"
 
 # Stands in for the fold: a vehicle's reading with the plan's limit it reached.

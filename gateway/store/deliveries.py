@@ -218,16 +218,7 @@ class DeliveryStore:
         with translate_errors():
             result = await self._c.update_many(
                 scoped(tenant, query),
-                {
-                    "$set": {
-                        "status": PENDING,
-                        "next_attempt_at": now,
-                        "attempt_count": 0,
-                        "updated_at": now,
-                        "replayed_at": now,
-                    },
-                    "$unset": {"final_at": "", "waiting_for": ""},
-                },
+                _reopened(now),
             )
         return result.modified_count
 
@@ -426,17 +417,7 @@ class DeliveryStore:
                 return 0
             result = await self._c.update_many(
                 {"_id": {"$in": dead}, "status": _DEAD},
-                {
-                    "$set": {
-                        "status": PENDING,
-                        "next_attempt_at": now,
-                        "attempt_count": 0,
-                        "updated_at": now,
-                        "replayed_at": now,
-                        "recovered_from": failing_since,
-                    },
-                    "$unset": {"final_at": "", "waiting_for": "", "probe_failed_at": ""},
-                },
+                _reopened(now, recovered_from=failing_since),
             )
         return result.modified_count
 
@@ -600,6 +581,22 @@ class DeliveryStore:
                     oldest = first["next_attempt_at"]
             in_flight = await self._c.count_documents({"status": IN_FLIGHT})
         return due_count, in_flight, oldest
+
+
+def _reopened(now: datetime, **marks: Any) -> Doc:
+    """The update that replays a delivery (an admin's replay, a recovery's): pending now,
+    with a fresh schedule (its attempt history kept), `replayed_at` and `marks` set."""
+    return {
+        "$set": {
+            "status": PENDING,
+            "next_attempt_at": now,
+            "attempt_count": 0,
+            "updated_at": now,
+            "replayed_at": now,
+            **marks,
+        },
+        "$unset": {"final_at": "", "waiting_for": "", "probe_failed_at": ""},
+    }
 
 
 def _outage_dead(doc: Doc, failing_since: datetime) -> bool:

@@ -45,7 +45,7 @@ INDEXES = [
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("_id", DESCENDING)], name="by_trigger"
     ),
     IndexModel([("tenant", ASCENDING), ("_id", DESCENDING)], name="by_tenant"),
-    # A payload's pending copies (`_supersede`).
+    # A payload's pending copies (`_count_copies`, `_drop_older_copies`).
     IndexModel(
         [("tenant", ASCENDING), ("trigger_id", ASCENDING), ("payload_sha256", ASCENDING)],
         name="copies",
