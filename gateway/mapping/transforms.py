@@ -81,10 +81,10 @@ def _cpf(value: Any) -> str | None:
         value = int(value)
     if type(value) is int:
         return f"{value:011d}" if 0 < value < 10**11 else None
-    if type(value) is not str or not value.strip().isascii():
+    if type(value) is not str:
         return None
     text = value.strip()
-    if not _CPF_TEXT.fullmatch(text):
+    if not text.isascii() or not _CPF_TEXT.fullmatch(text):
         return None
     digits = _digits(text)
     if len(digits) == 11:

@@ -274,8 +274,6 @@ _INVISIBLE = dict.fromkeys(
 _NATIONAL = re.compile(r"\(\s*0?[0-9]{2}\s*\)|(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9])")
 # The local number with its hyphen ends the number: digits after it are another one.
 _DIGITS_AFTER_LOCAL = re.compile(r"(?<![0-9])[0-9]{4,5}-[0-9]{4}(?![0-9]).*[0-9]")
-
-
 # +55, an area code (no digit 0), and a number of 8 digits, or of 9 beginning with 9 (mobile).
 _BRAZILIAN = re.compile(r"55[1-9]{2}(?:9[0-9]{8}|[0-9]{8})")
 
@@ -304,9 +302,10 @@ def e164(phone: str) -> str:
     98765-4321", "011 98765-4321", "0xx11 98765-4321", "0 21 11 98765-4321" with a carrier
     code); 12 digits or more without "+" are E.164 without its "+" (their own country code),
     unless written the national way ("(11) …", "…98765-4321") and not starting with 55: then
-    the digits beyond the number are an extension or a second number, refused; so is a
-    number without its area code, a Brazilian one (+55) of other than 12 or 13 digits, and
-    text with anything but digits, spaces, - . ( ) and a leading "+" ("ramal 22", "r. 5")."""
+    the digits beyond the number are an extension or a second number, refused, as are
+    digits after a hyphenated local number ("3456-7890 12"); so is a number without its area
+    code, a Brazilian one (+55) outside the numbering plan, and text with anything but
+    digits, spaces, - . ( ) and a leading "+" ("ramal 22", "r. 5")."""
     text = _written(phone)
     # "+44 (0)20 …": the trunk 0 written after the country code is not dialled from abroad.
     digits = _NON_DIGITS.sub("", text.replace("(0)", ""))
