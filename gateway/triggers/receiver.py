@@ -59,7 +59,7 @@ from gateway.triggers.model import HookAnswer, HookCall
 from gateway.triggers.outcomes import outcome_of
 from gateway.triggers.payloads import parse_form, parse_json, parse_xml, reads_as_json
 from gateway.triggers.reading import Reader
-from gateway.triggers.spec import SIGNED_MODES
+from gateway.triggers.spec import POSITION_READ_PARAMS, SIGNED_MODES
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,8 @@ class HookReceiver:
         """A position trigger's GET: a vehicle's recent track, by id or plate in the path, or
         by `?plate=` / `?tracker_id=`: one of them, once."""
         getall = getattr(call.query, "getall", None)
-        named = [k for k in ("plate", "tracker_id") if getall and len(getall(k, ())) > 1]
-        ways = [call.ref is not None, "plate" in call.query, "tracker_id" in call.query]
+        named = [k for k in POSITION_READ_PARAMS if getall and len(getall(k, ())) > 1]
+        ways = [call.ref is not None, *(k in call.query for k in POSITION_READ_PARAMS)]
         if named or sum(ways) > 1:
             # Which vehicle the caller meant would be a guess (an entity trigger's filters
             # given twice are refused alike).

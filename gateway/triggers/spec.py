@@ -256,7 +256,8 @@ def _signed_get_problems(spec: Mapping[str, Any]) -> list[FieldProblem]:
     return [FieldProblem("/methods", message, "signed")]
 
 
-POSITION_READ_PARAMS: Final = frozenset({"plate", "tracker_id"})
+POSITION_READ_PARAMS: Final = ("plate", "tracker_id")
+"""How a position trigger's GET names its vehicle (`receiver._recent_track`)."""
 
 
 def read_params(spec: Mapping[str, Any]) -> frozenset[str]:
@@ -272,7 +273,7 @@ def read_params(spec: Mapping[str, Any]) -> frozenset[str]:
     ):
         return frozenset()
     if spec.get("target", "entities") == "positions":
-        return POSITION_READ_PARAMS
+        return frozenset(POSITION_READ_PARAMS)
     if not isinstance(etype, str) or etype not in FILTERABLE:  # (the schema refuses `{}`)
         return frozenset()
     return frozenset({*PAGE_PARAMS, *FILTERABLE[etype], reference_field(etype)})
