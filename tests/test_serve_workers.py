@@ -42,6 +42,16 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _settled(gateway: Gateway) -> float:
+    """The count once the last answers' counts have landed (two reads 0.2 s apart agree)."""
+    previous = _served(gateway)
+    while True:
+        time.sleep(0.2)
+        if (now := _served(gateway)) == previous:
+            return now
+        previous = now
+
+
 def _served(gateway: Gateway) -> float:
     status, text = gateway.get("/metrics")
     assert status == 200
@@ -57,7 +67,10 @@ def test_two_processes_share_one_port_and_one_metrics_view(tmp_path: Path) -> No
         assert len(servers) == 2
         for _ in range(30):
             assert gateway.get("/healthz")[0] == 200
-        assert _served(gateway) == 30  # every process's count, added up
+        # Every process's count, added up. A request is counted just after its answer is
+        # written (web/middlewares.py), so a scrape may arrive a moment before the last count.
+        wait_until(lambda: _served(gateway) >= 30, 5, "the 30 requests to be counted")
+        assert _served(gateway) == 30
         os.kill(servers[0], signal.SIGKILL)
         wait_until(lambda: not alive(servers[0]), 10, "the killed process to be gone")
         # The other one serves meanwhile (a connection caught in the dying socket's queue
@@ -65,10 +78,12 @@ def test_two_processes_share_one_port_and_one_metrics_view(tmp_path: Path) -> No
         wait_until(lambda: gateway.get("/healthz")[0] == 200, 5, "the other process to answer")
         wait_until(lambda: len(_servers(gateway)) == 2, 30, "the dead process to be replaced")
         assert servers[0] not in _servers(gateway)
-        served = _served(gateway)
+        served = _settled(gateway)
         for _ in range(30):
             assert gateway.get("/healthz")[0] == 200
-        assert _served(gateway) == served + 30  # the dead process's count still counts
+        # The dead process's count still counts.
+        wait_until(lambda: _served(gateway) >= served + 30, 5, "the 30 requests to be counted")
+        assert _served(gateway) == served + 30
         assert served >= 31
         everyone = [*_children(gateway.proc.pid)] if gateway.proc else []
     finally:
