@@ -7,10 +7,11 @@ import contextlib
 import hashlib
 import re
 import sys
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import pymongo.asynchronous.pool
 import pymongo.lock
 from bson import ObjectId
 from bson.errors import InvalidDocument, InvalidId
@@ -54,6 +55,46 @@ if sys.version_info < (3, 12):
     # In the caller's task, the condition's own wait takes the lock again whatever the
     # cancellations, before the caller's `async with` releases it.
     pymongo.lock.wait_for = _wait_in_this_task  # type: ignore[attr-defined,assignment]
+
+
+_OpenConnection = Callable[..., Awaitable[Any]]
+_opening: set[asyncio.Future[Any]] = set()
+"""Connection attempts whose caller was cancelled, held until they end (see below)."""
+
+
+def _close_if_opened(attempt: asyncio.Future[Any]) -> None:
+    _opening.discard(attempt)
+    if not attempt.cancelled() and attempt.exception() is None:
+        attempt.result().conn[0].abort()  # AsyncNetworkingInterface.conn: (transport, protocol)
+
+
+def _closed_when_cancelled(open_connection: _OpenConnection) -> _OpenConnection:
+    """PyMongo opens a pool's connection in the task of the operation that needs it, and
+    closes the new socket on a timeout or an OSError only: a task cancelled while it connects
+    (a request's deadline, a job stopped at shutdown) dropped the socket, open, until the
+    garbage collector closed it (a ResourceWarning, then). Here the attempt runs on, shielded,
+    and what it opens for a caller that is gone is closed (tests/test_driver_connect_cancel.py)."""
+
+    async def opened(*args: Any, **kwargs: Any) -> Any:
+        attempt = asyncio.ensure_future(open_connection(*args, **kwargs))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            _opening.add(attempt)
+            attempt.add_done_callback(_close_if_opened)
+            raise
+
+    opened.__wrapped__ = open_connection  # type: ignore[attr-defined]
+    return opened
+
+
+# What `AsyncPool.connect` calls to open a connection; present since the asyncio protocol
+# networking (PyMongo 4.13). A release without it is told by the test above, not at run time:
+# the driver then works as it does, leaking only what a cancellation cuts short.
+if hasattr(pymongo.asynchronous.pool, "_configured_protocol_interface"):
+    pymongo.asynchronous.pool._configured_protocol_interface = _closed_when_cancelled(
+        pymongo.asynchronous.pool._configured_protocol_interface
+    )
 
 
 def open_client(
