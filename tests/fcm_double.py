@@ -43,6 +43,8 @@ class Fcm:
     # tokens answered 400 INVALID_ARGUMENT, with a field violation at this field
     # ("message.token": not a token at all; another field: the message's fault)
     invalid: dict[str, str] = field(default_factory=dict)
+    # the 400 for those quotes the request's Authorization header (a proxy's debug message)
+    echo_authorization: bool = False
     queued: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     # answers of /token queued by a test (a busy token endpoint: 503 or 429 with Retry-After)
     token_queued: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
@@ -128,10 +130,13 @@ class Fcm:
         if message["token"] in self.invalid:
             violation = {"field": self.invalid[message["token"]], "description": "Invalid value"}
             bad_request = {"@type": _BAD_REQUEST, "fieldViolations": [violation]}
+            said = "The registration token is not a valid FCM registration token"
+            if self.echo_authorization:
+                said += f" (request authorized with {auth})"
             return _error(
                 400,
                 "INVALID_ARGUMENT",
-                "The registration token is not a valid FCM registration token",
+                said,
                 status="INVALID_ARGUMENT",
                 extra=[bad_request],
             )

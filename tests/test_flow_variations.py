@@ -223,6 +223,21 @@ async def test_an_ordered_erp_never_hears_the_mileage_go_back_after_an_outage(
     assert len(deliveries) == 2
 
 
+async def test_what_fcm_quotes_of_its_refusal_is_redacted_of_the_access_token(
+    client: Client, fcm: Fcm
+) -> None:
+    """The reason of a refused push, recorded on the delivery, quoted FCM's answer as it was:
+    an error message echoing the request's bearer token kept it for every admin to read."""
+    fcm.invalid["apns-token-by-mistake"] = "message.token"
+    fcm.echo_authorization = True
+    await _scenario1(client, fcm, ["apns-token-by-mistake", "ana-phone"])
+
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert failed["last_error"].startswith("FCM answered 400 INVALID_ARGUMENT")
+    assert "request authorized with" in failed["last_error"]
+    assert fcm.tokens_issued and not any(t in str(failed) for t in fcm.tokens_issued)
+
+
 @pytest.mark.parametrize(
     ("status", "answer", "reason"),
     [
@@ -510,3 +525,31 @@ async def test_a_retried_sms_send_carries_the_same_idempotency_key(
     assert all(len(k) == 1 for k in by_phone.values()) and len(by_phone) == 2
     delivered = (await get(client, "/api/v1/deliveries?status=succeeded"))["items"]
     assert {d["id"] for d in delivered} == {k for k in keys}
+
+
+async def test_what_an_sms_provider_quotes_of_its_refusal_is_redacted_of_its_key(
+    client: Client, partner: Partner
+) -> None:
+    """A provider refusing the key it was given quotes it back (`invalid token <key>`): the
+    message's reason kept it, for every admin to read."""
+    key = "zenvia-key-7f3a9c2e51"
+    await sms_channel(client, partner.url, token=key)
+    await add_template(client, "maintenance-due-sms")
+    notify = {
+        "channel": "sms",
+        "template": "maintenance-due-sms",
+        "recipients": [{"address": "+5511987654321"}],
+    }
+    steps = [{"id": "sms", "notify": notify}]
+    await post(
+        client, "/api/v1/flows", {"name": "s", "on": {"events": ["entity.created"]}, "steps": steps}
+    )
+    partner.respond_with(400, {"code": "BAD_REQUEST", "message": f"invalid token {key}"})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+
+    (failed,) = (await get(client, "/api/v1/deliveries?status=failed"))["items"]
+    assert failed["last_error"].startswith("provider answered 400")
+    assert "invalid token" in failed["last_error"]
+    assert key not in str(failed)
+    assert partner.requests[-1].headers["X-API-TOKEN"] == key

@@ -59,6 +59,8 @@ class Echo:
             return _mime(request, request.path[6:])
         if request.path == "/long":
             return _cut_in_a_character(request)
+        if request.path == "/whole":  # a short answer, whole, ending as the key begins
+            return web.Response(status=500, text="key expected: s3cr", content_type="text/plain")
         echoed = {
             "url": str(request.url),
             "headers": {str(k): v for k, v in request.headers.items()},
@@ -403,6 +405,24 @@ def test_a_credential_cut_at_the_end_of_an_excerpt_leaves_nothing_behind() -> No
     assert accented.redact("?key=chave-secreta-%C3") == "?key=" + MASK
     assert accented.redact("?key=chave-secreta-%C3%A") == "?key=" + MASK
     assert accented.redact('{"seen": "chave-secreta-\ufffd') == '{"seen": "' + MASK
+
+
+def test_an_answer_known_whole_keeps_an_ending_that_only_begins_like_a_credential() -> None:
+    redactor = Redactor(["s3cr3t-value-0123456789"])
+    assert redactor.redact('{"seen": "s3cr3t-val', cut=False) == '{"seen": "s3cr3t-val'
+    assert redactor.redact("a s3cr3t-value-0123456789", cut=False) == f"a {MASK}"
+
+
+async def test_a_whole_answer_ending_as_a_credential_begins_is_stored_as_written(
+    client: Client, echo: Echo
+) -> None:
+    """Only an excerpt cut short may end inside a credential: a whole answer's last
+    characters, which read like the start of one, were masked (the operator read
+    `key expected: [redacted]`)."""
+    bearer = {"type": "bearer", "token": "s3cr3t-token-0123456789"}
+    stored, problem = await _delivered_and_proxied(client, echo, bearer, "/whole")
+    assert problem["partner_body"] == "key expected: s3cr", problem
+    assert "key expected: s3cr" in stored, stored
 
 
 def test_character_references_zero_padded_are_read() -> None:

@@ -164,7 +164,9 @@ def _raise_for(
             f"partner {name} answered {outcome.status}{said}",
             partner_id=partner.id,
             partner_status=outcome.status,
-            partner_body=partner.redactor().redact(outcome.body_excerpt)[:_EXCERPT],
+            partner_body=partner.redactor().redact(outcome.body_excerpt, cut=outcome.body_cut)[
+                :_EXCERPT
+            ],
         )
     if outcome.error is not None:  # a 2xx whose body is too large or not the JSON it claims
         raise PartnerError(

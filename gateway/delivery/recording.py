@@ -242,7 +242,7 @@ def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: R
         "error": outcome.error,
         "message": redactor.redact(outcome.message or "") or None,
         # Redacted whole, then cut: the cut must not leave half a credential behind.
-        "response": redactor.redact(outcome.body_excerpt)[:_EXCERPT],
+        "response": redactor.redact(outcome.body_excerpt, cut=outcome.body_cut)[:_EXCERPT],
     }
     if probe:
         attempt["probe"] = True
@@ -262,7 +262,11 @@ def _error_text(outcome: Outcome, action: Action, partner: Partner, verdict: Ver
             return f"{text}: {partner.redactor().redact(outcome.message)}"
         # A refusal (a 400 naming the field it wants) is the reason an operator reads in the
         # list of failures, not only in the attempt; a retried 5xx page is noise there.
-        said = " ".join(outcome.body_excerpt.split()) if verdict is not Verdict.RETRY else ""
-        said = partner.redactor().redact(said)[:_REASON]
+        # Redacted before its spaces are folded: a credential holding two spaces in a row
+        # would not be found in the folded text.
+        said = ""
+        if verdict is not Verdict.RETRY:
+            said = partner.redactor().redact(outcome.body_excerpt, cut=outcome.body_cut)
+            said = " ".join(said.split())[:_REASON]
         return text + (f": {said}" if said else "")
     return f"{outcome.error}: {outcome.message}"

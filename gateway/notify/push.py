@@ -20,6 +20,7 @@ from gateway.actions.catalog import Partner
 from gateway.metrics import Metrics
 from gateway.notify.messages import PushMessage, PushSettings, SendOutcome
 from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -64,12 +65,14 @@ class FcmSender:
             auth=partner.auth,
         )
         summary = {"method": "POST", "url": url, "title": message.title}
-        result = _push_outcome(outcome, summary)
+        result = _push_outcome(outcome, summary, partner.redactor())
         self._metrics.observe_partner_call(partner.id, "notify", outcome, result.verdict)
         return result
 
 
-def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
+def _push_outcome(outcome: Outcome, summary: dict[str, Any], redactor: Redactor) -> SendOutcome:
+    """What one FCM call did; what it quotes of the answer redacted of the partner's
+    credentials, whole, then cut."""
     if (hold := outcome.hold) is not None:
         return SendOutcome.held(hold, summary)
     body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
@@ -83,7 +86,10 @@ def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
     elif outcome.status is None:
         detail, provider = outcome.message or "not sent", None
     else:
-        reason = (error or {}).get("message") or outcome.body_excerpt[:200]
+        if isinstance(message := (error or {}).get("message"), str) and message:
+            reason = redactor.redact(message, cut=False)
+        else:
+            reason = redactor.redact(outcome.body_excerpt, cut=outcome.body_cut)[:200]
         detail, provider = f"FCM answered {outcome.status} {'/'.join(codes)}: {reason}", None
     unregistered = "UNREGISTERED" in codes or _token_refused(error, codes)
     verdict = Verdict.FAIL if unregistered else outcome.verdict

@@ -29,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.notify.messages import SendOutcome, SmsMessage
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import PartnerGuards
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -128,12 +129,16 @@ class SmsSender:
             auth=partner.auth,
         )
         summary = {"method": request.method, "url": request.url.split("?")[0], "to": message.to}
-        result = _sms_outcome(action, outcome, summary)
+        result = _sms_outcome(action, outcome, summary, partner.redactor())
         self._metrics.observe_partner_call(partner.id, "notify", outcome, result.verdict)
         return result
 
 
-def _sms_outcome(action: Action, outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
+def _sms_outcome(
+    action: Action, outcome: Outcome, summary: dict[str, Any], redactor: Redactor
+) -> SendOutcome:
+    """What one provider call did; what it quotes of the answer redacted of the provider's
+    credentials (a 401 may echo the key it refused), whole, then cut."""
     if (hold := outcome.hold) is not None:
         return SendOutcome.held(hold, summary)
     verdict = action.verdict(outcome)
@@ -142,13 +147,15 @@ def _sms_outcome(action: Action, outcome: Outcome, summary: dict[str, Any]) -> S
     refused = provider_error(body) if verdict is Verdict.SUCCESS else None
     if refused is not None:  # a 2xx whose answer says the message was not taken
         verdict = Verdict.FAIL
-        detail = f"provider answered {outcome.status} reporting an error: {refused[:300]}"
+        said = redactor.redact(refused, cut=False)[:300]
+        detail = f"provider answered {outcome.status} reporting an error: {said}"
     elif verdict is Verdict.SUCCESS:
         detail = "sent"
     elif outcome.status is None:
         detail = outcome.message or "not sent"
     else:
-        detail = f"provider answered {outcome.status}: {outcome.body_excerpt[:300]}"
+        said = redactor.redact(outcome.body_excerpt, cut=outcome.body_cut)[:300]
+        detail = f"provider answered {outcome.status}: {said}"
     return SendOutcome(
         Verdict.FAIL if verdict is Verdict.GONE else verdict,
         detail,

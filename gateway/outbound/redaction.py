@@ -254,7 +254,9 @@ class Redactor:
         # it is looked for in the text and each earlier reading too.
         self._escapable = tuple({form for _, escapable in looked_for for form in escapable})
 
-    def redact(self, text: str) -> str:
+    def redact(self, text: str, *, cut: bool = True) -> str:
+        """`text` with every credential's forms masked; and, unless it is known whole
+        (`cut=False`: an answer read to its end), a start of one it ends with."""
         if not text or not self._forms:
             return text
         reading = Reading(text)
@@ -270,7 +272,7 @@ class Redactor:
                 for form in self._escapable
                 for found in _occurrences(earlier, form)
             ]
-        if (tail := self._cut_tail(plain)) is not None:
+        if cut and (tail := self._cut_tail(plain)) is not None:
             spans.append((reading.place(tail), len(text)))
         if not spans:
             return text

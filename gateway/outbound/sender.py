@@ -111,6 +111,7 @@ class Outcome:
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # KEPT_HEADERS only
     body_excerpt: str = ""  # the first bytes of the body, decoded leniently
+    body_cut: bool = False  # the body goes on past the excerpt (or was not read to its end)
     json_body: Any = None  # the parsed body: JSON, or an XML answer's tree (gateway/formats)
     is_json: bool = False  # json_body holds a parsed JSON body (which may be JSON null)
     is_xml: bool = False  # json_body holds the tree of an answer with an XML content type
@@ -354,15 +355,12 @@ class Sender:
         other = None
         if error is None and not (is_json or is_xml) and body and 200 <= response.status < 300:
             other = OtherBody(body, content_type, charset)
+        cut = error == "too_large" or len(body) > self._excerpt_bytes
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
-            body_excerpt=_excerpt(
-                body[: self._excerpt_bytes],
-                charset,
-                xml=xml,
-                cut=error == "too_large" or len(body) > self._excerpt_bytes,
-            ),
+            body_excerpt=_excerpt(body[: self._excerpt_bytes], charset, xml=xml, cut=cut),
+            body_cut=cut,
             json_body=parsed,
             is_json=is_json,
             is_xml=is_xml,
