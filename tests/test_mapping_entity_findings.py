@@ -9,6 +9,12 @@ from typing import Any
 
 import pytest
 
+from gateway.mapping.limits import (
+    MAX_PAYLOAD_STEPS,
+    MAX_STEPS,
+    PARSE_FORMAT_STEPS,
+    TRANSFORM_STEPS,
+)
 from tests.support import auth
 from tests.triggers_support import Client, create_trigger, hook, upload_mapping
 
@@ -248,3 +254,65 @@ async def test_a_mapping_with_only_a_staged_version_is_listed_by_that_version(
     listed = await _listed(client)
     assert listed["active_version"] is None
     assert (listed["direction"], listed["entity_type"]) == ("inbound", "driver")
+
+
+# -- one payload's mapping work is bounded ----------------------------------------------------
+
+FORMATS = (
+    "['%d/%m/%Y %H:%M', '%d/%m/%Y %H:%M:%S', '%Y%m%d', iso8601, unix, '%d.%m.%Y', '%m/%d/%Y', '%Y']"
+)
+
+
+def _heavy(name: str, fields: int) -> str:
+    """A mapping of `fields` times, each read with 8 parse formats (the tester's was 495)."""
+    lines = [
+        f"name: {name}",
+        "direction: inbound",
+        "entity_type: vehicle",
+        "key: [plate]",
+        "fields:",
+        "  plate: plate",
+    ]
+    spec = f"{{from: d, transforms: [{{datetime: {{parse: {FORMATS}}}}}]}}"
+    lines += [f"  attributes.f{i}: {spec}" for i in range(fields)]
+    return "\n".join(lines) + "\n"
+
+
+async def test_a_mapping_whose_transforms_outweigh_one_items_work_limit_is_refused_at_upload(
+    client: Client,
+) -> None:
+    problem = await _upload(client, _heavy("huge", 495), status=422)
+    (error,) = problem["errors"]
+    assert error["keyword"] == "limit" and error["pointer"] == ""
+    per_item = 495 * (TRANSFORM_STEPS + 8 * PARSE_FORMAT_STEPS)
+    assert f"{per_item:,} steps" in error["message"]
+    assert f"limit of {MAX_STEPS:,}" in error["message"]
+    await _json(client, "GET", "/api/v1/mappings/huge", 404)
+
+
+async def test_a_batch_whose_mapping_work_passes_the_payload_limit_refuses_the_items_past_it(
+    client: Client,
+) -> None:
+    fields = 400
+    per_item = fields * (TRANSFORM_STEPS + 8 * PARSE_FORMAT_STEPS)
+    assert per_item <= MAX_STEPS
+    mapped = MAX_PAYLOAD_STEPS // per_item  # the items the payload's work covers
+    await _upload(client, _heavy("heavy", fields))
+    trigger = await create_trigger(client, mapping="heavy")
+    batch = [{"plate": f"BAT1A{i:02d}", "d": "05/12/2026 10:25"} for i in range(mapped + 5)]
+    status, answer = await hook(client, trigger, batch)
+    assert status == 207, answer
+    statuses = [r["status"] for r in answer["results"]]
+    assert statuses == [201] * mapped + [422] * 5
+    for refused in answer["results"][mapped:]:
+        (error,) = refused["problem"]["errors"]
+        assert error["keyword"] == "limit"
+        assert error["message"].endswith(
+            f"the work to map the items of this payload exceeds the limit of {MAX_PAYLOAD_STEPS:,}"
+        )
+    rejected = await _json(client, "GET", f"/api/v1/rejected?trigger_id={trigger['id']}")
+    assert len(rejected["items"]) == 5  # kept, to replay
+    # The dry run of the same sample says the same, item by item.
+    results = (await _dry(client, "heavy", batch))["results"]
+    assert ["errors" in r for r in results] == [False] * mapped + [True] * 5
+    assert results[-1]["errors"][0]["keyword"] == "limit"

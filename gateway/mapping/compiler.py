@@ -12,6 +12,7 @@ from gateway.formats.headers import is_reserved_header, reserved_message
 
 from .conditions import Condition
 from .expressions import Getter, Run
+from .limits import MAX_STEPS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
 from .model import IF_ABSENT, Direction, Emit, FieldCatalog
 from .params import MISSING, Param, ParamScope, compile_params
 from .paths import pointer
@@ -163,6 +164,13 @@ def compile_plan(
         _inbound(data, plan, specs, catalog)
     elif direction == "outbound":
         _outbound(data, plan, specs, catalog)
+    if specs.steps > MAX_STEPS:  # every item would be refused: say so now, and why
+        message = (
+            f"the transforms of one item would cost {specs.steps:,} steps of work, more than "
+            f"the limit of {MAX_STEPS:,} (a transform costs {TRANSFORM_STEPS}, a datetime "
+            f"{PARSE_FORMAT_STEPS} more for each parse format)"
+        )
+        problems.add("", message, "limit")
     plan.secrets = frozenset(specs.secrets)
     plan.reads_received = specs.reads_received
     return None if problems else plan

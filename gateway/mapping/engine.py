@@ -283,7 +283,7 @@ class CompiledMapping:
         if plan.direction != "inbound":
             self._need("inbound")
         run = Run(secrets, texts, received)
-        room = run.output
+        room, work = run.output, run.steps
         document: dict[str, Any] = {}
         key: dict[str, Any] = {}
         events: tuple[Emit, ...] = ()
@@ -314,8 +314,9 @@ class CompiledMapping:
         except EvalError as error:  # a spent budget, or a failing emit condition
             if not error.recorded:
                 record(run, error, "emit")
-        if texts is not None:
-            texts.output -= room - run.output  # the next items have that much less
+        if texts is not None:  # the next items have that much less
+            texts.output -= room - run.output
+            texts.steps -= work - run.steps
         if run.problems:
             raise payload_error(self.name, run.problems, run.dropped)
         forward = forward or ()

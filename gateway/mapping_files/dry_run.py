@@ -18,6 +18,7 @@ from gateway.entities import (
     same_entity_refusal,
 )
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.eventloop import Turns
 from gateway.fleet.fix import parse_fix
 from gateway.kinds import KindService
 from gateway.mapping import (
@@ -102,15 +103,15 @@ class MappingDryRun:
             single = len(items) == 1 and items[0] is payload
             # Each result names its item's place in the partner's list, as a trigger's batch
             # answer does (`items: {..., when}` leaves some out: the others keep their index).
-            result["results"] = [
-                {
-                    "index": index if numbers is None else numbers[index],
-                    **await self._item(
-                        tenant, mapping, item, secrets, lookup, raise_errors=single, texts=texts
-                    ),
-                }
-                for index, item in enumerate(items)
-            ]
+            results: list[dict[str, Any]] = []
+            turns = Turns()  # the process answers others between items
+            for index, item in enumerate(items):
+                await turns.share()
+                shown = await self._item(
+                    tenant, mapping, item, secrets, lookup, raise_errors=single, texts=texts
+                )
+                results.append({"index": index if numbers is None else numbers[index], **shown})
+            result["results"] = results
             return result
         if context is None and response is None:
             raise _missing("/context", "an outbound mapping needs a `context` or a `response`")
