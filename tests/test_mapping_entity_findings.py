@@ -5,6 +5,8 @@ one payload's mapping, and the JSON names of types in problems."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from gateway.mapping.limits import (
     PARSE_FORMAT_STEPS,
     TRANSFORM_STEPS,
 )
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import Client, create_trigger, hook, upload_mapping
 
@@ -316,3 +319,157 @@ async def test_a_batch_whose_mapping_work_passes_the_payload_limit_refuses_the_i
     results = (await _dry(client, "heavy", batch))["results"]
     assert ["errors" in r for r in results] == [False] * mapped + [True] * 5
     assert results[-1]["errors"][0]["keyword"] == "limit"
+
+
+# -- the entity's envelope names are reserved ---------------------------------------------------
+
+RESERVED = ["_id", "id", "tenant", "entity_type", "version", "created_at", "updated_at"]
+OPEN_KIND = {"type": "object", "properties": {"serial": {"type": "string"}}}
+
+
+async def test_a_kind_declaring_a_field_named_as_the_entitys_envelope_is_refused(
+    client: Client,
+) -> None:
+    properties = {name: {"type": "string"} for name in [*RESERVED, "serial"]}
+    schema = {"type": "object", "properties": properties}
+    body = {"name": "thing", "schema": schema}
+    problem = await _json(client, "POST", "/api/v1/kinds", 422, json=body)
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+        (f"/schema/properties/{name}", "reserved") for name in RESERVED
+    ]
+    assert "'tenant' is reserved" in problem["errors"][2]["message"]
+    required = {"type": "object", "required": ["serial", "id"]}
+    problem = await _json(
+        client, "POST", "/api/v1/kinds", 422, json={"name": "thing", "schema": required}
+    )
+    assert [e["pointer"] for e in problem["errors"]] == ["/schema/required/1"]
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "thing", "schema": OPEN_KIND})
+    changed = {"schema": {**OPEN_KIND, "properties": {"version": {"type": "integer"}}}}
+    problem = await _json(client, "PUT", "/api/v1/kinds/thing", 422, json=changed)
+    assert problem["errors"][0]["pointer"] == "/schema/properties/version"
+
+
+async def test_a_mapping_cannot_write_a_field_named_as_the_entitys_envelope(
+    client: Client,
+) -> None:
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "thing", "schema": OPEN_KIND})
+    mapping = """
+name: thing
+direction: inbound
+entity_type: other
+kind: thing
+key: [key]
+fields:
+  key: k
+  serial: s
+  id: a
+  tenant: b
+  entity_type: d
+  created_at.at: e
+also:
+  - entity_type: vehicle
+    key: [plate]
+    fields:
+      plate: placa
+      version: v
+"""
+    problem = await _upload(client, mapping, status=422)
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+        ("/fields/id", "reserved"),
+        ("/fields/tenant", "reserved"),
+        ("/fields/entity_type", "reserved"),
+        ("/fields/created_at.at", "reserved"),
+        ("/also/0/fields/version", "reserved"),
+    ]
+    assert problem["errors"][0]["message"].startswith("the target 'id' is reserved")
+
+
+async def test_an_entity_write_carrying_a_field_named_as_the_envelope_is_refused(
+    client: Client,
+) -> None:
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "thing", "schema": OPEN_KIND})
+    body = {"kind": "thing", "key": "K1", "serial": "S1", "id": "fake-id", "tenant": "other"}
+    problem = await _json(client, "POST", "/api/v1/entities/other", 422, json=body)
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+        ("/id", "reserved"),
+        ("/tenant", "reserved"),
+    ]
+    body = {"kind": "thing", "key": "K1", "serial": "S1"}
+    created = await _json(client, "POST", "/api/v1/entities/other", 201, json=body)
+    url = f"/api/v1/entities/other/{created['id']}"
+    problem = await _json(client, "PATCH", url, 422, json={"entity_type": "vehicle"})
+    assert [e["pointer"] for e in problem["errors"]] == ["/entity_type"]
+
+
+async def test_a_kind_and_an_entity_stored_before_the_rule_keep_working_until_the_field_goes(
+    client: Client,
+) -> None:
+    """What a tenant has from before: the kind compiles, its other fields are written; an
+    entity holding a reserved field is refused (naming it) until a patch removes it."""
+    services = client.app[services_key]
+    legacy = {"type": "object", "properties": {"serial": {}, "tenant": {"type": "string"}}}
+    await services.store.kinds.create("acme", "thing", legacy, "before")
+    data = {"kind": "thing", "key": "K1", "serial": "S1", "tenant": "other-tenant"}
+    assert await services.store.entities.insert("acme", "other", "thing:K1", data, [])
+    read = await _json(client, "GET", "/api/v1/entities/other/thing:K1")
+    assert read["tenant"] == "other-tenant"  # as stored
+    body = {"kind": "thing", "key": "K2", "serial": "S2"}
+    await _json(client, "POST", "/api/v1/entities/other", 201, json=body)
+    url = f"/api/v1/entities/other/{read['id']}"
+    problem = await _json(client, "PATCH", url, 422, json={"serial": "S9"})
+    assert [e["pointer"] for e in problem["errors"]] == ["/tenant"]
+    patched = await _json(client, "PATCH", url, json={"serial": "S9", "tenant": None})
+    assert patched["serial"] == "S9" and "tenant" not in patched
+
+
+# -- problems name JSON's types and point at the value's source ---------------------------------
+
+NAMING = {
+    "name": "naming",
+    "direction": "inbound",
+    "entity_type": "vehicle",
+    "key": ["plate"],
+    "fields": {
+        "plate": "placa",
+        "attributes.label": {"template": "x {a}", "vars": {"a": "dados.a"}},
+        "attributes.other": {"template": "y {b}", "vars": {"b": {"from": "dados.b"}}},
+        "attributes.listed": {"each": "itens", "fields": {"v": "@"}},
+    },
+}
+
+
+async def test_a_value_of_the_wrong_type_is_named_by_its_json_type_where_the_payload_has_it(
+    client: Client,
+) -> None:
+    payload = {"placa": "ABC1234", "dados": {"a": {"z": 1}, "b": [1]}, "itens": {"x": 1}}
+    body = {"mapping": NAMING, "payload": payload}
+    problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
+    shown = [(e["pointer"], e["message"], e["source"]) for e in problem["errors"]]
+    assert shown == [
+        ("/payload/dados/a", "var 'a' is an object, not text", "dados.a"),
+        ("/payload/dados/b", "var 'b' is an array, not text", "dados.b"),
+        ("/payload/itens", "each expects an array, got an object", "itens"),
+    ]
+    cast = {
+        **NAMING,
+        "fields": {"plate": "placa", "year": {"from": "ano", "transforms": ["integer"]}},
+    }
+    body = {"mapping": cast, "payload": {"placa": "ABC1234", "ano": [2020]}}
+    problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
+    assert problem["errors"][0]["message"] == "cannot cast array [2020] to integer"
+
+
+async def test_the_errors_example_of_the_mapping_docs_lists_every_problem_an_upload_names(
+    client: Client,
+) -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "mappings.md").read_text()
+    section = docs.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```yaml invalid\n", 1)[1].split("```", 1)[0]
+    listed = re.findall(r"^- `(/[^`]*)` \(line (\d+)\)", section, re.MULTILINE)
+    counted = re.search(r"This file\s+has (\w+):", section)
+    assert counted is not None
+    problem = await _upload(client, example, status=422)
+    named = sorted((e["pointer"], str(e["line"])) for e in problem["errors"])
+    assert sorted(listed) == named
+    words = ["one", "two", "three", "four", "five", "six", "seven"]
+    assert words.index(counted.group(1)) + 1 == len(named)

@@ -22,6 +22,26 @@ INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
 
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, as messages name it: null, boolean, number, string,
+    array or object (never Python's: dict, list, NoneType)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list | tuple) else "object"
+
+
+def a_json_type(value: Any) -> str:
+    """`json_type` with its article, for a sentence: null, a boolean, an array, ..."""
+    name = json_type(value)
+    return name if name == "null" else ("an " if name[0] in "aeiou" else "a ") + name
+
+
 def loads_exact(raw: bytes | str) -> Any:
     """Parsed JSON (orjson.JSONDecodeError when malformed) whose integers outside the 64-bit
     signed range are their exact decimal text: an ERP's 25-digit id keeps every digit, and

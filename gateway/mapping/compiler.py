@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
 from gateway.formats.headers import is_reserved_header, reserved_message
+from gateway.schemas.registry import RESERVED_FIELDS, reserved_field_message
 
 from .conditions import Condition
 from .expressions import Getter, Run
@@ -543,10 +544,14 @@ def _check_catalog(
     problems: Problems,
     catalog: FieldCatalog | None,
 ) -> None:
-    if catalog is None or entity_type is None or not isinstance(raw, dict):
+    if entity_type is None or not isinstance(raw, dict):
         return
     for target in raw:
-        if not catalog.has_field(entity_type, target, kind=kind):
+        top = target.split(".", 1)[0] if isinstance(target, str) else ""
+        if top in RESERVED_FIELDS:  # the entity's envelope: the API would show another value
+            message = reserved_field_message(top, "the target")
+            problems.add(f"{at}{pointer(target)}", message, "reserved")
+        elif catalog is not None and not catalog.has_field(entity_type, target, kind=kind):
             what = entity_type + (f" ({kind})" if kind else "")
             message = f"target {target!r} is not a field of the {what} schema"
             problems.add(f"{at}{pointer(target)}", message, "unknown_field")

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
 from ..formats import at_path
+from ..formats.json_tree import a_json_type
 from .casts import to_string
 from .compiler import OCCURRENCE, AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .conditions import Condition
@@ -490,7 +491,7 @@ def _strings(
                 record(run, EvalError("required", "path parameter has no value"), target)
             continue
         if isinstance(value, dict | list):
-            record(run, EvalError("type", f"{type(value).__name__} is not text"), target)
+            record(run, EvalError("type", f"{a_json_type(value)} is not text"), target)
             continue
         text = to_string(value)
         if "\r" in text or "\n" in text:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..clock import utcnow
+from ..formats.json_tree import a_json_type
 from .casts import unstorable
 from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_LIST_ITEMS
@@ -110,7 +111,7 @@ def _elements(items: Getter, expression: str, root: Any, run: Run) -> list[Any] 
     if value is None:
         return None
     if not isinstance(value, list):
-        raise EvalError("type", f"each expects a list, got {type(value).__name__}", expression)
+        raise EvalError("type", f"each expects an array, got {a_json_type(value)}", expression)
     if len(value) > MAX_LIST_ITEMS:
         raise EvalError(
             "limit",
