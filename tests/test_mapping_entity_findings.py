@@ -6,6 +6,7 @@ one payload's mapping, and the JSON names of types in problems."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -473,3 +474,42 @@ async def test_the_errors_example_of_the_mapping_docs_lists_every_problem_an_upl
     assert sorted(listed) == named
     words = ["one", "two", "three", "four", "five", "six", "seven"]
     assert words.index(counted.group(1)) + 1 == len(named)
+
+
+async def test_a_stored_version_writing_a_reserved_field_is_refused_as_the_mappings_problem(
+    client: Client,
+) -> None:
+    """A version stored before the rule (it wrote `tenant` into a kind open to any field):
+    its trigger's calls are refused, naming the target, and kept to replay once fixed."""
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "thing", "schema": OPEN_KIND})
+    valid = "name: thing\ndirection: inbound\nentity_type: other\nkind: thing\nkey: [key]\n"
+    valid += "fields:\n  key: k\n  serial: s\n"
+    await _upload(client, valid)
+    trigger = await create_trigger(client, entity_type="other", kind="thing", mapping="thing")
+    store = client.app[services_key].store.mappings
+    old = valid + "  tenant: t\n"
+    version = await store.allocate_version("acme", "thing")
+    await store.insert_version(
+        "acme",
+        {
+            "name": "thing",
+            "version": version,
+            "source": old,
+            "format": "yaml",
+            "document": {},
+            "direction": "inbound",
+            "entity_type": "other",
+            "checksum": "before",
+            "author": "before",
+            "created_at": datetime.now(UTC),
+        },
+    )
+    await _json(client, "POST", "/api/v1/mappings/thing/activate", json={"version": version})
+    status, problem = await hook(client, trigger, {"k": "K1", "s": "S1", "t": "other"})
+    assert status == 422, problem
+    assert problem["reason"] == "mapping"
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+        ("/fields/tenant", "reserved")
+    ]
+    rejected = await _json(client, "GET", f"/api/v1/rejected?trigger_id={trigger['id']}")
+    assert len(rejected["items"]) == 1
