@@ -513,3 +513,40 @@ async def test_a_stored_version_writing_a_reserved_field_is_refused_as_the_mappi
     ]
     rejected = await _json(client, "GET", f"/api/v1/rejected?trigger_id={trigger['id']}")
     assert len(rejected["items"]) == 1
+
+
+SOAP_POINTS = """
+name: soap-points
+direction: inbound
+target: positions
+items: {from: Envelope.Body.obterPontosResponse, each: from_xml(return).pacote.ponto, as: p}
+fields:
+  tracker_id: from_xml(return).pacote."@veiculo"
+  time: {from: p.dataHora, transforms: [{datetime: {parse: iso8601}}]}
+  lat: {from: p.lat, transforms: [number]}
+  lon: {from: p.lon, transforms: [number]}
+"""
+
+
+async def test_items_reading_one_shared_text_are_not_charged_its_parse_again_and_again(
+    client: Client,
+) -> None:
+    """1,000 points in one escaped XML text, each item reading the text's vehicle: the text
+    is parsed once for the payload, so the payload's work is not its size a thousand times
+    (that would pass MAX_PAYLOAD_STEPS and refuse the last items)."""
+    points = "".join(
+        f"<ponto><dataHora>2026-11-20T13:{i // 60 % 60:02d}:{i % 60:02d}Z</dataHora>"
+        f"<lat>-23.{i:05d}</lat><lon>-46.{i:05d}</lon></ponto>"
+        for i in range(1000)
+    )
+    inner = f'<pacote veiculo="1231226">{points}</pacote>'
+    escaped = inner.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    envelope = (
+        '<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body>'
+        f'<ns2:obterPontosResponse xmlns:ns2="urn:x"><return>{escaped}</return>'
+        "</ns2:obterPontosResponse></S:Body></S:Envelope>"
+    )
+    await _upload(client, SOAP_POINTS)
+    results = (await _dry(client, "soap-points", envelope))["results"]
+    assert len(results) == 1000
+    assert [r for r in results if "errors" in r or r["fix"]["errors"]] == []

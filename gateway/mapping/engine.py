@@ -317,7 +317,7 @@ class CompiledMapping:
                 record(run, error, "emit")
         if texts is not None:  # the next items have that much less
             texts.output -= room - run.output
-            texts.steps -= work - run.steps
+            texts.steps -= work - run.steps - run.read_steps  # texts parsed once: not again
         if run.problems:
             raise payload_error(self.name, run.problems, run.dropped)
         forward = forward or ()

@@ -311,6 +311,9 @@ class Run(jp_visitor.TreeInterpreter):
         # The documents this run was charged for, by function and text: each field that reads
         # the same text costs the item once, not once per field.
         self.charged: set[tuple[str, str]] | None = None
+        # What those documents cost this item: the payload parsed each once (`DecodedTexts`),
+        # so its work budget is not charged for them again per item that reads one.
+        self.read_steps = 0
 
     def visit(self, node: Any, *args: Any, **kwargs: Any) -> Any:
         self.steps -= 1
@@ -343,6 +346,7 @@ class Run(jp_visitor.TreeInterpreter):
             if size > self.steps:
                 raise work_too_big(self)
             self.steps -= size
+            self.read_steps += size
             self.charged.add(key)
         return document
 

@@ -36,10 +36,12 @@ one item (each spec counted once, however many elements an `each` gives it) is r
 it is uploaded. One step is a fraction of a microsecond of one core."""
 MAX_PAYLOAD_STEPS = 3_000_000
 """Work for the items of one payload together (a batch, a polled page, a dry run's sample),
-counted as MAX_STEPS counts one item's: about a second of one core, during which the process
-answers nothing else. Past it, each further item is refused (keyword `limit`, kept for replay
-as any refused item): 200 items of 500 fields each parsing a time with 8 formats blocked a
-process for 25 s. A payload of one item has MAX_STEPS only."""
+counted as MAX_STEPS counts one item's, except the documents from_json()/from_xml() read
+(parsed once for the payload, not again for each item reading one): about a second of one
+core, during which the process answers others only between items. Past it, each further item
+is refused (keyword `limit`, kept for replay as any refused item): 200 items of 500 fields
+each parsing a time with 8 formats held a process for 25 s. A payload of one item has
+MAX_STEPS only."""
 TRANSFORM_STEPS = 1
 """The work one transform costs each time it is applied (a `datetime`: see below)."""
 PARSE_FORMAT_STEPS = 30

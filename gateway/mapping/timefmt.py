@@ -223,6 +223,8 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
 def parse_formats(arg: Any) -> int:
     """How many formats a `datetime` argument's `parse` may try: its list's length, one for a
     single format (`auto` too), the most allowed when a param gives it."""
+    if isinstance(arg, dict) and set(arg) == {"param"}:  # the whole argument is a param's
+        return _MAX_PARSERS
     parse = arg.get("parse", "auto") if isinstance(arg, dict) else "auto"
     if isinstance(parse, str):
         return 1
