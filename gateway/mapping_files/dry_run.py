@@ -33,6 +33,10 @@ from gateway.mapping_files.source import MappingSource
 from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key
 from gateway.store import Doc, Store
 
+WRITES = ("create", "update", "unchanged", "not_found", "ambiguous", "duplicate")
+"""What a dry run says a target's write would do (`entity.write`): the last three are the
+trigger's refusals, nothing written."""
+
 # (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None and why
 # a write would be refused ("not_found", "ambiguous": a lookup key found no or several), or
 # None and None (a write would create it).
