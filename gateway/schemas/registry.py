@@ -164,7 +164,8 @@ class SchemaRegistry:
         body = {k: v for k, v in doc.items() if k not in ENVELOPE_FIELDS}
         normalised_body = schema.normalise(body)
         problems.extend(schema.problems(normalised_body, body))
-        problems.extend(_reserved(f"/{k}", k) for k in body if k in RESERVED_FIELDS)
+        if kind not in self._kinds:  # a built-in kind's schema refuses any such field itself
+            problems.extend(_reserved(f"/{k}", k) for k in body if k in RESERVED_FIELDS)
         envelope = {k: normalised[k] for k in ENVELOPE_FIELDS if k in normalised}
         return {**envelope, **normalised_body}, problems
 
