@@ -4,7 +4,8 @@
             gates.py) → compiled config (cached per version) → authenticate (token | partner
             JWT | body signature: Standard Webhooks or the partner's own HMAC scheme)
             → enabled? → method allowed? → rate limit (per process)
-    write:  read body (size limit) → parse (JSON, XML or form) → Idempotency-Key → ingest
+    write:  read body (size limit) → parse (JSON, XML or form) → Idempotency-Key (a signed
+            message's replay key instead: auth/signatures.py ReplayKey) → ingest
     read:   one entity by id/key, or a filtered page, shaped by the response mapping; a
             position trigger's: a vehicle's recent track (gateway/fleet/tracks.py)
 
