@@ -243,6 +243,8 @@ def verify(
     named = "signed timestamp and body" if timestamp else "signed body"
     # Until 2026-12-05 the key was the first signature offered (a junk one let a copy in):
     # copies of messages written before are found under their matching signature's key.
+    # Their records last 30 days at most: `legacy` can go once every gateway has run this
+    # version that long.
     legacy = tuple(f"sig:{timestamp}:{mac.hex()}" for mac in matched)
     return ReplayKey(f"signed:{hashlib.sha256(content).hexdigest()}", named, legacy)
 
