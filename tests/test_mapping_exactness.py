@@ -128,7 +128,7 @@ NFC_SAO_PAULO, NFD_SAO_PAULO = "S\u00e3o Paulo", "Sa\u0303o Paulo"
 NFC_CONCLUIDO, NFD_CONCLUIDO = "conclu\u00eddo", "conclui\u0301do"
 
 
-async def test_decomposed_text_matches_boolean_words_map_keys_and_conditions(
+async def test_decomposed_text_matches_boolean_words_map_keys_conditions_and_separators(
     client: Client,
 ) -> None:
     fields = (
@@ -141,13 +141,21 @@ async def test_decomposed_text_matches_boolean_words_map_keys_and_conditions(
         "    when: {from: status, in: [concluído, encerrado]}\n"
         "    then: {value: true}\n"
         "    else: {value: false}\n"
+        "  attributes.cut: {from: city, transforms: [{truncate: 3}]}\n"
+        "  attributes.before: {from: city, transforms: [{split: {separator: ã, index: 0}}]}\n"
     )
     for b, city, status in [
         (NFC_NAO, NFC_SAO_PAULO, NFC_CONCLUIDO),
         (NFD_NAO, NFD_SAO_PAULO, NFD_CONCLUIDO),
     ]:
         document = await _dry_run(client, fields, {"b": b, "city": city, "status": status})
-        assert document["attributes"] == {"active": False, "state": "SP", "done": True}, b
+        assert document["attributes"] == {
+            "active": False,
+            "state": "SP",
+            "done": True,
+            "cut": "S\u00e3o",
+            "before": "S",
+        }, b
 
 
 async def test_a_map_key_written_decomposed_in_the_file_matches_composed_text(

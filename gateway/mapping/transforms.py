@@ -138,7 +138,9 @@ def _compile_truncate(arg: Any, report: Report) -> Transform | None:
     if not _int_arg(arg, 0, MAX_STRING_LENGTH):
         report(f"truncate takes a length from 0 to {MAX_STRING_LENGTH}")
         return None
-    return lambda v: to_string(v)[:arg]
+    # In NFC first: "São" decomposed is four characters, and a cut after three would drop the
+    # tilde (and cut the same text at two lengths, whichever form it came in).
+    return lambda v: nfc(to_string(v))[:arg]
 
 
 def _compile_split(arg: Any, report: Report) -> Transform | None:
@@ -151,10 +153,10 @@ def _compile_split(arg: Any, report: Report) -> Transform | None:
     ):
         report("split takes {separator: text of 1 to 16 characters, index: -64 to 63}")
         return None
-    separator, index = arg["separator"], arg["index"]
+    separator, index = nfc(arg["separator"]), arg["index"]
 
-    def part(v: Any) -> str | None:
-        parts = (v if type(v) is str else to_string(v)).split(separator)
+    def part(v: Any) -> str | None:  # text and separator in NFC: found in either form
+        parts = nfc(v if type(v) is str else to_string(v)).split(separator)
         return parts[index] if -len(parts) <= index < len(parts) else None
 
     return part
