@@ -28,10 +28,13 @@ __all__ = ["partner", "scripted"]  # fixtures
 Client = TestClient[Any, Any]
 WIDE = 12345678901234567890123  # past 2**64: orjson reads it as a float
 U64 = 9223372036854775808  # 2**63: orjson reads it as an int, BSON stores none past 2**63 - 1
+NANOS = 1733380000000000123  # 19 digits inside 64 bits (a nanosecond time): a number
 PAGE = (
     b'{"items": [{"placa": "ABC1D23", "codigo": %d, "raw": 1},'
-    b' {"placa": "BRA2E19", "codigo": 1, "raw": %d}], "more": false}' % (WIDE, U64)
+    b' {"placa": "BRA2E19", "codigo": 1, "raw": %d},'
+    b' {"placa": "RIO3F45", "codigo": 2, "raw": %d}], "more": false}' % (WIDE, U64, NANOS)
 )
+PLATES = ("ABC1D23", "BRA2E19", "RIO3F45")
 
 
 async def _attributes(client: Client, plate: str) -> dict[str, Any]:
@@ -56,10 +59,11 @@ async def test_a_polled_page_keeps_integers_past_64_bits_as_the_same_page_pushed
         headers={"Authorization": f"Bearer {trigger['token']}", "Content-Type": "application/json"},
     )
     assert pushed.status in (200, 201, 207), await pushed.text()
-    by_push = [await _attributes(client, p) for p in ("ABC1D23", "BRA2E19")]
+    by_push = [await _attributes(client, p) for p in PLATES]
     assert by_push[0]["erp_id"] == str(WIDE)
     assert by_push[1]["raw"] == str(U64)
-    for plate in ("ABC1D23", "BRA2E19"):
+    assert by_push[2]["raw"] == NANOS
+    for plate in PLATES:
         deleted = await client.delete(f"/api/v1/entities/vehicle/{plate}", headers=auth())
         assert deleted.status == 204, await deleted.text()
 
@@ -67,8 +71,8 @@ async def test_a_polled_page_keeps_integers_past_64_bits_as_the_same_page_pushed
     schedule = await scripted_schedule(client, scripted)
     assert await _until_idle(client) == {"ok": 1}
     (run,) = await runs(client, schedule["id"])
-    assert (run["written"], run["rejected"], run["item_errors"]) == (2, 0, [])
-    assert [await _attributes(client, p) for p in ("ABC1D23", "BRA2E19")] == by_push
+    assert (run["written"], run["rejected"], run["item_errors"]) == (3, 0, [])
+    assert [await _attributes(client, p) for p in PLATES] == by_push
 
 
 async def test_deduplicated_ids_past_64_bits_that_a_float_rounds_together_stay_two(
@@ -149,3 +153,19 @@ async def test_a_proxy_answer_and_its_response_mapping_keep_integers_past_64_bit
         answers.append(orjson.loads(await response.read())["data"])
     assert answers[0] == {"codigo": str(WIDE), "raw": str(U64), "small": 7}
     assert answers[1] == {"erp_id": str(WIDE), "raw": str(U64)}
+
+
+async def test_a_19_digit_integer_inside_64_bits_stays_a_number_in_a_proxy_answer(
+    client: Client, partner: Partner
+) -> None:
+    """The exact reader reads an answer again only for an integer that may be past 64 bits:
+    a nanosecond time (19 digits, inside) stays the number it is, as does -2**63."""
+    partner.respond_with(raw=b'{"at": %d, "low": -9223372036854775808, "f": 0.%d}' % (NANOS, U64))
+    erp = await create_partner(client, partner.url, auth={"type": "none"})
+    action = await create_action(client, erp["id"], name="read", method="GET", mode="proxy")
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    data = orjson.loads(await response.read())["data"]
+    assert data == {"at": NANOS, "low": -(2**63), "f": float(f"0.{U64}")}
