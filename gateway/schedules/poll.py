@@ -217,9 +217,9 @@ class Poll:
         if cycle:
             raise PollFailure(
                 "loop",
-                f"the partner sends us on to cursor {page.cursor!r}, which this run (or the "
-                f"`more` runs before it) read already: it is looping; the page of "
-                f"{self._cursor!r} was written and the cursor stays there",
+                f"the partner sends us on to cursor {_shown(page.cursor)}, which this run (or "
+                f"the `more` runs before it) read already: it is looping; the page of "
+                f"{_shown(self._cursor)} was written and the cursor stays there",
             )
         if not moved or (spec is not None and spec.get("step") and page.cursor == spec["initial"]):
             return False
@@ -323,6 +323,12 @@ class Poll:
 
     def _origin(self) -> Origin:
         return Origin("schedule", str(self._doc["_id"]), {"cursor": self._cursor})
+
+
+def _shown(cursor: Any) -> str:
+    """A cursor as a message quotes it (a partner's token may be long)."""
+    text = repr(cursor)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def goes_back(before: Any, after: Any) -> bool:
