@@ -121,6 +121,14 @@ def test_a_service_without_km_on_a_plan_not_run_yet_counts_from_the_odometer() -
     assert [(d.kind, d.due_km) for d in found] == [("due_soon", 162_340), ("due", 162_340)]
 
 
+def test_a_service_without_km_before_any_odometer_counts_from_the_first_one_seen() -> None:
+    serviced = record_service(OIL, None, None, T0)  # registered without an odometer, no fix
+    assert serviced.last_service_km is None
+    state, found = drive(OIL, [18_250, 27_800, 28_250], serviced)
+    assert state.last_service_km == 18_250
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 28_250), ("due", 28_250)]
+
+
 def test_a_service_older_than_the_last_one_changes_nothing() -> None:
     state, _ = drive(OIL, [0, 9_950])
     newer = record_service(OIL, state, 9_950, T0 + timedelta(hours=4))

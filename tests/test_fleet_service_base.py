@@ -74,7 +74,9 @@ def fold_reading_vehicles_afresh(client: Client) -> Fold:
 # -- a service without km before the plan's first check ------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["route", "erp_last_service", "after_fixes_before_the_plan"])
+@pytest.mark.parametrize(
+    "how", ["route", "erp_last_service", "after_fixes_before_the_plan", "odometer_known_later"]
+)
 async def test_a_service_without_km_before_the_plans_first_check_counts_from_the_odometer(
     client: Client, how: str
 ) -> None:
@@ -84,7 +86,9 @@ async def test_a_service_without_km_before_the_plans_first_check_counts_from_the
     cycle at 1,007 once (due_soon at 1,006), and nothing for 1,000 or 1,005 (before: `due`
     1,000 at the first fix, from `start_km`, and then 1,005). Recorded through the route, an
     ERP creating the vehicle with `last_service` {at} 20 days old (the plan by time too, every
-    180 days), or the route after fixes folded before the plan existed."""
+    180 days), or the route after fixes folded before the plan existed; or through the route
+    on a vehicle registered without an odometer, which an admin then sets to 1,002 km (the
+    service's km is the first odometer the plan sees)."""
     trigger = await create_position_trigger(client)
     services = client.app[services_key]
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -97,6 +101,14 @@ async def test_a_service_without_km_before_the_plans_first_check_counts_from_the
         body = {"plate": "SVC1A01", "odometer_km": 1002, "last_service": {"at": done}}
         await api(client, "POST", "/api/v1/entities/vehicle", body, 201)
         await services.relay.run_until_idle()  # the service feed queues the service
+    elif how == "odometer_known_later":
+        await new_vehicle(client, "SVC1A01")
+        await api(client, "POST", "/api/v1/maintenance-plans", plan, 201)
+        at = (start - timedelta(minutes=1)).isoformat()
+        await api(client, "POST", "/api/v1/entities/vehicle/SVC1A01/services", {"at": at}, 202)
+        await fold(client)
+        await api(client, "PATCH", "/api/v1/entities/vehicle/SVC1A01", {"odometer_km": 1002}, 200)
+        await services.relay.run_until_idle()  # the odometer reading, for the fold
     else:
         await new_vehicle(client, "SVC1A01", odometer_km=1002)
         if how == "after_fixes_before_the_plan":

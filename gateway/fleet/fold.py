@@ -972,10 +972,11 @@ class _VehicleRun:
     def service(self, service: Doc) -> None:
         """A recorded service resets the plans it names that apply to the vehicle; without
         `km`, at the vehicle's odometer as folded so far (also for a plan that has not
-        evaluated the vehicle yet: not from its `start_km`)."""
+        evaluated the vehicle yet: not from its `start_km`), or, none known yet (0: registered
+        without one, no fix), at the first one the plan sees."""
         at, km = service.get("at") or datetime.now(UTC), service.get("km")
         plans = dict(self.state.plans)
-        odometer = self.state.odometer_km
+        odometer = self.state.odometer_km or None
         for plan in self._plans:
             if service.get("plan") not in (None, plan.id):
                 continue

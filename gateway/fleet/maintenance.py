@@ -125,6 +125,7 @@ def step(
         state = PlanState(started_at=now)
     elif state.started_at is None:
         state = replace(state, started_at=now)
+    state = _serviced_at(state, odometer_km)
     cycle = _Cycle(plan, state)
     n_km, n_time = cycle.reached(odometer_km, now)
     next_km, next_at = cycle.km(n_km + 1), cycle.at(n_time + 1)
@@ -240,6 +241,17 @@ class _Announced:
             self.notified[key] = stood
 
 
+def _serviced_at(state: PlanState, odometer_km: float) -> PlanState:
+    """A service recorded without km before the vehicle's odometer was known (a vehicle
+    registered without one, no fix yet: `record_service`) was done where the plan first sees
+    the vehicle, not at `start_km`."""
+    if state.last_service_at is None or state.last_service_km is not None:
+        return state
+    if state.seen_km is not None:  # (seen since: the base it was evaluated from stands)
+        return state
+    return replace(state, last_service_km=round(odometer_km, 3))
+
+
 def _marks(plan: Plan, notified: Mapping[str, float], cycle: _Cycle) -> dict[str, float]:
     """The points announced, on each measure, from a state kept before distance and time
     counted apart (`PlanState.apart` false): it holds one mark per kind, the due km of the
@@ -277,6 +289,9 @@ def record_service(
     when it has seen the vehicle; what the vehicle shows when the plan has not evaluated it
     yet, so that the next due counts from the service, not from `start_km`), else the last
     odometer the plan saw.
+
+    With neither (a vehicle whose odometer is not known yet), the service's km is the first
+    odometer the plan sees after it (`step`).
 
     A service dated before the plan's last one changes nothing (a checklist relayed again
     after a newer service, a late report): the base is the latest service. The same service
@@ -376,7 +391,7 @@ class Outlook:
 
 def outlook(plan: Plan, state: PlanState | None, odometer_km: float, now: datetime) -> Outlook:
     """Due: a cycle reached since the base, on either measure; the next point of each."""
-    cycle = _Cycle(plan, state or PlanState(started_at=now))
+    cycle = _Cycle(plan, _serviced_at(state or PlanState(started_at=now), odometer_km))
     n_km, n_time = cycle.reached(odometer_km, now)
     if n_km >= 1 or n_time >= 1:
         condition: Literal["ok", "due_soon", "due"] = "due"
