@@ -39,5 +39,6 @@ def page_params(query: Mapping[str, str], default: int = DEFAULT_PAGE) -> tuple[
 
 
 def page(items: list[Any], limit: int, last_id: str | None) -> dict[str, Any]:
-    """A page; `next_cursor` (the last item's id) is null on the last page."""
+    """A page; `next_cursor` (the last item's id) is null on a page shorter than `limit`
+    (a full page's cursor may lead to an empty one: docs/api.md)."""
     return {"items": items, "next_cursor": last_id if len(items) == limit else None}

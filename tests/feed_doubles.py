@@ -3,7 +3,8 @@ JSON-RPC server (Authenticate, GetFeed of LogRecords with a version cursor, sess
 expire) and a Samsara-style vehicle stats feed (`after` cursor, `hasNextPage`). Both serve
 pages from the records a test adds, advance their cursors, record every call, and misbehave
 on demand (`misbehave(kind, times)`): garbage, a wrong shape, a status with Retry-After, a
-delay longer than the client waits, or the same page and cursor over and over."""
+delay longer than the client waits, or the same page and cursor over and over. A scripted
+feed (`GET /feed?after=`) answers whatever a test's function gives for each call."""
 
 from __future__ import annotations
 
@@ -198,6 +199,29 @@ class SamsaraDouble(FeedDouble):
         return web.json_response(answer)
 
 
+class ScriptedFeed(FeedDouble):
+    """GET /feed?after=...: whatever `answer(after, n)` gives for the n-th call (a JSON value,
+    or raw bytes sent as JSON); `gate`, when set, holds the calls it names (by n) until
+    released. For partners that misbehave in ways the other doubles do not: cursors that
+    cycle, endless empty pages, integers past 64 bits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer: Callable[[str | None, int], Any] = lambda after, n: {"items": []}
+        self.gated: set[int] = set()
+        self.gate = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        after = request.query.get("after")
+        await self.record({"after": after})
+        n = len(self.calls)
+        if n in self.gated:
+            await asyncio.wait_for(self.gate.wait(), 30)
+        answer = self.answer(after, n)
+        body = answer if isinstance(answer, bytes) else orjson.dumps(answer)
+        return web.Response(body=body, content_type="application/json")
+
+
 async def _rpc_call(request: web.Request) -> dict[str, Any]:
     body = await request.read()
     if request.content_type == "application/x-www-form-urlencoded":
@@ -239,4 +263,14 @@ async def samsara() -> AsyncIterator[SamsaraDouble]:
     server = await _serve(double, "/fleet/vehicles/stats/feed")
     yield double
     double.release.set()
+    await server.close()
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedFeed]:
+    double = ScriptedFeed()
+    server = await _serve(double, "/feed")
+    yield double
+    double.release.set()
+    double.gate.set()
     await server.close()

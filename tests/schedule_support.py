@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.schedules.runner import ScheduleRunner
 from gateway.web.state import services_key
-from tests.feed_doubles import GeotabDouble, SamsaraDouble
+from tests.feed_doubles import GeotabDouble, SamsaraDouble, ScriptedFeed
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
 
@@ -106,6 +106,40 @@ async def samsara_schedule(
             "more": "pagination.hasNextPage",
         },
         "target": {"entity_type": "vehicle", "mapping": "samsara-vehicle-stats-feed"},
+        **overrides,
+    }
+    result: dict[str, Any] = await post(client, "/api/v1/schedules", body)
+    return result
+
+
+ERP_MAPPING = """
+name: erp-vehicles
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: items
+fields:
+  plate: {from: placa, transforms: [plate]}
+  attributes.erp_id: {from: codigo, transforms: [string]}
+  attributes.raw: {from: raw}
+"""
+
+
+async def scripted_schedule(client: Client, feed: ScriptedFeed, **overrides: Any) -> dict[str, Any]:
+    """A schedule reading `feed` (`GET /feed?after=<cursor>`) into vehicles by `placa`
+    (`codigo` as text in `attributes.erp_id`, `raw` as it is in `attributes.raw`), hourly,
+    its cursor at `next` while `more` holds."""
+    await upload_mapping(client, ERP_MAPPING)
+    partner = await create_partner(client, feed.url, name="ERP", auth={"type": "none"})
+    action = await create_action(
+        client, partner["id"], name="feed", method="GET", path="/feed", mode="proxy"
+    )
+    body = {
+        "name": "erp-feed",
+        "action_id": action["id"],
+        "every": "1h",
+        "cursor": {"from": "next", "param": "query.after", "more": "more"},
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
         **overrides,
     }
     result: dict[str, Any] = await post(client, "/api/v1/schedules", body)

@@ -9,7 +9,7 @@ import ast
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -17,6 +17,7 @@ import yaml
 from gateway.__main__ import _parser
 from gateway.config import JOBS, ConfigError, Settings
 from gateway.metrics import Metrics
+from gateway.outbound.verdict import HELD, ErrorKind
 from gateway.schedules.spec import FIELDS as SCHEDULE_FIELDS
 from gateway.triggers.spec import TRIGGER_SCHEMA
 from gateway.ui.middleware import SECURITY_HEADERS
@@ -425,6 +426,31 @@ def test_the_schedule_member_table_lists_every_member_a_schedule_takes() -> None
     table = text.split("| member | | |", 1)[1].split("\n\n", 1)[0]
     documented = {row[0].strip("`").split(".")[0] for row in _table_rows(table)}
     assert documented == set(SCHEDULE_FIELDS)
+
+
+def _poll_failure_kinds() -> set[str]:
+    """The kinds `PollFailure("kind", ...)` is raised with in gateway/schedules/."""
+    kinds = set()
+    for path in (ROOT / "gateway" / "schedules").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "PollFailure":
+                first = node.args[0]
+                if isinstance(first, ast.Constant):
+                    kinds.add(first.value)
+    return kinds
+
+
+def test_every_kind_a_schedule_run_fails_with_is_in_the_failure_table() -> None:
+    """docs/schedules.md's `error.kind` table (and, for calls held back, its "Held, not
+    failed" paragraphs) and the kinds a run records: its own, and the sender's for a call
+    without an answer (`too_large` comes with a status: read as `invalid_response`)."""
+    section = _section((DOCS / "schedules.md").read_text(), "## Failures, backoff")
+    table = section.split("| `error.kind` | |", 1)[1].split("\n\n", 1)[0]
+    documented = {kind for row in _table_rows(table) for kind in re.findall(r"`(\w+)`", row[0])}
+    raised = _poll_failure_kinds() | set(get_args(ErrorKind)) - {"too_large"}
+    assert {"loop", "internal", "store", "timeout"} <= raised
+    assert sorted(raised - documented - HELD) == []
+    assert sorted(k for k in HELD if f"`{k}`" not in section) == []
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,37 @@ def test_a_service_without_km_counts_from_the_last_odometer_seen() -> None:
     assert [(d.kind, d.due_km) for d in found] == [("due_soon", 14_321), ("due", 14_321)]
 
 
+def test_a_service_without_km_on_a_plan_not_run_yet_counts_from_the_odometer() -> None:
+    serviced = record_service(OIL, None, None, T0, odometer_km=152_340.0004)
+    assert serviced.last_service_km == 152_340
+    _, found = drive(OIL, [152_341, 161_840, 162_340], serviced)
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 162_340), ("due", 162_340)]
+
+
+def test_a_service_without_km_before_any_odometer_counts_from_the_first_one_seen() -> None:
+    serviced = record_service(OIL, None, None, T0)  # registered without an odometer, no fix
+    assert serviced.last_service_km is None
+    state, found = drive(OIL, [18_250, 27_800, 28_250], serviced)
+    assert state.last_service_km == 18_250
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 28_250), ("due", 28_250)]
+
+
+def test_a_service_older_than_the_last_one_changes_nothing() -> None:
+    state, _ = drive(OIL, [0, 9_950])
+    newer = record_service(OIL, state, 9_950, T0 + timedelta(hours=4))
+    assert record_service(OIL, newer, 9_000, T0) == newer  # a late report, a replay
+    assert record_service(OIL, newer, None, T0, odometer_km=9_950) == newer
+    corrected = record_service(OIL, newer, 9_050, T0 + timedelta(hours=4))  # same time
+    assert corrected.last_service_km == 9_050
+
+
+def test_a_service_without_km_recorded_again_after_the_vehicle_moved_changes_nothing() -> None:
+    state, _ = drive(OIL, [0, 4_321])
+    serviced = record_service(OIL, state, None, T0, odometer_km=4_321)
+    moved, _ = drive(OIL, [4_400, 13_900], serviced)
+    assert record_service(OIL, moved, None, T0, odometer_km=13_900) == moved
+
+
 def test_a_time_plan_counts_from_the_service_date() -> None:
     plan = Plan(id="p", name="inspection", every_km=50_000, every_days=30)
     state, _ = drive(plan, [0, 10])

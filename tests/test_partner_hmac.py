@@ -109,7 +109,7 @@ def test_a_scheme_of_ones_own_sha512_base64_over_id_timestamp_and_body() -> None
         "X-Timestamp": str(NOW),
         "X-Message-Id": "msg_7",
     }
-    assert verify(scheme, [TEXT_SECRET], headers, BODY, now=NOW + 60) == "id:msg_7"
+    assert verify(scheme, [TEXT_SECRET], headers, BODY, now=NOW + 60).key == "id:msg_7"
     assert rejected(scheme, [TEXT_SECRET], {**headers, "X-Message-Id": "msg_8"}) == "mismatch"
     assert rejected(scheme, [TEXT_SECRET], {**headers, "X-Timestamp": str(NOW - 61)}) == "stale"
 
@@ -185,12 +185,51 @@ def test_any_of_several_secrets_verifies_during_a_rotation() -> None:
 def test_the_replay_key_is_the_same_for_the_same_request_only() -> None:
     secret, headers = _samsara()
     scheme = scheme_from({"preset": "samsara"})
-    key = verify(scheme, [secret], headers, BODY, now=NOW)
-    assert key == verify(scheme, [secret], headers, BODY, now=NOW + 100)
-    assert key.startswith(f"sig:{NOW}:")
+    replay = verify(scheme, [secret], headers, BODY, now=NOW)
+    assert replay == verify(scheme, [secret], headers, BODY, now=NOW + 100)
+    signed = b"v1:" + str(NOW).encode() + b":" + BODY
+    assert replay.key == "signed:" + hashlib.sha256(signed).hexdigest()
+    assert replay.named == "signed timestamp and body"
     _, other = _github()
     github = scheme_from({"preset": "github"})
-    assert verify(github, [TEXT_SECRET], other, BODY, now=NOW) != key
+    assert verify(github, [TEXT_SECRET], other, BODY, now=NOW).key != replay.key
+    later = {**headers, "X-Samsara-Timestamp": str(NOW + 1)}
+    message = b"v1:" + str(NOW + 1).encode() + b":" + BODY
+    later["X-Samsara-Signature"] = "v1=" + _hex(base64.b64decode(secret), message, "sha256")
+    assert verify(scheme, [secret], later, BODY, now=NOW).key != replay.key
+
+
+def test_the_replay_key_is_the_signed_content_however_the_signatures_are_offered() -> None:
+    """Not the first signature offered: reordered, after a junk one, in upper case, or made
+    with another secret of a rotation, a copy has the key of the message it copies."""
+    scheme = scheme_from(
+        {
+            "algorithm": "sha256",
+            "header": "X-Sig",
+            "signature_field": "v1",
+            "timestamp_field": "t",
+            "signed_content": "{timestamp}.{body}",
+        }
+    )
+    old, new = "the old secret", "the new secret"
+    content = str(NOW).encode() + b"." + BODY
+    good, other = _hex(old.encode(), content, "sha256"), _hex(new.encode(), content, "sha256")
+    junk = "00" * 32
+    keys = {
+        verify(scheme, [new, old], {"X-Sig": header}, BODY, now=NOW).key
+        for header in (
+            f"t={NOW},v1={good}",
+            f"t={NOW},v1={junk},v1={good}",
+            f"v1={good},t={NOW},v1={junk}",
+            f"t={NOW},v1={good.upper()}",
+            f"t={NOW},v1={other},v1={good}",
+            f"t={NOW},v1={other}",
+        )
+    }
+    assert keys == {"signed:" + hashlib.sha256(content).hexdigest()}
+    # The key an earlier version kept the message under: its matching signature's.
+    both = verify(scheme, [new, old], {"X-Sig": f"t={NOW},v1={junk},v1={good}"}, BODY, now=NOW)
+    assert both.legacy == (f"sig:{NOW}:{good}",)
 
 
 @pytest.mark.parametrize(

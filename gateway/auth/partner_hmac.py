@@ -2,7 +2,7 @@
 timestamp and a message id) in a header, as Motive, Samsara, Fleetio and GitHub send them.
 
     scheme = scheme_from({"preset": "samsara"})           # or algorithm, header, encoding, ...
-    replay_key = verify(scheme, secrets, headers, body, now=time.time())
+    replay = verify(scheme, secrets, headers, body, now=time.time())  # a ReplayKey
 
 A scheme is algorithm (sha1, sha256, sha512), header, encoding of the signature (hex,
 base64), prefix (`sha256=`, `v1=`), signed content (`{body}`, or e.g.
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from gateway.auth.signatures import SignatureRejected, header_value
+from gateway.auth.signatures import ReplayKey, SignatureRejected, header_value
 from gateway.clock import from_iso
 
 ALGORITHMS: Final = ("sha1", "sha256", "sha512")
@@ -199,10 +199,14 @@ def verify(
     body: bytes,
     *,
     now: float,
-) -> str:
-    """Check a signed request; return its replay key (the signed message id, or else the
-    signature itself): a request sent again, by the partner or by someone who captured it,
-    is answered from the first one instead of being written twice.
+) -> ReplayKey:
+    """Check a signed request; return its replay key: a request sent again, by the partner or
+    by someone who captured it, is answered from the first one instead of being written twice.
+
+    The key is the signed message id, or else the digest of the signed content (the timestamp
+    and the body, as the template joins them): it depends on nothing a sender can change
+    without the secret, so reordering the signatures, putting a junk one first, writing the
+    hex in upper case or signing with another secret of a rotation all give the same key.
 
     Raises SignatureRejected: a header is missing, a value malformed, the timestamp outside
     the tolerance, or no secret's signature matches.
@@ -221,7 +225,7 @@ def verify(
             raise SignatureRejected("malformed", "the message id is not printable ASCII")
     offered = [_decoded(scheme, text) for text in offered_texts]
     content = scheme.content(body, timestamp, msg_id)
-    matched = 0
+    matched: list[bytes] = []
     for secret in secrets:
         try:
             key = scheme.key(secret)
@@ -230,11 +234,19 @@ def verify(
         expected = hmac.digest(key, content, scheme.algorithm)
         # Every secret and every offered signature is tried, in constant time, whatever
         # matched before.
-        for each in offered:
-            matched |= hmac.compare_digest(expected, each)
+        if sum(hmac.compare_digest(expected, each) for each in offered):
+            matched.append(expected)
     if not matched:
         raise SignatureRejected("mismatch", "no matching signature")
-    return f"id:{msg_id}" if msg_id else f"sig:{timestamp}:{offered[0].hex()[:128]}"
+    if msg_id:
+        return ReplayKey(f"id:{msg_id}", scheme.id_header or "message id")
+    named = "signed timestamp and body" if timestamp else "signed body"
+    # Until 2026-12-05 the key was the first signature offered (a junk one let a copy in):
+    # copies of messages written before are found under their matching signature's key.
+    # Their records last 30 days at most: `legacy` can go once every gateway has run this
+    # version that long.
+    legacy = tuple(f"sig:{timestamp}:{mac.hex()}" for mac in matched)
+    return ReplayKey(f"signed:{hashlib.sha256(content).hexdigest()}", named, legacy)
 
 
 def _paired(scheme: HmacScheme, text: str, now: float) -> tuple[list[str], str]:

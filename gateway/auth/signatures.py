@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from gateway.errors import Unauthorized
@@ -20,6 +21,20 @@ class SignatureRejected(Unauthorized):
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
         self.reason: Reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayKey:
+    """What a verified message is known by, so that a copy of it is answered from the first
+    call instead of written again. `key` is derived from what the signature covers only (a
+    signed message id, or the signed content), never from how the signatures are offered:
+    their order, an extra or junk one, the case of hex, a second secret's, so every copy of a
+    message has one key. `named` is how answers name it ("webhook-id", the id header, "signed
+    body"); `legacy` are the keys a copy written by an earlier version was kept under."""
+
+    key: str
+    named: str
+    legacy: tuple[str, ...] = ()
 
 
 def header_value(headers: Mapping[str, str], name: str) -> str | None:

@@ -71,7 +71,9 @@ def verify(
     now: float,
     tolerance: int = TOLERANCE_SECONDS,
 ) -> str:
-    """Check an inbound signed message and return its webhook-id (a natural idempotency key).
+    """Check an inbound signed message and return its webhook-id (a natural idempotency key:
+    signed, and the same for every copy). The specification sets no length or alphabet for
+    it: any id is taken as sent (bytes that are not UTF-8 too, as the server read them).
 
     Raises `SignatureRejected` (a 401) when a header is missing, the timestamp is more than
     `tolerance` seconds away from `now` (replays), or no signature matches any of `secrets`.
@@ -87,7 +89,7 @@ def verify(
     if abs(now - timestamp) > tolerance:
         raise SignatureRejected("stale", "webhook timestamp outside the tolerance")
     candidates = [
-        value.encode()
+        value.encode(errors="surrogateescape")
         for version, _, value in (s.partition(",") for s in offered.split())
         if version == "v1"
     ]
@@ -101,5 +103,7 @@ def verify(
 
 def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     # hmac.digest is the one-shot C path: several times cheaper than an hmac.new object.
-    mac = hmac.digest(key, f"{msg_id}.{timestamp}.".encode() + body, "sha256")
+    # The id's bytes as sent: aiohttp keeps bytes that are not UTF-8 as lone surrogates.
+    signed = f"{msg_id}.{timestamp}.".encode(errors="surrogateescape")
+    mac = hmac.digest(key, signed + body, "sha256")
     return base64.b64encode(mac).decode()

@@ -909,6 +909,7 @@ class _VehicleRun:
         groups = _groups(data)
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
+        self._plan_ids = frozenset(p.id for p in rules.plans)
         self._listeners = listeners
         # The accepted fixes late ones may have as neighbours (`Fold._track_window`): all of
         # them from the device time `covered` (exclusive) on.
@@ -969,14 +970,20 @@ class _VehicleRun:
         self._check_plans(at)
 
     def service(self, service: Doc) -> None:
+        """A recorded service resets the plans it names that apply to the vehicle; without
+        `km`, at the vehicle's odometer as folded so far (also for a plan that has not
+        evaluated the vehicle yet: not from its `start_km`), or, none known yet (0: registered
+        without one, no fix), at the first one the plan sees."""
         at, km = service.get("at") or datetime.now(UTC), service.get("km")
         plans = dict(self.state.plans)
+        odometer = self.state.odometer_km or None
         for plan in self._plans:
             if service.get("plan") not in (None, plan.id):
                 continue
             current = plans.get(plan.id)
             before = None if current is None else PlanState.from_doc(current)
-            reset = maintenance.record_service(plan, before, None if km is None else float(km), at)
+            done_km = None if km is None else float(km)
+            reset = maintenance.record_service(plan, before, done_km, at, odometer)
             plans[plan.id] = reset.to_doc()
         self.state = _with(self.state, plans=plans)
 
@@ -1099,8 +1106,12 @@ class _VehicleRun:
     def _check_plans(self, at: datetime) -> None:
         if not self._plans and not self.state.plans:
             return
-        # Only the plans that apply now keep a state (a deleted one's goes with it).
-        plans = {p.id: self.state.plans[p.id] for p in self._plans if p.id in self.state.plans}
+        # A deleted plan's state goes with it. One that exists but does not apply now (the
+        # vehicle out of its group for a while, a group renamed in two steps) keeps its state,
+        # not evaluated: back in scope, it counts on from its last service and time base.
+        plans = {k: v for k, v in self.state.plans.items() if k in self._plan_ids}
+        if not self._plans and len(plans) == len(self.state.plans):
+            return
         km = self.state.odometer_km
         for plan in self._plans:
             current = plans.get(plan.id)

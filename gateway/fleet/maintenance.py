@@ -23,9 +23,10 @@ The first evaluation sets the state without announcing what is already behind th
 A vehicle past its due point when the plan starts gets its next announcement at the next
 cycle; record a service (or set `start_km`) to line the plan up with reality.
 
-`record_service` resets the cycles: the service's km (or, unknown, the last odometer the plan
-saw) and time become the base of both; nothing announced is kept. Recording the same service
-(km and time) again changes nothing.
+`record_service` resets the cycles: the service's km (or, unknown, the vehicle's odometer as
+the fold has it) and time become the base of both; nothing announced is kept. Recording the
+same service (km and time) again changes nothing, and so does one dated before the last one
+recorded (the base is the latest service, whatever order the reports came in).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def step(
         state = PlanState(started_at=now)
     elif state.started_at is None:
         state = replace(state, started_at=now)
+    state = _serviced_at(state, odometer_km)
     cycle = _Cycle(plan, state)
     n_km, n_time = cycle.reached(odometer_km, now)
     next_km, next_at = cycle.km(n_km + 1), cycle.at(n_time + 1)
@@ -239,6 +241,17 @@ class _Announced:
             self.notified[key] = stood
 
 
+def _serviced_at(state: PlanState, odometer_km: float) -> PlanState:
+    """A service recorded without km before the vehicle's odometer was known (a vehicle
+    registered without one, no fix yet: `record_service`) was done where the plan first sees
+    the vehicle, not at `start_km`."""
+    if state.last_service_at is None or state.last_service_km is not None:
+        return state
+    if state.seen_km is not None:  # (seen since: the base it was evaluated from stands)
+        return state
+    return replace(state, last_service_km=round(odometer_km, 3))
+
+
 def _marks(plan: Plan, notified: Mapping[str, float], cycle: _Cycle) -> dict[str, float]:
     """The points announced, on each measure, from a state kept before distance and time
     counted apart (`PlanState.apart` false): it holds one mark per kind, the due km of the
@@ -265,15 +278,37 @@ def _epoch(at: datetime | None) -> float | None:
 
 
 def record_service(
-    plan: Plan, state: PlanState | None, km: float | None, at: datetime
+    plan: Plan,
+    state: PlanState | None,
+    km: float | None,
+    at: datetime,
+    odometer_km: float | None = None,
 ) -> PlanState:
-    """A service done at `km` (None: the last odometer seen) and `at`: the new base. The same
-    service recorded again (a report relayed twice) changes nothing."""
+    """A service done at `km` and `at`: the new base. Without `km`, the vehicle's odometer
+    `odometer_km` as the fold has it when it applies the service (what the plan last saw
+    when it has seen the vehicle; what the vehicle shows when the plan has not evaluated it
+    yet, so that the next due counts from the service, not from `start_km`), else the last
+    odometer the plan saw.
+
+    With neither (a vehicle whose odometer is not known yet), the service's km is the first
+    odometer the plan sees after it (`step`).
+
+    A service dated before the plan's last one changes nothing (a checklist relayed again
+    after a newer service, a late report): the base is the latest service. The same service
+    recorded again (same time, and same km or none given) changes nothing either; one at the
+    same time with another km corrects it."""
     previous = state or PlanState()
-    base_km = km if km is not None else previous.seen_km
+    last_at = previous.last_service_at
+    if last_at is not None and at < last_at:
+        return previous
+    base_km = km
+    if base_km is None:
+        base_km = odometer_km if odometer_km is not None else previous.seen_km
     if base_km is not None:
         base_km = round(base_km, 3)  # (the odometer as the vehicle shows it: no float noise)
-    if state is not None and (state.last_service_km, state.last_service_at) == (base_km, at):
+    if last_at is not None and at == last_at and km is None:
+        return previous  # the same service again: the base it set stands
+    if state is not None and (state.last_service_km, last_at) == (base_km, at):
         return state
     return PlanState(
         last_service_km=base_km,
@@ -356,7 +391,7 @@ class Outlook:
 
 def outlook(plan: Plan, state: PlanState | None, odometer_km: float, now: datetime) -> Outlook:
     """Due: a cycle reached since the base, on either measure; the next point of each."""
-    cycle = _Cycle(plan, state or PlanState(started_at=now))
+    cycle = _Cycle(plan, _serviced_at(state or PlanState(started_at=now), odometer_km))
     n_km, n_time = cycle.reached(odometer_km, now)
     if n_km >= 1 or n_time >= 1:
         condition: Literal["ok", "due_soon", "due"] = "due"

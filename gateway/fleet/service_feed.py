@@ -8,9 +8,10 @@ through the same use case as the admin route (`servicing.py` `ServiceRecorder.re
                                        `completed_at`, km from the service or the checklist's
                                        `odometer_km`
 
-A report the recorder refuses (an unknown vehicle or plan, a time in the future) is logged and
-skipped: it never holds up the relay. A batch relayed twice queues its services twice; the
-fold applies a repeated service (same km and time) with no further effect.
+A report the recorder refuses (an unknown vehicle or plan, a plan that does not apply to the
+vehicle, a time in the future) is logged and skipped: it never holds up the relay. A batch
+relayed twice queues its services twice; the fold applies a repeated service (same km and
+time), or one older than the plan's last, with no further effect.
 """
 
 from __future__ import annotations

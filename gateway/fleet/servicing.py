@@ -3,10 +3,11 @@ maintenance plans: `maintenance.py` `record_service`).
 
     {"km"?: odometer at the service, "at"?: RFC 3339 (default: now), "plan"?: id or name}
 
-No `plan`: every plan of the vehicle is reset; with one, only that plan. No `km`: the fold
-takes the vehicle's odometer as the plans last saw it. The service goes to the fold's inbox
-(`store/fleet.py` `push_service`, journaled) and takes effect at the next fold of the
-vehicle, before the fixes that came with it.
+No `plan`: every plan of the vehicle is reset; with one, only that plan, which must apply to
+the vehicle (its `vehicles` or `group` name it, or neither is set: a `422` on `/plan`
+otherwise). No `km`: the fold takes the vehicle's odometer as it has folded it. The service
+goes to the fold's inbox (`store/fleet.py` `push_service`, journaled) and takes effect at the
+next fold of the vehicle, before the fixes that came with it.
 
 An admin records one through `POST /api/v1/entities/vehicle/{id|key}/services`; a checklist
 or ERP integration can call the same route from a flow (`call` step) or a partner's script.
@@ -22,6 +23,8 @@ from gateway.actions.body_check import BodyCheck
 from gateway.entities import EntityService
 from gateway.fleet.append import utc_text
 from gateway.fleet.fix import rfc3339
+from gateway.fleet.overview import vehicle_groups
+from gateway.fleet.rules import plan_from_doc
 from gateway.store import Doc, Store
 from gateway.store.fleet_rules import RuleResources
 
@@ -50,6 +53,13 @@ class ServiceRecorder:
             plan = None if ref is None else await self._plans.by_ref(tenant, ref)
             if ref is not None and plan is None:
                 check.add("/plan", f"no maintenance plan {ref!r}", "exists")
+            elif plan is not None and not _covers(plan, vehicle):
+                check.add(
+                    "/plan",
+                    f"maintenance plan {plan['name']!r} does not apply to this vehicle "
+                    "(its vehicles and group do not name it)",
+                    "applies",
+                )
             plan_id = None if plan is None else str(plan["_id"])
         check.done("service")
         service: Doc = {"at": at, "source": source}
@@ -63,6 +73,14 @@ class ServiceRecorder:
             **service,
             "at": utc_text(at),  # (`…Z`, as every fleet time is written)
         }
+
+
+def _covers(plan: Doc, vehicle: Doc) -> bool:
+    """Whether the plan applies to the vehicle as it is now (as the fold reads it): a service
+    for a plan that does not is refused, not queued to be skipped by the fold."""
+    data = vehicle.get("data") or {}
+    plate = str(data.get("plate") or vehicle.get("nk") or "")
+    return plan_from_doc(plan).applies_to(plate, vehicle_groups(data))
 
 
 def _time(check: BodyCheck, now: datetime) -> datetime:

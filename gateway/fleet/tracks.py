@@ -57,8 +57,12 @@ class Tracks:
         start, end = _time(query, "from"), _time(query, "to")
         after = _cursor(cursor)
         vehicle = await self._positions.vehicle(tenant, ref)
-        docs = await self._store.positions.track(tenant, vehicle.id, start, end, after, limit)
-        last = docs[-1]["t"] if len(docs) == limit else None
+        # One more than the page: a full last page says so (`next_cursor` null), instead of
+        # handing out a cursor whose page is empty.
+        docs = await self._store.positions.track(tenant, vehicle.id, start, end, after, limit + 1)
+        more = len(docs) > limit
+        docs = docs[:limit]
+        last = docs[-1]["t"] if more else None
         return {
             "vehicle": _vehicle(vehicle),
             "items": [public_fix(doc) for doc in docs],

@@ -49,11 +49,26 @@ def loads_exact(raw: bytes | str) -> Any:
     the standard library only reads again what orjson accepted."""
     data = orjson.loads(raw)
     text = raw if isinstance(raw, bytes) else raw.encode()  # valid UTF-8: orjson read it
-    if _LONG_RUN not in text.translate(_DIGIT_MAP):
+    digits = text.translate(_DIGIT_MAP)
+    if _LONG_RUN not in digits or not _past_int64(text, digits):
         return data
     if not isinstance(data, dict | list) or depth(data) > MAX_DEPTH:
         return data
     return json.loads(raw, parse_int=_int_or_text)
+
+
+def _past_int64(text: bytes, digits: bytes) -> bool:
+    """Whether a run of 19 digits or more (`digits`: `text` translated) could be an integer
+    outside the 64-bit range: one of 20 digits or more, or of 19 past 2**63 - 1. A 19-digit
+    nanosecond timestamp is not: the document is not read twice for it."""
+    at = digits.find(_LONG_RUN)
+    while at >= 0:
+        end = digits.find(b" ", at)
+        end = len(digits) if end < 0 else end
+        if end - at > 19 or int(text[at:end]) > INT64_MAX:
+            return True
+        at = digits.find(_LONG_RUN, end)
+    return False
 
 
 def _int_or_text(text: str) -> int | str:

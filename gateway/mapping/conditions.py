@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .casts import nfc
 from .expressions import Getter, Run, is_truthy
 from .problems import Problems
 
@@ -151,10 +152,13 @@ def _combined(
 
 
 def json_equal(left: Any, right: Any) -> bool:
-    """JSON equality: true is not 1."""
+    """JSON equality: true is not 1. Text is equal in whichever Unicode form it came: "Não"
+    decomposed (as macOS and iOS send it) equals "Não" as the mapping writes it."""
     if isinstance(left, bool) or isinstance(right, bool):
         return type(left) is type(right) and left == right
-    return bool(left == right)
+    if left == right:
+        return True
+    return type(left) is str and type(right) is str and nfc(left) == nfc(right)
 
 
 def _numbers(left: Any, right: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -50,7 +51,7 @@ class CompiledMapping:
         static = all(c is None for _, c in plan.emit)
         self._events = tuple(e for e, _ in plan.emit) if static else None
         self._forward = _static_forward(plan.forward)
-        self._bound: dict[tuple[tuple[str, Any], ...], CompiledMapping] = {}
+        self._bound: dict[str, CompiledMapping] = {}
 
     @property
     def name(self) -> str:
@@ -147,12 +148,13 @@ class CompiledMapping:
         declared = self._plan.params
         if strict and (problems := value_problems(declared, values, complete=False)):
             raise InvalidPayload(f"params do not fit mapping {self.name!r}", problems)
-        key = tuple(sorted((k, v) for k, v in values.items() if k in declared))
-        if not key:
+        chosen = {k: v for k, v in values.items() if k in declared}
+        if not chosen:
             return self
+        key = _values_key(chosen)
         bound = self._bound.get(key)
         if bound is None:
-            bound = self._compile_bound(dict(key))
+            bound = self._compile_bound(chosen)
             if len(self._bound) >= _MAX_BOUND:
                 self._bound.pop(next(iter(self._bound)))
             self._bound[key] = bound
@@ -403,6 +405,12 @@ def _key(alternatives: Key, document: dict[str, Any], run: Run, prefix: str = ""
 
 def _present(value: Any) -> bool:
     return value is not None and value != ""
+
+
+def _values_key(values: dict[str, Any]) -> str:
+    """A set of param values as its canonical JSON, which keeps their types: `true`, `1` and
+    `1.0` are three sets (Python's `True == 1 == 1.0`, with one hash, would share a plan)."""
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _static_forward(guards: tuple[Guard, ...]) -> Forward | None:

@@ -4,6 +4,7 @@ strftime format, in any IANA zone."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -74,7 +75,23 @@ def _from_iso(value: Any, naive: tzinfo) -> datetime:
             parsed = from_iso(f"{plus[1]}+{plus[2]}")
         except ValueError:
             raise _fail(value, "not ISO 8601") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=naive)
+    return parsed if parsed.tzinfo else _local(parsed, naive)
+
+
+def _local(wall: datetime, zone: tzinfo) -> datetime:
+    """The instant a wall time without an offset names in `zone` (`input_tz`), in UTC.
+
+    A wall time in the hour skipped when clocks go forward (2018-11-04T00:30 in
+    America/Sao_Paulo, whose clocks went from 00:00 to 01:00) never happened: it is read with
+    the offset in force before the jump, as a clock not yet moved forward meant it, which
+    lands as far past the jump (01:30-02:00, 03:30Z), as most libraries do. A wall time of the
+    hour repeated when clocks go back (2019-02-16T23:30 there) is the earlier of the two (with
+    the summer offset: 23:30-02:00). Converted to UTC here, so output in the same zone gives
+    a wall time that exists (formatting in the zone object it was read in would not convert).
+    """
+    if zone is UTC:
+        return wall.replace(tzinfo=UTC)
+    return wall.replace(tzinfo=zone).astimezone(UTC)
 
 
 _PLUS_AS_SPACE = re.compile(r"(.+[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)")
@@ -122,7 +139,7 @@ def _parser(how: str, naive: tzinfo) -> Parser:
             parsed = _leap_second(value.strip(), how)
         if parsed is None:
             raise _fail(value, f"does not match {how!r}")
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=naive)
+        return parsed if parsed.tzinfo else _local(parsed, naive)
 
     return strptime
 
@@ -176,7 +193,22 @@ def _formatter(how: str, out: tzinfo) -> Formatter:
         return lambda moment: _whole(moment.timestamp())
     if how == "unix_ms":
         return lambda moment: round(moment.timestamp() * 1000)
-    return lambda moment: moment.astimezone(out).strftime(how)
+    if "%s" not in how.replace("%%", ""):
+        return lambda moment: moment.astimezone(out).strftime(how)
+
+    def strftime(moment: datetime) -> str:
+        # %s is Unix time, whatever the zone: strftime would read the wall time in the
+        # process's own zone, an offset off in another (and off by the process's zone in UTC).
+        seconds = str(math.floor(moment.timestamp()))
+        own = _EPOCH_SECONDS.sub(lambda m: seconds if m[0] == "%s" else m[0], how)
+        return moment.astimezone(out).strftime(own)
+
+    return strftime
+
+
+_EPOCH_SECONDS = re.compile(r"%[%s]")
+"""`%s` in a strftime format, and `%%` (a literal percent sign, kept as it is: `%%s` is
+the text "%s")."""
 
 
 def _whole(seconds: float) -> int | float:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final, NamedTuple
 
 from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
 
-from .casts import to_boolean, to_integer, to_number, to_string
+from .casts import nfc, to_boolean, to_integer, to_number, to_string
 from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
 from .model import EvalError
 from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
@@ -138,7 +138,9 @@ def _compile_truncate(arg: Any, report: Report) -> Transform | None:
     if not _int_arg(arg, 0, MAX_STRING_LENGTH):
         report(f"truncate takes a length from 0 to {MAX_STRING_LENGTH}")
         return None
-    return lambda v: to_string(v)[:arg]
+    # In NFC first: "São" decomposed is four characters, and a cut after three would drop the
+    # tilde (and cut the same text at two lengths, whichever form it came in).
+    return lambda v: nfc(to_string(v))[:arg]
 
 
 def _compile_split(arg: Any, report: Report) -> Transform | None:
@@ -151,10 +153,10 @@ def _compile_split(arg: Any, report: Report) -> Transform | None:
     ):
         report("split takes {separator: text of 1 to 16 characters, index: -64 to 63}")
         return None
-    separator, index = arg["separator"], arg["index"]
+    separator, index = nfc(arg["separator"]), arg["index"]
 
-    def part(v: Any) -> str | None:
-        parts = (v if type(v) is str else to_string(v)).split(separator)
+    def part(v: Any) -> str | None:  # text and separator in NFC: found in either form
+        parts = nfc(v if type(v) is str else to_string(v)).split(separator)
         return parts[index] if -len(parts) <= index < len(parts) else None
 
     return part
@@ -195,29 +197,35 @@ def _compile_offset(arg: Any, report: Report) -> Transform | None:
     return lambda v: to_number(v) + arg
 
 
-def _half_up(scaled: float) -> int:
-    return math.floor(scaled + 0.5) if scaled >= 0 else -math.floor(0.5 - scaled)
+_HALF_UP: Final = Context(prec=330, rounding=ROUND_HALF_UP)
+"""Room for any float's digits (up to 309 before the point) and 12 places after it."""
+_PLACES: Final = tuple(Decimal(1).scaleb(-n) for n in range(13))
+
+
+def half_up(number: int | float, places: int) -> Decimal:
+    """`number` rounded to `places` decimals, halves away from zero, as people round the
+    number as it is written: a float is its shortest text (1.005 is "1.005", though the float
+    is 1.00499999999999989...), so 1.005 → 1.01 and 0.285 → 0.29. Multiplying by a power of
+    ten first would round what the float holds instead (1.005 * 100 = 100.49999999999999)."""
+    if type(number) is int:
+        return Decimal(number)  # no decimals to round (and of any size)
+    return Decimal(repr(number)).quantize(_PLACES[places], context=_HALF_UP)
 
 
 def round_to(places: int) -> Transform:
-    """Round halves away from zero, as people do (0.125 → 0.13); ints stay ints.
-
-    Scaling by a power of ten, rounding and dividing gives the float nearest the decimal
-    result (the division is correctly rounded), at a third of the cost of round(x, n).
-    """
-    if places == 0:
-        return lambda v: v if type(v) is int else _half_up(to_number(v))
-    power = 10**places
-    limit = 2.0**52 / power
+    """Round halves away from zero, as people do (0.125 → 0.13, 1.005 → 1.01); ints stay
+    ints, and `0` places gives an integer."""
 
     def round_places(value: Any) -> Any:
         if type(value) is not float:
             value = to_number(value)
             if type(value) is int:
                 return value
-        if -limit < value < limit:
-            return _half_up(value * power) / power
-        return value  # too large to have decimals left to round
+        if not math.isfinite(value):  # overflowed before: a `cast` problem where it is final
+            return value
+        if places == 0:
+            return int(half_up(value, 0))
+        return float(half_up(value, places)) + 0.0  # + 0.0: -0.001 → 0.0, not -0.0
 
     return round_places
 
@@ -272,9 +280,8 @@ def _compile_format_number(arg: Any, report: Report) -> Transform | None:
     swap = str.maketrans({",": thousands, ".": decimal})
 
     def format_number(value: Any) -> str:
-        number = to_number(value)
-        exact = Decimal(number) if type(number) is int else number  # a float would round it
-        return f"{exact:,.{decimals}f}".translate(swap)
+        # Rounded as {round: n} rounds (2.675 → "2,68"); "z": -0.001 is "0,00", not "-0,00".
+        return f"{half_up(to_number(value), decimals):z,.{decimals}f}".translate(swap)
 
     return format_number
 
@@ -366,10 +373,11 @@ def _locale_number(thousands: str, decimal: str) -> re.Pattern[str]:
 
 
 def map_key(value: Any) -> str | None:
-    """The string a value is looked up by in a value map (keys are strings, as in JSON)."""
+    """The string a value is looked up by in a value map (keys are strings, as in JSON; text
+    in NFC, as the map's keys are)."""
     kind = type(value)
     if kind is str:
-        return value  # type: ignore[no-any-return]
+        return nfc(value)
     if kind is bool:
         return "true" if value else "false"
     if kind is int:
@@ -387,7 +395,13 @@ def _compile_map(arg: Any, report: Report) -> Transform | None:
     if not isinstance(values, dict) or not values:
         report("values must be a non-empty object", "values")
         return None
-    table = dict(values)
+    table: dict[str, Any] = {}
+    for written, to in values.items():
+        key = nfc(written)
+        if key in table:  # "São" composed and decomposed: one key written twice
+            report(f"keys {key!r} are the same text in two Unicode forms", "values", written)
+            return None
+        table[key] = to
     default = arg.get("default")
 
     def lookup(value: Any) -> Any:

@@ -29,6 +29,7 @@ from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
 from gateway.formats.charsets import utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
+from gateway.formats.json_tree import loads_exact
 from gateway.outbound.breaker import BreakerState, PartnerGuard
 from gateway.outbound.connection import Connector, declared_body
 from gateway.outbound.partner_auth import (
@@ -467,7 +468,10 @@ def _parse_json(
 ) -> tuple[bool, Any, str | None]:
     """(is_json, value, problem). A JSON content type must parse; other bodies may. UTF-8,
     or the charset the answer names (a legacy ERP's Latin-1), a byte order mark ignored, as
-    a trigger reads a body (gateway/formats/charsets.py)."""
+    a trigger reads a body (gateway/formats/charsets.py). Integers past 64 bits are their
+    exact decimal text, as in a pushed body (`json_tree.loads_exact`): every reader of a
+    partner's answer (a schedule's page, a proxy answer, a response mapping, a flow's fetch)
+    keeps their digits, and what it stores can be stored."""
     declared = content_type == "application/json" or content_type.endswith("+json")
     try:
         body = utf8_json(body, charset)
@@ -478,7 +482,7 @@ def _parse_json(
     if declared and not body.strip():
         return False, None, None
     try:
-        return True, orjson.loads(body), None
+        return True, loads_exact(body), None
     except orjson.JSONDecodeError as exc:
         return False, None, (f"body is not valid JSON: {exc}" if declared else None)
 

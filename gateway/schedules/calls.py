@@ -184,6 +184,12 @@ def item_id(expression: str, item: Any) -> str | None:
     return text
 
 
+def cursor_key(cursor: Any) -> str:
+    """A cursor as a short key (a partner's token may be long): the chain of a schedule's
+    `more` runs names the cursors it sent so (`poll.py`)."""
+    return hashlib.sha256(_canonical(cursor).encode()).hexdigest()[:16]
+
+
 def digest(items: Sequence[Any]) -> str:
     return hashlib.sha256(_canonical(list(items)).encode()).hexdigest()
 

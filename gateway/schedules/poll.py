@@ -13,12 +13,16 @@
             read and landed again
 
 It drains while the partner says there is more (`cursor.more`, or: the page had items and
-the cursor moved), at most `max_pages` pages. A time cursor (an ISO 8601 date-time) never
+the cursor moved), at most `max_pages` pages; a run that stops there goes on in the next one
+(a chain of `more` runs, `runner.py`). A time cursor (an ISO 8601 date-time) never
 moves back: a partner answering an older one than the call's would have every later run
 read old data again; the page lands, the cursor stays, the run records what was refused.
 A page whose new items are those of the last page again (the same cursor answered with the
 same page, or the same page under new cursors) is refused before anything is written: the
-partner is looping.
+partner is looping. So is a partner whose next cursor is one this chain of runs sent already
+(two pages naming each other, or a longer cycle): its page is written, the cursor stays
+where it is (the next run asks that page again, and is refused as above), the run fails as a
+`loop` and backs off. The chain names the last `MAX_CHAIN` cursors it sent.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from gateway.outbound.sender import Sender
 from gateway.schedules.calls import (
     Page,
     PollFailure,
+    cursor_key,
     digest,
     item_id,
     page_items,
@@ -56,6 +61,8 @@ from gateway.triggers.rejected import RejectedKeeper, repeatable
 
 log = logging.getLogger(__name__)
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
+MAX_CHAIN = 1000
+"""Cursors a chain of `more` runs remembers having sent (short keys: `calls.cursor_key`)."""
 
 
 class LeaseLost(Exception):
@@ -75,6 +82,7 @@ class Tally:
     cursor_before: Any = None
     cursor_after: Any = None
     cursor_refused: Any = None  # a time cursor the partner answered that went back
+    chain: list[str] = field(default_factory=list)  # the cursors sent in this chain of runs
     problems: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -116,6 +124,8 @@ class Poll:
         self._cursor = cursor
         self._digest: str | None = doc.get("last_digest")
         self._seen = set(doc.get("seen") or ())
+        # Kept by the runner while runs end `more` (store/schedules.py), emptied otherwise.
+        self.tally.chain = list(doc.get("chain") or ())
         self.tally.cursor_before = self.tally.cursor_after = cursor
         # The commit of a landed page the database failed (not refused): the runner hands it
         # back before the schedule's release, so the next run does not land that page again.
@@ -144,6 +154,7 @@ class Poll:
         if sink is None:
             raise PollFailure("configuration", f"no {doc['target']['type']} target here")
         for _ in range(doc["max_pages"]):
+            self._sending(self._cursor)
             try:
                 request = request_for(doc, action, partner, request_mapping, self._cursor)
             except InvalidPayload as exc:  # the request mapping or the XML body cannot build it
@@ -199,9 +210,27 @@ class Poll:
         if spec is not None and goes_back(self._cursor, page.cursor):
             page = self._refuse_cursor(page)
         moved = spec is not None and page.cursor is not None and page.cursor != self._cursor
+        # The partner sends us on to a cursor this chain of runs sent already: a cycle.
+        cycle = moved and more and cursor_key(page.cursor) in self.tally.chain
+        moved = moved and not cycle
+        await self._commit(page.cursor if moved else None, page_digest, ids)
+        if cycle:
+            raise PollFailure(
+                "loop",
+                f"the partner sends us on to cursor {_shown(page.cursor)}, which this run (or "
+                f"the `more` runs before it) read already: it is looping; the page of "
+                f"{_shown(self._cursor)} was written and the cursor stays there",
+            )
+        if not moved or (spec is not None and spec.get("step") and page.cursor == spec["initial"]):
+            return False
+        return more
+
+    async def _commit(self, cursor: Any, page_digest: str | None, ids: list[str]) -> None:
+        """Move past a landed page: the cursor (None: it stays), the ids, the digest."""
+        doc, tally = self._doc, self.tally
         fields: Doc = {"last_digest": page_digest, "lease_until": self._clock() + self._lease}
-        if moved:
-            fields["cursor_value"] = page.cursor
+        if cursor is not None:
+            fields["cursor_value"] = cursor
         keep = (doc.get("dedupe") or {}).get("keep", 0)
         commit = partial(
             self._c.store.schedules.commit_page,
@@ -217,18 +246,15 @@ class Poll:
         except StoreUnavailable as exc:
             if not exc.refused:  # a fault of the moment: the page's writes are durable
                 self.uncommitted = commit
-                if moved:
-                    tally.cursor_after = page.cursor
+                if cursor is not None:
+                    tally.cursor_after = cursor
             raise
         if not committed:
             raise LeaseLost()
         self._digest = page_digest
         self._seen.update(ids)
-        if moved:
-            self._cursor = tally.cursor_after = page.cursor
-        if not moved or (spec is not None and spec.get("step") and page.cursor == spec["initial"]):
-            return False
-        return more
+        if cursor is not None:
+            self._cursor = tally.cursor_after = cursor
 
     async def _items(
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, texts: DecodedTexts
@@ -276,6 +302,13 @@ class Poll:
                 ids.append(key)
         return fresh, ids, fresh_numbers
 
+    def _sending(self, cursor: Any) -> None:
+        chain = self.tally.chain
+        key = cursor_key(cursor)
+        if key not in chain:
+            chain.append(key)
+            del chain[:-MAX_CHAIN]
+
     def _refuse_cursor(self, page: Page) -> Page:
         schedule = str(self._doc["_id"])
         log.warning(
@@ -290,6 +323,12 @@ class Poll:
 
     def _origin(self) -> Origin:
         return Origin("schedule", str(self._doc["_id"]), {"cursor": self._cursor})
+
+
+def _shown(cursor: Any) -> str:
+    """A cursor as a message quotes it (a partner's token may be long)."""
+    text = repr(cursor)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def goes_back(before: Any, after: Any) -> bool:

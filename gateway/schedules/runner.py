@@ -9,7 +9,14 @@ process takes the schedule over from the last committed cursor.
 After a failure the schedule waits (5 s, 30 s, 2 min, 10 min, 30 min, then hourly, ±20%; a
 partner's Retry-After is honoured up to an hour) and its `last_error` says why; pages read
 before the failure keep their progress. A run that stopped at `max_pages` while the partner
-had more is due again at once (after the other due schedules).
+had more is due again at once (after the other due schedules) when its pages held new items;
+one that read only empty pages (or items it had seen) waits for its regular time, so a
+partner answering empty pages under new cursors with "more" forever is not called without a
+pause (a cursor that comes back within the chain is a `loop`: `poll.py`).
+
+The next run time is computed on the schedule as the run read it, and given back only while
+it is unchanged (`rev`, `next_run_at`): what an admin asked during the run ("run now", pause
+and resume, a new `every`) is read again and takes effect, never overwritten by the run.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from gateway.schedules.timing import backoff_seconds, every_from_doc
 from gateway.store import Doc
 
 log = logging.getLogger(__name__)
+# Conditional releases of one run, each after a request changed the schedule under it; then
+# the last reading is given back as it is.
+_RELEASE_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +209,7 @@ class ScheduleRunner:
         store = self._c.store.schedules
         release = None
         if outcome != "lost_lease":
-            state = self._next_state(doc, outcome, failure, started_at, now)
-            release = partial(store.release, doc["_id"], owner, state)
+            release = partial(self._release, doc, owner, outcome, failure, tally, started_at, now)
         run: Doc = {
             "tenant": doc["tenant"],
             "schedule_id": str(doc["_id"]),
@@ -234,11 +243,58 @@ class ScheduleRunner:
 
         await self._hand_backs.give_back(str(doc["_id"]), writes)
 
+    async def _release(
+        self,
+        doc: Doc,
+        owner: str,
+        outcome: str,
+        failure: PollFailure | None,
+        tally: Tally,
+        started_at: datetime,
+        now: datetime,
+    ) -> None:
+        """Give the schedule back with its next run time, computed on the schedule as the run
+        read it (`doc`) and written only while its `rev` and `next_run_at` are those. A
+        request made during the run changed them: the state is computed again on the
+        schedule as it is now (a new `every`, a failure streak a resume forgot), and a
+        `next_run_at` the request moved ("run now", resume) wins when it is earlier."""
+        store = self._c.store.schedules
+        current: Doc | None = doc
+        state: dict[str, Any] = {}
+        for _ in range(_RELEASE_TRIES):
+            assert current is not None
+            state = self._next_state(current, outcome, failure, tally, started_at, now)
+            asked = current.get("next_run_at")
+            if asked is not None and asked != doc.get("next_run_at"):
+                state["next_run_at"] = min(state["next_run_at"], asked)
+            expect = {"rev": current.get("rev"), "next_run_at": asked}
+            if await store.release(doc["_id"], owner, state, expect=expect):
+                return
+            current = await store.held(doc["_id"], owner)
+            if current is None:  # the lease is lost, or a try whose answer was lost applied
+                return
+        await store.release(doc["_id"], owner, state)
+
     def _next_state(
         self,
         doc: Doc,
         outcome: str,
         failure: PollFailure | None,
+        tally: Tally,
+        started_at: datetime,
+        now: datetime,
+    ) -> dict[str, Any]:
+        state = self._timing(doc, outcome, failure, tally, started_at, now)
+        # The cursors a chain of `more` runs sent (a cycle through them is a loop).
+        state["chain"] = tally.chain if outcome == "more" else []
+        return state
+
+    def _timing(
+        self,
+        doc: Doc,
+        outcome: str,
+        failure: PollFailure | None,
+        tally: Tally,
         started_at: datetime,
         now: datetime,
     ) -> dict[str, Any]:
@@ -265,7 +321,10 @@ class ScheduleRunner:
                 "last_run_at": started_at,
                 "next_run_at": now + timedelta(seconds=wait),
             }
-        due = now if outcome == "more" else every_from_doc(doc["every"]).next_after(started_at)
+        if outcome == "more" and tally.read > tally.skipped:  # new items: the partner has more
+            due = now
+        else:  # an empty `more` run (or a done one) waits for the regular time
+            due = every_from_doc(doc["every"]).next_after(started_at)
         return {"failures": 0, "last_run_at": started_at, "last_ok_at": now, "next_run_at": due}
 
     async def _give_back(self, doc: Doc, owner: str) -> None:

@@ -27,7 +27,10 @@ INDEXES = [
 
 
 def record_id(trigger_id: str, key: str) -> str:
-    return f"{trigger_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+    """Keys of any length and alphabet (a webhook-id's bytes that are not UTF-8 included, read
+    as lone surrogates) are stored by their digest."""
+    digest = hashlib.sha256(key.encode(errors="surrogateescape")).hexdigest()
+    return f"{trigger_id}:{digest}"
 
 
 class IdempotencyStore:
@@ -92,6 +95,17 @@ class IdempotencyStore:
             if taken.modified_count == 1:
                 return None
         raise Conflict("the Idempotency-Key is being used concurrently; retry")
+
+    async def answered(
+        self, tenant: str, trigger_id: str, keys: Sequence[str], now: datetime
+    ) -> Doc | None:
+        """A finished answer kept under any of these keys, within the retention."""
+        since = now - timedelta(seconds=RETENTION_SECONDS)
+        ids = [record_id(trigger_id, key) for key in keys]
+        query = {"_id": {"$in": ids}, "state": "done", "created_at": {"$gt": since}}
+        with translate_errors():
+            found: Doc | None = await self._c.find_one(scoped(tenant, query))
+        return found
 
     async def complete(
         self, tenant: str, trigger_id: str, key: str, *, status: int, body: bytes

@@ -3,8 +3,10 @@
 A schedule is `{_id, tenant, name, action_id, every: {seconds} | {cron, timezone}, cursor?:
 {from, param, more?, initial?}, target: {type, entity_type?, kind?, params?}, mapping,
 dedupe?: {by, keep}, request?: {query?, body?}, error?, max_pages, status: active|paused,
-next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], failures,
-last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at}`. `mapping` sits at the
+next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], chain?:
+[cursor keys], failures, last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at}`.
+`chain` names the cursors sent since the last run that did not end `more` (a partner cycling
+through them is looping: `schedules/poll.py`). `mapping` sits at the
 top level: `store/mappings.py` finds a mapping's users by it.
 
 One runner per schedule across processes: a run claims the schedule under a lease
@@ -145,14 +147,29 @@ class ScheduleStore(TenantResources):
                 return await self._c.count_documents(query, limit=1) == 1
         return result.matched_count == 1  # matched: a commit that changes nothing is ours too
 
-    async def release(self, schedule_id: ObjectId, owner: str, fields: Mapping[str, Any]) -> bool:
-        """End a run: record its outcome and the next run time, and give the lease back."""
+    async def release(
+        self,
+        schedule_id: ObjectId,
+        owner: str,
+        fields: Mapping[str, Any],
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """End a run: record its outcome and the next run time, and give the lease back.
+        With `expect` (what the run read of the schedule: its `rev`, its `next_run_at`), only
+        while those are unchanged: False when a request moved them during the run (run now,
+        pause or resume, a PATCH), or when the lease is lost; `held` tells which."""
+        query: Doc = {"_id": schedule_id, "lease_owner": owner, **(expect or {})}
         with translate_errors():
             result = await self._c.update_one(
-                {"_id": schedule_id, "lease_owner": owner},
-                {"$set": {**fields, "lease_until": FREE}, "$unset": {"lease_owner": ""}},
+                query, {"$set": {**fields, "lease_until": FREE}, "$unset": {"lease_owner": ""}}
             )
         return result.matched_count == 1
+
+    async def held(self, schedule_id: ObjectId, owner: str) -> Doc | None:
+        """The schedule as it is now, while `owner` holds it (None once it does not)."""
+        with translate_errors():
+            return await self._c.find_one({"_id": schedule_id, "lease_owner": owner})
 
     # -- runs ------------------------------------------------------------------------------
 

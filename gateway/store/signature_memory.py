@@ -10,6 +10,7 @@ ignore older ones too (TTL deletion runs only now and then).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -29,11 +30,13 @@ class SignatureMemory:
         self._c = collection
 
     async def seen_at(
-        self, tenant: str, trigger_id: str, key: str, now: datetime
+        self, tenant: str, trigger_id: str, keys: Sequence[str], now: datetime
     ) -> datetime | None:
-        """When the message with this replay key was first written, within the memory."""
+        """When the message known by any of these replay keys (its key, and the keys an
+        earlier version kept it under) was first written, within the memory."""
         since = now - timedelta(seconds=RETENTION_SECONDS)
-        query = {"_id": record_id(trigger_id, key), "seen_at": {"$gt": since}}
+        ids = [record_id(trigger_id, key) for key in keys]
+        query = {"_id": {"$in": ids}, "seen_at": {"$gt": since}}
         with translate_errors():
             found = await self._c.find_one(scoped(tenant, query), {"seen_at": 1})
         return None if found is None else found["seen_at"]

@@ -1,5 +1,9 @@
 """Use case: `Idempotency-Key` — a retried call with the same key and body gets the first answer.
 
+A signed message is keyed by what its signature covers instead (`auth/signatures.py`
+ReplayKey: its `webhook-id`, its signed id, or its signed timestamp and body), and answers
+name that key, not an `Idempotency-Key` the partner never sent.
+
 A pending marker is stored (unique insert) before the call is processed, so two concurrent
 first calls cannot both run: the second gets a 409 until the first is answered. Only
 successful answers (2xx, 207 included) are kept: a failed call releases its key, so a retry
@@ -17,7 +21,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -61,7 +65,10 @@ class IdempotencyGuard:
         key: str,
         body_hash: str,
         call: Callable[[], Awaitable[HookAnswer]],
+        *,
+        named: str = "Idempotency-Key",
     ) -> HookAnswer:
+        """`named`: what the key is to the caller, for the 409 and 422 that name it."""
         records = self._store.idempotency
         claim = secrets.token_hex(8)  # names this call's marker: only this call releases it
         now = datetime.fromtimestamp(self._clock(), UTC)
@@ -75,8 +82,10 @@ class IdempotencyGuard:
             settled = exc.answered and not exc.deadline
             self._release_later(trigger, key, claim, settled=settled)
             raise
+        except Conflict:
+            raise Conflict(f"this {named} is being used concurrently; retry") from None
         if existing is not None:
-            return _replay(existing, body_hash)
+            return _replay(existing, body_hash, named)
         try:
             answer = await call()
         except BaseException:
@@ -93,6 +102,13 @@ class IdempotencyGuard:
         except StoreUnavailable as exc:  # the write is durable; a retry after LEASE re-runs it
             log.warning("idempotent answer not kept: %s", exc.detail)
         return answer
+
+    async def answered(self, trigger: CompiledTrigger, keys: Sequence[str]) -> HookAnswer | None:
+        """The first answer kept under any of these keys (a signed message's legacy keys),
+        as a replay; None when there is none."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        found = await self._store.idempotency.answered(trigger.tenant, trigger.id, keys, now)
+        return None if found is None else _answer(found)
 
     def _release_later(
         self, trigger: CompiledTrigger, key: str, claim: str, *, settled: bool
@@ -159,14 +175,18 @@ class IdempotencyGuard:
                     del self._releases[tenant]
 
 
-def _replay(record: dict[str, object], body_hash: str) -> HookAnswer:
+def _replay(record: dict[str, object], body_hash: str, named: str) -> HookAnswer:
     if record["body_hash"] != body_hash:
-        message = "this Idempotency-Key was already used with a different body"
+        message = f"this {named} was already used with a different body"
         raise InvalidPayload(
             message, [FieldProblem("", message, "idempotency")], reason="idempotency"
         )
     if record["state"] != "done":
-        raise Conflict("a request with this Idempotency-Key is still being processed; retry")
+        raise Conflict(f"a request with this {named} is still being processed; retry")
+    return _answer(record)
+
+
+def _answer(record: dict[str, object]) -> HookAnswer:
     status, body = record["status"], record["body"]
     assert isinstance(status, int) and isinstance(body, bytes)
     return HookAnswer(status, body, headers={REPLAYED_HEADER: "true"})

@@ -4,7 +4,8 @@
             gates.py) → compiled config (cached per version) → authenticate (token | partner
             JWT | body signature: Standard Webhooks or the partner's own HMAC scheme)
             → enabled? → method allowed? → rate limit (per process)
-    write:  read body (size limit) → parse (JSON, XML or form) → Idempotency-Key → ingest
+    write:  read body (size limit) → parse (JSON, XML or form) → Idempotency-Key (a signed
+            message's replay key instead: auth/signatures.py ReplayKey) → ingest
     read:   one entity by id/key, or a filtered page, shaped by the response mapping; a
             position trigger's: a vehicle's recent track (gateway/fleet/tracks.py)
 
@@ -33,7 +34,7 @@ import orjson
 
 from gateway.auth import partner_hmac, webhook_signature
 from gateway.auth.keyring import KeyRing
-from gateway.auth.signatures import SignatureRejected
+from gateway.auth.signatures import ReplayKey, SignatureRejected
 from gateway.auth.tokens import TriggerTokenVerifier, bearer_token
 from gateway.entities import EntityService, Origin
 from gateway.errors import (
@@ -82,7 +83,7 @@ class _Tally:
 class _Admitted:
     trigger: CompiledTrigger
     raw: bytes | None = None  # read already (to check its signature)
-    message_id: str | None = None  # a signed message's replay key (e.g. its webhook-id)
+    replay: ReplayKey | None = None  # a signed message's (e.g. its webhook-id)
 
 
 _ORIGIN: Final = re.compile(r"^(?:\*|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)\Z")
@@ -264,7 +265,7 @@ class HookReceiver:
 
     def _verify_signature(
         self, trigger: CompiledTrigger, headers: Mapping[str, str], raw: bytes
-    ) -> str:
+    ) -> ReplayKey:
         """The signed message's replay key; a refusal is counted by reason and answered with
         the same 401 as any bad credential."""
         now = self._clock()
@@ -272,7 +273,8 @@ class HookReceiver:
         try:
             if trigger.hmac is not None:
                 return partner_hmac.verify(trigger.hmac, secrets, headers, raw, now=now)
-            return webhook_signature.verify(secrets, headers, raw, now=now)
+            msg_id = webhook_signature.verify(secrets, headers, raw, now=now)
+            return ReplayKey(msg_id, webhook_signature.ID_HEADER)
         except SignatureRejected as exc:
             self._metrics.trigger_signature_rejections.labels(trigger.id, exc.reason).inc()
             raise denied() from None
@@ -307,11 +309,12 @@ class HookReceiver:
 
     # -- writing -------------------------------------------------------------------------------
 
-    async def _refuse_old_copy(self, trigger: CompiledTrigger, key: str) -> None:
+    async def _refuse_old_copy(self, trigger: CompiledTrigger, replay: ReplayKey) -> None:
         """A copy of a message written before, whose idempotency record (and first answer) has
         expired: refused like a stale timestamp, counted as `replayed`."""
         memory = self._store.signature_memory
-        if await memory.seen_at(trigger.tenant, trigger.id, key, self._now()) is not None:
+        keys = [replay.key, *replay.legacy]
+        if await memory.seen_at(trigger.tenant, trigger.id, keys, self._now()) is not None:
             self._metrics.trigger_signature_rejections.labels(trigger.id, "replayed").inc()
             raise denied()
 
@@ -331,37 +334,16 @@ class HookReceiver:
         raw = admitted.raw
         if raw is None:
             raw = await call.body.read(trigger.max_body_bytes)
-        if trigger.format == "form" and reads_as_json(call.content_type, raw):
-            payload: Any = parse_json(call.content_type, raw, call.charset)
-        elif trigger.format == "form":
-            if trigger.auth_mode in SIGNED_MODES and call.query_string:
-                # No scheme signs the URL: its fields would be written on a signature of
-                # something else (any captured body, the empty body of a GET).
-                raise BadRequest(
-                    "the query string is not covered by the signature: a signed trigger "
-                    "takes its fields from the signed body only"
-                )
-            form = parse_form(
-                call.content_type,
-                raw,
-                call.query_string,
-                call.charset,
-                call.headers.get("Content-Type", ""),
-            )
-            if trigger.token_param is not None:
-                form.pop(trigger.token_param, None)
-            payload = form
-        elif trigger.format == "xml":
-            payload = parse_xml(call.content_type, raw, call.charset)
-        else:
-            payload = parse_json(call.content_type, raw, call.charset)
-        # A signed message is keyed by its signed `webhook-id`: an unsigned Idempotency-Key
-        # must not let a captured message be replayed inside the signature's time window.
-        key = admitted.message_id or call.headers.get("Idempotency-Key")
-
-        remembered = key if _remembered(admitted) else None
+        payload = _payload(trigger, call, raw)
+        replay = admitted.replay
+        key, named, query = _idempotency_key(replay, call)
+        remembered = replay if replay is not None and _remembered(trigger) else None
 
         async def ingest() -> HookAnswer:
+            if replay is not None and replay.legacy:
+                earlier = await self._idempotency.answered(trigger, replay.legacy)
+                if earlier is not None:
+                    return earlier  # a copy of a message written before its key changed
             if remembered is not None:
                 await self._refuse_old_copy(trigger, remembered)
             ingested = await self._ingestor.ingest(
@@ -369,30 +351,64 @@ class HookReceiver:
             )
             tally.outcome = ingested.outcome
             if remembered is not None and ingested.status < 300:
-                await self._remember(trigger, remembered)
+                await self._remember(trigger, remembered.key)
             return HookAnswer(ingested.status, orjson.dumps(ingested.body))
 
         if key is None:
             return await ingest()
-        _check_key(key)
-        digest = hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest()
-        answer = await self._idempotency.run(trigger, key, digest, ingest)
+        digest = hashlib.sha256(raw + b"\n" + query.encode()).hexdigest()
+        answer = await self._idempotency.run(trigger, key, digest, ingest, named=named)
         if REPLAYED_HEADER in answer.headers:
             tally.outcome = "replayed"
         return answer
 
 
-def _remembered(admitted: _Admitted) -> bool:
+def _payload(trigger: CompiledTrigger, call: HookCall, raw: bytes) -> Any:
+    """The body parsed as the trigger's format says (a form trigger's, or its query string)."""
+    if trigger.format == "form" and reads_as_json(call.content_type, raw):
+        return parse_json(call.content_type, raw, call.charset)
+    if trigger.format == "form":
+        if trigger.auth_mode in SIGNED_MODES and call.query_string:
+            # No scheme signs the URL: its fields would be written on a signature of
+            # something else (any captured body, the empty body of a GET).
+            raise BadRequest(
+                "the query string is not covered by the signature: a signed trigger "
+                "takes its fields from the signed body only"
+            )
+        form = parse_form(
+            call.content_type,
+            raw,
+            call.query_string,
+            call.charset,
+            call.headers.get("Content-Type", ""),
+        )
+        if trigger.token_param is not None:
+            form.pop(trigger.token_param, None)
+        return form
+    if trigger.format == "xml":
+        return parse_xml(call.content_type, raw, call.charset)
+    return parse_json(call.content_type, raw, call.charset)
+
+
+def _idempotency_key(replay: ReplayKey | None, call: HookCall) -> tuple[str | None, str, str]:
+    """(the write's idempotency key, how answers name it, the query string its digest covers).
+    A signed message is keyed by what its signature covers (auth/signatures.py ReplayKey):
+    an unsigned Idempotency-Key, or an unsigned query string in the digest, must not let a
+    captured message be written again or answered otherwise than the first time."""
+    if replay is not None:
+        return replay.key, replay.named, ""
+    key = call.headers.get("Idempotency-Key")
+    if key is not None:
+        _check_key(key)
+    return key, "Idempotency-Key", call.query_string
+
+
+def _remembered(trigger: CompiledTrigger) -> bool:
     """Whether a signed message is remembered past its idempotency record: its scheme has no
     timestamp, so nothing else stops a copy of it later. A position trigger's fix sent again
     is a duplicate anyway (stored once, by vehicle and time)."""
-    scheme = admitted.trigger.hmac
-    return (
-        admitted.message_id is not None
-        and scheme is not None
-        and not scheme.timestamped
-        and admitted.trigger.target != "positions"
-    )
+    scheme = trigger.hmac
+    return scheme is not None and not scheme.timestamped and trigger.target != "positions"
 
 
 def _check_key(key: str) -> None:

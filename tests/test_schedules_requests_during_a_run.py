@@ -1,0 +1,113 @@
+"""What an admin asks of a schedule while it runs ("run now", resume, a new `every`) takes
+effect once the run ends: the run's own next time does not overwrite it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.feed_doubles import ScriptedFeed, scripted
+from tests.partner_double import FakeClock
+from tests.schedule_support import get, run_now, runner, runs, scripted_schedule
+from tests.support import auth
+
+__all__ = ["scripted"]  # the fixture
+Client = TestClient[Any, Any]
+
+
+def _page(after: str | None, n: int) -> dict[str, Any]:
+    return {"items": [{"placa": "ABC1D23", "codigo": str(n)}], "next": f"c{n}", "more": False}
+
+
+async def _during_first_call(
+    client: Client, feed: ScriptedFeed, **overrides: Any
+) -> tuple[str, FakeClock, asyncio.Task[Counter[str]]]:
+    """A schedule whose first run waits on the partner's first answer (until `feed.gate`)."""
+    feed.answer = _page
+    feed.gated = {1}
+    clock = FakeClock()
+    runner(client).clock = clock
+    schedule = await scripted_schedule(client, feed, **overrides)
+    task = asyncio.create_task(runner(client).run_until_idle())
+    await feed.wait_until(lambda: len(feed.calls) == 1, timeout=10)
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert state["running"] is True
+    return schedule["id"], clock, task
+
+
+async def _state(client: Client, schedule_id: str) -> dict[str, Any]:
+    state: dict[str, Any] = (await get(client, f"/api/v1/schedules/{schedule_id}"))["state"]
+    return state
+
+
+async def test_run_now_during_a_run_runs_again_once_it_ends(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    schedule_id, _, task = await _during_first_call(client, scripted)
+    await run_now(client, schedule_id)
+    scripted.gate.set()
+    # The first run, then the one asked for during it; then nothing is due.
+    assert await asyncio.wait_for(task, 10) == {"ok": 2}
+    assert [c["after"] for c in scripted.calls] == [None, "c1"]
+    assert [r["cursor_after"] for r in await runs(client, schedule_id)] == ["c2", "c1"]
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {}
+
+
+async def test_a_run_that_fails_after_run_now_was_asked_still_runs_again_at_once(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    schedule_id, _, task = await _during_first_call(client, scripted)
+    scripted.answer = lambda after, n: b"<html>down</html>" if n == 1 else _page(after, n)
+    await run_now(client, schedule_id)
+    scripted.gate.set()
+    assert await asyncio.wait_for(task, 10) == {"failed": 1, "ok": 1}
+    state = await _state(client, schedule_id)
+    assert (state["failures"], state["cursor"]) == (0, "c2")
+
+
+async def test_a_new_every_set_during_a_run_times_the_next_run(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    schedule_id, clock, task = await _during_first_call(client, scripted, every="1d")
+    response = await client.patch(
+        f"/api/v1/schedules/{schedule_id}", json={"every": "10m"}, headers=auth()
+    )
+    assert response.status == 200, await response.text()
+    scripted.gate.set()
+    assert await asyncio.wait_for(task, 10) == {"ok": 1}
+    state = await _state(client, schedule_id)
+    (run,) = await runs(client, schedule_id)
+    started = datetime.fromisoformat(run["started_at"])
+    assert datetime.fromisoformat(state["next_run_at"]) - started == timedelta(minutes=10)
+    clock.advance(600)
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {"ok": 1}
+
+
+async def test_pause_and_resume_during_a_run_make_it_due_once_it_ends(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    schedule_id, _, task = await _during_first_call(client, scripted)
+    for verb in ("pause", "resume"):
+        response = await client.post(f"/api/v1/schedules/{schedule_id}/{verb}", headers=auth())
+        assert response.status == 200, await response.text()
+    scripted.gate.set()
+    assert await asyncio.wait_for(task, 10) == {"ok": 2}
+    assert len(scripted.calls) == 2
+
+
+async def test_a_pause_during_a_run_still_holds_once_it_ends(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    schedule_id, clock, task = await _during_first_call(client, scripted)
+    response = await client.post(f"/api/v1/schedules/{schedule_id}/pause", headers=auth())
+    assert response.status == 200, await response.text()
+    scripted.gate.set()
+    assert await asyncio.wait_for(task, 10) == {"ok": 1}
+    clock.advance(2 * 3600)
+    assert await asyncio.wait_for(runner(client).run_until_idle(), 10) == {}
+    schedule = await get(client, f"/api/v1/schedules/{schedule_id}")
+    assert (schedule["status"], schedule["state"]["cursor"]) == ("paused", "c1")
