@@ -495,6 +495,17 @@ class EntityStore:
         )
         return matched == 1
 
+    async def deleted_outbox(self, tenant: str, etype: str, id: str) -> Doc | None:
+        """A deleted entity of this type and id whose outbox the relay has not drained yet
+        (`mark_deleted`: it holds `entity.deleted`), with that outbox; None once the relay
+        removed it, or for an id that names no deleted entity."""
+        oid = parse_id(id)
+        if oid is None:
+            return None
+        query = scoped(tenant, {"_id": oid, "type": f"{etype}#deleted"})
+        with translate_errors():
+            return await self._c.find_one(query, {"type": 1, "nk": 1, "outbox": 1})
+
     async def backfill_derived(self) -> int:
         """Give entities written by an older gateway what it did not keep beside their data
         (`derived`: partner-id lookup keys, a vehicle's `position_at`); once per database (a
