@@ -356,6 +356,22 @@ async def test_a_copy_of_a_message_kept_under_the_earlier_key_is_still_recognise
     assert await entities(client) == []
 
 
+WITH_ID = {
+    "mode": "hmac",
+    "algorithm": "sha256",
+    "header": "X-Sig",
+    "id_header": "X-Id",
+    "timestamp_header": "X-Ts",
+    "signed_content": "{id}.{timestamp}.{body}",
+    "secret": SECRET,
+}
+
+
+def _id_signed(msg_id: str, stamp: str, body: bytes = BODY) -> dict[str, str]:
+    signature = _mac(SECRET, f"{msg_id}.{stamp}.".encode() + body)
+    return {**JSON, "X-Sig": signature, "X-Id": msg_id, "X-Ts": stamp}
+
+
 def _digest(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
@@ -457,21 +473,10 @@ async def test_a_retry_with_a_query_of_a_message_answered_before_the_upgrade_is_
     answered before gets that answer, with Standard Webhooks and with an `id_header` scheme;
     another body under the same id is still a 422."""
     webhook = await create_trigger(client, auth={"mode": "webhook_signature"})
-    scheme = {
-        "mode": "hmac",
-        "algorithm": "sha256",
-        "header": "X-Sig",
-        "id_header": "X-Id",
-        "timestamp_header": "X-Ts",
-        "signed_content": "{id}.{timestamp}.{body}",
-        "secret": SECRET,
-    }
-    with_id = await create_trigger(client, name="with-id", auth=scheme)
+    with_id = await create_trigger(client, name="with-id", auth=WITH_ID)
 
     def id_signed(body: bytes) -> dict[str, str]:
-        stamp = str(int(time.time()))
-        signature = _mac(SECRET, b"evt_1." + stamp.encode() + b"." + body)
-        return {**JSON, "X-Sig": signature, "X-Id": "evt_1", "X-Ts": stamp}
+        return _id_signed("evt_1", str(int(time.time())), body)
 
     other = orjson.dumps({**VEHICLE, "year": 2030})
     for trigger, key, signed, named in (
@@ -560,3 +565,19 @@ async def test_a_message_timestamped_ahead_of_the_clock_is_refused_while_its_cop
     assert (await _post(client, short, signed(str(int(time.time()) + 200))))[0] == 200
     assert await _remembered(client, trigger) == 1
     assert await _remembered(client, short) == 0
+
+    # The same with a signed message id.
+    long_id = await create_trigger(
+        client, name="long-id", auth={**WITH_ID, "tolerance_seconds": 86400}
+    )
+    short_id = await create_trigger(client, name="short-id", auth=WITH_ID)
+    ahead_id = _id_signed("evt_1", str(int(time.time()) + 3600))
+    assert (await _post(client, long_id, ahead_id))[0] == 200
+    assert (await _post(client, short_id, _id_signed("evt_2", str(int(time.time()) + 200))))[
+        0
+    ] == 200
+    await _age_records(client, 24 * 3600 + 1)
+    await _set_year(client, 2025)
+    assert (await _post(client, long_id, ahead_id))[0] == 401
+    assert (await _vehicle(client))["year"] == 2025
+    assert await _remembered(client, short_id) == 0

@@ -238,10 +238,10 @@ def verify(
             matched.append(expected)
     if not matched:
         raise SignatureRejected("mismatch", "no matching signature")
-    if msg_id:
-        return ReplayKey(f"id:{msg_id}", scheme.id_header or "message id")
-    named = "signed timestamp and body" if timestamp else "signed body"
     until = _seconds(timestamp) + scheme.tolerance_seconds if timestamp else None
+    if msg_id:
+        return ReplayKey(f"id:{msg_id}", scheme.id_header or "message id", verifies_until=until)
+    named = "signed timestamp and body" if timestamp else "signed body"
     # Until 2026-12-05 the key was the first signature offered (a junk one let a copy in),
     # exactly `sig:<timestamp>:<its hex>`: copies of messages written before are found under
     # their matching signature's key, or under the first offered one when it matched none
