@@ -344,7 +344,7 @@ class HookReceiver:
         payload = _payload(trigger, call, raw)
         replay = admitted.replay
         key, named = _idempotency_key(replay, call)
-        digest, earlier_digests = _body_hashes(replay, call, raw)
+        digest, earlier_digests = _body_hashes(replay, call, raw) if key is not None else ("", ())
         checked, remembered = _memory_use(trigger, replay, self._clock())
 
         async def ingest() -> HookAnswer:
@@ -427,11 +427,12 @@ def _body_hashes(
     Until 2026-12-05 a signed message's covered the query string too: a record written then
     holds that form, so a retry to the same URL is taken as the copy it is. Records last
     24 h: the second form can go once every gateway has run this version that long."""
-    with_query = hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest()
     if replay is None:
-        return with_query, ()
+        return hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest(), ()
     body_only = hashlib.sha256(raw + b"\n").hexdigest()
-    return body_only, (() if with_query == body_only else (with_query,))
+    if not call.query_string:
+        return body_only, ()
+    return body_only, (hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest(),)
 
 
 def _memory_use(
