@@ -97,12 +97,27 @@ class IdempotencyStore:
         raise Conflict("the Idempotency-Key is being used concurrently; retry")
 
     async def answered(
-        self, tenant: str, trigger_id: str, keys: Sequence[str], now: datetime
+        self,
+        tenant: str,
+        trigger_id: str,
+        keys: Sequence[str],
+        now: datetime,
+        *,
+        body_keys: Sequence[str] = (),
+        body_hashes: Sequence[str] = (),
     ) -> Doc | None:
-        """A finished answer kept under any of these keys, within the retention."""
+        """A finished answer kept under any of `keys`, or under any of `body_keys` for a body
+        of one of `body_hashes`, within the retention."""
         since = now - timedelta(seconds=RETENTION_SECONDS)
         ids = [record_id(trigger_id, key) for key in keys]
-        query = {"_id": {"$in": ids}, "state": "done", "created_at": {"$gt": since}}
+        matching: Doc = {"_id": {"$in": ids}}
+        if body_keys:
+            by_body = {
+                "_id": {"$in": [record_id(trigger_id, key) for key in body_keys]},
+                "body_hash": {"$in": list(body_hashes)},
+            }
+            matching = {"$or": [matching, by_body]}
+        query = {**matching, "state": "done", "created_at": {"$gt": since}}
         with translate_errors():
             found: Doc | None = await self._c.find_one(scoped(tenant, query))
         return found
