@@ -283,3 +283,29 @@ async def test_records_dedupe_saw_answered_again_under_new_cursors_wait_past_wha
     clock.advance(3600)  # still the same record: one regular run, then the wait again
     assert await _until_idle(client) == {"more": 1}
     assert len(scripted.calls) == 8
+
+
+async def test_a_mixed_feed_without_more_reads_on_through_pages_the_mapping_leaves_out(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """Without `cursor.more` (Geotab's GetFeed, read by geotab-statusdata), a page of records
+    the mapping leaves out is no end of the feed: only a page with no records is."""
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        at = int(after or 0)
+        kind = "vehicle" if at == 3 else "driver"
+        records = [{"kind": kind, "placa": "ABC1D23", "codigo": f"r{at}"}] if at < 4 else []
+        return {"items": records, "next": str(min(at + 1, 4))}
+
+    scripted.answer = answer
+    _clock(client)
+    await upload_mapping(client, MIXED)
+    target = {"entity_type": "vehicle", "mapping": "erp-mixed"}
+    cursor = {"from": "next", "param": "query.after"}
+    schedule = await scripted_schedule(client, scripted, target=target, cursor=cursor)
+
+    assert await _until_idle(client) == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "1", "2", "3", "4"]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["erp_id"] == "r3"
+    assert (await _state(client, schedule["id"]))["cursor"] == "4"

@@ -12,20 +12,21 @@
             the database failed for a moment is handed back (`uncommitted`), not the page
             read and landed again
 
-It drains while the partner says there is more (`cursor.more`, or: the page had items and
-the cursor moved), at most `max_pages` pages; a run that stops there goes on in the next one
-(a chain of `more` runs, `runner.py`). A time cursor (an ISO 8601 date-time) never
-moves back: a partner answering an older one than the call's would have every later run
-read old data again; the page lands, the cursor stays, the run records what was refused.
-A page whose new items are those of the last page again (the same cursor answered with the
-same page, or the same page under new cursors) is refused before anything is written: the
-partner is looping. So is a cursor this chain of runs sent already that answers the page it
-answered then (two pages naming each other, or a longer cycle): the chain keeps, for the last
-`MAX_CHAIN` cursors it sent, a mark of the page each answered (`calls.page_mark`); the page is
-refused, the cursor stays there, the run fails as a `loop` and backs off, and the chain is
-kept, so the next run's same page is refused at once. A cursor sent already that answers
-another page is no loop: the partner restarted its feed (an offset out of range read from
-the earliest) or moved on, and the chain starts again from there.
+It drains while the partner says there is more (`cursor.more`, or: the page had records,
+kept by the mapping or not, and the cursor moved), at most `max_pages` pages; a run that
+stops there goes on in the next one (a chain of `more` runs, `runner.py`). A time cursor (an
+ISO 8601 date-time) never moves back: a partner answering an older one than the call's would
+have every later run read old data again; the page lands, the cursor stays, the run records
+what was refused. A page whose new items are those of the last page again (the same cursor
+answered with the same page, or the same page under new cursors) is refused before anything
+is written: the partner is looping. So is a cursor this chain of runs sent already that
+answers the page it answered then (two pages naming each other, or a longer cycle): the
+chain keeps, for the last `MAX_CHAIN` cursors it sent, a mark of the page each answered
+(`calls.page_mark`); the page is refused, the cursor stays there, the run fails as a `loop`
+and backs off, and the chain is kept, so the next run's same page is refused at once. A
+cursor sent already that answers another page is no loop: the partner restarted its feed (an
+offset out of range read from the earliest) or moved on, and the chain starts again from
+there.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ class Poll:
         if records:  # a page of records dedupe had all seen, or one with something new
             tally.seen_in_row = tally.seen_in_row + skipped if skipped == len(records) else 0
         spec = doc.get("cursor")
-        more = page.more if page.more is not None else bool(items)
+        more = page.more if page.more is not None else bool(records)
         page_digest = digest(fresh) if fresh else self._digest
         if spec is not None and fresh and page_digest == self._digest:
             raise PollFailure(
