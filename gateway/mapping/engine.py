@@ -200,6 +200,15 @@ class CompiledMapping:
         """The items, and each one's index in the partner's list when `items: {..., when}`
         left some out (None: the items are that list, numbered from 0), so a batch's results
         and refusals name the item the partner sent, not its place among those kept."""
+        _, items, numbers = self.listed_items(payload, texts=texts)
+        return items, numbers
+
+    def listed_items(
+        self, payload: Any, *, texts: DecodedTexts | None = None
+    ) -> tuple[list[Any], list[Any], list[int] | None]:
+        """The partner's records (its list before `items: {..., when}` kept some), and the
+        items with their numbers as `numbered_items` gives them: a polled page of records
+        the mapping leaves out is not an empty page (`schedules/poll.py`)."""
         self._need("inbound")
         getter = self._plan.items
         if getter is None:
@@ -216,12 +225,13 @@ class CompiledMapping:
         if self._plan.inner is not None:
             found = self._inner_items(found, self._plan.inner, texts)
         numbers = None
+        listed = found
         if self._plan.keep is not None:
             found, numbers = self._kept_items(found, self._plan.keep, texts)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
             raise self._items_problem(message, "limit")
-        return found, numbers
+        return listed, found, numbers
 
     def _kept_items(
         self, found: list[Any], keep: Condition, texts: DecodedTexts | None
