@@ -155,7 +155,7 @@ async def _handled(handler: Handler, request: web.Request) -> web.StreamResponse
             raise  # not the client's connection: an error of ours
         # Gone before its whole body arrived: nothing was read, so nothing was done, and
         # nobody reads this answer.
-        log.info("the client closed the connection before its body arrived")
+        log.debug("the client closed the connection before its body arrived")
         gone = BadRequest("the connection closed before the whole body arrived")
         return problems.problem_response(gone, request)
 
@@ -167,7 +167,7 @@ def _unreadable_body(request: web.Request, exc: web.RequestPayloadError) -> web.
     text = (cause.message if isinstance(cause, BadHttpMessage) else str(exc)) or ""
     reason = text.strip().splitlines()[0].rstrip(":") if text.strip() else "unreadable"
     refused = BadRequest(f"malformed request body: {reason}")
-    log.warning("request refused: %s", refused.detail, extra={"status": refused.status})
+    log.debug("request refused: %s", refused.detail, extra={"status": refused.status})
     request.content.feed_eof()
     response = problems.problem_response(refused, request)
     response.force_close()
