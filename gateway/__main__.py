@@ -287,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # system, no permission): that setting's error, not the gateway's.
         if (name := settings.setting_of(exc.filename)) is None:
             return _failed(exc)
-        print(f"configuration error: {name}: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        said = f"{name}: {exc.strerror or exc}: {exc.filename}"
+        print(f"configuration error: {said}", file=sys.stderr)
         return 2
     except Exception as exc:
         return _failed(exc)

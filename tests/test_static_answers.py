@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 import pytest
 
 from tests.triggers_support import Client

@@ -22,7 +22,6 @@ from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.store import Doc, Store
 
-
 POLLED: Final = "schedule"
 """The `auth_mode` of a schedule's target compiled as a trigger (gateway/schedules/sinks.py):
 its pages are polled, no partner calls in; its `id` is the schedule's."""

@@ -65,7 +65,10 @@ SECURITY_HEADERS: Final = {
 @web.middleware
 async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await _admit(request, handler)
+        if request.match_info.route.name == "static":
+            response = await _asset(request, handler)
+        else:
+            response = await _admit(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
             _secure(exc, request)
@@ -83,15 +86,9 @@ async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = request.match_info.route.name
-    if route == "static":
-        # An asset: no session read, no cookie (the login forms set theirs). A missing one is
-        # the UI's 404 page; aiohttp would answer an empty 404 labelled a file download.
-        if not _static_file(request):
-            raise web.HTTPNotFound()
-        return await handler(request)
     visitor = await _visitor(request)
     request[visitor_key] = visitor
+    route = request.match_info.route.name
     if route not in PUBLIC and visitor.session is None:
         return await _signed_out(request, visitor, route)
     if visitor.session is not None:
@@ -125,6 +122,14 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if response.status >= 500:
         await _release_once(request, claimed)
     return _pre_session(response, request, visitor)
+
+
+async def _asset(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A static file: no session read, no cookie (the login forms set theirs). A missing one
+    is the UI's 404 page: aiohttp answers an empty 404 labelled a file download."""
+    if not _static_file(request):
+        raise web.HTTPNotFound()
+    return await handler(request)
 
 
 def _static_file(request: web.Request) -> bool:

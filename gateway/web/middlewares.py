@@ -9,8 +9,8 @@ import re
 import time
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
@@ -76,7 +76,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
                 _count(metrics, route, request.method, response, elapsed)
                 _log_request(request, route, response, elapsed)
 
-        response.prepare = send_then_count  # type: ignore[method-assign]
+        response.prepare = send_then_count  # type: ignore[method-assign,assignment]
         return response
     # Counted off the answer's path: for most answers aiohttp writes them before the loop runs
     # this (a large body that must drain may be counted first, with the same status).
