@@ -260,7 +260,10 @@ class Ingestor:
                 f"a batch of {count} items is over this trigger's limit of "
                 f"{trigger.max_batch_items}"
             )
-        self._metrics.trigger_batch_items.labels(trigger.id).observe(count)
+        if trigger.polled:  # a schedule's page: by schedule, never as a trigger's batch
+            self._metrics.schedule_page_items.labels(trigger.id).observe(count)
+        else:
+            self._metrics.trigger_batch_items.labels(trigger.id).observe(count)
         return plan
 
     async def _batch(self, trigger: CompiledTrigger, plan: _Plan, origin: Origin) -> Ingested:

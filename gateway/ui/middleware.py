@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -65,7 +66,10 @@ SECURITY_HEADERS: Final = {
 @web.middleware
 async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await _admit(request, handler)
+        if request.match_info.route.name == "static":
+            response = await _asset(request, handler)
+        else:
+            response = await _admit(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
             _secure(exc, request)
@@ -88,7 +92,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.name
     if route not in PUBLIC and visitor.session is None:
         return await _signed_out(request, visitor, route)
-    if visitor.session is not None and route != "static":
+    if visitor.session is not None:
         admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
     if request.method == "POST":
         try:
@@ -119,6 +123,27 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if response.status >= 500:
         await _release_once(request, claimed)
     return _pre_session(response, request, visitor)
+
+
+async def _asset(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A static file: no session read, no cookie (the login forms set theirs). A missing one
+    is the UI's 404 page: aiohttp answers an empty 404 labelled a file download."""
+    if not _static_file(request):
+        raise web.HTTPNotFound()
+    return await handler(request)
+
+
+def _static_file(request: web.Request) -> bool:
+    """Whether the asset asked for is a file of the static directory."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return False
+    directory = Path(resource.get_info()["directory"])
+    path = directory / request.match_info.get("filename", "")
+    try:
+        return path.resolve().is_relative_to(directory) and path.is_file()
+    except OSError:  # a name too long, a loop of links
+        return False
 
 
 async def _signed_out(
