@@ -27,8 +27,6 @@ DOCS = ROOT / "docs"
 OPERATIONS = DOCS / "operations.md"
 # The pages an operator reads; docs/benchmarks.md is a lab notebook and is left out.
 PAGES = [ROOT / "README.md", *sorted(p for p in DOCS.glob("*.md") if p.name != "benchmarks.md")]
-# Read by the code outside gateway/config.py (prometheus_client's multiprocess mode).
-OTHER_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR"}
 # Named by the docs, read by docker-compose.yml or the test suite rather than the gateway.
 NOT_SETTINGS = {"GATEWAY_REPLICAS", "GATEWAY_PROCESSES", "TEST_MONGODB_URI"}
 
@@ -49,7 +47,7 @@ def _settings_table() -> dict[str, list[str]]:
 
 def _variables_the_code_reads() -> set[str]:
     config = (ROOT / "gateway" / "config.py").read_text()
-    return set(re.findall(r"env\.\w+\(\s*\"([A-Z_]+)\"", config)) | OTHER_VARIABLES
+    return set(re.findall(r"env\.\w+\(\s*\"([A-Z_]+)\"", config))
 
 
 def test_every_setting_the_code_reads_is_in_the_configuration_table() -> None:
