@@ -210,6 +210,9 @@ async def test_decomposed_text_matches_boolean_words_map_keys_conditions_and_sep
         (NFD_SAO_PAULO, "Sa\u0303o", NFD_SAO_PAULO),  # 4 characters sent, 3 counted: as sent
         ("Sa\u0303o, Pau\u0301lo", "Sa\u0303o", "Sa\u0303o"),
         (HANGUL + "\u1105\u1161", HANGUL, HANGUL + "\u1105\u1161"),  # a syllable is one
+        (", ".join([NFD_SAO_PAULO] * 4), "Sa\u0303o", NFD_SAO_PAULO),  # longer than 4 x 3
+        ("Sa\u0303o", "Sa\u0303o", "Sa\u0303o"),
+        ("Sa\u0303", "Sa\u0303", "Sa\u0303"),
     ],
 )
 async def test_truncate_and_split_count_and_find_in_nfc_and_write_the_text_as_sent(
@@ -222,6 +225,24 @@ async def test_truncate_and_split_count_and_find_in_nfc_and_write_the_text_as_se
     )
     document = await _dry_run(client, fields, {"city": sent})
     assert document["attributes"] == {"cut": cut, "first": first, "whole": sent}
+
+
+async def test_split_finds_a_separator_sent_in_two_forms_and_gives_the_parts_as_sent(
+    client: Client,
+) -> None:
+    # `;` as such and as U+037E (a Greek question mark, `;` in NFC); names decomposed.
+    sent = "Sa\u0303o;Rio\u037eBe\u0301lem;Paranagua\u0301"
+    fields = "".join(
+        f"  attributes.p{i}: {{from: t, transforms: [{{split: {{separator: ';', index: {i}}}}}]}}\n"
+        for i in range(4)
+    )
+    document = await _dry_run(client, fields, {"t": sent})
+    assert document["attributes"] == {
+        "p0": "Sa\u0303o",
+        "p1": "Rio",
+        "p2": "Be\u0301lem",
+        "p3": "Paranagua\u0301",
+    }
 
 
 async def test_a_map_key_written_decomposed_in_the_file_matches_composed_text(

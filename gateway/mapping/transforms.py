@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final
-from unicodedata import combining, is_normalized
+from unicodedata import normalize
 
 from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
 
@@ -23,6 +23,7 @@ from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
 from .paths import pointer
 from .problems import Problems, suggest
 from .readings import compile_coordinate, duration
+from .textforms import split, truncated
 from .timefmt import compile_datetime
 from .units import UNITS, conversion, multiply
 
@@ -139,21 +140,7 @@ def _compile_truncate(arg: Any, report: Report) -> Transform | None:
     if not _int_arg(arg, 0, MAX_STRING_LENGTH):
         report(f"truncate takes a length from 0 to {MAX_STRING_LENGTH}")
         return None
-    return lambda v: _truncated(to_string(v), arg)
-
-
-def _truncated(text: str, length: int) -> str:
-    """`text` cut to `length` characters counted in NFC, as it was sent: "São" decomposed is
-    four characters, and a cut after three would drop its tilde (and cut one text at two
-    lengths, whichever form it came in). A character NFC composes is kept whole or left out."""
-    if text.isascii() or is_normalized("NFC", text):
-        return text[:length]
-    count = 0
-    for start, end in _nfc_pieces(text):
-        count += len(nfc(text[start:end]))
-        if count > length:
-            return text[:start]
-    return text
+    return lambda v: truncated(to_string(v), arg)  # counted in NFC, as sent
 
 
 def _compile_split(arg: Any, report: Report) -> Transform | None:
@@ -167,63 +154,13 @@ def _compile_split(arg: Any, report: Report) -> Transform | None:
         report("split takes {separator: text of 1 to 16 characters, index: -64 to 63}")
         return None
     separator, index = nfc(arg["separator"]), arg["index"]
+    decomposed = normalize("NFD", separator)
 
     def part(v: Any) -> str | None:  # the separator is found in either form
-        text = v if type(v) is str else to_string(v)
-        if text.isascii() or is_normalized("NFC", text):
-            parts = text.split(separator)
-        else:
-            parts = _split_as_sent(text, separator)
+        parts = split(v if type(v) is str else to_string(v), separator, decomposed)
         return parts[index] if -len(parts) <= index < len(parts) else None
 
     return part
-
-
-def _nfc_pieces(text: str) -> list[tuple[int, int]]:
-    """`text` (not in NFC) cut where NFC joins nothing across, as (start, end) pairs: a
-    character and the combining marks after it (or Hangul jamo that compose one syllable).
-    NFC of the text is NFC of each piece, joined."""
-    pieces: list[tuple[int, int]] = []
-    start = 0
-    for i in range(1, len(text)):
-        char = text[i]
-        if (
-            combining(char)
-            or (
-                not char.isascii()  # nothing composes with an ASCII character after it
-                and nfc(text[start : i + 1]) != nfc(text[start:i]) + nfc(char)
-            )
-        ):
-            continue
-        pieces.append((start, i))
-        start = i
-    if text:
-        pieces.append((start, len(text)))
-    return pieces
-
-
-def _split_as_sent(text: str, separator: str) -> list[str]:
-    """`text` (not in NFC) cut where its NFC holds `separator` (in NFC), the parts as sent. A
-    separator that is only part of a composed character (`e` in a decomposed `é`) is not
-    found there, as it is not in the NFC text."""
-    composed: list[str] = []
-    at = {0: 0}  # where each piece ends in the NFC text -> where it ends in `text`
-    length = 0
-    for start, end in _nfc_pieces(text):
-        composed.append(nfc(text[start:end]))
-        length += len(composed[-1])
-        at[length] = end
-    whole = "".join(composed)
-    parts, begin, find = [], 0, 0
-    while (found := whole.find(separator, find)) >= 0:
-        stop = found + len(separator)
-        if found in at and stop in at:
-            parts.append(text[at[begin] : at[found]])
-            begin = find = stop
-        else:
-            find = found + 1
-    parts.append(text[at[begin] :])
-    return parts
 
 
 # -- numbers -----------------------------------------------------------------------------------
