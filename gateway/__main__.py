@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway import eventloop
-from gateway.config import JOBS, ConfigError, Settings, parse_jobs
+from gateway.config import JOBS, ConfigError, Settings, StartRefused, parse_jobs
 from gateway.logs import configure_logging
 
 
@@ -140,7 +140,9 @@ def _parser() -> argparse.ArgumentParser:
         "cleanup",
         help="drop events, finished deliveries and finished flow runs older than --days",
     )
-    cleanup.add_argument("--days", type=_positive, default=90, help="keep this many (90)")
+    cleanup.add_argument(
+        "--days", type=_days, default=90, help=f"keep this many, 1-{MAX_DAYS:,} (90)"
+    )
     cleanup.add_argument("--dry-run", action="store_true", help="count, drop nothing")
 
     fold_failures = commands.add_parser(
@@ -191,6 +193,18 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+MAX_DAYS = 10_000
+"""`cleanup --days`: about 27 years. Further back is before any event (and ids hold no time
+before 1970)."""
+
+
+def _days(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS}, not {value}")
     return value
 
 
@@ -263,12 +277,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # found by the command (a one-shot command without a key)
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # the last line of defence for a command-line user
-        logging.getLogger("gateway").exception("command failed")
+    except StartRefused as exc:  # a port taken, a data dir another process holds
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        # The system refused a directory a setting names (a special or read-only file
+        # system, no permission): that setting's error, not the gateway's.
+        if (name := settings.setting_of(exc.filename)) is None:
+            return _failed(exc)
+        said = f"{name}: {exc.strerror or exc}: {exc.filename}"
+        print(f"configuration error: {said}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        return _failed(exc)
+
+
+def _failed(exc: Exception) -> int:
+    """The last line of defence for a command-line user: logged with its traceback."""
+    logging.getLogger("gateway").exception("command failed")
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

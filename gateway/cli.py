@@ -151,9 +151,10 @@ _DEMO_GEOTAB = {
 }
 
 
-def _can_listen(host: str, port: int, setting: str = "GATEWAY_PORT") -> bool:
-    """Whether the port is free; if not, said on stderr (before the database starts)."""
-    if (problem := server.taken(host, port, setting)) is None:
+def _can_listen(host: str, port: int, *names: str) -> bool:
+    """Whether the port is free; if not, said on stderr (before the database starts), naming
+    the options and variables to change (`names`: the port's, the host's)."""
+    if (problem := server.taken(host, port, *names)) is None:
         return True
     print(f"error: {problem}", file=sys.stderr)
     return False
@@ -221,8 +222,15 @@ def demo_partners(host: str, port: int, smtp_port: int) -> int:
     """The demo's partners (HR, ERP, SMS, FCM) and an SMTP server, printing what they get."""
     from gateway.web.demo_partners import serve_demo_partners
 
+    for each, name in ((port, "--port"), (smtp_port, "--smtp-port")):
+        if not _can_listen(host, each, name, "--host"):
+            return 1
     with contextlib.suppress(KeyboardInterrupt):
-        _run(lambda: serve_demo_partners(host, port, smtp_port))
+        try:
+            _run(lambda: serve_demo_partners(host, port, smtp_port))
+        except OSError as exc:  # a port taken between the check and the bind
+            print(f"error: cannot listen on {host}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -231,7 +239,7 @@ def worker(settings: Settings) -> int:
     with a small listener for health and metrics (`settings.worker_port`, 0: none); several
     such processes share the work through leases in MongoDB."""
 
-    if not _can_listen(settings.host, settings.worker_port, "GATEWAY_WORKER_PORT"):
+    if not _can_listen(settings.host, settings.worker_port, "--port, GATEWAY_WORKER_PORT"):
         return 1
 
     async def run() -> None:

@@ -1,15 +1,26 @@
-"""Settings, read once from the environment into a frozen, typed object. No other I/O here."""
+"""Settings, read once from the environment into a frozen, typed object. Besides the
+environment, the only I/O here looks at the directories settings name (one that must exist
+does, one the gateway creates can be)."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yarl import URL
+
 
 class ConfigError(ValueError):
-    """A missing or malformed environment variable; the message names it."""
+    """A missing or malformed environment variable (or command-line option); the message
+    names it. The command exits with status 2."""
+
+
+class StartRefused(RuntimeError):
+    """Well-formed settings this process cannot start with now: its port is taken, another
+    process holds its data dir. One line on stderr naming the setting; exit status 1."""
 
 
 def parse_flag(raw: str) -> bool:
@@ -40,6 +51,8 @@ told otherwise."""
 def parse_jobs(raw: str) -> tuple[str, ...]:
     """`relay,delivery` → ("relay", "delivery"); `none` → (); unknown names are an error."""
     names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if not names:  # only commas: a slip, not `none`, which must be said
+        raise ValueError(f"no job named; jobs: {', '.join(JOBS)} or none")
     if names == ("none",):
         return ()
     if unknown := [n for n in names if n not in JOBS]:
@@ -131,7 +144,26 @@ class Settings:
     occurrence_retention_days: int = 7
     # Where schemas/ lives; None = beside the package (a source checkout or editable install).
     schema_dir: Path | None = None
+    # PROMETHEUS_MULTIPROC_DIR: where `serve --workers N`'s processes write their metric
+    # files (prometheus_client reads the variable itself; it is here to be checked and named).
+    metrics_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def setting_of(self, path: str | os.PathLike[str] | None) -> str | None:
+        """The variable naming the directory `path` is in (or is): what to name when the
+        system refuses it (a data dir on a read-only file system, ...); None for others."""
+        if path is None:
+            return None
+        where = Path(os.path.abspath(path))
+        named = [
+            ("GATEWAY_DATA_DIR", self.data_dir),
+            ("GATEWAY_SCHEMA_DIR", self.schema_dir),
+            ("PROMETHEUS_MULTIPROC_DIR", self.metrics_dir),
+        ]
+        for name, directory in named:
+            if directory is not None and where.is_relative_to(os.path.abspath(directory)):
+                return name
+        return None
 
     @property
     def base_url(self) -> str:
@@ -150,9 +182,9 @@ class Settings:
             host=env.text("GATEWAY_HOST") or "127.0.0.1",
             port=env.integer("GATEWAY_PORT", 8080, low=0, high=65535),
             worker_port=env.integer("GATEWAY_WORKER_PORT", 0, low=0, high=65535),
-            data_dir=Path(env.text("GATEWAY_DATA_DIR") or "var"),
+            data_dir=env.directory("GATEWAY_DATA_DIR") or Path("var"),
             secret_key=env.secret_keys("GATEWAY_SECRET_KEY"),
-            public_url=env.url("GATEWAY_PUBLIC_URL"),
+            public_url=env.url("GATEWAY_PUBLIC_URL", base=True),
             outbound_allow=env.allow_list("GATEWAY_OUTBOUND_ALLOW"),
             database=env.database("GATEWAY_DATABASE"),
             db_timeout_ms=env.integer("GATEWAY_DB_TIMEOUT_MS", 5000, low=100),
@@ -192,7 +224,8 @@ class Settings:
             occurrence_retention_days=env.integer(
                 "GATEWAY_OCCURRENCE_RETENTION_DAYS", 7, low=1, high=365
             ),
-            schema_dir=Path(d) if (d := env.text("GATEWAY_SCHEMA_DIR")) else None,
+            schema_dir=env.directory("GATEWAY_SCHEMA_DIR", holding="entities"),
+            metrics_dir=env.directory("PROMETHEUS_MULTIPROC_DIR"),
         )
         if settings.fold_gap_seconds * 1000 <= settings.db_timeout_ms:
             # A round still within its deadline would have its number given up under it.
@@ -300,11 +333,31 @@ class _Env:
             raise ConfigError(f"{name} must start with mongodb:// or mongodb+srv://")
         return raw
 
-    def url(self, name: str) -> str | None:
+    def url(self, name: str, *, base: bool = False) -> str | None:
+        """An http(s) URL with a host, a port (if given) of 1-65,535 and no blanks; `base` (a
+        base for paths, as GATEWAY_PUBLIC_URL is): no query, fragment or user either."""
         raw = self.text(name)
-        if raw is not None and not raw.startswith(("http://", "https://")):
-            raise ConfigError(f"{name} must be an http(s) URL, got {raw!r}")
+        if raw is None:
+            return None
+        problem = _url_problem(raw, base=base)
+        if problem is not None:
+            raise ConfigError(f"{name} must be an http(s) URL ({problem}), got {raw!r}")
         return raw
+
+    def directory(self, name: str, *, holding: str | None = None) -> Path | None:
+        """A directory the process uses: `holding` (a directory it reads, which must hold
+        that) must exist; one it may create must exist or be creatable where it is named."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        path = Path(raw)
+        try:
+            problem = _directory_problem(path, holding)
+        except OSError as exc:  # a parent it may not look into
+            problem = f"cannot be read: {exc.strerror or exc}"
+        if problem is not None:
+            raise ConfigError(f"{name}: {raw} {problem}")
+        return path
 
     def allow_list(self, name: str) -> tuple[str, ...]:
         entries = tuple(e.strip() for e in (self.text(name) or "").split(",") if e.strip())
@@ -315,3 +368,41 @@ class _Env:
                 except ValueError:
                     raise ConfigError(f"{name}: {entry!r} is not a valid CIDR") from None
         return entries
+
+
+def _url_problem(raw: str, *, base: bool) -> str | None:
+    if any(c.isspace() for c in raw):
+        return "no blanks"
+    try:
+        url = URL(raw)
+        port = url.explicit_port  # a port yarl cannot read raises here too
+    except ValueError as exc:
+        return str(exc).removeprefix("Invalid URL: ")
+    if url.scheme not in ("http", "https"):
+        return "http:// or https://"
+    if not url.host:
+        return "a host is required"
+    if port is not None and not 1 <= port <= 65535:
+        return "the port must be 1-65535"
+    if base and (url.user is not None or url.query_string or url.fragment):
+        return "no user, query or fragment: trigger URLs are made by appending paths to it"
+    return None
+
+
+def _directory_problem(path: Path, holding: str | None) -> str | None:
+    if path.exists():
+        if not path.is_dir():
+            return "is not a directory"
+        if holding is not None and not (path / holding).is_dir():
+            return f"has no {holding}/ directory (it must be the gateway's schemas/ directory)"
+        return None
+    if holding is not None:
+        return "does not exist"
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"cannot be created: {parent} is not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"cannot be created: {parent} is not writable"
+            return None
+    return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -202,6 +202,27 @@ def _must_exist(etype: str, nk: str) -> InvalidPayload:
     return InvalidPayload(message, [FieldProblem("", message, "not_found")])
 
 
+SAME_ENTITY = "two targets of one payload write the same entity"
+
+
+def repeated_targets(keys: Sequence[Hashable]) -> tuple[int, ...]:
+    """The places of the targets of one write (a mapping's main target, then its `also`) that
+    name an entity an earlier target names: `keys` are their `EntityService.target_key`s.
+    `upsert_together` refuses such a write (`same_entity_refusal`); the dry run marks those
+    targets with the same refusal."""
+    seen: set[Hashable] = set()
+    repeats: list[int] = []
+    for index, key in enumerate(keys):
+        if key in seen:
+            repeats.append(index)
+        seen.add(key)
+    return tuple(repeats)
+
+
+def same_entity_refusal() -> InvalidPayload:
+    return InvalidPayload(SAME_ENTITY, [FieldProblem("", SAME_ENTITY, "duplicate")])
+
+
 def public(doc: Doc) -> dict[str, Any]:
     """The API's view of a stored entity: its data, its id and its metadata."""
     return {
@@ -247,6 +268,10 @@ class EntityService:
         if etype == "vehicle":
             return self._schemas.derived_fields(etype, data)["plate_key"]
         return ":".join(self._schemas.natural_key(etype, data).values())
+
+    def target_key(self, etype: str, data: Mapping[str, Any]) -> tuple[str, str]:
+        """Which entity a target of a write names: its type and natural key."""
+        return etype, self.natural_key(etype, data)
 
     def _key_from_ref(self, etype: str, ref: str) -> str | None:
         """A path reference as a natural key: a plate, a CPF, a CNPJ, or `kind:key`."""
@@ -437,16 +462,15 @@ class EntityService:
         is checked first, so one that does not validate fails them all before any write;
         one that changed meanwhile makes them all re-read and try again. The entities take
         their turns (`_Lanes`) in one order, so two such writes never wait for each other."""
-        keys = [(tenant, u.etype, self.natural_key(u.etype, u.fields)) for u in upserts]
+        keys = [(tenant, *self.target_key(u.etype, u.fields)) for u in upserts]
         upserts = [
             replace(
                 u, extra_events=await self._unannounced(tenant, u.etype, origin, u.extra_events)
             )
             for u in upserts
         ]
-        if len(set(keys)) != len(keys):
-            message = "two targets of one payload write the same entity"
-            raise InvalidPayload(message, [FieldProblem("", message, "duplicate")])
+        if repeated_targets(keys):
+            raise same_entity_refusal()
         async with contextlib.AsyncExitStack() as turns:
             for key in sorted(set(keys)):
                 await turns.enter_async_context(self._lanes.turn(key))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -38,3 +39,22 @@ def running_loop() -> str:
     """The name of the loop running this code: `uvloop` or `asyncio`."""
     module = type(asyncio.get_running_loop()).__module__
     return "uvloop" if module.startswith("uvloop") else "asyncio"
+
+
+class Turns:
+    """Lets the rest of the process run while one request works through a long loop of CPU
+    work (a batch's items mapped one after another): `await turns.share()` after each step
+    yields to the event loop once `slice_s` has passed since it last did, so a health check
+    or another partner's call waits for a slice, not for the whole batch. Yielding costs
+    nothing when the loop is short."""
+
+    __slots__ = ("_slice", "_until")
+
+    def __init__(self, slice_s: float = 0.02) -> None:
+        self._slice = slice_s
+        self._until = time.monotonic() + slice_s
+
+    async def share(self) -> None:
+        if time.monotonic() >= self._until:
+            await asyncio.sleep(0)
+            self._until = time.monotonic() + self._slice

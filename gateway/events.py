@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 OnRelayed = Callable[[Sequence[Doc]], Awaitable[int]]
 
 
-def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime) -> Doc:
-    """The stored event of an outbox entry; `relayed_at` - `occurred_at` is the relay's lag."""
+def event_document(tenant: str, entity: Doc, entry: Doc, relayed_at: datetime | None) -> Doc:
+    """The stored event of an outbox entry; `relayed_at` - `occurred_at` is the relay's lag
+    (None: an entry not relayed yet, read from its outbox)."""
     event: Doc = {
         "_id": entry["id"],
         "tenant": tenant,
@@ -96,6 +97,26 @@ class EventLog:
         if entity_id:
             filters["entity.id"] = entity_id
         return await self._store.events.find(tenant, filters, before=before, limit=limit)
+
+    async def deletion(self, tenant: str, etype: str, entity_id: str, *, recent: int) -> Doc | None:
+        """The `entity.deleted` event of the entity of this type and id, if it was deleted:
+        from the entity's outbox while the relay has not moved it yet (the delete writes it
+        there, in the same update that deletes), else from the event log while it holds it
+        (the newest of the entity's `recent` events, by the index of an entity's events).
+        Read in that order: the relay stores an event before it drains its outbox, so a
+        deletion relayed between the two reads is in the log."""
+        pending = await self._store.entities.deleted_outbox(tenant, etype, entity_id)
+        if pending is not None:
+            for entry in pending.get("outbox", ()):
+                if entry.get("type") == "entity.deleted":
+                    return event_document(tenant, pending, entry, None)
+        for event in await self.find(tenant, entity_id=entity_id, limit=recent):
+            if (
+                event["type"] == "entity.deleted"
+                and (event.get("entity") or {}).get("type") == etype
+            ):
+                return event
+        return None
 
     async def get(self, tenant: str, event_id: str) -> Doc:
         doc = await self._store.events.get(tenant, event_id)

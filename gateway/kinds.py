@@ -25,7 +25,7 @@ class KindService:
         if not isinstance(kind, str) or kind in self._schemas.builtin_kinds:
             return None
         doc = await self._store.kinds.get(tenant, kind)
-        return None if doc is None else self._schemas.compile_kind(kind, doc["schema"])
+        return None if doc is None else self._schemas.compile_kind(kind, doc["schema"], stored=True)
 
     async def schema_for_write(self, tenant: str, kind: Any) -> CompiledSchema | None:
         """`schema_for`, to write an entity of the kind: the kind is marked as being written,
@@ -34,7 +34,7 @@ class KindService:
         if not isinstance(kind, str) or kind in self._schemas.builtin_kinds:
             return None
         doc = await self._store.kinds.for_write(tenant, kind)
-        return None if doc is None else self._schemas.compile_kind(kind, doc["schema"])
+        return None if doc is None else self._schemas.compile_kind(kind, doc["schema"], stored=True)
 
     async def create(self, tenant: str, body: dict[str, Any], author: str) -> Doc:
         name, schema = self._parse(body)

@@ -10,6 +10,7 @@ every process's files. Each gauge says how its values combine across processes
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -56,6 +57,7 @@ class Metrics:
 
     def __init__(self, version: str, event_loop: str) -> None:
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._before_scrape: list[Callable[[], object]] = []
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
             "gateway_http_requests_total",
@@ -253,6 +255,13 @@ class Metrics:
             ["schedule"],
             registry=r,
         )
+        self.schedule_page_items = Histogram(
+            "gateway_schedule_page_items",
+            "Items per polled page (as gateway_trigger_batch_items counts a trigger's batches)",
+            ["schedule"],
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=r,
+        )
         self.schedule_run_duration = Histogram(
             "gateway_schedule_run_duration_seconds",
             "Schedule run duration",
@@ -346,7 +355,7 @@ class Metrics:
         )
         self.trigger_batch_items = Histogram(
             "gateway_trigger_batch_items",
-            "Items per batch trigger call",
+            "Items per batch trigger call (a schedule's pages: gateway_schedule_page_items)",
             ["trigger"],
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
             registry=r,
@@ -395,8 +404,14 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def before_scrape(self, read: Callable[[], object]) -> None:
+        """Have `read` run before each scrape: what it reads sets its gauges as of then."""
+        self._before_scrape.append(read)
+
     def render(self) -> bytes:
         """This process's metrics; every process's, added up, under `serve --workers N`."""
+        for read in self._before_scrape:
+            read()
         path = os.environ.get(MULTIPROCESS_DIR)
         if not path:
             return generate_latest(self.registry)

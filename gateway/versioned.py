@@ -59,7 +59,7 @@ class VersionedDocuments(Generic[V]):
         latest = await self._store.latest(tenant, name)
         if latest is not None and latest["checksum"] == checksum:
             if activate:
-                await self._store.set_active(tenant, name, latest["version"])
+                await self._store.set_active(tenant, name, latest["version"], _shown(latest))
                 self._on_change(tenant, name)
             return latest["version"], False
         version = await self._store.allocate_version(tenant, name)
@@ -106,7 +106,7 @@ class VersionedDocuments(Generic[V]):
         doc = await self.version_doc(tenant, name, version)
         if self._recheck is not None:
             await self._recheck(tenant, doc)
-        if not await self._store.set_active(tenant, name, version):
+        if not await self._store.set_active(tenant, name, version, _shown(doc)):
             raise NotFound(f"no {self._noun} {name!r}")
         self._on_change(tenant, name)
         return await self.get(tenant, name, version)
@@ -151,6 +151,13 @@ class VersionedDocuments(Generic[V]):
         if doc is None:
             raise NotFound(f"{self._noun} {name!r} has no version {version}")
         return doc
+
+
+def _shown(doc: Doc) -> Doc:
+    """What the head shows of its active version (the list describes that one)."""
+    if "direction" not in doc:
+        return {}
+    return {"direction": doc["direction"], "entity_type": doc.get("entity_type")}
 
 
 def document_diff(old: Any, new: Any) -> dict[str, list[dict[str, Any]]]:

@@ -397,6 +397,124 @@ async def test_a_partner_reenabled_by_hand_has_its_backlog_due_at_once(
     assert flowed == Counter(succeeded=1)
 
 
+async def test_a_partner_reenabled_by_hand_is_active_only_once_its_backlog_is_due(
+    client: Client, partner: Partner
+) -> None:
+    """The backlog is made due before the write that makes the partner active, not after:
+    a worker that sees it active at once finds its backlog due, and a recovery cut short
+    between the two (a crash, a 503) leaves it disabled for the retried PATCH to finish
+    (tests/test_recovery_crash.py)."""
+    partner_doc = await _setup(
+        client, partner, partner_fields={}, action={"retry_schedule": [0, 3600]}
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    worker = _driven(client)
+    failed_once = await worker.run_until_idle()  # its retry is an hour away
+    where = f"/api/v1/partners/{partner_doc['id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "disabled"})).status == 200
+    partner.respond_with(200, {})
+    partners = client.app[services_key].store.partners
+    real = partners.update
+    seen_active: list[Counter[str]] = []
+
+    async def then_a_worker(*args: Any, **kwargs: Any) -> Any:
+        doc = await real(*args, **kwargs)
+        seen_active.append(await worker.run_until_idle())  # it learns the partner is active
+        return doc
+
+    partners.update = then_a_worker  # type: ignore[method-assign]
+    try:
+        response = await client.patch(where, headers=auth(), json={"status": "active"})
+    finally:
+        partners.update = real  # type: ignore[method-assign]
+
+    assert failed_once == Counter(retry=1) and response.status == 200
+    assert seen_active == [Counter(succeeded=1)]
+
+
+async def test_a_partner_its_probe_reenables_is_active_only_once_its_backlog_is_due(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [0, 3600, 3600]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await _vehicles(client, "XYZ9A88")
+    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled, both an hour away
+    disabled = await _partner_status(client, partner_doc["id"])
+    partner.respond_with(200, {})
+    store = client.app[services_key].store
+    real = store.partners.enable
+    not_due: list[int] = []
+
+    async def then_look(*args: Any, **kwargs: Any) -> Any:
+        doc = await real(*args, **kwargs)
+        later = {"status": "pending", "next_attempt_at": {"$gt": clock.now}}
+        not_due.append(await store.deliveries._c.count_documents(later))
+        return doc
+
+    store.partners.enable = then_look  # type: ignore[method-assign]
+    try:
+        clock.advance(61)
+        await worker.run_until_idle()  # the probe: answered, the partner recovers
+    finally:
+        store.partners.enable = real  # type: ignore[method-assign]
+
+    assert disabled == "disabled"
+    assert not_due == [0]  # the delivery the probe did not send was due when it turned active
+    assert await _partner_status(client, partner_doc["id"]) == "active"
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    assert [d["status"] for d in page["items"]] == ["succeeded", "succeeded"]
+
+
+async def test_a_probes_delivery_whose_lease_expires_after_the_recovery_is_due_at_once(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """A probe took its partner's first delivery (due an hour from now: a probe takes one
+    due or not) and its process died; meanwhile the partner recovered, which made the
+    pending backlog due but not that one, in flight. Its lease expires: due at once, not
+    back to its retry time an hour away."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=3600))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001},
+        action={"retry_schedule": [0, 3600, 3600]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await _vehicles(client, "XYZ9A88")
+    await worker.run_until_idle()  # disabled, both an hour away
+    disabled = await _partner_status(client, partner_doc["id"])
+    deliveries = client.app[services_key].store.deliveries
+    now = clock.now
+    probed = await deliveries.claim_for_partner(  # the probe of a process about to die
+        partner_doc["id"], "dead-process:probe:1", now, now + timedelta(seconds=60)
+    )
+    partner.respond_with(200, {})
+    where = f"/api/v1/partners/{partner_doc['id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "active"})).status == 200
+    clock.advance(61)  # the dead process's lease expires
+    delivered = await worker.run_until_idle()
+
+    assert disabled == "disabled" and probed is not None
+    assert delivered == Counter(succeeded=2)
+
+
 async def test_open_circuit_defers_without_spending_attempts(
     client: Client, partner: Partner
 ) -> None:
@@ -606,8 +724,8 @@ async def test_an_admin_reenable_replays_the_outage_before_the_partner_is_active
     aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
 ) -> None:
     """A worker that learns the partner is active as soon as it is (here: its housekeeping
-    and sends run just when the backlog is made due) finds the dead 100 replayed already:
-    the due 200 waits behind it."""
+    and sends run just after the write that makes it active) finds the dead 100 replayed
+    already: the due 200 waits behind it."""
     client = await aiohttp_client(make_app(partner_probe_seconds=60))
     clock = FakeClock()
     worker = _driven(client, clock)
@@ -616,20 +734,21 @@ async def test_an_admin_reenable_replays_the_outage_before_the_partner_is_active
     await worker.run_until_idle()
     before = len(partner.requests)
     partner.respond_with(200, {})
-    deliveries = client.app[services_key].store.deliveries
-    real = deliveries.recovered
+    partners = client.app[services_key].store.partners
+    real = partners.update
 
-    async def with_a_worker_first(*args: Any, **kwargs: Any) -> Any:
+    async def then_a_worker(*args: Any, **kwargs: Any) -> Any:
+        doc = await real(*args, **kwargs)
         await worker.housekeeping()  # the worker learns the partner is active
         await worker.run_until_idle()
-        return await real(*args, **kwargs)
+        return doc
 
-    deliveries.recovered = with_a_worker_first  # type: ignore[method-assign]
+    partners.update = then_a_worker  # type: ignore[method-assign]
     try:
         where = f"/api/v1/partners/{partner_id}"
         response = await client.patch(where, headers=auth(), json={"status": "active"})
     finally:
-        deliveries.recovered = real  # type: ignore[method-assign]
+        partners.update = real  # type: ignore[method-assign]
     await worker.run_until_idle()
 
     assert response.status == 200

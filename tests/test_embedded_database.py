@@ -85,6 +85,8 @@ def test_a_second_process_on_a_running_gateway_s_data_dir_is_refused_its_databas
             )
             assert second.returncode == 1, second.stderr
             assert "another gateway process manages the embedded database" in second.stderr
+            assert "GATEWAY_DATA_DIR" in second.stderr
+            assert "Traceback" not in second.stderr and "command failed" not in second.stderr
             assert f"on {tmp_path / 'db'} (mongodb://127.0.0.1:" in second.stderr
         assert alive(database) and first.db_pid == database
         assert "stopping a database left running" not in first.log()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema_rs
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
+from gateway.config import Secret
 from gateway.store.client import EVENT_CHILD_CURSOR, NAME_CURSOR, TRIGGER_CURSOR
 from gateway.web.openapi import ID_CURSOR, text_cursor
 from tests.support import auth
+from tests.triggers_support import bearer, create_position_trigger, create_trigger
 
 Client = TestClient[Any, Any]
 
@@ -153,3 +157,37 @@ async def test_every_lists_cursor_is_documented_as_the_list_accepts_it(client: C
         junk = await client.get(path, params={"cursor": "\u00e9"}, headers=auth())
         assert junk.status == 400, (path, await junk.text())
         assert "cursor" in (await junk.json())["detail"], path
+
+
+async def _declared(client: Client, path: str, method: str) -> set[str]:
+    doc = await (await client.get("/openapi.json")).json()
+    return set(doc["paths"][path][method]["responses"])
+
+
+async def test_a_trigger_read_s_real_statuses_are_declared(client: Client) -> None:
+    """`GET /hooks/{trigger_id}` answers 201 (a form trigger writes from its query) and 404
+    (a positions trigger asked for a vehicle that does not exist): both were undeclared, and
+    the 409 its form writes share with POST (an Idempotency-Key still in use) too."""
+    form = await create_trigger(client, name="form", format="form", methods=["GET"])
+    written = await client.get(
+        f"/hooks/{form['id']}?plate=ABC1D23&status=active", headers=bearer(form)
+    )
+    assert written.status == 201, await written.text()
+    track = await create_position_trigger(client)
+    missing = await client.get(f"/hooks/{track['id']}?plate=ZZZ9Z99", headers=bearer(track))
+    assert missing.status == 404, await missing.text()
+    assert missing.content_type == "application/problem+json"
+    declared = await _declared(client, "/hooks/{trigger_id}", "get")
+    assert {"200", "201", "404", "409"} <= declared
+
+
+async def test_metrics_401_behind_its_token_is_declared(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app(metrics_token=Secret("scrape-me-please")))
+    refused = await client.get("/metrics")
+    assert refused.status == 401
+    assert refused.content_type == "application/problem+json"
+    assert "401" in await _declared(client, "/metrics", "get")
+    scraped = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me-please"})
+    assert scraped.status == 200

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.feed_doubles import ScriptedFeed, scripted
@@ -169,3 +170,44 @@ async def test_a_19_digit_integer_inside_64_bits_stays_a_number_in_a_proxy_answe
     assert response.status == 200, await response.text()
     data = orjson.loads(await response.read())["data"]
     assert data == {"at": NANOS, "low": -(2**63), "f": float(f"0.{U64}")}
+
+
+def _nested(depth: int, inner: bytes) -> bytes:
+    return b'{"x": ' * depth + inner + b"}" * depth
+
+
+@pytest.mark.parametrize("depth", [33, 1000])
+async def test_a_polled_answer_nested_deep_keeps_its_ids_and_cursor_past_64_bits(
+    client: Client, scripted: ScriptedFeed, depth: int
+) -> None:
+    """A partner's metadata nested deeper than a pushed body may be (33 levels), or deeper
+    than the standard library reads (1,000; orjson reads up to 1,024): the page's id and
+    cursor keep their digits all the same."""
+    # Digits in a string, after escaped quotes and backslashes, stay the string they are.
+    text = b'"tel \\\\\\"%d\\" -%d"' % (WIDE, WIDE)
+    page = b'{"items": [{"placa": "ABC1D23", "codigo": %d, "raw": %s}], "next": %d, "more": false'
+    page += b', "meta": %s}'
+    scripted.answer = lambda after, n: page % (WIDE, text, U64, _nested(depth, b"-%d" % WIDE))
+    schedule = await scripted_schedule(client, scripted)
+    assert await _until_idle(client) == {"ok": 1}
+    state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
+    assert (state["cursor"], state["failures"], state["last_error"]) == (str(U64), 0, None)
+    attributes = await _attributes(client, "ABC1D23")
+    assert (attributes["erp_id"], attributes["raw"]) == (str(WIDE), orjson.loads(text))
+
+
+async def test_a_proxy_answer_that_is_a_bare_integer_past_64_bits_or_one_33_levels_deep_keeps_it(
+    client: Client, partner: Partner
+) -> None:
+    erp = await create_partner(client, partner.url, auth={"type": "none"})
+    action = await create_action(client, erp["id"], name="read", method="GET", mode="proxy")
+    deep: Any = str(WIDE)
+    for _ in range(33):
+        deep = {"x": deep}
+    for raw, expected in ((b"%d" % WIDE, str(WIDE)), (_nested(33, b"%d" % WIDE), deep)):
+        partner.respond_with(raw=raw)
+        response = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+        )
+        assert response.status == 200, await response.text()
+        assert orjson.loads(await response.read())["data"] == expected

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -35,6 +35,8 @@ PAIRS = {
 }
 TIMESTAMPED = {**PAIRS, "timestamp_field": "t", "signed_content": "{timestamp}.{body}"}
 JSON = {"Content-Type": "application/json"}
+NEW = "partner-next-secret"  # a partner's next secret, not given to the gateway yet
+EARLIER = {"id": "kept", "key": "ABC1D23", "created": True, "changed": [], "events": []}
 
 
 def _mac(secret: str, content: bytes) -> str:
@@ -352,3 +354,230 @@ async def test_a_copy_of_a_message_kept_under_the_earlier_key_is_still_recognise
     assert refused[0] == 401, refused
     assert await _replayed_rejections(client, untimestamped) == 1
     assert await entities(client) == []
+
+
+WITH_ID = {
+    "mode": "hmac",
+    "algorithm": "sha256",
+    "header": "X-Sig",
+    "id_header": "X-Id",
+    "timestamp_header": "X-Ts",
+    "signed_content": "{id}.{timestamp}.{body}",
+    "secret": SECRET,
+}
+
+
+def _id_signed(msg_id: str, stamp: str, body: bytes = BODY) -> dict[str, str]:
+    signature = _mac(SECRET, f"{msg_id}.{stamp}.".encode() + body)
+    return {**JSON, "X-Sig": signature, "X-Id": msg_id, "X-Ts": stamp}
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+async def _earlier_record(client: Client, trigger_id: str, key: str, body_hash: str) -> None:
+    """An idempotency record as the version before 2026-12-05 kept it: answered `EARLIER`."""
+    now = datetime.now(UTC)
+    await (
+        client.app[services_key]
+        .store.db["idempotency"]
+        .insert_one(
+            {
+                "_id": record_id(trigger_id, key),
+                "tenant": "acme",
+                "trigger_id": trigger_id,
+                "body_hash": body_hash,
+                "state": "done",
+                "status": 201,
+                "body": orjson.dumps(EARLIER),
+                "created_at": now,
+                "lease_until": now,
+                "claim": "earlier",
+            }
+        )
+    )
+
+
+async def _remembered(client: Client, trigger: dict[str, Any]) -> int:
+    memory = client.app[services_key].store.db["signature_memory"]
+    return await memory.count_documents({"trigger_id": trigger["id"]})
+
+
+async def _age_records(client: Client, seconds: int) -> None:
+    """Every idempotency record `seconds` older (reads ignore those past 24 h)."""
+    records = client.app[services_key].store.db["idempotency"]
+    async for record in records.find({}, {"created_at": 1}):
+        older = record["created_at"] - timedelta(seconds=seconds)
+        await records.update_one({"_id": record["_id"]}, {"$set": {"created_at": older}})
+
+
+async def test_a_copy_kept_under_an_unmatched_first_signature_before_the_upgrade_is_answered(
+    client: Client,
+) -> None:
+    """Until 2026-12-05 a message was kept under the first signature offered, also when that
+    one matched no secret: a partner rolling its secret sends the new one first, before the
+    gateway has it. A copy of such a message gets its first answer. That key says nothing of
+    the content: another message offering the same signature first (as only someone replaying
+    it would) is not answered from it, but written."""
+    trigger = await create_trigger(client, auth=TIMESTAMPED)
+    stamp = str(int(time.time()))
+    content = stamp.encode() + b"." + BODY
+    first = _mac(NEW, content)
+    await _earlier_record(client, trigger["id"], f"sig:{stamp}:{first}", _digest(BODY + b"\n"))
+    header = f"t={stamp},v1={first},v1={_mac(SECRET, content)}"
+    copy = await _post(client, trigger, {**JSON, "X-Partner-Signature": header})
+    assert copy[0] == 201 and copy[1].get("Idempotent-Replayed") == "true", copy
+    assert copy[2] == EARLIER
+    assert await entities(client) == []
+
+    other = orjson.dumps({**VEHICLE, "year": 2030})
+    header = f"t={stamp},v1={first},v1={_mac(SECRET, stamp.encode() + b'.' + other)}"
+    written = await _post(client, trigger, {**JSON, "X-Partner-Signature": header}, other)
+    assert written[0] == 201 and "Idempotent-Replayed" not in written[1], written
+    assert (await _vehicle(client))["year"] == 2030
+
+
+async def test_a_copy_remembered_before_the_upgrade_under_an_unmatched_first_signature_is_refused(
+    client: Client,
+) -> None:
+    """A scheme without a timestamp: a message written two days before the upgrade, kept in
+    the 30-day memory under its first signature (the partner's next secret's), is refused as
+    `replayed` when a copy comes, not written again."""
+    trigger = await create_trigger(client, auth=PAIRS)
+    first = _mac(NEW, BODY)
+    await (
+        client.app[services_key]
+        .store.db["signature_memory"]
+        .insert_one(
+            {
+                "_id": record_id(trigger["id"], f"sig::{first}"),
+                "tenant": "acme",
+                "trigger_id": trigger["id"],
+                "seen_at": datetime.now(UTC) - timedelta(days=2),
+            }
+        )
+    )
+    header = f"v1={first},v1={_mac(SECRET, BODY)}"
+    copy = await _post(client, trigger, {**JSON, "X-Partner-Signature": header})
+    assert copy[0] == 401, copy
+    assert await _replayed_rejections(client, trigger) == 1
+    assert await entities(client) == []
+
+
+async def test_a_retry_with_a_query_of_a_message_answered_before_the_upgrade_is_answered(
+    client: Client,
+) -> None:
+    """Until 2026-12-05 a signed message's record held the digest of its body and query
+    string; now of its body alone. A retry to the same URL (`?source=fleet`) of a message
+    answered before gets that answer, with Standard Webhooks and with an `id_header` scheme;
+    another body under the same id is still a 422."""
+    webhook = await create_trigger(client, auth={"mode": "webhook_signature"})
+    with_id = await create_trigger(client, name="with-id", auth=WITH_ID)
+
+    def id_signed(body: bytes) -> dict[str, str]:
+        return _id_signed("evt_1", str(int(time.time())), body)
+
+    other = orjson.dumps({**VEHICLE, "year": 2030})
+    for trigger, key, signed, named in (
+        (webhook, "msg_1", lambda body: _webhook([webhook["secret"]], "msg_1", body), "webhook-id"),
+        (with_id, "id:evt_1", id_signed, "X-Id"),
+    ):
+        await _earlier_record(client, trigger["id"], key, _digest(BODY + b"\nsource=fleet"))
+        retry = await _post(client, trigger, signed(BODY), query="?source=fleet")
+        assert retry[0] == 201 and retry[1].get("Idempotent-Replayed") == "true", retry
+        assert retry[2] == EARLIER
+        status, _, problem = await _post(client, trigger, signed(other), other, "?source=fleet")
+        assert status == 422 and named in problem["detail"], problem
+    assert await entities(client) == []
+
+
+async def test_an_identical_message_through_a_scheme_without_timestamp_is_taken_for_a_copy(
+    client: Client,
+) -> None:
+    """docs/triggers.md "Identical messages": a scheme that signs the body alone (the github,
+    motive and fleetio presets) cannot tell a partner's later message with the same bytes
+    (its state going A, B, A) from a copy. Within 24 h it gets the first answer, marked
+    `Idempotent-Replayed`, and nothing is written; past that, for 30 days, a 401 counted as
+    `replayed`. With a signed timestamp, the same body sent again is a new message."""
+    github = await create_trigger(
+        client, name="github", auth={"mode": "hmac", "preset": "github", "secret": SECRET}
+    )
+    a, b = (orjson.dumps({**VEHICLE, "year": year}) for year in (2022, 2023))
+
+    async def sent(body: bytes) -> tuple[int, dict[str, str], Any]:
+        signature = {**JSON, "X-Hub-Signature-256": "sha256=" + _mac(SECRET, body)}
+        return await _post(client, github, signature, body)
+
+    first = await sent(a)
+    assert first[0] == 201, first
+    assert (await sent(b))[0] == 200
+    again = await sent(a)
+    assert again[0] == 201 and again[1].get("Idempotent-Replayed") == "true", again
+    assert again[2] == first[2]
+    assert (await _vehicle(client))["year"] == 2023  # A's return is not written
+    await _age_records(client, 24 * 3600 + 1)
+    later = await sent(a)
+    assert later[0] == 401, later
+    assert await _replayed_rejections(client, github) == 1
+    assert (await _vehicle(client))["year"] == 2023
+
+    timestamped = await create_trigger(client, name="timestamped", auth=TIMESTAMPED)
+    now = int(time.time())
+    for n, body in enumerate((a, b, a)):
+        stamp = str(now - 2 + n)
+        header = f"t={stamp},v1={_mac(SECRET, stamp.encode() + b'.' + body)}"
+        written = await _post(client, timestamped, {**JSON, "X-Partner-Signature": header}, body)
+        assert written[0] == 200 and "Idempotent-Replayed" not in written[1], written
+    assert (await _vehicle(client))["year"] == 2022
+
+
+async def test_a_message_timestamped_ahead_of_the_clock_is_refused_while_its_copy_verifies(
+    client: Client,
+) -> None:
+    """A timestamp is taken within the tolerance on either side of the clock, so with a
+    tolerance over 12 h a copy of a message stamped ahead verifies after its 24 h record has
+    gone: such a message is remembered, and that copy is a 401 `replayed`, not written again.
+    One whose copies stop verifying before its record goes is not remembered, nor is any
+    message of a scheme whose tolerance is shorter than 12 h."""
+    trigger = await create_trigger(client, auth={**TIMESTAMPED, "tolerance_seconds": 86400})
+    short = await create_trigger(client, name="short", auth=TIMESTAMPED)
+
+    def signed(stamp: str, body: bytes = BODY) -> dict[str, str]:
+        return {
+            **JSON,
+            "X-Partner-Signature": f"t={stamp},v1={_mac(SECRET, stamp.encode() + b'.' + body)}",
+        }
+
+    ahead = signed(str(int(time.time()) + 3600))  # the partner's clock 1 h ahead
+    first = await _post(client, trigger, ahead)
+    assert first[0] == 201, first
+    await _age_records(client, 24 * 3600 + 1)  # its copy's timestamp is 23 h old: it verifies
+    await _set_year(client, 2024)
+    copy = await _post(client, trigger, ahead)
+    assert copy[0] == 401, copy
+    assert await _replayed_rejections(client, trigger) == 1
+    assert (await _vehicle(client))["year"] == 2024
+
+    behind = orjson.dumps({**VEHICLE, "year": 2030})
+    stamp = str(int(time.time()) - 3600)  # its copies verify 23 h more: within its record
+    assert (await _post(client, trigger, signed(stamp, behind), behind))[0] == 200
+    assert (await _post(client, short, signed(str(int(time.time()) + 200))))[0] == 200
+    assert await _remembered(client, trigger) == 1
+    assert await _remembered(client, short) == 0
+
+    # The same with a signed message id.
+    long_id = await create_trigger(
+        client, name="long-id", auth={**WITH_ID, "tolerance_seconds": 86400}
+    )
+    short_id = await create_trigger(client, name="short-id", auth=WITH_ID)
+    ahead_id = _id_signed("evt_1", str(int(time.time()) + 3600))
+    assert (await _post(client, long_id, ahead_id))[0] == 200
+    assert (await _post(client, short_id, _id_signed("evt_2", str(int(time.time()) + 200))))[
+        0
+    ] == 200
+    await _age_records(client, 24 * 3600 + 1)
+    await _set_year(client, 2025)
+    assert (await _post(client, long_id, ahead_id))[0] == 401
+    assert (await _vehicle(client))["year"] == 2025
+    assert await _remembered(client, short_id) == 0

@@ -390,10 +390,14 @@ def build_request(
 
 
 def partner_guards(metrics: Metrics) -> PartnerGuards:
-    """The process's partner guards, reporting every breaker transition as a gauge."""
+    """The process's partner guards, reporting every breaker transition as a gauge: an open
+    breaker is read at the end of its cooldown and at each scrape, so that its turn to
+    half_open is reported though no call came (`PartnerGuards.states`)."""
 
     def report(partner_id: str, state: BreakerState) -> None:
         for each in BreakerState:
             metrics.partner_circuit.labels(partner_id, each.value).set(int(each is state))
 
-    return PartnerGuards(on_breaker_change=report)
+    guards = PartnerGuards(on_breaker_change=report)
+    metrics.before_scrape(guards.states)
+    return guards

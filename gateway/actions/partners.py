@@ -105,20 +105,22 @@ class PartnerUseCases:
             current,
             changed,
         )
-        recovering = status == "active" and current.get("status") == "disabled"
-        if recovering:
-            # What went dead during its outage is replayed while it is still disabled: open
-            # when a worker judges an entity's order, so no newer delivery goes first.
+        if status == "active" and current.get("status") == "disabled":
+            # Recovered while it is still disabled: what went dead during its outage replayed
+            # (open when a worker judges an entity's order, so no newer delivery goes first)
+            # and its backlog due now; then the update below makes it active, the last write.
+            # Cut short before it (a crash, a 503), the partner is still disabled: the
+            # client's retry runs the whole recovery again (each step is idempotent).
+            now = utcnow()
             await self._store.deliveries.replay_outage(
-                partner_id, current.get("failing_since"), utcnow()
+                partner_id, current.get("failing_since"), now
             )
+            await self._store.deliveries.recovered(partner_id, now)
         fields["updated_at"] = utcnow()
         doc = await self._store.partners.update(tenant, partner_id, current["rev"], fields, unset)
         if doc is None:  # a probe's re-enable moves `rev` on too: one recovery per outage
             raise Conflict("the partner was changed concurrently; retry")
         self._catalog.forget(partner_id)
-        if recovering:
-            await self._store.deliveries.recovered(partner_id, utcnow())  # its backlog flows
         return doc
 
     async def delete_partner(self, tenant: str, partner_id: str) -> None:

@@ -238,15 +238,25 @@ def verify(
             matched.append(expected)
     if not matched:
         raise SignatureRejected("mismatch", "no matching signature")
+    until = _seconds(timestamp) + scheme.tolerance_seconds if timestamp else None
     if msg_id:
-        return ReplayKey(f"id:{msg_id}", scheme.id_header or "message id")
+        return ReplayKey(f"id:{msg_id}", scheme.id_header or "message id", verifies_until=until)
     named = "signed timestamp and body" if timestamp else "signed body"
-    # Until 2026-12-05 the key was the first signature offered (a junk one let a copy in):
-    # copies of messages written before are found under their matching signature's key.
-    # Their records last 30 days at most: `legacy` can go once every gateway has run this
-    # version that long.
+    # Until 2026-12-05 the key was the first signature offered (a junk one let a copy in),
+    # exactly `sig:<timestamp>:<its hex>`: copies of messages written before are found under
+    # their matching signature's key, or under the first offered one when it matched none
+    # (a partner rolling its secret sends the new one first). Their records last 30 days at
+    # most: `legacy` and `legacy_offered` can go once every gateway has run this version
+    # that long.
     legacy = tuple(f"sig:{timestamp}:{mac.hex()}" for mac in matched)
-    return ReplayKey(f"signed:{hashlib.sha256(content).hexdigest()}", named, legacy)
+    first = f"sig:{timestamp}:{offered[0].hex()}"
+    return ReplayKey(
+        f"signed:{hashlib.sha256(content).hexdigest()}",
+        named,
+        legacy,
+        legacy_offered=None if first in legacy else first,
+        verifies_until=until,
+    )
 
 
 def _paired(scheme: HmacScheme, text: str, now: float) -> tuple[list[str], str]:
@@ -290,13 +300,16 @@ def _timestamp(scheme: HmacScheme, text: str, now: float) -> str:
     digits) or an ISO 8601 date-time with its offset (Box's `2026-12-01T09:00:00-03:00`),
     within the tolerance."""
     text = text.strip()
-    if text.isascii() and text.isdigit() and len(text) <= _MS_DIGITS:
-        seconds = int(text) / 1000 if len(text) == _MS_DIGITS else int(text)
-    else:
-        seconds = _iso_seconds(text)
-    if abs(now - seconds) > scheme.tolerance_seconds:
+    if abs(now - _seconds(text)) > scheme.tolerance_seconds:
         raise SignatureRejected("stale", "the timestamp is outside the tolerance")
     return text
+
+
+def _seconds(text: str) -> float:
+    """A timestamp's Unix time: Unix seconds, milliseconds (13 digits), or ISO 8601."""
+    if text.isascii() and text.isdigit() and len(text) <= _MS_DIGITS:
+        return int(text) / 1000 if len(text) == _MS_DIGITS else int(text)
+    return _iso_seconds(text)
 
 
 def _iso_seconds(text: str) -> float:

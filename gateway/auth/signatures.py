@@ -30,11 +30,23 @@ class ReplayKey:
     signed message id, or the signed content), never from how the signatures are offered:
     their order, an extra or junk one, the case of hex, a second secret's, so every copy of a
     message has one key. `named` is how answers name it ("webhook-id", the id header, "signed
-    body"); `legacy` are the keys a copy written by an earlier version was kept under."""
+    body").
+
+    `legacy` and `legacy_offered` are the keys a copy written by an earlier version (until
+    2026-12-05) was kept under: its first signature offered. `legacy` when that signature
+    matched (it then covers the content), `legacy_offered` when it matched no secret (a
+    partner rolling its secret puts the new one first): that key says nothing of the content,
+    so a record kept under it is this message's only when its body is the same.
+
+    `verifies_until`: the Unix time after which a copy no longer verifies (its signed
+    timestamp plus the tolerance); None when nothing signed bounds it (no timestamp), and for
+    Standard Webhooks, whose 5-minute tolerance ends long before a first answer's 24 h."""
 
     key: str
     named: str
     legacy: tuple[str, ...] = ()
+    legacy_offered: str | None = None
+    verifies_until: float | None = None
 
 
 def header_value(headers: Mapping[str, str], name: str) -> str | None:

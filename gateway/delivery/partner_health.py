@@ -3,10 +3,12 @@ them off and on.
 
 A partner failing (retryable failures only, no success in between) for longer than its
 `disable_after_hours` is disabled: its deliveries wait instead of burning their retry
-schedule. The worker probes it every `probe_seconds`; the first answer re-enables it, its
-backlog is due at once, and the deliveries that went `dead` during its outage are replayed
-(`DeliveryStore.replay_outage`), before it is active again: they go first in their entity's
-order. Its probe passes over an entity whose earlier delivery is one of them.
+schedule. The worker probes it every `probe_seconds`; the first answer re-enables it: the
+deliveries that went `dead` during its outage are replayed (`DeliveryStore.replay_outage`)
+and its backlog is made due (`DeliveryStore.recovered`), both before it is active again, so
+the replayed ones go first in their entity's order, and a recovery cut short (a crash, a
+database failure) leaves it disabled, to be recovered whole by its next probe. Its probe
+passes over an entity whose earlier delivery is one of them.
 """
 
 from __future__ import annotations
@@ -82,24 +84,27 @@ class PartnerHealth:
         return since
 
     async def enable(self, partner: Partner, now: datetime) -> None:
-        """Its probe answered: the deliveries that went dead during its outage replayed while
-        it is still disabled (so a worker that sees it active finds them open, first in their
-        entity's order), then active again, and its backlog due now."""
+        """Its probe answered: recovered in the order that survives a crash or a database
+        failure between the writes. While it is still disabled, the deliveries that went
+        dead during its outage are replayed (so a worker that sees it active finds them open,
+        first in their entity's order) and its backlog is made due now; then it is active
+        again, the last write. Cut short before that write, it is still disabled with its
+        `failing_since`: its next probe (or an admin's re-enable) runs the whole recovery
+        again, each step idempotent (`DeliveryStore.replay_outage`, `recovered`)."""
         doc = await self._store.partners.get(partner.tenant, partner.id)
-        replayed = 0
         if doc is not None and doc.get("status") == "disabled":
             replayed = await self._store.deliveries.replay_outage(
                 partner.id, doc.get("failing_since"), now
             )
-        if await self._store.partners.enable(partner.tenant, partner.id) is not None:
             await self._store.deliveries.recovered(partner.id, now)
-            log.warning(
-                "partner %s answers again: re-enabled; %d deliveries that went dead while it "
-                "was failing replayed",
-                partner.id,
-                replayed,
-            )
-            self._metrics.partner_disabled.labels("enabled").inc()
+            if await self._store.partners.enable(partner.tenant, partner.id) is not None:
+                log.warning(
+                    "partner %s answers again: re-enabled; %d deliveries that went dead while "
+                    "it was failing replayed",
+                    partner.id,
+                    replayed,
+                )
+                self._metrics.partner_disabled.labels("enabled").inc()
         self.disabled.discard(partner.id)
         self._failing.discard(partner.id)
         self._catalog.forget(partner.id)

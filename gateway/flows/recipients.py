@@ -39,6 +39,7 @@ from gateway.clock import from_iso
 from gateway.entities import EntityService
 from gateway.errors import NotFound
 from gateway.flows.model import AssignSpec, DriverSpec, RecipientSpec
+from gateway.formats.json_tree import a_json_type
 from gateway.notify.email import mailbox
 from gateway.notify.notifier import Recipient
 from gateway.schemas.ids import e164
@@ -218,7 +219,7 @@ def _add(
         value = skipped[field]
         kind = "a list of text" if field == "push_tokens" else "text"
         then = "the driver record's is used" if reached else f"{label} has no other"
-        reason = f"the fetched {field} {_shown(value)} is not {kind} ({_kind(value)}): {then}"
+        reason = f"the fetched {field} {_shown(value)} is not {kind} ({a_json_type(value)}): {then}"
         found.unreachable.append({"recipient": label, "reason": reason})
     elif not reached:
         value = person.get(field)
@@ -249,18 +250,6 @@ def _blank(value: Any) -> bool:
 def _shown(value: Any) -> str:
     text = orjson.dumps(value, default=str).decode()
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return "text" if isinstance(value, str) else type(value).__name__
 
 
 def _event_vehicle(context: Mapping[str, Any]) -> str | None:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.clock import utcnow
-from gateway.errors import NotFound
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.flows.compiler import check_flow, load_flow, what_failed
 from gateway.flows.model import CompiledFlow, Reference
 from gateway.models import RunStatus
@@ -35,6 +35,8 @@ from gateway.store.flows import DIRECTION
 from gateway.versioned import VersionedDocuments
 
 _MAX_COMPILED = 2048
+# The longest reason a pause may give (the API and the admin UI refuse a longer one).
+MAX_PAUSE_REASON = 500
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
@@ -195,7 +197,12 @@ class FlowService:
         self, tenant: str, name: str, *, by: str, reason: str | None = None
     ) -> dict[str, Any]:
         """Hold the flow's runs at their next step until `resume`; pausing a paused flow
-        keeps its first note. {name, paused: {at, by, reason}, held: runs held so far}."""
+        keeps its first note. {name, paused: {at, by, reason}, held: runs held so far}. A
+        reason longer than MAX_PAUSE_REASON characters is refused (422 at `/reason`), never
+        cut."""
+        if reason is not None and len(reason) > MAX_PAUSE_REASON:
+            message = f"reason is a text of at most {MAX_PAUSE_REASON}"
+            raise InvalidPayload("invalid pause", [FieldProblem("/reason", message, "maxLength")])
         note = {"at": utcnow(), "by": by, "reason": reason}
         head = await self._flows.set_paused(tenant, name, note)
         if head is None:

@@ -13,28 +13,52 @@ from .refusal import DocumentRefused
 
 MAX_DEPTH: Final = 32
 # An integer of 19 digits or more may be outside BSON's 64-bit range (orjson turns one past
-# 2**64 into a float, losing digits); only a document that has such a run is read again. The
-# digits are found by translating every byte to "0" (a digit) or " ", at C speed: a regular
-# expression costs ten times more on the partners' hot path.
+# 2**64 into a float, losing digits, and one past 2**63 - 1 into an int BSON cannot store);
+# only a document that has such a run is read again. The digits are found by
+# translating every byte to "0" (a digit) or " ", at C speed: a regular expression costs ten
+# times more on the partners' hot path.
 _DIGIT_MAP: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_RUN: Final = b"0" * 19
+_FLOAT: Final = (b".", b"e", b"E")  # what follows the digits of a number that is no integer
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, as messages name it: null, boolean, number, string,
+    array or object (never Python's: dict, list, NoneType)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list | tuple) else "object"
+
+
+def a_json_type(value: Any) -> str:
+    """`json_type` with its article, for a sentence: null, a boolean, an array, ..."""
+    name = json_type(value)
+    return name if name == "null" else ("an " if name[0] in "aeiou" else "a ") + name
 
 
 def loads_exact(raw: bytes | str) -> Any:
     """Parsed JSON (orjson.JSONDecodeError when malformed) whose integers outside the 64-bit
     signed range are their exact decimal text: an ERP's 25-digit id keeps every digit, and
-    the tree can be stored (BSON has no wider integer). Whatever orjson refuses stays refused:
-    the standard library only reads again what orjson accepted."""
+    the tree can be stored (BSON has no wider integer). So for a document that is one bare
+    number, and at any depth orjson reads (it refuses past 1,024 levels). Whatever orjson
+    refuses stays refused: only what it accepted is read again."""
     data = orjson.loads(raw)
     text = raw if isinstance(raw, bytes) else raw.encode()  # valid UTF-8: orjson read it
     digits = text.translate(_DIGIT_MAP)
     if _LONG_RUN not in digits or not _past_int64(text, digits):
         return data
-    if not isinstance(data, dict | list) or depth(data) > MAX_DEPTH:
-        return data
-    return json.loads(raw, parse_int=_int_or_text)
+    try:
+        return json.loads(raw, parse_int=_int_or_text)
+    except RecursionError:  # past the standard library's depth (under 1,000 levels)
+        return orjson.loads(_quoted(text, digits))
 
 
 def _past_int64(text: bytes, digits: bytes) -> bool:
@@ -56,6 +80,47 @@ def _int_or_text(text: str) -> int | str:
         return text
     number = int(text)
     return number if INT64_MIN <= number <= INT64_MAX else text
+
+
+def _quoted(text: bytes, digits: bytes) -> bytes:
+    """Valid JSON `text` with its integers outside the 64-bit range quoted (strings for
+    orjson, as `_int_or_text` makes them), for a document too deep for the standard
+    library: it reads them as orjson does, at C speed (twice the standard library's time
+    on a page of wide ids, hence not the first choice)."""
+    parts: list[bytes] = []
+    last = 0
+    for start, end in _wide_integers(text, digits):
+        parts += (text[last:start], b'"', text[start:end], b'"')
+        last = end
+    parts.append(text[last:])
+    return b"".join(parts)
+
+
+def _wide_integers(text: bytes, digits: bytes) -> list[tuple[int, int]]:
+    """Where the integers outside the 64-bit range are in valid JSON `text` (`digits`: it
+    translated), sign included: runs of 19 digits or more outside strings, not a fraction's
+    or an exponent's, of 20 digits or more or past the range. A 19-digit nanosecond time is
+    not one, nor digits inside a string (a phone number, a barcode)."""
+    wide: list[tuple[int, int]] = []
+    plain = b""  # `text` of the same length, escaped backslashes and quotes blanked: made
+    inside, counted = False, 0  # for the first run past the range (a 19-digit time is not)
+    at = digits.find(_LONG_RUN)
+    while at >= 0:
+        end = digits.find(b" ", at)
+        end = len(digits) if end < 0 else end
+        start = at - 1 if text[at - 1 : at] == b"-" else at
+        before, after = text[start - 1 : start], text[end : end + 1]
+        if before not in (b".", b"e", b"E", b"+", b"-") and after not in _FLOAT:
+            number = int(text[at:end]) if end - at <= 19 else None
+            if number is None or number > (INT64_MAX if start == at else -INT64_MIN):
+                if not plain:  # each quote left opens or closes a string
+                    plain = text.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+                inside ^= plain.count(b'"', counted, at) % 2 == 1
+                counted = at
+                if not inside:
+                    wide.append((start, end))
+        at = digits.find(_LONG_RUN, end)
+    return wide
 
 
 def json_depth_exceeds(raw: bytes | str, data: Any) -> bool:

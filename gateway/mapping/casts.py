@@ -7,18 +7,8 @@ import math
 from typing import Any, Final
 from unicodedata import is_normalized, normalize
 
-from ..formats.json_tree import INT64_MAX, INT64_MIN
+from ..formats.json_tree import INT64_MAX, INT64_MIN, json_type
 from .model import EvalError
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "list" if isinstance(value, list) else "object"
 
 
 def _show(value: Any) -> str:
@@ -27,7 +17,7 @@ def _show(value: Any) -> str:
 
 
 def _cast_error(value: Any, to: str) -> EvalError:
-    return EvalError("cast", f"cannot cast {_kind(value)} {_show(value)} to {to}")
+    return EvalError("cast", f"cannot cast {json_type(value)} {_show(value)} to {to}")
 
 
 def too_wide(value: Any) -> EvalError:

@@ -9,9 +9,11 @@ from typing import Any
 
 from gateway.fleet.fix import FIELDS as FIX_FIELDS
 from gateway.formats.headers import is_reserved_header, reserved_message
+from gateway.schemas.registry import RESERVED_FIELDS, reserved_field_message
 
 from .conditions import Condition
 from .expressions import Getter, Run
+from .limits import MAX_STEPS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
 from .model import IF_ABSENT, Direction, Emit, FieldCatalog
 from .params import MISSING, Param, ParamScope, compile_params
 from .paths import pointer
@@ -163,6 +165,13 @@ def compile_plan(
         _inbound(data, plan, specs, catalog)
     elif direction == "outbound":
         _outbound(data, plan, specs, catalog)
+    if specs.steps > MAX_STEPS:  # every item would be refused: say so now, and why
+        message = (
+            f"the transforms of one item would cost {specs.steps:,} steps of work, more than "
+            f"the limit of {MAX_STEPS:,} (a transform costs {TRANSFORM_STEPS}, a datetime "
+            f"{PARSE_FORMAT_STEPS} more for each parse format)"
+        )
+        problems.add("", message, "limit")
     plan.secrets = frozenset(specs.secrets)
     plan.reads_received = specs.reads_received
     return None if problems else plan
@@ -535,10 +544,14 @@ def _check_catalog(
     problems: Problems,
     catalog: FieldCatalog | None,
 ) -> None:
-    if catalog is None or entity_type is None or not isinstance(raw, dict):
+    if entity_type is None or not isinstance(raw, dict):
         return
     for target in raw:
-        if not catalog.has_field(entity_type, target, kind=kind):
+        top = target.split(".", 1)[0] if isinstance(target, str) else ""
+        if top in RESERVED_FIELDS:  # the entity's envelope: the API would show another value
+            message = reserved_field_message(top, "the target")
+            problems.add(f"{at}{pointer(target)}", message, "reserved")
+        elif catalog is not None and not catalog.has_field(entity_type, target, kind=kind):
             what = entity_type + (f" ({kind})" if kind else "")
             message = f"target {target!r} is not a field of the {what} schema"
             problems.add(f"{at}{pointer(target)}", message, "unknown_field")

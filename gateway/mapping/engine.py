@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from ..errors import FieldProblem, InvalidPayload
 from ..formats import at_path
+from ..formats.json_tree import a_json_type
 from .casts import to_string
 from .compiler import OCCURRENCE, AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .conditions import Condition
@@ -199,6 +200,15 @@ class CompiledMapping:
         """The items, and each one's index in the partner's list when `items: {..., when}`
         left some out (None: the items are that list, numbered from 0), so a batch's results
         and refusals name the item the partner sent, not its place among those kept."""
+        _, items, numbers = self.listed_items(payload, texts=texts)
+        return items, numbers
+
+    def listed_items(
+        self, payload: Any, *, texts: DecodedTexts | None = None
+    ) -> tuple[list[Any], list[Any], list[int] | None]:
+        """The partner's records (its list before `items: {..., when}` kept some), and the
+        items with their numbers as `numbered_items` gives them: a polled page of records
+        the mapping leaves out is not an empty page (`schedules/poll.py`)."""
         self._need("inbound")
         getter = self._plan.items
         if getter is None:
@@ -215,12 +225,13 @@ class CompiledMapping:
         if self._plan.inner is not None:
             found = self._inner_items(found, self._plan.inner, texts)
         numbers = None
+        listed = found
         if self._plan.keep is not None:
             found, numbers = self._kept_items(found, self._plan.keep, texts)
         if len(found) > MAX_LIST_ITEMS:
             message = f"{len(found):,} items, more than the limit of {MAX_LIST_ITEMS:,}"
             raise self._items_problem(message, "limit")
-        return found, numbers
+        return listed, found, numbers
 
     def _kept_items(
         self, found: list[Any], keep: Condition, texts: DecodedTexts | None
@@ -285,7 +296,7 @@ class CompiledMapping:
         if plan.direction != "inbound":
             self._need("inbound")
         run = Run(secrets, texts, received)
-        room = run.output
+        room, work = run.output, run.steps
         document: dict[str, Any] = {}
         key: dict[str, Any] = {}
         events: tuple[Emit, ...] = ()
@@ -316,8 +327,9 @@ class CompiledMapping:
         except EvalError as error:  # a spent budget, or a failing emit condition
             if not error.recorded:
                 record(run, error, "emit")
-        if texts is not None:
-            texts.output -= room - run.output  # the next items have that much less
+        if texts is not None:  # the next items have that much less
+            texts.output -= room - run.output
+            texts.steps -= work - run.steps - run.read_steps  # texts parsed once: not again
         if run.problems:
             raise payload_error(self.name, run.problems, run.dropped)
         forward = forward or ()
@@ -497,7 +509,7 @@ def _strings(
                 record(run, EvalError("required", "path parameter has no value"), target)
             continue
         if isinstance(value, dict | list):
-            record(run, EvalError("type", f"{type(value).__name__} is not text"), target)
+            record(run, EvalError("type", f"{a_json_type(value)} is not text"), target)
             continue
         text = to_string(value)
         if "\r" in text or "\n" in text:

@@ -32,6 +32,7 @@ from .limits import (
     MAX_EXPRESSION_LENGTH,
     MAX_OUTPUT_CHARS,
     MAX_PAYLOAD_OUTPUT_CHARS,
+    MAX_PAYLOAD_STEPS,
     MAX_STEPS,
     MAX_STRING_LENGTH,
 )
@@ -119,6 +120,13 @@ def charge_output(run: Run, value: Any) -> int:
     if run.output < 0:
         raise output_too_big(run)
     return size
+
+
+def work_too_big(run: Run) -> LimitExceeded:
+    """The work budget is spent: this item's, or what its payload's items had left."""
+    if run.texts is not None and run.texts.steps < MAX_STEPS:
+        return _too_big("the work to map the items of this payload", MAX_PAYLOAD_STEPS)
+    return _too_big("the work to evaluate this item", MAX_STEPS)
 
 
 def output_too_big(run: Run) -> LimitExceeded:
@@ -213,13 +221,15 @@ class DecodedTexts:
     reads it is refused.
     """
 
-    __slots__ = ("_found", "_kept", "_nodes", "bound", "output")
+    __slots__ = ("_found", "_kept", "_nodes", "bound", "output", "steps")
 
     def __init__(self, body_bytes: int = 0) -> None:
         # What the payload's items may still map to: shared by them as the texts are; each
         # `apply` spends what its item mapped to. MAX_PAYLOAD_OUTPUT_CHARS, or more for a
         # body limit raised past 1 MiB (`body_bytes`: a trigger's `max_body_bytes`).
         self.bound = self.output = max(MAX_PAYLOAD_OUTPUT_CHARS, 16 * body_bytes)
+        # The work the payload's items may still cost (MAX_PAYLOAD_STEPS), spent the same way.
+        self.steps = MAX_PAYLOAD_STEPS
         self._found: dict[_Key, _Found] = {}  # the least recently read first
         self._kept = 0  # characters of the texts in _found
         self._nodes = 0  # nodes of the documents in _found
@@ -286,6 +296,8 @@ class Run(jp_visitor.TreeInterpreter):
         self.output = MAX_OUTPUT_CHARS
         if texts is not None and texts.output < MAX_OUTPUT_CHARS:
             self.output = max(texts.output, 0)  # the payload's items have mapped to nearly all
+        if texts is not None and texts.steps < MAX_STEPS:
+            self.steps = max(texts.steps, 0)  # the payload's items have spent nearly all work
         # Objects and lists built for this item, by id (kept alive, so no id is reused): the
         # value, its size as JSON (charged to `output` as it was built), and whether a value
         # holding it was charged since (it costs its size again when named again).
@@ -299,17 +311,20 @@ class Run(jp_visitor.TreeInterpreter):
         # The documents this run was charged for, by function and text: each field that reads
         # the same text costs the item once, not once per field.
         self.charged: set[tuple[str, str]] | None = None
+        # What those documents cost this item: the payload parsed each once (`DecodedTexts`),
+        # so its work budget is not charged for them again per item that reads one.
+        self.read_steps = 0
 
     def visit(self, node: Any, *args: Any, **kwargs: Any) -> Any:
         self.steps -= 1
         if self.steps < 0:
-            raise _too_big("the work to evaluate this item", MAX_STEPS)
+            raise work_too_big(self)
         return _DISPATCH[node["type"]](self, node, *args, **kwargs)
 
     def spend(self, units: int) -> None:
         self.steps -= units
         if self.steps < 0:
-            raise _too_big("the work to evaluate this item", MAX_STEPS)
+            raise work_too_big(self)
 
     def visit_function_expression(self, node: Any, value: Any) -> Any:
         name = node["value"]
@@ -329,10 +344,17 @@ class Run(jp_visitor.TreeInterpreter):
             # The values read are values built for this item, like a multi-select's: two
             # documents spend one budget, not one each. Counted once, when the text was parsed.
             if size > self.steps:
-                raise _too_big("the work to evaluate this item", MAX_STEPS)
+                raise work_too_big(self)
             self.steps -= size
+            self.read_steps += size
             self.charged.add(key)
         return document
+
+    def _charge_size(self, result: Any) -> None:
+        try:
+            self.steps = charge_size(result, self.steps)
+        except LimitExceeded:
+            raise work_too_big(self) from None
 
     def _charge_built(self, result: Any) -> None:
         """`{a: @, b: @}` names a value again and again without copying it: what it will be
@@ -342,13 +364,13 @@ class Run(jp_visitor.TreeInterpreter):
 
     def visit_multi_select_list(self, node: Any, value: Any) -> list[Any] | None:
         result = super().visit_multi_select_list(node, value)
-        self.steps = charge_size(result, self.steps)
+        self._charge_size(result)
         self._charge_built(result)
         return result
 
     def visit_multi_select_dict(self, node: Any, value: Any) -> Any:
         result = super().visit_multi_select_dict(node, value)
-        self.steps = charge_size(result, self.steps)
+        self._charge_size(result)
         self._charge_built(result)
         return result
 
@@ -490,7 +512,7 @@ def _interpreted(tree: Any, expression: str) -> Getter:
             exc.source = exc.source or expression
             raise
         except RecursionError:
-            raise _too_big("the work to evaluate this item", MAX_STEPS) from None
+            raise work_too_big(run) from None
         except (ArithmeticError, ValueError, TypeError) as exc:
             # A built-in function or slice JMESPath does not check: floor() of an Infinity
             # (`floor(to_number('1e999'))`), a slice step of 0 (`a[::0]`), sum() of an

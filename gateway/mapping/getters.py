@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..clock import utcnow
+from ..formats.json_tree import a_json_type
 from .casts import unstorable
 from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_LIST_ITEMS
@@ -19,7 +20,7 @@ from .params import unset
 from .paths import source_pointer
 from .tables import Table, evaluate
 from .timefmt import iso_utc
-from .transforms import Transform
+from .transforms import Pipeline, Transform
 
 Condition = Callable[[Any, Run], bool]
 
@@ -110,7 +111,7 @@ def _elements(items: Getter, expression: str, root: Any, run: Run) -> list[Any] 
     if value is None:
         return None
     if not isinstance(value, list):
-        raise EvalError("type", f"each expects a list, got {type(value).__name__}", expression)
+        raise EvalError("type", f"each expects an array, got {a_json_type(value)}", expression)
     if len(value) > MAX_LIST_ITEMS:
         raise EvalError(
             "limit",
@@ -213,11 +214,12 @@ def _chain(pipeline: list[Transform]) -> Transform | None:
     return many
 
 
-def _transformed(source: Getter, chain: Transform, described: str) -> Getter:
+def _transformed(source: Getter, chain: Transform, steps: int, described: str) -> Getter:
     def get(root: Any, run: Run) -> Any:
         value = source(root, run)
         if value is None:
             return None
+        run.spend(steps)
         try:
             value = chain(value)
         except EvalError as error:
@@ -242,18 +244,20 @@ def _finite(value: Any, described: str) -> Any:
 
 
 def finish(
-    source: Getter, pipeline: list[Transform], default: Any, required: bool, described: str
+    source: Getter, pipeline: Pipeline, default: Any, required: bool, described: str
 ) -> Getter:
-    """One getter: source, then transforms (stopping at null), then default, then required."""
-    chain = _chain(pipeline)
+    """One getter: source, then transforms (stopping at null; the run charged what they may
+    cost, `pipeline.steps`), then default, then required."""
+    chain, steps = _chain(pipeline.transforms), pipeline.steps
     if default is None and not required:
-        return source if chain is None else _transformed(source, chain, described)
+        return source if chain is None else _transformed(source, chain, steps, described)
     default_get = None if default is None else constant(default)
 
     def get(root: Any, run: Run) -> Any:
         value = source(root, run)
         try:
             if value is not None and chain is not None:
+                run.spend(steps)
                 value = _finite(chain(value), described)
         except EvalError as error:
             error.source = error.source or described

@@ -29,7 +29,24 @@ MAX_NESTED_ITEM_FIELDS = 1_000_000
 """Fields the items of `items: {from, each, as}` carry together: each item is a copy of its
 outer element (1,000 items of an element with 100,000 fields would be gigabytes)."""
 MAX_STEPS = 100_000
-"""Work for one item: JMESPath nodes visited, values built by multi-selects, `each` elements."""
+"""Work for one item: JMESPath nodes visited, values built by multi-selects, `each` elements,
+and transforms applied (TRANSFORM_STEPS each; a `datetime`, PARSE_FORMAT_STEPS for each
+`parse` format it may try). A mapping whose transforms alone would weigh more than this for
+one item (each spec counted once, however many elements an `each` gives it) is refused when
+it is uploaded. One step is a fraction of a microsecond of one core."""
+MAX_PAYLOAD_STEPS = 3_000_000
+"""Work for the items of one payload together (a batch, a polled page, a dry run's sample),
+counted as MAX_STEPS counts one item's, except the documents from_json()/from_xml() read
+(parsed once for the payload, not again for each item reading one): about a second of one
+core, during which the process answers others only between items. Past it, each further item
+is refused (keyword `limit`, kept for replay as any refused item): 200 items of 500 fields
+each parsing a time with 8 formats held a process for 25 s. A payload of one item has
+MAX_STEPS only."""
+TRANSFORM_STEPS = 1
+"""The work one transform costs each time it is applied (a `datetime`: see below)."""
+PARSE_FORMAT_STEPS = 30
+"""The work a `datetime` transform costs for each format of its `parse` (it may try them
+all): reading a time is some 30 times the work of a plain transform (10 microseconds)."""
 MAX_OUTPUT_CHARS = 1024 * 1024
 """Size of what one item maps to (its fields or a request's body), roughly in characters as
 JSON: strings by their length, containers and other values a few each, a value counted again

@@ -90,6 +90,7 @@ class SpecCompiler:
         self.problems = problems
         self.scope = scope
         self.count = 0
+        self.steps = 0  # what the specs' transforms cost an item, each spec counted once
         self.secrets: set[str] = set()
         self.reads_received = False  # whether `{received: time}` is read anywhere
         # The main `fields` targets while an `also` table compiles (its `main` source reads
@@ -175,6 +176,7 @@ class SpecCompiler:
             return None
         assert source is not None and pipeline is not None
         getter = source if condition is None else conditional(condition, source, else_)
+        self.steps += pipeline.steps
         return finish(getter, pipeline, raw.get("default"), required, describe(raw))
 
     def _check_keys(self, raw: dict[str, Any], at: str) -> bool:

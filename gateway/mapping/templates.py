@@ -7,6 +7,7 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+from ..formats.json_tree import a_json_type
 from .casts import to_string
 from .expressions import Getter, Run
 from .limits import MAX_STRING_LENGTH
@@ -48,11 +49,21 @@ def compile_template(
         problems.add(f"{at}/vars{pointer(name)}", f"var {name!r} is not used", "template")
     if unused or any(getter is None for getter in getters.values()):
         return None
-    parts: list[tuple[str, Getter | None, str]] = [
-        (literal, getters[name] if name is not None else None, name or "")
+    parts: list[tuple[str, Getter | None, str, str]] = [
+        (literal, getters[name], name, _source(raw_vars[name]))
+        if name is not None
+        else (literal, None, "", "")
         for literal, name, _, _ in parsed
     ]
     return _render(parts)
+
+
+def _source(var: Any) -> str:
+    """A var's source expression, which a problem with its value names (and points at)."""
+    if isinstance(var, str):
+        return var
+    found = var.get("from") if isinstance(var, dict) else None
+    return found if isinstance(found, str) else ""
 
 
 def _check_placeholders(
@@ -77,11 +88,11 @@ def _check_placeholders(
     return ok
 
 
-def _render(parts: list[tuple[str, Getter | None, str]]) -> Getter:
+def _render(parts: list[tuple[str, Getter | None, str, str]]) -> Getter:
     def render(root: Any, run: Run) -> Any:
         pieces: list[str] = []
         size = 0
-        for literal, getter, name in parts:
+        for literal, getter, name, source in parts:
             pieces.append(literal)
             if getter is None:
                 continue
@@ -89,7 +100,8 @@ def _render(parts: list[tuple[str, Getter | None, str]]) -> Getter:
             if value is None:
                 return None
             if isinstance(value, dict | list):
-                raise EvalError("template", f"var {name!r} is a {type(value).__name__}, not text")
+                message = f"var {name!r} is {a_json_type(value)}, not text"
+                raise EvalError("template", message, source)
             text = to_string(value)
             size += len(text) + len(literal)
             if size > MAX_STRING_LENGTH:

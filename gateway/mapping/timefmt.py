@@ -295,6 +295,19 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
     return lambda value: format_one(parse_one(value))
 
 
+def parse_formats(arg: Any) -> int:
+    """How many formats a `datetime` argument's `parse` may try: its list's length, one for a
+    single format (`auto` too), the most allowed when a param gives it."""
+    if isinstance(arg, dict) and set(arg) == {"param"}:  # the whole argument is a param's
+        return _MAX_PARSERS
+    parse = arg.get("parse", "auto") if isinstance(arg, dict) else "auto"
+    if isinstance(parse, str):
+        return 1
+    if isinstance(parse, list) and all(isinstance(p, str) for p in parse):
+        return max(len(parse), 1)
+    return _MAX_PARSERS
+
+
 def _first_of(parsers: list[Parser], names: list[str]) -> Parser:
     """What the first of `parsers` that reads a value reads (a partner that writes a time now
     with seconds, now without: `["%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", iso8601]`)."""

@@ -11,20 +11,20 @@ import math
 import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Context, Decimal
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from unicodedata import normalize
 
 from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
 
 from .casts import nfc, to_boolean, to_integer, to_number, to_string
-from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS
+from .limits import MAX_STRING_LENGTH, MAX_TRANSFORMS, PARSE_FORMAT_STEPS, TRANSFORM_STEPS
 from .model import EvalError
 from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
 from .paths import pointer
 from .problems import Problems, suggest
 from .readings import compile_coordinate, duration
 from .textforms import split, truncated
-from .timefmt import compile_datetime
+from .timefmt import compile_datetime, parse_formats
 from .units import UNITS, conversion, multiply
 
 Transform = Callable[[Any], Any]
@@ -547,9 +547,25 @@ def compile_transform(item: Any, report: Report) -> tuple[str, Transform] | None
     return None
 
 
+class Pipeline(NamedTuple):
+    """A spec's transforms, compiled, and the work applying them costs an item at most (the
+    `steps` the run is charged each time, see limits.MAX_STEPS)."""
+
+    transforms: list[Transform]
+    steps: int
+
+
+def transform_steps(item: Any) -> int:
+    """The work one pipeline item costs when applied: TRANSFORM_STEPS; a `datetime`, also
+    PARSE_FORMAT_STEPS per format it may try."""
+    if isinstance(item, dict) and len(item) == 1 and "datetime" in item:
+        return TRANSFORM_STEPS + PARSE_FORMAT_STEPS * parse_formats(item["datetime"])
+    return TRANSFORM_STEPS
+
+
 def compile_pipeline(
     raw: Any, at: str, problems: Problems, scope: ParamScope = NO_PARAMS
-) -> list[Transform] | None:
+) -> Pipeline | None:
     """`transforms`: one transform or a list of them, compiled; None after reporting."""
     items = [raw] if isinstance(raw, str | dict) else raw
     if not isinstance(items, list | tuple):
@@ -571,7 +587,7 @@ def compile_pipeline(
             ok = False
         else:
             compiled.append(transform)
-    return compiled if ok else None
+    return Pipeline(compiled, sum(map(transform_steps, items))) if ok else None
 
 
 def _compile_item(item: Any, scope: ParamScope, report: Report) -> Transform | None:

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from gateway.entities import EntityService, diff, forward_only, merge
+from gateway.entities import (
+    EntityService,
+    diff,
+    forward_only,
+    merge,
+    repeated_targets,
+    same_entity_refusal,
+)
 from gateway.errors import FieldProblem, InvalidPayload
+from gateway.eventloop import Turns
 from gateway.fleet.fix import parse_fix
 from gateway.kinds import KindService
 from gateway.mapping import (
@@ -24,6 +32,10 @@ from gateway.mapping import (
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key
 from gateway.store import Doc, Store
+
+WRITES = ("create", "update", "unchanged", "not_found", "ambiguous", "duplicate")
+"""What a dry run says a target's write would do (`entity.write`): the last three are the
+trigger's refusals, nothing written."""
 
 # (tenant, entity_type, mapped document, lookup key) -> the stored entity, or None and why
 # a write would be refused ("not_found", "ambiguous": a lookup key found no or several), or
@@ -95,15 +107,15 @@ class MappingDryRun:
             single = len(items) == 1 and items[0] is payload
             # Each result names its item's place in the partner's list, as a trigger's batch
             # answer does (`items: {..., when}` leaves some out: the others keep their index).
-            result["results"] = [
-                {
-                    "index": index if numbers is None else numbers[index],
-                    **await self._item(
-                        tenant, mapping, item, secrets, lookup, raise_errors=single, texts=texts
-                    ),
-                }
-                for index, item in enumerate(items)
-            ]
+            results: list[dict[str, Any]] = []
+            turns = Turns()  # the process answers others between items
+            for index, item in enumerate(items):
+                await turns.share()
+                shown = await self._item(
+                    tenant, mapping, item, secrets, lookup, raise_errors=single, texts=texts
+                )
+                results.append({"index": index if numbers is None else numbers[index], **shown})
+            result["results"] = results
             return result
         if context is None and response is None:
             raise _missing("/context", "an outbound mapping needs a `context` or a `response`")
@@ -181,17 +193,29 @@ class MappingDryRun:
         if not mapping.create:  # as the trigger finds it (`Pipeline._existing`)
             mapped = mapped._replace(key=await _existing(tenant, etype, mapping, mapped, lookup))
             out["key"] = mapped.key
-        out.update(await self._target(tenant, etype, mapped, lookup, mapping.create))
+        shown, named = await self._target(tenant, etype, mapped, lookup, mapping.create)
+        out.update(shown)
         if mapped.also:
-            out["also"] = [
-                {
-                    "entity_type": target.entity_type,
-                    "document": target.document,
-                    "key": target.key,
-                    **await self._target(tenant, target.entity_type, target, lookup, target.create),
-                }
-                for target in mapped.also
-            ]
+            also: list[dict[str, Any]] = []
+            keys: list[Hashable] = [named]
+            for target in mapped.also:
+                shown, named = await self._target(
+                    tenant, target.entity_type, target, lookup, target.create
+                )
+                keys.append(named)
+                also.append(
+                    {
+                        "entity_type": target.entity_type,
+                        "document": target.document,
+                        "key": target.key,
+                        **shown,
+                    }
+                )
+            # As the trigger refuses them (`upsert_together`): a target naming the entity an
+            # earlier one names (the plate's other spelling, a lookup finding the main one).
+            for index in repeated_targets(keys):
+                _refuse(also[index - 1], same_entity_refusal())
+            out["also"] = also
         return out
 
     async def _target(
@@ -201,12 +225,14 @@ class MappingDryRun:
         mapped: MappedDocument | MappedTarget,
         lookup: EntityLookup,
         create: bool,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Hashable]:
         """What writing one mapped entity would do: its events and its diff against the
         stored entity (only-forward fields that are stale left out, as `skipped`); or that
         the write would be refused (`not_found`: no entity where it must exist; `ambiguous`:
-        a lookup key that finds several)."""
+        a lookup key that finds several). With it, which entity the write names
+        (`EntityService.target_key`; a new object when it names none the write could)."""
         current, refused = await lookup(tenant, etype, mapped.document, mapped.key)
+        located = refused is None  # else the trigger refuses it before comparing the targets
         if current is None and not create:
             refused = refused or "not_found"
         old = current["data"] if current is not None else {}
@@ -214,6 +240,10 @@ class MappingDryRun:
         if current is not None and mapped.key and not is_natural_key(etype, mapped.key):
             # Found by a lookup: it keeps its natural key, as the write keeps it.
             document = {**document, **self._schemas.natural_key(etype, old)}
+        named: Hashable = object()  # names no entity the others could name
+        if located:
+            with contextlib.suppress(InvalidPayload):
+                named = self._entities.target_key(etype, document)
         fields, skipped = forward_only(old, document, mapped.forward)
         kind_schema = None
         if etype == "other":
@@ -248,7 +278,7 @@ class MappingDryRun:
         result: dict[str, Any] = {"events": events}
         if shown := announces(mapped.events):
             result["announce"] = shown  # why the write would announce those it lists
-        return {**result, "entity": entity}
+        return {**result, "entity": entity}, named
 
     async def _find_entity(
         self, tenant: str, etype: str, document: Mapping[str, Any], key: Mapping[str, Any]
@@ -291,6 +321,17 @@ def _located(prefix: str) -> Iterator[None]:
             raise
         moved = [replace(p, pointer=prefix + p.pointer) for p in exc.problems]
         raise InvalidPayload(exc.detail, moved, **exc.extra) from None
+
+
+def _refuse(target: dict[str, Any], refusal: InvalidPayload) -> None:
+    """Show a target's write as the trigger refuses it: nothing written, no events."""
+    target["events"] = []
+    target.pop("announce", None)
+    target["entity"] = {
+        **target["entity"],
+        "write": refusal.problems[0].keyword,
+        "errors": [p.as_dict() for p in refusal.problems],
+    }
 
 
 def _missing(pointer: str, message: str) -> InvalidPayload:

@@ -229,6 +229,8 @@ class PartnerGuards:
     clock: Clock = time.monotonic
     on_breaker_change: Callable[[str, BreakerState], None] | None = None
     _guards: dict[str, PartnerGuard] = field(default_factory=dict, init=False, repr=False)
+    # An open breaker's read at the end of its cooldown, by partner (see `_read_when_due`).
+    _due: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False, repr=False)
 
     def get(self, partner_id: str, settings: GuardSettings) -> PartnerGuard:
         guard = self._guards.get(partner_id)
@@ -243,14 +245,45 @@ class PartnerGuards:
         return self.clock()  # read at each call: tests move time by replacing `clock`
 
     def states(self) -> dict[str, BreakerState]:
-        """Every partner's breaker state, for a metrics collector."""
+        """Every partner's breaker state as of now, for a metrics scrape: an open breaker past
+        its cooldown turns half_open as it is read, and reports it."""
         return {pid: guard.breaker.state for pid, guard in self._guards.items()}
 
     def discard(self, partner_id: str) -> None:
         self._guards.pop(partner_id, None)
+        if (due := self._due.pop(partner_id, None)) is not None:
+            due.cancel()
 
     def _callback(self, partner_id: str) -> Callable[[BreakerState], None] | None:
         hook = self.on_breaker_change
         if hook is None:
             return None
-        return lambda state: hook(partner_id, state)
+
+        def changed(state: BreakerState) -> None:
+            hook(partner_id, state)
+            if state is BreakerState.OPEN:
+                self._read_when_due(partner_id)
+
+        return changed
+
+    def _read_when_due(self, partner_id: str) -> None:
+        """An open breaker turns half_open only when read: with no call to the partner, its
+        state would be reported open for good. So it is read at the end of its cooldown (in
+        every process of `serve --workers N`, each of which reports its own breakers)."""
+        guard = self._guards.get(partner_id)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a test's direct call): a scrape reads it
+            return
+        if guard is None or guard.breaker.state is not BreakerState.OPEN:
+            return
+        if (due := self._due.pop(partner_id, None)) is not None:
+            due.cancel()
+        breaker = guard.breaker
+        self._due[partner_id] = loop.call_later(breaker.retry_in(), self._read, partner_id, breaker)
+
+    def _read(self, partner_id: str, breaker: CircuitBreaker) -> None:
+        self._due.pop(partner_id, None)
+        guard = self._guards.get(partner_id)
+        if guard is not None and guard.breaker is breaker:  # not replaced meanwhile
+            self._read_when_due(partner_id)  # half_open now (reported); else not quite yet

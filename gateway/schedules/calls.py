@@ -163,14 +163,15 @@ def read_page(
 
 def page_items(
     mapping: CompiledMapping, answer: Any, texts: DecodedTexts
-) -> tuple[list[Any], list[int]]:
-    """The page's items, as the target's mapping finds them (InvalidPayload if it cannot),
-    and each one's index in the partner's list (`items: {..., when}` leaves some out);
-    `texts` keeps what from_json()/from_xml() read, for the items' own mapping."""
+) -> tuple[list[Any], list[Any], list[int]]:
+    """The partner's records on the page (before `items: {..., when}` leaves some out), the
+    page's items as the target's mapping finds them (InvalidPayload if it cannot), and each
+    one's index in the partner's list; `texts` keeps what from_json()/from_xml() read, for
+    the items' own mapping."""
     if isinstance(answer, list) and mapping.source.get("items") is None:
-        return answer, list(range(len(answer)))
-    items, numbers = mapping.numbered_items(answer, texts=texts)
-    return items, list(range(len(items))) if numbers is None else numbers
+        return answer, answer, list(range(len(answer)))
+    records, items, numbers = mapping.listed_items(answer, texts=texts)
+    return records, items, list(range(len(items))) if numbers is None else numbers
 
 
 def item_id(expression: str, item: Any) -> str | None:
@@ -188,6 +189,12 @@ def cursor_key(cursor: Any) -> str:
     """A cursor as a short key (a partner's token may be long): the chain of a schedule's
     `more` runs names the cursors it sent so (`poll.py`)."""
     return hashlib.sha256(_canonical(cursor).encode()).hexdigest()[:16]
+
+
+def page_mark(records: Sequence[Any], cursor: Any, more: bool) -> str:
+    """What a cursor answered, short: its records as the partner listed them and where they
+    send the schedule on. The chain of `more` runs keeps it per cursor sent (`poll.py`)."""
+    return hashlib.sha256(_canonical([list(records), cursor, more]).encode()).hexdigest()[:16]
 
 
 def digest(items: Sequence[Any]) -> str:

@@ -12,17 +12,21 @@
             the database failed for a moment is handed back (`uncommitted`), not the page
             read and landed again
 
-It drains while the partner says there is more (`cursor.more`, or: the page had items and
-the cursor moved), at most `max_pages` pages; a run that stops there goes on in the next one
-(a chain of `more` runs, `runner.py`). A time cursor (an ISO 8601 date-time) never
-moves back: a partner answering an older one than the call's would have every later run
-read old data again; the page lands, the cursor stays, the run records what was refused.
-A page whose new items are those of the last page again (the same cursor answered with the
-same page, or the same page under new cursors) is refused before anything is written: the
-partner is looping. So is a partner whose next cursor is one this chain of runs sent already
-(two pages naming each other, or a longer cycle): its page is written, the cursor stays
-where it is (the next run asks that page again, and is refused as above), the run fails as a
-`loop` and backs off. The chain names the last `MAX_CHAIN` cursors it sent.
+It drains while the partner says there is more (`cursor.more`, or: the page had records,
+kept by the mapping or not, and the cursor moved), at most `max_pages` pages; a run that
+stops there goes on in the next one (a chain of `more` runs, `runner.py`). A time cursor (an
+ISO 8601 date-time) never moves back: a partner answering an older one than the call's would
+have every later run read old data again; the page lands, the cursor stays, the run records
+what was refused. A page whose new items are those of the last page again (the same cursor
+answered with the same page, or the same page under new cursors) is refused before anything
+is written: the partner is looping. So is a cursor this chain of runs sent already that
+answers the page it answered then (two pages naming each other, or a longer cycle): the
+chain keeps, for the last `MAX_CHAIN` cursors it sent, a mark of the page each answered
+(`calls.page_mark`); the page is refused, the cursor stays there, the run fails as a `loop`
+and backs off, and the chain is kept, so the next run's same page is refused at once. A
+cursor sent already that answers another page is no loop: the partner restarted its feed (an
+offset out of range read from the earliest) or moved on, and the chain starts again from
+there.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from gateway.schedules.calls import (
     digest,
     item_id,
     page_items,
+    page_mark,
     read_page,
     request_for,
 )
@@ -78,12 +83,26 @@ class Tally:
     written: int = 0
     rejected: int = 0
     skipped: int = 0  # items already seen (dedupe)
+    listed: int = 0  # the partner's records, before the mapping's `when` and dedupe
+    # The records in a row, across the chain of `more` runs, that were all items dedupe had
+    # seen (a partner answering them again and again under new cursors: `hurried`).
+    seen_in_row: int = 0
     more: bool = False  # stopped at max_pages while the partner had more
     cursor_before: Any = None
     cursor_after: Any = None
     cursor_refused: Any = None  # a time cursor the partner answered that went back
-    chain: list[str] = field(default_factory=list)  # the cursors sent in this chain of runs
+    # The cursors sent in this chain of runs (`calls.cursor_key`), each with the mark of the
+    # page it answered (`calls.page_mark`), oldest first.
+    chain: dict[str, str] = field(default_factory=dict)
     problems: list[dict[str, Any]] = field(default_factory=list)
+
+    def hurried(self, keep: int) -> bool:
+        """Whether a run that stopped at `max_pages` goes on at once: its pages held records
+        (empty pages under new cursors wait for the regular run), and not more records in a
+        row that dedupe had all seen than it remembers (`keep`, 0 without dedupe). A list
+        read again shows each remembered id once; only a partner repeating itself shows more
+        remembered records in a row than there are remembered ids."""
+        return self.listed > 0 and self.seen_in_row <= keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +144,12 @@ class Poll:
         self._digest: str | None = doc.get("last_digest")
         self._seen = set(doc.get("seen") or ())
         # Kept by the runner while runs end `more` (store/schedules.py), emptied otherwise.
-        self.tally.chain = list(doc.get("chain") or ())
+        self.tally.chain = {
+            pair[0]: pair[1]
+            for pair in doc.get("chain") or ()
+            if isinstance(pair, list) and len(pair) == 2
+        }
+        self.tally.seen_in_row = int(doc.get("chain_seen") or 0)
         self.tally.cursor_before = self.tally.cursor_after = cursor
         # The commit of a landed page the database failed (not refused): the runner hands it
         # back before the schedule's release, so the next run does not land that page again.
@@ -154,7 +178,6 @@ class Poll:
         if sink is None:
             raise PollFailure("configuration", f"no {doc['target']['type']} target here")
         for _ in range(doc["max_pages"]):
-            self._sending(self._cursor)
             try:
                 request = request_for(doc, action, partner, request_mapping, self._cursor)
             except InvalidPayload as exc:  # the request mapping or the XML body cannot build it
@@ -183,12 +206,17 @@ class Poll:
         """Land one page and move past it; whether to read the next one now."""
         doc, tally = self._doc, self.tally
         texts = DecodedTexts()  # what the items read with from_json()/from_xml(): once a page
-        items, numbers = await self._items(page, mapping, target, texts)
+        records, items, numbers = await self._items(page, mapping, target, texts)
         tally.pages += 1
         tally.read += len(items)
+        tally.listed += len(records)
         fresh, ids, fresh_numbers = self._unseen(items, numbers)
-        tally.skipped += len(items) - len(fresh)
+        skipped = len(items) - len(fresh)
+        tally.skipped += skipped
+        if records:  # a page of records dedupe had all seen, or one with something new
+            tally.seen_in_row = tally.seen_in_row + skipped if skipped == len(records) else 0
         spec = doc.get("cursor")
+        more = page.more if page.more is not None else bool(records)
         page_digest = digest(fresh) if fresh else self._digest
         if spec is not None and fresh and page_digest == self._digest:
             raise PollFailure(
@@ -196,12 +224,13 @@ class Poll:
                 f"the partner answered the same {len(fresh)} item(s) again (cursor "
                 f"{self._cursor!r} → {page.cursor!r}): it is looping; nothing was written",
             )
+        if spec is not None:
+            self._chained(page, records, more)
         if fresh:
             landed = await sink.land(target, fresh, self._origin(), texts, fresh_numbers)
             tally.written += landed.written
             tally.rejected += landed.rejected
             tally.problems += list(landed.problems)[: 5 - len(tally.problems)]
-        more = page.more if page.more is not None else bool(items)
         if spec is not None and spec.get("step") and not more:
             # Page numbers index a list, not a feed: once it ends, the next run reads it
             # again from its first page (whose items this page's digest must not refuse).
@@ -210,17 +239,7 @@ class Poll:
         if spec is not None and goes_back(self._cursor, page.cursor):
             page = self._refuse_cursor(page)
         moved = spec is not None and page.cursor is not None and page.cursor != self._cursor
-        # The partner sends us on to a cursor this chain of runs sent already: a cycle.
-        cycle = moved and more and cursor_key(page.cursor) in self.tally.chain
-        moved = moved and not cycle
         await self._commit(page.cursor if moved else None, page_digest, ids)
-        if cycle:
-            raise PollFailure(
-                "loop",
-                f"the partner sends us on to cursor {_shown(page.cursor)}, which this run (or "
-                f"the `more` runs before it) read already: it is looping; the page of "
-                f"{_shown(self._cursor)} was written and the cursor stays there",
-            )
         if not moved or (spec is not None and spec.get("step") and page.cursor == spec["initial"]):
             return False
         return more
@@ -258,10 +277,10 @@ class Poll:
 
     async def _items(
         self, page: Page, mapping: CompiledMapping, target: CompiledTrigger, texts: DecodedTexts
-    ) -> tuple[list[Any], list[int]]:
-        """The page's items and their indexes in the partner's list."""
+    ) -> tuple[list[Any], list[Any], list[int]]:
+        """The partner's records, the page's items and their indexes in the partner's list."""
         try:
-            items, numbers = page_items(mapping, page.answer, texts)
+            records, items, numbers = page_items(mapping, page.answer, texts)
         except InvalidPayload as exc:
             if not self._doc.get("failures"):  # kept once per failure streak, not per retry
                 refused = InvalidPayload(exc.detail, exc.problems, reason="mapping")
@@ -279,7 +298,7 @@ class Poll:
                 "page",
                 f"a page of {len(items)} items is over the limit of {target.max_batch_items}",
             )
-        return items, numbers
+        return records, items, numbers
 
     def _unseen(
         self, items: list[Any], numbers: list[int]
@@ -302,12 +321,27 @@ class Poll:
                 ids.append(key)
         return fresh, ids, fresh_numbers
 
-    def _sending(self, cursor: Any) -> None:
+    def _chained(self, page: Page, records: list[Any], more: bool) -> None:
+        """The page the cursor sent answered, in the chain; PollFailure `loop` (nothing
+        written) when this chain sent that cursor before and it answered the same page, which
+        sends the schedule on again (a cycle). Another page under it: the partner restarted
+        its feed or moved on, and the chain starts again from this cursor."""
         chain = self.tally.chain
-        key = cursor_key(cursor)
-        if key not in chain:
-            chain.append(key)
-            del chain[:-MAX_CHAIN]
+        key, mark = cursor_key(self._cursor), page_mark(records, page.cursor, more)
+        before = chain.get(key)
+        if before == mark and more and page.cursor != self._cursor:
+            raise PollFailure(
+                "loop",
+                f"the partner answered cursor {_shown(self._cursor)} with the page it gave "
+                f"before in this run (or the `more` runs before it), sending us on to "
+                f"{_shown(page.cursor)} again: it is looping; nothing was written and the "
+                f"cursor stays there",
+            )
+        if before is not None:
+            chain.clear()
+        chain[key] = mark
+        while len(chain) > MAX_CHAIN:
+            del chain[next(iter(chain))]
 
     def _refuse_cursor(self, page: Page) -> Page:
         schedule = str(self._doc["_id"])

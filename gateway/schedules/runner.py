@@ -9,10 +9,13 @@ process takes the schedule over from the last committed cursor.
 After a failure the schedule waits (5 s, 30 s, 2 min, 10 min, 30 min, then hourly, ±20%; a
 partner's Retry-After is honoured up to an hour) and its `last_error` says why; pages read
 before the failure keep their progress. A run that stopped at `max_pages` while the partner
-had more is due again at once (after the other due schedules) when its pages held new items;
-one that read only empty pages (or items it had seen) waits for its regular time, so a
-partner answering empty pages under new cursors with "more" forever is not called without a
-pause (a cursor that comes back within the chain is a `loop`: `poll.py`).
+had more is due again at once (after the other due schedules) when its pages held records
+(the partner's, whether the mapping kept them and dedupe had seen them or not); one that
+read only empty pages waits for its regular time, so a partner answering empty pages under
+new cursors with "more" forever is not called without a pause. So does a chain of such runs
+once more records in a row than dedupe remembers were all ones it had seen (`Tally.hurried`:
+a partner answering the same records again under new cursors). A cursor that comes back
+within the chain with the page it gave before is a `loop` (`poll.py`).
 
 The next run time is computed on the schedule as the run read it, and given back only while
 it is unchanged (`rev`, `next_run_at`): what an admin asked during the run ("run now", pause
@@ -285,8 +288,12 @@ class ScheduleRunner:
         now: datetime,
     ) -> dict[str, Any]:
         state = self._timing(doc, outcome, failure, tally, started_at, now)
-        # The cursors a chain of `more` runs sent (a cycle through them is a loop).
-        state["chain"] = tally.chain if outcome == "more" else []
+        # The cursors a chain of `more` runs sent, with their pages' marks (a cursor answering
+        # its page again is a loop), and the records in a row dedupe had seen. A `loop` keeps
+        # them too: the next run's same page is refused at once, not read through the cycle.
+        keep = outcome == "more" or (failure is not None and failure.kind == "loop")
+        state["chain"] = [[key, mark] for key, mark in tally.chain.items()] if keep else []
+        state["chain_seen"] = tally.seen_in_row if keep else 0
         return state
 
     def _timing(
@@ -321,7 +328,8 @@ class ScheduleRunner:
                 "last_run_at": started_at,
                 "next_run_at": now + timedelta(seconds=wait),
             }
-        if outcome == "more" and tally.read > tally.skipped:  # new items: the partner has more
+        keep = (doc.get("dedupe") or {}).get("keep", 0)
+        if outcome == "more" and tally.hurried(keep):  # records: the partner has more
             due = now
         else:  # an empty `more` run (or a done one) waits for the regular time
             due = every_from_doc(doc["every"]).next_after(started_at)

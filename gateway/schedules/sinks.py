@@ -17,12 +17,12 @@ from typing import Any, Final, Protocol
 from gateway.entities import Origin
 from gateway.mapping import DecodedTexts
 from gateway.store import Doc
-from gateway.triggers.compiled import CompiledTrigger
+from gateway.triggers.compiled import POLLED, CompiledTrigger
 from gateway.triggers.ingest import Ingestor
 
 MAX_PAGE_ITEMS: Final = 10_000
 """Items one page may hold (a Geotab `resultsLimit` is at most 5,000)."""
-AUTH_MODE: Final = "schedule"
+AUTH_MODE: Final = POLLED
 """The `auth_mode` of a compiled schedule target: no partner credential comes in."""
 
 

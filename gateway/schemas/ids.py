@@ -54,7 +54,9 @@ def _mod11_digit(total: int) -> int:
 
 
 def normalize_plate(value: str) -> str:
-    return value.replace("-", "").replace(" ", "").strip().upper()
+    """Upper case, without the separators people write on plates ("ABC-1234", "ABC.1234",
+    "abc 1d23", "ABC/1D23"): the same formatting every identifier drops (`_strip`)."""
+    return _strip(value).upper()
 
 
 def check_plate(value: str) -> str | None:

@@ -27,6 +27,25 @@ ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 # The top-level fields of an `other` document that belong to the envelope, not to its kind.
 ENVELOPE_FIELDS = ("kind", "key")
 
+RESERVED_FIELDS = ("_id", "id", "tenant", "entity_type", "version", "created_at", "updated_at")
+"""Names of the entity's own envelope: the store keeps `_id` and `tenant` next to the data, and
+the API's view of an entity (`entities.public`) puts its id and metadata beside the data's
+fields, over any field of the same name. No kind declares one, no mapping writes one, and no
+`other` document carries one at its top level (built-in types' schemas name none of them)."""
+
+
+def reserved_field_message(name: str, what: str = "the field") -> str:
+    """Why a field cannot be named as the entity's envelope is (`RESERVED_FIELDS`)."""
+    return (
+        f"{what} {name!r} is reserved: the API shows the entity's own {name} there "
+        f"(reserved: {', '.join(RESERVED_FIELDS)}); name it otherwise"
+    )
+
+
+def _reserved(at: str, name: str) -> FieldProblem:
+    return FieldProblem(at, f"{at}: {reserved_field_message(name)}", "reserved")
+
+
 _KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # The fields that name an entity within its tenant; the last one is the field a reference
 # names it by (`/entities/vehicle/{plate}`, `GET /hooks/{id}/{key}`).
@@ -145,6 +164,8 @@ class SchemaRegistry:
         body = {k: v for k, v in doc.items() if k not in ENVELOPE_FIELDS}
         normalised_body = schema.normalise(body)
         problems.extend(schema.problems(normalised_body, body))
+        if kind not in self._kinds:  # a built-in kind's schema refuses any such field itself
+            problems.extend(_reserved(f"/{k}", k) for k in body if k in RESERVED_FIELDS)
         envelope = {k: normalised[k] for k in ENVELOPE_FIELDS if k in normalised}
         return {**envelope, **normalised_body}, problems
 
@@ -219,11 +240,15 @@ class SchemaRegistry:
 
     # --- kinds and fields ---------------------------------------------------------------------
 
-    def compile_kind(self, name: str, schema: Mapping[str, Any]) -> CompiledSchema:
+    def compile_kind(
+        self, name: str, schema: Mapping[str, Any], *, stored: bool = False
+    ) -> CompiledSchema:
         """Compile a tenant's custom kind. Problems point into {"name": ..., "schema": ...}.
 
         The schema describes the kind's fields only (kind and key are the envelope's); built-in
-        kind names cannot be redefined.
+        kind names cannot be redefined, and a field cannot be named as the envelope's are
+        (`RESERVED_FIELDS`), unless the kind is `stored` (one stored before that rule keeps
+        compiling; writes refuse the reserved field itself).
         """
         if not isinstance(name, str) or not _KIND_NAME.fullmatch(name):
             message = "/name: must be lower case letters, digits and _, starting with a letter"
@@ -234,6 +259,8 @@ class SchemaRegistry:
         if isinstance(schema, Mapping) and schema.get("type") != "object":
             message = "/schema/type: a kind schema must have type 'object'"
             raise invalid("kind", [FieldProblem("/schema/type", message, "type")])
+        if not stored and (reserved := _reserved_in_kind(schema)):
+            raise invalid("kind", reserved)
         return compile_schema(schema, name=name, at="/schema")
 
     def has_field(
@@ -269,6 +296,27 @@ class SchemaRegistry:
             return self._kinds[kind]
         except KeyError:
             raise NotFound(f"unknown kind {kind!r}; built-in kinds: {self.builtin_kinds}") from None
+
+
+def _reserved_in_kind(schema: Mapping[str, Any]) -> list[FieldProblem]:
+    """The kind's top-level properties and required fields named as the envelope's are."""
+    found: list[FieldProblem] = []
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        found += [
+            _reserved(f"/schema/properties/{name}", name)
+            for name in properties
+            if name in RESERVED_FIELDS
+        ]
+    required = schema.get("required")
+    if isinstance(required, list):
+        found += [
+            _reserved(f"/schema/required/{index}", name)
+            for index, name in enumerate(required)
+            if name in RESERVED_FIELDS
+            and not (isinstance(properties, Mapping) and name in properties)
+        ]
+    return found
 
 
 def _unknown_entity_type(entity_type: str) -> NotFound:

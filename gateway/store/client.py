@@ -62,6 +62,16 @@ _opening: set[asyncio.Future[Any]] = set()
 """Connection attempts whose caller was cancelled, held until they end (see below)."""
 
 
+async def cancelled_connections_closed() -> None:
+    """Once the attempts still running for cancelled callers (a client's close cancels its
+    monitors mid-connect) have ended and what they opened is closed: at shutdown, before the
+    event loop that runs them goes."""
+    loop = asyncio.get_running_loop()
+    if running := [attempt for attempt in _opening if attempt.get_loop() is loop]:
+        await asyncio.wait(running)
+        await asyncio.sleep(0)  # the transports' close runs on the next turn of the loop
+
+
 def _close_if_opened(attempt: asyncio.Future[Any]) -> None:
     _opening.discard(attempt)
     if not attempt.cancelled() and attempt.exception() is None:

@@ -14,7 +14,7 @@ from gateway.background import cancel_and_wait, within
 from gateway.config import Settings
 from gateway.errors import StoreUnavailable
 from gateway.store import Store
-from gateway.store.client import open_client
+from gateway.store.client import cancelled_connections_closed, open_client
 from gateway.store.embedded import EmbeddedServer, running_uri
 from gateway.store.health import DatabaseHealth
 from gateway.store.supervisor import EmbeddedSupervisor
@@ -93,6 +93,7 @@ async def open_store(
         health.close()
         # Its endSessions to a frozen server would wait for an answer that never comes.
         await within(CLOSE_SECONDS, "closing the database client", client.close())
+        await within(CLOSE_SECONDS, "closing cancelled connections", cancelled_connections_closed())
         if supervisor is not None:
             await supervisor.stop()
 

@@ -422,11 +422,14 @@ class DeliveryStore:
         return result.modified_count
 
     async def recovered(self, partner_id: str, now: datetime) -> None:
-        """A partner enabled again (its probe answered, or an admin): its backlog is due now,
-        not at the retry times it had when it was disabled (hours away). Those waiting behind
-        an earlier delivery of their entity stay (the earlier one wakes them), and so does a
-        first attempt an action's schedule puts later on purpose. Its outage's dead
-        deliveries were replayed before (`replay_outage`). Read through `by_partner`."""
+        """A partner recovering (its probe answered, or an admin re-enables it): its backlog
+        is due now, not at the retry times it had when it was disabled (hours away). Those
+        waiting behind an earlier delivery of their entity stay (the earlier one wakes
+        them), and so does a first attempt an action's schedule puts later on purpose. Run
+        after its outage's dead deliveries are replayed (`replay_outage`) and before it is
+        active again (the recovery's last write): a recovery cut short between them leaves it
+        disabled, and the next one runs this again (what is due already is left as it is).
+        Read through `by_partner`."""
         due: builtins.list[Any] = []
         with translate_errors():
             query = {"partner_id": partner_id, "status": PENDING, "next_attempt_at": {"$gt": now}}
@@ -462,12 +465,19 @@ class DeliveryStore:
         return result.modified_count
 
     async def expire_leases(self, now: datetime) -> int:
-        """In-flight deliveries whose worker died (or overran its lease) become pending again;
-        their next_attempt_at is already past, so they are due at once."""
+        """In-flight deliveries whose worker died (or overran its lease) become pending again,
+        due at once. A claim took them due (their next_attempt_at is past already); a probe
+        takes its partner's first, due or not, and its partner may have recovered while it
+        was in flight (the recovery makes pending deliveries due, not one in flight): it
+        does not go back to a retry time hours away."""
         with translate_errors():
             result = await self._c.update_many(
                 {"status": IN_FLIGHT, "lease_until": {"$lte": now}},
-                {"$set": {"status": PENDING, "updated_at": now}, "$unset": _LEASE_FIELDS},
+                {
+                    "$set": {"status": PENDING, "updated_at": now},
+                    "$min": {"next_attempt_at": now},
+                    "$unset": _LEASE_FIELDS,
+                },
             )
         return result.modified_count
 

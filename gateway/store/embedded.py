@@ -32,6 +32,8 @@ from typing import Any
 import bson
 import bson.errors
 
+from gateway.config import StartRefused
+
 log = logging.getLogger(__name__)
 
 EXECUTABLE = "secantusd-py"
@@ -48,6 +50,10 @@ journaled: a killed database loses no acknowledged write, it recovers at the nex
 
 class EmbeddedServerError(RuntimeError):
     pass
+
+
+class DataDirTaken(EmbeddedServerError, StartRefused):
+    """Another live process manages the embedded database on this data dir."""
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -425,7 +431,7 @@ class EmbeddedServer:
         except BlockingIOError:
             os.close(fd)
             running = running_uri(self.storage_path, self.pid_file)
-            raise EmbeddedServerError(
+            raise DataDirTaken(
                 f"another gateway process manages the embedded database on "
                 f"{self.storage_path} ({running or 'starting'}): one process per "
                 "GATEWAY_DATA_DIR starts it. Stop that process, give this one another "

@@ -34,6 +34,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from gateway.clock import from_iso
 from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayload
+from gateway.formats.json_tree import a_json_type
 from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
 from gateway.store.group_commit import SEALS, GroupCommit, Marks, seal
 
@@ -192,14 +193,6 @@ def _same_values(value: str | int | float) -> Any:
     return value if number is None else {"$in": [value, number]}
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "an array" if isinstance(value, list) else "an object"
-
-
 def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
     """The first indexed filter goes through the `fk` index (an equality, which SecantusDB
     serves from the index); the others are matched on the data. Text and numbers compare by
@@ -211,7 +204,7 @@ def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
         # Only plain values: an object from a payload ({"$regex": ...}) must never become a
         # query operator.
         if text is None:
-            message = f"{field}: a lookup value is text or a number, not {_kind(value)}"
+            message = f"{field}: a lookup value is text or a number, not {a_json_type(value)}"
             problem = FieldProblem("", message, "type", {"target": field})
             raise InvalidPayload(f"cannot look {etype} up by {field}", [problem])
         indexed = field in filterable or is_lookup_field(field)
@@ -501,6 +494,17 @@ class EntityStore:
             },
         )
         return matched == 1
+
+    async def deleted_outbox(self, tenant: str, etype: str, id: str) -> Doc | None:
+        """A deleted entity of this type and id whose outbox the relay has not drained yet
+        (`mark_deleted`: it holds `entity.deleted`), with that outbox; None once the relay
+        removed it, or for an id that names no deleted entity."""
+        oid = parse_id(id)
+        if oid is None:
+            return None
+        query = scoped(tenant, {"_id": oid, "type": f"{etype}#deleted"})
+        with translate_errors():
+            return await self._c.find_one(query, {"type": 1, "nk": 1, "outbox": 1})
 
     async def backfill_derived(self) -> int:
         """Give entities written by an older gateway what it did not keep beside their data

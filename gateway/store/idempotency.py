@@ -97,15 +97,29 @@ class IdempotencyStore:
         raise Conflict("the Idempotency-Key is being used concurrently; retry")
 
     async def answered(
-        self, tenant: str, trigger_id: str, keys: Sequence[str], now: datetime
+        self,
+        tenant: str,
+        trigger_id: str,
+        keys: Sequence[str],
+        now: datetime,
+        *,
+        body_keys: Sequence[str] = (),
+        body_hashes: Sequence[str] = (),
     ) -> Doc | None:
-        """A finished answer kept under any of these keys, within the retention."""
+        """A finished answer kept under any of `keys`, or under any of `body_keys` for a body
+        of one of `body_hashes`, within the retention."""
         since = now - timedelta(seconds=RETENTION_SECONDS)
         ids = [record_id(trigger_id, key) for key in keys]
-        query = {"_id": {"$in": ids}, "state": "done", "created_at": {"$gt": since}}
+        by_body = [record_id(trigger_id, key) for key in body_keys]
+        # One `_id $in` over both, the body checked here: an `$or` around it is a whole
+        # collection's scan for SecantusDB (every write of a partner rolling its secret was).
+        query = {"_id": {"$in": ids + by_body}, "state": "done", "created_at": {"$gt": since}}
         with translate_errors():
-            found: Doc | None = await self._c.find_one(scoped(tenant, query))
-        return found
+            found = [doc async for doc in self._c.find(scoped(tenant, query))]
+        hashes = set(body_hashes)
+        return next((doc for doc in found if doc["_id"] in ids), None) or next(
+            (doc for doc in found if doc.get("body_hash") in hashes), None
+        )
 
     async def complete(
         self, tenant: str, trigger_id: str, key: str, *, status: int, body: bytes

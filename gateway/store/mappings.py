@@ -119,32 +119,36 @@ class MappingStore:
     ) -> None:
         """After a version is stored: the head shows it, and makes it active if asked unless
         a newer version is active already (two uploads at once: the one numbered first may
-        finish last, and made its older version active over the newer one)."""
-        fields: Doc = {
-            "direction": direction,
-            "entity_type": entity_type,
-            "updated_at": datetime.now(UTC),
-        }
+        finish last, and made its older version active over the newer one).
+
+        The head's `direction` and `entity_type` describe its active version (what the list
+        shows next to `active_version`, and what the admin UI picks mappings by): a version
+        staged (`active_version=None`) sets them only while no version is active."""
+        shown: Doc = {"direction": direction, "entity_type": entity_type}
         with translate_errors():
             await self._heads.update_one(
-                scoped(tenant, {"name": name}), {"$set": fields, "$unset": {"deleted": ""}}
+                scoped(tenant, {"name": name}),
+                {"$set": {"updated_at": datetime.now(UTC)}, "$unset": {"deleted": ""}},
             )
-            if active_version is not None:
-                older = [
-                    {"active_version": {"$exists": False}},
-                    {"active_version": None},
-                    {"active_version": {"$lt": active_version}},
-                ]
+            inactive = [{"active_version": {"$exists": False}}, {"active_version": None}]
+            if active_version is None:
+                await self._heads.update_one(
+                    scoped(tenant, {"name": name, "$or": inactive}), {"$set": shown}
+                )
+            else:
+                older = [*inactive, {"active_version": {"$lt": active_version}}]
                 await self._heads.update_one(
                     scoped(tenant, {"name": name, "$or": older}),
-                    {"$set": {"active_version": active_version}},
+                    {"$set": {"active_version": active_version, **shown}},
                 )
 
-    async def set_active(self, tenant: str, name: str, version: int) -> bool:
+    async def set_active(self, tenant: str, name: str, version: int, shown: Doc) -> bool:
+        """Make `version` active; `shown`: its `direction` and `entity_type` (the head
+        describes its active version)."""
         with translate_errors():
             result = await self._heads.update_one(
                 scoped(tenant, {"name": name, **_LISTED}),
-                {"$set": {"active_version": version, "updated_at": datetime.now(UTC)}},
+                {"$set": {"active_version": version, **shown, "updated_at": datetime.now(UTC)}},
             )
         return result.matched_count == 1
 

@@ -4,9 +4,11 @@ A schedule is `{_id, tenant, name, action_id, every: {seconds} | {cron, timezone
 {from, param, more?, initial?}, target: {type, entity_type?, kind?, params?}, mapping,
 dedupe?: {by, keep}, request?: {query?, body?}, error?, max_pages, status: active|paused,
 next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], chain?:
-[cursor keys], failures, last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at}`.
-`chain` names the cursors sent since the last run that did not end `more` (a partner cycling
-through them is looping: `schedules/poll.py`). `mapping` sits at the
+[[cursor key, page mark]], chain_seen?, failures, last_error?, last_run_at?, last_ok_at?, rev,
+created_at, updated_at}`. `chain` names the cursors sent since the last run that did not end
+`more` (or failed as a `loop`), each with a mark of the page it answered (a cursor answering
+the same page again is looping: `schedules/poll.py`); `chain_seen` counts the records in a
+row of that chain that dedupe had all seen. `mapping` sits at the
 top level: `store/mappings.py` finds a mapping's users by it.
 
 One runner per schedule across processes: a run claims the schedule under a lease

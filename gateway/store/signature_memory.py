@@ -1,7 +1,8 @@
-"""The `signature_memory` collection: the replay keys of signed messages whose scheme has no
-timestamp (Motive, Fleetio, GitHub: the signature alone), kept `RETENTION_SECONDS` (30 days),
-beyond their idempotency record's 24 h, so that a copy sent again after those is refused
-instead of written a second time.
+"""The `signature_memory` collection: the replay keys of signed messages whose copies verify
+past their idempotency record's 24 h (a scheme without timestamp, as Motive, Fleetio, GitHub:
+the signature alone; or a timestamp ahead of the clock with a tolerance over 12 h: see
+`triggers/receiver.py` `_memory_use`), kept `RETENTION_SECONDS` (30 days), so that a copy
+sent again after those is refused instead of written a second time.
 
 A record is `{_id: "<trigger id>:<sha256 of the key>", tenant, trigger_id, seen_at}` (the
 first time the message was written); a TTL index drops it after RETENTION_SECONDS, and reads

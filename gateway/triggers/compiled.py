@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -21,6 +21,10 @@ from gateway.auth.partner_jwt import Fetch, JwtPolicy, PartnerJwtVerifier, Unusa
 from gateway.auth.secretbox import SecretBox
 from gateway.schemas import CompiledSchema, compile_schema
 from gateway.store import Doc, Store
+
+POLLED: Final = "schedule"
+"""The `auth_mode` of a schedule's target compiled as a trigger (gateway/schedules/sinks.py):
+its pages are polled, no partner calls in; its `id` is the schedule's."""
 
 
 def secret_context(trigger_id: str) -> str:
@@ -53,6 +57,11 @@ class CompiledTrigger:
     # (secret, valid until as a Unix time or None): several while a secret rotates.
     webhook_secrets: tuple[tuple[str, float | None], ...] = field(default=(), repr=False)
     target: str = "entities"  # or "positions": fixes appended to vehicles' tracks (SPEC §6)
+
+    @property
+    def polled(self) -> bool:
+        """A schedule's target: its pages come from a poll, not a partner's call."""
+        return self.auth_mode == POLLED
 
     @property
     def allow(self) -> tuple[str, ...]:

@@ -66,6 +66,8 @@ class TriggerGates:
         self._generation = 0  # bumped by every forget: a read that raced one is not kept
         self._trusted_until = 0.0  # the change stream vouches for every entry until then
         self._watcher: asyncio.Task[None] | None = None
+        if not follow_changes:  # GATEWAY_CHANGE_STREAMS=false: re-read from the start, said so
+            metrics.change_stream_up.labels("triggers").set(0)
 
     @property
     def vouched_at(self) -> float:

@@ -67,8 +67,11 @@ class IdempotencyGuard:
         call: Callable[[], Awaitable[HookAnswer]],
         *,
         named: str = "Idempotency-Key",
+        earlier_hashes: Sequence[str] = (),
     ) -> HookAnswer:
-        """`named`: what the key is to the caller, for the 409 and 422 that name it."""
+        """`named`: what the key is to the caller, for the 409 and 422 that name it.
+        `earlier_hashes`: other digests of this same call that a record an earlier version
+        wrote may hold (taken as `body_hash` on a replay, never stored)."""
         records = self._store.idempotency
         claim = secrets.token_hex(8)  # names this call's marker: only this call releases it
         now = datetime.fromtimestamp(self._clock(), UTC)
@@ -85,7 +88,7 @@ class IdempotencyGuard:
         except Conflict:
             raise Conflict(f"this {named} is being used concurrently; retry") from None
         if existing is not None:
-            return _replay(existing, body_hash, named)
+            return _replay(existing, (body_hash, *earlier_hashes), named)
         try:
             answer = await call()
         except BaseException:
@@ -103,11 +106,21 @@ class IdempotencyGuard:
             log.warning("idempotent answer not kept: %s", exc.detail)
         return answer
 
-    async def answered(self, trigger: CompiledTrigger, keys: Sequence[str]) -> HookAnswer | None:
-        """The first answer kept under any of these keys (a signed message's legacy keys),
-        as a replay; None when there is none."""
+    async def answered(
+        self,
+        trigger: CompiledTrigger,
+        keys: Sequence[str],
+        *,
+        body_keys: Sequence[str] = (),
+        body_hashes: Sequence[str] = (),
+    ) -> HookAnswer | None:
+        """The first answer kept under any of `keys` (a signed message's legacy keys), or
+        under any of `body_keys` for this body (one of `body_hashes`), as a replay; None when
+        there is none."""
         now = datetime.fromtimestamp(self._clock(), UTC)
-        found = await self._store.idempotency.answered(trigger.tenant, trigger.id, keys, now)
+        found = await self._store.idempotency.answered(
+            trigger.tenant, trigger.id, keys, now, body_keys=body_keys, body_hashes=body_hashes
+        )
         return None if found is None else _answer(found)
 
     def _release_later(
@@ -175,8 +188,8 @@ class IdempotencyGuard:
                     del self._releases[tenant]
 
 
-def _replay(record: dict[str, object], body_hash: str, named: str) -> HookAnswer:
-    if record["body_hash"] != body_hash:
+def _replay(record: dict[str, object], body_hashes: Sequence[str], named: str) -> HookAnswer:
+    if record["body_hash"] not in body_hashes:
         message = f"this {named} was already used with a different body"
         raise InvalidPayload(
             message, [FieldProblem("", message, "idempotency")], reason="idempotency"

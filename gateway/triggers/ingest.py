@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from gateway.entities import Origin
 from gateway.errors import Conflict, GatewayError, InvalidPayload, PayloadTooLarge
+from gateway.eventloop import Turns
 from gateway.fleet.append import PositionAppender
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.metrics import Metrics
@@ -161,7 +162,9 @@ class Ingestor:
         together (gateway/fleet/append.py). One fix answers 201 (200 for a duplicate) or
         raises its 422; a batch answers per item, 207 when any was refused."""
         items: list[Any] = []
+        turns = Turns()  # the process answers others between items (limits.MAX_PAYLOAD_STEPS)
         for item in plan.items:
+            await turns.share()
             try:
                 fix = self._pipeline.fix(
                     trigger,
@@ -257,7 +260,10 @@ class Ingestor:
                 f"a batch of {count} items is over this trigger's limit of "
                 f"{trigger.max_batch_items}"
             )
-        self._metrics.trigger_batch_items.labels(trigger.id).observe(count)
+        if trigger.polled:  # a schedule's page: by schedule, never as a trigger's batch
+            self._metrics.schedule_page_items.labels(trigger.id).observe(count)
+        else:
+            self._metrics.trigger_batch_items.labels(trigger.id).observe(count)
         return plan
 
     async def _batch(self, trigger: CompiledTrigger, plan: _Plan, origin: Origin) -> Ingested:
@@ -283,7 +289,9 @@ class Ingestor:
             results[index] = {"index": plan.index(index), "status": status, "problem": problem}
 
         lanes: dict[str, list[tuple[int, Prepared]]] = {}
+        turns = Turns()  # the process answers others between items (limits.MAX_PAYLOAD_STEPS)
         for index, item in enumerate(plan.items):
+            await turns.share()
             try:
                 prepared = await self._pipeline.prepare(
                     trigger,

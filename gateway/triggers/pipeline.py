@@ -241,7 +241,8 @@ class Pipeline:
         if trigger.mapping is None:
             return None
         try:
-            mapping = await self._mappings.active(trigger.tenant, trigger.mapping)
+            with stage("mapping"):  # a stored version a newer rule refuses (a reserved target)
+                mapping = await self._mappings.active(trigger.tenant, trigger.mapping)
         except NotFound as exc:
             raise _mapping_problem(exc.detail) from None
         if mapping.direction != "inbound":

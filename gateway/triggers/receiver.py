@@ -52,6 +52,7 @@ from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import RateLimits
 from gateway.store import Doc, Store
+from gateway.store.idempotency import RETENTION_SECONDS as IDEMPOTENCY_RETENTION
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.gates import TriggerGates
 from gateway.triggers.idempotency import REPLAYED_HEADER, IdempotencyGuard
@@ -88,6 +89,10 @@ class _Admitted:
 
 _ORIGIN: Final = re.compile(r"^(?:\*|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)\Z")
 _RATE: Final = re.compile(r"^[1-9][0-9]{0,8}\Z")
+# How far apart the clocks of the gateway's processes (and the moment a signed message is
+# verified and its idempotency record written) may be: a timestamped message is kept in the
+# signature memory when a copy could verify this close to its record's end.
+CLOCK_MARGIN_SECONDS: Final = 300
 
 
 def _options(trigger: CompiledTrigger, call: HookCall) -> dict[str, str]:
@@ -314,6 +319,8 @@ class HookReceiver:
         expired: refused like a stale timestamp, counted as `replayed`."""
         memory = self._store.signature_memory
         keys = [replay.key, *replay.legacy]
+        if replay.legacy_offered is not None:
+            keys.append(replay.legacy_offered)
         if await memory.seen_at(trigger.tenant, trigger.id, keys, self._now()) is not None:
             self._metrics.trigger_signature_rejections.labels(trigger.id, "replayed").inc()
             raise denied()
@@ -336,28 +343,36 @@ class HookReceiver:
             raw = await call.body.read(trigger.max_body_bytes)
         payload = _payload(trigger, call, raw)
         replay = admitted.replay
-        key, named, query = _idempotency_key(replay, call)
-        remembered = replay if replay is not None and _remembered(trigger) else None
+        key, named = _idempotency_key(replay, call)
+        digest, earlier_digests = _body_hashes(replay, call, raw) if key is not None else ("", ())
+        checked, remembered = _memory_use(trigger, replay, self._clock())
 
         async def ingest() -> HookAnswer:
-            if replay is not None and replay.legacy:
-                earlier = await self._idempotency.answered(trigger, replay.legacy)
+            if replay is not None and (replay.legacy or replay.legacy_offered):
+                offered = () if replay.legacy_offered is None else (replay.legacy_offered,)
+                earlier = await self._idempotency.answered(
+                    trigger,
+                    replay.legacy,
+                    body_keys=offered,
+                    body_hashes=(digest, *earlier_digests),
+                )
                 if earlier is not None:
                     return earlier  # a copy of a message written before its key changed
-            if remembered is not None:
-                await self._refuse_old_copy(trigger, remembered)
+            if checked is not None:
+                await self._refuse_old_copy(trigger, checked)
             ingested = await self._ingestor.ingest(
                 trigger, payload, origin=Origin("trigger", trigger.id), received=received
             )
             tally.outcome = ingested.outcome
             if remembered is not None and ingested.status < 300:
-                await self._remember(trigger, remembered.key)
+                await self._remember(trigger, remembered)
             return HookAnswer(ingested.status, orjson.dumps(ingested.body))
 
         if key is None:
             return await ingest()
-        digest = hashlib.sha256(raw + b"\n" + query.encode()).hexdigest()
-        answer = await self._idempotency.run(trigger, key, digest, ingest, named=named)
+        answer = await self._idempotency.run(
+            trigger, key, digest, ingest, named=named, earlier_hashes=earlier_digests
+        )
         if REPLAYED_HEADER in answer.headers:
             tally.outcome = "replayed"
         return answer
@@ -390,25 +405,61 @@ def _payload(trigger: CompiledTrigger, call: HookCall, raw: bytes) -> Any:
     return parse_json(call.content_type, raw, call.charset)
 
 
-def _idempotency_key(replay: ReplayKey | None, call: HookCall) -> tuple[str | None, str, str]:
-    """(the write's idempotency key, how answers name it, the query string its digest covers).
-    A signed message is keyed by what its signature covers (auth/signatures.py ReplayKey):
-    an unsigned Idempotency-Key, or an unsigned query string in the digest, must not let a
-    captured message be written again or answered otherwise than the first time."""
+def _idempotency_key(replay: ReplayKey | None, call: HookCall) -> tuple[str | None, str]:
+    """(the write's idempotency key, how answers name it). A signed message is keyed by what
+    its signature covers (auth/signatures.py ReplayKey): an unsigned Idempotency-Key must not
+    let a captured message be written again."""
     if replay is not None:
-        return replay.key, replay.named, ""
+        return replay.key, replay.named
     key = call.headers.get("Idempotency-Key")
     if key is not None:
         _check_key(key)
-    return key, "Idempotency-Key", call.query_string
+    return key, "Idempotency-Key"
 
 
-def _remembered(trigger: CompiledTrigger) -> bool:
-    """Whether a signed message is remembered past its idempotency record: its scheme has no
-    timestamp, so nothing else stops a copy of it later. A position trigger's fix sent again
+def _body_hashes(
+    replay: ReplayKey | None, call: HookCall, raw: bytes
+) -> tuple[str, tuple[str, ...]]:
+    """(the digest an idempotency record keeps of this call, the other forms a record written
+    by an earlier version may hold for it). An `Idempotency-Key`'s covers the body and the
+    query string; a signed message's the body alone: the query string is not signed, and a
+    copy with one added must get the first answer, not a 422.
+    Until 2026-12-05 a signed message's covered the query string too: a record written then
+    holds that form, so a retry to the same URL is taken as the copy it is. Records last
+    24 h: the second form can go once every gateway has run this version that long."""
+    if replay is None:
+        return hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest(), ()
+    body_only = hashlib.sha256(raw + b"\n").hexdigest()
+    if not call.query_string:
+        return body_only, ()
+    return body_only, (hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest(),)
+
+
+def _memory_use(
+    trigger: CompiledTrigger, replay: ReplayKey | None, now: float
+) -> tuple[ReplayKey | None, str | None]:
+    """(the replay key to look up in the signature memory before writing, the key to
+    remember once written), each None when not needed (store/signature_memory.py).
+
+    The memory keeps a message whose copy could still verify once its idempotency record
+    (and first answer) is gone after 24 h, so that such a copy is refused, not written
+    again. A scheme without a timestamp verifies a copy forever: every message is remembered
+    and looked up. A timestamped one verifies a copy while its timestamp is within the
+    tolerance, on either side of the clock: a message is remembered when that lasts past its
+    record (timestamp + tolerance, plus a margin for the clocks of the gateway's processes,
+    beyond 24 h from now: a timestamp ahead of the clock with a tolerance over 12 h), and
+    every write of such a scheme (tolerance over 12 h less the margin) looks its key up.
+    Standard Webhooks' 5 minutes never outlast a record. A position trigger's fix sent again
     is a duplicate anyway (stored once, by vehicle and time)."""
     scheme = trigger.hmac
-    return scheme is not None and not scheme.timestamped and trigger.target != "positions"
+    if replay is None or scheme is None or trigger.target == "positions":
+        return None, None
+    if replay.verifies_until is None:
+        return replay, replay.key
+    window = 2 * scheme.tolerance_seconds + CLOCK_MARGIN_SECONDS
+    checked = replay if window > IDEMPOTENCY_RETENTION else None
+    outlives = replay.verifies_until + CLOCK_MARGIN_SECONDS > now + IDEMPOTENCY_RETENTION
+    return checked, (replay.key if outlives else None)
 
 
 def _check_key(key: str) -> None:

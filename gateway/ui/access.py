@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.accounts import UiSession
 from gateway.auth.sessions import csrf_token, sign_session
 from gateway.errors import RateLimited, Unauthorized
-from gateway.ui.forms import Form, read_values
+from gateway.ui.forms import SECRET_FIELDS, Form, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
 from gateway.ui.middleware import end_session_cookie, session_cookie
@@ -20,6 +20,8 @@ from gateway.web.state import services_of
 _ONE_YEAR = 365 * 24 * 3600
 # The prefix of a login form's fields that carry a form typed before the session ended.
 KEPT = "kept:"
+# The login forms' fields that name a secret field of that form: typed, but not kept.
+RETYPE = "retype"
 
 
 async def login_page(request: web.Request) -> web.Response:
@@ -78,7 +80,7 @@ def _login(request: web.Request, password: Form, token: Form, *, status: int = 2
     next_path = local_path(
         request.query.get("next") or password.value("next") or token.value("next") or None
     )
-    kept = _kept(request)
+    kept, retype = _kept(request), _retype(request)
     return render(
         request,
         "login.html",
@@ -86,29 +88,45 @@ def _login(request: web.Request, password: Form, token: Form, *, status: int = 2
             "form": password,
             "token_form": token,
             "next": next_path,
-            "expired": request.query.get("expired") == "1" or bool(kept),
+            "expired": request.query.get("expired") == "1" or bool(kept or retype),
             "kept": kept,
+            "retype": retype,
         },
         status=status,
     )
 
 
 def _kept(request: web.Request) -> list[tuple[str, str]]:
-    """A form typed before the session ended, carried by the login forms (`kept:` fields)."""
+    """A form typed before the session ended, carried by the login forms (`kept:` fields):
+    never a secret field (the middleware keeps none; one posted so is dropped)."""
     if request.method != "POST":
         return []
     form = form_of(request)
     return [
-        (k[len(KEPT) :], v) for k, v in form.items() if k.startswith(KEPT) and isinstance(v, str)
+        (k[len(KEPT) :], v)
+        for k, v in form.items()
+        if k.startswith(KEPT) and isinstance(v, str) and k[len(KEPT) :] not in SECRET_FIELDS
     ]
 
 
+def _retype(request: web.Request) -> list[str]:
+    """The secret fields typed in that form (`retype` fields), to be typed again: only names
+    of forms.SECRET_FIELDS, each once."""
+    if request.method != "POST":
+        return []
+    named = form_of(request).getall(RETYPE, [])
+    return sorted({n for n in named if isinstance(n, str) and n in SECRET_FIELDS})
+
+
 def _signed_in(request: web.Request, session: UiSession, next_path: str | None) -> web.Response:
-    if kept := _kept(request):
+    kept, retype = _kept(request), _retype(request)
+    if kept or retype:
         # What was typed before the session ended, not saved yet: one click saves it, with
-        # the new session's CSRF token (the use case's checks, and the form's revision, apply).
+        # the new session's CSRF token (the use case's checks, and the form's revision, apply);
+        # its secrets were not kept: the page asks for them again.
         context = {
             "kept": kept,
+            "retype": retype,
             "action": local_path(next_path),
             "resume_csrf": csrf_token(services_of(request).keyring, session.id),
         }

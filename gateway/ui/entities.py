@@ -74,16 +74,13 @@ async def entity_page(request: web.Request) -> web.Response:
 
 
 async def _deletion(request: web.Request, etype: str, ref: str) -> dict[str, Any] | None:
-    """The `entity.deleted` event of the entity of this type and id, if it was deleted (and
-    the event log still holds it): its deletion is the newest of its events, read by the
-    index of an entity's events (no scan of the event log for a type)."""
-    events = await services_of(request).events.find(
-        tenant_of(request), entity_id=ref, limit=_LAST_EVENTS
+    """The `entity.deleted` event of the entity of this type and id, if it was deleted: from
+    what the delete itself stored (the entity's outbox) until the relay moves it to the event
+    log, then from the log while it holds it (`EventLog.deletion`)."""
+    event = await services_of(request).events.deletion(
+        tenant_of(request), etype, ref, recent=_LAST_EVENTS
     )
-    for event in events:
-        if event["type"] == "entity.deleted" and (event.get("entity") or {}).get("type") == etype:
-            return public_event(event)
-    return None
+    return None if event is None else public_event(event)
 
 
 async def _entity(

@@ -126,10 +126,43 @@ def _unescape(token: str) -> str:
     return token.replace("~1", "/").replace("~0", "~")
 
 
+# The fields of the UI's forms that hold a secret: a password (logging in, a new user's), a
+# partner's credentials (a bearer token, a header's or query parameter's value, a Basic
+# password, an OAuth client secret) and a trigger's HMAC secret. The one list of them: the
+# `field` macro (_macros.html) makes each an `<input type="password">` (and refuses a password
+# input not listed here), a secret is taken as typed (a space is part of a password, as the
+# API and the CLI keep it), never shown back, and never kept when a session ends while it is
+# typed (middleware: the visitor types it again after logging in).
+SECRET_FIELDS: Final = frozenset(
+    {
+        "password",
+        "auth.token",
+        "auth.value",
+        "auth.password",
+        "auth.client_secret",
+        "auth.secret",
+    }
+)
+
+
+def input_type(name: str, requested: str = "text") -> str:
+    """The type of a form's `<input>` for the field `name` (the `field` macro): `password` for
+    a secret field whatever was asked, and a password input only for one listed in
+    SECRET_FIELDS, so that the secrets the server protects and those the page hides are the
+    same fields."""
+    if name in SECRET_FIELDS:
+        return "password"
+    if requested == "password":
+        raise ValueError(f"{name!r} is a password field: list it in forms.SECRET_FIELDS")
+    return requested
+
+
 def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str, Any]:
-    """A posted form as plain values: text fields as text (trimmed), the `lists` as lists
-    (checkboxes, multi-selects); the CSRF token, the form's language (state.form_lang reads
-    it) and uploaded files are left out."""
+    """A posted form as plain values: text fields as text, the `lists` as lists (checkboxes,
+    multi-selects); the CSRF token, the form's language (state.form_lang reads it) and
+    uploaded files are left out. Text is trimmed (names, ids, numbers, addresses: a space
+    copied around them is no part of them) except a secret field's (SECRET_FIELDS), taken as
+    typed."""
     many = set(lists)
     values: dict[str, Any] = {}
     for name in data:
@@ -138,7 +171,7 @@ def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str,
         if name in many:
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]
         elif isinstance(raw := data[name], str):
-            values[name] = raw.strip()
+            values[name] = raw if name in SECRET_FIELDS else raw.strip()
     for name in many:
         values.setdefault(name, [])
     return values
@@ -204,6 +237,54 @@ def number_field(values: Mapping[str, Any], name: str, *, lang: str, integer: bo
     except ValueError:
         return raw
     return number if math.isfinite(number) else raw
+
+
+def whole_field(values: Mapping[str, Any], name: str, *, lang: str) -> int | None:
+    """A whole number typed in a form, for a use case that takes an integer: read in the
+    page's language (number_field: `1.800` on a Portuguese page, `1,800` on an English one),
+    None when empty. One that is not a whole number is a problem of its field, by what is
+    wrong with it: `type` for text or a fraction, `maximum` (`minimum` when negative) for a
+    number of more digits than Python reads (4,300). Its range is the use case's to check
+    (its own keywords: `minimum`, `maximum`)."""
+    number = number_field(values, name, lang=lang)
+    if number is None or isinstance(number, int):
+        return number
+    raw = str(number)
+    if re.fullmatch(r"[+-]?\d+", raw):  # digits past int()'s limit: a number, far too big
+        keyword = "minimum" if raw.startswith("-") else "maximum"
+        message = f"{name} is a number of {len(raw.lstrip('+-'))} digits: far out of range"
+    else:
+        keyword, message = "type", f"{name} is a whole number, not {raw!r}"
+    raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
+
+
+# The highest version number a form reads (ten digits, as the API's paths): above it, none is.
+MAX_VERSION: Final = 9_999_999_999
+
+
+def version_field(raw: Any, lang: str) -> int:
+    """A version number (1, 2, ...), typed or posted by a page's form (the `version` field),
+    read as whole_field reads numbers; a problem of the `version` field, in words of its own,
+    when it is missing (`required`), not a whole number (`type`), below 1 (`minimum`) or
+    above MAX_VERSION (`maximum`)."""
+    number: int | None = None
+    if not isinstance(raw, str) or not raw.strip():
+        keyword = "required" if raw is None or raw == "" else "type"
+    else:
+        try:
+            number = whole_field({"version": raw}, "version", lang=lang)
+            keyword = "minimum" if number is None or number < 1 else "maximum"
+        except InvalidPayload as exc:
+            keyword = exc.problems[0].keyword
+    if number is not None and 1 <= number <= MAX_VERSION:
+        return number
+    message = {
+        "required": "a version is a number (1, 2, ...): none was given",
+        "type": f"a version is a whole number (1, 2, ...), not {raw!r}",
+        "minimum": f"versions start at 1, not {raw!r}",
+        "maximum": f"no version is that high (at most {MAX_VERSION}): {raw!r}",
+    }[keyword]
+    raise InvalidPayload(message, [FieldProblem("/version", message, keyword)])
 
 
 # A number grouped by thousands (a first group of 1-3 digits, not 0), with decimals or not:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import unicodedata
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any, Final
@@ -51,7 +52,25 @@ class Catalog:
             log.warning("no message %r", key)  # tests/test_ui_catalog.py keeps this from happening
             return key
         text = entry[lang]
-        return text.format_map(params) if params else text
+        return text.format_map({k: isolated(v) for k, v in params.items()}) if params else text
+
+
+# Characters whose direction is right-to-left (R, AL) or that set a direction (the embeddings,
+# overrides and isolates: U+202E makes what follows it read right to left).
+_BIDI_CLASSES: Final = frozenset(
+    {"R", "AL", "LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
+)
+_FSI, _PDI = "\u2068", "\u2069"
+
+
+def isolated(value: Any) -> Any:
+    """A value set into a sentence of ours (a name in "Trigger {name} created"): text with a
+    right-to-left character or a direction control in it is isolated (FIRST STRONG ISOLATE ...
+    POP DIRECTIONAL ISOLATE, as `<bdi>` does), so that it cannot turn the sentence's own words
+    around it; any other value as it is."""
+    if isinstance(value, str) and any(unicodedata.bidirectional(c) in _BIDI_CLASSES for c in value):
+        return f"{_FSI}{value}{_PDI}"
+    return value
 
 
 @functools.cache

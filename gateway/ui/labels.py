@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.auth.tokens import ADMIN_ROLES
+from gateway.mapping_files.dry_run import WRITES
 from gateway.models import DeliveryKind, DeliveryStatus, RunStatus
 from gateway.outbound.verdict import Verdict
 from gateway.schemas import ENTITY_TYPES
@@ -46,7 +47,7 @@ ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "problem": KEYWORDS,
     "error": (*(str(s) for s in ERROR_STATUSES), "other"),
     "direction": ("inbound", "outbound"),
-    "write": ("create", "update", "unchanged"),
+    "write": WRITES,
     "diff": ("added", "removed", "changed"),
     "auth_type": (*AUTH_TYPES, "google_service_account"),
     "mode": ("deliver", "proxy"),

@@ -4,7 +4,6 @@ and the dry run beside the stored entity."""
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import replace
 from typing import Any, Final
 
@@ -17,9 +16,9 @@ from gateway import paging
 from gateway.entities import public
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound, PayloadTooLarge
 from gateway.mapping.limits import MAX_FILE_BYTES
-from gateway.ui.forms import Form, read_values
+from gateway.ui.forms import Form, read_values, version_field
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, session_of, tenant_of
+from gateway.ui.state import form_lang, form_of, session_of, tenant_of, visitor_of
 from gateway.web.state import services_of
 
 UPLOAD_FIELDS: Final = ("source", "file")
@@ -99,19 +98,21 @@ async def mapping_page(request: web.Request) -> web.Response:
 
 
 async def version_page(request: web.Request) -> web.Response:
-    number = _number(request.match_info["version"])
+    number = version_field(request.match_info["version"], visitor_of(request).lang)
     version = await services_of(request).mappings.get(tenant_of(request), _name(request), number)
     return render(request, "mappings/version.html", {"version": version})
 
 
 async def diff_page(request: web.Request) -> web.Response:
-    old, new = _number(request.query.get("from")), _number(request.query.get("to"))
+    lang = visitor_of(request).lang
+    old = version_field(request.query.get("from"), lang)
+    new = version_field(request.query.get("to"), lang)
     diff = await services_of(request).mappings.diff(tenant_of(request), _name(request), old, new)
     return render(request, "mappings/diff.html", {"diff": diff, "name": _name(request)})
 
 
 async def activate_mapping(request: web.Request) -> web.Response:
-    number = _number(form_of(request).get("version"))
+    number = version_field(form_of(request).get("version"), form_lang(request))
     await services_of(request).mappings.activate(tenant_of(request), _name(request), number)
     return redirect(f"/admin/mappings/{_name(request)}", flash="mappings.activated")
 
@@ -137,7 +138,7 @@ async def dry_run_mapping(request: web.Request) -> web.Response:
         result = await services.mappings.dry_run.run(
             tenant,
             name=_name(request),
-            version=None if version is None else _number(version),
+            version=None if version is None else version_field(version, form_lang(request)),
             payload=values.get("payload") or None,
             context=_json(values, "context"),
             response=_json(values, "response"),
@@ -239,19 +240,6 @@ def _json(values: dict[str, Any], name: str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _invalid(f"/{name}", f"malformed JSON: {exc}", "format") from None
-
-
-def _number(raw: Any) -> int:
-    if isinstance(raw, str) and raw.isdecimal() and len(raw) <= 10 and int(raw) >= 1:
-        return int(raw)
-    message = f"a version is a number (1, 2, ...), not {raw!r}"
-    if raw is None or raw == "":
-        raise _invalid("/version", message, "required")
-    if not isinstance(raw, str) or not raw.isdecimal():
-        raise _invalid("/version", message, "type")
-    # Decided without int(): Python reads no more than 4,300 digits (a ValueError past them).
-    zero = all(unicodedata.decimal(digit) == 0 for digit in raw)
-    raise _invalid("/version", message, "minimum" if zero else "maximum")
 
 
 def _invalid(pointer: str, message: str, keyword: str) -> InvalidPayload:

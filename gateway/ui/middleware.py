@@ -8,6 +8,8 @@ sees a UI error: every failure here becomes an HTML page in the visitor's langua
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -17,7 +19,7 @@ from yarl import URL
 from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
 from gateway.errors import GatewayError, RateLimited
 from gateway.logs import request_id_var
-from gateway.ui.forms import Form, error_key
+from gateway.ui.forms import SECRET_FIELDS, Form, error_key
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
@@ -64,7 +66,10 @@ SECURITY_HEADERS: Final = {
 @web.middleware
 async def ui_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await _admit(request, handler)
+        if request.match_info.route.name == "static":
+            response = await _asset(request, handler)
+        else:
+            response = await _admit(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
             _secure(exc, request)
@@ -87,7 +92,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.name
     if route not in PUBLIC and visitor.session is None:
         return await _signed_out(request, visitor, route)
-    if visitor.session is not None and route != "static":
+    if visitor.session is not None:
         admit(request, f"ui:{visitor.session.tenant}", "for this tenant")
     if request.method == "POST":
         try:
@@ -120,6 +125,27 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     return _pre_session(response, request, visitor)
 
 
+async def _asset(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A static file: no session read, no cookie (the login forms set theirs). A missing one
+    is the UI's 404 page: aiohttp answers an empty 404 labelled a file download."""
+    if not _static_file(request):
+        raise web.HTTPNotFound()
+    return await handler(request)
+
+
+def _static_file(request: web.Request) -> bool:
+    """Whether the asset asked for is a file of the static directory."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return False
+    directory = Path(resource.get_info()["directory"])
+    path = directory / request.match_info.get("filename", "")
+    try:
+        return path.resolve().is_relative_to(directory) and path.is_file()
+    except OSError:  # a name too long, a loop of links
+        return False
+
+
 async def _signed_out(
     request: web.Request, visitor: Visitor, route: str | None
 ) -> web.StreamResponse:
@@ -127,9 +153,16 @@ async def _signed_out(
     posted from a page of a session that has since ended keeps what was typed: the login page
     carries it, and once logged in the visitor saves it with one click."""
     kept = await _kept_form(request) if route != "logout" else None
-    if kept:
-        context = {"form": Form(), "token_form": Form(), "next": request.path}
-        page = render(request, "login.html", {**context, "expired": True, "kept": kept})
+    if kept and (kept.fields or kept.retype):
+        context = {
+            "form": Form(),
+            "token_form": Form(),
+            "next": request.path,
+            "expired": True,
+            "kept": kept.fields,
+            "retype": kept.retype,
+        }
+        page = render(request, "login.html", context)
         page.set_status(401)
         return _pre_session(page, request, visitor)
     target = request.path_qs if request.method == "GET" else request.path
@@ -183,11 +216,14 @@ def _pre_session(
     return response
 
 
-async def _kept_form(request: web.Request) -> list[tuple[str, str]] | None:
+async def _kept_form(request: web.Request) -> Kept | None:
     """The text fields of a form posted after its session ended, when it came from a page of
     ours: its CSRF token is the ended session's while the browser still sends that session's
     cookie, else (the cookie expired with the session) the browser says the post is
-    same-origin. None otherwise, and for anything but a POST. Uploaded files are not kept."""
+    same-origin. None otherwise, and for anything but a POST. Uploaded files are not kept,
+    nor is a secret typed (forms.SECRET_FIELDS: a password, a partner's credentials): the
+    login page would carry it and the page after the login show it; only its name is kept,
+    for the visitor to type it again."""
     if request.method != "POST":
         return None
     ring = services_of(request).keyring
@@ -202,7 +238,20 @@ async def _kept_form(request: web.Request) -> list[tuple[str, str]] | None:
     token = form.get("csrf")
     if not isinstance(token, str) or (ended is not None and not check_csrf(ring, ended, token)):
         return None
-    return [(k, v) for k, v in form.items() if isinstance(v, str) and k != "csrf"]
+    typed = [(k, v) for k, v in form.items() if isinstance(v, str) and k != "csrf"]
+    return Kept(
+        [(k, v) for k, v in typed if k not in SECRET_FIELDS],
+        sorted({k for k, v in typed if k in SECRET_FIELDS and v}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A form kept through the login: its fields as typed but its secrets, and the names of
+    the secret fields typed in it (the page after the login asks for them again)."""
+
+    fields: list[tuple[str, str]]
+    retype: list[str]
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -11,9 +11,17 @@ from aiohttp import web
 from gateway import paging
 from gateway.errors import GatewayError, InvalidPayload
 from gateway.notify.templates import TEMPLATE_FIELDS, public_template
-from gateway.ui.forms import Form, document_field, editing, json_field, read_values, stale_edit
+from gateway.ui.forms import (
+    Form,
+    document_field,
+    editing,
+    json_field,
+    read_values,
+    stale_edit,
+    version_field,
+)
 from gateway.ui.rendering import redirect, render
-from gateway.ui.state import form_of, session_of, tenant_of
+from gateway.ui.state import form_lang, form_of, session_of, tenant_of
 from gateway.ui.templating import tojson_pretty
 from gateway.web.state import services_of
 
@@ -58,6 +66,8 @@ async def flow_page(
     request: web.Request,
     form: Form | None = None,
     result: dict[str, Any] | None = None,
+    *,
+    pause_form: Form | None = None,
 ) -> web.Response:
     tenant, name = tenant_of(request), _name(request)
     flows = services_of(request).notify.flows
@@ -68,9 +78,11 @@ async def flow_page(
         "versions": versions,
         "pause": await flows.pause_state(tenant, name),
         "form": form or Form(),
+        "pause_form": pause_form or Form(),
         "result": result,
     }
-    status = 422 if form is not None and form.failed else 200
+    failed = (form is not None and form.failed) or (pause_form is not None and pause_form.failed)
+    status = 422 if failed else 200
     return render(request, "notify/flow.html", context, status=status)
 
 
@@ -92,8 +104,7 @@ async def dry_run_flow(request: web.Request) -> web.Response:
 
 
 async def activate_flow(request: web.Request) -> web.Response:
-    raw = form_of(request).get("version")
-    number = int(raw) if isinstance(raw, str) and raw.isdecimal() and len(raw) <= 10 else 0
+    number = version_field(form_of(request).get("version"), form_lang(request))
     await services_of(request).notify.flows.activate(tenant_of(request), _name(request), number)
     return redirect(f"/admin/flows/{_name(request)}", flash="mappings.activated")
 
@@ -104,10 +115,16 @@ async def rollback_flow(request: web.Request) -> web.Response:
 
 
 async def pause_flow(request: web.Request) -> web.Response:
-    reason = str(form_of(request).get("reason") or "").strip()[:500] or None
-    await services_of(request).notify.flows.pause(
-        tenant_of(request), _name(request), by=session_of(request).subject, reason=reason
-    )
+    values = read_values(form_of(request))
+    try:  # a reason too long is refused at its field, as the API does: never cut
+        await services_of(request).notify.flows.pause(
+            tenant_of(request),
+            _name(request),
+            by=session_of(request).subject,
+            reason=values.get("reason") or None,
+        )
+    except InvalidPayload as exc:
+        return await flow_page(request, pause_form=Form(values).refuse(exc, ("reason",)))
     return redirect(f"/admin/flows/{_name(request)}", flash="flows.paused_flash")
 
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 
+from gateway.ui.forms import input_type
 from gateway.ui.navigation import NAV
 from gateway.ui.state import PREFIX, catalog_of, form_lang, templates_key, visitor_of
 
@@ -36,6 +37,7 @@ def render(
         "session": visitor.session,
         "csrf": visitor.csrf,
         "once": _once,
+        "input_type": input_type,  # _macros.html `field`: a secret field is a password input
         "nav": NAV,
         "path": request.path,
         "path_qs": request.path_qs,

@@ -22,6 +22,7 @@ from gateway.ui.forms import (
     number_text,
     read_values,
     stale_edit,
+    whole_field,
 )
 from gateway.ui.rendering import redirect, render
 from gateway.ui.state import form_lang, form_of, tenant_of
@@ -199,13 +200,12 @@ async def _edit_form(
 
 async def rotate_trigger(request: web.Request) -> web.Response:
     values = read_values(form_of(request))
-    raw = str(values.get("grace_seconds") or "0")
-    # the use case refuses -1, by field (int() refuses text past 4,300 digits)
-    grace = int(raw) if raw.isdecimal() and len(raw) <= 10 else -1
     tenant = tenant_of(request)
     try:
+        # in the page's language (1.800 or 1,800), the range the use case's (minimum, maximum)
+        grace = whole_field(values, "grace_seconds", lang=form_lang(request))
         issued = await services_of(request).triggers.rotate(
-            tenant, _id(request), grace_seconds=grace
+            tenant, _id(request), grace_seconds=grace or 0
         )
     except InvalidPayload as exc:
         trigger = await services_of(request).triggers.get(tenant, _id(request))

@@ -91,7 +91,13 @@ def _check_workers(services: Services) -> None:
             )
 
 
-@operation("Prometheus metrics", tag="operations", auth="none", database=False)
+@operation(
+    "Prometheus metrics",
+    tag="operations",
+    auth="none",
+    database=False,
+    errors=(401,),  # with GATEWAY_METRICS_TOKEN set, a missing or wrong bearer token
+)
 async def metrics(request: web.Request) -> web.Response:
     services = services_of(request)
     expected = services.settings.metrics_token

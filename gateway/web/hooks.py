@@ -39,6 +39,11 @@ _PAGE: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
 }
+_READ: Final[dict[str, Any]] = {
+    "description": "a page of entities (200); a `form` trigger's GET writes from its query, "
+    "answered as a POST is (200 updated, 201 created)",
+    "anyOf": [_PAGE, _WRITTEN],
+}
 _BODY: Final[dict[str, Any]] = {
     "description": "One object, or an array (a batch) whose items are validated one by one: "
     "an item that is not a valid object fails alone, in `results` (207). A `form` trigger "
@@ -119,12 +124,17 @@ async def post_hook(request: web.Request) -> web.Response:
     "?plate=ABC1D23); form triggers write from the query",
     tag="hooks",
     auth="trigger",
-    response=_PAGE,
+    response=_READ,
     query=[
         ("limit", "page size, 1-200"),
         ("cursor", "next_cursor of the previous page"),
     ],
     schemas={"cursor": ID_CURSOR},
+    # A form trigger's GET writes as its POST does (201 created, 409 its Idempotency-Key
+    # still in use); a positions trigger's read names a vehicle that may not exist (404).
+    errors=(404, 409),
+    idempotency_key=True,
+    also=(201,),
 )
 async def get_hooks(request: web.Request) -> web.Response:
     return await _answer(request)

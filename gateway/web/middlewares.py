@@ -9,8 +9,10 @@ import re
 import time
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
+from aiohttp.web_request import BaseRequest
 
 from gateway.errors import BadRequest, GatewayError, StoreUnavailable
 from gateway.logs import request_id_var
@@ -54,15 +56,38 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await _call(request, handler, request_id, services)
     finally:
         metrics.http_in_flight.dec()
-    elapsed = time.perf_counter() - started
-    route = _route_label(request)
-    # Counted off the answer's path: for most answers aiohttp writes them before the loop runs
-    # this (a file or a large body that must drain may be counted first, with the same status).
-    asyncio.get_running_loop().call_soon(_count, metrics, route, request.method, response, elapsed)
     response.headers["X-Request-ID"] = request_id
     # Problems echo what the caller sent (`instance` is the path, `<script>` included): no
     # browser may read a JSON or XML answer as a page.
     response.headers["X-Content-Type-Options"] = "nosniff"
+    elapsed = time.perf_counter() - started
+    route = _route_label(request)
+    if isinstance(response, web.FileResponse):
+        # A file's status is known only once aiohttp looks at it, as it sends it: a 404 (no
+        # such file), 304 (not modified), 416 (a range past its end) or 206 starts as a 200.
+        # Counted and logged once it is sent (aiohttp's FileResponse has no hook for it, and
+        # its `prepare` may run only once: here it is wrapped, not called).
+        send = response.prepare
+
+        async def send_then_count(sent_to: BaseRequest) -> AbstractStreamWriter | None:
+            try:
+                return await send(sent_to)
+            finally:
+                _count(metrics, route, request.method, response, elapsed)
+                _log_request(request, route, response, elapsed)
+
+        response.prepare = send_then_count  # type: ignore[method-assign,assignment]
+        return response
+    # Counted off the answer's path: for most answers aiohttp writes them before the loop runs
+    # this (a large body that must drain may be counted first, with the same status).
+    asyncio.get_running_loop().call_soon(_count, metrics, route, request.method, response, elapsed)
+    _log_request(request, route, response, elapsed)
+    return response
+
+
+def _log_request(
+    request: web.Request, route: str, response: web.StreamResponse, elapsed: float
+) -> None:
     failed = response.status >= 500 and route not in PROBES
     if failed or log.isEnabledFor(logging.DEBUG):
         log.log(
@@ -75,7 +100,6 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "duration_ms": round(elapsed * 1000, 2),
             },
         )
-    return response
 
 
 def _count(
@@ -155,7 +179,7 @@ async def _handled(handler: Handler, request: web.Request) -> web.StreamResponse
             raise  # not the client's connection: an error of ours
         # Gone before its whole body arrived: nothing was read, so nothing was done, and
         # nobody reads this answer.
-        log.info("the client closed the connection before its body arrived")
+        log.debug("the client closed the connection before its body arrived")
         gone = BadRequest("the connection closed before the whole body arrived")
         return problems.problem_response(gone, request)
 
@@ -167,7 +191,7 @@ def _unreadable_body(request: web.Request, exc: web.RequestPayloadError) -> web.
     text = (cause.message if isinstance(cause, BadHttpMessage) else str(exc)) or ""
     reason = text.strip().splitlines()[0].rstrip(":") if text.strip() else "unreadable"
     refused = BadRequest(f"malformed request body: {reason}")
-    log.warning("request refused: %s", refused.detail, extra={"status": refused.status})
+    log.debug("request refused: %s", refused.detail, extra={"status": refused.status})
     request.content.feed_eof()
     response = problems.problem_response(refused, request)
     response.force_close()

@@ -3,9 +3,10 @@
 aiohttp answers what its parser refuses (a request line over 8,190 bytes, a NUL byte in a
 header, a bad method...) before any middleware runs, with a `text/plain` 400 and an ERROR log
 line carrying a traceback. Here those become RFC 9457 problems like every other error (414
-for a URL too long, 431 for headers too large, 400 otherwise) and one WARNING line without a
-traceback: a client's garbage is not our error. A body that cannot be read (a broken chunked
-encoding), found while aiohttp drains what a route did not read, is one INFO line. Bodies are
+for a URL too long, 431 for headers too large, 400 otherwise) and one DEBUG line without a
+traceback: a client's garbage is not our error (any client could fill the log with WARNINGs;
+docs/operations.md "Logs": refusals, 4xx, at DEBUG). A body that cannot be read (a broken chunked
+encoding), found while aiohttp drains what a route did not read, is one DEBUG line. Bodies are
 not decoded here (the app turns aiohttp's decompression off): `web/requests.py` decodes them.
 
 aiohttp has no public hook for this; the handler class is chosen by the low-level server,
@@ -79,7 +80,7 @@ class ProblemRequestHandler(RequestHandler):
         # request it could not parse without any of its headers (docs/api.md).
         request_id = os.urandom(16).hex()
         request_id_var.set(request_id)
-        log.warning("malformed request refused: %s", detail, extra={"status": status})
+        log.debug("malformed request refused: %s", detail, extra={"status": status})
         self._count(status)
         body = {
             "type": f"https://rabbot.dev/problems/{_SLUGS.get(status, status)}",
@@ -102,7 +103,7 @@ class ProblemRequestHandler(RequestHandler):
             cause = exc.__cause__
             text = cause.message if isinstance(cause, BadHttpMessage) else str(exc)
             reason = str(text).strip().splitlines()[0].rstrip(":") if str(text).strip() else ""
-            log.info("the unread rest of a request body did not decode: %s", reason)
+            log.debug("the unread rest of a request body did not decode: %s", reason)
             return
         super().log_exception(*args, **kw)
 
@@ -193,10 +194,16 @@ async def _serve(
     exit_after(TEARDOWN_SECONDS)
 
 
-def taken(host: str, port: int, setting: str = "GATEWAY_PORT") -> str | None:
-    """A message when `host:port` cannot be listened on (a bind test, as the server will bind:
-    SO_REUSEADDR, every address the host resolves to), else None. Asked before the database
-    starts: the server binds only once it has, and the indexes exist (20 s and more)."""
+def taken(
+    host: str,
+    port: int,
+    port_names: str = "--port, GATEWAY_PORT",
+    host_names: str = "--host, GATEWAY_HOST",
+) -> str | None:
+    """A message naming the option or variable to change when `host:port` cannot be listened
+    on (a bind test, as the server will bind: SO_REUSEADDR, every address the host resolves
+    to), else None. Asked before the database starts: the server binds only once it has, and
+    the indexes exist (20 s and more)."""
     if port == 0:
         return None
     try:
@@ -204,7 +211,7 @@ def taken(host: str, port: int, setting: str = "GATEWAY_PORT") -> str | None:
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except OSError as exc:
-        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc} ({host_names})"
     with contextlib.ExitStack() as sockets:
         for family, kind, proto, _, address in found:
             sock = sockets.enter_context(socket.socket(family, kind, proto))
@@ -218,9 +225,9 @@ def taken(host: str, port: int, setting: str = "GATEWAY_PORT") -> str | None:
                 if exc.errno == errno.EADDRINUSE:
                     return (
                         f"{where}:{port} is already in use (another gateway or program listens "
-                        f"there): stop it, or choose another port (--port, {setting})"
+                        f"there): stop it, or choose another port ({port_names})"
                     )
-                return f"cannot listen on {where}:{port}: {exc.strerror or exc}"
+                return f"cannot listen on {where}:{port}: {exc.strerror or exc} ({host_names})"
     return None
 
 

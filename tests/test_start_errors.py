@@ -1,0 +1,111 @@
+"""Settings and options a process cannot start with: one line naming the variable or option,
+exit 2 for a malformed or unusable value (docs/operations.md, Configuration), exit 1 for one
+that is well formed but taken (a port, a data dir another process holds); never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, Settings
+from tests.processes import free_port
+from tests.support import SECRET_KEY
+
+
+def _gateway(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={
+            **os.environ,
+            "GATEWAY_SECRET_KEY": SECRET_KEY,
+            "GATEWAY_LOG_JSON": "false",
+            "MONGODB_URI": "",
+            **env,
+        },
+    )
+
+
+def _refused(result: subprocess.CompletedProcess[str], status: int, *said: str) -> None:
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1, result.stderr
+    for text in said:
+        assert text in lines[0], result.stderr
+    assert "embedded database started" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("GATEWAY_SCHEMA_DIR", "{tmp}/nowhere", "does not exist"),
+        ("GATEWAY_SCHEMA_DIR", "{tmp}", "has no entities/ directory"),
+        ("GATEWAY_DATA_DIR", "{tmp}/file", "is not a directory"),
+        ("GATEWAY_DATA_DIR", "{tmp}/file/data", "cannot be created: {tmp}/file is not a directory"),
+        ("GATEWAY_DATA_DIR", "/proc/gateway-data", "/proc/gateway-data"),
+        ("PROMETHEUS_MULTIPROC_DIR", "{tmp}/file", "is not a directory"),
+        ("PROMETHEUS_MULTIPROC_DIR", "{tmp}/nowhere/metrics", "{tmp}/nowhere/metrics"),
+        ("GATEWAY_PUBLIC_URL", "http://", "a host is required"),
+        ("GATEWAY_PUBLIC_URL", "https://exa mple.com/x", "no blanks"),
+        ("GATEWAY_PUBLIC_URL", "http://gw.example.com:99999", "Port out of range"),
+        ("GATEWAY_PUBLIC_URL", "http://gw.example.com:0", "the port must be 1-65535"),
+        ("GATEWAY_PUBLIC_URL", "https://gw.example.com/?a=1", "no user, query or fragment"),
+        ("GATEWAY_PUBLIC_URL", "ftp://gw.example.com", "http(s) URL"),
+        ("GATEWAY_ADMIN_JWKS_URL", "http://", "a host is required"),
+        ("GATEWAY_WORKERS", ", ,", "no job named"),
+    ],
+)
+def test_an_unusable_setting_stops_serve_in_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    (tmp_path / "file").write_text("not a directory\n")
+    env = {
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        "GATEWAY_ADMIN_JWT_AUDIENCE": "gateway",
+        variable: value.format(tmp=tmp_path),
+    }
+    result = _gateway("serve", "--port", str(free_port()), **env)
+    _refused(result, 2, "configuration error", variable, said.format(tmp=tmp_path))
+
+
+def test_a_worker_s_jobs_of_commas_only_are_refused() -> None:
+    result = _gateway("worker", "--jobs", ",")
+    assert result.returncode == 2 and "--jobs" in result.stderr and "no job named" in result.stderr
+
+
+def test_urls_with_a_host_are_taken() -> None:
+    for url in ("https://gw.example.com", "http://[::1]:8080/base/", "https://gw.example.com:8443"):
+        settings = Settings.from_env({"GATEWAY_PUBLIC_URL": url})
+        assert settings.public_url == url
+    with pytest.raises(ConfigError, match="GATEWAY_PUBLIC_URL"):
+        Settings.from_env({"GATEWAY_PUBLIC_URL": "http://user:pw@gw.example.com"})
+
+
+@pytest.mark.parametrize("days", ["99999999999", "800000", "10001"])
+def test_cleanup_days_beyond_any_history_is_an_argument_error(tmp_path: Path, days: str) -> None:
+    """The value reached the database: `Python int too large to convert to C int`, `date value
+    out of range`, after it had opened."""
+    result = _gateway("cleanup", "--days", days, "--dry-run", GATEWAY_DATA_DIR=str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "--days: must be at most 10000" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "db").exists()
+
+
+def test_demo_partners_on_a_port_in_use_or_a_host_that_is_none_say_which_option() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = _gateway("demo-partners", "--port", port, "--smtp-port", str(free_port()))
+    _refused(busy, 1, f"127.0.0.1:{port} is already in use", "(--port)")
+    nowhere = _gateway("demo-partners", "--host", "999.1.1.1", "--port", str(free_port()))
+    _refused(nowhere, 1, "cannot listen on 999.1.1.1", "(--host)")

@@ -1,0 +1,107 @@
+"""Names as tenants write them, in a real browser: one with a direction override (U+202E)
+turns no text of ours around it, and one long without a space breaks instead of pushing the
+other columns, or the page, past a 1280 px screen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.partner_double import create_action, create_partner, post
+from tests.test_ui_browser import Ui, ui
+from tests.ui_support import make_user
+
+__all__ = ["ui"]  # the fixture
+
+RLO = "\u202e"
+OVERRIDDEN = f"{RLO}abc.exe rtl"  # shown as "ltr exe.cba": the override is the name's own
+LONG = "W" * 90 + "long"  # 94 characters, no space: an allowed name
+
+# Where a run of text is drawn: the box of the characters [start, end) of a text node.
+_TEXT_BOX = """([node, start, end]) => {
+  const range = document.createRange();
+  range.setStart(node, start);
+  range.setEnd(node, end);
+  const r = range.getBoundingClientRect();
+  return {left: r.left, right: r.right};
+}"""
+
+
+async def _box(element: Any) -> dict[str, float]:
+    box: dict[str, float] = await element.evaluate(
+        "e => { const r = e.getBoundingClientRect(); return {left: r.left, right: r.right}; }"
+    )
+    return box
+
+
+async def _text_after(element: Any) -> dict[str, float]:
+    """The box of the text that follows `element` in its parent (` · POST /x`)."""
+    box: dict[str, float] = await element.evaluate(
+        f"e => ({_TEXT_BOX})([e.nextSibling, 0, e.nextSibling.length])"
+    )
+    return box
+
+
+async def test_a_name_with_a_direction_override_turns_no_text_around_it(ui: Ui) -> None:
+    await make_user(ui.services)
+    erp = await create_partner(ui.api, "http://127.0.0.1:9", name=OVERRIDDEN)
+    await create_action(ui.api, erp["id"], name=OVERRIDDEN, method="POST", path="/x")
+    await ui.log_in()
+    await ui.goto(f"/admin/partners/{erp['id']}")
+    # The action's line: its name, then ` · POST /x` after it, to its right and in order.
+    link = ui.page.locator("h2 + ul li a").first
+    assert await link.inner_text() == OVERRIDDEN
+    after = await _text_after(link)
+    assert after["left"] >= (await _box(link))["right"] - 1, "the method went left of the name"
+    # The heading: the name, then its status badge to its right.
+    name = ui.page.locator("h1 bdi")
+    badge = ui.page.locator("h1 .badge")
+    assert await name.inner_text() == OVERRIDDEN
+    assert (await _box(badge))["left"] >= (await _box(name))["right"] - 1, "the badge moved"
+    # A sentence of ours naming it: "Gatilho <name> criado" keeps "criado" after the name.
+    await ui.goto("/admin/triggers/new")
+    await ui.page.fill("#f-name", OVERRIDDEN)
+    await ui.page.select_option("#f-entity_type", "vehicle")
+    await ui.page.get_by_role("button", name="Criar").click()
+    await ui.page.get_by_test_id("issued").wait_for()
+    heading = ui.page.locator("h1")
+    text = await heading.evaluate("h => h.firstChild.data")
+    assert text.startswith("Gatilho ") and text.endswith(" criado")
+    start, end = text.index(RLO), text.rindex(" criado")
+    boxes = await heading.evaluate(
+        f"""(h, [start, end]) => [({_TEXT_BOX})([h.firstChild, 0, start]),
+            ({_TEXT_BOX})([h.firstChild, start, end]),
+            ({_TEXT_BOX})([h.firstChild, end, h.firstChild.length])]""",
+        [start, end],
+    )
+    before, named, rest = boxes
+    assert before["right"] <= named["left"] + 1 and named["right"] <= rest["left"] + 1, boxes
+    await ui.shot("odd-name-override")
+
+
+async def _fits(ui: Ui, path: str) -> None:
+    """The page at `path` is no wider than the screen, and no column of its table sits past it."""
+    await ui.goto(path)
+    widths = await ui.page.evaluate(
+        """() => ({page: document.documentElement.scrollWidth,
+                   screen: document.documentElement.clientWidth,
+                   right: Math.max(...[...document.querySelectorAll('th, td, h1')]
+                                  .map(c => c.getBoundingClientRect().right))})"""
+    )
+    assert widths["screen"] == 1280 and widths["page"] <= 1280, (path, widths)
+    assert widths["right"] <= 1280, (path, widths)
+
+
+async def test_a_long_name_without_spaces_breaks_and_keeps_every_column_on_screen(ui: Ui) -> None:
+    await make_user(ui.services)
+    trigger = await post(ui.api, "/api/v1/triggers", {"name": LONG, "entity_type": "vehicle"})
+    erp = await create_partner(ui.api, "http://127.0.0.1:9", name=LONG)
+    await ui.log_in()
+    await _fits(ui, "/admin/triggers")
+    # Every column's heading is on screen, the last one (Created) included.
+    last = ui.page.locator("table th").last
+    assert (await _box(last))["right"] <= 1280
+    assert LONG in await ui.page.locator("table").inner_text()  # broken, not cut
+    await _fits(ui, f"/admin/triggers/{trigger['id']}")
+    await _fits(ui, "/admin/partners")
+    await _fits(ui, f"/admin/partners/{erp['id']}")
+    await ui.shot("odd-name-long")
