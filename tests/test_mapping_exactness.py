@@ -1,17 +1,26 @@
 """What a mapping computes does not hang on how a value happens to be represented: a param's
 `true` is not its `1` (each set of values compiles its own plan), `{round: n}` and
 `format_number` round the number as it is written, text matches in either Unicode form and is
-written composed (NFC), a local time in a DST gap is a time that exists, and `%s` is Unix time
-in every zone. Everything goes through HTTP: the dry run, and triggers that write."""
+written as it was sent, a condition's `equals` is JSON equality at every depth, a local time in
+a DST gap is a time that exists and one at the ends of time is read, and `%s` is Unix time in
+every zone. Everything goes through HTTP: the dry run, triggers that write, actions that send."""
 
 from __future__ import annotations
 
+import json
+import math
+from decimal import ROUND_HALF_UP, Decimal
+from random import Random
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from tests.partner_double import Partner, create_action, create_partner, create_vehicle, partner
 from tests.support import auth
 from tests.triggers_support import Client, create_trigger, hook, upload_mapping
+
+__all__ = ["partner"]  # the fixture
 
 HEAD = "direction: inbound\nentity_type: vehicle\nkey: [plate]\n"
 
@@ -121,11 +130,47 @@ async def test_round_and_format_number_round_halves_of_the_written_number_away_f
     assert type(document["attributes"]["r0"]) is int
 
 
-# -- Unicode: either form matches, the composed one is written -------------------------------
+def _near_halves(count: int) -> list[float]:
+    """Floats whose text ends in 5 one place past the rounding (halves), a unit of the last
+    place either side of them, and plain ones: where a float's product with 100 misleads."""
+    random = Random(20261205)
+    values: list[float] = []
+    while len(values) < count:
+        text = f"{random.randint(-(10**6), 10**6)}.{random.randint(0, 99):02d}5"
+        half = float(text)
+        values += [half, math.nextafter(half, math.inf), math.nextafter(half, -math.inf)]
+        values.append(random.uniform(-1e9, 1e9))
+    return values[:count]
+
+
+async def test_round_and_format_number_agree_with_decimal_rounding_of_the_text_on_many_values(
+    client: Client,
+) -> None:
+    values = _near_halves(1000)
+    fields = (
+        "  attributes.r2: {each: vs, item: {from: '@', transforms: [{round: 2}]}}\n"
+        "  attributes.r0: {each: vs, item: {from: '@', transforms: [{round: 0}]}}\n"
+        "  attributes.text:\n"
+        "    each: vs\n"
+        "    item: {from: '@', transforms: [{format_number: {decimals: 2, thousands: ''}}]}\n"
+    )
+    document = await _dry_run(client, fields, {"vs": values})
+
+    def rounded(value: float, places: str) -> Decimal:
+        return Decimal(repr(value)).quantize(Decimal(places), rounding=ROUND_HALF_UP)
+
+    assert document["attributes"]["r2"] == [float(rounded(v, "0.01")) + 0.0 for v in values]
+    assert document["attributes"]["r0"] == [int(rounded(v, "1")) for v in values]
+    texts = [f"{rounded(v, '0.01'):z.2f}".replace(".", ",") for v in values]
+    assert document["attributes"]["text"] == texts
+
+
+# -- Unicode: either form matches, text is written as sent -----------------------------------
 
 NFC_NAO, NFD_NAO = "N\u00c3O", "NA\u0303O"
 NFC_SAO_PAULO, NFD_SAO_PAULO = "S\u00e3o Paulo", "Sa\u0303o Paulo"
 NFC_CONCLUIDO, NFD_CONCLUIDO = "conclu\u00eddo", "conclui\u0301do"
+HANGUL = "\u1100\u1161\u1102\u1161\u1103\u1161\u11a8"  # three syllables as jamo (NFD)
 
 
 async def test_decomposed_text_matches_boolean_words_map_keys_conditions_and_separators(
@@ -141,8 +186,8 @@ async def test_decomposed_text_matches_boolean_words_map_keys_conditions_and_sep
         "    when: {from: status, in: [concluído, encerrado]}\n"
         "    then: {value: true}\n"
         "    else: {value: false}\n"
-        "  attributes.cut: {from: city, transforms: [{truncate: 3}]}\n"
         "  attributes.before: {from: city, transforms: [{split: {separator: ã, index: 0}}]}\n"
+        "  attributes.after: {from: city, transforms: [{split: {separator: ã, index: 1}}]}\n"
     )
     for b, city, status in [
         (NFC_NAO, NFC_SAO_PAULO, NFC_CONCLUIDO),
@@ -153,9 +198,51 @@ async def test_decomposed_text_matches_boolean_words_map_keys_conditions_and_sep
             "active": False,
             "state": "SP",
             "done": True,
-            "cut": "S\u00e3o",
             "before": "S",
+            "after": "o Paulo",
         }, b
+
+
+@pytest.mark.parametrize(
+    ("sent", "cut", "first"),
+    [
+        (NFC_SAO_PAULO, "S\u00e3o", NFC_SAO_PAULO),
+        (NFD_SAO_PAULO, "Sa\u0303o", NFD_SAO_PAULO),  # 4 characters sent, 3 counted: as sent
+        ("Sa\u0303o, Pau\u0301lo", "Sa\u0303o", "Sa\u0303o"),
+        (HANGUL + "\u1105\u1161", HANGUL, HANGUL + "\u1105\u1161"),  # a syllable is one
+        (", ".join([NFD_SAO_PAULO] * 4), "Sa\u0303o", NFD_SAO_PAULO),  # longer than 4 x 3
+        ("Sa\u0303o", "Sa\u0303o", "Sa\u0303o"),
+        ("Sa\u0303", "Sa\u0303", "Sa\u0303"),
+    ],
+)
+async def test_truncate_and_split_count_and_find_in_nfc_and_write_the_text_as_sent(
+    client: Client, sent: str, cut: str, first: str
+) -> None:
+    fields = (
+        "  attributes.cut: {from: city, transforms: [{truncate: 3}]}\n"
+        '  attributes.first: {from: city, transforms: [{split: {separator: ", ", index: 0}}]}\n'
+        "  attributes.whole: city\n"
+    )
+    document = await _dry_run(client, fields, {"city": sent})
+    assert document["attributes"] == {"cut": cut, "first": first, "whole": sent}
+
+
+async def test_split_finds_a_separator_sent_in_two_forms_and_gives_the_parts_as_sent(
+    client: Client,
+) -> None:
+    # `;` as such and as U+037E (a Greek question mark, `;` in NFC); names decomposed.
+    sent = "Sa\u0303o;Rio\u037eBe\u0301lem;Paranagua\u0301"
+    fields = "".join(
+        f"  attributes.p{i}: {{from: t, transforms: [{{split: {{separator: ';', index: {i}}}}}]}}\n"
+        for i in range(4)
+    )
+    document = await _dry_run(client, fields, {"t": sent})
+    assert document["attributes"] == {
+        "p0": "Sa\u0303o",
+        "p1": "Rio",
+        "p2": "Be\u0301lem",
+        "p3": "Paranagua\u0301",
+    }
 
 
 async def test_a_map_key_written_decomposed_in_the_file_matches_composed_text(
@@ -186,7 +273,7 @@ async def test_map_keys_that_are_one_text_in_two_unicode_forms_are_refused_at_up
     assert "two Unicode forms" in problem["message"]
 
 
-async def test_a_trigger_writes_text_composed_whichever_form_it_came_in(
+async def test_a_trigger_stores_text_as_it_was_sent_in_either_unicode_form(
     client: Client,
 ) -> None:
     await upload_mapping(
@@ -195,12 +282,146 @@ async def test_a_trigger_writes_text_composed_whichever_form_it_came_in(
         "  attributes.places: places\n",
     )
     trigger = await create_trigger(client, mapping="named")
-    sent = {"plate": "ABC1D23", "model": "Sa\u0303o", "places": {"cidade": [NFD_SAO_PAULO]}}
+    # An object whose keys are one text in two forms keeps both: they are two keys in JSON.
+    places = {"cidade": [NFD_SAO_PAULO], NFC_SAO_PAULO: 1, NFD_SAO_PAULO: 2}
+    sent = {"plate": "ABC1D23", "model": "Sa\u0303o", "places": places}
     status, answer = await hook(client, trigger, sent)
     assert status == 201, answer
     stored = await _vehicle(client, "ABC1D23")
-    assert stored["model"] == "S\u00e3o"
-    assert stored["attributes"]["places"] == {"cidade": ["S\u00e3o Paulo"]}
+    assert stored["model"] == "Sa\u0303o"
+    assert stored["attributes"]["places"] == places
+    assert list(stored["attributes"]["places"]) == ["cidade", NFC_SAO_PAULO, NFD_SAO_PAULO]
+
+
+PLACES = """name: places
+direction: inbound
+entity_type: other
+kind: place
+key: [key]
+fields:
+  key: name
+  label: label
+"""
+BY_ERP_ID = f"""name: by-erp
+{HEAD.replace("[plate]", "[attributes.erp_id]")}fields:
+  attributes.erp_id: erp
+  model: model
+"""
+
+
+async def test_a_trigger_sending_a_decomposed_key_updates_the_entity_created_with_it(
+    client: Client,
+) -> None:
+    response = await client.post(
+        "/api/v1/kinds", json={"name": "place", "schema": {"type": "object"}}, headers=auth()
+    )
+    assert response.status == 201, await response.text()
+    body = {"kind": "place", "key": NFD_SAO_PAULO, "label": "api"}
+    response = await client.post("/api/v1/entities/other", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    await upload_mapping(client, PLACES)
+    trigger = await create_trigger(client, entity_type="other", kind="place", mapping="places")
+
+    status, answer = await hook(client, trigger, {"name": NFD_SAO_PAULO, "label": "hook"})
+
+    assert status == 200, answer  # updated, not a second place
+    response = await client.get("/api/v1/entities/other?kind=place", headers=auth())
+    assert response.status == 200, await response.text()
+    listed = await response.json()
+    items = listed["items"] if isinstance(listed, dict) else listed
+    assert [(i["key"], i["label"]) for i in items] == [(NFD_SAO_PAULO, "hook")]
+    by_key = "/api/v1/entities/other/" + quote(f"place:{NFD_SAO_PAULO}")
+    response = await client.get(by_key, headers=auth())
+    assert response.status == 200, await response.text()
+
+
+async def test_a_lookup_by_a_decomposed_partner_id_finds_the_entity_created_with_it(
+    client: Client,
+) -> None:
+    attributes = {"erp_id": "Pa\u0301tio-7"}
+    body = {"plate": "ABC1D23", "attributes": attributes}
+    response = await client.post("/api/v1/entities/vehicle", json=body, headers=auth())
+    assert response.status == 201, await response.text()
+    await upload_mapping(client, BY_ERP_ID)
+    trigger = await create_trigger(client, mapping="by-erp")
+
+    status, answer = await hook(client, trigger, {"erp": "Pa\u0301tio-7", "model": "Strada"})
+
+    assert status == 200, answer
+    stored = await _vehicle(client, "ABC1D23")
+    assert stored["model"] == "Strada" and stored["attributes"] == attributes
+
+
+SECRET_BODY = """name: login
+direction: outbound
+entity_type: vehicle
+body:
+  user: entity.model
+  password: {secret: pw}
+"""
+
+
+async def test_a_secret_goes_to_the_partner_byte_for_byte(client: Client, partner: Partner) -> None:
+    password = "Sa\u0303o-\u212b-\ufa19"  # NFC would send "São-Å-神": another password
+    await upload_mapping(client, SECRET_BODY)
+    erp = await create_partner(client, partner.url, auth={"type": "none"}, secrets={"pw": password})
+    action = await create_action(
+        client, erp["id"], mode="proxy", path="/login", request_mapping="login"
+    )
+    await create_vehicle(client, "ABC1D23", model="Sa\u0303o")
+
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+
+    assert response.status == 200, await response.text()
+    (sent,) = partner.requests
+    assert json.loads(sent.body) == {"user": "Sa\u0303o", "password": password}
+
+
+# -- conditions: JSON equality at every depth ------------------------------------------------
+
+EQUALS = """  attributes.tags_done:
+    when: {from: tags, equals: [concluído]}
+    then: {value: held}
+    else: {value: not}
+  attributes.flags_true:
+    when: {from: flags, equals: [true]}
+    then: {value: held}
+    else: {value: not}
+  attributes.object_true:
+    when: {from: state, equals: {a: true, b: [1.0, {c: concluído}]}}
+    then: {value: held}
+    else: {value: not}
+  attributes.in_lists:
+    when: {from: flags, in: [[false], [true]]}
+    then: {value: held}
+    else: {value: not}
+"""
+
+
+@pytest.mark.parametrize(
+    ("tags", "flags", "state", "written"),
+    [
+        ([NFD_CONCLUIDO], [True], {"a": True, "b": [1, {"c": NFD_CONCLUIDO}]}, "held"),
+        ([NFC_CONCLUIDO], [True], {"b": [1.0, {"c": NFC_CONCLUIDO}], "a": True}, "held"),
+        (["concluido"], [1], {"a": 1, "b": [1, {"c": NFC_CONCLUIDO}]}, "not"),
+        ([NFC_CONCLUIDO, "x"], [1.0], {"a": True, "b": [True, {"c": NFC_CONCLUIDO}]}, "not"),
+    ],
+)
+async def test_equals_inside_lists_and_objects_is_json_equality_with_text_in_either_form(
+    client: Client, tags: list[str], flags: list[Any], state: dict[str, Any], written: str
+) -> None:
+    payload = {"tags": tags, "flags": flags, "state": state}
+    document = await _dry_run(client, EQUALS, payload)
+    assert document["attributes"] == {
+        "tags_done": written,
+        "flags_true": written,
+        "object_true": written,
+        "in_lists": written,
+    }
 
 
 # -- local times: DST gaps and overlaps, %s ---------------------------------------------------
@@ -254,4 +475,106 @@ async def test_percent_s_is_unix_time_in_any_output_zone(client: Client) -> None
         "tokyo": "1795182322",
         "utc": "1795182322",
         "both": "1795182322 %s 10:45",
+    }
+
+
+@pytest.mark.parametrize(
+    ("directive", "written"),
+    [
+        ("%-s", "1795182322"),
+        ("%10s", "1795182322"),
+        ("%_s", "1795182322"),
+        ("%0s", "1795182322"),
+        ("%012s", "001795182322"),
+        ("%_12s", "  1795182322"),
+        ("%-12s|%%s", "  1795182322|%s"),
+    ],
+)
+async def test_percent_s_with_a_flag_or_a_width_is_unix_time_in_any_output_zone(
+    client: Client, directive: str, written: str
+) -> None:
+    fields = "".join(
+        f"  attributes.{name}:\n    from: t\n"
+        f'    transforms: [{{datetime: {{format: "{directive}", output_tz: {zone}}}}}]\n'
+        for name, zone in [("sp", "America/Sao_Paulo"), ("tokyo", "Asia/Tokyo"), ("utc", "UTC")]
+    )
+    document = await _dry_run(client, fields, {"t": "2026-11-20T13:45:22Z"})
+    assert document["attributes"] == {"sp": written, "tokyo": written, "utc": written}
+
+
+async def test_a_width_past_32_on_percent_s_is_refused_at_upload(client: Client) -> None:
+    mapping = (
+        f"name: wide\n{HEAD}fields:\n  plate: plate\n"
+        '  attributes.t: {from: t, transforms: [{datetime: {format: "%99999999s"}}]}\n'
+    )
+    response = await client.post(
+        "/api/v1/mappings",
+        data=mapping.encode(),
+        headers={**auth(), "Content-Type": "application/yaml"},
+    )
+    assert response.status == 422, await response.text()
+    (problem,) = (await response.json())["errors"]
+    assert problem["pointer"] == "/fields/attributes.t/transforms/0/datetime/format"
+    assert "width of at most 32" in problem["message"]
+
+
+# -- the ends of time: 9999-12-31 and 0001-01-01 in a local zone -----------------------------
+
+END_OF_TIME = """  attributes.until:
+    from: until
+    transforms: [{datetime: {parse: "%Y-%m-%d %H:%M:%S", input_tz: America/Sao_Paulo,
+                             output_tz: America/Sao_Paulo, format: "%d/%m/%Y"}}]
+  attributes.listed:
+    from: until
+    transforms: [{datetime: {parse: ["%Y-%m-%d %H:%M:%S", "%d/%m/%Y"],
+                             input_tz: America/Sao_Paulo, output_tz: America/Sao_Paulo}}]
+  attributes.unix:
+    from: until
+    transforms: [{datetime: {parse: "%Y-%m-%d %H:%M:%S", input_tz: America/Sao_Paulo,
+                             format: unix}}]
+  attributes.west:
+    from: until
+    transforms: [{datetime: {parse: "%Y-%m-%d %H:%M:%S", input_tz: America/Sao_Paulo,
+                             output_tz: America/New_York}}]
+  attributes.since:
+    from: since
+    transforms: [{datetime: {input_tz: Asia/Tokyo, output_tz: Asia/Tokyo, format: date}}]
+"""
+
+
+async def test_a_local_time_at_the_ends_of_time_is_read_and_written_where_it_exists(
+    client: Client,
+) -> None:
+    payload = {"until": "9999-12-31 23:59:59", "since": "0001-01-01T00:00"}
+    document = await _dry_run(client, END_OF_TIME, payload)
+    assert document["attributes"] == {
+        "until": "31/12/9999",
+        "listed": "9999-12-31T23:59:59-03:00",
+        "unix": 253402311599,
+        "west": "9999-12-31T21:59:59-05:00",
+        "since": "0001-01-01",
+    }
+
+
+async def test_a_time_past_the_year_9999_in_the_output_zone_is_a_datetime_problem(
+    client: Client,
+) -> None:
+    mapping = (
+        f"name: m\n{HEAD}fields:\n  plate: plate\n"
+        "  attributes.utc:\n    from: until\n"
+        '    transforms: [{datetime: {parse: "%Y-%m-%d %H:%M:%S", input_tz: America/Sao_Paulo}}]\n'
+    )
+    response = await client.post(
+        "/api/v1/mappings/test",
+        json={"mapping": mapping, "payload": {"plate": "ABC1D23", "until": "9999-12-31 23:59:59"}},
+        headers=auth(),
+    )
+    assert response.status == 422, await response.text()
+    (problem,) = (await response.json())["errors"]
+    assert problem == {
+        "pointer": "/payload/until",
+        "message": "9999-12-31T23:59:59-03:00 is past the year 9999 in UTC",
+        "keyword": "datetime",
+        "target": "attributes.utc",
+        "source": "until",
     }

@@ -124,46 +124,11 @@ def to_string(value: Any) -> str:
 def nfc(text: str) -> str:
     """Text in Unicode's composed form (NFC): "não" whether it came composed (ã) or, as macOS
     and iOS send it, decomposed (a and a combining tilde), so text compares with the words
-    and keys a mapping names, and is written, one way. ASCII text is returned at once."""
+    and keys a mapping names one way. Only for comparing: text is written as it was sent.
+    ASCII text is returned at once."""
     if text.isascii() or is_normalized("NFC", text):
         return text
     return normalize("NFC", text)
-
-
-def nfc_tree(value: Any) -> Any:
-    """`value` with every text in it (object keys too) in NFC: the same object when each one
-    is already (all ASCII, most often: one walk, nothing copied), else a copy, for the
-    payload's own objects are never changed. An object or a list named many times (a
-    multi-select's `{a: @, b: @}`) is walked once."""
-    stack = [value]
-    seen: set[int] = set()
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str:
-            if not item.isascii() and nfc(item) is not item:
-                return _nfc_copy(value)
-        elif kind is dict or kind is list:
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            if kind is dict:
-                stack.extend(item)
-                stack.extend(item.values())
-            else:
-                stack.extend(item)
-    return value
-
-
-def _nfc_copy(value: Any) -> Any:
-    kind = type(value)
-    if kind is str:
-        return nfc(value)
-    if kind is list:
-        return [_nfc_copy(item) for item in value]
-    if kind is dict:
-        return {(nfc(k) if type(k) is str else k): _nfc_copy(v) for k, v in value.items()}
-    return value
 
 
 _TRUE = frozenset({"true", "1", "yes", "on", "sim", "s", "y"})

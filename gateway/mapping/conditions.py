@@ -152,13 +152,34 @@ def _combined(
 
 
 def json_equal(left: Any, right: Any) -> bool:
-    """JSON equality: true is not 1. Text is equal in whichever Unicode form it came: "Não"
-    decomposed (as macOS and iOS send it) equals "Não" as the mapping writes it."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return type(left) is type(right) and left == right
-    if left == right:
+    """JSON equality, at every depth: `true` is not `1` (in a list or an object too), `1` is
+    `1.0` (one JSON number), and text is equal in whichever Unicode form it came ("Não"
+    decomposed, as macOS and iOS send it, equals "Não" composed)."""
+    if left is right:
         return True
-    return type(left) is str and type(right) is str and nfc(left) == nfc(right)
+    kind = type(left)
+    if kind is str:
+        return type(right) is str and (left == right or nfc(left) == nfc(right))
+    if kind is bool or type(right) is bool:
+        return False  # the same bool is `left is right`
+    if kind is int or kind is float:
+        return (type(right) is int or type(right) is float) and left == right
+    if kind is list:
+        return type(right) is list and len(left) == len(right) and all(map(json_equal, left, right))
+    if kind is dict:
+        if type(right) is not dict or len(left) != len(right):
+            return False
+        if left.keys() == right.keys():
+            return all(json_equal(value, right[key]) for key, value in left.items())
+        # Keys compare as text does: an object's key may come in either form.
+        mine = {nfc(key): value for key, value in left.items()}
+        theirs = {nfc(key): value for key, value in right.items()}
+        return (
+            len(mine) == len(left)  # not an object with one key in both forms
+            and mine.keys() == theirs.keys()
+            and all(json_equal(value, theirs[key]) for key, value in mine.items())
+        )
+    return bool(left == right)
 
 
 def _numbers(left: Any, right: Any) -> bool:

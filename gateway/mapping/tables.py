@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..errors import FieldProblem
-from .casts import nfc, nfc_tree, unstorable
+from .casts import unstorable
 from .expressions import Getter, Run, charge_output, output_too_big
 from .limits import MAX_PROBLEMS
 from .model import EvalError, LimitExceeded
@@ -67,16 +67,15 @@ def record(run: Run, error: EvalError, target: str) -> None:
 def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, Any]:
     """The document a table builds from `root`; failures go to `run.problems`.
 
-    Every text a mapping writes is in Unicode's composed form (NFC), whichever form the
-    partner sent (macOS and iOS send "São" decomposed): this is the one place that does it,
-    for every field, `each` element, request body and event data."""
+    Text is written as the partner sent it, in either Unicode form (a key or a secret changed
+    to NFC would not be the one stored or sent before): only comparisons normalise."""
     document: dict[str, Any] = {}
     room = run.output
     for key, get, group, nested, target in table:
         if get is None:
-            inner = evaluate(group, root, run, prefix)
-            if inner:  # an object all of whose fields are missing is left out too
-                document[key] = inner
+            value = evaluate(group, root, run, prefix)
+            if value:  # an object all of whose fields are missing is left out too
+                document[key] = value
             continue
         if nested:
             run.target = prefix + target
@@ -87,11 +86,8 @@ def evaluate(table: Table, root: Any, run: Run, prefix: str = "") -> dict[str, A
                 run.output -= len(value) + 2
                 if run.output < 0:
                     raise output_too_big(run)
-                if not value.isascii():
-                    value = nfc(value)
             elif kind is dict or kind is list:
                 charge_output(run, value)
-                value = nfc_tree(value)
             elif (kind is float or kind is int) and (error := unstorable(value)) is not None:
                 raise error
         except EvalError as error:

@@ -91,7 +91,14 @@ def _local(wall: datetime, zone: tzinfo) -> datetime:
     """
     if zone is UTC:
         return wall.replace(tzinfo=UTC)
-    return wall.replace(tzinfo=zone).astimezone(UTC)
+    moment = wall.replace(tzinfo=zone)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Within hours of the ends of time (9999-12-31 23:59:59 in America/Sao_Paulo, an
+        # ERP's "valid forever", is 10000-01-01Z): no clock changes there, the wall time is
+        # the instant, and output in its own zone prints it; only UTC cannot.
+        return moment
 
 
 _PLUS_AS_SPACE = re.compile(r"(.+[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)")
@@ -165,9 +172,30 @@ def _leap_second(text: str, how: str) -> datetime | None:
 _2D = [f"{i:02d}" for i in range(100)]
 
 
+def _in_zone(moment: datetime, out: tzinfo) -> datetime:
+    """`moment` in the zone `out`; a `datetime` problem when that is before the year 1 or
+    past 9999 (9999-12-31T23:00-03:00 in UTC), not an overflow that refuses the payload."""
+    if moment.tzinfo is out:
+        return moment
+    try:
+        return moment.astimezone(out)
+    except OverflowError:
+        pass
+    # astimezone goes through UTC, which may overflow though the wall time in `out` does not
+    # (9999-12-31T23:59-03:00 in America/Sao_Paulo): convert a day nearer and step back.
+    day = timedelta(days=1) if moment.year > 1 else -timedelta(days=1)
+    try:
+        return (moment - day).astimezone(out) + day
+    except OverflowError:
+        pass
+    edge = "past the year 9999" if moment.year > 1 else "before the year 1"
+    shown = iso_utc(moment) if moment.tzinfo is UTC else moment.isoformat()
+    raise EvalError("datetime", f"{shown} is {edge} in {getattr(out, 'key', out)}") from None
+
+
 def iso_utc(moment: datetime) -> str:
     # Hand-built: datetime.isoformat() costs three times as much, and this is the hot default.
-    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    m = moment if moment.tzinfo is UTC else _in_zone(moment, UTC)
     year = str(m.year) if m.year >= 1000 else f"{m.year:04d}"
     text = f"{year}-{_2D[m.month]}-{_2D[m.day]}T{_2D[m.hour]}:{_2D[m.minute]}:{_2D[m.second]}"
     return f"{text}.{m.microsecond // 1000:03d}Z" if m.microsecond else text + "Z"
@@ -178,7 +206,7 @@ def _iso(out: tzinfo) -> Formatter:
         return iso_utc
 
     def iso(moment: datetime) -> str:
-        local = moment.astimezone(out)
+        local = _in_zone(moment, out)
         return local.isoformat(timespec="milliseconds" if local.microsecond else "seconds")
 
     return iso
@@ -188,27 +216,39 @@ def _formatter(how: str, out: tzinfo) -> Formatter:
     if how == "iso8601":
         return _iso(out)
     if how == "date":
-        return lambda moment: moment.astimezone(out).date().isoformat()
+        return lambda moment: _in_zone(moment, out).date().isoformat()
     if how == "unix":
         return lambda moment: _whole(moment.timestamp())
     if how == "unix_ms":
         return lambda moment: round(moment.timestamp() * 1000)
-    if "%s" not in how.replace("%%", ""):
-        return lambda moment: moment.astimezone(out).strftime(how)
+    if not any(m[0] != "%%" for m in _EPOCH_SECONDS.finditer(how)):
+        return lambda moment: _in_zone(moment, out).strftime(how)
 
     def strftime(moment: datetime) -> str:
         # %s is Unix time, whatever the zone: strftime would read the wall time in the
         # process's own zone, an offset off in another (and off by the process's zone in UTC).
         seconds = str(math.floor(moment.timestamp()))
-        own = _EPOCH_SECONDS.sub(lambda m: seconds if m[0] == "%s" else m[0], how)
-        return moment.astimezone(out).strftime(own)
+        own = _EPOCH_SECONDS.sub(lambda m: _epoch_seconds(seconds, m), how)
+        return _in_zone(moment, out).strftime(own)
 
     return strftime
 
 
-_EPOCH_SECONDS = re.compile(r"%[%s]")
-"""`%s` in a strftime format, and `%%` (a literal percent sign, kept as it is: `%%s` is
-the text "%s")."""
+_EPOCH_SECONDS = re.compile(r"%(?:%|([-_0^#]*)([0-9]*)s)")
+"""`%s` in a strftime format, with glibc's flags and a width (`%-s`, `%10s`, `%_s`, `%010s`),
+and `%%` (a literal percent sign, kept as it is: `%%s` is the text "%s")."""
+_MAX_EPOCH_WIDTH = 32
+
+
+def _epoch_seconds(seconds: str, directive: re.Match[str]) -> str:
+    """What glibc writes for the %s `directive` (its flags and width) given Unix `seconds`:
+    padded on the left to the width, with spaces unless the last of the flags `_ - 0` is `0`
+    (then zeros, written before a minus sign, as glibc does)."""
+    if directive[0] == "%%":
+        return "%%"
+    flags, width = directive[1], int(directive[2] or 0)
+    pads = [flag for flag in flags if flag in "_-0"]
+    return seconds.rjust(width, "0" if pads and pads[-1] == "0" else " ")
 
 
 def _whole(seconds: float) -> int | float:
@@ -234,6 +274,9 @@ def compile_datetime(arg: Any, report: Callable[..., None]) -> Callable[[Any], A
         ok = False
     if not _valid_pattern(fmt, _NAMED_FORMATS):
         report(f"format is one of {', '.join(_NAMED_FORMATS)} or a strftime format", "format")
+        ok = False
+    elif any(int(m[2] or 0) > _MAX_EPOCH_WIDTH for m in _EPOCH_SECONDS.finditer(fmt)):
+        report(f"%s takes a width of at most {_MAX_EPOCH_WIDTH}", "format")
         ok = False
     zones = {}
     for key in ("input_tz", "output_tz"):

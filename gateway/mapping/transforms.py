@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final, NamedTuple
+from unicodedata import normalize
 
 from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
 
@@ -22,6 +23,7 @@ from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
 from .paths import pointer
 from .problems import Problems, suggest
 from .readings import compile_coordinate, duration
+from .textforms import split, truncated
 from .timefmt import compile_datetime, parse_formats
 from .units import UNITS, conversion, multiply
 
@@ -138,9 +140,7 @@ def _compile_truncate(arg: Any, report: Report) -> Transform | None:
     if not _int_arg(arg, 0, MAX_STRING_LENGTH):
         report(f"truncate takes a length from 0 to {MAX_STRING_LENGTH}")
         return None
-    # In NFC first: "São" decomposed is four characters, and a cut after three would drop the
-    # tilde (and cut the same text at two lengths, whichever form it came in).
-    return lambda v: nfc(to_string(v))[:arg]
+    return lambda v: truncated(to_string(v), arg)  # counted in NFC, as sent
 
 
 def _compile_split(arg: Any, report: Report) -> Transform | None:
@@ -154,9 +154,10 @@ def _compile_split(arg: Any, report: Report) -> Transform | None:
         report("split takes {separator: text of 1 to 16 characters, index: -64 to 63}")
         return None
     separator, index = nfc(arg["separator"]), arg["index"]
+    decomposed = normalize("NFD", separator)
 
-    def part(v: Any) -> str | None:  # text and separator in NFC: found in either form
-        parts = nfc(v if type(v) is str else to_string(v)).split(separator)
+    def part(v: Any) -> str | None:  # the separator is found in either form
+        parts = split(v if type(v) is str else to_string(v), separator, decomposed)
         return parts[index] if -len(parts) <= index < len(parts) else None
 
     return part
@@ -212,15 +213,44 @@ def half_up(number: int | float, places: int) -> Decimal:
     return Decimal(repr(number)).quantize(_PLACES[places], context=_HALF_UP)
 
 
+def _settled(number: float, power: int) -> int | None:
+    """`number` times `power` (10**places) rounded half away from zero, as `half_up` rounds
+    it, when the float product settles it: its fraction is clear of a half by more than the
+    product's error (a few units in the last place) and of the shortest text's distance from
+    the float, so the number as written rounds the same way. Else None (a half, or too large
+    to have decimals): `half_up` decides. One multiplication instead of a Decimal."""
+    scaled = number * power
+    magnitude = abs(scaled)
+    if not magnitude < _FAST_BELOW:  # Infinity and NaN too
+        return None
+    whole = math.floor(magnitude)
+    fraction = magnitude - whole  # exact
+    slack = magnitude * _SLACK
+    if fraction > 0.5 + slack:
+        whole += 1
+    elif fraction >= 0.5 - slack:
+        return None
+    return whole if scaled >= 0 else -whole
+
+
+_FAST_BELOW: Final = 2.0**52
+_SLACK: Final = 2.0**-50
+"""A float product's error and a float's distance from its shortest text are each below
+2**-52 of it."""
+
+
 def round_to(places: int) -> Transform:
     """Round halves away from zero, as people do (0.125 → 0.13, 1.005 → 1.01); ints stay
     ints, and `0` places gives an integer."""
+    power = 10**places
 
     def round_places(value: Any) -> Any:
         if type(value) is not float:
             value = to_number(value)
             if type(value) is int:
                 return value
+        if (scaled := _settled(value, power)) is not None:
+            return scaled if places == 0 else scaled / power  # correctly rounded, as float()
         if not math.isfinite(value):  # overflowed before: a `cast` problem where it is final
             return value
         if places == 0:
@@ -277,11 +307,20 @@ def _compile_format_number(arg: Any, report: Report) -> Transform | None:
     if not (isinstance(thousands, str) and isinstance(decimal, str)) or len(thousands) > 1:
         report("thousands and decimal must be separators of at most one character")
         return None
-    swap = str.maketrans({",": thousands, ".": decimal})
+    power, spec = 10**decimals, f"z,.{decimals}f"  # "z": -0.001 is "0,00", not "-0,00"
+
+    def separators(text: str) -> str:  # a fifth of str.translate's cost
+        whole, point, fraction = text.partition(".")
+        whole = whole.replace(",", thousands)
+        return whole + decimal + fraction if point else whole
 
     def format_number(value: Any) -> str:
-        # Rounded as {round: n} rounds (2.675 → "2,68"); "z": -0.001 is "0,00", not "-0,00".
-        return f"{half_up(to_number(value), decimals):z,.{decimals}f}".translate(swap)
+        # Rounded as {round: n} rounds (2.675 → "2,68").
+        number = to_number(value)
+        if type(number) is float and _settled(number, power) is not None:
+            # The float rounds to the same digits as its text: format writes them exactly.
+            return separators(format(number, spec))
+        return separators(format(half_up(number, decimals), spec))
 
     return format_number
 
