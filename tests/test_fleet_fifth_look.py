@@ -145,8 +145,10 @@ async def test_a_shortened_interval_does_not_repeat_the_due_a_distance_due_cover
     at 1,000 km now: due by distance (day 10's time due with it, one service). The plan
     edited to every 5 days: the clock a day later announces nothing (day 12 is in the cycle
     ending on day 15), 8.5 days later the time due of day 20. Before, day 10 was announced
-    again at once (the mark left at day 20 by the due read as a glitch past day 15)."""
-    await new_vehicle(client, "INT1A11", odometer_km=0)
+    again at once (the mark left at day 20 by the due read as a glitch past day 15).
+    (Registered at 1 km: an odometer of 0 is unknown, and one then read would be the plan's
+    first check by distance, announcing nothing behind it.)"""
+    await new_vehicle(client, "INT1A11", odometer_km=1)
     services = client.app[services_key]
     await services.relay.run_until_idle()
     await fold(client)  # (the fold's own clock ticked: next in an hour)

@@ -129,13 +129,59 @@ def test_a_service_without_km_before_any_odometer_counts_from_the_first_one_seen
     assert [(d.kind, d.due_km) for d in found] == [("due_soon", 28_250), ("due", 28_250)]
 
 
-def test_a_service_older_than_the_last_one_changes_nothing() -> None:
+def test_an_odometer_of_0_is_unknown_to_a_plan() -> None:
+    """0 is unknown: a tick at 0 after a service without km leaves its km to the first known
+    odometer; a plan without a service first seen at 0 takes the odometer then set (a
+    reading) as its first check by distance (nothing behind it announced), then counts on."""
+    plan = Plan(id="p", name="r", every_km=10_000, due_soon_km=500, every_days=180)
+    serviced = record_service(plan, None, None, T0)
+    state, found = step(plan, serviced, 0, T0 + timedelta(hours=1))  # a tick
+    assert (state.last_service_km, found) == (None, [])
+    state, found = step(plan, state, 152_340, T0 + timedelta(hours=2), odometer_set=True)
+    assert (state.last_service_km, found) == (152_340, [])
+    state, _ = step(plan, None, 0, T0)
+    state, found = step(plan, state, 152_340, T0 + timedelta(hours=1), odometer_set=True)
+    assert found == []
+    _, found = step(plan, state, 159_600, T0 + timedelta(days=1))
+    assert [(d.kind, d.due_km) for d in found] == [("due_soon", 160_000)]
+    # counted from 0 by GPS distance (driven, not set): each cycle crossed is announced
+    state, _ = step(plan, None, 0, T0)
+    _, found = step(plan, state, 10_000, T0 + timedelta(hours=1))
+    assert [(d.kind, d.due_km) for d in found] == [("due", 10_000)]
+
+
+def test_a_feeds_service_not_newer_than_the_last_one_changes_nothing() -> None:
     state, _ = drive(OIL, [0, 9_950])
     newer = record_service(OIL, state, 9_950, T0 + timedelta(hours=4))
     assert record_service(OIL, newer, 9_000, T0) == newer  # a late report, a replay
     assert record_service(OIL, newer, None, T0, odometer_km=9_950) == newer
-    corrected = record_service(OIL, newer, 9_050, T0 + timedelta(hours=4))  # same time
-    assert corrected.last_service_km == 9_050
+    # the same time with another km: only an admin's corrects it (below)
+    assert record_service(OIL, newer, 9_050, T0 + timedelta(hours=4)) == newer
+
+
+def test_an_admins_service_is_the_base_as_given_an_earlier_one_too() -> None:
+    state, _ = drive(OIL, [1, 9_950])
+    newer = record_service(OIL, state, 9_950, T0 + timedelta(hours=4))
+    km_fixed = record_service(OIL, newer, 9_050, T0 + timedelta(hours=4), authoritative=True)
+    assert (km_fixed.last_service_km, km_fixed.last_service_at) == (9_050, T0 + timedelta(hours=4))
+    date_fixed = record_service(OIL, newer, 9_950, T0, authoritative=True)  # typed to the minute
+    assert (date_fixed.last_service_km, date_fixed.last_service_at) == (9_950, T0)
+
+
+def test_a_report_seen_before_changes_nothing_whatever_came_since() -> None:
+    """A checklist's service (its event `e1`), corrected back by an admin, then relayed
+    again: the correction stands; so does a newer service after an admin's `last_service`
+    (event `e2`) relayed again."""
+    state, _ = drive(OIL, [1, 9_950])
+    typo = record_service(OIL, state, 9_050, T0 + timedelta(hours=4), report="e1")
+    fixed = record_service(OIL, typo, 9_950, T0 + timedelta(hours=3), authoritative=True)
+    again = record_service(OIL, fixed, 9_050, T0 + timedelta(hours=4), report="e1")
+    assert (again.last_service_km, again.last_service_at) == (9_950, T0 + timedelta(hours=3))
+    at = T0 + timedelta(hours=5)
+    admin = record_service(OIL, again, 9_960, at, authoritative=True, report="e2")
+    newest = record_service(OIL, admin, 9_990, T0 + timedelta(hours=6), report="e3")
+    replayed = record_service(OIL, newest, 9_960, at, authoritative=True, report="e2")
+    assert replayed == newest
 
 
 def test_a_service_without_km_recorded_again_after_the_vehicle_moved_changes_nothing() -> None:

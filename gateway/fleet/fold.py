@@ -301,7 +301,7 @@ class Fold(ShardedJob):
             or tenants[tenant].rules.plans
             or self._memory[(tenant, vehicle)].state.last is None
         ]
-        vehicles = await self._vehicle_docs(needed)
+        vehicles = await self._vehicle_docs(needed, fresh=_serviced(groups))
         self._tracebacks.clear()  # a batch that failed before its writes: folded again
         passes = await asyncio.gather(
             *(
@@ -522,12 +522,23 @@ class Fold(ShardedJob):
                 entity_seconds=self._config.entity_seconds * spread,
             )
 
-    async def _vehicle_docs(self, ids: Iterable[str]) -> dict[str, Doc | None]:
+    async def _vehicle_docs(
+        self, ids: Iterable[str], fresh: Collection[str] = ()
+    ) -> dict[str, Doc | None]:
         """The vehicles' entities (plate and groups for the rules, the registered odometer for
-        a first fold), trusted for `vehicle_seconds`; a vehicle that does not exist is None."""
+        a first fold), trusted for `vehicle_seconds`; a vehicle that does not exist is None.
+
+        Those in `fresh` (their input carries a service) are read as they are now, not as
+        cached: the recorder checked the plan a service names on the vehicle a moment ago
+        (moved into the plan's group, then serviced; one ERP write with both), and the plans
+        that apply now take a service for every plan."""
         now = time.monotonic()
         wanted = set(ids)
-        stale = [i for i in wanted if i not in self._vehicles or self._vehicles[i][0] <= now]
+        stale = [
+            i
+            for i in wanted
+            if i in fresh or i not in self._vehicles or self._vehicles[i][0] <= now
+        ]
         if stale:
             found = await self._store.entities.vehicles(stale)
             until = now + self._config.vehicle_seconds
@@ -909,6 +920,7 @@ class _VehicleRun:
         groups = _groups(data)
         self._fences = [f for f in rules.geofences if f.applies_to(plate, groups)]
         self._plans = [p for p in rules.plans if p.applies_to(plate, groups)]
+        self._all_plans = rules.plans
         self._plan_ids = frozenset(p.id for p in rules.plans)
         self._listeners = listeners
         # The accepted fixes late ones may have as neighbours (`Fold._track_window`): all of
@@ -922,6 +934,9 @@ class _VehicleRun:
         self._detoured = False
         # A first pass before its first fix: see `reading`.
         self._opening = False
+        # The odometer, unknown (0) until now, set by a reading or the device's own since the
+        # plans last looked: not driven (`maintenance.step`).
+        self._odometer_set = False
         fresh = self.state.last is None and self.state.baseline is None
         if fresh and not self.state.odometer_km:
             # A vehicle's first fold counts on from the odometer it was registered with (or
@@ -948,6 +963,7 @@ class _VehicleRun:
         so may a partner's whose mapping lifted `only_forward` for it (an authoritative ERP)."""
         at, km = reading.get("at") or datetime.now(UTC), float(reading["km"])
         source = str(reading.get("source") or "reading")
+        unknown = not self.state.odometer_km  # (a first pass may start from the reading)
         if self._opening and "before" in reading:
             # A vehicle's first pass starts from the odometer the vehicle holds now, which
             # already has this reading and any later one in it: replayed from there, a vehicle
@@ -963,6 +979,7 @@ class _VehicleRun:
             self._pass.counts["readings", "stale"] += 1
             return
         self._rebaseline(km, "reading", at, source)
+        self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
         self._check_plans(at)
 
     def tick(self, at: datetime) -> None:
@@ -970,20 +987,37 @@ class _VehicleRun:
         self._check_plans(at)
 
     def service(self, service: Doc) -> None:
-        """A recorded service resets the plans it names that apply to the vehicle; without
-        `km`, at the vehicle's odometer as folded so far (also for a plan that has not
-        evaluated the vehicle yet: not from its `start_km`), or, none known yet (0: registered
-        without one, no fix), at the first one the plan sees."""
+        """A recorded service resets the plan it names, or without one every plan that
+        applies to the vehicle or has a state for it (kept while the vehicle is out of its
+        scope); a named plan that exists whatever this pass takes its scope for (the recorder
+        checked it on the vehicle as it was then: moved into the plan's group a moment
+        before, or a plan with a state kept). Without `km`, at the vehicle's odometer as
+        folded so far (also for a plan that has not evaluated the vehicle yet: not from its
+        `start_km`), or, none known yet (0: registered without one, no fix), at the first one
+        the plan sees. An admin's service is the base as given; a feed's only when newer
+        (`maintenance.record_service`)."""
         at, km = service.get("at") or datetime.now(UTC), service.get("km")
         plans = dict(self.state.plans)
         odometer = self.state.odometer_km or None
-        for plan in self._plans:
-            if service.get("plan") not in (None, plan.id):
-                continue
+        named = service.get("plan")
+        if named is None:
+            applying = {p.id for p in self._plans}
+            targets = [p for p in self._all_plans if p.id in applying or p.id in plans]
+        else:
+            targets = [p for p in self._all_plans if p.id == named]
+        report = service.get("event")
+        for plan in targets:
             current = plans.get(plan.id)
             before = None if current is None else PlanState.from_doc(current)
-            done_km = None if km is None else float(km)
-            reset = maintenance.record_service(plan, before, done_km, at, odometer)
+            reset = maintenance.record_service(
+                plan,
+                before,
+                None if km is None else float(km),
+                at,
+                odometer,
+                authoritative=service.get("authoritative") is True,
+                report=None if report is None else str(report),
+            )
             plans[plan.id] = reset.to_doc()
         self.state = _with(self.state, plans=plans)
 
@@ -1072,9 +1106,11 @@ class _VehicleRun:
             self.state.baseline, kind, at, settings.odometer
         ):
             self._pass.counts["readings", "device_behind"] += 1
+        unknown = not self.state.odometer_km
         self.state, change = rebaseline(
             self.state, km, kind, at, settings.odometer, max_speed_kmh=speed
         )
+        self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
         if kind == "reading":
             self._pass.counts["readings", "taken" if change else "outranked"] += 1
         if change is not None:
@@ -1104,6 +1140,7 @@ class _VehicleRun:
         self.state = _with(self.state, fences=fences)
 
     def _check_plans(self, at: datetime) -> None:
+        odometer_set, self._odometer_set = self._odometer_set, False
         if not self._plans and not self.state.plans:
             return
         # A deleted plan's state goes with it. One that exists but does not apply now (the
@@ -1116,7 +1153,7 @@ class _VehicleRun:
         for plan in self._plans:
             current = plans.get(plan.id)
             before = None if current is None else PlanState.from_doc(current)
-            after, dues = maintenance.step(plan, before, km, at)
+            after, dues = maintenance.step(plan, before, km, at, odometer_set=odometer_set)
             plans[plan.id] = after.to_doc()
             for due in dues:
                 due_km = None if due.due_km is None else round(due.due_km, 3)
@@ -1180,6 +1217,13 @@ class _VehicleRun:
 
 
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
+
+
+def _serviced(groups: Mapping[Key, Sequence[tuple[int, Doc]]]) -> set[str]:
+    """The vehicles whose input carries a recorded service."""
+    return {
+        key[1] for key, items in groups.items() if any(i.get("k") == "service" for _, i in items)
+    }
 
 
 def _seq(pair: tuple[int, Doc]) -> int:

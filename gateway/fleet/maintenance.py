@@ -23,10 +23,19 @@ The first evaluation sets the state without announcing what is already behind th
 A vehicle past its due point when the plan starts gets its next announcement at the next
 cycle; record a service (or set `start_km`) to line the plan up with reality.
 
+An odometer of 0 is unknown (a vehicle registered without one, no fix counted yet): the plan
+counts time but not distance until it knows one. A plan without a recorded service that
+evaluated the vehicle only at an unknown odometer takes the odometer then set (a reading,
+the device's) as its first check by distance: it announces no `due` already behind it
+(152,340 km on a plan counting from 0), as a plan's first evaluation does.
+
 `record_service` resets the cycles: the service's km (or, unknown, the vehicle's odometer as
-the fold has it) and time become the base of both; nothing announced is kept. Recording the
-same service (km and time) again changes nothing, and so does one dated before the last one
-recorded (the base is the latest service, whatever order the reports came in).
+the fold has it) and time become the base of both; nothing announced is kept. Who may move
+the base back depends on where the service comes from: an admin's (`authoritative`: the API,
+the admin UI, an admin's `last_service`) is the base as given, an earlier `at` too (a
+correction); a feed's (a checklist, an ERP) only when strictly newer than the plan's last
+one. A report seen before (its event, `PlanState.reports`: a relayed batch replayed) changes
+nothing, whichever came since.
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ DueReason = Literal["distance", "time"]
 _EPS_KM = 1e-6
 # marks (km, or epoch seconds) compared with this slack
 _EPS = 1e-3
+# The reports (events) a plan's state remembers having seen, the newest last: a relayed batch
+# is replayed soon after, not after this many services.
+_REPORTS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,8 @@ class PlanState:
     seen_km: float | None = None  # the last odometer the plan saw
     # Whether `notified` keeps distance and time apart (`step`): false in a state kept before.
     apart: bool = False
+    # The last reports (event ids) of services seen, applied or not (`record_service`).
+    reports: tuple[str, ...] = ()
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -86,6 +100,7 @@ class PlanState:
             "started_at": self.started_at,
             "seen_km": self.seen_km,
             "apart": self.apart,
+            "reports": list(self.reports),
         }
 
     @classmethod
@@ -97,6 +112,7 @@ class PlanState:
             started_at=utc(doc.get("started_at")),
             seen_km=_float(doc.get("seen_km")),
             apart=doc.get("apart") is True,
+            reports=tuple(str(r) for r in doc.get("reports") or ()),
         )
 
 
@@ -109,7 +125,12 @@ class Due:
 
 
 def step(
-    plan: Plan, state: PlanState | None, odometer_km: float, now: datetime
+    plan: Plan,
+    state: PlanState | None,
+    odometer_km: float,
+    now: datetime,
+    *,
+    odometer_set: bool = False,
 ) -> tuple[PlanState, list[Due]]:
     """The state after reading the odometer at `now`, and what to announce (at most one
     `due` and one `due_soon`, in that order).
@@ -119,30 +140,46 @@ def step(
     the last point announced on each: `due`/`due_soon` the km (distance), `due_at`/
     `due_soon_at` the time (epoch seconds). One announced on one of them counts for the
     other's cycle it falls in: the service is due (or soon) once, whichever comes first, and
-    the other announces again at its next point after that cycle."""
+    the other announces again at its next point after that cycle.
+
+    An unknown odometer (0) is not evaluated by distance (time goes on). `odometer_set`: the
+    vehicle's odometer, unknown until now, has just been set (a reading, the device's own),
+    not driven: a plan without a recorded service that saw the vehicle only at an unknown
+    odometer takes it as its first check by distance (`_first_km`). One counted from 0 by GPS
+    distance is driven: its cycles are announced as they are crossed."""
     first = state is None
     if state is None:
         state = PlanState(started_at=now)
     elif state.started_at is None:
         state = replace(state, started_at=now)
+    known = _known(odometer_km)
+    # What is already behind the vehicle on a measure's first check: kept, not announced.
+    quiet: dict[DueReason, bool] = {
+        "distance": first or (odometer_set and _first_km(state, odometer_km)),
+        "time": first,
+    }
     state = _serviced_at(state, odometer_km)
     cycle = _Cycle(plan, state)
     n_km, n_time = cycle.reached(odometer_km, now)
     next_km, next_at = cycle.km(n_km + 1), cycle.at(n_time + 1)
     notified = dict(state.notified) if state.apart else _marks(plan, state.notified, cycle)
     marks = _Announced(notified, cycle, {"distance": next_km, "time": _epoch(next_at)})
-    here: dict[DueReason, float] = {"distance": odometer_km, "time": now.timestamp()}
+    here: dict[DueReason, float | None] = {
+        "distance": odometer_km if known else None,
+        "time": now.timestamp(),
+    }
     found: list[Due] = []
     # The point each measure reached (a due), and its next one (due_soon), not yet announced.
     reached = {
-        "distance": cycle.km(n_km) if n_km >= 1 else None,
+        "distance": cycle.km(n_km) if known and n_km >= 1 else None,
         "time": _epoch(cycle.at(n_time)) if n_time >= 1 else None,
     }
     due = [m for m in _MEASURES if marks.new(m, "due", reached[m])]
-    if first:  # what is already behind the vehicle: kept, on each measure, not announced
-        for measure in due:
+    for measure in due:
+        if quiet[measure]:
             marks.take(measure, "due", reached[measure])
-    elif due:
+    due = [m for m in due if not quiet[m]]
+    if due:
         measure = due[0]
         if measure == "distance":
             found.append(Due("due", reached["distance"], next_at, "distance"))
@@ -153,7 +190,7 @@ def step(
     # A point already announced due (on its own measure, or the other's) is not announced
     # soon afterwards (an odometer taken back below it after a jump over its due_soon).
     near = {
-        "distance": cycle.soon_km(n_km + 1, odometer_km),
+        "distance": known and cycle.soon_km(n_km + 1, odometer_km),
         "time": cycle.soon_at(n_time + 1, now),
     }
     soon = [m for m in _MEASURES if near[m] and marks.new(m, "due_soon", marks.ceiling[m])]
@@ -165,8 +202,28 @@ def step(
         found.append(Due("due_soon", next_km, next_at, measure))
         marks.take(measure, "due_soon", marks.ceiling[measure])
         marks.carry(_OTHER[measure], "due_soon", here[_OTHER[measure]])  # the same service
-    moved = replace(state, notified=notified, seen_km=odometer_km, apart=True)
-    return moved, [] if first else found
+    # (an unknown odometer is kept as 0 until one is known: the plan has seen the vehicle)
+    seen = odometer_km if known else state.seen_km if _known(state.seen_km) else 0.0
+    moved = replace(state, notified=notified, seen_km=seen, apart=True)
+    return moved, found
+
+
+def _known(km: float | None) -> bool:
+    """Whether an odometer is known: 0 (or none) is a vehicle registered without one, no fix
+    counted yet."""
+    return km is not None and km > 0
+
+
+def _first_km(state: PlanState, odometer_km: float) -> bool:
+    """Whether this known odometer is the plan's first check by distance: it has seen the
+    vehicle, only at an unknown odometer, and has no recorded service (one counts from the
+    service, announcing what is due from it, as it does with no check before)."""
+    return (
+        _known(odometer_km)
+        and state.seen_km is not None
+        and not _known(state.seen_km)
+        and state.last_service_at is None
+    )
 
 
 _MEASURES: tuple[DueReason, DueReason] = ("distance", "time")
@@ -232,10 +289,12 @@ class _Announced:
         if point is not None:
             self.notified[self.key(measure, kind)] = max(point, self._own(measure, kind))
 
-    def carry(self, measure: DueReason, kind: DueKind, stood: float) -> None:
+    def carry(self, measure: DueReason, kind: DueKind, stood: float | None) -> None:
         """The other measure announced `kind` with the vehicle at `stood` on this one: kept
         unless a later place is (an odometer corrected down after), one past the ceiling
         (a glitch up, since taken back) replaced."""
+        if stood is None:  # (an unknown odometer: nothing to carry)
+            return
         key = self.key(measure, kind) + "_in"
         if self._carried(measure, kind) == -math.inf or stood > self.notified[key]:
             self.notified[key] = stood
@@ -243,11 +302,12 @@ class _Announced:
 
 def _serviced_at(state: PlanState, odometer_km: float) -> PlanState:
     """A service recorded without km before the vehicle's odometer was known (a vehicle
-    registered without one, no fix yet: `record_service`) was done where the plan first sees
-    the vehicle, not at `start_km`."""
+    registered without one, no fix counted yet: `record_service`) was done at the first known
+    odometer the plan sees, not at `start_km` (nor at the unknown 0 of a tick or a fix
+    before)."""
     if state.last_service_at is None or state.last_service_km is not None:
         return state
-    if state.seen_km is not None:  # (seen since: the base it was evaluated from stands)
+    if not _known(odometer_km) or _known(state.seen_km):  # (the base it was evaluated from)
         return state
     return replace(state, last_service_km=round(odometer_km, 3))
 
@@ -283,33 +343,46 @@ def record_service(
     km: float | None,
     at: datetime,
     odometer_km: float | None = None,
+    *,
+    authoritative: bool = False,
+    report: str | None = None,
 ) -> PlanState:
     """A service done at `km` and `at`: the new base. Without `km`, the vehicle's odometer
     `odometer_km` as the fold has it when it applies the service (what the plan last saw
     when it has seen the vehicle; what the vehicle shows when the plan has not evaluated it
     yet, so that the next due counts from the service, not from `start_km`), else the last
-    odometer the plan saw.
+    odometer the plan saw. With neither known (0: a vehicle registered without one), the
+    service's km is the first known odometer the plan sees after it (`step`).
 
-    With neither (a vehicle whose odometer is not known yet), the service's km is the first
-    odometer the plan sees after it (`step`).
+    Who may move the base back depends on where the service comes from. An admin's
+    (`authoritative`) is the base as given, an earlier `at` too: a correction of a mistyped
+    date or km (to the minute the admin UI has, not the report's millisecond). A feed's (a
+    checklist, an ERP) changes the base only when strictly newer than the plan's last
+    service: a late report, a report of a service corrected since, changes nothing.
 
-    A service dated before the plan's last one changes nothing (a checklist relayed again
-    after a newer service, a late report): the base is the latest service. The same service
-    recorded again (same time, and same km or none given) changes nothing either; one at the
-    same time with another km corrects it."""
+    `report` names the report (its event) a feed's service came from: one seen before (a
+    relayed batch replayed) changes nothing, whatever was recorded since. The same service
+    again (same time, and same km or none given) changes nothing either."""
     previous = state or PlanState()
-    last_at = previous.last_service_at
-    if last_at is not None and at < last_at:
+    if report is not None and report in previous.reports:
         return previous
+    reports = previous.reports if report is None else (*previous.reports, report)[-_REPORTS_KEPT:]
+    kept = replace(previous, reports=reports)
+    last_at = previous.last_service_at
+    if last_at is not None and not authoritative and at <= last_at:
+        return kept  # a feed's service not newer than the plan's last one
     base_km = km
     if base_km is None:
-        base_km = odometer_km if odometer_km is not None else previous.seen_km
+        if _known(odometer_km):
+            base_km = odometer_km
+        elif _known(previous.seen_km):
+            base_km = previous.seen_km
     if base_km is not None:
         base_km = round(base_km, 3)  # (the odometer as the vehicle shows it: no float noise)
     if last_at is not None and at == last_at and km is None:
-        return previous  # the same service again: the base it set stands
+        return kept  # the same service again: the base it set stands
     if state is not None and (state.last_service_km, last_at) == (base_km, at):
-        return state
+        return kept
     return PlanState(
         last_service_km=base_km,
         last_service_at=at,
@@ -317,6 +390,7 @@ def record_service(
         started_at=previous.started_at or at,
         seen_km=previous.seen_km,
         apart=True,
+        reports=reports,
     )
 
 

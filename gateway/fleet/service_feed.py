@@ -9,9 +9,11 @@ through the same use case as the admin route (`servicing.py` `ServiceRecorder.re
                                        `odometer_km`
 
 A report the recorder refuses (an unknown vehicle or plan, a plan that does not apply to the
-vehicle, a time in the future) is logged and skipped: it never holds up the relay. A batch
-relayed twice queues its services twice; the fold applies a repeated service (same km and
-time), or one older than the plan's last, with no further effect.
+vehicle, a time in the future) is logged and skipped: it never holds up the relay. A service
+reported here moves a plan's base only forward (strictly newer than its last service), but
+an admin's `last_service` (a vehicle write whose origin is an admin), which is the base as
+given, as the route's is. Each names its event: a batch relayed twice queues its services
+twice, and the fold applies the second with no effect, whatever was recorded between.
 """
 
 from __future__ import annotations
@@ -43,8 +45,19 @@ class ServiceFeed:
             if report is None:
                 continue
             vehicle, body, source = report
+            # An admin's `last_service` is the base as given (a correction may move it back);
+            # a checklist's or an ERP's only when newer. Named by its event: a batch relayed
+            # again changes nothing.
+            admin = (event.get("origin") or {}).get("kind") == "admin"
             try:
-                await self._recorder.record(event["tenant"], vehicle, body, source=source)
+                await self._recorder.record(
+                    event["tenant"],
+                    vehicle,
+                    body,
+                    source=source,
+                    authoritative=admin and event["type"] in _VEHICLE_WRITES,
+                    report=str(event["_id"]),
+                )
             except (InvalidPayload, NotFound) as exc:
                 log.info("service from event %s not recorded: %s", event["_id"], exc.detail)
                 continue

@@ -3,11 +3,16 @@ maintenance plans: `maintenance.py` `record_service`).
 
     {"km"?: odometer at the service, "at"?: RFC 3339 (default: now), "plan"?: id or name}
 
-No `plan`: every plan of the vehicle is reset; with one, only that plan, which must apply to
-the vehicle (its `vehicles` or `group` name it, or neither is set: a `422` on `/plan`
-otherwise). No `km`: the fold takes the vehicle's odometer as it has folded it. The service
-goes to the fold's inbox (`store/fleet.py` `push_service`, journaled) and takes effect at the
-next fold of the vehicle, before the fixes that came with it.
+No `plan`: every plan of the vehicle is reset (those that apply, and those keeping a state for
+it while it is out of their scope); with one, only that plan, which must apply to the vehicle
+(its `vehicles` or `group` name it, or neither is set) or keep a state for it: a `422` on
+`/plan` otherwise. No `km`: the fold takes the vehicle's odometer as it has folded it. The
+service goes to the fold's inbox (`store/fleet.py` `push_service`, journaled) and takes effect
+at the next fold of the vehicle, before the fixes that came with it.
+
+An admin's service (the route, the admin UI, an admin's `last_service`: `authoritative`) is
+the plan's base as given, an earlier `at` too (a correction); a feed's (a checklist, an ERP)
+changes it only when newer than the plan's last one (`maintenance.record_service`).
 
 An admin records one through `POST /api/v1/entities/vehicle/{id|key}/services`; a checklist
 or ERP integration can call the same route from a flow (`call` step) or a partner's script.
@@ -40,9 +45,21 @@ class ServiceRecorder:
         self._plans = plans
 
     async def record(
-        self, tenant: str, vehicle_ref: str, body: Mapping[str, Any], *, source: str
+        self,
+        tenant: str,
+        vehicle_ref: str,
+        body: Mapping[str, Any],
+        *,
+        source: str,
+        authoritative: bool = False,
+        report: str | None = None,
     ) -> dict[str, Any]:
-        """Queue the service; its record as the fold will see it, with the vehicle named."""
+        """Queue the service; its record as the fold will see it, with the vehicle named.
+
+        `authoritative`: an admin's (the route, the admin UI, an admin's `last_service`),
+        the base as given, an earlier `at` too; otherwise a feed's, which moves the base only
+        forward. `report`: the event a feed's service came from (a batch relayed again
+        changes nothing: `maintenance.record_service`)."""
         vehicle = await self._entities.get(tenant, "vehicle", vehicle_ref)
         check = BodyCheck(body, {"km", "at", "plan"})
         km = check.number("km", 0, MAX_KM)
@@ -53,11 +70,11 @@ class ServiceRecorder:
             plan = None if ref is None else await self._plans.by_ref(tenant, ref)
             if ref is not None and plan is None:
                 check.add("/plan", f"no maintenance plan {ref!r}", "exists")
-            elif plan is not None and not _covers(plan, vehicle):
+            elif plan is not None and not await self._covers(tenant, plan, vehicle):
                 check.add(
                     "/plan",
                     f"maintenance plan {plan['name']!r} does not apply to this vehicle "
-                    "(its vehicles and group do not name it)",
+                    "(its vehicles and group do not name it, and it has no state for it)",
                     "applies",
                 )
             plan_id = None if plan is None else str(plan["_id"])
@@ -67,20 +84,30 @@ class ServiceRecorder:
             service["km"] = float(km)
         if plan_id is not None:
             service["plan"] = plan_id
-        await self._store.fleet.push_service(tenant, str(vehicle["_id"]), service)
-        return {
+        answer = {
             "vehicle": {"id": str(vehicle["_id"]), "plate": vehicle["data"].get("plate")},
             **service,
             "at": utc_text(at),  # (`…Z`, as every fleet time is written)
         }
+        if authoritative:
+            service["authoritative"] = True
+        if report is not None:
+            service["event"] = report
+        await self._store.fleet.push_service(tenant, str(vehicle["_id"]), service)
+        return answer
 
-
-def _covers(plan: Doc, vehicle: Doc) -> bool:
-    """Whether the plan applies to the vehicle as it is now (as the fold reads it): a service
-    for a plan that does not is refused, not queued to be skipped by the fold."""
-    data = vehicle.get("data") or {}
-    plate = str(data.get("plate") or vehicle.get("nk") or "")
-    return plan_from_doc(plan).applies_to(plate, vehicle_groups(data))
+    async def _covers(self, tenant: str, plan: Doc, vehicle: Doc) -> bool:
+        """Whether the plan applies to the vehicle as it is now (as the fold reads it), or
+        keeps a state for it (the vehicle out of its scope for a while: `fold.py`
+        `_check_plans`, as last written): a service for any other plan is refused, not
+        queued to be skipped by the fold."""
+        data = vehicle.get("data") or {}
+        plate = str(data.get("plate") or vehicle.get("nk") or "")
+        if plan_from_doc(plan).applies_to(plate, vehicle_groups(data)):
+            return True
+        saved = await self._store.fleet.state(tenant, str(vehicle["_id"]))
+        plans = ((saved or {}).get("state") or {}).get("plans") or {}
+        return str(plan["_id"]) in plans
 
 
 def _time(check: BodyCheck, now: datetime) -> datetime:

@@ -178,7 +178,11 @@ async def record_service(request: web.Request) -> web.Response:
     body["plan"] = values.get("plan") or None
     try:
         await services_of(request).vehicle_services.record(
-            tenant_of(request), ref, body, source=f"admin:{session_of(request).subject}"
+            tenant_of(request),
+            ref,
+            body,
+            source=f"admin:{session_of(request).subject}",
+            authoritative=True,  # an admin's: the base as given (a correction too)
         )
     except InvalidPayload as exc:
         refused = Form(values).refuse(exc, SERVICE_FIELDS)

@@ -367,6 +367,10 @@ async def record_service(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     body = await read_object(request) if request.body_exists else {}
     recorded = await services_of(request).vehicle_services.record(
-        claims.tenant, _ref(request), body, source=f"admin:{claims.subject}"
+        claims.tenant,
+        _ref(request),
+        body,
+        source=f"admin:{claims.subject}",
+        authoritative=True,  # an admin's: the base as given (a correction too)
     )
     return json_response(recorded, status=202)
