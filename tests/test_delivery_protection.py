@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -927,3 +927,45 @@ async def test_a_delivery_replayed_by_hand_during_the_outage_is_replayed_at_reco
     # The same outage's recovery run again (an admin's racing the probe's): nothing twice.
     await deliveries._c.update_many({}, {"$set": {"status": "dead", "final_at": now}})
     assert await deliveries.replay_outage("down", outage - timedelta(hours=1), now) == 0
+
+
+async def test_a_probes_delivery_handed_back_at_shutdown_after_the_recovery_is_due_at_once(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], partner: Partner
+) -> None:
+    """A probe's send (of a delivery due an hour from now) is under way when an admin
+    re-enables the partner: the recovery makes the backlog due but passes over that one, in
+    flight. Then the process is stopped (SIGTERM): the worker hands it back pending, and due,
+    not at its retry time an hour away with the partner active and answering."""
+    client = await aiohttp_client(make_app(partner_probe_seconds=60))
+    clock = FakeClock()
+    worker = _driven(client, clock)
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001, "timeout_seconds": 30},
+        action={"retry_schedule": [0, 3600, 3600]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await _vehicles(client, "XYZ9A88")
+    await worker.run_until_idle()  # disabled, both an hour away
+    assert await _partner_status(client, partner_doc["id"]) == "disabled"
+    before = len(partner.requests)
+    partner.respond_with(200, {}, delay=20)  # the probe's send stays under way
+    clock.advance(61)
+    running = asyncio.create_task(worker.run())
+    await partner.wait_for(before + 1, timeout=20)
+    probed = partner.requests[before].webhook_id
+    partner.respond_with(200, {})
+    where = f"/api/v1/partners/{partner_doc['id']}"
+    assert (await client.patch(where, headers=auth(), json={"status": "active"})).status == 200
+    await worker.stop()  # the probe's send is cut short
+    await running
+
+    page = await (await client.get("/api/v1/deliveries", headers=auth())).json()
+    (handed_back,) = [d for d in page["items"] if d["id"] == probed]
+    assert handed_back["status"] == "pending"
+    due = datetime.fromisoformat(handed_back["next_attempt_at"].replace("Z", "+00:00"))
+    assert due <= clock.now + timedelta(seconds=1), due

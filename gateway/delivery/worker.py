@@ -176,8 +176,13 @@ class DeliveryWorker:
         await self._claims.release_held(self._give_back)
 
     async def _give_back(self, delivery_id: str, token: str) -> None:
-        pending = {"status": DeliveryStatus.PENDING.value, "updated_at": self.clock()}
-        await self._store.deliveries.finish(delivery_id, token, pending)
+        """A delivery held at shutdown, pending again and due: a claimed one was due already;
+        a probe's, taken before its time, may belong to a partner recovered meanwhile, whose
+        recovery passed over it in flight (a disabled partner's stays unclaimed until its
+        next probe whatever its time)."""
+        now = self.clock()
+        pending = {"status": DeliveryStatus.PENDING.value, "updated_at": now}
+        await self._store.deliveries.finish(delivery_id, token, pending, due_by=now)
 
     async def _run_group(self, group: list[Doc]) -> Counter[str]:
         """Deliveries of one order key go one after the other; others run side by side."""

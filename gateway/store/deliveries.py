@@ -490,13 +490,17 @@ class DeliveryStore:
         attempt: Mapping[str, Any] | None = None,
         counted: bool = True,
         unset: Sequence[str] = (),
+        due_by: datetime | None = None,
     ) -> bool:
-        """Leave in_flight (to `fields["status"]`), recording an attempt; False when the lease
-        was lost to another worker (then nothing is written)."""
+        """Leave in_flight (to `fields["status"]`), recording an attempt; due at `due_by` at
+        the latest; False when the lease was lost to another worker (then nothing is
+        written)."""
         update: Doc = {
             "$set": dict(fields),
             "$unset": {**_LEASE_FIELDS, **dict.fromkeys(unset, "")},
         }
+        if due_by is not None:
+            update["$min"] = {"next_attempt_at": due_by}
         if attempt is not None:
             update["$push"] = {"attempts": {"$each": [dict(attempt)], "$slice": -MAX_ATTEMPTS_KEPT}}
             if counted:
