@@ -20,6 +20,7 @@ import orjson
 from multidict import MultiMapping
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.notify.channels import SECRET_MEMBERS as CHANNEL_SECRETS
 from gateway.ui.state import FORM_LANG
 
 ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 502, 503, 504)
@@ -145,6 +146,56 @@ SECRET_FIELDS: Final = frozenset(
 )
 
 
+# The fields holding a JSON document that may carry secrets, with those secrets' JSON Pointers:
+# a channel's document (its SMTP password). Such a secret is never kept through a login nor
+# shown back on a refused form: its value is blanked (`""`, which the use case refuses, so
+# a form saved without it again fails rather than saves something else), and the page asks
+# for it in a field of its own, named by field and pointer (`document/smtp/password`), which
+# document_field puts back in place.
+DOCUMENT_SECRETS: Final[Mapping[str, tuple[str, ...]]] = {"document": CHANNEL_SECRETS}
+RETYPED_MEMBERS: Final = frozenset(
+    f"{name}{pointer}" for name, pointers in DOCUMENT_SECRETS.items() for pointer in pointers
+)
+
+
+def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:
+    """A document field's text with its secrets (DOCUMENT_SECRETS) blanked, and the names of
+    the fields that take them again (`document/smtp/password`). Text that is no JSON object,
+    or that holds none of them, comes back as it is."""
+    pointers = DOCUMENT_SECRETS.get(name, ())
+    if not pointers:
+        return text, []
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text, []
+    hidden = []
+    for pointer in pointers:
+        *parents, leaf = pointer.split("/")[1:]
+        target: Any = doc
+        for part in parents:
+            target = target.get(part) if isinstance(target, dict) else None
+        if isinstance(target, dict) and target.get(leaf) not in (None, ""):
+            target[leaf] = ""
+            hidden.append(f"{name}{pointer}")
+    if not hidden:
+        return text, []
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode(), hidden
+
+
+def shown_back(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A posted form's values as a refused form shows them: its documents' secrets blanked
+    (hide_secrets), with the names of the fields that take them again."""
+    shown, hidden = dict(values), []
+    for name in DOCUMENT_SECRETS:
+        if isinstance(text := shown.get(name), str):
+            shown[name], found = hide_secrets(name, text)
+            hidden.extend(found)
+    for name in RETYPED_MEMBERS:
+        shown.pop(name, None)
+    return shown, hidden
+
+
 def input_type(name: str, requested: str = "text") -> str:
     """The type of a form's `<input>` for the field `name` (the `field` macro): `password` for
     a secret field whatever was asked, and a password input only for one listed in
@@ -171,7 +222,8 @@ def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str,
         if name in many:
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]
         elif isinstance(raw := data[name], str):
-            values[name] = raw if name in SECRET_FIELDS else raw.strip()
+            secret = name in SECRET_FIELDS or name in RETYPED_MEMBERS
+            values[name] = raw if secret else raw.strip()
     for name in many:
         values.setdefault(name, [])
     return values
@@ -333,6 +385,16 @@ def document_field(values: Mapping[str, Any], name: str = "document") -> dict[st
         message = "paste the JSON document, as the admin API takes it"
         keyword = "required" if doc is None else "type"  # empty, or not an object
         raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
+    # A secret typed again apart (after a login: hide_secrets) goes back in its place.
+    for pointer in DOCUMENT_SECRETS.get(name, ()):
+        typed = values.get(f"{name}{pointer}")
+        if isinstance(typed, str) and typed:
+            *parents, leaf = pointer.split("/")[1:]
+            target: Any = doc
+            for part in parents:
+                target = target.setdefault(part, {}) if isinstance(target, dict) else None
+            if isinstance(target, dict):
+                target[leaf] = typed
     return doc
 
 
