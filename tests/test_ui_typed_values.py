@@ -197,6 +197,34 @@ async def test_a_rotations_grace_is_read_in_the_forms_language_and_each_problem_
         assert _field_error(page, "grace_seconds").startswith(f"{label}:"), grace
 
 
+async def test_a_whole_number_takes_ascii_digits_in_the_pages_grouping_and_nothing_else(
+    client: Client, services: Services
+) -> None:
+    """Python's int() reads `1_800`, `+1800` and other scripts' digits: a form does not."""
+    await make_user(services)
+    await log_in(client)
+    trigger = await _trigger(client)
+    refused = {
+        ("1_8_0_0", "pt-BR"): "Tipo inválido",
+        ("1_0", "en"): "Tipo inválido",
+        ("+1800", "en"): "Tipo inválido",
+        ("\uff11\uff18\uff10\uff10", "en"): "Tipo inválido",  # full-width 1800
+        ("\u0661\u0668\u0660\u0660", "pt-BR"): "Tipo inválido",  # Arabic-Indic 1800
+        ("1.800", "en"): "Tipo inválido",  # a Portuguese group on an English page
+        ("1 800", "pt-BR"): "Tipo inválido",
+        ("1." + "000." * 1500 + "000", "pt-BR"): "Grande demais",  # grouped, 4,504 digits
+        ("-" + "9" * 5000, "en"): "Pequeno demais",
+    }
+    for (grace, lang), label in refused.items():
+        status, page = await _rotate(client, trigger["id"], grace, lang)
+        assert status == 422, (grace[:20], page[:300])
+        assert _field_error(page, "grace_seconds").startswith(f"{label}:"), grace[:20]
+    # Leading zeros are no digits of the number: 4,999 of them and a 7 is 7.
+    status, page = await _rotate(client, trigger["id"], "0" * 4999 + "7", "en")
+    assert status == 200, page[:300]
+    assert 0 < await _longest_grace(client, trigger["id"]) <= 7
+
+
 async def test_a_flows_version_to_activate_that_is_no_number_is_refused_as_such(
     client: Client, services: Services
 ) -> None:
@@ -208,6 +236,7 @@ async def test_a_flows_version_to_activate_that_is_no_number_is_refused_as_such(
         "abc": "a version is a whole number (1, 2, ...), not &#39;abc&#39;",
         "0": "versions start at 1",
         "99999999999": "no version is that high",
+        "0" * 5000: "versions start at 1",  # zero, however many zeros
     }
     for version, words in refused.items():
         data = {"csrf": token, "version": version}

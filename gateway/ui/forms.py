@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -274,6 +275,8 @@ def number_field(values: Mapping[str, Any], name: str, *, lang: str, integer: bo
     raw = str(values.get(name) or "").strip()
     if not raw:
         return None
+    if not raw.isascii() or "_" in raw:  # other scripts' digits, Python's `1_800`: text
+        return raw
     point, group = separators(lang)
     text = raw
     if re.fullmatch(_GROUPED[lang == "en"], raw):
@@ -292,22 +295,32 @@ def number_field(values: Mapping[str, Any], name: str, *, lang: str, integer: bo
 
 
 def whole_field(values: Mapping[str, Any], name: str, *, lang: str) -> int | None:
-    """A whole number typed in a form, for a use case that takes an integer: read in the
-    page's language (number_field: `1.800` on a Portuguese page, `1,800` on an English one),
-    None when empty. One that is not a whole number is a problem of its field, by what is
-    wrong with it: `type` for text or a fraction, `maximum` (`minimum` when negative) for a
-    number of more digits than Python reads (4,300). Its range is the use case's to check
-    (its own keywords: `minimum`, `maximum`)."""
-    number = number_field(values, name, lang=lang)
-    if number is None or isinstance(number, int):
-        return number
-    raw = str(number)
-    if re.fullmatch(r"[+-]?\d+", raw):  # digits past int()'s limit: a number, far too big
-        keyword = "minimum" if raw.startswith("-") else "maximum"
-        message = f"{name} is a number of {len(raw.lstrip('+-'))} digits: far out of range"
-    else:
-        keyword, message = "type", f"{name} is a whole number, not {raw!r}"
-    raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
+    """A whole number typed in a form, for a use case that takes an integer: ASCII digits, a
+    `-` before them or not, grouped by thousands with the page's separator or not (`1.800` on
+    a Portuguese page, `1,800` on an English one, is 1800); None when empty. Nothing else is
+    read: no `+`, no `_` between digits, no other script's digits (Python's int() reads all
+    three). One that is not a whole number so is a problem of its field, by what is wrong
+    with it: `type` for text or a fraction, `maximum` (`minimum` when negative) for a number
+    of more digits than Python reads (4,300, leading zeros aside). Its range is the use
+    case's to check (its own keywords: `minimum`, `maximum`)."""
+    raw = str(values.get(name) or "").strip()
+    if not raw:
+        return None
+    group = re.escape(separators(lang)[1])
+    found = re.fullmatch(rf"(-?)([0-9]+|[1-9][0-9]{{0,2}}(?:{group}[0-9]{{3}})+)", raw)
+    if found is None:
+        message = f"{name} is a whole number, not {raw!r}"
+        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "type")])
+    sign, digits = found.group(1), re.sub("[^0-9]", "", found.group(2)).lstrip("0") or "0"
+    if len(digits) > _INT_DIGITS:  # past int()'s limit: a number, far out of range
+        keyword = "minimum" if sign else "maximum"
+        message = f"{name} is a number of {len(digits)} digits: far out of range"
+        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
+    return int(sign + digits)
+
+
+# The most digits int() reads from text (sys.get_int_max_str_digits(), 4,300 by default).
+_INT_DIGITS: Final = sys.get_int_max_str_digits() or 4300
 
 
 # The highest version number a form reads (ten digits, as the API's paths): above it, none is.
