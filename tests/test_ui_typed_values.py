@@ -295,6 +295,32 @@ async def test_a_pause_reason_too_long_is_refused_at_its_field_not_cut(
     assert f"<q>{longest}</q>" in flow_page
 
 
+async def test_a_pause_reason_too_long_for_a_flow_paused_meanwhile_shows_its_problem(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    await _flow(client)
+    token = await csrf(client, "/admin/flows/alerta-frota")  # the page, not paused yet
+    other_tab = await client.post(
+        "/api/v1/flows/alerta-frota/pause", json={"reason": "other tab"}, headers=auth()
+    )
+    assert other_tab.status == 200, await other_tab.text()
+    reason = "x" * 700
+    response = await client.post(
+        "/admin/flows/alerta-frota/pause", data={"csrf": token, "reason": reason}
+    )
+    page = await response.text()
+    assert response.status == 422, page
+    assert 'data-testid="pause-refused"' in page
+    assert _field_error(page, "reason") == (
+        f"Longo demais: reason is a text of at most {MAX_PAUSE_REASON}"
+    )
+    assert f'value="{reason}"' in page  # what was typed is shown, not lost
+    state = await (await client.get("/api/v1/flows/alerta-frota/pause", headers=auth())).json()
+    assert state["paused"]["reason"] == "other tab"
+
+
 async def test_an_entity_deleted_in_the_ui_answers_410_at_once_before_the_relay_moves_it(
     client: Client, services: Services
 ) -> None:
