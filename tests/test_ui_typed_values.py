@@ -152,6 +152,31 @@ async def test_partner_credentials_typed_in_the_ui_reach_the_partner_as_typed(
     assert await _basic_seen(client, partner, action) == "u: pw with spaces "
 
 
+async def test_a_credentials_username_typed_in_the_ui_reaches_the_partner_as_from_the_api(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    """Every member of a credential is taken as typed, not only its secret: the same Basic
+    username and password reach the partner alike from the API and from the page."""
+    await make_user(services)
+    await log_in(client)
+    partner_id, action = await _partner_basic(client, partner)
+    credentials = {"type": "basic", "username": " u ", "password": " p "}
+    api = await client.patch(
+        f"/api/v1/partners/{partner_id}", json={"auth": credentials}, headers=auth()
+    )
+    assert api.status == 200, await api.text()
+    from_api = await _basic_seen(client, partner, action)
+    assert from_api == " u : p "
+    page = await (await client.get(f"/admin/partners/{partner_id}")).text()
+    path = f"/admin/partners/{partner_id}/credentials"
+    typed = replaced(
+        form_fields(page, path), auth__type="basic", auth__username=" u ", auth__password=" p "
+    )
+    saved = await client.post(path, data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    assert await _basic_seen(client, partner, action) == from_api
+
+
 async def _trigger(client: Client) -> dict[str, Any]:
     trigger: dict[str, Any] = await post(
         client, "/api/v1/triggers", {"name": "gps", "entity_type": "vehicle"}

@@ -197,6 +197,18 @@ def shown_back(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return shown, hidden
 
 
+# The fields taken as typed besides the secrets: the other members of a partner's credentials
+# (a Basic username, an OAuth client id and scope, a header's or query parameter's name), as
+# the API takes them: a space in one may be part of a working credential, and trimming it
+# would change what the partner receives.
+AS_TYPED_FIELDS: Final = SECRET_FIELDS | {
+    "auth.username",
+    "auth.client_id",
+    "auth.scope",
+    "auth.name",
+}
+
+
 def input_type(name: str, requested: str = "text") -> str:
     """The type of a form's `<input>` for the field `name` (the `field` macro): `password` for
     a secret field whatever was asked, and a password input only for one listed in
@@ -213,8 +225,8 @@ def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str,
     """A posted form as plain values: text fields as text, the `lists` as lists (checkboxes,
     multi-selects); the CSRF token, the form's language (state.form_lang reads it) and
     uploaded files are left out. Text is trimmed (names, ids, numbers, addresses: a space
-    copied around them is no part of them) except a secret field's (SECRET_FIELDS), taken as
-    typed."""
+    copied around them is no part of them) except a secret's and a credential's
+    (AS_TYPED_FIELDS, RETYPED_MEMBERS), taken as typed."""
     many = set(lists)
     values: dict[str, Any] = {}
     for name in data:
@@ -223,8 +235,8 @@ def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str,
         if name in many:
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]
         elif isinstance(raw := data[name], str):
-            secret = name in SECRET_FIELDS or name in RETYPED_MEMBERS
-            values[name] = raw if secret else raw.strip()
+            as_typed = name in AS_TYPED_FIELDS or name in RETYPED_MEMBERS
+            values[name] = raw if as_typed else raw.strip()
     for name in many:
         values.setdefault(name, [])
     return values
