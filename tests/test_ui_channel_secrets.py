@@ -129,3 +129,11 @@ async def test_a_refused_channel_document_is_shown_back_without_its_password(
     page = await refused.text()
     assert refused.status == 422, page
     assert SMTP_PASSWORD not in page
+    # Malformed JSON too: the member is blanked where it stands, the rest shown as typed.
+    broken = json.dumps(_channel_doc(SMTP_PASSWORD))[:-1] + ","
+    token = await csrf(client, "/admin/channels")
+    refused = await client.post("/admin/channels", data={"csrf": token, "document": broken})
+    page = await refused.text()
+    assert refused.status == 422, page
+    assert SMTP_PASSWORD not in page and "malformed JSON" in page
+    assert broken.replace(SMTP_PASSWORD, "") in html.unescape(page)

@@ -161,15 +161,22 @@ RETYPED_MEMBERS: Final = frozenset(
 
 def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:
     """A document field's text with its secrets (DOCUMENT_SECRETS) blanked, and the names of
-    the fields that take them again (`document/smtp/password`). Text that is no JSON object,
-    or that holds none of them, comes back as it is."""
+    the fields that take them again (`document/smtp/password`). In malformed JSON, each
+    member named so is blanked wherever it is (its string up to its closing quote, or to
+    the end when there is none). Text that holds none of them comes back as it is."""
     pointers = DOCUMENT_SECRETS.get(name, ())
     if not pointers:
         return text, []
     try:
         doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text, []
+    except orjson.JSONDecodeError:  # malformed: each secret's member blanked wherever it is
+        hidden = []
+        for pointer in pointers:
+            member = re.escape(orjson.dumps(pointer.rsplit("/", 1)[1]).decode())
+            text, found = re.subn(rf'({member}\s*:\s*)"(?:[^"\\]|\\.)*"?', r'\1""', text)
+            if found:
+                hidden.append(f"{name}{pointer}")
+        return text, hidden
     hidden = []
     for pointer in pointers:
         *parents, leaf = pointer.split("/")[1:]
