@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.flow_support import drain
 from tests.partner_double import create_action, create_partner, post
 from tests.test_ui_browser import Ui, ui
 from tests.ui_support import make_user
@@ -105,3 +106,57 @@ async def test_a_long_name_without_spaces_breaks_and_keeps_every_column_on_scree
     await _fits(ui, "/admin/partners")
     await _fits(ui, f"/admin/partners/{erp['id']}")
     await ui.shot("odd-name-long")
+
+
+# The ordinary words of a page (headings, badges, dates, numbers, event types: any text but a
+# name's cell or a facts list's value, which may break anywhere) that a line break cuts in two.
+_CUT_WORDS = """() => {
+  const cut = [];
+  for (const el of document.querySelectorAll('th, td:not(.name), .badge')) {
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    let node;
+    while ((node = walker.nextNode())) {
+      if (node.parentElement.closest('td.name')) continue;
+      for (const m of node.data.matchAll(/\\S+/g)) {
+        const r = document.createRange();
+        r.setStart(node, m.index);
+        r.setEnd(node, m.index + m[0].length);
+        const lines = new Set([...r.getClientRects()].map(x => Math.round(x.top)));
+        if (lines.size > 1) cut.push(el.tagName + ': ' + m[0]);
+      }
+    }
+  }
+  return cut;
+}"""
+
+SPACED = "Rastreador da frota de caminhões refrigerados da filial Campinas"  # 64, with spaces
+
+
+async def _whole_words(ui: Ui, path: str) -> None:
+    await ui.goto(path)
+    for summary in await ui.page.locator("details summary").all():  # the dashboard's tables
+        await summary.click()
+    assert await ui.page.evaluate(_CUT_WORDS) == [], path
+    # Each heading cell holds its words: nothing drawn past its box.
+    past = await ui.page.evaluate(
+        "() => [...document.querySelectorAll('th')].filter(h => h.scrollWidth > h.clientWidth)"
+        ".map(h => h.textContent)"
+    )
+    assert past == [], (path, past)
+
+
+async def test_ordinary_words_of_tables_are_never_cut_mid_letter_at_1280_px(ui: Ui) -> None:
+    """Only a name's cell may break anywhere: the headings, statuses, dates and event types of
+    a table keep their words whole (a dashboard's "pendente" was drawn "pendent|e")."""
+    await make_user(ui.services)
+    await ui.log_in()
+    await _whole_words(ui, "/admin/")  # a fresh tenant's dashboard
+    await post(ui.api, "/api/v1/triggers", {"name": SPACED, "entity_type": "vehicle"})
+    await post(ui.api, "/api/v1/triggers", {"name": "gps", "entity_type": "vehicle"})
+    for plate in ("ABC1D23", "XYZ9A87"):
+        await post(ui.api, "/api/v1/entities/vehicle", {"plate": plate, "model": SPACED})
+    await drain(ui.services)
+    for path in ("/admin/", "/admin/triggers", "/admin/events", "/admin/entities/vehicle"):
+        await _whole_words(ui, path)
+    # The long name still breaks, in its own cell, with every column on screen.
+    await _fits(ui, "/admin/triggers")

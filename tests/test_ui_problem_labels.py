@@ -50,7 +50,7 @@ async def test_values_given_but_unreadable_are_not_labelled_required(
     alert = re.search(r'<div class="alert" role="alert">(.*?)</div>', html, re.S)
     assert alert is not None, html
     [version] = _texts(alert.group(1))
-    assert version.startswith("Tipo inválido: a version is a number"), version
+    assert version.startswith("Tipo inválido: a version is a whole number (1, 2, ...)"), version
     typed = replaced(fields, payload='{"veiculos": []}', params="{bad")
     html = await (await client.post(action, data=typed)).text()
     [params] = _problems(html, "params")
@@ -85,14 +85,14 @@ async def test_a_version_of_thousands_of_digits_is_refused_not_a_crash(
     await make_user(services)
     await log_in(client)
     nines, zeros = "9" * 5000, "0" * 5000
-    for path in (
-        f"/admin/mappings/frota-api/versions/{nines}",
-        f"/admin/mappings/frota-api/diff?from=1&to={nines}",
-        f"/admin/mappings/frota-api/versions/{zeros}",
-        f"/admin/mappings/frota-api/diff?from={zeros}&to=1",
-        "/admin/mappings/frota-api/versions/dois",
+    for path, words in (
+        (f"/admin/mappings/frota-api/versions/{nines}", "no version is that high"),
+        (f"/admin/mappings/frota-api/diff?from=1&to={nines}", "no version is that high"),
+        (f"/admin/mappings/frota-api/versions/{zeros}", "versions start at 1"),
+        (f"/admin/mappings/frota-api/diff?from={zeros}&to=1", "versions start at 1"),
+        ("/admin/mappings/frota-api/versions/dois", "a version is a whole number (1, 2, ...)"),
     ):
         response = await client.get(path)
         html = await response.text()
         assert response.status == 422, (path[:60], response.status)
-        assert "Dados inválidos" in html and "a version is a number (1, 2, ...)" in html
+        assert "Dados inválidos" in html and words in html, path[:60]

@@ -152,6 +152,31 @@ async def test_partner_credentials_typed_in_the_ui_reach_the_partner_as_typed(
     assert await _basic_seen(client, partner, action) == "u: pw with spaces "
 
 
+async def test_a_credentials_username_typed_in_the_ui_reaches_the_partner_as_from_the_api(
+    client: Client, services: Services, partner: Partner
+) -> None:
+    """Every member of a credential is taken as typed, not only its secret: the same Basic
+    username and password reach the partner alike from the API and from the page."""
+    await make_user(services)
+    await log_in(client)
+    partner_id, action = await _partner_basic(client, partner)
+    credentials = {"type": "basic", "username": " u ", "password": " p "}
+    api = await client.patch(
+        f"/api/v1/partners/{partner_id}", json={"auth": credentials}, headers=auth()
+    )
+    assert api.status == 200, await api.text()
+    from_api = await _basic_seen(client, partner, action)
+    assert from_api == " u : p "
+    page = await (await client.get(f"/admin/partners/{partner_id}")).text()
+    path = f"/admin/partners/{partner_id}/credentials"
+    typed = replaced(
+        form_fields(page, path), auth__type="basic", auth__username=" u ", auth__password=" p "
+    )
+    saved = await client.post(path, data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    assert await _basic_seen(client, partner, action) == from_api
+
+
 async def _trigger(client: Client) -> dict[str, Any]:
     trigger: dict[str, Any] = await post(
         client, "/api/v1/triggers", {"name": "gps", "entity_type": "vehicle"}
@@ -197,6 +222,34 @@ async def test_a_rotations_grace_is_read_in_the_forms_language_and_each_problem_
         assert _field_error(page, "grace_seconds").startswith(f"{label}:"), grace
 
 
+async def test_a_whole_number_takes_ascii_digits_in_the_pages_grouping_and_nothing_else(
+    client: Client, services: Services
+) -> None:
+    """Python's int() reads `1_800`, `+1800` and other scripts' digits: a form does not."""
+    await make_user(services)
+    await log_in(client)
+    trigger = await _trigger(client)
+    refused = {
+        ("1_8_0_0", "pt-BR"): "Tipo inválido",
+        ("1_0", "en"): "Tipo inválido",
+        ("+1800", "en"): "Tipo inválido",
+        ("\uff11\uff18\uff10\uff10", "en"): "Tipo inválido",  # full-width 1800
+        ("\u0661\u0668\u0660\u0660", "pt-BR"): "Tipo inválido",  # Arabic-Indic 1800
+        ("1.800", "en"): "Tipo inválido",  # a Portuguese group on an English page
+        ("1 800", "pt-BR"): "Tipo inválido",
+        ("1." + "000." * 1500 + "000", "pt-BR"): "Grande demais",  # grouped, 4,504 digits
+        ("-" + "9" * 5000, "en"): "Pequeno demais",
+    }
+    for (grace, lang), label in refused.items():
+        status, page = await _rotate(client, trigger["id"], grace, lang)
+        assert status == 422, (grace[:20], page[:300])
+        assert _field_error(page, "grace_seconds").startswith(f"{label}:"), grace[:20]
+    # Leading zeros are no digits of the number: 4,999 of them and a 7 is 7.
+    status, page = await _rotate(client, trigger["id"], "0" * 4999 + "7", "en")
+    assert status == 200, page[:300]
+    assert 0 < await _longest_grace(client, trigger["id"]) <= 7
+
+
 async def test_a_flows_version_to_activate_that_is_no_number_is_refused_as_such(
     client: Client, services: Services
 ) -> None:
@@ -208,6 +261,7 @@ async def test_a_flows_version_to_activate_that_is_no_number_is_refused_as_such(
         "abc": "a version is a whole number (1, 2, ...), not &#39;abc&#39;",
         "0": "versions start at 1",
         "99999999999": "no version is that high",
+        "0" * 5000: "versions start at 1",  # zero, however many zeros
     }
     for version, words in refused.items():
         data = {"csrf": token, "version": version}
@@ -264,6 +318,32 @@ async def test_a_pause_reason_too_long_is_refused_at_its_field_not_cut(
     assert paused.status == 303, await paused.text()
     flow_page = await (await client.get("/admin/flows/alerta-frota")).text()
     assert f"<q>{longest}</q>" in flow_page
+
+
+async def test_a_pause_reason_too_long_for_a_flow_paused_meanwhile_shows_its_problem(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    await _flow(client)
+    token = await csrf(client, "/admin/flows/alerta-frota")  # the page, not paused yet
+    other_tab = await client.post(
+        "/api/v1/flows/alerta-frota/pause", json={"reason": "other tab"}, headers=auth()
+    )
+    assert other_tab.status == 200, await other_tab.text()
+    reason = "x" * 700
+    response = await client.post(
+        "/admin/flows/alerta-frota/pause", data={"csrf": token, "reason": reason}
+    )
+    page = await response.text()
+    assert response.status == 422, page
+    assert 'data-testid="pause-refused"' in page
+    assert _field_error(page, "reason") == (
+        f"Longo demais: reason is a text of at most {MAX_PAUSE_REASON}"
+    )
+    assert f'value="{reason}"' in page  # what was typed is shown, not lost
+    state = await (await client.get("/api/v1/flows/alerta-frota/pause", headers=auth())).json()
+    assert state["paused"]["reason"] == "other tab"
 
 
 async def test_an_entity_deleted_in_the_ui_answers_410_at_once_before_the_relay_moves_it(

@@ -18,7 +18,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from gateway.actions.body_check import BodyCheck
 from gateway.auth.secretbox import SecretBox
@@ -42,6 +42,12 @@ _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9A-F
 _ADDRESS = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _SENDER = re.compile(r"^(\+?[0-9]{3,15}|[A-Za-z0-9 ._-]{1,20})$")
+
+
+# The members of a channel's document that hold a secret (write-only: never returned), as
+# JSON Pointers: the SMTP password. A push channel names a partner, whose credentials are the
+# partner's; an SMS channel an action. The admin UI neither keeps nor shows these back.
+SECRET_MEMBERS: Final = ("/smtp/password",)
 
 
 def smtp_context(channel_id: str) -> str:

@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.accounts import UiSession
 from gateway.auth.sessions import csrf_token, sign_session
 from gateway.errors import RateLimited, Unauthorized
-from gateway.ui.forms import SECRET_FIELDS, Form, read_values
+from gateway.ui.forms import RETYPED_MEMBERS, SECRET_FIELDS, Form, hide_secrets, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
 from gateway.ui.middleware import end_session_cookie, session_cookie
@@ -103,19 +103,23 @@ def _kept(request: web.Request) -> list[tuple[str, str]]:
         return []
     form = form_of(request)
     return [
-        (k[len(KEPT) :], v)
+        (k[len(KEPT) :], hide_secrets(k[len(KEPT) :], v)[0])
         for k, v in form.items()
-        if k.startswith(KEPT) and isinstance(v, str) and k[len(KEPT) :] not in SECRET_FIELDS
+        if k.startswith(KEPT)
+        and isinstance(v, str)
+        and k[len(KEPT) :] not in SECRET_FIELDS | RETYPED_MEMBERS
     ]
 
 
 def _retype(request: web.Request) -> list[str]:
     """The secret fields typed in that form (`retype` fields), to be typed again: only names
-    of forms.SECRET_FIELDS, each once."""
+    of forms.SECRET_FIELDS (or forms.RETYPED_MEMBERS: a document's secret), each once."""
     if request.method != "POST":
         return []
     named = form_of(request).getall(RETYPE, [])
-    return sorted({n for n in named if isinstance(n, str) and n in SECRET_FIELDS})
+    return sorted(
+        {n for n in named if isinstance(n, str) and (n in SECRET_FIELDS or n in RETYPED_MEMBERS)}
+    )
 
 
 def _signed_in(request: web.Request, session: UiSession, next_path: str | None) -> web.Response:

@@ -16,12 +16,14 @@ from gateway.notify.policy import CHANNEL_TYPES
 from gateway.notify.testing import TEST_FIELDS, check_test_body, send_test
 from gateway.ui.forms import (
     Form,
+    Problem,
     document_field,
     editing,
     json_field,
     nest,
     number_field,
     read_values,
+    shown_back,
     stale_edit,
 )
 from gateway.ui.rendering import redirect, render
@@ -83,7 +85,7 @@ async def create_channel(request: web.Request) -> web.Response:
             tenant_of(request), document_field(values)
         )
     except InvalidPayload as exc:
-        return await list_channels(request, Form(values).refuse(exc, (), rest="document"))
+        return await list_channels(request, _refused(values, exc))
     return redirect(f"/admin/channels/{doc['_id']}", flash="channels.created")
 
 
@@ -120,15 +122,27 @@ async def edit_channel(request: web.Request) -> web.Response:
     tenant, channels = tenant_of(request), services_of(request).notify.channels
     values = read_values(form_of(request))
     channel = public_channel(await channels.get(tenant, _ref(request)))
-    if (stale := stale_edit(values, _edit_values(channel))) is not None:
+    if (stale := stale_edit(shown_back(values)[0], _edit_values(channel))) is not None:
         return await channel_page(request, edit=stale)
     current = editable(channel)
     try:
         patch = channel_patch(current, document_field(values))
         doc = await channels.update(tenant, _ref(request), patch)
     except InvalidPayload as exc:
-        return await channel_page(request, edit=Form(values).refuse(exc, (), rest="document"))
+        return await channel_page(request, edit=_refused(values, exc))
     return redirect(f"/admin/channels/{doc['_id']}", flash="channels.saved")
+
+
+def _refused(values: Mapping[str, Any], error: InvalidPayload) -> Form:
+    """A refused channel document, shown back without its SMTP password (write-only: blanked,
+    forms.hide_secrets), with a problem saying to type it again."""
+    shown, hidden = shown_back(values)
+    form = Form(shown).refuse(error, (), rest="document")
+    for name in hidden:
+        pointer = name[len("document") :]
+        message = f"{pointer}: a secret is never shown back; type it again"
+        form.errors.setdefault("document", []).append(Problem("problem.required", message))
+    return form
 
 
 async def test_channel(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -20,6 +21,7 @@ import orjson
 from multidict import MultiMapping
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.notify.channels import SECRET_MEMBERS as CHANNEL_SECRETS
 from gateway.ui.state import FORM_LANG
 
 ERROR_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 502, 503, 504)
@@ -145,6 +147,75 @@ SECRET_FIELDS: Final = frozenset(
 )
 
 
+# The fields holding a JSON document that may carry secrets, with those secrets' JSON Pointers:
+# a channel's document (its SMTP password). Such a secret is never kept through a login nor
+# shown back on a refused form: its value is blanked (`""`, which the use case refuses, so
+# a form saved without it again fails rather than saves something else), and the page asks
+# for it in a field of its own, named by field and pointer (`document/smtp/password`), which
+# document_field puts back in place.
+DOCUMENT_SECRETS: Final[Mapping[str, tuple[str, ...]]] = {"document": CHANNEL_SECRETS}
+RETYPED_MEMBERS: Final = frozenset(
+    f"{name}{pointer}" for name, pointers in DOCUMENT_SECRETS.items() for pointer in pointers
+)
+
+
+def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:
+    """A document field's text with its secrets (DOCUMENT_SECRETS) blanked, and the names of
+    the fields that take them again (`document/smtp/password`). In malformed JSON, each
+    member named so is blanked wherever it is (its string up to its closing quote, or to
+    the end when there is none). Text that holds none of them comes back as it is."""
+    pointers = DOCUMENT_SECRETS.get(name, ())
+    if not pointers:
+        return text, []
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:  # malformed: each secret's member blanked wherever it is
+        hidden = []
+        for pointer in pointers:
+            member = re.escape(orjson.dumps(pointer.rsplit("/", 1)[1]).decode())
+            text, found = re.subn(rf'({member}\s*:\s*)"(?:[^"\\]|\\.)*"?', r'\1""', text)
+            if found:
+                hidden.append(f"{name}{pointer}")
+        return text, hidden
+    hidden = []
+    for pointer in pointers:
+        *parents, leaf = pointer.split("/")[1:]
+        target: Any = doc
+        for part in parents:
+            target = target.get(part) if isinstance(target, dict) else None
+        if isinstance(target, dict) and target.get(leaf) not in (None, ""):
+            target[leaf] = ""
+            hidden.append(f"{name}{pointer}")
+    if not hidden:
+        return text, []
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode(), hidden
+
+
+def shown_back(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A posted form's values as a refused form shows them: its documents' secrets blanked
+    (hide_secrets), with the names of the fields that take them again."""
+    shown, hidden = dict(values), []
+    for name in DOCUMENT_SECRETS:
+        if isinstance(text := shown.get(name), str):
+            shown[name], found = hide_secrets(name, text)
+            hidden.extend(found)
+    for name in RETYPED_MEMBERS:
+        shown.pop(name, None)
+    return shown, hidden
+
+
+# The fields taken as typed besides the secrets: the other members of a partner's credentials
+# (a Basic username, an OAuth client id and scope, a header's or query parameter's name), as
+# the API takes them: a space in one may be part of a working credential, and trimming it
+# would change what the partner receives.
+AS_TYPED_FIELDS: Final = SECRET_FIELDS | {
+    "auth.username",
+    "auth.client_id",
+    "auth.scope",
+    "auth.name",
+}
+
+
 def input_type(name: str, requested: str = "text") -> str:
     """The type of a form's `<input>` for the field `name` (the `field` macro): `password` for
     a secret field whatever was asked, and a password input only for one listed in
@@ -161,8 +232,8 @@ def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str,
     """A posted form as plain values: text fields as text, the `lists` as lists (checkboxes,
     multi-selects); the CSRF token, the form's language (state.form_lang reads it) and
     uploaded files are left out. Text is trimmed (names, ids, numbers, addresses: a space
-    copied around them is no part of them) except a secret field's (SECRET_FIELDS), taken as
-    typed."""
+    copied around them is no part of them) except a secret's and a credential's
+    (AS_TYPED_FIELDS, RETYPED_MEMBERS), taken as typed."""
     many = set(lists)
     values: dict[str, Any] = {}
     for name in data:
@@ -171,7 +242,8 @@ def read_values(data: MultiMapping[Any], lists: Iterable[str] = ()) -> dict[str,
         if name in many:
             values[name] = [v for v in data.getall(name) if isinstance(v, str)]
         elif isinstance(raw := data[name], str):
-            values[name] = raw if name in SECRET_FIELDS else raw.strip()
+            as_typed = name in AS_TYPED_FIELDS or name in RETYPED_MEMBERS
+            values[name] = raw if as_typed else raw.strip()
     for name in many:
         values.setdefault(name, [])
     return values
@@ -222,6 +294,8 @@ def number_field(values: Mapping[str, Any], name: str, *, lang: str, integer: bo
     raw = str(values.get(name) or "").strip()
     if not raw:
         return None
+    if not raw.isascii() or "_" in raw:  # other scripts' digits, Python's `1_800`: text
+        return raw
     point, group = separators(lang)
     text = raw
     if re.fullmatch(_GROUPED[lang == "en"], raw):
@@ -240,22 +314,32 @@ def number_field(values: Mapping[str, Any], name: str, *, lang: str, integer: bo
 
 
 def whole_field(values: Mapping[str, Any], name: str, *, lang: str) -> int | None:
-    """A whole number typed in a form, for a use case that takes an integer: read in the
-    page's language (number_field: `1.800` on a Portuguese page, `1,800` on an English one),
-    None when empty. One that is not a whole number is a problem of its field, by what is
-    wrong with it: `type` for text or a fraction, `maximum` (`minimum` when negative) for a
-    number of more digits than Python reads (4,300). Its range is the use case's to check
-    (its own keywords: `minimum`, `maximum`)."""
-    number = number_field(values, name, lang=lang)
-    if number is None or isinstance(number, int):
-        return number
-    raw = str(number)
-    if re.fullmatch(r"[+-]?\d+", raw):  # digits past int()'s limit: a number, far too big
-        keyword = "minimum" if raw.startswith("-") else "maximum"
-        message = f"{name} is a number of {len(raw.lstrip('+-'))} digits: far out of range"
-    else:
-        keyword, message = "type", f"{name} is a whole number, not {raw!r}"
-    raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
+    """A whole number typed in a form, for a use case that takes an integer: ASCII digits, a
+    `-` before them or not, grouped by thousands with the page's separator or not (`1.800` on
+    a Portuguese page, `1,800` on an English one, is 1800); None when empty. Nothing else is
+    read: no `+`, no `_` between digits, no other script's digits (Python's int() reads all
+    three). One that is not a whole number so is a problem of its field, by what is wrong
+    with it: `type` for text or a fraction, `maximum` (`minimum` when negative) for a number
+    of more digits than Python reads (4,300, leading zeros aside). Its range is the use
+    case's to check (its own keywords: `minimum`, `maximum`)."""
+    raw = str(values.get(name) or "").strip()
+    if not raw:
+        return None
+    group = re.escape(separators(lang)[1])
+    found = re.fullmatch(rf"(-?)([0-9]+|[1-9][0-9]{{0,2}}(?:{group}[0-9]{{3}})+)", raw)
+    if found is None:
+        message = f"{name} is a whole number, not {raw!r}"
+        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "type")])
+    sign, digits = found.group(1), re.sub("[^0-9]", "", found.group(2)).lstrip("0") or "0"
+    if len(digits) > _INT_DIGITS:  # past int()'s limit: a number, far out of range
+        keyword = "minimum" if sign else "maximum"
+        message = f"{name} is a number of {len(digits)} digits: far out of range"
+        raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
+    return int(sign + digits)
+
+
+# The most digits int() reads from text (sys.get_int_max_str_digits(), 4,300 by default).
+_INT_DIGITS: Final = sys.get_int_max_str_digits() or 4300
 
 
 # The highest version number a form reads (ten digits, as the API's paths): above it, none is.
@@ -333,6 +417,16 @@ def document_field(values: Mapping[str, Any], name: str = "document") -> dict[st
         message = "paste the JSON document, as the admin API takes it"
         keyword = "required" if doc is None else "type"  # empty, or not an object
         raise InvalidPayload(message, [FieldProblem(f"/{name}", message, keyword)])
+    # A secret typed again apart (after a login: hide_secrets) goes back in its place.
+    for pointer in DOCUMENT_SECRETS.get(name, ()):
+        typed = values.get(f"{name}{pointer}")
+        if isinstance(typed, str) and typed:
+            *parents, leaf = pointer.split("/")[1:]
+            target: Any = doc
+            for part in parents:
+                target = target.setdefault(part, {}) if isinstance(target, dict) else None
+            if isinstance(target, dict):
+                target[leaf] = typed
     return doc
 
 

@@ -19,7 +19,7 @@ from yarl import URL
 from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
 from gateway.errors import GatewayError, RateLimited
 from gateway.logs import request_id_var
-from gateway.ui.forms import SECRET_FIELDS, Form, error_key
+from gateway.ui.forms import RETYPED_MEMBERS, SECRET_FIELDS, Form, error_key, hide_secrets
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
@@ -223,7 +223,8 @@ async def _kept_form(request: web.Request) -> Kept | None:
     same-origin. None otherwise, and for anything but a POST. Uploaded files are not kept,
     nor is a secret typed (forms.SECRET_FIELDS: a password, a partner's credentials): the
     login page would carry it and the page after the login show it; only its name is kept,
-    for the visitor to type it again."""
+    for the visitor to type it again. A secret inside a JSON document (a channel's SMTP
+    password: forms.DOCUMENT_SECRETS) is blanked in it, and asked for again the same way."""
     if request.method != "POST":
         return None
     ring = services_of(request).keyring
@@ -239,10 +240,17 @@ async def _kept_form(request: web.Request) -> Kept | None:
     if not isinstance(token, str) or (ended is not None and not check_csrf(ring, ended, token)):
         return None
     typed = [(k, v) for k, v in form.items() if isinstance(v, str) and k != "csrf"]
-    return Kept(
-        [(k, v) for k, v in typed if k not in SECRET_FIELDS],
-        sorted({k for k, v in typed if k in SECRET_FIELDS and v}),
-    )
+    fields: list[tuple[str, str]] = []
+    retype: set[str] = set()
+    for name, value in typed:
+        if name in SECRET_FIELDS or name in RETYPED_MEMBERS:
+            if value:
+                retype.add(name)
+            continue
+        value, hidden = hide_secrets(name, value)
+        retype.update(hidden)
+        fields.append((name, value))
+    return Kept(fields, sorted(retype))
 
 
 @dataclass(frozen=True, slots=True)

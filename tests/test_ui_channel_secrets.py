@@ -1,0 +1,139 @@
+"""A channel's SMTP password typed in its JSON document is write-only in the admin UI too: not
+kept through a login (the page after it asks for it in a field of its own), not echoed by a
+refused form, and never saved by a form that lost it."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from gateway.services import Services
+from tests.partner_double import post
+from tests.ui_support import PASSWORD, Client, csrf, form_fields, log_in, make_user, replaced
+
+SMTP_PASSWORD = "Sup3r-SMTP-s3nha-XYZ"
+
+
+def _channel_doc(password: str | None) -> dict[str, Any]:
+    smtp: dict[str, Any] = {"host": "127.0.0.1", "port": 2525, "security": "none"}
+    smtp.update(username="frota")
+    if password is not None:
+        smtp["password"] = password
+    return {"name": "email", "type": "email", "smtp": smtp, "from": "Frota <a@acme.com.br>"}
+
+
+async def _password_of(services: Services, channel_id: str) -> str | None:
+    ready = await services.notify.channels.ready("acme", channel_id)
+    assert ready.email is not None
+    return ready.email.password
+
+
+async def test_a_channel_password_typed_as_the_session_ended_is_not_kept_and_is_asked_again(
+    client: Client, services: Services
+) -> None:
+    channel = await post(client, "/api/v1/channels", _channel_doc("old-password-1"))
+    await make_user(services)
+    await log_in(client)
+    path = f"/admin/channels/{channel['id']}/edit"
+    fields = form_fields(await (await client.get(f"/admin/channels/{channel['id']}")).text(), path)
+    # Only the password changes: the document is otherwise the one shown.
+    typed = replaced(fields, document=json.dumps(_channel_doc(SMTP_PASSWORD)))
+    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
+    refused = await client.post(path, data=typed, allow_redirects=False)
+    login_page = await refused.text()
+    assert refused.status == 401, login_page
+    assert SMTP_PASSWORD not in login_page
+    assert login_page.count('name="retype" value="document/smtp/password"') == 2
+    assert "&#34;password&#34;: &#34;&#34;" in login_page  # blanked in the kept document
+    login = replaced(
+        form_fields(login_page, "/admin/login"),
+        tenant="acme",
+        email="ana@acme.com.br",
+        password=PASSWORD,
+    )
+    resumed = await client.post("/admin/login", data=login, allow_redirects=False)
+    resume_page = await resumed.text()
+    assert resumed.status == 200, resume_page
+    assert SMTP_PASSWORD not in resume_page
+    assert 'name="document/smtp/password" type="password"' in resume_page
+    # Typed again in its field: saved, with it.
+    resume = form_fields(resume_page, path)
+    retyped = replaced(resume, **{"document/smtp/password": SMTP_PASSWORD})
+    saved = await client.post(path, data=retyped, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    assert await _password_of(services, channel["id"]) == SMTP_PASSWORD
+
+
+async def test_a_channel_form_resumed_without_its_password_is_refused_not_saved_without(
+    client: Client, services: Services
+) -> None:
+    channel = await post(client, "/api/v1/channels", _channel_doc("old-password-1"))
+    await make_user(services)
+    await log_in(client)
+    path = f"/admin/channels/{channel['id']}/edit"
+    fields = form_fields(await (await client.get(f"/admin/channels/{channel['id']}")).text(), path)
+    typed = replaced(fields, document=json.dumps(_channel_doc(SMTP_PASSWORD)))
+    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
+    login_page = await (await client.post(path, data=typed, allow_redirects=False)).text()
+    login = replaced(
+        form_fields(login_page, "/admin/login"),
+        tenant="acme",
+        email="ana@acme.com.br",
+        password=PASSWORD,
+    )
+    resume_page = await (await client.post("/admin/login", data=login)).text()
+    # Saved without typing it again: refused, not saved with the old password as if changed.
+    unsaid = await client.post(path, data=form_fields(resume_page, path))
+    page = await unsaid.text()
+    assert unsaid.status == 422, page
+    assert "password is a non-empty string" in page
+    assert await _password_of(services, channel["id"]) == "old-password-1"
+
+
+async def test_a_new_channel_typed_as_the_session_ended_keeps_its_document_but_the_password(
+    client: Client, services: Services
+) -> None:
+    await make_user(services)
+    await log_in(client)
+    fields = form_fields(await (await client.get("/admin/channels")).text(), "/admin/channels")
+    typed = replaced(fields, document=json.dumps(_channel_doc(SMTP_PASSWORD)))
+    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
+    refused = await client.post("/admin/channels", data=typed, allow_redirects=False)
+    login_page = await refused.text()
+    assert refused.status == 401, login_page
+    assert SMTP_PASSWORD not in login_page
+    assert "&#34;username&#34;: &#34;frota&#34;" in login_page
+
+
+async def test_a_refused_channel_document_is_shown_back_without_its_password(
+    client: Client, services: Services
+) -> None:
+    channel = await post(client, "/api/v1/channels", _channel_doc("old-password-1"))
+    await make_user(services)
+    await log_in(client)
+    token = await csrf(client, f"/admin/channels/{channel['id']}")
+    doc = _channel_doc(SMTP_PASSWORD)
+    doc["smtp"]["port"] = "x"
+    refused = await client.post(
+        f"/admin/channels/{channel['id']}/edit", data={"csrf": token, "document": json.dumps(doc)}
+    )
+    page = await refused.text()
+    assert refused.status == 422, page
+    assert SMTP_PASSWORD not in page
+    assert "/smtp/password: a secret is never shown back; type it again" in html.unescape(page)
+    token = await csrf(client, "/admin/channels")
+    refused = await client.post(
+        "/admin/channels", data={"csrf": token, "document": json.dumps(doc)}
+    )
+    page = await refused.text()
+    assert refused.status == 422, page
+    assert SMTP_PASSWORD not in page
+    # Malformed JSON too: the member is blanked where it stands, the rest shown as typed.
+    broken = json.dumps(_channel_doc(SMTP_PASSWORD))[:-1] + ","
+    token = await csrf(client, "/admin/channels")
+    refused = await client.post("/admin/channels", data={"csrf": token, "document": broken})
+    page = await refused.text()
+    assert refused.status == 422, page
+    assert SMTP_PASSWORD not in page and "malformed JSON" in page
+    assert broken.replace(SMTP_PASSWORD, "") in html.unescape(page)
