@@ -24,9 +24,9 @@ already that answers the page it answered then (two pages naming each other, or 
 cycle within `max_pages`): the cursor stays there and the run fails as a `loop` and backs
 off. Nothing of it outlives the run: a cursor sent in an earlier run that answers its page
 again is read on (an offset log read again from its earliest record after a reset or a
-lagging replica's answer). Page numbers (`cursor.step`) index a list: an empty page, or the
-page before answered again (a partner clamping page numbers past the end), ends it, and the
-next run reads it again from `initial`.
+lagging replica's answer). Page numbers (`cursor.step`) index a list: its end (`more` false,
+or the records of the page before answered again by a partner clamping page numbers past
+the end) sends the cursor back to `initial`, and the next run reads the list again.
 """
 
 from __future__ import annotations
@@ -195,12 +195,12 @@ class Poll:
         spec = doc.get("cursor")
         more = page.more if page.more is not None else bool(records)
         if spec is not None and spec.get("step"):
-            # Page numbers index a list: its records' digest is the page's. An empty page or
+            # Page numbers index a list: its records' digest is the page's. The records of
             # the page before answered again (a page number past the end clamped to the last
-            # page) is past its end: nothing of it is written, and the next run reads the list
-            # again from `initial`.
+            # page) are past its end: nothing of it is written, and the next run reads the
+            # list again from `initial` (as after its last page, below).
             page_digest: str | None = digest(records)
-            if not records or page_digest == self._digest:
+            if records and page_digest == self._digest:
                 await self._commit(spec["initial"], None, [])
                 return False
         else:
