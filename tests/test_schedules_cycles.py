@@ -17,8 +17,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
+from gateway.schedules.calls import cursor_key, page_mark
 from gateway.schedules.runner import MAX_RUNS_IN_ROW
+from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.partner_double import FakeClock, upload_mapping
 from tests.schedule_support import get, runner, runs, scripted_schedule
@@ -484,3 +487,29 @@ async def test_a_page_number_list_whose_partner_repeats_its_last_page_is_read_wh
     for plate in rows:
         vehicle = await get(client, f"/api/v1/entities/vehicle/{plate}")
         assert vehicle["attributes"]["erp_id"] == f"{plate}-v2"
+
+
+async def test_a_chain_of_cursors_stored_before_is_ignored_and_removed(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A schedule document written before 2026-12-05 may carry a cross-run `chain` that names
+    the cursor it is at with the page it answers: that is read on, not refused, and the next
+    release takes the old fields off."""
+    pages = {
+        None: {"items": [_item("ABC1D23", "1")], "next": "c2", "more": True},
+        "c2": {"items": [_item("BRA2E19", "2")], "next": "c3", "more": True},
+        "c3": {"items": [_item("RIO3F45", "3")], "next": "c4", "more": False},
+    }
+    scripted.answer = lambda after, n: pages[after]
+    _clock(client)
+    schedule = await scripted_schedule(client, scripted, max_pages=1)
+    collection = client.app[services_key].store.db["schedules"]
+    key, mark = cursor_key("c2"), page_mark([_item("BRA2E19", "2")], "c3", True)
+    await collection.update_one(
+        {"_id": ObjectId(schedule["id"])}, {"$set": {"chain": [[key, mark]], "chain_seen": 9}}
+    )
+
+    assert await _until_idle(client) == {"more": 2, "ok": 1}
+    assert (await _state(client, schedule["id"]))["cursor"] == "c4"
+    stored = await collection.find_one({"_id": ObjectId(schedule["id"])})
+    assert stored is not None and "chain" not in stored and "chain_seen" not in stored
