@@ -255,6 +255,13 @@ class Metrics:
             ["schedule"],
             registry=r,
         )
+        self.schedule_paced = Counter(
+            "gateway_schedule_paced_total",
+            "Runs after which a partner that still had more waited for the regular time "
+            "(the bound of more runs in a row)",
+            ["schedule"],
+            registry=r,
+        )
         self.schedule_page_items = Histogram(
             "gateway_schedule_page_items",
             "Items per polled page (as gateway_trigger_batch_items counts a trigger's batches)",

@@ -1,9 +1,13 @@
-"""A partner whose cursor comes back to one the schedule already read and answers the same
-page again (two pages naming each other, or a longer cycle spread over `more` runs), or that
-answers empty pages under new cursors with `more` forever, does not make the schedule call it
-without a pause: the cycle is refused as a `loop` and backs off; the empty pages end the chain
-until the regular run. A cursor that comes back with another page (a feed restarted from its
-earliest record) is read on, not taken for a cycle."""
+"""A partner whose cursor comes back, within a run, to one it already read and answers the
+same page again (two pages naming each other, or a longer cycle) does not make the schedule
+call it without a pause: the cycle is refused as a `loop` and backs off. Nothing of that is
+kept across runs, so one odd answer never stops a feed for good. Whatever else keeps a
+partner saying `more` (a cycle longer than a run, pages that change every lap, records the
+mapping leaves out or dedupe had seen) is bounded: at most `MAX_RUNS_IN_ROW` runs in a row,
+then the regular time. Empty pages under new cursors wait for the regular run at once. A
+cursor that comes back with another page (a feed restarted from its earliest record) is read
+on, not taken for a cycle; a page-number list ends on an empty page or its last page answered
+again, and is read whole again from `initial`."""
 
 from __future__ import annotations
 
@@ -11,8 +15,13 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
+from bson import ObjectId
 
+from gateway.schedules.calls import cursor_key, page_mark
+from gateway.schedules.runner import MAX_RUNS_IN_ROW
+from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.partner_double import FakeClock, upload_mapping
 from tests.schedule_support import get, runner, runs, scripted_schedule
@@ -69,20 +78,28 @@ async def test_a_cursor_cycling_between_two_pages_is_a_loop_that_backs_off(
 
     assert await _until_idle(client) == {}  # no hot loop
     clock.advance(6)
-    # From c2 the same page again: refused before anything is written, a longer wait.
+    # Nothing is kept across runs: from c2 once round the cycle, then the loop again and a
+    # longer wait.
     assert await _until_idle(client) == {"failed": 1}
-    assert len(scripted.calls) == 5
+    assert [c["after"] for c in scripted.calls][4:] == ["c2", "c1", "c2"]
     state = await _state(client, schedule["id"])
-    assert (state["last_error"]["kind"], state["failures"]) == ("loop", 2)
+    assert (state["last_error"]["kind"], state["cursor"], state["failures"]) == ("loop", "c2", 2)
     waited = datetime.fromisoformat(state["next_run_at"]) - clock.now
     assert 29 <= waited.total_seconds() <= 31
     run = (await runs(client, schedule["id"]))[0]
-    assert (run["outcome"], run["written"], run["error"]["kind"]) == ("failed", 0, "loop")
+    assert (run["outcome"], run["written"], run["error"]["kind"]) == ("failed", 2, "loop")
 
 
-async def test_a_cycle_longer_than_a_run_is_found_across_its_more_runs(
+async def _paced(client: Client, schedule_id: str) -> str:
+    metrics = await (await client.get("/metrics")).text()
+    series = f'gateway_schedule_paced_total{{schedule="{schedule_id}"}} '
+    return next((line for line in metrics.splitlines() if line.startswith(series)), "")
+
+
+async def test_a_cycle_longer_than_a_run_goes_on_at_most_the_bound_of_runs_then_waits(
     client: Client, scripted: ScriptedFeed
 ) -> None:
+    """(Before 2026-12-05, a chain of cursors kept across runs refused it as a `loop`.)"""
     pages = {
         None: {"items": [_item("ABC1D23", "1")], "next": "c2", "more": True},
         "c2": {"items": [_item("BRA2E19", "2")], "next": "c3", "more": True},
@@ -92,18 +109,20 @@ async def test_a_cycle_longer_than_a_run_is_found_across_its_more_runs(
     clock = _clock(client)
     schedule = await scripted_schedule(client, scripted, max_pages=1)
 
-    assert await _until_idle(client) == {"more": 3, "failed": 1}
-    assert [c["after"] for c in scripted.calls] == [None, "c2", "c3", "c2"]
+    assert await _until_idle(client) == {"more": MAX_RUNS_IN_ROW}
+    assert len(scripted.calls) == MAX_RUNS_IN_ROW  # max_pages each
     state = await _state(client, schedule["id"])
-    assert (state["last_error"]["kind"], state["cursor"]) == ("loop", "c2")
-    outcomes = [r["outcome"] for r in await runs(client, schedule["id"])]
-    assert outcomes == ["failed", "more", "more", "more"]
+    assert (state["failures"], state["last_error"]) == (0, None)
+    waited = datetime.fromisoformat(state["next_run_at"]) - clock.now
+    assert timedelta(minutes=59) < waited <= timedelta(hours=1)
+    last, before = (await runs(client, schedule["id"]))[:2]
+    assert "20 runs in a row" in last["note"] and before["note"] is None
+    assert (await _paced(client, schedule["id"])).endswith(" 1.0")
 
-    clock.advance(6)  # the chain is kept: c2's same page is refused at once, a longer wait
-    assert await _until_idle(client) == {"failed": 1}
-    assert [c["after"] for c in scripted.calls][4:] == ["c2"]
-    state = await _state(client, schedule["id"])
-    assert (state["last_error"]["kind"], state["cursor"], state["failures"]) == ("loop", "c2", 2)
+    clock.advance(3600)  # the regular run starts a new row
+    assert await _until_idle(client) == {"more": MAX_RUNS_IN_ROW}
+    assert len(scripted.calls) == 2 * MAX_RUNS_IN_ROW
+    assert (await _paced(client, schedule["id"])).endswith(" 2.0")
 
 
 async def test_a_partner_that_moves_on_without_a_cycle_is_read_to_its_end(
@@ -255,12 +274,11 @@ async def test_a_mixed_feed_whose_mapping_keeps_some_records_reads_on_at_once(
     assert reads == [(2, 1), (3, 0)]
 
 
-async def test_records_dedupe_saw_answered_again_under_new_cursors_wait_past_what_it_remembers(
+async def test_records_dedupe_saw_answered_again_under_new_cursors_wait_after_the_bound(
     client: Client, scripted: ScriptedFeed
 ) -> None:
-    """A partner answering the same record under ever new cursors with `more` forever: the
-    chain goes on at once while the seen records in a row are no more than dedupe remembers
-    (`keep`: a list read again shows each once), then waits for the regular run."""
+    """A partner answering the same record under ever new cursors with `more` forever. (Before
+    2026-12-05 the bound was the seen records in a row against dedupe's `keep`.)"""
     scripted.answer = lambda after, n: {
         "items": [_item("ABC1D23", "1")],
         "next": f"c{n}",
@@ -271,18 +289,13 @@ async def test_records_dedupe_saw_answered_again_under_new_cursors_wait_past_wha
         client, scripted, max_pages=2, dedupe={"by": "codigo", "keep": 3}
     )
 
-    # 1 written, then 1, 3, 5 seen in a row: past 3 after the third run.
-    assert await _until_idle(client) == {"more": 3}
-    assert len(scripted.calls) == 6
+    assert await _until_idle(client) == {"more": MAX_RUNS_IN_ROW}
+    assert len(scripted.calls) == 2 * MAX_RUNS_IN_ROW
     assert await _until_idle(client) == {}
     state = await _state(client, schedule["id"])
-    assert (state["cursor"], state["failures"], state["last_error"]) == ("c6", 0, None)
+    assert (state["cursor"], state["failures"]) == (f"c{2 * MAX_RUNS_IN_ROW}", 0)
     waited = datetime.fromisoformat(state["next_run_at"]) - clock.now
     assert timedelta(minutes=59) < waited <= timedelta(hours=1)
-
-    clock.advance(3600)  # still the same record: one regular run, then the wait again
-    assert await _until_idle(client) == {"more": 1}
-    assert len(scripted.calls) == 8
 
 
 async def test_a_mixed_feed_without_more_reads_on_through_pages_the_mapping_leaves_out(
@@ -309,3 +322,194 @@ async def test_a_mixed_feed_without_more_reads_on_through_pages_the_mapping_leav
     vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
     assert vehicle["attributes"]["erp_id"] == "r3"
     assert (await _state(client, schedule["id"]))["cursor"] == "4"
+
+
+async def test_an_offset_log_answered_once_from_its_earliest_record_reads_on(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """One answer of a lagging replica (offset 3 unknown: read from the earliest, as Kafka's
+    `earliest` does) sends the schedule back to offsets it read, whose pages never change.
+    That is no cycle kept against the feed: the schedule reads on to the log's end. (Before
+    2026-12-05 it failed as a `loop` on every run, for good.)"""
+    head = [6]  # one record per offset, immutable
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        at = 0 if n == 4 else int(after or 0)
+        if at >= head[0]:
+            return {"items": [], "next": str(at), "more": False}
+        return {"items": [_item(PLATES[at % 6], f"rec-{at}")], "next": str(at + 1), "more": True}
+
+    scripted.answer = answer
+    clock = _clock(client)
+    schedule = await scripted_schedule(client, scripted, max_pages=3)
+
+    assert await _until_idle(client) == {"more": 3, "ok": 1}
+    sent = [c["after"] for c in scripted.calls]
+    assert sent == [None, "1", "2", "3", "1", "2", "3", "4", "5", "6"]
+    state = await _state(client, schedule["id"])
+    assert (state["cursor"], state["failures"], state["last_error"]) == ("6", 0, None)
+
+    head[0] = 8  # the log grows: the next regular run reads it
+    clock.advance(3600)
+    assert await _until_idle(client) == {"ok": 1}
+    assert (await _state(client, schedule["id"]))["cursor"] == "8"
+    vehicle = await get(client, f"/api/v1/entities/vehicle/{PLATES[7 % 6]}")
+    assert vehicle["attributes"]["erp_id"] == "rec-7"
+
+
+async def test_a_revisited_cursor_answering_its_page_again_within_a_run_fails_for_that_run_only(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """The same replica's answer within one run is a `loop` for that run: the next run, after
+    the back-off, reads on from where it stopped."""
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        at = 0 if n == 4 else int(after or 0)
+        return {"items": [_item(PLATES[at], f"rec-{at}")], "next": str(at + 1), "more": at < 5}
+
+    scripted.answer = answer
+    clock = _clock(client)
+    schedule = await scripted_schedule(client, scripted)
+
+    assert await _until_idle(client) == {"failed": 1}
+    assert [c["after"] for c in scripted.calls] == [None, "1", "2", "3", "1"]
+    state = await _state(client, schedule["id"])
+    assert (state["last_error"]["kind"], state["cursor"]) == ("loop", "1")
+    clock.advance(6)
+    assert await _until_idle(client) == {"ok": 1}
+    assert [c["after"] for c in scripted.calls][5:] == ["1", "2", "3", "4", "5"]
+    state = await _state(client, schedule["id"])
+    assert (state["cursor"], state["failures"]) == ("6", 0)  # last_error stays as it was
+
+
+# A partner that would say `more` forever stops after this many calls, so a schedule that
+# spins ends (and fails the test) instead of hanging.
+STOP = 200
+
+
+async def test_records_the_mapping_leaves_out_under_new_cursors_go_on_at_most_the_bound(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """Heartbeats under ever new cursors with `more` forever, none of them kept by the mapping:
+    `MAX_RUNS_IN_ROW` runs of `max_pages` calls, then the regular time. (Before 2026-12-05 the
+    partner was called without a pause.)"""
+    scripted.answer = lambda after, n: {
+        "items": [{"kind": "heartbeat", "placa": "ABC1D23", "codigo": f"h{n}"}],
+        "next": f"c{n}",
+        "more": n < STOP,
+    }
+    clock = _clock(client)
+    await upload_mapping(client, MIXED)
+    target = {"entity_type": "vehicle", "mapping": "erp-mixed"}
+    schedule = await scripted_schedule(client, scripted, max_pages=5, target=target)
+
+    assert await _until_idle(client) == {"more": MAX_RUNS_IN_ROW}
+    assert len(scripted.calls) == 5 * MAX_RUNS_IN_ROW < STOP
+    state = await _state(client, schedule["id"])
+    waited = datetime.fromisoformat(state["next_run_at"]) - clock.now
+    assert timedelta(minutes=59) < waited <= timedelta(hours=1)
+    assert "runs in a row" in (await runs(client, schedule["id"]))[0]["note"]
+
+
+async def test_a_cycle_whose_pages_change_every_lap_goes_on_at_most_the_bound(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """c1 → c2 → c1 where every record carries a value that changes on each call (a live
+    position): never the same page, so never a `loop`, but bounded all the same."""
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        nxt = "c2" if after in (None, "c1") else "c1"
+        record = {**_item("ABC1D23" if nxt == "c2" else "BRA2E19", "1"), "raw": n}
+        return {"items": [record], "next": nxt, "more": n < STOP}
+
+    scripted.answer = answer
+    _clock(client)
+    await scripted_schedule(client, scripted, max_pages=3)
+
+    assert await _until_idle(client) == {"more": MAX_RUNS_IN_ROW}
+    assert len(scripted.calls) == 3 * MAX_RUNS_IN_ROW < STOP
+
+
+async def test_a_cycle_whose_reentry_page_changes_is_a_loop_at_its_stable_pages(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """c1 → c2 → c3 → c1 where only c1's page changes: c2, sent again in the same run, answers
+    its page again. (Before 2026-12-05 the changed c1 page cleared what was kept and the cycle
+    was read without a pause.)"""
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        at = after or "c1"
+        record = {**_item("ABC1D23", at), "raw": n if at == "c1" else 0}
+        return {"items": [record], "next": {"c1": "c2", "c2": "c3", "c3": "c1"}[at], "more": True}
+
+    scripted.answer = answer
+    _clock(client)
+    cursor = {"from": "next", "param": "query.after", "more": "more", "initial": "c1"}
+    schedule = await scripted_schedule(client, scripted, cursor=cursor)
+
+    assert await _until_idle(client) == {"failed": 1}
+    assert [c["after"] for c in scripted.calls] == ["c1", "c2", "c3", "c1", "c2"]
+    state = await _state(client, schedule["id"])
+    assert (state["last_error"]["kind"], state["cursor"]) == ("loop", "c2")
+
+
+@pytest.mark.parametrize("dedupe", [None, {"by": "codigo", "keep": 1000}])
+async def test_a_page_number_list_whose_partner_repeats_its_last_page_is_read_whole_again(
+    client: Client, scripted: ScriptedFeed, dedupe: dict[str, Any] | None
+) -> None:
+    """Without `cursor.more`, a partner clamping page numbers past the end answers its last
+    page again: that ends the list, and the next run reads it again from `initial`, where a
+    changed row is written. (Before 2026-12-05 the cursor climbed past the end for good.)"""
+    rows = PLATES[:3]
+    version = ["v1"]
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        page = min(int(after or 1), len(rows))
+        plate = rows[page - 1]
+        return {"items": [_item(plate, f"{plate}-{version[0]}")], "page": page}
+
+    scripted.answer = answer
+    clock = _clock(client)
+    cursor = {"step": 1, "initial": 1, "param": "query.after"}
+    extra = {"dedupe": dedupe} if dedupe else {}
+    schedule = await scripted_schedule(client, scripted, max_pages=5, cursor=cursor, **extra)
+
+    assert await _until_idle(client) == {"ok": 1}
+    assert [c["after"] for c in scripted.calls] == ["1", "2", "3", "4"]
+    state = await _state(client, schedule["id"])
+    assert (state["cursor"], state["failures"], state["last_error"]) == (1, 0, None)
+    assert (await runs(client, schedule["id"]))[0]["written"] == 3
+
+    version[0] = "v2"  # every row changed at the partner
+    clock.advance(3600)
+    assert await _until_idle(client) == {"ok": 1}
+    assert [c["after"] for c in scripted.calls][4:] == ["1", "2", "3", "4"]
+    for plate in rows:
+        vehicle = await get(client, f"/api/v1/entities/vehicle/{plate}")
+        assert vehicle["attributes"]["erp_id"] == f"{plate}-v2"
+
+
+async def test_a_chain_of_cursors_stored_before_is_ignored_and_removed(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A schedule document written before 2026-12-05 may carry a cross-run `chain` that names
+    the cursor it is at with the page it answers: that is read on, not refused, and the next
+    release takes the old fields off."""
+    pages = {
+        None: {"items": [_item("ABC1D23", "1")], "next": "c2", "more": True},
+        "c2": {"items": [_item("BRA2E19", "2")], "next": "c3", "more": True},
+        "c3": {"items": [_item("RIO3F45", "3")], "next": "c4", "more": False},
+    }
+    scripted.answer = lambda after, n: pages[after]
+    _clock(client)
+    schedule = await scripted_schedule(client, scripted, max_pages=1)
+    collection = client.app[services_key].store.db["schedules"]
+    key, mark = cursor_key("c2"), page_mark([_item("BRA2E19", "2")], "c3", True)
+    await collection.update_one(
+        {"_id": ObjectId(schedule["id"])}, {"$set": {"chain": [[key, mark]], "chain_seen": 9}}
+    )
+
+    assert await _until_idle(client) == {"more": 2, "ok": 1}
+    assert (await _state(client, schedule["id"]))["cursor"] == "c4"
+    stored = await collection.find_one({"_id": ObjectId(schedule["id"])})
+    assert stored is not None and "chain" not in stored and "chain_seen" not in stored

@@ -186,14 +186,14 @@ def item_id(expression: str, item: Any) -> str | None:
 
 
 def cursor_key(cursor: Any) -> str:
-    """A cursor as a short key (a partner's token may be long): the chain of a schedule's
-    `more` runs names the cursors it sent so (`poll.py`)."""
+    """A cursor as a short key (a partner's token may be long): a run names the cursors it
+    sent so (`poll.py`)."""
     return hashlib.sha256(_canonical(cursor).encode()).hexdigest()[:16]
 
 
 def page_mark(records: Sequence[Any], cursor: Any, more: bool) -> str:
     """What a cursor answered, short: its records as the partner listed them and where they
-    send the schedule on. The chain of `more` runs keeps it per cursor sent (`poll.py`)."""
+    send the schedule on. A run keeps it per cursor it sent (`poll.py`)."""
     return hashlib.sha256(_canonical([list(records), cursor, more]).encode()).hexdigest()[:16]
 
 

@@ -14,19 +14,19 @@
 
 It drains while the partner says there is more (`cursor.more`, or: the page had records,
 kept by the mapping or not, and the cursor moved), at most `max_pages` pages; a run that
-stops there goes on in the next one (a chain of `more` runs, `runner.py`). A time cursor (an
-ISO 8601 date-time) never moves back: a partner answering an older one than the call's would
-have every later run read old data again; the page lands, the cursor stays, the run records
-what was refused. A page whose new items are those of the last page again (the same cursor
-answered with the same page, or the same page under new cursors) is refused before anything
-is written: the partner is looping. So is a cursor this chain of runs sent already that
-answers the page it answered then (two pages naming each other, or a longer cycle): the
-chain keeps, for the last `MAX_CHAIN` cursors it sent, a mark of the page each answered
-(`calls.page_mark`); the page is refused, the cursor stays there, the run fails as a `loop`
-and backs off, and the chain is kept, so the next run's same page is refused at once. A
-cursor sent already that answers another page is no loop: the partner restarted its feed (an
-offset out of range read from the earliest) or moved on, and the chain starts again from
-there.
+stops there goes on in the next one (`more` runs, at most `runner.MAX_RUNS_IN_ROW` in a row:
+`runner.py`). A time cursor (an ISO 8601 date-time) never moves back: a partner answering an
+older one than the call's would have every later run read old data again; the page lands, the
+cursor stays, the run records what was refused. A page whose new items are those of the last
+page again (the same cursor answered with the same page, or the same page under new cursors)
+is refused before anything is written: the partner is looping. So is a cursor this run sent
+already that answers the page it answered then (two pages naming each other, or a longer
+cycle within `max_pages`): the cursor stays there and the run fails as a `loop` and backs
+off. Nothing of it outlives the run: a cursor sent in an earlier run that answers its page
+again is read on (an offset log read again from its earliest record after a reset or a
+lagging replica's answer). Page numbers (`cursor.step`) index a list: its end (`more` false,
+or the records of the page before answered again by a partner clamping page numbers past
+the end) sends the cursor back to `initial`, and the next run reads the list again.
 """
 
 from __future__ import annotations
@@ -66,8 +66,6 @@ from gateway.triggers.rejected import RejectedKeeper, repeatable
 
 log = logging.getLogger(__name__)
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
-MAX_CHAIN = 1000
-"""Cursors a chain of `more` runs remembers having sent (short keys: `calls.cursor_key`)."""
 
 
 class LeaseLost(Exception):
@@ -84,25 +82,11 @@ class Tally:
     rejected: int = 0
     skipped: int = 0  # items already seen (dedupe)
     listed: int = 0  # the partner's records, before the mapping's `when` and dedupe
-    # The records in a row, across the chain of `more` runs, that were all items dedupe had
-    # seen (a partner answering them again and again under new cursors: `hurried`).
-    seen_in_row: int = 0
     more: bool = False  # stopped at max_pages while the partner had more
     cursor_before: Any = None
     cursor_after: Any = None
     cursor_refused: Any = None  # a time cursor the partner answered that went back
-    # The cursors sent in this chain of runs (`calls.cursor_key`), each with the mark of the
-    # page it answered (`calls.page_mark`), oldest first.
-    chain: dict[str, str] = field(default_factory=dict)
     problems: list[dict[str, Any]] = field(default_factory=list)
-
-    def hurried(self, keep: int) -> bool:
-        """Whether a run that stopped at `max_pages` goes on at once: its pages held records
-        (empty pages under new cursors wait for the regular run), and not more records in a
-        row that dedupe had all seen than it remembers (`keep`, 0 without dedupe). A list
-        read again shows each remembered id once; only a partner repeating itself shows more
-        remembered records in a row than there are remembered ids."""
-        return self.listed > 0 and self.seen_in_row <= keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +127,9 @@ class Poll:
         self._cursor = cursor
         self._digest: str | None = doc.get("last_digest")
         self._seen = set(doc.get("seen") or ())
-        # Kept by the runner while runs end `more` (store/schedules.py), emptied otherwise.
-        self.tally.chain = {
-            pair[0]: pair[1]
-            for pair in doc.get("chain") or ()
-            if isinstance(pair, list) and len(pair) == 2
-        }
-        self.tally.seen_in_row = int(doc.get("chain_seen") or 0)
+        # The cursors this run sent (`calls.cursor_key`), each with the mark of the page it
+        # answered (`calls.page_mark`): a cycle within the run is a `loop`. Never kept.
+        self._sent: dict[str, str] = {}
         self.tally.cursor_before = self.tally.cursor_after = cursor
         # The commit of a landed page the database failed (not refused): the runner hands it
         # back before the schedule's release, so the next run does not land that page again.
@@ -211,21 +191,28 @@ class Poll:
         tally.read += len(items)
         tally.listed += len(records)
         fresh, ids, fresh_numbers = self._unseen(items, numbers)
-        skipped = len(items) - len(fresh)
-        tally.skipped += skipped
-        if records:  # a page of records dedupe had all seen, or one with something new
-            tally.seen_in_row = tally.seen_in_row + skipped if skipped == len(records) else 0
+        tally.skipped += len(items) - len(fresh)
         spec = doc.get("cursor")
         more = page.more if page.more is not None else bool(records)
-        page_digest = digest(fresh) if fresh else self._digest
-        if spec is not None and fresh and page_digest == self._digest:
-            raise PollFailure(
-                "loop",
-                f"the partner answered the same {len(fresh)} item(s) again (cursor "
-                f"{self._cursor!r} → {page.cursor!r}): it is looping; nothing was written",
-            )
-        if spec is not None:
-            self._chained(page, records, more)
+        if spec is not None and spec.get("step"):
+            # Page numbers index a list: its records' digest is the page's. The records of
+            # the page before answered again (a page number past the end clamped to the last
+            # page) are past its end: nothing of it is written, and the next run reads the
+            # list again from `initial` (as after its last page, below).
+            page_digest: str | None = digest(records)
+            if records and page_digest == self._digest:
+                await self._commit(spec["initial"], None, [])
+                return False
+        else:
+            page_digest = digest(fresh) if fresh else self._digest
+            if spec is not None and fresh and page_digest == self._digest:
+                raise PollFailure(
+                    "loop",
+                    f"the partner answered the same {len(fresh)} item(s) again (cursor "
+                    f"{self._cursor!r} → {page.cursor!r}): it is looping; nothing was written",
+                )
+            if spec is not None:
+                self._revisited(page, records, more)
         if fresh:
             landed = await sink.land(target, fresh, self._origin(), texts, fresh_numbers)
             tally.written += landed.written
@@ -321,27 +308,19 @@ class Poll:
                 ids.append(key)
         return fresh, ids, fresh_numbers
 
-    def _chained(self, page: Page, records: list[Any], more: bool) -> None:
-        """The page the cursor sent answered, in the chain; PollFailure `loop` (nothing
-        written) when this chain sent that cursor before and it answered the same page, which
-        sends the schedule on again (a cycle). Another page under it: the partner restarted
-        its feed or moved on, and the chain starts again from this cursor."""
-        chain = self.tally.chain
+    def _revisited(self, page: Page, records: list[Any], more: bool) -> None:
+        """PollFailure `loop` (nothing written, the cursor stays) when this run sent the
+        cursor before and it answered the same page, which sends the schedule on again (a
+        cycle). Another page under it: the partner restarted its feed or moved on."""
         key, mark = cursor_key(self._cursor), page_mark(records, page.cursor, more)
-        before = chain.get(key)
-        if before == mark and more and page.cursor != self._cursor:
+        if more and page.cursor != self._cursor and self._sent.get(key) == mark:
             raise PollFailure(
                 "loop",
                 f"the partner answered cursor {_shown(self._cursor)} with the page it gave "
-                f"before in this run (or the `more` runs before it), sending us on to "
-                f"{_shown(page.cursor)} again: it is looping; nothing was written and the "
-                f"cursor stays there",
+                f"before in this run, sending us on to {_shown(page.cursor)} again: it is "
+                f"looping; nothing was written and the cursor stays there",
             )
-        if before is not None:
-            chain.clear()
-        chain[key] = mark
-        while len(chain) > MAX_CHAIN:
-            del chain[next(iter(chain))]
+        self._sent[key] = mark
 
     def _refuse_cursor(self, page: Page) -> Page:
         schedule = str(self._doc["_id"])

@@ -12,10 +12,13 @@ before the failure keep their progress. A run that stopped at `max_pages` while 
 had more is due again at once (after the other due schedules) when its pages held records
 (the partner's, whether the mapping kept them and dedupe had seen them or not); one that
 read only empty pages waits for its regular time, so a partner answering empty pages under
-new cursors with "more" forever is not called without a pause. So does a chain of such runs
-once more records in a row than dedupe remembers were all ones it had seen (`Tally.hurried`:
-a partner answering the same records again under new cursors). A cursor that comes back
-within the chain with the page it gave before is a `loop` (`poll.py`).
+new cursors with "more" forever is not called without a pause. Neither is any other partner
+that always has more: at most `MAX_RUNS_IN_ROW` runs follow one another at once
+(`runs_in_row` on the schedule), then the schedule waits for its regular time and the run
+says so (`note`, `gateway_schedule_paced_total`). That bounds what a cycle longer than a run,
+pages that change on every lap or records the mapping leaves out can cost the partner:
+`MAX_RUNS_IN_ROW` × `max_pages` calls per regular period. Nothing else is kept across runs: a
+cursor that comes back within a run with the page it gave before is a `loop` (`poll.py`).
 
 The next run time is computed on the schedule as the run read it, and given back only while
 it is unchanged (`rev`, `next_run_at`): what an admin asked during the run ("run now", pause
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 # Conditional releases of one run, each after a request changed the schedule under it; then
 # the last reading is given back as it is.
 _RELEASE_TRIES = 5
+MAX_RUNS_IN_ROW = 20
+"""`more` runs in a row at once (each up to `max_pages` pages); then the regular time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +237,12 @@ class ScheduleRunner:
             "item_errors": tally.problems,
             "error": error,
         }
+        if failure is None and _runs_in_row(doc, outcome, tally) >= MAX_RUNS_IN_ROW:
+            run["note"] = (
+                f"the partner still had more after {MAX_RUNS_IN_ROW} runs in a row without a "
+                f"pause: the schedule waits for its regular time"
+            )
+            self._c.metrics.schedule_paced.labels(str(doc["_id"])).inc()
         self._count(str(doc["_id"]), outcome, failure, tally, duration)
 
         async def writes() -> None:
@@ -266,7 +277,7 @@ class ScheduleRunner:
         state: dict[str, Any] = {}
         for _ in range(_RELEASE_TRIES):
             assert current is not None
-            state = self._next_state(current, outcome, failure, tally, started_at, now)
+            state = self._timing(current, outcome, failure, tally, started_at, now)
             asked = current.get("next_run_at")
             if asked is not None and asked != doc.get("next_run_at"):
                 state["next_run_at"] = min(state["next_run_at"], asked)
@@ -277,24 +288,6 @@ class ScheduleRunner:
             if current is None:  # the lease is lost, or a try whose answer was lost applied
                 return
         await store.release(doc["_id"], owner, state)
-
-    def _next_state(
-        self,
-        doc: Doc,
-        outcome: str,
-        failure: PollFailure | None,
-        tally: Tally,
-        started_at: datetime,
-        now: datetime,
-    ) -> dict[str, Any]:
-        state = self._timing(doc, outcome, failure, tally, started_at, now)
-        # The cursors a chain of `more` runs sent, with their pages' marks (a cursor answering
-        # its page again is a loop), and the records in a row dedupe had seen. A `loop` keeps
-        # them too: the next run's same page is refused at once, not read through the cycle.
-        keep = outcome == "more" or (failure is not None and failure.kind == "loop")
-        state["chain"] = [[key, mark] for key, mark in tally.chain.items()] if keep else []
-        state["chain_seen"] = tally.seen_in_row if keep else 0
-        return state
 
     def _timing(
         self,
@@ -316,7 +309,7 @@ class ScheduleRunner:
                 "last_run_at": started_at,
                 "next_run_at": max(min(held_until, regular), now),
             }
-        if failure is not None:
+        if failure is not None:  # `runs_in_row` stays: a failure is no end of the partner's more
             failures = int(doc.get("failures") or 0) + 1
             # The database's state is not the partner's doing: its back-off does not grow (a
             # command refused for what it carries may be a poison: that one grows).
@@ -328,12 +321,19 @@ class ScheduleRunner:
                 "last_run_at": started_at,
                 "next_run_at": now + timedelta(seconds=wait),
             }
-        keep = (doc.get("dedupe") or {}).get("keep", 0)
-        if outcome == "more" and tally.hurried(keep):  # records: the partner has more
+        in_row = _runs_in_row(doc, outcome, tally)
+        if 0 < in_row < MAX_RUNS_IN_ROW:  # records, and the partner has more: at once
             due = now
-        else:  # an empty `more` run (or a done one) waits for the regular time
+        else:  # done, empty pages, or the bound: the regular time
             due = every_from_doc(doc["every"]).next_after(started_at)
-        return {"failures": 0, "last_run_at": started_at, "last_ok_at": now, "next_run_at": due}
+            in_row = 0
+        return {
+            "failures": 0,
+            "last_run_at": started_at,
+            "last_ok_at": now,
+            "next_run_at": due,
+            "runs_in_row": in_row,
+        }
 
     async def _give_back(self, doc: Doc, owner: str) -> None:
         with contextlib.suppress(Exception):
@@ -369,3 +369,11 @@ class ScheduleRunner:
                 metrics.schedule_items.labels(schedule, result).inc(count)
         if failure is not None and not failure.held:
             metrics.schedule_errors.labels(schedule, failure.kind).inc()
+
+
+def _runs_in_row(doc: Doc, outcome: str, tally: Tally) -> int:
+    """The `more` runs in a row that went on at once, counting this one if it would (its
+    pages held records); 0 when it would not."""
+    if outcome != "more" or tally.listed == 0:
+        return 0
+    return int(doc.get("runs_in_row") or 0) + 1

@@ -39,6 +39,7 @@ _RUN_FIELDS = (
     "cursor_before",
     "cursor_after",
     "cursor_refused",
+    "note",
     "error",
     "item_errors",
     "owner",

@@ -3,12 +3,11 @@
 A schedule is `{_id, tenant, name, action_id, every: {seconds} | {cron, timezone}, cursor?:
 {from, param, more?, initial?}, target: {type, entity_type?, kind?, params?}, mapping,
 dedupe?: {by, keep}, request?: {query?, body?}, error?, max_pages, status: active|paused,
-next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], chain?:
-[[cursor key, page mark]], chain_seen?, failures, last_error?, last_run_at?, last_ok_at?, rev,
-created_at, updated_at}`. `chain` names the cursors sent since the last run that did not end
-`more` (or failed as a `loop`), each with a mark of the page it answered (a cursor answering
-the same page again is looping: `schedules/poll.py`); `chain_seen` counts the records in a
-row of that chain that dedupe had all seen. `mapping` sits at the
+next_run_at, lease_owner?, lease_until, cursor_value, last_digest, seen: [ids], runs_in_row?,
+failures, last_error?, last_run_at?, last_ok_at?, rev, created_at, updated_at}`. `runs_in_row`
+counts the `more` runs in a row that went on at once (`schedules/runner.py` bounds them).
+Documents written before 2026-12-05 may carry a `chain` and `chain_seen`: no longer read, and
+unset by the next release. `mapping` sits at the
 top level: `store/mappings.py` finds a mapping's users by it.
 
 One runner per schedule across processes: a run claims the schedule under a lease
@@ -18,7 +17,7 @@ last page's digest move together in one single-document update (`commit_page`), 
 page's entity writes are durable.
 
 A run is `{_id, tenant, schedule_id, owner, started_at, finished_at, duration_ms, pages,
-items_read, written, rejected, skipped, cursor_before, cursor_after, outcome, error?}`; each
+items_read, written, rejected, skipped, cursor_before, cursor_after, outcome, error?, note?}`; each
 schedule keeps its newest `MAX_RUNS_PER_SCHEDULE`.
 """
 
@@ -41,6 +40,9 @@ from gateway.store.resources import TenantResources
 FREE: Final = datetime(1970, 1, 1, tzinfo=UTC)
 """`lease_until` of a schedule nobody holds."""
 MAX_RUNS_PER_SCHEDULE: Final = 200
+# What a release takes off: the lease's owner, and the cross-run chain of cursors older
+# releases kept (2026-12-05: no longer read).
+_RELEASED: Final = {"lease_owner": "", "chain": "", "chain_seen": ""}
 INDEXES = [
     IndexModel([("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"),
     IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="by_tenant"),
@@ -164,7 +166,7 @@ class ScheduleStore(TenantResources):
         query: Doc = {"_id": schedule_id, "lease_owner": owner, **(expect or {})}
         with translate_errors():
             result = await self._c.update_one(
-                query, {"$set": {**fields, "lease_until": FREE}, "$unset": {"lease_owner": ""}}
+                query, {"$set": {**fields, "lease_until": FREE}, "$unset": _RELEASED}
             )
         return result.matched_count == 1
 
