@@ -1,0 +1,99 @@
+"""A reviewer's findings on the mapping-files change (2026-12-05, mapb2), through HTTP against
+the real database: a stored version today's rules refuse is not activated (by version nor by a
+roll back), messages quote values as JSON, a template var given by `coalesce` points at the
+source that gave it, what a plate may carry around it, and reserved names a kind requires
+anywhere that applies to the document."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.mapping.limits import MAX_STEPS
+from gateway.web.state import services_key
+from tests.test_mapping_entity_findings import OPEN_KIND, _heavy, _json, _upload
+from tests.triggers_support import Client, create_trigger, hook
+
+# -- a stored version today's rules refuse is not activated ------------------------------------
+
+VALID = "name: thing\ndirection: inbound\nentity_type: other\nkind: thing\nkey: [key]\n"
+VALID += "fields:\n  key: k\n  serial: s\n"
+RESERVED_TARGET = VALID + "  tenant: t\n"  # accepted before `tenant` was reserved
+
+
+async def _store_old_version(client: Client, name: str, source: str, *, active: bool) -> int:
+    """A version stored before today's rules (as the database holds it), active if asked."""
+    store = client.app[services_key].store.mappings
+    version = await store.allocate_version("acme", name)
+    doc = {
+        "name": name,
+        "version": version,
+        "source": source,
+        "format": "yaml",
+        "document": {},
+        "direction": "inbound",
+        "entity_type": "other" if "entity_type: other" in source else "vehicle",
+        "checksum": f"before-{version}",
+        "author": "before",
+        "created_at": datetime.now(UTC),
+    }
+    await store.insert_version("acme", doc)
+    if active:
+        shown = {"direction": doc["direction"], "entity_type": doc["entity_type"]}
+        assert await store.set_active("acme", name, version, shown)
+    return version
+
+
+async def _active_version(client: Client, name: str) -> Any:
+    return (await _json(client, "GET", f"/api/v1/mappings/{name}"))["version"]
+
+
+async def test_activating_a_stored_version_with_a_reserved_target_is_refused_and_changes_nothing(
+    client: Client,
+) -> None:
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "thing", "schema": OPEN_KIND})
+    await _upload(client, VALID)
+    trigger = await create_trigger(client, entity_type="other", kind="thing", mapping="thing")
+    old = await _store_old_version(client, "thing", RESERVED_TARGET, active=False)
+    body = {"version": old}
+    problem = await _json(client, "POST", "/api/v1/mappings/thing/activate", 422, json=body)
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+        ("/fields/tenant", "reserved")
+    ]
+    assert problem["detail"].startswith(f"version {old} of mapping 'thing' cannot be activated")
+    assert await _active_version(client, "thing") == 1
+    status, answer = await hook(client, trigger, {"k": "K1", "s": "S1", "t": "x"})
+    assert status == 201, answer
+
+
+async def test_activating_a_stored_version_over_the_work_limit_is_refused(client: Client) -> None:
+    await _upload(client, _heavy("heavy", 10))
+    old = await _store_old_version(client, "heavy", _heavy("heavy", 495), active=False)
+    body = {"version": old}
+    problem = await _json(client, "POST", "/api/v1/mappings/heavy/activate", 422, json=body)
+    (error,) = problem["errors"]
+    assert error["keyword"] == "limit" and f"limit of {MAX_STEPS:,}" in error["message"]
+    assert await _active_version(client, "heavy") == 1
+
+
+async def test_rolling_back_to_a_stored_version_the_rules_refuse_is_refused_and_changes_nothing(
+    client: Client,
+) -> None:
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "thing", "schema": OPEN_KIND})
+    await _upload(client, VALID)
+    old = await _store_old_version(client, "thing", RESERVED_TARGET, active=True)
+    newer = await _upload(client, VALID.replace("serial: s", "serial: s2"))
+    assert newer["version"] == old + 1 and newer["active"]
+    trigger = await create_trigger(client, entity_type="other", kind="thing", mapping="thing")
+    problem = await _json(client, "POST", "/api/v1/mappings/thing/rollback", 422)
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+        ("/fields/tenant", "reserved")
+    ]
+    assert await _active_version(client, "thing") == newer["version"]
+    status, answer = await hook(client, trigger, {"k": "K1", "s2": "S1"})
+    assert status == 201, answer
+    # A version today's rules accept is still activated (by version, then by a roll back).
+    await _json(client, "POST", "/api/v1/mappings/thing/activate", json={"version": 1})
+    await _json(client, "POST", "/api/v1/mappings/thing/activate", json={"version": 3})
+    await _json(client, "POST", "/api/v1/mappings/thing/rollback", 422)
+    assert await _active_version(client, "thing") == 3
