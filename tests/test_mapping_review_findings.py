@@ -97,3 +97,55 @@ async def test_rolling_back_to_a_stored_version_the_rules_refuse_is_refused_and_
     await _json(client, "POST", "/api/v1/mappings/thing/activate", json={"version": 3})
     await _json(client, "POST", "/api/v1/mappings/thing/rollback", 422)
     assert await _active_version(client, "thing") == 3
+
+
+# -- messages quote values as JSON ---------------------------------------------------------------
+
+CASTS = {
+    "name": "casts",
+    "direction": "inbound",
+    "entity_type": "vehicle",
+    "key": ["plate"],
+    "fields": {
+        "plate": "placa",
+        "year": {"from": "a", "transforms": ["integer"]},
+        "attributes.n": {"from": "b", "transforms": ["number"]},
+        "attributes.s": {"from": "c", "transforms": ["string"]},
+        "attributes.d": {"from": "d", "transforms": [{"datetime": {"parse": "iso8601"}}]},
+        "attributes.m": {"from": "e", "transforms": ["duration"]},
+        "attributes.l": {"from": "f", "transforms": [{"coordinate": "latitude"}]},
+        "attributes.p": {"from": "g", "transforms": [{"parse_number": {"decimal_point": True}}]},
+        "attributes.w": {"from": "h", "transforms": ["number"]},
+    },
+}
+
+
+async def test_messages_quote_the_values_they_refuse_as_compact_json(client: Client) -> None:
+    payload = {
+        "placa": "ABC1234",
+        "a": {"k": "v", "z": None},
+        "b": True,
+        "c": ["a"],
+        "d": {"x": False},
+        "e": "it's\tP1M",
+        "f": "23 60 S",
+        "g": "1.130",
+        "h": {"long": "x" * 100},
+    }
+    body = {"mapping": CASTS, "payload": payload}
+    problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
+    shown = {e["pointer"]: e["message"] for e in problem["errors"]}
+    assert shown == {
+        "/payload/a": 'cannot cast object {"k":"v","z":null} to integer',
+        "/payload/b": "cannot cast boolean true to number",
+        "/payload/c": 'cannot cast array ["a"] to string',
+        "/payload/d": 'cannot read {"x":false} as a date-time: expected an ISO 8601 string',
+        "/payload/e": 'cannot read "it\'s\\tP1M" as a duration (seconds, a TimeSpan such as '
+        "1.02:03:04.5 or ISO 8601 such as PT12M3.5S)",
+        "/payload/f": 'cannot read "23 60 S" as a latitude (decimal degrees, degrees minutes '
+        "seconds such as 23°33'01.2\"S, or NMEA such as 2333.0200,S)",
+        "/payload/g": 'cannot read "1.130" as a number: its point may be a thousands separator '
+        "or a decimal point (write the decimals with ',')",
+        "/payload/h": 'cannot cast object {"long":"xxxxxxxxxxxxxxxxxxxxxxxxxxxx... to number',
+    }
+    assert len(shown["/payload/h"].split("object ", 1)[1].split(" to ", 1)[0]) == 40
