@@ -149,3 +149,45 @@ async def test_messages_quote_the_values_they_refuse_as_compact_json(client: Cli
         "/payload/h": 'cannot cast object {"long":"xxxxxxxxxxxxxxxxxxxxxxxxxxxx... to number',
     }
     assert len(shown["/payload/h"].split("object ", 1)[1].split(" to ", 1)[0]) == 40
+
+
+# -- a template var given by coalesce points at the alternative that gave it ---------------------
+
+TEMPLATES = {
+    "name": "templates",
+    "direction": "inbound",
+    "entity_type": "vehicle",
+    "key": ["plate"],
+    "fields": {
+        "plate": "placa",
+        "attributes.a": {"template": "x {v}", "vars": {"v": {"coalesce": ["dados.a", "dados.b"]}}},
+        "attributes.b": {"template": "x {w}", "vars": {"w": {"from": "dados.c", "when": "placa"}}},
+        "attributes.c": {"template": "x {u}", "vars": {"u": {"coalesce": ["nada", "dados.c"]}}},
+        "year": {"coalesce": ["nada", "dados.a"], "transforms": ["integer"]},
+    },
+}
+
+
+async def test_a_template_var_given_by_coalesce_points_at_the_alternative_that_gave_it(
+    client: Client,
+) -> None:
+    payload = {"placa": "ABC1234", "dados": {"a": {"z": 1}, "c": [1]}}
+    body = {"mapping": TEMPLATES, "payload": payload}
+    problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
+    shown = [(e["pointer"], e["message"], e["source"], e["target"]) for e in problem["errors"]]
+    assert shown == [
+        ("/payload/dados/a", "var 'v' is an object, not text", "dados.a", "attributes.a"),
+        ("/payload/dados/c", "var 'w' is an array, not text", "dados.c", "attributes.b"),
+        ("/payload/dados/c", "var 'u' is an array, not text", "dados.c", "attributes.c"),
+        ("/payload/dados/a", 'cannot cast object {"z":1} to integer', "dados.a", "year"),
+    ]
+    # The first alternative, when it is the one that gives the value.
+    payload = {"placa": "ABC1234", "dados": {"a": None, "b": ["x"], "c": "ok"}, "nada": [2]}
+    body = {"mapping": TEMPLATES, "payload": payload}
+    problem = await _json(client, "POST", "/api/v1/mappings/test", 422, json=body)
+    shown = [(e["pointer"], e["source"]) for e in problem["errors"]]
+    assert shown == [
+        ("/payload/dados/b", "dados.b"),
+        ("/payload/nada", "nada"),
+        ("/payload/nada", "nada"),
+    ]
