@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from gateway.mapping.limits import MAX_STEPS
 from gateway.web.state import services_key
 from tests.test_mapping_entity_findings import OPEN_KIND, _heavy, _json, _upload
@@ -191,3 +193,38 @@ async def test_a_template_var_given_by_coalesce_points_at_the_alternative_that_g
         ("/payload/nada", "nada"),
         ("/payload/nada", "nada"),
     ]
+
+
+# -- only spaces (and dots, dashes, slashes) are dropped from an identifier ---------------------
+
+
+@pytest.mark.parametrize(
+    "plate", ["ABC1234\t", "\tABC1234", "ABC1234\n", "ABC1234\r\n", "\x0bABC1234", "ABC1234\x1c"]
+)
+async def test_a_plate_with_a_tab_or_a_line_break_at_either_end_is_refused(
+    client: Client, plate: str
+) -> None:
+    problem = await _json(client, "POST", "/api/v1/entities/vehicle", 422, json={"plate": plate})
+    assert [e["pointer"] for e in problem["errors"]] == ["/plate"]
+    body = {"name": "Ana", "cpf": "529.982.247-25\n"}  # every identifier alike
+    problem = await _json(client, "POST", "/api/v1/entities/driver", 422, json=body)
+    assert [e["pointer"] for e in problem["errors"]] == ["/cpf"]
+    created = await _json(
+        client, "POST", "/api/v1/entities/vehicle", 201, json={"plate": " abc 1234 "}
+    )
+    assert created["plate"] == "ABC1234"
+
+
+async def test_the_plate_transform_drops_the_blanks_around_a_partners_plate(
+    client: Client,
+) -> None:
+    draft = {
+        "name": "plates",
+        "direction": "inbound",
+        "entity_type": "vehicle",
+        "key": ["plate"],
+        "fields": {"plate": {"from": "placa", "transforms": ["plate"]}},
+    }
+    body = {"mapping": draft, "payload": {"placa": "\tabc-1d23\r\n"}}
+    result = await _json(client, "POST", "/api/v1/mappings/test", json=body)
+    assert result["results"][0]["document"] == {"plate": "ABC1D23"}
