@@ -228,3 +228,69 @@ async def test_the_plate_transform_drops_the_blanks_around_a_partners_plate(
     body = {"mapping": draft, "payload": {"placa": "\tabc-1d23\r\n"}}
     result = await _json(client, "POST", "/api/v1/mappings/test", json=body)
     assert result["results"][0]["document"] == {"plate": "ABC1D23"}
+
+
+# -- a kind cannot require or declare a reserved name anywhere that applies to the document -----
+
+
+@pytest.mark.parametrize(
+    ("extra", "pointer"),
+    [
+        ({"allOf": [{"required": ["id"]}]}, "/schema/allOf/0/required/0"),
+        (
+            {"anyOf": [{"required": ["serial"]}, {"required": ["tenant"]}]},
+            "/schema/anyOf/1/required/0",
+        ),
+        (
+            {"oneOf": [{"properties": {"version": {"type": "integer"}}}]},
+            "/schema/oneOf/0/properties/version",
+        ),
+        (
+            {"if": {"required": ["serial"]}, "then": {"required": ["created_at"]}},
+            "/schema/then/required/0",
+        ),
+        (
+            {"if": {"required": ["serial"]}, "else": {"required": ["_id"]}},
+            "/schema/else/required/0",
+        ),
+        (
+            {"dependentRequired": {"serial": ["model", "entity_type"]}},
+            "/schema/dependentRequired/serial/1",
+        ),
+        (
+            {"dependentSchemas": {"serial": {"required": ["updated_at"]}}},
+            "/schema/dependentSchemas/serial/required/0",
+        ),
+        (
+            {"$defs": {"base": {"required": ["id"]}}, "allOf": [{"$ref": "#/$defs/base"}]},
+            "/schema/$defs/base/required/0",
+        ),
+        (
+            {"allOf": [{"allOf": [{"if": {}, "then": {"required": ["id"]}}]}]},
+            "/schema/allOf/0/allOf/0/then/required/0",
+        ),
+    ],
+)
+async def test_a_kind_requiring_a_reserved_name_in_a_subschema_of_the_document_is_refused(
+    client: Client, extra: dict[str, Any], pointer: str
+) -> None:
+    schema = {**OPEN_KIND, **extra}
+    problem = await _json(
+        client, "POST", "/api/v1/kinds", 422, json={"name": "thing", "schema": schema}
+    )
+    assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [(pointer, "reserved")]
+    await _json(client, "GET", "/api/v1/kinds/thing", 404)
+
+
+async def test_a_kind_may_still_forbid_a_reserved_name_or_nest_one_inside_a_field(
+    client: Client,
+) -> None:
+    schema = {
+        **OPEN_KIND,
+        "not": {"required": ["id"]},
+        "properties": {"serial": {"type": "object", "properties": {"id": {}}, "required": ["id"]}},
+        "allOf": [{"required": ["serial"]}],
+    }
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "thing", "schema": schema})
+    body = {"kind": "thing", "key": "K1", "serial": {"id": "S1"}}
+    await _json(client, "POST", "/api/v1/entities/other", 201, json=body)
