@@ -6,6 +6,7 @@ anywhere that applies to the document."""
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from gateway.mapping.limits import MAX_STEPS
 from gateway.web.state import services_key
 from tests.test_mapping_entity_findings import OPEN_KIND, _heavy, _json, _upload
 from tests.triggers_support import Client, create_trigger, hook
+from tests.ui_support import csrf, log_in, make_user
 
 # -- a stored version today's rules refuse is not activated ------------------------------------
 
@@ -62,7 +64,10 @@ async def test_activating_a_stored_version_with_a_reserved_target_is_refused_and
     assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
         ("/fields/tenant", "reserved")
     ]
-    assert problem["detail"].startswith(f"version {old} of mapping 'thing' cannot be activated")
+    assert problem["detail"].startswith(
+        f"version {old} of mapping 'thing' cannot be activated under today's rules: "
+        "/fields/tenant: the target 'tenant' is reserved"
+    )
     assert await _active_version(client, "thing") == 1
     status, answer = await hook(client, trigger, {"k": "K1", "s": "S1", "t": "x"})
     assert status == 201, answer
@@ -99,6 +104,27 @@ async def test_rolling_back_to_a_stored_version_the_rules_refuse_is_refused_and_
     await _json(client, "POST", "/api/v1/mappings/thing/activate", json={"version": 3})
     await _json(client, "POST", "/api/v1/mappings/thing/rollback", 422)
     assert await _active_version(client, "thing") == 3
+
+
+async def test_the_admin_ui_refuses_to_activate_or_roll_back_to_such_a_version_naming_why(
+    client: Client,
+) -> None:
+    await make_user(client.app[services_key])
+    await log_in(client)
+    await _json(client, "POST", "/api/v1/kinds", 201, json={"name": "thing", "schema": OPEN_KIND})
+    await _upload(client, VALID)
+    old = await _store_old_version(client, "thing", RESERVED_TARGET, active=False)
+    token = await csrf(client, "/admin/mappings/thing")
+    data = {"csrf": token, "version": str(old)}
+    response = await client.post("/admin/mappings/thing/activate", data=data)
+    page = html.unescape(await response.text())
+    assert response.status == 422, page
+    assert "cannot be activated under today's rules: /fields/tenant" in page
+    await _upload(client, VALID.replace("serial: s", "serial: s2"))
+    response = await client.post("/admin/mappings/thing/rollback", data={"csrf": token})
+    assert response.status == 422
+    assert f"version {old} of mapping 'thing'" in html.unescape(await response.text())
+    assert await _active_version(client, "thing") == old + 1
 
 
 # -- messages quote values as JSON ---------------------------------------------------------------

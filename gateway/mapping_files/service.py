@@ -214,11 +214,12 @@ class MappingService:
         try:
             mapping = await self.compile(tenant, doc["source"])
         except InvalidPayload as exc:
-            raise InvalidPayload(
-                f"version {doc['version']} of mapping {doc['name']!r} cannot be activated: "
-                f"{exc.detail}",
-                exc.problems,
-            ) from None
+            named = [f"{p.pointer or '/'}: {p.message}" for p in exc.problems[:3]]
+            if len(exc.problems) > 3:
+                named.append(f"{len(exc.problems) - 3} more")
+            detail = f"version {doc['version']} of mapping {doc['name']!r} cannot be activated"
+            detail += f" under today's rules: {'; '.join(named) or exc.detail}"
+            raise InvalidPayload(detail, exc.problems) from None
         key = (tenant, doc["name"], doc["version"])
         self._compiled[key] = mapping
         if len(self._compiled) > _MAX_COMPILED:
