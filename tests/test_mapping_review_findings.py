@@ -7,6 +7,7 @@ anywhere that applies to the document."""
 from __future__ import annotations
 
 import html
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -232,6 +233,8 @@ async def test_a_plate_with_a_tab_or_a_line_break_at_either_end_is_refused(
 ) -> None:
     problem = await _json(client, "POST", "/api/v1/entities/vehicle", 422, json={"plate": plate})
     assert [e["pointer"] for e in problem["errors"]] == ["/plate"]
+    quoted = json.dumps(plate)  # the value as JSON, its control character escaped
+    assert problem["errors"][0]["message"].startswith(f"/plate: {quoted} is not a valid plate")
     body = {"name": "Ana", "cpf": "529.982.247-25\n"}  # every identifier alike
     problem = await _json(client, "POST", "/api/v1/entities/driver", 422, json=body)
     assert [e["pointer"] for e in problem["errors"]] == ["/cpf"]

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.formats.json_tree import shown
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.problems import nul_key_problems, root_problem
@@ -220,7 +221,7 @@ class SchemaRegistry:
         try:
             return {"plate_key": canonical_plate_key(plate)}
         except ValueError:
-            message = f"/plate: {plate!r} is not a valid plate"
+            message = f"/plate: {shown(plate)} is not a valid plate"
             raise invalid(entity_type, [FieldProblem("/plate", message, "format")]) from None
 
     def normalize(
