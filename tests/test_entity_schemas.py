@@ -239,7 +239,7 @@ def test_invalid_cpf_is_rejected_with_field_value_and_reason(registry: SchemaReg
     [problem] = registry.validate("driver", driver(cpf="529.982.247-26"))
     assert problem.pointer == "/cpf"
     assert problem.keyword == "format"
-    assert problem.message == "/cpf: '529.982.247-26' is not a valid CPF: check digit mismatch"
+    assert problem.message == '/cpf: "529.982.247-26" is not a valid CPF: check digit mismatch'
 
 
 @pytest.mark.parametrize(
@@ -249,38 +249,38 @@ def test_invalid_cpf_is_rejected_with_field_value_and_reason(registry: SchemaReg
             "vehicle",
             vehicle(plate="AB12345"),
             "/plate",
-            "/plate: 'AB12345' is not a valid plate: must be 3 letters and 4 digits (ABC1234) "
+            '/plate: "AB12345" is not a valid plate: must be 3 letters and 4 digits (ABC1234) '
             "or Mercosul (ABC1D23)",
         ),
         (
             "vehicle",
             vehicle(renavam="86769597309"),
             "/renavam",
-            "/renavam: '86769597309' is not a valid RENAVAM: check digit mismatch",
+            '/renavam: "86769597309" is not a valid RENAVAM: check digit mismatch',
         ),
         (
             "vehicle",
             vehicle(current_driver={"cpf": "111.111.111-11"}),
             "/current_driver/cpf",
-            "/current_driver/cpf: '111.111.111-11' is not a valid CPF: all digits repeated",
+            '/current_driver/cpf: "111.111.111-11" is not a valid CPF: all digits repeated',
         ),
         (
             "driver",
             driver(cnh={"number": "98765432100"}),
             "/cnh/number",
-            "/cnh/number: '98765432100' is not a valid CNH number: check digit mismatch",
+            '/cnh/number: "98765432100" is not a valid CNH number: check digit mismatch',
         ),
         (
             "supplier",
             supplier(cnpj="1122233300018"),
             "/cnpj",
-            "/cnpj: '1122233300018' is not a valid CNPJ: must have 14 characters",
+            '/cnpj: "1122233300018" is not a valid CNPJ: must have 14 characters',
         ),
         (
             "other",
             fine(driver_cpf="5299822472"),
             "/driver_cpf",
-            "/driver_cpf: '5299822472' is not a valid CPF: must have 11 digits",
+            '/driver_cpf: "5299822472" is not a valid CPF: must have 11 digits',
         ),
     ],
 )
@@ -342,7 +342,7 @@ def test_invalid_payload_lists_every_failing_field(registry: SchemaRegistry) -> 
 def test_enum_problem_lists_the_allowed_values(registry: SchemaRegistry) -> None:
     [problem] = registry.validate("vehicle", vehicle(status="parked"))
     assert problem.message == (
-        "/status: 'parked' is not one of 'active', 'maintenance', 'inactive'"
+        '/status: "parked" is not one of "active", "maintenance", "inactive"'
     )
 
 

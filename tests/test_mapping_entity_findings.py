@@ -504,7 +504,10 @@ async def test_a_stored_version_writing_a_reserved_field_is_refused_as_the_mappi
             "created_at": datetime.now(UTC),
         },
     )
-    await _json(client, "POST", "/api/v1/mappings/thing/activate", json={"version": version})
+    # Activated before the rule (activating it now is refused: test_mapping_review_findings).
+    shown = {"direction": "inbound", "entity_type": "other"}
+    assert await store.set_active("acme", "thing", version, shown)
+    await _upload(client, valid + "# staged\n", "?activate=false")  # this process forgets v1
     status, problem = await hook(client, trigger, {"k": "K1", "s": "S1", "t": "other"})
     assert status == 422, problem
     assert problem["reason"] == "mapping"

@@ -414,7 +414,7 @@ def test_a_time_read_by_none_of_several_formats_names_them_all() -> None:
     )
     (problem,) = payload_problems(mapping, {"plate": "A", "t": "2026-11-31"})
     assert problem.message == (
-        "cannot read '2026-11-31' as a date-time: matches none of '%d/%m/%Y', 'unix'"
+        "cannot read \"2026-11-31\" as a date-time: matches none of '%d/%m/%Y', 'unix'"
     )
 
 
@@ -423,7 +423,7 @@ def test_cast_failure_matches_the_documented_problem() -> None:
     (problem,) = payload_problems(mapping, {"plate": "A", "position": {"latitude": "abc"}})
     assert problem.as_dict() == {
         "pointer": "/position/latitude",
-        "message": "cannot cast string 'abc' to number",
+        "message": 'cannot cast string "abc" to number',
         "keyword": "cast",
         "target": "last_position.latitude",
         "source": "position.latitude",
@@ -459,7 +459,7 @@ def test_problems_inside_lists_point_into_the_payload() -> None:
     }
     got = {(p.extra["target"], p.pointer, p.message) for p in payload_problems(mapping, payload)}
     assert got == {
-        ("attributes.a", "/xs/1/v/w", "element 1: cannot cast string 'x' to integer"),
+        ("attributes.a", "/xs/1/v/w", 'element 1: cannot cast string "x" to integer'),
         ("attributes.b[1].c", "/xs/1/ys/0/z", "element 0: required value is missing"),
     }
 
@@ -1379,12 +1379,12 @@ def test_duration_in_seconds_converts_to_other_duration_units() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("P1M", "cannot read 'P1M' as a duration: years and months have no fixed length"),
-        ("P1Y2D", "cannot read 'P1Y2D' as a duration: years and months have no fixed length"),
-        ("PT", "cannot read 'PT' as a duration (seconds, a TimeSpan such as 1.02:03:04.5"),
-        ("1.25:00:00", "cannot read '1.25:00:00' as a duration"),
-        ("00:60:00", "cannot read '00:60:00' as a duration"),
-        ("twelve minutes", "cannot read 'twelve minutes' as a duration"),
+        ("P1M", 'cannot read "P1M" as a duration: years and months have no fixed length'),
+        ("P1Y2D", 'cannot read "P1Y2D" as a duration: years and months have no fixed length'),
+        ("PT", 'cannot read "PT" as a duration (seconds, a TimeSpan such as 1.02:03:04.5'),
+        ("1.25:00:00", 'cannot read "1.25:00:00" as a duration'),
+        ("00:60:00", 'cannot read "00:60:00" as a duration'),
+        ("twelve minutes", 'cannot read "twelve minutes" as a duration'),
     ],
 )
 def test_duration_refuses_text_that_is_no_fixed_duration(text: str, message: str) -> None:
@@ -1422,16 +1422,16 @@ def test_coordinate_reads_degrees_minutes_seconds_and_nmea_as_signed_degrees(
 @pytest.mark.parametrize(
     ("kind", "text", "message"),
     [
-        ("latitude", "91", "latitude '91' is out of range (-90 to 90)"),
-        ("latitude", "90°0'1\"N", "latitude '90°0\\'1\"N' is out of range (-90 to 90)"),
+        ("latitude", "91", 'latitude "91" is out of range (-90 to 90)'),
+        ("latitude", "90°0'1\"N", 'latitude "90°0\'1\\"N" is out of range (-90 to 90)'),
         ("latitude", 95.0, "latitude 95.0 is out of range (-90 to 90)"),
-        ("latitude", "46 38.5 W", "'46 38.5 W' is not a latitude: W is no hemisphere of one"),
-        ("latitude", "-23 33 S", "cannot read '-23 33 S' as a latitude"),  # which way?
-        ("latitude", "23 60 S", "cannot read '23 60 S' as a latitude"),
+        ("latitude", "46 38.5 W", '"46 38.5 W" is not a latitude: W is no hemisphere of one'),
+        ("latitude", "-23 33 S", 'cannot read "-23 33 S" as a latitude'),  # which way?
+        ("latitude", "23 60 S", 'cannot read "23 60 S" as a latitude'),
         ("latitude", "23.5° 30'", 'cannot read "23.5° 30\'" as a latitude'),
-        ("longitude", "1234", "longitude '1234' is out of range (-180 to 180)"),
-        ("longitude", "nan", "cannot read 'nan' as a longitude"),
-        ("longitude", "Rua Augusta", "cannot read 'Rua Augusta' as a longitude"),
+        ("longitude", "1234", 'longitude "1234" is out of range (-180 to 180)'),
+        ("longitude", "nan", 'cannot read "nan" as a longitude'),
+        ("longitude", "Rua Augusta", 'cannot read "Rua Augusta" as a longitude'),
     ],
 )
 def test_coordinate_refuses_junk_and_out_of_range_values(

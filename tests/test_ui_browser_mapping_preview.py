@@ -70,7 +70,7 @@ async def test_a_sample_the_mapping_cannot_read_is_shown_at_the_sample(ui: Ui) -
     await ui.page.get_by_test_id("upload").get_by_role("button", name="Pré-visualizar").click()
     await ui.page.locator(".field-error[data-field=payload]").wait_for()
     shown = await ui.page.inner_text(".field-error[data-field=payload]")
-    assert "cannot cast string 'x' to number" in shown
+    assert 'cannot cast string "x" to number' in shown
     assert await ui.page.input_value("#f-payload") == '{"placa": "nope", "km": "x"}'
 
 

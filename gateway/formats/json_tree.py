@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime
 from typing import Any, Final
 
 import orjson
@@ -42,6 +43,65 @@ def a_json_type(value: Any) -> str:
     """`json_type` with its article, for a sentence: null, a boolean, an array, ..."""
     name = json_type(value)
     return name if name == "null" else ("an " if name[0] in "aeiou" else "a ") + name
+
+
+SHOWN_CHARS: Final = 40
+"""How much of a value a message quotes (`shown`): its first characters, then "..."."""
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value as a message quotes it: compact JSON (`{"k":"v","z":null}`, `true`, `"a\\tb"`,
+    never Python's `{'k': 'v', 'z': None}`), cut to `limit` characters ending in "...". Written
+    piece by piece and stopped at the limit, so a large or deep value costs no more than that.
+    What JSON has no word for is written as JavaScript does (NaN, Infinity); a date-time as
+    its ISO text."""
+    out: list[str] = []
+    size = 0
+    for piece in _pieces(value, limit):
+        out.append(piece)
+        size += len(piece)
+        if size > limit:
+            return "".join(out)[: max(limit - 3, 0)] + "..."
+    return "".join(out)
+
+
+def _pieces(value: Any, limit: int) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield ("," if i else "") + _scalar(str(key), limit) + ":"
+            yield from _pieces(item, limit)
+        yield "}"
+    elif isinstance(value, list | tuple):
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _pieces(item, limit)
+        yield "]"
+    else:
+        yield _scalar(value, limit)
+
+
+def _scalar(value: Any, limit: int) -> str:
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        try:
+            return str(value)
+        except ValueError:  # past sys.get_int_max_str_digits: Python writes no such text
+            return "(an integer of over 4,300 digits)"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else _NOT_FINITE[str(value)]
+    if isinstance(value, datetime | date):
+        return json.dumps(value.isoformat())
+    text = value if isinstance(value, str) else str(value)
+    return json.dumps(text[: limit + 1], ensure_ascii=False)  # past the limit: cut anyway
+
+
+_NOT_FINITE: Final = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def loads_exact(raw: bytes | str) -> Any:

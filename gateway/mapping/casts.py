@@ -8,12 +8,8 @@ from typing import Any, Final
 from unicodedata import is_normalized, normalize
 
 from ..formats.json_tree import INT64_MAX, INT64_MIN, json_type
+from ..formats.json_tree import shown as _show
 from .model import EvalError
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _cast_error(value: Any, to: str) -> EvalError:

@@ -68,15 +68,48 @@ def main_getter(target: str) -> Getter:
     return from_main
 
 
-def coalesced(getters: list[Getter]) -> Getter:
+def describe(raw: Any) -> str:
+    """The source expression(s) of a spec, for error messages."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, dict):
+        if isinstance(raw.get("from"), str):
+            return str(raw["from"])
+        if isinstance(raw.get("coalesce"), list):
+            return ", ".join(filter(None, (describe(item) for item in raw["coalesce"])))
+    return ""
+
+
+def coalesced(getters: list[Getter], sources: list[str]) -> Getter:
+    """The first alternative that gives a value; `sources[i]` is the source of alternative
+    `i`, noted in `run.matched` for a problem with the value (see `picked`)."""
+    choices = list(zip(getters, sources, strict=True))
+
     def first_non_null(root: Any, run: Run) -> Any:
-        for getter in getters:
+        for getter, source in choices:
             value = getter(root, run)
             if value is not None:
+                run.matched = source
                 return value
         return None
 
     return first_non_null
+
+
+def picked(source: Getter) -> Getter:
+    """A `coalesce` spec's getter that forgets which alternative an earlier one took, so a
+    problem with its value names the source it took (`run.matched`) or none."""
+
+    def get(root: Any, run: Run) -> Any:
+        run.matched = None
+        return source(root, run)
+
+    return get
+
+
+def _named(run: Run, described: str, picks: bool) -> str:
+    """A problem's source: the alternative a coalesce took, else the spec's own."""
+    return (run.matched or described) if picks else described
 
 
 def conditional(condition: Condition, then: Getter, else_: Getter | None) -> Getter:
@@ -214,7 +247,9 @@ def _chain(pipeline: list[Transform]) -> Transform | None:
     return many
 
 
-def _transformed(source: Getter, chain: Transform, steps: int, described: str) -> Getter:
+def _transformed(
+    source: Getter, chain: Transform, steps: int, described: str, picks: bool
+) -> Getter:
     def get(root: Any, run: Run) -> Any:
         value = source(root, run)
         if value is None:
@@ -223,11 +258,12 @@ def _transformed(source: Getter, chain: Transform, steps: int, described: str) -
         try:
             value = chain(value)
         except EvalError as error:
-            error.source = error.source or described
+            error.source = error.source or _named(run, described, picks)
             raise
         except (ValueError, TypeError, OverflowError) as exc:
-            raise EvalError("transform", f"transform failed: {exc}", described) from None
-        return _finite(value, described)
+            named = _named(run, described, picks)
+            raise EvalError("transform", f"transform failed: {exc}", named) from None
+        return _finite(value, _named(run, described, picks))
 
     return get
 
@@ -244,13 +280,22 @@ def _finite(value: Any, described: str) -> Any:
 
 
 def finish(
-    source: Getter, pipeline: Pipeline, default: Any, required: bool, described: str
+    source: Getter,
+    pipeline: Pipeline,
+    default: Any,
+    required: bool,
+    described: str,
+    *,
+    picks: bool = False,
 ) -> Getter:
     """One getter: source, then transforms (stopping at null; the run charged what they may
-    cost, `pipeline.steps`), then default, then required."""
+    cost, `pipeline.steps`), then default, then required. `picks`: the source is a
+    `coalesce`, so a transform's problem names the alternative it took."""
     chain, steps = _chain(pipeline.transforms), pipeline.steps
+    if chain is not None and picks:
+        source = picked(source)
     if default is None and not required:
-        return source if chain is None else _transformed(source, chain, steps, described)
+        return source if chain is None else _transformed(source, chain, steps, described, picks)
     default_get = None if default is None else constant(default)
 
     def get(root: Any, run: Run) -> Any:
@@ -258,12 +303,13 @@ def finish(
         try:
             if value is not None and chain is not None:
                 run.spend(steps)
-                value = _finite(chain(value), described)
+                value = _finite(chain(value), _named(run, described, picks))
         except EvalError as error:
-            error.source = error.source or described
+            error.source = error.source or _named(run, described, picks)
             raise
         except (ValueError, TypeError, OverflowError) as exc:
-            raise EvalError("transform", f"transform failed: {exc}", described) from None
+            named = _named(run, described, picks)
+            raise EvalError("transform", f"transform failed: {exc}", named) from None
         if value is None:
             if default_get is not None:
                 return default_get(root, run)

@@ -17,15 +17,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from gateway.formats.json_tree import shown as _show
+
 from .casts import to_number
 from .model import EvalError
 
 _MAX_TEXT = 64
 _NUMERIC = (int, float)
-
-
-def _show(text: str) -> str:
-    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _exact(number: Decimal) -> int | float:

@@ -19,6 +19,7 @@ from .getters import (
     coalesced,
     conditional,
     constant,
+    describe,
     each_item,
     each_table,
     finish,
@@ -57,18 +58,6 @@ SPEC_KEYS = (*SOURCES, *MODIFIERS, *COMPANIONS)
 SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 _MAX_CHOICES = 50
 __all__ = ["NAME_RE", "SpecCompiler", "describe", "mentions"]
-
-
-def describe(raw: Any) -> str:
-    """The source expression(s) of a spec, for error messages."""
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, dict):
-        if isinstance(raw.get("from"), str):
-            return str(raw["from"])
-        if isinstance(raw.get("coalesce"), list):
-            return ", ".join(filter(None, (describe(item) for item in raw["coalesce"])))
-    return ""
 
 
 def mentions(raw: Any, keys: frozenset[str]) -> bool:
@@ -177,7 +166,9 @@ class SpecCompiler:
         assert source is not None and pipeline is not None
         getter = source if condition is None else conditional(condition, source, else_)
         self.steps += pipeline.steps
-        return finish(getter, pipeline, raw.get("default"), required, describe(raw))
+        picks = source_key == "coalesce" and "else" not in raw
+        default = raw.get("default")
+        return finish(getter, pipeline, default, required, describe(raw), picks=picks)
 
     def _check_keys(self, raw: dict[str, Any], at: str) -> bool:
         ok = True
@@ -299,7 +290,7 @@ class SpecCompiler:
         if getters is None:
             return None
 
-        return coalesced(getters)
+        return coalesced(getters, [describe(item) for item in raw])
 
     def _each(self, raw: dict[str, Any], at: str, depth: int) -> Getter | None:
         if not isinstance(raw["each"], str):

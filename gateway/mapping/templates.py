@@ -10,6 +10,7 @@ from typing import Any
 from ..formats.json_tree import a_json_type
 from .casts import to_string
 from .expressions import Getter, Run
+from .getters import describe, picked
 from .limits import MAX_STRING_LENGTH
 from .model import EvalError
 from .paths import NAME_RE, pointer
@@ -49,21 +50,22 @@ def compile_template(
         problems.add(f"{at}/vars{pointer(name)}", f"var {name!r} is not used", "template")
     if unused or any(getter is None for getter in getters.values()):
         return None
-    parts: list[tuple[str, Getter | None, str, str]] = [
-        (literal, getters[name], name, _source(raw_vars[name]))
-        if name is not None
-        else (literal, None, "", "")
-        for literal, name, _, _ in parsed
-    ]
+    parts: list[tuple[str, Getter | None, str, str, bool]] = []
+    for literal, name, _, _ in parsed:
+        if name is None:
+            parts.append((literal, None, "", "", False))
+            continue
+        var, getter = raw_vars[name], getters[name]
+        assert getter is not None
+        picks = _picks(var)
+        parts.append((literal, picked(getter) if picks else getter, name, describe(var), picks))
     return _render(parts)
 
 
-def _source(var: Any) -> str:
-    """A var's source expression, which a problem with its value names (and points at)."""
-    if isinstance(var, str):
-        return var
-    found = var.get("from") if isinstance(var, dict) else None
-    return found if isinstance(found, str) else ""
+def _picks(var: Any) -> bool:
+    """Whether a var's value comes from a `coalesce`, whose problem names the alternative
+    that gave it (`run.matched`) rather than all of them."""
+    return isinstance(var, dict) and "coalesce" in var and "else" not in var
 
 
 def _check_placeholders(
@@ -88,11 +90,11 @@ def _check_placeholders(
     return ok
 
 
-def _render(parts: list[tuple[str, Getter | None, str, str]]) -> Getter:
+def _render(parts: list[tuple[str, Getter | None, str, str, bool]]) -> Getter:
     def render(root: Any, run: Run) -> Any:
         pieces: list[str] = []
         size = 0
-        for literal, getter, name, source in parts:
+        for literal, getter, name, source, picks in parts:
             pieces.append(literal)
             if getter is None:
                 continue
@@ -101,7 +103,7 @@ def _render(parts: list[tuple[str, Getter | None, str, str]]) -> Getter:
                 return None
             if isinstance(value, dict | list):
                 message = f"var {name!r} is {a_json_type(value)}, not text"
-                raise EvalError("template", message, source)
+                raise EvalError("template", message, (picks and run.matched) or source)
             text = to_string(value)
             size += len(text) + len(literal)
             if size > MAX_STRING_LENGTH:

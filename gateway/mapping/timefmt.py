@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from gateway.clock import from_iso, zone_named
+from gateway.formats.json_tree import shown
 
 from .model import EvalError
 
@@ -28,8 +29,7 @@ Formatter = Callable[[datetime], Any]
 
 
 def _fail(value: Any, why: str) -> EvalError:
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    return EvalError("datetime", f"cannot read {shown} as a date-time: {why}")
+    return EvalError("datetime", f"cannot read {shown(value)} as a date-time: {why}")
 
 
 def zone(name: Any) -> tzinfo | None:

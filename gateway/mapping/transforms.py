@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final, NamedTuple
 from unicodedata import normalize
 
+from gateway.formats.json_tree import shown
 from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
 
 from .casts import nfc, to_boolean, to_integer, to_number, to_string
@@ -53,8 +54,9 @@ def _digits(value: Any) -> str:
 
 def _plate(value: Any) -> str | None:
     """A Brazilian plate, normalised (ABC1D23, ABC1234); null for text that is not one (a
-    tracker's device name such as "Truck 12"), so a coalesce or the tracker id takes over."""
-    text = normalize_plate(value if type(value) is str else to_string(value))
+    tracker's device name such as "Truck 12"), so a coalesce or the tracker id takes over.
+    Blanks around it (a tab, a line break) are dropped, as `trim` drops them."""
+    text = normalize_plate((value if type(value) is str else to_string(value)).strip())
     return text if check_plate(text) is None else None
 
 
@@ -375,18 +377,18 @@ def _compile_parse_number(arg: Any, report: Report) -> Transform | None:
             if grammar.fullmatch(text) is not None:  # "1.130": thousands, or a decimal point?
                 raise EvalError(
                     "cast",
-                    f"cannot read {value[:40]!r} as a number: its point may be a thousands "
+                    f"cannot read {shown(value)} as a number: its point may be a thousands "
                     f"separator or a decimal point (write the decimals with {decimal!r})",
                 )
             return to_number(text)
         if point and mirror.fullmatch(text) is not None:
             raise EvalError(
                 "cast",
-                f"cannot read {value[:40]!r} as a number: its {decimal!r} may be a decimal "
+                f"cannot read {shown(value)} as a number: its {decimal!r} may be a decimal "
                 "separator or a thousands separator written the English way",
             )
         if grammar.fullmatch(text) is None:
-            raise EvalError("cast", f"cannot read {value[:40]!r} as a number with {written}")
+            raise EvalError("cast", f"cannot read {shown(value)} as a number with {written}")
         return to_number(text.translate(table))  # past a float's or int64's range: refused
 
     return parse_number

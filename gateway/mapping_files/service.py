@@ -125,7 +125,7 @@ class MappingService:
         self._reading: dict[tuple[str, str], asyncio.Future[Doc | None]] = {}
         self._changes = 0  # changes made through this process (`_forget`)
         self._versions = VersionedDocuments(
-            store.mappings, "mapping", make=_version, on_change=self._forget
+            store.mappings, "mapping", make=_version, on_change=self._forget, recheck=self._recheck
         )
         # POST /api/v1/mappings/test: a stored mapping or a draft on a sample, nothing written.
         self.dry_run = MappingDryRun(self, store, schemas, entities, kinds)
@@ -206,6 +206,24 @@ class MappingService:
                 raise InvalidPayload(message, [FieldProblem("/kind", message, "reference")])
             custom[kind] = schema
         return load_mapping(text, catalog=TenantCatalog(self._schemas, custom), filename=filename)
+
+    async def _recheck(self, tenant: str, doc: Doc) -> None:
+        """A stored version meets today's rules before it is activated (by version or by a
+        roll back): one stored before a rule (a reserved target, the work limit) or naming a
+        kind or field gone since is refused, naming its problems, and nothing changes."""
+        try:
+            mapping = await self.compile(tenant, doc["source"])
+        except InvalidPayload as exc:
+            named = [f"{p.pointer or '/'}: {p.message}" for p in exc.problems[:3]]
+            if len(exc.problems) > 3:
+                named.append(f"{len(exc.problems) - 3} more")
+            detail = f"version {doc['version']} of mapping {doc['name']!r} cannot be activated"
+            detail += f" under today's rules: {'; '.join(named) or exc.detail}"
+            raise InvalidPayload(detail, exc.problems) from None
+        key = (tenant, doc["name"], doc["version"])
+        self._compiled[key] = mapping
+        if len(self._compiled) > _MAX_COMPILED:
+            self._compiled.popitem(last=False)
 
     def _cached_active(self, tenant: str, name: str) -> int | None:
         hit = self._active.get((tenant, name))

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema_rs
 
 from gateway.errors import FieldProblem
+from gateway.formats.json_tree import shown
 from gateway.schemas.ids import IDENTIFIERS
 
 _MISSING = object()
@@ -86,10 +87,10 @@ def _reason(
     if isinstance(kind, jsonschema_rs.ValidationErrorKind.Format):
         ident = IDENTIFIERS.get(kind.format)
         if ident is not None and isinstance(value, str):
-            return f"{value!r} is not a valid {ident.label}: {ident.check(value)}"
-        return f"{value!r} is not a valid {kind.format}"
+            return f"{shown(value)} is not a valid {ident.label}: {ident.check(value)}"
+        return f"{shown(value)} is not a valid {kind.format}"
     if isinstance(kind, jsonschema_rs.ValidationErrorKind.Enum):
-        return f"{value!r} is not one of {', '.join(repr(o) for o in kind.options)}"
+        return f"{shown(value)} is not one of {', '.join(shown(o) for o in kind.options)}"
     return error.message
 
 

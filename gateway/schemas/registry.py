@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
+from gateway.formats.json_tree import shown
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
 from gateway.schemas.problems import nul_key_problems, root_problem
@@ -220,7 +221,7 @@ class SchemaRegistry:
         try:
             return {"plate_key": canonical_plate_key(plate)}
         except ValueError:
-            message = f"/plate: {plate!r} is not a valid plate"
+            message = f"/plate: {shown(plate)} is not a valid plate"
             raise invalid(entity_type, [FieldProblem("/plate", message, "format")]) from None
 
     def normalize(
@@ -298,25 +299,87 @@ class SchemaRegistry:
             raise NotFound(f"unknown kind {kind!r}; built-in kinds: {self.builtin_kinds}") from None
 
 
+_APPLY_TO_ROOT_LISTS = ("allOf", "anyOf", "oneOf")
+_APPLY_TO_ROOT = ("if", "then", "else")
+
+
 def _reserved_in_kind(schema: Mapping[str, Any]) -> list[FieldProblem]:
-    """The kind's top-level properties and required fields named as the envelope's are."""
+    """Every place the kind's schema names a member of the document as the envelope's are:
+    `properties` and `required`, in the schema and in every subschema that applies to the
+    document itself (`allOf`, `anyOf`, `oneOf`, `if`, `then`, `else`, the schemas of
+    `dependentSchemas`, a local `$ref`), and the names `dependentRequired` requires. A schema
+    requiring `id` under `allOf` could never be written (the write refuses `id` itself).
+    Not `not` (it can only forbid a name) nor `patternProperties` (a pattern matching `id`
+    applies to no document, which never has one)."""
     found: list[FieldProblem] = []
-    properties = schema.get("properties")
-    if isinstance(properties, Mapping):
-        found += [
-            _reserved(f"/schema/properties/{name}", name)
-            for name in properties
-            if name in RESERVED_FIELDS
-        ]
-    required = schema.get("required")
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(schema, "/schema")]
+    while stack:
+        node, at = stack.pop()
+        if not isinstance(node, Mapping) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        found += _reserved_names(node, at)
+        below: list[tuple[Any, str]] = []
+        for key in _APPLY_TO_ROOT_LISTS:
+            if isinstance(items := node.get(key), list):
+                below += [(item, f"{at}/{key}/{i}") for i, item in enumerate(items)]
+        below += [(node.get(key), f"{at}/{key}") for key in _APPLY_TO_ROOT if key in node]
+        if isinstance(dependent := node.get("dependentSchemas"), Mapping):
+            below += [
+                (item, f"{at}/dependentSchemas/{_escape(str(name))}")
+                for name, item in dependent.items()
+            ]
+        if isinstance(ref := node.get("$ref"), str) and ref.startswith("#"):
+            target = _local_ref(schema, ref)
+            below.append((target, "/schema" + ref[1:]))
+        stack += reversed(below)  # problems in the order the schema writes them
+    return found
+
+
+def _reserved_names(node: Mapping[str, Any], at: str) -> list[FieldProblem]:
+    """One (sub)schema's properties, required and dependentRequired names that are reserved."""
+    found: list[FieldProblem] = []
+    properties = node.get("properties")
+    declared = properties if isinstance(properties, Mapping) else {}
+    found += [
+        _reserved(f"{at}/properties/{name}", name) for name in declared if name in RESERVED_FIELDS
+    ]
+    required = node.get("required")
     if isinstance(required, list):
         found += [
-            _reserved(f"/schema/required/{index}", name)
+            _reserved(f"{at}/required/{index}", name)
             for index, name in enumerate(required)
-            if name in RESERVED_FIELDS
-            and not (isinstance(properties, Mapping) and name in properties)
+            if name in RESERVED_FIELDS and name not in declared
         ]
+    if isinstance(dependent := node.get("dependentRequired"), Mapping):
+        for key, names in dependent.items():
+            if isinstance(names, list):
+                where = f"{at}/dependentRequired/{_escape(str(key))}"
+                found += [
+                    _reserved(f"{where}/{index}", name)
+                    for index, name in enumerate(names)
+                    if name in RESERVED_FIELDS
+                ]
     return found
+
+
+def _local_ref(schema: Mapping[str, Any], ref: str) -> Any:
+    """The subschema a local `$ref` ("#/$defs/base") names in `schema`, else None."""
+    node: Any = schema
+    for part in ref[1:].split("/")[1:]:
+        key = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping):
+            node = node.get(key)
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return None
+    return node
+
+
+def _escape(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")
 
 
 def _unknown_entity_type(entity_type: str) -> NotFound:
