@@ -22,10 +22,19 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.outbound.redaction import MASK, Redactor
 from gateway.web.state import services_key
-from tests.partner_double import create_action, create_partner, create_subscription, post
+from tests.partner_double import (
+    Partner,
+    create_action,
+    create_partner,
+    create_subscription,
+    partner,
+    post,
+    raw_partner,
+)
 from tests.support import auth
 
 Client = TestClient[Any, Any]
+__all__ = ["partner"]  # the fixture
 TOKEN = "oauth-access-token-7f3a9c1e"
 
 
@@ -465,3 +474,62 @@ async def test_a_key_cut_inside_one_of_its_characters_by_the_excerpt_leaves_noth
     assert problem["partner_body"].endswith(MASK), problem
     assert any(text.endswith(MASK) for text in stored), stored
     assert not _leaks(token, _revealed("\n".join([*stored, *_strings(problem)])))
+
+
+async def test_a_token_endpoint_quoting_the_client_secret_it_refused_is_redacted(
+    client: Client, partner: Partner
+) -> None:
+    """`invalid_client` with an `error_description` quoting the secret: the proxy's 502 and
+    a delivery's `last_error` quoted it in clear (the token endpoint's words bypassed the
+    redaction every partner answer goes through)."""
+    secret = "cl1ent-s3cret-Zq9"
+    oauth = {
+        "type": "oauth2_client_credentials",
+        "token_url": f"{partner.url}/oauth/token",
+        "client_id": "gw",
+        "client_secret": secret,
+    }
+    partner_doc = await create_partner(client, partner.url, auth=oauth)
+    proxy = await create_action(client, partner_doc["id"], mode="proxy", method="GET", path="/x")
+    deliver = await create_action(client, partner_doc["id"], name="deliver", path="/x")
+    await create_subscription(client, deliver["id"], ("entity.created",))
+    refusal = {"error": "invalid_client", "error_description": f"client_secret {secret} is wrong"}
+    partner.respond_with(401, refusal)
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke", headers=auth(), json={"payload": {}}
+    )
+    problem = await invoked.text()
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await client.app[services_key].relay.run_until_idle()
+    await client.app[services_key].delivery_worker.run_until_idle()
+    listed = await client.get("/api/v1/deliveries", headers=auth(role="viewer"))
+    (delivery,) = (await listed.json())["items"]
+
+    assert invoked.status == 502 and "is wrong" in problem, problem
+    assert "is wrong" in delivery["last_error"], delivery
+    assert secret not in problem and secret not in str(delivery)
+
+
+async def test_an_answer_the_partner_hung_up_on_mid_body_is_redacted_as_cut(
+    client: Client,
+) -> None:
+    """A 401 announcing 500 bytes, sending the start of the key it refused, then hanging up:
+    the excerpt ends inside the credential, and was stored as if whole (its tail in clear)."""
+    token = "sk_live_4f9Qa7Zx2Lm8Np3Rt6"
+    said = b"invalid key " + token[:14].encode()
+    head = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nContent-Length: 500\r\n\r\n"
+    async with raw_partner(head + said) as url:
+        bearer = {"type": "bearer", "token": token}
+        partner_doc = await create_partner(client, url.removesuffix("/hook"), auth=bearer)
+        deliver = await create_action(client, partner_doc["id"], path="/hook")
+        await create_subscription(client, deliver["id"], ("entity.created",))
+        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+        await client.app[services_key].relay.run_until_idle()
+        await client.app[services_key].delivery_worker.run_until_idle()
+    listed = await client.get("/api/v1/deliveries", headers=auth(role="viewer"))
+    (delivery,) = (await listed.json())["items"]
+    full = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth(role="viewer"))
+    stored = _strings(await full.json())
+
+    assert any(text.startswith("invalid key ") and MASK in text for text in stored), stored
+    assert not _leaks(token, "\n".join(stored))

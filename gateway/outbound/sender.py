@@ -276,7 +276,10 @@ class Sender:
                 if auth.refused(outcome.status, outcome.json_body):
                     return _refused_again(outcome)
         except TokenFetchFailed as exc:
-            return Outcome(error=exc.kind, message=exc.detail, retry_in=exc.retry_after)
+            # The token endpoint's own words (`error_description`) may quote the client
+            # secret it refused.
+            said = Redactor(auth.credential_values()).redact(exc.detail)
+            return Outcome(error=exc.kind, message=said, retry_in=exc.retry_after)
         return outcome
 
     async def _fetch_token(
@@ -338,6 +341,8 @@ class Sender:
 
     async def _read(self, response: aiohttp.ClientResponse, started: float) -> Outcome:
         body, error, message = await self._read_body(response)
+        # Not read to its end: too large, or the partner hung up (or timed out) mid-body.
+        cut = error is not None or len(body) > self._excerpt_bytes
         latency_ms = _since(started)
         is_json = is_xml = False
         parsed = None
@@ -356,7 +361,6 @@ class Sender:
         other = None
         if error is None and not (is_json or is_xml) and body and 200 <= response.status < 300:
             other = OtherBody(body, content_type, charset)
-        cut = error == "too_large" or len(body) > self._excerpt_bytes
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
