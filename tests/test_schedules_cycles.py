@@ -489,6 +489,29 @@ async def test_a_page_number_list_whose_partner_repeats_its_last_page_is_read_wh
         assert vehicle["attributes"]["erp_id"] == f"{plate}-v2"
 
 
+async def test_a_page_number_list_whose_partner_ignores_the_page_number_is_a_loop(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A partner reading another parameter than `cursor.param` answers page 1 for every
+    number, saying there is more: a `loop` an operator sees, not the list's end every run
+    (its later pages never read, the run `ok`)."""
+    rows = PLATES[:2]
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        return {"items": [_item(plate, plate) for plate in rows], "hasNext": True}
+
+    scripted.answer = answer
+    _clock(client)
+    cursor = {"step": 1, "initial": 1, "param": "query.after", "more": "hasNext"}
+    schedule = await scripted_schedule(client, scripted, max_pages=10, cursor=cursor)
+
+    assert await _until_idle(client) == {"failed": 1}
+    assert [c["after"] for c in scripted.calls] == ["1", "2"]
+    state = await _state(client, schedule["id"])
+    assert state["last_error"]["kind"] == "loop", state
+    assert "cursor.param" in state["last_error"]["message"], state
+
+
 async def test_a_chain_of_cursors_stored_before_is_ignored_and_removed(
     client: Client, scripted: ScriptedFeed
 ) -> None:

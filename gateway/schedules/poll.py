@@ -198,9 +198,18 @@ class Poll:
             # Page numbers index a list: its records' digest is the page's. The records of
             # the page before answered again (a page number past the end clamped to the last
             # page) are past its end: nothing of it is written, and the next run reads the
-            # list again from `initial` (as after its last page, below).
+            # list again from `initial` (as after its last page, below). Unless the partner
+            # says there is more: then it answers one page whatever the number (it reads
+            # another parameter than `param`), a `loop` for someone to see.
             page_digest: str | None = digest(records)
             if records and page_digest == self._digest:
+                if page.more:
+                    raise PollFailure(
+                        "loop",
+                        f"the partner answered the same {len(records)} record(s) for page "
+                        f"{self._cursor!r} as for the page before, saying there is more: it "
+                        "does not read the page number (is `cursor.param` its name?)",
+                    )
                 await self._commit(spec["initial"], None, [])
                 return False
         else:
