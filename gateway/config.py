@@ -342,7 +342,8 @@ class _Env:
         problem = _url_problem(raw, base=base)
         if problem is not None:
             raise ConfigError(f"{name} must be an http(s) URL ({problem}), got {raw!r}")
-        return raw
+        scheme, rest = raw.split(":", 1)
+        return scheme.lower() + ":" + rest  # `HTTPS://…` is https (the UI's Secure cookies)
 
     def directory(self, name: str, *, holding: str | None = None) -> Path | None:
         """A directory the process uses: `holding` (a directory it reads, which must hold
@@ -384,7 +385,9 @@ def _url_problem(raw: str, *, base: bool) -> str | None:
         return "a host is required"
     if port is not None and not 1 <= port <= 65535:
         return "the port must be 1-65535"
-    if base and (url.user is not None or url.query_string or url.fragment):
+    # In the text, not only yarl's reading: an empty `?`, `#` or user (`https://@host`) is no
+    # query, fragment or user to yarl, and a path appended after `#` is a fragment.
+    if base and (url.user is not None or url.query_string or url.fragment or set("?#@") & set(raw)):
         return "no user, query or fragment: trigger URLs are made by appending paths to it"
     return None
 

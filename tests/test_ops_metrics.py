@@ -54,6 +54,29 @@ async def test_an_open_circuit_past_its_cooldown_is_scraped_half_open_without_an
     assert len(partner.requests) == 5  # no call made it so
 
 
+async def test_a_partner_edited_while_its_circuit_is_open_is_reported_closed(
+    client: Client, partner: Partner
+) -> None:
+    """New guard settings (a longer timeout for a partner that timed out) build a new,
+    closed breaker: the gauge kept saying `open` for good, calls succeeding meanwhile."""
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], mode="proxy")
+    invoke = f"/api/v1/actions/{action['id']}/invoke"
+    partner.respond_with(500, {"error": "down"})
+    for _ in range(5):
+        invoked = await client.post(invoke, json={"payload": {}}, headers=auth())
+        assert invoked.status == 502, await invoked.text()
+    edit = {"max_concurrency": 3}
+    edited = await client.patch(f"/api/v1/partners/{partner_doc['id']}", json=edit, headers=auth())
+    assert edited.status == 200, await edited.text()
+    partner.respond_with(200, {"ok": True})
+    invoked = await client.post(invoke, json={"payload": {}}, headers=auth())
+
+    assert invoked.status == 200, await invoked.text()
+    scraped = await (await client.get("/metrics")).text()
+    assert _circuit(scraped, partner_doc["id"]) == {"closed": 1, "open": 0, "half_open": 0}
+
+
 async def test_an_open_breaker_is_reported_half_open_at_the_end_of_its_cooldown_unread() -> None:
     """Each process of `serve --workers N` writes its own gauges, and a scrape reads one
     process: the others' breakers must report their turn to half_open by themselves."""

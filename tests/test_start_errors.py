@@ -90,6 +90,22 @@ def test_urls_with_a_host_are_taken() -> None:
         Settings.from_env({"GATEWAY_PUBLIC_URL": "http://user:pw@gw.example.com"})
 
 
+@pytest.mark.parametrize(
+    "url", ["https://gw.example.com#", "https://gw.example.com?", "https://@gw.example.com"]
+)
+def test_a_public_url_with_an_empty_fragment_query_or_user_is_refused(url: str) -> None:
+    """Empty, they are none to a URL parser, and a trigger URL appended after `#` was a
+    fragment (`https://gw.example.com#/hooks/trg_…`)."""
+    with pytest.raises(ConfigError, match="GATEWAY_PUBLIC_URL"):
+        Settings.from_env({"GATEWAY_PUBLIC_URL": url})
+
+
+def test_a_public_url_s_scheme_in_capitals_is_read_as_its_scheme() -> None:
+    """`HTTPS://…` is https: the admin UI's cookies are Secure under it (they were not)."""
+    settings = Settings.from_env({"GATEWAY_PUBLIC_URL": "HTTPS://gw.example.com/base"})
+    assert settings.public_url == "https://gw.example.com/base"
+
+
 @pytest.mark.parametrize("days", ["99999999999", "800000", "10001"])
 def test_cleanup_days_beyond_any_history_is_an_argument_error(tmp_path: Path, days: str) -> None:
     """The value reached the database: `Python int too large to convert to C int`, `date value

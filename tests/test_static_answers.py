@@ -70,3 +70,9 @@ async def test_a_missing_static_file_is_the_ui_s_404_page_without_a_cookie(
     found = await client.get("/admin/static/ui.css")
     assert found.status == 200 and found.content_type == "text/css"
     assert "Set-Cookie" not in found.headers  # an asset a cache may keep carries no cookie
+
+
+async def test_a_static_path_with_a_nul_is_the_ui_s_404_not_a_500(client: Client) -> None:
+    for path in ("/admin/static/a%00b.css", "/admin/static/ui.css%00"):
+        missing = await client.get(path)
+        assert missing.status == 404, (path, await missing.text())

@@ -235,10 +235,16 @@ class PartnerGuards:
     def get(self, partner_id: str, settings: GuardSettings) -> PartnerGuard:
         guard = self._guards.get(partner_id)
         if guard is None or guard.settings != settings:
+            replaced = guard is not None
             guard = PartnerGuard.build(
                 settings, clock=self._now, on_breaker_change=self._callback(partner_id)
             )
             self._guards[partner_id] = guard
+            if replaced:  # new settings, a new breaker: closed, whatever the old one was
+                if (due := self._due.pop(partner_id, None)) is not None:
+                    due.cancel()
+                if self.on_breaker_change is not None:
+                    self.on_breaker_change(partner_id, BreakerState.CLOSED)
         return guard
 
     def _now(self) -> float:

@@ -142,7 +142,7 @@ def _static_file(request: web.Request) -> bool:
     path = directory / request.match_info.get("filename", "")
     try:
         return path.resolve().is_relative_to(directory) and path.is_file()
-    except OSError:  # a name too long, a loop of links
+    except (OSError, ValueError):  # a name too long, a loop of links, a NUL in it
         return False
 
 
