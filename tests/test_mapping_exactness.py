@@ -547,6 +547,12 @@ async def test_percent_s_is_unix_time_in_any_output_zone(client: Client) -> None
         ("%012s", "001795182322"),
         ("%_12s", "  1795182322"),
         ("%-12s|%%s", "  1795182322|%s"),
+        ("%Os", "1795182322"),  # glibc's E and O modifiers change nothing in %s
+        ("%Es", "1795182322"),
+        ("%-Os", "1795182322"),
+        ("%10Os", "1795182322"),
+        ("%_12Es", "  1795182322"),
+        ("%012Os|%%Es", "001795182322|%Es"),
     ],
 )
 async def test_percent_s_with_a_flag_or_a_width_is_unix_time_in_any_output_zone(
@@ -612,6 +618,35 @@ async def test_a_local_time_at_the_ends_of_time_is_read_and_written_where_it_exi
         "unix": 253402311599,
         "west": "9999-12-31T21:59:59-05:00",
         "since": "0001-01-01",
+    }
+
+
+async def test_percent_s_alone_is_written_at_the_ends_of_time_in_any_output_zone(
+    client: Client,
+) -> None:
+    # Nothing but %s needs no wall time: it is written where `unix` is, though the time is
+    # past 9999 in UTC (10000-01-01T02:59:59Z) or before the year 1 there.
+    fields = "".join(
+        f"  attributes.{name}:\n    from: {source}\n"
+        f"    transforms: [{{datetime: {{input_tz: {zone}, format: '{how}'{out}}}}}]\n"
+        for name, source, zone, how, out in [
+            ("unix", "until", "America/Sao_Paulo", "unix", ""),
+            ("s", "until", "America/Sao_Paulo", "%s", ""),
+            ("padded", "until", "America/Sao_Paulo", "%013s %%s", ", output_tz: Asia/Tokyo"),
+            ("modified", "until", "America/Sao_Paulo", "%Os", ", output_tz: UTC"),
+            ("first", "since", "Asia/Tokyo", "%s", ""),
+            ("first_unix", "since", "Asia/Tokyo", "unix", ""),
+        ]
+    )
+    payload = {"until": "9999-12-31T23:59:59", "since": "0001-01-01T00:00"}
+    document = await _dry_run(client, fields, payload)
+    assert document["attributes"] == {
+        "unix": 253402311599,
+        "s": "253402311599",
+        "padded": "0253402311599 %s",
+        "modified": "253402311599",
+        "first": "-62135630339",  # 0001-01-01T00:00Z less Tokyo's mean time then, 9:18:59
+        "first_unix": -62135630339,
     }
 
 
