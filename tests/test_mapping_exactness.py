@@ -1,9 +1,10 @@
 """What a mapping computes does not hang on how a value happens to be represented: a param's
 `true` is not its `1` (each set of values compiles its own plan), `{round: n}` and
 `format_number` round the number as it is written, text matches in either Unicode form and is
-written as it was sent, a condition's `equals` is JSON equality at every depth, a local time in
-a DST gap is a time that exists and one at the ends of time is read, and `%s` is Unix time in
-every zone. Everything goes through HTTP: the dry run, triggers that write, actions that send."""
+copied as it was sent (`truncate` and `split` cut it in NFC), a condition's `equals` is JSON
+equality at every depth, a local time in a DST gap is a time that exists and one at the ends of
+time is read, and `%s` is Unix time in every zone. Everything goes through HTTP: the dry run,
+triggers that write, actions that send."""
 
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ async def test_round_and_format_number_agree_with_decimal_rounding_of_the_text_o
     assert document["attributes"]["text"] == texts
 
 
-# -- Unicode: either form matches, text is written as sent -----------------------------------
+# -- Unicode: either form matches, text is copied as sent, truncate and split cut in NFC ------
 
 NFC_NAO, NFD_NAO = "N\u00c3O", "NA\u0303O"
 NFC_SAO_PAULO, NFD_SAO_PAULO = "S\u00e3o Paulo", "Sa\u0303o Paulo"
@@ -203,19 +204,22 @@ async def test_decomposed_text_matches_boolean_words_map_keys_conditions_and_sep
         }, b
 
 
+SYLLABLES = "\uac00\ub098\ub2e5"  # HANGUL in NFC
+
+
 @pytest.mark.parametrize(
     ("sent", "cut", "first"),
     [
         (NFC_SAO_PAULO, "S\u00e3o", NFC_SAO_PAULO),
-        (NFD_SAO_PAULO, "Sa\u0303o", NFD_SAO_PAULO),  # 4 characters sent, 3 counted: as sent
-        ("Sa\u0303o, Pau\u0301lo", "Sa\u0303o", "Sa\u0303o"),
-        (HANGUL + "\u1105\u1161", HANGUL, HANGUL + "\u1105\u1161"),  # a syllable is one
-        (", ".join([NFD_SAO_PAULO] * 4), "Sa\u0303o", NFD_SAO_PAULO),  # longer than 4 x 3
-        ("Sa\u0303o", "Sa\u0303o", "Sa\u0303o"),
-        ("Sa\u0303", "Sa\u0303", "Sa\u0303"),
+        (NFD_SAO_PAULO, "S\u00e3o", NFC_SAO_PAULO),  # 4 characters sent, 3 counted
+        ("Sa\u0303o, Pau\u0301lo", "S\u00e3o", "S\u00e3o"),
+        (HANGUL + "\u1105\u1161", SYLLABLES, SYLLABLES + "\ub77c"),  # a syllable is one
+        (", ".join([NFD_SAO_PAULO] * 4), "S\u00e3o", NFC_SAO_PAULO),
+        ("Sa\u0303o", "S\u00e3o", "S\u00e3o"),
+        ("Sa\u0303", "S\u00e3", "S\u00e3"),
     ],
 )
-async def test_truncate_and_split_count_and_find_in_nfc_and_write_the_text_as_sent(
+async def test_truncate_and_split_cut_the_text_in_nfc_and_a_copied_field_stays_as_sent(
     client: Client, sent: str, cut: str, first: str
 ) -> None:
     fields = (
@@ -227,7 +231,7 @@ async def test_truncate_and_split_count_and_find_in_nfc_and_write_the_text_as_se
     assert document["attributes"] == {"cut": cut, "first": first, "whole": sent}
 
 
-async def test_split_finds_a_separator_sent_in_two_forms_and_gives_the_parts_as_sent(
+async def test_split_finds_a_separator_sent_in_two_forms_and_gives_the_parts_in_nfc(
     client: Client,
 ) -> None:
     # `;` as such and as U+037E (a Greek question mark, `;` in NFC); names decomposed.
@@ -238,10 +242,65 @@ async def test_split_finds_a_separator_sent_in_two_forms_and_gives_the_parts_as_
     )
     document = await _dry_run(client, fields, {"t": sent})
     assert document["attributes"] == {
-        "p0": "Sa\u0303o",
+        "p0": "S\u00e3o",
         "p1": "Rio",
-        "p2": "Be\u0301lem",
-        "p3": "Paranagua\u0301",
+        "p2": "B\u00e9lem",
+        "p3": "Paranagu\u00e1",
+    }
+
+
+async def test_truncate_and_split_give_nfc_text_for_compositions_outside_the_basic_plane(
+    client: Client,
+) -> None:
+    fields = (
+        "  attributes.one: {from: k, transforms: [{truncate: 1}]}\n"
+        "  attributes.cut: {from: d, transforms: [{truncate: 2}]}\n"
+        "  attributes.marks: {from: m, transforms: [{truncate: 2}]}\n"
+        "  attributes.p0: {from: c, transforms: [{split: {separator: ';', index: 0}}]}\n"
+        "  attributes.p1: {from: c, transforms: [{split: {separator: ';', index: 1}}]}\n"
+    )
+    payload = {
+        "k": "\U00011099\U000110ba" * 2,  # Kaithi KA and nukta, one character (U+1109A) in NFC
+        "d": "\u0958\U00011099\U000110ba",  # NFC: U+0915 U+093C U+1109A
+        "m": "x\U0001d165\u0f73",  # NFC: x U+0F71 U+0F72 U+1D165 (marks reordered)
+        "c": "Chakma \U00011131\U00011127;b\u037ec",  # Chakma O (U+1112E) in NFC; `;` twice
+    }
+    document = await _dry_run(client, fields, payload)
+    assert document["attributes"] == {
+        "one": "\U0001109a",
+        "cut": "\u0915\u093c",
+        "marks": "x\u0f71",
+        "p0": "Chakma \U0001112e",
+        "p1": "b",
+    }
+
+
+async def test_split_and_truncate_cut_long_text_whose_nfc_moves_characters(
+    client: Client,
+) -> None:
+    # A review's inputs that took the earlier "cut as sent" code tens of seconds each, with
+    # the event loop blocked: `;` sent as itself and as U+037E after a U+0958 (two characters
+    # in NFC), 15 KB; and Tibetan vowel signs that NFC splits and reorders, 6.3 KB.
+    separated = "\u0958" + "ab;c\u037e" * 3000
+    marks = "a\u0f74" + "\u0f73" * 2100  # U+0F73 is U+0F71 U+0F72; U+0F74 sorts after them
+    await upload_mapping(
+        client,
+        f"name: long\n{HEAD}fields:\n  plate: plate\n"
+        "  attributes.first: {from: t, transforms: [{split: {separator: ';', index: 0}}]}\n"
+        "  attributes.second: {from: t, transforms: [{split: {separator: ';', index: 1}}]}\n"
+        "  attributes.before_last: {from: t, transforms: [{split: {separator: ';', index: -2}}]}\n"
+        "  attributes.last: {from: t, transforms: [{split: {separator: ';', index: -1}}]}\n"
+        "  attributes.cut: {from: m, transforms: [{truncate: 4000}]}\n",
+    )
+    trigger = await create_trigger(client, mapping="long")
+    status, answer = await hook(client, trigger, {"plate": "ABC1D23", "t": separated, "m": marks})
+    assert status == 201, answer
+    assert (await _vehicle(client, "ABC1D23"))["attributes"] == {
+        "first": "\u0915\u093cab",
+        "second": "c",
+        "before_last": "c",
+        "last": "",
+        "cut": "a" + "\u0f71" * 2100 + "\u0f72" * 1899,
     }
 
 
@@ -488,6 +547,12 @@ async def test_percent_s_is_unix_time_in_any_output_zone(client: Client) -> None
         ("%012s", "001795182322"),
         ("%_12s", "  1795182322"),
         ("%-12s|%%s", "  1795182322|%s"),
+        ("%Os", "1795182322"),  # glibc's E and O modifiers change nothing in %s
+        ("%Es", "1795182322"),
+        ("%-Os", "1795182322"),
+        ("%10Os", "1795182322"),
+        ("%_12Es", "  1795182322"),
+        ("%012Os|%%Es", "001795182322|%Es"),
     ],
 )
 async def test_percent_s_with_a_flag_or_a_width_is_unix_time_in_any_output_zone(
@@ -553,6 +618,35 @@ async def test_a_local_time_at_the_ends_of_time_is_read_and_written_where_it_exi
         "unix": 253402311599,
         "west": "9999-12-31T21:59:59-05:00",
         "since": "0001-01-01",
+    }
+
+
+async def test_percent_s_alone_is_written_at_the_ends_of_time_in_any_output_zone(
+    client: Client,
+) -> None:
+    # Nothing but %s needs no wall time: it is written where `unix` is, though the time is
+    # past 9999 in UTC (10000-01-01T02:59:59Z) or before the year 1 there.
+    fields = "".join(
+        f"  attributes.{name}:\n    from: {source}\n"
+        f"    transforms: [{{datetime: {{input_tz: {zone}, format: '{how}'{out}}}}}]\n"
+        for name, source, zone, how, out in [
+            ("unix", "until", "America/Sao_Paulo", "unix", ""),
+            ("s", "until", "America/Sao_Paulo", "%s", ""),
+            ("padded", "until", "America/Sao_Paulo", "%013s %%s", ", output_tz: Asia/Tokyo"),
+            ("modified", "until", "America/Sao_Paulo", "%Os", ", output_tz: UTC"),
+            ("first", "since", "Asia/Tokyo", "%s", ""),
+            ("first_unix", "since", "Asia/Tokyo", "unix", ""),
+        ]
+    )
+    payload = {"until": "9999-12-31T23:59:59", "since": "0001-01-01T00:00"}
+    document = await _dry_run(client, fields, payload)
+    assert document["attributes"] == {
+        "unix": 253402311599,
+        "s": "253402311599",
+        "padded": "0253402311599 %s",
+        "modified": "253402311599",
+        "first": "-62135630339",  # 0001-01-01T00:00Z less Tokyo's mean time then, 9:18:59
+        "first_unix": -62135630339,
     }
 
 

@@ -1,7 +1,7 @@
 """A reviewer's findings on the mapping-files change (2026-12-05, mapb2), through HTTP against
 the real database: a stored version today's rules refuse is not activated (by version nor by a
 roll back), messages quote values as JSON, a template var given by `coalesce` points at the
-source that gave it, what a plate may carry around it, and reserved names a kind requires
+source that gave it, what an identifier may carry around it, and reserved names a kind requires
 anywhere that applies to the document."""
 
 from __future__ import annotations
@@ -226,22 +226,50 @@ async def test_a_template_var_given_by_coalesce_points_at_the_alternative_that_g
 
 
 @pytest.mark.parametrize(
-    "plate", ["ABC1234\t", "\tABC1234", "ABC1234\n", "ABC1234\r\n", "\x0bABC1234", "ABC1234\x1c"]
+    "plate",
+    ["ABC1234\t", "\tABC1234", "ABC1234\n", "ABC1234\r\n", "\x0bABC1234", " abc-1234\u00a0"],
 )
-async def test_a_plate_with_a_tab_or_a_line_break_at_either_end_is_refused(
+async def test_an_identifier_with_blanks_at_either_end_is_accepted_and_stored_without_them(
+    client: Client, plate: str
+) -> None:
+    # A partner's CSV or a scanned form ends a value with a line break: not bad data.
+    created = await _json(client, "POST", "/api/v1/entities/vehicle", 201, json={"plate": plate})
+    assert created["plate"] == "ABC1234"
+    assert (await _json(client, "GET", "/api/v1/entities/vehicle/ABC1234"))["plate"] == "ABC1234"
+    body = {"name": "Ana", "cpf": "\t529.982.247-25\r\n"}  # every identifier alike
+    created = await _json(client, "POST", "/api/v1/entities/driver", 201, json=body)
+    assert created["cpf"] == "52998224725"
+
+
+@pytest.mark.parametrize("plate", ["ABC\t1234", "ABC\r\n1234", "AB\u00a0C1234", "ABC1\x1c234"])
+async def test_an_identifier_with_a_blank_other_than_a_space_inside_is_refused(
     client: Client, plate: str
 ) -> None:
     problem = await _json(client, "POST", "/api/v1/entities/vehicle", 422, json={"plate": plate})
     assert [e["pointer"] for e in problem["errors"]] == ["/plate"]
-    quoted = json.dumps(plate)  # the value as JSON, its control character escaped
+    quoted = json.dumps(plate, ensure_ascii=False)  # as JSON: a control character escaped
     assert problem["errors"][0]["message"].startswith(f"/plate: {quoted} is not a valid plate")
-    body = {"name": "Ana", "cpf": "529.982.247-25\n"}  # every identifier alike
+    body = {"name": "Ana", "cpf": "529.982.247\t25"}
     problem = await _json(client, "POST", "/api/v1/entities/driver", 422, json=body)
     assert [e["pointer"] for e in problem["errors"]] == ["/cpf"]
-    created = await _json(
-        client, "POST", "/api/v1/entities/vehicle", 201, json={"plate": " abc 1234 "}
+
+
+async def test_a_trigger_stores_identifiers_copied_from_a_csv_line_without_their_line_break(
+    client: Client,
+) -> None:
+    await _upload(
+        client,
+        "name: csv\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\n"
+        "fields:\n  plate: placa\n  renavam: renavam\n",
     )
-    assert created["plate"] == "ABC1234"
+    trigger = await create_trigger(client, mapping="csv")
+    sent = {"placa": "abc-1d23\r\n", "renavam": "\t86769597308\r\n"}
+    status, answer = await hook(client, trigger, sent)
+    assert status == 201, answer
+    stored = await _json(client, "GET", "/api/v1/entities/vehicle/ABC1D23")
+    assert (stored["plate"], stored["renavam"]) == ("ABC1D23", "86769597308")
+    status, problem = await hook(client, trigger, {"placa": "ABC1\t234", "renavam": "86769597308"})
+    assert status == 422, problem
 
 
 async def test_the_plate_transform_drops_the_blanks_around_a_partners_plate(

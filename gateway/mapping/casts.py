@@ -120,8 +120,8 @@ def to_string(value: Any) -> str:
 def nfc(text: str) -> str:
     """Text in Unicode's composed form (NFC): "não" whether it came composed (ã) or, as macOS
     and iOS send it, decomposed (a and a combining tilde), so text compares with the words
-    and keys a mapping names one way. Only for comparing: text is written as it was sent.
-    ASCII text is returned at once."""
+    and keys a mapping names one way. For comparing, and for the new text `truncate` and
+    `split` cut from it: other text is written as it was sent. ASCII text is returned at once."""
     if text.isascii() or is_normalized("NFC", text):
         return text
     return normalize("NFC", text)

@@ -223,20 +223,24 @@ def _formatter(how: str, out: tzinfo) -> Formatter:
         return lambda moment: round(moment.timestamp() * 1000)
     if not any(m[0] != "%%" for m in _EPOCH_SECONDS.finditer(how)):
         return lambda moment: _in_zone(moment, out).strftime(how)
+    zoned = "%" in _EPOCH_SECONDS.sub("", how)  # a directive other than %s and %%
 
     def strftime(moment: datetime) -> str:
         # %s is Unix time, whatever the zone: strftime would read the wall time in the
         # process's own zone, an offset off in another (and off by the process's zone in UTC).
         seconds = str(math.floor(moment.timestamp()))
         own = _EPOCH_SECONDS.sub(lambda m: _epoch_seconds(seconds, m), how)
+        if not zoned:  # nothing needs the wall time: none at the ends of time either
+            return own.replace("%%", "%")
         return _in_zone(moment, out).strftime(own)
 
     return strftime
 
 
-_EPOCH_SECONDS = re.compile(r"%(?:%|([-_0^#]*)([0-9]*)s)")
-"""`%s` in a strftime format, with glibc's flags and a width (`%-s`, `%10s`, `%_s`, `%010s`),
-and `%%` (a literal percent sign, kept as it is: `%%s` is the text "%s")."""
+_EPOCH_SECONDS = re.compile(r"%(?:%|([-_0^#]*)([0-9]*)[EO]?s)")
+"""`%s` in a strftime format, with glibc's flags, a width and an E or O modifier (`%-s`,
+`%10s`, `%_s`, `%010s`, `%Os`, `%_10Es`: glibc writes Unix time for each), and `%%` (a
+literal percent sign, kept as it is: `%%s` is the text "%s")."""
 _MAX_EPOCH_WIDTH = 32
 
 

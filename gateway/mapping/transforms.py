@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Final, NamedTuple
-from unicodedata import normalize
 
 from gateway.formats.json_tree import shown
 from gateway.schemas.ids import check_cpf, check_plate, e164, normalize_plate
@@ -24,7 +23,6 @@ from .params import NO_PARAMS, ParamScope, resolve_arguments, unset
 from .paths import pointer
 from .problems import Problems, suggest
 from .readings import compile_coordinate, duration
-from .textforms import split, truncated
 from .timefmt import compile_datetime, parse_formats
 from .units import UNITS, conversion, multiply
 
@@ -142,7 +140,7 @@ def _compile_truncate(arg: Any, report: Report) -> Transform | None:
     if not _int_arg(arg, 0, MAX_STRING_LENGTH):
         report(f"truncate takes a length from 0 to {MAX_STRING_LENGTH}")
         return None
-    return lambda v: truncated(to_string(v), arg)  # counted in NFC, as sent
+    return lambda v: nfc(to_string(v))[:arg]  # counted and cut in NFC
 
 
 def _compile_split(arg: Any, report: Report) -> Transform | None:
@@ -156,10 +154,9 @@ def _compile_split(arg: Any, report: Report) -> Transform | None:
         report("split takes {separator: text of 1 to 16 characters, index: -64 to 63}")
         return None
     separator, index = nfc(arg["separator"]), arg["index"]
-    decomposed = normalize("NFD", separator)
 
-    def part(v: Any) -> str | None:  # the separator is found in either form
-        parts = split(v if type(v) is str else to_string(v), separator, decomposed)
+    def part(v: Any) -> str | None:  # cut in NFC: the separator is found in either form
+        parts = nfc(v if type(v) is str else to_string(v)).split(separator)
         return parts[index] if -len(parts) <= index < len(parts) else None
 
     return part
