@@ -25,6 +25,7 @@ from gateway.web.state import services_key
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.partner_double import FakeClock, upload_mapping
 from tests.schedule_support import get, runner, runs, scripted_schedule
+from tests.support import auth
 
 __all__ = ["scripted"]  # the fixture
 Client = TestClient[Any, Any]
@@ -510,6 +511,37 @@ async def test_a_page_number_list_whose_partner_ignores_the_page_number_is_a_loo
     state = await _state(client, schedule["id"])
     assert state["last_error"]["kind"] == "loop", state
     assert "cursor.param" in state["last_error"]["message"], state
+
+
+async def test_runs_held_by_the_partners_rate_limit_count_toward_the_bound_of_runs_in_row(
+    client: Client, scripted: ScriptedFeed
+) -> None:
+    """A rate limit slower than the partner's `more` (0.1 a second): every run reads one page
+    and is held. Held runs neither counted toward the bound nor waited: 360 calls an hour,
+    where the bound promises at most 20 runs in a row, whatever the partner answers."""
+
+    def answer(after: str | None, n: int) -> dict[str, Any]:
+        return {"items": [_item("ABC1D23", f"x{n}")], "next": f"c{n}", "more": True}
+
+    scripted.answer = answer
+    clock = _clock(client)
+    start = clock()
+    runner(client)._c.guards.clock = lambda: (clock() - start).total_seconds()
+    schedule = await scripted_schedule(client, scripted, max_pages=3)
+    (partner_doc,) = (await get(client, "/api/v1/partners"))["items"]
+    limited = {"rate_limit": {"per_second": 0.1, "burst": 1}, "timeout_seconds": 10}
+    where = f"/api/v1/partners/{partner_doc['id']}"
+    assert (await client.patch(where, json=limited, headers=auth())).status == 200
+
+    for _ in range(120):  # 20 minutes, 10 s at a time
+        await _until_idle(client)
+        clock.advance(10)
+
+    assert len(scripted.calls) <= MAX_RUNS_IN_ROW + 1, len(scripted.calls)
+    assert any(run.get("note") for run in await runs(client, schedule["id"]))
+    state = await _state(client, schedule["id"])
+    assert datetime.fromisoformat(state["next_run_at"].replace("Z", "+00:00")) > clock()
+    assert state["runs_in_row"] == 0  # the row ended: the regular time next
 
 
 async def test_a_chain_of_cursors_stored_before_is_ignored_and_removed(

@@ -237,7 +237,7 @@ class ScheduleRunner:
             "item_errors": tally.problems,
             "error": error,
         }
-        if failure is None and _runs_in_row(doc, outcome, tally) >= MAX_RUNS_IN_ROW:
+        if _paced(doc, outcome, failure, tally):
             run["note"] = (
                 f"the partner still had more after {MAX_RUNS_IN_ROW} runs in a row without a "
                 f"pause: the schedule waits for its regular time"
@@ -301,13 +301,19 @@ class ScheduleRunner:
         if failure is not None and failure.held:  # no attempt: the streak stays, no back-off
             # Again when the hold ends, or at the next regular run if that comes first (a
             # disabled partner's hold lasts until its probe, up to an hour: re-enabled by an
-            # admin, it is read again on the schedule's own cadence).
+            # admin, it is read again on the schedule's own cadence). A run held after pages
+            # with records (a partner's rate limit slower than its `more`) counts toward
+            # the bound of runs in a row, as one that ended `more` does.
             held_until = now + timedelta(seconds=failure.retry_after or 1)
             regular = every_from_doc(doc["every"]).next_after(started_at)
+            in_row = int(doc.get("runs_in_row") or 0) + (1 if tally.listed else 0)
+            if in_row >= MAX_RUNS_IN_ROW:
+                held_until, in_row = regular, 0
             return {
                 "last_error": failure.as_doc(now),
                 "last_run_at": started_at,
                 "next_run_at": max(min(held_until, regular), now),
+                "runs_in_row": in_row,
             }
         if failure is not None:  # `runs_in_row` stays: a failure is no end of the partner's more
             failures = int(doc.get("failures") or 0) + 1
@@ -369,6 +375,18 @@ class ScheduleRunner:
                 metrics.schedule_items.labels(schedule, result).inc(count)
         if failure is not None and not failure.held:
             metrics.schedule_errors.labels(schedule, failure.kind).inc()
+
+
+def _paced(doc: Doc, outcome: str, failure: PollFailure | None, tally: Tally) -> bool:
+    """Whether this run is the last of the bound of runs in a row: a `more` run, or one held
+    after pages with records (`_timing`)."""
+    if failure is None:
+        return _runs_in_row(doc, outcome, tally) >= MAX_RUNS_IN_ROW
+    return (
+        failure.held
+        and bool(tally.listed)
+        and (int(doc.get("runs_in_row") or 0) + 1 >= MAX_RUNS_IN_ROW)
+    )
 
 
 def _runs_in_row(doc: Doc, outcome: str, tally: Tally) -> int:

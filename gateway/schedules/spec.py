@@ -277,6 +277,7 @@ def public_schedule(doc: Doc, *, running: bool = False) -> dict[str, Any]:
             "last_run_at": doc.get("last_run_at"),
             "last_ok_at": doc.get("last_ok_at"),
             "remembered_ids": len(doc.get("seen") or ()),
+            "runs_in_row": doc.get("runs_in_row") or 0,
         },
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
