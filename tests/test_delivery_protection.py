@@ -60,6 +60,26 @@ async def _vehicles(client: Client, *plates: str) -> None:
     await client.app[services_key].relay.run_until_idle()
 
 
+async def _disabled_with_two_an_hour_away(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock, **fields: Any
+) -> dict[str, Any]:
+    """A partner failing for 5 s (> its `disable_after_hours` 0.001: disabled), its two
+    deliveries (ABC1D23's, XYZ9A88's) due again an hour away."""
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"disable_after_hours": 0.001, **fields},
+        action={"retry_schedule": [0, 3600, 3600]},
+    )
+    partner.respond_with(503, {})
+    await _vehicles(client, "ABC1D23")
+    await worker.run_until_idle()
+    clock.advance(5.1)
+    await _vehicles(client, "XYZ9A88")
+    await worker.run_until_idle()
+    return partner_doc
+
+
 async def _partner_status(client: Client, partner_id: str) -> str:
     doc = await (await client.get(f"/api/v1/partners/{partner_id}", headers=auth())).json()
     return str(doc["status"])
@@ -439,18 +459,7 @@ async def test_a_partner_its_probe_reenables_is_active_only_once_its_backlog_is_
     client = await aiohttp_client(make_app(partner_probe_seconds=60))
     clock = FakeClock()
     worker = _driven(client, clock)
-    partner_doc = await _setup(
-        client,
-        partner,
-        partner_fields={"disable_after_hours": 0.001},
-        action={"retry_schedule": [0, 3600, 3600]},
-    )
-    partner.respond_with(503, {})
-    await _vehicles(client, "ABC1D23")
-    await worker.run_until_idle()
-    clock.advance(5.1)
-    await _vehicles(client, "XYZ9A88")
-    await worker.run_until_idle()  # failing for 5 s > 3.6 s: disabled, both an hour away
+    partner_doc = await _disabled_with_two_an_hour_away(client, partner, worker, clock)
     disabled = await _partner_status(client, partner_doc["id"])
     partner.respond_with(200, {})
     store = client.app[services_key].store
@@ -487,18 +496,7 @@ async def test_a_probes_delivery_whose_lease_expires_after_the_recovery_is_due_a
     client = await aiohttp_client(make_app(partner_probe_seconds=3600))
     clock = FakeClock()
     worker = _driven(client, clock)
-    partner_doc = await _setup(
-        client,
-        partner,
-        partner_fields={"disable_after_hours": 0.001},
-        action={"retry_schedule": [0, 3600, 3600]},
-    )
-    partner.respond_with(503, {})
-    await _vehicles(client, "ABC1D23")
-    await worker.run_until_idle()
-    clock.advance(5.1)
-    await _vehicles(client, "XYZ9A88")
-    await worker.run_until_idle()  # disabled, both an hour away
+    partner_doc = await _disabled_with_two_an_hour_away(client, partner, worker, clock)
     disabled = await _partner_status(client, partner_doc["id"])
     deliveries = client.app[services_key].store.deliveries
     now = clock.now
@@ -939,18 +937,9 @@ async def test_a_probes_delivery_handed_back_at_shutdown_after_the_recovery_is_d
     client = await aiohttp_client(make_app(partner_probe_seconds=60))
     clock = FakeClock()
     worker = _driven(client, clock)
-    partner_doc = await _setup(
-        client,
-        partner,
-        partner_fields={"disable_after_hours": 0.001, "timeout_seconds": 30},
-        action={"retry_schedule": [0, 3600, 3600]},
+    partner_doc = await _disabled_with_two_an_hour_away(
+        client, partner, worker, clock, timeout_seconds=30
     )
-    partner.respond_with(503, {})
-    await _vehicles(client, "ABC1D23")
-    await worker.run_until_idle()
-    clock.advance(5.1)
-    await _vehicles(client, "XYZ9A88")
-    await worker.run_until_idle()  # disabled, both an hour away
     assert await _partner_status(client, partner_doc["id"]) == "disabled"
     before = len(partner.requests)
     partner.respond_with(200, {}, delay=20)  # the probe's send stays under way
