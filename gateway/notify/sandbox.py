@@ -17,12 +17,14 @@ dicts), every way a template could reach Python or take unbounded time or memory
 
 from __future__ import annotations
 
+import _weakrefset
 import asyncio
 import contextlib
 import contextvars
 import math
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
@@ -48,7 +50,8 @@ MAX_WIDTH = 1_000
 MAX_STEPS = 500_000
 """Python trace events one render may cost (a short e-mail costs a few thousand)."""
 MAX_SECONDS = 1.0
-"""Wall-clock time one render may take."""
+"""CPU time one render may take (its thread's: a machine busy with other work does not make
+a cheap template fail; wall-clock time failed the demo's sample under load)."""
 
 _METHODS: Mapping[type, frozenset[str]] = {
     str: frozenset(
@@ -329,6 +332,9 @@ def _check_replace(text: Any, old: Any, new: Any) -> None:
         raise RenderLimit(f"replace: the result exceeds {MAX_OUTPUT_CHARS:,} characters")
 
 
+_CALLBACK_FILES = frozenset({weakref.__file__, _weakrefset.__file__})
+"""Where the garbage collector's callbacks run (a WeakValueDictionary's `remove`)."""
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 # Renders run here, not on the event loop: a template that spends its whole budget (one viewer's
@@ -351,14 +357,19 @@ def budget(steps: int = MAX_STEPS, seconds: float = MAX_SECONDS) -> Iterator[lis
     Rendering is synchronous and the trace is the thread's (`off_loop`), so it never sees
     another task's frames."""
     left = [steps]
-    deadline = time.monotonic() + seconds
+    deadline = time.thread_time() + seconds
+    over: list[RenderLimit] = []
 
     def trace(frame: FrameType, event: str, arg: Any) -> Any:
         left[0] -= 1
-        if left[0] < 0:
-            raise RenderLimit(f"rendering took more than {steps:,} steps")
-        if left[0] & 1023 == 0 and time.monotonic() > deadline:
-            raise RenderLimit(f"rendering took more than {seconds:g} s")
+        if not over and left[0] < 0:
+            over.append(RenderLimit(f"rendering took more than {steps:,} steps"))
+        if not over and left[0] & 1023 == 0 and time.thread_time() > deadline:
+            over.append(RenderLimit(f"rendering took more than {seconds:g} s of CPU"))
+        # Raised in the render's own frames, not in a callback the garbage collector runs
+        # meanwhile (a weakref's): there it would be swallowed, the render going on.
+        if over and frame.f_code.co_filename not in _CALLBACK_FILES:
+            raise over[0]
         return trace
 
     previous = sys.gettrace()
