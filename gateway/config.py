@@ -386,8 +386,10 @@ def _url_problem(raw: str, *, base: bool) -> str | None:
     if port is not None and not 1 <= port <= 65535:
         return "the port must be 1-65535"
     # In the text, not only yarl's reading: an empty `?`, `#` or user (`https://@host`) is no
-    # query, fragment or user to yarl, and a path appended after `#` is a fragment.
-    if base and (url.user is not None or url.query_string or url.fragment or set("?#@") & set(raw)):
+    # query, fragment or user to yarl, and a path appended after `#` is a fragment. (An `@`
+    # in the path is a path's.)
+    authority = raw.split("://", 1)[-1].split("/", 1)[0]
+    if base and (url.user is not None or set("?#") & set(raw) or "@" in authority):
         return "no user, query or fragment: trigger URLs are made by appending paths to it"
     return None
 

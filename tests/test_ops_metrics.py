@@ -93,6 +93,21 @@ async def test_an_open_breaker_is_reported_half_open_at_the_end_of_its_cooldown_
     assert reported == [("p1", BreakerState.OPEN), ("p1", BreakerState.HALF_OPEN)]
 
 
+def test_a_send_still_under_way_on_a_replaced_guard_reports_nothing() -> None:
+    """The partner edited (a new guard, closed) while a send on the old one is under way: its
+    failure tripped the old breaker, which reported `open` over the new one's `closed`."""
+    reported: list[tuple[str, BreakerState]] = []
+    guards = PartnerGuards(on_breaker_change=lambda pid, state: reported.append((pid, state)))
+    old = guards.get("p", GuardSettings(max_concurrency=10))
+    for _ in range(4):
+        old.breaker.record_failure()
+    guards.get("p", GuardSettings(max_concurrency=20))  # an admin edits the partner
+    old.breaker.record_failure()  # the fifth failure, of a send made before the edit
+
+    assert reported == [("p", BreakerState.CLOSED)]
+    assert guards.states() == {"p": BreakerState.CLOSED}
+
+
 async def test_a_schedules_pages_are_counted_by_schedule_not_as_a_triggers_batches(
     client: Client, geotab: GeotabDouble
 ) -> None:

@@ -511,6 +511,7 @@ async def test_a_page_number_list_whose_partner_ignores_the_page_number_is_a_loo
     state = await _state(client, schedule["id"])
     assert state["last_error"]["kind"] == "loop", state
     assert "cursor.param" in state["last_error"]["message"], state
+    assert state["cursor"] == 1  # the next run reads the list from its first page still
 
 
 async def test_runs_held_by_the_partners_rate_limit_count_toward_the_bound_of_runs_in_row(

@@ -83,7 +83,8 @@ def test_a_worker_s_jobs_of_commas_only_are_refused() -> None:
 
 
 def test_urls_with_a_host_are_taken() -> None:
-    for url in ("https://gw.example.com", "http://[::1]:8080/base/", "https://gw.example.com:8443"):
+    taken = ("https://gw.example.com", "http://[::1]:8080/base/", "https://gw.example.com:8443")
+    for url in (*taken, "https://gw.example.com/@gw/"):  # an `@` in the path is a path's
         settings = Settings.from_env({"GATEWAY_PUBLIC_URL": url})
         assert settings.public_url == url
     with pytest.raises(ConfigError, match="GATEWAY_PUBLIC_URL"):

@@ -187,3 +187,15 @@ async def test_a_call_with_two_idempotency_keys_or_two_credentials_is_refused_un
         assert response.status == 400
         assert f"the {name} header is given more than once" in (await response.json())["detail"]
     assert await entities(client) == []
+
+
+async def test_a_read_with_an_idempotency_key_it_cannot_be_is_refused(client: Client) -> None:
+    """The key is declared for every `/hooks` call (a form trigger's GET writes): one that is
+    no key at all is the same 400 on a read as on a write, not silently ignored."""
+    trigger = await create_trigger(client, methods=["GET", "POST"])
+    headers = {**bearer(trigger), "Idempotency-Key": " "}
+    response = await client.get(f"/hooks/{trigger['id']}?limit=1", headers=headers)
+    assert response.status == 400, await response.text()
+    assert "Idempotency-Key" in (await response.json())["detail"]
+    fine = await client.get(f"/hooks/{trigger['id']}?limit=1", headers=bearer(trigger))
+    assert fine.status == 200

@@ -236,9 +236,11 @@ class PartnerGuards:
         guard = self._guards.get(partner_id)
         if guard is None or guard.settings != settings:
             replaced = guard is not None
+            built: list[PartnerGuard] = []
             guard = PartnerGuard.build(
-                settings, clock=self._now, on_breaker_change=self._callback(partner_id)
+                settings, clock=self._now, on_breaker_change=self._callback(partner_id, built)
             )
+            built.append(guard)
             self._guards[partner_id] = guard
             if replaced:  # new settings, a new breaker: closed, whatever the old one was
                 if (due := self._due.pop(partner_id, None)) is not None:
@@ -260,12 +262,16 @@ class PartnerGuards:
         if (due := self._due.pop(partner_id, None)) is not None:
             due.cancel()
 
-    def _callback(self, partner_id: str) -> Callable[[BreakerState], None] | None:
+    def _callback(
+        self, partner_id: str, built: list[PartnerGuard]
+    ) -> Callable[[BreakerState], None] | None:
         hook = self.on_breaker_change
         if hook is None:
             return None
 
         def changed(state: BreakerState) -> None:
+            if built and self._guards.get(partner_id) is not built[0]:
+                return  # a guard replaced since (new settings): a send still under way on it
             hook(partner_id, state)
             if state is BreakerState.OPEN:
                 self._read_when_due(partner_id)

@@ -285,7 +285,9 @@ def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[s
     token = body.get("access_token")
     success = 200 <= response.status < 300
     if not success or not (isinstance(token, str) and token):
-        reason = " ".join(str(body.get(k, ""))[:200] for k in ("error", "error_description"))
+        # Whole: the sender redacts the partner's credentials from it, then cuts it (cut
+        # first, a secret across the cut would keep its start in clear).
+        reason = " ".join(str(body.get(k, "")) for k in ("error", "error_description"))
         answered = f"token endpoint answered {response.status}" + (
             f": {reason.strip()}" if reason.strip() else ""
         )

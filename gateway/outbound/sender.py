@@ -279,6 +279,8 @@ class Sender:
             # The token endpoint's own words (`error_description`) may quote the client
             # secret it refused.
             said = Redactor(auth.credential_values()).redact(exc.detail)
+            if len(said) > _TOKEN_SAID:
+                said = said[:_TOKEN_SAID] + "…"
             return Outcome(error=exc.kind, message=said, retry_in=exc.retry_after)
         return outcome
 
@@ -405,6 +407,10 @@ class Sender:
             message = f"{size_text} body exceeds the {self._max_body}-byte cap; not read"
             return body[: self._excerpt_bytes], "too_large", message
         return body, None, None
+
+
+_TOKEN_SAID = 600
+"""Characters of a token endpoint's refusal kept, once redacted."""
 
 
 def _not_followed(location: str | None) -> str:

@@ -198,19 +198,21 @@ class Poll:
             # Page numbers index a list: its records' digest is the page's. The records of
             # the page before answered again (a page number past the end clamped to the last
             # page) are past its end: nothing of it is written, and the next run reads the
-            # list again from `initial` (as after its last page, below). Unless the partner
-            # says there is more: then it answers one page whatever the number (it reads
-            # another parameter than `param`), a `loop` for someone to see.
+            # list again from `initial` (as after its last page, below). If the partner says
+            # there is more all the same, that is a `loop` for someone to see too: it answers
+            # one page whatever the number (it reads another parameter than `param`), or says
+            # more on its last page; the next run still reads the list from `initial`.
             page_digest: str | None = digest(records)
             if records and page_digest == self._digest:
+                await self._commit(spec["initial"], None, [])
                 if page.more:
                     raise PollFailure(
                         "loop",
                         f"the partner answered the same {len(records)} record(s) for page "
                         f"{self._cursor!r} as for the page before, saying there is more: it "
-                        "does not read the page number (is `cursor.param` its name?)",
+                        "does not read the page number (is `cursor.param` its name?) or says "
+                        "more on its last page; the list is read again from its first page",
                     )
-                await self._commit(spec["initial"], None, [])
                 return False
         else:
             page_digest = digest(fresh) if fresh else self._digest

@@ -182,6 +182,8 @@ class HookReceiver:
             return await self._write(admitted, call, tally)
         if trigger.auth_mode in SIGNED_MODES:
             raise Forbidden(UNSIGNED_READ)
+        if (key := call.headers.get("Idempotency-Key")) is not None:
+            _check_key(key)  # a read has no use for one, but one it cannot be is the same 400
         if trigger.target == "positions":
             answer = await self._recent_track(trigger, call)
         else:
