@@ -300,8 +300,72 @@ async def test_split_and_truncate_cut_long_text_whose_nfc_moves_characters(
         "second": "c",
         "before_last": "c",
         "last": "",
-        "cut": "a" + "\u0f71" * 2100 + "\u0f72" * 1899,
+        # Stream-safe first: a U+034F after every 30 of the 2,101 vowel signs, each 30 sorted
+        # apart: 60 + 64 x 61 + 36 = 4,000 characters.
+        "cut": "a"
+        + "\u0f71" * 29
+        + "\u0f72" * 29
+        + "\u0f74"
+        + ("\u034f" + "\u0f71" * 30 + "\u0f72" * 30) * 64
+        + "\u034f"
+        + "\u0f71" * 30
+        + "\u0f72" * 5,
     }
+
+
+async def test_text_with_a_run_of_100_000_combining_marks_is_compared_mapped_and_cut_at_once(
+    aiohttp_client: Any, make_app: Any
+) -> None:
+    # CPython's NFC sorts a run of marks in quadratic time: 100,000 marks out of order took
+    # 7 s, the event loop blocked. A U+034F after every 30 marks (Unicode's Stream-Safe Text
+    # Format) bounds it; two texts whose every 30 marks are the same ones still compare equal.
+    sent = "a" + "\u0301\u0316" * 30_000  # 60,000 marks, each out of order with the next
+    written = "a" + "\u0316\u0301" * 30_000  # in the mapping file, the other way round
+    longer = "a" + "\u0301\u0316" * 50_000
+    fields = (
+        f'  attributes.same: {{when: {{from: t, equals: "{written}"}}, '
+        "then: {value: same}, else: {value: different}}\n"
+        "  attributes.key:\n    from: t\n    transforms:\n      - map:\n          values:\n"
+        f'            ? "{written}"\n            : found\n'  # a key past 1,024: explicit
+        "          default: missing\n"
+        "  attributes.accent: {when: {from: s, equals: \u00e1}, then: {value: acute}, "
+        "else: {value: other}}\n"
+        "  attributes.word: {from: s, transforms: [{map: {values: {\u00e1: acute}, "
+        "default: other}}]}\n"
+        "  attributes.cut: {from: s, transforms: [{truncate: 40}]}\n"
+    )
+    body = {
+        "mapping": f"name: m\n{HEAD}fields:\n  plate: plate\n{fields}",
+        "payload": {"plate": "ABC1D23", "t": sent, "s": longer},
+    }
+    client = await aiohttp_client(make_app(max_body_bytes=1024 * 1024))  # 560 KB as UTF-8
+    response = await client.post(
+        "/api/v1/mappings/test",
+        data=json.dumps(body, ensure_ascii=False).encode(),
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert response.status == 200, (await response.text())[:2000]
+    (result,) = (await response.json())["results"]
+    assert result["document"]["attributes"] == {
+        "same": "same",
+        "key": "found",
+        "accent": "other",
+        "word": "other",
+        # a composes with the first U+0301; U+0316 (class 220) sorts before U+0301 (230)
+        "cut": "\u00e1" + "\u0316" * 15 + "\u0301" * 14 + "\u034f" + "\u0316" * 9,
+    }
+    boolean = "  attributes.b: {from: b, transforms: [boolean]}"
+    cast = f"name: m\n{HEAD}fields:\n  plate: plate\n{boolean}"
+    body = {"mapping": cast, "payload": {"plate": "ABC1D23", "b": "n\u00e3o" + sent[1:]}}
+    response = await client.post(
+        "/api/v1/mappings/test",
+        data=json.dumps(body, ensure_ascii=False).encode(),
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert response.status == 422, (await response.text())[:2000]
+    (problem,) = (await response.json())["errors"]
+    assert (problem["pointer"], problem["keyword"]) == ("/payload/b", "cast")
+    assert problem["message"].startswith('cannot cast string "n\u00e3o')
 
 
 async def test_a_map_key_written_decomposed_in_the_file_matches_composed_text(
