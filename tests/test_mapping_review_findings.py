@@ -175,7 +175,7 @@ async def test_messages_quote_the_values_they_refuse_as_compact_json(client: Cli
         "seconds such as 23°33'01.2\"S, or NMEA such as 2333.0200,S)",
         "/payload/g": 'cannot read "1.130" as a number: its point may be a thousands separator '
         "or a decimal point (write the decimals with ',')",
-        "/payload/h": 'cannot cast object {"long":"xxxxxxxxxxxxxxxxxxxxxxxxxxxx... to number',
+        "/payload/h": 'cannot cast object {"long":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… to number',
     }
     assert len(shown["/payload/h"].split("object ", 1)[1].split(" to ", 1)[0]) == 40
 

@@ -73,7 +73,7 @@ async def test_an_amount_is_read_only_in_the_documented_forms_and_refused_otherw
         assert status == 422, (text, problem)
         [error] = problem["errors"]
         assert (error["pointer"], error["target"]) == ("/valor", "amount_brl"), error
-        assert repr(text) in error["message"], error
+        assert json.dumps(text) in error["message"], error  # quoted as JSON
         missing = await client.get(f"/hooks/{fines['id']}/X{i}", headers=bearer(fines))
         assert missing.status == 404, text
     status, answer = await hook(client, fines, FINE)

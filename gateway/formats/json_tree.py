@@ -51,7 +51,8 @@ SHOWN_CHARS: Final = 40
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     """A value as a message quotes it: compact JSON (`{"k":"v","z":null}`, `true`, `"a\\tb"`,
-    never Python's `{'k': 'v', 'z': None}`), cut to `limit` characters ending in "...". Written
+    never Python's `{'k': 'v', 'z': None}`), cut to `limit` characters ending in "…" (as
+    `errors.clipped` marks a cut echo). Written
     piece by piece and stopped at the limit, so a large or deep value costs no more than that.
     What JSON has no word for is written as JavaScript does (NaN, Infinity); a date-time as
     its ISO text."""
@@ -61,7 +62,7 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
         out.append(piece)
         size += len(piece)
         if size > limit:
-            return "".join(out)[: max(limit - 3, 0)] + "..."
+            return "".join(out)[: max(limit - 1, 0)] + "…"
     return "".join(out)
 
 
