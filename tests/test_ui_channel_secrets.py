@@ -8,9 +8,20 @@ import html
 import json
 from typing import Any
 
+from aiohttp import ClientResponse
+
 from gateway.services import Services
 from tests.partner_double import post
-from tests.ui_support import PASSWORD, Client, csrf, form_fields, log_in, make_user, replaced
+from tests.ui_support import (
+    PASSWORD,
+    Client,
+    csrf,
+    form_fields,
+    log_in,
+    log_in_from,
+    make_user,
+    replaced,
+)
 
 SMTP_PASSWORD = "Sup3r-SMTP-s3nha-XYZ"
 
@@ -29,30 +40,31 @@ async def _password_of(services: Services, channel_id: str) -> str | None:
     return ready.email.password
 
 
+async def _edit_posted_as_the_session_ends(
+    client: Client, services: Services, channel_id: str
+) -> tuple[str, ClientResponse]:
+    """The channel's edit form, only its password changed (the document otherwise the one
+    shown), posted after the session ended (a new password): (its path, the answer)."""
+    path = f"/admin/channels/{channel_id}/edit"
+    fields = form_fields(await (await client.get(f"/admin/channels/{channel_id}")).text(), path)
+    typed = replaced(fields, document=json.dumps(_channel_doc(SMTP_PASSWORD)))
+    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
+    return path, await client.post(path, data=typed, allow_redirects=False)
+
+
 async def test_a_channel_password_typed_as_the_session_ended_is_not_kept_and_is_asked_again(
     client: Client, services: Services
 ) -> None:
     channel = await post(client, "/api/v1/channels", _channel_doc("old-password-1"))
     await make_user(services)
     await log_in(client)
-    path = f"/admin/channels/{channel['id']}/edit"
-    fields = form_fields(await (await client.get(f"/admin/channels/{channel['id']}")).text(), path)
-    # Only the password changes: the document is otherwise the one shown.
-    typed = replaced(fields, document=json.dumps(_channel_doc(SMTP_PASSWORD)))
-    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
-    refused = await client.post(path, data=typed, allow_redirects=False)
+    path, refused = await _edit_posted_as_the_session_ends(client, services, channel["id"])
     login_page = await refused.text()
     assert refused.status == 401, login_page
     assert SMTP_PASSWORD not in login_page
     assert login_page.count('name="retype" value="document/smtp/password"') == 2
     assert "&#34;password&#34;: &#34;&#34;" in login_page  # blanked in the kept document
-    login = replaced(
-        form_fields(login_page, "/admin/login"),
-        tenant="acme",
-        email="ana@acme.com.br",
-        password=PASSWORD,
-    )
-    resumed = await client.post("/admin/login", data=login, allow_redirects=False)
+    resumed = await log_in_from(client, login_page)
     resume_page = await resumed.text()
     assert resumed.status == 200, resume_page
     assert SMTP_PASSWORD not in resume_page
@@ -71,18 +83,8 @@ async def test_a_channel_form_resumed_without_its_password_is_refused_not_saved_
     channel = await post(client, "/api/v1/channels", _channel_doc("old-password-1"))
     await make_user(services)
     await log_in(client)
-    path = f"/admin/channels/{channel['id']}/edit"
-    fields = form_fields(await (await client.get(f"/admin/channels/{channel['id']}")).text(), path)
-    typed = replaced(fields, document=json.dumps(_channel_doc(SMTP_PASSWORD)))
-    await services.accounts.change_user("acme", "ana@acme.com.br", password=PASSWORD)
-    login_page = await (await client.post(path, data=typed, allow_redirects=False)).text()
-    login = replaced(
-        form_fields(login_page, "/admin/login"),
-        tenant="acme",
-        email="ana@acme.com.br",
-        password=PASSWORD,
-    )
-    resume_page = await (await client.post("/admin/login", data=login)).text()
+    path, refused = await _edit_posted_as_the_session_ends(client, services, channel["id"])
+    resume_page = await (await log_in_from(client, await refused.text())).text()
     # Saved without typing it again: refused, not saved with the old password as if changed.
     unsaid = await client.post(path, data=form_fields(resume_page, path))
     page = await unsaid.text()

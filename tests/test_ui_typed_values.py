@@ -24,6 +24,7 @@ from tests.ui_support import (
     csrf,
     form_fields,
     log_in,
+    log_in_from,
     make_user,
     replaced,
 )
@@ -83,13 +84,7 @@ async def test_a_form_posted_after_its_session_ended_keeps_no_secret_and_asks_fo
     assert login_page.count('name="retype" value="auth.password"') == 2  # both login forms
     assert "Senhas e credenciais não são guardadas" in login_page
     # Logging in again from that page: the page after it shows no secret and asks for it.
-    login = replaced(
-        form_fields(login_page, "/admin/login"),
-        tenant="acme",
-        email="ana@acme.com.br",
-        password=PASSWORD,
-    )
-    resumed = await client.post("/admin/login", data=login, allow_redirects=False)
+    resumed = await log_in_from(client, login_page)
     resume_page = await resumed.text()
     assert resumed.status == 200, resume_page
     assert "S3cr3t" not in resume_page

@@ -85,6 +85,17 @@ async def log_in(
     )
 
 
+async def log_in_from(
+    client: Client, login_page: str, tenant: str = "acme", email: str = "ana@acme.com.br"
+) -> Any:
+    """Log in again from a login page a form posted after its session ended answered: its
+    form, carrying what that form kept, with the credentials filled in."""
+    login = replaced(
+        form_fields(login_page, "/admin/login"), tenant=tenant, email=email, password=PASSWORD
+    )
+    return await client.post("/admin/login", data=login, allow_redirects=False)
+
+
 class _FormReader(HTMLParser):
     """The fields one form of a page submits, as a browser would send them untouched."""
 
