@@ -53,8 +53,9 @@ def _digits(value: Any) -> str:
 def _plate(value: Any) -> str | None:
     """A Brazilian plate, normalised (ABC1D23, ABC1234); null for text that is not one (a
     tracker's device name such as "Truck 12"), so a coalesce or the tracker id takes over.
-    Blanks around it (a tab, a line break) are dropped, as `trim` drops them."""
-    text = normalize_plate((value if type(value) is str else to_string(value)).strip())
+    Blanks around it (a tab, a line break) are dropped, as `trim` drops them (by
+    `normalize_plate`)."""
+    text = normalize_plate(value if type(value) is str else to_string(value))
     return text if check_plate(text) is None else None
 
 

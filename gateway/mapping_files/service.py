@@ -183,9 +183,7 @@ class MappingService:
         # Checked against the entity schemas when uploaded; running it needs no catalog (and
         # a stored version keeps running even if a custom kind's schema changed since).
         mapping = load_mapping(doc["source"])
-        self._compiled[key] = mapping
-        if len(self._compiled) > _MAX_COMPILED:
-            self._compiled.popitem(last=False)
+        self._keep(key, mapping)
         return mapping
 
     async def compile(
@@ -220,7 +218,10 @@ class MappingService:
             detail = f"version {doc['version']} of mapping {doc['name']!r} cannot be activated"
             detail += f" under today's rules: {'; '.join(named) or exc.detail}"
             raise InvalidPayload(detail, exc.problems) from None
-        key = (tenant, doc["name"], doc["version"])
+        self._keep((tenant, doc["name"], doc["version"]), mapping)
+
+    def _keep(self, key: tuple[str, str, int], mapping: CompiledMapping) -> None:
+        """A compiled version into the cache, the oldest going past `_MAX_COMPILED`."""
         self._compiled[key] = mapping
         if len(self._compiled) > _MAX_COMPILED:
             self._compiled.popitem(last=False)

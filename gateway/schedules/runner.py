@@ -306,7 +306,7 @@ class ScheduleRunner:
             # the bound of runs in a row, as one that ended `more` does.
             held_until = now + timedelta(seconds=failure.retry_after or 1)
             regular = every_from_doc(doc["every"]).next_after(started_at)
-            in_row = int(doc.get("runs_in_row") or 0) + (1 if tally.listed else 0)
+            in_row = _held_in_row(doc, tally)
             if in_row >= MAX_RUNS_IN_ROW:
                 held_until, in_row = regular, 0
             return {
@@ -382,11 +382,12 @@ def _paced(doc: Doc, outcome: str, failure: PollFailure | None, tally: Tally) ->
     after pages with records (`_timing`)."""
     if failure is None:
         return _runs_in_row(doc, outcome, tally) >= MAX_RUNS_IN_ROW
-    return (
-        failure.held
-        and bool(tally.listed)
-        and (int(doc.get("runs_in_row") or 0) + 1 >= MAX_RUNS_IN_ROW)
-    )
+    return failure.held and bool(tally.listed) and _held_in_row(doc, tally) >= MAX_RUNS_IN_ROW
+
+
+def _held_in_row(doc: Doc, tally: Tally) -> int:
+    """The runs in a row counting a held run: one more when its pages held records."""
+    return int(doc.get("runs_in_row") or 0) + (1 if tally.listed else 0)
 
 
 def _runs_in_row(doc: Doc, outcome: str, tally: Tally) -> int:

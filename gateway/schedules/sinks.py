@@ -22,8 +22,6 @@ from gateway.triggers.ingest import Ingestor
 
 MAX_PAGE_ITEMS: Final = 10_000
 """Items one page may hold (a Geotab `resultsLimit` is at most 5,000)."""
-AUTH_MODE: Final = POLLED
-"""The `auth_mode` of a compiled schedule target: no partner credential comes in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +104,7 @@ def compile_target(doc: Doc, *, max_body_bytes: int) -> CompiledTrigger:
         max_body_bytes=max_body_bytes,
         max_batch_items=MAX_PAGE_ITEMS,
         rate=None,
-        auth_mode=AUTH_MODE,
+        auth_mode=POLLED,  # no partner credential comes in
         token_param=None,
         params=target.get("params") or {},
         target=target.get("type", "entities"),

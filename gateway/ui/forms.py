@@ -351,17 +351,17 @@ def version_field(raw: Any, lang: str) -> int:
     read as whole_field reads numbers; a problem of the `version` field, in words of its own,
     when it is missing (`required`), not a whole number (`type`), below 1 (`minimum`) or
     above MAX_VERSION (`maximum`)."""
-    number: int | None = None
     if not isinstance(raw, str) or not raw.strip():
         keyword = "required" if raw is None or raw == "" else "type"
     else:
         try:
             number = whole_field({"version": raw}, "version", lang=lang)
-            keyword = "minimum" if number is None or number < 1 else "maximum"
         except InvalidPayload as exc:
             keyword = exc.problems[0].keyword
-    if number is not None and 1 <= number <= MAX_VERSION:
-        return number
+        else:
+            if number is not None and 1 <= number <= MAX_VERSION:
+                return number
+            keyword = "minimum" if number is None or number < 1 else "maximum"
     message = {
         "required": "a version is a number (1, 2, ...): none was given",
         "type": f"a version is a whole number (1, 2, ...), not {raw!r}",

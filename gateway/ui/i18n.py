@@ -68,7 +68,11 @@ def isolated(value: Any) -> Any:
     right-to-left character or a direction control in it is isolated (FIRST STRONG ISOLATE ...
     POP DIRECTIONAL ISOLATE, as `<bdi>` does), so that it cannot turn the sentence's own words
     around it; any other value as it is."""
-    if isinstance(value, str) and any(unicodedata.bidirectional(c) in _BIDI_CLASSES for c in value):
+    if (
+        isinstance(value, str)
+        and not value.isascii()  # no ASCII character is right-to-left or a control
+        and any(unicodedata.bidirectional(c) in _BIDI_CLASSES for c in value)
+    ):
         return f"{_FSI}{value}{_PDI}"
     return value
 
