@@ -21,7 +21,8 @@ from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound
 from gateway.formats.json_tree import shown
 from gateway.schemas.compiled import CompiledSchema, compile_schema, invalid
 from gateway.schemas.ids import canonical_plate_key, normalize_identifier
-from gateway.schemas.problems import nul_key_problems, root_problem
+from gateway.schemas.problems import nul_key_problems, pointer, root_problem
+from gateway.schemas.walk import COMBINATORS, resolve_local
 
 ENTITY_TYPES = ("vehicle", "driver", "supplier", "operator", "other")
 
@@ -299,7 +300,6 @@ class SchemaRegistry:
             raise NotFound(f"unknown kind {kind!r}; built-in kinds: {self.builtin_kinds}") from None
 
 
-_APPLY_TO_ROOT_LISTS = ("allOf", "anyOf", "oneOf")
 _APPLY_TO_ROOT = ("if", "then", "else")
 
 
@@ -321,17 +321,17 @@ def _reserved_in_kind(schema: Mapping[str, Any]) -> list[FieldProblem]:
         seen.add(id(node))
         found += _reserved_names(node, at)
         below: list[tuple[Any, str]] = []
-        for key in _APPLY_TO_ROOT_LISTS:
+        for key in COMBINATORS:
             if isinstance(items := node.get(key), list):
                 below += [(item, f"{at}/{key}/{i}") for i, item in enumerate(items)]
         below += [(node.get(key), f"{at}/{key}") for key in _APPLY_TO_ROOT if key in node]
         if isinstance(dependent := node.get("dependentSchemas"), Mapping):
             below += [
-                (item, f"{at}/dependentSchemas/{_escape(str(name))}")
+                (item, at + pointer(("dependentSchemas", str(name))))
                 for name, item in dependent.items()
             ]
         if isinstance(ref := node.get("$ref"), str) and ref.startswith("#"):
-            target = _local_ref(schema, ref)
+            target = resolve_local(schema, ref)
             below.append((target, "/schema" + ref[1:]))
         stack += reversed(below)  # problems in the order the schema writes them
     return found
@@ -355,31 +355,13 @@ def _reserved_names(node: Mapping[str, Any], at: str) -> list[FieldProblem]:
     if isinstance(dependent := node.get("dependentRequired"), Mapping):
         for key, names in dependent.items():
             if isinstance(names, list):
-                where = f"{at}/dependentRequired/{_escape(str(key))}"
+                where = at + pointer(("dependentRequired", str(key)))
                 found += [
                     _reserved(f"{where}/{index}", name)
                     for index, name in enumerate(names)
                     if name in RESERVED_FIELDS
                 ]
     return found
-
-
-def _local_ref(schema: Mapping[str, Any], ref: str) -> Any:
-    """The subschema a local `$ref` ("#/$defs/base") names in `schema`, else None."""
-    node: Any = schema
-    for part in ref[1:].split("/")[1:]:
-        key = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, Mapping):
-            node = node.get(key)
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        else:
-            return None
-    return node
-
-
-def _escape(name: str) -> str:
-    return name.replace("~", "~0").replace("/", "~1")
 
 
 def _unknown_entity_type(entity_type: str) -> NotFound:

@@ -16,7 +16,7 @@ import jsonschema_rs
 
 from gateway.schemas.ids import IDENTIFIERS
 
-_COMBINATORS = ("allOf", "anyOf", "oneOf")
+COMBINATORS = ("allOf", "anyOf", "oneOf")
 _MAX_DEPTH = 64  # recursive schemas ("a tree of nodes") stop here instead of looping
 MAX_VISITS = 20_000
 """Subschemas one walk visits. Depth alone does not bound a walk: a schema whose `$ref`s
@@ -200,7 +200,7 @@ def _has_own(
 def _conjuncts(root: Mapping[str, Any], node: Mapping[str, Any]) -> list[Any]:
     out: list[Any] = []
     ref = node.get("$ref")
-    if isinstance(ref, str) and (target := _resolve_local(root, ref)) is not None:
+    if isinstance(ref, str) and (target := resolve_local(root, ref)) is not None:
         out.append(target)
     arms = node.get("allOf")
     if isinstance(arms, list):
@@ -209,23 +209,24 @@ def _conjuncts(root: Mapping[str, Any], node: Mapping[str, Any]) -> list[Any]:
 
 
 def _has_subschemas(node: Mapping[str, Any]) -> bool:
-    return "$ref" in node or any(c in node for c in _COMBINATORS)
+    return "$ref" in node or any(c in node for c in COMBINATORS)
 
 
 def _branches(root: Mapping[str, Any], node: Mapping[str, Any]) -> list[Any]:
     """Subschemas that apply to the same instance: a local $ref target and combinator arms."""
     out: list[Any] = []
     ref = node.get("$ref")
-    if isinstance(ref, str) and (target := _resolve_local(root, ref)) is not None:
+    if isinstance(ref, str) and (target := resolve_local(root, ref)) is not None:
         out.append(target)
-    for combinator in _COMBINATORS:
+    for combinator in COMBINATORS:
         arms = node.get(combinator)
         if isinstance(arms, list):
             out.extend(arms)
     return out
 
 
-def _resolve_local(root: Mapping[str, Any], ref: str) -> Any:
+def resolve_local(root: Mapping[str, Any], ref: str) -> Any:
+    """The subschema a local `$ref` ("#/$defs/base") names in `root`, else None."""
     if not ref.startswith("#"):
         return None
     node: Any = root
