@@ -243,8 +243,7 @@ class PartnerGuards:
             built.append(guard)
             self._guards[partner_id] = guard
             if replaced:  # new settings, a new breaker: closed, whatever the old one was
-                if (due := self._due.pop(partner_id, None)) is not None:
-                    due.cancel()
+                self._cancel_due(partner_id)
                 if self.on_breaker_change is not None:
                     self.on_breaker_change(partner_id, BreakerState.CLOSED)
         return guard
@@ -259,6 +258,9 @@ class PartnerGuards:
 
     def discard(self, partner_id: str) -> None:
         self._guards.pop(partner_id, None)
+        self._cancel_due(partner_id)
+
+    def _cancel_due(self, partner_id: str) -> None:
         if (due := self._due.pop(partner_id, None)) is not None:
             due.cancel()
 
@@ -270,7 +272,7 @@ class PartnerGuards:
             return None
 
         def changed(state: BreakerState) -> None:
-            if built and self._guards.get(partner_id) is not built[0]:
+            if self._guards.get(partner_id) is not built[0]:  # (building reports nothing)
                 return  # a guard replaced since (new settings): a send still under way on it
             hook(partner_id, state)
             if state is BreakerState.OPEN:
@@ -289,8 +291,7 @@ class PartnerGuards:
             return
         if guard is None or guard.breaker.state is not BreakerState.OPEN:
             return
-        if (due := self._due.pop(partner_id, None)) is not None:
-            due.cancel()
+        self._cancel_due(partner_id)
         breaker = guard.breaker
         self._due[partner_id] = loop.call_later(breaker.retry_in(), self._read, partner_id, breaker)
 

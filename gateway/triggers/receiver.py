@@ -429,12 +429,14 @@ def _body_hashes(
     Until 2026-12-05 a signed message's covered the query string too: a record written then
     holds that form, so a retry to the same URL is taken as the copy it is. Records last
     24 h: the second form can go once every gateway has run this version that long."""
-    if replay is None:
-        return hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest(), ()
-    body_only = hashlib.sha256(raw + b"\n").hexdigest()
-    if not call.query_string:
-        return body_only, ()
-    return body_only, (hashlib.sha256(raw + b"\n" + call.query_string.encode()).hexdigest(),)
+    digest = hashlib.sha256(raw)  # the body hashed once, not copied to append to it
+    digest.update(b"\n")
+    if replay is None or not call.query_string:  # (no query: the two forms are one)
+        digest.update(call.query_string.encode())
+        return digest.hexdigest(), ()
+    body_only = digest.hexdigest()
+    digest.update(call.query_string.encode())
+    return body_only, (digest.hexdigest(),)
 
 
 def _memory_use(
