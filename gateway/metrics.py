@@ -49,6 +49,8 @@ def mark_process_dead(pid: int, path: Path) -> None:
 M = TypeVar("M", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_ITEM_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+"""Items of a trigger's batch or a schedule's page: one scale, to compare them."""
 
 
 class Metrics:
@@ -266,7 +268,7 @@ class Metrics:
             "gateway_schedule_page_items",
             "Items per polled page (as gateway_trigger_batch_items counts a trigger's batches)",
             ["schedule"],
-            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            buckets=_ITEM_BUCKETS,
             registry=r,
         )
         self.schedule_run_duration = Histogram(
@@ -364,7 +366,7 @@ class Metrics:
             "gateway_trigger_batch_items",
             "Items per batch trigger call (a schedule's pages: gateway_schedule_page_items)",
             ["trigger"],
-            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            buckets=_ITEM_BUCKETS,
             registry=r,
         )
         self.trigger_signature_rejections = Counter(

@@ -126,14 +126,17 @@ def _past_int64(text: bytes, digits: bytes) -> bool:
     """Whether a run of 19 digits or more (`digits`: `text` translated) could be an integer
     outside the 64-bit range: one of 20 digits or more, or of 19 past 2**63 - 1. A 19-digit
     nanosecond timestamp is not: the document is not read twice for it."""
+    return any(end - at > 19 or int(text[at:end]) > INT64_MAX for at, end in _long_runs(digits))
+
+
+def _long_runs(digits: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of each run of 19 digits or more in `digits` (a text translated)."""
     at = digits.find(_LONG_RUN)
     while at >= 0:
         end = digits.find(b" ", at)
         end = len(digits) if end < 0 else end
-        if end - at > 19 or int(text[at:end]) > INT64_MAX:
-            return True
+        yield at, end
         at = digits.find(_LONG_RUN, end)
-    return False
 
 
 def _int_or_text(text: str) -> int | str:
@@ -165,13 +168,10 @@ def _wide_integers(text: bytes, digits: bytes) -> list[tuple[int, int]]:
     wide: list[tuple[int, int]] = []
     plain = b""  # `text` of the same length, escaped backslashes and quotes blanked: made
     inside, counted = False, 0  # for the first run past the range (a 19-digit time is not)
-    at = digits.find(_LONG_RUN)
-    while at >= 0:
-        end = digits.find(b" ", at)
-        end = len(digits) if end < 0 else end
+    for at, end in _long_runs(digits):
         start = at - 1 if text[at - 1 : at] == b"-" else at
         before, after = text[start - 1 : start], text[end : end + 1]
-        if before not in (b".", b"e", b"E", b"+", b"-") and after not in _FLOAT:
+        if before not in (*_FLOAT, b"+", b"-") and after not in _FLOAT:
             number = int(text[at:end]) if end - at <= 19 else None
             if number is None or number > (INT64_MAX if start == at else -INT64_MIN):
                 if not plain:  # each quote left opens or closes a string
@@ -180,7 +180,6 @@ def _wide_integers(text: bytes, digits: bytes) -> list[tuple[int, int]]:
                 counted = at
                 if not inside:
                     wide.append((start, end))
-        at = digits.find(_LONG_RUN, end)
     return wide
 
 

@@ -15,6 +15,7 @@ from .casts import to_string
 from .compiler import OCCURRENCE, AlsoPlan, Guard, Inner, Key, Plan, compile_plan
 from .conditions import Condition
 from .expressions import DecodedTexts, Run
+from .getters import describe
 from .limits import MAX_LIST_ITEMS, MAX_NESTED_ITEM_FIELDS
 from .model import (
     Direction,
@@ -28,7 +29,6 @@ from .model import (
 )
 from .params import Param, value_problems
 from .problems import Problems, payload_error
-from .specs import describe
 from .tables import Table, evaluate, record
 
 _MAX_BOUND: Final = 64

@@ -57,7 +57,7 @@ COMPANIONS = {"vars": "template", "fields": "each", "item": "each"}
 SPEC_KEYS = (*SOURCES, *MODIFIERS, *COMPANIONS)
 SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 _MAX_CHOICES = 50
-__all__ = ["NAME_RE", "SpecCompiler", "describe", "mentions"]
+__all__ = ["NAME_RE", "SpecCompiler", "mentions"]
 
 
 def mentions(raw: Any, keys: frozenset[str]) -> bool:
