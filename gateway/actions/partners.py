@@ -111,11 +111,7 @@ class PartnerUseCases:
             # and its backlog due now; then the update below makes it active, the last write.
             # Cut short before it (a crash, a 503), the partner is still disabled: the
             # client's retry runs the whole recovery again (each step is idempotent).
-            now = utcnow()
-            await self._store.deliveries.replay_outage(
-                partner_id, current.get("failing_since"), now
-            )
-            await self._store.deliveries.recovered(partner_id, now)
+            await self._store.deliveries.recover(partner_id, current.get("failing_since"), utcnow())
         fields["updated_at"] = utcnow()
         doc = await self._store.partners.update(tenant, partner_id, current["rev"], fields, unset)
         if doc is None:  # a probe's re-enable moves `rev` on too: one recovery per outage

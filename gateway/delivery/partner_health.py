@@ -90,13 +90,12 @@ class PartnerHealth:
         first in their entity's order) and its backlog is made due now; then it is active
         again, the last write. Cut short before that write, it is still disabled with its
         `failing_since`: its next probe (or an admin's re-enable) runs the whole recovery
-        again, each step idempotent (`DeliveryStore.replay_outage`, `recovered`)."""
+        again, each step idempotent (`DeliveryStore.recover`)."""
         doc = await self._store.partners.get(partner.tenant, partner.id)
         if doc is not None and doc.get("status") == "disabled":
-            replayed = await self._store.deliveries.replay_outage(
+            replayed = await self._store.deliveries.recover(
                 partner.id, doc.get("failing_since"), now
             )
-            await self._store.deliveries.recovered(partner.id, now)
             if await self._store.partners.enable(partner.tenant, partner.id) is not None:
                 log.warning(
                     "partner %s answers again: re-enabled; %d deliveries that went dead while "

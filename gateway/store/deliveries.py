@@ -390,6 +390,16 @@ class DeliveryStore:
                 return True
         return False
 
+    async def recover(self, partner_id: str, failing_since: Any, now: datetime) -> int:
+        """What a partner's recovery does to its deliveries, in order, while the partner is
+        still disabled (its probe's and an admin's re-enable alike): its outage's dead
+        deliveries replayed (`replay_outage`), then its backlog due now (`recovered`). The
+        caller makes it active after, the last write: cut short before, the next recovery
+        runs this again (each step idempotent). How many were replayed."""
+        replayed = await self.replay_outage(partner_id, failing_since, now)
+        await self.recovered(partner_id, now)
+        return replayed
+
     async def replay_outage(self, partner_id: str, failing_since: Any, now: datetime) -> int:
         """The deliveries to a disabled partner that went `dead` since it began failing (their
         schedule spent on retryable failures: a refusal is `failed`) replayed, as an admin's
