@@ -164,9 +164,7 @@ def _raise_for(
             f"partner {name} answered {outcome.status}{said}",
             partner_id=partner.id,
             partner_status=outcome.status,
-            partner_body=partner.redactor().redact(outcome.body_excerpt, cut=outcome.body_cut)[
-                :_EXCERPT
-            ],
+            partner_body=outcome.redacted_excerpt(partner.redactor(), _EXCERPT),
         )
     if outcome.error is not None:  # a 2xx whose body is too large or not the JSON it claims
         raise PartnerError(

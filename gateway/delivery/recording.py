@@ -242,7 +242,7 @@ def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: R
         "error": outcome.error,
         "message": redactor.redact(outcome.message or "") or None,
         # Redacted whole, then cut: the cut must not leave half a credential behind.
-        "response": redactor.redact(outcome.body_excerpt, cut=outcome.body_cut)[:_EXCERPT],
+        "response": outcome.redacted_excerpt(redactor, _EXCERPT),
     }
     if probe:
         attempt["probe"] = True
@@ -266,7 +266,7 @@ def _error_text(outcome: Outcome, action: Action, partner: Partner, verdict: Ver
         # would not be found in the folded text.
         said = ""
         if verdict is not Verdict.RETRY:
-            said = partner.redactor().redact(outcome.body_excerpt, cut=outcome.body_cut)
+            said = outcome.redacted_excerpt(partner.redactor())
             said = " ".join(said.split())[:_REASON]
         return text + (f": {said}" if said else "")
     return f"{outcome.error}: {outcome.message}"

@@ -89,7 +89,7 @@ def _push_outcome(outcome: Outcome, summary: dict[str, Any], redactor: Redactor)
         if isinstance(message := (error or {}).get("message"), str) and message:
             reason = redactor.redact(message, cut=False)
         else:
-            reason = redactor.redact(outcome.body_excerpt, cut=outcome.body_cut)[:200]
+            reason = outcome.redacted_excerpt(redactor, 200)
         detail, provider = f"FCM answered {outcome.status} {'/'.join(codes)}: {reason}", None
     unregistered = "UNREGISTERED" in codes or _token_refused(error, codes)
     verdict = Verdict.FAIL if unregistered else outcome.verdict

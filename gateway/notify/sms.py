@@ -154,7 +154,7 @@ def _sms_outcome(
     elif outcome.status is None:
         detail = outcome.message or "not sent"
     else:
-        said = redactor.redact(outcome.body_excerpt, cut=outcome.body_cut)[:300]
+        said = outcome.redacted_excerpt(redactor, 300)
         detail = f"provider answered {outcome.status}: {said}"
     return SendOutcome(
         Verdict.FAIL if verdict is Verdict.GONE else verdict,

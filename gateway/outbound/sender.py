@@ -117,6 +117,12 @@ class Outcome:
     is_json: bool = False  # json_body holds a parsed JSON body (which may be JSON null)
     is_xml: bool = False  # json_body holds the tree of an answer with an XML content type
 
+    def redacted_excerpt(self, redactor: Redactor, limit: int | None = None) -> str:
+        """The answer's excerpt with the partner's credentials masked, whole, then cut to
+        `limit` (cut first, a credential across the cut would keep its start); a start of
+        one at its end is masked only when the body went on past it (`body_cut`)."""
+        return redactor.redact(self.body_excerpt, cut=self.body_cut)[:limit]
+
     @property
     def readable(self) -> bool:
         """Whether json_body holds the answer, read from JSON or from XML, for mappings."""

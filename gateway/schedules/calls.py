@@ -128,7 +128,7 @@ def read_page(
             str(outcome.error or "connect"), f"no answer: {message}", retry_after=outcome.retry_in
         )
     if not 200 <= status < 300:
-        excerpt = redactor.redact(outcome.body_excerpt, cut=outcome.body_cut)[:_EXCERPT]
+        excerpt = outcome.redacted_excerpt(redactor, _EXCERPT)
         raise PollFailure(
             "rate_limited" if status == 429 else "http_status",
             f"the partner answered {status}" + (f": {excerpt}" if excerpt else ""),
@@ -139,7 +139,7 @@ def read_page(
         message = redactor.redact(outcome.message or "")
         raise PollFailure("invalid_response", f"unusable answer: {message}", status=status)
     if not outcome.readable:  # JSON, or XML with an XML content type
-        excerpt = redactor.redact(outcome.body_excerpt, cut=outcome.body_cut)[:_EXCERPT]
+        excerpt = outcome.redacted_excerpt(redactor, _EXCERPT)
         raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
     if doc.get("error") and is_truthy(error := _search(doc["error"], answer, "error")):
