@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.accounts import UiSession
 from gateway.auth.sessions import csrf_token, sign_session
 from gateway.errors import RateLimited, Unauthorized
-from gateway.ui.forms import RETYPED_MEMBERS, SECRET_FIELDS, Form, hide_secrets, read_values
+from gateway.ui.forms import NOT_KEPT, Form, hide_secrets, read_values
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import LANGUAGES
 from gateway.ui.middleware import end_session_cookie, session_cookie
@@ -101,13 +101,11 @@ def _kept(request: web.Request) -> list[tuple[str, str]]:
     never a secret field (the middleware keeps none; one posted so is dropped)."""
     if request.method != "POST":
         return []
-    form = form_of(request)
+    kept = [(k.removeprefix(KEPT), v) for k, v in form_of(request).items() if k.startswith(KEPT)]
     return [
-        (k[len(KEPT) :], hide_secrets(k[len(KEPT) :], v)[0])
-        for k, v in form.items()
-        if k.startswith(KEPT)
-        and isinstance(v, str)
-        and k[len(KEPT) :] not in SECRET_FIELDS | RETYPED_MEMBERS
+        (name, hide_secrets(name, v)[0])
+        for name, v in kept
+        if isinstance(v, str) and name not in NOT_KEPT
     ]
 
 
@@ -117,9 +115,7 @@ def _retype(request: web.Request) -> list[str]:
     if request.method != "POST":
         return []
     named = form_of(request).getall(RETYPE, [])
-    return sorted(
-        {n for n in named if isinstance(n, str) and (n in SECRET_FIELDS or n in RETYPED_MEMBERS)}
-    )
+    return sorted({n for n in named if isinstance(n, str) and n in NOT_KEPT})
 
 
 def _signed_in(request: web.Request, session: UiSession, next_path: str | None) -> web.Response:

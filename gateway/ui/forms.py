@@ -157,6 +157,8 @@ DOCUMENT_SECRETS: Final[Mapping[str, tuple[str, ...]]] = {"document": CHANNEL_SE
 RETYPED_MEMBERS: Final = frozenset(
     f"{name}{pointer}" for name, pointers in DOCUMENT_SECRETS.items() for pointer in pointers
 )
+NOT_KEPT: Final = SECRET_FIELDS | RETYPED_MEMBERS
+"""What a form carried across a session's end never holds, and asks to be typed again."""
 
 
 def hide_secrets(name: str, text: str) -> tuple[str, list[str]]:

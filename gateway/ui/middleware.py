@@ -19,7 +19,7 @@ from yarl import URL
 from gateway.auth.sessions import check_csrf, csrf_token, new_session_id, unsign_session
 from gateway.errors import GatewayError, RateLimited
 from gateway.logs import request_id_var
-from gateway.ui.forms import RETYPED_MEMBERS, SECRET_FIELDS, Form, error_key, hide_secrets
+from gateway.ui.forms import NOT_KEPT, Form, error_key, hide_secrets
 from gateway.ui.i18n import COOKIE as LANG_COOKIE
 from gateway.ui.i18n import choose_language
 from gateway.ui.rendering import FLASH_COOKIE, login_url, redirect, render
@@ -243,7 +243,7 @@ async def _kept_form(request: web.Request) -> Kept | None:
     fields: list[tuple[str, str]] = []
     retype: set[str] = set()
     for name, value in typed:
-        if name in SECRET_FIELDS or name in RETYPED_MEMBERS:
+        if name in NOT_KEPT:
             if value:
                 retype.add(name)
             continue
