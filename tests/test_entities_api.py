@@ -301,3 +301,44 @@ async def test_an_admin_body_is_read_in_the_encodings_a_trigger_reads(client: Cl
     unnamed = await _post_raw(client, b'{"plate": "LAT1235", "make": "Citro\xebn"}')
     assert unnamed.status == 400
     assert "charset=ISO-8859-1" in (await unnamed.json())["detail"]
+
+
+async def test_a_change_between_a_number_and_a_boolean_is_a_change(client: Client) -> None:
+    """JSON's true is no 1 (Python's == says it is): the write was dropped as "nothing
+    changed". 1 and 1.0 are still the same number, inside lists too."""
+    await _create(
+        client,
+        "vehicle",
+        {"plate": "BOO1234", "attributes": {"flag": 1, "off": 0, "bits": [1, 0], "n": 2}},
+    )
+    response = await client.patch(
+        "/api/v1/entities/vehicle/BOO1234",
+        json={"attributes": {"flag": True, "off": False, "bits": [True, False], "n": 2.0}},
+        headers=auth(),
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    changed = ["attributes.bits", "attributes.flag", "attributes.off"]
+    assert (body["changed"], body["version"]) == (changed, 2)
+    got = await (await client.get("/api/v1/entities/vehicle/BOO1234", headers=auth())).json()
+    assert got["attributes"] == {"flag": True, "off": False, "bits": [True, False], "n": 2}
+    assert got["attributes"]["flag"] is True and got["attributes"]["bits"][0] is True
+    again = await client.patch(
+        "/api/v1/entities/vehicle/BOO1234", json={"attributes": {"n": 2.0}}, headers=auth()
+    )
+    assert ((await again.json())["changed"], (await again.json())["version"]) == ([], 2)
+
+
+async def test_patch_merges_an_object_into_a_member_that_is_no_object(client: Client) -> None:
+    """RFC 7396: a patch's object over a member that is absent or no object is merged into
+    an empty one, so its nulls mean absent there too. They were stored as nulls, or refused
+    by the schema, depending on what the entity had before."""
+    await _create(client, "vehicle", {"plate": "MRG1234", "attributes": {"x": 5}})
+    patch = {"attributes": {"x": {"y": None, "z": 1}, "c": {"d": None}, "a": None}}
+    response = await client.patch("/api/v1/entities/vehicle/MRG1234", json=patch, headers=auth())
+    assert response.status == 200, await response.text()
+    assert (await response.json())["attributes"] == {"x": {"z": 1}, "c": {}}
+    driver = {"current_driver": {"name": "Maria", "cpf": None}}
+    response = await client.patch("/api/v1/entities/vehicle/MRG1234", json=driver, headers=auth())
+    assert response.status == 200, await response.text()
+    assert (await response.json())["current_driver"] == {"name": "Maria"}
