@@ -342,3 +342,19 @@ async def test_patch_merges_an_object_into_a_member_that_is_no_object(client: Cl
     response = await client.patch("/api/v1/entities/vehicle/MRG1234", json=driver, headers=auth())
     assert response.status == 200, await response.text()
     assert (await response.json())["current_driver"] == {"name": "Maria"}
+
+
+async def test_write_answers_carry_the_timestamps_a_read_gives(client: Client) -> None:
+    """The database keeps a time to the millisecond: the answers of POST and PATCH had the
+    microseconds of the clock, which no read ever gives back."""
+    for n in range(5):  # a write landing on a whole millisecond would pass by luck
+        created = await _create(client, "vehicle", {"plate": f"TSA1{n}34"})
+        url = f"/api/v1/entities/vehicle/{created['id']}"
+        got = await (await client.get(url, headers=auth())).json()
+        assert (created["created_at"], created["updated_at"]) == (
+            got["created_at"],
+            got["updated_at"],
+        )
+        patched = await (await client.patch(url, json={"make": "Fiat"}, headers=auth())).json()
+        got = await (await client.get(url, headers=auth())).json()
+        assert patched["updated_at"] == got["updated_at"]
