@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -281,12 +281,20 @@ async def read_optional_object(request: web.Request) -> dict[str, Any]:
     return await read_object(request) if request.body_exists else {}
 
 
-def check_members(body: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> None:
-    """422 for a member the route does not know or of the wrong JSON type, every one listed
-    (the OpenAPI document declares exactly these, with additionalProperties false)."""
+def check_members(
+    body: dict[str, Any],
+    types: dict[str, type | tuple[type, ...]],
+    required: Collection[str] = (),
+) -> None:
+    """422 for a member the route does not know, of the wrong JSON type, or `required` and
+    missing, every one listed (the OpenAPI document declares exactly these, with
+    additionalProperties false)."""
     problems = [
         FieldProblem(f"/{k}", f"{k} is not a member of this body", "additionalProperties")
         for k in sorted(set(body) - set(types))
+    ]
+    problems += [
+        FieldProblem(f"/{k}", f"{k} is required", "required") for k in required if k not in body
     ]
     problems += [
         FieldProblem(f"/{k}", f"{k} has the wrong type", "type")
