@@ -24,6 +24,7 @@ from typing import Any, Final
 from gateway.auth.passwords import dummy_hash, hash_password, password_problem, verify_password
 from gateway.auth.sessions import new_session_id
 from gateway.auth.tokens import ADMIN_ROLES, TENANT, AdminRole, AdminTokenVerifier
+from gateway.clock import as_stored
 from gateway.errors import (
     Conflict,
     FieldProblem,
@@ -177,8 +178,7 @@ class AccountService:
         then both demotions landed: no admin user was left. Now the second write finds the
         other admin acting, or the second mark finds its admin demoted already."""
         now = self._clock()
-        until = now + ACTING
-        until = until.replace(microsecond=until.microsecond // 1000 * 1000)  # as stored
+        until = as_stored(now + ACTING)
         if not await self._store.ui.users.start_acting(tenant, email, now, until):
             raise Conflict(
                 "your account is no longer an admin, or is changing another admin meanwhile"

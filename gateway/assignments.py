@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from gateway.clock import utcnow
+from gateway.clock import as_stored, utcnow
 from gateway.entities import EntityService, Origin
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.store import Doc
@@ -242,8 +242,7 @@ class AssignmentService:
         # Kept to the millisecond, as the database keeps a time: a change's id holds its start,
         # and one with microseconds (`now`'s, by default) sorted after its own stored start,
         # so it was read as ending where it began, and not yet in force in that millisecond.
-        start = start.astimezone(UTC)
-        return start.replace(microsecond=start.microsecond // 1000 * 1000)
+        return as_stored(start.astimezone(UTC))
 
     async def _driver(self, tenant: str, driver_ref: str) -> dict[str, str]:
         try:

@@ -14,6 +14,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_stored(moment: datetime) -> datetime:
+    """`moment` as the database keeps a time: to the millisecond (BSON dates hold no more).
+    A write that answers with, or keys by, the time it stores takes it so: then its answer
+    is what a read gives."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def zone_named(name: object) -> ZoneInfo | None:
     """The IANA time zone called `name`, or None for anything else. ZoneInfo reads the name as
     a file path: besides ZoneInfoNotFoundError and ValueError, a directory ("America") or a

@@ -89,24 +89,44 @@ class Origin:
 
 
 def diff(old: Any, new: Any, prefix: str = "") -> list[Change]:
-    """Leaf-level differences between two documents, as dotted paths."""
+    """Leaf-level differences between two documents, as dotted paths; leaves (lists whole)
+    compared as JSON values (`same_json`)."""
     if isinstance(old, dict) and isinstance(new, dict):
         changes: list[Change] = []
         for key in old.keys() | new.keys():
             path = f"{prefix}.{key}" if prefix else key
             changes.extend(diff(old.get(key), new.get(key), path))
         return sorted(changes, key=lambda c: c.field)
-    return [] if old == new else [Change(prefix, old, new)]
+    return [] if same_json(old, new) else [Change(prefix, old, new)]
+
+
+def same_json(old: Any, new: Any) -> bool:
+    """Whether two values are the same JSON value, at any depth: a number whatever its
+    spelling (`1` and `1.0`), but `true` is no `1` nor `false` a `0`, though Python's `==`
+    says they are (so a write from one to the other was once taken for no change at all)."""
+    kind = type(old)
+    if kind is type(new) and kind is not list and kind is not dict:
+        return bool(old == new)  # the common case: two strings, two floats, ...
+    if old != new:
+        return False
+    if isinstance(old, list):  # equal, so `new` is a list of as many items
+        return all(map(same_json, old, new))
+    if isinstance(old, dict):  # equal, so `new` has the same keys
+        return all(same_json(value, new[key]) for key, value in old.items())
+    return isinstance(old, bool) == isinstance(new, bool)
 
 
 def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7396 JSON merge patch: objects merge recursively, null removes a member."""
+    """RFC 7396 JSON merge patch: objects merge recursively, null removes a member. An object
+    patched over a member that is no object (or absent) is merged into an empty one: its
+    nulls mean absent there too, whatever was stored before."""
     result = dict(base)
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = merge(result[key], value)
+        elif isinstance(value, Mapping):
+            target = result.get(key)
+            result[key] = merge(target if isinstance(target, Mapping) else {}, value)
         else:
             result[key] = value
     return result
@@ -369,7 +389,8 @@ class EntityService:
         create: bool = True,
     ) -> WriteResult:
         """Create the entity `fields` name by natural key (unless `create` is false: then it
-        must exist, else InvalidPayload `not_found`), or merge `fields` into it.
+        must exist, else InvalidPayload `not_found`), or merge `fields` into it: a merge
+        patch (`merge`) either way, into nothing for a new entity.
 
         The entity as this process last wrote it is tried first: the write is guarded by the
         entity's version, so a stale copy costs one failed update and a re-read, never a lost
@@ -406,8 +427,9 @@ class EntityService:
                 # Nothing stored holds a value back; a reading's time far ahead still does.
                 kept, skipped = forward_only({}, fields, forward) if forward else (fields, ())
                 try:
+                    # Merged into nothing, as into a stored entity: its nulls mean absent.
                     made = await self.create(
-                        tenant, etype, kept, origin, extra_events, event_detail
+                        tenant, etype, merge({}, kept), origin, extra_events, event_detail
                     )
                     return replace(made, skipped=skipped) if skipped else made
                 except Conflict:
@@ -510,7 +532,7 @@ class EntityService:
                 if not upsert.create:
                     raise _must_exist(etype, nk)
                 kept, skipped = forward_only({}, upsert.fields, upsert.forward)
-                clean = await self._check(tenant, etype, kept)
+                clean = await self._check(tenant, etype, merge({}, kept))
                 events = _events(etype, clean, True, [], origin, extra, detail)
                 write = TogetherWrite(etype, nk, None, clean, events)
                 types = tuple(e["type"] for e in events)

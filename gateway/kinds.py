@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import FieldProblem, InvalidPayload, NotFound
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
@@ -61,10 +61,16 @@ class KindService:
             raise NotFound(f"no kind {name!r}")
 
     def _parse(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The kind's name and schema, compiled; InvalidPayload naming every problem (the
+        HTTP routes refuse a member they do not know before: web/kinds.py)."""
         name, schema = body.get("name"), body.get("schema")
+        if isinstance(name, str) and isinstance(schema, dict):
+            self._schemas.compile_kind(name, schema)  # every problem, or InvalidPayload
+            return name, schema
+        problems = []
         if not isinstance(name, str):
-            raise BadRequest("`name` must be a string")
+            problems.append(FieldProblem("/name", "name must be a string", "type"))
         if not isinstance(schema, dict):
-            raise BadRequest("`schema` must be a JSON Schema object")
-        self._schemas.compile_kind(name, schema)  # every problem, or InvalidPayload
-        return name, schema
+            message = "schema must be a JSON Schema object"
+            problems.append(FieldProblem("/schema", message, "type"))
+        raise InvalidPayload("the kind is invalid", problems)

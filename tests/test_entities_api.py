@@ -225,3 +225,136 @@ async def test_list_combines_filters_and_follows_changes(client: Client) -> None
     )
     listed = await (await client.get(url, headers=auth())).json()
     assert [v["plate"] for v in listed["items"]] == ["ABC1D20", "ABC1D21"]
+
+
+async def _post_raw(client: Client, body: bytes, content_type: str = "application/json") -> Any:
+    return await client.post(
+        "/api/v1/entities/vehicle", data=body, headers={**auth(), "Content-Type": content_type}
+    )
+
+
+async def test_an_integer_wider_than_64_bits_keeps_every_digit_as_a_trigger_keeps_it(
+    client: Client,
+) -> None:
+    """docs/triggers.md "Integers wider than 64 bits": orjson made one past 2**64 a float that
+    lost digits (1e+20), and one past 2**63 - 1 an integer BSON refused, a 422 with no
+    pointer. Now the admin API keeps their text, and integers in the 64-bit range stay
+    numbers."""
+    body = (
+        b'{"plate": "AAB3338", "attributes": {"big": 99999999999999999999,'
+        b' "u64": 18446744073709551615, "low": -9223372036854775809,'
+        b' "max": 9223372036854775807, "ids": [123456789012345678901234567890]}}'
+    )
+    created = await _post_raw(client, body)
+    assert created.status == 201, await created.text()
+    wide = {
+        "big": "99999999999999999999",
+        "u64": "18446744073709551615",
+        "low": "-9223372036854775809",
+        "max": 2**63 - 1,
+        "ids": ["123456789012345678901234567890"],
+    }
+    assert (await created.json())["attributes"] == wide
+    patched = await client.patch(
+        "/api/v1/entities/vehicle/AAB3338",
+        data=b'{"attributes": {"more": 100000000000000000000}}',
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert patched.status == 200, await patched.text()
+    got = await (await client.get("/api/v1/entities/vehicle/AAB3338", headers=auth())).json()
+    assert got["attributes"] == {**wide, "more": "100000000000000000000"}
+
+
+async def test_a_wide_integer_where_a_number_is_wanted_is_a_422_naming_it(
+    client: Client,
+) -> None:
+    """A field, a setting or a schema's bound that must be a number refuses the text at its
+    pointer (and so does every route: its body is read the same way)."""
+    wide = b"18446744073709551615"
+    year = await _post_raw(client, b'{"plate": "AAB3339", "year": %s}' % wide)
+    assert year.status == 422
+    assert [e["pointer"] for e in (await year.json())["errors"]] == ["/year"]
+    trigger = await client.post(
+        "/api/v1/triggers",
+        data=b'{"name": "t", "entity_type": "vehicle", "max_batch_items": %s}' % wide,
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert trigger.status == 422
+    assert [e["pointer"] for e in (await trigger.json())["errors"]] == ["/max_batch_items"]
+    listed = await (await client.get("/api/v1/entities/vehicle", headers=auth())).json()
+    assert listed["items"] == []
+
+
+async def test_an_admin_body_is_read_in_the_encodings_a_trigger_reads(client: Client) -> None:
+    """docs/triggers.md "Encodings": a UTF-8 byte order mark is ignored and a body that names
+    its charset is read in it; the admin API answered 400 to both (the Latin-1 one speaking
+    of surrogates nobody sent)."""
+    bom = await _post_raw(client, '\ufeff{"plate": "BOM1234"}'.encode())
+    assert bom.status == 201, await bom.text()
+    latin_1 = await _post_raw(
+        client,
+        b'{"plate": "LAT1234", "make": "Citro\xebn"}',
+        "application/json; charset=ISO-8859-1",
+    )
+    assert latin_1.status == 201, await latin_1.text()
+    assert (await latin_1.json())["make"] == "Citroën"
+    unnamed = await _post_raw(client, b'{"plate": "LAT1235", "make": "Citro\xebn"}')
+    assert unnamed.status == 400
+    assert "charset=ISO-8859-1" in (await unnamed.json())["detail"]
+
+
+async def test_a_change_between_a_number_and_a_boolean_is_a_change(client: Client) -> None:
+    """JSON's true is no 1 (Python's == says it is): the write was dropped as "nothing
+    changed". 1 and 1.0 are still the same number, inside lists too."""
+    await _create(
+        client,
+        "vehicle",
+        {"plate": "BOO1234", "attributes": {"flag": 1, "off": 0, "bits": [1, 0], "n": 2}},
+    )
+    response = await client.patch(
+        "/api/v1/entities/vehicle/BOO1234",
+        json={"attributes": {"flag": True, "off": False, "bits": [True, False], "n": 2.0}},
+        headers=auth(),
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    changed = ["attributes.bits", "attributes.flag", "attributes.off"]
+    assert (body["changed"], body["version"]) == (changed, 2)
+    got = await (await client.get("/api/v1/entities/vehicle/BOO1234", headers=auth())).json()
+    assert got["attributes"] == {"flag": True, "off": False, "bits": [True, False], "n": 2}
+    assert got["attributes"]["flag"] is True and got["attributes"]["bits"][0] is True
+    again = await client.patch(
+        "/api/v1/entities/vehicle/BOO1234", json={"attributes": {"n": 2.0}}, headers=auth()
+    )
+    assert ((await again.json())["changed"], (await again.json())["version"]) == ([], 2)
+
+
+async def test_patch_merges_an_object_into_a_member_that_is_no_object(client: Client) -> None:
+    """RFC 7396: a patch's object over a member that is absent or no object is merged into
+    an empty one, so its nulls mean absent there too. They were stored as nulls, or refused
+    by the schema, depending on what the entity had before."""
+    await _create(client, "vehicle", {"plate": "MRG1234", "attributes": {"x": 5}})
+    patch = {"attributes": {"x": {"y": None, "z": 1}, "c": {"d": None}, "a": None}}
+    response = await client.patch("/api/v1/entities/vehicle/MRG1234", json=patch, headers=auth())
+    assert response.status == 200, await response.text()
+    assert (await response.json())["attributes"] == {"x": {"z": 1}, "c": {}}
+    driver = {"current_driver": {"name": "Maria", "cpf": None}}
+    response = await client.patch("/api/v1/entities/vehicle/MRG1234", json=driver, headers=auth())
+    assert response.status == 200, await response.text()
+    assert (await response.json())["current_driver"] == {"name": "Maria"}
+
+
+async def test_write_answers_carry_the_timestamps_a_read_gives(client: Client) -> None:
+    """The database keeps a time to the millisecond: the answers of POST and PATCH had the
+    microseconds of the clock, which no read ever gives back."""
+    for n in range(5):  # a write landing on a whole millisecond would pass by luck
+        created = await _create(client, "vehicle", {"plate": f"TSA1{n}34"})
+        url = f"/api/v1/entities/vehicle/{created['id']}"
+        got = await (await client.get(url, headers=auth())).json()
+        assert (created["created_at"], created["updated_at"]) == (
+            got["created_at"],
+            got["updated_at"],
+        )
+        patched = await (await client.patch(url, json={"make": "Fiat"}, headers=auth())).json()
+        got = await (await client.get(url, headers=auth())).json()
+        assert patched["updated_at"] == got["updated_at"]

@@ -198,3 +198,40 @@ async def test_a_kind_deleted_while_entities_of_it_are_written_leaves_no_orphan(
         else:
             assert deleted == 409 and kinds["name"] == name, kinds
             assert 422 not in written
+
+
+async def _problems(response: Any) -> list[tuple[str, str]]:
+    assert response.status == 422, await response.text()
+    return [(e["pointer"], e["keyword"]) for e in (await response.json())["errors"]]
+
+
+async def test_a_kind_body_member_the_route_does_not_know_is_a_422_naming_it(
+    client: Client,
+) -> None:
+    """A typo (`sceham`) was dropped and the kind registered; a rename in a replacement
+    (`name` in a PUT's body) was ignored, the caller believing it renamed the kind."""
+    typo = {**TYRE, "sceham": 1}
+    response = await client.post("/api/v1/kinds", json=typo, headers=auth())
+    assert await _problems(response) == [("/sceham", "additionalProperties")]
+    assert (await client.get("/api/v1/kinds/tyre", headers=auth())).status == 404
+    await _register(client)
+    rename = {"name": "pneu", "schema": TYRE["schema"]}
+    response = await client.put("/api/v1/kinds/tyre", json=rename, headers=auth())
+    assert await _problems(response) == [("/name", "additionalProperties")]
+    assert (await client.get("/api/v1/kinds/pneu", headers=auth())).status == 404
+
+
+async def test_a_kind_body_member_missing_or_of_the_wrong_type_is_a_422_with_its_pointer(
+    client: Client,
+) -> None:
+    """They were a 400 without `errors` ("`name` must be a string")."""
+    wrong = {"name": 5, "schema": {"type": "object"}}
+    response = await client.post("/api/v1/kinds", json=wrong, headers=auth())
+    assert await _problems(response) == [("/name", "type")]
+    response = await client.post("/api/v1/kinds", json={"name": "tyre"}, headers=auth())
+    assert await _problems(response) == [("/schema", "required")]
+    response = await client.post("/api/v1/kinds", json={"schema": []}, headers=auth())
+    assert await _problems(response) == [("/name", "required"), ("/schema", "type")]
+    await _register(client)
+    response = await client.put("/api/v1/kinds/tyre", json={}, headers=auth())
+    assert await _problems(response) == [("/schema", "required")]

@@ -72,6 +72,48 @@ async def test_first_post_creates_201_and_the_next_updates_200_naming_changed_fi
     assert stored["make"] == "VW" and stored["id"] == created["id"]
 
 
+async def test_a_partner_moving_a_value_between_number_and_boolean_changes_it(
+    client: Client,
+) -> None:
+    """`true` then `1` (a partner's 0/1 flag become a boolean, or back) was "nothing
+    changed" (Python's `True == 1`): not written, no event."""
+    trigger = await create_trigger(client)
+    assert (await hook(client, trigger, {**VEHICLE, "attributes": {"door_open": True}}))[0] == 201
+    status, answer = await hook(client, trigger, {**VEHICLE, "attributes": {"door_open": 1}})
+    assert (status, answer["changed"], answer["events"]) == (
+        200,
+        ["attributes.door_open"],
+        ["entity.updated"],
+    )
+    [stored] = await entities(client)
+    assert stored["attributes"]["door_open"] == 1 and stored["attributes"]["door_open"] is not True
+
+
+async def test_a_partner_payload_is_a_merge_patch_whether_the_entity_exists_or_not(
+    client: Client,
+) -> None:
+    """A null inside an object the entity does not have means absent (RFC 7396), as it does
+    for a new entity: it was stored as null, or refused by the schema, depending on what
+    the entity held before."""
+    trigger = await create_trigger(client)
+    driver = {"current_driver": {"name": "Maria", "cpf": None}, "attributes": {"a": None}}
+    status, _ = await hook(client, trigger, {**VEHICLE, **driver, "model": None})
+    assert status == 201
+    [stored] = await entities(client)
+    assert stored["current_driver"] == {"name": "Maria"} and stored["attributes"] == {}
+    assert "model" not in stored
+    await client.patch(
+        f"/api/v1/entities/vehicle/{stored['id']}",
+        json={"current_driver": None, "attributes": {"x": 5}},
+        headers=auth(),
+    )
+    patch = {"current_driver": {"name": "Ana", "cpf": None}, "attributes": {"x": {"y": None}}}
+    status, answer = await hook(client, trigger, {**VEHICLE, **patch})
+    assert status == 200, answer
+    [stored] = await entities(client)
+    assert stored["current_driver"] == {"name": "Ana"} and stored["attributes"] == {"x": {}}
+
+
 async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(
     client: Client,
 ) -> None:

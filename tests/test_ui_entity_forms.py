@@ -102,6 +102,24 @@ async def test_a_vehicle_edit_changes_what_was_typed_and_removes_what_was_emptie
     assert stored["last_position"] == data["last_position"]  # not the form's: kept
 
 
+async def test_an_integer_wider_than_64_bits_typed_in_json_keeps_every_digit(
+    client: Client, services: Services
+) -> None:
+    """A JSON field is read as the API reads a body (docs/api.md): an integer past 64 bits
+    is its exact text, never a float that lost digits (1e+20)."""
+    created = await services.entities.create("acme", "vehicle", {"plate": "ABC1D23"}, API)
+    ref = str(created.entity["_id"])
+    await make_user(services)
+    await log_in(client)
+    action = f"/admin/entities/vehicle/{ref}/edit"
+    fields = form_fields(await (await client.get(action)).text(), action)
+    typed = replaced(fields, **{"/attributes": '{"erp_id": 99999999999999999999, "n": 7}'})
+    saved = await client.post(action, data=typed, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    stored = (await services.entities.get("acme", "vehicle", ref))["data"]
+    assert stored["attributes"] == {"erp_id": "99999999999999999999", "n": 7}
+
+
 async def test_a_stale_entity_edit_is_refused_and_keeps_what_was_typed(
     client: Client, services: Services
 ) -> None:

@@ -32,7 +32,7 @@ from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from gateway.clock import from_iso
+from gateway.clock import as_stored, from_iso
 from gateway.errors import Conflict, EventsBacklogged, FieldProblem, InvalidPayload
 from gateway.formats.json_tree import a_json_type
 from gateway.store.client import Collection, Doc, cursor_id, parse_id, scoped, translate_errors
@@ -317,7 +317,7 @@ class EntityStore:
         self, tenant: str, etype: str, nk: str, data: Doc, events: Sequence[Doc]
     ) -> Doc | None:
         """Insert a new entity; None when its natural key is taken (the caller re-reads)."""
-        now = datetime.now(UTC)
+        now = as_stored(datetime.now(UTC))
         doc: Doc = scoped(
             tenant,
             {
@@ -346,7 +346,7 @@ class EntityStore:
         self, tenant: str, current: Doc, data: Doc, events: Sequence[Doc]
     ) -> Doc | None:
         """Write new data if nobody changed the entity since `current` was read, else None."""
-        now = datetime.now(UTC)
+        now = as_stored(datetime.now(UTC))
         update: Doc = {
             "$set": {"data": data, **derived(current["type"], data), "updated_at": now},
             "$inc": {"rev": 1},
@@ -387,7 +387,7 @@ class EntityStore:
         `j` on the operations of a multi-operation command, and a server restarted between
         the commit and the seal must not seal what it never had (the likeliest way the kill
         experiment of tests/test_durability.py once lost an answered checklist)."""
-        now = datetime.now(UTC)
+        now = as_stored(datetime.now(UTC))
         client = self._c.database.client
         with translate_errors():
             async with client.start_session() as session:
@@ -476,7 +476,7 @@ class EntityStore:
         """Soft-delete: the type and natural key change at once (so no query finds the entity
         and its key is free); the relay removes the document once its outbox, which holds
         `entity.deleted`, has been drained."""
-        now = datetime.now(UTC)
+        now = as_stored(datetime.now(UTC))
         matched = await self._commits.update(
             self._c,
             scoped(tenant, {"_id": current["_id"], "rev": current["rev"]}),

@@ -45,6 +45,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import BulkWriteError, OperationFailure
 
+from gateway.clock import as_stored
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.client import (
     DUPLICATE_KEY,
@@ -654,8 +655,7 @@ class PositionStore:
         a retry finds them as duplicates, and the round hands them on). Answered once they
         are in the fold's inbox, or `early`: once they are stored (journaled), while their
         round writes the inbox (the request path: one journaled write less to wait for)."""
-        now = datetime.now(UTC)
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored (BSON: ms)
+        now = as_stored(datetime.now(UTC))
         docs = [
             {**fix, "_id": position_id(vehicle, fix["t"]), "tenant": tenant, "vehicle": vehicle,
              "at": now, "source": source}

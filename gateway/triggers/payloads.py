@@ -67,10 +67,7 @@ def parse_json(content_type: str, body: bytes, charset: str | None = None) -> An
         )
     if not body.strip():
         raise BadRequest("the request body is empty")
-    try:
-        body = utf8_json(body, charset)
-    except DocumentRefused as exc:
-        raise BadRequest(f"malformed JSON: {exc.message}") from None
+    body = utf8_body(body, charset)
     if lines:
         return _json_lines(body)
     try:
@@ -79,12 +76,28 @@ def parse_json(content_type: str, body: bytes, charset: str | None = None) -> An
         # NDJSON labelled application/json (or not labelled): every line an object.
         batch = _json_lines_or_none(body)
         if batch is None:
-            raise BadRequest(f"malformed JSON: {_not_utf8(body) or exc}") from None
+            raise malformed(body, exc) from None
         return batch
     if not isinstance(data, dict | list):
         raise BadRequest("the body must be a JSON object or an array of objects")
     check_depth(body, data)
     return data
+
+
+def utf8_body(body: bytes, charset: str | None) -> bytes:
+    """A JSON body as UTF-8 bytes (`utf8_json`: a byte order mark dropped, a body that is not
+    UTF-8 decoded by the charset its media type names); 400 for bytes that are not of that
+    charset, or a charset no one knows."""
+    try:
+        return utf8_json(body, charset)
+    except DocumentRefused as exc:
+        raise BadRequest(f"malformed JSON: {exc.message}") from None
+
+
+def malformed(body: bytes, exc: orjson.JSONDecodeError) -> BadRequest:
+    """The 400 for a JSON body orjson refused: why, or that it is not UTF-8 and should name
+    its charset (orjson's word for that speaks of surrogates)."""
+    return BadRequest(f"malformed JSON: {_not_utf8(body) or exc}")
 
 
 def _starts_as(body: bytes, *first: bytes) -> bool:

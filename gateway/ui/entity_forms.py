@@ -25,6 +25,7 @@ from aiohttp import web
 
 from gateway.entities import Origin, public
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.formats.json_tree import loads_exact
 from gateway.kinds import public_kind
 from gateway.schemas.registry import ENVELOPE_FIELDS, NATURAL_KEYS, reference_field
 from gateway.ui.forms import Form, editing, number_field, number_text, read_values, stale_edit
@@ -205,7 +206,7 @@ def _typed(field: Field, raw: str, lang: str) -> Any:
         return {"true": True, "false": False}.get(raw, raw)
     if field.kind == "json":
         try:
-            return orjson.loads(raw)
+            return loads_exact(raw)
         except orjson.JSONDecodeError as exc:
             message = f"malformed JSON: {exc}"
             raise InvalidPayload(message, [FieldProblem(field.name, message, "format")]) from None

@@ -21,6 +21,7 @@ import orjson
 from multidict import MultiMapping
 
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload
+from gateway.formats.json_tree import loads_exact
 from gateway.notify.channels import SECRET_MEMBERS as CHANNEL_SECRETS
 from gateway.ui.state import FORM_LANG
 
@@ -272,7 +273,7 @@ def json_field(values: Mapping[str, Any], name: str) -> Any:
     if not raw:
         return None
     try:
-        return orjson.loads(raw)
+        return loads_exact(raw)
     except orjson.JSONDecodeError as exc:
         message = f"malformed JSON: {exc}"
         raise InvalidPayload(message, [FieldProblem(f"/{name}", message, "format")]) from None

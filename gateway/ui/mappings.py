@@ -15,6 +15,7 @@ from multidict import MultiMapping
 from gateway import paging
 from gateway.entities import public
 from gateway.errors import FieldProblem, GatewayError, InvalidPayload, NotFound, PayloadTooLarge
+from gateway.formats.json_tree import loads_exact
 from gateway.mapping.limits import MAX_FILE_BYTES
 from gateway.ui.forms import Form, read_values, version_field
 from gateway.ui.rendering import redirect, render
@@ -237,7 +238,7 @@ def _json(values: dict[str, Any], name: str) -> Any:
     if not raw:
         return None
     try:
-        return orjson.loads(raw)
+        return loads_exact(raw)
     except orjson.JSONDecodeError as exc:
         raise _invalid(f"/{name}", f"malformed JSON: {exc}", "format") from None
 

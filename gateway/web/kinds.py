@@ -8,7 +8,7 @@ from gateway.kinds import public_kind
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import read_object
+from gateway.web.requests import check_members, read_object
 from gateway.web.state import services_of
 
 _NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}
@@ -23,8 +23,14 @@ _KIND = {
     "required": ["name", "schema"],
     "properties": {"name": _NAME, "schema": _SCHEMA},
 }
-# A replacement names its kind in the path; a `name` in the body is not read.
-_REPLACEMENT = {"type": "object", "required": ["schema"], "properties": {"schema": _SCHEMA}}
+_NEW_KIND = {**_KIND, "additionalProperties": False}
+# A replacement names its kind in the path: a `name` in the body (a rename) is refused.
+_REPLACEMENT = {
+    "type": "object",
+    "required": ["schema"],
+    "properties": {"schema": _SCHEMA},
+    "additionalProperties": False,
+}
 
 
 @operation("List custom kinds", tag="kinds", response={"type": "object"})
@@ -35,13 +41,18 @@ async def list_kinds(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Register a custom kind", tag="kinds", request=_KIND, response=_KIND, status=201, errors=(409,)
+    "Register a custom kind",
+    tag="kinds",
+    request=_NEW_KIND,
+    response=_KIND,
+    status=201,
+    errors=(409,),
 )
 async def create_kind(request: web.Request) -> web.Response:
     claims = await authenticate(request)
-    doc = await services_of(request).kinds.create(
-        claims.tenant, await read_object(request), claims.subject
-    )
+    body = await read_object(request)
+    check_members(body, {"name": str, "schema": dict}, required=("name", "schema"))
+    doc = await services_of(request).kinds.create(claims.tenant, body, claims.subject)
     return json_response(public_kind(doc), status=201)
 
 
@@ -61,8 +72,10 @@ async def get_kind(request: web.Request) -> web.Response:
 )
 async def replace_kind(request: web.Request) -> web.Response:
     claims = await authenticate(request)
+    body = await read_object(request)
+    check_members(body, {"schema": dict}, required=("schema",))
     doc = await services_of(request).kinds.replace(
-        claims.tenant, request.match_info["name"], await read_object(request), claims.subject
+        claims.tenant, request.match_info["name"], body, claims.subject
     )
     return json_response(public_kind(doc))
 

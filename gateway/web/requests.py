@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -28,8 +28,8 @@ from gateway.errors import (
     UnsupportedContentCoding,
     UnsupportedMediaType,
 )
-from gateway.formats.json_tree import whole_number
-from gateway.triggers.payloads import check_depth
+from gateway.formats.json_tree import loads_exact, whole_number
+from gateway.triggers.payloads import check_depth, malformed, utf8_body
 
 # A client gets this long to send its whole body; a slow one must not hold a connection
 # (and its memory) for as long as it likes.
@@ -47,7 +47,7 @@ async def read_json(request: web.Request) -> Any:
         raise UnsupportedMediaType(
             f"expected application/json, got {request.content_type or 'no content type'}"
         )
-    return parse_json(await read_body(request))
+    return parse_json(await read_body(request), request.charset)
 
 
 # The content codings decoded here (the server's own decompression is off: app.py), and the
@@ -251,15 +251,20 @@ async def body_deadline() -> AsyncIterator[None]:
         raise RequestTimeout(f"the body took over {BODY_TIMEOUT_SECONDS:.0f} s to arrive") from None
 
 
-def parse_json(body: bytes) -> Any:
-    """The body's JSON, nested at most 32 deep like a trigger's (the size is capped while it
-    is read: `client_max_size`, GATEWAY_MAX_BODY_BYTES)."""
+def parse_json(body: bytes, charset: str | None = None) -> Any:
+    """The body's JSON, read as a trigger's is (gateway/triggers/payloads.py): UTF-8, a byte
+    order mark ignored, or else the charset its media type names; an integer past the 64-bit
+    range as its exact decimal text (orjson makes one past 2**64 a float that lost digits,
+    and BSON stores none past 2**63 - 1): a route that wants a number refuses the text at its
+    pointer, a free-form field keeps every digit. Nested at most 32 deep (the size is capped
+    while it is read: `client_max_size`, GATEWAY_MAX_BODY_BYTES)."""
     if not body:
         raise BadRequest("the request body is empty")
+    body = utf8_body(body, charset)
     try:
-        data = orjson.loads(body)
+        data = loads_exact(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+        raise malformed(body, exc) from None
     check_depth(body, data)
     return data
 
@@ -276,12 +281,20 @@ async def read_optional_object(request: web.Request) -> dict[str, Any]:
     return await read_object(request) if request.body_exists else {}
 
 
-def check_members(body: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> None:
-    """422 for a member the route does not know or of the wrong JSON type, every one listed
-    (the OpenAPI document declares exactly these, with additionalProperties false)."""
+def check_members(
+    body: dict[str, Any],
+    types: dict[str, type | tuple[type, ...]],
+    required: Collection[str] = (),
+) -> None:
+    """422 for a member the route does not know, of the wrong JSON type, or `required` and
+    missing, every one listed (the OpenAPI document declares exactly these, with
+    additionalProperties false)."""
     problems = [
         FieldProblem(f"/{k}", f"{k} is not a member of this body", "additionalProperties")
         for k in sorted(set(body) - set(types))
+    ]
+    problems += [
+        FieldProblem(f"/{k}", f"{k} is required", "required") for k in required if k not in body
     ]
     problems += [
         FieldProblem(f"/{k}", f"{k} has the wrong type", "type")
