@@ -43,7 +43,8 @@ class Fcm:
     # tokens answered 400 INVALID_ARGUMENT, with a field violation at this field
     # ("message.token": not a token at all; another field: the message's fault)
     invalid: dict[str, str] = field(default_factory=dict)
-    # the 400 for those quotes the request's Authorization header (a proxy's debug message)
+    # answers quote the request's Authorization header (a proxy's debug message): the 400 for
+    # those, and the message name of a success
     echo_authorization: bool = False
     queued: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     # answers of /token queued by a test (a busy token endpoint: 503 or 429 with Retry-After)
@@ -141,8 +142,8 @@ class Fcm:
                 extra=[bad_request],
             )
         self.messages.append(message)
-        project = request.match_info["project"]
-        return web.json_response({"name": f"projects/{project}/messages/0:{next(self._ids)}"})
+        name = f"projects/{request.match_info['project']}/messages/0:{next(self._ids)}"
+        return web.json_response({"name": f"{name} {auth}" if self.echo_authorization else name})
 
 
 def _error(

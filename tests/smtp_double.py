@@ -5,6 +5,7 @@ every message it accepted, parsed."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import email
 import email.policy
@@ -91,6 +92,9 @@ class SmtpDouble:
     received: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)  # recipient → reply
     logins: dict[str, str] = field(default_factory=dict)  # username → password
+    # A refused AUTH quotes what it got (a debug server, a chatty relay): decoded, as AUTH
+    # PLAIN's base64 and as AUTH LOGIN's base64 of the password.
+    quote_auth: bool = False
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def handle_RCPT(
@@ -126,6 +130,12 @@ class SmtpDouble:
         ok = isinstance(data, LoginPassword) and self.logins.get(data.login.decode()) == (
             data.password.decode()
         )
+        if not ok and self.quote_auth and isinstance(data, LoginPassword):
+            plain = base64.b64encode(b"\0" + data.login + b"\0" + data.password).decode()
+            login = base64.b64encode(data.password).decode()
+            said = f"{data.login.decode()} {data.password.decode()}; {plain}; {login}"
+            message = f"535 5.7.8 Authentication failed for [{said}]"
+            return AuthResult(success=False, handled=False, message=message)
         return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
 
@@ -134,15 +144,16 @@ SmtpFactory = Callable[..., Awaitable[SmtpDouble]]
 
 @pytest.fixture
 async def smtp_server(tmp_path: Any) -> AsyncIterator[SmtpFactory]:
-    """`await smtp_server(mode="plain"|"starttls"|"tls", logins={...}, cert=...)`."""
+    """`await smtp_server(mode="plain"|"starttls"|"tls", logins={...}, cert=..., quote_auth=)`."""
     servers: list[asyncio.Server] = []
 
     async def start(
         mode: str = "plain",
         logins: dict[str, str] | None = None,
         cert: Certificate | None = None,
+        quote_auth: bool = False,
     ) -> SmtpDouble:
-        double = SmtpDouble(logins=dict(logins or {}))
+        double = SmtpDouble(logins=dict(logins or {}), quote_auth=quote_auth)
         context = (cert or self_signed()).server_context(tmp_path) if mode != "plain" else None
         loop = asyncio.get_running_loop()
 

@@ -3,6 +3,7 @@ Twilio-shaped mappings shipped), with write-only credentials and a test send."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -79,6 +80,24 @@ async def test_the_smtp_password_is_write_only_sealed_and_kept_on_change(
     result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
     assert result["result"] == "success", result
     assert double.received[0].login == "frota" and double.received[0].tls
+
+
+async def test_an_smtp_server_quoting_the_auth_it_refused_never_returns_the_password(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """A relay refusing AUTH with `535 ... failed for [<what it got>]` put the channel's
+    write-only password into the test send's answer (and a notification's last_error)."""
+    password = "CanarySmtpPassw0rd-987"
+    double = await smtp_server("plain", logins={"alertas": "another"}, quote_auth=True)
+    body = _email_channel(double, username="alertas", password=password)
+    await post(client, "/api/v1/channels", body)
+    result = await post(client, "/api/v1/channels/email/test", {"to": "a@b.com.br"}, status=200)
+    assert result["result"] == "fail" and result["code"] == 535, result
+    assert result["detail"].startswith("authentication failed: 535"), result
+    assert "alertas [redacted]; [redacted]; [redacted]" in result["detail"], result
+    plain = base64.b64encode(f"\0alertas\0{password}".encode()).decode()
+    for secret in (password, plain, base64.b64encode(password.encode()).decode()):
+        assert secret not in str(result)
 
 
 async def test_bad_channels_are_refused_with_every_problem(client: Client) -> None:

@@ -22,6 +22,7 @@ from tests.partner_double import (
     create_subscription,
     partner,
     post,
+    running_partner,
     upload_mapping,
 )
 from tests.support import auth
@@ -138,6 +139,36 @@ async def test_a_credential_with_a_control_character_is_refused_when_the_partner
     assert [e["pointer"] for e in problem["errors"]] == [f"/auth/{field}"]
     assert "control characters" in problem["errors"][0]["message"]
     assert value not in str(problem)
+
+
+@pytest.mark.parametrize("value", ["tok-from-file-123\n", "tok\r\n123", "tok\x00123", "tok\x7f1"])
+async def test_a_named_secret_with_a_control_character_is_refused_when_the_partner_is_saved(
+    client: Client, value: str
+) -> None:
+    """A secret pasted from a file with its line break was saved; every call through a
+    mapping putting it in a header then failed as the caller's "payload does not fit"."""
+    body = {"name": "ERP", "base_url": BASE, "auth": {"type": "none"}}
+    response = await client.post(
+        "/api/v1/partners",
+        headers=auth(),
+        json={**body, "secrets": {"erp_token": value, "pin": "1234"}},
+    )
+
+    problem = await _problem(response, 422)
+    assert [e["pointer"] for e in problem["errors"]] == ["/secrets/erp_token"]
+    assert "control characters" in problem["errors"][0]["message"]
+    assert value not in str(problem)
+    created = await create_partner(client, BASE, auth={"type": "none"})
+    patched = await client.patch(
+        f"/api/v1/partners/{created['id']}", headers=auth(), json={"secrets": {"erp_token": value}}
+    )
+    assert [e["pointer"] for e in (await _problem(patched, 422))["errors"]] == [
+        "/secrets/erp_token"
+    ]
+    tab = await client.patch(
+        f"/api/v1/partners/{created['id']}", headers=auth(), json={"secrets": {"t": "a\tb"}}
+    )
+    assert tab.status == 200, await tab.text()
 
 
 @pytest.mark.parametrize(
@@ -418,6 +449,76 @@ async def test_moving_a_partner_to_another_origin_needs_its_credentials_again(
         json={"base_url": "https://erp2.example.com", "auth": {"type": "bearer", "token": "t2"}},
     )
     assert with_auth.status == 200
+
+
+SOAP_KEY = """
+name: with-key
+direction: outbound
+headers:
+  X-Api-Key:
+    template: "{k}"
+    vars: {k: {secret: api_key}}
+body:
+  hello: {value: world}
+"""
+
+
+async def test_moving_a_partner_to_another_origin_needs_its_named_secrets_again(
+    client: Client, partner: Partner
+) -> None:
+    """Named secrets are credentials too (a SOAP login, an API key a mapping puts in a
+    header): moving the partner with a new `auth` only kept them, and the next call handed
+    them to the new server, where an admin could read them."""
+    secret = "soap-password-2468"
+    created = await create_partner(
+        client, partner.url, auth={"type": "none"}, secrets={"api_key": secret}
+    )
+    await upload_mapping(client, SOAP_KEY)
+    action = await create_action(
+        client, created["id"], mode="proxy", request_mapping="with-key", path="/x"
+    )
+    url = f"/api/v1/partners/{created['id']}"
+    async with running_partner() as elsewhere:
+        moved = await client.patch(
+            url, headers=auth(), json={"base_url": elsewhere.url, "auth": {"type": "none"}}
+        )
+        problem = await _problem(moved, 422)
+        assert [(e["pointer"], e["keyword"]) for e in problem["errors"]] == [
+            ("/secrets", "required")
+        ]
+        again = await client.patch(
+            url,
+            headers=auth(),
+            json={"base_url": elsewhere.url, "secrets": {"api_key": "their-own-key"}},
+        )
+        assert [e["pointer"] for e in (await _problem(again, 422))["errors"]] == ["/auth"]
+        moved = await client.patch(
+            url,
+            headers=auth(),
+            json={
+                "base_url": elsewhere.url,
+                "auth": {"type": "none"},
+                "secrets": {"api_key": "their-own-key"},
+            },
+        )
+        assert moved.status == 200 and (await moved.json())["secrets"] == ["api_key"]
+        invoked = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+        )
+        assert invoked.status == 200, await invoked.text()
+        assert [r.headers.get("X-Api-Key") for r in elsewhere.requests] == ["their-own-key"]
+    # `null` drops them: a partner without secrets moves with its `auth` alone.
+    dropped = await client.patch(
+        url,
+        headers=auth(),
+        json={"base_url": partner.url, "auth": {"type": "none"}, "secrets": None},
+    )
+    assert dropped.status == 200 and (await dropped.json())["secrets"] == []
+    home = await client.patch(
+        url, headers=auth(), json={"base_url": "https://erp2.example.com", "auth": {"type": "none"}}
+    )
+    assert home.status == 200, await home.text()
+    assert partner.requests == []
 
 
 async def test_an_action_that_a_schedule_channel_or_flow_names_cannot_be_deleted(

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.notify.notifier import Notification, Recipient
+from gateway.outbound.redaction import MASK
 from gateway.outbound.verdict import Verdict
 from gateway.web.state import services_key
 from tests.fcm_double import PROJECT, SCOPE, Fcm, fcm
@@ -57,6 +58,19 @@ async def test_a_push_reaches_fcm_with_a_token_from_the_service_account(
     (claims,) = fcm.assertions
     assert claims["iss"] == "gateway@rabbot-demo.iam.gserviceaccount.com"
     assert claims["scope"] == SCOPE and claims["exp"] - claims["iat"] == 3600
+
+
+async def test_a_message_name_quoting_the_access_token_is_returned_redacted(
+    client: Client, fcm: Fcm
+) -> None:
+    """The provider id is taken from FCM's 200: one quoting the request's Authorization put
+    the service account's access token into the test send's answer (and a delivery's)."""
+    fcm.echo_authorization = True
+    await _push_channel(client, fcm)
+    result = await _test_send(client)
+    assert result["result"] == "success", result
+    assert result["provider_id"] == f"projects/{PROJECT}/messages/0:1 {MASK}", result
+    assert fcm.tokens_issued and not any(t in str(result) for t in fcm.tokens_issued)
 
 
 async def test_the_access_token_is_reused_until_fcm_refuses_it(client: Client, fcm: Fcm) -> None:

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.outbound.redaction import MASK, Redactor
 from gateway.web.state import services_key
+from tests.flow_support import drain
 from tests.partner_double import (
     Partner,
     create_action,
@@ -30,6 +31,7 @@ from tests.partner_double import (
     partner,
     post,
     raw_partner,
+    upload_mapping,
 )
 from tests.support import auth
 
@@ -39,7 +41,8 @@ TOKEN = "oauth-access-token-7f3a9c1e"
 
 
 class Echo:
-    """Answers 500 with everything it received: method, URL with query, headers, body."""
+    """Answers 500 with everything it received: method, URL with query, headers, body (200
+    under `/ok`, as JSON, or as text under `/ok/text`: a debug or whoami endpoint)."""
 
     def __init__(self) -> None:
         self.server: TestServer | None = None
@@ -75,7 +78,13 @@ class Echo:
             "headers": {str(k): v for k, v in request.headers.items()},
             "body": (await request.read()).decode(errors="replace"),
         }
-        return web.Response(status=500, body=orjson.dumps(echoed), content_type="application/json")
+        if request.path == "/ok/text":  # not JSON-looking: returned as it came
+            heads = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
+            return web.Response(text=f"{request.url}\n{heads}", content_type="text/plain")
+        status = 200 if request.path.startswith("/ok") else 500
+        return web.Response(
+            status=status, body=orjson.dumps(echoed), content_type="application/json"
+        )
 
 
 @pytest.fixture
@@ -536,3 +545,191 @@ async def test_an_answer_the_partner_hung_up_on_mid_body_is_redacted_as_cut(
 
     assert any(text.startswith("invalid key ") and MASK in text for text in stored), stored
     assert not _leaks(token, "\n".join(stored))
+
+
+PIN = "mapping-pin-2"
+# An outbound mapping putting the partner's named secret `pin` on the request.
+WITH_PIN = """
+name: with-pin
+direction: outbound
+headers:
+  X-Pin:
+    template: "{pin}"
+    vars: {pin: {secret: pin}}
+body:
+  hello: {value: world}
+"""
+
+
+@pytest.mark.parametrize("path", ["/ok", "/ok/text"], ids=["json", "text"])
+async def test_a_success_answer_quoting_a_credential_is_returned_by_the_proxy_redacted(
+    client: Client, echo: Echo, path: str
+) -> None:
+    """A 2xx echo (a whoami endpoint) came back verbatim in the proxy's answer, while the same
+    echo in a 5xx was redacted: the status decided."""
+    await upload_mapping(client, WITH_PIN)
+    for n, (auth_doc, secrets) in enumerate(_cases(echo.url)):
+        partner = await create_partner(
+            client, echo.url, name=f"echo-{n}", auth=auth_doc, secrets={"pin": PIN}
+        )
+        proxy = await create_action(
+            client,
+            partner["id"],
+            mode="proxy",
+            name=f"who-{n}",
+            path=path,
+            request_mapping="with-pin",
+        )
+        invoked = await client.post(
+            f"/api/v1/actions/{proxy['id']}/invoke", json={"payload": {}}, headers=auth()
+        )
+        answer = await invoked.text()
+        assert invoked.status == 200 and MASK in answer, answer
+        for secret in [*secrets, PIN]:
+            assert not _leaks(secret, answer), (auth_doc["type"], secret, answer)
+
+
+async def test_a_fetch_answer_quoting_a_credential_is_stored_on_the_run_redacted(
+    client: Client, echo: Echo
+) -> None:
+    """A flow's fetch kept the partner's 2xx answer as it came: any viewer read the partner's
+    bearer token and named secret in the run's `answers`."""
+    token = "hr-bearer-token-31337"
+    await upload_mapping(client, WITH_PIN)
+    partner = await create_partner(
+        client, echo.url, auth={"type": "bearer", "token": token}, secrets={"pin": PIN}
+    )
+    await create_action(
+        client,
+        partner["id"],
+        name="whoami",
+        method="GET",
+        path="/ok",
+        mode="proxy",
+        request_mapping="with-pin",
+    )
+    flow = {
+        "name": "echo",
+        "on": {"events": ["entity.created"], "filter": {"entity_type": "vehicle"}},
+        "steps": [{"id": "ask", "fetch": "whoami"}],
+    }
+    await post(client, "/api/v1/flows", flow)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    listed = await client.get("/api/v1/flows/echo/runs", headers=auth(role="viewer"))
+    (run,) = (await listed.json())["items"]
+    read = await client.get(
+        f"/api/v1/flow-runs/{quote(run['id'], safe='')}", headers=auth(role="viewer")
+    )
+    stored = await read.json()
+    assert read.status == 200 and stored["status"] == "succeeded", stored
+    assert stored["answers"]["ask"]["headers"]["Authorization"] == MASK, stored
+    assert stored["answers"]["ask"]["headers"]["X-Pin"] == MASK, stored
+    assert not _leaks(token, str(stored)) and not _leaks(PIN, str(stored))
+
+
+ERP_VEHICLES = """
+name: erp-vehicles
+direction: inbound
+entity_type: vehicle
+key: [plate]
+items: items
+fields:
+  plate: {from: placa, transforms: [plate]}
+  attributes.erp_note: {from: nota}
+"""
+
+
+async def test_a_page_quoting_a_credential_is_mapped_into_entities_redacted(
+    client: Client, partner: Partner
+) -> None:
+    """A schedule's page (a 2xx) quoting the key we sent was written into the entities it
+    maps as it came."""
+    token = "erp-bearer-token-8080"
+    await upload_mapping(client, ERP_VEHICLES)
+    erp = await create_partner(client, partner.url, auth={"type": "bearer", "token": token})
+    action = await create_action(
+        client, erp["id"], name="veiculos", mode="proxy", method="GET", path="/api/veiculos"
+    )
+    schedule = {
+        "name": "erp-veiculos",
+        "action_id": action["id"],
+        "every": "1h",
+        "target": {"entity_type": "vehicle", "mapping": "erp-vehicles"},
+    }
+    await post(client, "/api/v1/schedules", schedule)
+    note = f"called with Bearer {token}"
+    partner.respond_with(body={"items": [{"placa": "ABC1D23", "nota": note}]})
+
+    assert await client.app[services_key].schedule_runner.run_until_idle() == {"ok": 1}
+    read = await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth(role="viewer"))
+    vehicle = await read.json()
+    assert vehicle["attributes"]["erp_note"] == f"called with {MASK}", vehicle
+
+
+def test_a_tree_nested_past_the_stack_is_redacted_without_recursion() -> None:
+    """Answers are read up to 1,024 levels deep; keys are texts too."""
+    deep: Any = {"Bearer s3cr3t-value-0123456789": "s3cr3t-value-0123456789"}
+    for _ in range(3000):
+        deep = [deep, "plain"]
+    tree = Redactor(["s3cr3t-value-0123456789"]).redact_tree(deep)
+    for _ in range(3000):
+        assert tree[1] == "plain"
+        tree = tree[0]
+    assert tree == {f"Bearer {MASK}": MASK}
+
+
+async def test_a_named_secret_quoted_in_an_answer_that_is_not_http_is_nowhere(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A garbled answer quoting the request (`Bearer <secret>` where a status line belongs):
+    the parser's message, with the secret a mapping put in a header, was the proxy's 502
+    detail, the access log's line and the delivery's `last_error` as it came."""
+    caplog.set_level(logging.DEBUG)
+    secret = "tok-SECRET-98765"
+    mapping = """
+name: bearer-from-secret
+direction: outbound
+headers:
+  Authorization:
+    template: "Bearer {token}"
+    vars: {token: {secret: erp_token}}
+body:
+  plate: {value: x}
+"""
+    await upload_mapping(client, mapping)
+    async with raw_partner(f"Bearer {secret}\r\n\r\n".encode()) as url:
+        erp = await create_partner(
+            client,
+            url.removesuffix("/hook"),
+            auth={"type": "none"},
+            secrets={"erp_token": secret},
+        )
+        proxy = await create_action(
+            client,
+            erp["id"],
+            name="proxy",
+            mode="proxy",
+            path="/hook",
+            request_mapping="bearer-from-secret",
+        )
+        deliver = await create_action(
+            client, erp["id"], path="/hook", request_mapping="bearer-from-secret"
+        )
+        await create_subscription(client, deliver["id"], ("entity.created",))
+        invoked = await client.post(
+            f"/api/v1/actions/{proxy['id']}/invoke", json={"payload": {}}, headers=auth()
+        )
+        problem = await invoked.json()
+        await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+        await client.app[services_key].relay.run_until_idle()
+        await client.app[services_key].delivery_worker.run_until_idle()
+    listed = await client.get("/api/v1/deliveries", headers=auth(role="viewer"))
+    (delivery,) = (await listed.json())["items"]
+    full = await client.get(f"/api/v1/deliveries/{delivery['id']}", headers=auth(role="viewer"))
+    stored = await full.text()
+
+    assert invoked.status == 502 and "invalid HTTP answer" in problem["detail"], problem
+    assert MASK in problem["detail"] and MASK in delivery["last_error"], (problem, delivery)
+    for text in (str(problem), stored, str(delivery), _gateway_log(caplog)):
+        assert not _leaks(secret, text), text

@@ -913,3 +913,33 @@ async def test_a_204_body_that_comes_after_the_next_request_is_skipped(sender: S
     assert (first.status, first.verdict) == (204, Verdict.SUCCESS)
     assert (second.status, second.error, second.json_body) == (200, None, {})
     assert len(heads) == 2  # one connection, both requests on it
+
+
+async def test_a_reset_on_a_reused_connection_names_no_url(sender: Sender) -> None:
+    """A partner closing a kept-alive connection right after its answer (a keep-alive race):
+    the next request on it failed with aiohttp's "Can not write request body for <URL>", and
+    the message (a proxy's 502, a delivery's last_error, the log) carried the URL, its query
+    (a key, a driver's CPF) included."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    path = "/hooks/cpf-52998224725?driver=cpf-52998224725-token-abc"
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}{path}"
+    try:
+        outcomes = [await sender.send(post(url), partner_id="erp") for _ in range(6)]
+    finally:
+        server.close()
+        await server.wait_closed()
+    resets = [o for o in outcomes if o.error == "reset" and o.status is None]
+    assert resets, [(o.status, o.error, o.message) for o in outcomes]
+    for outcome in resets:
+        assert outcome.message is not None and "connection lost" in outcome.message
+        assert "cpf-52998224725" not in outcome.message, outcome.message
+        assert "127.0.0.1" not in outcome.message, outcome.message

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.services import Services
 from tests.partner_double import create_action, create_partner, post, upload_mapping
 from tests.support import auth
-from tests.ui_support import Client, csrf, log_in, make_user
+from tests.ui_support import Client, csrf, form_fields, log_in, make_user, replaced
 
 ANA = {"name": "Ana <b>Souza</b>", "cpf": "52998224725"}
 MAPPING = """\
@@ -232,3 +232,25 @@ async def test_another_tenants_trigger_action_and_vehicle_are_not_found(
     assert (await _get(client, f"/api/v1/actions/{action['id']}", "globex"))["name"] == "push"
     drivers = await _get(client, "/api/v1/entities/vehicle/ABC1D23/drivers", "globex")
     assert drivers["items"] == []
+
+
+async def test_a_partner_with_named_secrets_moved_to_another_origin_says_to_use_the_api(
+    client: Client, services: Services
+) -> None:
+    """Named secrets go only to the origin they were given for, and this page does not take
+    them: the problem, at the URL typed, says so; nothing is saved."""
+    await make_user(services)
+    await log_in(client)
+    erp = await create_partner(
+        client, "https://erp.example.com", auth={"type": "none"}, secrets={"api_key": "k-1234"}
+    )
+    page = await (await client.get(f"/admin/partners/{erp['id']}")).text()
+    path = f"/admin/partners/{erp['id']}/credentials"
+    typed = replaced(form_fields(page, path), base_url="https://evil.example", auth__type="none")
+    refused = await client.post(path, data=typed, allow_redirects=False)
+    shown = await refused.text()
+    assert refused.status == 422, shown
+    assert "named secrets again" in shown and "through the API" in shown
+    assert (await _get(client, f"/api/v1/partners/{erp['id']}"))["base_url"] == (
+        "https://erp.example.com"
+    )

@@ -29,7 +29,6 @@ from gateway.metrics import Metrics
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
 from gateway.outbound.partner_auth import PartnerAuth, build_auth
-from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -97,11 +96,6 @@ class Partner:
         except OverflowError:
             return _MAX_PROBE_WAIT
         return min(max(math.ceil(seconds), 1), _MAX_PROBE_WAIT)
-
-    def redactor(self) -> Redactor:
-        """Removes this partner's credentials from what it sends back (built per answer: an
-        OAuth2 access token changes)."""
-        return Redactor((*self.auth.credential_values(), *self.secrets.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +379,7 @@ def build_request(
         headers=sent,
         body=body,
         timeout=partner.timeout if timeout is None else timeout,
+        secrets=tuple(partner.secrets.values()),
     )
     return request, body
 

@@ -19,7 +19,7 @@ from gateway.auth.secretbox import SecretBox
 from gateway.clock import utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
-from gateway.outbound.partner_auth import build_auth
+from gateway.outbound.partner_auth import build_auth, unsavable
 from gateway.store import Doc, Store, new_id
 
 MAX_TIMEOUT_SECONDS = 60.0
@@ -75,16 +75,7 @@ class PartnerUseCases:
         # way), and what names the partner (channels, actions, sealed secrets) has it so.
         partner_id = str(current["_id"])
         fields = self._partner_fields(partner_id, body, creating=False)
-        new_url = fields.get("base_url")
-        if (
-            new_url
-            and "auth" not in body
-            and URL(new_url).origin() != URL(current["base_url"]).origin()
-        ):
-            # Stored credentials go only where they were given for: a new origin needs them
-            # again, or an admin could redirect a partner's token to a server of their own.
-            message = "/auth: a new origin in base_url needs the partner's credentials again"
-            raise InvalidPayload(message, [FieldProblem("/auth", message, "required")])
+        _refuse_stored_credentials_elsewhere(current, body, fields.get("base_url"))
         status = body.get("status")
         unset: tuple[str, ...] = ()
         if status == "active":
@@ -177,6 +168,27 @@ class PartnerUseCases:
 # -- field checks ----------------------------------------------------------------------------
 
 
+def _refuse_stored_credentials_elsewhere(
+    current: Doc, body: Mapping[str, Any], new_url: str | None
+) -> None:
+    """Stored credentials go only where they were given for: a new origin in base_url needs
+    them again, the `auth` and the named secrets a mapping puts on a request (a SOAP login, an
+    API key), or an admin could redirect them to a server of their own and read them there."""
+    if not new_url or URL(new_url).origin() == URL(current["base_url"]).origin():
+        return
+    missing = [
+        FieldProblem(f"/{name}", f"a new origin in base_url needs the partner's {what}", "required")
+        for name, what, stored in (
+            ("auth", "credentials again", True),
+            ("secrets", "named secrets again (or null)", bool(current.get("secret_names"))),
+        )
+        if stored and name not in body
+    ]
+    if missing:
+        detail = "; ".join(f"{p.pointer}: {p.message}" for p in missing)
+        raise InvalidPayload(detail, missing)
+
+
 def _base_url(check: BodyCheck) -> str | None:
     raw = check.text("base_url", max_len=2000)
     if raw is None:
@@ -230,6 +242,14 @@ def _sealed_secrets(check: BodyCheck, box: SecretBox, partner_id: str) -> Doc:
                 f"/secrets/{name}",
                 "a secret is a name (letters, digits, _) with a non-empty string value",
                 "type",
+            )
+        elif unsavable(value):
+            # As for `auth`: in a header a mapping puts it in, no call could be sent, and
+            # each one would fail as if the caller's payload did not fit the mapping.
+            check.add(
+                f"/secrets/{name}",
+                f"{name} must not contain line breaks or other control characters",
+                "pattern",
             )
     return {
         "secrets_sealed": box.seal(secrets, context=secrets_context(partner_id)),

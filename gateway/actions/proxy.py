@@ -157,14 +157,14 @@ def _raise_for(
     if verdict is not Verdict.SUCCESS:
         said = ""
         if reported is not None:
-            said = f" reporting an error: {partner.redactor().redact(reported)}"
+            said = f" reporting an error: {reported}"
         elif outcome.message and outcome.error is None:  # what the answer says: a redirect's target
-            said = f": {partner.redactor().redact(outcome.message)}"
+            said = f": {outcome.message}"
         raise PartnerError(
             f"partner {name} answered {outcome.status}{said}",
             partner_id=partner.id,
             partner_status=outcome.status,
-            partner_body=outcome.redacted_excerpt(partner.redactor(), _EXCERPT),
+            partner_body=outcome.redacted_excerpt(_EXCERPT),
         )
     if outcome.error is not None:  # a 2xx whose body is too large or not the JSON it claims
         raise PartnerError(

@@ -20,7 +20,6 @@ from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.retry import next_attempt_at
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
-from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import Outcome
 from gateway.outbound.verdict import Verdict
 from gateway.store import Doc, Store
@@ -69,7 +68,7 @@ class DeliveryRecorder:
             await self._health.enable(partner, now)
         if outcome.sent:
             await self._health.note(partner, verdict, now)
-        attempt = _attempt(doc, outcome, now, probe, partner.redactor())
+        attempt = _attempt(doc, outcome, now, probe)
         if probe:
             if verdict is Verdict.RETRY:
                 # Still down: the probe costs the delivery nothing, but its turn moves two
@@ -89,9 +88,7 @@ class DeliveryRecorder:
                     counted=False,
                 )
                 return "probe_failed"
-        error = (
-            None if verdict is Verdict.SUCCESS else _error_text(outcome, action, partner, verdict)
-        )
+        error = None if verdict is Verdict.SUCCESS else _error_text(outcome, action, verdict)
         retry_after = outcome.retry_after(now)
         status, fields = self._next_state(
             doc, action.retry_schedule, verdict, now, outcome.status, error, retry_after
@@ -233,16 +230,16 @@ class DeliveryRecorder:
         return outcome
 
 
-def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: Redactor) -> Doc:
+def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
     attempt: Doc = {
         "n": doc.get("attempt_count", 0) + 1,
         "at": now,
         "status": outcome.status,
         "latency_ms": outcome.latency_ms,
         "error": outcome.error,
-        "message": redactor.redact(outcome.message or "") or None,
+        "message": outcome.message or None,
         # Redacted whole, then cut: the cut must not leave half a credential behind.
-        "response": outcome.redacted_excerpt(redactor, _EXCERPT),
+        "response": outcome.redacted_excerpt(_EXCERPT),
     }
     if probe:
         attempt["probe"] = True
@@ -252,21 +249,20 @@ def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool, redactor: R
 _REASON = 200  # characters of a refusal's answer quoted in last_error
 
 
-def _error_text(outcome: Outcome, action: Action, partner: Partner, verdict: Verdict) -> str:
+def _error_text(outcome: Outcome, action: Action, verdict: Verdict) -> str:
     if (reported := action.reported_error(outcome)) is not None:
-        said = partner.redactor().redact(reported)
-        return f"partner answered {outcome.status} reporting an error: {said}"
+        return f"partner answered {outcome.status} reporting an error: {reported}"
     if outcome.status is not None:
         text = f"partner answered {outcome.status}"
         if outcome.message and outcome.error is None:  # what the answer says: a redirect's target
-            return f"{text}: {partner.redactor().redact(outcome.message)}"
+            return f"{text}: {outcome.message}"
         # A refusal (a 400 naming the field it wants) is the reason an operator reads in the
         # list of failures, not only in the attempt; a retried 5xx page is noise there.
         # Redacted before its spaces are folded: a credential holding two spaces in a row
         # would not be found in the folded text.
         said = ""
         if verdict is not Verdict.RETRY:
-            said = outcome.redacted_excerpt(partner.redactor())
+            said = outcome.redacted_excerpt()
             said = " ".join(said.split())[:_REASON]
         return text + (f": {said}" if said else "")
     return f"{outcome.error}: {outcome.message}"

@@ -163,7 +163,7 @@ class StepRunner:
             reported = action.reported_error(outcome)
             said = _said(outcome.status, outcome.message)
             if reported is not None:
-                said += f" reporting an error: {partner.redactor().redact(reported)}"
+                said += f" reporting an error: {reported}"
             raise StepFailed(f"{partner.name}: {said}")
         answer = outcome.json_body if outcome.readable else None
         if action.response_mapping:

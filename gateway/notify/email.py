@@ -4,7 +4,8 @@ The server's address passes the same SSRF policy as partner URLs: the name is re
 every address is checked, and the connection goes to the checked address (no second lookup
 that DNS rebinding could answer differently); TLS still verifies the certificate for the name.
 Every failure becomes a `SendOutcome`: 4xx replies and network trouble are worth a retry,
-5xx replies (a refused recipient, failed authentication) and TLS failures are not.
+5xx replies (a refused recipient, failed authentication) and TLS failures are not. What the
+server said is kept without the channel's password (`_redactor`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import idna
 
 from gateway.errors import GatewayError
 from gateway.notify.messages import EmailMessage, EmailSettings, SendOutcome
+from gateway.outbound.redaction import Redactor
 from gateway.outbound.ssrf import OutboundPolicy
 from gateway.outbound.verdict import Verdict
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
+_DETAIL = 500  # characters of what a send did (the server's words) that are kept
 
 
 async def _resolve(host: str, port: int) -> list[str]:
@@ -41,6 +44,16 @@ class EmailSender:
         self._resolve = resolve
 
     async def send(self, settings: EmailSettings, message: EmailMessage) -> SendOutcome:
+        """What one send did, in words that never hold the password: a server may quote the
+        AUTH it refused (a chatty relay, a debug server) in any reply."""
+        outcome = await self._send(settings, message)
+        detail = outcome.detail
+        if settings.password is not None:
+            detail = _redactor(settings).redact(detail, cut=False)
+        # Redacted whole, then cut: a password across the cut would keep its start.
+        return replace(outcome, detail=detail[:_DETAIL])
+
+    async def _send(self, settings: EmailSettings, message: EmailMessage) -> SendOutcome:
         started = time.perf_counter()
         summary = {"to": list(message.to), "subject": message.subject, "server": settings.host}
         try:
@@ -77,7 +90,7 @@ class EmailSender:
         except Exception as exc:  # every library failure becomes an outcome
             verdict, code, detail = describe_failure(exc)
             return _outcome(verdict, detail, started, summary, code=code)
-        detail = f"accepted: {reply.strip()[:200]}"
+        detail = f"accepted: {reply.strip()}"
         if errors:
             refused = ", ".join(f"{rcpt} ({r.code})" for rcpt, r in errors.items())
             detail += f"; refused: {refused}"
@@ -113,6 +126,13 @@ class EmailSender:
         raise aiosmtplib.SMTPConnectError(
             f"cannot connect to {settings.host}:{settings.port}: {last or 'no address'}"
         )
+
+
+def _redactor(settings: EmailSettings) -> Redactor:
+    """Masks the password as sent, in base64 alone (AUTH LOGIN) and inside AUTH PLAIN's
+    `\\0user\\0password` (the redactor looks for base64 forms too: redaction.py)."""
+    password = settings.password or ""
+    return Redactor((password, f"\0{settings.username or ''}\0{password}"))
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,7 +20,6 @@ from gateway.actions.catalog import Partner
 from gateway.metrics import Metrics
 from gateway.notify.messages import PushMessage, PushSettings, SendOutcome
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -65,14 +64,14 @@ class FcmSender:
             auth=partner.auth,
         )
         summary = {"method": "POST", "url": url, "title": message.title}
-        result = _push_outcome(outcome, summary, partner.redactor())
+        result = _push_outcome(outcome, summary)
         self._metrics.observe_partner_call(partner.id, "notify", outcome, result.verdict)
         return result
 
 
-def _push_outcome(outcome: Outcome, summary: dict[str, Any], redactor: Redactor) -> SendOutcome:
-    """What one FCM call did; what it quotes of the answer redacted of the partner's
-    credentials, whole, then cut."""
+def _push_outcome(outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
+    """What one FCM call did; what it quotes of the answer (the sender masks the partner's
+    credentials in it, whole, then it is cut)."""
     if (hold := outcome.hold) is not None:
         return SendOutcome.held(hold, summary)
     body = outcome.json_body if outcome.is_json and isinstance(outcome.json_body, dict) else {}
@@ -87,9 +86,9 @@ def _push_outcome(outcome: Outcome, summary: dict[str, Any], redactor: Redactor)
         detail, provider = outcome.message or "not sent", None
     else:
         if isinstance(message := (error or {}).get("message"), str) and message:
-            reason = redactor.redact(message, cut=False)
+            reason = message
         else:
-            reason = outcome.redacted_excerpt(redactor, 200)
+            reason = outcome.redacted_excerpt(200)
         detail, provider = f"FCM answered {outcome.status} {'/'.join(codes)}: {reason}", None
     unregistered = "UNREGISTERED" in codes or _token_refused(error, codes)
     verdict = Verdict.FAIL if unregistered else outcome.verdict

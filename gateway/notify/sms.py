@@ -29,7 +29,6 @@ from gateway.metrics import Metrics
 from gateway.notify.messages import SendOutcome, SmsMessage
 from gateway.outbound.bodies import encode_body
 from gateway.outbound.breaker import PartnerGuards
-from gateway.outbound.redaction import Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome, Sender
 from gateway.outbound.urls import build_url
 from gateway.outbound.verdict import Verdict
@@ -65,7 +64,14 @@ def sms_request(
         headers[IDEMPOTENCY_HEADER] = key
     body = encode_body(headers, parts.body)
     url = build_url(partner.base_url, action.path, parts.path_params, parts.query)
-    return OutboundRequest(action.method, url, headers=headers, body=body, timeout=partner.timeout)
+    return OutboundRequest(
+        action.method,
+        url,
+        headers=headers,
+        body=body,
+        timeout=partner.timeout,
+        secrets=tuple(partner.secrets.values()),
+    )
 
 
 def provider_error(body: Mapping[str, Any]) -> str | None:
@@ -129,16 +135,14 @@ class SmsSender:
             auth=partner.auth,
         )
         summary = {"method": request.method, "url": request.url.split("?")[0], "to": message.to}
-        result = _sms_outcome(action, outcome, summary, partner.redactor())
+        result = _sms_outcome(action, outcome, summary)
         self._metrics.observe_partner_call(partner.id, "notify", outcome, result.verdict)
         return result
 
 
-def _sms_outcome(
-    action: Action, outcome: Outcome, summary: dict[str, Any], redactor: Redactor
-) -> SendOutcome:
+def _sms_outcome(action: Action, outcome: Outcome, summary: dict[str, Any]) -> SendOutcome:
     """What one provider call did; what it quotes of the answer redacted of the provider's
-    credentials (a 401 may echo the key it refused), whole, then cut."""
+    credentials (a 401 may echo the key it refused: the sender masks them), whole, then cut."""
     if (hold := outcome.hold) is not None:
         return SendOutcome.held(hold, summary)
     verdict = action.verdict(outcome)
@@ -147,14 +151,14 @@ def _sms_outcome(
     refused = provider_error(body) if verdict is Verdict.SUCCESS else None
     if refused is not None:  # a 2xx whose answer says the message was not taken
         verdict = Verdict.FAIL
-        said = redactor.redact(refused, cut=False)[:300]
+        said = refused[:300]
         detail = f"provider answered {outcome.status} reporting an error: {said}"
     elif verdict is Verdict.SUCCESS:
         detail = "sent"
     elif outcome.status is None:
         detail = outcome.message or "not sent"
     else:
-        said = outcome.redacted_excerpt(redactor, 300)
+        said = outcome.redacted_excerpt(300)
         detail = f"provider answered {outcome.status}: {said}"
     return SendOutcome(
         Verdict.FAIL if verdict is Verdict.GONE else verdict,

@@ -2,8 +2,10 @@
 
 A partner that echoes what it received (a debug endpoint, an error page quoting the request)
 would otherwise put our credential for it into a delivery attempt's `response`, readable by
-any viewer, or into a proxy 502's `partner_body`. Every credential value of the partner is
-replaced by `[redacted]`, in whatever encoding the partner's framework wrote it.
+any viewer, a proxy's answer or 502, a flow run's answers. Every credential value of the
+partner (its named secrets too) is replaced by `[redacted]`, in whatever encoding the
+partner's framework wrote it: in a text (`redact`), or in each text of a parsed answer
+(`redact_tree`). The sender applies it to every outcome it makes.
 
 One mechanism: the text is read with its escapes undone, each decoded character remembering
 where it was written, and the credentials are looked for in that reading; what matches is
@@ -30,6 +32,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from html.entities import html5
+from typing import Any
 
 MASK = "[redacted]"
 # Shorter values would mangle ordinary text; no partner credential is that short.
@@ -229,7 +232,7 @@ def _base64_forms(value: str) -> set[str]:
     return forms | {form.replace("+", "-").replace("/", "_") for form in forms}
 
 
-@lru_cache(maxsize=1024)  # a redactor is built per answer: `Partner.redactor()`
+@lru_cache(maxsize=1024)  # a redactor is built per answer (an OAuth2 token changes)
 def _forms(value: str) -> tuple[frozenset[str], frozenset[str]]:
     """What a credential reads as once a partner's escapes are undone; and of those, the ones
     holding `\\`, `%` or `&`, which a further reading may change (`Redactor.redact`)."""
@@ -246,6 +249,13 @@ def _forms(value: str) -> tuple[frozenset[str], frozenset[str]]:
 class Redactor:
     """Built from a partner's credential values; `redact(text)` per answer."""
 
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def of(values: tuple[str, ...]) -> Redactor:
+        """The redactor of `values`, built once: a partner's are the same call after call
+        (an OAuth2 token changes hourly)."""
+        return Redactor(values)
+
     def __init__(self, values: Iterable[str]) -> None:
         looked_for = [_forms(v) for v in set(values) if len(v) >= MIN_LENGTH]
         self._forms = tuple({form for forms, _ in looked_for for form in forms})
@@ -253,6 +263,31 @@ class Redactor:
         # text after it (`pass\` echoed in JSON as `"pass\\"` reads `pass\"`, then `pass"`):
         # it is looked for in the text and each earlier reading too.
         self._escapable = tuple({form for _, escapable in looked_for for form in escapable})
+
+    @property
+    def empty(self) -> bool:
+        """Whether it looks for nothing (no credential, or none long enough)."""
+        return not self._forms
+
+    def redact_tree(self, tree: Any) -> Any:
+        """A parsed answer (JSON, or an XML answer's tree) with every credential masked in
+        its texts, keys included, each redacted whole as `redact(text, cut=False)` would.
+        All its texts are searched at once, joined by NUL characters (no escape, form or
+        folded line runs across one): only when that finds something is each text redacted,
+        in the tree itself (the caller's own, just parsed). Walked without recursion: an
+        answer may nest deeper than Python's stack."""
+        if not self._forms or not self._found("\0".join(_texts(tree))):
+            return tree
+        return _masked(tree, lambda text: self.redact(text, cut=False))
+
+    def _found(self, text: str) -> bool:
+        """Whether `redact(text, cut=False)` would mask anything."""
+        reading = Reading(text)
+        plain = reading.plain
+        if any(form in plain for form in self._forms):
+            return True
+        earlier = [text for _, text in reading.earlier()] if self._escapable else []
+        return any(form in text for text in earlier for form in self._escapable)
 
     def redact(self, text: str, *, cut: bool = True) -> str:
         """`text` with every credential's forms masked; and, unless it is known whole
@@ -309,6 +344,57 @@ class Redactor:
                         found = min(end - size, found if found is not None else end)
                     at = form.find(last, at + 1)
         return found
+
+
+def _texts(tree: Any) -> list[str]:
+    """Every text in a parsed answer, keys included (JSON's and the XML reader's are texts).
+    On the proxy's path for a partner with credentials: exact types, each container's
+    members looked at where they are, only containers stacked."""
+    if type(tree) is str:
+        return [tree]
+    texts: list[str] = []
+    add, stack = texts.append, [tree]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            texts.extend(node)
+            members: Iterable[Any] = node.values()
+        elif type(node) is list:
+            members = node
+        else:
+            continue
+        for member in members:
+            kind = type(member)
+            if kind is str:
+                add(member)
+            elif kind is dict or kind is list:
+                stack.append(member)
+    return texts
+
+
+def _masked(tree: Any, redact: Callable[[str], str]) -> Any:
+    """The tree with `redact` applied to each of its texts, keys included, in place."""
+    if isinstance(tree, str):
+        return redact(tree)
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                if isinstance(item, str):
+                    node[i] = redact(item)
+                elif isinstance(item, dict | list):
+                    stack.append(item)
+        elif isinstance(node, dict):
+            members = list(node.items())
+            node.clear()
+            for key, value in members:
+                if isinstance(value, str):
+                    value = redact(value)
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+                node[redact(key) if isinstance(key, str) else key] = value
+    return tree
 
 
 def _occurrences(text: str, form: str) -> Iterator[int]:

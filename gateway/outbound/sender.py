@@ -39,7 +39,7 @@ from gateway.outbound.partner_auth import (
     TokenFetchFailed,
     TokenResponse,
 )
-from gateway.outbound.redaction import Redactor
+from gateway.outbound.redaction import NO_REDACTION, Redactor
 from gateway.outbound.ssrf import GuardedResolver, OutboundBlocked, OutboundPolicy
 from gateway.outbound.verdict import (
     HELD,
@@ -67,6 +67,9 @@ class OutboundRequest:
     # Headers computed from the exact bytes sent (Standard Webhooks), called once the body is
     # final: after the credentials set in it (a Geotab session), again for a renewed session.
     sign: Callable[[bytes], Mapping[str, str]] | None = field(default=None, repr=False)
+    # What the request carries besides the credentials that must never come back: the
+    # partner's named secrets, which a mapping or an XML body may put anywhere in it.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,11 @@ class OtherBody:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened to one request. `status` is None when no HTTP answer came back."""
+    """What happened to one request. `status` is None when no HTTP answer came back.
+
+    What the partner said is masked of every value we sent it that must not come back (the
+    credentials, the request's `secrets`): `message`, `json_body` and `other_body` as made
+    (`Sender._exchange`), the excerpt when it is read (`redacted_excerpt`: most never are)."""
 
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # KEPT_HEADERS only
@@ -117,11 +124,11 @@ class Outcome:
     is_json: bool = False  # json_body holds a parsed JSON body (which may be JSON null)
     is_xml: bool = False  # json_body holds the tree of an answer with an XML content type
 
-    def redacted_excerpt(self, redactor: Redactor, limit: int | None = None) -> str:
-        """The answer's excerpt with the partner's credentials masked, whole, then cut to
-        `limit` (cut first, a credential across the cut would keep its start); a start of
-        one at its end is masked only when the body went on past it (`body_cut`)."""
-        return redactor.redact(self.body_excerpt, cut=self.body_cut)[:limit]
+    def redacted_excerpt(self, limit: int | None = None) -> str:
+        """The answer's excerpt with what we sent masked, whole, then cut to `limit` (cut
+        first, a credential across the cut would keep its start); a start of one at its end
+        is masked only when the body went on past it (`body_cut`)."""
+        return self.redactor.redact(self.body_excerpt, cut=self.body_cut)[:limit]
 
     @property
     def readable(self) -> bool:
@@ -137,6 +144,8 @@ class Outcome:
     # Seconds to wait that we know of without a Retry-After header: for an unsent outcome,
     # until our guard lets a request through; for a token endpoint's answer, its Retry-After.
     retry_in: float | None = None
+    # What masks the values sent from the excerpt (`redacted_excerpt`).
+    redactor: Redactor = field(default=NO_REDACTION, repr=False, compare=False)
 
     @property
     def verdict(self) -> Verdict:
@@ -284,7 +293,7 @@ class Sender:
         except TokenFetchFailed as exc:
             # The token endpoint's own words (`error_description`) may quote the client
             # secret it refused.
-            said = Redactor(auth.credential_values()).redact(exc.detail)
+            said = Redactor.of((*auth.credential_values(), *request.secrets)).redact(exc.detail)
             if len(said) > _TOKEN_SAID:
                 said = said[:_TOKEN_SAID] + "…"
             return Outcome(error=exc.kind, message=said, retry_in=exc.retry_after)
@@ -315,10 +324,15 @@ class Sender:
         )
 
     async def _exchange(self, request: OutboundRequest, applied: Applied) -> Outcome:
-        """One HTTP request and its bounded answer; every failure becomes an Outcome."""
+        """One HTTP request and its bounded answer; every failure becomes an Outcome. What
+        was sent that must not come back (the credentials `applied`, the request's
+        `secrets`) is masked in the outcome wherever the partner may quote it, whatever the
+        status: the message (a parser quoting a garbled answer, a redirect's `Location`), the
+        answer, parsed or as it came, and the excerpt when it is read."""
         if self._session is None:
             raise RuntimeError("Sender.start() was not called")
         started = time.perf_counter()
+        redactor = _redactor(applied, request.secrets)
         try:
             url = self._policy.check_url(request.url)
             data = _with_members(request.body, applied.body_members)
@@ -341,13 +355,19 @@ class Sender:
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
-                outcome = await self._read(response, started)
+                return await self._read(response, started, redactor)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
             kind, message = _describe(exc)
-            outcome = Outcome(error=kind, message=message, latency_ms=_since(started))
-        return _redacted(outcome, applied)
+            return Outcome(
+                error=kind,
+                message=redactor.redact(message),
+                latency_ms=_since(started),
+                redactor=redactor,
+            )
 
-    async def _read(self, response: aiohttp.ClientResponse, started: float) -> Outcome:
+    async def _read(
+        self, response: aiohttp.ClientResponse, started: float, redactor: Redactor
+    ) -> Outcome:
         body, error, message = await self._read_body(response)
         # Not read to its end: too large, or the partner hung up (or timed out) mid-body.
         cut = error is not None or len(body) > self._excerpt_bytes
@@ -368,19 +388,20 @@ class Sender:
             message = _not_followed(response.headers.get("Location"))
         other = None
         if error is None and not (is_json or is_xml) and body and 200 <= response.status < 300:
-            other = OtherBody(body, content_type, charset)
+            other = _redacted_body(OtherBody(body, content_type, charset), redactor)
         return Outcome(
             status=response.status,
             headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
             body_excerpt=_excerpt(body[: self._excerpt_bytes], charset, xml=xml, cut=cut),
             body_cut=cut,
-            json_body=parsed,
+            json_body=redactor.redact_tree(parsed),
             is_json=is_json,
             is_xml=is_xml,
             latency_ms=latency_ms,
             error=error,
-            message=message,
+            message=redactor.redact(message) if message else message,
             other_body=other,
+            redactor=redactor,
         )
 
     async def _read_body(
@@ -515,7 +536,9 @@ def _parse_xml(body: bytes, charset: str | None) -> tuple[bool, Any, str | None]
 
 
 def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
-    """Our error kind for an exception, with a message that names no URL (query secrets)."""
+    """Our error kind for an exception, with a message that names no URL (its path and query
+    may carry a key or a person's data): aiohttp names the request's in some of its
+    exceptions (`Can not write request body for <URL>`), so none is taken as it is."""
     if isinstance(exc, OutboundBlocked):
         return "blocked", exc.detail
     if isinstance(exc, aiohttp.InvalidURL):
@@ -523,17 +546,22 @@ def _describe(exc: BaseException) -> tuple[ErrorKind, str]:
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError & co. included
         return "timeout", f"no answer in time ({type(exc).__name__})"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return (
-            "connect",
-            f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}",
-        )
+        said = _without_urls(str(exc.os_error.strerror or exc.os_error))
+        return "connect", f"cannot connect to {exc.host}:{exc.port}: {said}"
     if isinstance(exc, aiohttp.ClientResponseError):
         return "invalid_response", f"invalid HTTP answer: {_one_line(exc.message)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | OSError):
-        return "reset", f"connection lost: {type(exc).__name__}: {exc}"
+        return "reset", f"connection lost: {type(exc).__name__}: {_without_urls(str(exc))}"
     if isinstance(exc, ValueError):
-        return "blocked", f"request not sendable: {exc}"
-    return "connect", f"{type(exc).__name__}: {exc}"
+        return "blocked", f"request not sendable: {_without_urls(str(exc))}"
+    return "connect", f"{type(exc).__name__}: {_without_urls(str(exc))}"
+
+
+_URL: Final = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S*")
+
+
+def _without_urls(text: str) -> str:
+    return _URL.sub("the partner's URL", text)
 
 
 def _one_line(parser_message: str) -> str:
@@ -588,10 +616,27 @@ def _since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _redacted(outcome: Outcome, applied: Applied) -> Outcome:
-    """The outcome with the credentials' values removed from its message (a redirect's
-    `Location` may quote a query key back, in any encoding: redaction.py)."""
-    message = outcome.message
-    if not message or not applied.secrets:
-        return outcome
-    return replace(outcome, message=Redactor(applied.credential_values()).redact(message))
+def _redactor(applied: Applied, secrets: tuple[str, ...]) -> Redactor:
+    """What masks the values sent that must not come back; none for a partner without
+    credentials (nothing to do on its answers)."""
+    if not applied.secrets and not secrets:
+        return NO_REDACTION
+    return Redactor.of((*applied.credential_values(), *secrets))
+
+
+def _redacted_body(other: OtherBody, redactor: Redactor) -> OtherBody:
+    """An answer neither JSON nor XML, masked: read in its charset, else as UTF-8 with the
+    bytes that are not UTF-8 kept as they came (`surrogateescape`); written back the same
+    way, the mask in that charset (or `?` where it has no such characters)."""
+    if redactor.empty:
+        return other
+    try:
+        encoding, errors = other.charset or "utf-8", "replace"
+        text = other.body.decode(encoding)
+    except (LookupError, ValueError):  # no such codec, or bytes that are not text in it
+        encoding, errors = "utf-8", "surrogateescape"
+        text = other.body.decode(encoding, errors)
+    masked = redactor.redact(text, cut=False)
+    if masked == text:
+        return other
+    return replace(other, body=masked.encode(encoding, errors))

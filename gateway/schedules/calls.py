@@ -17,7 +17,6 @@ from gateway.actions.catalog import Action, Partner, build_request
 from gateway.mapping import CompiledMapping, DecodedTexts
 from gateway.mapping.expressions import Run, compile_expression, is_truthy
 from gateway.mapping.model import EvalError, LimitExceeded
-from gateway.outbound.redaction import NO_REDACTION, Redactor
 from gateway.outbound.sender import OutboundRequest, Outcome
 from gateway.store import Doc
 
@@ -113,22 +112,23 @@ def read_page(
     doc: Doc,
     outcome: Outcome,
     now: datetime,
-    redactor: Redactor = NO_REDACTION,
     sent: Any = None,
 ) -> Page:
     """The partner's answer as a page; PollFailure for anything that is not a usable one. What
-    a failure quotes of the answer is redacted of the partner's credentials and secrets (a SOAP
-    fault may quote the envelope, password included)."""
+    a failure quotes of the answer, as the page itself, is redacted of the partner's
+    credentials and secrets (a SOAP fault may quote the envelope, password included: the
+    sender masks them, `Outcome`)."""
     if (hold := outcome.hold) is not None:
         raise PollFailure(hold.error, hold.describe(), retry_after=hold.seconds, held=True)
     status = outcome.status
     if status is None:
-        message = redactor.redact(outcome.message or "")
         raise PollFailure(
-            str(outcome.error or "connect"), f"no answer: {message}", retry_after=outcome.retry_in
+            str(outcome.error or "connect"),
+            f"no answer: {outcome.message or ''}",
+            retry_after=outcome.retry_in,
         )
     if not 200 <= status < 300:
-        excerpt = outcome.redacted_excerpt(redactor, _EXCERPT)
+        excerpt = outcome.redacted_excerpt(_EXCERPT)
         raise PollFailure(
             "rate_limited" if status == 429 else "http_status",
             f"the partner answered {status}" + (f": {excerpt}" if excerpt else ""),
@@ -136,14 +136,14 @@ def read_page(
             retry_after=outcome.retry_after(now),
         )
     if outcome.error is not None:
-        message = redactor.redact(outcome.message or "")
+        message = outcome.message or ""
         raise PollFailure("invalid_response", f"unusable answer: {message}", status=status)
     if not outcome.readable:  # JSON, or XML with an XML content type
-        excerpt = outcome.redacted_excerpt(redactor, _EXCERPT)
+        excerpt = outcome.redacted_excerpt(_EXCERPT)
         raise PollFailure("not_json", f"the answer is not JSON or XML: {excerpt!r}", status=status)
     answer = outcome.json_body
     if doc.get("error") and is_truthy(error := _search(doc["error"], answer, "error")):
-        said = redactor.redact(_short(error))
+        said = _short(error)
         raise PollFailure("partner_error", f"the partner reported an error: {said}")
     spec = doc.get("cursor")
     if spec is None:

@@ -175,7 +175,7 @@ class Poll:
             )
             # A page is read from a 2xx only (calls.read_page): the status's own verdict.
             self._c.metrics.observe_partner_call(partner.id, "schedule", outcome, outcome.verdict)
-            page = read_page(doc, outcome, self._clock(), partner.redactor(), self._cursor)
+            page = read_page(doc, outcome, self._clock(), self._cursor)
             if not await self._page(page, mapping, target, sink):
                 return
         self.tally.more = True

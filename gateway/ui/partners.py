@@ -54,7 +54,11 @@ SETTINGS_FIELDS: Final = (
     "rate_limit.burst",
     "status",
 )
-AGAIN: Final = "(type them under Replace credentials, with the new base URL)"
+# What a new origin needs again (the API's problem at the pointer), and where to give it.
+AGAIN: Final = {
+    "/auth": "(type them under Replace credentials, with the new base URL)",
+    "/secrets": "(this page does not take them: move the partner through the API, with them)",
+}
 SUBSCRIPTION_FIELDS: Final = ("action_id", "event_types", "filter")
 # A subscription's edit form: its action stays (a new action is a new subscription).
 SUBSCRIPTION_EDIT_FIELDS: Final = ("event_types", "filter", "sample_seconds")
@@ -182,15 +186,8 @@ async def edit_partner(request: web.Request) -> web.Response:
     try:
         await actions.update_partner(tenant, partner["id"], _settings_body(values, current, lang))
     except InvalidPayload as exc:
-        # A new origin needs the credentials again: a problem of the URL typed.
-        problems = [
-            replace(p, pointer="/base_url", message=f"{p.message} {AGAIN}")
-            if p.pointer == "/auth"
-            else p
-            for p in exc.problems
-        ]
-        refused = InvalidPayload(exc.detail, problems)
-        return await partner_page(request, settings=Form(values).refuse(refused, SETTINGS_FIELDS))
+        settings = Form(values).refuse(_at_the_url(exc), SETTINGS_FIELDS)
+        return await partner_page(request, settings=settings)
     except Conflict as exc:  # a channel needs it so, a concurrent change: said on the form
         settings = Form(values).refuse(exc, SETTINGS_FIELDS)
         return await partner_page(request, settings=settings, status=409)
@@ -208,11 +205,24 @@ async def replace_credentials(request: web.Request) -> web.Response:
     try:
         await services_of(request).actions.update_partner(tenant_of(request), _id(request), body)
     except InvalidPayload as exc:
-        return await partner_page(request, Form(values).refuse(exc, ("base_url", *AUTH_FIELDS)))
+        form = Form(values).refuse(_at_the_url(exc), ("base_url", *AUTH_FIELDS))
+        return await partner_page(request, form)
     except Conflict as exc:  # a push channel needs its service account: said on the form
         form = Form(values).refuse(exc, ("base_url", *AUTH_FIELDS))
         return await partner_page(request, form, status=409)
     return redirect(f"/admin/partners/{_id(request)}", flash="partners.credentials_replaced")
+
+
+def _at_the_url(exc: InvalidPayload) -> InvalidPayload:
+    """A new origin needs the stored credentials again: a problem of the URL typed, saying
+    where to give them."""
+    problems = [
+        replace(p, pointer="/base_url", message=f"{p.message} {AGAIN[p.pointer]}")
+        if p.pointer in AGAIN and p.keyword == "required"
+        else p
+        for p in exc.problems
+    ]
+    return InvalidPayload(exc.detail, problems)
 
 
 async def delete_partner(request: web.Request) -> web.Response:
