@@ -21,13 +21,13 @@ import asyncio
 import logging
 import math
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from gateway.background import cancel_and_wait
+from gateway.clock import utcnow
 from gateway.errors import (
     Conflict,
     FieldProblem,
@@ -58,9 +58,11 @@ class _Release:
 
 
 class IdempotencyGuard:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, *, clock: Callable[[], float] = lambda: utcnow().timestamp()
+    ) -> None:
         self._store = store
-        self._clock = clock  # Unix seconds, the receiver's clock
+        self._clock = clock  # Unix seconds, the gateway's clock (the database server's)
         # Markers of failed calls still to release, by tenant and claim token: one releaser
         # task for all of them, one command per tenant and round however many calls failed.
         self._releases: dict[str, dict[str, _Release]] = {}
