@@ -102,7 +102,7 @@ class Store:
         self.ui = UiAccountStores(db, self.expiry)
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
-        self.key_check = KeyCheckStore(db["gateway_meta"])
+        self.key_check = KeyCheckStore(db["meta"])
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
         # Telemetry: the fold's inbox, states, checkpoints and failures, and the track.
         self.fleet = FleetStore(

@@ -1,4 +1,4 @@
-"""The key check: one document, `{_id: "secret_key", sealed}` in the `gateway_meta`
+"""The key check: one document, `{_id: "secret_key", sealed}` in the `meta`
 collection, a known text sealed under GATEWAY_SECRET_KEY by the first process of a gateway,
 opened by every process at start (`gateway/keys.py` `check_secret_key`): a process whose keys
 cannot open it would fail every stored secret (`docs/security.md`)."""
