@@ -26,7 +26,7 @@ from tests.partner_double import (
     partner,
     post,
 )
-from tests.processes import free_port
+from tests.processes import free_port, skewed_gateway
 from tests.support import SECRET_KEY
 
 __all__ = ["partner"]  # the fixture
@@ -125,11 +125,6 @@ async def _unfinished(client: Client) -> int:
 
 
 SKEW_SECONDS = 120  # more than the delivery lease (90 s)
-_SKEWED = (
-    "import sys; from datetime import UTC, datetime, timedelta; import gateway.clock as c; "
-    f"c.host_now = lambda: datetime.now(UTC) + timedelta(seconds={SKEW_SECONDS}); "
-    "from gateway.__main__ import main; sys.exit(main(sys.argv[1:]))"
-)
 
 
 async def test_a_worker_whose_host_clock_is_ahead_takes_over_no_delivery_in_flight(
@@ -158,7 +153,7 @@ async def test_a_worker_whose_host_clock_is_ahead_takes_over_no_delivery_in_flig
     }
     with (tmp_path / "ahead.log").open("wb") as log:
         ahead = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _SKEWED, "worker", "--jobs", "delivery", "--port", str(port),
+            *skewed_gateway(SKEW_SECONDS), "worker", "--jobs", "delivery", "--port", str(port),
             env=env, stdout=log, stderr=log,
         )  # fmt: skip
     try:
