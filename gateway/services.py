@@ -160,10 +160,14 @@ async def open_services(
         store.health.watch(lambda up: metrics.database_up.set(1 if up else 0))
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
         # The clock every lease and due time is compared on, before any job takes one.
+        # A database known down at start (open_store) is not waited for again: both are
+        # done once it answers.
         server_clock = ServerClock(store, metrics)
         with contextlib.suppress(StoreUnavailable):  # measured again until it passes
+            store.health.check()
             await server_clock.measure()
         try:
+            store.health.check()
             await check_secret_key(store, SecretBox(ring))
         except StoreUnavailable as exc:
             log.error(
