@@ -1,5 +1,11 @@
 """The wall clock, in UTC: what every component that stamps or schedules takes as its default
-`clock` (tests pass their own); and time zones by the names admins and partners give."""
+`clock` (tests pass their own); and time zones by the names admins and partners give.
+
+The gateway's clock is the database server's: each process measures how far its host's
+clock is from the server's (`gateway/server_clock.py`, `set_offset`) and `utcnow` adds that
+offset, so processes on hosts whose clocks disagree compare leases and due times on one
+clock (a host ahead took over the leases the others still held).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,27 @@ from zoneinfo import ZoneInfo
 _MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
 
 
-def utcnow() -> datetime:
+_offset = timedelta()  # the database server's clock minus this host's, as last measured
+
+
+def host_now() -> datetime:
+    """This host's clock, in UTC."""
     return datetime.now(UTC)
+
+
+def utcnow() -> datetime:
+    """The gateway's time: this host's clock corrected to the database server's."""
+    return host_now() + _offset
+
+
+def set_offset(offset: timedelta) -> None:
+    """The database server's clock is `offset` ahead of this host's (negative: behind)."""
+    global _offset
+    _offset = offset
+
+
+def offset() -> timedelta:
+    return _offset
 
 
 def as_stored(moment: datetime) -> datetime:

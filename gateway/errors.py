@@ -8,6 +8,7 @@
     ├── MethodNotAllowed              405
     ├── RequestTimeout                408  the client sent its body too slowly
     ├── Conflict                      409  duplicate natural key, resource in use
+    │   └── StillProcessing           409  a call with the same key is running (carries retry_after)
     ├── PayloadTooLarge               413
     ├── UnsupportedMediaType          415
     │   └── UnsupportedContentCoding  415  a Content-Encoding we cannot decode (names those we can)
@@ -123,6 +124,15 @@ class RequestTimeout(GatewayError):
 
 class Conflict(GatewayError):
     status, title, slug = 409, "Conflict", "conflict"
+
+
+class StillProcessing(Conflict):
+    """A call with the same idempotency key is being processed: retry after `retry_after`
+    seconds, when it is answered or its marker can be taken over."""
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
 
 
 class PreconditionFailed(GatewayError):

@@ -1,10 +1,12 @@
-"""Use case: stored secrets sealed again under the current key of GATEWAY_SECRET_KEY
-(`gateway reseal`), the step between deploying `<new>,<old>` and dropping the old key
-(docs/security.md "Rotating GATEWAY_SECRET_KEY")."""
+"""Use cases of GATEWAY_SECRET_KEY against what the database holds: stored secrets sealed again
+under its current key (`gateway reseal`), the step between deploying `<new>,<old>` and
+dropping the old key (docs/security.md "Rotating GATEWAY_SECRET_KEY"); and the check, at each
+process's start, that its keys open what the others sealed (`check_secret_key`)."""
 
 from __future__ import annotations
 
 from gateway.auth.secretbox import SecretBox, SecretBoxError
+from gateway.config import ConfigError
 from gateway.store import Store
 from gateway.store.sealed import Resealed, reseal
 
@@ -20,3 +22,36 @@ async def reseal_secrets(store: Store, box: SecretBox, *, dry_run: bool = False)
             return None
 
     return await reseal(store.db, renew, dry_run=dry_run)
+
+
+KEY_CHECK_TEXT = "rabbot-gateway: every process opens this with GATEWAY_SECRET_KEY"
+_KEY_CHECK_CONTEXT = "gateway:secret-key-check"
+
+
+async def check_secret_key(store: Store, box: SecretBox) -> None:
+    """GATEWAY_SECRET_KEY opens what the database holds: the key check the gateway's first
+    process sealed (stored here when there is none yet), opened by any of its keys, and sealed
+    again under the first when an older one opened it (a rotation, as `reseal` does). A
+    ConfigError naming GATEWAY_SECRET_KEY when none of its keys does: such a process would
+    fail every stored secret, and seal new ones that the other processes cannot open."""
+    for _ in range(2):  # a check stored by another process meanwhile is read again
+        sealed = await store.key_check.sealed()
+        if sealed is None:
+            if await store.key_check.store_first(
+                box.seal(KEY_CHECK_TEXT, context=_KEY_CHECK_CONTEXT)
+            ):
+                return
+            continue
+        try:
+            box.open_text(sealed, context=_KEY_CHECK_CONTEXT)
+            older = box.needs_rotation(sealed)
+        except SecretBoxError:
+            raise ConfigError(
+                "GATEWAY_SECRET_KEY: none of its keys opens the key check the gateway's first "
+                "process sealed in the database; every process of a gateway needs the same key "
+                "(while rotating it, `<new>,<old>`), or what the others sealed (partner "
+                "credentials, signing secrets) cannot be opened here (docs/security.md)"
+            ) from None
+        if older:
+            await store.key_check.replace(sealed, box.rotate(sealed))
+        return

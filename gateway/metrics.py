@@ -185,6 +185,13 @@ class Metrics:
             "Entity outboxes the relay could not store and set aside (see relay_error)",
             registry=r,
         )
+        self.clock_offset = Gauge(
+            "gateway_clock_offset_seconds",
+            "The database server's clock minus this host's, as last measured: leases and due "
+            "times follow the server's clock (under --workers N, the largest of the processes')",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.database_up = Gauge(
             "gateway_database_up",
             "1 while the database is known up (and /readyz's last ping passed)",
@@ -284,7 +291,8 @@ class Metrics:
         self.deliveries = Counter(
             "gateway_deliveries_total",
             "Delivery attempts by what they led to "
-            "(succeeded, retry, failed, dead, gone, deferred, suppressed, parked)",
+            "(succeeded, retry, failed, dead, gone, deferred, suppressed, parked, key_refused: "
+            "handed back unsent, a secret it needs not opening with GATEWAY_SECRET_KEY)",
             ["outcome"],
             registry=r,
         )

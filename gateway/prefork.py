@@ -44,7 +44,11 @@ class _Child:
     proc: subprocess.Popen[bytes]
     lifeline: int  # the write end of the pipe the child watches; never written, see below
     started: float = field(default_factory=time.monotonic)
-    delay: float = _RESTART_DELAY[0]
+    delay: float = _RESTART_DELAY[0]  # before the next restart, should this process die soon
+    # Once it died: when its successor starts (`time.monotonic()`). The supervising loop
+    # checks it, so the wait holds neither the database's supervision, nor the other
+    # processes', nor SIGTERM.
+    restart_at: float | None = None
 
 
 def serve_processes(settings: Settings, count: int) -> int:
@@ -74,9 +78,7 @@ def serve_processes(settings: Settings, count: int) -> int:
             while not stop.wait(0.5):
                 if database is not None:
                     database.check()
-                for i, child in enumerate(children):
-                    if child.proc.poll() is not None:
-                        children[i] = _restart(child, settings, env)
+                children = [_supervised(child, settings, env) for child in children]
         finally:
             _stop(children, Path(env[MULTIPROCESS_DIR]))
     return 0
@@ -117,6 +119,7 @@ def _start(number: int, settings: Settings, env: dict[str, str]) -> _Child:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(read_fd,))
     finally:
         os.close(read_fd)
+    log.info("gateway process %s started (pid %s)", number, proc.pid)
     return _Child(number, proc, lifeline)
 
 
@@ -132,22 +135,37 @@ def watch_parent(fd: int) -> None:
     threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()
 
 
-def _restart(child: _Child, settings: Settings, env: dict[str, str]) -> _Child:
-    code = child.proc.returncode
-    mark_process_dead(child.proc.pid, Path(env[MULTIPROCESS_DIR]))
-    # A child that ran a while before dying gets restarted at once; one that keeps dying
-    # right after starting is restarted ever more slowly.
-    quick = time.monotonic() - child.started < 60
-    delay = child.delay if quick else 0.0
-    os.close(child.lifeline)
-    log.error("gateway process %s exited with %s; restarting in %.0fs", child.number, code, delay)
-    time.sleep(delay)
+def _supervised(child: _Child, settings: Settings, env: dict[str, str]) -> _Child:
+    """`child` as it is, or, once it died, its restart due (`restart_at`), then its
+    successor when that time comes."""
+    if child.restart_at is None:
+        if child.proc.poll() is None:
+            return child
+        _died(child, env)
+    assert child.restart_at is not None
+    if time.monotonic() < child.restart_at:
+        return child
     restarted = _start(child.number, settings, env)
-    restarted.delay = min(child.delay * 2, _RESTART_DELAY[1]) if quick else _RESTART_DELAY[0]
+    restarted.delay = child.delay
     return restarted
 
 
+def _died(child: _Child, env: dict[str, str]) -> None:
+    """Mark a dead child's restart due: at once after a while running; one that keeps dying
+    right after starting is restarted ever more slowly."""
+    code = child.proc.returncode
+    mark_process_dead(child.proc.pid, Path(env[MULTIPROCESS_DIR]))
+    os.close(child.lifeline)
+    quick = time.monotonic() - child.started < 60
+    delay = child.delay if quick else 0.0
+    log.error("gateway process %s exited with %s; restarting in %.0fs", child.number, code, delay)
+    child.restart_at = time.monotonic() + delay
+    child.delay = min(child.delay * 2, _RESTART_DELAY[1]) if quick else _RESTART_DELAY[0]
+
+
 def _stop(children: list[_Child], metrics: Path) -> None:
+    # A child waiting for its restart is gone already (reaped, its lifeline closed).
+    children = [child for child in children if child.restart_at is None]
     for child in children:
         if child.proc.poll() is None:
             child.proc.send_signal(signal.SIGTERM)

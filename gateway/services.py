@@ -34,6 +34,7 @@ from gateway.delivery.fanout import FanOut
 from gateway.delivery.worker import DeliveryWorker, WorkerSettings
 from gateway.doorbell import Doorbell
 from gateway.entities import EntityService
+from gateway.errors import StoreUnavailable
 from gateway.eventloop import running_loop
 from gateway.events import EventLog, EventRelay, OnRelayed
 from gateway.fleet.append import PositionAppender
@@ -50,6 +51,7 @@ from gateway.flows.runner import FlowRunner
 from gateway.flows.runner import RunnerSettings as FlowRunnerSettings
 from gateway.flows.service import FlowService
 from gateway.flows.starter import FlowStarter
+from gateway.keys import check_secret_key
 from gateway.kinds import KindService
 from gateway.mapping_files.service import MappingService
 from gateway.metrics import Metrics
@@ -64,9 +66,10 @@ from gateway.schedules import RunnerSettings, ScheduleRunner, ScheduleService
 from gateway.schedules.poll import PollContext
 from gateway.schedules.sinks import EntitySink, PageSink, compile_target
 from gateway.schemas.registry import SchemaRegistry, default_schema_dir
+from gateway.server_clock import ServerClock
 from gateway.shares import Shares
 from gateway.store import Doc, Store
-from gateway.store.connection import open_store
+from gateway.store.connection import INDEX_RETRY_SECONDS, open_store
 from gateway.store.entities import RELAY_SHARDS
 from gateway.triggers.compiled import CompiledTrigger, TriggerConfigs
 from gateway.triggers.gates import TriggerGates
@@ -156,11 +159,32 @@ async def open_services(
         # `--workers N` the scrape shows the lowest of the processes' values).
         store.health.watch(lambda up: metrics.database_up.set(1 if up else 0))
         services = _assemble(settings, metrics, ring, schemas, store, sender, policy)
-        services.background.start(services)
+        # The clock every lease and due time is compared on, before any job takes one.
+        # A database known down at start (open_store) is not waited for again: both are
+        # done once it answers.
+        server_clock = ServerClock(store, metrics)
+        with contextlib.suppress(StoreUnavailable):  # measured again until it passes
+            store.health.check()
+            await server_clock.measure()
+        try:
+            store.health.check()
+            await check_secret_key(store, SecretBox(ring))
+        except StoreUnavailable as exc:
+            log.error(
+                "GATEWAY_SECRET_KEY cannot be checked against the database (%s): the "
+                "background jobs start once it is, checked again every %g s",
+                exc.detail,
+                INDEX_RETRY_SECONDS,
+            )
+            services.background.start_once_key_checked(services, SecretBox(ring))
+        else:
+            services.background.start(services)
+        following = asyncio.create_task(server_clock.follow(), name="following the clock")
         try:
             yield services
         finally:
             await _stop(services)  # before the store closes: they use it
+            await cancel_and_wait(following)
 
 
 def _assemble(
@@ -419,6 +443,33 @@ class Background:
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._stops: dict[str, Callable[[], Awaitable[None]]] = {}
         self._runners: asyncio.Task[None] | None = None
+        self._key_check: asyncio.Task[None] | None = None
+        # Why this process runs no background job: its GATEWAY_SECRET_KEY opens nothing the
+        # database holds, found once the database answered (/readyz answers 503 with it).
+        self.key_refused: str | None = None
+
+    def start_once_key_checked(self, services: Services, box: SecretBox) -> None:
+        """The database did not answer at start: GATEWAY_SECRET_KEY is checked against it
+        once it does (`check_secret_key`), and the jobs started then; never when the check
+        fails (no job of a process with another key may fail deliveries for good)."""
+
+        async def check_then_start() -> None:
+            while True:
+                await asyncio.sleep(INDEX_RETRY_SECONDS)
+                try:
+                    await check_secret_key(services.store, box)
+                except StoreUnavailable:
+                    continue
+                except ConfigError as exc:
+                    self.key_refused = str(exc)
+                    log.critical("running no background job: %s", exc)
+                    return
+                log.info("GATEWAY_SECRET_KEY checked against the database")
+                if self._runners is None:  # not stopping already
+                    self.start(services)
+                return
+
+        self._key_check = asyncio.create_task(check_then_start(), name="checking the key")
 
     def start(self, services: Services) -> None:
         jobs = running_jobs(services.settings)
@@ -457,6 +508,8 @@ class Background:
         """Every job stopped: the runners (`stop_runners`, under way already or started now)
         beside the fold and the relay, which are cancelled (a fold pass cut short is repeated;
         both hand their shards back on the way out)."""
+        if self._key_check is not None:
+            await cancel_and_wait(self._key_check)
         sharded = [self.jobs[job] for job in ("relay", "fold") if job in self.jobs]
         await asyncio.gather(self.stop_runners(), cancel_and_wait(*sharded))
 

@@ -18,8 +18,9 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from gateway.clock import utcnow
 from gateway.doorbell import Doorbell
 from gateway.errors import StoreUnavailable
 from gateway.progress import Progress
@@ -42,7 +43,7 @@ class Shares:
         *,
         owner: str | None = None,
         ttl_seconds: float = 10.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._job = job

@@ -33,6 +33,17 @@ _FIRST_PORT = 20_000 + (_WORKER % 12) * _PORTS_EACH
 _next_ports = itertools.count(random.randrange(_PORTS_EACH))
 
 
+def skewed_gateway(seconds: float) -> list[str]:
+    """The command that runs `gateway` (its arguments after it) as on a host whose clock is
+    `seconds` ahead (`gateway.clock.host_now` shifted)."""
+    shim = (
+        "import sys; from datetime import UTC, datetime, timedelta; import gateway.clock as c; "
+        f"c.host_now = lambda: datetime.now(UTC) + timedelta(seconds={seconds}); "
+        "from gateway.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    return [sys.executable, "-c", shim]
+
+
 def free_port() -> int:
     """A loopback port free now that no other test process of this run hands out."""
     for _ in range(_PORTS_EACH):

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
@@ -25,6 +26,7 @@ from tests.partner_double import (
     partner,
     post,
 )
+from tests.processes import free_port, skewed_gateway
 from tests.support import SECRET_KEY
 
 __all__ = ["partner"]  # the fixture
@@ -120,3 +122,70 @@ async def _statuses(client: Client) -> Counter[str]:
 async def _unfinished(client: Client) -> int:
     statuses = await _statuses(client)
     return statuses["pending"] + statuses["in_flight"]
+
+
+SKEW_SECONDS = 120  # more than the delivery lease (90 s)
+
+
+async def test_a_worker_whose_host_clock_is_ahead_takes_over_no_delivery_in_flight(
+    client: Client, partner: Partner, mongodb_uri: str, tmp_path: Path
+) -> None:
+    """A worker on a host whose clock was 2 minutes ahead saw every lease as expired and sent
+    the deliveries in flight again: leases now follow the database server's clock, which
+    each process measures its host's offset to (`gateway_clock_offset_seconds`)."""
+    partner_doc = await create_partner(client, partner.url, timeout_seconds=30)
+    action = await create_action(client, partner_doc["id"])
+    await create_subscription(client, action["id"], ("entity.created",))
+    partner.respond_with(200, {}, delay=15)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "RBT1A00"})
+    await client.app[services_key].relay.run_until_idle()
+    here = asyncio.create_task(client.app[services_key].delivery_worker.run_until_idle())
+    await partner.wait_for(1, timeout=10)  # in flight here, leased for 90 s
+    port = free_port()
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": client.app[services_key].settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_LOG_JSON": "false",
+    }
+    with (tmp_path / "ahead.log").open("wb") as log:
+        ahead = await asyncio.create_subprocess_exec(
+            *skewed_gateway(SKEW_SECONDS), "worker", "--jobs", "delivery", "--port", str(port),
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        metrics = await _metrics_when_ready(f"http://127.0.0.1:{port}", timeout=30)
+        [offset] = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("gateway_clock_offset_seconds")
+        ]
+        assert abs(offset + SKEW_SECONDS) < 5, offset
+        assert await here == Counter(succeeded=1)
+        await asyncio.sleep(2)  # a few of its rounds (1 s) after the answer
+    finally:
+        ahead.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(ahead.wait(), 30)
+    assert len(partner.requests) == 1 and partner.overlaps == []
+    log_text = (tmp_path / "ahead.log").read_text()
+    assert "took back" not in log_text
+    assert "this host's clock is 120.0 s ahead of the database server's" in log_text
+
+
+async def _metrics_when_ready(url: str, timeout: float) -> str:
+    """The worker's /metrics, once its /readyz answers 200 (its jobs run)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"{url}/readyz") as ready:
+                    if ready.status == 200:
+                        async with session.get(f"{url}/metrics") as metrics:
+                            return await metrics.text()
+            except aiohttp.ClientError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, "the worker was never ready"
+            await asyncio.sleep(0.2)

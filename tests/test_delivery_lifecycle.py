@@ -3,9 +3,12 @@ retries on schedule, Retry-After, 410, ordering, replay, secret rotation, shutdo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,9 +17,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
+from gateway.auth.keyring import KeyRing
+from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import verify
-from gateway.config import Secret
+from gateway.config import ConfigError, Secret, Settings
 from gateway.delivery.worker import DeliveryWorker
+from gateway.services import open_services
 from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
@@ -709,3 +715,89 @@ async def test_a_partner_answering_204_with_a_body_is_delivered_once(
     [attempt] = shown["attempts"]
     assert (attempt["status"], attempt["error"]) == (204, None)
     assert attempt["message"] == "a 204 announcing a 4-byte body; the body was not read"
+
+
+OTHER_KEY = "another-secret-key-of-another-host-0000000"
+
+
+async def test_a_process_whose_key_opens_nothing_the_database_holds_does_not_start(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    """A process started with another GATEWAY_SECRET_KEY was ready, and parked every signed
+    delivery for good: now the key check the first process sealed refuses it at start."""
+
+    async def start(key: str) -> None:
+        async with open_services(
+            replace(settings, secret_key=Secret(key)), mongodb_uri=mongodb_uri
+        ):
+            pass
+
+    with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY: none of its keys opens"):
+        await start(OTHER_KEY)
+    # Rotating: `<new>,<old>` opens it, and seals it again under the new key; then the new
+    # key alone starts, and the old one alone no longer does.
+    await start(f"{NEW_KEY},{SECRET_KEY}")
+    await start(NEW_KEY)
+    with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY"):
+        await start(SECRET_KEY)
+
+
+async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_parking_it(
+    client: Client,
+    partner: Partner,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The subscription's secret sealed under a key this process lacks: a configuration
+    error of the process, not the delivery's. Handed back pending (counted, logged once),
+    it goes out from a process with the key."""
+    setup = await _subscribed(client, partner)
+    subscriptions = client.app[services_key].store.db["subscriptions"]
+    [stored] = (await subscriptions.find_one({"_id": ObjectId(setup["subscription"]["id"])}))[
+        "secrets"
+    ]
+    other = SecretBox(KeyRing([OTHER_KEY, SECRET_KEY])).rotate(stored["sealed"])
+    await subscriptions.update_one(
+        {"_id": ObjectId(setup["subscription"]["id"])}, {"$set": {"secrets.0.sealed": other}}
+    )
+    vehicle = await create_vehicle(client)
+    await _odometer(client, vehicle, 5)
+
+    with caplog.at_level(logging.ERROR, logger="gateway.delivery.worker"):
+        assert await _deliver(client, worker) == Counter(key_refused=1)
+        clock.advance(60)
+        assert await worker.run_until_idle() == Counter(key_refused=1)
+    refused = [r for r in caplog.records if "configuration error" in r.getMessage()]
+    assert len(refused) == 1 and "GATEWAY_SECRET_KEY" in refused[0].getMessage()
+    assert partner.requests == []
+    deliveries = await _deliveries(client)
+    assert [d["status"] for d in deliveries] == ["pending"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_deliveries_total{outcome="key_refused"} 2.0' in metrics
+
+    keyed = await aiohttp_client(make_app(secret_key=Secret(f"{SECRET_KEY},{OTHER_KEY}")))
+    keyed_worker = keyed.app[services_key].delivery_worker
+    keyed_worker.clock = lambda: clock() + timedelta(seconds=600)
+    assert await keyed_worker.run_until_idle() == Counter(succeeded=1)
+    assert len(partner.requests) == 1
+
+
+async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_is_not_ready(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process whose database did not answer at start checks its key once it does, and
+    starts its background jobs only then: never with a key that opens nothing there."""
+    monkeypatch.setattr("gateway.services.INDEX_RETRY_SECONDS", 0.05)
+    services = client.app[services_key]
+    services.background.start_once_key_checked(services, SecretBox(KeyRing([OTHER_KEY])))
+    for _ in range(100):
+        if services.background.key_refused is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert services.background.jobs == {}
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert "GATEWAY_SECRET_KEY: none of its keys opens" in (await ready.json())["detail"]

@@ -181,6 +181,15 @@ async def test_a_trigger_read_s_real_statuses_are_declared(client: Client) -> No
     assert {"200", "201", "404", "409"} <= declared
 
 
+async def test_a_hook_s_409_declares_its_retry_after(client: Client) -> None:
+    """An Idempotency-Key still being processed is a 409 with `Retry-After`, as 429 and 503."""
+    document = await (await client.get("/openapi.json")).json()
+    for method in ("get", "post"):
+        responses = document["paths"]["/hooks/{trigger_id}"][method]["responses"]
+        for status in ("409", "429", "503"):
+            assert "Retry-After" in responses[status]["headers"], (method, status)
+
+
 async def test_metrics_401_behind_its_token_is_declared(
     aiohttp_client: Any, make_app: Callable[..., web.Application]
 ) -> None:

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, geotab
+from tests.processes import skewed_gateway
 from tests.schedule_support import geotab_schedule, get, runs
 from tests.support import SECRET_KEY
 
@@ -83,3 +84,47 @@ async def test_a_killed_runner_is_taken_over_without_rewinding_the_cursor(
     assert state["cursor"] == final
     events = await get(client, "/api/v1/events?type=vehicle.position&limit=200")
     assert RECORDS <= len(events["items"]) <= RECORDS + PAGE
+
+
+SKEW_SECONDS = 120  # more than the schedule lease (60 s)
+
+
+async def test_a_runner_whose_host_clock_is_ahead_does_not_run_a_schedule_beside_its_holder(
+    client: Client, geotab: GeotabDouble, mongodb_uri: str, tmp_path: Path
+) -> None:
+    """A runner on a host 70 s ahead saw the lease of a schedule mid-run as expired and ran
+    it too: one cursor requested twice, two runs at once. Leases now follow the database
+    server's clock."""
+    geotab.add_records(RECORDS)
+    geotab.delay = 0.6  # 20 pages: a run of 12 s and more
+    schedule = await geotab_schedule(client, geotab, limit=PAGE, max_pages=100)
+    final = f"{RECORDS:016x}"
+    here = asyncio.create_task(client.app[services_key].schedule_runner.run_until_idle())
+    await geotab.wait_until(lambda: len(geotab.calls) >= 1)
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": client.app[services_key].settings.database,
+        "GATEWAY_SECRET_KEY": SECRET_KEY,
+        "GATEWAY_OUTBOUND_ALLOW": "127.0.0.1",
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_LOG_JSON": "false",
+    }
+    with (tmp_path / "ahead.log").open("wb") as log:
+        ahead = await asyncio.create_subprocess_exec(
+            *skewed_gateway(SKEW_SECONDS), "worker", "--jobs", "schedules",
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        await geotab.wait_until(lambda: any(c["fromVersion"] == final for c in geotab.calls))
+        await asyncio.wait_for(here, 30)
+        await asyncio.sleep(2)  # a few of its polls after the run
+    finally:
+        ahead.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(ahead.wait(), 30)
+    log_text = (tmp_path / "ahead.log").read_text()
+    assert "gateway worker running" in log_text, log_text  # it ran all along
+    versions = [int(c["fromVersion"] or "0", 16) for c in geotab.calls]
+    assert len(versions) == len(set(versions)), versions  # no page read twice
+    (run,) = await runs(client, schedule["id"])
+    assert run["outcome"] == "ok" and run["cursor_after"] == final

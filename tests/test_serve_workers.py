@@ -195,6 +195,44 @@ def test_a_sigterm_while_the_parent_restarts_the_database_is_not_held_by_the_res
             leftover.wait()
 
 
+def test_a_process_waiting_for_its_restart_holds_neither_the_database_nor_sigterm(
+    tmp_path: Path,
+) -> None:
+    """A process that keeps dying right after its start is restarted ever more slowly (1, 2,
+    4, 8, 16, 30 s). That wait was a sleep in the parent's supervising loop: meanwhile a dead
+    database was not restarted (the other processes answered 503 to everything) and SIGTERM
+    waited it out, then started the process anew just to stop it."""
+    gateway = Gateway(tmp_path, "--workers", "2", GATEWAY_DB_TIMEOUT_MS="1000").start()
+    assert gateway.proc is not None
+    try:
+        for delay in (1, 2, 4, 8, 16):
+            wait_until(lambda: len(_servers(gateway)) == 2, 60, "both processes to run")
+            newest = max(_servers(gateway))  # the one restarted last (pids grow)
+            os.kill(newest, signal.SIGKILL)
+            wait_until(
+                lambda d=delay: f"restarting in {d}s" in gateway.log(),  # type: ignore[misc]
+                30,
+                f"a restart in {delay} s",
+            )
+        waiting = time.monotonic()  # 16 s before the process's restart
+        database = gateway.db_pid
+        os.kill(database, signal.SIGKILL)
+        wait_until(
+            lambda: (tmp_path / "db.pid").exists() and gateway.db_pid != database,
+            30,
+            "the database to be restarted",
+        )
+        assert time.monotonic() - waiting < 16, "the database waited for the process's restart"
+        gateway.proc.send_signal(signal.SIGTERM)
+        code = gateway.proc.wait(30)
+        took = time.monotonic() - waiting
+    finally:
+        gateway.stop()
+    assert code == 0 and took < 16, (code, took, gateway.log()[-2000:])
+    # The process waiting for its restart was not started only to be stopped.
+    assert "started (pid" not in gateway.log().split("restarting in 16s")[-1]
+
+
 def _secantusd() -> str:
     return str(Path(sys.executable).with_name("secantusd-py"))
 

@@ -126,3 +126,21 @@ def test_demo_partners_on_a_port_in_use_or_a_host_that_is_none_say_which_option(
     _refused(busy, 1, f"127.0.0.1:{port} is already in use", "(--port)")
     nowhere = _gateway("demo-partners", "--host", "999.1.1.1", "--port", str(free_port()))
     _refused(nowhere, 1, "cannot listen on 999.1.1.1", "(--host)")
+
+
+@pytest.mark.parametrize("command", [["worker", "--jobs", "delivery"], ["serve"]])
+def test_a_process_with_another_secret_key_than_the_database_s_is_refused(
+    tmp_path: Path, mongodb_uri: str, command: list[str]
+) -> None:
+    """Its keys open nothing the other processes sealed (a worker on another host, started
+    with another GATEWAY_SECRET_KEY or none): it was ready and parked every signed delivery."""
+    env = {
+        "MONGODB_URI": mongodb_uri,
+        "GATEWAY_DATABASE": f"keycheck_{os.getpid()}_{command[0]}",
+        "GATEWAY_DATA_DIR": str(tmp_path),
+    }
+    first = _gateway("reseal", **env)  # the first process: seals the key check
+    assert first.returncode == 0, first.stderr
+    other = "another-secret-key-of-another-host-0000000"
+    result = _gateway(*command, "--port", str(free_port()), **env, GATEWAY_SECRET_KEY=other)
+    _refused(result, 2, "configuration error", "GATEWAY_SECRET_KEY", "none of its keys opens")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 from multidict import CIMultiDict
 
+from gateway.web.state import services_key
 from tests.support import auth
 from tests.triggers_support import (
     PAYLOADS,
@@ -144,6 +146,38 @@ async def test_two_concurrent_first_calls_with_one_key_write_once(client: Client
     assert len(fresh) == 1
     [vehicle] = await entities(client)
     assert vehicle["version"] == 1
+
+
+async def test_a_key_still_being_processed_answers_409_with_retry_after_until_its_takeover(
+    client: Client,
+) -> None:
+    """The 409 "still being processed; retry" says when: the seconds until the marker can be
+    taken over (a client that gets no hint may take a 4xx as final and drop the message)."""
+    trigger = await create_trigger(client)
+    headers = {**bearer(trigger), "Idempotency-Key": "held"}
+    first = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    assert first.status == 201
+    # The key as a call still running (or one whose process died) holds it: its marker
+    # pending, its lease 12 s away.
+    records = client.app[services_key].store.db["idempotency"]
+    until = datetime.now(UTC) + timedelta(seconds=12)
+    held = await records.update_one(
+        {"trigger_id": trigger["id"]}, {"$set": {"state": "pending", "lease_until": until}}
+    )
+    assert held.modified_count == 1
+    busy = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    assert busy.status == 409 and "still being processed" in (await busy.json())["detail"]
+    assert 11 <= int(busy.headers["Retry-After"]) <= 12
+    # Past its lease, never less than 1 s; then the key is taken over and processed.
+    await records.update_one(
+        {"trigger_id": trigger["id"]},
+        {"$set": {"lease_until": datetime.now(UTC) + timedelta(milliseconds=200)}},
+    )
+    soon = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    assert soon.status == 409 and soon.headers["Retry-After"] == "1"
+    await asyncio.sleep(0.3)
+    again = await client.post(f"/hooks/{trigger['id']}", json=VEHICLE, headers=headers)
+    assert again.status == 200 and "Idempotent-Replayed" not in again.headers
 
 
 async def test_over_the_rate_limit_is_429_with_retry_after(client: Client) -> None:

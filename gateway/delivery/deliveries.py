@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from gateway.clock import utcnow
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.store import Doc, Store
@@ -80,7 +81,7 @@ class DeliveryService:
         on_replay: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or utcnow
         self._on_replay = on_replay
 
     async def list(

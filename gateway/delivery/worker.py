@@ -37,6 +37,7 @@ from functools import partial
 from typing import Any
 
 from gateway.actions.catalog import Catalog, Partner
+from gateway.auth.secretbox import SecretBoxError
 from gateway.clock import utcnow
 from gateway.delivery.kinds import Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _EXCERPT = 1024
+KEY_REFUSED = "key_refused"  # handed back: a secret it needs does not open with this key
 _QUEUE_STATS_EVERY = 15  # housekeeping rounds between two queue measurements (O(backlog))
 _SECOND = timedelta(seconds=1)
 
@@ -105,6 +107,7 @@ class DeliveryWorker:
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
         )
         self._hand_backs = HandBacks("delivery")
+        self._key_refused = False  # a secret did not open with GATEWAY_SECRET_KEY (logged)
         self._claims = Claims(
             self.owner,
             self._loop,
@@ -275,19 +278,23 @@ class DeliveryWorker:
             # repeated with the same webhook-id / Message-ID (at least once).
             log.warning("delivery %s not recorded: %s", doc["_id"], exc.detail)
             result = "unrecorded"
-            now = self.clock()
-            pause = self._hand_backs.pause(
-                str(doc["_id"]), self._settings.poll_seconds, self._settings.lease_seconds
-            )
-            due = now + timedelta(seconds=pause)
-            pending = {"status": DeliveryStatus.PENDING.value, "updated_at": now}
-            write = partial(
-                self._store.deliveries.finish,
-                doc["_id"],
-                token,
-                {**pending, "next_attempt_at": due},
-            )
-            await self._hand_backs.give_back(str(doc["_id"]), write)
+            await self._hand_back(doc, token)
+        except SecretBoxError as exc:
+            # A secret it needs (its subscription's signing secret, its partner's credentials)
+            # does not open with this process's GATEWAY_SECRET_KEY: a configuration error of
+            # this process, not the delivery's; handed back for a process with the right key,
+            # or this one once its key is fixed, never parked (at least once).
+            if not self._key_refused:
+                log.error(
+                    "configuration error: delivery %s handed back unsent, and every other one "
+                    "whose secret does not open here (logged once): %s",
+                    doc["_id"],
+                    exc.detail,
+                )
+            self._key_refused = True
+            self._metrics.deliveries.labels(KEY_REFUSED).inc()
+            result = KEY_REFUSED
+            await self._hand_back(doc, token)
         except Exception as exc:
             log.exception("delivery %s cannot be processed; parked", doc["_id"])
             result = await self._park(doc, token, f"{type(exc).__name__}: {exc}")
@@ -295,6 +302,20 @@ class DeliveryWorker:
             self._hand_backs.forget(str(doc["_id"]))
         self._held.pop(doc["_id"], None)
         return result
+
+    async def _hand_back(self, doc: Doc, token: str) -> None:
+        """The delivery pending again, due after a pause that grows each time it comes back
+        (`HandBacks.pause`), kept for a retry while the database refuses the write."""
+        now = self.clock()
+        pause = self._hand_backs.pause(
+            str(doc["_id"]), self._settings.poll_seconds, self._settings.lease_seconds
+        )
+        due = now + timedelta(seconds=pause)
+        pending = {"status": DeliveryStatus.PENDING.value, "updated_at": now}
+        write = partial(
+            self._store.deliveries.finish, doc["_id"], token, {**pending, "next_attempt_at": due}
+        )
+        await self._hand_backs.give_back(str(doc["_id"]), write)
 
     async def _park(self, doc: Doc, token: str, why: str) -> str:
         """What the worker cannot process (a malformed document, a bug) is set aside, not

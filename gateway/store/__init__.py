@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from gateway import clock
 from gateway.errors import StoreUnavailable
 from gateway.store import actions, entities, events, kinds, partners, schedules
 from gateway.store.actions import ActionStore, SubscriptionStore
@@ -27,6 +30,7 @@ from gateway.store.group_commit import GroupCommit
 from gateway.store.health import DatabaseHealth
 from gateway.store.idempotency import INDEXES as IDEMPOTENCY_INDEXES
 from gateway.store.idempotency import IdempotencyStore
+from gateway.store.key_check import KeyCheckStore
 from gateway.store.kinds import KindStore
 from gateway.store.leases import LeaseStore
 from gateway.store.mappings import MappingStore
@@ -98,6 +102,7 @@ class Store:
         self.ui = UiAccountStores(db, self.expiry)
         self.activity = ActivityStore(db)
         self.leases = LeaseStore(db["leases"])
+        self.key_check = KeyCheckStore(db["meta"])
         self.fleet_settings = FleetSettingsStore(db["fleet_settings"])
         # Telemetry: the fold's inbox, states, checkpoints and failures, and the track.
         self.fleet = FleetStore(
@@ -177,6 +182,21 @@ class Store:
             await self.db[FENCES].update_one({"_id": "relay"}, {"$inc": {"n": 1}}, upsert=True)
         if process is not None and await self.server_process() != process:
             raise StoreUnavailable("the database restarted; what was read from it is read again")
+
+    async def clock_sample(self) -> tuple[timedelta, float] | None:
+        """(the server's clock minus this host's, the round trip in seconds): `hello`'s
+        `localTime` taken as read halfway through the round trip. None from a server that
+        gives no time."""
+        with translate_errors():
+            sent, started = clock.host_now(), time.monotonic()
+            reply = await self.db.client.admin.command("hello")
+            trip = time.monotonic() - started
+        server = reply.get("localTime")
+        if not isinstance(server, datetime):
+            return None
+        if server.tzinfo is None:  # a command's reply is decoded without the client's tz_aware
+            server = server.replace(tzinfo=UTC)
+        return server - (sent + timedelta(seconds=trip / 2)), trip
 
     async def ping(self) -> None:
         """The database answers from its storage, not only on the wire: SecantusDB whose disk

@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from gateway.background import cancel_and_wait
-from gateway.errors import Conflict, FieldProblem, GatewayError, InvalidPayload, StoreUnavailable
+from gateway.clock import utcnow
+from gateway.errors import (
+    Conflict,
+    FieldProblem,
+    GatewayError,
+    InvalidPayload,
+    StillProcessing,
+    StoreUnavailable,
+)
 from gateway.store import Store
 from gateway.store.idempotency import record_id
 from gateway.triggers.compiled import CompiledTrigger
@@ -50,9 +58,11 @@ class _Release:
 
 
 class IdempotencyGuard:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, *, clock: Callable[[], float] = lambda: utcnow().timestamp()
+    ) -> None:
         self._store = store
-        self._clock = clock  # Unix seconds, the receiver's clock
+        self._clock = clock  # Unix seconds, the gateway's clock (the database server's)
         # Markers of failed calls still to release, by tenant and claim token: one releaser
         # task for all of them, one command per tenant and round however many calls failed.
         self._releases: dict[str, dict[str, _Release]] = {}
@@ -86,9 +96,9 @@ class IdempotencyGuard:
             self._release_later(trigger, key, claim, settled=settled)
             raise
         except Conflict:
-            raise Conflict(f"this {named} is being used concurrently; retry") from None
+            raise StillProcessing(f"this {named} is being used concurrently; retry") from None
         if existing is not None:
-            return _replay(existing, (body_hash, *earlier_hashes), named)
+            return _replay(existing, (body_hash, *earlier_hashes), named, now)
         try:
             answer = await call()
         except BaseException:
@@ -188,14 +198,22 @@ class IdempotencyGuard:
                     del self._releases[tenant]
 
 
-def _replay(record: dict[str, object], body_hashes: Sequence[str], named: str) -> HookAnswer:
+def _replay(
+    record: dict[str, object], body_hashes: Sequence[str], named: str, now: datetime
+) -> HookAnswer:
     if record["body_hash"] not in body_hashes:
         message = f"this {named} was already used with a different body"
         raise InvalidPayload(
             message, [FieldProblem("", message, "idempotency")], reason="idempotency"
         )
     if record["state"] != "done":
-        raise Conflict(f"a request with this {named} is still being processed; retry")
+        # Retry-After: when the marker can be taken over, should its call never be answered.
+        until = record["lease_until"]
+        assert isinstance(until, datetime)
+        wait = max(1, math.ceil((until - now).total_seconds()))
+        raise StillProcessing(
+            f"a request with this {named} is still being processed; retry", retry_after=wait
+        )
     return _answer(record)
 
 

@@ -65,6 +65,8 @@ async def _readiness(services: Services) -> web.Response:
             f"{INDEX_RETRY_SECONDS:g} s): {missing}",
             retry_after=math.ceil(INDEX_RETRY_SECONDS),
         )
+    if (refused := services.background.key_refused) is not None:
+        raise Unavailable(refused)
     workers = "disabled"
     if running_jobs(services.settings):
         _check_workers(services)

@@ -257,6 +257,10 @@ def _operation(path: str, op: Operation) -> dict[str, Any]:
             "description": _STATUS_TEXT.get(status, "Error"),
             "content": problem | _XML_PROBLEMS if op.xml_answers else problem,
         }
+        if status in (429, 503) or (status == 409 and op.idempotency_key):
+            responses[str(status)]["headers"] = {"Retry-After": _RETRY_AFTER}
+    if op.idempotency_key and "409" in responses:
+        responses["409"]["description"] = _STILL_PROCESSING
     result: dict[str, Any] = {
         "summary": op.summary,
         "tags": [op.tag],
@@ -362,6 +366,16 @@ _IDEMPOTENCY_KEY: dict[str, Any] = {
     "description": "a retry with the same key and body gets the first answer again (24 h)",
     "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$"},
 }
+
+
+_RETRY_AFTER: dict[str, Any] = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "integer", "minimum": 1},
+}
+_STILL_PROCESSING = (
+    "Conflict; or a call with the same `Idempotency-Key` is still being processed: retry "
+    "after `Retry-After` seconds"
+)
 
 
 _IF_MATCH: dict[str, Any] = {

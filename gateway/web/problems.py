@@ -16,6 +16,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    StillProcessing,
     Unauthorized,
     Unavailable,
     UnsupportedContentCoding,
@@ -44,7 +45,7 @@ def problem_response(error: GatewayError, request: web.Request) -> web.Response:
     headers: dict[str, str] = {}
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = f'{error.challenge} realm="rabbot-gateway"'
-    elif isinstance(error, RateLimited | Unavailable):
+    elif isinstance(error, RateLimited | Unavailable | StillProcessing):
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, MethodNotAllowed) and error.allowed:
         headers["Allow"] = ", ".join(error.allowed)

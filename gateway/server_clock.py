@@ -1,0 +1,86 @@
+"""The gateway's clock follows the database server's (`gateway/clock.py` `utcnow`).
+
+Leases and due times are compared across processes, on hosts whose clocks may disagree: a
+host 60 s ahead took over the deliveries and schedules the others still held. So every
+process measures its host's offset to the database server's clock (`hello`'s `localTime`,
+the best of a few round trips, taken as read halfway through) at start, before its background
+jobs, and again every `CHECK_SECONDS`; `utcnow` adds it. The offset is exported
+(`gateway_clock_offset_seconds`) and logged past `WARN_SECONDS`: the hosts should still run
+NTP. A server that gives no time leaves the host's clock in use, said once in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Final
+
+from gateway import clock
+from gateway.errors import StoreUnavailable
+from gateway.metrics import Metrics
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+CHECK_SECONDS: Final = 60.0
+RETRY_SECONDS: Final = 5.0  # until a first measurement passes
+WARN_SECONDS: Final = 2.0
+_SAMPLES: Final = 3
+_PRECISION: Final = 0.001  # BSON dates are milliseconds
+
+
+class ServerClock:
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._measured = False
+        self._untimed = False  # the server gave no time (said once)
+        self._warned: timedelta | None = None  # the offset last warned about
+
+    async def measure(self) -> None:
+        """One measurement, applied. StoreUnavailable when the database does not answer."""
+        samples = []
+        for _ in range(_SAMPLES):
+            sample = await self._store.clock_sample()
+            if sample is None:
+                if not self._untimed:
+                    log.warning(
+                        "the database gives no time (`hello` without `localTime`): leases and "
+                        "due times use this host's clock; keep every host's clock in sync (NTP)"
+                    )
+                self._untimed = True
+                return
+            samples.append(sample)
+        offset, trip = min(samples, key=lambda s: s[1])
+        if abs(offset.total_seconds()) <= trip / 2 + _PRECISION:
+            offset = timedelta()  # within what the measurement can tell
+        clock.set_offset(offset)
+        self._metrics.clock_offset.set(offset.total_seconds())
+        self._measured = True
+        self._tell(offset)
+
+    def _tell(self, offset: timedelta) -> None:
+        seconds = offset.total_seconds()
+        if abs(seconds) >= WARN_SECONDS:
+            if self._warned is None or abs((offset - self._warned).total_seconds()) >= 1:
+                log.warning(
+                    "this host's clock is %.1f s %s the database server's: leases and due "
+                    "times follow the server's clock; check the host's NTP",
+                    abs(seconds),
+                    "behind" if seconds > 0 else "ahead of",
+                )
+                self._warned = offset
+        elif self._warned is not None:
+            log.info("this host's clock is within %.1f s of the database server's", abs(seconds))
+            self._warned = None
+
+    async def follow(self) -> None:
+        """Until cancelled: measured again every `CHECK_SECONDS` (every `RETRY_SECONDS`
+        until a first measurement passes); a failure keeps the last offset."""
+        while True:
+            await asyncio.sleep(CHECK_SECONDS if self._measured else RETRY_SECONDS)
+            try:
+                await self.measure()
+            except StoreUnavailable as exc:
+                log.debug("measuring the database server's clock failed: %s", exc.detail)
