@@ -339,6 +339,40 @@ async def test_a_message_sent_with_a_value_missing_names_it_on_the_run(
     assert message["undefined"] == ["placa"], message  # recipient.name is null: no typo
 
 
+_EXTRA_SORTED = {
+    "name": "hello-email",
+    "channel_type": "email",
+    "default_locale": "en",
+    # Valid on its sample, where `extra` is an object.
+    "sample": {"entity": {"attributes": {"extra": {"a": 1}}}},
+    "locales": {"en": {"subject": "s", "text": "{{ entity.attributes.extra|dictsort }}"}},
+}
+
+
+async def test_a_message_a_filter_cannot_render_on_this_data_fails_alone_and_the_run_ends(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """`dictsort` given a list raised AttributeError, which was no render failure: the step
+    raised, and the run was tried again every lease for ever. The message is listed as failed
+    to render (nothing is sent) and the run ends."""
+    smtp = await smtp_server()
+    await email_channel(client, smtp.port)
+    await post(client, "/api/v1/templates", _EXTRA_SORTED)
+    await _flow(client, "email", [{"address": "ops@acme.com.br"}])
+    await post(
+        client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "attributes": {"extra": [1]}}
+    )
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert run["status"] == "succeeded", run
+    step = run["steps"][0]
+    assert step["outcome"] == "nobody"
+    (message,) = step["messages"]
+    assert message["outcome"] == "failed", message
+    assert "'list' object has no attribute 'items'" in message["detail"]
+    assert smtp.received == []
+
+
 async def test_an_international_domain_with_sharp_s_is_not_sent_to_its_ss_namesake(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
