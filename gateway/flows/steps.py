@@ -9,7 +9,8 @@ later steps, whether the run ends, or that the step must wait and run again late
              answer the response mapping refuses). With `assign`, the answer is recorded in
              the vehicle's driver history (source hr or erp)
     call     a `flow_call` delivery with id `<run id>:<step id>`: queued
-    notify   one `notification` delivery per recipient, ids `<run id>:<step id>:<n>`:
+    notify   one `notification` delivery per recipient, ids `<run id>:<step id>:<to>` (`<to>`
+             the recipient's address, hashed: see `deliveries.py`):
              queued (with who is unreachable and why, and messages that failed to render),
              or nobody when not one message was queued
     set      the entity written with origin {kind: flow, id: <flow>, run, depth: n + 1}:
