@@ -4,6 +4,7 @@ the loop guard, and the runs API."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from typing import Any
@@ -250,6 +251,40 @@ async def test_a_flow_deleted_while_its_run_waits_does_not_go_on(
     assert len(partner.requests) == 1  # not asked again
     fine = await get(client, "/api/v1/entities/other/fine:A123456789")
     assert "driver_cpf" not in fine
+
+
+async def test_a_flow_deleted_while_a_step_is_in_flight_runs_no_further_step(
+    client: Client, partner: Partner
+) -> None:
+    """Deletion was asked once, before a claimed run's first step: a run whose fetch was in
+    flight when its flow was deleted went on through every later step (a pause is asked
+    before every step). It fails before the next one."""
+    hr = await create_partner(client, partner.url, name="HR")
+    await create_action(client, hr["id"], name="slow", method="GET", path="/slow", mode="proxy")
+    partner.respond_with(200, {"ok": True}, delay=1.0)
+    on = {"events": ["entity.created"], "filter": {"origin": {"kind": ["admin"]}}}
+    steps = [
+        {"id": "ask", "fetch": "slow"},
+        {"id": "tag", "set": {"fields": {"attributes.tagged": "`true`"}}},
+    ]
+    await _upload(client, {"name": "f", "on": on, "steps": steps})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    running = asyncio.create_task(services.flow_runner.run_until_idle())
+    await partner.wait_for(1)  # the fetch is in flight
+    response = await client.delete("/api/v1/flows/f", headers=auth())
+    assert response.status == 204
+    await running
+    await drain(services)
+    (run,) = await services.store.db["flow_runs"].find({}).to_list(None)
+    assert run["status"] == "failed" and run["last_error"] == "flow 'f' has no version 1", run
+    assert [(s["id"], s["outcome"]) for s in run["steps"]] == [
+        ("ask", "answered"),
+        (None, "failed"),
+    ]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert "tagged" not in (vehicle.get("attributes") or {})
 
 
 async def test_a_fetch_the_partner_refuses_fails_the_run_with_the_reason(

@@ -6,7 +6,8 @@
              ends the run) sets the final status: succeeded | stopped | failed
     wait     a step that must retry (a fetch's partner down) → pending at the retry time
     hold     its flow is paused (asked before every step) → held at its next step, until the
-             flow is resumed (`FlowService.resume`)
+             flow is resumed (`FlowService.resume`); deleted (asked before every step too) →
+             the run fails there
     fault    a step that raised what no step should (a bug) → pending after a lease, at most
              `fault_attempts` times for the same step; then the run fails at that step
              (`last_error` names it and the exception), replayable once fixed
@@ -225,9 +226,7 @@ class FlowRunner:
         try:
             flow = await self._flows.runnable(tenant, doc["flow"], doc["version"])
         except NotFound as exc:
-            entry = {"id": None, "kind": None, **failed(exc.detail).entry, "at": self.clock()}
-            progress.entries.append(entry)
-            return await self._end(doc, token, progress, RunStatus.FAILED, exc.detail)
+            return await self._gone(doc, token, progress, exc)
         context = run_context(
             doc["event"], flow=flow.name, version=doc["version"], now=doc["created_at"]
         )
@@ -236,9 +235,15 @@ class FlowRunner:
         run = RunRef(
             doc["_id"], tenant, flow.name, doc.get("depth", 0), doc["created_at"], doc["event"]
         )
-        for index in range(progress.base, len(flow.steps)):
+        first = progress.base
+        for index in range(first, len(flow.steps)):
             step = flow.steps[index]
             progress.step = (index, step)
+            if index > first:  # deleted since the run was claimed: no further step
+                try:
+                    await self._flows.runnable(tenant, doc["flow"], doc["version"])
+                except NotFound as exc:
+                    return await self._gone(doc, token, progress, exc)
             if await self._flows.is_paused(tenant, flow.name):
                 return await self._hold(doc, token, progress)
             outcome = self._kept(
@@ -326,6 +331,12 @@ class FlowRunner:
         if not await self._record(doc, token, kept, RunStatus.FAILED, fields):
             return "lease_lost"
         return RunStatus.FAILED.value
+
+    async def _gone(self, doc: Doc, token: str, progress: _Progress, exc: NotFound) -> str:
+        """The flow version the run is pinned to was deleted: the run fails, no step runs."""
+        entry = {"id": None, "kind": None, **failed(exc.detail).entry, "at": self.clock()}
+        progress.entries.append(entry)
+        return await self._end(doc, token, progress, RunStatus.FAILED, exc.detail)
 
     async def _end(
         self, doc: Doc, token: str, progress: _Progress, status: RunStatus, error: Any
