@@ -25,7 +25,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -93,6 +93,7 @@ class FlowRunner:
         clock: Clock = utcnow,
         rng: Callable[[], float] = random.random,
         on_deliveries: Callable[[], None] | None = None,
+        on_time: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self._runs = store.notify.runs
         self._flows = flows
@@ -103,6 +104,7 @@ class FlowRunner:
         self.clock = clock  # public so tests can move time; read at each call
         self.rng = rng
         self._on_deliveries = on_deliveries
+        self._on_time = on_time
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._loop: LeasedLoop[str] = LeasedLoop(
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
@@ -187,10 +189,14 @@ class FlowRunner:
         await self._runs.renew_leases(dict(self._held), self.clock() + self._lease)
 
     async def housekeeping(self) -> None:
-        """Take back the runs of runners that died."""
+        """Take back the runs of runners that died; then `on_time`, the work the clock makes
+        due beside the runs (scheduled driver changes that started: `current_driver`, whose
+        `entity.updated` may start runs)."""
         if expired := await self._runs.expire_leases(self.clock()):
             log.info("took back %d flow runs whose lease expired", expired)
             self.notify()
+        if self._on_time is not None:
+            await self._on_time()
 
     # -- one run -----------------------------------------------------------------------------
 
