@@ -14,6 +14,8 @@
     driver_at(tenant, vehicle, when) -> Assignment | None     "who drove at the infraction"
     current(tenant, vehicle) -> Assignment | None              driver_at(now)
     history(tenant, vehicle, before=, limit=) -> [Assignment]  newest first
+    follow_scheduled() -> int                                  current_driver of the vehicles
+                                                               whose scheduled change started
 
 Rules (docs/notifications.md, "Drivers of vehicles"):
 - A change lasts until the next change of the same vehicle: no two assignments overlap.
@@ -26,7 +28,12 @@ Rules (docs/notifications.md, "Drivers of vehicles"):
   recorded at its instant (an end relayed twice at once is recorded once; an identification
   at that instant stands, whether it was written before the end or meanwhile).
 - The vehicle's `current_driver` field follows the history (an `entity.updated` event when
-  it changes), so mappings and filters can read it.
+  it changes), so mappings and filters can read it: at once for a change in force now, and,
+  for a scheduled one (a start ahead), once its start has come. Such a change is stored with
+  `due` (its start); every flow runner's housekeeping (each second, in every process that
+  runs flows) calls `follow_scheduled`, which brings the vehicles of the due changes up to
+  date, then clears `due`. It survives restarts (the database holds what is due), and two
+  processes doing it at once write the field once (the second finds it up to date).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ SOURCES: tuple[str, ...] = ("erp", "hr", "checklist", "admin", "flow", "tracker"
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=366)  # a scheduled change, at most a year ahead
 _SYNC_ROUNDS = 3
+_DUE_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +153,8 @@ class AssignmentService:
             "author": author,
             "recorded_at": now,
         }
+        if start > now:  # scheduled: current_driver follows it when it starts
+            fields["due"] = start
         recorded, replaced = await self._store.record(tenant, vid, fields, overwrite=overwrite)
         if not recorded and not overwrite:
             # An identification at the very instant of the end, or the same end relayed
@@ -220,6 +230,27 @@ class AssignmentService:
         return [first] + [
             _to_assignment(doc, newer["start"]) for newer, doc in itertools.pairwise(docs)
         ]
+
+    async def follow_scheduled(self) -> int:
+        """The `current_driver` of every vehicle whose scheduled change has started (with its
+        `entity.updated`, origin the change's source and ref); how many changes were due."""
+        total = 0
+        while changes := await self._store.due(self._clock(), _DUE_BATCH):
+            for change in changes:
+                origin = Origin(change["source"], change.get("ref") or change["author"])
+                try:
+                    vehicle = await self._entities.get(
+                        change["tenant"], "vehicle", change["vehicle_id"]
+                    )
+                except NotFound:  # deleted since: nothing to follow
+                    pass
+                else:
+                    await self._sync_current_driver(change["tenant"], vehicle, origin)
+                await self._store.done(change)
+            total += len(changes)
+            if len(changes) < _DUE_BATCH:
+                break
+        return total
 
     # -- helpers -----------------------------------------------------------------------------
 

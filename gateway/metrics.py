@@ -212,7 +212,8 @@ class Metrics:
             "gateway_flow_runs_total",
             "Flow runs by what happened: started, succeeded, stopped, failed, waiting (a step "
             "retries later), held (its flow is paused), loop_guard (an event of a chain of flows "
-            "too deep started none)",
+            "too deep started none), lease_lost, unrecorded (the database failed its record), "
+            "faulted (a step failed unexpectedly: tried again a lease later)",
             ["outcome"],
             registry=r,
         )

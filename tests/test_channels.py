@@ -314,3 +314,30 @@ async def test_phone_spellings_people_paste_reach_the_number_and_extensions_reac
         result = await post(client, "/api/v1/channels/sms/test", {"to": written}, status=200)
         assert result["result"] == "fail", (written, result)
     assert len(partner.requests) == len(spellings)
+
+
+async def test_a_test_send_whose_template_a_filter_cannot_render_answers_a_422(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """`dictsort` on the context's list raised AttributeError through the test send: a 500."""
+    double = await smtp_server("plain")
+    await post(client, "/api/v1/channels", _email_channel(double))
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "t",
+            "channel_type": "email",
+            "default_locale": "en",
+            "sample": {"extra": {"a": 1}},
+            "locales": {"en": {"subject": "s", "text": "{{ extra|dictsort }}"}},
+        },
+    )
+    response = await client.post(
+        "/api/v1/channels/email/test",
+        json={"to": "ana@example.com", "template": "t", "context": {"extra": [1]}},
+        headers=auth(),
+    )
+    assert response.status == 422, await response.text()
+    assert (await response.json())["errors"][0]["pointer"] == "/locales/en/text"
+    assert double.received == []

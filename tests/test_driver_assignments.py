@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from gateway.assignments import AssignmentService
 from gateway.web.state import services_key
 from tests.partner_double import create_vehicle, post
 from tests.support import auth
@@ -117,6 +118,42 @@ async def test_the_vehicle_current_driver_follows_the_history(client: Client) ->
     assert any(
         c["field"].startswith("current_driver") for e in events["items"] for c in e["changes"]
     )
+
+
+async def test_the_vehicle_current_driver_follows_a_scheduled_change_once_it_starts(
+    client: Client,
+) -> None:
+    """A change scheduled ahead (allowed up to a year) was followed by `current_driver` only
+    at write time: when its start came, the history named the new driver and the vehicle
+    the old one, with no `entity.updated`, until some other assignment of that vehicle. The
+    flow runners' housekeeping follows it once it starts, from what the database holds (any
+    process, after a restart); two processes at once write it once."""
+    await _drivers(client)
+    services = client.app[services_key]
+    now = datetime.now(UTC)
+    await post(client, DRIVERS, {"driver": ANA, "start": (now - timedelta(hours=1)).isoformat()})
+    start = now + timedelta(seconds=1.5)
+    await post(client, DRIVERS, {"driver": BRUNO, "start": start.isoformat()})
+    await services.flow_runner.housekeeping()  # not yet
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert vehicle["current_driver"]["cpf"] == ANA
+
+    await asyncio.sleep((start - datetime.now(UTC)).total_seconds() + 0.1)
+    # This process's runner and another process's, side by side.
+    other = AssignmentService(services.store.notify.assignments, services.entities)
+    await asyncio.gather(services.flow_runner.housekeeping(), other.follow_scheduled())
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert vehicle["current_driver"]["cpf"] == BRUNO
+    assert await other.follow_scheduled() == 0  # nothing due any more
+    await services.relay.run_until_idle()
+    events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
+    drivers = [
+        (c["old"], c["new"])
+        for e in events["items"]
+        for c in e["changes"]
+        if c["field"] == "current_driver.cpf"
+    ]
+    assert drivers == [(ANA, BRUNO)]  # one event for the handover
 
 
 async def test_history_pages_with_a_cursor_and_keeps_each_end(client: Client) -> None:

@@ -275,3 +275,39 @@ async def test_a_draft_is_tried_before_upload_and_failures_point_at_the_step(
         "/api/v1/flows/test", json={"flow": draft, "event": {"kind": 1}}, headers=auth()
     )
     assert bad_event.status == 422
+
+
+async def test_a_message_a_filter_cannot_render_on_the_sample_event_is_listed_not_a_500(
+    client: Client,
+) -> None:
+    """`dictsort` given a list (a template valid on its own sample, another shape in the
+    event) raised AttributeError through the dry run: a 500."""
+    await email_channel(client)
+    await post(
+        client,
+        "/api/v1/templates",
+        {
+            "name": "t",
+            "channel_type": "email",
+            "default_locale": "en",
+            "sample": {"entity": {"attributes": {"extra": {"a": 1}}}},
+            "locales": {"en": {"subject": "s", "text": "{{ entity.attributes.extra|dictsort }}"}},
+        },
+    )
+    recipients = [{"address": "ana@example.com"}]
+    flow = {
+        "name": "f",
+        "on": {"events": ["entity.created"]},
+        "steps": [
+            {"id": "m", "notify": {"channel": "email", "template": "t", "recipients": recipients}}
+        ],
+    }
+    event = {
+        "type": "entity.created",
+        "entity": {"type": "vehicle", "id": "x"},
+        "data": {"plate": "ABC1D23", "attributes": {"extra": [1]}},
+    }
+    result = await _test(client, {"flow": flow, "event": event})
+    (step,) = result["steps"]
+    (message,) = step["messages"]
+    assert "'list' object has no attribute 'items'" in str(message), step

@@ -90,10 +90,11 @@ async def test_the_dry_runs_push_and_sms_requests_are_the_ones_sent(
         assert sent_push["data"] == {"event": "entity.created", "plate": "ABC1D23"}
 
         (sent_sms,) = sms.requests
-        key = f"{run['id']}:text:0"  # the delivery's id
-        assert sent_sms.headers["Idempotency-Key"] == key
+        key = run["steps"][1]["messages"][0]["delivery"]  # the delivery's id
+        to = key.rpartition(":")[2]
+        assert sent_sms.headers["Idempotency-Key"] == key == f"{run['id']}:text:{to}"
         shown = text["request"]
-        assert shown["headers"]["Idempotency-Key"] == "<run id>:text:0"
-        assert shown["body"] == {**orjson.loads(sent_sms.body), "id": "<run id>:text:0"}
+        assert shown["headers"]["Idempotency-Key"] == f"<run id>:text:{to}"
+        assert shown["body"] == {**orjson.loads(sent_sms.body), "id": f"<run id>:text:{to}"}
         assert orjson.loads(sent_sms.body)["id"] == key
         assert "<run id> stands for the run's" in shown["note"]

@@ -4,6 +4,7 @@ the loop guard, and the runs API."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from tests.flow_support import (
     trigger_for,
     upload_flow,
 )
-from tests.partner_double import FakeClock, Partner, partner, post
+from tests.partner_double import FakeClock, Partner, create_action, create_partner, partner, post
 from tests.support import auth
 
 __all__ = ["partner"]  # the fixture
@@ -252,6 +253,40 @@ async def test_a_flow_deleted_while_its_run_waits_does_not_go_on(
     assert "driver_cpf" not in fine
 
 
+async def test_a_flow_deleted_while_a_step_is_in_flight_runs_no_further_step(
+    client: Client, partner: Partner
+) -> None:
+    """Deletion was asked once, before a claimed run's first step: a run whose fetch was in
+    flight when its flow was deleted went on through every later step (a pause is asked
+    before every step). It fails before the next one."""
+    hr = await create_partner(client, partner.url, name="HR")
+    await create_action(client, hr["id"], name="slow", method="GET", path="/slow", mode="proxy")
+    partner.respond_with(200, {"ok": True}, delay=1.0)
+    on = {"events": ["entity.created"], "filter": {"origin": {"kind": ["admin"]}}}
+    steps = [
+        {"id": "ask", "fetch": "slow"},
+        {"id": "tag", "set": {"fields": {"attributes.tagged": "`true`"}}},
+    ]
+    await _upload(client, {"name": "f", "on": on, "steps": steps})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    services = client.app[services_key]
+    await services.relay.run_until_idle()
+    running = asyncio.create_task(services.flow_runner.run_until_idle())
+    await partner.wait_for(1)  # the fetch is in flight
+    response = await client.delete("/api/v1/flows/f", headers=auth())
+    assert response.status == 204
+    await running
+    await drain(services)
+    (run,) = await services.store.db["flow_runs"].find({}).to_list(None)
+    assert run["status"] == "failed" and run["last_error"] == "flow 'f' has no version 1", run
+    assert [(s["id"], s["outcome"]) for s in run["steps"]] == [
+        ("ask", "answered"),
+        (None, "failed"),
+    ]
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert "tagged" not in (vehicle.get("attributes") or {})
+
+
 async def test_a_fetch_the_partner_refuses_fails_the_run_with_the_reason(
     client: Client, partner: Partner
 ) -> None:
@@ -390,3 +425,80 @@ async def test_a_flow_call_carries_the_same_idempotency_key_on_every_attempt(
     assert [a["status"] for a in delivery["attempts"]] == [503, 200]
     keys = [r.headers.get("Idempotency-Key") for r in partner.requests]
     assert keys == [delivery["id"], delivery["id"]]
+
+
+async def test_a_step_that_raises_unexpectedly_fails_its_run_after_three_tries(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that raised what no step should (a bug) made its run pending again after a
+    lease, for ever: never failed, not in ?status=failed, not replayable. Tried three times
+    (a lease apart), the run fails at that step with the reason, and a replay once the cause
+    is gone finishes it."""
+    await _upload(
+        client,
+        {
+            "name": "tag",
+            "on": {
+                "events": ["entity.created"],
+                "filter": {"entity_type": "vehicle", "origin": {"kind": ["admin"]}},
+            },
+            "steps": [
+                {"id": "seen", "when": "entity.plate"},
+                {"id": "tag", "set": {"fields": {"attributes.tagged": "`true`"}}},
+            ],
+        },
+    )
+    services = client.app[services_key]
+    clock = FakeClock()
+    services.flow_runner.clock = clock
+    patch = services.entities.patch
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(services.entities, "patch", broken)
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(services)
+    (run,) = await _runs(client, "tag")
+    assert run["status"] == "pending" and run["faults"]["attempts"] == 1, run
+    assert run["faults"]["step"] == "tag" and "a bug" in run["faults"]["last_error"]
+    for _ in range(2):
+        clock.advance(91)  # a lease
+        await drain(services)
+    (run,) = await _runs(client, "tag", "?status=failed")
+    assert run["last_error"] == "step 'tag' failed unexpectedly 3 times: KeyError: 'a bug'"
+    assert [(s["id"], s["outcome"]) for s in run["steps"]] == [
+        ("seen", "passed"),
+        ("tag", "failed"),
+    ]
+
+    monkeypatch.setattr(services.entities, "patch", patch)
+    await post(client, f"/api/v1/flow-runs/{run['id']}/replay", {}, status=200)
+    await drain(services)
+    replayed = await get(client, f"/api/v1/flow-runs/{run['id']}")
+    assert replayed["status"] == "succeeded", replayed
+    vehicle = await get(client, "/api/v1/entities/vehicle/ABC1D23")
+    assert vehicle["attributes"]["tagged"] is True
+
+
+async def test_a_run_whose_answers_outgrow_what_it_keeps_fails_at_that_step(
+    client: Client, partner: Partner
+) -> None:
+    """Every fetch's answer is kept on the run: answers of 1 MB each outgrew the 16 MiB a
+    database document holds, and the run was retried every lease for ever, asking the partner
+    again each time. A run keeps 8 MiB of answers: the step past it fails, saying why."""
+    big = await create_partner(client, partner.url, name="BIG")
+    await create_action(client, big["id"], name="big", method="GET", path="/big", mode="proxy")
+    partner.respond_with(200, {"blob": "x" * 1_000_000})
+    steps = [{"id": f"s{i}", "fetch": "big"} for i in range(12)]
+    await _upload(client, {"name": "big", "on": {"events": ["entity.created"]}, "steps": steps})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    await drain(client.app[services_key])
+    (run,) = await _runs(client, "big", "?status=failed")
+    assert [s["outcome"] for s in run["steps"]] == ["answered"] * 8 + ["failed"]
+    assert run["last_error"] == run["steps"][8]["detail"]
+    assert run["last_error"] == (
+        "the answer of step 's8' (1,000,011 bytes) would take the run's answers past "
+        "8,388,608 bytes (8,000,090 kept): a run keeps no more"
+    )
+    assert len(partner.requests) == 9

@@ -178,6 +178,35 @@ async def test_channels_and_templates_in_use_cannot_be_deleted(
     assert gone.status == 404
 
 
+async def test_an_action_an_active_flow_names_keeps_its_name(
+    client: Client, partner: Partner
+) -> None:
+    """Renaming an action a flow fetches by name was allowed: the flow then called whatever
+    action took the old name (another path, another partner), or failed on every run."""
+    action = await hr_lookup(client, partner.url)
+    flow = {"name": "f", "on": {"events": ["fine.received"]}}
+    await post(client, "/api/v1/flows", {**flow, "steps": [{"id": "hr", "fetch": action["name"]}]})
+    renamed = await client.patch(
+        f"/api/v1/actions/{action['id']}", json={"name": "renamed"}, headers=auth()
+    )
+    assert renamed.status == 409, await renamed.text()
+    problem = await renamed.json()
+    assert problem["used_by"] == [{"kind": "flow", "name": "f", "version": 1}]
+    assert problem["detail"] == "action 'hr-driver-lookup' is named by flow f; it keeps its name"
+    kept = await client.patch(
+        f"/api/v1/actions/{action['id']}", json={"path": "/v2/{plate}"}, headers=auth()
+    )
+    assert kept.status == 200, await kept.text()  # anything but its name changes
+
+    # Named by its id, the flow follows the action whatever its name.
+    steps = [{"id": "hr", "fetch": action["id"]}]
+    await post(client, "/api/v1/flows", {**flow, "steps": steps}, status=201)
+    renamed = await client.patch(
+        f"/api/v1/actions/{action['id']}", json={"name": "renamed"}, headers=auth()
+    )
+    assert renamed.status == 200, await renamed.text()
+
+
 async def test_flows_belong_to_their_tenant_and_viewers_only_read(
     client: Client, partner: Partner
 ) -> None:

@@ -189,3 +189,32 @@ async def test_an_hr_driver_the_history_does_not_name_at_the_infraction_is_not_c
     (mail,) = smtp.received
     assert mail.recipients == ["bruno@example.com"]
     assert run["status"] == "succeeded"
+
+
+async def test_an_assign_with_the_time_asked_and_no_start_records_the_driver_from_that_time(
+    client: Client, partner: Partner
+) -> None:
+    """`assign` with `at` and no `start` recorded HR's driver from the run's start (after the
+    infraction) and noted `recorded: true`, yet the history named nobody at the infraction.
+    The answer names the driver at the time asked: recorded from then."""
+    await _fleet(client)
+    await hr_lookup(client, partner.url)
+    partner.respond_with(200, sample("driver_lookup_response.json"))
+    fines = await trigger_for(client, "fine-feed", kind="fine")
+    assign = {"vehicle": "entity.plate", "driver": "steps.hr.cpf", "at": "entity.occurred_at"}
+    step = {"id": "hr", "fetch": "hr-driver-lookup", "assign": assign}
+    await post(
+        client,
+        "/api/v1/flows",
+        {"name": "who", "on": {"events": ["fine.received"]}, "steps": [step]},
+    )
+    await send_to(client, fines, sample("fine_feed.json"))
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/who/runs"))["items"]
+    assert run["steps"][0]["assignment"] == {
+        "recorded": True,
+        "changed": True,
+        "start": "2026-11-18T16:45:00+00:00",
+    }
+    drivers = await get(client, f"/api/v1/entities/vehicle/ABC1D23/drivers?at={INFRACTION}")
+    assert drivers["driver"]["driver"]["cpf"] == ANA["cpf"]

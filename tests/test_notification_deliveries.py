@@ -339,6 +339,40 @@ async def test_a_message_sent_with_a_value_missing_names_it_on_the_run(
     assert message["undefined"] == ["placa"], message  # recipient.name is null: no typo
 
 
+_EXTRA_SORTED = {
+    "name": "hello-email",
+    "channel_type": "email",
+    "default_locale": "en",
+    # Valid on its sample, where `extra` is an object.
+    "sample": {"entity": {"attributes": {"extra": {"a": 1}}}},
+    "locales": {"en": {"subject": "s", "text": "{{ entity.attributes.extra|dictsort }}"}},
+}
+
+
+async def test_a_message_a_filter_cannot_render_on_this_data_fails_alone_and_the_run_ends(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """`dictsort` given a list raised AttributeError, which was no render failure: the step
+    raised, and the run was tried again every lease for ever. The message is listed as failed
+    to render (nothing is sent) and the run ends."""
+    smtp = await smtp_server()
+    await email_channel(client, smtp.port)
+    await post(client, "/api/v1/templates", _EXTRA_SORTED)
+    await _flow(client, "email", [{"address": "ops@acme.com.br"}])
+    await post(
+        client, "/api/v1/entities/vehicle", {"plate": "ABC1D23", "attributes": {"extra": [1]}}
+    )
+    await drain(client.app[services_key])
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert run["status"] == "succeeded", run
+    step = run["steps"][0]
+    assert step["outcome"] == "nobody"
+    (message,) = step["messages"]
+    assert message["outcome"] == "failed", message
+    assert "'list' object has no attribute 'items'" in message["detail"]
+    assert smtp.received == []
+
+
 async def test_an_international_domain_with_sharp_s_is_not_sent_to_its_ss_namesake(
     client: Client, smtp_server: SmtpFactory
 ) -> None:
@@ -509,3 +543,49 @@ async def test_a_push_held_for_a_disabled_partner_goes_through_the_partner_its_c
     assert held["partner_id"] == first["id"] and held["status"] == "pending"
     assert sent == Counter(succeeded=1)
     assert [m["token"] for m in fcm.messages] == ["phone"]
+
+
+async def test_a_notify_step_repeated_after_a_crash_reaches_each_recipient_once(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """Messages were numbered by their place among the recipients: run again after a crash
+    with a driver reported meanwhile, the driver's message took the manager's id (so it was
+    "already stored") and the manager's took a new one: the manager got two e-mails, the
+    driver none. Each recipient's message id is theirs (their address)."""
+    smtp = await smtp_server()
+    await email_channel(client, smtp.port)
+    await _templates(client)
+    await post(client, "/api/v1/entities/driver", {**ANA, "email": "ana@example.com"})
+    manager = {"name": "Marta", "cpf": "11144477735", "email": "marta@example.com"}
+    await post(client, "/api/v1/entities/operator", {**manager, "role": "fleet_manager"})
+    await _flow(
+        client,
+        "email",
+        [{"driver": {"vehicle": "entity.plate"}}, {"operators": {"role": "fleet_manager"}}],
+    )
+    await _vehicle(client)
+    services = client.app[services_key]
+    await drain(services)
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert [m["recipient"] for m in run["steps"][0]["messages"]] == ["Marta"]
+
+    # The runner died before recording the step; HR reports Ana as the driver meanwhile; the
+    # step runs again.
+    await post(
+        client,
+        "/api/v1/entities/vehicle/ABC1D23/drivers",
+        {"driver": ANA["cpf"], "start": "2026-01-01T00:00:00Z", "source": "hr"},
+    )
+    await services.store.db["flow_runs"].update_one(
+        {"_id": run["id"]}, {"$set": {"status": "pending", "next_step": 0, "steps": []}}
+    )
+    await drain(services)
+    (again,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert [m["recipient"] for m in again["steps"][0]["messages"]] == ["Ana Souza", "Marta"]
+    assert (
+        again["steps"][0]["messages"][1]["delivery"] == run["steps"][0]["messages"][0]["delivery"]
+    )
+    assert sorted(to for mail in smtp.received for to in mail.recipients) == [
+        "ana@example.com",
+        "marta@example.com",
+    ]

@@ -246,3 +246,51 @@ async def test_templates_are_per_tenant_and_viewers_cannot_write(client: Client)
     assert viewer.status == 403
     duplicate = await client.post("/api/v1/templates", json=FINE_EMAIL, headers=auth())
     assert duplicate.status == 409
+
+
+_ODD_VALUES: list[Any] = [None, 1, 1.5, True, "ab", [], [1, "a"], [{"a": 1}], {"a": 1}]
+_SHAPES = ("{{ v|%s }}", "{{ v|%s(x) }}", "{{ v|%s(x, x) }}", "{{ x|%s(v) }}", "{{ v is %s(x) }}")
+
+
+def _odd_renders(name: str, shape: str) -> list[str]:
+    """`shape` with filter or test `name`, rendered over every pair of odd values: what
+    escaped as anything but a render failure (the template stored without a sample)."""
+    escaped = []
+    try:
+        template = _template(shape % name)
+    except InvalidPayload:
+        return []  # not a filter (or test) of this shape
+    for value in _ODD_VALUES:
+        for other in _ODD_VALUES:
+            try:
+                template.render({"v": value, "x": other}, "en")
+            except RenderFailed:
+                pass
+            except Exception as exc:
+                escaped.append(f"{shape % name} v={value!r} x={other!r}: {exc!r}")
+    return escaped
+
+
+def test_every_filter_and_test_on_a_value_of_another_shape_is_a_render_failure() -> None:
+    """`dictsort` on a list, `indent` on a list, `wordwrap` on a number raised AttributeError,
+    which no caller took for a render failure: a 500 on upload, preview, dry run and test
+    send, and a flow run retried every lease for ever. Every filter and test over nulls,
+    numbers, lists, dicts and strings either renders or fails as a render."""
+    from gateway.notify.templating import _TEXT
+
+    names = sorted({*_TEXT.filters, *_TEXT.tests})
+    escaped = [e for name in names for shape in _SHAPES for e in _odd_renders(name, shape)]
+    assert escaped == []
+
+
+@pytest.mark.parametrize("text", ["{{ [1]|dictsort }}", "{{ [1]|indent }}", "{{ 1|wordwrap }}"])
+async def test_a_filter_given_a_value_of_another_shape_fails_the_upload_with_its_pointer(
+    client: Client, text: str
+) -> None:
+    body = {"name": "t", "channel_type": "sms", "default_locale": "en", "sample": {}}
+    response = await client.post(
+        "/api/v1/templates", json={**body, "locales": {"en": {"text": text}}}, headers=auth()
+    )
+    assert response.status == 422, await response.text()
+    problem = (await response.json())["errors"][0]
+    assert (problem["pointer"], problem["keyword"]) == ("/locales/en/text", "render")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gateway.flows.deliveries import notification_id
 from gateway.services import Services
 from gateway.web.state import services_key
 from tests.flow_support import drain, email_channel
@@ -42,6 +43,11 @@ def _links(page: str, prefix: str) -> list[str]:
     return [link.replace("%3A", ":") for link in found]
 
 
+def _message(run_id: str) -> str:
+    """The id of the run's e-mail to the fleet's address (step `aviso`)."""
+    return notification_id(run_id, "aviso", "frota@acme.com.br", "email")
+
+
 async def test_a_runs_steps_link_the_deliveries_it_created(
     client: Client, services: Services, partner: Partner, smtp_server: SmtpFactory
 ) -> None:
@@ -62,13 +68,13 @@ async def test_a_runs_steps_link_the_deliveries_it_created(
     page = await (await client.get(f"/admin/flow-runs/{run['id']}")).text()
     steps = page[page.index('data-testid="run-steps"') : page.index("</ol>")]
     assert steps.count("na fila") == 3  # the call, the notify step and its one message
-    delivery_ids = {f"{run['id']}:erp", f"{run['id']}:aviso:0"}
+    delivery_ids = {f"{run['id']}:erp", _message(run["id"])}
     assert set(_links(steps, "/admin/")) == {f"deliveries/{d}" for d in delivery_ids}
     deliveries = page[page.index('id="run-deliveries"') :]
     assert "chamada de fluxo" in deliveries and "notificação" in deliveries
     assert "email → frota@acme.com.br" in deliveries
 
-    message = await (await client.get(f"/admin/deliveries/{run['id']}:aviso:0")).text()
+    message = await (await client.get(f"/admin/deliveries/{_message(run['id'])}")).text()
     assert 'data-testid="delivery-kind">notificação' in message
     assert "<code>frota@acme.com.br</code>" in message and "alerta · pt-BR" in message
     subject = re.search(r'data-testid="message-subject">([^<]*)<', message)
@@ -102,7 +108,7 @@ async def test_a_suppressed_notification_is_listed_with_its_reason_and_runs_filt
     run_id = runs[0]["id"]
     filtered = await (await client.get(f"/admin/deliveries?run_id={run_id}")).text()
     ids = set(_links(filtered, "/admin/deliveries/"))
-    assert ids == {f"{run_id}:erp", f"{run_id}:aviso:0"}
+    assert ids == {f"{run_id}:erp", _message(run_id)}
     assert f'name="run_id" value="{run_id}"' in filtered
 
 
@@ -116,7 +122,7 @@ async def test_another_tenants_runs_are_not_found(
     for path in (
         "/admin/flows/alerta-frota/runs",
         f"/admin/flow-runs/{runs[0]['id']}",
-        f"/admin/deliveries/{runs[0]['id']}:aviso:0",
+        f"/admin/deliveries/{_message(runs[0]['id'])}",
     ):
         response = await client.get(path)
         page = await response.text()

@@ -96,6 +96,8 @@ class ActionUseCases:
         current = await self.get_action(tenant, action_id)
         action_id = str(current["_id"])  # as channels and schedules name it (any URL spelling)
         fields = await self._action_fields(tenant, {**_action_body(current), **body}, current)
+        if fields["name"] != current["name"]:
+            await self._refuse_rename(tenant, current["name"])
         await refuse_if_channels_need(
             self._store,
             tenant,
@@ -132,6 +134,14 @@ class ActionUseCases:
             raise Conflict(f"action {action_id} is used by {named}", used_by=found)
         await self._store.actions.delete(tenant, action_id)
         self._catalog.forget(action_id)
+
+    async def _refuse_rename(self, tenant: str, name: str) -> None:
+        """An action an active flow names by its name keeps it: renamed, the flow would call
+        whatever action bears the old name next (or fail on every run). By its id, it may."""
+        found = await self._flow_users(tenant, name)
+        if found:
+            named = ", ".join(f"{u['kind']} {u['name']}" for u in found)
+            raise Conflict(f"action {name!r} is named by {named}; it keeps its name", used_by=found)
 
     async def _action_users(self, tenant: str, action_id: str, name: str) -> list[dict[str, Any]]:
         named = {"action_id": action_id}

@@ -2,9 +2,14 @@
 step repeated after a crash stores nothing twice:
 
     <run id>:<step id>        a `call`: kind flow_call, the run's context for the action
-    <run id>:<step id>:<n>    a `notify`: kind notification, one per recipient, the message
-                              rendered (parts, locale), the channel, the cooldown key and the
-                              claim its messages share (see `notify/dispatch.py`)
+    <run id>:<step id>:<to>   a `notify`: kind notification, one per recipient (`<to>` is made
+                              of the recipient's address, as the channel tells addresses
+                              apart), the message rendered (parts, locale), the channel, the
+                              cooldown key and the claim its messages share (`notify/dispatch.py`)
+
+A step repeated after a crash may resolve its recipients otherwise (a driver reported late, an
+operator added, a push token dropped meanwhile): each recipient's id is still theirs, so who
+was queued the first time is not queued again and who is new is.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from gateway.flows.messages import Composed
 from gateway.flows.model import Step
+from gateway.flows.recipients import same_address
 from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.store import Doc
 from gateway.store.deliveries import shard_of
@@ -47,15 +53,14 @@ def notification_deliveries(
     that failed to render is listed, not stored)."""
     channel = composed.channel
     docs, listed = [], []
-    for n, message in enumerate(composed.messages):
+    for message in composed.messages:
         who = message.recipient.name or message.recipient.address
         if message.rendered is None:
             assert message.error is not None
             listed.append({"recipient": who, "outcome": "failed", "detail": message.error.detail})
             continue
-        doc = flow_delivery(
-            run, step, notification_id(run.id, step.id, n), DeliveryKind.NOTIFICATION, now
-        )
+        to = notification_id(run.id, step.id, message.recipient.address, channel.type)
+        doc = flow_delivery(run, step, to, DeliveryKind.NOTIFICATION, now)
         doc["notification"] = {
             "channel": channel.name,
             "channel_id": channel.id,
@@ -104,9 +109,12 @@ def flow_delivery(
     }
 
 
-def notification_id(run_id: str, step_id: str, n: int) -> str:
-    """The id of a notify step's `n`th message's delivery: an SMS's idempotency key too."""
-    return f"{run_id}:{step_id}:{n}"
+def notification_id(run_id: str, step_id: str, address: str, channel_type: str) -> str:
+    """The id of a notify step's message to `address` (an SMS's idempotency key too): the
+    address as the channel tells them apart (`same_address`), hashed (no e-mail address or
+    phone number in ids and logs)."""
+    to = hashlib.sha256(same_address(address, channel_type).encode()).hexdigest()[:16]
+    return f"{run_id}:{step_id}:{to}"
 
 
 def push_data(event: Mapping[str, Any]) -> dict[str, str]:

@@ -199,13 +199,13 @@ class FlowDryRun:
         composed = await self._p.composer.compose(tenant, spec, context)
         decision = await self._decision(tenant, step, composed.channel.type, context)
         messages = []
-        for n, m in enumerate(composed.messages):
+        for m in composed.messages:
             message: dict[str, Any] = {"recipient": m.recipient.as_dict(), "decision": decision}
             if m.rendered is not None:
                 parts = m.rendered.parts
                 message.update(locale=m.rendered.locale, parts=parts)
                 # The delivery's id, as the run makes it; the run's id does not exist yet.
-                key = notification_id(RUN_ID, step.id, n)
+                key = notification_id(RUN_ID, step.id, m.recipient.address, composed.channel.type)
                 message["request"] = await self._preview(
                     tenant, composed.channel, m.recipient, parts, context["event"], key
                 )

@@ -6,7 +6,11 @@
              ends the run) sets the final status: succeeded | stopped | failed
     wait     a step that must retry (a fetch's partner down) → pending at the retry time
     hold     its flow is paused (asked before every step) → held at its next step, until the
-             flow is resumed (`FlowService.resume`)
+             flow is resumed (`FlowService.resume`); deleted (asked before every step too) →
+             the run fails there
+    fault    a step that raised what no step should (a bug) → pending after a lease, at most
+             `fault_attempts` times for the same step; then the run fails at that step
+             (`last_error` names it and the exception), replayable once fixed
 
 A runner that dies leaves leases that expire: the run is pending again and resumes at its
 first step without an outcome, in any process. Steps with effects outside the run are
@@ -18,15 +22,16 @@ database, like delivery workers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
+
+import orjson
 
 from gateway.clock import utcnow
 from gateway.delivery.retry import next_attempt_at
@@ -35,7 +40,7 @@ from gateway.flows.context import run_context
 from gateway.flows.deliveries import RunRef
 from gateway.flows.model import Step
 from gateway.flows.service import FlowService
-from gateway.flows.steps import StepRunner, Wait, failed
+from gateway.flows.steps import StepOutcome, StepRunner, Wait, failed
 from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.metrics import Metrics
 from gateway.models import RunStatus
@@ -46,6 +51,11 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+"""What a run keeps of its steps' answers (`answers`, as JSON): half of the 16 MiB a database
+document holds, the rest for the event and the steps' records. A step whose answer would take
+the run past it fails (its answer is not kept)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunnerSettings:
@@ -53,16 +63,21 @@ class RunnerSettings:
     concurrency: int = 32
     poll_seconds: float = 1.0
     shutdown_seconds: float = 10.0
+    # Tries of one step that raised unexpectedly (a lease apart) before its run fails.
+    fault_attempts: int = 3
 
 
 @dataclass(slots=True)
 class _Progress:
     """Where a claimed run stands: `base` is the step the stored run is at (the fence),
-    `entries` the outcomes not stored yet."""
+    `entries` the outcomes not stored yet, `step` the one running (its index and itself),
+    `kept` the bytes of answers the run holds."""
 
     base: int
     entries: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, Any] = field(default_factory=dict)
+    step: tuple[int, Step] | None = None
+    kept: int = 0
 
 
 class FlowRunner:
@@ -78,6 +93,7 @@ class FlowRunner:
         clock: Clock = utcnow,
         rng: Callable[[], float] = random.random,
         on_deliveries: Callable[[], None] | None = None,
+        on_time: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self._runs = store.notify.runs
         self._flows = flows
@@ -88,6 +104,7 @@ class FlowRunner:
         self.clock = clock  # public so tests can move time; read at each call
         self.rng = rng
         self._on_deliveries = on_deliveries
+        self._on_time = on_time
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._loop: LeasedLoop[str] = LeasedLoop(
             poll_seconds=settings.poll_seconds, shutdown_seconds=settings.shutdown_seconds
@@ -172,10 +189,14 @@ class FlowRunner:
         await self._runs.renew_leases(dict(self._held), self.clock() + self._lease)
 
     async def housekeeping(self) -> None:
-        """Take back the runs of runners that died."""
+        """Take back the runs of runners that died; then `on_time`, the work the clock makes
+        due beside the runs (scheduled driver changes that started: `current_driver`, whose
+        `entity.updated` may start runs)."""
         if expired := await self._runs.expire_leases(self.clock()):
             log.info("took back %d flow runs whose lease expired", expired)
             self.notify()
+        if self._on_time is not None:
+            await self._on_time()
 
     # -- one run -----------------------------------------------------------------------------
 
@@ -198,12 +219,8 @@ class FlowRunner:
                 doc["_id"], partial(self._runs.release, doc["_id"], token, now, due)
             )
         except Exception as exc:
-            # A bug must not spin: the run waits a lease, then tries from its last record.
-            log.exception("flow run %s failed unexpectedly; released", doc["_id"])
-            result = "unrecorded"
-            later = {"next_attempt_at": self.clock() + self._lease, "last_error": repr(exc)}
-            with contextlib.suppress(Exception):
-                await self._record(doc, token, _Progress(progress.base), RunStatus.PENDING, later)
+            log.exception("flow run %s failed unexpectedly", doc["_id"])
+            result = await self._fault(doc, token, progress, exc)
         else:
             self._hand_backs.forget(doc["_id"])
         self._held.pop(doc["_id"], None)
@@ -215,21 +232,29 @@ class FlowRunner:
         try:
             flow = await self._flows.runnable(tenant, doc["flow"], doc["version"])
         except NotFound as exc:
-            entry = {"id": None, "kind": None, **failed(exc.detail).entry, "at": self.clock()}
-            progress.entries.append(entry)
-            return await self._end(doc, token, progress, RunStatus.FAILED, exc.detail)
+            return await self._gone(doc, token, progress, exc)
         context = run_context(
             doc["event"], flow=flow.name, version=doc["version"], now=doc["created_at"]
         )
         context["steps"] = dict(doc.get("answers") or {})
+        progress.kept = _size(context["steps"])
         run = RunRef(
             doc["_id"], tenant, flow.name, doc.get("depth", 0), doc["created_at"], doc["event"]
         )
-        for index in range(progress.base, len(flow.steps)):
+        first = progress.base
+        for index in range(first, len(flow.steps)):
+            step = flow.steps[index]
+            progress.step = (index, step)
+            if index > first:  # deleted since the run was claimed: no further step
+                try:
+                    await self._flows.runnable(tenant, doc["flow"], doc["version"])
+                except NotFound as exc:
+                    return await self._gone(doc, token, progress, exc)
             if await self._flows.is_paused(tenant, flow.name):
                 return await self._hold(doc, token, progress)
-            step = flow.steps[index]
-            outcome = await self._steps.run(run, step, context, self.clock())
+            outcome = self._kept(
+                progress, step, await self._steps.run(run, step, context, self.clock())
+            )
             if outcome.wait is not None:
                 return await self._wait(doc, token, progress, step, outcome.wait)
             progress.entries.append(
@@ -248,6 +273,76 @@ class FlowRunner:
                 if not await self._record(doc, token, progress, None, {"next_step": index + 1}):
                     return "lease_lost"
         return await self._end(doc, token, progress, RunStatus.SUCCEEDED, None)
+
+    @staticmethod
+    def _kept(progress: _Progress, step: Step, outcome: StepOutcome) -> StepOutcome:
+        """The outcome, unless its answer takes the run's past MAX_ANSWER_BYTES: then the
+        step fails (the run's document would outgrow what the database holds)."""
+        if outcome.answer is None:
+            return outcome
+        size = _size(outcome.answer)
+        if progress.kept + size <= MAX_ANSWER_BYTES:
+            progress.kept += size
+            return outcome
+        detail = (
+            f"the answer of step {step.id!r} ({size:,} bytes) would take the run's answers past "
+            f"{MAX_ANSWER_BYTES:,} bytes ({progress.kept:,} kept): a run keeps no more"
+        )
+        return StepOutcome({**outcome.entry, **failed(detail).entry}, end=RunStatus.FAILED)
+
+    async def _fault(self, doc: Doc, token: str, progress: _Progress, exc: Exception) -> str:
+        """A step raised what no step should: pending again after a lease, from its last
+        record; the `fault_attempts`-th time for the same step, the run fails there (a bug
+        must neither spin nor keep a run for ever)."""
+        index, step = progress.step or (progress.base, None)
+        step_id = None if step is None else step.id
+        faults = doc.get("faults") or {}
+        made = (faults.get("attempts", 0) if faults.get("step") == step_id else 0) + 1
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        try:
+            if made >= self._settings.fault_attempts:
+                detail = f"failed unexpectedly {made} times: {reason}"
+                return await self._fail_at(doc, token, progress, index, step, detail)
+            later = {
+                "next_attempt_at": self.clock() + self._lease,
+                "faults": {"step": step_id, "attempts": made, "last_error": reason},
+            }
+            await self._record(doc, token, _Progress(progress.base), RunStatus.PENDING, later)
+        except Exception:
+            # Not even that was stored: the lease expires, the run is tried again then.
+            log.exception("flow run %s: its fault was not recorded either", doc["_id"])
+        return "faulted"
+
+    async def _fail_at(
+        self,
+        doc: Doc,
+        token: str,
+        progress: _Progress,
+        index: int,
+        step: Step | None,
+        detail: str,
+    ) -> str:
+        """The run failed at step `index`: the outcomes before it are kept, not the step's own
+        (its record may be what the database refused)."""
+        done = progress.entries[: index - progress.base]
+        entry = {"id": None, "kind": None} if step is None else {"id": step.id, "kind": step.kind}
+        kept = _Progress(
+            progress.base, [*done, {**entry, **failed(detail).entry, "at": self.clock()}]
+        )
+        kept.answers = {
+            e["id"]: progress.answers[e["id"]] for e in done if e["id"] in progress.answers
+        }
+        error = detail if step is None else f"step {step.id!r} {detail}"
+        fields = {"next_step": index + 1, "finished_at": self.clock(), "last_error": error}
+        if not await self._record(doc, token, kept, RunStatus.FAILED, fields):
+            return "lease_lost"
+        return RunStatus.FAILED.value
+
+    async def _gone(self, doc: Doc, token: str, progress: _Progress, exc: NotFound) -> str:
+        """The flow version the run is pinned to was deleted: the run fails, no step runs."""
+        entry = {"id": None, "kind": None, **failed(exc.detail).entry, "at": self.clock()}
+        progress.entries.append(entry)
+        return await self._end(doc, token, progress, RunStatus.FAILED, exc.detail)
 
     async def _end(
         self, doc: Doc, token: str, progress: _Progress, status: RunStatus, error: Any
@@ -328,3 +423,8 @@ class FlowRunner:
                 "flow run %s: lease lost before recording; another runner owns it", doc["_id"]
             )
         return stored
+
+
+def _size(value: Any) -> int:
+    """Bytes `value` takes as JSON (close to what the database stores)."""
+    return len(orjson.dumps(value, default=str))

@@ -77,6 +77,8 @@ def public_run(doc: Doc, *, full: bool = False) -> dict[str, Any]:
         view["next_attempt_at"] = doc.get("next_attempt_at")
         if doc.get("waits"):
             view["waits"] = doc["waits"]
+        if doc.get("faults"):
+            view["faults"] = doc["faults"]
     if doc["status"] == RunStatus.HELD.value:
         view["held_at"] = doc.get("held_at")
     if doc.get("replays"):

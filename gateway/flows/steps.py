@@ -9,7 +9,8 @@ later steps, whether the run ends, or that the step must wait and run again late
              answer the response mapping refuses). With `assign`, the answer is recorded in
              the vehicle's driver history (source hr or erp)
     call     a `flow_call` delivery with id `<run id>:<step id>`: queued
-    notify   one `notification` delivery per recipient, ids `<run id>:<step id>:<n>`:
+    notify   one `notification` delivery per recipient, ids `<run id>:<step id>:<to>` (`<to>`
+             the recipient's address, hashed: see `deliveries.py`):
              queued (with who is unreachable and why, and messages that failed to render),
              or nobody when not one message was queued
     set      the entity written with origin {kind: flow, id: <flow>, run, depth: n + 1}:
@@ -186,17 +187,20 @@ class StepRunner:
         return StepOutcome(entry, answer)
 
     async def _assign(self, run: RunRef, step: Step, context: dict[str, Any]) -> dict[str, Any]:
-        """The fetched driver into the vehicle's history; a note, never a failure. `recorded`
-        says that the history names that driver at the time asked (`at`; without it, at the
-        start recorded): a late report that only fills the gap before another source's later
-        change (`changed` says whether anything was written) is not recorded at `at`, and the
-        note's reason says whom the history names there."""
+        """The fetched driver into the vehicle's history; a note, never a failure. Recorded
+        from `start`; without it, from the time asked (`at`: the answer names the driver
+        then), else from the run's start. `recorded` says that the history names that driver
+        at the time asked (`at`; without it, at the start recorded): a late report that only
+        fills the gap before another source's later change (`changed` says whether anything
+        was written) is not recorded at `at`, and the note's reason says whom the history
+        names there."""
         spec = step.assign
         assert spec is not None
         vehicle, driver = spec.vehicle.value(context), spec.driver.value(context)
         if not isinstance(vehicle, str) or not vehicle or not isinstance(driver, str) or not driver:
             return {"recorded": False, "reason": "the answer names no vehicle or no driver"}
-        start = None
+        asked = None if spec.at is None else parse_time(spec.at.value(context))
+        start = asked
         if spec.start is not None:  # given but not a time: not "now", which nobody said
             said = spec.start.value(context)
             start = parse_start(said)
@@ -217,12 +221,13 @@ class StepRunner:
             return {"recorded": False, "reason": exc.detail}
         chosen = result.assignment
         note = {"recorded": True, "changed": result.changed, "start": chosen.start.isoformat()}
-        asked = None if spec.at is None else parse_time(spec.at.value(context))
-        if spec.at is None or asked is None or asked < chosen.start:
+        if spec.at is None or asked is None:
             return note
-        # A later change (an ERP's, an admin's) already in force at the time asked keeps its
-        # place: a late report fills only the gap before it. The history then names another
-        # driver at `at` than the answer, which is not "recorded" there: the note says who.
+        # Recorded from the time asked or before it (a start after it failed the step:
+        # `answer_after_asked`). A later change (an ERP's, an admin's) already in force at
+        # the time asked keeps its place: a late report fills only the gap before it. The
+        # history then names another driver at `at` than the answer, which is not "recorded"
+        # there: the note says who.
         try:
             then = await self._p.assignments.driver_at(run.tenant, vehicle, asked)
         except NotFound:  # the vehicle deleted meanwhile

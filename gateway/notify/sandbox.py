@@ -85,8 +85,13 @@ RENDER_ERRORS: tuple[type[Exception], ...] = (
     TypeError,
     ValueError,
     # Jinja's own code raises these on bad arguments: `cycler()` without items is a
-    # RuntimeError, `truncate(-1)` an AssertionError (RecursionError is `budget()`'s).
+    # RuntimeError, `truncate(-1)` an AssertionError (RecursionError is `budget()`'s), and
+    # filters given a value of another shape an AttributeError (`dictsort` on a list calls
+    # its `items()`, `indent` on a list its `splitlines()`, `wordwrap` on a number). A sweep
+    # of every filter and test over nulls, numbers, lists, dicts and strings finds no other
+    # (tests/test_templates.py).
     AssertionError,
+    AttributeError,
     RuntimeError,
 )
 """What a template's own mistakes raise while it renders: a render failure, never a 500."""

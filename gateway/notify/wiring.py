@@ -125,7 +125,8 @@ def assemble_flow_runtime(
     on_deliveries: Callable[[], None],
 ) -> FlowRuntime:
     """The runner wakes the delivery worker (`on_deliveries`) when a step queued messages or
-    calls; the starter, and a flow's resume, wake the runner."""
+    calls; the starter, and a flow's resume, wake the runner. Its housekeeping brings the
+    vehicles' `current_driver` up to date when a scheduled driver change starts."""
     steps = StepRunner(
         StepParts(
             store,
@@ -140,7 +141,13 @@ def assemble_flow_runtime(
         )
     )
     runner = FlowRunner(
-        store, notify.flows, steps, metrics, settings=settings, on_deliveries=on_deliveries
+        store,
+        notify.flows,
+        steps,
+        metrics,
+        settings=settings,
+        on_deliveries=on_deliveries,
+        on_time=notify.assignments.follow_scheduled,
     )
     starter = FlowStarter(store, notify.flows, metrics, on_started=runner.notify)
     notify.flows.on_released = runner.notify  # a resume: the held runs are due now

@@ -1,12 +1,15 @@
 """The `driver_assignments` collection: who drove which vehicle from when.
 
 A vehicle's history is a list of *changes*: `{_id, tenant, vehicle_id, plate, start, driver:
-{id, cpf, name} | null, source, ref?, author, recorded_at}`. A change lasts until the next
+{id, cpf, name} | null, source, ref?, author, recorded_at, due?}`. A change lasts until the next
 one; `driver: null` means nobody drives the vehicle from `start`. The `_id` is
 `<tenant>:<vehicle id>:<start as fixed-width UTC text>`, so the primary index alone answers
 "the driver at T" (the last change at or before T) and pages through a history, and two
 reports of the same instant are one document (the later write wins, unless both name the
 same driver: then the first stands, and the second is told it changed nothing).
+
+A change recorded ahead of its start (a scheduled one) carries `due` (its start) until the
+vehicle's `current_driver` has followed it (`due`, `done`): a sparse index holds only those.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ HISTORY_CURSOR = re.compile(r"[A-Za-z0-9_.-]{1,100}:[0-9a-f]{24}:" + _TIME_SHAPE
 store takes only one of the vehicle read (a cursor of another vehicle is a 400)."""
 ASSIGNMENT_RANGES = IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="ranges")
 """Where the server scans for a range of `_id` (SecantusDB): every read here is one."""
+DUE_INDEX = IndexModel([("due", ASCENDING)], name="due", sparse=True)
+"""Scheduled changes not yet followed by `current_driver` (most changes have no `due`)."""
 
 
 def change_id(tenant: str, vehicle_id: str, start: datetime) -> str:
@@ -152,3 +157,20 @@ class AssignmentStore:
             limit=limit,
             windowed=self.windowed,
         )
+
+    # -- scheduled changes: system work across tenants, never reached from a request ---------
+
+    async def due(self, now: datetime, limit: int) -> list[Doc]:
+        """Scheduled changes whose start has come (`now`) that `current_driver` has not
+        followed yet, the earliest first."""
+        with translate_errors():
+            found = self._c.find({"due": {"$lte": now}}).sort("due", ASCENDING)
+            return await found.to_list(limit)
+
+    async def done(self, change: Doc) -> None:
+        """`current_driver` followed this change (unless it was written again meanwhile,
+        with another `due`)."""
+        with translate_errors():
+            await self._c.update_one(
+                {"_id": change["_id"], "due": change["due"]}, {"$unset": {"due": ""}}
+            )

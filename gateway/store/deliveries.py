@@ -5,8 +5,9 @@ action_id, partner_id, entity_id, status, next_attempt_at, attempt_count, attemp
 shard, order_key?, seq?, waiting_for?, lease_owner?, lease_until?, last_error?, created_at,
 updated_at, final_at?}`; a flow's deliveries have a `kind` (`flow_call`: `context` instead of
 a subscription; `notification`: the rendered `notification`), `run_id` and `step_id`, and the
-id `<run id>:<step id>[:<n>]`. The `_id` is deterministic, so a relay that fans the same event out
-twice stores it once. `event` is the event itself (immutable): sending needs no second read.
+id `<run id>:<step id>[:<to>]`. The `_id` is deterministic, so a relay that fans the same
+event out twice stores it once. `event` is the event itself (immutable): sending needs no
+second read.
 
 Claiming is two round trips for a whole batch: read due deliveries, flip the still-pending
 ones to `in_flight` under a batch token (one document at a time is atomic, so each delivery

@@ -3,12 +3,12 @@ lease, its steps' outcomes appended as they happen.
 
 A run is `{_id: "<event id>:<flow name>", tenant, flow, version, event, depth, status,
 next_step, steps: [{id, kind, outcome, at, ...}], answers: {step id: value}, shard,
-next_attempt_at, waits?: {step, attempts}, lease_owner?, lease_until?, claims, last_error?,
-created_at, updated_at, finished_at?}`. The `_id` is deterministic, so a relay that starts the
-same event twice stores one run. Claiming works like deliveries' (`store/deliveries.py`): a
-shard's due runs flipped to `running` under a batch token, every later write fenced by that
-token *and* by `next_step`, so a runner whose lease was taken over can neither record a step
-twice nor overwrite the new owner.
+next_attempt_at, waits?: {step, attempts}, faults?: {step, attempts}, lease_owner?,
+lease_until?, claims, last_error?, created_at, updated_at, finished_at?}`. The `_id` is
+deterministic, so a relay that starts the same event twice stores one run. Claiming works like
+deliveries' (`store/deliveries.py`): a shard's due runs flipped to `running` under a batch
+token, every later write fenced by that token *and* by `next_step`, so a runner whose lease was
+taken over can neither record a step twice nor overwrite the new owner.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class FlowRunStore:
                     },
                     "$pop": {"steps": 1},
                     "$push": {"replays": dict(replay)},
-                    "$unset": {"finished_at": "", "last_error": "", "waits": ""},
+                    "$unset": {"finished_at": "", "last_error": "", "waits": "", "faults": ""},
                 },
             )
         return result.modified_count == 1

@@ -18,7 +18,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from gateway.store.assignments import ASSIGNMENT_RANGES, AssignmentStore
+from gateway.store.assignments import ASSIGNMENT_RANGES, DUE_INDEX, AssignmentStore
 from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
 from gateway.store.expiry import Expiry
 from gateway.store.flow_runs import FlowRunStore
@@ -140,6 +140,7 @@ class NotifyStores:
         they get an index (tenant, `_id`) that serves them (a driver change is a rare write;
         a run is written a few times, once a step)."""
         with translate_errors():
+            await self._db["driver_assignments"].create_indexes([DUE_INDEX])
             if scans_id_ranges:
                 await self._db["driver_assignments"].create_indexes([ASSIGNMENT_RANGES])
             await self._db["channels"].create_indexes(NAME_INDEXES)
