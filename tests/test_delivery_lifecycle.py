@@ -709,3 +709,48 @@ async def test_a_partner_answering_204_with_a_body_is_delivered_once(
     [attempt] = shown["attempts"]
     assert (attempt["status"], attempt["error"]) == (204, None)
     assert attempt["message"] == "a 204 announcing a 4-byte body; the body was not read"
+
+
+def _oauth_to(url: str) -> dict[str, Any]:
+    return {
+        "type": "oauth2_client_credentials",
+        "token_url": f"{url}/oauth/token",
+        "client_id": "gw",
+        "client_secret": "cl1ent-s3cret",
+    }
+
+
+async def test_a_token_holding_a_line_break_is_retried_not_cached(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    """The token was cached and every call for its lifetime `blocked`: failed at once."""
+    await _subscribed(client, partner, partner_fields={"auth": _oauth_to(partner.url)})
+    line_broken = {"access_token": "dG9rZW4tZm9y\n", "token_type": "Bearer", "expires_in": 3600}
+    partner.respond_with(200, line_broken, times=1)
+    await _odometer(client, await create_vehicle(client), 5)
+
+    assert await _deliver(client, worker) == Counter(retry=1)
+    [pending] = await _deliveries(client)
+    assert pending["last_error"].startswith("auth_failed: token endpoint answer's access_token")
+
+    partner.respond_with(200, {"access_token": "dG9rZW4tZm9y", "token_type": "Bearer"}, times=1)
+    clock.advance(6)
+    assert await worker.run_until_idle() == Counter(succeeded=1)
+    assert partner.paths() == ["/oauth/token", "/oauth/token", "/hooks"]
+    assert partner.requests[-1].headers["Authorization"] == "Bearer dG9rZW4tZm9y"
+
+
+async def test_a_token_url_that_redirects_fails_naming_where_it_points(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """Retried for 27 h as `token endpoint answered 301`, the Location never shown."""
+    await _subscribed(client, partner, partner_fields={"auth": _oauth_to(partner.url)})
+    partner.respond_with(301, raw=b"", headers={"Location": "https://idp.example.com/token"})
+    await _odometer(client, await create_vehicle(client), 5)
+
+    assert await _deliver(client, worker) == Counter(failed=1)
+
+    [failed] = await _deliveries(client)
+    said = "redirecting to https://idp.example.com/token; redirects are not followed: set the"
+    assert said in failed["last_error"]
+    assert partner.paths() == ["/oauth/token"]

@@ -913,3 +913,38 @@ async def test_a_204_body_that_comes_after_the_next_request_is_skipped(sender: S
     assert (first.status, first.verdict) == (204, Verdict.SUCCESS)
     assert (second.status, second.error, second.json_body) == (200, None, {})
     assert len(heads) == 2  # one connection, both requests on it
+
+
+async def test_a_token_holding_a_line_break_is_a_garbled_answer_never_cached(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """`base64.encodebytes` ends a token with "\\n": it was cached, and every call for its
+    lifetime was refused by the HTTP client as a header injection (`blocked`: failed)."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=token("dG9rZW4tZm9yLXRoZS1wYXJ0bmVy\n"))
+    auth = build_auth(oauth(idp.url("/token")))
+    for _ in range(2):
+        outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+        assert (outcome.error, outcome.verdict) == ("auth_failed", Verdict.RETRY)
+        assert outcome.message is not None and "control character" in outcome.message
+    assert len(idp.requests) == 2 and partner.requests == []
+
+
+async def test_a_token_url_that_redirects_is_refused_naming_where_it_points(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """token_url written http:// for an https:// endpoint was retried for 27 h as
+    `token endpoint answered 301`, never saying where it pointed. It is a configuration
+    error: refused at once, naming the Location (its query left out)."""
+    partner, idp = await make_receiver(), await make_receiver()
+    target = "https://idp.example.com/oauth/token?client_secret=leak"
+    idp.respond_with(301, headers={"Location": target})
+    outcome = await sender.send(
+        post(partner.url()), partner_id="hr", auth=build_auth(oauth(idp.url("/token")))
+    )
+    assert (outcome.error, outcome.verdict) == ("auth_refused", Verdict.FAIL)
+    assert outcome.message == (
+        "token endpoint answered 301 redirecting to https://idp.example.com/oauth/token?…; "
+        "redirects are not followed: set the partner's token_url to where it points"
+    )
+    assert len(idp.requests) == 1 and partner.requests == []

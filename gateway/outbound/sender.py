@@ -312,6 +312,7 @@ class Sender:
             outcome.status,
             outcome.json_body if outcome.is_json else None,
             outcome.retry_after(datetime.now(UTC)),
+            outcome.headers.get("Location"),
         )
 
     async def _exchange(self, request: OutboundRequest, applied: Applied) -> Outcome:
