@@ -256,6 +256,10 @@ def _error_text(outcome: Outcome, action: Action, partner: Partner, verdict: Ver
     if (reported := action.reported_error(outcome)) is not None:
         said = partner.redactor().redact(reported)
         return f"partner answered {outcome.status} reporting an error: {said}"
+    if outcome.status is not None and outcome.error is not None and 200 <= outcome.status < 300:
+        # No success only for an `error` expression that cannot read it (`Action.unchecked`)
+        said = partner.redactor().redact(outcome.message or "")
+        return f"partner answered {outcome.status} with an unusable body: {said}"
     if outcome.status is not None:
         text = f"partner answered {outcome.status}"
         if outcome.message and outcome.error is None:  # what the answer says: a redirect's target
