@@ -16,6 +16,7 @@ from bson import ObjectId
 
 from gateway.auth.webhook_signature import verify
 from gateway.config import Secret
+from gateway.delivery import recording
 from gateway.delivery.worker import DeliveryWorker
 from gateway.formats.json_tree import ANSWER_DEPTH
 from gateway.web.state import services_key
@@ -844,3 +845,32 @@ async def test_a_2xx_the_error_expression_cannot_read_fails(
         "partner answered 200 with an unusable body: body is JSON nested deeper than "
         f"{ANSWER_DEPTH} levels, which is not read"
     )
+
+
+async def test_an_answer_that_cannot_be_recorded_as_it_came_is_recorded_bare_not_parked(
+    client: Client, partner: Partner, worker: DeliveryWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker parked a delivery on any error, its recording of a partner's answer
+    included: a 503 went unretried until an admin replayed it. Whatever this release cannot
+    record of an answer (here an excerpt no BSON takes, as UTF-7's were), its status still
+    decides, with the reason in the attempt."""
+    real = recording._attempt
+
+    def unstorable(doc: Any, outcome: Any, *args: Any) -> Any:
+        attempt = real(doc, outcome, *args)
+        if outcome.body_excerpt:
+            attempt["response"] += "\ud800"
+        return attempt
+
+    monkeypatch.setattr(recording, "_attempt", unstorable)
+    await _subscribed(client, partner)
+    partner.respond_with(503, {"erro": "fora do ar"})
+    await _odometer(client, await create_vehicle(client), 5)
+
+    assert await _deliver(client, worker) == Counter(retry=1)
+
+    [pending] = await _deliveries(client)
+    [attempt] = (await _delivery(client, pending["id"]))["attempts"]
+    assert (attempt["status"], attempt["error"]) == (503, "invalid_response")
+    assert attempt["message"].startswith("the answer could not be recorded: UnicodeEncodeError")
+    assert pending["last_status"] == 503
