@@ -21,7 +21,9 @@ from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import verify
 from gateway.config import ConfigError, Secret, Settings
+from gateway.delivery import recording
 from gateway.delivery.worker import DeliveryWorker
+from gateway.formats.json_tree import ANSWER_DEPTH
 from gateway.services import open_services
 from gateway.web.state import services_key
 from tests.partner_double import (
@@ -801,3 +803,166 @@ async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_is_no
     ready = await client.get("/readyz")
     assert ready.status == 503
     assert "GATEWAY_SECRET_KEY: none of its keys opens" in (await ready.json())["detail"]
+
+
+def _oauth_to(url: str) -> dict[str, Any]:
+    return {
+        "type": "oauth2_client_credentials",
+        "token_url": f"{url}/oauth/token",
+        "client_id": "gw",
+        "client_secret": "cl1ent-s3cret",
+    }
+
+
+async def test_a_token_holding_a_line_break_is_retried_not_cached(
+    client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    """The token was cached and every call for its lifetime `blocked`: failed at once."""
+    await _subscribed(client, partner, partner_fields={"auth": _oauth_to(partner.url)})
+    line_broken = {"access_token": "dG9rZW4tZm9y\n", "token_type": "Bearer", "expires_in": 3600}
+    partner.respond_with(200, line_broken, times=1)
+    await _odometer(client, await create_vehicle(client), 5)
+
+    assert await _deliver(client, worker) == Counter(retry=1)
+    [pending] = await _deliveries(client)
+    assert pending["last_error"].startswith("auth_failed: token endpoint answer's access_token")
+
+    partner.respond_with(200, {"access_token": "dG9rZW4tZm9y", "token_type": "Bearer"}, times=1)
+    clock.advance(6)
+    assert await worker.run_until_idle() == Counter(succeeded=1)
+    assert partner.paths() == ["/oauth/token", "/oauth/token", "/hooks"]
+    assert partner.requests[-1].headers["Authorization"] == "Bearer dG9rZW4tZm9y"
+
+
+async def test_a_token_url_that_redirects_fails_naming_where_it_points(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """Retried for 27 h as `token endpoint answered 301`, the Location never shown."""
+    await _subscribed(client, partner, partner_fields={"auth": _oauth_to(partner.url)})
+    partner.respond_with(301, raw=b"", headers={"Location": "https://idp.example.com/token"})
+    await _odometer(client, await create_vehicle(client), 5)
+
+    assert await _deliver(client, worker) == Counter(failed=1)
+
+    [failed] = await _deliveries(client)
+    said = "redirecting to https://idp.example.com/token; redirects are not followed: set the"
+    assert said in failed["last_error"]
+    assert partner.paths() == ["/oauth/token"]
+
+
+# A partner's answer alone never parks a delivery: what it writes is recorded as storable
+# text, and the status decides.
+
+
+@pytest.mark.parametrize(("status", "result"), [(503, "retry"), (200, "succeeded")])
+async def test_an_answer_in_utf7_with_a_lone_surrogate_is_recorded_by_its_status(
+    client: Client, partner: Partner, worker: DeliveryWorker, status: int, result: str
+) -> None:
+    """`+2AA-` (U+D800 alone) in the attempt's response: BSON refused it and the delivery
+    was parked, a 200 included (a replay would send it twice)."""
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(
+        status, raw=b"erro +2AA- depois", headers={"Content-Type": "text/plain; charset=utf-7"}
+    )
+    await _odometer(client, vehicle, 5)
+
+    assert await _deliver(client, worker) == Counter({result: 1})
+
+    [delivery] = await _deliveries(client)
+    [attempt] = (await _delivery(client, delivery["id"]))["attempts"]
+    assert (attempt["status"], attempt["response"]) == (status, "erro \ufffd depois")
+
+
+@pytest.mark.parametrize(("status", "result"), [(503, "retry"), (200, "succeeded")])
+async def test_a_utf16_answer_without_byte_order_mark_cut_in_a_character_keeps_its_status(
+    client: Client, partner: Partner, worker: DeliveryWorker, status: int, result: str
+) -> None:
+    """Its excerpt's decoder raised on the emoji across byte 4096: `blocked`, status null,
+    the delivery failed at once (a 503 not retried, a 200 the partner took called failed)."""
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    text = '{"msg": "' + "a" * 2038 + "\U0001f600" + "b" * 3000 + '"}'
+    partner.respond_with(
+        status,
+        raw=text.encode("utf-16-le"),
+        headers={"Content-Type": "application/json; charset=utf-16"},
+    )
+    await _odometer(client, vehicle, 5)
+
+    assert await _deliver(client, worker) == Counter({result: 1})
+
+    [delivery] = await _deliveries(client)
+    [attempt] = (await _delivery(client, delivery["id"]))["attempts"]
+    assert (attempt["status"], attempt["error"]) == (status, None)
+
+
+async def test_a_redirect_to_a_location_that_is_not_utf8_fails_naming_it(
+    client: Client, worker: DeliveryWorker
+) -> None:
+    """aiohttp's surrogates for the Latin-1 byte reached BSON: parked."""
+    reply = (
+        b"HTTP/1.1 302 Found\r\nLocation: http://erp.example.com/relat\xf3rio\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    async with raw_partner(reply) as url:
+        partner_doc = await create_partner(client, url.removesuffix("/hook"))
+        action_doc = await create_action(client, partner_doc["id"], path="/hook")
+        await create_subscription(client, action_doc["id"])
+        vehicle = await create_vehicle(client)
+        await _odometer(client, vehicle, 5)
+        assert await _deliver(client, worker) == Counter(failed=1)
+
+    [failed] = await _deliveries(client)
+    assert failed["last_error"].startswith(
+        "partner answered 302: redirected to http://erp.example.com/relat\ufffdrio;"
+    )
+
+
+async def test_a_2xx_the_error_expression_cannot_read_fails(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """A 300-level `errors` value could not be quoted (orjson writes 254 levels): parked.
+    Past ANSWER_DEPTH the answer is unusable, and an action whose `error` expression reads
+    its 2xx answers cannot call it a success: failed, not retried (it may have taken it)."""
+    await _subscribed(client, partner, action={"error": "errors"})
+    vehicle = await create_vehicle(client)
+    partner.respond_with(200, raw=b'{"errors": ' + b"[" * 300 + b'"bad"' + b"]" * 300 + b"}")
+    await _odometer(client, vehicle, 5)
+
+    assert await _deliver(client, worker) == Counter(failed=1)
+
+    [failed] = await _deliveries(client)
+    assert failed["last_error"] == (
+        "partner answered 200 with an unusable body: body is JSON nested deeper than "
+        f"{ANSWER_DEPTH} levels, which is not read"
+    )
+
+
+async def test_an_answer_that_cannot_be_recorded_as_it_came_is_recorded_bare_not_parked(
+    client: Client, partner: Partner, worker: DeliveryWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker parked a delivery on any error, its recording of a partner's answer
+    included: a 503 went unretried until an admin replayed it. Whatever this release cannot
+    record of an answer (here an excerpt no BSON takes, as UTF-7's were), its status still
+    decides, with the reason in the attempt."""
+    real = recording._attempt
+
+    def unstorable(doc: Any, outcome: Any, *args: Any) -> Any:
+        attempt = real(doc, outcome, *args)
+        if outcome.body_excerpt:
+            attempt["response"] += "\ud800"
+        return attempt
+
+    monkeypatch.setattr(recording, "_attempt", unstorable)
+    await _subscribed(client, partner)
+    partner.respond_with(503, {"erro": "fora do ar"})
+    await _odometer(client, await create_vehicle(client), 5)
+
+    assert await _deliver(client, worker) == Counter(retry=1)
+
+    [pending] = await _deliveries(client)
+    [attempt] = (await _delivery(client, pending["id"]))["attempts"]
+    assert (attempt["status"], attempt["error"]) == (503, "invalid_response")
+    assert attempt["message"].startswith("the answer could not be recorded: UnicodeEncodeError")
+    assert pending["last_status"] == 503

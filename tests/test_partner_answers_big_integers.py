@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.formats.json_tree import ANSWER_DEPTH
 from tests.feed_doubles import ScriptedFeed, scripted
 from tests.partner_double import (
     FakeClock,
@@ -176,12 +177,12 @@ def _nested(depth: int, inner: bytes) -> bytes:
     return b'{"x": ' * depth + inner + b"}" * depth
 
 
-@pytest.mark.parametrize("depth", [33, 1000])
+@pytest.mark.parametrize("depth", [33, ANSWER_DEPTH - 1])
 async def test_a_polled_answer_nested_deep_keeps_its_ids_and_cursor_past_64_bits(
     client: Client, scripted: ScriptedFeed, depth: int
 ) -> None:
-    """A partner's metadata nested deeper than a pushed body may be (33 levels), or deeper
-    than the standard library reads (1,000; orjson reads up to 1,024): the page's id and
+    """A partner's metadata nested deeper than a pushed body may be (33 levels), or as deep
+    as an answer is read (the page itself one level more, ANSWER_DEPTH): the page's id and
     cursor keep their digits all the same."""
     # Digits in a string, after escaped quotes and backslashes, stay the string they are.
     text = b'"tel \\\\\\"%d\\" -%d"' % (WIDE, WIDE)

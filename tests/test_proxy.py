@@ -12,6 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.actions.proxy import Proxy
+from gateway.errors import BadRequest
+from gateway.formats.json_tree import ANSWER_DEPTH
 from gateway.web.state import services_key
 from tests.partner_double import (
     Partner,
@@ -363,3 +366,147 @@ async def test_a_text_answer_past_the_read_cap_is_502_like_any_answer(
 
     assert response.status == 502
     assert "cap" in (await response.json())["detail"]
+
+
+# A partner's answer is never a 500: what it writes is decoded into text JSON can carry, and
+# one the gateway cannot write again is a 502 naming its status.
+
+UTF7_TEXT = b"erro interno +2AA- tente depois"  # `+2AA-`: UTF-7 for a lone U+D800
+
+
+async def test_an_error_answer_in_utf7_with_a_lone_surrogate_is_a_502_problem(
+    client: Client, partner: Partner
+) -> None:
+    """Its excerpt could not be written in the problem: aiohttp answered a bare text/plain
+    500."""
+    action_id = await _proxy_action(client, partner.url)
+    partner.respond_with(500, raw=UTF7_TEXT, headers={"Content-Type": "text/plain; charset=utf-7"})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert (response.status, response.content_type) == (502, "application/problem+json")
+    problem = await response.json()
+    assert problem["partner_status"] == 500
+    assert problem["partner_body"] == "erro interno \ufffd tente depois"
+
+
+async def test_a_text_answer_in_utf7_with_a_lone_surrogate_is_returned_as_text(
+    client: Client, partner: Partner
+) -> None:
+    action_id = await _proxy_action(client, partner.url)
+    partner.respond_with(200, raw=UTF7_TEXT, headers={"Content-Type": "text/plain; charset=utf-7"})
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert response.status == 200
+    answer = await response.json()
+    assert answer == {
+        "status": 200,
+        "data": "erro interno \ufffd tente depois",
+        "content_type": "text/plain",
+    }
+
+
+async def test_a_redirect_to_a_location_that_is_not_utf8_is_a_502_problem(client: Client) -> None:
+    reply = (
+        b"HTTP/1.1 302 Found\r\nLocation: http://erp.example.com/relat\xf3rio\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    async with raw_partner(reply) as url:
+        action_id = await _proxy_action(client, url.removesuffix("/hook"), path="/hook")
+        response = await client.post(
+            f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+        )
+
+    assert (response.status, response.content_type) == (502, "application/problem+json")
+    detail = (await response.json())["detail"]
+    assert "answered 302: redirected to http://erp.example.com/relat\ufffdrio;" in detail
+
+
+async def test_a_utf16_error_answer_without_byte_order_mark_is_a_502_naming_its_status(
+    client: Client, partner: Partner
+) -> None:
+    """Its 4 KiB excerpt ending inside an emoji made the decoder raise: `could not be
+    reached: request not sendable`, the partner's 500 lost."""
+    text = '{"msg": "' + "a" * 2038 + "\U0001f600" + "b" * 3000 + '"}'  # emoji on byte 4096
+    action_id = await _proxy_action(client, partner.url)
+    partner.respond_with(
+        500,
+        raw=text.encode("utf-16-le"),
+        headers={"Content-Type": "application/json; charset=utf-16"},
+    )
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    problem = await response.json()
+    assert response.status == 502 and problem["partner_status"] == 500
+    assert problem["detail"] == "partner ERP answered 500"
+
+
+def _nested(levels: int, leaf: bytes = b"1") -> bytes:
+    return b"[" * levels + leaf + b"]" * levels
+
+
+async def test_an_answer_nested_deeper_than_the_gateway_writes_is_a_502_not_a_500(
+    client: Client, partner: Partner
+) -> None:
+    """Read up to 1,024 levels, written up to 254: a 300-level answer was a 500."""
+    action_id = await _proxy_action(client, partner.url)
+    invoke = f"/api/v1/actions/{action_id}/invoke"
+    partner.respond_with(200, raw=_nested(ANSWER_DEPTH))
+    response = await client.post(invoke, headers=auth(), json={"payload": {}})
+    assert response.status == 200
+    assert response.content_type == "application/json"
+
+    for levels in (ANSWER_DEPTH + 1, 300, 1000):
+        partner.respond_with(200, raw=_nested(levels))
+        response = await client.post(invoke, headers=auth(), json={"payload": {}})
+        problem = await response.json()
+        assert (response.status, problem["partner_status"]) == (502, 200)
+        assert problem["detail"] == (
+            f"partner ERP answered 200 with an unusable body: body is JSON nested deeper "
+            f"than {ANSWER_DEPTH} levels, which is not read"
+        )
+
+
+async def test_an_answer_the_error_expression_cannot_read_is_a_502(
+    client: Client, partner: Partner
+) -> None:
+    """The `error` expression found a 300-level value that could not be quoted: a 500."""
+    action_id = await _proxy_action(client, partner.url, error="errors")
+    partner.respond_with(200, raw=b'{"errors": ' + _nested(300, b'"bad"') + b"}")
+
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert (response.status, response.content_type) == (502, "application/problem+json")
+    assert "answered 200 with an unusable body" in (await response.json())["detail"]
+
+
+async def test_a_problem_whose_own_text_cannot_be_written_is_still_a_problem_document(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error raised while a problem was written (its detail held a lone surrogate, as a
+    partner's Latin-1 `Location` did) escaped the error middleware: aiohttp answered its own
+    text/plain 500."""
+    action_id = await _proxy_action(client, partner.url)
+
+    async def unwritable(*args: Any, **kwargs: Any) -> Any:
+        raise BadRequest("the entity named /relat\udcf3rio is not one")
+
+    monkeypatch.setattr(Proxy, "invoke", unwritable)
+    response = await client.post(
+        f"/api/v1/actions/{action_id}/invoke", headers=auth(), json={"payload": {}}
+    )
+
+    assert (response.status, response.content_type) == (500, "application/problem+json")
+    problem = await response.json()
+    assert problem["type"] == "https://rabbot.dev/problems/internal"
+    assert problem["request_id"] == response.headers["X-Request-ID"]

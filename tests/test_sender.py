@@ -11,12 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bson
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
 from gateway.errors import InvalidPayload
+from gateway.formats.json_tree import ANSWER_DEPTH
+from gateway.outbound import sender as sender_module
 from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuard
 from gateway.outbound.partner_auth import NO_AUTH, OAuth2ClientCredentials, build_auth
 from gateway.outbound.sender import OutboundRequest, Sender, signed_headers
@@ -943,3 +947,174 @@ async def test_a_reset_on_a_reused_connection_names_no_url(sender: Sender) -> No
         assert outcome.message is not None and "connection lost" in outcome.message
         assert "cpf-52998224725" not in outcome.message, outcome.message
         assert "127.0.0.1" not in outcome.message, outcome.message
+
+
+# What a partner writes is decoded into text any store and any JSON can carry, and an answer
+# the gateway could not write again is an answer with its status, never an exception.
+
+
+def _cut_in_a_character(text: str, codec: str, at: int) -> bytes:
+    """`text` encoded, its `at`-th byte inside a character of four bytes (an emoji)."""
+    body = text.encode(codec)
+    emoji = body.index("\U0001f600".encode(codec))
+    assert emoji < at < emoji + 4
+    return body
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-32-le"])
+async def test_a_wide_answer_without_byte_order_mark_cut_in_a_character_keeps_its_status(
+    sender: Sender, codec: str
+) -> None:
+    """.NET writes UTF-16 without a byte order mark: an excerpt (1 KiB here) or a body cut
+    inside a character made Python's incremental decoder raise ("UTF-16 stream does not
+    start with BOM", a ValueError): the outcome was `blocked`, `request not sendable`, its
+    503 lost and the delivery failed at once."""
+    width = 2 if codec == "utf-16-le" else 4
+    text = '{"msg": "' + "a" * (1022 // width - 9) + "\U0001f600" + "b" * 600 + '"}'
+    body = _cut_in_a_character(text, codec, 1023)
+    charset = codec.removesuffix("-le")
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        f"Content-Type: application/json; charset={charset}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    # Cut short by the partner at an odd byte; and for UTF-16, whole, its excerpt cut.
+    for reply in (head + body[:1023], *((head + body,) if width == 2 else ())):
+        async with raw_partner(reply) as url:
+            outcome = await sender.send(post(url), partner_id="erp")
+        assert (outcome.status, outcome.verdict) == (503, Verdict.RETRY), outcome.message
+        assert outcome.error != "blocked" and outcome.body_cut
+        assert outcome.body_excerpt.startswith('{"msg": "aaa')
+        assert outcome.body_excerpt.endswith("a")  # the cut character held back
+
+
+async def test_an_xml_answer_declaring_utf16_in_ascii_bytes_is_read_as_its_bytes(
+    sender: Sender,
+) -> None:
+    """.NET's StringWriter declares `utf-16` on what it writes as UTF-8: cut short, the
+    excerpt's decoding raised and the answer's 500 was lost as `blocked`."""
+    body = b'<?xml version="1.0" encoding="utf-16"?><erro>fora do ar</erro>'
+    reply = (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/xml\r\n"
+        b"Content-Length: 9999\r\nConnection: close\r\n\r\n" + body
+    )
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.verdict) == (500, Verdict.RETRY)
+    assert outcome.body_excerpt == body.decode()
+
+
+async def test_a_utf7_answer_decoding_to_a_lone_surrogate_is_storable_text(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """UTF-7's `+2AA-` is U+D800 alone, even read leniently: no UTF-8 (BSON, orjson) can
+    carry it, and the delivery recording the answer was parked."""
+    receiver.respond_with(503, b"erro +2AA- tente depois", headers=UTF7)
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert outcome.status == 503
+    assert outcome.body_excerpt == "erro \ufffd tente depois"
+    bson.encode({"response": outcome.body_excerpt})
+    orjson.dumps(outcome.body_excerpt)
+
+
+UTF7 = {"Content-Type": "text/plain; charset=utf-7"}
+
+
+async def test_a_redirect_whose_location_is_not_utf8_is_described_in_storable_text(
+    sender: Sender,
+) -> None:
+    """An old server's Latin-1 `Location` came from aiohttp as surrogates (surrogateescape)
+    into the outcome's message: the delivery was parked, the proxy answered a bare 500."""
+    reply = (
+        b"HTTP/1.1 302 Found\r\nLocation: http://erp.example.com/relat\xf3rio\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    async with raw_partner(reply) as url:
+        outcome = await sender.send(post(url), partner_id="erp")
+    assert (outcome.status, outcome.verdict) == (302, Verdict.FAIL)
+    assert outcome.headers["Location"] == "http://erp.example.com/relat\ufffdrio"
+    assert outcome.message is not None
+    assert outcome.message.startswith("redirected to http://erp.example.com/relat\ufffdrio;")
+    bson.encode({"message": outcome.message, "headers": dict(outcome.headers)})
+
+
+async def test_json_nested_deeper_than_the_gateway_writes_is_an_unusable_body(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """orjson reads 1,024 levels and writes 254: an answer read at 300 levels made the proxy
+    answer 500 and the action's `error` expression park the delivery. Past ANSWER_DEPTH the
+    status is kept and the body is unusable; at it the answer is read and can be written."""
+    receiver.respond_with(json_body=nested(ANSWER_DEPTH))
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert outcome.is_json and outcome.error is None
+    orjson.dumps({"steps": {"fetch": {"data": outcome.json_body}}})
+
+    receiver.respond_with(json_body=nested(ANSWER_DEPTH + 1))
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.json_body) == (200, "invalid_response", None)
+    assert outcome.message == (
+        f"body is JSON nested deeper than {ANSWER_DEPTH} levels, which is not read"
+    )
+
+
+def nested(levels: int) -> Any:
+    value: Any = "bad"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+async def test_a_token_holding_a_line_break_is_a_garbled_answer_never_cached(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """`base64.encodebytes` ends a token with "\\n": it was cached, and every call for its
+    lifetime was refused by the HTTP client as a header injection (`blocked`: failed)."""
+    partner, idp = await make_receiver(), await make_receiver()
+    idp.respond_with(json_body=token("dG9rZW4tZm9yLXRoZS1wYXJ0bmVy\n"))
+    auth = build_auth(oauth(idp.url("/token")))
+    for _ in range(2):
+        outcome = await sender.send(post(partner.url()), partner_id="hr", auth=auth)
+        assert (outcome.error, outcome.verdict) == ("auth_failed", Verdict.RETRY)
+        assert outcome.message is not None and "control character" in outcome.message
+    assert len(idp.requests) == 2 and partner.requests == []
+
+
+async def test_a_token_url_that_redirects_is_refused_naming_where_it_points(
+    sender: Sender, make_receiver: MakeReceiver
+) -> None:
+    """token_url written http:// for an https:// endpoint was retried for 27 h as
+    `token endpoint answered 301`, never saying where it pointed. It is a configuration
+    error: refused at once, naming the Location (its query left out)."""
+    partner, idp = await make_receiver(), await make_receiver()
+    target = "https://idp.example.com/oauth/token?client_secret=leak"
+    idp.respond_with(301, headers={"Location": target})
+    outcome = await sender.send(
+        post(partner.url()), partner_id="hr", auth=build_auth(oauth(idp.url("/token")))
+    )
+    assert (outcome.error, outcome.verdict) == ("auth_refused", Verdict.FAIL)
+    assert outcome.message == (
+        "token endpoint answered 301 redirecting to https://idp.example.com/oauth/token?…; "
+        "redirects are not followed: set the partner's token_url to where it points"
+    )
+    assert len(idp.requests) == 1 and partner.requests == []
+
+
+async def test_an_answer_that_cannot_be_read_is_still_an_answer_with_its_status(
+    sender: Sender, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ValueError raised while an answer was read (as UTF-16's decoder did) was taken for
+    a request that could not be sent: `blocked`, the partner's status lost. Whatever fails
+    in reading an answer, the answer's status decides."""
+
+    def unreadable(*args: Any) -> Any:
+        raise ValueError("no reader for this")
+
+    monkeypatch.setattr(sender_module, "_parse_json", unreadable)
+    receiver.respond_with(503, json_body={"erro": "fora do ar"})
+    outcome = await sender.send(post(receiver.url()), partner_id="erp")
+    assert (outcome.status, outcome.error, outcome.verdict) == (
+        503,
+        "invalid_response",
+        Verdict.RETRY,
+    )
+    assert outcome.message == "the answer could not be read: ValueError: no reader for this"

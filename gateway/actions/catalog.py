@@ -136,9 +136,16 @@ class Action:
                 verdict = Verdict.SUCCESS
             elif verdict is Verdict.SUCCESS:
                 return Verdict.FAIL
-        if verdict is Verdict.SUCCESS and self.reported_error(outcome):
+        if verdict is Verdict.SUCCESS and (self.reported_error(outcome) or self.unchecked(outcome)):
             return Verdict.FAIL
         return verdict
+
+    def unchecked(self, outcome: Outcome) -> bool:
+        """Whether a 2xx answer's body is unusable (not the JSON it claims, nested too deep,
+        too large, cut short) while the `error` expression must read it: the partner may
+        have refused inside it, so it is no success (not retried: it may have taken it)."""
+        status = outcome.status
+        return self.error is not None and outcome.error is not None and 200 <= (status or 0) < 300
 
     def reported_error(self, outcome: Outcome) -> str | None:
         """What the `error` expression finds in a success answer (short text: OneSignal's

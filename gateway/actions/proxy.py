@@ -28,6 +28,7 @@ from gateway.errors import (
     PartnerError,
     PartnerTimeout,
 )
+from gateway.formats.charsets import storable
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.outbound.breaker import PartnerGuards
@@ -154,6 +155,14 @@ def _raise_for(
             partner_id=partner.id,
             partner_error=outcome.error,
         )
+    if outcome.error is not None and (verdict is Verdict.SUCCESS or 200 <= outcome.status < 300):
+        # A body too large, not the JSON it claims, nested too deep: nothing to answer with
+        # (nor for the action's `error` expression to read).
+        raise PartnerError(
+            f"partner {name} answered {outcome.status} with an unusable body: {outcome.message}",
+            partner_id=partner.id,
+            partner_status=outcome.status,
+        )
     if verdict is not Verdict.SUCCESS:
         said = ""
         if reported is not None:
@@ -166,19 +175,13 @@ def _raise_for(
             partner_status=outcome.status,
             partner_body=outcome.redacted_excerpt(_EXCERPT),
         )
-    if outcome.error is not None:  # a 2xx whose body is too large or not the JSON it claims
-        raise PartnerError(
-            f"partner {name} answered {outcome.status} with an unusable body: {outcome.message}",
-            partner_id=partner.id,
-            partner_status=outcome.status,
-        )
 
 
 def _as_it_came(status: int, other: OtherBody) -> ProxyResult:
     """An answer that is neither JSON nor XML: its text, read in its charset (else UTF-8),
     or base64 when it is not text in it, with its media type."""
     try:
-        text = other.body.decode(other.charset or "utf-8")
+        text = storable(other.body.decode(other.charset or "utf-8"))  # UTF-7's lone surrogates
         return ProxyResult(status, text, None, other.media_type)
     except (LookupError, UnicodeDecodeError):  # no such codec, or bytes that are not text
         encoded = base64.b64encode(other.body).decode("ascii")

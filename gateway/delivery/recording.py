@@ -18,6 +18,7 @@ from gateway.actions.catalog import Action, Catalog, Partner
 from gateway.delivery.kinds import Dropped, Held, SendResult
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.retry import next_attempt_at
+from gateway.formats.charsets import storable
 from gateway.metrics import Metrics
 from gateway.models import DeliveryStatus
 from gateway.outbound.sender import Outcome
@@ -51,22 +52,33 @@ class DeliveryRecorder:
         self._rng = rng
 
     async def record(
-        self, doc: Doc, token: str, action: Action, partner: Partner, outcome: Outcome, probe: bool
+        self,
+        doc: Doc,
+        token: str,
+        action: Action,
+        partner: Partner,
+        outcome: Outcome,
+        probe: bool,
+        *,
+        again: bool = False,
     ) -> str:
+        """`again`: the same call recorded a second time (`recording_failed`), already counted
+        and noted for the partner's health."""
         now = self._clock()
         verdict = action.verdict(outcome)
-        self._metrics.observe_partner_call(partner.id, "deliver", outcome, verdict)
+        if not again:
+            self._metrics.observe_partner_call(partner.id, "deliver", outcome, verdict)
         if (hold := outcome.hold) is not None:
             # Our own limits (rate, concurrency, open circuit, a token endpoint's wait):
             # nothing went out, no attempt.
             return await self.defer(
                 doc, token, now + timedelta(seconds=hold.seconds), hold.describe()
             )
-        if probe and verdict is not Verdict.RETRY:
+        if probe and verdict is not Verdict.RETRY and not again:
             # Enabled before the success is noted: the outage's start (`failing_since`) says
             # which dead deliveries are replayed.
             await self._health.enable(partner, now)
-        if outcome.sent:
+        if outcome.sent and not again:
             await self._health.note(partner, verdict, now)
         attempt = _attempt(doc, outcome, now, probe)
         if probe:
@@ -230,6 +242,21 @@ class DeliveryRecorder:
         return outcome
 
 
+def recording_failed(outcome: Outcome, exc: Exception) -> Outcome:
+    """The outcome reduced to what decides (its status, or the kind of failure without one)
+    and the reason its whole could not be recorded: no body, no parsed answer."""
+    reason = f"the answer could not be recorded: {type(exc).__name__}: {exc}"
+    return Outcome(
+        status=outcome.status,
+        headers={k: storable(v) for k, v in outcome.headers.items()},
+        latency_ms=outcome.latency_ms,
+        error=outcome.error or "invalid_response",
+        message=outcome.redactor.redact(storable(reason))[:500],
+        retry_in=outcome.retry_in,
+        redactor=outcome.redactor,
+    )
+
+
 def _attempt(doc: Doc, outcome: Outcome, now: datetime, probe: bool) -> Doc:
     attempt: Doc = {
         "n": doc.get("attempt_count", 0) + 1,
@@ -252,6 +279,9 @@ _REASON = 200  # characters of a refusal's answer quoted in last_error
 def _error_text(outcome: Outcome, action: Action, verdict: Verdict) -> str:
     if (reported := action.reported_error(outcome)) is not None:
         return f"partner answered {outcome.status} reporting an error: {reported}"
+    if outcome.status is not None and outcome.error is not None and 200 <= outcome.status < 300:
+        # No success only for an `error` expression that cannot read it (`Action.unchecked`)
+        return f"partner answered {outcome.status} with an unusable body: {outcome.message or ''}"
     if outcome.status is not None:
         text = f"partner answered {outcome.status}"
         if outcome.message and outcome.error is None:  # what the answer says: a redirect's target

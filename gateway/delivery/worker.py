@@ -42,7 +42,7 @@ from gateway.clock import utcnow
 from gateway.delivery.kinds import Held, KindSender
 from gateway.delivery.partner_health import PartnerHealth
 from gateway.delivery.preparation import Unsendable, delivery_request, resolve_target
-from gateway.delivery.recording import DeliveryRecorder
+from gateway.delivery.recording import DeliveryRecorder, recording_failed
 from gateway.errors import InvalidPayload, NotFound, StoreUnavailable
 from gateway.leased_loop import Claims, HandBacks, LeasedLoop, lease_owner, renew_leases
 from gateway.mapping_files.source import MappingSource
@@ -371,7 +371,18 @@ class DeliveryWorker:
         outcome = await self._sender.send(
             request, partner_id=partner.id, guard=self._guard(partner), auth=partner.auth
         )
-        return await self._recorder.record(doc, token, target.action, partner, outcome, probe)
+        try:
+            return await self._recorder.record(doc, token, target.action, partner, outcome, probe)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # The partner answered: its answer decides, even one this release cannot record
+            # as it came (a bug of ours). Recorded bare, with the reason; never parked.
+            log.exception("delivery %s: the partner's answer cannot be recorded", doc["_id"])
+            bare = recording_failed(outcome, exc)
+            return await self._recorder.record(
+                doc, token, target.action, partner, bare, probe, again=True
+            )
 
     async def _must_wait(self, doc: Doc, token: str) -> bool:
         """Ordered action: park behind an earlier delivery of the same entity that is not

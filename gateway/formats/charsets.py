@@ -11,6 +11,7 @@ Latin-1 gives them, so no body under these labels is refused."""
 from __future__ import annotations
 
 import codecs
+import re
 from typing import Final
 
 from .refusal import DocumentRefused
@@ -79,6 +80,17 @@ def decode_windows_1252(document: bytes) -> str:
         return document.decode("cp1252")  # C speed; fails only on the five undefined bytes
     except UnicodeDecodeError:
         return document.decode("latin-1").translate(_C1_TO_WINDOWS_1252)
+
+
+_SURROGATES: Final = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with every surrogate code point made U+FFFD: a lone one a codec yields without
+    complaint (UTF-7's `+2AA-`), or a byte aiohttp kept as `surrogateescape` (a header's
+    Latin-1 `Location`). No UTF-8, so neither BSON nor orjson, can carry one: what a partner
+    wrote is made so where it is decoded, before anything stores or answers it."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def latin_1_to_windows_1252(text: str) -> str:

@@ -13,6 +13,10 @@ import orjson
 from .refusal import DocumentRefused
 
 MAX_DEPTH: Final = 32
+# How deep a partner's answer is read. orjson writes 254 levels and no more, and every answer
+# read is written again inside a document of the gateway's own (a proxy call's `data`, a flow
+# run's `steps`, a schedule's page): an answer any deeper is not JSON the gateway can use.
+ANSWER_DEPTH: Final = 200
 # An integer of 19 digits or more may be outside BSON's 64-bit range (orjson turns one past
 # 2**64 into a float, losing digits, and one past 2**63 - 1 into an int BSON cannot store);
 # only a document that has such a run is read again. The digits are found by
@@ -183,11 +187,11 @@ def _wide_integers(text: bytes, digits: bytes) -> list[tuple[int, int]]:
     return wide
 
 
-def json_depth_exceeds(raw: bytes | str, data: Any) -> bool:
-    """Whether parsed JSON nests deeper than MAX_DEPTH. Counting brackets in the raw text is
+def json_depth_exceeds(raw: bytes | str, data: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether parsed JSON nests deeper than `limit`. Counting brackets in the raw text is
     a C-speed upper bound on depth: only a suspicious document is walked."""
     opening = raw.count(b"{") + raw.count(b"[") if isinstance(raw, bytes) else _brackets(raw)
-    return opening > MAX_DEPTH and depth(data) > MAX_DEPTH
+    return opening > limit and depth(data, limit) > limit
 
 
 def load_json_text(text: str) -> Any:
@@ -202,13 +206,13 @@ def load_json_text(text: str) -> Any:
     return data
 
 
-def depth(value: Any) -> int:
+def depth(value: Any, limit: int = MAX_DEPTH) -> int:
     """The nesting of objects and arrays (a scalar is 0, `{}` is 1), walked up to past
-    MAX_DEPTH only."""
+    `limit` only."""
     # Level by level (a batch of 500 fixes is two levels, not 501 nodes pushed and popped).
     level = [value] if isinstance(value, dict | list) else []
     deepest = 0
-    while level and deepest <= MAX_DEPTH:
+    while level and deepest <= limit:
         deepest += 1
         below: list[Any] = []
         for node in level:

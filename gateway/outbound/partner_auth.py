@@ -40,6 +40,7 @@ class TokenResponse:
     status: int
     json: Any  # the parsed JSON body, None when it was not JSON
     retry_after: float | None = None  # seconds, from the answer's Retry-After
+    location: str | None = None  # a redirect's Location
 
     def wait(self) -> float | None:
         """The Retry-After of a busy answer (429, 503), within the bound deliveries honour:
@@ -281,6 +282,19 @@ _REFUSING_ERRORS = frozenset(
 
 
 def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[str, float]:
+    if 300 <= response.status < 400:
+        # Not followed (the client's secret would go where an answer points): the token_url
+        # is wrong, as the answer says, until someone changes it.
+        where = (
+            f"redirecting to {_without_query(response.location)}"
+            if response.location
+            else "a redirect without a Location"
+        )
+        raise TokenFetchFailed(
+            f"token endpoint answered {response.status} {where}; redirects are not followed: "
+            "set the partner's token_url to where it points",
+            kind="auth_refused",
+        )
     body = response.json if isinstance(response.json, dict) else {}
     token = body.get("access_token")
     success = 200 <= response.status < 300
@@ -313,7 +327,21 @@ def parse_token_response(response: TokenResponse, default_ttl: float) -> tuple[s
             "register the client for Bearer tokens",
             kind="auth_refused",
         )
+    if _CONTROL.search(token):
+        # Not sendable in a header (base64 with its line break, `encodebytes`): a garbled
+        # answer, never cached, asked again at the next send.
+        raise TokenFetchFailed(
+            "token endpoint answer's access_token holds a line break or another control "
+            "character: it cannot be sent"
+        )
     return token, _ttl(body.get("expires_in"), default_ttl)
+
+
+def _without_query(location: str) -> str:
+    """Where a redirect points, without its query or fragment (a key may ride in them)."""
+    bare = location.split("?", 1)[0].split("#", 1)[0]
+    shown = bare if len(bare) <= 300 else bare[:300] + "…"
+    return shown + ("?…" if len(bare) < len(location) else "")
 
 
 def _ttl(expires_in: Any, default: float) -> float:

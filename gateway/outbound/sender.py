@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import logging
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,9 +29,9 @@ from gateway.auth.webhook_signature import signed_headers as signed_headers
 from gateway.errors import GatewayError, PartnerUnavailable, RateLimited
 from gateway.formats import DocumentRefused, parse_xml
 from gateway.formats import is_xml as is_xml_type
-from gateway.formats.charsets import utf8_json
+from gateway.formats.charsets import storable, utf8_json
 from gateway.formats.headers import reserved_in, reserved_message
-from gateway.formats.json_tree import loads_exact
+from gateway.formats.json_tree import ANSWER_DEPTH, json_depth_exceeds, loads_exact
 from gateway.outbound.breaker import BreakerState, PartnerGuard
 from gateway.outbound.connection import Connector, declared_body
 from gateway.outbound.partner_auth import (
@@ -49,6 +51,8 @@ from gateway.outbound.verdict import (
     classify,
     parse_retry_after,
 )
+
+log = logging.getLogger(__name__)
 
 KIB = 1024
 # Response headers worth keeping in an attempt record (redirects are answers, see ssrf.py).
@@ -321,6 +325,7 @@ class Sender:
             outcome.status,
             outcome.json_body if outcome.is_json else None,
             outcome.retry_after(datetime.now(UTC)),
+            outcome.headers.get("Location"),
         )
 
     async def _exchange(self, request: OutboundRequest, applied: Applied) -> Outcome:
@@ -355,13 +360,35 @@ class Sender:
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
-                return await self._read(response, started, redactor)
+                return await self._answer(response, started, redactor)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, OutboundBlocked) as exc:
             kind, message = _describe(exc)
             return Outcome(
                 error=kind,
                 message=redactor.redact(message),
                 latency_ms=_since(started),
+                redactor=redactor,
+            )
+
+    async def _answer(
+        self, response: aiohttp.ClientResponse, started: float, redactor: Redactor
+    ) -> Outcome:
+        """The answer read (`_read`); should reading it fail in a way nobody foresaw, still an
+        answer with its status, which decides (`verdict.classify`): what a partner sends is
+        never a request of ours that could not be sent (`blocked`), nor an exception."""
+        try:
+            return await self._read(response, started, redactor)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            raise  # the connection's failures, described as such (`_describe`)
+        except Exception as exc:
+            log.exception("the answer of %s could not be read", response.url.host)
+            return Outcome(
+                status=response.status,
+                latency_ms=_since(started),
+                error="invalid_response",
+                message=redactor.redact(
+                    storable(f"the answer could not be read: {type(exc).__name__}: {exc}")
+                ),
                 redactor=redactor,
             )
 
@@ -382,16 +409,19 @@ class Sender:
         elif error is None:
             is_json, parsed, message = _parse_json(body, content_type, charset)
             error = None if message is None else "invalid_response"
+        # Header bytes that are not UTF-8 (an old server's Latin-1 `Location`) come from
+        # aiohttp as surrogates: made storable, as an excerpt is.
+        headers = {k: storable(response.headers[k]) for k in KEPT_HEADERS if k in response.headers}
         if message is None:  # a 204 or 304 that announced a body (connection.py)
             message = declared_body(response)
         if message is None and 300 <= response.status < 400:
-            message = _not_followed(response.headers.get("Location"))
+            message = _not_followed(headers.get("Location"))
         other = None
         if error is None and not (is_json or is_xml) and body and 200 <= response.status < 300:
             other = _redacted_body(OtherBody(body, content_type, charset), redactor)
         return Outcome(
             status=response.status,
-            headers={k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
+            headers=headers,
             body_excerpt=_excerpt(body[: self._excerpt_bytes], charset, xml=xml, cut=cut),
             body_cut=cut,
             json_body=redactor.redact_tree(parsed),
@@ -508,7 +538,8 @@ def _parse_json(
     a trigger reads a body (gateway/formats/charsets.py). Integers past 64 bits are their
     exact decimal text, as in a pushed body (`json_tree.loads_exact`): every reader of a
     partner's answer (a schedule's page, a proxy answer, a response mapping, a flow's fetch)
-    keeps their digits, and what it stores can be stored."""
+    keeps their digits, and what it stores can be stored. An answer nested deeper than
+    ANSWER_DEPTH could not be written again: not JSON the gateway reads."""
     declared = content_type == "application/json" or content_type.endswith("+json")
     try:
         body = utf8_json(body, charset)
@@ -519,9 +550,13 @@ def _parse_json(
     if declared and not body.strip():
         return False, None, None
     try:
-        return True, loads_exact(body), None
+        value = loads_exact(body)
     except orjson.JSONDecodeError as exc:
         return False, None, (f"body is not valid JSON: {exc}" if declared else None)
+    if json_depth_exceeds(body, value, ANSWER_DEPTH):
+        deep = f"body is JSON nested deeper than {ANSWER_DEPTH} levels, which is not read"
+        return False, None, (deep if declared else None)
+    return True, value, None
 
 
 def _parse_xml(body: bytes, charset: str | None) -> tuple[bool, Any, str | None]:
@@ -601,15 +636,41 @@ def _excerpt(head: bytes, charset: str | None, *, xml: bool, cut: bool) -> str:
     if encoding is None and xml:
         encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
     if encoding is None and xml and (declared := _XML_ENCODING.match(head)):
-        encoding = declared.group(1).decode("ascii")
+        # A declaration read as ASCII is in no UTF-16 or UTF-32 (.NET's StringWriter writes
+        # `utf-16` on UTF-8): its bytes are.
+        encoding = _ascii_based(declared.group(1).decode("ascii"))
     encoding = encoding or "utf-8"
     try:
         text = head.decode(encoding, "replace")
     except (LookupError, ValueError):  # no text codec (`hex`), or one that fails anyway
         encoding, text = "utf-8", head.decode("utf-8", "replace")
     if cut and text.endswith("\ufffd"):  # not final: a character's first bytes are held back
-        text = codecs.getincrementaldecoder(encoding)("replace").decode(head)
-    return text
+        text = _held_back(head, encoding, text)
+    # UTF-7 decodes `+2AA-` to a lone surrogate, leniently or not: no store takes it.
+    return storable(text)
+
+
+def _ascii_based(encoding: str) -> str | None:
+    """`encoding`, or None when it names a UTF-16 or UTF-32 codec."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return encoding  # the decode falls back to UTF-8
+    return None if name.startswith(("utf-16", "utf-32")) else encoding
+
+
+def _held_back(head: bytes, encoding: str, text: str) -> str:
+    """`head` decoded with a character cut at its end held back (`text` when it cannot be).
+    Without a byte order mark UTF-16 and UTF-32 are read in the machine's byte order, as
+    `bytes.decode` does: their incremental decoders refuse such a stream (a ValueError)."""
+    if codecs.lookup(encoding).name in ("utf-16", "utf-32") and not head.startswith(
+        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)
+    ):
+        encoding += "-le" if sys.byteorder == "little" else "-be"
+    try:
+        return codecs.getincrementaldecoder(encoding)("replace").decode(head)
+    except ValueError:  # a codec that fails anyway: the lenient text
+        return text
 
 
 def _since(started: float) -> float:

@@ -126,23 +126,38 @@ async def _call(
             return problems.problem_response(exc, request)
     try:
         return await _handled(handler, request)
-    except StoreUnavailable as exc:
-        health.report_failure(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error: Exception = exc
+    except Exception as exc:
+        error = exc
+    # Apart from the handler's: an error raised while its problem is written (a text no JSON
+    # can carry) is a 500 in problem+json too, not aiohttp's bare text/plain one.
+    try:
+        return _problem_for(error, request, op, services)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return problems.internal_error(request, request_id)
+
+
+def _problem_for(
+    exc: Exception, request: web.Request, op: Operation | None, services: Services
+) -> web.Response:
+    """The problem answering a handler's error; an unknown error is raised again."""
+    if isinstance(exc, StoreUnavailable):
+        services.store.health.report_failure(exc)
         if request.method in _WRITES:
             exc = _outcome_unknown(exc, op)
         _failed(request, exc)
         return problems.problem_response(exc, request)
-    except GatewayError as exc:
+    if isinstance(exc, GatewayError):
         if exc.status >= 500:
             _failed(request, exc)
         return problems.problem_response(exc, request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException):
         return problems.http_exception_problem(exc, request)
-    except Exception:
-        log.exception("unhandled error", extra={"path": request.path})
-        return problems.internal_error(request, request_id)
+    raise exc
 
 
 def _failed(request: web.Request, exc: GatewayError) -> None:
