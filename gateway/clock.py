@@ -10,8 +10,26 @@ from zoneinfo import ZoneInfo
 _MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """`moment` in whole milliseconds since 1970 (floored, as the database keeps a time), in
+    integer arithmetic: exact for every year 1..9999, where `timestamp() * 1000`, a float,
+    is off by a microsecond past 2242 (and a cursor or an id made of it no longer reads back
+    the same instant)."""
+    return (moment - EPOCH) // _MS
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The instant `ms` milliseconds after 1970 (before, negative), exactly (see `epoch_ms`);
+    OverflowError outside the years 1..9999."""
+    return EPOCH + ms * _MS
 
 
 def zone_named(name: object) -> ZoneInfo | None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from gateway.clock import from_iso, zone_named
+from gateway.clock import EPOCH, from_iso, zone_named
 from gateway.formats.json_tree import shown
 
 from .model import EvalError
@@ -45,11 +45,27 @@ def _from_unix(value: Any, scale: float) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _fail(value, "expected a number of seconds")
     try:
+        whole = _whole_number(value)
+        if whole is not None:  # exactly (a float's µs are off past 2242): the fix's id
+            return EPOCH + whole * (_MILLISECOND if scale == 1000.0 else _SECOND)
         return datetime.fromtimestamp(float(value) / scale, tz=UTC)
     except (ValueError, OverflowError, OSError) as exc:
         # Epoch milliseconds (Teltonika, AWS IoT) read as seconds land past the year 9999.
         hint = "; milliseconds? parse: unix_ms" if scale == 1.0 and _past_9999(value) else ""
         raise _fail(value, f"{exc}{hint}") from None
+
+
+def _whole_number(value: Any) -> int | None:
+    """An integer, or a text of one (`"1795685112000"`), as an int; else None."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER_RE.fullmatch(value):
+        return int(value)
+    return None
+
+
+_INTEGER_RE = re.compile(r"[+-]?[0-9]{1,20}")
+_SECOND, _MILLISECOND = timedelta(seconds=1), timedelta(milliseconds=1)
 
 
 def _past_9999(value: Any) -> bool:
