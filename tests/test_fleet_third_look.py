@@ -94,6 +94,48 @@ async def test_a_tracker_replaced_by_one_counting_from_its_own_lower_odometer_ke
 CENTRE = (-23.55, -46.63)
 
 
+async def test_a_device_odometer_a_little_behind_the_gps_count_holds_the_vehicles(
+    client: Client,
+) -> None:
+    """A tracker's register 0.5 km behind the 5 km GPS counted since its last value does not
+    take the vehicle's odometer back (SPEC §6: a partner's odometer only increases): it stays
+    at 105.0 until GPS distance from the register passes it, then follows the count again;
+    counted as `device_held`, no event. Before, it went back to 104.5."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "HLD1A01")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    # 500 m apart, a minute apart; the register comes on a fix at the same place as the last
+    metres = [500 * i for i in range(11)] + [5000, 5500, 6000]
+    road = [
+        {
+            "plate": "HLD1A01",
+            "time": (start + timedelta(seconds=60 * i)).isoformat(),
+            "lat": tracks.destination(-23.0, -46.0, 0, m)[0],
+            "lon": tracks.destination(-23.0, -46.0, 0, m)[1],
+            "speed_kmh": 30.0,
+        }
+        for i, m in enumerate(metres)
+    ]
+    road[0]["odometer_km"] = 100.0
+    road[11]["odometer_km"] = 104.5  # the device's register, 0.5 km behind the GPS count
+    status, answer = await hook(client, trigger, road[:11])
+    assert status == 200, answer
+    await fold(client)
+    assert abs((await vehicle(client, "HLD1A01"))["odometer_km"] - 105.0) < 0.01
+    shown = []
+    for fix in road[11:]:
+        status, answer = await hook(client, trigger, [fix])
+        assert status == 200, answer
+        await fold(client)
+        shown.append((await vehicle(client, "HLD1A01"))["odometer_km"])
+    # held at 105.0 twice (the register, then 0.5 km on from it), then 0.5 km on
+    assert [round(km, 2) for km in shown] == [105.0, 105.0, 105.5], shown
+    rebased = await events(client, "vehicle.odometer.rebaselined")
+    assert [e["detail"]["to_km"] for e in rebased] == [100.0]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_readings_total{outcome="device_held"} 1.0' in metrics
+
+
 def at_offsets(
     plate: str, start: datetime, steps: list[tuple[float, float, float]], accuracy_m: float
 ) -> list[dict[str, Any]]:

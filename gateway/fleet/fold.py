@@ -975,7 +975,7 @@ class _VehicleRun:
             self.state = _with(self.state, odometer_km=start)
         self._opening = False
         authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
-        if km < self.state.odometer_km and not authoritative:
+        if km < self.state.shown_km and not authoritative:
             self._pass.counts["readings", "stale"] += 1
             return
         self._rebaseline(km, "reading", at, source)
@@ -998,7 +998,7 @@ class _VehicleRun:
         (`maintenance.record_service`)."""
         at, km = service.get("at") or datetime.now(UTC), service.get("km")
         plans = dict(self.state.plans)
-        odometer = self.state.odometer_km or None
+        odometer = self.state.shown_km or None
         named = service.get("plan")
         if named is None:
             applying = {p.id for p in self._plans}
@@ -1092,7 +1092,7 @@ class _VehicleRun:
         # it: the vehicle holds the reading already (it came from a write to the vehicle),
         # or a newer one the fold has not seen yet, which must not go back.
         if self._moved or self._detoured:
-            fields["odometer_km"] = round(self.state.odometer_km, 3)
+            fields["odometer_km"] = round(self.state.shown_km, 3)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -1113,7 +1113,9 @@ class _VehicleRun:
         self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
         if kind == "reading":
             self._pass.counts["readings", "taken" if change else "outranked"] += 1
-        if change is not None:
+        if change is not None and change.held:
+            self._pass.counts["readings", "device_held"] += 1
+        elif change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
 
@@ -1149,7 +1151,7 @@ class _VehicleRun:
         plans = {k: v for k, v in self.state.plans.items() if k in self._plan_ids}
         if not self._plans and len(plans) == len(self.state.plans):
             return
-        km = self.state.odometer_km
+        km = self.state.shown_km
         for plan in self._plans:
             current = plans.get(plan.id)
             before = None if current is None else PlanState.from_doc(current)
@@ -1198,7 +1200,7 @@ class _VehicleRun:
         audience: Sequence[str] | None = None,
     ) -> None:
         tenant, vehicle_id = self._pass.key
-        data: Doc = {"odometer_km": round(self.state.odometer_km, 3)}
+        data: Doc = {"odometer_km": round(self.state.shown_km, 3)}
         if self.state.last is not None:
             data["last_position"] = _last_position(self.state.last, self.state.last_detail)
         entry: Doc = {
