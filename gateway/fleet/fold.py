@@ -54,6 +54,7 @@ import bisect
 import heapq
 import itertools
 import logging
+import math
 import time
 import traceback
 import zlib
@@ -83,6 +84,10 @@ log = logging.getLogger(__name__)
 FOLD_JOB: Final = "fleet-fold"
 FOLD_SHARDS: Final = SHARDS
 POSITION_EVENT: Final = "vehicle.position"
+REJECTED_EVENT: Final = "vehicle.position.rejected"
+# A vehicle's fixes refused for one reason are one run, announced once, until none has been
+# refused for it for this long (of receipt time): then the next one starts a new run.
+REJECTED_QUIET: Final = timedelta(hours=1)
 _PURGE_SECONDS: Final = 3600.0
 _FORGET_SECONDS: Final = 600.0  # a vehicle written and quiet this long leaves memory
 _CLOCKS_APART: Final = timedelta(seconds=60)  # between processes' clocks, at most
@@ -631,6 +636,7 @@ class Fold(ShardedJob):
         run.pending = set(folding.fix_ids)
         now = datetime.now(UTC)
         for kinds in in_docs:
+            run.next_document()
             for reading in kinds["reading"]:
                 run.reading(reading)
             for service in kinds["service"]:
@@ -934,6 +940,9 @@ class _VehicleRun:
         self._detoured = False
         # A first pass before its first fix: see `reading`.
         self._opening = False
+        # The `vehicle.position.rejected` events of the inbox document being folded, by
+        # reason: its later fixes refused for that reason count on them (`_refused`).
+        self._rejected_runs: dict[str, Doc] = {}
         # The odometer, unknown (0) until now, set by a reading or the device's own since the
         # plans last looked: not driven (`maintenance.step`).
         self._odometer_set = False
@@ -1043,10 +1052,12 @@ class _VehicleRun:
             before=before,
             after=after,
         )
-        self._pass.lags.append(max(0.0, (now - (doc.get("at") or now)).total_seconds()))
+        received = doc.get("at") or now
+        self._pass.lags.append(max(0.0, (now - received).total_seconds()))
         if verdict.reason is not None:
             self._pass.rejected[doc["id"]] = verdict.reason.value
             self._pass.counts["rejected", verdict.reason.value] += 1
+            self._refused(verdict.reason.value, point, received)
             return
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
         # The last position (and, two reflections in a row, the one before it), refused
@@ -1057,6 +1068,7 @@ class _VehicleRun:
             reason = verdict.outlier_reason.value
             self._pass.rejected[position_id(self._pass.key[1], outlier.t)] = reason
             self._pass.counts["rejected", reason] += 1
+            self._refused(reason, outlier, received)
             if outlier in self.track:
                 self.track.remove(outlier)
         if not verdict.late or verdict.counted:
@@ -1118,6 +1130,35 @@ class _VehicleRun:
         elif change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
+
+    def next_document(self) -> None:
+        """The next inbox document: a run of refused fixes announced in the one before is
+        not counted on here (what an event says does not depend on how a pass was cut)."""
+        if self._rejected_runs:
+            self._rejected_runs = {}
+
+    def _refused(self, reason: str, point: TrackPoint, received: datetime) -> None:
+        """A fix refused for `reason`: the first of a run (none refused for it within
+        `REJECTED_QUIET` of receipt before) is announced, `vehicle.position.rejected` with
+        the fix's time and place; the run's later fixes of the same inbox document count on
+        it; the others are quiet (a tracker stuck at (0,0) is one event, not one a fix)."""
+        last = self.state.rejecting.get(reason)
+        running = self._rejected_runs.get(reason)
+        if last is not None and received - last <= REJECTED_QUIET:
+            if running is not None:
+                running["count"] += 1
+            if received > last:
+                self.state = _with(self.state, rejecting={**self.state.rejecting, reason: received})
+            return
+        self.state = _with(self.state, rejecting={**self.state.rejecting, reason: received})
+        place = _place(point)
+        detail: Doc = {
+            "reason": reason,
+            "count": 1,
+            "fix": {"time": _iso(point.t), **place, "received_at": _iso(received)},
+        }
+        self._rejected_runs[reason] = detail
+        self._emit(REJECTED_EVENT, received, f"{reason}|{_iso(point.t)}", detail)
 
     def _cross_fences(self, point: TrackPoint) -> None:
         if not self._fences and not self.state.fences:
@@ -1219,6 +1260,15 @@ class _VehicleRun:
 
 
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
+
+
+def _place(point: TrackPoint) -> Doc:
+    """A refused fix's place, when it has one (an invalid coordinate, NaN or off the globe,
+    is not one an event can carry): `{lat, lon}`."""
+    if math.isfinite(point.lat) and math.isfinite(point.lon):
+        if abs(point.lat) <= 90 and abs(point.lon) <= 180:
+            return {"lat": point.lat, "lon": point.lon}
+    return {"lat": None, "lon": None}
 
 
 def _serviced(groups: Mapping[Key, Sequence[tuple[int, Doc]]]) -> set[str]:

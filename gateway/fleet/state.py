@@ -74,6 +74,9 @@ class VehicleState:
     # The count a device odometer a little behind it re-baselined from (`rebaseline`): the
     # vehicle's odometer does not go below it (`shown_km`) while GPS distance catches up.
     held_km: float = 0.0
+    # Per reason the quality gates refused a fix for: when the last such fix was received
+    # (the fold's `vehicle.position.rejected`, once per run of them).
+    rejecting: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def shown_km(self) -> float:
@@ -99,6 +102,7 @@ class VehicleState:
             "prior_km": None if self.prior_km is None else list(self.prior_km),
             "device_suspect": None if self.device_suspect is None else self.device_suspect.to_doc(),
             "held_km": self.held_km,
+            "rejecting": self.rejecting,
         }
 
     @classmethod
@@ -125,6 +129,7 @@ class VehicleState:
                 Baseline.from_doc(doc["device_suspect"]) if doc.get("device_suspect") else None
             ),
             held_km=float(doc.get("held_km") or 0.0),  # (none in a state kept before)
+            rejecting=dict(doc.get("rejecting") or {}),
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -237,6 +242,7 @@ def fold_fix(
         prior_km=state.step_km,
         device_suspect=state.device_suspect,
         held_km=state.held_km,
+        rejecting=state.rejecting,
     )
     return moved, Verdict(added_km=added)
 
