@@ -157,6 +157,35 @@ def crossings(found: list[dict[str, Any]], fence: str) -> list[datetime]:
     return [e["occurred_at"] for e in found if e["detail"]["geofence"]["name"] == fence]
 
 
+async def test_a_crossing_confirmed_by_a_dwell_is_dated_and_placed_where_the_vehicle_crossed(
+    client: Client,
+) -> None:
+    """An authorized circle of 1 km with a 30 s dwell: the vehicle is clearly out at +20 s,
+    1,100 m from the centre, and still out at +50 s, 1,400 m away. The exit's `occurred_at`,
+    `detail.occurred_at` and `detail.position` are all the +20 s fix's. Before, the event was
+    dated at +50 s and placed at the +50 s fix, beside a `detail.occurred_at` of +20 s."""
+    await create_fence(
+        client,
+        name="deposito",
+        kind="authorized",
+        circle={"lat": CENTRE[0], "lon": CENTRE[1], "radius_m": 1000},
+        dwell_seconds=30,
+    )
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DWL1A01")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    steps = [(0.0, n, 40.0) for n in (0.0, 500.0, 1100.0, 1200.0, 1300.0, 1400.0)]
+    fixes = at_offsets("DWL1A01", start, steps, 5.0)
+    status, answer = await hook(client, trigger, fixes)
+    assert status == 200 and answer["summary"]["failed"] == 0, answer
+    await fold(client)
+    (exit_,) = await events(client, "vehicle.geofence.exited")
+    crossed = start + timedelta(seconds=20)
+    assert exit_["occurred_at"] == crossed
+    assert exit_["detail"]["occurred_at"] == crossed
+    assert exit_["detail"]["position"] == {"lat": fixes[2]["lat"], "lon": fixes[2]["lon"]}
+
+
 async def test_a_fence_no_deeper_than_its_margin_is_entered_and_left_each_time(
     client: Client,
 ) -> None:

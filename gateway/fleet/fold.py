@@ -1173,13 +1173,15 @@ class _VehicleRun:
             )
             fences[fence.id] = after.to_doc()
             if crossing is not None:
+                # When and where the vehicle crossed (with a dwell: the first fix on the other
+                # side, not the one that confirmed it)
                 detail = {
                     "geofence": {"id": fence.id, "name": fence.name, "kind": fence.kind},
                     "occurred_at": crossing.at,
-                    "position": {"lat": point.lat, "lon": point.lon},
+                    "position": {"lat": crossing.lat, "lon": crossing.lon},
                 }
                 kind = f"vehicle.geofence.{crossing.kind}"
-                self._emit(kind, point.t, f"{fence.id}|{_iso(point.t)}", detail)
+                self._emit(kind, crossing.at, f"{fence.id}|{_iso(crossing.at)}", detail)
         self.state = _with(self.state, fences=fences)
 
     def _check_plans(self, at: datetime) -> None:
