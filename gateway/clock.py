@@ -78,14 +78,21 @@ def from_iso(text: str) -> datetime:
         if leap is None:
             raise
     moment = datetime.fromisoformat(f"{leap[1]}59.999999{leap[2]}")
-    if not _may_leap(moment):
+    if not may_leap(moment):
         raise ValueError(f"second 60 of {text!r} is no leap second")
     return moment
 
 
-def _may_leap(moment: datetime) -> bool:
+def names_leap_second(text: str) -> bool:
+    """Whether `text`, an ISO 8601 time `from_iso` read, gave second 60: a reader that
+    places a time without an offset in a zone checks the instant with `may_leap` then."""
+    return _LEAP.fullmatch(text.upper()) is not None
+
+
+def may_leap(moment: datetime) -> bool:
     """Whether `moment` is in the last minute of a UTC day, where leap seconds are inserted;
-    without an offset (its zone unknown here), in the last minute of an hour."""
+    without an offset (its zone unknown here), in the last minute of an hour (a reader that
+    knows the zone checks the instant again: `names_leap_second`)."""
     offset = moment.utcoffset()
     if offset is None:
         return moment.minute == 59

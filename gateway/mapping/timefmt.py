@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from gateway.clock import EPOCH, from_iso, zone_named
+from gateway.clock import EPOCH, from_iso, may_leap, names_leap_second, zone_named
 from gateway.formats.json_tree import shown
 
 from .model import EvalError
@@ -91,7 +91,18 @@ def _from_iso(value: Any, naive: tzinfo) -> datetime:
             parsed = from_iso(f"{plus[1]}+{plus[2]}")
         except ValueError:
             raise _fail(value, "not ISO 8601") from None
-    return parsed if parsed.tzinfo else _local(parsed, naive)
+    if parsed.tzinfo:
+        return parsed
+    return _leap_checked(value, _local(parsed, naive), names_leap_second(text))
+
+
+def _leap_checked(value: Any, moment: datetime, leap: bool) -> datetime:
+    """`moment`, read from a text that gave second 60 (`leap`) without an offset, once its
+    zone placed it: a leap second only in the last minute of a UTC day (23:59:60 in New
+    York is 04:59:60Z, where none was ever inserted), else a problem."""
+    if leap and not may_leap(moment):
+        raise _fail(value, "second 60 is a leap second only in the last minute of a UTC day")
+    return moment
 
 
 def _local(wall: datetime, zone: tzinfo) -> datetime:
@@ -152,17 +163,27 @@ def _parser(how: str, naive: tzinfo) -> Parser:
 
         return auto
 
+    return _strptime(how, naive)
+
+
+def _strptime(how: str, naive: tzinfo) -> Parser:
+    """A parser of the strptime format `how` (a time without an offset in `naive`)."""
+
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
             raise _fail(value, f"expected a string in the format {how!r}")
         parsed: datetime | None
+        leap = False
         try:
             parsed = datetime.strptime(value.strip(), how)
         except ValueError:
             parsed = _leap_second(value.strip(), how)
+            leap = parsed is not None
         if parsed is None:
             raise _fail(value, f"does not match {how!r}")
-        return parsed if parsed.tzinfo else _local(parsed, naive)
+        if parsed.tzinfo:
+            return _leap_checked(value, parsed, leap)
+        return _leap_checked(value, _local(parsed, naive), leap)
 
     return strptime
 
