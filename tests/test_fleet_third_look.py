@@ -496,14 +496,17 @@ async def test_a_10_minute_tunnel_then_a_fix_15_km_on_is_counted_and_announces_o
     client: Client,
 ) -> None:
     """No fix for 10 minutes, then one 15 km further (90 km/h): accepted (no jump refusal), the
-    odometer counts the 15 km, and a plan every 5 km announces the last multiple the step
-    crossed (15) only, at that fix: one service is due now (docs/fleet.md, "Once per
-    crossing")."""
+    odometer counts the 15 km, and a plan every 5 km announces each multiple the step crossed
+    (5, 10 and 15), once, at that fix (SPEC §6; docs/fleet.md, "Once per crossing"). Before,
+    only 15."""
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "TUN3A01")
-    body = {"name": "Oleo", "every_km": 5, "due_soon_km": 1}
-    response = await client.post("/api/v1/maintenance-plans", json=body, headers=auth())
-    assert response.status == 201, await response.text()
+    for body in (
+        {"name": "Oleo", "every_km": 5, "due_soon_km": 1},
+        {"name": "Pneu", "every_km": 1},
+    ):
+        response = await client.post("/api/v1/maintenance-plans", json=body, headers=auth())
+        assert response.status == 201, await response.text()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     fixes = []
     for seconds, metres in ((0, 0), (10, 300), (20, 600), (620, 15_600), (630, 15_900)):
@@ -515,7 +518,22 @@ async def test_a_10_minute_tunnel_then_a_fix_15_km_on_is_counted_and_announces_o
     await fold(client)
     assert (await vehicle(client, "TUN3A01"))["odometer_km"] == 15.9
     assert {i["rejected"] for i in await whole_track(client, "TUN3A01")} == {None}
-    assert await dues(client, "vehicle.maintenance.due") == [(15.0, 15.6)]
+    found = await events(client, "vehicle.maintenance.due")
+    oil = [e["detail"] for e in found if e["detail"]["plan"]["name"] == "Oleo"]
+    assert sorted((d["due_km"], d["odometer_km"]) for d in oil) == [
+        (5.0, 15.6),
+        (10.0, 15.6),
+        (15.0, 15.6),
+    ]
+    assert all("earlier_multiples" not in d for d in oil)
+    # a plan every km: 15 multiples in the step, the last 3 announced, the first counting
+    # the 12 before it
+    tyres = [e["detail"] for e in found if e["detail"]["plan"]["name"] == "Pneu"]
+    assert sorted((d["due_km"], d.get("earlier_multiples")) for d in tyres) == [
+        (13.0, 12),
+        (14.0, None),
+        (15.0, None),
+    ]
 
 
 async def test_a_time_with_a_lower_case_t_and_z_or_a_space_is_rfc_3339_too(

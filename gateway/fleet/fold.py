@@ -1210,6 +1210,8 @@ class _VehicleRun:
                 }
                 if due.due_at is not None:
                     detail["due_at"] = due.due_at
+                if due.earlier:  # a huge jump: the multiples before it, not announced apart
+                    detail["earlier_multiples"] = due.earlier
                 which = f"{plan.id}|{due_km}|{due.due_at and _iso(due.due_at)}"
                 self._emit(f"vehicle.maintenance.{due.kind}", at, which, detail)
         self.state = _with(self.state, plans=plans)
