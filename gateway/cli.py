@@ -335,7 +335,24 @@ def mapping(
         return 1
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
     sys.stdout.write("\n")
-    return 0
+    # Items that do not fit, or whose fix the append would refuse: shown among the others'
+    # results, and named here (a batch's by their index)
+    results = result.get("results") or ()
+    batch = len(results) > 1 or any(item.get("errors") for item in results)
+    refused = 0
+    for item in results:
+        shown = item.get("errors") or (item.get("fix") or {}).get("errors")
+        if shown:
+            refused += 1
+            problems = [_problem(p) for p in shown]
+            _print_problems(problems, file, sample, item=item["index"] if batch else None)
+    return 1 if refused else 0
+
+
+def _problem(shown: dict[str, Any]) -> FieldProblem:
+    """A problem back from its `as_dict` form."""
+    extra = {k: v for k, v in shown.items() if k not in ("pointer", "message", "keyword")}
+    return FieldProblem(shown["pointer"], shown["message"], shown["keyword"], extra)
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -347,13 +364,17 @@ def _param(text: str) -> tuple[str, object]:
         return name, value
 
 
-def _print_problems(problems: list[FieldProblem], file: str, sample: str) -> None:
+def _print_problems(
+    problems: list[FieldProblem], file: str, sample: str, *, item: object = None
+) -> None:
     """`FILE:LINE: /pointer: message` for the mapping file, `SAMPLE: /pointer: message
-    (target ...)` for a payload that does not fit it."""
+    (target ...)` for a payload that does not fit it, `SAMPLE: item N: /pointer: ...` for
+    one item of a batch (N: its index in the results, the partner's place in its list)."""
     for problem in problems:
         line = problem.extra.get("line")
         where = file if problem.extra.get("file") or problem.keyword == "file" else sample
         where = f"{where}:{line}" if line else where
+        where = where if item is None else f"{where}: item {item}"
         target = problem.extra.get("target")
         suffix = f" (target {target})" if target else ""
         print(f"{where}: {problem.pointer or '/'}: {problem.message}{suffix}", file=sys.stderr)

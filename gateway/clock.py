@@ -46,6 +46,24 @@ def as_stored(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """`moment` in whole milliseconds since 1970 (floored, as the database keeps a time), in
+    integer arithmetic: exact for every year 1..9999, where `timestamp() * 1000`, a float,
+    is off by a microsecond past 2242 (and a cursor or an id made of it no longer reads back
+    the same instant)."""
+    return (moment - EPOCH) // _MS
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The instant `ms` milliseconds after 1970 (before, negative), exactly (see `epoch_ms`);
+    OverflowError outside the years 1..9999."""
+    return EPOCH + ms * _MS
+
+
 def zone_named(name: object) -> ZoneInfo | None:
     """The IANA time zone called `name`, or None for anything else. ZoneInfo reads the name as
     a file path: besides ZoneInfoNotFoundError and ValueError, a directory ("America") or a
@@ -92,14 +110,21 @@ def from_iso(text: str) -> datetime:
         if leap is None:
             raise
     moment = datetime.fromisoformat(f"{leap[1]}59.999999{leap[2]}")
-    if not _may_leap(moment):
+    if not may_leap(moment):
         raise ValueError(f"second 60 of {text!r} is no leap second")
     return moment
 
 
-def _may_leap(moment: datetime) -> bool:
+def names_leap_second(text: str) -> bool:
+    """Whether `text`, an ISO 8601 time `from_iso` read, gave second 60: a reader that
+    places a time without an offset in a zone checks the instant with `may_leap` then."""
+    return _LEAP.fullmatch(text.upper()) is not None
+
+
+def may_leap(moment: datetime) -> bool:
     """Whether `moment` is in the last minute of a UTC day, where leap seconds are inserted;
-    without an offset (its zone unknown here), in the last minute of an hour."""
+    without an offset (its zone unknown here), in the last minute of an hour (a reader that
+    knows the zone checks the instant again: `names_leap_second`)."""
     offset = moment.utcoffset()
     if offset is None:
         return moment.minute == 59

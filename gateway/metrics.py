@@ -161,6 +161,8 @@ class Metrics:
             "Odometer readings the fold saw, by outcome: taken (re-baselined), stale (behind"
             " the odometer, from a partner), outranked (a higher source re-baselined lately),"
             " device_behind (a device odometer far below the count: another unit, not taken),"
+            " device_held (one a little below: the count follows it, the vehicle's odometer"
+            " held where it was until GPS distance passes it),"
             " device_glitch (a register's all-ones, 4,294,967.295 km, or a signed register's"
             " largest value, 2,147,483.647 km: never taken)",
             ["outcome"],

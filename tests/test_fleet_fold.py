@@ -189,6 +189,54 @@ async def test_refused_fixes_stay_in_the_track_flagged_and_counted(services: Ser
         assert f'gateway_fleet_fixes_rejected_total{{reason="{reason}"}} 1.0' in metrics
 
 
+async def test_refused_fixes_are_announced_once_per_reason_and_run_even_folded_twice(
+    services: Services, client: Any
+) -> None:
+    """SPEC §6 quality events: the first fix refused for a reason is announced,
+    `vehicle.position.rejected` with its reason, time and place and how many of the same
+    inbox document were refused for it; later ones (within an hour of receipt) are not. The
+    ids are derived as the fold's other events: a fold that starts again from the checkpoint
+    (one killed before writing it) stores none twice. A subscription naming the type gets
+    them."""
+    vehicle = await make_vehicle(services)
+    partner = await create_partner(client, "http://127.0.0.1:9")
+    action_id = (await create_action(client, partner["id"]))["id"]
+    sub = await create_subscription(client, action_id, ("vehicle.position.rejected",))
+    now = datetime.now(UTC).replace(microsecond=0)
+    rio = TrackPoint(now - timedelta(minutes=5), -22.9068, -43.1729, 5.0)
+    stuck = [TrackPoint(rio.t + timedelta(seconds=s), 0.0, 0.0, 5.0) for s in (10, 20, 30)]
+    cell = TrackPoint(rio.t + timedelta(seconds=40), -22.9068, -43.1729, 5000.0)
+    ahead = TrackPoint(rio.t + timedelta(hours=2), -22.9068, -43.1729, 5.0)
+    await append(services, vehicle, [rio, *stuck, cell, ahead])
+    await own_fold(services, FoldSettings()).fold_once()  # its events, no checkpoint
+    await services.fold.run_until_idle()  # the same inbox folded again, from the checkpoint
+    found = await events_of(services, "vehicle.position.rejected")
+    details = sorted((e["detail"] for e in found), key=lambda d: d["reason"])
+    assert [(d["reason"], d["count"]) for d in details] == [
+        ("future", 1),
+        ("inaccurate", 1),
+        ("null_island", 3),
+    ]
+    track = await services.store.positions.track(TENANT, vehicle, None, None, None, 10)
+    first_stuck = next(doc for doc in track if doc["t"] == stuck[0].t)
+    null_island = next(e for e in found if e["detail"]["reason"] == "null_island")
+    assert null_island["detail"]["fix"] == {
+        "time": stuck[0].t.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "lat": 0.0,
+        "lon": 0.0,
+        "received_at": first_stuck["at"].isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    assert null_island["occurred_at"] == first_stuck["at"]
+    assert null_island["entity"]["id"] == vehicle
+    # the tracker still stuck a moment later: the same run, nothing new
+    await append(services, vehicle, [TrackPoint(rio.t + timedelta(seconds=50), 0.0, 0.0, 5.0)])
+    await services.fold.run_until_idle()
+    assert len(await events_of(services, "vehicle.position.rejected")) == 3
+    page = await client.get(f"/api/v1/deliveries?subscription_id={sub['id']}", headers=auth())
+    kinds = [d["event_type"] for d in (await page.json())["items"]]
+    assert kinds == ["vehicle.position.rejected"] * 3
+
+
 async def test_a_reading_rebaselines_the_odometer_once(services: Services) -> None:
     vehicle = await make_vehicle(services)
     points = route_points()[:50]

@@ -150,13 +150,13 @@ def test_leaving_needs_the_margin_plus_the_accuracy() -> None:
     lon, lat = north(-46.63, -23.55, 560)  # 60 m outside the border
     assert step(fence, inside, lat, lon, 50.0, T0)[1] is None  # 60 < 25 + 50: not sure yet
     state, crossing = step(fence, inside, lat, lon, 20.0, T0)  # 60 > 25 + 20
-    assert crossing == Crossing("exited", T0)
+    assert crossing == Crossing("exited", T0, lat, lon)
     assert state.inside is False
     # coming back needs to be inside by the margin plus the accuracy too
     lon, lat = north(-46.63, -23.55, 490)
     assert step(fence, state, lat, lon, 1.0, T0)[1] is None
     lon, lat = north(-46.63, -23.55, 470)
-    assert step(fence, state, lat, lon, 1.0, T0)[1] == Crossing("entered", T0)
+    assert step(fence, state, lat, lon, 1.0, T0)[1] == Crossing("entered", T0, lat, lon)
 
 
 def test_entering_needs_the_margin_plus_the_accuracy_as_leaving_does() -> None:
@@ -167,9 +167,9 @@ def test_entering_needs_the_margin_plus_the_accuracy_as_leaving_does() -> None:
     lon, lat = north(-46.63, -23.55, 1_950)  # 50 m inside the border
     assert step(fence, outside, lat, lon, 150.0, T0) == (outside, None)
     assert step(fence, outside, lat, lon, 30.0, T0) == (outside, None)  # 50 < 25 + 30
-    assert step(fence, outside, lat, lon, 20.0, T0)[1] == Crossing("entered", T0)
+    assert step(fence, outside, lat, lon, 20.0, T0)[1] == Crossing("entered", T0, lat, lon)
     lon, lat = north(-46.63, -23.55, 1_800)  # 200 m in: sure even at 150 m
-    assert step(fence, outside, lat, lon, 150.0, T0)[1] == Crossing("entered", T0)
+    assert step(fence, outside, lat, lon, 150.0, T0)[1] == Crossing("entered", T0, lat, lon)
 
 
 def test_a_small_fence_is_entered_only_with_the_accuracy_circle_inside_it() -> None:
@@ -179,17 +179,23 @@ def test_a_small_fence_is_entered_only_with_the_accuracy_circle_inside_it() -> N
     fence = Geofence("f", "bay", "restricted", Circle(-23.55, -46.63, 50), margin_m=25)
     outside = FenceState(inside=False)
     lon, lat = north(-46.63, -23.55, 20)  # 30 m in
-    assert step(fence, outside, lat, lon, None, T0)[1] == Crossing("entered", T0)
-    assert step(fence, outside, lat, lon, 0.0, T0)[1] == Crossing("entered", T0)  # unknown
-    assert step(fence, outside, lat, lon, 25.0, T0)[1] == Crossing("entered", T0)
+    assert step(fence, outside, lat, lon, None, T0)[1] == Crossing("entered", T0, lat, lon)
+    assert step(fence, outside, lat, lon, 0.0, T0)[1] == Crossing(
+        "entered", T0, lat, lon
+    )  # unknown
+    assert step(fence, outside, lat, lon, 25.0, T0)[1] == Crossing("entered", T0, lat, lon)
     assert step(fence, outside, lat, lon, 35.0, T0)[1] is None  # 30 < 35
-    assert step(fence, outside, -23.55, -46.63, 49.0, T0)[1] == Crossing("entered", T0)
+    assert step(fence, outside, -23.55, -46.63, 49.0, T0)[1] == Crossing(
+        "entered", T0, -23.55, -46.63
+    )
     assert step(fence, outside, -23.55, -46.63, 60.0, T0)[1] is None
     # a polygon bay as well (about 56 m square: 28 m deep)
     bay = Geofence("p", "bay", "restricted", polygon_from(
         {"type": "Polygon", "coordinates": [square(-46.63, -23.55, 0.00025)]}
     ))  # fmt: skip
-    assert step(bay, outside, -23.55, -46.63, 10.0, T0)[1] == Crossing("entered", T0)
+    assert step(bay, outside, -23.55, -46.63, 10.0, T0)[1] == Crossing(
+        "entered", T0, -23.55, -46.63
+    )
     assert step(bay, outside, -23.55, -46.63, 40.0, T0)[1] is None
 
 
@@ -199,9 +205,11 @@ def test_a_dwell_ignores_a_short_excursion_and_dates_a_long_one_from_its_start()
     out = (*north(-46.63, -23.55, 700), 5.0)
     # out for 30 s (fixes every 10 s), then back: nothing
     assert run(fence, [centre, out, out, out, out, centre, centre], every_s=10) == []
-    # out for 60 s: one exit, dated when the vehicle left (the second fix)
-    crossings = run(fence, [centre, out, out, out, out, out, out, out], every_s=10)
-    assert crossings == [Crossing("exited", T0 + timedelta(seconds=10))]
+    # out for 60 s: one exit, dated and placed where the vehicle left (the second fix), not
+    # at the fix 60 s later that confirms it (farther on)
+    farther = [(*north(-46.63, -23.55, 700 + 100 * i), 5.0) for i in range(6)]
+    crossings = run(fence, [centre, out, *farther, *farther[-1:]], every_s=10)
+    assert crossings == [Crossing("exited", T0 + timedelta(seconds=10), out[1], out[0])]
 
 
 def test_a_restricted_area_reports_entering_and_leaving() -> None:
@@ -223,10 +231,22 @@ def test_a_fence_applies_to_its_plates_and_group_or_to_everyone() -> None:
 
 
 def test_fence_state_survives_its_document() -> None:
-    state = FenceState(inside=True, candidate=False, candidate_since=T0)
+    state = FenceState(inside=True, candidate=False, candidate_since=T0, candidate_at=(1.5, 2.5))
     assert FenceState.from_doc(state.to_doc()) == state
     naive = {**state.to_doc(), "candidate_since": T0.replace(tzinfo=None)}
     assert FenceState.from_doc(naive) == state
+
+
+def test_a_candidate_kept_before_its_place_was_is_placed_at_the_confirming_fix() -> None:
+    """A state written before the candidate's place was kept (no `candidate_at`): the
+    crossing is still dated at the candidate's start, placed at the fix that confirms it."""
+    fence = Geofence("f", "depot", "authorized", Circle(-23.55, -46.63, 500), dwell_s=60)
+    old = {"inside": True, "candidate": False, "candidate_since": T0}
+    lon, lat = north(-46.63, -23.55, 900)
+    state = FenceState.from_doc(old)
+    assert state.candidate_at is None
+    later = T0 + timedelta(seconds=60)
+    assert step(fence, state, lat, lon, 5.0, later)[1] == Crossing("exited", T0, lat, lon)
 
 
 @pytest.mark.parametrize(

@@ -47,9 +47,25 @@ def test_each_multiple_is_announced_once() -> None:
     ]
 
 
-def test_a_jump_over_several_cycles_announces_the_last_one() -> None:
-    _, found = drive(OIL, [100, 35_000])
-    assert [(d.kind, d.due_km) for d in found] == [("due", 30_000)]
+def test_a_jump_over_several_cycles_announces_each_multiple_crossed_once() -> None:
+    """SPEC §6: an event each time a multiple is crossed, once; before, only the last."""
+    state, found = drive(OIL, [100, 35_000])
+    assert [(d.kind, d.due_km, d.earlier) for d in found] == [
+        ("due", 10_000, 0),
+        ("due", 20_000, 0),
+        ("due", 30_000, 0),
+    ]
+    _, found = drive(OIL, [35_000, 41_000], state)  # then the next one, once
+    assert [(d.kind, d.due_km) for d in found] == [("due", 40_000)]
+
+
+def test_a_huge_jump_announces_the_last_few_multiples_and_counts_the_others() -> None:
+    _, found = drive(OIL, [100, 1_000_000])
+    assert [(d.due_km, d.earlier) for d in found] == [
+        (980_000, 97),
+        (990_000, 0),
+        (1_000_000, 0),
+    ]
 
 
 def test_the_first_reading_sets_the_state_without_announcing_the_past() -> None:
@@ -217,6 +233,8 @@ def test_an_odometer_spike_taken_back_does_not_silence_the_plan() -> None:
     # a device odometer glitch (0xFFFFFFFF metres) for one fix, then the real value again
     _, found = drive(OIL, [9_300, 4_294_967.295, 9_310, 9_600, 10_000, 19_600, 20_000])
     assert [(d.kind, d.due_km) for d in found] == [
+        ("due", 4_270_000),  # (the last three multiples the glitch jumped over)
+        ("due", 4_280_000),
         ("due", 4_290_000),
         ("due_soon", 10_000),
         ("due", 10_000),

@@ -164,18 +164,26 @@ def test_a_device_odometer_that_agrees_rebaselines_silently() -> None:
     assert state.odometer_km == 1010.0
 
 
-def test_a_device_odometer_far_below_the_count_is_skipped_a_little_below_still_counts() -> None:
+def test_a_device_odometer_far_below_the_count_is_skipped_a_little_below_is_held() -> None:
     """A device behind the count by more than 1 km plus 5% of what the count grew since its
     last re-baseline counts from another value (a replaced tracker): skipped. One that sends
-    its odometer once a day, 3 km below the 100 km GPS counted that day, takes it back."""
+    its odometer once a day, 3 km below the 100 km GPS counted that day, re-baselines the
+    count, but the vehicle's odometer is held where it was until GPS distance passes it; an
+    admin's reading below it is a correction, and drops the hold."""
     settings = OdometerSettings()
     state, _ = rebaseline(VehicleState(), 150_000.0, "device", START, settings)
     state = replace(state, odometer_km=150_100.0)  # a day's GPS distance
     later = START + timedelta(hours=10)
     kept, skipped = rebaseline(state, 150_093.9, "device", later, settings)
     assert (kept, skipped) == (state, None)
-    taken, event = rebaseline(state, 150_097.0, "device", later, settings)
-    assert taken.odometer_km == 150_097.0 and event is not None and event.from_km == 150_100.0
+    held, event = rebaseline(state, 150_097.0, "device", later, settings)
+    assert (held.odometer_km, held.shown_km) == (150_097.0, 150_100.0)
+    assert event is not None and event.held and event.from_km == 150_100.0
+    assert VehicleState.from_doc(held.to_doc()) == held
+    on = replace(held, odometer_km=150_101.0)  # 4 km of GPS distance from the register
+    assert on.shown_km == 150_101.0
+    corrected, event = rebaseline(held, 150_050.0, "reading", later, settings)
+    assert corrected.shown_km == 150_050.0 and event is not None and not event.held
 
 
 def fix(seconds: float, lat: float, lon: float, accuracy: float | None = None) -> TrackPoint:

@@ -63,7 +63,7 @@ async def test_a_geofence_is_created_read_changed_and_deleted(client: Client) ->
     assert changed.status == 200, body
     assert "circle" not in body
     assert body["polygon"] == SQUARE
-    assert (body["dwell_seconds"], body["vehicles"], body["group"]) == (60, [], "sp")
+    assert (body["dwell_seconds"], body["vehicles"], body["group"]) == (60, None, "sp")
 
     listed = await (await client.get("/api/v1/geofences", headers=auth())).json()
     assert [f["name"] for f in listed["items"]] == ["Depósito Central"]
@@ -153,7 +153,7 @@ async def test_a_maintenance_plan_is_created_changed_and_deleted(client: Client)
         "/api/v1/maintenance-plans",
         {"name": "oil", "every_km": 10_000, "due_soon_km": 500, "every_days": 180, "group": "vans"},
     )
-    assert (plan["start_km"], plan["vehicles"], plan["every_days"]) == (0, [], 180)
+    assert (plan["start_km"], plan["vehicles"], plan["every_days"]) == (0, None, 180)
     path = f"/api/v1/maintenance-plans/{plan['id']}"
     changed = await client.patch(path, json={"every_days": None, "start_km": 1_000}, headers=auth())
     body = await changed.json()
@@ -178,6 +178,55 @@ async def test_bad_plans_are_refused_naming_the_field(client: Client) -> None:
             client, "POST", "/api/v1/maintenance-plans", {"name": "p", **fields}
         )
         assert pointers(refused) == [pointer], (fields, refused)
+
+
+async def test_an_empty_plate_list_is_refused_not_read_as_every_vehicle(client: Client) -> None:
+    """`"vehicles": []` names no vehicle: refused on a create and on a patch that removes a
+    rule's last plate (before, it was read as no list, and the rule applied to every vehicle
+    of the tenant); the rule is left as it was."""
+    fence = {"name": "vip", "kind": "restricted", "circle": DEPOT}
+    plan = {"name": "oil", "every_km": 5_000}
+    for path, body in (("/api/v1/geofences", fence), ("/api/v1/maintenance-plans", plan)):
+        for extra in ({}, {"group": "vans"}):
+            refused = await problem(client, "POST", path, {**body, **extra, "vehicles": []})
+            assert [(e["pointer"], e["keyword"]) for e in refused["errors"]] == [
+                ("/vehicles", "minItems")
+            ], refused
+            assert "leave vehicles out (null)" in refused["errors"][0]["message"], refused
+        created = await post(client, path, {**body, "vehicles": ["ABC1D23"]})
+        rule = f"{path}/{created['id']}"
+        refused = await problem(client, "PATCH", rule, {"vehicles": []})
+        assert pointers(refused) == ["/vehicles"], refused
+        kept = await (await client.get(rule, headers=auth())).json()
+        assert kept["vehicles"] == ["ABC1D23"] and kept["updated_at"] == kept["created_at"]
+    listed = await (await client.get("/api/v1/geofences", headers=auth())).json()
+    assert [f["name"] for f in listed["items"]] == ["vip"]
+
+
+async def test_a_rule_without_plates_reads_back_null_and_its_body_patches_back_as_it_is(
+    client: Client,
+) -> None:
+    """No plate list is answered as `"vehicles": null`, also for a rule stored with `[]`
+    before it was refused: a GET's fields sent back as a patch are accepted, unchanged."""
+    whole = await post(
+        client, "/api/v1/geofences", {"name": "all", "kind": "authorized", "circle": DEPOT}
+    )
+    assert (whole["vehicles"], whole["group"]) == (None, None)
+    services = client.app[services_key]
+    old = await services.geofences.create(
+        "acme", {"name": "old", "kind": "authorized", "circle": DEPOT, "group": "vans"}
+    )
+    await services.store.fleet_rules.geofences.update(
+        "acme", str(old["_id"]), old["rev"], {"vehicles": []}, []
+    )
+    for ref in (whole["id"], str(old["_id"])):
+        read = await (await client.get(f"/api/v1/geofences/{ref}", headers=auth())).json()
+        assert read["vehicles"] is None, read
+        body = {k: v for k, v in read.items() if k not in ("id", "created_at", "updated_at")}
+        patched = await client.patch(f"/api/v1/geofences/{ref}", json=body, headers=auth())
+        answer = await patched.json()
+        assert patched.status == 200, answer
+        assert {k: answer[k] for k in body} == body
 
 
 async def test_a_null_optional_number_is_its_default_and_the_rules_still_fold(

@@ -44,6 +44,28 @@ async def test_bad_settings_are_refused_with_every_problem_and_change_nothing(
     assert body["quality"]["max_speed_kmh"] == 300
 
 
+async def test_each_refused_setting_names_the_keyword_it_fails(client: Any) -> None:
+    """SPEC §3: a problem carries the JSON Schema keyword that failed, as the fix and
+    geofence routes' do: below the minimum `minimum`, above the maximum `maximum`, text or a
+    fraction where an integer goes `type`. Before, every one said `maximum`."""
+    cases = [
+        ({"retention_days": 0}, "/retention_days", "minimum"),
+        ({"retention_days": 91}, "/retention_days", "maximum"),
+        ({"retention_days": "30"}, "/retention_days", "type"),
+        ({"quality": {"max_speed_kmh": 5}}, "/quality/max_speed_kmh", "minimum"),
+        ({"quality": {"max_speed_kmh": 5000}}, "/quality/max_speed_kmh", "maximum"),
+        ({"quality": {"duplicate_s": "1"}}, "/quality/duplicate_s", "type"),
+        ({"quality": {"relocate_after": 2.5}}, "/quality/relocate_after", "type"),
+        ({"quality": {"max_accuracy_m": True}}, "/quality/max_accuracy_m", "type"),
+        ({"odometer": {"hold_hours": -1}}, "/odometer/hold_hours", "minimum"),
+    ]
+    for body, pointer, keyword in cases:
+        response = await client.put("/api/v1/fleet/settings", json=body, headers=auth())
+        assert response.status == 422, body
+        errors = (await response.json())["errors"]
+        assert [(e["pointer"], e["keyword"]) for e in errors] == [(pointer, keyword)], body
+
+
 async def test_a_tenants_gates_apply_to_its_vehicles_only(client: Any) -> None:
     put = await client.put(
         "/api/v1/fleet/settings",

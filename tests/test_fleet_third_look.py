@@ -94,6 +94,48 @@ async def test_a_tracker_replaced_by_one_counting_from_its_own_lower_odometer_ke
 CENTRE = (-23.55, -46.63)
 
 
+async def test_a_device_odometer_a_little_behind_the_gps_count_holds_the_vehicles(
+    client: Client,
+) -> None:
+    """A tracker's register 0.5 km behind the 5 km GPS counted since its last value does not
+    take the vehicle's odometer back (SPEC §6: a partner's odometer only increases): it stays
+    at 105.0 until GPS distance from the register passes it, then follows the count again;
+    counted as `device_held`, no event. Before, it went back to 104.5."""
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "HLD1A01")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    # 500 m apart, a minute apart; the register comes on a fix at the same place as the last
+    metres = [500 * i for i in range(11)] + [5000, 5500, 6000]
+    road = [
+        {
+            "plate": "HLD1A01",
+            "time": (start + timedelta(seconds=60 * i)).isoformat(),
+            "lat": tracks.destination(-23.0, -46.0, 0, m)[0],
+            "lon": tracks.destination(-23.0, -46.0, 0, m)[1],
+            "speed_kmh": 30.0,
+        }
+        for i, m in enumerate(metres)
+    ]
+    road[0]["odometer_km"] = 100.0
+    road[11]["odometer_km"] = 104.5  # the device's register, 0.5 km behind the GPS count
+    status, answer = await hook(client, trigger, road[:11])
+    assert status == 200, answer
+    await fold(client)
+    assert abs((await vehicle(client, "HLD1A01"))["odometer_km"] - 105.0) < 0.01
+    shown = []
+    for fix in road[11:]:
+        status, answer = await hook(client, trigger, [fix])
+        assert status == 200, answer
+        await fold(client)
+        shown.append((await vehicle(client, "HLD1A01"))["odometer_km"])
+    # held at 105.0 twice (the register, then 0.5 km on from it), then 0.5 km on
+    assert [round(km, 2) for km in shown] == [105.0, 105.0, 105.5], shown
+    rebased = await events(client, "vehicle.odometer.rebaselined")
+    assert [e["detail"]["to_km"] for e in rebased] == [100.0]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_fleet_readings_total{outcome="device_held"} 1.0' in metrics
+
+
 def at_offsets(
     plate: str, start: datetime, steps: list[tuple[float, float, float]], accuracy_m: float
 ) -> list[dict[str, Any]]:
@@ -113,6 +155,35 @@ async def create_fence(client: Client, **body: Any) -> None:
 
 def crossings(found: list[dict[str, Any]], fence: str) -> list[datetime]:
     return [e["occurred_at"] for e in found if e["detail"]["geofence"]["name"] == fence]
+
+
+async def test_a_crossing_confirmed_by_a_dwell_is_dated_and_placed_where_the_vehicle_crossed(
+    client: Client,
+) -> None:
+    """An authorized circle of 1 km with a 30 s dwell: the vehicle is clearly out at +20 s,
+    1,100 m from the centre, and still out at +50 s, 1,400 m away. The exit's `occurred_at`,
+    `detail.occurred_at` and `detail.position` are all the +20 s fix's. Before, the event was
+    dated at +50 s and placed at the +50 s fix, beside a `detail.occurred_at` of +20 s."""
+    await create_fence(
+        client,
+        name="deposito",
+        kind="authorized",
+        circle={"lat": CENTRE[0], "lon": CENTRE[1], "radius_m": 1000},
+        dwell_seconds=30,
+    )
+    trigger = await create_position_trigger(client)
+    await new_vehicle(client, "DWL1A01")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    steps = [(0.0, n, 40.0) for n in (0.0, 500.0, 1100.0, 1200.0, 1300.0, 1400.0)]
+    fixes = at_offsets("DWL1A01", start, steps, 5.0)
+    status, answer = await hook(client, trigger, fixes)
+    assert status == 200 and answer["summary"]["failed"] == 0, answer
+    await fold(client)
+    (exit_,) = await events(client, "vehicle.geofence.exited")
+    crossed = start + timedelta(seconds=20)
+    assert exit_["occurred_at"] == crossed
+    assert exit_["detail"]["occurred_at"] == crossed
+    assert exit_["detail"]["position"] == {"lat": fixes[2]["lat"], "lon": fixes[2]["lon"]}
 
 
 async def test_a_fence_no_deeper_than_its_margin_is_entered_and_left_each_time(
@@ -425,14 +496,17 @@ async def test_a_10_minute_tunnel_then_a_fix_15_km_on_is_counted_and_announces_o
     client: Client,
 ) -> None:
     """No fix for 10 minutes, then one 15 km further (90 km/h): accepted (no jump refusal), the
-    odometer counts the 15 km, and a plan every 5 km announces the last multiple the step
-    crossed (15) only, at that fix: one service is due now (docs/fleet.md, "Once per
-    crossing")."""
+    odometer counts the 15 km, and a plan every 5 km announces each multiple the step crossed
+    (5, 10 and 15), once, at that fix (SPEC §6; docs/fleet.md, "Once per crossing"). Before,
+    only 15."""
     trigger = await create_position_trigger(client)
     await new_vehicle(client, "TUN3A01")
-    body = {"name": "Oleo", "every_km": 5, "due_soon_km": 1}
-    response = await client.post("/api/v1/maintenance-plans", json=body, headers=auth())
-    assert response.status == 201, await response.text()
+    for body in (
+        {"name": "Oleo", "every_km": 5, "due_soon_km": 1},
+        {"name": "Pneu", "every_km": 1},
+    ):
+        response = await client.post("/api/v1/maintenance-plans", json=body, headers=auth())
+        assert response.status == 201, await response.text()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     fixes = []
     for seconds, metres in ((0, 0), (10, 300), (20, 600), (620, 15_600), (630, 15_900)):
@@ -444,7 +518,22 @@ async def test_a_10_minute_tunnel_then_a_fix_15_km_on_is_counted_and_announces_o
     await fold(client)
     assert (await vehicle(client, "TUN3A01"))["odometer_km"] == 15.9
     assert {i["rejected"] for i in await whole_track(client, "TUN3A01")} == {None}
-    assert await dues(client, "vehicle.maintenance.due") == [(15.0, 15.6)]
+    found = await events(client, "vehicle.maintenance.due")
+    oil = [e["detail"] for e in found if e["detail"]["plan"]["name"] == "Oleo"]
+    assert sorted((d["due_km"], d["odometer_km"]) for d in oil) == [
+        (5.0, 15.6),
+        (10.0, 15.6),
+        (15.0, 15.6),
+    ]
+    assert all("earlier_multiples" not in d for d in oil)
+    # a plan every km: 15 multiples in the step, the last 3 announced, the first counting
+    # the 12 before it
+    tyres = [e["detail"] for e in found if e["detail"]["plan"]["name"] == "Pneu"]
+    assert sorted((d["due_km"], d.get("earlier_multiples")) for d in tyres) == [
+        (13.0, 12),
+        (14.0, None),
+        (15.0, None),
+    ]
 
 
 async def test_a_time_with_a_lower_case_t_and_z_or_a_space_is_rfc_3339_too(

@@ -322,6 +322,43 @@ async def test_a_track_with_fixes_from_before_1970_reads_through_every_page(
     assert [i["rejected"] for i in items] == ["too_old", "too_old", None]
 
 
+async def test_a_track_with_fixes_dated_far_ahead_pages_through_each_fix_once(
+    client: Client,
+) -> None:
+    """A clock glitch dates fixes centuries ahead (refused as `future`, listed in the track):
+    paging one fix at a time reads each once, in order. The cursor is the fix's millisecond,
+    read back exactly: through a float, 2300-01-01T00:00:00.001Z came back as .000999, and
+    the page after it began with it again, for ever."""
+    await new_vehicle(client, "FAR1A01")
+    trigger = await create_position_trigger(client)
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    times = [
+        now.isoformat().replace("+00:00", "Z"),
+        "2300-01-01T00:00:00.001Z",
+        "2300-01-01T00:00:00.002Z",
+        "9999-12-31T23:59:59.998Z",
+        "9999-12-31T23:59:59.999Z",
+    ]
+    batch = [{"plate": "FAR1A01", "time": t, "lat": -23.55, "lon": -46.63} for t in times]
+    status, answer = await hook(client, trigger, batch)
+    assert status == 200 and answer["summary"]["stored"] == 5, answer
+    await fold(client)
+    items: list[dict[str, Any]] = []
+    query = f"?limit=1&from={tracks.iso(now)}"
+    for _ in range(len(times) + 1):
+        response = await client.get(
+            f"/api/v1/entities/vehicle/FAR1A01/positions{query}", headers=auth()
+        )
+        page = await response.json()
+        assert response.status == 200, page
+        items += page["items"]
+        if page["next_cursor"] is None:
+            break
+        query = f"?limit=1&cursor={page['next_cursor']}"
+    assert [i["time"] for i in items] == times
+    assert [i["rejected"] for i in items] == [None, "future", "future", "future", "future"]
+
+
 async def test_out_of_range_and_nan_fixes_in_a_track_are_refused_and_change_nothing(
     client: Client,
 ) -> None:

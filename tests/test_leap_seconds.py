@@ -83,3 +83,47 @@ async def test_the_datetime_transform_reads_a_leap_second_in_iso_and_in_a_format
         "local": "2016-12-31T23:59:59.999Z",
         "erp": "2016-12-31T23:59:59.999Z",
     }
+
+
+@pytest.mark.parametrize(
+    ("spec", "text"),
+    [
+        ("{input_tz: America/New_York}", "2016-12-31T23:59:60"),  # 04:59:60Z
+        ("{}", "2016-12-31T10:59:60"),  # read in UTC: not its last minute
+        ("{parse: '%d/%m/%Y %H:%M:%S', input_tz: America/New_York}", "31/12/2016 23:59:60"),
+        ("{parse: '%d/%m/%Y %H:%M:%S%z'}", "31/12/2016 23:59:60-0500"),
+    ],
+)
+async def test_a_wall_time_leap_second_outside_the_utc_days_last_minute_is_refused(
+    client: Client, spec: str, text: str
+) -> None:
+    """Second 60 without an offset is checked once its zone places it: 23:59:60 in New York
+    is 04:59:60Z, where no leap second was ever inserted (refused, as the same instant with
+    its offset, `23:59:60-05:00`, is). Before, any hour's minute 59 was taken."""
+    mapping = (
+        "name: m\ndirection: inbound\nentity_type: vehicle\nkey: [plate]\nfields:\n  plate: p\n"
+        f"  attributes.t: {{from: a, transforms: [{{datetime: {spec}}}]}}\n"
+    )
+    body = {"mapping": mapping, "payload": {"p": "ABC1D23", "a": text}}
+    response = await client.post("/api/v1/mappings/test", json=body, headers=auth())
+    problem = await response.json()
+    assert response.status == 422, problem
+    (error,) = problem["errors"]
+    assert error["pointer"] == "/payload/a", error
+    assert "last minute of a UTC day" in error["message"], error
+
+
+async def test_a_wall_time_leap_second_in_the_utc_days_last_minute_is_read(
+    client: Client,
+) -> None:
+    document = await _dry_run(
+        client,
+        "  attributes.ny: {from: a, transforms: [{datetime: {input_tz: America/New_York}}]}\n"
+        "  attributes.erp: {from: b, transforms: [{datetime: "
+        "{parse: '%d/%m/%Y %H:%M:%S%z'}}]}\n",
+        {"a": "2016-12-31T18:59:60", "b": "31/12/2016 18:59:60-0500"},
+    )
+    assert document["attributes"] == {
+        "ny": "2016-12-31T23:59:59.999Z",
+        "erp": "2016-12-31T23:59:59.999Z",
+    }

@@ -150,3 +150,64 @@ def test_test_refuses_an_integer_beyond_64_bits_at_its_source_as_the_trigger_doe
         f"{sample}: /batt: 99999999999999999999 is an integer beyond 64 bits (the database "
         "holds none) (target attributes.battery_percent)"
     ) in result.stderr, result.stderr
+
+
+TIMES = """name: times
+direction: inbound
+target: positions
+items: "@"
+fields:
+  tracker_id: {value: dev-1}
+  time: {from: t, transforms: [{datetime: {parse: iso8601}}], required: true}
+  lat: {value: 1.0}
+  lon: {value: 1.0}
+  speed_kmh: {from: sp}
+"""
+
+
+def test_test_on_a_batch_shows_every_items_result_and_names_the_bad_one(
+    tmp_path: Path,
+) -> None:
+    """A batch with one item that does not fit (a date that does not exist) and one whose
+    fix the append refuses (a speed sent as text): every item's result is shown, as the API's
+    dry run gives it (the others' documents, the bad one's `errors`, a refused fix under
+    `fix`), each problem named with its item's index and, for the fix, where the payload has
+    it, as the trigger names it. Before, the first bad item stopped the run with a pointer
+    that did not say which item it was, and a fix's problem was `/speed_kmh: /speed_kmh`."""
+    mapping = tmp_path / "times.yaml"
+    mapping.write_text(TIMES)
+    batch = tmp_path / "batch.json"
+    items = [
+        {"t": "2026-03-08T02:30:00Z"},
+        {"t": "2026-02-29T12:00:00Z"},
+        {"t": "2026-12-05T20:00:00Z", "sp": "42"},
+    ]
+    batch.write_text(json.dumps(items))
+    result = _gateway("test", mapping, batch)
+    assert result.returncode == 1, result.stderr
+    ok, bad, refused = json.loads(result.stdout)["results"]
+    assert (ok["index"], ok["document"]["time"], ok["fix"]) == (
+        0,
+        "2026-03-08T02:30:00Z",
+        {"errors": []},
+    )
+    assert bad["index"] == 1 and [e["pointer"] for e in bad["errors"]] == ["/t"], bad
+    (problem,) = refused["fix"]["errors"]
+    assert (problem["pointer"], problem["target"]) == ("/sp", "speed_kmh"), problem
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"{batch}: item 1: /t: cannot read") for line in lines), lines
+    assert f"{batch}: item 2: /sp: speed_kmh (from sp): a number (target speed_kmh)" in lines
+
+
+def test_test_on_one_fix_the_append_refuses_names_its_source_as_the_trigger_does(
+    tmp_path: Path,
+) -> None:
+    mapping = tmp_path / "times.yaml"
+    mapping.write_text(TIMES.replace('items: "@"\n', ""))
+    sample = tmp_path / "one.json"
+    sample.write_text('{"t": "2026-12-05T20:00:00Z", "sp": "42"}')
+    result = _gateway("test", mapping, sample)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{sample}: /sp: speed_kmh (from sp): a number (target speed_kmh)"
+    ], result.stderr

@@ -317,6 +317,9 @@ def test_items_extracts_batches() -> None:
         ("[{datetime: {parse: unix}}]", "1795685112", "2026-11-26T09:25:12Z"),
         ("[{datetime: {parse: unix}}]", 1795685112.5, "2026-11-26T09:25:12.500Z"),
         ("[{datetime: {parse: unix_ms}}]", 1795685112000, "2026-11-26T09:25:12Z"),
+        # read exactly (not through a float, a µs off past 2242): the millisecond it names
+        ("[{datetime: {parse: unix_ms}}]", 10413792000001, "2300-01-01T00:00:00.001Z"),
+        ("[{datetime: {parse: unix_ms}}]", "253402300799999", "9999-12-31T23:59:59.999Z"),
         ("[{datetime: {}}]", "2026-11-20T13:45:22.862Z", "2026-11-20T13:45:22.862Z"),
         ("[{datetime: {parse: iso8601}}]", "2026-11-25T07:58:00-03:00", "2026-11-25T10:58:00Z"),
         # RFC 3339 §5.6 lets "T" and "Z" be lower case, as a canonical fix's time may be

@@ -329,7 +329,10 @@ async def test_dry_run_of_a_position_mapping_shows_each_fix_and_what_the_append_
     ok, bad = result["results"]
     assert ok["document"]["plate"] == "ABC1D23" and ok["document"]["lat"] == -23.56118
     assert ok["events"] == [] and ok["fix"] == {"errors": []}
-    assert [e["pointer"] for e in bad["fix"]["errors"]] == ["/lat"]
+    # named where the payload has it, as the trigger names it (not the fix's `/lat`)
+    (problem,) = bad["fix"]["errors"]
+    assert (problem["pointer"], problem["target"]) == ("/position.latitude", "lat"), problem
+    assert problem["message"].startswith("lat (from "), problem
 
 
 async def test_dry_run_failure_points_into_the_test_request(client: Client) -> None:

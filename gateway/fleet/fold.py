@@ -54,6 +54,7 @@ import bisect
 import heapq
 import itertools
 import logging
+import math
 import time
 import traceback
 import zlib
@@ -83,6 +84,10 @@ log = logging.getLogger(__name__)
 FOLD_JOB: Final = "fleet-fold"
 FOLD_SHARDS: Final = SHARDS
 POSITION_EVENT: Final = "vehicle.position"
+REJECTED_EVENT: Final = "vehicle.position.rejected"
+# A vehicle's fixes refused for one reason are one run, announced once, until none has been
+# refused for it for this long (of receipt time): then the next one starts a new run.
+REJECTED_QUIET: Final = timedelta(hours=1)
 _PURGE_SECONDS: Final = 3600.0
 _FORGET_SECONDS: Final = 600.0  # a vehicle written and quiet this long leaves memory
 _CLOCKS_APART: Final = timedelta(seconds=60)  # between processes' clocks, at most
@@ -631,6 +636,7 @@ class Fold(ShardedJob):
         run.pending = set(folding.fix_ids)
         now = datetime.now(UTC)
         for kinds in in_docs:
+            run.next_document()
             for reading in kinds["reading"]:
                 run.reading(reading)
             for service in kinds["service"]:
@@ -934,6 +940,9 @@ class _VehicleRun:
         self._detoured = False
         # A first pass before its first fix: see `reading`.
         self._opening = False
+        # The `vehicle.position.rejected` events of the inbox document being folded, by
+        # reason: its later fixes refused for that reason count on them (`_refused`).
+        self._rejected_runs: dict[str, Doc] = {}
         # The odometer, unknown (0) until now, set by a reading or the device's own since the
         # plans last looked: not driven (`maintenance.step`).
         self._odometer_set = False
@@ -975,7 +984,7 @@ class _VehicleRun:
             self.state = _with(self.state, odometer_km=start)
         self._opening = False
         authoritative = source.startswith(AUTHORITATIVE) or reading.get("authoritative") is True
-        if km < self.state.odometer_km and not authoritative:
+        if km < self.state.shown_km and not authoritative:
             self._pass.counts["readings", "stale"] += 1
             return
         self._rebaseline(km, "reading", at, source)
@@ -998,7 +1007,7 @@ class _VehicleRun:
         (`maintenance.record_service`)."""
         at, km = service.get("at") or datetime.now(UTC), service.get("km")
         plans = dict(self.state.plans)
-        odometer = self.state.odometer_km or None
+        odometer = self.state.shown_km or None
         named = service.get("plan")
         if named is None:
             applying = {p.id for p in self._plans}
@@ -1043,10 +1052,12 @@ class _VehicleRun:
             before=before,
             after=after,
         )
-        self._pass.lags.append(max(0.0, (now - (doc.get("at") or now)).total_seconds()))
+        received = doc.get("at") or now
+        self._pass.lags.append(max(0.0, (now - received).total_seconds()))
         if verdict.reason is not None:
             self._pass.rejected[doc["id"]] = verdict.reason.value
             self._pass.counts["rejected", verdict.reason.value] += 1
+            self._refused(verdict.reason.value, point, received)
             return
         self._pass.counts["fixes", "late" if verdict.late else "accepted"] += 1
         # The last position (and, two reflections in a row, the one before it), refused
@@ -1057,6 +1068,7 @@ class _VehicleRun:
             reason = verdict.outlier_reason.value
             self._pass.rejected[position_id(self._pass.key[1], outlier.t)] = reason
             self._pass.counts["rejected", reason] += 1
+            self._refused(reason, outlier, received)
             if outlier in self.track:
                 self.track.remove(outlier)
         if not verdict.late or verdict.counted:
@@ -1092,7 +1104,7 @@ class _VehicleRun:
         # it: the vehicle holds the reading already (it came from a write to the vehicle),
         # or a newer one the fold has not seen yet, which must not go back.
         if self._moved or self._detoured:
-            fields["odometer_km"] = round(self.state.odometer_km, 3)
+            fields["odometer_km"] = round(self.state.shown_km, 3)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -1113,9 +1125,40 @@ class _VehicleRun:
         self._odometer_set = self._odometer_set or (unknown and self.state.odometer_km > 0)
         if kind == "reading":
             self._pass.counts["readings", "taken" if change else "outranked"] += 1
-        if change is not None:
+        if change is not None and change.held:
+            self._pass.counts["readings", "device_held"] += 1
+        elif change is not None:
             detail = {"from_km": round(change.from_km, 3), "to_km": change.to_km, "source": source}
             self._emit("vehicle.odometer.rebaselined", at, f"{source}|{_iso(at)}", detail)
+
+    def next_document(self) -> None:
+        """The next inbox document: a run of refused fixes announced in the one before is
+        not counted on here (what an event says does not depend on how a pass was cut)."""
+        if self._rejected_runs:
+            self._rejected_runs = {}
+
+    def _refused(self, reason: str, point: TrackPoint, received: datetime) -> None:
+        """A fix refused for `reason`: the first of a run (none refused for it within
+        `REJECTED_QUIET` of receipt before) is announced, `vehicle.position.rejected` with
+        the fix's time and place; the run's later fixes of the same inbox document count on
+        it; the others are quiet (a tracker stuck at (0,0) is one event, not one a fix)."""
+        last = self.state.rejecting.get(reason)
+        running = self._rejected_runs.get(reason)
+        if last is not None and received - last <= REJECTED_QUIET:
+            if running is not None:
+                running["count"] += 1
+            if received > last:
+                self.state = _with(self.state, rejecting={**self.state.rejecting, reason: received})
+            return
+        self.state = _with(self.state, rejecting={**self.state.rejecting, reason: received})
+        place = _place(point)
+        detail: Doc = {
+            "reason": reason,
+            "count": 1,
+            "fix": {"time": _iso(point.t), **place, "received_at": _iso(received)},
+        }
+        self._rejected_runs[reason] = detail
+        self._emit(REJECTED_EVENT, received, f"{reason}|{_iso(point.t)}", detail)
 
     def _cross_fences(self, point: TrackPoint) -> None:
         if not self._fences and not self.state.fences:
@@ -1130,13 +1173,15 @@ class _VehicleRun:
             )
             fences[fence.id] = after.to_doc()
             if crossing is not None:
+                # When and where the vehicle crossed (with a dwell: the first fix on the other
+                # side, not the one that confirmed it)
                 detail = {
                     "geofence": {"id": fence.id, "name": fence.name, "kind": fence.kind},
                     "occurred_at": crossing.at,
-                    "position": {"lat": point.lat, "lon": point.lon},
+                    "position": {"lat": crossing.lat, "lon": crossing.lon},
                 }
                 kind = f"vehicle.geofence.{crossing.kind}"
-                self._emit(kind, point.t, f"{fence.id}|{_iso(point.t)}", detail)
+                self._emit(kind, crossing.at, f"{fence.id}|{_iso(crossing.at)}", detail)
         self.state = _with(self.state, fences=fences)
 
     def _check_plans(self, at: datetime) -> None:
@@ -1149,7 +1194,7 @@ class _VehicleRun:
         plans = {k: v for k, v in self.state.plans.items() if k in self._plan_ids}
         if not self._plans and len(plans) == len(self.state.plans):
             return
-        km = self.state.odometer_km
+        km = self.state.shown_km
         for plan in self._plans:
             current = plans.get(plan.id)
             before = None if current is None else PlanState.from_doc(current)
@@ -1165,6 +1210,8 @@ class _VehicleRun:
                 }
                 if due.due_at is not None:
                     detail["due_at"] = due.due_at
+                if due.earlier:  # a huge jump: the multiples before it, not announced apart
+                    detail["earlier_multiples"] = due.earlier
                 which = f"{plan.id}|{due_km}|{due.due_at and _iso(due.due_at)}"
                 self._emit(f"vehicle.maintenance.{due.kind}", at, which, detail)
         self.state = _with(self.state, plans=plans)
@@ -1198,7 +1245,7 @@ class _VehicleRun:
         audience: Sequence[str] | None = None,
     ) -> None:
         tenant, vehicle_id = self._pass.key
-        data: Doc = {"odometer_km": round(self.state.odometer_km, 3)}
+        data: Doc = {"odometer_km": round(self.state.shown_km, 3)}
         if self.state.last is not None:
             data["last_position"] = _last_position(self.state.last, self.state.last_detail)
         entry: Doc = {
@@ -1217,6 +1264,15 @@ class _VehicleRun:
 
 
 _FIX_FIELDS = ("t", "lat", "lon", "speed_kmh", "heading", "accuracy_m", "odometer_km", "ignition")
+
+
+def _place(point: TrackPoint) -> Doc:
+    """A refused fix's place, when it has one (an invalid coordinate, NaN or off the globe,
+    is not one an event can carry): `{lat, lon}`."""
+    if math.isfinite(point.lat) and math.isfinite(point.lon):
+        if abs(point.lat) <= 90 and abs(point.lon) <= 180:
+            return {"lat": point.lat, "lon": point.lon}
+    return {"lat": None, "lon": None}
 
 
 def _serviced(groups: Mapping[Key, Sequence[tuple[int, Doc]]]) -> set[str]:

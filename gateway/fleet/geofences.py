@@ -16,7 +16,8 @@ A fence's state for one vehicle is `FenceState`: `inside` (None until the first 
 - a clear fix on the other side switches the state at once (`dwell_s` = 0), or, with a
   dwell, becomes the candidate; the switch happens at the first clear fix on that side at
   least `dwell_s` after the candidate started (a clear fix back on the current side drops
-  the candidate). The crossing's `at` is the candidate's start: when the vehicle crossed.
+  the candidate). The crossing's `at` and place are the candidate's first fix's: when and
+  where the vehicle crossed, not the fix that confirmed it.
 
 Both kinds of fence report both crossings; which one is the alert is the fence's `kind`
 ("authorized": exited, "restricted": entered) and the fold's business.
@@ -79,27 +80,35 @@ class FenceState:
     inside: bool | None = None
     candidate: bool | None = None
     candidate_since: datetime | None = None
+    # The candidate's first fix's place, (lat, lon): where the crossing is (None in a state
+    # kept before it was: that crossing is placed at the fix that confirms it).
+    candidate_at: tuple[float, float] | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
             "inside": self.inside,
             "candidate": self.candidate,
             "candidate_since": self.candidate_since,
+            "candidate_at": None if self.candidate_at is None else list(self.candidate_at),
         }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> FenceState:
+        place = doc.get("candidate_at")
         return cls(
             inside=doc.get("inside"),
             candidate=doc.get("candidate"),
             candidate_since=utc(doc.get("candidate_since")),
+            candidate_at=None if not place else (float(place[0]), float(place[1])),
         )
 
 
 @dataclass(frozen=True)
 class Crossing:
     kind: CrossingKind
-    at: datetime
+    at: datetime  # when the vehicle crossed: the first fix clearly on the other side
+    lat: float  # and where
+    lon: float
 
 
 def step(
@@ -130,10 +139,13 @@ def step(
         return state, None
     if seen == state.inside:
         return FenceState(inside=state.inside), None  # back on its side: any candidate is off
-    since = state.candidate_since if state.candidate == seen and state.candidate_since else at
+    since, place = at, (lat, lon)
+    if state.candidate == seen and state.candidate_since:  # a candidate going on
+        since, place = state.candidate_since, state.candidate_at or place
     if (at - since).total_seconds() < fence.dwell_s:
-        return FenceState(inside=state.inside, candidate=seen, candidate_since=since), None
-    return FenceState(inside=seen), Crossing("entered" if seen else "exited", since)
+        candidate = FenceState(state.inside, seen, since, place)
+        return candidate, None
+    return FenceState(inside=seen), Crossing("entered" if seen else "exited", since, *place)
 
 
 def _inside_by_m(fence: Geofence, accuracy: float) -> float:

@@ -10,8 +10,9 @@ time). A vehicle far past its first km cycle (152,340 km from `start_km` 0) stil
 by time 180 days after the plan first saw it.
 
 Each point is announced once: `PlanState.notified` keeps the last point announced per
-measure and kind (km, or time), so a jump over several cycles announces the last one only,
-an odometer corrected downwards does not announce again, and a plan whose interval is edited
+measure and kind (km, or time), so a step over several km multiples announces each (the last
+`MAX_CROSSED`, counting the ones before them: `_crossed`), an odometer corrected downwards
+does not announce again, and a plan whose interval is edited
 does not repeat what it already said. A due (or due_soon) on one measure counts for the
 other measure's cycle it falls in, as the plan is now (one service is due, whichever came
 first): the other announces at its next point after that. An announcement more than a
@@ -122,6 +123,15 @@ class Due:
     due_km: float | None  # None: a time-only plan
     due_at: datetime | None
     reason: DueReason
+    # Multiples crossed in the same step before this one and not announced on their own
+    # (more than `MAX_CROSSED` at once: a huge jump), announced with it.
+    earlier: int = 0
+
+
+# The km multiples one step (two fixes, a reading) may announce each, at most: the last ones
+# crossed; the ones before them are counted in the first (`Due.earlier`). A tracker every 5
+# minutes on a highway crosses two of a 5 km plan; a mistyped reading, thousands.
+MAX_CROSSED = 3
 
 
 def step(
@@ -132,8 +142,8 @@ def step(
     *,
     odometer_set: bool = False,
 ) -> tuple[PlanState, list[Due]]:
-    """The state after reading the odometer at `now`, and what to announce (at most one
-    `due` and one `due_soon`, in that order).
+    """The state after reading the odometer at `now`, and what to announce (the `due`s of
+    the km multiples the step crossed, or one by time; then at most one `due_soon`).
 
     Distance and time each count their own cycles from their own base (`_Cycle.reached`): a
     vehicle far past its first km cycle still comes due by time. `PlanState.notified` keeps
@@ -182,7 +192,7 @@ def step(
     if due:
         measure = due[0]
         if measure == "distance":
-            found.append(Due("due", reached["distance"], next_at, "distance"))
+            found += _crossed(cycle, state, n_km, marks.said("distance", "due"), next_at)
         else:
             found.append(Due("due", next_km, cycle.at(n_time), "time"))
         marks.take(measure, "due", reached[measure])
@@ -206,6 +216,24 @@ def step(
     seen = odometer_km if known else state.seen_km if _known(state.seen_km) else 0.0
     moved = replace(state, notified=notified, seen_km=seen, apart=True)
     return moved, found
+
+
+def _crossed(
+    cycle: _Cycle, state: PlanState, n_km: int, said: float, next_at: datetime | None
+) -> list[Due]:
+    """The `due`s of the km multiples this step crossed (SPEC §6: an event each time a
+    multiple is crossed, once): those past the last odometer the plan saw (or its base, none
+    known) and past what was announced (`said`), up to cycle `n_km`; the last `MAX_CROSSED`
+    of them, the first one counting those before it (`Due.earlier`)."""
+    since = state.seen_km if _known(state.seen_km) else cycle.base_km
+    first = max(cycle.reached_km(since or 0.0) + 1, 1)
+    if math.isfinite(said):
+        first = max(first, cycle.reached_km(said) + 1)
+    first = min(first, n_km)  # (at least the cycle reached, which is past `said`)
+    listed = range(max(first, n_km - MAX_CROSSED + 1), n_km + 1)
+    dues = [Due("due", cycle.km(n), next_at, "distance") for n in listed]
+    dues[0] = replace(dues[0], earlier=listed.start - first)
+    return dues
 
 
 def _known(km: float | None) -> bool:

@@ -99,8 +99,8 @@ class FleetOverview:
         fleet = await self._store.fleet.state(tenant, str(vehicle["_id"])) or {}
         state = fleet.get("state") or {}
         found = data.get("odometer_km")
-        if found is None:
-            found = state.get("odometer_km")
+        if found is None and "odometer_km" in state:  # the fold's, as it shows it (`shown_km`)
+            found = max(float(state["odometer_km"] or 0), float(state.get("held_km") or 0))
         odometer = float(found) if isinstance(found, int | float) else None
         now, km = self._clock(), odometer or 0.0
         plans = []

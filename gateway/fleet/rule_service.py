@@ -11,6 +11,9 @@ tenant's cached rules (`rules.py` `FleetRules.forget`).
 
 A rule with neither `vehicles` nor `group` applies to every vehicle of the tenant; otherwise to
 the plates listed and to the vehicles whose `group` (or one of whose `groups`) is `group`.
+"No plate list" is `vehicles` left out or null (stored and answered as null); a list names at
+least one plate: `[]` is refused (a 422 on `/vehicles`), not read as "no list", since a fence
+whose last plate is removed would otherwise watch every vehicle of the tenant.
 Changing a fence keeps each vehicle's state: a vehicle that is now on the other side of the
 border gets its crossing at its next clear fix.
 """
@@ -43,6 +46,8 @@ _COMMON = frozenset({"name", "description", "vehicles", "group"})
 
 def public_rule(doc: Doc) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k not in ("_id", "tenant", "rev")}
+    # (a rule stored before `[]` was refused holds `[]` for "no plate list")
+    out["vehicles"] = doc.get("vehicles") or None
     return {"id": str(doc["_id"]), **out}
 
 
@@ -88,7 +93,7 @@ class RuleService(ABC):
     async def update(self, tenant: str, ref: str, body: Mapping[str, Any]) -> Doc:
         """Merge `body` into the rule (null clears an optional field) and check the whole."""
         current = await self.get(tenant, ref)
-        merged = {k: v for k, v in current.items() if k in self.fields}
+        merged = {k: v for k, v in public_rule(current).items() if k in self.fields}
         if any(k in body for k in self.alternatives):
             for k in self.alternatives:
                 merged.pop(k, None)
@@ -116,7 +121,7 @@ class GeofenceService(RuleService):
 
     def _fields(self, body: Mapping[str, Any]) -> Doc:
         check = BodyCheck(body, self.fields)
-        fields = _common(check)
+        fields = _common(check, self.what)
         fields["kind"] = check.choice("kind", KINDS)
         shapes = [k for k in ("circle", "polygon") if k in body]
         if len(shapes) != 1:
@@ -141,7 +146,7 @@ class PlanService(RuleService):
 
     def _fields(self, body: Mapping[str, Any]) -> Doc:
         check = BodyCheck(body, self.fields)
-        fields = _common(check)
+        fields = _common(check, self.what)
         # A distance, a time interval or both, whichever comes first (SPEC §6): an annual
         # inspection, the yearly licensing, is a plan by time alone.
         if body.get("every_km") is None and body.get("every_days") is None:
@@ -164,17 +169,27 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def _plates(check: BodyCheck) -> list[str]:
-    """`vehicles`: each a valid plate (a 422 naming the one that is not), stored as a
-    vehicle's plate is (`ABC-1D23`, `abc1d23`: `ABC1D23`), once (an old plate and its
-    Mercosul twin, the same vehicle, once: the first given)."""
+def _plates(check: BodyCheck, what: str) -> list[str] | None:
+    """`vehicles`: None (no plate list: left out or null), or at least one plate, each a
+    valid plate (a 422 naming the one that is not), stored as a vehicle's plate is
+    (`ABC-1D23`, `abc1d23`: `ABC1D23`), once (an old plate and its Mercosul twin, the same
+    vehicle, once: the first given). An empty list is refused: read as "no list" it made a
+    rule whose plates were all removed apply to every vehicle."""
     vehicles = check.body.get("vehicles")
-    plates: list[str] = []
     if vehicles is None:
-        return plates
+        return None
     if not isinstance(vehicles, list) or len(vehicles) > MAX_VEHICLES:
         check.add("/vehicles", f"vehicles is an array of at most {MAX_VEHICLES} plates", "type")
-        return plates
+        return None
+    if not vehicles:
+        message = (
+            "an empty list names no vehicle: name at least one plate, or leave vehicles out "
+            f"(null) for the group's vehicles or, without a group, every vehicle; to watch "
+            f"none, delete the {what}"
+        )
+        check.add("/vehicles", message, "minItems")
+        return None
+    plates: list[str] = []
     keys: set[str] = set()
     for i, plate in enumerate(vehicles):
         if not isinstance(plate, str) or not 1 <= len(plate) <= 64:
@@ -187,11 +202,11 @@ def _plates(check: BodyCheck) -> list[str]:
     return plates
 
 
-def _common(check: BodyCheck) -> Doc:
+def _common(check: BodyCheck, what: str) -> Doc:
     """name, description, vehicles and group: the fields every rule has."""
     fields: Doc = {"name": check.text("name", max_len=100)}
     if check.body.get("description") is not None:
         fields["description"] = check.text("description", max_len=2000)
-    fields["vehicles"] = _plates(check)
+    fields["vehicles"] = _plates(check, what)
     fields["group"] = check.text("group", required=False, max_len=100)
     return fields

@@ -90,10 +90,9 @@ def parse_settings(body: Any) -> FleetSettings:
         else:
             odometer["precedence"] = precedence
     retention = whole_number(body.get("retention_days", DEFAULT_RETENTION_DAYS))
-    if retention is None or not 1 <= retention <= MAX_RETENTION_DAYS:
-        problems.append(
-            FieldProblem("/retention_days", f"an integer from 1 to {MAX_RETENTION_DAYS}", "maximum")
-        )
+    if (keyword := _out_of_range(retention, 1, MAX_RETENTION_DAYS)) is not None:
+        message = f"an integer from 1 to {MAX_RETENTION_DAYS}"
+        problems.append(FieldProblem("/retention_days", message, keyword))
     if problems or retention is None:
         raise InvalidPayload("invalid fleet settings", problems)
     return FleetSettings(
@@ -129,13 +128,22 @@ def _numbers(
         if name not in raw:
             continue
         value: Any = whole_number(raw[name]) if integer else raw[name]
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not low <= value <= high:
+        if (keyword := _out_of_range(value, low, high)) is not None:
             what = "an integer" if integer else "a number"
-            out.append(FieldProblem(f"{at}/{name}", f"{what} from {low:g} to {high:g}", "maximum"))
+            out.append(FieldProblem(f"{at}/{name}", f"{what} from {low:g} to {high:g}", keyword))
         else:
             values[name] = value + 0.0 if isinstance(value, float) else value  # no -0.0
     return values
+
+
+def _out_of_range(value: Any, low: float, high: float) -> str | None:
+    """The JSON Schema keyword a setting's value fails (`type`: not a number, or not an
+    integer where one goes, read as None; `minimum`, `maximum`), or None."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:  # NaN
+        return "type"
+    if value < low:
+        return "minimum"
+    return "maximum" if value > high else None
 
 
 class FleetSettingsService:

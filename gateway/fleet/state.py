@@ -31,10 +31,11 @@ RECENT = 32
 # How far a device odometer may stray from the count beyond what the vehicle could drive
 # since the last one (the GPS count between two device values is a little off).
 DEVICE_SLACK_KM = 1.0
-# How far below the count a device odometer may take it back, as a share of the distance the
-# count has grown since its last re-baseline (beyond `DEVICE_SLACK_KM`): the GPS count's error
-# over that distance (at most +3.1% on the tracks measured, docs/fleet.md). Farther below, the
-# device counts from another value (a replaced tracker, a reset): `is_behind`.
+# How far below the count a device odometer may re-baseline it (held: `rebaseline`), as a share
+# of the distance the count has grown since its last re-baseline (beyond `DEVICE_SLACK_KM`):
+# the GPS count's error over that distance (at most +3.1% on the tracks measured,
+# docs/fleet.md). Farther below, the device counts from another value (a replaced tracker, a
+# reset): `is_behind`.
 DEVICE_BEHIND_SHARE = 0.05
 # A register's all-ones: 2**32 - 1 metres, 4,294,967.295 km (what a tracker sends for an
 # odometer it cannot read). Never a count, however often it comes (`is_glitch`).
@@ -70,6 +71,18 @@ class VehicleState:
     # A device odometer too far from the count to be driven since the last one (a glitch,
     # or a change the next value confirms): `rebaseline`.
     device_suspect: Baseline | None = None
+    # The count a device odometer a little behind it re-baselined from (`rebaseline`): the
+    # vehicle's odometer does not go below it (`shown_km`) while GPS distance catches up.
+    held_km: float = 0.0
+    # Per reason the quality gates refused a fix for: when the last such fix was received
+    # (the fold's `vehicle.position.rejected`, once per run of them).
+    rejecting: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def shown_km(self) -> float:
+        """The vehicle's odometer: the count, never below what a device value a little
+        behind it took it down from (SPEC §6: a partner's odometer only increases)."""
+        return self.odometer_km if self.odometer_km >= self.held_km else self.held_km
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -88,6 +101,8 @@ class VehicleState:
             "prior_from": None if self.prior_from is None else self.prior_from.to_doc(),
             "prior_km": None if self.prior_km is None else list(self.prior_km),
             "device_suspect": None if self.device_suspect is None else self.device_suspect.to_doc(),
+            "held_km": self.held_km,
+            "rejecting": self.rejecting,
         }
 
     @classmethod
@@ -113,6 +128,8 @@ class VehicleState:
             device_suspect=(
                 Baseline.from_doc(doc["device_suspect"]) if doc.get("device_suspect") else None
             ),
+            held_km=float(doc.get("held_km") or 0.0),  # (none in a state kept before)
+            rejecting=dict(doc.get("rejecting") or {}),
         )
 
     def is_late(self, fix: TrackPoint) -> bool:
@@ -161,6 +178,9 @@ class Rebaselined:
     to_km: float
     source: str
     at: datetime
+    # A device value a little behind the count: the count re-baselined from it, the
+    # vehicle's odometer held where it was (`VehicleState.shown_km`); no event.
+    held: bool = False
 
 
 def fold_fix(
@@ -221,6 +241,8 @@ def fold_fix(
         prior_from=state.step_from,
         prior_km=state.step_km,
         device_suspect=state.device_suspect,
+        held_km=state.held_km,
+        rejecting=state.rejecting,
     )
     return moved, Verdict(added_km=added)
 
@@ -419,12 +441,16 @@ def rebaseline(
     agrees with it (the device's count really changed: another unit, ahead). A register's
     all-ones (`is_glitch`) changes nothing, ever.
 
-    A device odometer far below the count never re-baselines it (`is_behind`): a device is a
-    partner, whose odometer only moves the vehicle's forward (SPEC §6). A tracker replaced
-    by one counting from its own, lower value, or a device reset to 0, would otherwise take
-    the vehicle's odometer (and the plans counting on it) back by its whole life; the count
-    goes on by GPS distance, and the device's value re-baselines it again once it is ahead.
-    An admin's reading corrects it down."""
+    A device is a partner, whose odometer only moves the vehicle's forward (SPEC §6). One far
+    below the count never re-baselines it (`is_behind`): a tracker replaced by one counting
+    from its own, lower value, or a device reset to 0, would otherwise take the vehicle's
+    odometer (and the plans counting on it) back by its whole life; the count goes on by GPS
+    distance, and the device's value re-baselines it again once it is ahead. One a little
+    behind (a coarse register, GPS chords a little long) re-baselines the count, held: the
+    vehicle's odometer stays where it was (`held_km`) until GPS distance from the device's
+    value passes it, so the count follows the device without going back, and without
+    drifting ahead of it fix after fix. An admin's (or an authoritative) reading corrects it
+    down, and drops the hold."""
     if not may_rebaseline(state.baseline, source, at, odometer):
         return state, None
     if is_glitch(km, source) or is_behind(state, km, source):
@@ -437,8 +463,17 @@ def rebaseline(
             suspect = state.device_suspect
             if suspect is None or not _drivable(suspect.km, suspect.at, km, at, max_speed_kmh):
                 return replace(state, device_suspect=Baseline(km, source, at)), None
-    before = state.odometer_km
-    moved = replace(state, odometer_km=km, baseline=Baseline(km, source, at), device_suspect=None)
+    before = state.shown_km
+    held = source == "device" and km < before
+    moved = replace(
+        state,
+        odometer_km=km,
+        baseline=Baseline(km, source, at),
+        device_suspect=None,
+        held_km=before if held else 0.0,
+    )
+    if held:
+        return moved, Rebaselined(before, km, source, at, held=True)
     quiet = (
         source == "device"
         and state.baseline is not None

@@ -10,10 +10,10 @@ GET /hooks/{position trigger}/{id|plate}  (or ?plate= / ?tracker_id=)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
-from gateway.clock import query_time
+from gateway.clock import epoch_ms, from_epoch_ms, query_time
 from gateway.errors import BadRequest
 from gateway.fleet.append import PositionAppender, Vehicle, utc_text
 from gateway.fleet.fix import rfc3339
@@ -66,7 +66,7 @@ class Tracks:
         return {
             "vehicle": _vehicle(vehicle),
             "items": [public_fix(doc) for doc in docs],
-            "next_cursor": None if last is None else str(_millis(last)),
+            "next_cursor": None if last is None else str(epoch_ms(last)),
         }
 
     async def recent(self, tenant: str, ref: str, limit: int = RECENT_FIXES) -> dict[str, Any]:
@@ -103,11 +103,7 @@ def _cursor(cursor: str | None) -> datetime | None:
     try:
         digits = cursor.removeprefix("-")  # a fix dated before 1970 (a clock never set)
         if digits.isascii() and digits.isdigit() and len(digits) <= 15:
-            return datetime.fromtimestamp(int(cursor) / 1000, UTC)
-    except (ValueError, OverflowError, OSError):  # past year 9999
+            return from_epoch_ms(int(cursor))
+    except OverflowError:  # past the year 9999
         pass
     raise BadRequest("cursor must be the next_cursor of the previous page")
-
-
-def _millis(moment: datetime) -> int:
-    return round(moment.timestamp() * 1000)

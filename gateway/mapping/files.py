@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from gateway.fleet.fix import parse_fix
-
 from ..errors import FieldProblem, InvalidPayload
 from ..formats import DocumentRefused, load_json_text, parse_xml
 from .engine import CompiledMapping
 from .expressions import DecodedTexts
+from .fixes import parse_mapped_fix
 from .limits import MAX_FILE_BYTES
 from .loader import load_mapping
 from .model import IF_ABSENT, FieldCatalog, MappedDocument, MappedTarget, announces
@@ -93,8 +92,11 @@ def test_file(
     """Run a mapping file on a sample; raise InvalidPayload when either is wrong.
 
     Inbound: `{"target", "results": [{"index", "document", "key", "events", "event_data",
-    "occurrence_id"?, "only_forward"?, "also"?}, ...]}`, one per item (a position mapping's
-    documents are canonical fixes, checked as the append would); a partner's test call that
+    "occurrence_id"?, "only_forward"?, "also"?}, ...]}`, one per item, as the API's dry run
+    gives them: an item of a batch that does not fit is `{"index", "errors"}` (a sample that
+    is one item raises); a position mapping's documents are canonical fixes, checked as the
+    trigger checks them, `"fix": {"errors"}` (empty when the append takes it); a partner's
+    test call that
     the mapping's `probe` recognises: `{"probe": answer}`, as the trigger answers it.
     Outbound: `{"request": {"path_params", "query", "headers", "body"}}`, or with
     `response=True` the sample is the partner's answer: `{"response": {...entity fields}}`.
@@ -112,12 +114,22 @@ def test_file(
         results = []
         texts = DecodedTexts()
         items, numbers = mapping.numbered_items(sample, texts=texts)
+        single = len(items) == 1 and items[0] is sample
         for index, item in enumerate(items):
-            mapped = mapping.apply(item, secrets=known, texts=texts)
-            if mapping.target == "positions":
-                parse_fix(mapped.document)  # what a position trigger would refuse
             number = index if numbers is None else numbers[index]  # the partner's, as answered
-            results.append({"index": number, **_tested(mapping, mapped)})
+            try:
+                mapped = mapping.apply(item, secrets=known, texts=texts)
+            except InvalidPayload as exc:
+                if single:  # the sample itself does not fit: its problems, as the dry run's
+                    raise
+                # One item of a batch: its own problems, the others' results shown, as the
+                # dry run and a trigger's per-item answer (207) give them.
+                results.append({"index": number, "errors": [p.as_dict() for p in exc.problems]})
+                continue
+            tested = {"index": number, **_tested(mapping, mapped)}
+            if mapping.target == "positions":  # what the append would refuse, as the dry run
+                tested["fix"] = {"errors": _fix_problems(mapping, mapped.document)}
+            results.append(tested)
         return {
             "name": mapping.name,
             "direction": "inbound",
@@ -141,6 +153,15 @@ def test_file(
             "body": request.body,
         },
     }
+
+
+def _fix_problems(mapping: CompiledMapping, document: Any) -> list[dict[str, Any]]:
+    """The problems of the fix a position mapping made, as the trigger names them."""
+    try:
+        parse_mapped_fix(mapping, document)
+    except InvalidPayload as exc:
+        return [p.as_dict() for p in exc.problems]
+    return []
 
 
 test_file.__test__ = False  # type: ignore[attr-defined]  # a CLI helper, not a pytest test

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from gateway.clock import from_iso, zone_named
+from gateway.clock import EPOCH, from_iso, may_leap, names_leap_second, zone_named
 from gateway.formats.json_tree import shown
 
 from .model import EvalError
@@ -45,11 +45,27 @@ def _from_unix(value: Any, scale: float) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _fail(value, "expected a number of seconds")
     try:
+        whole = _whole_number(value)
+        if whole is not None:  # exactly (a float's µs are off past 2242): the fix's id
+            return EPOCH + whole * (_MILLISECOND if scale == 1000.0 else _SECOND)
         return datetime.fromtimestamp(float(value) / scale, tz=UTC)
     except (ValueError, OverflowError, OSError) as exc:
         # Epoch milliseconds (Teltonika, AWS IoT) read as seconds land past the year 9999.
         hint = "; milliseconds? parse: unix_ms" if scale == 1.0 and _past_9999(value) else ""
         raise _fail(value, f"{exc}{hint}") from None
+
+
+def _whole_number(value: Any) -> int | None:
+    """An integer, or a text of one (`"1795685112000"`), as an int; else None."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER_RE.fullmatch(value):
+        return int(value)
+    return None
+
+
+_INTEGER_RE = re.compile(r"[+-]?[0-9]{1,20}")
+_SECOND, _MILLISECOND = timedelta(seconds=1), timedelta(milliseconds=1)
 
 
 def _past_9999(value: Any) -> bool:
@@ -75,7 +91,18 @@ def _from_iso(value: Any, naive: tzinfo) -> datetime:
             parsed = from_iso(f"{plus[1]}+{plus[2]}")
         except ValueError:
             raise _fail(value, "not ISO 8601") from None
-    return parsed if parsed.tzinfo else _local(parsed, naive)
+    if parsed.tzinfo:
+        return parsed
+    return _leap_checked(value, _local(parsed, naive), names_leap_second(text))
+
+
+def _leap_checked(value: Any, moment: datetime, leap: bool) -> datetime:
+    """`moment`, read from a text that gave second 60 (`leap`) without an offset, once its
+    zone placed it: a leap second only in the last minute of a UTC day (23:59:60 in New
+    York is 04:59:60Z, where none was ever inserted), else a problem."""
+    if leap and not may_leap(moment):
+        raise _fail(value, "second 60 is a leap second only in the last minute of a UTC day")
+    return moment
 
 
 def _local(wall: datetime, zone: tzinfo) -> datetime:
@@ -136,17 +163,27 @@ def _parser(how: str, naive: tzinfo) -> Parser:
 
         return auto
 
+    return _strptime(how, naive)
+
+
+def _strptime(how: str, naive: tzinfo) -> Parser:
+    """A parser of the strptime format `how` (a time without an offset in `naive`)."""
+
     def strptime(value: Any) -> datetime:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
             raise _fail(value, f"expected a string in the format {how!r}")
         parsed: datetime | None
+        leap = False
         try:
             parsed = datetime.strptime(value.strip(), how)
         except ValueError:
             parsed = _leap_second(value.strip(), how)
+            leap = parsed is not None
         if parsed is None:
             raise _fail(value, f"does not match {how!r}")
-        return parsed if parsed.tzinfo else _local(parsed, naive)
+        if parsed.tzinfo:
+            return _leap_checked(value, parsed, leap)
+        return _leap_checked(value, _local(parsed, naive), leap)
 
     return strptime
 

@@ -19,7 +19,6 @@ from gateway.entities import (
 )
 from gateway.errors import FieldProblem, InvalidPayload
 from gateway.eventloop import Turns
-from gateway.fleet.fix import parse_fix
 from gateway.kinds import KindService
 from gateway.mapping import (
     CompiledMapping,
@@ -29,6 +28,7 @@ from gateway.mapping import (
     announces,
     read_sample,
 )
+from gateway.mapping.fixes import parse_mapped_fix
 from gateway.mapping_files.source import MappingSource
 from gateway.schemas.registry import SchemaRegistry, is_natural_key, lookup_key
 from gateway.store import Doc, Store
@@ -178,8 +178,8 @@ class MappingDryRun:
             out["occurrence_id"] = mapped.occurrence
         if mapping.target == "positions":  # a fix for the track: events come from the fold
             out["events"] = []
-            try:
-                parse_fix(mapped.document)
+            try:  # as the trigger checks it: named where the payload has it
+                parse_mapped_fix(mapping, mapped.document)
                 out["fix"] = {"errors": []}
             except InvalidPayload as exc:
                 out["fix"] = {"errors": [p.as_dict() for p in exc.problems]}

@@ -27,6 +27,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from gateway.clock import epoch_ms
 from gateway.models import DeliveryKind, DeliveryStatus
 from gateway.store.client import (
     EVENT_CHILD_CURSOR,
@@ -642,8 +643,7 @@ def _same_ms(a: datetime, b: datetime) -> bool:
     zone is UTC's)."""
 
     def ms(moment: datetime) -> int:
-        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-        return int(aware.timestamp() * 1000)
+        return epoch_ms(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
     return ms(a) == ms(b)
 

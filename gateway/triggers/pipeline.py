@@ -17,9 +17,8 @@ from typing import Any
 
 from gateway.entities import EntityService, Forward, Origin, Upsert, WriteResult
 from gateway.errors import FieldProblem, InvalidPayload, NotFound
-from gateway.fleet.fix import parse_fix
 from gateway.mapping import CompiledMapping, DecodedTexts, Emit, MappedDocument
-from gateway.mapping.paths import source_pointer
+from gateway.mapping.fixes import parse_mapped_fix
 from gateway.mapping_files.source import MappingSource
 from gateway.metrics import Metrics
 from gateway.schemas import SchemaRegistry, is_natural_key, lookup_key, reference_field
@@ -186,10 +185,7 @@ class Pipeline:
             return item
         with stage("mapping"):
             document = mapping.apply(item, texts=texts, received=received).document
-        try:
-            return parse_fix(document)
-        except InvalidPayload as exc:
-            raise _mapped_fix_problem(mapping, exc) from None
+        return parse_mapped_fix(mapping, document)
 
     async def write(
         self, trigger: CompiledTrigger, prepared: Prepared, origin: Origin
@@ -352,28 +348,3 @@ def _written(etype: str, result: WriteResult) -> dict[str, Any]:
 
 def _mapping_problem(message: str) -> InvalidPayload:
     return InvalidPayload(message, [FieldProblem("", message, "mapping")], reason="mapping")
-
-
-def _mapped_fix_problem(mapping: CompiledMapping, exc: InvalidPayload) -> InvalidPayload:
-    """A fix a mapping made that is not a valid fix (a latitude sent as text the mapping does
-    not cast), as a mapping problem: each names the target and the source it came from, and
-    points into the payload where the source is a plain path."""
-    problems: list[FieldProblem] = []
-    for problem in exc.problems:
-        target = problem.pointer.removeprefix("/").replace("/", ".")
-        source = mapping.source_of(target) if target else None
-        if source is None:
-            problems.append(problem)
-            continue
-        why = problem.message.removeprefix(f"{problem.pointer}:").strip()
-        problems.append(
-            FieldProblem(
-                source_pointer(source),
-                f"{target} (from {source}): {why}",
-                problem.keyword,
-                {"target": target, "source": source},
-            )
-        )
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    detail = f"the fix mapping {mapping.name!r} made is invalid: {problems[0].message}{more}"
-    return InvalidPayload(detail, problems, reason="mapping")

@@ -249,7 +249,8 @@ def _rule_body(values: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": values.get("name") or "",
         "description": values.get("description") or None,
-        "vehicles": [p.strip() for p in plates.split(",") if p.strip()],
+        # (no plates: no plate list, which the form's help says is every vehicle)
+        "vehicles": [p.strip() for p in plates.split(",") if p.strip()] or None,
         "group": values.get("group") or None,
     }
 

@@ -50,6 +50,7 @@ _COMMON: dict[str, Any] = {
     },
     "vehicles": {
         "type": ["array", "null"],
+        "minItems": 1,
         "maxItems": MAX_VEHICLES,
         "items": {
             "type": "string",
@@ -59,7 +60,8 @@ _COMMON: dict[str, Any] = {
         },
         "description": "plates (ABC1234 or Mercosul ABC1D23, any case, dashes and spaces"
         " allowed; stored as a vehicle's is, and matching its old/Mercosul twin); with `group`,"
-        " either matches; neither: all",
+        " either matches; neither (null or left out): every vehicle. An empty list is refused"
+        " (it names no vehicle): to watch none, delete the rule",
     },
     "group": {
         "type": ["string", "null"],
@@ -143,9 +145,10 @@ GEOFENCE_PATCH: dict[str, Any] = {
 _STORED: dict[str, Any] = {
     "id": {"type": "string"},
     "vehicles": {
-        "type": "array",
+        "type": ["array", "null"],
         "items": {"type": "string"},
-        "description": "the plates as stored (upper case, no dash; a rule stored before plates"
+        "description": "null: no plate list (the group's vehicles; neither: every vehicle); or"
+        " the plates as stored (upper case, no dash; a rule stored before plates"
         " were checked may hold another spelling: it matches all the same)",
     },
     "created_at": {"type": "string"},
