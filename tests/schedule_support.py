@@ -125,12 +125,17 @@ fields:
 """
 
 
-async def scripted_schedule(client: Client, feed: ScriptedFeed, **overrides: Any) -> dict[str, Any]:
+async def scripted_schedule(
+    client: Client, feed: ScriptedFeed, *, partner_timeout: float = 2, **overrides: Any
+) -> dict[str, Any]:
     """A schedule reading `feed` (`GET /feed?after=<cursor>`) into vehicles by `placa`
     (`codigo` as text in `attributes.erp_id`, `raw` as it is in `attributes.raw`), hourly,
-    its cursor at `next` while `more` holds."""
+    its cursor at `next` while `more` holds. Its partner gives up on an answer after
+    `partner_timeout` seconds."""
     await upload_mapping(client, ERP_MAPPING)
-    partner = await create_partner(client, feed.url, name="ERP", auth={"type": "none"})
+    partner = await create_partner(
+        client, feed.url, name="ERP", auth={"type": "none"}, timeout_seconds=partner_timeout
+    )
     action = await create_action(
         client, partner["id"], name="feed", method="GET", path="/feed", mode="proxy"
     )

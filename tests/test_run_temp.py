@@ -1,11 +1,15 @@
 """Where the suite keeps its temporary files (tests/conftest.py): in memory only where the
-memory is there, the memory cgroup's limit included (tmpfs pages count against it)."""
+memory is there, the memory cgroup's limit included (tmpfs pages count against it); those of
+a run that ended removed by a later run, never those of a run still going."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from pathlib import Path
 
-from tests.conftest import _cgroup_room
+from tests.conftest import RUN_TEMP_PREFIX, _cgroup_room, _remove_ended_runs
 
 
 def _group(root: Path, path: str, files: dict[str, str]) -> None:
@@ -51,3 +55,27 @@ def test_a_cgroup_path_not_mounted_here_is_read_from_the_mounted_root(tmp_path: 
     own.write_text("4:memory:/host/path/of/this/container\n")
     _group(tmp_path, "memory", {"memory.limit_in_bytes": "4096\n", "memory.usage_in_bytes": "96\n"})
     assert _cgroup_room(tmp_path, own) == 4000
+
+
+def test_a_run_starting_removes_the_files_of_ended_runs_only(tmp_path: Path) -> None:
+    """Runs start beside each other (several pytest runs on one machine): each removes the
+    files of those that ended, whose lock no process holds, and leaves a live run's alone
+    however long it has run, and a run's that is starting (its lock not taken yet)."""
+    runs = {name: tmp_path / f"{RUN_TEMP_PREFIX}{name}" for name in ("live", "ended", "starting")}
+    for run in runs.values():
+        run.mkdir()
+        (run / "db.log").write_text("a database's log")
+        run.with_name(run.name + ".lock").touch()
+    an_hour_ago = time.time() - 3600
+    for name in ("live", "ended"):
+        os.utime(runs[name].with_name(runs[name].name + ".lock"), (an_hour_ago, an_hour_ago))
+    held = os.open(runs["live"].with_name(runs["live"].name + ".lock"), os.O_WRONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the live run's, held until it ends
+        _remove_ended_runs(tmp_path)
+    finally:
+        os.close(held)
+    assert (runs["live"] / "db.log").exists()
+    assert (runs["starting"] / "db.log").exists()
+    assert not runs["ended"].exists()
+    assert not runs["ended"].with_name(runs["ended"].name + ".lock").exists()

@@ -26,12 +26,15 @@ def _page(after: str | None, n: int) -> dict[str, Any]:
 async def _during_first_call(
     client: Client, feed: ScriptedFeed, **overrides: Any
 ) -> tuple[str, FakeClock, asyncio.Task[Counter[str]]]:
-    """A schedule whose first run waits on the partner's first answer (until `feed.gate`)."""
+    """A schedule whose first run waits on the partner's first answer (until `feed.gate`).
+    The gate alone ends that wait: its partner waits for an answer longer than the feed holds
+    one (30 s). With the usual 2 s, the test's own requests during the run took longer than
+    that on a loaded machine, and the run failed as a `timeout` before the gate opened."""
     feed.answer = _page
     feed.gated = {1}
     clock = FakeClock()
     runner(client).clock = clock
-    schedule = await scripted_schedule(client, feed, **overrides)
+    schedule = await scripted_schedule(client, feed, partner_timeout=60, **overrides)
     task = asyncio.create_task(runner(client).run_until_idle())
     await feed.wait_until(lambda: len(feed.calls) == 1, timeout=10)
     state = (await get(client, f"/api/v1/schedules/{schedule['id']}"))["state"]
