@@ -252,7 +252,7 @@ class Sender:
         self, request: OutboundRequest, guard: PartnerGuard, auth: PartnerAuth
     ) -> Outcome:
         breaker = guard.breaker
-        if not breaker.allow():  # opened while we waited, or another probe is out
+        if (permit := breaker.allow()) is None:  # opened while we waited, or a probe is out
             return _circuit_open(guard)
         outcome: Outcome | None = None
         try:
@@ -260,11 +260,11 @@ class Sender:
             return outcome
         finally:
             if outcome is None or not outcome.sent:
-                breaker.release()
+                breaker.release(permit)
             elif outcome.verdict is Verdict.RETRY:
-                breaker.record_failure()
+                breaker.record_failure(permit)
             else:  # answered, even with a 4xx: the partner is up
-                breaker.record_success()
+                breaker.record_success(permit)
 
     async def _send_with_auth(self, request: OutboundRequest, auth: PartnerAuth) -> Outcome:
         async def fetch(
