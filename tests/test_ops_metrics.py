@@ -83,6 +83,37 @@ async def test_a_partner_edited_while_its_circuit_is_open_is_reported_closed(
     assert _circuit(scraped, partner_doc["id"]) == {"closed": 1, "open": 0, "half_open": 0}
 
 
+async def test_a_deleted_partner_leaves_no_circuit_series_and_no_guard(
+    client: Client, partner: Partner
+) -> None:
+    """Its breaker open when it was deleted, the gauge said `open` (then `half_open`, read
+    at the end of the cooldown) for the life of the process, and the guard stayed."""
+    guards = client.app[services_key].guards
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], mode="proxy")
+    partner.respond_with(503, {})
+    for _ in range(5):
+        invoked = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+        )
+        assert invoked.status == 502, await invoked.text()
+    scraped = await (await client.get("/metrics")).text()
+    assert _circuit(scraped, partner_doc["id"]) == {"closed": 0, "open": 1, "half_open": 0}
+
+    deleted = await client.delete(f"/api/v1/actions/{action['id']}", headers=auth())
+    assert deleted.status == 204
+    deleted = await client.delete(f"/api/v1/partners/{partner_doc['id']}", headers=auth())
+    assert deleted.status == 204
+
+    scraped = await (await client.get("/metrics")).text()
+    assert _circuit(scraped, partner_doc["id"]) == {}
+    guards.clock = lambda: time.monotonic() + 31  # past the cooldown: nothing turns half_open
+    scraped = await (await client.get("/metrics")).text()
+    assert _circuit(scraped, partner_doc["id"]) == {}
+    assert partner_doc["id"] not in guards.states()
+    assert partner_doc["id"] not in guards._due  # no read of its breaker left pending
+
+
 def _let_through(breaker: CircuitBreaker) -> Permit:
     permit = breaker.allow()
     assert permit is not None

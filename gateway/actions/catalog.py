@@ -398,6 +398,9 @@ def partner_guards(metrics: Metrics) -> PartnerGuards:
         for each in BreakerState:
             metrics.partner_circuit.labels(partner_id, each.value).set(int(each is state))
 
-    guards = PartnerGuards(on_breaker_change=report)
+    def drop(partner_id: str) -> None:
+        metrics.forget_partner_circuit(partner_id, [each.value for each in BreakerState])
+
+    guards = PartnerGuards(on_breaker_change=report, on_discard=drop)
     metrics.before_scrape(guards.states)
     return guards

@@ -259,6 +259,8 @@ class PartnerGuards:
 
     clock: Clock = time.monotonic
     on_breaker_change: Callable[[str, BreakerState], None] | None = None
+    # Called when a partner's guard is dropped (the partner deleted): its state is no more.
+    on_discard: Callable[[str], None] | None = None
     _guards: dict[str, PartnerGuard] = field(default_factory=dict, init=False, repr=False)
     # An open breaker's read at the end of its cooldown, by partner (see `_read_when_due`).
     _due: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False, repr=False)
@@ -288,8 +290,12 @@ class PartnerGuards:
         return {pid: guard.breaker.state for pid, guard in self._guards.items()}
 
     def discard(self, partner_id: str) -> None:
-        self._guards.pop(partner_id, None)
+        """Drop a deleted partner's guard, its pending read and its reported state. A send
+        still under way on it reports nothing (`_callback`)."""
+        dropped = self._guards.pop(partner_id, None)
         self._cancel_due(partner_id)
+        if dropped is not None and self.on_discard is not None:
+            self.on_discard(partner_id)
 
     def _cancel_due(self, partner_id: str) -> None:
         if (due := self._due.pop(partner_id, None)) is not None:
