@@ -87,6 +87,54 @@ async def test_current_driver_lookup_is_mapped_and_written_into_the_vehicle(
     assert events["items"][0]["origin"]["kind"] == "action"
 
 
+ODOMETER_MAPPING = """
+name: odo
+direction: outbound
+entity_type: vehicle
+path:
+  plate: {from: entity.plate, required: true}
+response:
+  odometer_km: km
+"""
+
+
+async def test_a_written_back_answer_the_entity_refuses_is_the_partners_502_not_a_422(
+    client: Client, partner: Partner
+) -> None:
+    """The caller sent no `odometer_km`: the entity schema refusing the partner's mapped
+    answer was a 422 "Invalid payload" pointing at it."""
+    await upload_mapping(client, ODOMETER_MAPPING)
+    partner_doc = await create_partner(client, partner.url, name="ERP")
+    action = await create_action(
+        client,
+        partner_doc["id"],
+        mode="proxy",
+        method="GET",
+        path="/v/{plate}",
+        request_mapping="odo",
+        response_mapping="odo",
+        write_back=True,
+    )
+    vehicle = await create_vehicle(client, "ABC1D23")
+    partner.respond_with(200, {"km": "muito"})
+
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+
+    body = await response.json()
+    assert response.status == 502, body
+    assert body["type"].endswith("partner-error") and body["partner_id"] == partner_doc["id"]
+    assert body["detail"].startswith("partner ERP's answer does not fit the entity: ")
+    assert [e["pointer"] for e in body["errors"]] == ["/odometer_km"]
+    stored = await (
+        await client.get(f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth())
+    ).json()
+    assert "odometer_km" not in stored or stored["odometer_km"] is None
+
+
 async def test_payload_is_the_body_and_fills_the_path_without_mappings(
     client: Client, partner: Partner
 ) -> None:
