@@ -267,18 +267,25 @@ class Sender:
                 breaker.record_success(permit)
 
     async def _send_with_auth(self, request: OutboundRequest, auth: PartnerAuth) -> Outcome:
+        # One deadline spans the whole call: a token fetch, the request, a refreshed token
+        # and the request again share the partner's timeout, each given what is left of it.
+        deadline = time.monotonic() + request.timeout
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), _LEAST_TIMEOUT)
+
         async def fetch(
             url: str, form: Mapping[str, str], headers: Mapping[str, str]
         ) -> TokenResponse:
-            return await self._fetch_token(url, form, headers, request.timeout)
+            return await self._fetch_token(url, form, headers, left())
 
         try:
             applied = await auth.apply(fetch)
-            outcome = await self._exchange(request, applied)
+            outcome = await self._exchange(replace(request, timeout=left()), applied)
             if auth.refreshable and auth.refused(outcome.status, outcome.json_body):
                 auth.invalidate(applied)
                 applied = await auth.apply(fetch)
-                outcome = await self._exchange(request, applied)
+                outcome = await self._exchange(replace(request, timeout=left()), applied)
                 if auth.refused(outcome.status, outcome.json_body):
                     return _refused_again(outcome)
         except TokenFetchFailed as exc:
@@ -417,6 +424,9 @@ class Sender:
 
 _TOKEN_SAID = 600
 """Characters of a token endpoint's refusal kept, once redacted."""
+_LEAST_TIMEOUT = 0.001
+"""Seconds an exchange is given when its call's deadline has passed (aiohttp reads a timeout
+of 0 as none): it times out at once."""
 
 
 def _not_followed(location: str | None) -> str:
