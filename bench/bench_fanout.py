@@ -125,7 +125,7 @@ async def _prepare(settings: Settings, uri: str, partner_url: str, count: int) -
         )
         catalog_action = await service._catalog.action(TENANT, str(action["_id"]))
         now = datetime.now(UTC)
-        docs = [delivery_document(_event(n), sub, catalog_action, now, now) for n in range(count)]
+        docs = [delivery_document(_event(n), sub, catalog_action, now) for n in range(count)]
         for start in range(0, count, 500):
             await services.store.deliveries.insert_many(docs[start : start + 500])
 

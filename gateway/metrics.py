@@ -10,7 +10,7 @@ every process's files. Each gauge says how its values combine across processes
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -414,6 +414,15 @@ class Metrics:
         self.child(self.partner_requests, partner_id, mode, result).inc()
         if outcome.sent:
             self.child(self.partner_latency, partner_id, mode).observe(outcome.latency_ms / 1000)
+
+    def forget_partner_circuit(self, partner_id: str, states: Iterable[str]) -> None:
+        """A deleted partner has no breaker state: its series are removed (under `serve
+        --workers N` a series lives on in the process's file and cannot be removed, so it is
+        zeroed first)."""
+        for state in states:
+            self.partner_circuit.labels(partner_id, state).set(0)
+            if not os.environ.get(MULTIPROCESS_DIR):
+                self.partner_circuit.remove(partner_id, state)
 
     def child(self, metric: M, *labels: str) -> M:
         """`metric.labels(*labels)`, kept: `labels()` checks its values and takes a lock on

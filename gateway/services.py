@@ -304,7 +304,7 @@ def _assemble(
             store, configs, ingestor, other_targets=_schedule_targets(store, settings)
         ),
         actions=ActionService(
-            store, box, catalog, mappings, flow_users=_flow_users_of_actions(notify.flows)
+            store, box, catalog, guards, mappings, flow_users=_flow_users_of_actions(notify.flows)
         ),
         proxy=Proxy(catalog, sender, guards, entities, mappings, metrics),
         catalog=catalog,

@@ -544,7 +544,7 @@ async def disabled_partner(app: Client, partner: Partner) -> tuple[DeliveryWorke
     worker, clock = services.delivery_worker, FakeClock()
     worker.clock, worker.rng = clock, lambda: 0.5
     partner_doc = await create_partner(app, partner.url, disable_after_hours=0.001)
-    action = await create_action(app, partner_doc["id"], retry_schedule=[0, 5, 5, 5, 5, 5])
+    action = await create_action(app, partner_doc["id"], retry_schedule=[5, 5, 5, 5, 5])
     await create_subscription(app, action["id"], ("entity.created",))
     await post(app, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
     await services.relay.run_until_idle()

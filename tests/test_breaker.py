@@ -7,6 +7,7 @@ from gateway.outbound.breaker import (
     CircuitBreaker,
     GuardSettings,
     PartnerGuards,
+    Permit,
     TokenBucket,
 )
 
@@ -22,6 +23,17 @@ class FakeClock:
         self.now += seconds
 
 
+def let_through(breaker: CircuitBreaker) -> Permit:
+    permit = breaker.allow()
+    assert permit is not None
+    return permit
+
+
+def fail(breaker: CircuitBreaker, times: int = 1) -> None:
+    for _ in range(times):
+        breaker.record_failure(let_through(breaker))
+
+
 def open_breaker(clock: FakeClock, changes: list[BreakerState] | None = None) -> CircuitBreaker:
     breaker = CircuitBreaker(
         threshold=3,
@@ -29,36 +41,32 @@ def open_breaker(clock: FakeClock, changes: list[BreakerState] | None = None) ->
         clock=clock,
         on_change=(changes.append if changes is not None else None),
     )
-    for _ in range(3):
-        assert breaker.allow()
-        breaker.record_failure()
+    fail(breaker, 3)
     return breaker
 
 
 def test_breaker_opens_after_consecutive_failures_only() -> None:
     breaker = CircuitBreaker(threshold=3, cooldown=30, clock=FakeClock())
-    for _ in range(2):
-        breaker.record_failure()
-    breaker.record_success()  # resets the streak
-    breaker.record_failure()
-    breaker.record_failure()
+    fail(breaker, 2)
+    breaker.record_success(let_through(breaker))  # resets the streak
+    fail(breaker, 2)
     assert breaker.state is BreakerState.CLOSED
-    breaker.record_failure()
+    fail(breaker)
     assert breaker.state is BreakerState.OPEN
-    assert not breaker.allow()
+    assert breaker.allow() is None
 
 
 def test_open_breaker_lets_one_probe_through_after_cooldown() -> None:
     clock = FakeClock()
     breaker = open_breaker(clock)
     clock.now += 29.9
-    assert not breaker.allow()
+    assert breaker.allow() is None
     assert breaker.retry_in() == pytest.approx(0.1)
     clock.now += 0.1
     assert breaker.state is BreakerState.HALF_OPEN
-    assert breaker.allow()
-    assert not breaker.allow()  # one probe at a time
-    breaker.record_success()
+    probe = let_through(breaker)
+    assert breaker.allow() is None  # one probe at a time
+    breaker.record_success(probe)
     assert breaker.state is BreakerState.CLOSED
     assert breaker.allow() and breaker.allow()
 
@@ -68,8 +76,7 @@ def test_failed_probe_reopens_for_another_cooldown() -> None:
     changes: list[BreakerState] = []
     breaker = open_breaker(clock, changes)
     clock.now += 30
-    assert breaker.allow()
-    breaker.record_failure()
+    fail(breaker)
     assert breaker.state is BreakerState.OPEN
     assert breaker.retry_in() == 30
     assert changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.OPEN]
@@ -79,10 +86,43 @@ def test_released_probe_frees_the_slot() -> None:
     clock = FakeClock()
     breaker = open_breaker(clock)
     clock.now += 30
-    assert breaker.allow()
-    breaker.release()
+    breaker.release(let_through(breaker))
     assert breaker.state is BreakerState.HALF_OPEN
     assert breaker.allow()
+
+
+def test_a_late_failure_of_a_request_sent_before_the_opening_does_not_free_a_second_probe() -> None:
+    """A slow request let through while closed (a partner timeout longer than the cooldown)
+    ends after the probe went out: its failure neither ends the probe nor reopens."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(threshold=2, cooldown=30, clock=clock)
+    slow = let_through(breaker)
+    fail(breaker, 2)
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 30
+    probe = let_through(breaker)
+    breaker.record_failure(slow)  # the slow request times out while the probe is out
+    assert breaker.state is BreakerState.HALF_OPEN
+    clock.now += 30
+    assert breaker.allow() is None, "two probes out at once in half_open"
+    breaker.release(slow)
+    assert breaker.allow() is None
+    breaker.record_success(probe)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_late_success_of_a_request_sent_before_the_opening_does_not_close() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(threshold=2, cooldown=30, clock=clock)
+    slow = let_through(breaker)
+    fail(breaker, 2)
+    clock.now += 30
+    probe = let_through(breaker)
+    breaker.record_success(slow)  # answered before the opening, reported after it
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow() is None
+    breaker.record_failure(probe)  # the probe decides: open again
+    assert breaker.state is BreakerState.OPEN
 
 
 def test_bucket_allows_burst_then_tells_the_wait() -> None:
@@ -151,7 +191,7 @@ def test_registry_reuses_a_guard_until_settings_change() -> None:
         is guard
     )
     assert guard.limiter is not None and guard.limiter.rate == 5
-    guard.breaker.record_failure()
+    fail(guard.breaker)
     assert seen == [("p1", BreakerState.OPEN)]
     assert guards.states() == {"p1": BreakerState.OPEN}
 

@@ -168,12 +168,13 @@ async def test_a_relay_that_runs_again_creates_no_duplicate(
     assert len(await _deliveries(client)) == 1
 
 
-async def test_500_then_200_is_retried_on_the_schedule(
+async def test_500_then_200_is_retried_at_once_then_on_the_schedule(
     client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
 ) -> None:
+    """SPEC §5: retries "immediately, then 5 s, 5 min, ...": the first retry goes at once."""
     await _subscribed(client, partner)
     vehicle = await create_vehicle(client)
-    partner.respond_with(500, {"erro": "x"}, times=1)
+    partner.respond_with(500, {"erro": "x"}, times=2)
     await _odometer(client, vehicle, 5)
 
     first = await _deliver(client, worker)
@@ -182,17 +183,52 @@ async def test_500_then_200_is_retried_on_the_schedule(
     clock.advance(5.1)
     then = await worker.run_until_idle()
 
-    assert first == Counter(retry=1)
+    assert first == Counter(retry=2)  # the first attempt, and the immediate retry
     assert pending["status"] == "pending" and pending["last_error"] == "partner answered 500"
-    tried = (await _delivery(client, pending["id"]))["attempts"][0]["at"]
-    delay = datetime.fromisoformat(pending["next_attempt_at"]) - datetime.fromisoformat(tried)
-    assert abs(delay.total_seconds() - 5) < 0.01  # schedule[1], no jitter
+    attempts = (await _delivery(client, pending["id"]))["attempts"]
+    delay = datetime.fromisoformat(pending["next_attempt_at"]) - datetime.fromisoformat(
+        attempts[1]["at"]
+    )
+    assert abs(delay.total_seconds() - 5) < 0.01  # the second retry, no jitter
     assert not_yet == Counter()
     assert then == Counter(succeeded=1)
     delivery = await _delivery(client, pending["id"])
-    assert [a["status"] for a in delivery["attempts"]] == [500, 200]
-    assert delivery["attempt_count"] == 2
+    assert [a["status"] for a in delivery["attempts"]] == [500, 500, 200]
+    assert delivery["attempt_count"] == 3
     assert len({r.webhook_id for r in partner.requests}) == 1  # same id: receivers dedupe
+
+
+async def test_an_empty_retry_schedule_makes_the_first_attempt_only(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    setup = await _subscribed(client, partner, action={"retry_schedule": []})
+    vehicle = await create_vehicle(client)
+    partner.respond_with(503, {})
+    await _odometer(client, vehicle, 5)
+
+    counts = await _deliver(client, worker)
+
+    assert setup["action"]["retry_schedule"] == []
+    assert counts == Counter(dead=1)
+    [dead] = await _deliveries(client)
+    assert dead["attempt_count"] == 1 and len(partner.requests) == 1
+
+
+async def test_the_first_retry_after_a_reset_is_immediate(
+    client: Client, partner: Partner, worker: DeliveryWorker
+) -> None:
+    """The commonest transient failure (a reset on a reused keep-alive connection) waited 5 s:
+    the schedule's first delay was read as the wait before the first attempt."""
+    await _subscribed(client, partner)
+    vehicle = await create_vehicle(client)
+    partner.respond_with(200, {}, reset=True, times=1)
+    await _odometer(client, vehicle, 5)
+
+    counts = await _deliver(client, worker)
+
+    assert counts == Counter(retry=1, succeeded=1)
+    [delivered] = await _deliveries(client)
+    assert delivered["status"] == "succeeded" and delivered["attempt_count"] == 2
 
 
 async def test_retry_after_is_honoured_as_a_floor(
@@ -216,7 +252,7 @@ async def test_retry_after_is_honoured_as_a_floor(
 async def test_delivery_dead_after_schedule_exhausted_then_replayed(
     client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
 ) -> None:
-    setup = await _subscribed(client, partner, action={"retry_schedule": [0, 1, 1]})
+    setup = await _subscribed(client, partner, action={"retry_schedule": [1, 1]})
     vehicle = await create_vehicle(client)
     partner.respond_with(503, {})
     await _odometer(client, vehicle, 5)
@@ -232,7 +268,7 @@ async def test_delivery_dead_after_schedule_exhausted_then_replayed(
     after = await worker.run_until_idle()
 
     assert counts == Counter(retry=2, dead=1)
-    assert dead["attempt_count"] == 3
+    assert dead["attempt_count"] == 3  # the first attempt and the schedule's two retries
     assert replay.status == 200 and (await replay.json())["status"] == "pending"
     assert again.status == 409
     assert after == Counter(succeeded=1)
@@ -242,12 +278,13 @@ async def test_delivery_dead_after_schedule_exhausted_then_replayed(
 async def test_the_queue_gauge_counts_deliveries_due_not_those_waiting_for_a_later_attempt(
     client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
 ) -> None:
-    # The first attempt waits a minute (±20%): stored now, due later.
+    # The first retry waits a minute: pending, due later.
     await _subscribed(
         client, partner, action={"retry_schedule": [60, 60]}, event_types=("entity.created",)
     )
+    partner.respond_with(503, {}, times=1)
     await create_vehicle(client)
-    await client.app[services_key].relay.run_until_idle()
+    assert await _deliver(client, worker) == Counter(retry=1)
 
     await worker.housekeeping()
     waiting = await (await client.get("/metrics")).text()
@@ -345,14 +382,14 @@ async def test_network_faults_are_retried_and_nothing_is_lost(
 ) -> None:
     await _subscribed(client, partner, partner_fields={"timeout_seconds": 0.3})
     vehicle = await create_vehicle(client)
-    partner.respond_with(times=1, **answer)
+    partner.respond_with(times=2, **answer)
     await _odometer(client, vehicle, 5)
 
-    first = await _deliver(client, worker)
+    first = await _deliver(client, worker)  # the first attempt and the immediate retry
     clock.advance(6)
     second = await worker.run_until_idle()
 
-    assert first == Counter(retry=1) and second == Counter(succeeded=1)
+    assert first == Counter(retry=2) and second == Counter(succeeded=1)
     [delivery] = await _deliveries(client)
     attempts = (await _delivery(client, delivery["id"]))["attempts"]
     assert attempts[0]["error"] == error
@@ -391,7 +428,7 @@ async def test_partner_down_keeps_the_delivery_until_it_is_reachable(
     clock.advance(6)
     up = await worker.run_until_idle()
 
-    assert down == Counter(retry=1) and up == Counter(succeeded=1)
+    assert down == Counter(retry=2) and up == Counter(succeeded=1)  # retried at once, then 5 s
     [delivery] = await _deliveries(client)
     assert (await _delivery(client, delivery["id"]))["attempts"][0]["error"] == "connect"
 
@@ -443,7 +480,7 @@ async def test_ordered_action_never_sends_a_later_event_first(
 ) -> None:
     await _subscribed(client, partner, action={"ordered": True})
     vehicle = await create_vehicle(client)
-    partner.respond_with(503, {}, times=1)
+    partner.respond_with(503, {}, times=2)
     await _odometer(client, vehicle, 100)
     await _odometer(client, vehicle, 200)
 
@@ -452,8 +489,8 @@ async def test_ordered_action_never_sends_a_later_event_first(
     second = await worker.run_until_idle()
 
     sent = [r.json()["data"]["odometer_km"] for r in partner.requests]
-    assert sent == [100, 100, 200]
-    assert first == Counter(retry=1, waiting=1)
+    assert sent == [100, 100, 100, 200]
+    assert first == Counter(retry=2, waiting=1)
     assert second == Counter(succeeded=2)
 
 
@@ -611,9 +648,9 @@ async def test_a_pending_delivery_of_a_subscription_disabled_or_deleted_meanwhil
 ) -> None:
     setup = await _subscribed(client, partner)
     vehicle = await create_vehicle(client)
-    partner.respond_with(500, {}, times=1)
+    partner.respond_with(500, {}, times=2)
     await _odometer(client, vehicle, 5)
-    assert await _deliver(client, worker) == Counter(retry=1)
+    assert await _deliver(client, worker) == Counter(retry=2)  # at once, then 5 s
 
     path = f"/api/v1/subscriptions/{setup['subscription']['id']}"
     if change == "disable":
@@ -625,7 +662,7 @@ async def test_a_pending_delivery_of_a_subscription_disabled_or_deleted_meanwhil
     then = await worker.run_until_idle()
 
     [delivery] = await _deliveries(client)
-    assert then == Counter(failed=1) and len(partner.requests) == 1  # no second send
+    assert then == Counter(failed=1) and len(partner.requests) == 2  # no third send
     assert delivery["status"] == "failed"
     reason = "disabled" if change == "disable" else "deleted"
     assert reason in delivery["last_error"]

@@ -69,7 +69,7 @@ async def _disabled_with_two_an_hour_away(
         client,
         partner,
         partner_fields={"disable_after_hours": 0.001, **fields},
-        action={"retry_schedule": [0, 3600, 3600]},
+        action={"retry_schedule": [3600, 3600]},
     )
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")
@@ -100,7 +100,7 @@ async def test_failing_partner_is_disabled_then_reprobed_and_its_backlog_flows(
         client,
         partner,
         partner_fields={"disable_after_hours": 0.001},
-        action={"retry_schedule": [0, 5, 5, 5, 5, 5]},
+        action={"retry_schedule": [5, 5, 5, 5, 5]},
     )
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")
@@ -165,7 +165,7 @@ async def test_a_partner_down_for_days_with_the_defaults_gets_its_whole_backlog_
     assert partner_doc["disable_after_hours"] == 72 and action["retry_schedule"] is None
     assert status_at_80_hours == "disabled"
     dead = [d for d in waiting["items"] if d["status"] == "dead"]
-    assert len(dead) == counts["dead"] > 0 and {d["attempt_count"] for d in dead} == {8}
+    assert len(dead) == counts["dead"] > 0 and {d["attempt_count"] for d in dead} == {9}
     assert {d["status"] for d in waiting["items"]} == {"pending", "dead"}
     assert recovered == Counter(succeeded=13)  # and the probe's
     page = await (await client.get("/api/v1/deliveries?limit=50", headers=auth())).json()
@@ -187,7 +187,7 @@ async def _outage(
         client,
         partner,
         partner_fields={"disable_after_hours": 0.1},
-        action={"retry_schedule": [0, 5, 5]},
+        action={"retry_schedule": [5, 5]},
     )
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")
@@ -266,7 +266,7 @@ async def test_a_delivery_its_partner_always_rejects_does_not_keep_the_partner_d
         client,
         partner,
         partner_fields={"disable_after_hours": 0.001},
-        action={"retry_schedule": [0, 5, 5, 5, 5, 5]},
+        action={"retry_schedule": [5, 5, 5, 5, 5]},
     )
     partner.reject_bodies_with(b"XYZ9Z99", 500)
     await _vehicles(client, "XYZ9Z99")
@@ -305,7 +305,7 @@ async def _two_mileages_until_disabled(
     5 s: the partner, and its status then."""
     partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
     action = await create_action(
-        client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5, 5, 5, 5]
+        client, partner_doc["id"], ordered=True, retry_schedule=[5, 5, 5, 5, 5]
     )
     await create_subscription(client, action["id"])
     vehicle = await create_vehicle(client, plate)
@@ -351,7 +351,7 @@ async def test_head_probe_answered_a_retryable_status_leaves_the_partner_disable
     clock = FakeClock()
     worker = _driven(client, clock)
     partner_doc = await create_partner(client, partner.url, disable_after_hours=0.001)
-    action = await create_action(client, partner_doc["id"], retry_schedule=[0, 5, 5])
+    action = await create_action(client, partner_doc["id"], retry_schedule=[5, 5])
     subscription = await create_subscription(client, action["id"], ("entity.created",))
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")
@@ -401,7 +401,7 @@ async def test_a_partner_reenabled_by_hand_has_its_backlog_due_at_once(
     client: Client, partner: Partner
 ) -> None:
     partner_doc = await _setup(
-        client, partner, partner_fields={}, action={"retry_schedule": [0, 3600]}
+        client, partner, partner_fields={}, action={"retry_schedule": [3600]}
     )
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")
@@ -425,7 +425,7 @@ async def test_a_partner_reenabled_by_hand_is_active_only_once_its_backlog_is_du
     between the two (a crash, a 503) leaves it disabled for the retried PATCH to finish
     (tests/test_recovery_crash.py)."""
     partner_doc = await _setup(
-        client, partner, partner_fields={}, action={"retry_schedule": [0, 3600]}
+        client, partner, partner_fields={}, action={"retry_schedule": [3600]}
     )
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")
@@ -516,7 +516,12 @@ async def test_a_probes_delivery_whose_lease_expires_after_the_recovery_is_due_a
 async def test_open_circuit_defers_without_spending_attempts(
     client: Client, partner: Partner
 ) -> None:
-    partner_doc = await _setup(client, partner, partner_fields={"max_concurrency": 1})
+    partner_doc = await _setup(
+        client,
+        partner,
+        partner_fields={"max_concurrency": 1},
+        action={"retry_schedule": [60]},  # each delivery fails once, no immediate retry
+    )
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23", "BRA2E19", "XYZ9A88", "DEF4G56", "GHI7J89", "JKL0M12")
 
@@ -672,7 +677,7 @@ async def _ordered_outage(
     pending behind a dead 100."""
     client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
     partner_doc = await create_partner(client, partner.url, disable_after_hours=0.1)
-    action = await create_action(client, partner_doc["id"], ordered=True, retry_schedule=[0, 5, 5])
+    action = await create_action(client, partner_doc["id"], ordered=True, retry_schedule=[5, 5])
     await create_subscription(client, action["id"])
     partner.respond_with(503, {})
     vehicle = await create_vehicle(client, "ABC1D23")
@@ -767,7 +772,7 @@ async def test_an_admin_reenable_racing_the_probes_replays_the_outage_once(
         client,
         partner,
         partner_fields={"disable_after_hours": 0.001},
-        action={"retry_schedule": [0]},
+        action={"retry_schedule": []},
     )
     partner.respond_with(503, {})
     await _vehicles(client, "XYZ9Z99")
@@ -821,7 +826,7 @@ async def test_an_action_moved_to_another_partner_has_its_deliveries_replayed_by
     client.app[services_key].guards.clock = lambda: time.monotonic() + clock.offset.total_seconds()
     old = await create_partner(client, partner.url, name="OLD")
     new = await create_partner(client, partner.url, name="NEW", disable_after_hours=0.1)
-    action = await create_action(client, old["id"], retry_schedule=[0, 5, 5])
+    action = await create_action(client, old["id"], retry_schedule=[5, 5])
     await create_subscription(client, action["id"], ("entity.created",))
     partner.respond_with(503, {})
     await _vehicles(client, "ABC1D23")  # its delivery notes OLD

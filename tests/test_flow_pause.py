@@ -133,19 +133,19 @@ async def test_a_run_waiting_for_its_partner_when_paused_is_held_at_that_step(
     services = client.app[services_key]
     clock = FakeClock()
     services.flow_runner.clock = services.delivery_worker.clock = clock
-    partner.respond_with(503, {"erro": "manutenção"}, times=1)
+    partner.respond_with(503, {"erro": "manutenção"}, times=2)
     await send_to(client, fines, _fine("A123456789"))
     await drain(services)
     (run,) = await _runs(client)
-    assert run["status"] == "pending" and len(partner.requests) == 1
+    assert run["status"] == "pending" and len(partner.requests) == 2  # and its immediate retry
     await post(client, f"{FLOW}/pause", None, status=200)
     clock.advance(400)  # past the fetch's retry
     await drain(services)
     (run,) = await _runs(client)
-    assert run["status"] == "held" and len(partner.requests) == 1
+    assert run["status"] == "held" and len(partner.requests) == 2
     await post(client, f"{FLOW}/resume", {}, status=200)
     await drain(services)
-    assert len(partner.requests) == 2 and len(smtp.received) == 1
+    assert len(partner.requests) == 3 and len(smtp.received) == 1
     assert (await _runs(client))[0]["status"] == "succeeded"
 
 

@@ -120,28 +120,28 @@ async def test_a_fetch_waits_while_its_partner_is_down_then_goes_on(
 ) -> None:
     fines = await _fines(client, partner)
     await _upload(client, _lookup_flow())
-    partner.respond_with(503, {"erro": "manutenção"}, times=2)
+    partner.respond_with(503, {"erro": "manutenção"}, times=3)
     await send_to(client, fines, sample("fine_feed.json"))
     services = client.app[services_key]
     clock = FakeClock()
     services.flow_runner.clock = clock
-    before = clock.now  # the clock runs with the real time: the try is between these two
-    await drain(services)  # the first try, at once
+    before = clock.now  # the clock runs with the real time: the tries are between these two
+    await drain(services)  # the first try and its immediate retry (SPEC §5), at once
     after = clock.now
 
     (run,) = await _runs(client)
     assert run["status"] == "pending" and run["steps"] == []
-    assert run["waits"] == {"step": "hr", "attempts": 1, "last_error": "HR: answered 503"}
+    assert run["waits"] == {"step": "hr", "attempts": 2, "last_error": "HR: answered 503"}
     due = (await services.store.db["flow_runs"].find_one({"_id": run["id"]}))["next_attempt_at"]
     # 5 s ± 20% after the try (stored to the millisecond)
     assert due - before > timedelta(seconds=3.99) and due - after < timedelta(seconds=6.01)
     clock.advance(7)
-    await drain(services)  # the second try: 503 again, then 5 min
-    assert (await _runs(client))[0]["waits"]["attempts"] == 2
+    await drain(services)  # the third try: 503 again, then 5 min
+    assert (await _runs(client))[0]["waits"]["attempts"] == 3
     clock.advance(400)
     await drain(services)
     (run,) = await _runs(client)
-    assert run["status"] == "succeeded" and len(partner.requests) == 3
+    assert run["status"] == "succeeded" and len(partner.requests) == 4
 
 
 async def test_a_fetch_held_by_an_open_circuit_waits_for_the_probe_without_spending_a_try(
@@ -230,7 +230,7 @@ async def test_a_flow_deleted_while_its_run_waits_does_not_go_on(
         {"id": "driver", "set": {"fields": {"driver_cpf": "steps.hr.cpf"}}},
     ]
     await _upload(client, flow)
-    partner.respond_with(503, {"erro": "manutenção"}, times=1)
+    partner.respond_with(503, {"erro": "manutenção"}, times=2)
     await send_to(client, fines, sample("fine_feed.json"))
     services = client.app[services_key]
     clock = FakeClock()
@@ -248,7 +248,7 @@ async def test_a_flow_deleted_while_its_run_waits_does_not_go_on(
     await drain(services)
     run = await get(client, f"/api/v1/flow-runs/{waiting['id']}")
     assert run["status"] == "failed" and "lookup" in run["last_error"], run
-    assert len(partner.requests) == 1  # not asked again
+    assert len(partner.requests) == 2  # the first try and its immediate retry, no more
     fine = await get(client, "/api/v1/entities/other/fine:A123456789")
     assert "driver_cpf" not in fine
 

@@ -11,7 +11,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.outbound.breaker import BreakerState, GuardSettings, PartnerGuards
+from gateway.outbound.breaker import (
+    BreakerState,
+    CircuitBreaker,
+    GuardSettings,
+    PartnerGuards,
+    Permit,
+)
 from gateway.web.state import services_key
 from tests.feed_doubles import GeotabDouble, geotab
 from tests.partner_double import Partner, create_action, create_partner, partner
@@ -77,14 +83,51 @@ async def test_a_partner_edited_while_its_circuit_is_open_is_reported_closed(
     assert _circuit(scraped, partner_doc["id"]) == {"closed": 1, "open": 0, "half_open": 0}
 
 
+async def test_a_deleted_partner_leaves_no_circuit_series_and_no_guard(
+    client: Client, partner: Partner
+) -> None:
+    """Its breaker open when it was deleted, the gauge said `open` (then `half_open`, read
+    at the end of the cooldown) for the life of the process, and the guard stayed."""
+    guards = client.app[services_key].guards
+    partner_doc = await create_partner(client, partner.url)
+    action = await create_action(client, partner_doc["id"], mode="proxy")
+    partner.respond_with(503, {})
+    for _ in range(5):
+        invoked = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", json={"payload": {}}, headers=auth()
+        )
+        assert invoked.status == 502, await invoked.text()
+    scraped = await (await client.get("/metrics")).text()
+    assert _circuit(scraped, partner_doc["id"]) == {"closed": 0, "open": 1, "half_open": 0}
+
+    deleted = await client.delete(f"/api/v1/actions/{action['id']}", headers=auth())
+    assert deleted.status == 204
+    deleted = await client.delete(f"/api/v1/partners/{partner_doc['id']}", headers=auth())
+    assert deleted.status == 204
+
+    scraped = await (await client.get("/metrics")).text()
+    assert _circuit(scraped, partner_doc["id"]) == {}
+    guards.clock = lambda: time.monotonic() + 31  # past the cooldown: nothing turns half_open
+    scraped = await (await client.get("/metrics")).text()
+    assert _circuit(scraped, partner_doc["id"]) == {}
+    assert partner_doc["id"] not in guards.states()
+    assert partner_doc["id"] not in guards._due  # no read of its breaker left pending
+
+
+def _let_through(breaker: CircuitBreaker) -> Permit:
+    permit = breaker.allow()
+    assert permit is not None
+    return permit
+
+
 async def test_an_open_breaker_is_reported_half_open_at_the_end_of_its_cooldown_unread() -> None:
     """Each process of `serve --workers N` writes its own gauges, and a scrape reads one
     process: the others' breakers must report their turn to half_open by themselves."""
     reported: list[tuple[str, BreakerState]] = []
     guards = PartnerGuards(on_breaker_change=lambda pid, state: reported.append((pid, state)))
     breaker = guards.get("p1", GuardSettings(breaker_threshold=2, breaker_cooldown=0.2)).breaker
-    breaker.record_failure()
-    breaker.record_failure()
+    for _ in range(2):
+        breaker.record_failure(_let_through(breaker))
     assert reported == [("p1", BreakerState.OPEN)]
     deadline = time.monotonic() + 5
     while len(reported) < 2:
@@ -100,9 +143,10 @@ def test_a_send_still_under_way_on_a_replaced_guard_reports_nothing() -> None:
     guards = PartnerGuards(on_breaker_change=lambda pid, state: reported.append((pid, state)))
     old = guards.get("p", GuardSettings(max_concurrency=10))
     for _ in range(4):
-        old.breaker.record_failure()
+        old.breaker.record_failure(_let_through(old.breaker))
+    fifth = _let_through(old.breaker)
     guards.get("p", GuardSettings(max_concurrency=20))  # an admin edits the partner
-    old.breaker.record_failure()  # the fifth failure, of a send made before the edit
+    old.breaker.record_failure(fifth)  # the fifth failure, of a send made before the edit
 
     assert reported == [("p", BreakerState.CLOSED)]
     assert guards.states() == {"p": BreakerState.CLOSED}

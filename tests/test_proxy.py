@@ -3,6 +3,7 @@ mapped reply; partner failures are 502/504 problems naming the partner's status.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +89,54 @@ async def test_current_driver_lookup_is_mapped_and_written_into_the_vehicle(
     await client.app[services_key].relay.run_until_idle()
     events = await (await client.get("/api/v1/events?type=entity.updated", headers=auth())).json()
     assert events["items"][0]["origin"]["kind"] == "action"
+
+
+ODOMETER_MAPPING = """
+name: odo
+direction: outbound
+entity_type: vehicle
+path:
+  plate: {from: entity.plate, required: true}
+response:
+  odometer_km: km
+"""
+
+
+async def test_a_written_back_answer_the_entity_refuses_is_the_partners_502_not_a_422(
+    client: Client, partner: Partner
+) -> None:
+    """The caller sent no `odometer_km`: the entity schema refusing the partner's mapped
+    answer was a 422 "Invalid payload" pointing at it."""
+    await upload_mapping(client, ODOMETER_MAPPING)
+    partner_doc = await create_partner(client, partner.url, name="ERP")
+    action = await create_action(
+        client,
+        partner_doc["id"],
+        mode="proxy",
+        method="GET",
+        path="/v/{plate}",
+        request_mapping="odo",
+        response_mapping="odo",
+        write_back=True,
+    )
+    vehicle = await create_vehicle(client, "ABC1D23")
+    partner.respond_with(200, {"km": "muito"})
+
+    response = await client.post(
+        f"/api/v1/actions/{action['id']}/invoke",
+        headers=auth(),
+        json={"entity": {"type": "vehicle", "key": "ABC1D23"}},
+    )
+
+    body = await response.json()
+    assert response.status == 502, body
+    assert body["type"].endswith("partner-error") and body["partner_id"] == partner_doc["id"]
+    assert body["detail"].startswith("partner ERP's answer does not fit the entity: ")
+    assert [e["pointer"] for e in body["errors"]] == ["/odometer_km"]
+    stored = await (
+        await client.get(f"/api/v1/entities/vehicle/{vehicle['id']}", headers=auth())
+    ).json()
+    assert "odometer_km" not in stored or stored["odometer_km"] is None
 
 
 async def test_payload_is_the_body_and_fills_the_path_without_mappings(
@@ -243,6 +292,57 @@ async def test_partner_not_on_the_allow_list_is_refused(
     assert response.status == 502
     assert "loopback" in (await response.json())["detail"]
     assert partner.requests == []
+
+
+async def test_a_call_to_an_oauth2_partner_is_bounded_by_one_timeout_across_token_and_refresh(
+    client: Client,
+) -> None:
+    """The token fetch, the request, the refresh after a 401 and the retried request each had
+    the whole `timeout_seconds`: up to four times it for the caller."""
+    tokens = iter(["t1", "t2", "t3"])
+
+    async def token(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.6)
+        return web.json_response({"access_token": next(tokens), "token_type": "bearer"})
+
+    async def api(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.6)
+        ok = request.headers.get("Authorization") == "Bearer t2"
+        return web.json_response({"ok": ok}, status=200 if ok else 401)
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    app.router.add_get("/x", api)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        oauth = {"type": "oauth2_client_credentials", "token_url": f"{url}/token"}
+        partner_doc = await create_partner(
+            client,
+            url,
+            name="ERP",
+            timeout_seconds=1,
+            auth=oauth | {"client_id": "c", "client_secret": "secret-1"},
+        )
+        action = await create_action(
+            client, partner_doc["id"], mode="proxy", method="GET", path="/x"
+        )
+        started = time.monotonic()
+        response = await client.post(
+            f"/api/v1/actions/{action['id']}/invoke", headers=auth(), json={"payload": {}}
+        )
+        took = time.monotonic() - started
+        body = await response.json()
+    finally:
+        await runner.cleanup()
+
+    # token 0.6 s, then 0.4 s left for the request (0.6 s): the deadline, not 2.4 s later
+    assert response.status == 504, body
+    assert body["detail"] == "partner ERP did not answer within 1 s"
+    assert took < 1.5, took
 
 
 async def test_oauth2_token_is_fetched_once_and_reused(client: Client, partner: Partner) -> None:

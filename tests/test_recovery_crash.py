@@ -125,7 +125,7 @@ def _disabled_with_a_backlog(gateway: Gateway, partner: _Partner) -> str:
     action = gateway.create(
         "/api/v1/actions",
         {"name": "push", "partner_id": erp["id"], "method": "POST", "path": "/hooks"}
-        | {"mode": "deliver", "retry_schedule": [0, 3600, 3600]},
+        | {"mode": "deliver", "retry_schedule": [3600, 3600]},
     )
     gateway.create(
         "/api/v1/subscriptions", {"action_id": action["id"], "event_types": ["entity.created"]}

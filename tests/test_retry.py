@@ -19,50 +19,54 @@ def seconds_after_now(when: datetime | None) -> float:
     return (when - NOW).total_seconds()
 
 
-def test_default_schedule_is_immediately_then_5s_to_10h() -> None:
+def test_default_retries_are_immediately_then_5s_to_10h_after_the_first_attempt() -> None:
+    """SPEC §5: retries "immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h": the
+    first attempt fails, the first retry goes at once; nine attempts in all."""
     delays = [
-        seconds_after_now(next_attempt_at(n, DEFAULT_SCHEDULE, NOW, rng=no_jitter))
-        for n in range(8)
+        seconds_after_now(next_attempt_at(failed, DEFAULT_SCHEDULE, NOW, rng=no_jitter))
+        for failed in range(1, 9)
     ]
     assert delays == [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
 
 
 def test_delivery_dead_after_schedule_exhausted() -> None:
-    assert next_attempt_at(8, DEFAULT_SCHEDULE, NOW) is None
+    assert next_attempt_at(9, DEFAULT_SCHEDULE, NOW) is None
     assert next_attempt_at(1, (), NOW) is None
-    assert next_attempt_at(8, DEFAULT_SCHEDULE, NOW, retry_after=10) is None
+    assert next_attempt_at(9, DEFAULT_SCHEDULE, NOW, retry_after=10) is None
 
 
-def test_negative_attempts_are_a_bug() -> None:
+def test_no_attempt_made_is_a_bug() -> None:
     with pytest.raises(ValueError):
-        next_attempt_at(-1, DEFAULT_SCHEDULE, NOW)
+        next_attempt_at(0, DEFAULT_SCHEDULE, NOW)
 
 
 @pytest.mark.parametrize(("draw", "expected"), [(0.0, 240.0), (1.0, 360.0), (0.25, 270.0)])
 def test_jitter_stays_within_twenty_percent(draw: float, expected: float) -> None:
-    when = next_attempt_at(2, DEFAULT_SCHEDULE, NOW, rng=lambda: draw)
+    when = next_attempt_at(3, DEFAULT_SCHEDULE, NOW, rng=lambda: draw)
     assert seconds_after_now(when) == pytest.approx(expected)
 
 
 def test_retry_after_longer_than_schedule_is_honoured() -> None:
-    when = next_attempt_at(1, DEFAULT_SCHEDULE, NOW, retry_after=120, rng=no_jitter)
+    when = next_attempt_at(2, DEFAULT_SCHEDULE, NOW, retry_after=120, rng=no_jitter)
     assert seconds_after_now(when) == 120
+    when = next_attempt_at(1, DEFAULT_SCHEDULE, NOW, retry_after=120, rng=no_jitter)
+    assert seconds_after_now(when) == 120  # the immediate retry waits what the partner asks
 
 
 def test_retry_after_never_brings_an_attempt_forward() -> None:
-    when = next_attempt_at(3, DEFAULT_SCHEDULE, NOW, retry_after=0, rng=no_jitter)
+    when = next_attempt_at(4, DEFAULT_SCHEDULE, NOW, retry_after=0, rng=no_jitter)
     assert seconds_after_now(when) == 1800
 
 
 def test_hostile_retry_after_is_clamped() -> None:
     week = 7 * 86400.0
-    when = next_attempt_at(1, DEFAULT_SCHEDULE, NOW, retry_after=week, rng=no_jitter)
+    when = next_attempt_at(2, DEFAULT_SCHEDULE, NOW, retry_after=week, rng=no_jitter)
     assert seconds_after_now(when) == DEFAULT_MAX_RETRY_AFTER
     when = next_attempt_at(
-        1, DEFAULT_SCHEDULE, NOW, retry_after=week, max_retry_after=60, rng=no_jitter
+        2, DEFAULT_SCHEDULE, NOW, retry_after=week, max_retry_after=60, rng=no_jitter
     )
     assert seconds_after_now(when) == 60
-    when = next_attempt_at(1, DEFAULT_SCHEDULE, NOW, retry_after=float("inf"), rng=no_jitter)
+    when = next_attempt_at(2, DEFAULT_SCHEDULE, NOW, retry_after=float("inf"), rng=no_jitter)
     assert seconds_after_now(when) == 5
 
 

@@ -215,7 +215,7 @@ async def test_an_echoed_soap_secret_is_redacted_from_the_attempt_record_and_log
         erp["id"],
         name="veiculo-soap11",
         path="/ws/frota",
-        retry_schedule=[0],
+        retry_schedule=[],
         xml_body={"soap": "1.1", "template": ERP_ENVELOPE.format(ns=SOAP11)},
     )
     await create_subscription(client, deliver["id"], ("entity.created",))

@@ -130,7 +130,10 @@ async def test_a_retry_schedule_copied_from_the_actions_page_is_stored_as_shown(
     )
     await make_user(services)
     await log_in(client)
-    labels = {"pt-BR": "Esperas entre tentativas (s)", "en": "Waits between attempts (s)"}
+    labels = {
+        "pt-BR": "Esperas antes de cada nova tentativa (s)",
+        "en": "Waits before each retry (s)",
+    }
     for lang, label in labels.items():
         await client.get(f"/admin/lang/{lang}")
         page = await (await client.get(f"/admin/actions/{action['id']}")).text()

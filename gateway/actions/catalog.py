@@ -36,9 +36,9 @@ from gateway.store import Doc, Store
 from gateway.store.client import canonical_ref
 
 DEFAULT_TTL_SECONDS = 2.0
-# An action's retry schedule unless it sets its own (see `delivery/retry.py`): the delay
-# before attempt n+1, in seconds, for n attempts already made. The first attempt is
-# immediate, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. Eight attempts in all, ~27.5 h.
+# An action's retry schedule unless it sets its own (see `delivery/retry.py`): the delays of
+# the retries, in seconds, after the first attempt (made at once) failed. SPEC §5: retries
+# immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. Nine attempts in all, ~27.5 h.
 DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 _MAX_CACHED = 10_000
 _MAX_PROBE_WAIT = 3600  # seconds; the same cap as a partner's Retry-After on deliveries
@@ -299,7 +299,7 @@ class Catalog:
             request_mapping=doc.get("request_mapping"),
             response_mapping=doc.get("response_mapping"),
             success=tuple(doc.get("success") or ()),
-            retry_schedule=tuple(doc.get("retry_schedule") or DEFAULT_SCHEDULE),
+            retry_schedule=_schedule(doc.get("retry_schedule")),
             ordered=bool(doc.get("ordered")),
             write_back=bool(doc.get("write_back")),
             read_only=bool(doc.get("read_only")),
@@ -391,6 +391,11 @@ def build_request(
     return request, body
 
 
+def _schedule(stored: list[float] | None) -> tuple[float, ...]:
+    """An action's retry delays: its own (`[]`: no retry), else the default."""
+    return DEFAULT_SCHEDULE if stored is None else tuple(stored)
+
+
 def partner_guards(metrics: Metrics) -> PartnerGuards:
     """The process's partner guards, reporting every breaker transition as a gauge: an open
     breaker is read at the end of its cooldown and at each scrape, so that its turn to
@@ -400,6 +405,9 @@ def partner_guards(metrics: Metrics) -> PartnerGuards:
         for each in BreakerState:
             metrics.partner_circuit.labels(partner_id, each.value).set(int(each is state))
 
-    guards = PartnerGuards(on_breaker_change=report)
+    def drop(partner_id: str) -> None:
+        metrics.forget_partner_circuit(partner_id, [each.value for each in BreakerState])
+
+    guards = PartnerGuards(on_breaker_change=report, on_discard=drop)
     metrics.before_scrape(guards.states)
     return guards

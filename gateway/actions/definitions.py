@@ -284,7 +284,7 @@ def _schedule(check: BodyCheck) -> list[float] | None:
     week = 7 * 86400
     if (
         not isinstance(schedule, list)
-        or not 1 <= len(schedule) <= 30
+        or len(schedule) > 30
         or not all(
             isinstance(s, int | float) and not isinstance(s, bool) and 0 <= s <= week
             for s in schedule
@@ -292,8 +292,8 @@ def _schedule(check: BodyCheck) -> list[float] | None:
     ):
         check.add(
             "/retry_schedule",
-            "retry_schedule is 1 to 30 delays in seconds (0 to a "
-            "week): the wait before each attempt",
+            "retry_schedule is up to 30 delays in seconds (0 to a week): the wait "
+            "before each retry, the first attempt being made at once ([]: no retry)",
             "type",
         )
         return None

@@ -19,6 +19,7 @@ from gateway.auth.secretbox import SecretBox
 from gateway.clock import utcnow
 from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.notify.channel_needs import push_partner_problem, refuse_if_channels_need
+from gateway.outbound.breaker import PartnerGuards
 from gateway.outbound.partner_auth import build_auth, unsavable
 from gateway.store import Doc, Store, new_id
 
@@ -51,6 +52,7 @@ class PartnerUseCases:
     _store: Store
     _box: SecretBox
     _catalog: Catalog
+    _guards: PartnerGuards
 
     async def create_partner(self, tenant: str, body: Mapping[str, Any]) -> Doc:
         oid, now = new_id(), utcnow()
@@ -124,6 +126,7 @@ class PartnerUseCases:
             raise Conflict(f"partner {partner_id} is used by {listed}", used_by=found)
         await self._store.partners.delete(tenant, partner_id)
         self._catalog.forget(partner_id)
+        self._guards.discard(partner_id)  # its breaker, and the state it reports, go with it
 
     def _partner_fields(self, partner_id: str, body: Mapping[str, Any], *, creating: bool) -> Doc:
         allowed = {

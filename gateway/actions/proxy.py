@@ -118,13 +118,20 @@ class Proxy:
             return _as_it_came(outcome.status, other)
         written = None
         if action.write_back and entity_doc is not None and isinstance(data, dict):
-            result = await self._entities.patch(
-                tenant,
-                entity_doc["type"],
-                str(entity_doc["_id"]),
-                data,
-                Origin("action", action.id, {"partner_id": partner.id}),
-            )
+            try:
+                result = await self._entities.patch(
+                    tenant,
+                    entity_doc["type"],
+                    str(entity_doc["_id"]),
+                    data,
+                    Origin("action", action.id, {"partner_id": partner.id}),
+                )
+            except InvalidPayload as exc:  # the partner's mapped answer, not the caller's
+                raise PartnerError(
+                    f"partner {partner.name}'s answer does not fit the entity: {exc.detail}",
+                    partner_id=partner.id,
+                    errors=[p.as_dict() for p in exc.problems],
+                ) from None
             written = {
                 "entity": {"type": entity_doc["type"], "id": str(entity_doc["_id"])},
                 "changed": [c.field for c in result.changes],

@@ -13,6 +13,7 @@ from gateway.actions.partners import PartnerUseCases
 from gateway.actions.subscriptions import SubscriptionUseCases
 from gateway.auth.secretbox import SecretBox
 from gateway.mapping_files.source import MappingSource
+from gateway.outbound.breaker import PartnerGuards
 from gateway.store import Store
 
 
@@ -22,6 +23,7 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         store: Store,
         box: SecretBox,
         catalog: Catalog,
+        guards: PartnerGuards,
         mappings: MappingSource | None = None,
         *,
         flow_users: FlowUsers = no_flow_users,
@@ -29,5 +31,6 @@ class ActionService(PartnerUseCases, ActionUseCases, SubscriptionUseCases):
         self._store = store
         self._box = box
         self._catalog = catalog
+        self._guards = guards
         self._mappings = mappings
         self._flow_users = flow_users

@@ -9,7 +9,6 @@ exactly one delivery per (event, subscription).
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -17,7 +16,6 @@ from datetime import datetime
 from gateway.actions.catalog import Action, Catalog
 from gateway.actions.filters import EventFilter, compile_filter, event_type_keys
 from gateway.clock import utcnow
-from gateway.delivery.retry import next_attempt_at
 from gateway.errors import InvalidPayload, NotFound
 from gateway.events import public_event
 from gateway.metrics import Metrics
@@ -28,7 +26,8 @@ from gateway.store.deliveries import shard_of
 _MAX_FILTERS_CACHED = 10_000
 
 
-def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first: datetime) -> Doc:
+def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime) -> Doc:
+    """A new delivery, due now: the first attempt is made at once (retries on the schedule)."""
     event_id = str(event["_id"])
     entity_id = (event.get("entity") or {}).get("id")
     delivery_id = f"{event_id}:{sub['_id']}"
@@ -43,7 +42,7 @@ def delivery_document(event: Doc, sub: Doc, action: Action, now: datetime, first
         "partner_id": action.partner_id,
         "entity_id": entity_id,
         "status": DeliveryStatus.PENDING.value,
-        "next_attempt_at": first,
+        "next_attempt_at": now,
         "attempt_count": 0,
         "attempts": [],
         "created_at": now,
@@ -82,14 +81,12 @@ class FanOut:
         metrics: Metrics,
         *,
         clock: Callable[[], datetime] = utcnow,
-        rng: Callable[[], float] = random.random,
         on_created: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._metrics = metrics
         self._clock = clock
-        self._rng = rng
         self._on_created = on_created
         self._filters: dict[tuple[str, int], EventFilter] = {}
 
@@ -115,17 +112,13 @@ class FanOut:
                         action = await self._catalog.action(tenant, sub["action_id"])
                     except NotFound:
                         continue  # deleted since; the subscription goes with it
-                    first = next_attempt_at(0, action.retry_schedule, now, rng=self._rng) or now
-                    docs.append(delivery_document(event, sub, action, now, first))
+                    docs.append(delivery_document(event, sub, action, now))
         # Journaled: the relay drains the events' outboxes after this (store/client.py
         # `unjournaled` says why that needs it).
         created = await self._store.deliveries.insert_many(docs)
         if created:
             self._metrics.deliveries.labels("created").inc(created)
-            # Wake the worker only for work it can do now: one whose first attempt waits
-            # (an action's retry_schedule) is found by the worker's own poll when due.
-            due = any(doc["next_attempt_at"] <= now for doc in docs)
-            if due and self._on_created is not None:
+            if self._on_created is not None:  # due now: wake the worker
                 self._on_created()
         return created
 

@@ -30,7 +30,6 @@ from typing import Any
 
 from gateway.actions.catalog import Catalog, build_request
 from gateway.assignments import AssignmentService
-from gateway.delivery.retry import next_attempt_at
 from gateway.entities import EntityService, Origin
 from gateway.errors import Conflict, InvalidPayload, NotFound
 from gateway.flows.context import cooldown_key, evaluate, holds, plain
@@ -260,7 +259,7 @@ class StepRunner:
             partner_id=action.partner_id,
             entity_id=(entity or {}).get("id") or doc["entity_id"],
             context=local,
-            next_attempt_at=next_attempt_at(0, action.retry_schedule, now) or now,
+            next_attempt_at=now,  # the first attempt is made at once; retries on the schedule
         )
         if action.ordered:
             doc.update(_order(action.id, entity or {}, run.event, doc["_id"]))

@@ -22,12 +22,24 @@ class BreakerState(enum.StrEnum):
     HALF_OPEN = "half_open"
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Permit:
+    """One request `CircuitBreaker.allow()` let through; its outcome is reported with it, so
+    that the breaker knows whose it is (`identity` compares: each permit is its own)."""
+
+    epoch: int  # how many times the breaker had opened when the request was let through
+    probe: bool  # this request holds half_open's single probe slot
+
+
 class CircuitBreaker:
     """closed → open after `threshold` consecutive failures; open → half_open after `cooldown`
     seconds; half_open lets one probe through at a time: success closes, failure reopens.
 
-    Callers ask `allow()` right before sending and then report exactly one of
-    `record_success()`, `record_failure()` or `release()` (sent nothing / no verdict).
+    Callers ask `allow()` right before sending and then report, with the `Permit` it gave,
+    exactly one of `record_success()`, `record_failure()` or `release()` (sent nothing / no
+    verdict). Once open, only the probe's own outcome counts: a late answer of a request let
+    through before the breaker opened (its timeout may be longer than the cooldown) neither
+    ends the probe nor closes or reopens the breaker.
     """
 
     def __init__(
@@ -47,7 +59,8 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._opened_at = 0.0
-        self._probing = False
+        self._epoch = 0  # openings so far: a permit of an earlier epoch reports too late
+        self._probe: Permit | None = None  # the permit holding the probe slot
 
     @property
     def state(self) -> BreakerState:
@@ -61,31 +74,49 @@ class CircuitBreaker:
             return 0.0
         return max(self._opened_at + self.cooldown - self._clock(), 0.0)
 
-    def allow(self) -> bool:
-        """May a request go out now? In half_open this takes the single probe slot."""
+    def allow(self) -> Permit | None:
+        """A permit when a request may go out now, else None. In half_open the permit takes
+        the single probe slot."""
         state = self.state
         if state is BreakerState.CLOSED:
-            return True
-        if state is BreakerState.HALF_OPEN and not self._probing:
-            self._probing = True
-            return True
-        return False
+            return Permit(self._epoch, probe=False)
+        if state is BreakerState.HALF_OPEN and self._probe is None:
+            self._probe = Permit(self._epoch, probe=True)
+            return self._probe
+        return None
 
-    def record_success(self) -> None:
-        self._failures = 0
-        self._probing = False
-        self._set(BreakerState.CLOSED)
+    def record_success(self, permit: Permit) -> None:
+        if permit is self._probe:
+            self._probe = None
+            self._failures = 0
+            self._set(BreakerState.CLOSED)
+        elif self._counts(permit):
+            self._failures = 0
 
-    def record_failure(self) -> None:
-        self._probing = False
-        self._failures += 1
-        if self._state is BreakerState.HALF_OPEN or self._failures >= self.threshold:
-            self._opened_at = self._clock()
-            self._set(BreakerState.OPEN)
+    def record_failure(self, permit: Permit) -> None:
+        if permit is self._probe:
+            self._probe = None
+            self._open()
+        elif self._counts(permit):
+            self._failures += 1
+            if self._failures >= self.threshold:
+                self._open()
 
-    def release(self) -> None:
-        """The allowed request ended without a verdict (cancelled, not sent): free the probe."""
-        self._probing = False
+    def release(self, permit: Permit) -> None:
+        """The allowed request ended without a verdict (cancelled, not sent): a probe frees
+        its slot."""
+        if permit is self._probe:
+            self._probe = None
+
+    def _counts(self, permit: Permit) -> bool:
+        """A request's outcome counts toward the streak when it was let through since the
+        breaker last closed (not a late one from before an opening) and it is closed."""
+        return permit.epoch == self._epoch and self._state is BreakerState.CLOSED
+
+    def _open(self) -> None:
+        self._epoch += 1
+        self._opened_at = self._clock()
+        self._set(BreakerState.OPEN)
 
     def _set(self, state: BreakerState) -> None:
         if state is not self._state:
@@ -228,6 +259,8 @@ class PartnerGuards:
 
     clock: Clock = time.monotonic
     on_breaker_change: Callable[[str, BreakerState], None] | None = None
+    # Called when a partner's guard is dropped (the partner deleted): its state is no more.
+    on_discard: Callable[[str], None] | None = None
     _guards: dict[str, PartnerGuard] = field(default_factory=dict, init=False, repr=False)
     # An open breaker's read at the end of its cooldown, by partner (see `_read_when_due`).
     _due: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False, repr=False)
@@ -257,8 +290,12 @@ class PartnerGuards:
         return {pid: guard.breaker.state for pid, guard in self._guards.items()}
 
     def discard(self, partner_id: str) -> None:
-        self._guards.pop(partner_id, None)
+        """Drop a deleted partner's guard, its pending read and its reported state. A send
+        still under way on it reports nothing (`_callback`)."""
+        dropped = self._guards.pop(partner_id, None)
         self._cancel_due(partner_id)
+        if dropped is not None and self.on_discard is not None:
+            self.on_discard(partner_id)
 
     def _cancel_due(self, partner_id: str) -> None:
         if (due := self._due.pop(partner_id, None)) is not None:

@@ -265,7 +265,7 @@ class Sender:
         self, request: OutboundRequest, guard: PartnerGuard, auth: PartnerAuth
     ) -> Outcome:
         breaker = guard.breaker
-        if not breaker.allow():  # opened while we waited, or another probe is out
+        if (permit := breaker.allow()) is None:  # opened while we waited, or a probe is out
             return _circuit_open(guard)
         outcome: Outcome | None = None
         try:
@@ -273,25 +273,32 @@ class Sender:
             return outcome
         finally:
             if outcome is None or not outcome.sent:
-                breaker.release()
+                breaker.release(permit)
             elif outcome.verdict is Verdict.RETRY:
-                breaker.record_failure()
+                breaker.record_failure(permit)
             else:  # answered, even with a 4xx: the partner is up
-                breaker.record_success()
+                breaker.record_success(permit)
 
     async def _send_with_auth(self, request: OutboundRequest, auth: PartnerAuth) -> Outcome:
+        # One deadline spans the whole call: a token fetch, the request, a refreshed token
+        # and the request again share the partner's timeout, each given what is left of it.
+        deadline = time.monotonic() + request.timeout
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), _LEAST_TIMEOUT)
+
         async def fetch(
             url: str, form: Mapping[str, str], headers: Mapping[str, str]
         ) -> TokenResponse:
-            return await self._fetch_token(url, form, headers, request.timeout)
+            return await self._fetch_token(url, form, headers, left())
 
         try:
             applied = await auth.apply(fetch)
-            outcome = await self._exchange(request, applied)
+            outcome = await self._exchange(replace(request, timeout=left()), applied)
             if auth.refreshable and auth.refused(outcome.status, outcome.json_body):
                 auth.invalidate(applied)
                 applied = await auth.apply(fetch)
-                outcome = await self._exchange(request, applied)
+                outcome = await self._exchange(replace(request, timeout=left()), applied)
                 if auth.refused(outcome.status, outcome.json_body):
                     return _refused_again(outcome)
         except TokenFetchFailed as exc:
@@ -468,6 +475,9 @@ class Sender:
 
 _TOKEN_SAID = 600
 """Characters of a token endpoint's refusal kept, once redacted."""
+_LEAST_TIMEOUT = 0.001
+"""Seconds an exchange is given when its call's deadline has passed (aiohttp reads a timeout
+of 0 as none): it times out at once."""
 
 
 def _not_followed(location: str | None) -> str:

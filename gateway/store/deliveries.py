@@ -437,7 +437,7 @@ class DeliveryStore:
         """A partner recovering (its probe answered, or an admin re-enables it): its backlog
         is due now, not at the retry times it had when it was disabled (hours away). Those
         waiting behind an earlier delivery of their entity stay (the earlier one wakes
-        them), and so does a first attempt an action's schedule puts later on purpose. Run
+        them), and so does one never attempted (a new one is due at once already). Run
         after its outage's dead deliveries are replayed (`replay_outage`) and before it is
         active again (the recovery's last write): a recovery cut short between them leaves it
         disabled, and the next one runs this again (what is due already is left as it is).
