@@ -851,11 +851,18 @@ def _oauth_to(url: str) -> dict[str, Any]:
     }
 
 
+# One attempt a pass: the default schedule's first retry is immediate (SPEC §5).
+ONE_RETRY_IN_5_S = {"retry_schedule": [5]}
+ONE_RETRY_LATER = {"retry_schedule": [60]}
+
+
 async def test_a_token_holding_a_line_break_is_retried_not_cached(
     client: Client, partner: Partner, worker: DeliveryWorker, clock: FakeClock
 ) -> None:
     """The token was cached and every call for its lifetime `blocked`: failed at once."""
-    await _subscribed(client, partner, partner_fields={"auth": _oauth_to(partner.url)})
+    await _subscribed(
+        client, partner, partner_fields={"auth": _oauth_to(partner.url)}, action=ONE_RETRY_IN_5_S
+    )
     line_broken = {"access_token": "dG9rZW4tZm9y\n", "token_type": "Bearer", "expires_in": 3600}
     partner.respond_with(200, line_broken, times=1)
     await _odometer(client, await create_vehicle(client), 5)
@@ -897,7 +904,7 @@ async def test_an_answer_in_utf7_with_a_lone_surrogate_is_recorded_by_its_status
 ) -> None:
     """`+2AA-` (U+D800 alone) in the attempt's response: BSON refused it and the delivery
     was parked, a 200 included (a replay would send it twice)."""
-    await _subscribed(client, partner)
+    await _subscribed(client, partner, action=ONE_RETRY_LATER)
     vehicle = await create_vehicle(client)
     partner.respond_with(
         status, raw=b"erro +2AA- depois", headers={"Content-Type": "text/plain; charset=utf-7"}
@@ -917,7 +924,7 @@ async def test_a_utf16_answer_without_byte_order_mark_cut_in_a_character_keeps_i
 ) -> None:
     """Its excerpt's decoder raised on the emoji across byte 4096: `blocked`, status null,
     the delivery failed at once (a 503 not retried, a 200 the partner took called failed)."""
-    await _subscribed(client, partner)
+    await _subscribed(client, partner, action=ONE_RETRY_LATER)
     vehicle = await create_vehicle(client)
     text = '{"msg": "' + "a" * 2038 + "\U0001f600" + "b" * 3000 + '"}'
     partner.respond_with(
@@ -992,7 +999,7 @@ async def test_an_answer_that_cannot_be_recorded_as_it_came_is_recorded_bare_not
         return attempt
 
     monkeypatch.setattr(recording, "_attempt", unstorable)
-    await _subscribed(client, partner)
+    await _subscribed(client, partner, action=ONE_RETRY_LATER)
     partner.respond_with(503, {"erro": "fora do ar"})
     await _odometer(client, await create_vehicle(client), 5)
 
