@@ -42,10 +42,14 @@ TOKEN = "oauth-access-token-7f3a9c1e"
 
 class Echo:
     """Answers 500 with everything it received: method, URL with query, headers, body (200
-    under `/ok`, as JSON, or as text under `/ok/text`: a debug or whoami endpoint)."""
+    under `/ok`, as JSON, or as text under `/ok/text`: a debug or whoami endpoint), and what
+    its token endpoint received."""
 
     def __init__(self) -> None:
         self.server: TestServer | None = None
+        # What its token endpoint was sent (an OAuth2 client's secret), quoted back by every
+        # answer after: a partner's configuration page.
+        self.token_request: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -54,6 +58,10 @@ class Echo:
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.path == "/token":
+            self.token_request = {
+                "authorization": request.headers.get("Authorization", ""),
+                "form": await request.text(),
+            }
             body = {"access_token": TOKEN, "token_type": "bearer", "expires_in": 3600}
             return web.json_response(body)
         if request.path.startswith("/as/"):  # the credentials only, as a framework writes
@@ -74,13 +82,15 @@ class Echo:
         if request.path == "/whole":  # a short answer, whole, ending as the key begins
             return web.Response(status=500, text="key expected: s3cr", content_type="text/plain")
         echoed = {
+            **self.token_request,
             "url": str(request.url),
             "headers": {str(k): v for k, v in request.headers.items()},
             "body": (await request.read()).decode(errors="replace"),
         }
         if request.path == "/ok/text":  # not JSON-looking: returned as it came
             heads = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
-            return web.Response(text=f"{request.url}\n{heads}", content_type="text/plain")
+            told = "\n".join(self.token_request.values())
+            return web.Response(text=f"{told}\n{request.url}\n{heads}", content_type="text/plain")
         status = 200 if request.path.startswith("/ok") else 500
         return web.Response(
             status=status, body=orjson.dumps(echoed), content_type="application/json"

@@ -276,6 +276,10 @@ class Sender:
                 breaker.record_success()
 
     async def _send_with_auth(self, request: OutboundRequest, auth: PartnerAuth) -> Outcome:
+        # Every credential of the partner is masked in what its calls bring back, not only
+        # those a call carries: a resource server may quote an OAuth2 client's secret too.
+        request = replace(request, secrets=(*request.secrets, *auth.credential_values()))
+
         async def fetch(
             url: str, form: Mapping[str, str], headers: Mapping[str, str]
         ) -> TokenResponse:
