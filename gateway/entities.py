@@ -428,7 +428,9 @@ class EntityService:
                 kept, skipped = forward_only({}, fields, forward) if forward else (fields, ())
                 try:
                     # Stored as sent, nulls included, as the admin API's create does.
-                    made = await self.create(tenant, etype, kept, origin, extra_events, event_detail)
+                    made = await self.create(
+                        tenant, etype, kept, origin, extra_events, event_detail
+                    )
                     return replace(made, skipped=skipped) if skipped else made
                 except Conflict:
                     continue  # created concurrently: merge into it on the next round
