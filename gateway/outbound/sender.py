@@ -640,7 +640,7 @@ def _redacted_body(other: OtherBody, redactor: Redactor) -> OtherBody:
     except (LookupError, ValueError):  # no such codec, or bytes that are not text in it
         encoding, errors = "utf-8", "surrogateescape"
         text = other.body.decode(encoding, errors)
-    masked = redactor.redact(text, cut=False)
+    masked = redactor.redact(text, cut=False, whole=True)
     if masked == text:
         return other
     return replace(other, body=masked.encode(encoding, errors))
