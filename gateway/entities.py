@@ -427,9 +427,9 @@ class EntityService:
                 # Nothing stored holds a value back; a reading's time far ahead still does.
                 kept, skipped = forward_only({}, fields, forward) if forward else (fields, ())
                 try:
-                    # Merged into nothing, as into a stored entity: its nulls mean absent.
+                    # Stored as sent, nulls included, as the admin API's create does.
                     made = await self.create(
-                        tenant, etype, merge({}, kept), origin, extra_events, event_detail
+                        tenant, etype, kept, origin, extra_events, event_detail
                     )
                     return replace(made, skipped=skipped) if skipped else made
                 except Conflict:
@@ -532,7 +532,7 @@ class EntityService:
                 if not upsert.create:
                     raise _must_exist(etype, nk)
                 kept, skipped = forward_only({}, upsert.fields, upsert.forward)
-                clean = await self._check(tenant, etype, merge({}, kept))
+                clean = await self._check(tenant, etype, kept)
                 events = _events(etype, clean, True, [], origin, extra, detail)
                 write = TogetherWrite(etype, nk, None, clean, events)
                 types = tuple(e["type"] for e in events)

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.outbound import redaction
 from gateway.outbound.redaction import MASK, Redactor
 from gateway.web.state import services_key
 from tests.flow_support import drain
@@ -42,10 +43,14 @@ TOKEN = "oauth-access-token-7f3a9c1e"
 
 class Echo:
     """Answers 500 with everything it received: method, URL with query, headers, body (200
-    under `/ok`, as JSON, or as text under `/ok/text`: a debug or whoami endpoint)."""
+    under `/ok`, as JSON, or as text under `/ok/text`: a debug or whoami endpoint), and what
+    its token endpoint received."""
 
     def __init__(self) -> None:
         self.server: TestServer | None = None
+        # What its token endpoint was sent (an OAuth2 client's secret), quoted back by every
+        # answer after: a partner's configuration page.
+        self.token_request: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -54,6 +59,10 @@ class Echo:
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.path == "/token":
+            self.token_request = {
+                "authorization": request.headers.get("Authorization", ""),
+                "form": await request.text(),
+            }
             body = {"access_token": TOKEN, "token_type": "bearer", "expires_in": 3600}
             return web.json_response(body)
         if request.path.startswith("/as/"):  # the credentials only, as a framework writes
@@ -74,13 +83,15 @@ class Echo:
         if request.path == "/whole":  # a short answer, whole, ending as the key begins
             return web.Response(status=500, text="key expected: s3cr", content_type="text/plain")
         echoed = {
+            **self.token_request,
             "url": str(request.url),
             "headers": {str(k): v for k, v in request.headers.items()},
             "body": (await request.read()).decode(errors="replace"),
         }
         if request.path == "/ok/text":  # not JSON-looking: returned as it came
             heads = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
-            return web.Response(text=f"{request.url}\n{heads}", content_type="text/plain")
+            told = "\n".join(self.token_request.values())
+            return web.Response(text=f"{told}\n{request.url}\n{heads}", content_type="text/plain")
         status = 200 if request.path.startswith("/ok") else 500
         return web.Response(
             status=status, body=orjson.dumps(echoed), content_type="application/json"
@@ -668,7 +679,7 @@ async def test_a_page_quoting_a_credential_is_mapped_into_entities_redacted(
 
 
 def test_a_tree_nested_past_the_stack_is_redacted_without_recursion() -> None:
-    """Answers are read up to 1,024 levels deep; keys are texts too."""
+    """Answers are read up to 1,024 levels deep (deeper than orjson writes out)."""
     deep: Any = {"Bearer s3cr3t-value-0123456789": "s3cr3t-value-0123456789"}
     for _ in range(3000):
         deep = [deep, "plain"]
@@ -676,7 +687,74 @@ def test_a_tree_nested_past_the_stack_is_redacted_without_recursion() -> None:
     for _ in range(3000):
         assert tree[1] == "plain"
         tree = tree[0]
-    assert tree == {f"Bearer {MASK}": MASK}
+    assert tree == {"Bearer s3cr3t-value-0123456789": MASK}  # keys are left as they are
+
+
+async def test_a_numeric_key_quoted_as_a_number_is_masked_and_data_holding_it_is_kept(
+    client: Client, partner: Partner
+) -> None:
+    """A whoami answer quoting a key of digits as a JSON number returned it in clear, while
+    order ids merely holding it were rewritten (`8473625100` as `[redacted]00`)."""
+    key = "84736251"
+    auth_doc = {"type": "header", "name": "X-Api-Key", "value": key}
+    erp = await create_partner(client, partner.url, auth=auth_doc)
+    proxy = await create_action(client, erp["id"], mode="proxy", method="GET", path="/whoami")
+    orders = {"8473625100": "paid", "x8473625101": "open", "A-84736251-B": "sent"}
+    answer = {"account": {"api_key": 84736251, "id": 84736252}, "orders": orders}
+    partner.respond_with(body={**answer, "said": f"key {key} accepted", "ref": f"R{key}9"})
+    invoked = await client.post(
+        f"/api/v1/actions/{proxy['id']}/invoke", json={"payload": {}}, headers=auth()
+    )
+    data = (await invoked.json())["data"]
+
+    assert invoked.status == 200
+    assert data["account"] == {"api_key": MASK, "id": 84736252}, data
+    # A whole token between separators is the key; inside a longer one it is other data.
+    assert data["orders"] == {"8473625100": "paid", "x8473625101": "open", "A-84736251-B": "sent"}
+    assert data["said"] == f"key {MASK} accepted" and data["ref"] == f"R{key}9", data
+
+
+def test_an_answer_s_keys_are_left_as_they_are() -> None:
+    """Masking keys renamed members (`fleet_id` as `[redacted]_id`), and two keys masked to
+    one lost a member."""
+    redactor = Redactor(["1234", "5678", "fleet"])
+    tree = {"1234": "a", "5678": "b", "fleet_id": "fleet", "order": "A-12345", "pin": "1234"}
+    assert redactor.redact_tree(tree) == {
+        "1234": "a",
+        "5678": "b",
+        "fleet_id": MASK,
+        "order": "A-12345",
+        "pin": MASK,
+    }
+    # Error texts stay strict: a credential is masked wherever it is in an excerpt.
+    assert redactor.redact("order A-12345 refused", cut=False) == f"order A-{MASK}5 refused"
+
+
+def test_a_large_answer_reads_only_the_texts_that_may_hold_a_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 1 MiB answer quoting the credential once was read escape by escape, every text and
+    key of it (1.1 to 1.7 s on the event loop); one holding nothing was read whole too."""
+    redactor = Redactor(["s3cr3t-token-value"])
+    readings: list[str] = []
+    real = redaction.Reading
+
+    def counted(text: str) -> redaction.Reading:
+        readings.append(text)
+        return real(text)
+
+    monkeypatch.setattr(redaction, "Reading", counted)
+    texts: list[Any] = ["a"] * 262_000
+    keyed = {f"{i:x}": "b" for i in range(110_000)}
+    assert redactor.redact_tree([texts, keyed]) == [texts, keyed]
+    assert readings == []  # nothing read: the answer written out holds nothing
+    texts[7] = "s3cr3t-token-value"
+    keyed["5"] = "Bearer s3cr3t-token-value"
+    assert redactor.redact_tree([texts, keyed]) == [texts, keyed]
+    assert texts[7] == MASK and keyed["5"] == f"Bearer {MASK}"
+    assert texts.count("a") == 261_999 and list(keyed.values()).count("b") == 109_999
+    # The answer's texts read once together, then each of the two holding it.
+    assert len(readings) == 3, [len(text) for text in readings]
 
 
 async def test_a_named_secret_quoted_in_an_answer_that_is_not_http_is_nowhere(

@@ -89,29 +89,57 @@ async def test_a_partner_moving_a_value_between_number_and_boolean_changes_it(
     assert stored["attributes"]["door_open"] == 1 and stored["attributes"]["door_open"] is not True
 
 
-async def test_a_partner_payload_is_a_merge_patch_whether_the_entity_exists_or_not(
-    client: Client,
-) -> None:
+async def test_a_partner_payload_over_an_entity_is_a_merge_patch(client: Client) -> None:
     """A null inside an object the entity does not have means absent (RFC 7396), as it does
-    for a new entity: it was stored as null, or refused by the schema, depending on what
+    inside one it has: it was stored as null, or refused by the schema, depending on what
     the entity held before."""
     trigger = await create_trigger(client)
-    driver = {"current_driver": {"name": "Maria", "cpf": None}, "attributes": {"a": None}}
-    status, _ = await hook(client, trigger, {**VEHICLE, **driver, "model": None})
+    status, _ = await hook(client, trigger, VEHICLE)
     assert status == 201
     [stored] = await entities(client)
-    assert stored["current_driver"] == {"name": "Maria"} and stored["attributes"] == {}
-    assert "model" not in stored
     await client.patch(
         f"/api/v1/entities/vehicle/{stored['id']}",
         json={"current_driver": None, "attributes": {"x": 5}},
         headers=auth(),
     )
     patch = {"current_driver": {"name": "Ana", "cpf": None}, "attributes": {"x": {"y": None}}}
-    status, answer = await hook(client, trigger, {**VEHICLE, **patch})
+    status, answer = await hook(client, trigger, {**VEHICLE, **patch, "model": None})
     assert status == 200, answer
     [stored] = await entities(client)
     assert stored["current_driver"] == {"name": "Ana"} and stored["attributes"] == {"x": {}}
+    assert "model" not in stored
+
+
+TYRE = {
+    "name": "tyre",
+    "schema": {
+        "type": "object",
+        "required": ["serial", "removed_at"],
+        "properties": {"serial": {"type": "string"}, "removed_at": {"type": ["string", "null"]}},
+    },
+}
+
+
+async def test_a_partner_payload_for_a_new_entity_is_stored_as_sent_nulls_included(
+    client: Client,
+) -> None:
+    """A kind requiring a nullable member (`"removed_at": null`): the admin API created the
+    entity, a trigger's payload for a new one was refused (`422`, its nulls dropped as a
+    merge patch's)."""
+    response = await client.post("/api/v1/kinds", json=TYRE, headers=auth())
+    assert response.status == 201, await response.text()
+    doc = {"kind": "tyre", "key": "T-1", "serial": "T-1", "removed_at": None}
+    admin = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert admin.status == 201, await admin.text()
+    trigger = await create_trigger(client, entity_type="other", kind="tyre")
+    status, answer = await hook(client, trigger, {**doc, "key": "T-2", "serial": "T-2"})
+    assert status == 201, answer
+    listed = await client.get("/api/v1/entities/other?kind=tyre", headers=auth())
+    items = (await listed.json())["items"]
+    assert sorted((item["serial"], item["removed_at"]) for item in items) == [
+        ("T-1", None),
+        ("T-2", None),
+    ], items
 
 
 async def test_mapped_position_updates_the_vehicle_and_emits_the_mapping_events(

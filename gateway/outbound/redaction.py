@@ -5,7 +5,9 @@ would otherwise put our credential for it into a delivery attempt's `response`, 
 any viewer, a proxy's answer or 502, a flow run's answers. Every credential value of the
 partner (its named secrets too) is replaced by `[redacted]`, in whatever encoding the
 partner's framework wrote it: in a text (`redact`), or in each text of a parsed answer
-(`redact_tree`). The sender applies it to every outcome it makes.
+(`redact_tree`, which also masks a number written as a credential, and leaves keys as they
+are). In an answer's data (`whole`) a credential is masked only where it stands as a token;
+in error texts wherever it is. The sender applies it to every outcome it makes.
 
 One mechanism: the text is read with its escapes undone, each decoded character remembering
 where it was written, and the credentials are looked for in that reading; what matches is
@@ -34,6 +36,8 @@ from functools import lru_cache
 from html.entities import html5
 from typing import Any
 
+import orjson
+
 MASK = "[redacted]"
 # Shorter values would mangle ordinary text; no partner credential is that short.
 MIN_LENGTH = 4
@@ -51,6 +55,8 @@ _PERCENT = re.compile(r"%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,8}|#[xX][0-9a-fA-F]{1,8}|[A-Za-z][A-Za-z0-9]{1,31});")
 _KINDS = (("\\", _JSON), ("%", _PERCENT), ("&", _ENTITY))
 _STARTERS = frozenset(starter for starter, _ in _KINDS)
+# What a text holds where a reading may undo something: an escape, a folded line.
+_MARKS = (*_STARTERS, "\n")
 # Rounds of reading: an echo encoded twice, with room for a third writer.
 _ROUNDS = 3
 # A line break inside base64 folded into lines (MIME: 76 columns, PEM: 64): before a base64
@@ -233,9 +239,10 @@ def _base64_forms(value: str) -> set[str]:
 
 
 @lru_cache(maxsize=1024)  # a redactor is built per answer (an OAuth2 token changes)
-def _forms(value: str) -> tuple[frozenset[str], frozenset[str]]:
-    """What a credential reads as once a partner's escapes are undone; and of those, the ones
-    holding `\\`, `%` or `&`, which a further reading may change (`Redactor.redact`)."""
+def _forms(value: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """What a credential reads as once a partner's escapes are undone; its base64 forms; and
+    of the first, the ones holding `\\`, `%` or `&`, which a further reading may change
+    (`Redactor.redact`)."""
     plain = {value, Reading(value).plain}  # a credential that itself holds `%41` or `\\n`
     plain |= {form.replace(" ", "+") for form in plain}
     # Base64 of a JSON document holds the value JSON-escaped (non-ASCII as \\uXXXX: Python's
@@ -243,7 +250,7 @@ def _forms(value: str) -> tuple[frozenset[str], frozenset[str]]:
     escaped = json.dumps(value)[1:-1]
     base64_forms = _base64_forms(value) | (_base64_forms(escaped) if escaped != value else set())
     escapable = frozenset(form for form in plain if not _STARTERS.isdisjoint(form))
-    return frozenset(plain | base64_forms), escapable
+    return frozenset(plain), frozenset(base64_forms - plain), escapable
 
 
 class Redactor:
@@ -257,58 +264,80 @@ class Redactor:
         return Redactor(values)
 
     def __init__(self, values: Iterable[str]) -> None:
-        looked_for = [_forms(v) for v in set(values) if len(v) >= MIN_LENGTH]
-        self._forms = tuple({form for forms, _ in looked_for for form in forms})
+        kept = {v for v in values if len(v) >= MIN_LENGTH}
+        looked_for = [_forms(v) for v in kept]
+        # The credential as read: in an answer's data, masked where it stands as a token.
+        self._plain = frozenset(form for plain, _, _ in looked_for for form in plain)
+        # In base64, standard or URL-safe: masked wherever found (they are in base64 text).
+        self._base64 = frozenset(form for _, b64, _ in looked_for for form in b64)
+        self._forms = tuple(self._plain | self._base64)
         # A form holding `\`, `%` or `&` may be read once more than it was written, with the
         # text after it (`pass\` echoed in JSON as `"pass\\"` reads `pass\"`, then `pass"`):
         # it is looked for in the text and each earlier reading too.
-        self._escapable = tuple({form for _, escapable in looked_for for form in escapable})
+        self._escapable = tuple({form for _, _, escapable in looked_for for form in escapable})
+        # A credential of digits a partner may quote back as a JSON number.
+        self._numbers = frozenset(v for v in kept if v.isascii() and v.isdigit())
+        # What an answer written out holds when a credential may be in it (`_may_be_in`).
+        self._written = tuple(
+            {form.encode("utf-8", "surrogatepass") for form in self._forms} | {b"\\", b"%", b"&"}
+        )
 
     @property
     def empty(self) -> bool:
         """Whether it looks for nothing (no credential, or none long enough)."""
         return not self._forms
 
+    def _may_hold(self, text: str) -> bool:
+        """Whether a credential may be in `text`: one of its forms as written, or an escape
+        or a line break, which a reading may undo into one. At C speed (`in`), so that the
+        many texts of an answer that hold nothing cost next to nothing."""
+        return any(form in text for form in self._forms) or any(mark in text for mark in _MARKS)
+
     def redact_tree(self, tree: Any) -> Any:
         """A parsed answer (JSON, or an XML answer's tree) with every credential masked in
-        its texts, keys included, each redacted whole as `redact(text, cut=False)` would.
-        All its texts are searched at once, joined by NUL characters (no escape, form or
-        folded line runs across one): only when that finds something is each text redacted,
-        in the tree itself (the caller's own, just parsed). Walked without recursion: an
-        answer may nest deeper than Python's stack."""
-        if not self._forms or not self._found("\0".join(_texts(tree))):
+        its texts where it stands as a token (`redact(text, cut=False, whole=True)`), and
+        every number whose decimal text is a credential replaced by the mask. Keys are left
+        as they are (masking one renames a member, or merges two). All its texts are searched
+        at once, joined by NUL characters (no escape, form or folded line runs across one):
+        only the texts holding a credential are then redacted, in the tree itself (the
+        caller's own, just parsed). Walked without recursion: an answer may nest deeper than
+        Python's stack."""
+        if not self._forms or not self._may_be_in(tree):
             return tree
-        return _masked(tree, lambda text: self.redact(text, cut=False))
+        texts, numbers = _texts(tree, self._numbers)
+        joined = "\0".join(texts)
+        held: set[str] = set()
+        if self._may_hold(joined):
+            for begin, _ in self._spans(joined, cut=False, whole=True):
+                end = joined.find("\0", begin)
+                held.add(joined[joined.rfind("\0", 0, begin) + 1 : end if end >= 0 else None])
+        if not held and not numbers:
+            return tree
+        return _masked(
+            tree, held, self._numbers, lambda text: self.redact(text, cut=False, whole=True)
+        )
 
-    def _found(self, text: str) -> bool:
-        """Whether `redact(text, cut=False)` would mask anything."""
-        reading = Reading(text)
-        plain = reading.plain
-        if any(form in plain for form in self._forms):
+    def _may_be_in(self, tree: Any) -> bool:
+        """Whether a credential may be in a parsed answer, found on the answer written out
+        (orjson, at C speed): an answer of texts without escapes, marks or forms (as almost
+        all are) is done without walking it. Written out, a text is its characters in UTF-8
+        but for `"`, `\\` and control characters, written with a `\\`."""
+        try:
+            written = orjson.dumps(tree)
+        except (orjson.JSONEncodeError, TypeError):  # a number wider than 64 bits
             return True
-        earlier = [text for _, text in reading.earlier()] if self._escapable else []
-        return any(form in text for text in earlier for form in self._escapable)
+        return any(mark in written for mark in self._written)
 
-    def redact(self, text: str, *, cut: bool = True) -> str:
+    def redact(self, text: str, *, cut: bool = True, whole: bool = False) -> str:
         """`text` with every credential's forms masked; and, unless it is known whole
-        (`cut=False`: an answer read to its end), a start of one it ends with."""
+        (`cut=False`: an answer read to its end), a start of one it ends with. `whole`: a
+        credential (not its base64) only where it stands as a token, with no letter or digit
+        just before or after it (an answer's data: an order id holding a PIN is not one)."""
         if not text or not self._forms:
             return text
-        reading = Reading(text)
-        plain = reading.plain
-        spans = [
-            (reading.place(found), reading.place(found + len(form)))
-            for form in self._forms
-            for found in _occurrences(plain, form)
-        ]
-        for stage, earlier in reading.earlier() if self._escapable else ():
-            spans += [
-                (reading.place(found, stage), reading.place(found + len(form), stage))
-                for form in self._escapable
-                for found in _occurrences(earlier, form)
-            ]
-        if cut and (tail := self._cut_tail(plain)) is not None:
-            spans.append((reading.place(tail), len(text)))
+        if not cut and not self._may_hold(text):
+            return text
+        spans = self._spans(text, cut=cut, whole=whole)
         if not spans:
             return text
         pieces: list[str] = []
@@ -318,6 +347,25 @@ class Redactor:
             written = end
         pieces.append(text[written:])
         return "".join(pieces)
+
+    def _spans(self, text: str, *, cut: bool, whole: bool) -> list[tuple[int, int]]:
+        """Where, in `text`, the credentials' forms are written."""
+        reading = Reading(text)
+        plain = reading.plain
+        spans = [
+            (reading.place(found), reading.place(found + len(form)))
+            for form in self._forms
+            for found in _occurrences(plain, form, whole and form in self._plain)
+        ]
+        for stage, earlier in reading.earlier() if self._escapable else ():
+            spans += [
+                (reading.place(found, stage), reading.place(found + len(form), stage))
+                for form in self._escapable
+                for found in _occurrences(earlier, form, whole)
+            ]
+        if cut and (tail := self._cut_tail(plain)) is not None:
+            spans.append((reading.place(tail), len(text)))
+        return spans
 
     def _cut_tail(self, plain: str) -> int | None:
         """An excerpt may end inside a credential, or inside an escape or a character within
@@ -346,18 +394,17 @@ class Redactor:
         return found
 
 
-def _texts(tree: Any) -> list[str]:
-    """Every text in a parsed answer, keys included (JSON's and the XML reader's are texts).
-    On the proxy's path for a partner with credentials: exact types, each container's
-    members looked at where they are, only containers stacked."""
+def _texts(tree: Any, numbers: frozenset[str]) -> tuple[list[str], bool]:
+    """Every text in a parsed answer but its keys, and whether one of its numbers is written
+    as one of `numbers`. On the proxy's path for a partner with credentials: exact types, each
+    container's members looked at where they are, only containers stacked."""
     if type(tree) is str:
-        return [tree]
+        return [tree], False
     texts: list[str] = []
-    add, stack = texts.append, [tree]
+    add, stack, found = texts.append, [tree], False
     while stack:
         node = stack.pop()
         if type(node) is dict:
-            texts.extend(node)
             members: Iterable[Any] = node.values()
         elif type(node) is list:
             members = node
@@ -369,37 +416,56 @@ def _texts(tree: Any) -> list[str]:
                 add(member)
             elif kind is dict or kind is list:
                 stack.append(member)
-    return texts
+            elif kind is int and numbers and not found:
+                found = str(member) in numbers
+    if type(tree) is int and numbers:
+        found = str(tree) in numbers
+    return texts, found
 
 
-def _masked(tree: Any, redact: Callable[[str], str]) -> Any:
-    """The tree with `redact` applied to each of its texts, keys included, in place."""
-    if isinstance(tree, str):
-        return redact(tree)
+def _masked(
+    tree: Any, held: set[str], numbers: frozenset[str], redact: Callable[[str], str]
+) -> Any:
+    """The tree with `redact` applied to each of its texts in `held`, and each number written
+    as one of `numbers` replaced by the mask, in place; keys as they are."""
+    if type(tree) is str:
+        return redact(tree) if tree in held else tree
+    if type(tree) is int:
+        return MASK if str(tree) in numbers else tree
     stack = [tree]
     while stack:
         node = stack.pop()
-        if isinstance(node, list):
-            for i, item in enumerate(node):
-                if isinstance(item, str):
-                    node[i] = redact(item)
-                elif isinstance(item, dict | list):
-                    stack.append(item)
-        elif isinstance(node, dict):
-            members = list(node.items())
-            node.clear()
-            for key, value in members:
-                if isinstance(value, str):
-                    value = redact(value)
-                elif isinstance(value, dict | list):
-                    stack.append(value)
-                node[redact(key) if isinstance(key, str) else key] = value
+        if type(node) is list:
+            places: Iterable[tuple[Any, Any]] = enumerate(node)
+        elif type(node) is dict:
+            places = node.items()
+        else:
+            continue
+        changed: list[tuple[Any, Any]] = []
+        for place, member in places:
+            kind = type(member)
+            if kind is str:
+                if member in held:
+                    changed.append((place, redact(member)))
+            elif kind is dict or kind is list:
+                stack.append(member)
+            elif kind is int and numbers and str(member) in numbers:
+                changed.append((place, MASK))
+        for place, member in changed:
+            node[place] = member
     return tree
 
 
-def _occurrences(text: str, form: str) -> Iterator[int]:
+def _occurrences(text: str, form: str, whole: bool = False) -> Iterator[int]:
+    """Where `form` is in `text`; `whole`: only where no letter or digit is next to it."""
     found = text.find(form)
     while found >= 0:
+        if whole and (
+            (found > 0 and text[found - 1].isalnum())
+            or (found + len(form) < len(text) and text[found + len(form)].isalnum())
+        ):
+            found = text.find(form, found + 1)
+            continue
         yield found
         found = text.find(form, found + len(form))
 

@@ -280,6 +280,9 @@ class Sender:
                 breaker.record_success(permit)
 
     async def _send_with_auth(self, request: OutboundRequest, auth: PartnerAuth) -> Outcome:
+        # Every credential of the partner is masked in what its calls bring back, not only
+        # those a call carries: a resource server may quote an OAuth2 client's secret too.
+        request = replace(request, secrets=(*request.secrets, *auth.credential_values()))
         # One deadline spans the whole call: a token fetch, the request, a refreshed token
         # and the request again share the partner's timeout, each given what is left of it.
         deadline = time.monotonic() + request.timeout
@@ -707,7 +710,7 @@ def _redacted_body(other: OtherBody, redactor: Redactor) -> OtherBody:
     except (LookupError, ValueError):  # no such codec, or bytes that are not text in it
         encoding, errors = "utf-8", "surrogateescape"
         text = other.body.decode(encoding, errors)
-    masked = redactor.redact(text, cut=False)
+    masked = redactor.redact(text, cut=False, whole=True)
     if masked == text:
         return other
     return replace(other, body=masked.encode(encoding, errors))
