@@ -289,6 +289,23 @@ async def test_fine_trigger_writes_and_reads_its_kind_only(client: Client) -> No
     assert status == 422 and problem["errors"][0]["pointer"] == "/kind"
 
 
+async def test_a_fine_trigger_lists_the_fines_of_either_spelling_of_a_plate(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client, entity_type="other", kind="fine", methods=["GET"])
+    fine = {"kind": "fine", "ait_number": "SP900", "amount_brl": 10, "status": "open"}
+    for key, plate in (("SP900", "FIN1234"), ("SP901", "FIN1C34"), ("SP902", "FIN1D34")):
+        doc = {**fine, "key": key, "plate": plate}
+        created = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+        assert created.status == 201, await created.text()
+    for plate in ("FIN1234", "fin-1c34"):
+        response = await client.get(
+            f"/hooks/{trigger['id']}?plate={plate}", headers=bearer(trigger)
+        )
+        items = (await response.json())["items"]
+        assert sorted(f["key"] for f in items) == ["SP900", "SP901"], plate
+
+
 async def test_lookup_key_from_the_payload_cannot_become_a_query_operator(client: Client) -> None:
     await upload_mapping(
         client,
