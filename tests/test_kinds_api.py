@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway import kinds
 from gateway.clock import utcnow
 from gateway.services import Services
 from tests.support import auth
@@ -326,3 +327,79 @@ async def test_a_kind_deleted_while_entities_of_it_are_written_leaves_no_orphan(
         else:
             assert deleted == 409 and kinds["name"] == name, kinds
             assert 422 not in written
+
+
+_TREAD = {
+    "type": "object",
+    "properties": {"serial": {"type": "string"}, "tread_mm": {"type": "number"}},
+}
+_BRANDED = {
+    "type": "object",
+    "required": ["brand"],
+    "additionalProperties": False,
+    "properties": {"serial": {"type": "string"}, "brand": {"type": "string"}},
+}
+
+
+async def _tyres(client: Client, count: int) -> None:
+    kind = {"name": "tyre", "schema": _TREAD}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    for n in range(1, count + 1):
+        doc = {"kind": "tyre", "key": f"T-{n}", "serial": "S", "tread_mm": n}
+        created = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+        assert created.status == 201, await created.text()
+
+
+async def test_a_schema_its_stored_entities_break_is_refused_naming_them(client: Client) -> None:
+    await _tyres(client, 2)
+    refused = await client.put("/api/v1/kinds/tyre", json={"schema": _BRANDED}, headers=auth())
+    problem = await refused.json()
+    assert refused.status == 409, problem
+    assert (problem["stranded"], problem["checked"]) == (2, 2)
+    assert "2 of the 2 stored entities of kind 'tyre'" in problem["detail"]
+    first = problem["entities"][0]
+    assert first["key"] == "T-1"
+    assert {e["pointer"] for e in first["errors"]} == {"/brand", "/tread_mm"}
+    kind = await (await client.get("/api/v1/kinds/tyre", headers=auth())).json()
+    assert kind["schema"] == _TREAD  # nothing replaced: the entities stay writable
+    patch = {"serial": "S2"}
+    written = await client.patch("/api/v1/entities/other/tyre:T-1", json=patch, headers=auth())
+    assert written.status == 200, await written.text()
+    # A schema they all still satisfy is replaced at once.
+    optional = {**_TREAD, "properties": {**_TREAD["properties"], "brand": {"type": "string"}}}
+    replaced = await client.put("/api/v1/kinds/tyre", json={"schema": optional}, headers=auth())
+    assert replaced.status == 200, await replaced.text()
+
+
+async def test_a_forced_schema_replacement_leaves_entities_to_be_made_valid(
+    client: Client,
+) -> None:
+    await _tyres(client, 1)
+    bad = await client.put(
+        "/api/v1/kinds/tyre?force=maybe", json={"schema": _BRANDED}, headers=auth()
+    )
+    assert bad.status == 400, await bad.text()
+    forced = await client.put(
+        "/api/v1/kinds/tyre?force=true", json={"schema": _BRANDED}, headers=auth()
+    )
+    assert forced.status == 200, await forced.text()
+    path = "/api/v1/entities/other/tyre:T-1"
+    still = await client.patch(path, json={"brand": "Pirelli"}, headers=auth())
+    assert still.status == 422, await still.text()
+    fixed = await client.patch(path, json={"brand": "Pirelli", "tread_mm": None}, headers=auth())
+    assert fixed.status == 200, await fixed.text()
+
+
+async def test_a_schema_replacement_checks_a_bounded_number_of_stored_entities(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kinds, "MAX_CHECKED", 2)
+    await _tyres(client, 3)
+    # T-3 alone breaks it: past the first two, it is not looked at.
+    capped = {**_TREAD, "properties": {**_TREAD["properties"], "tread_mm": {"maximum": 2}}}
+    replaced = await client.put("/api/v1/kinds/tyre", json={"schema": capped}, headers=auth())
+    assert replaced.status == 200, await replaced.text()
+    stricter = {**_TREAD, "properties": {**_TREAD["properties"], "tread_mm": {"maximum": 1}}}
+    refused = await client.put("/api/v1/kinds/tyre", json={"schema": stricter}, headers=auth())
+    problem = await refused.json()
+    assert refused.status == 409 and "1 of the first 2 stored" in problem["detail"], problem
