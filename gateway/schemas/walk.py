@@ -184,14 +184,13 @@ def _normaliser(
             below(node.get(key), f"{at}/{key}")
             for key in ("additionalProperties", "unevaluatedProperties")
         ),
-        dependent={
-            **_named(below, _mapping(node.get("dependencies")), f"{at}/dependencies"),
-            **_named(below, _mapping(node.get("dependentSchemas")), f"{at}/dependentSchemas"),
-        },
+        dependent=_dependent(below, node, at),
         prefix=_prefix(below, node.get("prefixItems"), f"{at}/prefixItems"),
         rest=_union(below(node.get(key), f"{at}/{key}") for key in ("items", "unevaluatedItems")),
         every=below(node.get("contains"), f"{at}/contains"),
     )
+    if not any(found.prefix) and found.rest is None:
+        found.prefix = []  # (with `rest`, the prefix's length says where `rest` starts)
     if found == Normaliser():
         budget.barren.add(state)
         return None
@@ -228,8 +227,17 @@ def _named(below: _Below, subs: Mapping[str, Any], at: str) -> dict[str, Normali
 def _prefix(below: _Below, subs: Any, at: str) -> list[Normaliser | None]:
     if not isinstance(subs, list):
         return []
-    found = [below(sub, f"{at}/{i}") for i, sub in enumerate(subs)]
-    return found if any(n is not None for n in found) else []
+    return [below(sub, f"{at}/{i}") for i, sub in enumerate(subs)]
+
+
+def _dependent(below: _Below, node: Mapping[str, Any], at: str) -> dict[str, Normaliser]:
+    """`dependentSchemas` and its draft-7 spelling `dependencies` (schema values), which the
+    validator still honours, by the member whose presence applies them."""
+    found: dict[str, list[Normaliser]] = {}
+    for key in ("dependencies", "dependentSchemas"):
+        for name, sub in _named(below, _mapping(node.get(key)), f"{at}/{key}").items():
+            found.setdefault(name, []).append(sub)
+    return {name: n for name, subs in found.items() if (n := _union(subs)) is not None}
 
 
 def _present(found: Iterable[Normaliser | None]) -> list[Normaliser]:
