@@ -26,7 +26,7 @@ from gateway.formats import at_path
 from gateway.kinds import KindService
 from gateway.mapping.model import Emit
 from gateway.paging import PAGE_PARAMS
-from gateway.schemas.ids import normalize_identifier
+from gateway.schemas.ids import normalize_identifier, plate_equivalents
 from gateway.schemas.registry import SchemaRegistry, reference_field
 from gateway.store import Doc, Store, new_id
 from gateway.store.entities import FILTERABLE, TogetherWrite
@@ -343,18 +343,33 @@ class EntityService:
         excluding: Mapping[str, str] | None = None,
     ) -> list[Doc]:
         """Entities matching `filters` and none of `excluding` (a field unset is not excluded).
-        A vehicle's `plate` filter finds it by either spelling (old or Mercosul), as `get`
-        does: it is matched on the natural key."""
+        A `plate` filter finds by either spelling (old or Mercosul): a vehicle, as `get` does,
+        on the natural key; a fine (or any entity with a plate) by every `plate_equivalents`
+        spelling, so the fines of FIN1C34 include those issued to it as FIN1234."""
         self._schemas.require_type(etype)
         nk = None
-        plate = filters.get("plate") if etype == "vehicle" else None
-        if isinstance(plate, str):
+        one_of: dict[str, tuple[str, ...]] = {}
+        plate = filters.get("plate")
+        if isinstance(plate, str) and etype == "vehicle":
             nk = self._key_from_ref(etype, plate)
             if nk is None:  # no vehicle has an invalid plate
                 return []
+        elif isinstance(plate, str):
+            try:
+                one_of["plate"] = plate_equivalents(plate)
+            except ValueError:  # not a plate: a kind's free text, matched as it is
+                one_of["plate"] = (plate,)
+        if nk is not None or one_of:
             filters = {k: v for k, v in filters.items() if k != "plate"}
         return await self._store.entities.find(
-            tenant, etype, filters, after=after, limit=limit, nk=nk, excluding=excluding
+            tenant,
+            etype,
+            filters,
+            after=after,
+            limit=limit,
+            nk=nk,
+            one_of=one_of,
+            excluding=excluding,
         )
 
     async def create(

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import FieldProblem, InvalidPayload, NotFound
+from gateway.errors import Conflict, FieldProblem, InvalidPayload, NotFound
 from gateway.schemas.compiled import CompiledSchema
 from gateway.schemas.registry import SchemaRegistry
 from gateway.store import Doc, Store
+
+MAX_CHECKED = 5_000
+"""Stored entities a schema replacement checks (the oldest first): a kind with more is
+checked on its first 5,000, so a replacement answers in about a second whatever its size."""
+_SHOWN = 5  # stranded entities a refusal lists, each with its first problems
 
 
 def public_kind(doc: Doc) -> dict[str, Any]:
@@ -40,8 +45,14 @@ class KindService:
         name, schema = self._parse(body)
         return await self._store.kinds.create(tenant, name, schema, author)
 
-    async def replace(self, tenant: str, name: str, body: dict[str, Any], author: str) -> Doc:
+    async def replace(
+        self, tenant: str, name: str, body: dict[str, Any], author: str, *, force: bool = False
+    ) -> Doc:
+        """Replace the kind's schema; Conflict, unless `force`, when stored entities of the
+        kind do not validate against it (`check_stored`)."""
         _, schema = self._parse({"name": name, "schema": body.get("schema")})
+        if not force:
+            await self.check_stored(tenant, name, self._schemas.compile_kind(name, schema))
         doc = await self._store.kinds.replace_schema(tenant, name, schema, author)
         if doc is None:
             raise NotFound(f"no kind {name!r}")
@@ -60,6 +71,43 @@ class KindService:
         if not await self._store.kinds.delete(tenant, name):
             raise NotFound(f"no kind {name!r}")
 
+    async def check_stored(self, tenant: str, name: str, schema: CompiledSchema) -> None:
+        """Conflict when stored entities of kind `name` (the first MAX_CHECKED) do not
+        validate against `schema`: once it replaced theirs, every write to one of them would
+        be refused, naming fields its writer never sent. The refusal counts them and lists a
+        few, each with its problems."""
+        stranded: list[dict[str, Any]] = []
+        count = checked = 0
+        after: str | None = None
+        while checked < MAX_CHECKED:
+            limit = min(500, MAX_CHECKED - checked)
+            docs = await self._store.entities.find(
+                tenant, "other", {"kind": name}, after=after, limit=limit
+            )
+            for doc in docs:
+                problems = self._schemas.validate("other", doc["data"], kind_schema=schema)
+                if problems:
+                    count += 1
+                    if len(stranded) < _SHOWN:
+                        stranded.append(_stranded(doc, problems))
+            checked += len(docs)
+            if len(docs) < limit:
+                break
+            after = str(docs[-1]["_id"])
+        if not count:
+            return
+        first = stranded[0]
+        raise Conflict(
+            f"{count} of the {'first ' if checked == MAX_CHECKED else ''}{checked} stored "
+            f"entities of kind {name!r} do not validate against the new schema ({first['key']}:"
+            f" {first['errors'][0]['message']}); change them first, or send the PUT with "
+            "?force=true to replace it anyway (they stay readable; a write to one must then "
+            "make it valid)",
+            stranded=count,
+            checked=checked,
+            entities=stranded,
+        )
+
     def _parse(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The kind's name and schema, compiled; InvalidPayload naming every problem (the
         HTTP routes refuse a member they do not know before: web/kinds.py)."""
@@ -74,3 +122,12 @@ class KindService:
             message = "schema must be a JSON Schema object"
             problems.append(FieldProblem("/schema", message, "type"))
         raise InvalidPayload("the kind is invalid", problems)
+
+
+def _stranded(doc: Doc, problems: list[FieldProblem]) -> dict[str, Any]:
+    """A stranded entity in a refusal: its id, key and first problems."""
+    return {
+        "id": str(doc["_id"]),
+        "key": doc["data"].get("key"),
+        "errors": [p.as_dict() for p in problems[:_SHOWN]],
+    }

@@ -93,6 +93,67 @@ async def test_a_change_sent_against_a_version_no_longer_current_is_refused(
     assert anything.status == 200
 
 
+@pytest.mark.parametrize(
+    "make",
+    [_trigger, _action, _subscription, _geofence, _settings, _vehicle],
+    ids=lambda f: f.__name__.strip("_"),
+)
+async def test_a_change_with_if_none_match_naming_the_current_version_is_refused(
+    client: Client, make: Callable[[Client], Awaitable[Made]]
+) -> None:
+    """RFC 9110 §13.1.2: `If-None-Match: *` ("only if it does not exist") or the current tag
+    on an existing document is a 412 and nothing changes; another tag lets the change apply."""
+    path, method, mine, theirs = await make(client)
+    before = await client.get(path, headers=auth())
+    current = before.headers["ETag"]
+    for tags in ("*", current, f'"nope", {current}', f"W/{current}"):
+        headers = {**auth(), "If-None-Match": tags}
+        refused = await client.request(method, path, json=mine, headers=headers)
+        problem = await refused.json()
+        assert refused.status == 412, (tags, problem)
+        assert problem["type"].endswith("/precondition-failed")
+    assert await (await client.get(path, headers=auth())).json() == await before.json()
+    # If-Match is evaluated first: a stale one is its own 412.
+    both = {**auth(), "If-Match": '"stale"', "If-None-Match": '"other"'}
+    stale = await client.request(method, path, json=mine, headers=both)
+    assert stale.status == 412 and "changed since it was read" in (await stale.json())["detail"]
+    headers = {**auth(), "If-Match": current, "If-None-Match": '"an-older-version"'}
+    applied = await client.request(method, path, json=theirs, headers=headers)
+    assert applied.status == 200, await applied.text()
+
+
+async def test_a_delete_with_if_none_match_star_keeps_the_vehicle(client: Client) -> None:
+    path, *_ = await _vehicle(client)
+    refused = await client.delete(path, headers={**auth(), "If-None-Match": "*"})
+    assert refused.status == 412, await refused.text()
+    assert (await client.get(path, headers=auth())).status == 200
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_trigger, _action, _subscription, _geofence, _settings, _vehicle],
+    ids=lambda f: f.__name__.strip("_"),
+)
+async def test_a_read_naming_the_current_etag_is_not_modified(
+    client: Client, make: Callable[[Client], Awaitable[Made]]
+) -> None:
+    """A poller that sends the tag it holds gets a 304 with that tag and no body while the
+    document stays that version, and the document again once it changed."""
+    path, method, mine, _ = await make(client)
+    current = (await client.get(path, headers=auth())).headers["ETag"]
+    for tags in (current, f"W/{current}", f'"nope", {current}', "*"):
+        for read in (client.get, client.head):
+            same = await read(path, headers={**auth(), "If-None-Match": tags})
+            assert same.status == 304, (tags, same.status)
+            assert same.headers["ETag"] == current and await same.read() == b""
+    other = await client.get(path, headers={**auth(), "If-None-Match": '"nope"'})
+    assert other.status == 200 and other.headers["ETag"] == current
+    assert (await client.request(method, path, json=mine, headers=auth())).status == 200
+    changed = await client.get(path, headers={**auth(), "If-None-Match": current})
+    assert changed.status == 200 and changed.headers["ETag"] != current
+    assert await changed.json()
+
+
 async def test_if_match_on_a_method_the_document_does_not_have_is_its_405(client: Client) -> None:
     """A kind is replaced by PUT, never patched: a PATCH with `If-Match` read the kind through
     its GET with the 405's empty match and answered a 500 (schemathesis found it)."""

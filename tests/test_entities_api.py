@@ -158,6 +158,24 @@ async def test_plate_filter_finds_the_vehicle_by_either_spelling(client: Client)
         assert answer.status == 200 and (await answer.json())["items"] == [], query
 
 
+async def test_plate_filter_finds_fines_issued_to_either_spelling_of_the_plate(
+    client: Client,
+) -> None:
+    """A vehicle re-plated FIN1234 -> FIN1C34 is one vehicle: its fines under both plates."""
+    fine = {"kind": "fine", "ait_number": "SP900", "amount_brl": 10, "status": "open"}
+    old = await _create(client, "other", {**fine, "key": "SP900", "plate": "fin-1234"})
+    new = await _create(client, "other", {**fine, "key": "SP901", "plate": "FIN1C34"})
+    await _create(client, "other", {**fine, "key": "SP902", "plate": "FIN1D34"})
+    for plate in ("FIN1234", "fin-1c34", "FIN1C34"):
+        for query in (f"plate={plate}", f"kind=fine&plate={plate}", f"plate={plate}&status=open"):
+            answer = await client.get(f"/api/v1/entities/other?{query}", headers=auth())
+            items = (await answer.json())["items"]
+            assert [f["id"] for f in items] == [old["id"], new["id"]], query
+    for query in ("plate=FIN1C34&status=paid", "plate=not-a-plate"):
+        answer = await client.get(f"/api/v1/entities/other?{query}", headers=auth())
+        assert answer.status == 200 and (await answer.json())["items"] == [], query
+
+
 async def test_other_tenant_sees_404_never_the_data(client: Client) -> None:
     created = await _create(client, "vehicle", VEHICLE, tenant="acme")
     response = await client.get(f"/api/v1/entities/vehicle/{created['id']}", headers=auth("globex"))

@@ -499,6 +499,28 @@ def test_trigger_input_schema_gets_the_identifier_formats() -> None:
     assert problem.message.endswith("is not a valid CPF: check digit mismatch")
 
 
+def test_identifiers_are_normalised_only_where_their_keyword_reaches() -> None:
+    """`items` starts past `prefixItems`; `dependentSchemas` (and its draft-7 spelling
+    `dependencies`) apply when their member is there: a plate-shaped text elsewhere is kept."""
+    listed = compile_schema(
+        {"properties": {"t": {"prefixItems": [{"type": "string"}], "items": {"format": "plate"}}}}
+    )
+    assert listed.normalise({"t": ["abc-1234", "abc-1234"]}) == {"t": ["abc-1234", "ABC1234"]}
+    dependent = compile_schema(
+        {
+            "dependencies": {"owner": {"properties": {"cpf": {"format": "cpf"}}}},
+            "dependentSchemas": {"owner": {"properties": {"plate": {"format": "plate"}}}},
+        }
+    )
+    doc = {"cpf": "529.982.247-25", "plate": "abc-1234"}
+    assert dependent.normalise(doc) == doc
+    assert dependent.normalise({**doc, "owner": "Ana"}) == {
+        "cpf": "52998224725",
+        "plate": "ABC1234",
+        "owner": "Ana",
+    }
+
+
 def test_compiling_the_same_schema_twice_reuses_the_compiled_validator() -> None:
     assert compile_schema(copy.deepcopy(TYRE)) is compile_schema(copy.deepcopy(TYRE))
 

@@ -6,8 +6,10 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway import kinds
 from gateway.clock import utcnow
 from gateway.services import Services
 from tests.support import auth
@@ -52,6 +54,133 @@ async def test_custom_kind_validates_its_entities(client: Client) -> None:
     assert response.status == 422
     pointers = {e["pointer"] for e in (await response.json())["errors"]}
     assert pointers == {"/position", "/tread_mm"}
+
+
+# Where a kind's schema may check an identifier format, and the document that puts one there:
+# (schema, document, path to the identifier, its stored form).
+_IDENTIFIER_PLACES: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str | int, ...], str]] = {
+    "if_then_else": (
+        {
+            "type": "object",
+            "if": {"properties": {"tipo": {"const": "pj"}}},
+            "then": {"properties": {"documento": {"type": "string", "format": "cnpj"}}},
+            "else": {"properties": {"documento": {"type": "string", "format": "cpf"}}},
+        },
+        {"tipo": "pj", "documento": "12.abc.345/01de-35"},
+        ("documento",),
+        "12ABC34501DE35",
+    ),
+    "additional_properties": (
+        {
+            "type": "object",
+            "properties": {
+                "drivers": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "format": "cpf"},
+                }
+            },
+        },
+        {"drivers": {"day": "529.982.247-25"}},
+        ("drivers", "day"),
+        "52998224725",
+    ),
+    "pattern_properties": (
+        {"type": "object", "patternProperties": {"^plate_": {"type": "string", "format": "plate"}}},
+        {"plate_front": "abc-1234"},
+        ("plate_front",),
+        "ABC1234",
+    ),
+    "prefix_items": (
+        {
+            "type": "object",
+            "properties": {"t": {"type": "array", "prefixItems": [{"format": "plate"}]}},
+        },
+        {"t": ["abc-1234"]},
+        ("t", 0),
+        "ABC1234",
+    ),
+    "dependent_schemas": (
+        {
+            "type": "object",
+            "dependentSchemas": {"owner": {"properties": {"cpf": {"format": "cpf"}}}},
+        },
+        {"owner": "Ana", "cpf": "529.982.247-25"},
+        ("cpf",),
+        "52998224725",
+    ),
+    "unevaluated_properties": (
+        {"type": "object", "unevaluatedProperties": {"type": "string", "format": "plate"}},
+        {"spare": "abc.1d23"},
+        ("spare",),
+        "ABC1D23",
+    ),
+    "contains": (
+        {"type": "object", "properties": {"ps": {"contains": {"format": "plate"}}}},
+        {"ps": ["x", "abc-1234"]},
+        ("ps", 1),
+        "ABC1234",
+    ),
+    "anchor_ref": (
+        {
+            "type": "object",
+            "$defs": {"p": {"$anchor": "placa", "type": "string", "format": "plate"}},
+            "properties": {"placa": {"$ref": "#placa"}},
+        },
+        {"placa": "abc 1234"},
+        ("placa",),
+        "ABC1234",
+    ),
+}
+
+
+@pytest.mark.parametrize("place", sorted(_IDENTIFIER_PLACES))
+async def test_an_identifier_wherever_a_kind_checks_it_is_stored_normalised(
+    client: Client, place: str
+) -> None:
+    schema, doc, path, stored = _IDENTIFIER_PLACES[place]
+    kind = {"name": place, "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    body = {"kind": place, "key": "1", **doc}
+    created = await client.post("/api/v1/entities/other", json=body, headers=auth())
+    answer = await created.json()
+    assert created.status == 201, answer
+    read = await (await client.get(f"/api/v1/entities/other/{place}:1", headers=auth())).json()
+    for document in (answer, read):
+        value: Any = document
+        for part in path:
+            value = value[part]
+        assert value == stored, document
+
+
+async def test_a_free_text_where_another_arm_checks_an_identifier_is_kept_as_sent(
+    client: Client,
+) -> None:
+    # A person's document is a CNPJ for a company, free text otherwise: the text is no CNPJ,
+    # so nothing strips its dots and dashes.
+    schema = {
+        "type": "object",
+        "if": {"properties": {"tipo": {"const": "pj"}}},
+        "then": {"properties": {"documento": {"format": "cnpj"}}},
+        "else": {"properties": {"documento": {"type": "string"}}},
+    }
+    kind = {"name": "pessoa", "schema": schema}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    doc = {"kind": "pessoa", "key": "1", "tipo": "pf", "documento": "RG 12.345.678-9 SSP/SP"}
+    created = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+    assert (await created.json())["documento"] == "RG 12.345.678-9 SSP/SP"
+    bad = {**doc, "key": "2", "tipo": "pj", "documento": "12.abc.345/01de-36"}
+    refused = await client.post("/api/v1/entities/other", json=bad, headers=auth())
+    assert refused.status == 422
+    assert [e["pointer"] for e in (await refused.json())["errors"]] == ["/documento"]
+
+
+async def test_an_identifier_format_for_member_names_is_refused_at_upload(client: Client) -> None:
+    schema = {"type": "object", "properties": {"km": {"propertyNames": {"format": "plate"}}}}
+    kind = {"name": "km_by_plate", "schema": schema}
+    refused = await client.post("/api/v1/kinds", json=kind, headers=auth())
+    problem = await refused.json()
+    assert refused.status == 422, problem
+    assert [e["pointer"] for e in problem["errors"]] == ["/schema/properties/km/propertyNames"]
 
 
 async def test_kinds_are_per_tenant(client: Client) -> None:
@@ -235,3 +364,79 @@ async def test_a_kind_body_member_missing_or_of_the_wrong_type_is_a_422_with_its
     await _register(client)
     response = await client.put("/api/v1/kinds/tyre", json={}, headers=auth())
     assert await _problems(response) == [("/schema", "required")]
+
+
+_TREAD = {
+    "type": "object",
+    "properties": {"serial": {"type": "string"}, "tread_mm": {"type": "number"}},
+}
+_BRANDED = {
+    "type": "object",
+    "required": ["brand"],
+    "additionalProperties": False,
+    "properties": {"serial": {"type": "string"}, "brand": {"type": "string"}},
+}
+
+
+async def _tyres(client: Client, count: int) -> None:
+    kind = {"name": "tyre", "schema": _TREAD}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    for n in range(1, count + 1):
+        doc = {"kind": "tyre", "key": f"T-{n}", "serial": "S", "tread_mm": n}
+        created = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+        assert created.status == 201, await created.text()
+
+
+async def test_a_schema_its_stored_entities_break_is_refused_naming_them(client: Client) -> None:
+    await _tyres(client, 2)
+    refused = await client.put("/api/v1/kinds/tyre", json={"schema": _BRANDED}, headers=auth())
+    problem = await refused.json()
+    assert refused.status == 409, problem
+    assert (problem["stranded"], problem["checked"]) == (2, 2)
+    assert "2 of the 2 stored entities of kind 'tyre'" in problem["detail"]
+    first = problem["entities"][0]
+    assert first["key"] == "T-1"
+    assert {e["pointer"] for e in first["errors"]} == {"/brand", "/tread_mm"}
+    kind = await (await client.get("/api/v1/kinds/tyre", headers=auth())).json()
+    assert kind["schema"] == _TREAD  # nothing replaced: the entities stay writable
+    patch = {"serial": "S2"}
+    written = await client.patch("/api/v1/entities/other/tyre:T-1", json=patch, headers=auth())
+    assert written.status == 200, await written.text()
+    # A schema they all still satisfy is replaced at once.
+    optional = {**_TREAD, "properties": {**_TREAD["properties"], "brand": {"type": "string"}}}
+    replaced = await client.put("/api/v1/kinds/tyre", json={"schema": optional}, headers=auth())
+    assert replaced.status == 200, await replaced.text()
+
+
+async def test_a_forced_schema_replacement_leaves_entities_to_be_made_valid(
+    client: Client,
+) -> None:
+    await _tyres(client, 1)
+    bad = await client.put(
+        "/api/v1/kinds/tyre?force=maybe", json={"schema": _BRANDED}, headers=auth()
+    )
+    assert bad.status == 400, await bad.text()
+    forced = await client.put(
+        "/api/v1/kinds/tyre?force=true", json={"schema": _BRANDED}, headers=auth()
+    )
+    assert forced.status == 200, await forced.text()
+    path = "/api/v1/entities/other/tyre:T-1"
+    still = await client.patch(path, json={"brand": "Pirelli"}, headers=auth())
+    assert still.status == 422, await still.text()
+    fixed = await client.patch(path, json={"brand": "Pirelli", "tread_mm": None}, headers=auth())
+    assert fixed.status == 200, await fixed.text()
+
+
+async def test_a_schema_replacement_checks_a_bounded_number_of_stored_entities(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kinds, "MAX_CHECKED", 2)
+    await _tyres(client, 3)
+    # T-3 alone breaks it: past the first two, it is not looked at.
+    capped = {**_TREAD, "properties": {**_TREAD["properties"], "tread_mm": {"maximum": 2}}}
+    replaced = await client.put("/api/v1/kinds/tyre", json={"schema": capped}, headers=auth())
+    assert replaced.status == 200, await replaced.text()
+    stricter = {**_TREAD, "properties": {**_TREAD["properties"], "tread_mm": {"maximum": 1}}}
+    refused = await client.put("/api/v1/kinds/tyre", json={"schema": stricter}, headers=auth())
+    problem = await refused.json()
+    assert refused.status == 409 and "1 of the first 2 stored" in problem["detail"], problem

@@ -102,9 +102,11 @@ async def test_documents_changed_by_patch_or_put_declare_their_etag_and_if_match
     assert "/api/v1/triggers/{id}" in conditional
     for path, ops in conditional.items():
         assert "ETag" in ops["get"]["responses"]["200"]["headers"], path
-        for method in {"patch", "put"} & set(ops):
+        names = [p["name"] for p in ops["get"]["parameters"] if p["in"] == "header"]
+        assert "If-None-Match" in names and "ETag" in ops["get"]["responses"]["304"]["headers"]
+        for method in {"patch", "put", "delete"} & set(ops):
             names = [p["name"] for p in ops[method]["parameters"] if p["in"] == "header"]
-            assert "If-Match" in names, (method, path)
+            assert {"If-Match", "If-None-Match"} <= set(names), (method, path)
             assert "412" in ops[method]["responses"], (method, path)
     created = await client.post(
         "/api/v1/triggers", headers=auth(), json={"name": "tagged", "entity_type": "vehicle"}

@@ -359,6 +359,52 @@ async def test_fine_trigger_writes_and_reads_its_kind_only(client: Client) -> No
     assert status == 422 and problem["errors"][0]["pointer"] == "/kind"
 
 
+async def test_a_fine_trigger_lists_the_fines_of_either_spelling_of_a_plate(
+    client: Client,
+) -> None:
+    trigger = await create_trigger(client, entity_type="other", kind="fine", methods=["GET"])
+    fine = {"kind": "fine", "ait_number": "SP900", "amount_brl": 10, "status": "open"}
+    for key, plate in (("SP900", "FIN1234"), ("SP901", "FIN1C34"), ("SP902", "FIN1D34")):
+        doc = {**fine, "key": key, "plate": plate}
+        created = await client.post("/api/v1/entities/other", json=doc, headers=auth())
+        assert created.status == 201, await created.text()
+    for plate in ("FIN1234", "fin-1c34"):
+        response = await client.get(
+            f"/hooks/{trigger['id']}?plate={plate}", headers=bearer(trigger)
+        )
+        items = (await response.json())["items"]
+        assert sorted(f["key"] for f in items) == ["SP900", "SP901"], plate
+
+
+async def test_a_kind_trigger_reads_back_a_key_holding_a_colon_or_another_entitys_id(
+    client: Client,
+) -> None:
+    kind = {"name": "pneu", "schema": {"type": "object"}}
+    assert (await client.post("/api/v1/kinds", json=kind, headers=auth())).status == 201
+    fine = {"kind": "fine", "key": "SP1", "ait_number": "SP1", "plate": "ABC1234", "amount_brl": 1}
+    created = await client.post(
+        "/api/v1/entities/other", json={**fine, "status": "open"}, headers=auth()
+    )
+    assert created.status == 201, await created.text()
+    fine_id = (await created.json())["id"]
+    trigger = await create_trigger(
+        client, entity_type="other", kind="pneu", methods=["GET", "POST"]
+    )
+    for key in ("ORD:123", "fine:SP1", fine_id):
+        status, answer = await hook(client, trigger, {"key": key, "n": key})
+        assert status == 201 and answer["key"] == key, answer
+        response = await client.get(f"/hooks/{trigger['id']}/{key}", headers=bearer(trigger))
+        assert response.status == 200, (key, await response.text())
+        assert (await response.json())["n"] == key
+    # By id and by `kind:key` as before; an entity of another kind is not the trigger's.
+    by_full_key = await client.get(f"/hooks/{trigger['id']}/pneu:ORD:123", headers=bearer(trigger))
+    assert (await by_full_key.json())["n"] == "ORD:123"
+    by_id = await client.get(f"/hooks/{trigger['id']}/{answer['id']}", headers=bearer(trigger))
+    assert (await by_id.json())["n"] == fine_id
+    other_kind = await client.get(f"/hooks/{trigger['id']}/fine:SP9", headers=bearer(trigger))
+    assert other_kind.status == 404
+
+
 async def test_lookup_key_from_the_payload_cannot_become_a_query_operator(client: Client) -> None:
     await upload_mapping(
         client,

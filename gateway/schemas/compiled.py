@@ -18,7 +18,13 @@ from gateway.errors import FieldProblem, InvalidPayload
 from gateway.formats.json_tree import plain_zeros
 from gateway.schemas.ids import IDENTIFIERS
 from gateway.schemas.problems import pointer, problems_from_errors, root_problem
-from gateway.schemas.walk import Normaliser, SchemaTooComplex, build_normaliser, has_path
+from gateway.schemas.walk import (
+    IdentifierInName,
+    Normaliser,
+    SchemaTooComplex,
+    build_normaliser,
+    has_path,
+)
 
 _FORMATS = {name: ident.is_valid for name, ident in IDENTIFIERS.items()}
 
@@ -106,6 +112,10 @@ def compile_schema(
         raise invalid("schema", [problem]) from None
     except SchemaTooComplex as exc:
         problem = FieldProblem(at, f"{at or 'schema'}: too complex: {exc}", "complexity")
+        raise invalid("schema", [problem]) from None
+    except IdentifierInName as exc:
+        where = at + exc.at
+        problem = FieldProblem(where, f"{where}: {exc}", "format")
         raise invalid("schema", [problem]) from None
 
 

@@ -1,22 +1,30 @@
 """Static walks over a raw JSON Schema: where identifiers live, and which field paths exist.
 
-Both follow `properties`, `patternProperties`, `additionalProperties`, `items`, local `$ref`s
-and `allOf`/`anyOf`/`oneOf` (a path that exists in any branch exists). Remote `$ref`s are
-never followed — compiled schemas refuse them anyway.
+`build_normaliser` follows every keyword under which the validator checks formats: those
+that apply to the instance itself (`$ref`, `$dynamicRef` and `#anchor`s within the schema,
+`allOf`/`anyOf`/`oneOf`, `not`, `if`/`then`/`else`, `dependentSchemas`), to members
+(`properties`, `patternProperties`, `additionalProperties`, `unevaluatedProperties`) and to
+items (`prefixItems`, `items`, `contains`, `unevaluatedItems`); an identifier format under
+`propertyNames` is refused (a member name is not rewritten). `has_path` follows `properties`,
+`patternProperties`, `additionalProperties`, `items`, local `$ref`s and `allOf`/`anyOf`/
+`oneOf` (a path that exists in any branch exists). Remote `$ref`s are never followed —
+compiled schemas refuse them anyway.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema_rs
 
-from gateway.schemas.ids import IDENTIFIERS
+from gateway.schemas.ids import IDENTIFIERS, Identifier
 
 COMBINATORS = ("allOf", "anyOf", "oneOf")
+# Keywords whose subschema applies to the instance itself, beside $ref and the combinators.
+_IN_PLACE = ("not", "if", "then", "else")
 _MAX_DEPTH = 64  # recursive schemas ("a tree of nodes") stop here instead of looping
 MAX_VISITS = 20_000
 """Subschemas one walk visits. Depth alone does not bound a walk: a schema whose `$ref`s
@@ -26,6 +34,15 @@ many paths under the depth limit, and would hold a process for minutes."""
 
 class SchemaTooComplex(ValueError):
     """A walk over a schema visited more than MAX_VISITS subschemas."""
+
+
+class IdentifierInName(ValueError):
+    """An identifier format under `propertyNames`: a member name cannot be normalised (two
+    spellings of one identifier would become one member). `at` is its JSON pointer."""
+
+    def __init__(self, at: str) -> None:
+        super().__init__("an identifier format cannot check member names (`propertyNames`)")
+        self.at = at
 
 
 @dataclass(slots=True)
@@ -38,6 +55,8 @@ class _Budget:
     # `build_normaliser`'s (subschema, depth) pairs that hold no identifier format: met again
     # (a recursive definition $ref'd from many places), they are not walked again.
     barren: set[tuple[int, int]] = field(default_factory=set)
+    # `build_normaliser`'s plain-name fragments ("#node": `$anchor`, `$dynamicAnchor`).
+    anchors: dict[str, Any] = field(default_factory=dict)
 
     def spend(self) -> None:
         self.left -= 1
@@ -50,52 +69,93 @@ class _Budget:
 @dataclass(slots=True)
 class Normaliser:
     """A tree mirroring where identifier formats sit in a schema; `apply` rewrites only those
-    strings and copies only the containers on their way, leaving the input untouched."""
+    strings and copies only the containers on their way, leaving the input untouched.
 
-    fn: Callable[[str], str] | None = None
+    A schema says statically where a format *may* apply: which arm of an `anyOf` or of an
+    `if`/`then`/`else` holds depends on the document. So every format that may apply at a
+    place is a candidate, and a string is rewritten only when it is a valid identifier of
+    one of them: a free text in the arm without the format is never stripped, and what the
+    validator then checks is what is stored. (Valid identifiers of two formats normalise
+    alike: only plates and CNPJs have letters, only a 9-digit RENAVAM is padded.)"""
+
+    idents: tuple[Identifier, ...] = ()
+    branches: list[Normaliser] = field(default_factory=list)  # the same instance
     props: dict[str, Normaliser] = field(default_factory=dict)
-    items: Normaliser | None = None
+    patterns: list[tuple[str, Normaliser]] = field(default_factory=list)
+    others: Normaliser | None = None  # members no `properties`/`patternProperties` names
+    dependent: dict[str, Normaliser] = field(default_factory=dict)  # when the member is there
+    prefix: list[Normaliser | None] = field(default_factory=list)
+    rest: Normaliser | None = None  # items past `prefixItems`
+    every: Normaliser | None = None  # every item (`contains`)
 
     def apply(self, value: Any) -> Any:
+        for branch in self.branches:
+            value = branch.apply(value)
         if isinstance(value, str):
-            return self.fn(value) if self.fn is not None else value
-        if isinstance(value, dict) and self.props:
-            out: dict[str, Any] | None = None
-            for key, sub in self.props.items():
-                if key in value:
-                    old = value[key]
-                    new = sub.apply(old)
-                    if new is not old:
-                        if out is None:
-                            out = dict(value)
-                        out[key] = new
-            return value if out is None else out
-        if isinstance(value, list) and self.items is not None:
-            return [self.items.apply(item) for item in value]
+            return self._identifier(value)
+        if isinstance(value, dict):
+            value = self._members(value)
+            for name, sub in self.dependent.items():
+                if name in value:
+                    value = sub.apply(value)
+            return value
+        if isinstance(value, list) and (self.prefix or self.rest or self.every):
+            return [self._item(index, item) for index, item in enumerate(value)]
         return value
 
-    def merge(self, other: Normaliser) -> None:
-        self.fn = self.fn or other.fn
-        for key, sub in other.props.items():
-            if key in self.props:
-                self.props[key].merge(sub)
-            else:
-                self.props[key] = sub
-        if other.items is not None:
-            if self.items is None:
-                self.items = other.items
-            else:
-                self.items.merge(other.items)
+    def _identifier(self, value: str) -> str:
+        for ident in self.idents:
+            if ident.is_valid(value):
+                return ident.normalize(value)
+        return value
+
+    def _members(self, value: dict[str, Any]) -> dict[str, Any]:
+        if self.patterns or self.others is not None:
+            names: Sequence[str] = list(value)
+        else:
+            names = [name for name in self.props if name in value]
+        out: dict[str, Any] | None = None
+        for name in names:
+            old = new = value[name]
+            for sub in self._for_member(name):
+                new = sub.apply(new)
+            if new is not old:
+                if out is None:
+                    out = dict(value)
+                out[name] = new
+        return value if out is None else out
+
+    def _for_member(self, name: str) -> list[Normaliser]:
+        subs = [self.props[name]] if name in self.props else []
+        named = bool(subs)
+        for pattern, sub in self.patterns:
+            if _pattern_matches(pattern, name):
+                subs.append(sub)
+                named = True
+        if not named and self.others is not None:
+            subs.append(self.others)
+        return subs
+
+    def _item(self, index: int, item: Any) -> Any:
+        first = self.prefix[index] if index < len(self.prefix) else self.rest
+        for sub in (first, self.every):
+            if sub is not None:
+                item = sub.apply(item)
+        return item
+
+
+_Below = Callable[[Any, str], Normaliser | None]
 
 
 def build_normaliser(schema: Mapping[str, Any]) -> Normaliser | None:
     """The normaliser for `schema`, or None when it declares no identifier format.
-    SchemaTooComplex when the walk would visit more than MAX_VISITS subschemas."""
-    return _normaliser(schema, schema, 0, _Budget())
+    SchemaTooComplex when the walk would visit more than MAX_VISITS subschemas;
+    IdentifierInName for an identifier format under `propertyNames`."""
+    return _normaliser(schema, schema, "", 0, _Budget(anchors=_anchors(schema)))
 
 
 def _normaliser(
-    root: Mapping[str, Any], node: Any, depth: int, budget: _Budget
+    root: Mapping[str, Any], node: Any, at: str, depth: int, budget: _Budget
 ) -> Normaliser | None:
     if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
         return None
@@ -103,25 +163,113 @@ def _normaliser(
     if state in budget.barren:
         return None
     budget.spend()
-    found = Normaliser()
-    useful = False
+
+    def below(sub: Any, where: str) -> Normaliser | None:
+        return _normaliser(root, sub, where, depth + 1, budget)
+
+    if below(node.get("propertyNames"), f"{at}/propertyNames") is not None:
+        raise IdentifierInName(f"{at}/propertyNames")
     ident = IDENTIFIERS.get(node.get("format", ""))
-    if ident is not None:
-        found.fn, useful = ident.normalize, True
-    for sub in _branches(root, node):
-        if (branch := _normaliser(root, sub, depth + 1, budget)) is not None:
-            found.merge(branch)
-            useful = True
-    for key, sub in _mapping(node.get("properties")).items():
-        if (child := _normaliser(root, sub, depth + 1, budget)) is not None:
-            found.props[key] = child
-            useful = True
-    if (items := _normaliser(root, node.get("items"), depth + 1, budget)) is not None:
-        found.items, useful = items, True
-    if not useful:
+    same = _in_place(root, node, at, budget.anchors)
+    found = Normaliser(
+        idents=() if ident is None else (ident,),
+        branches=_present(below(sub, where) for sub, where in same),
+        props=_named(below, _mapping(node.get("properties")), f"{at}/properties"),
+        patterns=list(
+            _named(
+                below, _mapping(node.get("patternProperties")), f"{at}/patternProperties"
+            ).items()
+        ),
+        others=_union(
+            below(node.get(key), f"{at}/{key}")
+            for key in ("additionalProperties", "unevaluatedProperties")
+        ),
+        dependent=_dependent(below, node, at),
+        prefix=_prefix(below, node.get("prefixItems"), f"{at}/prefixItems"),
+        rest=_union(below(node.get(key), f"{at}/{key}") for key in ("items", "unevaluatedItems")),
+        every=below(node.get("contains"), f"{at}/contains"),
+    )
+    if not any(found.prefix) and found.rest is None:
+        found.prefix = []  # (with `rest`, the prefix's length says where `rest` starts)
+    if found == Normaliser():
         budget.barren.add(state)
         return None
     return found
+
+
+def _in_place(
+    root: Mapping[str, Any], node: Mapping[str, Any], at: str, anchors: Mapping[str, Any]
+) -> list[tuple[Any, str]]:
+    """Subschemas that apply to the same instance, with their pointers."""
+    out: list[tuple[Any, str]] = []
+    for key in ("$ref", "$dynamicRef"):
+        ref = node.get(key)
+        if not isinstance(ref, str):
+            continue
+        target = anchors.get(ref[1:]) if ref.startswith("#") else None
+        if target is None:
+            target = resolve_local(root, ref)
+        if target is not None:
+            out.append((target, ref[1:] if ref.startswith("#/") else f"{at}/{key}"))
+    for combinator in COMBINATORS:
+        arms = node.get(combinator)
+        if isinstance(arms, list):
+            out += [(arm, f"{at}/{combinator}/{i}") for i, arm in enumerate(arms)]
+    out += [(node[key], f"{at}/{key}") for key in _IN_PLACE if key in node]
+    return out
+
+
+def _named(below: _Below, subs: Mapping[str, Any], at: str) -> dict[str, Normaliser]:
+    found = {name: below(sub, f"{at}/{_escape(name)}") for name, sub in subs.items()}
+    return {name: n for name, n in found.items() if n is not None}
+
+
+def _prefix(below: _Below, subs: Any, at: str) -> list[Normaliser | None]:
+    if not isinstance(subs, list):
+        return []
+    return [below(sub, f"{at}/{i}") for i, sub in enumerate(subs)]
+
+
+def _dependent(below: _Below, node: Mapping[str, Any], at: str) -> dict[str, Normaliser]:
+    """`dependentSchemas` and its draft-7 spelling `dependencies` (schema values), which the
+    validator still honours, by the member whose presence applies them."""
+    found: dict[str, list[Normaliser]] = {}
+    for key in ("dependencies", "dependentSchemas"):
+        for name, sub in _named(below, _mapping(node.get(key)), f"{at}/{key}").items():
+            found.setdefault(name, []).append(sub)
+    return {name: n for name, subs in found.items() if (n := _union(subs)) is not None}
+
+
+def _present(found: Iterable[Normaliser | None]) -> list[Normaliser]:
+    return [n for n in found if n is not None]
+
+
+def _union(found: Iterable[Normaliser | None]) -> Normaliser | None:
+    """One normaliser applying each of several found for the same place, or None."""
+    present = _present(found)
+    if len(present) < 2:
+        return present[0] if present else None
+    return Normaliser(branches=present)
+
+
+def _anchors(root: Mapping[str, Any]) -> dict[str, Any]:
+    """The subschemas `root` names with `$anchor` or `$dynamicAnchor`, by name."""
+    found: dict[str, Any] = {}
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key in ("$anchor", "$dynamicAnchor"):
+                if isinstance(name := node.get(key), str):
+                    found.setdefault(name, node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _escape(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")
 
 
 def has_path(root: Mapping[str, Any], parts: Sequence[str]) -> bool:
@@ -212,22 +360,9 @@ def _has_subschemas(node: Mapping[str, Any]) -> bool:
     return "$ref" in node or any(c in node for c in COMBINATORS)
 
 
-def _branches(root: Mapping[str, Any], node: Mapping[str, Any]) -> list[Any]:
-    """Subschemas that apply to the same instance: a local $ref target and combinator arms."""
-    out: list[Any] = []
-    ref = node.get("$ref")
-    if isinstance(ref, str) and (target := resolve_local(root, ref)) is not None:
-        out.append(target)
-    for combinator in COMBINATORS:
-        arms = node.get(combinator)
-        if isinstance(arms, list):
-            out.extend(arms)
-    return out
-
-
 def resolve_local(root: Mapping[str, Any], ref: str) -> Any:
     """The subschema a local `$ref` ("#/$defs/base") names in `root`, else None."""
-    if not ref.startswith("#"):
+    if not ref.startswith("#") or ref[1:2] not in ("", "/"):  # "#node" is an anchor
         return None
     node: Any = root
     for raw in ref[1:].split("/")[1:]:

@@ -193,12 +193,20 @@ def _same_values(value: str | int | float) -> Any:
     return value if number is None else {"$in": [value, number]}
 
 
-def _filter_query(etype: str, filters: Mapping[str, Any]) -> Doc:
+def _filter_query(
+    etype: str, filters: Mapping[str, Any], one_of: Mapping[str, Sequence[str]]
+) -> Doc:
     """The first indexed filter goes through the `fk` index (an equality, which SecantusDB
     serves from the index); the others are matched on the data. Text and numbers compare by
-    value both ways (see `lookup_text`)."""
+    value both ways (see `lookup_text`). A field of `one_of` matches any of its texts (a
+    plate's spellings)."""
     query: Doc = {}
     filterable = FILTERABLE.get(etype, ())
+    for field, texts in one_of.items():
+        if "fk" not in query and field in filterable:
+            query["fk"] = {"$in": [f"{field}={text}" for text in texts]}
+        else:
+            query[f"data.{field}"] = {"$in": list(texts)}
     for field, value in filters.items():
         text = lookup_text(value)
         # Only plain values: an object from a payload ({"$regex": ...}) must never become a
@@ -300,9 +308,10 @@ class EntityStore:
         after: str | None,
         limit: int,
         nk: str | None = None,
+        one_of: Mapping[str, Sequence[str]] | None = None,
         excluding: Mapping[str, str] | None = None,
     ) -> list[Doc]:
-        query: Doc = {"type": etype, **_filter_query(etype, filters)}
+        query: Doc = {"type": etype, **_filter_query(etype, filters, one_of or {})}
         if excluding:  # plain text: never an operator
             query["$nor"] = [{f"data.{k}": str(v)} for k, v in excluding.items()]
         if nk is not None:

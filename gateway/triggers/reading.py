@@ -52,14 +52,17 @@ class Reader:
             return {"id": str(doc["_id"]), "problem": exc.problem()}
 
     async def _one(self, trigger: CompiledTrigger, ref: str) -> Doc:
+        """For a kind's trigger, `ref` is first the key within the kind, whatever it holds (a
+        POST answered `"key": "ORD:123"`, or a key that is another entity's id), then an id
+        or `kind:key`; the entity found must be of the kind."""
         etype = trigger.entity_type
+        if trigger.kind is None:
+            return await self._entities.get(trigger.tenant, etype, ref)
         try:
-            doc = await self._entities.get(trigger.tenant, etype, ref)
-        except NotFound:
-            if trigger.kind is None or ":" in ref:
-                raise
             doc = await self._entities.get(trigger.tenant, etype, f"{trigger.kind}:{ref}")
-        if trigger.kind is not None and doc["data"].get("kind") != trigger.kind:
+        except NotFound:
+            doc = await self._entities.get(trigger.tenant, etype, ref)
+        if doc["data"].get("kind") != trigger.kind:
             raise NotFound(f"no {etype} {ref!r}")
         return doc
 

@@ -8,7 +8,7 @@ from gateway.kinds import public_kind
 from gateway.web.admin_auth import authenticate
 from gateway.web.openapi import operation
 from gateway.web.problems import json_response
-from gateway.web.requests import check_members, read_object
+from gateway.web.requests import check_members, query_flag, read_object
 from gateway.web.state import services_of
 
 _NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}
@@ -64,18 +64,21 @@ async def get_kind(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replace a custom kind's schema",
+    "Replace a custom kind's schema (refused while stored entities of it would not validate)",
     tag="kinds",
     request=_REPLACEMENT,
     response=_KIND,
-    schemas={"name": _NAME},
+    query=[("force", "true to replace it even if stored entities do not validate against it")],
+    schemas={"name": _NAME, "force": {"enum": ["true", "false", "1", "0"]}},
+    errors=(409,),
 )
 async def replace_kind(request: web.Request) -> web.Response:
     claims = await authenticate(request)
+    force = query_flag(request, "force", False)
     body = await read_object(request)
     check_members(body, {"schema": dict}, required=("schema",))
     doc = await services_of(request).kinds.replace(
-        claims.tenant, request.match_info["name"], body, claims.subject
+        claims.tenant, request.match_info["name"], body, claims.subject, force=force
     )
     return json_response(public_kind(doc))
 

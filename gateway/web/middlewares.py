@@ -183,10 +183,8 @@ async def _handled(handler: Handler, request: web.Request) -> web.StreamResponse
     """The handler's answer; a body the client did not deliver whole is its error, not ours
     (never a 500 nor a traceback)."""
     try:
-        await conditional.check_if_match(request)
-        response = await handler(request)
-        await conditional.tag(request, response)
-        return response
+        await conditional.check_preconditions(request)
+        return await conditional.tag(request, await handler(request))
     except web.RequestPayloadError as exc:  # a content coding that does not decode, ...
         return _unreadable_body(request, exc)
     except ConnectionResetError:

@@ -388,25 +388,48 @@ _IF_MATCH: dict[str, Any] = {
 }
 
 
+_IF_NONE_MATCH_READ: dict[str, Any] = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "`ETag`s the client holds (or `*`): a 304 without a body when one of them "
+    "is the document's current version",
+    "schema": {"type": "string"},
+}
+_IF_NONE_MATCH_CHANGE: dict[str, Any] = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "`ETag`s (or `*`: any version): the change applies only if the document is "
+    "none of them, else a 412 and nothing changes",
+    "schema": {"type": "string"},
+}
+_ETAG = {
+    "description": "the version of this document, for `If-Match` and `If-None-Match`",
+    "schema": {"type": "string"},
+}
+
+
 def _conditional(operations: dict[str, Any]) -> None:
     """A document of the admin API that PATCH, PUT or DELETE change
-    (gateway/web/conditional.py): its GET answers an `ETag`, and a change may send `If-Match`
-    (412 when it is stale)."""
+    (gateway/web/conditional.py): its GET answers an `ETag` (304 for an `If-None-Match`
+    naming it), and a change may send `If-Match` or `If-None-Match` (412 when not met)."""
     changes = [operations[m] for m in ("patch", "put", "delete") if m in operations]
     read = operations.get("get")
     if read is None or not changes:
         return
     for answer in (r for status, r in read["responses"].items() if status.startswith("2")):
-        answer["headers"] = {
-            "ETag": {
-                "description": "the version of this document, for a change's `If-Match`",
-                "schema": {"type": "string"},
-            }
-        }
+        answer["headers"] = {"ETag": _ETAG}
+    read["parameters"].append(_IF_NONE_MATCH_READ)
+    read["responses"]["304"] = {
+        "description": "Not Modified: `If-None-Match` names the current version",
+        "headers": {"ETag": _ETAG},
+    }
     for change in changes:
-        change["parameters"].append(_IF_MATCH)
+        change["parameters"] += [_IF_MATCH, _IF_NONE_MATCH_CHANGE]
         change["responses"]["412"] = {
-            "description": "`If-Match` names another version of the document",
+            "description": "`If-Match` names another version of the document, or "
+            "`If-None-Match` names its current one",
             "content": {
                 "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
             },
