@@ -156,6 +156,30 @@ async def test_the_vehicle_current_driver_follows_a_scheduled_change_once_it_sta
     assert drivers == [(ANA, BRUNO)]  # one event for the handover
 
 
+async def test_a_change_scheduled_by_the_previous_version_is_followed_after_the_upgrade(
+    client: Client,
+) -> None:
+    """The version before stored scheduled changes without `due`, and nothing gave them one:
+    `current_driver` never followed them. Every start marks the changes still ahead that lack
+    it (again: nothing new), so they are followed when they start."""
+    await _drivers(client)
+    services = client.app[services_key]
+    now = datetime.now(UTC)
+    await post(client, DRIVERS, {"driver": ANA, "start": (now - timedelta(hours=1)).isoformat()})
+    start = now + timedelta(seconds=1.5)
+    await post(client, DRIVERS, {"driver": BRUNO, "start": start.isoformat()})
+    changes = services.store.db["driver_assignments"]
+    await changes.update_many({}, {"$unset": {"due": ""}})  # as the previous version stored it
+    await services.store.ensure_indexes()  # the upgraded process starts
+    assert await services.store.notify.assignments.mark_scheduled(now) == 0  # marked once
+    assert await changes.count_documents({"due": {"$exists": True}}) == 1  # Ana's had begun
+
+    await asyncio.sleep((start - datetime.now(UTC)).total_seconds() + 0.1)
+    await services.flow_runner.housekeeping()
+    vehicle = await (await client.get("/api/v1/entities/vehicle/ABC1D23", headers=auth())).json()
+    assert vehicle["current_driver"]["cpf"] == BRUNO
+
+
 async def test_history_pages_with_a_cursor_and_keeps_each_end(client: Client) -> None:
     await _drivers(client)
     for day, cpf in ((1, ANA), (2, BRUNO), (3, ANA)):

@@ -498,7 +498,31 @@ async def test_a_run_whose_answers_outgrow_what_it_keeps_fails_at_that_step(
     assert [s["outcome"] for s in run["steps"]] == ["answered"] * 8 + ["failed"]
     assert run["last_error"] == run["steps"][8]["detail"]
     assert run["last_error"] == (
-        "the answer of step 's8' (1,000,011 bytes) would take the run's answers past "
-        "8,388,608 bytes (8,000,090 kept): a run keeps no more"
+        "the answer of step 's8' (1,000,023 bytes) would take the run's answers past "
+        "8,388,608 bytes (8,000,196 kept): a run keeps no more"
     )
     assert len(partner.requests) == 9
+
+
+async def test_answers_are_counted_as_the_database_stores_them(
+    client: Client, partner: Partner
+) -> None:
+    """A list of numbers takes about six times its JSON in the database (BSON): counted as
+    JSON, four answers of 0.9 MB stayed under 8 MiB but outgrew the 16 MiB document, and the
+    run faulted, asking the partner again after each lease. Counted as stored, the second
+    answer is past what a run keeps: that step fails at once, and the partner is asked twice."""
+    big = await create_partner(client, partner.url, name="BIG")
+    await create_action(client, big["id"], name="big", method="GET", path="/big", mode="proxy")
+    partner.respond_with(200, {"ids": [0] * 450_000})
+    steps = [{"id": f"s{i}", "fetch": "big"} for i in range(4)]
+    await _upload(client, {"name": "big", "on": {"events": ["entity.created"]}, "steps": steps})
+    await post(client, "/api/v1/entities/vehicle", {"plate": "ABC1D23"})
+    services = client.app[services_key]
+    await drain(services)
+    (run,) = await _runs(client, "big", "?status=failed")
+    assert [s["outcome"] for s in run["steps"]] == ["answered", "failed"]
+    assert run["last_error"].startswith("the answer of step 's1' (5,288,")
+    assert "would take the run's answers past 8,388,608 bytes" in run["last_error"]
+    stored = await services.store.db["flow_runs"].find_one({"_id": run["id"]})
+    assert "faults" not in stored
+    assert len(partner.requests) == 2

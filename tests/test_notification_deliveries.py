@@ -116,6 +116,38 @@ async def test_a_refused_recipient_fails_with_the_reason_and_a_replay_keeps_the_
     assert stored["status"] == "succeeded"
 
 
+async def test_a_notify_step_rerun_after_the_upgrade_does_not_send_what_the_old_version_queued(
+    client: Client, smtp_server: SmtpFactory
+) -> None:
+    """The version before numbered a step's messages `<run>:<step>:<n>`; a step it queued
+    but had not recorded (a rolling restart) ran again on the new version, whose address ids
+    matched none of them: every recipient was sent the message twice. A step that finds its
+    numbered deliveries queues nothing again."""
+    smtp = await smtp_server()
+    await _email_setup(client, smtp.port, [{"address": "marta@example.com"}])
+    await _vehicle(client)
+    services = client.app[services_key]
+    await drain(services)
+    (run,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert [r for m in smtp.received for r in m.recipients] == ["marta@example.com"]
+    # What the previous version stored: the same delivery, numbered.
+    deliveries = services.store.db["deliveries"]
+    address_id = run["steps"][0]["messages"][0]["delivery"]
+    doc = await deliveries.find_one({"_id": address_id})
+    await deliveries.insert_one({**doc, "_id": address_id.rsplit(":", 1)[0] + ":0"})
+    await deliveries.delete_one({"_id": address_id})
+    # The runner stopped before recording the step: it runs again, on the new version.
+    await services.store.db["flow_runs"].update_one(
+        {"_id": run["id"]}, {"$set": {"status": "pending", "next_step": 0, "steps": []}}
+    )
+    await drain(services)
+    assert [r for m in smtp.received for r in m.recipients] == ["marta@example.com"]
+    (rerun,) = (await get(client, "/api/v1/flows/hello/runs"))["items"]
+    assert rerun["status"] == "succeeded"
+    assert rerun["steps"][0]["note"].startswith("queued before an upgrade")
+    assert await deliveries.count_documents({"run_id": run["id"]}) == 1
+
+
 async def test_a_busy_mail_server_is_retried_on_the_schedule(
     client: Client, smtp_server: SmtpFactory
 ) -> None:

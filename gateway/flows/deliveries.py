@@ -9,7 +9,9 @@ step repeated after a crash stores nothing twice:
 
 A step repeated after a crash may resolve its recipients otherwise (a driver reported late, an
 operator added, a push token dropped meanwhile): each recipient's id is still theirs, so who
-was queued the first time is not queued again and who is new is.
+was queued the first time is not queued again and who is new is. The version before numbered
+a step's messages (`<run id>:<step id>:<n>`): a step repeated across the upgrade that finds one
+of those queues nothing (`steps.py`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-import orjson
+import bson
 
 from gateway.clock import utcnow
 from gateway.delivery.retry import next_attempt_at
@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
-"""What a run keeps of its steps' answers (`answers`, as JSON): half of the 16 MiB a database
+"""What a run keeps of its steps' answers (`answers`, counted as the database stores them,
+BSON: an array of numbers takes several times its JSON there): half of the 16 MiB a database
 document holds, the rest for the event and the steps' records. A step whose answer would take
 the run past it fails (its answer is not kept)."""
 
@@ -426,5 +427,5 @@ class FlowRunner:
 
 
 def _size(value: Any) -> int:
-    """Bytes `value` takes as JSON (close to what the database stores)."""
-    return len(orjson.dumps(value, default=str))
+    """Bytes `value` takes in a database document (BSON, as a field of one)."""
+    return len(bson.encode({"": value}))

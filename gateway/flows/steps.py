@@ -280,7 +280,15 @@ class StepRunner:
             key = cooldown_key(spec.cooldown_key, context)
             cooldown = None if key is None else {"key": key, "seconds": spec.cooldown_seconds}
         docs, messages = notification_deliveries(run, step, composed, cooldown, spec.urgent, now)
-        created = await self._p.store.deliveries.insert_many(docs)
+        deliveries = self._p.store.deliveries
+        # The step ran before, on a version that numbered its messages: they are queued.
+        before_upgrade = bool(docs) and await deliveries.numbered_exist(
+            run.tenant, f"{run.id}:{step.id}:"
+        )
+        if before_upgrade:
+            for message in messages:
+                message.pop("delivery", None)
+        created = 0 if before_upgrade else await deliveries.insert_many(docs)
         entry: dict[str, Any] = {
             # Nobody to tell (no driver at that time, no contact, nothing rendered) is an
             # outcome to see, not a quiet success.
@@ -290,6 +298,8 @@ class StepRunner:
             "messages": messages,
             "unreachable": composed.unreachable,
         }
+        if before_upgrade:
+            entry["note"] = "queued before an upgrade, as <run>:<step>:<n>: not queued again"
         if spec.cooldown_key is not None:
             entry["cooldown_key"] = key
             if key is None:

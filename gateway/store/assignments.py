@@ -167,6 +167,21 @@ class AssignmentStore:
             found = self._c.find({"due": {"$lte": now}}).sort("due", ASCENDING)
             return await found.to_list(limit)
 
+    async def mark_scheduled(self, now: datetime) -> int:
+        """Give `due` to the changes ahead of `now` that lack it (recorded by a version that did
+        not mark them): `current_driver` then follows them when they start. Idempotent, and
+        cheap at every start: only changes still ahead are looked at. How many were marked."""
+        marked = 0
+        with translate_errors():
+            ahead = self._c.find({"start": {"$gt": now}, "due": {"$exists": False}}, {"start": 1})
+            async for change in ahead:
+                result = await self._c.update_one(
+                    {"_id": change["_id"], "due": {"$exists": False}},
+                    {"$set": {"due": change["start"]}},
+                )
+                marked += result.modified_count
+        return marked
+
     async def done(self, change: Doc) -> None:
         """`current_driver` followed this change (unless it was written again meanwhile,
         with another `due`)."""

@@ -115,6 +115,19 @@ class DeliveryStore:
         """Insert what is new; a delivery that already exists is left as it is."""
         return await insert_new(self._c, docs)
 
+    async def numbered_exist(self, tenant: str, prefix: str) -> bool:
+        """Whether a delivery `<prefix><n>` exists (a notify step's message as the version
+        before address ids numbered them, `<run>:<step>:<n>`): one read of a range of `_id`
+        (the digits sort before the hex of an address id; a 16-digit one is an address id)."""
+        numbered = {
+            "$gte": prefix + "0",
+            "$lt": prefix + ":",
+            "$regex": f"^{re.escape(prefix)}[0-9]{{1,15}}$",
+        }
+        with translate_errors():
+            found = await self._c.find_one(scoped(tenant, {"_id": numbered}), {"_id": 1})
+        return found is not None
+
     # -- admin reads and replays (tenant-scoped) ---------------------------------------------
 
     async def get(self, tenant: str, delivery_id: str) -> Doc | None:

@@ -18,6 +18,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from gateway.clock import utcnow
 from gateway.store.assignments import ASSIGNMENT_RANGES, DUE_INDEX, AssignmentStore
 from gateway.store.client import Collection, Database, Doc, find_by_id, scoped, translate_errors
 from gateway.store.expiry import Expiry
@@ -146,6 +147,7 @@ class NotifyStores:
             await self._db["channels"].create_indexes(NAME_INDEXES)
             await self._db["templates"].create_indexes(NAME_INDEXES)
         self.assignments.windowed = scans_id_ranges
+        await self.assignments.mark_scheduled(utcnow())
         await self._expiry.create_indexes(self._db["notify_cooldowns"], COOLDOWN_INDEXES)
         await self.flows.ensure_indexes()
         await self.runs.ensure_indexes(scans_id_ranges=scans_id_ranges)
