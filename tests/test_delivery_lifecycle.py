@@ -781,6 +781,31 @@ async def test_a_process_whose_key_opens_nothing_the_database_holds_does_not_sta
         await start(SECRET_KEY)
 
 
+async def test_a_wrong_key_first_to_start_after_the_upgrade_is_refused_not_trusted(
+    client: Client, settings: Settings, mongodb_uri: str
+) -> None:
+    """A gateway upgraded from a version without the key check holds secrets but no check:
+    the first process to start seals it only with a key that opens a stored secret. One with
+    another key is refused and seals nothing, and the correctly keyed processes start."""
+    store = client.app[services_key].store
+    sealed = SecretBox(KeyRing.from_secret(SECRET_KEY)).seal({"token": "x"})
+    await store.db["partners"].insert_one({"_id": "p1", "tenant": "t1", "auth_sealed": sealed})
+    await store.db["meta"].delete_one({"_id": "secret_key"})
+
+    async def start(key: str) -> None:
+        async with open_services(
+            replace(settings, secret_key=Secret(key)), mongodb_uri=mongodb_uri
+        ):
+            pass
+
+    with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY: none of its keys opens the sec"):
+        await start(OTHER_KEY)
+    assert await store.db["meta"].find_one({"_id": "secret_key"}) is None
+    await start(SECRET_KEY)  # seals the check under the key of the stored secrets
+    with pytest.raises(ConfigError, match="GATEWAY_SECRET_KEY: none of its keys opens the key"):
+        await start(OTHER_KEY)
+
+
 async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_parking_it(
     client: Client,
     partner: Partner,

@@ -79,6 +79,14 @@ class SecretBox:
             return True
         return False
 
+    def opens(self, token: str) -> bool:
+        """Whether one of the keys opens `token` (whatever its context)."""
+        try:
+            self._decrypt(token)
+        except SecretBoxError:
+            return False
+        return True
+
     def _decrypt(self, token: str) -> Any:
         try:
             return orjson.loads(self._all.decrypt(token.encode()))
