@@ -17,14 +17,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from bson import ObjectId
 
+from gateway import clock as host_clock
 from gateway.auth.keyring import KeyRing
 from gateway.auth.secretbox import SecretBox
 from gateway.auth.webhook_signature import verify
 from gateway.config import ConfigError, Secret, Settings
 from gateway.delivery import recording
 from gateway.delivery.worker import DeliveryWorker
+from gateway.errors import StoreUnavailable
 from gateway.formats.json_tree import ANSWER_DEPTH
-from gateway.services import open_services
+from gateway.server_clock import ServerClock
+from gateway.services import Background, Services, open_services
 from gateway.web.state import services_key
 from tests.partner_double import (
     FakeClock,
@@ -856,7 +859,9 @@ async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_is_no
     starts its background jobs only then: never with a key that opens nothing there."""
     monkeypatch.setattr("gateway.services.INDEX_RETRY_SECONDS", 0.05)
     services = client.app[services_key]
-    services.background.start_once_key_checked(services, SecretBox(KeyRing([OTHER_KEY])))
+    services.background.start_once_checked(
+        services, SecretBox(KeyRing([OTHER_KEY])), ServerClock(services.store, services.metrics)
+    )
     for _ in range(100):
         if services.background.key_refused is not None:
             break
@@ -865,6 +870,43 @@ async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_is_no
     ready = await client.get("/readyz")
     assert ready.status == 503
     assert "GATEWAY_SECRET_KEY: none of its keys opens" in (await ready.json())["detail"]
+
+
+async def test_jobs_of_a_process_whose_database_blinked_at_start_wait_for_its_clock(
+    settings: Settings, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first measurement of the database's clock failed (the database down, or a blip
+    and the key check right after passed): the background jobs start once the offset is
+    measured, never on this host's clock (60 s ahead here: its leases took over the
+    others')."""
+    monkeypatch.setattr("gateway.services.INDEX_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(host_clock, "host_now", lambda: datetime.now(UTC) + timedelta(seconds=60))
+    measure = ServerClock.measure
+    failures = [StoreUnavailable("the database does not answer")]
+
+    async def blinking(self: ServerClock) -> None:
+        if failures:
+            raise failures.pop()
+        await measure(self)
+
+    monkeypatch.setattr(ServerClock, "measure", blinking)
+    offsets: list[timedelta] = []
+    start = Background.start
+
+    def started(self: Background, services: Services) -> None:
+        offsets.append(host_clock.offset())
+        start(self, services)
+
+    monkeypatch.setattr(Background, "start", started)
+    try:
+        async with open_services(replace(settings, run_workers=True), mongodb_uri=mongodb_uri):
+            for _ in range(100):
+                if offsets:
+                    break
+                await asyncio.sleep(0.05)
+        assert len(offsets) == 1 and offsets[0] < timedelta(seconds=-59), offsets
+    finally:
+        host_clock.set_offset(timedelta())
 
 
 def _oauth_to(url: str) -> dict[str, Any]:
