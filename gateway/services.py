@@ -91,6 +91,7 @@ class Services:
     settings: Settings
     metrics: Metrics
     keyring: KeyRing
+    box: SecretBox  # seals and opens every stored secret (refuses to seal: `start_once_checked`)
     schemas: SchemaRegistry
     store: Store
     kinds: KindService
@@ -166,7 +167,7 @@ async def open_services(
         try:
             store.health.check()
             await server_clock.measure()
-            await check_secret_key(store, SecretBox(ring))
+            await check_secret_key(store, services.box)
         except StoreUnavailable as exc:
             log.error(
                 "the database's clock and GATEWAY_SECRET_KEY cannot be checked against the "
@@ -174,7 +175,7 @@ async def open_services(
                 exc.detail,
                 INDEX_RETRY_SECONDS,
             )
-            services.background.start_once_checked(services, SecretBox(ring), server_clock)
+            services.background.start_once_checked(services, server_clock)
         else:
             services.background.start(services)
         following = asyncio.create_task(server_clock.follow(), name="following the clock")
@@ -274,6 +275,7 @@ def _assemble(
         settings=settings,
         metrics=metrics,
         keyring=ring,
+        box=box,
         schemas=schemas,
         store=store,
         kinds=kinds,
@@ -446,15 +448,14 @@ class Background:
         # database holds, found once the database answered (/readyz answers 503 with it).
         self.key_refused: str | None = None
 
-    def start_once_checked(
-        self, services: Services, box: SecretBox, server_clock: ServerClock
-    ) -> None:
+    def start_once_checked(self, services: Services, server_clock: ServerClock) -> None:
         """The database did not answer at start: once it does, the offset to its clock is
         measured (unless a measurement passed already, or the server gives no time) and
         GATEWAY_SECRET_KEY checked against it (`check_secret_key`), and the jobs started
         then: never on this host's clock (its leases would take over the others'), never
         when the key check fails (no job of a process with another key may fail deliveries
-        for good)."""
+        for good: its box then seals nothing either, the admin API's writes of secrets are
+        refused with a 503)."""
 
         async def check_then_start() -> None:
             while True:
@@ -462,11 +463,12 @@ class Background:
                 try:
                     if not server_clock.known:
                         await server_clock.measure()
-                    await check_secret_key(services.store, box)
+                    await check_secret_key(services.store, services.box)
                 except StoreUnavailable:
                     continue
                 except ConfigError as exc:
                     self.key_refused = str(exc)
+                    services.box.refuse(str(exc))
                     log.critical("running no background job: %s", exc)
                     return
                 log.info("GATEWAY_SECRET_KEY checked against the database")

@@ -26,6 +26,7 @@ from gateway.delivery import recording
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import StoreUnavailable
 from gateway.formats.json_tree import ANSWER_DEPTH
+from gateway.keys import check_secret_key
 from gateway.server_clock import ServerClock
 from gateway.services import Background, Services, open_services
 from gateway.web.state import services_key
@@ -852,16 +853,19 @@ async def test_a_secret_that_does_not_open_hands_the_delivery_back_instead_of_pa
     assert len(partner.requests) == 1
 
 
-async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_is_not_ready(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_seals_nothing(
+    client: Client, partner: Partner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A process whose database did not answer at start checks its key once it does, and
-    starts its background jobs only then: never with a key that opens nothing there."""
+    starts its background jobs only then: never with a key that opens nothing there. Nor
+    does it seal new secrets under that key (the others could not open them): the admin
+    API's writes of secrets answer 503 naming GATEWAY_SECRET_KEY, and store nothing."""
     monkeypatch.setattr("gateway.services.INDEX_RETRY_SECONDS", 0.05)
     services = client.app[services_key]
-    services.background.start_once_checked(
-        services, SecretBox(KeyRing([OTHER_KEY])), ServerClock(services.store, services.metrics)
-    )
+    # the gateway's other processes sealed the key check under another key
+    await services.store.db["meta"].delete_one({"_id": "secret_key"})
+    await check_secret_key(services.store, SecretBox(KeyRing([OTHER_KEY])))
+    services.background.start_once_checked(services, ServerClock(services.store, services.metrics))
     for _ in range(100):
         if services.background.key_refused is not None:
             break
@@ -870,6 +874,12 @@ async def test_a_key_found_wrong_once_the_database_answers_runs_no_job_and_is_no
     ready = await client.get("/readyz")
     assert ready.status == 503
     assert "GATEWAY_SECRET_KEY: none of its keys opens" in (await ready.json())["detail"]
+    body = {"name": "ERP", "base_url": partner.url, "auth": {"type": "bearer", "token": "x"}}
+    refused = await client.post("/api/v1/partners", json=body, headers=auth())
+    assert refused.status == 503
+    assert refused.content_type == "application/problem+json"
+    assert "GATEWAY_SECRET_KEY" in (await refused.json())["detail"]
+    assert await services.store.db["partners"].count_documents({}) == 0
 
 
 async def test_jobs_of_a_process_whose_database_blinked_at_start_wait_for_its_clock(
